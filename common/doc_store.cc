@@ -1,0 +1,193 @@
+#include "common/doc_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/error.h"
+
+namespace labshare {
+namespace {
+
+// KEYS: idempotency (or placeholder), outbox (or placeholder), documents,
+//       index keys, list keys.
+// ARGV: has_idem, fingerprint, response, ttl, n_writes, n_index, n_append,
+//       has_event, event_type, event_payload, then per write (expected, data),
+//       per index op (op, member), per append (value).
+const RedisScript& CommitScript() {
+  static const RedisScript* script = new RedisScript(R"lua(
+local has_idem = ARGV[1] == '1'
+if has_idem then
+  local rec = redis.call('HMGET', KEYS[1], 'f', 'r')
+  if rec[1] then
+    if rec[1] == ARGV[2] then return {'REPLAY', rec[2]} end
+    return {'REUSED'}
+  end
+end
+local nw, ni, na = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local base = 11
+for i = 1, nw do
+  local key = KEYS[2 + i]
+  local expected = tonumber(ARGV[base + (i - 1) * 2])
+  local current = tonumber(redis.call('HGET', key, 'v') or '0')
+  if current ~= expected then return {'CONFLICT', key} end
+end
+for i = 1, nw do
+  local expected = tonumber(ARGV[base + (i - 1) * 2])
+  redis.call('HSET', KEYS[2 + i], 'v', expected + 1, 'd', ARGV[base + (i - 1) * 2 + 1])
+end
+base = base + nw * 2
+for i = 1, ni do
+  local key = KEYS[2 + nw + i]
+  if ARGV[base + (i - 1) * 2] == '+' then
+    redis.call('ZADD', key, 0, ARGV[base + (i - 1) * 2 + 1])
+  else
+    redis.call('ZREM', key, ARGV[base + (i - 1) * 2 + 1])
+  end
+end
+base = base + ni * 2
+for i = 1, na do
+  redis.call('RPUSH', KEYS[2 + nw + ni + i], ARGV[base + i - 1])
+end
+local id = ''
+if ARGV[8] == '1' then
+  id = redis.call('XADD', KEYS[2], '*', 'type', ARGV[9], 'payload', ARGV[10])
+end
+if has_idem then
+  redis.call('HSET', KEYS[1], 'f', ARGV[2], 'r', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+return {'OK', id}
+)lua");
+  return *script;
+}
+
+absl::Status BadReply() {
+  return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+}
+
+absl::StatusOr<std::optional<StoredDoc>> DocFromReply(const RedisValue& v) {
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) return BadReply();
+  if (v.elements[0].is_nil()) return std::optional<StoredDoc>();
+  StoredDoc doc;
+  doc.data = v.elements[0].str;
+  doc.version = std::strtoll(v.elements[1].str.c_str(), nullptr, 10);
+  return std::optional<StoredDoc>(std::move(doc));
+}
+
+}  // namespace
+
+absl::Status RequestIdReused() {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "REQUEST_ID_REUSED",
+                   "request_id was already used for a different request; use a new request_id "
+                   "for a new request");
+}
+
+DocStore::DocStore(RedisPool* pool, absl::Duration idempotency_ttl)
+    : pool_(pool), idempotency_ttl_seconds_(absl::ToInt64Seconds(idempotency_ttl)) {}
+
+absl::StatusOr<std::optional<StoredDoc>> DocStore::Get(const std::string& key) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", key, "d", "v"}));
+  return DocFromReply(v);
+}
+
+absl::StatusOr<std::vector<std::optional<StoredDoc>>> DocStore::GetMany(
+    const std::vector<std::string>& keys) const {
+  std::vector<std::optional<StoredDoc>> out;
+  if (keys.empty()) return out;
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(keys.size());
+  for (const auto& k : keys) commands.push_back({"HMGET", k, "d", "v"});
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
+  out.reserve(replies.size());
+  for (const auto& r : replies) {
+    LS_ASSIGN_OR_RETURN(auto doc, DocFromReply(r));
+    out.push_back(std::move(doc));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> DocStore::IndexRange(const std::string& key,
+                                                              const std::string& after,
+                                                              int limit) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v,
+                      pool_->Command({"ZRANGE", key, after.empty() ? "-" : "(" + after, "+",
+                                      "BYLEX", "LIMIT", "0", std::to_string(limit)}));
+  if (v.type != RedisValue::Type::kArray) return BadReply();
+  std::vector<std::string> out;
+  out.reserve(v.elements.size());
+  for (auto& e : v.elements) out.push_back(std::move(e.str));
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> DocStore::ListRange(const std::string& key,
+                                                             int64_t start,
+                                                             int64_t count) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"LRANGE", key, std::to_string(start),
+                                                    std::to_string(start + count - 1)}));
+  if (v.type != RedisValue::Type::kArray) return BadReply();
+  std::vector<std::string> out;
+  for (auto& e : v.elements) out.push_back(std::move(e.str));
+  return out;
+}
+
+absl::StatusOr<std::optional<std::string>> DocStore::FindReplay(
+    const std::string& idempotency_key, const std::string& fingerprint) const {
+  if (idempotency_key.empty()) return std::optional<std::string>();
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", idempotency_key, "f", "r"}));
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) return BadReply();
+  if (v.elements[0].is_nil()) return std::optional<std::string>();
+  if (v.elements[0].str != fingerprint) return RequestIdReused();
+  return std::optional<std::string>(v.elements[1].str);
+}
+
+absl::StatusOr<CommitOutcome> DocStore::Commit(const Mutation& m) const {
+  const bool has_idem = !m.idempotency_key.empty();
+  const bool has_event = !m.outbox_key.empty();
+  // Placeholders keep KEYS positions fixed; the script never touches them.
+  std::string placeholder = m.writes.empty() ? m.outbox_key : m.writes.front().key;
+  std::vector<std::string> keys = {has_idem ? m.idempotency_key : placeholder,
+                                   has_event ? m.outbox_key : placeholder};
+  std::vector<std::string> args = {has_idem ? "1" : "0",
+                                   m.fingerprint,
+                                   m.response,
+                                   std::to_string(idempotency_ttl_seconds_),
+                                   std::to_string(m.writes.size()),
+                                   std::to_string(m.index_ops.size()),
+                                   std::to_string(m.appends.size()),
+                                   has_event ? "1" : "0",
+                                   m.event_type,
+                                   m.event_payload};
+  for (const auto& w : m.writes) {
+    keys.push_back(w.key);
+    args.push_back(std::to_string(w.expected_version));
+    args.push_back(w.data);
+  }
+  for (const auto& op : m.index_ops) {
+    keys.push_back(op.key);
+    args.push_back(op.remove ? "-" : "+");
+    args.push_back(op.member);
+  }
+  for (const auto& a : m.appends) {
+    keys.push_back(a.key);
+    args.push_back(a.value);
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(CommitScript(), keys, args));
+  if (v.type != RedisValue::Type::kArray || v.elements.empty()) return BadReply();
+  const std::string& tag = v.elements[0].str;
+  CommitOutcome out;
+  if (tag == "OK") {
+    out.kind = CommitOutcome::Kind::kApplied;
+    if (v.elements.size() > 1) out.stream_id = v.elements[1].str;
+  } else if (tag == "REPLAY" && v.elements.size() > 1) {
+    out.kind = CommitOutcome::Kind::kReplayed;
+    out.response = v.elements[1].str;
+  } else if (tag == "REUSED") {
+    out.kind = CommitOutcome::Kind::kRequestReused;
+  } else if (tag == "CONFLICT" && v.elements.size() > 1) {
+    out.kind = CommitOutcome::Kind::kConflict;
+    out.conflict_key = v.elements[1].str;
+  } else {
+    return BadReply();
+  }
+  return out;
+}
+
+}  // namespace labshare

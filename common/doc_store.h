@@ -1,0 +1,106 @@
+// Versioned documents in Redis with atomic, idempotent, event-publishing commits.
+//
+// A document is a Redis hash {d: bytes, v: version}; version 0 means absent.
+// Commit() applies a whole mutation in one Lua step: it first checks the
+// idempotency record (same request: replay; same id, other content:
+// REQUEST_REUSED), then every write's expected version (compare-and-set),
+// and only then writes documents, index entries, list appends, the outbox
+// event and the idempotency record. A rejected commit writes nothing.
+//
+// Keys are chosen by the caller and must share one hash tag, so that the
+// step also works on Redis Cluster.
+#ifndef LABSHARE_COMMON_DOC_STORE_H_
+#define LABSHARE_COMMON_DOC_STORE_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/redis.h"
+
+namespace labshare {
+
+struct StoredDoc {
+  std::string data;
+  int64_t version = 0;
+};
+
+struct DocWrite {
+  std::string key;
+  std::string data;
+  // 0: the document must not exist yet; n: it must be at version n.
+  // It is written at expected_version + 1.
+  int64_t expected_version = 0;
+};
+
+// Sorted-set index entry (all scores 0: members ordered by bytes).
+struct IndexOp {
+  std::string key;
+  std::string member;
+  bool remove = false;
+};
+
+struct ListAppend {
+  std::string key;
+  std::string value;
+};
+
+struct Mutation {
+  std::string idempotency_key;  // empty: not idempotent
+  std::string fingerprint;      // of the request, to detect reuse of an id
+  std::string response;         // returned to a replay of the same request
+  std::vector<DocWrite> writes;
+  std::vector<IndexOp> index_ops;
+  std::vector<ListAppend> appends;
+  std::string outbox_key;  // stream; empty: no event
+  std::string event_type;
+  std::string event_payload;
+};
+
+struct CommitOutcome {
+  enum class Kind { kApplied, kReplayed, kConflict, kRequestReused };
+  Kind kind = Kind::kApplied;
+  std::string response;      // kReplayed: the stored response
+  std::string conflict_key;  // kConflict: the document whose version moved
+  std::string stream_id;     // kApplied: outbox entry id
+};
+
+class DocStore {
+ public:
+  // pool must outlive the store. Thread-safe.
+  explicit DocStore(RedisPool* pool, absl::Duration idempotency_ttl = absl::Hours(24 * 7));
+
+  absl::StatusOr<std::optional<StoredDoc>> Get(const std::string& key) const;
+  // One round trip.
+  absl::StatusOr<std::vector<std::optional<StoredDoc>>> GetMany(
+      const std::vector<std::string>& keys) const;
+  // Members of an index after `after` (exclusive; empty: from the start).
+  absl::StatusOr<std::vector<std::string>> IndexRange(const std::string& key,
+                                                      const std::string& after,
+                                                      int limit) const;
+  // Elements [start, start+count) of a list.
+  absl::StatusOr<std::vector<std::string>> ListRange(const std::string& key, int64_t start,
+                                                     int64_t count) const;
+  // The stored response for an idempotency key, if the fingerprint matches;
+  // FAILED_PRECONDITION REQUEST_ID_REUSED if it does not; nullopt if none.
+  absl::StatusOr<std::optional<std::string>> FindReplay(const std::string& idempotency_key,
+                                                        const std::string& fingerprint) const;
+
+  absl::StatusOr<CommitOutcome> Commit(const Mutation& mutation) const;
+
+  RedisPool* pool() const { return pool_; }
+
+ private:
+  RedisPool* pool_;
+  int64_t idempotency_ttl_seconds_;
+};
+
+// The error returned for a request id reused with other content.
+absl::Status RequestIdReused();
+
+}  // namespace labshare
+
+#endif  // LABSHARE_COMMON_DOC_STORE_H_

@@ -1,0 +1,56 @@
+#include "common/grpc_status.h"
+
+#include "common/error.h"
+#include "google/rpc/error_details.pb.h"
+
+namespace labshare {
+
+grpc::Status ToGrpcStatus(const absl::Status& status, absl::string_view domain) {
+  if (status.ok()) return grpc::Status::OK;
+  std::string message(status.message());
+  if (status.code() == absl::StatusCode::kInternal || status.code() == absl::StatusCode::kUnknown) {
+    message = "internal error; the request was not applied and may be retried";
+  }
+  google::rpc::Status rpc;
+  rpc.set_code(static_cast<int>(status.code()));
+  rpc.set_message(message);
+
+  google::rpc::ErrorInfo info;
+  info.set_reason(ErrorReason(status));
+  info.set_domain(std::string(domain));
+  for (const auto& [k, v] : ErrorMetadataOf(status)) (*info.mutable_metadata())[k] = v;
+  rpc.add_details()->PackFrom(info);
+
+  auto violations = FieldViolationsOf(status);
+  if (!violations.empty()) {
+    google::rpc::BadRequest bad;
+    for (const auto& v : violations) {
+      auto* fv = bad.add_field_violations();
+      fv->set_field(v.field);
+      fv->set_description(v.description);
+    }
+    rpc.add_details()->PackFrom(bad);
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message,
+                      rpc.SerializeAsString());
+}
+
+google::rpc::Status ToRpcStatus(const grpc::Status& status) {
+  google::rpc::Status rpc;
+  if (!status.error_details().empty() && rpc.ParseFromString(status.error_details())) return rpc;
+  rpc.Clear();
+  rpc.set_code(status.error_code());
+  rpc.set_message(status.error_message());
+  return rpc;
+}
+
+std::string GrpcErrorReason(const grpc::Status& status) {
+  const google::rpc::Status rpc = ToRpcStatus(status);
+  for (const auto& any : rpc.details()) {
+    google::rpc::ErrorInfo info;
+    if (any.UnpackTo(&info)) return info.reason();
+  }
+  return "";
+}
+
+}  // namespace labshare

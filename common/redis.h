@@ -1,0 +1,131 @@
+// Redis access through hiredis: a bounded, thread-safe connection pool.
+//
+// Error contract (every method):
+//   - Redis error replies of Command/Pipeline come back as a RedisValue of
+//     Type::kError so that callers can act on NOSCRIPT, WRONGTYPE, BUSYGROUP...
+//   - No connection, I/O error, timeout, or no free connection within
+//     command_timeout: UNAVAILABLE, reason STORAGE_UNAVAILABLE. The call may
+//     or may not have reached Redis; retrying is the caller's decision.
+//   - Eval: an error raised by the script is INTERNAL, reason STORAGE_ERROR,
+//     except Redis' own "try again" conditions (BUSY, LOADING, MASTERDOWN,
+//     TRYAGAIN, CLUSTERDOWN), which are UNAVAILABLE/STORAGE_UNAVAILABLE.
+// Raw Redis and hiredis text goes to the log only, never into a Status.
+#ifndef LABSHARE_COMMON_REDIS_H_
+#define LABSHARE_COMMON_REDIS_H_
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+struct redisContext;
+
+namespace labshare {
+
+struct RedisOptions {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  absl::Duration connect_timeout = absl::Seconds(2);
+  // Bounds each round trip and the wait for a free connection.
+  absl::Duration command_timeout = absl::Seconds(5);
+  int pool_size = 8;  // values below 1 mean 1
+};
+
+// Parses "HOST:PORT" (IPv6 as "[ADDR]:PORT"); INVALID_ARGUMENT, reason
+// INVALID_REDIS_ADDRESS, on anything else. Other options keep their defaults.
+absl::StatusOr<RedisOptions> ParseRedisAddress(std::string_view host_port);
+
+// One reply, owned and independent of hiredis.
+struct RedisValue {
+  enum class Type { kNil, kInteger, kString, kStatus, kError, kArray };
+
+  Type type = Type::kNil;
+  long long integer = 0;            // kInteger
+  std::string str;                  // kString, kStatus, kError (binary safe)
+  std::vector<RedisValue> elements;  // kArray
+
+  bool is_nil() const { return type == Type::kNil; }
+  bool is_error() const { return type == Type::kError; }
+  bool is_array() const { return type == Type::kArray; }
+
+  // The bytes of a kString or kStatus; INTERNAL/STORAGE_ERROR otherwise.
+  absl::StatusOr<std::string> AsString() const;
+  // A kInteger, or a kString holding a base-10 integer (GET of a counter);
+  // INTERNAL/STORAGE_ERROR otherwise.
+  absl::StatusOr<long long> AsInteger() const;
+  // For logs and test failure output; may contain stored bytes, so never for
+  // a client-facing message.
+  std::string DebugString() const;
+};
+
+// A Lua script and its SHA1, computed locally so EVALSHA needs no round trip.
+class RedisScript {
+ public:
+  explicit RedisScript(std::string source);
+  const std::string& source() const { return source_; }
+  const std::string& sha1() const { return sha1_; }  // 40 lowercase hex digits
+
+ private:
+  std::string source_;
+  std::string sha1_;
+};
+
+// Thread-safe. Holds at most pool_size connections, opened lazily; each is used
+// by one caller at a time. A caller waits up to command_timeout for a free
+// connection. A connection that saw an I/O error or timeout is discarded, and
+// idle connections the server has closed (e.g. after a restart) are replaced
+// before use, so the pool recovers on its own once Redis is back.
+// All leases must be returned (every call returns them) before destruction.
+class RedisPool {
+ public:
+  explicit RedisPool(RedisOptions options);
+  ~RedisPool();
+  RedisPool(const RedisPool&) = delete;
+  RedisPool& operator=(const RedisPool&) = delete;
+
+  // One command; arguments are binary safe. An empty argv is INTERNAL.
+  absl::StatusOr<RedisValue> Command(const std::vector<std::string>& argv);
+
+  // Several commands in one round trip on one connection; replies in order.
+  // Not a transaction: wrap in MULTI/EXEC for atomicity.
+  absl::StatusOr<std::vector<RedisValue>> Pipeline(
+      const std::vector<std::vector<std::string>>& commands);
+
+  // EVALSHA; when Redis does not know the script (NOSCRIPT), EVAL with the
+  // source once, which also caches it. Safe: NOSCRIPT means nothing ran.
+  absl::StatusOr<RedisValue> Eval(const RedisScript& script, const std::vector<std::string>& keys,
+                                  const std::vector<std::string>& args);
+
+  // OK when Redis answers PONG; UNAVAILABLE/STORAGE_UNAVAILABLE otherwise.
+  absl::Status Ping();
+
+  const RedisOptions& options() const { return options_; }
+
+ private:
+  struct ContextDeleter {
+    void operator()(redisContext* c) const;
+  };
+  using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
+  class Lease;
+
+  absl::StatusOr<ContextPtr> Acquire();
+  void Release(ContextPtr context, bool healthy);
+  absl::StatusOr<ContextPtr> Connect() const;
+
+  const RedisOptions options_;
+  const size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable slot_freed_;
+  std::vector<ContextPtr> idle_;  // guarded by mu_
+  size_t open_ = 0;               // guarded by mu_; idle + leased + being connected
+};
+
+}  // namespace labshare
+
+#endif  // LABSHARE_COMMON_REDIS_H_

@@ -1,0 +1,276 @@
+#include "common/server.h"
+
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/support/server_interceptor.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/random/random.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/metrics.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "HOST:PORT to serve gRPC on; port 0 picks a free port. The bound address is printed "
+          "on stdout as 'listening on HOST:PORT'.");
+ABSL_FLAG(std::string, redis, "127.0.0.1:6379", "HOST:PORT of the Redis server.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT for the Prometheus /metrics endpoint; port 0 picks a free port; empty "
+          "disables it.");
+ABSL_FLAG(std::string, token_key_file, "",
+          "File holding the token signing key (at least 32 bytes). Empty: the environment "
+          "variable LABSHARE_TOKEN_KEY.");
+ABSL_FLAG(int, redis_pool_size, 16, "Redis connections kept by this process.");
+
+namespace labshare {
+namespace {
+
+std::string HeaderValue(const std::multimap<grpc::string_ref, grpc::string_ref>& md,
+                        const char* key) {
+  auto it = md.find(key);
+  if (it == md.end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+std::string RandomTraceId() {
+  thread_local absl::BitGen gen;
+  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
+}
+
+// W3C traceparent "00-<trace id>-<span id>-<flags>", else x-trace-id, else new.
+std::string TraceIdOf(const std::multimap<grpc::string_ref, grpc::string_ref>& md) {
+  std::string tp = HeaderValue(md, "traceparent");
+  std::vector<std::string> parts = absl::StrSplit(tp, '-');
+  if (parts.size() == 4 && parts[1].size() == 32) return parts[1];
+  std::string x = HeaderValue(md, "x-trace-id");
+  if (!x.empty() && x.size() <= 64) return x;
+  return RandomTraceId();
+}
+
+std::string RequestIdOf(void* message) {
+  if (message == nullptr) return "";
+  // Every message on our servers is a protobuf message (single inheritance).
+  auto* msg = static_cast<google::protobuf::Message*>(message);
+  const auto* field = msg->GetDescriptor()->FindFieldByName("request_id");
+  if (field == nullptr || field->type() != google::protobuf::FieldDescriptor::TYPE_STRING ||
+      field->is_repeated()) {
+    return "";
+  }
+  return msg->GetReflection()->GetString(*msg, field);
+}
+
+class CallInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  CallInterceptor(grpc::experimental::ServerRpcInfo* info, Authorizer* auth, Metrics* metrics)
+      : info_(info), auth_(auth), metrics_(metrics), method_(info->method()) {}
+
+  ~CallInterceptor() override {
+    if (began_) auth_->End(info_->server_context());
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using Hook = grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(Hook::POST_RECV_INITIAL_METADATA)) {
+      start_ = absl::Now();
+      auto* md = methods->GetRecvInitialMetadata();
+      trace_id_ = TraceIdOf(*md);
+      if (!absl::StartsWith(method_, "/grpc.")) {
+        auth_->Begin(info_->server_context(), method_, HeaderValue(*md, "authorization"));
+        began_ = true;
+        info_->server_context()->AddTrailingMetadata("x-trace-id", trace_id_);
+      }
+    }
+    if (methods->QueryInterceptionHookPoint(Hook::POST_RECV_MESSAGE) && request_id_.empty() &&
+        !absl::StartsWith(method_, "/grpc.")) {
+      request_id_ = RequestIdOf(methods->GetRecvMessage());
+    }
+    if (methods->QueryInterceptionHookPoint(Hook::PRE_SEND_STATUS)) {
+      const grpc::Status status = methods->GetSendStatus();
+      const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+      const std::string code = CodeName(static_cast<absl::StatusCode>(status.error_code()));
+      if (metrics_ != nullptr) metrics_->ObserveRpc(method_, code, seconds);
+      if (!absl::StartsWith(method_, "/grpc.health")) {
+        LogFields fields = {{"method", method_},
+                            {"code", code},
+                            {"latency_ms", absl::StrFormat("%.3f", seconds * 1000)},
+                            {"trace_id", trace_id_}};
+        if (!request_id_.empty()) fields.emplace_back("request_id", request_id_);
+        if (!status.ok()) fields.emplace_back("error", status.error_message());
+        LogJson(status.ok() ? "info" : "warn", "rpc", fields);
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  grpc::experimental::ServerRpcInfo* info_;
+  Authorizer* auth_;
+  Metrics* metrics_;
+  std::string method_;
+  std::string trace_id_;
+  std::string request_id_;
+  absl::Time start_ = absl::Now();
+  bool began_ = false;
+};
+
+class CallInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  CallInterceptorFactory(Authorizer* auth, Metrics* metrics) : auth_(auth), metrics_(metrics) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new CallInterceptor(info, auth_, metrics_);
+  }
+
+ private:
+  Authorizer* auth_;
+  Metrics* metrics_;
+};
+
+[[noreturn]] void Die(const std::string& message) {
+  std::cerr << message << std::endl;
+  std::exit(2);
+}
+
+}  // namespace
+
+void InitProcess(int argc, char** argv, const char* usage) {
+  absl::FlagsUsageConfig config;
+  // --help lists the project's flags, not Abseil's internals.
+  config.contains_help_flags = [](absl::string_view path) {
+    return !absl::StrContains(path, "absl/");
+  };
+  config.contains_helpshort_flags = config.contains_help_flags;
+  absl::SetFlagsUsageConfig(config);
+  absl::SetProgramUsageMessage(usage);
+  absl::ParseCommandLine(argc, argv);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void WaitForShutdownSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  sigwait(&set, &sig);
+  LogInfo("signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config,
+                                                      std::vector<grpc::Service*> services) {
+  std::unique_ptr<Server> s(new Server());
+  s->config_ = std::move(config);
+  LS_ASSIGN_OR_RETURN(s->metrics_,
+                      Metrics::Create(s->config_.service_name, s->config_.metrics_listen));
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(s->config_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+  creators.push_back(
+      std::make_unique<CallInterceptorFactory>(s->config_.authorizer, s->metrics_.get()));
+  builder.experimental().SetInterceptorCreators(std::move(creators));
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "LISTEN_FAILED",
+                     "cannot listen on --listen=" + s->config_.listen);
+  }
+  const size_t colon = s->config_.listen.rfind(':');
+  s->host_ = s->config_.listen.substr(0, colon);
+  s->server_->GetHealthCheckService()->SetServingStatus(false);
+  s->health_thread_ = std::thread([raw = s.get()] { raw->MonitorHealth(); });
+
+  std::printf("listening on %s\n", s->address().c_str());
+  std::fflush(stdout);
+  LogInfo("listening", {{"service", s->config_.service_name},
+                        {"address", s->address()},
+                        {"metrics_port", std::to_string(s->metrics_port())}});
+  return s;
+}
+
+std::string Server::address() const { return absl::StrCat(host_, ":", port_); }
+
+int Server::metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+
+void Server::MonitorHealth() {
+  bool last = false;
+  bool first = true;
+  do {
+    const bool ok = config_.redis == nullptr || config_.redis->Ping().ok();
+    if (ok != last || first) {
+      server_->GetHealthCheckService()->SetServingStatus(ok);
+      LogInfo("health", {{"service", config_.service_name},
+                         {"status", ok ? "SERVING" : "NOT_SERVING"}});
+      last = ok;
+      first = false;
+    }
+  } while (!stop_.WaitForNotificationWithTimeout(config_.health_interval));
+}
+
+void Server::Shutdown(absl::Duration drain) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  stop_.Notify();
+  if (health_thread_.joinable()) health_thread_.join();
+  server_->GetHealthCheckService()->Shutdown();
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + drain));
+  server_->Wait();
+  LogInfo("stopped", {{"service", config_.service_name}});
+}
+
+Server::~Server() { Shutdown(absl::ZeroDuration()); }
+
+RedisOptions RedisOptionsFromFlags() {
+  auto options = ParseRedisAddress(absl::GetFlag(FLAGS_redis));
+  if (!options.ok()) Die("--redis: " + std::string(options.status().message()));
+  options->pool_size = absl::GetFlag(FLAGS_redis_pool_size);
+  return *options;
+}
+
+TokenSigner SignerFromFlags() {
+  auto signer = TokenSigner::FromFileOrEnv(absl::GetFlag(FLAGS_token_key_file));
+  if (!signer.ok()) Die(std::string(signer.status().message()));
+  return *std::move(signer);
+}
+
+int RunService(const std::string& service_name, RedisPool* redis, Authorizer* authorizer,
+               std::vector<grpc::Service*> services) {
+  ServerConfig config;
+  config.service_name = service_name;
+  config.listen = absl::GetFlag(FLAGS_listen);
+  config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  config.redis = redis;
+  config.authorizer = authorizer;
+  auto server = Server::Start(std::move(config), std::move(services));
+  if (!server.ok()) {
+    LogError("cannot start", {{"service", service_name}, {"error", server.status().ToString()}});
+    return 1;
+  }
+  WaitForShutdownSignal();
+  (*server)->Shutdown();
+  return 0;
+}
+
+}  // namespace labshare

@@ -1,0 +1,98 @@
+// The runner every LabShare binary uses.
+//
+// Flags common to all services (--listen, --redis, --metrics_listen,
+// --token_key_file, --redis_pool_size) are defined here. A Server:
+//  - listens on --listen (port 0 picks a free port) and prints
+//    "listening on HOST:PORT" on stdout once it accepts calls;
+//  - intercepts every call: verifies the bearer token and the method policy
+//    (Authorizer), logs one JSON line (method, code, latency, request id,
+//    trace id) and records Prometheus metrics;
+//  - serves grpc.health.v1 (SERVING only while Redis answers PING) and server
+//    reflection;
+//  - on SIGTERM/SIGINT reports NOT_SERVING, drains calls and returns.
+#ifndef LABSHARE_COMMON_SERVER_H_
+#define LABSHARE_COMMON_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/flags/declare.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "common/auth.h"
+#include "common/redis.h"
+
+ABSL_DECLARE_FLAG(std::string, listen);
+ABSL_DECLARE_FLAG(std::string, redis);
+ABSL_DECLARE_FLAG(std::string, metrics_listen);
+ABSL_DECLARE_FLAG(std::string, token_key_file);
+ABSL_DECLARE_FLAG(int, redis_pool_size);
+
+namespace labshare {
+
+class Metrics;
+
+// Call first in main(): sets the usage text, makes --help list the project's
+// flags, parses the command line and blocks SIGTERM/SIGINT in every thread
+// (they are taken by WaitForShutdownSignal).
+void InitProcess(int argc, char** argv, const char* usage);
+
+struct ServerConfig {
+  std::string service_name;  // "inventory": health, logs, error domain
+  std::string listen = "127.0.0.1:0";
+  std::string metrics_listen;  // empty: no metrics endpoint
+  RedisPool* redis = nullptr;  // health follows its PING; not owned
+  Authorizer* authorizer = nullptr;  // not owned
+  absl::Duration health_interval = absl::Seconds(1);
+};
+
+class Server {
+ public:
+  // Builds, starts and prints the listening line. Services are not owned.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(ServerConfig config,
+                                                       std::vector<grpc::Service*> services);
+  ~Server();
+
+  int port() const { return port_; }
+  std::string address() const;
+  int metrics_port() const;
+
+  // Marks NOT_SERVING, lets calls in flight finish up to `drain`, then stops.
+  void Shutdown(absl::Duration drain = absl::Seconds(10));
+
+ private:
+  Server() = default;
+  void MonitorHealth();
+
+  ServerConfig config_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::string host_;
+  absl::Notification stop_;
+  std::thread health_thread_;
+  bool shut_down_ = false;
+};
+
+// Blocks until SIGTERM or SIGINT (blocked by InitProcess) arrives.
+void WaitForShutdownSignal();
+
+// Reads the common flags into a config and a Redis pool, starts the server,
+// waits for a signal and shuts down. Returns the process exit code.
+int RunService(const std::string& service_name, RedisPool* redis, Authorizer* authorizer,
+               std::vector<grpc::Service*> services);
+
+// Options for the Redis pool from --redis and --redis_pool_size; exits with
+// a message on a bad address.
+RedisOptions RedisOptionsFromFlags();
+// The token signer from --token_key_file or LABSHARE_TOKEN_KEY; exits with a
+// message when there is none.
+TokenSigner SignerFromFlags();
+
+}  // namespace labshare
+
+#endif  // LABSHARE_COMMON_SERVER_H_

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Installs the Debian bookworm packages LabShare builds and runs with.
+# Skips apt when everything is already there (unless FORCE_APT=1).
+set -euo pipefail
+packages=(
+  cmake g++ make pkg-config
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libhiredis-dev redis-server redis-tools
+  libabsl-dev libgtest-dev libgmock-dev
+  golang-github-gogo-googleapis-dev libssl-dev prometheus-cpp-dev
+  python3-grpcio python3-protobuf
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ] && [ "${FORCE_APT:-0}" != 1 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

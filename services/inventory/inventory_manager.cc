@@ -1,0 +1,1042 @@
+#include "services/inventory/inventory_manager.h"
+
+#include <set>
+
+#include <google/protobuf/util/field_mask_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/auth.h"
+#include "common/events.h"
+#include "common/proto_util.h"
+#include "services/inventory/inventory_rules.h"
+
+namespace labshare::inventory {
+namespace {
+
+using google::protobuf::FieldMask;
+using google::protobuf::util::FieldMaskUtil;
+
+constexpr int kCommitAttempts = 5;
+constexpr int kIndexBatch = 200;
+// A page stops after examining this many entries, so a filter matching
+// nothing still answers quickly; the token continues from there.
+constexpr int kScanLimit = 5000;
+
+absl::Status ScopeDenied(std::string message) {
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE", message);
+}
+
+bool SeesEverything(const Principal& p) {
+  return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
+}
+
+// CONSORTIUM_ADMIN, or FACILITY_STAFF of the instrument's owner or operator.
+absl::Status RequireStaffOf(const Principal& p, const v1::Instrument& in) {
+  if (p.HasRole(Role::kConsortiumAdmin)) return absl::OkStatus();
+  const std::string org = ActorOrganization(p);
+  if (p.HasRole(Role::kFacilityStaff) && !org.empty() &&
+      (org == in.owner_organization() || org == in.operator_organization())) {
+    return absl::OkStatus();
+  }
+  return ScopeDenied(absl::StrCat("only the staff of ", in.owner_organization(),
+                                  " or its operator may manage ", in.name()));
+}
+
+absl::Status CheckEtag(const std::string& given, int64_t version) {
+  if (!given.empty() && given != std::to_string(version)) {
+    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH",
+                     "the resource changed since it was read; read it again and retry",
+                     {{"current_etag", std::to_string(version)}});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EtagMismatch() { return CheckEtag("x", -1); }
+
+absl::Status NoChange(std::string message) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "NO_CHANGE", message);
+}
+
+absl::Status ValidateMask(const FieldMask& mask, std::initializer_list<const char*> allowed) {
+  if (mask.paths().empty()) {
+    return InvalidField("update_mask", absl::StrCat("name the fields to update, any of: ",
+                                                    absl::StrJoin(allowed, ", ")),
+                        "INVALID_UPDATE_MASK");
+  }
+  std::set<std::string> ok(allowed.begin(), allowed.end());
+  for (const auto& path : mask.paths()) {
+    if (!ok.count(path)) {
+      return InvalidField("update_mask",
+                          absl::StrCat("'", path, "' cannot be updated; allowed: ",
+                                       absl::StrJoin(allowed, ", ")),
+                          "INVALID_UPDATE_MASK");
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+void ApplyMask(const T& source, const FieldMask& mask, T* target) {
+  FieldMaskUtil::MergeOptions options;
+  options.set_replace_message_fields(true);
+  options.set_replace_repeated_fields(true);
+  FieldMaskUtil::MergeMessageTo(source, mask, options, target);
+}
+
+// Ids from create requests: the client's, validated, or a fresh one.
+absl::StatusOr<std::string> ChooseId(const std::string& given, absl::string_view field,
+                                     absl::string_view prefix) {
+  if (given.empty()) return NewId(prefix);
+  if (!ValidId(given)) {
+    return InvalidField(std::string(field), "must match [a-z0-9][a-z0-9-]{0,62}");
+  }
+  return given;
+}
+
+absl::Status AlreadyExists(absl::string_view reason, const std::string& name) {
+  return MakeError(absl::StatusCode::kAlreadyExists, reason, name + " already exists",
+                   {{"name", name}});
+}
+
+void Stamp(google::protobuf::Timestamp* create, google::protobuf::Timestamp* update, absl::Time now,
+           bool creating) {
+  if (creating) *create = ToProto(now);
+  if (update != nullptr) *update = ToProto(now);
+}
+
+}  // namespace
+
+// ================================================================ plumbing
+
+template <typename Resp>
+absl::StatusOr<Resp> InventoryManager::Commit(
+    const Principal& p, absl::string_view method, const google::protobuf::Message& request,
+    const std::string& request_id, const std::function<absl::StatusOr<Plan<Resp>>()>& plan_fn) {
+  const std::string idem = request_id.empty() ? "" : keys::Idempotency(method, request_id);
+  const std::string fingerprint = RequestFingerprint(method, request);
+  auto replay = [](const std::string& bytes) -> absl::StatusOr<Resp> {
+    Resp r;
+    if (!r.ParseFromString(bytes)) {
+      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "stored answer unreadable");
+    }
+    return r;
+  };
+  LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+  if (seen) return replay(*seen);
+
+  for (int attempt = 0; attempt < kCommitAttempts; ++attempt) {
+    LS_ASSIGN_OR_RETURN(Plan<Resp> plan, plan_fn());
+    auto* header = plan.event.mutable_header();
+    header->set_event_id(NewEventId());
+    *header->mutable_event_time() = ToProto(clock_->Now());
+    header->set_request_id(request_id);
+    header->set_actor(ActorName(p));
+    header->set_actor_organization(ActorOrganization(p));
+    Mutation& m = plan.mutation;
+    m.idempotency_key = idem;
+    m.fingerprint = fingerprint;
+    m.response = SerializeDeterministic(plan.response);
+    m.outbox_key = keys::Outbox();
+    m.event_type = v1::InventoryEvent::descriptor()->full_name();
+    m.event_payload = plan.event.SerializeAsString();
+    LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
+    switch (outcome.kind) {
+      case CommitOutcome::Kind::kApplied: return std::move(plan.response);
+      case CommitOutcome::Kind::kReplayed: return replay(outcome.response);
+      case CommitOutcome::Kind::kRequestReused: return RequestIdReused();
+      case CommitOutcome::Kind::kConflict:
+        if (!plan.on_conflict.ok()) return plan.on_conflict;
+        break;  // somebody else wrote first: read again
+    }
+  }
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the resource is being changed concurrently; retry with the same request_id");
+}
+
+template <typename T, typename Resp>
+absl::StatusOr<Resp> InventoryManager::ListFromIndex(
+    const google::protobuf::Message& request, const std::string& index,
+    const std::function<std::string(const std::string&)>& key_of,
+    const std::function<bool(const T&)>& keep, const std::function<void(Resp&, T)>& add) {
+  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(request));
+  Resp resp;
+  std::string after = page.after;
+  int count = 0;
+  int scanned = 0;
+  bool more = true;
+  while (more && count < page.page_size && scanned < kScanLimit) {
+    LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(index, after, kIndexBatch));
+    std::vector<std::string> doc_keys;
+    doc_keys.reserve(members.size());
+    for (const auto& m : members) doc_keys.push_back(key_of(m));
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
+    size_t i = 0;
+    for (; i < members.size() && count < page.page_size; ++i) {
+      ++scanned;
+      after = members[i];
+      if (!docs[i]) continue;
+      T value;
+      if (!value.ParseFromString(docs[i]->data)) continue;
+      if (!keep(value)) continue;
+      add(resp, std::move(value));
+      ++count;
+    }
+    more = i < members.size() || static_cast<int>(members.size()) == kIndexBatch;
+  }
+  if (more && !after.empty()) resp.set_next_page_token(MakePageToken(request, after));
+  return resp;
+}
+
+// ================================================================ organisations
+
+absl::StatusOr<v1::Organization> InventoryManager::CreateOrganization(
+    const Principal& p, const v1::CreateOrganizationRequest& r) {
+  return Commit<v1::Organization>(p, "CreateOrganization", r, r.request_id(),
+                                  [&]() -> absl::StatusOr<Plan<v1::Organization>> {
+    LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.organization_id(), "organization_id", "org"));
+    v1::Organization org = r.organization();
+    if (org.membership_state() == v1::MEMBERSHIP_STATE_UNSPECIFIED) {
+      org.set_membership_state(v1::APPLICANT);
+    }
+    LS_RETURN_IF_ERROR(ValidateOrganization(org));
+    LS_RETURN_IF_ERROR(ValidateInitialMembership(org));
+    if (org.membership_state() != v1::MEMBER && !org.tier().empty()) {
+      return InvalidField("organization.tier", "only members have a tier");
+    }
+    const absl::Time now = clock_->Now();
+    org.set_name("organizations/" + id);
+    Stamp(org.mutable_create_time(), org.mutable_update_time(), now, true);
+    org.set_etag("1");
+
+    v1::MembershipChange change;
+    change.set_name(org.name() + "/membershipChanges/1");
+    change.set_to_state(org.membership_state());
+    change.set_to_tier(org.tier());
+    change.set_reason("registered");
+    change.set_actor(ActorName(p));
+    *change.mutable_change_time() = ToProto(now);
+
+    Plan<v1::Organization> plan;
+    plan.mutation.writes.push_back({keys::Org(id), org.SerializeAsString(), 0});
+    plan.mutation.index_ops.push_back({keys::Orgs(), id});
+    plan.mutation.appends.push_back({keys::Membership(id), change.SerializeAsString()});
+    auto* ev = plan.event.mutable_organization_changed();
+    ev->set_kind(v1::CREATED);
+    *ev->mutable_organization() = org;
+    plan.response = std::move(org);
+    plan.on_conflict = AlreadyExists("ORGANIZATION_EXISTS", "organizations/" + id);
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::Organization> InventoryManager::GetOrganization(
+    const Principal&, const v1::GetOrganizationRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.name(), "organizations", "name"));
+  LS_ASSIGN_OR_RETURN(auto org, store_->Load<v1::Organization>(keys::Org(id), "ORGANIZATION_NOT_FOUND", r.name()));
+  return std::move(org.value);
+}
+
+absl::StatusOr<v1::ListOrganizationsResponse> InventoryManager::ListOrganizations(
+    const Principal&, const v1::ListOrganizationsRequest& r) {
+  if (!v1::MembershipState_IsValid(r.membership_state()) ||
+      !v1::OrganizationType_IsValid(r.type()) || !v1::SizeClass_IsValid(r.size_class())) {
+    return InvalidField("filter", "unknown enum value in a filter");
+  }
+  return ListFromIndex<v1::Organization, v1::ListOrganizationsResponse>(
+      r, keys::Orgs(), [](const std::string& id) { return keys::Org(id); },
+      [&](const v1::Organization& o) {
+        return (r.membership_state() == 0 || o.membership_state() == r.membership_state()) &&
+               (r.type() == 0 || o.type() == r.type()) &&
+               (r.tier().empty() || o.tier() == r.tier()) &&
+               (r.size_class() == 0 || o.size_class() == r.size_class());
+      },
+      [](v1::ListOrganizationsResponse& resp, v1::Organization o) {
+        *resp.add_organizations() = std::move(o);
+      });
+}
+
+absl::StatusOr<v1::Organization> InventoryManager::UpdateOrganization(
+    const Principal& p, const v1::UpdateOrganizationRequest& r) {
+  return Commit<v1::Organization>(p, "UpdateOrganization", r, r.request_id(),
+                                  [&]() -> absl::StatusOr<Plan<v1::Organization>> {
+    LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.organization().name(), "organizations", "organization.name"));
+    LS_RETURN_IF_ERROR(ValidateMask(r.update_mask(), {"display_name", "type", "size_class",
+                                                      "state_owned", "foreign", "sector"}));
+    LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Organization>(keys::Org(id), "ORGANIZATION_NOT_FOUND", r.organization().name()));
+    LS_RETURN_IF_ERROR(CheckEtag(r.organization().etag(), current.version));
+    v1::Organization org = current.value;
+    ApplyMask(r.organization(), r.update_mask(), &org);
+    LS_RETURN_IF_ERROR(ValidateOrganization(org));
+    *org.mutable_update_time() = ToProto(clock_->Now());
+    org.set_etag(std::to_string(current.version + 1));
+    Plan<v1::Organization> plan;
+    plan.mutation.writes.push_back({keys::Org(id), org.SerializeAsString(), current.version});
+    auto* ev = plan.event.mutable_organization_changed();
+    ev->set_kind(v1::UPDATED);
+    *ev->mutable_organization() = org;
+    plan.response = std::move(org);
+    if (!r.organization().etag().empty()) plan.on_conflict = EtagMismatch();
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::Organization> InventoryManager::ChangeMembership(
+    const Principal& p, const v1::ChangeMembershipRequest& r) {
+  return Commit<v1::Organization>(p, "ChangeMembership", r, r.request_id(),
+                                  [&]() -> absl::StatusOr<Plan<v1::Organization>> {
+    LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.name(), "organizations", "name"));
+    const v1::MembershipState to = r.membership_state();
+    if (to == v1::MEMBERSHIP_STATE_UNSPECIFIED || !v1::MembershipState_IsValid(to)) {
+      return InvalidField("membership_state", "name the new membership state");
+    }
+    if (r.reason().empty()) {
+      return InvalidField("reason", "say why the membership changes (kept in the history)");
+    }
+    if (!r.tier().empty() && to != v1::MEMBER) {
+      return InvalidField("tier", "only members have a tier");
+    }
+    LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Organization>(keys::Org(id), "ORGANIZATION_NOT_FOUND", r.name()));
+    LS_RETURN_IF_ERROR(CheckEtag(r.etag(), current.version));
+    v1::Organization org = current.value;
+    const v1::MembershipState from = org.membership_state();
+    const std::string new_tier = r.tier().empty() ? org.tier() : r.tier();
+    if (to == v1::MEMBER && new_tier.empty()) {
+      return InvalidField("tier", "a MEMBER needs a tier, e.g. CORE or GENERAL");
+    }
+    if (from == to) {
+      if (to != v1::MEMBER || new_tier == org.tier()) {
+        return NoChange(absl::StrCat(r.name(), " is already ", v1::MembershipState_Name(to),
+                                     to == v1::MEMBER ? " in tier " + org.tier() : ""));
+      }
+    } else if (!MembershipTransitionAllowed(from, to)) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "TRANSITION_NOT_ALLOWED",
+                       absl::StrCat("membership cannot go from ", v1::MembershipState_Name(from),
+                                    " to ", v1::MembershipState_Name(to)),
+                       {{"from", v1::MembershipState_Name(from)}, {"to", v1::MembershipState_Name(to)}});
+    }
+    LS_ASSIGN_OR_RETURN(RedisValue len, store_->docs().pool()->Command({"LLEN", keys::Membership(id)}));
+    const absl::Time now = clock_->Now();
+    v1::MembershipChange change;
+    change.set_name(absl::StrCat(r.name(), "/membershipChanges/", len.integer + 1));
+    change.set_from_state(from);
+    change.set_to_state(to);
+    change.set_from_tier(org.tier());
+    change.set_to_tier(new_tier);
+    change.set_reason(r.reason());
+    change.set_actor(ActorName(p));
+    *change.mutable_change_time() = ToProto(now);
+    org.set_membership_state(to);
+    org.set_tier(new_tier);
+    *org.mutable_update_time() = ToProto(now);
+    org.set_etag(std::to_string(current.version + 1));
+
+    Plan<v1::Organization> plan;
+    plan.mutation.writes.push_back({keys::Org(id), org.SerializeAsString(), current.version});
+    plan.mutation.appends.push_back({keys::Membership(id), change.SerializeAsString()});
+    auto* ev = plan.event.mutable_membership_changed();
+    *ev->mutable_organization() = org;
+    *ev->mutable_change() = std::move(change);
+    plan.response = std::move(org);
+    if (!r.etag().empty()) plan.on_conflict = EtagMismatch();
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::ListMembershipChangesResponse> InventoryManager::ListMembershipChanges(
+    const Principal&, const v1::ListMembershipChangesRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.parent(), "organizations", "parent"));
+  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(id), "ORGANIZATION_NOT_FOUND", r.parent()).status());
+  int64_t start = 0;
+  if (!page.after.empty() && !absl::SimpleAtoi(page.after, &start)) {
+    return InvalidField("page_token", "malformed", "INVALID_PAGE_TOKEN");
+  }
+  LS_ASSIGN_OR_RETURN(auto items, store_->docs().ListRange(keys::Membership(id), start, page.page_size + 1));
+  v1::ListMembershipChangesResponse resp;
+  for (size_t i = 0; i < items.size() && static_cast<int>(i) < page.page_size; ++i) {
+    resp.add_membership_changes()->ParseFromString(items[i]);
+  }
+  if (static_cast<int>(items.size()) > page.page_size) {
+    resp.set_next_page_token(MakePageToken(r, std::to_string(start + page.page_size)));
+  }
+  return resp;
+}
+
+// ================================================================ users
+
+absl::StatusOr<v1::User> InventoryManager::CreateUser(const Principal& p,
+                                                      const v1::CreateUserRequest& r) {
+  return Commit<v1::User>(p, "CreateUser", r, r.request_id(),
+                          [&]() -> absl::StatusOr<Plan<v1::User>> {
+    LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.user_id(), "user_id", "user"));
+    v1::User user = r.user();
+    LS_ASSIGN_OR_RETURN(std::string org_id, ParseName(user.organization(), "organizations", "user.organization"));
+    LS_RETURN_IF_ERROR(ValidateUser(user));
+    LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(org_id), "ORGANIZATION_NOT_FOUND", user.organization()).status());
+    user.set_name("users/" + id);
+    Stamp(user.mutable_create_time(), user.mutable_update_time(), clock_->Now(), true);
+    user.set_etag("1");
+    Plan<v1::User> plan;
+    plan.mutation.writes.push_back({keys::User(id), user.SerializeAsString(), 0});
+    plan.mutation.index_ops.push_back({keys::Users(), id});
+    auto* ev = plan.event.mutable_user_changed();
+    ev->set_kind(v1::CREATED);
+    *ev->mutable_user() = user;
+    plan.response = std::move(user);
+    plan.on_conflict = AlreadyExists("USER_EXISTS", "users/" + id);
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::User> InventoryManager::GetUser(const Principal& p, const v1::GetUserRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.name(), "users", "name"));
+  LS_ASSIGN_OR_RETURN(auto user, store_->Load<v1::User>(keys::User(id), "USER_NOT_FOUND", r.name()));
+  if (!SeesEverything(p) && user.value.organization() != ActorOrganization(p)) {
+    return ScopeDenied("you may read only users of your own organisation");
+  }
+  return std::move(user.value);
+}
+
+absl::StatusOr<v1::ListUsersResponse> InventoryManager::ListUsers(const Principal& p,
+                                                                  const v1::ListUsersRequest& r) {
+  if (!SeesEverything(p) && (r.organization().empty() || r.organization() != ActorOrganization(p))) {
+    return ScopeDenied("set organization to your own organisation to list its users");
+  }
+  if (!labshare::type::v1::Role_IsValid(r.role())) return InvalidField("role", "unknown role");
+  return ListFromIndex<v1::User, v1::ListUsersResponse>(
+      r, keys::Users(), [](const std::string& id) { return keys::User(id); },
+      [&](const v1::User& u) {
+        if (!r.organization().empty() && u.organization() != r.organization()) return false;
+        if (r.role() == 0) return true;
+        for (int role : u.roles()) {
+          if (role == r.role()) return true;
+        }
+        return false;
+      },
+      [](v1::ListUsersResponse& resp, v1::User u) { *resp.add_users() = std::move(u); });
+}
+
+absl::StatusOr<v1::User> InventoryManager::UpdateUser(const Principal& p,
+                                                      const v1::UpdateUserRequest& r) {
+  return Commit<v1::User>(p, "UpdateUser", r, r.request_id(),
+                          [&]() -> absl::StatusOr<Plan<v1::User>> {
+    LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.user().name(), "users", "user.name"));
+    LS_RETURN_IF_ERROR(ValidateMask(r.update_mask(), {"display_name", "email", "roles", "disabled"}));
+    LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::User>(keys::User(id), "USER_NOT_FOUND", r.user().name()));
+    LS_RETURN_IF_ERROR(CheckEtag(r.user().etag(), current.version));
+    v1::User user = current.value;
+    ApplyMask(r.user(), r.update_mask(), &user);
+    LS_RETURN_IF_ERROR(ValidateUser(user));
+    *user.mutable_update_time() = ToProto(clock_->Now());
+    user.set_etag(std::to_string(current.version + 1));
+    Plan<v1::User> plan;
+    plan.mutation.writes.push_back({keys::User(id), user.SerializeAsString(), current.version});
+    auto* ev = plan.event.mutable_user_changed();
+    ev->set_kind(v1::UPDATED);
+    *ev->mutable_user() = user;
+    plan.response = std::move(user);
+    if (!r.user().etag().empty()) plan.on_conflict = EtagMismatch();
+    return plan;
+  });
+}
+
+// ================================================================ facilities
+
+absl::StatusOr<v1::Facility> InventoryManager::CreateFacility(const Principal& p,
+                                                              const v1::CreateFacilityRequest& r) {
+  return Commit<v1::Facility>(p, "CreateFacility", r, r.request_id(),
+                              [&]() -> absl::StatusOr<Plan<v1::Facility>> {
+    LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.facility_id(), "facility_id", "fac"));
+    v1::Facility f = r.facility();
+    LS_ASSIGN_OR_RETURN(std::string owner, ParseName(f.owner_organization(), "organizations", "facility.owner_organization"));
+    if (f.operator_organization().empty()) f.set_operator_organization(f.owner_organization());
+    LS_ASSIGN_OR_RETURN(std::string op, ParseName(f.operator_organization(), "organizations", "facility.operator_organization"));
+    LS_RETURN_IF_ERROR(ValidateFacility(f));
+    LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(owner), "ORGANIZATION_NOT_FOUND", f.owner_organization()).status());
+    LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(op), "ORGANIZATION_NOT_FOUND", f.operator_organization()).status());
+    f.set_name("facilities/" + id);
+    Stamp(f.mutable_create_time(), f.mutable_update_time(), clock_->Now(), true);
+    f.set_etag("1");
+    Plan<v1::Facility> plan;
+    plan.mutation.writes.push_back({keys::Facility(id), f.SerializeAsString(), 0});
+    plan.mutation.index_ops.push_back({keys::Facilities(), id});
+    auto* ev = plan.event.mutable_facility_changed();
+    ev->set_kind(v1::CREATED);
+    *ev->mutable_facility() = f;
+    plan.response = std::move(f);
+    plan.on_conflict = AlreadyExists("FACILITY_EXISTS", "facilities/" + id);
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::Facility> InventoryManager::GetFacility(const Principal&,
+                                                           const v1::GetFacilityRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.name(), "facilities", "name"));
+  LS_ASSIGN_OR_RETURN(auto f, store_->Load<v1::Facility>(keys::Facility(id), "FACILITY_NOT_FOUND", r.name()));
+  return std::move(f.value);
+}
+
+absl::StatusOr<v1::ListFacilitiesResponse> InventoryManager::ListFacilities(
+    const Principal&, const v1::ListFacilitiesRequest& r) {
+  return ListFromIndex<v1::Facility, v1::ListFacilitiesResponse>(
+      r, keys::Facilities(), [](const std::string& id) { return keys::Facility(id); },
+      [&](const v1::Facility& f) {
+        return r.owner_organization().empty() || f.owner_organization() == r.owner_organization();
+      },
+      [](v1::ListFacilitiesResponse& resp, v1::Facility f) { *resp.add_facilities() = std::move(f); });
+}
+
+absl::StatusOr<v1::Facility> InventoryManager::UpdateFacility(const Principal& p,
+                                                              const v1::UpdateFacilityRequest& r) {
+  return Commit<v1::Facility>(p, "UpdateFacility", r, r.request_id(),
+                              [&]() -> absl::StatusOr<Plan<v1::Facility>> {
+    LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.facility().name(), "facilities", "facility.name"));
+    LS_RETURN_IF_ERROR(ValidateMask(r.update_mask(), {"display_name", "address", "operator_organization",
+                                                      "funder", "access_policy"}));
+    LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Facility>(keys::Facility(id), "FACILITY_NOT_FOUND", r.facility().name()));
+    LS_RETURN_IF_ERROR(CheckEtag(r.facility().etag(), current.version));
+    v1::Facility f = current.value;
+    ApplyMask(r.facility(), r.update_mask(), &f);
+    LS_ASSIGN_OR_RETURN(std::string op, ParseName(f.operator_organization(), "organizations", "facility.operator_organization"));
+    LS_RETURN_IF_ERROR(ValidateFacility(f));
+    LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(op), "ORGANIZATION_NOT_FOUND", f.operator_organization()).status());
+    *f.mutable_update_time() = ToProto(clock_->Now());
+    f.set_etag(std::to_string(current.version + 1));
+    Plan<v1::Facility> plan;
+    plan.mutation.writes.push_back({keys::Facility(id), f.SerializeAsString(), current.version});
+    auto* ev = plan.event.mutable_facility_changed();
+    ev->set_kind(v1::UPDATED);
+    *ev->mutable_facility() = f;
+    plan.response = std::move(f);
+    if (!r.facility().etag().empty()) plan.on_conflict = EtagMismatch();
+    return plan;
+  });
+}
+
+// ================================================================ instruments
+
+absl::StatusOr<v1::Instrument> InventoryManager::CreateInstrument(
+    const Principal& p, const v1::CreateInstrumentRequest& r) {
+  return Commit<v1::Instrument>(p, "CreateInstrument", r, r.request_id(),
+                                [&]() -> absl::StatusOr<Plan<v1::Instrument>> {
+    v1::Instrument in = r.instrument();
+    LS_ASSIGN_OR_RETURN(std::string owner, ParseName(in.owner_organization(), "organizations", "instrument.owner_organization"));
+    if (!p.HasRole(Role::kConsortiumAdmin) && ActorOrganization(p) != in.owner_organization()) {
+      return ScopeDenied("facility staff register instruments of their own organisation only");
+    }
+    LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.instrument_id(), "instrument_id", "instr"));
+    LS_ASSIGN_OR_RETURN(std::string fac, ParseName(in.facility(), "facilities", "instrument.facility"));
+    LS_RETURN_IF_ERROR(ValidateInstrument(in));
+    LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(owner), "ORGANIZATION_NOT_FOUND", in.owner_organization()).status());
+    LS_ASSIGN_OR_RETURN(auto facility, store_->Load<v1::Facility>(keys::Facility(fac), "FACILITY_NOT_FOUND", in.facility()));
+    in.set_name("instruments/" + id);
+    in.set_operator_organization(facility.value.operator_organization());
+    in.set_state(v1::ACTIVE);
+    Stamp(in.mutable_create_time(), in.mutable_update_time(), clock_->Now(), true);
+    in.set_etag("1");
+    Plan<v1::Instrument> plan;
+    plan.mutation.writes.push_back({keys::Instrument(id), in.SerializeAsString(), 0});
+    plan.mutation.index_ops.push_back({keys::Instruments(), id});
+    auto* ev = plan.event.mutable_instrument_changed();
+    ev->set_kind(v1::CREATED);
+    *ev->mutable_instrument() = in;
+    plan.response = std::move(in);
+    plan.on_conflict = AlreadyExists("INSTRUMENT_EXISTS", "instruments/" + id);
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::Instrument> InventoryManager::GetInstrument(const Principal&,
+                                                               const v1::GetInstrumentRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.name(), "instruments", "name"));
+  LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(id), "INSTRUMENT_NOT_FOUND", r.name()));
+  return std::move(in.value);
+}
+
+absl::StatusOr<v1::ListInstrumentsResponse> InventoryManager::ListInstruments(
+    const Principal&, const v1::ListInstrumentsRequest& r) {
+  if (!labshare::type::v1::SharingMode_IsValid(r.mode()) || !v1::InstrumentState_IsValid(r.state())) {
+    return InvalidField("filter", "unknown enum value in a filter");
+  }
+  return ListFromIndex<v1::Instrument, v1::ListInstrumentsResponse>(
+      r, keys::Instruments(), [](const std::string& id) { return keys::Instrument(id); },
+      [&](const v1::Instrument& in) {
+        return (r.owner_organization().empty() || in.owner_organization() == r.owner_organization()) &&
+               (r.facility().empty() || in.facility() == r.facility()) &&
+               (r.category().empty() || in.category() == r.category()) &&
+               (r.mode() == 0 || FindMode(in, r.mode()) != nullptr) &&
+               (r.state() == 0 || in.state() == r.state());
+      },
+      [](v1::ListInstrumentsResponse& resp, v1::Instrument in) {
+        *resp.add_instruments() = std::move(in);
+      });
+}
+
+absl::StatusOr<v1::Instrument> InventoryManager::UpdateInstrument(
+    const Principal& p, const v1::UpdateInstrumentRequest& r) {
+  return Commit<v1::Instrument>(p, "UpdateInstrument", r, r.request_id(),
+                                [&]() -> absl::StatusOr<Plan<v1::Instrument>> {
+    LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.instrument().name(), "instruments", "instrument.name"));
+    LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Instrument>(keys::Instrument(id), "INSTRUMENT_NOT_FOUND", r.instrument().name()));
+    LS_RETURN_IF_ERROR(RequireStaffOf(p, current.value));
+    LS_RETURN_IF_ERROR(ValidateMask(r.update_mask(), {"display_name", "category", "original_value", "modes",
+                                                      "service_catalogue", "access_policy",
+                                                      "daily_available_hours"}));
+    LS_RETURN_IF_ERROR(CheckEtag(r.instrument().etag(), current.version));
+    if (current.value.state() == v1::RETIRED) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INSTRUMENT_RETIRED",
+                       r.instrument().name() + " is retired and cannot change");
+    }
+    v1::Instrument in = current.value;
+    ApplyMask(r.instrument(), r.update_mask(), &in);
+    LS_RETURN_IF_ERROR(ValidateInstrument(in));
+    *in.mutable_update_time() = ToProto(clock_->Now());
+    in.set_etag(std::to_string(current.version + 1));
+    Plan<v1::Instrument> plan;
+    plan.mutation.writes.push_back({keys::Instrument(id), in.SerializeAsString(), current.version});
+    auto* ev = plan.event.mutable_instrument_changed();
+    ev->set_kind(v1::UPDATED);
+    *ev->mutable_instrument() = in;
+    plan.response = std::move(in);
+    if (!r.instrument().etag().empty()) plan.on_conflict = EtagMismatch();
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::Instrument> InventoryManager::SetInstrumentState(
+    const Principal& p, const v1::SetInstrumentStateRequest& r) {
+  return Commit<v1::Instrument>(p, "SetInstrumentState", r, r.request_id(),
+                                [&]() -> absl::StatusOr<Plan<v1::Instrument>> {
+    LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.name(), "instruments", "name"));
+    LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Instrument>(keys::Instrument(id), "INSTRUMENT_NOT_FOUND", r.name()));
+    LS_RETURN_IF_ERROR(RequireStaffOf(p, current.value));
+    if (r.state() == v1::INSTRUMENT_STATE_UNSPECIFIED || !v1::InstrumentState_IsValid(r.state())) {
+      return InvalidField("state", "choose ACTIVE, MAINTENANCE or RETIRED");
+    }
+    if (r.reason().empty()) return InvalidField("reason", "say why the state changes");
+    LS_RETURN_IF_ERROR(CheckEtag(r.etag(), current.version));
+    const v1::InstrumentState from = current.value.state();
+    if (from == r.state()) {
+      return NoChange(absl::StrCat(r.name(), " is already ", v1::InstrumentState_Name(from)));
+    }
+    if (!InstrumentTransitionAllowed(from, r.state())) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "TRANSITION_NOT_ALLOWED",
+                       absl::StrCat("an instrument cannot go from ", v1::InstrumentState_Name(from),
+                                    " to ", v1::InstrumentState_Name(r.state())));
+    }
+    v1::Instrument in = current.value;
+    in.set_state(r.state());
+    *in.mutable_update_time() = ToProto(clock_->Now());
+    in.set_etag(std::to_string(current.version + 1));
+    Plan<v1::Instrument> plan;
+    plan.mutation.writes.push_back({keys::Instrument(id), in.SerializeAsString(), current.version});
+    auto* ev = plan.event.mutable_instrument_changed();
+    ev->set_kind(v1::STATE_CHANGED);
+    *ev->mutable_instrument() = in;
+    ev->set_previous_state(from);
+    ev->set_reason(r.reason());
+    plan.response = std::move(in);
+    if (!r.etag().empty()) plan.on_conflict = EtagMismatch();
+    return plan;
+  });
+}
+
+// ================================================================ rate cards
+
+namespace {
+std::string RateIdOf(const std::string& member) { return member.substr(member.rfind('|') + 1); }
+}  // namespace
+
+absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
+                                                      const v1::CreateRateRequest& r) {
+  return Commit<v1::Rate>(p, "CreateRate", r, r.request_id(),
+                          [&]() -> absl::StatusOr<Plan<v1::Rate>> {
+    LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
+    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()));
+    const absl::Time now = clock_->Now();
+    v1::Rate rate = r.rate();
+    if (!rate.has_effective_time()) *rate.mutable_effective_time() = ToProto(now);
+    LS_RETURN_IF_ERROR(ValidateRate(rate, in.value));
+    if (FromProto(rate.effective_time()) < now) {
+      return InvalidField("rate.effective_time",
+                          "must not be in the past: prices already charged stay as they were; a "
+                          "correction takes effect from now on");
+    }
+    if (FindMode(in.value, rate.mode()) == nullptr) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
+                       absl::StrCat(r.parent(), " does not offer ",
+                                    labshare::type::v1::SharingMode_Name(rate.mode()),
+                                    "; add the mode to the instrument first"));
+    }
+    if (!rate.service_entry_id().empty()) {
+      bool found = false;
+      for (const auto& e : in.value.service_catalogue()) found |= e.entry_id() == rate.service_entry_id();
+      if (!found) {
+        return MakeError(absl::StatusCode::kNotFound, "SERVICE_ENTRY_NOT_FOUND",
+                         absl::StrCat(r.parent(), " has no catalogue entry '", rate.service_entry_id(), "'"));
+      }
+    }
+    // The id is derived from the line's key and time, so two lines for the
+    // same key and effective time collide (RATE_EXISTS) atomically.
+    const std::string key_without_id = RateSortKey(rate, "");
+    const std::string rate_id =
+        "r-" + RequestFingerprint(key_without_id, rate.effective_time()).substr(0, 16);
+    rate.set_name(absl::StrCat(r.parent(), "/rates/", rate_id));
+    *rate.mutable_create_time() = ToProto(now);
+    Plan<v1::Rate> plan;
+    plan.mutation.writes.push_back({keys::Rate(instr_id, rate_id), rate.SerializeAsString(), 0});
+    plan.mutation.index_ops.push_back({keys::Rates(instr_id), RateSortKey(rate, rate_id)});
+    auto* ev = plan.event.mutable_rate_created();
+    ev->set_instrument(r.parent());
+    *ev->mutable_rate() = rate;
+    plan.response = std::move(rate);
+    plan.on_conflict = MakeError(absl::StatusCode::kAlreadyExists, "RATE_EXISTS",
+                                 "a line for this mode, payer class, tier and entry already takes "
+                                 "effect at that time; choose another effective_time");
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::Rate> InventoryManager::GetRate(const Principal&, const v1::GetRateRequest& r) {
+  LS_ASSIGN_OR_RETURN(auto ids, ParseChildName(r.name(), "instruments", "rates", "name"));
+  LS_ASSIGN_OR_RETURN(auto rate, store_->Load<v1::Rate>(keys::Rate(ids.first, ids.second), "RATE_NOT_FOUND", r.name()));
+  return std::move(rate.value);
+}
+
+absl::StatusOr<v1::ListRatesResponse> InventoryManager::ListRates(const Principal&,
+                                                                  const v1::ListRatesRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
+  LS_RETURN_IF_ERROR(store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()).status());
+  return ListFromIndex<v1::Rate, v1::ListRatesResponse>(
+      r, keys::Rates(instr_id),
+      [&](const std::string& member) { return keys::Rate(instr_id, RateIdOf(member)); },
+      [&](const v1::Rate& rate) { return r.mode() == 0 || rate.mode() == r.mode(); },
+      [](v1::ListRatesResponse& resp, v1::Rate rate) { *resp.add_rates() = std::move(rate); });
+}
+
+absl::StatusOr<v1::LookupRateResponse> InventoryManager::LookupRate(
+    const Principal&, const v1::LookupRateRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.instrument(), "instruments", "instrument"));
+  LS_ASSIGN_OR_RETURN(std::string payer_id, ParseName(r.payer_organization(), "organizations", "payer_organization"));
+  if (r.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED) return InvalidField("mode", "required");
+  if (!r.has_time()) return InvalidField("time", "required: the time of use");
+  LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.instrument()));
+  LS_ASSIGN_OR_RETURN(auto payer, store_->Load<v1::Organization>(keys::Org(payer_id), "ORGANIZATION_NOT_FOUND", r.payer_organization()));
+  LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Rates(instr_id), "", 10000));
+  std::vector<std::string> rate_keys;
+  for (const auto& m : members) rate_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
+  LS_ASSIGN_OR_RETURN(auto loaded, store_->LoadMany<v1::Rate>(rate_keys));
+  std::vector<v1::Rate> rates;
+  for (auto& l : loaded) rates.push_back(std::move(l.value));
+  const PayerClass cls = PayerClassFor(payer.value, in.value);
+  const v1::Rate* rate = FindRate(rates, r.mode(), cls, payer.value.tier(), r.service_entry_id(),
+                                  FromProto(r.time()));
+  if (rate == nullptr) {
+    return MakeError(absl::StatusCode::kNotFound, "NO_RATE",
+                     absl::StrCat("no ", labshare::type::v1::PayerClass_Name(cls), " rate for ",
+                                  labshare::type::v1::SharingMode_Name(r.mode()), " on ",
+                                  r.instrument(), " is in force at that time"));
+  }
+  v1::LookupRateResponse resp;
+  *resp.mutable_rate() = *rate;
+  resp.set_payer_class(cls);
+  return resp;
+}
+
+// ================================================================ qualifications
+
+absl::StatusOr<v1::Qualification> InventoryManager::GrantQualification(
+    const Principal& p, const v1::GrantQualificationRequest& r) {
+  return Commit<v1::Qualification>(p, "GrantQualification", r, r.request_id(),
+                                   [&]() -> absl::StatusOr<Plan<v1::Qualification>> {
+    LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.instrument(), "instruments", "instrument"));
+    LS_ASSIGN_OR_RETURN(std::string user_id, ParseName(r.user(), "users", "user"));
+    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.instrument()));
+    LS_RETURN_IF_ERROR(RequireStaffOf(p, in.value));
+    LS_ASSIGN_OR_RETURN(auto user, store_->Load<v1::User>(keys::User(user_id), "USER_NOT_FOUND", r.user()));
+    if (in.value.state() == v1::RETIRED) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INSTRUMENT_RETIRED", r.instrument() + " is retired");
+    }
+    if (FindMode(in.value, labshare::type::v1::ON_SITE) == nullptr) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
+                       r.instrument() + " offers no on-site use, so it needs no qualification");
+    }
+    if (user.value.disabled()) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "USER_DISABLED", r.user() + " is disabled");
+    }
+    const std::string key = keys::Qualification(instr_id, user_id);
+    LS_ASSIGN_OR_RETURN(auto existing, store_->Find<v1::Qualification>(key));
+    const absl::Time now = clock_->Now();
+    v1::Qualification q = existing ? existing->value : v1::Qualification();
+    q.set_name(absl::StrCat(r.instrument(), "/qualifications/", user_id));
+    q.set_user(r.user());
+    q.set_instrument(r.instrument());
+    *q.mutable_grant_time() = ToProto(now);
+    q.set_granted_by(ActorName(p));
+    q.set_revoked(false);
+    q.set_note(r.note());
+    q.clear_state();
+    q.clear_expire_time();
+    Plan<v1::Qualification> plan;
+    plan.mutation.writes.push_back({key, q.SerializeAsString(), existing ? existing->version : 0});
+    plan.mutation.index_ops.push_back({keys::InstrumentQualifications(instr_id), user_id});
+    plan.mutation.index_ops.push_back({keys::UserQualifications(user_id), instr_id});
+    ComputeQualificationState(q, QualificationValidityDays(in.value), now);
+    auto* ev = plan.event.mutable_qualification_changed();
+    ev->set_kind(existing ? v1::UPDATED : v1::CREATED);
+    *ev->mutable_qualification() = q;
+    plan.response = std::move(q);
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::Qualification> InventoryManager::RevokeQualification(
+    const Principal& p, const v1::RevokeQualificationRequest& r) {
+  return Commit<v1::Qualification>(p, "RevokeQualification", r, r.request_id(),
+                                   [&]() -> absl::StatusOr<Plan<v1::Qualification>> {
+    LS_ASSIGN_OR_RETURN(auto ids, ParseChildName(r.name(), "instruments", "qualifications", "name"));
+    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(ids.first), "INSTRUMENT_NOT_FOUND", "instruments/" + ids.first));
+    LS_RETURN_IF_ERROR(RequireStaffOf(p, in.value));
+    const std::string key = keys::Qualification(ids.first, ids.second);
+    LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Qualification>(key, "QUALIFICATION_NOT_FOUND", r.name()));
+    if (current.value.revoked()) return NoChange(r.name() + " is already revoked");
+    v1::Qualification q = current.value;
+    q.set_revoked(true);
+    if (!r.reason().empty()) q.set_note(r.reason());
+    Plan<v1::Qualification> plan;
+    plan.mutation.writes.push_back({key, q.SerializeAsString(), current.version});
+    ComputeQualificationState(q, QualificationValidityDays(in.value), clock_->Now());
+    auto* ev = plan.event.mutable_qualification_changed();
+    ev->set_kind(v1::STATE_CHANGED);
+    *ev->mutable_qualification() = q;
+    plan.response = std::move(q);
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::Qualification> InventoryManager::GetQualification(
+    const Principal&, const v1::GetQualificationRequest& r) {
+  LS_ASSIGN_OR_RETURN(auto ids, ParseChildName(r.name(), "instruments", "qualifications", "name"));
+  LS_ASSIGN_OR_RETURN(auto q, store_->Load<v1::Qualification>(keys::Qualification(ids.first, ids.second), "QUALIFICATION_NOT_FOUND", r.name()));
+  LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(ids.first), "INSTRUMENT_NOT_FOUND", "instruments/" + ids.first));
+  ComputeQualificationState(q.value, QualificationValidityDays(in.value), clock_->Now());
+  return std::move(q.value);
+}
+
+absl::StatusOr<v1::ListQualificationsResponse> InventoryManager::ListQualifications(
+    const Principal&, const v1::ListQualificationsRequest& r) {
+  std::string index;
+  std::function<std::string(const std::string&)> key_of;
+  std::string user_id;
+  if (!r.user().empty()) {
+    LS_ASSIGN_OR_RETURN(user_id, ParseName(r.user(), "users", "user"));
+  }
+  if (r.parent() == "instruments/-") {
+    if (user_id.empty()) return InvalidField("user", "required when parent is instruments/-");
+    index = keys::UserQualifications(user_id);
+    key_of = [user_id](const std::string& instr) { return keys::Qualification(instr, user_id); };
+  } else {
+    LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
+    index = keys::InstrumentQualifications(instr_id);
+    key_of = [instr_id](const std::string& user) { return keys::Qualification(instr_id, user); };
+  }
+  LS_ASSIGN_OR_RETURN(
+      auto resp,
+      (ListFromIndex<v1::Qualification, v1::ListQualificationsResponse>(
+          r, index, key_of,
+          [&](const v1::Qualification& q) { return r.user().empty() || q.user() == r.user(); },
+          [](v1::ListQualificationsResponse& out, v1::Qualification q) {
+            *out.add_qualifications() = std::move(q);
+          })));
+  // State depends on each instrument's validity rule, read in one round trip.
+  std::vector<std::string> instr_keys;
+  for (const auto& q : resp.qualifications()) {
+    instr_keys.push_back(keys::Instrument(q.instrument().substr(q.instrument().find('/') + 1)));
+  }
+  LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(instr_keys));
+  const absl::Time now = clock_->Now();
+  for (int i = 0; i < resp.qualifications_size(); ++i) {
+    v1::Instrument in;
+    if (docs[static_cast<size_t>(i)]) in.ParseFromString(docs[static_cast<size_t>(i)]->data);
+    ComputeQualificationState(*resp.mutable_qualifications(i), QualificationValidityDays(in), now);
+  }
+  return resp;
+}
+
+absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
+    const Principal& p, const v1::RecordQualificationUseRequest& r) {
+  return Commit<v1::Qualification>(p, "RecordQualificationUse", r, r.request_id(),
+                                   [&]() -> absl::StatusOr<Plan<v1::Qualification>> {
+    LS_ASSIGN_OR_RETURN(auto ids, ParseChildName(r.name(), "instruments", "qualifications", "name"));
+    if (!r.has_use_time()) return InvalidField("use_time", "required");
+    const std::string key = keys::Qualification(ids.first, ids.second);
+    LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Qualification>(key, "QUALIFICATION_NOT_FOUND", r.name()));
+    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(ids.first), "INSTRUMENT_NOT_FOUND", "instruments/" + ids.first));
+    v1::Qualification q = current.value;
+    const bool newer = !q.has_last_use_time() || FromProto(r.use_time()) > FromProto(q.last_use_time());
+    if (newer) *q.mutable_last_use_time() = r.use_time();
+    Plan<v1::Qualification> plan;
+    // An older use changes nothing but is still recorded as seen (the
+    // version bump keeps the step a plain compare-and-set).
+    plan.mutation.writes.push_back({key, q.SerializeAsString(), current.version});
+    ComputeQualificationState(q, QualificationValidityDays(in.value), clock_->Now());
+    auto* ev = plan.event.mutable_qualification_changed();
+    ev->set_kind(v1::UPDATED);
+    *ev->mutable_qualification() = q;
+    plan.response = std::move(q);
+    return plan;
+  });
+}
+
+// ================================================================ maintenance
+
+absl::StatusOr<v1::MaintenanceWindow> InventoryManager::CreateMaintenanceWindow(
+    const Principal& p, const v1::CreateMaintenanceWindowRequest& r) {
+  return Commit<v1::MaintenanceWindow>(p, "CreateMaintenanceWindow", r, r.request_id(),
+                                       [&]() -> absl::StatusOr<Plan<v1::MaintenanceWindow>> {
+    LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
+    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()));
+    LS_RETURN_IF_ERROR(RequireStaffOf(p, in.value));
+    v1::MaintenanceWindow w = r.maintenance_window();
+    LS_RETURN_IF_ERROR(ValidateMaintenanceWindow(w));
+    if (in.value.state() == v1::RETIRED) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INSTRUMENT_RETIRED", r.parent() + " is retired");
+    }
+    const std::string id = NewId("mw");
+    w.set_name(absl::StrCat(r.parent(), "/maintenanceWindows/", id));
+    w.set_state(v1::SCHEDULED);
+    *w.mutable_create_time() = ToProto(clock_->Now());
+    w.set_created_by(ActorName(p));
+    Plan<v1::MaintenanceWindow> plan;
+    plan.mutation.writes.push_back({keys::Window(instr_id, id), w.SerializeAsString(), 0});
+    plan.mutation.index_ops.push_back({keys::Windows(instr_id), WindowSortKey(w, id)});
+    auto* ev = plan.event.mutable_maintenance_window_changed();
+    ev->set_kind(v1::CREATED);
+    ev->set_instrument(r.parent());
+    *ev->mutable_maintenance_window() = w;
+    plan.response = std::move(w);
+    return plan;
+  });
+}
+
+absl::StatusOr<v1::MaintenanceWindow> InventoryManager::GetMaintenanceWindow(
+    const Principal&, const v1::GetMaintenanceWindowRequest& r) {
+  LS_ASSIGN_OR_RETURN(auto ids, ParseChildName(r.name(), "instruments", "maintenanceWindows", "name"));
+  LS_ASSIGN_OR_RETURN(auto w, store_->Load<v1::MaintenanceWindow>(keys::Window(ids.first, ids.second), "MAINTENANCE_WINDOW_NOT_FOUND", r.name()));
+  return std::move(w.value);
+}
+
+absl::StatusOr<v1::ListMaintenanceWindowsResponse> InventoryManager::ListMaintenanceWindows(
+    const Principal&, const v1::ListMaintenanceWindowsRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
+  LS_RETURN_IF_ERROR(store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()).status());
+  const bool ranged = r.has_range();
+  absl::Time from = absl::InfinitePast(), to = absl::InfiniteFuture();
+  if (ranged) {
+    if (!r.range().has_start_time() || !r.range().has_end_time() ||
+        FromProto(r.range().end_time()) <= FromProto(r.range().start_time())) {
+      return InvalidField("range", "needs start_time before end_time");
+    }
+    from = FromProto(r.range().start_time());
+    to = FromProto(r.range().end_time());
+  }
+  return ListFromIndex<v1::MaintenanceWindow, v1::ListMaintenanceWindowsResponse>(
+      r, keys::Windows(instr_id),
+      [&](const std::string& member) {
+        return keys::Window(instr_id, member.substr(member.rfind('|') + 1));
+      },
+      [&](const v1::MaintenanceWindow& w) {
+        if (!r.include_cancelled() && w.state() == v1::CANCELLED) return false;
+        return FromProto(w.interval().start_time()) < to && from < FromProto(w.interval().end_time());
+      },
+      [](v1::ListMaintenanceWindowsResponse& resp, v1::MaintenanceWindow w) {
+        *resp.add_maintenance_windows() = std::move(w);
+      });
+}
+
+absl::StatusOr<v1::MaintenanceWindow> InventoryManager::CancelMaintenanceWindow(
+    const Principal& p, const v1::CancelMaintenanceWindowRequest& r) {
+  return Commit<v1::MaintenanceWindow>(p, "CancelMaintenanceWindow", r, r.request_id(),
+                                       [&]() -> absl::StatusOr<Plan<v1::MaintenanceWindow>> {
+    LS_ASSIGN_OR_RETURN(auto ids, ParseChildName(r.name(), "instruments", "maintenanceWindows", "name"));
+    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(ids.first), "INSTRUMENT_NOT_FOUND", "instruments/" + ids.first));
+    LS_RETURN_IF_ERROR(RequireStaffOf(p, in.value));
+    const std::string key = keys::Window(ids.first, ids.second);
+    LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::MaintenanceWindow>(key, "MAINTENANCE_WINDOW_NOT_FOUND", r.name()));
+    if (current.value.state() == v1::CANCELLED) return NoChange(r.name() + " is already cancelled");
+    v1::MaintenanceWindow w = current.value;
+    w.set_state(v1::CANCELLED);
+    Plan<v1::MaintenanceWindow> plan;
+    plan.mutation.writes.push_back({key, w.SerializeAsString(), current.version});
+    auto* ev = plan.event.mutable_maintenance_window_changed();
+    ev->set_kind(v1::STATE_CHANGED);
+    ev->set_instrument("instruments/" + ids.first);
+    *ev->mutable_maintenance_window() = w;
+    plan.response = std::move(w);
+    return plan;
+  });
+}
+
+// ================================================================ access
+
+absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
+    const Principal& p, const v1::CheckAccessRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string user_id, ParseName(r.user(), "users", "user"));
+  const bool for_anyone =
+      p.HasAnyRole({Role::kFacilityStaff, Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
+  if (!for_anyone && p.user_id != user_id) {
+    return ScopeDenied("lab users may check access for themselves only");
+  }
+  LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.instrument(), "instruments", "instrument"));
+  if (r.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
+      !labshare::type::v1::SharingMode_IsValid(r.mode())) {
+    return InvalidField("mode", "choose ON_SITE, LEASE, JOINT_RESEARCH or TECHNICAL_SERVICE");
+  }
+  if (!r.interval().has_start_time() || !r.interval().has_end_time() ||
+      FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
+    return InvalidField("interval", "needs start_time before end_time (half-open [start, end))");
+  }
+  LS_ASSIGN_OR_RETURN(auto user, store_->Load<v1::User>(keys::User(user_id), "USER_NOT_FOUND", r.user()));
+  const std::string payer_name = r.payer_organization().empty() ? user.value.organization() : r.payer_organization();
+  LS_ASSIGN_OR_RETURN(std::string payer_id, ParseName(payer_name, "organizations", "payer_organization"));
+  LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.instrument()));
+  // Everything else in one round trip.
+  LS_ASSIGN_OR_RETURN(std::string fac_id, ParseName(in.value.facility(), "facilities", "facility"));
+  LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany({keys::Org(payer_id), keys::Facility(fac_id),
+                                                         keys::Qualification(instr_id, user_id)}));
+  if (!docs[0]) {
+    return MakeError(absl::StatusCode::kNotFound, "ORGANIZATION_NOT_FOUND", payer_name + " does not exist");
+  }
+  v1::Organization payer;
+  v1::Facility facility;
+  v1::Qualification qualification;
+  payer.ParseFromString(docs[0]->data);
+  if (docs[1]) facility.ParseFromString(docs[1]->data);
+  if (docs[2]) qualification.ParseFromString(docs[2]->data);
+
+  LS_ASSIGN_OR_RETURN(auto rate_members, store_->docs().IndexRange(keys::Rates(instr_id), "", 10000));
+  LS_ASSIGN_OR_RETURN(auto window_members, store_->docs().IndexRange(keys::Windows(instr_id), "", 10000));
+  std::vector<std::string> rate_keys, window_keys;
+  for (const auto& m : rate_members) rate_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
+  const absl::Time end = FromProto(r.interval().end_time());
+  for (const auto& m : window_members) {
+    // Members sort by start: later ones cannot overlap the interval.
+    if (absl::FromUnixSeconds(std::stoll(m.substr(0, m.find('|')))) >= end) break;
+    window_keys.push_back(keys::Window(instr_id, m.substr(m.rfind('|') + 1)));
+  }
+  LS_ASSIGN_OR_RETURN(auto rates, store_->LoadMany<v1::Rate>(rate_keys));
+  LS_ASSIGN_OR_RETURN(auto windows, store_->LoadMany<v1::MaintenanceWindow>(window_keys));
+
+  AccessFacts facts;
+  facts.user = &user.value;
+  facts.payer = &payer;
+  facts.instrument = &in.value;
+  facts.facility = &facility;
+  facts.qualification = docs[2] ? &qualification : nullptr;
+  for (auto& l : rates) facts.rates.push_back(std::move(l.value));
+  for (auto& l : windows) facts.windows.push_back(std::move(l.value));
+  return EvaluateAccess(facts, r, clock_->Now());
+}
+
+}  // namespace labshare::inventory

@@ -1,0 +1,594 @@
+#include "services/inventory/inventory_rules.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/random/random.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/error.h"
+#include "common/proto_util.h"
+
+namespace labshare::inventory {
+namespace {
+
+using labshare::type::v1::Money;
+using v1::MembershipState;
+
+bool IsLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+
+std::string Pad(int64_t v) { return absl::StrFormat("%020d", v); }
+
+std::string ModeName(SharingMode mode) { return labshare::type::v1::SharingMode_Name(mode); }
+
+v1::Denial MakeDenial(v1::DenialCode code, std::string message) {
+  v1::Denial d;
+  d.set_code(code);
+  d.set_message(std::move(message));
+  return d;
+}
+
+absl::Status ValidatePolicy(const v1::AccessPolicy& p, const std::string& field) {
+  for (int t : p.allowed_types()) {
+    if (t == v1::ORGANIZATION_TYPE_UNSPECIFIED || !v1::OrganizationType_IsValid(t)) {
+      return InvalidField(field + ".allowed_types", "must list valid organisation types");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateDuration(const google::protobuf::Duration& d, const std::string& field) {
+  if (d.seconds() < 0 || d.nanos() < 0) return InvalidField(field, "must not be negative");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSlotRules(const v1::SlotRules& r, const std::string& f) {
+  for (const auto& [d, name] :
+       std::vector<std::pair<const google::protobuf::Duration*, std::string>>{
+           {&r.min_block(), "min_block"},
+           {&r.max_block(), "max_block"},
+           {&r.member_horizon(), "member_horizon"},
+           {&r.non_member_horizon(), "non_member_horizon"},
+           {&r.min_notice(), "min_notice"},
+           {&r.buffer(), "buffer"},
+           {&r.approval_threshold(), "approval_threshold"},
+           {&r.no_show_grace(), "no_show_grace"},
+           {&r.late_cancel_notice(), "late_cancel_notice"},
+           {&r.billing_unit(), "billing_unit"},
+           {&r.minimum_charge(), "minimum_charge"}}) {
+    LS_RETURN_IF_ERROR(ValidateDuration(*d, f + "." + name));
+  }
+  const absl::Duration min_block = FromProto(r.min_block());
+  const absl::Duration max_block = FromProto(r.max_block());
+  if (max_block <= absl::ZeroDuration()) {
+    return InvalidField(f + ".max_block", "must be positive (the longest bookable block)");
+  }
+  if (min_block > max_block) {
+    return InvalidField(f + ".min_block", "must not exceed max_block");
+  }
+  if (FromProto(r.member_horizon()) <= absl::ZeroDuration()) {
+    return InvalidField(f + ".member_horizon", "must be positive (how far ahead members book)");
+  }
+  if (FromProto(r.non_member_horizon()) > FromProto(r.member_horizon())) {
+    return InvalidField(f + ".non_member_horizon",
+                        "must not exceed member_horizon: members book further ahead");
+  }
+  if (r.billing_basis() == v1::BILLING_BASIS_UNSPECIFIED ||
+      !v1::BillingBasis_IsValid(r.billing_basis())) {
+    return InvalidField(f + ".billing_basis",
+                        "choose RESERVED_TIME, ACTUAL_TIME or GREATER_OF_RESERVED_AND_ACTUAL");
+  }
+  if (FromProto(r.billing_unit()) <= absl::ZeroDuration()) {
+    return InvalidField(f + ".billing_unit", "must be positive, e.g. 15 minutes");
+  }
+  for (const auto& [bps, name] : std::vector<std::pair<int32_t, std::string>>{
+           {r.missed_fee_bps(), "missed_fee_bps"}, {r.late_cancel_fee_bps(), "late_cancel_fee_bps"}}) {
+    if (bps < 0 || bps > 10000) {
+      return InvalidField(f + "." + name, "must be between 0 and 10000 basis points");
+    }
+  }
+  if (r.qualification_validity_days() < 0) {
+    return InvalidField(f + ".qualification_validity_days", "must not be negative");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLeaseRules(const v1::LeaseRules& r, const std::string& f) {
+  if (r.min_term_days() < 1) return InvalidField(f + ".min_term_days", "must be at least 1");
+  if (r.max_term_days() < r.min_term_days()) {
+    return InvalidField(f + ".max_term_days", "must be at least min_term_days");
+  }
+  LS_RETURN_IF_ERROR(ValidateDuration(r.handover_buffer(), f + ".handover_buffer"));
+  LS_RETURN_IF_ERROR(ValidateDuration(r.return_buffer(), f + ".return_buffer"));
+  LS_RETURN_IF_ERROR(ValidateDuration(r.horizon(), f + ".horizon"));
+  LS_RETURN_IF_ERROR(ValidateMoney(r.deposit(), f + ".deposit", false));
+  if (r.rate_basis() == v1::LEASE_RATE_BASIS_UNSPECIFIED ||
+      !v1::LeaseRateBasis_IsValid(r.rate_basis())) {
+    return InvalidField(f + ".rate_basis", "choose PER_DAY or PER_MONTH");
+  }
+  if (r.counted_hours_per_day() < 0 || r.counted_hours_per_day() > 24) {
+    return InvalidField(f + ".counted_hours_per_day", "must be between 0 and 24");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool ValidId(absl::string_view id) {
+  if (id.empty() || id.size() > 63 || !IsLowerAlnum(id[0])) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) { return IsLowerAlnum(c) || c == '-'; });
+}
+
+std::string NewId(absl::string_view prefix) {
+  thread_local absl::BitGen gen;
+  return absl::StrFormat("%s-%012x", prefix, absl::Uniform<uint64_t>(gen) & 0xffffffffffffULL);
+}
+
+absl::StatusOr<std::string> ParseName(absl::string_view name, absl::string_view collection,
+                                      absl::string_view field) {
+  std::vector<absl::string_view> parts = absl::StrSplit(name, '/');
+  if (parts.size() != 2 || parts[0] != collection || !ValidId(parts[1])) {
+    return InvalidField(std::string(field),
+                        absl::StrCat("must be a resource name '", collection, "/{id}', got '",
+                                     name, "'"),
+                        "INVALID_NAME");
+  }
+  return std::string(parts[1]);
+}
+
+absl::StatusOr<std::pair<std::string, std::string>> ParseChildName(absl::string_view name,
+                                                                   absl::string_view collection,
+                                                                   absl::string_view child,
+                                                                   absl::string_view field) {
+  std::vector<absl::string_view> parts = absl::StrSplit(name, '/');
+  if (parts.size() != 4 || parts[0] != collection || parts[2] != child || !ValidId(parts[1]) ||
+      !ValidId(parts[3])) {
+    return InvalidField(std::string(field),
+                        absl::StrCat("must be a resource name '", collection, "/{id}/", child,
+                                     "/{id}', got '", name, "'"),
+                        "INVALID_NAME");
+  }
+  return std::make_pair(std::string(parts[1]), std::string(parts[3]));
+}
+
+// ------------------------------------------------------------ organisations
+
+bool MembershipTransitionAllowed(MembershipState from, MembershipState to) {
+  switch (from) {
+    case v1::APPLICANT: return to == v1::MEMBER || to == v1::NON_MEMBER;
+    case v1::MEMBER: return to == v1::SUSPENDED || to == v1::EXITED;
+    case v1::SUSPENDED: return to == v1::MEMBER || to == v1::EXITED;
+    case v1::EXITED: return to == v1::APPLICANT;
+    case v1::NON_MEMBER: return to == v1::APPLICANT;
+    default: return false;
+  }
+}
+
+absl::Status ValidateOrganization(const v1::Organization& org) {
+  std::vector<FieldViolation> bad;
+  // Characters, not bytes: Chinese names are three bytes a character.
+  const size_t chars = static_cast<size_t>(std::count_if(
+      org.display_name().begin(), org.display_name().end(),
+      [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+  if (chars == 0 || chars > 200) {
+    bad.push_back({"organization.display_name", "required, at most 200 characters"});
+  }
+  if (org.type() == v1::ORGANIZATION_TYPE_UNSPECIFIED || !v1::OrganizationType_IsValid(org.type())) {
+    bad.push_back({"organization.type",
+                   "choose ENTERPRISE, UNIVERSITY, RESEARCH_INSTITUTE, GOVERNMENT_AGENCY or "
+                   "OTHER_ORGANIZATION"});
+  }
+  if (!v1::SizeClass_IsValid(org.size_class())) {
+    bad.push_back({"organization.size_class", "unknown size class"});
+  } else if (org.type() == v1::ENTERPRISE && org.size_class() == v1::SIZE_CLASS_UNSPECIFIED) {
+    bad.push_back({"organization.size_class",
+                   "required for enterprises: LEADING, LARGE, SME or START_UP"});
+  } else if (org.type() != v1::ENTERPRISE && org.size_class() != v1::SIZE_CLASS_UNSPECIFIED) {
+    bad.push_back({"organization.size_class", "only enterprises have a size class"});
+  }
+  if (!bad.empty()) return InvalidFields(std::move(bad));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateInitialMembership(const v1::Organization& org) {
+  switch (org.membership_state()) {
+    case v1::APPLICANT:
+    case v1::NON_MEMBER:
+      return absl::OkStatus();
+    case v1::MEMBER:
+      if (org.tier().empty()) {
+        return InvalidField("organization.tier", "a MEMBER needs a tier, e.g. CORE or GENERAL");
+      }
+      return absl::OkStatus();
+    default:
+      return InvalidField("organization.membership_state",
+                          "a new organisation starts as APPLICANT, MEMBER or NON_MEMBER");
+  }
+}
+
+// ------------------------------------------------------------ users, facilities
+
+absl::Status ValidateUser(const v1::User& user) {
+  std::vector<FieldViolation> bad;
+  if (user.display_name().empty()) bad.push_back({"user.display_name", "required"});
+  if (!user.email().empty() && !absl::StrContains(user.email(), "@")) {
+    bad.push_back({"user.email", "must be an e-mail address"});
+  }
+  if (user.roles().empty()) bad.push_back({"user.roles", "at least one role is required"});
+  std::set<int> seen;
+  for (int r : user.roles()) {
+    if (r == labshare::type::v1::ROLE_UNSPECIFIED || !labshare::type::v1::Role_IsValid(r)) {
+      bad.push_back({"user.roles", "contains an unknown role"});
+      break;
+    }
+    if (r == labshare::type::v1::SERVICE) {
+      bad.push_back({"user.roles", "SERVICE is for service tokens, not people"});
+      break;
+    }
+    if (!seen.insert(r).second) {
+      bad.push_back({"user.roles", "lists a role twice"});
+      break;
+    }
+  }
+  if (!bad.empty()) return InvalidFields(std::move(bad));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateFacility(const v1::Facility& facility) {
+  if (facility.display_name().empty()) {
+    return InvalidField("facility.display_name", "required");
+  }
+  return ValidatePolicy(facility.access_policy(), "facility.access_policy");
+}
+
+// ------------------------------------------------------------ instruments
+
+absl::Status ValidateMoney(const Money& money, absl::string_view field, bool required) {
+  const std::string f(field);
+  if (!required && money.currency_code().empty() && money.amount_minor() == 0) {
+    return absl::OkStatus();
+  }
+  const std::string& c = money.currency_code();
+  if (c.size() != 3 || !std::all_of(c.begin(), c.end(), [](char ch) { return ch >= 'A' && ch <= 'Z'; })) {
+    return InvalidField(f + ".currency_code", "must be an ISO 4217 code such as CNY");
+  }
+  if (money.amount_minor() < 0) return InvalidField(f + ".amount_minor", "must not be negative");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateInstrument(const v1::Instrument& in) {
+  if (in.display_name().empty()) return InvalidField("instrument.display_name", "required");
+  if (in.category().empty()) {
+    return InvalidField("instrument.category", "required, e.g. electron-microscopy");
+  }
+  LS_RETURN_IF_ERROR(ValidateMoney(in.original_value(), "instrument.original_value", true));
+  if (in.daily_available_hours() < 1 || in.daily_available_hours() > 24) {
+    return InvalidField("instrument.daily_available_hours", "must be between 1 and 24");
+  }
+  if (in.modes().empty()) {
+    return InvalidField("instrument.modes", "offer at least one sharing mode");
+  }
+  std::set<int> modes;
+  for (int i = 0; i < in.modes_size(); ++i) {
+    const auto& m = in.modes(i);
+    const std::string f = absl::StrCat("instrument.modes[", i, "]");
+    if (m.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
+        !labshare::type::v1::SharingMode_IsValid(m.mode())) {
+      return InvalidField(f + ".mode", "choose ON_SITE, LEASE, JOINT_RESEARCH or TECHNICAL_SERVICE");
+    }
+    if (!modes.insert(m.mode()).second) {
+      return InvalidField(f + ".mode", absl::StrCat(ModeName(m.mode()), " is offered twice"));
+    }
+    if (m.mode() == labshare::type::v1::LEASE) {
+      if (m.has_slot_rules()) return InvalidField(f + ".slot_rules", "LEASE uses lease_rules");
+      if (!m.has_lease_rules()) return InvalidField(f + ".lease_rules", "required for LEASE");
+      LS_RETURN_IF_ERROR(ValidateLeaseRules(m.lease_rules(), f + ".lease_rules"));
+    } else {
+      if (m.has_lease_rules()) return InvalidField(f + ".lease_rules", "only for LEASE");
+      if (!m.has_slot_rules()) {
+        return InvalidField(f + ".slot_rules", absl::StrCat("required for ", ModeName(m.mode())));
+      }
+      LS_RETURN_IF_ERROR(ValidateSlotRules(m.slot_rules(), f + ".slot_rules"));
+    }
+  }
+  std::set<std::string> entries;
+  for (int i = 0; i < in.service_catalogue_size(); ++i) {
+    const auto& e = in.service_catalogue(i);
+    const std::string f = absl::StrCat("instrument.service_catalogue[", i, "]");
+    if (!ValidId(e.entry_id())) return InvalidField(f + ".entry_id", "must match [a-z0-9][a-z0-9-]{0,62}");
+    if (!entries.insert(e.entry_id()).second) return InvalidField(f + ".entry_id", "is listed twice");
+    if (e.display_name().empty()) return InvalidField(f + ".display_name", "required");
+    if (e.unit() == v1::SERVICE_UNIT_UNSPECIFIED || !v1::ServiceUnit_IsValid(e.unit())) {
+      return InvalidField(f + ".unit", "choose PER_SAMPLE or PER_TEST");
+    }
+    LS_RETURN_IF_ERROR(ValidateDuration(e.instrument_time_per_unit(), f + ".instrument_time_per_unit"));
+  }
+  if (!in.service_catalogue().empty() && !modes.count(labshare::type::v1::TECHNICAL_SERVICE)) {
+    return InvalidField("instrument.service_catalogue",
+                        "a service catalogue needs the TECHNICAL_SERVICE mode");
+  }
+  return ValidatePolicy(in.access_policy(), "instrument.access_policy");
+}
+
+bool InstrumentTransitionAllowed(v1::InstrumentState from, v1::InstrumentState to) {
+  if (from == v1::RETIRED) return false;
+  return (from == v1::ACTIVE && (to == v1::MAINTENANCE || to == v1::RETIRED)) ||
+         (from == v1::MAINTENANCE && (to == v1::ACTIVE || to == v1::RETIRED));
+}
+
+const v1::ModeOffering* FindMode(const v1::Instrument& instrument, SharingMode mode) {
+  for (const auto& m : instrument.modes()) {
+    if (m.mode() == mode) return &m;
+  }
+  return nullptr;
+}
+
+const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
+                                        const v1::Facility& facility) {
+  return instrument.has_access_policy() ? instrument.access_policy() : facility.access_policy();
+}
+
+// ------------------------------------------------------------ rates
+
+absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument) {
+  using labshare::type::v1::PayerClass_IsValid;
+  if (rate.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
+      !labshare::type::v1::SharingMode_IsValid(rate.mode())) {
+    return InvalidField("rate.mode", "required");
+  }
+  if (rate.payer_class() == labshare::type::v1::PAYER_CLASS_UNSPECIFIED ||
+      !PayerClass_IsValid(rate.payer_class())) {
+    return InvalidField("rate.payer_class", "choose OWNER, MEMBER or NON_MEMBER");
+  }
+  if (!rate.tier().empty() && rate.payer_class() != labshare::type::v1::MEMBER) {
+    return InvalidField("rate.tier", "only MEMBER lines name a tier");
+  }
+  LS_RETURN_IF_ERROR(ValidateMoney(rate.price(), "rate.price", true));
+  if (rate.price().currency_code() != instrument.original_value().currency_code()) {
+    return InvalidField("rate.price.currency_code",
+                        absl::StrCat("must be the instrument's currency ",
+                                     instrument.original_value().currency_code()));
+  }
+  if (!rate.has_effective_time()) return InvalidField("rate.effective_time", "required");
+  const v1::RateUnit u = rate.unit();
+  bool fits = false;
+  switch (rate.mode()) {
+    case labshare::type::v1::ON_SITE:
+    case labshare::type::v1::JOINT_RESEARCH: fits = u == v1::PER_HOUR; break;
+    case labshare::type::v1::LEASE: fits = u == v1::RATE_PER_DAY || u == v1::RATE_PER_MONTH; break;
+    case labshare::type::v1::TECHNICAL_SERVICE:
+      fits = u == v1::RATE_PER_SAMPLE || u == v1::RATE_PER_TEST || u == v1::PER_HOUR;
+      break;
+    default: break;
+  }
+  if (!fits) {
+    return InvalidField("rate.unit", absl::StrCat(v1::RateUnit_Name(u), " does not fit mode ",
+                                                  ModeName(rate.mode())));
+  }
+  if (rate.mode() != labshare::type::v1::TECHNICAL_SERVICE && !rate.service_entry_id().empty()) {
+    return InvalidField("rate.service_entry_id", "only TECHNICAL_SERVICE lines name an entry");
+  }
+  if (rate.mode() == labshare::type::v1::TECHNICAL_SERVICE && u != v1::PER_HOUR &&
+      rate.service_entry_id().empty()) {
+    return InvalidField("rate.service_entry_id",
+                        "per-sample and per-test lines name the catalogue entry they price");
+  }
+  return absl::OkStatus();
+}
+
+std::string RateSortKey(const v1::Rate& rate, absl::string_view rate_id) {
+  return absl::StrCat(absl::StrFormat("%02d", static_cast<int>(rate.mode())), "|",
+                      static_cast<int>(rate.payer_class()), "|", rate.tier(), "|",
+                      rate.service_entry_id(), "|", Pad(rate.effective_time().seconds()), "|",
+                      rate_id);
+}
+
+PayerClass PayerClassFor(const v1::Organization& payer, const v1::Instrument& instrument) {
+  if (payer.name() == instrument.owner_organization()) return labshare::type::v1::OWNER;
+  if (payer.membership_state() == v1::MEMBER) return labshare::type::v1::MEMBER;
+  return labshare::type::v1::NON_MEMBER;
+}
+
+const v1::Rate* FindRate(const std::vector<v1::Rate>& rates, SharingMode mode, PayerClass cls,
+                         absl::string_view tier, absl::string_view service_entry_id,
+                         absl::Time at) {
+  auto latest = [&](absl::string_view want_tier) -> const v1::Rate* {
+    const v1::Rate* best = nullptr;
+    for (const auto& r : rates) {
+      if (r.mode() != mode || r.payer_class() != cls || r.tier() != want_tier ||
+          r.service_entry_id() != service_entry_id || FromProto(r.effective_time()) > at) {
+        continue;
+      }
+      if (best == nullptr || FromProto(r.effective_time()) > FromProto(best->effective_time()) ||
+          (FromProto(r.effective_time()) == FromProto(best->effective_time()) &&
+           r.name() > best->name())) {
+        best = &r;
+      }
+    }
+    return best;
+  };
+  if (cls == labshare::type::v1::MEMBER && !tier.empty()) {
+    if (const v1::Rate* r = latest(tier)) return r;
+  }
+  return latest("");
+}
+
+// ------------------------------------------------------------ qualifications
+
+int QualificationValidityDays(const v1::Instrument& instrument) {
+  const v1::ModeOffering* m = FindMode(instrument, labshare::type::v1::ON_SITE);
+  return m ? m->slot_rules().qualification_validity_days() : 0;
+}
+
+void ComputeQualificationState(v1::Qualification& q, int validity_days, absl::Time now) {
+  if (q.revoked()) {
+    q.set_state(v1::REVOKED);
+    q.clear_expire_time();
+    return;
+  }
+  if (validity_days <= 0) {
+    q.set_state(v1::VALID);
+    q.clear_expire_time();
+    return;
+  }
+  absl::Time base = FromProto(q.grant_time());
+  if (q.has_last_use_time()) base = std::max(base, FromProto(q.last_use_time()));
+  const absl::Time expire = base + absl::Hours(24) * validity_days;
+  *q.mutable_expire_time() = ToProto(expire);
+  q.set_state(now < expire ? v1::VALID : v1::EXPIRED);
+}
+
+// ------------------------------------------------------------ maintenance
+
+absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& w) {
+  if (!w.interval().has_start_time() || !w.interval().has_end_time()) {
+    return InvalidField("maintenance_window.interval", "start_time and end_time are required");
+  }
+  if (FromProto(w.interval().end_time()) <= FromProto(w.interval().start_time())) {
+    return InvalidField("maintenance_window.interval.end_time",
+                        "must be after start_time (intervals are half-open [start, end))");
+  }
+  if (w.reason().empty()) return InvalidField("maintenance_window.reason", "required");
+  return absl::OkStatus();
+}
+
+std::string WindowSortKey(const v1::MaintenanceWindow& w, absl::string_view window_id) {
+  return absl::StrCat(Pad(w.interval().start_time().seconds()), "|", window_id);
+}
+
+// ------------------------------------------------------------ access
+
+bool PolicyAllows(const v1::AccessPolicy& policy, const v1::Organization& payer) {
+  if (payer.foreign() && !policy.allow_foreign()) return false;
+  const bool member = payer.membership_state() == v1::MEMBER;
+  if (member && !policy.allow_members()) return false;
+  if (!member && !policy.allow_non_members()) return false;
+  if (!policy.allowed_types().empty() &&
+      std::find(policy.allowed_types().begin(), policy.allowed_types().end(), payer.type()) ==
+          policy.allowed_types().end()) {
+    return false;
+  }
+  return true;
+}
+
+v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
+                                       const v1::CheckAccessRequest& request, absl::Time now) {
+  const v1::Instrument& instrument = *facts.instrument;
+  const v1::Organization& payer = *facts.payer;
+  v1::CheckAccessResponse out;
+  out.set_payer_organization(payer.name());
+  out.set_membership_state(payer.membership_state());
+  out.set_tier(payer.tier());
+  out.set_owner_organization(instrument.owner_organization());
+  const PayerClass cls = PayerClassFor(payer, instrument);
+  out.set_payer_class(cls);
+  auto deny = [&](v1::DenialCode code, std::string message) {
+    *out.add_denials() = MakeDenial(code, std::move(message));
+  };
+
+  if (facts.user->disabled()) deny(v1::USER_DISABLED, "the user account is disabled");
+  if (instrument.state() != v1::ACTIVE) {
+    deny(v1::INSTRUMENT_NOT_ACTIVE,
+         absl::StrCat("the instrument is ", v1::InstrumentState_Name(instrument.state())));
+  }
+  if (payer.membership_state() == v1::SUSPENDED) {
+    deny(v1::MEMBERSHIP_SUSPENDED,
+         "the paying organisation is suspended; new bookings need the consortium to reinstate it");
+  }
+  const bool owner = cls == labshare::type::v1::OWNER;
+  if (!owner && !PolicyAllows(EffectivePolicy(instrument, *facts.facility), payer)) {
+    deny(v1::ACCESS_POLICY_FORBIDS,
+         "the facility's access policy does not admit this organisation");
+  }
+
+  const absl::Time start = FromProto(request.interval().start_time());
+  const absl::Time end = FromProto(request.interval().end_time());
+  const v1::ModeOffering* offering = FindMode(instrument, request.mode());
+  if (offering == nullptr) {
+    deny(v1::MODE_NOT_OFFERED, absl::StrCat("the instrument does not offer ",
+                                             ModeName(request.mode())));
+  } else {
+    *out.mutable_mode_offering() = *offering;
+    bool approval = offering->approval_required() || request.mode() == labshare::type::v1::LEASE;
+    const absl::Duration length = end - start;
+    if (request.mode() == labshare::type::v1::LEASE) {
+      const auto& lr = offering->lease_rules();
+      const int64_t days = absl::ToInt64Hours(length) / 24;
+      if (length < absl::Hours(24) * lr.min_term_days()) {
+        deny(v1::BLOCK_TOO_SHORT, absl::StrCat("a lease runs at least ", lr.min_term_days(), " days"));
+      }
+      if (days > lr.max_term_days() || length > absl::Hours(24) * lr.max_term_days()) {
+        deny(v1::BLOCK_TOO_LONG, absl::StrCat("a lease runs at most ", lr.max_term_days(), " days"));
+      }
+      if (lr.has_horizon() && start > now + FromProto(lr.horizon())) {
+        deny(v1::BEYOND_HORIZON, "the lease starts beyond the booking horizon");
+      }
+    } else {
+      const auto& sr = offering->slot_rules();
+      if (length < FromProto(sr.min_block())) {
+        deny(v1::BLOCK_TOO_SHORT, absl::StrCat("bookings last at least ",
+                                                absl::FormatDuration(FromProto(sr.min_block()))));
+      }
+      if (length > FromProto(sr.max_block())) {
+        deny(v1::BLOCK_TOO_LONG, absl::StrCat("bookings last at most ",
+                                               absl::FormatDuration(FromProto(sr.max_block()))));
+      }
+      const bool member = cls != labshare::type::v1::NON_MEMBER;
+      const absl::Duration horizon =
+          FromProto(member ? sr.member_horizon() : sr.non_member_horizon());
+      if (start > now + horizon) {
+        deny(v1::BEYOND_HORIZON,
+             absl::StrCat(member ? "members" : "non-members", " may book at most ",
+                          absl::FormatDuration(horizon), " ahead"));
+      }
+      if (start < now + FromProto(sr.min_notice())) {
+        deny(v1::INSUFFICIENT_NOTICE, absl::StrCat("book at least ",
+                                                    absl::FormatDuration(FromProto(sr.min_notice())),
+                                                    " before the start"));
+      }
+      const absl::Duration threshold = FromProto(sr.approval_threshold());
+      if (threshold > absl::ZeroDuration() && length > threshold) approval = true;
+      if (request.mode() == labshare::type::v1::ON_SITE && sr.qualification_validity_days() > 0) {
+        if (facts.qualification == nullptr) {
+          deny(v1::QUALIFICATION_MISSING,
+               "the user has no qualification on this instrument; ask the facility staff");
+        } else {
+          v1::Qualification q = *facts.qualification;
+          ComputeQualificationState(q, sr.qualification_validity_days(), now);
+          if (q.state() == v1::REVOKED) {
+            deny(v1::QUALIFICATION_REVOKED, "the user's qualification was revoked");
+          } else if (q.state() == v1::EXPIRED) {
+            deny(v1::QUALIFICATION_EXPIRED,
+                 "the user's qualification lapsed without use; ask the facility staff to renew it");
+          }
+          *out.mutable_qualification() = std::move(q);
+        }
+      }
+    }
+    out.set_approval_required(approval);
+  }
+  for (const auto& w : facts.windows) {
+    if (w.state() != v1::SCHEDULED) continue;
+    const absl::Time ws = FromProto(w.interval().start_time());
+    const absl::Time we = FromProto(w.interval().end_time());
+    if (ws < end && start < we) {
+      deny(v1::DURING_MAINTENANCE, absl::StrCat("overlaps maintenance window ", w.name(), ": ",
+                                                w.reason()));
+      break;
+    }
+  }
+  const v1::Rate* rate = FindRate(facts.rates, request.mode(), cls, payer.tier(),
+                                  request.service_entry_id(), start);
+  if (rate != nullptr) {
+    *out.mutable_rate() = *rate;
+  } else if (!owner) {
+    deny(v1::NO_RATE, absl::StrCat("no ", labshare::type::v1::PayerClass_Name(cls),
+                                   " rate is in force for this mode at the start time"));
+  }
+  out.set_allowed(out.denials().empty());
+  return out;
+}
+
+}  // namespace labshare::inventory

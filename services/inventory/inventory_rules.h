@@ -1,0 +1,98 @@
+// The inventory's rules as pure functions: validation, transitions, rate
+// lookup, qualification expiry and the access decision. No I/O, no clock:
+// "now" is a parameter. Every rejection is an absl::Status with a reason.
+#ifndef LABSHARE_SERVICES_INVENTORY_INVENTORY_RULES_H_
+#define LABSHARE_SERVICES_INVENTORY_INVENTORY_RULES_H_
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "labshare/inventory/v1/inventory.pb.h"
+
+namespace labshare::inventory {
+
+using labshare::type::v1::PayerClass;
+using labshare::type::v1::SharingMode;
+
+// Resource ids: [a-z0-9][a-z0-9-]{0,62}.
+bool ValidId(absl::string_view id);
+// A fresh random id with a readable prefix, e.g. "org-3f9a0c1d2e4b".
+std::string NewId(absl::string_view prefix);
+
+// "organizations/acme" -> "acme". INVALID_ARGUMENT (INVALID_NAME) naming
+// `field` otherwise.
+absl::StatusOr<std::string> ParseName(absl::string_view name, absl::string_view collection,
+                                      absl::string_view field);
+// "instruments/i/rates/r" -> {"i", "r"}.
+absl::StatusOr<std::pair<std::string, std::string>> ParseChildName(absl::string_view name,
+                                                                   absl::string_view collection,
+                                                                   absl::string_view child,
+                                                                   absl::string_view field);
+
+// ------------------------------------------------------------ organisations
+bool MembershipTransitionAllowed(v1::MembershipState from, v1::MembershipState to);
+absl::Status ValidateOrganization(const v1::Organization& org);
+// Initial state on creation (after defaulting): APPLICANT, MEMBER (with a
+// tier) or NON_MEMBER.
+absl::Status ValidateInitialMembership(const v1::Organization& org);
+
+// ------------------------------------------------------------ users, facilities
+absl::Status ValidateUser(const v1::User& user);
+absl::Status ValidateFacility(const v1::Facility& facility);
+
+// ------------------------------------------------------------ instruments
+absl::Status ValidateMoney(const labshare::type::v1::Money& money, absl::string_view field,
+                           bool required);
+absl::Status ValidateInstrument(const v1::Instrument& instrument);
+bool InstrumentTransitionAllowed(v1::InstrumentState from, v1::InstrumentState to);
+// The offering for a mode, or nullptr.
+const v1::ModeOffering* FindMode(const v1::Instrument& instrument, SharingMode mode);
+const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
+                                        const v1::Facility& facility);
+
+// ------------------------------------------------------------ rates
+absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument);
+// Index member ordering rates by key, then effective time, then id.
+std::string RateSortKey(const v1::Rate& rate, absl::string_view rate_id);
+// OWNER if the payer owns the instrument, MEMBER if its membership_state
+// is MEMBER, NON_MEMBER otherwise.
+PayerClass PayerClassFor(const v1::Organization& payer, const v1::Instrument& instrument);
+// The line in force at `at` for (mode, class, tier, entry): the latest
+// effective_time <= at. MEMBER falls back from the tier's line to the line
+// without tier. nullptr when nothing is in force.
+const v1::Rate* FindRate(const std::vector<v1::Rate>& rates, SharingMode mode, PayerClass cls,
+                         absl::string_view tier, absl::string_view service_entry_id, absl::Time at);
+
+// ------------------------------------------------------------ qualifications
+// Fills state and expire_time as of `now`. validity_days 0: never lapses.
+void ComputeQualificationState(v1::Qualification& q, int validity_days, absl::Time now);
+int QualificationValidityDays(const v1::Instrument& instrument);
+
+// ------------------------------------------------------------ maintenance
+absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& window);
+std::string WindowSortKey(const v1::MaintenanceWindow& window, absl::string_view window_id);
+
+// ------------------------------------------------------------ access
+bool PolicyAllows(const v1::AccessPolicy& policy, const v1::Organization& payer);
+
+struct AccessFacts {
+  const v1::User* user = nullptr;
+  const v1::Organization* payer = nullptr;
+  const v1::Instrument* instrument = nullptr;
+  const v1::Facility* facility = nullptr;
+  const v1::Qualification* qualification = nullptr;  // nullptr: none granted
+  std::vector<v1::Rate> rates;
+  std::vector<v1::MaintenanceWindow> windows;  // scheduled ones
+};
+
+// The whole decision: every denial that applies, the payer class and rate.
+v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
+                                       const v1::CheckAccessRequest& request, absl::Time now);
+
+}  // namespace labshare::inventory
+
+#endif  // LABSHARE_SERVICES_INVENTORY_INVENTORY_RULES_H_

@@ -1,0 +1,57 @@
+#include "services/inventory/inventory_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+
+namespace labshare::inventory {
+namespace {
+
+constexpr char kDomain[] = "inventory.labshare";
+constexpr char kPrefix[] = "/labshare.inventory.v1.InventoryService/";
+
+std::string M(const char* method) { return absl::StrCat(kPrefix, method); }
+
+}  // namespace
+
+MethodPolicy InventoryPolicy() {
+  const auto admin = {Role::kConsortiumAdmin};
+  // Scope (own organisation, own instrument) is checked by the manager.
+  const auto staff = {Role::kConsortiumAdmin, Role::kFacilityStaff};
+  MethodPolicy p;
+  for (const char* m : {"GetOrganization", "ListOrganizations", "ListMembershipChanges",
+                        "GetFacility", "ListFacilities", "GetInstrument", "ListInstruments",
+                        "GetRate", "ListRates", "LookupRate", "GetQualification",
+                        "ListQualifications", "GetMaintenanceWindow", "ListMaintenanceWindows",
+                        "GetUser", "ListUsers"}) {
+    p.AllowAll(M(m));
+  }
+  for (const char* m : {"CreateOrganization", "UpdateOrganization", "ChangeMembership",
+                        "CreateUser", "UpdateUser", "CreateFacility", "UpdateFacility",
+                        "CreateRate"}) {
+    p.Allow(M(m), admin);
+  }
+  for (const char* m : {"CreateInstrument", "UpdateInstrument", "SetInstrumentState",
+                        "GrantQualification", "RevokeQualification", "CreateMaintenanceWindow",
+                        "CancelMaintenanceWindow"}) {
+    p.Allow(M(m), staff);
+  }
+  p.Allow(M("RecordQualificationUse"), {Role::kService});
+  p.Allow(M("CheckAccess"), {Role::kLabUser, Role::kFacilityStaff, Role::kConsortiumAdmin,
+                             Role::kAuditor, Role::kService});
+  return p;
+}
+
+#define LABSHARE_INVENTORY_RPC(Method, Req, Resp)                                      \
+  grpc::Status InventoryService::Method(grpc::ServerContext* ctx, const v1::Req* req,  \
+                                        v1::Resp* resp) {                              \
+    auto principal = auth_->Authorize(ctx);                                            \
+    if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);             \
+    auto result = manager_->Method(*principal, *req);                                  \
+    if (!result.ok()) return ToGrpcStatus(result.status(), kDomain);                   \
+    *resp = *std::move(result);                                                        \
+    return grpc::Status::OK;                                                           \
+  }
+#include "services/inventory/inventory_methods.inc"
+#undef LABSHARE_INVENTORY_RPC
+
+}  // namespace labshare::inventory

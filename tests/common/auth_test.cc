@@ -1,0 +1,87 @@
+#include "common/auth.h"
+
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+
+namespace labshare {
+namespace {
+
+constexpr char kMethod[] = "/labshare.inventory.v1.InventoryService/CreateOrganization";
+
+class AuthorizerTest : public ::testing::Test {
+ protected:
+  AuthorizerTest()
+      : signer_(*TokenSigner::Create("0123456789abcdef0123456789abcdef")),
+        authorizer_(&signer_, MethodPolicy().Allow(kMethod, {Role::kConsortiumAdmin}), &clock_) {}
+
+  std::string Bearer(std::vector<Role> roles, absl::Duration ttl = absl::Hours(1)) {
+    Principal p{"ana", "lab", std::move(roles), clock_.Now() + ttl};
+    return "Bearer " + signer_.Mint(p, clock_.Now());
+  }
+
+  FakeClock clock_;
+  TokenSigner signer_;
+  Authorizer authorizer_;
+};
+
+TEST_F(AuthorizerTest, AdmitsAllowedRole) {
+  auto p = authorizer_.Decide(kMethod, Bearer({Role::kLabUser, Role::kConsortiumAdmin}));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->user_id, "ana");
+  EXPECT_EQ(ActorName(*p), "users/ana");
+  EXPECT_EQ(ActorOrganization(*p), "organizations/lab");
+}
+
+TEST_F(AuthorizerTest, MissingHeaderIsUnauthenticated) {
+  auto p = authorizer_.Decide(kMethod, "");
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ErrorReason(p.status()), "MISSING_CREDENTIALS");
+}
+
+TEST_F(AuthorizerTest, NonBearerSchemeIsInvalid) {
+  EXPECT_EQ(ErrorReason(authorizer_.Decide(kMethod, "Basic abc").status()), "INVALID_TOKEN");
+}
+
+TEST_F(AuthorizerTest, ExpiredTokenIsRejected) {
+  const std::string token = Bearer({Role::kConsortiumAdmin}, absl::Minutes(5));
+  clock_.Advance(absl::Minutes(5));
+  EXPECT_EQ(ErrorReason(authorizer_.Decide(kMethod, token).status()), "TOKEN_EXPIRED");
+}
+
+TEST_F(AuthorizerTest, WrongRoleIsPermissionDenied) {
+  auto p = authorizer_.Decide(kMethod, Bearer({Role::kLabUser, Role::kAuditor}));
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ErrorReason(p.status()), "ROLE_NOT_ALLOWED");
+}
+
+TEST_F(AuthorizerTest, UnknownMethodIsDeniedByDefault) {
+  auto p = authorizer_.Decide("/labshare.inventory.v1.InventoryService/Unlisted",
+                              Bearer({Role::kConsortiumAdmin, Role::kService}));
+  EXPECT_EQ(ErrorReason(p.status()), "ROLE_NOT_ALLOWED");
+}
+
+TEST_F(AuthorizerTest, HandlerSeesTheDecisionOfItsOwnCall) {
+  const auto* call_a = reinterpret_cast<const grpc::ServerContextBase*>(0x1000);
+  const auto* call_b = reinterpret_cast<const grpc::ServerContextBase*>(0x2000);
+  authorizer_.Begin(call_a, kMethod, Bearer({Role::kConsortiumAdmin}));
+  authorizer_.Begin(call_b, kMethod, "");
+  EXPECT_TRUE(authorizer_.Authorize(call_a).ok());
+  EXPECT_EQ(ErrorReason(authorizer_.Authorize(call_b).status()), "MISSING_CREDENTIALS");
+  authorizer_.End(call_a);
+  EXPECT_EQ(authorizer_.Authorize(call_a).status().code(), absl::StatusCode::kUnauthenticated);
+}
+
+TEST(MethodPolicy, AllowAllAdmitsEveryRole) {
+  MethodPolicy p;
+  p.AllowAll("/m");
+  for (Role r : AllRoles()) {
+    Principal principal{"u", "", {r}, absl::InfiniteFuture()};
+    EXPECT_TRUE(p.Check("/m", principal).ok()) << RoleName(r);
+  }
+  EXPECT_TRUE(p.Knows("/m"));
+  EXPECT_FALSE(p.Knows("/n"));
+}
+
+}  // namespace
+}  // namespace labshare

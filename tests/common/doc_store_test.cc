@@ -1,0 +1,102 @@
+#include "common/doc_store.h"
+
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "tests/support/redis_server.h"
+
+namespace labshare {
+namespace {
+
+class DocStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = testing::SharedRedisServer();
+    ASSERT_NE(server_, nullptr);
+    testing::FlushAll(*server_);
+    pool_ = std::make_unique<RedisPool>(server_->options());
+    store_ = std::make_unique<DocStore>(pool_.get());
+  }
+  long long Int(const std::vector<std::string>& cmd) { return pool_->Command(cmd)->integer; }
+
+  Mutation Create(const std::string& key, const std::string& data, const std::string& idem = "") {
+    Mutation m;
+    m.idempotency_key = idem;
+    m.fingerprint = "fp-" + data;
+    m.response = "resp-" + data;
+    m.writes.push_back({key, data, 0});
+    m.index_ops.push_back({"{t}:index", key});
+    m.appends.push_back({"{t}:history", data});
+    m.outbox_key = "{t}:outbox";
+    m.event_type = "test.Created";
+    m.event_payload = data;
+    return m;
+  }
+
+  testing::RedisServer* server_ = nullptr;
+  std::unique_ptr<RedisPool> pool_;
+  std::unique_ptr<DocStore> store_;
+};
+
+TEST_F(DocStoreTest, CommitWritesDocumentIndexHistoryAndEventTogether) {
+  auto out = store_->Commit(Create("{t}:a", std::string("bin\0ary", 7)));
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->kind, CommitOutcome::Kind::kApplied);
+  EXPECT_FALSE(out->stream_id.empty());
+  auto doc = store_->Get("{t}:a");
+  ASSERT_TRUE(doc.ok());
+  ASSERT_TRUE(doc->has_value());
+  EXPECT_EQ((*doc)->data, std::string("bin\0ary", 7));
+  EXPECT_EQ((*doc)->version, 1);
+  EXPECT_EQ(*store_->IndexRange("{t}:index", "", 10), std::vector<std::string>{"{t}:a"});
+  EXPECT_EQ(Int({"LLEN", "{t}:history"}), 1);
+  EXPECT_EQ(Int({"XLEN", "{t}:outbox"}), 1);
+}
+
+TEST_F(DocStoreTest, ConflictWritesNothing) {
+  ASSERT_TRUE(store_->Commit(Create("{t}:a", "one")).ok());
+  Mutation second = Create("{t}:b", "two");
+  second.writes.push_back({"{t}:a", "stale", 0});  // expects absent, but exists
+  auto out = store_->Commit(second);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->kind, CommitOutcome::Kind::kConflict);
+  EXPECT_EQ(out->conflict_key, "{t}:a");
+  EXPECT_FALSE(store_->Get("{t}:b")->has_value());
+  EXPECT_EQ((*store_->Get("{t}:a"))->data, "one");
+  EXPECT_EQ(Int({"ZCARD", "{t}:index"}), 1);
+  EXPECT_EQ(Int({"LLEN", "{t}:history"}), 1);
+  EXPECT_EQ(Int({"XLEN", "{t}:outbox"}), 1);
+}
+
+TEST_F(DocStoreTest, CompareAndSetFollowsVersions) {
+  ASSERT_TRUE(store_->Commit(Create("{t}:a", "v1")).ok());
+  Mutation update;
+  update.writes.push_back({"{t}:a", "v2", 1});
+  EXPECT_EQ(store_->Commit(update)->kind, CommitOutcome::Kind::kApplied);
+  EXPECT_EQ((*store_->Get("{t}:a"))->version, 2);
+  EXPECT_EQ(store_->Commit(update)->kind, CommitOutcome::Kind::kConflict);  // still expects 1
+}
+
+TEST_F(DocStoreTest, SameRequestReplaysAndOtherContentIsReused) {
+  auto first = store_->Commit(Create("{t}:a", "one", "{t}:idem:1"));
+  EXPECT_EQ(first->kind, CommitOutcome::Kind::kApplied);
+  auto again = store_->Commit(Create("{t}:a", "one", "{t}:idem:1"));
+  EXPECT_EQ(again->kind, CommitOutcome::Kind::kReplayed);
+  EXPECT_EQ(again->response, "resp-one");
+  auto other = store_->Commit(Create("{t}:z", "zzz", "{t}:idem:1"));
+  EXPECT_EQ(other->kind, CommitOutcome::Kind::kRequestReused);
+  EXPECT_EQ(Int({"XLEN", "{t}:outbox"}), 1);
+  EXPECT_EQ(*store_->FindReplay("{t}:idem:1", "fp-one"), std::optional<std::string>("resp-one"));
+  EXPECT_EQ(ErrorReason(store_->FindReplay("{t}:idem:1", "fp-other").status()), "REQUEST_ID_REUSED");
+  EXPECT_EQ(*store_->FindReplay("{t}:idem:2", "fp-one"), std::nullopt);
+}
+
+TEST_F(DocStoreTest, IndexRangeResumesAfterMember) {
+  for (const char* k : {"{t}:c", "{t}:a", "{t}:b"}) ASSERT_TRUE(store_->Commit(Create(k, k)).ok());
+  EXPECT_EQ(*store_->IndexRange("{t}:index", "{t}:a", 10),
+            (std::vector<std::string>{"{t}:b", "{t}:c"}));
+  EXPECT_EQ(*store_->IndexRange("{t}:index", "", 1), std::vector<std::string>{"{t}:a"});
+}
+
+}  // namespace
+}  // namespace labshare

@@ -1,0 +1,836 @@
+// InventoryService through a real gRPC channel against a real redis-server,
+// with an injected fake clock. Each test starts from an empty database.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "common/server.h"
+#include "google/rpc/error_details.pb.h"
+#include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
+#include "services/inventory/inventory_service.h"
+#include "tests/support/redis_server.h"
+
+namespace labshare::inventory {
+namespace {
+
+using labshare::type::v1::SharingMode;
+using ::testing::Test;
+
+constexpr char kKey[] = "test-signing-key-0123456789abcdef0123456789";
+
+class InventoryServiceTest : public Test {
+ protected:
+  void SetUp() override {
+    SetQuietLogging(true);
+    redis_server_ = testing::SharedRedisServer();
+    ASSERT_NE(redis_server_, nullptr);
+    testing::FlushAll(*redis_server_);
+    pool_ = std::make_unique<RedisPool>(redis_server_->options());
+    signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
+    store_ = std::make_unique<InventoryStore>(pool_.get());
+    manager_ = std::make_unique<InventoryManager>(store_.get(), &clock_);
+    authorizer_ = std::make_unique<Authorizer>(signer_.get(), InventoryPolicy(), &clock_);
+    service_ = std::make_unique<InventoryService>(manager_.get(), authorizer_.get());
+    ServerConfig config;
+    config.service_name = "inventory";
+    config.redis = pool_.get();
+    config.authorizer = authorizer_.get();
+    auto server = Server::Start(config, {service_.get()});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    stub_ = v1::InventoryService::NewStub(
+        grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+    admin_ = Token("admin", "", {Role::kConsortiumAdmin});
+  }
+
+  void TearDown() override { server_.reset(); }
+
+  std::string Token(const std::string& user, const std::string& org, std::vector<Role> roles) {
+    Principal p;
+    p.user_id = user;
+    p.organization_id = org;
+    p.roles = std::move(roles);
+    p.expires_at = clock_.Now() + absl::Hours(1);
+    return signer_->Mint(p, clock_.Now());
+  }
+
+  std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return ctx;
+  }
+
+  // Calls a unary method with a token; returns the status, fills resp.
+  template <typename Req, typename Resp>
+  grpc::Status Call(grpc::Status (v1::InventoryService::Stub::*method)(grpc::ClientContext*,
+                                                                       const Req&, Resp*),
+                    const Req& req, Resp* resp, const std::string& token) {
+    auto ctx = Ctx(token);
+    return (stub_.get()->*method)(ctx.get(), req, resp);
+  }
+
+  // ---------------------------------------------------------------- fixtures
+  v1::Organization MakeOrg(const std::string& id, v1::MembershipState state,
+                           const std::string& tier = "", bool foreign = false) {
+    v1::CreateOrganizationRequest req;
+    req.set_organization_id(id);
+    auto* o = req.mutable_organization();
+    o->set_display_name("Org " + id);
+    o->set_type(v1::UNIVERSITY);
+    o->set_membership_state(state);
+    o->set_tier(tier);
+    o->set_foreign(foreign);
+    v1::Organization out;
+    auto s = Call(&v1::InventoryService::Stub::CreateOrganization, req, &out, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  v1::Facility MakeFacility(const std::string& id, const std::string& owner) {
+    v1::CreateFacilityRequest req;
+    req.set_facility_id(id);
+    auto* f = req.mutable_facility();
+    f->set_display_name("Facility " + id);
+    f->set_owner_organization("organizations/" + owner);
+    f->mutable_access_policy()->set_allow_members(true);
+    f->mutable_access_policy()->set_allow_non_members(true);
+    v1::Facility out;
+    auto s = Call(&v1::InventoryService::Stub::CreateFacility, req, &out, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  static v1::Instrument InstrumentSpec(const std::string& owner, const std::string& facility,
+                                       const std::string& category = "electron-microscopy") {
+    v1::Instrument in;
+    in.set_display_name("Cryo-TEM");
+    in.set_owner_organization("organizations/" + owner);
+    in.set_facility("facilities/" + facility);
+    in.set_category(category);
+    in.mutable_original_value()->set_currency_code("CNY");
+    in.mutable_original_value()->set_amount_minor(3'000'000'000);
+    in.set_daily_available_hours(8);
+    auto* m = in.add_modes();
+    m->set_mode(labshare::type::v1::ON_SITE);
+    auto* r = m->mutable_slot_rules();
+    *r->mutable_min_block() = ToProto(absl::Hours(1));
+    *r->mutable_max_block() = ToProto(absl::Hours(8));
+    *r->mutable_member_horizon() = ToProto(absl::Hours(24 * 30));
+    *r->mutable_non_member_horizon() = ToProto(absl::Hours(24 * 7));
+    *r->mutable_min_notice() = ToProto(absl::Hours(2));
+    r->set_billing_basis(v1::ACTUAL_TIME);
+    *r->mutable_billing_unit() = ToProto(absl::Minutes(15));
+    r->set_qualification_validity_days(30);
+    return in;
+  }
+
+  v1::Instrument MakeInstrument(const std::string& id, const std::string& owner,
+                                const std::string& facility,
+                                const std::string& category = "electron-microscopy") {
+    v1::CreateInstrumentRequest req;
+    req.set_instrument_id(id);
+    *req.mutable_instrument() = InstrumentSpec(owner, facility, category);
+    v1::Instrument out;
+    auto s = Call(&v1::InventoryService::Stub::CreateInstrument, req, &out, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  v1::User MakeUser(const std::string& id, const std::string& org) {
+    v1::CreateUserRequest req;
+    req.set_user_id(id);
+    req.mutable_user()->set_display_name("User " + id);
+    req.mutable_user()->set_organization("organizations/" + org);
+    req.mutable_user()->add_roles(labshare::type::v1::LAB_USER);
+    v1::User out;
+    auto s = Call(&v1::InventoryService::Stub::CreateUser, req, &out, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  v1::Rate MakeRate(const std::string& instrument, labshare::type::v1::PayerClass cls,
+                    const std::string& tier, int64_t price, absl::Time effective) {
+    v1::CreateRateRequest req;
+    req.set_parent("instruments/" + instrument);
+    auto* r = req.mutable_rate();
+    r->set_mode(labshare::type::v1::ON_SITE);
+    r->set_payer_class(cls);
+    r->set_tier(tier);
+    r->set_unit(v1::PER_HOUR);
+    r->mutable_price()->set_currency_code("CNY");
+    r->mutable_price()->set_amount_minor(price);
+    *r->mutable_effective_time() = ToProto(effective);
+    v1::Rate out;
+    auto s = Call(&v1::InventoryService::Stub::CreateRate, req, &out, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  long long Redis(const std::vector<std::string>& cmd) {
+    auto v = pool_->Command(cmd);
+    EXPECT_TRUE(v.ok());
+    return v.ok() ? v->integer : -1;
+  }
+  long long OutboxLength() { return Redis({"XLEN", keys::Outbox()}); }
+  long long KeyCount() { return Redis({"DBSIZE"}); }
+
+  static std::vector<std::string> Violations(const grpc::Status& s) {
+    std::vector<std::string> out;
+    const google::rpc::Status rpc = ToRpcStatus(s);
+    for (const auto& any : rpc.details()) {
+      google::rpc::BadRequest bad;
+      if (any.UnpackTo(&bad)) {
+        for (const auto& v : bad.field_violations()) out.push_back(v.field());
+      }
+    }
+    return out;
+  }
+
+  FakeClock clock_;
+  testing::RedisServer* redis_server_ = nullptr;
+  std::unique_ptr<RedisPool> pool_;
+  std::unique_ptr<TokenSigner> signer_;
+  std::unique_ptr<InventoryStore> store_;
+  std::unique_ptr<InventoryManager> manager_;
+  std::unique_ptr<Authorizer> authorizer_;
+  std::unique_ptr<InventoryService> service_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<v1::InventoryService::Stub> stub_;
+  std::string admin_;
+};
+
+// ------------------------------------------------------------------ CRUD
+
+TEST_F(InventoryServiceTest, CreatesAndReadsOrganization) {
+  v1::Organization created = MakeOrg("tsinghua", v1::MEMBER, "CORE");
+  EXPECT_EQ(created.name(), "organizations/tsinghua");
+  EXPECT_EQ(created.etag(), "1");
+  EXPECT_EQ(FromProto(created.create_time()), clock_.Now());
+
+  v1::GetOrganizationRequest get;
+  get.set_name("organizations/tsinghua");
+  v1::Organization read;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::GetOrganization, get, &read,
+                   Token("u", "other", {Role::kLabUser})).ok());
+  EXPECT_EQ(read.SerializeAsString(), created.SerializeAsString());
+  EXPECT_EQ(read.membership_state(), v1::MEMBER);
+  EXPECT_EQ(read.tier(), "CORE");
+}
+
+TEST_F(InventoryServiceTest, GetMissingOrganizationIsNotFound) {
+  v1::GetOrganizationRequest get;
+  get.set_name("organizations/nobody");
+  v1::Organization read;
+  auto s = Call(&v1::InventoryService::Stub::GetOrganization, get, &read, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_NOT_FOUND");
+}
+
+TEST_F(InventoryServiceTest, MalformedNameIsInvalidArgument) {
+  v1::GetInstrumentRequest get;
+  get.set_name("instrument/x");
+  v1::Instrument read;
+  auto s = Call(&v1::InventoryService::Stub::GetInstrument, get, &read, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_NAME");
+  EXPECT_EQ(Violations(s), std::vector<std::string>{"name"});
+}
+
+TEST_F(InventoryServiceTest, ErrorInfoCarriesDomain) {
+  v1::GetOrganizationRequest get;
+  get.set_name("organizations/nobody");
+  v1::Organization read;
+  auto s = Call(&v1::InventoryService::Stub::GetOrganization, get, &read, admin_);
+  google::rpc::ErrorInfo info;
+  const google::rpc::Status rpc = ToRpcStatus(s);
+  ASSERT_EQ(rpc.details_size(), 1);
+  ASSERT_TRUE(rpc.details(0).UnpackTo(&info));
+  EXPECT_EQ(info.domain(), "inventory.labshare");
+  EXPECT_EQ(rpc.code(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+}
+
+// ------------------------------------------------------------------ validation
+
+TEST_F(InventoryServiceTest, EachInvalidOrganizationFieldHasItsViolation) {
+  struct Case {
+    std::function<void(v1::CreateOrganizationRequest&)> mutate;
+    std::string field;
+  };
+  std::vector<Case> cases = {
+      {[](auto& r) { r.mutable_organization()->clear_display_name(); }, "organization.display_name"},
+      {[](auto& r) { r.mutable_organization()->set_type(v1::ORGANIZATION_TYPE_UNSPECIFIED); }, "organization.type"},
+      {[](auto& r) { r.mutable_organization()->set_type(v1::ENTERPRISE); }, "organization.size_class"},
+      {[](auto& r) { r.mutable_organization()->set_size_class(v1::SME); }, "organization.size_class"},
+      {[](auto& r) { r.set_organization_id("Bad_Id"); }, "organization_id"},
+      {[](auto& r) { r.mutable_organization()->set_membership_state(v1::SUSPENDED); }, "organization.membership_state"},
+      {[](auto& r) { r.mutable_organization()->set_membership_state(v1::MEMBER); }, "organization.tier"},
+      {[](auto& r) { r.mutable_organization()->set_tier("CORE"); }, "organization.tier"},
+  };
+  const long long keys_before = KeyCount();
+  for (const auto& c : cases) {
+    v1::CreateOrganizationRequest req;
+    req.set_organization_id("org-x");
+    req.mutable_organization()->set_display_name("X");
+    req.mutable_organization()->set_type(v1::UNIVERSITY);
+    c.mutate(req);
+    v1::Organization out;
+    auto s = Call(&v1::InventoryService::Stub::CreateOrganization, req, &out, admin_);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field;
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD") << c.field;
+    ASSERT_FALSE(Violations(s).empty()) << c.field;
+    EXPECT_EQ(Violations(s).front(), c.field);
+  }
+  EXPECT_EQ(KeyCount(), keys_before);
+  EXPECT_EQ(OutboxLength(), 0);
+}
+
+TEST_F(InventoryServiceTest, RejectedRequestsWriteNothing) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  const long long keys_before = KeyCount();
+  const long long events_before = OutboxLength();
+
+  // Duplicate id, invalid instrument, unknown facility, bad transition.
+  v1::CreateInstrumentRequest dup;
+  dup.set_instrument_id("tem");
+  *dup.mutable_instrument() = InstrumentSpec("owner", "fac");
+  v1::Instrument in;
+  auto s = Call(&v1::InventoryService::Stub::CreateInstrument, dup, &in, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "INSTRUMENT_EXISTS");
+
+  v1::CreateInstrumentRequest bad = dup;
+  bad.set_instrument_id("tem2");
+  bad.mutable_instrument()->mutable_modes(0)->mutable_slot_rules()->set_missed_fee_bps(20000);
+  s = Call(&v1::InventoryService::Stub::CreateInstrument, bad, &in, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Violations(s), std::vector<std::string>{"instrument.modes[0].slot_rules.missed_fee_bps"});
+
+  v1::CreateInstrumentRequest nofac = dup;
+  nofac.set_instrument_id("tem3");
+  nofac.mutable_instrument()->set_facility("facilities/missing");
+  s = Call(&v1::InventoryService::Stub::CreateInstrument, nofac, &in, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GrpcErrorReason(s), "FACILITY_NOT_FOUND");
+
+  v1::ChangeMembershipRequest back;
+  back.set_name("organizations/owner");
+  back.set_membership_state(v1::APPLICANT);
+  back.set_reason("oops");
+  v1::Organization org;
+  s = Call(&v1::InventoryService::Stub::ChangeMembership, back, &org, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "TRANSITION_NOT_ALLOWED");
+
+  EXPECT_EQ(KeyCount(), keys_before);
+  EXPECT_EQ(OutboxLength(), events_before);
+}
+
+// ------------------------------------------------------------------ auth
+
+TEST_F(InventoryServiceTest, MissingTokenIsUnauthenticated) {
+  v1::GetOrganizationRequest get;
+  get.set_name("organizations/x");
+  v1::Organization out;
+  auto s = Call(&v1::InventoryService::Stub::GetOrganization, get, &out, "");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(GrpcErrorReason(s), "MISSING_CREDENTIALS");
+}
+
+TEST_F(InventoryServiceTest, ForgedTokenIsUnauthenticated) {
+  auto other = *TokenSigner::Create("another-key-0123456789abcdef0123456789");
+  Principal p{"mallory", "", {Role::kConsortiumAdmin}, clock_.Now() + absl::Hours(1)};
+  v1::GetOrganizationRequest get;
+  get.set_name("organizations/x");
+  v1::Organization out;
+  auto s = Call(&v1::InventoryService::Stub::GetOrganization, get, &out, other.Mint(p, clock_.Now()));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_TOKEN");
+}
+
+TEST_F(InventoryServiceTest, ExpiredTokenIsUnauthenticated) {
+  const std::string token = Token("u", "o", {Role::kConsortiumAdmin});
+  clock_.Advance(absl::Hours(2));
+  v1::GetOrganizationRequest get;
+  get.set_name("organizations/x");
+  v1::Organization out;
+  auto s = Call(&v1::InventoryService::Stub::GetOrganization, get, &out, token);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(GrpcErrorReason(s), "TOKEN_EXPIRED");
+}
+
+TEST_F(InventoryServiceTest, RoleCheckComesBeforeValidation) {
+  v1::CreateOrganizationRequest req;  // invalid: no display name
+  v1::Organization out;
+  auto s = Call(&v1::InventoryService::Stub::CreateOrganization, req, &out,
+                Token("u", "o", {Role::kLabUser, Role::kMemberBillingAdmin}));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ROLE_NOT_ALLOWED");
+}
+
+TEST_F(InventoryServiceTest, StaffOfAnotherOrganizationCannotManageInstrument) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeOrg("rival", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  v1::SetInstrumentStateRequest req;
+  req.set_name("instruments/tem");
+  req.set_state(v1::MAINTENANCE);
+  req.set_reason("cleaning");
+  v1::Instrument out;
+  auto s = Call(&v1::InventoryService::Stub::SetInstrumentState, req, &out,
+                Token("staff", "rival", {Role::kFacilityStaff}));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  s = Call(&v1::InventoryService::Stub::SetInstrumentState, req, &out,
+           Token("staff", "owner", {Role::kFacilityStaff}));
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.state(), v1::MAINTENANCE);
+}
+
+TEST_F(InventoryServiceTest, BillingAdminListsOnlyOwnOrganizationUsers) {
+  MakeOrg("a", v1::MEMBER, "CORE");
+  MakeOrg("b", v1::MEMBER, "CORE");
+  MakeUser("ana", "a");
+  MakeUser("bob", "b");
+  const std::string token = Token("fin", "a", {Role::kMemberBillingAdmin});
+  v1::ListUsersRequest req;
+  req.set_organization("organizations/b");
+  v1::ListUsersResponse resp;
+  auto s = Call(&v1::InventoryService::Stub::ListUsers, req, &resp, token);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  req.set_organization("organizations/a");
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::ListUsers, req, &resp, token).ok());
+  ASSERT_EQ(resp.users_size(), 1);
+  EXPECT_EQ(resp.users(0).name(), "users/ana");
+}
+
+// ------------------------------------------------------------------ idempotency
+
+TEST_F(InventoryServiceTest, RetryWithSameRequestIdReturnsFirstAnswer) {
+  v1::CreateOrganizationRequest req;
+  req.mutable_organization()->set_display_name("Generated id");
+  req.mutable_organization()->set_type(v1::RESEARCH_INSTITUTE);
+  req.set_request_id("req-1");
+  v1::Organization first, second;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::CreateOrganization, req, &first, admin_).ok());
+  clock_.Advance(absl::Minutes(5));
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::CreateOrganization, req, &second, admin_).ok());
+  EXPECT_EQ(first.SerializeAsString(), second.SerializeAsString());
+  EXPECT_EQ(Redis({"ZCARD", keys::Orgs()}), 1);
+  EXPECT_EQ(OutboxLength(), 1);
+}
+
+TEST_F(InventoryServiceTest, ConcurrentRetriesCreateOneResource) {
+  v1::CreateOrganizationRequest req;
+  req.mutable_organization()->set_display_name("Raced");
+  req.mutable_organization()->set_type(v1::UNIVERSITY);
+  req.set_request_id("req-race");
+  std::vector<std::string> names(16);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < names.size(); ++i) {
+    threads.emplace_back([&, i] {
+      v1::Organization out;
+      auto s = Call(&v1::InventoryService::Stub::CreateOrganization, req, &out, admin_);
+      names[i] = s.ok() ? out.name() : "error: " + s.error_message();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& n : names) EXPECT_EQ(n, names[0]);
+  EXPECT_EQ(Redis({"ZCARD", keys::Orgs()}), 1);
+  EXPECT_EQ(OutboxLength(), 1);
+}
+
+TEST_F(InventoryServiceTest, SameRequestIdWithOtherContentIsRejected) {
+  v1::CreateOrganizationRequest req;
+  req.mutable_organization()->set_display_name("One");
+  req.mutable_organization()->set_type(v1::UNIVERSITY);
+  req.set_request_id("req-2");
+  v1::Organization out;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::CreateOrganization, req, &out, admin_).ok());
+  req.mutable_organization()->set_display_name("Two");
+  auto s = Call(&v1::InventoryService::Stub::CreateOrganization, req, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+}
+
+TEST_F(InventoryServiceTest, EveryMutationPublishesOneEventWithItsRequestId) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  v1::ChangeMembershipRequest req;
+  req.set_name("organizations/owner");
+  req.set_membership_state(v1::SUSPENDED);
+  req.set_reason("unpaid invoices");
+  req.set_request_id("susp-1");
+  v1::Organization out;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::ChangeMembership, req, &out, admin_).ok());
+  ASSERT_EQ(OutboxLength(), 2);
+  auto last = pool_->Command({"XREVRANGE", keys::Outbox(), "+", "-", "COUNT", "1"});
+  ASSERT_TRUE(last.ok());
+  const auto& fields = last->elements[0].elements[1].elements;
+  ASSERT_EQ(fields.size(), 4u);
+  EXPECT_EQ(fields[1].str, "labshare.inventory.v1.InventoryEvent");
+  v1::InventoryEvent event;
+  ASSERT_TRUE(event.ParseFromString(fields[3].str));
+  EXPECT_EQ(event.header().request_id(), "susp-1");
+  EXPECT_EQ(event.header().actor(), "users/admin");
+  EXPECT_EQ(event.header().event_id().size(), 32u);
+  ASSERT_TRUE(event.has_membership_changed());
+  EXPECT_EQ(event.membership_changed().change().from_state(), v1::MEMBER);
+  EXPECT_EQ(event.membership_changed().change().to_state(), v1::SUSPENDED);
+  EXPECT_EQ(event.membership_changed().change().reason(), "unpaid invoices");
+}
+
+// ------------------------------------------------------------------ membership
+
+TEST_F(InventoryServiceTest, MembershipLifecycleKeepsHistory) {
+  MakeOrg("newco", v1::APPLICANT);
+  auto change = [&](v1::MembershipState to, const std::string& tier) {
+    v1::ChangeMembershipRequest req;
+    req.set_name("organizations/newco");
+    req.set_membership_state(to);
+    req.set_tier(tier);
+    req.set_reason("step");
+    v1::Organization out;
+    return Call(&v1::InventoryService::Stub::ChangeMembership, req, &out, admin_);
+  };
+  auto s = change(v1::MEMBER, "");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Violations(s), std::vector<std::string>{"tier"});
+  ASSERT_TRUE(change(v1::MEMBER, "GENERAL").ok());
+  ASSERT_TRUE(change(v1::MEMBER, "CORE").ok());  // tier change
+  EXPECT_EQ(GrpcErrorReason(change(v1::MEMBER, "CORE")), "NO_CHANGE");
+  ASSERT_TRUE(change(v1::SUSPENDED, "").ok());
+  ASSERT_TRUE(change(v1::MEMBER, "").ok());  // reinstated, tier kept
+  ASSERT_TRUE(change(v1::EXITED, "").ok());
+  EXPECT_EQ(GrpcErrorReason(change(v1::MEMBER, "CORE")), "TRANSITION_NOT_ALLOWED");
+
+  v1::ListMembershipChangesRequest list;
+  list.set_parent("organizations/newco");
+  list.set_page_size(4);
+  std::vector<std::pair<int, int>> seen;
+  std::vector<std::string> tiers;
+  std::string token;
+  do {
+    list.set_page_token(token);
+    v1::ListMembershipChangesResponse resp;
+    ASSERT_TRUE(Call(&v1::InventoryService::Stub::ListMembershipChanges, list, &resp, admin_).ok());
+    for (const auto& c : resp.membership_changes()) {
+      seen.emplace_back(c.from_state(), c.to_state());
+      tiers.push_back(c.to_tier());
+    }
+    token = resp.next_page_token();
+  } while (!token.empty());
+  std::vector<std::pair<int, int>> want = {{0, v1::APPLICANT},
+                                           {v1::APPLICANT, v1::MEMBER},
+                                           {v1::MEMBER, v1::MEMBER},
+                                           {v1::MEMBER, v1::SUSPENDED},
+                                           {v1::SUSPENDED, v1::MEMBER},
+                                           {v1::MEMBER, v1::EXITED}};
+  EXPECT_EQ(seen, want);
+  EXPECT_EQ(tiers, (std::vector<std::string>{"", "GENERAL", "CORE", "CORE", "CORE", "CORE"}));
+}
+
+// ------------------------------------------------------------------ update
+
+TEST_F(InventoryServiceTest, UpdateAppliesOnlyTheMaskAndChecksEtag) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  v1::Instrument created = MakeInstrument("tem", "owner", "fac");
+  v1::UpdateInstrumentRequest req;
+  req.mutable_instrument()->set_name("instruments/tem");
+  req.mutable_instrument()->set_display_name("Cryo-TEM Krios G4");
+  req.mutable_instrument()->set_category("ignored-not-in-mask");
+  req.mutable_instrument()->set_etag(created.etag());
+  req.mutable_update_mask()->add_paths("display_name");
+  clock_.Advance(absl::Minutes(1));
+  v1::Instrument updated;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::UpdateInstrument, req, &updated, admin_).ok());
+  EXPECT_EQ(updated.display_name(), "Cryo-TEM Krios G4");
+  EXPECT_EQ(updated.category(), "electron-microscopy");
+  EXPECT_EQ(updated.etag(), "2");
+  EXPECT_EQ(FromProto(updated.update_time()), clock_.Now());
+  EXPECT_EQ(updated.create_time().seconds(), created.create_time().seconds());
+
+  auto s = Call(&v1::InventoryService::Stub::UpdateInstrument, req, &updated, admin_);  // stale etag "1"
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(GrpcErrorReason(s), "ETAG_MISMATCH");
+
+  req.mutable_instrument()->clear_etag();
+  req.mutable_update_mask()->add_paths("owner_organization");
+  s = Call(&v1::InventoryService::Stub::UpdateInstrument, req, &updated, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_UPDATE_MASK");
+}
+
+TEST_F(InventoryServiceTest, RetiredInstrumentIsFinal) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  v1::SetInstrumentStateRequest req;
+  req.set_name("instruments/tem");
+  req.set_state(v1::RETIRED);
+  req.set_reason("end of life");
+  v1::Instrument out;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::SetInstrumentState, req, &out, admin_).ok());
+  req.set_state(v1::ACTIVE);
+  auto s = Call(&v1::InventoryService::Stub::SetInstrumentState, req, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "TRANSITION_NOT_ALLOWED");
+}
+
+// ------------------------------------------------------------------ pagination
+
+TEST_F(InventoryServiceTest, PaginatesHundredsOfInstrumentsWithFilters) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeOrg("other", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeFacility("fac2", "other");
+  for (int i = 0; i < 300; ++i) {
+    const bool mine = i % 3 != 0;
+    MakeInstrument(absl::StrFormat("i%03d", i), mine ? "owner" : "other", mine ? "fac" : "fac2",
+                   i % 2 == 0 ? "nmr" : "mass-spectrometry");
+  }
+  auto collect = [&](v1::ListInstrumentsRequest req) {
+    std::vector<std::string> names;
+    std::string token;
+    int pages = 0;
+    do {
+      req.set_page_token(token);
+      v1::ListInstrumentsResponse resp;
+      auto s = Call(&v1::InventoryService::Stub::ListInstruments, req, &resp, admin_);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      EXPECT_LE(resp.instruments_size(), req.page_size());
+      for (const auto& in : resp.instruments()) names.push_back(in.name());
+      token = resp.next_page_token();
+      ++pages;
+    } while (!token.empty() && pages < 100);
+    return names;
+  };
+  v1::ListInstrumentsRequest all;
+  all.set_page_size(40);
+  auto names = collect(all);
+  ASSERT_EQ(names.size(), 300u);
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+  EXPECT_EQ(std::set<std::string>(names.begin(), names.end()).size(), 300u);
+
+  v1::ListInstrumentsRequest filtered;
+  filtered.set_page_size(7);
+  filtered.set_owner_organization("organizations/owner");
+  filtered.set_category("nmr");
+  names = collect(filtered);
+  // i even and i % 3 != 0: 150 even numbers minus 50 multiples of 6.
+  EXPECT_EQ(names.size(), 100u);
+
+  // A token from one query is refused by another.
+  v1::ListInstrumentsResponse first;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::ListInstruments, filtered, &first, admin_).ok());
+  ASSERT_FALSE(first.next_page_token().empty());
+  v1::ListInstrumentsRequest other = filtered;
+  other.set_category("mass-spectrometry");
+  other.set_page_token(first.next_page_token());
+  v1::ListInstrumentsResponse resp;
+  auto s = Call(&v1::InventoryService::Stub::ListInstruments, other, &resp, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_PAGE_TOKEN");
+}
+
+// ------------------------------------------------------------------ rates
+
+TEST_F(InventoryServiceTest, LooksUpRateByDateAndPayerClass) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeOrg("core", v1::MEMBER, "CORE");
+  MakeOrg("general", v1::MEMBER, "GENERAL");
+  MakeOrg("outsider", v1::NON_MEMBER);
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  const absl::Time t0 = clock_.Now();
+  MakeRate("tem", labshare::type::v1::MEMBER, "", 80000, t0);
+  MakeRate("tem", labshare::type::v1::MEMBER, "CORE", 60000, t0);
+  MakeRate("tem", labshare::type::v1::NON_MEMBER, "", 150000, t0);
+  MakeRate("tem", labshare::type::v1::NON_MEMBER, "", 180000, t0 + absl::Hours(24 * 30));
+
+  auto lookup = [&](const std::string& org, absl::Time at, int64_t* price, int* cls) {
+    v1::LookupRateRequest req;
+    req.set_instrument("instruments/tem");
+    req.set_mode(labshare::type::v1::ON_SITE);
+    req.set_payer_organization("organizations/" + org);
+    *req.mutable_time() = ToProto(at);
+    v1::LookupRateResponse resp;
+    auto s = Call(&v1::InventoryService::Stub::LookupRate, req, &resp, admin_);
+    *price = resp.rate().price().amount_minor();
+    *cls = resp.payer_class();
+    return s;
+  };
+  int64_t price = 0;
+  int cls = 0;
+  ASSERT_TRUE(lookup("core", t0 + absl::Hours(1), &price, &cls).ok());
+  EXPECT_EQ(price, 60000);
+  EXPECT_EQ(cls, labshare::type::v1::MEMBER);
+  ASSERT_TRUE(lookup("general", t0 + absl::Hours(1), &price, &cls).ok());
+  EXPECT_EQ(price, 80000);  // no GENERAL line: the member line without tier
+  ASSERT_TRUE(lookup("outsider", t0 + absl::Hours(24 * 30) - absl::Seconds(1), &price, &cls).ok());
+  EXPECT_EQ(price, 150000);
+  ASSERT_TRUE(lookup("outsider", t0 + absl::Hours(24 * 30), &price, &cls).ok());
+  EXPECT_EQ(price, 180000);
+  EXPECT_EQ(cls, labshare::type::v1::NON_MEMBER);
+  auto s = lookup("outsider", t0 - absl::Seconds(1), &price, &cls);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GrpcErrorReason(s), "NO_RATE");
+  s = lookup("owner", t0, &price, &cls);
+  EXPECT_EQ(GrpcErrorReason(s), "NO_RATE");  // no OWNER line
+
+  v1::ListRatesRequest list;
+  list.set_parent("instruments/tem");
+  v1::ListRatesResponse rates;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::ListRates, list, &rates, admin_).ok());
+  EXPECT_EQ(rates.rates_size(), 4);  // history kept
+}
+
+TEST_F(InventoryServiceTest, RateLinesAreNeverBackdatedOrDuplicated) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  const absl::Time t0 = clock_.Now();
+  MakeRate("tem", labshare::type::v1::NON_MEMBER, "", 150000, t0 + absl::Hours(1));
+
+  v1::CreateRateRequest req;
+  req.set_parent("instruments/tem");
+  auto* r = req.mutable_rate();
+  r->set_mode(labshare::type::v1::ON_SITE);
+  r->set_payer_class(labshare::type::v1::NON_MEMBER);
+  r->set_unit(v1::PER_HOUR);
+  r->mutable_price()->set_currency_code("CNY");
+  r->mutable_price()->set_amount_minor(1);
+  *r->mutable_effective_time() = ToProto(t0 + absl::Hours(1));
+  v1::Rate out;
+  auto s = Call(&v1::InventoryService::Stub::CreateRate, req, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "RATE_EXISTS");
+
+  *r->mutable_effective_time() = ToProto(t0 - absl::Hours(1));
+  s = Call(&v1::InventoryService::Stub::CreateRate, req, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Violations(s), std::vector<std::string>{"rate.effective_time"});
+
+  r->set_mode(labshare::type::v1::LEASE);
+  r->set_unit(v1::RATE_PER_DAY);
+  r->clear_effective_time();
+  s = Call(&v1::InventoryService::Stub::CreateRate, req, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "MODE_NOT_OFFERED");
+}
+
+// ------------------------------------------------------------------ qualifications
+
+TEST_F(InventoryServiceTest, QualificationLapsesWithoutUseAndUseRenewsIt) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  MakeUser("ana", "owner");
+  const absl::Time granted = clock_.Now();
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  v1::Qualification q;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::GrantQualification, grant, &q,
+                   Token("staff", "owner", {Role::kFacilityStaff})).ok());
+  EXPECT_EQ(q.name(), "instruments/tem/qualifications/ana");
+  EXPECT_EQ(q.state(), v1::VALID);
+  EXPECT_EQ(FromProto(q.expire_time()), granted + absl::Hours(24 * 30));
+
+  // Tokens are minted at the fake clock's now, so mint after moving it.
+  auto Fresh = [&] { return Token("admin", "", {Role::kConsortiumAdmin}); };
+  v1::GetQualificationRequest get;
+  get.set_name(q.name());
+  clock_.Set(granted + absl::Hours(24 * 30) - absl::Seconds(1));
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::GetQualification, get, &q, Fresh()).ok());
+  EXPECT_EQ(q.state(), v1::VALID);
+  clock_.Set(granted + absl::Hours(24 * 30));
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::GetQualification, get, &q, Fresh()).ok());
+  EXPECT_EQ(q.state(), v1::EXPIRED);
+
+  v1::RecordQualificationUseRequest use;
+  use.set_name(q.name());
+  *use.mutable_use_time() = ToProto(granted + absl::Hours(24 * 20));
+  auto s = Call(&v1::InventoryService::Stub::RecordQualificationUse, use, &q,
+                Token("ana", "owner", {Role::kLabUser}));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::RecordQualificationUse, use, &q,
+                   Token("booking", "", {Role::kService})).ok());
+  EXPECT_EQ(q.state(), v1::VALID);
+  EXPECT_EQ(FromProto(q.expire_time()), granted + absl::Hours(24 * 50));
+}
+
+// ------------------------------------------------------------------ access
+
+TEST_F(InventoryServiceTest, CheckAccessAnswersRateAndEveryReason) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeOrg("lab", v1::MEMBER, "GENERAL");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  MakeUser("ana", "lab");
+  const absl::Time t0 = clock_.Now();
+  MakeRate("tem", labshare::type::v1::MEMBER, "", 80000, t0);
+
+  v1::CheckAccessRequest req;
+  req.set_user("users/ana");
+  req.set_instrument("instruments/tem");
+  req.set_mode(labshare::type::v1::ON_SITE);
+  *req.mutable_interval()->mutable_start_time() = ToProto(t0 + absl::Hours(24));
+  *req.mutable_interval()->mutable_end_time() = ToProto(t0 + absl::Hours(26));
+  const std::string ana = Token("ana", "lab", {Role::kLabUser});
+  v1::CheckAccessResponse resp;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::CheckAccess, req, &resp, ana).ok());
+  EXPECT_FALSE(resp.allowed());
+  ASSERT_EQ(resp.denials_size(), 1);
+  EXPECT_EQ(resp.denials(0).code(), v1::QUALIFICATION_MISSING);
+  EXPECT_EQ(resp.rate().price().amount_minor(), 80000);
+  EXPECT_EQ(resp.payer_class(), labshare::type::v1::MEMBER);
+
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  v1::Qualification q;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::GrantQualification, grant, &q, admin_).ok());
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::CheckAccess, req, &resp, ana).ok());
+  EXPECT_TRUE(resp.allowed());
+  EXPECT_EQ(resp.denials_size(), 0);
+  EXPECT_EQ(resp.tier(), "GENERAL");
+
+  v1::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/tem");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(t0 + absl::Hours(25));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(t0 + absl::Hours(30));
+  mw.mutable_maintenance_window()->set_reason("cryo refill");
+  v1::MaintenanceWindow window;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  *req.mutable_interval()->mutable_end_time() = ToProto(t0 + absl::Hours(24) + absl::Minutes(30));
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::CheckAccess, req, &resp, ana).ok());
+  std::vector<int> codes;
+  for (const auto& d : resp.denials()) codes.push_back(d.code());
+  EXPECT_EQ(codes, std::vector<int>{v1::BLOCK_TOO_SHORT});  // window does not touch [24h, 24h30)
+
+  *req.mutable_interval()->mutable_end_time() = ToProto(t0 + absl::Hours(26));
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::CheckAccess, req, &resp, ana).ok());
+  codes.clear();
+  for (const auto& d : resp.denials()) codes.push_back(d.code());
+  EXPECT_EQ(codes, std::vector<int>{v1::DURING_MAINTENANCE});
+
+  req.set_user("users/someone-else");
+  auto s = Call(&v1::InventoryService::Stub::CheckAccess, req, &resp, ana);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+}
+
+}  // namespace
+}  // namespace labshare::inventory

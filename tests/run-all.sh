@@ -1,0 +1,16 @@
+#!/bin/bash
+# The whole test suite: installs what is missing, builds with warnings as
+# errors and AddressSanitizer + UndefinedBehaviorSanitizer, runs every test.
+# Tests start their own redis-server on free loopback ports.
+# Usage: tests/run-all.sh [BUILD_DIR]   (default: build-test)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${1:-$root/build-test}"
+"$root/deploy/install-deps.sh"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DLABSHARE_WERROR=ON -DLABSHARE_SANITIZE=ON >/dev/null
+cmake --build "$build" -j2
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+cd "$build"
+ctest --output-on-failure -j2 --timeout 600

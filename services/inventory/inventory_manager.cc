@@ -43,16 +43,15 @@ absl::Status RequireStaffOf(const Principal& p, const v1::Instrument& in) {
                                   " or its operator may manage ", in.name()));
 }
 
-absl::Status CheckEtag(const std::string& given, int64_t version) {
-  if (!given.empty() && given != std::to_string(version)) {
-    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH",
-                     "the resource changed since it was read; read it again and retry",
-                     {{"current_etag", std::to_string(version)}});
-  }
-  return absl::OkStatus();
+absl::Status EtagMismatch() {
+  return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH",
+                   "the resource changed since it was read; read it again and retry");
 }
 
-absl::Status EtagMismatch() { return CheckEtag("x", -1); }
+absl::Status CheckEtag(const std::string& given, int64_t version) {
+  if (!given.empty() && given != std::to_string(version)) return EtagMismatch();
+  return absl::OkStatus();
+}
 
 absl::Status NoChange(std::string message) {
   return MakeError(absl::StatusCode::kFailedPrecondition, "NO_CHANGE", message);
@@ -127,6 +126,7 @@ absl::StatusOr<Resp> InventoryManager::Commit(
 
   for (int attempt = 0; attempt < kCommitAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(Plan<Resp> plan, plan_fn());
+    if (plan.write_nothing) return std::move(plan.response);
     auto* header = plan.event.mutable_header();
     header->set_event_id(NewEventId());
     *header->mutable_event_time() = ToProto(clock_->Now());
@@ -874,11 +874,16 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Qualification>(key, "QUALIFICATION_NOT_FOUND", r.name()));
     LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(ids.first), "INSTRUMENT_NOT_FOUND", "instruments/" + ids.first));
     v1::Qualification q = current.value;
-    const bool newer = !q.has_last_use_time() || FromProto(r.use_time()) > FromProto(q.last_use_time());
-    if (newer) *q.mutable_last_use_time() = r.use_time();
+    if (q.has_last_use_time() && FromProto(r.use_time()) <= FromProto(q.last_use_time())) {
+      // An older use changes nothing: answer with the current state.
+      ComputeQualificationState(q, QualificationValidityDays(in.value), clock_->Now());
+      Plan<v1::Qualification> unchanged;
+      unchanged.write_nothing = true;
+      unchanged.response = std::move(q);
+      return unchanged;
+    }
+    *q.mutable_last_use_time() = r.use_time();
     Plan<v1::Qualification> plan;
-    // An older use changes nothing but is still recorded as seen (the
-    // version bump keeps the step a plain compare-and-set).
     plan.mutation.writes.push_back({key, q.SerializeAsString(), current.version});
     ComputeQualificationState(q, QualificationValidityDays(in.value), clock_->Now());
     auto* ev = plan.event.mutable_qualification_changed();

@@ -84,6 +84,8 @@ class InventoryManager {
     // Returned instead of retrying when a document moved (e.g. ALREADY_EXISTS
     // on create, ETAG_MISMATCH when the caller named an etag).
     absl::Status on_conflict;
+    // The request changes nothing: answer `response`, write no event.
+    bool write_nothing = false;
   };
 
   // Runs plan_fn, commits, retries on concurrent modification; replays a

@@ -769,6 +769,15 @@ TEST_F(InventoryServiceTest, QualificationLapsesWithoutUseAndUseRenewsIt) {
                    Token("booking", "", {Role::kService})).ok());
   EXPECT_EQ(q.state(), v1::VALID);
   EXPECT_EQ(FromProto(q.expire_time()), granted + absl::Hours(24 * 50));
+
+  // An older use (a late check-out report) changes nothing and publishes nothing.
+  const long long events = OutboxLength();
+  *use.mutable_use_time() = ToProto(granted + absl::Hours(24 * 10));
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::RecordQualificationUse, use, &q,
+                   Token("booking", "", {Role::kService})).ok());
+  EXPECT_EQ(FromProto(q.last_use_time()), granted + absl::Hours(24 * 20));
+  EXPECT_EQ(FromProto(q.expire_time()), granted + absl::Hours(24 * 50));
+  EXPECT_EQ(OutboxLength(), events);
 }
 
 // ------------------------------------------------------------------ access

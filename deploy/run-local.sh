@@ -29,6 +29,7 @@ export LABSHARE_TOKEN_KEY="$(cat "$data/token.key")"
 
 pids=()
 cleanup() {
+  trap - EXIT INT TERM
   echo "stopping..."
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -62,8 +63,8 @@ cat <<MSG
 
 LabShare is running. Redis on 127.0.0.1:$redis_port (append-only file in $data).
 An admin token (24 h):  export TOKEN=$admin_token
-Try (python3-grpcio or any gRPC client with reflection), e.g. with grpcurl-like tools:
-  ListInstruments on 127.0.0.1:$base, header 'authorization: Bearer \$TOKEN'
+Every service serves gRPC reflection and health, so any reflection-aware gRPC
+client can call it with the header 'authorization: Bearer \$TOKEN'.
 Metrics: http://127.0.0.1:$((base + 100))/metrics
 Press Ctrl-C to stop.
 MSG

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "common/service_identity.h"
 
 namespace labshare {
 namespace {
@@ -81,6 +82,25 @@ TEST(MethodPolicy, AllowAllAdmitsEveryRole) {
   }
   EXPECT_TRUE(p.Knows("/m"));
   EXPECT_FALSE(p.Knows("/n"));
+}
+
+TEST_F(AuthorizerTest, ServiceIdentityTokensCarryTheServiceRoleAndRenew) {
+  MethodPolicy policy;
+  policy.Allow("/svc", {Role::kService});
+  Authorizer service_only(&signer_, policy, &clock_);
+  ServiceIdentity identity(&signer_, "booking", &clock_, absl::Minutes(10));
+  const std::string first = identity.Authorization();
+  auto p = service_only.Decide("/svc", first);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(ActorName(*p), "services/booking");
+  clock_.Advance(absl::Minutes(8));
+  EXPECT_EQ(identity.Authorization(), first);  // still two minutes to live
+  clock_.Advance(absl::Minutes(1) + absl::Seconds(1));
+  const std::string renewed = identity.Authorization();
+  EXPECT_NE(renewed, first);
+  EXPECT_TRUE(service_only.Decide("/svc", renewed).ok());
+  clock_.Advance(absl::Minutes(2));
+  EXPECT_EQ(ErrorReason(service_only.Decide("/svc", first).status()), "TOKEN_EXPIRED");
 }
 
 }  // namespace

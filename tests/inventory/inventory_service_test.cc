@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/server.h"
+#include "common/service_identity.h"
 #include "google/rpc/error_details.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
@@ -765,8 +766,11 @@ TEST_F(InventoryServiceTest, QualificationLapsesWithoutUseAndUseRenewsIt) {
   auto s = Call(&v1::InventoryService::Stub::RecordQualificationUse, use, &q,
                 Token("ana", "owner", {Role::kLabUser}));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  ASSERT_TRUE(Call(&v1::InventoryService::Stub::RecordQualificationUse, use, &q,
-                   Token("booking", "", {Role::kService})).ok());
+  // As booking will call it: with its service identity.
+  ServiceIdentity booking(signer_.get(), "booking", &clock_);
+  grpc::ClientContext service_ctx;
+  booking.Attach(&service_ctx);
+  ASSERT_TRUE(stub_->RecordQualificationUse(&service_ctx, use, &q).ok());
   EXPECT_EQ(q.state(), v1::VALID);
   EXPECT_EQ(FromProto(q.expire_time()), granted + absl::Hours(24 * 50));
 

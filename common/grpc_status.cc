@@ -53,4 +53,18 @@ std::string GrpcErrorReason(const grpc::Status& status) {
   return "";
 }
 
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  const google::rpc::Status rpc = ToRpcStatus(status);
+  for (const auto& any : rpc.details()) {
+    google::rpc::ErrorInfo info;
+    if (any.UnpackTo(&info)) {
+      ErrorMetadata metadata(info.metadata().begin(), info.metadata().end());
+      return MakeError(static_cast<absl::StatusCode>(status.error_code()), info.reason(),
+                       status.error_message(), std::move(metadata));
+    }
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
 }  // namespace labshare

@@ -25,6 +25,10 @@ google::rpc::Status ToRpcStatus(const grpc::Status& status);
 // Reason of the first ErrorInfo in a grpc::Status, or "" if none.
 std::string GrpcErrorReason(const grpc::Status& status);
 
+// A downstream answer as an absl::Status: code, message, ErrorInfo reason
+// and metadata pass through (STYLE: codes pass through from downstream).
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
 }  // namespace labshare
 
 #endif  // LABSHARE_COMMON_GRPC_STATUS_H_

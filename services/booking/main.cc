@@ -1,28 +1,31 @@
-// labshare-booking: bookings in the four sharing modes on conflict-free calendars.
-//
-// The contract (proto/labshare/booking/v1) is complete; its behaviour is built by
-// a later issue. Until then the server starts, authenticates calls, answers
-// health checks and reflection, and every RPC returns UNIMPLEMENTED.
+// labshare-booking: bookings on conflict-free instrument calendars.
+#include <grpcpp/grpcpp.h>
+
 #include "absl/flags/flag.h"
 #include "common/server.h"
-#include "labshare/booking/v1/booking.grpc.pb.h"
+#include "common/service_identity.h"
+#include "services/booking/booking_manager.h"
+#include "services/booking/booking_service.h"
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory.");
-
-namespace {
-class BookingService final : public labshare::booking::v1::BookingService::Service {};
-}  // namespace
+ABSL_FLAG(absl::Duration, inventory_cache_ttl, absl::Seconds(5),
+          "How long inventory answers (instruments, users, rates, ...) are reused.");
 
 int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
-                        "labshare-booking: bookings in the four sharing modes on conflict-free calendars.\n"
-                        "Usage: labshare-booking --listen=HOST:PORT --redis=HOST:PORT "
-                        "[--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
+                        "labshare-booking: bookings in the four sharing modes on conflict-free "
+                        "calendars.\nUsage: labshare-booking --listen=HOST:PORT --redis=HOST:PORT "
+                        "--inventory=HOST:PORT [--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   labshare::TokenSigner signer = labshare::SignerFromFlags();
   labshare::SystemClock clock;
-  // No method is allowed yet: deny by default until the service is built.
-  labshare::Authorizer authorizer(&signer, labshare::MethodPolicy(), &clock);
-  BookingService service;
+  labshare::ServiceIdentity identity(&signer, "booking", &clock);
+  labshare::booking::InventoryClient inventory(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_inventory), grpc::InsecureChannelCredentials()),
+      &identity, &clock, absl::GetFlag(FLAGS_inventory_cache_ttl));
+  labshare::booking::BookingStore store(&redis);
+  labshare::booking::BookingManager manager(&store, &inventory, &clock);
+  labshare::Authorizer authorizer(&signer, labshare::booking::BookingPolicy(), &clock);
+  labshare::booking::BookingService service(&manager, &authorizer);
   return labshare::RunService("booking", &redis, &authorizer, {&service});
 }

@@ -1,0 +1,729 @@
+#include "services/booking/booking_manager.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/auth.h"
+#include "common/error.h"
+#include "common/events.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "services/inventory/inventory_rules.h"
+
+namespace labshare::booking {
+namespace {
+
+using labshare::inventory::EvaluateAccess;
+using labshare::inventory::FindMode;
+using labshare::inventory::ParseName;
+using labshare::type::v1::SharingMode;
+using State = v1::Booking::State;
+
+constexpr int kAttempts = 5;
+constexpr absl::Duration kMaxRange = absl::Hours(24 * 366);
+
+int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
+absl::Time FromMs(int64_t ms) { return absl::FromUnixMillis(ms); }
+
+absl::Status Precondition(absl::string_view reason, std::string message) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, reason, message);
+}
+
+absl::Status WrongState(const v1::Booking& b, absl::string_view wanted) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
+                   absl::StrCat(b.name(), " is ", v1::Booking::State_Name(b.state()), "; this needs ",
+                                wanted),
+                   {{"state", v1::Booking::State_Name(b.state())}});
+}
+
+absl::Status UserScope(std::string message) {
+  return MakeError(absl::StatusCode::kPermissionDenied, "USER_SCOPE", message);
+}
+
+bool IsAdmin(const Principal& p) { return p.HasRole(Role::kConsortiumAdmin); }
+bool SeesAll(const Principal& p) {
+  return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
+}
+
+// FACILITY_STAFF of the instrument's owner or operator.
+bool IsOwnerStaff(const Principal& p, const inv::Instrument& in) {
+  const std::string org = ActorOrganization(p);
+  return p.HasRole(Role::kFacilityStaff) && !org.empty() &&
+         (org == in.owner_organization() || org == in.operator_organization());
+}
+
+bool IsBookingUser(const Principal& p, const v1::Booking& b) {
+  return !p.HasRole(Role::kService) && b.user() == "users/" + p.user_id;
+}
+
+bool IsPayerBillingAdmin(const Principal& p, const v1::Booking& b) {
+  return p.HasRole(Role::kMemberBillingAdmin) && ActorOrganization(p) == b.payer_organization();
+}
+
+absl::Status ValidInterval(const labshare::type::v1::Interval& i, const std::string& field) {
+  if (!i.has_start_time() || !i.has_end_time() ||
+      FromProto(i.end_time()) <= FromProto(i.start_time())) {
+    return InvalidField(field, "needs start_time before end_time (half-open [start, end))",
+                        "INVALID_INTERVAL");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Booking> ParseBooking(const std::string& bytes) {
+  v1::Booking b;
+  if (!b.ParseFromString(bytes)) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored booking is unreadable");
+  }
+  return b;
+}
+
+const inv::SlotRules& SlotRulesOf(const inv::Instrument& in, SharingMode mode) {
+  static const inv::SlotRules* kNone = new inv::SlotRules();
+  const inv::ModeOffering* m = FindMode(in, mode);
+  return m ? m->slot_rules() : *kNone;
+}
+
+std::string InstrumentId(const std::string& name) { return name.substr(name.find('/') + 1); }
+
+}  // namespace
+
+v1::BookingEvent BookingManager::Event(const Principal& p, const std::string& request_id) const {
+  v1::BookingEvent e;
+  auto* h = e.mutable_header();
+  h->set_event_id(NewEventId());
+  *h->mutable_event_time() = ToProto(clock_->Now());
+  h->set_request_id(request_id);
+  h->set_actor(ActorName(p));
+  h->set_actor_organization(ActorOrganization(p));
+  return e;
+}
+
+// ================================================================ create
+
+absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
+                                                          const v1::CreateBookingRequest& r) {
+  const v1::Booking& in = r.booking();
+  if (in.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
+      !labshare::type::v1::SharingMode_IsValid(in.mode())) {
+    return InvalidField("booking.mode", "choose ON_SITE, LEASE, JOINT_RESEARCH or TECHNICAL_SERVICE");
+  }
+  if (in.mode() != labshare::type::v1::ON_SITE) {
+    return MakeError(absl::StatusCode::kUnimplemented, "MODE_NOT_YET_SUPPORTED",
+                     absl::StrCat(labshare::type::v1::SharingMode_Name(in.mode()),
+                                  " bookings are not available yet; ON_SITE is"));
+  }
+  if (r.has_lease_terms() || !in.project().empty() || !in.service_order().empty() ||
+      !in.operator_user().empty()) {
+    return InvalidField("booking", "ON_SITE bookings take no lease_terms, project, service_order or "
+                        "operator_user", "MODE_FIELDS_MISMATCH");
+  }
+  if (!r.booking_id().empty() && !labshare::inventory::ValidId(r.booking_id())) {
+    return InvalidField("booking_id", "must match [a-z0-9][a-z0-9-]{0,62}");
+  }
+  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "booking.instrument"));
+  LS_RETURN_IF_ERROR(ValidInterval(in.reserved_interval(), "booking.reserved_interval"));
+  const std::string user_name = in.user().empty() ? "users/" + p.user_id : in.user();
+  LS_RETURN_IF_ERROR(ParseName(user_name, "users", "booking.user").status());
+
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(in.instrument()));
+  const bool privileged = IsAdmin(p) || IsOwnerStaff(p, instrument);
+  if (!privileged && user_name != "users/" + p.user_id) {
+    return UserScope("you may book only for yourself");
+  }
+  LS_ASSIGN_OR_RETURN(inv::User user, inventory_->GetUser(user_name));
+  const std::string payer_name = in.payer_organization().empty() ? user.organization() : in.payer_organization();
+  if (!privileged && payer_name != user.organization()) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "only the owner's staff or an administrator may name another paying organisation");
+  }
+  LS_ASSIGN_OR_RETURN(inv::Organization payer, inventory_->GetOrganization(payer_name));
+  LS_ASSIGN_OR_RETURN(inv::Facility facility, inventory_->GetFacility(instrument.facility()));
+  LS_ASSIGN_OR_RETURN(auto qualification, inventory_->FindQualification(in.instrument(), user_name));
+  labshare::inventory::AccessFacts facts;
+  facts.user = &user;
+  facts.payer = &payer;
+  facts.instrument = &instrument;
+  facts.facility = &facility;
+  facts.qualification = qualification ? &*qualification : nullptr;
+  LS_ASSIGN_OR_RETURN(facts.rates, inventory_->ListRates(in.instrument()));
+  LS_ASSIGN_OR_RETURN(facts.windows, inventory_->ListMaintenanceWindows(in.instrument()));
+
+  inv::CheckAccessRequest check;
+  check.set_user(user_name);
+  check.set_instrument(in.instrument());
+  check.set_mode(in.mode());
+  *check.mutable_interval() = in.reserved_interval();
+  check.set_payer_organization(payer_name);
+  const absl::Time now = clock_->Now();
+  const inv::CheckAccessResponse access = EvaluateAccess(facts, check, now);
+  absl::Status denial;
+  if (!access.allowed()) {
+    std::vector<std::string> codes;
+    for (const auto& d : access.denials()) codes.push_back(inv::DenialCode_Name(d.code()));
+    const auto& first = access.denials(0);
+    // The first reason names the error; all of them are in the metadata.
+    denial = MakeError(absl::StatusCode::kFailedPrecondition,
+                       first.code() == inv::DURING_MAINTENANCE ? "MAINTENANCE_CONFLICT"
+                                                               : inv::DenialCode_Name(first.code()),
+                       first.message(), {{"denials", absl::StrJoin(codes, ",")}});
+  }
+
+  // The booking as it will be stored.
+  const inv::SlotRules& rules = SlotRulesOf(instrument, in.mode());
+  const absl::Time start = FromProto(in.reserved_interval().start_time());
+  const absl::Time end = FromProto(in.reserved_interval().end_time());
+  const int partition = keys::Partition(instrument_id);
+  const std::string booking_id = r.booking_id().empty() ? NewBookingId(partition) : r.booking_id();
+  v1::Booking b;
+  b.set_name("bookings/" + booking_id);
+  b.set_instrument(in.instrument());
+  b.set_instrument_owner(instrument.owner_organization());
+  b.set_mode(in.mode());
+  b.set_user(user_name);
+  b.set_payer_organization(payer_name);
+  *b.mutable_reserved_interval() = in.reserved_interval();
+  *b.mutable_blocked_interval()->mutable_start_time() = ToProto(start);
+  *b.mutable_blocked_interval()->mutable_end_time() = ToProto(end + FromProto(rules.buffer()));
+  b.set_payer_class(access.payer_class());
+  b.set_payer_tier(access.payer_class() == labshare::type::v1::MEMBER ? payer.tier() : "");
+  b.set_purpose(in.purpose());
+  if (access.approval_required()) {
+    b.set_state(v1::Booking::PENDING_APPROVAL);
+    const absl::Duration threshold = FromProto(rules.approval_threshold());
+    b.set_approval_reason(threshold > absl::ZeroDuration() && end - start > threshold
+                              ? v1::Booking::LONG_RESIDENCY
+                              : v1::Booking::MODE_RULE);
+  } else {
+    b.set_state(v1::Booking::CONFIRMED);
+  }
+  *b.mutable_create_time() = ToProto(now);
+  *b.mutable_update_time() = ToProto(now);
+  b.set_etag("1");
+  const int64_t blocked_start = Ms(start);
+  const int64_t blocked_end = Ms(FromProto(b.blocked_interval().end_time()));
+
+  if (r.validate_only()) {
+    if (!denial.ok()) return denial;
+    LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
+    if (!taken.empty()) return Precondition("SLOT_TAKEN", "the slot overlaps another booking");
+    b.clear_name();
+    return b;
+  }
+
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateBooking", r.request_id());
+  const std::string fingerprint = RequestFingerprint("CreateBooking", r);
+  bool reserved_id = false;
+  if (!r.booking_id().empty()) {
+    // A retry of the same request answers first; a taken id is an error.
+    LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+    if (seen) return ParseBooking(*seen);
+    LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(booking_id, partition));
+    if (!reserved_id) {
+      return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", b.name() + " already exists");
+    }
+  }
+
+  CreateStep step;
+  step.partition = partition;
+  step.instrument_id = instrument_id;
+  step.booking_id = booking_id;
+  step.idempotency_key = idem;
+  step.fingerprint = fingerprint;
+  step.booking = SerializeDeterministic(b);
+  step.blocked_start_ms = blocked_start;
+  step.blocked_end_ms = blocked_end;
+  step.reserved_start_ms = Ms(start);
+  step.denied = !denial.ok();
+  v1::BookingEvent created = Event(p, r.request_id());
+  *created.mutable_booking_created()->mutable_booking() = b;
+  step.events.push_back(created.SerializeAsString());
+  if (b.state() == v1::Booking::CONFIRMED) {
+    v1::BookingEvent confirmed = Event(p, r.request_id());
+    *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
+    step.events.push_back(confirmed.SerializeAsString());
+  }
+  auto outcome = store_->Create(step);
+  if (reserved_id && (!outcome.ok() || outcome->kind != StepOutcome::Kind::kApplied)) {
+    store_->ReleaseId(booking_id).IgnoreError();  // best effort: the id was never used
+  }
+  LS_RETURN_IF_ERROR(outcome.status());
+  switch (outcome->kind) {
+    case StepOutcome::Kind::kApplied: return b;
+    case StepOutcome::Kind::kReplayed: return ParseBooking(outcome->response);
+    case StepOutcome::Kind::kRequestReused: return RequestIdReused();
+    case StepOutcome::Kind::kDenied: return denial;
+    case StepOutcome::Kind::kExists:
+      return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", b.name() + " already exists");
+    case StepOutcome::Kind::kSlotTaken:
+      return Precondition("SLOT_TAKEN",
+                          "the slot overlaps another booking of this instrument (buffers included); "
+                          "QueryAvailability lists free time");
+    case StepOutcome::Kind::kConflict: break;
+  }
+  return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
+}
+
+// ================================================================ reads
+
+absl::StatusOr<BookingManager::Loaded> BookingManager::Load(const std::string& name) {
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(name, "bookings", "name"));
+  auto not_found = MakeError(absl::StatusCode::kNotFound, "BOOKING_NOT_FOUND", name + " does not exist");
+  LS_ASSIGN_OR_RETURN(auto partition, store_->PartitionOf(id));
+  if (!partition) return not_found;
+  LS_ASSIGN_OR_RETURN(auto doc, store_->Get(*partition, id));
+  if (!doc) return not_found;
+  Loaded out;
+  LS_ASSIGN_OR_RETURN(out.booking, ParseBooking(doc->data));
+  out.version = doc->version;
+  out.partition = *partition;
+  return out;
+}
+
+absl::StatusOr<v1::Booking> BookingManager::GetBooking(const Principal& p,
+                                                       const v1::GetBookingRequest& r) {
+  LS_ASSIGN_OR_RETURN(Loaded cur, Load(r.name()));
+  if (SeesAll(p) || IsBookingUser(p, cur.booking) || IsPayerBillingAdmin(p, cur.booking)) {
+    return std::move(cur.booking);
+  }
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.booking.instrument()));
+  if (IsOwnerStaff(p, instrument)) return std::move(cur.booking);
+  return UserScope("you may read your own bookings, your organisation's as its billing admin, "
+                   "or your instruments' as their staff");
+}
+
+absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
+    const Principal& p, const v1::ListBookingsRequest& r) {
+  if (r.instrument().empty()) {
+    return InvalidField("instrument", "required for now: name the instrument whose bookings to list");
+  }
+  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  if (r.has_time_range()) LS_RETURN_IF_ERROR(ValidInterval(r.time_range(), "time_range"));
+  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(r.instrument()));
+  const bool all = SeesAll(p) || IsOwnerStaff(p, instrument);
+  const std::string self = "users/" + p.user_id;
+  const std::string org = ActorOrganization(p);
+  if (!all) {
+    if (!r.user().empty() && r.user() != self && !p.HasRole(Role::kMemberBillingAdmin)) {
+      return UserScope("you may list only your own bookings");
+    }
+    if (!r.payer_organization().empty() && r.payer_organization() != org) {
+      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                       "you may list only your own organisation's bookings");
+    }
+  }
+  auto keep = [&](const v1::Booking& b) {
+    if (!all && !(b.user() == self || (p.HasRole(Role::kMemberBillingAdmin) && b.payer_organization() == org))) {
+      return false;
+    }
+    if (!r.user().empty() && b.user() != r.user()) return false;
+    if (!r.payer_organization().empty() && b.payer_organization() != r.payer_organization()) return false;
+    if (r.mode() != 0 && b.mode() != r.mode()) return false;
+    if (!r.states().empty() &&
+        std::find(r.states().begin(), r.states().end(), b.state()) == r.states().end()) {
+      return false;
+    }
+    if (r.has_time_range()) {
+      const absl::Time s = FromProto(b.reserved_interval().start_time());
+      const absl::Time e = FromProto(b.reserved_interval().end_time());
+      if (!(s < FromProto(r.time_range().end_time()) && FromProto(r.time_range().start_time()) < e)) return false;
+    }
+    return true;
+  };
+  const int partition = keys::Partition(instrument_id);
+  v1::ListBookingsResponse resp;
+  std::string after = page.after;
+  bool more = true;
+  int scanned = 0;
+  while (more && resp.bookings_size() < page.page_size && scanned < 5000) {
+    LS_ASSIGN_OR_RETURN(auto members, store_->IndexRange(partition, instrument_id, after, 200));
+    std::vector<std::string> ids;
+    for (const auto& m : members) ids.push_back(m.substr(m.find('|') + 1));
+    LS_ASSIGN_OR_RETURN(auto docs, store_->GetMany(partition, ids));
+    size_t i = 0;
+    for (; i < members.size() && resp.bookings_size() < page.page_size; ++i) {
+      ++scanned;
+      after = members[i];
+      if (!docs[i]) continue;
+      auto b = ParseBooking(docs[i]->data);
+      if (b.ok() && keep(*b)) *resp.add_bookings() = *std::move(b);
+    }
+    more = i < members.size() || members.size() == 200;
+  }
+  if (more && !after.empty()) resp.set_next_page_token(MakePageToken(r, after));
+  return resp;
+}
+
+// ================================================================ transitions
+
+absl::StatusOr<v1::Booking> BookingManager::Transition(
+    const Principal& /*caller: checked in decide*/, absl::string_view method, const google::protobuf::Message& request,
+    const std::string& name, const std::string& request_id,
+    const std::function<absl::StatusOr<Change>(const Loaded&)>& decide) {
+  LS_ASSIGN_OR_RETURN(Loaded cur, Load(name));
+  const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
+  const std::string fingerprint = RequestFingerprint(method, request);
+  LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+  if (seen) return ParseBooking(*seen);
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    if (attempt > 0) {
+      LS_ASSIGN_OR_RETURN(cur, Load(name));
+    }
+    LS_ASSIGN_OR_RETURN(Change c, decide(cur));
+    *c.booking.mutable_update_time() = ToProto(clock_->Now());
+    c.booking.set_etag(std::to_string(cur.version + 1));
+    UpdateStep step;
+    step.partition = cur.partition;
+    step.instrument_id = InstrumentId(cur.booking.instrument());
+    step.booking_id = name.substr(name.find('/') + 1);
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
+    step.booking = SerializeDeterministic(c.booking);
+    step.expected_version = cur.version;
+    step.calendar = c.calendar;
+    step.new_end_ms = c.new_end_ms;
+    step.guard_from_ms = c.guard_from_ms;
+    step.guard_to_ms = c.guard_to_ms;
+    for (auto& e : c.events) {
+      // Every event carries the booking as it is after the change.
+      e.mutable_header()->set_request_id(request_id);
+      step.events.push_back(e.SerializeAsString());
+    }
+    LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+    switch (outcome.kind) {
+      case StepOutcome::Kind::kApplied: return std::move(c.booking);
+      case StepOutcome::Kind::kReplayed: return ParseBooking(outcome.response);
+      case StepOutcome::Kind::kRequestReused: return RequestIdReused();
+      default: break;  // moved underneath us: read again
+    }
+  }
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the booking is being changed concurrently; retry with the same request_id");
+}
+
+absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
+                                                          const v1::CancelBookingRequest& r) {
+  return Transition(p, "CancelBooking", r, r.name(), r.request_id(),
+                    [&](const Loaded& cur) -> absl::StatusOr<Change> {
+    const v1::Booking& b = cur.booking;
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
+    const bool staff = IsOwnerStaff(p, instrument);
+    if (!IsAdmin(p) && !staff && !IsBookingUser(p, b) && !IsPayerBillingAdmin(p, b)) {
+      return UserScope("only the booking's user, its payer's billing admin or the owner's staff may cancel it");
+    }
+    if (b.state() != v1::Booking::PENDING_APPROVAL && b.state() != v1::Booking::CONFIRMED) {
+      return WrongState(b, "PENDING_APPROVAL or CONFIRMED");
+    }
+    const absl::Time now = clock_->Now();
+    Change c;
+    c.booking = b;
+    auto initiator = IsAdmin(p) ? v1::Booking::PLATFORM_ADMIN
+                                : staff ? v1::Booking::OWNER_STAFF : v1::Booking::BOOKER;
+    const absl::Duration notice = FromProto(SlotRulesOf(instrument, b.mode()).late_cancel_notice());
+    const bool late = initiator == v1::Booking::BOOKER && b.state() == v1::Booking::CONFIRMED &&
+                      now > FromProto(b.reserved_interval().start_time()) - notice;
+    c.booking.set_state(v1::Booking::CANCELLED);
+    c.booking.set_late_cancellation(late);
+    auto* cancel = c.booking.mutable_cancellation();
+    *cancel->mutable_cancel_time() = ToProto(now);
+    cancel->set_cancelled_by(ActorName(p));
+    cancel->set_initiator(initiator);
+    cancel->set_reason(r.reason());
+    c.calendar = UpdateStep::Calendar::kRemove;
+    v1::BookingEvent e = Event(p, r.request_id());
+    auto* ev = e.mutable_booking_cancelled();
+    ev->set_previous_state(b.state());
+    ev->set_late_cancellation(late);
+    ev->set_initiator(initiator);
+    c.events.push_back(std::move(e));
+    *c.events.back().mutable_booking_cancelled()->mutable_booking() = c.booking;
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
+                                                           const v1::ApproveBookingRequest& r) {
+  return Transition(p, "ApproveBooking", r, r.name(), r.request_id(),
+                    [&](const Loaded& cur) -> absl::StatusOr<Change> {
+    const v1::Booking& b = cur.booking;
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
+    if (!IsAdmin(p) && !IsOwnerStaff(p, instrument)) {
+      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                       "only the owner's staff or an administrator approve bookings");
+    }
+    if (!r.etag().empty() && r.etag() != std::to_string(cur.version)) {
+      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the booking changed; read it again");
+    }
+    if (b.state() != v1::Booking::PENDING_APPROVAL) return WrongState(b, "PENDING_APPROVAL");
+    const absl::Time now = clock_->Now();
+    if (now >= FromProto(b.reserved_interval().start_time())) {
+      return Precondition("BOOKING_STARTED", "the reserved start has passed; it can no longer be approved");
+    }
+    Change c;
+    c.booking = b;
+    c.booking.set_state(v1::Booking::CONFIRMED);
+    *c.booking.mutable_decision()->mutable_decide_time() = ToProto(now);
+    c.booking.mutable_decision()->set_decided_by(ActorName(p));
+    c.booking.mutable_decision()->set_note(r.note());
+    v1::BookingEvent approved = Event(p, r.request_id());
+    *approved.mutable_booking_approved()->mutable_booking() = c.booking;
+    v1::BookingEvent confirmed = Event(p, r.request_id());
+    *confirmed.mutable_booking_confirmed()->mutable_booking() = c.booking;
+    confirmed.mutable_booking_confirmed()->set_via_approval(true);
+    c.events = {std::move(approved), std::move(confirmed)};
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
+                                                          const v1::RejectBookingRequest& r) {
+  if (r.reason().empty()) return InvalidField("reason", "say why; the user sees it");
+  return Transition(p, "RejectBooking", r, r.name(), r.request_id(),
+                    [&](const Loaded& cur) -> absl::StatusOr<Change> {
+    const v1::Booking& b = cur.booking;
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
+    if (!IsAdmin(p) && !IsOwnerStaff(p, instrument)) {
+      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                       "only the owner's staff or an administrator reject bookings");
+    }
+    if (!r.etag().empty() && r.etag() != std::to_string(cur.version)) {
+      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the booking changed; read it again");
+    }
+    if (b.state() != v1::Booking::PENDING_APPROVAL) return WrongState(b, "PENDING_APPROVAL");
+    Change c;
+    c.booking = b;
+    c.booking.set_state(v1::Booking::REJECTED);
+    *c.booking.mutable_decision()->mutable_decide_time() = ToProto(clock_->Now());
+    c.booking.mutable_decision()->set_decided_by(ActorName(p));
+    c.booking.mutable_decision()->set_note(r.reason());
+    c.calendar = UpdateStep::Calendar::kRemove;
+    v1::BookingEvent e = Event(p, r.request_id());
+    *e.mutable_booking_rejected()->mutable_booking() = c.booking;
+    e.mutable_booking_rejected()->set_reason(r.reason());
+    c.events.push_back(std::move(e));
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1::CheckInRequest& r) {
+  return Transition(p, "CheckIn", r, r.name(), r.request_id(),
+                    [&](const Loaded& cur) -> absl::StatusOr<Change> {
+    const v1::Booking& b = cur.booking;
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
+    const bool staff = IsOwnerStaff(p, instrument) || p.HasRole(Role::kService);
+    if (!staff && !IsBookingUser(p, b)) return UserScope("only the booking's user checks in");
+    if (r.has_check_in_time() && !staff) {
+      return MakeError(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+                       "only the owner's staff and badge readers may set check_in_time");
+    }
+    if (b.state() != v1::Booking::CONFIRMED) return WrongState(b, "CONFIRMED");
+    const absl::Time now = clock_->Now();
+    const absl::Time t = r.has_check_in_time() ? FromProto(r.check_in_time()) : now;
+    if (t > now) return InvalidField("check_in_time", "must not be in the future");
+    const inv::SlotRules& rules = SlotRulesOf(instrument, b.mode());
+    const absl::Time start = FromProto(b.reserved_interval().start_time());
+    const absl::Time end = FromProto(b.reserved_interval().end_time());
+    if (t < start - FromProto(rules.buffer())) {
+      return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("check-in opens at ", absl::FormatTime(start - FromProto(rules.buffer()))));
+    }
+    const absl::Duration grace = FromProto(rules.no_show_grace());
+    if (t >= end || (grace > absl::ZeroDuration() && t > start + grace)) {
+      return Precondition("CHECK_IN_WINDOW_CLOSED", "the check-in window of this booking has closed");
+    }
+    if (instrument.state() != inv::ACTIVE) {
+      return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
+    }
+    if (rules.qualification_validity_days() > 0) {
+      LS_ASSIGN_OR_RETURN(auto q, inventory_->FindQualification(b.instrument(), b.user()));
+      if (!q) return Precondition("QUALIFICATION_MISSING", "the user has no qualification on this instrument");
+      inv::Qualification copy = *q;
+      labshare::inventory::ComputeQualificationState(copy, rules.qualification_validity_days(), t);
+      if (copy.state() != inv::VALID) {
+        return Precondition("QUALIFICATION_EXPIRED", "the user's qualification is no longer valid");
+      }
+    }
+    Change c;
+    c.booking = b;
+    c.booking.set_state(v1::Booking::CHECKED_IN);
+    auto* session = c.booking.mutable_session();
+    *session->mutable_start_time() = ToProto(t);
+    session->set_checked_in_by(ActorName(p));
+    session->set_notes(r.notes());
+    v1::BookingEvent e = Event(p, r.request_id());
+    *e.mutable_booking_checked_in()->mutable_booking() = c.booking;
+    c.events.push_back(std::move(e));
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v1::CheckOutRequest& r) {
+  bool record_use = false;
+  auto result = Transition(p, "CheckOut", r, r.name(), r.request_id(),
+                           [&](const Loaded& cur) -> absl::StatusOr<Change> {
+    const v1::Booking& b = cur.booking;
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
+    const bool staff = IsOwnerStaff(p, instrument) || p.HasRole(Role::kService);
+    if (!staff && !IsBookingUser(p, b)) return UserScope("only the booking's user checks out");
+    if (r.has_check_out_time() && !staff) {
+      return MakeError(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+                       "only the owner's staff and badge readers may set check_out_time");
+    }
+    if (b.state() != v1::Booking::CHECKED_IN) return WrongState(b, "CHECKED_IN");
+    const absl::Time now = clock_->Now();
+    absl::Time t = r.has_check_out_time() ? FromProto(r.check_out_time()) : now;
+    const absl::Time session_start = FromProto(b.session().start_time());
+    if (t > now || t < session_start) {
+      return InvalidField("check_out_time", "must lie between the check-in time and now");
+    }
+    // The session may run past the reservation only up to the next booking.
+    const absl::Time blocked_start = FromProto(b.blocked_interval().start_time());
+    const absl::Time blocked_end = FromProto(b.blocked_interval().end_time());
+    const std::string id = b.name().substr(b.name().find('/') + 1);
+    LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(cur.partition, InstrumentId(b.instrument()),
+                                                            Ms(blocked_start), Ms(std::max(t, blocked_end)) + 1));
+    bool clamped = false;
+    for (const auto& e : entries) {
+      if (e.booking_id != id && e.start_ms > Ms(blocked_start) && FromMs(e.start_ms) < t) {
+        t = FromMs(e.start_ms);
+        clamped = true;
+      }
+    }
+    Change c;
+    c.booking = b;
+    c.booking.set_state(v1::Booking::COMPLETED);
+    auto* session = c.booking.mutable_session();
+    *session->mutable_end_time() = ToProto(t);
+    session->set_checked_out_by(ActorName(p));
+    session->set_end_clamped(clamped);
+    if (!r.notes().empty()) session->set_notes(absl::StrCat(session->notes(), session->notes().empty() ? "" : "\n", r.notes()));
+    c.guard_from_ms = Ms(blocked_start);
+    c.guard_to_ms = Ms(t);
+    const absl::Duration buffer = FromProto(SlotRulesOf(instrument, b.mode()).buffer());
+    if (r.release_remaining() && t + buffer < blocked_end) {
+      c.calendar = UpdateStep::Calendar::kSetEnd;
+      c.new_end_ms = Ms(t + buffer);
+      *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(t + buffer);
+      session->set_remaining_released(true);
+    }
+    record_use = SlotRulesOf(instrument, b.mode()).qualification_validity_days() > 0;
+    v1::BookingEvent e = Event(p, r.request_id());
+    *e.mutable_booking_checked_out()->mutable_booking() = c.booking;
+    c.events.push_back(std::move(e));
+    return c;
+  });
+  if (result.ok() && record_use) {
+    // The use renews the qualification; inventory ignores older uses, so a
+    // retry is harmless. A failure here does not undo the check-out.
+    absl::Status s = inventory_->RecordQualificationUse(
+        result->instrument(), result->user(), FromProto(result->session().end_time()),
+        "checkout-" + result->name().substr(result->name().find('/') + 1));
+    if (!s.ok()) LogWarning("qualification use not recorded", {{"booking", result->name()}, {"error", s.ToString()}});
+  }
+  return result;
+}
+
+// ================================================================ availability
+
+absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
+    const Principal& p, const v1::QueryAvailabilityRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
+  const absl::Time from = FromProto(r.range().start_time());
+  const absl::Time to = FromProto(r.range().end_time());
+  if (to - from > kMaxRange) {
+    return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
+  }
+  const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
+  if (mode == labshare::type::v1::LEASE) {
+    return MakeError(absl::StatusCode::kUnimplemented, "MODE_NOT_YET_SUPPORTED", "LEASE availability is not available yet");
+  }
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(r.instrument()));
+  const inv::ModeOffering* offering = FindMode(instrument, mode);
+  if (offering == nullptr) {
+    return Precondition("MODE_NOT_OFFERED", absl::StrCat(r.instrument(), " does not offer ", labshare::type::v1::SharingMode_Name(mode)));
+  }
+  const bool privileged = p.HasAnyRole({Role::kFacilityStaff, Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
+  const std::string org_name = r.organization().empty() ? ActorOrganization(p) : r.organization();
+  if (!r.organization().empty() && r.organization() != ActorOrganization(p) && !privileged) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE", "you may ask only for your own organisation");
+  }
+  const inv::SlotRules& rules = offering->slot_rules();
+  bool member_horizon = true;
+  if (!org_name.empty()) {
+    LS_ASSIGN_OR_RETURN(inv::Organization org, inventory_->GetOrganization(org_name));
+    member_horizon = labshare::inventory::PayerClassFor(org, instrument) != labshare::type::v1::NON_MEMBER;
+  }
+  const absl::Time now = clock_->Now();
+  const absl::Time earliest = now + FromProto(rules.min_notice());
+  const absl::Time horizon = now + FromProto(member_horizon ? rules.member_horizon() : rules.non_member_horizon());
+  const absl::Duration buffer = FromProto(rules.buffer());
+
+  // Taken time: bookings (blocked intervals) and scheduled maintenance.
+  const int partition = keys::Partition(instrument_id);
+  LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, instrument_id, Ms(from), Ms(to + buffer)));
+  std::vector<std::string> ids;
+  for (const auto& e : entries) ids.push_back(e.booking_id);
+  LS_ASSIGN_OR_RETURN(auto docs, store_->GetMany(partition, ids));
+  const bool names = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor}) || IsOwnerStaff(p, instrument);
+  v1::QueryAvailabilityResponse resp;
+  resp.set_instrument(r.instrument());
+  *resp.mutable_earliest_start() = ToProto(earliest);
+  *resp.mutable_horizon_end() = ToProto(horizon);
+  std::vector<std::pair<absl::Time, absl::Time>> busy;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    v1::BusyInterval bi;
+    *bi.mutable_interval()->mutable_start_time() = ToProto(FromMs(entries[i].start_ms));
+    *bi.mutable_interval()->mutable_end_time() = ToProto(FromMs(entries[i].end_ms));
+    bi.set_reason(v1::BusyInterval::BOOKED);
+    if (docs[i]) {
+      auto b = ParseBooking(docs[i]->data);
+      if (b.ok() && b->state() == v1::Booking::PENDING_APPROVAL) bi.set_reason(v1::BusyInterval::AWAITING_APPROVAL);
+      if (b.ok() && b->state() == v1::Booking::CHECKED_IN) bi.set_reason(v1::BusyInterval::IN_USE);
+    }
+    if (names) bi.set_resource("bookings/" + entries[i].booking_id);
+    busy.emplace_back(FromMs(entries[i].start_ms), FromMs(entries[i].end_ms));
+    if (FromMs(entries[i].start_ms) < to) *resp.add_busy_intervals() = std::move(bi);
+  }
+  LS_ASSIGN_OR_RETURN(auto windows, inventory_->ListMaintenanceWindows(r.instrument()));
+  for (const auto& w : windows) {
+    if (w.state() != inv::SCHEDULED) continue;
+    const absl::Time ws = FromProto(w.interval().start_time()), we = FromProto(w.interval().end_time());
+    if (!(ws < to + buffer && from < we)) continue;
+    busy.emplace_back(ws, we);
+    if (ws >= to) continue;
+    v1::BusyInterval bi;
+    *bi.mutable_interval() = w.interval();
+    bi.set_reason(v1::BusyInterval::MAINTENANCE);
+    if (names) bi.set_resource(w.name());
+    *resp.add_busy_intervals() = std::move(bi);
+  }
+  std::sort(busy.begin(), busy.end());
+  std::sort(resp.mutable_busy_intervals()->begin(), resp.mutable_busy_intervals()->end(),
+            [](const v1::BusyInterval& a, const v1::BusyInterval& b) {
+              return a.interval().start_time().seconds() < b.interval().start_time().seconds();
+            });
+  // Free: the gaps, each ending a buffer before the next taken time so that a
+  // reservation inside a gap fits with its own buffer.
+  const absl::Time lo = std::max(from, earliest);
+  const absl::Time hi = std::min(to, horizon);
+  const absl::Duration min_len = FromProto(r.min_duration());
+  absl::Time cursor = lo;
+  auto emit = [&](absl::Time s, absl::Time e) {
+    if (e > s && e - s >= min_len && e - s > absl::ZeroDuration()) {
+      auto* f = resp.add_free_intervals();
+      *f->mutable_start_time() = ToProto(s);
+      *f->mutable_end_time() = ToProto(e);
+    }
+  };
+  for (const auto& [bs, be] : busy) {
+    if (be <= cursor) continue;
+    emit(cursor, std::min(bs - buffer, hi));
+    cursor = std::max(cursor, be);
+    if (cursor >= hi) break;
+  }
+  if (cursor < hi) emit(cursor, hi);
+  return resp;
+}
+
+}  // namespace labshare::booking

@@ -1,0 +1,75 @@
+// Booking's use cases on contract messages; absl::Status with reasons; no
+// gRPC. Access is decided locally with the inventory's own rules
+// (inventory_rules.h) on a cached copy of inventory data; the slot is
+// decided inside Redis (BookingStore), together with the idempotency record
+// and the events. Thread-safe.
+//
+// Built so far: the ON_SITE mode end to end (create, approve/reject,
+// cancel with late-cancellation outcome, check-in, check-out with clamping
+// to the next booking and optional release of the rest), Get, List by
+// instrument, QueryAvailability. Other modes answer UNIMPLEMENTED
+// (MODE_NOT_YET_SUPPORTED) until they are built.
+#ifndef LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_
+#define LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_
+
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "common/token.h"
+#include "labshare/booking/v1/booking.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "services/booking/inventory_client.h"
+#include "services/booking/redis_booking_store.h"
+
+namespace labshare::booking {
+
+namespace v1 = labshare::booking::v1;
+
+class BookingManager {
+ public:
+  // All pointers must outlive the manager.
+  BookingManager(BookingStore* store, InventoryClient* inventory, const Clock* clock)
+      : store_(store), inventory_(inventory), clock_(clock) {}
+
+  absl::StatusOr<v1::Booking> CreateBooking(const Principal& p, const v1::CreateBookingRequest& r);
+  absl::StatusOr<v1::Booking> GetBooking(const Principal& p, const v1::GetBookingRequest& r);
+  absl::StatusOr<v1::ListBookingsResponse> ListBookings(const Principal& p, const v1::ListBookingsRequest& r);
+  absl::StatusOr<v1::Booking> CancelBooking(const Principal& p, const v1::CancelBookingRequest& r);
+  absl::StatusOr<v1::Booking> ApproveBooking(const Principal& p, const v1::ApproveBookingRequest& r);
+  absl::StatusOr<v1::Booking> RejectBooking(const Principal& p, const v1::RejectBookingRequest& r);
+  absl::StatusOr<v1::Booking> CheckIn(const Principal& p, const v1::CheckInRequest& r);
+  absl::StatusOr<v1::Booking> CheckOut(const Principal& p, const v1::CheckOutRequest& r);
+  absl::StatusOr<v1::QueryAvailabilityResponse> QueryAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
+
+ private:
+  struct Loaded {
+    v1::Booking booking;
+    int64_t version = 0;
+    int partition = 0;
+  };
+  absl::StatusOr<Loaded> Load(const std::string& name);
+
+  // What a transition writes; Transition() commits it and retries when the
+  // booking moved concurrently.
+  struct Change {
+    v1::Booking booking;  // the new state
+    UpdateStep::Calendar calendar = UpdateStep::Calendar::kKeep;
+    int64_t new_end_ms = 0;
+    int64_t guard_from_ms = 0;
+    int64_t guard_to_ms = 0;
+    std::vector<v1::BookingEvent> events;
+  };
+  absl::StatusOr<v1::Booking> Transition(
+      const Principal& p, absl::string_view method, const google::protobuf::Message& request,
+      const std::string& name, const std::string& request_id,
+      const std::function<absl::StatusOr<Change>(const Loaded&)>& decide);
+
+  v1::BookingEvent Event(const Principal& p, const std::string& request_id) const;
+
+  BookingStore* store_;
+  InventoryClient* inventory_;
+  const Clock* clock_;
+};
+
+}  // namespace labshare::booking
+
+#endif  // LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_

@@ -1,0 +1,43 @@
+#include "services/booking/booking_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+
+namespace labshare::booking {
+namespace {
+
+constexpr char kDomain[] = "booking.labshare";
+std::string M(const char* method) { return absl::StrCat("/labshare.booking.v1.BookingService/", method); }
+
+}  // namespace
+
+MethodPolicy BookingPolicy() {
+  MethodPolicy p;
+  // Scope (own booking, own organisation, own instrument) is checked by the manager.
+  for (const char* m : {"GetBooking", "ListBookings", "QueryAvailability"}) p.AllowAll(M(m));
+  p.Allow(M("CreateBooking"), {Role::kLabUser, Role::kFacilityStaff, Role::kConsortiumAdmin});
+  p.Allow(M("CancelBooking"), {Role::kLabUser, Role::kMemberBillingAdmin, Role::kFacilityStaff,
+                               Role::kConsortiumAdmin});
+  for (const char* m : {"ApproveBooking", "RejectBooking"}) {
+    p.Allow(M(m), {Role::kFacilityStaff, Role::kConsortiumAdmin});
+  }
+  for (const char* m : {"CheckIn", "CheckOut"}) {
+    p.Allow(M(m), {Role::kLabUser, Role::kFacilityStaff, Role::kService});
+  }
+  return p;
+}
+
+#define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                       \
+  grpc::Status BookingService::Method(grpc::ServerContext* ctx, const v1::Req* req,   \
+                                      v1::Resp* resp) {                               \
+    auto principal = auth_->Authorize(ctx);                                           \
+    if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);            \
+    auto result = manager_->Method(*principal, *req);                                 \
+    if (!result.ok()) return ToGrpcStatus(result.status(), kDomain);                  \
+    *resp = *std::move(result);                                                       \
+    return grpc::Status::OK;                                                          \
+  }
+#include "services/booking/booking_methods.inc"
+#undef LABSHARE_BOOKING_RPC
+
+}  // namespace labshare::booking

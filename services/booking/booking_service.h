@@ -1,0 +1,33 @@
+// gRPC adapter of the booking service. The role policy of every method is
+// declared in the .cc next to the methods (deny by default); methods not
+// built yet fall through to the generated base class (UNIMPLEMENTED).
+#ifndef LABSHARE_SERVICES_BOOKING_BOOKING_SERVICE_H_
+#define LABSHARE_SERVICES_BOOKING_BOOKING_SERVICE_H_
+
+#include "common/auth.h"
+#include "labshare/booking/v1/booking.grpc.pb.h"
+#include "services/booking/booking_manager.h"
+
+namespace labshare::booking {
+
+MethodPolicy BookingPolicy();
+
+class BookingService final : public v1::BookingService::Service {
+ public:
+  // manager and authorizer must outlive the service.
+  BookingService(BookingManager* manager, const Authorizer* authorizer)
+      : manager_(manager), auth_(authorizer) {}
+
+#define LABSHARE_BOOKING_RPC(Method, Req, Resp) \
+  grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;
+#include "services/booking/booking_methods.inc"
+#undef LABSHARE_BOOKING_RPC
+
+ private:
+  BookingManager* manager_;
+  const Authorizer* auth_;
+};
+
+}  // namespace labshare::booking
+
+#endif  // LABSHARE_SERVICES_BOOKING_BOOKING_SERVICE_H_

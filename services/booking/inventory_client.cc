@@ -1,0 +1,154 @@
+#include "services/booking/inventory_client.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/error.h"
+#include "common/grpc_status.h"
+#include "common/proto_util.h"
+
+namespace labshare::booking {
+namespace {
+
+absl::Status Downstream(const grpc::Status& s) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
+                     "the inventory service cannot be reached; retry the request");
+  }
+  return FromGrpcStatus(s);
+}
+
+template <typename T>
+absl::StatusOr<T> Parse(const std::string& bytes) {
+  T out;
+  if (!out.ParseFromString(bytes)) {
+    return MakeError(absl::StatusCode::kInternal, "BAD_INVENTORY_ANSWER", "unreadable answer");
+  }
+  return out;
+}
+
+}  // namespace
+
+InventoryClient::InventoryClient(std::shared_ptr<grpc::Channel> channel, ServiceIdentity* identity,
+                                 const Clock* clock, absl::Duration ttl)
+    : stub_(inv::InventoryService::NewStub(std::move(channel))),
+      identity_(identity),
+      clock_(clock),
+      ttl_(ttl) {}
+
+std::unique_ptr<grpc::ClientContext> InventoryClient::Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  identity_->Attach(ctx.get());
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return ctx;
+}
+
+absl::StatusOr<std::string> InventoryClient::Cached(
+    const std::string& key, const std::function<absl::StatusOr<std::string>()>& fetch) {
+  const absl::Time now = clock_->Now();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = cache_.find(key);
+    if (it != cache_.end() && now - it->second.fetched < ttl_) return it->second.bytes;
+  }
+  LS_ASSIGN_OR_RETURN(std::string bytes, fetch());
+  std::lock_guard<std::mutex> lock(mu_);
+  cache_[key] = {bytes, now};
+  return bytes;
+}
+
+#define LABSHARE_CACHED_GET(Method, Type, Req)                                           \
+  absl::StatusOr<inv::Type> InventoryClient::Method(const std::string& name) {           \
+    LS_ASSIGN_OR_RETURN(std::string bytes, Cached(#Type ":" + name, [&]() -> absl::StatusOr<std::string> { \
+      inv::Req req;                                                                      \
+      req.set_name(name);                                                                \
+      inv::Type resp;                                                                    \
+      auto ctx = Context();                                                              \
+      grpc::Status s = stub_->Method(ctx.get(), req, &resp);                             \
+      if (!s.ok()) return Downstream(s);                                                 \
+      return resp.SerializeAsString();                                                   \
+    }));                                                                                 \
+    return Parse<inv::Type>(bytes);                                                      \
+  }
+LABSHARE_CACHED_GET(GetInstrument, Instrument, GetInstrumentRequest)
+LABSHARE_CACHED_GET(GetFacility, Facility, GetFacilityRequest)
+LABSHARE_CACHED_GET(GetUser, User, GetUserRequest)
+LABSHARE_CACHED_GET(GetOrganization, Organization, GetOrganizationRequest)
+#undef LABSHARE_CACHED_GET
+
+absl::StatusOr<std::optional<inv::Qualification>> InventoryClient::FindQualification(
+    const std::string& instrument, const std::string& user) {
+  const std::string name =
+      absl::StrCat(instrument, "/qualifications/", user.substr(user.find('/') + 1));
+  // An absent qualification is cached as empty bytes.
+  LS_ASSIGN_OR_RETURN(std::string bytes, Cached("Qualification:" + name, [&]() -> absl::StatusOr<std::string> {
+    inv::GetQualificationRequest req;
+    req.set_name(name);
+    inv::Qualification resp;
+    auto ctx = Context();
+    grpc::Status s = stub_->GetQualification(ctx.get(), req, &resp);
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) return std::string();
+    if (!s.ok()) return Downstream(s);
+    return resp.SerializeAsString();
+  }));
+  if (bytes.empty()) return std::optional<inv::Qualification>();
+  LS_ASSIGN_OR_RETURN(auto q, Parse<inv::Qualification>(bytes));
+  return std::optional<inv::Qualification>(std::move(q));
+}
+
+absl::StatusOr<std::vector<inv::Rate>> InventoryClient::ListRates(const std::string& instrument) {
+  LS_ASSIGN_OR_RETURN(std::string bytes, Cached("Rates:" + instrument, [&]() -> absl::StatusOr<std::string> {
+    inv::ListRatesResponse all;
+    inv::ListRatesRequest req;
+    req.set_parent(instrument);
+    req.set_page_size(500);
+    do {
+      inv::ListRatesResponse page;
+      auto ctx = Context();
+      grpc::Status s = stub_->ListRates(ctx.get(), req, &page);
+      if (!s.ok()) return Downstream(s);
+      for (auto& r : *page.mutable_rates()) *all.add_rates() = std::move(r);
+      req.set_page_token(page.next_page_token());
+    } while (!req.page_token().empty());
+    return all.SerializeAsString();
+  }));
+  LS_ASSIGN_OR_RETURN(auto all, Parse<inv::ListRatesResponse>(bytes));
+  return std::vector<inv::Rate>(all.rates().begin(), all.rates().end());
+}
+
+absl::StatusOr<std::vector<inv::MaintenanceWindow>> InventoryClient::ListMaintenanceWindows(
+    const std::string& instrument) {
+  LS_ASSIGN_OR_RETURN(std::string bytes, Cached("Windows:" + instrument, [&]() -> absl::StatusOr<std::string> {
+    inv::ListMaintenanceWindowsResponse all;
+    inv::ListMaintenanceWindowsRequest req;
+    req.set_parent(instrument);
+    req.set_page_size(500);
+    do {
+      inv::ListMaintenanceWindowsResponse page;
+      auto ctx = Context();
+      grpc::Status s = stub_->ListMaintenanceWindows(ctx.get(), req, &page);
+      if (!s.ok()) return Downstream(s);
+      for (auto& w : *page.mutable_maintenance_windows()) *all.add_maintenance_windows() = std::move(w);
+      req.set_page_token(page.next_page_token());
+    } while (!req.page_token().empty());
+    return all.SerializeAsString();
+  }));
+  LS_ASSIGN_OR_RETURN(auto all, Parse<inv::ListMaintenanceWindowsResponse>(bytes));
+  return std::vector<inv::MaintenanceWindow>(all.maintenance_windows().begin(),
+                                             all.maintenance_windows().end());
+}
+
+absl::Status InventoryClient::RecordQualificationUse(const std::string& instrument,
+                                                     const std::string& user, absl::Time use_time,
+                                                     const std::string& request_id) {
+  inv::RecordQualificationUseRequest req;
+  req.set_name(absl::StrCat(instrument, "/qualifications/", user.substr(user.find('/') + 1)));
+  *req.mutable_use_time() = ToProto(use_time);
+  req.set_request_id(request_id);
+  inv::Qualification resp;
+  auto ctx = Context();
+  grpc::Status s = stub_->RecordQualificationUse(ctx.get(), req, &resp);
+  if (s.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();  // none needed
+  return s.ok() ? absl::OkStatus() : Downstream(s);
+}
+
+}  // namespace labshare::booking

@@ -1,0 +1,69 @@
+// Booking's view of inventory: gRPC reads with a short-lived cache, so a
+// booking costs no inventory round trip when the catalogue is warm. Entries
+// live `ttl` (default 5 s): a change in inventory (a suspended member, a
+// revoked qualification) takes effect within that time.
+#ifndef LABSHARE_SERVICES_BOOKING_INVENTORY_CLIENT_H_
+#define LABSHARE_SERVICES_BOOKING_INVENTORY_CLIENT_H_
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <grpcpp/channel.h>
+
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "common/service_identity.h"
+#include "labshare/inventory/v1/inventory.grpc.pb.h"
+
+namespace labshare::booking {
+
+namespace inv = labshare::inventory::v1;
+
+class InventoryClient {
+ public:
+  // identity and clock must outlive the client. Thread-safe.
+  InventoryClient(std::shared_ptr<grpc::Channel> channel, ServiceIdentity* identity,
+                  const Clock* clock, absl::Duration ttl = absl::Seconds(5));
+
+  // Errors pass through from inventory (NOT_FOUND INSTRUMENT_NOT_FOUND, ...);
+  // an unreachable inventory is UNAVAILABLE INVENTORY_UNAVAILABLE.
+  absl::StatusOr<inv::Instrument> GetInstrument(const std::string& name);
+  absl::StatusOr<inv::Facility> GetFacility(const std::string& name);
+  absl::StatusOr<inv::User> GetUser(const std::string& name);
+  absl::StatusOr<inv::Organization> GetOrganization(const std::string& name);
+  // nullopt when the user was never qualified on the instrument.
+  absl::StatusOr<std::optional<inv::Qualification>> FindQualification(const std::string& instrument,
+                                                                      const std::string& user);
+  absl::StatusOr<std::vector<inv::Rate>> ListRates(const std::string& instrument);
+  absl::StatusOr<std::vector<inv::MaintenanceWindow>> ListMaintenanceWindows(
+      const std::string& instrument);
+
+  // Not cached: tells inventory the user used the instrument (at check-out).
+  absl::Status RecordQualificationUse(const std::string& instrument, const std::string& user,
+                                      absl::Time use_time, const std::string& request_id);
+
+ private:
+  // Returns the cached bytes for key, or calls fetch and caches its answer.
+  absl::StatusOr<std::string> Cached(const std::string& key,
+                                     const std::function<absl::StatusOr<std::string>()>& fetch);
+  std::unique_ptr<grpc::ClientContext> Context();
+
+  std::unique_ptr<inv::InventoryService::Stub> stub_;
+  ServiceIdentity* identity_;
+  const Clock* clock_;
+  const absl::Duration ttl_;
+  std::mutex mu_;
+  struct Entry {
+    std::string bytes;
+    absl::Time fetched;
+  };
+  std::map<std::string, Entry> cache_;  // guarded by mu_
+};
+
+}  // namespace labshare::booking
+
+#endif  // LABSHARE_SERVICES_BOOKING_INVENTORY_CLIENT_H_

@@ -1,0 +1,272 @@
+#include "services/booking/redis_booking_store.h"
+
+#include "absl/random/random.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/error.h"
+
+namespace labshare::booking {
+namespace keys {
+
+int Partition(absl::string_view instrument_id) {
+  uint32_t h = 2166136261u;  // FNV-1a: stable across processes and versions
+  for (unsigned char c : instrument_id) {
+    h ^= c;
+    h *= 16777619u;
+  }
+  return static_cast<int>(h % kPartitions);
+}
+std::string Tag(int p) { return absl::StrCat("{bk:", p, "}"); }
+std::string Calendar(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":cal:", i); }
+std::string CalendarEnds(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":calend:", i); }
+std::string Booking(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":booking:", id); }
+std::string ByInstrument(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":byinstr:", i); }
+std::string Idempotency(int p, absl::string_view method, absl::string_view request_id) {
+  return absl::StrCat(Tag(p), ":idem:", method, ":", request_id);
+}
+std::string Outbox(int p) { return absl::StrCat(Tag(p), ":outbox"); }
+std::string IdLookup(absl::string_view id) { return absl::StrCat("{bk:ids}:", id); }
+std::string IndexMember(int64_t start_ms, absl::string_view id) {
+  return absl::StrFormat("%015d|%s", start_ms, id);
+}
+
+}  // namespace keys
+
+namespace {
+
+// Shared head of both steps: replay or reuse of a request id.
+constexpr char kReplayLua[] = R"lua(
+-- An empty fingerprint: the request has no request_id, nothing to replay.
+local function replay(idem, fingerprint)
+  if fingerprint == '' then return nil end
+  local rec = redis.call('HMGET', idem, 'f', 'r')
+  if rec[1] then
+    if rec[1] == fingerprint then return {'REPLAY', rec[2]} end
+    return {'REUSED'}
+  end
+  return nil
+end
+local function remember(idem, fingerprint, response, ttl)
+  if fingerprint == '' then return end
+  redis.call('HSET', idem, 'f', fingerprint, 'r', response)
+  redis.call('EXPIRE', idem, ttl)
+end
+local function publish(outbox, first, count)
+  for i = first, first + count - 1 do
+    redis.call('XADD', outbox, '*', 'type', 'labshare.booking.v1.BookingEvent', 'payload', ARGV[i])
+  end
+end
+)lua";
+
+// KEYS: idem, outbox, doc, cal, calend, byinstr
+// ARGV: fingerprint, doc, ttl, denied, start, end, id, index member, n events, events...
+const RedisScript& CreateScript() {
+  static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
+local seen = replay(KEYS[1], ARGV[1])
+if seen then return seen end
+if ARGV[4] == '1' then return {'DENIED'} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
+local s, e = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- Blocked intervals are disjoint, so only the last one starting before e
+-- can reach past s.
+local before = redis.call('ZREVRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '-inf', 'LIMIT', 0, 1)
+if before[1] and tonumber(redis.call('HGET', KEYS[5], before[1])) > s then
+  return {'TAKEN', before[1]}
+end
+redis.call('HSET', KEYS[3], 'v', 1, 'd', ARGV[2])
+redis.call('ZADD', KEYS[4], s, ARGV[7])
+redis.call('HSET', KEYS[5], ARGV[7], e)
+redis.call('ZADD', KEYS[6], 0, ARGV[8])
+publish(KEYS[2], 10, tonumber(ARGV[9]))
+remember(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+return {'OK'}
+)lua");
+  return *s;
+}
+
+// KEYS: idem, outbox, doc, cal, calend
+// ARGV: fingerprint, doc, ttl, expected version, calendar op, id, new end,
+//       guard from, guard to, n events, events...
+const RedisScript& UpdateScript() {
+  static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
+local seen = replay(KEYS[1], ARGV[1])
+if seen then return seen end
+if tonumber(redis.call('HGET', KEYS[3], 'v') or '0') ~= tonumber(ARGV[4]) then
+  return {'CONFLICT'}
+end
+if ARGV[9] ~= '0' then
+  local inside = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[8], '(' .. ARGV[9], 'LIMIT', 0, 2)
+  for _, other in ipairs(inside) do
+    if other ~= ARGV[6] then return {'CONFLICT'} end
+  end
+end
+redis.call('HSET', KEYS[3], 'v', tonumber(ARGV[4]) + 1, 'd', ARGV[2])
+if ARGV[5] == 'remove' then
+  redis.call('ZREM', KEYS[4], ARGV[6])
+  redis.call('HDEL', KEYS[5], ARGV[6])
+elseif ARGV[5] == 'end' then
+  redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
+end
+publish(KEYS[2], 11, tonumber(ARGV[10]))
+remember(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+return {'OK'}
+)lua");
+  return *s;
+}
+
+constexpr int64_t kIdempotencyTtlSeconds = 7 * 24 * 3600;
+
+absl::StatusOr<StepOutcome> Outcome(const RedisValue& v) {
+  if (v.type != RedisValue::Type::kArray || v.elements.empty()) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  const std::string& tag = v.elements[0].str;
+  StepOutcome out;
+  if (tag == "OK") {
+    out.kind = StepOutcome::Kind::kApplied;
+  } else if (tag == "REPLAY") {
+    out.kind = StepOutcome::Kind::kReplayed;
+    out.response = v.elements.size() > 1 ? v.elements[1].str : "";
+  } else if (tag == "REUSED") {
+    out.kind = StepOutcome::Kind::kRequestReused;
+  } else if (tag == "TAKEN") {
+    out.kind = StepOutcome::Kind::kSlotTaken;
+    out.conflicting = v.elements.size() > 1 ? v.elements[1].str : "";
+  } else if (tag == "EXISTS") {
+    out.kind = StepOutcome::Kind::kExists;
+  } else if (tag == "DENIED") {
+    out.kind = StepOutcome::Kind::kDenied;
+  } else {
+    out.kind = StepOutcome::Kind::kConflict;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string NewBookingId(int partition) {
+  thread_local absl::BitGen gen;
+  return absl::StrFormat("p%02d-%012x", partition,
+                         absl::Uniform<uint64_t>(gen) & 0xffffffffffffULL);
+}
+
+absl::StatusOr<StepOutcome> BookingStore::Create(const CreateStep& s) const {
+  std::vector<std::string> keys = {s.idempotency_key.empty() ? keys::Idempotency(s.partition, "-", "-")
+                                                             : s.idempotency_key,
+                                   keys::Outbox(s.partition),
+                                   keys::Booking(s.partition, s.booking_id),
+                                   keys::Calendar(s.partition, s.instrument_id),
+                                   keys::CalendarEnds(s.partition, s.instrument_id),
+                                   keys::ByInstrument(s.partition, s.instrument_id)};
+  std::vector<std::string> args = {s.idempotency_key.empty() ? "" : s.fingerprint,
+                                   s.booking,
+                                   std::to_string(kIdempotencyTtlSeconds),
+                                   s.denied ? "1" : "0",
+                                   std::to_string(s.blocked_start_ms),
+                                   std::to_string(s.blocked_end_ms),
+                                   s.booking_id,
+                                   keys::IndexMember(s.reserved_start_ms, s.booking_id),
+                                   std::to_string(s.events.size())};
+  args.insert(args.end(), s.events.begin(), s.events.end());
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(CreateScript(), keys, args));
+  return Outcome(v);
+}
+
+absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
+  std::vector<std::string> keys = {s.idempotency_key.empty() ? keys::Idempotency(s.partition, "-", "-")
+                                                             : s.idempotency_key,
+                                   keys::Outbox(s.partition),
+                                   keys::Booking(s.partition, s.booking_id),
+                                   keys::Calendar(s.partition, s.instrument_id),
+                                   keys::CalendarEnds(s.partition, s.instrument_id)};
+  const char* op = s.calendar == UpdateStep::Calendar::kRemove   ? "remove"
+                   : s.calendar == UpdateStep::Calendar::kSetEnd ? "end"
+                                                                 : "keep";
+  std::vector<std::string> args = {s.idempotency_key.empty() ? "" : s.fingerprint,
+                                   s.booking,
+                                   std::to_string(kIdempotencyTtlSeconds),
+                                   std::to_string(s.expected_version),
+                                   op,
+                                   s.booking_id,
+                                   std::to_string(s.new_end_ms),
+                                   std::to_string(s.guard_from_ms),
+                                   std::to_string(s.guard_to_ms),
+                                   std::to_string(s.events.size())};
+  args.insert(args.end(), s.events.begin(), s.events.end());
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(UpdateScript(), keys, args));
+  return Outcome(v);
+}
+
+absl::StatusOr<std::optional<StoredDoc>> BookingStore::Get(int partition,
+                                                           absl::string_view booking_id) const {
+  return docs_.Get(keys::Booking(partition, booking_id));
+}
+
+absl::StatusOr<std::vector<std::optional<StoredDoc>>> BookingStore::GetMany(
+    int partition, const std::vector<std::string>& booking_ids) const {
+  std::vector<std::string> k;
+  k.reserve(booking_ids.size());
+  for (const auto& id : booking_ids) k.push_back(keys::Booking(partition, id));
+  return docs_.GetMany(k);
+}
+
+absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
+    int partition, absl::string_view instrument_id, int64_t from_ms, int64_t to_ms) const {
+  const std::string cal = keys::Calendar(partition, instrument_id);
+  LS_ASSIGN_OR_RETURN(
+      auto replies,
+      pool_->Pipeline({{"ZREVRANGEBYSCORE", cal, "(" + std::to_string(from_ms), "-inf", "WITHSCORES",
+                        "LIMIT", "0", "1"},
+                       {"ZRANGEBYSCORE", cal, std::to_string(from_ms), "(" + std::to_string(to_ms),
+                        "WITHSCORES"}}));
+  std::vector<CalendarEntry> entries;
+  for (const auto& reply : replies) {
+    for (size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+      CalendarEntry e;
+      e.booking_id = reply.elements[i].str;
+      e.start_ms = static_cast<int64_t>(std::stod(reply.elements[i + 1].str));
+      entries.push_back(std::move(e));
+    }
+  }
+  if (entries.empty()) return entries;
+  std::vector<std::string> hmget = {"HMGET", keys::CalendarEnds(partition, instrument_id)};
+  for (const auto& e : entries) hmget.push_back(e.booking_id);
+  LS_ASSIGN_OR_RETURN(RedisValue ends, pool_->Command(hmget));
+  std::vector<CalendarEntry> out;
+  for (size_t i = 0; i < entries.size() && i < ends.elements.size(); ++i) {
+    if (ends.elements[i].is_nil() || !absl::SimpleAtoi(ends.elements[i].str, &entries[i].end_ms)) continue;
+    if (entries[i].end_ms > from_ms) out.push_back(std::move(entries[i]));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> BookingStore::IndexRange(int partition,
+                                                                  absl::string_view instrument_id,
+                                                                  const std::string& after,
+                                                                  int limit) const {
+  return docs_.IndexRange(keys::ByInstrument(partition, instrument_id), after, limit);
+}
+
+absl::StatusOr<std::optional<int>> BookingStore::PartitionOf(absl::string_view id) const {
+  int p = 0;
+  if (id.size() == 16 && id[0] == 'p' && id[3] == '-' && absl::SimpleAtoi(id.substr(1, 2), &p) &&
+      p >= 0 && p < kPartitions) {
+    return std::optional<int>(p);
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"GET", keys::IdLookup(id)}));
+  if (v.is_nil() || !absl::SimpleAtoi(v.str, &p)) return std::optional<int>();
+  return std::optional<int>(p);
+}
+
+absl::StatusOr<bool> BookingStore::ReserveId(absl::string_view id, int partition) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"SET", keys::IdLookup(id),
+                                                    std::to_string(partition), "NX"}));
+  return !v.is_nil();
+}
+
+absl::Status BookingStore::ReleaseId(absl::string_view id) const {
+  return pool_->Command({"DEL", keys::IdLookup(id)}).status();
+}
+
+}  // namespace labshare::booking

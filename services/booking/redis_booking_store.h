@@ -1,0 +1,133 @@
+// Where bookings live in Redis, and the two atomic steps that change them.
+//
+// Instruments are spread over kPartitions partitions by a hash of their id.
+// Everything one booking step touches carries its partition's hash tag
+// {bk:P}: the instrument's calendar, the booking document, the listing
+// index, the idempotency record and the partition's outbox stream. So a
+// booking is one Lua step, and on Redis Cluster a partition is one slot.
+// Consumers read the kPartitions streams "{bk:P}:outbox".
+//
+//   {bk:P}:cal:<instr>       ZSET  booking id -> blocked start (ms)
+//   {bk:P}:calend:<instr>    HASH  booking id -> blocked end (ms)
+//   {bk:P}:booking:<id>      HASH  {d: Booking bytes, v: version}
+//   {bk:P}:byinstr:<instr>   ZSET  "<reserved start ms, 15 digits>|<id>" (lex order)
+//   {bk:P}:idem:<method>:<request id>   idempotency record
+//   {bk:P}:outbox            STREAM of BookingEvent
+//   {bk:ids}:<id>            partition of a client-chosen booking id
+// Blocked intervals of bookings on one calendar never overlap: the create
+// step checks the neighbour before and writes in the same script.
+#ifndef LABSHARE_SERVICES_BOOKING_REDIS_BOOKING_STORE_H_
+#define LABSHARE_SERVICES_BOOKING_REDIS_BOOKING_STORE_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/doc_store.h"
+#include "common/redis.h"
+
+namespace labshare::booking {
+
+constexpr int kPartitions = 16;
+
+namespace keys {
+int Partition(absl::string_view instrument_id);
+std::string Tag(int partition);
+std::string Calendar(int p, absl::string_view instrument_id);
+std::string CalendarEnds(int p, absl::string_view instrument_id);
+std::string Booking(int p, absl::string_view booking_id);
+std::string ByInstrument(int p, absl::string_view instrument_id);
+std::string Idempotency(int p, absl::string_view method, absl::string_view request_id);
+std::string Outbox(int p);
+std::string IdLookup(absl::string_view booking_id);
+// Index member ordering bookings of an instrument by reserved start.
+std::string IndexMember(int64_t start_ms, absl::string_view booking_id);
+}  // namespace keys
+
+// One entry of a calendar: a booking's blocked interval in milliseconds.
+struct CalendarEntry {
+  std::string booking_id;
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+};
+
+struct CreateStep {
+  int partition = 0;
+  std::string instrument_id;
+  std::string booking_id;
+  std::string idempotency_key;
+  std::string fingerprint;
+  std::string booking;  // the document, also the answer to a replay
+  int64_t blocked_start_ms = 0;
+  int64_t blocked_end_ms = 0;
+  int64_t reserved_start_ms = 0;
+  // The access check said no: the step only answers a replay, else DENIED.
+  bool denied = false;
+  std::vector<std::string> events;  // serialized BookingEvent, in order
+};
+
+struct UpdateStep {
+  int partition = 0;
+  std::string instrument_id;
+  std::string booking_id;
+  std::string idempotency_key;
+  std::string fingerprint;
+  std::string booking;  // the new document, also the answer to a replay
+  int64_t expected_version = 0;
+  enum class Calendar { kKeep, kRemove, kSetEnd };
+  Calendar calendar = Calendar::kKeep;
+  int64_t new_end_ms = 0;  // kSetEnd
+  // No other booking may start in (guard_from_ms, guard_to_ms); 0,0: none.
+  int64_t guard_from_ms = 0;
+  int64_t guard_to_ms = 0;
+  std::vector<std::string> events;
+};
+
+struct StepOutcome {
+  enum class Kind { kApplied, kReplayed, kRequestReused, kSlotTaken, kExists, kDenied, kConflict };
+  Kind kind = Kind::kApplied;
+  std::string response;     // kReplayed
+  std::string conflicting;  // kSlotTaken: the booking id in the way
+};
+
+class BookingStore {
+ public:
+  // pool must outlive the store. Thread-safe.
+  explicit BookingStore(RedisPool* pool) : pool_(pool), docs_(pool) {}
+
+  absl::StatusOr<StepOutcome> Create(const CreateStep& step) const;
+  absl::StatusOr<StepOutcome> Update(const UpdateStep& step) const;
+
+  absl::StatusOr<std::optional<StoredDoc>> Get(int partition, absl::string_view booking_id) const;
+  absl::StatusOr<std::vector<std::optional<StoredDoc>>> GetMany(
+      int partition, const std::vector<std::string>& booking_ids) const;
+  // Entries whose blocked interval overlaps [from_ms, to_ms), by start.
+  absl::StatusOr<std::vector<CalendarEntry>> CalendarRange(int partition,
+                                                           absl::string_view instrument_id,
+                                                           int64_t from_ms, int64_t to_ms) const;
+  absl::StatusOr<std::vector<std::string>> IndexRange(int partition,
+                                                      absl::string_view instrument_id,
+                                                      const std::string& after, int limit) const;
+  // The partition of a booking id: encoded in generated ids ("p07-..."),
+  // looked up for client-chosen ones. nullopt: no such booking.
+  absl::StatusOr<std::optional<int>> PartitionOf(absl::string_view booking_id) const;
+  // Records the partition of a client-chosen id; false if the id is taken.
+  absl::StatusOr<bool> ReserveId(absl::string_view booking_id, int partition) const;
+  absl::Status ReleaseId(absl::string_view booking_id) const;
+  absl::StatusOr<std::optional<std::string>> FindReplay(const std::string& key,
+                                                        const std::string& fingerprint) const {
+    return docs_.FindReplay(key, fingerprint);
+  }
+
+ private:
+  RedisPool* pool_;
+  DocStore docs_;
+};
+
+// Generated booking ids carry their partition: "p07-3f9a0c1d2e4b".
+std::string NewBookingId(int partition);
+
+}  // namespace labshare::booking
+
+#endif  // LABSHARE_SERVICES_BOOKING_REDIS_BOOKING_STORE_H_

@@ -1,0 +1,403 @@
+// BookingService (ON_SITE) through real gRPC channels against a real
+// redis-server, with a real inventory service in the same process; both
+// share one fake clock.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "common/server.h"
+#include "common/service_identity.h"
+#include "labshare/booking/v1/booking.grpc.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "services/booking/booking_service.h"
+#include "services/inventory/inventory_service.h"
+#include "tests/support/redis_server.h"
+
+namespace labshare::booking {
+namespace {
+
+namespace iv = labshare::inventory::v1;
+constexpr char kKey[] = "booking-test-key-0123456789abcdef012345";
+
+class BookingServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetQuietLogging(true);
+    redis_ = testing::SharedRedisServer();
+    ASSERT_NE(redis_, nullptr);
+    testing::FlushAll(*redis_);
+    pool_ = std::make_unique<RedisPool>(redis_->options());
+    signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
+    // Inventory.
+    inv_store_ = std::make_unique<labshare::inventory::InventoryStore>(pool_.get());
+    inv_manager_ = std::make_unique<labshare::inventory::InventoryManager>(inv_store_.get(), &clock_);
+    inv_auth_ = std::make_unique<Authorizer>(signer_.get(), labshare::inventory::InventoryPolicy(), &clock_);
+    inv_service_ = std::make_unique<labshare::inventory::InventoryService>(inv_manager_.get(), inv_auth_.get());
+    inv_server_ = Start("inventory", inv_auth_.get(), inv_service_.get());
+    inventory_ = iv::InventoryService::NewStub(Channel(*inv_server_));
+    // Booking, with a cache that never expires on the fake clock: the test
+    // creates all inventory data before the first booking.
+    identity_ = std::make_unique<ServiceIdentity>(signer_.get(), "booking", &clock_);
+    inv_client_ = std::make_unique<InventoryClient>(Channel(*inv_server_), identity_.get(), &clock_,
+                                                    absl::ZeroDuration());
+    store_ = std::make_unique<BookingStore>(pool_.get());
+    manager_ = std::make_unique<BookingManager>(store_.get(), inv_client_.get(), &clock_);
+    auth_ = std::make_unique<Authorizer>(signer_.get(), BookingPolicy(), &clock_);
+    service_ = std::make_unique<BookingService>(manager_.get(), auth_.get());
+    server_ = Start("booking", auth_.get(), service_.get());
+    stub_ = v1::BookingService::NewStub(Channel(*server_));
+    admin_ = Token("admin", "", {Role::kConsortiumAdmin});
+    Seed();
+  }
+
+  std::unique_ptr<Server> Start(const std::string& name, Authorizer* auth, grpc::Service* service) {
+    ServerConfig config;
+    config.service_name = name;
+    config.redis = pool_.get();
+    config.authorizer = auth;
+    auto server = Server::Start(config, {service});
+    EXPECT_TRUE(server.ok()) << server.status();
+    return *std::move(server);
+  }
+  static std::shared_ptr<grpc::Channel> Channel(const Server& s) {
+    return grpc::CreateChannel(s.address(), grpc::InsecureChannelCredentials());
+  }
+  std::string Token(const std::string& user, const std::string& org, std::vector<Role> roles) {
+    Principal p{user, org, std::move(roles), clock_.Now() + absl::Hours(24 * 400)};
+    return signer_->Mint(p, clock_.Now());
+  }
+  std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->AddMetadata("authorization", "Bearer " + token);
+    return ctx;
+  }
+  template <typename Stub, typename Req, typename Resp>
+  grpc::Status Call(Stub* stub, grpc::Status (Stub::*m)(grpc::ClientContext*, const Req&, Resp*),
+                    const Req& req, Resp* resp, const std::string& token) {
+    auto ctx = Ctx(token);
+    return (stub->*m)(ctx.get(), req, resp);
+  }
+  template <typename Req, typename Resp>
+  void Inv(grpc::Status (iv::InventoryService::Stub::*m)(grpc::ClientContext*, const Req&, Resp*),
+           const Req& req) {
+    Resp resp;
+    auto s = Call(inventory_.get(), m, req, &resp, admin_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  // owner (CORE member) runs "tem" (buffer 30 min, qualification needed,
+  // min notice 2 h, residency approval above 8 h, late cancel notice 24 h);
+  // lab (GENERAL member) has users ana (qualified) and bob (not).
+  void Seed() {
+    auto org = [&](const std::string& id, const std::string& tier) {
+      iv::CreateOrganizationRequest r;
+      r.set_organization_id(id);
+      r.mutable_organization()->set_display_name(id);
+      r.mutable_organization()->set_type(iv::UNIVERSITY);
+      r.mutable_organization()->set_membership_state(iv::MEMBER);
+      r.mutable_organization()->set_tier(tier);
+      Inv(&iv::InventoryService::Stub::CreateOrganization, r);
+    };
+    org("owner", "CORE");
+    org("lab", "GENERAL");
+    iv::CreateFacilityRequest f;
+    f.set_facility_id("fac");
+    f.mutable_facility()->set_display_name("fac");
+    f.mutable_facility()->set_owner_organization("organizations/owner");
+    f.mutable_facility()->mutable_access_policy()->set_allow_members(true);
+    Inv(&iv::InventoryService::Stub::CreateFacility, f);
+    iv::CreateInstrumentRequest i;
+    i.set_instrument_id("tem");
+    auto* in = i.mutable_instrument();
+    in->set_display_name("TEM");
+    in->set_owner_organization("organizations/owner");
+    in->set_facility("facilities/fac");
+    in->set_category("electron-microscopy");
+    in->mutable_original_value()->set_currency_code("CNY");
+    in->mutable_original_value()->set_amount_minor(100000000);
+    in->set_daily_available_hours(24);
+    auto* m = in->add_modes();
+    m->set_mode(labshare::type::v1::ON_SITE);
+    auto* sr = m->mutable_slot_rules();
+    *sr->mutable_min_block() = ToProto(absl::Minutes(30));
+    *sr->mutable_max_block() = ToProto(absl::Hours(24 * 30));
+    *sr->mutable_member_horizon() = ToProto(absl::Hours(24 * 60));
+    *sr->mutable_non_member_horizon() = ToProto(absl::Hours(24 * 7));
+    *sr->mutable_min_notice() = ToProto(absl::Hours(2));
+    *sr->mutable_buffer() = ToProto(absl::Minutes(30));
+    *sr->mutable_approval_threshold() = ToProto(absl::Hours(8));
+    *sr->mutable_no_show_grace() = ToProto(absl::Minutes(15));
+    *sr->mutable_late_cancel_notice() = ToProto(absl::Hours(24));
+    sr->set_billing_basis(iv::ACTUAL_TIME);
+    *sr->mutable_billing_unit() = ToProto(absl::Minutes(15));
+    sr->set_qualification_validity_days(90);
+    Inv(&iv::InventoryService::Stub::CreateInstrument, i);
+    iv::CreateRateRequest rate;
+    rate.set_parent("instruments/tem");
+    rate.mutable_rate()->set_mode(labshare::type::v1::ON_SITE);
+    rate.mutable_rate()->set_payer_class(labshare::type::v1::MEMBER);
+    rate.mutable_rate()->set_unit(iv::PER_HOUR);
+    rate.mutable_rate()->mutable_price()->set_currency_code("CNY");
+    rate.mutable_rate()->mutable_price()->set_amount_minor(50000);
+    Inv(&iv::InventoryService::Stub::CreateRate, rate);
+    for (const char* u : {"ana", "bob"}) {
+      iv::CreateUserRequest cu;
+      cu.set_user_id(u);
+      cu.mutable_user()->set_display_name(u);
+      cu.mutable_user()->set_organization("organizations/lab");
+      cu.mutable_user()->add_roles(labshare::type::v1::LAB_USER);
+      Inv(&iv::InventoryService::Stub::CreateUser, cu);
+    }
+    iv::GrantQualificationRequest g;
+    g.set_instrument("instruments/tem");
+    g.set_user("users/ana");
+    Inv(&iv::InventoryService::Stub::GrantQualification, g);
+    ana_ = Token("ana", "lab", {Role::kLabUser});
+    staff_ = Token("sam", "owner", {Role::kFacilityStaff});
+    day_ = absl::FromUnixSeconds((absl::ToUnixSeconds(clock_.Now()) / 86400 + 2) * 86400);  // 2 days ahead, 00:00Z
+  }
+
+  grpc::Status Book(absl::Duration from, absl::Duration to, v1::Booking* out,
+                    const std::string& request_id = "", const std::string& user = "users/ana") {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+    r.mutable_booking()->set_user(user);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + from);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + to);
+    r.set_request_id(request_id);
+    return Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, out,
+                user == "users/ana" ? ana_ : admin_);
+  }
+
+  std::vector<v1::BookingEvent> Events() {
+    std::vector<v1::BookingEvent> out;
+    for (int p = 0; p < kPartitions; ++p) {
+      auto v = pool_->Command({"XRANGE", keys::Outbox(p), "-", "+"});
+      for (const auto& entry : v->elements) {
+        v1::BookingEvent e;
+        e.ParseFromString(entry.elements[1].elements[3].str);
+        out.push_back(std::move(e));
+      }
+    }
+    return out;
+  }
+
+  FakeClock clock_;
+  testing::RedisServer* redis_ = nullptr;
+  std::unique_ptr<RedisPool> pool_;
+  std::unique_ptr<TokenSigner> signer_;
+  std::unique_ptr<labshare::inventory::InventoryStore> inv_store_;
+  std::unique_ptr<labshare::inventory::InventoryManager> inv_manager_;
+  std::unique_ptr<Authorizer> inv_auth_;
+  std::unique_ptr<labshare::inventory::InventoryService> inv_service_;
+  std::unique_ptr<Server> inv_server_;
+  std::unique_ptr<iv::InventoryService::Stub> inventory_;
+  std::unique_ptr<ServiceIdentity> identity_;
+  std::unique_ptr<InventoryClient> inv_client_;
+  std::unique_ptr<BookingStore> store_;
+  std::unique_ptr<BookingManager> manager_;
+  std::unique_ptr<Authorizer> auth_;
+  std::unique_ptr<BookingService> service_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<v1::BookingService::Stub> stub_;
+  std::string admin_, ana_, staff_;
+  absl::Time day_;
+};
+
+TEST_F(BookingServiceTest, CreatesConfirmedBookingWithBufferAndEvents) {
+  v1::Booking b;
+  auto s = Book(absl::Hours(9), absl::Hours(11), &b, "r1");
+  ASSERT_TRUE(s.ok()) << s.error_message() << " " << GrpcErrorReason(s);
+  EXPECT_EQ(b.state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(b.instrument_owner(), "organizations/owner");
+  EXPECT_EQ(b.payer_organization(), "organizations/lab");
+  EXPECT_EQ(b.payer_class(), labshare::type::v1::MEMBER);
+  EXPECT_EQ(b.payer_tier(), "GENERAL");
+  EXPECT_EQ(FromProto(b.blocked_interval().end_time()), day_ + absl::Hours(11) + absl::Minutes(30));
+  auto events = Events();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_TRUE(events[0].has_booking_created());
+  EXPECT_TRUE(events[1].has_booking_confirmed());
+  EXPECT_EQ(events[1].booking_confirmed().booking().name(), b.name());
+  EXPECT_EQ(events[0].header().request_id(), "r1");
+  EXPECT_EQ(events[0].header().actor(), "users/ana");
+}
+
+TEST_F(BookingServiceTest, OverlapIsRejectedButTouchingAfterBufferFits) {
+  v1::Booking a, b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(11), &a).ok());
+  auto s = Book(absl::Hours(11), absl::Hours(12), &b);  // inside a's 30 min buffer
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "SLOT_TAKEN");
+  s = Book(absl::Hours(8), absl::Hours(9) + absl::Minutes(1), &b);  // its buffer reaches into a
+  EXPECT_EQ(GrpcErrorReason(s), "SLOT_TAKEN");
+  ASSERT_TRUE(Book(absl::Hours(11) + absl::Minutes(30), absl::Hours(12), &b).ok());  // [11:30, 12) touches
+  ASSERT_TRUE(Book(absl::Hours(8), absl::Hours(8) + absl::Minutes(30), &b).ok());    // blocked to 9:00
+  EXPECT_EQ(Events().size(), 6u);  // rejected requests published nothing
+}
+
+TEST_F(BookingServiceTest, RetryReturnsFirstAnswerAndReuseIsRejected) {
+  v1::Booking first, again;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &first, "same").ok());
+  clock_.Advance(absl::Minutes(1));
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &again, "same").ok());
+  EXPECT_EQ(first.SerializeAsString(), again.SerializeAsString());
+  auto s = Book(absl::Hours(13), absl::Hours(14), &again, "same");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+  EXPECT_EQ(Events().size(), 2u);
+}
+
+TEST_F(BookingServiceTest, AccessRulesAreCheckedBeforeTheSlot) {
+  v1::Booking b;
+  auto s = Book(absl::Hours(9), absl::Hours(10), &b, "", "users/bob");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "QUALIFICATION_MISSING");
+  s = Book(absl::Hours(-47), absl::Hours(-46), &b);  // an hour from now: less than 2 h notice
+  EXPECT_EQ(GrpcErrorReason(s), "INSUFFICIENT_NOTICE");
+  s = Book(absl::Hours(9), absl::Hours(9) + absl::Minutes(10), &b);
+  EXPECT_EQ(GrpcErrorReason(s), "BLOCK_TOO_SHORT");
+  s = Book(absl::Hours(24 * 70), absl::Hours(24 * 70 + 1), &b);
+  EXPECT_EQ(GrpcErrorReason(s), "BEYOND_HORIZON");
+  EXPECT_EQ(Events().size(), 0u);
+}
+
+TEST_F(BookingServiceTest, LabUserBooksOnlyForThemselves) {
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  r.mutable_booking()->set_user("users/bob");
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
+  v1::Booking b;
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "USER_SCOPE");
+}
+
+TEST_F(BookingServiceTest, LongResidencyWaitsForOwnerApproval) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(24 + 9), &b).ok());
+  EXPECT_EQ(b.state(), v1::Booking::PENDING_APPROVAL);
+  EXPECT_EQ(b.approval_reason(), v1::Booking::LONG_RESIDENCY);
+  v1::Booking other;
+  EXPECT_EQ(GrpcErrorReason(Book(absl::Hours(12), absl::Hours(13), &other)), "SLOT_TAKEN");  // held
+
+  v1::ApproveBookingRequest approve;
+  approve.set_name(b.name());
+  v1::Booking out;
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::ApproveBooking, approve, &out, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApproveBooking, approve, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(out.decision().decided_by(), "users/sam");
+  EXPECT_EQ(out.etag(), "2");
+  s = Call(stub_.get(), &v1::BookingService::Stub::ApproveBooking, approve, &out, staff_);
+  EXPECT_EQ(GrpcErrorReason(s), "BOOKING_STATE");
+  auto events = Events();
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_TRUE(events[1].has_booking_approved());
+  EXPECT_TRUE(events[2].booking_confirmed().via_approval());
+}
+
+TEST_F(BookingServiceTest, LateCancellationIsMarkedAndFreesTheSlot) {
+  v1::Booking early, late, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &early).ok());
+  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(13), &late).ok());
+  v1::CancelBookingRequest c;
+  c.set_name(early.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &out, ana_).ok());
+  EXPECT_FALSE(out.late_cancellation());  // 33 h before start, notice is 24 h
+  EXPECT_EQ(out.cancellation().initiator(), v1::Booking::BOOKER);
+  clock_.Set(day_ + absl::Hours(12) - absl::Hours(23));
+  c.set_name(late.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &out, ana_).ok());
+  EXPECT_TRUE(out.late_cancellation());
+  EXPECT_EQ(out.state(), v1::Booking::CANCELLED);
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &out, ana_);
+  EXPECT_EQ(GrpcErrorReason(s), "BOOKING_STATE");
+  v1::Booking again;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &again).ok());  // slot free again
+  auto events = Events();
+  EXPECT_TRUE(events.back().has_booking_confirmed());
+  EXPECT_TRUE(events[events.size() - 3].booking_cancelled().late_cancellation());
+}
+
+TEST_F(BookingServiceTest, SessionRunsPastReservationOnlyUpToNextBooking) {
+  v1::Booking first, next, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &first).ok());
+  ASSERT_TRUE(Book(absl::Hours(11), absl::Hours(12), &next).ok());
+  v1::CheckInRequest in;
+  in.set_name(first.name());
+  clock_.Set(day_ + absl::Hours(8));
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_);
+  EXPECT_EQ(GrpcErrorReason(s), "CHECK_IN_TOO_EARLY");
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(5));
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::CHECKED_IN);
+  EXPECT_EQ(FromProto(out.session().start_time()), day_ + absl::Hours(9) + absl::Minutes(5));
+  clock_.Set(day_ + absl::Hours(11) + absl::Minutes(20));  // overran into the next booking
+  v1::CheckOutRequest o;
+  o.set_name(first.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckOut, o, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(FromProto(out.session().end_time()), day_ + absl::Hours(11));
+  EXPECT_TRUE(out.session().end_clamped());
+  EXPECT_TRUE(Events().back().has_booking_checked_out());
+}
+
+TEST_F(BookingServiceTest, EarlyCheckOutCanReleaseTheRest) {
+  v1::Booking b, out, later;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(13), &b).ok());
+  v1::CheckInRequest in;
+  in.set_name(b.name());
+  clock_.Set(day_ + absl::Hours(9));
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  v1::CheckOutRequest o;
+  o.set_name(b.name());
+  o.set_release_remaining(true);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckOut, o, &out, ana_).ok());
+  EXPECT_TRUE(out.session().remaining_released());
+  EXPECT_EQ(FromProto(out.blocked_interval().end_time()), day_ + absl::Hours(10) + absl::Minutes(30));
+  clock_.Set(day_ + absl::Hours(8));  // back before, to book the freed time with enough notice
+  ASSERT_TRUE(Book(absl::Hours(10) + absl::Minutes(30), absl::Hours(12), &later).ok());
+}
+
+TEST_F(BookingServiceTest, AvailabilityShowsGapsWithBuffersTakenOff) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  ASSERT_TRUE(Book(absl::Hours(14), absl::Hours(15), &b).ok());
+  v1::QueryAvailabilityRequest q;
+  q.set_instrument("instruments/tem");
+  *q.mutable_range()->mutable_start_time() = ToProto(day_ + absl::Hours(8));
+  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(18));
+  v1::QueryAvailabilityResponse resp;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &resp, ana_).ok());
+  std::vector<std::pair<absl::Duration, absl::Duration>> free;
+  for (const auto& f : resp.free_intervals()) {
+    free.emplace_back(FromProto(f.start_time()) - day_, FromProto(f.end_time()) - day_);
+  }
+  using P = std::pair<absl::Duration, absl::Duration>;
+  EXPECT_EQ(free, (std::vector<P>{{absl::Hours(8), absl::Hours(8) + absl::Minutes(30)},
+                                  {absl::Hours(10) + absl::Minutes(30), absl::Hours(13) + absl::Minutes(30)},
+                                  {absl::Hours(15) + absl::Minutes(30), absl::Hours(18)}}));
+  EXPECT_EQ(resp.busy_intervals_size(), 2);
+  EXPECT_TRUE(resp.busy_intervals(0).resource().empty());  // a lab user sees no names
+}
+
+TEST_F(BookingServiceTest, OtherModesAreNotBuiltYet) {
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::LEASE);
+  v1::Booking b;
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(GrpcErrorReason(s), "MODE_NOT_YET_SUPPORTED");
+}
+
+}  // namespace
+}  // namespace labshare::booking

@@ -234,6 +234,7 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
   step.blocked_start_ms = blocked_start;
   step.blocked_end_ms = blocked_end;
   step.reserved_start_ms = Ms(start);
+  step.due_ms = DueMs(b, instrument);
   step.denied = !denial.ok();
   v1::BookingEvent created = Event(p, r.request_id());
   *created.mutable_booking_created()->mutable_booking() = b;
@@ -385,6 +386,8 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
     step.new_end_ms = c.new_end_ms;
     step.guard_from_ms = c.guard_from_ms;
     step.guard_to_ms = c.guard_to_ms;
+    step.due = c.due;
+    step.due_ms = c.due_ms;
     for (auto& e : c.events) {
       // Every event carries the booking as it is after the change.
       e.mutable_header()->set_request_id(request_id);
@@ -431,6 +434,7 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     cancel->set_initiator(initiator);
     cancel->set_reason(r.reason());
     c.calendar = UpdateStep::Calendar::kRemove;
+    c.due = UpdateStep::Due::kRemove;
     v1::BookingEvent e = Event(p, r.request_id());
     auto* ev = e.mutable_booking_cancelled();
     ev->set_previous_state(b.state());
@@ -466,6 +470,8 @@ absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
     *c.booking.mutable_decision()->mutable_decide_time() = ToProto(now);
     c.booking.mutable_decision()->set_decided_by(ActorName(p));
     c.booking.mutable_decision()->set_note(r.note());
+    c.due = UpdateStep::Due::kSet;
+    c.due_ms = DueMs(c.booking, instrument);
     v1::BookingEvent approved = Event(p, r.request_id());
     *approved.mutable_booking_approved()->mutable_booking() = c.booking;
     v1::BookingEvent confirmed = Event(p, r.request_id());
@@ -498,6 +504,7 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
     c.booking.mutable_decision()->set_decided_by(ActorName(p));
     c.booking.mutable_decision()->set_note(r.reason());
     c.calendar = UpdateStep::Calendar::kRemove;
+    c.due = UpdateStep::Due::kRemove;
     v1::BookingEvent e = Event(p, r.request_id());
     *e.mutable_booking_rejected()->mutable_booking() = c.booking;
     e.mutable_booking_rejected()->set_reason(r.reason());
@@ -550,6 +557,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     *session->mutable_start_time() = ToProto(t);
     session->set_checked_in_by(ActorName(p));
     session->set_notes(r.notes());
+    c.due = UpdateStep::Due::kRemove;
     v1::BookingEvent e = Event(p, r.request_id());
     *e.mutable_booking_checked_in()->mutable_booking() = c.booking;
     c.events.push_back(std::move(e));
@@ -621,6 +629,61 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
     if (!s.ok()) LogWarning("qualification use not recorded", {{"booking", result->name()}, {"error", s.ToString()}});
   }
   return result;
+}
+
+// ================================================================ sweep
+
+int64_t BookingManager::DueMs(const v1::Booking& b, const inv::Instrument& instrument) const {
+  const absl::Time start = FromProto(b.reserved_interval().start_time());
+  if (b.state() == v1::Booking::PENDING_APPROVAL) return Ms(start);
+  const absl::Duration grace = FromProto(SlotRulesOf(instrument, b.mode()).no_show_grace());
+  // Without a grace period, check-in stays open until the reserved end.
+  return Ms(grace > absl::ZeroDuration() ? start + grace : FromProto(b.reserved_interval().end_time()));
+}
+
+absl::StatusOr<int> BookingManager::Sweep() {
+  Principal sweeper;
+  sweeper.user_id = "booking";
+  sweeper.roles = {Role::kService};
+  const int64_t now_ms = Ms(clock_->Now());
+  int changed = 0;
+  for (int partition = 0; partition < kPartitions; ++partition) {
+    LS_ASSIGN_OR_RETURN(auto due, store_->Due(partition, now_ms, 200));
+    for (const std::string& id : due) {
+      v1::GetBookingRequest key;
+      key.set_name("bookings/" + id);
+      bool stale = false;
+      auto result = Transition(sweeper, "Sweep", key, key.name(), "",
+                               [&](const Loaded& cur) -> absl::StatusOr<Change> {
+        const v1::Booking& b = cur.booking;
+        Change c;
+        c.booking = b;
+        c.calendar = UpdateStep::Calendar::kRemove;
+        c.due = UpdateStep::Due::kRemove;
+        v1::BookingEvent e = Event(sweeper, "");
+        if (b.state() == v1::Booking::CONFIRMED) {
+          c.booking.set_state(v1::Booking::MISSED);
+          *e.mutable_booking_missed()->mutable_booking() = c.booking;
+        } else if (b.state() == v1::Booking::PENDING_APPROVAL) {
+          c.booking.set_state(v1::Booking::EXPIRED);
+          *e.mutable_booking_expired()->mutable_booking() = c.booking;
+        } else {
+          stale = true;
+          return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_DUE", "no longer due");
+        }
+        c.events.push_back(std::move(e));
+        return c;
+      });
+      if (result.ok()) {
+        ++changed;
+      } else if (stale || absl::IsNotFound(result.status())) {
+        LS_RETURN_IF_ERROR(store_->ForgetDue(partition, id));
+      } else if (!absl::IsAborted(result.status())) {
+        return result.status();
+      }
+    }
+  }
+  return changed;
 }
 
 // ================================================================ availability

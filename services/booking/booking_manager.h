@@ -40,6 +40,12 @@ class BookingManager {
   absl::StatusOr<v1::Booking> CheckOut(const Principal& p, const v1::CheckOutRequest& r);
   absl::StatusOr<v1::QueryAvailabilityResponse> QueryAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
 
+  // Marks CONFIRMED bookings not checked in by start + no_show_grace MISSED
+  // and PENDING_APPROVAL bookings whose start has passed EXPIRED, as of the
+  // clock's now (actor "services/booking"). Returns how many changed. The
+  // service runs it periodically; safe to run on every replica at once.
+  absl::StatusOr<int> Sweep();
+
  private:
   struct Loaded {
     v1::Booking booking;
@@ -56,8 +62,12 @@ class BookingManager {
     int64_t new_end_ms = 0;
     int64_t guard_from_ms = 0;
     int64_t guard_to_ms = 0;
+    UpdateStep::Due due = UpdateStep::Due::kKeep;
+    int64_t due_ms = 0;
     std::vector<v1::BookingEvent> events;
   };
+  // When the sweep must look at a booking in `state` (0: never).
+  int64_t DueMs(const v1::Booking& b, const inv::Instrument& instrument) const;
   absl::StatusOr<v1::Booking> Transition(
       const Principal& p, absl::string_view method, const google::protobuf::Message& request,
       const std::string& name, const std::string& request_id,

@@ -1,13 +1,20 @@
 // labshare-booking: bookings on conflict-free instrument calendars.
 #include <grpcpp/grpcpp.h>
 
+#include <thread>
+
 #include "absl/flags/flag.h"
+#include "absl/synchronization/notification.h"
+#include "common/log.h"
 #include "common/server.h"
 #include "common/service_identity.h"
 #include "services/booking/booking_manager.h"
 #include "services/booking/booking_service.h"
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory.");
+ABSL_FLAG(absl::Duration, sweep_interval, absl::Seconds(10),
+          "How often bookings past their check-in window are marked MISSED (and pending "
+          "ones past their start EXPIRED).");
 ABSL_FLAG(absl::Duration, inventory_cache_ttl, absl::Seconds(5),
           "How long inventory answers (instruments, users, rates, ...) are reused.");
 
@@ -27,5 +34,15 @@ int main(int argc, char** argv) {
   labshare::booking::BookingManager manager(&store, &inventory, &clock);
   labshare::Authorizer authorizer(&signer, labshare::booking::BookingPolicy(), &clock);
   labshare::booking::BookingService service(&manager, &authorizer);
-  return labshare::RunService("booking", &redis, &authorizer, {&service});
+  absl::Notification stop;
+  std::thread sweeper([&] {
+    do {
+      auto swept = manager.Sweep();
+      if (!swept.ok()) labshare::LogWarning("sweep failed", {{"error", swept.status().ToString()}});
+    } while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_sweep_interval)));
+  });
+  const int rc = labshare::RunService("booking", &redis, &authorizer, {&service});
+  stop.Notify();
+  sweeper.join();
+  return rc;
 }

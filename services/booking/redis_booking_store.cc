@@ -26,6 +26,7 @@ std::string Idempotency(int p, absl::string_view method, absl::string_view reque
   return absl::StrCat(Tag(p), ":idem:", method, ":", request_id);
 }
 std::string Outbox(int p) { return absl::StrCat(Tag(p), ":outbox"); }
+std::string Due(int p) { return absl::StrCat(Tag(p), ":due"); }
 std::string IdLookup(absl::string_view id) { return absl::StrCat("{bk:ids}:", id); }
 std::string IndexMember(int64_t start_ms, absl::string_view id) {
   return absl::StrFormat("%015d|%s", start_ms, id);
@@ -59,8 +60,9 @@ local function publish(outbox, first, count)
 end
 )lua";
 
-// KEYS: idem, outbox, doc, cal, calend, byinstr
-// ARGV: fingerprint, doc, ttl, denied, start, end, id, index member, n events, events...
+// KEYS: idem, outbox, doc, cal, calend, byinstr, due
+// ARGV: fingerprint, doc, ttl, denied, start, end, id, index member, due ms,
+//       n events, events...
 const RedisScript& CreateScript() {
   static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
@@ -78,16 +80,17 @@ redis.call('HSET', KEYS[3], 'v', 1, 'd', ARGV[2])
 redis.call('ZADD', KEYS[4], s, ARGV[7])
 redis.call('HSET', KEYS[5], ARGV[7], e)
 redis.call('ZADD', KEYS[6], 0, ARGV[8])
-publish(KEYS[2], 10, tonumber(ARGV[9]))
+redis.call('ZADD', KEYS[7], ARGV[9], ARGV[7])
+publish(KEYS[2], 11, tonumber(ARGV[10]))
 remember(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return {'OK'}
 )lua");
   return *s;
 }
 
-// KEYS: idem, outbox, doc, cal, calend
+// KEYS: idem, outbox, doc, cal, calend, due
 // ARGV: fingerprint, doc, ttl, expected version, calendar op, id, new end,
-//       guard from, guard to, n events, events...
+//       guard from, guard to, due op, due ms, n events, events...
 const RedisScript& UpdateScript() {
   static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
@@ -108,7 +111,12 @@ if ARGV[5] == 'remove' then
 elseif ARGV[5] == 'end' then
   redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
 end
-publish(KEYS[2], 11, tonumber(ARGV[10]))
+if ARGV[10] == 'remove' then
+  redis.call('ZREM', KEYS[6], ARGV[6])
+elseif ARGV[10] == 'set' then
+  redis.call('ZADD', KEYS[6], ARGV[11], ARGV[6])
+end
+publish(KEYS[2], 13, tonumber(ARGV[12]))
 remember(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return {'OK'}
 )lua");
@@ -158,7 +166,8 @@ absl::StatusOr<StepOutcome> BookingStore::Create(const CreateStep& s) const {
                                    keys::Booking(s.partition, s.booking_id),
                                    keys::Calendar(s.partition, s.instrument_id),
                                    keys::CalendarEnds(s.partition, s.instrument_id),
-                                   keys::ByInstrument(s.partition, s.instrument_id)};
+                                   keys::ByInstrument(s.partition, s.instrument_id),
+                                   keys::Due(s.partition)};
   std::vector<std::string> args = {s.idempotency_key.empty() ? "" : s.fingerprint,
                                    s.booking,
                                    std::to_string(kIdempotencyTtlSeconds),
@@ -167,6 +176,7 @@ absl::StatusOr<StepOutcome> BookingStore::Create(const CreateStep& s) const {
                                    std::to_string(s.blocked_end_ms),
                                    s.booking_id,
                                    keys::IndexMember(s.reserved_start_ms, s.booking_id),
+                                   std::to_string(s.due_ms),
                                    std::to_string(s.events.size())};
   args.insert(args.end(), s.events.begin(), s.events.end());
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(CreateScript(), keys, args));
@@ -179,7 +189,8 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    keys::Outbox(s.partition),
                                    keys::Booking(s.partition, s.booking_id),
                                    keys::Calendar(s.partition, s.instrument_id),
-                                   keys::CalendarEnds(s.partition, s.instrument_id)};
+                                   keys::CalendarEnds(s.partition, s.instrument_id),
+                                   keys::Due(s.partition)};
   const char* op = s.calendar == UpdateStep::Calendar::kRemove   ? "remove"
                    : s.calendar == UpdateStep::Calendar::kSetEnd ? "end"
                                                                  : "keep";
@@ -192,6 +203,10 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    std::to_string(s.new_end_ms),
                                    std::to_string(s.guard_from_ms),
                                    std::to_string(s.guard_to_ms),
+                                   s.due == UpdateStep::Due::kRemove ? "remove"
+                                   : s.due == UpdateStep::Due::kSet  ? "set"
+                                                                     : "keep",
+                                   std::to_string(s.due_ms),
                                    std::to_string(s.events.size())};
   args.insert(args.end(), s.events.begin(), s.events.end());
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(UpdateScript(), keys, args));
@@ -239,6 +254,20 @@ absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
     if (entries[i].end_ms > from_ms) out.push_back(std::move(entries[i]));
   }
   return out;
+}
+
+absl::StatusOr<std::vector<std::string>> BookingStore::Due(int partition, int64_t now_ms,
+                                                           int limit) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGEBYSCORE", keys::Due(partition), "-inf",
+                                                    "(" + std::to_string(now_ms), "LIMIT", "0",
+                                                    std::to_string(limit)}));
+  std::vector<std::string> out;
+  for (auto& e : v.elements) out.push_back(std::move(e.str));
+  return out;
+}
+
+absl::Status BookingStore::ForgetDue(int partition, absl::string_view booking_id) const {
+  return pool_->Command({"ZREM", keys::Due(partition), std::string(booking_id)}).status();
 }
 
 absl::StatusOr<std::vector<std::string>> BookingStore::IndexRange(int partition,

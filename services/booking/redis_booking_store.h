@@ -13,6 +13,9 @@
 //   {bk:P}:byinstr:<instr>   ZSET  "<reserved start ms, 15 digits>|<id>" (lex order)
 //   {bk:P}:idem:<method>:<request id>   idempotency record
 //   {bk:P}:outbox            STREAM of BookingEvent
+//   {bk:P}:due               ZSET  booking id -> when the sweep must look at it (ms):
+//                            a CONFIRMED booking's start + grace (MISSED if not
+//                            checked in), a PENDING_APPROVAL one's start (EXPIRED)
 //   {bk:ids}:<id>            partition of a client-chosen booking id
 // Blocked intervals of bookings on one calendar never overlap: the create
 // step checks the neighbour before and writes in the same script.
@@ -40,6 +43,7 @@ std::string Booking(int p, absl::string_view booking_id);
 std::string ByInstrument(int p, absl::string_view instrument_id);
 std::string Idempotency(int p, absl::string_view method, absl::string_view request_id);
 std::string Outbox(int p);
+std::string Due(int p);
 std::string IdLookup(absl::string_view booking_id);
 // Index member ordering bookings of an instrument by reserved start.
 std::string IndexMember(int64_t start_ms, absl::string_view booking_id);
@@ -62,6 +66,7 @@ struct CreateStep {
   int64_t blocked_start_ms = 0;
   int64_t blocked_end_ms = 0;
   int64_t reserved_start_ms = 0;
+  int64_t due_ms = 0;  // when the sweep looks at it
   // The access check said no: the step only answers a replay, else DENIED.
   bool denied = false;
   std::vector<std::string> events;  // serialized BookingEvent, in order
@@ -81,6 +86,9 @@ struct UpdateStep {
   // No other booking may start in (guard_from_ms, guard_to_ms); 0,0: none.
   int64_t guard_from_ms = 0;
   int64_t guard_to_ms = 0;
+  enum class Due { kKeep, kRemove, kSet };
+  Due due = Due::kKeep;
+  int64_t due_ms = 0;  // kSet
   std::vector<std::string> events;
 };
 
@@ -106,6 +114,9 @@ class BookingStore {
   absl::StatusOr<std::vector<CalendarEntry>> CalendarRange(int partition,
                                                            absl::string_view instrument_id,
                                                            int64_t from_ms, int64_t to_ms) const;
+  // Bookings of a partition due strictly before `now_ms`, at most `limit`.
+  absl::StatusOr<std::vector<std::string>> Due(int partition, int64_t now_ms, int limit) const;
+  absl::Status ForgetDue(int partition, absl::string_view booking_id) const;
   absl::StatusOr<std::vector<std::string>> IndexRange(int partition,
                                                       absl::string_view instrument_id,
                                                       const std::string& after, int limit) const;

@@ -389,6 +389,42 @@ TEST_F(BookingServiceTest, AvailabilityShowsGapsWithBuffersTakenOff) {
   EXPECT_TRUE(resp.busy_intervals(0).resource().empty());  // a lab user sees no names
 }
 
+TEST_F(BookingServiceTest, SweepMarksMissedAndExpiredBookings) {
+  v1::Booking confirmed, pending, checked, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &confirmed).ok());
+  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(12 + 24), &pending).ok());  // residency: pending
+  ASSERT_TRUE(Book(absl::Hours(40), absl::Hours(41), &checked).ok());
+  ASSERT_EQ(pending.state(), v1::Booking::PENDING_APPROVAL);
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15));  // exactly start + grace: still open
+  EXPECT_EQ(*manager_->Sweep(), 0);
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(16));
+  EXPECT_EQ(*manager_->Sweep(), 1);
+  v1::GetBookingRequest get;
+  get.set_name(confirmed.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::MISSED);
+  clock_.Set(day_ + absl::Hours(40));
+  v1::CheckInRequest in;
+  in.set_name(checked.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(48));
+  EXPECT_EQ(*manager_->Sweep(), 1);  // the pending one; the checked-in one is not due
+  get.set_name(pending.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::EXPIRED);
+  EXPECT_EQ(*manager_->Sweep(), 0);
+  int missed = 0, expired = 0;
+  for (const auto& e : Events()) {
+    missed += e.has_booking_missed();
+    expired += e.has_booking_expired();
+    if (e.has_booking_missed()) {
+      EXPECT_EQ(e.header().actor(), "services/booking");
+    }
+  }
+  EXPECT_EQ(missed, 1);
+  EXPECT_EQ(expired, 1);
+}
+
 TEST_F(BookingServiceTest, OtherModesAreNotBuiltYet) {
   v1::CreateBookingRequest r;
   r.mutable_booking()->set_instrument("instruments/tem");

@@ -1,6 +1,7 @@
 #include "services/booking/booking_manager.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -257,6 +258,9 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
     case StepOutcome::Kind::kExists:
       return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", b.name() + " already exists");
     case StepOutcome::Kind::kSlotTaken:
+      if (IsWindowEntry(outcome->conflicting)) {
+        return Precondition("MAINTENANCE_CONFLICT", "the slot overlaps a maintenance window");
+      }
       return Precondition("SLOT_TAKEN",
                           "the slot overlaps another booking of this instrument (buffers included); "
                           "QueryAvailability lists free time");
@@ -631,6 +635,112 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
   return result;
 }
 
+// ================================================================ maintenance
+
+absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintenanceWindow(
+    const Principal& p, const v1::ApplyMaintenanceWindowRequest& r) {
+  LS_ASSIGN_OR_RETURN(auto ids, labshare::inventory::ParseChildName(
+                                    r.maintenance_window(), "instruments", "maintenanceWindows",
+                                    "maintenance_window"));
+  const std::string instrument_name = "instruments/" + ids.first;
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(instrument_name));
+  if (!p.HasAnyRole({Role::kService, Role::kConsortiumAdmin}) && !IsOwnerStaff(p, instrument)) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "only the owner's staff, an administrator or a service apply maintenance");
+  }
+  LS_ASSIGN_OR_RETURN(inv::MaintenanceWindow window, inventory_->GetMaintenanceWindow(r.maintenance_window()));
+  const int partition = keys::Partition(ids.first);
+  v1::ApplyMaintenanceWindowResponse resp;
+  resp.set_maintenance_window(window.name());
+  resp.set_instrument(instrument_name);
+  *resp.mutable_interval() = window.interval();
+  if (window.state() != inv::SCHEDULED) {
+    LS_RETURN_IF_ERROR(store_->RemoveCalendarEntry(partition, ids.first, WindowEntry(ids.second)));
+    resp.set_window_cancelled(true);
+  } else {
+    const absl::Time ws = FromProto(window.interval().start_time());
+    const absl::Time we = FromProto(window.interval().end_time());
+    LS_RETURN_IF_ERROR(store_->BlockWindow(partition, ids.first, ids.second, Ms(ws), Ms(we)));
+    // The window now wins every new booking; clear what it hits, again and
+    // again until nothing is left (a booking may have slipped in meanwhile).
+    for (int round = 0; round < 10; ++round) {
+      LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, ids.first, Ms(ws), Ms(we)));
+      bool any = false;
+      for (const auto& e : entries) {
+        if (IsWindowEntry(e.booking_id)) continue;
+        any = true;
+        bool interrupted = false;
+        const std::string name = "bookings/" + e.booking_id;
+        auto result = Transition(p, "ApplyMaintenanceWindow", r, name, "",
+                                 [&](const Loaded& cur) -> absl::StatusOr<Change> {
+          const v1::Booking& b = cur.booking;
+          Change c;
+          c.booking = b;
+          c.calendar = UpdateStep::Calendar::kRemove;
+          c.due = UpdateStep::Due::kRemove;
+          v1::BookingEvent ev = Event(p, "");
+          const absl::Time now = clock_->Now();
+          if (b.state() == v1::Booking::CHECKED_IN && ws > now) {
+            // Still running: it may go on until the window starts.
+            c.calendar = UpdateStep::Calendar::kSetEnd;
+            c.new_end_ms = Ms(ws);
+            c.due = UpdateStep::Due::kKeep;
+            *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(ws);
+            auto* changed = ev.mutable_booking_interval_changed();
+            changed->set_cause(v1::BookingIntervalChanged::MAINTENANCE_CUT);
+            *changed->mutable_previous_reserved_interval() = b.reserved_interval();
+            *changed->mutable_previous_blocked_interval() = b.blocked_interval();
+            *changed->mutable_booking() = c.booking;
+          } else if (b.state() == v1::Booking::CHECKED_IN) {
+            interrupted = true;
+            c.booking.set_state(v1::Booking::COMPLETED);
+            c.booking.set_interrupted_by_outage(true);
+            *c.booking.mutable_session()->mutable_end_time() =
+                ToProto(std::max(FromProto(b.session().start_time()), ws));
+            c.booking.mutable_session()->set_checked_out_by(ActorName(p));
+            c.booking.mutable_session()->set_auto_checked_out(true);
+            *ev.mutable_booking_checked_out()->mutable_booking() = c.booking;
+          } else if (b.state() == v1::Booking::CONFIRMED || b.state() == v1::Booking::PENDING_APPROVAL) {
+            c.booking.set_state(v1::Booking::CANCELLED);
+            c.booking.set_cancelled_by_outage(true);
+            auto* cancel = c.booking.mutable_cancellation();
+            *cancel->mutable_cancel_time() = ToProto(now);
+            cancel->set_cancelled_by(ActorName(p));
+            cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
+            cancel->set_reason(window.reason());
+            cancel->set_maintenance_window(window.name());
+            auto* cancelled = ev.mutable_booking_cancelled();
+            cancelled->set_previous_state(b.state());
+            cancelled->set_cancelled_by_outage(true);
+            cancelled->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
+            cancelled->set_maintenance_window(window.name());
+            *cancelled->mutable_booking() = c.booking;
+          } else {
+            return MakeError(absl::StatusCode::kFailedPrecondition, "FINISHED", "already finished");
+          }
+          c.events.push_back(std::move(ev));
+          return c;
+        });
+        if (!result.ok() && ErrorReason(result.status()) == "FINISHED") {
+          // A finished booking keeps its record; only its calendar entry goes.
+          LS_RETURN_IF_ERROR(store_->RemoveCalendarEntry(partition, ids.first, e.booking_id));
+          continue;
+        }
+        LS_RETURN_IF_ERROR(result.status());
+        if (result->state() == v1::Booking::CANCELLED) resp.add_cancelled_bookings(name);
+        if (interrupted) resp.add_interrupted_bookings(name);
+      }
+      if (!any) break;
+    }
+  }
+  v1::BookingEvent applied = Event(p, r.request_id());
+  *applied.mutable_maintenance_applied()->mutable_result() = resp;
+  applied.mutable_maintenance_applied()->set_outage(window.outage());
+  applied.mutable_maintenance_applied()->set_reason(window.reason());
+  LS_RETURN_IF_ERROR(store_->Publish(partition, applied.SerializeAsString()));
+  return resp;
+}
+
 // ================================================================ sweep
 
 int64_t BookingManager::DueMs(const v1::Booking& b, const inv::Instrument& instrument) const {
@@ -726,7 +836,11 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   const int partition = keys::Partition(instrument_id);
   LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, instrument_id, Ms(from), Ms(to + buffer)));
   std::vector<std::string> ids;
-  for (const auto& e : entries) ids.push_back(e.booking_id);
+  std::set<std::string> windows_on_calendar;
+  for (const auto& e : entries) {
+    ids.push_back(e.booking_id);
+    if (IsWindowEntry(e.booking_id)) windows_on_calendar.insert(e.booking_id.substr(3));
+  }
   LS_ASSIGN_OR_RETURN(auto docs, store_->GetMany(partition, ids));
   const bool names = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor}) || IsOwnerStaff(p, instrument);
   v1::QueryAvailabilityResponse resp;
@@ -738,19 +852,23 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
     v1::BusyInterval bi;
     *bi.mutable_interval()->mutable_start_time() = ToProto(FromMs(entries[i].start_ms));
     *bi.mutable_interval()->mutable_end_time() = ToProto(FromMs(entries[i].end_ms));
-    bi.set_reason(v1::BusyInterval::BOOKED);
+    bi.set_reason(IsWindowEntry(entries[i].booking_id) ? v1::BusyInterval::MAINTENANCE
+                                                        : v1::BusyInterval::BOOKED);
     if (docs[i]) {
       auto b = ParseBooking(docs[i]->data);
       if (b.ok() && b->state() == v1::Booking::PENDING_APPROVAL) bi.set_reason(v1::BusyInterval::AWAITING_APPROVAL);
       if (b.ok() && b->state() == v1::Booking::CHECKED_IN) bi.set_reason(v1::BusyInterval::IN_USE);
     }
-    if (names) bi.set_resource("bookings/" + entries[i].booking_id);
+    if (names && !IsWindowEntry(entries[i].booking_id)) bi.set_resource("bookings/" + entries[i].booking_id);
     busy.emplace_back(FromMs(entries[i].start_ms), FromMs(entries[i].end_ms));
     if (FromMs(entries[i].start_ms) < to) *resp.add_busy_intervals() = std::move(bi);
   }
   LS_ASSIGN_OR_RETURN(auto windows, inventory_->ListMaintenanceWindows(r.instrument()));
   for (const auto& w : windows) {
-    if (w.state() != inv::SCHEDULED) continue;
+    if (w.state() != inv::SCHEDULED ||
+        windows_on_calendar.count(w.name().substr(w.name().rfind('/') + 1))) {
+      continue;
+    }
     const absl::Time ws = FromProto(w.interval().start_time()), we = FromProto(w.interval().end_time());
     if (!(ws < to + buffer && from < we)) continue;
     busy.emplace_back(ws, we);

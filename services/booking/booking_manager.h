@@ -40,6 +40,16 @@ class BookingManager {
   absl::StatusOr<v1::Booking> CheckOut(const Principal& p, const v1::CheckOutRequest& r);
   absl::StatusOr<v1::QueryAvailabilityResponse> QueryAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
 
+  // Brings the calendar in line with one inventory maintenance window: a
+  // SCHEDULED window is put on the calendar (later bookings fail with
+  // MAINTENANCE_CONFLICT) and every booking it hits is cancelled without
+  // charge (cancelled_by_outage), or, if checked in, checked out at the
+  // window start (interrupted_by_outage); a CANCELLED window is taken off.
+  // Idempotent; the service also runs it for each window event from
+  // inventory.
+  absl::StatusOr<v1::ApplyMaintenanceWindowResponse> ApplyMaintenanceWindow(
+      const Principal& p, const v1::ApplyMaintenanceWindowRequest& r);
+
   // Marks CONFIRMED bookings not checked in by start + no_show_grace MISSED
   // and PENDING_APPROVAL bookings whose start has passed EXPIRED, as of the
   // clock's now (actor "services/booking"). Returns how many changed. The

@@ -24,6 +24,7 @@ MethodPolicy BookingPolicy() {
   for (const char* m : {"CheckIn", "CheckOut"}) {
     p.Allow(M(m), {Role::kLabUser, Role::kFacilityStaff, Role::kService});
   }
+  p.Allow(M("ApplyMaintenanceWindow"), {Role::kService, Role::kConsortiumAdmin, Role::kFacilityStaff});
   return p;
 }
 

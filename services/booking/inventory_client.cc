@@ -137,6 +137,18 @@ absl::StatusOr<std::vector<inv::MaintenanceWindow>> InventoryClient::ListMainten
                                              all.maintenance_windows().end());
 }
 
+absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(const std::string& name) {
+  inv::GetMaintenanceWindowRequest req;
+  req.set_name(name);
+  inv::MaintenanceWindow resp;
+  auto ctx = Context();
+  grpc::Status s = stub_->GetMaintenanceWindow(ctx.get(), req, &resp);
+  if (!s.ok()) return Downstream(s);
+  std::lock_guard<std::mutex> lock(mu_);
+  cache_.erase("Windows:" + name.substr(0, name.find("/maintenanceWindows/")));
+  return resp;
+}
+
 absl::Status InventoryClient::RecordQualificationUse(const std::string& instrument,
                                                      const std::string& user, absl::Time use_time,
                                                      const std::string& request_id) {

@@ -42,6 +42,9 @@ class InventoryClient {
   absl::StatusOr<std::vector<inv::MaintenanceWindow>> ListMaintenanceWindows(
       const std::string& instrument);
 
+  // Not cached: the window as it is now.
+  absl::StatusOr<inv::MaintenanceWindow> GetMaintenanceWindow(const std::string& name);
+
   // Not cached: tells inventory the user used the instrument (at check-out).
   absl::Status RecordQualificationUse(const std::string& instrument, const std::string& user,
                                       absl::Time use_time, const std::string& request_id);

@@ -10,6 +10,8 @@
 #include "common/service_identity.h"
 #include "services/booking/booking_manager.h"
 #include "services/booking/booking_service.h"
+#include "services/booking/inventory_events.h"
+#include <unistd.h>
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory.");
 ABSL_FLAG(absl::Duration, sweep_interval, absl::Seconds(10),
@@ -41,8 +43,25 @@ int main(int argc, char** argv) {
       if (!swept.ok()) labshare::LogWarning("sweep failed", {{"error", swept.status().ToString()}});
     } while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_sweep_interval)));
   });
+  // Maintenance windows declared in inventory cancel the bookings they hit.
+  std::thread consumer([&] {
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    labshare::ConsumerOptions options;
+    options.stream = "{inventory}:outbox";
+    options.group = labshare::booking::kInventoryEventsGroup;
+    options.consumer = std::string("booking-") + host + "-" + std::to_string(getpid());
+    labshare::EventConsumer events(&redis, options);
+    const auto handler = labshare::booking::InventoryEventHandler(&manager);
+    do {
+      absl::Status s = events.EnsureGroup();
+      if (s.ok()) s = events.PollOnce(handler).status();
+      if (!s.ok()) labshare::LogWarning("inventory events", {{"error", s.ToString()}});
+    } while (!stop.WaitForNotificationWithTimeout(absl::Milliseconds(100)));
+  });
   const int rc = labshare::RunService("booking", &redis, &authorizer, {&service});
   stop.Notify();
   sweeper.join();
+  consumer.join();
   return rc;
 }

@@ -153,6 +153,40 @@ absl::StatusOr<StepOutcome> Outcome(const RedisValue& v) {
 
 }  // namespace
 
+std::string WindowEntry(absl::string_view window_id) { return absl::StrCat("mw:", window_id); }
+bool IsWindowEntry(absl::string_view entry) { return entry.substr(0, 3) == "mw:"; }
+
+absl::Status BookingStore::BlockWindow(int partition, absl::string_view instrument_id,
+                                       absl::string_view window_id, int64_t start_ms,
+                                       int64_t end_ms) const {
+  static const RedisScript* script = new RedisScript(R"lua(
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+)lua");
+  return pool_->Eval(*script, {keys::Calendar(partition, instrument_id), keys::CalendarEnds(partition, instrument_id)},
+                     {WindowEntry(window_id), std::to_string(start_ms), std::to_string(end_ms)})
+      .status();
+}
+
+absl::Status BookingStore::RemoveCalendarEntry(int partition, absl::string_view instrument_id,
+                                               absl::string_view entry) const {
+  static const RedisScript* script = new RedisScript(R"lua(
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+)lua");
+  return pool_->Eval(*script, {keys::Calendar(partition, instrument_id), keys::CalendarEnds(partition, instrument_id)},
+                     {std::string(entry)})
+      .status();
+}
+
+absl::Status BookingStore::Publish(int partition, const std::string& event) const {
+  return pool_->Command({"XADD", keys::Outbox(partition), "*", "type",
+                         "labshare.booking.v1.BookingEvent", "payload", event})
+      .status();
+}
+
 std::string NewBookingId(int partition) {
   thread_local absl::BitGen gen;
   return absl::StrFormat("p%02d-%012x", partition,

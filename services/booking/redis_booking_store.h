@@ -17,6 +17,8 @@
 //                            a CONFIRMED booking's start + grace (MISSED if not
 //                            checked in), a PENDING_APPROVAL one's start (EXPIRED)
 //   {bk:ids}:<id>            partition of a client-chosen booking id
+// A scheduled maintenance window sits on the calendar as entry "mw:<id>": it
+// always wins; the bookings it hits are then cancelled one by one.
 // Blocked intervals of bookings on one calendar never overlap: the create
 // step checks the neighbour before and writes in the same script.
 #ifndef LABSHARE_SERVICES_BOOKING_REDIS_BOOKING_STORE_H_
@@ -117,6 +119,13 @@ class BookingStore {
   // Bookings of a partition due strictly before `now_ms`, at most `limit`.
   absl::StatusOr<std::vector<std::string>> Due(int partition, int64_t now_ms, int limit) const;
   absl::Status ForgetDue(int partition, absl::string_view booking_id) const;
+  // Puts a maintenance window on the calendar (or takes it off).
+  absl::Status BlockWindow(int partition, absl::string_view instrument_id,
+                           absl::string_view window_id, int64_t start_ms, int64_t end_ms) const;
+  // Takes any entry (a window's, or a finished booking's) off the calendar.
+  absl::Status RemoveCalendarEntry(int partition, absl::string_view instrument_id,
+                                   absl::string_view entry) const;
+  absl::Status Publish(int partition, const std::string& event) const;
   absl::StatusOr<std::vector<std::string>> IndexRange(int partition,
                                                       absl::string_view instrument_id,
                                                       const std::string& after, int limit) const;
@@ -135,6 +144,10 @@ class BookingStore {
   RedisPool* pool_;
   DocStore docs_;
 };
+
+// Calendar entry of a maintenance window.
+std::string WindowEntry(absl::string_view window_id);
+bool IsWindowEntry(absl::string_view entry);
 
 // Generated booking ids carry their partition: "p07-3f9a0c1d2e4b".
 std::string NewBookingId(int partition);

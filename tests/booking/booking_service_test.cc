@@ -12,6 +12,7 @@
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "services/booking/booking_service.h"
+#include "services/booking/inventory_events.h"
 #include "services/inventory/inventory_service.h"
 #include "tests/support/redis_server.h"
 
@@ -423,6 +424,85 @@ TEST_F(BookingServiceTest, SweepMarksMissedAndExpiredBookings) {
   }
   EXPECT_EQ(missed, 1);
   EXPECT_EQ(expired, 1);
+}
+
+TEST_F(BookingServiceTest, MaintenanceWindowCancelsHitBookingsWithoutCharge) {
+  v1::Booking hit, running, spared, out;
+  ASSERT_TRUE(Book(absl::Hours(14), absl::Hours(15), &hit).ok());
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(12), &running).ok());
+  ASSERT_TRUE(Book(absl::Hours(16), absl::Hours(17), &spared).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(running.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  // An outage [11:00, 15:30) declared in inventory reaches booking as an event.
+  iv::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/tem");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(11));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(15) + absl::Minutes(30));
+  mw.mutable_maintenance_window()->set_reason("vacuum leak");
+  mw.mutable_maintenance_window()->set_outage(true);
+  iv::MaintenanceWindow window;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  ConsumerOptions options;
+  options.stream = "{inventory}:outbox";
+  options.group = kInventoryEventsGroup;
+  options.consumer = "test";
+  options.block = absl::ZeroDuration();
+  EventConsumer consumer(pool_.get(), options);
+  ASSERT_TRUE(consumer.EnsureGroup().ok());
+  auto handled = consumer.PollOnce(InventoryEventHandler(manager_.get()));
+  ASSERT_TRUE(handled.ok()) << handled.status();
+  EXPECT_GE(*handled, 1);
+
+  v1::GetBookingRequest get;
+  get.set_name(hit.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::CANCELLED);
+  EXPECT_TRUE(out.cancelled_by_outage());
+  EXPECT_FALSE(out.late_cancellation());
+  EXPECT_EQ(out.cancellation().maintenance_window(), window.name());
+  // The running session may go on until the window starts, not past it.
+  get.set_name(running.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::CHECKED_IN);
+  EXPECT_EQ(FromProto(out.blocked_interval().end_time()), day_ + absl::Hours(11));
+  get.set_name(spared.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::CONFIRMED);
+
+  clock_.Set(day_ + absl::Hours(11) + absl::Minutes(40));
+  v1::CheckOutRequest o;
+  o.set_name(running.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckOut, o, &out, ana_).ok());
+  EXPECT_EQ(FromProto(out.session().end_time()), day_ + absl::Hours(11));
+  EXPECT_TRUE(out.session().end_clamped());
+  clock_.Set(day_ + absl::Hours(10));
+
+  v1::Booking blocked;
+  auto s = Book(absl::Hours(13), absl::Hours(14), &blocked);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "MAINTENANCE_CONFLICT");
+
+  // Applying again touches nothing.
+  v1::ApplyMaintenanceWindowRequest apply;
+  apply.set_maintenance_window(window.name());
+  v1::ApplyMaintenanceWindowResponse result;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, &result, admin_).ok());
+  EXPECT_EQ(result.cancelled_bookings_size(), 0);
+  auto cancel = Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, &result, ana_);
+  EXPECT_EQ(cancel.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  // Once cancelled in inventory, the window leaves the calendar.
+  iv::CancelMaintenanceWindowRequest cmw;
+  cmw.set_name(window.name());
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CancelMaintenanceWindow, cmw, &window, admin_).ok());
+  ASSERT_TRUE(consumer.PollOnce(InventoryEventHandler(manager_.get())).ok());
+  ASSERT_TRUE(Book(absl::Hours(13), absl::Hours(14), &blocked).ok());
+  int outage_cancels = 0;
+  for (const auto& e : Events()) outage_cancels += e.booking_cancelled().cancelled_by_outage();
+  EXPECT_EQ(outage_cancels, 1);
 }
 
 TEST_F(BookingServiceTest, OtherModesAreNotBuiltYet) {

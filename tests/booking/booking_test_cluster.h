@@ -318,20 +318,37 @@ class BookingTestCluster {
     return c;
   }
 
-  ~BookingTestCluster() {
-    for (auto it = booking_processes_.rbegin(); it != booking_processes_.rend(); ++it) (*it)->Stop();
-    if (inventory_process_ != nullptr) inventory_process_->Stop();
+  ~BookingTestCluster() { Stop(); }
+  BookingTestCluster(const BookingTestCluster&) = delete;
+  BookingTestCluster& operator=(const BookingTestCluster&) = delete;
+
+  // Stops the children (booking replicas first), then Redis. Returns one line
+  // per child: how it ended and how long SIGTERM took. Idempotent.
+  std::vector<std::string> Stop() {
+    std::vector<std::string> report;
+    auto stop = [&](ChildProcess* p) {
+      const absl::Time t0 = absl::Now();
+      std::string how = p->Stop();
+      report.push_back(absl::StrCat(p->name(), ": ", how, " after SIGTERM in ",
+                                    absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1)))));
+    };
+    for (auto it = booking_processes_.rbegin(); it != booking_processes_.rend(); ++it) stop(it->get());
+    if (inventory_process_ != nullptr) stop(inventory_process_.get());
+    booking_processes_.clear();
+    inventory_process_.reset();
     booking_.clear();
+    booking_channels_.clear();
     inventory_.reset();
+    inventory_channel_.reset();
     pool_.reset();
     redis_.reset();
     if (!keep_logs_ && !log_dir_.empty()) {
       std::error_code ec;
       std::filesystem::remove_all(log_dir_, ec);
+      log_dir_.clear();
     }
+    return report;
   }
-  BookingTestCluster(const BookingTestCluster&) = delete;
-  BookingTestCluster& operator=(const BookingTestCluster&) = delete;
 
   RedisPool& redis() { return *pool_; }
   const RedisServer& redis_server() const { return *redis_; }

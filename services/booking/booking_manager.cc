@@ -109,15 +109,16 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
       !labshare::type::v1::SharingMode_IsValid(in.mode())) {
     return InvalidField("booking.mode", "choose ON_SITE, LEASE, JOINT_RESEARCH or TECHNICAL_SERVICE");
   }
-  if (in.mode() != labshare::type::v1::ON_SITE) {
+  const bool joint = in.mode() == labshare::type::v1::JOINT_RESEARCH;
+  if (in.mode() != labshare::type::v1::ON_SITE && !joint) {
     return MakeError(absl::StatusCode::kUnimplemented, "MODE_NOT_YET_SUPPORTED",
                      absl::StrCat(labshare::type::v1::SharingMode_Name(in.mode()),
-                                  " bookings are not available yet; ON_SITE is"));
+                                  " bookings are not available yet; ON_SITE and JOINT_RESEARCH are"));
   }
-  if (r.has_lease_terms() || !in.project().empty() || !in.service_order().empty() ||
-      !in.operator_user().empty()) {
-    return InvalidField("booking", "ON_SITE bookings take no lease_terms, project, service_order or "
-                        "operator_user", "MODE_FIELDS_MISMATCH");
+  if (r.has_lease_terms() || !in.service_order().empty() || !in.operator_user().empty() ||
+      in.project().empty() == joint) {
+    return InvalidField("booking", "ON_SITE bookings take no project, JOINT_RESEARCH bookings need one; "
+                        "neither takes lease_terms, service_order or operator_user", "MODE_FIELDS_MISMATCH");
   }
   if (!r.booking_id().empty() && !labshare::inventory::ValidId(r.booking_id())) {
     return InvalidField("booking_id", "must match [a-z0-9][a-z0-9-]{0,62}");
@@ -189,6 +190,10 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
   b.set_payer_class(access.payer_class());
   b.set_payer_tier(access.payer_class() == labshare::type::v1::MEMBER ? payer.tier() : "");
   b.set_purpose(in.purpose());
+  if (joint) {
+    b.set_project(in.project());
+    LS_RETURN_IF_ERROR(CheckProject(b, instrument_id));
+  }
   if (access.approval_required()) {
     b.set_state(v1::Booking::PENDING_APPROVAL);
     const absl::Duration threshold = FromProto(rules.approval_threshold());
@@ -236,6 +241,11 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
   step.blocked_end_ms = blocked_end;
   step.reserved_start_ms = Ms(start);
   step.due_ms = DueMs(b, instrument);
+  if (joint) {
+    step.budget_key = keys::Budget(partition, b.project().substr(b.project().find('/') + 1));
+    step.budget_field = instrument_id;
+    step.budget_ms = Ms(end) - Ms(start);
+  }
   step.denied = !denial.ok();
   v1::BookingEvent created = Event(p, r.request_id());
   *created.mutable_booking_created()->mutable_booking() = b;
@@ -264,9 +274,40 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
       return Precondition("SLOT_TAKEN",
                           "the slot overlaps another booking of this instrument (buffers included); "
                           "QueryAvailability lists free time");
+    case StepOutcome::Kind::kOverBudget:
+      return Precondition("PROJECT_BUDGET_EXCEEDED",
+                          "the booking does not fit the project's remaining hours on this instrument");
     case StepOutcome::Kind::kConflict: break;
   }
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
+}
+
+absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& instrument_id) {
+  LS_ASSIGN_OR_RETURN(v1::Project project, LoadProject(b.project(), nullptr));
+  const absl::Time start = FromProto(b.reserved_interval().start_time());
+  const absl::Time end = FromProto(b.reserved_interval().end_time());
+  if (ProjectState(project) == v1::Project::ENDED) {
+    return Precondition("PROJECT_NOT_ACTIVE", b.project() + " has ended");
+  }
+  if (start < FromProto(project.period().start_time()) || end > FromProto(project.period().end_time())) {
+    return Precondition("OUTSIDE_PROJECT_PERIOD", "the booking must lie inside the project's period");
+  }
+  bool participant = false;
+  for (const auto& part : project.participants()) participant |= part.organization() == b.payer_organization();
+  if (!participant) {
+    return Precondition("NOT_PROJECT_PARTICIPANT", b.payer_organization() + " is not a participant of " + b.project());
+  }
+  bool budgeted = false;
+  for (const auto& budget : project.instrument_budgets()) budgeted |= budget.instrument() == "instruments/" + instrument_id;
+  if (!budgeted) {
+    return Precondition("INSTRUMENT_NOT_IN_PROJECT", b.project() + " has no budget on " + b.instrument());
+  }
+  for (const auto& part : project.participants()) {
+    auto* share = b.add_cost_shares();
+    share->set_organization(part.organization());
+    share->set_share_bps(part.share_bps());
+  }
+  return absl::OkStatus();
 }
 
 // ================================================================ reads
@@ -392,6 +433,14 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
     step.guard_to_ms = c.guard_to_ms;
     step.due = c.due;
     step.due_ms = c.due_ms;
+    const v1::Booking& before = cur.booking;
+    if (c.release_budget && !before.project().empty()) {
+      step.budget_key = keys::Budget(cur.partition, before.project().substr(before.project().find('/') + 1));
+      step.budget_field = InstrumentId(before.instrument());
+      step.committed_delta_ms = -(Ms(FromProto(before.reserved_interval().end_time())) -
+                                  Ms(FromProto(before.reserved_interval().start_time())));
+      step.used_delta_ms = absl::ToInt64Milliseconds(c.used);
+    }
     for (auto& e : c.events) {
       // Every event carries the booking as it is after the change.
       e.mutable_header()->set_request_id(request_id);
@@ -439,6 +488,7 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     cancel->set_reason(r.reason());
     c.calendar = UpdateStep::Calendar::kRemove;
     c.due = UpdateStep::Due::kRemove;
+    c.release_budget = true;
     v1::BookingEvent e = Event(p, r.request_id());
     auto* ev = e.mutable_booking_cancelled();
     ev->set_previous_state(b.state());
@@ -509,6 +559,7 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
     c.booking.mutable_decision()->set_note(r.reason());
     c.calendar = UpdateStep::Calendar::kRemove;
     c.due = UpdateStep::Due::kRemove;
+    c.release_budget = true;
     v1::BookingEvent e = Event(p, r.request_id());
     *e.mutable_booking_rejected()->mutable_booking() = c.booking;
     e.mutable_booking_rejected()->set_reason(r.reason());
@@ -619,6 +670,8 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
       session->set_remaining_released(true);
     }
     record_use = SlotRulesOf(instrument, b.mode()).qualification_validity_days() > 0;
+    c.release_budget = true;
+    c.used = t - session_start;
     v1::BookingEvent e = Event(p, r.request_id());
     *e.mutable_booking_checked_out()->mutable_booking() = c.booking;
     c.events.push_back(std::move(e));
@@ -693,6 +746,8 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             *changed->mutable_booking() = c.booking;
           } else if (b.state() == v1::Booking::CHECKED_IN) {
             interrupted = true;
+            c.release_budget = true;
+            c.used = std::max(absl::ZeroDuration(), ws - FromProto(b.session().start_time()));
             c.booking.set_state(v1::Booking::COMPLETED);
             c.booking.set_interrupted_by_outage(true);
             *c.booking.mutable_session()->mutable_end_time() =
@@ -701,6 +756,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             c.booking.mutable_session()->set_auto_checked_out(true);
             *ev.mutable_booking_checked_out()->mutable_booking() = c.booking;
           } else if (b.state() == v1::Booking::CONFIRMED || b.state() == v1::Booking::PENDING_APPROVAL) {
+            c.release_budget = true;
             c.booking.set_state(v1::Booking::CANCELLED);
             c.booking.set_cancelled_by_outage(true);
             auto* cancel = c.booking.mutable_cancellation();
@@ -771,7 +827,10 @@ absl::StatusOr<int> BookingManager::Sweep() {
         c.calendar = UpdateStep::Calendar::kRemove;
         c.due = UpdateStep::Due::kRemove;
         v1::BookingEvent e = Event(sweeper, "");
+        c.release_budget = true;
         if (b.state() == v1::Booking::CONFIRMED) {
+          // A missed booking spends its reserved hours.
+          c.used = FromProto(b.reserved_interval().end_time()) - FromProto(b.reserved_interval().start_time());
           c.booking.set_state(v1::Booking::MISSED);
           *e.mutable_booking_missed()->mutable_booking() = c.booking;
         } else if (b.state() == v1::Booking::PENDING_APPROVAL) {

@@ -4,11 +4,12 @@
 // decided inside Redis (BookingStore), together with the idempotency record
 // and the events. Thread-safe.
 //
-// Built so far: the ON_SITE mode end to end (create, approve/reject,
-// cancel with late-cancellation outcome, check-in, check-out with clamping
-// to the next booking and optional release of the rest), Get, List by
-// instrument, QueryAvailability. Other modes answer UNIMPLEMENTED
-// (MODE_NOT_YET_SUPPORTED) until they are built.
+// Built so far: ON_SITE and JOINT_RESEARCH end to end (create, approve/
+// reject, cancel with late-cancellation outcome, check-in, check-out with
+// clamping to the next booking and optional release of the rest, missed and
+// expired by the sweep), projects with cost shares and atomic hour budgets,
+// Get, List by instrument, QueryAvailability, maintenance outages. LEASE and
+// TECHNICAL_SERVICE answer UNIMPLEMENTED (MODE_NOT_YET_SUPPORTED) until built.
 #ifndef LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_
 #define LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_
 
@@ -39,6 +40,12 @@ class BookingManager {
   absl::StatusOr<v1::Booking> CheckIn(const Principal& p, const v1::CheckInRequest& r);
   absl::StatusOr<v1::Booking> CheckOut(const Principal& p, const v1::CheckOutRequest& r);
   absl::StatusOr<v1::QueryAvailabilityResponse> QueryAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
+
+  // Joint-research projects.
+  absl::StatusOr<v1::Project> CreateProject(const Principal& p, const v1::CreateProjectRequest& r);
+  absl::StatusOr<v1::Project> GetProject(const Principal& p, const v1::GetProjectRequest& r);
+  absl::StatusOr<v1::ListProjectsResponse> ListProjects(const Principal& p, const v1::ListProjectsRequest& r);
+  absl::StatusOr<v1::Project> UpdateProject(const Principal& p, const v1::UpdateProjectRequest& r);
 
   // Brings the calendar in line with one inventory maintenance window: a
   // SCHEDULED window is put on the calendar (later bookings fail with
@@ -74,6 +81,10 @@ class BookingManager {
     int64_t guard_to_ms = 0;
     UpdateStep::Due due = UpdateStep::Due::kKeep;
     int64_t due_ms = 0;
+    // JOINT_RESEARCH: the reserved time leaves the project's committed hours
+    // and `used` is added to its used hours.
+    bool release_budget = false;
+    absl::Duration used = absl::ZeroDuration();
     std::vector<v1::BookingEvent> events;
   };
   // When the sweep must look at a booking in `state` (0: never).
@@ -84,6 +95,15 @@ class BookingManager {
       const std::function<absl::StatusOr<Change>(const Loaded&)>& decide);
 
   v1::BookingEvent Event(const Principal& p, const std::string& request_id) const;
+
+  // Projects (booking_projects.cc).
+  absl::Status CompleteProject(v1::Project& project);
+  v1::Project::State ProjectState(const v1::Project& project) const;
+  absl::Status FillProjectUse(v1::Project& project) const;
+  absl::StatusOr<v1::Project> LoadProject(const std::string& name, int64_t* version) const;
+  static bool MaySeeProject(const Principal& p, const v1::Project& project);
+  // The project checks of a JOINT_RESEARCH booking; fills its cost shares.
+  absl::Status CheckProject(v1::Booking& booking, const std::string& instrument_id);
 
   BookingStore* store_;
   InventoryClient* inventory_;

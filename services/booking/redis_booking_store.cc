@@ -28,6 +28,13 @@ std::string Idempotency(int p, absl::string_view method, absl::string_view reque
 std::string Outbox(int p) { return absl::StrCat(Tag(p), ":outbox"); }
 std::string Due(int p) { return absl::StrCat(Tag(p), ":due"); }
 std::string IdLookup(absl::string_view id) { return absl::StrCat("{bk:ids}:", id); }
+std::string Budget(int p, absl::string_view project_id) { return absl::StrCat(Tag(p), ":budget:", project_id); }
+std::string Project(absl::string_view id) { return absl::StrCat("{booking}:project:", id); }
+std::string Projects() { return "{booking}:projects"; }
+std::string ProjectOutbox() { return "{booking}:outbox"; }
+std::string ProjectIdempotency(absl::string_view method, absl::string_view request_id) {
+  return absl::StrCat("{booking}:idem:", method, ":", request_id);
+}
 std::string IndexMember(int64_t start_ms, absl::string_view id) {
   return absl::StrFormat("%015d|%s", start_ms, id);
 }
@@ -60,9 +67,9 @@ local function publish(outbox, first, count)
 end
 )lua";
 
-// KEYS: idem, outbox, doc, cal, calend, byinstr, due
+// KEYS: idem, outbox, doc, cal, calend, byinstr, due, budget (or placeholder)
 // ARGV: fingerprint, doc, ttl, denied, start, end, id, index member, due ms,
-//       n events, events...
+//       budget field ('' none), budget ms, n events, events...
 const RedisScript& CreateScript() {
   static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
@@ -76,21 +83,30 @@ local before = redis.call('ZREVRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '-inf', '
 if before[1] and tonumber(redis.call('HGET', KEYS[5], before[1])) > s then
   return {'TAKEN', before[1]}
 end
+if ARGV[10] ~= '' then
+  local f = ARGV[10]
+  local b = redis.call('HMGET', KEYS[8], f .. ':budget', f .. ':committed', f .. ':used')
+  if not b[1] then return {'BUDGET'} end
+  local left = tonumber(b[1]) - tonumber(b[2] or '0') - tonumber(b[3] or '0')
+  if tonumber(ARGV[11]) > left then return {'BUDGET'} end
+  redis.call('HINCRBY', KEYS[8], f .. ':committed', ARGV[11])
+end
 redis.call('HSET', KEYS[3], 'v', 1, 'd', ARGV[2])
 redis.call('ZADD', KEYS[4], s, ARGV[7])
 redis.call('HSET', KEYS[5], ARGV[7], e)
 redis.call('ZADD', KEYS[6], 0, ARGV[8])
 redis.call('ZADD', KEYS[7], ARGV[9], ARGV[7])
-publish(KEYS[2], 11, tonumber(ARGV[10]))
+publish(KEYS[2], 13, tonumber(ARGV[12]))
 remember(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return {'OK'}
 )lua");
   return *s;
 }
 
-// KEYS: idem, outbox, doc, cal, calend, due
+// KEYS: idem, outbox, doc, cal, calend, due, budget (or placeholder)
 // ARGV: fingerprint, doc, ttl, expected version, calendar op, id, new end,
-//       guard from, guard to, due op, due ms, n events, events...
+//       guard from, guard to, due op, due ms, budget field ('' none),
+//       committed delta, used delta, n events, events...
 const RedisScript& UpdateScript() {
   static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
@@ -116,7 +132,11 @@ if ARGV[10] == 'remove' then
 elseif ARGV[10] == 'set' then
   redis.call('ZADD', KEYS[6], ARGV[11], ARGV[6])
 end
-publish(KEYS[2], 13, tonumber(ARGV[12]))
+if ARGV[12] ~= '' then
+  redis.call('HINCRBY', KEYS[7], ARGV[12] .. ':committed', ARGV[13])
+  redis.call('HINCRBY', KEYS[7], ARGV[12] .. ':used', ARGV[14])
+end
+publish(KEYS[2], 16, tonumber(ARGV[15]))
 remember(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return {'OK'}
 )lua");
@@ -145,6 +165,8 @@ absl::StatusOr<StepOutcome> Outcome(const RedisValue& v) {
     out.kind = StepOutcome::Kind::kExists;
   } else if (tag == "DENIED") {
     out.kind = StepOutcome::Kind::kDenied;
+  } else if (tag == "BUDGET") {
+    out.kind = StepOutcome::Kind::kOverBudget;
   } else {
     out.kind = StepOutcome::Kind::kConflict;
   }
@@ -187,6 +209,26 @@ absl::Status BookingStore::Publish(int partition, const std::string& event) cons
       .status();
 }
 
+absl::Status BookingStore::SetBudget(absl::string_view project_id, absl::string_view instrument_id,
+                                     int64_t budget_ms) const {
+  return pool_->Command({"HSET", keys::Budget(keys::Partition(instrument_id), project_id),
+                         absl::StrCat(instrument_id, ":budget"), std::to_string(budget_ms)})
+      .status();
+}
+
+absl::StatusOr<BookingStore::BudgetUse> BookingStore::GetBudget(
+    absl::string_view project_id, absl::string_view instrument_id) const {
+  const std::string f(instrument_id);
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", keys::Budget(keys::Partition(instrument_id), project_id),
+                                                    f + ":budget", f + ":committed", f + ":used"}));
+  BudgetUse out;
+  int64_t* fields[] = {&out.budget_ms, &out.committed_ms, &out.used_ms};
+  for (size_t i = 0; i < 3 && i < v.elements.size(); ++i) {
+    if (!v.elements[i].is_nil()) absl::SimpleAtoi(v.elements[i].str, fields[i]);
+  }
+  return out;
+}
+
 std::string NewBookingId(int partition) {
   thread_local absl::BitGen gen;
   return absl::StrFormat("p%02d-%012x", partition,
@@ -201,7 +243,8 @@ absl::StatusOr<StepOutcome> BookingStore::Create(const CreateStep& s) const {
                                    keys::Calendar(s.partition, s.instrument_id),
                                    keys::CalendarEnds(s.partition, s.instrument_id),
                                    keys::ByInstrument(s.partition, s.instrument_id),
-                                   keys::Due(s.partition)};
+                                   keys::Due(s.partition),
+                                   s.budget_key.empty() ? keys::Due(s.partition) : s.budget_key};
   std::vector<std::string> args = {s.idempotency_key.empty() ? "" : s.fingerprint,
                                    s.booking,
                                    std::to_string(kIdempotencyTtlSeconds),
@@ -211,6 +254,8 @@ absl::StatusOr<StepOutcome> BookingStore::Create(const CreateStep& s) const {
                                    s.booking_id,
                                    keys::IndexMember(s.reserved_start_ms, s.booking_id),
                                    std::to_string(s.due_ms),
+                                   s.budget_key.empty() ? "" : s.budget_field,
+                                   std::to_string(s.budget_ms),
                                    std::to_string(s.events.size())};
   args.insert(args.end(), s.events.begin(), s.events.end());
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(CreateScript(), keys, args));
@@ -224,7 +269,8 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    keys::Booking(s.partition, s.booking_id),
                                    keys::Calendar(s.partition, s.instrument_id),
                                    keys::CalendarEnds(s.partition, s.instrument_id),
-                                   keys::Due(s.partition)};
+                                   keys::Due(s.partition),
+                                   s.budget_key.empty() ? keys::Due(s.partition) : s.budget_key};
   const char* op = s.calendar == UpdateStep::Calendar::kRemove   ? "remove"
                    : s.calendar == UpdateStep::Calendar::kSetEnd ? "end"
                                                                  : "keep";
@@ -241,6 +287,9 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    : s.due == UpdateStep::Due::kSet  ? "set"
                                                                      : "keep",
                                    std::to_string(s.due_ms),
+                                   s.budget_key.empty() ? "" : s.budget_field,
+                                   std::to_string(s.committed_delta_ms),
+                                   std::to_string(s.used_delta_ms),
                                    std::to_string(s.events.size())};
   args.insert(args.end(), s.events.begin(), s.events.end());
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(UpdateScript(), keys, args));

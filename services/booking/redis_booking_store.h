@@ -17,6 +17,11 @@
 //                            a CONFIRMED booking's start + grace (MISSED if not
 //                            checked in), a PENDING_APPROVAL one's start (EXPIRED)
 //   {bk:ids}:<id>            partition of a client-chosen booking id
+//   {bk:P}:budget:<project>  HASH "<instr>:budget|committed|used" -> ms: a joint-
+//                            research project's hours on an instrument, kept
+//                            with the calendar so the create step checks them
+//   {booking}:project:<id>   Project document; index {booking}:projects;
+//                            events on {booking}:outbox
 // A scheduled maintenance window sits on the calendar as entry "mw:<id>": it
 // always wins; the bookings it hits are then cancelled one by one.
 // Blocked intervals of bookings on one calendar never overlap: the create
@@ -47,6 +52,11 @@ std::string Idempotency(int p, absl::string_view method, absl::string_view reque
 std::string Outbox(int p);
 std::string Due(int p);
 std::string IdLookup(absl::string_view booking_id);
+std::string Budget(int p, absl::string_view project_id);
+std::string Project(absl::string_view project_id);
+std::string Projects();
+std::string ProjectOutbox();
+std::string ProjectIdempotency(absl::string_view method, absl::string_view request_id);
 // Index member ordering bookings of an instrument by reserved start.
 std::string IndexMember(int64_t start_ms, absl::string_view booking_id);
 }  // namespace keys
@@ -69,6 +79,11 @@ struct CreateStep {
   int64_t blocked_end_ms = 0;
   int64_t reserved_start_ms = 0;
   int64_t due_ms = 0;  // when the sweep looks at it
+  // JOINT_RESEARCH: the reserved time must fit the project's budget on the
+  // instrument (budget - used - committed) and is added to committed.
+  std::string budget_key;    // empty: no budget
+  std::string budget_field;  // "<instr>"
+  int64_t budget_ms = 0;     // reserved time charged to the budget
   // The access check said no: the step only answers a replay, else DENIED.
   bool denied = false;
   std::vector<std::string> events;  // serialized BookingEvent, in order
@@ -91,11 +106,17 @@ struct UpdateStep {
   enum class Due { kKeep, kRemove, kSet };
   Due due = Due::kKeep;
   int64_t due_ms = 0;  // kSet
+  // JOINT_RESEARCH budget movements (ms), applied with the change.
+  std::string budget_key;
+  std::string budget_field;
+  int64_t committed_delta_ms = 0;
+  int64_t used_delta_ms = 0;
   std::vector<std::string> events;
 };
 
 struct StepOutcome {
-  enum class Kind { kApplied, kReplayed, kRequestReused, kSlotTaken, kExists, kDenied, kConflict };
+  enum class Kind { kApplied, kReplayed, kRequestReused, kSlotTaken, kExists, kDenied, kConflict,
+                    kOverBudget };
   Kind kind = Kind::kApplied;
   std::string response;     // kReplayed
   std::string conflicting;  // kSlotTaken: the booking id in the way
@@ -126,6 +147,15 @@ class BookingStore {
   absl::Status RemoveCalendarEntry(int partition, absl::string_view instrument_id,
                                    absl::string_view entry) const;
   absl::Status Publish(int partition, const std::string& event) const;
+  // Sets a project's budget on an instrument (committed and used untouched).
+  absl::Status SetBudget(absl::string_view project_id, absl::string_view instrument_id,
+                         int64_t budget_ms) const;
+  struct BudgetUse {
+    int64_t budget_ms = 0, committed_ms = 0, used_ms = 0;
+  };
+  absl::StatusOr<BudgetUse> GetBudget(absl::string_view project_id,
+                                      absl::string_view instrument_id) const;
+  const DocStore& docs() const { return docs_; }
   absl::StatusOr<std::vector<std::string>> IndexRange(int partition,
                                                       absl::string_view instrument_id,
                                                       const std::string& after, int limit) const;

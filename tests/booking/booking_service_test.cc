@@ -134,6 +134,10 @@ class BookingServiceTest : public ::testing::Test {
     sr->set_billing_basis(iv::ACTUAL_TIME);
     *sr->mutable_billing_unit() = ToProto(absl::Minutes(15));
     sr->set_qualification_validity_days(90);
+    auto* jr = in->add_modes();
+    jr->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    *jr->mutable_slot_rules() = *sr;
+    jr->mutable_slot_rules()->set_qualification_validity_days(0);
     Inv(&iv::InventoryService::Stub::CreateInstrument, i);
     iv::CreateRateRequest rate;
     rate.set_parent("instruments/tem");
@@ -143,6 +147,9 @@ class BookingServiceTest : public ::testing::Test {
     rate.mutable_rate()->mutable_price()->set_currency_code("CNY");
     rate.mutable_rate()->mutable_price()->set_amount_minor(50000);
     Inv(&iv::InventoryService::Stub::CreateRate, rate);
+    rate.mutable_rate()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    Inv(&iv::InventoryService::Stub::CreateRate, rate);
+    org("outsider", "GENERAL");
     for (const char* u : {"ana", "bob"}) {
       iv::CreateUserRequest cu;
       cu.set_user_id(u);
@@ -503,6 +510,108 @@ TEST_F(BookingServiceTest, MaintenanceWindowCancelsHitBookingsWithoutCharge) {
   int outage_cancels = 0;
   for (const auto& e : Events()) outage_cancels += e.booking_cancelled().cancelled_by_outage();
   EXPECT_EQ(outage_cancels, 1);
+}
+
+class JointResearchTest : public BookingServiceTest {
+ protected:
+  // lab and owner share "prj" one third / two thirds, 3 h on tem over days 2..4.
+  v1::Project MakeProject(v1::Project::CostShareTemplate tmpl, std::vector<int> shares, grpc::Status* status) {
+    v1::CreateProjectRequest r;
+    r.set_project_id("prj");
+    auto* pr = r.mutable_project();
+    pr->set_title("Cryo-EM of membrane proteins");
+    pr->set_cost_share_template(tmpl);
+    const char* orgs[] = {"organizations/lab", "organizations/owner"};
+    for (size_t i = 0; i < 2; ++i) {
+      auto* part = pr->add_participants();
+      part->set_organization(orgs[i]);
+      part->set_share_bps(shares[i]);
+    }
+    *pr->mutable_period()->mutable_start_time() = ToProto(day_);
+    *pr->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+    auto* budget = pr->add_instrument_budgets();
+    budget->set_instrument("instruments/tem");
+    *budget->mutable_budget() = ToProto(absl::Hours(3));
+    v1::Project out;
+    *status = Call(stub_.get(), &v1::BookingService::Stub::CreateProject, r, &out, admin_);
+    return out;
+  }
+  grpc::Status BookJoint(absl::Duration from, absl::Duration to, v1::Booking* out,
+                         const std::string& payer = "") {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    r.mutable_booking()->set_project("projects/prj");
+    r.mutable_booking()->set_user("users/ana");
+    r.mutable_booking()->set_payer_organization(payer);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + from);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + to);
+    return Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, out, payer.empty() ? ana_ : admin_);
+  }
+  v1::InstrumentBudget Budget() {
+    v1::GetProjectRequest g;
+    g.set_name("projects/prj");
+    v1::Project pr;
+    EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &pr, ana_).ok());
+    return pr.instrument_budgets(0);
+  }
+};
+
+TEST_F(JointResearchTest, SharesMustSumToExactlyTenThousand) {
+  grpc::Status s;
+  MakeProject(v1::Project::CUSTOM, {6000, 3000}, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "SHARES_NOT_10000");
+  v1::Project p = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(p.participants(0).share_bps(), 3333);
+  EXPECT_EQ(p.participants(1).share_bps(), 6667);
+  EXPECT_EQ(p.instrument_budgets(0).instrument_owner(), "organizations/owner");
+  EXPECT_EQ(p.state(), v1::Project::PLANNED);
+}
+
+TEST_F(JointResearchTest, EqualSplitOfTwo) {
+  grpc::Status s;
+  v1::Project p = MakeProject(v1::Project::EQUAL_SPLIT, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(p.participants(0).share_bps(), 5000);
+  EXPECT_EQ(p.participants(1).share_bps(), 5000);
+}
+
+TEST_F(JointResearchTest, BookingsStayWithinPeriodParticipantsAndBudget) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::Booking a, b, c, out;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(11), &a).ok());
+  EXPECT_EQ(a.cost_shares_size(), 2);
+  EXPECT_EQ(a.cost_shares(1).organization(), "organizations/owner");
+  EXPECT_EQ(a.cost_shares(1).share_bps(), 6667);
+  EXPECT_EQ(GrpcErrorReason(BookJoint(absl::Hours(12), absl::Hours(14), &b)), "PROJECT_BUDGET_EXCEEDED");
+  ASSERT_TRUE(BookJoint(absl::Hours(12), absl::Hours(13), &b).ok());  // exactly the 3 h
+  EXPECT_EQ(GrpcErrorReason(BookJoint(absl::Hours(14), absl::Hours(14) + absl::Minutes(30), &c)),
+            "PROJECT_BUDGET_EXCEEDED");
+  EXPECT_EQ(GrpcErrorReason(BookJoint(absl::Hours(49), absl::Hours(50), &c)), "OUTSIDE_PROJECT_PERIOD");
+  EXPECT_EQ(GrpcErrorReason(BookJoint(absl::Hours(15), absl::Hours(16), &c, "organizations/outsider")),
+            "NOT_PROJECT_PARTICIPANT");
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(3));
+
+  v1::CancelBookingRequest cancel;
+  cancel.set_name(b.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, cancel, &out, ana_).ok());
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(2));
+
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(a.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10) + absl::Minutes(30));
+  v1::CheckOutRequest o;
+  o.set_name(a.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckOut, o, &out, ana_).ok());
+  auto budget = Budget();
+  EXPECT_EQ(FromProto(budget.committed()), absl::ZeroDuration());
+  EXPECT_EQ(FromProto(budget.used()), absl::Minutes(90));
 }
 
 TEST_F(BookingServiceTest, OtherModesAreNotBuiltYet) {

@@ -1,0 +1,351 @@
+// Joint-research projects: participants with cost shares, a period and hour
+// budgets per instrument. The project document lives under {booking}; its
+// budget counters live in each instrument's partition (see
+// redis_booking_store.h) so that a booking checks and commits budget in the
+// same step that takes the slot.
+#include <set>
+
+#include <google/protobuf/util/field_mask_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/auth.h"
+#include "common/error.h"
+#include "common/events.h"
+#include "common/proto_util.h"
+#include "services/booking/booking_manager.h"
+#include "services/inventory/inventory_rules.h"
+
+namespace labshare::booking {
+namespace {
+
+using labshare::inventory::FindMode;
+using labshare::inventory::ParseName;
+
+std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+
+absl::Status Invalid(absl::string_view reason, std::string field, std::string message) {
+  return InvalidFields({{std::move(field), std::move(message)}}, reason);
+}
+
+// Fills computed shares and checks the participants.
+absl::Status ComputeShares(v1::Project& project) {
+  auto* ps = project.mutable_participants();
+  if (ps->size() < 2) {
+    return Invalid("INVALID_FIELD", "project.participants", "a joint project has at least two participants");
+  }
+  std::set<std::string> seen;
+  int leads = 0;
+  for (const auto& p : *ps) {
+    LS_RETURN_IF_ERROR(ParseName(p.organization(), "organizations", "project.participants.organization").status());
+    if (!seen.insert(p.organization()).second) {
+      return Invalid("DUPLICATE_PARTICIPANT", "project.participants", p.organization() + " is listed twice");
+    }
+    leads += p.lead();
+  }
+  if (leads > 1) return Invalid("INVALID_FIELD", "project.participants", "at most one lead participant");
+  const auto tmpl = project.cost_share_template() == v1::Project::COST_SHARE_TEMPLATE_UNSPECIFIED
+                        ? v1::Project::CUSTOM
+                        : project.cost_share_template();
+  project.set_cost_share_template(tmpl);
+  if (tmpl == v1::Project::CUSTOM) {
+    int64_t sum = 0;
+    for (const auto& p : *ps) {
+      if (p.share_bps() <= 0) {
+        return Invalid("SHARES_NOT_10000", "project.participants.share_bps", "every CUSTOM share must be positive");
+      }
+      sum += p.share_bps();
+    }
+    if (sum != 10000) {
+      return Invalid("SHARES_NOT_10000", "project.participants.share_bps",
+                     absl::StrCat("shares sum to ", sum, " basis points; they must sum to exactly 10000"));
+    }
+    return absl::OkStatus();
+  }
+  for (const auto& p : *ps) {
+    if (p.share_bps() != 0) {
+      return Invalid("INVALID_FIELD", "project.participants.share_bps", "the template computes the shares; send 0");
+    }
+  }
+  if (tmpl == v1::Project::ONE_THIRD_TWO_THIRDS) {
+    if (ps->size() != 2) {
+      return Invalid("TEMPLATE_PARTICIPANT_COUNT", "project.participants", "ONE_THIRD_TWO_THIRDS needs exactly two participants");
+    }
+    (*ps)[0].set_share_bps(3333);
+    (*ps)[1].set_share_bps(6667);
+    return absl::OkStatus();
+  }
+  // EQUAL_SPLIT: the remainder one basis point at a time, in list order.
+  const int n = ps->size();
+  for (int i = 0; i < n; ++i) (*ps)[i].set_share_bps(10000 / n + (i < 10000 % n ? 1 : 0));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status BookingManager::CompleteProject(v1::Project& project) {
+  if (project.title().empty()) return InvalidField("project.title", "required");
+  LS_RETURN_IF_ERROR(ComputeShares(project));
+  const auto& period = project.period();
+  if (!period.has_start_time() || !period.has_end_time() ||
+      FromProto(period.end_time()) <= FromProto(period.start_time())) {
+    return InvalidField("project.period", "needs start_time before end_time", "INVALID_INTERVAL");
+  }
+  if (project.instrument_budgets().empty()) {
+    return InvalidField("project.instrument_budgets", "budget at least one instrument");
+  }
+  std::set<std::string> instruments;
+  for (auto& b : *project.mutable_instrument_budgets()) {
+    LS_RETURN_IF_ERROR(ParseName(b.instrument(), "instruments", "project.instrument_budgets.instrument").status());
+    if (!instruments.insert(b.instrument()).second) {
+      return Invalid("DUPLICATE_INSTRUMENT", "project.instrument_budgets", b.instrument() + " is listed twice");
+    }
+    if (FromProto(b.budget()) <= absl::ZeroDuration()) {
+      return InvalidField("project.instrument_budgets.budget", "must be positive");
+    }
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
+    if (FindMode(instrument, labshare::type::v1::JOINT_RESEARCH) == nullptr) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
+                       b.instrument() + " does not offer JOINT_RESEARCH");
+    }
+    b.set_instrument_owner(instrument.owner_organization());
+    b.clear_used();
+    b.clear_committed();
+  }
+  for (const auto& p : project.participants()) {
+    LS_RETURN_IF_ERROR(inventory_->GetOrganization(p.organization()).status());
+  }
+  return absl::OkStatus();
+}
+
+v1::Project::State BookingManager::ProjectState(const v1::Project& project) const {
+  const absl::Time now = clock_->Now();
+  if (now < FromProto(project.period().start_time())) return v1::Project::PLANNED;
+  if (now < FromProto(project.period().end_time())) return v1::Project::ACTIVE;
+  return v1::Project::ENDED;
+}
+
+absl::Status BookingManager::FillProjectUse(v1::Project& project) const {
+  project.set_state(ProjectState(project));
+  const std::string id = IdOf(project.name());
+  for (auto& b : *project.mutable_instrument_budgets()) {
+    LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(id, IdOf(b.instrument())));
+    *b.mutable_used() = ToProto(absl::Milliseconds(use.used_ms));
+    *b.mutable_committed() = ToProto(absl::Milliseconds(use.committed_ms));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Project> BookingManager::LoadProject(const std::string& name, int64_t* version) const {
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(name, "projects", "name"));
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Project(id)));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "PROJECT_NOT_FOUND", name + " does not exist");
+  v1::Project project;
+  if (!project.ParseFromString((*doc).data)) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored project is unreadable");
+  }
+  if (version != nullptr) *version = doc->version;
+  return project;
+}
+
+absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
+                                                          const v1::CreateProjectRequest& r) {
+  std::string id = r.project_id();
+  if (id.empty()) {
+    id = labshare::inventory::NewId("prj");
+  } else if (!labshare::inventory::ValidId(id)) {
+    return InvalidField("project_id", "must match [a-z0-9][a-z0-9-]{0,62}");
+  }
+  const std::string idem = r.request_id().empty() ? "" : keys::ProjectIdempotency("CreateProject", r.request_id());
+  const std::string fingerprint = RequestFingerprint("CreateProject", r);
+  LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+  if (seen) {
+    v1::Project replay;
+    replay.ParseFromString(*seen);
+    return replay;
+  }
+  v1::Project project = r.project();
+  LS_RETURN_IF_ERROR(CompleteProject(project));
+  const absl::Time now = clock_->Now();
+  project.set_name("projects/" + id);
+  *project.mutable_create_time() = ToProto(now);
+  *project.mutable_update_time() = ToProto(now);
+  project.set_etag("1");
+  project.set_state(ProjectState(project));
+  // Budgets first: a crash before the commit leaves only counters of a
+  // project that does not exist, which no booking can reach.
+  for (const auto& b : project.instrument_budgets()) {
+    LS_RETURN_IF_ERROR(store_->SetBudget(id, IdOf(b.instrument()), absl::ToInt64Milliseconds(FromProto(b.budget()))));
+  }
+  v1::BookingEvent event = Event(p, r.request_id());
+  *event.mutable_project_created()->mutable_project() = project;
+  Mutation m;
+  m.idempotency_key = idem;
+  m.fingerprint = fingerprint;
+  m.response = SerializeDeterministic(project);
+  m.writes.push_back({keys::Project(id), project.SerializeAsString(), 0});
+  m.index_ops.push_back({keys::Projects(), id});
+  m.outbox_key = keys::ProjectOutbox();
+  m.event_type = v1::BookingEvent::descriptor()->full_name();
+  m.event_payload = event.SerializeAsString();
+  LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
+  switch (outcome.kind) {
+    case CommitOutcome::Kind::kApplied: return project;
+    case CommitOutcome::Kind::kReplayed: {
+      v1::Project replay;
+      replay.ParseFromString(outcome.response);
+      return replay;
+    }
+    case CommitOutcome::Kind::kRequestReused: return RequestIdReused();
+    case CommitOutcome::Kind::kConflict: break;
+  }
+  return MakeError(absl::StatusCode::kAlreadyExists, "PROJECT_EXISTS", project.name() + " already exists");
+}
+
+bool BookingManager::MaySeeProject(const Principal& p, const v1::Project& project) {
+  if (p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService})) return true;
+  const std::string org = ActorOrganization(p);
+  for (const auto& part : project.participants()) {
+    if (part.organization() == org) return true;
+  }
+  if (p.HasRole(Role::kFacilityStaff)) {
+    for (const auto& b : project.instrument_budgets()) {
+      if (b.instrument_owner() == org) return true;
+    }
+  }
+  return false;
+}
+
+absl::StatusOr<v1::Project> BookingManager::GetProject(const Principal& p, const v1::GetProjectRequest& r) {
+  LS_ASSIGN_OR_RETURN(v1::Project project, LoadProject(r.name(), nullptr));
+  if (!MaySeeProject(p, project)) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "only participants, the budgeted instruments' staff and administrators see a project");
+  }
+  LS_RETURN_IF_ERROR(FillProjectUse(project));
+  return project;
+}
+
+absl::StatusOr<v1::ListProjectsResponse> BookingManager::ListProjects(const Principal& p,
+                                                                      const v1::ListProjectsRequest& r) {
+  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  v1::ListProjectsResponse resp;
+  std::string after = page.after;
+  bool more = true;
+  while (more && resp.projects_size() < page.page_size) {
+    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Projects(), after, 200));
+    std::vector<std::string> doc_keys;
+    for (const auto& id : ids) doc_keys.push_back(keys::Project(id));
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
+    size_t i = 0;
+    for (; i < ids.size() && resp.projects_size() < page.page_size; ++i) {
+      after = ids[i];
+      v1::Project project;
+      if (!docs[i] || !project.ParseFromString(docs[i]->data) || !MaySeeProject(p, project)) continue;
+      project.set_state(ProjectState(project));
+      bool keep = r.participant().empty();
+      for (const auto& part : project.participants()) keep |= part.organization() == r.participant();
+      bool has_instrument = r.instrument().empty();
+      for (const auto& b : project.instrument_budgets()) has_instrument |= b.instrument() == r.instrument();
+      keep &= has_instrument;
+      if (!r.states().empty()) {
+        keep &= std::find(r.states().begin(), r.states().end(), project.state()) != r.states().end();
+      }
+      if (r.has_time_range()) {
+        keep &= FromProto(project.period().start_time()) < FromProto(r.time_range().end_time()) &&
+                FromProto(r.time_range().start_time()) < FromProto(project.period().end_time());
+      }
+      if (!keep) continue;
+      LS_RETURN_IF_ERROR(FillProjectUse(project));
+      *resp.add_projects() = std::move(project);
+    }
+    more = i < ids.size() || ids.size() == 200;
+  }
+  if (more && !after.empty()) resp.set_next_page_token(MakePageToken(r, after));
+  return resp;
+}
+
+absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
+                                                          const v1::UpdateProjectRequest& r) {
+  static const std::set<std::string> kPaths = {"title", "description", "external_reference",
+                                               "participants", "cost_share_template", "period",
+                                               "instrument_budgets"};
+  if (r.update_mask().paths().empty()) {
+    return InvalidField("update_mask", "name the fields to update", "INVALID_UPDATE_MASK");
+  }
+  for (const auto& path : r.update_mask().paths()) {
+    if (!kPaths.count(path)) {
+      return InvalidField("update_mask", "'" + path + "' cannot be updated", "INVALID_UPDATE_MASK");
+    }
+  }
+  const std::string idem = r.request_id().empty() ? "" : keys::ProjectIdempotency("UpdateProject", r.request_id());
+  const std::string fingerprint = RequestFingerprint("UpdateProject", r);
+  LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+  if (seen) {
+    v1::Project replay;
+    replay.ParseFromString(*seen);
+    return replay;
+  }
+  int64_t version = 0;
+  LS_ASSIGN_OR_RETURN(v1::Project current, LoadProject(r.project().name(), &version));
+  if (!r.project().etag().empty() && r.project().etag() != std::to_string(version)) {
+    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the project changed; read it again");
+  }
+  v1::Project project = current;
+  google::protobuf::util::FieldMaskUtil::MergeOptions options;
+  options.set_replace_repeated_fields(true);
+  options.set_replace_message_fields(true);
+  google::protobuf::util::FieldMaskUtil::MergeMessageTo(r.project(), r.update_mask(), options, &project);
+  LS_RETURN_IF_ERROR(CompleteProject(project));
+  // A budget never drops below what is used and committed; an instrument with
+  // holding bookings stays.
+  const std::string id = IdOf(project.name());
+  std::map<std::string, int64_t> budgets;
+  for (const auto& b : project.instrument_budgets()) {
+    budgets[IdOf(b.instrument())] = absl::ToInt64Milliseconds(FromProto(b.budget()));
+  }
+  for (const auto& b : current.instrument_budgets()) budgets.emplace(IdOf(b.instrument()), 0);
+  for (const auto& [instrument, budget_ms] : budgets) {
+    LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(id, instrument));
+    if (budget_ms < use.used_ms + use.committed_ms) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "BUDGET_BELOW_COMMITTED",
+                       absl::StrCat("instruments/", instrument, " has ",
+                                    absl::FormatDuration(absl::Milliseconds(use.used_ms + use.committed_ms)),
+                                    " used or committed"));
+    }
+  }
+  for (const auto& [instrument, budget_ms] : budgets) {
+    LS_RETURN_IF_ERROR(store_->SetBudget(id, instrument, budget_ms));
+  }
+  *project.mutable_update_time() = ToProto(clock_->Now());
+  project.set_etag(std::to_string(version + 1));
+  project.set_state(ProjectState(project));
+  v1::BookingEvent event = Event(p, r.request_id());
+  auto* updated = event.mutable_project_updated();
+  *updated->mutable_project() = project;
+  *updated->mutable_update_mask() = r.update_mask();
+  *updated->mutable_previous_participants() = current.participants();
+  Mutation m;
+  m.idempotency_key = idem;
+  m.fingerprint = fingerprint;
+  m.response = SerializeDeterministic(project);
+  m.writes.push_back({keys::Project(id), project.SerializeAsString(), version});
+  m.outbox_key = keys::ProjectOutbox();
+  m.event_type = v1::BookingEvent::descriptor()->full_name();
+  m.event_payload = event.SerializeAsString();
+  LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
+  switch (outcome.kind) {
+    case CommitOutcome::Kind::kApplied: return project;
+    case CommitOutcome::Kind::kReplayed: {
+      v1::Project replay;
+      replay.ParseFromString(outcome.response);
+      return replay;
+    }
+    case CommitOutcome::Kind::kRequestReused: return RequestIdReused();
+    case CommitOutcome::Kind::kConflict: break;
+  }
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the project changed concurrently; read it again and retry");
+}
+
+}  // namespace labshare::booking

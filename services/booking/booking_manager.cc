@@ -54,6 +54,12 @@ bool IsOwnerStaff(const Principal& p, const inv::Instrument& in) {
          (org == in.owner_organization() || org == in.operator_organization());
 }
 
+absl::Status NotForLeases(const v1::Booking& b) {
+  if (b.mode() != labshare::type::v1::LEASE) return absl::OkStatus();
+  return MakeError(absl::StatusCode::kFailedPrecondition, "USE_LEASE_METHODS",
+                   absl::StrCat(b.name(), " belongs to ", b.lease(), "; use the lease methods"));
+}
+
 bool IsBookingUser(const Principal& p, const v1::Booking& b) {
   return !p.HasRole(Role::kService) && b.user() == "users/" + p.user_id;
 }
@@ -108,6 +114,33 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
   if (in.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
       !labshare::type::v1::SharingMode_IsValid(in.mode())) {
     return InvalidField("booking.mode", "choose ON_SITE, LEASE, JOINT_RESEARCH or TECHNICAL_SERVICE");
+  }
+  if (in.mode() == labshare::type::v1::LEASE) {
+    if (!r.has_lease_terms() || !in.project().empty() || !in.service_order().empty() || !in.operator_user().empty()) {
+      return InvalidField("lease_terms", "a LEASE booking needs lease_terms and takes no project, service_order "
+                          "or operator_user", "MODE_FIELDS_MISMATCH");
+    }
+    v1::Lease lease;
+    lease.set_instrument(in.instrument());
+    lease.set_lessee_organization(in.payer_organization());
+    lease.set_contact_user(in.user());
+    *lease.mutable_term() = in.reserved_interval();
+    if (r.lease_terms().has_handover_buffer()) *lease.mutable_handover_buffer() = r.lease_terms().handover_buffer();
+    if (r.lease_terms().has_return_buffer()) *lease.mutable_return_buffer() = r.lease_terms().return_buffer();
+    lease.set_purpose(in.purpose());
+    LS_ASSIGN_OR_RETURN(v1::Lease created, RequestLeaseAs(p, "CreateBooking", r, lease, r.booking_id(),
+                                                          r.request_id(), r.validate_only()));
+    if (r.validate_only()) {
+      v1::Booking preview;
+      preview.set_instrument(created.instrument());
+      preview.set_mode(labshare::type::v1::LEASE);
+      *preview.mutable_reserved_interval() = created.term();
+      *preview.mutable_blocked_interval() = created.blocked_interval();
+      preview.set_state(v1::Booking::PENDING_APPROVAL);
+      return preview;
+    }
+    LS_ASSIGN_OR_RETURN(Loaded booking, Load(created.booking()));
+    return std::move(booking.booking);
   }
   const bool joint = in.mode() == labshare::type::v1::JOINT_RESEARCH;
   if (in.mode() != labshare::type::v1::ON_SITE && !joint) {
@@ -404,7 +437,7 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
 // ================================================================ transitions
 
 absl::StatusOr<v1::Booking> BookingManager::Transition(
-    const Principal& /*caller: checked in decide*/, absl::string_view method, const google::protobuf::Message& request,
+    absl::string_view method, const google::protobuf::Message& request,
     const std::string& name, const std::string& request_id,
     const std::function<absl::StatusOr<Change>(const Loaded&)>& decide) {
   LS_ASSIGN_OR_RETURN(Loaded cur, Load(name));
@@ -460,9 +493,10 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
 
 absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
                                                           const v1::CancelBookingRequest& r) {
-  return Transition(p, "CancelBooking", r, r.name(), r.request_id(),
+  return Transition("CancelBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
+    LS_RETURN_IF_ERROR(NotForLeases(b));
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
     const bool staff = IsOwnerStaff(p, instrument);
     if (!IsAdmin(p) && !staff && !IsBookingUser(p, b) && !IsPayerBillingAdmin(p, b)) {
@@ -502,9 +536,10 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
 
 absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
                                                            const v1::ApproveBookingRequest& r) {
-  return Transition(p, "ApproveBooking", r, r.name(), r.request_id(),
+  return Transition("ApproveBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
+    LS_RETURN_IF_ERROR(NotForLeases(b));
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
     if (!IsAdmin(p) && !IsOwnerStaff(p, instrument)) {
       return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
@@ -539,9 +574,10 @@ absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
 absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
                                                           const v1::RejectBookingRequest& r) {
   if (r.reason().empty()) return InvalidField("reason", "say why; the user sees it");
-  return Transition(p, "RejectBooking", r, r.name(), r.request_id(),
+  return Transition("RejectBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
+    LS_RETURN_IF_ERROR(NotForLeases(b));
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
     if (!IsAdmin(p) && !IsOwnerStaff(p, instrument)) {
       return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
@@ -569,9 +605,10 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
 }
 
 absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1::CheckInRequest& r) {
-  return Transition(p, "CheckIn", r, r.name(), r.request_id(),
+  return Transition("CheckIn", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
+    LS_RETURN_IF_ERROR(NotForLeases(b));
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
     const bool staff = IsOwnerStaff(p, instrument) || p.HasRole(Role::kService);
     if (!staff && !IsBookingUser(p, b)) return UserScope("only the booking's user checks in");
@@ -622,9 +659,10 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
 
 absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v1::CheckOutRequest& r) {
   bool record_use = false;
-  auto result = Transition(p, "CheckOut", r, r.name(), r.request_id(),
+  auto result = Transition("CheckOut", r, r.name(), r.request_id(),
                            [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
+    LS_RETURN_IF_ERROR(NotForLeases(b));
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
     const bool staff = IsOwnerStaff(p, instrument) || p.HasRole(Role::kService);
     if (!staff && !IsBookingUser(p, b)) return UserScope("only the booking's user checks out");
@@ -716,15 +754,33 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
     LS_RETURN_IF_ERROR(store_->BlockWindow(partition, ids.first, ids.second, Ms(ws), Ms(we)));
     // The window now wins every new booking; clear what it hits, again and
     // again until nothing is left (a booking may have slipped in meanwhile).
+    std::set<std::string> left_alone;
     for (int round = 0; round < 10; ++round) {
       LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, ids.first, Ms(ws), Ms(we)));
       bool any = false;
       for (const auto& e : entries) {
-        if (IsWindowEntry(e.booking_id)) continue;
+        if (IsWindowEntry(e.booking_id) || left_alone.count(e.booking_id)) continue;
         any = true;
+        LS_ASSIGN_OR_RETURN(auto lease_doc, store_->docs().Get(keys::Lease(partition, e.booking_id)));
+        if (lease_doc) {
+          // A lease before handover is cancelled with its booking; one with
+          // the lessee is left for the owner's staff to resolve.
+          v1::Lease lease;
+          lease.ParseFromString(lease_doc->data);
+          if (lease.state() == v1::Lease::HANDED_OVER) {
+            resp.add_conflicting_leases(lease.name());
+            left_alone.insert(e.booking_id);
+            continue;
+          }
+          if (lease.state() == v1::Lease::REQUESTED || lease.state() == v1::Lease::APPROVED) {
+            LS_RETURN_IF_ERROR(CancelLeaseForOutage(p, lease.name(), window).status());
+            resp.add_cancelled_leases(lease.name());
+            continue;
+          }
+        }
         bool interrupted = false;
         const std::string name = "bookings/" + e.booking_id;
-        auto result = Transition(p, "ApplyMaintenanceWindow", r, name, "",
+        auto result = Transition("ApplyMaintenanceWindow", r, name, "",
                                  [&](const Loaded& cur) -> absl::StatusOr<Change> {
           const v1::Booking& b = cur.booking;
           Change c;
@@ -819,7 +875,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
       v1::GetBookingRequest key;
       key.set_name("bookings/" + id);
       bool stale = false;
-      auto result = Transition(sweeper, "Sweep", key, key.name(), "",
+      auto result = Transition("Sweep", key, key.name(), "",
                                [&](const Loaded& cur) -> absl::StatusOr<Change> {
         const v1::Booking& b = cur.booking;
         Change c;

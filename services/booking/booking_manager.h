@@ -41,6 +41,19 @@ class BookingManager {
   absl::StatusOr<v1::Booking> CheckOut(const Principal& p, const v1::CheckOutRequest& r);
   absl::StatusOr<v1::QueryAvailabilityResponse> QueryAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
 
+  // Leases (booking_leases.cc). A lease and its calendar booking share an
+  // id and change together in one step.
+  absl::StatusOr<v1::Lease> RequestLease(const Principal& p, const v1::RequestLeaseRequest& r);
+  absl::StatusOr<v1::Lease> GetLease(const Principal& p, const v1::GetLeaseRequest& r);
+  absl::StatusOr<v1::ListLeasesResponse> ListLeases(const Principal& p, const v1::ListLeasesRequest& r);
+  absl::StatusOr<v1::Lease> ApproveLease(const Principal& p, const v1::ApproveLeaseRequest& r);
+  absl::StatusOr<v1::Lease> RejectLease(const Principal& p, const v1::RejectLeaseRequest& r);
+  absl::StatusOr<v1::Lease> CancelLease(const Principal& p, const v1::CancelLeaseRequest& r);
+  absl::StatusOr<v1::Lease> RecordHandover(const Principal& p, const v1::RecordHandoverRequest& r);
+  absl::StatusOr<v1::Lease> RecordReturn(const Principal& p, const v1::RecordReturnRequest& r);
+  absl::StatusOr<v1::Lease> ExtendLease(const Principal& p, const v1::ExtendLeaseRequest& r);
+  absl::StatusOr<v1::Lease> CloseLease(const Principal& p, const v1::CloseLeaseRequest& r);
+
   // Joint-research projects.
   absl::StatusOr<v1::Project> CreateProject(const Principal& p, const v1::CreateProjectRequest& r);
   absl::StatusOr<v1::Project> GetProject(const Principal& p, const v1::GetProjectRequest& r);
@@ -90,11 +103,39 @@ class BookingManager {
   // When the sweep must look at a booking in `state` (0: never).
   int64_t DueMs(const v1::Booking& b, const inv::Instrument& instrument) const;
   absl::StatusOr<v1::Booking> Transition(
-      const Principal& p, absl::string_view method, const google::protobuf::Message& request,
+      absl::string_view method, const google::protobuf::Message& request,
       const std::string& name, const std::string& request_id,
       const std::function<absl::StatusOr<Change>(const Loaded&)>& decide);
 
   v1::BookingEvent Event(const Principal& p, const std::string& request_id) const;
+
+  // Leases: the request under any method name (CreateBooking with mode
+  // LEASE goes through here too).
+  absl::StatusOr<v1::Lease> RequestLeaseAs(const Principal& p, absl::string_view method,
+                                           const google::protobuf::Message& request,
+                                           const v1::Lease& in, const std::string& lease_id,
+                                           const std::string& request_id, bool validate_only);
+  struct LeaseChange {
+    v1::Lease lease;
+    v1::Booking booking;
+    UpdateStep::Calendar calendar = UpdateStep::Calendar::kKeep;
+    int64_t new_end_ms = 0;
+    int64_t guard_from_ms = 0;  // a violated guard is SLOT_TAKEN
+    int64_t guard_to_ms = 0;
+    std::vector<v1::BookingEvent> events;
+  };
+  struct LoadedLease {
+    v1::Lease lease;
+    int64_t lease_version = 0;
+    Loaded booking;
+  };
+  absl::StatusOr<v1::Lease> LeaseTransition(
+      absl::string_view method, const google::protobuf::Message& request,
+      const std::string& name, const std::string& request_id,
+      const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&)>& decide);
+  absl::StatusOr<LoadedLease> LoadLease(const std::string& name);
+  absl::StatusOr<v1::Lease> CancelLeaseForOutage(const Principal& p, const std::string& name,
+                                                 const inv::MaintenanceWindow& window);
 
   // Projects (booking_projects.cc).
   absl::Status CompleteProject(v1::Project& project);

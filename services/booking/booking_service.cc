@@ -18,6 +18,12 @@ MethodPolicy BookingPolicy() {
     p.AllowAll(M(m));
   }
   for (const char* m : {"CreateProject", "UpdateProject"}) p.Allow(M(m), {Role::kConsortiumAdmin});
+  for (const char* m : {"GetLease", "ListLeases"}) p.AllowAll(M(m));
+  p.Allow(M("RequestLease"), {Role::kLabUser, Role::kMemberBillingAdmin, Role::kFacilityStaff, Role::kConsortiumAdmin});
+  p.Allow(M("CancelLease"), {Role::kLabUser, Role::kMemberBillingAdmin, Role::kFacilityStaff, Role::kConsortiumAdmin});
+  for (const char* m : {"ApproveLease", "RejectLease", "RecordHandover", "RecordReturn", "ExtendLease", "CloseLease"}) {
+    p.Allow(M(m), {Role::kFacilityStaff, Role::kConsortiumAdmin});
+  }
   p.Allow(M("CreateBooking"), {Role::kLabUser, Role::kFacilityStaff, Role::kConsortiumAdmin});
   p.Allow(M("CancelBooking"), {Role::kLabUser, Role::kMemberBillingAdmin, Role::kFacilityStaff,
                                Role::kConsortiumAdmin});

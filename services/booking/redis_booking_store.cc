@@ -29,6 +29,7 @@ std::string Outbox(int p) { return absl::StrCat(Tag(p), ":outbox"); }
 std::string Due(int p) { return absl::StrCat(Tag(p), ":due"); }
 std::string IdLookup(absl::string_view id) { return absl::StrCat("{bk:ids}:", id); }
 std::string Budget(int p, absl::string_view project_id) { return absl::StrCat(Tag(p), ":budget:", project_id); }
+std::string Lease(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":lease:", id); }
 std::string Project(absl::string_view id) { return absl::StrCat("{booking}:project:", id); }
 std::string Projects() { return "{booking}:projects"; }
 std::string ProjectOutbox() { return "{booking}:outbox"; }
@@ -67,15 +68,22 @@ local function publish(outbox, first, count)
 end
 )lua";
 
-// KEYS: idem, outbox, doc, cal, calend, byinstr, due, budget (or placeholder)
-// ARGV: fingerprint, doc, ttl, denied, start, end, id, index member, due ms,
-//       budget field ('' none), budget ms, n events, events...
+// KEYS: 1 idem, 2 outbox, 3 doc, 4 cal, 5 calend, 6 byinstr, 7 due,
+//       8 budget (or placeholder), 9.. extra documents
+// ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 denied, 5 start, 6 end, 7 id,
+//       8 index member, 9 due ms (0: none), 10 budget field ('' none),
+//       11 budget ms, 12 response, 13 n extra, 14 n events,
+//       then per extra document its data, then the events.
 const RedisScript& CreateScript() {
   static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
 if seen then return seen end
 if ARGV[4] == '1' then return {'DENIED'} end
+local n_extra = tonumber(ARGV[13])
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
+for i = 1, n_extra do
+  if redis.call('EXISTS', KEYS[8 + i]) == 1 then return {'EXISTS'} end
+end
 local s, e = tonumber(ARGV[5]), tonumber(ARGV[6])
 -- Blocked intervals are disjoint, so only the last one starting before e
 -- can reach past s.
@@ -92,35 +100,50 @@ if ARGV[10] ~= '' then
   redis.call('HINCRBY', KEYS[8], f .. ':committed', ARGV[11])
 end
 redis.call('HSET', KEYS[3], 'v', 1, 'd', ARGV[2])
+for i = 1, n_extra do
+  redis.call('HSET', KEYS[8 + i], 'v', 1, 'd', ARGV[14 + i])
+end
 redis.call('ZADD', KEYS[4], s, ARGV[7])
 redis.call('HSET', KEYS[5], ARGV[7], e)
 redis.call('ZADD', KEYS[6], 0, ARGV[8])
-redis.call('ZADD', KEYS[7], ARGV[9], ARGV[7])
-publish(KEYS[2], 13, tonumber(ARGV[12]))
-remember(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if ARGV[9] ~= '0' then redis.call('ZADD', KEYS[7], ARGV[9], ARGV[7]) end
+publish(KEYS[2], 15 + n_extra, tonumber(ARGV[14]))
+remember(KEYS[1], ARGV[1], ARGV[12], ARGV[3])
 return {'OK'}
 )lua");
   return *s;
 }
 
-// KEYS: idem, outbox, doc, cal, calend, due, budget (or placeholder)
-// ARGV: fingerprint, doc, ttl, expected version, calendar op, id, new end,
-//       guard from, guard to, due op, due ms, budget field ('' none),
-//       committed delta, used delta, n events, events...
+// KEYS: 1 idem, 2 outbox, 3 doc, 4 cal, 5 calend, 6 due, 7 budget (or
+//       placeholder), 8.. extra documents
+// ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 expected version, 5 calendar op,
+//       6 id, 7 new end, 8 guard from, 9 guard to, 10 due op, 11 due ms,
+//       12 budget field ('' none), 13 committed delta, 14 used delta,
+//       15 response, 16 n extra, 17 n events,
+//       then per extra document (expected version, data), then the events.
 const RedisScript& UpdateScript() {
   static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
 if seen then return seen end
+local n_extra = tonumber(ARGV[16])
 if tonumber(redis.call('HGET', KEYS[3], 'v') or '0') ~= tonumber(ARGV[4]) then
   return {'CONFLICT'}
+end
+for i = 1, n_extra do
+  local expected = tonumber(ARGV[17 + (i - 1) * 2 + 1])
+  if tonumber(redis.call('HGET', KEYS[7 + i], 'v') or '0') ~= expected then return {'CONFLICT'} end
 end
 if ARGV[9] ~= '0' then
   local inside = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[8], '(' .. ARGV[9], 'LIMIT', 0, 2)
   for _, other in ipairs(inside) do
-    if other ~= ARGV[6] then return {'CONFLICT'} end
+    if other ~= ARGV[6] then return {'TAKEN', other} end
   end
 end
 redis.call('HSET', KEYS[3], 'v', tonumber(ARGV[4]) + 1, 'd', ARGV[2])
+for i = 1, n_extra do
+  local expected = tonumber(ARGV[17 + (i - 1) * 2 + 1])
+  redis.call('HSET', KEYS[7 + i], 'v', expected + 1, 'd', ARGV[17 + (i - 1) * 2 + 2])
+end
 if ARGV[5] == 'remove' then
   redis.call('ZREM', KEYS[4], ARGV[6])
   redis.call('HDEL', KEYS[5], ARGV[6])
@@ -136,8 +159,8 @@ if ARGV[12] ~= '' then
   redis.call('HINCRBY', KEYS[7], ARGV[12] .. ':committed', ARGV[13])
   redis.call('HINCRBY', KEYS[7], ARGV[12] .. ':used', ARGV[14])
 end
-publish(KEYS[2], 16, tonumber(ARGV[15]))
-remember(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+publish(KEYS[2], 18 + n_extra * 2, tonumber(ARGV[17]))
+remember(KEYS[1], ARGV[1], ARGV[15], ARGV[3])
 return {'OK'}
 )lua");
   return *s;
@@ -236,15 +259,16 @@ std::string NewBookingId(int partition) {
 }
 
 absl::StatusOr<StepOutcome> BookingStore::Create(const CreateStep& s) const {
-  std::vector<std::string> keys = {s.idempotency_key.empty() ? keys::Idempotency(s.partition, "-", "-")
-                                                             : s.idempotency_key,
+  const std::string due = keys::Due(s.partition);
+  std::vector<std::string> keys = {s.idempotency_key.empty() ? due : s.idempotency_key,
                                    keys::Outbox(s.partition),
                                    keys::Booking(s.partition, s.booking_id),
                                    keys::Calendar(s.partition, s.instrument_id),
                                    keys::CalendarEnds(s.partition, s.instrument_id),
                                    keys::ByInstrument(s.partition, s.instrument_id),
-                                   keys::Due(s.partition),
-                                   s.budget_key.empty() ? keys::Due(s.partition) : s.budget_key};
+                                   due,
+                                   s.budget_key.empty() ? due : s.budget_key};
+  for (const auto& d : s.extra_docs) keys.push_back(d.key);
   std::vector<std::string> args = {s.idempotency_key.empty() ? "" : s.fingerprint,
                                    s.booking,
                                    std::to_string(kIdempotencyTtlSeconds),
@@ -256,21 +280,25 @@ absl::StatusOr<StepOutcome> BookingStore::Create(const CreateStep& s) const {
                                    std::to_string(s.due_ms),
                                    s.budget_key.empty() ? "" : s.budget_field,
                                    std::to_string(s.budget_ms),
+                                   s.response.empty() ? s.booking : s.response,
+                                   std::to_string(s.extra_docs.size()),
                                    std::to_string(s.events.size())};
+  for (const auto& d : s.extra_docs) args.push_back(d.data);
   args.insert(args.end(), s.events.begin(), s.events.end());
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(CreateScript(), keys, args));
   return Outcome(v);
 }
 
 absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
-  std::vector<std::string> keys = {s.idempotency_key.empty() ? keys::Idempotency(s.partition, "-", "-")
-                                                             : s.idempotency_key,
+  const std::string due = keys::Due(s.partition);
+  std::vector<std::string> keys = {s.idempotency_key.empty() ? due : s.idempotency_key,
                                    keys::Outbox(s.partition),
                                    keys::Booking(s.partition, s.booking_id),
                                    keys::Calendar(s.partition, s.instrument_id),
                                    keys::CalendarEnds(s.partition, s.instrument_id),
-                                   keys::Due(s.partition),
-                                   s.budget_key.empty() ? keys::Due(s.partition) : s.budget_key};
+                                   due,
+                                   s.budget_key.empty() ? due : s.budget_key};
+  for (const auto& d : s.extra_docs) keys.push_back(d.key);
   const char* op = s.calendar == UpdateStep::Calendar::kRemove   ? "remove"
                    : s.calendar == UpdateStep::Calendar::kSetEnd ? "end"
                                                                  : "keep";
@@ -290,7 +318,13 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    s.budget_key.empty() ? "" : s.budget_field,
                                    std::to_string(s.committed_delta_ms),
                                    std::to_string(s.used_delta_ms),
+                                   s.response.empty() ? s.booking : s.response,
+                                   std::to_string(s.extra_docs.size()),
                                    std::to_string(s.events.size())};
+  for (const auto& d : s.extra_docs) {
+    args.push_back(std::to_string(d.expected_version));
+    args.push_back(d.data);
+  }
   args.insert(args.end(), s.events.begin(), s.events.end());
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(UpdateScript(), keys, args));
   return Outcome(v);

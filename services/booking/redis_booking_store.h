@@ -17,6 +17,7 @@
 //                            a CONFIRMED booking's start + grace (MISSED if not
 //                            checked in), a PENDING_APPROVAL one's start (EXPIRED)
 //   {bk:ids}:<id>            partition of a client-chosen booking id
+//   {bk:P}:lease:<id>        Lease document; its booking has the same id
 //   {bk:P}:budget:<project>  HASH "<instr>:budget|committed|used" -> ms: a joint-
 //                            research project's hours on an instrument, kept
 //                            with the calendar so the create step checks them
@@ -53,6 +54,7 @@ std::string Outbox(int p);
 std::string Due(int p);
 std::string IdLookup(absl::string_view booking_id);
 std::string Budget(int p, absl::string_view project_id);
+std::string Lease(int p, absl::string_view lease_id);
 std::string Project(absl::string_view project_id);
 std::string Projects();
 std::string ProjectOutbox();
@@ -60,6 +62,13 @@ std::string ProjectIdempotency(absl::string_view method, absl::string_view reque
 // Index member ordering bookings of an instrument by reserved start.
 std::string IndexMember(int64_t start_ms, absl::string_view booking_id);
 }  // namespace keys
+
+// Another document changed in the same step (a lease with its booking).
+struct ExtraDoc {
+  std::string key;
+  std::string data;
+  int64_t expected_version = 0;  // 0: must not exist yet
+};
 
 // One entry of a calendar: a booking's blocked interval in milliseconds.
 struct CalendarEntry {
@@ -74,11 +83,13 @@ struct CreateStep {
   std::string booking_id;
   std::string idempotency_key;
   std::string fingerprint;
-  std::string booking;  // the document, also the answer to a replay
+  std::string booking;   // the document
+  std::string response;  // the answer to a replay; empty: the document
   int64_t blocked_start_ms = 0;
   int64_t blocked_end_ms = 0;
   int64_t reserved_start_ms = 0;
-  int64_t due_ms = 0;  // when the sweep looks at it
+  int64_t due_ms = 0;  // when the sweep looks at it; 0: never
+  std::vector<ExtraDoc> extra_docs;
   // JOINT_RESEARCH: the reserved time must fit the project's budget on the
   // instrument (budget - used - committed) and is added to committed.
   std::string budget_key;    // empty: no budget
@@ -95,12 +106,15 @@ struct UpdateStep {
   std::string booking_id;
   std::string idempotency_key;
   std::string fingerprint;
-  std::string booking;  // the new document, also the answer to a replay
+  std::string booking;   // the new document
+  std::string response;  // the answer to a replay; empty: the document
   int64_t expected_version = 0;
+  std::vector<ExtraDoc> extra_docs;
   enum class Calendar { kKeep, kRemove, kSetEnd };
   Calendar calendar = Calendar::kKeep;
   int64_t new_end_ms = 0;  // kSetEnd
   // No other booking may start in (guard_from_ms, guard_to_ms); 0,0: none.
+  // A violated guard is kSlotTaken (with the entry in the way).
   int64_t guard_from_ms = 0;
   int64_t guard_to_ms = 0;
   enum class Due { kKeep, kRemove, kSet };

@@ -150,6 +150,33 @@ class BookingServiceTest : public ::testing::Test {
     rate.mutable_rate()->set_mode(labshare::type::v1::JOINT_RESEARCH);
     Inv(&iv::InventoryService::Stub::CreateRate, rate);
     org("outsider", "GENERAL");
+    // "afm": leased out (1 day handover, 2 days return, 7..60 days, deposit 1000.00).
+    iv::CreateInstrumentRequest li;
+    li.set_instrument_id("afm");
+    *li.mutable_instrument() = *in;
+    li.mutable_instrument()->set_display_name("AFM");
+    li.mutable_instrument()->clear_modes();
+    auto* lm = li.mutable_instrument()->add_modes();
+    lm->set_mode(labshare::type::v1::LEASE);
+    lm->set_approval_required(true);
+    auto* lr = lm->mutable_lease_rules();
+    lr->set_min_term_days(7);
+    lr->set_max_term_days(60);
+    *lr->mutable_handover_buffer() = ToProto(absl::Hours(24));
+    *lr->mutable_return_buffer() = ToProto(absl::Hours(48));
+    lr->mutable_deposit()->set_currency_code("CNY");
+    lr->mutable_deposit()->set_amount_minor(100000);
+    lr->set_rate_basis(iv::PER_DAY);
+    lr->set_counted_hours_per_day(8);
+    Inv(&iv::InventoryService::Stub::CreateInstrument, li);
+    iv::CreateRateRequest lease_rate;
+    lease_rate.set_parent("instruments/afm");
+    lease_rate.mutable_rate()->set_mode(labshare::type::v1::LEASE);
+    lease_rate.mutable_rate()->set_payer_class(labshare::type::v1::MEMBER);
+    lease_rate.mutable_rate()->set_unit(iv::RATE_PER_DAY);
+    lease_rate.mutable_rate()->mutable_price()->set_currency_code("CNY");
+    lease_rate.mutable_rate()->mutable_price()->set_amount_minor(300000);
+    Inv(&iv::InventoryService::Stub::CreateRate, lease_rate);
     for (const char* u : {"ana", "bob"}) {
       iv::CreateUserRequest cu;
       cu.set_user_id(u);
@@ -614,10 +641,162 @@ TEST_F(JointResearchTest, BookingsStayWithinPeriodParticipantsAndBudget) {
   EXPECT_EQ(FromProto(budget.used()), absl::Minutes(90));
 }
 
+class LeaseTest : public BookingServiceTest {
+ protected:
+  // A lease of afm by lab over [day + from days, day + to days).
+  grpc::Status Request(int from_days, int to_days, v1::Lease* out) {
+    v1::RequestLeaseRequest r;
+    r.mutable_lease()->set_instrument("instruments/afm");
+    *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * from_days));
+    *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * to_days));
+    r.mutable_lease()->set_purpose("surface study at our site");
+    return Call(stub_.get(), &v1::BookingService::Stub::RequestLease, r, out, ana_);
+  }
+  grpc::Status Approve(const std::string& name, v1::Lease* out) {
+    v1::ApproveLeaseRequest a;
+    a.set_name(name);
+    a.mutable_contract()->set_rate_basis(v1::LeaseContract::DAILY);
+    a.mutable_contract()->mutable_rate()->set_currency_code("CNY");
+    a.mutable_contract()->mutable_rate()->set_amount_minor(300000);
+    a.mutable_contract()->mutable_deposit()->set_currency_code("CNY");
+    a.mutable_contract()->mutable_deposit()->set_amount_minor(100000);
+    return Call(stub_.get(), &v1::BookingService::Stub::ApproveLease, a, out, staff_);
+  }
+  v1::Booking BookingOf(const v1::Lease& l) {
+    v1::GetBookingRequest g;
+    g.set_name(l.booking());
+    v1::Booking b;
+    EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &b, admin_).ok());
+    return b;
+  }
+};
+
+TEST_F(LeaseTest, WholeLifecycleWithEarlyReturnAndDamageBeyondDeposit) {
+  v1::Lease lease, out;
+  ASSERT_TRUE(Request(1, 11, &lease).ok());
+  EXPECT_EQ(lease.state(), v1::Lease::REQUESTED);
+  EXPECT_EQ(lease.lessee_organization(), "organizations/lab");
+  EXPECT_EQ(FromProto(lease.blocked_interval().start_time()), day_);  // 1 day handover
+  EXPECT_EQ(FromProto(lease.blocked_interval().end_time()), day_ + absl::Hours(24 * 13));  // 2 days return
+  v1::Booking b = BookingOf(lease);
+  EXPECT_EQ(b.mode(), labshare::type::v1::LEASE);
+  EXPECT_EQ(b.state(), v1::Booking::PENDING_APPROVAL);
+  EXPECT_EQ(b.approval_reason(), v1::Booking::LEASE_CONTRACT);
+  EXPECT_EQ(b.lease(), lease.name());
+
+  v1::CancelBookingRequest cb;
+  cb.set_name(b.name());
+  v1::Booking bo;
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, cb, &bo, ana_)),
+            "USE_LEASE_METHODS");
+  v1::ApproveLeaseRequest self;
+  self.set_name(lease.name());
+  EXPECT_EQ(Call(stub_.get(), &v1::BookingService::Stub::ApproveLease, self, &out, ana_).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(Approve(lease.name(), &out).ok());
+  EXPECT_EQ(out.state(), v1::Lease::APPROVED);
+  EXPECT_EQ(out.contract().approved_by(), "users/sam");
+  EXPECT_EQ(BookingOf(lease).state(), v1::Booking::CONFIRMED);
+
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("tip set new, no scratches");
+  clock_.Set(day_ - absl::Hours(1));
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::RecordHandover, h, &out, staff_)),
+            "HANDOVER_WINDOW");
+  clock_.Set(day_ + absl::Hours(24 * 1));
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::HANDED_OVER);
+  EXPECT_EQ(BookingOf(lease).state(), v1::Booking::CHECKED_IN);
+
+  clock_.Set(day_ + absl::Hours(24 * 6));
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("stage scratched");
+  ret.mutable_damage_amount()->set_currency_code("CNY");
+  ret.mutable_damage_amount()->set_amount_minor(150000);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::RETURNED);
+  EXPECT_TRUE(out.return_record().early_return());
+  EXPECT_EQ(FromProto(out.term().end_time()), day_ + absl::Hours(24 * 6));
+  EXPECT_EQ(FromProto(out.blocked_interval().end_time()), day_ + absl::Hours(24 * 8));
+  v1::Booking done = BookingOf(lease);
+  EXPECT_EQ(done.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(FromProto(done.session().end_time()), day_ + absl::Hours(24 * 6));
+
+  v1::CloseLeaseRequest close;
+  close.set_name(lease.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::CLOSED);
+  EXPECT_EQ(out.settlement().deposit_applied().amount_minor(), 100000);
+  EXPECT_EQ(out.settlement().deposit_released().amount_minor(), 0);
+  EXPECT_EQ(out.settlement().damage_outstanding().amount_minor(), 50000);
+
+  std::vector<std::string> kinds;
+  for (const auto& e : Events()) {
+    if (e.has_lease_requested()) kinds.push_back("requested");
+    if (e.has_lease_approved()) kinds.push_back("approved");
+    if (e.has_lease_handed_over()) kinds.push_back("handed_over");
+    if (e.has_lease_returned()) kinds.push_back("returned");
+    if (e.has_lease_closed()) {
+      kinds.push_back("closed");
+      EXPECT_EQ(e.lease_closed().lease().settlement().damage_outstanding().amount_minor(), 50000);
+    }
+  }
+  EXPECT_EQ(kinds, (std::vector<std::string>{"requested", "approved", "handed_over", "returned", "closed"}));
+}
+
+TEST_F(LeaseTest, TermRulesAndCalendarAreEnforced) {
+  v1::Lease a, b, out;
+  EXPECT_EQ(GrpcErrorReason(Request(1, 4, &a)), "LEASE_TERM_TOO_SHORT");
+  EXPECT_EQ(GrpcErrorReason(Request(1, 70, &a)), "LEASE_TERM_TOO_LONG");
+  ASSERT_TRUE(Request(1, 11, &a).ok());
+  EXPECT_EQ(GrpcErrorReason(Request(12, 20, &b)), "SLOT_TAKEN");  // handover buffer hits a's return buffer
+  ASSERT_TRUE(Request(14, 22, &b).ok());                           // [13, 24) after a's [0, 13)
+  ASSERT_TRUE(Approve(a.name(), &out).ok());
+  v1::ExtendLeaseRequest ext;
+  ext.set_name(a.name());
+  *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 12));
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::ExtendLease, ext, &out, staff_)),
+            "SLOT_TAKEN");
+  v1::CancelLeaseRequest cancel;
+  cancel.set_name(b.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelLease, cancel, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::CANCELLED);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ExtendLease, ext, &out, staff_).ok());
+  EXPECT_EQ(out.extensions_size(), 1);
+  EXPECT_EQ(FromProto(out.term().end_time()), day_ + absl::Hours(24 * 12));
+  EXPECT_EQ(FromProto(BookingOf(a).blocked_interval().end_time()), day_ + absl::Hours(24 * 14));
+}
+
+TEST_F(LeaseTest, OutageCancelsLeaseNotYetHandedOver) {
+  v1::Lease a, out;
+  ASSERT_TRUE(Request(1, 11, &a).ok());
+  ASSERT_TRUE(Approve(a.name(), &out).ok());
+  iv::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/afm");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 3));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 4));
+  mw.mutable_maintenance_window()->set_reason("recalibration");
+  iv::MaintenanceWindow window;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  v1::ApplyMaintenanceWindowRequest apply;
+  apply.set_maintenance_window(window.name());
+  v1::ApplyMaintenanceWindowResponse result;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, &result, admin_).ok());
+  EXPECT_EQ(result.cancelled_leases_size(), 1);
+  v1::GetLeaseRequest g;
+  g.set_name(a.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetLease, g, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::CANCELLED);
+  EXPECT_TRUE(out.cancelled_by_outage());
+  EXPECT_TRUE(BookingOf(a).cancelled_by_outage());
+}
+
 TEST_F(BookingServiceTest, OtherModesAreNotBuiltYet) {
   v1::CreateBookingRequest r;
   r.mutable_booking()->set_instrument("instruments/tem");
-  r.mutable_booking()->set_mode(labshare::type::v1::LEASE);
+  r.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
   v1::Booking b;
   auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);

@@ -172,8 +172,19 @@ class ChildProcess {
   // SIGTERM, then waits up to kChildStopTimeout (polling), then SIGKILL.
   // Returns how the process ended.
   std::string Stop() {
+    Terminate();
+    return WaitExit();
+  }
+
+  // Sends SIGTERM once (no-op when not running).
+  void Terminate() {
+    if (pid_ > 0 && !terminated_) kill(pid_, SIGTERM);
+    terminated_ = true;
+  }
+
+  // After Terminate(): waits up to kChildStopTimeout, then SIGKILL.
+  std::string WaitExit() {
     if (pid_ <= 0) return exit_description_;
-    kill(pid_, SIGTERM);
     const absl::Time deadline = absl::Now() + kChildStopTimeout;
     int status = 0;
     while (true) {
@@ -257,6 +268,7 @@ class ChildProcess {
   std::string name_;
   std::string stderr_path_;
   pid_t pid_ = -1;
+  bool terminated_ = false;
   int stdout_fd_ = -1;  // kept open so a later write to stdout cannot SIGPIPE the child
   std::string address_;
   std::string exit_description_ = "not started";
@@ -322,24 +334,29 @@ class BookingTestCluster {
   BookingTestCluster(const BookingTestCluster&) = delete;
   BookingTestCluster& operator=(const BookingTestCluster&) = delete;
 
-  // Stops the children (booking replicas first), then Redis. Returns one line
-  // per child: how it ended and how long SIGTERM took. Idempotent.
+  // Stops the children (SIGTERM to all, then waits for each), then Redis.
+  // Returns one line per child: how it ended and when. Idempotent.
   std::vector<std::string> Stop() {
     std::vector<std::string> report;
-    auto stop = [&](ChildProcess* p) {
-      const absl::Time t0 = absl::Now();
-      std::string how = p->Stop();
-      report.push_back(absl::StrCat(p->name(), ": ", how, " after SIGTERM in ",
-                                    absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1)))));
-    };
-    for (auto it = booking_processes_.rbegin(); it != booking_processes_.rend(); ++it) stop(it->get());
-    if (inventory_process_ != nullptr) stop(inventory_process_.get());
-    booking_processes_.clear();
-    inventory_process_.reset();
+    // Our connections go first, so the servers have nothing to drain.
     booking_.clear();
     booking_channels_.clear();
     inventory_.reset();
     inventory_channel_.reset();
+    std::vector<ChildProcess*> children;
+    for (auto& p : booking_processes_) children.push_back(p.get());
+    if (inventory_process_ != nullptr) children.push_back(inventory_process_.get());
+    // All at once: each drains for a few seconds after SIGTERM.
+    const absl::Time t0 = absl::Now();
+    for (ChildProcess* p : children) p->Terminate();
+    for (ChildProcess* p : children) {
+      std::string how = p->WaitExit();
+      report.push_back(absl::StrCat(p->name(), ": ", how, " within ",
+                                    absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+                                    " of SIGTERM"));
+    }
+    booking_processes_.clear();
+    inventory_process_.reset();
     pool_.reset();
     redis_.reset();
     if (!keep_logs_ && !log_dir_.empty()) {

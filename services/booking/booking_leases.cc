@@ -1,0 +1,708 @@
+// Leases: the owner rents an instrument to another organisation for a term.
+// The lease document and its calendar booking (mode LEASE, same id, same
+// partition) always change together in one Lua step; the booking blocks
+// [term start - handover buffer, term end + return buffer).
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/auth.h"
+#include "common/error.h"
+#include "common/events.h"
+#include "common/proto_util.h"
+#include "services/booking/booking_manager.h"
+#include "services/inventory/inventory_rules.h"
+
+namespace labshare::booking {
+namespace {
+
+using labshare::inventory::FindMode;
+using labshare::inventory::ParseName;
+using labshare::type::v1::Money;
+
+int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
+
+absl::Status Precondition(absl::string_view reason, std::string message) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, reason, message);
+}
+
+absl::Status LeaseState(const v1::Lease& l, absl::string_view wanted) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "LEASE_STATE",
+                   absl::StrCat(l.name(), " is ", v1::Lease::State_Name(l.state()), "; this needs ", wanted),
+                   {{"state", v1::Lease::State_Name(l.state())}});
+}
+
+bool IsOwnerStaff(const Principal& p, const inv::Instrument& in) {
+  const std::string org = ActorOrganization(p);
+  return p.HasRole(Role::kFacilityStaff) && !org.empty() &&
+         (org == in.owner_organization() || org == in.operator_organization());
+}
+
+std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+
+Money Min(const Money& a, const Money& b) { return a.amount_minor() <= b.amount_minor() ? a : b; }
+Money Minus(const Money& a, const Money& b) {
+  Money out = a;
+  out.set_amount_minor(a.amount_minor() - b.amount_minor());
+  return out;
+}
+
+}  // namespace
+
+// ================================================================ request
+
+absl::StatusOr<v1::Lease> BookingManager::RequestLease(const Principal& p,
+                                                       const v1::RequestLeaseRequest& r) {
+  return RequestLeaseAs(p, "RequestLease", r, r.lease(), r.lease_id(), r.request_id(), r.validate_only());
+}
+
+absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, absl::string_view method,
+                                                         const google::protobuf::Message& request,
+                                                         const v1::Lease& in, const std::string& lease_id,
+                                                         const std::string& request_id, bool validate_only) {
+  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "lease.instrument"));
+  if (!lease_id.empty() && !labshare::inventory::ValidId(lease_id)) {
+    return InvalidField("lease_id", "must match [a-z0-9][a-z0-9-]{0,62}");
+  }
+  const auto& term = in.term();
+  if (!term.has_start_time() || !term.has_end_time() ||
+      FromProto(term.end_time()) <= FromProto(term.start_time())) {
+    return InvalidField("lease.term", "needs start_time before end_time", "INVALID_INTERVAL");
+  }
+  const std::string contact = in.contact_user().empty() ? "users/" + p.user_id : in.contact_user();
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(in.instrument()));
+  const bool privileged = p.HasRole(Role::kConsortiumAdmin) || IsOwnerStaff(p, instrument);
+  if (!privileged && contact != "users/" + p.user_id) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "USER_SCOPE", "you may request leases only as yourself");
+  }
+  LS_ASSIGN_OR_RETURN(inv::User user, inventory_->GetUser(contact));
+  const std::string lessee = in.lessee_organization().empty() ? user.organization() : in.lessee_organization();
+  if (!privileged && lessee != user.organization()) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "only the owner's staff or an administrator may name another lessee");
+  }
+  const inv::ModeOffering* offering = FindMode(instrument, labshare::type::v1::LEASE);
+  if (offering == nullptr) {
+    return Precondition("MODE_NOT_OFFERED", in.instrument() + " is not offered for lease");
+  }
+  const auto& rules = offering->lease_rules();
+  const absl::Duration handover = in.has_handover_buffer() ? FromProto(in.handover_buffer()) : FromProto(rules.handover_buffer());
+  const absl::Duration ret = in.has_return_buffer() ? FromProto(in.return_buffer()) : FromProto(rules.return_buffer());
+  if (handover < FromProto(rules.handover_buffer()) || ret < FromProto(rules.return_buffer())) {
+    return Precondition("BUFFER_TOO_SHORT", "handover and return buffers may not be shorter than the instrument's lease rules");
+  }
+  LS_ASSIGN_OR_RETURN(inv::Organization payer, inventory_->GetOrganization(lessee));
+  LS_ASSIGN_OR_RETURN(inv::Facility facility, inventory_->GetFacility(instrument.facility()));
+  labshare::inventory::AccessFacts facts;
+  facts.user = &user;
+  facts.payer = &payer;
+  facts.instrument = &instrument;
+  facts.facility = &facility;
+  LS_ASSIGN_OR_RETURN(facts.rates, inventory_->ListRates(in.instrument()));
+  LS_ASSIGN_OR_RETURN(facts.windows, inventory_->ListMaintenanceWindows(in.instrument()));
+  inv::CheckAccessRequest check;
+  check.set_user(contact);
+  check.set_instrument(in.instrument());
+  check.set_mode(labshare::type::v1::LEASE);
+  *check.mutable_interval() = term;
+  check.set_payer_organization(lessee);
+  const absl::Time now = clock_->Now();
+  const inv::CheckAccessResponse access = EvaluateAccess(facts, check, now);
+  absl::Status denial;
+  if (!access.allowed()) {
+    std::vector<std::string> codes;
+    for (const auto& d : access.denials()) codes.push_back(inv::DenialCode_Name(d.code()));
+    const auto& first = access.denials(0);
+    std::string reason = inv::DenialCode_Name(first.code());
+    if (first.code() == inv::BLOCK_TOO_SHORT) reason = "LEASE_TERM_TOO_SHORT";
+    if (first.code() == inv::BLOCK_TOO_LONG) reason = "LEASE_TERM_TOO_LONG";
+    if (first.code() == inv::DURING_MAINTENANCE) reason = "MAINTENANCE_CONFLICT";
+    denial = MakeError(absl::StatusCode::kFailedPrecondition, reason, first.message(),
+                       {{"denials", absl::StrJoin(codes, ",")}});
+  }
+
+  const absl::Time start = FromProto(term.start_time());
+  const absl::Time end = FromProto(term.end_time());
+  const int partition = keys::Partition(instrument_id);
+  const std::string id = lease_id.empty() ? NewBookingId(partition) : lease_id;
+  v1::Lease lease;
+  lease.set_name("leases/" + id);
+  lease.set_instrument(in.instrument());
+  lease.set_instrument_owner(instrument.owner_organization());
+  lease.set_lessee_organization(lessee);
+  lease.set_contact_user(contact);
+  *lease.mutable_term() = term;
+  *lease.mutable_handover_buffer() = ToProto(handover);
+  *lease.mutable_return_buffer() = ToProto(ret);
+  *lease.mutable_blocked_interval()->mutable_start_time() = ToProto(start - handover);
+  *lease.mutable_blocked_interval()->mutable_end_time() = ToProto(end + ret);
+  lease.set_state(v1::Lease::REQUESTED);
+  lease.set_booking("bookings/" + id);
+  lease.set_purpose(in.purpose());
+  lease.set_payer_class(access.payer_class());
+  lease.set_payer_tier(access.payer_class() == labshare::type::v1::MEMBER ? payer.tier() : "");
+  *lease.mutable_create_time() = ToProto(now);
+  *lease.mutable_update_time() = ToProto(now);
+  lease.set_etag("1");
+  v1::Booking booking;
+  booking.set_name(lease.booking());
+  booking.set_instrument(in.instrument());
+  booking.set_instrument_owner(instrument.owner_organization());
+  booking.set_mode(labshare::type::v1::LEASE);
+  booking.set_user(contact);
+  booking.set_payer_organization(lessee);
+  *booking.mutable_reserved_interval() = term;
+  *booking.mutable_blocked_interval() = lease.blocked_interval();
+  booking.set_state(v1::Booking::PENDING_APPROVAL);
+  booking.set_approval_reason(v1::Booking::LEASE_CONTRACT);
+  booking.set_lease(lease.name());
+  booking.set_payer_class(lease.payer_class());
+  booking.set_payer_tier(lease.payer_tier());
+  booking.set_purpose(in.purpose());
+  *booking.mutable_create_time() = ToProto(now);
+  *booking.mutable_update_time() = ToProto(now);
+  booking.set_etag("1");
+
+  const int64_t blocked_start = Ms(start - handover);
+  const int64_t blocked_end = Ms(end + ret);
+  if (validate_only) {
+    if (!denial.ok()) return denial;
+    LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
+    if (!taken.empty()) return Precondition("SLOT_TAKEN", "the term (with buffers) overlaps another booking");
+    lease.clear_name();
+    lease.clear_booking();
+    return lease;
+  }
+  const std::string idem = request_id.empty() ? "" : keys::Idempotency(partition, method, request_id);
+  const std::string fingerprint = RequestFingerprint(method, request);
+  bool reserved_id = false;
+  if (!lease_id.empty()) {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+    if (seen) {
+      v1::Lease replay;
+      replay.ParseFromString(*seen);
+      return replay;
+    }
+    LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(id, partition));
+    if (!reserved_id) {
+      return MakeError(absl::StatusCode::kAlreadyExists, "LEASE_EXISTS", lease.name() + " already exists");
+    }
+  }
+  CreateStep step;
+  step.partition = partition;
+  step.instrument_id = instrument_id;
+  step.booking_id = id;
+  step.idempotency_key = idem;
+  step.fingerprint = fingerprint;
+  step.booking = SerializeDeterministic(booking);
+  step.response = SerializeDeterministic(lease);
+  step.blocked_start_ms = blocked_start;
+  step.blocked_end_ms = blocked_end;
+  step.reserved_start_ms = Ms(start);
+  step.extra_docs.push_back({keys::Lease(partition, id), lease.SerializeAsString(), 0});
+  step.denied = !denial.ok();
+  v1::BookingEvent requested = Event(p, request_id);
+  *requested.mutable_lease_requested()->mutable_lease() = lease;
+  v1::BookingEvent created = Event(p, request_id);
+  *created.mutable_booking_created()->mutable_booking() = booking;
+  step.events = {requested.SerializeAsString(), created.SerializeAsString()};
+  auto outcome = store_->Create(step);
+  if (reserved_id && (!outcome.ok() || outcome->kind != StepOutcome::Kind::kApplied)) {
+    store_->ReleaseId(id).IgnoreError();
+  }
+  LS_RETURN_IF_ERROR(outcome.status());
+  switch (outcome->kind) {
+    case StepOutcome::Kind::kApplied: return lease;
+    case StepOutcome::Kind::kReplayed: {
+      v1::Lease replay;
+      replay.ParseFromString(outcome->response);
+      return replay;
+    }
+    case StepOutcome::Kind::kRequestReused: return RequestIdReused();
+    case StepOutcome::Kind::kDenied: return denial;
+    case StepOutcome::Kind::kExists:
+      return MakeError(absl::StatusCode::kAlreadyExists, "LEASE_EXISTS", lease.name() + " already exists");
+    case StepOutcome::Kind::kSlotTaken:
+      if (IsWindowEntry(outcome->conflicting)) {
+        return Precondition("MAINTENANCE_CONFLICT", "the term overlaps a maintenance window");
+      }
+      return Precondition("SLOT_TAKEN", "the term (with handover and return buffers) overlaps another booking");
+    default: break;
+  }
+  return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
+}
+
+// ================================================================ reads
+
+absl::StatusOr<BookingManager::LoadedLease> BookingManager::LoadLease(const std::string& name) {
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(name, "leases", "name"));
+  auto not_found = MakeError(absl::StatusCode::kNotFound, "LEASE_NOT_FOUND", name + " does not exist");
+  LS_ASSIGN_OR_RETURN(auto partition, store_->PartitionOf(id));
+  if (!partition) return not_found;
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Lease(*partition, id)));
+  if (!doc) return not_found;
+  LoadedLease out;
+  if (!out.lease.ParseFromString(doc->data)) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored lease is unreadable");
+  }
+  out.lease_version = doc->version;
+  LS_ASSIGN_OR_RETURN(out.booking, Load("bookings/" + id));
+  return out;
+}
+
+absl::StatusOr<v1::Lease> BookingManager::GetLease(const Principal& p, const v1::GetLeaseRequest& r) {
+  LS_ASSIGN_OR_RETURN(LoadedLease cur, LoadLease(r.name()));
+  if (p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}) ||
+      ActorOrganization(p) == cur.lease.lessee_organization()) {
+    return cur.lease;
+  }
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
+  if (IsOwnerStaff(p, instrument)) return cur.lease;
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   "only the lessee, the owner's staff and administrators see a lease");
+}
+
+absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principal& p,
+                                                                  const v1::ListLeasesRequest& r) {
+  if (r.instrument().empty()) {
+    return InvalidField("instrument", "required for now: name the instrument whose leases to list");
+  }
+  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(r.instrument()));
+  const bool all = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}) || IsOwnerStaff(p, instrument);
+  const int partition = keys::Partition(instrument_id);
+  v1::ListLeasesResponse resp;
+  std::string after = page.after;
+  bool more = true;
+  while (more && resp.leases_size() < page.page_size) {
+    LS_ASSIGN_OR_RETURN(auto members, store_->IndexRange(partition, instrument_id, after, 200));
+    std::vector<std::string> lease_keys;
+    for (const auto& m : members) lease_keys.push_back(keys::Lease(partition, m.substr(m.find('|') + 1)));
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(lease_keys));
+    size_t i = 0;
+    for (; i < members.size() && resp.leases_size() < page.page_size; ++i) {
+      after = members[i];
+      v1::Lease lease;
+      if (!docs[i] || !lease.ParseFromString(docs[i]->data)) continue;  // not a lease
+      if (!all && lease.lessee_organization() != ActorOrganization(p)) continue;
+      if (!r.lessee_organization().empty() && lease.lessee_organization() != r.lessee_organization()) continue;
+      if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), lease.state()) == r.states().end()) continue;
+      *resp.add_leases() = std::move(lease);
+    }
+    more = i < members.size() || members.size() == 200;
+  }
+  if (more && !after.empty()) resp.set_next_page_token(MakePageToken(r, after));
+  return resp;
+}
+
+// ================================================================ transitions
+
+absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
+    absl::string_view method, const google::protobuf::Message& request,
+    const std::string& name, const std::string& request_id,
+    const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&)>& decide) {
+  LS_ASSIGN_OR_RETURN(LoadedLease cur, LoadLease(name));
+  const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.booking.partition, method, request_id);
+  const std::string fingerprint = RequestFingerprint(method, request);
+  auto replay = [](const std::string& bytes) {
+    v1::Lease l;
+    l.ParseFromString(bytes);
+    return l;
+  };
+  LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+  if (seen) return replay(*seen);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    if (attempt > 0) {
+      LS_ASSIGN_OR_RETURN(cur, LoadLease(name));
+    }
+    LS_ASSIGN_OR_RETURN(LeaseChange c, decide(cur));
+    const absl::Time now = clock_->Now();
+    *c.lease.mutable_update_time() = ToProto(now);
+    c.lease.set_etag(std::to_string(cur.lease_version + 1));
+    *c.booking.mutable_update_time() = ToProto(now);
+    c.booking.set_etag(std::to_string(cur.booking.version + 1));
+    UpdateStep step;
+    step.partition = cur.booking.partition;
+    step.instrument_id = IdOf(c.booking.instrument());
+    step.booking_id = IdOf(c.booking.name());
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
+    step.booking = SerializeDeterministic(c.booking);
+    step.response = SerializeDeterministic(c.lease);
+    step.expected_version = cur.booking.version;
+    step.extra_docs.push_back({keys::Lease(cur.booking.partition, IdOf(c.lease.name())),
+                               c.lease.SerializeAsString(), cur.lease_version});
+    step.calendar = c.calendar;
+    step.new_end_ms = c.new_end_ms;
+    step.guard_from_ms = c.guard_from_ms;
+    step.guard_to_ms = c.guard_to_ms;
+    for (auto& e : c.events) {
+      // Each event carries the resources as they are after the change.
+      if (e.has_lease_requested() || e.has_lease_approved() || e.has_lease_rejected() || e.has_lease_cancelled() ||
+          e.has_lease_handed_over() || e.has_lease_returned() || e.has_lease_extended() || e.has_lease_closed()) {
+        const google::protobuf::Reflection* refl = e.GetReflection();
+        const auto* field = e.GetDescriptor()->FindFieldByNumber(e.payload_case());
+        auto* msg = refl->MutableMessage(&e, field);
+        msg->GetReflection()->MutableMessage(msg, msg->GetDescriptor()->FindFieldByName("lease"))->CopyFrom(c.lease);
+      } else {
+        const google::protobuf::Reflection* refl = e.GetReflection();
+        const auto* field = e.GetDescriptor()->FindFieldByNumber(e.payload_case());
+        auto* msg = refl->MutableMessage(&e, field);
+        msg->GetReflection()->MutableMessage(msg, msg->GetDescriptor()->FindFieldByName("booking"))->CopyFrom(c.booking);
+      }
+      step.events.push_back(e.SerializeAsString());
+    }
+    LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+    switch (outcome.kind) {
+      case StepOutcome::Kind::kApplied: return std::move(c.lease);
+      case StepOutcome::Kind::kReplayed: return replay(outcome.response);
+      case StepOutcome::Kind::kRequestReused: return RequestIdReused();
+      case StepOutcome::Kind::kSlotTaken:
+        if (IsWindowEntry(outcome.conflicting)) {
+          return Precondition("MAINTENANCE_CONFLICT", "the new term overlaps a maintenance window");
+        }
+        return Precondition("SLOT_TAKEN", "the new term overlaps another booking");
+      default: break;
+    }
+  }
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the lease is being changed concurrently; retry with the same request_id");
+}
+
+namespace {
+absl::Status RequireOwnerStaff(const Principal& p, const inv::Instrument& in) {
+  if (p.HasRole(Role::kConsortiumAdmin) || IsOwnerStaff(p, in)) return absl::OkStatus();
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   "only the owner's staff or an administrator manage leases of this instrument");
+}
+absl::Status CheckLeaseEtag(const std::string& given, int64_t version) {
+  if (!given.empty() && given != std::to_string(version)) {
+    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the lease changed; read it again");
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::StatusOr<v1::Lease> BookingManager::ApproveLease(const Principal& p, const v1::ApproveLeaseRequest& r) {
+  const auto& k = r.contract();
+  if (k.rate_basis() == v1::LeaseContract::RATE_BASIS_UNSPECIFIED || !v1::LeaseContract::RateBasis_IsValid(k.rate_basis())) {
+    return InvalidField("contract.rate_basis", "choose DAILY or MONTHLY");
+  }
+  LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(k.rate(), "contract.rate", true));
+  if (k.rate().amount_minor() <= 0) return InvalidField("contract.rate.amount_minor", "must be positive");
+  LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(k.deposit(), "contract.deposit", false));
+  if (!k.deposit().currency_code().empty() && k.deposit().currency_code() != k.rate().currency_code()) {
+    return InvalidField("contract.deposit.currency_code", "must be the rate's currency", "CURRENCY_MISMATCH");
+  }
+  return LeaseTransition("ApproveLease", r, r.name(), r.request_id(),
+                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
+    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
+    LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
+    if (cur.lease.state() != v1::Lease::REQUESTED) return LeaseState(cur.lease, "REQUESTED");
+    const absl::Time now = clock_->Now();
+    if (now >= FromProto(cur.lease.blocked_interval().start_time())) {
+      return Precondition("LEASE_STARTED", "the term (handover buffer included) has begun");
+    }
+    LeaseChange c;
+    c.lease = cur.lease;
+    c.booking = cur.booking.booking;
+    c.lease.set_state(v1::Lease::APPROVED);
+    auto* contract = c.lease.mutable_contract();
+    *contract = k;
+    if (contract->deposit().currency_code().empty()) contract->mutable_deposit()->set_currency_code(k.rate().currency_code());
+    contract->set_approved_by(ActorName(p));
+    *contract->mutable_approve_time() = ToProto(now);
+    c.booking.set_state(v1::Booking::CONFIRMED);
+    *c.booking.mutable_decision()->mutable_decide_time() = ToProto(now);
+    c.booking.mutable_decision()->set_decided_by(ActorName(p));
+    v1::BookingEvent approved = Event(p, r.request_id());
+    approved.mutable_lease_approved();
+    v1::BookingEvent booking_approved = Event(p, r.request_id());
+    booking_approved.mutable_booking_approved();
+    v1::BookingEvent confirmed = Event(p, r.request_id());
+    confirmed.mutable_booking_confirmed()->set_via_approval(true);
+    c.events = {std::move(approved), std::move(booking_approved), std::move(confirmed)};
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Lease> BookingManager::RejectLease(const Principal& p, const v1::RejectLeaseRequest& r) {
+  if (r.reason().empty()) return InvalidField("reason", "say why; the lessee sees it");
+  return LeaseTransition("RejectLease", r, r.name(), r.request_id(),
+                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
+    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
+    LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
+    if (cur.lease.state() != v1::Lease::REQUESTED) return LeaseState(cur.lease, "REQUESTED");
+    LeaseChange c;
+    c.lease = cur.lease;
+    c.booking = cur.booking.booking;
+    c.lease.set_state(v1::Lease::REJECTED);
+    c.lease.set_end_reason(r.reason());
+    c.booking.set_state(v1::Booking::REJECTED);
+    c.booking.mutable_decision()->set_decided_by(ActorName(p));
+    *c.booking.mutable_decision()->mutable_decide_time() = ToProto(clock_->Now());
+    c.booking.mutable_decision()->set_note(r.reason());
+    c.calendar = UpdateStep::Calendar::kRemove;
+    v1::BookingEvent rejected = Event(p, r.request_id());
+    rejected.mutable_lease_rejected()->set_reason(r.reason());
+    v1::BookingEvent booking_rejected = Event(p, r.request_id());
+    booking_rejected.mutable_booking_rejected()->set_reason(r.reason());
+    c.events = {std::move(rejected), std::move(booking_rejected)};
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Lease> BookingManager::CancelLease(const Principal& p, const v1::CancelLeaseRequest& r) {
+  return LeaseTransition("CancelLease", r, r.name(), r.request_id(),
+                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
+    const bool staff = p.HasRole(Role::kConsortiumAdmin) || IsOwnerStaff(p, instrument);
+    const bool lessee = p.HasAnyRole({Role::kLabUser, Role::kMemberBillingAdmin}) &&
+                        ActorOrganization(p) == cur.lease.lessee_organization();
+    if (!staff && !lessee) {
+      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                       "only the lessee, the owner's staff or an administrator cancel a lease");
+    }
+    const v1::Lease::State previous = cur.lease.state();
+    if (previous != v1::Lease::REQUESTED && previous != v1::Lease::APPROVED) {
+      return LeaseState(cur.lease, "REQUESTED or APPROVED");
+    }
+    LeaseChange c;
+    c.lease = cur.lease;
+    c.booking = cur.booking.booking;
+    c.lease.set_state(v1::Lease::CANCELLED);
+    c.lease.set_end_reason(r.reason());
+    const v1::Booking::State booking_before = c.booking.state();
+    c.booking.set_state(v1::Booking::CANCELLED);
+    auto* cancel = c.booking.mutable_cancellation();
+    *cancel->mutable_cancel_time() = ToProto(clock_->Now());
+    cancel->set_cancelled_by(ActorName(p));
+    cancel->set_initiator(v1::Booking::PARENT_RESOURCE);
+    cancel->set_reason(r.reason());
+    c.calendar = UpdateStep::Calendar::kRemove;
+    v1::BookingEvent cancelled = Event(p, r.request_id());
+    cancelled.mutable_lease_cancelled()->set_previous_state(previous);
+    cancelled.mutable_lease_cancelled()->set_reason(r.reason());
+    v1::BookingEvent booking_cancelled = Event(p, r.request_id());
+    booking_cancelled.mutable_booking_cancelled()->set_previous_state(booking_before);
+    booking_cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::PARENT_RESOURCE);
+    c.events = {std::move(cancelled), std::move(booking_cancelled)};
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Lease> BookingManager::CancelLeaseForOutage(const Principal& p, const std::string& name,
+                                                               const inv::MaintenanceWindow& window) {
+  v1::CancelLeaseRequest key;
+  key.set_name(name);
+  return LeaseTransition("ApplyMaintenanceWindow", key, name, "",
+                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+    const v1::Lease::State previous = cur.lease.state();
+    if (previous != v1::Lease::REQUESTED && previous != v1::Lease::APPROVED) {
+      return LeaseState(cur.lease, "REQUESTED or APPROVED");
+    }
+    LeaseChange c;
+    c.lease = cur.lease;
+    c.booking = cur.booking.booking;
+    c.lease.set_state(v1::Lease::CANCELLED);
+    c.lease.set_cancelled_by_outage(true);
+    c.lease.set_end_reason(window.reason());
+    const v1::Booking::State booking_before = c.booking.state();
+    c.booking.set_state(v1::Booking::CANCELLED);
+    c.booking.set_cancelled_by_outage(true);
+    auto* cancel = c.booking.mutable_cancellation();
+    *cancel->mutable_cancel_time() = ToProto(clock_->Now());
+    cancel->set_cancelled_by(ActorName(p));
+    cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
+    cancel->set_reason(window.reason());
+    cancel->set_maintenance_window(window.name());
+    c.calendar = UpdateStep::Calendar::kRemove;
+    v1::BookingEvent cancelled = Event(p, "");
+    auto* lc = cancelled.mutable_lease_cancelled();
+    lc->set_previous_state(previous);
+    lc->set_reason(window.reason());
+    lc->set_cancelled_by_outage(true);
+    lc->set_maintenance_window(window.name());
+    v1::BookingEvent booking_cancelled = Event(p, "");
+    auto* bc = booking_cancelled.mutable_booking_cancelled();
+    bc->set_previous_state(booking_before);
+    bc->set_cancelled_by_outage(true);
+    bc->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
+    bc->set_maintenance_window(window.name());
+    c.events = {std::move(cancelled), std::move(booking_cancelled)};
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Lease> BookingManager::RecordHandover(const Principal& p, const v1::RecordHandoverRequest& r) {
+  if (r.condition_notes().empty()) return InvalidField("condition_notes", "note the instrument's condition at handover");
+  return LeaseTransition("RecordHandover", r, r.name(), r.request_id(),
+                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
+    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
+    if (cur.lease.state() != v1::Lease::APPROVED) return LeaseState(cur.lease, "APPROVED");
+    const absl::Time now = clock_->Now();
+    const absl::Time t = r.has_handover_time() ? FromProto(r.handover_time()) : now;
+    if (t > now) return InvalidField("handover_time", "must not be in the future");
+    if (t < FromProto(cur.lease.blocked_interval().start_time()) || t >= FromProto(cur.lease.term().end_time())) {
+      return Precondition("HANDOVER_WINDOW", "handover happens from the handover buffer before the term until its end");
+    }
+    LeaseChange c;
+    c.lease = cur.lease;
+    c.booking = cur.booking.booking;
+    c.lease.set_state(v1::Lease::HANDED_OVER);
+    auto* h = c.lease.mutable_handover();
+    *h->mutable_handover_time() = ToProto(t);
+    h->set_condition_notes(r.condition_notes());
+    h->set_recorded_by(ActorName(p));
+    c.booking.set_state(v1::Booking::CHECKED_IN);
+    *c.booking.mutable_session()->mutable_start_time() = ToProto(t);
+    c.booking.mutable_session()->set_checked_in_by(ActorName(p));
+    c.booking.mutable_session()->set_notes(r.condition_notes());
+    v1::BookingEvent handed = Event(p, r.request_id());
+    handed.mutable_lease_handed_over();
+    v1::BookingEvent checked_in = Event(p, r.request_id());
+    checked_in.mutable_booking_checked_in();
+    c.events = {std::move(handed), std::move(checked_in)};
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const v1::RecordReturnRequest& r) {
+  if (r.condition_notes().empty()) return InvalidField("condition_notes", "note the instrument's condition at return");
+  if (r.has_damage_amount()) {
+    LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(r.damage_amount(), "damage_amount", true));
+  }
+  return LeaseTransition("RecordReturn", r, r.name(), r.request_id(),
+                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
+    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
+    if (cur.lease.state() != v1::Lease::HANDED_OVER) return LeaseState(cur.lease, "HANDED_OVER");
+    const std::string currency = cur.lease.contract().rate().currency_code();
+    if (r.has_damage_amount() && r.damage_amount().currency_code() != currency) {
+      return InvalidField("damage_amount.currency_code", "must be the contract currency " + currency, "CURRENCY_MISMATCH");
+    }
+    const absl::Time now = clock_->Now();
+    const absl::Time t = r.has_return_time() ? FromProto(r.return_time()) : now;
+    if (t > now || t < FromProto(cur.lease.handover().handover_time())) {
+      return InvalidField("return_time", "must lie between the handover and now");
+    }
+    const absl::Time term_end = FromProto(cur.lease.term().end_time());
+    LeaseChange c;
+    c.lease = cur.lease;
+    c.booking = cur.booking.booking;
+    c.lease.set_state(v1::Lease::RETURNED);
+    auto* ret = c.lease.mutable_return_record();
+    *ret->mutable_return_time() = ToProto(t);
+    ret->set_condition_notes(r.condition_notes());
+    ret->set_damage_notes(r.damage_notes());
+    *ret->mutable_damage_amount() = r.damage_amount();
+    ret->mutable_damage_amount()->set_currency_code(currency);
+    ret->set_early_return(t < term_end);
+    ret->set_late_return(t > term_end);
+    ret->set_recorded_by(ActorName(p));
+    c.booking.set_state(v1::Booking::COMPLETED);
+    *c.booking.mutable_session()->mutable_end_time() = ToProto(t);
+    c.booking.mutable_session()->set_checked_out_by(ActorName(p));
+    v1::BookingEvent returned = Event(p, r.request_id());
+    returned.mutable_lease_returned();
+    v1::BookingEvent checked_out = Event(p, r.request_id());
+    checked_out.mutable_booking_checked_out();
+    c.events = {std::move(returned), std::move(checked_out)};
+    if (t < term_end) {
+      // Early return: the block shrinks to return + return buffer.
+      const absl::Time new_end = t + FromProto(cur.lease.return_buffer());
+      v1::BookingEvent changed = Event(p, r.request_id());
+      changed.mutable_booking_interval_changed()->set_cause(v1::BookingIntervalChanged::EARLY_RETURN);
+      *changed.mutable_booking_interval_changed()->mutable_previous_reserved_interval() = c.booking.reserved_interval();
+      *changed.mutable_booking_interval_changed()->mutable_previous_blocked_interval() = c.booking.blocked_interval();
+      *c.lease.mutable_term()->mutable_end_time() = ToProto(t);
+      *c.lease.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
+      *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
+      c.calendar = UpdateStep::Calendar::kSetEnd;
+      c.new_end_ms = Ms(new_end);
+      c.events.push_back(std::move(changed));
+    }
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const v1::ExtendLeaseRequest& r) {
+  if (!r.has_new_end_time()) return InvalidField("new_end_time", "required");
+  return LeaseTransition("ExtendLease", r, r.name(), r.request_id(),
+                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
+    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
+    LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
+    if (cur.lease.state() != v1::Lease::APPROVED && cur.lease.state() != v1::Lease::HANDED_OVER) {
+      return LeaseState(cur.lease, "APPROVED or HANDED_OVER");
+    }
+    const absl::Time old_end = FromProto(cur.lease.term().end_time());
+    const absl::Time new_end = FromProto(r.new_end_time());
+    if (new_end <= old_end) return InvalidField("new_end_time", "must be after the current term end");
+    const inv::ModeOffering* offering = FindMode(instrument, labshare::type::v1::LEASE);
+    const int max_days = offering ? offering->lease_rules().max_term_days() : 0;
+    if (new_end - FromProto(cur.lease.term().start_time()) > absl::Hours(24) * max_days) {
+      return Precondition("LEASE_TERM_TOO_LONG", absl::StrCat("a lease runs at most ", max_days, " days"));
+    }
+    const absl::Time blocked_end = new_end + FromProto(cur.lease.return_buffer());
+    LeaseChange c;
+    c.lease = cur.lease;
+    c.booking = cur.booking.booking;
+    auto* ext = c.lease.add_extensions();
+    *ext->mutable_previous_end_time() = ToProto(old_end);
+    *ext->mutable_new_end_time() = ToProto(new_end);
+    *ext->mutable_extend_time() = ToProto(clock_->Now());
+    ext->set_extended_by(ActorName(p));
+    ext->set_note(r.note());
+    v1::BookingEvent changed = Event(p, r.request_id());
+    changed.mutable_booking_interval_changed()->set_cause(v1::BookingIntervalChanged::LEASE_EXTENDED);
+    *changed.mutable_booking_interval_changed()->mutable_previous_reserved_interval() = c.booking.reserved_interval();
+    *changed.mutable_booking_interval_changed()->mutable_previous_blocked_interval() = c.booking.blocked_interval();
+    *c.lease.mutable_term()->mutable_end_time() = ToProto(new_end);
+    *c.lease.mutable_blocked_interval()->mutable_end_time() = ToProto(blocked_end);
+    *c.booking.mutable_reserved_interval()->mutable_end_time() = ToProto(new_end);
+    *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(blocked_end);
+    c.calendar = UpdateStep::Calendar::kSetEnd;
+    c.new_end_ms = Ms(blocked_end);
+    // Growing the block must not run into the next booking or window.
+    c.guard_from_ms = Ms(FromProto(cur.lease.blocked_interval().start_time()));
+    c.guard_to_ms = Ms(blocked_end);
+    v1::BookingEvent extended = Event(p, r.request_id());
+    *extended.mutable_lease_extended()->mutable_previous_end_time() = ToProto(old_end);
+    *extended.mutable_lease_extended()->mutable_new_end_time() = ToProto(new_end);
+    c.events = {std::move(extended), std::move(changed)};
+    return c;
+  });
+}
+
+absl::StatusOr<v1::Lease> BookingManager::CloseLease(const Principal& p, const v1::CloseLeaseRequest& r) {
+  return LeaseTransition("CloseLease", r, r.name(), r.request_id(),
+                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
+    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
+    if (cur.lease.state() != v1::Lease::RETURNED) return LeaseState(cur.lease, "RETURNED");
+    LeaseChange c;
+    c.lease = cur.lease;
+    c.booking = cur.booking.booking;
+    c.lease.set_state(v1::Lease::CLOSED);
+    const Money& deposit = c.lease.contract().deposit();
+    const Money& damage = c.lease.return_record().damage_amount();
+    auto* s = c.lease.mutable_settlement();
+    *s->mutable_deposit_applied() = Min(deposit, damage);
+    *s->mutable_deposit_released() = Minus(deposit, s->deposit_applied());
+    *s->mutable_damage_outstanding() = Minus(damage, s->deposit_applied());
+    *s->mutable_close_time() = ToProto(clock_->Now());
+    s->set_closed_by(ActorName(p));
+    s->set_notes(r.notes());
+    v1::BookingEvent closed = Event(p, r.request_id());
+    closed.mutable_lease_closed();
+    c.events = {std::move(closed)};
+    return c;
+  });
+}
+
+}  // namespace labshare::booking

@@ -1,0 +1,203 @@
+#!/bin/bash
+# CreateBooking throughput against the perf-reference ceiling, in one run on
+# one machine.
+#
+# usage: tests/bench/run_booking_bench.sh [BUILD_DIR] [CONCURRENCY] [SECONDS] [-- booking-load flags...]
+#   BUILD_DIR    default $BUILD_DIR or build-release (relative to the current
+#                directory, else to the repository root). It must hold
+#                bin/labshare-inventory, bin/labshare-booking, bin/labshare-token
+#                and tests/booking-load (or bin/booking-load). Use a Release build.
+#   CONCURRENCY  calls in flight, default $CONCURRENCY or 64
+#   SECONDS      measured seconds, default $DURATION or 10 (after a 2 s warmup)
+# Environment: WARMUP (2), INSTRUMENTS (200), THREADS (1), BUFFER_MINUTES (0),
+#   APPENDFSYNC (everysec), REPEAT (1: rounds of ours-then-reference; the ratio
+#   is of the medians), PERF_REFERENCE_DIR (where build.sh/run.sh live),
+#   PERF_REFERENCE_OUT (reuse built reference binaries; default: a temp dir).
+#
+# What it does: builds the reference (perf-reference/build.sh) into a temp
+# dir; starts its own redis-server on a free loopback port (appendonly yes,
+# appendfsync everysec, as the reference does), labshare-inventory and ONE
+# labshare-booking; seeds the organisation, facility, instruments, user and
+# rates (booking-load --seed); runs booking-load; stops all that; runs the
+# reference's run.sh with the same concurrency and duration; prints both
+# RESULT lines (of the last round) and ours/reference. The machine may be
+# shared: each measurement logs the load average on stderr; use REPEAT=3+
+# when it is not quiet. Every process it starts is stopped on exit.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+
+extra=()
+pos=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--" ]; then shift; extra=("$@"); break; fi
+  pos+=("$1"); shift
+done
+build="${pos[0]:-${BUILD_DIR:-build-release}}"
+conc="${pos[1]:-${CONCURRENCY:-64}}"
+secs="${pos[2]:-${DURATION:-10}}"
+warmup="${WARMUP:-2}"
+instruments="${INSTRUMENTS:-200}"
+threads="${THREADS:-1}"
+buffer_min="${BUFFER_MINUTES:-0}"
+fsync="${APPENDFSYNC:-everysec}"
+repeat="${REPEAT:-1}"
+
+die() { echo "run_booking_bench: $*" >&2; exit 1; }
+
+# ---- locate things
+if [ -d "$build" ]; then build="$(cd "$build" && pwd)"
+elif [ -d "$repo/$build" ]; then build="$(cd "$repo/$build" && pwd)"
+else die "no build directory '$build' (here or under $repo)"; fi
+for b in labshare-inventory labshare-booking labshare-token; do
+  [ -x "$build/bin/$b" ] || die "$build/bin/$b missing (build it: cmake --build $build)"
+done
+load=""
+for c in "$build/tests/booking-load" "$build/bin/booking-load"; do
+  [ -x "$c" ] && { load="$c"; break; }
+done
+[ -n "$load" ] || die "no booking-load in $build/tests or $build/bin"
+if grep -qs '^CMAKE_BUILD_TYPE:STRING=Release$' "$build/CMakeCache.txt"; then :; else
+  echo "run_booking_bench: warning: $build is not a Release build" >&2
+fi
+
+ref=""
+for c in "${PERF_REFERENCE_DIR:-}" "$repo/../shared/perf-reference" "/work/shared/perf-reference"; do
+  if [ -n "$c" ] && [ -x "$c/run.sh" ] && [ -x "$c/build.sh" ]; then ref="$(cd "$c" && pwd)"; break; fi
+done
+[ -n "$ref" ] || die "perf-reference not found (set PERF_REFERENCE_DIR)"
+command -v redis-server >/dev/null || die "redis-server not on PATH"
+command -v redis-cli >/dev/null || die "redis-cli not on PATH"
+
+# ---- cleanup
+work="$(mktemp -d /tmp/booking-bench.XXXXXX)"
+pids=()
+stop_all() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+cleanup() {
+  stop_all
+  if [ "${keep_logs:-0}" = 1 ]; then echo "run_booking_bench: logs kept in $work" >&2
+  else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits for "listening on HOST:PORT" in $1 (stdout log of pid $2); prints the address.
+wait_listening() {
+  local log="$1" pid="$2" line
+  for _ in $(seq 300); do
+    line="$(grep -m1 '^listening on ' "$log" 2>/dev/null || true)"
+    if [ -n "$line" ]; then echo "${line#listening on }"; return 0; fi
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# ---- reference binaries first, so compiling does not overlap a measurement
+ref_out="${PERF_REFERENCE_OUT:-$work/perf-out}"
+if [ ! -x "$ref_out/perf-server" ] || [ ! -x "$ref_out/perf-client" ]; then
+  echo "building the reference into $ref_out ..." >&2
+  "$ref/build.sh" "$ref_out" >"$work/ref-build.log" 2>&1 || { keep_logs=1; cat "$work/ref-build.log" >&2; die "reference build failed"; }
+fi
+
+key="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export LABSHARE_TOKEN_KEY="$key"
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# ---- our stack, fresh for every round: sets $ours and $load_rc
+run_ours() {
+  local round="$1" dir="$work/ours-$1" rport="" rpid ok ipid inv_addr bpid bk_addr token
+  mkdir -p "$dir/redis"
+  for _ in 1 2 3; do
+    rport="$(free_port)"
+    redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir/redis" --save '' \
+      --appendonly yes --appendfsync "$fsync" --daemonize no >"$dir/redis.log" 2>&1 &
+    rpid=$!
+    ok=0
+    for _ in $(seq 50); do
+      redis-cli -p "$rport" ping >/dev/null 2>&1 && { ok=1; break; }
+      kill -0 "$rpid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if [ $ok = 1 ]; then pids+=("$rpid"); break; fi
+    kill "$rpid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true; rport=""
+  done
+  [ -n "$rport" ] || { keep_logs=1; die "redis-server did not start (see $dir/redis.log)"; }
+
+  "$build/bin/labshare-inventory" --listen=127.0.0.1:0 --redis="127.0.0.1:$rport" \
+    >"$dir/inventory.out" 2>"$dir/inventory.err" &
+  ipid=$!; pids+=("$ipid")
+  inv_addr="$(wait_listening "$dir/inventory.out" "$ipid")" || { keep_logs=1; die "labshare-inventory did not start (see $dir/inventory.err)"; }
+
+  "$build/bin/labshare-booking" --listen=127.0.0.1:0 --redis="127.0.0.1:$rport" --inventory="$inv_addr" \
+    >"$dir/booking.out" 2>"$dir/booking.err" &
+  bpid=$!; pids+=("$bpid")
+  bk_addr="$(wait_listening "$dir/booking.out" "$bpid")" || { keep_logs=1; die "labshare-booking did not start (see $dir/booking.err)"; }
+
+  token="$("$build/bin/labshare-token" --user=bench-admin --org= --roles=consortium_admin --ttl=1h)"
+  [ -n "$token" ] || die "labshare-token printed nothing"
+
+  "$load" --seed --inventory="$inv_addr" --token="$token" --instruments="$instruments" \
+    --buffer_minutes="$buffer_min" >"$dir/seed.out" 2>&1 || { keep_logs=1; cat "$dir/seed.out" >&2; die "seeding failed"; }
+
+  echo "[$round] ours: booking $bk_addr, redis $rport; $instruments instruments, concurrency $conc, ${secs}s after ${warmup}s warmup; loadavg $(loadavg)" >&2
+  set +e
+  "$load" --target="$bk_addr" --token="$token" --instruments="$instruments" --concurrency="$conc" \
+    --threads="$threads" --duration="$secs" --warmup="$warmup" "${extra[@]}" >"$dir/load.out" 2>"$dir/load.err"
+  load_rc=$?
+  set -e
+  ours="$(grep -m1 '^RESULT' "$dir/load.out" || true)"
+  if [ -s "$dir/load.err" ]; then sed 's/^/booking-load: /' "$dir/load.err" | head -20 >&2; fi
+  if [ -z "$ours" ]; then keep_logs=1; die "booking-load printed no RESULT (exit $load_rc)"; fi
+  [ $load_rc = 0 ] || { keep_logs=1; echo "run_booking_bench: booking-load exited $load_rc (errors above)" >&2; }
+  echo "[$round] ours: $ours" >&2
+  stop_all   # nothing of ours runs during the reference measurement
+}
+
+# ---- the reference: sets $theirs
+run_reference() {
+  local round="$1" attempt
+  echo "[$round] reference: $ref/run.sh $conc $secs $fsync; loadavg $(loadavg)" >&2
+  # run.sh starts perf-server without waiting for its Redis, and perf-server
+  # aborts when Redis is not up yet: retry that start-up race.
+  theirs=""
+  for attempt in 1 2 3; do
+    theirs="$(PERF_REFERENCE_OUT="$ref_out" "$ref/run.sh" "$conc" "$secs" "$fsync" 2>"$work/ref-run.err" | grep -m1 '^RESULT' || true)"
+    [ -n "$theirs" ] && break
+    echo "run_booking_bench: reference attempt $attempt printed no RESULT: $(tail -c 300 "$work/ref-run.err")" >&2
+    sleep 1
+  done
+  [ -n "$theirs" ] || die "the reference printed no RESULT"
+  echo "[$round] reference: $theirs" >&2
+}
+
+qps_of() { grep -o ' qps=[0-9.]*' <<<" ${1#RESULT}" | head -1 | cut -d= -f2; }
+
+# ---- rounds: ours, then the reference, REPEAT times (alternating evens out drifting machine load)
+rc=0
+q_ours_all=(); q_ref_all=()
+for round in $(seq "$repeat"); do
+  run_ours "$round"
+  [ "$load_rc" = 0 ] || rc=1
+  run_reference "$round"
+  q_ours_all+=("$(qps_of "$ours")"); q_ref_all+=("$(qps_of "$theirs")")
+done
+
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+q_ours="$(median "${q_ours_all[@]}")"
+q_ref="$(median "${q_ref_all[@]}")"
+echo "ours:      $ours"
+echo "reference: $theirs"
+if [ "$repeat" -gt 1 ]; then
+  echo "rounds: ours qps ${q_ours_all[*]}; reference qps ${q_ref_all[*]}; medians $q_ours / $q_ref"
+fi
+awk -v a="$q_ours" -v b="$q_ref" 'BEGIN { if (b > 0) printf "ratio ours/reference qps: %.3f (%s / %s)\n", a / b, a, b; else print "ratio: reference qps is 0" }'
+exit $rc

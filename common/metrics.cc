@@ -6,13 +6,18 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <atomic>
+#include <unordered_map>
+
 #include "common/error.h"
 
 namespace labshare {
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& service,
                                                          const std::string& listen) {
+  static std::atomic<uint64_t> next_id{1};
   std::unique_ptr<Metrics> m(new Metrics());
+  m->id_ = next_id++;
   m->registry_ = std::make_shared<prometheus::Registry>();
   m->requests_ = &prometheus::BuildCounter()
                       .Name("labshare_rpc_requests_total")
@@ -43,8 +48,23 @@ Metrics::~Metrics() = default;
 void Metrics::ObserveRpc(const std::string& method, const std::string& code, double seconds) {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
-  requests_->Add({{"method", method}, {"code", code}}).Increment();
-  latency_->Add({{"method", method}, {"code", code}}, kBuckets).Observe(seconds);
+  // Family::Add hashes the labels under a lock; remember the series per
+  // thread (series live as long as the registry, i.e. this object).
+  struct Series {
+    prometheus::Counter* count;
+    prometheus::Histogram* latency;
+  };
+  thread_local std::unordered_map<uint64_t, std::unordered_map<std::string, Series>> cache;
+  auto& mine = cache[id_];
+  const std::string key = method + "|" + code;
+  auto it = mine.find(key);
+  if (it == mine.end()) {
+    Series s{&requests_->Add({{"method", method}, {"code", code}}),
+             &latency_->Add({{"method", method}, {"code", code}}, kBuckets)};
+    it = mine.emplace(key, s).first;
+  }
+  it->second.count->Increment();
+  it->second.latency->Observe(seconds);
 }
 
 }  // namespace labshare

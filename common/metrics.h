@@ -34,6 +34,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   prometheus::Family<prometheus::Histogram>* latency_ = nullptr;
   int port_ = 0;
+  // Never reused, unlike addresses: keys the per-thread series cache.
+  uint64_t id_ = 0;
 };
 
 }  // namespace labshare

@@ -248,6 +248,10 @@ class RedisPool::Lease {
   bool broken_ = false;
 };
 
+RedisValue RedisValueFromReply(const void* reply) {
+  return Convert(*static_cast<const redisReply*>(reply));
+}
+
 RedisPool::RedisPool(RedisOptions options)
     : options_(std::move(options)),
       capacity_(static_cast<size_t>(options_.pool_size > 0 ? options_.pool_size : 1)) {}

@@ -126,6 +126,10 @@ class RedisPool {
   size_t open_ = 0;               // guarded by mu_; idle + leased + being connected
 };
 
+// Copies a hiredis reply (a redisReply*) into a RedisValue; for code that
+// drives its own connection (RedisPipeline).
+RedisValue RedisValueFromReply(const void* reply);
+
 }  // namespace labshare
 
 #endif  // LABSHARE_COMMON_REDIS_H_

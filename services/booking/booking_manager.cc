@@ -110,6 +110,26 @@ v1::BookingEvent BookingManager::Event(const Principal& p, const std::string& re
 
 absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
                                                           const v1::CreateBookingRequest& r) {
+  PreparedCreate prepared;
+  LS_ASSIGN_OR_RETURN(auto early, PrepareCreate(p, r, prepared));
+  if (early) return *std::move(early);
+  return FinishCreate(prepared, store_->Create(prepared.step));
+}
+
+void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBookingRequest& r,
+                                        std::function<void(absl::StatusOr<v1::Booking>)> done) {
+  auto prepared = std::make_shared<PreparedCreate>();
+  auto early = PrepareCreate(p, r, *prepared);
+  if (!early.ok()) return done(early.status());
+  if (*early) return done(**std::move(early));
+  store_->CreateAsync(prepared->step, [this, prepared, done = std::move(done)](
+                                          absl::StatusOr<StepOutcome> outcome) {
+    done(FinishCreate(*prepared, std::move(outcome)));
+  });
+}
+
+absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
+    const Principal& p, const v1::CreateBookingRequest& r, PreparedCreate& out) {
   const v1::Booking& in = r.booking();
   if (in.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
       !labshare::type::v1::SharingMode_IsValid(in.mode())) {
@@ -161,28 +181,34 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
   const std::string user_name = in.user().empty() ? "users/" + p.user_id : in.user();
   LS_RETURN_IF_ERROR(ParseName(user_name, "users", "booking.user").status());
 
-  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(in.instrument()));
+  // Shared, cached objects: nothing is parsed or copied on a warm cache.
+  LS_ASSIGN_OR_RETURN(auto instrument_ptr, inventory_->Instrument(in.instrument()));
+  const inv::Instrument& instrument = *instrument_ptr;
   const bool privileged = IsAdmin(p) || IsOwnerStaff(p, instrument);
   if (!privileged && user_name != "users/" + p.user_id) {
     return UserScope("you may book only for yourself");
   }
-  LS_ASSIGN_OR_RETURN(inv::User user, inventory_->GetUser(user_name));
+  LS_ASSIGN_OR_RETURN(auto user_ptr, inventory_->User(user_name));
+  const inv::User& user = *user_ptr;
   const std::string payer_name = in.payer_organization().empty() ? user.organization() : in.payer_organization();
   if (!privileged && payer_name != user.organization()) {
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      "only the owner's staff or an administrator may name another paying organisation");
   }
-  LS_ASSIGN_OR_RETURN(inv::Organization payer, inventory_->GetOrganization(payer_name));
-  LS_ASSIGN_OR_RETURN(inv::Facility facility, inventory_->GetFacility(instrument.facility()));
-  LS_ASSIGN_OR_RETURN(auto qualification, inventory_->FindQualification(in.instrument(), user_name));
+  LS_ASSIGN_OR_RETURN(auto payer_ptr, inventory_->Organization(payer_name));
+  const inv::Organization& payer = *payer_ptr;
+  LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(instrument.facility()));
+  LS_ASSIGN_OR_RETURN(auto qualification, inventory_->Qualification(in.instrument(), user_name));
+  LS_ASSIGN_OR_RETURN(auto rates, inventory_->Rates(in.instrument()));
+  LS_ASSIGN_OR_RETURN(auto windows, inventory_->Windows(in.instrument()));
   labshare::inventory::AccessFacts facts;
   facts.user = &user;
   facts.payer = &payer;
   facts.instrument = &instrument;
-  facts.facility = &facility;
-  facts.qualification = qualification ? &*qualification : nullptr;
-  LS_ASSIGN_OR_RETURN(facts.rates, inventory_->ListRates(in.instrument()));
-  LS_ASSIGN_OR_RETURN(facts.windows, inventory_->ListMaintenanceWindows(in.instrument()));
+  facts.facility = facility.get();
+  facts.qualification = qualification.get();
+  facts.rates.assign(rates->rates().begin(), rates->rates().end());
+  facts.windows.assign(windows->maintenance_windows().begin(), windows->maintenance_windows().end());
 
   inv::CheckAccessRequest check;
   check.set_user(user_name);
@@ -288,16 +314,25 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
     *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
     step.events.push_back(confirmed.SerializeAsString());
   }
-  auto outcome = store_->Create(step);
-  if (reserved_id && (!outcome.ok() || outcome->kind != StepOutcome::Kind::kApplied)) {
-    store_->ReleaseId(booking_id).IgnoreError();  // best effort: the id was never used
+  out.step = std::move(step);
+  out.booking = std::move(b);
+  out.denial = denial;
+  out.reserved_id = reserved_id;
+  return std::optional<v1::Booking>();
+}
+
+absl::StatusOr<v1::Booking> BookingManager::FinishCreate(const PreparedCreate& prepared,
+                                                         absl::StatusOr<StepOutcome> outcome) {
+  const v1::Booking& b = prepared.booking;
+  if (prepared.reserved_id && (!outcome.ok() || outcome->kind != StepOutcome::Kind::kApplied)) {
+    store_->ReleaseId(prepared.step.booking_id).IgnoreError();  // best effort: the id was never used
   }
   LS_RETURN_IF_ERROR(outcome.status());
   switch (outcome->kind) {
     case StepOutcome::Kind::kApplied: return b;
     case StepOutcome::Kind::kReplayed: return ParseBooking(outcome->response);
     case StepOutcome::Kind::kRequestReused: return RequestIdReused();
-    case StepOutcome::Kind::kDenied: return denial;
+    case StepOutcome::Kind::kDenied: return prepared.denial;
     case StepOutcome::Kind::kExists:
       return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", b.name() + " already exists");
     case StepOutcome::Kind::kSlotTaken:

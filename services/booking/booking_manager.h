@@ -13,6 +13,9 @@
 #ifndef LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_
 #define LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_
 
+#include <functional>
+#include <optional>
+
 #include "absl/status/statusor.h"
 #include "common/clock.h"
 #include "common/token.h"
@@ -32,6 +35,10 @@ class BookingManager {
       : store_(store), inventory_(inventory), clock_(clock) {}
 
   absl::StatusOr<v1::Booking> CreateBooking(const Principal& p, const v1::CreateBookingRequest& r);
+  // The same, with the Lua step on the store's pipeline: `done` runs on a
+  // pipeline thread (or inline when the answer needs no step).
+  void CreateBookingAsync(const Principal& p, const v1::CreateBookingRequest& r,
+                          std::function<void(absl::StatusOr<v1::Booking>)> done);
   absl::StatusOr<v1::Booking> GetBooking(const Principal& p, const v1::GetBookingRequest& r);
   absl::StatusOr<v1::ListBookingsResponse> ListBookings(const Principal& p, const v1::ListBookingsRequest& r);
   absl::StatusOr<v1::Booking> CancelBooking(const Principal& p, const v1::CancelBookingRequest& r);
@@ -77,6 +84,21 @@ class BookingManager {
   absl::StatusOr<int> Sweep();
 
  private:
+  // What CreateBooking decided before its Lua step.
+  struct PreparedCreate {
+    CreateStep step;
+    v1::Booking booking;
+    absl::Status denial;  // the access check's no, if any
+    bool reserved_id = false;
+  };
+  // An answer without a step (errors, validate_only, leases, replays), or
+  // nullopt with `out` filled.
+  absl::StatusOr<std::optional<v1::Booking>> PrepareCreate(const Principal& p,
+                                                           const v1::CreateBookingRequest& r,
+                                                           PreparedCreate& out);
+  absl::StatusOr<v1::Booking> FinishCreate(const PreparedCreate& prepared,
+                                           absl::StatusOr<StepOutcome> outcome);
+
   struct Loaded {
     v1::Booking booking;
     int64_t version = 0;

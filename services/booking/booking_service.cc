@@ -37,6 +37,23 @@ MethodPolicy BookingPolicy() {
   return p;
 }
 
+grpc::ServerUnaryReactor* BookingService::CreateBooking(grpc::CallbackServerContext* ctx,
+                                                        const v1::CreateBookingRequest* req,
+                                                        v1::Booking* resp) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto principal = auth_->Authorize(ctx);
+  if (!principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status(), kDomain));
+    return reactor;
+  }
+  manager_->CreateBookingAsync(*principal, *req, [reactor, resp](absl::StatusOr<v1::Booking> result) {
+    if (!result.ok()) return reactor->Finish(ToGrpcStatus(result.status(), kDomain));
+    *resp = *std::move(result);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
 #define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                       \
   grpc::Status BookingService::Method(grpc::ServerContext* ctx, const v1::Req* req,   \
                                       v1::Resp* resp) {                               \

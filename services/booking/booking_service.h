@@ -1,6 +1,8 @@
 // gRPC adapter of the booking service. The role policy of every method is
 // declared in the .cc next to the methods (deny by default); methods not
 // built yet fall through to the generated base class (UNIMPLEMENTED).
+// CreateBooking runs on the callback API: its Lua step goes through the
+// store's Redis pipeline, so no thread waits on Redis.
 #ifndef LABSHARE_SERVICES_BOOKING_BOOKING_SERVICE_H_
 #define LABSHARE_SERVICES_BOOKING_BOOKING_SERVICE_H_
 
@@ -12,11 +14,16 @@ namespace labshare::booking {
 
 MethodPolicy BookingPolicy();
 
-class BookingService final : public v1::BookingService::Service {
+class BookingService final
+    : public v1::BookingService::WithCallbackMethod_CreateBooking<v1::BookingService::Service> {
  public:
   // manager and authorizer must outlive the service.
   BookingService(BookingManager* manager, const Authorizer* authorizer)
       : manager_(manager), auth_(authorizer) {}
+
+  grpc::ServerUnaryReactor* CreateBooking(grpc::CallbackServerContext* ctx,
+                                          const v1::CreateBookingRequest* req,
+                                          v1::Booking* resp) override;
 
 #define LABSHARE_BOOKING_RPC(Method, Req, Resp) \
   grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;

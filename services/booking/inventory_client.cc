@@ -17,15 +17,6 @@ absl::Status Downstream(const grpc::Status& s) {
   return FromGrpcStatus(s);
 }
 
-template <typename T>
-absl::StatusOr<T> Parse(const std::string& bytes) {
-  T out;
-  if (!out.ParseFromString(bytes)) {
-    return MakeError(absl::StatusCode::kInternal, "BAD_INVENTORY_ANSWER", "unreadable answer");
-  }
-  return out;
-}
-
 }  // namespace
 
 InventoryClient::InventoryClient(std::shared_ptr<grpc::Channel> channel, ServiceIdentity* identity,
@@ -42,62 +33,78 @@ std::unique_ptr<grpc::ClientContext> InventoryClient::Context() {
   return ctx;
 }
 
-absl::StatusOr<std::string> InventoryClient::Cached(
-    const std::string& key, const std::function<absl::StatusOr<std::string>()>& fetch) {
+absl::StatusOr<InventoryClient::Any> InventoryClient::Cached(
+    const std::string& key, const std::function<absl::StatusOr<Any>()>& fetch) {
   const absl::Time now = clock_->Now();
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = cache_.find(key);
-    if (it != cache_.end() && now - it->second.fetched < ttl_) return it->second.bytes;
+    if (it != cache_.end() && now - it->second.fetched < ttl_) return it->second.message;
   }
-  LS_ASSIGN_OR_RETURN(std::string bytes, fetch());
+  LS_ASSIGN_OR_RETURN(Any message, fetch());
   std::lock_guard<std::mutex> lock(mu_);
-  cache_[key] = {bytes, now};
-  return bytes;
+  cache_[key] = {message, now};
+  return message;
 }
 
-#define LABSHARE_CACHED_GET(Method, Type, Req)                                           \
-  absl::StatusOr<inv::Type> InventoryClient::Method(const std::string& name) {           \
-    LS_ASSIGN_OR_RETURN(std::string bytes, Cached(#Type ":" + name, [&]() -> absl::StatusOr<std::string> { \
-      inv::Req req;                                                                      \
-      req.set_name(name);                                                                \
-      inv::Type resp;                                                                    \
-      auto ctx = Context();                                                              \
-      grpc::Status s = stub_->Method(ctx.get(), req, &resp);                             \
-      if (!s.ok()) return Downstream(s);                                                 \
-      return resp.SerializeAsString();                                                   \
-    }));                                                                                 \
-    return Parse<inv::Type>(bytes);                                                      \
+namespace {
+template <typename T>
+std::shared_ptr<const T> As(const std::shared_ptr<const google::protobuf::Message>& m) {
+  return std::static_pointer_cast<const T>(m);
+}
+}  // namespace
+
+#define LABSHARE_CACHED_GET(Method, Type, Req)                                                    \
+  absl::StatusOr<InventoryClient::Shared<inv::Type>> InventoryClient::Method(const std::string& name) { \
+    LS_ASSIGN_OR_RETURN(Any m, Cached(#Type ":" + name, [&]() -> absl::StatusOr<Any> {           \
+      inv::Req req;                                                                               \
+      req.set_name(name);                                                                         \
+      auto resp = std::make_shared<inv::Type>();                                                  \
+      auto ctx = Context();                                                                       \
+      grpc::Status s = stub_->Get##Type(ctx.get(), req, resp.get());                              \
+      if (!s.ok()) return Downstream(s);                                                          \
+      return Any(std::move(resp));                                                                \
+    }));                                                                                          \
+    return As<inv::Type>(m);                                                                      \
+  }                                                                                               \
+  absl::StatusOr<inv::Type> InventoryClient::Get##Type(const std::string& name) {                 \
+    LS_ASSIGN_OR_RETURN(auto shared, Method(name));                                               \
+    return *shared;                                                                               \
   }
-LABSHARE_CACHED_GET(GetInstrument, Instrument, GetInstrumentRequest)
-LABSHARE_CACHED_GET(GetFacility, Facility, GetFacilityRequest)
-LABSHARE_CACHED_GET(GetUser, User, GetUserRequest)
-LABSHARE_CACHED_GET(GetOrganization, Organization, GetOrganizationRequest)
+LABSHARE_CACHED_GET(Instrument, Instrument, GetInstrumentRequest)
+LABSHARE_CACHED_GET(Facility, Facility, GetFacilityRequest)
+LABSHARE_CACHED_GET(User, User, GetUserRequest)
+LABSHARE_CACHED_GET(Organization, Organization, GetOrganizationRequest)
 #undef LABSHARE_CACHED_GET
 
-absl::StatusOr<std::optional<inv::Qualification>> InventoryClient::FindQualification(
+absl::StatusOr<InventoryClient::Shared<inv::Qualification>> InventoryClient::Qualification(
     const std::string& instrument, const std::string& user) {
   const std::string name =
       absl::StrCat(instrument, "/qualifications/", user.substr(user.find('/') + 1));
-  // An absent qualification is cached as empty bytes.
-  LS_ASSIGN_OR_RETURN(std::string bytes, Cached("Qualification:" + name, [&]() -> absl::StatusOr<std::string> {
+  LS_ASSIGN_OR_RETURN(Any m, Cached("Qualification:" + name, [&]() -> absl::StatusOr<Any> {
     inv::GetQualificationRequest req;
     req.set_name(name);
-    inv::Qualification resp;
+    auto resp = std::make_shared<inv::Qualification>();
     auto ctx = Context();
-    grpc::Status s = stub_->GetQualification(ctx.get(), req, &resp);
-    if (s.error_code() == grpc::StatusCode::NOT_FOUND) return std::string();
+    grpc::Status s = stub_->GetQualification(ctx.get(), req, resp.get());
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) return Any();
     if (!s.ok()) return Downstream(s);
-    return resp.SerializeAsString();
+    return Any(std::move(resp));
   }));
-  if (bytes.empty()) return std::optional<inv::Qualification>();
-  LS_ASSIGN_OR_RETURN(auto q, Parse<inv::Qualification>(bytes));
-  return std::optional<inv::Qualification>(std::move(q));
+  return As<inv::Qualification>(m);
 }
 
-absl::StatusOr<std::vector<inv::Rate>> InventoryClient::ListRates(const std::string& instrument) {
-  LS_ASSIGN_OR_RETURN(std::string bytes, Cached("Rates:" + instrument, [&]() -> absl::StatusOr<std::string> {
-    inv::ListRatesResponse all;
+absl::StatusOr<std::optional<inv::Qualification>> InventoryClient::FindQualification(
+    const std::string& instrument, const std::string& user) {
+  LS_ASSIGN_OR_RETURN(auto q, Qualification(instrument, user));
+  if (q == nullptr) return std::optional<inv::Qualification>();
+  return std::optional<inv::Qualification>(*q);
+}
+
+absl::StatusOr<InventoryClient::Shared<inv::ListRatesResponse>> InventoryClient::Rates(
+    const std::string& instrument) {
+  LS_ASSIGN_OR_RETURN(Any m, Cached("Rates:" + instrument, [&]() -> absl::StatusOr<Any> {
+    auto all = std::make_shared<inv::ListRatesResponse>();
     inv::ListRatesRequest req;
     req.set_parent(instrument);
     req.set_page_size(500);
@@ -106,19 +113,23 @@ absl::StatusOr<std::vector<inv::Rate>> InventoryClient::ListRates(const std::str
       auto ctx = Context();
       grpc::Status s = stub_->ListRates(ctx.get(), req, &page);
       if (!s.ok()) return Downstream(s);
-      for (auto& r : *page.mutable_rates()) *all.add_rates() = std::move(r);
+      for (auto& r : *page.mutable_rates()) *all->add_rates() = std::move(r);
       req.set_page_token(page.next_page_token());
     } while (!req.page_token().empty());
-    return all.SerializeAsString();
+    return Any(std::move(all));
   }));
-  LS_ASSIGN_OR_RETURN(auto all, Parse<inv::ListRatesResponse>(bytes));
-  return std::vector<inv::Rate>(all.rates().begin(), all.rates().end());
+  return As<inv::ListRatesResponse>(m);
 }
 
-absl::StatusOr<std::vector<inv::MaintenanceWindow>> InventoryClient::ListMaintenanceWindows(
+absl::StatusOr<std::vector<inv::Rate>> InventoryClient::ListRates(const std::string& instrument) {
+  LS_ASSIGN_OR_RETURN(auto all, Rates(instrument));
+  return std::vector<inv::Rate>(all->rates().begin(), all->rates().end());
+}
+
+absl::StatusOr<InventoryClient::Shared<inv::ListMaintenanceWindowsResponse>> InventoryClient::Windows(
     const std::string& instrument) {
-  LS_ASSIGN_OR_RETURN(std::string bytes, Cached("Windows:" + instrument, [&]() -> absl::StatusOr<std::string> {
-    inv::ListMaintenanceWindowsResponse all;
+  LS_ASSIGN_OR_RETURN(Any m, Cached("Windows:" + instrument, [&]() -> absl::StatusOr<Any> {
+    auto all = std::make_shared<inv::ListMaintenanceWindowsResponse>();
     inv::ListMaintenanceWindowsRequest req;
     req.set_parent(instrument);
     req.set_page_size(500);
@@ -127,14 +138,19 @@ absl::StatusOr<std::vector<inv::MaintenanceWindow>> InventoryClient::ListMainten
       auto ctx = Context();
       grpc::Status s = stub_->ListMaintenanceWindows(ctx.get(), req, &page);
       if (!s.ok()) return Downstream(s);
-      for (auto& w : *page.mutable_maintenance_windows()) *all.add_maintenance_windows() = std::move(w);
+      for (auto& w : *page.mutable_maintenance_windows()) *all->add_maintenance_windows() = std::move(w);
       req.set_page_token(page.next_page_token());
     } while (!req.page_token().empty());
-    return all.SerializeAsString();
+    return Any(std::move(all));
   }));
-  LS_ASSIGN_OR_RETURN(auto all, Parse<inv::ListMaintenanceWindowsResponse>(bytes));
-  return std::vector<inv::MaintenanceWindow>(all.maintenance_windows().begin(),
-                                             all.maintenance_windows().end());
+  return As<inv::ListMaintenanceWindowsResponse>(m);
+}
+
+absl::StatusOr<std::vector<inv::MaintenanceWindow>> InventoryClient::ListMaintenanceWindows(
+    const std::string& instrument) {
+  LS_ASSIGN_OR_RETURN(auto all, Windows(instrument));
+  return std::vector<inv::MaintenanceWindow>(all->maintenance_windows().begin(),
+                                             all->maintenance_windows().end());
 }
 
 absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(const std::string& name) {

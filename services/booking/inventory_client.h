@@ -30,7 +30,22 @@ class InventoryClient {
                   const Clock* clock, absl::Duration ttl = absl::Seconds(5));
 
   // Errors pass through from inventory (NOT_FOUND INSTRUMENT_NOT_FOUND, ...);
-  // an unreachable inventory is UNAVAILABLE INVENTORY_UNAVAILABLE.
+  // an unreachable inventory is UNAVAILABLE INVENTORY_UNAVAILABLE. The
+  // shared objects are the cache's own, parsed once: the hot path reads
+  // them without copying.
+  template <typename T>
+  using Shared = std::shared_ptr<const T>;
+  absl::StatusOr<Shared<inv::Instrument>> Instrument(const std::string& name);
+  absl::StatusOr<Shared<inv::Facility>> Facility(const std::string& name);
+  absl::StatusOr<Shared<inv::User>> User(const std::string& name);
+  absl::StatusOr<Shared<inv::Organization>> Organization(const std::string& name);
+  // Null when the user was never qualified on the instrument.
+  absl::StatusOr<Shared<inv::Qualification>> Qualification(const std::string& instrument,
+                                                           const std::string& user);
+  absl::StatusOr<Shared<inv::ListRatesResponse>> Rates(const std::string& instrument);
+  absl::StatusOr<Shared<inv::ListMaintenanceWindowsResponse>> Windows(const std::string& instrument);
+
+  // Copies, for code off the hot path.
   absl::StatusOr<inv::Instrument> GetInstrument(const std::string& name);
   absl::StatusOr<inv::Facility> GetFacility(const std::string& name);
   absl::StatusOr<inv::User> GetUser(const std::string& name);
@@ -50,9 +65,10 @@ class InventoryClient {
                                       absl::Time use_time, const std::string& request_id);
 
  private:
-  // Returns the cached bytes for key, or calls fetch and caches its answer.
-  absl::StatusOr<std::string> Cached(const std::string& key,
-                                     const std::function<absl::StatusOr<std::string>()>& fetch);
+  // Returns the cached object for key, or calls fetch and caches its answer
+  // (a null answer is cached too: "does not exist").
+  using Any = std::shared_ptr<const google::protobuf::Message>;
+  absl::StatusOr<Any> Cached(const std::string& key, const std::function<absl::StatusOr<Any>()>& fetch);
   std::unique_ptr<grpc::ClientContext> Context();
 
   std::unique_ptr<inv::InventoryService::Stub> stub_;
@@ -61,7 +77,7 @@ class InventoryClient {
   const absl::Duration ttl_;
   std::mutex mu_;
   struct Entry {
-    std::string bytes;
+    Any message;
     absl::Time fetched;
   };
   std::map<std::string, Entry> cache_;  // guarded by mu_

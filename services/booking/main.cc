@@ -17,6 +17,8 @@ ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inve
 ABSL_FLAG(absl::Duration, sweep_interval, absl::Seconds(10),
           "How often bookings past their check-in window are marked MISSED (and pending "
           "ones past their start EXPIRED).");
+ABSL_FLAG(int, redis_pipelines, 1,
+          "Connections (one thread each) that pipeline CreateBooking's Redis step.");
 ABSL_FLAG(absl::Duration, inventory_cache_ttl, absl::Seconds(5),
           "How long inventory answers (instruments, users, rates, ...) are reused.");
 
@@ -32,7 +34,9 @@ int main(int argc, char** argv) {
   labshare::booking::InventoryClient inventory(
       grpc::CreateChannel(absl::GetFlag(FLAGS_inventory), grpc::InsecureChannelCredentials()),
       &identity, &clock, absl::GetFlag(FLAGS_inventory_cache_ttl));
-  labshare::booking::BookingStore store(&redis);
+  // The hot path (CreateBooking) pipelines its Lua step on one connection.
+  labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines));
+  labshare::booking::BookingStore store(&redis, &pipeline);
   labshare::booking::BookingManager manager(&store, &inventory, &clock);
   labshare::Authorizer authorizer(&signer, labshare::booking::BookingPolicy(), &clock);
   labshare::booking::BookingService service(&manager, &authorizer);

@@ -258,35 +258,54 @@ std::string NewBookingId(int partition) {
                          absl::Uniform<uint64_t>(gen) & 0xffffffffffffULL);
 }
 
-absl::StatusOr<StepOutcome> BookingStore::Create(const CreateStep& s) const {
+namespace {
+void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector<std::string>& args) {
   const std::string due = keys::Due(s.partition);
-  std::vector<std::string> keys = {s.idempotency_key.empty() ? due : s.idempotency_key,
-                                   keys::Outbox(s.partition),
-                                   keys::Booking(s.partition, s.booking_id),
-                                   keys::Calendar(s.partition, s.instrument_id),
-                                   keys::CalendarEnds(s.partition, s.instrument_id),
-                                   keys::ByInstrument(s.partition, s.instrument_id),
-                                   due,
-                                   s.budget_key.empty() ? due : s.budget_key};
+  keys = {s.idempotency_key.empty() ? due : s.idempotency_key,
+          keys::Outbox(s.partition),
+          keys::Booking(s.partition, s.booking_id),
+          keys::Calendar(s.partition, s.instrument_id),
+          keys::CalendarEnds(s.partition, s.instrument_id),
+          keys::ByInstrument(s.partition, s.instrument_id),
+          due,
+          s.budget_key.empty() ? due : s.budget_key};
   for (const auto& d : s.extra_docs) keys.push_back(d.key);
-  std::vector<std::string> args = {s.idempotency_key.empty() ? "" : s.fingerprint,
-                                   s.booking,
-                                   std::to_string(kIdempotencyTtlSeconds),
-                                   s.denied ? "1" : "0",
-                                   std::to_string(s.blocked_start_ms),
-                                   std::to_string(s.blocked_end_ms),
-                                   s.booking_id,
-                                   keys::IndexMember(s.reserved_start_ms, s.booking_id),
-                                   std::to_string(s.due_ms),
-                                   s.budget_key.empty() ? "" : s.budget_field,
-                                   std::to_string(s.budget_ms),
-                                   s.response.empty() ? s.booking : s.response,
-                                   std::to_string(s.extra_docs.size()),
-                                   std::to_string(s.events.size())};
+  args = {s.idempotency_key.empty() ? "" : s.fingerprint,
+          s.booking,
+          std::to_string(kIdempotencyTtlSeconds),
+          s.denied ? "1" : "0",
+          std::to_string(s.blocked_start_ms),
+          std::to_string(s.blocked_end_ms),
+          s.booking_id,
+          keys::IndexMember(s.reserved_start_ms, s.booking_id),
+          std::to_string(s.due_ms),
+          s.budget_key.empty() ? "" : s.budget_field,
+          std::to_string(s.budget_ms),
+          s.response.empty() ? s.booking : s.response,
+          std::to_string(s.extra_docs.size()),
+          std::to_string(s.events.size())};
   for (const auto& d : s.extra_docs) args.push_back(d.data);
   args.insert(args.end(), s.events.begin(), s.events.end());
+}
+}  // namespace
+
+absl::StatusOr<StepOutcome> BookingStore::Create(const CreateStep& s) const {
+  std::vector<std::string> keys, args;
+  CreateArgs(s, keys, args);
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(CreateScript(), keys, args));
   return Outcome(v);
+}
+
+void BookingStore::CreateAsync(const CreateStep& s,
+                               std::function<void(absl::StatusOr<StepOutcome>)> done) const {
+  if (pipeline_ == nullptr) return done(Create(s));
+  std::vector<std::string> keys, args;
+  CreateArgs(s, keys, args);
+  pipeline_->Eval(CreateScript(), std::move(keys), std::move(args),
+                  [done = std::move(done)](absl::StatusOr<RedisValue> v) {
+                    if (!v.ok()) return done(v.status());
+                    done(Outcome(*v));
+                  });
 }
 
 absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {

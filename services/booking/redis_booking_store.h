@@ -37,6 +37,7 @@
 #include "absl/status/statusor.h"
 #include "common/doc_store.h"
 #include "common/redis.h"
+#include "common/redis_pipeline.h"
 
 namespace labshare::booking {
 
@@ -139,9 +140,14 @@ struct StepOutcome {
 class BookingStore {
  public:
   // pool must outlive the store. Thread-safe.
-  explicit BookingStore(RedisPool* pool) : pool_(pool), docs_(pool) {}
+  // pool (and pipeline, when given) must outlive the store. Without a
+  // pipeline, CreateAsync runs the step synchronously.
+  explicit BookingStore(RedisPool* pool, RedisPipeline* pipeline = nullptr)
+      : pool_(pool), pipeline_(pipeline), docs_(pool) {}
 
   absl::StatusOr<StepOutcome> Create(const CreateStep& step) const;
+  void CreateAsync(const CreateStep& step,
+                   std::function<void(absl::StatusOr<StepOutcome>)> done) const;
   absl::StatusOr<StepOutcome> Update(const UpdateStep& step) const;
 
   absl::StatusOr<std::optional<StoredDoc>> Get(int partition, absl::string_view booking_id) const;
@@ -186,6 +192,7 @@ class BookingStore {
 
  private:
   RedisPool* pool_;
+  RedisPipeline* pipeline_;
   DocStore docs_;
 };
 

@@ -10,7 +10,8 @@
 #   CONCURRENCY  calls in flight, default $CONCURRENCY or 64
 #   SECONDS      measured seconds, default $DURATION or 10 (after a 2 s warmup)
 # Environment: WARMUP (2), INSTRUMENTS (200), THREADS (1), BUFFER_MINUTES (0),
-#   APPENDFSYNC (everysec), REPEAT (1: rounds of ours-then-reference; the ratio
+#   APPENDFSYNC (everysec), REDIS_EXTRA (more redis-server flags for our stack only,
+#   e.g. "--auto-aof-rewrite-min-size 4gb"), REPEAT (1: rounds of ours-then-reference; the ratio
 #   is of the medians), PERF_REFERENCE_DIR (where build.sh/run.sh live),
 #   PERF_REFERENCE_OUT (reuse built reference binaries; default: a temp dir).
 #
@@ -118,8 +119,9 @@ run_ours() {
   mkdir -p "$dir/redis"
   for _ in 1 2 3; do
     rport="$(free_port)"
+    # shellcheck disable=SC2086  # REDIS_EXTRA holds several flags
     redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir/redis" --save '' \
-      --appendonly yes --appendfsync "$fsync" --daemonize no >"$dir/redis.log" 2>&1 &
+      --appendonly yes --appendfsync "$fsync" --daemonize no ${REDIS_EXTRA:-} >"$dir/redis.log" 2>&1 &
     rpid=$!
     ok=0
     for _ in $(seq 50); do

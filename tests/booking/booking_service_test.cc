@@ -43,7 +43,9 @@ class BookingServiceTest : public ::testing::Test {
     identity_ = std::make_unique<ServiceIdentity>(signer_.get(), "booking", &clock_);
     inv_client_ = std::make_unique<InventoryClient>(Channel(*inv_server_), identity_.get(), &clock_,
                                                     absl::ZeroDuration());
-    store_ = std::make_unique<BookingStore>(pool_.get());
+    // As in the binary: CreateBooking's step goes through a pipeline.
+    pipeline_ = std::make_unique<RedisPipeline>(redis_->options());
+    store_ = std::make_unique<BookingStore>(pool_.get(), pipeline_.get());
     manager_ = std::make_unique<BookingManager>(store_.get(), inv_client_.get(), &clock_);
     auth_ = std::make_unique<Authorizer>(signer_.get(), BookingPolicy(), &clock_);
     service_ = std::make_unique<BookingService>(manager_.get(), auth_.get());
@@ -232,6 +234,7 @@ class BookingServiceTest : public ::testing::Test {
   std::unique_ptr<iv::InventoryService::Stub> inventory_;
   std::unique_ptr<ServiceIdentity> identity_;
   std::unique_ptr<InventoryClient> inv_client_;
+  std::unique_ptr<RedisPipeline> pipeline_;
   std::unique_ptr<BookingStore> store_;
   std::unique_ptr<BookingManager> manager_;
   std::unique_ptr<Authorizer> auth_;

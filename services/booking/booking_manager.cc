@@ -569,21 +569,28 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
   });
 }
 
+absl::StatusOr<inv::Instrument> BookingManager::CheckDecision(const Principal& p, const Loaded& cur,
+                                                              const std::string& etag) {
+  const v1::Booking& b = cur.booking;
+  LS_RETURN_IF_ERROR(NotForLeases(b));
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
+  if (!IsAdmin(p) && !IsOwnerStaff(p, instrument)) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "only the owner's staff or an administrator decide on bookings");
+  }
+  if (!etag.empty() && etag != std::to_string(cur.version)) {
+    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the booking changed; read it again");
+  }
+  if (b.state() != v1::Booking::PENDING_APPROVAL) return WrongState(b, "PENDING_APPROVAL");
+  return instrument;
+}
+
 absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
                                                            const v1::ApproveBookingRequest& r) {
   return Transition("ApproveBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
-    LS_RETURN_IF_ERROR(NotForLeases(b));
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
-    if (!IsAdmin(p) && !IsOwnerStaff(p, instrument)) {
-      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                       "only the owner's staff or an administrator approve bookings");
-    }
-    if (!r.etag().empty() && r.etag() != std::to_string(cur.version)) {
-      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the booking changed; read it again");
-    }
-    if (b.state() != v1::Booking::PENDING_APPROVAL) return WrongState(b, "PENDING_APPROVAL");
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, CheckDecision(p, cur, r.etag()));
     const absl::Time now = clock_->Now();
     if (now >= FromProto(b.reserved_interval().start_time())) {
       return Precondition("BOOKING_STARTED", "the reserved start has passed; it can no longer be approved");
@@ -612,16 +619,7 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
   return Transition("RejectBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
-    LS_RETURN_IF_ERROR(NotForLeases(b));
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
-    if (!IsAdmin(p) && !IsOwnerStaff(p, instrument)) {
-      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                       "only the owner's staff or an administrator reject bookings");
-    }
-    if (!r.etag().empty() && r.etag() != std::to_string(cur.version)) {
-      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the booking changed; read it again");
-    }
-    if (b.state() != v1::Booking::PENDING_APPROVAL) return WrongState(b, "PENDING_APPROVAL");
+    LS_RETURN_IF_ERROR(CheckDecision(p, cur, r.etag()).status());
     Change c;
     c.booking = b;
     c.booking.set_state(v1::Booking::REJECTED);

@@ -105,6 +105,9 @@ class BookingManager {
     int partition = 0;
   };
   absl::StatusOr<Loaded> Load(const std::string& name);
+  // Approve/Reject: owner staff or admin, etag, PENDING_APPROVAL; the instrument.
+  absl::StatusOr<inv::Instrument> CheckDecision(const Principal& p, const Loaded& cur,
+                                                const std::string& etag);
 
   // What a transition writes; Transition() commits it and retries when the
   // booking moved concurrently.
@@ -165,6 +168,9 @@ class BookingManager {
   absl::Status FillProjectUse(v1::Project& project) const;
   absl::StatusOr<v1::Project> LoadProject(const std::string& name, int64_t* version) const;
   static bool MaySeeProject(const Principal& p, const v1::Project& project);
+  // Commits a project mutation; `on_conflict` answers a lost compare-and-set.
+  absl::StatusOr<v1::Project> CommitProject(const Mutation& m, const v1::Project& project,
+                                            absl::Status on_conflict);
   // The project checks of a JOINT_RESEARCH booking; fills its cost shares.
   absl::Status CheckProject(v1::Booking& booking, const std::string& instrument_id);
 

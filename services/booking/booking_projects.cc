@@ -188,6 +188,12 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   m.outbox_key = keys::ProjectOutbox();
   m.event_type = v1::BookingEvent::descriptor()->full_name();
   m.event_payload = event.SerializeAsString();
+  return CommitProject(m, project, MakeError(absl::StatusCode::kAlreadyExists, "PROJECT_EXISTS",
+                                            project.name() + " already exists"));
+}
+
+absl::StatusOr<v1::Project> BookingManager::CommitProject(const Mutation& m, const v1::Project& project,
+                                                          absl::Status on_conflict) {
   LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
   switch (outcome.kind) {
     case CommitOutcome::Kind::kApplied: return project;
@@ -199,7 +205,7 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
     case CommitOutcome::Kind::kRequestReused: return RequestIdReused();
     case CommitOutcome::Kind::kConflict: break;
   }
-  return MakeError(absl::StatusCode::kAlreadyExists, "PROJECT_EXISTS", project.name() + " already exists");
+  return on_conflict;
 }
 
 bool BookingManager::MaySeeProject(const Principal& p, const v1::Project& project) {
@@ -333,19 +339,8 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
   m.outbox_key = keys::ProjectOutbox();
   m.event_type = v1::BookingEvent::descriptor()->full_name();
   m.event_payload = event.SerializeAsString();
-  LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
-  switch (outcome.kind) {
-    case CommitOutcome::Kind::kApplied: return project;
-    case CommitOutcome::Kind::kReplayed: {
-      v1::Project replay;
-      replay.ParseFromString(outcome.response);
-      return replay;
-    }
-    case CommitOutcome::Kind::kRequestReused: return RequestIdReused();
-    case CommitOutcome::Kind::kConflict: break;
-  }
-  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
-                   "the project changed concurrently; read it again and retry");
+  return CommitProject(m, project, MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                                            "the project changed concurrently; read it again and retry"));
 }
 
 }  // namespace labshare::booking

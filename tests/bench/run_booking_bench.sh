@@ -20,7 +20,7 @@
 # appendfsync everysec, as the reference does), labshare-inventory and ONE
 # labshare-booking; seeds the organisation, facility, instruments, user and
 # rates (booking-load --seed); runs booking-load; stops all that; runs the
-# reference's run.sh with the same concurrency and duration; prints both
+# reference (its run.sh steps, Redis awaited first) with the same concurrency and duration; prints both
 # RESULT lines (of the last round) and ours/reference. The machine may be
 # shared: each measurement logs the load average on stderr; use REPEAT=3+
 # when it is not quiet. Every process it starts is stopped on exit.
@@ -166,18 +166,25 @@ run_ours() {
 
 # ---- the reference: sets $theirs
 run_reference() {
-  local round="$1" attempt
-  echo "[$round] reference: $ref/run.sh $conc $secs $fsync; loadavg $(loadavg)" >&2
-  # run.sh starts perf-server without waiting for its Redis, and perf-server
-  # aborts when Redis is not up yet: retry that start-up race.
-  theirs=""
-  for attempt in 1 2 3; do
-    theirs="$(PERF_REFERENCE_OUT="$ref_out" "$ref/run.sh" "$conc" "$secs" "$fsync" 2>"$work/ref-run.err" | grep -m1 '^RESULT' || true)"
-    [ -n "$theirs" ] && break
-    echo "run_booking_bench: reference attempt $attempt printed no RESULT: $(tail -c 300 "$work/ref-run.err")" >&2
-    sleep 1
-  done
-  [ -n "$theirs" ] || die "the reference printed no RESULT"
+  local round="$1" rdir rport gport rpid spid
+  echo "[$round] reference: perf-server + perf-client $conc $secs $fsync; loadavg $(loadavg)" >&2
+  # The steps of the reference's run.sh with the same binaries and flags,
+  # except that Redis must answer before perf-server starts: run.sh starts
+  # them together and perf-server aborts when its Redis is late.
+  rdir="$(mktemp -d)"; rport="$(free_port)"; gport="$(free_port)"
+  redis-server --port "$rport" --bind 127.0.0.1 --dir "$rdir" --save '' \
+    --appendonly yes --appendfsync "$fsync" --daemonize no >"$rdir/redis.log" 2>&1 &
+  rpid=$!
+  for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  "$ref_out/perf-server" --mode=callback --redis=pipe --pipe_threads=1 \
+    --port="$gport" --redis_port="$rport" >"$rdir/server.log" 2>&1 &
+  spid=$!
+  sleep 1
+  theirs="$("$ref_out/perf-client" --target="127.0.0.1:$gport" --method=book --concurrency="$conc" \
+    --threads=1 --duration="$secs" --warmup=2 2>"$work/ref-run.err" | grep -m1 '^RESULT' || true)"
+  kill "$spid" "$rpid" 2>/dev/null; wait "$spid" "$rpid" 2>/dev/null || true
+  rm -rf "$rdir"
+  [ -n "$theirs" ] || die "the reference printed no RESULT: $(tail -c 300 "$work/ref-run.err")"
   echo "[$round] reference: $theirs" >&2
 }
 

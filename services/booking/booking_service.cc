@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/unary.h"
 
 namespace labshare::booking {
 namespace {
@@ -54,15 +55,10 @@ grpc::ServerUnaryReactor* BookingService::CreateBooking(grpc::CallbackServerCont
   return reactor;
 }
 
-#define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                       \
-  grpc::Status BookingService::Method(grpc::ServerContext* ctx, const v1::Req* req,   \
-                                      v1::Resp* resp) {                               \
-    auto principal = auth_->Authorize(ctx);                                           \
-    if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);            \
-    auto result = manager_->Method(*principal, *req);                                 \
-    if (!result.ok()) return ToGrpcStatus(result.status(), kDomain);                  \
-    *resp = *std::move(result);                                                       \
-    return grpc::Status::OK;                                                          \
+#define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                      \
+  grpc::Status BookingService::Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) { \
+    return HandleUnary(*auth_, ctx, kDomain, resp,                                        \
+                       [&](const Principal& p) { return manager_->Method(p, *req); });    \
   }
 #include "services/booking/booking_methods.inc"
 #undef LABSHARE_BOOKING_RPC

@@ -1055,4 +1055,58 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   return resp;
 }
 
+absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAvailableInstruments(
+    const Principal& p, const v1::SearchAvailableInstrumentsRequest& r) {
+  if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
+  LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
+  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
+  const std::string org_name = r.organization().empty() ? ActorOrganization(p) : r.organization();
+  std::shared_ptr<const inv::Organization> org;
+  if (!org_name.empty()) {
+    LS_ASSIGN_OR_RETURN(org, inventory_->Organization(org_name));
+  }
+  const absl::Duration span = FromProto(r.range().end_time()) - FromProto(r.range().start_time());
+  const absl::Duration wanted = r.has_min_duration() ? FromProto(r.min_duration()) : span;
+
+  inv::ListInstrumentsRequest list;
+  list.set_category(r.category());
+  list.set_facility(r.facility());
+  list.set_mode(mode);
+  list.set_state(inv::ACTIVE);
+  list.set_page_token(page.after);  // our token carries inventory's
+  v1::SearchAvailableInstrumentsResponse resp;
+  do {
+    // Ask for no more than still fits: filtering only removes, so a page
+    // never exceeds page_size and inventory's token resumes exactly.
+    list.set_page_size(page.page_size - resp.instruments_size());
+    LS_ASSIGN_OR_RETURN(auto instruments, inventory_->ListInstruments(list));
+    for (const auto& in : instruments.instruments()) {
+      if (org != nullptr) {
+        LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(in.facility()));
+        const bool owner = in.owner_organization() == org->name();
+        if (!owner && !labshare::inventory::PolicyAllows(labshare::inventory::EffectivePolicy(in, *facility), *org)) {
+          continue;
+        }
+      }
+      v1::QueryAvailabilityRequest q;
+      q.set_instrument(in.name());
+      *q.mutable_range() = r.range();
+      q.set_mode(mode);
+      *q.mutable_min_duration() = ToProto(wanted);
+      q.set_organization(org_name);
+      LS_ASSIGN_OR_RETURN(auto free, QueryAvailability(p, q));
+      if (free.free_intervals().empty()) continue;
+      auto* found = resp.add_instruments();
+      found->set_instrument(in.name());
+      found->set_owner_organization(in.owner_organization());
+      found->set_facility(in.facility());
+      *found->mutable_free_intervals() = free.free_intervals();
+    }
+    list.set_page_token(instruments.next_page_token());
+  } while (!list.page_token().empty() && resp.instruments_size() < page.page_size);
+  if (!list.page_token().empty()) resp.set_next_page_token(MakePageToken(r, list.page_token()));
+  return resp;
+}
+
 }  // namespace labshare::booking

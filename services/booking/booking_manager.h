@@ -47,6 +47,10 @@ class BookingManager {
   absl::StatusOr<v1::Booking> CheckIn(const Principal& p, const v1::CheckInRequest& r);
   absl::StatusOr<v1::Booking> CheckOut(const Principal& p, const v1::CheckOutRequest& r);
   absl::StatusOr<v1::QueryAvailabilityResponse> QueryAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
+  // Instruments of a category with free time in a range for an organisation
+  // (its access policy, horizon and notice), each with its free intervals.
+  absl::StatusOr<v1::SearchAvailableInstrumentsResponse> SearchAvailableInstruments(
+      const Principal& p, const v1::SearchAvailableInstrumentsRequest& r);
 
   // Leases (booking_leases.cc). A lease and its calendar booking share an
   // id and change together in one step.

@@ -15,7 +15,8 @@ std::string M(const char* method) { return absl::StrCat("/labshare.booking.v1.Bo
 MethodPolicy BookingPolicy() {
   MethodPolicy p;
   // Scope (own booking, own organisation, own instrument) is checked by the manager.
-  for (const char* m : {"GetBooking", "ListBookings", "QueryAvailability", "GetProject", "ListProjects"}) {
+  for (const char* m : {"GetBooking", "ListBookings", "QueryAvailability", "SearchAvailableInstruments",
+                        "GetProject", "ListProjects"}) {
     p.AllowAll(M(m));
   }
   for (const char* m : {"CreateProject", "UpdateProject"}) p.Allow(M(m), {Role::kConsortiumAdmin});

@@ -153,6 +153,15 @@ absl::StatusOr<std::vector<inv::MaintenanceWindow>> InventoryClient::ListMainten
                                              all->maintenance_windows().end());
 }
 
+absl::StatusOr<inv::ListInstrumentsResponse> InventoryClient::ListInstruments(
+    const inv::ListInstrumentsRequest& request) {
+  inv::ListInstrumentsResponse resp;
+  auto ctx = Context();
+  grpc::Status s = stub_->ListInstruments(ctx.get(), request, &resp);
+  if (!s.ok()) return Downstream(s);
+  return resp;
+}
+
 absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(const std::string& name) {
   inv::GetMaintenanceWindowRequest req;
   req.set_name(name);

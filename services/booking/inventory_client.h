@@ -57,6 +57,9 @@ class InventoryClient {
   absl::StatusOr<std::vector<inv::MaintenanceWindow>> ListMaintenanceWindows(
       const std::string& instrument);
 
+  // Not cached: one page of instruments (category, facility, mode filters).
+  absl::StatusOr<inv::ListInstrumentsResponse> ListInstruments(const inv::ListInstrumentsRequest& request);
+
   // Not cached: the window as it is now.
   absl::StatusOr<inv::MaintenanceWindow> GetMaintenanceWindow(const std::string& name);
 

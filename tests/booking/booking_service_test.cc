@@ -796,6 +796,33 @@ TEST_F(LeaseTest, OutageCancelsLeaseNotYetHandedOver) {
   EXPECT_TRUE(BookingOf(a).cancelled_by_outage());
 }
 
+TEST_F(BookingServiceTest, SearchFindsInstrumentsOfACategoryWithFreeTime) {
+  // tem (electron-microscopy, ON_SITE) is busy 9:00-17:00; afm offers no ON_SITE.
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(17), &b).ok());
+  v1::SearchAvailableInstrumentsRequest q;
+  q.set_category("electron-microscopy");
+  *q.mutable_range()->mutable_start_time() = ToProto(day_ + absl::Hours(10));
+  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(20));
+  v1::SearchAvailableInstrumentsResponse resp;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, q, &resp, ana_).ok());
+  EXPECT_EQ(resp.instruments_size(), 0);  // not free for the whole range
+  *q.mutable_min_duration() = ToProto(absl::Hours(2));
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, q, &resp, ana_).ok());
+  ASSERT_EQ(resp.instruments_size(), 1);
+  EXPECT_EQ(resp.instruments(0).instrument(), "instruments/tem");
+  EXPECT_EQ(resp.instruments(0).owner_organization(), "organizations/owner");
+  ASSERT_EQ(resp.instruments(0).free_intervals_size(), 1);
+  EXPECT_EQ(FromProto(resp.instruments(0).free_intervals(0).start_time()), day_ + absl::Hours(17) + absl::Minutes(30));
+  EXPECT_EQ(FromProto(resp.instruments(0).free_intervals(0).end_time()), day_ + absl::Hours(20));
+  *q.mutable_min_duration() = ToProto(absl::Hours(3));
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, q, &resp, ana_).ok());
+  EXPECT_EQ(resp.instruments_size(), 0);  // only 2.5 h left
+  q.clear_category();
+  EXPECT_EQ(Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, q, &resp, ana_).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(BookingServiceTest, OtherModesAreNotBuiltYet) {
   v1::CreateBookingRequest r;
   r.mutable_booking()->set_instrument("instruments/tem");

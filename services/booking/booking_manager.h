@@ -65,6 +65,20 @@ class BookingManager {
   absl::StatusOr<v1::Lease> ExtendLease(const Principal& p, const v1::ExtendLeaseRequest& r);
   absl::StatusOr<v1::Lease> CloseLease(const Principal& p, const v1::CloseLeaseRequest& r);
 
+  // Technical-service orders (booking_orders.cc).
+  absl::StatusOr<v1::ServiceOrder> CreateServiceOrder(const Principal& p, const v1::CreateServiceOrderRequest& r);
+  absl::StatusOr<v1::ServiceOrder> GetServiceOrder(const Principal& p, const v1::GetServiceOrderRequest& r);
+  absl::StatusOr<v1::ListServiceOrdersResponse> ListServiceOrders(const Principal& p, const v1::ListServiceOrdersRequest& r);
+  absl::StatusOr<v1::ServiceOrder> IssueQuote(const Principal& p, const v1::IssueQuoteRequest& r);
+  absl::StatusOr<v1::ServiceOrder> AcceptQuote(const Principal& p, const v1::AcceptQuoteRequest& r);
+  absl::StatusOr<v1::ServiceOrder> ReceiveSamples(const Principal& p, const v1::ReceiveSamplesRequest& r);
+  absl::StatusOr<v1::ServiceOrder> ScheduleService(const Principal& p, const v1::ScheduleServiceRequest& r);
+  absl::StatusOr<v1::ServiceOrder> StartService(const Principal& p, const v1::StartServiceRequest& r);
+  absl::StatusOr<v1::ServiceOrder> DeliverReport(const Principal& p, const v1::DeliverReportRequest& r);
+  absl::StatusOr<v1::ServiceOrder> AcceptReport(const Principal& p, const v1::AcceptReportRequest& r);
+  absl::StatusOr<v1::ServiceOrder> DisputeReport(const Principal& p, const v1::DisputeReportRequest& r);
+  absl::StatusOr<v1::ServiceOrder> CancelOrder(const Principal& p, const v1::CancelOrderRequest& r);
+
   // Joint-research projects.
   absl::StatusOr<v1::Project> CreateProject(const Principal& p, const v1::CreateProjectRequest& r);
   absl::StatusOr<v1::Project> GetProject(const Principal& p, const v1::GetProjectRequest& r);
@@ -165,6 +179,28 @@ class BookingManager {
   absl::StatusOr<LoadedLease> LoadLease(const std::string& name);
   absl::StatusOr<v1::Lease> CancelLeaseForOutage(const Principal& p, const std::string& name,
                                                  const inv::MaintenanceWindow& window);
+
+  // Orders: a change of the order alone, or of the order and its run's
+  // booking together (one step either way).
+  struct LoadedOrder {
+    v1::ServiceOrder order;
+    int64_t version = 0;
+    int partition = 0;
+  };
+  struct OrderChange {
+    v1::ServiceOrder order;
+    std::vector<v1::BookingEvent> events;
+    // With the run's booking (order.booking): its new state and calendar op.
+    bool with_booking = false;
+    v1::Booking booking;
+    int64_t booking_version = 0;
+    UpdateStep::Calendar calendar = UpdateStep::Calendar::kKeep;
+  };
+  absl::StatusOr<LoadedOrder> LoadOrder(const std::string& name);
+  absl::StatusOr<v1::ServiceOrder> OrderTransition(
+      absl::string_view method, const google::protobuf::Message& request, const std::string& name,
+      const std::string& request_id,
+      const std::function<absl::StatusOr<OrderChange>(const LoadedOrder&)>& decide);
 
   // Projects (booking_projects.cc).
   absl::Status CompleteProject(v1::Project& project);

@@ -20,7 +20,15 @@ MethodPolicy BookingPolicy() {
     p.AllowAll(M(m));
   }
   for (const char* m : {"CreateProject", "UpdateProject"}) p.Allow(M(m), {Role::kConsortiumAdmin});
-  for (const char* m : {"GetLease", "ListLeases"}) p.AllowAll(M(m));
+  for (const char* m : {"GetLease", "ListLeases", "GetServiceOrder", "ListServiceOrders"}) p.AllowAll(M(m));
+  p.Allow(M("CreateServiceOrder"), {Role::kLabUser, Role::kMemberBillingAdmin, Role::kFacilityStaff, Role::kConsortiumAdmin});
+  for (const char* m : {"AcceptQuote", "AcceptReport", "DisputeReport"}) {
+    p.Allow(M(m), {Role::kLabUser, Role::kMemberBillingAdmin});
+  }
+  for (const char* m : {"IssueQuote", "ReceiveSamples", "ScheduleService", "StartService", "DeliverReport"}) {
+    p.Allow(M(m), {Role::kFacilityStaff});
+  }
+  p.Allow(M("CancelOrder"), {Role::kLabUser, Role::kMemberBillingAdmin, Role::kFacilityStaff, Role::kConsortiumAdmin});
   p.Allow(M("RequestLease"), {Role::kLabUser, Role::kMemberBillingAdmin, Role::kFacilityStaff, Role::kConsortiumAdmin});
   p.Allow(M("CancelLease"), {Role::kLabUser, Role::kMemberBillingAdmin, Role::kFacilityStaff, Role::kConsortiumAdmin});
   for (const char* m : {"ApproveLease", "RejectLease", "RecordHandover", "RecordReturn", "ExtendLease", "CloseLease"}) {

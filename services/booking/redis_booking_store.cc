@@ -30,6 +30,8 @@ std::string Due(int p) { return absl::StrCat(Tag(p), ":due"); }
 std::string IdLookup(absl::string_view id) { return absl::StrCat("{bk:ids}:", id); }
 std::string Budget(int p, absl::string_view project_id) { return absl::StrCat(Tag(p), ":budget:", project_id); }
 std::string Lease(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":lease:", id); }
+std::string Order(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":order:", id); }
+std::string Orders(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":orders:", i); }
 std::string Project(absl::string_view id) { return absl::StrCat("{booking}:project:", id); }
 std::string Projects() { return "{booking}:projects"; }
 std::string ProjectOutbox() { return "{booking}:outbox"; }
@@ -73,7 +75,8 @@ end
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 denied, 5 start, 6 end, 7 id,
 //       8 index member, 9 due ms (0: none), 10 budget field ('' none),
 //       11 budget ms, 12 response, 13 n extra, 14 n events,
-//       then per extra document its data, then the events.
+//       then per extra document (expected version, 0: must not exist; data),
+//       then the events.
 const RedisScript& CreateScript() {
   static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
@@ -82,7 +85,12 @@ if ARGV[4] == '1' then return {'DENIED'} end
 local n_extra = tonumber(ARGV[13])
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
 for i = 1, n_extra do
-  if redis.call('EXISTS', KEYS[8 + i]) == 1 then return {'EXISTS'} end
+  local expected = tonumber(ARGV[14 + (i - 1) * 2 + 1])
+  local current = tonumber(redis.call('HGET', KEYS[8 + i], 'v') or '0')
+  if current ~= expected then
+    if expected == 0 then return {'EXISTS'} end
+    return {'CONFLICT'}
+  end
 end
 local s, e = tonumber(ARGV[5]), tonumber(ARGV[6])
 -- Blocked intervals are disjoint, so only the last one starting before e
@@ -101,13 +109,14 @@ if ARGV[10] ~= '' then
 end
 redis.call('HSET', KEYS[3], 'v', 1, 'd', ARGV[2])
 for i = 1, n_extra do
-  redis.call('HSET', KEYS[8 + i], 'v', 1, 'd', ARGV[14 + i])
+  local expected = tonumber(ARGV[14 + (i - 1) * 2 + 1])
+  redis.call('HSET', KEYS[8 + i], 'v', expected + 1, 'd', ARGV[14 + (i - 1) * 2 + 2])
 end
 redis.call('ZADD', KEYS[4], s, ARGV[7])
 redis.call('HSET', KEYS[5], ARGV[7], e)
 redis.call('ZADD', KEYS[6], 0, ARGV[8])
 if ARGV[9] ~= '0' then redis.call('ZADD', KEYS[7], ARGV[9], ARGV[7]) end
-publish(KEYS[2], 15 + n_extra, tonumber(ARGV[14]))
+publish(KEYS[2], 15 + n_extra * 2, tonumber(ARGV[14]))
 remember(KEYS[1], ARGV[1], ARGV[12], ARGV[3])
 return {'OK'}
 )lua");
@@ -284,7 +293,10 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           s.response.empty() ? s.booking : s.response,
           std::to_string(s.extra_docs.size()),
           std::to_string(s.events.size())};
-  for (const auto& d : s.extra_docs) args.push_back(d.data);
+  for (const auto& d : s.extra_docs) {
+    args.push_back(std::to_string(d.expected_version));
+    args.push_back(d.data);
+  }
   args.insert(args.end(), s.events.begin(), s.events.end());
 }
 }  // namespace

@@ -18,6 +18,7 @@
 //                            checked in), a PENDING_APPROVAL one's start (EXPIRED)
 //   {bk:ids}:<id>            partition of a client-chosen booking id
 //   {bk:P}:lease:<id>        Lease document; its booking has the same id
+//   {bk:P}:order:<id>        ServiceOrder document; index {bk:P}:orders:<instr>
 //   {bk:P}:budget:<project>  HASH "<instr>:budget|committed|used" -> ms: a joint-
 //                            research project's hours on an instrument, kept
 //                            with the calendar so the create step checks them
@@ -56,6 +57,8 @@ std::string Due(int p);
 std::string IdLookup(absl::string_view booking_id);
 std::string Budget(int p, absl::string_view project_id);
 std::string Lease(int p, absl::string_view lease_id);
+std::string Order(int p, absl::string_view order_id);
+std::string Orders(int p, absl::string_view instrument_id);
 std::string Project(absl::string_view project_id);
 std::string Projects();
 std::string ProjectOutbox();

@@ -140,6 +140,13 @@ class BookingServiceTest : public ::testing::Test {
     jr->set_mode(labshare::type::v1::JOINT_RESEARCH);
     *jr->mutable_slot_rules() = *sr;
     jr->mutable_slot_rules()->set_qualification_validity_days(0);
+    auto* ts = in->add_modes();
+    ts->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+    *ts->mutable_slot_rules() = *jr->mutable_slot_rules();
+    auto* entry = in->add_service_catalogue();
+    entry->set_entry_id("imaging");
+    entry->set_display_name("TEM imaging, per sample");
+    entry->set_unit(iv::PER_SAMPLE);
     Inv(&iv::InventoryService::Stub::CreateInstrument, i);
     iv::CreateRateRequest rate;
     rate.set_parent("instruments/tem");
@@ -159,6 +166,7 @@ class BookingServiceTest : public ::testing::Test {
     li.mutable_instrument()->set_display_name("AFM");
     li.mutable_instrument()->clear_modes();
     auto* lm = li.mutable_instrument()->add_modes();
+    li.mutable_instrument()->clear_service_catalogue();
     lm->set_mode(labshare::type::v1::LEASE);
     lm->set_approval_required(true);
     auto* lr = lm->mutable_lease_rules();
@@ -187,6 +195,12 @@ class BookingServiceTest : public ::testing::Test {
       cu.mutable_user()->add_roles(labshare::type::v1::LAB_USER);
       Inv(&iv::InventoryService::Stub::CreateUser, cu);
     }
+    iv::CreateUserRequest su;
+    su.set_user_id("sam");
+    su.mutable_user()->set_display_name("sam");
+    su.mutable_user()->set_organization("organizations/owner");
+    su.mutable_user()->add_roles(labshare::type::v1::FACILITY_STAFF);
+    Inv(&iv::InventoryService::Stub::CreateUser, su);
     iv::GrantQualificationRequest g;
     g.set_instrument("instruments/tem");
     g.set_user("users/ana");
@@ -823,7 +837,7 @@ TEST_F(BookingServiceTest, SearchFindsInstrumentsOfACategoryWithFreeTime) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
-TEST_F(BookingServiceTest, OtherModesAreNotBuiltYet) {
+TEST_F(BookingServiceTest, TechnicalServiceRunsAreBookedThroughTheirOrder) {
   v1::CreateBookingRequest r;
   r.mutable_booking()->set_instrument("instruments/tem");
   r.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
@@ -831,6 +845,144 @@ TEST_F(BookingServiceTest, OtherModesAreNotBuiltYet) {
   auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
   EXPECT_EQ(GrpcErrorReason(s), "MODE_NOT_YET_SUPPORTED");
+}
+
+class ServiceOrderTest : public BookingServiceTest {
+ protected:
+  v1::ServiceOrder Order3() {
+    v1::CreateServiceOrderRequest r;
+    r.mutable_service_order()->set_instrument("instruments/tem");
+    r.mutable_service_order()->set_service_entry_id("imaging");
+    r.mutable_service_order()->set_sample_count(3);
+    r.mutable_service_order()->set_sample_description("membrane protein grids");
+    v1::ServiceOrder o;
+    auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateServiceOrder, r, &o, ana_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return o;
+  }
+  grpc::Status Quote(const std::string& name, v1::ServiceOrder* out, const std::string& token) {
+    v1::IssueQuoteRequest q;
+    q.set_name(name);
+    q.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
+    q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(20000);
+    q.mutable_quote()->mutable_staff_time_fee()->set_currency_code("CNY");
+    q.mutable_quote()->mutable_staff_time_fee()->set_amount_minor(30000);
+    q.mutable_quote()->mutable_consumables()->set_currency_code("CNY");
+    q.mutable_quote()->mutable_consumables()->set_amount_minor(5000);
+    *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24 * 14));
+    return Call(stub_.get(), &v1::BookingService::Stub::IssueQuote, q, out, token);
+  }
+  // Order -> quote -> accept -> samples -> scheduled run [9:00, 11:00).
+  v1::ServiceOrder Scheduled() {
+    v1::ServiceOrder o = Order3(), out;
+    EXPECT_TRUE(Quote(o.name(), &out, staff_).ok());
+    v1::AcceptQuoteRequest a;
+    a.set_name(o.name());
+    a.set_quote_etag(out.quote().quote_etag());
+    EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::AcceptQuote, a, &out, ana_).ok());
+    v1::ReceiveSamplesRequest rs;
+    rs.set_name(o.name());
+    rs.set_received_sample_count(3);
+    EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ReceiveSamples, rs, &out, staff_).ok());
+    v1::ScheduleServiceRequest sch;
+    sch.set_name(o.name());
+    *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+    *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(11));
+    auto s = Call(stub_.get(), &v1::BookingService::Stub::ScheduleService, sch, &out, staff_);
+    EXPECT_TRUE(s.ok()) << s.error_message() << " " << GrpcErrorReason(s);
+    return out;
+  }
+};
+
+TEST_F(ServiceOrderTest, QuoteIsComputedAndMustBeAcceptedAsSeen) {
+  v1::ServiceOrder o = Order3(), out;
+  EXPECT_EQ(o.state(), v1::ServiceOrder::REQUESTED);
+  EXPECT_EQ(o.client_organization(), "organizations/lab");
+  EXPECT_EQ(o.payer_class(), labshare::type::v1::MEMBER);
+  EXPECT_EQ(Quote(o.name(), &out, ana_).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(Quote(o.name(), &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::QUOTED);
+  EXPECT_EQ(out.quote().total().amount_minor(), 3 * 20000 + 30000 + 5000);
+  v1::AcceptQuoteRequest a;
+  a.set_name(o.name());
+  a.set_quote_etag("not-the-quote");
+  EXPECT_EQ(Call(stub_.get(), &v1::BookingService::Stub::AcceptQuote, a, &out, ana_).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(Quote(o.name(), &out, staff_).ok());  // re-quote: a new quote etag
+  a.set_quote_etag(out.quote().quote_etag());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::AcceptQuote, a, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::QUOTE_ACCEPTED);
+  v1::ReceiveSamplesRequest rs;
+  rs.set_name(o.name());
+  rs.set_received_sample_count(2);
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::ReceiveSamples, rs, &out, staff_)),
+            "SAMPLE_COUNT_MISMATCH");
+}
+
+TEST_F(ServiceOrderTest, RunReportDisputeAndAcceptance) {
+  v1::ServiceOrder o = Scheduled(), out;
+  ASSERT_EQ(o.state(), v1::ServiceOrder::SCHEDULED);
+  v1::GetBookingRequest g;
+  g.set_name(o.booking());
+  v1::Booking run;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &run, admin_).ok());
+  EXPECT_EQ(run.mode(), labshare::type::v1::TECHNICAL_SERVICE);
+  EXPECT_EQ(run.state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(run.operator_user(), "users/sam");
+  EXPECT_EQ(run.payer_organization(), "organizations/lab");
+  EXPECT_EQ(run.sample_count(), 3);
+  v1::Booking clash;
+  EXPECT_EQ(GrpcErrorReason(Book(absl::Hours(10), absl::Hours(12), &clash)), "SLOT_TAKEN");
+
+  clock_.Set(day_ + absl::Hours(9));
+  v1::StartServiceRequest start;
+  start.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::StartService, start, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::IN_PROGRESS);
+  clock_.Set(day_ + absl::Hours(10) + absl::Minutes(30));
+  v1::DeliverReportRequest d;
+  d.set_name(o.name());
+  d.mutable_report()->set_uri("dms://reports/1");
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::DeliverReport, d, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::REPORT_DELIVERED);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &run, admin_).ok());
+  EXPECT_EQ(run.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(FromProto(run.session().end_time()) - FromProto(run.session().start_time()), absl::Minutes(90));
+
+  v1::DisputeReportRequest dispute;
+  dispute.set_name(o.name());
+  dispute.set_reason("grid 2 missing");
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::DisputeReport, dispute, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::DISPUTED);
+  d.mutable_report()->set_uri("dms://reports/2");
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::DeliverReport, d, &out, staff_).ok());
+  EXPECT_EQ(out.reports_size(), 2);
+  v1::AcceptReportRequest accept;
+  accept.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::AcceptReport, accept, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::COMPLETED);
+  int accepted = 0;
+  for (const auto& e : Events()) {
+    if (e.has_service_order_report_accepted()) {
+      ++accepted;
+      EXPECT_EQ(e.service_order_report_accepted().service_order().quote().total().amount_minor(), 95000);
+    }
+  }
+  EXPECT_EQ(accepted, 1);
+}
+
+TEST_F(ServiceOrderTest, LateCancellationOfAScheduledRunFreesTheSlot) {
+  v1::ServiceOrder o = Scheduled(), out;
+  clock_.Set(day_ + absl::Hours(9) - absl::Hours(2));  // inside the 24 h notice
+  v1::CancelOrderRequest c;
+  c.set_name(o.name());
+  c.set_reason("project stopped");
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelOrder, c, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::CANCELLED);
+  EXPECT_EQ(out.cancelled_in_state(), v1::ServiceOrder::SCHEDULED);
+  EXPECT_TRUE(out.late_cancellation());
+  v1::Booking again;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &again).ok());
 }
 
 }  // namespace

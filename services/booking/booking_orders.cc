@@ -1,0 +1,652 @@
+// Technical-service orders: a client orders an entry of an instrument's
+// service catalogue; the owner's staff quote, receive samples, schedule a
+// run (a TECHNICAL_SERVICE booking), run it and deliver a report that the
+// client accepts or disputes. The order lives in its instrument's partition,
+// so an order and its run's booking change together in one Lua step.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/auth.h"
+#include "common/error.h"
+#include "common/events.h"
+#include "common/proto_util.h"
+#include "services/booking/booking_manager.h"
+#include "services/inventory/inventory_rules.h"
+
+namespace labshare::booking {
+namespace {
+
+using labshare::inventory::FindMode;
+using labshare::inventory::ParseName;
+using labshare::type::v1::Money;
+using Order = v1::ServiceOrder;
+
+int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
+
+absl::Status Precondition(absl::string_view reason, std::string message) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, reason, message);
+}
+
+absl::Status OrderState(const Order& o, absl::string_view wanted) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "ORDER_STATE",
+                   absl::StrCat(o.name(), " is ", Order::State_Name(o.state()), "; this needs ", wanted),
+                   {{"state", Order::State_Name(o.state())}});
+}
+
+bool IsOwnerStaff(const Principal& p, const inv::Instrument& in) {
+  const std::string org = ActorOrganization(p);
+  return p.HasRole(Role::kFacilityStaff) && !org.empty() &&
+         (org == in.owner_organization() || org == in.operator_organization());
+}
+
+bool IsClient(const Principal& p, const Order& o) {
+  return p.HasAnyRole({Role::kLabUser, Role::kMemberBillingAdmin}) &&
+         ActorOrganization(p) == o.client_organization();
+}
+
+absl::Status ClientOnly(const Principal& p, const Order& o) {
+  if (IsClient(p, o)) return absl::OkStatus();
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   "only the client organisation's users and billing admins may do this");
+}
+
+std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+
+absl::Status SameCurrency(const Money& m, const std::string& currency, const std::string& field) {
+  if (m.currency_code().empty() && m.amount_minor() == 0) return absl::OkStatus();
+  LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(m, field, true));
+  if (m.currency_code() != currency) {
+    return InvalidField(field + ".currency_code", "all amounts of a quote share one currency", "CURRENCY_MISMATCH");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<BookingManager::LoadedOrder> BookingManager::LoadOrder(const std::string& name) {
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(name, "serviceOrders", "name"));
+  auto not_found = MakeError(absl::StatusCode::kNotFound, "SERVICE_ORDER_NOT_FOUND", name + " does not exist");
+  LS_ASSIGN_OR_RETURN(auto partition, store_->PartitionOf(id));
+  if (!partition) return not_found;
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Order(*partition, id)));
+  if (!doc) return not_found;
+  LoadedOrder out;
+  if (!out.order.ParseFromString(doc->data)) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored order is unreadable");
+  }
+  out.version = doc->version;
+  out.partition = *partition;
+  return out;
+}
+
+absl::StatusOr<Order> BookingManager::OrderTransition(
+    absl::string_view method, const google::protobuf::Message& request, const std::string& name,
+    const std::string& request_id, const std::function<absl::StatusOr<OrderChange>(const LoadedOrder&)>& decide) {
+  LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(name));
+  const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
+  const std::string fingerprint = RequestFingerprint(method, request);
+  auto parse = [](const std::string& bytes) {
+    Order o;
+    o.ParseFromString(bytes);
+    return o;
+  };
+  LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+  if (seen) return parse(*seen);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    if (attempt > 0) {
+      LS_ASSIGN_OR_RETURN(cur, LoadOrder(name));
+    }
+    LS_ASSIGN_OR_RETURN(OrderChange c, decide(cur));
+    const absl::Time now = clock_->Now();
+    *c.order.mutable_update_time() = ToProto(now);
+    c.order.set_etag(std::to_string(cur.version + 1));
+    for (auto& e : c.events) {
+      e.mutable_header()->set_request_id(request_id);
+      // Every order event carries the order as it is after the change.
+      const auto* field = e.GetDescriptor()->FindFieldByNumber(e.payload_case());
+      auto* msg = e.GetReflection()->MutableMessage(&e, field);
+      if (const auto* f = msg->GetDescriptor()->FindFieldByName("service_order")) {
+        msg->GetReflection()->MutableMessage(msg, f)->CopyFrom(c.order);
+      } else if (const auto* b = msg->GetDescriptor()->FindFieldByName("booking")) {
+        *c.booking.mutable_update_time() = ToProto(now);
+        c.booking.set_etag(std::to_string(c.booking_version + 1));
+        msg->GetReflection()->MutableMessage(msg, b)->CopyFrom(c.booking);
+      }
+    }
+    const std::string order_key = keys::Order(cur.partition, IdOf(name));
+    bool applied = false, replayed = false, reused = false;
+    std::string response;
+    if (c.with_booking) {
+      *c.booking.mutable_update_time() = ToProto(now);
+      c.booking.set_etag(std::to_string(c.booking_version + 1));
+      UpdateStep step;
+      step.partition = cur.partition;
+      step.instrument_id = IdOf(c.booking.instrument());
+      step.booking_id = IdOf(c.booking.name());
+      step.idempotency_key = idem;
+      step.fingerprint = fingerprint;
+      step.booking = SerializeDeterministic(c.booking);
+      step.response = SerializeDeterministic(c.order);
+      step.expected_version = c.booking_version;
+      step.extra_docs.push_back({order_key, c.order.SerializeAsString(), cur.version});
+      step.calendar = c.calendar;
+      if (c.calendar == UpdateStep::Calendar::kRemove) step.due = UpdateStep::Due::kRemove;
+      for (const auto& e : c.events) step.events.push_back(e.SerializeAsString());
+      LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+      applied = outcome.kind == StepOutcome::Kind::kApplied;
+      replayed = outcome.kind == StepOutcome::Kind::kReplayed;
+      reused = outcome.kind == StepOutcome::Kind::kRequestReused;
+      response = outcome.response;
+    } else {
+      Mutation m;
+      m.idempotency_key = idem;
+      m.fingerprint = fingerprint;
+      m.response = SerializeDeterministic(c.order);
+      m.writes.push_back({order_key, c.order.SerializeAsString(), cur.version});
+      m.outbox_key = keys::Outbox(cur.partition);
+      m.event_type = v1::BookingEvent::descriptor()->full_name();
+      m.event_payload = c.events.front().SerializeAsString();
+      LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
+      applied = outcome.kind == CommitOutcome::Kind::kApplied;
+      replayed = outcome.kind == CommitOutcome::Kind::kReplayed;
+      reused = outcome.kind == CommitOutcome::Kind::kRequestReused;
+      response = outcome.response;
+    }
+    if (applied) return std::move(c.order);
+    if (replayed) return parse(response);
+    if (reused) return RequestIdReused();
+  }
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the order is being changed concurrently; retry with the same request_id");
+}
+
+// ================================================================ create and read
+
+absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
+                                                         const v1::CreateServiceOrderRequest& r) {
+  const Order& in = r.service_order();
+  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "service_order.instrument"));
+  if (!r.service_order_id().empty()) {
+    return InvalidField("service_order_id", "client-chosen order ids are not supported yet; leave it empty");
+  }
+  if (in.sample_count() < 1) return InvalidField("service_order.sample_count", "order at least one sample");
+  LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(in.instrument()));
+  if (FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE) == nullptr) {
+    return Precondition("MODE_NOT_OFFERED", in.instrument() + " offers no technical service");
+  }
+  const bool known_entry = std::any_of(instrument->service_catalogue().begin(), instrument->service_catalogue().end(),
+                                       [&](const auto& e) { return e.entry_id() == in.service_entry_id(); });
+  if (!known_entry) {
+    return MakeError(absl::StatusCode::kNotFound, "SERVICE_ENTRY_NOT_FOUND",
+                     absl::StrCat(in.instrument(), " has no catalogue entry '", in.service_entry_id(), "'"));
+  }
+  const bool privileged = p.HasRole(Role::kConsortiumAdmin) || IsOwnerStaff(p, *instrument);
+  const std::string requester = in.requester().empty() ? "users/" + p.user_id : in.requester();
+  if (!privileged && requester != "users/" + p.user_id) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "USER_SCOPE", "you may order only as yourself");
+  }
+  LS_ASSIGN_OR_RETURN(auto user, inventory_->User(requester));
+  const std::string client = in.client_organization().empty() ? user->organization() : in.client_organization();
+  if (!privileged && client != user->organization()) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "only the owner's staff or an administrator may order for another organisation");
+  }
+  LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(client));
+  const int partition = keys::Partition(instrument_id);
+  const std::string id = NewBookingId(partition);
+  const absl::Time now = clock_->Now();
+  Order o;
+  o.set_name("serviceOrders/" + id);
+  o.set_instrument(in.instrument());
+  o.set_instrument_owner(instrument->owner_organization());
+  o.set_service_entry_id(in.service_entry_id());
+  o.set_client_organization(client);
+  o.set_requester(requester);
+  o.set_sample_count(in.sample_count());
+  o.set_sample_description(in.sample_description());
+  *o.mutable_requested_completion_time() = in.requested_completion_time();
+  o.set_state(Order::REQUESTED);
+  o.set_payer_class(labshare::inventory::PayerClassFor(*org, *instrument));
+  o.set_payer_tier(o.payer_class() == labshare::type::v1::MEMBER ? org->tier() : "");
+  *o.mutable_create_time() = ToProto(now);
+  *o.mutable_update_time() = ToProto(now);
+  o.set_etag("1");
+  v1::BookingEvent event = Event(p, r.request_id());
+  *event.mutable_service_order_created()->mutable_service_order() = o;
+  Mutation m;
+  m.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateServiceOrder", r.request_id());
+  m.fingerprint = RequestFingerprint("CreateServiceOrder", r);
+  m.response = SerializeDeterministic(o);
+  m.writes.push_back({keys::Order(partition, id), o.SerializeAsString(), 0});
+  m.index_ops.push_back({keys::Orders(partition, instrument_id), id});
+  m.outbox_key = keys::Outbox(partition);
+  m.event_type = v1::BookingEvent::descriptor()->full_name();
+  m.event_payload = event.SerializeAsString();
+  LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
+  if (outcome.kind == CommitOutcome::Kind::kReplayed) {
+    Order replay;
+    replay.ParseFromString(outcome.response);
+    return replay;
+  }
+  if (outcome.kind == CommitOutcome::Kind::kRequestReused) return RequestIdReused();
+  return o;
+}
+
+absl::StatusOr<Order> BookingManager::GetServiceOrder(const Principal& p, const v1::GetServiceOrderRequest& r) {
+  LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(r.name()));
+  if (p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}) ||
+      ActorOrganization(p) == cur.order.client_organization()) {
+    return cur.order;
+  }
+  LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
+  if (IsOwnerStaff(p, *instrument)) return cur.order;
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   "only the client, the owner's staff and administrators see an order");
+}
+
+absl::StatusOr<v1::ListServiceOrdersResponse> BookingManager::ListServiceOrders(
+    const Principal& p, const v1::ListServiceOrdersRequest& r) {
+  if (r.instrument().empty()) {
+    return InvalidField("instrument", "required for now: name the instrument whose orders to list");
+  }
+  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(r.instrument()));
+  const bool all = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}) || IsOwnerStaff(p, *instrument);
+  const int partition = keys::Partition(instrument_id);
+  v1::ListServiceOrdersResponse resp;
+  std::string after = page.after;
+  bool more = true;
+  while (more && resp.service_orders_size() < page.page_size) {
+    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Orders(partition, instrument_id), after, 200));
+    std::vector<std::string> order_keys;
+    for (const auto& id : ids) order_keys.push_back(keys::Order(partition, id));
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(order_keys));
+    size_t i = 0;
+    for (; i < ids.size() && resp.service_orders_size() < page.page_size; ++i) {
+      after = ids[i];
+      Order o;
+      if (!docs[i] || !o.ParseFromString(docs[i]->data)) continue;
+      if (!all && o.client_organization() != ActorOrganization(p)) continue;
+      if (!r.client_organization().empty() && o.client_organization() != r.client_organization()) continue;
+      if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), o.state()) == r.states().end()) continue;
+      *resp.add_service_orders() = std::move(o);
+    }
+    more = i < ids.size() || ids.size() == 200;
+  }
+  if (more && !after.empty()) resp.set_next_page_token(MakePageToken(r, after));
+  return resp;
+}
+
+// ================================================================ quote and samples
+
+namespace {
+absl::Status OwnerStaffOnly(const Principal& p, const inv::Instrument& in) {
+  if (IsOwnerStaff(p, in)) return absl::OkStatus();
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   "only the staff of the instrument's owner or operator may do this");
+}
+}  // namespace
+
+absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::IssueQuoteRequest& r) {
+  const v1::Quote& q = r.quote();
+  LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(q.per_sample_fee(), "quote.per_sample_fee", true));
+  const std::string currency = q.per_sample_fee().currency_code();
+  LS_RETURN_IF_ERROR(SameCurrency(q.staff_time_fee(), currency, "quote.staff_time_fee"));
+  LS_RETURN_IF_ERROR(SameCurrency(q.consumables(), currency, "quote.consumables"));
+  if (!q.has_valid_until() || FromProto(q.valid_until()) <= clock_->Now()) {
+    return InvalidField("quote.valid_until", "must be in the future");
+  }
+  return OrderTransition("IssueQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
+    LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
+    if (!r.etag().empty() && r.etag() != std::to_string(cur.version)) {
+      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the order changed; read it again");
+    }
+    const auto s = cur.order.state();
+    if (s != Order::REQUESTED && s != Order::QUOTED && s != Order::QUOTE_ACCEPTED) {
+      return OrderState(cur.order, "REQUESTED, QUOTED or QUOTE_ACCEPTED");
+    }
+    OrderChange c;
+    c.order = cur.order;
+    v1::Quote* quote = c.order.mutable_quote();
+    *quote = q;
+    quote->mutable_staff_time_fee()->set_currency_code(currency);
+    quote->mutable_consumables()->set_currency_code(currency);
+    quote->mutable_total()->set_currency_code(currency);
+    quote->mutable_total()->set_amount_minor(q.per_sample_fee().amount_minor() * c.order.sample_count() +
+                                             q.staff_time_fee().amount_minor() + q.consumables().amount_minor());
+    quote->set_quoted_by(ActorName(p));
+    *quote->mutable_quote_time() = ToProto(clock_->Now());
+    quote->set_quote_etag(NewEventId().substr(0, 16));
+    c.order.set_state(Order::QUOTED);
+    v1::BookingEvent e = Event(p, r.request_id());
+    e.mutable_service_order_quoted();
+    c.events.push_back(std::move(e));
+    return c;
+  });
+}
+
+absl::StatusOr<Order> BookingManager::AcceptQuote(const Principal& p, const v1::AcceptQuoteRequest& r) {
+  return OrderTransition("AcceptQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
+    if (cur.order.state() != Order::QUOTED) return OrderState(cur.order, "QUOTED");
+    if (r.quote_etag() != cur.order.quote().quote_etag()) {
+      return InvalidField("quote_etag", "does not name the current quote; read the order again");
+    }
+    const absl::Time now = clock_->Now();
+    if (now > FromProto(cur.order.quote().valid_until())) {
+      return Precondition("QUOTE_EXPIRED", "the quote is no longer valid; ask for a new one");
+    }
+    OrderChange c;
+    c.order = cur.order;
+    c.order.set_state(Order::QUOTE_ACCEPTED);
+    *c.order.mutable_quote_accept_time() = ToProto(now);
+    v1::BookingEvent e = Event(p, r.request_id());
+    e.mutable_service_order_quote_accepted();
+    c.events.push_back(std::move(e));
+    return c;
+  });
+}
+
+absl::StatusOr<Order> BookingManager::ReceiveSamples(const Principal& p, const v1::ReceiveSamplesRequest& r) {
+  return OrderTransition("ReceiveSamples", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
+    LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
+    if (cur.order.state() != Order::QUOTE_ACCEPTED) return OrderState(cur.order, "QUOTE_ACCEPTED");
+    if (r.received_sample_count() != cur.order.sample_count()) {
+      return Precondition("SAMPLE_COUNT_MISMATCH",
+                          absl::StrCat(r.received_sample_count(), " samples arrived but ", cur.order.sample_count(),
+                                       " were quoted; re-quote first"));
+    }
+    OrderChange c;
+    c.order = cur.order;
+    c.order.set_state(Order::SAMPLES_RECEIVED);
+    c.order.set_received_sample_count(r.received_sample_count());
+    *c.order.mutable_samples_receive_time() = r.has_receive_time() ? r.receive_time() : ToProto(clock_->Now());
+    c.order.set_sample_condition_notes(r.condition_notes());
+    v1::BookingEvent e = Event(p, r.request_id());
+    e.mutable_service_order_samples_received();
+    c.events.push_back(std::move(e));
+    return c;
+  });
+}
+
+// ================================================================ the run
+
+absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const v1::ScheduleServiceRequest& r) {
+  const auto& interval = r.interval();
+  if (!interval.has_start_time() || !interval.has_end_time() ||
+      FromProto(interval.end_time()) <= FromProto(interval.start_time())) {
+    return InvalidField("interval", "needs start_time before end_time", "INVALID_INTERVAL");
+  }
+  LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(r.name()));
+  LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
+  LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(cur.partition, "ScheduleService", r.request_id());
+  const std::string fingerprint = RequestFingerprint("ScheduleService", r);
+  LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+  if (seen) {
+    Order replay;
+    replay.ParseFromString(*seen);
+    return replay;
+  }
+  if (cur.order.state() != Order::SAMPLES_RECEIVED) return OrderState(cur.order, "SAMPLES_RECEIVED");
+  const std::string operator_user = r.operator_user().empty() ? "users/" + p.user_id : r.operator_user();
+  LS_ASSIGN_OR_RETURN(auto op, inventory_->User(operator_user));
+  const bool staff = std::find(op->roles().begin(), op->roles().end(), labshare::type::v1::FACILITY_STAFF) != op->roles().end();
+  if (!staff || (op->organization() != instrument->owner_organization() &&
+                 op->organization() != instrument->operator_organization())) {
+    return Precondition("OPERATOR_NOT_STAFF", operator_user + " is not staff of the instrument's owner or operator");
+  }
+  // The same rules as any booking, for the client as payer.
+  LS_ASSIGN_OR_RETURN(auto requester, inventory_->User(cur.order.requester()));
+  LS_ASSIGN_OR_RETURN(auto client, inventory_->Organization(cur.order.client_organization()));
+  LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(instrument->facility()));
+  LS_ASSIGN_OR_RETURN(auto rates, inventory_->Rates(cur.order.instrument()));
+  LS_ASSIGN_OR_RETURN(auto windows, inventory_->Windows(cur.order.instrument()));
+  labshare::inventory::AccessFacts facts;
+  facts.user = requester.get();
+  facts.payer = client.get();
+  facts.instrument = instrument.get();
+  facts.facility = facility.get();
+  facts.rates.assign(rates->rates().begin(), rates->rates().end());
+  facts.windows.assign(windows->maintenance_windows().begin(), windows->maintenance_windows().end());
+  inv::CheckAccessRequest check;
+  check.set_user(cur.order.requester());
+  check.set_instrument(cur.order.instrument());
+  check.set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+  *check.mutable_interval() = interval;
+  check.set_payer_organization(cur.order.client_organization());
+  check.set_service_entry_id(cur.order.service_entry_id());
+  const absl::Time now = clock_->Now();
+  const inv::CheckAccessResponse access = EvaluateAccess(facts, check, now);
+  for (const auto& d : access.denials()) {
+    if (d.code() == inv::NO_RATE) continue;  // the quote, not the rate card, prices the run
+    return Precondition(d.code() == inv::DURING_MAINTENANCE ? "MAINTENANCE_CONFLICT" : inv::DenialCode_Name(d.code()),
+                        d.message());
+  }
+  const inv::ModeOffering* offering = FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE);
+  const absl::Time start = FromProto(interval.start_time());
+  const absl::Time end = FromProto(interval.end_time());
+  const absl::Time blocked_end = end + FromProto(offering->slot_rules().buffer());
+  const std::string booking_id = NewBookingId(cur.partition);
+  v1::Booking b;
+  b.set_name("bookings/" + booking_id);
+  b.set_instrument(cur.order.instrument());
+  b.set_instrument_owner(instrument->owner_organization());
+  b.set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+  b.set_user(cur.order.requester());
+  b.set_payer_organization(cur.order.client_organization());
+  *b.mutable_reserved_interval() = interval;
+  *b.mutable_blocked_interval()->mutable_start_time() = ToProto(start);
+  *b.mutable_blocked_interval()->mutable_end_time() = ToProto(blocked_end);
+  b.set_state(v1::Booking::CONFIRMED);
+  b.set_service_order(cur.order.name());
+  b.set_operator_user(operator_user);
+  b.set_sample_count(cur.order.received_sample_count());
+  b.set_payer_class(cur.order.payer_class());
+  b.set_payer_tier(cur.order.payer_tier());
+  *b.mutable_create_time() = ToProto(now);
+  *b.mutable_update_time() = ToProto(now);
+  b.set_etag("1");
+  Order o = cur.order;
+  o.set_state(Order::SCHEDULED);
+  o.set_booking(b.name());
+  *o.mutable_scheduled_interval() = interval;
+  o.set_operator_user(operator_user);
+  *o.mutable_update_time() = ToProto(now);
+  o.set_etag(std::to_string(cur.version + 1));
+  CreateStep step;
+  step.partition = cur.partition;
+  step.instrument_id = IdOf(cur.order.instrument());
+  step.booking_id = booking_id;
+  step.idempotency_key = idem;
+  step.fingerprint = fingerprint;
+  step.booking = SerializeDeterministic(b);
+  step.response = SerializeDeterministic(o);
+  step.blocked_start_ms = Ms(start);
+  step.blocked_end_ms = Ms(blocked_end);
+  step.reserved_start_ms = Ms(start);
+  step.extra_docs.push_back({keys::Order(cur.partition, IdOf(o.name())), o.SerializeAsString(), cur.version});
+  v1::BookingEvent created = Event(p, r.request_id());
+  *created.mutable_booking_created()->mutable_booking() = b;
+  v1::BookingEvent confirmed = Event(p, r.request_id());
+  *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
+  v1::BookingEvent scheduled = Event(p, r.request_id());
+  *scheduled.mutable_service_order_scheduled()->mutable_service_order() = o;
+  step.events = {created.SerializeAsString(), confirmed.SerializeAsString(), scheduled.SerializeAsString()};
+  LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Create(step));
+  switch (outcome.kind) {
+    case StepOutcome::Kind::kApplied: return o;
+    case StepOutcome::Kind::kReplayed: {
+      Order replay;
+      replay.ParseFromString(outcome.response);
+      return replay;
+    }
+    case StepOutcome::Kind::kRequestReused: return RequestIdReused();
+    case StepOutcome::Kind::kSlotTaken:
+      if (IsWindowEntry(outcome.conflicting)) return Precondition("MAINTENANCE_CONFLICT", "the run overlaps a maintenance window");
+      return Precondition("SLOT_TAKEN", "the run overlaps another booking of this instrument");
+    case StepOutcome::Kind::kConflict:
+      return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                       "the order changed while scheduling; retry with the same request_id");
+    default: break;
+  }
+  return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
+}
+
+absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1::StartServiceRequest& r) {
+  return OrderTransition("StartService", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
+    LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
+    if (cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
+    if (instrument->state() != inv::ACTIVE) return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
+    LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
+    const absl::Time now = clock_->Now();
+    const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
+    const absl::Duration buffer = FromProto(FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules().buffer());
+    if (now < start - buffer) return Precondition("CHECK_IN_TOO_EARLY", "the run has not started yet");
+    if (now >= FromProto(run.booking.reserved_interval().end_time())) {
+      return Precondition("CHECK_IN_WINDOW_CLOSED", "the run's time is over; schedule it again");
+    }
+    OrderChange c;
+    c.order = cur.order;
+    c.order.set_state(Order::IN_PROGRESS);
+    c.with_booking = true;
+    c.booking = run.booking;
+    c.booking_version = run.version;
+    c.booking.set_state(v1::Booking::CHECKED_IN);
+    *c.booking.mutable_session()->mutable_start_time() = ToProto(now);
+    c.booking.mutable_session()->set_checked_in_by(ActorName(p));
+    v1::BookingEvent checked_in = Event(p, r.request_id());
+    checked_in.mutable_booking_checked_in();
+    v1::BookingEvent started = Event(p, r.request_id());
+    started.mutable_service_order_started();
+    c.events = {std::move(checked_in), std::move(started)};
+    return c;
+  });
+}
+
+absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1::DeliverReportRequest& r) {
+  if (r.report().uri().empty()) return InvalidField("report.uri", "say where the report is stored");
+  return OrderTransition("DeliverReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
+    LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
+    if (cur.order.state() != Order::IN_PROGRESS && cur.order.state() != Order::DISPUTED) {
+      return OrderState(cur.order, "IN_PROGRESS or DISPUTED");
+    }
+    const absl::Time now = clock_->Now();
+    OrderChange c;
+    c.order = cur.order;
+    c.order.set_state(Order::REPORT_DELIVERED);
+    auto* report = c.order.add_reports();
+    *report = r.report();
+    *report->mutable_deliver_time() = ToProto(now);
+    report->set_delivered_by(ActorName(p));
+    v1::BookingEvent delivered = Event(p, r.request_id());
+    delivered.mutable_service_order_report_delivered();
+    LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
+    if (run.booking.state() == v1::Booking::CHECKED_IN) {
+      // The run ends with its report at the latest.
+      c.with_booking = true;
+      c.booking = run.booking;
+      c.booking_version = run.version;
+      c.booking.set_state(v1::Booking::COMPLETED);
+      *c.booking.mutable_session()->mutable_end_time() = ToProto(now);
+      c.booking.mutable_session()->set_checked_out_by(ActorName(p));
+      v1::BookingEvent checked_out = Event(p, r.request_id());
+      checked_out.mutable_booking_checked_out();
+      c.events.push_back(std::move(checked_out));
+    }
+    c.events.push_back(std::move(delivered));
+    if (!c.with_booking) c.events = {c.events.back()};
+    return c;
+  });
+}
+
+absl::StatusOr<Order> BookingManager::AcceptReport(const Principal& p, const v1::AcceptReportRequest& r) {
+  return OrderTransition("AcceptReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
+    if (cur.order.state() != Order::REPORT_DELIVERED) return OrderState(cur.order, "REPORT_DELIVERED");
+    OrderChange c;
+    c.order = cur.order;
+    c.order.set_state(Order::COMPLETED);
+    *c.order.mutable_report_accept_time() = ToProto(clock_->Now());
+    v1::BookingEvent e = Event(p, r.request_id());
+    e.mutable_service_order_report_accepted();
+    c.events.push_back(std::move(e));
+    return c;
+  });
+}
+
+absl::StatusOr<Order> BookingManager::DisputeReport(const Principal& p, const v1::DisputeReportRequest& r) {
+  if (r.reason().empty()) return InvalidField("reason", "say what is wrong with the report");
+  return OrderTransition("DisputeReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
+    if (cur.order.state() != Order::REPORT_DELIVERED) return OrderState(cur.order, "REPORT_DELIVERED");
+    OrderChange c;
+    c.order = cur.order;
+    c.order.set_state(Order::DISPUTED);
+    c.order.set_dispute_reason(r.reason());
+    *c.order.mutable_dispute_time() = ToProto(clock_->Now());
+    v1::BookingEvent e = Event(p, r.request_id());
+    e.mutable_service_order_report_disputed()->set_reason(r.reason());
+    c.events.push_back(std::move(e));
+    return c;
+  });
+}
+
+absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::CancelOrderRequest& r) {
+  return OrderTransition("CancelOrder", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
+    const bool admin = p.HasRole(Role::kConsortiumAdmin);
+    const bool staff = IsOwnerStaff(p, *instrument);
+    const bool client = IsClient(p, cur.order);
+    const auto s = cur.order.state();
+    const bool before_run = s == Order::REQUESTED || s == Order::QUOTED || s == Order::QUOTE_ACCEPTED ||
+                            s == Order::SAMPLES_RECEIVED || s == Order::SCHEDULED;
+    if (!(before_run && (client || staff || admin)) && !(s == Order::DISPUTED && admin)) {
+      if (!before_run && s != Order::DISPUTED) return OrderState(cur.order, "a state before the run, or DISPUTED (administrators)");
+      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                       "before the run the client or the owner's staff cancel; a dispute is settled by an administrator");
+    }
+    const absl::Time now = clock_->Now();
+    OrderChange c;
+    c.order = cur.order;
+    c.order.set_state(Order::CANCELLED);
+    c.order.set_cancel_reason(r.reason());
+    *c.order.mutable_cancel_time() = ToProto(now);
+    c.order.set_cancelled_in_state(s);
+    if (s == Order::SCHEDULED) {
+      LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
+      const absl::Duration notice = FromProto(FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules().late_cancel_notice());
+      c.order.set_late_cancellation(client && !staff && !admin &&
+                                    now > FromProto(run.booking.reserved_interval().start_time()) - notice);
+      c.with_booking = true;
+      c.booking = run.booking;
+      c.booking_version = run.version;
+      c.calendar = UpdateStep::Calendar::kRemove;
+      c.booking.set_state(v1::Booking::CANCELLED);
+      auto* cancel = c.booking.mutable_cancellation();
+      *cancel->mutable_cancel_time() = ToProto(now);
+      cancel->set_cancelled_by(ActorName(p));
+      cancel->set_initiator(v1::Booking::PARENT_RESOURCE);
+      cancel->set_reason(r.reason());
+      v1::BookingEvent booking_cancelled = Event(p, r.request_id());
+      booking_cancelled.mutable_booking_cancelled()->set_previous_state(run.booking.state());
+      booking_cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::PARENT_RESOURCE);
+      c.events.push_back(std::move(booking_cancelled));
+    }
+    v1::BookingEvent e = Event(p, r.request_id());
+    auto* ev = e.mutable_service_order_cancelled();
+    ev->set_previous_state(s);
+    ev->set_late_cancellation(c.order.late_cancellation());
+    ev->set_reason(r.reason());
+    c.events.push_back(std::move(e));
+    return c;
+  });
+}
+
+}  // namespace labshare::booking

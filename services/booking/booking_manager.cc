@@ -795,6 +795,15 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         if (IsWindowEntry(e.booking_id) || left_alone.count(e.booking_id)) continue;
         any = true;
         LS_ASSIGN_OR_RETURN(auto lease_doc, store_->docs().Get(keys::Lease(partition, e.booking_id)));
+        LS_ASSIGN_OR_RETURN(auto hit, Load("bookings/" + e.booking_id));
+        if (hit.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !hit.booking.service_order().empty() &&
+            hit.booking.state() == v1::Booking::CONFIRMED) {
+          // A scheduled run goes back to SAMPLES_RECEIVED with its booking cancelled.
+          LS_RETURN_IF_ERROR(UnscheduleForOutage(p, hit.booking.service_order(), window).status());
+          resp.add_unscheduled_orders(hit.booking.service_order());
+          resp.add_cancelled_bookings("bookings/" + e.booking_id);
+          continue;
+        }
         if (lease_doc) {
           // A lease before handover is cancelled with its booking; one with
           // the lessee is left for the owner's staff to resolve.

@@ -197,6 +197,8 @@ class BookingManager {
     UpdateStep::Calendar calendar = UpdateStep::Calendar::kKeep;
   };
   absl::StatusOr<LoadedOrder> LoadOrder(const std::string& name);
+  absl::StatusOr<v1::ServiceOrder> UnscheduleForOutage(const Principal& p, const std::string& order,
+                                                       const inv::MaintenanceWindow& window);
   absl::StatusOr<v1::ServiceOrder> OrderTransition(
       absl::string_view method, const google::protobuf::Message& request, const std::string& name,
       const std::string& request_id,

@@ -497,6 +497,45 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
 }
 
+absl::StatusOr<Order> BookingManager::UnscheduleForOutage(const Principal& p, const std::string& name,
+                                                          const inv::MaintenanceWindow& window) {
+  v1::GetServiceOrderRequest key;
+  key.set_name(name);
+  return OrderTransition("ApplyMaintenanceWindow", key, name, "", [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    if (cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
+    LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
+    const absl::Time now = clock_->Now();
+    OrderChange c;
+    c.order = cur.order;
+    c.order.set_state(Order::SAMPLES_RECEIVED);
+    c.order.clear_booking();
+    c.order.clear_scheduled_interval();
+    c.with_booking = true;
+    c.booking = run.booking;
+    c.booking_version = run.version;
+    c.calendar = UpdateStep::Calendar::kRemove;
+    c.booking.set_state(v1::Booking::CANCELLED);
+    c.booking.set_cancelled_by_outage(true);
+    auto* cancel = c.booking.mutable_cancellation();
+    *cancel->mutable_cancel_time() = ToProto(now);
+    cancel->set_cancelled_by(ActorName(p));
+    cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
+    cancel->set_reason(window.reason());
+    cancel->set_maintenance_window(window.name());
+    v1::BookingEvent cancelled = Event(p, "");
+    auto* bc = cancelled.mutable_booking_cancelled();
+    bc->set_previous_state(run.booking.state());
+    bc->set_cancelled_by_outage(true);
+    bc->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
+    bc->set_maintenance_window(window.name());
+    v1::BookingEvent unscheduled = Event(p, "");
+    unscheduled.mutable_service_order_unscheduled()->set_cancelled_booking(run.booking.name());
+    unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(true);
+    c.events = {std::move(cancelled), std::move(unscheduled)};
+    return c;
+  });
+}
+
 absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1::StartServiceRequest& r) {
   return OrderTransition("StartService", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));

@@ -971,6 +971,33 @@ TEST_F(ServiceOrderTest, RunReportDisputeAndAcceptance) {
   EXPECT_EQ(accepted, 1);
 }
 
+TEST_F(ServiceOrderTest, OutageUnschedulesTheRun) {
+  v1::ServiceOrder o = Scheduled(), out;
+  iv::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/tem");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(10));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(12));
+  mw.mutable_maintenance_window()->set_reason("power cut");
+  iv::MaintenanceWindow window;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  v1::ApplyMaintenanceWindowRequest apply;
+  apply.set_maintenance_window(window.name());
+  v1::ApplyMaintenanceWindowResponse result;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, &result, admin_).ok());
+  ASSERT_EQ(result.unscheduled_orders_size(), 1);
+  v1::GetServiceOrderRequest g;
+  g.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetServiceOrder, g, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  EXPECT_TRUE(out.booking().empty());
+  v1::GetBookingRequest gb;
+  gb.set_name(o.booking());
+  v1::Booking run;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, gb, &run, admin_).ok());
+  EXPECT_EQ(run.state(), v1::Booking::CANCELLED);
+  EXPECT_TRUE(run.cancelled_by_outage());
+}
+
 TEST_F(ServiceOrderTest, LateCancellationOfAScheduledRunFreesTheSlot) {
   v1::ServiceOrder o = Scheduled(), out;
   clock_.Set(day_ + absl::Hours(9) - absl::Hours(2));  // inside the 24 h notice

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/events.h"
 #include "common/proto_util.h"
+#include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -20,25 +21,11 @@ using labshare::inventory::FindMode;
 using labshare::inventory::ParseName;
 using labshare::type::v1::Money;
 
-int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
-
-absl::Status Precondition(absl::string_view reason, std::string message) {
-  return MakeError(absl::StatusCode::kFailedPrecondition, reason, message);
-}
-
 absl::Status LeaseState(const v1::Lease& l, absl::string_view wanted) {
   return MakeError(absl::StatusCode::kFailedPrecondition, "LEASE_STATE",
                    absl::StrCat(l.name(), " is ", v1::Lease::State_Name(l.state()), "; this needs ", wanted),
                    {{"state", v1::Lease::State_Name(l.state())}});
 }
-
-bool IsOwnerStaff(const Principal& p, const inv::Instrument& in) {
-  const std::string org = ActorOrganization(p);
-  return p.HasRole(Role::kFacilityStaff) && !org.empty() &&
-         (org == in.owner_organization() || org == in.operator_organization());
-}
-
-std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
 Money Min(const Money& a, const Money& b) { return a.amount_minor() <= b.amount_minor() ? a : b; }
 Money Minus(const Money& a, const Money& b) {
@@ -304,70 +291,46 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
     const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&)>& decide) {
   LS_ASSIGN_OR_RETURN(LoadedLease cur, LoadLease(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.booking.partition, method, request_id);
-  const std::string fingerprint = RequestFingerprint(method, request);
-  auto replay = [](const std::string& bytes) {
-    v1::Lease l;
-    l.ParseFromString(bytes);
-    return l;
-  };
-  LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
-  if (seen) return replay(*seen);
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    if (attempt > 0) {
-      LS_ASSIGN_OR_RETURN(cur, LoadLease(name));
-    }
-    LS_ASSIGN_OR_RETURN(LeaseChange c, decide(cur));
-    const absl::Time now = clock_->Now();
-    *c.lease.mutable_update_time() = ToProto(now);
-    c.lease.set_etag(std::to_string(cur.lease_version + 1));
-    *c.booking.mutable_update_time() = ToProto(now);
-    c.booking.set_etag(std::to_string(cur.booking.version + 1));
-    UpdateStep step;
-    step.partition = cur.booking.partition;
-    step.instrument_id = IdOf(c.booking.instrument());
-    step.booking_id = IdOf(c.booking.name());
-    step.idempotency_key = idem;
-    step.fingerprint = fingerprint;
-    step.booking = SerializeDeterministic(c.booking);
-    step.response = SerializeDeterministic(c.lease);
-    step.expected_version = cur.booking.version;
-    step.extra_docs.push_back({keys::Lease(cur.booking.partition, IdOf(c.lease.name())),
-                               c.lease.SerializeAsString(), cur.lease_version});
-    step.calendar = c.calendar;
-    step.new_end_ms = c.new_end_ms;
-    step.guard_from_ms = c.guard_from_ms;
-    step.guard_to_ms = c.guard_to_ms;
-    for (auto& e : c.events) {
-      // Each event carries the resources as they are after the change.
-      if (e.has_lease_requested() || e.has_lease_approved() || e.has_lease_rejected() || e.has_lease_cancelled() ||
-          e.has_lease_handed_over() || e.has_lease_returned() || e.has_lease_extended() || e.has_lease_closed()) {
-        const google::protobuf::Reflection* refl = e.GetReflection();
-        const auto* field = e.GetDescriptor()->FindFieldByNumber(e.payload_case());
-        auto* msg = refl->MutableMessage(&e, field);
-        msg->GetReflection()->MutableMessage(msg, msg->GetDescriptor()->FindFieldByName("lease"))->CopyFrom(c.lease);
-      } else {
-        const google::protobuf::Reflection* refl = e.GetReflection();
-        const auto* field = e.GetDescriptor()->FindFieldByNumber(e.payload_case());
-        auto* msg = refl->MutableMessage(&e, field);
-        msg->GetReflection()->MutableMessage(msg, msg->GetDescriptor()->FindFieldByName("booking"))->CopyFrom(c.booking);
-      }
-      step.events.push_back(e.SerializeAsString());
-    }
-    LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
-    switch (outcome.kind) {
-      case StepOutcome::Kind::kApplied: return std::move(c.lease);
-      case StepOutcome::Kind::kReplayed: return replay(outcome.response);
-      case StepOutcome::Kind::kRequestReused: return RequestIdReused();
-      case StepOutcome::Kind::kSlotTaken:
-        if (IsWindowEntry(outcome.conflicting)) {
-          return Precondition("MAINTENANCE_CONFLICT", "the new term overlaps a maintenance window");
+  return ReplayOrRetry<v1::Lease>(
+      idem, RequestFingerprint(method, request), "lease",
+      [&](int attempt) -> absl::StatusOr<std::optional<v1::Lease>> {
+        if (attempt > 0) {
+          LS_ASSIGN_OR_RETURN(cur, LoadLease(name));
         }
-        return Precondition("SLOT_TAKEN", "the new term overlaps another booking");
-      default: break;
-    }
-  }
-  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
-                   "the lease is being changed concurrently; retry with the same request_id");
+        LS_ASSIGN_OR_RETURN(LeaseChange c, decide(cur));
+        const absl::Time now = clock_->Now();
+        *c.lease.mutable_update_time() = ToProto(now);
+        c.lease.set_etag(std::to_string(cur.lease_version + 1));
+        *c.booking.mutable_update_time() = ToProto(now);
+        c.booking.set_etag(std::to_string(cur.booking.version + 1));
+        UpdateStep step;
+        step.partition = cur.booking.partition;
+        step.instrument_id = IdOf(c.booking.instrument());
+        step.booking_id = IdOf(c.booking.name());
+        step.idempotency_key = idem;
+        step.fingerprint = RequestFingerprint(method, request);
+        step.booking = SerializeDeterministic(c.booking);
+        step.response = SerializeDeterministic(c.lease);
+        step.expected_version = cur.booking.version;
+        step.extra_docs.push_back({keys::Lease(cur.booking.partition, IdOf(c.lease.name())),
+                                   c.lease.SerializeAsString(), cur.lease_version});
+        step.calendar = c.calendar;
+        step.new_end_ms = c.new_end_ms;
+        step.guard_from_ms = c.guard_from_ms;
+        step.guard_to_ms = c.guard_to_ms;
+        for (auto& e : c.events) {
+          AttachSnapshot(e, request_id, c.booking, &c.lease);
+          step.events.push_back(e.SerializeAsString());
+        }
+        LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+        if (outcome.kind == StepOutcome::Kind::kSlotTaken) {
+          if (IsWindowEntry(outcome.conflicting)) {
+            return Precondition("MAINTENANCE_CONFLICT", "the new term overlaps a maintenance window");
+          }
+          return Precondition("SLOT_TAKEN", "the new term overlaps another booking");
+        }
+        return Settle(outcome, std::move(c.lease));
+      });
 }
 
 namespace {

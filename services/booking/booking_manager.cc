@@ -1,3 +1,4 @@
+#include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
 
 #include <algorithm>
@@ -24,13 +25,6 @@ using State = v1::Booking::State;
 constexpr int kAttempts = 5;
 constexpr absl::Duration kMaxRange = absl::Hours(24 * 366);
 
-int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
-absl::Time FromMs(int64_t ms) { return absl::FromUnixMillis(ms); }
-
-absl::Status Precondition(absl::string_view reason, std::string message) {
-  return MakeError(absl::StatusCode::kFailedPrecondition, reason, message);
-}
-
 absl::Status WrongState(const v1::Booking& b, absl::string_view wanted) {
   return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
                    absl::StrCat(b.name(), " is ", v1::Booking::State_Name(b.state()), "; this needs ",
@@ -45,13 +39,6 @@ absl::Status UserScope(std::string message) {
 bool IsAdmin(const Principal& p) { return p.HasRole(Role::kConsortiumAdmin); }
 bool SeesAll(const Principal& p) {
   return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
-}
-
-// FACILITY_STAFF of the instrument's owner or operator.
-bool IsOwnerStaff(const Principal& p, const inv::Instrument& in) {
-  const std::string org = ActorOrganization(p);
-  return p.HasRole(Role::kFacilityStaff) && !org.empty() &&
-         (org == in.owner_organization() || org == in.operator_organization());
 }
 
 absl::Status NotForLeases(const v1::Booking& b) {
@@ -90,8 +77,6 @@ const inv::SlotRules& SlotRulesOf(const inv::Instrument& in, SharingMode mode) {
   const inv::ModeOffering* m = FindMode(in, mode);
   return m ? m->slot_rules() : *kNone;
 }
-
-std::string InstrumentId(const std::string& name) { return name.substr(name.find('/') + 1); }
 
 }  // namespace
 
@@ -477,53 +462,44 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
     const std::function<absl::StatusOr<Change>(const Loaded&)>& decide) {
   LS_ASSIGN_OR_RETURN(Loaded cur, Load(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
-  const std::string fingerprint = RequestFingerprint(method, request);
-  LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
-  if (seen) return ParseBooking(*seen);
-  for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    if (attempt > 0) {
-      LS_ASSIGN_OR_RETURN(cur, Load(name));
-    }
-    LS_ASSIGN_OR_RETURN(Change c, decide(cur));
-    *c.booking.mutable_update_time() = ToProto(clock_->Now());
-    c.booking.set_etag(std::to_string(cur.version + 1));
-    UpdateStep step;
-    step.partition = cur.partition;
-    step.instrument_id = InstrumentId(cur.booking.instrument());
-    step.booking_id = name.substr(name.find('/') + 1);
-    step.idempotency_key = idem;
-    step.fingerprint = fingerprint;
-    step.booking = SerializeDeterministic(c.booking);
-    step.expected_version = cur.version;
-    step.calendar = c.calendar;
-    step.new_end_ms = c.new_end_ms;
-    step.guard_from_ms = c.guard_from_ms;
-    step.guard_to_ms = c.guard_to_ms;
-    step.due = c.due;
-    step.due_ms = c.due_ms;
-    const v1::Booking& before = cur.booking;
-    if (c.release_budget && !before.project().empty()) {
-      step.budget_key = keys::Budget(cur.partition, before.project().substr(before.project().find('/') + 1));
-      step.budget_field = InstrumentId(before.instrument());
-      step.committed_delta_ms = -(Ms(FromProto(before.reserved_interval().end_time())) -
-                                  Ms(FromProto(before.reserved_interval().start_time())));
-      step.used_delta_ms = absl::ToInt64Milliseconds(c.used);
-    }
-    for (auto& e : c.events) {
-      // Every event carries the booking as it is after the change.
-      e.mutable_header()->set_request_id(request_id);
-      step.events.push_back(e.SerializeAsString());
-    }
-    LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
-    switch (outcome.kind) {
-      case StepOutcome::Kind::kApplied: return std::move(c.booking);
-      case StepOutcome::Kind::kReplayed: return ParseBooking(outcome.response);
-      case StepOutcome::Kind::kRequestReused: return RequestIdReused();
-      default: break;  // moved underneath us: read again
-    }
-  }
-  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
-                   "the booking is being changed concurrently; retry with the same request_id");
+  return ReplayOrRetry<v1::Booking>(
+      idem, RequestFingerprint(method, request), "booking",
+      [&](int attempt) -> absl::StatusOr<std::optional<v1::Booking>> {
+        if (attempt > 0) {
+          LS_ASSIGN_OR_RETURN(cur, Load(name));
+        }
+        LS_ASSIGN_OR_RETURN(Change c, decide(cur));
+        *c.booking.mutable_update_time() = ToProto(clock_->Now());
+        c.booking.set_etag(std::to_string(cur.version + 1));
+        UpdateStep step;
+        step.partition = cur.partition;
+        step.instrument_id = IdOf(cur.booking.instrument());
+        step.booking_id = IdOf(name);
+        step.idempotency_key = idem;
+        step.fingerprint = RequestFingerprint(method, request);
+        step.booking = SerializeDeterministic(c.booking);
+        step.expected_version = cur.version;
+        step.calendar = c.calendar;
+        step.new_end_ms = c.new_end_ms;
+        step.guard_from_ms = c.guard_from_ms;
+        step.guard_to_ms = c.guard_to_ms;
+        step.due = c.due;
+        step.due_ms = c.due_ms;
+        const v1::Booking& before = cur.booking;
+        if (c.release_budget && !before.project().empty()) {
+          step.budget_key = keys::Budget(cur.partition, IdOf(before.project()));
+          step.budget_field = IdOf(before.instrument());
+          step.committed_delta_ms = -(Ms(FromProto(before.reserved_interval().end_time())) -
+                                      Ms(FromProto(before.reserved_interval().start_time())));
+          step.used_delta_ms = absl::ToInt64Milliseconds(c.used);
+        }
+        for (auto& e : c.events) {
+          AttachSnapshot(e, request_id, c.booking);
+          step.events.push_back(e.SerializeAsString());
+        }
+        LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+        return Settle(outcome, std::move(c.booking));
+      });
 }
 
 absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
@@ -564,7 +540,6 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     ev->set_late_cancellation(late);
     ev->set_initiator(initiator);
     c.events.push_back(std::move(e));
-    *c.events.back().mutable_booking_cancelled()->mutable_booking() = c.booking;
     return c;
   });
 }
@@ -604,9 +579,9 @@ absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
     c.due = UpdateStep::Due::kSet;
     c.due_ms = DueMs(c.booking, instrument);
     v1::BookingEvent approved = Event(p, r.request_id());
-    *approved.mutable_booking_approved()->mutable_booking() = c.booking;
+    approved.mutable_booking_approved();
     v1::BookingEvent confirmed = Event(p, r.request_id());
-    *confirmed.mutable_booking_confirmed()->mutable_booking() = c.booking;
+    confirmed.mutable_booking_confirmed();
     confirmed.mutable_booking_confirmed()->set_via_approval(true);
     c.events = {std::move(approved), std::move(confirmed)};
     return c;
@@ -630,7 +605,7 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
     c.due = UpdateStep::Due::kRemove;
     c.release_budget = true;
     v1::BookingEvent e = Event(p, r.request_id());
-    *e.mutable_booking_rejected()->mutable_booking() = c.booking;
+    e.mutable_booking_rejected();
     e.mutable_booking_rejected()->set_reason(r.reason());
     c.events.push_back(std::move(e));
     return c;
@@ -684,7 +659,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     session->set_notes(r.notes());
     c.due = UpdateStep::Due::kRemove;
     v1::BookingEvent e = Event(p, r.request_id());
-    *e.mutable_booking_checked_in()->mutable_booking() = c.booking;
+    e.mutable_booking_checked_in();
     c.events.push_back(std::move(e));
     return c;
   });
@@ -714,7 +689,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
     const absl::Time blocked_start = FromProto(b.blocked_interval().start_time());
     const absl::Time blocked_end = FromProto(b.blocked_interval().end_time());
     const std::string id = b.name().substr(b.name().find('/') + 1);
-    LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(cur.partition, InstrumentId(b.instrument()),
+    LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(cur.partition, IdOf(b.instrument()),
                                                             Ms(blocked_start), Ms(std::max(t, blocked_end)) + 1));
     bool clamped = false;
     for (const auto& e : entries) {
@@ -744,7 +719,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
     c.release_budget = true;
     c.used = t - session_start;
     v1::BookingEvent e = Event(p, r.request_id());
-    *e.mutable_booking_checked_out()->mutable_booking() = c.booking;
+    e.mutable_booking_checked_out();
     c.events.push_back(std::move(e));
     return c;
   });
@@ -841,8 +816,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             changed->set_cause(v1::BookingIntervalChanged::MAINTENANCE_CUT);
             *changed->mutable_previous_reserved_interval() = b.reserved_interval();
             *changed->mutable_previous_blocked_interval() = b.blocked_interval();
-            *changed->mutable_booking() = c.booking;
-          } else if (b.state() == v1::Booking::CHECKED_IN) {
+                      } else if (b.state() == v1::Booking::CHECKED_IN) {
             interrupted = true;
             c.release_budget = true;
             c.used = std::max(absl::ZeroDuration(), ws - FromProto(b.session().start_time()));
@@ -852,7 +826,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
                 ToProto(std::max(FromProto(b.session().start_time()), ws));
             c.booking.mutable_session()->set_checked_out_by(ActorName(p));
             c.booking.mutable_session()->set_auto_checked_out(true);
-            *ev.mutable_booking_checked_out()->mutable_booking() = c.booking;
+            ev.mutable_booking_checked_out();
           } else if (b.state() == v1::Booking::CONFIRMED || b.state() == v1::Booking::PENDING_APPROVAL) {
             c.release_budget = true;
             c.booking.set_state(v1::Booking::CANCELLED);
@@ -868,8 +842,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             cancelled->set_cancelled_by_outage(true);
             cancelled->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
             cancelled->set_maintenance_window(window.name());
-            *cancelled->mutable_booking() = c.booking;
-          } else {
+                      } else {
             return MakeError(absl::StatusCode::kFailedPrecondition, "FINISHED", "already finished");
           }
           c.events.push_back(std::move(ev));
@@ -930,10 +903,10 @@ absl::StatusOr<int> BookingManager::Sweep() {
           // A missed booking spends its reserved hours.
           c.used = FromProto(b.reserved_interval().end_time()) - FromProto(b.reserved_interval().start_time());
           c.booking.set_state(v1::Booking::MISSED);
-          *e.mutable_booking_missed()->mutable_booking() = c.booking;
+          e.mutable_booking_missed();
         } else if (b.state() == v1::Booking::PENDING_APPROVAL) {
           c.booking.set_state(v1::Booking::EXPIRED);
-          *e.mutable_booking_expired()->mutable_booking() = c.booking;
+          e.mutable_booking_expired();
         } else {
           stale = true;
           return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_DUE", "no longer due");

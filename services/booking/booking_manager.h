@@ -18,6 +18,9 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "absl/strings/str_cat.h"
+#include "common/doc_store.h"
+#include "common/error.h"
 #include "common/token.h"
 #include "labshare/booking/v1/booking.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
@@ -151,6 +154,46 @@ class BookingManager {
       const std::function<absl::StatusOr<Change>(const Loaded&)>& decide);
 
   v1::BookingEvent Event(const Principal& p, const std::string& request_id) const;
+
+  template <typename T>
+  static absl::StatusOr<T> ParseAnswer(const std::string& bytes) {
+    T out;
+    if (!out.ParseFromString(bytes)) {
+      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored answer is unreadable");
+    }
+    return out;
+  }
+
+  // A request seen before (same request id and content) gets its first
+  // answer; else `attempt` runs until it answers. An attempt answers nullopt
+  // when a compare-and-set lost and the state must be read again.
+  template <typename T>
+  absl::StatusOr<T> ReplayOrRetry(const std::string& idempotency_key, const std::string& fingerprint,
+                                  absl::string_view what,
+                                  const std::function<absl::StatusOr<std::optional<T>>(int attempt)>& attempt) {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idempotency_key, fingerprint));
+    if (seen) return ParseAnswer<T>(*seen);
+    for (int i = 0; i < 5; ++i) {
+      LS_ASSIGN_OR_RETURN(std::optional<T> answer, attempt(i));
+      if (answer) return *std::move(answer);
+    }
+    return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                     absl::StrCat("the ", what, " is being changed concurrently; retry with the same request_id"));
+  }
+
+  // The outcomes every step shares: applied, replayed, request id reused;
+  // nullopt for anything else (read again).
+  template <typename T, typename Outcome>
+  static absl::StatusOr<std::optional<T>> Settle(const Outcome& outcome, T applied) {
+    using K = decltype(outcome.kind);
+    if (outcome.kind == K::kApplied) return std::optional<T>(std::move(applied));
+    if (outcome.kind == K::kReplayed) {
+      LS_ASSIGN_OR_RETURN(T replay, ParseAnswer<T>(outcome.response));
+      return std::optional<T>(std::move(replay));
+    }
+    if (outcome.kind == K::kRequestReused) return RequestIdReused();
+    return std::optional<T>();
+  }
 
   // Leases: the request under any method name (CreateBooking with mode
   // LEASE goes through here too).

@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/events.h"
 #include "common/proto_util.h"
+#include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -22,22 +23,10 @@ using labshare::inventory::ParseName;
 using labshare::type::v1::Money;
 using Order = v1::ServiceOrder;
 
-int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
-
-absl::Status Precondition(absl::string_view reason, std::string message) {
-  return MakeError(absl::StatusCode::kFailedPrecondition, reason, message);
-}
-
 absl::Status OrderState(const Order& o, absl::string_view wanted) {
   return MakeError(absl::StatusCode::kFailedPrecondition, "ORDER_STATE",
                    absl::StrCat(o.name(), " is ", Order::State_Name(o.state()), "; this needs ", wanted),
                    {{"state", Order::State_Name(o.state())}});
-}
-
-bool IsOwnerStaff(const Principal& p, const inv::Instrument& in) {
-  const std::string org = ActorOrganization(p);
-  return p.HasRole(Role::kFacilityStaff) && !org.empty() &&
-         (org == in.owner_organization() || org == in.operator_organization());
 }
 
 bool IsClient(const Principal& p, const Order& o) {
@@ -50,8 +39,6 @@ absl::Status ClientOnly(const Principal& p, const Order& o) {
   return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                    "only the client organisation's users and billing admins may do this");
 }
-
-std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
 absl::Status SameCurrency(const Money& m, const std::string& currency, const std::string& field) {
   if (m.currency_code().empty() && m.amount_minor() == 0) return absl::OkStatus();
@@ -86,14 +73,7 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
   LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
   const std::string fingerprint = RequestFingerprint(method, request);
-  auto parse = [](const std::string& bytes) {
-    Order o;
-    o.ParseFromString(bytes);
-    return o;
-  };
-  LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
-  if (seen) return parse(*seen);
-  for (int attempt = 0; attempt < 5; ++attempt) {
+  return ReplayOrRetry<Order>(idem, fingerprint, "order", [&](int attempt) -> absl::StatusOr<std::optional<Order>> {
     if (attempt > 0) {
       LS_ASSIGN_OR_RETURN(cur, LoadOrder(name));
     }
@@ -101,44 +81,13 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
     const absl::Time now = clock_->Now();
     *c.order.mutable_update_time() = ToProto(now);
     c.order.set_etag(std::to_string(cur.version + 1));
-    for (auto& e : c.events) {
-      e.mutable_header()->set_request_id(request_id);
-      // Every order event carries the order as it is after the change.
-      const auto* field = e.GetDescriptor()->FindFieldByNumber(e.payload_case());
-      auto* msg = e.GetReflection()->MutableMessage(&e, field);
-      if (const auto* f = msg->GetDescriptor()->FindFieldByName("service_order")) {
-        msg->GetReflection()->MutableMessage(msg, f)->CopyFrom(c.order);
-      } else if (const auto* b = msg->GetDescriptor()->FindFieldByName("booking")) {
-        *c.booking.mutable_update_time() = ToProto(now);
-        c.booking.set_etag(std::to_string(c.booking_version + 1));
-        msg->GetReflection()->MutableMessage(msg, b)->CopyFrom(c.booking);
-      }
-    }
-    const std::string order_key = keys::Order(cur.partition, IdOf(name));
-    bool applied = false, replayed = false, reused = false;
-    std::string response;
     if (c.with_booking) {
       *c.booking.mutable_update_time() = ToProto(now);
       c.booking.set_etag(std::to_string(c.booking_version + 1));
-      UpdateStep step;
-      step.partition = cur.partition;
-      step.instrument_id = IdOf(c.booking.instrument());
-      step.booking_id = IdOf(c.booking.name());
-      step.idempotency_key = idem;
-      step.fingerprint = fingerprint;
-      step.booking = SerializeDeterministic(c.booking);
-      step.response = SerializeDeterministic(c.order);
-      step.expected_version = c.booking_version;
-      step.extra_docs.push_back({order_key, c.order.SerializeAsString(), cur.version});
-      step.calendar = c.calendar;
-      if (c.calendar == UpdateStep::Calendar::kRemove) step.due = UpdateStep::Due::kRemove;
-      for (const auto& e : c.events) step.events.push_back(e.SerializeAsString());
-      LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
-      applied = outcome.kind == StepOutcome::Kind::kApplied;
-      replayed = outcome.kind == StepOutcome::Kind::kReplayed;
-      reused = outcome.kind == StepOutcome::Kind::kRequestReused;
-      response = outcome.response;
-    } else {
+    }
+    for (auto& e : c.events) AttachSnapshot(e, request_id, c.booking, &c.order);
+    const std::string order_key = keys::Order(cur.partition, IdOf(name));
+    if (!c.with_booking) {
       Mutation m;
       m.idempotency_key = idem;
       m.fingerprint = fingerprint;
@@ -148,17 +97,24 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
       m.event_type = v1::BookingEvent::descriptor()->full_name();
       m.event_payload = c.events.front().SerializeAsString();
       LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
-      applied = outcome.kind == CommitOutcome::Kind::kApplied;
-      replayed = outcome.kind == CommitOutcome::Kind::kReplayed;
-      reused = outcome.kind == CommitOutcome::Kind::kRequestReused;
-      response = outcome.response;
+      return Settle(outcome, std::move(c.order));
     }
-    if (applied) return std::move(c.order);
-    if (replayed) return parse(response);
-    if (reused) return RequestIdReused();
-  }
-  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
-                   "the order is being changed concurrently; retry with the same request_id");
+    UpdateStep step;
+    step.partition = cur.partition;
+    step.instrument_id = IdOf(c.booking.instrument());
+    step.booking_id = IdOf(c.booking.name());
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
+    step.booking = SerializeDeterministic(c.booking);
+    step.response = SerializeDeterministic(c.order);
+    step.expected_version = c.booking_version;
+    step.extra_docs.push_back({order_key, c.order.SerializeAsString(), cur.version});
+    step.calendar = c.calendar;
+    if (c.calendar == UpdateStep::Calendar::kRemove) step.due = UpdateStep::Due::kRemove;
+    for (const auto& e : c.events) step.events.push_back(e.SerializeAsString());
+    LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+    return Settle(outcome, std::move(c.order));
+  });
 }
 
 // ================================================================ create and read

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/events.h"
 #include "common/proto_util.h"
+#include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -21,8 +22,6 @@ namespace {
 
 using labshare::inventory::FindMode;
 using labshare::inventory::ParseName;
-
-std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
 absl::Status Invalid(absl::string_view reason, std::string field, std::string message) {
   return InvalidFields({{std::move(field), std::move(message)}}, reason);

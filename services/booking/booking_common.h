@@ -1,0 +1,43 @@
+// Small helpers shared by the booking use cases (bookings, leases, orders,
+// projects). Internal to the booking service.
+#ifndef LABSHARE_SERVICES_BOOKING_BOOKING_COMMON_H_
+#define LABSHARE_SERVICES_BOOKING_BOOKING_COMMON_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/auth.h"
+#include "common/error.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "labshare/inventory/v1/inventory.pb.h"
+
+namespace labshare::booking {
+
+inline int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
+inline absl::Time FromMs(int64_t ms) { return absl::FromUnixMillis(ms); }
+
+// The last segment of a resource name: "instruments/tem" -> "tem".
+inline std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+
+inline absl::Status Precondition(absl::string_view reason, std::string message) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, reason, message);
+}
+
+// FACILITY_STAFF of the instrument's owner or operator organisation.
+inline bool IsOwnerStaff(const Principal& p, const labshare::inventory::v1::Instrument& in) {
+  const std::string org = ActorOrganization(p);
+  return p.HasRole(Role::kFacilityStaff) && !org.empty() &&
+         (org == in.owner_organization() || org == in.operator_organization());
+}
+
+// Every event carries its resources as they are after the change: fills
+// the payload's Booking field with `booking` and, when given, its field of
+// `other`'s type (a Lease or ServiceOrder) with `other`; sets the request id.
+void AttachSnapshot(labshare::booking::v1::BookingEvent& event, const std::string& request_id,
+                    const labshare::booking::v1::Booking& booking,
+                    const google::protobuf::Message* other = nullptr);
+
+}  // namespace labshare::booking
+
+#endif  // LABSHARE_SERVICES_BOOKING_BOOKING_COMMON_H_

@@ -353,6 +353,10 @@ TEST_F(BookingServiceTest, LongResidencyWaitsForOwnerApproval) {
   ASSERT_EQ(events.size(), 3u);
   EXPECT_TRUE(events[1].has_booking_approved());
   EXPECT_TRUE(events[2].booking_confirmed().via_approval());
+  // Events carry the booking as it is after the change.
+  EXPECT_EQ(events[1].booking_approved().booking().etag(), "2");
+  EXPECT_EQ(events[2].booking_confirmed().booking().state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(events[2].booking_confirmed().booking().decision().decided_by(), "users/sam");
 }
 
 TEST_F(BookingServiceTest, LateCancellationIsMarkedAndFreesTheSlot) {

@@ -291,8 +291,9 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
     const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&)>& decide) {
   LS_ASSIGN_OR_RETURN(LoadedLease cur, LoadLease(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.booking.partition, method, request_id);
+  const std::string fingerprint = RequestFingerprint(method, request);
   return ReplayOrRetry<v1::Lease>(
-      idem, RequestFingerprint(method, request), "lease",
+      idem, fingerprint, "lease",
       [&](int attempt) -> absl::StatusOr<std::optional<v1::Lease>> {
         if (attempt > 0) {
           LS_ASSIGN_OR_RETURN(cur, LoadLease(name));
@@ -308,7 +309,7 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
         step.instrument_id = IdOf(c.booking.instrument());
         step.booking_id = IdOf(c.booking.name());
         step.idempotency_key = idem;
-        step.fingerprint = RequestFingerprint(method, request);
+        step.fingerprint = fingerprint;
         step.booking = SerializeDeterministic(c.booking);
         step.response = SerializeDeterministic(c.lease);
         step.expected_version = cur.booking.version;

@@ -462,8 +462,9 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
     const std::function<absl::StatusOr<Change>(const Loaded&)>& decide) {
   LS_ASSIGN_OR_RETURN(Loaded cur, Load(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
+  const std::string fingerprint = RequestFingerprint(method, request);
   return ReplayOrRetry<v1::Booking>(
-      idem, RequestFingerprint(method, request), "booking",
+      idem, fingerprint, "booking",
       [&](int attempt) -> absl::StatusOr<std::optional<v1::Booking>> {
         if (attempt > 0) {
           LS_ASSIGN_OR_RETURN(cur, Load(name));
@@ -476,7 +477,7 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
         step.instrument_id = IdOf(cur.booking.instrument());
         step.booking_id = IdOf(name);
         step.idempotency_key = idem;
-        step.fingerprint = RequestFingerprint(method, request);
+        step.fingerprint = fingerprint;
         step.booking = SerializeDeterministic(c.booking);
         step.expected_version = cur.version;
         step.calendar = c.calendar;

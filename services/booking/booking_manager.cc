@@ -257,6 +257,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     if (!denial.ok()) return denial;
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
     if (!taken.empty()) return Precondition("SLOT_TAKEN", "the slot overlaps another booking");
+    LS_RETURN_IF_ERROR(PreviewQuotas(b, instrument_id));
     b.clear_name();
     return b;
   }
@@ -274,40 +275,80 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     }
   }
 
-  CreateStep step;
+  CreateStep& step = out.step;
   step.partition = partition;
   step.instrument_id = instrument_id;
   step.booking_id = booking_id;
   step.idempotency_key = idem;
   step.fingerprint = fingerprint;
-  step.booking = SerializeDeterministic(b);
   step.blocked_start_ms = blocked_start;
   step.blocked_end_ms = blocked_end;
   step.reserved_start_ms = Ms(start);
-  step.due_ms = DueMs(b, instrument);
-  if (joint) {
-    step.budget_key = keys::Budget(partition, b.project().substr(b.project().find('/') + 1));
-    step.budget_field = instrument_id;
-    step.budget_ms = Ms(end) - Ms(start);
-  }
   step.denied = !denial.ok();
-  v1::BookingEvent created = Event(p, r.request_id());
-  *created.mutable_booking_created()->mutable_booking() = b;
-  step.events.push_back(created.SerializeAsString());
-  if (b.state() == v1::Booking::CONFIRMED) {
-    v1::BookingEvent confirmed = Event(p, r.request_id());
-    *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
-    step.events.push_back(confirmed.SerializeAsString());
+  if (joint) {
+    CounterCharge budget;
+    budget.key = keys::Budget(partition, IdOf(b.project()));
+    budget.field = instrument_id;
+    budget.ms = Ms(end) - Ms(start);
+    out.budget.push_back(std::move(budget));
   }
-  out.step = std::move(step);
+  out.event = Event(p, r.request_id());
+  {
+    v1::Booking confirmed = b;
+    confirmed.set_state(v1::Booking::CONFIRMED);
+    out.confirmed_due_ms = DueMs(confirmed, instrument);
+  }
   out.booking = std::move(b);
   out.denial = denial;
   out.reserved_id = reserved_id;
+  out.counted = true;
+  LS_RETURN_IF_ERROR(ChargeQuotas(out, *CachedQuotas(instrument_id, IdOf(payer_name)), false));
   return std::optional<v1::Booking>();
 }
 
-absl::StatusOr<v1::Booking> BookingManager::FinishCreate(const PreparedCreate& prepared,
+void BookingManager::SealCreate(PreparedCreate& out) const {
+  const v1::Booking& b = out.booking;
+  CreateStep& step = out.step;
+  step.booking = SerializeDeterministic(b);
+  step.due_ms = b.state() == v1::Booking::PENDING_APPROVAL ? Ms(FromProto(b.reserved_interval().start_time()))
+                                                          : out.confirmed_due_ms;
+  step.events.clear();
+  v1::BookingEvent created = out.event;
+  *created.mutable_booking_created()->mutable_booking() = b;
+  step.events.push_back(created.SerializeAsString());
+  if (b.state() == v1::Booking::CONFIRMED) {
+    v1::BookingEvent confirmed = out.event;
+    *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
+    step.events.push_back(confirmed.SerializeAsString());
+  }
+}
+
+absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepared,
                                                          absl::StatusOr<StepOutcome> outcome) {
+  // The quotas moved since they were cached, or a REQUIRE_APPROVAL quota
+  // would be exceeded: charge again and rerun the step (synchronously; rare).
+  for (int i = 0; i < kAttempts && outcome.ok(); ++i) {
+    if (outcome->kind == StepOutcome::Kind::kGuardMoved) {
+      auto group = LoadQuotas(prepared.step.instrument_id, IdOf(prepared.booking.payer_organization()));
+      if (!group.ok()) {
+        outcome = group.status();
+        break;
+      }
+      if (auto charged = ChargeQuotas(prepared, **group, false); !charged.ok()) {
+        outcome = charged;
+        break;
+      }
+    } else if (outcome->kind == StepOutcome::Kind::kNeedsApproval) {
+      auto group = CachedQuotas(prepared.step.instrument_id, IdOf(prepared.booking.payer_organization()));
+      if (auto charged = ChargeQuotas(prepared, *group, true); !charged.ok()) {
+        outcome = charged;
+        break;
+      }
+    } else {
+      break;
+    }
+    outcome = store_->Create(prepared.step);
+  }
   const v1::Booking& b = prepared.booking;
   if (prepared.reserved_id && (!outcome.ok() || outcome->kind != StepOutcome::Kind::kApplied)) {
     store_->ReleaseId(prepared.step.booking_id).IgnoreError();  // best effort: the id was never used
@@ -330,6 +371,14 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(const PreparedCreate& p
     case StepOutcome::Kind::kOverBudget:
       return Precondition("PROJECT_BUDGET_EXCEEDED",
                           "the booking does not fit the project's remaining hours on this instrument");
+    case StepOutcome::Kind::kOverQuota:
+      return Precondition("QUOTA_EXCEEDED",
+                          absl::StrCat(b.payer_organization(), " has not enough hours left in its quota on ",
+                                       b.instrument(), " for this period; GetQuotaUsage shows what remains"));
+    case StepOutcome::Kind::kGuardMoved:
+    case StepOutcome::Kind::kNeedsApproval:
+      return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                       "the quotas changed while booking; retry with the same request_id");
     case StepOutcome::Kind::kConflict: break;
   }
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
@@ -487,12 +536,17 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
         step.due = c.due;
         step.due_ms = c.due_ms;
         const v1::Booking& before = cur.booking;
-        if (c.release_budget && !before.project().empty()) {
-          step.budget_key = keys::Budget(cur.partition, IdOf(before.project()));
-          step.budget_field = IdOf(before.instrument());
-          step.committed_delta_ms = -(Ms(FromProto(before.reserved_interval().end_time())) -
-                                      Ms(FromProto(before.reserved_interval().start_time())));
-          step.used_delta_ms = absl::ToInt64Milliseconds(c.used);
+        if (c.release_budget) {
+          if (!before.project().empty()) {
+            CounterMove budget;
+            budget.key = keys::Budget(cur.partition, IdOf(before.project()));
+            budget.field = IdOf(before.instrument());
+            budget.committed_delta_ms = -(Ms(FromProto(before.reserved_interval().end_time())) -
+                                          Ms(FromProto(before.reserved_interval().start_time())));
+            budget.used_delta_ms = absl::ToInt64Milliseconds(c.used);
+            step.counters.push_back(std::move(budget));
+          }
+          for (auto& m : QuotaMoves(before, c.booking.state())) step.counters.push_back(std::move(m));
         }
         for (auto& e : c.events) {
           AttachSnapshot(e, request_id, c.booking);

@@ -16,12 +16,15 @@
 #include <functional>
 #include <optional>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "absl/strings/str_cat.h"
 #include "common/doc_store.h"
 #include "common/error.h"
 #include "common/token.h"
+#include "google/protobuf/empty.pb.h"
 #include "labshare/booking/v1/booking.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "services/booking/inventory_client.h"
@@ -30,6 +33,9 @@
 namespace labshare::booking {
 
 namespace v1 = labshare::booking::v1;
+namespace v1 {
+using Empty = ::google::protobuf::Empty;  // so that every method's answer is v1::<name>
+}
 
 class BookingManager {
  public:
@@ -82,6 +88,13 @@ class BookingManager {
   absl::StatusOr<v1::ServiceOrder> DisputeReport(const Principal& p, const v1::DisputeReportRequest& r);
   absl::StatusOr<v1::ServiceOrder> CancelOrder(const Principal& p, const v1::CancelOrderRequest& r);
 
+  // Quotas (booking_quotas.cc): an organisation's hours on an instrument per
+  // period, checked and counted in the create step.
+  absl::StatusOr<v1::Quota> SetQuota(const Principal& p, const v1::SetQuotaRequest& r);
+  absl::StatusOr<google::protobuf::Empty> DeleteQuota(const Principal& p, const v1::DeleteQuotaRequest& r);
+  absl::StatusOr<v1::ListQuotasResponse> ListQuotas(const Principal& p, const v1::ListQuotasRequest& r);
+  absl::StatusOr<v1::QuotaUsage> GetQuotaUsage(const Principal& p, const v1::GetQuotaUsageRequest& r);
+
   // Joint-research projects.
   absl::StatusOr<v1::Project> CreateProject(const Principal& p, const v1::CreateProjectRequest& r);
   absl::StatusOr<v1::Project> GetProject(const Principal& p, const v1::GetProjectRequest& r);
@@ -111,14 +124,41 @@ class BookingManager {
     v1::Booking booking;
     absl::Status denial;  // the access check's no, if any
     bool reserved_id = false;
+    v1::BookingEvent event;        // header of the events the step publishes
+    int64_t confirmed_due_ms = 0;  // the sweep's time if CONFIRMED
+    std::vector<CounterCharge> budget;  // the project budget's counter, if any
+    bool counted = false;               // quotas apply (ON_SITE, JOINT_RESEARCH)
   };
   // An answer without a step (errors, validate_only, leases, replays), or
   // nullopt with `out` filled.
   absl::StatusOr<std::optional<v1::Booking>> PrepareCreate(const Principal& p,
                                                            const v1::CreateBookingRequest& r,
                                                            PreparedCreate& out);
-  absl::StatusOr<v1::Booking> FinishCreate(const PreparedCreate& prepared,
+  absl::StatusOr<v1::Booking> FinishCreate(PreparedCreate& prepared,
                                            absl::StatusOr<StepOutcome> outcome);
+  // Fills the step from the booking: document, due time, counters, events.
+  void SealCreate(PreparedCreate& out) const;
+
+  // The quotas of one (instrument, organisation), as stored under one
+  // versioned document; cached, and checked by the create step against the
+  // stored version (a stale cache is corrected and the step rerun).
+  struct QuotaGroup {
+    int64_t version = 0;
+    std::vector<v1::Quota> quotas;
+  };
+  absl::StatusOr<std::shared_ptr<const QuotaGroup>> LoadQuotas(const std::string& instrument_id,
+                                                               const std::string& organization);
+  std::shared_ptr<const QuotaGroup> CachedQuotas(const std::string& instrument_id,
+                                                 const std::string& organization);
+  // Charges the booking to the group's quotas: sets quota_charges and the
+  // step's counters and guard. over_approved: REQUIRE_APPROVAL quotas may be
+  // exceeded and the booking waits in PENDING_APPROVAL (OVER_QUOTA).
+  absl::Status ChargeQuotas(PreparedCreate& out, const QuotaGroup& group, bool over_approved) const;
+  // The counter movements when a booking leaves committed (cancelled,
+  // rejected, expired: released; completed, missed: used).
+  // validate_only: the quotas' answer from the current counters.
+  absl::Status PreviewQuotas(v1::Booking& b, const std::string& instrument_id);
+  static std::vector<CounterMove> QuotaMoves(const v1::Booking& before, v1::Booking::State after);
 
   struct Loaded {
     v1::Booking booking;
@@ -140,8 +180,9 @@ class BookingManager {
     int64_t guard_to_ms = 0;
     UpdateStep::Due due = UpdateStep::Due::kKeep;
     int64_t due_ms = 0;
-    // JOINT_RESEARCH: the reserved time leaves the project's committed hours
-    // and `used` is added to its used hours.
+    // The reserved time leaves the committed hours of the project budget
+    // (JOINT_RESEARCH; `used` is added to its used hours) and of the quotas
+    // the booking counts against.
     bool release_budget = false;
     absl::Duration used = absl::ZeroDuration();
     std::vector<v1::BookingEvent> events;
@@ -262,6 +303,8 @@ class BookingManager {
   BookingStore* store_;
   InventoryClient* inventory_;
   const Clock* clock_;
+  absl::Mutex quota_mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const QuotaGroup>> quota_cache_ ABSL_GUARDED_BY(quota_mu_);
 };
 
 }  // namespace labshare::booking

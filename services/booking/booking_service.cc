@@ -43,6 +43,11 @@ MethodPolicy BookingPolicy() {
   for (const char* m : {"CheckIn", "CheckOut"}) {
     p.Allow(M(m), {Role::kLabUser, Role::kFacilityStaff, Role::kService});
   }
+  for (const char* m : {"SetQuota", "DeleteQuota"}) p.Allow(M(m), {Role::kConsortiumAdmin});
+  for (const char* m : {"ListQuotas", "GetQuotaUsage"}) {
+    p.Allow(M(m), {Role::kConsortiumAdmin, Role::kAuditor, Role::kService, Role::kFacilityStaff, Role::kLabUser,
+                   Role::kMemberBillingAdmin});
+  }
   p.Allow(M("ApplyMaintenanceWindow"), {Role::kService, Role::kConsortiumAdmin, Role::kFacilityStaff});
   return p;
 }

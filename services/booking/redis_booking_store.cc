@@ -32,6 +32,13 @@ std::string Budget(int p, absl::string_view project_id) { return absl::StrCat(Ta
 std::string Lease(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":lease:", id); }
 std::string Order(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":order:", id); }
 std::string Orders(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":orders:", i); }
+std::string QuotaGroup(int p, absl::string_view i, absl::string_view o) {
+  return absl::StrCat(Tag(p), ":quotas:", i, ":", o);
+}
+std::string QuotaCounters(int p, absl::string_view i, absl::string_view o) {
+  return absl::StrCat(Tag(p), ":qc:", i, ":", o);
+}
+std::string QuotaIndex(int p) { return absl::StrCat(Tag(p), ":quotaidx"); }
 std::string Project(absl::string_view id) { return absl::StrCat("{booking}:project:", id); }
 std::string Projects() { return "{booking}:projects"; }
 std::string ProjectOutbox() { return "{booking}:outbox"; }
@@ -71,22 +78,29 @@ end
 )lua";
 
 // KEYS: 1 idem, 2 outbox, 3 doc, 4 cal, 5 calend, 6 byinstr, 7 due,
-//       8 budget (or placeholder), 9.. extra documents
+//       8 guard document (or placeholder), 9.. counters, then extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 denied, 5 start, 6 end, 7 id,
-//       8 index member, 9 due ms (0: none), 10 budget field ('' none),
-//       11 budget ms, 12 response, 13 n extra, 14 n events,
-//       then per extra document (expected version, 0: must not exist; data),
-//       then the events.
+//       8 index member, 9 due ms (0: none), 10 guard version ('' none),
+//       11 replaced booking id ('' none), 12 response, 13 n extra,
+//       14 n events, 15 n counters,
+//       then per counter (field, limit ms or 'hash', ms, on over
+//       'fail'|'ask'|'allow', reason), then per extra document (expected
+//       version, 0: must not exist; data), then the events.
+// Every check comes before the first write.
 const RedisScript& CreateScript() {
   static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
 if seen then return seen end
 if ARGV[4] == '1' then return {'DENIED'} end
-local n_extra = tonumber(ARGV[13])
+local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
+local xk, xa = 8 + nc, 15 + nc * 5
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
+if ARGV[10] ~= '' and tonumber(redis.call('HGET', KEYS[8], 'v') or '0') ~= tonumber(ARGV[10]) then
+  return {'STALE'}
+end
 for i = 1, n_extra do
-  local expected = tonumber(ARGV[14 + (i - 1) * 2 + 1])
-  local current = tonumber(redis.call('HGET', KEYS[8 + i], 'v') or '0')
+  local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
+  local current = tonumber(redis.call('HGET', KEYS[xk + i], 'v') or '0')
   if current ~= expected then
     if expected == 0 then return {'EXISTS'} end
     return {'CONFLICT'}
@@ -94,53 +108,72 @@ for i = 1, n_extra do
 end
 local s, e = tonumber(ARGV[5]), tonumber(ARGV[6])
 -- Blocked intervals are disjoint, so only the last one starting before e
--- can reach past s.
-local before = redis.call('ZREVRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '-inf', 'LIMIT', 0, 1)
-if before[1] and tonumber(redis.call('HGET', KEYS[5], before[1])) > s then
-  return {'TAKEN', before[1]}
+-- can reach past s (not counting the booking this one replaces).
+local before = redis.call('ZREVRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '-inf', 'LIMIT', 0, 2)
+local prev = before[1]
+if prev and prev == ARGV[11] then prev = before[2] end
+if prev and tonumber(redis.call('HGET', KEYS[5], prev)) > s then
+  return {'TAKEN', prev}
 end
-if ARGV[10] ~= '' then
-  local f = ARGV[10]
-  local b = redis.call('HMGET', KEYS[8], f .. ':budget', f .. ':committed', f .. ':used')
-  if not b[1] then return {'BUDGET'} end
-  local left = tonumber(b[1]) - tonumber(b[2] or '0') - tonumber(b[3] or '0')
-  if tonumber(ARGV[11]) > left then return {'BUDGET'} end
-  redis.call('HINCRBY', KEYS[8], f .. ':committed', ARGV[11])
+local ask = false
+for i = 1, nc do
+  local a = 15 + (i - 1) * 5
+  local f, mode = ARGV[a + 1], ARGV[a + 4]
+  if mode ~= 'allow' then
+    local c = redis.call('HMGET', KEYS[8 + i], f .. ':budget', f .. ':committed', f .. ':used')
+    local limit = ARGV[a + 2]
+    if limit == 'hash' then limit = c[1] end
+    if not limit or tonumber(ARGV[a + 3]) > tonumber(limit) - tonumber(c[2] or '0') - tonumber(c[3] or '0') then
+      if mode == 'fail' then return {'OVER', ARGV[a + 5]} end
+      ask = true
+    end
+  end
+end
+if ask then return {'ASK'} end
+if ARGV[11] ~= '' then
+  redis.call('ZREM', KEYS[4], ARGV[11])
+  redis.call('HDEL', KEYS[5], ARGV[11])
+  redis.call('ZREM', KEYS[7], ARGV[11])
+end
+for i = 1, nc do
+  local a = 15 + (i - 1) * 5
+  redis.call('HINCRBY', KEYS[8 + i], ARGV[a + 1] .. ':committed', ARGV[a + 3])
 end
 redis.call('HSET', KEYS[3], 'v', 1, 'd', ARGV[2])
 for i = 1, n_extra do
-  local expected = tonumber(ARGV[14 + (i - 1) * 2 + 1])
-  redis.call('HSET', KEYS[8 + i], 'v', expected + 1, 'd', ARGV[14 + (i - 1) * 2 + 2])
+  local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
+  redis.call('HSET', KEYS[xk + i], 'v', expected + 1, 'd', ARGV[xa + (i - 1) * 2 + 2])
 end
 redis.call('ZADD', KEYS[4], s, ARGV[7])
 redis.call('HSET', KEYS[5], ARGV[7], e)
 redis.call('ZADD', KEYS[6], 0, ARGV[8])
 if ARGV[9] ~= '0' then redis.call('ZADD', KEYS[7], ARGV[9], ARGV[7]) end
-publish(KEYS[2], 15 + n_extra * 2, tonumber(ARGV[14]))
+publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
 remember(KEYS[1], ARGV[1], ARGV[12], ARGV[3])
 return {'OK'}
 )lua");
   return *s;
 }
 
-// KEYS: 1 idem, 2 outbox, 3 doc, 4 cal, 5 calend, 6 due, 7 budget (or
-//       placeholder), 8.. extra documents
+// KEYS: 1 idem, 2 outbox, 3 doc, 4 cal, 5 calend, 6 due, 7.. counters, then
+//       extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 expected version, 5 calendar op,
 //       6 id, 7 new end, 8 guard from, 9 guard to, 10 due op, 11 due ms,
-//       12 budget field ('' none), 13 committed delta, 14 used delta,
-//       15 response, 16 n extra, 17 n events,
-//       then per extra document (expected version, data), then the events.
+//       12 response, 13 n extra, 14 n events, 15 n counters,
+//       then per counter (field, committed delta, used delta), then per
+//       extra document (expected version, data), then the events.
 const RedisScript& UpdateScript() {
   static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
 if seen then return seen end
-local n_extra = tonumber(ARGV[16])
+local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
+local xk, xa = 6 + nc, 15 + nc * 3
 if tonumber(redis.call('HGET', KEYS[3], 'v') or '0') ~= tonumber(ARGV[4]) then
   return {'CONFLICT'}
 end
 for i = 1, n_extra do
-  local expected = tonumber(ARGV[17 + (i - 1) * 2 + 1])
-  if tonumber(redis.call('HGET', KEYS[7 + i], 'v') or '0') ~= expected then return {'CONFLICT'} end
+  local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
+  if tonumber(redis.call('HGET', KEYS[xk + i], 'v') or '0') ~= expected then return {'CONFLICT'} end
 end
 if ARGV[9] ~= '0' then
   local inside = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[8], '(' .. ARGV[9], 'LIMIT', 0, 2)
@@ -150,8 +183,8 @@ if ARGV[9] ~= '0' then
 end
 redis.call('HSET', KEYS[3], 'v', tonumber(ARGV[4]) + 1, 'd', ARGV[2])
 for i = 1, n_extra do
-  local expected = tonumber(ARGV[17 + (i - 1) * 2 + 1])
-  redis.call('HSET', KEYS[7 + i], 'v', expected + 1, 'd', ARGV[17 + (i - 1) * 2 + 2])
+  local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
+  redis.call('HSET', KEYS[xk + i], 'v', expected + 1, 'd', ARGV[xa + (i - 1) * 2 + 2])
 end
 if ARGV[5] == 'remove' then
   redis.call('ZREM', KEYS[4], ARGV[6])
@@ -164,12 +197,13 @@ if ARGV[10] == 'remove' then
 elseif ARGV[10] == 'set' then
   redis.call('ZADD', KEYS[6], ARGV[11], ARGV[6])
 end
-if ARGV[12] ~= '' then
-  redis.call('HINCRBY', KEYS[7], ARGV[12] .. ':committed', ARGV[13])
-  redis.call('HINCRBY', KEYS[7], ARGV[12] .. ':used', ARGV[14])
+for i = 1, nc do
+  local a = 15 + (i - 1) * 3
+  redis.call('HINCRBY', KEYS[6 + i], ARGV[a + 1] .. ':committed', ARGV[a + 2])
+  redis.call('HINCRBY', KEYS[6 + i], ARGV[a + 1] .. ':used', ARGV[a + 3])
 end
-publish(KEYS[2], 18 + n_extra * 2, tonumber(ARGV[17]))
-remember(KEYS[1], ARGV[1], ARGV[15], ARGV[3])
+publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
+remember(KEYS[1], ARGV[1], ARGV[12], ARGV[3])
 return {'OK'}
 )lua");
   return *s;
@@ -197,8 +231,13 @@ absl::StatusOr<StepOutcome> Outcome(const RedisValue& v) {
     out.kind = StepOutcome::Kind::kExists;
   } else if (tag == "DENIED") {
     out.kind = StepOutcome::Kind::kDenied;
-  } else if (tag == "BUDGET") {
-    out.kind = StepOutcome::Kind::kOverBudget;
+  } else if (tag == "OVER") {
+    out.kind = v.elements.size() > 1 && v.elements[1].str == "QUOTA" ? StepOutcome::Kind::kOverQuota
+                                                                     : StepOutcome::Kind::kOverBudget;
+  } else if (tag == "ASK") {
+    out.kind = StepOutcome::Kind::kNeedsApproval;
+  } else if (tag == "STALE") {
+    out.kind = StepOutcome::Kind::kGuardMoved;
   } else {
     out.kind = StepOutcome::Kind::kConflict;
   }
@@ -268,6 +307,25 @@ std::string NewBookingId(int partition) {
 }
 
 namespace {
+const char* OnOverArg(CounterCharge::OnOver o) {
+  switch (o) {
+    case CounterCharge::OnOver::kFail: return "fail";
+    case CounterCharge::OnOver::kAskApproval: return "ask";
+    case CounterCharge::OnOver::kAllow: return "allow";
+  }
+  return "fail";
+}
+
+void AppendDocsAndEvents(const std::vector<ExtraDoc>& docs, const std::vector<std::string>& events,
+                         std::vector<std::string>& keys, std::vector<std::string>& args) {
+  for (const auto& d : docs) {
+    keys.push_back(d.key);
+    args.push_back(std::to_string(d.expected_version));
+    args.push_back(d.data);
+  }
+  args.insert(args.end(), events.begin(), events.end());
+}
+
 void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector<std::string>& args) {
   const std::string due = keys::Due(s.partition);
   keys = {s.idempotency_key.empty() ? due : s.idempotency_key,
@@ -277,8 +335,7 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           keys::CalendarEnds(s.partition, s.instrument_id),
           keys::ByInstrument(s.partition, s.instrument_id),
           due,
-          s.budget_key.empty() ? due : s.budget_key};
-  for (const auto& d : s.extra_docs) keys.push_back(d.key);
+          s.guard_key.empty() ? due : s.guard_key};
   args = {s.idempotency_key.empty() ? "" : s.fingerprint,
           s.booking,
           std::to_string(kIdempotencyTtlSeconds),
@@ -288,16 +345,21 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           s.booking_id,
           keys::IndexMember(s.reserved_start_ms, s.booking_id),
           std::to_string(s.due_ms),
-          s.budget_key.empty() ? "" : s.budget_field,
-          std::to_string(s.budget_ms),
+          s.guard_key.empty() ? "" : std::to_string(s.guard_version),
+          s.replaces_booking_id,
           s.response.empty() ? s.booking : s.response,
           std::to_string(s.extra_docs.size()),
-          std::to_string(s.events.size())};
-  for (const auto& d : s.extra_docs) {
-    args.push_back(std::to_string(d.expected_version));
-    args.push_back(d.data);
+          std::to_string(s.events.size()),
+          std::to_string(s.counters.size())};
+  for (const auto& c : s.counters) {
+    keys.push_back(c.key);
+    args.push_back(c.field);
+    args.push_back(c.limit_ms < 0 ? "hash" : std::to_string(c.limit_ms));
+    args.push_back(std::to_string(c.ms));
+    args.push_back(OnOverArg(c.on_over));
+    args.push_back(c.over_reason);
   }
-  args.insert(args.end(), s.events.begin(), s.events.end());
+  AppendDocsAndEvents(s.extra_docs, s.events, keys, args);
 }
 }  // namespace
 
@@ -327,9 +389,7 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    keys::Booking(s.partition, s.booking_id),
                                    keys::Calendar(s.partition, s.instrument_id),
                                    keys::CalendarEnds(s.partition, s.instrument_id),
-                                   due,
-                                   s.budget_key.empty() ? due : s.budget_key};
-  for (const auto& d : s.extra_docs) keys.push_back(d.key);
+                                   due};
   const char* op = s.calendar == UpdateStep::Calendar::kRemove   ? "remove"
                    : s.calendar == UpdateStep::Calendar::kSetEnd ? "end"
                                                                  : "keep";
@@ -346,17 +406,17 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    : s.due == UpdateStep::Due::kSet  ? "set"
                                                                      : "keep",
                                    std::to_string(s.due_ms),
-                                   s.budget_key.empty() ? "" : s.budget_field,
-                                   std::to_string(s.committed_delta_ms),
-                                   std::to_string(s.used_delta_ms),
                                    s.response.empty() ? s.booking : s.response,
                                    std::to_string(s.extra_docs.size()),
-                                   std::to_string(s.events.size())};
-  for (const auto& d : s.extra_docs) {
-    args.push_back(std::to_string(d.expected_version));
-    args.push_back(d.data);
+                                   std::to_string(s.events.size()),
+                                   std::to_string(s.counters.size())};
+  for (const auto& c : s.counters) {
+    keys.push_back(c.key);
+    args.push_back(c.field);
+    args.push_back(std::to_string(c.committed_delta_ms));
+    args.push_back(std::to_string(c.used_delta_ms));
   }
-  args.insert(args.end(), s.events.begin(), s.events.end());
+  AppendDocsAndEvents(s.extra_docs, s.events, keys, args);
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(UpdateScript(), keys, args));
   return Outcome(v);
 }

@@ -22,6 +22,8 @@
 //   {bk:P}:budget:<project>  HASH "<instr>:budget|committed|used" -> ms: a joint-
 //                            research project's hours on an instrument, kept
 //                            with the calendar so the create step checks them
+//   {bk:P}:quotas:<instr>:<org>   quotas of an organisation on an instrument
+//   {bk:P}:qc:<instr>:<org>       their counters; index {bk:P}:quotaidx
 //   {booking}:project:<id>   Project document; index {booking}:projects;
 //                            events on {booking}:outbox
 // A scheduled maintenance window sits on the calendar as entry "mw:<id>": it
@@ -59,6 +61,12 @@ std::string Budget(int p, absl::string_view project_id);
 std::string Lease(int p, absl::string_view lease_id);
 std::string Order(int p, absl::string_view order_id);
 std::string Orders(int p, absl::string_view instrument_id);
+// Quotas of one (instrument, organisation): a versioned document holding
+// them all (a ListQuotasResponse), their counters ("<period>:<start ms>:
+// committed|used"), and the partition's index "<org id>|<instr id>".
+std::string QuotaGroup(int p, absl::string_view instrument_id, absl::string_view org_id);
+std::string QuotaCounters(int p, absl::string_view instrument_id, absl::string_view org_id);
+std::string QuotaIndex(int p);
 std::string Project(absl::string_view project_id);
 std::string Projects();
 std::string ProjectOutbox();
@@ -81,6 +89,30 @@ struct CalendarEntry {
   int64_t end_ms = 0;
 };
 
+// Reserved time checked against an allowance and added to a counter by a
+// create step: a joint-research project's budget on an instrument, or an
+// organisation's quota in one period. The hash `key` holds
+// "<field>:committed" and "<field>:used" (ms) and, for budgets,
+// "<field>:budget".
+struct CounterCharge {
+  static constexpr int64_t kLimitFromHash = -1;
+  std::string key;
+  std::string field;
+  int64_t ms = 0;                     // added to committed
+  int64_t limit_ms = kLimitFromHash;  // the allowance; kLimitFromHash: "<field>:budget" (absent: over)
+  enum class OnOver { kFail, kAskApproval, kAllow };
+  OnOver on_over = OnOver::kFail;
+  std::string over_reason = "BUDGET";  // kFail: "BUDGET" (kOverBudget) or "QUOTA" (kOverQuota)
+};
+
+// A counter movement applied by an update step.
+struct CounterMove {
+  std::string key;
+  std::string field;
+  int64_t committed_delta_ms = 0;
+  int64_t used_delta_ms = 0;
+};
+
 struct CreateStep {
   int partition = 0;
   std::string instrument_id;
@@ -94,11 +126,18 @@ struct CreateStep {
   int64_t reserved_start_ms = 0;
   int64_t due_ms = 0;  // when the sweep looks at it; 0: never
   std::vector<ExtraDoc> extra_docs;
-  // JOINT_RESEARCH: the reserved time must fit the project's budget on the
-  // instrument (budget - used - committed) and is added to committed.
-  std::string budget_key;    // empty: no budget
-  std::string budget_field;  // "<instr>"
-  int64_t budget_ms = 0;     // reserved time charged to the budget
+  // Each counter's allowance must hold ms more (allowance - used -
+  // committed); then ms is added to committed. kFail: kOverBudget or
+  // kOverQuota; kAskApproval: kNeedsApproval (nothing written).
+  std::vector<CounterCharge> counters;
+  // When set, the document guard_key must be at guard_version (0: absent),
+  // else kGuardMoved: what the step was computed from changed.
+  std::string guard_key;
+  int64_t guard_version = 0;
+  // A booking of the same instrument this one replaces (a rescheduled run):
+  // it does not count as in the way, and its calendar and due entries go.
+  // The caller writes its new document as an extra document.
+  std::string replaces_booking_id;
   // The access check said no: the step only answers a replay, else DENIED.
   bool denied = false;
   std::vector<std::string> events;  // serialized BookingEvent, in order
@@ -124,17 +163,14 @@ struct UpdateStep {
   enum class Due { kKeep, kRemove, kSet };
   Due due = Due::kKeep;
   int64_t due_ms = 0;  // kSet
-  // JOINT_RESEARCH budget movements (ms), applied with the change.
-  std::string budget_key;
-  std::string budget_field;
-  int64_t committed_delta_ms = 0;
-  int64_t used_delta_ms = 0;
+  // Budget and quota movements, applied with the change.
+  std::vector<CounterMove> counters;
   std::vector<std::string> events;
 };
 
 struct StepOutcome {
   enum class Kind { kApplied, kReplayed, kRequestReused, kSlotTaken, kExists, kDenied, kConflict,
-                    kOverBudget };
+                    kOverBudget, kOverQuota, kNeedsApproval, kGuardMoved };
   Kind kind = Kind::kApplied;
   std::string response;     // kReplayed
   std::string conflicting;  // kSlotTaken: the booking id in the way

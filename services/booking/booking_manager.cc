@@ -147,12 +147,26 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     LS_ASSIGN_OR_RETURN(Loaded booking, Load(created.booking()));
     return std::move(booking.booking);
   }
-  const bool joint = in.mode() == labshare::type::v1::JOINT_RESEARCH;
-  if (in.mode() != labshare::type::v1::ON_SITE && !joint) {
-    return MakeError(absl::StatusCode::kUnimplemented, "MODE_NOT_YET_SUPPORTED",
-                     absl::StrCat(labshare::type::v1::SharingMode_Name(in.mode()),
-                                  " bookings are not available yet; ON_SITE and JOINT_RESEARCH are"));
+  if (in.mode() == labshare::type::v1::TECHNICAL_SERVICE) {
+    // The run of an order: exactly ScheduleService.
+    if (in.service_order().empty() || !in.project().empty() || r.has_lease_terms()) {
+      return InvalidField("booking.service_order", "a TECHNICAL_SERVICE booking names its service_order and takes "
+                          "no project or lease_terms", "MODE_FIELDS_MISMATCH");
+    }
+    if (r.validate_only()) {
+      return InvalidField("validate_only", "not available for TECHNICAL_SERVICE runs; the order's state decides");
+    }
+    v1::ScheduleServiceRequest schedule;
+    schedule.set_name(in.service_order());
+    *schedule.mutable_interval() = in.reserved_interval();
+    schedule.set_operator_user(in.operator_user());
+    schedule.set_booking_id(r.booking_id());
+    schedule.set_request_id(r.request_id());
+    LS_ASSIGN_OR_RETURN(v1::ServiceOrder order, ScheduleService(p, schedule));
+    LS_ASSIGN_OR_RETURN(Loaded run, Load(order.booking()));
+    return std::move(run.booking);
   }
+  const bool joint = in.mode() == labshare::type::v1::JOINT_RESEARCH;
   if (r.has_lease_terms() || !in.service_order().empty() || !in.operator_user().empty() ||
       in.project().empty() == joint) {
     return InvalidField("booking", "ON_SITE bookings take no project, JOINT_RESEARCH bookings need one; "

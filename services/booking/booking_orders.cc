@@ -348,7 +348,19 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
     replay.ParseFromString(*seen);
     return replay;
   }
-  if (cur.order.state() != Order::SAMPLES_RECEIVED) return OrderState(cur.order, "SAMPLES_RECEIVED");
+  // In SCHEDULED the run moves: its booking (not started) is cancelled
+  // without charge and the new one created in the same step.
+  const bool reschedule = cur.order.state() == Order::SCHEDULED;
+  if (cur.order.state() != Order::SAMPLES_RECEIVED && !reschedule) {
+    return OrderState(cur.order, "SAMPLES_RECEIVED or SCHEDULED");
+  }
+  Loaded previous;
+  if (reschedule) {
+    LS_ASSIGN_OR_RETURN(previous, Load(cur.order.booking()));
+    if (previous.booking.state() != v1::Booking::CONFIRMED) {
+      return OrderState(cur.order, "a run not started yet");
+    }
+  }
   const std::string operator_user = r.operator_user().empty() ? "users/" + p.user_id : r.operator_user();
   LS_ASSIGN_OR_RETURN(auto op, inventory_->User(operator_user));
   const bool staff = std::find(op->roles().begin(), op->roles().end(), labshare::type::v1::FACILITY_STAFF) != op->roles().end();
@@ -387,7 +399,18 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   const absl::Time start = FromProto(interval.start_time());
   const absl::Time end = FromProto(interval.end_time());
   const absl::Time blocked_end = end + FromProto(offering->slot_rules().buffer());
-  const std::string booking_id = NewBookingId(cur.partition);
+  std::string booking_id = NewBookingId(cur.partition);
+  bool reserved_id = false;
+  if (!r.booking_id().empty()) {
+    if (!labshare::inventory::ValidId(r.booking_id())) {
+      return InvalidField("booking_id", "must match [a-z0-9][a-z0-9-]{0,62}");
+    }
+    booking_id = r.booking_id();
+    LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(booking_id, cur.partition));
+    if (!reserved_id) {
+      return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", "bookings/" + booking_id + " already exists");
+    }
+  }
   v1::Booking b;
   b.set_name("bookings/" + booking_id);
   b.set_instrument(cur.order.instrument());
@@ -415,6 +438,26 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   *o.mutable_update_time() = ToProto(now);
   o.set_etag(std::to_string(cur.version + 1));
   CreateStep step;
+  std::vector<std::string> events;
+  if (reschedule) {
+    v1::Booking old = previous.booking;
+    old.set_state(v1::Booking::CANCELLED);
+    auto* cancel = old.mutable_cancellation();
+    *cancel->mutable_cancel_time() = ToProto(now);
+    cancel->set_cancelled_by(ActorName(p));
+    cancel->set_initiator(v1::Booking::OWNER_STAFF);
+    cancel->set_reason("service run rescheduled to " + b.name());
+    *old.mutable_update_time() = ToProto(now);
+    old.set_etag(std::to_string(previous.version + 1));
+    step.replaces_booking_id = IdOf(old.name());
+    step.extra_docs.push_back({keys::Booking(cur.partition, IdOf(old.name())), SerializeDeterministic(old),
+                               previous.version});
+    v1::BookingEvent cancelled = Event(p, r.request_id());
+    cancelled.mutable_booking_cancelled()->set_previous_state(v1::Booking::CONFIRMED);
+    cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::OWNER_STAFF);
+    AttachSnapshot(cancelled, r.request_id(), old);
+    events.push_back(cancelled.SerializeAsString());
+  }
   step.partition = cur.partition;
   step.instrument_id = IdOf(cur.order.instrument());
   step.booking_id = booking_id;
@@ -432,8 +475,16 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
   v1::BookingEvent scheduled = Event(p, r.request_id());
   *scheduled.mutable_service_order_scheduled()->mutable_service_order() = o;
-  step.events = {created.SerializeAsString(), confirmed.SerializeAsString(), scheduled.SerializeAsString()};
-  LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Create(step));
+  if (reschedule) scheduled.mutable_service_order_scheduled()->set_previous_booking(previous.booking.name());
+  events.push_back(created.SerializeAsString());
+  events.push_back(confirmed.SerializeAsString());
+  events.push_back(scheduled.SerializeAsString());
+  step.events = std::move(events);
+  absl::StatusOr<StepOutcome> stepped = store_->Create(step);
+  if (reserved_id && (!stepped.ok() || stepped->kind != StepOutcome::Kind::kApplied)) {
+    store_->ReleaseId(booking_id).IgnoreError();  // best effort: the id was never used
+  }
+  LS_ASSIGN_OR_RETURN(StepOutcome outcome, std::move(stepped));
   switch (outcome.kind) {
     case StepOutcome::Kind::kApplied: return o;
     case StepOutcome::Kind::kReplayed: {

@@ -11,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/civil_time.h"
 #include "common/error.h"
@@ -42,9 +43,9 @@ struct QuotaKey {
 };
 
 absl::StatusOr<QuotaKey> ParseQuotaName(const std::string& name, const std::string& field) {
-  LS_ASSIGN_OR_RETURN(std::string id, ParseName(name, "quotas", field));
-  std::vector<std::string> parts = absl::StrSplit(id, '.');
   QuotaKey key;
+  std::vector<std::string> parts;
+  if (absl::StartsWith(name, "quotas/")) parts = absl::StrSplit(name.substr(7), '.');
   if (parts.size() == 3) {
     key.instrument_id = parts[0];
     key.org_id = parts[1];

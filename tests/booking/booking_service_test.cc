@@ -846,9 +846,9 @@ TEST_F(BookingServiceTest, TechnicalServiceRunsAreBookedThroughTheirOrder) {
   r.mutable_booking()->set_instrument("instruments/tem");
   r.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
   v1::Booking b;
-  auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(GrpcErrorReason(s), "MODE_NOT_YET_SUPPORTED");
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, staff_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "MODE_FIELDS_MISMATCH");
 }
 
 class ServiceOrderTest : public BookingServiceTest {
@@ -1014,6 +1014,305 @@ TEST_F(ServiceOrderTest, LateCancellationOfAScheduledRunFreesTheSlot) {
   EXPECT_TRUE(out.late_cancellation());
   v1::Booking again;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &again).ok());
+}
+
+TEST_F(ServiceOrderTest, RescheduleMovesTheRunInOneStepAndCreateBookingBooksRuns) {
+  v1::ServiceOrder o = Scheduled(), out;
+  const std::string first = o.booking();
+  // Move [9:00, 11:00) to [10:00, 12:00): overlaps its own old slot only.
+  v1::ScheduleServiceRequest sch;
+  sch.set_name(o.name());
+  *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(10));
+  *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(12));
+  sch.set_booking_id("run-two");
+  sch.set_request_id("move");
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ScheduleService, sch, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::SCHEDULED);
+  EXPECT_EQ(out.booking(), "bookings/run-two");
+  EXPECT_EQ(FromProto(out.scheduled_interval().start_time()), day_ + absl::Hours(10));
+  v1::ServiceOrder again;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ScheduleService, sch, &again, staff_).ok());
+  EXPECT_EQ(again.SerializeAsString(), out.SerializeAsString());  // a retry moves nothing more
+  v1::GetBookingRequest get;
+  get.set_name(first);
+  v1::Booking old;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &old, staff_).ok());
+  EXPECT_EQ(old.state(), v1::Booking::CANCELLED);
+  EXPECT_EQ(old.cancellation().initiator(), v1::Booking::OWNER_STAFF);
+  EXPECT_FALSE(old.late_cancellation());
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(8), absl::Hours(9) + absl::Minutes(30), &b).ok());  // the old slot is free
+  EXPECT_EQ(GrpcErrorReason(Book(absl::Hours(11), absl::Hours(13), &b)), "SLOT_TAKEN");  // the new one is not
+  int cancelled = 0;
+  std::string previous;
+  for (const auto& e : Events()) {
+    cancelled += e.has_booking_cancelled() && e.booking_cancelled().booking().name() == first;
+    if (e.has_service_order_scheduled()) previous = e.service_order_scheduled().previous_booking();
+  }
+  EXPECT_EQ(cancelled, 1);
+  EXPECT_EQ(previous, first);
+
+  // CreateBooking with mode TECHNICAL_SERVICE is ScheduleService.
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+  r.mutable_booking()->set_service_order(o.name());
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(14));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(15));
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, staff_).ok());
+  EXPECT_EQ(b.mode(), labshare::type::v1::TECHNICAL_SERVICE);
+  EXPECT_EQ(b.service_order(), o.name());
+  EXPECT_EQ(b.operator_user(), "users/sam");
+  EXPECT_EQ(b.payer_organization(), "organizations/lab");
+  EXPECT_EQ(b.state(), v1::Booking::CONFIRMED);
+  v1::StartServiceRequest start;
+  start.set_name(o.name());
+  clock_.Set(day_ + absl::Hours(14));
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::StartService, start, &out, staff_).ok());
+  // A running service is not moved.
+  *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(20));
+  *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(21));
+  sch.clear_booking_id();
+  sch.set_request_id("late-move");
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::ScheduleService, sch, &out, staff_)),
+            "ORDER_STATE");
+}
+
+
+// ================================================================ quotas
+
+class QuotaTest : public BookingServiceTest {
+ protected:
+  grpc::Status SetQuota(v1::Quota::Period period, absl::Duration allowance, v1::Quota::Enforcement e,
+                        v1::Quota* out, const std::string& request_id = "", const std::string& etag = "") {
+    v1::SetQuotaRequest r;
+    r.mutable_quota()->set_organization("organizations/lab");
+    r.mutable_quota()->set_instrument("instruments/tem");
+    r.mutable_quota()->set_period(period);
+    *r.mutable_quota()->mutable_allowance() = ToProto(allowance);
+    r.mutable_quota()->set_enforcement(e);
+    r.mutable_quota()->set_etag(etag);
+    r.set_request_id(request_id);
+    return Call(stub_.get(), &v1::BookingService::Stub::SetQuota, r, out, admin_);
+  }
+  v1::QuotaUsage Usage(const std::string& quota, absl::Time at, const std::string& token = "") {
+    v1::GetQuotaUsageRequest r;
+    r.set_quota(quota);
+    *r.mutable_time() = ToProto(at);
+    v1::QuotaUsage out;
+    auto s = Call(stub_.get(), &v1::BookingService::Stub::GetQuotaUsage, r, &out, token.empty() ? ana_ : token);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+  grpc::Status Cancel(const std::string& name) {
+    v1::CancelBookingRequest c;
+    c.set_name(name);
+    v1::Booking out;
+    return Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &out, ana_);
+  }
+};
+
+// day_ is Sunday 2027-01-03 00:00Z. Asia/Shanghai weeks run Monday 00:00
+// +08:00, so this week ends at day_ + 16 h and the next starts there.
+TEST_F(QuotaTest, HardLimitCountsPerWeekInItsTimeZoneAndFreesOnCancel) {
+  v1::Quota q;
+  ASSERT_TRUE(SetQuota(v1::Quota::WEEK, absl::Hours(3), v1::Quota::HARD_LIMIT, &q).ok());
+  EXPECT_EQ(q.name(), "quotas/tem.lab.week");
+  EXPECT_EQ(q.time_zone(), "Asia/Shanghai");
+  EXPECT_EQ(q.etag(), "1");
+  v1::Booking a, b, c, next;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(11), &a).ok());
+  ASSERT_EQ(a.quota_charges_size(), 1);
+  EXPECT_EQ(a.quota_charges(0).quota(), "quotas/tem.lab.week");
+  EXPECT_EQ(FromProto(a.quota_charges(0).period_interval().start_time()), day_ - absl::Hours(24 * 6 + 8));
+  EXPECT_EQ(FromProto(a.quota_charges(0).period_interval().end_time()), day_ + absl::Hours(16));
+  const size_t events = Events().size();
+  auto s = Book(absl::Hours(12), absl::Hours(14), &b);  // 2 h + 2 h > 3 h
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "QUOTA_EXCEEDED");
+  EXPECT_EQ(Events().size(), events);  // nothing written
+  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(13), &b).ok());  // exactly 3 h
+  ASSERT_TRUE(Book(absl::Hours(16), absl::Hours(18), &next).ok());  // Monday in Shanghai: a new week
+  EXPECT_EQ(FromProto(next.quota_charges(0).period_interval().start_time()), day_ + absl::Hours(16));
+  EXPECT_EQ(GrpcErrorReason(Book(absl::Hours(14), absl::Hours(15), &c)), "QUOTA_EXCEEDED");
+
+  v1::QuotaUsage u = Usage(q.name(), day_);
+  EXPECT_EQ(FromProto(u.committed()), absl::Hours(3));
+  EXPECT_EQ(FromProto(u.used()), absl::ZeroDuration());
+  EXPECT_EQ(FromProto(u.remaining()), absl::ZeroDuration());
+  EXPECT_EQ(FromProto(Usage(q.name(), day_ + absl::Hours(16)).committed()), absl::Hours(2));
+  ASSERT_TRUE(Cancel(b.name()).ok());
+  EXPECT_EQ(FromProto(Usage(q.name(), day_).remaining()), absl::Hours(1));
+  ASSERT_TRUE(Book(absl::Hours(14), absl::Hours(15), &c).ok());
+}
+
+TEST_F(QuotaTest, RequireApprovalMakesTheOverrunWaitForTheOwner) {
+  v1::Quota q;
+  ASSERT_TRUE(SetQuota(v1::Quota::MONTH, absl::Hours(1), v1::Quota::REQUIRE_APPROVAL, &q).ok());
+  v1::Booking within, over, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &within).ok());
+  EXPECT_EQ(within.state(), v1::Booking::CONFIRMED);
+  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(14), &over, "over").ok());
+  EXPECT_EQ(over.state(), v1::Booking::PENDING_APPROVAL);
+  EXPECT_EQ(over.approval_reason(), v1::Booking::OVER_QUOTA);
+  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(14), &out, "over").ok());  // a retry: the first answer
+  EXPECT_EQ(out.SerializeAsString(), over.SerializeAsString());
+  v1::QuotaUsage u = Usage(q.name(), day_);
+  EXPECT_EQ(FromProto(u.committed()), absl::Hours(3));
+  EXPECT_EQ(FromProto(u.remaining()), -absl::Hours(2));
+  EXPECT_EQ(u.enforcement(), v1::Quota::REQUIRE_APPROVAL);
+  v1::RejectBookingRequest reject;
+  reject.set_name(over.name());
+  reject.set_reason("over the allocation");
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::RejectBooking, reject, &out, staff_).ok());
+  EXPECT_EQ(FromProto(Usage(q.name(), day_).committed()), absl::Hours(1));
+  int created = 0, confirmed = 0;
+  for (const auto& e : Events()) {
+    created += e.has_booking_created();
+    confirmed += e.has_booking_confirmed();
+  }
+  EXPECT_EQ(created, 2);
+  EXPECT_EQ(confirmed, 1);  // the over-quota booking was never confirmed
+}
+
+TEST_F(QuotaTest, CompletedAndMissedBookingsCountAsUsed) {
+  v1::Quota q;
+  ASSERT_TRUE(SetQuota(v1::Quota::YEAR, absl::Hours(100), v1::Quota::HARD_LIMIT, &q).ok());
+  v1::Booking done, missed, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(11), &done).ok());
+  ASSERT_TRUE(Book(absl::Hours(13), absl::Hours(14), &missed).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(done.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  v1::CheckOutRequest co;
+  co.set_name(done.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::COMPLETED);
+  clock_.Set(day_ + absl::Hours(15));
+  EXPECT_EQ(*manager_->Sweep(), 1);
+  v1::QuotaUsage u = Usage(q.name(), day_);
+  EXPECT_EQ(FromProto(u.used()), absl::Hours(3));  // reserved time: 2 h completed + 1 h missed
+  EXPECT_EQ(FromProto(u.committed()), absl::ZeroDuration());
+  EXPECT_EQ(FromProto(u.remaining()), absl::Hours(97));
+  EXPECT_EQ(FromProto(u.period_interval().start_time()), absl::FromCivil(absl::CivilYear(2027), absl::FixedTimeZone(8 * 3600)));
+}
+
+TEST_F(QuotaTest, AnotherReplicaSeesANewQuotaAtOnce) {
+  // A second manager on the same Redis caches "no quotas" first.
+  BookingManager other(store_.get(), inv_client_.get(), &clock_);
+  Principal ana;
+  ana.user_id = "ana";
+  ana.organization_id = "lab";
+  ana.roles = {Role::kLabUser};
+  auto request = [&](absl::Duration from, absl::Duration to) {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + from);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + to);
+    return r;
+  };
+  ASSERT_TRUE(other.CreateBooking(ana, request(absl::Hours(6), absl::Hours(7))).ok());
+  v1::Quota q;
+  ASSERT_TRUE(SetQuota(v1::Quota::WEEK, absl::Hours(2), v1::Quota::HARD_LIMIT, &q).ok());
+  auto b = other.CreateBooking(ana, request(absl::Hours(9), absl::Hours(11)));
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->quota_charges_size(), 1);
+  auto refused = other.CreateBooking(ana, request(absl::Hours(12), absl::Hours(13)));
+  EXPECT_EQ(ErrorReason(refused.status()), "QUOTA_EXCEEDED");
+  // Deleted: the other replica stops counting at once too.
+  v1::DeleteQuotaRequest del;
+  del.set_name(q.name());
+  google::protobuf::Empty none;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::DeleteQuota, del, &none, admin_).ok());
+  auto free = other.CreateBooking(ana, request(absl::Hours(12), absl::Hours(13)));
+  ASSERT_TRUE(free.ok()) << free.status();
+  EXPECT_EQ(free->quota_charges_size(), 0);
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::DeleteQuota, del, &none, admin_)),
+            "QUOTA_NOT_FOUND");
+}
+
+TEST_F(QuotaTest, SettingQuotasIsValidatedIdempotentAndForAdminsOnly) {
+  v1::Quota q, again;
+  v1::SetQuotaRequest r;
+  r.mutable_quota()->set_organization("organizations/lab");
+  r.mutable_quota()->set_instrument("instruments/tem");
+  r.mutable_quota()->set_period(v1::Quota::WEEK);
+  *r.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(1));
+  r.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::SetQuota, r, &q, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ROLE_NOT_ALLOWED");
+  auto bad = r;
+  *bad.mutable_quota()->mutable_allowance() = ToProto(-absl::Hours(1));
+  s = Call(stub_.get(), &v1::BookingService::Stub::SetQuota, bad, &q, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+  bad = r;
+  bad.mutable_quota()->set_time_zone("Mars/Olympus");
+  EXPECT_EQ(Call(stub_.get(), &v1::BookingService::Stub::SetQuota, bad, &q, admin_).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  bad = r;
+  bad.mutable_quota()->set_enforcement(v1::Quota::ENFORCEMENT_UNSPECIFIED);
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::SetQuota, bad, &q, admin_)), "INVALID_FIELD");
+  bad = r;
+  bad.mutable_quota()->set_instrument("instruments/nope");
+  s = Call(stub_.get(), &v1::BookingService::Stub::SetQuota, bad, &q, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GrpcErrorReason(s), "INSTRUMENT_NOT_FOUND");
+
+  ASSERT_TRUE(SetQuota(v1::Quota::WEEK, absl::Hours(1), v1::Quota::HARD_LIMIT, &q, "set-1").ok());
+  clock_.Advance(absl::Minutes(5));
+  ASSERT_TRUE(SetQuota(v1::Quota::WEEK, absl::Hours(1), v1::Quota::HARD_LIMIT, &again, "set-1").ok());
+  EXPECT_EQ(again.SerializeAsString(), q.SerializeAsString());
+  EXPECT_EQ(GrpcErrorReason(SetQuota(v1::Quota::WEEK, absl::Hours(5), v1::Quota::HARD_LIMIT, &again, "set-1")),
+            "REQUEST_ID_REUSED");
+  s = SetQuota(v1::Quota::WEEK, absl::Hours(5), v1::Quota::HARD_LIMIT, &again, "", "7");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(GrpcErrorReason(s), "ETAG_MISMATCH");
+  ASSERT_TRUE(SetQuota(v1::Quota::WEEK, absl::Hours(5), v1::Quota::HARD_LIMIT, &again, "", "1").ok());
+  EXPECT_EQ(again.etag(), "2");
+  EXPECT_EQ(again.create_time().seconds(), q.create_time().seconds());
+  EXPECT_EQ(FromProto(again.allowance()), absl::Hours(5));
+  ASSERT_TRUE(SetQuota(v1::Quota::MONTH, absl::Hours(9), v1::Quota::REQUIRE_APPROVAL, &q).ok());
+
+  v1::ListQuotasRequest list;
+  v1::ListQuotasResponse listed;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, ana_).ok());
+  ASSERT_EQ(listed.quotas_size(), 2);
+  EXPECT_EQ(listed.quotas(0).name(), "quotas/tem.lab.week");
+  EXPECT_EQ(listed.quotas(1).name(), "quotas/tem.lab.month");
+  list.set_page_size(1);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, admin_).ok());
+  ASSERT_EQ(listed.quotas_size(), 1);
+  ASSERT_FALSE(listed.next_page_token().empty());
+  list.set_page_token(listed.next_page_token());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, admin_).ok());
+  ASSERT_EQ(listed.quotas_size(), 1);
+  EXPECT_EQ(listed.quotas(0).name(), "quotas/tem.lab.month");
+  EXPECT_TRUE(listed.next_page_token().empty());
+  // Another organisation's member sees none of them, and may not ask.
+  const std::string outsider = Token("olga", "owner", {Role::kLabUser});
+  v1::ListQuotasRequest all;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, all, &listed, outsider).ok());
+  EXPECT_EQ(listed.quotas_size(), 0);
+  all.set_organization("organizations/lab");
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, all, &listed, outsider)),
+            "ORGANIZATION_SCOPE");
+  v1::GetQuotaUsageRequest usage;
+  usage.set_quota("quotas/tem.lab.week");
+  v1::QuotaUsage u;
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::GetQuotaUsage, usage, &u, outsider)),
+            "ORGANIZATION_SCOPE");
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetQuotaUsage, usage, &u, staff_).ok());  // owner staff
+  usage.set_quota("quotas/tem.lab.fortnight");
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::GetQuotaUsage, usage, &u, admin_)),
+            "INVALID_NAME");
+  int set = 0;
+  for (const auto& e : Events()) set += e.has_quota_set();
+  EXPECT_EQ(set, 3);
 }
 
 }  // namespace

@@ -1,28 +1,71 @@
 // labshare-billing: prices, the double-entry ledger, invoices and settlement.
 //
-// The contract (proto/labshare/billing/v1) is complete; its behaviour is built by
-// a later issue. Until then the server starts, authenticates calls, answers
-// health checks and reflection, and every RPC returns UNIMPLEMENTED.
+// Besides serving BillingService it consumes the booking service's outboxes
+// (one consumer per partition stream, group "billing") and turns billable
+// facts into charges exactly once.
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <thread>
+
 #include "absl/flags/flag.h"
+#include "absl/synchronization/notification.h"
+#include "common/log.h"
 #include "common/server.h"
-#include "labshare/billing/v1/billing.grpc.pb.h"
+#include "common/service_identity.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "services/billing/billing_service.h"
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory (rate cards).");
-
-namespace {
-class BillingService final : public labshare::billing::v1::BillingService::Service {};
-}  // namespace
+ABSL_FLAG(std::string, time_zone, "Asia/Shanghai", "IANA time zone of billing periods.");
+ABSL_FLAG(int, booking_partitions, 16, "Number of booking outbox streams {bk:P}:outbox.");
 
 int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
                         "labshare-billing: prices, the double-entry ledger, invoices and settlement.\n"
-                        "Usage: labshare-billing --listen=HOST:PORT --redis=HOST:PORT "
+                        "Usage: labshare-billing --listen=HOST:PORT --redis=HOST:PORT --inventory=HOST:PORT "
                         "[--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   labshare::TokenSigner signer = labshare::SignerFromFlags();
   labshare::SystemClock clock;
-  // No method is allowed yet: deny by default until the service is built.
-  labshare::Authorizer authorizer(&signer, labshare::MethodPolicy(), &clock);
-  BillingService service;
-  return labshare::RunService("billing", &redis, &authorizer, {&service});
+  labshare::ServiceIdentity identity(&signer, "billing", &clock);
+  labshare::billing::GrpcInventoryReader inventory(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_inventory), grpc::InsecureChannelCredentials()), &identity);
+  auto zone = labshare::billing::LoadBillingTimeZone(absl::GetFlag(FLAGS_time_zone));
+  if (!zone.ok()) {
+    labshare::LogError("bad --time_zone", {{"error", zone.status().ToString()}});
+    return 2;
+  }
+  labshare::billing::BillingStore store(&redis);
+  labshare::billing::BillingManager manager(&store, &inventory, &clock, *zone);
+  labshare::Authorizer authorizer(&signer, labshare::billing::BillingPolicy(), &clock);
+  labshare::billing::BillingService service(&manager, &authorizer);
+  absl::Notification stop;
+  std::thread consumer([&] {
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    std::vector<std::unique_ptr<labshare::EventConsumer>> streams;
+    for (int p = 0; p < absl::GetFlag(FLAGS_booking_partitions); ++p) {
+      labshare::ConsumerOptions options;
+      options.stream = "{bk:" + std::to_string(p) + "}:outbox";
+      options.group = labshare::billing::kBookingEventsGroup;
+      options.consumer = std::string("billing-") + host;  // stable across restarts: own pending re-read
+      options.block = absl::ZeroDuration();
+      options.reclaim_idle = absl::Seconds(10);
+      streams.push_back(std::make_unique<labshare::EventConsumer>(&redis, options));
+    }
+    const auto handler = [&](const labshare::StreamEvent& e) { return manager.ApplyBookingEvent(e); };
+    do {
+      for (auto& events : streams) {
+        absl::Status s = events->EnsureGroup();
+        if (s.ok()) s = events->PollOnce(handler).status();
+        if (!s.ok()) labshare::LogWarning("booking events", {{"error", s.ToString()}});
+      }
+    } while (!stop.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
+  });
+  const int rc = labshare::RunService("billing", &redis, &authorizer, {&service});
+  stop.Notify();
+  consumer.join();
+  return rc;
 }

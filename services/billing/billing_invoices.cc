@@ -1,0 +1,541 @@
+// Subsidy pools, invoices and settlement.
+//
+// Invoices are documents over the ledger: a payer's draft is every entry on
+// its PAYABLE accounts posted before the period's end and not yet on an
+// issued (not void) invoice, so activity that arrives after an invoice was
+// issued lands on the next one, marked late. Issuing stores the invoice with
+// the next number of its series in one step that also checks the series
+// counter, so numbers have no gaps and two issues cannot take the same lines.
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/auth.h"
+#include "common/error.h"
+#include "common/events.h"
+#include "common/proto_util.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "services/inventory/inventory_rules.h"
+
+namespace labshare::billing {
+namespace {
+
+constexpr char kDefaultCurrency[] = "CNY";
+constexpr char kInvoicedPostings[] = "{billing}:invoicedpost";
+
+int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
+std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+bool SeesAll(const Principal& p) { return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}); }
+
+template <typename T>
+absl::StatusOr<T> Parse(const std::string& bytes) {
+  T out;
+  if (!out.ParseFromString(bytes)) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored document is unreadable");
+  }
+  return out;
+}
+
+uint64_t Fnv(absl::string_view s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+v1::BillingEvent NewEvent(const Principal& p, absl::Time now, const std::string& request_id) {
+  v1::BillingEvent e;
+  e.mutable_header()->set_event_id(NewEventId());
+  *e.mutable_header()->mutable_event_time() = ToProto(now);
+  e.mutable_header()->set_actor(ActorName(p));
+  e.mutable_header()->set_actor_organization(ActorOrganization(p));
+  e.mutable_header()->set_request_id(request_id);
+  return e;
+}
+
+absl::Status Conflict() {
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the ledger changed concurrently; retry with the same request_id");
+}
+
+absl::Status OrgScope(absl::string_view what) {
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   absl::StrCat("you may see only your own organisation's ", what));
+}
+
+}  // namespace
+
+// ================================================================ pools
+
+absl::StatusOr<int64_t> BillingManager::Balance(const std::string& account, const std::string& counterparty) const {
+  (void)counterparty;
+  LS_ASSIGN_OR_RETURN(auto all, store_->HashAll(keys::Balances()));
+  int64_t sum = 0;
+  for (const auto& [field, value] : all) {
+    if (!absl::StartsWith(field, account + "|")) continue;
+    int64_t v = 0;
+    absl::SimpleAtoi(value, &v);
+    sum += v;
+  }
+  return sum;
+}
+
+absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principal& p,
+                                                                   const v1::CreateSubsidyPoolRequest& r) {
+  if (!labshare::inventory::ValidId(r.subsidy_pool_id())) {
+    return InvalidField("subsidy_pool_id", "must match [a-z0-9][a-z0-9-]{0,62}");
+  }
+  v1::SubsidyPool pool = r.subsidy_pool();
+  pool.set_name("subsidyPools/" + r.subsidy_pool_id());
+  if (pool.currency_code().empty()) pool.set_currency_code(kDefaultCurrency);
+  LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
+  if (!pool.funder_organization().empty()) {
+    LS_RETURN_IF_ERROR(inventory_->GetOrganization(pool.funder_organization()).status());
+  }
+  const absl::Time now = clock_->Now();
+  pool.set_state(v1::SubsidyPool::ACTIVE);
+  *pool.mutable_balance() = MakeMoney(pool.currency_code(), 0);
+  *pool.mutable_topped_up_total() = MakeMoney(pool.currency_code(), 0);
+  *pool.mutable_granted_total() = MakeMoney(pool.currency_code(), 0);
+  *pool.mutable_create_time() = ToProto(now);
+  *pool.mutable_update_time() = ToProto(now);
+  pool.set_etag("1");
+  LedgerStep step;
+  step.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency("CreateSubsidyPool", r.request_id());
+  step.fingerprint = RequestFingerprint("CreateSubsidyPool", r);
+  step.response = SerializeDeterministic(pool);
+  const std::string key = keys::Doc("pool", r.subsidy_pool_id());
+  step.version_checks.push_back({key, 0});
+  step.puts.push_back({key, pool.SerializeAsString(), 1});
+  step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), r.subsidy_pool_id())});
+  v1::BillingEvent e = NewEvent(p, now, r.request_id());
+  *e.mutable_subsidy_pool_changed()->mutable_subsidy_pool() = pool;
+  e.mutable_subsidy_pool_changed()->set_kind(v1::SubsidyPoolChanged::CREATED);
+  step.events.push_back(e.SerializeAsString());
+  LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+  switch (result.kind) {
+    case StepResult::Kind::kApplied: return pool;
+    case StepResult::Kind::kReplayed: return Parse<v1::SubsidyPool>(result.response);
+    case StepResult::Kind::kRequestReused: return RequestIdReused();
+    default:
+      return MakeError(absl::StatusCode::kAlreadyExists, "SUBSIDY_POOL_EXISTS", pool.name() + " already exists");
+  }
+}
+
+absl::StatusOr<v1::SubsidyPool> BillingManager::GetSubsidyPool(const Principal&, const v1::GetSubsidyPoolRequest& r) {
+  if (!absl::StartsWith(r.name(), "subsidyPools/")) {
+    return InvalidField("name", "must be subsidyPools/{subsidy_pool}", "INVALID_NAME");
+  }
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(r.name()))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.name() + " does not exist");
+  LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
+  LS_ASSIGN_OR_RETURN(int64_t funds, Balance(AccountName(pool.name(), v1::POOL_FUNDS), ""));
+  *pool.mutable_balance() = MakeMoney(pool.currency_code(), -funds);
+  *pool.mutable_granted_total() =
+      MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() + funds);  // top-ups minus balance
+  if (pool.state() == v1::SubsidyPool::ACTIVE && funds == 0 && pool.topped_up_total().amount_minor() > 0) {
+    pool.set_state(v1::SubsidyPool::EXHAUSTED);
+  }
+  pool.set_etag(std::to_string(doc->version));
+  return pool;
+}
+
+absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(const Principal& p,
+                                                                              const v1::ListSubsidyPoolsRequest& r) {
+  LS_ASSIGN_OR_RETURN(auto pools, LoadPools());
+  v1::ListSubsidyPoolsResponse out;
+  for (const auto& pool : pools) {
+    if (!r.funder_organization().empty() && pool.funder_organization() != r.funder_organization()) continue;
+    if (!r.currency_code().empty() && pool.currency_code() != r.currency_code()) continue;
+    v1::GetSubsidyPoolRequest get;
+    get.set_name(pool.name());
+    LS_ASSIGN_OR_RETURN(v1::SubsidyPool full, GetSubsidyPool(p, get));
+    if (r.state() != 0 && full.state() != r.state()) continue;
+    *out.add_subsidy_pools() = std::move(full);
+  }
+  return out;
+}
+
+absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal& p,
+                                                                  const v1::TopUpSubsidyPoolRequest& r) {
+  LS_RETURN_IF_ERROR(ValidateAmount(r.amount(), "amount", true));
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(r.name()))));
+    if (!doc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.name() + " does not exist");
+    LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
+    if (r.amount().currency_code() != pool.currency_code()) {
+      return InvalidField("amount.currency_code", "must be the pool's currency " + pool.currency_code(),
+                          "CURRENCY_MISMATCH");
+    }
+    if (!r.etag().empty() && r.etag() != std::to_string(doc->version)) {
+      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
+    }
+    const absl::Time now = clock_->Now();
+    if (pool.has_validity() && pool.validity().has_end_time() && now >= FromProto(pool.validity().end_time())) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "POOL_ENDED", r.name() + " has ended");
+    }
+    pool.mutable_topped_up_total()->set_amount_minor(pool.topped_up_total().amount_minor() + r.amount().amount_minor());
+    *pool.mutable_update_time() = ToProto(now);
+    v1::Posting posting;
+    posting.set_name(absl::StrCat("postings/t", absl::StrFormat("%016x", Fnv(r.name() + "|" + std::to_string(doc->version)))));
+    posting.set_kind(v1::POOL_TOP_UP);
+    posting.set_currency_code(pool.currency_code());
+    posting.set_description("top-up of " + pool.name());
+    posting.set_subsidy_pool(pool.name());
+    posting.set_reason(r.external_reference());
+    posting.set_actor(ActorName(p));
+    *posting.mutable_create_time() = ToProto(now);
+    LS_ASSIGN_OR_RETURN(auto entries, PoolTopUpEntries(pool.name(), r.amount()));
+    for (auto& e : entries) *posting.add_entries() = std::move(e);
+    LedgerStep step;
+    step.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency("TopUpSubsidyPool", r.request_id());
+    step.fingerprint = RequestFingerprint("TopUpSubsidyPool", r);
+    const std::string key = keys::Doc("pool", IdOf(r.name()));
+    step.version_checks.push_back({key, doc->version});
+    step.puts.push_back({key, pool.SerializeAsString(), doc->version + 1});
+    AddPosting(step, posting, now);
+    LS_ASSIGN_OR_RETURN(int64_t funds, Balance(AccountName(pool.name(), v1::POOL_FUNDS), ""));
+    v1::SubsidyPool answer = pool;
+    *answer.mutable_balance() = MakeMoney(pool.currency_code(), -funds + r.amount().amount_minor());
+    *answer.mutable_granted_total() =
+        MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - answer.balance().amount_minor());
+    answer.set_etag(std::to_string(doc->version + 1));
+    step.response = SerializeDeterministic(answer);
+    v1::BillingEvent e = NewEvent(p, now, r.request_id());
+    *e.mutable_subsidy_pool_changed()->mutable_subsidy_pool() = answer;
+    e.mutable_subsidy_pool_changed()->set_kind(v1::SubsidyPoolChanged::TOPPED_UP);
+    *e.mutable_subsidy_pool_changed()->mutable_top_up_amount() = r.amount();
+    *e.mutable_subsidy_pool_changed()->mutable_posting() = posting;
+    step.events.push_back(e.SerializeAsString());
+    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+    switch (result.kind) {
+      case StepResult::Kind::kApplied: return answer;
+      case StepResult::Kind::kReplayed: return Parse<v1::SubsidyPool>(result.response);
+      case StepResult::Kind::kRequestReused: return RequestIdReused();
+      default: break;
+    }
+  }
+  return Conflict();
+}
+
+// ================================================================ invoices
+
+absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, const std::string& period,
+                                                  const std::string& currency) {
+  LS_ASSIGN_OR_RETURN(TimeRange range, PeriodRange(period, zone_));
+  LS_ASSIGN_OR_RETURN(auto raw, store_->List(keys::Account(AccountName(payer, v1::PAYABLE))));
+  // The payer's PAYABLE entries before the period's end, per posting.
+  struct Line {
+    std::string posting, counterparty;
+    int64_t owed = 0;  // credit minus debit
+    int64_t ms = 0;
+  };
+  std::vector<Line> lines;
+  std::vector<std::string> postings;
+  for (const auto& s : raw) {
+    std::vector<std::string> f = absl::StrSplit(s, '|');
+    Line l;
+    int64_t signed_amount = 0;
+    if (f.size() != 5 || !absl::SimpleAtoi(f[0], &l.ms) || !absl::SimpleAtoi(f[4], &signed_amount)) continue;
+    if (l.ms >= Ms(range.end) || f[3] != currency) continue;
+    l.posting = f[1];
+    l.counterparty = f[2];
+    l.owed = -signed_amount;
+    lines.push_back(l);
+    postings.push_back(f[1]);
+  }
+  std::vector<std::string> fields;
+  for (const auto& id : postings) fields.push_back(id + "|" + payer);
+  std::vector<std::string> taken(fields.size());
+  if (!fields.empty()) {
+    std::vector<std::string> cmd = {"HMGET", kInvoicedPostings};
+    cmd.insert(cmd.end(), fields.begin(), fields.end());
+    LS_ASSIGN_OR_RETURN(RedisValue v, store_->pool()->Command(cmd));
+    for (size_t i = 0; i < taken.size() && i < v.elements.size(); ++i) {
+      if (!v.elements[i].is_nil()) taken[i] = v.elements[i].str;
+    }
+  }
+  v1::Invoice inv;
+  inv.set_state(v1::Invoice::DRAFT);
+  inv.set_payer_organization(payer);
+  inv.set_period(period);
+  *inv.mutable_period_interval() = ToInterval(range);
+  inv.set_currency_code(currency);
+  std::map<std::string, int64_t> by_payee;
+  int64_t charges = 0, subsidies = 0, releases = 0, adjustments = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (!taken[i].empty()) continue;  // on an issued invoice already
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", lines[i].posting)));
+    if (!doc) continue;
+    LS_ASSIGN_OR_RETURN(v1::Posting posting, Parse<v1::Posting>(doc->data));
+    if (posting.kind() == v1::PAYMENT || posting.kind() == v1::SETTLEMENT_NETTING) continue;
+    v1::InvoiceLine* line = inv.add_lines();
+    line->set_line_number(inv.lines_size());
+    line->set_posting(posting.name());
+    line->set_description(posting.description());
+    line->set_payee_organization(lines[i].counterparty);
+    line->set_charge(posting.charge());
+    line->set_deposit(posting.deposit());
+    line->set_late(lines[i].ms < Ms(range.start));
+    *line->mutable_amount() = MakeMoney(currency, lines[i].owed);
+    switch (posting.kind()) {
+      case v1::SUBSIDY:
+        line->set_kind(v1::InvoiceLine::SUBSIDY);
+        line->set_subsidy_pool(posting.subsidy_pool());
+        subsidies += lines[i].owed;
+        break;
+      case v1::DEPOSIT_RELEASE:
+        line->set_kind(v1::InvoiceLine::DEPOSIT_RELEASE);
+        releases += lines[i].owed;
+        break;
+      case v1::CORRECTION:
+        line->set_kind(v1::InvoiceLine::ADJUSTMENT);
+        line->set_corrects(posting.corrects());
+        adjustments += lines[i].owed;
+        break;
+      default:
+        line->set_kind(v1::InvoiceLine::CHARGE);
+        charges += lines[i].owed;
+        break;
+    }
+    if (!posting.charge().empty()) {
+      LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("charge", IdOf(posting.charge()))));
+      if (cdoc) {
+        LS_ASSIGN_OR_RETURN(v1::Charge c, Parse<v1::Charge>(cdoc->data));
+        line->set_instrument(c.instrument());
+        line->set_mode(c.mode());
+        line->set_fee_kind(c.fee_kind());
+        *line->mutable_service_interval() = c.service_interval();
+        line->set_quantity_milli(c.quantity_milli());
+        line->set_unit(c.rate().unit());
+        *line->mutable_unit_price() = c.rate().unit_price();
+        if (line->description().empty()) line->set_description(c.description());
+        for (const auto& sp : c.splits()) {
+          if (sp.organization() == payer) line->set_share_bps(sp.share_bps());
+        }
+      }
+    }
+    by_payee[lines[i].counterparty] += lines[i].owed;
+  }
+  *inv.mutable_charges_total() = MakeMoney(currency, charges);
+  *inv.mutable_subsidy_total() = MakeMoney(currency, subsidies);
+  *inv.mutable_deposit_release_total() = MakeMoney(currency, releases);
+  *inv.mutable_adjustments_total() = MakeMoney(currency, adjustments);
+  const int64_t due = charges + subsidies + releases + adjustments;
+  *inv.mutable_amount_due() = MakeMoney(currency, due);
+  *inv.mutable_amount_paid() = MakeMoney(currency, 0);
+  *inv.mutable_amount_outstanding() = MakeMoney(currency, due);
+  for (const auto& [payee, amount] : by_payee) {
+    auto* pb = inv.add_payees();
+    pb->set_organization(payee);
+    *pb->mutable_amount_due() = MakeMoney(currency, amount);
+    *pb->mutable_amount_paid() = MakeMoney(currency, 0);
+    *pb->mutable_amount_outstanding() = MakeMoney(currency, amount);
+  }
+  inv.set_etag(absl::StrFormat("%016x", Fnv(SerializeDeterministic(inv))));
+  return inv;
+}
+
+absl::StatusOr<v1::Invoice> BillingManager::PreviewInvoice(const Principal& p, const v1::PreviewInvoiceRequest& r) {
+  if (!IsOrganizationName(r.payer_organization())) {
+    return InvalidField("payer_organization", "must be organizations/{organization}");
+  }
+  if (!SeesAll(p) && r.payer_organization() != ActorOrganization(p)) return OrgScope("invoices");
+  LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  return Draft(r.payer_organization(), r.period(), r.currency_code().empty() ? kDefaultCurrency : r.currency_code());
+}
+
+absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, const v1::IssueInvoiceRequest& r) {
+  if (!IsOrganizationName(r.payer_organization())) {
+    return InvalidField("payer_organization", "must be organizations/{organization}");
+  }
+  LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("IssueInvoice", r.request_id());
+  const std::string fingerprint = RequestFingerprint("IssueInvoice", r);
+  LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+  if (seen) return Parse<v1::Invoice>(*seen);
+  const absl::Time now = clock_->Now();
+  LS_ASSIGN_OR_RETURN(bool ended, PeriodEnded(r.period(), now, zone_));
+  if (!ended) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "PERIOD_NOT_ENDED",
+                     r.period() + " has not ended; PreviewInvoice shows the draft so far");
+  }
+  LS_RETURN_IF_ERROR(inventory_->GetOrganization(r.payer_organization()).status());
+  const std::string slot = absl::StrCat(r.payer_organization(), "|", r.period(), "|", currency);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(auto existing, store_->Counters(keys::Invoiced(), {slot}));
+    (void)existing;
+    LS_ASSIGN_OR_RETURN(RedisValue issued, store_->pool()->Command({"HGET", keys::Invoiced(), slot}));
+    if (!issued.is_nil() && !issued.str.empty()) {
+      return MakeError(absl::StatusCode::kAlreadyExists, "INVOICE_ALREADY_ISSUED",
+                       "invoices/" + issued.str + " is already issued for " + slot);
+    }
+    LS_ASSIGN_OR_RETURN(v1::Invoice inv, Draft(r.payer_organization(), r.period(), currency));
+    if (!r.expected_etag().empty() && r.expected_etag() != inv.etag()) {
+      return MakeError(absl::StatusCode::kAborted, "INVOICE_CHANGED", "the draft changed since; preview again");
+    }
+    if (inv.lines().empty()) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "NOTHING_TO_INVOICE",
+                       r.payer_organization() + " has nothing to invoice up to the end of " + r.period());
+    }
+    const std::string series = absl::StrCat("LS-", currency, "-", absl::FormatTime("%Y", now, zone_));
+    LS_ASSIGN_OR_RETURN(auto seq, store_->Counters(keys::Sequences(), {series}));
+    const int64_t number = seq[0] + 1;
+    const std::string id = absl::StrFormat("%s-%06d", series, number);
+    inv.set_name("invoices/" + absl::AsciiStrToLower(id));
+    inv.set_state(v1::Invoice::ISSUED);
+    inv.set_series(series);
+    inv.set_sequence(number);
+    inv.set_number(id);
+    *inv.mutable_issue_time() = ToProto(now);
+    *inv.mutable_due_time() = ToProto(now + absl::Hours(24 * 30));
+    inv.set_issued_by(ActorName(p));
+    *inv.mutable_create_time() = ToProto(now);
+    *inv.mutable_update_time() = ToProto(now);
+    inv.set_etag("1");
+    LedgerStep step;
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
+    step.response = SerializeDeterministic(inv);
+    step.field_checks.push_back({keys::Sequences(), series, std::to_string(seq[0])});
+    step.field_checks.push_back({keys::Invoiced(), slot, "0"});
+    step.hash_sets.push_back({keys::Sequences(), series, std::to_string(number)});
+    step.hash_sets.push_back({keys::Invoiced(), slot, IdOf(inv.name())});
+    const std::string key = keys::Doc("invoice", IdOf(inv.name()));
+    step.version_checks.push_back({key, 0});
+    step.puts.push_back({key, inv.SerializeAsString(), 1});
+    step.index_adds.push_back({keys::Index("invoice"), absl::StrCat(series, "|", absl::StrFormat("%010d", number))});
+    for (const auto& line : inv.lines()) {
+      step.hash_sets.push_back({kInvoicedPostings, IdOf(line.posting()) + "|" + r.payer_organization(), IdOf(inv.name())});
+    }
+    v1::BillingEvent e = NewEvent(p, now, r.request_id());
+    *e.mutable_invoice_issued()->mutable_invoice() = inv;
+    step.events.push_back(e.SerializeAsString());
+    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+    switch (result.kind) {
+      case StepResult::Kind::kApplied: return inv;
+      case StepResult::Kind::kReplayed: return Parse<v1::Invoice>(result.response);
+      case StepResult::Kind::kRequestReused: return RequestIdReused();
+      default: break;  // another issue took the number or the slot: look again
+    }
+  }
+  return Conflict();
+}
+
+absl::StatusOr<v1::Invoice> BillingManager::GetInvoice(const Principal& p, const v1::GetInvoiceRequest& r) {
+  if (!absl::StartsWith(r.name(), "invoices/")) return InvalidField("name", "must be invoices/{invoice}", "INVALID_NAME");
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", IdOf(r.name()))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
+  LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
+  if (!SeesAll(p)) {
+    const std::string own = ActorOrganization(p);
+    bool mine = inv.payer_organization() == own;
+    for (const auto& pb : inv.payees()) mine |= pb.organization() == own;
+    if (!mine) return OrgScope("invoices");
+  }
+  return inv;
+}
+
+// ================================================================ settlement
+
+absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal& p,
+                                                                 const v1::ComputeSettlementRequest& r) {
+  LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
+  const absl::Time now = clock_->Now();
+  LS_ASSIGN_OR_RETURN(bool ended, PeriodEnded(r.period(), now, zone_));
+  if (!ended) return MakeError(absl::StatusCode::kFailedPrecondition, "PERIOD_NOT_ENDED", r.period() + " has not ended");
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("ComputeSettlement", r.request_id());
+  const std::string fingerprint = RequestFingerprint("ComputeSettlement", r);
+  LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+  if (seen) return Parse<v1::Settlement>(*seen);
+  LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Index("invoice"), "", 100000));
+  std::vector<OpenAmount> open;
+  std::vector<std::string> invoices;
+  for (const auto& m : members) {
+    const std::vector<std::string> parts = absl::StrSplit(m, '|');
+    int64_t seq = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &seq)) continue;
+    const std::string id = absl::AsciiStrToLower(absl::StrFormat("%s-%06d", parts[0], seq));
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", id)));
+    if (!doc) continue;
+    LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
+    if (inv.state() != v1::Invoice::ISSUED || inv.period() != r.period() || inv.currency_code() != currency) continue;
+    invoices.push_back(inv.name());
+    for (const auto& pb : inv.payees()) {
+      if (pb.amount_outstanding().amount_minor() == 0) continue;
+      open.push_back({inv.payer_organization(), pb.organization(), pb.amount_outstanding().amount_minor()});
+    }
+  }
+  if (open.empty()) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "NOTHING_TO_SETTLE",
+                     "no issued invoice of " + r.period() + " has an open amount in " + currency);
+  }
+  LS_ASSIGN_OR_RETURN(v1::Settlement s, billing::ComputeSettlement(open, currency));
+  const std::string id = absl::StrFormat("%s-%s-%d", r.period(), absl::AsciiStrToLower(currency), Ms(now));
+  s.set_name("settlements/" + id);
+  s.set_state(v1::Settlement::COMPUTED);
+  s.set_period(r.period());
+  LS_ASSIGN_OR_RETURN(TimeRange range, PeriodRange(r.period(), zone_));
+  *s.mutable_period_interval() = ToInterval(range);
+  s.set_currency_code(currency);
+  for (const auto& i : invoices) s.add_invoices(i);
+  s.set_computed_by(ActorName(p));
+  *s.mutable_create_time() = ToProto(now);
+  *s.mutable_update_time() = ToProto(now);
+  LedgerStep step;
+  step.idempotency_key = idem;
+  step.fingerprint = fingerprint;
+  step.response = SerializeDeterministic(s);
+  const std::string key = keys::Doc("settlement", id);
+  step.version_checks.push_back({key, 0});
+  step.puts.push_back({key, s.SerializeAsString(), 1});
+  step.index_adds.push_back({keys::Index("settlement"), absl::StrCat(r.period(), "|", keys::IndexMember(Ms(now), id))});
+  v1::BillingEvent e = NewEvent(p, now, r.request_id());
+  *e.mutable_settlement_computed()->mutable_settlement() = s;
+  step.events.push_back(e.SerializeAsString());
+  LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+  switch (result.kind) {
+    case StepResult::Kind::kApplied: return s;
+    case StepResult::Kind::kReplayed: return Parse<v1::Settlement>(result.response);
+    case StepResult::Kind::kRequestReused: return RequestIdReused();
+    default: return Conflict();
+  }
+}
+
+absl::StatusOr<v1::Settlement> BillingManager::GetSettlement(const Principal& p, const v1::GetSettlementRequest& r) {
+  if (!absl::StartsWith(r.name(), "settlements/")) {
+    return InvalidField("name", "must be settlements/{settlement}", "INVALID_NAME");
+  }
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("settlement", IdOf(r.name()))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "SETTLEMENT_NOT_FOUND", r.name() + " does not exist");
+  LS_ASSIGN_OR_RETURN(v1::Settlement s, Parse<v1::Settlement>(doc->data));
+  if (SeesAll(p)) return s;
+  // Reduced to what involves the caller's organisation.
+  const std::string own = ActorOrganization(p);
+  v1::Settlement mine = s;
+  mine.clear_positions();
+  mine.clear_pair_balances();
+  mine.clear_transfers();
+  for (const auto& x : s.positions()) {
+    if (x.organization() == own) *mine.add_positions() = x;
+  }
+  for (const auto& x : s.pair_balances()) {
+    if (x.debtor_organization() == own || x.creditor_organization() == own) *mine.add_pair_balances() = x;
+  }
+  for (const auto& x : s.transfers()) {
+    if (x.from_organization() == own || x.to_organization() == own) *mine.add_transfers() = x;
+  }
+  return mine;
+}
+
+}  // namespace labshare::billing

@@ -1,0 +1,619 @@
+#include "services/billing/billing_manager.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/auth.h"
+#include "common/error.h"
+#include "common/proto_util.h"
+#include "services/billing/billing_rules.h"
+
+namespace labshare::billing {
+namespace {
+
+namespace bk = labshare::booking::v1;
+using labshare::type::v1::SharingMode;
+
+constexpr int kAttempts = 8;
+constexpr char kDefaultCurrency[] = "CNY";
+
+int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
+std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+
+// FNV-1a 64: stable ids and etags derived from content.
+uint64_t Fnv(absl::string_view s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+std::string Hex(uint64_t v) { return absl::StrFormat("%016x", v); }
+
+bool SeesAll(const Principal& p) { return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}); }
+
+absl::Status OrgScope(absl::string_view what) {
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   absl::StrCat("you may see only your own organisation's ", what));
+}
+
+bool Involves(const Principal& p, const v1::Charge& c) {
+  const std::string org = ActorOrganization(p);
+  if (org.empty()) return false;
+  if (c.payer_organization() == org || c.owner_organization() == org) return true;
+  for (const auto& s : c.splits()) {
+    if (s.organization() == org) return true;
+  }
+  return false;
+}
+
+template <typename T>
+absl::StatusOr<T> Parse(const std::string& bytes) {
+  T out;
+  if (!out.ParseFromString(bytes)) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored document is unreadable");
+  }
+  return out;
+}
+
+// "<account>|<counterparty>|<currency>"
+std::string BalanceField(const v1::Entry& e) {
+  const auto& m = e.debit().amount_minor() != 0 ? e.debit() : e.credit();
+  return absl::StrCat(e.account(), "|", e.counterparty(), "|", m.currency_code());
+}
+int64_t Signed(const v1::Entry& e) { return e.debit().amount_minor() - e.credit().amount_minor(); }
+std::string EntryCurrency(const v1::Entry& e) {
+  return e.debit().amount_minor() != 0 ? e.debit().currency_code() : e.credit().currency_code();
+}
+
+struct AccountLine {
+  int64_t ms = 0;
+  std::string posting, counterparty, currency;
+  int64_t amount = 0;  // debit minus credit
+};
+std::optional<AccountLine> ParseAccountLine(const std::string& s) {
+  std::vector<std::string> f = absl::StrSplit(s, '|');
+  AccountLine l;
+  if (f.size() != 5 || !absl::SimpleAtoi(f[0], &l.ms) || !absl::SimpleAtoi(f[4], &l.amount)) return std::nullopt;
+  l.posting = f[1];
+  l.counterparty = f[2];
+  l.currency = f[3];
+  return l;
+}
+
+// The owner's figures from a charge, for usage (billing_events.proto).
+v1::IncomeFigures IncomeOf(const v1::Charge& c, absl::Time now) {
+  v1::IncomeFigures f;
+  const std::string currency = c.amount().currency_code();
+  f.set_owner_organization(c.owner_organization());
+  f.set_instrument(c.instrument());
+  f.set_mode(c.mode());
+  f.set_fee_kind(c.fee_kind());
+  f.set_charge(c.name());
+  *f.mutable_effective_time() = ToProto(now);
+  *f.mutable_service_interval() = c.service_interval();
+  f.set_currency_code(currency);
+  const bool deposit = c.fee_kind() == v1::DEPOSIT;
+  const bool damage = c.fee_kind() == v1::DAMAGE;
+  const bool internal = c.payer_organization() == c.owner_organization() && c.splits().empty();
+  int64_t income = 0, subsidised = 0, in_kind = 0;
+  std::map<std::string, int64_t> subsidy_by_org;
+  for (const auto& l : c.subsidy_lines()) subsidy_by_org[l.beneficiary_organization()] += l.amount().amount_minor();
+  auto share = [&](const std::string& org, int32_t bps, int64_t amount) {
+    auto* s = f.add_shares();
+    s->set_payer_organization(org);
+    s->set_share_bps(bps);
+    *s->mutable_service_income() = MakeMoney(currency, amount);
+    *s->mutable_subsidised() = MakeMoney(currency, subsidy_by_org[org]);
+    income += amount;
+    subsidised += subsidy_by_org[org];
+  };
+  if (!deposit && !damage && !internal) {
+    if (c.splits().empty()) {
+      share(c.payer_organization(), 10000, c.amount().amount_minor());
+    } else {
+      for (const auto& sp : c.splits()) {
+        if (sp.in_kind()) {
+          in_kind += sp.amount().amount_minor();
+        } else {
+          share(sp.organization(), sp.share_bps(), sp.amount().amount_minor());
+        }
+      }
+    }
+  }
+  *f.mutable_service_income() = MakeMoney(currency, income);
+  *f.mutable_subsidised() = MakeMoney(currency, subsidised);
+  *f.mutable_in_kind() = MakeMoney(currency, in_kind);
+  *f.mutable_internal_use() = MakeMoney(currency, internal && !deposit && !damage ? c.amount().amount_minor() : 0);
+  *f.mutable_compensation() = MakeMoney(currency, damage ? c.amount().amount_minor() : 0);
+  return f;
+}
+
+}  // namespace
+
+BillingManager::BillingManager(BillingStore* store, InventoryReader* inventory, const Clock* clock,
+                               absl::TimeZone zone)
+    : store_(store), inventory_(inventory), clock_(clock), zone_(zone) {}
+
+// ================================================================ consuming booking events
+
+absl::StatusOr<v1::AppliedRate> BillingManager::RateFor(const std::string& instrument, SharingMode mode,
+                                                        const std::string& payer, absl::Time at,
+                                                        const std::string& tier, const std::string& service_entry) {
+  inv::LookupRateRequest r;
+  r.set_instrument(instrument);
+  r.set_mode(mode);
+  r.set_payer_organization(payer);
+  *r.mutable_time() = ToProto(at);
+  r.set_service_entry_id(service_entry);
+  LS_ASSIGN_OR_RETURN(inv::LookupRateResponse rate, inventory_->LookupRate(r));
+  return AppliedRateFromLine(rate.rate(), tier);
+}
+
+absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEvent& e) {
+  Priced out;
+  const bk::Booking* booking = nullptr;
+  if (e.has_booking_checked_out()) booking = &e.booking_checked_out().booking();
+  if (e.has_booking_missed()) booking = &e.booking_missed().booking();
+  if (e.has_booking_cancelled() && !e.booking_cancelled().cancelled_by_outage()) booking = &e.booking_cancelled().booking();
+  if (booking != nullptr) {
+    if (ChargeForBooking(*booking) == BookingCharge::kNone) return out;
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(booking->instrument()));
+    const inv::SlotRules* rules = nullptr;
+    for (const auto& m : instrument.modes()) {
+      if (m.mode() == booking->mode()) rules = &m.slot_rules();
+    }
+    if (rules == nullptr) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
+                       booking->instrument() + " no longer offers the booking's mode");
+    }
+    LS_ASSIGN_OR_RETURN(BillingPolicy policy, PolicyFromSlotRules(*rules));
+    LS_ASSIGN_OR_RETURN(v1::AppliedRate rate,
+                        RateFor(booking->instrument(), booking->mode(), booking->payer_organization(),
+                                FromProto(booking->reserved_interval().start_time()), booking->payer_tier(), ""));
+    LS_ASSIGN_OR_RETURN(auto charge, PriceBooking(*booking, rate, policy));
+    if (charge) {
+      charge->set_instrument_category(instrument.category());
+      out.charges.push_back(*std::move(charge));
+    }
+    return out;
+  }
+  if (e.has_lease_handed_over()) {
+    const bk::Lease& lease = e.lease_handed_over().lease();
+    LS_ASSIGN_OR_RETURN(auto deposit, PriceDeposit(lease));
+    if (!deposit) return out;
+    out.charges.push_back(*std::move(deposit));
+    v1::Deposit d;
+    d.set_name("deposits/" + IdOf(lease.name()));
+    d.set_state(v1::Deposit::HELD);
+    d.set_lease(lease.name());
+    d.set_instrument(lease.instrument());
+    d.set_owner_organization(out.charges[0].owner_organization());
+    d.set_lessee_organization(lease.lessee_organization());
+    *d.mutable_amount() = out.charges[0].amount();
+    *d.mutable_held_amount() = out.charges[0].amount();
+    out.deposit = std::move(d);
+    return out;
+  }
+  if (e.has_lease_returned()) {
+    const bk::Lease& lease = e.lease_returned().lease();
+    LS_ASSIGN_OR_RETURN(auto periods, LeasePeriods(lease, absl::InfiniteFuture(), zone_));
+    for (const auto& period : periods) {
+      LS_ASSIGN_OR_RETURN(v1::Charge c, PriceLeasePeriod(lease, period, zone_));
+      out.charges.push_back(std::move(c));
+    }
+    return out;
+  }
+  if (e.has_lease_closed()) {
+    const bk::Lease& lease = e.lease_closed().lease();
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("deposit", IdOf(lease.name()))));
+    if (!doc) return out;  // no deposit was held
+    LS_ASSIGN_OR_RETURN(v1::Deposit d, Parse<v1::Deposit>(doc->data));
+    LS_ASSIGN_OR_RETURN(DepositSettlement settled, LeaseDepositSettlement(lease));
+    const std::string owner = d.owner_organization(), lessee = d.lessee_organization();
+    auto posting = [&](v1::PostingKind kind, std::vector<v1::Entry> entries, const std::string& what) {
+      v1::Posting p;
+      p.set_kind(kind);
+      p.set_deposit(d.name());
+      p.set_description(what);
+      for (auto& en : entries) *p.add_entries() = std::move(en);
+      out.postings.push_back(std::move(p));
+    };
+    if (settled.released.amount_minor() > 0) {
+      LS_ASSIGN_OR_RETURN(auto entries, DepositReleaseEntries(owner, lessee, settled.released));
+      posting(v1::DEPOSIT_RELEASE, std::move(entries), "deposit released to " + lessee);
+    }
+    if (settled.applied.amount_minor() > 0) {
+      LS_ASSIGN_OR_RETURN(auto entries, DepositApplicationEntries(owner, lessee, settled.applied));
+      posting(v1::DEPOSIT_APPLICATION, std::move(entries), "deposit applied to damage");
+    }
+    LS_ASSIGN_OR_RETURN(auto damage, PriceDamage(lease));
+    if (damage) out.charges.push_back(*std::move(damage));
+    d.set_state(settled.applied.amount_minor() > 0 ? v1::Deposit::APPLIED : v1::Deposit::RELEASED);
+    *d.mutable_applied_amount() = settled.applied;
+    *d.mutable_released_amount() = settled.released;
+    if (lease.has_return_record()) {
+      *d.mutable_assessed_damage() = lease.return_record().damage_amount();
+      d.set_damage_note(lease.return_record().damage_notes());
+    }
+    out.deposit = std::move(d);
+    out.deposit_version = doc->version;
+    return out;
+  }
+  const bk::ServiceOrder* order = nullptr;
+  if (e.has_service_order_report_accepted()) order = &e.service_order_report_accepted().service_order();
+  if (order != nullptr) {
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(order->instrument()));
+    v1::ChargeUnit unit = v1::UNIT_SAMPLE;
+    for (const auto& entry : instrument.service_catalogue()) {
+      if (entry.entry_id() == order->service_entry_id()) unit = ChargeUnitOf(entry.unit());
+    }
+    LS_ASSIGN_OR_RETURN(auto charges, PriceServiceOrder(*order, unit, zone_));
+    for (auto& c : charges) {
+      c.set_instrument_category(instrument.category());
+      out.charges.push_back(std::move(c));
+    }
+    return out;
+  }
+  if (e.has_service_order_cancelled() && e.service_order_cancelled().late_cancellation()) {
+    const bk::ServiceOrder& o = e.service_order_cancelled().service_order();
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(o.instrument()));
+    int32_t bps = 0;
+    for (const auto& m : instrument.modes()) {
+      if (m.mode() == labshare::type::v1::TECHNICAL_SERVICE) bps = m.slot_rules().late_cancel_fee_bps();
+    }
+    if (bps == 0 || !o.has_quote()) return out;
+    LS_ASSIGN_OR_RETURN(v1::Charge c, PriceServiceOrderCancellation(o, bps));
+    c.set_instrument_category(instrument.category());
+    out.charges.push_back(std::move(c));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::SubsidyPool>> BillingManager::LoadPools() const {
+  LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Index("pool"), "", 100000));
+  std::vector<std::string> k;
+  for (const auto& m : members) k.push_back(keys::Doc("pool", m.substr(m.find('|') + 1)));
+  LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(k));
+  std::vector<v1::SubsidyPool> out;
+  for (const auto& d : docs) {
+    if (!d) continue;
+    LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(d->data));
+    out.push_back(std::move(pool));
+  }
+  return out;
+}
+
+void BillingManager::AddPosting(LedgerStep& step, const v1::Posting& posting, absl::Time now) {
+  const std::string id = IdOf(posting.name());
+  step.puts.push_back({keys::Doc("posting", id), posting.SerializeAsString(), 1});
+  step.version_checks.push_back({keys::Doc("posting", id), 0});
+  step.index_adds.push_back({keys::Index("posting"), keys::IndexMember(Ms(now), id)});
+  for (const auto& e : posting.entries()) {
+    step.incrs.push_back({keys::Balances(), BalanceField(e), Signed(e)});
+    step.appends.push_back({keys::Account(e.account()), absl::StrCat(Ms(now), "|", id, "|", e.counterparty(), "|",
+                                                                     EntryCurrency(e), "|", Signed(e))});
+  }
+}
+
+absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id,
+                                        absl::Time now) {
+  const std::string id = "c" + Hex(Fnv(event_id + "|" + charge.source_key()));
+  charge.set_name("charges/" + id);
+  charge.set_state(v1::Charge::POSTED);
+  charge.set_source_event_id(event_id);
+  charge.set_source_event_type("labshare.booking.v1.BookingEvent");
+  *charge.mutable_create_time() = ToProto(now);
+  *charge.mutable_update_time() = ToProto(now);
+
+  // Subsidies, from the pools' balances and caps as they are now; the step
+  // checks they have not moved.
+  std::vector<SubsidyBeneficiary> beneficiaries = BeneficiariesOf(charge);
+  std::vector<v1::SubsidyLine> lines;
+  if (!beneficiaries.empty() && FeeKindSubsidisable(charge.fee_kind())) {
+    for (auto& b : beneficiaries) {
+      LS_ASSIGN_OR_RETURN(inv::Organization org, inventory_->GetOrganization(b.organization));
+      b.size_class = static_cast<v1::SizeClass>(org.size_class());
+    }
+    LS_ASSIGN_OR_RETURN(auto pools, LoadPools());
+    std::vector<PoolFunds> funds;
+    for (auto& pool : pools) {
+      PoolFunds f;
+      const std::string funds_field = absl::StrCat(AccountName(pool.name(), v1::POOL_FUNDS), "||", pool.currency_code());
+      LS_ASSIGN_OR_RETURN(auto bal, store_->Counters(keys::Balances(), {funds_field}));
+      f.balance = -bal[0];
+      step.field_checks.push_back({keys::Balances(), funds_field, std::to_string(bal[0])});
+      if (pool.has_cap_per_organization() && pool.cap_period_kind() != v1::PERIOD_KIND_UNSPECIFIED) {
+        LS_ASSIGN_OR_RETURN(TimeRange cap, CapPeriodRange(pool.cap_period_kind(), now, zone_));
+        for (const auto& b : beneficiaries) {
+          const std::string field = absl::StrCat(b.organization, "|", Ms(cap.start));
+          LS_ASSIGN_OR_RETURN(auto used, store_->Counters(keys::Cap(IdOf(pool.name())), {field}));
+          f.cap_used[b.organization] = used[0];
+          step.field_checks.push_back({keys::Cap(IdOf(pool.name())), field, std::to_string(used[0])});
+        }
+      }
+      f.pool = std::move(pool);
+      funds.push_back(std::move(f));
+    }
+    SubsidyCharge sc;
+    sc.owner_organization = charge.owner_organization();
+    sc.mode = charge.mode();
+    sc.instrument_category = charge.instrument_category();
+    sc.fee_kind = charge.fee_kind();
+    sc.currency_code = charge.amount().currency_code();
+    sc.posting_time = now;
+    LS_ASSIGN_OR_RETURN(lines, ApplySubsidies(sc, beneficiaries, funds, zone_));
+  }
+  for (auto& l : lines) *charge.add_subsidy_lines() = l;
+  LS_RETURN_IF_ERROR(FillChargeTotals(charge));
+
+  LS_ASSIGN_OR_RETURN(auto entries, ChargePostingEntries(charge));
+  std::optional<v1::Posting> charge_posting;
+  if (!entries.empty()) {
+    v1::Posting posting;
+    posting.set_name("postings/" + id);
+    posting.set_kind(v1::CHARGE);
+    posting.set_currency_code(charge.amount().currency_code());
+    posting.set_description(charge.description());
+    posting.set_charge(charge.name());
+    posting.set_source_event_id(event_id);
+    posting.set_actor("services/billing");
+    *posting.mutable_create_time() = ToProto(now);
+    for (auto& e : entries) *posting.add_entries() = std::move(e);
+    LS_RETURN_IF_ERROR(CheckBalanced({posting.entries().begin(), posting.entries().end()}));
+    charge.set_posting(posting.name());
+    AddPosting(step, posting, now);
+    charge_posting = std::move(posting);
+  }
+  const size_t charge_event_at = step.events.size();
+  for (int i = 0; i < charge.subsidy_lines_size(); ++i) {
+    v1::SubsidyLine& line = *charge.mutable_subsidy_lines(i);
+    LS_ASSIGN_OR_RETURN(auto sub, SubsidyLineEntries(line, charge));
+    v1::Posting posting;
+    posting.set_name(absl::StrCat("postings/", id, "-s", i + 1));
+    posting.set_kind(v1::SUBSIDY);
+    posting.set_currency_code(charge.amount().currency_code());
+    posting.set_description("subsidy of " + charge.name());
+    posting.set_charge(charge.name());
+    posting.set_subsidy_pool(line.subsidy_pool());
+    posting.set_source_event_id(event_id);
+    posting.set_actor("services/billing");
+    *posting.mutable_create_time() = ToProto(now);
+    for (auto& e : sub) *posting.add_entries() = std::move(e);
+    LS_RETURN_IF_ERROR(CheckBalanced({posting.entries().begin(), posting.entries().end()}));
+    line.set_posting(posting.name());
+    charge.add_subsidy_postings(posting.name());
+    AddPosting(step, posting, now);
+    if (line.has_cap_period()) {
+      step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
+                            absl::StrCat(line.beneficiary_organization(), "|",
+                                         Ms(FromProto(line.cap_period().start_time()))),
+                            line.amount().amount_minor()});
+    }
+    v1::BillingEvent ev;
+    ev.mutable_header()->set_event_id(NewEventId());
+    *ev.mutable_header()->mutable_event_time() = ToProto(now);
+    ev.mutable_header()->set_actor("services/billing");
+    auto* applied = ev.mutable_subsidy_applied();
+    applied->set_charge(charge.name());
+    *applied->mutable_line() = line;
+    applied->set_owner_organization(charge.owner_organization());
+    applied->set_instrument(charge.instrument());
+    applied->set_mode(charge.mode());
+    applied->set_fee_kind(charge.fee_kind());
+    *applied->mutable_posting() = posting;
+    step.events.push_back(ev.SerializeAsString());
+  }
+  step.version_checks.push_back({keys::Doc("charge", id), 0});
+  step.puts.push_back({keys::Doc("charge", id), charge.SerializeAsString(), 1});
+  step.index_adds.push_back({keys::Index("charge"), keys::IndexMember(Ms(now), id)});
+  // ChargePosted first, carrying the charge as stored (links included).
+  v1::BillingEvent ev;
+  ev.mutable_header()->set_event_id(NewEventId());
+  *ev.mutable_header()->mutable_event_time() = ToProto(now);
+  ev.mutable_header()->set_actor("services/billing");
+  auto* posted = ev.mutable_charge_posted();
+  *posted->mutable_charge() = charge;
+  if (charge_posting) *posted->mutable_posting() = *charge_posting;
+  *posted->mutable_income() = IncomeOf(charge, now);
+  step.events.insert(step.events.begin() + static_cast<std::ptrdiff_t>(charge_event_at), ev.SerializeAsString());
+  return absl::OkStatus();
+}
+
+absl::Status BillingManager::ApplyBookingEvent(const StreamEvent& event) {
+  if (event.type != "labshare.booking.v1.BookingEvent") return absl::OkStatus();
+  bk::BookingEvent e;
+  if (!e.ParseFromString(event.payload)) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_EVENT", "unreadable booking event " + event.stream_id);
+  }
+  const std::string& event_id = e.header().event_id();
+  if (event_id.empty()) return absl::OkStatus();
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    LS_ASSIGN_OR_RETURN(bool done, store_->EventApplied(event_id));
+    if (done) return absl::OkStatus();
+    LS_ASSIGN_OR_RETURN(Priced priced, Price(e));
+    if (priced.charges.empty() && priced.postings.empty() && !priced.deposit) return absl::OkStatus();
+    const absl::Time now = clock_->Now();
+    LedgerStep step;
+    step.applied_event_id = event_id;
+    step.applied_stream_id = event.stream_id;
+    for (auto& c : priced.charges) LS_RETURN_IF_ERROR(PostCharge(step, c, event_id, now));
+    for (size_t i = 0; i < priced.postings.size(); ++i) {
+      v1::Posting& p = priced.postings[i];
+      p.set_name(absl::StrCat("postings/p", Hex(Fnv(event_id + "|posting")), "-", i + 1));
+      p.set_currency_code(EntryCurrency(p.entries(0)));
+      p.set_source_event_id(event_id);
+      p.set_actor("services/billing");
+      *p.mutable_create_time() = ToProto(now);
+      LS_RETURN_IF_ERROR(CheckBalanced({p.entries().begin(), p.entries().end()}));
+      AddPosting(step, p, now);
+    }
+    if (priced.deposit) {
+      v1::Deposit& d = *priced.deposit;
+      for (const auto& c : priced.charges) {
+        if (c.fee_kind() == v1::DEPOSIT) {
+          d.set_hold_charge(c.name());
+          d.add_postings(c.posting());
+          *d.mutable_hold_time() = ToProto(now);
+        }
+        if (c.fee_kind() == v1::DAMAGE) d.set_excess_damage_charge(c.name());
+      }
+      for (const auto& p : priced.postings) d.add_postings(p.name());
+      if (priced.deposit_version > 0) *d.mutable_settle_time() = ToProto(now);
+      if (priced.deposit_version == 0) *d.mutable_create_time() = ToProto(now);
+      *d.mutable_update_time() = ToProto(now);
+      const std::string key = keys::Doc("deposit", IdOf(d.name()));
+      step.version_checks.push_back({key, priced.deposit_version});
+      step.puts.push_back({key, d.SerializeAsString(), priced.deposit_version + 1});
+      step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
+    }
+    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+    if (result.kind != StepResult::Kind::kStale) return absl::OkStatus();
+  }
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "subsidy pools kept changing while posting " + event_id + "; will retry");
+}
+
+// ================================================================ charges, postings, balances
+
+absl::StatusOr<v1::Charge> BillingManager::GetCharge(const Principal& p, const v1::GetChargeRequest& r) {
+  if (!absl::StartsWith(r.name(), "charges/") || r.name().size() <= 8) {
+    return InvalidField("name", "must be charges/{charge}", "INVALID_NAME");
+  }
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("charge", IdOf(r.name()))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "CHARGE_NOT_FOUND", r.name() + " does not exist");
+  LS_ASSIGN_OR_RETURN(v1::Charge c, Parse<v1::Charge>(doc->data));
+  if (!SeesAll(p) && !Involves(p, c)) return OrgScope("charges");
+  return c;
+}
+
+absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Principal& p,
+                                                                   const v1::ListChargesRequest& r) {
+  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  const std::string own = ActorOrganization(p);
+  if (!SeesAll(p)) {
+    for (const std::string* org : {&r.payer_organization(), &r.owner_organization()}) {
+      if (!org->empty() && *org != own) return OrgScope("charges");
+    }
+  }
+  if (r.has_interval() && FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
+    return InvalidField("interval", "needs start_time before end_time");
+  }
+  v1::ListChargesResponse out;
+  std::string after = page.after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Index("charge"), after, 500));
+    std::vector<std::string> k;
+    for (const auto& m : members) k.push_back(keys::Doc("charge", m.substr(m.find('|') + 1)));
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(k));
+    for (size_t i = 0; i < members.size(); ++i) {
+      after = members[i];
+      if (!docs[i]) continue;
+      LS_ASSIGN_OR_RETURN(v1::Charge c, Parse<v1::Charge>(docs[i]->data));
+      if (!SeesAll(p) && !Involves(p, c)) continue;
+      if (!r.payer_organization().empty() && c.payer_organization() != r.payer_organization()) continue;
+      if (!r.owner_organization().empty() && c.owner_organization() != r.owner_organization()) continue;
+      if (!r.instrument().empty() && c.instrument() != r.instrument()) continue;
+      if (r.mode() != 0 && c.mode() != r.mode()) continue;
+      if (r.fee_kind() != 0 && c.fee_kind() != r.fee_kind()) continue;
+      if (r.state() != 0 && c.state() != r.state()) continue;
+      if (!r.source_event_id().empty() && c.source_event_id() != r.source_event_id()) continue;
+      if (!r.reference().empty() && c.booking() != r.reference() && c.lease() != r.reference() &&
+          c.service_order() != r.reference() && c.project() != r.reference()) {
+        continue;
+      }
+      if (r.has_interval()) {
+        const absl::Time t = FromProto(c.create_time());
+        if (t < FromProto(r.interval().start_time()) || t >= FromProto(r.interval().end_time())) continue;
+      }
+      *out.add_charges() = std::move(c);
+      if (out.charges_size() == page.page_size) {
+        if (i + 1 < members.size() || members.size() == 500) out.set_next_page_token(MakePageToken(r, after));
+        return out;
+      }
+    }
+    if (members.size() < 500) break;
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Posting> BillingManager::GetPosting(const Principal& p, const v1::GetPostingRequest& r) {
+  if (!absl::StartsWith(r.name(), "postings/") || r.name().size() <= 9) {
+    return InvalidField("name", "must be postings/{posting}", "INVALID_NAME");
+  }
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", IdOf(r.name()))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "POSTING_NOT_FOUND", r.name() + " does not exist");
+  LS_ASSIGN_OR_RETURN(v1::Posting posting, Parse<v1::Posting>(doc->data));
+  if (SeesAll(p)) return posting;
+  const std::string own = ActorOrganization(p);
+  v1::Posting mine = posting;
+  mine.clear_entries();
+  for (const auto& e : posting.entries()) {
+    if (!own.empty() && absl::StartsWith(e.account(), own + "/")) *mine.add_entries() = e;
+  }
+  if (mine.entries().empty()) return OrgScope("postings");
+  return mine;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> BillingManager::AllBalances() const {
+  LS_ASSIGN_OR_RETURN(auto all, store_->HashAll(keys::Balances()));
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (auto& [field, value] : all) {
+    int64_t v = 0;
+    absl::SimpleAtoi(value, &v);
+    out.emplace_back(field, v);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Principal& p,
+                                                                     const v1::GetAccountBalanceRequest& r) {
+  LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(r.name()));
+  if (!SeesAll(p) && ref.owner != ActorOrganization(p)) return OrgScope("accounts");
+  const absl::Time now = clock_->Now();
+  const absl::Time as_of = r.has_as_of_time() ? FromProto(r.as_of_time()) : now;
+  if (as_of > now) return InvalidField("as_of_time", "must not be in the future");
+  const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
+  LS_ASSIGN_OR_RETURN(auto lines, store_->List(keys::Account(r.name())));
+  int64_t debit = 0, credit = 0;
+  for (const auto& s : lines) {
+    auto l = ParseAccountLine(s);
+    if (!l || l->ms >= Ms(as_of) || l->currency != currency) continue;
+    if (!r.counterparty().empty() && l->counterparty != r.counterparty()) continue;
+    (l->amount > 0 ? debit : credit) += std::abs(l->amount);
+  }
+  v1::AccountBalance out;
+  out.set_account(r.name());
+  out.set_owner(ref.owner);
+  out.set_kind(ref.kind);
+  out.set_normal_side(NormalSideOf(ref.kind));
+  out.set_counterparty(r.counterparty());
+  out.set_currency_code(currency);
+  *out.mutable_debit_total() = MakeMoney(currency, debit);
+  *out.mutable_credit_total() = MakeMoney(currency, credit);
+  *out.mutable_balance() = MakeMoney(currency, out.normal_side() == v1::DEBIT ? debit - credit : credit - debit);
+  *out.mutable_as_of_time() = ToProto(as_of);
+  return out;
+}
+
+absl::StatusOr<v1::Deposit> BillingManager::GetDeposit(const Principal& p, const v1::GetDepositRequest& r) {
+  if (!absl::StartsWith(r.name(), "deposits/") || r.name().size() <= 9) {
+    return InvalidField("name", "must be deposits/{deposit}", "INVALID_NAME");
+  }
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("deposit", IdOf(r.name()))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "DEPOSIT_NOT_FOUND", r.name() + " does not exist");
+  LS_ASSIGN_OR_RETURN(v1::Deposit d, Parse<v1::Deposit>(doc->data));
+  const std::string own = ActorOrganization(p);
+  if (!SeesAll(p) && own != d.owner_organization() && own != d.lessee_organization()) return OrgScope("deposits");
+  return d;
+}
+
+}  // namespace labshare::billing

@@ -1,0 +1,99 @@
+// The billing use cases: booking events turned into charges exactly once,
+// subsidy pools, the ledger's balances, invoices and settlement. Prices and
+// postings come from billing_rules (pure); this class reads and writes the
+// store and inventory.
+#ifndef LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
+#define LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/events.h"
+#include "common/token.h"
+#include "labshare/billing/v1/billing.grpc.pb.h"
+#include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "services/billing/billing_store.h"
+
+namespace labshare::billing {
+
+namespace v1 = labshare::billing::v1;
+namespace inv = labshare::inventory::v1;
+
+// What billing reads from inventory.
+class InventoryReader {
+ public:
+  virtual ~InventoryReader() = default;
+  virtual absl::StatusOr<inv::LookupRateResponse> LookupRate(const inv::LookupRateRequest& r) = 0;
+  virtual absl::StatusOr<inv::Instrument> GetInstrument(const std::string& name) = 0;
+  virtual absl::StatusOr<inv::Organization> GetOrganization(const std::string& name) = 0;
+};
+
+class BillingManager {
+ public:
+  // All pointers must outlive the manager. `zone`: the consortium time zone
+  // of billing periods.
+  BillingManager(BillingStore* store, InventoryReader* inventory, const Clock* clock,
+                 absl::TimeZone zone);
+
+  // Applies one entry of a booking outbox exactly once (keyed by the
+  // event's id, in the same atomic step as its charges and postings).
+  // Events that bill nothing are acknowledged without a step.
+  absl::Status ApplyBookingEvent(const StreamEvent& event);
+
+  absl::StatusOr<v1::Charge> GetCharge(const Principal& p, const v1::GetChargeRequest& r);
+  absl::StatusOr<v1::ListChargesResponse> ListCharges(const Principal& p, const v1::ListChargesRequest& r);
+  absl::StatusOr<v1::Posting> GetPosting(const Principal& p, const v1::GetPostingRequest& r);
+  absl::StatusOr<v1::AccountBalance> GetAccountBalance(const Principal& p, const v1::GetAccountBalanceRequest& r);
+  absl::StatusOr<v1::Deposit> GetDeposit(const Principal& p, const v1::GetDepositRequest& r);
+
+  absl::StatusOr<v1::SubsidyPool> CreateSubsidyPool(const Principal& p, const v1::CreateSubsidyPoolRequest& r);
+  absl::StatusOr<v1::SubsidyPool> GetSubsidyPool(const Principal& p, const v1::GetSubsidyPoolRequest& r);
+  absl::StatusOr<v1::ListSubsidyPoolsResponse> ListSubsidyPools(const Principal& p,
+                                                                const v1::ListSubsidyPoolsRequest& r);
+  absl::StatusOr<v1::SubsidyPool> TopUpSubsidyPool(const Principal& p, const v1::TopUpSubsidyPoolRequest& r);
+
+  absl::StatusOr<v1::Invoice> PreviewInvoice(const Principal& p, const v1::PreviewInvoiceRequest& r);
+  absl::StatusOr<v1::Invoice> IssueInvoice(const Principal& p, const v1::IssueInvoiceRequest& r);
+  absl::StatusOr<v1::Invoice> GetInvoice(const Principal& p, const v1::GetInvoiceRequest& r);
+  absl::StatusOr<v1::Settlement> ComputeSettlement(const Principal& p, const v1::ComputeSettlementRequest& r);
+  absl::StatusOr<v1::Settlement> GetSettlement(const Principal& p, const v1::GetSettlementRequest& r);
+
+  // Every account's balance (debit minus credit, per counterparty).
+  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> AllBalances() const;
+
+ private:
+  struct Priced {
+    std::vector<v1::Charge> charges;
+    // Postings that are not charges (deposit release and application).
+    std::vector<v1::Posting> postings;
+    std::optional<v1::Deposit> deposit;
+    int64_t deposit_version = 0;
+  };
+  absl::StatusOr<Priced> Price(const labshare::booking::v1::BookingEvent& e);
+  absl::StatusOr<v1::AppliedRate> RateFor(const std::string& instrument, labshare::type::v1::SharingMode mode,
+                                          const std::string& payer, absl::Time at, const std::string& tier,
+                                          const std::string& service_entry);
+  // Adds the subsidy lines, totals and postings of one charge to the step.
+  absl::Status PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id, absl::Time now);
+  void AddPosting(LedgerStep& step, const v1::Posting& posting, absl::Time now);
+  absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools() const;
+  absl::StatusOr<int64_t> Balance(const std::string& account, const std::string& counterparty) const;
+  absl::StatusOr<v1::Invoice> Draft(const std::string& payer, const std::string& period,
+                                    const std::string& currency);
+  absl::StatusOr<std::vector<v1::Posting>> PostingsBetween(absl::Time from, absl::Time to) const;
+
+  BillingStore* store_;
+  InventoryReader* inventory_;
+  const Clock* clock_;
+  absl::TimeZone zone_;
+};
+
+}  // namespace labshare::billing
+
+#endif  // LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_

@@ -1,0 +1,53 @@
+// gRPC adapter of the billing service, its role policy (deny by default),
+// the inventory reader over gRPC and the booking-event handler. Methods not
+// built yet fall through to the generated base class (UNIMPLEMENTED).
+#ifndef LABSHARE_SERVICES_BILLING_BILLING_SERVICE_H_
+#define LABSHARE_SERVICES_BILLING_BILLING_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+
+#include "common/auth.h"
+#include "common/events.h"
+#include "common/service_identity.h"
+#include "labshare/billing/v1/billing.grpc.pb.h"
+#include "services/billing/billing_manager.h"
+
+namespace labshare::billing {
+
+MethodPolicy BillingPolicy();
+
+// Consumer group of billing on the booking outboxes.
+inline constexpr char kBookingEventsGroup[] = "billing";
+
+class BillingService final : public v1::BillingService::Service {
+ public:
+  BillingService(BillingManager* manager, const Authorizer* authorizer) : manager_(manager), auth_(authorizer) {}
+#define LABSHARE_BILLING_RPC(Method, Req, Resp) \
+  grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;
+#include "services/billing/billing_methods.inc"
+#undef LABSHARE_BILLING_RPC
+
+ private:
+  BillingManager* manager_;
+  const Authorizer* auth_;
+};
+
+// Reads inventory over gRPC with a service token.
+class GrpcInventoryReader final : public InventoryReader {
+ public:
+  GrpcInventoryReader(std::shared_ptr<grpc::Channel> channel, ServiceIdentity* identity)
+      : stub_(inv::InventoryService::NewStub(channel)), identity_(identity) {}
+  absl::StatusOr<inv::LookupRateResponse> LookupRate(const inv::LookupRateRequest& r) override;
+  absl::StatusOr<inv::Instrument> GetInstrument(const std::string& name) override;
+  absl::StatusOr<inv::Organization> GetOrganization(const std::string& name) override;
+
+ private:
+  std::unique_ptr<inv::InventoryService::Stub> stub_;
+  ServiceIdentity* identity_;
+};
+
+}  // namespace labshare::billing
+
+#endif  // LABSHARE_SERVICES_BILLING_BILLING_SERVICE_H_

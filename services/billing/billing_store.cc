@@ -1,0 +1,165 @@
+#include "services/billing/billing_store.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/error.h"
+
+namespace labshare::billing {
+namespace keys {
+
+std::string Applied() { return "{billing}:applied"; }
+std::string Doc(absl::string_view kind, absl::string_view id) { return absl::StrCat("{billing}:", kind, ":", id); }
+std::string Index(absl::string_view kind) { return absl::StrCat("{billing}:", kind, "s"); }
+std::string Balances() { return "{billing}:bal"; }
+std::string Account(absl::string_view account) { return absl::StrCat("{billing}:acct:", account); }
+std::string Cap(absl::string_view pool_id) { return absl::StrCat("{billing}:cap:", pool_id); }
+std::string Sequences() { return "{billing}:seq"; }
+std::string Invoiced() { return "{billing}:invoiced"; }
+std::string Idempotency(absl::string_view method, absl::string_view request_id) {
+  return absl::StrCat("{billing}:idem:", method, ":", request_id);
+}
+std::string Outbox() { return "{billing}:outbox"; }
+std::string IndexMember(int64_t ms, absl::string_view id) { return absl::StrFormat("%015d|%s", ms, id); }
+
+}  // namespace keys
+
+namespace {
+
+constexpr int64_t kIdempotencyTtlSeconds = 30 * 24 * 3600;
+
+// KEYS: 1 applied hash, 2 idem (or placeholder), 3 outbox, then one key per op.
+// ARGV: 1 event id ('' none), 2 stream id, 3 fingerprint ('' none),
+//       4 response, 5 ttl, 6 n ops, 7 n events,
+//       then per op (code, a, b), then the events.
+// Op codes: 'fld' field == value; 'ver' version == a; 'put' data a at
+// version b; 'inc' field a += b; 'hset' field a = b; 'zadd' member a;
+// 'push' value a.
+const RedisScript& StepScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'APPLIED'} end
+if ARGV[3] ~= '' then
+  local rec = redis.call('HMGET', KEYS[2], 'f', 'r')
+  if rec[1] then
+    if rec[1] == ARGV[3] then return {'REPLAY', rec[2]} end
+    return {'REUSED'}
+  end
+end
+local n = tonumber(ARGV[6])
+for i = 1, n do
+  local code, a, b, k = ARGV[8 + (i - 1) * 3], ARGV[9 + (i - 1) * 3], ARGV[10 + (i - 1) * 3], KEYS[3 + i]
+  if code == 'fld' then
+    if (redis.call('HGET', k, a) or '0') ~= b then return {'STALE', k .. ' ' .. a} end
+  elseif code == 'ver' then
+    if tonumber(redis.call('HGET', k, 'v') or '0') ~= tonumber(a) then return {'STALE', k} end
+  end
+end
+for i = 1, n do
+  local code, a, b, k = ARGV[8 + (i - 1) * 3], ARGV[9 + (i - 1) * 3], ARGV[10 + (i - 1) * 3], KEYS[3 + i]
+  if code == 'put' then
+    redis.call('HSET', k, 'd', a, 'v', b)
+  elseif code == 'inc' then
+    redis.call('HINCRBY', k, a, b)
+  elseif code == 'hset' then
+    redis.call('HSET', k, a, b)
+  elseif code == 'zadd' then
+    redis.call('ZADD', k, 0, a)
+  elseif code == 'push' then
+    redis.call('RPUSH', k, a)
+  end
+end
+local first = 8 + n * 3
+for i = first, first + tonumber(ARGV[7]) - 1 do
+  redis.call('XADD', KEYS[3], '*', 'type', 'labshare.billing.v1.BillingEvent', 'payload', ARGV[i])
+end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], 'f', ARGV[3], 'r', ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+return {'OK'}
+)lua");
+  return *s;
+}
+
+}  // namespace
+
+absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
+  std::vector<std::string> k = {keys::Applied(), s.idempotency_key.empty() ? keys::Applied() : s.idempotency_key,
+                                keys::Outbox()};
+  std::vector<std::string> ops;
+  auto op = [&](const std::string& key, const char* code, std::string a, std::string b) {
+    k.push_back(key);
+    ops.push_back(code);
+    ops.push_back(std::move(a));
+    ops.push_back(std::move(b));
+  };
+  for (const auto& c : s.field_checks) op(c.key, "fld", c.field, c.value);
+  for (const auto& c : s.version_checks) op(c.key, "ver", std::to_string(c.version), "");
+  for (const auto& p : s.puts) op(p.key, "put", p.data, std::to_string(p.version));
+  for (const auto& i : s.incrs) op(i.key, "inc", i.field, std::to_string(i.delta));
+  for (const auto& h : s.hash_sets) op(h.key, "hset", h.field, h.value);
+  for (const auto& z : s.index_adds) op(z.key, "zadd", z.member, "");
+  for (const auto& a : s.appends) op(a.key, "push", a.value, "");
+  std::vector<std::string> args = {s.applied_event_id,
+                                   s.applied_stream_id.empty() ? "1" : s.applied_stream_id,
+                                   s.idempotency_key.empty() ? "" : s.fingerprint,
+                                   s.response,
+                                   std::to_string(kIdempotencyTtlSeconds),
+                                   std::to_string(ops.size() / 3),
+                                   std::to_string(s.events.size())};
+  args.insert(args.end(), std::make_move_iterator(ops.begin()), std::make_move_iterator(ops.end()));
+  args.insert(args.end(), s.events.begin(), s.events.end());
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(StepScript(), k, args));
+  if (v.type != RedisValue::Type::kArray || v.elements.empty()) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  StepResult out;
+  const std::string& tag = v.elements[0].str;
+  if (tag == "OK") {
+    out.kind = StepResult::Kind::kApplied;
+  } else if (tag == "APPLIED") {
+    out.kind = StepResult::Kind::kAlreadyApplied;
+  } else if (tag == "REPLAY") {
+    out.kind = StepResult::Kind::kReplayed;
+    out.response = v.elements.size() > 1 ? v.elements[1].str : "";
+  } else if (tag == "REUSED") {
+    out.kind = StepResult::Kind::kRequestReused;
+  } else {
+    out.kind = StepResult::Kind::kStale;
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> BillingStore::Counters(const std::string& key,
+                                                            const std::vector<std::string>& fields) const {
+  std::vector<std::string> cmd = {"HMGET", key};
+  cmd.insert(cmd.end(), fields.begin(), fields.end());
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(cmd));
+  std::vector<int64_t> out(fields.size(), 0);
+  for (size_t i = 0; i < out.size() && i < v.elements.size(); ++i) {
+    if (!v.elements[i].is_nil()) absl::SimpleAtoi(v.elements[i].str, &out[i]);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> BillingStore::HashAll(const std::string& key) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HGETALL", key}));
+  std::vector<std::pair<std::string, std::string>> out;
+  for (size_t i = 0; i + 1 < v.elements.size(); i += 2) out.emplace_back(v.elements[i].str, v.elements[i + 1].str);
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> BillingStore::List(const std::string& key) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"LRANGE", key, "0", "-1"}));
+  std::vector<std::string> out;
+  for (auto& e : v.elements) out.push_back(std::move(e.str));
+  return out;
+}
+
+absl::StatusOr<bool> BillingStore::EventApplied(const std::string& event_id) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HEXISTS", keys::Applied(), event_id}));
+  return v.integer == 1;
+}
+
+}  // namespace labshare::billing

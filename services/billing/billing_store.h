@@ -1,0 +1,130 @@
+// Where billing keeps the ledger in Redis, and the one atomic step that
+// changes it.
+//
+// Everything is under the hash tag {billing}: the ledger must move money
+// between any two organisations atomically, so it is one slot (on Redis
+// Cluster, one shard; see README for scaling).
+//
+//   {billing}:applied              HASH booking event id -> stream id: events applied
+//   {billing}:charge:<id>          Charge document {d, v}
+//   {billing}:posting:<id>         Posting document
+//   {billing}:deposit:<id>         Deposit document (id: the lease id)
+//   {billing}:pool:<id>            SubsidyPool document
+//   {billing}:invoice:<id>         Invoice document; {billing}:invoiced HASH
+//                                  "<payer>|<period>|<currency>" -> invoice id
+//   {billing}:settlement:<id>      Settlement document
+//   {billing}:charges, :postings, :pools, :invoices, :settlements
+//                                  ZSET indexes ("<ms, 15 digits>|<id>", lex order)
+//   {billing}:bal                  HASH "<account>|<counterparty>" -> balance
+//                                  in minor units, debit minus credit
+//   {billing}:acct:<account>       LIST "<ms>|<posting id>|<counterparty>|<signed>"
+//                                  (postings are never back-dated: time order)
+//   {billing}:cap:<pool>           HASH "<org>|<cap period start ms>" -> granted
+//   {billing}:seq                  HASH invoice series -> last number
+//   {billing}:idem:<method>:<id>   idempotency record
+//   {billing}:outbox               STREAM of BillingEvent
+#ifndef LABSHARE_SERVICES_BILLING_BILLING_STORE_H_
+#define LABSHARE_SERVICES_BILLING_BILLING_STORE_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/doc_store.h"
+#include "common/redis.h"
+
+namespace labshare::billing {
+
+namespace keys {
+std::string Applied();
+std::string Doc(absl::string_view kind, absl::string_view id);  // "{billing}:<kind>:<id>"
+std::string Index(absl::string_view kind);                      // "{billing}:<kind>s"
+std::string Balances();
+std::string Account(absl::string_view account);
+std::string Cap(absl::string_view pool_id);
+std::string Sequences();
+std::string Invoiced();
+std::string Idempotency(absl::string_view method, absl::string_view request_id);
+std::string Outbox();
+std::string IndexMember(int64_t ms, absl::string_view id);
+}  // namespace keys
+
+// One atomic change of the ledger. Checks run first; if any fails nothing is
+// written. Then every write, in order.
+struct LedgerStep {
+  // Booking event applied once: when set and already in {billing}:applied,
+  // the step answers kAlreadyApplied and writes nothing.
+  std::string applied_event_id;
+  std::string applied_stream_id;
+  // Idempotent RPCs.
+  std::string idempotency_key;
+  std::string fingerprint;
+  std::string response;
+
+  // Checks.
+  struct FieldIs {  // HGET key field (absent: "0") == value
+    std::string key, field, value;
+  };
+  std::vector<FieldIs> field_checks;
+  struct VersionIs {  // a document's version (0: absent)
+    std::string key;
+    int64_t version = 0;
+  };
+  std::vector<VersionIs> version_checks;
+
+  // Writes.
+  struct Put {  // a document, at version + 1 of its check (or 1)
+    std::string key, data;
+    int64_t version = 1;
+  };
+  std::vector<Put> puts;
+  struct Incr {
+    std::string key, field;
+    int64_t delta = 0;
+  };
+  std::vector<Incr> incrs;
+  struct HashSet {
+    std::string key, field, value;
+  };
+  std::vector<HashSet> hash_sets;
+  struct IndexAdd {
+    std::string key, member;
+  };
+  std::vector<IndexAdd> index_adds;
+  struct Append {
+    std::string key, value;
+  };
+  std::vector<Append> appends;
+  std::vector<std::string> events;  // serialized BillingEvent, in order
+};
+
+struct StepResult {
+  enum class Kind { kApplied, kAlreadyApplied, kReplayed, kRequestReused, kStale };
+  Kind kind = Kind::kApplied;
+  std::string response;  // kReplayed
+};
+
+class BillingStore {
+ public:
+  explicit BillingStore(RedisPool* pool) : pool_(pool), docs_(pool) {}
+
+  absl::StatusOr<StepResult> Apply(const LedgerStep& step) const;
+
+  const DocStore& docs() const { return docs_; }
+  RedisPool* pool() const { return pool_; }
+  // Hash fields, absent as 0.
+  absl::StatusOr<std::vector<int64_t>> Counters(const std::string& key,
+                                                const std::vector<std::string>& fields) const;
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> HashAll(const std::string& key) const;
+  absl::StatusOr<std::vector<std::string>> List(const std::string& key) const;
+  absl::StatusOr<bool> EventApplied(const std::string& event_id) const;
+
+ private:
+  RedisPool* pool_;
+  DocStore docs_;
+};
+
+}  // namespace labshare::billing
+
+#endif  // LABSHARE_SERVICES_BILLING_BILLING_STORE_H_

@@ -586,7 +586,8 @@ absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Princ
   int64_t debit = 0, credit = 0;
   for (const auto& s : lines) {
     auto l = ParseAccountLine(s);
-    if (!l || l->ms >= Ms(as_of) || l->currency != currency) continue;
+    // Without as_of_time: everything posted so far (also at this instant).
+    if (!l || (r.has_as_of_time() && l->ms >= Ms(as_of)) || l->currency != currency) continue;
     if (!r.counterparty().empty() && l->counterparty != r.counterparty()) continue;
     (l->amount > 0 ? debit : credit) += std::abs(l->amount);
   }

@@ -1,0 +1,551 @@
+// Billing driven by real booking events: the booking fixture (inventory and
+// booking in process on a real Redis, fake clock) produces bookings, leases
+// and orders; billing consumes the booking outboxes with its consumer group
+// and is checked to the minor unit. After every test the ledger must balance:
+// debits equal credits overall, per posting and per organisation.
+#include <map>
+
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "services/billing/billing_service.h"
+#include "tests/booking/booking_fixture.h"
+
+namespace labshare::billing {
+namespace {
+
+namespace bk = labshare::booking::v1;
+namespace iv = labshare::inventory::v1;
+using booking::BookingServiceTest;
+
+// Inventory read in process, as the billing service would over gRPC.
+class DirectInventory final : public InventoryReader {
+ public:
+  explicit DirectInventory(labshare::inventory::InventoryManager* m) : m_(m) {
+    admin_.user_id = "billing";
+    admin_.roles = {Role::kService};
+  }
+  absl::StatusOr<iv::LookupRateResponse> LookupRate(const iv::LookupRateRequest& r) override {
+    return m_->LookupRate(admin_, r);
+  }
+  absl::StatusOr<iv::Instrument> GetInstrument(const std::string& name) override {
+    iv::GetInstrumentRequest r;
+    r.set_name(name);
+    return m_->GetInstrument(admin_, r);
+  }
+  absl::StatusOr<iv::Organization> GetOrganization(const std::string& name) override {
+    iv::GetOrganizationRequest r;
+    r.set_name(name);
+    return m_->GetOrganization(admin_, r);
+  }
+
+ private:
+  labshare::inventory::InventoryManager* m_;
+  Principal admin_;
+};
+
+class BillingTest : public BookingServiceTest {
+ protected:
+  void SetUp() override {
+    BookingServiceTest::SetUp();
+    reader_ = std::make_unique<DirectInventory>(inv_manager_.get());
+    bstore_ = std::make_unique<BillingStore>(pool_.get());
+    billing_ = std::make_unique<BillingManager>(bstore_.get(), reader_.get(), &clock_, *LoadBillingTimeZone("Asia/Shanghai"));
+    for (int p = 0; p < booking::kPartitions; ++p) {
+      ConsumerOptions o;
+      o.stream = booking::keys::Outbox(p);
+      o.group = kBookingEventsGroup;
+      o.consumer = "billing-test";
+      o.block = absl::ZeroDuration();
+      consumers_.push_back(std::make_unique<EventConsumer>(pool_.get(), o));
+      ASSERT_TRUE(consumers_.back()->EnsureGroup().ok());
+    }
+    billing_admin_.user_id = "root";
+    billing_admin_.roles = {Role::kConsortiumAdmin};
+  }
+
+  void TearDown() override {
+    if (billing_) CheckLedger();
+    BookingServiceTest::TearDown();
+  }
+
+  // Consumes every pending booking event; returns how many were acknowledged.
+  int Drain() {
+    int total = 0;
+    for (int round = 0; round < 10; ++round) {
+      int n = 0;
+      for (auto& c : consumers_) {
+        auto applied = c->PollOnce([&](const StreamEvent& e) { return billing_->ApplyBookingEvent(e); });
+        EXPECT_TRUE(applied.ok()) << applied.status();
+        n += applied.ok() ? *applied : 0;
+      }
+      total += n;
+      if (n == 0) break;
+    }
+    return total;
+  }
+
+  // Every posting balances (overall and per owner), and so does the ledger.
+  void CheckLedger() {
+    auto members = bstore_->docs().IndexRange(keys::Index("posting"), "", 100000);
+    ASSERT_TRUE(members.ok());
+    for (const auto& m : *members) {
+      auto doc = bstore_->docs().Get(keys::Doc("posting", m.substr(m.find('|') + 1)));
+      ASSERT_TRUE(doc.ok() && doc->has_value());
+      v1::Posting posting;
+      ASSERT_TRUE(posting.ParseFromString((*doc)->data));
+      std::vector<v1::Entry> entries(posting.entries().begin(), posting.entries().end());
+      EXPECT_TRUE(CheckBalanced(entries).ok()) << posting.name() << " " << CheckBalanced(entries);
+    }
+    auto balances = billing_->AllBalances();
+    ASSERT_TRUE(balances.ok());
+    int64_t sum = 0;
+    for (const auto& [field, v] : *balances) sum += v;
+    EXPECT_EQ(sum, 0) << "sum of debits minus credits over every account";
+  }
+
+  std::vector<v1::Charge> Charges(const std::string& payer = "") {
+    v1::ListChargesRequest r;
+    r.set_payer_organization(payer);
+    r.set_page_size(500);
+    auto out = billing_->ListCharges(billing_admin_, r);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? std::vector<v1::Charge>(out->charges().begin(), out->charges().end())
+                    : std::vector<v1::Charge>();
+  }
+
+  int64_t AccountBalance(const std::string& account, const std::string& counterparty = "") {
+    v1::GetAccountBalanceRequest r;
+    r.set_name(account);
+    r.set_counterparty(counterparty);
+    auto b = billing_->GetAccountBalance(billing_admin_, r);
+    EXPECT_TRUE(b.ok()) << b.status();
+    return b.ok() ? b->balance().amount_minor() : -1;
+  }
+
+  // Books [from, to) on tem for ana, checks in and out at the given offsets.
+  bk::Booking Session(absl::Duration from, absl::Duration to, absl::Duration in, absl::Duration out) {
+    bk::Booking b, done;
+    EXPECT_TRUE(Book(from, to, &b).ok());
+    clock_.Set(day_ + in);
+    bk::CheckInRequest ci;
+    ci.set_name(b.name());
+    EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &done, ana_).ok());
+    clock_.Set(day_ + out);
+    bk::CheckOutRequest co;
+    co.set_name(b.name());
+    EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &done, ana_).ok());
+    return done;
+  }
+
+  std::unique_ptr<DirectInventory> reader_;
+  std::unique_ptr<BillingStore> bstore_;
+  std::unique_ptr<BillingManager> billing_;
+  std::vector<std::unique_ptr<EventConsumer>> consumers_;
+  Principal billing_admin_;
+};
+
+// tem: 500.00 CNY per hour for members, billed on actual time in 15-minute
+// steps; missed fee 50 %, late cancellation fee 25 % of the reserved time.
+TEST_F(BillingTest, OnSiteSessionIsChargedOnActualTimeRoundedUpOnce) {
+  Session(absl::Hours(9), absl::Hours(11), absl::Hours(9) + absl::Minutes(5), absl::Hours(10) + absl::Minutes(19));
+  EXPECT_GT(Drain(), 0);
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  const v1::Charge& c = charges[0];
+  EXPECT_EQ(c.fee_kind(), v1::USAGE);
+  EXPECT_EQ(c.basis(), v1::ACTUAL_TIME);
+  EXPECT_EQ(FromProto(c.billed_duration()), absl::Minutes(75));  // 74 min rounded up to 75
+  EXPECT_EQ(c.amount().amount_minor(), 62500);                    // 1.25 h x 500.00
+  EXPECT_EQ(c.amount().currency_code(), "CNY");
+  EXPECT_EQ(c.payer_organization(), "organizations/lab");
+  EXPECT_EQ(c.owner_organization(), "organizations/owner");
+  EXPECT_EQ(c.instrument_category(), "electron-microscopy");
+  EXPECT_EQ(c.payable_amount().amount_minor(), 62500);
+  EXPECT_EQ(c.service_income().amount_minor(), 62500);
+  EXPECT_EQ(AccountBalance("organizations/lab/accounts/payable", "organizations/owner"), 62500);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/receivable", "organizations/lab"), 62500);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 62500);
+  EXPECT_EQ(AccountBalance("organizations/lab/accounts/expense"), 62500);
+
+  // Every event delivered again (a redelivery after a crash): nothing new.
+  auto raw = pool_->Command({"XRANGE", booking::keys::Outbox(booking::keys::Partition("tem")), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  for (const auto& entry : raw->elements) {
+    StreamEvent e;
+    e.stream_id = entry.elements[0].str;
+    e.type = entry.elements[1].elements[1].str;
+    e.payload = entry.elements[1].elements[3].str;
+    ASSERT_TRUE(billing_->ApplyBookingEvent(e).ok());
+  }
+  EXPECT_EQ(Charges().size(), 1u);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 62500);
+}
+
+TEST_F(BillingTest, MissedBookingAndLateCancellationFees) {
+  bk::Booking missed, late, early, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10) + absl::Minutes(30), &missed).ok());
+  ASSERT_TRUE(Book(absl::Hours(40), absl::Hours(41), &late).ok());
+  ASSERT_TRUE(Book(absl::Hours(44), absl::Hours(45), &early).ok());
+  bk::CancelBookingRequest c;
+  c.set_name(early.name());  // 44 h ahead: not late, no fee
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CancelBooking, c, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  ASSERT_EQ(*manager_->Sweep(), 1);  // missed
+  c.set_name(late.name());           // 30 h ahead of start, notice is 24 h
+  clock_.Set(day_ + absl::Hours(40) - absl::Hours(20));
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CancelBooking, c, &out, ana_).ok());
+  ASSERT_TRUE(out.late_cancellation());
+  Drain();
+  std::map<v1::FeeKind, int64_t> by_kind;
+  for (const auto& ch : Charges()) by_kind[ch.fee_kind()] += ch.amount().amount_minor();
+  ASSERT_EQ(by_kind.size(), 2u);
+  EXPECT_EQ(by_kind[v1::MISSED_BOOKING_FEE], 37500);       // 50 % of 1.5 h x 500.00
+  EXPECT_EQ(by_kind[v1::LATE_CANCELLATION_FEE], 12500);    // 25 % of 1 h x 500.00
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 50000);
+}
+
+TEST_F(BillingTest, JointResearchSplitsAnAwkwardAmountByLargestRemainder) {
+  bk::CreateProjectRequest r;
+  r.set_project_id("prj");
+  r.mutable_project()->set_title("three-way");
+  r.mutable_project()->set_cost_share_template(bk::Project::CUSTOM);
+  const std::pair<const char*, int> parts[] = {
+      {"organizations/owner", 3334}, {"organizations/lab", 3333}, {"organizations/outsider", 3333}};
+  for (const auto& [org, bps] : parts) {
+    auto* p = r.mutable_project()->add_participants();
+    p->set_organization(org);
+    p->set_share_bps(bps);
+  }
+  *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
+  *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+  auto* budget = r.mutable_project()->add_instrument_budgets();
+  budget->set_instrument("instruments/tem");
+  *budget->mutable_budget() = ToProto(absl::Hours(10));
+  bk::Project project;
+  auto s = Call(stub_.get(), &bk::BookingService::Stub::CreateProject, r, &project, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  bk::CreateBookingRequest jr;
+  jr.mutable_booking()->set_instrument("instruments/tem");
+  jr.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+  jr.mutable_booking()->set_project("projects/prj");
+  *jr.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *jr.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
+  bk::Booking b, done;
+  s = Call(stub_.get(), &bk::BookingService::Stub::CreateBooking, jr, &b, ana_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  clock_.Set(day_ + absl::Hours(9));
+  bk::CheckInRequest ci;
+  ci.set_name(b.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &done, ana_).ok());
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(14));
+  bk::CheckOutRequest co;
+  co.set_name(b.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &done, ana_).ok());
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  const v1::Charge& c = charges[0];
+  EXPECT_EQ(c.amount().amount_minor(), 12500);  // 15 min x 500.00
+  ASSERT_EQ(c.splits_size(), 3);
+  // floor: 4167 (.5), 4166 (.25), 4166 (.25); the 1 left goes to the largest remainder.
+  EXPECT_EQ(c.splits(0).amount().amount_minor(), 4168);
+  EXPECT_TRUE(c.splits(0).in_kind());  // the owner's own share
+  EXPECT_EQ(c.splits(1).amount().amount_minor(), 4166);
+  EXPECT_EQ(c.splits(2).amount().amount_minor(), 4166);
+  EXPECT_EQ(c.service_income().amount_minor(), 8332);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/in-kind-contribution"), 4168);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 8332);
+  EXPECT_EQ(AccountBalance("organizations/outsider/accounts/payable", "organizations/owner"), 4166);
+  EXPECT_EQ(AccountBalance("organizations/lab/accounts/payable", "organizations/owner"), 4166);
+}
+
+TEST_F(BillingTest, SubsidyPoolPaysItsShareUpToTheCapThenRunsDry) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  auto* pool = cp.mutable_subsidy_pool();
+  pool->set_display_name("Innovation voucher");
+  pool->set_currency_code("CNY");
+  pool->set_percentage_bps(5000);
+  *pool->mutable_cap_per_organization() = MakeMoney("CNY", 40000);
+  pool->set_cap_period_kind(v1::MONTHLY);
+  auto created = billing_->CreateSubsidyPool(billing_admin_, cp);
+  ASSERT_TRUE(created.ok()) << created.status();
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  top.set_request_id("fund-1");
+  *top.mutable_amount() = MakeMoney("CNY", 50000);
+  auto topped = billing_->TopUpSubsidyPool(billing_admin_, top);
+  ASSERT_TRUE(topped.ok()) << topped.status();
+  EXPECT_EQ(topped->balance().amount_minor(), 50000);
+  auto again = billing_->TopUpSubsidyPool(billing_admin_, top);  // same request: once
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->balance().amount_minor(), 50000);
+  *top.mutable_amount() = MakeMoney("EUR", 10);
+  top.set_request_id("fund-2");
+  EXPECT_EQ(ErrorReason(billing_->TopUpSubsidyPool(billing_admin_, top).status()), "CURRENCY_MISMATCH");
+
+  // 1 h (50000): 50 % = 25000. 2 h (100000): 50000, but the cap leaves 15000.
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  Session(absl::Hours(12), absl::Hours(14), absl::Hours(12), absl::Hours(14));
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 2u);
+  ASSERT_EQ(charges[0].subsidy_lines_size(), 1);
+  EXPECT_EQ(charges[0].subsidy_lines(0).amount().amount_minor(), 25000);
+  EXPECT_EQ(charges[0].subsidy_lines(0).limited_by(), v1::SubsidyLine::NOT_LIMITED);
+  EXPECT_EQ(charges[0].payable_amount().amount_minor(), 25000);
+  ASSERT_EQ(charges[1].subsidy_lines_size(), 1);
+  EXPECT_EQ(charges[1].subsidy_lines(0).amount().amount_minor(), 15000);
+  EXPECT_EQ(charges[1].subsidy_lines(0).limited_by(), v1::SubsidyLine::ORGANIZATION_CAP);
+  EXPECT_EQ(charges[1].payable_amount().amount_minor(), 85000);
+  v1::GetSubsidyPoolRequest get;
+  get.set_name("subsidyPools/voucher");
+  auto after = billing_->GetSubsidyPool(billing_admin_, get);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->balance().amount_minor(), 10000);
+  EXPECT_EQ(after->granted_total().amount_minor(), 40000);
+  // The owner is still owed everything: 110000 by lab, 40000 by the pool.
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/receivable", "organizations/lab"), 110000);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/receivable", "subsidyPools/voucher"), 40000);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 150000);
+
+  // February: a new cap period, but only 10000 left in the pool.
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 10), absl::UTCTimeZone()));
+  const absl::Time feb = clock_.Now() + absl::Hours(48);
+  day_ = feb - absl::Hours(9);  // Book() is relative to day_
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  charges = Charges();
+  ASSERT_EQ(charges.size(), 3u);
+  ASSERT_EQ(charges[2].subsidy_lines_size(), 1);
+  EXPECT_EQ(charges[2].subsidy_lines(0).amount().amount_minor(), 10000);
+  EXPECT_EQ(charges[2].subsidy_lines(0).limited_by(), v1::SubsidyLine::POOL_BALANCE);
+  after = billing_->GetSubsidyPool(billing_admin_, get);
+  EXPECT_EQ(after->balance().amount_minor(), 0);
+}
+
+TEST_F(BillingTest, InvoicesAreIssuedOnceNumberedWithoutGapsAndNeverChange) {
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Session(absl::Hours(12), absl::Hours(13), absl::Hours(12), absl::Hours(12) + absl::Minutes(30));
+  Drain();
+  v1::IssueInvoiceRequest issue;
+  issue.set_payer_organization("organizations/lab");
+  issue.set_period("2027-01");
+  issue.set_request_id("inv-1");
+  EXPECT_EQ(ErrorReason(billing_->IssueInvoice(billing_admin_, issue).status()), "PERIOD_NOT_ENDED");
+
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  v1::PreviewInvoiceRequest preview;
+  preview.set_payer_organization("organizations/lab");
+  preview.set_period("2027-01");
+  auto draft = billing_->PreviewInvoice(billing_admin_, preview);
+  ASSERT_TRUE(draft.ok()) << draft.status();
+  EXPECT_EQ(draft->state(), v1::Invoice::DRAFT);
+  ASSERT_EQ(draft->lines_size(), 2);
+  EXPECT_EQ(draft->amount_due().amount_minor(), 75000);  // 50000 + 25000
+  ASSERT_EQ(draft->payees_size(), 1);
+  EXPECT_EQ(draft->payees(0).organization(), "organizations/owner");
+
+  issue.set_expected_etag(draft->etag());
+  auto first = billing_->IssueInvoice(billing_admin_, issue);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->state(), v1::Invoice::ISSUED);
+  EXPECT_EQ(first->number(), "LS-CNY-2027-000001");
+  EXPECT_EQ(first->amount_due().amount_minor(), 75000);
+  clock_.Advance(absl::Minutes(3));
+  auto replay = billing_->IssueInvoice(billing_admin_, issue);
+  ASSERT_TRUE(replay.ok());
+  EXPECT_EQ(replay->SerializeAsString(), first->SerializeAsString());
+  issue.set_request_id("inv-2");
+  auto twice = billing_->IssueInvoice(billing_admin_, issue);
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(ErrorReason(twice.status()), "INVOICE_ALREADY_ISSUED");
+
+  // Later activity goes on the next invoice; the issued one stays as it was.
+  day_ = clock_.Now();
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  v1::GetInvoiceRequest get;
+  get.set_name(first->name());
+  auto stored = billing_->GetInvoice(billing_admin_, get);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->SerializeAsString(), first->SerializeAsString());
+  draft = billing_->PreviewInvoice(billing_admin_, preview);
+  ASSERT_TRUE(draft.ok());
+  EXPECT_EQ(draft->lines_size(), 0);  // January is invoiced
+  preview.set_period("2027-02");
+  draft = billing_->PreviewInvoice(billing_admin_, preview);
+  ASSERT_TRUE(draft.ok());
+  ASSERT_EQ(draft->lines_size(), 1);
+  EXPECT_EQ(draft->amount_due().amount_minor(), 50000);
+
+  // The owner has nothing to pay: nothing to invoice.
+  v1::IssueInvoiceRequest none;
+  none.set_payer_organization("organizations/owner");
+  none.set_period("2027-01");
+  EXPECT_EQ(ErrorReason(billing_->IssueInvoice(billing_admin_, none).status()), "NOTHING_TO_INVOICE");
+
+  // A member billing admin sees its own organisation's invoices only.
+  Principal lab_admin{"lena", "lab", {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  Principal other{"otto", "outsider", {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  EXPECT_TRUE(billing_->GetInvoice(lab_admin, get).ok());
+  EXPECT_EQ(ErrorReason(billing_->GetInvoice(other, get).status()), "ORGANIZATION_SCOPE");
+  preview.set_period("2027-01");
+  EXPECT_EQ(ErrorReason(billing_->PreviewInvoice(other, preview).status()), "ORGANIZATION_SCOPE");
+
+  // Settlement of January: lab pays owner once.
+  v1::ComputeSettlementRequest settle;
+  settle.set_period("2027-01");
+  auto s = billing_->ComputeSettlement(billing_admin_, settle);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->transfers_size(), 1);
+  EXPECT_EQ(s->transfers(0).from_organization(), "organizations/lab");
+  EXPECT_EQ(s->transfers(0).to_organization(), "organizations/owner");
+  EXPECT_EQ(s->transfers(0).amount().amount_minor(), 75000);
+}
+
+TEST_F(BillingTest, LeaseDepositIsHeldThenAppliedToDamageAndRentIsCharged) {
+  bk::RequestLeaseRequest r;
+  r.mutable_lease()->set_instrument("instruments/afm");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
+  bk::Lease lease, out;
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_).ok());
+  bk::ApproveLeaseRequest a;
+  a.set_name(lease.name());
+  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+  bk::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("tip new");
+  clock_.Set(day_ + absl::Hours(24));
+  auto handed = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
+  ASSERT_TRUE(handed.ok()) << handed.error_code() << " " << GrpcErrorReason(handed) << " " << handed.error_message();
+  Drain();
+  v1::GetDepositRequest gd;
+  gd.set_name("deposits/" + lease.name().substr(lease.name().rfind('/') + 1));
+  auto held = billing_->GetDeposit(billing_admin_, gd);
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->state(), v1::Deposit::HELD);
+  EXPECT_EQ(held->held_amount().amount_minor(), 100000);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/deposit-held"), 100000);
+  EXPECT_EQ(AccountBalance("organizations/lab/accounts/deposit-lodged"), 100000);
+
+  clock_.Set(day_ + absl::Hours(24 * 6));  // returned early, damaged
+  bk::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("stage scratched");
+  *ret.mutable_damage_amount() = MakeMoney("CNY", 150000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+  bk::CloseLeaseRequest close;
+  close.set_name(lease.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  Drain();
+  std::map<v1::FeeKind, int64_t> by_kind;
+  for (const auto& ch : Charges()) by_kind[ch.fee_kind()] += ch.amount().amount_minor();
+  EXPECT_EQ(by_kind[v1::DEPOSIT], 100000);
+  EXPECT_EQ(by_kind[v1::DAMAGE], 50000);  // beyond the deposit
+  // Handed over 2027-01-04 08:00 and returned 2027-01-09 08:00 Shanghai time:
+  // six calendar days touched at 3000.00.
+  EXPECT_EQ(by_kind[v1::LEASE_PERIOD], 1800000);
+  auto settled = billing_->GetDeposit(billing_admin_, gd);
+  ASSERT_TRUE(settled.ok());
+  EXPECT_EQ(settled->state(), v1::Deposit::APPLIED);
+  EXPECT_EQ(settled->applied_amount().amount_minor(), 100000);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/deposit-held"), 0);
+  EXPECT_EQ(AccountBalance("organizations/lab/accounts/deposit-lodged"), 0);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/compensation"), 150000);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 1800000);
+}
+
+TEST_F(BillingTest, TechnicalServiceIsChargedFromTheAcceptedQuote) {
+  bk::CreateServiceOrderRequest co;
+  co.mutable_service_order()->set_instrument("instruments/tem");
+  co.mutable_service_order()->set_service_entry_id("imaging");
+  co.mutable_service_order()->set_sample_count(3);
+  bk::ServiceOrder o, out;
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CreateServiceOrder, co, &o, ana_).ok());
+  bk::IssueQuoteRequest q;
+  q.set_name(o.name());
+  *q.mutable_quote()->mutable_per_sample_fee() = MakeMoney("CNY", 20000);
+  *q.mutable_quote()->mutable_staff_time_fee() = MakeMoney("CNY", 30000);
+  *q.mutable_quote()->mutable_consumables() = MakeMoney("CNY", 5001);
+  *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24 * 14));
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::IssueQuote, q, &out, staff_).ok());
+  bk::AcceptQuoteRequest aq;
+  aq.set_name(o.name());
+  aq.set_quote_etag(out.quote().quote_etag());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::AcceptQuote, aq, &out, ana_).ok());
+  bk::ReceiveSamplesRequest rs;
+  rs.set_name(o.name());
+  rs.set_received_sample_count(3);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ReceiveSamples, rs, &out, staff_).ok());
+  bk::ScheduleServiceRequest sch;
+  sch.set_name(o.name());
+  *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(11));
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ScheduleService, sch, &out, staff_).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  bk::StartServiceRequest st;
+  st.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::StartService, st, &out, staff_).ok());
+  bk::DeliverReportRequest dr;
+  dr.set_name(o.name());
+  dr.mutable_report()->set_uri("s3://reports/1.pdf");
+  dr.mutable_report()->set_sha256(std::string(64, 'a'));
+  dr.mutable_report()->set_summary("3 grids imaged");
+  clock_.Set(day_ + absl::Hours(11));
+  auto s = Call(stub_.get(), &bk::BookingService::Stub::DeliverReport, dr, &out, staff_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  Drain();
+  EXPECT_TRUE(Charges().empty());  // nothing before the client accepts
+  bk::AcceptReportRequest ar;
+  ar.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::AcceptReport, ar, &out, ana_).ok());
+  Drain();
+  std::map<v1::FeeKind, int64_t> by_kind;
+  for (const auto& ch : Charges()) by_kind[ch.fee_kind()] += ch.amount().amount_minor();
+  ASSERT_EQ(by_kind.size(), 3u);
+  EXPECT_EQ(by_kind[v1::TECHNICAL_SERVICE], 60000);
+  EXPECT_EQ(by_kind[v1::STAFF_TIME], 30000);
+  EXPECT_EQ(by_kind[v1::CONSUMABLES], 5001);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 95001);
+}
+
+TEST_F(BillingTest, RolesAndScopes) {
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  const std::string name = Charges()[0].name();
+  v1::GetChargeRequest g;
+  g.set_name(name);
+  Principal lab_admin{"lena", "lab", {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  Principal other{"otto", "outsider", {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  EXPECT_TRUE(billing_->GetCharge(lab_admin, g).ok());
+  EXPECT_EQ(ErrorReason(billing_->GetCharge(other, g).status()), "ORGANIZATION_SCOPE");
+  v1::ListChargesRequest l;
+  auto mine = billing_->ListCharges(other, l);
+  ASSERT_TRUE(mine.ok());
+  EXPECT_EQ(mine->charges_size(), 0);
+  l.set_payer_organization("organizations/lab");
+  EXPECT_EQ(ErrorReason(billing_->ListCharges(other, l).status()), "ORGANIZATION_SCOPE");
+  g.set_name("charges/nope");
+  EXPECT_EQ(billing_->GetCharge(billing_admin_, g).status().code(), absl::StatusCode::kNotFound);
+  v1::GetAccountBalanceRequest b;
+  b.set_name("organizations/lab/accounts/payable");
+  EXPECT_EQ(ErrorReason(billing_->GetAccountBalance(other, b).status()), "ORGANIZATION_SCOPE");
+  b.set_name("organizations/lab/accounts/pocket");
+  EXPECT_EQ(billing_->GetAccountBalance(billing_admin_, b).status().code(), absl::StatusCode::kInvalidArgument);
+  // Through the gRPC policy: a lab user has no access to billing at all.
+  MethodPolicy policy = BillingPolicy();
+  Principal user{"ana", "lab", {Role::kLabUser}, absl::InfiniteFuture()};
+  EXPECT_EQ(ErrorReason(policy.Check("/labshare.billing.v1.BillingService/GetCharge", user)), "ROLE_NOT_ALLOWED");
+  EXPECT_EQ(ErrorReason(policy.Check("/labshare.billing.v1.BillingService/IssueInvoice", lab_admin)),
+            "ROLE_NOT_ALLOWED");
+  EXPECT_TRUE(policy.Check("/labshare.billing.v1.BillingService/GetCharge", lab_admin).ok());
+}
+
+}  // namespace
+}  // namespace labshare::billing

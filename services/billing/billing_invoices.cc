@@ -372,8 +372,6 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
   LS_RETURN_IF_ERROR(inventory_->GetOrganization(r.payer_organization()).status());
   const std::string slot = absl::StrCat(r.payer_organization(), "|", r.period(), "|", currency);
   for (int attempt = 0; attempt < 5; ++attempt) {
-    LS_ASSIGN_OR_RETURN(auto existing, store_->Counters(keys::Invoiced(), {slot}));
-    (void)existing;
     LS_ASSIGN_OR_RETURN(RedisValue issued, store_->pool()->Command({"HGET", keys::Invoiced(), slot}));
     if (!issued.is_nil() && !issued.str.empty()) {
       return MakeError(absl::StatusCode::kAlreadyExists, "INVOICE_ALREADY_ISSUED",
@@ -407,7 +405,7 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     step.fingerprint = fingerprint;
     step.response = SerializeDeterministic(inv);
     step.field_checks.push_back({keys::Sequences(), series, std::to_string(seq[0])});
-    step.field_checks.push_back({keys::Invoiced(), slot, "0"});
+    step.field_checks.push_back({keys::Invoiced(), slot, issued.is_nil() ? "0" : issued.str});  // "" after a void
     step.hash_sets.push_back({keys::Sequences(), series, std::to_string(number)});
     step.hash_sets.push_back({keys::Invoiced(), slot, IdOf(inv.name())});
     const std::string key = keys::Doc("invoice", IdOf(inv.name()));

@@ -64,6 +64,17 @@ class BillingManager {
   absl::StatusOr<v1::Settlement> ComputeSettlement(const Principal& p, const v1::ComputeSettlementRequest& r);
   absl::StatusOr<v1::Settlement> GetSettlement(const Principal& p, const v1::GetSettlementRequest& r);
 
+  // billing_payments.cc
+  absl::StatusOr<v1::Payment> RecordPayment(const Principal& p, const v1::RecordPaymentRequest& r);
+  absl::StatusOr<v1::Invoice> MarkInvoicePaid(const Principal& p, const v1::MarkInvoicePaidRequest& r);
+  absl::StatusOr<v1::Invoice> VoidInvoice(const Principal& p, const v1::VoidInvoiceRequest& r);
+  absl::StatusOr<v1::PostCorrectionResponse> PostCorrection(const Principal& p, const v1::PostCorrectionRequest& r);
+  absl::StatusOr<v1::OrganizationStatement> GetOrganizationStatement(const Principal& p,
+                                                                     const v1::GetOrganizationStatementRequest& r);
+  absl::StatusOr<v1::OwnerIncomeReport> GetOwnerIncomeReport(const Principal& p,
+                                                             const v1::GetOwnerIncomeReportRequest& r);
+  absl::StatusOr<v1::ListBalancesResponse> ListBalances(const Principal& p, const v1::ListBalancesRequest& r);
+
   // Every account's balance (debit minus credit, per counterparty).
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> AllBalances() const;
 

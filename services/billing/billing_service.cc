@@ -22,7 +22,14 @@ MethodPolicy BillingPolicy() {
   for (const char* m : {"GetPosting", "GetAccountBalance", "PreviewInvoice", "GetInvoice", "GetSettlement"}) {
     p.Allow(M(m), {Role::kConsortiumAdmin, Role::kAuditor, Role::kService, Role::kMemberBillingAdmin});
   }
-  for (const char* m : {"CreateSubsidyPool", "TopUpSubsidyPool", "IssueInvoice", "ComputeSettlement"}) {
+  for (const char* m : {"GetOrganizationStatement", "ListBalances"}) {
+    p.Allow(M(m), {Role::kConsortiumAdmin, Role::kAuditor, Role::kService, Role::kMemberBillingAdmin});
+  }
+  p.Allow(M("GetOwnerIncomeReport"), {Role::kConsortiumAdmin, Role::kAuditor, Role::kService,
+                                      Role::kMemberBillingAdmin, Role::kFacilityStaff});
+  p.Allow(M("RecordPayment"), {Role::kConsortiumAdmin, Role::kMemberBillingAdmin});
+  for (const char* m : {"CreateSubsidyPool", "TopUpSubsidyPool", "IssueInvoice", "ComputeSettlement",
+                        "MarkInvoicePaid", "VoidInvoice", "PostCorrection"}) {
     p.Allow(M(m), {Role::kConsortiumAdmin});
   }
   return p;

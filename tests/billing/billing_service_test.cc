@@ -547,5 +547,173 @@ TEST_F(BillingTest, RolesAndScopes) {
   EXPECT_TRUE(policy.Check("/labshare.billing.v1.BillingService/GetCharge", lab_admin).ok());
 }
 
+TEST_F(BillingTest, TheRateInForceAtTheTimeOfUseIsApplied) {
+  // From day_ + 12 h, members pay 600.00; the morning session keeps 500.00.
+  iv::CreateRateRequest rate;
+  rate.set_parent("instruments/tem");
+  rate.mutable_rate()->set_mode(labshare::type::v1::ON_SITE);
+  rate.mutable_rate()->set_payer_class(labshare::type::v1::MEMBER);
+  rate.mutable_rate()->set_unit(iv::PER_HOUR);
+  *rate.mutable_rate()->mutable_price() = MakeMoney("CNY", 60000);
+  *rate.mutable_rate()->mutable_effective_time() = ToProto(day_ + absl::Hours(12));
+  Inv(&iv::InventoryService::Stub::CreateRate, rate);
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Session(absl::Hours(12), absl::Hours(13), absl::Hours(12), absl::Hours(13));
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 2u);
+  std::map<int64_t, int64_t> by_price;
+  for (const auto& c : charges) by_price[c.rate().unit_price().amount_minor()] += c.amount().amount_minor();
+  EXPECT_EQ(by_price[50000], 50000);
+  EXPECT_EQ(by_price[60000], 60000);
+}
+
+TEST_F(BillingTest, PaymentsVoidsCorrectionsStatementsAndSettlementClearing) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  cp.mutable_subsidy_pool()->set_display_name("Voucher");
+  cp.mutable_subsidy_pool()->set_percentage_bps(1000);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  *top.mutable_amount() = MakeMoney("CNY", 1000000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));  // 50000, pool 5000
+  Drain();
+  Session(absl::Hours(12), absl::Hours(14), absl::Hours(12), absl::Hours(14));  // 100000, pool 10000
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 2u);
+  const v1::Charge second = charges[1].amount().amount_minor() == 100000 ? charges[1] : charges[0];
+
+  // Reverse the 2 h charge: its subsidy is reversed with it.
+  v1::PostCorrectionRequest fix;
+  fix.set_posting(second.posting());
+  fix.set_mode(v1::PostCorrectionRequest::REVERSE);
+  fix.set_reason("instrument fault during the session");
+  fix.set_request_id("fix-1");
+  auto fixed = billing_->PostCorrection(billing_admin_, fix);
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  EXPECT_EQ(fixed->charge().state(), v1::Charge::REVERSED);
+  EXPECT_EQ(fixed->related_corrections_size(), 1);
+  auto again = billing_->PostCorrection(billing_admin_, fix);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->correction().name(), fixed->correction().name());
+  fix.set_request_id("fix-2");
+  EXPECT_EQ(ErrorReason(billing_->PostCorrection(billing_admin_, fix).status()), "ALREADY_REVERSED");
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 50000);
+  v1::GetSubsidyPoolRequest gp;
+  gp.set_name("subsidyPools/voucher");
+  EXPECT_EQ(billing_->GetSubsidyPool(billing_admin_, gp)->balance().amount_minor(), 995000);
+  EXPECT_EQ(AccountBalance("organizations/lab/accounts/payable", "organizations/owner"), 45000);
+
+  // January's invoice: 50000 - 5000 + (100000 - 10000) - (100000 - 10000) = 45000.
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 1), absl::UTCTimeZone()));
+  v1::IssueInvoiceRequest issue;
+  issue.set_payer_organization("organizations/lab");
+  issue.set_period("2027-01");
+  auto inv = billing_->IssueInvoice(billing_admin_, issue);
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->amount_due().amount_minor(), 45000);
+  EXPECT_EQ(inv->charges_total().amount_minor(), 150000);
+  EXPECT_EQ(inv->subsidy_total().amount_minor(), -15000);
+  EXPECT_EQ(inv->adjustments_total().amount_minor(), -90000);
+
+  // Voided, re-issued with the next number; the void one keeps its number.
+  v1::VoidInvoiceRequest v;
+  v.set_name(inv->name());
+  EXPECT_EQ(ErrorReason(billing_->VoidInvoice(billing_admin_, v).status()), "INVALID_FIELD");
+  v.set_reason("wrong contact on the invoice");
+  auto voided = billing_->VoidInvoice(billing_admin_, v);
+  ASSERT_TRUE(voided.ok()) << voided.status();
+  EXPECT_EQ(voided->state(), v1::Invoice::VOID);
+  auto reissued = billing_->IssueInvoice(billing_admin_, issue);
+  ASSERT_TRUE(reissued.ok()) << reissued.status();
+  EXPECT_EQ(reissued->number(), "LS-CNY-2027-000002");
+  EXPECT_EQ(reissued->amount_due().amount_minor(), 45000);
+
+  // Overpayment refused; the settlement transfer pays and clears it.
+  v1::RecordPaymentRequest pay;
+  pay.mutable_payment()->set_payer("organizations/lab");
+  pay.mutable_payment()->set_payee("organizations/owner");
+  pay.mutable_payment()->set_invoice(reissued->name());
+  *pay.mutable_payment()->mutable_amount() = MakeMoney("CNY", 45001);
+  EXPECT_EQ(ErrorReason(billing_->RecordPayment(billing_admin_, pay).status()), "OVERPAYMENT");
+  v1::ComputeSettlementRequest cs;
+  cs.set_period("2027-01");
+  auto settlement = billing_->ComputeSettlement(billing_admin_, cs);
+  ASSERT_TRUE(settlement.ok()) << settlement.status();
+  ASSERT_EQ(settlement->transfers_size(), 1);
+  pay.mutable_payment()->clear_invoice();
+  pay.mutable_payment()->set_settlement(settlement->name());
+  pay.mutable_payment()->set_transfer_index(0);
+  EXPECT_EQ(ErrorReason(billing_->RecordPayment(billing_admin_, pay).status()), "TRANSFER_MISMATCH");
+  *pay.mutable_payment()->mutable_amount() = MakeMoney("CNY", 45000);
+  pay.set_request_id("pay-1");
+  auto paid = billing_->RecordPayment(billing_admin_, pay);
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  v1::GetSettlementRequest gs;
+  gs.set_name(settlement->name());
+  EXPECT_EQ(billing_->GetSettlement(billing_admin_, gs)->state(), v1::Settlement::CLEARED);
+  v1::GetInvoiceRequest gi;
+  gi.set_name(reissued->name());
+  EXPECT_EQ(billing_->GetInvoice(billing_admin_, gi)->state(), v1::Invoice::PAID);
+  EXPECT_EQ(AccountBalance("organizations/lab/accounts/payable", "organizations/owner"), 0);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/cash", "organizations/lab"), 45000);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/receivable", "organizations/lab"), 0);
+
+  // The pool pays the owner what it granted.
+  v1::RecordPaymentRequest pool_pays;
+  pool_pays.mutable_payment()->set_payer("subsidyPools/voucher");
+  pool_pays.mutable_payment()->set_payee("organizations/owner");
+  *pool_pays.mutable_payment()->mutable_amount() = MakeMoney("CNY", 5000);
+  ASSERT_TRUE(billing_->RecordPayment(billing_admin_, pool_pays).ok());
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/receivable", "subsidyPools/voucher"), 0);
+
+  // The lab's statement for January and February.
+  v1::GetOrganizationStatementRequest st;
+  st.set_organization("organizations/lab");
+  *st.mutable_interval()->mutable_start_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 1, 1), absl::UTCTimeZone()));
+  *st.mutable_interval()->mutable_end_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 3, 1), absl::UTCTimeZone()));
+  auto statement = billing_->GetOrganizationStatement(billing_admin_, st);
+  ASSERT_TRUE(statement.ok()) << statement.status();
+  EXPECT_EQ(statement->opening_balance().amount_minor(), 0);
+  EXPECT_EQ(statement->closing_balance().amount_minor(), 0);  // all paid
+  EXPECT_EQ(statement->total_credits().amount_minor() - statement->total_debits().amount_minor(), 0);
+  Principal other{"otto", "outsider", {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  EXPECT_EQ(ErrorReason(billing_->GetOrganizationStatement(other, st).status()), "ORGANIZATION_SCOPE");
+
+  // The owner's income report: 50000 kept, the reversed 100000 corrected out.
+  v1::GetOwnerIncomeReportRequest ir;
+  ir.set_owner_organization("organizations/owner");
+  *ir.mutable_interval() = st.interval();
+  auto income = billing_->GetOwnerIncomeReport(billing_admin_, ir);
+  ASSERT_TRUE(income.ok()) << income.status();
+  EXPECT_EQ(income->totals().service_income().amount_minor(), 150000);
+  EXPECT_EQ(income->totals().corrections_amount().amount_minor(), -100000);
+  EXPECT_EQ(income->totals().subsidised_amount().amount_minor(), 15000);
+  EXPECT_EQ(income->totals().charge_count(), 2);
+
+  v1::ListBalancesRequest lb;
+  lb.set_parent("organizations/-");
+  lb.set_skip_empty(true);
+  auto balances = billing_->ListBalances(billing_admin_, lb);
+  ASSERT_TRUE(balances.ok()) << balances.status();
+  int64_t debits = 0, credits = 0;
+  for (const auto& b : balances->balances()) {
+    debits += b.debit_total().amount_minor();
+    credits += b.credit_total().amount_minor();
+  }
+  lb.set_parent("subsidyPools/-");
+  balances = billing_->ListBalances(billing_admin_, lb);
+  ASSERT_TRUE(balances.ok());
+  for (const auto& b : balances->balances()) {
+    debits += b.debit_total().amount_minor();
+    credits += b.credit_total().amount_minor();
+  }
+  EXPECT_EQ(debits, credits);
+  EXPECT_GT(debits, 0);
+}
+
 }  // namespace
 }  // namespace labshare::billing

@@ -1,0 +1,695 @@
+// Payments, invoice payment and voiding, corrections, statements, income
+// reports and the remaining listings.
+//
+// A payment is one PAYMENT posting. Against an invoice it reduces that
+// payee's outstanding amount (the invoice becomes PAID when nothing is
+// outstanding); against a settlement transfer it marks the transfer paid,
+// and the last paid transfer clears the settlement: its SETTLEMENT_NETTING
+// posting moves the open receivables and payables onto the transfer
+// counterparties and its invoices become PAID, all in the same step.
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/auth.h"
+#include "common/error.h"
+#include "common/events.h"
+#include "common/proto_util.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+
+namespace labshare::billing {
+namespace {
+
+constexpr char kDefaultCurrency[] = "CNY";
+
+int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
+std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+bool SeesAll(const Principal& p) { return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}); }
+
+template <typename T>
+absl::StatusOr<T> Parse(const std::string& bytes) {
+  T out;
+  if (!out.ParseFromString(bytes)) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored document is unreadable");
+  }
+  return out;
+}
+
+v1::BillingEvent NewEvent(const Principal& p, absl::Time now, const std::string& request_id) {
+  v1::BillingEvent e;
+  e.mutable_header()->set_event_id(NewEventId());
+  *e.mutable_header()->mutable_event_time() = ToProto(now);
+  e.mutable_header()->set_actor(ActorName(p));
+  e.mutable_header()->set_actor_organization(ActorOrganization(p));
+  e.mutable_header()->set_request_id(request_id);
+  return e;
+}
+
+absl::Status OrgScope(absl::string_view what) {
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   absl::StrCat("you may see only your own organisation's ", what));
+}
+
+absl::Status Conflict() {
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the ledger changed concurrently; retry with the same request_id");
+}
+
+template <typename T>
+absl::StatusOr<T> Settle(const StepResult& result, T applied) {
+  switch (result.kind) {
+    case StepResult::Kind::kApplied: return applied;
+    case StepResult::Kind::kReplayed: return Parse<T>(result.response);
+    case StepResult::Kind::kRequestReused: return RequestIdReused();
+    default: return Conflict();
+  }
+}
+
+struct AccountLine {
+  int64_t ms = 0;
+  std::string posting, counterparty, currency;
+  int64_t amount = 0;
+};
+std::vector<AccountLine> ParseLines(const std::vector<std::string>& raw) {
+  std::vector<AccountLine> out;
+  for (const auto& s : raw) {
+    std::vector<std::string> f = absl::StrSplit(s, '|');
+    AccountLine l;
+    if (f.size() != 5 || !absl::SimpleAtoi(f[0], &l.ms) || !absl::SimpleAtoi(f[4], &l.amount)) continue;
+    l.posting = f[1];
+    l.counterparty = f[2];
+    l.currency = f[3];
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+}  // namespace
+
+// ================================================================ payments
+
+absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, const v1::RecordPaymentRequest& r) {
+  v1::Payment pay = r.payment();
+  LS_RETURN_IF_ERROR(ValidateAmount(pay.amount(), "payment.amount", true));
+  if (!IsOrganizationName(pay.payer()) && !IsSubsidyPoolName(pay.payer())) {
+    return InvalidField("payment.payer", "must be organizations/{organization} or subsidyPools/{subsidy_pool}");
+  }
+  if (!IsOrganizationName(pay.payee())) return InvalidField("payment.payee", "must be organizations/{organization}");
+  if (pay.payer() == pay.payee()) return InvalidField("payment.payee", "payer and payee must differ");
+  if (!p.HasRole(Role::kConsortiumAdmin) && (ActorOrganization(p) != pay.payee() || IsSubsidyPoolName(pay.payer()))) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "a member billing admin confirms only payments its own organisation received");
+  }
+  if (!pay.settlement().empty() && !pay.invoice().empty()) {
+    return InvalidField("payment.invoice", "name an invoice or a settlement transfer, not both");
+  }
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("RecordPayment", r.request_id());
+  const std::string fingerprint = RequestFingerprint("RecordPayment", r);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+    if (seen) return Parse<v1::Payment>(*seen);
+    const absl::Time now = clock_->Now();
+    const std::string id = absl::StrFormat("pay-%d-%s", Ms(now), NewEventId().substr(0, 8));
+    pay.set_name("payments/" + id);
+    pay.set_recorded_by(ActorName(p));
+    if (!pay.has_paid_time()) *pay.mutable_paid_time() = ToProto(now);
+    *pay.mutable_create_time() = ToProto(now);
+    v1::Posting posting;
+    posting.set_name("postings/" + id);
+    posting.set_kind(v1::PAYMENT);
+    posting.set_currency_code(pay.amount().currency_code());
+    posting.set_payment(pay.name());
+    posting.set_reason(pay.external_reference());
+    posting.set_description(absl::StrCat("payment ", pay.payer(), " -> ", pay.payee()));
+    posting.set_actor(ActorName(p));
+    *posting.mutable_create_time() = ToProto(now);
+    std::vector<v1::Entry> entries;
+    if (IsSubsidyPoolName(pay.payer())) {
+      LS_ASSIGN_OR_RETURN(entries, PoolPaymentEntries(pay.payer(), pay.payee(), pay.amount()));
+    } else {
+      LS_ASSIGN_OR_RETURN(entries, PaymentEntries(pay.payer(), pay.payee(), pay.amount()));
+    }
+    for (auto& e : entries) *posting.add_entries() = std::move(e);
+    pay.set_posting(posting.name());
+    LedgerStep step;
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
+    v1::BillingEvent recorded = NewEvent(p, now, r.request_id());
+    std::vector<std::string> later_events;
+    if (!pay.invoice().empty()) {
+      LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", IdOf(pay.invoice()))));
+      if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", pay.invoice() + " does not exist");
+      LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
+      if (inv.state() != v1::Invoice::ISSUED) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
+                         pay.invoice() + " is " + v1::Invoice::State_Name(inv.state()));
+      }
+      if (!inv.settlement().empty()) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
+                         pay.invoice() + " is settled through " + inv.settlement());
+      }
+      if (inv.payer_organization() != pay.payer()) return InvalidField("payment.payer", "must be the invoice's payer");
+      v1::PayeeBalance* line = nullptr;
+      for (auto& pb : *inv.mutable_payees()) {
+        if (pb.organization() == pay.payee()) line = &pb;
+      }
+      if (line == nullptr) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "PAYEE_NOT_ON_INVOICE",
+                         pay.payee() + " is owed nothing on " + pay.invoice());
+      }
+      if (pay.amount().amount_minor() > line->amount_outstanding().amount_minor()) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "OVERPAYMENT",
+                         absl::StrCat("only ", line->amount_outstanding().amount_minor(), " is outstanding to ",
+                                      pay.payee()));
+      }
+      line->mutable_amount_paid()->set_amount_minor(line->amount_paid().amount_minor() + pay.amount().amount_minor());
+      line->mutable_amount_outstanding()->set_amount_minor(line->amount_outstanding().amount_minor() -
+                                                           pay.amount().amount_minor());
+      inv.mutable_amount_paid()->set_amount_minor(inv.amount_paid().amount_minor() + pay.amount().amount_minor());
+      inv.mutable_amount_outstanding()->set_amount_minor(inv.amount_outstanding().amount_minor() -
+                                                         pay.amount().amount_minor());
+      inv.add_payments(pay.name());
+      bool all_paid = true;
+      for (const auto& pb : inv.payees()) all_paid &= pb.amount_outstanding().amount_minor() == 0;
+      if (all_paid) {
+        inv.set_state(v1::Invoice::PAID);
+        *inv.mutable_paid_time() = ToProto(now);
+        v1::BillingEvent paid = NewEvent(p, now, r.request_id());
+        *paid.mutable_invoice_paid()->mutable_invoice() = inv;
+        paid.mutable_invoice_paid()->set_paid_by(v1::InvoicePaid::PAYMENTS);
+        later_events.push_back(paid.SerializeAsString());
+      }
+      *inv.mutable_update_time() = ToProto(now);
+      inv.set_etag(std::to_string(doc->version + 1));
+      const std::string key = keys::Doc("invoice", IdOf(inv.name()));
+      step.version_checks.push_back({key, doc->version});
+      step.puts.push_back({key, inv.SerializeAsString(), doc->version + 1});
+      *recorded.mutable_payment_recorded()->mutable_invoice_outstanding() = inv.amount_outstanding();
+    } else if (!pay.settlement().empty()) {
+      LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("settlement", IdOf(pay.settlement()))));
+      if (!doc) {
+        return MakeError(absl::StatusCode::kNotFound, "SETTLEMENT_NOT_FOUND", pay.settlement() + " does not exist");
+      }
+      LS_ASSIGN_OR_RETURN(v1::Settlement s, Parse<v1::Settlement>(doc->data));
+      if (s.state() != v1::Settlement::COMPUTED) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED",
+                         pay.settlement() + " is " + v1::Settlement::State_Name(s.state()));
+      }
+      if (pay.transfer_index() < 0 || pay.transfer_index() >= s.transfers_size()) {
+        return MakeError(absl::StatusCode::kNotFound, "TRANSFER_NOT_FOUND",
+                         absl::StrCat(pay.settlement(), " has no transfer ", pay.transfer_index()));
+      }
+      v1::SettlementTransfer& t = *s.mutable_transfers(pay.transfer_index());
+      if (!t.payment().empty()) {
+        return MakeError(absl::StatusCode::kAlreadyExists, "TRANSFER_ALREADY_PAID", "paid by " + t.payment());
+      }
+      if (t.from_organization() != pay.payer() || t.to_organization() != pay.payee() ||
+          t.amount().amount_minor() != pay.amount().amount_minor() ||
+          t.amount().currency_code() != pay.amount().currency_code()) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "TRANSFER_MISMATCH",
+                         absl::StrCat("transfer ", t.index(), " is ", t.amount().amount_minor(), " from ",
+                                      t.from_organization(), " to ", t.to_organization()));
+      }
+      t.set_payment(pay.name());
+      bool all_paid = true;
+      for (const auto& x : s.transfers()) all_paid &= !x.payment().empty();
+      if (all_paid) {
+        // Clear: the netting posting, and every invoice of it PAID.
+        std::vector<OpenAmount> open;
+        std::vector<std::pair<std::string, std::pair<v1::Invoice, int64_t>>> invoices;
+        for (const auto& name : s.invoices()) {
+          LS_ASSIGN_OR_RETURN(auto idoc, store_->docs().Get(keys::Doc("invoice", IdOf(name))));
+          if (!idoc) continue;
+          LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(idoc->data));
+          for (const auto& pb : inv.payees()) {
+            if (pb.amount_outstanding().amount_minor() != 0) {
+              open.push_back({inv.payer_organization(), pb.organization(), pb.amount_outstanding().amount_minor()});
+            }
+          }
+          invoices.push_back({name, {std::move(inv), idoc->version}});
+        }
+        std::vector<v1::SettlementTransfer> transfers(s.transfers().begin(), s.transfers().end());
+        LS_ASSIGN_OR_RETURN(auto netting, SettlementNettingEntries(open, transfers, s.currency_code()));
+        v1::Posting net;
+        net.set_name("postings/" + IdOf(s.name()) + "-netting");
+        net.set_kind(v1::SETTLEMENT_NETTING);
+        net.set_currency_code(s.currency_code());
+        net.set_settlement(s.name());
+        net.set_description("netting of " + s.name());
+        net.set_actor(ActorName(p));
+        *net.mutable_create_time() = ToProto(now);
+        for (auto& e : netting) *net.add_entries() = std::move(e);
+        if (net.entries_size() > 0) {
+          AddPosting(step, net, now);
+          s.set_netting_posting(net.name());
+        }
+        s.set_state(v1::Settlement::CLEARED);
+        *s.mutable_clear_time() = ToProto(now);
+        v1::BillingEvent cleared = NewEvent(p, now, r.request_id());
+        for (auto& [name, inv_v] : invoices) {
+          v1::Invoice& inv = inv_v.first;
+          inv.set_state(v1::Invoice::PAID);
+          *inv.mutable_paid_time() = ToProto(now);
+          for (auto& pb : *inv.mutable_payees()) {
+            *pb.mutable_amount_paid() = pb.amount_due();
+            pb.mutable_amount_outstanding()->set_amount_minor(0);
+          }
+          *inv.mutable_amount_paid() = inv.amount_due();
+          inv.mutable_amount_outstanding()->set_amount_minor(0);
+          inv.set_settlement(s.name());
+          *inv.mutable_update_time() = ToProto(now);
+          inv.set_etag(std::to_string(inv_v.second + 1));
+          const std::string key = keys::Doc("invoice", IdOf(name));
+          step.version_checks.push_back({key, inv_v.second});
+          step.puts.push_back({key, inv.SerializeAsString(), inv_v.second + 1});
+          cleared.mutable_settlement_cleared()->add_paid_invoices(name);
+        }
+        *cleared.mutable_settlement_cleared()->mutable_settlement() = s;
+        if (net.entries_size() > 0) *cleared.mutable_settlement_cleared()->mutable_netting_posting() = net;
+        later_events.push_back(cleared.SerializeAsString());
+      }
+      *s.mutable_update_time() = ToProto(now);
+      const std::string key = keys::Doc("settlement", IdOf(s.name()));
+      step.version_checks.push_back({key, doc->version});
+      step.puts.push_back({key, s.SerializeAsString(), doc->version + 1});
+    }
+    AddPosting(step, posting, now);
+    const std::string key = keys::Doc("payment", id);
+    step.version_checks.push_back({key, 0});
+    step.puts.push_back({key, pay.SerializeAsString(), 1});
+    step.index_adds.push_back({keys::Index("payment"), keys::IndexMember(Ms(now), id)});
+    step.response = SerializeDeterministic(pay);
+    *recorded.mutable_payment_recorded()->mutable_payment() = pay;
+    *recorded.mutable_payment_recorded()->mutable_posting() = posting;
+    step.events.push_back(recorded.SerializeAsString());
+    step.events.insert(step.events.end(), later_events.begin(), later_events.end());
+    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+    if (result.kind != StepResult::Kind::kStale) return Settle(result, pay);
+  }
+  return Conflict();
+}
+
+absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, const v1::MarkInvoicePaidRequest& r) {
+  v1::GetInvoiceRequest get;
+  get.set_name(r.name());
+  LS_ASSIGN_OR_RETURN(v1::Invoice inv, GetInvoice(p, get));
+  if (!r.etag().empty() && r.etag() != inv.etag()) {
+    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
+  }
+  if (inv.state() == v1::Invoice::PAID) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", r.name() + " is paid");
+  }
+  if (inv.state() != v1::Invoice::ISSUED) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED", r.name() + " is VOID");
+  }
+  // One payment per payee with an open amount; the last one marks it PAID.
+  int n = 0;
+  for (const auto& pb : inv.payees()) {
+    const int64_t open = pb.amount_outstanding().amount_minor();
+    if (open == 0) continue;
+    v1::RecordPaymentRequest pay;
+    pay.mutable_payment()->set_payer(open > 0 ? inv.payer_organization() : pb.organization());
+    pay.mutable_payment()->set_payee(open > 0 ? pb.organization() : inv.payer_organization());
+    *pay.mutable_payment()->mutable_amount() = MakeMoney(inv.currency_code(), std::abs(open));
+    pay.mutable_payment()->set_invoice(open > 0 ? inv.name() : "");
+    pay.mutable_payment()->set_external_reference(r.external_reference());
+    if (r.has_paid_time()) *pay.mutable_payment()->mutable_paid_time() = r.paid_time();
+    pay.set_request_id(r.request_id().empty() ? "" : absl::StrCat(r.request_id(), "/", n++));
+    LS_RETURN_IF_ERROR(RecordPayment(p, pay).status());
+  }
+  return GetInvoice(p, get);
+}
+
+absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, const v1::VoidInvoiceRequest& r) {
+  if (r.reason().empty()) return InvalidField("reason", "say why the invoice is void");
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("VoidInvoice", r.request_id());
+  const std::string fingerprint = RequestFingerprint("VoidInvoice", r);
+  LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+  if (seen) return Parse<v1::Invoice>(*seen);
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", IdOf(r.name()))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
+  LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
+  if (!r.etag().empty() && r.etag() != inv.etag()) {
+    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
+  }
+  if (inv.state() == v1::Invoice::PAID) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", r.name() + " is paid");
+  }
+  if (inv.state() != v1::Invoice::ISSUED) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED", r.name() + " is already void");
+  }
+  if (!inv.payments().empty()) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_HAS_PAYMENTS",
+                     "payments were recorded against " + r.name());
+  }
+  const absl::Time now = clock_->Now();
+  inv.set_state(v1::Invoice::VOID);
+  *inv.mutable_void_time() = ToProto(now);
+  inv.set_void_reason(r.reason());
+  *inv.mutable_update_time() = ToProto(now);
+  inv.set_etag(std::to_string(doc->version + 1));
+  LedgerStep step;
+  step.idempotency_key = idem;
+  step.fingerprint = fingerprint;
+  step.response = SerializeDeterministic(inv);
+  const std::string key = keys::Doc("invoice", IdOf(inv.name()));
+  step.version_checks.push_back({key, doc->version});
+  step.puts.push_back({key, inv.SerializeAsString(), doc->version + 1});
+  // Its lines return to the next issue; the slot frees for a re-issue.
+  const std::string slot = absl::StrCat(inv.payer_organization(), "|", inv.period(), "|", inv.currency_code());
+  step.hash_sets.push_back({keys::Invoiced(), slot, ""});
+  for (const auto& line : inv.lines()) {
+    step.hash_sets.push_back({"{billing}:invoicedpost", IdOf(line.posting()) + "|" + inv.payer_organization(), ""});
+  }
+  v1::BillingEvent e = NewEvent(p, now, r.request_id());
+  *e.mutable_invoice_voided()->mutable_invoice() = inv;
+  step.events.push_back(e.SerializeAsString());
+  LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+  return Settle(result, inv);
+}
+
+// ================================================================ corrections
+
+absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const Principal& p,
+                                                                          const v1::PostCorrectionRequest& r) {
+  if (r.reason().empty()) return InvalidField("reason", "say why the posting is corrected");
+  if (r.mode() == v1::PostCorrectionRequest::CORRECTION_MODE_UNSPECIFIED) {
+    return InvalidField("mode", "choose REVERSE or ADJUST");
+  }
+  if (r.mode() == v1::PostCorrectionRequest::REVERSE && !r.entries().empty()) {
+    return InvalidField("entries", "REVERSE takes no entries: it mirrors the posting");
+  }
+  if (r.mode() == v1::PostCorrectionRequest::ADJUST && r.entries().empty()) {
+    return InvalidField("entries", "ADJUST needs the balanced entries of the adjustment");
+  }
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("PostCorrection", r.request_id());
+  const std::string fingerprint = RequestFingerprint("PostCorrection", r);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+    if (seen) return Parse<v1::PostCorrectionResponse>(*seen);
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", IdOf(r.posting()))));
+    if (!doc) return MakeError(absl::StatusCode::kNotFound, "POSTING_NOT_FOUND", r.posting() + " does not exist");
+    LS_ASSIGN_OR_RETURN(v1::Posting original, Parse<v1::Posting>(doc->data));
+    if (original.kind() == v1::SETTLEMENT_NETTING) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
+                       "settlement netting is corrected by voiding its settlement");
+    }
+    const absl::Time now = clock_->Now();
+    LedgerStep step;
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
+    v1::PostCorrectionResponse resp;
+    auto correction = [&](const v1::Posting& of, std::vector<v1::Entry> entries, int n) -> absl::StatusOr<v1::Posting> {
+      v1::Posting c;
+      c.set_name(absl::StrCat("postings/", IdOf(of.name()), "-c", doc->version, "-", n));
+      c.set_kind(v1::CORRECTION);
+      c.set_currency_code(of.currency_code());
+      c.set_corrects(of.name());
+      c.set_charge(of.charge());
+      c.set_subsidy_pool(of.subsidy_pool());
+      c.set_reason(r.reason());
+      c.set_description("correction of " + of.name() + ": " + r.reason());
+      c.set_actor(ActorName(p));
+      *c.mutable_create_time() = ToProto(now);
+      for (auto& e : entries) *c.add_entries() = std::move(e);
+      BalanceCheckOptions opts;
+      opts.currency_code = of.currency_code();
+      opts.per_owner = r.mode() == v1::PostCorrectionRequest::REVERSE;
+      LS_RETURN_IF_ERROR(CheckBalanced({c.entries().begin(), c.entries().end()}, opts));
+      return c;
+    };
+    std::vector<v1::Posting> corrections;
+    if (r.mode() == v1::PostCorrectionRequest::REVERSE) {
+      if (!original.corrected_by().empty()) {
+        for (const auto& by : original.corrected_by()) {
+          LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("posting", IdOf(by))));
+          if (cdoc) {
+            LS_ASSIGN_OR_RETURN(v1::Posting c, Parse<v1::Posting>(cdoc->data));
+            if (c.description().find("reversal") != std::string::npos) {
+              return MakeError(absl::StatusCode::kFailedPrecondition, "ALREADY_REVERSED", r.posting() + " was reversed");
+            }
+          }
+        }
+      }
+      LS_ASSIGN_OR_RETURN(v1::Posting c, correction(original, ReverseEntries({original.entries().begin(),
+                                                                               original.entries().end()}), 1));
+      c.set_description("reversal of " + original.name() + ": " + r.reason());
+      corrections.push_back(std::move(c));
+    } else {
+      LS_ASSIGN_OR_RETURN(v1::Posting c, correction(original, {r.entries().begin(), r.entries().end()}, 1));
+      corrections.push_back(std::move(c));
+    }
+    // The charge, and (reversing a CHARGE posting) its subsidies too.
+    std::optional<v1::Charge> charge;
+    int64_t charge_version = 0;
+    if (!original.charge().empty()) {
+      LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("charge", IdOf(original.charge()))));
+      if (cdoc) {
+        LS_ASSIGN_OR_RETURN(charge, Parse<v1::Charge>(cdoc->data));
+        charge_version = cdoc->version;
+      }
+    }
+    if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CHARGE) {
+      int n = 2;
+      for (const auto& line : charge->subsidy_lines()) {
+        LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("posting", IdOf(line.posting()))));
+        if (!sdoc) continue;
+        LS_ASSIGN_OR_RETURN(v1::Posting sub, Parse<v1::Posting>(sdoc->data));
+        LS_ASSIGN_OR_RETURN(v1::Posting c, correction(sub, ReverseEntries({sub.entries().begin(), sub.entries().end()}), n++));
+        c.set_description("reversal of " + sub.name() + " with its charge");
+        if (line.has_cap_period()) {
+          step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
+                                absl::StrCat(line.beneficiary_organization(), "|",
+                                             Ms(FromProto(line.cap_period().start_time()))),
+                                -line.amount().amount_minor()});
+        }
+        sub.add_corrected_by(c.name());
+        const std::string skey = keys::Doc("posting", IdOf(sub.name()));
+        step.version_checks.push_back({skey, sdoc->version});
+        step.puts.push_back({skey, sub.SerializeAsString(), sdoc->version + 1});
+        corrections.push_back(std::move(c));
+      }
+    }
+    for (const auto& c : corrections) AddPosting(step, c, now);
+    original.add_corrected_by(corrections[0].name());
+    const std::string okey = keys::Doc("posting", IdOf(original.name()));
+    step.version_checks.push_back({okey, doc->version});
+    step.puts.push_back({okey, original.SerializeAsString(), doc->version + 1});
+    if (charge) {
+      charge->set_state(r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CHARGE
+                            ? v1::Charge::REVERSED
+                            : v1::Charge::ADJUSTED);
+      for (const auto& c : corrections) charge->add_corrections(c.name());
+      *charge->mutable_update_time() = ToProto(now);
+      const std::string ckey = keys::Doc("charge", IdOf(charge->name()));
+      step.version_checks.push_back({ckey, charge_version});
+      step.puts.push_back({ckey, charge->SerializeAsString(), charge_version + 1});
+      *resp.mutable_charge() = *charge;
+    }
+    *resp.mutable_correction() = corrections[0];
+    for (size_t i = 1; i < corrections.size(); ++i) *resp.add_related_corrections() = corrections[i];
+    step.response = SerializeDeterministic(resp);
+    v1::BillingEvent e = NewEvent(p, now, r.request_id());
+    auto* ev = e.mutable_correction_posted();
+    *ev->mutable_correction() = resp.correction();
+    *ev->mutable_related_corrections() = resp.related_corrections();
+    ev->set_corrected_posting(original.name());
+    if (charge) *ev->mutable_charge() = *charge;
+    ev->set_reason(r.reason());
+    step.events.push_back(e.SerializeAsString());
+    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+    if (result.kind != StepResult::Kind::kStale) return Settle(result, resp);
+  }
+  return Conflict();
+}
+
+// ================================================================ reports
+
+absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStatement(
+    const Principal& p, const v1::GetOrganizationStatementRequest& r) {
+  if (!IsOrganizationName(r.organization())) return InvalidField("organization", "must be organizations/{organization}");
+  if (!SeesAll(p) && r.organization() != ActorOrganization(p)) return OrgScope("statement");
+  if (!r.has_interval() || FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
+    return InvalidField("interval", "needs start_time before end_time");
+  }
+  const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
+  const int64_t from = Ms(FromProto(r.interval().start_time())), to = Ms(FromProto(r.interval().end_time()));
+  std::vector<v1::AccountKind> kinds;
+  for (int k : r.account_kinds()) kinds.push_back(static_cast<v1::AccountKind>(k));
+  if (kinds.empty()) kinds = {v1::RECEIVABLE, v1::PAYABLE};
+  v1::OrganizationStatement out;
+  out.set_organization(r.organization());
+  *out.mutable_interval() = r.interval();
+  out.set_currency_code(currency);
+  for (auto k : kinds) out.add_account_kinds(k);
+  struct Row {
+    AccountLine line;
+    std::string account;
+    v1::AccountKind kind;
+  };
+  std::vector<Row> rows;
+  int64_t opening = 0;
+  for (auto k : kinds) {
+    const std::string account = AccountName(r.organization(), k);
+    LS_ASSIGN_OR_RETURN(auto raw, store_->List(keys::Account(account)));
+    for (auto& l : ParseLines(raw)) {
+      if (l.currency != currency || l.ms >= to) continue;
+      // Balances on the statement are on the debit side (owed to minus owed by).
+      if (l.ms < from) {
+        opening += l.amount;
+      } else {
+        rows.push_back({l, account, k});
+      }
+    }
+  }
+  std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.line.ms < b.line.ms; });
+  int64_t running = opening, debits = 0, credits = 0;
+  *out.mutable_opening_balance() = MakeMoney(currency, opening);
+  for (const auto& row : rows) {
+    running += row.line.amount;
+    auto* s = out.add_lines();
+    s->set_posting("postings/" + row.line.posting);
+    *s->mutable_posting_time() = ToProto(absl::FromUnixMillis(row.line.ms));
+    s->set_account(row.account);
+    s->set_counterparty(row.line.counterparty);
+    if (row.line.amount > 0) {
+      *s->mutable_debit() = MakeMoney(currency, row.line.amount);
+      debits += row.line.amount;
+    } else {
+      *s->mutable_credit() = MakeMoney(currency, -row.line.amount);
+      credits -= row.line.amount;
+    }
+    *s->mutable_running_balance() = MakeMoney(currency, running);
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", row.line.posting)));
+    if (doc) {
+      LS_ASSIGN_OR_RETURN(v1::Posting posting, Parse<v1::Posting>(doc->data));
+      s->set_kind(posting.kind());
+      s->set_description(posting.description());
+      s->set_charge(posting.charge());
+      s->set_payment(posting.payment());
+    }
+  }
+  *out.mutable_total_debits() = MakeMoney(currency, debits);
+  *out.mutable_total_credits() = MakeMoney(currency, credits);
+  *out.mutable_closing_balance() = MakeMoney(currency, running);
+  return out;
+}
+
+absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const Principal& p,
+                                                                           const v1::GetOwnerIncomeReportRequest& r) {
+  if (!IsOrganizationName(r.owner_organization())) {
+    return InvalidField("owner_organization", "must be organizations/{organization}");
+  }
+  if (!SeesAll(p) && r.owner_organization() != ActorOrganization(p)) return OrgScope("income");
+  if (!r.has_interval() || FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
+    return InvalidField("interval", "needs start_time before end_time");
+  }
+  const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
+  v1::ListChargesRequest list;
+  list.set_owner_organization(r.owner_organization());
+  list.set_instrument(r.instrument());
+  list.set_mode(r.mode());
+  *list.mutable_interval() = r.interval();
+  list.set_page_size(500);
+  Principal all;
+  all.user_id = "billing";
+  all.roles = {Role::kService};
+  std::map<std::tuple<std::string, int, std::string, int>, v1::IncomeRow> rows;
+  v1::IncomeRow totals;
+  auto add = [&](v1::IncomeRow& row, const v1::Charge& c, int64_t income, int64_t subsidised, int64_t in_kind,
+                 int64_t internal, int64_t compensation, int64_t corrections) {
+    auto bump = [&](labshare::type::v1::Money* m, int64_t v) {
+      m->set_currency_code(currency);
+      m->set_amount_minor(m->amount_minor() + v);
+    };
+    row.set_charge_count(row.charge_count() + 1);
+    row.set_quantity_milli(row.quantity_milli() + c.quantity_milli());
+    row.set_unit(c.rate().unit());
+    bump(row.mutable_service_income(), income);
+    bump(row.mutable_subsidised_amount(), subsidised);
+    bump(row.mutable_in_kind_amount(), in_kind);
+    bump(row.mutable_internal_amount(), internal);
+    bump(row.mutable_compensation_amount(), compensation);
+    bump(row.mutable_corrections_amount(), corrections);
+  };
+  while (true) {
+    LS_ASSIGN_OR_RETURN(v1::ListChargesResponse page, ListCharges(all, list));
+    for (const auto& c : page.charges()) {
+      if (c.amount().currency_code() != currency || c.fee_kind() == v1::DEPOSIT) continue;
+      const bool reversed = c.state() == v1::Charge::REVERSED;
+      const bool internal = c.payer_organization() == c.owner_organization() && c.splits().empty();
+      int64_t in_kind = 0;
+      for (const auto& s : c.splits()) in_kind += s.in_kind() ? s.amount().amount_minor() : 0;
+      const int64_t damage = c.fee_kind() == v1::DAMAGE ? c.amount().amount_minor() : 0;
+      const int64_t income = c.fee_kind() == v1::DAMAGE ? 0 : c.service_income().amount_minor();
+      const int64_t correction = reversed ? -(income + damage) : 0;
+      auto& row = rows[{c.instrument(), static_cast<int>(c.mode()), c.payer_organization(), static_cast<int>(c.fee_kind())}];
+      row.set_instrument(c.instrument());
+      row.set_mode(c.mode());
+      row.set_payer_organization(c.payer_organization());
+      row.set_fee_kind(c.fee_kind());
+      add(row, c, income, c.subsidy_total().amount_minor(), in_kind, internal ? c.amount().amount_minor() : 0, damage,
+          correction);
+      add(totals, c, income, c.subsidy_total().amount_minor(), in_kind, internal ? c.amount().amount_minor() : 0,
+          damage, correction);
+    }
+    if (page.next_page_token().empty()) break;
+    list.set_page_token(page.next_page_token());
+  }
+  v1::OwnerIncomeReport out;
+  out.set_owner_organization(r.owner_organization());
+  *out.mutable_interval() = r.interval();
+  out.set_currency_code(currency);
+  for (auto& [key, row] : rows) *out.add_rows() = std::move(row);
+  *out.mutable_totals() = totals;
+  return out;
+}
+
+absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Principal& p,
+                                                                     const v1::ListBalancesRequest& r) {
+  const bool all = r.parent() == "organizations/-" || r.parent() == "subsidyPools/-";
+  if (!all && !IsOrganizationName(r.parent()) && !IsSubsidyPoolName(r.parent())) {
+    return InvalidField("parent", "must be organizations/{organization}, subsidyPools/{subsidy_pool} or a '-' parent");
+  }
+  if ((all || IsSubsidyPoolName(r.parent())) && !SeesAll(p) && !(IsSubsidyPoolName(r.parent()) && !all)) {
+    return OrgScope("balances");
+  }
+  if (IsOrganizationName(r.parent()) && !SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");
+  const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
+  const std::string prefix = all ? r.parent().substr(0, r.parent().size() - 1) : r.parent() + "/";
+  std::set<v1::AccountKind> kinds;
+  for (int k : r.account_kinds()) kinds.insert(static_cast<v1::AccountKind>(k));
+  LS_ASSIGN_OR_RETURN(auto fields, store_->HashAll(keys::Balances()));
+  // The accounts of the parent, with their counterparties.
+  std::set<std::pair<std::string, std::string>> accounts;
+  for (const auto& [field, value] : fields) {
+    std::vector<std::string> f = absl::StrSplit(field, '|');
+    if (f.size() != 3 || f[2] != currency || !absl::StartsWith(f[0], prefix)) continue;
+    auto ref = ParseAccountName(f[0]);
+    if (!ref.ok() || (!kinds.empty() && !kinds.count(ref->kind))) continue;
+    accounts.insert({f[0], r.group_by_counterparty() ? f[1] : ""});
+  }
+  v1::ListBalancesResponse out;
+  for (const auto& [account, counterparty] : accounts) {
+    v1::GetAccountBalanceRequest get;
+    get.set_name(account);
+    get.set_counterparty(counterparty);
+    get.set_currency_code(currency);
+    if (r.has_as_of_time()) *get.mutable_as_of_time() = r.as_of_time();
+    Principal reader;
+    reader.user_id = "billing";
+    reader.roles = {Role::kService};
+    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, GetAccountBalance(reader, get));
+    if (r.skip_empty() && b.debit_total().amount_minor() == 0 && b.credit_total().amount_minor() == 0) continue;
+    *out.add_balances() = std::move(b);
+  }
+  return out;
+}
+
+}  // namespace labshare::billing

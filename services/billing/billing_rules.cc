@@ -1069,7 +1069,7 @@ absl::StatusOr<std::vector<int64_t>> SplitLargestRemainder(int64_t amount,
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return remainders[a] > remainders[b] || (remainders[a] == remainders[b] && a > b); });
+                   [&](size_t a, size_t b) { return remainders[a] > remainders[b]; });
   for (size_t k = 0; k < n && left > 0; ++k, --left) ++parts[order[k]];
   return parts;
 }

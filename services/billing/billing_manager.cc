@@ -188,7 +188,10 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
   if (e.has_lease_handed_over()) {
     const bk::Lease& lease = e.lease_handed_over().lease();
     LS_ASSIGN_OR_RETURN(auto deposit, PriceDeposit(lease));
-    if (!deposit) return out;
+    if (!deposit) {
+      out.lease_out = lease;
+      return out;
+    }
     out.charges.push_back(*std::move(deposit));
     v1::Deposit d;
     d.set_name("deposits/" + IdOf(lease.name()));
@@ -200,15 +203,13 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
     *d.mutable_amount() = out.charges[0].amount();
     *d.mutable_held_amount() = out.charges[0].amount();
     out.deposit = std::move(d);
+    out.lease_out = lease;
     return out;
   }
   if (e.has_lease_returned()) {
-    const bk::Lease& lease = e.lease_returned().lease();
-    LS_ASSIGN_OR_RETURN(auto periods, LeasePeriods(lease, absl::InfiniteFuture(), zone_));
-    for (const auto& period : periods) {
-      LS_ASSIGN_OR_RETURN(v1::Charge c, PriceLeasePeriod(lease, period, zone_));
-      out.charges.push_back(std::move(c));
-    }
+    // The periods not charged at their end yet, up to the return.
+    LS_ASSIGN_OR_RETURN(out.charges, UnchargedLeasePeriods(e.lease_returned().lease(), absl::InfiniteFuture()));
+    out.lease_done = e.lease_returned().lease().name();
     return out;
   }
   if (e.has_lease_closed()) {
@@ -305,7 +306,10 @@ void BillingManager::AddPosting(LedgerStep& step, const v1::Posting& posting, ab
 
 absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id,
                                         absl::Time now) {
-  const std::string id = "c" + Hex(Fnv(event_id + "|" + charge.source_key()));
+  // Lease rent is keyed by lease and period: charged once whether at the
+  // period's end or on return.
+  const std::string basis = charge.fee_kind() == v1::LEASE_PERIOD ? charge.lease() : event_id;
+  const std::string id = "c" + Hex(Fnv(basis + "|" + charge.source_key()));
   charge.set_name("charges/" + id);
   charge.set_state(v1::Charge::POSTED);
   charge.set_source_event_id(event_id);
@@ -439,7 +443,10 @@ absl::Status BillingManager::ApplyBookingEvent(const StreamEvent& event) {
     LS_ASSIGN_OR_RETURN(bool done, store_->EventApplied(event_id));
     if (done) return absl::OkStatus();
     LS_ASSIGN_OR_RETURN(Priced priced, Price(e));
-    if (priced.charges.empty() && priced.postings.empty() && !priced.deposit) return absl::OkStatus();
+    if (priced.charges.empty() && priced.postings.empty() && !priced.deposit && !priced.lease_out &&
+        priced.lease_done.empty()) {
+      return absl::OkStatus();
+    }
     const absl::Time now = clock_->Now();
     LedgerStep step;
     step.applied_event_id = event_id;
@@ -474,11 +481,60 @@ absl::Status BillingManager::ApplyBookingEvent(const StreamEvent& event) {
       step.puts.push_back({key, d.SerializeAsString(), priced.deposit_version + 1});
       step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
     }
+    // Leases out: rent is charged at each period's end (ChargeEndedLeasePeriods).
+    if (priced.lease_out) {
+      step.hash_sets.push_back({keys::Doc("leases", "out"), IdOf(priced.lease_out->name()),
+                                priced.lease_out->SerializeAsString()});
+    }
+    if (!priced.lease_done.empty()) step.hash_sets.push_back({keys::Doc("leases", "out"), IdOf(priced.lease_done), ""});
     LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
     if (result.kind != StepResult::Kind::kStale) return absl::OkStatus();
   }
   return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                    "subsidy pools kept changing while posting " + event_id + "; will retry");
+}
+
+absl::StatusOr<std::vector<v1::Charge>> BillingManager::UnchargedLeasePeriods(const bk::Lease& lease, absl::Time until) {
+  LS_ASSIGN_OR_RETURN(auto periods, LeasePeriods(lease, until, zone_));
+  std::vector<v1::Charge> out;
+  for (const auto& period : periods) {
+    LS_ASSIGN_OR_RETURN(v1::Charge c, PriceLeasePeriod(lease, period, zone_));
+    LS_ASSIGN_OR_RETURN(auto existing, store_->docs().Get(keys::Doc("charge", "c" + Hex(Fnv(c.lease() + "|" + c.source_key())))));
+    if (!existing) out.push_back(std::move(c));
+  }
+  return out;
+}
+
+absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
+  LS_ASSIGN_OR_RETURN(auto leases, store_->HashAll(keys::Doc("leases", "out")));
+  const absl::Time now = clock_->Now();
+  int posted = 0;
+  for (const auto& [id, bytes] : leases) {
+    bk::Lease lease;
+    if (bytes.empty() || !lease.ParseFromString(bytes)) continue;
+    // Only whole periods that have ended; the running one waits.
+    LS_ASSIGN_OR_RETURN(auto periods, LeasePeriods(lease, now, zone_));
+    for (const auto& period : periods) {
+      LS_ASSIGN_OR_RETURN(bool ended, PeriodEnded(period, now, zone_));
+      if (!ended) continue;
+      LS_ASSIGN_OR_RETURN(v1::Charge c, PriceLeasePeriod(lease, period, zone_));
+      const std::string marker = absl::StrCat("lease-period:", lease.name(), "|", period);
+      for (int attempt = 0; attempt < kAttempts; ++attempt) {
+        LS_ASSIGN_OR_RETURN(bool done, store_->EventApplied(marker));
+        LS_ASSIGN_OR_RETURN(auto existing,
+                            store_->docs().Get(keys::Doc("charge", "c" + Hex(Fnv(c.lease() + "|" + c.source_key())))));
+        if (done || existing) break;
+        LedgerStep step;
+        step.applied_event_id = marker;
+        v1::Charge charge = c;
+        LS_RETURN_IF_ERROR(PostCharge(step, charge, marker, now));
+        LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+        if (result.kind == StepResult::Kind::kApplied) ++posted;
+        if (result.kind != StepResult::Kind::kStale) break;
+      }
+    }
+  }
+  return posted;
 }
 
 // ================================================================ charges, postings, balances

@@ -75,6 +75,11 @@ class BillingManager {
                                                              const v1::GetOwnerIncomeReportRequest& r);
   absl::StatusOr<v1::ListBalancesResponse> ListBalances(const Principal& p, const v1::ListBalancesRequest& r);
 
+  // Posts the LEASE_PERIOD charges of leases still out for every billing
+  // period that has ended (once per lease and period). The service runs it
+  // periodically; safe on every replica. Returns how many were posted.
+  absl::StatusOr<int> ChargeEndedLeasePeriods();
+
   // Every account's balance (debit minus credit, per counterparty).
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> AllBalances() const;
 
@@ -85,7 +90,11 @@ class BillingManager {
     std::vector<v1::Posting> postings;
     std::optional<v1::Deposit> deposit;
     int64_t deposit_version = 0;
+    std::optional<labshare::booking::v1::Lease> lease_out;  // handed over: rent runs
+    std::string lease_done;                                  // returned: rent stopped
   };
+  absl::StatusOr<std::vector<v1::Charge>> UnchargedLeasePeriods(const labshare::booking::v1::Lease& lease,
+                                                                absl::Time until);
   absl::StatusOr<Priced> Price(const labshare::booking::v1::BookingEvent& e);
   absl::StatusOr<v1::AppliedRate> RateFor(const std::string& instrument, labshare::type::v1::SharingMode mode,
                                           const std::string& payer, absl::Time at, const std::string& tier,

@@ -19,6 +19,8 @@
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory (rate cards).");
 ABSL_FLAG(std::string, time_zone, "Asia/Shanghai", "IANA time zone of billing periods.");
+ABSL_FLAG(absl::Duration, lease_period_interval, absl::Minutes(1),
+          "How often lease rent of ended billing periods is posted.");
 ABSL_FLAG(int, booking_partitions, 16, "Number of booking outbox streams {bk:P}:outbox.");
 
 int main(int argc, char** argv) {
@@ -64,8 +66,16 @@ int main(int argc, char** argv) {
       }
     } while (!stop.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
   });
+  // Lease rent of ended billing periods.
+  std::thread periods([&] {
+    do {
+      auto posted = manager.ChargeEndedLeasePeriods();
+      if (!posted.ok()) labshare::LogWarning("lease periods", {{"error", posted.status().ToString()}});
+    } while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_lease_period_interval)));
+  });
   const int rc = labshare::RunService("billing", &redis, &authorizer, {&service});
   stop.Notify();
   consumer.join();
+  periods.join();
   return rc;
 }

@@ -461,6 +461,50 @@ TEST_F(BillingTest, LeaseDepositIsHeldThenAppliedToDamageAndRentIsCharged) {
   EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 1800000);
 }
 
+TEST_F(BillingTest, LeaseRentIsChargedAtEachPeriodEndAndTheRestOnReturn) {
+  // Out from 2027-01-29 08:00 to 2027-02-05 08:00 Shanghai time.
+  bk::RequestLeaseRequest r;
+  r.mutable_lease()->set_instrument("instruments/afm");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 26));
+  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 36));
+  bk::Lease lease, out;
+  auto s = Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  bk::ApproveLeaseRequest a;
+  a.set_name(lease.name());
+  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+  bk::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("ok");
+  clock_.Set(day_ + absl::Hours(24 * 26));
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
+  Drain();
+  EXPECT_EQ(*billing_->ChargeEndedLeasePeriods(), 0);  // January has not ended
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  EXPECT_EQ(*billing_->ChargeEndedLeasePeriods(), 1);  // January: 29, 30, 31
+  EXPECT_EQ(*billing_->ChargeEndedLeasePeriods(), 0);  // once
+  int64_t rent = 0;
+  for (const auto& c : Charges()) rent += c.fee_kind() == v1::LEASE_PERIOD ? c.amount().amount_minor() : 0;
+  EXPECT_EQ(rent, 900000);
+  clock_.Set(day_ + absl::Hours(24 * 33));
+  bk::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("fine");
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+  Drain();
+  std::map<std::string, int64_t> by_period;
+  for (const auto& c : Charges()) {
+    if (c.fee_kind() == v1::LEASE_PERIOD) by_period[c.source_key()] += c.amount().amount_minor();
+  }
+  ASSERT_EQ(by_period.size(), 2u);
+  EXPECT_EQ(by_period["lease-period/2027-01"], 900000);
+  EXPECT_EQ(by_period["lease-period/2027-02"], 1500000);  // 1..5 February
+  EXPECT_EQ(*billing_->ChargeEndedLeasePeriods(), 0);     // returned: nothing more
+}
+
 TEST_F(BillingTest, TechnicalServiceIsChargedFromTheAcceptedQuote) {
   bk::CreateServiceOrderRequest co;
   co.mutable_service_order()->set_instrument("instruments/tem");

@@ -75,6 +75,15 @@ class BillingManager {
                                                              const v1::GetOwnerIncomeReportRequest& r);
   absl::StatusOr<v1::ListBalancesResponse> ListBalances(const Principal& p, const v1::ListBalancesRequest& r);
 
+  // billing_lists.cc
+  absl::StatusOr<v1::ListInvoicesResponse> ListInvoices(const Principal& p, const v1::ListInvoicesRequest& r);
+  absl::StatusOr<v1::ListPostingsResponse> ListPostings(const Principal& p, const v1::ListPostingsRequest& r);
+  absl::StatusOr<v1::ListDepositsResponse> ListDeposits(const Principal& p, const v1::ListDepositsRequest& r);
+  absl::StatusOr<v1::Payment> GetPayment(const Principal& p, const v1::GetPaymentRequest& r);
+  absl::StatusOr<v1::ListPaymentsResponse> ListPayments(const Principal& p, const v1::ListPaymentsRequest& r);
+  absl::StatusOr<v1::ListSettlementsResponse> ListSettlements(const Principal& p, const v1::ListSettlementsRequest& r);
+  absl::StatusOr<v1::SubsidyAllowance> GetSubsidyAllowance(const Principal& p, const v1::GetSubsidyAllowanceRequest& r);
+
   // Posts the LEASE_PERIOD charges of leases still out for every billing
   // period that has ended (once per lease and period). The service runs it
   // periodically; safe on every replica. Returns how many were posted.

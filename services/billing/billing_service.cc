@@ -22,7 +22,10 @@ MethodPolicy BillingPolicy() {
   for (const char* m : {"GetPosting", "GetAccountBalance", "PreviewInvoice", "GetInvoice", "GetSettlement"}) {
     p.Allow(M(m), {Role::kConsortiumAdmin, Role::kAuditor, Role::kService, Role::kMemberBillingAdmin});
   }
-  for (const char* m : {"GetOrganizationStatement", "ListBalances"}) {
+  p.Allow(M("ListDeposits"), {Role::kConsortiumAdmin, Role::kAuditor, Role::kService, Role::kMemberBillingAdmin,
+                              Role::kFacilityStaff});
+  for (const char* m : {"GetOrganizationStatement", "ListBalances", "ListInvoices", "ListPostings", "GetPayment",
+                        "ListPayments", "ListSettlements", "GetSubsidyAllowance"}) {
     p.Allow(M(m), {Role::kConsortiumAdmin, Role::kAuditor, Role::kService, Role::kMemberBillingAdmin});
   }
   p.Allow(M("GetOwnerIncomeReport"), {Role::kConsortiumAdmin, Role::kAuditor, Role::kService,

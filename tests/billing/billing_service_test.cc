@@ -5,6 +5,8 @@
 // debits equal credits overall, per posting and per organisation.
 #include <map>
 
+#include "absl/strings/match.h"
+
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
 #include "services/billing/billing_service.h"
@@ -757,6 +759,41 @@ TEST_F(BillingTest, PaymentsVoidsCorrectionsStatementsAndSettlementClearing) {
   }
   EXPECT_EQ(debits, credits);
   EXPECT_GT(debits, 0);
+
+  // Listings: the void and the re-issued invoice; a member sees its own.
+  v1::ListInvoicesRequest li;
+  auto invoices = billing_->ListInvoices(billing_admin_, li);
+  ASSERT_TRUE(invoices.ok()) << invoices.status();
+  ASSERT_EQ(invoices->invoices_size(), 2);
+  EXPECT_EQ(invoices->invoices(0).sequence(), 1);
+  EXPECT_EQ(invoices->invoices(0).state(), v1::Invoice::VOID);
+  EXPECT_EQ(invoices->invoices(1).state(), v1::Invoice::PAID);
+  EXPECT_EQ(billing_->ListInvoices(other, li)->invoices_size(), 0);
+  li.set_page_size(1);
+  invoices = billing_->ListInvoices(billing_admin_, li);
+  ASSERT_EQ(invoices->invoices_size(), 1);
+  li.set_page_token(invoices->next_page_token());
+  EXPECT_EQ(billing_->ListInvoices(billing_admin_, li)->invoices(0).sequence(), 2);
+  v1::ListPaymentsRequest lp;
+  lp.set_payee("organizations/owner");
+  EXPECT_EQ(billing_->ListPayments(billing_admin_, lp)->payments_size(), 2);
+  v1::ListPostingsRequest lpo;
+  lpo.set_kind(v1::CORRECTION);
+  EXPECT_EQ(billing_->ListPostings(billing_admin_, lpo)->postings_size(), 2);
+  Principal lab_admin{"lena", "lab", {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  lpo.set_kind(v1::PAYMENT);
+  auto mine = billing_->ListPostings(lab_admin, lpo);
+  ASSERT_TRUE(mine.ok());
+  ASSERT_EQ(mine->postings_size(), 1);  // the pool's payment is not the lab's
+  for (const auto& e : mine->postings(0).entries()) EXPECT_TRUE(absl::StartsWith(e.account(), "organizations/lab/"));
+  v1::GetSubsidyAllowanceRequest ga;
+  ga.set_name("subsidyPools/voucher/allowances/lab");
+  auto allowance = billing_->GetSubsidyAllowance(lab_admin, ga);
+  ASSERT_TRUE(allowance.ok()) << allowance.status();
+  EXPECT_TRUE(allowance->eligible());
+  EXPECT_EQ(allowance->remaining().amount_minor(), 995000);  // uncapped: the balance
+  ga.set_name("subsidyPools/voucher/allowances/outsider");
+  EXPECT_EQ(ErrorReason(billing_->GetSubsidyAllowance(lab_admin, ga).status()), "ORGANIZATION_SCOPE");
 }
 
 }  // namespace

@@ -1,0 +1,249 @@
+// The listings over billing's indexes, and the remaining single reads.
+// Every list scans its index in order (create time, or series and number
+// for invoices), filters in process and pages by the last index member.
+#include <functional>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/numbers.h"
+#include "common/auth.h"
+#include "common/error.h"
+#include "common/proto_util.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+
+namespace labshare::billing {
+namespace {
+
+std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+bool SeesAll(const Principal& p) { return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}); }
+
+absl::Status OrgScope(absl::string_view what) {
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   absl::StrCat("you may see only your own organisation's ", what));
+}
+
+// A filter given by a member must name its own organisation; unset, it is
+// narrowed to it (the returned value).
+absl::StatusOr<std::string> Narrow(const Principal& p, const std::string& filter, absl::string_view what) {
+  if (SeesAll(p)) return filter;
+  const std::string own = ActorOrganization(p);
+  if (!filter.empty() && filter != own) return OrgScope(what);
+  return own;
+}
+
+// Scans the index of `kind` after the page token, parsing each document as
+// T and keeping those `keep` accepts, up to the page size.
+template <typename T, typename Resp>
+absl::Status Scan(const BillingStore& store, absl::string_view kind, const google::protobuf::Message& request,
+                  const std::function<std::string(const std::string& member)>& doc_id,
+                  const std::function<bool(const T&)>& keep, google::protobuf::RepeatedPtrField<T>* out,
+                  Resp* resp) {
+  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(request));
+  std::string after = page.after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto members, store.docs().IndexRange(keys::Index(kind), after, 500));
+    std::vector<std::string> k;
+    for (const auto& m : members) k.push_back(keys::Doc(kind, doc_id(m)));
+    LS_ASSIGN_OR_RETURN(auto docs, store.docs().GetMany(k));
+    for (size_t i = 0; i < members.size(); ++i) {
+      after = members[i];
+      T item;
+      if (!docs[i] || !item.ParseFromString(docs[i]->data) || !keep(item)) continue;
+      *out->Add() = std::move(item);
+      if (out->size() == page.page_size) {
+        resp->set_next_page_token(MakePageToken(request, after));
+        return absl::OkStatus();
+      }
+    }
+    if (members.size() < 500) return absl::OkStatus();
+  }
+}
+
+std::string AfterBar(const std::string& m) { return m.substr(m.rfind('|') + 1); }
+
+}  // namespace
+
+absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Principal& p,
+                                                                     const v1::ListInvoicesRequest& r) {
+  if (!r.period().empty()) LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  const std::string own = ActorOrganization(p);
+  if (!SeesAll(p) && !r.payer_organization().empty() && r.payer_organization() != own &&
+      r.payee_organization() != own) {
+    return OrgScope("invoices");
+  }
+  v1::ListInvoicesResponse resp;
+  auto id = [](const std::string& m) {
+    const std::vector<std::string> f = absl::StrSplit(m, '|');
+    int64_t seq = 0;
+    if (f.size() == 2) absl::SimpleAtoi(f[1], &seq);
+    return absl::AsciiStrToLower(absl::StrFormat("%s-%06d", f[0], seq));
+  };
+  auto keep = [&](const v1::Invoice& inv) {
+    bool payee = false;
+    for (const auto& pb : inv.payees()) payee |= pb.organization() == r.payee_organization() || pb.organization() == own;
+    if (!SeesAll(p) && inv.payer_organization() != own && !payee) return false;
+    if (!r.payer_organization().empty() && inv.payer_organization() != r.payer_organization()) return false;
+    if (!r.payee_organization().empty()) {
+      bool found = false;
+      for (const auto& pb : inv.payees()) found |= pb.organization() == r.payee_organization();
+      if (!found) return false;
+    }
+    if (!r.period().empty() && inv.period() != r.period()) return false;
+    if (r.state() != 0 && inv.state() != r.state()) return false;
+    if (!r.currency_code().empty() && inv.currency_code() != r.currency_code()) return false;
+    return r.series().empty() || inv.series() == r.series();
+  };
+  LS_RETURN_IF_ERROR((Scan<v1::Invoice>(*store_, "invoice", r, id, keep, resp.mutable_invoices(), &resp)));
+  return resp;
+}
+
+absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Principal& p,
+                                                                     const v1::ListPostingsRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "postings"));
+  if (!r.account().empty()) LS_RETURN_IF_ERROR(ParseAccountName(r.account()).status());
+  v1::ListPostingsResponse resp;
+  auto keep = [&](const v1::Posting& posting) {
+    bool org_hit = org.empty(), pool_hit = r.subsidy_pool().empty(), account_hit = r.account().empty(),
+         cp_hit = r.counterparty().empty(), cur_hit = r.currency_code().empty();
+    for (const auto& e : posting.entries()) {
+      org_hit |= absl::StartsWith(e.account(), org + "/");
+      pool_hit |= absl::StartsWith(e.account(), r.subsidy_pool() + "/");
+      account_hit |= e.account() == r.account();
+      cp_hit |= e.counterparty() == r.counterparty();
+    }
+    cur_hit |= posting.currency_code() == r.currency_code();
+    if (!(org_hit && pool_hit && account_hit && cp_hit && cur_hit)) return false;
+    if (r.kind() != 0 && posting.kind() != r.kind()) return false;
+    if (!r.charge().empty() && posting.charge() != r.charge()) return false;
+    if (!r.corrects().empty() && posting.corrects() != r.corrects()) return false;
+    if (r.has_interval()) {
+      const absl::Time t = FromProto(posting.create_time());
+      if (t < FromProto(r.interval().start_time()) || t >= FromProto(r.interval().end_time())) return false;
+    }
+    return true;
+  };
+  LS_RETURN_IF_ERROR((Scan<v1::Posting>(*store_, "posting", r, AfterBar, keep, resp.mutable_postings(), &resp)));
+  if (!SeesAll(p)) {  // a member sees only its own entries of each posting
+    for (auto& posting : *resp.mutable_postings()) {
+      v1::Posting mine = posting;
+      mine.clear_entries();
+      for (const auto& e : posting.entries()) {
+        if (absl::StartsWith(e.account(), org + "/")) *mine.add_entries() = e;
+      }
+      posting = std::move(mine);
+    }
+  }
+  return resp;
+}
+
+absl::StatusOr<v1::ListDepositsResponse> BillingManager::ListDeposits(const Principal& p,
+                                                                     const v1::ListDepositsRequest& r) {
+  const std::string own = ActorOrganization(p);
+  if (!SeesAll(p)) {
+    for (const std::string* f : {&r.owner_organization(), &r.lessee_organization()}) {
+      if (!f->empty() && *f != own) return OrgScope("deposits");
+    }
+  }
+  v1::ListDepositsResponse resp;
+  auto keep = [&](const v1::Deposit& d) {
+    if (!SeesAll(p) && d.owner_organization() != own && d.lessee_organization() != own) return false;
+    if (!r.owner_organization().empty() && d.owner_organization() != r.owner_organization()) return false;
+    if (!r.lessee_organization().empty() && d.lessee_organization() != r.lessee_organization()) return false;
+    if (!r.instrument().empty() && d.instrument() != r.instrument()) return false;
+    if (!r.lease().empty() && d.lease() != r.lease()) return false;
+    return r.state() == 0 || d.state() == r.state();
+  };
+  LS_RETURN_IF_ERROR((Scan<v1::Deposit>(*store_, "deposit", r, AfterBar, keep, resp.mutable_deposits(), &resp)));
+  return resp;
+}
+
+absl::StatusOr<v1::Payment> BillingManager::GetPayment(const Principal& p, const v1::GetPaymentRequest& r) {
+  if (!absl::StartsWith(r.name(), "payments/")) return InvalidField("name", "must be payments/{payment}", "INVALID_NAME");
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("payment", IdOf(r.name()))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "PAYMENT_NOT_FOUND", r.name() + " does not exist");
+  v1::Payment pay;
+  pay.ParseFromString(doc->data);
+  const std::string own = ActorOrganization(p);
+  if (!SeesAll(p) && pay.payer() != own && pay.payee() != own) return OrgScope("payments");
+  return pay;
+}
+
+absl::StatusOr<v1::ListPaymentsResponse> BillingManager::ListPayments(const Principal& p,
+                                                                     const v1::ListPaymentsRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "payments"));
+  v1::ListPaymentsResponse resp;
+  auto keep = [&](const v1::Payment& pay) {
+    if (!org.empty() && pay.payer() != org && pay.payee() != org) return false;
+    if (!r.payer().empty() && pay.payer() != r.payer()) return false;
+    if (!r.payee().empty() && pay.payee() != r.payee()) return false;
+    if (!r.invoice().empty() && pay.invoice() != r.invoice()) return false;
+    if (!r.settlement().empty() && pay.settlement() != r.settlement()) return false;
+    if (r.has_interval()) {
+      const absl::Time t = FromProto(pay.create_time());
+      if (t < FromProto(r.interval().start_time()) || t >= FromProto(r.interval().end_time())) return false;
+    }
+    return true;
+  };
+  LS_RETURN_IF_ERROR((Scan<v1::Payment>(*store_, "payment", r, AfterBar, keep, resp.mutable_payments(), &resp)));
+  return resp;
+}
+
+absl::StatusOr<v1::ListSettlementsResponse> BillingManager::ListSettlements(const Principal& p,
+                                                                           const v1::ListSettlementsRequest& r) {
+  if (!r.period().empty()) LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  v1::ListSettlementsResponse resp;
+  auto keep = [&](const v1::Settlement& s) {
+    if (!r.period().empty() && s.period() != r.period()) return false;
+    if (r.state() != 0 && s.state() != r.state()) return false;
+    return r.currency_code().empty() || s.currency_code() == r.currency_code();
+  };
+  LS_RETURN_IF_ERROR((Scan<v1::Settlement>(*store_, "settlement", r, AfterBar, keep, resp.mutable_settlements(), &resp)));
+  if (!SeesAll(p)) {  // reduced to what involves the caller's organisation
+    for (auto& s : *resp.mutable_settlements()) {
+      v1::GetSettlementRequest get;
+      get.set_name(s.name());
+      LS_ASSIGN_OR_RETURN(s, GetSettlement(p, get));
+    }
+  }
+  return resp;
+}
+
+absl::StatusOr<v1::SubsidyAllowance> BillingManager::GetSubsidyAllowance(const Principal& p,
+                                                                         const v1::GetSubsidyAllowanceRequest& r) {
+  // "subsidyPools/{pool}/allowances/{organization}"
+  const std::vector<std::string> f = absl::StrSplit(r.name(), '/');
+  if (f.size() != 4 || f[0] != "subsidyPools" || f[2] != "allowances") {
+    return InvalidField("name", "must be subsidyPools/{subsidy_pool}/allowances/{organization}", "INVALID_NAME");
+  }
+  const std::string org = "organizations/" + f[3];
+  if (!SeesAll(p) && ActorOrganization(p) != org) return OrgScope("allowances");
+  v1::GetSubsidyPoolRequest get;
+  get.set_name("subsidyPools/" + f[1]);
+  LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, GetSubsidyPool(p, get));
+  LS_ASSIGN_OR_RETURN(inv::Organization o, inventory_->GetOrganization(org));
+  const absl::Time at = r.has_time() ? FromProto(r.time()) : clock_->Now();
+  v1::SubsidyAllowance out;
+  out.set_name(r.name());
+  out.set_subsidy_pool(pool.name());
+  out.set_organization(org);
+  out.set_ineligible_reason(ProfileIneligibilityReason(pool, static_cast<v1::SizeClass>(o.size_class())));
+  out.set_eligible(out.ineligible_reason().empty());
+  int64_t used = 0;
+  if (pool.has_cap_per_organization() && pool.cap_period_kind() != v1::PERIOD_KIND_UNSPECIFIED) {
+    LS_ASSIGN_OR_RETURN(TimeRange cap, CapPeriodRange(pool.cap_period_kind(), at, zone_));
+    *out.mutable_cap_period() = ToInterval(cap);
+    *out.mutable_cap() = pool.cap_per_organization();
+    LS_ASSIGN_OR_RETURN(auto counters, store_->Counters(keys::Cap(f[1]), {absl::StrCat(org, "|", absl::ToUnixMillis(cap.start))}));
+    used = counters[0];
+  }
+  *out.mutable_used() = MakeMoney(pool.currency_code(), used);
+  *out.mutable_remaining() =
+      MakeMoney(pool.currency_code(), out.eligible() ? AllowanceRemaining(pool, used, pool.balance().amount_minor()) : 0);
+  return out;
+}
+
+}  // namespace labshare::billing

@@ -327,11 +327,14 @@ void BookingManager::SealCreate(PreparedCreate& out) const {
   step.due_ms = b.state() == v1::Booking::PENDING_APPROVAL ? Ms(FromProto(b.reserved_interval().start_time()))
                                                           : out.confirmed_due_ms;
   step.events.clear();
+  // Each event its own id; the header is the same otherwise.
   v1::BookingEvent created = out.event;
+  created.mutable_header()->set_event_id(NewEventId());
   *created.mutable_booking_created()->mutable_booking() = b;
   step.events.push_back(created.SerializeAsString());
   if (b.state() == v1::Booking::CONFIRMED) {
     v1::BookingEvent confirmed = out.event;
+    confirmed.mutable_header()->set_event_id(NewEventId());
     *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
     step.events.push_back(confirmed.SerializeAsString());
   }

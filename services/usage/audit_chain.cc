@@ -1,0 +1,829 @@
+#include "services/usage/audit_chain.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
+#include "labshare/type/v1/types.pb.h"
+#include "labshare/usage/v1/usage_events.pb.h"
+
+namespace labshare::usage {
+
+namespace v1 = labshare::usage::v1;
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+const char kAuditHashDomain[] = "LABSHARE-AUDIT-V1";
+
+namespace audit_keys {
+std::string Head() { return "{usage}:audit:head"; }
+std::string Entry(int64_t sequence) { return absl::StrCat("{usage}:audit:entry:", sequence); }
+std::string Applied() { return "{usage}:audit:applied"; }
+std::string AppliedField(absl::string_view source_service, absl::string_view event_id) {
+  return absl::StrCat(source_service, "|", event_id);
+}
+std::string Index(absl::string_view kind, absl::string_view value) {
+  return absl::StrCat("{usage}:audit:idx:", kind, ":", value);
+}
+}  // namespace audit_keys
+
+namespace {
+
+constexpr size_t kHashBytes = 32;
+
+// ------------------------------------------------------------ hashing
+
+void PutU32(std::string* out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out->push_back(static_cast<char>(static_cast<unsigned char>((v >> shift) & 0xffu)));
+  }
+}
+
+void PutU64(std::string* out, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    out->push_back(static_cast<char>(static_cast<unsigned char>((v >> shift) & 0xffu)));
+  }
+}
+
+void PutBlob(std::string* out, absl::string_view bytes) {
+  PutU32(out, static_cast<uint32_t>(bytes.size()));
+  out->append(bytes.data(), bytes.size());
+}
+
+void PutTimestamp(std::string* out, const google::protobuf::Timestamp& t) {
+  PutU64(out, static_cast<uint64_t>(t.seconds()));  // two's complement
+  PutU32(out, static_cast<uint32_t>(t.nanos()));
+}
+
+// Incremental SHA-256 through EVP.
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+  ~Sha256() { EVP_MD_CTX_free(ctx_); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void Update(absl::string_view data) { EVP_DigestUpdate(ctx_, data.data(), data.size()); }
+  std::string Final() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_, digest, &len);
+    return std::string(reinterpret_cast<const char*>(digest), len);
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+std::string Hex(absl::string_view bytes) { return absl::BytesToHexString(bytes); }
+
+// ------------------------------------------------------------ decoding
+
+// Pulls the generated code of every event type into binaries that link this
+// library (static libraries only contribute objects something refers to), so
+// that the generated pool knows them.
+void EnsureEventTypesLinked() {
+  static const bool linked = [] {
+    return labshare::inventory::v1::InventoryEvent::descriptor() != nullptr &&
+           labshare::booking::v1::BookingEvent::descriptor() != nullptr &&
+           labshare::billing::v1::BillingEvent::descriptor() != nullptr &&
+           labshare::usage::v1::UsageEvent::descriptor() != nullptr;
+  }();
+  (void)linked;
+}
+
+bool IsCollection(absl::string_view s) {
+  if (s.empty() || !(s[0] >= 'a' && s[0] <= 'z')) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return false;
+  }
+  return true;
+}
+
+bool IsId(absl::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7f) return false;
+  }
+  return true;
+}
+
+// "collection/id" or "collection/id/collection/id...".
+bool LooksLikeResourceName(absl::string_view s) {
+  if (s.size() > 512) return false;
+  std::vector<absl::string_view> parts = absl::StrSplit(s, '/');
+  if (parts.size() < 2 || parts.size() % 2 != 0) return false;
+  for (size_t i = 0; i < parts.size(); i += 2) {
+    if (!IsCollection(parts[i]) || !IsId(parts[i + 1])) return false;
+  }
+  return true;
+}
+
+void AddResource(const std::string& value, std::vector<std::string>* out) {
+  if (!LooksLikeResourceName(value)) return;
+  if (std::find(out->begin(), out->end(), value) == out->end()) out->push_back(value);
+}
+
+// String fields of `m` and, when depth is 0, of its direct submessages.
+void CollectResources(const Message& m, int depth, std::vector<std::string>* out) {
+  const Reflection* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING && f->type() == FieldDescriptor::TYPE_STRING) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < r->FieldSize(m, f); ++i) AddResource(r->GetRepeatedString(m, f, i), out);
+      } else {
+        AddResource(r->GetString(m, f), out);
+      }
+    } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && depth == 0 && !f->is_map()) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < r->FieldSize(m, f); ++i) {
+          CollectResources(r->GetRepeatedMessage(m, f, i), depth + 1, out);
+        }
+      } else {
+        CollectResources(r->GetMessage(m, f), depth + 1, out);
+      }
+    }
+  }
+}
+
+absl::Status Undecodable(absl::string_view why) {
+  return MakeError(absl::StatusCode::kInvalidArgument, "UNDECODABLE_EVENT",
+                   absl::StrCat("the event cannot be appended to the audit trail: ", why));
+}
+
+absl::Status StorageError(absl::string_view what) {
+  return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", what);
+}
+
+absl::Status Corrupted(absl::string_view what) {
+  return MakeError(absl::StatusCode::kInternal, "AUDIT_CORRUPTED",
+                   absl::StrCat(what, "; run VerifyAuditChain"));
+}
+
+bool ValidSourceService(absl::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+  }
+  return true;
+}
+
+// ------------------------------------------------------------ filters
+
+bool TimeBefore(const google::protobuf::Timestamp& a, const google::protobuf::Timestamp& b) {
+  return a.seconds() != b.seconds() ? a.seconds() < b.seconds() : a.nanos() < b.nanos();
+}
+
+bool InInterval(const google::protobuf::Timestamp& t, const labshare::type::v1::Interval& i) {
+  if (i.has_start_time() && TimeBefore(t, i.start_time())) return false;
+  if (i.has_end_time() && !TimeBefore(t, i.end_time())) return false;
+  return true;
+}
+
+bool Contains(const google::protobuf::RepeatedPtrField<std::string>& list, const std::string& v) {
+  return std::find(list.begin(), list.end(), v) != list.end();
+}
+
+bool Matches(const v1::ListAuditEntriesRequest& q, const v1::AuditEntry& e) {
+  if (!q.source_services().empty() && !Contains(q.source_services(), e.source_service())) return false;
+  if (!q.event_types().empty() && !Contains(q.event_types(), e.event_type())) return false;
+  if (!q.event_id().empty() && q.event_id() != e.event_id()) return false;
+  if (!q.actor().empty() && q.actor() != e.actor()) return false;
+  if (!q.actor_organization().empty() && q.actor_organization() != e.actor_organization()) return false;
+  if (!q.request_id().empty() && q.request_id() != e.request_id()) return false;
+  if (!q.resource().empty() && !Contains(e.resources(), q.resource())) return false;
+  if (q.has_append_interval() && !InInterval(e.append_time(), q.append_interval())) return false;
+  if (q.has_event_interval() && !InInterval(e.event_time(), q.event_interval())) return false;
+  return true;
+}
+
+// ------------------------------------------------------------ export
+
+std::string JsonString(absl::string_view s) { return absl::StrCat("\"", JsonEscape(s), "\""); }
+
+std::string JsonTime(const google::protobuf::Timestamp& t) {
+  return absl::StrCat("{\"seconds\":", t.seconds(), ",\"nanos\":", t.nanos(), "}");
+}
+
+std::string EntryLine(const v1::AuditEntry& e) {
+  return absl::StrCat(
+      "{\"sequence\":", e.sequence(), ",\"source_service\":", JsonString(e.source_service()),
+      ",\"event_id\":", JsonString(e.event_id()), ",\"event_type\":", JsonString(e.event_type()),
+      ",\"payload_type\":", JsonString(e.payload_type()), ",\"event_time\":", JsonTime(e.event_time()),
+      ",\"append_time\":", JsonTime(e.append_time()), ",\"payload\":\"", absl::Base64Escape(e.payload()),
+      "\",\"previous_hash\":\"", Hex(e.previous_hash()), "\",\"hash\":\"", Hex(e.hash()),
+      "\",\"actor\":", JsonString(e.actor()), ",\"actor_organization\":",
+      JsonString(e.actor_organization()), "}\n");
+}
+
+// ------------------------------------------------------------ Lua
+
+// KEYS: 1 head, 2 applied markers, 3 the new entry, 4.. index sets.
+// ARGV: 1 marker field, 2 expected head sequence, 3 expected head hash ('' for
+//       an empty chain), 4 new sequence, 5 entry bytes, 6 new hash,
+//       7 append seconds, 8 append nanos.
+const RedisScript& AppendScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+local done = redis.call('HGET', KEYS[2], ARGV[1])
+if done then return {'APPLIED', done} end
+local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
+if (head[1] or '0') ~= ARGV[2] or (head[2] or '') ~= ARGV[3] then return {'STALE'} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'CORRUPT'} end
+redis.call('SET', KEYS[3], ARGV[5])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[1], 'seq', ARGV[4], 'hash', ARGV[6], 'at_s', ARGV[7], 'at_n', ARGV[8])
+for i = 4, #KEYS do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[4]) end
+return {'OK'}
+)lua");
+  return *s;
+}
+
+absl::StatusOr<int64_t> IntegerOrZero(const RedisValue& v) {
+  if (v.is_nil()) return 0;
+  int64_t out = 0;
+  if (v.type != RedisValue::Type::kString || !absl::SimpleAtoi(v.str, &out)) {
+    return StorageError("unexpected storage reply");
+  }
+  return out;
+}
+
+}  // namespace
+
+// ============================================================ free functions
+
+std::string AuditHashInput(const v1::AuditEntry& e) {
+  std::string in;
+  in.reserve(128 + e.payload().size() + e.source_service().size() + e.event_id().size() +
+             e.event_type().size() + e.payload_type().size());
+  in.append(kAuditHashDomain, sizeof(kAuditHashDomain) - 1);
+  PutU64(&in, static_cast<uint64_t>(e.sequence()));
+  PutBlob(&in, e.source_service());
+  PutBlob(&in, e.event_id());
+  PutBlob(&in, e.event_type());
+  PutBlob(&in, e.payload_type());
+  PutTimestamp(&in, e.event_time());
+  PutTimestamp(&in, e.append_time());
+  PutBlob(&in, e.payload());
+  in.append(e.previous_hash());
+  return in;
+}
+
+std::string AuditHashV1(const v1::AuditEntry& entry) {
+  Sha256 sha;
+  sha.Update(AuditHashInput(entry));
+  return sha.Final();
+}
+
+absl::StatusOr<DecodedEvent> DecodeEvent(absl::string_view payload_type, absl::string_view payload) {
+  EnsureEventTypesLinked();
+  if (payload_type.empty()) return Undecodable("the stream entry has no type");
+  const Descriptor* desc =
+      google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(std::string(payload_type));
+  if (desc == nullptr) return Undecodable(absl::StrCat("unknown message type ", payload_type));
+  const Message* prototype = google::protobuf::MessageFactory::generated_factory()->GetPrototype(desc);
+  if (prototype == nullptr) return Undecodable(absl::StrCat("no generated class for ", payload_type));
+  std::unique_ptr<Message> msg(prototype->New());
+  if (payload.size() > static_cast<size_t>(INT32_MAX) ||
+      !msg->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return Undecodable(absl::StrCat("the payload is not a valid ", payload_type));
+  }
+  const FieldDescriptor* hf = desc->FindFieldByName("header");
+  if (hf == nullptr || hf->is_repeated() || hf->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE ||
+      hf->message_type() != labshare::type::v1::EventHeader::descriptor()) {
+    return Undecodable(absl::StrCat(payload_type, " has no EventHeader field \"header\""));
+  }
+  const Reflection* r = msg->GetReflection();
+  labshare::type::v1::EventHeader header;
+  header.CopyFrom(r->GetMessage(*msg, hf));
+  if (header.event_id().empty()) return Undecodable("the event header has no event_id");
+
+  DecodedEvent out;
+  out.event_id = header.event_id();
+  out.event_time = header.event_time();
+  out.actor = header.actor();
+  out.actor_organization = header.actor_organization();
+  out.request_id = header.request_id();
+  if (const auto* oneof = desc->FindOneofByName("payload")) {
+    if (const FieldDescriptor* set = r->GetOneofFieldDescriptor(*msg, oneof)) {
+      if (set->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        out.event_type = set->message_type()->full_name();
+        CollectResources(r->GetMessage(*msg, set), 0, &out.resources);
+      } else {
+        out.event_type = set->full_name();
+      }
+    }
+  }
+  return out;
+}
+
+std::string AuditSourceForStream(absl::string_view stream) {
+  if (stream == "{inventory}:outbox") return "inventory";
+  if (stream == "{booking}:outbox") return "booking";
+  if (stream == "{billing}:outbox") return "billing";
+  if (stream == "{usage}:outbox") return "usage";
+  if (absl::StartsWith(stream, "{bk:") && absl::EndsWith(stream, "}:outbox")) {
+    absl::string_view p = stream.substr(4, stream.size() - 4 - 8);
+    int partition = 0;
+    if (!p.empty() && absl::SimpleAtoi(p, &partition) && partition >= 0) return "booking";
+  }
+  return "";
+}
+
+// ============================================================ AuditChain
+
+AuditChain::AuditChain(RedisPool* pool, AuditChainOptions options)
+    : pool_(pool), options_(std::move(options)), clock_(options_.clock ? options_.clock : &system_clock_) {
+  if (options_.batch_size < 1) options_.batch_size = 1;
+  if (options_.max_append_attempts < 1) options_.max_append_attempts = 1;
+  if (options_.list_scan_budget < 1) options_.list_scan_budget = 1;
+  EnsureEventTypesLinked();
+}
+
+absl::StatusOr<AppendResult> AuditChain::Append(absl::string_view source_service,
+                                                const StreamEvent& event) {
+  if (!ValidSourceService(source_service)) {
+    return InvalidField("source_service",
+                        "must be a service name such as \"booking\": 1 to 64 lowercase letters, "
+                        "digits, '_' or '-'");
+  }
+  LS_ASSIGN_OR_RETURN(DecodedEvent decoded, DecodeEvent(event.type, event.payload));
+  absl::MutexLock lock(&append_mu_);
+  for (int attempt = 0; attempt < options_.max_append_attempts; ++attempt) {
+    bool stale = false;
+    absl::StatusOr<AppendResult> r = AppendOnce(source_service, event, decoded, &stale);
+    if (!r.ok() || !stale) return r;
+  }
+  LogWarning("audit append gave up after repeated concurrent appends",
+             {{"source_service", std::string(source_service)}, {"event_id", decoded.event_id}});
+  return MakeError(absl::StatusCode::kAborted, "AUDIT_CONTENTION",
+                   "other replicas kept appending to the audit trail; retry the event later");
+}
+
+absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_service,
+                                                    const StreamEvent& event,
+                                                    const DecodedEvent& decoded, bool* stale) {
+  *stale = false;
+  const std::string marker = audit_keys::AppliedField(source_service, decoded.event_id);
+  LS_ASSIGN_OR_RETURN(std::vector<RedisValue> read,
+                      pool_->Pipeline({{"HMGET", audit_keys::Head(), "seq", "hash"},
+                                       {"HGET", audit_keys::Applied(), marker}}));
+  if (read.size() != 2 || !read[0].is_array() || read[0].elements.size() != 2) {
+    return StorageError("unexpected storage reply");
+  }
+  auto stored = [&](const RedisValue& seq_value) -> absl::StatusOr<AppendResult> {
+    LS_ASSIGN_OR_RETURN(int64_t seq, IntegerOrZero(seq_value));
+    LS_ASSIGN_OR_RETURN(std::optional<v1::AuditEntry> entry, Get(seq));
+    if (!entry) return Corrupted(absl::StrCat("audit entry ", seq, " is missing"));
+    AppendResult out;
+    out.appended = false;
+    out.entry = *std::move(entry);
+    return out;
+  };
+  if (!read[1].is_nil()) return stored(read[1]);
+
+  LS_ASSIGN_OR_RETURN(int64_t head_seq, IntegerOrZero(read[0].elements[0]));
+  const std::string head_hash = read[0].elements[1].is_nil() ? "" : read[0].elements[1].str;
+  if (head_seq > 0 && head_hash.size() != kHashBytes) return Corrupted("the audit head has no valid hash");
+
+  v1::AuditEntry e;
+  const int64_t seq = head_seq + 1;
+  e.set_name(absl::StrCat("auditEntries/", seq));
+  e.set_sequence(seq);
+  e.set_source_service(std::string(source_service));
+  e.set_event_id(decoded.event_id);
+  e.set_event_type(decoded.event_type);
+  e.set_payload_type(event.type);
+  if (decoded.event_time.seconds() != 0 || decoded.event_time.nanos() != 0) {
+    *e.mutable_event_time() = decoded.event_time;
+  }
+  *e.mutable_append_time() = ToProto(clock_->Now());
+  e.set_payload(event.payload);
+  e.set_previous_hash(head_seq == 0 ? std::string(kHashBytes, '\0') : head_hash);
+  e.set_algorithm(v1::HASH_ALGORITHM_SHA256);
+  e.set_actor(decoded.actor);
+  e.set_actor_organization(decoded.actor_organization);
+  e.set_request_id(decoded.request_id);
+  for (const auto& r : decoded.resources) e.add_resources(r);
+  e.set_hash(AuditHashV1(e));
+
+  std::vector<std::string> keys = {audit_keys::Head(), audit_keys::Applied(), audit_keys::Entry(seq),
+                                   audit_keys::Index("event", e.event_id())};
+  if (!e.actor().empty()) keys.push_back(audit_keys::Index("actor", e.actor()));
+  if (!e.request_id().empty()) keys.push_back(audit_keys::Index("request", e.request_id()));
+  for (const auto& r : e.resources()) keys.push_back(audit_keys::Index("resource", r));
+  std::vector<std::string> args = {marker,
+                                   std::to_string(head_seq),
+                                   head_hash,
+                                   std::to_string(seq),
+                                   e.SerializeAsString(),
+                                   e.hash(),
+                                   std::to_string(e.append_time().seconds()),
+                                   std::to_string(e.append_time().nanos())};
+  if (options_.before_commit_for_testing) options_.before_commit_for_testing();
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(AppendScript(), keys, args));
+  if (!v.is_array() || v.elements.empty()) return StorageError("unexpected storage reply");
+  const std::string& tag = v.elements[0].str;
+  if (tag == "OK") {
+    AppendResult out;
+    out.appended = true;
+    out.entry = std::move(e);
+    return out;
+  }
+  if (tag == "APPLIED" && v.elements.size() == 2) return stored(v.elements[1]);
+  if (tag == "STALE") {
+    *stale = true;
+    return AppendResult{};
+  }
+  if (tag == "CORRUPT") return Corrupted(absl::StrCat("audit entry ", seq, " exists beyond the head"));
+  return StorageError("unexpected storage reply");
+}
+
+absl::StatusOr<v1::AuditChainHead> AuditChain::Head() const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", audit_keys::Head(), "seq", "hash", "at_s", "at_n"}));
+  if (!v.is_array() || v.elements.size() != 4) return StorageError("unexpected storage reply");
+  v1::AuditChainHead head;
+  LS_ASSIGN_OR_RETURN(int64_t seq, IntegerOrZero(v.elements[0]));
+  LS_ASSIGN_OR_RETURN(int64_t at_s, IntegerOrZero(v.elements[2]));
+  LS_ASSIGN_OR_RETURN(int64_t at_n, IntegerOrZero(v.elements[3]));
+  head.set_sequence(seq);
+  if (seq > 0) {
+    head.set_hash(v.elements[1].str);
+    head.mutable_append_time()->set_seconds(at_s);
+    head.mutable_append_time()->set_nanos(static_cast<int32_t>(at_n));
+  }
+  return head;
+}
+
+absl::StatusOr<std::optional<v1::AuditEntry>> AuditChain::Get(int64_t sequence) const {
+  LS_ASSIGN_OR_RETURN(auto entries, GetMany({sequence}));
+  return std::move(entries[0]);
+}
+
+absl::StatusOr<std::vector<std::optional<v1::AuditEntry>>> AuditChain::GetMany(
+    const std::vector<int64_t>& sequences) const {
+  std::vector<std::optional<v1::AuditEntry>> out(sequences.size());
+  if (sequences.empty()) return out;
+  std::vector<std::string> cmd = {"MGET"};
+  cmd.reserve(sequences.size() + 1);
+  for (int64_t s : sequences) cmd.push_back(audit_keys::Entry(s));
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(cmd));
+  if (!v.is_array() || v.elements.size() != sequences.size()) return StorageError("unexpected storage reply");
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    if (v.elements[i].type != RedisValue::Type::kString) continue;
+    v1::AuditEntry e;
+    if (e.ParseFromString(v.elements[i].str)) {
+      out[i] = std::move(e);
+    } else {
+      LogError("stored audit entry does not parse", {{"sequence", std::to_string(sequences[i])}});
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------ List
+
+absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const v1::ListAuditEntriesRequest& q) const {
+  if (q.start_sequence() < 0) return InvalidField("start_sequence", "must not be negative (0: from the first entry)");
+  if (q.end_sequence() < 0) return InvalidField("end_sequence", "must not be negative (0: up to the head)");
+  if (q.start_sequence() > 0 && q.end_sequence() > 0 && q.end_sequence() <= q.start_sequence()) {
+    return InvalidField("end_sequence", "must be greater than start_sequence (half-open range)");
+  }
+  for (const auto& [field, interval] : {std::make_pair("append_interval", &q.append_interval()),
+                                        std::make_pair("event_interval", &q.event_interval())}) {
+    if (interval->has_start_time() && interval->has_end_time() &&
+        !TimeBefore(interval->start_time(), interval->end_time())) {
+      return InvalidField(absl::StrCat(field, ".end_time"), "must be after start_time (half-open interval)");
+    }
+  }
+  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(q));
+  int64_t after = 0;
+  if (!page.after.empty() && (!absl::SimpleAtoi(page.after, &after) || after < 1)) {
+    return InvalidField("page_token", "not a token from the previous page of this same query; start again "
+                        "without page_token", "INVALID_PAGE_TOKEN");
+  }
+
+  v1::ListAuditEntriesResponse resp;
+  LS_ASSIGN_OR_RETURN(*resp.mutable_head(), Head());
+  const int64_t head = resp.head().sequence();
+  int64_t lo = std::max<int64_t>(q.start_sequence(), 1);
+  int64_t hi = head + 1;  // exclusive
+  if (q.end_sequence() > 0) hi = std::min(hi, q.end_sequence());
+  if (after > 0) {
+    if (q.descending()) {
+      hi = std::min(hi, after);
+    } else {
+      lo = std::max(lo, after + 1);
+    }
+  }
+
+  std::string index;
+  if (!q.event_id().empty()) {
+    index = audit_keys::Index("event", q.event_id());
+  } else if (!q.request_id().empty()) {
+    index = audit_keys::Index("request", q.request_id());
+  } else if (!q.resource().empty()) {
+    index = audit_keys::Index("resource", q.resource());
+  } else if (!q.actor().empty()) {
+    index = audit_keys::Index("actor", q.actor());
+  }
+  const bool basic = q.view() != v1::AUDIT_ENTRY_VIEW_FULL;
+  int scanned = 0;
+  int64_t last_examined = 0;
+  bool page_full = false;
+  while (lo < hi && scanned < options_.list_scan_budget && !page_full) {
+    const int want = std::min(options_.batch_size, options_.list_scan_budget - scanned);
+    std::vector<int64_t> candidates;
+    if (index.empty()) {
+      for (int i = 0; i < want && lo + i < hi; ++i) {
+        candidates.push_back(q.descending() ? hi - 1 - i : lo + i);
+      }
+    } else {
+      std::vector<std::string> cmd;
+      if (q.descending()) {
+        cmd = {"ZREVRANGEBYSCORE", index, std::to_string(hi - 1), std::to_string(lo)};
+      } else {
+        cmd = {"ZRANGEBYSCORE", index, std::to_string(lo), std::to_string(hi - 1)};
+      }
+      cmd.insert(cmd.end(), {"LIMIT", "0", std::to_string(want)});
+      LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(cmd));
+      if (!v.is_array()) return StorageError("unexpected storage reply");
+      for (const auto& m : v.elements) {
+        int64_t s = 0;
+        if (absl::SimpleAtoi(m.str, &s)) candidates.push_back(s);
+      }
+    }
+    // A short answer from an index: nothing more in range once these are consumed.
+    const bool index_exhausted = !index.empty() && static_cast<int>(candidates.size()) < want;
+    if (candidates.empty()) {
+      lo = hi;
+      break;
+    }
+    LS_ASSIGN_OR_RETURN(auto entries, GetMany(candidates));
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      ++scanned;
+      last_examined = candidates[i];
+      if (q.descending()) {
+        hi = candidates[i];
+      } else {
+        lo = candidates[i] + 1;
+      }
+      auto& e = entries[i];
+      if (!e || !Matches(q, *e)) continue;
+      if (basic) e->clear_payload();
+      *resp.add_entries() = *std::move(e);
+      if (resp.entries_size() >= page.page_size) {
+        page_full = true;
+        break;
+      }
+    }
+    if (index_exhausted && last_examined == candidates.back()) lo = hi;
+  }
+  if (lo < hi && last_examined > 0) {
+    resp.set_next_page_token(MakePageToken(q, std::to_string(last_examined)));
+  }
+  return resp;
+}
+
+// ------------------------------------------------------------ Verify
+
+absl::StatusOr<AuditChain::Range> AuditChain::ResolveRange(int64_t start_sequence,
+                                                           int64_t end_sequence) const {
+  if (start_sequence < 0) return InvalidField("start_sequence", "must not be negative (0: from the first entry)");
+  if (end_sequence < 0) return InvalidField("end_sequence", "must not be negative (0: up to the head)");
+  Range range;
+  range.start = std::max<int64_t>(start_sequence, 1);
+  if (end_sequence > 0 && end_sequence <= range.start) {
+    return InvalidField("end_sequence", "must be greater than start_sequence (half-open range)");
+  }
+  LS_ASSIGN_OR_RETURN(range.head, Head());
+  const int64_t head = range.head.sequence();
+  if (range.start > head) {
+    return MakeError(absl::StatusCode::kOutOfRange, "SEQUENCE_OUT_OF_RANGE",
+                     absl::StrCat("start_sequence ", range.start, " is beyond the head of the audit trail (",
+                                  head, ")"),
+                     {{"head_sequence", std::to_string(head)}});
+  }
+  range.end = end_sequence == 0 ? head + 1 : std::min(end_sequence, head + 1);
+  return range;
+}
+
+absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(const v1::VerifyAuditChainRequest& request) const {
+  return Verify(request.start_sequence(), request.end_sequence(),
+                std::vector<v1::AuditAnchor>(request.anchors().begin(), request.anchors().end()));
+}
+
+absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
+    int64_t start_sequence, int64_t end_sequence, const std::vector<v1::AuditAnchor>& anchors) const {
+  for (size_t i = 0; i < anchors.size(); ++i) {
+    if (anchors[i].sequence() < 1) {
+      return InvalidField(absl::StrCat("anchors[", i, "].sequence"), "must be 1 or more");
+    }
+    if (anchors[i].hash().size() != kHashBytes) {
+      return InvalidField(absl::StrCat("anchors[", i, "].hash"), "must be a 32-byte SHA-256 digest");
+    }
+  }
+  LS_ASSIGN_OR_RETURN(Range range, ResolveRange(start_sequence, end_sequence));
+  for (size_t i = 0; i < anchors.size(); ++i) {
+    if (anchors[i].sequence() > range.head.sequence()) {
+      return MakeError(absl::StatusCode::kOutOfRange, "SEQUENCE_OUT_OF_RANGE",
+                       absl::StrCat("anchors[", i, "] is beyond the head of the audit trail (",
+                                    range.head.sequence(), ")"),
+                       {{"head_sequence", std::to_string(range.head.sequence())}});
+    }
+  }
+
+  v1::VerifyAuditChainResponse resp;
+  resp.set_start_sequence(range.start);
+  resp.set_end_sequence(range.end);
+  *resp.mutable_head() = range.head;
+  *resp.mutable_verify_time() = ToProto(clock_->Now());
+  auto fail = [&resp](int64_t seq, v1::BreakKind kind, std::string expected, std::string actual) {
+    resp.set_result(v1::BROKEN);
+    auto* b = resp.mutable_first_break();
+    b->set_sequence(seq);
+    b->set_kind(kind);
+    b->set_expected_hash(std::move(expected));
+    b->set_actual_hash(std::move(actual));
+    return resp;
+  };
+
+  // The link of the range's first entry: against the stored hash of the one
+  // before it (outside the range, trusted).
+  std::string prev;
+  bool have_prev = false;
+  if (range.start == 1) {
+    prev.assign(kHashBytes, '\0');
+    have_prev = true;
+  } else {
+    LS_ASSIGN_OR_RETURN(std::optional<v1::AuditEntry> before, Get(range.start - 1));
+    if (before && before->sequence() == range.start - 1) {
+      prev = before->hash();
+      have_prev = true;
+    }
+  }
+
+  int64_t checked = 0;
+  for (int64_t first = range.start; first < range.end; first += options_.batch_size) {
+    std::vector<int64_t> seqs;
+    for (int64_t s = first; s < range.end && s < first + options_.batch_size; ++s) seqs.push_back(s);
+    LS_ASSIGN_OR_RETURN(auto entries, GetMany(seqs));
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const int64_t n = seqs[i];
+      const auto& e = entries[i];
+      if (!e || e->sequence() != n) return fail(n, v1::SEQUENCE_GAP, "", "");
+      if (e->algorithm() != v1::HASH_ALGORITHM_SHA256) return fail(n, v1::UNKNOWN_ALGORITHM, "", "");
+      std::string recomputed = AuditHashV1(*e);
+      if (recomputed != e->hash()) return fail(n, v1::HASH_MISMATCH, std::move(recomputed), e->hash());
+      if (have_prev && e->previous_hash() != prev) return fail(n, v1::LINK_MISMATCH, prev, e->previous_hash());
+      prev = e->hash();
+      have_prev = true;
+      resp.set_entries_checked(++checked);
+    }
+  }
+
+  std::vector<v1::AuditAnchor> sorted = anchors;
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const v1::AuditAnchor& a, const v1::AuditAnchor& b) { return a.sequence() < b.sequence(); });
+  for (size_t first = 0; first < sorted.size(); first += static_cast<size_t>(options_.batch_size)) {
+    std::vector<int64_t> seqs;
+    for (size_t i = first; i < sorted.size() && i < first + static_cast<size_t>(options_.batch_size); ++i) {
+      seqs.push_back(sorted[i].sequence());
+    }
+    LS_ASSIGN_OR_RETURN(auto entries, GetMany(seqs));
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const v1::AuditAnchor& a = sorted[first + i];
+      const auto& e = entries[i];
+      if (!e || e->sequence() != a.sequence()) return fail(a.sequence(), v1::SEQUENCE_GAP, "", "");
+      if (e->hash() != a.hash()) return fail(a.sequence(), v1::ANCHOR_MISMATCH, a.hash(), e->hash());
+      resp.set_anchors_checked(resp.anchors_checked() + 1);
+    }
+  }
+  resp.set_result(v1::VERIFIED);
+  return resp;
+}
+
+// ------------------------------------------------------------ Export
+
+absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
+    int64_t start_sequence, int64_t end_sequence,
+    const std::function<absl::Status(absl::string_view piece)>& sink, size_t chunk_bytes) const {
+  LS_ASSIGN_OR_RETURN(Range range, ResolveRange(start_sequence, end_sequence));
+  AuditExportSummary summary;
+  summary.start_sequence = range.start;
+  summary.end_sequence = range.end;
+  summary.last_sequence = range.end - 1;
+
+  std::string previous_hash(kHashBytes, '\0');
+  if (range.start > 1) {
+    LS_ASSIGN_OR_RETURN(std::optional<v1::AuditEntry> before, Get(range.start - 1));
+    if (!before || before->sequence() != range.start - 1) {
+      return Corrupted(absl::StrCat("audit entry ", range.start - 1,
+                                    " (the link into the exported range) is missing"));
+    }
+    previous_hash = before->hash();
+  }
+
+  Sha256 file_hash;
+  std::string buffer;
+  auto flush = [&]() -> absl::Status {
+    if (buffer.empty()) return absl::OkStatus();
+    file_hash.Update(buffer);
+    summary.total_bytes += static_cast<int64_t>(buffer.size());
+    absl::Status s = sink(buffer);
+    buffer.clear();
+    return s;
+  };
+  auto line = [&](const std::string& text) -> absl::Status {
+    buffer += text;
+    if (buffer.size() >= chunk_bytes) return flush();
+    return absl::OkStatus();
+  };
+
+  LS_RETURN_IF_ERROR(line(absl::StrCat(
+      "{\"format\":\"labshare-audit-jsonl\",\"version\":1,\"algorithm\":\"SHA-256\",\"start_sequence\":",
+      range.start, ",\"end_sequence\":", range.end, ",\"previous_hash\":\"", Hex(previous_hash),
+      "\",\"exported_at\":\"",
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E*SZ", clock_->Now(), absl::UTCTimeZone()), "\"}\n")));
+  for (int64_t first = range.start; first < range.end; first += options_.batch_size) {
+    std::vector<int64_t> seqs;
+    for (int64_t s = first; s < range.end && s < first + options_.batch_size; ++s) seqs.push_back(s);
+    LS_ASSIGN_OR_RETURN(auto entries, GetMany(seqs));
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      if (!entries[i]) continue;
+      if (seqs[i] == range.end - 1) summary.last_hash = entries[i]->hash();
+      ++summary.entries;
+      LS_RETURN_IF_ERROR(line(EntryLine(*entries[i])));
+    }
+  }
+  LS_RETURN_IF_ERROR(line(absl::StrCat("{\"trailer\":true,\"entries\":", range.end - range.start,
+                                       ",\"last_sequence\":", range.end - 1, ",\"last_hash\":\"",
+                                       Hex(summary.last_hash), "\"}\n")));
+  LS_RETURN_IF_ERROR(flush());
+  summary.sha256_hex = Hex(file_hash.Final());
+  return summary;
+}
+
+absl::StatusOr<std::string> AuditChain::ExportJsonlString(int64_t start_sequence, int64_t end_sequence) const {
+  std::string out;
+  LS_RETURN_IF_ERROR(ExportJsonl(start_sequence, end_sequence, [&out](absl::string_view piece) {
+                       out.append(piece.data(), piece.size());
+                       return absl::OkStatus();
+                     }).status());
+  return out;
+}
+
+absl::Status AuditChain::ExportAuditTrail(
+    const v1::ExportAuditTrailRequest& request,
+    const std::function<absl::Status(const v1::ExportAuditTrailResponse&)>& send, size_t chunk_bytes) const {
+  if (request.format() != v1::AUDIT_EXPORT_FORMAT_JSONL) {
+    return InvalidField("format", "must be AUDIT_EXPORT_FORMAT_JSONL");
+  }
+  // Each piece is held back until the next one arrives, so that the last
+  // message can carry the trailer.
+  std::optional<v1::ExportAuditTrailResponse> pending;
+  int64_t offset = 0;
+  LS_ASSIGN_OR_RETURN(
+      AuditExportSummary summary,
+      ExportJsonl(
+          request.start_sequence(), request.end_sequence(),
+          [&](absl::string_view piece) -> absl::Status {
+            if (pending) LS_RETURN_IF_ERROR(send(*pending));
+            pending.emplace();
+            pending->set_data(std::string(piece));
+            pending->set_offset(offset);
+            offset += static_cast<int64_t>(piece.size());
+            return absl::OkStatus();
+          },
+          chunk_bytes));
+  if (!pending) pending.emplace();
+  auto* trailer = pending->mutable_trailer();
+  trailer->set_row_count(summary.entries);
+  trailer->set_total_bytes(summary.total_bytes);
+  trailer->set_sha256_hex(summary.sha256_hex);
+  pending->mutable_last_entry()->set_sequence(summary.last_sequence);
+  pending->mutable_last_entry()->set_hash(summary.last_hash);
+  return send(*pending);
+}
+
+}  // namespace labshare::usage

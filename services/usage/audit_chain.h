@@ -1,0 +1,243 @@
+// The audit trail of the usage service: every event of every service,
+// appended exactly once to a SHA-256 hash chain in Redis (AUDIT_V1, see
+// AuditEntry in proto/labshare/usage/v1/usage.proto).
+//
+// Redis layout, all under the hash tag {usage} (one slot, so every append is
+// one atomic step on a single Redis or on Redis Cluster):
+//
+//   {usage}:audit:head              HASH  seq   -> sequence of the newest entry
+//                                         hash  -> its hash (32 raw bytes)
+//                                         at_s, at_n -> its append_time
+//                                   (absent: empty chain, sequence 0)
+//   {usage}:audit:entry:<seq>       STRING serialized AuditEntry, FULL view
+//                                   (payload included, exactly the bytes of the
+//                                   source's outbox entry), <seq> in decimal
+//   {usage}:audit:applied           HASH  "<source_service>|<event_id>" -> seq:
+//                                   the apply-once markers (never expire; the
+//                                   trail is never truncated)
+//   {usage}:audit:idx:event:<event_id>     ZSET of sequences (member = score =
+//   {usage}:audit:idx:actor:<actor>        sequence): secondary indexes for the
+//   {usage}:audit:idx:request:<request_id> exact-match filters of
+//   {usage}:audit:idx:resource:<name>      ListAuditEntries
+//
+// Appending (SHA-256 is computed here, Redis' Lua has none): read the head
+// and the marker; compute hash(n + 1) over the new entry; then one Lua step
+// answers "already appended" if the marker exists, answers "stale" if the
+// head is no longer (n, hash(n)) (compare-and-set: another replica appended
+// first), and otherwise writes the entry, the marker, the indexes and the new
+// head together. A stale step writes nothing and the append is retried with
+// the new head. Appends from one AuditChain object are serialized by a local
+// mutex, so only different processes (replicas) race through the CAS.
+//
+// Thread-safe. The RPC layer (roles, request_id idempotency, publishing
+// AuditVerificationRun / ReportExported) is the service's job, not this
+// class's.
+#ifndef LABSHARE_SERVICES_USAGE_AUDIT_CHAIN_H_
+#define LABSHARE_SERVICES_USAGE_AUDIT_CHAIN_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "common/events.h"
+#include "common/redis.h"
+#include "labshare/usage/v1/usage.pb.h"
+
+namespace labshare::usage {
+
+namespace audit_keys {
+std::string Head();                                  // {usage}:audit:head
+std::string Entry(int64_t sequence);                 // {usage}:audit:entry:<seq>
+std::string Applied();                               // {usage}:audit:applied
+std::string AppliedField(absl::string_view source_service, absl::string_view event_id);
+// kind: "event", "actor", "request", "resource".
+std::string Index(absl::string_view kind, absl::string_view value);
+}  // namespace audit_keys
+
+// "LABSHARE-AUDIT-V1".
+extern const char kAuditHashDomain[];
+
+// The exact byte string AUDIT_V1 hashes for `entry` (its sequence,
+// source_service, event_id, event_type, payload_type, event_time,
+// append_time, payload and previous_hash; previous_hash is used as stored,
+// whatever its length). Other fields are ignored.
+std::string AuditHashInput(const labshare::usage::v1::AuditEntry& entry);
+// SHA-256 of AuditHashInput: 32 raw bytes.
+std::string AuditHashV1(const labshare::usage::v1::AuditEntry& entry);
+
+// What an event says about itself, decoded generically from its payload.
+struct DecodedEvent {
+  std::string event_id;
+  std::string event_type;  // full name of the message set in oneof "payload"; "" if none
+  google::protobuf::Timestamp event_time;
+  std::string actor;
+  std::string actor_organization;
+  std::string request_id;
+  std::vector<std::string> resources;  // distinct, in order of discovery
+};
+
+// Parses `payload` as the message named `payload_type` (any message compiled
+// into this binary; all LabShare event types are), and reads its field 1
+// "header" (labshare.type.v1.EventHeader) and the oneof "payload".
+// resources (best effort): every string value that looks like a resource
+// name ("collection/id", possibly nested "a/1/b/2") in singular or repeated
+// string fields of the event message and of its direct submessages (header
+// excluded), e.g. booking.name, booking.instrument, booking.user.
+// INVALID_ARGUMENT, reason UNDECODABLE_EVENT: unknown type, bytes that do not
+// parse, no "header" field of type EventHeader, or an empty event_id.
+absl::StatusOr<DecodedEvent> DecodeEvent(absl::string_view payload_type,
+                                         absl::string_view payload);
+
+// The source service of an outbox stream: "{inventory}:outbox" -> "inventory",
+// "{bk:7}:outbox" and "{booking}:outbox" -> "booking", "{billing}:outbox" ->
+// "billing", "{usage}:outbox" -> "usage"; "" for anything else.
+std::string AuditSourceForStream(absl::string_view stream);
+
+struct AuditChainOptions {
+  // Stamps append_time and verify_time; must outlive the chain.
+  // nullptr: a SystemClock owned by the chain.
+  const Clock* clock = nullptr;
+  // Attempts of the read-head / compare-and-set cycle before giving up with
+  // ABORTED (reason AUDIT_CONTENTION); each failed attempt means another
+  // replica appended.
+  int max_append_attempts = 1000;
+  // Entries read per Redis round trip by List, Verify and Export.
+  int batch_size = 256;
+  // At most this many entries are examined by one List call; a page that is
+  // not full when the budget runs out still carries a next_page_token.
+  int list_scan_budget = 5000;
+  // Tests only: called between reading the head and the compare-and-set
+  // step, to interleave another appender deterministically.
+  std::function<void()> before_commit_for_testing;
+};
+
+struct AppendResult {
+  // False: (source_service, event_id) was appended before (a redelivery);
+  // nothing was written and `entry` is the one stored then.
+  bool appended = false;
+  // FULL view.
+  labshare::usage::v1::AuditEntry entry;
+};
+
+// Counts and fingerprint of a JSONL export (AuditExportFormat in usage.proto).
+struct AuditExportSummary {
+  int64_t start_sequence = 0;
+  int64_t end_sequence = 0;   // exclusive
+  int64_t entries = 0;        // entry lines written (end - start unless entries are missing)
+  int64_t total_bytes = 0;    // of the whole file
+  std::string sha256_hex;     // of the whole file, lowercase
+  int64_t last_sequence = 0;  // end - 1
+  std::string last_hash;      // stored hash at last_sequence, 32 raw bytes
+};
+
+class AuditChain {
+ public:
+  // pool must outlive the chain.
+  explicit AuditChain(RedisPool* pool, AuditChainOptions options = {});
+  AuditChain(const AuditChain&) = delete;
+  AuditChain& operator=(const AuditChain&) = delete;
+
+  // Appends one outbox event of `source_service` ("inventory", "booking",
+  // "billing", "usage": lowercase letters, digits, '_' or '-') exactly once,
+  // keyed by (source_service, header.event_id). event.type is the payload's
+  // full message name; event.payload is stored and hashed as given.
+  // Errors: INVALID_ARGUMENT (INVALID_FIELD for source_service;
+  // UNDECODABLE_EVENT, see DecodeEvent: the event can never be appended, the
+  // caller should dead-letter it), ABORTED (AUDIT_CONTENTION), INTERNAL
+  // (STORAGE_ERROR, AUDIT_CORRUPTED: an entry exists beyond the head),
+  // UNAVAILABLE (STORAGE_UNAVAILABLE; retrying is safe).
+  absl::StatusOr<AppendResult> Append(absl::string_view source_service,
+                                      const StreamEvent& event);
+
+  // The newest entry; sequence 0 and no hash for an empty chain.
+  absl::StatusOr<labshare::usage::v1::AuditChainHead> Head() const;
+
+  // One stored entry (FULL view), or nullopt if there is none at `sequence`.
+  absl::StatusOr<std::optional<labshare::usage::v1::AuditEntry>> Get(int64_t sequence) const;
+
+  // ListAuditEntries without the role check. Entries beyond the head read at
+  // the start of the call are not returned. Filters by event_id, request_id,
+  // resource or actor go through an index; the others are applied to the
+  // entries read. Errors: INVALID_ARGUMENT (INVALID_FIELD: negative
+  // sequences or page_size, end_sequence <= start_sequence when both set, an
+  // append/event interval whose end is not after its start;
+  // INVALID_PAGE_TOKEN).
+  absl::StatusOr<labshare::usage::v1::ListAuditEntriesResponse> List(
+      const labshare::usage::v1::ListAuditEntriesRequest& request) const;
+
+  // VerifyAuditChain without the role check, request_id handling and event:
+  // start 0 means 1; end 0 means head + 1, and an end beyond head + 1 is
+  // clamped to it (the response says which range was verified). For the
+  // range's first entry n > 1, the link is checked against the stored hash
+  // of entry n - 1 (trusted, not recomputed; skipped if it is missing).
+  // Per entry, in order: SEQUENCE_GAP, UNKNOWN_ALGORITHM, HASH_MISMATCH,
+  // LINK_MISMATCH. Anchors are checked, in sequence order, only when the
+  // range is intact. entries_checked / anchors_checked count what passed
+  // before the first break.
+  // Errors: INVALID_ARGUMENT (INVALID_FIELD: negative sequences, end <=
+  // start, anchor sequence < 1 or hash not 32 bytes); OUT_OF_RANGE
+  // (SEQUENCE_OUT_OF_RANGE: start or an anchor beyond the head, including
+  // any start on an empty chain).
+  absl::StatusOr<labshare::usage::v1::VerifyAuditChainResponse> Verify(
+      int64_t start_sequence, int64_t end_sequence,
+      const std::vector<labshare::usage::v1::AuditAnchor>& anchors) const;
+  absl::StatusOr<labshare::usage::v1::VerifyAuditChainResponse> Verify(
+      const labshare::usage::v1::VerifyAuditChainRequest& request) const;
+
+  // Writes [start, end) as AUDIT_EXPORT_FORMAT_JSONL (usage.proto,
+  // AuditExportFormat): header line, one line per entry, trailer line. The
+  // range defaults and validation are Verify's; the end is pinned before the
+  // first line. `sink` receives consecutive pieces of the file, each made of
+  // whole lines (at most about chunk_bytes unless one line is longer); a
+  // failing sink stops the export with its status. Entries are written as
+  // stored: a missing entry is skipped (the verifier then reports a gap).
+  absl::StatusOr<AuditExportSummary> ExportJsonl(
+      int64_t start_sequence, int64_t end_sequence,
+      const std::function<absl::Status(absl::string_view piece)>& sink,
+      size_t chunk_bytes = 64 * 1024) const;
+  // The whole file in memory (tests, small ranges, the CLI).
+  absl::StatusOr<std::string> ExportJsonlString(int64_t start_sequence,
+                                                int64_t end_sequence) const;
+  // ExportAuditTrail without the role check and event: the same file as
+  // ExportAuditTrailResponse messages (data, offset; the last message also
+  // carries the trailer and last_entry). INVALID_ARGUMENT (INVALID_FIELD)
+  // also when format is unspecified.
+  absl::Status ExportAuditTrail(
+      const labshare::usage::v1::ExportAuditTrailRequest& request,
+      const std::function<absl::Status(const labshare::usage::v1::ExportAuditTrailResponse&)>& send,
+      size_t chunk_bytes = 64 * 1024) const;
+
+  RedisPool* pool() const { return pool_; }
+
+ private:
+  struct Range {
+    int64_t start = 0;
+    int64_t end = 0;  // exclusive
+    labshare::usage::v1::AuditChainHead head;
+  };
+  absl::StatusOr<Range> ResolveRange(int64_t start_sequence, int64_t end_sequence) const;
+  // Entries at the given sequences, nullopt where none is stored (or it does
+  // not parse).
+  absl::StatusOr<std::vector<std::optional<labshare::usage::v1::AuditEntry>>> GetMany(
+      const std::vector<int64_t>& sequences) const;
+  absl::StatusOr<AppendResult> AppendOnce(absl::string_view source_service,
+                                          const StreamEvent& event, const DecodedEvent& decoded,
+                                          bool* stale);
+
+  RedisPool* pool_;
+  AuditChainOptions options_;
+  SystemClock system_clock_;
+  const Clock* clock_;
+  absl::Mutex append_mu_;
+};
+
+}  // namespace labshare::usage
+
+#endif  // LABSHARE_SERVICES_USAGE_AUDIT_CHAIN_H_

@@ -1,0 +1,787 @@
+// The audit trail on a real Redis: exactly-once appends, a gapless linked
+// chain under concurrent replicas, the AUDIT_V1 hash, verification of
+// tampering, listing, and the JSONL export checked by tools/verify_audit.py.
+#include "services/usage/audit_chain.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <openssl/sha.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "common/error.h"
+#include "common/proto_util.h"
+#include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
+#include "labshare/usage/v1/usage_events.pb.h"
+#include "tests/support/redis_server.h"
+
+namespace labshare::usage {
+namespace {
+
+namespace v1 = labshare::usage::v1;
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAre;
+
+// ------------------------------------------------------------ events
+
+labshare::type::v1::EventHeader Header(const std::string& event_id, const std::string& actor = "users/u1",
+                                      const std::string& request_id = "") {
+  labshare::type::v1::EventHeader h;
+  h.set_event_id(event_id);
+  *h.mutable_event_time() = ToProto(absl::FromUnixSeconds(1790000000) + absl::Milliseconds(250));
+  h.set_actor(actor);
+  h.set_actor_organization("organizations/o1");
+  h.set_request_id(request_id);
+  return h;
+}
+
+StreamEvent BookingCreated(const std::string& event_id, const std::string& booking = "bookings/b1",
+                           const std::string& actor = "users/u1", const std::string& request_id = "") {
+  labshare::booking::v1::BookingEvent e;
+  *e.mutable_header() = Header(event_id, actor, request_id);
+  auto* b = e.mutable_booking_created()->mutable_booking();
+  b->set_name(booking);
+  b->set_instrument("instruments/i7");
+  b->set_user("users/u1");
+  b->set_payer_organization("organizations/o1");
+  return {"1-0", "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
+}
+
+StreamEvent InstrumentChanged(const std::string& event_id, const std::string& instrument = "instruments/i7") {
+  labshare::inventory::v1::InventoryEvent e;
+  *e.mutable_header() = Header(event_id, "users/admin");
+  auto* c = e.mutable_instrument_changed();
+  c->set_kind(labshare::inventory::v1::CREATED);
+  c->mutable_instrument()->set_name(instrument);
+  c->mutable_instrument()->set_owner_organization("organizations/o2");
+  c->mutable_instrument()->set_display_name("NMR 600 MHz / cryoprobe");  // not a resource name
+  return {"1-0", "labshare.inventory.v1.InventoryEvent", e.SerializeAsString()};
+}
+
+StreamEvent ChargePosted(const std::string& event_id) {
+  labshare::billing::v1::BillingEvent e;
+  *e.mutable_header() = Header(event_id, "services/billing");
+  e.mutable_charge_posted()->mutable_charge()->set_name("charges/c1");
+  return {"1-0", "labshare.billing.v1.BillingEvent", e.SerializeAsString()};
+}
+
+StreamEvent ThresholdsChanged(const std::string& event_id, const std::string& actor = "users/admin",
+                              const std::string& request_id = "r-1") {
+  v1::UsageEvent e;
+  *e.mutable_header() = Header(event_id, actor, request_id);
+  e.mutable_thresholds_changed();
+  return {"1-0", "labshare.usage.v1.UsageEvent", e.SerializeAsString()};
+}
+
+std::string Sha256Bytes(const std::string& in) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(in.data()), in.size(), d);
+  return std::string(reinterpret_cast<const char*>(d), sizeof(d));
+}
+
+std::string Hex(const std::string& b) { return absl::BytesToHexString(b); }
+
+// ------------------------------------------------------------ the verifier
+
+std::string RepoRoot() {
+  std::string file = __FILE__;
+  const std::string suffix = "tests/usage/audit_chain_test.cc";
+  if (absl::EndsWith(file, suffix)) return file.substr(0, file.size() - suffix.size());
+  return "./";
+}
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+CommandResult RunVerifier(const std::string& file, const std::string& extra = "") {
+  const std::string cmd = absl::StrCat("/usr/bin/python3 '", RepoRoot(), "tools/verify_audit.py' '", file,
+                                       "' ", extra, " 2>&1");
+  CommandResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  return r;
+}
+
+class AuditChainTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = testing::SharedRedisServer();
+    ASSERT_NE(server_, nullptr);
+    testing::FlushAll(*server_);
+    pool_ = std::make_unique<RedisPool>(server_->options());
+    chain_ = NewChain(pool_.get());
+  }
+
+  std::unique_ptr<AuditChain> NewChain(RedisPool* pool, std::function<void()> hook = nullptr) {
+    AuditChainOptions o;
+    o.clock = &clock_;
+    o.batch_size = 4;  // several round trips even for short chains
+    o.before_commit_for_testing = std::move(hook);
+    return std::make_unique<AuditChain>(pool, std::move(o));
+  }
+
+  v1::AuditEntry MustAppend(const std::string& source, const StreamEvent& e) {
+    absl::StatusOr<AppendResult> r = chain_->Append(source, e);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return {};
+    EXPECT_TRUE(r->appended);
+    clock_.Advance(absl::Seconds(1));
+    return r->entry;
+  }
+
+  // Five events of four services.
+  std::vector<v1::AuditEntry> AppendFive() {
+    return {MustAppend("inventory", InstrumentChanged("inv-1")),
+            MustAppend("booking", BookingCreated("bk-1", "bookings/b1", "users/u1", "req-1")),
+            MustAppend("billing", ChargePosted("bl-1")),
+            MustAppend("booking", BookingCreated("bk-2", "bookings/b2", "users/u2", "req-2")),
+            MustAppend("usage", ThresholdsChanged("us-1"))};
+  }
+
+  std::string StoredBytes(int64_t seq) {
+    auto v = pool_->Command({"GET", audit_keys::Entry(seq)});
+    EXPECT_TRUE(v.ok());
+    return v.ok() ? v->str : "";
+  }
+  void Store(int64_t seq, const std::string& bytes) {
+    ASSERT_TRUE(pool_->Command({"SET", audit_keys::Entry(seq), bytes}).ok());
+  }
+  v1::AuditEntry Stored(int64_t seq) {
+    v1::AuditEntry e;
+    EXPECT_TRUE(e.ParseFromString(StoredBytes(seq)));
+    return e;
+  }
+
+  std::string WriteFile(const std::string& name, const std::string& content) {
+    const std::string path = absl::StrCat(::testing::TempDir(), "/audit_", getpid(), "_", name);
+    std::ofstream(path, std::ios::binary) << content;
+    files_.push_back(path);
+    return path;
+  }
+  void TearDown() override {
+    for (const auto& f : files_) std::remove(f.c_str());
+  }
+
+  testing::RedisServer* server_ = nullptr;
+  FakeClock clock_{absl::FromUnixSeconds(1798761600)};
+  std::unique_ptr<RedisPool> pool_;
+  std::unique_ptr<AuditChain> chain_;
+  std::vector<std::string> files_;
+};
+
+// ------------------------------------------------------------ appending
+
+TEST_F(AuditChainTest, EventsOfSeveralServicesFormAGaplessLinkedChain) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  ASSERT_EQ(entries.size(), 5u);
+  std::string prev(32, '\0');
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const v1::AuditEntry& e = entries[i];
+    EXPECT_EQ(e.sequence(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(e.name(), absl::StrCat("auditEntries/", i + 1));
+    EXPECT_EQ(e.previous_hash(), prev);
+    EXPECT_EQ(e.hash().size(), 32u);
+    EXPECT_EQ(e.hash(), AuditHashV1(e));
+    EXPECT_EQ(e.algorithm(), v1::HASH_ALGORITHM_SHA256);
+    // What is stored is what Append returned.
+    EXPECT_EQ(Stored(e.sequence()).SerializeAsString(), e.SerializeAsString());
+    prev = e.hash();
+  }
+  EXPECT_EQ(entries[0].source_service(), "inventory");
+  EXPECT_EQ(entries[0].event_type(), "labshare.inventory.v1.InstrumentChanged");
+  EXPECT_EQ(entries[0].payload_type(), "labshare.inventory.v1.InventoryEvent");
+  EXPECT_THAT(entries[0].resources(), ElementsAre("instruments/i7", "organizations/o2"));
+  EXPECT_EQ(entries[1].event_type(), "labshare.booking.v1.BookingCreated");
+  EXPECT_EQ(entries[1].event_id(), "bk-1");
+  EXPECT_EQ(entries[1].request_id(), "req-1");
+  EXPECT_EQ(entries[1].actor(), "users/u1");
+  EXPECT_EQ(entries[1].actor_organization(), "organizations/o1");
+  EXPECT_EQ(entries[1].payload(), BookingCreated("bk-1", "bookings/b1", "users/u1", "req-1").payload);
+  EXPECT_EQ(FromProto(entries[1].event_time()), absl::FromUnixSeconds(1790000000) + absl::Milliseconds(250));
+  EXPECT_EQ(FromProto(entries[1].append_time()), absl::FromUnixSeconds(1798761601));
+  EXPECT_THAT(entries[1].resources(),
+              UnorderedElementsAre("bookings/b1", "instruments/i7", "users/u1", "organizations/o1"));
+  EXPECT_EQ(entries[2].event_type(), "labshare.billing.v1.ChargePosted");
+  EXPECT_THAT(entries[2].resources(), ElementsAre("charges/c1"));
+  EXPECT_EQ(entries[4].event_type(), "labshare.usage.v1.ThresholdsChanged");
+
+  auto head = chain_->Head();
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head->sequence(), 5);
+  EXPECT_EQ(head->hash(), entries[4].hash());
+  EXPECT_EQ(FromProto(head->append_time()), FromProto(entries[4].append_time()));
+
+  auto verified = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->result(), v1::VERIFIED);
+  EXPECT_EQ(verified->entries_checked(), 5);
+  EXPECT_EQ(verified->start_sequence(), 1);
+  EXPECT_EQ(verified->end_sequence(), 6);
+  EXPECT_EQ(verified->head().hash(), entries[4].hash());
+  EXPECT_FALSE(verified->has_first_break());
+  EXPECT_EQ(FromProto(verified->verify_time()), clock_.Now());
+}
+
+TEST_F(AuditChainTest, RedeliveredEventIsStoredOnce) {
+  const v1::AuditEntry first = MustAppend("booking", BookingCreated("bk-1"));
+  MustAppend("billing", ChargePosted("bl-1"));
+
+  auto again = chain_->Append("booking", BookingCreated("bk-1"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->appended);
+  EXPECT_EQ(again->entry.SerializeAsString(), first.SerializeAsString());
+  EXPECT_EQ(chain_->Head()->sequence(), 2);
+
+  // The key is (source service, event id): another service's event with the
+  // same id is another event.
+  auto other = chain_->Append("inventory", InstrumentChanged("bk-1"));
+  ASSERT_TRUE(other.ok());
+  EXPECT_TRUE(other->appended);
+  EXPECT_EQ(other->entry.sequence(), 3);
+  EXPECT_EQ(pool_->Command({"HLEN", audit_keys::Applied()})->integer, 3);
+}
+
+TEST_F(AuditChainTest, LostCompareAndSetIsRetriedOnTheNewHead) {
+  // Replica B appends between A's read of the head and A's commit.
+  RedisPool pool_b(server_->options());
+  std::unique_ptr<AuditChain> b = NewChain(&pool_b);
+  int calls = 0;
+  std::unique_ptr<AuditChain> a = NewChain(pool_.get(), [&] {
+    if (calls++ == 0) {
+      ASSERT_TRUE(b->Append("billing", ChargePosted("bl-1"))->appended);
+    }
+  });
+  auto r = a->Append("booking", BookingCreated("bk-1"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->appended);
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(r->entry.sequence(), 2);
+  EXPECT_EQ(r->entry.previous_hash(), Stored(1).hash());
+  EXPECT_EQ(Stored(1).event_id(), "bl-1");
+  EXPECT_EQ(chain_->Verify(0, 0, {})->result(), v1::VERIFIED);
+}
+
+TEST_F(AuditChainTest, SameEventAppendedByAnotherReplicaMeanwhileIsNotAppendedAgain) {
+  RedisPool pool_b(server_->options());
+  std::unique_ptr<AuditChain> b = NewChain(&pool_b);
+  std::unique_ptr<AuditChain> a = NewChain(pool_.get(), [&] {
+    ASSERT_TRUE(b->Append("booking", BookingCreated("bk-1"))->appended);
+  });
+  auto r = a->Append("booking", BookingCreated("bk-1"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->appended);
+  EXPECT_EQ(r->entry.sequence(), 1);
+  EXPECT_EQ(chain_->Head()->sequence(), 1);
+}
+
+TEST_F(AuditChainTest, ConcurrentAppendsFromTwoReplicasGiveOneGaplessChain) {
+  RedisPool pool_b(server_->options());
+  std::unique_ptr<AuditChain> replicas[2] = {NewChain(pool_.get()), NewChain(&pool_b)};
+  constexpr int kThreads = 8;
+  constexpr int kEventsPerGroup = 30;
+  // Threads t and t + 4 (one on each replica) get the same events, like a
+  // redelivery to another consumer: each event must be stored once.
+  std::atomic<int> appended{0}, duplicates{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      AuditChain* chain = replicas[t / 4].get();
+      const int group = t % 4;
+      for (int i = 0; i < kEventsPerGroup; ++i) {
+        const std::string id = absl::StrCat("g", group, "-e", i);
+        absl::StatusOr<AppendResult> r =
+            group % 2 == 0 ? chain->Append("booking", BookingCreated(id, absl::StrCat("bookings/", id)))
+                           : chain->Append("inventory", InstrumentChanged(id));
+        if (!r.ok()) {
+          ++failures;
+        } else if (r->appended) {
+          ++appended;
+        } else {
+          ++duplicates;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  constexpr int kDistinct = 4 * kEventsPerGroup;
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(appended.load(), kDistinct);
+  EXPECT_EQ(duplicates.load(), kDistinct);
+  ASSERT_EQ(chain_->Head()->sequence(), kDistinct);
+
+  std::multiset<std::string> seen;
+  std::string prev(32, '\0');
+  for (int64_t s = 1; s <= kDistinct; ++s) {
+    v1::AuditEntry e = Stored(s);
+    EXPECT_EQ(e.sequence(), s);
+    EXPECT_EQ(e.previous_hash(), prev);
+    prev = e.hash();
+    seen.insert(absl::StrCat(e.source_service(), "|", e.event_id()));
+  }
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kDistinct));
+  for (int g = 0; g < 4; ++g) {
+    for (int i = 0; i < kEventsPerGroup; ++i) {
+      EXPECT_EQ(seen.count(absl::StrCat(g % 2 == 0 ? "booking" : "inventory", "|g", g, "-e", i)), 1u);
+    }
+  }
+  EXPECT_FALSE(pool_->Command({"EXISTS", audit_keys::Entry(kDistinct + 1)})->integer);
+  auto verified = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(verified.ok());
+  EXPECT_EQ(verified->result(), v1::VERIFIED);
+  EXPECT_EQ(verified->entries_checked(), kDistinct);
+}
+
+TEST_F(AuditChainTest, UndecodableEventsAndBadSourcesAreRejected) {
+  StreamEvent unknown{"1-0", "labshare.nope.v1.Event", "x"};
+  EXPECT_EQ(ErrorReason(chain_->Append("booking", unknown).status()), "UNDECODABLE_EVENT");
+  StreamEvent garbage{"1-0", "labshare.booking.v1.BookingEvent", "\xff\xff\xff"};
+  EXPECT_EQ(ErrorReason(chain_->Append("booking", garbage).status()), "UNDECODABLE_EVENT");
+  StreamEvent no_id = BookingCreated("");
+  EXPECT_EQ(ErrorReason(chain_->Append("booking", no_id).status()), "UNDECODABLE_EVENT");
+  StreamEvent no_header{"1-0", "labshare.type.v1.Money", ""};
+  EXPECT_EQ(ErrorReason(chain_->Append("booking", no_header).status()), "UNDECODABLE_EVENT");
+  auto bad_source = chain_->Append("Booking|x", BookingCreated("bk-1"));
+  EXPECT_EQ(bad_source.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(chain_->Head()->sequence(), 0);
+}
+
+TEST(AuditSourceTest, StreamsMapToTheirServices) {
+  EXPECT_EQ(AuditSourceForStream("{inventory}:outbox"), "inventory");
+  EXPECT_EQ(AuditSourceForStream("{bk:0}:outbox"), "booking");
+  EXPECT_EQ(AuditSourceForStream("{bk:15}:outbox"), "booking");
+  EXPECT_EQ(AuditSourceForStream("{booking}:outbox"), "booking");
+  EXPECT_EQ(AuditSourceForStream("{billing}:outbox"), "billing");
+  EXPECT_EQ(AuditSourceForStream("{usage}:outbox"), "usage");
+  EXPECT_EQ(AuditSourceForStream("{bk:x}:outbox"), "");
+  EXPECT_EQ(AuditSourceForStream("other"), "");
+}
+
+// ------------------------------------------------------------ the hash
+
+// hash(1) built by hand from the AUDIT_V1 comment, for a payload encoded by
+// hand; the hex constant was computed independently with Python's hashlib.
+TEST_F(AuditChainTest, KnownAnswerForTheFirstEntry) {
+  // BookingEvent{header{event_id:"evt-1", event_time{seconds:1700000000,
+  // nanos:5}}, booking_created{}}.
+  const std::string payload = absl::HexStringToBytes("0a110a056576742d3112080880e2cfaa0610051200");
+  clock_.Set(absl::FromUnixSeconds(1798761600) + absl::Nanoseconds(123456789));
+  auto r = chain_->Append("booking", {"1-0", "labshare.booking.v1.BookingEvent", payload});
+  ASSERT_TRUE(r.ok()) << r.status();
+
+  auto be32 = [](uint32_t v) {
+    std::string s;
+    for (int i = 3; i >= 0; --i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    return s;
+  };
+  auto be64 = [](uint64_t v) {
+    std::string s;
+    for (int i = 7; i >= 0; --i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    return s;
+  };
+  auto str = [&](const std::string& s) { return be32(static_cast<uint32_t>(s.size())) + s; };
+  const std::string input = std::string("LABSHARE-AUDIT-V1") + be64(1) + str("booking") + str("evt-1") +
+                            str("labshare.booking.v1.BookingCreated") + str("labshare.booking.v1.BookingEvent") +
+                            be64(1700000000) + be32(5) + be64(1798761600) + be32(123456789) + str(payload) +
+                            std::string(32, '\0');
+  EXPECT_EQ(AuditHashInput(r->entry), input);
+  EXPECT_EQ(r->entry.hash(), Sha256Bytes(input));
+  EXPECT_EQ(Hex(r->entry.hash()), "2f96fb342fe18b75756400630d5cdc01098cc26869d8855346a8385970cb1941");
+  EXPECT_EQ(r->entry.payload(), payload);  // stored as received, not re-serialized
+}
+
+// ------------------------------------------------------------ verification
+
+TEST_F(AuditChainTest, RewrittenPayloadBytesAreAHashMismatchAtThatEntry) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  std::string raw = StoredBytes(3);
+  const size_t at = raw.find(entries[2].payload());
+  ASSERT_NE(at, std::string::npos);
+  char& last = raw[at + entries[2].payload().size() - 1];  // last payload byte, in place
+  last = static_cast<char>(last ^ 0x01);
+  Store(3, raw);
+
+  auto r = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->result(), v1::BROKEN);
+  EXPECT_EQ(r->first_break().kind(), v1::HASH_MISMATCH);
+  EXPECT_EQ(r->first_break().sequence(), 3);
+  EXPECT_EQ(r->first_break().expected_hash(), AuditHashV1(Stored(3)));
+  EXPECT_EQ(r->first_break().actual_hash(), entries[2].hash());
+  EXPECT_NE(r->first_break().expected_hash(), r->first_break().actual_hash());
+  EXPECT_EQ(r->entries_checked(), 2);
+
+  // A range that starts after it trusts the stored hash before it.
+  EXPECT_EQ(chain_->Verify(4, 0, {})->result(), v1::VERIFIED);
+  EXPECT_EQ(chain_->Verify(1, 3, {})->result(), v1::VERIFIED);
+}
+
+TEST_F(AuditChainTest, ReplacedEntryWithConsistentHashIsALinkMismatchAtTheNext) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  v1::AuditEntry forged = Stored(3);
+  forged.set_payload(ChargePosted("bl-forged").payload);
+  forged.set_event_id("bl-forged");
+  forged.set_hash(AuditHashV1(forged));
+  Store(3, forged.SerializeAsString());
+
+  auto r = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->result(), v1::BROKEN);
+  EXPECT_EQ(r->first_break().kind(), v1::LINK_MISMATCH);
+  EXPECT_EQ(r->first_break().sequence(), 4);
+  EXPECT_EQ(r->first_break().expected_hash(), forged.hash());
+  EXPECT_EQ(r->first_break().actual_hash(), entries[2].hash());
+  EXPECT_EQ(r->entries_checked(), 3);
+
+  // Rewriting every later entry consistently too is caught only by an anchor.
+  std::string prev = forged.hash();
+  for (int64_t s = 4; s <= 5; ++s) {
+    v1::AuditEntry e = Stored(s);
+    e.set_previous_hash(prev);
+    e.set_hash(AuditHashV1(e));
+    Store(s, e.SerializeAsString());
+    prev = e.hash();
+  }
+  EXPECT_EQ(chain_->Verify(0, 0, {})->result(), v1::VERIFIED);
+  v1::AuditAnchor kept;
+  kept.set_sequence(5);
+  kept.set_hash(entries[4].hash());
+  auto anchored = chain_->Verify(0, 0, {kept});
+  ASSERT_TRUE(anchored.ok());
+  EXPECT_EQ(anchored->first_break().kind(), v1::ANCHOR_MISMATCH);
+  EXPECT_EQ(anchored->first_break().sequence(), 5);
+}
+
+TEST_F(AuditChainTest, AnchorsAreCheckedAgainstStoredHashes) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  v1::AuditAnchor good;
+  good.set_sequence(2);
+  good.set_hash(entries[1].hash());
+  v1::AuditAnchor wrong;
+  wrong.set_sequence(4);
+  wrong.set_hash(std::string(32, 'x'));
+
+  auto ok = chain_->Verify(3, 5, {good});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->result(), v1::VERIFIED);
+  EXPECT_EQ(ok->anchors_checked(), 1);
+  EXPECT_EQ(ok->entries_checked(), 2);
+
+  auto broken = chain_->Verify(0, 0, {wrong, good});
+  ASSERT_TRUE(broken.ok()) << broken.status();
+  EXPECT_EQ(broken->result(), v1::BROKEN);
+  EXPECT_EQ(broken->first_break().kind(), v1::ANCHOR_MISMATCH);
+  EXPECT_EQ(broken->first_break().sequence(), 4);
+  EXPECT_EQ(broken->first_break().expected_hash(), wrong.hash());
+  EXPECT_EQ(broken->first_break().actual_hash(), entries[3].hash());
+  EXPECT_EQ(broken->anchors_checked(), 1);  // anchor 2 passed, in sequence order
+  EXPECT_EQ(broken->entries_checked(), 5);
+
+  v1::AuditAnchor short_hash = good;
+  short_hash.set_hash("abc");
+  EXPECT_EQ(chain_->Verify(0, 0, {short_hash}).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::AuditAnchor beyond = good;
+  beyond.set_sequence(6);
+  EXPECT_EQ(ErrorReason(chain_->Verify(0, 0, {beyond}).status()), "SEQUENCE_OUT_OF_RANGE");
+}
+
+TEST_F(AuditChainTest, MissingEntriesAndUnknownAlgorithmsAreBreaks) {
+  AppendFive();
+  v1::AuditEntry e = Stored(4);
+  e.set_algorithm(v1::HASH_ALGORITHM_UNSPECIFIED);
+  Store(4, e.SerializeAsString());
+  ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(2)}).ok());
+
+  auto r = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->first_break().kind(), v1::SEQUENCE_GAP);
+  EXPECT_EQ(r->first_break().sequence(), 2);
+  EXPECT_TRUE(r->first_break().expected_hash().empty());
+  auto later = chain_->Verify(3, 0, {});
+  ASSERT_TRUE(later.ok());
+  EXPECT_EQ(later->first_break().kind(), v1::UNKNOWN_ALGORITHM);
+  EXPECT_EQ(later->first_break().sequence(), 4);
+  EXPECT_EQ(later->entries_checked(), 1);
+}
+
+TEST_F(AuditChainTest, VerifyRangeValidation) {
+  AppendFive();
+  EXPECT_EQ(chain_->Verify(3, 3, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(chain_->Verify(-1, 0, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(chain_->Verify(6, 0, {}).status().code(), absl::StatusCode::kOutOfRange);
+  auto clamped = chain_->Verify(2, 100, {});
+  ASSERT_TRUE(clamped.ok());
+  EXPECT_EQ(clamped->end_sequence(), 6);
+  EXPECT_EQ(clamped->entries_checked(), 4);
+  v1::VerifyAuditChainRequest req;
+  req.set_start_sequence(2);
+  req.set_end_sequence(4);
+  EXPECT_EQ(chain_->Verify(req)->entries_checked(), 2);
+}
+
+// ------------------------------------------------------------ listing
+
+std::vector<int64_t> Sequences(const v1::ListAuditEntriesResponse& r) {
+  std::vector<int64_t> out;
+  for (const auto& e : r.entries()) out.push_back(e.sequence());
+  return out;
+}
+
+TEST_F(AuditChainTest, ListFiltersAndViews) {
+  AppendFive();
+  auto list = [&](const v1::ListAuditEntriesRequest& q) {
+    auto r = chain_->List(q);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : v1::ListAuditEntriesResponse();
+  };
+  v1::ListAuditEntriesRequest q;
+  auto all = list(q);
+  EXPECT_THAT(Sequences(all), ElementsAre(1, 2, 3, 4, 5));
+  EXPECT_EQ(all.head().sequence(), 5);
+  EXPECT_TRUE(all.next_page_token().empty());
+  for (const auto& e : all.entries()) EXPECT_TRUE(e.payload().empty());  // BASIC by default
+  q.set_view(v1::AUDIT_ENTRY_VIEW_FULL);
+  const v1::ListAuditEntriesResponse full = list(q);
+  EXPECT_EQ(full.entries_size(), 5);
+  for (const auto& e : full.entries()) EXPECT_FALSE(e.payload().empty());
+
+  v1::ListAuditEntriesRequest by_source;
+  by_source.add_source_services("booking");
+  by_source.add_source_services("usage");
+  EXPECT_THAT(Sequences(list(by_source)), ElementsAre(2, 4, 5));
+  v1::ListAuditEntriesRequest by_type;
+  by_type.add_event_types("labshare.billing.v1.ChargePosted");
+  EXPECT_THAT(Sequences(list(by_type)), ElementsAre(3));
+  v1::ListAuditEntriesRequest by_resource;
+  by_resource.set_resource("instruments/i7");
+  EXPECT_THAT(Sequences(list(by_resource)), ElementsAre(1, 2, 4));
+  by_resource.set_descending(true);
+  EXPECT_THAT(Sequences(list(by_resource)), ElementsAre(4, 2, 1));
+  v1::ListAuditEntriesRequest by_actor;
+  by_actor.set_actor("users/u2");
+  EXPECT_THAT(Sequences(list(by_actor)), ElementsAre(4));
+  v1::ListAuditEntriesRequest by_request;
+  by_request.set_request_id("req-1");
+  EXPECT_THAT(Sequences(list(by_request)), ElementsAre(2));
+  v1::ListAuditEntriesRequest by_event;
+  by_event.set_event_id("bl-1");
+  EXPECT_THAT(Sequences(list(by_event)), ElementsAre(3));
+  by_event.add_source_services("booking");
+  EXPECT_TRUE(list(by_event).entries().empty());
+  v1::ListAuditEntriesRequest by_org;
+  by_org.set_actor_organization("organizations/o1");
+  EXPECT_EQ(list(by_org).entries_size(), 5);
+  v1::ListAuditEntriesRequest range;
+  range.set_start_sequence(2);
+  range.set_end_sequence(4);
+  EXPECT_THAT(Sequences(list(range)), ElementsAre(2, 3));
+  v1::ListAuditEntriesRequest appended;
+  *appended.mutable_append_interval()->mutable_start_time() = ToProto(absl::FromUnixSeconds(1798761601));
+  *appended.mutable_append_interval()->mutable_end_time() = ToProto(absl::FromUnixSeconds(1798761603));
+  EXPECT_THAT(Sequences(list(appended)), ElementsAre(2, 3));
+
+  v1::ListAuditEntriesRequest bad;
+  bad.set_start_sequence(4);
+  bad.set_end_sequence(4);
+  EXPECT_EQ(chain_->List(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::ListAuditEntriesRequest empty_interval;
+  *empty_interval.mutable_event_interval()->mutable_start_time() = ToProto(absl::FromUnixSeconds(5));
+  *empty_interval.mutable_event_interval()->mutable_end_time() = ToProto(absl::FromUnixSeconds(5));
+  EXPECT_EQ(chain_->List(empty_interval).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(AuditChainTest, ListPagesBySequenceBothWays) {
+  for (int i = 0; i < 7; ++i) MustAppend("booking", BookingCreated(absl::StrCat("bk-", i)));
+  MustAppend("billing", ChargePosted("bl-1"));
+  for (bool descending : {false, true}) {
+    for (bool indexed : {false, true}) {
+      v1::ListAuditEntriesRequest q;
+      q.set_page_size(3);
+      q.set_descending(descending);
+      if (indexed) q.set_resource("bookings/b1");  // the seven bookings
+      std::vector<int64_t> got;
+      int pages = 0;
+      do {
+        auto r = chain_->List(q);
+        ASSERT_TRUE(r.ok()) << r.status();
+        for (int64_t s : Sequences(*r)) got.push_back(s);
+        q.set_page_token(r->next_page_token());
+        ++pages;
+      } while (!q.page_token().empty() && pages < 10);
+      std::vector<int64_t> want = indexed ? std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7}
+                                          : std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8};
+      if (descending) std::reverse(want.begin(), want.end());
+      EXPECT_EQ(got, want) << "descending=" << descending << " indexed=" << indexed;
+      EXPECT_EQ(pages, 3);
+    }
+  }
+  v1::ListAuditEntriesRequest q;
+  q.set_page_size(3);
+  auto first = chain_->List(q);
+  ASSERT_TRUE(first.ok());
+  q.set_page_token(first->next_page_token());
+  q.set_actor("users/u1");  // other filters: the token is rejected
+  EXPECT_EQ(ErrorReason(chain_->List(q).status()), "INVALID_PAGE_TOKEN");
+}
+
+// ------------------------------------------------------------ export
+
+TEST_F(AuditChainTest, ExportFollowsTheDocumentedFormat) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  auto text = chain_->ExportJsonlString(2, 4);
+  ASSERT_TRUE(text.ok()) << text.status();
+  std::vector<std::string> lines = absl::StrSplit(*text, '\n');
+  ASSERT_EQ(lines.size(), 5u);  // header, 2 entries, trailer, "" after the last "\n"
+  EXPECT_EQ(lines[4], "");
+  EXPECT_EQ(lines[0], absl::StrCat("{\"format\":\"labshare-audit-jsonl\",\"version\":1,\"algorithm\":\"SHA-256\","
+                                   "\"start_sequence\":2,\"end_sequence\":4,\"previous_hash\":\"",
+                                   Hex(entries[0].hash()), "\",\"exported_at\":\"2027-01-01T00:00:05Z\"}"));
+  const v1::AuditEntry& e = entries[1];
+  EXPECT_EQ(lines[1],
+            absl::StrCat("{\"sequence\":2,\"source_service\":\"booking\",\"event_id\":\"bk-1\","
+                         "\"event_type\":\"labshare.booking.v1.BookingCreated\","
+                         "\"payload_type\":\"labshare.booking.v1.BookingEvent\","
+                         "\"event_time\":{\"seconds\":1790000000,\"nanos\":250000000},"
+                         "\"append_time\":{\"seconds\":1798761601,\"nanos\":0},\"payload\":\"",
+                         absl::Base64Escape(e.payload()), "\",\"previous_hash\":\"", Hex(e.previous_hash()),
+                         "\",\"hash\":\"", Hex(e.hash()),
+                         "\",\"actor\":\"users/u1\",\"actor_organization\":\"organizations/o1\"}"));
+  EXPECT_EQ(lines[3], absl::StrCat("{\"trailer\":true,\"entries\":2,\"last_sequence\":3,\"last_hash\":\"",
+                                   Hex(entries[2].hash()), "\"}"));
+
+  // The streamed form: whole lines, consecutive offsets, trailer last.
+  v1::ExportAuditTrailRequest req;
+  req.set_start_sequence(2);
+  req.set_end_sequence(4);
+  EXPECT_EQ(chain_->ExportAuditTrail(req, [](const v1::ExportAuditTrailResponse&) { return absl::OkStatus(); })
+                .code(),
+            absl::StatusCode::kInvalidArgument);  // format unspecified
+  req.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
+  std::vector<v1::ExportAuditTrailResponse> sent;
+  ASSERT_TRUE(chain_
+                  ->ExportAuditTrail(
+                      req,
+                      [&](const v1::ExportAuditTrailResponse& m) {
+                        sent.push_back(m);
+                        return absl::OkStatus();
+                      },
+                      /*chunk_bytes=*/1)
+                  .ok());
+  ASSERT_EQ(sent.size(), 4u);  // one line each
+  std::string joined;
+  for (size_t i = 0; i < sent.size(); ++i) {
+    EXPECT_EQ(sent[i].offset(), static_cast<int64_t>(joined.size()));
+    EXPECT_TRUE(absl::EndsWith(sent[i].data(), "\n"));
+    EXPECT_EQ(sent[i].has_trailer(), i + 1 == sent.size());
+    joined += sent[i].data();
+  }
+  EXPECT_EQ(joined, *text);
+  EXPECT_EQ(sent.back().trailer().row_count(), 2);
+  EXPECT_EQ(sent.back().trailer().total_bytes(), static_cast<int64_t>(text->size()));
+  EXPECT_EQ(sent.back().trailer().sha256_hex(), Hex(Sha256Bytes(*text)));
+  EXPECT_EQ(sent.back().last_entry().sequence(), 3);
+  EXPECT_EQ(sent.back().last_entry().hash(), entries[2].hash());
+
+  EXPECT_EQ(chain_->ExportJsonlString(9, 0).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(chain_->ExportJsonlString(3, 2).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(AuditChainTest, PythonVerifierAcceptsAnIntactExport) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  // Strings that need JSON escaping and non-ASCII UTF-8 must hash the same.
+  entries.push_back(MustAppend("usage", ThresholdsChanged("us-\"2\"\\", "users/zhang\xE5\xBC\xA0", "r\te")));
+  auto text = chain_->ExportJsonlString(0, 0);
+  ASSERT_TRUE(text.ok()) << text.status();
+  const std::string path = WriteFile("intact.jsonl", *text);
+
+  CommandResult r = RunVerifier(path);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, absl::StrCat("OK 6 entries, head 6 ", Hex(entries[5].hash()), "\n"));
+
+  // A later piece of the trail, tied to the earlier one by an anchor.
+  auto tail = chain_->ExportJsonlString(4, 0);
+  ASSERT_TRUE(tail.ok());
+  const std::string tail_path = WriteFile("tail.jsonl", *tail);
+  r = RunVerifier(tail_path, absl::StrCat("--anchor 3:", Hex(entries[2].hash())));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, absl::StrCat("OK 3 entries, head 6 ", Hex(entries[5].hash()), "\n"));
+  r = RunVerifier(tail_path, absl::StrCat("--anchor 3:", Hex(entries[1].hash())));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(r.output, "BROKEN at 3: ANCHOR_MISMATCH\n");
+}
+
+TEST_F(AuditChainTest, PythonVerifierFindsTheFirstBreakOfATamperedExport) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  auto text = chain_->ExportJsonlString(0, 0);
+  ASSERT_TRUE(text.ok());
+  std::vector<std::string> lines = absl::StrSplit(*text, '\n');
+  ASSERT_EQ(lines.size(), 8u);  // header, 5 entries, trailer, ""
+
+  // Entry 4's payload changed in the file.
+  {
+    std::vector<std::string> t = lines;
+    const std::string old_b64 = absl::Base64Escape(entries[3].payload());
+    std::string changed = entries[3].payload();
+    changed.back() = static_cast<char>(changed.back() ^ 0x01);
+    ASSERT_TRUE(absl::StrContains(t[4], old_b64));
+    t[4] = absl::StrReplaceAll(t[4], {{old_b64, absl::Base64Escape(changed)}});
+    CommandResult r = RunVerifier(WriteFile("payload.jsonl", absl::StrJoin(t, "\n")));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(r.output, "BROKEN at 4: HASH_MISMATCH\n");
+  }
+  // Entry 3 dropped from the file.
+  {
+    std::vector<std::string> t = lines;
+    t.erase(t.begin() + 3);
+    CommandResult r = RunVerifier(WriteFile("gap.jsonl", absl::StrJoin(t, "\n")));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(r.output, "BROKEN at 3: SEQUENCE_GAP\n");
+  }
+  // The stored entry 2 rewritten in Redis with a consistent hash: the export
+  // carries it as stored, and the file breaks at the link into entry 3.
+  {
+    v1::AuditEntry forged = Stored(2);
+    forged.set_payload(BookingCreated("bk-1", "bookings/b9").payload);
+    forged.set_hash(AuditHashV1(forged));
+    Store(2, forged.SerializeAsString());
+    auto exported = chain_->ExportJsonlString(0, 0);
+    ASSERT_TRUE(exported.ok());
+    CommandResult r = RunVerifier(WriteFile("forged.jsonl", *exported));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(r.output, "BROKEN at 3: LINK_MISMATCH\n");
+    auto server_side = chain_->Verify(0, 0, {});
+    ASSERT_TRUE(server_side.ok());
+    EXPECT_EQ(server_side->first_break().kind(), v1::LINK_MISMATCH);
+    EXPECT_EQ(server_side->first_break().sequence(), 3);
+  }
+  // A truncated file.
+  {
+    std::vector<std::string> t(lines.begin(), lines.begin() + 4);
+    CommandResult r = RunVerifier(WriteFile("truncated.jsonl", absl::StrJoin(t, "\n") + "\n"));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(r.output, "BROKEN at 4: NO_TRAILER\n");
+  }
+}
+
+}  // namespace
+}  // namespace labshare::usage

@@ -1,0 +1,331 @@
+// A scripted month (January 2027, Asia/Shanghai) through the real booking
+// and billing code: an on-site session, a missed booking, a joint-research
+// session, a technical-service run, a lease across the month boundary and a
+// maintenance window. Usage folds the outboxes of inventory, booking and
+// billing; every figure is asserted exactly, computed by hand below. The
+// same events folded twice, or by a restarted service, give the same figures.
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "services/billing/billing_service.h"
+#include "services/usage/usage_figures.h"
+#include "services/usage/usage_service.h"
+#include "tests/booking/booking_fixture.h"
+
+namespace labshare::usage {
+namespace {
+
+namespace bk = labshare::booking::v1;
+namespace iv = labshare::inventory::v1;
+namespace bl = labshare::billing::v1;
+using booking::BookingServiceTest;
+
+class DirectInventory final : public billing::InventoryReader {
+ public:
+  explicit DirectInventory(labshare::inventory::InventoryManager* m) : m_(m) {
+    p_.user_id = "billing";
+    p_.roles = {Role::kService};
+  }
+  absl::StatusOr<iv::LookupRateResponse> LookupRate(const iv::LookupRateRequest& r) override {
+    return m_->LookupRate(p_, r);
+  }
+  absl::StatusOr<iv::Instrument> GetInstrument(const std::string& name) override {
+    iv::GetInstrumentRequest r;
+    r.set_name(name);
+    return m_->GetInstrument(p_, r);
+  }
+  absl::StatusOr<iv::Organization> GetOrganization(const std::string& name) override {
+    iv::GetOrganizationRequest r;
+    r.set_name(name);
+    return m_->GetOrganization(p_, r);
+  }
+
+ private:
+  labshare::inventory::InventoryManager* m_;
+  Principal p_;
+};
+
+class UsageMonthTest : public BookingServiceTest {
+ protected:
+  void SetUp() override {
+    BookingServiceTest::SetUp();
+    reader_ = std::make_unique<DirectInventory>(inv_manager_.get());
+    bstore_ = std::make_unique<billing::BillingStore>(pool_.get());
+    billing_ = std::make_unique<billing::BillingManager>(bstore_.get(), reader_.get(), &clock_,
+                                                         *billing::LoadBillingTimeZone("Asia/Shanghai"));
+    shanghai_ = *billing::LoadBillingTimeZone("Asia/Shanghai");
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, shanghai_);
+    auditor_ = Principal{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
+  }
+
+  // Every outbox entry so far, by source.
+  std::vector<std::pair<std::string, StreamEvent>> AllEvents() {
+    std::vector<std::pair<std::string, std::string>> streams = {{"inventory", "{inventory}:outbox"},
+                                                                {"booking", "{booking}:outbox"},
+                                                                {"billing", "{billing}:outbox"}};
+    for (int p = 0; p < booking::kPartitions; ++p) streams.push_back({"booking", booking::keys::Outbox(p)});
+    std::vector<std::pair<std::string, StreamEvent>> out;
+    for (const auto& [source, stream] : streams) {
+      auto v = pool_->Command({"XRANGE", stream, "-", "+"});
+      for (const auto& entry : v->elements) {
+        StreamEvent e;
+        e.stream_id = entry.elements[0].str;
+        e.type = entry.elements[1].elements[1].str;
+        e.payload = entry.elements[1].elements[3].str;
+        out.push_back({source, std::move(e)});
+      }
+    }
+    return out;
+  }
+  // Billing consumes booking's events (each once).
+  void Bill() {
+    for (const auto& [source, e] : AllEvents()) {
+      if (source == "booking") {
+        ASSERT_TRUE(billing_->ApplyBookingEvent(e).ok());
+      }
+    }
+  }
+  void FoldAll(UsageFigures& f) {
+    for (const auto& [source, e] : AllEvents()) ASSERT_TRUE(f.Fold(source, e).ok());
+  }
+  v1::UsageFigures January(const v1::UsageFilter& filter = {}) {
+    v1::GetUsageFiguresRequest r;
+    *r.mutable_range()->mutable_start_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 1, 1), shanghai_));
+    *r.mutable_range()->mutable_end_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 2, 1), shanghai_));
+    *r.mutable_filter() = filter;
+    auto out = figures_->GetUsageFigures(auditor_, r);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? out->figures() : v1::UsageFigures();
+  }
+
+  void Script() {
+    // 1. On-site: booked 9:00-11:00Z on day 3, used 9:05-10:20 (4500 s).
+    bk::Booking b, out, missed;
+    ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(11), &b).ok());
+    ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(13), &missed).ok());
+    clock_.Set(day_ + absl::Hours(9) + absl::Minutes(5));
+    bk::CheckInRequest ci;
+    ci.set_name(b.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &out, ana_).ok());
+    clock_.Set(day_ + absl::Hours(10) + absl::Minutes(20));
+    bk::CheckOutRequest co;
+    co.set_name(b.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+    Bill();  // billing consumes as things happen: postings are dated then
+    // 2. Missed: 12:00-13:00Z (booked above); fee 50 % of 500.00.
+    clock_.Set(day_ + absl::Hours(13));
+    ASSERT_EQ(*manager_->Sweep(), 1);
+    Bill();
+    // 3. Joint research, lab and owner half each, used 1 h on day 4.
+    bk::CreateProjectRequest pr;
+    pr.set_project_id("prj");
+    pr.mutable_project()->set_title("shared");
+    pr.mutable_project()->set_cost_share_template(bk::Project::CUSTOM);
+    for (const char* org : {"organizations/lab", "organizations/owner"}) {
+      auto* part = pr.mutable_project()->add_participants();
+      part->set_organization(org);
+      part->set_share_bps(5000);
+    }
+    *pr.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
+    *pr.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 20));
+    auto* budget = pr.mutable_project()->add_instrument_budgets();
+    budget->set_instrument("instruments/tem");
+    *budget->mutable_budget() = ToProto(absl::Hours(10));
+    bk::Project project;
+    auto s = Call(stub_.get(), &bk::BookingService::Stub::CreateProject, pr, &project, admin_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    bk::CreateBookingRequest jr;
+    jr.mutable_booking()->set_instrument("instruments/tem");
+    jr.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    jr.mutable_booking()->set_project("projects/prj");
+    *jr.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(33));
+    *jr.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(34));
+    bk::Booking j;
+    s = Call(stub_.get(), &bk::BookingService::Stub::CreateBooking, jr, &j, ana_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    clock_.Set(day_ + absl::Hours(33));
+    ci.set_name(j.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &out, ana_).ok());
+    clock_.Set(day_ + absl::Hours(34));
+    co.set_name(j.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+    Bill();
+    // 4. Technical service: 3 samples, run 2 h on day 6.
+    bk::CreateServiceOrderRequest cso;
+    cso.mutable_service_order()->set_instrument("instruments/tem");
+    cso.mutable_service_order()->set_service_entry_id("imaging");
+    cso.mutable_service_order()->set_sample_count(3);
+    bk::ServiceOrder o, oo;
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CreateServiceOrder, cso, &o, ana_).ok());
+    bk::IssueQuoteRequest q;
+    q.set_name(o.name());
+    *q.mutable_quote()->mutable_per_sample_fee() = billing::MakeMoney("CNY", 20000);
+    *q.mutable_quote()->mutable_staff_time_fee() = billing::MakeMoney("CNY", 30000);
+    *q.mutable_quote()->mutable_consumables() = billing::MakeMoney("CNY", 5001);
+    *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24 * 14));
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::IssueQuote, q, &oo, staff_).ok());
+    bk::AcceptQuoteRequest aq;
+    aq.set_name(o.name());
+    aq.set_quote_etag(oo.quote().quote_etag());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::AcceptQuote, aq, &oo, ana_).ok());
+    bk::ReceiveSamplesRequest rs;
+    rs.set_name(o.name());
+    rs.set_received_sample_count(3);
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ReceiveSamples, rs, &oo, staff_).ok());
+    bk::ScheduleServiceRequest sch;
+    sch.set_name(o.name());
+    *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 3 + 9));
+    *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 3 + 11));
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ScheduleService, sch, &oo, staff_).ok());
+    clock_.Set(day_ + absl::Hours(24 * 3 + 9));
+    bk::StartServiceRequest st;
+    st.set_name(o.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::StartService, st, &oo, staff_).ok());
+    clock_.Set(day_ + absl::Hours(24 * 3 + 11));
+    bk::DeliverReportRequest dr;
+    dr.set_name(o.name());
+    dr.mutable_report()->set_uri("s3://reports/1.pdf");
+    dr.mutable_report()->set_sha256(std::string(64, 'a'));
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::DeliverReport, dr, &oo, staff_).ok());
+    bk::AcceptReportRequest ar;
+    ar.set_name(o.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::AcceptReport, ar, &oo, ana_).ok());
+    Bill();
+    // 5. Maintenance on tem: 6 h on 2027-01-10 (UTC 00:00-06:00).
+    iv::CreateMaintenanceWindowRequest mw;
+    mw.set_parent("instruments/tem");
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() =
+        ToProto(absl::FromCivil(absl::CivilDay(2027, 1, 10), absl::UTCTimeZone()));
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() =
+        ToProto(absl::FromCivil(absl::CivilHour(2027, 1, 10, 6), absl::UTCTimeZone()));
+    mw.mutable_maintenance_window()->set_reason("column alignment");
+    Inv(&iv::InventoryService::Stub::CreateMaintenanceWindow, mw);
+    // 6. Lease of afm from 2027-01-29 08:00 to 2027-02-05 08:00 Shanghai.
+    bk::RequestLeaseRequest rl;
+    rl.mutable_lease()->set_instrument("instruments/afm");
+    *rl.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 26));
+    *rl.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 36));
+    bk::Lease lease, lo;
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, rl, &lease, ana_).ok());
+    bk::ApproveLeaseRequest al;
+    al.set_name(lease.name());
+    al.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+    *al.mutable_contract()->mutable_rate() = billing::MakeMoney("CNY", 300000);
+    *al.mutable_contract()->mutable_deposit() = billing::MakeMoney("CNY", 100000);
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, al, &lo, staff_).ok());
+    clock_.Set(day_ + absl::Hours(24 * 26));
+    bk::RecordHandoverRequest h;
+    h.set_name(lease.name());
+    h.set_condition_notes("ok");
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &lo, staff_).ok());
+    Bill();
+    clock_.Set(day_ + absl::Hours(24 * 33));
+    bk::RecordReturnRequest ret;
+    ret.set_name(lease.name());
+    ret.set_condition_notes("fine");
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &lo, staff_).ok());
+    Bill();
+  }
+
+  std::unique_ptr<DirectInventory> reader_;
+  std::unique_ptr<billing::BillingStore> bstore_;
+  std::unique_ptr<billing::BillingManager> billing_;
+  std::unique_ptr<UsageFigures> figures_;
+  absl::TimeZone shanghai_;
+  Principal auditor_;
+};
+
+TEST_F(UsageMonthTest, EveryFigureOfTheScriptedMonth) {
+  Script();
+  FoldAll(*figures_);
+  v1::UsageFilter tem;
+  tem.add_instruments("instruments/tem");
+  const v1::UsageFigures f = January(tem);
+  // Use: on-site 4500 s + joint research 3600 s + service run 7200 s, all by lab.
+  EXPECT_EQ(f.effective_seconds(), 15300);
+  EXPECT_EQ(f.external_seconds(), 15300);
+  EXPECT_EQ(f.sharing_rate().basis_points(), 10000);
+  // In service from its registration (2027-01-01 08:00 Shanghai): 31 days - 8 h.
+  EXPECT_EQ(f.calendar_seconds(), 736 * 3600);
+  EXPECT_EQ(f.maintenance_seconds(), 6 * 3600);
+  EXPECT_EQ(f.available_seconds(), 730 * 3600);
+  EXPECT_EQ(f.utilization().numerator(), 15300);
+  EXPECT_EQ(f.utilization().denominator(), 730 * 3600);
+  EXPECT_EQ(f.utilization().basis_points(), 58);  // 0.58219 %
+  // Income: session 62500 + missed fee 25000 + lab's half of 50000 + service 95001.
+  EXPECT_EQ(f.service_income().amount_minor(), 207501);
+  EXPECT_EQ(f.penalty_income().amount_minor(), 25000);
+  EXPECT_EQ(f.in_kind_contribution().amount_minor(), 25000);
+  EXPECT_EQ(f.original_value().amount_minor(), 100000000);
+  EXPECT_EQ(f.revenue_rate().basis_points(), 21);  // 207501 / 100000000
+  EXPECT_EQ(f.bookings(), 4);
+  EXPECT_EQ(f.completed_bookings(), 3);
+  EXPECT_EQ(f.missed_bookings(), 1);
+  EXPECT_EQ(f.users_served(), 1);
+  EXPECT_EQ(f.organizations_served(), 1);
+  EXPECT_EQ(f.external_organizations_served(), 1);
+  EXPECT_EQ(f.instrument_count(), 1);
+
+  // afm: leased out from Jan 29 08:00; counted 8 h a day: Jan 29, 30, 31.
+  v1::UsageFilter afm;
+  afm.add_instruments("instruments/afm");
+  const v1::UsageFigures a = January(afm);
+  EXPECT_EQ(a.effective_seconds(), 3 * 8 * 3600);
+  EXPECT_EQ(a.bookings(), 1);
+  EXPECT_EQ(a.service_income().amount_minor(), 0);  // rent of January is posted in February
+
+  // By mode: the three uses of tem apart.
+  v1::QueryUsageRequest q;
+  *q.mutable_range()->mutable_start_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 1, 1), shanghai_));
+  *q.mutable_range()->mutable_end_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 2, 1), shanghai_));
+  *q.mutable_filter() = tem;
+  q.add_group_by(v1::DIMENSION_SHARING_MODE);
+  auto rows = figures_->QueryUsage(auditor_, q);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  std::map<int, int64_t> by_mode;
+  for (const auto& row : rows->rows()) by_mode[row.key().mode()] = row.figures().effective_seconds();
+  EXPECT_EQ(by_mode[labshare::type::v1::ON_SITE], 4500);
+  EXPECT_EQ(by_mode[labshare::type::v1::JOINT_RESEARCH], 3600);
+  EXPECT_EQ(by_mode[labshare::type::v1::TECHNICAL_SERVICE], 7200);
+  EXPECT_EQ(rows->totals().effective_seconds(), 15300);
+  // By day: the on-site session is on 2027-01-03 (Shanghai).
+  q.clear_group_by();
+  q.set_granularity(v1::PERIOD_GRANULARITY_DAY);
+  rows = figures_->QueryUsage(auditor_, q);
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->rows_size(), 31);
+  EXPECT_EQ(rows->rows(2).figures().effective_seconds(), 4500);
+  EXPECT_EQ(rows->rows(0).figures().calendar_seconds(), 16 * 3600);
+
+  // Delivered twice, or folded by a restarted service: the same figures.
+  FoldAll(*figures_);
+  UsageFigures restarted(pool_.get(), &clock_, shanghai_);
+  FoldAll(restarted);
+  EXPECT_EQ(January(tem).SerializeAsString(), f.SerializeAsString());
+}
+
+TEST_F(UsageMonthTest, RangesMustBeWholeDaysAndMembersSeeOnlyTheirOwn) {
+  v1::GetUsageFiguresRequest r;
+  *r.mutable_range()->mutable_start_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 1, 1), absl::UTCTimeZone()));
+  *r.mutable_range()->mutable_end_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 2, 1), absl::UTCTimeZone()));
+  EXPECT_EQ(ErrorReason(figures_->GetUsageFigures(auditor_, r).status()), "RANGE_NOT_ALIGNED");
+  *r.mutable_range()->mutable_start_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 1, 1), shanghai_));
+  *r.mutable_range()->mutable_end_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 2, 1), shanghai_));
+  Principal lab{"lena", "lab", {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  EXPECT_EQ(ErrorReason(figures_->GetUsageFigures(lab, r).status()), "ORGANIZATION_SCOPE");
+  r.mutable_filter()->add_user_organizations("organizations/lab");
+  Script();
+  FoldAll(*figures_);
+  auto mine = figures_->GetUsageFigures(lab, r);
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  EXPECT_EQ(mine->figures().effective_seconds(), 15300 + 3 * 8 * 3600);
+  EXPECT_EQ(mine->figures().calendar_seconds(), 0);  // other owners' capacity stays hidden
+  Principal staff{"sam", "owner", {Role::kFacilityStaff}, absl::InfiniteFuture()};
+  r.mutable_filter()->clear_user_organizations();
+  r.mutable_filter()->add_owner_organizations("organizations/owner");
+  auto owner = figures_->GetUsageFigures(staff, r);
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  EXPECT_EQ(owner->figures().instrument_count(), 2);
+}
+
+}  // namespace
+}  // namespace labshare::usage

@@ -88,6 +88,8 @@ std::optional<AccountLine> ParseAccountLine(const std::string& s) {
   return l;
 }
 
+}  // namespace
+
 // The owner's figures from a charge, for usage (billing_events.proto).
 v1::IncomeFigures IncomeOf(const v1::Charge& c, absl::Time now) {
   v1::IncomeFigures f;
@@ -136,7 +138,18 @@ v1::IncomeFigures IncomeOf(const v1::Charge& c, absl::Time now) {
   return f;
 }
 
-}  // namespace
+v1::IncomeFigures NegatedIncome(v1::IncomeFigures f) {
+  auto neg = [](labshare::type::v1::Money* m) { m->set_amount_minor(-m->amount_minor()); };
+  for (auto& s : *f.mutable_shares()) {
+    neg(s.mutable_service_income());
+    neg(s.mutable_subsidised());
+  }
+  for (auto* m : {f.mutable_service_income(), f.mutable_subsidised(), f.mutable_in_kind(), f.mutable_internal_use(),
+                  f.mutable_compensation()}) {
+    neg(m);
+  }
+  return f;
+}
 
 BillingManager::BillingManager(BillingStore* store, InventoryReader* inventory, const Clock* clock,
                                absl::TimeZone zone)

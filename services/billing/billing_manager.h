@@ -25,6 +25,11 @@ namespace labshare::billing {
 namespace v1 = labshare::billing::v1;
 namespace inv = labshare::inventory::v1;
 
+// The owner's figures from a charge posted at `now` (billing_events.proto
+// IncomeFigures), and the same with every amount negated (a reversal).
+v1::IncomeFigures IncomeOf(const v1::Charge& charge, absl::Time now);
+v1::IncomeFigures NegatedIncome(v1::IncomeFigures figures);
+
 // What billing reads from inventory.
 class InventoryReader {
  public:

@@ -501,6 +501,9 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     *ev->mutable_related_corrections() = resp.related_corrections();
     ev->set_corrected_posting(original.name());
     if (charge) *ev->mutable_charge() = *charge;
+    if (charge && charge->state() == v1::Charge::REVERSED) {
+      *ev->add_income_deltas() = NegatedIncome(IncomeOf(*charge, now));
+    }
     ev->set_reason(r.reason());
     step.events.push_back(e.SerializeAsString());
     LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));

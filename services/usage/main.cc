@@ -1,17 +1,24 @@
 // labshare-usage: utilisation and sharing figures and the audit trail.
 //
-// The contract (proto/labshare/usage/v1) is complete; its behaviour is built by
-// a later issue. Until then the server starts, authenticates calls, answers
-// health checks and reflection, and every RPC returns UNIMPLEMENTED.
+// Consumes every outbox (inventory, the booking partitions and projects,
+// billing) with consumer group "usage": each event goes into the audit hash
+// chain and into the figures, each exactly once.
+#include <unistd.h>
+
+#include <thread>
+
 #include "absl/flags/flag.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "common/log.h"
 #include "common/server.h"
-#include "labshare/usage/v1/usage.grpc.pb.h"
+#include "services/usage/audit_chain.h"
+#include "services/usage/usage_figures.h"
+#include "services/usage/usage_service.h"
 
-
-
-namespace {
-class UsageService final : public labshare::usage::v1::UsageService::Service {};
-}  // namespace
+ABSL_FLAG(std::string, time_zone, "Asia/Shanghai", "IANA time zone of reporting periods.");
+ABSL_FLAG(std::string, currency, "CNY", "Reporting currency.");
+ABSL_FLAG(int, booking_partitions, 16, "Number of booking outbox streams {bk:P}:outbox.");
 
 int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
@@ -21,8 +28,51 @@ int main(int argc, char** argv) {
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   labshare::TokenSigner signer = labshare::SignerFromFlags();
   labshare::SystemClock clock;
-  // No method is allowed yet: deny by default until the service is built.
-  labshare::Authorizer authorizer(&signer, labshare::MethodPolicy(), &clock);
-  UsageService service;
-  return labshare::RunService("usage", &redis, &authorizer, {&service});
+  absl::TimeZone zone;
+  if (!absl::LoadTimeZone(absl::GetFlag(FLAGS_time_zone), &zone)) {
+    labshare::LogError("bad --time_zone", {{"zone", absl::GetFlag(FLAGS_time_zone)}});
+    return 2;
+  }
+  labshare::usage::UsageFigures figures(&redis, &clock, zone, absl::GetFlag(FLAGS_currency));
+  labshare::usage::AuditChainOptions audit_options;
+  audit_options.clock = &clock;
+  labshare::usage::AuditChain audit(&redis, audit_options);
+  labshare::Authorizer authorizer(&signer, labshare::usage::UsagePolicy(), &clock);
+  labshare::usage::UsageService service(&figures, &audit, &authorizer);
+  absl::Notification stop;
+  std::thread consumer([&] {
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    std::vector<std::string> streams = {"{inventory}:outbox", "{booking}:outbox", "{billing}:outbox"};
+    for (int p = 0; p < absl::GetFlag(FLAGS_booking_partitions); ++p) {
+      streams.push_back("{bk:" + std::to_string(p) + "}:outbox");
+    }
+    std::vector<std::pair<std::string, std::unique_ptr<labshare::EventConsumer>>> consumers;
+    for (const auto& stream : streams) {
+      labshare::ConsumerOptions options;
+      options.stream = stream;
+      options.group = labshare::usage::kEventsGroup;
+      options.consumer = std::string("usage-") + host;
+      options.block = absl::ZeroDuration();
+      options.reclaim_idle = absl::Seconds(10);
+      consumers.emplace_back(labshare::usage::AuditSourceForStream(stream),
+                             std::make_unique<labshare::EventConsumer>(&redis, options));
+    }
+    do {
+      for (auto& [source, events] : consumers) {
+        const std::string src = source;
+        absl::Status s = events->EnsureGroup();
+        if (s.ok()) {
+          s = events->PollOnce([&](const labshare::StreamEvent& e) {
+                  return labshare::usage::ApplyEvent(&audit, &figures, src, e);
+                }).status();
+        }
+        if (!s.ok()) labshare::LogWarning("events", {{"stream", events->options().stream}, {"error", s.ToString()}});
+      }
+    } while (!stop.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
+  });
+  const int rc = labshare::RunService("usage", &redis, &authorizer, {&service});
+  stop.Notify();
+  consumer.join();
+  return rc;
 }

@@ -6,6 +6,7 @@
 
 #include "common/auth.h"
 #include "labshare/usage/v1/usage.grpc.pb.h"
+#include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
 
 namespace labshare::usage {
@@ -15,9 +16,19 @@ MethodPolicy UsagePolicy();
 // Consumer group of usage on every outbox.
 inline constexpr char kEventsGroup[] = "usage";
 
+// One outbox entry into the audit trail and the figures (each exactly once).
+absl::Status ApplyEvent(AuditChain* audit, UsageFigures* figures, absl::string_view source, const StreamEvent& e);
+
 class UsageService final : public v1::UsageService::Service {
  public:
-  UsageService(UsageFigures* figures, const Authorizer* authorizer) : figures_(figures), auth_(authorizer) {}
+  UsageService(UsageFigures* figures, AuditChain* audit, const Authorizer* authorizer)
+      : figures_(figures), audit_(audit), auth_(authorizer) {}
+  grpc::Status ListAuditEntries(grpc::ServerContext* ctx, const v1::ListAuditEntriesRequest* req,
+                                v1::ListAuditEntriesResponse* resp) override;
+  grpc::Status VerifyAuditChain(grpc::ServerContext* ctx, const v1::VerifyAuditChainRequest* req,
+                                v1::VerifyAuditChainResponse* resp) override;
+  grpc::Status ExportAuditTrail(grpc::ServerContext* ctx, const v1::ExportAuditTrailRequest* req,
+                                grpc::ServerWriter<v1::ExportAuditTrailResponse>* writer) override;
 #define LABSHARE_USAGE_RPC(Method, Req, Resp) \
   grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;
 #include "services/usage/usage_methods.inc"
@@ -25,6 +36,7 @@ class UsageService final : public v1::UsageService::Service {
 
  private:
   UsageFigures* figures_;
+  AuditChain* audit_;
   const Authorizer* auth_;
 };
 

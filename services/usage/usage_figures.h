@@ -18,10 +18,17 @@
 //        ink (in-kind contribution)
 //   {usage}:ud:<instr>:<YYYYMMDD>, {usage}:um:<instr>:<YYYYMM>
 //                                     SET "<mode>|<user org>|<user>" served
+//   {usage}:orgname                   HASH organisation name -> display name
+//   {usage}:facname                   HASH facility name -> display name
+//   {usage}:thresholds                DocStore document {d: Thresholds, v: version}
+//   {usage}:idem:<method>:<request>   idempotency records (DocStore)
+//   {usage}:outbox                    STREAM UsageEvent (type/payload)
 // A day or month is a calendar day or month in the reporting time zone.
 #ifndef LABSHARE_SERVICES_USAGE_USAGE_FIGURES_H_
 #define LABSHARE_SERVICES_USAGE_USAGE_FIGURES_H_
 
+#include <atomic>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -35,6 +42,7 @@
 #include "common/redis.h"
 #include "labshare/inventory/v1/inventory.pb.h"
 #include "labshare/usage/v1/usage.pb.h"
+#include "labshare/usage/v1/usage_events.pb.h"
 
 namespace labshare::usage {
 
@@ -54,6 +62,31 @@ class UsageFigures {
   absl::StatusOr<v1::GetUsageFiguresResponse> GetUsageFigures(const Principal& p, const v1::GetUsageFiguresRequest& r);
   absl::StatusOr<v1::QueryUsageResponse> QueryUsage(const Principal& p, const v1::QueryUsageRequest& r);
 
+  // usage_reports.cc: thresholds, assessments, matrix, annual report, exports.
+  absl::StatusOr<v1::Thresholds> GetThresholds(const Principal& p, const v1::GetThresholdsRequest& r);
+  absl::StatusOr<v1::Thresholds> UpdateThresholds(const Principal& p, const v1::UpdateThresholdsRequest& r);
+  absl::StatusOr<v1::ListIdleInstrumentsResponse> ListIdleInstruments(const Principal& p,
+                                                                      const v1::ListIdleInstrumentsRequest& r);
+  absl::StatusOr<v1::ListUnderSharedInstrumentsResponse> ListUnderSharedInstruments(
+      const Principal& p, const v1::ListUnderSharedInstrumentsRequest& r);
+  absl::StatusOr<v1::GetSharingMatrixResponse> GetSharingMatrix(const Principal& p,
+                                                                const v1::GetSharingMatrixRequest& r);
+  absl::StatusOr<v1::AnnualReport> GetAnnualReport(const Principal& p, const v1::GetAnnualReportRequest& r);
+  // Streaming: `sink` sends one message; an error from it ends the export.
+  absl::Status ExportAnnualReportCsv(const Principal& p, const v1::ExportAnnualReportCsvRequest& r,
+                                     const std::function<absl::Status(const v1::CsvChunk&)>& sink);
+  absl::Status ExportUsage(const Principal& p, const v1::ExportUsageRequest& r,
+                           const std::function<absl::Status(const v1::ExportUsageResponse&)>& sink);
+
+  // Concurrent exports (ExportUsage, ExportAnnualReportCsv) above this are
+  // RESOURCE_EXHAUSTED (EXPORT_LIMIT).
+  void set_max_concurrent_exports(int n) { max_exports_ = n; }
+  // Bytes per CSV chunk (pieces end on line boundaries) and rows per batch.
+  void set_export_chunk(int bytes, int rows) {
+    chunk_bytes_ = bytes;
+    batch_rows_ = rows;
+  }
+
  private:
   struct Instr {
     labshare::inventory::v1::Instrument instrument;
@@ -68,13 +101,43 @@ class UsageFigures {
                                                     v1::PeriodGranularity granularity,
                                                     const std::vector<v1::Dimension>& dims,
                                                     const v1::UsageFilter& f, bool owner_view) const;
+  // Rows of several groupings at once, from one read of the counters: one
+  // vector of rows per grouping, unsorted. With `per_bucket` set, the rows of
+  // each bucket go to it (in bucket order) instead of being returned.
+  using Groupings = std::vector<std::vector<v1::Dimension>>;
+  using BucketFn = std::function<absl::Status(std::vector<std::vector<v1::UsageRow>>)>;
+  absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> ComputeMany(
+      absl::CivilDay from, absl::CivilDay to, v1::PeriodGranularity granularity, const Groupings& groupings,
+      const v1::UsageFilter& f, bool owner_view, const BucketFn* per_bucket = nullptr) const;
   v1::ComputationInfo Info(absl::Time range_end) const;
+
+  // usage_reports.cc.
+  struct Names {
+    std::map<std::string, std::string> orgs, facilities;
+  };
+  struct Report;
+  absl::StatusOr<Names> LoadNames() const;
+  absl::StatusOr<v1::Thresholds> LoadThresholds() const;
+  absl::Status CheckOverride(const v1::ThresholdOverride& o) const;
+  absl::StatusOr<std::vector<v1::InstrumentAssessment>> Assess(absl::CivilDay from, absl::CivilDay to,
+                                                               const v1::UsageFilter& f,
+                                                               const v1::Thresholds& t,
+                                                               const v1::ThresholdOverride& o) const;
+  absl::Status BuildReport(const Principal& p, int year, const v1::ReportScope& scope, bool summaries,
+                           v1::AnnualReport* out) const;
+  absl::Status Publish(const Principal& p, v1::UsageEvent event) const;
+  absl::Status AcquireExport();
+  void ReleaseExport() { --active_exports_; }
 
   RedisPool* pool_;
   const Clock* clock_;
   absl::TimeZone zone_;
   std::string currency_;
   int default_lease_hours_;
+  std::atomic<int> active_exports_{0};
+  int max_exports_ = 4;
+  int chunk_bytes_ = 64 * 1024;
+  int batch_rows_ = 500;
 };
 
 }  // namespace labshare::usage

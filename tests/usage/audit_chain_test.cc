@@ -1,6 +1,6 @@
 // The audit trail on a real Redis: exactly-once appends, a gapless linked
 // chain under concurrent replicas, the AUDIT_V1 hash, verification of
-// tampering, listing, and the JSONL export checked by tools/verify_audit.py.
+// tampering, listing, and the JSONL export checked by deploy/verify_audit.py.
 #include "services/usage/audit_chain.h"
 
 #include <gmock/gmock.h>
@@ -110,7 +110,7 @@ struct CommandResult {
 };
 
 CommandResult RunVerifier(const std::string& file, const std::string& extra = "") {
-  const std::string cmd = absl::StrCat("/usr/bin/python3 '", RepoRoot(), "tools/verify_audit.py' '", file,
+  const std::string cmd = absl::StrCat("/usr/bin/python3 '", RepoRoot(), "deploy/verify_audit.py' '", file,
                                        "' ", extra, " 2>&1");
   CommandResult r;
   FILE* p = popen(cmd.c_str(), "r");

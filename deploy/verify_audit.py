@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Offline verifier for a LabShare audit-trail export (AUDIT_EXPORT_FORMAT_JSONL).
 
-    python3 tools/verify_audit.py export.jsonl [--anchor SEQ:HEXHASH ...]
+    python3 deploy/verify_audit.py export.jsonl [--anchor SEQ:HEXHASH ...]
 
 Recomputes the AUDIT_V1 hash of every entry of a file written by
 ExportAuditTrail (see AuditEntry and AuditExportFormat in

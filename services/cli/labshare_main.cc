@@ -1,0 +1,630 @@
+// labshare: the command-line client of the four LabShare services.
+//
+//   labshare [global flags] <service> <Method> [NAME] [--field=value ...]
+//   labshare [global flags] <service> <Method> --request='{"json": ...}'
+//   labshare services | labshare <service> [--help] | labshare <service> <Method> --help
+//
+// Every RPC of inventory, booking, billing and usage is reachable: the
+// request is built by reflection from --field=value flags (dotted paths into
+// sub-messages, repeated fields by repeating the flag, enums by name,
+// timestamps as RFC 3339, durations as "90m"/"2h"/"3600s", money as
+// "500.00 CNY" or minor units), or from JSON (--request or --request_file,
+// "-" for stdin). A lone positional argument fills the request's "name"
+// field (or its only string field). Answers print as a table (lists) or as
+// "field: value" lines; --json prints the protobuf JSON instead.
+//
+// Configuration, first match wins: flags, then the environment
+// (LABSHARE_INVENTORY, LABSHARE_BOOKING, LABSHARE_BILLING, LABSHARE_USAGE,
+// LABSHARE_TOKEN, LABSHARE_TOKEN_FILE), then the config file ($LABSHARE_CONFIG,
+// else ~/.config/labshare/config) with lines "key = value" for the same keys
+// in lower case (inventory, booking, billing, usage, token, token_file).
+// Defaults: 127.0.0.1:50051..50054 (the local launcher).
+//
+// Exit codes: 0 success; 2 usage error (unknown service, method or field,
+// bad value); 3 local error (unreadable file, bad configuration); 10 + the
+// gRPC status code when the call failed (13 INVALID_ARGUMENT, 15 NOT_FOUND,
+// 16 ALREADY_EXISTS, 17 PERMISSION_DENIED, 19 FAILED_PRECONDITION,
+// 20 ABORTED, 24 UNAVAILABLE, 26 UNAUTHENTICATED, ...). Errors go to stderr
+// as "error: CODE REASON: message" (REASON from google.rpc.ErrorInfo).
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/client_unary_call.h>
+#include <grpcpp/impl/rpc_method.h>
+#include <grpcpp/support/sync_stream.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "common/grpc_status.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/dynamic_message.h"
+#include "google/protobuf/util/json_util.h"
+#include "labshare/billing/v1/billing.grpc.pb.h"
+#include "labshare/booking/v1/booking.grpc.pb.h"
+#include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "labshare/usage/v1/usage.grpc.pb.h"
+
+namespace {
+
+namespace pb = google::protobuf;
+
+constexpr int kUsage = 2;
+constexpr int kLocal = 3;
+
+struct ServiceInfo {
+  const char* name;
+  const char* full_name;
+  const char* default_address;
+};
+const ServiceInfo kServices[] = {
+    {"inventory", "labshare.inventory.v1.InventoryService", "127.0.0.1:50051"},
+    {"booking", "labshare.booking.v1.BookingService", "127.0.0.1:50052"},
+    {"billing", "labshare.billing.v1.BillingService", "127.0.0.1:50053"},
+    {"usage", "labshare.usage.v1.UsageService", "127.0.0.1:50054"},
+};
+
+[[noreturn]] void Fail(int code, const std::string& message) {
+  std::cerr << "error: " << message << "\n";
+  std::exit(code);
+}
+
+std::map<std::string, std::string> ReadConfig() {
+  std::map<std::string, std::string> out;
+  std::string path;
+  if (const char* c = std::getenv("LABSHARE_CONFIG")) {
+    path = c;
+  } else if (const char* home = std::getenv("HOME")) {
+    path = std::string(home) + "/.config/labshare/config";
+  }
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    absl::string_view l = absl::StripAsciiWhitespace(line);
+    if (l.empty() || l[0] == '#') continue;
+    std::vector<std::string> kv = absl::StrSplit(l, absl::MaxSplits('=', 1));
+    if (kv.size() != 2) Fail(kLocal, "config " + path + ": expected key = value, got: " + std::string(l));
+    out[std::string(absl::StripAsciiWhitespace(kv[0]))] = std::string(absl::StripAsciiWhitespace(kv[1]));
+  }
+  return out;
+}
+
+// --- building requests -------------------------------------------------------
+
+bool ParseMoney(absl::string_view v, int64_t* minor, std::string* currency) {
+  std::vector<std::string> parts = absl::StrSplit(absl::StripAsciiWhitespace(v), ' ', absl::SkipEmpty());
+  if (parts.empty() || parts.size() > 2) return false;
+  *currency = parts.size() == 2 ? parts[1] : "CNY";
+  const std::string& n = parts[0];
+  const size_t dot = n.find('.');
+  if (dot == std::string::npos) return absl::SimpleAtoi(n, minor);
+  int64_t whole = 0, frac = 0;
+  std::string f = n.substr(dot + 1);
+  if (f.size() > 2 || !absl::SimpleAtoi(n.substr(0, dot), &whole)) return false;
+  while (f.size() < 2) f += "0";
+  if (!absl::SimpleAtoi(f, &frac)) return false;
+  *minor = whole * 100 + (whole < 0 || n[0] == '-' ? -frac : frac);
+  return true;
+}
+
+void SetScalar(pb::Message* msg, const pb::FieldDescriptor* f, const std::string& value) {
+  const pb::Reflection* r = msg->GetReflection();
+  const bool rep = f->is_repeated();
+  auto bad = [&]() { Fail(kUsage, absl::StrCat("--", f->name(), ": cannot use \"", value, "\" as ", f->type_name())); };
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      if (f->type() == pb::FieldDescriptor::TYPE_BYTES) {
+        rep ? r->AddString(msg, f, value) : r->SetString(msg, f, value);
+      } else {
+        rep ? r->AddString(msg, f, value) : r->SetString(msg, f, value);
+      }
+      return;
+    case pb::FieldDescriptor::CPPTYPE_INT32: {
+      int32_t v;
+      if (!absl::SimpleAtoi(value, &v)) bad();
+      rep ? r->AddInt32(msg, f, v) : r->SetInt32(msg, f, v);
+      return;
+    }
+    case pb::FieldDescriptor::CPPTYPE_INT64: {
+      int64_t v;
+      if (!absl::SimpleAtoi(value, &v)) bad();
+      rep ? r->AddInt64(msg, f, v) : r->SetInt64(msg, f, v);
+      return;
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT32: {
+      uint32_t v;
+      if (!absl::SimpleAtoi(value, &v)) bad();
+      rep ? r->AddUInt32(msg, f, v) : r->SetUInt32(msg, f, v);
+      return;
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT64: {
+      uint64_t v;
+      if (!absl::SimpleAtoi(value, &v)) bad();
+      rep ? r->AddUInt64(msg, f, v) : r->SetUInt64(msg, f, v);
+      return;
+    }
+    case pb::FieldDescriptor::CPPTYPE_BOOL: {
+      bool v;
+      if (!absl::SimpleAtob(value, &v)) bad();
+      rep ? r->AddBool(msg, f, v) : r->SetBool(msg, f, v);
+      return;
+    }
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+    case pb::FieldDescriptor::CPPTYPE_FLOAT: {
+      double v;
+      if (!absl::SimpleAtod(value, &v)) bad();
+      if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE) {
+        rep ? r->AddDouble(msg, f, v) : r->SetDouble(msg, f, v);
+      } else {
+        rep ? r->AddFloat(msg, f, static_cast<float>(v)) : r->SetFloat(msg, f, static_cast<float>(v));
+      }
+      return;
+    }
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      const pb::EnumValueDescriptor* e = f->enum_type()->FindValueByName(absl::AsciiStrToUpper(value));
+      int n = 0;
+      if (e == nullptr && absl::SimpleAtoi(value, &n)) e = f->enum_type()->FindValueByNumber(n);
+      if (e == nullptr) {
+        std::vector<std::string> names;
+        for (int i = 0; i < f->enum_type()->value_count(); ++i) names.push_back(f->enum_type()->value(i)->name());
+        Fail(kUsage, absl::StrCat("--", f->name(), ": choose one of ", absl::StrJoin(names, ", ")));
+      }
+      rep ? r->AddEnum(msg, f, e) : r->SetEnum(msg, f, e);
+      return;
+    }
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
+      pb::Message* sub = rep ? r->AddMessage(msg, f) : r->MutableMessage(msg, f);
+      const std::string type = f->message_type()->full_name();
+      if (type == "google.protobuf.Timestamp") {
+        absl::Time t;
+        std::string err;
+        if (!absl::ParseTime(absl::RFC3339_full, value, &t, &err)) {
+          Fail(kUsage, absl::StrCat("--", f->name(), ": RFC 3339 time expected (2027-01-04T09:00:00+08:00): ", err));
+        }
+        const pb::Reflection* sr = sub->GetReflection();
+        const pb::Descriptor* d = sub->GetDescriptor();
+        sr->SetInt64(sub, d->FindFieldByName("seconds"), absl::ToUnixSeconds(t));
+        sr->SetInt32(sub, d->FindFieldByName("nanos"),
+                     static_cast<int32_t>((t - absl::FromUnixSeconds(absl::ToUnixSeconds(t))) / absl::Nanoseconds(1)));
+        return;
+      }
+      if (type == "google.protobuf.Duration") {
+        absl::Duration d;
+        if (!absl::ParseDuration(value, &d)) Fail(kUsage, absl::StrCat("--", f->name(), ": duration like 90m, 2h, 3600s"));
+        const pb::Reflection* sr = sub->GetReflection();
+        const pb::Descriptor* desc = sub->GetDescriptor();
+        const int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
+        sr->SetInt64(sub, desc->FindFieldByName("seconds"), s);
+        sr->SetInt32(sub, desc->FindFieldByName("nanos"), static_cast<int32_t>(d / absl::Nanoseconds(1)));
+        return;
+      }
+      if (type == "labshare.type.v1.Money") {
+        int64_t minor = 0;
+        std::string currency;
+        if (!ParseMoney(value, &minor, &currency)) Fail(kUsage, absl::StrCat("--", f->name(), ": money like \"500.00 CNY\""));
+        const pb::Reflection* sr = sub->GetReflection();
+        const pb::Descriptor* d = sub->GetDescriptor();
+        sr->SetString(sub, d->FindFieldByName("currency_code"), currency);
+        sr->SetInt64(sub, d->FindFieldByName("amount_minor"), minor);
+        return;
+      }
+      if (type == "google.protobuf.FieldMask") {
+        const pb::Reflection* sr = sub->GetReflection();
+        for (const auto& path : absl::StrSplit(value, ',')) {
+          sr->AddString(sub, sub->GetDescriptor()->FindFieldByName("paths"), std::string(path));
+        }
+        return;
+      }
+      // Any other message: JSON.
+      auto s = pb::util::JsonStringToMessage(value, sub);
+      if (!s.ok()) Fail(kUsage, absl::StrCat("--", f->name(), ": JSON for ", type, " expected: ", s.ToString()));
+      return;
+    }
+  }
+}
+
+void SetPath(pb::Message* msg, const std::string& path, const std::string& value) {
+  std::vector<std::string> parts = absl::StrSplit(path, '.');
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const pb::FieldDescriptor* f = msg->GetDescriptor()->FindFieldByName(parts[i]);
+    if (f == nullptr) {
+      std::vector<std::string> names;
+      for (int k = 0; k < msg->GetDescriptor()->field_count(); ++k) names.push_back(msg->GetDescriptor()->field(k)->name());
+      Fail(kUsage, absl::StrCat("no field \"", parts[i], "\" in ", msg->GetDescriptor()->full_name(),
+                                "; fields: ", absl::StrJoin(names, ", ")));
+    }
+    if (i + 1 == parts.size()) return SetScalar(msg, f, value);
+    if (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE || f->is_repeated()) {
+      Fail(kUsage, absl::StrCat("\"", parts[i], "\" has no sub-fields"));
+    }
+    msg = msg->GetReflection()->MutableMessage(msg, f);
+  }
+}
+
+// --- printing answers -----------------------------------------------------
+
+std::string Scalar(const pb::Message& m, const pb::FieldDescriptor* f, int index) {
+  const pb::Reflection* r = m.GetReflection();
+  const bool rep = f->is_repeated();
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_STRING: {
+      std::string s = rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f);
+      if (f->type() == pb::FieldDescriptor::TYPE_BYTES) {
+        static const char* hex = "0123456789abcdef";
+        std::string out;
+        for (unsigned char c : s) {
+          out += hex[c >> 4];
+          out += hex[c & 15];
+        }
+        return out;
+      }
+      return s;
+    }
+    case pb::FieldDescriptor::CPPTYPE_INT32: return std::to_string(rep ? r->GetRepeatedInt32(m, f, index) : r->GetInt32(m, f));
+    case pb::FieldDescriptor::CPPTYPE_INT64: return std::to_string(rep ? r->GetRepeatedInt64(m, f, index) : r->GetInt64(m, f));
+    case pb::FieldDescriptor::CPPTYPE_UINT32: return std::to_string(rep ? r->GetRepeatedUInt32(m, f, index) : r->GetUInt32(m, f));
+    case pb::FieldDescriptor::CPPTYPE_UINT64: return std::to_string(rep ? r->GetRepeatedUInt64(m, f, index) : r->GetUInt64(m, f));
+    case pb::FieldDescriptor::CPPTYPE_BOOL: return (rep ? r->GetRepeatedBool(m, f, index) : r->GetBool(m, f)) ? "true" : "false";
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE: return absl::StrCat(rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f));
+    case pb::FieldDescriptor::CPPTYPE_FLOAT: return absl::StrCat(rep ? r->GetRepeatedFloat(m, f, index) : r->GetFloat(m, f));
+    case pb::FieldDescriptor::CPPTYPE_ENUM: return (rep ? r->GetRepeatedEnum(m, f, index) : r->GetEnum(m, f))->name();
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
+      const pb::Message& sub = rep ? r->GetRepeatedMessage(m, f, index) : r->GetMessage(m, f);
+      const std::string type = sub.GetDescriptor()->full_name();
+      const pb::Reflection* sr = sub.GetReflection();
+      const pb::Descriptor* d = sub.GetDescriptor();
+      if (type == "google.protobuf.Timestamp") {
+        const absl::Time t = absl::FromUnixSeconds(sr->GetInt64(sub, d->FindFieldByName("seconds"))) +
+                             absl::Nanoseconds(sr->GetInt32(sub, d->FindFieldByName("nanos")));
+        return absl::FormatTime("%Y-%m-%dT%H:%M:%S%Ez", t, absl::UTCTimeZone());
+      }
+      if (type == "google.protobuf.Duration") {
+        return absl::FormatDuration(absl::Seconds(sr->GetInt64(sub, d->FindFieldByName("seconds"))) +
+                                    absl::Nanoseconds(sr->GetInt32(sub, d->FindFieldByName("nanos"))));
+      }
+      if (type == "labshare.type.v1.Money") {
+        const int64_t v = sr->GetInt64(sub, d->FindFieldByName("amount_minor"));
+        const int64_t a = v < 0 ? -v : v;
+        return absl::StrCat(v < 0 ? "-" : "", a / 100, ".", a % 100 < 10 ? "0" : "", a % 100, " ",
+                            sr->GetString(sub, d->FindFieldByName("currency_code")));
+      }
+      if (type == "labshare.type.v1.Interval") {
+        return absl::StrCat(Scalar(sub, d->FindFieldByName("start_time"), 0), " .. ",
+                            Scalar(sub, d->FindFieldByName("end_time"), 0));
+      }
+      std::string json;
+      pb::util::JsonPrintOptions o;
+      o.preserve_proto_field_names = true;
+      (void)pb::util::MessageToJsonString(sub, &json, o);
+      return json;
+    }
+  }
+  return "";
+}
+
+void PrintFields(const pb::Message& m, const std::string& prefix, int depth) {
+  std::vector<const pb::FieldDescriptor*> fields;
+  m.GetReflection()->ListFields(m, &fields);
+  for (const auto* f : fields) {
+    const std::string name = prefix + f->name();
+    const bool leaf_message = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE &&
+                              (absl::StartsWith(f->message_type()->full_name(), "google.protobuf.") ||
+                               f->message_type()->full_name() == "labshare.type.v1.Money" ||
+                               f->message_type()->full_name() == "labshare.type.v1.Interval");
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !leaf_message && depth < 3) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < m.GetReflection()->FieldSize(m, f); ++i) {
+          PrintFields(m.GetReflection()->GetRepeatedMessage(m, f, i), absl::StrCat(name, "[", i, "]."), depth + 1);
+        }
+      } else {
+        PrintFields(m.GetReflection()->GetMessage(m, f), name + ".", depth + 1);
+      }
+      continue;
+    }
+    if (f->is_repeated()) {
+      std::vector<std::string> vs;
+      for (int i = 0; i < m.GetReflection()->FieldSize(m, f); ++i) vs.push_back(Scalar(m, f, i));
+      std::cout << name << ": " << absl::StrJoin(vs, ", ") << "\n";
+    } else {
+      std::cout << name << ": " << Scalar(m, f, 0) << "\n";
+    }
+  }
+}
+
+// A list answer (one repeated message field) as a table of its scalar columns.
+bool PrintTable(const pb::Message& m) {
+  const pb::Descriptor* d = m.GetDescriptor();
+  const pb::FieldDescriptor* list = nullptr;
+  for (int i = 0; i < d->field_count(); ++i) {
+    const auto* f = d->field(i);
+    if (f->is_repeated() && f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (list != nullptr) return false;
+      list = f;
+    }
+  }
+  if (list == nullptr) return false;
+  const pb::Reflection* r = m.GetReflection();
+  const int n = r->FieldSize(m, list);
+  std::vector<const pb::FieldDescriptor*> cols;
+  const pb::Descriptor* item = list->message_type();
+  for (int i = 0; i < item->field_count() && cols.size() < 8; ++i) {
+    const auto* f = item->field(i);
+    if (f->is_repeated()) continue;
+    bool used = false;
+    for (int k = 0; k < n && !used; ++k) used = r->GetRepeatedMessage(m, list, k).GetReflection()->HasField(r->GetRepeatedMessage(m, list, k), f);
+    const bool simple = f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE ||
+                        f->message_type()->full_name() == "labshare.type.v1.Money" ||
+                        f->message_type()->full_name() == "google.protobuf.Timestamp" ||
+                        f->message_type()->full_name() == "labshare.type.v1.Interval";
+    if (used && simple) cols.push_back(f);
+  }
+  std::vector<std::vector<std::string>> rows;
+  std::vector<size_t> width;
+  std::vector<std::string> header;
+  for (const auto* c : cols) header.push_back(absl::AsciiStrToUpper(c->name()));
+  rows.push_back(header);
+  for (int k = 0; k < n; ++k) {
+    const pb::Message& it = r->GetRepeatedMessage(m, list, k);
+    std::vector<std::string> row;
+    for (const auto* c : cols) row.push_back(it.GetReflection()->HasField(it, c) ? Scalar(it, c, 0) : "");
+    rows.push_back(row);
+  }
+  width.assign(cols.size(), 0);
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    std::cout << line << "\n";
+  }
+  std::cout << "(" << n << (n == 1 ? " row" : " rows") << ")\n";
+  // The other fields (next_page_token, totals, ...).
+  std::vector<const pb::FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const auto* f : fields) {
+    if (f == list) continue;
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated()) {
+      PrintFields(r->GetMessage(m, f), f->name() + ".", 1);
+    } else if (!f->is_repeated()) {
+      std::cout << f->name() << ": " << Scalar(m, f, 0) << "\n";
+    }
+  }
+  return true;
+}
+
+void PrintAnswer(const pb::Message& m, bool json) {
+  if (json) {
+    std::string out;
+    pb::util::JsonPrintOptions o;
+    o.preserve_proto_field_names = true;
+    o.add_whitespace = true;
+    (void)pb::util::MessageToJsonString(m, &out, o);
+    std::cout << out;
+    if (out.empty() || out.back() != '\n') std::cout << "\n";
+    return;
+  }
+  if (!PrintTable(m)) PrintFields(m, "", 0);
+}
+
+void Usage(std::ostream& out) {
+  out << "usage: labshare [--json] [--token=T] [--<service>=HOST:PORT] <service> <Method> [NAME] [--field=value ...]\n"
+         "       labshare services            list the services\n"
+         "       labshare <service>           list its methods\n"
+         "       labshare <service> <Method> --help   its request fields\n"
+         "services: inventory, booking, billing, usage\n";
+}
+
+void ListMethods(const pb::ServiceDescriptor* s) {
+  for (int i = 0; i < s->method_count(); ++i) {
+    const auto* m = s->method(i);
+    std::cout << m->name() << "  (" << m->input_type()->name() << " -> " << m->output_type()->name()
+              << (m->server_streaming() ? ", streamed" : "") << ")\n";
+  }
+}
+
+void DescribeFields(const pb::Descriptor* d, const std::string& prefix, int depth) {
+  for (int i = 0; i < d->field_count(); ++i) {
+    const auto* f = d->field(i);
+    std::string type = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE ? f->message_type()->full_name()
+                       : f->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM   ? f->enum_type()->name()
+                                                                              : f->type_name();
+    std::cout << "  --" << prefix << f->name() << "  " << (f->is_repeated() ? "repeated " : "") << type << "\n";
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && depth < 2 &&
+        !absl::StartsWith(type, "google.protobuf.") && type != "labshare.type.v1.Money" &&
+        type != "labshare.type.v1.Interval" && !f->is_repeated()) {
+      DescribeFields(f->message_type(), prefix + f->name() + ".", depth + 1);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Link the generated services so their descriptors are in the pool.
+  (void)labshare::inventory::v1::GetInstrumentRequest::descriptor();
+  (void)labshare::booking::v1::GetBookingRequest::descriptor();
+  (void)labshare::billing::v1::GetChargeRequest::descriptor();
+  (void)labshare::usage::v1::GetUsageFiguresRequest::descriptor();
+
+  std::map<std::string, std::string> global;  // json, token, addresses
+  std::vector<std::string> positional;
+  std::vector<std::pair<std::string, std::string>> fields;
+  bool help = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      help = true;
+    } else if (absl::StartsWith(a, "--")) {
+      std::string key = a.substr(2), value;
+      const size_t eq = key.find('=');
+      if (eq != std::string::npos) {
+        value = key.substr(eq + 1);
+        key = key.substr(0, eq);
+      } else if (key == "json") {
+        value = "true";
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        Fail(kUsage, "--" + key + " needs a value");
+      }
+      static const std::set<std::string> kGlobal = {"json", "token", "token_file", "inventory", "booking",
+                                                    "billing", "usage", "request", "request_file", "timeout"};
+      // Before the method, service names are addresses; after it, fields.
+      if (kGlobal.count(key) && (positional.size() < 2 || key == "json" || key == "token" || key == "request" ||
+                                 key == "request_file" || key == "token_file" || key == "timeout")) {
+        global[key] = value;
+      } else {
+        fields.emplace_back(key, value);
+      }
+    } else {
+      positional.push_back(a);
+    }
+  }
+  if (positional.empty()) {
+    Usage(help ? std::cout : std::cerr);
+    return help ? 0 : kUsage;
+  }
+  if (positional[0] == "services") {
+    for (const auto& s : kServices) std::cout << s.name << "  " << s.full_name << "\n";
+    return 0;
+  }
+  const ServiceInfo* service = nullptr;
+  for (const auto& s : kServices) {
+    if (positional[0] == s.name) service = &s;
+  }
+  if (service == nullptr) {
+    Usage(std::cerr);
+    Fail(kUsage, "unknown service \"" + positional[0] + "\"");
+  }
+  const pb::ServiceDescriptor* sd = pb::DescriptorPool::generated_pool()->FindServiceByName(service->full_name);
+  if (sd == nullptr) Fail(kLocal, "service descriptor missing");
+  if (positional.size() < 2) {
+    ListMethods(sd);
+    return 0;
+  }
+  const pb::MethodDescriptor* md = sd->FindMethodByName(positional[1]);
+  if (md == nullptr) {
+    for (int i = 0; i < sd->method_count(); ++i) {
+      if (absl::EqualsIgnoreCase(sd->method(i)->name(), positional[1])) md = sd->method(i);
+    }
+  }
+  if (md == nullptr) Fail(kUsage, absl::StrCat("unknown method \"", positional[1], "\"; `labshare ", service->name, "` lists them"));
+  if (help) {
+    std::cout << service->name << " " << md->name() << ": " << md->input_type()->full_name() << "\n";
+    DescribeFields(md->input_type(), "", 0);
+    return 0;
+  }
+
+  pb::DynamicMessageFactory factory(pb::DescriptorPool::generated_pool());
+  std::unique_ptr<pb::Message> request(factory.GetPrototype(md->input_type())->New());
+  std::unique_ptr<pb::Message> response(factory.GetPrototype(md->output_type())->New());
+  std::string json_request = global.count("request") ? global["request"] : "";
+  if (global.count("request_file")) {
+    std::stringstream buf;
+    if (global["request_file"] == "-") {
+      buf << std::cin.rdbuf();
+    } else {
+      std::ifstream in(global["request_file"]);
+      if (!in) Fail(kLocal, "cannot read " + global["request_file"]);
+      buf << in.rdbuf();
+    }
+    json_request = buf.str();
+  }
+  if (!json_request.empty()) {
+    auto s = pb::util::JsonStringToMessage(json_request, request.get());
+    if (!s.ok()) Fail(kUsage, "request JSON: " + s.ToString());
+  }
+  if (positional.size() > 2) {
+    const pb::FieldDescriptor* target = md->input_type()->FindFieldByName("name");
+    if (target == nullptr) {
+      for (int i = 0; i < md->input_type()->field_count(); ++i) {
+        const auto* f = md->input_type()->field(i);
+        if (f->type() == pb::FieldDescriptor::TYPE_STRING && !f->is_repeated()) {
+          if (target != nullptr) Fail(kUsage, "name the field: --field=value");
+          target = f;
+        }
+      }
+    }
+    if (target == nullptr || positional.size() > 3) Fail(kUsage, "too many arguments; use --field=value");
+    SetScalar(request.get(), target, positional[2]);
+  }
+  for (const auto& [path, value] : fields) SetPath(request.get(), path, value);
+
+  // Address and token.
+  const std::map<std::string, std::string> config = ReadConfig();
+  auto setting = [&](const std::string& key) -> std::string {
+    if (global.count(key)) return global.at(key);
+    if (const char* e = std::getenv(("LABSHARE_" + absl::AsciiStrToUpper(key)).c_str())) return e;
+    auto it = config.find(key);
+    return it == config.end() ? "" : it->second;
+  };
+  std::string address = setting(service->name);
+  if (address.empty()) address = service->default_address;
+  std::string token = setting("token");
+  if (token.empty() && !setting("token_file").empty()) {
+    std::ifstream in(setting("token_file"));
+    if (!in) Fail(kLocal, "cannot read token file " + setting("token_file"));
+    std::getline(in, token);
+  }
+  absl::Duration timeout = absl::Seconds(30);
+  if (global.count("timeout") && !absl::ParseDuration(global["timeout"], &timeout)) Fail(kUsage, "--timeout like 30s");
+
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::ClientContext ctx;
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + std::string(absl::StripAsciiWhitespace(token)));
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
+  const std::string path = absl::StrCat("/", sd->full_name(), "/", md->name());
+  const bool json = global.count("json") && global["json"] != "false";
+  grpc::Status status;
+  if (md->server_streaming()) {
+    const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::SERVER_STREAMING);
+    std::unique_ptr<grpc::ClientReader<pb::Message>> reader(
+        grpc::internal::ClientReaderFactory<pb::Message>::Create(channel.get(), method, &ctx, *request));
+    while (reader->Read(response.get())) {
+      // CSV and JSONL chunks print raw; other messages as answers.
+      const pb::FieldDescriptor* data = md->output_type()->FindFieldByName("data");
+      if (data == nullptr) data = md->output_type()->FindFieldByName("chunk");
+      if (data != nullptr && data->type() == pb::FieldDescriptor::TYPE_BYTES && !json) {
+        std::cout << response->GetReflection()->GetString(*response, data);
+      } else {
+        PrintAnswer(*response, json);
+      }
+      response->Clear();
+    }
+    status = reader->Finish();
+  } else {
+    const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC);
+    status = grpc::internal::BlockingUnaryCall<pb::Message, pb::Message>(channel.get(), method, &ctx, *request,
+                                                                         response.get());
+    if (status.ok()) PrintAnswer(*response, json);
+  }
+  if (!status.ok()) {
+    const std::string reason = labshare::GrpcErrorReason(status);
+    static const char* kCodes[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                                   "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                   "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+                                   "UNAUTHENTICATED"};
+    const int code = static_cast<int>(status.error_code());
+    std::cerr << "error: " << (code >= 0 && code <= 16 ? kCodes[code] : "UNKNOWN")
+              << (reason.empty() ? "" : " " + reason) << ": " << status.error_message() << "\n";
+    return 10 + code;
+  }
+  return 0;
+}

@@ -1,5 +1,9 @@
 #include "common/server.h"
 
+#include "absl/strings/strip.h"
+
+#include <fstream>
+
 #include <signal.h>
 
 #include <cstdio>
@@ -37,6 +41,9 @@ ABSL_FLAG(std::string, token_key_file, "",
           "File holding the token signing key (at least 32 bytes). Empty: the environment "
           "variable LABSHARE_TOKEN_KEY.");
 ABSL_FLAG(int, redis_pool_size, 16, "Redis connections kept by this process.");
+ABSL_FLAG(std::string, clock_file, "",
+          "Demo and end-to-end tests only: read \"now\" (RFC 3339) from this file on every use "
+          "instead of the system clock.");
 
 namespace labshare {
 namespace {
@@ -257,6 +264,36 @@ TokenSigner SignerFromFlags() {
   auto signer = TokenSigner::FromFileOrEnv(absl::GetFlag(FLAGS_token_key_file));
   if (!signer.ok()) Die(std::string(signer.status().message()));
   return *std::move(signer);
+}
+
+namespace {
+class FileClock final : public Clock {
+ public:
+  explicit FileClock(std::string path) : path_(std::move(path)) {}
+  absl::Time Now() const override {
+    std::ifstream in(path_);
+    std::string text;
+    std::getline(in, text);
+    absl::Time t;
+    std::string err;
+    if (!absl::ParseTime(absl::RFC3339_full, std::string(absl::StripAsciiWhitespace(text)), &t, &err)) {
+      Die("--clock_file " + path_ + ": cannot read an RFC 3339 time: " + err);
+    }
+    return t;
+  }
+
+ private:
+  std::string path_;
+};
+}  // namespace
+
+std::unique_ptr<Clock> ClockFromFlags() {
+  const std::string path = absl::GetFlag(FLAGS_clock_file);
+  if (path.empty()) return std::make_unique<SystemClock>();
+  auto clock = std::make_unique<FileClock>(path);
+  LogWarning("time comes from a clock file (demo mode)", {{"clock_file", path}});
+  (void)clock->Now();  // fail at start, not on the first call
+  return clock;
 }
 
 int RunService(const std::string& service_name, RedisPool* redis, Authorizer* authorizer,

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "common/auth.h"
+#include "common/clock.h"
 #include "common/redis.h"
 
 ABSL_DECLARE_FLAG(std::string, listen);
@@ -92,6 +93,12 @@ RedisOptions RedisOptionsFromFlags();
 // The token signer from --token_key_file or LABSHARE_TOKEN_KEY; exits with a
 // message when there is none.
 TokenSigner SignerFromFlags();
+
+// The process clock: the system clock, or with --clock_file=PATH the time
+// written in that file (RFC 3339, re-read on every call), for demos and
+// end-to-end tests that must move time forward (check-in windows, month
+// ends). Never use a clock file in production.
+std::unique_ptr<Clock> ClockFromFlags();
 
 }  // namespace labshare
 

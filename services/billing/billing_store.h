@@ -15,7 +15,7 @@
 //   {billing}:settlement:<id>      Settlement document
 //   {billing}:charges, :postings, :pools, :invoices, :settlements
 //                                  ZSET indexes ("<ms, 15 digits>|<id>", lex order)
-//   {billing}:bal                  HASH "<account>|<counterparty>" -> balance
+//   {billing}:bal                  HASH "<account>|<counterparty>|<currency>" -> balance
 //                                  in minor units, debit minus credit
 //   {billing}:acct:<account>       LIST "<ms>|<posting id>|<counterparty>|<signed>"
 //                                  (postings are never back-dated: time order)

@@ -30,8 +30,11 @@ int main(int argc, char** argv) {
                         "[--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   labshare::TokenSigner signer = labshare::SignerFromFlags();
-  labshare::SystemClock clock;
-  labshare::ServiceIdentity identity(&signer, "billing", &clock);
+  const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
+  const labshare::Clock& clock = *clock_owner;
+  // Tokens expire by the wall clock, whatever the domain clock says.
+  labshare::SystemClock wall;
+  labshare::ServiceIdentity identity(&signer, "billing", &wall);
   labshare::billing::GrpcInventoryReader inventory(
       grpc::CreateChannel(absl::GetFlag(FLAGS_inventory), grpc::InsecureChannelCredentials()), &identity);
   auto zone = labshare::billing::LoadBillingTimeZone(absl::GetFlag(FLAGS_time_zone));
@@ -41,7 +44,7 @@ int main(int argc, char** argv) {
   }
   labshare::billing::BillingStore store(&redis);
   labshare::billing::BillingManager manager(&store, &inventory, &clock, *zone);
-  labshare::Authorizer authorizer(&signer, labshare::billing::BillingPolicy(), &clock);
+  labshare::Authorizer authorizer(&signer, labshare::billing::BillingPolicy(), &wall);
   labshare::billing::BillingService service(&manager, &authorizer);
   absl::Notification stop;
   std::thread consumer([&] {

@@ -29,8 +29,11 @@ int main(int argc, char** argv) {
                         "--inventory=HOST:PORT [--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   labshare::TokenSigner signer = labshare::SignerFromFlags();
-  labshare::SystemClock clock;
-  labshare::ServiceIdentity identity(&signer, "booking", &clock);
+  const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
+  const labshare::Clock& clock = *clock_owner;
+  // Tokens expire by the wall clock, whatever the domain clock says.
+  labshare::SystemClock wall;
+  labshare::ServiceIdentity identity(&signer, "booking", &wall);
   labshare::booking::InventoryClient inventory(
       grpc::CreateChannel(absl::GetFlag(FLAGS_inventory), grpc::InsecureChannelCredentials()),
       &identity, &clock, absl::GetFlag(FLAGS_inventory_cache_ttl));
@@ -38,7 +41,7 @@ int main(int argc, char** argv) {
   labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines));
   labshare::booking::BookingStore store(&redis, &pipeline);
   labshare::booking::BookingManager manager(&store, &inventory, &clock);
-  labshare::Authorizer authorizer(&signer, labshare::booking::BookingPolicy(), &clock);
+  labshare::Authorizer authorizer(&signer, labshare::booking::BookingPolicy(), &wall);
   labshare::booking::BookingService service(&manager, &authorizer);
   absl::Notification stop;
   std::thread sweeper([&] {

@@ -12,10 +12,13 @@ int main(int argc, char** argv) {
                         "[--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   labshare::TokenSigner signer = labshare::SignerFromFlags();
-  labshare::SystemClock clock;
+  const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
+  const labshare::Clock& clock = *clock_owner;
+  // Tokens expire by the wall clock, whatever the domain clock says.
+  labshare::SystemClock wall;
   labshare::inventory::InventoryStore store(&redis);
   labshare::inventory::InventoryManager manager(&store, &clock);
-  labshare::Authorizer authorizer(&signer, labshare::inventory::InventoryPolicy(), &clock);
+  labshare::Authorizer authorizer(&signer, labshare::inventory::InventoryPolicy(), &wall);
   labshare::inventory::InventoryService service(&manager, &authorizer);
   return labshare::RunService("inventory", &redis, &authorizer, {&service});
 }

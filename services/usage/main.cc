@@ -27,7 +27,10 @@ int main(int argc, char** argv) {
                         "[--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   labshare::TokenSigner signer = labshare::SignerFromFlags();
-  labshare::SystemClock clock;
+  const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
+  const labshare::Clock& clock = *clock_owner;
+  // Tokens expire by the wall clock, whatever the domain clock says.
+  labshare::SystemClock wall;
   absl::TimeZone zone;
   if (!absl::LoadTimeZone(absl::GetFlag(FLAGS_time_zone), &zone)) {
     labshare::LogError("bad --time_zone", {{"zone", absl::GetFlag(FLAGS_time_zone)}});
@@ -37,7 +40,7 @@ int main(int argc, char** argv) {
   labshare::usage::AuditChainOptions audit_options;
   audit_options.clock = &clock;
   labshare::usage::AuditChain audit(&redis, audit_options);
-  labshare::Authorizer authorizer(&signer, labshare::usage::UsagePolicy(), &clock);
+  labshare::Authorizer authorizer(&signer, labshare::usage::UsagePolicy(), &wall);
   labshare::usage::UsageService service(&figures, &audit, &authorizer);
   absl::Notification stop;
   std::thread consumer([&] {

@@ -271,15 +271,18 @@ class FileClock final : public Clock {
  public:
   explicit FileClock(std::string path) : path_(std::move(path)) {}
   absl::Time Now() const override {
-    std::ifstream in(path_);
-    std::string text;
-    std::getline(in, text);
-    absl::Time t;
     std::string err;
-    if (!absl::ParseTime(absl::RFC3339_full, std::string(absl::StripAsciiWhitespace(text)), &t, &err)) {
-      Die("--clock_file " + path_ + ": cannot read an RFC 3339 time: " + err);
+    // A writer that truncates before writing can be caught in between:
+    // read again briefly before giving up.
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      std::ifstream in(path_);
+      std::string text;
+      std::getline(in, text);
+      absl::Time t;
+      if (absl::ParseTime(absl::RFC3339_full, std::string(absl::StripAsciiWhitespace(text)), &t, &err)) return t;
+      absl::SleepFor(absl::Milliseconds(5));
     }
-    return t;
+    Die("--clock_file " + path_ + ": cannot read an RFC 3339 time: " + err);
   }
 
  private:

@@ -7,6 +7,7 @@
 
 #include <iostream>
 
+#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -14,12 +15,13 @@
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
+#include "common/server.h"
 #include "common/token.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory.");
-ABSL_FLAG(std::string, token_key_file, "",
-          "Signing key file; empty: the environment variable LABSHARE_TOKEN_KEY.");
+// --token_key_file and --clock_file are common/server's flags.
+ABSL_DECLARE_FLAG(std::string, token_key_file);
 
 namespace {
 
@@ -245,7 +247,8 @@ int main(int argc, char** argv) {
     std::cerr << signer.status().message() << "\n";
     return 2;
   }
-  const absl::Time now = absl::Now();  // a command-line tool, not domain logic
+  // The platform's time: the wall clock, or the demo's --clock_file.
+  const absl::Time now = labshare::ClockFromFlags()->Now();
   labshare::Principal admin{"demo-admin", "", {labshare::Role::kConsortiumAdmin},
                             now + absl::Hours(1)};
   auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_inventory),

@@ -4,22 +4,46 @@
 # services, loads the demo consortium, prints how to talk to it, and runs
 # until Ctrl-C, then stops everything gracefully.
 #
+# usage: deploy/run-local.sh [--fresh] [--then COMMAND]
+#   --fresh         start from empty data
+#   --then COMMAND  run COMMAND (e.g. deploy/demo-scenario.sh) once the
+#                   platform is up, then stop everything and exit with its code
+#
 # Ports: LABSHARE_BASE_PORT (default 50051) for inventory, +1 booking,
 # +2 billing, +3 usage; metrics on +100..+103; Redis on LABSHARE_REDIS_PORT
-# (default 56379). Data lives in deploy/.data (removed with --fresh).
+# (default 56379). Data lives in LABSHARE_DATA_DIR (default deploy/.data).
+# LABSHARE_BUILD_DIR: where the binaries are (default build-release, built
+# here unless LABSHARE_NO_BUILD=1). LABSHARE_CLOCK_FILE: demo time; every
+# service reads "now" from that file (deploy/demo-scenario.sh moves it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${LABSHARE_BUILD_DIR:-$root/build-release}"
 base="${LABSHARE_BASE_PORT:-50051}"
 redis_port="${LABSHARE_REDIS_PORT:-56379}"
-data="$root/deploy/.data"
-[ "${1:-}" = "--fresh" ] && rm -rf "$data"
+data="${LABSHARE_DATA_DIR:-$root/deploy/.data}"
+then_cmd=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fresh) rm -rf "$data" ;;
+    --then) then_cmd="$2"; shift ;;
+    *) echo "usage: $0 [--fresh] [--then COMMAND]" >&2; exit 2 ;;
+  esac
+  shift
+done
 mkdir -p "$data"
 
-"$root/deploy/install-deps.sh"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLABSHARE_BUILD_TESTS=OFF >/dev/null
-cmake --build "$build" -j2 --target labshare-inventory labshare-booking labshare-billing \
-  labshare-usage labshare-token labshare-demo-seed
+if [ "${LABSHARE_NO_BUILD:-0}" != 1 ]; then
+  "$root/deploy/install-deps.sh"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLABSHARE_BUILD_TESTS=OFF >/dev/null
+  cmake --build "$build" -j2 --target labshare-inventory labshare-booking labshare-billing \
+    labshare-usage labshare-token labshare-demo-seed labshare
+fi
+clock=()
+if [ -n "${LABSHARE_CLOCK_FILE:-}" ]; then
+  # Demo time starts on Monday 2027-03-01, 08:00 in Shanghai.
+  [ -s "$LABSHARE_CLOCK_FILE" ] || echo 2027-03-01T08:00:00+08:00 > "$LABSHARE_CLOCK_FILE"
+  clock=(--clock_file="$LABSHARE_CLOCK_FILE")
+fi
 
 # The signing key: generated once, kept with the data, never in the source.
 if [ ! -s "$data/token.key" ]; then
@@ -44,28 +68,61 @@ for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
 start() {  # name port_offset [extra flags]
   local name=$1 off=$2; shift 2
   "$build/bin/labshare-$name" --listen="127.0.0.1:$((base + off))" \
-    --redis="127.0.0.1:$redis_port" --metrics_listen="127.0.0.1:$((base + 100 + off))" "$@" \
+    --redis="127.0.0.1:$redis_port" --metrics_listen="127.0.0.1:$((base + 100 + off))" "${clock[@]}" "$@" \
     >"$data/$name.out" 2>"$data/$name.log" &
   pids+=($!)
 }
 start inventory 0
-start booking 1 --inventory="127.0.0.1:$base"
-start billing 2 --inventory="127.0.0.1:$base"
+start booking 1 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--sweep_interval=1s --inventory_cache_ttl=0s}
+start billing 2 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--lease_period_interval=1s}
 start usage 3
 for name in inventory booking billing usage; do
   for _ in $(seq 100); do grep -q "^listening on" "$data/$name.out" 2>/dev/null && break; sleep 0.1; done
   echo "$name: $(head -1 "$data/$name.out")  (logs: $data/$name.log)"
 done
 
-"$build/bin/labshare-demo-seed" --inventory="127.0.0.1:$base"
+"$build/bin/labshare-demo-seed" --inventory="127.0.0.1:$base" "${clock[@]}"
 admin_token="$("$build/bin/labshare-token" --user=admin --org=zju --roles=consortium_admin --ttl=24h)"
+# The rest of the demo consortium: an SME subsidy pool and a joint-research
+# project (idempotent: the request ids make a restart harmless).
+export LABSHARE_INVENTORY="127.0.0.1:$base" LABSHARE_BOOKING="127.0.0.1:$((base + 1))"
+export LABSHARE_BILLING="127.0.0.1:$((base + 2))" LABSHARE_USAGE="127.0.0.1:$((base + 3))"
+cli() { "$build/bin/labshare" --token="$admin_token" "$@" >/dev/null; }
+cli billing CreateSubsidyPool --subsidy_pool_id=sme-voucher --request_id=demo-pool \
+  --subsidy_pool.display_name="SME innovation voucher" --subsidy_pool.funder_display_name="Provincial S&T Department" \
+  --subsidy_pool.percentage_bps=5000 --subsidy_pool.eligibility.size_classes=SME \
+  --subsidy_pool.cap_per_organization="20000.00 CNY" --subsidy_pool.cap_period_kind=MONTHLY
+cli billing TopUpSubsidyPool subsidyPools/sme-voucher --amount="100000.00 CNY" --request_id=demo-pool-funds
+now="$("$build/bin/labshare" --token="$admin_token" inventory GetInstrument instruments/sem-1 --json |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["create_time"])')"
+python3 - "$now" > "$data/project.json" <<'PY'
+import datetime, json, sys
+start = datetime.datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00"))
+end = start + datetime.timedelta(days=92)
+print(json.dumps({"project_id": "prj-demo", "request_id": "demo-project", "project": {
+  "title": "Wide-bandgap thin films", "cost_share_template": "CUSTOM",
+  "participants": [{"organization": "organizations/zju", "share_bps": 5000},
+                   {"organization": "organizations/nanocraft", "share_bps": 5000}],
+  "period": {"start_time": start.isoformat(), "end_time": end.isoformat()},
+  "instrument_budgets": [{"instrument": "instruments/sem-1", "budget": "72000s"}]}}))
+PY
+cli booking CreateProject --request_file="$data/project.json"
+echo "demo extras: subsidy pool sme-voucher (100000.00 CNY), project prj-demo (zju + nanocraft)"
+if [ -n "$then_cmd" ]; then
+  set +e
+  LABSHARE_BIN="$build/bin" bash -c "$then_cmd"
+  rc=$?
+  exit $rc
+fi
 cat <<MSG
 
 LabShare is running. Redis on 127.0.0.1:$redis_port (append-only file in $data).
 An admin token (24 h):  export TOKEN=$admin_token
-Every service serves gRPC reflection and health, so any reflection-aware gRPC
-client can call it with the header 'authorization: Bearer \$TOKEN'.
-Metrics: http://127.0.0.1:$((base + 100))/metrics
+Try the client (addresses come from the environment, see README):
+  export LABSHARE_INVENTORY=127.0.0.1:$base LABSHARE_BOOKING=127.0.0.1:$((base + 1)) \\
+         LABSHARE_BILLING=127.0.0.1:$((base + 2)) LABSHARE_USAGE=127.0.0.1:$((base + 3)) LABSHARE_TOKEN=\$TOKEN
+  $build/bin/labshare inventory ListInstruments
+Every service serves gRPC reflection and health. Metrics: http://127.0.0.1:$((base + 100))/metrics
 Press Ctrl-C to stop.
 MSG
 wait "${pids[1]}"

@@ -344,7 +344,17 @@ void PrintFields(const pb::Message& m, const std::string& prefix, int depth) {
   }
 }
 
-// A list answer (one repeated message field) as a table of its scalar columns.
+// A list answer (one repeated message field) as a table: its simple fields
+// and, one level down, those of its sub-messages ("key.mode"), the columns
+// some row sets, at most 10.
+bool IsSimple(const pb::FieldDescriptor* f) {
+  if (f->is_repeated()) return false;
+  if (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE) return true;
+  const std::string t = f->message_type()->full_name();
+  return t == "labshare.type.v1.Money" || t == "google.protobuf.Timestamp" || t == "labshare.type.v1.Interval" ||
+         t == "google.protobuf.Duration";
+}
+
 bool PrintTable(const pb::Message& m) {
   const pb::Descriptor* d = m.GetDescriptor();
   const pb::FieldDescriptor* list = nullptr;
@@ -358,31 +368,51 @@ bool PrintTable(const pb::Message& m) {
   if (list == nullptr) return false;
   const pb::Reflection* r = m.GetReflection();
   const int n = r->FieldSize(m, list);
-  std::vector<const pb::FieldDescriptor*> cols;
+  using Column = std::vector<const pb::FieldDescriptor*>;  // a path
+  std::vector<Column> candidates;
   const pb::Descriptor* item = list->message_type();
-  for (int i = 0; i < item->field_count() && cols.size() < 8; ++i) {
+  for (int i = 0; i < item->field_count(); ++i) {
     const auto* f = item->field(i);
-    if (f->is_repeated()) continue;
+    if (IsSimple(f)) {
+      candidates.push_back({f});
+    } else if (!f->is_repeated() && f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      for (int k = 0; k < f->message_type()->field_count(); ++k) {
+        if (IsSimple(f->message_type()->field(k))) candidates.push_back({f, f->message_type()->field(k)});
+      }
+    }
+  }
+  auto leaf = [&](const pb::Message& row, const Column& c) -> const pb::Message* {
+    const pb::Message* at = &row;
+    for (size_t i = 0; i + 1 < c.size(); ++i) {
+      if (!at->GetReflection()->HasField(*at, c[i])) return nullptr;
+      at = &at->GetReflection()->GetMessage(*at, c[i]);
+    }
+    return at->GetReflection()->HasField(*at, c.back()) ? at : nullptr;
+  };
+  std::vector<Column> cols;
+  for (const auto& c : candidates) {
     bool used = false;
-    for (int k = 0; k < n && !used; ++k) used = r->GetRepeatedMessage(m, list, k).GetReflection()->HasField(r->GetRepeatedMessage(m, list, k), f);
-    const bool simple = f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE ||
-                        f->message_type()->full_name() == "labshare.type.v1.Money" ||
-                        f->message_type()->full_name() == "google.protobuf.Timestamp" ||
-                        f->message_type()->full_name() == "labshare.type.v1.Interval";
-    if (used && simple) cols.push_back(f);
+    for (int k = 0; k < n && !used; ++k) used = leaf(r->GetRepeatedMessage(m, list, k), c) != nullptr;
+    if (used && cols.size() < 10) cols.push_back(c);
   }
   std::vector<std::vector<std::string>> rows;
-  std::vector<size_t> width;
   std::vector<std::string> header;
-  for (const auto* c : cols) header.push_back(absl::AsciiStrToUpper(c->name()));
+  for (const auto& c : cols) {
+    std::vector<std::string> names;
+    for (const auto* f : c) names.push_back(f->name());
+    header.push_back(absl::AsciiStrToUpper(absl::StrJoin(names, ".")));
+  }
   rows.push_back(header);
   for (int k = 0; k < n; ++k) {
     const pb::Message& it = r->GetRepeatedMessage(m, list, k);
     std::vector<std::string> row;
-    for (const auto* c : cols) row.push_back(it.GetReflection()->HasField(it, c) ? Scalar(it, c, 0) : "");
+    for (const auto& c : cols) {
+      const pb::Message* at = leaf(it, c);
+      row.push_back(at ? Scalar(*at, c.back(), 0) : "");
+    }
     rows.push_back(row);
   }
-  width.assign(cols.size(), 0);
+  std::vector<size_t> width(cols.size(), 0);
   for (const auto& row : rows) {
     for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
   }
@@ -400,7 +430,7 @@ bool PrintTable(const pb::Message& m) {
   r->ListFields(m, &fields);
   for (const auto* f : fields) {
     if (f == list) continue;
-    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated()) {
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated() && !IsSimple(f)) {
       PrintFields(r->GetMessage(m, f), f->name() + ".", 1);
     } else if (!f->is_repeated()) {
       std::cout << f->name() << ": " << Scalar(m, f, 0) << "\n";

@@ -28,6 +28,7 @@
 // as "error: CODE REASON: message" (REASON from google.rpc.ErrorInfo).
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/impl/client_unary_call.h>
 #include <grpcpp/impl/rpc_method.h>
 #include <grpcpp/support/sync_stream.h>
@@ -456,6 +457,7 @@ void PrintAnswer(const pb::Message& m, bool json) {
 void Usage(std::ostream& out) {
   out << "usage: labshare [--json] [--token=T] [--<service>=HOST:PORT] <service> <Method> [NAME] [--field=value ...]\n"
          "       labshare services            list the services\n"
+         "       labshare health HOST:PORT    gRPC health check (exit 0 when SERVING)\n"
          "       labshare <service>           list its methods\n"
          "       labshare <service> <Method> --help   its request fields\n"
          "services: inventory, booking, billing, usage\n";
@@ -530,6 +532,29 @@ int main(int argc, char** argv) {
   if (positional.empty()) {
     Usage(help ? std::cout : std::cerr);
     return help ? 0 : kUsage;
+  }
+  if (positional[0] == "health") {
+    // labshare health HOST:PORT: the standard gRPC health check (overall
+    // server status), for container and Kubernetes-less probes. Exit 0 when
+    // SERVING, 1 otherwise.
+    if (positional.size() != 2) Fail(kUsage, "usage: labshare health HOST:PORT");
+    auto channel = grpc::CreateChannel(positional[1], grpc::InsecureChannelCredentials());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    const grpc::internal::RpcMethod method("/grpc.health.v1.Health/Check", grpc::internal::RpcMethod::NORMAL_RPC);
+    grpc::ByteBuffer request, response;  // HealthCheckRequest{service: ""} is empty
+    grpc::Slice empty("");
+    request = grpc::ByteBuffer(&empty, 1);
+    grpc::Status st = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(channel.get(), method, &ctx,
+                                                                                             request, &response);
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (st.ok() && response.Dump(&slices).ok()) {
+      for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    }
+    const bool serving = st.ok() && bytes == std::string("\x08\x01", 2);  // status: SERVING
+    std::cout << (serving ? "SERVING" : st.ok() ? "NOT_SERVING" : "UNREACHABLE: " + st.error_message()) << "\n";
+    return serving ? 0 : 1;
   }
   if (positional[0] == "services") {
     for (const auto& s : kServices) std::cout << s.name << "  " << s.full_name << "\n";

@@ -83,31 +83,9 @@ done
 
 "$build/bin/labshare-demo-seed" --inventory="127.0.0.1:$base" "${clock[@]}"
 admin_token="$("$build/bin/labshare-token" --user=admin --org=zju --roles=consortium_admin --ttl=24h)"
-# The rest of the demo consortium: an SME subsidy pool and a joint-research
-# project (idempotent: the request ids make a restart harmless).
 export LABSHARE_INVENTORY="127.0.0.1:$base" LABSHARE_BOOKING="127.0.0.1:$((base + 1))"
 export LABSHARE_BILLING="127.0.0.1:$((base + 2))" LABSHARE_USAGE="127.0.0.1:$((base + 3))"
-cli() { "$build/bin/labshare" --token="$admin_token" "$@" >/dev/null; }
-cli billing CreateSubsidyPool --subsidy_pool_id=sme-voucher --request_id=demo-pool \
-  --subsidy_pool.display_name="SME innovation voucher" --subsidy_pool.funder_display_name="Provincial S&T Department" \
-  --subsidy_pool.percentage_bps=5000 --subsidy_pool.eligibility.size_classes=SME \
-  --subsidy_pool.cap_per_organization="20000.00 CNY" --subsidy_pool.cap_period_kind=MONTHLY
-cli billing TopUpSubsidyPool subsidyPools/sme-voucher --amount="100000.00 CNY" --request_id=demo-pool-funds
-now="$("$build/bin/labshare" --token="$admin_token" inventory GetInstrument instruments/sem-1 --json |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["create_time"])')"
-python3 - "$now" > "$data/project.json" <<'PY'
-import datetime, json, sys
-start = datetime.datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00"))
-end = start + datetime.timedelta(days=92)
-print(json.dumps({"project_id": "prj-demo", "request_id": "demo-project", "project": {
-  "title": "Wide-bandgap thin films", "cost_share_template": "CUSTOM",
-  "participants": [{"organization": "organizations/zju", "share_bps": 5000},
-                   {"organization": "organizations/nanocraft", "share_bps": 5000}],
-  "period": {"start_time": start.isoformat(), "end_time": end.isoformat()},
-  "instrument_budgets": [{"instrument": "instruments/sem-1", "budget": "72000s"}]}}))
-PY
-cli booking CreateProject --request_file="$data/project.json"
-echo "demo extras: subsidy pool sme-voucher (100000.00 CNY), project prj-demo (zju + nanocraft)"
+LABSHARE_BIN="$build/bin" LABSHARE_DATA_DIR="$data" "$root/deploy/demo-extras.sh"
 if [ -n "$then_cmd" ]; then
   set +e
   LABSHARE_BIN="$build/bin" bash -c "$then_cmd"

@@ -1,0 +1,836 @@
+// The reports of the usage service over a scripted year (2026, Asia/Shanghai)
+// of synthetic inventory, booking and billing events folded into the
+// figures: thresholds, idle and under-shared lists, the sharing matrix, the
+// annual report and its CSV, and the usage export. Every number is computed
+// by hand in the comments.
+//
+// The year (all instruments registered 2026-01-01 00:00 Shanghai, so in
+// service 365 days = 31536000 s, except i4):
+//   i1 "EBL"  owner own, f1, lithography,          value 2,000,000,000 minor
+//        sme/s1 ON_SITE 300 h (Jan 5 00:00 .. Jan 17 12:00)  = 1,080,000 s
+//        own/o1 ON_SITE 700 h (Mar 1 00:00 .. Mar 30 04:00)  = 2,520,000 s
+//        charge to sme 30,000,000 (of which subsidised 10,000,000) on Jan 17
+//   i2 "TEM"  owner own, f1, electron-microscopy,  value   500,000,000
+//        big/b1 ON_SITE 100 h (Feb 1 00:00 .. Feb 5 04:00)   =   360,000 s
+//        own/o1 ON_SITE 100 h (Jun 1 00:00 .. Jun 5 04:00)   =   360,000 s
+//        charge to big 5,000,000 on Feb 5
+//   i3 "NMR"  owner big, f2, spectroscopy,         value   300,000,000
+//        big/b2 ON_SITE 900 h (Apr 1 00:00 .. May 8 12:00)   = 3,240,000 s
+//        start/t1 TECHNICAL_SERVICE 100 h (Jul 1 .. Jul 5 04:00) = 360,000 s
+//        charge to start 2,000,000 on Jul 5; in-kind 1,000,000 (JOINT_RESEARCH)
+//   i4 "MS"   owner big, f2, spectroscopy, no value, registered Dec 15: 17 days
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "common/server.h"
+#include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
+#include "labshare/usage/v1/usage.grpc.pb.h"
+#include "services/usage/usage_figures.h"
+#include "services/usage/usage_service.h"
+#include "tests/support/redis_server.h"
+
+namespace labshare::usage {
+namespace {
+
+namespace bk = labshare::booking::v1;
+namespace bl = labshare::billing::v1;
+namespace iv = labshare::inventory::v1;
+using labshare::type::v1::JOINT_RESEARCH;
+using labshare::type::v1::LEASE;
+using labshare::type::v1::ON_SITE;
+using labshare::type::v1::SharingMode;
+using labshare::type::v1::TECHNICAL_SERVICE;
+
+constexpr int64_t kYear = 31536000;
+constexpr char kKey[] = "usage-reports-test-key-0123456789abcdef";
+
+std::string Sha256Hex(absl::string_view data) {
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(data.data(), data.size(), d, &n, EVP_sha256(), nullptr);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(d), n));
+}
+
+class UsageReportsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetQuietLogging(true);
+    redis_ = testing::SharedRedisServer();
+    ASSERT_NE(redis_, nullptr);
+    testing::FlushAll(*redis_);
+    pool_ = std::make_unique<RedisPool>(redis_->options());
+    zone_ = absl::FixedTimeZone(8 * 3600);
+    ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &zone_));
+    clock_.Set(At(2027, 3, 1));
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_);
+  }
+
+  absl::Time At(int y, int m, int d, int h = 0) { return absl::FromCivil(absl::CivilHour(y, m, d, h), zone_); }
+  labshare::type::v1::Interval Range(absl::CivilDay from, absl::CivilDay to) {
+    labshare::type::v1::Interval r;
+    *r.mutable_start_time() = ToProto(absl::FromCivil(from, zone_));
+    *r.mutable_end_time() = ToProto(absl::FromCivil(to, zone_));
+    return r;
+  }
+  template <typename Event>
+  void Fold(const std::string& source, Event e) {
+    e.mutable_header()->set_event_id(absl::StrCat("e", ++next_id_));
+    StreamEvent s;
+    s.payload = e.SerializeAsString();
+    ASSERT_TRUE(figures_->Fold(source, s).ok());
+  }
+  void Org(const std::string& id, const std::string& display, iv::SizeClass size) {
+    iv::InventoryEvent e;
+    auto* o = e.mutable_organization_changed()->mutable_organization();
+    o->set_name("organizations/" + id);
+    o->set_display_name(display);
+    o->set_size_class(size);
+    Fold("inventory", e);
+  }
+  void Facility(const std::string& id, const std::string& display) {
+    iv::InventoryEvent e;
+    auto* f = e.mutable_facility_changed()->mutable_facility();
+    f->set_name("facilities/" + id);
+    f->set_display_name(display);
+    Fold("inventory", e);
+  }
+  void Instrument(const std::string& id, const std::string& display, const std::string& owner,
+                  const std::string& facility, const std::string& category, int64_t value, absl::Time created) {
+    iv::InventoryEvent e;
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/" + id);
+    in->set_display_name(display);
+    in->set_owner_organization("organizations/" + owner);
+    in->set_facility("facilities/" + facility);
+    in->set_category(category);
+    if (value > 0) {
+      in->mutable_original_value()->set_currency_code("CNY");
+      in->mutable_original_value()->set_amount_minor(value);
+    }
+    in->set_daily_available_hours(24);
+    *in->mutable_create_time() = ToProto(created);
+    Fold("inventory", e);
+  }
+  // A confirmed booking used from start to end (one check-out).
+  void Session(const std::string& instr, SharingMode mode, const std::string& org, const std::string& user,
+               absl::Time start, absl::Time end) {
+    bk::Booking b;
+    b.set_name(absl::StrCat("bookings/b", next_id_));
+    b.set_instrument("instruments/" + instr);
+    b.set_mode(mode);
+    b.set_payer_organization("organizations/" + org);
+    b.set_user("users/" + user);
+    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(end);
+    bk::BookingEvent confirmed;
+    *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
+    Fold("booking", confirmed);
+    *b.mutable_session()->mutable_start_time() = ToProto(start);
+    *b.mutable_session()->mutable_end_time() = ToProto(end);
+    bk::BookingEvent out;
+    *out.mutable_booking_checked_out()->mutable_booking() = b;
+    Fold("booking", out);
+  }
+  void Charge(const std::string& instr, const std::string& owner, SharingMode mode, const std::string& payer,
+              int64_t income, int64_t subsidised, int64_t in_kind, absl::Time at) {
+    bl::BillingEvent e;
+    auto* f = e.mutable_charge_posted()->mutable_income();
+    f->set_owner_organization("organizations/" + owner);
+    f->set_instrument("instruments/" + instr);
+    f->set_mode(mode);
+    *f->mutable_effective_time() = ToProto(at);
+    f->set_currency_code("CNY");
+    if (!payer.empty()) {
+      auto* s = f->add_shares();
+      s->set_payer_organization("organizations/" + payer);
+      s->set_share_bps(10000);
+      s->mutable_service_income()->set_currency_code("CNY");
+      s->mutable_service_income()->set_amount_minor(income);
+      s->mutable_subsidised()->set_currency_code("CNY");
+      s->mutable_subsidised()->set_amount_minor(subsidised);
+    }
+    f->mutable_in_kind()->set_currency_code("CNY");
+    f->mutable_in_kind()->set_amount_minor(in_kind);
+    Fold("billing", e);
+  }
+
+  void Year() {
+    Org("own", "Owner University", iv::LARGE);
+    Org("big", "Big Co", iv::LEADING);
+    Org("sme", "Small Co", iv::SME);
+    Org("start", "Start Co", iv::START_UP);
+    Facility("f1", "Fab One");
+    Facility("f2", "Bio Two");
+    Instrument("i1", "EBL", "own", "f1", "lithography", 2000000000, At(2026, 1, 1));
+    Instrument("i2", "TEM", "own", "f1", "electron-microscopy", 500000000, At(2026, 1, 1));
+    Instrument("i3", "NMR", "big", "f2", "spectroscopy", 300000000, At(2026, 1, 1));
+    Instrument("i4", "MS", "big", "f2", "spectroscopy", 0, At(2026, 12, 15));
+    Session("i1", ON_SITE, "sme", "s1", At(2026, 1, 5), At(2026, 1, 17, 12));
+    Session("i1", ON_SITE, "own", "o1", At(2026, 3, 1), At(2026, 3, 30, 4));
+    Charge("i1", "own", ON_SITE, "sme", 30000000, 10000000, 0, At(2026, 1, 17, 12));
+    Session("i2", ON_SITE, "big", "b1", At(2026, 2, 1), At(2026, 2, 5, 4));
+    Session("i2", ON_SITE, "own", "o1", At(2026, 6, 1), At(2026, 6, 5, 4));
+    Charge("i2", "own", ON_SITE, "big", 5000000, 0, 0, At(2026, 2, 5, 4));
+    Session("i3", ON_SITE, "big", "b2", At(2026, 4, 1), At(2026, 5, 8, 12));
+    Session("i3", TECHNICAL_SERVICE, "start", "t1", At(2026, 7, 1), At(2026, 7, 5, 4));
+    Charge("i3", "big", TECHNICAL_SERVICE, "start", 2000000, 0, 0, At(2026, 7, 5, 4));
+    Charge("i3", "big", JOINT_RESEARCH, "", 0, 0, 1000000, At(2026, 7, 5, 4));
+  }
+
+  testing::RedisServer* redis_ = nullptr;
+  std::unique_ptr<RedisPool> pool_;
+  FakeClock clock_;
+  absl::TimeZone zone_;
+  std::unique_ptr<UsageFigures> figures_;
+  int next_id_ = 0;
+  Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
+  Principal admin_{"adam", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
+};
+
+// ================================================================ thresholds
+
+TEST_F(UsageReportsTest, ThresholdsDefaultsUpdateEtagIdempotencyAndEvent) {
+  v1::GetThresholdsRequest get;
+  get.set_name("thresholds");
+  auto t = figures_->GetThresholds(auditor_, get);
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->bands_size(), 1);
+  EXPECT_EQ(t->bands(0).min_original_value().amount_minor(), 0);
+  EXPECT_EQ(t->bands(0).min_original_value().currency_code(), "CNY");
+  EXPECT_EQ(t->bands(0).idle_effective_seconds_per_year(), 2880000);  // 800 h
+  EXPECT_EQ(t->bands(0).min_external_seconds_per_year(), 0);
+  EXPECT_EQ(t->bands(0).min_sharing_rate_bp(), 1600);
+  EXPECT_EQ(t->minimum_assessed_days(), 30);
+  EXPECT_EQ(t->default_lease_counted_hours_per_day(), 8);
+  EXPECT_EQ(t->etag(), "1");
+  EXPECT_EQ(FromProto(t->create_time()), clock_.Now());
+  get.set_name("thresholds/x");
+  EXPECT_EQ(ErrorReason(figures_->GetThresholds(auditor_, get).status()), "INVALID_NAME");
+
+  // Second band at 10,000,000 CNY: 964 external hours, 34 %.
+  v1::UpdateThresholdsRequest u;
+  u.mutable_thresholds()->set_name("thresholds");
+  *u.mutable_thresholds()->add_bands() = t->bands(0);
+  auto* b2 = u.mutable_thresholds()->add_bands();
+  b2->mutable_min_original_value()->set_currency_code("CNY");
+  b2->mutable_min_original_value()->set_amount_minor(1000000000);
+  b2->set_idle_effective_seconds_per_year(2880000);
+  b2->set_min_external_seconds_per_year(3470400);
+  b2->set_min_sharing_rate_bp(3400);
+  u.mutable_thresholds()->set_minimum_assessed_days(99);  // not in the mask: ignored
+  u.mutable_update_mask()->add_paths("bands");
+  u.set_request_id("r1");
+  u.mutable_thresholds()->set_etag("1");
+  clock_.Set(At(2027, 3, 2));
+  auto v2 = figures_->UpdateThresholds(admin_, u);
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->etag(), "2");
+  EXPECT_EQ(v2->bands_size(), 2);
+  EXPECT_EQ(v2->minimum_assessed_days(), 30);
+  EXPECT_EQ(v2->updated_by(), "users/adam");
+  EXPECT_EQ(FromProto(v2->update_time()), At(2027, 3, 2));
+  EXPECT_EQ(FromProto(v2->create_time()), At(2027, 3, 1));
+  // The same request again: the same answer, no second event.
+  auto again = figures_->UpdateThresholds(admin_, u);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->SerializeAsString(), v2->SerializeAsString());
+  // One ThresholdsChanged on {usage}:outbox, with before and after.
+  auto outbox = pool_->Command({"XRANGE", "{usage}:outbox", "-", "+"});
+  ASSERT_TRUE(outbox.ok());
+  ASSERT_EQ(outbox->elements.size(), 1u);
+  const auto& fields = outbox->elements[0].elements[1].elements;
+  ASSERT_EQ(fields.size(), 4u);
+  EXPECT_EQ(fields[0].str, "type");
+  EXPECT_EQ(fields[1].str, "labshare.usage.v1.UsageEvent");
+  EXPECT_EQ(fields[2].str, "payload");
+  v1::UsageEvent ev;
+  ASSERT_TRUE(ev.ParseFromString(fields[3].str));
+  EXPECT_EQ(ev.thresholds_changed().previous().etag(), "1");
+  EXPECT_EQ(ev.thresholds_changed().current().etag(), "2");
+  EXPECT_EQ(ev.thresholds_changed().update_mask().paths_size(), 1);
+  EXPECT_EQ(ev.header().request_id(), "r1");
+  EXPECT_EQ(ev.header().actor(), "users/adam");
+  // Same request id, other content.
+  u.mutable_thresholds()->mutable_bands(1)->set_min_sharing_rate_bp(3500);
+  EXPECT_EQ(ErrorReason(figures_->UpdateThresholds(admin_, u).status()), "REQUEST_ID_REUSED");
+  // Stale etag.
+  u.set_request_id("r2");
+  EXPECT_EQ(ErrorReason(figures_->UpdateThresholds(admin_, u).status()), "ETAG_MISMATCH");
+  // Validation, each on its own.
+  auto invalid = [&](const std::function<void(v1::UpdateThresholdsRequest*)>& change) {
+    v1::UpdateThresholdsRequest bad = u;
+    bad.mutable_thresholds()->clear_etag();
+    bad.clear_request_id();
+    change(&bad);
+    return ErrorReason(figures_->UpdateThresholds(admin_, bad).status());
+  };
+  EXPECT_EQ(invalid([](auto* r) { r->mutable_thresholds()->clear_bands(); }), "INVALID_FIELD");
+  EXPECT_EQ(invalid([](auto* r) {
+              r->mutable_thresholds()->mutable_bands(0)->mutable_min_original_value()->set_amount_minor(1);
+            }),
+            "INVALID_FIELD");  // first band not at 0
+  EXPECT_EQ(invalid([](auto* r) {
+              r->mutable_thresholds()->mutable_bands(1)->mutable_min_original_value()->set_amount_minor(0);
+            }),
+            "INVALID_FIELD");  // not strictly ascending
+  EXPECT_EQ(invalid([](auto* r) { r->mutable_thresholds()->mutable_bands(1)->set_min_sharing_rate_bp(10001); }),
+            "INVALID_FIELD");
+  EXPECT_EQ(invalid([](auto* r) { r->mutable_thresholds()->mutable_bands(1)->set_idle_effective_seconds_per_year(-1); }),
+            "INVALID_FIELD");
+  EXPECT_EQ(invalid([](auto* r) {
+              r->mutable_thresholds()->mutable_bands(1)->mutable_min_original_value()->set_currency_code("USD");
+            }),
+            "CURRENCY_MISMATCH");
+  EXPECT_EQ(invalid([](auto* r) {
+              r->mutable_update_mask()->set_paths(0, "default_lease_counted_hours_per_day");
+              r->mutable_thresholds()->set_default_lease_counted_hours_per_day(25);
+            }),
+            "INVALID_FIELD");
+  EXPECT_EQ(invalid([](auto* r) { r->mutable_update_mask()->set_paths(0, "etag"); }), "INVALID_UPDATE_MASK");
+  EXPECT_EQ(invalid([](auto* r) { r->mutable_thresholds()->set_name("x"); }), "INVALID_NAME");
+  // Nothing of the above was stored or published.
+  get.set_name("thresholds");
+  auto now = figures_->GetThresholds(auditor_, get);
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->etag(), "2");
+  EXPECT_EQ(*pool_->Command({"XLEN", "{usage}:outbox"})->AsInteger(), 1);
+}
+
+// Lease days aggregated after a change of the default count the new hours.
+TEST_F(UsageReportsTest, DefaultLeaseHoursComeFromTheThresholds) {
+  Instrument("afm", "AFM", "own", "f1", "microscopy", 100000000, At(2026, 1, 1));
+  v1::UpdateThresholdsRequest u;
+  u.mutable_thresholds()->set_name("thresholds");
+  u.mutable_thresholds()->set_default_lease_counted_hours_per_day(6);
+  u.mutable_update_mask()->add_paths("default_lease_counted_hours_per_day");
+  ASSERT_TRUE(figures_->UpdateThresholds(admin_, u).ok());
+  // Out on lease Aug 1 00:00 .. Aug 3 00:00: 2 days x 6 h = 43200 s.
+  Session("afm", LEASE, "sme", "s1", At(2026, 8, 1), At(2026, 8, 3));
+  v1::GetUsageFiguresRequest r;
+  *r.mutable_range() = Range(absl::CivilDay(2026, 8, 1), absl::CivilDay(2026, 9, 1));
+  auto f = figures_->GetUsageFigures(auditor_, r);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->figures().effective_seconds(), 43200);
+}
+
+// ================================================================ assessments
+
+TEST_F(UsageReportsTest, IdleAndUnderSharedInstruments) {
+  Year();
+  v1::ListIdleInstrumentsRequest idle;
+  *idle.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  auto out = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(out.ok()) << out.status();
+  // Only i2: 720,000 s < 2,880,000 s. i4 is in service 17 days < 30: not assessed.
+  ASSERT_EQ(out->instruments_size(), 1);
+  EXPECT_EQ(out->total_size(), 1);
+  const auto& i2 = out->instruments(0);
+  EXPECT_EQ(i2.instrument(), "instruments/i2");
+  EXPECT_EQ(i2.instrument_display_name(), "TEM");
+  EXPECT_EQ(i2.owner_organization_display_name(), "Owner University");
+  EXPECT_EQ(i2.facility_display_name(), "Fab One");
+  EXPECT_EQ(i2.figures().effective_seconds(), 720000);
+  EXPECT_EQ(i2.figures().calendar_seconds(), kYear);
+  EXPECT_TRUE(i2.assessed());
+  EXPECT_TRUE(i2.idle());
+  EXPECT_FALSE(i2.under_shared());  // 360,000 / 720,000 = 5000 bp
+  EXPECT_EQ(i2.idle_threshold_seconds(), 2880000);
+  EXPECT_EQ(i2.min_sharing_rate_bp(), 1600);
+  EXPECT_EQ(out->thresholds().etag(), "1");
+
+  // Override 4,000,000 s/year: i2 (720,000), then i1 and i3 (3,600,000 each)
+  // by name; two per page.
+  idle.mutable_threshold_override()->set_idle_effective_seconds_per_year(4000000);
+  idle.set_page_size(2);
+  out = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(out.ok());
+  ASSERT_EQ(out->instruments_size(), 2);
+  EXPECT_EQ(out->total_size(), 3);
+  EXPECT_EQ(out->instruments(0).instrument(), "instruments/i2");
+  EXPECT_EQ(out->instruments(1).instrument(), "instruments/i1");
+  EXPECT_EQ(out->instruments(1).idle_threshold_seconds(), 4000000);
+  ASSERT_FALSE(out->next_page_token().empty());
+  idle.set_page_token(out->next_page_token());
+  out = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(out.ok());
+  ASSERT_EQ(out->instruments_size(), 1);
+  EXPECT_EQ(out->instruments(0).instrument(), "instruments/i3");
+  EXPECT_TRUE(out->next_page_token().empty());
+  idle.mutable_threshold_override()->set_idle_effective_seconds_per_year(-1);
+  EXPECT_EQ(ErrorReason(figures_->ListIdleInstruments(auditor_, idle).status()), "INVALID_FIELD");
+
+  // January and February only (59 days = 5,097,600 s): the threshold is
+  // round_half_up(2,880,000 x 5,097,600 / 31,536,000) = 465,534 (465,534.25).
+  // i3 had no use (0), i2 had 360,000; i1 had 1,080,000 (not idle).
+  v1::ListIdleInstrumentsRequest two;
+  *two.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 3, 1));
+  out = figures_->ListIdleInstruments(auditor_, two);
+  ASSERT_TRUE(out.ok());
+  ASSERT_EQ(out->instruments_size(), 2);
+  EXPECT_EQ(out->instruments(0).instrument(), "instruments/i3");
+  EXPECT_EQ(out->instruments(1).instrument(), "instruments/i2");
+  EXPECT_EQ(out->instruments(1).idle_threshold_seconds(), 465534);
+  EXPECT_EQ(out->instruments(1).figures().calendar_seconds(), 5097600);
+
+  // Under-shared: i3 (360,000 / 3,600,000 = 1000 bp < 1600).
+  v1::ListUnderSharedInstrumentsRequest us;
+  *us.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  auto under = figures_->ListUnderSharedInstruments(auditor_, us);
+  ASSERT_TRUE(under.ok()) << under.status();
+  ASSERT_EQ(under->instruments_size(), 1);
+  EXPECT_EQ(under->instruments(0).instrument(), "instruments/i3");
+  EXPECT_EQ(under->instruments(0).figures().sharing_rate().basis_points(), 1000);
+  // A second band from 1,000,000,000 minor with 964 h external and 3400 bp:
+  // i1 (2,000,000,000) falls in it: 1,080,000 s external < 3,470,400 and
+  // 3000 bp < 3400. Order: i3 (1000 bp), i1 (3000 bp).
+  v1::UpdateThresholdsRequest u;
+  u.mutable_thresholds()->set_name("thresholds");
+  auto* b1 = u.mutable_thresholds()->add_bands();
+  b1->set_idle_effective_seconds_per_year(2880000);
+  b1->set_min_sharing_rate_bp(1600);
+  auto* b2 = u.mutable_thresholds()->add_bands();
+  b2->mutable_min_original_value()->set_amount_minor(1000000000);
+  b2->set_idle_effective_seconds_per_year(2880000);
+  b2->set_min_external_seconds_per_year(3470400);
+  b2->set_min_sharing_rate_bp(3400);
+  u.mutable_update_mask()->add_paths("bands");
+  ASSERT_TRUE(figures_->UpdateThresholds(admin_, u).ok());
+  under = figures_->ListUnderSharedInstruments(auditor_, us);
+  ASSERT_TRUE(under.ok());
+  ASSERT_EQ(under->instruments_size(), 2);
+  EXPECT_EQ(under->instruments(0).instrument(), "instruments/i3");
+  EXPECT_EQ(under->instruments(0).band_index(), 0);
+  EXPECT_EQ(under->instruments(1).instrument(), "instruments/i1");
+  EXPECT_EQ(under->instruments(1).band_index(), 1);
+  EXPECT_EQ(under->instruments(1).min_external_threshold_seconds(), 3470400);
+  EXPECT_EQ(under->instruments(1).min_sharing_rate_bp(), 3400);
+  // Override the rate to 0 % and the external minimum off: nobody.
+  us.mutable_threshold_override()->set_min_sharing_rate_bp(0);
+  us.mutable_threshold_override()->set_min_external_seconds_per_year(0);
+  under = figures_->ListUnderSharedInstruments(auditor_, us);
+  ASSERT_TRUE(under.ok());
+  EXPECT_EQ(under->total_size(), 0);
+  us.mutable_threshold_override()->set_min_sharing_rate_bp(10001);
+  EXPECT_EQ(ErrorReason(figures_->ListUnderSharedInstruments(auditor_, us).status()), "INVALID_FIELD");
+
+  // Owners see their own; others must name theirs.
+  Principal staff{"sam", "big", {Role::kFacilityStaff}, absl::InfiniteFuture()};
+  v1::ListIdleInstrumentsRequest mine = two;
+  EXPECT_EQ(ErrorReason(figures_->ListIdleInstruments(staff, mine).status()), "ORGANIZATION_SCOPE");
+  mine.mutable_filter()->add_owner_organizations("organizations/big");
+  out = figures_->ListIdleInstruments(staff, mine);
+  ASSERT_TRUE(out.ok());
+  ASSERT_EQ(out->instruments_size(), 1);
+  EXPECT_EQ(out->instruments(0).instrument(), "instruments/i3");
+}
+
+// ================================================================ matrix
+
+TEST_F(UsageReportsTest, SharingMatrix) {
+  Year();
+  v1::GetSharingMatrixRequest r;
+  *r.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  auto m = figures_->GetSharingMatrix(auditor_, r);
+  ASSERT_TRUE(m.ok()) << m.status();
+  // (big, start), (own, big), (own, sme); the diagonal left out.
+  ASSERT_EQ(m->cells_size(), 3);
+  EXPECT_EQ(m->cells(0).owner_organization(), "organizations/big");
+  EXPECT_EQ(m->cells(0).user_organization(), "organizations/start");
+  EXPECT_EQ(m->cells(0).effective_seconds(), 360000);
+  EXPECT_EQ(m->cells(0).charged().amount_minor(), 2000000);
+  EXPECT_EQ(m->cells(1).user_organization(), "organizations/big");
+  EXPECT_EQ(m->cells(1).effective_seconds(), 360000);
+  EXPECT_EQ(m->cells(1).charged().amount_minor(), 5000000);
+  const auto& sme = m->cells(2);
+  EXPECT_EQ(sme.owner_organization(), "organizations/own");
+  EXPECT_EQ(sme.user_organization(), "organizations/sme");
+  EXPECT_EQ(sme.effective_seconds(), 1080000);
+  EXPECT_EQ(sme.bookings(), 1);
+  EXPECT_EQ(sme.charged().amount_minor(), 30000000);
+  EXPECT_EQ(sme.subsidized().amount_minor(), 10000000);
+  EXPECT_EQ(sme.users_served(), 1);
+  EXPECT_EQ(sme.mode(), labshare::type::v1::SHARING_MODE_UNSPECIFIED);
+  // Owner totals: big 360,000 s / 2,000,000; own 1,440,000 s / 35,000,000.
+  ASSERT_EQ(m->owner_totals_size(), 2);
+  EXPECT_EQ(m->owner_totals(1).organization(), "organizations/own");
+  EXPECT_EQ(m->owner_totals(1).effective_seconds(), 1440000);
+  EXPECT_EQ(m->owner_totals(1).charged().amount_minor(), 35000000);
+  // User totals: big, sme, start.
+  ASSERT_EQ(m->user_totals_size(), 3);
+  EXPECT_EQ(m->user_totals(1).organization(), "organizations/sme");
+  EXPECT_EQ(m->user_totals(1).charged().amount_minor(), 30000000);
+
+  // With the diagonal: (big, big) 900 h = 3,240,000 s, in-kind not charged;
+  // (own, own) 800 h = 2,880,000 s over 2 bookings.
+  r.set_include_internal(true);
+  r.set_page_size(2);
+  m = figures_->GetSharingMatrix(auditor_, r);
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->cells_size(), 2);
+  EXPECT_EQ(m->cells(0).user_organization(), "organizations/big");
+  EXPECT_EQ(m->cells(0).effective_seconds(), 3240000);
+  EXPECT_EQ(m->cells(0).charged().amount_minor(), 0);
+  EXPECT_EQ(m->owner_totals(0).effective_seconds(), 3600000);
+  r.set_page_token(m->next_page_token());
+  m = figures_->GetSharingMatrix(auditor_, r);
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->cells_size(), 2);  // (own, big), (own, own)
+  EXPECT_EQ(m->cells(1).user_organization(), "organizations/own");
+  EXPECT_EQ(m->cells(1).effective_seconds(), 2880000);
+  EXPECT_EQ(m->cells(1).bookings(), 2);
+  EXPECT_EQ(m->owner_totals_size(), 0);  // first page only
+  r.set_page_token(m->next_page_token());
+  m = figures_->GetSharingMatrix(auditor_, r);
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->cells_size(), 1);
+  EXPECT_TRUE(m->next_page_token().empty());
+
+  // By mode: i3's technical service to start.
+  v1::GetSharingMatrixRequest modes;
+  *modes.mutable_range() = r.range();
+  modes.set_split_by_mode(true);
+  modes.mutable_filter()->add_owner_organizations("organizations/big");
+  m = figures_->GetSharingMatrix(auditor_, modes);
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->cells_size(), 1);
+  EXPECT_EQ(m->cells(0).mode(), TECHNICAL_SERVICE);
+
+  // A billing admin sees its own column; staff only its own row.
+  Principal billing{"bea", "sme", {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  v1::GetSharingMatrixRequest col;
+  *col.mutable_range() = r.range();
+  EXPECT_EQ(ErrorReason(figures_->GetSharingMatrix(billing, col).status()), "ORGANIZATION_SCOPE");
+  col.mutable_filter()->add_user_organizations("organizations/sme");
+  m = figures_->GetSharingMatrix(billing, col);
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->cells_size(), 1);
+  EXPECT_EQ(m->cells(0).charged().amount_minor(), 30000000);
+  Principal staff{"sam", "sme", {Role::kFacilityStaff}, absl::InfiniteFuture()};
+  EXPECT_EQ(ErrorReason(figures_->GetSharingMatrix(staff, col).status()), "ORGANIZATION_SCOPE");
+}
+
+// ================================================================ annual report
+
+TEST_F(UsageReportsTest, AnnualReportAndItsCsv) {
+  Year();
+  v1::GetAnnualReportRequest r;
+  r.set_year(2026);
+  r.set_page_size(3);
+  auto rep = figures_->GetAnnualReport(auditor_, r);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  const auto& p = rep->platform_figures();
+  // 3,600,000 + 720,000 + 3,600,000.
+  EXPECT_EQ(p.effective_seconds(), 7920000);
+  // 1,080,000 (sme on i1) + 360,000 (big on i2) + 360,000 (start on i3).
+  EXPECT_EQ(p.external_seconds(), 1800000);
+  EXPECT_EQ(p.sharing_rate().basis_points(), 2273);  // 22.7272 %
+  EXPECT_EQ(p.calendar_seconds(), 3 * kYear + 17 * 86400);
+  EXPECT_EQ(p.service_income().amount_minor(), 37000000);
+  EXPECT_EQ(p.subsidized_income().amount_minor(), 10000000);
+  EXPECT_EQ(p.in_kind_contribution().amount_minor(), 1000000);
+  EXPECT_EQ(p.original_value().amount_minor(), 2800000000);
+  EXPECT_EQ(p.revenue_rate().basis_points(), 132);  // 37e6 / 2.8e9 = 132.14 bp
+  EXPECT_EQ(p.instrument_count(), 4);
+  EXPECT_EQ(p.instruments_without_value(), 1);
+  EXPECT_EQ(p.bookings(), 6);
+  EXPECT_EQ(p.users_served(), 5);           // s1, o1, b1, b2, t1
+  EXPECT_EQ(p.external_users_served(), 3);  // s1, b1, t1
+  EXPECT_EQ(p.organizations_served(), 4);
+  EXPECT_EQ(p.external_organizations_served(), 3);  // sme, big (on i2), start
+  EXPECT_EQ(p.sme_organizations_served(), 1);
+  EXPECT_EQ(p.startup_organizations_served(), 1);
+  EXPECT_EQ(rep->platform_counts().instruments(), 4);
+  EXPECT_EQ(rep->platform_counts().assessed(), 3);
+  EXPECT_EQ(rep->platform_counts().idle(), 1);
+  EXPECT_EQ(rep->platform_counts().under_shared(), 1);
+  ASSERT_EQ(rep->organization_summaries_size(), 2);
+  const auto& big = rep->organization_summaries(0);
+  EXPECT_EQ(big.key().owner_organization(), "organizations/big");
+  EXPECT_EQ(big.display_name(), "Big Co");
+  EXPECT_EQ(big.figures().effective_seconds(), 3600000);
+  EXPECT_EQ(big.counts().instruments(), 2);
+  EXPECT_EQ(big.counts().assessed(), 1);
+  EXPECT_EQ(big.counts().under_shared(), 1);
+  EXPECT_EQ(rep->organization_summaries(1).counts().idle(), 1);
+  ASSERT_EQ(rep->facility_summaries_size(), 2);
+  EXPECT_EQ(rep->facility_summaries(0).display_name(), "Fab One");
+  EXPECT_EQ(rep->facility_summaries(0).figures().effective_seconds(), 4320000);
+  ASSERT_EQ(rep->category_summaries_size(), 3);
+  EXPECT_EQ(rep->category_summaries(2).key().category(), "spectroscopy");
+  EXPECT_EQ(rep->category_summaries(2).counts().instruments(), 2);
+  // ON_SITE 3,600,000 + 720,000 + 3,240,000; JOINT_RESEARCH only in kind;
+  // TECHNICAL_SERVICE 360,000.
+  ASSERT_EQ(rep->mode_summaries_size(), 3);
+  EXPECT_EQ(rep->mode_summaries(0).key().mode(), ON_SITE);
+  EXPECT_EQ(rep->mode_summaries(0).figures().effective_seconds(), 7560000);
+  EXPECT_EQ(rep->mode_summaries(1).key().mode(), JOINT_RESEARCH);
+  EXPECT_EQ(rep->mode_summaries(1).figures().in_kind_contribution().amount_minor(), 1000000);
+  EXPECT_EQ(rep->mode_summaries(2).figures().effective_seconds(), 360000);
+  EXPECT_FALSE(rep->mode_summaries(0).has_counts());
+  // Instruments by owner, then name: i3, i4 | i1, i2.
+  ASSERT_EQ(rep->instruments_size(), 3);
+  EXPECT_EQ(rep->instruments(0).instrument(), "instruments/i3");
+  EXPECT_EQ(rep->instruments(1).instrument(), "instruments/i4");
+  EXPECT_FALSE(rep->instruments(1).assessed());
+  // round_half_up(2,880,000 x 1,468,800 / 31,536,000) = 134,137 (134,136.99).
+  EXPECT_EQ(rep->instruments(1).idle_threshold_seconds(), 134137);
+  EXPECT_EQ(rep->instruments(2).instrument(), "instruments/i1");
+  EXPECT_FALSE(rep->computation().provisional());
+  r.set_page_token(rep->next_page_token());
+  auto page2 = figures_->GetAnnualReport(auditor_, r);
+  ASSERT_TRUE(page2.ok());
+  ASSERT_EQ(page2->instruments_size(), 1);
+  EXPECT_EQ(page2->instruments(0).instrument(), "instruments/i2");
+  EXPECT_FALSE(page2->has_platform_figures());
+  EXPECT_EQ(page2->organization_summaries_size(), 0);
+  // The first page published ReportGenerated.
+  auto outbox = pool_->Command({"XRANGE", "{usage}:outbox", "-", "+"});
+  ASSERT_EQ(outbox->elements.size(), 1u);
+  v1::UsageEvent ev;
+  ASSERT_TRUE(ev.ParseFromString(outbox->elements[0].elements[1].elements[3].str));
+  EXPECT_EQ(ev.report_generated().year(), 2026);
+  EXPECT_EQ(ev.report_generated().platform_counts().idle(), 1);
+
+  // Years: not before 1970, not after the current one (2027).
+  r.clear_page_token();
+  r.set_year(2028);
+  EXPECT_EQ(ErrorReason(figures_->GetAnnualReport(auditor_, r).status()), "INVALID_YEAR");
+  r.set_year(2027);
+  auto provisional = figures_->GetAnnualReport(auditor_, r);
+  ASSERT_TRUE(provisional.ok());
+  EXPECT_TRUE(provisional->computation().provisional());
+  // Staff: own scope only.
+  Principal staff{"sam", "own", {Role::kFacilityStaff}, absl::InfiniteFuture()};
+  r.set_year(2026);
+  EXPECT_EQ(ErrorReason(figures_->GetAnnualReport(staff, r).status()), "ORGANIZATION_SCOPE");
+  r.mutable_scope()->add_owner_organizations("organizations/own");
+  auto own = figures_->GetAnnualReport(staff, r);
+  ASSERT_TRUE(own.ok());
+  EXPECT_EQ(own->platform_figures().effective_seconds(), 4320000);
+  EXPECT_EQ(own->platform_counts().instruments(), 2);
+
+  // The CSV: 1 platform + 2 organisations + 2 facilities + 3 categories +
+  // 3 modes + 4 instruments = 15 lines after the header; small chunks.
+  figures_->set_export_chunk(1000, 500);
+  v1::ExportAnnualReportCsvRequest c;
+  c.set_year(2026);
+  c.set_include_bom(true);
+  std::string file;
+  std::vector<v1::CsvChunk> chunks;
+  ASSERT_TRUE(figures_
+                  ->ExportAnnualReportCsv(auditor_, c,
+                                          [&](const v1::CsvChunk& chunk) {
+                                            EXPECT_EQ(chunk.offset(), static_cast<int64_t>(file.size()));
+                                            file += chunk.data();
+                                            chunks.push_back(chunk);
+                                            return absl::OkStatus();
+                                          })
+                  .ok());
+  ASSERT_GT(chunks.size(), 2u);
+  for (size_t i = 0; i + 1 < chunks.size(); ++i) {
+    EXPECT_FALSE(chunks[i].has_trailer());
+    EXPECT_TRUE(absl::EndsWith(chunks[i].data(), "\r\n"));
+  }
+  const auto& trailer = chunks.back().trailer();
+  EXPECT_EQ(trailer.row_count(), 15);
+  EXPECT_EQ(trailer.total_bytes(), static_cast<int64_t>(file.size()));
+  EXPECT_EQ(trailer.sha256_hex(), Sha256Hex(file));
+  EXPECT_TRUE(absl::StartsWith(file, "\xEF\xBB\xBFrow_type,key,display_name,owner_organization,facility,category,"
+                                     "effective_seconds,effective_hours,external_seconds,external_hours,"));
+  std::vector<std::string> lines = absl::StrSplit(file, "\r\n");
+  ASSERT_EQ(lines.size(), 17u);  // header, 15 lines, "" after the last CRLF
+  EXPECT_TRUE(absl::StartsWith(lines[1], "PLATFORM,,,,,,7920000,2200.00,1800000,500.00,")) << lines[1];
+  EXPECT_TRUE(absl::EndsWith(lines[1], ",4,3,1,1,,,,CNY")) << lines[1];
+  EXPECT_TRUE(absl::StartsWith(lines[2], "ORGANIZATION,organizations/big,Big Co,,,,3600000,1000.00,")) << lines[2];
+  // i2: 720,000 s = 200.00 h; assessed, idle, not under-shared.
+  EXPECT_TRUE(
+      absl::StartsWith(lines[15], "INSTRUMENT,instruments/i2,TEM,organizations/own,facilities/f1,electron-microscopy,"
+                                  "720000,200.00,360000,100.00,31536000,8760.00,"))
+      << lines[15];
+  EXPECT_TRUE(absl::EndsWith(lines[15], ",,true,true,false,2880000,0,1600,CNY")) << lines[15];
+}
+
+// ================================================================ usage export
+
+TEST_F(UsageReportsTest, ExportUsageRowsCsvAndResume) {
+  Year();
+  figures_->set_export_chunk(1, 2);  // a CSV message per line, 2 rows per batch
+  v1::ExportUsageRequest r;
+  *r.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 4, 1));
+  r.set_granularity(v1::PERIOD_GRANULARITY_MONTH);
+  r.add_group_by(v1::DIMENSION_INSTRUMENT);
+  EXPECT_EQ(ErrorReason(figures_->ExportUsage(auditor_, r, [](const auto&) { return absl::OkStatus(); })),
+            "INVALID_FIELD");  // no format
+  r.set_format(v1::EXPORT_FORMAT_ROWS);
+  std::vector<v1::ExportUsageResponse> got;
+  auto collect = [&](const v1::ExportUsageResponse& m) {
+    got.push_back(m);
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(figures_->ExportUsage(auditor_, r, collect).ok());
+  // 3 months x i1, i2, i3 (i4 not yet in service) = 9 rows in 5 batches.
+  ASSERT_EQ(got.size(), 5u);
+  EXPECT_EQ(got[0].rows().rows(0).key().instrument(), "instruments/i1");
+  EXPECT_EQ(got[0].rows().rows(0).figures().effective_seconds(), 1080000);  // January
+  EXPECT_EQ(got[1].rows().rows(0).key().instrument(), "instruments/i3");
+  EXPECT_EQ(got[1].rows().rows(1).key().instrument(), "instruments/i1");  // February
+  EXPECT_EQ(got[4].rows().rows_size(), 1);
+  EXPECT_EQ(got[4].rows().rows(0).key().instrument(), "instruments/i3");
+  EXPECT_EQ(got[4].trailer().row_count(), 9);
+  EXPECT_TRUE(got[4].trailer().sha256_hex().empty());
+  for (size_t i = 0; i < 4; ++i) EXPECT_FALSE(got[i].has_trailer());
+  // Resume after the second batch: rows 5..9.
+  v1::ExportUsageRequest again = r;
+  again.set_resume_token(got[1].resume_token());
+  std::vector<v1::ExportUsageResponse> first = std::move(got);
+  got.clear();
+  ASSERT_TRUE(figures_->ExportUsage(auditor_, again, collect).ok());
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].rows().rows(0).SerializeAsString(), first[2].rows().rows(0).SerializeAsString());
+  EXPECT_EQ(got[2].trailer().row_count(), 5);
+  // A token of another request.
+  again.set_granularity(v1::PERIOD_GRANULARITY_DAY);
+  EXPECT_EQ(ErrorReason(figures_->ExportUsage(auditor_, again, collect)), "INVALID_RESUME_TOKEN");
+
+  // CSV of i2 over January and February, one row, by hand: 100 h by big;
+  // 59 days = 5,097,600 s = 1416 h; utilisation 360,000 / 5,097,600 = 706 bp
+  // (706.21); revenue 5,000,000 / 500,000,000 = 100 bp.
+  v1::ExportUsageRequest c;
+  *c.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 3, 1));
+  c.mutable_filter()->add_instruments("instruments/i2");
+  c.set_format(v1::EXPORT_FORMAT_CSV);
+  got.clear();
+  ASSERT_TRUE(figures_->ExportUsage(auditor_, c, collect).ok());
+  ASSERT_EQ(got.size(), 1u);
+  const std::string& csv = got[0].csv();
+  EXPECT_EQ(csv,
+            "period_start,period_end,partial_period,"
+            "effective_seconds,effective_hours,external_seconds,external_hours,calendar_seconds,calendar_hours,"
+            "maintenance_seconds,maintenance_hours,available_seconds,available_hours,"
+            "sharing_rate_numerator,sharing_rate_denominator,sharing_rate_bp,"
+            "utilization_numerator,utilization_denominator,utilization_bp,"
+            "revenue_rate_numerator,revenue_rate_denominator,revenue_rate_bp,"
+            "service_income_minor,penalty_income_minor,subsidized_income_minor,in_kind_contribution_minor,"
+            "other_currency_income,original_value_minor,bookings,completed_bookings,missed_bookings,"
+            "late_cancelled_bookings,cancelled_bookings,outage_cancelled_bookings,rejected_requests,"
+            "users_served,external_users_served,sme_users_served,organizations_served,"
+            "external_organizations_served,sme_organizations_served,startup_organizations_served,"
+            "instrument_count,instruments_without_value,currency_code\r\n"
+            "2026-01-01T00:00:00+08:00,2026-03-01T00:00:00+08:00,false,"
+            "360000,100.00,360000,100.00,5097600,1416.00,0,0.00,5097600,1416.00,"
+            "360000,360000,10000,360000,5097600,706,5000000,500000000,100,"
+            "5000000,0,0,0,,500000000,1,1,0,0,0,0,0,1,1,0,1,1,0,0,1,0,CNY\r\n");
+  EXPECT_EQ(got[0].trailer().row_count(), 1);
+  EXPECT_EQ(got[0].trailer().total_bytes(), static_cast<int64_t>(csv.size()));
+  EXPECT_EQ(got[0].trailer().sha256_hex(), Sha256Hex(csv));
+
+  // A monthly CSV resumed after its second message continues the same file.
+  r.set_format(v1::EXPORT_FORMAT_CSV);
+  got.clear();
+  ASSERT_TRUE(figures_->ExportUsage(auditor_, r, collect).ok());
+  ASSERT_EQ(got.size(), 9u);  // header with the first row, then a row each
+  std::string whole;
+  for (const auto& m : got) whole += m.csv();
+  EXPECT_EQ(got.back().trailer().sha256_hex(), Sha256Hex(whole));
+  std::string resumed = got[0].csv() + got[1].csv();
+  v1::ExportUsageRequest rest = r;
+  rest.set_resume_token(got[1].resume_token());
+  const int64_t offset = static_cast<int64_t>(resumed.size());
+  got.clear();
+  ASSERT_TRUE(figures_->ExportUsage(auditor_, rest, collect).ok());
+  EXPECT_EQ(got[0].csv_offset(), offset);
+  std::string tail;
+  for (const auto& m : got) tail += m.csv();
+  EXPECT_EQ(resumed + tail, whole);
+  EXPECT_EQ(got.back().trailer().row_count(), 7);
+  EXPECT_EQ(got.back().trailer().sha256_hex(), Sha256Hex(tail));
+  // Every completed export published ReportExported: rows, rows resumed,
+  // the i2 CSV, the monthly CSV and its resumption (the rejected one did not).
+  EXPECT_EQ(*pool_->Command({"XLEN", "{usage}:outbox"})->AsInteger(), 5);
+}
+
+// ================================================================ over gRPC
+
+TEST_F(UsageReportsTest, PolicyAndStreamsOverGrpc) {
+  Year();
+  auto signer = *TokenSigner::Create(kKey);
+  Authorizer auth(&signer, UsagePolicy(), &clock_);
+  AuditChainOptions audit_options;
+  audit_options.clock = &clock_;
+  AuditChain audit(pool_.get(), audit_options);
+  UsageService service(figures_.get(), &audit, &auth);
+  ServerConfig config;
+  config.service_name = "usage";
+  config.redis = pool_.get();
+  config.authorizer = &auth;
+  auto server = Server::Start(config, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::UsageService::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  auto ctx = [&](const std::string& user, const std::string& org, Role role) {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->AddMetadata("authorization",
+                   "Bearer " + signer.Mint(Principal{user, org, {role}, clock_.Now() + absl::Hours(1)}, clock_.Now()));
+    return c;
+  };
+  // Everybody of the four roles reads the thresholds; only the admin changes them.
+  v1::GetThresholdsRequest get;
+  get.set_name("thresholds");
+  v1::Thresholds t;
+  EXPECT_TRUE(stub->GetThresholds(ctx("sam", "own", Role::kFacilityStaff).get(), get, &t).ok());
+  EXPECT_EQ(stub->GetThresholds(ctx("lu", "own", Role::kLabUser).get(), get, &t).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  v1::UpdateThresholdsRequest u;
+  u.mutable_thresholds()->set_name("thresholds");
+  u.mutable_thresholds()->set_minimum_assessed_days(10);
+  u.mutable_update_mask()->add_paths("minimum_assessed_days");
+  EXPECT_EQ(stub->UpdateThresholds(ctx("audrey", "", Role::kAuditor).get(), u, &t).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(stub->UpdateThresholds(ctx("adam", "", Role::kConsortiumAdmin).get(), u, &t).ok());
+  EXPECT_EQ(t.minimum_assessed_days(), 10);
+  // Every new method is in the policy.
+  const auto& policy = auth.policy();
+  for (const char* m : {"ListIdleInstruments", "ListUnderSharedInstruments", "GetSharingMatrix", "GetThresholds",
+                        "UpdateThresholds", "GetAnnualReport", "ExportAnnualReportCsv", "ExportUsage"}) {
+    EXPECT_TRUE(policy.Knows(absl::StrCat("/labshare.usage.v1.UsageService/", m))) << m;
+  }
+  // The annual CSV streamed: with minimum 10 days, i4 (17 days) is assessed
+  // too, and idle (0 < 134,137): 2 idle instruments.
+  v1::ExportAnnualReportCsvRequest c;
+  c.set_year(2026);
+  auto call = ctx("audrey", "", Role::kAuditor);
+  auto reader = stub->ExportAnnualReportCsv(call.get(), c);
+  v1::CsvChunk chunk;
+  std::string file;
+  v1::ExportTrailer trailer;
+  while (reader->Read(&chunk)) {
+    file += chunk.data();
+    if (chunk.has_trailer()) trailer = chunk.trailer();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(trailer.row_count(), 15);
+  EXPECT_EQ(trailer.sha256_hex(), Sha256Hex(file));
+  std::vector<std::string> lines = absl::StrSplit(file, "\r\n");
+  EXPECT_TRUE(absl::EndsWith(lines[1], ",4,4,2,1,,,,CNY")) << lines[1];
+  // Staff without their scope: PERMISSION_DENIED at the stream's end.
+  auto denied = ctx("sam", "own", Role::kFacilityStaff);
+  auto r2 = stub->ExportAnnualReportCsv(denied.get(), c);
+  while (r2->Read(&chunk)) {
+  }
+  EXPECT_EQ(r2->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  (*server)->Shutdown();
+}
+
+}  // namespace
+}  // namespace labshare::usage

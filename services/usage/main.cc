@@ -46,7 +46,8 @@ int main(int argc, char** argv) {
   std::thread consumer([&] {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
-    std::vector<std::string> streams = {"{inventory}:outbox", "{booking}:outbox", "{billing}:outbox"};
+    std::vector<std::string> streams = {"{inventory}:outbox", "{booking}:outbox", "{billing}:outbox",
+                                        "{usage}:outbox"};
     for (int p = 0; p < absl::GetFlag(FLAGS_booking_partitions); ++p) {
       streams.push_back("{bk:" + std::to_string(p) + "}:outbox");
     }

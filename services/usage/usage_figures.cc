@@ -1,4 +1,5 @@
 #include "services/usage/usage_figures.h"
+#include "services/usage/usage_internal.h"
 
 #include <algorithm>
 #include <set>
@@ -30,6 +31,12 @@ std::string DayKey(absl::string_view instr, absl::CivilDay d) {
 }
 std::string MonthKey(absl::string_view instr, absl::CivilMonth m) {
   return absl::StrFormat("{usage}:m:%s:%04d%02d", instr, m.year(), m.month());
+}
+std::string YearKey(absl::string_view instr, absl::CivilYear y) {
+  return absl::StrFormat("{usage}:y:%s:%04d", instr, y.year());
+}
+std::string UsersYearKey(absl::string_view instr, absl::CivilYear y) {
+  return absl::StrFormat("{usage}:uy:%s:%04d", instr, y.year());
 }
 std::string UsersDayKey(absl::string_view instr, absl::CivilDay d) {
   return absl::StrFormat("{usage}:ud:%s:%04d%02d%02d", instr, d.year(), d.month(), d.day());
@@ -80,23 +87,6 @@ std::vector<std::pair<absl::CivilDay, int64_t>> SplitByDay(absl::Time s, absl::T
   return out;
 }
 
-int64_t Bps(int64_t num, int64_t den) {
-  if (den == 0) return 0;
-  // round half away from zero
-  const __int128 n = static_cast<__int128>(num) * 10000;
-  __int128 q = n / den, r = n % den;
-  if (2 * (r < 0 ? -r : r) >= (den < 0 ? -den : den)) q += ((n < 0) != (den < 0)) ? -1 : 1;
-  return static_cast<int64_t>(q);
-}
-v1::Ratio MakeRatio(int64_t num, int64_t den) {
-  v1::Ratio r;
-  r.set_numerator(num);
-  r.set_denominator(den);
-  r.set_defined(den != 0);
-  r.set_basis_points(Bps(num, den));
-  return r;
-}
-
 }  // namespace
 
 UsageFigures::UsageFigures(RedisPool* pool, const Clock* clock, absl::TimeZone zone, std::string currency,
@@ -117,6 +107,7 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
     const std::string field = absl::StrCat(counter, "|", static_cast<int>(mode), "|", org);
     ops.Add(DayKey(id, d), "inc", field, std::to_string(delta));
     ops.Add(MonthKey(id, absl::CivilMonth(d)), "inc", field, std::to_string(delta));
+    ops.Add(YearKey(id, absl::CivilYear(d)), "inc", field, std::to_string(delta));
   };
   auto served = [&](const std::string& instrument, absl::CivilDay d, SharingMode mode, const std::string& org,
                     const std::string& user) {
@@ -124,6 +115,7 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
     const std::string member = absl::StrCat(static_cast<int>(mode), "|", org, "|", user);
     ops.Add(UsersDayKey(id, d), "sadd", member);
     ops.Add(UsersMonthKey(id, absl::CivilMonth(d)), "sadd", member);
+    ops.Add(UsersYearKey(id, absl::CivilYear(d)), "sadd", member);
   };
   if (source == "inventory") {
     iv::InventoryEvent e;
@@ -135,6 +127,10 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
     } else if (e.has_organization_changed()) {
       const auto& o = e.organization_changed().organization();
       ops.Add("{usage}:orgs", "hset", o.name(), std::to_string(static_cast<int>(o.size_class())));
+      ops.Add("{usage}:orgname", "hset", o.name(), o.display_name());
+    } else if (e.has_facility_changed()) {
+      const auto& fc = e.facility_changed().facility();
+      ops.Add("{usage}:facname", "hset", fc.name(), fc.display_name());
     } else if (e.has_maintenance_window_changed()) {
       const auto& w = e.maintenance_window_changed().maintenance_window();
       const std::string key = "{usage}:mw:" + IdOf(e.maintenance_window_changed().instrument());
@@ -180,10 +176,17 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
         const absl::Time s = FromProto(b->session().start_time()), en = FromProto(b->session().end_time());
         int64_t cap = 24 * 3600;
         if (b->mode() == labshare::type::v1::LEASE) {
+          // Thresholds.default_lease_counted_hours_per_day in force now,
+          // unless the instrument counts its own hours.
           cap = default_lease_hours_ * 3600;
-          auto v = pool_->Command({"HGET", "{usage}:instr", IdOf(b->instrument())});
+          LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", IdOf(b->instrument())},
+                                                       {"HGET", "{usage}:thresholds", "d"}}));
+          v1::Thresholds t;
+          if (!v[1].is_nil() && t.ParseFromString(v[1].str) && t.default_lease_counted_hours_per_day() > 0) {
+            cap = int64_t{t.default_lease_counted_hours_per_day()} * 3600;
+          }
           iv::Instrument in;
-          if (v.ok() && !v->is_nil() && in.ParseFromString(v->str)) {
+          if (!v[0].is_nil() && in.ParseFromString(v[0].str)) {
             for (const auto& m : in.modes()) {
               if (m.mode() == labshare::type::v1::LEASE && m.lease_rules().counted_hours_per_day() > 0) {
                 cap = m.lease_rules().counted_hours_per_day() * 3600;
@@ -277,15 +280,22 @@ absl::StatusOr<std::map<std::string, UsageFigures::Instr>> UsageFigures::Instrum
         !in(f.facilities(), ins.facility()) || !in(f.categories(), ins.category())) {
       continue;
     }
-    LS_ASSIGN_OR_RETURN(RedisValue w, pool_->Command({"HVALS", "{usage}:mw:" + all.elements[i].str}));
-    for (const auto& v : w.elements) {
-      std::vector<std::string> se = absl::StrSplit(v.str, '|');
+    out.emplace(all.elements[i].str, std::move(x));
+  }
+  // Maintenance windows of all of them in one round trip.
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& [id, x] : out) cmds.push_back({"HVALS", "{usage}:mw:" + id});
+  if (cmds.empty()) return out;
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(cmds));
+  size_t i = 0;
+  for (auto& [id, x] : out) {
+    for (const auto& v : replies[i++].elements) {
+      std::vector<absl::string_view> se = absl::StrSplit(v.str, '|');
       int64_t s = 0, e = 0;
       if (se.size() == 2 && absl::SimpleAtoi(se[0], &s) && absl::SimpleAtoi(se[1], &e)) {
         x.windows.emplace_back(absl::FromUnixMillis(s), absl::FromUnixMillis(e));
       }
     }
-    out.emplace(all.elements[i].str, std::move(x));
   }
   return out;
 }
@@ -300,24 +310,44 @@ v1::ComputationInfo UsageFigures::Info(absl::Time range_end) const {
   return info;
 }
 
+namespace {
+
+// The counters of the hashes, by index.
+enum Counter { kEff, kBk, kDone, kMiss, kLate, kCanc, kOut, kRej, kInc, kPen, kSub, kInk, kExt, kCounters };
+int CounterIndex(absl::string_view name) {
+  static const char* const kNames[] = {"eff", "bk", "done", "miss", "late", "canc",
+                                       "out", "rej", "inc", "pen", "sub", "ink"};
+  for (int i = 0; i < kExt; ++i) {
+    if (name == kNames[i]) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<v1::UsageRow>> UsageFigures::Compute(absl::CivilDay from, absl::CivilDay to,
                                                                 v1::PeriodGranularity granularity,
                                                                 const std::vector<v1::Dimension>& dims,
                                                                 const v1::UsageFilter& f, bool owner_view) const {
+  LS_ASSIGN_OR_RETURN(auto rows, ComputeMany(from, to, granularity, {dims}, f, owner_view));
+  return std::move(rows[0]);
+}
+
+absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany(
+    absl::CivilDay from, absl::CivilDay to, v1::PeriodGranularity granularity, const Groupings& groupings,
+    const v1::UsageFilter& f, bool owner_view, const BucketFn* per_bucket) const {
   LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f));
   LS_ASSIGN_OR_RETURN(RedisValue orgs_raw, pool_->Command({"HGETALL", "{usage}:orgs"}));
-  std::map<std::string, int> size_class;
+  std::map<std::string, int, std::less<>> size_class;
   for (size_t i = 0; i + 1 < orgs_raw.elements.size(); i += 2) {
     int v = 0;
-    absl::SimpleAtoi(orgs_raw.elements[i + 1].str, &v);
-    size_class[orgs_raw.elements[i].str] = v;
+    if (absl::SimpleAtoi(orgs_raw.elements[i + 1].str, &v)) size_class[orgs_raw.elements[i].str] = v;
   }
-  auto user_ok = [&](int mode, const std::string& org) {
+  auto user_ok = [&](int mode, absl::string_view org) {
     if (!f.modes().empty() && std::find(f.modes().begin(), f.modes().end(), mode) == f.modes().end()) return false;
     return f.user_organizations().empty() ||
            std::find(f.user_organizations().begin(), f.user_organizations().end(), org) != f.user_organizations().end();
   };
-  auto has = [&](v1::Dimension d) { return std::find(dims.begin(), dims.end(), d) != dims.end(); };
   // Buckets.
   std::vector<std::pair<absl::CivilDay, absl::CivilDay>> buckets;
   for (absl::CivilDay d = from; d < to;) {
@@ -329,17 +359,50 @@ absl::StatusOr<std::vector<v1::UsageRow>> UsageFigures::Compute(absl::CivilDay f
     buckets.emplace_back(d, next);
     d = next;
   }
+  // One instrument in one bucket: capacity, counters and served members, read
+  // once and then aggregated into every grouping.
+  struct Cell {
+    int mode = 0;
+    std::string org;
+    int64_t c[kCounters] = {};
+    std::vector<std::string> users;
+  };
+  struct Loaded {
+    const std::string* id = nullptr;
+    const labshare::inventory::v1::Instrument* ins = nullptr;
+    int64_t calendar = 0, maintenance = 0, available = 0;
+    bool value_known = false;
+    std::map<std::pair<int, std::string>, Cell> cells;  // by (mode, user org), filtered
+  };
   struct Acc {
     v1::UsageGroupKey key;
-    std::map<std::string, int64_t> c;
-    std::set<std::string> instruments;  // the row's instrument set
+    int64_t c[kCounters] = {};
+    std::set<absl::string_view> instruments;  // the row's instrument set
     int64_t calendar = 0, maintenance = 0, available = 0, original_value = 0, without_value = 0;
-    std::set<std::string> users, ext_users, sme_users, orgs, ext_orgs, sme_orgs, startup_orgs;
+    std::set<absl::string_view> users, ext_users, sme_users, orgs, ext_orgs, sme_orgs, startup_orgs;
   };
-  std::vector<v1::UsageRow> rows;
+  std::vector<std::vector<v1::UsageRow>> all_rows(groupings.size());
   for (const auto& [bfrom, bto] : buckets) {
-    std::map<std::string, Acc> accs;  // by serialized key
     const absl::Time bstart = absl::FromCivil(bfrom, zone_), bend = absl::FromCivil(bto, zone_);
+    // Hash and set keys of the bucket: whole years from year hashes, whole
+    // months from month hashes, the rest from days.
+    std::vector<std::pair<char, std::string>> parts;  // ('y', 'm' or 'd', suffix)
+    for (absl::CivilDay d = bfrom; d < bto;) {
+      const absl::CivilYear y(d);
+      const absl::CivilMonth m(d);
+      if (absl::CivilDay(y) == d && absl::CivilDay(y + 1) <= bto) {
+        parts.emplace_back('y', absl::StrFormat("%04d", y.year()));
+        d = absl::CivilDay(y + 1);
+      } else if (absl::CivilDay(m) == d && absl::CivilDay(m + 1) <= bto) {
+        parts.emplace_back('m', absl::StrFormat("%04d%02d", m.year(), m.month()));
+        d = absl::CivilDay(m + 1);
+      } else {
+        parts.emplace_back('d', absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()));
+        d = d + 1;
+      }
+    }
+    std::vector<Loaded> loaded;
+    std::vector<std::vector<std::string>> cmds;
     for (const auto& [id, x] : instruments) {
       const auto& ins = x.instrument;
       const absl::Time created = ins.has_create_time() ? FromProto(ins.create_time()) : absl::InfinitePast();
@@ -347,13 +410,10 @@ absl::StatusOr<std::vector<v1::UsageRow>> UsageFigures::Compute(absl::CivilDay f
                                                                                   : absl::InfiniteFuture();
       const absl::Time in_from = std::max(created, bstart), in_to = std::min(retired, bend);
       if (in_from >= in_to) continue;  // not in service in this bucket
-      v1::UsageGroupKey ikey;
-      if (has(v1::DIMENSION_INSTRUMENT)) ikey.set_instrument(ins.name());
-      if (has(v1::DIMENSION_OWNER_ORGANIZATION)) ikey.set_owner_organization(ins.owner_organization());
-      if (has(v1::DIMENSION_FACILITY)) ikey.set_facility(ins.facility());
-      if (has(v1::DIMENSION_CATEGORY)) ikey.set_category(ins.category());
+      Loaded l;
+      l.id = &id;
+      l.ins = &ins;
       // Capacity of this instrument in the bucket.
-      int64_t calendar = 0, maintenance = 0, available = 0;
       for (const auto& [day, secs] : SplitByDay(in_from, in_to, zone_)) {
         const absl::Time ds = std::max(in_from, absl::FromCivil(day, zone_));
         const absl::Time de = std::min(in_to, absl::FromCivil(day + 1, zone_));
@@ -370,144 +430,172 @@ absl::StatusOr<std::vector<v1::UsageRow>> UsageFigures::Compute(absl::CivilDay f
           if (e > s2) m += absl::ToInt64Seconds(e - s2);
           reach = std::max(reach, e);
         }
-        calendar += secs;
-        maintenance += m;
+        l.calendar += secs;
+        l.maintenance += m;
         const int hours = ins.daily_available_hours() > 0 ? ins.daily_available_hours() : 24;
-        available += (secs - m) * hours / 24;
+        l.available += (secs - m) * hours / 24;
       }
-      const bool value_known = ins.has_original_value() && ins.original_value().currency_code() == currency_;
-      // Counters: whole months from month hashes, the rest from days.
-      std::vector<std::string> hkeys, skeys;
-      for (absl::CivilDay d = bfrom; d < bto;) {
-        const absl::CivilMonth m(d);
-        if (absl::CivilDay(m) == d && absl::CivilDay(m + 1) <= bto) {
-          hkeys.push_back(MonthKey(id, m));
-          skeys.push_back(UsersMonthKey(id, m));
-          d = absl::CivilDay(m + 1);
-        } else {
-          hkeys.push_back(DayKey(id, d));
-          skeys.push_back(UsersDayKey(id, d));
-          d = d + 1;
-        }
-      }
-      std::vector<std::vector<std::string>> cmds;
-      for (const auto& k : hkeys) cmds.push_back({"HGETALL", k});
+      l.value_known = ins.has_original_value() && ins.original_value().currency_code() == currency_;
       std::vector<std::string> sunion = {"SUNION"};
-      sunion.insert(sunion.end(), skeys.begin(), skeys.end());
-      cmds.push_back(sunion);
-      LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(cmds));
-      // The rows this instrument contributes to: one per user-side key seen,
-      // or the instrument-side key alone.
-      const bool user_dims = has(v1::DIMENSION_USER_ORGANIZATION) || has(v1::DIMENSION_SHARING_MODE);
-      auto row_for = [&](int mode, const std::string& org) -> Acc& {
-        v1::UsageGroupKey k = ikey;
-        if (has(v1::DIMENSION_USER_ORGANIZATION)) k.set_user_organization(org);
-        if (has(v1::DIMENSION_SHARING_MODE)) k.set_mode(static_cast<SharingMode>(mode));
-        Acc& a = accs[SerializeDeterministic(k)];
-        a.key = k;
-        if (a.instruments.insert(id).second) {
-          a.calendar += calendar;
-          a.maintenance += maintenance;
-          a.available += available;
-          if (value_known) {
-            a.original_value += ins.original_value().amount_minor();
-          } else {
-            ++a.without_value;
-          }
-        }
-        return a;
-      };
-      if (!user_dims) row_for(0, "");
-      for (size_t i = 0; i + 1 < replies.size(); ++i) {
-        const auto& h = replies[i];
+      for (const auto& [kind, suffix] : parts) {
+        cmds.push_back({"HGETALL", absl::StrCat("{usage}:", std::string(1, kind), ":", id, ":", suffix)});
+        sunion.push_back(absl::StrCat("{usage}:u", std::string(1, kind), ":", id, ":", suffix));
+      }
+      cmds.push_back(std::move(sunion));
+      loaded.push_back(std::move(l));
+    }
+    // Every instrument's counters of the bucket in one round trip.
+    std::vector<RedisValue> replies;
+    if (!cmds.empty()) {
+      LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(cmds));
+    }
+    size_t r = 0;
+    for (Loaded& l : loaded) {
+      for (size_t p = 0; p < parts.size(); ++p) {
+        const RedisValue& h = replies[r++];
         for (size_t j = 0; j + 1 < h.elements.size(); j += 2) {
-          std::vector<std::string> parts = absl::StrSplit(h.elements[j].str, '|');
+          std::vector<absl::string_view> fp = absl::StrSplit(h.elements[j].str, '|');
           int mode = 0;
           int64_t v = 0;
-          if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &mode) || !absl::SimpleAtoi(h.elements[j + 1].str, &v)) continue;
-          if (!user_ok(mode, parts[2])) continue;
-          Acc& a = row_for(mode, parts[2]);
-          a.c[parts[0]] += v;
-          if (parts[0] == "eff" && parts[2] != ins.owner_organization()) a.c["ext"] += v;
+          if (fp.size() != 3 || !absl::SimpleAtoi(fp[1], &mode) || !absl::SimpleAtoi(h.elements[j + 1].str, &v)) {
+            continue;
+          }
+          const int counter = CounterIndex(fp[0]);
+          if (counter < 0 || !user_ok(mode, fp[2])) continue;
+          Cell& cell = l.cells[{mode, std::string(fp[2])}];
+          cell.c[counter] += v;
+          if (counter == kEff && fp[2] != l.ins->owner_organization()) cell.c[kExt] += v;
         }
       }
-      for (const auto& m : replies.back().elements) {
-        std::vector<std::string> parts = absl::StrSplit(m.str, absl::MaxSplits('|', 2));
+      for (const auto& m : replies[r++].elements) {
+        std::vector<absl::string_view> fp = absl::StrSplit(m.str, absl::MaxSplits('|', 2));
         int mode = 0;
-        if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &mode) || !user_ok(mode, parts[1])) continue;
-        Acc& a = row_for(mode, parts[1]);
-        const std::string& org = parts[1];
-        const std::string& user = parts[2];
-        const bool external = org != ins.owner_organization();
-        const int sc = size_class.count(org) ? size_class[org] : 0;
-        a.users.insert(user);
-        a.orgs.insert(org);
-        if (external) {
-          a.ext_users.insert(user);
-          a.ext_orgs.insert(org);
-        }
-        if (sc == iv::SME) {
-          a.sme_users.insert(user);
-          a.sme_orgs.insert(org);
-        }
-        if (sc == iv::START_UP) a.startup_orgs.insert(org);
+        if (fp.size() != 3 || !absl::SimpleAtoi(fp[0], &mode) || !user_ok(mode, fp[1])) continue;
+        l.cells[{mode, std::string(fp[1])}].users.emplace_back(fp[2]);
       }
     }
-    for (auto& [k, a] : accs) {
-      const bool any_use = a.c["eff"] != 0 || a.c["bk"] != 0 || a.c["inc"] != 0 || !a.instruments.empty();
-      if (!any_use) continue;
-      v1::UsageRow row;
-      *row.mutable_period()->mutable_start_time() = ToProto(bstart);
-      *row.mutable_period()->mutable_end_time() = ToProto(bend);
-      const bool whole = granularity == v1::PERIOD_GRANULARITY_RANGE || granularity == 0 ||
-                         (granularity == v1::PERIOD_GRANULARITY_DAY) ||
-                         (granularity == v1::PERIOD_GRANULARITY_MONTH && absl::CivilDay(absl::CivilMonth(bfrom)) == bfrom &&
-                          absl::CivilDay(absl::CivilMonth(bfrom) + 1) == bto) ||
-                         (granularity == v1::PERIOD_GRANULARITY_YEAR && absl::CivilDay(absl::CivilYear(bfrom)) == bfrom &&
-                          absl::CivilDay(absl::CivilYear(bfrom) + 1) == bto);
-      row.set_partial_period(!whole);
-      *row.mutable_key() = a.key;
-      v1::UsageFigures& fig = *row.mutable_figures();
-      fig.set_effective_seconds(a.c["eff"]);
-      fig.set_external_seconds(a.c["ext"]);
-      if (owner_view) {
-        fig.set_calendar_seconds(a.calendar);
-        fig.set_maintenance_seconds(a.maintenance);
-        fig.set_available_seconds(a.available);
-        *fig.mutable_utilization() = MakeRatio(a.c["eff"], a.available);
-        *fig.mutable_revenue_rate() = MakeRatio(a.c["inc"], a.original_value);
-        fig.mutable_original_value()->set_currency_code(currency_);
-        fig.mutable_original_value()->set_amount_minor(a.original_value);
-        fig.set_instrument_count(static_cast<int64_t>(a.instruments.size()));
-        fig.set_instruments_without_value(a.without_value);
+    std::vector<std::vector<v1::UsageRow>> bucket_rows(groupings.size());
+    for (size_t g = 0; g < groupings.size(); ++g) {
+      const auto& dims = groupings[g];
+      auto has = [&](v1::Dimension d) { return std::find(dims.begin(), dims.end(), d) != dims.end(); };
+      const bool user_dims = has(v1::DIMENSION_USER_ORGANIZATION) || has(v1::DIMENSION_SHARING_MODE);
+      std::map<std::string, Acc> accs;  // by key
+      for (const Loaded& l : loaded) {
+        const auto& ins = *l.ins;
+        std::string ikey_str;
+        v1::UsageGroupKey ikey;
+        if (has(v1::DIMENSION_INSTRUMENT)) ikey.set_instrument(ins.name());
+        if (has(v1::DIMENSION_OWNER_ORGANIZATION)) ikey.set_owner_organization(ins.owner_organization());
+        if (has(v1::DIMENSION_FACILITY)) ikey.set_facility(ins.facility());
+        if (has(v1::DIMENSION_CATEGORY)) ikey.set_category(ins.category());
+        ikey_str = absl::StrCat(ikey.instrument(), "\x1f", ikey.owner_organization(), "\x1f", ikey.facility(), "\x1f",
+                                ikey.category());
+        auto row_for = [&](int mode, const std::string& org) -> Acc& {
+          std::string k = ikey_str;
+          if (has(v1::DIMENSION_USER_ORGANIZATION)) absl::StrAppend(&k, "\x1f", org);
+          if (has(v1::DIMENSION_SHARING_MODE)) absl::StrAppend(&k, "\x1f", mode);
+          auto [it, fresh] = accs.try_emplace(std::move(k));
+          Acc& a = it->second;
+          if (fresh) {
+            a.key = ikey;
+            if (has(v1::DIMENSION_USER_ORGANIZATION)) a.key.set_user_organization(org);
+            if (has(v1::DIMENSION_SHARING_MODE)) a.key.set_mode(static_cast<SharingMode>(mode));
+          }
+          if (a.instruments.insert(*l.id).second) {
+            a.calendar += l.calendar;
+            a.maintenance += l.maintenance;
+            a.available += l.available;
+            if (l.value_known) {
+              a.original_value += ins.original_value().amount_minor();
+            } else {
+              ++a.without_value;
+            }
+          }
+          return a;
+        };
+        if (!user_dims) row_for(0, "");
+        for (const auto& [mo, cell] : l.cells) {
+          const auto& [mode, org] = mo;
+          Acc& a = row_for(mode, org);
+          for (int i = 0; i < kCounters; ++i) a.c[i] += cell.c[i];
+          if (cell.users.empty()) continue;
+          const bool external = org != ins.owner_organization();
+          auto sc_it = size_class.find(org);
+          const int sc = sc_it == size_class.end() ? 0 : sc_it->second;
+          for (const std::string& user : cell.users) {
+            a.users.insert(user);
+            if (external) a.ext_users.insert(user);
+            if (sc == iv::SME) a.sme_users.insert(user);
+          }
+          a.orgs.insert(org);
+          if (external) a.ext_orgs.insert(org);
+          if (sc == iv::SME) a.sme_orgs.insert(org);
+          if (sc == iv::START_UP) a.startup_orgs.insert(org);
+        }
       }
-      *fig.mutable_sharing_rate() = MakeRatio(a.c["ext"], a.c["eff"]);
-      auto money = [&](labshare::type::v1::Money* m, int64_t v) {
-        m->set_currency_code(currency_);
-        m->set_amount_minor(v);
-      };
-      money(fig.mutable_service_income(), a.c["inc"]);
-      money(fig.mutable_penalty_income(), a.c["pen"]);
-      money(fig.mutable_subsidized_income(), a.c["sub"]);
-      money(fig.mutable_in_kind_contribution(), a.c["ink"]);
-      fig.set_bookings(a.c["bk"]);
-      fig.set_completed_bookings(a.c["done"]);
-      fig.set_missed_bookings(a.c["miss"]);
-      fig.set_late_cancelled_bookings(a.c["late"]);
-      fig.set_cancelled_bookings(a.c["canc"]);
-      fig.set_outage_cancelled_bookings(a.c["out"]);
-      fig.set_rejected_requests(a.c["rej"]);
-      fig.set_users_served(static_cast<int64_t>(a.users.size()));
-      fig.set_external_users_served(static_cast<int64_t>(a.ext_users.size()));
-      fig.set_sme_users_served(static_cast<int64_t>(a.sme_users.size()));
-      fig.set_organizations_served(static_cast<int64_t>(a.orgs.size()));
-      fig.set_external_organizations_served(static_cast<int64_t>(a.ext_orgs.size()));
-      fig.set_sme_organizations_served(static_cast<int64_t>(a.sme_orgs.size()));
-      fig.set_startup_organizations_served(static_cast<int64_t>(a.startup_orgs.size()));
-      rows.push_back(std::move(row));
+      for (auto& [k, a] : accs) {
+        v1::UsageRow row;
+        *row.mutable_period()->mutable_start_time() = ToProto(bstart);
+        *row.mutable_period()->mutable_end_time() = ToProto(bend);
+        const bool whole = granularity == v1::PERIOD_GRANULARITY_RANGE || granularity == 0 ||
+                           (granularity == v1::PERIOD_GRANULARITY_DAY) ||
+                           (granularity == v1::PERIOD_GRANULARITY_MONTH &&
+                            absl::CivilDay(absl::CivilMonth(bfrom)) == bfrom &&
+                            absl::CivilDay(absl::CivilMonth(bfrom) + 1) == bto) ||
+                           (granularity == v1::PERIOD_GRANULARITY_YEAR &&
+                            absl::CivilDay(absl::CivilYear(bfrom)) == bfrom &&
+                            absl::CivilDay(absl::CivilYear(bfrom) + 1) == bto);
+        row.set_partial_period(!whole);
+        *row.mutable_key() = a.key;
+        v1::UsageFigures& fig = *row.mutable_figures();
+        fig.set_effective_seconds(a.c[kEff]);
+        fig.set_external_seconds(a.c[kExt]);
+        if (owner_view) {
+          fig.set_calendar_seconds(a.calendar);
+          fig.set_maintenance_seconds(a.maintenance);
+          fig.set_available_seconds(a.available);
+          *fig.mutable_utilization() = MakeRatio(a.c[kEff], a.available);
+          *fig.mutable_revenue_rate() = MakeRatio(a.c[kInc], a.original_value);
+          fig.mutable_original_value()->set_currency_code(currency_);
+          fig.mutable_original_value()->set_amount_minor(a.original_value);
+          fig.set_instrument_count(static_cast<int64_t>(a.instruments.size()));
+          fig.set_instruments_without_value(a.without_value);
+        }
+        *fig.mutable_sharing_rate() = MakeRatio(a.c[kExt], a.c[kEff]);
+        auto money = [&](labshare::type::v1::Money* m, int64_t v) {
+          m->set_currency_code(currency_);
+          m->set_amount_minor(v);
+        };
+        money(fig.mutable_service_income(), a.c[kInc]);
+        money(fig.mutable_penalty_income(), a.c[kPen]);
+        money(fig.mutable_subsidized_income(), a.c[kSub]);
+        money(fig.mutable_in_kind_contribution(), a.c[kInk]);
+        fig.set_bookings(a.c[kBk]);
+        fig.set_completed_bookings(a.c[kDone]);
+        fig.set_missed_bookings(a.c[kMiss]);
+        fig.set_late_cancelled_bookings(a.c[kLate]);
+        fig.set_cancelled_bookings(a.c[kCanc]);
+        fig.set_outage_cancelled_bookings(a.c[kOut]);
+        fig.set_rejected_requests(a.c[kRej]);
+        fig.set_users_served(static_cast<int64_t>(a.users.size()));
+        fig.set_external_users_served(static_cast<int64_t>(a.ext_users.size()));
+        fig.set_sme_users_served(static_cast<int64_t>(a.sme_users.size()));
+        fig.set_organizations_served(static_cast<int64_t>(a.orgs.size()));
+        fig.set_external_organizations_served(static_cast<int64_t>(a.ext_orgs.size()));
+        fig.set_sme_organizations_served(static_cast<int64_t>(a.sme_orgs.size()));
+        fig.set_startup_organizations_served(static_cast<int64_t>(a.startup_orgs.size()));
+        bucket_rows[g].push_back(std::move(row));
+      }
+    }
+    if (per_bucket != nullptr) {
+      LS_RETURN_IF_ERROR((*per_bucket)(std::move(bucket_rows)));
+    } else {
+      for (size_t g = 0; g < groupings.size(); ++g) {
+        for (auto& row : bucket_rows[g]) all_rows[g].push_back(std::move(row));
+      }
     }
   }
-  return rows;
+  return all_rows;
 }
 
 absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const Principal& p,
@@ -530,16 +618,7 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
   LS_RETURN_IF_ERROR(Scope(p, r.filter()));
-  std::vector<v1::Dimension> dims;
-  for (int d : r.group_by()) {
-    const auto dim = static_cast<v1::Dimension>(d);
-    if (dim == v1::DIMENSION_UNSPECIFIED || !v1::Dimension_IsValid(d) ||
-        std::find(dims.begin(), dims.end(), dim) != dims.end()) {
-      return InvalidField("group_by", "dimensions must be distinct and specified");
-    }
-    dims.push_back(dim);
-  }
-  if (dims.size() > 3) return InvalidField("group_by", "at most 3 dimensions");
+  LS_ASSIGN_OR_RETURN(std::vector<v1::Dimension> dims, ParseDims(r.group_by()));
   if (r.granularity() == v1::PERIOD_GRANULARITY_DAY && to - from > 400) {
     return InvalidField("range", "DAY over more than 400 days: use ExportUsage", "RANGE_TOO_LARGE");
   }
@@ -547,27 +626,20 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
                           (r.filter().owner_organizations_size() == 1 &&
                            r.filter().owner_organizations(0) == ActorOrganization(p));
   LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
-  LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, r.granularity(), dims, r.filter(), owner_view));
-  LS_ASSIGN_OR_RETURN(auto totals, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {}, r.filter(), owner_view));
+  std::vector<v1::UsageRow> rows, totals;
+  if (r.granularity() == v1::PERIOD_GRANULARITY_RANGE || r.granularity() == v1::PERIOD_GRANULARITY_UNSPECIFIED) {
+    // One read of the counters for both.
+    LS_ASSIGN_OR_RETURN(auto both, ComputeMany(from, to, v1::PERIOD_GRANULARITY_RANGE, {dims, {}}, r.filter(), owner_view));
+    rows = std::move(both[0]);
+    totals = std::move(both[1]);
+  } else {
+    LS_ASSIGN_OR_RETURN(rows, Compute(from, to, r.granularity(), dims, r.filter(), owner_view));
+    LS_ASSIGN_OR_RETURN(totals, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {}, r.filter(), owner_view));
+  }
   v1::QueryUsageResponse out;
   // Ordered by period start, then the keys in group_by order.
-  auto sort_key = [&](const v1::UsageRow& row) {
-    std::vector<std::string> k = {absl::StrFormat("%020d", row.period().start_time().seconds())};
-    for (auto d : dims) {
-      switch (d) {
-        case v1::DIMENSION_INSTRUMENT: k.push_back(row.key().instrument()); break;
-        case v1::DIMENSION_OWNER_ORGANIZATION: k.push_back(row.key().owner_organization()); break;
-        case v1::DIMENSION_FACILITY: k.push_back(row.key().facility()); break;
-        case v1::DIMENSION_CATEGORY: k.push_back(row.key().category()); break;
-        case v1::DIMENSION_USER_ORGANIZATION: k.push_back(row.key().user_organization()); break;
-        case v1::DIMENSION_SHARING_MODE: k.push_back(absl::StrFormat("%04d", static_cast<int>(row.key().mode()))); break;
-        default: break;
-      }
-    }
-    return absl::StrJoin(k, "\x1f");
-  };
-  std::sort(rows.begin(), rows.end(),
-            [&](const v1::UsageRow& a, const v1::UsageRow& b) { return sort_key(a) < sort_key(b); });
+  auto sort_key = [&](const v1::UsageRow& row) { return RowSortKey(row, dims); };
+  SortRows(&rows, dims);
   for (auto& row : rows) {
     const std::string k = sort_key(row);
     if (!page.after.empty() && k <= page.after) continue;

@@ -16,8 +16,12 @@
 //        cancellations), rej (rejected requests), inc (service income,
 //        minor units), pen (of which fees), sub (of which subsidised),
 //        ink (in-kind contribution)
-//   {usage}:ud:<instr>:<YYYYMMDD>, {usage}:um:<instr>:<YYYYMM>
+//   {usage}:y:<instr>:<YYYY>          HASH the same counters per year (rollup)
+//   {usage}:ud:<instr>:<YYYYMMDD>, {usage}:um:<instr>:<YYYYMM>, {usage}:uy:<instr>:<YYYY>
 //                                     SET "<mode>|<user org>|<user>" served
+// Figures of a range read whole years from the year hashes, whole months from
+// the month hashes and the remaining days from the day hashes, all
+// instruments in one pipelined round trip per bucket.
 //   {usage}:orgname                   HASH organisation name -> display name
 //   {usage}:facname                   HASH facility name -> display name
 //   {usage}:thresholds                DocStore document {d: Thresholds, v: version}
@@ -119,6 +123,8 @@ class UsageFigures {
   absl::StatusOr<Names> LoadNames() const;
   absl::StatusOr<v1::Thresholds> LoadThresholds() const;
   absl::Status CheckOverride(const v1::ThresholdOverride& o) const;
+  template <typename Req, typename Resp>
+  absl::Status ListAssessed(const Principal& p, const Req& r, bool idle, Resp* out);
   absl::StatusOr<std::vector<v1::InstrumentAssessment>> Assess(absl::CivilDay from, absl::CivilDay to,
                                                                const v1::UsageFilter& f,
                                                                const v1::Thresholds& t,

@@ -20,9 +20,14 @@ MethodPolicy UsagePolicy() {
   for (const char* m : {"ListAuditEntries", "VerifyAuditChain", "ExportAuditTrail"}) {
     p.Allow(M(m), {Role::kAuditor, Role::kConsortiumAdmin});
   }
-  for (const char* m : {"GetUsageFigures", "QueryUsage"}) {
+  // Figures, assessments, matrix, reports and exports; the thresholds are
+  // not secret.
+  for (const char* m : {"GetUsageFigures", "QueryUsage", "ExportUsage", "ListIdleInstruments",
+                        "ListUnderSharedInstruments", "GetSharingMatrix", "GetThresholds", "GetAnnualReport",
+                        "ExportAnnualReportCsv"}) {
     p.Allow(M(m), {Role::kAuditor, Role::kConsortiumAdmin, Role::kMemberBillingAdmin, Role::kFacilityStaff});
   }
+  p.Allow(M("UpdateThresholds"), {Role::kConsortiumAdmin});
   return p;
 }
 
@@ -53,6 +58,33 @@ grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::
     return absl::OkStatus();
   });
   return ToGrpcStatus(s, kDomain);
+}
+
+namespace {
+
+// A sink that writes to the stream; CANCELLED when the client went away.
+template <typename Msg>
+std::function<absl::Status(const Msg&)> WriterSink(grpc::ServerWriter<Msg>* writer) {
+  return [writer](const Msg& m) {
+    if (!writer->Write(m)) return MakeError(absl::StatusCode::kCancelled, "CLIENT_GONE", "the client went away");
+    return absl::OkStatus();
+  };
+}
+
+}  // namespace
+
+grpc::Status UsageService::ExportUsage(grpc::ServerContext* ctx, const v1::ExportUsageRequest* req,
+                                       grpc::ServerWriter<v1::ExportUsageResponse>* writer) {
+  auto principal = auth_->Authorize(ctx);
+  if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
+  return ToGrpcStatus(figures_->ExportUsage(*principal, *req, WriterSink(writer)), kDomain);
+}
+
+grpc::Status UsageService::ExportAnnualReportCsv(grpc::ServerContext* ctx, const v1::ExportAnnualReportCsvRequest* req,
+                                                 grpc::ServerWriter<v1::CsvChunk>* writer) {
+  auto principal = auth_->Authorize(ctx);
+  if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
+  return ToGrpcStatus(figures_->ExportAnnualReportCsv(*principal, *req, WriterSink(writer)), kDomain);
 }
 
 absl::Status ApplyEvent(AuditChain* audit, UsageFigures* figures, absl::string_view source, const StreamEvent& e) {

@@ -1,6 +1,4 @@
 // gRPC adapter of the usage service and its role policy (deny by default).
-// Methods not built yet fall through to the generated base class
-// (UNIMPLEMENTED).
 #ifndef LABSHARE_SERVICES_USAGE_USAGE_SERVICE_H_
 #define LABSHARE_SERVICES_USAGE_USAGE_SERVICE_H_
 
@@ -29,6 +27,10 @@ class UsageService final : public v1::UsageService::Service {
                                 v1::VerifyAuditChainResponse* resp) override;
   grpc::Status ExportAuditTrail(grpc::ServerContext* ctx, const v1::ExportAuditTrailRequest* req,
                                 grpc::ServerWriter<v1::ExportAuditTrailResponse>* writer) override;
+  grpc::Status ExportUsage(grpc::ServerContext* ctx, const v1::ExportUsageRequest* req,
+                           grpc::ServerWriter<v1::ExportUsageResponse>* writer) override;
+  grpc::Status ExportAnnualReportCsv(grpc::ServerContext* ctx, const v1::ExportAnnualReportCsvRequest* req,
+                                     grpc::ServerWriter<v1::CsvChunk>* writer) override;
 #define LABSHARE_USAGE_RPC(Method, Req, Resp) \
   grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;
 #include "services/usage/usage_methods.inc"

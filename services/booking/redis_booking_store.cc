@@ -81,7 +81,7 @@ end
 //       8 guard document (or placeholder), 9.. counters, then extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 denied, 5 start, 6 end, 7 id,
 //       8 index member, 9 due ms (0: none), 10 guard version ('' none),
-//       11 replaced booking id ('' none), 12 response, 13 n extra,
+//       11 replaced booking id ('' none), 12 response ('' = the doc), 13 n extra,
 //       14 n events, 15 n counters,
 //       then per counter (field, limit ms or 'hash', ms, on over
 //       'fail'|'ask'|'allow', reason), then per extra document (expected
@@ -149,7 +149,7 @@ redis.call('HSET', KEYS[5], ARGV[7], e)
 redis.call('ZADD', KEYS[6], 0, ARGV[8])
 if ARGV[9] ~= '0' then redis.call('ZADD', KEYS[7], ARGV[9], ARGV[7]) end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
-remember(KEYS[1], ARGV[1], ARGV[12], ARGV[3])
+remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3])
 return {'OK'}
 )lua");
   return *s;
@@ -159,7 +159,7 @@ return {'OK'}
 //       extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 expected version, 5 calendar op,
 //       6 id, 7 new end, 8 guard from, 9 guard to, 10 due op, 11 due ms,
-//       12 response, 13 n extra, 14 n events, 15 n counters,
+//       12 response ('' = the doc), 13 n extra, 14 n events, 15 n counters,
 //       then per counter (field, committed delta, used delta), then per
 //       extra document (expected version, data), then the events.
 const RedisScript& UpdateScript() {
@@ -203,7 +203,7 @@ for i = 1, nc do
   redis.call('HINCRBY', KEYS[6 + i], ARGV[a + 1] .. ':used', ARGV[a + 3])
 end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
-remember(KEYS[1], ARGV[1], ARGV[12], ARGV[3])
+remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3])
 return {'OK'}
 )lua");
   return *s;
@@ -347,7 +347,7 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           std::to_string(s.due_ms),
           s.guard_key.empty() ? "" : std::to_string(s.guard_version),
           s.replaces_booking_id,
-          s.response.empty() ? s.booking : s.response,
+          s.response,  // empty: the document is the answer (sent once)
           std::to_string(s.extra_docs.size()),
           std::to_string(s.events.size()),
           std::to_string(s.counters.size())};
@@ -406,7 +406,7 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    : s.due == UpdateStep::Due::kSet  ? "set"
                                                                      : "keep",
                                    std::to_string(s.due_ms),
-                                   s.response.empty() ? s.booking : s.response,
+                                   s.response,  // empty: the document is the answer (sent once)
                                    std::to_string(s.extra_docs.size()),
                                    std::to_string(s.events.size()),
                                    std::to_string(s.counters.size())};

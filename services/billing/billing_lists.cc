@@ -12,19 +12,12 @@
 #include "common/auth.h"
 #include "common/error.h"
 #include "common/proto_util.h"
+#include "services/billing/billing_common.h"
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
 
 namespace labshare::billing {
 namespace {
-
-std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
-bool SeesAll(const Principal& p) { return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}); }
-
-absl::Status OrgScope(absl::string_view what) {
-  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                   absl::StrCat("you may see only your own organisation's ", what));
-}
 
 // A filter given by a member must name its own organisation; unset, it is
 // narrowed to it (the returned value).

@@ -1,3 +1,4 @@
+#include "services/billing/billing_common.h"
 #include "services/billing/billing_manager.h"
 
 #include <algorithm>
@@ -21,28 +22,6 @@ namespace bk = labshare::booking::v1;
 using labshare::type::v1::SharingMode;
 
 constexpr int kAttempts = 8;
-constexpr char kDefaultCurrency[] = "CNY";
-
-int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
-std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
-
-// FNV-1a 64: stable ids and etags derived from content.
-uint64_t Fnv(absl::string_view s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-std::string Hex(uint64_t v) { return absl::StrFormat("%016x", v); }
-
-bool SeesAll(const Principal& p) { return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}); }
-
-absl::Status OrgScope(absl::string_view what) {
-  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                   absl::StrCat("you may see only your own organisation's ", what));
-}
 
 bool Involves(const Principal& p, const v1::Charge& c) {
   const std::string org = ActorOrganization(p);
@@ -52,15 +31,6 @@ bool Involves(const Principal& p, const v1::Charge& c) {
     if (s.organization() == org) return true;
   }
   return false;
-}
-
-template <typename T>
-absl::StatusOr<T> Parse(const std::string& bytes) {
-  T out;
-  if (!out.ParseFromString(bytes)) {
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored document is unreadable");
-  }
-  return out;
 }
 
 // "<account>|<counterparty>|<currency>"

@@ -20,46 +20,12 @@
 #include "common/error.h"
 #include "common/events.h"
 #include "common/proto_util.h"
+#include "services/billing/billing_common.h"
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
 
 namespace labshare::billing {
 namespace {
-
-constexpr char kDefaultCurrency[] = "CNY";
-
-int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
-std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
-bool SeesAll(const Principal& p) { return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}); }
-
-template <typename T>
-absl::StatusOr<T> Parse(const std::string& bytes) {
-  T out;
-  if (!out.ParseFromString(bytes)) {
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored document is unreadable");
-  }
-  return out;
-}
-
-v1::BillingEvent NewEvent(const Principal& p, absl::Time now, const std::string& request_id) {
-  v1::BillingEvent e;
-  e.mutable_header()->set_event_id(NewEventId());
-  *e.mutable_header()->mutable_event_time() = ToProto(now);
-  e.mutable_header()->set_actor(ActorName(p));
-  e.mutable_header()->set_actor_organization(ActorOrganization(p));
-  e.mutable_header()->set_request_id(request_id);
-  return e;
-}
-
-absl::Status OrgScope(absl::string_view what) {
-  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                   absl::StrCat("you may see only your own organisation's ", what));
-}
-
-absl::Status Conflict() {
-  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
-                   "the ledger changed concurrently; retry with the same request_id");
-}
 
 template <typename T>
 absl::StatusOr<T> Settle(const StepResult& result, T applied) {

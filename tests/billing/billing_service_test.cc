@@ -10,6 +10,7 @@
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
 #include "services/billing/billing_service.h"
+#include "tests/billing/direct_inventory.h"
 #include "tests/booking/booking_fixture.h"
 
 namespace labshare::billing {
@@ -19,37 +20,11 @@ namespace bk = labshare::booking::v1;
 namespace iv = labshare::inventory::v1;
 using booking::BookingServiceTest;
 
-// Inventory read in process, as the billing service would over gRPC.
-class DirectInventory final : public InventoryReader {
- public:
-  explicit DirectInventory(labshare::inventory::InventoryManager* m) : m_(m) {
-    admin_.user_id = "billing";
-    admin_.roles = {Role::kService};
-  }
-  absl::StatusOr<iv::LookupRateResponse> LookupRate(const iv::LookupRateRequest& r) override {
-    return m_->LookupRate(admin_, r);
-  }
-  absl::StatusOr<iv::Instrument> GetInstrument(const std::string& name) override {
-    iv::GetInstrumentRequest r;
-    r.set_name(name);
-    return m_->GetInstrument(admin_, r);
-  }
-  absl::StatusOr<iv::Organization> GetOrganization(const std::string& name) override {
-    iv::GetOrganizationRequest r;
-    r.set_name(name);
-    return m_->GetOrganization(admin_, r);
-  }
-
- private:
-  labshare::inventory::InventoryManager* m_;
-  Principal admin_;
-};
-
 class BillingTest : public BookingServiceTest {
  protected:
   void SetUp() override {
     BookingServiceTest::SetUp();
-    reader_ = std::make_unique<DirectInventory>(inv_manager_.get());
+    reader_ = std::make_unique<testing::DirectInventory>(inv_manager_.get());
     bstore_ = std::make_unique<BillingStore>(pool_.get());
     billing_ = std::make_unique<BillingManager>(bstore_.get(), reader_.get(), &clock_, *LoadBillingTimeZone("Asia/Shanghai"));
     for (int p = 0; p < booking::kPartitions; ++p) {
@@ -139,7 +114,7 @@ class BillingTest : public BookingServiceTest {
     return done;
   }
 
-  std::unique_ptr<DirectInventory> reader_;
+  std::unique_ptr<testing::DirectInventory> reader_;
   std::unique_ptr<BillingStore> bstore_;
   std::unique_ptr<BillingManager> billing_;
   std::vector<std::unique_ptr<EventConsumer>> consumers_;

@@ -9,6 +9,7 @@
 #include "services/billing/billing_service.h"
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
+#include "tests/billing/direct_inventory.h"
 #include "tests/booking/booking_fixture.h"
 
 namespace labshare::usage {
@@ -19,36 +20,11 @@ namespace iv = labshare::inventory::v1;
 namespace bl = labshare::billing::v1;
 using booking::BookingServiceTest;
 
-class DirectInventory final : public billing::InventoryReader {
- public:
-  explicit DirectInventory(labshare::inventory::InventoryManager* m) : m_(m) {
-    p_.user_id = "billing";
-    p_.roles = {Role::kService};
-  }
-  absl::StatusOr<iv::LookupRateResponse> LookupRate(const iv::LookupRateRequest& r) override {
-    return m_->LookupRate(p_, r);
-  }
-  absl::StatusOr<iv::Instrument> GetInstrument(const std::string& name) override {
-    iv::GetInstrumentRequest r;
-    r.set_name(name);
-    return m_->GetInstrument(p_, r);
-  }
-  absl::StatusOr<iv::Organization> GetOrganization(const std::string& name) override {
-    iv::GetOrganizationRequest r;
-    r.set_name(name);
-    return m_->GetOrganization(p_, r);
-  }
-
- private:
-  labshare::inventory::InventoryManager* m_;
-  Principal p_;
-};
-
 class UsageMonthTest : public BookingServiceTest {
  protected:
   void SetUp() override {
     BookingServiceTest::SetUp();
-    reader_ = std::make_unique<DirectInventory>(inv_manager_.get());
+    reader_ = std::make_unique<billing::testing::DirectInventory>(inv_manager_.get());
     bstore_ = std::make_unique<billing::BillingStore>(pool_.get());
     billing_ = std::make_unique<billing::BillingManager>(bstore_.get(), reader_.get(), &clock_,
                                                          *billing::LoadBillingTimeZone("Asia/Shanghai"));
@@ -226,7 +202,7 @@ class UsageMonthTest : public BookingServiceTest {
     Bill();
   }
 
-  std::unique_ptr<DirectInventory> reader_;
+  std::unique_ptr<billing::testing::DirectInventory> reader_;
   std::unique_ptr<billing::BillingStore> bstore_;
   std::unique_ptr<billing::BillingManager> billing_;
   std::unique_ptr<UsageFigures> figures_;

@@ -1,0 +1,74 @@
+// Small helpers shared by the billing use cases (charges, pools, invoices,
+// payments, listings). Internal to the billing service.
+#ifndef LABSHARE_SERVICES_BILLING_BILLING_COMMON_H_
+#define LABSHARE_SERVICES_BILLING_BILLING_COMMON_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "common/auth.h"
+#include "common/error.h"
+#include "common/events.h"
+#include "common/proto_util.h"
+#include "labshare/billing/v1/billing_events.pb.h"
+
+namespace labshare::billing {
+
+inline constexpr char kDefaultCurrency[] = "CNY";
+
+inline int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
+// The last segment of a resource name: "charges/c1" -> "c1".
+inline std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+
+inline bool SeesAll(const Principal& p) {
+  return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
+}
+
+inline absl::Status OrgScope(absl::string_view what) {
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   absl::StrCat("you may see only your own organisation's ", what));
+}
+
+inline absl::Status Conflict() {
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the ledger changed concurrently; retry with the same request_id");
+}
+
+template <typename T>
+absl::StatusOr<T> Parse(const std::string& bytes) {
+  T out;
+  if (!out.ParseFromString(bytes)) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored document is unreadable");
+  }
+  return out;
+}
+
+// FNV-1a 64: stable ids and etags derived from content.
+inline uint64_t Fnv(absl::string_view s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+inline std::string Hex(uint64_t v) { return absl::StrFormat("%016x", v); }
+
+// The header of an event published by a mutation of `p`.
+inline v1::BillingEvent NewEvent(const Principal& p, absl::Time now, const std::string& request_id) {
+  v1::BillingEvent e;
+  e.mutable_header()->set_event_id(NewEventId());
+  *e.mutable_header()->mutable_event_time() = ToProto(now);
+  e.mutable_header()->set_actor(ActorName(p));
+  e.mutable_header()->set_actor_organization(ActorOrganization(p));
+  e.mutable_header()->set_request_id(request_id);
+  return e;
+}
+
+}  // namespace labshare::billing
+
+#endif  // LABSHARE_SERVICES_BILLING_BILLING_COMMON_H_

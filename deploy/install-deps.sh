@@ -9,11 +9,17 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev
   golang-github-gogo-googleapis-dev libssl-dev prometheus-cpp-dev
   python3-grpcio python3-protobuf tzdata
-  docker-compose kubernetes-client nodejs npm systemd iproute2
+  docker-compose systemd iproute2
 )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Tools that may come from elsewhere on the machine (a newer Node.js brings
+# its own npm, which Debian's npm package would conflict with): only when the
+# command is missing.
+for tool in node:nodejs npm:npm kubectl:kubernetes-client; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -eq 0 ] && [ "${FORCE_APT:-0}" != 1 ]; then
   exit 0

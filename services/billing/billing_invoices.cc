@@ -8,6 +8,7 @@
 // counter, so numbers have no gaps and two issues cannot take the same lines.
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -172,6 +173,87 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
     e.mutable_subsidy_pool_changed()->set_kind(v1::SubsidyPoolChanged::TOPPED_UP);
     *e.mutable_subsidy_pool_changed()->mutable_top_up_amount() = r.amount();
     *e.mutable_subsidy_pool_changed()->mutable_posting() = posting;
+    step.events.push_back(e.SerializeAsString());
+    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+    switch (result.kind) {
+      case StepResult::Kind::kApplied: return answer;
+      case StepResult::Kind::kReplayed: return Parse<v1::SubsidyPool>(result.response);
+      case StepResult::Kind::kRequestReused: return RequestIdReused();
+      default: break;
+    }
+  }
+  return Conflict();
+}
+
+absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principal& p,
+                                                                   const v1::UpdateSubsidyPoolRequest& r) {
+  static const std::set<std::string> kPaths = {"display_name", "description", "funder_display_name",
+                                               "percentage_bps", "eligibility", "cap_per_organization",
+                                               "cap_period_kind", "validity", "priority"};
+  if (r.update_mask().paths().empty()) {
+    return InvalidField("update_mask", "name the fields to change", "INVALID_UPDATE_MASK");
+  }
+  for (const auto& path : r.update_mask().paths()) {
+    if (!kPaths.count(path)) {
+      return InvalidField("update_mask", "cannot change \"" + path + "\"; balance changes only through top-ups",
+                          "INVALID_UPDATE_MASK");
+    }
+  }
+  const std::string id = IdOf(r.subsidy_pool().name());
+  const std::string key = keys::Doc("pool", id);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(key));
+    if (!doc) {
+      return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.subsidy_pool().name() + " does not exist");
+    }
+    LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
+    if (!r.subsidy_pool().etag().empty() && r.subsidy_pool().etag() != std::to_string(doc->version)) {
+      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", pool.name() + " changed; read it again");
+    }
+    const v1::SubsidyPool previous = pool;
+    const v1::SubsidyPool& in = r.subsidy_pool();
+    for (const auto& path : r.update_mask().paths()) {
+      if (path == "display_name") pool.set_display_name(in.display_name());
+      if (path == "description") pool.set_description(in.description());
+      if (path == "funder_display_name") pool.set_funder_display_name(in.funder_display_name());
+      if (path == "percentage_bps") pool.set_percentage_bps(in.percentage_bps());
+      if (path == "eligibility") *pool.mutable_eligibility() = in.eligibility();
+      if (path == "cap_per_organization") {
+        if (in.has_cap_per_organization()) {
+          *pool.mutable_cap_per_organization() = in.cap_per_organization();
+        } else {
+          pool.clear_cap_per_organization();
+        }
+      }
+      if (path == "cap_period_kind") pool.set_cap_period_kind(in.cap_period_kind());
+      if (path == "validity") *pool.mutable_validity() = in.validity();
+      if (path == "priority") pool.set_priority(in.priority());
+    }
+    LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
+    const absl::Time now = clock_->Now();
+    *pool.mutable_update_time() = ToProto(now);
+    LedgerStep step;
+    step.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency("UpdateSubsidyPool", r.request_id());
+    step.fingerprint = RequestFingerprint("UpdateSubsidyPool", r);
+    step.version_checks.push_back({key, doc->version});
+    step.puts.push_back({key, pool.SerializeAsString(), doc->version + 1});
+    if (pool.priority() != previous.priority()) {
+      step.index_removes.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", previous.priority(), id)});
+      step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), id)});
+    }
+    v1::GetSubsidyPoolRequest get;
+    get.set_name(pool.name());
+    v1::SubsidyPool answer = pool;
+    LS_ASSIGN_OR_RETURN(int64_t funds, Balance(AccountName(pool.name(), v1::POOL_FUNDS), ""));
+    *answer.mutable_balance() = MakeMoney(pool.currency_code(), -funds);
+    answer.set_etag(std::to_string(doc->version + 1));
+    step.response = SerializeDeterministic(answer);
+    v1::BillingEvent e = NewEvent(p, now, r.request_id());
+    auto* changed = e.mutable_subsidy_pool_changed();
+    changed->set_kind(v1::SubsidyPoolChanged::UPDATED);
+    *changed->mutable_subsidy_pool() = answer;
+    *changed->mutable_previous() = previous;
+    *changed->mutable_update_mask() = r.update_mask();
     step.events.push_back(e.SerializeAsString());
     LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
     switch (result.kind) {

@@ -61,6 +61,7 @@ class BillingManager {
   absl::StatusOr<v1::SubsidyPool> GetSubsidyPool(const Principal& p, const v1::GetSubsidyPoolRequest& r);
   absl::StatusOr<v1::ListSubsidyPoolsResponse> ListSubsidyPools(const Principal& p,
                                                                 const v1::ListSubsidyPoolsRequest& r);
+  absl::StatusOr<v1::SubsidyPool> UpdateSubsidyPool(const Principal& p, const v1::UpdateSubsidyPoolRequest& r);
   absl::StatusOr<v1::SubsidyPool> TopUpSubsidyPool(const Principal& p, const v1::TopUpSubsidyPoolRequest& r);
 
   absl::StatusOr<v1::Invoice> PreviewInvoice(const Principal& p, const v1::PreviewInvoiceRequest& r);

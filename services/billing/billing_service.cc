@@ -31,7 +31,8 @@ MethodPolicy BillingPolicy() {
   p.Allow(M("GetOwnerIncomeReport"), {Role::kConsortiumAdmin, Role::kAuditor, Role::kService,
                                       Role::kMemberBillingAdmin, Role::kFacilityStaff});
   p.Allow(M("RecordPayment"), {Role::kConsortiumAdmin, Role::kMemberBillingAdmin});
-  for (const char* m : {"CreateSubsidyPool", "TopUpSubsidyPool", "IssueInvoice", "ComputeSettlement",
+  for (const char* m : {"CreateSubsidyPool", "UpdateSubsidyPool", "TopUpSubsidyPool", "IssueInvoice",
+                        "ComputeSettlement",
                         "MarkInvoicePaid", "VoidInvoice", "PostCorrection"}) {
     p.Allow(M(m), {Role::kConsortiumAdmin});
   }

@@ -33,7 +33,7 @@ constexpr int64_t kIdempotencyTtlSeconds = 30 * 24 * 3600;
 //       4 response, 5 ttl, 6 n ops, 7 n events,
 //       then per op (code, a, b), then the events.
 // Op codes: 'fld' field == value; 'ver' version == a; 'put' data a at
-// version b; 'inc' field a += b; 'hset' field a = b; 'zadd' member a;
+// version b; 'inc' field a += b; 'hset' field a = b; 'zrem' / 'zadd' member a;
 // 'push' value a.
 const RedisScript& StepScript() {
   static const RedisScript* s = new RedisScript(R"lua(
@@ -64,6 +64,8 @@ for i = 1, n do
     redis.call('HSET', k, a, b)
   elseif code == 'zadd' then
     redis.call('ZADD', k, 0, a)
+  elseif code == 'zrem' then
+    redis.call('ZREM', k, a)
   elseif code == 'push' then
     redis.call('RPUSH', k, a)
   end
@@ -99,6 +101,7 @@ absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
   for (const auto& p : s.puts) op(p.key, "put", p.data, std::to_string(p.version));
   for (const auto& i : s.incrs) op(i.key, "inc", i.field, std::to_string(i.delta));
   for (const auto& h : s.hash_sets) op(h.key, "hset", h.field, h.value);
+  for (const auto& z : s.index_removes) op(z.key, "zrem", z.member, "");
   for (const auto& z : s.index_adds) op(z.key, "zadd", z.member, "");
   for (const auto& a : s.appends) op(a.key, "push", a.value, "");
   std::vector<std::string> args = {s.applied_event_id,

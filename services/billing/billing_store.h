@@ -92,6 +92,7 @@ struct LedgerStep {
     std::string key, member;
   };
   std::vector<IndexAdd> index_adds;
+  std::vector<IndexAdd> index_removes;
   struct Append {
     std::string key, value;
   };

@@ -287,6 +287,21 @@ TEST_F(BillingTest, SubsidyPoolPaysItsShareUpToTheCapThenRunsDry) {
   EXPECT_EQ(AccountBalance("organizations/owner/accounts/receivable", "subsidyPools/voucher"), 40000);
   EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 150000);
 
+  // New terms apply from now on: 25 % (the etag must be the current one).
+  v1::UpdateSubsidyPoolRequest up;
+  up.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
+  up.mutable_subsidy_pool()->set_percentage_bps(2500);
+  up.mutable_subsidy_pool()->set_etag("1");
+  up.mutable_update_mask()->add_paths("percentage_bps");
+  EXPECT_EQ(ErrorReason(billing_->UpdateSubsidyPool(billing_admin_, up).status()), "ETAG_MISMATCH");
+  up.mutable_subsidy_pool()->set_etag(after->etag());
+  auto updated = billing_->UpdateSubsidyPool(billing_admin_, up);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->percentage_bps(), 2500);
+  EXPECT_EQ(updated->balance().amount_minor(), 10000);
+  up.mutable_update_mask()->add_paths("balance");
+  EXPECT_EQ(ErrorReason(billing_->UpdateSubsidyPool(billing_admin_, up).status()), "INVALID_UPDATE_MASK");
+
   // February: a new cap period, but only 10000 left in the pool.
   clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 10), absl::UTCTimeZone()));
   const absl::Time feb = clock_.Now() + absl::Hours(48);

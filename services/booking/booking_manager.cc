@@ -315,7 +315,6 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   out.booking = std::move(b);
   out.denial = denial;
   out.reserved_id = reserved_id;
-  out.counted = true;
   LS_RETURN_IF_ERROR(ChargeQuotas(out, *CachedQuotas(instrument_id, IdOf(payer_name)), false));
   return std::optional<v1::Booking>();
 }

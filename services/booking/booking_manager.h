@@ -127,7 +127,6 @@ class BookingManager {
     v1::BookingEvent event;        // header of the events the step publishes
     int64_t confirmed_due_ms = 0;  // the sweep's time if CONFIRMED
     std::vector<CounterCharge> budget;  // the project budget's counter, if any
-    bool counted = false;               // quotas apply (ON_SITE, JOINT_RESEARCH)
   };
   // An answer without a step (errors, validate_only, leases, replays), or
   // nullopt with `out` filled.

@@ -4,6 +4,7 @@
 #define LABSHARE_SERVICES_BILLING_BILLING_COMMON_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -15,6 +16,7 @@
 #include "common/events.h"
 #include "common/proto_util.h"
 #include "labshare/billing/v1/billing_events.pb.h"
+#include "services/billing/billing_store.h"
 
 namespace labshare::billing {
 
@@ -57,6 +59,22 @@ inline uint64_t Fnv(absl::string_view s) {
   return h;
 }
 inline std::string Hex(uint64_t v) { return absl::StrFormat("%016x", v); }
+
+// What a ledger step means for the caller: the applied answer, the stored
+// first answer of a replay, REQUEST_ID_REUSED, or nullopt when a checked
+// value or version moved (read again and retry).
+template <typename T>
+absl::StatusOr<std::optional<T>> Answer(const StepResult& result, T applied) {
+  switch (result.kind) {
+    case StepResult::Kind::kApplied: return std::optional<T>(std::move(applied));
+    case StepResult::Kind::kReplayed: {
+      LS_ASSIGN_OR_RETURN(T replay, Parse<T>(result.response));
+      return std::optional<T>(std::move(replay));
+    }
+    case StepResult::Kind::kRequestReused: return RequestIdReused();
+    default: return std::optional<T>();
+  }
+}
 
 // The header of an event published by a mutation of `p`.
 inline v1::BillingEvent NewEvent(const Principal& p, absl::Time now, const std::string& request_id) {

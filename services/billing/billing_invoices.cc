@@ -80,13 +80,9 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
   e.mutable_subsidy_pool_changed()->set_kind(v1::SubsidyPoolChanged::CREATED);
   step.events.push_back(e.SerializeAsString());
   LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
-  switch (result.kind) {
-    case StepResult::Kind::kApplied: return pool;
-    case StepResult::Kind::kReplayed: return Parse<v1::SubsidyPool>(result.response);
-    case StepResult::Kind::kRequestReused: return RequestIdReused();
-    default:
-      return MakeError(absl::StatusCode::kAlreadyExists, "SUBSIDY_POOL_EXISTS", pool.name() + " already exists");
-  }
+  LS_ASSIGN_OR_RETURN(auto answer, Answer(result, pool));
+  if (answer) return *std::move(answer);
+  return MakeError(absl::StatusCode::kAlreadyExists, "SUBSIDY_POOL_EXISTS", pool.name() + " already exists");
 }
 
 absl::StatusOr<v1::SubsidyPool> BillingManager::GetSubsidyPool(const Principal&, const v1::GetSubsidyPoolRequest& r) {
@@ -175,12 +171,8 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
     *e.mutable_subsidy_pool_changed()->mutable_posting() = posting;
     step.events.push_back(e.SerializeAsString());
     LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
-    switch (result.kind) {
-      case StepResult::Kind::kApplied: return answer;
-      case StepResult::Kind::kReplayed: return Parse<v1::SubsidyPool>(result.response);
-      case StepResult::Kind::kRequestReused: return RequestIdReused();
-      default: break;
-    }
+    LS_ASSIGN_OR_RETURN(auto done, Answer(result, std::move(answer)));
+    if (done) return *std::move(done);  // else the state moved: look again
   }
   return Conflict();
 }
@@ -256,12 +248,8 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     *changed->mutable_update_mask() = r.update_mask();
     step.events.push_back(e.SerializeAsString());
     LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
-    switch (result.kind) {
-      case StepResult::Kind::kApplied: return answer;
-      case StepResult::Kind::kReplayed: return Parse<v1::SubsidyPool>(result.response);
-      case StepResult::Kind::kRequestReused: return RequestIdReused();
-      default: break;
-    }
+    LS_ASSIGN_OR_RETURN(auto done, Answer(result, std::move(answer)));
+    if (done) return *std::move(done);  // else the state moved: look again
   }
   return Conflict();
 }
@@ -459,12 +447,8 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     *e.mutable_invoice_issued()->mutable_invoice() = inv;
     step.events.push_back(e.SerializeAsString());
     LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
-    switch (result.kind) {
-      case StepResult::Kind::kApplied: return inv;
-      case StepResult::Kind::kReplayed: return Parse<v1::Invoice>(result.response);
-      case StepResult::Kind::kRequestReused: return RequestIdReused();
-      default: break;  // another issue took the number or the slot: look again
-    }
+    LS_ASSIGN_OR_RETURN(auto answer, Answer(result, std::move(inv)));
+    if (answer) return *std::move(answer);  // else the state moved: look again
   }
   return Conflict();
 }
@@ -542,12 +526,9 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
   *e.mutable_settlement_computed()->mutable_settlement() = s;
   step.events.push_back(e.SerializeAsString());
   LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
-  switch (result.kind) {
-    case StepResult::Kind::kApplied: return s;
-    case StepResult::Kind::kReplayed: return Parse<v1::Settlement>(result.response);
-    case StepResult::Kind::kRequestReused: return RequestIdReused();
-    default: return Conflict();
-  }
+  LS_ASSIGN_OR_RETURN(auto answer, Answer(result, std::move(s)));
+  if (answer) return *std::move(answer);
+  return Conflict();
 }
 
 absl::StatusOr<v1::Settlement> BillingManager::GetSettlement(const Principal& p, const v1::GetSettlementRequest& r) {

@@ -27,14 +27,13 @@
 namespace labshare::billing {
 namespace {
 
+// An applied or replayed step's answer; CONCURRENT_MODIFICATION when the
+// state kept moving.
 template <typename T>
 absl::StatusOr<T> Settle(const StepResult& result, T applied) {
-  switch (result.kind) {
-    case StepResult::Kind::kApplied: return applied;
-    case StepResult::Kind::kReplayed: return Parse<T>(result.response);
-    case StepResult::Kind::kRequestReused: return RequestIdReused();
-    default: return Conflict();
-  }
+  LS_ASSIGN_OR_RETURN(std::optional<T> answer, Answer(result, std::move(applied)));
+  if (answer) return *std::move(answer);
+  return Conflict();
 }
 
 struct AccountLine {

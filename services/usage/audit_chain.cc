@@ -74,24 +74,6 @@ void PutTimestamp(std::string* out, const google::protobuf::Timestamp& t) {
   PutU32(out, static_cast<uint32_t>(t.nanos()));
 }
 
-// Incremental SHA-256 through EVP.
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void Update(absl::string_view data) { EVP_DigestUpdate(ctx_, data.data(), data.size()); }
-  std::string Final() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx_, digest, &len);
-    return std::string(reinterpret_cast<const char*>(digest), len);
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
 
 std::string Hex(absl::string_view bytes) { return absl::BytesToHexString(bytes); }
 

@@ -42,7 +42,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include <openssl/evp.h>
+
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
@@ -63,6 +66,28 @@ std::string Index(absl::string_view kind, absl::string_view value);
 
 // "LABSHARE-AUDIT-V1".
 extern const char kAuditHashDomain[];
+
+// Incremental SHA-256 through OpenSSL's EVP interface (the audit chain's
+// hash, and the checksums of exported files).
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+  ~Sha256() { EVP_MD_CTX_free(ctx_); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void Update(absl::string_view data) { EVP_DigestUpdate(ctx_, data.data(), data.size()); }
+  // The 32-byte digest; ends the hash.
+  std::string Final() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_, digest, &len);
+    return std::string(reinterpret_cast<const char*>(digest), len);
+  }
+  std::string HexDigest() { return absl::BytesToHexString(Final()); }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
 
 // The exact byte string AUDIT_V1 hashes for `entry` (its sequence,
 // source_service, event_id, event_type, payload_type, event_time,

@@ -222,18 +222,11 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
 // ================================================================ reads
 
 absl::StatusOr<BookingManager::LoadedLease> BookingManager::LoadLease(const std::string& name) {
-  LS_ASSIGN_OR_RETURN(std::string id, ParseName(name, "leases", "name"));
-  auto not_found = MakeError(absl::StatusCode::kNotFound, "LEASE_NOT_FOUND", name + " does not exist");
-  LS_ASSIGN_OR_RETURN(auto partition, store_->PartitionOf(id));
-  if (!partition) return not_found;
-  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Lease(*partition, id)));
-  if (!doc) return not_found;
+  LS_ASSIGN_OR_RETURN(auto stored, LoadStored<v1::Lease>(name, "leases", keys::Lease, "LEASE_NOT_FOUND"));
   LoadedLease out;
-  if (!out.lease.ParseFromString(doc->data)) {
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored lease is unreadable");
-  }
-  out.lease_version = doc->version;
-  LS_ASSIGN_OR_RETURN(out.booking, Load("bookings/" + id));
+  out.lease = std::move(stored.doc);
+  out.lease_version = stored.version;
+  LS_ASSIGN_OR_RETURN(out.booking, Load("bookings/" + IdOf(name)));  // a lease and its booking share the id
   return out;
 }
 

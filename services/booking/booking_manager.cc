@@ -431,17 +431,8 @@ absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& ins
 // ================================================================ reads
 
 absl::StatusOr<BookingManager::Loaded> BookingManager::Load(const std::string& name) {
-  LS_ASSIGN_OR_RETURN(std::string id, ParseName(name, "bookings", "name"));
-  auto not_found = MakeError(absl::StatusCode::kNotFound, "BOOKING_NOT_FOUND", name + " does not exist");
-  LS_ASSIGN_OR_RETURN(auto partition, store_->PartitionOf(id));
-  if (!partition) return not_found;
-  LS_ASSIGN_OR_RETURN(auto doc, store_->Get(*partition, id));
-  if (!doc) return not_found;
-  Loaded out;
-  LS_ASSIGN_OR_RETURN(out.booking, ParseBooking(doc->data));
-  out.version = doc->version;
-  out.partition = *partition;
-  return out;
+  LS_ASSIGN_OR_RETURN(auto stored, LoadStored<v1::Booking>(name, "bookings", keys::Booking, "BOOKING_NOT_FOUND"));
+  return Loaded{std::move(stored.doc), stored.version, stored.partition};
 }
 
 absl::StatusOr<v1::Booking> BookingManager::GetBooking(const Principal& p,

@@ -28,6 +28,7 @@
 #include "labshare/booking/v1/booking.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "services/booking/inventory_client.h"
+#include "services/inventory/inventory_rules.h"
 #include "services/booking/redis_booking_store.h"
 
 namespace labshare::booking {
@@ -165,6 +166,29 @@ class BookingManager {
     int partition = 0;
   };
   absl::StatusOr<Loaded> Load(const std::string& name);
+  // A document of a booking partition by resource name ("<collection>/<id>"):
+  // the id's partition, then `key`; `not_found` is the NOT_FOUND reason.
+  template <typename T>
+  struct Stored {
+    T doc;
+    int64_t version = 0;
+    int partition = 0;
+  };
+  template <typename T>
+  absl::StatusOr<Stored<T>> LoadStored(const std::string& name, absl::string_view collection,
+                                       std::string (*key)(int, absl::string_view), absl::string_view not_found) {
+    LS_ASSIGN_OR_RETURN(std::string id, labshare::inventory::ParseName(name, collection, "name"));
+    auto missing = MakeError(absl::StatusCode::kNotFound, not_found, name + " does not exist");
+    LS_ASSIGN_OR_RETURN(auto partition, store_->PartitionOf(id));
+    if (!partition) return missing;
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(key(*partition, id)));
+    if (!doc) return missing;
+    Stored<T> out;
+    LS_ASSIGN_OR_RETURN(out.doc, ParseAnswer<T>(doc->data));
+    out.version = doc->version;
+    out.partition = *partition;
+    return out;
+  }
   // Approve/Reject: owner staff or admin, etag, PENDING_APPROVAL; the instrument.
   absl::StatusOr<inv::Instrument> CheckDecision(const Principal& p, const Loaded& cur,
                                                 const std::string& etag);
@@ -199,7 +223,7 @@ class BookingManager {
   static absl::StatusOr<T> ParseAnswer(const std::string& bytes) {
     T out;
     if (!out.ParseFromString(bytes)) {
-      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored answer is unreadable");
+      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored document is unreadable");
     }
     return out;
   }

@@ -52,19 +52,9 @@ absl::Status SameCurrency(const Money& m, const std::string& currency, const std
 }  // namespace
 
 absl::StatusOr<BookingManager::LoadedOrder> BookingManager::LoadOrder(const std::string& name) {
-  LS_ASSIGN_OR_RETURN(std::string id, ParseName(name, "serviceOrders", "name"));
-  auto not_found = MakeError(absl::StatusCode::kNotFound, "SERVICE_ORDER_NOT_FOUND", name + " does not exist");
-  LS_ASSIGN_OR_RETURN(auto partition, store_->PartitionOf(id));
-  if (!partition) return not_found;
-  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Order(*partition, id)));
-  if (!doc) return not_found;
-  LoadedOrder out;
-  if (!out.order.ParseFromString(doc->data)) {
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored order is unreadable");
-  }
-  out.version = doc->version;
-  out.partition = *partition;
-  return out;
+  LS_ASSIGN_OR_RETURN(auto stored,
+                      LoadStored<Order>(name, "serviceOrders", keys::Order, "SERVICE_ORDER_NOT_FOUND"));
+  return LoadedOrder{std::move(stored.doc), stored.version, stored.partition};
 }
 
 absl::StatusOr<Order> BookingManager::OrderTransition(

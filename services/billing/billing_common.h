@@ -16,6 +16,7 @@
 #include "common/events.h"
 #include "common/proto_util.h"
 #include "labshare/billing/v1/billing_events.pb.h"
+#include "services/billing/billing_rules.h"
 #include "services/billing/billing_store.h"
 
 namespace labshare::billing {
@@ -74,6 +75,11 @@ absl::StatusOr<std::optional<T>> Answer(const StepResult& result, T applied) {
     case StepResult::Kind::kRequestReused: return RequestIdReused();
     default: return std::optional<T>();
   }
+}
+
+// The balances-hash field of a pool's funds (no counterparty).
+inline std::string PoolFundsField(const v1::SubsidyPool& pool) {
+  return absl::StrCat(AccountName(pool.name(), v1::POOL_FUNDS), "||", pool.currency_code());
 }
 
 // The header of an event published by a mutation of `p`.

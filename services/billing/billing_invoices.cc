@@ -34,17 +34,9 @@ constexpr char kInvoicedPostings[] = "{billing}:invoicedpost";
 
 // ================================================================ pools
 
-absl::StatusOr<int64_t> BillingManager::Balance(const std::string& account, const std::string& counterparty) const {
-  (void)counterparty;
-  LS_ASSIGN_OR_RETURN(auto all, store_->HashAll(keys::Balances()));
-  int64_t sum = 0;
-  for (const auto& [field, value] : all) {
-    if (!absl::StartsWith(field, account + "|")) continue;
-    int64_t v = 0;
-    absl::SimpleAtoi(value, &v);
-    sum += v;
-  }
-  return sum;
+absl::StatusOr<int64_t> BillingManager::PoolBalance(const v1::SubsidyPool& pool) const {
+  LS_ASSIGN_OR_RETURN(auto bal, store_->Counters(keys::Balances(), {PoolFundsField(pool)}));
+  return -bal[0];  // POOL_FUNDS is credit-normal; the hash keeps debit minus credit
 }
 
 absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principal& p,
@@ -92,11 +84,11 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::GetSubsidyPool(const Principal&,
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(r.name()))));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
-  LS_ASSIGN_OR_RETURN(int64_t funds, Balance(AccountName(pool.name(), v1::POOL_FUNDS), ""));
-  *pool.mutable_balance() = MakeMoney(pool.currency_code(), -funds);
+  LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
+  *pool.mutable_balance() = MakeMoney(pool.currency_code(), balance);
   *pool.mutable_granted_total() =
-      MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() + funds);  // top-ups minus balance
-  if (pool.state() == v1::SubsidyPool::ACTIVE && funds == 0 && pool.topped_up_total().amount_minor() > 0) {
+      MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - balance);  // top-ups minus balance
+  if (pool.state() == v1::SubsidyPool::ACTIVE && balance == 0 && pool.topped_up_total().amount_minor() > 0) {
     pool.set_state(v1::SubsidyPool::EXHAUSTED);
   }
   pool.set_etag(std::to_string(doc->version));
@@ -157,9 +149,9 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
     step.version_checks.push_back({key, doc->version});
     step.puts.push_back({key, pool.SerializeAsString(), doc->version + 1});
     AddPosting(step, posting, now);
-    LS_ASSIGN_OR_RETURN(int64_t funds, Balance(AccountName(pool.name(), v1::POOL_FUNDS), ""));
+    LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
     v1::SubsidyPool answer = pool;
-    *answer.mutable_balance() = MakeMoney(pool.currency_code(), -funds + r.amount().amount_minor());
+    *answer.mutable_balance() = MakeMoney(pool.currency_code(), balance + r.amount().amount_minor());
     *answer.mutable_granted_total() =
         MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - answer.balance().amount_minor());
     answer.set_etag(std::to_string(doc->version + 1));
@@ -236,8 +228,8 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     v1::GetSubsidyPoolRequest get;
     get.set_name(pool.name());
     v1::SubsidyPool answer = pool;
-    LS_ASSIGN_OR_RETURN(int64_t funds, Balance(AccountName(pool.name(), v1::POOL_FUNDS), ""));
-    *answer.mutable_balance() = MakeMoney(pool.currency_code(), -funds);
+    LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
+    *answer.mutable_balance() = MakeMoney(pool.currency_code(), balance);
     answer.set_etag(std::to_string(doc->version + 1));
     step.response = SerializeDeterministic(answer);
     v1::BillingEvent e = NewEvent(p, now, r.request_id());

@@ -313,7 +313,7 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
     std::vector<PoolFunds> funds;
     for (auto& pool : pools) {
       PoolFunds f;
-      const std::string funds_field = absl::StrCat(AccountName(pool.name(), v1::POOL_FUNDS), "||", pool.currency_code());
+      const std::string funds_field = PoolFundsField(pool);
       LS_ASSIGN_OR_RETURN(auto bal, store_->Counters(keys::Balances(), {funds_field}));
       f.balance = -bal[0];
       step.field_checks.push_back({keys::Balances(), funds_field, std::to_string(bal[0])});

@@ -118,7 +118,8 @@ class BillingManager {
   absl::Status PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id, absl::Time now);
   void AddPosting(LedgerStep& step, const v1::Posting& posting, absl::Time now);
   absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools() const;
-  absl::StatusOr<int64_t> Balance(const std::string& account, const std::string& counterparty) const;
+  // A pool's POOL_FUNDS balance (what it can still grant).
+  absl::StatusOr<int64_t> PoolBalance(const v1::SubsidyPool& pool) const;
   absl::StatusOr<v1::Invoice> Draft(const std::string& payer, const std::string& period,
                                     const std::string& currency);
   absl::StatusOr<std::vector<v1::Posting>> PostingsBetween(absl::Time from, absl::Time to) const;

@@ -50,9 +50,25 @@ absl::StatusOr<Principal> Authorizer::Decide(absl::string_view method,
     return MakeError(absl::StatusCode::kUnauthenticated, "INVALID_TOKEN",
                      "authorization metadata must be 'Bearer <token>'");
   }
-  LS_ASSIGN_OR_RETURN(Principal principal,
-                      signer_->Verify(std::string_view(token.data(), token.size()), clock_->Now()));
+  LS_ASSIGN_OR_RETURN(Principal principal, VerifyToken(token));
   LS_RETURN_IF_ERROR(policy_.Check(method, principal));
+  return principal;
+}
+
+absl::StatusOr<Principal> Authorizer::VerifyToken(absl::string_view token) const {
+  const absl::Time now = clock_->Now();
+  {
+    std::lock_guard<std::mutex> lock(tokens_mu_);
+    auto it = tokens_.find(token);
+    if (it != tokens_.end()) {
+      if (now < it->second.expires_at) return it->second;
+      tokens_.erase(it);
+    }
+  }
+  LS_ASSIGN_OR_RETURN(Principal principal, signer_->Verify(std::string_view(token.data(), token.size()), now));
+  std::lock_guard<std::mutex> lock(tokens_mu_);
+  if (tokens_.size() >= kMaxCachedTokens) tokens_.clear();
+  tokens_.emplace(std::string(token), principal);
   return principal;
 }
 

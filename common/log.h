@@ -15,11 +15,15 @@ namespace labshare {
 using LogFields = std::vector<std::pair<std::string, std::string>>;
 
 // Writes {"ts":...,"level":level,"msg":msg, fields...}. The timestamp is
-// the wall clock: logs are not domain logic.
+// the wall clock: logs are not domain logic. "error" lines are on stderr
+// when this returns; other lines are written by a background thread in
+// batches (promptly, and at exit at the latest); FlushLogs() forces them out.
 void LogJson(absl::string_view level, absl::string_view msg, const LogFields& fields = {});
 inline void LogInfo(absl::string_view msg, const LogFields& f = {}) { LogJson("info", msg, f); }
 inline void LogWarning(absl::string_view msg, const LogFields& f = {}) { LogJson("warn", msg, f); }
 inline void LogError(absl::string_view msg, const LogFields& f = {}) { LogJson("error", msg, f); }
+
+void FlushLogs();
 
 // JSON string escaping (quotes not included).
 std::string JsonEscape(absl::string_view s);

@@ -20,4 +20,43 @@ void AttachSnapshot(v1::BookingEvent& event, const std::string& request_id, cons
   }
 }
 
+namespace {
+
+void AppendVarint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+constexpr uint32_t kLengthDelimited = 2;
+
+}  // namespace
+
+std::string EventBytesWithBooking(const v1::BookingEvent& header_only, int payload_field,
+                                  absl::string_view booking_bytes) {
+  const uint64_t booking_tag = (1u << 3) | kLengthDelimited;
+  const uint64_t payload_tag = (static_cast<uint64_t>(payload_field) << 3) | kLengthDelimited;
+  const size_t payload_size = VarintSize(booking_tag) + VarintSize(booking_bytes.size()) + booking_bytes.size();
+  std::string out;
+  header_only.AppendToString(&out);
+  out.reserve(out.size() + VarintSize(payload_tag) + VarintSize(payload_size) + payload_size);
+  AppendVarint(out, payload_tag);
+  AppendVarint(out, payload_size);
+  AppendVarint(out, booking_tag);
+  AppendVarint(out, booking_bytes.size());
+  out.append(booking_bytes.data(), booking_bytes.size());
+  return out;
+}
+
 }  // namespace labshare::booking

@@ -38,6 +38,15 @@ void AttachSnapshot(labshare::booking::v1::BookingEvent& event, const std::strin
                     const labshare::booking::v1::Booking& booking,
                     const google::protobuf::Message* other = nullptr);
 
+// The bytes of a BookingEvent whose payload (oneof field `payload_field`, a
+// message with the Booking as its field 1, like BookingCreated) carries the
+// already serialized booking: `header_only` (an event with just its header)
+// serialized, then the payload written around `booking_bytes`. Parses as
+// the event with the booking set; saves copying and encoding the booking
+// once more per event on the hot path.
+std::string EventBytesWithBooking(const labshare::booking::v1::BookingEvent& header_only, int payload_field,
+                                  absl::string_view booking_bytes);
+
 }  // namespace labshare::booking
 
 #endif  // LABSHARE_SERVICES_BOOKING_BOOKING_COMMON_H_

@@ -308,9 +308,10 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   }
   out.event = Event(p, r.request_id());
   {
-    v1::Booking confirmed = b;
-    confirmed.set_state(v1::Booking::CONFIRMED);
-    out.confirmed_due_ms = DueMs(confirmed, instrument);
+    const v1::Booking::State state = b.state();
+    b.set_state(v1::Booking::CONFIRMED);
+    out.confirmed_due_ms = DueMs(b, instrument);
+    b.set_state(state);
   }
   out.booking = std::move(b);
   out.denial = denial;
@@ -326,16 +327,16 @@ void BookingManager::SealCreate(PreparedCreate& out) const {
   step.due_ms = b.state() == v1::Booking::PENDING_APPROVAL ? Ms(FromProto(b.reserved_interval().start_time()))
                                                           : out.confirmed_due_ms;
   step.events.clear();
-  // Each event its own id; the header is the same otherwise.
-  v1::BookingEvent created = out.event;
-  created.mutable_header()->set_event_id(NewEventId());
-  *created.mutable_booking_created()->mutable_booking() = b;
-  step.events.push_back(created.SerializeAsString());
+  // Each event its own id; the header is the same otherwise. The events
+  // carry the stored document's bytes.
+  v1::BookingEvent& header = out.event;
+  header.mutable_header()->set_event_id(NewEventId());
+  step.events.push_back(
+      EventBytesWithBooking(header, v1::BookingEvent::kBookingCreatedFieldNumber, step.booking));
   if (b.state() == v1::Booking::CONFIRMED) {
-    v1::BookingEvent confirmed = out.event;
-    confirmed.mutable_header()->set_event_id(NewEventId());
-    *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
-    step.events.push_back(confirmed.SerializeAsString());
+    header.mutable_header()->set_event_id(NewEventId());
+    step.events.push_back(
+        EventBytesWithBooking(header, v1::BookingEvent::kBookingConfirmedFieldNumber, step.booking));
   }
 }
 
@@ -371,7 +372,7 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
   }
   LS_RETURN_IF_ERROR(outcome.status());
   switch (outcome->kind) {
-    case StepOutcome::Kind::kApplied: return b;
+    case StepOutcome::Kind::kApplied: return std::move(prepared.booking);  // nothing reads it after
     case StepOutcome::Kind::kReplayed: return ParseBooking(outcome->response);
     case StepOutcome::Kind::kRequestReused: return RequestIdReused();
     case StepOutcome::Kind::kDenied: return prepared.denial;

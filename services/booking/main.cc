@@ -1,6 +1,7 @@
 // labshare-booking: bookings on conflict-free instrument calendars.
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -17,8 +18,11 @@ ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inve
 ABSL_FLAG(absl::Duration, sweep_interval, absl::Seconds(10),
           "How often bookings past their check-in window are marked MISSED (and pending "
           "ones past their start EXPIRED).");
-ABSL_FLAG(int, redis_pipelines, 1,
-          "Connections (one thread each) that pipeline CreateBooking's Redis step.");
+ABSL_FLAG(int, redis_pipelines, 2,
+          "Connections (one thread each) that pipeline CreateBooking's Redis step. Two let Redis run "
+          "one connection's batch while the other's answers are handed back (tests/bench: about 20 % "
+          "more bookings/s than one).");
+ABSL_FLAG(int, redis_pipeline_batch, 256, "Most CreateBooking steps one pipeline connection sends at once.");
 ABSL_FLAG(absl::Duration, inventory_cache_ttl, absl::Seconds(5),
           "How long inventory answers (instruments, users, rates, ...) are reused.");
 
@@ -37,8 +41,9 @@ int main(int argc, char** argv) {
   labshare::booking::InventoryClient inventory(
       grpc::CreateChannel(absl::GetFlag(FLAGS_inventory), grpc::InsecureChannelCredentials()),
       &identity, &clock, absl::GetFlag(FLAGS_inventory_cache_ttl));
-  // The hot path (CreateBooking) pipelines its Lua step on one connection.
-  labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines));
+  // The hot path (CreateBooking) pipelines its Lua step.
+  labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines),
+                                  static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_batch))));
   labshare::booking::BookingStore store(&redis, &pipeline);
   labshare::booking::BookingManager manager(&store, &inventory, &clock);
   labshare::Authorizer authorizer(&signer, labshare::booking::BookingPolicy(), &wall);

@@ -50,6 +50,25 @@ TEST_F(AuthorizerTest, ExpiredTokenIsRejected) {
   EXPECT_EQ(ErrorReason(authorizer_.Decide(kMethod, token).status()), "TOKEN_EXPIRED");
 }
 
+// Verified tokens are remembered; the memory must not outlive the token,
+// nor admit a token that differs from the verified one.
+TEST_F(AuthorizerTest, AcceptedTokenStillExpiresAndTamperingIsStillCaught) {
+  const std::string token = Bearer({Role::kConsortiumAdmin}, absl::Minutes(5));
+  ASSERT_TRUE(authorizer_.Decide(kMethod, token).ok());
+  clock_.Advance(absl::Minutes(4));
+  ASSERT_TRUE(authorizer_.Decide(kMethod, token).ok());
+  std::string tampered = token;
+  char& claim = tampered[tampered.find('.') + 5];  // inside the claims
+  claim = claim == 'A' ? 'B' : 'A';
+  EXPECT_EQ(ErrorReason(authorizer_.Decide(kMethod, tampered).status()), "INVALID_TOKEN");
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_EQ(ErrorReason(authorizer_.Decide(kMethod, token).status()), "TOKEN_EXPIRED");
+  // The role check still applies to a remembered token.
+  const std::string user = Bearer({Role::kLabUser});
+  ASSERT_EQ(authorizer_.Decide(kMethod, user).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(authorizer_.Decide(kMethod, user).status().code(), absl::StatusCode::kPermissionDenied);
+}
+
 TEST_F(AuthorizerTest, WrongRoleIsPermissionDenied) {
   auto p = authorizer_.Decide(kMethod, Bearer({Role::kLabUser, Role::kAuditor}));
   EXPECT_EQ(p.status().code(), absl::StatusCode::kPermissionDenied);

@@ -326,18 +326,10 @@ void BookingManager::SealCreate(PreparedCreate& out) const {
   step.booking = SerializeDeterministic(b);
   step.due_ms = b.state() == v1::Booking::PENDING_APPROVAL ? Ms(FromProto(b.reserved_interval().start_time()))
                                                           : out.confirmed_due_ms;
-  step.events.clear();
-  // Each event its own id; the header is the same otherwise. The events
-  // carry the stored document's bytes.
-  v1::BookingEvent& header = out.event;
-  header.mutable_header()->set_event_id(NewEventId());
-  step.events.push_back(
-      EventBytesWithBooking(header, v1::BookingEvent::kBookingCreatedFieldNumber, step.booking));
-  if (b.state() == v1::Booking::CONFIRMED) {
-    header.mutable_header()->set_event_id(NewEventId());
-    step.events.push_back(
-        EventBytesWithBooking(header, v1::BookingEvent::kBookingConfirmedFieldNumber, step.booking));
-  }
+  // One event, BookingCreated, in whichever state the booking starts
+  // (CONFIRMED included), carrying the stored document's bytes.
+  out.event.mutable_header()->set_event_id(NewEventId());
+  step.events = {EventBytesWithBooking(out.event, v1::BookingEvent::kBookingCreatedFieldNumber, step.booking)};
 }
 
 absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepared,

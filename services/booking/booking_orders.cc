@@ -461,13 +461,10 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   step.extra_docs.push_back({keys::Order(cur.partition, IdOf(o.name())), o.SerializeAsString(), cur.version});
   v1::BookingEvent created = Event(p, r.request_id());
   *created.mutable_booking_created()->mutable_booking() = b;
-  v1::BookingEvent confirmed = Event(p, r.request_id());
-  *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
   v1::BookingEvent scheduled = Event(p, r.request_id());
   *scheduled.mutable_service_order_scheduled()->mutable_service_order() = o;
   if (reschedule) scheduled.mutable_service_order_scheduled()->set_previous_booking(previous.booking.name());
-  events.push_back(created.SerializeAsString());
-  events.push_back(confirmed.SerializeAsString());
+  events.push_back(created.SerializeAsString());  // the run is CONFIRMED from the start
   events.push_back(scheduled.SerializeAsString());
   step.events = std::move(events);
   absl::StatusOr<StepOutcome> stepped = store_->Create(step);

@@ -147,8 +147,14 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
     if (!e.ParseFromString(event.payload)) return absl::OkStatus();
     event_id = e.header().event_id();
     const bk::Booking* b = nullptr;
+    // Confirmed: created CONFIRMED, or approved. (A BookingConfirmed without
+    // via_approval followed a CONFIRMED BookingCreated in older streams.)
+    const bool confirmed =
+        (e.has_booking_created() && e.booking_created().booking().state() == bk::Booking::CONFIRMED) ||
+        (e.has_booking_confirmed() && e.booking_confirmed().via_approval());
     for (const bk::Booking* candidate :
-         {e.has_booking_confirmed() ? &e.booking_confirmed().booking() : nullptr,
+         {confirmed && e.has_booking_created() ? &e.booking_created().booking() : nullptr,
+          confirmed && e.has_booking_confirmed() ? &e.booking_confirmed().booking() : nullptr,
           e.has_booking_checked_out() ? &e.booking_checked_out().booking() : nullptr,
           e.has_booking_missed() ? &e.booking_missed().booking() : nullptr,
           e.has_booking_cancelled() ? &e.booking_cancelled().booking() : nullptr,
@@ -158,7 +164,7 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
     if (b != nullptr) {
       const absl::Time start = FromProto(b->reserved_interval().start_time());
       const std::string& org = b->payer_organization();
-      if (e.has_booking_confirmed()) count(b->instrument(), start, "bk", b->mode(), org, 1);
+      if (confirmed) count(b->instrument(), start, "bk", b->mode(), org, 1);
       if (e.has_booking_missed()) count(b->instrument(), start, "miss", b->mode(), org, 1);
       if (e.has_booking_rejected()) count(b->instrument(), FromProto(b->create_time()), "rej", b->mode(), org, 1);
       if (e.has_booking_cancelled()) {

@@ -137,10 +137,11 @@ int main(int argc, char** argv) {
     b.set_user(absl::StrCat("users/u", org, "-", rng() % 10));
     *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
     *b.mutable_reserved_interval()->mutable_end_time() = ToProto(end);
-    bk::BookingEvent confirmed;
-    confirmed.mutable_header()->set_event_id(absl::StrCat("c", s));
-    *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
-    events.emplace_back("booking", confirmed.SerializeAsString());
+    b.set_state(bk::Booking::CONFIRMED);
+    bk::BookingEvent created;  // created straight into CONFIRMED
+    created.mutable_header()->set_event_id(absl::StrCat("c", s));
+    *created.mutable_booking_created()->mutable_booking() = b;
+    events.emplace_back("booking", created.SerializeAsString());
     *b.mutable_session()->mutable_start_time() = ToProto(start);
     *b.mutable_session()->mutable_end_time() = ToProto(end);
     bk::BookingEvent out;

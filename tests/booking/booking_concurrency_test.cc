@@ -513,8 +513,8 @@ TEST_F(BookingConcurrencyTest, ConcurrentBookingsNeverOverlap) {
   }
   EXPECT_EQ(unjustified, 0) << "rejections with nothing in the way";
 
-  // ---- (c) Events: one booking_created and one booking_confirmed per
-  // accepted booking, nothing else; each instrument on one partition.
+  // ---- (c) Events: one booking_created, in state CONFIRMED, per accepted
+  // booking, nothing else; each instrument on one partition.
   auto events = ReadOutbox();
   ASSERT_TRUE(events.ok()) << events.status();
   std::map<std::string, std::map<std::string, int>> kinds;  // name -> kind -> count
@@ -535,6 +535,7 @@ TEST_F(BookingConcurrencyTest, ConcurrentBookingsNeverOverlap) {
     const bv1::Booking& carried = kind == "created" ? e.event.booking_created().booking()
                                                     : e.event.booking_confirmed().booking();
     if (e.event.header().request_id() != it->second->request_id || carried.instrument() != it->second->booking.instrument() ||
+        carried.state() != bv1::Booking::CONFIRMED || carried.name() != it->second->booking.name() ||
         BlockedOf(carried).start != BlockedOf(it->second->booking).start ||
         BlockedOf(carried).end != BlockedOf(it->second->booking).end) {
       if (++bad_events <= kMaxListedFailures) {
@@ -549,14 +550,13 @@ TEST_F(BookingConcurrencyTest, ConcurrentBookingsNeverOverlap) {
   for (const Attempt& a : accepted) {
     const auto& k = kinds[a.booking.name()];
     const int created = k.count("created") ? k.at("created") : 0;
-    const int confirmed = k.count("confirmed") ? k.at("confirmed") : 0;
-    if ((created != 1 || confirmed != 1 || k.size() != 2) && ++missing <= kMaxListedFailures) {
-      ADD_FAILURE() << a.booking.name() << ": " << created << " booking_created, " << confirmed
-                    << " booking_confirmed, " << k.size() << " kinds of event; " << a.Describe();
+    if ((created != 1 || k.size() != 1) && ++missing <= kMaxListedFailures) {
+      ADD_FAILURE() << a.booking.name() << ": " << created << " booking_created, " << k.size()
+                    << " kinds of event; " << a.Describe();
     }
   }
-  EXPECT_EQ(missing, 0) << "accepted bookings without exactly one booking_created and one booking_confirmed";
-  EXPECT_EQ(events->size(), 2 * accepted.size()) << "outbox events vs 2 x accepted bookings";
+  EXPECT_EQ(missing, 0) << "accepted bookings without exactly one booking_created (and nothing else)";
+  EXPECT_EQ(events->size(), accepted.size()) << "outbox events vs accepted bookings";
   for (const auto& [instrument, ps] : partitions) {
     EXPECT_EQ(ps.size(), 1u) << instrument << " has events on " << ps.size() << " partitions";
   }
@@ -710,9 +710,9 @@ TEST_F(BookingConcurrencyTest, SameRandomHistoryMatchesReferenceModel) {
   std::map<std::string, int> by_kind;
   for (const OutboxEvent& e : *events) ++by_kind[EventBooking(e.event).second];
   EXPECT_EQ(by_kind["created"], accepts);
-  EXPECT_EQ(by_kind["confirmed"], accepts);
+  EXPECT_EQ(by_kind["confirmed"], 0);  // created CONFIRMED: BookingCreated says so
   EXPECT_EQ(by_kind["cancelled"], cancels);
-  EXPECT_EQ(events->size(), static_cast<size_t>(2 * accepts + cancels));
+  EXPECT_EQ(events->size(), static_cast<size_t>(accepts + cancels));
 }
 
 // ============================================================================
@@ -778,7 +778,7 @@ TEST_F(BookingConcurrencyTest, ConcurrentRetriesOfOneRequestIdYieldOneBooking) {
     EXPECT_EQ(listed->size(), 1u) << "round " << round << ": after the reused request_id";
   }
 
-  // Two events per booking, whatever the number of retries.
+  // One event per booking, whatever the number of retries.
   auto events = ReadOutbox();
   ASSERT_TRUE(events.ok()) << events.status();
   std::map<std::string, std::vector<std::string>> kinds;
@@ -787,9 +787,9 @@ TEST_F(BookingConcurrencyTest, ConcurrentRetriesOfOneRequestIdYieldOneBooking) {
     kinds[name].push_back(kind);
   }
   for (size_t r = 0; r < booked.size(); ++r) {
-    EXPECT_EQ(kinds[booked[r]], (std::vector<std::string>{"created", "confirmed"})) << booked[r];
+    EXPECT_EQ(kinds[booked[r]], (std::vector<std::string>{"created"})) << booked[r];
   }
-  EXPECT_EQ(events->size(), 2 * booked.size());
+  EXPECT_EQ(events->size(), booked.size());
 }
 
 }  // namespace

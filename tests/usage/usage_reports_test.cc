@@ -133,9 +133,10 @@ class UsageReportsTest : public ::testing::Test {
     b.set_user("users/" + user);
     *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
     *b.mutable_reserved_interval()->mutable_end_time() = ToProto(end);
-    bk::BookingEvent confirmed;
-    *confirmed.mutable_booking_confirmed()->mutable_booking() = b;
-    Fold("booking", confirmed);
+    b.set_state(bk::Booking::CONFIRMED);
+    bk::BookingEvent created;  // created straight into CONFIRMED
+    *created.mutable_booking_created()->mutable_booking() = b;
+    Fold("booking", created);
     *b.mutable_session()->mutable_start_time() = ToProto(start);
     *b.mutable_session()->mutable_end_time() = ToProto(end);
     bk::BookingEvent out;
@@ -521,6 +522,53 @@ TEST_F(UsageReportsTest, SharingMatrix) {
 }
 
 // ================================================================ annual report
+
+// A booking is counted once, whether it was created CONFIRMED (one
+// BookingCreated) or approved later (BookingCreated, then BookingConfirmed
+// via approval); the BookingConfirmed that older streams carry after a
+// CONFIRMED BookingCreated is not counted again; a booking never confirmed
+// is not counted.
+TEST_F(UsageReportsTest, BookingsAreCountedOnceWhicheverWayTheyWereConfirmed) {
+  Org("own", "Owner University", iv::LARGE);
+  Facility("f1", "Fab One");
+  Instrument("i1", "EBL", "own", "f1", "lithography", 0, At(2026, 1, 1));
+  auto booking = [&](const std::string& id, bk::Booking::State state) {
+    bk::Booking b;
+    b.set_name("bookings/" + id);
+    b.set_instrument("instruments/i1");
+    b.set_mode(ON_SITE);
+    b.set_payer_organization("organizations/own");
+    b.set_user("users/o1");
+    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(At(2026, 3, 2));
+    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(At(2026, 3, 2, 2));
+    b.set_state(state);
+    return b;
+  };
+  auto created = [&](const bk::Booking& b) {
+    bk::BookingEvent e;
+    *e.mutable_booking_created()->mutable_booking() = b;
+    Fold("booking", e);
+  };
+  auto confirmed = [&](const bk::Booking& b, bool via_approval) {
+    bk::BookingEvent e;
+    *e.mutable_booking_confirmed()->mutable_booking() = b;
+    e.mutable_booking_confirmed()->set_via_approval(via_approval);
+    Fold("booking", e);
+  };
+  const bk::Booking direct = booking("direct", bk::Booking::CONFIRMED);
+  created(direct);
+  confirmed(direct, false);  // as older streams have it
+  created(booking("approved", bk::Booking::PENDING_APPROVAL));
+  confirmed(booking("approved", bk::Booking::CONFIRMED), true);
+  created(booking("pending", bk::Booking::PENDING_APPROVAL));
+
+  v1::GetUsageFiguresRequest r;
+  *r.mutable_range() = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+  r.mutable_filter()->add_instruments("instruments/i1");
+  auto out = figures_->GetUsageFigures(auditor_, r);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->figures().bookings(), 2);
+}
 
 TEST_F(UsageReportsTest, AnnualReportAndItsCsv) {
   Year();

@@ -2,7 +2,7 @@
 //
 // Registers --instruments instruments (InstrumentChanged events folded into
 // UsageFigures), then folds --events synthetic booking and billing events of
-// one year (2026, Asia/Shanghai): per session a BookingConfirmed, a
+// one year (2026, Asia/Shanghai): per session a BookingCreated (CONFIRMED), a
 // BookingCheckedOut (1..3 h, within one day) and a ChargePosted with
 // IncomeFigures. The first --single_events are folded by one thread, the
 // rest by --threads threads. Then times, each --repeat times:

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare {
@@ -257,6 +258,7 @@ TEST(RedisPool, ScriptErrorIsInternalStorageErrorWithoutRawText) {
   RedisScript raises("return redis.error_reply('secret-detail-42')");
   ::testing::internal::CaptureStderr();
   auto raised = pool.Eval(raises, {}, {});
+  FlushLogs();  // warnings are written by the log's own thread
   const std::string log = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(raised.status().code(), absl::StatusCode::kInternal) << raised.status();
   EXPECT_EQ(ErrorReason(raised.status()), "STORAGE_ERROR");
@@ -392,6 +394,7 @@ TEST(RedisPool, UnavailableWhileServerIsDownThenReconnects) {
   server->reset();  // SIGTERM and wait: Redis is gone.
   ::testing::internal::CaptureStderr();
   auto down = pool.Command({"GET", "k"});
+  FlushLogs();  // warnings are written by the log's own thread
   const std::string log = ::testing::internal::GetCapturedStderr();
   ExpectUnavailable(down.status());
   EXPECT_NE(log.find("redis"), std::string::npos) << "the cause belongs in the log";

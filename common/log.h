@@ -27,6 +27,7 @@ void FlushLogs();
 
 // JSON string escaping (quotes not included).
 std::string JsonEscape(absl::string_view s);
+void AppendJsonEscaped(std::string* out, absl::string_view s);
 
 // Silences logging below "error" (tests that drive many failing calls).
 void SetQuietLogging(bool quiet);

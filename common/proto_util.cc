@@ -47,13 +47,14 @@ std::string SerializeDeterministic(const google::protobuf::Message& m) {
   return out;
 }
 
-namespace {
 std::string Sha256Hex(absl::string_view data) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
   return absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
 }
+
+namespace {
 
 // The request without its paging fields: what a token must stay bound to.
 std::string FilterHash(const google::protobuf::Message& request) {

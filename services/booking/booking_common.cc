@@ -1,6 +1,17 @@
 #include "services/booking/booking_common.h"
 
+#include "services/booking/redis_booking_store.h"
+#include "services/inventory/inventory_rules.h"
+
 namespace labshare::booking {
+
+absl::Status CheckChosenId(const std::string& field, absl::string_view id) {
+  if (!labshare::inventory::ValidId(id)) return InvalidField(field, "must match [a-z0-9][a-z0-9-]{0,62}");
+  if (IsGeneratedId(id)) {
+    return InvalidField(field, "ids of the form pNN- and 12 or 16 hex digits are the service's own; choose another");
+  }
+  return absl::OkStatus();
+}
 
 void AttachSnapshot(v1::BookingEvent& event, const std::string& request_id, const v1::Booking& booking,
                     const google::protobuf::Message* other) {

@@ -31,6 +31,11 @@ inline bool IsOwnerStaff(const Principal& p, const labshare::inventory::v1::Inst
          (org == in.owner_organization() || org == in.operator_organization());
 }
 
+// A resource id chosen by the client (booking_id, lease_id): it must be a
+// valid id and must not have the shape of the ids the service generates
+// ("p07-3f9a0c1d2e4b"), which name their partition.
+absl::Status CheckChosenId(const std::string& field, absl::string_view id);
+
 // Every event carries its resources as they are after the change: fills
 // the payload's Booking field with `booking` and, when given, its field of
 // `other`'s type (a Lease or ServiceOrder) with `other`; sets the request id.

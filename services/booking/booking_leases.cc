@@ -48,9 +48,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
                                                          const v1::Lease& in, const std::string& lease_id,
                                                          const std::string& request_id, bool validate_only) {
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "lease.instrument"));
-  if (!lease_id.empty() && !labshare::inventory::ValidId(lease_id)) {
-    return InvalidField("lease_id", "must match [a-z0-9][a-z0-9-]{0,62}");
-  }
+  if (!lease_id.empty()) LS_RETURN_IF_ERROR(CheckChosenId("lease_id", lease_id));
   const auto& term = in.term();
   if (!term.has_start_time() || !term.has_end_time() ||
       FromProto(term.end_time()) <= FromProto(term.start_time())) {

@@ -172,9 +172,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     return InvalidField("booking", "ON_SITE bookings take no project, JOINT_RESEARCH bookings need one; "
                         "neither takes lease_terms, service_order or operator_user", "MODE_FIELDS_MISMATCH");
   }
-  if (!r.booking_id().empty() && !labshare::inventory::ValidId(r.booking_id())) {
-    return InvalidField("booking_id", "must match [a-z0-9][a-z0-9-]{0,62}");
-  }
+  if (!r.booking_id().empty()) LS_RETURN_IF_ERROR(CheckChosenId("booking_id", r.booking_id()));
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "booking.instrument"));
   LS_RETURN_IF_ERROR(ValidInterval(in.reserved_interval(), "booking.reserved_interval"));
   const std::string user_name = in.user().empty() ? "users/" + p.user_id : in.user();
@@ -234,7 +232,12 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   const absl::Time start = FromProto(in.reserved_interval().start_time());
   const absl::Time end = FromProto(in.reserved_interval().end_time());
   const int partition = keys::Partition(instrument_id);
-  const std::string booking_id = r.booking_id().empty() ? NewBookingId(partition) : r.booking_id();
+  // Without a chosen id, a request id names the booking (a retry finds the
+  // same document, which holds the request's record); else a random id.
+  const bool derived_id = r.booking_id().empty() && !r.request_id().empty();
+  const std::string booking_id = !r.booking_id().empty() ? r.booking_id()
+                                 : derived_id ? DerivedBookingId(partition, "CreateBooking", r.request_id())
+                                              : NewBookingId(partition);
   v1::Booking b;
   b.set_name("bookings/" + booking_id);
   b.set_instrument(in.instrument());
@@ -276,8 +279,9 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     return b;
   }
 
-  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateBooking", r.request_id());
-  const std::string fingerprint = RequestFingerprint("CreateBooking", r);
+  const std::string idem =
+      r.request_id().empty() || derived_id ? "" : keys::Idempotency(partition, "CreateBooking", r.request_id());
+  const std::string fingerprint = r.request_id().empty() ? "" : RequestFingerprint("CreateBooking", r);
   bool reserved_id = false;
   if (!r.booking_id().empty()) {
     // A retry of the same request answers first; a taken id is an error.

@@ -392,9 +392,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   std::string booking_id = NewBookingId(cur.partition);
   bool reserved_id = false;
   if (!r.booking_id().empty()) {
-    if (!labshare::inventory::ValidId(r.booking_id())) {
-      return InvalidField("booking_id", "must match [a-z0-9][a-z0-9-]{0,62}");
-    }
+    LS_RETURN_IF_ERROR(CheckChosenId("booking_id", r.booking_id()));
     booking_id = r.booking_id();
     LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(booking_id, cur.partition));
     if (!reserved_id) {

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/error.h"
+#include "common/proto_util.h"
 
 namespace labshare::booking {
 namespace keys {
@@ -70,6 +71,15 @@ local function remember(idem, fingerprint, response, ttl)
   redis.call('HSET', idem, 'f', fingerprint, 'r', response)
   redis.call('EXPIRE', idem, ttl)
 end
+-- Writes a document at version v. A document that is its own request's
+-- record (field f) keeps its first state as that request's answer (r).
+local function put(key, cur, v, d)
+  if cur[2] and not cur[3] then
+    redis.call('HSET', key, 'v', v, 'd', d, 'r', cur[4])
+  else
+    redis.call('HSET', key, 'v', v, 'd', d)
+  end
+end
 local function publish(outbox, first, count)
   for i = first, first + count - 1 do
     redis.call('XADD', outbox, '*', 'type', 'labshare.booking.v1.BookingEvent', 'payload', ARGV[i])
@@ -77,7 +87,8 @@ local function publish(outbox, first, count)
 end
 )lua";
 
-// KEYS: 1 idem, 2 outbox, 3 doc, 4 cal, 5 calend, 6 byinstr, 7 due,
+// KEYS: 1 idem (the doc itself: the record is in the document), 2 outbox,
+//       3 doc, 4 cal, 5 calend, 6 byinstr, 7 due,
 //       8 guard document (or placeholder), 9.. counters, then extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 denied, 5 start, 6 end, 7 id,
 //       8 index member, 9 due ms (0: none), 10 guard version ('' none),
@@ -89,19 +100,31 @@ end
 // Every check comes before the first write.
 const RedisScript& CreateScript() {
   static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
-local seen = replay(KEYS[1], ARGV[1])
-if seen then return seen end
+local in_doc = KEYS[1] == KEYS[3]
+if in_doc then
+  -- The id was derived from the request id: the document is the record.
+  local rec = redis.call('HMGET', KEYS[3], 'f', 'r', 'd')
+  if rec[1] and ARGV[1] ~= '' then
+    if rec[1] == ARGV[1] then return {'REPLAY', rec[2] or rec[3]} end
+    return {'REUSED'}
+  end
+  if rec[3] then return {'EXISTS'} end
+else
+  local seen = replay(KEYS[1], ARGV[1])
+  if seen then return seen end
+end
 if ARGV[4] == '1' then return {'DENIED'} end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
 local xk, xa = 8 + nc, 15 + nc * 5
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
+if not in_doc and redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
 if ARGV[10] ~= '' and tonumber(redis.call('HGET', KEYS[8], 'v') or '0') ~= tonumber(ARGV[10]) then
   return {'STALE'}
 end
+local extra = {}
 for i = 1, n_extra do
   local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
-  local current = tonumber(redis.call('HGET', KEYS[xk + i], 'v') or '0')
-  if current ~= expected then
+  extra[i] = redis.call('HMGET', KEYS[xk + i], 'v', 'f', 'r', 'd')
+  if tonumber(extra[i][1] or '0') ~= expected then
     if expected == 0 then return {'EXISTS'} end
     return {'CONFLICT'}
   end
@@ -141,17 +164,23 @@ for i = 1, nc do
 end
 -- Arguments go to Redis as the strings they came in: a Lua number would be
 -- printed with %.17g on each call (measurably slower on this hot path).
-redis.call('HSET', KEYS[3], 'v', '1', 'd', ARGV[2])
+if not in_doc or ARGV[1] == '' then
+  redis.call('HSET', KEYS[3], 'v', '1', 'd', ARGV[2])
+elseif ARGV[12] == '' then
+  redis.call('HSET', KEYS[3], 'v', '1', 'd', ARGV[2], 'f', ARGV[1])
+else
+  redis.call('HSET', KEYS[3], 'v', '1', 'd', ARGV[2], 'f', ARGV[1], 'r', ARGV[12])
+end
 for i = 1, n_extra do
   local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
-  redis.call('HSET', KEYS[xk + i], 'v', expected + 1, 'd', ARGV[xa + (i - 1) * 2 + 2])
+  put(KEYS[xk + i], extra[i], expected + 1, ARGV[xa + (i - 1) * 2 + 2])
 end
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
 redis.call('HSET', KEYS[5], ARGV[7], ARGV[6])
 redis.call('ZADD', KEYS[6], '0', ARGV[8])
 if ARGV[9] ~= '0' then redis.call('ZADD', KEYS[7], ARGV[9], ARGV[7]) end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
-remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3])
+if not in_doc then remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3]) end
 return {'OK'}
 )lua");
   return *s;
@@ -170,12 +199,15 @@ local seen = replay(KEYS[1], ARGV[1])
 if seen then return seen end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
 local xk, xa = 6 + nc, 15 + nc * 3
-if tonumber(redis.call('HGET', KEYS[3], 'v') or '0') ~= tonumber(ARGV[4]) then
+local cur = redis.call('HMGET', KEYS[3], 'v', 'f', 'r', 'd')
+if tonumber(cur[1] or '0') ~= tonumber(ARGV[4]) then
   return {'CONFLICT'}
 end
+local extra = {}
 for i = 1, n_extra do
   local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
-  if tonumber(redis.call('HGET', KEYS[xk + i], 'v') or '0') ~= expected then return {'CONFLICT'} end
+  extra[i] = redis.call('HMGET', KEYS[xk + i], 'v', 'f', 'r', 'd')
+  if tonumber(extra[i][1] or '0') ~= expected then return {'CONFLICT'} end
 end
 if ARGV[9] ~= '0' then
   local inside = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[8], '(' .. ARGV[9], 'LIMIT', 0, 2)
@@ -183,10 +215,10 @@ if ARGV[9] ~= '0' then
     if other ~= ARGV[6] then return {'TAKEN', other} end
   end
 end
-redis.call('HSET', KEYS[3], 'v', tonumber(ARGV[4]) + 1, 'd', ARGV[2])
+put(KEYS[3], cur, tonumber(ARGV[4]) + 1, ARGV[2])
 for i = 1, n_extra do
   local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
-  redis.call('HSET', KEYS[xk + i], 'v', expected + 1, 'd', ARGV[xa + (i - 1) * 2 + 2])
+  put(KEYS[xk + i], extra[i], expected + 1, ARGV[xa + (i - 1) * 2 + 2])
 end
 if ARGV[5] == 'remove' then
   redis.call('ZREM', KEYS[4], ARGV[6])
@@ -308,6 +340,21 @@ std::string NewBookingId(int partition) {
                          absl::Uniform<uint64_t>(gen) & 0xffffffffffffULL);
 }
 
+std::string DerivedBookingId(int partition, absl::string_view method, absl::string_view request_id) {
+  return absl::StrFormat("p%02d-%s", partition,
+                         Sha256Hex(absl::StrCat(method, "\n", request_id)).substr(0, 16));
+}
+
+bool IsGeneratedId(absl::string_view id) {
+  if ((id.size() != 16 && id.size() != 20) || id[0] != 'p' || id[3] != '-') return false;
+  int p = 0;
+  if (!absl::SimpleAtoi(id.substr(1, 2), &p) || p < 0 || p >= kPartitions) return false;
+  for (char c : id.substr(4)) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
 namespace {
 const char* OnOverArg(CounterCharge::OnOver o) {
   switch (o) {
@@ -330,15 +377,18 @@ void AppendDocsAndEvents(const std::vector<ExtraDoc>& docs, const std::vector<st
 
 void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector<std::string>& args) {
   const std::string due = keys::Due(s.partition);
-  keys = {s.idempotency_key.empty() ? due : s.idempotency_key,
+  std::string doc = keys::Booking(s.partition, s.booking_id);
+  // No idempotency key but a fingerprint: the record is the document.
+  const bool in_doc = s.idempotency_key.empty() && !s.fingerprint.empty();
+  keys = {in_doc ? doc : s.idempotency_key.empty() ? due : s.idempotency_key,
           keys::Outbox(s.partition),
-          keys::Booking(s.partition, s.booking_id),
+          std::move(doc),
           keys::Calendar(s.partition, s.instrument_id),
           keys::CalendarEnds(s.partition, s.instrument_id),
           keys::ByInstrument(s.partition, s.instrument_id),
           due,
           s.guard_key.empty() ? due : s.guard_key};
-  args = {s.idempotency_key.empty() ? "" : s.fingerprint,
+  args = {s.idempotency_key.empty() && !in_doc ? "" : s.fingerprint,
           s.booking,
           std::to_string(kIdempotencyTtlSeconds),
           s.denied ? "1" : "0",
@@ -489,10 +539,7 @@ absl::StatusOr<std::vector<std::string>> BookingStore::IndexRange(int partition,
 
 absl::StatusOr<std::optional<int>> BookingStore::PartitionOf(absl::string_view id) const {
   int p = 0;
-  if (id.size() == 16 && id[0] == 'p' && id[3] == '-' && absl::SimpleAtoi(id.substr(1, 2), &p) &&
-      p >= 0 && p < kPartitions) {
-    return std::optional<int>(p);
-  }
+  if (IsGeneratedId(id) && absl::SimpleAtoi(id.substr(1, 2), &p)) return std::optional<int>(p);
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"GET", keys::IdLookup(id)}));
   if (v.is_nil() || !absl::SimpleAtoi(v.str, &p)) return std::optional<int>();
   return std::optional<int>(p);

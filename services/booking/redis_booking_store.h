@@ -117,6 +117,10 @@ struct CreateStep {
   int partition = 0;
   std::string instrument_id;
   std::string booking_id;
+  // Where the request id's record lives. Empty with a fingerprint: in the
+  // booking document itself (fields f, and r once the document has moved
+  // on), which is how a booking whose id DerivedBookingId made from the
+  // request id is created: a retry finds the same document.
   std::string idempotency_key;
   std::string fingerprint;
   std::string booking;   // the document
@@ -241,6 +245,12 @@ bool IsWindowEntry(absl::string_view entry);
 
 // Generated booking ids carry their partition: "p07-3f9a0c1d2e4b".
 std::string NewBookingId(int partition);
+// The id of the booking a request creates, from its request id: a retry
+// names the same document. "p07-" and 16 hex digits of SHA-256.
+std::string DerivedBookingId(int partition, absl::string_view method, absl::string_view request_id);
+// Whether id has the shape of NewBookingId or DerivedBookingId (its
+// partition is in it); clients may not choose such ids.
+bool IsGeneratedId(absl::string_view id);
 
 }  // namespace labshare::booking
 

@@ -261,8 +261,10 @@ void Worker(int tid, const std::shared_ptr<grpc::Channel>& channel, int conc, co
     b->mutable_reserved_interval()->mutable_end_time()->set_seconds(start + 60 * pick_length(rng));
     c->req.set_request_id(absl::StrCat(rid_prefix, seq++));
     c->ctx.AddMetadata("authorization", cfg->auth);
-    c->ctx.set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::milliseconds(cfg->deadline_ms));
+    if (cfg->deadline_ms > 0) {
+      c->ctx.set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(cfg->deadline_ms));
+    }
     c->start_ns = NowNs();
     c->reader = stub->PrepareAsyncCreateBooking(&c->ctx, c->req, &cq);
     c->reader->StartCall();

@@ -61,6 +61,61 @@ TEST_F(BookingServiceTest, RetryReturnsFirstAnswerAndReuseIsRejected) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
   EXPECT_EQ(Events().size(), 1u);
+
+  // The request id names the booking, and the booking holds the request's
+  // record: no separate key, nothing that expires before the booking.
+  const int p = keys::Partition("tem");
+  EXPECT_EQ(first.name(), "bookings/" + DerivedBookingId(p, "CreateBooking", "same"));
+  EXPECT_TRUE(pool_->Command({"KEYS", keys::Tag(p) + ":idem:*"})->elements.empty());
+
+  // Once the booking has moved on, a retry still gets the first answer.
+  v1::CancelBookingRequest c;
+  c.set_name(first.name());
+  v1::Booking cancelled;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &cancelled, ana_).ok());
+  EXPECT_EQ(cancelled.state(), v1::Booking::CANCELLED);
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &again, "same").ok());
+  EXPECT_EQ(first.SerializeAsString(), again.SerializeAsString());
+  v1::GetBookingRequest g;
+  g.set_name(first.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &again, ana_).ok());
+  EXPECT_EQ(again.state(), v1::Booking::CANCELLED);  // reads see the booking as it is
+  EXPECT_EQ(Events().size(), 2u);
+
+  // Without a request id every call is a new booking with a random id.
+  v1::Booking x, y;
+  ASSERT_TRUE(Book(absl::Hours(15), absl::Hours(16), &x).ok());
+  ASSERT_TRUE(Book(absl::Hours(17), absl::Hours(18), &y).ok());
+  EXPECT_NE(x.name(), y.name());
+}
+
+TEST_F(BookingServiceTest, ClientsMayNotChooseIdsShapedLikeGeneratedOnes) {
+  for (const std::string id : {"p03-0123456789ab", "p00-0123456789abcdef"}) {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
+    r.set_booking_id(id);
+    v1::Booking b;
+    auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << id;
+    EXPECT_NE(s.error_message().find("booking_id"), std::string::npos) << s.error_message();
+  }
+  // Other chosen ids are fine, "p03-" prefix included.
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
+  r.set_booking_id("p03-my-session");
+  r.set_request_id("chosen");
+  v1::Booking b;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_).ok());
+  EXPECT_EQ(b.name(), "bookings/p03-my-session");
+  v1::GetBookingRequest g;
+  g.set_name(b.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &b, ana_).ok());
 }
 
 TEST_F(BookingServiceTest, AccessRulesAreCheckedBeforeTheSlot) {

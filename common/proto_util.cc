@@ -1,5 +1,6 @@
 #include "common/proto_util.h"
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <google/protobuf/descriptor.h>
@@ -48,8 +49,22 @@ std::string SerializeDeterministic(const google::protobuf::Message& m) {
 }
 
 std::string Sha256Hex(absl::string_view data) {
+  // OpenSSL 3's one-shot SHA256() looks the algorithm up and allocates a
+  // context on every call; a digest on each request's hot path uses the
+  // algorithm fetched once and a context per thread.
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  struct Ctx {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~Ctx() { EVP_MD_CTX_free(ctx); }
+  };
+  thread_local Ctx t;
   unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  unsigned int size = 0;
+  if (md == nullptr || t.ctx == nullptr || EVP_DigestInit_ex2(t.ctx, md, nullptr) != 1 ||
+      EVP_DigestUpdate(t.ctx, data.data(), data.size()) != 1 || EVP_DigestFinal_ex(t.ctx, digest, &size) != 1 ||
+      size != sizeof(digest)) {
+    SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  }
   return absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
 }

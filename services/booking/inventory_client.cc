@@ -37,12 +37,12 @@ absl::StatusOr<InventoryClient::Any> InventoryClient::Cached(
     const std::string& key, const std::function<absl::StatusOr<Any>()>& fetch) {
   const absl::Time now = clock_->Now();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::shared_lock<std::shared_mutex> lock(mu_);
     auto it = cache_.find(key);
     if (it != cache_.end() && now - it->second.fetched < ttl_) return it->second.message;
   }
   LS_ASSIGN_OR_RETURN(Any message, fetch());
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::shared_mutex> lock(mu_);
   cache_[key] = {message, now};
   return message;
 }
@@ -169,7 +169,7 @@ absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(con
   auto ctx = Context();
   grpc::Status s = stub_->GetMaintenanceWindow(ctx.get(), req, &resp);
   if (!s.ok()) return Downstream(s);
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::shared_mutex> lock(mu_);
   cache_.erase("Windows:" + name.substr(0, name.find("/maintenanceWindows/")));
   return resp;
 }

@@ -5,15 +5,15 @@
 #ifndef LABSHARE_SERVICES_BOOKING_INVENTORY_CLIENT_H_
 #define LABSHARE_SERVICES_BOOKING_INVENTORY_CLIENT_H_
 
-#include <map>
 #include <memory>
-#include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <grpcpp/channel.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "common/clock.h"
 #include "common/service_identity.h"
@@ -78,12 +78,14 @@ class InventoryClient {
   ServiceIdentity* identity_;
   const Clock* clock_;
   const absl::Duration ttl_;
-  std::mutex mu_;
+  // Read on every booking request by several threads at once: readers
+  // share the lock, and a lookup is one hash probe.
+  std::shared_mutex mu_;
   struct Entry {
     Any message;
     absl::Time fetched;
   };
-  std::map<std::string, Entry> cache_;  // guarded by mu_
+  absl::flat_hash_map<std::string, Entry> cache_;  // guarded by mu_
 };
 
 }  // namespace labshare::booking

@@ -50,7 +50,14 @@ int main(int argc, char** argv) {
   labshare::booking::BookingService service(&manager, &authorizer);
   absl::Notification stop;
   std::thread sweeper([&] {
+    bool migrated = false;
     do {
+      if (!migrated) {  // listing indexes of older versions (see redis_booking_store.h)
+        auto moved = store.MigrateIndexes();
+        migrated = moved.ok();
+        if (!moved.ok()) labshare::LogWarning("index migration failed", {{"error", moved.status().ToString()}});
+        if (moved.ok() && *moved > 0) labshare::LogInfo("listing indexes migrated", {{"bookings", std::to_string(*moved)}});
+      }
       auto swept = manager.Sweep();
       if (!swept.ok()) labshare::LogWarning("sweep failed", {{"error", swept.status().ToString()}});
     } while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_sweep_interval)));

@@ -22,7 +22,8 @@ std::string Tag(int p) { return absl::StrCat("{bk:", p, "}"); }
 std::string Calendar(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":cal:", i); }
 std::string CalendarEnds(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":calend:", i); }
 std::string Booking(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":booking:", id); }
-std::string ByInstrument(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":byinstr:", i); }
+std::string ByInstrument(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":bystart:", i); }
+std::string LegacyByInstrument(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":byinstr:", i); }
 std::string Idempotency(int p, absl::string_view method, absl::string_view request_id) {
   return absl::StrCat(Tag(p), ":idem:", method, ":", request_id);
 }
@@ -91,7 +92,7 @@ end
 //       3 doc, 4 cal, 5 calend, 6 byinstr, 7 due,
 //       8 guard document (or placeholder), 9.. counters, then extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 denied, 5 start, 6 end, 7 id,
-//       8 index member, 9 due ms (0: none), 10 guard version ('' none),
+//       8 reserved start ms (listing index score), 9 due ms (0: none), 10 guard version ('' none),
 //       11 replaced booking id ('' none), 12 response ('' = the doc), 13 n extra,
 //       14 n events, 15 n counters,
 //       then per counter (field, limit ms or 'hash', ms, on over
@@ -177,7 +178,7 @@ for i = 1, n_extra do
 end
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
 redis.call('HSET', KEYS[5], ARGV[7], ARGV[6])
-redis.call('ZADD', KEYS[6], '0', ARGV[8])
+redis.call('ZADD', KEYS[6], ARGV[8], ARGV[7])
 if ARGV[9] ~= '0' then redis.call('ZADD', KEYS[7], ARGV[9], ARGV[7]) end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
 if not in_doc then remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3]) end
@@ -395,7 +396,7 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           std::to_string(s.blocked_start_ms),
           std::to_string(s.blocked_end_ms),
           s.booking_id,
-          keys::IndexMember(s.reserved_start_ms, s.booking_id),
+          std::to_string(s.reserved_start_ms),
           std::to_string(s.due_ms),
           s.guard_key.empty() ? "" : std::to_string(s.guard_version),
           s.replaces_booking_id,
@@ -534,7 +535,74 @@ absl::StatusOr<std::vector<std::string>> BookingStore::IndexRange(int partition,
                                                                   absl::string_view instrument_id,
                                                                   const std::string& after,
                                                                   int limit) const {
-  return docs_.IndexRange(keys::ByInstrument(partition, instrument_id), after, limit);
+  // Continues right after `after`'s own entry (entries are never removed);
+  // should it be missing, after every entry up to its start.
+  static const RedisScript* script = new RedisScript(R"lua(
+local from = 0
+if ARGV[1] ~= '' then
+  local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+  if rank then from = rank + 1 else from = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[2]) end
+end
+return redis.call('ZRANGE', KEYS[1], from, from + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+)lua");
+  std::string after_id, after_start = "0";
+  if (!after.empty()) {
+    const size_t bar = after.find('|');
+    int64_t start = 0;
+    if (bar == std::string::npos || !absl::SimpleAtoi(after.substr(0, bar), &start)) {
+      return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_PAGE_TOKEN",
+                       "not a token from the previous page of this same query; start again without page_token");
+    }
+    after_id = after.substr(bar + 1);
+    after_start = std::to_string(start);
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(*script, {keys::ByInstrument(partition, instrument_id)},
+                                                {after_id, after_start, std::to_string(limit)}));
+  if (v.type != RedisValue::Type::kArray || v.elements.size() % 2 != 0) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  std::vector<std::string> out;
+  out.reserve(v.elements.size() / 2);
+  for (size_t i = 0; i + 1 < v.elements.size(); i += 2) {
+    int64_t start = 0;
+    if (!absl::SimpleAtoi(v.elements[i + 1].str, &start)) {
+      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected index score");
+    }
+    out.push_back(keys::IndexMember(start, v.elements[i].str));
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> BookingStore::MigrateIndexes() const {
+  // One older index at a time: its "<start>|<id>" members become id ->
+  // start in the current index, and the older key goes, in one step.
+  static const RedisScript* script = new RedisScript(R"lua(
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, m in ipairs(members) do
+  local bar = string.find(m, '|', 1, true)
+  if bar then redis.call('ZADD', KEYS[2], string.sub(m, 1, bar - 1), string.sub(m, bar + 1)) end
+end
+redis.call('DEL', KEYS[1])
+return #members
+)lua");
+  int64_t moved = 0;
+  for (int p = 0; p < kPartitions; ++p) {
+    const std::string prefix = keys::LegacyByInstrument(p, "");
+    std::string cursor = "0";
+    do {
+      LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"SCAN", cursor, "MATCH", prefix + "*", "COUNT", "1000"}));
+      if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
+        return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected SCAN reply");
+      }
+      cursor = v.elements[0].str;
+      for (const auto& key : v.elements[1].elements) {
+        const std::string instrument = key.str.substr(prefix.size());
+        LS_ASSIGN_OR_RETURN(RedisValue n, pool_->Eval(*script, {key.str, keys::ByInstrument(p, instrument)}, {}));
+        moved += n.integer;
+      }
+    } while (cursor != "0");
+  }
+  return moved;
 }
 
 absl::StatusOr<std::optional<int>> BookingStore::PartitionOf(absl::string_view id) const {

@@ -10,8 +10,13 @@
 //   {bk:P}:cal:<instr>       ZSET  booking id -> blocked start (ms)
 //   {bk:P}:calend:<instr>    HASH  booking id -> blocked end (ms)
 //   {bk:P}:booking:<id>      HASH  {d: Booking bytes, v: version}
-//   {bk:P}:byinstr:<instr>   ZSET  "<reserved start ms, 15 digits>|<id>" (lex order)
-//   {bk:P}:idem:<method>:<request id>   idempotency record
+//   {bk:P}:bystart:<instr>   ZSET  id -> reserved start (ms): every booking of the
+//                            instrument, listed in (start, id) order. (Older
+//                            versions kept "{bk:P}:byinstr:<instr>", lex
+//                            members "<start, 15 digits>|<id>"; MigrateIndexes
+//                            moves them.)
+//   {bk:P}:idem:<method>:<request id>   idempotency record (a booking created
+//                            without a chosen id holds its own: fields f, r)
 //   {bk:P}:outbox            STREAM of BookingEvent
 //   {bk:P}:due               ZSET  booking id -> when the sweep must look at it (ms):
 //                            a CONFIRMED booking's start + grace (MISSED if not
@@ -53,6 +58,7 @@ std::string Calendar(int p, absl::string_view instrument_id);
 std::string CalendarEnds(int p, absl::string_view instrument_id);
 std::string Booking(int p, absl::string_view booking_id);
 std::string ByInstrument(int p, absl::string_view instrument_id);
+std::string LegacyByInstrument(int p, absl::string_view instrument_id);
 std::string Idempotency(int p, absl::string_view method, absl::string_view request_id);
 std::string Outbox(int p);
 std::string Due(int p);
@@ -71,7 +77,8 @@ std::string Project(absl::string_view project_id);
 std::string Projects();
 std::string ProjectOutbox();
 std::string ProjectIdempotency(absl::string_view method, absl::string_view request_id);
-// Index member ordering bookings of an instrument by reserved start.
+// A listing position "<reserved start ms, 15 digits>|<id>": what IndexRange
+// returns and takes as `after` (and what page tokens carry).
 std::string IndexMember(int64_t start_ms, absl::string_view booking_id);
 }  // namespace keys
 
@@ -219,9 +226,16 @@ class BookingStore {
   absl::StatusOr<BudgetUse> GetBudget(absl::string_view project_id,
                                       absl::string_view instrument_id) const;
   const DocStore& docs() const { return docs_; }
+  // Bookings of an instrument in (reserved start, id) order after the
+  // position `after` ("" from the first), as IndexMember positions.
   absl::StatusOr<std::vector<std::string>> IndexRange(int partition,
                                                       absl::string_view instrument_id,
                                                       const std::string& after, int limit) const;
+  // Moves listing indexes of the older layout ({bk:P}:byinstr:<instr>,
+  // ordered by member) to the current one, one index per atomic step;
+  // returns how many bookings moved. Safe to run on every start and from
+  // several replicas at once.
+  absl::StatusOr<int64_t> MigrateIndexes() const;
   // The partition of a booking id: encoded in generated ids ("p07-..."),
   // looked up for client-chosen ones. nullopt: no such booking.
   absl::StatusOr<std::optional<int>> PartitionOf(absl::string_view booking_id) const;

@@ -62,7 +62,8 @@ ABSL_FLAG(double, warmup, 2, "Warmup seconds (calls started then are not counted
 ABSL_FLAG(int, threads, 1, "Client threads, each with its own completion queue and channel.");
 ABSL_FLAG(int, base_days, 2, "Earliest booking start: now (whole minute) + this many days.");
 ABSL_FLAG(int, window_days, 3000, "Booking starts spread over this many days after the base.");
-ABSL_FLAG(int, deadline_ms, 10000, "Deadline of each CreateBooking call.");
+ABSL_FLAG(int, deadline_ms, 0,
+          "Deadline of each CreateBooking call; 0: none, as the reference client sends none.");
 ABSL_FLAG(int, print_errors, 5, "How many errors to print on stderr.");
 // Seed mode.
 ABSL_FLAG(bool, seed, false, "Seed inventory (--inventory) instead of generating load.");

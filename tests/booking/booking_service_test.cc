@@ -118,6 +118,68 @@ TEST_F(BookingServiceTest, ClientsMayNotChooseIdsShapedLikeGeneratedOnes) {
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &b, ana_).ok());
 }
 
+TEST_F(BookingServiceTest, ListingIsByStartThenIdAcrossPagesAndSurvivesTheIndexMigration) {
+  // Every page of ListBookings(instrument) with page_size 1: names in order.
+  auto list_all = [&] {
+    std::vector<std::string> names;
+    v1::ListBookingsRequest r;
+    r.set_instrument("instruments/tem");
+    r.set_page_size(1);
+    for (int page = 0; page < 50; ++page) {
+      v1::ListBookingsResponse resp;
+      auto s = Call(stub_.get(), &v1::BookingService::Stub::ListBookings, r, &resp, admin_);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (!s.ok()) break;
+      for (const auto& b : resp.bookings()) names.push_back(b.name());
+      if (resp.next_page_token().empty()) break;
+      r.set_page_token(resp.next_page_token());
+    }
+    return names;
+  };
+  // Three bookings at 9:00 (two cancelled, so the slot could be taken
+  // again), one at 8:00 and one at 13:00.
+  std::vector<std::string> at9;
+  for (int i = 0; i < 3; ++i) {
+    v1::Booking b;
+    ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b, absl::StrCat("nine-", i)).ok());
+    at9.push_back(b.name());
+    if (i < 2) {
+      v1::CancelBookingRequest c;
+      c.set_name(b.name());
+      ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &b, ana_).ok());
+    }
+  }
+  v1::Booking early, late;
+  ASSERT_TRUE(Book(absl::Hours(13), absl::Hours(14), &late, "late").ok());
+  ASSERT_TRUE(Book(absl::Hours(8), absl::Hours(8) + absl::Minutes(30), &early, "early").ok());
+  std::sort(at9.begin(), at9.end());  // one start: by id
+  std::vector<std::string> want = {early.name()};
+  want.insert(want.end(), at9.begin(), at9.end());
+  want.push_back(late.name());
+  EXPECT_EQ(list_all(), want);
+
+  // The same bookings in the older index layout move to the current one.
+  const int p = keys::Partition("tem");
+  auto entries = pool_->Command({"ZRANGE", keys::ByInstrument(p, "tem"), "0", "-1", "WITHSCORES"});
+  ASSERT_TRUE(entries.ok());
+  ASSERT_EQ(entries->elements.size(), 10u);
+  for (size_t i = 0; i < entries->elements.size(); i += 2) {
+    const int64_t start = std::stoll(entries->elements[i + 1].str);
+    ASSERT_TRUE(pool_->Command({"ZADD", keys::LegacyByInstrument(p, "tem"), "0",
+                                keys::IndexMember(start, entries->elements[i].str)}).ok());
+  }
+  ASSERT_TRUE(pool_->Command({"DEL", keys::ByInstrument(p, "tem")}).ok());
+  EXPECT_TRUE(list_all().empty());
+  auto moved = store_->MigrateIndexes();
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(*moved, 5);
+  EXPECT_EQ(list_all(), want);
+  EXPECT_EQ(pool_->Command({"EXISTS", keys::LegacyByInstrument(p, "tem")})->integer, 0);
+  moved = store_->MigrateIndexes();  // nothing left to move
+  ASSERT_TRUE(moved.ok());
+  EXPECT_EQ(*moved, 0);
+}
+
 TEST_F(BookingServiceTest, AccessRulesAreCheckedBeforeTheSlot) {
   v1::Booking b;
   auto s = Book(absl::Hours(9), absl::Hours(10), &b, "", "users/bob");

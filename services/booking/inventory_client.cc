@@ -47,6 +47,52 @@ absl::StatusOr<InventoryClient::Any> InventoryClient::Cached(
   return message;
 }
 
+size_t InventoryClient::Invalidate(const inv::InventoryEvent& event) {
+  std::vector<std::string> keys;
+  switch (event.payload_case()) {
+    case inv::InventoryEvent::kOrganizationChanged:
+      keys.push_back("Organization:" + event.organization_changed().organization().name());
+      break;
+    case inv::InventoryEvent::kMembershipChanged:
+      keys.push_back("Organization:" + event.membership_changed().organization().name());
+      break;
+    case inv::InventoryEvent::kUserChanged:
+      keys.push_back("User:" + event.user_changed().user().name());
+      break;
+    case inv::InventoryEvent::kFacilityChanged:
+      keys.push_back("Facility:" + event.facility_changed().facility().name());
+      break;
+    case inv::InventoryEvent::kInstrumentChanged:
+      keys.push_back("Instrument:" + event.instrument_changed().instrument().name());
+      break;
+    case inv::InventoryEvent::kRateCreated:
+      keys.push_back("Rates:" + event.rate_created().instrument());
+      break;
+    case inv::InventoryEvent::kQualificationChanged:
+      keys.push_back("Qualification:" + event.qualification_changed().qualification().name());
+      break;
+    case inv::InventoryEvent::kMaintenanceWindowChanged:
+      keys.push_back("Windows:" + event.maintenance_window_changed().instrument());
+      break;
+    case inv::InventoryEvent::PAYLOAD_NOT_SET:
+      break;
+  }
+  std::lock_guard<std::shared_mutex> lock(mu_);
+  if (keys.empty()) {  // an event this version does not know: forget everything
+    const size_t n = cache_.size();
+    cache_.clear();
+    return n;
+  }
+  size_t n = 0;
+  for (const auto& k : keys) n += cache_.erase(k);
+  return n;
+}
+
+void InventoryClient::InvalidateAll() {
+  std::lock_guard<std::shared_mutex> lock(mu_);
+  cache_.clear();
+}
+
 namespace {
 template <typename T>
 std::shared_ptr<const T> As(const std::shared_ptr<const google::protobuf::Message>& m) {

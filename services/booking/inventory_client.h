@@ -1,7 +1,9 @@
-// Booking's view of inventory: gRPC reads with a short-lived cache, so a
-// booking costs no inventory round trip when the catalogue is warm. Entries
-// live `ttl` (default 5 s): a change in inventory (a suspended member, a
-// revoked qualification) takes effect within that time.
+// Booking's view of inventory: gRPC reads with a cache, so a booking costs
+// no inventory round trip when the catalogue is warm. Each replica follows
+// inventory's outbox (InventoryCacheWatcher, inventory_events.h) and drops
+// what an event changed (a suspended member, a revoked qualification) as
+// soon as it is published; entries also expire after `ttl`, a bound for
+// anything an event could not name.
 #ifndef LABSHARE_SERVICES_BOOKING_INVENTORY_CLIENT_H_
 #define LABSHARE_SERVICES_BOOKING_INVENTORY_CLIENT_H_
 
@@ -18,6 +20,7 @@
 #include "common/clock.h"
 #include "common/service_identity.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
 
 namespace labshare::booking {
 
@@ -28,6 +31,11 @@ class InventoryClient {
   // identity and clock must outlive the client. Thread-safe.
   InventoryClient(std::shared_ptr<grpc::Channel> channel, ServiceIdentity* identity,
                   const Clock* clock, absl::Duration ttl = absl::Seconds(5));
+
+  // Forgets the cached objects an inventory event changed (all of them for
+  // an event it does not know). Returns how many entries went.
+  size_t Invalidate(const inv::InventoryEvent& event);
+  void InvalidateAll();
 
   // Errors pass through from inventory (NOT_FOUND INSTRUMENT_NOT_FOUND, ...);
   // an unreachable inventory is UNAVAILABLE INVENTORY_UNAVAILABLE. The

@@ -23,8 +23,9 @@ ABSL_FLAG(int, redis_pipelines, 2,
           "one connection's batch while the other's answers are handed back (tests/bench: about 20 % "
           "more bookings/s than one).");
 ABSL_FLAG(int, redis_pipeline_batch, 256, "Most CreateBooking steps one pipeline connection sends at once.");
-ABSL_FLAG(absl::Duration, inventory_cache_ttl, absl::Seconds(5),
-          "How long inventory answers (instruments, users, rates, ...) are reused.");
+ABSL_FLAG(absl::Duration, inventory_cache_ttl, absl::Seconds(60),
+          "Longest an inventory answer (instrument, user, rates, ...) is reused. Changes announced on "
+          "inventory's outbox drop the answers they touch at once; this bounds anything else.");
 
 int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
@@ -78,9 +79,21 @@ int main(int argc, char** argv) {
       if (!s.ok()) labshare::LogWarning("inventory events", {{"error", s.ToString()}});
     } while (!stop.WaitForNotificationWithTimeout(absl::Milliseconds(100)));
   });
+  // This replica's inventory cache follows inventory's changes.
+  std::thread watcher([&] {
+    labshare::booking::InventoryCacheWatcher watch(&redis, &inventory);
+    while (!stop.HasBeenNotified()) {
+      auto read = watch.Poll(absl::Seconds(1));
+      if (!read.ok()) {
+        labshare::LogWarning("inventory cache watch", {{"error", read.status().ToString()}});
+        stop.WaitForNotificationWithTimeout(absl::Seconds(1));
+      }
+    }
+  });
   const int rc = labshare::RunService("booking", &redis, &authorizer, {&service});
   stop.Notify();
   sweeper.join();
   consumer.join();
+  watcher.join();
   return rc;
 }

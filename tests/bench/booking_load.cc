@@ -8,9 +8,14 @@
 //       [--threads=1] [--duration=10] [--warmup=2]
 // Each client thread has its own CompletionQueue and its own channel (TCP
 // connection) and keeps concurrency/threads CreateBooking calls in flight.
-// Every call books a random ON_SITE slot: a random instrument, a start on a
-// 1-minute grid in [now + --base_days, + --window_days), 5..60 minutes long,
-// with a unique request_id. Only calls started after the warmup and finished
+// Every call books a random ON_SITE slot on a random instrument, with a
+// unique request_id, in one of two shapes:
+//   sparse (default): a start on a 1-minute grid in [now + --base_days,
+//     + --window_days), 5..60 minutes long: nearly every request is accepted;
+//   --slots=N: the perf-reference client's key space: a start on one of N
+//     slots of --slot_minutes after now + --base_days, --dur_slots slots long
+//     (the reference: 1000 instruments, 1000 slots, 3 slots): calendars fill
+//     up and a growing share of requests meets a taken slot. Only calls started after the warmup and finished
 // before the end count. OK and FAILED_PRECONDITION SLOT_TAKEN are both
 // answers (counted apart); anything else is an error (the first few are
 // printed on stderr). Prints one line:
@@ -62,6 +67,9 @@ ABSL_FLAG(double, warmup, 2, "Warmup seconds (calls started then are not counted
 ABSL_FLAG(int, threads, 1, "Client threads, each with its own completion queue and channel.");
 ABSL_FLAG(int, base_days, 2, "Earliest booking start: now (whole minute) + this many days.");
 ABSL_FLAG(int, window_days, 3000, "Booking starts spread over this many days after the base.");
+ABSL_FLAG(int, slots, 0, "If > 0: starts on this many slots (the reference client's key space).");
+ABSL_FLAG(int, slot_minutes, 15, "Length of a slot (--slots).");
+ABSL_FLAG(int, dur_slots, 3, "Slots per booking (--slots).");
 ABSL_FLAG(int, deadline_ms, 0,
           "Deadline of each CreateBooking call; 0: none, as the reference client sends none.");
 ABSL_FLAG(int, print_errors, 5, "How many errors to print on stderr.");
@@ -210,6 +218,9 @@ struct Cfg {
   std::string run_id;
   int64_t base_unix_s = 0;  // earliest start, whole minute
   int64_t window_minutes = 1;
+  int64_t slots = 0;  // > 0: the reference's shape
+  int64_t slot_minutes = 15;
+  int64_t dur_slots = 3;
   int deadline_ms = 10000;
   int print_errors = 5;
   int64_t warm_end_ns = 0;
@@ -246,6 +257,7 @@ void Worker(int tid, const std::shared_ptr<grpc::Channel>& channel, int conc, co
   std::uniform_int_distribution<size_t> pick_instrument(0, cfg->instrument_names.size() - 1);
   std::uniform_int_distribution<int64_t> pick_start(0, cfg->window_minutes - 1);
   std::uniform_int_distribution<int64_t> pick_length(5, 60);
+  std::uniform_int_distribution<int64_t> pick_slot(0, std::max<int64_t>(cfg->slots, 1) - 1);
   const std::string rid_prefix = absl::StrCat("bl-", cfg->run_id, "-", tid, "-");
   long seq = 0;
   int outstanding = 0;
@@ -257,9 +269,16 @@ void Worker(int tid, const std::shared_ptr<grpc::Channel>& channel, int conc, co
     b->set_instrument(cfg->instrument_names[pick_instrument(rng)]);
     b->set_mode(lt::ON_SITE);
     b->set_user(cfg->user_name);
-    const int64_t start = cfg->base_unix_s + 60 * pick_start(rng);
+    int64_t start = 0, minutes = 0;
+    if (cfg->slots > 0) {
+      start = cfg->base_unix_s + 60 * cfg->slot_minutes * pick_slot(rng);
+      minutes = cfg->slot_minutes * cfg->dur_slots;
+    } else {
+      start = cfg->base_unix_s + 60 * pick_start(rng);
+      minutes = pick_length(rng);
+    }
     b->mutable_reserved_interval()->mutable_start_time()->set_seconds(start);
-    b->mutable_reserved_interval()->mutable_end_time()->set_seconds(start + 60 * pick_length(rng));
+    b->mutable_reserved_interval()->mutable_end_time()->set_seconds(start + 60 * minutes);
     c->req.set_request_id(absl::StrCat(rid_prefix, seq++));
     c->ctx.AddMetadata("authorization", cfg->auth);
     if (cfg->deadline_ms > 0) {
@@ -347,6 +366,13 @@ int RunLoad() {
   const int64_t now_s = absl::ToUnixSeconds(absl::Now());
   cfg.base_unix_s = (now_s / 60 + 1) * 60 + int64_t{86400} * absl::GetFlag(FLAGS_base_days);
   cfg.window_minutes = int64_t{window_days} * 24 * 60;
+  cfg.slots = absl::GetFlag(FLAGS_slots);
+  cfg.slot_minutes = absl::GetFlag(FLAGS_slot_minutes);
+  cfg.dur_slots = absl::GetFlag(FLAGS_dur_slots);
+  if (cfg.slots < 0 || cfg.slot_minutes < 1 || cfg.dur_slots < 1) {
+    fprintf(stderr, "need --slots >= 0, --slot_minutes and --dur_slots > 0\n");
+    return 2;
+  }
   cfg.deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
   cfg.print_errors = absl::GetFlag(FLAGS_print_errors);
 

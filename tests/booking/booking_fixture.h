@@ -41,8 +41,8 @@ class BookingServiceTest : public ::testing::Test {
     inv_service_ = std::make_unique<labshare::inventory::InventoryService>(inv_manager_.get(), inv_auth_.get());
     inv_server_ = Start("inventory", inv_auth_.get(), inv_service_.get());
     inventory_ = iv::InventoryService::NewStub(Channel(*inv_server_));
-    // Booking, with a cache that never expires on the fake clock: the test
-    // creates all inventory data before the first booking.
+    // Booking, with an inventory cache that keeps nothing (TTL 0): every
+    // request reads inventory as it is now.
     identity_ = std::make_unique<ServiceIdentity>(signer_.get(), "booking", &clock_);
     inv_client_ = std::make_unique<InventoryClient>(Channel(*inv_server_), identity_.get(), &clock_,
                                                     absl::ZeroDuration());

@@ -180,6 +180,43 @@ TEST_F(BookingServiceTest, ListingIsByStartThenIdAcrossPagesAndSurvivesTheIndexM
   EXPECT_EQ(*moved, 0);
 }
 
+TEST_F(BookingServiceTest, InventoryChangesReachTheCacheWhenPublishedNotWhenItExpires) {
+  // A replica's cache whose entries would live an hour (the fixture's own
+  // client caches nothing).
+  InventoryClient cached(Channel(*inv_server_), identity_.get(), &clock_, absl::Hours(1));
+  InventoryCacheWatcher watcher(pool_.get(), &cached);
+  ASSERT_TRUE(watcher.Poll(absl::ZeroDuration()).ok());  // at the end of inventory's outbox
+  auto q = cached.Qualification("instruments/tem", "users/ana");
+  ASSERT_TRUE(q.ok() && *q != nullptr);
+  EXPECT_FALSE((*q)->revoked());
+  iv::RevokeQualificationRequest revoke;
+  revoke.set_name("instruments/tem/qualifications/ana");
+  revoke.set_reason("safety training lapsed");
+  Inv(&iv::InventoryService::Stub::RevokeQualification, revoke);
+  // The clock stands still, so nothing expires: until the watcher reads the
+  // event the cache answers as before...
+  q = cached.Qualification("instruments/tem", "users/ana");
+  ASSERT_TRUE(q.ok() && *q != nullptr);
+  EXPECT_FALSE((*q)->revoked());
+  auto read = watcher.Poll(absl::ZeroDuration());
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, 1);
+  // ...and right after, it has the revocation.
+  q = cached.Qualification("instruments/tem", "users/ana");
+  ASSERT_TRUE(q.ok() && *q != nullptr);
+  EXPECT_TRUE((*q)->revoked());
+  read = watcher.Poll(absl::ZeroDuration());  // nothing new
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(*read, 0);
+  // Other events drop only what they name; one it cannot name empties the cache.
+  ASSERT_TRUE(cached.Instrument("instruments/tem").ok());
+  labshare::inventory::v1::InventoryEvent rate;
+  rate.mutable_rate_created()->set_instrument("instruments/other");
+  EXPECT_EQ(cached.Invalidate(rate), 0u);
+  EXPECT_EQ(cached.Invalidate(labshare::inventory::v1::InventoryEvent()), 2u);  // instrument, qualification
+  EXPECT_EQ(cached.Invalidate(labshare::inventory::v1::InventoryEvent()), 0u);
+}
+
 TEST_F(BookingServiceTest, AccessRulesAreCheckedBeforeTheSlot) {
   v1::Booking b;
   auto s = Book(absl::Hours(9), absl::Hours(10), &b, "", "users/bob");

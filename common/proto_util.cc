@@ -48,6 +48,8 @@ std::string SerializeDeterministic(const google::protobuf::Message& m) {
   return out;
 }
 
+namespace {
+
 std::string Sha256Hex(absl::string_view data) {
   // OpenSSL 3's one-shot SHA256() looks the algorithm up and allocates a
   // context on every call; a digest on each request's hot path uses the
@@ -68,8 +70,6 @@ std::string Sha256Hex(absl::string_view data) {
   return absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
 }
-
-namespace {
 
 // The request without its paging fields: what a token must stay bound to.
 std::string FilterHash(const google::protobuf::Message& request) {

@@ -22,9 +22,6 @@ absl::Duration FromProto(const google::protobuf::Duration& d);
 // Deterministic serialization (map order fixed).
 std::string SerializeDeterministic(const google::protobuf::Message& m);
 
-// Lower-case hex SHA-256 of data.
-std::string Sha256Hex(absl::string_view data);
-
 // SHA-256 hex of method + deterministic request bytes: two requests with the
 // same fingerprint are the same request.
 std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request);

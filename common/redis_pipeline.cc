@@ -37,16 +37,24 @@ Context Connect(const RedisOptions& o) {
   return c;
 }
 
-void Append(redisContext* c, const std::vector<std::string>& argv) {
-  std::vector<const char*> ptrs;
-  std::vector<size_t> lens;
-  ptrs.reserve(argv.size());
-  lens.reserve(argv.size());
+// RESP of one command ("*<n>\r\n" then "$<len>\r\n<bytes>\r\n" per argument)
+// appended to out: a batch is formatted into one buffer and handed to
+// hiredis once, instead of hiredis formatting each command and copying it
+// into its output buffer again.
+void Format(std::string* out, const std::vector<std::string>& argv) {
+  size_t size = 16;
+  for (const auto& a : argv) size += a.size() + 16;
+  out->reserve(out->size() + size);
+  absl::StrAppend(out, "*", argv.size(), "\r\n");
   for (const auto& a : argv) {
-    ptrs.push_back(a.data());
-    lens.push_back(a.size());
+    absl::StrAppend(out, "$", a.size(), "\r\n");
+    out->append(a);
+    out->append("\r\n");
   }
-  redisAppendCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data());
+}
+
+void Append(redisContext* c, const std::string& formatted) {
+  if (!formatted.empty()) redisAppendFormattedCommand(c, formatted.data(), formatted.size());
 }
 
 // One reply, or UNAVAILABLE when the connection broke.
@@ -110,6 +118,7 @@ void RedisPipeline::Eval(const RedisScript& script, std::vector<std::string> key
 void RedisPipeline::Run() {
   Context c;
   std::vector<Call> batch;
+  std::string out;  // the batch's commands, formatted
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -130,7 +139,9 @@ void RedisPipeline::Run() {
       batch.clear();
       continue;
     }
-    for (const auto& call : batch) Append(c.get(), call.argv);
+    out.clear();
+    for (const auto& call : batch) Format(&out, call.argv);
+    Append(c.get(), out);
     bool broken = false;
     for (auto& call : batch) {
       absl::StatusOr<RedisValue> reply = broken ? absl::StatusOr<RedisValue>(Unavailable()) : Read(c.get());
@@ -149,7 +160,9 @@ void RedisPipeline::Run() {
       if (call.done == nullptr) continue;  // answered above
       absl::StatusOr<RedisValue> reply = Unavailable();
       if (!broken) {
-        Append(c.get(), call.argv);
+        out.clear();
+        Format(&out, call.argv);
+        Append(c.get(), out);
         reply = Read(c.get());
         if (!reply.ok()) broken = true;
       }

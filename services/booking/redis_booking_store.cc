@@ -5,7 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/error.h"
-#include "common/proto_util.h"
 
 namespace labshare::booking {
 namespace keys {
@@ -342,8 +341,26 @@ std::string NewBookingId(int partition) {
 }
 
 std::string DerivedBookingId(int partition, absl::string_view method, absl::string_view request_id) {
-  return absl::StrFormat("p%02d-%s", partition,
-                         Sha256Hex(absl::StrCat(method, "\n", request_id)).substr(0, 16));
+  // FNV-1a over method, a separator and the request id, then a 64-bit
+  // finalizer (splitmix64) to spread the bits: stable across processes and
+  // versions, and cheap. A collision only ever makes the later request
+  // REQUEST_ID_REUSED; it never touches the earlier booking.
+  uint64_t h = 14695981039346656037ULL;
+  auto mix = [&h](absl::string_view bytes) {
+    for (unsigned char c : bytes) {
+      h ^= c;
+      h *= 1099511628211ULL;
+    }
+  };
+  mix(method);
+  mix(absl::string_view("\n", 1));
+  mix(request_id);
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
+  return absl::StrFormat("p%02d-%016x", partition, h);
 }
 
 bool IsGeneratedId(absl::string_view id) {

@@ -260,7 +260,7 @@ bool IsWindowEntry(absl::string_view entry);
 // Generated booking ids carry their partition: "p07-3f9a0c1d2e4b".
 std::string NewBookingId(int partition);
 // The id of the booking a request creates, from its request id: a retry
-// names the same document. "p07-" and 16 hex digits of SHA-256.
+// names the same document. "p07-" and 16 hex digits of a 64-bit hash.
 std::string DerivedBookingId(int partition, absl::string_view method, absl::string_view request_id);
 // Whether id has the shape of NewBookingId or DerivedBookingId (its
 // partition is in it); clients may not choose such ids.

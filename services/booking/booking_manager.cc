@@ -23,6 +23,11 @@ using labshare::type::v1::SharingMode;
 using State = v1::Booking::State;
 
 constexpr int kAttempts = 5;
+// The sweep reads at most this many bookings per instrument and round, and
+// looks this far back every round (a booking is stored within a request's
+// lifetime of being checked against the clock, so its start is never older).
+constexpr int kSweepBatch = 500;
+constexpr absl::Duration kSweepLookback = absl::Hours(1);
 constexpr absl::Duration kMaxRange = absl::Hours(24 * 366);
 
 absl::Status WrongState(const v1::Booking& b, absl::string_view wanted) {
@@ -311,12 +316,6 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     out.budget.push_back(std::move(budget));
   }
   out.event = Event(p, r.request_id());
-  {
-    const v1::Booking::State state = b.state();
-    b.set_state(v1::Booking::CONFIRMED);
-    out.confirmed_due_ms = DueMs(b, instrument);
-    b.set_state(state);
-  }
   out.booking = std::move(b);
   out.denial = denial;
   out.reserved_id = reserved_id;
@@ -328,8 +327,7 @@ void BookingManager::SealCreate(PreparedCreate& out) const {
   const v1::Booking& b = out.booking;
   CreateStep& step = out.step;
   step.booking = SerializeDeterministic(b);
-  step.due_ms = b.state() == v1::Booking::PENDING_APPROVAL ? Ms(FromProto(b.reserved_interval().start_time()))
-                                                          : out.confirmed_due_ms;
+  step.swept = true;  // MISSED without check-in, EXPIRED if still pending at its start
   // One event, BookingCreated, in whichever state the booking starts
   // (CONFIRMED included), carrying the stored document's bytes.
   out.event.mutable_header()->set_event_id(NewEventId());
@@ -538,7 +536,6 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
         step.guard_from_ms = c.guard_from_ms;
         step.guard_to_ms = c.guard_to_ms;
         step.due = c.due;
-        step.due_ms = c.due_ms;
         const v1::Booking& before = cur.booking;
         if (c.release_budget) {
           if (!before.project().empty()) {
@@ -635,8 +632,6 @@ absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
     *c.booking.mutable_decision()->mutable_decide_time() = ToProto(now);
     c.booking.mutable_decision()->set_decided_by(ActorName(p));
     c.booking.mutable_decision()->set_note(r.note());
-    c.due = UpdateStep::Due::kSet;
-    c.due_ms = DueMs(c.booking, instrument);
     v1::BookingEvent approved = Event(p, r.request_id());
     approved.mutable_booking_approved();
     v1::BookingEvent confirmed = Event(p, r.request_id());
@@ -943,42 +938,96 @@ absl::StatusOr<int> BookingManager::Sweep() {
   sweeper.roles = {Role::kService};
   const int64_t now_ms = Ms(clock_->Now());
   int changed = 0;
+  // Marks one booking MISSED (CONFIRMED, past start + grace, not checked in)
+  // or EXPIRED (PENDING_APPROVAL past its start), deciding on the stored
+  // state in the step itself. Sets *later when it is not due yet, *gone
+  // when it never will be (another state, or no such booking).
+  auto settle = [&](const std::string& id, bool* later, bool* gone) -> absl::Status {
+    v1::GetBookingRequest key;
+    key.set_name("bookings/" + id);
+    auto result = Transition("Sweep", key, key.name(), "",
+                             [&](const Loaded& cur) -> absl::StatusOr<Change> {
+      const v1::Booking& b = cur.booking;
+      const bool confirmed = b.state() == v1::Booking::CONFIRMED;
+      if (!confirmed && b.state() != v1::Booking::PENDING_APPROVAL) {
+        *gone = true;
+        return Precondition("NOT_DUE", "no longer due");
+      }
+      int64_t due_ms = Ms(FromProto(b.reserved_interval().start_time()));
+      if (confirmed) {
+        LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
+        due_ms = DueMs(b, *instrument);
+      }
+      if (due_ms >= now_ms) {  // due once the moment has passed
+        *later = true;
+        return Precondition("NOT_DUE", "not due yet");
+      }
+      Change c;
+      c.booking = b;
+      c.calendar = UpdateStep::Calendar::kRemove;
+      c.due = UpdateStep::Due::kRemove;
+      v1::BookingEvent e = Event(sweeper, "");
+      c.release_budget = true;
+      if (confirmed) {
+        // A missed booking spends its reserved hours.
+        c.used = FromProto(b.reserved_interval().end_time()) - FromProto(b.reserved_interval().start_time());
+        c.booking.set_state(v1::Booking::MISSED);
+        e.mutable_booking_missed();
+      } else {
+        c.booking.set_state(v1::Booking::EXPIRED);
+        e.mutable_booking_expired();
+      }
+      c.events.push_back(std::move(e));
+      return c;
+    });
+    if (result.ok()) {
+      ++changed;
+      return absl::OkStatus();
+    }
+    if (absl::IsNotFound(result.status())) *gone = true;
+    if (*gone || *later) return absl::OkStatus();
+    if (absl::IsAborted(result.status())) {  // moved meanwhile: next round
+      *later = true;
+      return absl::OkStatus();
+    }
+    return result.status();
+  };
+
   for (int partition = 0; partition < kPartitions; ++partition) {
+    // Bookings made by older versions, in their due set.
     LS_ASSIGN_OR_RETURN(auto due, store_->Due(partition, now_ms, 200));
     for (const std::string& id : due) {
-      v1::GetBookingRequest key;
-      key.set_name("bookings/" + id);
-      bool stale = false;
-      auto result = Transition("Sweep", key, key.name(), "",
-                               [&](const Loaded& cur) -> absl::StatusOr<Change> {
-        const v1::Booking& b = cur.booking;
-        Change c;
-        c.booking = b;
-        c.calendar = UpdateStep::Calendar::kRemove;
-        c.due = UpdateStep::Due::kRemove;
-        v1::BookingEvent e = Event(sweeper, "");
-        c.release_budget = true;
-        if (b.state() == v1::Booking::CONFIRMED) {
-          // A missed booking spends its reserved hours.
-          c.used = FromProto(b.reserved_interval().end_time()) - FromProto(b.reserved_interval().start_time());
-          c.booking.set_state(v1::Booking::MISSED);
-          e.mutable_booking_missed();
-        } else if (b.state() == v1::Booking::PENDING_APPROVAL) {
-          c.booking.set_state(v1::Booking::EXPIRED);
-          e.mutable_booking_expired();
-        } else {
-          stale = true;
-          return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_DUE", "no longer due");
+      bool later = false, gone = false;
+      LS_RETURN_IF_ERROR(settle(id, &later, &gone));
+      if (gone) LS_RETURN_IF_ERROR(store_->ForgetDue(partition, id));
+    }
+    // Every other: each instrument's bookings that started since its
+    // cursor. The cursor then moves to the first one still open, and never
+    // closer to now than kSweepLookback, so a booking that lands just after
+    // this read (its start can only be that recent) is read next time.
+    LS_ASSIGN_OR_RETURN(auto ranges, store_->SweepRanges(partition, now_ms, kSweepBatch));
+    for (const auto& range : ranges) {
+      if (range.entries.empty()) continue;
+      std::vector<std::string> ids;
+      for (const auto& e : range.entries) ids.push_back(e.booking_id);
+      LS_ASSIGN_OR_RETURN(auto docs, store_->GetMany(partition, ids));
+      int64_t cursor = now_ms - absl::ToInt64Milliseconds(kSweepLookback);
+      if (static_cast<int>(range.entries.size()) == kSweepBatch) {
+        cursor = std::min(cursor, range.entries.back().start_ms);  // more after these
+      }
+      for (size_t i = 0; i < range.entries.size() && i < docs.size(); ++i) {
+        if (!docs[i]) continue;
+        auto b = ParseBooking(docs[i]->data);
+        if (!b.ok() || (b->state() != v1::Booking::CONFIRMED && b->state() != v1::Booking::PENDING_APPROVAL) ||
+            (b->mode() != labshare::type::v1::ON_SITE && b->mode() != labshare::type::v1::JOINT_RESEARCH)) {
+          continue;  // settled: nothing for the sweep
         }
-        c.events.push_back(std::move(e));
-        return c;
-      });
-      if (result.ok()) {
-        ++changed;
-      } else if (stale || absl::IsNotFound(result.status())) {
-        LS_RETURN_IF_ERROR(store_->ForgetDue(partition, id));
-      } else if (!absl::IsAborted(result.status())) {
-        return result.status();
+        bool later = false, gone = false;
+        LS_RETURN_IF_ERROR(settle(range.entries[i].booking_id, &later, &gone));
+        if (later) cursor = std::min(cursor, range.entries[i].start_ms);
+      }
+      if (!range.has_cursor || cursor > range.cursor_ms) {
+        LS_RETURN_IF_ERROR(store_->SetSweepCursor(partition, range.instrument_id, cursor));
       }
     }
   }

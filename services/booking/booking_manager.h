@@ -126,7 +126,6 @@ class BookingManager {
     absl::Status denial;  // the access check's no, if any
     bool reserved_id = false;
     v1::BookingEvent event;        // header of the events the step publishes
-    int64_t confirmed_due_ms = 0;  // the sweep's time if CONFIRMED
     std::vector<CounterCharge> budget;  // the project budget's counter, if any
   };
   // An answer without a step (errors, validate_only, leases, replays), or
@@ -202,7 +201,6 @@ class BookingManager {
     int64_t guard_from_ms = 0;
     int64_t guard_to_ms = 0;
     UpdateStep::Due due = UpdateStep::Due::kKeep;
-    int64_t due_ms = 0;
     // The reserved time leaves the committed hours of the project budget
     // (JOINT_RESEARCH; `used` is added to its used hours) and of the quotas
     // the booking counts against.

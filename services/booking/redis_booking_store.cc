@@ -1,5 +1,6 @@
 #include "services/booking/redis_booking_store.h"
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -28,6 +29,8 @@ std::string Idempotency(int p, absl::string_view method, absl::string_view reque
 }
 std::string Outbox(int p) { return absl::StrCat(Tag(p), ":outbox"); }
 std::string Due(int p) { return absl::StrCat(Tag(p), ":due"); }
+std::string SweepInstruments(int p) { return absl::StrCat(Tag(p), ":sweep:instruments"); }
+std::string SweepCursors(int p) { return absl::StrCat(Tag(p), ":sweep:cursor"); }
 std::string IdLookup(absl::string_view id) { return absl::StrCat("{bk:ids}:", id); }
 std::string Budget(int p, absl::string_view project_id) { return absl::StrCat(Tag(p), ":budget:", project_id); }
 std::string Lease(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":lease:", id); }
@@ -88,10 +91,11 @@ end
 )lua";
 
 // KEYS: 1 idem (the doc itself: the record is in the document), 2 outbox,
-//       3 doc, 4 cal, 5 calend, 6 byinstr, 7 due,
+//       3 doc, 4 cal, 5 calend, 6 bystart, 7 the partition's swept instruments,
 //       8 guard document (or placeholder), 9.. counters, then extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 denied, 5 start, 6 end, 7 id,
-//       8 reserved start ms (listing index score), 9 due ms (0: none), 10 guard version ('' none),
+//       8 reserved start ms (listing index score), 9 instrument id if the
+//       sweep must look at the booking ('' no), 10 guard version ('' none),
 //       11 replaced booking id ('' none), 12 response ('' = the doc), 13 n extra,
 //       14 n events, 15 n counters,
 //       then per counter (field, limit ms or 'hash', ms, on over
@@ -156,7 +160,6 @@ if ask then return {'ASK'} end
 if ARGV[11] ~= '' then
   redis.call('ZREM', KEYS[4], ARGV[11])
   redis.call('HDEL', KEYS[5], ARGV[11])
-  redis.call('ZREM', KEYS[7], ARGV[11])
 end
 for i = 1, nc do
   local a = 15 + (i - 1) * 5
@@ -178,7 +181,8 @@ end
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
 redis.call('HSET', KEYS[5], ARGV[7], ARGV[6])
 redis.call('ZADD', KEYS[6], ARGV[8], ARGV[7])
-if ARGV[9] ~= '0' then redis.call('ZADD', KEYS[7], ARGV[9], ARGV[7]) end
+-- Usually already a member: then nothing is written (or logged to the AOF).
+if ARGV[9] ~= '' then redis.call('SADD', KEYS[7], ARGV[9]) end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
 if not in_doc then remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3]) end
 return {'OK'}
@@ -189,7 +193,8 @@ return {'OK'}
 // KEYS: 1 idem, 2 outbox, 3 doc, 4 cal, 5 calend, 6 due, 7.. counters, then
 //       extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 expected version, 5 calendar op,
-//       6 id, 7 new end, 8 guard from, 9 guard to, 10 due op, 11 due ms,
+//       6 id, 7 new end, 8 guard from, 9 guard to, 10 due op ('remove': off
+//       the older due set), 11 unused,
 //       12 response ('' = the doc), 13 n extra, 14 n events, 15 n counters,
 //       then per counter (field, committed delta, used delta), then per
 //       extra document (expected version, data), then the events.
@@ -228,8 +233,6 @@ elseif ARGV[5] == 'end' then
 end
 if ARGV[10] == 'remove' then
   redis.call('ZREM', KEYS[6], ARGV[6])
-elseif ARGV[10] == 'set' then
-  redis.call('ZADD', KEYS[6], ARGV[11], ARGV[6])
 end
 for i = 1, nc do
   local a = 15 + (i - 1) * 3
@@ -394,18 +397,19 @@ void AppendDocsAndEvents(const std::vector<ExtraDoc>& docs, const std::vector<st
 }
 
 void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector<std::string>& args) {
-  const std::string due = keys::Due(s.partition);
+  const std::string swept = keys::SweepInstruments(s.partition);
   std::string doc = keys::Booking(s.partition, s.booking_id);
   // No idempotency key but a fingerprint: the record is the document.
   const bool in_doc = s.idempotency_key.empty() && !s.fingerprint.empty();
-  keys = {in_doc ? doc : s.idempotency_key.empty() ? due : s.idempotency_key,
+  // swept also stands in for the keys a step does not use (same slot).
+  keys = {in_doc ? doc : s.idempotency_key.empty() ? swept : s.idempotency_key,
           keys::Outbox(s.partition),
           std::move(doc),
           keys::Calendar(s.partition, s.instrument_id),
           keys::CalendarEnds(s.partition, s.instrument_id),
           keys::ByInstrument(s.partition, s.instrument_id),
-          due,
-          s.guard_key.empty() ? due : s.guard_key};
+          swept,
+          s.guard_key.empty() ? swept : s.guard_key};
   args = {s.idempotency_key.empty() && !in_doc ? "" : s.fingerprint,
           s.booking,
           std::to_string(kIdempotencyTtlSeconds),
@@ -414,7 +418,7 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           std::to_string(s.blocked_end_ms),
           s.booking_id,
           std::to_string(s.reserved_start_ms),
-          std::to_string(s.due_ms),
+          s.swept ? s.instrument_id : "",
           s.guard_key.empty() ? "" : std::to_string(s.guard_version),
           s.replaces_booking_id,
           s.response,  // empty: the document is the answer (sent once)
@@ -472,10 +476,8 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    std::to_string(s.new_end_ms),
                                    std::to_string(s.guard_from_ms),
                                    std::to_string(s.guard_to_ms),
-                                   s.due == UpdateStep::Due::kRemove ? "remove"
-                                   : s.due == UpdateStep::Due::kSet  ? "set"
-                                                                     : "keep",
-                                   std::to_string(s.due_ms),
+                                   s.due == UpdateStep::Due::kRemove ? "remove" : "keep",
+                                   "",
                                    s.response,  // empty: the document is the answer (sent once)
                                    std::to_string(s.extra_docs.size()),
                                    std::to_string(s.events.size()),
@@ -546,6 +548,50 @@ absl::StatusOr<std::vector<std::string>> BookingStore::Due(int partition, int64_
 
 absl::Status BookingStore::ForgetDue(int partition, absl::string_view booking_id) const {
   return pool_->Command({"ZREM", keys::Due(partition), std::string(booking_id)}).status();
+}
+
+absl::StatusOr<std::vector<BookingStore::SweepRange>> BookingStore::SweepRanges(int partition, int64_t now_ms,
+                                                                                int limit) const {
+  LS_ASSIGN_OR_RETURN(auto head, pool_->Pipeline({{"SMEMBERS", keys::SweepInstruments(partition)},
+                                                  {"HGETALL", keys::SweepCursors(partition)}}));
+  if (head.size() != 2 || head[0].type != RedisValue::Type::kArray || head[1].type != RedisValue::Type::kArray) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  absl::flat_hash_map<std::string, std::string> cursors;
+  for (size_t i = 0; i + 1 < head[1].elements.size(); i += 2) {
+    cursors[head[1].elements[i].str] = head[1].elements[i + 1].str;
+  }
+  std::vector<SweepRange> out;
+  std::vector<std::vector<std::string>> reads;
+  for (const auto& member : head[0].elements) {
+    SweepRange range;
+    range.instrument_id = member.str;
+    auto it = cursors.find(member.str);
+    range.has_cursor = it != cursors.end() && absl::SimpleAtoi(it->second, &range.cursor_ms);
+    reads.push_back({"ZRANGEBYSCORE", keys::ByInstrument(partition, member.str),
+                     range.has_cursor ? std::to_string(range.cursor_ms) : "-inf", std::to_string(now_ms),
+                     "WITHSCORES", "LIMIT", "0", std::to_string(limit)});
+    out.push_back(std::move(range));
+  }
+  if (reads.empty()) return out;
+  LS_ASSIGN_OR_RETURN(auto ranges, pool_->Pipeline(reads));
+  for (size_t r = 0; r < ranges.size() && r < out.size(); ++r) {
+    const auto& e = ranges[r].elements;
+    for (size_t i = 0; i + 1 < e.size(); i += 2) {
+      SweepEntry entry;
+      entry.booking_id = e[i].str;
+      if (!absl::SimpleAtoi(e[i + 1].str, &entry.start_ms)) {
+        return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected index score");
+      }
+      out[r].entries.push_back(std::move(entry));
+    }
+  }
+  return out;
+}
+
+absl::Status BookingStore::SetSweepCursor(int partition, absl::string_view instrument_id, int64_t ms) const {
+  return pool_->Command({"HSET", keys::SweepCursors(partition), std::string(instrument_id), std::to_string(ms)})
+      .status();
 }
 
 absl::StatusOr<std::vector<std::string>> BookingStore::IndexRange(int partition,

@@ -18,9 +18,14 @@
 //   {bk:P}:idem:<method>:<request id>   idempotency record (a booking created
 //                            without a chosen id holds its own: fields f, r)
 //   {bk:P}:outbox            STREAM of BookingEvent
-//   {bk:P}:due               ZSET  booking id -> when the sweep must look at it (ms):
-//                            a CONFIRMED booking's start + grace (MISSED if not
-//                            checked in), a PENDING_APPROVAL one's start (EXPIRED)
+//   {bk:P}:sweep:instruments SET   instruments with bookings the sweep looks at
+//   {bk:P}:sweep:cursor      HASH  instrument -> reserved start (ms) before which
+//                            the sweep has nothing left to do on it. The sweep
+//                            reads each instrument's listing index from there
+//                            to now: a CONFIRMED booking past start + grace is
+//                            MISSED, a PENDING_APPROVAL one past its start EXPIRED.
+//   {bk:P}:due               ZSET  booking id -> when the sweep must look at it
+//                            (ms), written by older versions; still swept.
 //   {bk:ids}:<id>            partition of a client-chosen booking id
 //   {bk:P}:lease:<id>        Lease document; its booking has the same id
 //   {bk:P}:order:<id>        ServiceOrder document; index {bk:P}:orders:<instr>
@@ -62,6 +67,8 @@ std::string LegacyByInstrument(int p, absl::string_view instrument_id);
 std::string Idempotency(int p, absl::string_view method, absl::string_view request_id);
 std::string Outbox(int p);
 std::string Due(int p);
+std::string SweepInstruments(int p);
+std::string SweepCursors(int p);
 std::string IdLookup(absl::string_view booking_id);
 std::string Budget(int p, absl::string_view project_id);
 std::string Lease(int p, absl::string_view lease_id);
@@ -135,7 +142,9 @@ struct CreateStep {
   int64_t blocked_start_ms = 0;
   int64_t blocked_end_ms = 0;
   int64_t reserved_start_ms = 0;
-  int64_t due_ms = 0;  // when the sweep looks at it; 0: never
+  // The sweep looks at it (an ON_SITE or JOINT_RESEARCH booking: MISSED
+  // without check-in, EXPIRED if still pending at its start).
+  bool swept = false;
   std::vector<ExtraDoc> extra_docs;
   // Each counter's allowance must hold ms more (allowance - used -
   // committed); then ms is added to committed. kFail: kOverBudget or
@@ -171,9 +180,10 @@ struct UpdateStep {
   // A violated guard is kSlotTaken (with the entry in the way).
   int64_t guard_from_ms = 0;
   int64_t guard_to_ms = 0;
-  enum class Due { kKeep, kRemove, kSet };
+  // kRemove: off the older due set (bookings made before the sweep read
+  // the listing index; see Due()).
+  enum class Due { kKeep, kRemove };
   Due due = Due::kKeep;
-  int64_t due_ms = 0;  // kSet
   // Budget and quota movements, applied with the change.
   std::vector<CounterMove> counters;
   std::vector<std::string> events;
@@ -208,8 +218,24 @@ class BookingStore {
                                                            absl::string_view instrument_id,
                                                            int64_t from_ms, int64_t to_ms) const;
   // Bookings of a partition due strictly before `now_ms`, at most `limit`.
+  // The older due set: ids due by now_ms, and taking one off.
   absl::StatusOr<std::vector<std::string>> Due(int partition, int64_t now_ms, int limit) const;
   absl::Status ForgetDue(int partition, absl::string_view booking_id) const;
+  // Bookings the sweep may have to act on: per instrument of the partition,
+  // those whose reserved start lies in [its cursor, now_ms], in start order,
+  // at most `limit` per instrument.
+  struct SweepEntry {
+    std::string booking_id;
+    int64_t start_ms = 0;
+  };
+  struct SweepRange {
+    std::string instrument_id;
+    bool has_cursor = false;
+    int64_t cursor_ms = 0;
+    std::vector<SweepEntry> entries;
+  };
+  absl::StatusOr<std::vector<SweepRange>> SweepRanges(int partition, int64_t now_ms, int limit) const;
+  absl::Status SetSweepCursor(int partition, absl::string_view instrument_id, int64_t ms) const;
   // Puts a maintenance window on the calendar (or takes it off).
   absl::Status BlockWindow(int partition, absl::string_view instrument_id,
                            absl::string_view window_id, int64_t start_ms, int64_t end_ms) const;

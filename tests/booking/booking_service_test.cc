@@ -395,6 +395,45 @@ TEST_F(BookingServiceTest, SweepMarksMissedAndExpiredBookings) {
   EXPECT_EQ(expired, 1);
 }
 
+TEST_F(BookingServiceTest, SweepReadsEachInstrumentFromItsCursorAndStillDrainsTheOlderDueSet) {
+  v1::Booking approved, older, out;
+  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(12 + 24), &approved).ok());  // residency: pending
+  ASSERT_EQ(approved.state(), v1::Booking::PENDING_APPROVAL);
+  v1::ApproveBookingRequest approve;
+  approve.set_name(approved.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApproveBooking, approve, &out, staff_).ok());
+  ASSERT_TRUE(Book(absl::Hours(40), absl::Hours(41), &older).ok());
+  const int p = keys::Partition("tem");
+  // Approved, it is due at start + grace like any confirmed booking.
+  clock_.Set(day_ + absl::Hours(12) + absl::Minutes(15));
+  EXPECT_EQ(*manager_->Sweep(), 0);
+  // The cursor stays at or before the open booking (here: the look-back).
+  EXPECT_EQ(pool_->Command({"HGET", keys::SweepCursors(p), "tem"})->str,
+            std::to_string(absl::ToUnixMillis(clock_.Now() - absl::Hours(1))));
+  clock_.Set(day_ + absl::Hours(12) + absl::Minutes(16));
+  EXPECT_EQ(*manager_->Sweep(), 1);
+  v1::GetBookingRequest get;
+  get.set_name(approved.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::MISSED);
+  // Nothing open: the cursor still trails the clock by the look-back.
+  EXPECT_EQ(pool_->Command({"HGET", keys::SweepCursors(p), "tem"})->str,
+            std::to_string(absl::ToUnixMillis(clock_.Now() - absl::Hours(1))));
+
+  // A booking as an older version left it: in the due set only.
+  ASSERT_TRUE(pool_->Command({"SREM", keys::SweepInstruments(p), "tem"}).ok());
+  ASSERT_TRUE(pool_->Command({"ZADD", keys::Due(p),
+                              std::to_string(absl::ToUnixMillis(day_ + absl::Hours(40) + absl::Minutes(15))),
+                              older.name().substr(older.name().find('/') + 1)}).ok());
+  clock_.Set(day_ + absl::Hours(40) + absl::Minutes(16));
+  EXPECT_EQ(*manager_->Sweep(), 1);
+  get.set_name(older.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::MISSED);
+  EXPECT_EQ(pool_->Command({"ZCARD", keys::Due(p)})->integer, 0);
+  EXPECT_EQ(*manager_->Sweep(), 0);
+}
+
 TEST_F(BookingServiceTest, MaintenanceWindowCancelsHitBookingsWithoutCharge) {
   v1::Booking hit, running, spared, out;
   ASSERT_TRUE(Book(absl::Hours(14), absl::Hours(15), &hit).ok());

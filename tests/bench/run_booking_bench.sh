@@ -9,7 +9,11 @@
 #                and tests/booking-load (or bin/booking-load). Use a Release build.
 #   CONCURRENCY  calls in flight, default $CONCURRENCY or 64
 #   SECONDS      measured seconds, default $DURATION or 10 (after a 2 s warmup)
-# Environment: WARMUP (2), INSTRUMENTS (200), THREADS (1), BUFFER_MINUTES (0),
+# Environment: SHAPE (reference: the perf-reference client's key space, 1000
+#   instruments x 1000 slots of 15 min, 3 slots a booking, calendars filling up
+#   as they do for the reference; sparse: 200 instruments, starts spread over
+#   3000 days, 5-60 min, nearly every request accepted), WARMUP (2),
+#   INSTRUMENTS (1000 for reference, 200 for sparse), THREADS (1), BUFFER_MINUTES (0),
 #   APPENDFSYNC (everysec), REDIS_EXTRA (more redis-server flags for our stack only,
 #   e.g. "--auto-aof-rewrite-min-size 4gb"), REPEAT (1: rounds of ours-then-reference; the ratio
 #   is of the medians), PERF_REFERENCE_DIR (where build.sh/run.sh live),
@@ -39,7 +43,12 @@ build="${pos[0]:-${BUILD_DIR:-build-release}}"
 conc="${pos[1]:-${CONCURRENCY:-64}}"
 secs="${pos[2]:-${DURATION:-10}}"
 warmup="${WARMUP:-2}"
-instruments="${INSTRUMENTS:-200}"
+shape="${SHAPE:-reference}"
+case "$shape" in
+  reference) instruments="${INSTRUMENTS:-1000}"; shape_flags=(--slots=1000 --slot_minutes=15 --dur_slots=3) ;;
+  sparse) instruments="${INSTRUMENTS:-200}"; shape_flags=() ;;
+  *) echo "run_booking_bench: SHAPE must be reference or sparse" >&2; exit 2 ;;
+esac
 threads="${THREADS:-1}"
 buffer_min="${BUFFER_MINUTES:-0}"
 fsync="${APPENDFSYNC:-everysec}"
@@ -150,10 +159,11 @@ run_ours() {
   "$load" --seed --inventory="$inv_addr" --token="$token" --instruments="$instruments" \
     --buffer_minutes="$buffer_min" >"$dir/seed.out" 2>&1 || { keep_logs=1; cat "$dir/seed.out" >&2; die "seeding failed"; }
 
-  echo "[$round] ours: booking $bk_addr, redis $rport; $instruments instruments, concurrency $conc, ${secs}s after ${warmup}s warmup; loadavg $(loadavg)" >&2
+  echo "[$round] ours ($shape): booking $bk_addr, redis $rport; $instruments instruments, concurrency $conc, ${secs}s after ${warmup}s warmup; loadavg $(loadavg)" >&2
   set +e
   "$load" --target="$bk_addr" --token="$token" --instruments="$instruments" --concurrency="$conc" \
-    --threads="$threads" --duration="$secs" --warmup="$warmup" "${extra[@]}" >"$dir/load.out" 2>"$dir/load.err"
+    --threads="$threads" --duration="$secs" --warmup="$warmup" "${shape_flags[@]}" "${extra[@]}" \
+    >"$dir/load.out" 2>"$dir/load.err"
   load_rc=$?
   set -e
   ours="$(grep -m1 '^RESULT' "$dir/load.out" || true)"

@@ -621,7 +621,7 @@ absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
   return Transition("ApproveBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, CheckDecision(p, cur, r.etag()));
+    LS_RETURN_IF_ERROR(CheckDecision(p, cur, r.etag()).status());  // who may decide, and on what
     const absl::Time now = clock_->Now();
     if (now >= FromProto(b.reserved_interval().start_time())) {
       return Precondition("BOOKING_STARTED", "the reserved start has passed; it can no longer be approved");

@@ -648,23 +648,32 @@ end
 redis.call('DEL', KEYS[1])
 return #members
 )lua");
+  // Once every older index has moved, later starts skip the keyspace scan.
+  const std::string done = "{booking}:migrated:bystart";
+  LS_ASSIGN_OR_RETURN(RedisValue marker, pool_->Command({"EXISTS", done}));
+  if (marker.integer == 1) return 0;
   int64_t moved = 0;
-  for (int p = 0; p < kPartitions; ++p) {
-    const std::string prefix = keys::LegacyByInstrument(p, "");
-    std::string cursor = "0";
-    do {
-      LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"SCAN", cursor, "MATCH", prefix + "*", "COUNT", "1000"}));
-      if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
-        return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected SCAN reply");
+  std::string cursor = "0";
+  do {
+    LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"SCAN", cursor, "MATCH", "{bk:*}:byinstr:*", "COUNT", "1000"}));
+    if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
+      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected SCAN reply");
+    }
+    cursor = v.elements[0].str;
+    for (const auto& key : v.elements[1].elements) {
+      // "{bk:<p>}:byinstr:<instrument>"
+      const size_t close = key.str.find('}');
+      int p = 0;
+      if (close == std::string::npos || !absl::SimpleAtoi(key.str.substr(4, close - 4), &p) || p < 0 ||
+          p >= kPartitions || key.str != keys::LegacyByInstrument(p, key.str.substr(close + 10))) {
+        continue;  // not one of ours
       }
-      cursor = v.elements[0].str;
-      for (const auto& key : v.elements[1].elements) {
-        const std::string instrument = key.str.substr(prefix.size());
-        LS_ASSIGN_OR_RETURN(RedisValue n, pool_->Eval(*script, {key.str, keys::ByInstrument(p, instrument)}, {}));
-        moved += n.integer;
-      }
-    } while (cursor != "0");
-  }
+      const std::string instrument = key.str.substr(close + 10);
+      LS_ASSIGN_OR_RETURN(RedisValue n, pool_->Eval(*script, {key.str, keys::ByInstrument(p, instrument)}, {}));
+      moved += n.integer;
+    }
+  } while (cursor != "0");
+  LS_RETURN_IF_ERROR(pool_->Command({"SET", done, "1"}).status());
   return moved;
 }
 

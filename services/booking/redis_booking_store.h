@@ -260,7 +260,9 @@ class BookingStore {
   // Moves listing indexes of the older layout ({bk:P}:byinstr:<instr>,
   // ordered by member) to the current one, one index per atomic step;
   // returns how many bookings moved. Safe to run on every start and from
-  // several replicas at once.
+  // several replicas at once; after one complete pass it only checks the
+  // marker {booking}:migrated:bystart (so replicas of an older version must
+  // be gone by then).
   absl::StatusOr<int64_t> MigrateIndexes() const;
   // The partition of a booking id: encoded in generated ids ("p07-..."),
   // looked up for client-chosen ones. nullopt: no such booking.

@@ -36,14 +36,18 @@ std::unique_ptr<grpc::ClientContext> InventoryClient::Context() {
 absl::StatusOr<InventoryClient::Any> InventoryClient::Cached(
     const std::string& key, const std::function<absl::StatusOr<Any>()>& fetch) {
   const absl::Time now = clock_->Now();
+  uint64_t generation = 0;
   {
     std::shared_lock<std::shared_mutex> lock(mu_);
     auto it = cache_.find(key);
     if (it != cache_.end() && now - it->second.fetched < ttl_) return it->second.message;
+    generation = generation_;
   }
   LS_ASSIGN_OR_RETURN(Any message, fetch());
   std::lock_guard<std::shared_mutex> lock(mu_);
-  cache_[key] = {message, now};
+  // An invalidation while fetching may concern what was fetched: use it
+  // once, keep it not.
+  if (generation == generation_) cache_[key] = {message, now};
   return message;
 }
 
@@ -78,6 +82,7 @@ size_t InventoryClient::Invalidate(const inv::InventoryEvent& event) {
       break;
   }
   std::lock_guard<std::shared_mutex> lock(mu_);
+  ++generation_;
   if (keys.empty()) {  // an event this version does not know: forget everything
     const size_t n = cache_.size();
     cache_.clear();
@@ -90,6 +95,7 @@ size_t InventoryClient::Invalidate(const inv::InventoryEvent& event) {
 
 void InventoryClient::InvalidateAll() {
   std::lock_guard<std::shared_mutex> lock(mu_);
+  ++generation_;
   cache_.clear();
 }
 
@@ -216,6 +222,7 @@ absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(con
   grpc::Status s = stub_->GetMaintenanceWindow(ctx.get(), req, &resp);
   if (!s.ok()) return Downstream(s);
   std::lock_guard<std::shared_mutex> lock(mu_);
+  ++generation_;
   cache_.erase("Windows:" + name.substr(0, name.find("/maintenanceWindows/")));
   return resp;
 }

@@ -94,6 +94,7 @@ class InventoryClient {
     absl::Time fetched;
   };
   absl::flat_hash_map<std::string, Entry> cache_;  // guarded by mu_
+  uint64_t generation_ = 0;  // guarded by mu_: invalidations so far
 };
 
 }  // namespace labshare::booking

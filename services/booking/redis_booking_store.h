@@ -14,7 +14,7 @@
 //                            instrument, listed in (start, id) order. (Older
 //                            versions kept "{bk:P}:byinstr:<instr>", lex
 //                            members "<start, 15 digits>|<id>"; MigrateIndexes
-//                            moves them.)
+//                            moves them, then sets {booking}:migrated:bystart.)
 //   {bk:P}:idem:<method>:<request id>   idempotency record (a booking created
 //                            without a chosen id holds its own: fields f, r)
 //   {bk:P}:outbox            STREAM of BookingEvent

@@ -53,9 +53,6 @@ void Format(std::string* out, const std::vector<std::string>& argv) {
   }
 }
 
-void Append(redisContext* c, const std::string& formatted) {
-  if (!formatted.empty()) redisAppendFormattedCommand(c, formatted.data(), formatted.size());
-}
 
 // One reply, or UNAVAILABLE when the connection broke.
 absl::StatusOr<RedisValue> Read(redisContext* c) {
@@ -141,7 +138,7 @@ void RedisPipeline::Run() {
     }
     out.clear();
     for (const auto& call : batch) Format(&out, call.argv);
-    Append(c.get(), out);
+    redisAppendFormattedCommand(c.get(), out.data(), out.size());
     bool broken = false;
     for (auto& call : batch) {
       absl::StatusOr<RedisValue> reply = broken ? absl::StatusOr<RedisValue>(Unavailable()) : Read(c.get());
@@ -162,7 +159,7 @@ void RedisPipeline::Run() {
       if (!broken) {
         out.clear();
         Format(&out, call.argv);
-        Append(c.get(), out);
+        redisAppendFormattedCommand(c.get(), out.data(), out.size());
         reply = Read(c.get());
         if (!reply.ok()) broken = true;
       }

@@ -1,5 +1,9 @@
 #include "services/booking/booking_common.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/wire_format_lite.h>
+
 #include "services/booking/redis_booking_store.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -31,42 +35,26 @@ void AttachSnapshot(v1::BookingEvent& event, const std::string& request_id, cons
   }
 }
 
-namespace {
-
-void AppendVarint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-
-size_t VarintSize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
-
-constexpr uint32_t kLengthDelimited = 2;
-
-}  // namespace
-
 std::string EventBytesWithBooking(const v1::BookingEvent& header_only, int payload_field,
                                   absl::string_view booking_bytes) {
-  const uint64_t booking_tag = (1u << 3) | kLengthDelimited;
-  const uint64_t payload_tag = (static_cast<uint64_t>(payload_field) << 3) | kLengthDelimited;
-  const size_t payload_size = VarintSize(booking_tag) + VarintSize(booking_bytes.size()) + booking_bytes.size();
+  using google::protobuf::internal::WireFormatLite;
+  using google::protobuf::io::CodedOutputStream;
+  const uint32_t booking_tag = WireFormatLite::MakeTag(1, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  const uint32_t payload_tag =
+      WireFormatLite::MakeTag(payload_field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  const size_t payload_size = CodedOutputStream::VarintSize32(booking_tag) +
+                              CodedOutputStream::VarintSize64(booking_bytes.size()) + booking_bytes.size();
   std::string out;
   header_only.AppendToString(&out);
-  out.reserve(out.size() + VarintSize(payload_tag) + VarintSize(payload_size) + payload_size);
-  AppendVarint(out, payload_tag);
-  AppendVarint(out, payload_size);
-  AppendVarint(out, booking_tag);
-  AppendVarint(out, booking_bytes.size());
-  out.append(booking_bytes.data(), booking_bytes.size());
+  {
+    google::protobuf::io::StringOutputStream raw(&out);
+    CodedOutputStream coded(&raw);
+    coded.WriteTag(payload_tag);
+    coded.WriteVarint64(payload_size);
+    coded.WriteTag(booking_tag);
+    coded.WriteVarint64(booking_bytes.size());
+    coded.WriteRaw(booking_bytes.data(), static_cast<int>(booking_bytes.size()));
+  }
   return out;
 }
 

@@ -720,7 +720,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
 }
 
 absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v1::CheckOutRequest& r) {
-  bool record_use = false;
+  std::optional<inv::Instrument> used_on;
   auto result = Transition("CheckOut", r, r.name(), r.request_id(),
                            [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
@@ -752,16 +752,10 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
         clamped = true;
       }
     }
-    Change c;
-    c.booking = b;
-    c.booking.set_state(v1::Booking::COMPLETED);
+    Change c = EndSession(p, b, t, r.request_id());
     auto* session = c.booking.mutable_session();
-    *session->mutable_end_time() = ToProto(t);
-    session->set_checked_out_by(ActorName(p));
     session->set_end_clamped(clamped);
     if (!r.notes().empty()) session->set_notes(absl::StrCat(session->notes(), session->notes().empty() ? "" : "\n", r.notes()));
-    c.guard_from_ms = Ms(blocked_start);
-    c.guard_to_ms = Ms(t);
     const absl::Duration buffer = FromProto(SlotRulesOf(instrument, b.mode()).buffer());
     if (r.release_remaining() && t + buffer < blocked_end) {
       c.calendar = UpdateStep::Calendar::kSetEnd;
@@ -769,23 +763,54 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
       *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(t + buffer);
       session->set_remaining_released(true);
     }
-    record_use = SlotRulesOf(instrument, b.mode()).qualification_validity_days() > 0;
-    c.release_budget = true;
-    c.used = t - session_start;
-    v1::BookingEvent e = Event(p, r.request_id());
-    e.mutable_booking_checked_out();
-    c.events.push_back(std::move(e));
+    used_on = std::move(instrument);
     return c;
   });
-  if (result.ok() && record_use) {
-    // The use renews the qualification; inventory ignores older uses, so a
-    // retry is harmless. A failure here does not undo the check-out.
-    absl::Status s = inventory_->RecordQualificationUse(
-        result->instrument(), result->user(), FromProto(result->session().end_time()),
-        "checkout-" + result->name().substr(result->name().find('/') + 1));
-    if (!s.ok()) LogWarning("qualification use not recorded", {{"booking", result->name()}, {"error", s.ToString()}});
-  }
+  if (result.ok() && used_on) RecordSessionUse(*result, *used_on);
   return result;
+}
+
+BookingManager::Change BookingManager::EndSession(const Principal& p, const v1::Booking& b, absl::Time end,
+                                                  const std::string& request_id) const {
+  Change c;
+  c.booking = b;
+  c.booking.set_state(v1::Booking::COMPLETED);
+  auto* session = c.booking.mutable_session();
+  *session->mutable_end_time() = ToProto(end);
+  session->set_checked_out_by(ActorName(p));
+  // No booking may have slipped in before the recorded end.
+  c.guard_from_ms = Ms(FromProto(b.blocked_interval().start_time()));
+  c.guard_to_ms = Ms(end);
+  c.due = UpdateStep::Due::kRemove;
+  c.release_budget = true;
+  c.used = std::max(absl::ZeroDuration(), end - FromProto(b.session().start_time()));
+  v1::BookingEvent e = Event(p, request_id);
+  e.mutable_booking_checked_out();
+  c.events.push_back(std::move(e));
+  return c;
+}
+
+void BookingManager::RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument) {
+  if (ended.state() != v1::Booking::COMPLETED || SlotRulesOf(instrument, ended.mode()).qualification_validity_days() <= 0) {
+    return;
+  }
+  // The use renews the qualification; inventory ignores older uses, so a
+  // retry is harmless. A failure here does not undo the check-out.
+  absl::Status s = inventory_->RecordQualificationUse(ended.instrument(), ended.user(),
+                                                      FromProto(ended.session().end_time()),
+                                                      "checkout-" + IdOf(ended.name()));
+  if (!s.ok()) LogWarning("qualification use not recorded", {{"booking", ended.name()}, {"error", s.ToString()}});
+}
+
+absl::StatusOr<absl::Time> BookingManager::AutoCheckOutTime(const Loaded& cur, const inv::Instrument& instrument) {
+  const v1::Booking& b = cur.booking;
+  const absl::Time session_start = FromProto(b.session().start_time());
+  absl::Time t = session_start + FromProto(SlotRulesOf(instrument, b.mode()).max_block());
+  LS_ASSIGN_OR_RETURN(auto next, store_->NextCalendarStart(cur.partition, IdOf(b.instrument()),
+                                                           Ms(FromProto(b.blocked_interval().start_time())),
+                                                           IdOf(b.name())));
+  if (next) t = std::min(t, FromMs(*next));
+  return std::max(t, session_start);
 }
 
 // ================================================================ maintenance
@@ -854,34 +879,30 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         auto result = Transition("ApplyMaintenanceWindow", r, name, "",
                                  [&](const Loaded& cur) -> absl::StatusOr<Change> {
           const v1::Booking& b = cur.booking;
+          const absl::Time now = clock_->Now();
+          interrupted = false;
+          if (b.state() == v1::Booking::CHECKED_IN) {
+            // Checked out at the window start, as CheckOut would, in this
+            // step; the time before the window stays on the calendar.
+            interrupted = true;
+            Change c = EndSession(p, b, std::max(FromProto(b.session().start_time()), ws), "");
+            c.booking.set_interrupted_by_outage(true);
+            c.booking.mutable_session()->set_auto_checked_out(true);
+            if (ws > FromProto(b.blocked_interval().start_time())) {
+              c.calendar = UpdateStep::Calendar::kSetEnd;
+              c.new_end_ms = Ms(ws);
+              *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(ws);
+            } else {
+              c.calendar = UpdateStep::Calendar::kRemove;
+            }
+            return c;
+          }
           Change c;
           c.booking = b;
           c.calendar = UpdateStep::Calendar::kRemove;
           c.due = UpdateStep::Due::kRemove;
           v1::BookingEvent ev = Event(p, "");
-          const absl::Time now = clock_->Now();
-          if (b.state() == v1::Booking::CHECKED_IN && ws > now) {
-            // Still running: it may go on until the window starts.
-            c.calendar = UpdateStep::Calendar::kSetEnd;
-            c.new_end_ms = Ms(ws);
-            c.due = UpdateStep::Due::kKeep;
-            *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(ws);
-            auto* changed = ev.mutable_booking_interval_changed();
-            changed->set_cause(v1::BookingIntervalChanged::MAINTENANCE_CUT);
-            *changed->mutable_previous_reserved_interval() = b.reserved_interval();
-            *changed->mutable_previous_blocked_interval() = b.blocked_interval();
-                      } else if (b.state() == v1::Booking::CHECKED_IN) {
-            interrupted = true;
-            c.release_budget = true;
-            c.used = std::max(absl::ZeroDuration(), ws - FromProto(b.session().start_time()));
-            c.booking.set_state(v1::Booking::COMPLETED);
-            c.booking.set_interrupted_by_outage(true);
-            *c.booking.mutable_session()->mutable_end_time() =
-                ToProto(std::max(FromProto(b.session().start_time()), ws));
-            c.booking.mutable_session()->set_checked_out_by(ActorName(p));
-            c.booking.mutable_session()->set_auto_checked_out(true);
-            ev.mutable_booking_checked_out();
-          } else if (b.state() == v1::Booking::CONFIRMED || b.state() == v1::Booking::PENDING_APPROVAL) {
+          if (b.state() == v1::Booking::CONFIRMED || b.state() == v1::Booking::PENDING_APPROVAL) {
             c.release_budget = true;
             c.booking.set_state(v1::Booking::CANCELLED);
             c.booking.set_cancelled_by_outage(true);
@@ -896,7 +917,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             cancelled->set_cancelled_by_outage(true);
             cancelled->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
             cancelled->set_maintenance_window(window.name());
-                      } else {
+          } else {
             return MakeError(absl::StatusCode::kFailedPrecondition, "FINISHED", "already finished");
           }
           c.events.push_back(std::move(ev));
@@ -909,7 +930,10 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         }
         LS_RETURN_IF_ERROR(result.status());
         if (result->state() == v1::Booking::CANCELLED) resp.add_cancelled_bookings(name);
-        if (interrupted) resp.add_interrupted_bookings(name);
+        if (interrupted) {
+          resp.add_interrupted_bookings(name);
+          RecordSessionUse(*result, instrument);
+        }
       }
       if (!any) break;
     }
@@ -938,19 +962,44 @@ absl::StatusOr<int> BookingManager::Sweep() {
   sweeper.roles = {Role::kService};
   const int64_t now_ms = Ms(clock_->Now());
   int changed = 0;
+  // What settle found: not due yet (later), never due again (gone); for a
+  // running session not due yet, the earliest moment it may be (look_ms).
+  struct Found {
+    bool later = false;
+    bool gone = false;
+    int64_t look_ms = 0;
+  };
   // Marks one booking MISSED (CONFIRMED, past start + grace, not checked in)
-  // or EXPIRED (PENDING_APPROVAL past its start), deciding on the stored
-  // state in the step itself. Sets *later when it is not due yet, *gone
-  // when it never will be (another state, or no such booking).
-  auto settle = [&](const std::string& id, bool* later, bool* gone) -> absl::Status {
+  // or EXPIRED (PENDING_APPROVAL past its start), or checks a forgotten
+  // session out (CHECKED_IN past its auto-checkout time), deciding on the
+  // stored state in the step itself.
+  auto settle = [&](const std::string& id, Found& found) -> absl::Status {
     v1::GetBookingRequest key;
     key.set_name("bookings/" + id);
+    std::optional<inv::Instrument> ended_on;
     auto result = Transition("Sweep", key, key.name(), "",
                              [&](const Loaded& cur) -> absl::StatusOr<Change> {
       const v1::Booking& b = cur.booking;
+      found = Found();
+      ended_on.reset();
+      const bool slot_mode = b.mode() == labshare::type::v1::ON_SITE || b.mode() == labshare::type::v1::JOINT_RESEARCH;
+      if (b.state() == v1::Booking::CHECKED_IN && slot_mode) {
+        LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
+        LS_ASSIGN_OR_RETURN(absl::Time t, AutoCheckOutTime(cur, *instrument));
+        if (Ms(t) >= now_ms) {
+          // The next booking cannot start before this one's blocked end.
+          found.later = true;
+          found.look_ms = std::min(Ms(t), Ms(FromProto(b.blocked_interval().end_time())));
+          return Precondition("NOT_DUE", "not due yet");
+        }
+        Change c = EndSession(sweeper, b, t, "");
+        c.booking.mutable_session()->set_auto_checked_out(true);
+        ended_on = *instrument;
+        return c;
+      }
       const bool confirmed = b.state() == v1::Booking::CONFIRMED;
       if (!confirmed && b.state() != v1::Booking::PENDING_APPROVAL) {
-        *gone = true;
+        found.gone = true;
         return Precondition("NOT_DUE", "no longer due");
       }
       int64_t due_ms = Ms(FromProto(b.reserved_interval().start_time()));
@@ -959,7 +1008,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
         due_ms = DueMs(b, *instrument);
       }
       if (due_ms >= now_ms) {  // due once the moment has passed
-        *later = true;
+        found.later = true;
         return Precondition("NOT_DUE", "not due yet");
       }
       Change c;
@@ -982,29 +1031,41 @@ absl::StatusOr<int> BookingManager::Sweep() {
     });
     if (result.ok()) {
       ++changed;
+      if (ended_on) RecordSessionUse(*result, *ended_on);
       return absl::OkStatus();
     }
-    if (absl::IsNotFound(result.status())) *gone = true;
-    if (*gone || *later) return absl::OkStatus();
+    if (absl::IsNotFound(result.status())) found.gone = true;
+    if (found.gone || found.later) return absl::OkStatus();
     if (absl::IsAborted(result.status())) {  // moved meanwhile: next round
-      *later = true;
+      found.later = true;
       return absl::OkStatus();
     }
     return result.status();
   };
 
   for (int partition = 0; partition < kPartitions; ++partition) {
-    // Bookings made by older versions, in their due set.
-    LS_ASSIGN_OR_RETURN(auto due, store_->Due(partition, now_ms, 200));
-    for (const std::string& id : due) {
-      bool later = false, gone = false;
-      LS_RETURN_IF_ERROR(settle(id, &later, &gone));
-      if (gone) LS_RETURN_IF_ERROR(store_->ForgetDue(partition, id));
+    // The due set: bookings made by older versions, and running sessions
+    // met below. All of it that is due is read, page by page; what stays
+    // (not due yet) is skipped by the offset.
+    for (int offset = 0;;) {
+      LS_ASSIGN_OR_RETURN(auto due, store_->Due(partition, now_ms, offset, kSweepBatch));
+      for (const std::string& id : due) {
+        Found found;
+        LS_RETURN_IF_ERROR(settle(id, found));
+        if (found.gone) {
+          LS_RETURN_IF_ERROR(store_->ForgetDue(partition, id));
+        } else if (found.later) {
+          ++offset;
+        }
+      }
+      if (static_cast<int>(due.size()) < kSweepBatch) break;
     }
     // Every other: each instrument's bookings that started since its
     // cursor. The cursor then moves to the first one still open, and never
     // closer to now than kSweepLookback, so a booking that lands just after
-    // this read (its start can only be that recent) is read next time.
+    // this read (its start can only be that recent) is read next time. A
+    // running session may outlast any look-back: it goes to the due set
+    // instead of holding the cursor, before the cursor moves past it.
     LS_ASSIGN_OR_RETURN(auto ranges, store_->SweepRanges(partition, now_ms, kSweepBatch));
     for (const auto& range : ranges) {
       if (range.entries.empty()) continue;
@@ -1018,13 +1079,19 @@ absl::StatusOr<int> BookingManager::Sweep() {
       for (size_t i = 0; i < range.entries.size() && i < docs.size(); ++i) {
         if (!docs[i]) continue;
         auto b = ParseBooking(docs[i]->data);
-        if (!b.ok() || (b->state() != v1::Booking::CONFIRMED && b->state() != v1::Booking::PENDING_APPROVAL) ||
+        if (!b.ok() ||
+            (b->state() != v1::Booking::CONFIRMED && b->state() != v1::Booking::PENDING_APPROVAL &&
+             b->state() != v1::Booking::CHECKED_IN) ||
             (b->mode() != labshare::type::v1::ON_SITE && b->mode() != labshare::type::v1::JOINT_RESEARCH)) {
           continue;  // settled: nothing for the sweep
         }
-        bool later = false, gone = false;
-        LS_RETURN_IF_ERROR(settle(range.entries[i].booking_id, &later, &gone));
-        if (later) cursor = std::min(cursor, range.entries[i].start_ms);
+        Found found;
+        LS_RETURN_IF_ERROR(settle(range.entries[i].booking_id, found));
+        if (found.later && found.look_ms > 0) {
+          LS_RETURN_IF_ERROR(store_->RememberDue(partition, range.entries[i].booking_id, found.look_ms));
+        } else if (found.later) {
+          cursor = std::min(cursor, range.entries[i].start_ms);
+        }
       }
       if (!range.has_cursor || cursor > range.cursor_ms) {
         LS_RETURN_IF_ERROR(store_->SetSweepCursor(partition, range.instrument_id, cursor));
@@ -1046,9 +1113,6 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
     return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
   }
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
-  if (mode == labshare::type::v1::LEASE) {
-    return MakeError(absl::StatusCode::kUnimplemented, "MODE_NOT_YET_SUPPORTED", "LEASE availability is not available yet");
-  }
   LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(r.instrument()));
   const inv::ModeOffering* offering = FindMode(instrument, mode);
   if (offering == nullptr) {
@@ -1059,20 +1123,24 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   if (!r.organization().empty() && r.organization() != ActorOrganization(p) && !privileged) {
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE", "you may ask only for your own organisation");
   }
-  const inv::SlotRules& rules = offering->slot_rules();
-  bool member_horizon = true;
+  labshare::type::v1::PayerClass payer_class = labshare::type::v1::MEMBER;
   if (!org_name.empty()) {
     LS_ASSIGN_OR_RETURN(inv::Organization org, inventory_->GetOrganization(org_name));
-    member_horizon = labshare::inventory::PayerClassFor(org, instrument) != labshare::type::v1::NON_MEMBER;
+    payer_class = labshare::inventory::PayerClassFor(org, instrument);
   }
   const absl::Time now = clock_->Now();
-  const absl::Time earliest = now + FromProto(rules.min_notice());
-  const absl::Time horizon = now + FromProto(member_horizon ? rules.member_horizon() : rules.non_member_horizon());
-  const absl::Duration buffer = FromProto(rules.buffer());
+  // Notice and horizon exactly as CreateBooking and RequestLease check them.
+  const labshare::inventory::BookingWindow window = labshare::inventory::BookingWindowFor(*offering, payer_class, now);
+  // A reservation [s, e) blocks [s - lead, e + tail): slot modes the buffer
+  // after; LEASE the default handover buffer before and return buffer after.
+  const bool lease = mode == labshare::type::v1::LEASE;
+  const absl::Duration lead = lease ? FromProto(offering->lease_rules().handover_buffer()) : absl::ZeroDuration();
+  const absl::Duration tail = lease ? FromProto(offering->lease_rules().return_buffer())
+                                    : FromProto(offering->slot_rules().buffer());
 
   // Taken time: bookings (blocked intervals) and scheduled maintenance.
   const int partition = keys::Partition(instrument_id);
-  LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, instrument_id, Ms(from), Ms(to + buffer)));
+  LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, instrument_id, Ms(from - lead), Ms(to + tail)));
   std::vector<std::string> ids;
   std::set<std::string> windows_on_calendar;
   for (const auto& e : entries) {
@@ -1083,23 +1151,30 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   const bool names = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor}) || IsOwnerStaff(p, instrument);
   v1::QueryAvailabilityResponse resp;
   resp.set_instrument(r.instrument());
-  *resp.mutable_earliest_start() = ToProto(earliest);
-  *resp.mutable_horizon_end() = ToProto(horizon);
+  *resp.mutable_earliest_start() = ToProto(window.earliest_start);
+  if (window.latest_end != absl::InfiniteFuture()) *resp.mutable_horizon_end() = ToProto(window.latest_end);
   std::vector<std::pair<absl::Time, absl::Time>> busy;
   for (size_t i = 0; i < entries.size(); ++i) {
+    const absl::Time bs = FromMs(entries[i].start_ms), be = FromMs(entries[i].end_ms);
+    busy.emplace_back(bs, be);
+    if (!(bs < to && from < be)) continue;  // only in the way of the range's edges
     v1::BusyInterval bi;
-    *bi.mutable_interval()->mutable_start_time() = ToProto(FromMs(entries[i].start_ms));
-    *bi.mutable_interval()->mutable_end_time() = ToProto(FromMs(entries[i].end_ms));
+    *bi.mutable_interval()->mutable_start_time() = ToProto(bs);
+    *bi.mutable_interval()->mutable_end_time() = ToProto(be);
     bi.set_reason(IsWindowEntry(entries[i].booking_id) ? v1::BusyInterval::MAINTENANCE
                                                         : v1::BusyInterval::BOOKED);
-    if (docs[i]) {
+    if (i < docs.size() && docs[i]) {
       auto b = ParseBooking(docs[i]->data);
-      if (b.ok() && b->state() == v1::Booking::PENDING_APPROVAL) bi.set_reason(v1::BusyInterval::AWAITING_APPROVAL);
-      if (b.ok() && b->state() == v1::Booking::CHECKED_IN) bi.set_reason(v1::BusyInterval::IN_USE);
+      if (b.ok() && b->state() == v1::Booking::PENDING_APPROVAL) {
+        bi.set_reason(v1::BusyInterval::AWAITING_APPROVAL);
+      } else if (b.ok() && b->mode() == labshare::type::v1::LEASE) {
+        bi.set_reason(v1::BusyInterval::LEASED);
+      } else if (b.ok() && b->state() == v1::Booking::CHECKED_IN) {
+        bi.set_reason(v1::BusyInterval::IN_USE);
+      }
     }
     if (names && !IsWindowEntry(entries[i].booking_id)) bi.set_resource("bookings/" + entries[i].booking_id);
-    busy.emplace_back(FromMs(entries[i].start_ms), FromMs(entries[i].end_ms));
-    if (FromMs(entries[i].start_ms) < to) *resp.add_busy_intervals() = std::move(bi);
+    *resp.add_busy_intervals() = std::move(bi);
   }
   LS_ASSIGN_OR_RETURN(auto windows, inventory_->ListMaintenanceWindows(r.instrument()));
   for (const auto& w : windows) {
@@ -1108,9 +1183,9 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
       continue;
     }
     const absl::Time ws = FromProto(w.interval().start_time()), we = FromProto(w.interval().end_time());
-    if (!(ws < to + buffer && from < we)) continue;
+    if (!(ws < to + tail && from - lead < we)) continue;
     busy.emplace_back(ws, we);
-    if (ws >= to) continue;
+    if (!(ws < to && from < we)) continue;
     v1::BusyInterval bi;
     *bi.mutable_interval() = w.interval();
     bi.set_reason(v1::BusyInterval::MAINTENANCE);
@@ -1120,28 +1195,30 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   std::sort(busy.begin(), busy.end());
   std::sort(resp.mutable_busy_intervals()->begin(), resp.mutable_busy_intervals()->end(),
             [](const v1::BusyInterval& a, const v1::BusyInterval& b) {
-              return a.interval().start_time().seconds() < b.interval().start_time().seconds();
+              return FromProto(a.interval().start_time()) < FromProto(b.interval().start_time());
             });
-  // Free: the gaps, each ending a buffer before the next taken time so that a
-  // reservation inside a gap fits with its own buffer.
-  const absl::Time lo = std::max(from, earliest);
-  const absl::Time hi = std::min(to, horizon);
+  // Free: in each gap [gap start, next taken start), where a reservation's
+  // whole blocked interval fits: lead after the gap opens, tail before it
+  // closes; clipped to the booking window and the range.
+  const absl::Time lo = std::max(from, window.earliest_start);
+  const absl::Time hi = std::min(to, window.latest_end);
   const absl::Duration min_len = FromProto(r.min_duration());
-  absl::Time cursor = lo;
   auto emit = [&](absl::Time s, absl::Time e) {
-    if (e > s && e - s >= min_len && e - s > absl::ZeroDuration()) {
+    s = std::max(s, lo);
+    e = std::min(e, hi);
+    if (e > s && e - s >= min_len) {
       auto* f = resp.add_free_intervals();
       *f->mutable_start_time() = ToProto(s);
       *f->mutable_end_time() = ToProto(e);
     }
   };
+  absl::Time gap_start = absl::InfinitePast();
   for (const auto& [bs, be] : busy) {
-    if (be <= cursor) continue;
-    emit(cursor, std::min(bs - buffer, hi));
-    cursor = std::max(cursor, be);
-    if (cursor >= hi) break;
+    if (bs > gap_start) emit(gap_start + lead, bs - tail);
+    gap_start = std::max(gap_start, be);
+    if (gap_start >= hi) break;
   }
-  if (cursor < hi) emit(cursor, hi);
+  emit(gap_start + lead, absl::InfiniteFuture());
   return resp;
 }
 

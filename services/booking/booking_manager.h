@@ -4,12 +4,14 @@
 // decided inside Redis (BookingStore), together with the idempotency record
 // and the events. Thread-safe.
 //
-// Built so far: ON_SITE and JOINT_RESEARCH end to end (create, approve/
-// reject, cancel with late-cancellation outcome, check-in, check-out with
-// clamping to the next booking and optional release of the rest, missed and
-// expired by the sweep), projects with cost shares and atomic hour budgets,
-// Get, List by instrument, QueryAvailability, maintenance outages. LEASE and
-// TECHNICAL_SERVICE answer UNIMPLEMENTED (MODE_NOT_YET_SUPPORTED) until built.
+// Built: all four modes (ON_SITE and JOINT_RESEARCH bookings, leases,
+// technical-service orders), check-in and check-out with clamping to the next
+// booking and optional release of the rest; the sweep marks bookings missed
+// or expired and checks forgotten sessions out; projects with cost shares
+// and atomic hour budgets, quotas; availability in every mode, with notice
+// and horizon from the one definition both CreateBooking and
+// QueryAvailability use (inventory's BookingWindowFor); maintenance outages,
+// which cancel hit bookings and end running sessions at the window start.
 #ifndef LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_
 #define LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_
 
@@ -113,9 +115,12 @@ class BookingManager {
       const Principal& p, const v1::ApplyMaintenanceWindowRequest& r);
 
   // Marks CONFIRMED bookings not checked in by start + no_show_grace MISSED
-  // and PENDING_APPROVAL bookings whose start has passed EXPIRED, as of the
+  // and PENDING_APPROVAL bookings whose start has passed EXPIRED, and checks
+  // out CHECKED_IN ON_SITE and JOINT_RESEARCH sessions nobody checked out at
+  // their auto-checkout time (AutoCheckOutTime) once it has passed, as of the
   // clock's now (actor "services/booking"). Returns how many changed. The
-  // service runs it periodically; safe to run on every replica at once.
+  // service runs it periodically; safe to run on every replica at once (each
+  // change is one versioned step with its events).
   absl::StatusOr<int> Sweep();
 
  private:
@@ -210,6 +215,21 @@ class BookingManager {
   };
   // When the sweep must look at a booking in `state` (0: never).
   int64_t DueMs(const v1::Booking& b, const inv::Instrument& instrument) const;
+  // When the sweep checks a CHECKED_IN session out: at the start of the
+  // next entry on the calendar (a booking's blocked interval or a
+  // maintenance window) or at check-in + the mode's max_block, whichever
+  // comes first.
+  absl::StatusOr<absl::Time> AutoCheckOutTime(const Loaded& cur, const inv::Instrument& instrument);
+  // The change ending a CHECKED_IN session at `end` (CheckOut, the sweep, an
+  // outage): COMPLETED, closed by `p`, no other booking starting before
+  // `end`, the reserved time leaving committed hours with the session time
+  // used, and CheckOut's event.
+  Change EndSession(const Principal& p, const v1::Booking& b, absl::Time end,
+                    const std::string& request_id) const;
+  // After a session ended: its use renews the user's qualification when the
+  // mode needs one. Best effort (inventory ignores older uses; a failure is
+  // logged and does not undo the check-out).
+  void RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument);
   absl::StatusOr<v1::Booking> Transition(
       absl::string_view method, const google::protobuf::Message& request,
       const std::string& name, const std::string& request_id,

@@ -536,14 +536,38 @@ absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
   return out;
 }
 
-absl::StatusOr<std::vector<std::string>> BookingStore::Due(int partition, int64_t now_ms,
+absl::StatusOr<std::vector<std::string>> BookingStore::Due(int partition, int64_t now_ms, int offset,
                                                            int limit) const {
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGEBYSCORE", keys::Due(partition), "-inf",
-                                                    "(" + std::to_string(now_ms), "LIMIT", "0",
-                                                    std::to_string(limit)}));
+                                                    "(" + std::to_string(now_ms), "LIMIT",
+                                                    std::to_string(offset), std::to_string(limit)}));
   std::vector<std::string> out;
   for (auto& e : v.elements) out.push_back(std::move(e.str));
   return out;
+}
+
+absl::Status BookingStore::RememberDue(int partition, absl::string_view booking_id, int64_t due_ms) const {
+  return pool_->Command({"ZADD", keys::Due(partition), std::to_string(due_ms), std::string(booking_id)}).status();
+}
+
+absl::StatusOr<std::optional<int64_t>> BookingStore::NextCalendarStart(int partition,
+                                                                       absl::string_view instrument_id,
+                                                                       int64_t after_ms,
+                                                                       absl::string_view except) const {
+  // Two at most: `except` itself may be the first.
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGEBYSCORE", keys::Calendar(partition, instrument_id),
+                                                    "(" + std::to_string(after_ms), "+inf", "WITHSCORES",
+                                                    "LIMIT", "0", "2"}));
+  for (size_t i = 0; i + 1 < v.elements.size(); i += 2) {
+    if (v.elements[i].str == except) continue;
+    int64_t start = 0;
+    if (!absl::SimpleAtoi(v.elements[i + 1].str, &start)) {
+      // Scores are written as integers; read one written otherwise too.
+      start = static_cast<int64_t>(std::stod(v.elements[i + 1].str));
+    }
+    return std::optional<int64_t>(start);
+  }
+  return std::optional<int64_t>();
 }
 
 absl::Status BookingStore::ForgetDue(int partition, absl::string_view booking_id) const {

@@ -25,7 +25,10 @@
 //                            to now: a CONFIRMED booking past start + grace is
 //                            MISSED, a PENDING_APPROVAL one past its start EXPIRED.
 //   {bk:P}:due               ZSET  booking id -> when the sweep must look at it
-//                            (ms), written by older versions; still swept.
+//                            (ms): bookings written by older versions, and the
+//                            checked-in sessions the sweep met on its cursor
+//                            scan (from the earliest moment it may close them:
+//                            a session lasts past its cursor's look-back).
 //   {bk:ids}:<id>            partition of a client-chosen booking id
 //   {bk:P}:lease:<id>        Lease document; its booking has the same id
 //   {bk:P}:order:<id>        ServiceOrder document; index {bk:P}:orders:<instr>
@@ -217,10 +220,17 @@ class BookingStore {
   absl::StatusOr<std::vector<CalendarEntry>> CalendarRange(int partition,
                                                            absl::string_view instrument_id,
                                                            int64_t from_ms, int64_t to_ms) const;
-  // Bookings of a partition due strictly before `now_ms`, at most `limit`.
-  // The older due set: ids due by now_ms, and taking one off.
-  absl::StatusOr<std::vector<std::string>> Due(int partition, int64_t now_ms, int limit) const;
+  // The due set: ids due strictly before `now_ms` in due order, skipping
+  // the first `offset`, at most `limit`; adding one (or moving it to
+  // `due_ms`); taking one off.
+  absl::StatusOr<std::vector<std::string>> Due(int partition, int64_t now_ms, int offset, int limit) const;
+  absl::Status RememberDue(int partition, absl::string_view booking_id, int64_t due_ms) const;
   absl::Status ForgetDue(int partition, absl::string_view booking_id) const;
+  // The start (ms) of the first calendar entry other than `except` (a
+  // booking or a maintenance window) starting strictly after `after_ms`;
+  // nullopt when none does.
+  absl::StatusOr<std::optional<int64_t>> NextCalendarStart(int partition, absl::string_view instrument_id,
+                                                           int64_t after_ms, absl::string_view except) const;
   // Bookings the sweep may have to act on: per instrument of the partition,
   // those whose reserved start lies in [its cursor, now_ms], in start order,
   // at most `limit` per instrument.

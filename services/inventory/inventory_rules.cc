@@ -473,6 +473,21 @@ bool PolicyAllows(const v1::AccessPolicy& policy, const v1::Organization& payer)
   return true;
 }
 
+BookingWindow BookingWindowFor(const v1::ModeOffering& offering, PayerClass cls, absl::Time now) {
+  BookingWindow w;
+  if (offering.mode() == labshare::type::v1::LEASE) {
+    const auto& lr = offering.lease_rules();
+    w.earliest_start = now + FromProto(lr.handover_buffer());
+    w.latest_end = lr.has_horizon() ? now + FromProto(lr.horizon()) : absl::InfiniteFuture();
+    return w;
+  }
+  const auto& sr = offering.slot_rules();
+  w.earliest_start = now + FromProto(sr.min_notice());
+  w.latest_end = now + FromProto(cls == labshare::type::v1::NON_MEMBER ? sr.non_member_horizon()
+                                                                      : sr.member_horizon());
+  return w;
+}
+
 v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
                                        const v1::CheckAccessRequest& request, absl::Time now) {
   const v1::Instrument& instrument = *facts.instrument;
@@ -522,8 +537,16 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
       if (days > lr.max_term_days() || length > absl::Hours(24) * lr.max_term_days()) {
         deny(v1::BLOCK_TOO_LONG, absl::StrCat("a lease runs at most ", lr.max_term_days(), " days"));
       }
-      if (lr.has_horizon() && start > now + FromProto(lr.horizon())) {
-        deny(v1::BEYOND_HORIZON, "the lease starts beyond the booking horizon");
+      const BookingWindow window = BookingWindowFor(*offering, cls, now);
+      if (end > window.latest_end) {
+        deny(v1::BEYOND_HORIZON, absl::StrCat("a lease term must end within ",
+                                              absl::FormatDuration(FromProto(lr.horizon())),
+                                              " from now"));
+      }
+      if (start < window.earliest_start) {
+        deny(v1::INSUFFICIENT_NOTICE,
+             absl::StrCat("a lease term starts at least its handover buffer (",
+                          absl::FormatDuration(FromProto(lr.handover_buffer())), ") from now"));
       }
     } else {
       const auto& sr = offering->slot_rules();
@@ -536,14 +559,13 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
                                                absl::FormatDuration(FromProto(sr.max_block()))));
       }
       const bool member = cls != labshare::type::v1::NON_MEMBER;
-      const absl::Duration horizon =
-          FromProto(member ? sr.member_horizon() : sr.non_member_horizon());
-      if (start > now + horizon) {
+      const BookingWindow window = BookingWindowFor(*offering, cls, now);
+      if (end > window.latest_end) {
         deny(v1::BEYOND_HORIZON,
-             absl::StrCat(member ? "members" : "non-members", " may book at most ",
-                          absl::FormatDuration(horizon), " ahead"));
+             absl::StrCat(member ? "members" : "non-members", " may book time ending at most ",
+                          absl::FormatDuration(window.latest_end - now), " ahead"));
       }
-      if (start < now + FromProto(sr.min_notice())) {
+      if (start < window.earliest_start) {
         deny(v1::INSUFFICIENT_NOTICE, absl::StrCat("book at least ",
                                                     absl::FormatDuration(FromProto(sr.min_notice())),
                                                     " before the start"));

@@ -89,6 +89,21 @@ struct AccessFacts {
   std::vector<v1::MaintenanceWindow> windows;  // scheduled ones
 };
 
+// When a booking in `offering`'s mode, made at `now` by a payer of class
+// `cls`, may lie: the one definition of notice and horizon, used by access
+// checks (CreateBooking, RequestLease, CheckAccess) and by booking's
+// availability answers alike. The reserved interval (a lease: its term)
+// must start at or after earliest_start and end at or before latest_end.
+// Slot modes: now + min_notice; now + member_horizon (OWNER, MEMBER) or
+// non_member_horizon (NON_MEMBER). LEASE: now + the handover buffer (the
+// calendar block may not begin in the past); now + horizon, or no limit
+// (absl::InfiniteFuture()) when the lease rules set none.
+struct BookingWindow {
+  absl::Time earliest_start;
+  absl::Time latest_end;
+};
+BookingWindow BookingWindowFor(const v1::ModeOffering& offering, PayerClass cls, absl::Time now);
+
 // The whole decision: every denial that applies, the payer class and rate.
 v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
                                        const v1::CheckAccessRequest& request, absl::Time now);

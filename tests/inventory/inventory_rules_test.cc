@@ -1558,17 +1558,24 @@ TEST(EvaluateAccess, AllowsMemberAtTenDays) {
   EXPECT_THAT(Denials(r), IsEmpty());
 }
 
-TEST(EvaluateAccess, AllowsNonMemberAtExactlyTheNonMemberHorizon) {
+// The horizon bounds the end of the booking (BookingWindowFor).
+TEST(EvaluateAccess, AllowsNonMemberEndingExactlyAtTheNonMemberHorizon) {
   AccessWorld w;
   w.payer.set_membership_state(v1::NON_MEMBER);
   w.payer.clear_tier();
-  w.Book(kNow + absl::Hours(24 * 7), absl::Hours(3));
+  w.Book(kNow + absl::Hours(24 * 7) - absl::Hours(3), absl::Hours(3));
   EXPECT_TRUE(w.Evaluate().allowed());
 }
 
 TEST(EvaluateAccess, DeniesMemberBeyondMemberHorizon) {
   AccessWorld w;
   w.Book(kNow + absl::Hours(24 * 30) + absl::Seconds(1), absl::Hours(3));
+  EXPECT_THAT(Denials(w.Evaluate()), ElementsAre(v1::BEYOND_HORIZON));
+}
+
+TEST(EvaluateAccess, DeniesMemberStartingInsideButEndingBeyondTheHorizon) {
+  AccessWorld w;
+  w.Book(kNow + absl::Hours(24 * 30) - absl::Hours(1), absl::Hours(1) + absl::Seconds(1));
   EXPECT_THAT(Denials(w.Evaluate()), ElementsAre(v1::BEYOND_HORIZON));
 }
 
@@ -1717,7 +1724,14 @@ TEST(EvaluateAccess, DeniesLeaseShorterThanMinimumTerm) {
 TEST(EvaluateAccess, DeniesLeaseLongerThanMaximumTerm) {
   LeaseWorld w;
   w.Book(At(2025, 3, 20), absl::Hours(24 * 90) + absl::Seconds(1));
-  EXPECT_THAT(Denials(w.Evaluate()), ElementsAre(v1::BLOCK_TOO_LONG));
+  // Such a term also reaches past the 60-day horizon.
+  EXPECT_THAT(Denials(w.Evaluate()), ElementsAre(v1::BLOCK_TOO_LONG, v1::BEYOND_HORIZON));
+}
+
+TEST(EvaluateAccess, DeniesLeaseStartingWithinItsHandoverBufferFromNow) {
+  LeaseWorld w;
+  w.Book(kNow + absl::Hours(24) - absl::Seconds(1), absl::Hours(24 * 14));
+  EXPECT_THAT(Denials(w.Evaluate()), ElementsAre(v1::INSUFFICIENT_NOTICE));
 }
 
 TEST(EvaluateAccess, DeniesLeaseStartingBeyondLeaseHorizon) {

@@ -105,6 +105,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
+    step.limit_field = "payment.amount";
     v1::BillingEvent recorded = NewEvent(p, now, r.request_id());
     std::vector<std::string> later_events;
     if (!pay.invoice().empty()) {
@@ -329,6 +330,7 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
   // Its lines return to the next issue; the slot frees for a re-issue.
   const std::string slot = absl::StrCat(inv.payer_organization(), "|", inv.period(), "|", inv.currency_code());
   step.hash_sets.push_back({keys::Invoiced(), slot, ""});
+  step.hash_sets.push_back({keys::Voided(), slot, IdOf(inv.name())});  // the re-issue links to it
   for (const auto& line : inv.lines()) {
     step.hash_sets.push_back({"{billing}:invoicedpost", IdOf(line.posting()) + "|" + inv.payer_organization(), ""});
   }
@@ -369,6 +371,7 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
+    step.limit_field = r.mode() == v1::PostCorrectionRequest::ADJUST ? "entries" : "posting";
     v1::PostCorrectionResponse resp;
     auto correction = [&](const v1::Posting& of, std::vector<v1::Entry> entries, int n) -> absl::StatusOr<v1::Posting> {
       v1::Posting c;

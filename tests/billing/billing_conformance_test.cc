@@ -1043,6 +1043,62 @@ TEST_F(BillingConformanceTest, PaymentsWriteNothingWhenRejected) {
                                   [&] { return billing_->ComputeSettlement(admin_p_, cs).status(); });
 }
 
+TEST_F(BillingConformanceTest, MarkInvoicePaidRecordsEveryPayeeOrNothing) {
+  Session(absl::Hours(9), absl::Hours(10));
+  Drain();
+  auto charges = billing_->ListCharges(admin_p_, v1::ListChargesRequest());
+  ASSERT_TRUE(charges.ok() && charges->charges_size() == 1);
+  // An adjustment makes lab owe outsider 10.00 too: two payees.
+  v1::PostCorrectionRequest adjust;
+  adjust.set_posting(charges->charges(0).posting());
+  adjust.set_mode(v1::PostCorrectionRequest::ADJUST);
+  adjust.set_reason("outsider's consumables");
+  auto* dr = adjust.add_entries();
+  dr->set_account("organizations/lab/accounts/expense");
+  *dr->mutable_debit() = MakeMoney("CNY", 1000);
+  auto* cr = adjust.add_entries();
+  cr->set_account("organizations/lab/accounts/payable");
+  cr->set_counterparty("organizations/outsider");
+  *cr->mutable_credit() = MakeMoney("CNY", 1000);
+  auto adjusted = billing_->PostCorrection(admin_p_, adjust);
+  ASSERT_TRUE(adjusted.ok()) << adjusted.status();
+  clock_.Set(Feb2());
+  v1::IssueInvoiceRequest issue;
+  issue.set_payer_organization("organizations/lab");
+  issue.set_period("2027-01");
+  auto inv = billing_->IssueInvoice(admin_p_, issue);
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  ASSERT_EQ(inv->payees_size(), 2);
+  v1::MarkInvoicePaidRequest mark;
+  mark.set_name(inv->name());
+  mark.set_request_id("mark");
+  mark.set_external_reference("bank-42");
+  // Both payments' counters (4 each): whichever would overflow, neither
+  // payment is recorded and the invoice stays ISSUED.
+  EXPECT_EQ(ExpectRejectedStepsWriteNothing("MarkInvoicePaid (two payees)",
+                                            [&] { return billing_->MarkInvoicePaid(admin_p_, mark).status(); }),
+            8);
+  auto paid = billing_->MarkInvoicePaid(admin_p_, mark);
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  EXPECT_EQ(paid->state(), v1::Invoice::PAID);
+  EXPECT_EQ(paid->payments_size(), 2);
+  EXPECT_EQ(paid->amount_paid().amount_minor(), 51000);
+  EXPECT_EQ(paid->amount_outstanding().amount_minor(), 0);
+  for (const auto& pb : paid->payees()) EXPECT_EQ(pb.amount_outstanding().amount_minor(), 0);
+  const Snapshot after = Take();
+  auto again = billing_->MarkInvoicePaid(admin_p_, mark);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->SerializeAsString(), paid->SerializeAsString());
+  EXPECT_TRUE(Take() == after);
+  v1::GetAccountBalanceRequest b;
+  b.set_name("organizations/outsider/accounts/cash");
+  b.set_counterparty("organizations/lab");
+  EXPECT_EQ(billing_->GetAccountBalance(admin_p_, b)->balance().amount_minor(), 1000);
+  b.set_name("organizations/lab/accounts/payable");
+  b.clear_counterparty();
+  EXPECT_EQ(billing_->GetAccountBalance(admin_p_, b)->balance().amount_minor(), 0);
+}
+
 TEST_F(BillingConformanceTest, CorrectionsWriteNothingWhenRejected) {
   CreatePool("voucher", 1000, 10000000);
   Session(absl::Hours(9), absl::Hours(10));

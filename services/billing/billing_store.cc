@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/error.h"
+#include "common/log.h"
 
 namespace labshare::billing {
 namespace keys {
@@ -168,14 +169,14 @@ absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
     out.kind = StepResult::Kind::kStale;
   } else if (tag == "LIMIT" && v.elements.size() > 2) {
     // Nothing was written. Inputs are range-checked before a step is built,
-    // so this is a ledger total reaching the limit.
-    return InvalidField(s.limit_field,
-                        absl::StrCat("the change would take the ledger counter ", v.elements[2].str, " in ",
-                                     v.elements[1].str, " beyond +-", kMaxCounter,
-                                     " minor units; nothing was recorded"));
+    // so this is a ledger total reaching the limit. The field names the
+    // account ("<account>|<counterparty>|<currency>") or cap usage.
+    return InvalidField(s.limit_field, absl::StrCat("the change would take ", v.elements[2].str, " beyond +-",
+                                                    kMaxCounter, " minor units; nothing was recorded"));
   } else if (tag == "TYPE" && v.elements.size() > 1) {
+    LogWarning("billing step refused: a stored key has the wrong type", {{"key", v.elements[1].str}});
     return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT",
-                     absl::StrCat("stored key ", v.elements[1].str, " is not what billing wrote; nothing was recorded"));
+                     "stored billing data is corrupt; nothing was recorded");
   } else {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }

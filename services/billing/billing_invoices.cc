@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -36,6 +37,10 @@ constexpr char kInvoicedPostings[] = "{billing}:invoicedpost";
 
 absl::StatusOr<int64_t> BillingManager::PoolBalance(const v1::SubsidyPool& pool) const {
   LS_ASSIGN_OR_RETURN(auto bal, store_->Counters(keys::Balances(), {PoolFundsField(pool)}));
+  if (bal[0] > kMaxCounter || bal[0] < -kMaxCounter) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT",
+                     pool.name() + "'s stored balance is out of range");
+  }
   return -bal[0];  // POOL_FUNDS is credit-normal; the hash keeps debit minus credit
 }
 
@@ -128,6 +133,16 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
     const absl::Time now = clock_->Now();
     if (pool.has_validity() && pool.validity().has_end_time() && now >= FromProto(pool.validity().end_time())) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "POOL_ENDED", r.name() + " has ended");
+    }
+    // Range-checked before anything is built: the totals stay within the
+    // maximum amount (and so within the ledger step's exact range).
+    if (pool.topped_up_total().amount_minor() < 0 ||
+        r.amount().amount_minor() > kMaxAmountMinor - pool.topped_up_total().amount_minor()) {
+      return InvalidField("amount.amount_minor",
+                          absl::StrCat("would take the top-ups of ", r.name(), " beyond ", kMaxAmountMinor,
+                                       " minor units; at most ",
+                                       std::max<int64_t>(0, kMaxAmountMinor - pool.topped_up_total().amount_minor()),
+                                       " more can be added"));
     }
     pool.mutable_topped_up_total()->set_amount_minor(pool.topped_up_total().amount_minor() + r.amount().amount_minor());
     *pool.mutable_update_time() = ToProto(now);
@@ -251,29 +266,38 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
 absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, const std::string& period,
                                                   const std::string& currency) {
   LS_ASSIGN_OR_RETURN(TimeRange range, PeriodRange(period, zone_));
-  LS_ASSIGN_OR_RETURN(auto raw, store_->List(keys::Account(AccountName(payer, v1::PAYABLE))));
-  // The payer's PAYABLE entries before the period's end, per posting.
+  // Candidate lines, per posting: the payer's PAYABLE entries (what it owes
+  // or is owed) and, as memo lines, the credits to its DEPOSIT_LODGED from a
+  // deposit kept for damage (nothing more is owed, but the invoice says why
+  // the deposit did not come back).
   struct Line {
     std::string posting, counterparty;
     int64_t owed = 0;  // credit minus debit
     int64_t ms = 0;
+    bool memo = false;
   };
   std::vector<Line> lines;
-  std::vector<std::string> postings;
-  for (const auto& s : raw) {
-    std::vector<std::string> f = absl::StrSplit(s, '|');
-    Line l;
-    int64_t signed_amount = 0;
-    if (f.size() != 5 || !absl::SimpleAtoi(f[0], &l.ms) || !absl::SimpleAtoi(f[4], &signed_amount)) continue;
-    if (l.ms >= Ms(range.end) || f[3] != currency) continue;
-    l.posting = f[1];
-    l.counterparty = f[2];
-    l.owed = -signed_amount;
-    lines.push_back(l);
-    postings.push_back(f[1]);
-  }
+  auto collect = [&](v1::AccountKind kind, bool memo) -> absl::Status {
+    LS_ASSIGN_OR_RETURN(auto raw, store_->List(keys::Account(AccountName(payer, kind))));
+    for (const auto& s : raw) {
+      std::vector<std::string> f = absl::StrSplit(s, '|');
+      Line l;
+      int64_t signed_amount = 0;
+      if (f.size() != 5 || !absl::SimpleAtoi(f[0], &l.ms) || !absl::SimpleAtoi(f[4], &signed_amount)) continue;
+      if (l.ms >= Ms(range.end) || f[3] != currency) continue;
+      if (memo && signed_amount >= 0) continue;  // holds debit DEPOSIT_LODGED; kept or released parts credit it
+      l.posting = f[1];
+      l.counterparty = f[2];
+      l.owed = -signed_amount;
+      l.memo = memo;
+      lines.push_back(l);
+    }
+    return absl::OkStatus();
+  };
+  LS_RETURN_IF_ERROR(collect(v1::PAYABLE, false));
+  LS_RETURN_IF_ERROR(collect(v1::DEPOSIT_LODGED, true));
   std::vector<std::string> fields;
-  for (const auto& id : postings) fields.push_back(id + "|" + payer);
+  for (const auto& l : lines) fields.push_back(l.posting + "|" + payer);
   std::vector<std::string> taken(fields.size());
   if (!fields.empty()) {
     std::vector<std::string> cmd = {"HMGET", kInvoicedPostings};
@@ -289,61 +313,97 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
   inv.set_period(period);
   *inv.mutable_period_interval() = ToInterval(range);
   inv.set_currency_code(currency);
-  std::map<std::string, int64_t> by_payee;
-  int64_t charges = 0, subsidies = 0, releases = 0, adjustments = 0;
+  std::vector<v1::InvoiceLine> out;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (!taken[i].empty()) continue;  // on an issued invoice already
     LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", lines[i].posting)));
     if (!doc) continue;
     LS_ASSIGN_OR_RETURN(v1::Posting posting, Parse<v1::Posting>(doc->data));
     if (posting.kind() == v1::PAYMENT || posting.kind() == v1::SETTLEMENT_NETTING) continue;
-    v1::InvoiceLine* line = inv.add_lines();
-    line->set_line_number(inv.lines_size());
-    line->set_posting(posting.name());
-    line->set_description(posting.description());
-    line->set_payee_organization(lines[i].counterparty);
-    line->set_charge(posting.charge());
-    line->set_deposit(posting.deposit());
-    line->set_late(lines[i].ms < Ms(range.start));
-    *line->mutable_amount() = MakeMoney(currency, lines[i].owed);
+    if (lines[i].memo != (posting.kind() == v1::DEPOSIT_APPLICATION)) continue;
+    v1::InvoiceLine line;
+    line.set_posting(posting.name());
+    line.set_description(posting.description());
+    line.set_payee_organization(lines[i].counterparty);
+    line.set_charge(posting.charge());
+    line.set_deposit(posting.deposit());
+    line.set_late(lines[i].ms < Ms(range.start));
+    *line.mutable_amount() = MakeMoney(currency, lines[i].owed);
     switch (posting.kind()) {
       case v1::SUBSIDY:
-        line->set_kind(v1::InvoiceLine::SUBSIDY);
-        line->set_subsidy_pool(posting.subsidy_pool());
-        subsidies += lines[i].owed;
+        line.set_kind(v1::InvoiceLine::SUBSIDY);
+        line.set_subsidy_pool(posting.subsidy_pool());
         break;
       case v1::DEPOSIT_RELEASE:
-        line->set_kind(v1::InvoiceLine::DEPOSIT_RELEASE);
-        releases += lines[i].owed;
+        line.set_kind(v1::InvoiceLine::DEPOSIT_RELEASE);
+        break;
+      case v1::DEPOSIT_APPLICATION:
+        // Information only: the amount kept, owed to nobody any more. The
+        // payee is the owner that kept it (the deposit-held account's owner).
+        line.set_kind(v1::InvoiceLine::DEPOSIT_APPLIED);
+        *line.mutable_memo_amount() = line.amount();
+        *line.mutable_amount() = MakeMoney(currency, 0);
+        for (const auto& e : posting.entries()) {
+          const size_t at = e.account().find("/accounts/");
+          if (at != std::string::npos && e.account().substr(at) == "/accounts/deposit-held") {
+            line.set_payee_organization(e.account().substr(0, at));
+          }
+        }
         break;
       case v1::CORRECTION:
-        line->set_kind(v1::InvoiceLine::ADJUSTMENT);
-        line->set_corrects(posting.corrects());
-        adjustments += lines[i].owed;
+        line.set_kind(v1::InvoiceLine::ADJUSTMENT);
+        line.set_corrects(posting.corrects());
         break;
       default:
-        line->set_kind(v1::InvoiceLine::CHARGE);
-        charges += lines[i].owed;
+        line.set_kind(v1::InvoiceLine::CHARGE);
         break;
     }
     if (!posting.charge().empty()) {
       LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("charge", IdOf(posting.charge()))));
       if (cdoc) {
         LS_ASSIGN_OR_RETURN(v1::Charge c, Parse<v1::Charge>(cdoc->data));
-        line->set_instrument(c.instrument());
-        line->set_mode(c.mode());
-        line->set_fee_kind(c.fee_kind());
-        *line->mutable_service_interval() = c.service_interval();
-        line->set_quantity_milli(c.quantity_milli());
-        line->set_unit(c.rate().unit());
-        *line->mutable_unit_price() = c.rate().unit_price();
-        if (line->description().empty()) line->set_description(c.description());
+        line.set_instrument(c.instrument());
+        line.set_mode(c.mode());
+        line.set_fee_kind(c.fee_kind());
+        *line.mutable_service_interval() = c.service_interval();
+        line.set_quantity_milli(c.quantity_milli());
+        line.set_unit(c.rate().unit());
+        *line.mutable_unit_price() = c.rate().unit_price();
+        if (line.description().empty()) line.set_description(c.description());
         for (const auto& sp : c.splits()) {
-          if (sp.organization() == payer) line->set_share_bps(sp.share_bps());
+          if (sp.organization() == payer) line.set_share_bps(sp.share_bps());
         }
       }
     }
-    by_payee[lines[i].counterparty] += lines[i].owed;
+    out.push_back(std::move(line));
+  }
+  // Issued documents are reproducible: the lines do not follow the order in
+  // which events happened to be consumed but the service interval, then the
+  // charge (lines without an interval last), then what the line is.
+  std::sort(out.begin(), out.end(), [](const v1::InvoiceLine& a, const v1::InvoiceLine& b) {
+    auto key = [](const v1::InvoiceLine& l) {
+      const auto& i = l.service_interval();
+      return std::make_tuple(!l.has_service_interval(), i.start_time().seconds(), i.start_time().nanos(),
+                             i.end_time().seconds(), i.end_time().nanos(), l.charge(), static_cast<int>(l.kind()),
+                             l.subsidy_pool(), l.deposit(), l.posting(), l.payee_organization(),
+                             l.amount().amount_minor(), l.late());
+    };
+    return key(a) < key(b);
+  });
+  std::map<std::string, int64_t> by_payee;
+  int64_t charges = 0, subsidies = 0, releases = 0, adjustments = 0;
+  for (auto& line : out) {
+    const int64_t amount = line.amount().amount_minor();
+    switch (line.kind()) {
+      case v1::InvoiceLine::SUBSIDY: subsidies += amount; break;
+      case v1::InvoiceLine::DEPOSIT_RELEASE: releases += amount; break;
+      case v1::InvoiceLine::ADJUSTMENT: adjustments += amount; break;
+      case v1::InvoiceLine::DEPOSIT_APPLIED: break;  // memo: amount zero
+      default: charges += amount; break;
+    }
+    if (line.kind() != v1::InvoiceLine::DEPOSIT_APPLIED) by_payee[line.payee_organization()] += amount;
+    line.set_line_number(inv.lines_size() + 1);
+    *inv.add_lines() = std::move(line);
   }
   *inv.mutable_charges_total() = MakeMoney(currency, charges);
   *inv.mutable_subsidy_total() = MakeMoney(currency, subsidies);
@@ -397,6 +457,18 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
       return MakeError(absl::StatusCode::kAlreadyExists, "INVOICE_ALREADY_ISSUED",
                        "invoices/" + issued.str + " is already issued for " + slot);
     }
+    // The voided invoice this one re-issues, if any: both links are written
+    // in the same step that issues it.
+    LS_ASSIGN_OR_RETURN(RedisValue voided_id, store_->pool()->Command({"HGET", keys::Voided(), slot}));
+    std::optional<StoredDoc> voided_doc;
+    v1::Invoice voided;
+    if (!voided_id.is_nil() && !voided_id.str.empty()) {
+      LS_ASSIGN_OR_RETURN(voided_doc, store_->docs().Get(keys::Doc("invoice", voided_id.str)));
+      if (voided_doc) {
+        LS_ASSIGN_OR_RETURN(voided, Parse<v1::Invoice>(voided_doc->data));
+        if (voided.state() != v1::Invoice::VOID || !voided.replaced_by().empty()) voided_doc.reset();
+      }
+    }
     LS_ASSIGN_OR_RETURN(v1::Invoice inv, Draft(r.payer_organization(), r.period(), currency));
     if (!r.expected_etag().empty() && r.expected_etag() != inv.etag()) {
       return MakeError(absl::StatusCode::kAborted, "INVOICE_CHANGED", "the draft changed since; preview again");
@@ -407,6 +479,10 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     }
     const std::string series = absl::StrCat("LS-", currency, "-", absl::FormatTime("%Y", now, zone_));
     LS_ASSIGN_OR_RETURN(auto seq, store_->Counters(keys::Sequences(), {series}));
+    if (seq[0] < 0 || seq[0] >= kMaxCounter) {
+      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT",
+                       "the counter of series " + series + " is out of range");
+    }
     const int64_t number = seq[0] + 1;
     const std::string id = absl::StrFormat("%s-%06d", series, number);
     inv.set_name("invoices/" + absl::AsciiStrToLower(id));
@@ -417,6 +493,7 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     *inv.mutable_issue_time() = ToProto(now);
     *inv.mutable_due_time() = ToProto(now + absl::Hours(24 * 30));
     inv.set_issued_by(ActorName(p));
+    if (voided_doc) inv.set_replaces(voided.name());
     *inv.mutable_create_time() = ToProto(now);
     *inv.mutable_update_time() = ToProto(now);
     inv.set_etag("1");
@@ -424,6 +501,16 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
     step.response = SerializeDeterministic(inv);
+    step.field_checks.push_back({keys::Voided(), slot, voided_id.is_nil() ? "0" : voided_id.str});
+    if (voided_doc) {
+      voided.set_replaced_by(inv.name());
+      *voided.mutable_update_time() = ToProto(now);
+      voided.set_etag(std::to_string(voided_doc->version + 1));
+      const std::string voided_key = keys::Doc("invoice", IdOf(voided.name()));
+      step.version_checks.push_back({voided_key, voided_doc->version});
+      step.puts.push_back({voided_key, voided.SerializeAsString(), voided_doc->version + 1});
+      step.hash_sets.push_back({keys::Voided(), slot, ""});
+    }
     step.field_checks.push_back({keys::Sequences(), series, std::to_string(seq[0])});
     step.field_checks.push_back({keys::Invoiced(), slot, issued.is_nil() ? "0" : issued.str});  // "" after a void
     step.hash_sets.push_back({keys::Sequences(), series, std::to_string(number)});

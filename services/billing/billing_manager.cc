@@ -223,6 +223,7 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
     d.set_state(settled.applied.amount_minor() > 0 ? v1::Deposit::APPLIED : v1::Deposit::RELEASED);
     *d.mutable_applied_amount() = settled.applied;
     *d.mutable_released_amount() = settled.released;
+    d.mutable_held_amount()->set_amount_minor(0);  // nothing is held once the lease is closed
     if (lease.has_return_record()) {
       *d.mutable_assessed_damage() = lease.return_record().damage_amount();
       d.set_damage_note(lease.return_record().damage_notes());
@@ -462,7 +463,10 @@ absl::Status BillingManager::ApplyBookingEvent(const StreamEvent& event) {
       const std::string key = keys::Doc("deposit", IdOf(d.name()));
       step.version_checks.push_back({key, priced.deposit_version});
       step.puts.push_back({key, d.SerializeAsString(), priced.deposit_version + 1});
-      step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
+      // Listed once, by create time: settling does not index it again.
+      if (priced.deposit_version == 0) {
+        step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
+      }
     }
     // Leases out: rent is charged at each period's end (ChargeEndedLeasePeriods).
     if (priced.lease_out) {

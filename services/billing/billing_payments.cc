@@ -105,6 +105,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
+    step.limit_field = "payment.amount";
     v1::BillingEvent recorded = NewEvent(p, now, r.request_id());
     std::vector<std::string> later_events;
     if (!pay.invoice().empty()) {
@@ -263,32 +264,99 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
 absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, const v1::MarkInvoicePaidRequest& r) {
   v1::GetInvoiceRequest get;
   get.set_name(r.name());
-  LS_ASSIGN_OR_RETURN(v1::Invoice inv, GetInvoice(p, get));
-  if (!r.etag().empty() && r.etag() != inv.etag()) {
-    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
+  LS_RETURN_IF_ERROR(GetInvoice(p, get).status());
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("MarkInvoicePaid", r.request_id());
+  const std::string fingerprint = RequestFingerprint("MarkInvoicePaid", r);
+  const std::string key = keys::Doc("invoice", IdOf(r.name()));
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+    if (seen) return Parse<v1::Invoice>(*seen);
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(key));
+    if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
+    LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
+    if (!r.etag().empty() && r.etag() != inv.etag()) {
+      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
+    }
+    if (inv.state() == v1::Invoice::PAID) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", r.name() + " is paid");
+    }
+    if (inv.state() != v1::Invoice::ISSUED) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED", r.name() + " is VOID");
+    }
+    if (!inv.settlement().empty()) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
+                       r.name() + " is settled through " + inv.settlement());
+    }
+    // One payment per payee with an open amount (direction by sign) and the
+    // invoice PAID, all in one step: either everything is recorded or nothing.
+    const absl::Time now = clock_->Now();
+    LedgerStep step;
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
+    step.limit_field = "name";
+    std::vector<v1::BillingEvent> recorded;
+    int64_t outstanding = inv.amount_outstanding().amount_minor();
+    for (auto& pb : *inv.mutable_payees()) {
+      const int64_t open = pb.amount_outstanding().amount_minor();
+      if (open == 0) continue;
+      const std::string id = absl::StrFormat(
+          "pay-%d-%s", Ms(now),
+          Hex(Fnv(absl::StrCat(inv.name(), "|", pb.organization(), "|", doc->version))).substr(0, 12));
+      v1::Payment pay;
+      pay.set_name("payments/" + id);
+      pay.set_payer(open > 0 ? inv.payer_organization() : pb.organization());
+      pay.set_payee(open > 0 ? pb.organization() : inv.payer_organization());
+      *pay.mutable_amount() = MakeMoney(inv.currency_code(), std::abs(open));
+      pay.set_invoice(inv.name());
+      pay.set_external_reference(r.external_reference());
+      *pay.mutable_paid_time() = r.has_paid_time() ? r.paid_time() : ToProto(now);
+      pay.set_recorded_by(ActorName(p));
+      *pay.mutable_create_time() = ToProto(now);
+      v1::Posting posting;
+      posting.set_name("postings/" + id);
+      posting.set_kind(v1::PAYMENT);
+      posting.set_currency_code(inv.currency_code());
+      posting.set_payment(pay.name());
+      posting.set_reason(pay.external_reference());
+      posting.set_description(absl::StrCat("payment ", pay.payer(), " -> ", pay.payee(), " of ", inv.name()));
+      posting.set_actor(ActorName(p));
+      *posting.mutable_create_time() = ToProto(now);
+      LS_ASSIGN_OR_RETURN(auto entries, PaymentEntries(pay.payer(), pay.payee(), pay.amount()));
+      for (auto& e : entries) *posting.add_entries() = std::move(e);
+      pay.set_posting(posting.name());
+      AddPosting(step, posting, now);
+      const std::string pkey = keys::Doc("payment", id);
+      step.version_checks.push_back({pkey, 0});
+      step.puts.push_back({pkey, pay.SerializeAsString(), 1});
+      step.index_adds.push_back({keys::Index("payment"), keys::IndexMember(Ms(now), id)});
+      *pb.mutable_amount_paid() = MakeMoney(inv.currency_code(), pb.amount_paid().amount_minor() + open);
+      pb.mutable_amount_outstanding()->set_amount_minor(0);
+      inv.add_payments(pay.name());
+      outstanding -= open;
+      v1::BillingEvent e = NewEvent(p, now, r.request_id());
+      *e.mutable_payment_recorded()->mutable_payment() = pay;
+      *e.mutable_payment_recorded()->mutable_posting() = posting;
+      *e.mutable_payment_recorded()->mutable_invoice_outstanding() = MakeMoney(inv.currency_code(), outstanding);
+      recorded.push_back(std::move(e));
+    }
+    *inv.mutable_amount_paid() = inv.amount_due();
+    *inv.mutable_amount_outstanding() = MakeMoney(inv.currency_code(), 0);
+    inv.set_state(v1::Invoice::PAID);
+    *inv.mutable_paid_time() = r.has_paid_time() ? r.paid_time() : ToProto(now);
+    *inv.mutable_update_time() = ToProto(now);
+    inv.set_etag(std::to_string(doc->version + 1));
+    step.version_checks.push_back({key, doc->version});
+    step.puts.push_back({key, inv.SerializeAsString(), doc->version + 1});
+    step.response = SerializeDeterministic(inv);
+    for (const auto& e : recorded) step.events.push_back(e.SerializeAsString());
+    v1::BillingEvent paid = NewEvent(p, now, r.request_id());
+    *paid.mutable_invoice_paid()->mutable_invoice() = inv;
+    paid.mutable_invoice_paid()->set_paid_by(v1::InvoicePaid::MARKED_PAID);
+    step.events.push_back(paid.SerializeAsString());
+    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+    if (result.kind != StepResult::Kind::kStale) return Settle(result, inv);
   }
-  if (inv.state() == v1::Invoice::PAID) {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", r.name() + " is paid");
-  }
-  if (inv.state() != v1::Invoice::ISSUED) {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED", r.name() + " is VOID");
-  }
-  // One payment per payee with an open amount; the last one marks it PAID.
-  int n = 0;
-  for (const auto& pb : inv.payees()) {
-    const int64_t open = pb.amount_outstanding().amount_minor();
-    if (open == 0) continue;
-    v1::RecordPaymentRequest pay;
-    pay.mutable_payment()->set_payer(open > 0 ? inv.payer_organization() : pb.organization());
-    pay.mutable_payment()->set_payee(open > 0 ? pb.organization() : inv.payer_organization());
-    *pay.mutable_payment()->mutable_amount() = MakeMoney(inv.currency_code(), std::abs(open));
-    pay.mutable_payment()->set_invoice(open > 0 ? inv.name() : "");
-    pay.mutable_payment()->set_external_reference(r.external_reference());
-    if (r.has_paid_time()) *pay.mutable_payment()->mutable_paid_time() = r.paid_time();
-    pay.set_request_id(r.request_id().empty() ? "" : absl::StrCat(r.request_id(), "/", n++));
-    LS_RETURN_IF_ERROR(RecordPayment(p, pay).status());
-  }
-  return GetInvoice(p, get);
+  return Conflict();
 }
 
 absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, const v1::VoidInvoiceRequest& r) {
@@ -329,6 +397,7 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
   // Its lines return to the next issue; the slot frees for a re-issue.
   const std::string slot = absl::StrCat(inv.payer_organization(), "|", inv.period(), "|", inv.currency_code());
   step.hash_sets.push_back({keys::Invoiced(), slot, ""});
+  step.hash_sets.push_back({keys::Voided(), slot, IdOf(inv.name())});  // the re-issue links to it
   for (const auto& line : inv.lines()) {
     step.hash_sets.push_back({"{billing}:invoicedpost", IdOf(line.posting()) + "|" + inv.payer_organization(), ""});
   }
@@ -369,6 +438,7 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
+    step.limit_field = r.mode() == v1::PostCorrectionRequest::ADJUST ? "entries" : "posting";
     v1::PostCorrectionResponse resp;
     auto correction = [&](const v1::Posting& of, std::vector<v1::Entry> entries, int n) -> absl::StatusOr<v1::Posting> {
       v1::Posting c;

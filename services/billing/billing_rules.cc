@@ -405,6 +405,9 @@ absl::Status ValidateAmount(const Money& money, absl::string_view field, bool po
     return InvalidField(f + ".amount_minor", positive ? "must be positive" : "must not be negative",
                         "INVALID_AMOUNT");
   }
+  if (money.amount_minor() > kMaxAmountMinor) {
+    return InvalidField(f + ".amount_minor", absl::StrCat("must be at most ", kMaxAmountMinor, " minor units"));
+  }
   return absl::OkStatus();
 }
 
@@ -1717,6 +1720,10 @@ absl::Status CheckBalanced(const std::vector<v1::Entry>& entries,
     if (m.amount_minor() <= 0) {
       return InvalidField(f + (e.has_debit() ? ".debit" : ".credit"), "must be positive",
                           "INVALID_AMOUNT");
+    }
+    if (m.amount_minor() > kMaxAmountMinor) {
+      return InvalidField(f + (e.has_debit() ? ".debit" : ".credit"),
+                          absl::StrCat("must be at most ", kMaxAmountMinor, " minor units"), "INVALID_AMOUNT");
     }
     if (currency.empty()) currency = m.currency_code();
     if (!ValidCurrencyCode(m.currency_code()) || m.currency_code() != currency) {

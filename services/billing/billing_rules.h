@@ -69,8 +69,15 @@ absl::StatusOr<int64_t> MulDivFloor(int64_t a, int64_t b, int64_t d);
 // Three upper-case letters (ISO 4217 shape).
 bool ValidCurrencyCode(absl::string_view code);
 Money MakeMoney(absl::string_view currency_code, int64_t amount_minor);
+// The largest amount billing accepts in any money input or computes for one
+// charge, payment, top-up or posting entry: 10^15 minor units (10 trillion
+// CNY). Well below 2^53, so sums of many such amounts stay exact in the
+// ledger step's Lua arithmetic (see kMaxCounter in billing_store.h).
+inline constexpr int64_t kMaxAmountMinor = 1000000000000000;
+
 // A money field that must be present: valid currency, amount >= 0 (> 0 when
-// `positive`). `field` names it in the error.
+// `positive`) and at most kMaxAmountMinor (INVALID_FIELD). `field` names it
+// in the error.
 absl::Status ValidateAmount(const Money& money, absl::string_view field, bool positive = false);
 
 // ================================================================ time

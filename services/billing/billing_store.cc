@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/error.h"
+#include "common/log.h"
 
 namespace labshare::billing {
 namespace keys {
@@ -16,6 +17,7 @@ std::string Account(absl::string_view account) { return absl::StrCat("{billing}:
 std::string Cap(absl::string_view pool_id) { return absl::StrCat("{billing}:cap:", pool_id); }
 std::string Sequences() { return "{billing}:seq"; }
 std::string Invoiced() { return "{billing}:invoiced"; }
+std::string Voided() { return "{billing}:voided"; }
 std::string Idempotency(absl::string_view method, absl::string_view request_id) {
   return absl::StrCat("{billing}:idem:", method, ":", request_id);
 }
@@ -30,32 +32,66 @@ constexpr int64_t kIdempotencyTtlSeconds = 30 * 24 * 3600;
 
 // KEYS: 1 applied hash, 2 idem (or placeholder), 3 outbox, then one key per op.
 // ARGV: 1 event id ('' none), 2 stream id, 3 fingerprint ('' none),
-//       4 response, 5 ttl, 6 n ops, 7 n events,
+//       4 response, 5 ttl, 6 n ops, 7 n events, 8 counter limit,
 //       then per op (code, a, b), then the events.
 // Op codes: 'fld' field == value; 'ver' version == a; 'put' data a at
 // version b; 'inc' field a += b; 'hset' field a = b; 'zrem' / 'zadd' member a;
 // 'push' value a.
+//
+// Redis never rolls a script back, so every way a write could fail is ruled
+// out before the first one: each key written holds the type its commands
+// need (or nothing), every counter holds an integer and stays within
+// +-limit after all of the step's increments (limit < 2^53, so Lua's doubles
+// are exact and HINCRBY cannot overflow). Replies: OK, APPLIED, REPLAY,
+// REUSED, STALE <key>, LIMIT <key> <field>, TYPE <key>.
 const RedisScript& StepScript() {
   static const RedisScript* s = new RedisScript(R"lua(
+local function kind_ok(k, want)
+  local t = redis.call('TYPE', k)['ok']
+  return t == 'none' or t == want
+end
+if not kind_ok(KEYS[1], 'hash') then return {'TYPE', KEYS[1]} end
 if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'APPLIED'} end
 if ARGV[3] ~= '' then
+  if not kind_ok(KEYS[2], 'hash') then return {'TYPE', KEYS[2]} end
   local rec = redis.call('HMGET', KEYS[2], 'f', 'r')
   if rec[1] then
     if rec[1] == ARGV[3] then return {'REPLAY', rec[2]} end
     return {'REUSED'}
   end
 end
+if not kind_ok(KEYS[3], 'stream') then return {'TYPE', KEYS[3]} end
 local n = tonumber(ARGV[6])
+local limit = tonumber(ARGV[8])
+local want = {put = 'hash', inc = 'hash', hset = 'hash', zadd = 'zset', zrem = 'zset', push = 'list'}
+local counters = {}
 for i = 1, n do
-  local code, a, b, k = ARGV[8 + (i - 1) * 3], ARGV[9 + (i - 1) * 3], ARGV[10 + (i - 1) * 3], KEYS[3 + i]
+  local code, a, b, k = ARGV[9 + (i - 1) * 3], ARGV[10 + (i - 1) * 3], ARGV[11 + (i - 1) * 3], KEYS[3 + i]
   if code == 'fld' then
+    if not kind_ok(k, 'hash') then return {'TYPE', k} end
     if (redis.call('HGET', k, a) or '0') ~= b then return {'STALE', k .. ' ' .. a} end
   elseif code == 'ver' then
+    if not kind_ok(k, 'hash') then return {'TYPE', k} end
     if tonumber(redis.call('HGET', k, 'v') or '0') ~= tonumber(a) then return {'STALE', k} end
+  elseif want[code] then
+    if not kind_ok(k, want[code]) then return {'TYPE', k} end
+    if code == 'inc' then
+      local id = k .. '\n' .. a
+      local now = counters[id]
+      if now == nil then
+        local cur = redis.call('HGET', k, a) or '0'
+        if not string.match(cur, '^%-?%d+$') then return {'TYPE', k} end
+        now = tonumber(cur)
+      end
+      if not string.match(b, '^%-?%d+$') then return {'LIMIT', k, a} end
+      now = now + tonumber(b)
+      if now > limit or now < -limit then return {'LIMIT', k, a} end
+      counters[id] = now
+    end
   end
 end
 for i = 1, n do
-  local code, a, b, k = ARGV[8 + (i - 1) * 3], ARGV[9 + (i - 1) * 3], ARGV[10 + (i - 1) * 3], KEYS[3 + i]
+  local code, a, b, k = ARGV[9 + (i - 1) * 3], ARGV[10 + (i - 1) * 3], ARGV[11 + (i - 1) * 3], KEYS[3 + i]
   if code == 'put' then
     redis.call('HSET', k, 'd', a, 'v', b)
   elseif code == 'inc' then
@@ -70,7 +106,7 @@ for i = 1, n do
     redis.call('RPUSH', k, a)
   end
 end
-local first = 8 + n * 3
+local first = 9 + n * 3
 for i = first, first + tonumber(ARGV[7]) - 1 do
   redis.call('XADD', KEYS[3], '*', 'type', 'labshare.billing.v1.BillingEvent', 'payload', ARGV[i])
 end
@@ -110,7 +146,8 @@ absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
                                    s.response,
                                    std::to_string(kIdempotencyTtlSeconds),
                                    std::to_string(ops.size() / 3),
-                                   std::to_string(s.events.size())};
+                                   std::to_string(s.events.size()),
+                                   std::to_string(kMaxCounter)};
   args.insert(args.end(), std::make_move_iterator(ops.begin()), std::make_move_iterator(ops.end()));
   args.insert(args.end(), s.events.begin(), s.events.end());
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(StepScript(), k, args));
@@ -128,8 +165,20 @@ absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
     out.response = v.elements.size() > 1 ? v.elements[1].str : "";
   } else if (tag == "REUSED") {
     out.kind = StepResult::Kind::kRequestReused;
-  } else {
+  } else if (tag == "STALE") {
     out.kind = StepResult::Kind::kStale;
+  } else if (tag == "LIMIT" && v.elements.size() > 2) {
+    // Nothing was written. Inputs are range-checked before a step is built,
+    // so this is a ledger total reaching the limit. The field names the
+    // account ("<account>|<counterparty>|<currency>") or cap usage.
+    return InvalidField(s.limit_field, absl::StrCat("the change would take ", v.elements[2].str, " beyond +-",
+                                                    kMaxCounter, " minor units; nothing was recorded"));
+  } else if (tag == "TYPE" && v.elements.size() > 1) {
+    LogWarning("billing step refused: a stored key has the wrong type", {{"key", v.elements[1].str}});
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT",
+                     "stored billing data is corrupt; nothing was recorded");
+  } else {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }
   return out;
 }

@@ -12,6 +12,8 @@
 //   {billing}:pool:<id>            SubsidyPool document
 //   {billing}:invoice:<id>         Invoice document; {billing}:invoiced HASH
 //                                  "<payer>|<period>|<currency>" -> invoice id
+//   {billing}:voided               HASH "<payer>|<period>|<currency>" -> the last voided
+//                                  invoice not re-issued yet ('' once re-issued)
 //   {billing}:settlement:<id>      Settlement document
 //   {billing}:charges, :postings, :pools, :invoices, :settlements
 //                                  ZSET indexes ("<ms, 15 digits>|<id>", lex order)
@@ -45,13 +47,22 @@ std::string Account(absl::string_view account);
 std::string Cap(absl::string_view pool_id);
 std::string Sequences();
 std::string Invoiced();
+std::string Voided();
 std::string Idempotency(absl::string_view method, absl::string_view request_id);
 std::string Outbox();
 std::string IndexMember(int64_t ms, absl::string_view id);
 }  // namespace keys
 
+// The largest magnitude any ledger counter (balance, cap usage) may reach:
+// 2^53 - 1, so that the step's Lua arithmetic is exact. A step that would
+// take a counter beyond it writes nothing and fails with INVALID_ARGUMENT
+// (INVALID_FIELD on LedgerStep::limit_field).
+inline constexpr int64_t kMaxCounter = (int64_t{1} << 53) - 1;
+
 // One atomic change of the ledger. Checks run first; if any fails nothing is
-// written. Then every write, in order.
+// written: the applied event, the idempotency record, the field and version
+// checks, the type of every key written, and every counter's range after all
+// of the step's increments. Then every write, in order.
 struct LedgerStep {
   // Booking event applied once: when set and already in {billing}:applied,
   // the step answers kAlreadyApplied and writes nothing.
@@ -98,6 +109,9 @@ struct LedgerStep {
   };
   std::vector<Append> appends;
   std::vector<std::string> events;  // serialized BillingEvent, in order
+
+  // The request field blamed when a counter would leave +-kMaxCounter.
+  std::string limit_field = "amount";
 };
 
 struct StepResult {

@@ -1,6 +1,9 @@
 #include "common/events.h"
 
+#include <algorithm>
+
 #include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "common/error.h"
@@ -100,6 +103,115 @@ absl::StatusOr<int> EventConsumer::PollOnce(const Handler& handler) {
     acked += n;
   }
   return acked;
+}
+
+// ------------------------------------------------------------ backoff
+
+Backoff::Backoff(BackoffOptions options, uint64_t seed)
+    : options_(options), rng_(seed != 0 ? seed : std::random_device{}()) {
+  if (options_.initial <= absl::ZeroDuration()) options_.initial = absl::Milliseconds(1);
+  if (options_.max < options_.initial) options_.max = options_.initial;
+  if (options_.multiplier < 1.0) options_.multiplier = 1.0;
+  options_.jitter = std::clamp(options_.jitter, 0.0, 1.0);
+}
+
+absl::Duration Backoff::Next() {
+  absl::Duration d = options_.initial;
+  for (int i = 0; i < failures_ && d < options_.max; ++i) d = d * options_.multiplier;
+  d = std::min(d, options_.max);
+  ++failures_;
+  std::uniform_real_distribution<double> u(1.0 - options_.jitter, 1.0);
+  return d * u(rng_);
+}
+
+// ------------------------------------------------------------ loop
+
+ConsumerLoop::ConsumerLoop(ConsumerLoopOptions options)
+    : options_(std::move(options)),
+      clock_(options_.clock ? options_.clock : &system_clock_),
+      unavailable_(options_.backoff, options_.seed) {}
+
+void ConsumerLoop::Add(std::string stream, Poll poll) {
+  const uint64_t seed = options_.seed == 0 ? 0 : options_.seed + streams_.size();
+  streams_.push_back(Stream{std::move(stream), std::move(poll), Backoff(options_.backoff, seed)});
+}
+
+void ConsumerLoop::Add(EventConsumer* consumer, EventConsumer::Handler handler) {
+  Add(consumer->options().stream, [consumer, handler = std::move(handler)]() -> absl::StatusOr<int> {
+    LS_RETURN_IF_ERROR(consumer->EnsureGroup());
+    return consumer->PollOnce(handler);
+  });
+}
+
+void ConsumerLoop::Warn(absl::string_view msg, const LogFields& fields) {
+  if (options_.warn) {
+    options_.warn(msg, fields);
+  } else {
+    LogWarning(msg, fields);
+  }
+}
+
+absl::Duration ConsumerLoop::RunOnce() {
+  if (clock_->Now() < paused_until_) return paused_until_ - clock_->Now();
+  for (Stream& s : streams_) {
+    if (stopped()) return absl::ZeroDuration();
+    if (clock_->Now() < s.next_due) continue;
+    absl::StatusOr<int> polled = s.poll();
+    // A poll that fails while the process stops is not worth a line.
+    if (stopped()) return absl::ZeroDuration();
+    const absl::Time now = clock_->Now();
+    if (!polled.ok() && polled.status().code() == absl::StatusCode::kUnavailable) {
+      // The store itself: every stream would fail alike. Pause them all.
+      const absl::Duration delay = unavailable_.Next();
+      paused_until_ = now + delay;
+      Warn(absl::StrCat(options_.name, ": event store unavailable; pausing all streams"),
+           {{"stream", s.name},
+            {"error", polled.status().ToString()},
+            {"attempt", std::to_string(unavailable_.failures())},
+            {"retry_in_ms", std::to_string(absl::ToInt64Milliseconds(delay))}});
+      return delay;
+    }
+    if (polled.ok() && unavailable_.failures() > 0) {
+      LogInfo(absl::StrCat(options_.name, ": event store available again"),
+              {{"failed_attempts", std::to_string(unavailable_.failures())}});
+      unavailable_.Reset();
+    }
+    if (polled.ok()) {
+      if (s.backoff.failures() > 0) {
+        LogInfo(absl::StrCat(options_.name, ": stream readable again"),
+                {{"stream", s.name}, {"failed_attempts", std::to_string(s.backoff.failures())}});
+      }
+      s.backoff.Reset();
+      s.next_due = absl::InfinitePast();
+      continue;
+    }
+    const absl::Duration delay = s.backoff.Next();
+    s.next_due = now + delay;
+    Warn(absl::StrCat(options_.name, ": cannot read; retrying later"),
+         {{"stream", s.name},
+          {"error", polled.status().ToString()},
+          {"attempt", std::to_string(s.backoff.failures())},
+          {"retry_in_ms", std::to_string(absl::ToInt64Milliseconds(delay))}});
+  }
+  // The idle pace while some stream is healthy; otherwise until the first
+  // failing stream is due again.
+  const absl::Time now = clock_->Now();
+  absl::Time first_due = absl::InfiniteFuture();
+  for (const Stream& s : streams_) first_due = std::min(first_due, s.next_due);
+  if (first_due == absl::InfiniteFuture()) return options_.idle;  // no stream
+  return std::max(options_.idle, first_due - now);
+}
+
+void ConsumerLoop::Run() {
+  while (!stopped()) {
+    const absl::Duration wait = RunOnce();
+    if (stopped()) break;
+    if (options_.sleep) {
+      options_.sleep(wait);
+    } else {
+      stop_.WaitForNotificationWithTimeout(wait);
+    }
+  }
 }
 
 }  // namespace labshare

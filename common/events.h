@@ -14,12 +14,17 @@
 #ifndef LABSHARE_COMMON_EVENTS_H_
 #define LABSHARE_COMMON_EVENTS_H_
 
+#include <cstdint>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "common/redis.h"
 
 namespace labshare {
@@ -65,6 +70,100 @@ class EventConsumer {
 
   RedisPool* pool_;
   ConsumerOptions options_;
+};
+
+// Delays between the attempts of something that keeps failing: exponential
+// (initial, initial x multiplier, ...) up to `max`, each drawn uniformly from
+// [delay x (1 - jitter), delay] so that replicas and streams that failed
+// together do not retry in lockstep.
+struct BackoffOptions {
+  absl::Duration initial = absl::Milliseconds(200);
+  absl::Duration max = absl::Seconds(30);
+  double multiplier = 2.0;
+  double jitter = 0.5;  // 0..1
+};
+
+class Backoff {
+ public:
+  // seed 0: a random seed.
+  explicit Backoff(BackoffOptions options = {}, uint64_t seed = 0);
+  // The delay before the next attempt, after one more failure.
+  absl::Duration Next();
+  // After a success: the next failure waits `initial` again.
+  void Reset() { failures_ = 0; }
+  int failures() const { return failures_; }
+
+ private:
+  BackoffOptions options_;
+  std::mt19937_64 rng_;
+  int failures_ = 0;
+};
+
+struct ConsumerLoopOptions {
+  std::string name = "events";  // in log lines, e.g. "booking events"
+  // Pause between rounds while nothing fails.
+  absl::Duration idle = absl::Milliseconds(50);
+  // Per stream: a stream whose poll fails is polled again only after its
+  // backoff delay; others go on at the idle pace.
+  BackoffOptions backoff;
+  uint64_t seed = 0;  // of the jitter; 0: random
+  // nullptr: the system clock. Tests pass a FakeClock with `sleep`.
+  const Clock* clock = nullptr;
+  // Waits `d` (or until Stop()). Empty: waits on the stop notification with
+  // a timeout. Tests inject one that advances a fake clock.
+  std::function<void(absl::Duration d)> sleep;
+  // Where warnings go (tests count them). Empty: LogWarning.
+  std::function<void(absl::string_view msg, const LogFields& fields)> warn;
+};
+
+// Polls a set of streams until Stop(), retrying a failing poll with capped
+// exponential backoff and jitter (never in a tight loop), and stopping
+// quietly: once Stop() was called, nothing more is polled or logged, even
+// for a poll that was failing at that moment (its failure is most likely the
+// shutdown itself). A poll failing with UNAVAILABLE (Redis unreachable or
+// refusing writes) pauses the whole loop, with one warning per attempt,
+// since every other stream would fail the same way; other failures back off
+// that stream only. Thread-safe Stop(); Run() on one thread.
+class ConsumerLoop {
+ public:
+  using Poll = std::function<absl::StatusOr<int>()>;
+
+  explicit ConsumerLoop(ConsumerLoopOptions options = {});
+  ConsumerLoop(const ConsumerLoop&) = delete;
+  ConsumerLoop& operator=(const ConsumerLoop&) = delete;
+
+  // A stream polled by `poll` (named `stream` in logs).
+  void Add(std::string stream, Poll poll);
+  // EnsureGroup, then PollOnce(handler). consumer must outlive the loop.
+  void Add(EventConsumer* consumer, EventConsumer::Handler handler);
+
+  // Rounds until Stop().
+  void Run();
+  // One round: polls every stream that is due. Returns how long to wait
+  // before the next round (the idle pause, or until the first failing
+  // stream is due again when every stream is failing).
+  absl::Duration RunOnce();
+  void Stop() {
+    if (!stop_.HasBeenNotified()) stop_.Notify();
+  }
+  bool stopped() const { return stop_.HasBeenNotified(); }
+
+ private:
+  struct Stream {
+    std::string name;
+    Poll poll;
+    Backoff backoff;
+    absl::Time next_due = absl::InfinitePast();
+  };
+  void Warn(absl::string_view msg, const LogFields& fields);
+
+  ConsumerLoopOptions options_;
+  SystemClock system_clock_;
+  const Clock* clock_;
+  std::vector<Stream> streams_;
+  Backoff unavailable_;  // the whole loop, while the store is unreachable
+  absl::Time paused_until_ = absl::InfinitePast();
+  absl::Notification stop_;
 };
 
 // A Lua prelude for consumer scripts: apply_once(marker_key, ttl_seconds)

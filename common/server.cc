@@ -300,7 +300,7 @@ std::unique_ptr<Clock> ClockFromFlags() {
 }
 
 int RunService(const std::string& service_name, RedisPool* redis, Authorizer* authorizer,
-               std::vector<grpc::Service*> services) {
+               std::vector<grpc::Service*> services, const std::function<void()>& on_signal) {
   ServerConfig config;
   config.service_name = service_name;
   config.listen = absl::GetFlag(FLAGS_listen);
@@ -313,6 +313,7 @@ int RunService(const std::string& service_name, RedisPool* redis, Authorizer* au
     return 1;
   }
   WaitForShutdownSignal();
+  if (on_signal) on_signal();
   (*server)->Shutdown();
   return 0;
 }

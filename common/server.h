@@ -13,6 +13,7 @@
 #ifndef LABSHARE_COMMON_SERVER_H_
 #define LABSHARE_COMMON_SERVER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -83,9 +84,11 @@ class Server {
 void WaitForShutdownSignal();
 
 // Reads the common flags into a config and a Redis pool, starts the server,
-// waits for a signal and shuts down. Returns the process exit code.
+// waits for a signal and shuts down. `on_signal` (if set) runs as soon as the
+// signal arrives, before the calls in flight are drained: background loops
+// (event consumers) stop there, quietly. Returns the process exit code.
 int RunService(const std::string& service_name, RedisPool* redis, Authorizer* authorizer,
-               std::vector<grpc::Service*> services);
+               std::vector<grpc::Service*> services, const std::function<void()>& on_signal = {});
 
 // Options for the Redis pool from --redis and --redis_pool_size; exits with
 // a message on a bad address.

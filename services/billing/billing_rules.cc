@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "common/error.h"
 #include "common/proto_util.h"
+#include "common/resource_name.h"
 
 namespace labshare::billing {
 namespace {
@@ -43,17 +44,9 @@ absl::StatusOr<int64_t> Narrow(i128 v, absl::string_view field) {
   return static_cast<int64_t>(v);
 }
 
-bool IsLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool ValidId(absl::string_view id) { return ValidResourceId(id); }
 
-bool ValidId(absl::string_view id) {
-  if (id.empty() || id.size() > 63 || !IsLowerAlnum(id[0])) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) { return IsLowerAlnum(c) || c == '-'; });
-}
-
-bool IsName(absl::string_view name, absl::string_view collection) {
-  std::vector<absl::string_view> parts = absl::StrSplit(name, '/');
-  return parts.size() == 2 && parts[0] == collection && ValidId(parts[1]);
-}
+bool IsName(absl::string_view name, absl::string_view collection) { return IsResourceName(name, collection); }
 
 absl::Status CheckOrganization(absl::string_view name, absl::string_view field) {
   if (IsOrganizationName(name)) return absl::OkStatus();

@@ -47,28 +47,25 @@ int main(int argc, char** argv) {
   labshare::Authorizer authorizer(&signer, labshare::billing::BillingPolicy(), &wall);
   labshare::billing::BillingService service(&manager, &authorizer);
   absl::Notification stop;
-  std::thread consumer([&] {
-    char host[256] = {0};
-    gethostname(host, sizeof host - 1);
-    std::vector<std::unique_ptr<labshare::EventConsumer>> streams;
-    for (int p = 0; p < absl::GetFlag(FLAGS_booking_partitions); ++p) {
-      labshare::ConsumerOptions options;
-      options.stream = "{bk:" + std::to_string(p) + "}:outbox";
-      options.group = labshare::billing::kBookingEventsGroup;
-      options.consumer = std::string("billing-") + host;  // stable across restarts: own pending re-read
-      options.block = absl::ZeroDuration();
-      options.reclaim_idle = absl::Seconds(10);
-      streams.push_back(std::make_unique<labshare::EventConsumer>(&redis, options));
-    }
-    const auto handler = [&](const labshare::StreamEvent& e) { return manager.ApplyBookingEvent(e); };
-    do {
-      for (auto& events : streams) {
-        absl::Status s = events->EnsureGroup();
-        if (s.ok()) s = events->PollOnce(handler).status();
-        if (!s.ok()) labshare::LogWarning("booking events", {{"error", s.ToString()}});
-      }
-    } while (!stop.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
-  });
+  // Booking events: failing reads are retried with backoff and jitter; the
+  // loop stops quietly when SIGTERM arrives (common/events.h ConsumerLoop).
+  labshare::ConsumerLoopOptions loop_options;
+  loop_options.name = "booking events";
+  labshare::ConsumerLoop loop(loop_options);
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  std::vector<std::unique_ptr<labshare::EventConsumer>> streams;
+  for (int p = 0; p < absl::GetFlag(FLAGS_booking_partitions); ++p) {
+    labshare::ConsumerOptions options;
+    options.stream = "{bk:" + std::to_string(p) + "}:outbox";
+    options.group = labshare::billing::kBookingEventsGroup;
+    options.consumer = std::string("billing-") + host;  // stable across restarts: own pending re-read
+    options.block = absl::ZeroDuration();
+    options.reclaim_idle = absl::Seconds(10);
+    streams.push_back(std::make_unique<labshare::EventConsumer>(&redis, options));
+    loop.Add(streams.back().get(), [&](const labshare::StreamEvent& e) { return manager.ApplyBookingEvent(e); });
+  }
+  std::thread consumer([&] { loop.Run(); });
   // Lease rent of ended billing periods.
   std::thread periods([&] {
     do {
@@ -76,7 +73,11 @@ int main(int argc, char** argv) {
       if (!posted.ok()) labshare::LogWarning("lease periods", {{"error", posted.status().ToString()}});
     } while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_lease_period_interval)));
   });
-  const int rc = labshare::RunService("billing", &redis, &authorizer, {&service});
+  const int rc = labshare::RunService("billing", &redis, &authorizer, {&service}, [&] {
+    loop.Stop();
+    stop.Notify();
+  });
+  loop.Stop();
   stop.Notify();
   consumer.join();
   periods.join();

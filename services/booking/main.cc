@@ -64,21 +64,21 @@ int main(int argc, char** argv) {
     } while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_sweep_interval)));
   });
   // Maintenance windows declared in inventory cancel the bookings they hit.
-  std::thread consumer([&] {
-    char host[256] = {0};
-    gethostname(host, sizeof host - 1);
-    labshare::ConsumerOptions options;
-    options.stream = "{inventory}:outbox";
-    options.group = labshare::booking::kInventoryEventsGroup;
-    options.consumer = std::string("booking-") + host + "-" + std::to_string(getpid());
-    labshare::EventConsumer events(&redis, options);
-    const auto handler = labshare::booking::InventoryEventHandler(&manager);
-    do {
-      absl::Status s = events.EnsureGroup();
-      if (s.ok()) s = events.PollOnce(handler).status();
-      if (!s.ok()) labshare::LogWarning("inventory events", {{"error", s.ToString()}});
-    } while (!stop.WaitForNotificationWithTimeout(absl::Milliseconds(100)));
-  });
+  // Failing reads are retried with backoff and jitter; the loop stops
+  // quietly when SIGTERM arrives (common/events.h ConsumerLoop).
+  labshare::ConsumerLoopOptions loop_options;
+  loop_options.name = "inventory events";
+  loop_options.idle = absl::Milliseconds(100);
+  labshare::ConsumerLoop loop(loop_options);
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  labshare::ConsumerOptions options;
+  options.stream = "{inventory}:outbox";
+  options.group = labshare::booking::kInventoryEventsGroup;
+  options.consumer = std::string("booking-") + host + "-" + std::to_string(getpid());
+  labshare::EventConsumer events(&redis, options);
+  loop.Add(&events, labshare::booking::InventoryEventHandler(&manager));
+  std::thread consumer([&] { loop.Run(); });
   // This replica's inventory cache follows inventory's changes.
   std::thread watcher([&] {
     labshare::booking::InventoryCacheWatcher watch(&redis, &inventory);
@@ -90,7 +90,11 @@ int main(int argc, char** argv) {
       }
     }
   });
-  const int rc = labshare::RunService("booking", &redis, &authorizer, {&service});
+  const int rc = labshare::RunService("booking", &redis, &authorizer, {&service}, [&] {
+    loop.Stop();
+    stop.Notify();
+  });
+  loop.Stop();
   stop.Notify();
   sweeper.join();
   consumer.join();

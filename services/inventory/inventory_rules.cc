@@ -10,14 +10,13 @@
 #include "absl/strings/str_split.h"
 #include "common/error.h"
 #include "common/proto_util.h"
+#include "common/resource_name.h"
 
 namespace labshare::inventory {
 namespace {
 
 using labshare::type::v1::Money;
 using v1::MembershipState;
-
-bool IsLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 
 std::string Pad(int64_t v) { return absl::StrFormat("%020d", v); }
 
@@ -116,10 +115,7 @@ absl::Status ValidateLeaseRules(const v1::LeaseRules& r, const std::string& f) {
 
 }  // namespace
 
-bool ValidId(absl::string_view id) {
-  if (id.empty() || id.size() > 63 || !IsLowerAlnum(id[0])) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) { return IsLowerAlnum(c) || c == '-'; });
-}
+bool ValidId(absl::string_view id) { return ValidResourceId(id); }
 
 std::string NewId(absl::string_view prefix) {
   thread_local absl::BitGen gen;
@@ -128,14 +124,7 @@ std::string NewId(absl::string_view prefix) {
 
 absl::StatusOr<std::string> ParseName(absl::string_view name, absl::string_view collection,
                                       absl::string_view field) {
-  std::vector<absl::string_view> parts = absl::StrSplit(name, '/');
-  if (parts.size() != 2 || parts[0] != collection || !ValidId(parts[1])) {
-    return InvalidField(std::string(field),
-                        absl::StrCat("must be a resource name '", collection, "/{id}', got '",
-                                     name, "'"),
-                        "INVALID_NAME");
-  }
-  return std::string(parts[1]);
+  return ParseResourceName(name, collection, field);
 }
 
 absl::StatusOr<std::pair<std::string, std::string>> ParseChildName(absl::string_view name,

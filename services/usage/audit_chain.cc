@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/proto_util.h"
+#include "common/resource_name.h"
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
@@ -120,30 +121,38 @@ bool LooksLikeResourceName(absl::string_view s) {
   return true;
 }
 
-void AddResource(const std::string& value, std::vector<std::string>* out) {
+// A string that looks like a name is kept only if it is a well-formed one;
+// others ("instruments/../organizations/x", "organizations/*") are counted
+// in `rejected` and never indexed.
+void AddResource(const std::string& value, std::vector<std::string>* out, std::vector<std::string>* rejected) {
   if (!LooksLikeResourceName(value)) return;
+  if (!ValidResourceName(value)) {
+    rejected->push_back(value);
+    return;
+  }
   if (std::find(out->begin(), out->end(), value) == out->end()) out->push_back(value);
 }
 
 // String fields of `m` and, when depth is 0, of its direct submessages.
-void CollectResources(const Message& m, int depth, std::vector<std::string>* out) {
+void CollectResources(const Message& m, int depth, std::vector<std::string>* out,
+                      std::vector<std::string>* rejected) {
   const Reflection* r = m.GetReflection();
   std::vector<const FieldDescriptor*> fields;
   r->ListFields(m, &fields);
   for (const FieldDescriptor* f : fields) {
     if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING && f->type() == FieldDescriptor::TYPE_STRING) {
       if (f->is_repeated()) {
-        for (int i = 0; i < r->FieldSize(m, f); ++i) AddResource(r->GetRepeatedString(m, f, i), out);
+        for (int i = 0; i < r->FieldSize(m, f); ++i) AddResource(r->GetRepeatedString(m, f, i), out, rejected);
       } else {
-        AddResource(r->GetString(m, f), out);
+        AddResource(r->GetString(m, f), out, rejected);
       }
     } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && depth == 0 && !f->is_map()) {
       if (f->is_repeated()) {
         for (int i = 0; i < r->FieldSize(m, f); ++i) {
-          CollectResources(r->GetRepeatedMessage(m, f, i), depth + 1, out);
+          CollectResources(r->GetRepeatedMessage(m, f, i), depth + 1, out, rejected);
         }
       } else {
-        CollectResources(r->GetMessage(m, f), depth + 1, out);
+        CollectResources(r->GetMessage(m, f), depth + 1, out, rejected);
       }
     }
   }
@@ -162,6 +171,8 @@ absl::Status Corrupted(absl::string_view what) {
   return MakeError(absl::StatusCode::kInternal, "AUDIT_CORRUPTED",
                    absl::StrCat(what, "; run VerifyAuditChain"));
 }
+
+bool IsActorName(absl::string_view s) { return IsResourceName(s, "users") || IsResourceName(s, "services"); }
 
 bool ValidSourceService(absl::string_view s) {
   if (s.empty() || s.size() > 64) return false;
@@ -303,14 +314,24 @@ absl::StatusOr<DecodedEvent> DecodeEvent(absl::string_view payload_type, absl::s
   DecodedEvent out;
   out.event_id = header.event_id();
   out.event_time = header.event_time();
-  out.actor = header.actor();
-  out.actor_organization = header.actor_organization();
+  // Copied for filtering and indexing only when well-formed (the payload
+  // keeps whatever the source wrote).
+  if (IsActorName(header.actor())) {
+    out.actor = header.actor();
+  } else if (!header.actor().empty()) {
+    out.rejected_names.push_back(header.actor());
+  }
+  if (IsResourceName(header.actor_organization(), "organizations")) {
+    out.actor_organization = header.actor_organization();
+  } else if (!header.actor_organization().empty()) {
+    out.rejected_names.push_back(header.actor_organization());
+  }
   out.request_id = header.request_id();
   if (const auto* oneof = desc->FindOneofByName("payload")) {
     if (const FieldDescriptor* set = r->GetOneofFieldDescriptor(*msg, oneof)) {
       if (set->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
         out.event_type = set->message_type()->full_name();
-        CollectResources(r->GetMessage(*msg, set), 0, &out.resources);
+        CollectResources(r->GetMessage(*msg, set), 0, &out.resources, &out.rejected_names);
       } else {
         out.event_type = set->full_name();
       }
@@ -337,6 +358,7 @@ std::string AuditSourceForStream(absl::string_view stream) {
 AuditChain::AuditChain(RedisPool* pool, AuditChainOptions options)
     : pool_(pool), options_(std::move(options)), clock_(options_.clock ? options_.clock : &system_clock_) {
   if (options_.batch_size < 1) options_.batch_size = 1;
+  if (options_.export_batch_size < 1) options_.export_batch_size = 1;
   if (options_.max_append_attempts < 1) options_.max_append_attempts = 1;
   if (options_.list_scan_budget < 1) options_.list_scan_budget = 1;
   EnsureEventTypesLinked();
@@ -350,6 +372,13 @@ absl::StatusOr<AppendResult> AuditChain::Append(absl::string_view source_service
                         "digits, '_' or '-'");
   }
   LS_ASSIGN_OR_RETURN(DecodedEvent decoded, DecodeEvent(event.type, event.payload));
+  if (!decoded.rejected_names.empty()) {
+    LogWarning("event names malformed resources; recorded in the audit trail, not indexed under them",
+               {{"source_service", std::string(source_service)},
+                {"event_id", decoded.event_id},
+                {"malformed_names", std::to_string(decoded.rejected_names.size())},
+                {"first", decoded.rejected_names[0].substr(0, 120)}});
+  }
   absl::MutexLock lock(&append_mu_);
   for (int attempt = 0; attempt < options_.max_append_attempts; ++attempt) {
     bool stale = false;
@@ -497,6 +526,14 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const v1::ListAudi
         !TimeBefore(interval->start_time(), interval->end_time())) {
       return InvalidField(absl::StrCat(field, ".end_time"), "must be after start_time (half-open interval)");
     }
+  }
+  if (!q.resource().empty()) LS_RETURN_IF_ERROR(CheckResourceName(q.resource(), "resource"));
+  if (!q.actor().empty() && !IsActorName(q.actor())) {
+    return InvalidField("actor", "must be 'users/{id}' or 'services/{id}' (id: [a-z0-9][a-z0-9-]{0,62})",
+                        "INVALID_NAME");
+  }
+  if (!q.actor_organization().empty()) {
+    LS_RETURN_IF_ERROR(ParseResourceName(q.actor_organization(), "organizations", "actor_organization").status());
   }
   LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(q));
   int64_t after = 0;
@@ -747,9 +784,9 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
       range.start, ",\"end_sequence\":", range.end, ",\"previous_hash\":\"", Hex(previous_hash),
       "\",\"exported_at\":\"",
       absl::FormatTime("%Y-%m-%dT%H:%M:%E*SZ", clock_->Now(), absl::UTCTimeZone()), "\"}\n")));
-  for (int64_t first = range.start; first < range.end; first += options_.batch_size) {
+  for (int64_t first = range.start; first < range.end; first += options_.export_batch_size) {
     std::vector<int64_t> seqs;
-    for (int64_t s = first; s < range.end && s < first + options_.batch_size; ++s) seqs.push_back(s);
+    for (int64_t s = first; s < range.end && s < first + options_.export_batch_size; ++s) seqs.push_back(s);
     LS_ASSIGN_OR_RETURN(auto entries, GetMany(seqs));
     for (size_t i = 0; i < seqs.size(); ++i) {
       if (!entries[i]) continue;

@@ -106,6 +106,10 @@ struct DecodedEvent {
   std::string actor_organization;
   std::string request_id;
   std::vector<std::string> resources;  // distinct, in order of discovery
+  // Name-like strings that are not well-formed names (common/resource_name.h),
+  // including a malformed actor or actor_organization (then left empty):
+  // never indexed or copied into the entry.
+  std::vector<std::string> rejected_names;
 };
 
 // Parses `payload` as the message named `payload_type` (any message compiled
@@ -114,7 +118,9 @@ struct DecodedEvent {
 // resources (best effort): every string value that looks like a resource
 // name ("collection/id", possibly nested "a/1/b/2") in singular or repeated
 // string fields of the event message and of its direct submessages (header
-// excluded), e.g. booking.name, booking.instrument, booking.user.
+// excluded), e.g. booking.name, booking.instrument, booking.user, and that is
+// a well-formed name (ValidResourceName: no "..", no "*"); the others go to
+// rejected_names. actor and actor_organization likewise.
 // INVALID_ARGUMENT, reason UNDECODABLE_EVENT: unknown type, bytes that do not
 // parse, no "header" field of type EventHeader, or an empty event_id.
 absl::StatusOr<DecodedEvent> DecodeEvent(absl::string_view payload_type,
@@ -133,8 +139,12 @@ struct AuditChainOptions {
   // ABORTED (reason AUDIT_CONTENTION); each failed attempt means another
   // replica appended.
   int max_append_attempts = 1000;
-  // Entries read per Redis round trip by List, Verify and Export.
+  // Entries read per Redis round trip by List and Verify.
   int batch_size = 256;
+  // Entries read per round trip by an export. Smaller: an export whose
+  // client reads slowly holds one such batch (and the chunk being written)
+  // while it waits, and hundreds of exports may be waiting.
+  int export_batch_size = 32;
   // At most this many entries are examined by one List call; a page that is
   // not full when the budget runs out still carries a next_page_token.
   int list_scan_budget = 5000;
@@ -190,7 +200,8 @@ class AuditChain {
   // ListAuditEntries without the role check. Entries beyond the head read at
   // the start of the call are not returned. Filters by event_id, request_id,
   // resource or actor go through an index; the others are applied to the
-  // entries read. Errors: INVALID_ARGUMENT (INVALID_FIELD: negative
+  // entries read. Errors: INVALID_ARGUMENT (INVALID_NAME: resource, actor
+  // or actor_organization not a well-formed name; INVALID_FIELD: negative
   // sequences or page_size, end_sequence <= start_sequence when both set, an
   // append/event interval whose end is not after its start;
   // INVALID_PAGE_TOKEN).

@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/events.h"
 #include "common/log.h"
 #include "common/server.h"
 #include "services/usage/audit_chain.h"
@@ -42,41 +42,36 @@ int main(int argc, char** argv) {
   labshare::usage::AuditChain audit(&redis, audit_options);
   labshare::Authorizer authorizer(&signer, labshare::usage::UsagePolicy(), &wall);
   labshare::usage::UsageService service(&figures, &audit, &authorizer);
-  absl::Notification stop;
-  std::thread consumer([&] {
-    char host[256] = {0};
-    gethostname(host, sizeof host - 1);
-    std::vector<std::string> streams = {"{inventory}:outbox", "{booking}:outbox", "{billing}:outbox",
-                                        "{usage}:outbox"};
-    for (int p = 0; p < absl::GetFlag(FLAGS_booking_partitions); ++p) {
-      streams.push_back("{bk:" + std::to_string(p) + "}:outbox");
-    }
-    std::vector<std::pair<std::string, std::unique_ptr<labshare::EventConsumer>>> consumers;
-    for (const auto& stream : streams) {
-      labshare::ConsumerOptions options;
-      options.stream = stream;
-      options.group = labshare::usage::kEventsGroup;
-      options.consumer = std::string("usage-") + host;
-      options.block = absl::ZeroDuration();
-      options.reclaim_idle = absl::Seconds(10);
-      consumers.emplace_back(labshare::usage::AuditSourceForStream(stream),
-                             std::make_unique<labshare::EventConsumer>(&redis, options));
-    }
-    do {
-      for (auto& [source, events] : consumers) {
-        const std::string src = source;
-        absl::Status s = events->EnsureGroup();
-        if (s.ok()) {
-          s = events->PollOnce([&](const labshare::StreamEvent& e) {
-                  return labshare::usage::ApplyEvent(&audit, &figures, src, e);
-                }).status();
-        }
-        if (!s.ok()) labshare::LogWarning("events", {{"stream", events->options().stream}, {"error", s.ToString()}});
-      }
-    } while (!stop.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
-  });
-  const int rc = labshare::RunService("usage", &redis, &authorizer, {&service});
-  stop.Notify();
+  // Every outbox, polled in rounds; a stream that cannot be read is retried
+  // with capped exponential backoff and jitter, and the loop stops quietly
+  // as soon as SIGTERM arrives (before the server drains its calls).
+  labshare::ConsumerLoopOptions loop_options;
+  loop_options.name = "usage events";
+  labshare::ConsumerLoop loop(loop_options);
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  std::vector<std::string> streams = {"{inventory}:outbox", "{booking}:outbox", "{billing}:outbox",
+                                      "{usage}:outbox"};
+  for (int p = 0; p < absl::GetFlag(FLAGS_booking_partitions); ++p) {
+    streams.push_back("{bk:" + std::to_string(p) + "}:outbox");
+  }
+  std::vector<std::unique_ptr<labshare::EventConsumer>> consumers;
+  for (const auto& stream : streams) {
+    labshare::ConsumerOptions options;
+    options.stream = stream;
+    options.group = labshare::usage::kEventsGroup;
+    options.consumer = std::string("usage-") + host;
+    options.block = absl::ZeroDuration();
+    options.reclaim_idle = absl::Seconds(10);
+    consumers.push_back(std::make_unique<labshare::EventConsumer>(&redis, options));
+    loop.Add(consumers.back().get(),
+             [&audit, &figures, source = labshare::usage::AuditSourceForStream(stream)](const labshare::StreamEvent& e) {
+               return labshare::usage::ApplyEvent(&audit, &figures, source, e);
+             });
+  }
+  std::thread consumer([&] { loop.Run(); });
+  const int rc = labshare::RunService("usage", &redis, &authorizer, {&service}, [&] { loop.Stop(); });
+  loop.Stop();
   consumer.join();
   return rc;
 }

@@ -11,6 +11,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/error.h"
+#include "common/log.h"
+#include "common/resource_name.h"
 #include "common/proto_util.h"
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
@@ -99,9 +101,24 @@ UsageFigures::UsageFigures(RedisPool* pool, const Clock* clock, absl::TimeZone z
 absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& event) {
   Ops ops;
   std::string event_id;
+  // Every name that becomes part of a key, a field or a stored attribute is
+  // checked first; an event naming a malformed one ("instruments/../x",
+  // "organizations/*") changes no figure: it is only marked as seen.
+  std::string bad_name;
+  auto name_ok = [&](const std::string& name, absl::string_view collection, bool optional) {
+    if ((optional && name.empty()) || IsResourceName(name, collection)) return true;
+    if (bad_name.empty()) bad_name = name.empty() ? "(empty)" : name;
+    return false;
+  };
+  auto any_name_ok = [&](const std::string& name) {
+    if (ValidResourceName(name)) return true;
+    if (bad_name.empty()) bad_name = name.empty() ? "(empty)" : name;
+    return false;
+  };
   // One counter in the day of `at` and its month.
   auto count = [&](const std::string& instrument, absl::Time at, absl::string_view counter, SharingMode mode,
                    const std::string& org, int64_t delta) {
+    if (!name_ok(instrument, "instruments", false) || !name_ok(org, "organizations", true)) return;
     const std::string id = IdOf(instrument);
     const absl::CivilDay d = absl::ToCivilDay(at, zone_);
     const std::string field = absl::StrCat(counter, "|", static_cast<int>(mode), "|", org);
@@ -111,6 +128,10 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
   };
   auto served = [&](const std::string& instrument, absl::CivilDay d, SharingMode mode, const std::string& org,
                     const std::string& user) {
+    if (!name_ok(instrument, "instruments", false) || !name_ok(org, "organizations", true) ||
+        !name_ok(user, "users", true)) {
+      return;
+    }
     const std::string id = IdOf(instrument);
     const std::string member = absl::StrCat(static_cast<int>(mode), "|", org, "|", user);
     ops.Add(UsersDayKey(id, d), "sadd", member);
@@ -123,15 +144,22 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
     event_id = e.header().event_id();
     if (e.has_instrument_changed()) {
       const auto& in = e.instrument_changed().instrument();
-      ops.Add("{usage}:instr", "hset", IdOf(in.name()), in.SerializeAsString());
+      if (name_ok(in.name(), "instruments", false) && name_ok(in.owner_organization(), "organizations", true) &&
+          name_ok(in.facility(), "facilities", true)) {
+        ops.Add("{usage}:instr", "hset", IdOf(in.name()), in.SerializeAsString());
+      }
     } else if (e.has_organization_changed()) {
       const auto& o = e.organization_changed().organization();
-      ops.Add("{usage}:orgs", "hset", o.name(), std::to_string(static_cast<int>(o.size_class())));
-      ops.Add("{usage}:orgname", "hset", o.name(), o.display_name());
+      if (name_ok(o.name(), "organizations", false)) {
+        ops.Add("{usage}:orgs", "hset", o.name(), std::to_string(static_cast<int>(o.size_class())));
+        ops.Add("{usage}:orgname", "hset", o.name(), o.display_name());
+      }
     } else if (e.has_facility_changed()) {
       const auto& fc = e.facility_changed().facility();
-      ops.Add("{usage}:facname", "hset", fc.name(), fc.display_name());
-    } else if (e.has_maintenance_window_changed()) {
+      if (name_ok(fc.name(), "facilities", false)) ops.Add("{usage}:facname", "hset", fc.name(), fc.display_name());
+    } else if (e.has_maintenance_window_changed() &&
+               name_ok(e.maintenance_window_changed().instrument(), "instruments", false) &&
+               any_name_ok(e.maintenance_window_changed().maintenance_window().name())) {
       const auto& w = e.maintenance_window_changed().maintenance_window();
       const std::string key = "{usage}:mw:" + IdOf(e.maintenance_window_changed().instrument());
       if (w.state() == iv::SCHEDULED) {
@@ -181,7 +209,7 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
         count(b->instrument(), start, "done", b->mode(), org, 1);
         const absl::Time s = FromProto(b->session().start_time()), en = FromProto(b->session().end_time());
         int64_t cap = 24 * 3600;
-        if (b->mode() == labshare::type::v1::LEASE) {
+        if (b->mode() == labshare::type::v1::LEASE && IsResourceName(b->instrument(), "instruments")) {
           // Thresholds.default_lease_counted_hours_per_day in force now,
           // unless the instrument counts its own hours.
           cap = default_lease_hours_ * 3600;
@@ -234,6 +262,11 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
     }
   }
   if (event_id.empty()) return absl::OkStatus();
+  if (!bad_name.empty()) {
+    LogWarning("event names a malformed resource; marked as seen, no figure changed",
+               {{"source", std::string(source)}, {"event_id", event_id}, {"name", bad_name.substr(0, 120)}});
+    ops = Ops();
+  }
   std::vector<std::string> keys = {"{usage}:applied"};
   keys.insert(keys.end(), ops.keys.begin(), ops.keys.end());
   std::vector<std::string> args = {absl::StrCat(source, "|", event_id), std::to_string(ops.keys.size())};
@@ -262,14 +295,18 @@ absl::Status UsageFigures::CheckRange(const labshare::type::v1::Interval& range,
 }
 
 absl::Status UsageFigures::Scope(const Principal& p, const v1::UsageFilter& f) const {
-  if (p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin})) return absl::OkStatus();
-  const std::string own = ActorOrganization(p);
-  const bool owner_scope = f.owner_organizations_size() == 1 && f.owner_organizations(0) == own;
-  const bool user_scope = f.user_organizations_size() == 1 && f.user_organizations(0) == own;
-  if (owner_scope || (user_scope && p.HasRole(Role::kMemberBillingAdmin))) return absl::OkStatus();
-  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                   "name exactly your own organisation in filter.owner_organizations"
-                   " (or, as billing admin, filter.user_organizations)");
+  if (!p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin})) {
+    const std::string own = ActorOrganization(p);
+    const bool owner_scope = f.owner_organizations_size() == 1 && f.owner_organizations(0) == own;
+    const bool user_scope = f.user_organizations_size() == 1 && f.user_organizations(0) == own;
+    if (!owner_scope && !(user_scope && p.HasRole(Role::kMemberBillingAdmin))) {
+      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                       "name exactly your own organisation in filter.owner_organizations"
+                       " (or, as billing admin, filter.user_organizations)");
+    }
+  }
+  // Authorised: now the names (INVALID_NAME).
+  return CheckFilterNames(f, "filter");
 }
 
 absl::StatusOr<std::map<std::string, UsageFigures::Instr>> UsageFigures::Instruments(const v1::UsageFilter& f) const {

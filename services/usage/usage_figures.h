@@ -47,6 +47,7 @@
 #include "labshare/inventory/v1/inventory.pb.h"
 #include "labshare/usage/v1/usage.pb.h"
 #include "labshare/usage/v1/usage_events.pb.h"
+#include "services/usage/export_limiter.h"
 
 namespace labshare::usage {
 
@@ -82,9 +83,15 @@ class UsageFigures {
   absl::Status ExportUsage(const Principal& p, const v1::ExportUsageRequest& r,
                            const std::function<absl::Status(const v1::ExportUsageResponse&)>& sink);
 
-  // Concurrent exports (ExportUsage, ExportAnnualReportCsv) above this are
-  // RESOURCE_EXHAUSTED (EXPORT_LIMIT).
-  void set_max_concurrent_exports(int n) { max_exports_ = n; }
+  // Concurrent exports (ExportUsage, ExportAnnualReportCsv and, through the
+  // service, ExportAuditTrail) above `total` in the process or `per_caller`
+  // for one caller are RESOURCE_EXHAUSTED (EXPORT_LIMIT).
+  void set_max_concurrent_exports(int total, int per_caller = ExportLimiter::kDefaultMaxPerCaller) {
+    exports_.SetLimits(total, per_caller);
+  }
+  // A slot for one export of `p` (ActorName), released when destroyed.
+  absl::StatusOr<ExportSlot> AcquireExport(const Principal& p) { return exports_.Acquire(ActorName(p)); }
+  const ExportLimiter& exports() const { return exports_; }
   // Bytes per CSV chunk (pieces end on line boundaries) and rows per batch.
   void set_export_chunk(int bytes, int rows) {
     chunk_bytes_ = bytes;
@@ -132,16 +139,13 @@ class UsageFigures {
   absl::Status BuildReport(const Principal& p, int year, const v1::ReportScope& scope, bool summaries,
                            v1::AnnualReport* out) const;
   absl::Status Publish(const Principal& p, v1::UsageEvent event) const;
-  absl::Status AcquireExport();
-  void ReleaseExport() { --active_exports_; }
 
   RedisPool* pool_;
   const Clock* clock_;
   absl::TimeZone zone_;
   std::string currency_;
   int default_lease_hours_;
-  std::atomic<int> active_exports_{0};
-  int max_exports_ = 4;
+  ExportLimiter exports_;
   int chunk_bytes_ = 64 * 1024;
   int batch_rows_ = 500;
 };

@@ -6,12 +6,15 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/error.h"
+#include "common/resource_name.h"
 #include "labshare/usage/v1/usage.pb.h"
 
 namespace labshare::usage {
@@ -49,6 +52,36 @@ absl::StatusOr<std::vector<labshare::usage::v1::Dimension>> ParseDims(const Repe
   }
   if (dims.size() > 3) return InvalidField("group_by", "at most 3 dimensions");
   return dims;
+}
+
+// Every entry of `names` is "{collection}/{id}"; INVALID_ARGUMENT
+// (INVALID_NAME) naming the first that is not, e.g. "filter.instruments[2]".
+template <typename Repeated>
+absl::Status CheckNames(const Repeated& names, absl::string_view collection, absl::string_view field) {
+  int i = 0;
+  for (const std::string& name : names) {
+    if (!IsResourceName(name, collection)) {
+      return ParseResourceName(name, collection, absl::StrFormat("%s[%d]", field, i)).status();
+    }
+    ++i;
+  }
+  return absl::OkStatus();
+}
+
+// The names of a UsageFilter, InstrumentFilter or ReportScope (`field`:
+// "filter" or "scope"). Checked after authorization, before anything is read.
+template <typename Filter>
+absl::Status CheckFilterNames(const Filter& f, absl::string_view field) {
+  LS_RETURN_IF_ERROR(CheckNames(f.owner_organizations(), "organizations", absl::StrCat(field, ".owner_organizations")));
+  LS_RETURN_IF_ERROR(CheckNames(f.facilities(), "facilities", absl::StrCat(field, ".facilities")));
+  if constexpr (!std::is_same_v<Filter, labshare::usage::v1::ReportScope>) {
+    LS_RETURN_IF_ERROR(CheckNames(f.instruments(), "instruments", absl::StrCat(field, ".instruments")));
+  }
+  if constexpr (std::is_same_v<Filter, labshare::usage::v1::UsageFilter>) {
+    LS_RETURN_IF_ERROR(
+        CheckNames(f.user_organizations(), "organizations", absl::StrCat(field, ".user_organizations")));
+  }
+  return absl::OkStatus();
 }
 
 // Period start, then the keys in group_by order; byte order of the result is

@@ -34,17 +34,6 @@ constexpr char kThresholdsName[] = "thresholds";
 constexpr int64_t kYearSeconds = 31536000;  // 365 days
 constexpr int kCommitAttempts = 5;
 
-template <typename F>
-struct ScopeExit {
-  F f;
-  ~ScopeExit() { f(); }
-};
-template <typename F>
-ScopeExit<F> OnExit(F f) {
-  return ScopeExit<F>{std::move(f)};
-}
-
-
 bool Overseer(const Principal& p) { return p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}); }
 
 // MEMBER_BILLING_ADMIN and FACILITY_STAFF: `owners` must be exactly [own].
@@ -306,15 +295,6 @@ absl::Status UsageFigures::Publish(const Principal& p, v1::UsageEvent event) con
   return absl::OkStatus();
 }
 
-absl::Status UsageFigures::AcquireExport() {
-  if (active_exports_.fetch_add(1) >= max_exports_) {
-    --active_exports_;
-    return MakeError(absl::StatusCode::kResourceExhausted, "EXPORT_LIMIT",
-                     "too many exports are running; retry later");
-  }
-  return absl::OkStatus();
-}
-
 // ================================================================ thresholds
 
 absl::StatusOr<v1::Thresholds> UsageFigures::LoadThresholds() const {
@@ -481,6 +461,7 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(range, &from, &to));
   LS_RETURN_IF_ERROR(OwnerScope(p, r.filter().owner_organizations(), "filter.owner_organizations"));
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_RETURN_IF_ERROR(CheckOverride(r.threshold_override()));
   LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
   v1::UsageFilter f;
@@ -610,6 +591,7 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
     return InvalidField("year", absl::StrCat("a calendar year from 1970 to ", current), "INVALID_YEAR");
   }
   LS_RETURN_IF_ERROR(OwnerScope(p, scope.owner_organizations(), "scope.owner_organizations"));
+  LS_RETURN_IF_ERROR(CheckFilterNames(scope, "scope"));
   const absl::CivilDay from(year, 1, 1), to(year + 1, 1, 1);
   v1::UsageFilter f;
   *f.mutable_owner_organizations() = scope.owner_organizations();
@@ -718,8 +700,7 @@ absl::StatusOr<v1::AnnualReport> UsageFigures::GetAnnualReport(const Principal& 
 
 absl::Status UsageFigures::ExportAnnualReportCsv(const Principal& p, const v1::ExportAnnualReportCsvRequest& r,
                                                  const std::function<absl::Status(const v1::CsvChunk&)>& sink) {
-  LS_RETURN_IF_ERROR(AcquireExport());
-  auto release = OnExit([this] { ReleaseExport(); });
+  LS_ASSIGN_OR_RETURN(ExportSlot slot, AcquireExport(p));
   v1::AnnualReport report;
   LS_RETURN_IF_ERROR(BuildReport(p, r.year(), r.scope(), true, &report));
   std::vector<std::string> header = {"row_type", "key", "display_name", "owner_organization", "facility", "category"};
@@ -829,8 +810,7 @@ absl::Status UsageFigures::ExportUsage(const Principal& p, const v1::ExportUsage
     }
     after = parts[3];
   }
-  LS_RETURN_IF_ERROR(AcquireExport());
-  auto release = OnExit([this] { ReleaseExport(); });
+  LS_ASSIGN_OR_RETURN(ExportSlot slot, AcquireExport(p));
   const bool owner_view = Overseer(p) || (r.filter().owner_organizations_size() == 1 &&
                                           r.filter().owner_organizations(0) == ActorOrganization(p));
   Sha256 sha;

@@ -1,5 +1,7 @@
 #include "services/usage/usage_service.h"
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/error.h"
@@ -49,42 +51,54 @@ grpc::Status UsageService::VerifyAuditChain(grpc::ServerContext* ctx, const v1::
   return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) { return audit_->Verify(*req); });
 }
 
-grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::ExportAuditTrailRequest* req,
-                                            grpc::ServerWriter<v1::ExportAuditTrailResponse>* writer) {
-  auto principal = auth_->Authorize(ctx);
-  if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
-  absl::Status s = audit_->ExportAuditTrail(*req, [&](const v1::ExportAuditTrailResponse& chunk) {
-    if (!writer->Write(chunk)) return MakeError(absl::StatusCode::kCancelled, "CLIENT_GONE", "the client went away");
-    return absl::OkStatus();
-  });
-  return ToGrpcStatus(s, kDomain);
-}
-
 namespace {
 
-// A sink that writes to the stream; CANCELLED when the client went away.
+// A sink that writes to the stream. ServerWriter::Write blocks until gRPC's
+// flow control lets the message out, so an export produces only as fast as
+// its client reads. CANCELLED when the client went away.
 template <typename Msg>
-std::function<absl::Status(const Msg&)> WriterSink(grpc::ServerWriter<Msg>* writer) {
-  return [writer](const Msg& m) {
-    if (!writer->Write(m)) return MakeError(absl::StatusCode::kCancelled, "CLIENT_GONE", "the client went away");
+std::function<absl::Status(const Msg&)> WriterSink(grpc::ServerWriter<Msg>* writer, ExportStats* stats) {
+  return [writer, stats](const Msg& m) {
+    stats->WriteBegins();
+    const bool ok = writer->Write(m);
+    stats->WriteEnds(ok, static_cast<int64_t>(m.ByteSizeLong()));
+    if (!ok) return MakeError(absl::StatusCode::kCancelled, "CLIENT_GONE", "the client went away");
     return absl::OkStatus();
   };
 }
 
 }  // namespace
 
+grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::ExportAuditTrailRequest* req,
+                                            grpc::ServerWriter<v1::ExportAuditTrailResponse>* writer) {
+  auto principal = auth_->Authorize(ctx);
+  if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
+  // The slot is taken when the first message is ready, i.e. after the
+  // request was validated (INVALID_ARGUMENT / OUT_OF_RANGE come first).
+  std::optional<ExportSlot> slot;
+  const auto write = WriterSink(writer, &stats_);
+  absl::Status s = audit_->ExportAuditTrail(*req, [&](const v1::ExportAuditTrailResponse& chunk) -> absl::Status {
+    if (!slot) {
+      LS_ASSIGN_OR_RETURN(ExportSlot acquired, figures_->AcquireExport(*principal));
+      slot.emplace(std::move(acquired));
+    }
+    return write(chunk);
+  });
+  return ToGrpcStatus(s, kDomain);
+}
+
 grpc::Status UsageService::ExportUsage(grpc::ServerContext* ctx, const v1::ExportUsageRequest* req,
                                        grpc::ServerWriter<v1::ExportUsageResponse>* writer) {
   auto principal = auth_->Authorize(ctx);
   if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
-  return ToGrpcStatus(figures_->ExportUsage(*principal, *req, WriterSink(writer)), kDomain);
+  return ToGrpcStatus(figures_->ExportUsage(*principal, *req, WriterSink(writer, &stats_)), kDomain);
 }
 
 grpc::Status UsageService::ExportAnnualReportCsv(grpc::ServerContext* ctx, const v1::ExportAnnualReportCsvRequest* req,
                                                  grpc::ServerWriter<v1::CsvChunk>* writer) {
   auto principal = auth_->Authorize(ctx);
   if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
-  return ToGrpcStatus(figures_->ExportAnnualReportCsv(*principal, *req, WriterSink(writer)), kDomain);
+  return ToGrpcStatus(figures_->ExportAnnualReportCsv(*principal, *req, WriterSink(writer, &stats_)), kDomain);
 }
 
 absl::Status ApplyEvent(AuditChain* audit, UsageFigures* figures, absl::string_view source, const StreamEvent& e) {

@@ -5,6 +5,7 @@
 #include "common/auth.h"
 #include "labshare/usage/v1/usage.grpc.pb.h"
 #include "services/usage/audit_chain.h"
+#include "services/usage/export_limiter.h"
 #include "services/usage/usage_figures.h"
 
 namespace labshare::usage {
@@ -36,7 +37,11 @@ class UsageService final : public v1::UsageService::Service {
 #include "services/usage/usage_methods.inc"
 #undef LABSHARE_USAGE_RPC
 
+  // What the export streams do (tests, metrics).
+  const ExportStats& export_stats() const { return stats_; }
+
  private:
+  ExportStats stats_;
   UsageFigures* figures_;
   AuditChain* audit_;
   const Authorizer* auth_;

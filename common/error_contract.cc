@@ -48,7 +48,8 @@ bool StrictReasons() {
 }
 
 std::string UndocumentedAnswer(absl::string_view method, const grpc::Status& status) {
-  if (status.ok()) return "";
+  // CANCELLED: the client went away (or gRPC says so); nobody reads it.
+  if (status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) return "";
   const std::string code = CodeName(static_cast<absl::StatusCode>(status.error_code()));
   bool has_info = false;
   std::string reason;
@@ -62,8 +63,8 @@ std::string UndocumentedAnswer(absl::string_view method, const grpc::Status& sta
     }
   }
   if (!has_info) {
-    if (status.error_code() == grpc::StatusCode::CANCELLED ||
-        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+        status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
       return "";
     }
     return absl::StrCat(method, " answered ", code, " without an ErrorInfo (\"", status.error_message(), "\")");

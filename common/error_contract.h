@@ -51,10 +51,12 @@ extern const size_t kDocumentedErrorsCount;
 // The contract as built into this binary.
 const ErrorContract& DocumentedErrors();
 
-// "" when `method` may answer `status` per the contract (OK always may);
-// otherwise what is undocumented, for a person. Statuses without an
-// ErrorInfo are allowed only for CANCELLED and DEADLINE_EXCEEDED, which
-// gRPC itself produces; any other error must carry one (types.proto).
+// "" when `method` may answer `status` per the contract (OK and CANCELLED,
+// which no client receives, always may); otherwise what is undocumented,
+// for a person. A status without an ErrorInfo is allowed only for
+// DEADLINE_EXCEEDED and UNIMPLEMENTED (a method a server does not
+// implement), which gRPC itself produces; any other error must carry one
+// (types.proto).
 std::string UndocumentedAnswer(absl::string_view method, const grpc::Status& status);
 
 // For the interceptor: logs an undocumented answer (once per method, code

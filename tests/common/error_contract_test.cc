@@ -268,8 +268,13 @@ TEST(ErrorContractCheck, DocumentedAnswersPass) {
                                                                     "TOKEN_EXPIRED", "sign in"),
                                                           "booking.labshare")),
             "");
-  // gRPC's own statuses carry no ErrorInfo.
+  // gRPC's own statuses carry no ErrorInfo; a cancelled call's status
+  // reaches nobody.
   EXPECT_EQ(UndocumentedAnswer(kCancelOrder, grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "late")), "");
+  EXPECT_EQ(UndocumentedAnswer(kCancelOrder, ToGrpcStatus(MakeError(absl::StatusCode::kCancelled,
+                                                                    "CLIENT_GONE", "gone"),
+                                                          "booking.labshare")),
+            "");
 }
 
 TEST(ErrorContractCheck, UndocumentedAnswersAreNamed) {

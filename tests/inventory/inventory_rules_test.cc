@@ -1622,7 +1622,7 @@ TEST(EvaluateAccess, ReportsEveryDenialAtOnce) {
 TEST(EvaluateAccess, EveryDenialCarriesAMessage) {
   AccessWorld w;
   w.user.set_disabled(true);
-  w.payer.set_membership_state(v1::SUSPENDED);
+  w.rates.clear();
   w.windows.push_back(Window(At(2025, 3, 11, 10), At(2025, 3, 11, 11)));
   v1::CheckAccessResponse r = w.Evaluate();
   ASSERT_EQ(r.denials_size(), 3);

@@ -27,6 +27,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/error.h"
+#include "common/error_contract.h"
 #include "common/log.h"
 #include "common/metrics.h"
 
@@ -109,6 +110,7 @@ class CallInterceptor final : public grpc::experimental::Interceptor {
     }
     if (methods->QueryInterceptionHookPoint(Hook::PRE_SEND_STATUS)) {
       const grpc::Status status = methods->GetSendStatus();
+      CheckAnswerDocumented(method_, status);
       const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
       const std::string code = CodeName(static_cast<absl::StatusCode>(status.error_code()));
       if (metrics_ != nullptr) metrics_->ObserveRpc(method_, code, seconds);

@@ -639,8 +639,18 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
     const bool before_run = s == Order::REQUESTED || s == Order::QUOTED || s == Order::QUOTE_ACCEPTED ||
                             s == Order::SAMPLES_RECEIVED || s == Order::SCHEDULED;
     if (!(before_run && (client || staff || admin)) && !(s == Order::DISPUTED && admin)) {
-      if (!before_run && s != Order::DISPUTED) return OrderState(cur.order, "a state before the run, or DISPUTED (administrators)");
-      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+      if (!before_run && s != Order::DISPUTED) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "ORDER_NOT_CANCELLABLE",
+                         absl::StrCat(cur.order.name(), " is ", Order::State_Name(s),
+                                      "; only orders before their run (or DISPUTED ones, by an administrator) "
+                                      "can be cancelled"),
+                         {{"state", Order::State_Name(s)}});
+      }
+      // The client side and owner staff may cancel this order in other
+      // states: in DISPUTED it is their role that may not.
+      const bool related = client || staff;
+      return MakeError(absl::StatusCode::kPermissionDenied,
+                       s == Order::DISPUTED && related ? "ROLE_NOT_ALLOWED" : "ORGANIZATION_SCOPE",
                        "before the run the client or the owner's staff cancel; a dispute is settled by an administrator");
     }
     const absl::Time now = clock_->Now();

@@ -497,10 +497,9 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
     deny(v1::INSTRUMENT_NOT_ACTIVE,
          absl::StrCat("the instrument is ", v1::InstrumentState_Name(instrument.state())));
   }
-  if (payer.membership_state() == v1::SUSPENDED) {
-    deny(v1::MEMBERSHIP_SUSPENDED,
-         "the paying organisation is suspended; new bookings need the consortium to reinstate it");
-  }
+  // A suspended organisation is not refused: it books as NON_MEMBER (no
+  // member price or priority; DOMAIN.md), so the access policy's
+  // allow_non_members and the NON_MEMBER rate line decide.
   const bool owner = cls == labshare::type::v1::OWNER;
   if (!owner && !PolicyAllows(EffectivePolicy(instrument, *facts.facility), payer)) {
     deny(v1::ACCESS_POLICY_FORBIDS,

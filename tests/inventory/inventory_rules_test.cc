@@ -1463,12 +1463,16 @@ TEST(EvaluateAccess, NoQualificationNeededWhenValidityIsZero) {
   EXPECT_TRUE(w.Evaluate().allowed());
 }
 
-TEST(EvaluateAccess, DeniesSuspendedPayer) {
+// DOMAIN.md: a suspended organisation loses member prices and priority for
+// new bookings; it is not refused (the access policy decides, as for any
+// non-member).
+TEST(EvaluateAccess, SuspendedPayerIsANonMember) {
   AccessWorld w;
   w.payer.set_membership_state(v1::SUSPENDED);
   v1::CheckAccessResponse r = w.Evaluate();
-  EXPECT_FALSE(r.allowed());
-  EXPECT_THAT(Denials(r), ElementsAre(v1::MEMBERSHIP_SUSPENDED));
+  EXPECT_TRUE(r.allowed());
+  EXPECT_THAT(Denials(r), ElementsAre());
+  EXPECT_EQ(r.membership_state(), v1::SUSPENDED);
   EXPECT_EQ(r.payer_class(), tv1::NON_MEMBER);
   EXPECT_EQ(r.rate().name(), "instruments/cryo-tem/rates/r-non");
 }
@@ -1625,7 +1629,7 @@ TEST(EvaluateAccess, ReportsEveryDenialAtOnce) {
 TEST(EvaluateAccess, EveryDenialCarriesAMessage) {
   AccessWorld w;
   w.user.set_disabled(true);
-  w.payer.set_membership_state(v1::SUSPENDED);
+  w.rates.clear();
   w.windows.push_back(Window(At(2025, 3, 11, 10), At(2025, 3, 11, 11)));
   v1::CheckAccessResponse r = w.Evaluate();
   ASSERT_EQ(r.denials_size(), 3);

@@ -247,6 +247,7 @@ void Server::Shutdown(absl::Duration drain) {
   shut_down_ = true;
   stop_.Notify();
   if (health_thread_.joinable()) health_thread_.join();
+  if (server_ == nullptr) return;  // Start() failed before the server ran
   server_->GetHealthCheckService()->Shutdown();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + drain));
   server_->Wait();

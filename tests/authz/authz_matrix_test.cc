@@ -356,6 +356,36 @@ TEST_F(AuthzMatrix, ServiceOrderMethodsFollowTheScopeOfTheTable) {
   Matrix(kBooking, "CancelOrder", cancel);
 }
 
+TEST_F(AuthzMatrix, ProjectsAreTheParticipantsAndTheBudgetedOwnersStaffs) {
+  const std::string kBooking = "labshare.booking.v1.BookingService";
+  iv::CreateOrganizationRequest partner;
+  partner.set_organization_id("partner");
+  partner.mutable_organization()->set_display_name("partner");
+  partner.mutable_organization()->set_type(iv::UNIVERSITY);
+  partner.mutable_organization()->set_membership_state(iv::MEMBER);
+  partner.mutable_organization()->set_tier("GENERAL");
+  Inv(&iv::InventoryService::Stub::CreateOrganization, partner);
+  // lab and partner share a project with hours on tem (owned by owner).
+  bk::CreateProjectRequest r;
+  r.set_project_id("prj");
+  r.mutable_project()->set_title("membranes");
+  r.mutable_project()->set_cost_share_template(bk::Project::EQUAL_SPLIT);
+  for (const char* org : {"organizations/lab", "organizations/partner"}) {
+    r.mutable_project()->add_participants()->set_organization(org);
+  }
+  *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
+  *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+  auto* budget = r.mutable_project()->add_instrument_budgets();
+  budget->set_instrument("instruments/tem");
+  *budget->mutable_budget() = ToProto(absl::Hours(3));
+  bk::Project project;
+  const grpc::Status created = Call(stub_.get(), &bk::BookingService::Stub::CreateProject, r, &project, admin_);
+  ASSERT_TRUE(created.ok()) << GrpcErrorReason(created) << ": " << created.error_message();
+  bk::GetProjectRequest get;
+  get.set_name(project.name());
+  Matrix(kBooking, "GetProject", get);
+}
+
 TEST_F(AuthzMatrix, ChargesAndDepositsAreTheOwnerStaffsNotThePayersStaffs) {
   const std::string kBilling = "labshare.billing.v1.BillingService";
   // A session of ana (lab pays owner) and a lease of afm to lab with a deposit.

@@ -1,7 +1,10 @@
 #include "common/auth.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/error.h"
 
@@ -14,9 +17,10 @@ std::initializer_list<Role> AllRoles() {
   return kAll;
 }
 
-MethodPolicy& MethodPolicy::Allow(absl::string_view method, std::initializer_list<Role> roles) {
-  auto& set = allowed_[std::string(method)];
-  set.insert(roles.begin(), roles.end());
+MethodPolicy& MethodPolicy::Allow(absl::string_view method, std::initializer_list<Role> roles,
+                                  unsigned scope) {
+  auto& entry = allowed_[std::string(method)];
+  for (Role r : roles) entry[r] |= scope;
   return *this;
 }
 
@@ -24,13 +28,50 @@ MethodPolicy& MethodPolicy::AllowAll(absl::string_view method) { return Allow(me
 
 bool MethodPolicy::Knows(absl::string_view method) const { return allowed_.count(method) > 0; }
 
-absl::Status MethodPolicy::Check(absl::string_view method, const Principal& principal) const {
+unsigned MethodPolicy::ScopesOf(absl::string_view method, const Principal& principal) const {
   auto it = allowed_.find(method);
-  if (it != allowed_.end()) {
-    for (Role r : principal.roles) {
-      if (it->second.count(r)) return absl::OkStatus();
-    }
+  if (it == allowed_.end()) return kScopeNone;
+  unsigned scopes = kScopeNone;
+  for (Role r : principal.roles) {
+    auto role = it->second.find(r);
+    if (role != it->second.end()) scopes |= role->second;
   }
+  return scopes;
+}
+
+absl::Status MethodPolicy::CheckScope(absl::string_view method, const Principal& principal,
+                                      const ScopeFacts& facts) const {
+  LS_RETURN_IF_ERROR(Check(method, principal));
+  const unsigned scopes = ScopesOf(method, principal);
+  if (scopes & kScopeAny) return absl::OkStatus();
+  const std::string org = ActorOrganization(principal);
+  auto among = [&](const std::vector<std::string>& orgs) {
+    return !org.empty() && std::find(orgs.begin(), orgs.end(), org) != orgs.end();
+  };
+  if ((scopes & kScopeSelf) && !facts.user.empty() && !principal.HasRole(Role::kService) &&
+      facts.user == ActorName(principal)) {
+    return absl::OkStatus();
+  }
+  if ((scopes & kScopeParty) && among(facts.parties)) return absl::OkStatus();
+  if ((scopes & kScopeOwner) && among(facts.owners)) return absl::OkStatus();
+  const absl::string_view name = method.substr(method.rfind('/') + 1);
+  if ((scopes & (kScopeParty | kScopeOwner)) == 0) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "USER_SCOPE",
+                     absl::StrCat("your role may call ", name, " only for yourself"),
+                     {{"method", std::string(method)}});
+  }
+  std::vector<std::string> whom;
+  if (scopes & kScopeSelf) whom.push_back("its own user");
+  if (scopes & kScopeParty) whom.push_back("its parties' organisations");
+  if (scopes & kScopeOwner) whom.push_back("the instrument's owner or operator organisation");
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   absl::StrCat("with your role, ", name, " serves only ", absl::StrJoin(whom, ", "),
+                                "; your organisation is ", org.empty() ? "none" : org),
+                   {{"method", std::string(method)}});
+}
+
+absl::Status MethodPolicy::Check(absl::string_view method, const Principal& principal) const {
+  if (ScopesOf(method, principal) != kScopeNone) return absl::OkStatus();
   std::string roles;
   for (Role r : principal.roles) absl::StrAppend(&roles, roles.empty() ? "" : ",", RoleName(r));
   return MakeError(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",

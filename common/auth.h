@@ -6,8 +6,9 @@
 // Authorize(context), which returns the principal or the precise error:
 // UNAUTHENTICATED (MISSING_CREDENTIALS, INVALID_TOKEN, TOKEN_EXPIRED) or
 // PERMISSION_DENIED (ROLE_NOT_ALLOWED). Methods absent from the policy are
-// denied (deny by default). Organisation scoping (a billing admin sees only
-// their organisation) needs the resource, so the manager checks it.
+// denied (deny by default). Scoping (a billing admin sees only their
+// organisation) needs the resource, so the manager loads it and asks the same
+// policy (CheckScope) before it validates anything else.
 #ifndef LABSHARE_COMMON_AUTH_H_
 #define LABSHARE_COMMON_AUTH_H_
 
@@ -17,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -29,17 +31,56 @@ class ServerContextBase;
 
 namespace labshare {
 
-// Which roles may call which method. Method names are full gRPC paths:
-// "/labshare.inventory.v1.InventoryService/CreateOrganization".
+// Which callers of an admitted role a method serves, relative to the
+// resource (or the request) it acts on. A bit set: a role may be admitted
+// through several scopes ("the booking's user; MEMBER_BILLING_ADMIN of the
+// payer, the owner or a split participant").
+enum Scope : unsigned {
+  kScopeNone = 0,
+  // The resource's own user, or the caller acting for themselves.
+  kScopeSelf = 1,
+  // The caller's organisation is a party of the resource: payer, lessee,
+  // client, participant, payee, the subject of a statement or filter.
+  kScopeParty = 2,
+  // The caller's organisation owns or operates the instrument ("owner staff").
+  kScopeOwner = 4,
+  // Every caller holding the role.
+  kScopeAny = 8,
+};
+
+// What a scope check compares the caller with.
+struct ScopeFacts {
+  std::string user;                  // "users/{id}", or "" when none
+  std::vector<std::string> parties;  // "organizations/{id}"
+  std::vector<std::string> owners;   // owner and operator organisations
+};
+
+// Which roles may call which method, and within which scope. Method names
+// are full gRPC paths: "/labshare.inventory.v1.InventoryService/CreateOrganization".
+// One table per service (XxxPolicy()), written from the "Roles:" lines of the
+// proto comments; tests/authz checks the two against each other.
 class MethodPolicy {
  public:
-  MethodPolicy& Allow(absl::string_view method, std::initializer_list<Role> roles);
+  MethodPolicy& Allow(absl::string_view method, std::initializer_list<Role> roles,
+                      unsigned scope = kScopeAny);
   MethodPolicy& AllowAll(absl::string_view method);  // any authenticated caller
+  // Role check (the interceptor's): ROLE_NOT_ALLOWED unless one of the
+  // caller's roles is admitted in some scope.
   absl::Status Check(absl::string_view method, const Principal& principal) const;
+  // Scope check (the manager's, once it has the resource): OK when one of the
+  // caller's admitted roles has a scope the facts satisfy; otherwise
+  // PERMISSION_DENIED, USER_SCOPE when the caller's roles are admitted only
+  // for their own resources, else ORGANIZATION_SCOPE.
+  absl::Status CheckScope(absl::string_view method, const Principal& principal,
+                          const ScopeFacts& facts) const;
+  // The scopes (bit set) in which `principal`'s roles are admitted.
+  unsigned ScopesOf(absl::string_view method, const Principal& principal) const;
   bool Knows(absl::string_view method) const;
+  // method -> role -> scope bits, for tests and documentation.
+  const std::map<std::string, std::map<Role, unsigned>, std::less<>>& rules() const { return allowed_; }
 
  private:
-  std::map<std::string, std::set<Role>, std::less<>> allowed_;
+  std::map<std::string, std::map<Role, unsigned>, std::less<>> allowed_;
 };
 
 // All roles: for methods any authenticated caller may use.

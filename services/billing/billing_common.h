@@ -17,6 +17,7 @@
 #include "common/proto_util.h"
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "services/billing/billing_rules.h"
+#include "services/billing/billing_scope.h"
 #include "services/billing/billing_store.h"
 
 namespace labshare::billing {

@@ -143,7 +143,7 @@ absl::StatusOr<v1::ListDepositsResponse> BillingManager::ListDeposits(const Prin
   }
   v1::ListDepositsResponse resp;
   auto keep = [&](const v1::Deposit& d) {
-    if (!SeesAll(p) && d.owner_organization() != own && d.lessee_organization() != own) return false;
+    if (!SeesAll(p) && !CheckScope("ListDeposits", p, DepositFacts(d)).ok()) return false;
     if (!r.owner_organization().empty() && d.owner_organization() != r.owner_organization()) return false;
     if (!r.lessee_organization().empty() && d.lessee_organization() != r.lessee_organization()) return false;
     if (!r.instrument().empty() && d.instrument() != r.instrument()) return false;

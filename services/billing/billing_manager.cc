@@ -23,16 +23,6 @@ using labshare::type::v1::SharingMode;
 
 constexpr int kAttempts = 8;
 
-bool Involves(const Principal& p, const v1::Charge& c) {
-  const std::string org = ActorOrganization(p);
-  if (org.empty()) return false;
-  if (c.payer_organization() == org || c.owner_organization() == org) return true;
-  for (const auto& s : c.splits()) {
-    if (s.organization() == org) return true;
-  }
-  return false;
-}
-
 // "<account>|<counterparty>|<currency>"
 std::string BalanceField(const v1::Entry& e) {
   const auto& m = e.debit().amount_minor() != 0 ? e.debit() : e.credit();
@@ -533,7 +523,7 @@ absl::StatusOr<v1::Charge> BillingManager::GetCharge(const Principal& p, const v
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("charge", IdOf(r.name()))));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "CHARGE_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::Charge c, Parse<v1::Charge>(doc->data));
-  if (!SeesAll(p) && !Involves(p, c)) return OrgScope("charges");
+  LS_RETURN_IF_ERROR(CheckScope("GetCharge", p, ChargeFacts(c)));
   return c;
 }
 
@@ -560,7 +550,7 @@ absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Princi
       after = members[i];
       if (!docs[i]) continue;
       LS_ASSIGN_OR_RETURN(v1::Charge c, Parse<v1::Charge>(docs[i]->data));
-      if (!SeesAll(p) && !Involves(p, c)) continue;
+      if (!SeesAll(p) && !CheckScope("ListCharges", p, ChargeFacts(c)).ok()) continue;
       if (!r.payer_organization().empty() && c.payer_organization() != r.payer_organization()) continue;
       if (!r.owner_organization().empty() && c.owner_organization() != r.owner_organization()) continue;
       if (!r.instrument().empty() && c.instrument() != r.instrument()) continue;
@@ -655,8 +645,7 @@ absl::StatusOr<v1::Deposit> BillingManager::GetDeposit(const Principal& p, const
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("deposit", IdOf(r.name()))));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "DEPOSIT_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::Deposit d, Parse<v1::Deposit>(doc->data));
-  const std::string own = ActorOrganization(p);
-  if (!SeesAll(p) && own != d.owner_organization() && own != d.lessee_organization()) return OrgScope("deposits");
+  LS_RETURN_IF_ERROR(CheckScope("GetDeposit", p, DepositFacts(d)));
   return d;
 }
 

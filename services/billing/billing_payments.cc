@@ -61,16 +61,17 @@ std::vector<AccountLine> ParseLines(const std::vector<std::string>& raw) {
 
 absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, const v1::RecordPaymentRequest& r) {
   v1::Payment pay = r.payment();
+  // Authorization before validation.
+  if (!p.HasRole(Role::kConsortiumAdmin) && (ActorOrganization(p) != pay.payee() || IsSubsidyPoolName(pay.payer()))) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "a member billing admin confirms only payments its own organisation received");
+  }
   LS_RETURN_IF_ERROR(ValidateAmount(pay.amount(), "payment.amount", true));
   if (!IsOrganizationName(pay.payer()) && !IsSubsidyPoolName(pay.payer())) {
     return InvalidField("payment.payer", "must be organizations/{organization} or subsidyPools/{subsidy_pool}");
   }
   if (!IsOrganizationName(pay.payee())) return InvalidField("payment.payee", "must be organizations/{organization}");
   if (pay.payer() == pay.payee()) return InvalidField("payment.payee", "payer and payee must differ");
-  if (!p.HasRole(Role::kConsortiumAdmin) && (ActorOrganization(p) != pay.payee() || IsSubsidyPoolName(pay.payer()))) {
-    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                     "a member billing admin confirms only payments its own organisation received");
-  }
   if (!pay.settlement().empty() && !pay.invoice().empty()) {
     return InvalidField("payment.invoice", "name an invoice or a settlement transfer, not both");
   }

@@ -16,7 +16,7 @@
 
 namespace labshare::billing {
 
-MethodPolicy BillingPolicy();
+const MethodPolicy& BillingPolicy();
 
 // Consumer group of billing on the booking outboxes.
 inline constexpr char kBookingEventsGroup[] = "billing";

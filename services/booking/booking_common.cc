@@ -9,6 +9,27 @@
 
 namespace labshare::booking {
 
+absl::Status CheckScopeOn(const char* method, const Principal& p, InventoryClient& inventory,
+                          const std::string& instrument, ScopeFacts facts) {
+  const std::string full = BookingMethod(method);
+  const MethodPolicy& policy = BookingPolicy();
+  const unsigned scopes = policy.ScopesOf(full, p);
+  if ((scopes & kScopeOwner) && !(scopes & kScopeAny) && !policy.CheckScope(full, p, facts).ok()) {
+    LS_ASSIGN_OR_RETURN(auto in, inventory.Instrument(instrument));
+    facts.owners.push_back(in->owner_organization());
+    if (!in->operator_organization().empty()) facts.owners.push_back(in->operator_organization());
+  }
+  return policy.CheckScope(full, p, facts);
+}
+
+ScopeFacts BookingFacts(const v1::Booking& b) {
+  ScopeFacts facts;
+  facts.user = b.user();
+  facts.parties.push_back(b.payer_organization());
+  for (const auto& share : b.cost_shares()) facts.parties.push_back(share.organization());
+  return facts;
+}
+
 absl::Status CheckChosenId(const std::string& field, absl::string_view id) {
   if (!labshare::inventory::ValidId(id)) return InvalidField(field, "must match [a-z0-9][a-z0-9-]{0,62}");
   if (IsGeneratedId(id)) {

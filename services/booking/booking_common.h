@@ -11,6 +11,8 @@
 #include "common/error.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory.pb.h"
+#include "services/booking/booking_manager.h"
+#include "services/booking/inventory_client.h"
 
 namespace labshare::booking {
 
@@ -30,6 +32,23 @@ inline bool IsOwnerStaff(const Principal& p, const labshare::inventory::v1::Inst
   return p.HasRole(Role::kFacilityStaff) && !org.empty() &&
          (org == in.owner_organization() || org == in.operator_organization());
 }
+
+// The scope check of `method` (its short name) in BookingPolicy(): OK, or
+// PERMISSION_DENIED (USER_SCOPE / ORGANIZATION_SCOPE). Runs as soon as the
+// resource is loaded, before the rest of the request is validated.
+inline absl::Status CheckScope(const char* method, const Principal& p, const ScopeFacts& facts) {
+  return BookingPolicy().CheckScope(BookingMethod(method), p, facts);
+}
+
+// CheckScope for a resource on `instrument`: the owner and operator
+// organisations are read from inventory only when the caller's scope needs
+// them (not for CONSORTIUM_ADMIN, AUDITOR, SERVICE, nor when another fact
+// already admits the caller).
+absl::Status CheckScopeOn(const char* method, const Principal& p, InventoryClient& inventory,
+                          const std::string& instrument, ScopeFacts facts);
+
+// The facts of the resources whose scope the booking methods check.
+ScopeFacts BookingFacts(const labshare::booking::v1::Booking& b);
 
 // A resource id chosen by the client (booking_id, lease_id): it must be a
 // valid id and must not have the shape of the ids the service generates

@@ -48,6 +48,9 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
                                                          const v1::Lease& in, const std::string& lease_id,
                                                          const std::string& request_id, bool validate_only) {
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "lease.instrument"));
+  // Authorization before validation: for whom the caller asks.
+  LS_RETURN_IF_ERROR(CheckScopeOn("RequestLease", p, *inventory_, in.instrument(),
+                                  {in.contact_user().empty() ? ActorName(p) : in.contact_user(), {}, {}}));
   if (!lease_id.empty()) LS_RETURN_IF_ERROR(CheckChosenId("lease_id", lease_id));
   const auto& term = in.term();
   if (!term.has_start_time() || !term.has_end_time() ||
@@ -228,16 +231,17 @@ absl::StatusOr<BookingManager::LoadedLease> BookingManager::LoadLease(const std:
   return out;
 }
 
+absl::Status BookingManager::AuthorizeLease(const char* method, const Principal& p, const std::string& name) {
+  LS_ASSIGN_OR_RETURN(auto stored, LoadStored<v1::Lease>(name, "leases", keys::Lease, "LEASE_NOT_FOUND"));
+  return CheckScopeOn(method, p, *inventory_, stored.doc.instrument(),
+                      {stored.doc.contact_user(), {stored.doc.lessee_organization()}, {}});
+}
+
 absl::StatusOr<v1::Lease> BookingManager::GetLease(const Principal& p, const v1::GetLeaseRequest& r) {
   LS_ASSIGN_OR_RETURN(LoadedLease cur, LoadLease(r.name()));
-  if (p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}) ||
-      ActorOrganization(p) == cur.lease.lessee_organization()) {
-    return cur.lease;
-  }
-  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
-  if (IsOwnerStaff(p, instrument)) return cur.lease;
-  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                   "only the lessee, the owner's staff and administrators see a lease");
+  LS_RETURN_IF_ERROR(CheckScopeOn("GetLease", p, *inventory_, cur.lease.instrument(),
+                                  {cur.lease.contact_user(), {cur.lease.lessee_organization()}, {}}));
+  return cur.lease;
 }
 
 absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principal& p,
@@ -326,11 +330,6 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
 }
 
 namespace {
-absl::Status RequireOwnerStaff(const Principal& p, const inv::Instrument& in) {
-  if (p.HasRole(Role::kConsortiumAdmin) || IsOwnerStaff(p, in)) return absl::OkStatus();
-  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                   "only the owner's staff or an administrator manage leases of this instrument");
-}
 absl::Status CheckLeaseEtag(const std::string& given, int64_t version) {
   if (!given.empty() && given != std::to_string(version)) {
     return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the lease changed; read it again");
@@ -340,6 +339,7 @@ absl::Status CheckLeaseEtag(const std::string& given, int64_t version) {
 }  // namespace
 
 absl::StatusOr<v1::Lease> BookingManager::ApproveLease(const Principal& p, const v1::ApproveLeaseRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeLease("ApproveLease", p, r.name()));
   const auto& k = r.contract();
   if (k.rate_basis() == v1::LeaseContract::RATE_BASIS_UNSPECIFIED || !v1::LeaseContract::RateBasis_IsValid(k.rate_basis())) {
     return InvalidField("contract.rate_basis", "choose DAILY or MONTHLY");
@@ -352,8 +352,6 @@ absl::StatusOr<v1::Lease> BookingManager::ApproveLease(const Principal& p, const
   }
   return LeaseTransition("ApproveLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
-    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::REQUESTED) return LeaseState(cur.lease, "REQUESTED");
     const absl::Time now = clock_->Now();
@@ -384,11 +382,10 @@ absl::StatusOr<v1::Lease> BookingManager::ApproveLease(const Principal& p, const
 }
 
 absl::StatusOr<v1::Lease> BookingManager::RejectLease(const Principal& p, const v1::RejectLeaseRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeLease("RejectLease", p, r.name()));
   if (r.reason().empty()) return InvalidField("reason", "say why; the lessee sees it");
   return LeaseTransition("RejectLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
-    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::REQUESTED) return LeaseState(cur.lease, "REQUESTED");
     LeaseChange c;
@@ -411,16 +408,9 @@ absl::StatusOr<v1::Lease> BookingManager::RejectLease(const Principal& p, const 
 }
 
 absl::StatusOr<v1::Lease> BookingManager::CancelLease(const Principal& p, const v1::CancelLeaseRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeLease("CancelLease", p, r.name()));
   return LeaseTransition("CancelLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
-    const bool staff = p.HasRole(Role::kConsortiumAdmin) || IsOwnerStaff(p, instrument);
-    const bool lessee = p.HasAnyRole({Role::kLabUser, Role::kMemberBillingAdmin}) &&
-                        ActorOrganization(p) == cur.lease.lessee_organization();
-    if (!staff && !lessee) {
-      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                       "only the lessee, the owner's staff or an administrator cancel a lease");
-    }
     const v1::Lease::State previous = cur.lease.state();
     if (previous != v1::Lease::REQUESTED && previous != v1::Lease::APPROVED) {
       return LeaseState(cur.lease, "REQUESTED or APPROVED");
@@ -493,11 +483,10 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLeaseForOutage(const Principal& 
 }
 
 absl::StatusOr<v1::Lease> BookingManager::RecordHandover(const Principal& p, const v1::RecordHandoverRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeLease("RecordHandover", p, r.name()));
   if (r.condition_notes().empty()) return InvalidField("condition_notes", "note the instrument's condition at handover");
   return LeaseTransition("RecordHandover", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
-    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
     if (cur.lease.state() != v1::Lease::APPROVED) return LeaseState(cur.lease, "APPROVED");
     const absl::Time now = clock_->Now();
     const absl::Time t = r.has_handover_time() ? FromProto(r.handover_time()) : now;
@@ -527,14 +516,13 @@ absl::StatusOr<v1::Lease> BookingManager::RecordHandover(const Principal& p, con
 }
 
 absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const v1::RecordReturnRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeLease("RecordReturn", p, r.name()));
   if (r.condition_notes().empty()) return InvalidField("condition_notes", "note the instrument's condition at return");
   if (r.has_damage_amount()) {
     LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(r.damage_amount(), "damage_amount", true));
   }
   return LeaseTransition("RecordReturn", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
-    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
     if (cur.lease.state() != v1::Lease::HANDED_OVER) return LeaseState(cur.lease, "HANDED_OVER");
     const std::string currency = cur.lease.contract().rate().currency_code();
     if (r.has_damage_amount() && r.damage_amount().currency_code() != currency) {
@@ -586,11 +574,11 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
 }
 
 absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const v1::ExtendLeaseRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeLease("ExtendLease", p, r.name()));
   if (!r.has_new_end_time()) return InvalidField("new_end_time", "required");
   return LeaseTransition("ExtendLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
-    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::APPROVED && cur.lease.state() != v1::Lease::HANDED_OVER) {
       return LeaseState(cur.lease, "APPROVED or HANDED_OVER");
@@ -635,10 +623,9 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
 }
 
 absl::StatusOr<v1::Lease> BookingManager::CloseLease(const Principal& p, const v1::CloseLeaseRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeLease("CloseLease", p, r.name()));
   return LeaseTransition("CloseLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
-    LS_RETURN_IF_ERROR(RequireOwnerStaff(p, instrument));
     if (cur.lease.state() != v1::Lease::RETURNED) return LeaseState(cur.lease, "RETURNED");
     LeaseChange c;
     c.lease = cur.lease;

@@ -56,10 +56,6 @@ bool IsBookingUser(const Principal& p, const v1::Booking& b) {
   return !p.HasRole(Role::kService) && b.user() == "users/" + p.user_id;
 }
 
-bool IsPayerBillingAdmin(const Principal& p, const v1::Booking& b) {
-  return p.HasRole(Role::kMemberBillingAdmin) && ActorOrganization(p) == b.payer_organization();
-}
-
 absl::Status ValidInterval(const labshare::type::v1::Interval& i, const std::string& field) {
   if (!i.has_start_time() || !i.has_end_time() ||
       FromProto(i.end_time()) <= FromProto(i.start_time())) {
@@ -121,6 +117,13 @@ void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBook
 absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     const Principal& p, const v1::CreateBookingRequest& r, PreparedCreate& out) {
   const v1::Booking& in = r.booking();
+  // Authorization before validation: the instrument (a technical-service run
+  // is ScheduleService's, which checks its own), then whom the caller books for.
+  if (in.mode() != labshare::type::v1::TECHNICAL_SERVICE || !in.instrument().empty()) {
+    LS_RETURN_IF_ERROR(ParseName(in.instrument(), "instruments", "booking.instrument").status());
+    LS_RETURN_IF_ERROR(CheckScopeOn("CreateBooking", p, *inventory_, in.instrument(),
+                                    {in.user().empty() ? ActorName(p) : in.user(), {}, {}}));
+  }
   if (in.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
       !labshare::type::v1::SharingMode_IsValid(in.mode())) {
     return InvalidField("booking.mode", "choose ON_SITE, LEASE, JOINT_RESEARCH or TECHNICAL_SERVICE");
@@ -430,16 +433,17 @@ absl::StatusOr<BookingManager::Loaded> BookingManager::Load(const std::string& n
   return Loaded{std::move(stored.doc), stored.version, stored.partition};
 }
 
+absl::Status BookingManager::AuthorizeBooking(const char* method, const Principal& p, const std::string& name) {
+  if (BookingPolicy().ScopesOf(BookingMethod(method), p) & kScopeAny) return absl::OkStatus();
+  LS_ASSIGN_OR_RETURN(Loaded cur, Load(name));
+  return CheckScopeOn(method, p, *inventory_, cur.booking.instrument(), BookingFacts(cur.booking));
+}
+
 absl::StatusOr<v1::Booking> BookingManager::GetBooking(const Principal& p,
                                                        const v1::GetBookingRequest& r) {
   LS_ASSIGN_OR_RETURN(Loaded cur, Load(r.name()));
-  if (SeesAll(p) || IsBookingUser(p, cur.booking) || IsPayerBillingAdmin(p, cur.booking)) {
-    return std::move(cur.booking);
-  }
-  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.booking.instrument()));
-  if (IsOwnerStaff(p, instrument)) return std::move(cur.booking);
-  return UserScope("you may read your own bookings, your organisation's as its billing admin, "
-                   "or your instruments' as their staff");
+  LS_RETURN_IF_ERROR(CheckScopeOn("GetBooking", p, *inventory_, cur.booking.instrument(), BookingFacts(cur.booking)));
+  return std::move(cur.booking);
 }
 
 absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
@@ -560,15 +564,13 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
 
 absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
                                                           const v1::CancelBookingRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeBooking("CancelBooking", p, r.name()));
   return Transition("CancelBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(NotForLeases(b));
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
     const bool staff = IsOwnerStaff(p, instrument);
-    if (!IsAdmin(p) && !staff && !IsBookingUser(p, b) && !IsPayerBillingAdmin(p, b)) {
-      return UserScope("only the booking's user, its payer's billing admin or the owner's staff may cancel it");
-    }
     if (b.state() != v1::Booking::PENDING_APPROVAL && b.state() != v1::Booking::CONFIRMED) {
       return WrongState(b, "PENDING_APPROVAL or CONFIRMED");
     }
@@ -618,6 +620,7 @@ absl::StatusOr<inv::Instrument> BookingManager::CheckDecision(const Principal& p
 
 absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
                                                            const v1::ApproveBookingRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeBooking("ApproveBooking", p, r.name()));
   return Transition("ApproveBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
@@ -644,6 +647,7 @@ absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
 
 absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
                                                           const v1::RejectBookingRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeBooking("RejectBooking", p, r.name()));
   if (r.reason().empty()) return InvalidField("reason", "say why; the user sees it");
   return Transition("RejectBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
@@ -667,6 +671,7 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
 }
 
 absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1::CheckInRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeBooking("CheckIn", p, r.name()));
   return Transition("CheckIn", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
@@ -720,6 +725,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
 }
 
 absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v1::CheckOutRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeBooking("CheckOut", p, r.name()));
   std::optional<inv::Instrument> used_on;
   auto result = Transition("CheckOut", r, r.name(), r.request_id(),
                            [&](const Loaded& cur) -> absl::StatusOr<Change> {
@@ -1105,6 +1111,8 @@ absl::StatusOr<int> BookingManager::Sweep() {
 
 absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
     const Principal& p, const v1::QueryAvailabilityRequest& r) {
+  // Authorization before validation: another organisation's view.
+  if (!r.organization().empty()) LS_RETURN_IF_ERROR(CheckScope("QueryAvailability", p, {"", {r.organization()}, {}}));
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
   LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
   const absl::Time from = FromProto(r.range().start_time());
@@ -1224,6 +1232,10 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
 
 absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAvailableInstruments(
     const Principal& p, const v1::SearchAvailableInstrumentsRequest& r) {
+  // Authorization before validation: another organisation's view.
+  if (!r.organization().empty()) {
+    LS_RETURN_IF_ERROR(CheckScope("SearchAvailableInstruments", p, {"", {r.organization()}, {}}));
+  }
   if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
   LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
   LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));

@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/auth.h"
 #include "common/clock.h"
 #include "absl/strings/str_cat.h"
 #include "common/doc_store.h"
@@ -36,6 +37,13 @@
 namespace labshare::booking {
 
 namespace v1 = labshare::booking::v1;
+
+// The service's one authorization table (defined in booking_service.cc):
+// the interceptor checks its roles, the manager its scopes.
+const MethodPolicy& BookingPolicy();
+// "/labshare.booking.v1.BookingService/<method>".
+std::string BookingMethod(const char* method);
+
 namespace v1 {
 using Empty = ::google::protobuf::Empty;  // so that every method's answer is v1::<name>
 }
@@ -170,6 +178,11 @@ class BookingManager {
     int partition = 0;
   };
   absl::StatusOr<Loaded> Load(const std::string& name);
+  // The scope check of `method` on the named resource, from BookingPolicy():
+  // loads it (NOT_FOUND first) and runs before the request is validated.
+  absl::Status AuthorizeBooking(const char* method, const Principal& p, const std::string& name);
+  absl::Status AuthorizeLease(const char* method, const Principal& p, const std::string& name);
+  absl::Status AuthorizeOrder(const char* method, const Principal& p, const std::string& name);
   // A document of a booking partition by resource name ("<collection>/<id>"):
   // the id's partition, then `key`; `not_found` is the NOT_FOUND reason.
   template <typename T>

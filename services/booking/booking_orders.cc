@@ -51,6 +51,13 @@ absl::Status SameCurrency(const Money& m, const std::string& currency, const std
 
 }  // namespace
 
+absl::Status BookingManager::AuthorizeOrder(const char* method, const Principal& p, const std::string& name) {
+  if (BookingPolicy().ScopesOf(BookingMethod(method), p) & kScopeAny) return absl::OkStatus();
+  LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(name));
+  return CheckScopeOn(method, p, *inventory_, cur.order.instrument(),
+                      {cur.order.requester(), {cur.order.client_organization()}, {}});
+}
+
 absl::StatusOr<BookingManager::LoadedOrder> BookingManager::LoadOrder(const std::string& name) {
   LS_ASSIGN_OR_RETURN(auto stored,
                       LoadStored<Order>(name, "serviceOrders", keys::Order, "SERVICE_ORDER_NOT_FOUND"));
@@ -113,6 +120,9 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
                                                          const v1::CreateServiceOrderRequest& r) {
   const Order& in = r.service_order();
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "service_order.instrument"));
+  // Authorization before validation: for whom the caller orders.
+  LS_RETURN_IF_ERROR(CheckScopeOn("CreateServiceOrder", p, *inventory_, in.instrument(),
+                                  {in.requester().empty() ? ActorName(p) : in.requester(), {}, {}}));
   if (!r.service_order_id().empty()) {
     return InvalidField("service_order_id", "client-chosen order ids are not supported yet; leave it empty");
   }
@@ -181,14 +191,9 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
 
 absl::StatusOr<Order> BookingManager::GetServiceOrder(const Principal& p, const v1::GetServiceOrderRequest& r) {
   LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(r.name()));
-  if (p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}) ||
-      ActorOrganization(p) == cur.order.client_organization()) {
-    return cur.order;
-  }
-  LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
-  if (IsOwnerStaff(p, *instrument)) return cur.order;
-  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                   "only the client, the owner's staff and administrators see an order");
+  LS_RETURN_IF_ERROR(CheckScopeOn("GetServiceOrder", p, *inventory_, cur.order.instrument(),
+                                  {cur.order.requester(), {cur.order.client_organization()}, {}}));
+  return cur.order;
 }
 
 absl::StatusOr<v1::ListServiceOrdersResponse> BookingManager::ListServiceOrders(
@@ -236,6 +241,7 @@ absl::Status OwnerStaffOnly(const Principal& p, const inv::Instrument& in) {
 }  // namespace
 
 absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::IssueQuoteRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeOrder("IssueQuote", p, r.name()));
   const v1::Quote& q = r.quote();
   LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(q.per_sample_fee(), "quote.per_sample_fee", true));
   const std::string currency = q.per_sample_fee().currency_code();
@@ -275,6 +281,7 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
 }
 
 absl::StatusOr<Order> BookingManager::AcceptQuote(const Principal& p, const v1::AcceptQuoteRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeOrder("AcceptQuote", p, r.name()));
   return OrderTransition("AcceptQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
     if (cur.order.state() != Order::QUOTED) return OrderState(cur.order, "QUOTED");
@@ -297,6 +304,7 @@ absl::StatusOr<Order> BookingManager::AcceptQuote(const Principal& p, const v1::
 }
 
 absl::StatusOr<Order> BookingManager::ReceiveSamples(const Principal& p, const v1::ReceiveSamplesRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeOrder("ReceiveSamples", p, r.name()));
   return OrderTransition("ReceiveSamples", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
@@ -322,6 +330,7 @@ absl::StatusOr<Order> BookingManager::ReceiveSamples(const Principal& p, const v
 // ================================================================ the run
 
 absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const v1::ScheduleServiceRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeOrder("ScheduleService", p, r.name()));
   const auto& interval = r.interval();
   if (!interval.has_start_time() || !interval.has_end_time() ||
       FromProto(interval.end_time()) <= FromProto(interval.start_time())) {
@@ -529,6 +538,7 @@ absl::StatusOr<Order> BookingManager::UnscheduleForOutage(const Principal& p, co
 }
 
 absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1::StartServiceRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeOrder("StartService", p, r.name()));
   return OrderTransition("StartService", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
@@ -561,6 +571,7 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
 }
 
 absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1::DeliverReportRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeOrder("DeliverReport", p, r.name()));
   if (r.report().uri().empty()) return InvalidField("report.uri", "say where the report is stored");
   return OrderTransition("DeliverReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
@@ -598,6 +609,7 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
 }
 
 absl::StatusOr<Order> BookingManager::AcceptReport(const Principal& p, const v1::AcceptReportRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeOrder("AcceptReport", p, r.name()));
   return OrderTransition("AcceptReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
     if (cur.order.state() != Order::REPORT_DELIVERED) return OrderState(cur.order, "REPORT_DELIVERED");
@@ -613,6 +625,7 @@ absl::StatusOr<Order> BookingManager::AcceptReport(const Principal& p, const v1:
 }
 
 absl::StatusOr<Order> BookingManager::DisputeReport(const Principal& p, const v1::DisputeReportRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeOrder("DisputeReport", p, r.name()));
   if (r.reason().empty()) return InvalidField("reason", "say what is wrong with the report");
   return OrderTransition("DisputeReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
@@ -630,6 +643,7 @@ absl::StatusOr<Order> BookingManager::DisputeReport(const Principal& p, const v1
 }
 
 absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::CancelOrderRequest& r) {
+  LS_RETURN_IF_ERROR(AuthorizeOrder("CancelOrder", p, r.name()));
   return OrderTransition("CancelOrder", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     const bool admin = p.HasRole(Role::kConsortiumAdmin);

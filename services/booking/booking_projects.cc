@@ -208,17 +208,12 @@ absl::StatusOr<v1::Project> BookingManager::CommitProject(const Mutation& m, con
 }
 
 bool BookingManager::MaySeeProject(const Principal& p, const v1::Project& project) {
-  if (p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService})) return true;
-  const std::string org = ActorOrganization(p);
-  for (const auto& part : project.participants()) {
-    if (part.organization() == org) return true;
-  }
-  if (p.HasRole(Role::kFacilityStaff)) {
-    for (const auto& b : project.instrument_budgets()) {
-      if (b.instrument_owner() == org) return true;
-    }
-  }
-  return false;
+  // GetProject's scope in BookingPolicy(): participants' users and billing
+  // admins; staff of a budgeted instrument's owner.
+  ScopeFacts facts;
+  for (const auto& part : project.participants()) facts.parties.push_back(part.organization());
+  for (const auto& b : project.instrument_budgets()) facts.owners.push_back(b.instrument_owner());
+  return CheckScope("GetProject", p, facts).ok();
 }
 
 absl::StatusOr<v1::Project> BookingManager::GetProject(const Principal& p, const v1::GetProjectRequest& r) {

@@ -12,8 +12,6 @@
 
 namespace labshare::booking {
 
-MethodPolicy BookingPolicy();
-
 class BookingService final
     : public v1::BookingService::WithCallbackMethod_CreateBooking<v1::BookingService::Service> {
  public:

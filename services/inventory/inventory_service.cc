@@ -14,32 +14,36 @@ std::string M(const char* method) { return absl::StrCat(kPrefix, method); }
 
 }  // namespace
 
-MethodPolicy InventoryPolicy() {
-  const auto admin = {Role::kConsortiumAdmin};
-  // Scope (own organisation, own instrument) is checked by the manager.
-  const auto staff = {Role::kConsortiumAdmin, Role::kFacilityStaff};
-  MethodPolicy p;
-  for (const char* m : {"GetOrganization", "ListOrganizations", "ListMembershipChanges",
-                        "GetFacility", "ListFacilities", "GetInstrument", "ListInstruments",
-                        "GetRate", "ListRates", "LookupRate", "GetQualification",
-                        "ListQualifications", "GetMaintenanceWindow", "ListMaintenanceWindows",
-                        "GetUser", "ListUsers"}) {
-    p.AllowAll(M(m));
-  }
-  for (const char* m : {"CreateOrganization", "UpdateOrganization", "ChangeMembership",
-                        "CreateUser", "UpdateUser", "CreateFacility", "UpdateFacility",
-                        "CreateRate"}) {
-    p.Allow(M(m), admin);
-  }
-  for (const char* m : {"CreateInstrument", "UpdateInstrument", "SetInstrumentState",
-                        "GrantQualification", "RevokeQualification", "CreateMaintenanceWindow",
-                        "CancelMaintenanceWindow"}) {
-    p.Allow(M(m), staff);
-  }
-  p.Allow(M("RecordQualificationUse"), {Role::kService});
-  p.Allow(M("CheckAccess"), {Role::kLabUser, Role::kFacilityStaff, Role::kConsortiumAdmin,
-                             Role::kAuditor, Role::kService});
-  return p;
+// The contract's "Roles:" lines as one table (tests/authz checks it against
+// proto/labshare/inventory/v1/inventory.proto). The interceptor checks the
+// role; the manager checks the scope (own organisation, own instrument).
+const MethodPolicy& InventoryPolicy() {
+  static const MethodPolicy* const kPolicy = [] {
+    constexpr Role kUser = Role::kLabUser, kStaff = Role::kFacilityStaff, kBilling = Role::kMemberBillingAdmin,
+                   kAdmin = Role::kConsortiumAdmin, kAuditor = Role::kAuditor, kService = Role::kService;
+    auto* p = new MethodPolicy();
+    for (const char* m : {"GetOrganization", "ListOrganizations", "ListMembershipChanges", "GetFacility",
+                          "ListFacilities", "GetInstrument", "ListInstruments", "GetRate", "ListRates",
+                          "LookupRate", "GetQualification", "ListQualifications", "GetMaintenanceWindow",
+                          "ListMaintenanceWindows"}) {
+      p->AllowAll(M(m));
+    }
+    for (const char* m : {"GetUser", "ListUsers"}) {
+      p->Allow(M(m), {kAdmin, kAuditor, kService}).Allow(M(m), {kUser, kStaff, kBilling}, kScopeParty);
+    }
+    for (const char* m : {"CreateOrganization", "UpdateOrganization", "ChangeMembership", "CreateUser",
+                          "UpdateUser", "CreateFacility", "UpdateFacility", "CreateRate"}) {
+      p->Allow(M(m), {kAdmin});
+    }
+    for (const char* m : {"CreateInstrument", "UpdateInstrument", "SetInstrumentState", "GrantQualification",
+                          "RevokeQualification", "CreateMaintenanceWindow", "CancelMaintenanceWindow"}) {
+      p->Allow(M(m), {kAdmin}).Allow(M(m), {kStaff}, kScopeOwner);
+    }
+    p->Allow(M("RecordQualificationUse"), {kService});
+    p->Allow(M("CheckAccess"), {kUser}, kScopeSelf).Allow(M("CheckAccess"), {kStaff, kAdmin, kAuditor, kService});
+    return p;
+  }();
+  return *kPolicy;
 }
 
 #define LABSHARE_INVENTORY_RPC(Method, Req, Resp)                                      \

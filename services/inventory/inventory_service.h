@@ -11,7 +11,7 @@
 namespace labshare::inventory {
 
 // Which roles may call which InventoryService method.
-MethodPolicy InventoryPolicy();
+const MethodPolicy& InventoryPolicy();
 
 class InventoryService final : public v1::InventoryService::Service {
  public:

@@ -643,9 +643,9 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
 
 absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const Principal& p,
                                                                           const v1::GetUsageFiguresRequest& r) {
+  LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
-  LS_RETURN_IF_ERROR(Scope(p, r.filter()));
   const bool owner_view = p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}) ||
                           (r.filter().owner_organizations_size() == 1 &&
                            r.filter().owner_organizations(0) == ActorOrganization(p));
@@ -658,9 +658,9 @@ absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const 
 }
 
 absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal& p, const v1::QueryUsageRequest& r) {
+  LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
-  LS_RETURN_IF_ERROR(Scope(p, r.filter()));
   LS_ASSIGN_OR_RETURN(std::vector<v1::Dimension> dims, ParseDims(r.group_by()));
   if (r.granularity() == v1::PERIOD_GRANULARITY_DAY && to - from > 400) {
     return InvalidField("range", "DAY over more than 400 days: use ExportUsage", "RANGE_TOO_LARGE");

@@ -452,6 +452,8 @@ absl::StatusOr<std::vector<v1::InstrumentAssessment>> UsageFigures::Assess(absl:
 
 template <typename Req, typename Resp>
 absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool idle, Resp* out) {
+  // Authorization before validation.
+  LS_RETURN_IF_ERROR(OwnerScope(p, r.filter().owner_organizations(), "filter.owner_organizations"));
   labshare::type::v1::Interval range = r.range();
   if (!r.has_range()) {  // the 365 days ending at the start of today
     const absl::CivilDay today = absl::ToCivilDay(clock_->Now(), zone_);
@@ -460,7 +462,6 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   }
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(range, &from, &to));
-  LS_RETURN_IF_ERROR(OwnerScope(p, r.filter().owner_organizations(), "filter.owner_organizations"));
   LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_RETURN_IF_ERROR(CheckOverride(r.threshold_override()));
   LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
@@ -517,9 +518,9 @@ absl::StatusOr<v1::ListUnderSharedInstrumentsResponse> UsageFigures::ListUnderSh
 
 absl::StatusOr<v1::GetSharingMatrixResponse> UsageFigures::GetSharingMatrix(const Principal& p,
                                                                             const v1::GetSharingMatrixRequest& r) {
+  LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
-  LS_RETURN_IF_ERROR(Scope(p, r.filter()));
   LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
   std::vector<v1::Dimension> dims = {v1::DIMENSION_OWNER_ORGANIZATION, v1::DIMENSION_USER_ORGANIZATION};
   if (r.split_by_mode()) dims.push_back(v1::DIMENSION_SHARING_MODE);
@@ -586,11 +587,11 @@ absl::StatusOr<v1::GetSharingMatrixResponse> UsageFigures::GetSharingMatrix(cons
 
 absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::ReportScope& scope, bool summaries,
                                        v1::AnnualReport* out) const {
+  LS_RETURN_IF_ERROR(OwnerScope(p, scope.owner_organizations(), "scope.owner_organizations"));  // authorization first
   const int current = static_cast<int>(absl::ToCivilYear(clock_->Now(), zone_).year());
   if (year < 1970 || year > current) {
     return InvalidField("year", absl::StrCat("a calendar year from 1970 to ", current), "INVALID_YEAR");
   }
-  LS_RETURN_IF_ERROR(OwnerScope(p, scope.owner_organizations(), "scope.owner_organizations"));
   LS_RETURN_IF_ERROR(CheckFilterNames(scope, "scope"));
   const absl::CivilDay from(year, 1, 1), to(year + 1, 1, 1);
   v1::UsageFilter f;
@@ -667,6 +668,8 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
 
 absl::StatusOr<v1::AnnualReport> UsageFigures::GetAnnualReport(const Principal& p,
                                                                const v1::GetAnnualReportRequest& r) {
+  // Authorization before validation.
+  LS_RETURN_IF_ERROR(OwnerScope(p, r.scope().owner_organizations(), "scope.owner_organizations"));
   LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
   const bool first = page.after.empty();
   v1::AnnualReport full;
@@ -700,6 +703,8 @@ absl::StatusOr<v1::AnnualReport> UsageFigures::GetAnnualReport(const Principal& 
 
 absl::Status UsageFigures::ExportAnnualReportCsv(const Principal& p, const v1::ExportAnnualReportCsvRequest& r,
                                                  const std::function<absl::Status(const v1::CsvChunk&)>& sink) {
+  // Authorization before validation and before taking an export slot.
+  LS_RETURN_IF_ERROR(OwnerScope(p, r.scope().owner_organizations(), "scope.owner_organizations"));
   LS_ASSIGN_OR_RETURN(ExportSlot slot, AcquireExport(p));
   v1::AnnualReport report;
   LS_RETURN_IF_ERROR(BuildReport(p, r.year(), r.scope(), true, &report));
@@ -785,13 +790,13 @@ absl::Status UsageFigures::ExportAnnualReportCsv(const Principal& p, const v1::E
 
 absl::Status UsageFigures::ExportUsage(const Principal& p, const v1::ExportUsageRequest& r,
                                        const std::function<absl::Status(const v1::ExportUsageResponse&)>& sink) {
+  LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
   LS_ASSIGN_OR_RETURN(std::vector<v1::Dimension> dims, ParseDims(r.group_by()));
   if (r.format() != v1::EXPORT_FORMAT_ROWS && r.format() != v1::EXPORT_FORMAT_CSV) {
     return InvalidField("format", "required: EXPORT_FORMAT_ROWS or EXPORT_FORMAT_CSV");
   }
-  LS_RETURN_IF_ERROR(Scope(p, r.filter()));
   const bool csv = r.format() == v1::EXPORT_FORMAT_CSV;
   v1::ExportUsageRequest base = r;
   base.clear_resume_token();

@@ -15,22 +15,29 @@ std::string M(const char* method) { return absl::StrCat("/labshare.usage.v1.Usag
 
 }  // namespace
 
-MethodPolicy UsagePolicy() {
-  MethodPolicy p;
-  // Organisation scope (own organisation named in the filter) is checked by
-  // UsageFigures.
-  for (const char* m : {"ListAuditEntries", "VerifyAuditChain", "ExportAuditTrail"}) {
-    p.Allow(M(m), {Role::kAuditor, Role::kConsortiumAdmin});
-  }
-  // Figures, assessments, matrix, reports and exports; the thresholds are
-  // not secret.
-  for (const char* m : {"GetUsageFigures", "QueryUsage", "ExportUsage", "ListIdleInstruments",
-                        "ListUnderSharedInstruments", "GetSharingMatrix", "GetThresholds", "GetAnnualReport",
-                        "ExportAnnualReportCsv"}) {
-    p.Allow(M(m), {Role::kAuditor, Role::kConsortiumAdmin, Role::kMemberBillingAdmin, Role::kFacilityStaff});
-  }
-  p.Allow(M("UpdateThresholds"), {Role::kConsortiumAdmin});
-  return p;
+// The contract's "Roles:" lines as one table (tests/authz checks it against
+// proto/labshare/usage/v1/usage.proto). The interceptor checks the role;
+// UsageFigures checks the scope (its own organisation named in the filter)
+// before it validates the rest of the request.
+const MethodPolicy& UsagePolicy() {
+  static const MethodPolicy* const kPolicy = [] {
+    constexpr Role kStaff = Role::kFacilityStaff, kBilling = Role::kMemberBillingAdmin,
+                   kAdmin = Role::kConsortiumAdmin, kAuditor = Role::kAuditor;
+    auto* p = new MethodPolicy();
+    for (const char* m : {"ListAuditEntries", "VerifyAuditChain", "ExportAuditTrail", "UpdateThresholds"}) {
+      p->Allow(M(m), {kAdmin});
+    }
+    for (const char* m : {"ListAuditEntries", "VerifyAuditChain", "ExportAuditTrail"}) p->Allow(M(m), {kAuditor});
+    for (const char* m : {"GetUsageFigures", "QueryUsage", "ExportUsage", "ListIdleInstruments",
+                          "ListUnderSharedInstruments", "GetSharingMatrix", "GetAnnualReport",
+                          "ExportAnnualReportCsv"}) {
+      p->Allow(M(m), {kAuditor, kAdmin}).Allow(M(m), {kBilling, kStaff}, kScopeParty);
+    }
+    // The thresholds are not secret.
+    p->Allow(M("GetThresholds"), {kAuditor, kAdmin, kBilling, kStaff});
+    return p;
+  }();
+  return *kPolicy;
 }
 
 #define LABSHARE_USAGE_RPC(Method, Req, Resp)                                                    \

@@ -10,7 +10,7 @@
 
 namespace labshare::usage {
 
-MethodPolicy UsagePolicy();
+const MethodPolicy& UsagePolicy();
 
 // Consumer group of usage on every outbox.
 inline constexpr char kEventsGroup[] = "usage";

@@ -103,6 +103,35 @@ TEST(MethodPolicy, AllowAllAdmitsEveryRole) {
   EXPECT_FALSE(p.Knows("/n"));
 }
 
+TEST(MethodPolicy, ScopeAdmitsOnlyWhatTheRolesScopeCovers) {
+  constexpr char kGet[] = "/x.v1.S/GetThing";
+  MethodPolicy policy;
+  policy.Allow(kGet, {Role::kAuditor})
+      .Allow(kGet, {Role::kLabUser}, kScopeSelf)
+      .Allow(kGet, {Role::kMemberBillingAdmin}, kScopeParty)
+      .Allow(kGet, {Role::kFacilityStaff}, kScopeOwner);
+  const ScopeFacts facts{"users/ana", {"organizations/lab"}, {"organizations/owner"}};
+  auto who = [](const char* user, const char* org, Role role) {
+    return Principal{user, org, {role}, absl::InfiniteFuture()};
+  };
+  EXPECT_TRUE(policy.CheckScope(kGet, who("ana", "lab", Role::kLabUser), facts).ok());
+  EXPECT_EQ(ErrorReason(policy.CheckScope(kGet, who("bob", "lab", Role::kLabUser), facts)), "USER_SCOPE");
+  EXPECT_TRUE(policy.CheckScope(kGet, who("lena", "lab", Role::kMemberBillingAdmin), facts).ok());
+  EXPECT_EQ(ErrorReason(policy.CheckScope(kGet, who("otto", "owner", Role::kMemberBillingAdmin), facts)),
+            "ORGANIZATION_SCOPE");
+  EXPECT_TRUE(policy.CheckScope(kGet, who("sam", "owner", Role::kFacilityStaff), facts).ok());
+  // Staff of the paying organisation are not the owner's staff.
+  EXPECT_EQ(ErrorReason(policy.CheckScope(kGet, who("fay", "lab", Role::kFacilityStaff), facts)),
+            "ORGANIZATION_SCOPE");
+  EXPECT_TRUE(policy.CheckScope(kGet, who("aud", "", Role::kAuditor), facts).ok());
+  EXPECT_EQ(ErrorReason(policy.CheckScope(kGet, who("root", "", Role::kConsortiumAdmin), facts)),
+            "ROLE_NOT_ALLOWED");
+  // Several roles: any one of them in scope admits.
+  Principal both{"fay", "lab", {Role::kFacilityStaff, Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  EXPECT_TRUE(policy.CheckScope(kGet, both, facts).ok());
+  EXPECT_EQ(policy.ScopesOf(kGet, both), static_cast<unsigned>(kScopeParty | kScopeOwner));
+}
+
 TEST_F(AuthorizerTest, ServiceIdentityTokensCarryTheServiceRoleAndRenew) {
   MethodPolicy policy;
   policy.Allow("/svc", {Role::kService});

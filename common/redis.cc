@@ -107,10 +107,12 @@ bool IsStale(redisContext* c) {
 // Errors Redis raises when the same call can simply be retried later. Each
 // is refused before anything is written (for a script: before its first
 // write; Redis checks OOM, MISCONF and READONLY only there).
+// The error code is the first word (BUSYGROUP is not BUSY).
 bool IsRetryableError(absl::string_view error) {
-  for (absl::string_view prefix : {"OOM ", "MISCONF ", "READONLY ", "BUSY", "LOADING", "MASTERDOWN",
-                                   "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"}) {
-    if (absl::StartsWith(error, prefix)) return true;
+  const absl::string_view code = error.substr(0, error.find(' '));
+  for (absl::string_view retryable : {"OOM", "MISCONF", "READONLY", "BUSY", "LOADING", "MASTERDOWN",
+                                      "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"}) {
+    if (code == retryable) return true;
   }
   return false;
 }
@@ -140,7 +142,7 @@ absl::Status StorageUnavailable(absl::string_view cause) {
 
 absl::Status RedisErrorStatus(const RedisValue& error) {
   if (error.is_error() && IsRetryableError(error.str)) {
-    return StorageUnavailable(absl::StartsWith(error.str, "OOM ") ? "STORAGE_FULL" : "");
+    return StorageUnavailable(absl::StartsWith(error.str, "OOM") ? "STORAGE_FULL" : "");
   }
   return StorageError();
 }

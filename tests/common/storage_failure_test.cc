@@ -134,6 +134,30 @@ TEST(StorageDown, ConnectionRefusedIsUnavailableWithRetryHint) {
   SetQuietLogging(false);
 }
 
+// Only the conditions that pass on their own become UNAVAILABLE; other error
+// replies stay values for the caller (BUSYGROUP is not BUSY).
+TEST(StorageErrors, OtherErrorRepliesStayValues) {
+  testing::RedisServer* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  testing::FlushAll(*server);
+  RedisPool pool(server->options());
+  ASSERT_TRUE(pool.Command({"XGROUP", "CREATE", "{t}:s", "g", "$", "MKSTREAM"}).ok());
+  auto again = pool.Command({"XGROUP", "CREATE", "{t}:s", "g", "$", "MKSTREAM"});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->is_error());
+  EXPECT_EQ(again->str.substr(0, 9), "BUSYGROUP");
+  ASSERT_TRUE(pool.Command({"SET", "{t}:k", "v"}).ok());
+  auto wrong = pool.Command({"HGET", "{t}:k", "f"});
+  ASSERT_TRUE(wrong.ok()) << wrong.status();
+  EXPECT_TRUE(wrong->is_error());
+  RedisValue busy;
+  busy.type = RedisValue::Type::kError;
+  busy.str = "BUSY Redis is busy running a script.";
+  ExpectRetryableUnavailable(RedisErrorStatus(busy), "");
+  busy.str = "BUSYGROUP Consumer Group name already exists";
+  EXPECT_EQ(RedisErrorStatus(busy).code(), absl::StatusCode::kInternal);
+}
+
 TEST(GrpcStatus, RetryHintTravelsAsRetryInfo) {
   const grpc::Status s = ToGrpcStatus(StorageUnavailable("STORAGE_FULL"), "inventory.labshare");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);

@@ -2,17 +2,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
+#include "common/lua_guards.h"
 
 namespace labshare {
 namespace {
 
+// Every check (idempotency, versions, key types) comes before the first
+// write: Redis does not roll a script back.
 // KEYS: idempotency (or placeholder), outbox (or placeholder), documents,
 //       index keys, list keys.
 // ARGV: has_idem, fingerprint, response, ttl, n_writes, n_index, n_append,
 //       has_event, event_type, event_payload, then per write (expected, data),
 //       per index op (op, member), per append (value).
 const RedisScript& CommitScript() {
-  static const RedisScript* script = new RedisScript(R"lua(
+  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
 local has_idem = ARGV[1] == '1'
 if has_idem then
   local rec = redis.call('HMGET', KEYS[1], 'f', 'r')
@@ -28,7 +31,20 @@ for i = 1, nw do
   local expected = tonumber(ARGV[base + (i - 1) * 2])
   local current = tonumber(redis.call('HGET', key, 'v') or '0')
   if current ~= expected then return {'CONFLICT', key} end
+  -- Versions are exact in Lua up to 2^53.
+  if expected >= 9007199254740991 then return redis.error_reply('ERR version limit of ' .. key) end
 end
+-- Nothing below may fail (Redis does not roll back): every key has the type
+-- it is written as.
+for i = 1, ni do
+  if not ls_type_is(KEYS[2 + nw + i], 'zset') then return redis.error_reply('WRONGTYPE index ' .. KEYS[2 + nw + i]) end
+end
+for i = 1, na do
+  if not ls_type_is(KEYS[2 + nw + ni + i], 'list') then
+    return redis.error_reply('WRONGTYPE list ' .. KEYS[2 + nw + ni + i])
+  end
+end
+if ARGV[8] == '1' and not ls_type_is(KEYS[2], 'stream') then return redis.error_reply('WRONGTYPE outbox ' .. KEYS[2]) end
 for i = 1, nw do
   local expected = tonumber(ARGV[base + (i - 1) * 2])
   redis.call('HSET', KEYS[2 + i], 'v', expected + 1, 'd', ARGV[base + (i - 1) * 2 + 1])

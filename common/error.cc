@@ -1,6 +1,7 @@
 #include "common/error.h"
 
 #include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -11,6 +12,7 @@ namespace {
 constexpr char kReasonUrl[] = "labshare/reason";
 constexpr char kMetadataUrl[] = "labshare/metadata";
 constexpr char kViolationsUrl[] = "labshare/violations";
+constexpr char kRetryUrl[] = "labshare/retry_delay_ms";
 
 // Length-prefixed pairs keep arbitrary bytes intact.
 void AppendField(std::string& out, absl::string_view value) {
@@ -80,6 +82,18 @@ absl::Status InvalidFields(std::vector<FieldViolation> violations, absl::string_
 
 absl::Status InvalidField(std::string field, std::string description, absl::string_view reason) {
   return InvalidFields({{std::move(field), std::move(description)}}, reason);
+}
+
+absl::Status WithRetryDelay(absl::Status status, absl::Duration delay) {
+  if (!status.ok()) status.SetPayload(kRetryUrl, absl::Cord(std::to_string(absl::ToInt64Milliseconds(delay))));
+  return status;
+}
+
+std::optional<absl::Duration> RetryDelayOf(const absl::Status& status) {
+  auto p = status.GetPayload(kRetryUrl);
+  int64_t ms = 0;
+  if (!p || !absl::SimpleAtoi(std::string(*p), &ms) || ms < 0) return std::nullopt;
+  return absl::Milliseconds(ms);
 }
 
 std::string ErrorReason(const absl::Status& status) {

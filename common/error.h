@@ -9,6 +9,7 @@
 #define LABSHARE_COMMON_ERROR_H_
 
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -16,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace labshare {
 
@@ -36,6 +38,12 @@ absl::Status InvalidFields(std::vector<FieldViolation> violations,
                            absl::string_view reason = "INVALID_FIELD");
 absl::Status InvalidField(std::string field, std::string description,
                           absl::string_view reason = "INVALID_FIELD");
+
+// Attaches a retry hint: the RPC layer sends it as a google.rpc.RetryInfo
+// (retry_delay) next to the ErrorInfo.
+absl::Status WithRetryDelay(absl::Status status, absl::Duration delay);
+// The hint attached by WithRetryDelay, if any.
+std::optional<absl::Duration> RetryDelayOf(const absl::Status& status);
 
 // Reads back what MakeError/InvalidFields attached. The reason of a status
 // that has none is the code's name (e.g. "NOT_FOUND").

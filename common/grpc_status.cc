@@ -31,6 +31,13 @@ grpc::Status ToGrpcStatus(const absl::Status& status, absl::string_view domain) 
     }
     rpc.add_details()->PackFrom(bad);
   }
+  if (const auto delay = RetryDelayOf(status)) {
+    google::rpc::RetryInfo retry;
+    const int64_t ms = absl::ToInt64Milliseconds(*delay);
+    retry.mutable_retry_delay()->set_seconds(ms / 1000);
+    retry.mutable_retry_delay()->set_nanos(static_cast<int32_t>((ms % 1000) * 1000000));
+    rpc.add_details()->PackFrom(retry);
+  }
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message,
                       rpc.SerializeAsString());
 }
@@ -53,6 +60,18 @@ std::string GrpcErrorReason(const grpc::Status& status) {
   return "";
 }
 
+std::optional<absl::Duration> GrpcRetryDelay(const grpc::Status& status) {
+  const google::rpc::Status rpc = ToRpcStatus(status);
+  for (const auto& any : rpc.details()) {
+    google::rpc::RetryInfo retry;
+    if (any.UnpackTo(&retry)) {
+      return absl::Seconds(retry.retry_delay().seconds()) +
+             absl::Nanoseconds(retry.retry_delay().nanos());
+    }
+  }
+  return std::nullopt;
+}
+
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   const google::rpc::Status rpc = ToRpcStatus(status);
@@ -60,8 +79,10 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
     google::rpc::ErrorInfo info;
     if (any.UnpackTo(&info)) {
       ErrorMetadata metadata(info.metadata().begin(), info.metadata().end());
-      return MakeError(static_cast<absl::StatusCode>(status.error_code()), info.reason(),
-                       status.error_message(), std::move(metadata));
+      absl::Status out = MakeError(static_cast<absl::StatusCode>(status.error_code()), info.reason(),
+                                   status.error_message(), std::move(metadata));
+      if (const auto delay = GrpcRetryDelay(status)) out = WithRetryDelay(std::move(out), *delay);
+      return out;
     }
   }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());

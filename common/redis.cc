@@ -26,9 +26,7 @@ constexpr char kUnavailableMessage[] = "storage is unavailable; retry the reques
 constexpr char kStorageErrorReason[] = "STORAGE_ERROR";
 constexpr char kStorageErrorMessage[] = "storage command failed";
 
-absl::Status Unavailable() {
-  return MakeError(absl::StatusCode::kUnavailable, kUnavailableReason, kUnavailableMessage);
-}
+absl::Status Unavailable() { return StorageUnavailable(); }
 
 absl::Status StorageError() {
   return MakeError(absl::StatusCode::kInternal, kStorageErrorReason, kStorageErrorMessage);
@@ -106,10 +104,15 @@ bool IsStale(redisContext* c) {
   return poll(&p, 1, 0) != 0;
 }
 
-// Errors Redis raises when the same call can simply be retried later.
+// Errors Redis raises when the same call can simply be retried later. Each
+// is refused before anything is written (for a script: before its first
+// write; Redis checks OOM, MISCONF and READONLY only there).
+// The error code is the first word (BUSYGROUP is not BUSY).
 bool IsRetryableError(absl::string_view error) {
-  for (absl::string_view prefix : {"BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"}) {
-    if (absl::StartsWith(error, prefix)) return true;
+  const absl::string_view code = error.substr(0, error.find(' '));
+  for (absl::string_view retryable : {"OOM", "MISCONF", "READONLY", "BUSY", "LOADING", "MASTERDOWN",
+                                      "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"}) {
+    if (code == retryable) return true;
   }
   return false;
 }
@@ -117,6 +120,32 @@ bool IsRetryableError(absl::string_view error) {
 std::string Address(const RedisOptions& o) { return absl::StrCat(o.host, ":", o.port); }
 
 }  // namespace
+
+// A command Redis refused for now (OOM...): a warning, and the status a
+// client may retry on.
+static absl::Status Refused(const std::string& command, const RedisValue& error) {
+  LogWarning("redis refused a command for now", {{"command", command}, {"error", error.str}});
+  return RedisErrorStatus(error);
+}
+
+namespace {
+
+}  // namespace
+
+absl::Status StorageUnavailable(absl::string_view cause) {
+  ErrorMetadata metadata;
+  if (!cause.empty()) metadata["cause"] = std::string(cause);
+  return WithRetryDelay(MakeError(absl::StatusCode::kUnavailable, kUnavailableReason,
+                                  kUnavailableMessage, std::move(metadata)),
+                        kStorageRetryDelay);
+}
+
+absl::Status RedisErrorStatus(const RedisValue& error) {
+  if (error.is_error() && IsRetryableError(error.str)) {
+    return StorageUnavailable(absl::StartsWith(error.str, "OOM") ? "STORAGE_FULL" : "");
+  }
+  return StorageError();
+}
 
 // ---- ParseRedisAddress ------------------------------------------------------
 
@@ -333,7 +362,9 @@ absl::StatusOr<RedisValue> RedisPool::Command(const std::vector<std::string>& ar
   ReplyPtr reply(
       static_cast<redisReply*>(redisCommandArgv(lease.get(), ref.argc(), ref.argv(), ref.lens())));
   if (reply == nullptr || lease.get()->err != 0) return lease.Fail(argv[0]);
-  return Convert(*reply);
+  RedisValue value = Convert(*reply);
+  if (value.is_error() && IsRetryableError(value.str)) return Refused(argv[0], value);
+  return value;
 }
 
 absl::StatusOr<std::vector<RedisValue>> RedisPool::Pipeline(
@@ -358,6 +389,9 @@ absl::StatusOr<std::vector<RedisValue>> RedisPool::Pipeline(
     ReplyPtr reply(static_cast<redisReply*>(raw));
     if (rc != REDIS_OK || reply == nullptr) return lease.Fail(argv[0]);
     out.push_back(Convert(*reply));
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i].is_error() && IsRetryableError(out[i].str)) return Refused(commands[i][0], out[i]);
   }
   return out;
 }
@@ -384,7 +418,7 @@ absl::StatusOr<RedisValue> RedisPool::Eval(const RedisScript& script,
     LogError("redis script failed", {{"address", Address(options_)},
                                      {"script_sha1", script.sha1()},
                                      {"error", value.str}});
-    return IsRetryableError(value.str) ? Unavailable() : StorageError();
+    return RedisErrorStatus(value);
   }
   return value;
 }
@@ -395,6 +429,15 @@ absl::Status RedisPool::Ping() {
   LogWarning("redis PING did not answer PONG",
              {{"address", Address(options_)}, {"reply", value.DebugString()}});
   return Unavailable();
+}
+
+absl::Status RedisPool::Ready() {
+  LS_RETURN_IF_ERROR(Ping());
+  // No flags: Redis treats the script as one that may write. EVAL (not
+  // Eval): a refusal is the answer here, not an error worth a log line.
+  // Command turns a refusal into UNAVAILABLE; any other error reply means a
+  // Redis before 7.0 that cannot compile the shebang: PING is all we can tell.
+  return Command({"EVAL", "#!lua\nreturn 1\n", "0"}).status();
 }
 
 }  // namespace labshare

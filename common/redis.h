@@ -3,12 +3,20 @@
 // Error contract (every method):
 //   - Redis error replies of Command/Pipeline come back as a RedisValue of
 //     Type::kError so that callers can act on NOSCRIPT, WRONGTYPE, BUSYGROUP...
+//     except the conditions that pass on their own (RedisErrorStatus: OOM,
+//     MISCONF, READONLY, BUSY, LOADING...), which are the status
+//     UNAVAILABLE/STORAGE_UNAVAILABLE: a caller that only looks at .status()
+//     of a write never takes a refused write for a done one.
 //   - No connection, I/O error, timeout, or no free connection within
-//     command_timeout: UNAVAILABLE, reason STORAGE_UNAVAILABLE. The call may
-//     or may not have reached Redis; retrying is the caller's decision.
+//     command_timeout: UNAVAILABLE, reason STORAGE_UNAVAILABLE, with a retry
+//     hint (StorageUnavailable()). The call may or may not have reached
+//     Redis; retrying is the caller's decision.
 //   - Eval: an error raised by the script is INTERNAL, reason STORAGE_ERROR,
-//     except Redis' own "try again" conditions (BUSY, LOADING, MASTERDOWN,
-//     TRYAGAIN, CLUSTERDOWN), which are UNAVAILABLE/STORAGE_UNAVAILABLE.
+//     except the conditions that pass on their own (RedisErrorStatus): out of
+//     memory under maxmemory (OOM), failed persistence (MISCONF), a read-only
+//     replica (READONLY), BUSY, LOADING, MASTERDOWN, TRYAGAIN, CLUSTERDOWN;
+//     those are UNAVAILABLE/STORAGE_UNAVAILABLE. Redis refuses them before a
+//     script's first write, so nothing was written.
 // Raw Redis and hiredis text goes to the log only, never into a Status.
 #ifndef LABSHARE_COMMON_REDIS_H_
 #define LABSHARE_COMMON_REDIS_H_
@@ -36,6 +44,18 @@ struct RedisOptions {
   absl::Duration command_timeout = absl::Seconds(5);
   int pool_size = 8;  // values below 1 mean 1
 };
+
+// UNAVAILABLE, reason STORAGE_UNAVAILABLE, with a retry hint (RetryInfo of
+// kStorageRetryDelay). `cause`, when not empty, goes into the ErrorInfo
+// metadata as "cause" (e.g. STORAGE_FULL).
+inline constexpr absl::Duration kStorageRetryDelay = absl::Seconds(1);
+absl::Status StorageUnavailable(absl::string_view cause = "");
+
+struct RedisValue;
+// The status for a Redis error reply that the caller did not expect:
+// StorageUnavailable for conditions that pass on their own (see above; OOM
+// has cause STORAGE_FULL), INTERNAL/STORAGE_ERROR for anything else.
+absl::Status RedisErrorStatus(const RedisValue& error);
 
 // Parses "HOST:PORT" (IPv6 as "[ADDR]:PORT"); INVALID_ARGUMENT, reason
 // INVALID_REDIS_ADDRESS, on anything else. Other options keep their defaults.
@@ -104,6 +124,15 @@ class RedisPool {
 
   // OK when Redis answers PONG; UNAVAILABLE/STORAGE_UNAVAILABLE otherwise.
   absl::Status Ping();
+
+  // Readiness: OK when Redis answers and would accept a write now. The probe
+  // is a script that writes nothing but is not flagged no-writes, so Redis
+  // (7.0+) refuses it exactly when it refuses writes: out of memory under
+  // maxmemory/noeviction, failed persistence, a read-only replica.
+  // UNAVAILABLE/STORAGE_UNAVAILABLE (cause STORAGE_FULL when out of memory)
+  // otherwise. An older Redis that cannot run the probe is taken as writable
+  // once it answers PING.
+  absl::Status Ready();
 
   const RedisOptions& options() const { return options_; }
 

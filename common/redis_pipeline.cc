@@ -18,10 +18,7 @@ struct ContextDeleter {
 };
 using Context = std::unique_ptr<redisContext, ContextDeleter>;
 
-absl::Status Unavailable() {
-  return MakeError(absl::StatusCode::kUnavailable, "STORAGE_UNAVAILABLE",
-                   "storage is unavailable; retry the request");
-}
+absl::Status Unavailable() { return StorageUnavailable(); }
 
 Context Connect(const RedisOptions& o) {
   Context c(redisConnectWithTimeout(o.host.c_str(), o.port, absl::ToTimeval(o.connect_timeout)));
@@ -66,7 +63,7 @@ absl::StatusOr<RedisValue> Read(redisContext* c) {
 absl::StatusOr<RedisValue> ScriptResult(absl::StatusOr<RedisValue> v) {
   if (v.ok() && v->is_error()) {
     LogError("redis script failed", {{"error", v->str}});
-    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "storage command failed");
+    return RedisErrorStatus(*v);
   }
   return v;
 }

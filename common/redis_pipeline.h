@@ -31,7 +31,8 @@ class RedisPipeline {
   ~RedisPipeline();
 
   // EVALSHA; a NOSCRIPT answer is retried once with the script's source.
-  // Script errors come back as INTERNAL (STORAGE_ERROR), like RedisPool::Eval.
+  // Script errors come back like RedisPool::Eval's: INTERNAL (STORAGE_ERROR),
+  // or UNAVAILABLE (STORAGE_UNAVAILABLE) when Redis refuses for now (OOM...).
   void Eval(const RedisScript& script, std::vector<std::string> keys,
             std::vector<std::string> args, Callback done);
 

@@ -22,6 +22,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/random/random.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -212,7 +213,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config,
   }
   const size_t colon = s->config_.listen.rfind(':');
   s->host_ = s->config_.listen.substr(0, colon);
-  s->server_->GetHealthCheckService()->SetServingStatus(false);
+  // Readiness: the whole server ("") and the service's own name follow
+  // Redis (MonitorHealth); liveness only this process.
+  s->ready_names_ = {""};
+  const std::string svc = s->config_.service_name;
+  if (!svc.empty()) {
+    const std::string full = absl::StrCat("labshare.", svc, ".v1.", absl::AsciiStrToUpper(svc.substr(0, 1)),
+                                          svc.substr(1), "Service");
+    if (google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(full) != nullptr) {
+      s->ready_names_.push_back(full);
+    }
+  }
+  auto* health = s->server_->GetHealthCheckService();
+  for (const auto& name : s->ready_names_) health->SetServingStatus(name, false);
+  health->SetServingStatus(std::string(kLivenessService), true);
   s->health_thread_ = std::thread([raw = s.get()] { raw->MonitorHealth(); });
 
   std::printf("listening on %s\n", s->address().c_str());
@@ -231,11 +245,14 @@ void Server::MonitorHealth() {
   bool last = false;
   bool first = true;
   do {
-    const bool ok = config_.redis == nullptr || config_.redis->Ping().ok();
+    const absl::Status ready = config_.redis == nullptr ? absl::OkStatus() : config_.redis->Ready();
+    const bool ok = ready.ok();
     if (ok != last || first) {
-      server_->GetHealthCheckService()->SetServingStatus(ok);
-      LogInfo("health", {{"service", config_.service_name},
-                         {"status", ok ? "SERVING" : "NOT_SERVING"}});
+      for (const auto& name : ready_names_) server_->GetHealthCheckService()->SetServingStatus(name, ok);
+      LogFields fields = {{"service", config_.service_name}, {"status", ok ? "SERVING" : "NOT_SERVING"}};
+      const auto metadata = ErrorMetadataOf(ready);
+      if (auto it = metadata.find("cause"); it != metadata.end()) fields.emplace_back("cause", it->second);
+      LogInfo("health", fields);
       last = ok;
       first = false;
     }

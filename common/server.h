@@ -7,8 +7,13 @@
 //  - intercepts every call: verifies the bearer token and the method policy
 //    (Authorizer), logs one JSON line (method, code, latency, request id,
 //    trace id) and records Prometheus metrics;
-//  - serves grpc.health.v1 (SERVING only while Redis answers PING) and server
-//    reflection;
+//  - serves grpc.health.v1 and server reflection. Readiness: the server as a
+//    whole ("") and the service's name (e.g.
+//    "labshare.inventory.v1.InventoryService") are SERVING only while Redis
+//    answers and accepts writes (RedisPool::Ready: NOT_SERVING while it is
+//    down, out of memory, read-only...), checked every health_interval.
+//    Liveness: kLivenessService ("liveness") is SERVING for as long as the
+//    process serves, whatever Redis does;
 //  - on SIGTERM/SIGINT reports NOT_SERVING, drains calls and returns.
 #ifndef LABSHARE_COMMON_SERVER_H_
 #define LABSHARE_COMMON_SERVER_H_
@@ -43,11 +48,14 @@ class Metrics;
 // (they are taken by WaitForShutdownSignal).
 void InitProcess(int argc, char** argv, const char* usage);
 
+// The health service name that reports liveness only (process up).
+inline constexpr char kLivenessService[] = "liveness";
+
 struct ServerConfig {
   std::string service_name;  // "inventory": health, logs, error domain
   std::string listen = "127.0.0.1:0";
   std::string metrics_listen;  // empty: no metrics endpoint
-  RedisPool* redis = nullptr;  // health follows its PING; not owned
+  RedisPool* redis = nullptr;  // readiness follows its Ready(); not owned
   Authorizer* authorizer = nullptr;  // not owned
   absl::Duration health_interval = absl::Seconds(1);
 };
@@ -77,6 +85,7 @@ class Server {
   std::string host_;
   absl::Notification stop_;
   std::thread health_thread_;
+  std::vector<std::string> ready_names_;  // health names that report readiness
   bool shut_down_ = false;
 };
 

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/input_limits.h"
 #include "common/unary.h"
 
 namespace labshare::booking {
@@ -96,6 +97,10 @@ grpc::ServerUnaryReactor* BookingService::CreateBooking(grpc::CallbackServerCont
     reactor->Finish(ToGrpcStatus(principal.status(), kDomain));
     return reactor;
   }
+  if (absl::Status range = CheckInputRanges(*req); !range.ok()) {
+    reactor->Finish(ToGrpcStatus(range, kDomain));
+    return reactor;
+  }
   manager_->CreateBookingAsync(*principal, *req, [reactor, resp](absl::StatusOr<v1::Booking> result) {
     if (!result.ok()) return reactor->Finish(ToGrpcStatus(result.status(), kDomain));
     *resp = *std::move(result);
@@ -107,7 +112,10 @@ grpc::ServerUnaryReactor* BookingService::CreateBooking(grpc::CallbackServerCont
 #define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                      \
   grpc::Status BookingService::Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) { \
     return HandleUnary(*auth_, ctx, kDomain, resp,                                        \
-                       [&](const Principal& p) { return manager_->Method(p, *req); });    \
+                       [&](const Principal& p) -> absl::StatusOr<v1::Resp> {              \
+                         LS_RETURN_IF_ERROR(CheckInputRanges(*req));  /* before arithmetic */ \
+                         return manager_->Method(p, *req);                                 \
+                       });                                                                \
   }
 #include "services/booking/booking_methods.inc"
 #undef LABSHARE_BOOKING_RPC

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/error.h"
+#include "common/lua_guards.h"
 
 namespace labshare::booking {
 namespace keys {
@@ -103,7 +104,7 @@ end
 //       version, 0: must not exist; data), then the events.
 // Every check comes before the first write.
 const RedisScript& CreateScript() {
-  static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kReplayLua + R"lua(
 local in_doc = KEYS[1] == KEYS[3]
 if in_doc then
   -- The id was derived from the request id: the document is the record.
@@ -157,6 +158,19 @@ for i = 1, nc do
   end
 end
 if ask then return {'ASK'} end
+-- Nothing below may fail (Redis does not roll back): keys of the types they
+-- are written as, counters that stay exact int64s.
+if not (ls_type_is(KEYS[5], 'hash') and ls_type_is(KEYS[6], 'zset') and
+        (ARGV[9] == '' or ls_type_is(KEYS[7], 'set')) and
+        (ARGV[14] == '0' or ls_type_is(KEYS[2], 'stream'))) then
+  return redis.error_reply('WRONGTYPE a key of the booking step')
+end
+for i = 1, nc do
+  local a = 15 + (i - 1) * 5
+  if not ls_add(redis.call('HGET', KEYS[8 + i], ARGV[a + 1] .. ':committed'), ARGV[a + 3]) then
+    return redis.error_reply('ERR counter overflow in ' .. KEYS[8 + i])
+  end
+end
 if ARGV[11] ~= '' then
   redis.call('ZREM', KEYS[4], ARGV[11])
   redis.call('HDEL', KEYS[5], ARGV[11])
@@ -199,7 +213,7 @@ return {'OK'}
 //       then per counter (field, committed delta, used delta), then per
 //       extra document (expected version, data), then the events.
 const RedisScript& UpdateScript() {
-  static const RedisScript* s = new RedisScript(std::string(kReplayLua) + R"lua(
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kReplayLua + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
 if seen then return seen end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
@@ -218,6 +232,20 @@ if ARGV[9] ~= '0' then
   local inside = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[8], '(' .. ARGV[9], 'LIMIT', 0, 2)
   for _, other in ipairs(inside) do
     if other ~= ARGV[6] then return {'TAKEN', other} end
+  end
+end
+-- Nothing below may fail (Redis does not roll back).
+if not ((ARGV[5] ~= 'remove' or ls_type_is(KEYS[4], 'zset')) and
+        (ARGV[5] == 'keep' or ls_type_is(KEYS[5], 'hash')) and
+        (ARGV[10] ~= 'remove' or ls_type_is(KEYS[6], 'zset')) and
+        (ARGV[14] == '0' or ls_type_is(KEYS[2], 'stream'))) then
+  return redis.error_reply('WRONGTYPE a key of the booking step')
+end
+for i = 1, nc do
+  local a = 15 + (i - 1) * 3
+  local c = redis.call('HMGET', KEYS[6 + i], ARGV[a + 1] .. ':committed', ARGV[a + 1] .. ':used')
+  if not ls_add(c[1], ARGV[a + 2]) or not ls_add(c[2], ARGV[a + 3]) then
+    return redis.error_reply('ERR counter overflow in ' .. KEYS[6 + i])
   end
 end
 put(KEYS[3], cur, tonumber(ARGV[4]) + 1, ARGV[2])
@@ -289,7 +317,10 @@ bool IsWindowEntry(absl::string_view entry) { return entry.substr(0, 3) == "mw:"
 absl::Status BookingStore::BlockWindow(int partition, absl::string_view instrument_id,
                                        absl::string_view window_id, int64_t start_ms,
                                        int64_t end_ms) const {
-  static const RedisScript* script = new RedisScript(R"lua(
+  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
+if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[2], 'hash')) then
+  return redis.error_reply('WRONGTYPE calendar keys')
+end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return 1
@@ -301,7 +332,10 @@ return 1
 
 absl::Status BookingStore::RemoveCalendarEntry(int partition, absl::string_view instrument_id,
                                                absl::string_view entry) const {
-  static const RedisScript* script = new RedisScript(R"lua(
+  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
+if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[2], 'hash')) then
+  return redis.error_reply('WRONGTYPE calendar keys')
+end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1

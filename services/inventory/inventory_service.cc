@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/input_limits.h"
 #include "common/unary.h"
 
 namespace labshare::inventory {
@@ -49,7 +50,10 @@ const MethodPolicy& InventoryPolicy() {
 #define LABSHARE_INVENTORY_RPC(Method, Req, Resp)                                      \
   grpc::Status InventoryService::Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) { \
     return HandleUnary(*auth_, ctx, kDomain, resp,                                        \
-                       [&](const Principal& p) { return manager_->Method(p, *req); });    \
+                       [&](const Principal& p) -> absl::StatusOr<v1::Resp> {              \
+                         LS_RETURN_IF_ERROR(CheckInputRanges(*req));  /* before arithmetic */ \
+                         return manager_->Method(p, *req);                                 \
+                       });                                                                \
   }
 #include "services/inventory/inventory_methods.inc"
 #undef LABSHARE_INVENTORY_RPC

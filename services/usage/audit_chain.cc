@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <utility>
 
@@ -16,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/error.h"
+#include "common/lua_guards.h"
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/resource_name.h"
@@ -237,12 +239,16 @@ std::string EntryLine(const v1::AuditEntry& e) {
 //       an empty chain), 4 new sequence, 5 entry bytes, 6 new hash,
 //       7 append seconds, 8 append nanos.
 const RedisScript& AppendScript() {
-  static const RedisScript* s = new RedisScript(R"lua(
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local done = redis.call('HGET', KEYS[2], ARGV[1])
 if done then return {'APPLIED', done} end
 local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
 if (head[1] or '0') ~= ARGV[2] or (head[2] or '') ~= ARGV[3] then return {'STALE'} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'CORRUPT'} end
+-- Nothing below may fail (Redis does not roll back): the indexes are sorted sets.
+for i = 4, #KEYS do
+  if not ls_type_is(KEYS[i], 'zset') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
+end
 redis.call('SET', KEYS[3], ARGV[5])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[1], 'seq', ARGV[4], 'hash', ARGV[6], 'at_s', ARGV[7], 'at_n', ARGV[8])
@@ -416,6 +422,9 @@ absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_ser
   LS_ASSIGN_OR_RETURN(int64_t head_seq, IntegerOrZero(read[0].elements[0]));
   const std::string head_hash = read[0].elements[1].is_nil() ? "" : read[0].elements[1].str;
   if (head_seq > 0 && head_hash.size() != kHashBytes) return Corrupted("the audit head has no valid hash");
+  if (head_seq < 0 || head_seq == std::numeric_limits<int64_t>::max()) {
+    return Corrupted(absl::StrCat("the audit head sequence ", head_seq, " cannot be followed"));
+  }
 
   v1::AuditEntry e;
   const int64_t seq = head_seq + 1;

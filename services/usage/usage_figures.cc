@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/lua_guards.h"
 #include "common/resource_name.h"
 #include "common/proto_util.h"
 #include "labshare/billing/v1/billing_events.pb.h"
@@ -50,9 +51,35 @@ std::string UsersMonthKey(absl::string_view instr, absl::CivilMonth m) {
 // KEYS: 1 applied, then one key per op. ARGV: 1 marker, 2 n ops, then per
 // op (code, a, b): 'inc' field a += b; 'sadd' member a; 'hset' a = b; 'hdel' a.
 const RedisScript& FoldScript() {
-  static const RedisScript* s = new RedisScript(R"lua(
-if redis.call('HSETNX', KEYS[1], ARGV[1], 1) == 0 then return 0 end
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 local n = tonumber(ARGV[2])
+-- Every op is proven to succeed before the first write (Redis does not roll
+-- back): keys of the right type, counters that stay exact int64s.
+local kind, sums = {}, {}
+for i = 1, n do
+  local code, a, b, k = ARGV[3 + (i - 1) * 3], ARGV[4 + (i - 1) * 3], ARGV[5 + (i - 1) * 3], KEYS[1 + i]
+  local want = code == 'sadd' and 'set' or 'hash'
+  if kind[k] == nil then
+    if not ls_type_is(k, want) then return redis.error_reply('WRONGTYPE ' .. k) end
+    kind[k] = want
+  elseif kind[k] ~= want then
+    return redis.error_reply('WRONGTYPE ' .. k)
+  end
+  if code == 'inc' then
+    local f = k .. '\n' .. a
+    local cur = sums[f]
+    if cur == nil then cur = redis.call('HGET', k, a) end
+    local sum = ls_add(cur, b)
+    if not sum then return redis.error_reply('ERR counter overflow in ' .. k) end
+    sums[f] = sum
+  elseif code == 'hset' then
+    sums[k .. '\n' .. a] = b
+  elseif code == 'hdel' then
+    sums[k .. '\n' .. a] = '0'
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], 1)
 for i = 1, n do
   local code, a, b, k = ARGV[3 + (i - 1) * 3], ARGV[4 + (i - 1) * 3], ARGV[5 + (i - 1) * 3], KEYS[1 + i]
   if code == 'inc' then redis.call('HINCRBY', k, a, b)

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/input_limits.h"
 #include "common/error.h"
 #include "common/unary.h"
 
@@ -43,19 +44,28 @@ const MethodPolicy& UsagePolicy() {
 #define LABSHARE_USAGE_RPC(Method, Req, Resp)                                                    \
   grpc::Status UsageService::Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) { \
     return HandleUnary(*auth_, ctx, kDomain, resp,                                                \
-                       [&](const Principal& p) { return figures_->Method(p, *req); });            \
+                       [&](const Principal& p) -> absl::StatusOr<v1::Resp> {              \
+                         LS_RETURN_IF_ERROR(CheckInputRanges(*req));  /* before arithmetic */ \
+                         return figures_->Method(p, *req);                                 \
+                       });                                                                \
   }
 #include "services/usage/usage_methods.inc"
 #undef LABSHARE_USAGE_RPC
 
 grpc::Status UsageService::ListAuditEntries(grpc::ServerContext* ctx, const v1::ListAuditEntriesRequest* req,
                                             v1::ListAuditEntriesResponse* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) { return audit_->List(*req); });
+  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) -> decltype(audit_->List(*req)) {
+    LS_RETURN_IF_ERROR(CheckInputRanges(*req));
+    return audit_->List(*req);
+  });
 }
 
 grpc::Status UsageService::VerifyAuditChain(grpc::ServerContext* ctx, const v1::VerifyAuditChainRequest* req,
                                             v1::VerifyAuditChainResponse* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) { return audit_->Verify(*req); });
+  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) -> decltype(audit_->Verify(*req)) {
+    LS_RETURN_IF_ERROR(CheckInputRanges(*req));
+    return audit_->Verify(*req);
+  });
 }
 
 namespace {

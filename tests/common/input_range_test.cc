@@ -1,0 +1,284 @@
+// Every amount, count, duration and time a request carries is range-checked
+// before anything computes with it: INT64_MAX / INT64_MIN (INT32_* for int32
+// fields) in any such field of any unary RPC of inventory, booking and usage
+// is INVALID_ARGUMENT / INVALID_FIELD naming that field, and nothing
+// overflows on the way (this binary runs under UBSan with halt_on_error).
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <grpcpp/impl/codegen/client_unary_call.h>
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/dynamic_message.h>
+
+#include "absl/strings/match.h"
+#include "common/error.h"
+#include "common/grpc_status.h"
+#include "common/input_limits.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "common/server.h"
+#include "common/service_identity.h"
+#include "google/rpc/error_details.pb.h"
+#include "labshare/booking/v1/booking.grpc.pb.h"
+#include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "labshare/usage/v1/usage.grpc.pb.h"
+#include "services/booking/booking_service.h"
+#include "services/booking/inventory_client.h"
+#include "services/inventory/inventory_service.h"
+#include "services/usage/audit_chain.h"
+#include "services/usage/usage_figures.h"
+#include "services/usage/usage_service.h"
+#include "tests/support/redis_server.h"
+
+namespace labshare {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+
+constexpr char kKey[] = "range-test-key-0123456789abcdef0123456789";
+
+// ------------------------------------------------------------ the walker
+
+TEST(CheckInputRanges, LimitsAreInclusiveAndPathsNameTheField) {
+  labshare::inventory::v1::CreateInstrumentRequest r;
+  auto* in = r.mutable_instrument();
+  in->mutable_original_value()->set_amount_minor(kMaxAmountMinor);
+  EXPECT_TRUE(CheckInputRanges(r).ok());
+  in->mutable_original_value()->set_amount_minor(kMaxAmountMinor + 1);
+  absl::Status s = CheckInputRanges(r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(s), "INVALID_FIELD");
+  ASSERT_EQ(FieldViolationsOf(s).size(), 1u);
+  EXPECT_EQ(FieldViolationsOf(s)[0].field, "instrument.original_value.amount_minor");
+  in->mutable_original_value()->set_amount_minor(-kMaxAmountMinor);
+  EXPECT_TRUE(CheckInputRanges(r).ok());
+
+  auto* rules = in->add_modes()->mutable_slot_rules();
+  rules->mutable_max_block()->set_seconds(kMaxDurationSeconds);
+  EXPECT_TRUE(CheckInputRanges(r).ok());
+  rules->mutable_max_block()->set_seconds(kMaxDurationSeconds + 1);
+  EXPECT_EQ(FieldViolationsOf(CheckInputRanges(r))[0].field, "instrument.modes[0].slot_rules.max_block");
+  rules->mutable_max_block()->set_seconds(1);
+  rules->mutable_max_block()->set_nanos(-1);  // mixed signs
+  EXPECT_FALSE(CheckInputRanges(r).ok());
+  rules->mutable_max_block()->set_nanos(1'000'000'000);
+  EXPECT_FALSE(CheckInputRanges(r).ok());
+  rules->mutable_max_block()->set_nanos(0);
+  in->set_daily_available_hours(kMaxInt32Input + 1);
+  EXPECT_EQ(FieldViolationsOf(CheckInputRanges(r))[0].field, "instrument.daily_available_hours");
+  in->set_daily_available_hours(8);
+  EXPECT_TRUE(CheckInputRanges(r).ok());
+
+  labshare::booking::v1::ListBookingsRequest list;
+  list.set_page_size(std::numeric_limits<int32_t>::max());  // clamped by the list, not refused here
+  EXPECT_TRUE(CheckInputRanges(list).ok());
+}
+
+// ------------------------------------------------------------ every RPC
+
+// One numeric leaf of a request type: a path of fields from the request.
+struct Leaf {
+  std::vector<const FieldDescriptor*> path;  // the last is the number itself
+  std::string name;                          // "a.b[0].c" as the walker names it
+  std::string reported;                      // the field the error should name
+};
+
+bool IsLeafMessage(const Descriptor* d) {
+  const std::string& n = d->full_name();
+  return n == "labshare.type.v1.Money" || n == "google.protobuf.Duration" || n == "google.protobuf.Timestamp";
+}
+
+void CollectLeaves(const Descriptor* d, std::vector<const FieldDescriptor*>& path, const std::string& name,
+                   int depth, std::vector<Leaf>* out) {
+  if (depth > 5) return;
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    if (f->is_map()) continue;
+    std::string fname = name.empty() ? f->name() : name + "." + f->name();
+    if (f->is_repeated()) fname += "[0]";
+    path.push_back(f);
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_INT32:
+      case FieldDescriptor::CPPTYPE_INT64:
+        if (f->name() != "page_size") out->push_back({path, fname, fname});
+        break;
+      case FieldDescriptor::CPPTYPE_MESSAGE: {
+        const Descriptor* m = f->message_type();
+        if (IsLeafMessage(m)) {
+          const FieldDescriptor* inner =
+              m->FindFieldByName(m->full_name() == "labshare.type.v1.Money" ? "amount_minor" : "seconds");
+          path.push_back(inner);
+          out->push_back({path, fname + "." + inner->name(),
+                          m->full_name() == "labshare.type.v1.Money" ? fname + ".amount_minor" : fname});
+          path.pop_back();
+        } else if (absl::StartsWith(m->full_name(), "labshare.")) {
+          CollectLeaves(m, path, fname, depth + 1, out);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    path.pop_back();
+  }
+}
+
+// Sets the leaf to `value` in a fresh request.
+std::unique_ptr<Message> RequestWith(const Message& prototype, const Leaf& leaf, bool max) {
+  std::unique_ptr<Message> req(prototype.New());
+  Message* m = req.get();
+  for (size_t i = 0; i + 1 < leaf.path.size(); ++i) {
+    const FieldDescriptor* f = leaf.path[i];
+    m = f->is_repeated() ? m->GetReflection()->AddMessage(m, f) : m->GetReflection()->MutableMessage(m, f);
+  }
+  const FieldDescriptor* f = leaf.path.back();
+  const auto* r = m->GetReflection();
+  if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT64) {
+    const int64_t v = max ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+    f->is_repeated() ? r->AddInt64(m, f, v) : r->SetInt64(m, f, v);
+  } else {
+    const int32_t v = max ? std::numeric_limits<int32_t>::max() : std::numeric_limits<int32_t>::min();
+    f->is_repeated() ? r->AddInt32(m, f, v) : r->SetInt32(m, f, v);
+  }
+  return req;
+}
+
+class InputRangeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetQuietLogging(true);
+    redis_ = testing::SharedRedisServer();
+    ASSERT_NE(redis_, nullptr);
+    testing::FlushAll(*redis_);
+    pool_ = std::make_unique<RedisPool>(redis_->options());
+    signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
+    inv_store_ = std::make_unique<inventory::InventoryStore>(pool_.get());
+    inv_manager_ = std::make_unique<inventory::InventoryManager>(inv_store_.get(), &clock_);
+    inv_auth_ = std::make_unique<Authorizer>(signer_.get(), inventory::InventoryPolicy(), &clock_);
+    inv_service_ = std::make_unique<inventory::InventoryService>(inv_manager_.get(), inv_auth_.get());
+    inv_server_ = Start("inventory", inv_auth_.get(), inv_service_.get());
+    identity_ = std::make_unique<ServiceIdentity>(signer_.get(), "booking", &clock_);
+    inv_client_ = std::make_unique<booking::InventoryClient>(
+        grpc::CreateChannel(inv_server_->address(), grpc::InsecureChannelCredentials()), identity_.get(),
+        &clock_, absl::ZeroDuration());
+    bk_store_ = std::make_unique<booking::BookingStore>(pool_.get());
+    bk_manager_ = std::make_unique<booking::BookingManager>(bk_store_.get(), inv_client_.get(), &clock_);
+    bk_auth_ = std::make_unique<Authorizer>(signer_.get(), booking::BookingPolicy(), &clock_);
+    bk_service_ = std::make_unique<booking::BookingService>(bk_manager_.get(), bk_auth_.get());
+    bk_server_ = Start("booking", bk_auth_.get(), bk_service_.get());
+    figures_ = std::make_unique<usage::UsageFigures>(pool_.get(), &clock_, absl::UTCTimeZone());
+    usage::AuditChainOptions audit_options;
+    audit_options.clock = &clock_;
+    audit_ = std::make_unique<usage::AuditChain>(pool_.get(), audit_options);
+    us_auth_ = std::make_unique<Authorizer>(signer_.get(), usage::UsagePolicy(), &clock_);
+    us_service_ = std::make_unique<usage::UsageService>(figures_.get(), audit_.get(), us_auth_.get());
+    us_server_ = Start("usage", us_auth_.get(), us_service_.get());
+    // Every role at once: the role check passes, so the range check answers.
+    Principal p{"root", "org1",
+                {Role::kLabUser, Role::kFacilityStaff, Role::kMemberBillingAdmin, Role::kConsortiumAdmin,
+                 Role::kAuditor, Role::kService},
+                clock_.Now() + absl::Hours(1)};
+    token_ = signer_->Mint(p, clock_.Now());
+  }
+  void TearDown() override {
+    us_server_.reset();
+    bk_server_.reset();
+    inv_server_.reset();
+  }
+
+  std::unique_ptr<Server> Start(const std::string& name, Authorizer* auth, grpc::Service* service) {
+    ServerConfig config;
+    config.service_name = name;
+    config.redis = pool_.get();
+    config.authorizer = auth;
+    auto server = Server::Start(config, {service});
+    EXPECT_TRUE(server.ok()) << server.status();
+    return *std::move(server);
+  }
+
+  // Every unary method of `service`, every numeric leaf, both extremes.
+  // Returns how many calls were checked.
+  int CheckService(const Server& server, const google::protobuf::ServiceDescriptor* service) {
+    auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+    int checked = 0;
+    for (int i = 0; i < service->method_count(); ++i) {
+      const auto* method = service->method(i);
+      if (method->client_streaming() || method->server_streaming()) continue;
+      const Message* prototype =
+          google::protobuf::MessageFactory::generated_factory()->GetPrototype(method->input_type());
+      std::vector<Leaf> leaves;
+      std::vector<const FieldDescriptor*> path;
+      CollectLeaves(method->input_type(), path, "", 0, &leaves);
+      for (const Leaf& leaf : leaves) {
+        for (bool max : {true, false}) {
+          auto req = RequestWith(*prototype, leaf, max);
+          grpc::ClientContext ctx;
+          ctx.AddMetadata("authorization", "Bearer " + token_);
+          ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+          grpc::Slice slice(req->SerializeAsString());
+          grpc::ByteBuffer request(&slice, 1), response;
+          const std::string full = absl::StrCat("/", service->full_name(), "/", method->name());
+          grpc::Status s = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+              channel.get(), grpc::internal::RpcMethod(full.c_str(), grpc::internal::RpcMethod::NORMAL_RPC), &ctx,
+              request, &response);
+          const std::string what = absl::StrCat(full, " ", leaf.name, "=", max ? "MAX" : "MIN");
+          if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED) continue;
+          EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << what << ": " << s.error_message();
+          EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD") << what;
+          const absl::Status back = FromGrpcStatus(s);
+          const auto md = ErrorMetadataOf(back);
+          EXPECT_EQ(md.count("field") ? md.at("field") : "", leaf.reported) << what;
+          ++checked;
+        }
+      }
+    }
+    return checked;
+  }
+
+  testing::RedisServer* redis_ = nullptr;
+  FakeClock clock_;
+  std::unique_ptr<RedisPool> pool_;
+  std::unique_ptr<TokenSigner> signer_;
+  std::unique_ptr<inventory::InventoryStore> inv_store_;
+  std::unique_ptr<inventory::InventoryManager> inv_manager_;
+  std::unique_ptr<Authorizer> inv_auth_;
+  std::unique_ptr<inventory::InventoryService> inv_service_;
+  std::unique_ptr<Server> inv_server_;
+  std::unique_ptr<ServiceIdentity> identity_;
+  std::unique_ptr<booking::InventoryClient> inv_client_;
+  std::unique_ptr<booking::BookingStore> bk_store_;
+  std::unique_ptr<booking::BookingManager> bk_manager_;
+  std::unique_ptr<Authorizer> bk_auth_;
+  std::unique_ptr<booking::BookingService> bk_service_;
+  std::unique_ptr<Server> bk_server_;
+  std::unique_ptr<usage::UsageFigures> figures_;
+  std::unique_ptr<usage::AuditChain> audit_;
+  std::unique_ptr<Authorizer> us_auth_;
+  std::unique_ptr<usage::UsageService> us_service_;
+  std::unique_ptr<Server> us_server_;
+  std::string token_;
+};
+
+TEST_F(InputRangeTest, InventoryRefusesEveryExtremeNumber) {
+  EXPECT_GT(CheckService(*inv_server_, google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+                                           labshare::inventory::v1::InventoryService::service_full_name())),
+            20);
+}
+
+TEST_F(InputRangeTest, BookingRefusesEveryExtremeNumber) {
+  EXPECT_GT(CheckService(*bk_server_, google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+                                          labshare::booking::v1::BookingService::service_full_name())),
+            20);
+}
+
+TEST_F(InputRangeTest, UsageRefusesEveryExtremeNumber) {
+  EXPECT_GT(CheckService(*us_server_, google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+                                          labshare::usage::v1::UsageService::service_full_name())),
+            10);
+}
+
+}  // namespace
+}  // namespace labshare

@@ -1,0 +1,129 @@
+// Usage's multi-write Lua steps (the figures fold and the audit append)
+// check every precondition, overflow included, before their first write:
+// Redis does not roll a script back. Each test drives a step into a failure
+// that only shows after its checks and finds every key unchanged (DUMP).
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "services/usage/audit_chain.h"
+#include "services/usage/usage_figures.h"
+#include "tests/support/redis_server.h"
+#include "tests/support/redis_snapshot.h"
+
+namespace labshare::usage {
+namespace {
+
+namespace bk = labshare::booking::v1;
+
+class UsageLuaAtomicityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetQuietLogging(true);
+    redis_ = testing::SharedRedisServer();
+    ASSERT_NE(redis_, nullptr);
+    testing::FlushAll(*redis_);
+    pool_ = std::make_unique<RedisPool>(redis_->options());
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, absl::UTCTimeZone());
+    AuditChainOptions options;
+    options.clock = &clock_;
+    audit_ = std::make_unique<AuditChain>(pool_.get(), options);
+    // Something already folded and appended, for a failed step to damage.
+    ASSERT_TRUE(figures_->Fold("booking", Created("e0")).ok());
+    ASSERT_TRUE(audit_->Append("booking", Created("e0")).ok());
+  }
+  void TearDown() override { SetQuietLogging(false); }
+
+  // A confirmed booking of i1 on 2026-03-02 (UTC): counts "bk" in the day,
+  // the month and the year of i1.
+  StreamEvent Created(const std::string& event_id) {
+    bk::BookingEvent e;
+    e.mutable_header()->set_event_id(event_id);
+    e.mutable_header()->set_actor("users/u1");
+    *e.mutable_header()->mutable_event_time() = ToProto(clock_.Now());
+    bk::Booking* b = e.mutable_booking_created()->mutable_booking();
+    b->set_name("bookings/b-" + event_id);
+    b->set_instrument("instruments/i1");
+    b->set_user("users/u1");
+    b->set_payer_organization("organizations/o1");
+    b->set_mode(labshare::type::v1::ON_SITE);
+    b->set_state(bk::Booking::CONFIRMED);
+    const absl::Time start = absl::FromCivil(absl::CivilSecond(2026, 3, 2, 10, 0, 0), absl::UTCTimeZone());
+    *b->mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b->mutable_reserved_interval()->mutable_end_time() = ToProto(start + absl::Hours(1));
+    StreamEvent out;
+    out.stream_id = "1-0";
+    out.type = "labshare.booking.v1.BookingEvent";
+    out.payload = e.SerializeAsString();
+    return out;
+  }
+
+  void Redis(const std::vector<std::string>& cmd) {
+    auto v = pool_->Command(cmd);
+    ASSERT_TRUE(v.ok()) << v.status();
+    ASSERT_FALSE(v->is_error()) << v->DebugString();
+  }
+  void Spoil(const std::string& key) {
+    Redis({"DEL", key});
+    Redis({"SET", key, "not what the step writes"});
+  }
+  // The field the fold counts confirmed bookings of o1 in.
+  static std::string BookedField() { return "bk|1|organizations/o1"; }
+
+  template <typename Fn>
+  void ExpectFailsUnchanged(Fn&& step) {
+    const auto before = testing::Snapshot(*pool_);
+    absl::Status status = step();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+    EXPECT_EQ(testing::SnapshotDiff(before, testing::Snapshot(*pool_)), "");
+  }
+
+  testing::RedisServer* redis_ = nullptr;
+  FakeClock clock_;
+  std::unique_ptr<RedisPool> pool_;
+  std::unique_ptr<UsageFigures> figures_;
+  std::unique_ptr<AuditChain> audit_;
+};
+
+TEST_F(UsageLuaAtomicityTest, TheSeedCountedOnceInDayMonthAndYear) {
+  for (const char* key : {"{usage}:d:i1:20260302", "{usage}:m:i1:202603", "{usage}:y:i1:2026"}) {
+    auto v = pool_->Command({"HGET", key, BookedField()});
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(v->str, "1") << key;
+  }
+}
+
+// ---------------------------------------------------------------- fold
+
+TEST_F(UsageLuaAtomicityTest, FoldWithTheYearCounterAtTheLimit) {
+  Redis({"HSET", "{usage}:y:i1:2026", BookedField(), "9223372036854775807"});
+  ExpectFailsUnchanged([&] { return figures_->Fold("booking", Created("e1")); });
+}
+
+TEST_F(UsageLuaAtomicityTest, FoldWithTheYearCounterNotAnInteger) {
+  Redis({"HSET", "{usage}:y:i1:2026", BookedField(), "twelve"});
+  ExpectFailsUnchanged([&] { return figures_->Fold("booking", Created("e1")); });
+}
+
+TEST_F(UsageLuaAtomicityTest, FoldWithTheYearKeyOfTheWrongType) {
+  Spoil("{usage}:y:i1:2026");
+  ExpectFailsUnchanged([&] { return figures_->Fold("booking", Created("e1")); });
+}
+
+// ---------------------------------------------------------------- audit
+
+TEST_F(UsageLuaAtomicityTest, AppendWithAnIndexOfTheWrongType) {
+  Spoil(audit_keys::Index("actor", "users/u1"));
+  ExpectFailsUnchanged([&] { return audit_->Append("booking", Created("e1")).status(); });
+}
+
+TEST_F(UsageLuaAtomicityTest, AppendAfterAHeadAtTheLastSequence) {
+  // A well-formed head (32-byte hash) whose sequence has no successor.
+  Redis({"HSET", audit_keys::Head(), "seq", "9223372036854775807", "hash", std::string(32, 'h')});
+  ExpectFailsUnchanged([&] { return audit_->Append("booking", Created("e1")).status(); });
+}
+
+}  // namespace
+}  // namespace labshare::usage

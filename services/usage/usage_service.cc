@@ -41,7 +41,7 @@ MethodPolicy UsagePolicy() {
 
 grpc::Status UsageService::ListAuditEntries(grpc::ServerContext* ctx, const v1::ListAuditEntriesRequest* req,
                                             v1::ListAuditEntriesResponse* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) { return audit_->List(*req); });
+  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal& p) { return audit_->List(p, *req); });
 }
 
 grpc::Status UsageService::VerifyAuditChain(grpc::ServerContext* ctx, const v1::VerifyAuditChainRequest* req,

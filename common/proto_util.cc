@@ -71,52 +71,10 @@ std::string Sha256Hex(absl::string_view data) {
       absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
 }
 
-// The request without its paging fields: what a token must stay bound to.
-std::string FilterHash(const google::protobuf::Message& request) {
-  std::unique_ptr<google::protobuf::Message> copy(request.New());
-  copy->CopyFrom(request);
-  const auto* d = copy->GetDescriptor();
-  for (const char* name : {"page_size", "page_token"}) {
-    if (const auto* f = d->FindFieldByName(name)) copy->GetReflection()->ClearField(copy.get(), f);
-  }
-  return Sha256Hex(SerializeDeterministic(*copy)).substr(0, 16);
-}
-
-absl::Status BadToken() {
-  return InvalidField("page_token",
-                      "not a token from the previous page of this same query; start again "
-                      "without page_token",
-                      "INVALID_PAGE_TOKEN");
-}
 }  // namespace
 
 std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request) {
   return Sha256Hex(absl::StrCat(method, "\n", SerializeDeterministic(request)));
-}
-
-absl::StatusOr<PageRequest> ParsePageRequest(const google::protobuf::Message& request) {
-  const auto* d = request.GetDescriptor();
-  const auto* r = request.GetReflection();
-  PageRequest page;
-  if (const auto* f = d->FindFieldByName("page_size")) {
-    const int32_t size = r->GetInt32(request, f);
-    if (size < 0) return InvalidField("page_size", "must not be negative");
-    page.page_size = size == 0 ? kDefaultPageSize : std::min(size, kMaxPageSize);
-  }
-  const auto* tf = d->FindFieldByName("page_token");
-  const std::string token = tf ? r->GetString(request, tf) : "";
-  if (token.empty()) return page;
-  std::string raw;
-  if (!absl::WebSafeBase64Unescape(token, &raw)) return BadToken();
-  const size_t sep = raw.find('\n');
-  if (sep == std::string::npos || raw.substr(0, sep) != FilterHash(request)) return BadToken();
-  page.after = raw.substr(sep + 1);
-  if (page.after.empty()) return BadToken();
-  return page;
-}
-
-std::string MakePageToken(const google::protobuf::Message& request, const std::string& last) {
-  return absl::WebSafeBase64Escape(absl::StrCat(FilterHash(request), "\n", last));
 }
 
 }  // namespace labshare

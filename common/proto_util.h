@@ -1,5 +1,6 @@
 // Helpers between Abseil and protobuf types, and request plumbing shared by
-// all managers: time conversion, request fingerprints, page tokens.
+// all managers: time conversion, request fingerprints. Page tokens are in
+// common/page_token.h.
 #ifndef LABSHARE_COMMON_PROTO_UTIL_H_
 #define LABSHARE_COMMON_PROTO_UTIL_H_
 
@@ -25,19 +26,6 @@ std::string SerializeDeterministic(const google::protobuf::Message& m);
 // SHA-256 hex of method + deterministic request bytes: two requests with the
 // same fingerprint are the same request.
 std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request);
-
-// Pagination (AIP-158). page_size 0 means the default; above the maximum it
-// is clamped. A token records the last member returned and a hash of the
-// request's other fields, so a token used with different filters is
-// rejected with INVALID_ARGUMENT INVALID_PAGE_TOKEN.
-struct PageRequest {
-  int page_size = 50;
-  std::string after;  // last member of the previous page; empty: from the start
-};
-constexpr int kDefaultPageSize = 50;
-constexpr int kMaxPageSize = 500;
-absl::StatusOr<PageRequest> ParsePageRequest(const google::protobuf::Message& list_request);
-std::string MakePageToken(const google::protobuf::Message& list_request, const std::string& last);
 
 }  // namespace labshare
 

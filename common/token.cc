@@ -582,6 +582,20 @@ absl::StatusOr<TokenSigner> TokenSigner::FromFileOrEnv(const std::string& key_fi
   return Create(std::move(key));
 }
 
+std::string TokenSigner::DeriveKey(std::string_view purpose) const {
+  unsigned char out[kMacBytes];
+  std::string label = "labshare derived key\n";
+  label.append(purpose.data(), purpose.size());
+  if (!HmacSha256(key_->bytes, label, out)) {
+    // Create() proved HMAC-SHA-256 works with this key.
+    std::fprintf(stderr, "labshare: HMAC-SHA-256 failed while deriving a key\n");
+    std::abort();
+  }
+  std::string key(reinterpret_cast<const char*>(out), kMacBytes);
+  OPENSSL_cleanse(out, sizeof out);
+  return key;
+}
+
 std::string TokenSigner::Mint(const Principal& p, absl::Time issued_at) const {
   std::string claims = "{\"iss\":";
   AppendJsonString(claims, kIssuer);

@@ -92,6 +92,11 @@ class TokenSigner {
   // claims are ignored. Messages never echo the token.
   absl::StatusOr<Principal> Verify(std::string_view token, absl::Time now) const;
 
+  // A 32-byte key for another purpose, HMAC-SHA-256(key, "labshare derived
+  // key\n" + purpose): the same on every process holding this key, useless
+  // for minting tokens, and different for each purpose.
+  std::string DeriveKey(std::string_view purpose) const;
+
  private:
   struct Key;
   explicit TokenSigner(std::shared_ptr<const Key> key) : key_(std::move(key)) {}

@@ -3,17 +3,20 @@
 #ifndef LABSHARE_SERVICES_BILLING_BILLING_COMMON_H_
 #define LABSHARE_SERVICES_BILLING_BILLING_COMMON_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
 #include "common/error.h"
 #include "common/events.h"
+#include "common/page_token.h"
 #include "common/proto_util.h"
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "services/billing/billing_rules.h"
@@ -35,6 +38,26 @@ inline bool SeesAll(const Principal& p) {
 inline absl::Status OrgScope(absl::string_view what) {
   return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                    absl::StrCat("you may see only your own organisation's ", what));
+}
+
+// Pages a list computed whole (reports, balances, pools): keeps only the page
+// of `items` after page.after, a count of the items the previous pages
+// returned, and returns the position after this page ("" at the end). The
+// position comes out of a verified token; a bad one is INVALID_PAGE_TOKEN
+// all the same.
+template <typename T>
+absl::StatusOr<std::string> KeepPage(const PageRequest& page, google::protobuf::RepeatedPtrField<T>* items) {
+  int64_t start = 0;
+  if (!page.after.empty() && (!absl::SimpleAtoi(page.after, &start) || start < 0)) {
+    return InvalidField("page_token", "not a token from the previous page of this list; start again without page_token",
+                        "INVALID_PAGE_TOKEN");
+  }
+  const int n = items->size();
+  const int from = static_cast<int>(std::min<int64_t>(start, n));
+  const int to = n - from > page.page_size ? from + page.page_size : n;
+  items->DeleteSubrange(to, n - to);
+  items->DeleteSubrange(0, from);
+  return to < n ? std::to_string(to) : std::string();
 }
 
 inline absl::Status Conflict() {

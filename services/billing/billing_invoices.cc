@@ -102,6 +102,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::GetSubsidyPool(const Principal&,
 
 absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(const Principal& p,
                                                                               const v1::ListSubsidyPoolsRequest& r) {
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   LS_ASSIGN_OR_RETURN(auto pools, LoadPools());
   v1::ListSubsidyPoolsResponse out;
   for (const auto& pool : pools) {
@@ -113,6 +114,8 @@ absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(co
     if (r.state() != 0 && full.state() != r.state()) continue;
     *out.add_subsidy_pools() = std::move(full);
   }
+  LS_ASSIGN_OR_RETURN(std::string next, KeepPage(page, out.mutable_subsidy_pools()));
+  if (!next.empty()) out.set_next_page_token(page_tokens_.Make(r, p, next));
   return out;
 }
 

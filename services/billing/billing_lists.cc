@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "common/auth.h"
 #include "common/error.h"
+#include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/billing/billing_common.h"
 #include "services/billing/billing_manager.h"
@@ -31,11 +32,12 @@ absl::StatusOr<std::string> Narrow(const Principal& p, const std::string& filter
 // Scans the index of `kind` after the page token, parsing each document as
 // T and keeping those `keep` accepts, up to the page size.
 template <typename T, typename Resp>
-absl::Status Scan(const BillingStore& store, absl::string_view kind, const google::protobuf::Message& request,
+absl::Status Scan(const BillingStore& store, const PageTokenCodec& page_tokens, const Principal& caller,
+                  absl::string_view kind, const google::protobuf::Message& request,
                   const std::function<std::string(const std::string& member)>& doc_id,
                   const std::function<bool(const T&)>& keep, google::protobuf::RepeatedPtrField<T>* out,
                   Resp* resp) {
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(request));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens.Parse(request, caller));
   std::string after = page.after;
   while (true) {
     LS_ASSIGN_OR_RETURN(auto members, store.docs().IndexRange(keys::Index(kind), after, 500));
@@ -48,7 +50,7 @@ absl::Status Scan(const BillingStore& store, absl::string_view kind, const googl
       if (!docs[i] || !item.ParseFromString(docs[i]->data) || !keep(item)) continue;
       *out->Add() = std::move(item);
       if (out->size() == page.page_size) {
-        resp->set_next_page_token(MakePageToken(request, after));
+        resp->set_next_page_token(page_tokens.Make(request, caller, after));
         return absl::OkStatus();
       }
     }
@@ -90,7 +92,8 @@ absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Prin
     if (!r.currency_code().empty() && inv.currency_code() != r.currency_code()) return false;
     return r.series().empty() || inv.series() == r.series();
   };
-  LS_RETURN_IF_ERROR((Scan<v1::Invoice>(*store_, "invoice", r, id, keep, resp.mutable_invoices(), &resp)));
+  LS_RETURN_IF_ERROR(
+      (Scan<v1::Invoice>(*store_, page_tokens_, p, "invoice", r, id, keep, resp.mutable_invoices(), &resp)));
   return resp;
 }
 
@@ -119,7 +122,8 @@ absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Prin
     }
     return true;
   };
-  LS_RETURN_IF_ERROR((Scan<v1::Posting>(*store_, "posting", r, AfterBar, keep, resp.mutable_postings(), &resp)));
+  LS_RETURN_IF_ERROR(
+      (Scan<v1::Posting>(*store_, page_tokens_, p, "posting", r, AfterBar, keep, resp.mutable_postings(), &resp)));
   if (!SeesAll(p)) {  // a member sees only its own entries of each posting
     for (auto& posting : *resp.mutable_postings()) {
       v1::Posting mine = posting;
@@ -150,7 +154,8 @@ absl::StatusOr<v1::ListDepositsResponse> BillingManager::ListDeposits(const Prin
     if (!r.lease().empty() && d.lease() != r.lease()) return false;
     return r.state() == 0 || d.state() == r.state();
   };
-  LS_RETURN_IF_ERROR((Scan<v1::Deposit>(*store_, "deposit", r, AfterBar, keep, resp.mutable_deposits(), &resp)));
+  LS_RETURN_IF_ERROR(
+      (Scan<v1::Deposit>(*store_, page_tokens_, p, "deposit", r, AfterBar, keep, resp.mutable_deposits(), &resp)));
   return resp;
 }
 
@@ -181,7 +186,8 @@ absl::StatusOr<v1::ListPaymentsResponse> BillingManager::ListPayments(const Prin
     }
     return true;
   };
-  LS_RETURN_IF_ERROR((Scan<v1::Payment>(*store_, "payment", r, AfterBar, keep, resp.mutable_payments(), &resp)));
+  LS_RETURN_IF_ERROR(
+      (Scan<v1::Payment>(*store_, page_tokens_, p, "payment", r, AfterBar, keep, resp.mutable_payments(), &resp)));
   return resp;
 }
 
@@ -194,7 +200,8 @@ absl::StatusOr<v1::ListSettlementsResponse> BillingManager::ListSettlements(cons
     if (r.state() != 0 && s.state() != r.state()) return false;
     return r.currency_code().empty() || s.currency_code() == r.currency_code();
   };
-  LS_RETURN_IF_ERROR((Scan<v1::Settlement>(*store_, "settlement", r, AfterBar, keep, resp.mutable_settlements(), &resp)));
+  LS_RETURN_IF_ERROR(
+      (Scan<v1::Settlement>(*store_, page_tokens_, p, "settlement", r, AfterBar, keep, resp.mutable_settlements(), &resp)));
   if (!SeesAll(p)) {  // reduced to what involves the caller's organisation
     for (auto& s : *resp.mutable_settlements()) {
       v1::GetSettlementRequest get;

@@ -112,8 +112,8 @@ v1::IncomeFigures NegatedIncome(v1::IncomeFigures f) {
 }
 
 BillingManager::BillingManager(BillingStore* store, InventoryReader* inventory, const Clock* clock,
-                               absl::TimeZone zone)
-    : store_(store), inventory_(inventory), clock_(clock), zone_(zone) {}
+                               absl::TimeZone zone, PageTokenCodec page_tokens)
+    : store_(store), inventory_(inventory), clock_(clock), zone_(zone), page_tokens_(std::move(page_tokens)) {}
 
 // ================================================================ consuming booking events
 
@@ -529,7 +529,7 @@ absl::StatusOr<v1::Charge> BillingManager::GetCharge(const Principal& p, const v
 
 absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Principal& p,
                                                                    const v1::ListChargesRequest& r) {
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const std::string own = ActorOrganization(p);
   if (!SeesAll(p)) {
     for (const std::string* org : {&r.payer_organization(), &r.owner_organization()}) {
@@ -568,7 +568,7 @@ absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Princi
       }
       *out.add_charges() = std::move(c);
       if (out.charges_size() == page.page_size) {
-        if (i + 1 < members.size() || members.size() == 500) out.set_next_page_token(MakePageToken(r, after));
+        if (i + 1 < members.size() || members.size() == 500) out.set_next_page_token(page_tokens_.Make(r, p, after));
         return out;
       }
     }

@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/events.h"
+#include "common/page_token.h"
 #include "common/token.h"
 #include "labshare/billing/v1/billing.grpc.pb.h"
 #include "labshare/billing/v1/billing_events.pb.h"
@@ -44,7 +45,7 @@ class BillingManager {
   // All pointers must outlive the manager. `zone`: the consortium time zone
   // of billing periods.
   BillingManager(BillingStore* store, InventoryReader* inventory, const Clock* clock,
-                 absl::TimeZone zone);
+                 absl::TimeZone zone, PageTokenCodec page_tokens);
 
   // Applies one entry of a booking outbox exactly once (keyed by the
   // event's id, in the same atomic step as its charges and postings).
@@ -128,6 +129,7 @@ class BillingManager {
   InventoryReader* inventory_;
   const Clock* clock_;
   absl::TimeZone zone_;
+  PageTokenCodec page_tokens_;
 };
 
 }  // namespace labshare::billing

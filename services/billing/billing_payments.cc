@@ -557,6 +557,7 @@ absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStateme
   if (!r.has_interval() || FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
     return InvalidField("interval", "needs start_time before end_time");
   }
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const int64_t from = Ms(FromProto(r.interval().start_time())), to = Ms(FromProto(r.interval().end_time()));
   std::vector<v1::AccountKind> kinds;
@@ -617,6 +618,8 @@ absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStateme
   *out.mutable_total_debits() = MakeMoney(currency, debits);
   *out.mutable_total_credits() = MakeMoney(currency, credits);
   *out.mutable_closing_balance() = MakeMoney(currency, running);
+  LS_ASSIGN_OR_RETURN(std::string next, KeepPage(page, out.mutable_lines()));
+  if (!next.empty()) out.set_next_page_token(page_tokens_.Make(r, p, next));
   return out;
 }
 
@@ -629,6 +632,7 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
   if (!r.has_interval() || FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
     return InvalidField("interval", "needs start_time before end_time");
   }
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   v1::ListChargesRequest list;
   list.set_owner_organization(r.owner_organization());
@@ -687,6 +691,8 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
   out.set_currency_code(currency);
   for (auto& [key, row] : rows) *out.add_rows() = std::move(row);
   *out.mutable_totals() = totals;
+  LS_ASSIGN_OR_RETURN(std::string next, KeepPage(page, out.mutable_rows()));
+  if (!next.empty()) out.set_next_page_token(page_tokens_.Make(r, p, next));
   return out;
 }
 
@@ -700,6 +706,7 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
     return OrgScope("balances");
   }
   if (IsOrganizationName(r.parent()) && !SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string prefix = all ? r.parent().substr(0, r.parent().size() - 1) : r.parent() + "/";
   std::set<v1::AccountKind> kinds;
@@ -728,6 +735,8 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
     if (r.skip_empty() && b.debit_total().amount_minor() == 0 && b.credit_total().amount_minor() == 0) continue;
     *out.add_balances() = std::move(b);
   }
+  LS_ASSIGN_OR_RETURN(std::string next, KeepPage(page, out.mutable_balances()));
+  if (!next.empty()) out.set_next_page_token(page_tokens_.Make(r, p, next));
   return out;
 }
 

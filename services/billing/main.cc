@@ -11,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/synchronization/notification.h"
 #include "common/log.h"
+#include "common/page_token.h"
 #include "common/server.h"
 #include "common/service_identity.h"
 #include "services/billing/billing_manager.h"
@@ -43,7 +44,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   labshare::billing::BillingStore store(&redis);
-  labshare::billing::BillingManager manager(&store, &inventory, &clock, *zone);
+  labshare::billing::BillingManager manager(&store, &inventory, &clock, *zone,
+                                           labshare::PageTokenCodec::FromSigner(signer));
   labshare::Authorizer authorizer(&signer, labshare::billing::BillingPolicy(), &wall);
   labshare::billing::BillingService service(&manager, &authorizer);
   absl::Notification stop;

@@ -9,6 +9,7 @@
 #include "common/auth.h"
 #include "common/error.h"
 #include "common/events.h"
+#include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
@@ -250,7 +251,7 @@ absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principa
     return InvalidField("instrument", "required for now: name the instrument whose leases to list");
   }
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(r.instrument()));
   const bool all = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}) || IsOwnerStaff(p, instrument);
   const int partition = keys::Partition(instrument_id);
@@ -274,7 +275,7 @@ absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principa
     }
     more = i < members.size() || members.size() == 200;
   }
-  if (more && !after.empty()) resp.set_next_page_token(MakePageToken(r, after));
+  if (more && !after.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, after));
   return resp;
 }
 

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/events.h"
 #include "common/log.h"
+#include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -453,7 +454,7 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
   }
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
   if (r.has_time_range()) LS_RETURN_IF_ERROR(ValidInterval(r.time_range(), "time_range"));
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(r.instrument()));
   const bool all = SeesAll(p) || IsOwnerStaff(p, instrument);
   const std::string self = "users/" + p.user_id;
@@ -505,7 +506,7 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
     }
     more = i < members.size() || members.size() == 200;
   }
-  if (more && !after.empty()) resp.set_next_page_token(MakePageToken(r, after));
+  if (more && !after.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, after));
   return resp;
 }
 
@@ -1238,7 +1239,7 @@ absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAva
   }
   if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
   LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
   const std::string org_name = r.organization().empty() ? ActorOrganization(p) : r.organization();
   std::shared_ptr<const inv::Organization> org;
@@ -1284,7 +1285,7 @@ absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAva
     }
     list.set_page_token(instruments.next_page_token());
   } while (!list.page_token().empty() && resp.instruments_size() < page.page_size);
-  if (!list.page_token().empty()) resp.set_next_page_token(MakePageToken(r, list.page_token()));
+  if (!list.page_token().empty()) resp.set_next_page_token(page_tokens_.Make(r, p, list.page_token()));
   return resp;
 }
 

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/doc_store.h"
 #include "common/error.h"
+#include "common/page_token.h"
 #include "common/token.h"
 #include "google/protobuf/empty.pb.h"
 #include "labshare/booking/v1/booking.pb.h"
@@ -50,9 +51,10 @@ using Empty = ::google::protobuf::Empty;  // so that every method's answer is v1
 
 class BookingManager {
  public:
-  // All pointers must outlive the manager.
-  BookingManager(BookingStore* store, InventoryClient* inventory, const Clock* clock)
-      : store_(store), inventory_(inventory), clock_(clock) {}
+  // All pointers must outlive the manager. page_tokens: see page_token.h
+  // (main derives it from the token key; tests pass a fixed key).
+  BookingManager(BookingStore* store, InventoryClient* inventory, const Clock* clock, PageTokenCodec page_tokens)
+      : store_(store), inventory_(inventory), clock_(clock), page_tokens_(std::move(page_tokens)) {}
 
   absl::StatusOr<v1::Booking> CreateBooking(const Principal& p, const v1::CreateBookingRequest& r);
   // The same, with the Lua step on the store's pipeline: `done` runs on a
@@ -357,6 +359,7 @@ class BookingManager {
   BookingStore* store_;
   InventoryClient* inventory_;
   const Clock* clock_;
+  PageTokenCodec page_tokens_;
   absl::Mutex quota_mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<const QuotaGroup>> quota_cache_ ABSL_GUARDED_BY(quota_mu_);
 };

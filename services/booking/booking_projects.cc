@@ -12,6 +12,7 @@
 #include "common/auth.h"
 #include "common/error.h"
 #include "common/events.h"
+#include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
@@ -228,7 +229,7 @@ absl::StatusOr<v1::Project> BookingManager::GetProject(const Principal& p, const
 
 absl::StatusOr<v1::ListProjectsResponse> BookingManager::ListProjects(const Principal& p,
                                                                       const v1::ListProjectsRequest& r) {
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   v1::ListProjectsResponse resp;
   std::string after = page.after;
   bool more = true;
@@ -261,7 +262,7 @@ absl::StatusOr<v1::ListProjectsResponse> BookingManager::ListProjects(const Prin
     }
     more = i < ids.size() || ids.size() == 200;
   }
-  if (more && !after.empty()) resp.set_next_page_token(MakePageToken(r, after));
+  if (more && !after.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, after));
   return resp;
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/civil_time.h"
 #include "common/error.h"
+#include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
@@ -375,7 +376,7 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
     LS_ASSIGN_OR_RETURN(org_id, ParseName(r.organization(), "organizations", "organization"));
   }
   if (!Quota::Period_IsValid(r.period())) return InvalidField("period", "unknown period");
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const bool all = SeesAllQuotas(p);
   const std::string own = ActorOrganization(p);
   const bool staff = p.HasRole(Role::kFacilityStaff);
@@ -418,7 +419,7 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
       if (!page.after.empty() && position <= page.after) continue;
       if (r.period() != Quota::PERIOD_UNSPECIFIED && q.period() != r.period()) continue;
       if (out.quotas_size() == page.page_size) {
-        out.set_next_page_token(MakePageToken(r, last));
+        out.set_next_page_token(page_tokens_.Make(r, p, last));
         return out;
       }
       *out.add_quotas() = q;

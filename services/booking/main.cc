@@ -7,6 +7,7 @@
 #include "absl/flags/flag.h"
 #include "absl/synchronization/notification.h"
 #include "common/log.h"
+#include "common/page_token.h"
 #include "common/server.h"
 #include "common/service_identity.h"
 #include "services/booking/booking_manager.h"
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
   labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines),
                                   static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_batch))));
   labshare::booking::BookingStore store(&redis, &pipeline);
-  labshare::booking::BookingManager manager(&store, &inventory, &clock);
+  labshare::booking::BookingManager manager(&store, &inventory, &clock, labshare::PageTokenCodec::FromSigner(signer));
   labshare::Authorizer authorizer(&signer, labshare::booking::BookingPolicy(), &wall);
   labshare::booking::BookingService service(&manager, &authorizer);
   absl::Notification stop;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
 #include "common/events.h"
+#include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -156,10 +157,10 @@ absl::StatusOr<Resp> InventoryManager::Commit(
 
 template <typename T, typename Resp>
 absl::StatusOr<Resp> InventoryManager::ListFromIndex(
-    const google::protobuf::Message& request, const std::string& index,
+    const Principal& caller, const google::protobuf::Message& request, const std::string& index,
     const std::function<std::string(const std::string&)>& key_of,
     const std::function<bool(const T&)>& keep, const std::function<void(Resp&, T)>& add) {
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(request));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(request, caller));
   Resp resp;
   std::string after = page.after;
   int count = 0;
@@ -184,7 +185,7 @@ absl::StatusOr<Resp> InventoryManager::ListFromIndex(
     }
     more = i < members.size() || static_cast<int>(members.size()) == kIndexBatch;
   }
-  if (more && !after.empty()) resp.set_next_page_token(MakePageToken(request, after));
+  if (more && !after.empty()) resp.set_next_page_token(page_tokens_.Make(request, caller, after));
   return resp;
 }
 
@@ -238,13 +239,13 @@ absl::StatusOr<v1::Organization> InventoryManager::GetOrganization(
 }
 
 absl::StatusOr<v1::ListOrganizationsResponse> InventoryManager::ListOrganizations(
-    const Principal&, const v1::ListOrganizationsRequest& r) {
+    const Principal& p, const v1::ListOrganizationsRequest& r) {
   if (!v1::MembershipState_IsValid(r.membership_state()) ||
       !v1::OrganizationType_IsValid(r.type()) || !v1::SizeClass_IsValid(r.size_class())) {
     return InvalidField("filter", "unknown enum value in a filter");
   }
   return ListFromIndex<v1::Organization, v1::ListOrganizationsResponse>(
-      r, keys::Orgs(), [](const std::string& id) { return keys::Org(id); },
+      p, r, keys::Orgs(), [](const std::string& id) { return keys::Org(id); },
       [&](const v1::Organization& o) {
         return (r.membership_state() == 0 || o.membership_state() == r.membership_state()) &&
                (r.type() == 0 || o.type() == r.type()) &&
@@ -344,9 +345,9 @@ absl::StatusOr<v1::Organization> InventoryManager::ChangeMembership(
 }
 
 absl::StatusOr<v1::ListMembershipChangesResponse> InventoryManager::ListMembershipChanges(
-    const Principal&, const v1::ListMembershipChangesRequest& r) {
+    const Principal& p, const v1::ListMembershipChangesRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.parent(), "organizations", "parent"));
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(id), "ORGANIZATION_NOT_FOUND", r.parent()).status());
   int64_t start = 0;
   if (!page.after.empty() && !absl::SimpleAtoi(page.after, &start)) {
@@ -358,7 +359,7 @@ absl::StatusOr<v1::ListMembershipChangesResponse> InventoryManager::ListMembersh
     resp.add_membership_changes()->ParseFromString(items[i]);
   }
   if (static_cast<int>(items.size()) > page.page_size) {
-    resp.set_next_page_token(MakePageToken(r, std::to_string(start + page.page_size)));
+    resp.set_next_page_token(page_tokens_.Make(r, p, std::to_string(start + page.page_size)));
   }
   return resp;
 }
@@ -405,7 +406,7 @@ absl::StatusOr<v1::ListUsersResponse> InventoryManager::ListUsers(const Principa
   }
   if (!labshare::type::v1::Role_IsValid(r.role())) return InvalidField("role", "unknown role");
   return ListFromIndex<v1::User, v1::ListUsersResponse>(
-      r, keys::Users(), [](const std::string& id) { return keys::User(id); },
+      p, r, keys::Users(), [](const std::string& id) { return keys::User(id); },
       [&](const v1::User& u) {
         if (!r.organization().empty() && u.organization() != r.organization()) return false;
         if (r.role() == 0) return true;
@@ -478,9 +479,9 @@ absl::StatusOr<v1::Facility> InventoryManager::GetFacility(const Principal&,
 }
 
 absl::StatusOr<v1::ListFacilitiesResponse> InventoryManager::ListFacilities(
-    const Principal&, const v1::ListFacilitiesRequest& r) {
+    const Principal& p, const v1::ListFacilitiesRequest& r) {
   return ListFromIndex<v1::Facility, v1::ListFacilitiesResponse>(
-      r, keys::Facilities(), [](const std::string& id) { return keys::Facility(id); },
+      p, r, keys::Facilities(), [](const std::string& id) { return keys::Facility(id); },
       [&](const v1::Facility& f) {
         return r.owner_organization().empty() || f.owner_organization() == r.owner_organization();
       },
@@ -555,12 +556,12 @@ absl::StatusOr<v1::Instrument> InventoryManager::GetInstrument(const Principal&,
 }
 
 absl::StatusOr<v1::ListInstrumentsResponse> InventoryManager::ListInstruments(
-    const Principal&, const v1::ListInstrumentsRequest& r) {
+    const Principal& p, const v1::ListInstrumentsRequest& r) {
   if (!labshare::type::v1::SharingMode_IsValid(r.mode()) || !v1::InstrumentState_IsValid(r.state())) {
     return InvalidField("filter", "unknown enum value in a filter");
   }
   return ListFromIndex<v1::Instrument, v1::ListInstrumentsResponse>(
-      r, keys::Instruments(), [](const std::string& id) { return keys::Instrument(id); },
+      p, r, keys::Instruments(), [](const std::string& id) { return keys::Instrument(id); },
       [&](const v1::Instrument& in) {
         return (r.owner_organization().empty() || in.owner_organization() == r.owner_organization()) &&
                (r.facility().empty() || in.facility() == r.facility()) &&
@@ -704,12 +705,12 @@ absl::StatusOr<v1::Rate> InventoryManager::GetRate(const Principal&, const v1::G
   return std::move(rate.value);
 }
 
-absl::StatusOr<v1::ListRatesResponse> InventoryManager::ListRates(const Principal&,
+absl::StatusOr<v1::ListRatesResponse> InventoryManager::ListRates(const Principal& p,
                                                                   const v1::ListRatesRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
   LS_RETURN_IF_ERROR(store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()).status());
   return ListFromIndex<v1::Rate, v1::ListRatesResponse>(
-      r, keys::Rates(instr_id),
+      p, r, keys::Rates(instr_id),
       [&](const std::string& member) { return keys::Rate(instr_id, RateIdOf(member)); },
       [&](const v1::Rate& rate) { return r.mode() == 0 || rate.mode() == r.mode(); },
       [](v1::ListRatesResponse& resp, v1::Rate rate) { *resp.add_rates() = std::move(rate); });
@@ -825,7 +826,7 @@ absl::StatusOr<v1::Qualification> InventoryManager::GetQualification(
 }
 
 absl::StatusOr<v1::ListQualificationsResponse> InventoryManager::ListQualifications(
-    const Principal&, const v1::ListQualificationsRequest& r) {
+    const Principal& p, const v1::ListQualificationsRequest& r) {
   std::string index;
   std::function<std::string(const std::string&)> key_of;
   std::string user_id;
@@ -844,7 +845,7 @@ absl::StatusOr<v1::ListQualificationsResponse> InventoryManager::ListQualificati
   LS_ASSIGN_OR_RETURN(
       auto resp,
       (ListFromIndex<v1::Qualification, v1::ListQualificationsResponse>(
-          r, index, key_of,
+          p, r, index, key_of,
           [&](const v1::Qualification& q) { return r.user().empty() || q.user() == r.user(); },
           [](v1::ListQualificationsResponse& out, v1::Qualification q) {
             *out.add_qualifications() = std::move(q);
@@ -933,7 +934,7 @@ absl::StatusOr<v1::MaintenanceWindow> InventoryManager::GetMaintenanceWindow(
 }
 
 absl::StatusOr<v1::ListMaintenanceWindowsResponse> InventoryManager::ListMaintenanceWindows(
-    const Principal&, const v1::ListMaintenanceWindowsRequest& r) {
+    const Principal& p, const v1::ListMaintenanceWindowsRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
   LS_RETURN_IF_ERROR(store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()).status());
   const bool ranged = r.has_range();
@@ -947,7 +948,7 @@ absl::StatusOr<v1::ListMaintenanceWindowsResponse> InventoryManager::ListMainten
     to = FromProto(r.range().end_time());
   }
   return ListFromIndex<v1::MaintenanceWindow, v1::ListMaintenanceWindowsResponse>(
-      r, keys::Windows(instr_id),
+      p, r, keys::Windows(instr_id),
       [&](const std::string& member) {
         return keys::Window(instr_id, member.substr(member.rfind('|') + 1));
       },

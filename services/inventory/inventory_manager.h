@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "common/page_token.h"
 #include "common/token.h"
 #include "labshare/inventory/v1/inventory.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
@@ -22,8 +23,10 @@ namespace labshare::inventory {
 
 class InventoryManager {
  public:
-  // store and clock must outlive the manager.
-  InventoryManager(InventoryStore* store, const Clock* clock) : store_(store), clock_(clock) {}
+  // store and clock must outlive the manager. page_tokens: see page_token.h
+  // (main derives it from the token key; tests pass a fixed key).
+  InventoryManager(InventoryStore* store, const Clock* clock, PageTokenCodec page_tokens)
+      : store_(store), clock_(clock), page_tokens_(std::move(page_tokens)) {}
 
   // Organisations.
   absl::StatusOr<v1::Organization> CreateOrganization(const Principal& p, const v1::CreateOrganizationRequest& r);
@@ -97,7 +100,7 @@ class InventoryManager {
                               const std::function<absl::StatusOr<Plan<Resp>>()>& plan_fn);
 
   template <typename T, typename Resp>
-  absl::StatusOr<Resp> ListFromIndex(const google::protobuf::Message& request,
+  absl::StatusOr<Resp> ListFromIndex(const Principal& caller, const google::protobuf::Message& request,
                                      const std::string& index,
                                      const std::function<std::string(const std::string&)>& key_of,
                                      const std::function<bool(const T&)>& keep,
@@ -105,6 +108,7 @@ class InventoryManager {
 
   InventoryStore* store_;
   const Clock* clock_;
+  PageTokenCodec page_tokens_;
 };
 
 }  // namespace labshare::inventory

@@ -1,5 +1,6 @@
 // labshare-inventory: organisations, users, facilities, instruments, rate
 // cards, qualifications and maintenance windows.
+#include "common/page_token.h"
 #include "common/server.h"
 #include "services/inventory/inventory_manager.h"
 #include "services/inventory/inventory_service.h"
@@ -17,7 +18,7 @@ int main(int argc, char** argv) {
   // Tokens expire by the wall clock, whatever the domain clock says.
   labshare::SystemClock wall;
   labshare::inventory::InventoryStore store(&redis);
-  labshare::inventory::InventoryManager manager(&store, &clock);
+  labshare::inventory::InventoryManager manager(&store, &clock, labshare::PageTokenCodec::FromSigner(signer));
   labshare::Authorizer authorizer(&signer, labshare::inventory::InventoryPolicy(), &wall);
   labshare::inventory::InventoryService service(&manager, &authorizer);
   return labshare::RunService("inventory", &redis, &authorizer, {&service});

@@ -361,8 +361,8 @@ std::string AuditSourceForStream(absl::string_view stream) {
 
 // ============================================================ AuditChain
 
-AuditChain::AuditChain(RedisPool* pool, AuditChainOptions options)
-    : pool_(pool), options_(std::move(options)), clock_(options_.clock ? options_.clock : &system_clock_) {
+AuditChain::AuditChain(RedisPool* pool, PageTokenCodec page_tokens, AuditChainOptions options)
+    : pool_(pool), page_tokens_(std::move(page_tokens)), options_(std::move(options)), clock_(options_.clock ? options_.clock : &system_clock_) {
   if (options_.batch_size < 1) options_.batch_size = 1;
   if (options_.export_batch_size < 1) options_.export_batch_size = 1;
   if (options_.max_append_attempts < 1) options_.max_append_attempts = 1;
@@ -523,7 +523,8 @@ absl::StatusOr<std::vector<std::optional<v1::AuditEntry>>> AuditChain::GetMany(
 
 // ------------------------------------------------------------ List
 
-absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const v1::ListAuditEntriesRequest& q) const {
+absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const Principal& caller,
+                                                              const v1::ListAuditEntriesRequest& q) const {
   if (q.start_sequence() < 0) return InvalidField("start_sequence", "must not be negative (0: from the first entry)");
   if (q.end_sequence() < 0) return InvalidField("end_sequence", "must not be negative (0: up to the head)");
   if (q.start_sequence() > 0 && q.end_sequence() > 0 && q.end_sequence() <= q.start_sequence()) {
@@ -544,7 +545,7 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const v1::ListAudi
   if (!q.actor_organization().empty()) {
     LS_RETURN_IF_ERROR(ParseResourceName(q.actor_organization(), "organizations", "actor_organization").status());
   }
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(q));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(q, caller));
   int64_t after = 0;
   if (!page.after.empty() && (!absl::SimpleAtoi(page.after, &after) || after < 1)) {
     return InvalidField("page_token", "not a token from the previous page of this same query; start again "
@@ -628,7 +629,7 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const v1::ListAudi
     if (index_exhausted && last_examined == candidates.back()) lo = hi;
   }
   if (lo < hi && last_examined > 0) {
-    resp.set_next_page_token(MakePageToken(q, std::to_string(last_examined)));
+    resp.set_next_page_token(page_tokens_.Make(q, caller, std::to_string(last_examined)));
   }
   return resp;
 }

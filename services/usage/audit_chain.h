@@ -50,6 +50,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/events.h"
+#include "common/page_token.h"
 #include "common/redis.h"
 #include "labshare/usage/v1/usage.pb.h"
 
@@ -175,7 +176,9 @@ struct AuditExportSummary {
 class AuditChain {
  public:
   // pool must outlive the chain.
-  explicit AuditChain(RedisPool* pool, AuditChainOptions options = {});
+  // page_tokens: see page_token.h (main derives it from the token key;
+  // tests pass a fixed key).
+  AuditChain(RedisPool* pool, PageTokenCodec page_tokens, AuditChainOptions options = {});
   AuditChain(const AuditChain&) = delete;
   AuditChain& operator=(const AuditChain&) = delete;
 
@@ -205,8 +208,9 @@ class AuditChain {
   // sequences or page_size, end_sequence <= start_sequence when both set, an
   // append/event interval whose end is not after its start;
   // INVALID_PAGE_TOKEN).
+  // Page tokens are bound to `caller`.
   absl::StatusOr<labshare::usage::v1::ListAuditEntriesResponse> List(
-      const labshare::usage::v1::ListAuditEntriesRequest& request) const;
+      const Principal& caller, const labshare::usage::v1::ListAuditEntriesRequest& request) const;
 
   // VerifyAuditChain without the role check, request_id handling and event:
   // start 0 means 1; end 0 means head + 1, and an end beyond head + 1 is
@@ -268,6 +272,7 @@ class AuditChain {
                                           bool* stale);
 
   RedisPool* pool_;
+  PageTokenCodec page_tokens_;
   AuditChainOptions options_;
   SystemClock system_clock_;
   const Clock* clock_;

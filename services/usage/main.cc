@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "common/events.h"
 #include "common/log.h"
+#include "common/page_token.h"
 #include "common/server.h"
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
@@ -36,10 +37,11 @@ int main(int argc, char** argv) {
     labshare::LogError("bad --time_zone", {{"zone", absl::GetFlag(FLAGS_time_zone)}});
     return 2;
   }
-  labshare::usage::UsageFigures figures(&redis, &clock, zone, absl::GetFlag(FLAGS_currency));
+  const labshare::PageTokenCodec page_tokens = labshare::PageTokenCodec::FromSigner(signer);
+  labshare::usage::UsageFigures figures(&redis, &clock, zone, page_tokens, absl::GetFlag(FLAGS_currency));
   labshare::usage::AuditChainOptions audit_options;
   audit_options.clock = &clock;
-  labshare::usage::AuditChain audit(&redis, audit_options);
+  labshare::usage::AuditChain audit(&redis, page_tokens, audit_options);
   labshare::Authorizer authorizer(&signer, labshare::usage::UsagePolicy(), &wall);
   labshare::usage::UsageService service(&figures, &audit, &authorizer);
   // Every outbox, polled in rounds; a stream that cannot be read is retried

@@ -118,9 +118,9 @@ std::vector<std::pair<absl::CivilDay, int64_t>> SplitByDay(absl::Time s, absl::T
 
 }  // namespace
 
-UsageFigures::UsageFigures(RedisPool* pool, const Clock* clock, absl::TimeZone zone, std::string currency,
-                           int default_lease_hours_per_day)
-    : pool_(pool), clock_(clock), zone_(zone), currency_(std::move(currency)),
+UsageFigures::UsageFigures(RedisPool* pool, const Clock* clock, absl::TimeZone zone, PageTokenCodec page_tokens,
+                           std::string currency, int default_lease_hours_per_day)
+    : pool_(pool), clock_(clock), zone_(zone), page_tokens_(std::move(page_tokens)), currency_(std::move(currency)),
       default_lease_hours_(default_lease_hours_per_day) {}
 
 // ================================================================ folding
@@ -695,7 +695,7 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
   const bool owner_view = p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}) ||
                           (r.filter().owner_organizations_size() == 1 &&
                            r.filter().owner_organizations(0) == ActorOrganization(p));
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   std::vector<v1::UsageRow> rows, totals;
   if (r.granularity() == v1::PERIOD_GRANULARITY_RANGE || r.granularity() == v1::PERIOD_GRANULARITY_UNSPECIFIED) {
     // One read of the counters for both.
@@ -714,7 +714,7 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
     const std::string k = sort_key(row);
     if (!page.after.empty() && k <= page.after) continue;
     if (out.rows_size() == page.page_size) {
-      out.set_next_page_token(MakePageToken(r, sort_key(out.rows(out.rows_size() - 1))));
+      out.set_next_page_token(page_tokens_.Make(r, p, sort_key(out.rows(out.rows_size() - 1))));
       break;
     }
     *out.add_rows() = std::move(row);

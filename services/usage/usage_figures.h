@@ -43,6 +43,7 @@
 #include "common/auth.h"
 #include "common/clock.h"
 #include "common/events.h"
+#include "common/page_token.h"
 #include "common/redis.h"
 #include "labshare/inventory/v1/inventory.pb.h"
 #include "labshare/usage/v1/usage.pb.h"
@@ -56,8 +57,10 @@ namespace v1 = labshare::usage::v1;
 class UsageFigures {
  public:
   // pool and clock must outlive this. Thread-safe.
-  UsageFigures(RedisPool* pool, const Clock* clock, absl::TimeZone zone, std::string currency = "CNY",
-               int default_lease_hours_per_day = 8);
+  // page_tokens: see page_token.h (main derives it from the token key; tests
+  // pass a fixed key).
+  UsageFigures(RedisPool* pool, const Clock* clock, absl::TimeZone zone, PageTokenCodec page_tokens,
+               std::string currency = "CNY", int default_lease_hours_per_day = 8);
 
   // Folds one outbox entry of `source` ("inventory", "booking", "billing")
   // exactly once (keyed by source and event id, in the same step as its
@@ -143,6 +146,7 @@ class UsageFigures {
   RedisPool* pool_;
   const Clock* clock_;
   absl::TimeZone zone_;
+  PageTokenCodec page_tokens_;
   std::string currency_;
   int default_lease_hours_;
   ExportLimiter exports_;

@@ -464,7 +464,7 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   LS_RETURN_IF_ERROR(CheckRange(range, &from, &to));
   LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_RETURN_IF_ERROR(CheckOverride(r.threshold_override()));
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   v1::UsageFilter f;
   *f.mutable_instruments() = r.filter().instruments();
   *f.mutable_owner_organizations() = r.filter().owner_organizations();
@@ -487,7 +487,7 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   for (const auto& [k, a] : hits) {
     if (!page.after.empty() && k <= page.after) continue;
     if (out->instruments_size() == page.page_size) {
-      out->set_next_page_token(MakePageToken(r, last));
+      out->set_next_page_token(page_tokens_.Make(r, p, last));
       break;
     }
     *out->add_instruments() = std::move(*a);
@@ -521,7 +521,7 @@ absl::StatusOr<v1::GetSharingMatrixResponse> UsageFigures::GetSharingMatrix(cons
   LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   std::vector<v1::Dimension> dims = {v1::DIMENSION_OWNER_ORGANIZATION, v1::DIMENSION_USER_ORGANIZATION};
   if (r.split_by_mode()) dims.push_back(v1::DIMENSION_SHARING_MODE);
   LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, dims, r.filter(), false));
@@ -560,7 +560,7 @@ absl::StatusOr<v1::GetSharingMatrixResponse> UsageFigures::GetSharingMatrix(cons
   for (auto& [k, c] : cells) {
     if (!page.after.empty() && k <= page.after) continue;
     if (out.cells_size() == page.page_size) {
-      out.set_next_page_token(MakePageToken(r, last));
+      out.set_next_page_token(page_tokens_.Make(r, p, last));
       break;
     }
     *out.add_cells() = std::move(c);
@@ -670,7 +670,7 @@ absl::StatusOr<v1::AnnualReport> UsageFigures::GetAnnualReport(const Principal& 
                                                                const v1::GetAnnualReportRequest& r) {
   // Authorization before validation.
   LS_RETURN_IF_ERROR(OwnerScope(p, r.scope().owner_organizations(), "scope.owner_organizations"));
-  LS_ASSIGN_OR_RETURN(PageRequest page, ParsePageRequest(r));
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const bool first = page.after.empty();
   v1::AnnualReport full;
   LS_RETURN_IF_ERROR(BuildReport(p, r.year(), r.scope(), first, &full));
@@ -681,7 +681,7 @@ absl::StatusOr<v1::AnnualReport> UsageFigures::GetAnnualReport(const Principal& 
     const std::string k = absl::StrCat(a.owner_organization(), "\x1f", a.instrument());
     if (!first && k <= page.after) continue;
     if (out.instruments_size() == page.page_size) {
-      out.set_next_page_token(MakePageToken(r, last));
+      out.set_next_page_token(page_tokens_.Make(r, p, last));
       break;
     }
     *out.add_instruments() = std::move(a);

@@ -54,9 +54,9 @@ const MethodPolicy& UsagePolicy() {
 
 grpc::Status UsageService::ListAuditEntries(grpc::ServerContext* ctx, const v1::ListAuditEntriesRequest* req,
                                             v1::ListAuditEntriesResponse* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) -> decltype(audit_->List(*req)) {
+  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal& p) -> decltype(audit_->List(p, *req)) {
     LS_RETURN_IF_ERROR(CheckInputRanges(*req));
-    return audit_->List(*req);
+    return audit_->List(p, *req);
   });
 }
 

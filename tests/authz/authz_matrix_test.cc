@@ -64,7 +64,7 @@ class AuthzMatrix : public booking::BookingServiceTest {
     reader_ = std::make_unique<billing::testing::DirectInventory>(inv_manager_.get());
     bstore_ = std::make_unique<billing::BillingStore>(pool_.get());
     billing_ = std::make_unique<billing::BillingManager>(bstore_.get(), reader_.get(), &clock_,
-                                                         *billing::LoadBillingTimeZone("Asia/Shanghai"));
+                                                         *billing::LoadBillingTimeZone("Asia/Shanghai"), labshare::testing::TestPageTokens());
     for (int p = 0; p < booking::kPartitions; ++p) {
       ConsumerOptions o;
       o.stream = booking::keys::Outbox(p);
@@ -78,10 +78,10 @@ class AuthzMatrix : public booking::BookingServiceTest {
     billing_service_ = std::make_unique<billing::BillingService>(billing_.get(), billing_auth_.get());
     billing_server_ = Start("billing", billing_auth_.get(), billing_service_.get());
     // Usage.
-    figures_ = std::make_unique<usage::UsageFigures>(pool_.get(), &clock_, absl::UTCTimeZone());
+    figures_ = std::make_unique<usage::UsageFigures>(pool_.get(), &clock_, absl::UTCTimeZone(), labshare::testing::TestPageTokens());
     usage::AuditChainOptions audit_options;
     audit_options.clock = &clock_;
-    audit_ = std::make_unique<usage::AuditChain>(pool_.get(), audit_options);
+    audit_ = std::make_unique<usage::AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), audit_options);
     usage_auth_ = std::make_unique<Authorizer>(signer_.get(), usage::UsagePolicy(), &clock_);
     usage_service_ = std::make_unique<usage::UsageService>(figures_.get(), audit_.get(), usage_auth_.get());
     usage_server_ = Start("usage", usage_auth_.get(), usage_service_.get());

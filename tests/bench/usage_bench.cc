@@ -30,6 +30,7 @@
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 #include "services/usage/usage_figures.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 
 ABSL_FLAG(std::string, redis, "", "HOST:PORT of a Redis to use (FLUSHALLed); empty: start one.");
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
   absl::TimeZone zone;
   absl::LoadTimeZone("Asia/Shanghai", &zone);
   labshare::FakeClock clock(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone));
-  labshare::usage::UsageFigures figures(&pool, &clock, zone);
+  labshare::usage::UsageFigures figures(&pool, &clock, zone, labshare::testing::TestPageTokens());
   const int n_instr = absl::GetFlag(FLAGS_instruments), n_org = absl::GetFlag(FLAGS_organizations);
   const absl::Time year_start = absl::FromCivil(absl::CivilDay(2026, 1, 1), zone);
 

@@ -44,7 +44,7 @@ class BillingConformanceTest : public BookingServiceTest {
     reader_ = std::make_unique<testing::DirectInventory>(inv_manager_.get());
     bstore_ = std::make_unique<BillingStore>(pool_.get());
     billing_ = std::make_unique<BillingManager>(bstore_.get(), reader_.get(), &clock_,
-                                                *LoadBillingTimeZone("Asia/Shanghai"));
+                                                *LoadBillingTimeZone("Asia/Shanghai"), labshare::testing::TestPageTokens());
     admin_p_.user_id = "root";
     admin_p_.roles = {Role::kConsortiumAdmin};
   }
@@ -581,7 +581,7 @@ TEST_F(BillingConformanceTest, TheSameEventsConsumedInAnotherOrderIssueTheSameIn
   ASSERT_TRUE(other_redis.ok()) << other_redis.status();
   RedisPool other_pool((*other_redis)->options());
   BillingStore other_store(&other_pool);
-  BillingManager other(&other_store, reader_.get(), &clock_, *LoadBillingTimeZone("Asia/Shanghai"));
+  BillingManager other(&other_store, reader_.get(), &clock_, *LoadBillingTimeZone("Asia/Shanghai"), labshare::testing::TestPageTokens());
   clock_.Set(day_ + absl::Hours(30));
   for (const auto& e : events) ASSERT_TRUE(billing_->ApplyBookingEvent(e).ok());
   for (auto it = events.rbegin(); it != events.rend(); ++it) ASSERT_TRUE(other.ApplyBookingEvent(*it).ok());

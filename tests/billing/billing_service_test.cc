@@ -12,6 +12,7 @@
 #include "services/billing/billing_service.h"
 #include "tests/billing/direct_inventory.h"
 #include "tests/booking/booking_fixture.h"
+#include "tests/support/page_tokens.h"
 
 namespace labshare::billing {
 namespace {
@@ -26,7 +27,8 @@ class BillingTest : public BookingServiceTest {
     BookingServiceTest::SetUp();
     reader_ = std::make_unique<testing::DirectInventory>(inv_manager_.get());
     bstore_ = std::make_unique<BillingStore>(pool_.get());
-    billing_ = std::make_unique<BillingManager>(bstore_.get(), reader_.get(), &clock_, *LoadBillingTimeZone("Asia/Shanghai"));
+    billing_ = std::make_unique<BillingManager>(bstore_.get(), reader_.get(), &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
+                                                labshare::testing::TestPageTokens());
     for (int p = 0; p < booking::kPartitions; ++p) {
       ConsumerOptions o;
       o.stream = booking::keys::Outbox(p);
@@ -581,6 +583,171 @@ TEST_F(BillingTest, RolesAndScopes) {
   EXPECT_EQ(ErrorReason(policy.Check("/labshare.billing.v1.BillingService/IssueInvoice", lab_admin)),
             "ROLE_NOT_ALLOWED");
   EXPECT_TRUE(policy.Check("/labshare.billing.v1.BillingService/GetCharge", lab_admin).ok());
+}
+
+// A page token is good only for the list, the filters and the caller it was
+// issued to, and only as issued.
+TEST_F(BillingTest, PageTokenRefusedOnAnotherListForgedOrFromAnotherCaller) {
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Session(absl::Hours(13), absl::Hours(14), absl::Hours(13), absl::Hours(14));
+  Drain();
+  v1::ListChargesRequest charges;
+  charges.set_page_size(1);
+  auto first = billing_->ListCharges(billing_admin_, charges);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_FALSE(first->next_page_token().empty());
+  auto expect_refused = [](const absl::Status& s) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(ErrorReason(s), "INVALID_PAGE_TOKEN");
+    EXPECT_TRUE(absl::StrContains(s.message(), "without page_token")) << s.message();
+  };
+  // Another list with the same (empty) filters.
+  v1::ListPostingsRequest postings;
+  postings.set_page_token(first->next_page_token());
+  expect_refused(billing_->ListPostings(billing_admin_, postings).status());
+  // Edited by the client, or made up.
+  charges.set_page_token(labshare::testing::ForgePageToken(first->next_page_token()));
+  ASSERT_FALSE(charges.page_token().empty());
+  expect_refused(billing_->ListCharges(billing_admin_, charges).status());
+  charges.set_page_token("bm90LWEtdG9rZW4");
+  expect_refused(billing_->ListCharges(billing_admin_, charges).status());
+  // Another caller presenting the administrator's token.
+  charges.set_page_token(first->next_page_token());
+  Principal auditor{"audra", "", {Role::kAuditor}, absl::InfiniteFuture()};
+  expect_refused(billing_->ListCharges(auditor, charges).status());
+  // Its own caller continues.
+  auto second = billing_->ListCharges(billing_admin_, charges);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->charges_size(), 1);
+  EXPECT_NE(second->charges(0).name(), first->charges(0).name());
+}
+
+// Every method with page fields refuses a negative page size, and a token it
+// never issued.
+TEST_F(BillingTest, NegativePageSizeAndUnknownTokensAreRefusedByEveryPagedMethod) {
+  auto expect_invalid = [](const absl::Status& s, const std::string& reason) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_EQ(ErrorReason(s), reason) << s;
+  };
+  labshare::type::v1::Interval interval;
+  *interval.mutable_start_time() = ToProto(day_ - absl::Hours(24));
+  *interval.mutable_end_time() = ToProto(day_ + absl::Hours(24));
+  v1::ListBalancesRequest balances;
+  balances.set_parent("organizations/lab");
+  v1::ListSubsidyPoolsRequest pools;
+  v1::GetOrganizationStatementRequest statement;
+  statement.set_organization("organizations/lab");
+  *statement.mutable_interval() = interval;
+  v1::GetOwnerIncomeReportRequest income;
+  income.set_owner_organization("organizations/owner");
+  *income.mutable_interval() = interval;
+  v1::ListChargesRequest charges;
+  v1::ListInvoicesRequest invoices;
+  for (int32_t size : {-1, -500}) {
+    SCOPED_TRACE(size);
+    balances.set_page_size(size);
+    pools.set_page_size(size);
+    statement.set_page_size(size);
+    income.set_page_size(size);
+    charges.set_page_size(size);
+    invoices.set_page_size(size);
+    expect_invalid(billing_->ListBalances(billing_admin_, balances).status(), "INVALID_FIELD");
+    expect_invalid(billing_->ListSubsidyPools(billing_admin_, pools).status(), "INVALID_FIELD");
+    expect_invalid(billing_->GetOrganizationStatement(billing_admin_, statement).status(), "INVALID_FIELD");
+    expect_invalid(billing_->GetOwnerIncomeReport(billing_admin_, income).status(), "INVALID_FIELD");
+    expect_invalid(billing_->ListCharges(billing_admin_, charges).status(), "INVALID_FIELD");
+    expect_invalid(billing_->ListInvoices(billing_admin_, invoices).status(), "INVALID_FIELD");
+  }
+  balances.set_page_size(0);
+  pools.set_page_size(0);
+  statement.set_page_size(0);
+  income.set_page_size(0);
+  for (const char* token : {"bm90LWEtdG9rZW4", "!!"}) {
+    SCOPED_TRACE(token);
+    balances.set_page_token(token);
+    pools.set_page_token(token);
+    statement.set_page_token(token);
+    income.set_page_token(token);
+    expect_invalid(billing_->ListBalances(billing_admin_, balances).status(), "INVALID_PAGE_TOKEN");
+    expect_invalid(billing_->ListSubsidyPools(billing_admin_, pools).status(), "INVALID_PAGE_TOKEN");
+    expect_invalid(billing_->GetOrganizationStatement(billing_admin_, statement).status(), "INVALID_PAGE_TOKEN");
+    expect_invalid(billing_->GetOwnerIncomeReport(billing_admin_, income).status(), "INVALID_PAGE_TOKEN");
+  }
+}
+
+// Lists and reports computed whole are paged like the others: every item
+// once, in order; report totals cover the whole interval on every page.
+TEST_F(BillingTest, BalancesStatementsIncomeAndPoolsArePaged) {
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Session(absl::Hours(13), absl::Hours(14), absl::Hours(13), absl::Hours(14));
+  Session(absl::Hours(17), absl::Hours(18), absl::Hours(17), absl::Hours(18));
+  Drain();
+  auto pages = [&](auto list, auto request, auto items) {
+    std::vector<std::string> out;
+    request.set_page_size(1);
+    for (int guard = 0; guard < 100; ++guard) {
+      auto page = list(request);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      const auto& got = items(*page);
+      EXPECT_LE(got.size(), 1);
+      for (const auto& item : got) out.push_back(item.SerializeAsString());
+      if (page->next_page_token().empty()) break;
+      request.set_page_token(page->next_page_token());
+    }
+    return out;
+  };
+  auto whole = [&](auto list, auto request, auto items) {
+    std::vector<std::string> out;
+    request.set_page_size(500);
+    auto page = list(request);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (page.ok()) {
+      EXPECT_TRUE(page->next_page_token().empty());
+      for (const auto& item : items(*page)) out.push_back(item.SerializeAsString());
+    }
+    return out;
+  };
+
+  v1::ListBalancesRequest balances;
+  balances.set_parent("organizations/-");
+  auto list_balances = [&](const v1::ListBalancesRequest& r) { return billing_->ListBalances(billing_admin_, r); };
+  auto balance_items = [](const v1::ListBalancesResponse& r) -> const auto& { return r.balances(); };
+  const auto all_balances = whole(list_balances, balances, balance_items);
+  EXPECT_GE(all_balances.size(), 4u);
+  EXPECT_EQ(pages(list_balances, balances, balance_items), all_balances);
+
+  v1::GetOrganizationStatementRequest statement;
+  statement.set_organization("organizations/lab");
+  *statement.mutable_interval()->mutable_start_time() = ToProto(day_ - absl::Hours(24));
+  *statement.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+  auto get_statement = [&](const v1::GetOrganizationStatementRequest& r) {
+    return billing_->GetOrganizationStatement(billing_admin_, r);
+  };
+  auto lines = [](const v1::OrganizationStatement& s) -> const auto& { return s.lines(); };
+  const auto all_lines = whole(get_statement, statement, lines);
+  EXPECT_EQ(all_lines.size(), 3u);
+  EXPECT_EQ(pages(get_statement, statement, lines), all_lines);
+  statement.set_page_size(1);
+  auto first = billing_->GetOrganizationStatement(billing_admin_, statement);
+  ASSERT_TRUE(first.ok());
+  statement.set_page_token(first->next_page_token());
+  auto second = billing_->GetOrganizationStatement(billing_admin_, statement);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->closing_balance().amount_minor(), first->closing_balance().amount_minor());
+  EXPECT_EQ(second->total_credits().amount_minor(), first->total_credits().amount_minor());
+  EXPECT_EQ(second->opening_balance().amount_minor(), first->opening_balance().amount_minor());
+
+  v1::GetOwnerIncomeReportRequest income;
+  income.set_owner_organization("organizations/owner");
+  *income.mutable_interval() = statement.interval();
+  auto get_income = [&](const v1::GetOwnerIncomeReportRequest& r) {
+    return billing_->GetOwnerIncomeReport(billing_admin_, r);
+  };
+  auto rows = [](const v1::OwnerIncomeReport& r) -> const auto& { return r.rows(); };
+  const auto all_rows = whole(get_income, income, rows);
+  EXPECT_GE(all_rows.size(), 1u);
+  EXPECT_EQ(pages(get_income, income, rows), all_rows);
 }
 
 TEST_F(BillingTest, TheRateInForceAtTheTimeOfUseIsApplied) {

@@ -18,6 +18,7 @@
 #include "services/booking/booking_service.h"
 #include "services/booking/inventory_events.h"
 #include "services/inventory/inventory_service.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare::booking {
@@ -36,7 +37,8 @@ class BookingServiceTest : public ::testing::Test {
     signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
     // Inventory.
     inv_store_ = std::make_unique<labshare::inventory::InventoryStore>(pool_.get());
-    inv_manager_ = std::make_unique<labshare::inventory::InventoryManager>(inv_store_.get(), &clock_);
+    inv_manager_ = std::make_unique<labshare::inventory::InventoryManager>(inv_store_.get(), &clock_,
+                                                                           testing::TestPageTokens());
     inv_auth_ = std::make_unique<Authorizer>(signer_.get(), labshare::inventory::InventoryPolicy(), &clock_);
     inv_service_ = std::make_unique<labshare::inventory::InventoryService>(inv_manager_.get(), inv_auth_.get());
     inv_server_ = Start("inventory", inv_auth_.get(), inv_service_.get());
@@ -49,7 +51,7 @@ class BookingServiceTest : public ::testing::Test {
     // As in the binary: CreateBooking's step goes through a pipeline.
     pipeline_ = std::make_unique<RedisPipeline>(redis_->options());
     store_ = std::make_unique<BookingStore>(pool_.get(), pipeline_.get());
-    manager_ = std::make_unique<BookingManager>(store_.get(), inv_client_.get(), &clock_);
+    manager_ = std::make_unique<BookingManager>(store_.get(), inv_client_.get(), &clock_, testing::TestPageTokens());
     auth_ = std::make_unique<Authorizer>(signer_.get(), BookingPolicy(), &clock_);
     service_ = std::make_unique<BookingService>(manager_.get(), auth_.get());
     server_ = Start("booking", auth_.get(), service_.get());

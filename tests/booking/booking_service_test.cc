@@ -15,6 +15,7 @@
 #include "services/booking/inventory_events.h"
 #include "services/inventory/inventory_service.h"
 #include "tests/booking/booking_fixture.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare::booking {
@@ -1151,7 +1152,7 @@ TEST_F(QuotaTest, CompletedAndMissedBookingsCountAsUsed) {
 
 TEST_F(QuotaTest, AnotherReplicaSeesANewQuotaAtOnce) {
   // A second manager on the same Redis caches "no quotas" first.
-  BookingManager other(store_.get(), inv_client_.get(), &clock_);
+  BookingManager other(store_.get(), inv_client_.get(), &clock_, testing::TestPageTokens());
   Principal ana;
   ana.user_id = "ana";
   ana.organization_id = "lab";
@@ -1263,6 +1264,49 @@ TEST_F(QuotaTest, SettingQuotasIsValidatedIdempotentAndForAdminsOnly) {
   int set = 0;
   for (const auto& e : Events()) set += e.has_quota_set();
   EXPECT_EQ(set, 3);
+}
+
+// A page token is good only for the list, the filters and the caller it was
+// issued to, and only as issued; a negative page size is refused.
+TEST_F(QuotaTest, PageTokenRefusedOnAnotherListForgedOrFromAnotherCaller) {
+  v1::Quota q;
+  ASSERT_TRUE(SetQuota(v1::Quota::WEEK, absl::Hours(5), v1::Quota::HARD_LIMIT, &q).ok());
+  ASSERT_TRUE(SetQuota(v1::Quota::MONTH, absl::Hours(9), v1::Quota::HARD_LIMIT, &q).ok());
+  v1::ListQuotasRequest list;
+  list.set_page_size(1);
+  v1::ListQuotasResponse first, listed;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &first, admin_).ok());
+  ASSERT_FALSE(first.next_page_token().empty());
+  auto expect_refused = [](const grpc::Status& s) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_PAGE_TOKEN");
+    EXPECT_NE(s.error_message().find("without page_token"), std::string::npos) << s.error_message();
+  };
+  // Another list with the same (empty) filters.
+  v1::ListProjectsRequest projects;
+  projects.set_page_token(first.next_page_token());
+  v1::ListProjectsResponse none;
+  expect_refused(Call(stub_.get(), &v1::BookingService::Stub::ListProjects, projects, &none, admin_));
+  // Edited by the client, or made up.
+  list.set_page_token(testing::ForgePageToken(first.next_page_token()));
+  ASSERT_FALSE(list.page_token().empty());
+  expect_refused(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, admin_));
+  list.set_page_token("bm90LWEtdG9rZW4");
+  expect_refused(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, admin_));
+  // Another caller with the administrator's token.
+  list.set_page_token(first.next_page_token());
+  expect_refused(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed,
+                      Token("audra", "", {Role::kAuditor})));
+  // The token's own caller continues.
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, admin_).ok());
+  ASSERT_EQ(listed.quotas_size(), 1);
+  EXPECT_EQ(listed.quotas(0).name(), "quotas/tem.lab.month");
+
+  list.clear_page_token();
+  list.set_page_size(-1);
+  const grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
 }
 
 }  // namespace

@@ -121,7 +121,7 @@ TEST_F(SessionsTest, ReplicasSweepingAtOnceCheckTheSessionOutOnce) {
   // Another replica: its own connections, the same Redis.
   RedisPool pool(redis_->options());
   BookingStore store(&pool);
-  BookingManager other(&store, inv_client_.get(), &clock_);
+  BookingManager other(&store, inv_client_.get(), &clock_, labshare::testing::TestPageTokens());
   absl::StatusOr<int> mine = 0, theirs = 0;
   std::thread t([&] { theirs = other.Sweep(); });
   mine = manager_->Sweep();

@@ -29,6 +29,7 @@
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare {
@@ -156,7 +157,7 @@ class InputRangeTest : public ::testing::Test {
     pool_ = std::make_unique<RedisPool>(redis_->options());
     signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
     inv_store_ = std::make_unique<inventory::InventoryStore>(pool_.get());
-    inv_manager_ = std::make_unique<inventory::InventoryManager>(inv_store_.get(), &clock_);
+    inv_manager_ = std::make_unique<inventory::InventoryManager>(inv_store_.get(), &clock_, labshare::testing::TestPageTokens());
     inv_auth_ = std::make_unique<Authorizer>(signer_.get(), inventory::InventoryPolicy(), &clock_);
     inv_service_ = std::make_unique<inventory::InventoryService>(inv_manager_.get(), inv_auth_.get());
     inv_server_ = Start("inventory", inv_auth_.get(), inv_service_.get());
@@ -165,14 +166,14 @@ class InputRangeTest : public ::testing::Test {
         grpc::CreateChannel(inv_server_->address(), grpc::InsecureChannelCredentials()), identity_.get(),
         &clock_, absl::ZeroDuration());
     bk_store_ = std::make_unique<booking::BookingStore>(pool_.get());
-    bk_manager_ = std::make_unique<booking::BookingManager>(bk_store_.get(), inv_client_.get(), &clock_);
+    bk_manager_ = std::make_unique<booking::BookingManager>(bk_store_.get(), inv_client_.get(), &clock_, labshare::testing::TestPageTokens());
     bk_auth_ = std::make_unique<Authorizer>(signer_.get(), booking::BookingPolicy(), &clock_);
     bk_service_ = std::make_unique<booking::BookingService>(bk_manager_.get(), bk_auth_.get());
     bk_server_ = Start("booking", bk_auth_.get(), bk_service_.get());
-    figures_ = std::make_unique<usage::UsageFigures>(pool_.get(), &clock_, absl::UTCTimeZone());
+    figures_ = std::make_unique<usage::UsageFigures>(pool_.get(), &clock_, absl::UTCTimeZone(), labshare::testing::TestPageTokens());
     usage::AuditChainOptions audit_options;
     audit_options.clock = &clock_;
-    audit_ = std::make_unique<usage::AuditChain>(pool_.get(), audit_options);
+    audit_ = std::make_unique<usage::AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), audit_options);
     us_auth_ = std::make_unique<Authorizer>(signer_.get(), usage::UsagePolicy(), &clock_);
     us_service_ = std::make_unique<usage::UsageService>(figures_.get(), audit_.get(), us_auth_.get());
     us_server_ = Start("usage", us_auth_.get(), us_service_.get());

@@ -18,39 +18,6 @@ TEST(ProtoTime, RoundTripsToTheNanosecond) {
   EXPECT_EQ(FromProto(ToProto(d)), d);
 }
 
-TEST(PageRequest, DefaultsAndClampsSize) {
-  ListInstrumentsRequest r;
-  EXPECT_EQ(ParsePageRequest(r)->page_size, kDefaultPageSize);
-  r.set_page_size(100000);
-  EXPECT_EQ(ParsePageRequest(r)->page_size, kMaxPageSize);
-  r.set_page_size(-1);
-  EXPECT_EQ(ErrorReason(ParsePageRequest(r).status()), "INVALID_FIELD");
-}
-
-TEST(PageToken, RoundTripsWithSameFiltersAndAnyPageSize) {
-  ListInstrumentsRequest r;
-  r.set_category("nmr");
-  r.set_page_size(10);
-  const std::string token = MakePageToken(r, "i042");
-  r.set_page_token(token);
-  r.set_page_size(20);
-  auto page = ParsePageRequest(r);
-  ASSERT_TRUE(page.ok());
-  EXPECT_EQ(page->after, "i042");
-  EXPECT_EQ(page->page_size, 20);
-}
-
-TEST(PageToken, RejectedWithOtherFiltersOrGarbage) {
-  ListInstrumentsRequest r;
-  r.set_category("nmr");
-  const std::string token = MakePageToken(r, "i042");
-  r.set_category("sem");
-  r.set_page_token(token);
-  EXPECT_EQ(ErrorReason(ParsePageRequest(r).status()), "INVALID_PAGE_TOKEN");
-  r.set_page_token("%%%not-base64");
-  EXPECT_EQ(ParsePageRequest(r).status().code(), absl::StatusCode::kInvalidArgument);
-}
-
 TEST(RequestFingerprint, DependsOnMethodAndContent) {
   ListInstrumentsRequest a, b;
   a.set_category("nmr");

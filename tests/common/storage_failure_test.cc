@@ -17,6 +17,7 @@
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "services/inventory/inventory_service.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/redis_snapshot.h"
 
@@ -260,7 +261,7 @@ TEST_F(OutOfMemoryTest, AMutationOverGrpcIsUnavailableThenSucceedsOnRetry) {
   FakeClock clock;
   auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
   inventory::InventoryStore store(pool_.get());
-  inventory::InventoryManager manager(&store, &clock);
+  inventory::InventoryManager manager(&store, &clock, labshare::testing::TestPageTokens());
   Authorizer auth(&signer, inventory::InventoryPolicy(), &clock);
   inventory::InventoryService service(&manager, &auth);
   ServerConfig config;

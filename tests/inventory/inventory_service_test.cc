@@ -16,6 +16,7 @@
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 #include "services/inventory/inventory_service.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare::inventory {
@@ -36,7 +37,7 @@ class InventoryServiceTest : public Test {
     pool_ = std::make_unique<RedisPool>(redis_server_->options());
     signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
     store_ = std::make_unique<InventoryStore>(pool_.get());
-    manager_ = std::make_unique<InventoryManager>(store_.get(), &clock_);
+    manager_ = std::make_unique<InventoryManager>(store_.get(), &clock_, testing::TestPageTokens());
     authorizer_ = std::make_unique<Authorizer>(signer_.get(), InventoryPolicy(), &clock_);
     service_ = std::make_unique<InventoryService>(manager_.get(), authorizer_.get());
     ServerConfig config;
@@ -643,6 +644,63 @@ TEST_F(InventoryServiceTest, PaginatesHundredsOfInstrumentsWithFilters) {
   auto s = Call(&v1::InventoryService::Stub::ListInstruments, other, &resp, admin_);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_PAGE_TOKEN");
+}
+
+// A page token is good only for the list, the filters and the caller it was
+// issued to, and only as issued.
+TEST_F(InventoryServiceTest, PageTokenRefusedOnAnotherListForgedOrFromAnotherCaller) {
+  MakeOrg("a", v1::MEMBER, "CORE");
+  MakeOrg("b", v1::MEMBER, "CORE");
+  MakeOrg("c", v1::MEMBER, "CORE");
+  MakeFacility("fa", "a");
+  MakeFacility("fb", "a");
+  MakeFacility("fc", "a");
+  v1::ListFacilitiesRequest facilities;
+  facilities.set_page_size(1);
+  v1::ListFacilitiesResponse first;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::ListFacilities, facilities, &first, admin_).ok());
+  ASSERT_FALSE(first.next_page_token().empty());
+  auto expect_refused = [](const grpc::Status& s) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_PAGE_TOKEN");
+    EXPECT_NE(s.error_message().find("without page_token"), std::string::npos) << s.error_message();
+  };
+
+  // The same token continues the same list for the same caller.
+  facilities.set_page_token(first.next_page_token());
+  v1::ListFacilitiesResponse second;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::ListFacilities, facilities, &second, admin_).ok());
+  ASSERT_EQ(second.facilities_size(), 1);
+  EXPECT_EQ(second.facilities(0).name(), "facilities/fb");
+
+  // Another list with the same (empty) filters.
+  v1::ListOrganizationsRequest orgs;
+  orgs.set_page_size(1);
+  orgs.set_page_token(first.next_page_token());
+  v1::ListOrganizationsResponse org_resp;
+  expect_refused(Call(&v1::InventoryService::Stub::ListOrganizations, orgs, &org_resp, admin_));
+
+  // A token edited by the client.
+  facilities.set_page_token(testing::ForgePageToken(first.next_page_token()));
+  ASSERT_FALSE(facilities.page_token().empty());
+  expect_refused(Call(&v1::InventoryService::Stub::ListFacilities, facilities, &second, admin_));
+  facilities.set_page_token("bm90LWEtdG9rZW4");  // base64url of "not-a-token"
+  expect_refused(Call(&v1::InventoryService::Stub::ListFacilities, facilities, &second, admin_));
+
+  // Another caller presenting the administrator's token.
+  facilities.set_page_token(first.next_page_token());
+  expect_refused(Call(&v1::InventoryService::Stub::ListFacilities, facilities, &second,
+                      Token("u-lab", "a", {Role::kLabUser})));
+}
+
+TEST_F(InventoryServiceTest, NegativePageSizeIsInvalidField) {
+  v1::ListFacilitiesRequest facilities;
+  facilities.set_page_size(-1);
+  v1::ListFacilitiesResponse resp;
+  auto s = Call(&v1::InventoryService::Stub::ListFacilities, facilities, &resp, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+  EXPECT_EQ(Violations(s), std::vector<std::string>{"page_size"});
 }
 
 // ------------------------------------------------------------------ rates

@@ -27,6 +27,7 @@
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 #include "labshare/usage/v1/usage_events.pb.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare::usage {
@@ -138,7 +139,7 @@ class AuditChainTest : public ::testing::Test {
     o.clock = &clock_;
     o.batch_size = 4;  // several round trips even for short chains
     o.before_commit_for_testing = std::move(hook);
-    return std::make_unique<AuditChain>(pool, std::move(o));
+    return std::make_unique<AuditChain>(pool, testing::TestPageTokens(), std::move(o));
   }
 
   v1::AuditEntry MustAppend(const std::string& source, const StreamEvent& e) {
@@ -185,6 +186,7 @@ class AuditChainTest : public ::testing::Test {
 
   testing::RedisServer* server_ = nullptr;
   FakeClock clock_{absl::FromUnixSeconds(1798761600)};
+  Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
   std::unique_ptr<RedisPool> pool_;
   std::unique_ptr<AuditChain> chain_;
   std::vector<std::string> files_;
@@ -550,7 +552,7 @@ std::vector<int64_t> Sequences(const v1::ListAuditEntriesResponse& r) {
 TEST_F(AuditChainTest, ListFiltersAndViews) {
   AppendFive();
   auto list = [&](const v1::ListAuditEntriesRequest& q) {
-    auto r = chain_->List(q);
+    auto r = chain_->List(auditor_, q);
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : v1::ListAuditEntriesResponse();
   };
@@ -603,11 +605,11 @@ TEST_F(AuditChainTest, ListFiltersAndViews) {
   v1::ListAuditEntriesRequest bad;
   bad.set_start_sequence(4);
   bad.set_end_sequence(4);
-  EXPECT_EQ(chain_->List(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(chain_->List(auditor_, bad).status().code(), absl::StatusCode::kInvalidArgument);
   v1::ListAuditEntriesRequest empty_interval;
   *empty_interval.mutable_event_interval()->mutable_start_time() = ToProto(absl::FromUnixSeconds(5));
   *empty_interval.mutable_event_interval()->mutable_end_time() = ToProto(absl::FromUnixSeconds(5));
-  EXPECT_EQ(chain_->List(empty_interval).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(chain_->List(auditor_, empty_interval).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(AuditChainTest, ListPagesBySequenceBothWays) {
@@ -622,7 +624,7 @@ TEST_F(AuditChainTest, ListPagesBySequenceBothWays) {
       std::vector<int64_t> got;
       int pages = 0;
       do {
-        auto r = chain_->List(q);
+        auto r = chain_->List(auditor_, q);
         ASSERT_TRUE(r.ok()) << r.status();
         for (int64_t s : Sequences(*r)) got.push_back(s);
         q.set_page_token(r->next_page_token());
@@ -637,11 +639,22 @@ TEST_F(AuditChainTest, ListPagesBySequenceBothWays) {
   }
   v1::ListAuditEntriesRequest q;
   q.set_page_size(3);
-  auto first = chain_->List(q);
+  auto first = chain_->List(auditor_, q);
   ASSERT_TRUE(first.ok());
   q.set_page_token(first->next_page_token());
   q.set_actor("users/u1");  // other filters: the token is rejected
-  EXPECT_EQ(ErrorReason(chain_->List(q).status()), "INVALID_PAGE_TOKEN");
+  EXPECT_EQ(ErrorReason(chain_->List(auditor_, q).status()), "INVALID_PAGE_TOKEN");
+  q.clear_actor();  // another caller: rejected
+  const Principal admin{"adam", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
+  EXPECT_EQ(ErrorReason(chain_->List(admin, q).status()), "INVALID_PAGE_TOKEN");
+  EXPECT_TRUE(chain_->List(auditor_, q).ok());
+  // a token edited to point elsewhere: rejected
+  q.set_page_token(testing::ForgePageToken(first->next_page_token()));
+  ASSERT_FALSE(q.page_token().empty());
+  EXPECT_EQ(ErrorReason(chain_->List(auditor_, q).status()), "INVALID_PAGE_TOKEN");
+  q.clear_page_token();
+  q.set_page_size(-1);
+  EXPECT_EQ(ErrorReason(chain_->List(auditor_, q).status()), "INVALID_FIELD");
 }
 
 // ------------------------------------------------------------ export

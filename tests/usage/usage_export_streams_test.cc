@@ -29,6 +29,7 @@ extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare::usage {
@@ -71,8 +72,8 @@ class ExportStreamsTest : public ::testing::Test {
     clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone_));
     AuditChainOptions o;
     o.clock = &clock_;
-    audit_ = std::make_unique<AuditChain>(pool_.get(), o);
-    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_);
+    audit_ = std::make_unique<AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), o);
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
     // 600 entries of about 2 KiB: a JSONL file of about 2 MB, 30-odd chunks.
     for (int i = 0; i < kEntries; ++i) {
       labshare::inventory::v1::InventoryEvent e;

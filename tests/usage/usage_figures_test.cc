@@ -27,9 +27,10 @@ class UsageMonthTest : public BookingServiceTest {
     reader_ = std::make_unique<billing::testing::DirectInventory>(inv_manager_.get());
     bstore_ = std::make_unique<billing::BillingStore>(pool_.get());
     billing_ = std::make_unique<billing::BillingManager>(bstore_.get(), reader_.get(), &clock_,
-                                                         *billing::LoadBillingTimeZone("Asia/Shanghai"));
+                                                         *billing::LoadBillingTimeZone("Asia/Shanghai"),
+                                                         labshare::testing::TestPageTokens());
     shanghai_ = *billing::LoadBillingTimeZone("Asia/Shanghai");
-    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, shanghai_);
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, shanghai_, labshare::testing::TestPageTokens());
     auditor_ = Principal{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
   }
 
@@ -274,7 +275,7 @@ TEST_F(UsageMonthTest, EveryFigureOfTheScriptedMonth) {
 
   // Delivered twice, or folded by a restarted service: the same figures.
   FoldAll(*figures_);
-  UsageFigures restarted(pool_.get(), &clock_, shanghai_);
+  UsageFigures restarted(pool_.get(), &clock_, shanghai_, labshare::testing::TestPageTokens());
   FoldAll(restarted);
   EXPECT_EQ(January(tem).SerializeAsString(), f.SerializeAsString());
 }

@@ -10,6 +10,7 @@
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/redis_snapshot.h"
 
@@ -26,10 +27,10 @@ class UsageLuaAtomicityTest : public ::testing::Test {
     ASSERT_NE(redis_, nullptr);
     testing::FlushAll(*redis_);
     pool_ = std::make_unique<RedisPool>(redis_->options());
-    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, absl::UTCTimeZone());
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, absl::UTCTimeZone(), labshare::testing::TestPageTokens());
     AuditChainOptions options;
     options.clock = &clock_;
-    audit_ = std::make_unique<AuditChain>(pool_.get(), options);
+    audit_ = std::make_unique<AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), options);
     // Something already folded and appended, for a failed step to damage.
     ASSERT_TRUE(figures_->Fold("booking", Created("e0")).ok());
     ASSERT_TRUE(audit_->Append("booking", Created("e0")).ok());

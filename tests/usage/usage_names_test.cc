@@ -18,6 +18,7 @@
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare::usage {
@@ -77,8 +78,8 @@ class UsageNamesTest : public ::testing::Test {
     clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone_));
     AuditChainOptions o;
     o.clock = &clock_;
-    audit_ = std::make_unique<AuditChain>(pool_.get(), o);
-    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_);
+    audit_ = std::make_unique<AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), o);
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
   }
 
   // A checked-out ON_SITE session of one hour on `instrument`, booked by
@@ -162,7 +163,7 @@ TEST_F(UsageNamesTest, ListAuditEntriesRejectsMalformedNames) {
   for (const char* bad : {kDotDot, kStar, "bookings/b-e1/", "bookings"}) {
     v1::ListAuditEntriesRequest q;
     q.set_resource(bad);
-    auto r = audit_->List(q);
+    auto r = audit_->List(auditor_, q);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_EQ(ErrorReason(r.status()), "INVALID_NAME") << bad;
     ASSERT_EQ(FieldViolationsOf(r.status()).size(), 1u);
@@ -170,21 +171,21 @@ TEST_F(UsageNamesTest, ListAuditEntriesRejectsMalformedNames) {
   }
   v1::ListAuditEntriesRequest actor;
   actor.set_actor("users/*");
-  EXPECT_EQ(ErrorReason(audit_->List(actor).status()), "INVALID_NAME");
+  EXPECT_EQ(ErrorReason(audit_->List(auditor_, actor).status()), "INVALID_NAME");
   actor.set_actor("organizations/o1");  // an actor is a user or a service
-  EXPECT_EQ(ErrorReason(audit_->List(actor).status()), "INVALID_NAME");
+  EXPECT_EQ(ErrorReason(audit_->List(auditor_, actor).status()), "INVALID_NAME");
   v1::ListAuditEntriesRequest org;
   org.set_actor_organization(kStar);
-  EXPECT_EQ(ErrorReason(audit_->List(org).status()), "INVALID_NAME");
+  EXPECT_EQ(ErrorReason(audit_->List(auditor_, org).status()), "INVALID_NAME");
   // Well-formed names work as before.
   v1::ListAuditEntriesRequest ok;
   ok.set_resource("instruments/i7");
-  auto listed = audit_->List(ok);
+  auto listed = audit_->List(auditor_, ok);
   ASSERT_TRUE(listed.ok()) << listed.status();
   EXPECT_EQ(listed->entries_size(), 1);
   ok.set_actor("users/u1");
   ok.set_actor_organization("organizations/o1");
-  ASSERT_TRUE(audit_->List(ok).ok());
+  ASSERT_TRUE(audit_->List(auditor_, ok).ok());
 }
 
 TEST_F(UsageNamesTest, BadNamesInAnEventAreNotFoldedIntoFigures) {

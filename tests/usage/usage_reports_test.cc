@@ -38,6 +38,7 @@
 #include "labshare/usage/v1/usage.grpc.pb.h"
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
+#include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare::usage {
@@ -73,7 +74,7 @@ class UsageReportsTest : public ::testing::Test {
     zone_ = absl::FixedTimeZone(8 * 3600);
     ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &zone_));
     clock_.Set(At(2027, 3, 1));
-    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_);
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, testing::TestPageTokens());
   }
 
   absl::Time At(int y, int m, int d, int h = 0) { return absl::FromCivil(absl::CivilHour(y, m, d, h), zone_); }
@@ -437,6 +438,48 @@ TEST_F(UsageReportsTest, IdleAndUnderSharedInstruments) {
 }
 
 // ================================================================ matrix
+
+// A page token is good only for the list, the filters and the caller it was
+// issued to, and only as issued; a negative page size is refused.
+TEST_F(UsageReportsTest, PageTokenRefusedOnAnotherListForgedOrFromAnotherCaller) {
+  Year();
+  v1::ListIdleInstrumentsRequest idle;
+  *idle.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  idle.mutable_threshold_override()->set_idle_effective_seconds_per_year(4000000);
+  idle.set_page_size(1);
+  auto first = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_FALSE(first->next_page_token().empty());
+  auto expect_refused = [](const absl::Status& s) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(ErrorReason(s), "INVALID_PAGE_TOKEN");
+    EXPECT_TRUE(absl::StrContains(s.message(), "without page_token")) << s.message();
+  };
+  // The under-shared list has the very same fields.
+  v1::ListUnderSharedInstrumentsRequest under;
+  *under.mutable_range() = idle.range();
+  *under.mutable_threshold_override() = idle.threshold_override();
+  under.set_page_size(1);
+  under.set_page_token(first->next_page_token());
+  expect_refused(figures_->ListUnderSharedInstruments(auditor_, under).status());
+  // Edited by the client, or made up.
+  idle.set_page_token(testing::ForgePageToken(first->next_page_token()));
+  ASSERT_FALSE(idle.page_token().empty());
+  expect_refused(figures_->ListIdleInstruments(auditor_, idle).status());
+  idle.set_page_token("bm90LWEtdG9rZW4");
+  expect_refused(figures_->ListIdleInstruments(auditor_, idle).status());
+  // Another caller presenting the auditor's token.
+  idle.set_page_token(first->next_page_token());
+  expect_refused(figures_->ListIdleInstruments(admin_, idle).status());
+  auto second = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->instruments_size(), 1);
+  EXPECT_NE(second->instruments(0).instrument(), first->instruments(0).instrument());
+
+  idle.clear_page_token();
+  idle.set_page_size(-1);
+  EXPECT_EQ(ErrorReason(figures_->ListIdleInstruments(auditor_, idle).status()), "INVALID_FIELD");
+}
 
 TEST_F(UsageReportsTest, SharingMatrix) {
   Year();
@@ -816,7 +859,7 @@ TEST_F(UsageReportsTest, PolicyAndStreamsOverGrpc) {
   Authorizer auth(&signer, UsagePolicy(), &clock_);
   AuditChainOptions audit_options;
   audit_options.clock = &clock_;
-  AuditChain audit(pool_.get(), audit_options);
+  AuditChain audit(pool_.get(), testing::TestPageTokens(), audit_options);
   UsageService service(figures_.get(), &audit, &auth);
   ServerConfig config;
   config.service_name = "usage";

@@ -1,0 +1,177 @@
+#include "common/page_token.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "common/error.h"
+#include "labshare/inventory/v1/inventory.pb.h"
+
+namespace labshare {
+namespace {
+
+using labshare::inventory::v1::ListFacilitiesRequest;
+using labshare::inventory::v1::ListInstrumentsRequest;
+using labshare::inventory::v1::ListOrganizationsRequest;
+
+constexpr char kKey[] = "page-token-test-key-0123456789abcdef";
+
+Principal Caller(std::string user = "u-ana", std::string org = "lab", std::vector<Role> roles = {Role::kLabUser}) {
+  return Principal{std::move(user), std::move(org), std::move(roles), absl::InfiniteFuture()};
+}
+
+void ExpectBadToken(const absl::StatusOr<PageRequest>& page) {
+  ASSERT_FALSE(page.ok());
+  EXPECT_EQ(page.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(page.status()), "INVALID_PAGE_TOKEN");
+  EXPECT_TRUE(absl::StrContains(page.status().message(), "start again without page_token"))
+      << page.status().message();
+  const auto violations = FieldViolationsOf(page.status());
+  ASSERT_EQ(violations.size(), 1u);
+  EXPECT_EQ(violations[0].field, "page_token");
+}
+
+TEST(PageTokenCodec, DefaultsClampsAndRefusesNegativeSize) {
+  const PageTokenCodec codec(kKey);
+  ListInstrumentsRequest r;
+  EXPECT_EQ(codec.Parse(r, Caller())->page_size, kDefaultPageSize);
+  r.set_page_size(7);
+  EXPECT_EQ(codec.Parse(r, Caller())->page_size, 7);
+  r.set_page_size(100000);
+  EXPECT_EQ(codec.Parse(r, Caller())->page_size, kMaxPageSize);
+  for (int32_t size : {-1, -500, INT32_MIN}) {
+    r.set_page_size(size);
+    const auto page = codec.Parse(r, Caller());
+    EXPECT_EQ(page.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(ErrorReason(page.status()), "INVALID_FIELD");
+    ASSERT_EQ(FieldViolationsOf(page.status()).size(), 1u);
+    EXPECT_EQ(FieldViolationsOf(page.status())[0].field, "page_size");
+  }
+}
+
+TEST(PageTokenCodec, RoundTripsWithSameFiltersCallerAndAnyPageSize) {
+  const PageTokenCodec codec(kKey);
+  ListInstrumentsRequest r;
+  r.set_category("nmr");
+  r.set_page_size(10);
+  const std::string token = codec.Make(r, Caller(), "1700000000|i042");
+  r.set_page_token(token);
+  r.set_page_size(20);
+  auto page = codec.Parse(r, Caller());
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->after, "1700000000|i042");
+  EXPECT_EQ(page->page_size, 20);
+  // The order of roles and the bearer token's expiry do not matter.
+  Principal renewed = Caller("u-ana", "lab", {Role::kAuditor, Role::kLabUser});
+  r.set_page_token(codec.Make(r, renewed, "x"));
+  std::swap(renewed.roles[0], renewed.roles[1]);
+  renewed.expires_at = absl::UnixEpoch();
+  EXPECT_TRUE(codec.Parse(r, renewed).ok());
+  // Another codec with the same key (another replica) accepts it too.
+  EXPECT_TRUE(PageTokenCodec(kKey).Parse(r, renewed).ok());
+}
+
+TEST(PageTokenCodec, TokensAreUrlSafeAndShort) {
+  const PageTokenCodec codec(kKey);
+  ListInstrumentsRequest r;
+  r.set_category(std::string(1000, 'x'));  // the filters do not grow the token
+  const std::string token = codec.Make(r, Caller(), "1700000000|i042");
+  EXPECT_LE(token.size(), 50u);
+  for (char c : token) EXPECT_TRUE(absl::ascii_isalnum(c) || c == '-' || c == '_') << token;
+}
+
+TEST(PageTokenCodec, RefusesAnotherList) {
+  const PageTokenCodec codec(kKey);
+  // Same (empty) filters, same field numbers: only the list differs.
+  ListFacilitiesRequest facilities;
+  ListOrganizationsRequest orgs;
+  orgs.set_page_token(codec.Make(facilities, Caller(), "f1"));
+  ExpectBadToken(codec.Parse(orgs, Caller()));
+}
+
+TEST(PageTokenCodec, RefusesOtherFilters) {
+  const PageTokenCodec codec(kKey);
+  ListInstrumentsRequest r;
+  r.set_category("nmr");
+  const std::string token = codec.Make(r, Caller(), "i042");
+  r.set_category("sem");
+  r.set_page_token(token);
+  ExpectBadToken(codec.Parse(r, Caller()));
+  r.set_category("nmr");
+  r.set_state(labshare::inventory::v1::ACTIVE);  // a filter added
+  ExpectBadToken(codec.Parse(r, Caller()));
+}
+
+TEST(PageTokenCodec, RefusesAnotherCaller) {
+  const PageTokenCodec codec(kKey);
+  ListInstrumentsRequest r;
+  r.set_page_token(codec.Make(r, Caller("u-ana", "lab", {Role::kLabUser}), "i042"));
+  ExpectBadToken(codec.Parse(r, Caller("u-bob", "lab", {Role::kLabUser})));
+  ExpectBadToken(codec.Parse(r, Caller("u-ana", "other", {Role::kLabUser})));
+  ExpectBadToken(codec.Parse(r, Caller("u-ana", "lab", {Role::kLabUser, Role::kAuditor})));
+  ExpectBadToken(codec.Parse(r, Caller("u-ana", "lab", {})));
+  // Parts cannot be shifted into one another.
+  r.set_page_token(codec.Make(r, Caller("u-a", "nalab", {}), "i042"));
+  ExpectBadToken(codec.Parse(r, Caller("u-an", "alab", {})));
+}
+
+TEST(PageTokenCodec, RefusesTamperedTruncatedForgedOrGarbage) {
+  const PageTokenCodec codec(kKey);
+  ListInstrumentsRequest r;
+  const std::string token = codec.Make(r, Caller(), "1700000000|i042");
+  std::string raw;
+  ASSERT_TRUE(absl::WebSafeBase64Unescape(token, &raw));
+  for (size_t i = 0; i < raw.size(); ++i) {  // every byte, MAC and position alike
+    std::string edited = raw;
+    edited[i] = static_cast<char>(edited[i] ^ 0x01);
+    r.set_page_token(absl::WebSafeBase64Escape(edited));
+    ExpectBadToken(codec.Parse(r, Caller()));
+  }
+  for (size_t n : {size_t{0}, size_t{1}, size_t{16}, size_t{17}, raw.size() - 1}) {  // truncated
+    if (n == 0) continue;  // an empty token is no token: the first page
+    r.set_page_token(absl::WebSafeBase64Escape(raw.substr(0, n)));
+    ExpectBadToken(codec.Parse(r, Caller()));
+  }
+  r.set_page_token(token + "AAAA");  // extended
+  ExpectBadToken(codec.Parse(r, Caller()));
+  // The old format: base64 of a filter hash, "\n" and the position.
+  r.set_page_token(absl::WebSafeBase64Escape("0123456789abcdef\ni042"));
+  ExpectBadToken(codec.Parse(r, Caller()));
+  // Made with another key.
+  r.set_page_token(PageTokenCodec("another-key-0123456789abcdef012345").Make(r, Caller(), "i042"));
+  ExpectBadToken(codec.Parse(r, Caller()));
+  for (const char* garbage : {"%%%not-base64", "!", "bm90LWEtdG9rZW4", "AQ", " "}) {
+    r.set_page_token(garbage);
+    ExpectBadToken(codec.Parse(r, Caller()));
+  }
+  r.set_page_token(std::string(100000, 'A'));
+  ExpectBadToken(codec.Parse(r, Caller()));
+}
+
+TEST(PageTokenCodec, EmptyTokenIsTheFirstPage) {
+  const PageTokenCodec codec(kKey);
+  ListInstrumentsRequest r;
+  r.set_page_token("");
+  auto page = codec.Parse(r, Caller());
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->after, "");
+}
+
+TEST(PageTokenCodec, KeyFromSignerIsSharedByEveryProcessWithTheSameTokenKey) {
+  auto a = TokenSigner::Create("signing-key-0123456789abcdef0123456789");
+  auto b = TokenSigner::Create("signing-key-0123456789abcdef0123456789");
+  auto other = TokenSigner::Create("signing-key-9876543210abcdef0123456789");
+  ASSERT_TRUE(a.ok() && b.ok() && other.ok());
+  ListInstrumentsRequest r;
+  r.set_page_token(PageTokenCodec::FromSigner(*a).Make(r, Caller(), "i042"));
+  EXPECT_TRUE(PageTokenCodec::FromSigner(*b).Parse(r, Caller()).ok());
+  ExpectBadToken(PageTokenCodec::FromSigner(*other).Parse(r, Caller()));
+  // The derived key is not the signing key itself.
+  EXPECT_NE(a->DeriveKey("page tokens"), "signing-key-0123456789abcdef0123456789");
+  EXPECT_EQ(a->DeriveKey("page tokens").size(), 32u);
+  EXPECT_NE(a->DeriveKey("page tokens"), a->DeriveKey("something else"));
+}
+
+}  // namespace
+}  // namespace labshare

@@ -118,6 +118,11 @@ class BookingManager {
   // service runs it periodically; safe to run on every replica at once.
   absl::StatusOr<int> Sweep();
 
+  // Fills the listing indexes of ListBookings, ListLeases and
+  // ListServiceOrders for data written before they existed (booking_lists.h);
+  // idempotent, then a marker. Returns how many documents it indexed.
+  absl::StatusOr<int64_t> MigrateListings();
+
  private:
   // What CreateBooking decided before its Lua step.
   struct PreparedCreate {

@@ -55,7 +55,9 @@ int main(int argc, char** argv) {
     do {
       if (!migrated) {  // listing indexes of older versions (see redis_booking_store.h)
         auto moved = store.MigrateIndexes();
-        migrated = moved.ok();
+        auto listed = manager.MigrateListings();  // cross-instrument listing indexes
+        if (!listed.ok()) labshare::LogWarning("listing migration failed", {{"error", listed.status().ToString()}});
+        migrated = moved.ok() && listed.ok();
         if (!moved.ok()) labshare::LogWarning("index migration failed", {{"error", moved.status().ToString()}});
         if (moved.ok() && *moved > 0) labshare::LogInfo("listing indexes migrated", {{"bookings", std::to_string(*moved)}});
       }

@@ -778,7 +778,7 @@ absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPage
     return v.is_error() && absl::StartsWith(v.str, "NOSCRIPT");
   });
   if (unknown) {  // first use on this server: load it, then once more
-    LS_RETURN_IF_ERROR(pool_->Eval(ListingScript(), {keys::ListSpan(0)}, {"asc", "0", "0", "", "", "0"}).status());
+    LS_RETURN_IF_ERROR(pool_->Eval(ListingScript(), {keys::ListAll(0, 'b')}, {"asc", "0", "0", "", "", "0"}).status());
     LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(commands));
   }
   auto unexpected = [] { return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected listing reply"); };

@@ -263,6 +263,12 @@ TEST_F(ListsTest, MigrationIndexesBookingsWrittenBeforeTheIndexes) {
   EXPECT_EQ(List(admin_), kAll);
 }
 
+TEST_F(ListsTest, ListsAfterRedisForgotItsScripts) {
+  SeedBookings();
+  ASSERT_TRUE(pool_->Command({"SCRIPT", "FLUSH"}).ok());
+  EXPECT_EQ(List(admin_, 2), kAll);
+}
+
 // ---------------------------------------------------------------- leases
 
 class LeaseListsTest : public ListsTest {

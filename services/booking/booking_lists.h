@@ -121,8 +121,9 @@ class OwnsOrOperates {
 // Fills the booking indexes of bookings, leases and orders created before
 // the indexes existed (idempotent; ZADD of what the create step writes).
 // `operator_of` answers an instrument's operator organisation. After one
-// complete pass sets {booking}:migrated:lists and only checks it. Returns
-// how many documents it indexed.
+// complete pass sets {booking}:migrated:lists and only checks it (so
+// replicas of a version without these indexes must be gone by then: what
+// they create later is not indexed). Returns how many documents it indexed.
 absl::StatusOr<int64_t> MigrateListings(
     const BookingStore& store, const std::function<absl::StatusOr<std::string>(const std::string&)>& operator_of);
 

@@ -8,7 +8,7 @@
 // reject, cancel with late-cancellation outcome, check-in, check-out with
 // clamping to the next booking and optional release of the rest, missed and
 // expired by the sweep), projects with cost shares and atomic hour budgets,
-// Get, List by instrument, QueryAvailability, maintenance outages. LEASE and
+// Get, lists across instruments (booking_lists.h), QueryAvailability, maintenance outages. LEASE and
 // TECHNICAL_SERVICE answer UNIMPLEMENTED (MODE_NOT_YET_SUPPORTED) until built.
 #ifndef LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_
 #define LABSHARE_SERVICES_BOOKING_BOOKING_MANAGER_H_

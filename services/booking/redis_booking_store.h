@@ -28,7 +28,8 @@
 //                            (ms), written by older versions; still swept.
 //   {bk:ids}:<id>            partition of a client-chosen booking id
 //   {bk:P}:lease:<id>        Lease document; its booking has the same id
-//   {bk:P}:order:<id>        ServiceOrder document; index {bk:P}:orders:<instr>
+//   {bk:P}:order:<id>        ServiceOrder document (older versions also kept the
+//                            index {bk:P}:orders:<instr>; now {bk:P}:ls:o:...)
 //   {bk:P}:budget:<project>  HASH "<instr>:budget|committed|used" -> ms: a joint-
 //                            research project's hours on an instrument, kept
 //                            with the calendar so the create step checks them

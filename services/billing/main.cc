@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
     stop.Notify();
   });
   loop.Stop();
-  stop.Notify();
+  if (!stop.HasBeenNotified()) stop.Notify();  // RunService returns without a signal when it fails to start
   consumer.join();
   periods.join();
   return rc;

@@ -12,6 +12,7 @@
 #include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
+#include "services/booking/booking_lists.h"
 #include "services/booking/booking_manager.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -190,6 +191,10 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   step.reserved_start_ms = Ms(start);
   step.extra_docs.push_back({keys::Lease(partition, id), lease.SerializeAsString(), 0});
   step.denied = !denial.ok();
+  step.listing_keys = BookingListingKeys(partition, booking, instrument.operator_organization());
+  for (auto& k : LeaseListingKeys(partition, lease, instrument.operator_organization())) {
+    step.listing_keys.push_back(std::move(k));
+  }
   v1::BookingEvent requested = Event(p, request_id);
   *requested.mutable_lease_requested()->mutable_lease() = lease;
   v1::BookingEvent created = Event(p, request_id);
@@ -247,35 +252,86 @@ absl::StatusOr<v1::Lease> BookingManager::GetLease(const Principal& p, const v1:
 
 absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principal& p,
                                                                   const v1::ListLeasesRequest& r) {
-  if (r.instrument().empty()) {
-    return InvalidField("instrument", "required for now: name the instrument whose leases to list");
+  // Scoped like ListBookings by organisation (booking_lists.h).
+  const ListScope scope = ScopeOf(p);
+  if (!r.lessee_organization().empty() && r.lessee_organization() != scope.org && !scope.all && !scope.staff) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "you may list only your own organisation's leases");
   }
-  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  std::string instrument_id, lessee_id, owner_id;
+  if (!r.instrument().empty()) {
+    LS_ASSIGN_OR_RETURN(instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  }
+  if (!r.lessee_organization().empty()) {
+    LS_ASSIGN_OR_RETURN(lessee_id, ParseName(r.lessee_organization(), "organizations", "lessee_organization"));
+  }
+  if (!r.instrument_owner().empty()) {
+    LS_ASSIGN_OR_RETURN(owner_id, ParseName(r.instrument_owner(), "organizations", "instrument_owner"));
+  }
+  for (int s : r.states()) {
+    if (s == 0 || !v1::Lease::State_IsValid(s)) return InvalidField("states", "not a lease state");
+  }
+  const auto& range = r.time_range();
+  if (r.has_time_range() && (!range.has_start_time() || !range.has_end_time() ||
+                             FromProto(range.end_time()) <= FromProto(range.start_time()))) {
+    return InvalidField("time_range", "needs start_time before end_time (half-open [start, end))", "INVALID_INTERVAL");
+  }
+  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
-  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(r.instrument()));
-  const bool all = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}) || IsOwnerStaff(p, instrument);
-  const int partition = keys::Partition(instrument_id);
-  v1::ListLeasesResponse resp;
-  std::string after = page.after;
-  bool more = true;
-  while (more && resp.leases_size() < page.page_size) {
-    LS_ASSIGN_OR_RETURN(auto members, store_->IndexRange(partition, instrument_id, after, 200));
-    std::vector<std::string> lease_keys;
-    for (const auto& m : members) lease_keys.push_back(keys::Lease(partition, m.substr(m.find('|') + 1)));
-    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(lease_keys));
-    size_t i = 0;
-    for (; i < members.size() && resp.leases_size() < page.page_size; ++i) {
-      after = members[i];
-      v1::Lease lease;
-      if (!docs[i] || !lease.ParseFromString(docs[i]->data)) continue;  // not a lease
-      if (!all && lease.lessee_organization() != ActorOrganization(p)) continue;
-      if (!r.lessee_organization().empty() && lease.lessee_organization() != r.lessee_organization()) continue;
-      if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), lease.state()) == r.states().end()) continue;
-      *resp.add_leases() = std::move(lease);
-    }
-    more = i < members.size() || members.size() == 200;
+  ListQuery q;
+  q.descending = descending;
+  q.doc_key = keys::Lease;  // the instrument's index lists bookings too: no lease document, skipped
+  q.page_size = page.page_size;
+  q.after = page.after;
+  if (r.has_time_range()) {
+    q.lo_ms = Ms(FromProto(range.start_time()));
+    q.hi_ms = Ms(FromProto(range.end_time())) + 1;  // whole milliseconds; exact below
+    q.widen_by_span = true;
   }
-  if (more && !after.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, after));
+  if (!instrument_id.empty()) {
+    const int part = keys::Partition(instrument_id);
+    q.candidates.push_back({{part, keys::ByInstrument(part, instrument_id), false}});
+  }
+  if (!lessee_id.empty()) q.candidates.push_back(EveryPartition('l', "org", lessee_id));
+  if (!owner_id.empty()) q.candidates.push_back(EveryPartition('l', "org", owner_id));
+  if (scope.all) {
+    q.candidates.push_back(EveryPartition('l', "", ""));
+  } else if (!scope.org.empty()) {
+    q.candidates.push_back(EveryPartition('l', "org", IdOf(scope.org)));
+  } else {
+    q.candidates.push_back({});
+  }
+  OwnsOrOperates operates(inventory_, scope.org);
+  const absl::Time range_start = r.has_time_range() ? FromProto(range.start_time()) : absl::InfinitePast();
+  const absl::Time range_end = r.has_time_range() ? FromProto(range.end_time()) : absl::InfiniteFuture();
+  v1::ListLeasesResponse resp;
+  auto take = [&](const std::string& data) -> absl::StatusOr<bool> {
+    v1::Lease lease;
+    if (!lease.ParseFromString(data)) return false;
+    if (!r.instrument().empty() && lease.instrument() != r.instrument()) return false;
+    if (!r.lessee_organization().empty() && lease.lessee_organization() != r.lessee_organization()) return false;
+    if (!r.instrument_owner().empty() && lease.instrument_owner() != r.instrument_owner()) return false;
+    if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), lease.state()) == r.states().end()) {
+      return false;
+    }
+    if (!(FromProto(lease.term().start_time()) < range_end && range_start < FromProto(lease.term().end_time()))) {
+      return false;
+    }
+    bool visible = scope.all || (!scope.org.empty() && lease.lessee_organization() == scope.org &&
+                                 (scope.lab_user || scope.billing || scope.staff));
+    if (!visible && scope.staff && !scope.org.empty()) {
+      if (lease.instrument_owner() == scope.org) {
+        visible = true;
+      } else {
+        LS_ASSIGN_OR_RETURN(visible, operates(lease.instrument()));
+      }
+    }
+    if (!visible) return false;
+    *resp.add_leases() = std::move(lease);
+    return true;
+  };
+  LS_ASSIGN_OR_RETURN(std::string next, RunListing(*store_, q, take));
+  if (!next.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, next));
   return resp;
 }
 
@@ -619,6 +675,10 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     *extended.mutable_lease_extended()->mutable_previous_end_time() = ToProto(old_end);
     *extended.mutable_lease_extended()->mutable_new_end_time() = ToProto(new_end);
     c.events = {std::move(extended), std::move(changed)};
+    // Lists bound a time range by the longest booking: grow it first (a
+    // longer bound than needed is harmless if the step then fails).
+    LS_RETURN_IF_ERROR(store_->RaiseListingSpan(
+        cur.booking.partition, Ms(blocked_end) - Ms(FromProto(cur.booking.booking.reserved_interval().start_time()))));
     return c;
   });
 }

@@ -1,5 +1,6 @@
 #include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
+#include "services/booking/booking_lists.h"
 
 #include <algorithm>
 #include <set>
@@ -43,9 +44,6 @@ absl::Status UserScope(std::string message) {
 }
 
 bool IsAdmin(const Principal& p) { return p.HasRole(Role::kConsortiumAdmin); }
-bool SeesAll(const Principal& p) {
-  return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
-}
 
 absl::Status NotForLeases(const v1::Booking& b) {
   if (b.mode() != labshare::type::v1::LEASE) return absl::OkStatus();
@@ -312,6 +310,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   step.blocked_end_ms = blocked_end;
   step.reserved_start_ms = Ms(start);
   step.denied = !denial.ok();
+  step.listing_keys = BookingListingKeys(partition, b, instrument.operator_organization());
   if (joint) {
     CounterCharge budget;
     budget.key = keys::Budget(partition, IdOf(b.project()));
@@ -449,65 +448,133 @@ absl::StatusOr<v1::Booking> BookingManager::GetBooking(const Principal& p,
 
 absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
     const Principal& p, const v1::ListBookingsRequest& r) {
-  if (r.instrument().empty()) {
-    return InvalidField("instrument", "required for now: name the instrument whose bookings to list");
+  // The caller's scope (booking_lists.h); a filter outside it fails first.
+  const ListScope scope = ScopeOf(p);
+  if (!r.user().empty() && r.user() != scope.self && !scope.all && !scope.billing && !scope.staff) {
+    return UserScope("you may list only your own bookings");
   }
-  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  if (!r.payer_organization().empty() && r.payer_organization() != scope.org && !scope.all && !scope.staff) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "you may list only bookings your own organisation pays for");
+  }
+  auto id_of = [](const std::string& name, absl::string_view collection,
+                  const std::string& field) -> absl::StatusOr<std::string> {
+    if (name.empty()) return std::string();
+    return ParseName(name, collection, field);
+  };
+  LS_ASSIGN_OR_RETURN(std::string instrument_id, id_of(r.instrument(), "instruments", "instrument"));
+  LS_ASSIGN_OR_RETURN(std::string user_id, id_of(r.user(), "users", "user"));
+  LS_ASSIGN_OR_RETURN(std::string payer_id, id_of(r.payer_organization(), "organizations", "payer_organization"));
+  LS_ASSIGN_OR_RETURN(std::string owner_id, id_of(r.instrument_owner(), "organizations", "instrument_owner"));
+  LS_RETURN_IF_ERROR(id_of(r.project(), "projects", "project").status());
+  LS_ASSIGN_OR_RETURN(std::string order_id, id_of(r.service_order(), "serviceOrders", "service_order"));
+  LS_ASSIGN_OR_RETURN(std::string lease_id, id_of(r.lease(), "leases", "lease"));
+  if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a sharing mode");
+  for (int s : r.states()) {
+    if (s == 0 || !v1::Booking::State_IsValid(s)) return InvalidField("states", "not a booking state");
+  }
   if (r.has_time_range()) LS_RETURN_IF_ERROR(ValidInterval(r.time_range(), "time_range"));
+  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
-  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(r.instrument()));
-  const bool all = SeesAll(p) || IsOwnerStaff(p, instrument);
-  const std::string self = "users/" + p.user_id;
-  const std::string org = ActorOrganization(p);
-  if (!all) {
-    if (!r.user().empty() && r.user() != self && !p.HasRole(Role::kMemberBillingAdmin)) {
-      return UserScope("you may list only your own bookings");
-    }
-    if (!r.payer_organization().empty() && r.payer_organization() != org) {
-      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                       "you may list only your own organisation's bookings");
-    }
+
+  ListQuery q;
+  q.descending = descending;
+  q.doc_key = keys::Booking;
+  q.page_size = page.page_size;
+  q.after = page.after;
+  if (r.has_time_range()) {
+    q.lo_ms = Ms(FromProto(r.time_range().start_time()));
+    q.hi_ms = Ms(FromProto(r.time_range().end_time())) + 1;  // whole milliseconds; exact below
+    q.widen_by_span = true;
   }
-  auto keep = [&](const v1::Booking& b) {
-    if (!all && !(b.user() == self || (p.HasRole(Role::kMemberBillingAdmin) && b.payer_organization() == org))) {
-      return false;
-    }
-    if (!r.user().empty() && b.user() != r.user()) return false;
-    if (!r.payer_organization().empty() && b.payer_organization() != r.payer_organization()) return false;
-    if (r.mode() != 0 && b.mode() != r.mode()) return false;
-    if (!r.states().empty() &&
-        std::find(r.states().begin(), r.states().end(), b.state()) == r.states().end()) {
-      return false;
-    }
-    if (r.has_time_range()) {
-      const absl::Time s = FromProto(b.reserved_interval().start_time());
-      const absl::Time e = FromProto(b.reserved_interval().end_time());
-      if (!(s < FromProto(r.time_range().end_time()) && FromProto(r.time_range().start_time()) < e)) return false;
-    }
+  v1::ListBookingsResponse resp;
+  // Every index that holds all possible answers is a candidate.
+  if (!instrument_id.empty()) {
+    const int part = keys::Partition(instrument_id);
+    q.candidates.push_back({{part, keys::ByInstrument(part, instrument_id), false}});
+  }
+  // A lease's booking and an order's runs are on the lease's or order's
+  // instrument: read its index (an unknown lease or order lists nothing).
+  auto on_instrument_of = [&](auto doc_proto, const std::string& id,
+                              std::string (*doc_key)(int, absl::string_view)) -> absl::StatusOr<bool> {
+    LS_ASSIGN_OR_RETURN(auto part, store_->PartitionOf(id));
+    if (!part) return false;
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(doc_key(*part, id)));
+    if (!doc || !doc_proto.ParseFromString(doc->data)) return false;
+    q.candidates.push_back({{*part, keys::ByInstrument(*part, IdOf(doc_proto.instrument())), false}});
     return true;
   };
-  const int partition = keys::Partition(instrument_id);
-  v1::ListBookingsResponse resp;
-  std::string after = page.after;
-  bool more = true;
-  int scanned = 0;
-  while (more && resp.bookings_size() < page.page_size && scanned < 5000) {
-    LS_ASSIGN_OR_RETURN(auto members, store_->IndexRange(partition, instrument_id, after, 200));
-    std::vector<std::string> ids;
-    for (const auto& m : members) ids.push_back(m.substr(m.find('|') + 1));
-    LS_ASSIGN_OR_RETURN(auto docs, store_->GetMany(partition, ids));
-    size_t i = 0;
-    for (; i < members.size() && resp.bookings_size() < page.page_size; ++i) {
-      ++scanned;
-      after = members[i];
-      if (!docs[i]) continue;
-      auto b = ParseBooking(docs[i]->data);
-      if (b.ok() && keep(*b)) *resp.add_bookings() = *std::move(b);
-    }
-    more = i < members.size() || members.size() == 200;
+  if (!lease_id.empty()) {
+    LS_ASSIGN_OR_RETURN(bool found, on_instrument_of(v1::Lease(), lease_id, keys::Lease));
+    if (!found) return resp;
   }
-  if (more && !after.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, after));
+  if (!order_id.empty()) {
+    LS_ASSIGN_OR_RETURN(bool found, on_instrument_of(v1::ServiceOrder(), order_id, keys::Order));
+    if (!found) return resp;
+  }
+  if (!user_id.empty()) q.candidates.push_back(EveryPartition('b', "user", user_id));
+  if (!payer_id.empty()) q.candidates.push_back(EveryPartition('b', "org", payer_id));
+  if (!owner_id.empty()) q.candidates.push_back(EveryPartition('b', "org", owner_id));
+  if (scope.all) {
+    q.candidates.push_back(EveryPartition('b', "", ""));
+  } else {
+    std::vector<ListingSource> mine;
+    if (scope.lab_user) mine = EveryPartition('b', "user", p.user_id);
+    if ((scope.billing || scope.staff) && !scope.org.empty()) {
+      auto org = EveryPartition('b', "org", IdOf(scope.org));
+      mine.insert(mine.end(), org.begin(), org.end());
+    }
+    q.candidates.push_back(std::move(mine));
+  }
+  auto pays = [](const v1::Booking& b, const std::string& org) {
+    return b.payer_organization() == org ||
+           std::any_of(b.cost_shares().begin(), b.cost_shares().end(),
+                       [&](const auto& s) { return s.organization() == org; });
+  };
+  OwnsOrOperates operates(inventory_, scope.org);
+  auto in_scope = [&](const v1::Booking& b) -> absl::StatusOr<bool> {
+    if (scope.all || (scope.lab_user && b.user() == scope.self)) return true;
+    if ((scope.billing || scope.staff) && !scope.org.empty() && pays(b, scope.org)) return true;
+    if (scope.staff && (b.instrument_owner() == scope.org && !scope.org.empty())) return true;
+    if (scope.staff) return operates(b.instrument());
+    return false;
+  };
+  const absl::Time range_start = r.has_time_range() ? FromProto(r.time_range().start_time()) : absl::InfinitePast();
+  const absl::Time range_end = r.has_time_range() ? FromProto(r.time_range().end_time()) : absl::InfiniteFuture();
+  auto take = [&](const std::string& data) -> absl::StatusOr<bool> {
+    LS_ASSIGN_OR_RETURN(v1::Booking b, ParseBooking(data));
+    if (!r.instrument().empty() && b.instrument() != r.instrument()) return false;
+    if (!r.user().empty() && b.user() != r.user()) return false;
+    if (!r.payer_organization().empty() && !pays(b, r.payer_organization())) return false;
+    if (!r.instrument_owner().empty() && b.instrument_owner() != r.instrument_owner()) return false;
+    if (r.mode() != 0 && b.mode() != r.mode()) return false;
+    if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), b.state()) == r.states().end()) {
+      return false;
+    }
+    if (!(FromProto(b.reserved_interval().start_time()) < range_end &&
+          range_start < FromProto(b.reserved_interval().end_time()))) {
+      return false;
+    }
+    if (!r.project().empty() && b.project() != r.project()) return false;
+    if (!r.service_order().empty() && b.service_order() != r.service_order()) return false;
+    if (!r.lease().empty() && b.lease() != r.lease()) return false;
+    LS_ASSIGN_OR_RETURN(bool visible, in_scope(b));
+    if (!visible) return false;
+    *resp.add_bookings() = std::move(b);
+    return true;
+  };
+  LS_ASSIGN_OR_RETURN(std::string next, RunListing(*store_, q, take));
+  if (!next.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, next));
   return resp;
+}
+
+absl::StatusOr<int64_t> BookingManager::MigrateListings() {
+  return labshare::booking::MigrateListings(*store_, [this](const std::string& instrument) -> absl::StatusOr<std::string> {
+    auto in = inventory_->Instrument(instrument);
+    if (!in.ok() && in.status().code() == absl::StatusCode::kNotFound) return std::string();
+    LS_RETURN_IF_ERROR(in.status());
+    return (*in)->operator_organization();
+  });
 }
 
 // ================================================================ transitions

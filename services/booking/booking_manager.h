@@ -5,7 +5,8 @@
 // and the events. Thread-safe.
 //
 // Built: all four modes (ON_SITE and JOINT_RESEARCH bookings, leases,
-// technical-service orders), check-in and check-out with clamping to the next
+// technical-service orders), lists across instruments (booking_lists.h),
+// check-in and check-out with clamping to the next
 // booking and optional release of the rest; the sweep marks bookings missed
 // or expired and checks forgotten sessions out; projects with cost shares
 // and atomic hour budgets, quotas; availability in every mode, with notice
@@ -132,6 +133,11 @@ class BookingManager {
   // service runs it periodically; safe to run on every replica at once (each
   // change is one versioned step with its events).
   absl::StatusOr<int> Sweep();
+
+  // Fills the listing indexes of ListBookings, ListLeases and
+  // ListServiceOrders for data written before they existed (booking_lists.h);
+  // idempotent, then a marker. Returns how many documents it indexed.
+  absl::StatusOr<int64_t> MigrateListings();
 
  private:
   // What CreateBooking decided before its Lua step.

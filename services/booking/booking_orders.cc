@@ -13,6 +13,7 @@
 #include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
+#include "services/booking/booking_lists.h"
 #include "services/booking/booking_manager.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -124,9 +125,7 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   // Authorization before validation: for whom the caller orders.
   LS_RETURN_IF_ERROR(CheckScopeOn("CreateServiceOrder", p, *inventory_, in.instrument(),
                                   {in.requester().empty() ? ActorName(p) : in.requester(), {}, {}}));
-  if (!r.service_order_id().empty()) {
-    return InvalidField("service_order_id", "client-chosen order ids are not supported yet; leave it empty");
-  }
+  if (!r.service_order_id().empty()) LS_RETURN_IF_ERROR(CheckChosenId("service_order_id", r.service_order_id()));
   if (in.sample_count() < 1) return InvalidField("service_order.sample_count", "order at least one sample");
   LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(in.instrument()));
   if (FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE) == nullptr) {
@@ -151,7 +150,8 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   }
   LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(client));
   const int partition = keys::Partition(instrument_id);
-  const std::string id = NewBookingId(partition);
+  const std::string& chosen = r.service_order_id();
+  const std::string id = chosen.empty() ? NewBookingId(partition) : chosen;
   const absl::Time now = clock_->Now();
   Order o;
   o.set_name("serviceOrders/" + id);
@@ -176,11 +176,30 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   m.fingerprint = RequestFingerprint("CreateServiceOrder", r);
   m.response = SerializeDeterministic(o);
   m.writes.push_back({keys::Order(partition, id), o.SerializeAsString(), 0});
-  m.index_ops.push_back({keys::Orders(partition, instrument_id), id});
+  m.index_ops = OrderListingOps(partition, o, instrument->operator_organization());
   m.outbox_key = keys::Outbox(partition);
   m.event_type = v1::BookingEvent::descriptor()->full_name();
   m.event_payload = event.SerializeAsString();
-  LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
+  auto exists = [&] {
+    return MakeError(absl::StatusCode::kAlreadyExists, "SERVICE_ORDER_EXISTS", o.name() + " already exists");
+  };
+  bool reserved_id = false;
+  if (!chosen.empty()) {
+    // A retry of the same request gets its first answer; a taken id (by
+    // any order, booking or lease: they share the id lookup) is an error.
+    for (int i = 0; i < 2 && !reserved_id; ++i) {
+      LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(m.idempotency_key, m.fingerprint));
+      if (seen) return ParseAnswer<Order>(*seen);
+      if (i == 1) return exists();
+      LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(id, partition));
+    }
+  }
+  absl::StatusOr<CommitOutcome> committed = store_->docs().Commit(m);
+  if (reserved_id && (!committed.ok() || committed->kind != CommitOutcome::Kind::kApplied)) {
+    store_->ReleaseId(id).IgnoreError();  // best effort: the id was never used
+  }
+  LS_ASSIGN_OR_RETURN(CommitOutcome outcome, std::move(committed));
+  if (outcome.kind == CommitOutcome::Kind::kConflict) return exists();
   if (outcome.kind == CommitOutcome::Kind::kReplayed) {
     Order replay;
     replay.ParseFromString(outcome.response);
@@ -199,35 +218,86 @@ absl::StatusOr<Order> BookingManager::GetServiceOrder(const Principal& p, const 
 
 absl::StatusOr<v1::ListServiceOrdersResponse> BookingManager::ListServiceOrders(
     const Principal& p, const v1::ListServiceOrdersRequest& r) {
-  if (r.instrument().empty()) {
-    return InvalidField("instrument", "required for now: name the instrument whose orders to list");
+  // Scoped as GetServiceOrder (booking_lists.h).
+  const ListScope scope = ScopeOf(p);
+  if (!r.client_organization().empty() && r.client_organization() != scope.org && !scope.all && !scope.staff) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     "you may list only your own organisation's orders");
   }
-  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  std::string instrument_id, client_id, owner_id;
+  if (!r.instrument().empty()) {
+    LS_ASSIGN_OR_RETURN(instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  }
+  if (!r.client_organization().empty()) {
+    LS_ASSIGN_OR_RETURN(client_id, ParseName(r.client_organization(), "organizations", "client_organization"));
+  }
+  if (!r.instrument_owner().empty()) {
+    LS_ASSIGN_OR_RETURN(owner_id, ParseName(r.instrument_owner(), "organizations", "instrument_owner"));
+  }
+  for (int s : r.states()) {
+    if (s == 0 || !Order::State_IsValid(s)) return InvalidField("states", "not an order state");
+  }
+  const auto& range = r.create_time_range();
+  if (r.has_create_time_range() && (!range.has_start_time() || !range.has_end_time() ||
+                                    FromProto(range.end_time()) <= FromProto(range.start_time()))) {
+    return InvalidField("create_time_range", "needs start_time before end_time (half-open [start, end))",
+                        "INVALID_INTERVAL");
+  }
+  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "create_time", true));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
-  LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(r.instrument()));
-  const bool all = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService}) || IsOwnerStaff(p, *instrument);
-  const int partition = keys::Partition(instrument_id);
-  v1::ListServiceOrdersResponse resp;
-  std::string after = page.after;
-  bool more = true;
-  while (more && resp.service_orders_size() < page.page_size) {
-    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Orders(partition, instrument_id), after, 200));
-    std::vector<std::string> order_keys;
-    for (const auto& id : ids) order_keys.push_back(keys::Order(partition, id));
-    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(order_keys));
-    size_t i = 0;
-    for (; i < ids.size() && resp.service_orders_size() < page.page_size; ++i) {
-      after = ids[i];
-      Order o;
-      if (!docs[i] || !o.ParseFromString(docs[i]->data)) continue;
-      if (!all && o.client_organization() != ActorOrganization(p)) continue;
-      if (!r.client_organization().empty() && o.client_organization() != r.client_organization()) continue;
-      if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), o.state()) == r.states().end()) continue;
-      *resp.add_service_orders() = std::move(o);
-    }
-    more = i < ids.size() || ids.size() == 200;
+  ListQuery q;
+  q.descending = descending;
+  q.doc_key = keys::Order;
+  q.page_size = page.page_size;
+  q.after = page.after;
+  if (r.has_create_time_range()) {  // create time never changes: the bounds are exact
+    q.lo_ms = Ms(FromProto(range.start_time()));
+    q.hi_ms = Ms(FromProto(range.end_time())) + 1;  // whole milliseconds; exact below
   }
-  if (more && !after.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, after));
+  constexpr bool kLex = true;  // DocStore's index shape
+  if (!instrument_id.empty()) {
+    const int part = keys::Partition(instrument_id);
+    q.candidates.push_back({{part, keys::ListBy(part, 'o', "instr", instrument_id), kLex}});
+  }
+  if (!client_id.empty()) q.candidates.push_back(EveryPartition('o', "org", client_id, kLex));
+  if (!owner_id.empty()) q.candidates.push_back(EveryPartition('o', "org", owner_id, kLex));
+  if (scope.all) {
+    q.candidates.push_back(EveryPartition('o', "", "", kLex));
+  } else if (!scope.org.empty()) {
+    q.candidates.push_back(EveryPartition('o', "org", IdOf(scope.org), kLex));
+  } else {
+    q.candidates.push_back({});
+  }
+  OwnsOrOperates operates(inventory_, scope.org);
+  v1::ListServiceOrdersResponse resp;
+  auto take = [&](const std::string& data) -> absl::StatusOr<bool> {
+    Order o;
+    if (!o.ParseFromString(data)) return false;
+    if (!r.instrument().empty() && o.instrument() != r.instrument()) return false;
+    if (!r.client_organization().empty() && o.client_organization() != r.client_organization()) return false;
+    if (!r.instrument_owner().empty() && o.instrument_owner() != r.instrument_owner()) return false;
+    if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), o.state()) == r.states().end()) {
+      return false;
+    }
+    if (r.has_create_time_range() && (FromProto(o.create_time()) < FromProto(range.start_time()) ||
+                                      FromProto(o.create_time()) >= FromProto(range.end_time()))) {
+      return false;
+    }
+    bool visible = scope.all || (!scope.org.empty() && o.client_organization() == scope.org &&
+                                 (scope.lab_user || scope.billing || scope.staff));
+    if (!visible && scope.staff && !scope.org.empty()) {
+      if (o.instrument_owner() == scope.org) {
+        visible = true;
+      } else {
+        LS_ASSIGN_OR_RETURN(visible, operates(o.instrument()));
+      }
+    }
+    if (!visible) return false;
+    *resp.add_service_orders() = std::move(o);
+    return true;
+  };
+  LS_ASSIGN_OR_RETURN(std::string next, RunListing(*store_, q, take));
+  if (!next.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, next));
   return resp;
 }
 
@@ -467,6 +537,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   step.blocked_end_ms = Ms(blocked_end);
   step.reserved_start_ms = Ms(start);
   step.extra_docs.push_back({keys::Order(cur.partition, IdOf(o.name())), o.SerializeAsString(), cur.version});
+  step.listing_keys = BookingListingKeys(cur.partition, b, instrument->operator_organization());
   v1::BookingEvent created = Event(p, r.request_id());
   *created.mutable_booking_created()->mutable_booking() = b;
   v1::BookingEvent scheduled = Event(p, r.request_id());

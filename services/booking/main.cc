@@ -56,7 +56,9 @@ int main(int argc, char** argv) {
     do {
       if (!migrated) {  // listing indexes of older versions (see redis_booking_store.h)
         auto moved = store.MigrateIndexes();
-        migrated = moved.ok();
+        auto listed = manager.MigrateListings();  // cross-instrument listing indexes
+        if (!listed.ok()) labshare::LogWarning("listing migration failed", {{"error", listed.status().ToString()}});
+        migrated = moved.ok() && listed.ok();
         if (!moved.ok()) labshare::LogWarning("index migration failed", {{"error", moved.status().ToString()}});
         if (moved.ok() && *moved > 0) labshare::LogInfo("listing indexes migrated", {{"bookings", std::to_string(*moved)}});
       }
@@ -96,7 +98,7 @@ int main(int argc, char** argv) {
     stop.Notify();
   });
   loop.Stop();
-  stop.Notify();
+  if (!stop.HasBeenNotified()) stop.Notify();  // RunService returns without a signal when it fails to start
   sweeper.join();
   consumer.join();
   watcher.join();

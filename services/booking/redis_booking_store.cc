@@ -1,7 +1,11 @@
 #include "services/booking/redis_booking_store.h"
 
+#include <algorithm>
+#include <limits>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -50,6 +54,11 @@ std::string ProjectOutbox() { return "{booking}:outbox"; }
 std::string ProjectIdempotency(absl::string_view method, absl::string_view request_id) {
   return absl::StrCat("{booking}:idem:", method, ":", request_id);
 }
+std::string ListAll(int p, char kind) { return absl::StrCat(Tag(p), ":ls:", std::string(1, kind), ":all"); }
+std::string ListBy(int p, char kind, absl::string_view dimension, absl::string_view id) {
+  return absl::StrCat(Tag(p), ":ls:", std::string(1, kind), ":", dimension, ":", id);
+}
+std::string ListSpan(int p) { return absl::StrCat(Tag(p), ":ls:span"); }
 std::string IndexMember(int64_t start_ms, absl::string_view id) {
   return absl::StrFormat("%015d|%s", start_ms, id);
 }
@@ -102,6 +111,8 @@ end
 //       then per counter (field, limit ms or 'hash', ms, on over
 //       'fail'|'ask'|'allow', reason), then per extra document (expected
 //       version, 0: must not exist; data), then the events.
+// KEYS after the extra documents, if any: the partition's listing span,
+// then the listing indexes (no ARGV of their own).
 // Every check comes before the first write.
 const RedisScript& CreateScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kReplayLua + R"lua(
@@ -165,6 +176,17 @@ if not (ls_type_is(KEYS[5], 'hash') and ls_type_is(KEYS[6], 'zset') and
         (ARGV[14] == '0' or ls_type_is(KEYS[2], 'stream'))) then
   return redis.error_reply('WRONGTYPE a key of the booking step')
 end
+local ls = xk + n_extra + 1
+if KEYS[ls] then
+  local span = redis.call('TYPE', KEYS[ls])['ok']
+  if (span ~= 'none' and span ~= 'string') or
+     (span == 'string' and not string.match(redis.call('GET', KEYS[ls]), '^%d+$')) then
+    return redis.error_reply('WRONGTYPE a listing span of the booking step')
+  end
+  for i = ls + 1, #KEYS do
+    if not ls_type_is(KEYS[i], 'zset') then return redis.error_reply('WRONGTYPE a listing index of the booking step') end
+  end
+end
 for i = 1, nc do
   local a = 15 + (i - 1) * 5
   if not ls_add(redis.call('HGET', KEYS[8 + i], ARGV[a + 1] .. ':committed'), ARGV[a + 3]) then
@@ -197,6 +219,13 @@ redis.call('HSET', KEYS[5], ARGV[7], ARGV[6])
 redis.call('ZADD', KEYS[6], ARGV[8], ARGV[7])
 -- Usually already a member: then nothing is written (or logged to the AOF).
 if ARGV[9] ~= '' then redis.call('SADD', KEYS[7], ARGV[9]) end
+-- Listing indexes (ListBookings and friends) and the span that bounds a
+-- time-range query's first score (their types were checked above).
+if KEYS[ls] then
+  local span = tonumber(ARGV[6]) - tonumber(ARGV[8])
+  if span > tonumber(redis.call('GET', KEYS[ls]) or '0') then redis.call('SET', KEYS[ls], string.format('%d', span)) end
+  for i = ls + 1, #KEYS do redis.call('ZADD', KEYS[i], ARGV[8], ARGV[7]) end
+end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
 if not in_doc then remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3]) end
 return {'OK'}
@@ -468,6 +497,10 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
     args.push_back(c.over_reason);
   }
   AppendDocsAndEvents(s.extra_docs, s.events, keys, args);
+  if (!s.listing_keys.empty()) {
+    keys.push_back(keys::ListSpan(s.partition));
+    keys.insert(keys.end(), s.listing_keys.begin(), s.listing_keys.end());
+  }
 }
 }  // namespace
 
@@ -733,6 +766,174 @@ return #members
   } while (cursor != "0");
   LS_RETURN_IF_ERROR(pool_->Command({"SET", done, "1"}).status());
   return moved;
+}
+
+namespace {
+// Scored listing index: the entries of ranks [first, last] around a cursor.
+// KEYS[1] index; ARGV: 1 'asc'|'desc', 2 lowest score (inclusive, or
+// '-inf'), 3 highest score (exclusive, or '+inf'), 4 cursor score ('':
+// none), 5 cursor id, 6 limit. Members compare as bytes, as Redis orders
+// them (Lua's < on strings follows the locale).
+const RedisScript& ListingScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+local key, limit = KEYS[1], tonumber(ARGV[6])
+local function below(score) return redis.call('ZCOUNT', key, '-inf', '(' .. score) end
+local function less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+-- First rank whose (score, member) comes after the cursor (strict) or not
+-- before it; ties of one score are ranked by member, so bisect them.
+local function position(score, id, strict)
+  local a = below(score)
+  local b = a + redis.call('ZCOUNT', key, score, score)
+  while a < b do
+    local mid = math.floor((a + b) / 2)
+    local m = redis.call('ZRANGE', key, mid, mid)[1]
+    if less(m, id) or (strict and m == id) then a = mid + 1 else b = mid end
+  end
+  return a
+end
+local from, to = below(ARGV[2]), below(ARGV[3])
+if ARGV[1] == 'asc' then
+  if ARGV[4] ~= '' then from = math.max(from, position(ARGV[4], ARGV[5], true)) end
+  to = math.min(to, from + limit)
+else
+  if ARGV[4] ~= '' then to = math.min(to, position(ARGV[4], ARGV[5], false)) end
+  from = math.max(from, to - limit)
+end
+if from >= to then return {} end
+return redis.call('ZRANGE', key, from, to - 1, 'WITHSCORES')
+)lua");
+  return *s;
+}
+
+std::string LexBound(char open, int64_t ms) { return absl::StrFormat("%c%015d", open, std::max<int64_t>(ms, 0)); }
+}  // namespace
+
+absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPages(
+    const std::vector<ListingSource>& sources, bool descending, int64_t lo_ms, int64_t hi_ms,
+    const std::optional<ListingEntry>& after, int limit) const {
+  const std::string lo = lo_ms == std::numeric_limits<int64_t>::min() ? "-inf" : std::to_string(lo_ms);
+  const std::string hi = hi_ms == std::numeric_limits<int64_t>::max() ? "+inf" : std::to_string(hi_ms);
+  std::vector<std::vector<std::string>> commands;
+  for (const auto& src : sources) {
+    if (src.lex) {
+      // Members "<ms>|<id>" at one score: a byte range, the cursor its edge.
+      std::string min = lo == "-inf" ? "-" : LexBound('[', lo_ms);
+      std::string max = hi == "+inf" ? "+" : LexBound('(', hi_ms);
+      if (after) {
+        const std::string edge = "(" + keys::IndexMember(after->ms, after->id);
+        (descending ? max : min) = edge;
+      }
+      if (descending) {
+        commands.push_back({"ZREVRANGEBYLEX", src.key, max, min, "LIMIT", "0", std::to_string(limit)});
+      } else {
+        commands.push_back({"ZRANGEBYLEX", src.key, min, max, "LIMIT", "0", std::to_string(limit)});
+      }
+    } else {
+      commands.push_back({"EVALSHA", ListingScript().sha1(), "1", src.key, descending ? "desc" : "asc", lo, hi,
+                          after ? std::to_string(after->ms) : "", after ? after->id : "", std::to_string(limit)});
+    }
+  }
+  if (commands.empty()) return std::vector<std::vector<ListingEntry>>();
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
+  const bool unknown = std::any_of(replies.begin(), replies.end(), [](const RedisValue& v) {
+    return v.is_error() && absl::StartsWith(v.str, "NOSCRIPT");
+  });
+  if (unknown) {  // first use on this server: load it, then once more
+    LS_RETURN_IF_ERROR(pool_->Eval(ListingScript(), {keys::ListAll(0, 'b')}, {"asc", "0", "0", "", "", "0"}).status());
+    LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(commands));
+  }
+  auto unexpected = [] { return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected listing reply"); };
+  std::vector<std::vector<ListingEntry>> out(sources.size());
+  for (size_t i = 0; i < sources.size(); ++i) {
+    if (i >= replies.size() || replies[i].type != RedisValue::Type::kArray) return unexpected();
+    const auto& e = replies[i].elements;
+    if (sources[i].lex) {
+      for (const auto& m : e) {
+        const size_t bar = m.str.find('|');
+        ListingEntry entry;
+        if (bar == std::string::npos || !absl::SimpleAtoi(m.str.substr(0, bar), &entry.ms)) continue;
+        entry.id = m.str.substr(bar + 1);
+        entry.partition = sources[i].partition;
+        out[i].push_back(std::move(entry));
+      }
+    } else {
+      if (e.size() % 2 != 0) return unexpected();
+      for (size_t j = 0; j + 1 < e.size(); j += 2) {
+        ListingEntry entry;
+        entry.id = e[j].str;
+        if (!absl::SimpleAtoi(e[j + 1].str, &entry.ms)) return unexpected();
+        entry.partition = sources[i].partition;
+        out[i].push_back(std::move(entry));
+      }
+      if (descending) std::reverse(out[i].begin(), out[i].end());
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> BookingStore::ListingSizes(const std::vector<ListingSource>& sources) const {
+  std::vector<std::vector<std::string>> commands;
+  for (const auto& src : sources) commands.push_back({"ZCARD", src.key});
+  std::vector<int64_t> out;
+  if (commands.empty()) return out;
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
+  for (const auto& r : replies) out.push_back(r.type == RedisValue::Type::kInteger ? r.integer : 0);
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> BookingStore::ListingSpans() const {
+  // One GET per partition (each its own slot on Redis Cluster), pipelined.
+  std::vector<std::vector<std::string>> commands;
+  for (int p = 0; p < kPartitions; ++p) commands.push_back({"GET", keys::ListSpan(p)});
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
+  std::vector<int64_t> out(kPartitions, 0);
+  for (size_t p = 0; p < replies.size() && p < out.size(); ++p) {
+    if (!replies[p].is_nil()) absl::SimpleAtoi(replies[p].str, &out[p]);
+  }
+  return out;
+}
+
+absl::Status BookingStore::RaiseListingSpan(int partition, int64_t ms) const {
+  static const RedisScript* script = new RedisScript(R"lua(
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+)lua");
+  return pool_->Eval(*script, {keys::ListSpan(partition)}, {std::to_string(ms)}).status();
+}
+
+absl::Status BookingStore::AddListings(const std::vector<std::pair<ListingSource, ListingEntry>>& entries) const {
+  std::vector<std::vector<std::string>> commands;
+  for (const auto& [src, e] : entries) {
+    if (src.lex) {
+      commands.push_back({"ZADD", src.key, "0", keys::IndexMember(e.ms, e.id)});
+    } else {
+      commands.push_back({"ZADD", src.key, std::to_string(e.ms), e.id});
+    }
+  }
+  if (commands.empty()) return absl::OkStatus();
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
+  for (const auto& r : replies) {
+    if (r.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "listing index write failed");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::pair<std::string, std::vector<std::string>>> BookingStore::ScanKeys(
+    const std::string& cursor, const std::string& pattern) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"}));
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected SCAN reply");
+  }
+  std::vector<std::string> found;
+  for (auto& k : v.elements[1].elements) found.push_back(std::move(k.str));
+  return std::make_pair(v.elements[0].str, std::move(found));
 }
 
 absl::StatusOr<std::optional<int>> BookingStore::PartitionOf(absl::string_view id) const {

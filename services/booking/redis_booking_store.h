@@ -31,7 +31,8 @@
 //                            a session lasts past its cursor's look-back).
 //   {bk:ids}:<id>            partition of a client-chosen booking id
 //   {bk:P}:lease:<id>        Lease document; its booking has the same id
-//   {bk:P}:order:<id>        ServiceOrder document; index {bk:P}:orders:<instr>
+//   {bk:P}:order:<id>        ServiceOrder document (older versions also kept the
+//                            index {bk:P}:orders:<instr>; now {bk:P}:ls:o:...)
 //   {bk:P}:budget:<project>  HASH "<instr>:budget|committed|used" -> ms: a joint-
 //                            research project's hours on an instrument, kept
 //                            with the calendar so the create step checks them
@@ -39,6 +40,14 @@
 //   {bk:P}:qc:<instr>:<org>       their counters; index {bk:P}:quotaidx
 //   {booking}:project:<id>   Project document; index {booking}:projects;
 //                            events on {booking}:outbox
+//   {bk:P}:ls:...            listing indexes of ListBookings, ListLeases and
+//                            ListServiceOrders (b: bookings, l: leases, o:
+//                            orders; see booking_lists.h), written by the
+//                            step that creates the resource; {bk:P}:ls:span
+//                            the longest blocked end - reserved start (ms) of
+//                            any booking of the partition (time-range bound).
+//                            MigrateListings fills them for older data, then
+//                            sets {booking}:migrated:lists.
 // A scheduled maintenance window sits on the calendar as entry "mw:<id>": it
 // always wins; the bookings it hits are then cancelled one by one.
 // Blocked intervals of bookings on one calendar never overlap: the create
@@ -87,6 +96,12 @@ std::string Project(absl::string_view project_id);
 std::string Projects();
 std::string ProjectOutbox();
 std::string ProjectIdempotency(absl::string_view method, absl::string_view request_id);
+// Listing indexes (see booking_lists.h): kind 'b' bookings, 'l' leases,
+// 'o' orders; "all" of the partition, or by a dimension ("user", "org",
+// "instr") and the id it names.
+std::string ListAll(int p, char kind);
+std::string ListBy(int p, char kind, absl::string_view dimension, absl::string_view id);
+std::string ListSpan(int p);
 // A listing position "<reserved start ms, 15 digits>|<id>": what IndexRange
 // returns and takes as `after` (and what page tokens carry).
 std::string IndexMember(int64_t start_ms, absl::string_view booking_id);
@@ -164,6 +179,10 @@ struct CreateStep {
   // The access check said no: the step only answers a replay, else DENIED.
   bool denied = false;
   std::vector<std::string> events;  // serialized BookingEvent, in order
+  // Listing indexes (keys::ListAll/ListBy of this partition) that get the
+  // booking at its reserved start; with any, the partition's span
+  // (keys::ListSpan) grows to blocked end - reserved start if longer.
+  std::vector<std::string> listing_keys;
 };
 
 struct UpdateStep {
@@ -190,6 +209,19 @@ struct UpdateStep {
   // Budget and quota movements, applied with the change.
   std::vector<CounterMove> counters;
   std::vector<std::string> events;
+};
+
+// One listing index of one partition: scored (member id, score ms) or, with
+// lex, members "<ms, 15 digits>|<id>" at score 0 (DocStore's index shape).
+struct ListingSource {
+  int partition = 0;
+  std::string key;
+  bool lex = false;
+};
+struct ListingEntry {
+  int64_t ms = 0;
+  std::string id;
+  int partition = 0;
 };
 
 struct StepOutcome {
@@ -274,6 +306,23 @@ class BookingStore {
   // marker {booking}:migrated:bystart (so replicas of an older version must
   // be gone by then).
   absl::StatusOr<int64_t> MigrateIndexes() const;
+  // Listings: per source, up to `limit` entries with lo_ms <= ms < hi_ms
+  // strictly after the cursor (ms, id) in the direction (ascending: by ms,
+  // then id; descending: the reverse), in that order. One round trip.
+  absl::StatusOr<std::vector<std::vector<ListingEntry>>> ListingPages(
+      const std::vector<ListingSource>& sources, bool descending, int64_t lo_ms, int64_t hi_ms,
+      const std::optional<ListingEntry>& after, int limit) const;
+  // Entries of each source (ZCARD), in one round trip.
+  absl::StatusOr<std::vector<int64_t>> ListingSizes(const std::vector<ListingSource>& sources) const;
+  // keys::ListSpan of each partition (0 when unset).
+  absl::StatusOr<std::vector<int64_t>> ListingSpans() const;
+  // Grows a partition's span to at least ms (a booking's end moved later).
+  absl::Status RaiseListingSpan(int partition, int64_t ms) const;
+  // Adds entries (migration; idempotent), one round trip.
+  absl::Status AddListings(const std::vector<std::pair<ListingSource, ListingEntry>>& entries) const;
+  // One SCAN step over keys matching pattern: the next cursor ("0": done).
+  absl::StatusOr<std::pair<std::string, std::vector<std::string>>> ScanKeys(const std::string& cursor,
+                                                                          const std::string& pattern) const;
   // The partition of a booking id: encoded in generated ids ("p07-..."),
   // looked up for client-chosen ones. nullopt: no such booking.
   absl::StatusOr<std::optional<int>> PartitionOf(absl::string_view booking_id) const;

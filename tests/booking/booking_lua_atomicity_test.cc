@@ -144,6 +144,28 @@ TEST_F(BookingLuaAtomicityTest, CreateWithTheListingIndexOfTheWrongType) {
   ExpectFailsUnchanged([&] { return CreateStatus(Step("b1", 3'000, 4'000)); });
 }
 
+// The cross-instrument listing indexes (ListBookings) and their span key.
+TEST_F(BookingLuaAtomicityTest, CreateWithAUserListingIndexOfTheWrongType) {
+  CreateStep s = Step("b1", 3'000, 4'000);
+  s.listing_keys = {keys::ListAll(p_, 'b'), keys::ListBy(p_, 'b', "user", "u1")};
+  Spoil(keys::ListBy(p_, 'b', "user", "u1"));
+  ExpectFailsUnchanged([&] { return CreateStatus(s); });
+}
+
+TEST_F(BookingLuaAtomicityTest, CreateWithTheListingSpanOfTheWrongType) {
+  CreateStep s = Step("b1", 3'000, 4'000);
+  s.listing_keys = {keys::ListAll(p_, 'b')};
+  Redis({"HSET", keys::ListSpan(p_), "f", "1"});
+  ExpectFailsUnchanged([&] { return CreateStatus(s); });
+}
+
+TEST_F(BookingLuaAtomicityTest, CreateWithAListingSpanThatIsNotANumber) {
+  CreateStep s = Step("b1", 3'000, 4'000);
+  s.listing_keys = {keys::ListAll(p_, 'b')};
+  Redis({"SET", keys::ListSpan(p_), "many"});
+  ExpectFailsUnchanged([&] { return CreateStatus(s); });
+}
+
 TEST_F(BookingLuaAtomicityTest, CreateWithTheCalendarEndsOfTheWrongType) {
   Spoil(keys::CalendarEnds(p_, kInstrument));
   CreateStep s = Step("b1", 3'000, 4'000);

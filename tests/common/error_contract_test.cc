@@ -191,6 +191,7 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"AMOUNT_OUT_OF_RANGE", "billing's charge arithmetic (consumer)"},
       {"QUOTE_TOTAL_MISMATCH", "billing's charge of an accepted quote (consumer)"},
       {"CLIENT_GONE", "a stream whose client left: nobody receives it"},
+      {"STORAGE_FULL", "ErrorInfo metadata \"cause\" of STORAGE_UNAVAILABLE (types.proto), not a reason"},
       {"UNBALANCED_POSITIONS", "PlanTransfers' argument check; ComputeSettlement's positions balance"},
   };
   return *m;

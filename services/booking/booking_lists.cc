@@ -1,0 +1,277 @@
+#include "services/booking/booking_lists.h"
+
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/error.h"
+#include "common/proto_util.h"
+#include "services/booking/booking_common.h"
+
+namespace labshare::booking {
+namespace {
+
+std::string OrgId(const std::string& name) { return name.empty() ? "" : IdOf(name); }
+
+// Distinct non-empty organisation ids of the given names, in order.
+std::vector<std::string> Orgs(std::initializer_list<const std::string*> names) {
+  std::vector<std::string> out;
+  for (const std::string* n : names) {
+    const std::string id = OrgId(*n);
+    if (!id.empty() && std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+  }
+  return out;
+}
+
+bool Before(const ListingEntry& a, const ListingEntry& b) {
+  return a.ms != b.ms ? a.ms < b.ms : a.id < b.id;
+}
+
+absl::StatusOr<std::optional<ListingEntry>> ParsePosition(const std::string& after) {
+  if (after.empty()) return std::optional<ListingEntry>();
+  const size_t bar = after.find('|');
+  ListingEntry e;
+  if (bar == std::string::npos || bar + 1 >= after.size() || !absl::SimpleAtoi(after.substr(0, bar), &e.ms)) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_PAGE_TOKEN",
+                     "not a token from the previous page of this same query; start again without page_token");
+  }
+  e.id = after.substr(bar + 1);
+  return std::optional<ListingEntry>(std::move(e));
+}
+
+}  // namespace
+
+std::vector<std::string> BookingListingKeys(int p, const v1::Booking& b, const std::string& operator_org) {
+  std::vector<std::string> out = {keys::ListAll(p, 'b')};
+  if (!b.user().empty()) out.push_back(keys::ListBy(p, 'b', "user", IdOf(b.user())));
+  std::vector<std::string> orgs = Orgs({&b.instrument_owner(), &operator_org, &b.payer_organization()});
+  for (const auto& share : b.cost_shares()) {
+    const std::string id = OrgId(share.organization());
+    if (!id.empty() && std::find(orgs.begin(), orgs.end(), id) == orgs.end()) orgs.push_back(id);
+  }
+  for (const auto& org : orgs) out.push_back(keys::ListBy(p, 'b', "org", org));
+  return out;
+}
+
+std::vector<std::string> LeaseListingKeys(int p, const v1::Lease& l, const std::string& operator_org) {
+  std::vector<std::string> out = {keys::ListAll(p, 'l')};
+  for (const auto& org : Orgs({&l.instrument_owner(), &operator_org, &l.lessee_organization()})) {
+    out.push_back(keys::ListBy(p, 'l', "org", org));
+  }
+  return out;
+}
+
+std::vector<IndexOp> OrderListingOps(int p, const v1::ServiceOrder& o, const std::string& operator_org) {
+  const std::string member = keys::IndexMember(Ms(FromProto(o.create_time())), IdOf(o.name()));
+  std::vector<IndexOp> out = {{keys::ListAll(p, 'o'), member, false},
+                              {keys::ListBy(p, 'o', "instr", IdOf(o.instrument())), member, false}};
+  for (const auto& org : Orgs({&o.instrument_owner(), &operator_org, &o.client_organization()})) {
+    out.push_back({keys::ListBy(p, 'o', "org", org), member, false});
+  }
+  return out;
+}
+
+std::vector<ListingSource> EveryPartition(char kind, const std::string& dimension, const std::string& id,
+                                          bool lex) {
+  std::vector<ListingSource> out;
+  for (int p = 0; p < kPartitions; ++p) {
+    out.push_back({p, dimension.empty() ? keys::ListAll(p, kind) : keys::ListBy(p, kind, dimension, id), lex});
+  }
+  return out;
+}
+
+absl::StatusOr<bool> ParseOrderBy(const std::string& order_by, absl::string_view field_name,
+                                  bool default_descending) {
+  const std::string f(field_name);
+  if (order_by.empty()) return default_descending;
+  if (order_by == f || order_by == f + " asc") return false;
+  if (order_by == f + " desc") return true;
+  return InvalidField("order_by", absl::StrCat("use \"", f, "\", \"", f, " asc\" or \"", f, " desc\""));
+}
+
+ListScope ScopeOf(const Principal& p) {
+  ListScope s;
+  s.all = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
+  s.lab_user = p.HasRole(Role::kLabUser);
+  s.billing = p.HasRole(Role::kMemberBillingAdmin);
+  s.staff = p.HasRole(Role::kFacilityStaff);
+  s.self = "users/" + p.user_id;
+  s.org = ActorOrganization(p);
+  return s;
+}
+
+absl::StatusOr<std::string> RunListing(const BookingStore& store, const ListQuery& q,
+                                       const std::function<absl::StatusOr<bool>(const std::string& data)>& take) {
+  LS_ASSIGN_OR_RETURN(std::optional<ListingEntry> cursor, ParsePosition(q.after));
+  // The smallest candidate (one round trip of ZCARDs when there is a choice).
+  std::vector<ListingSource> sources;
+  if (q.candidates.size() == 1) {
+    sources = q.candidates.front();
+  } else if (!q.candidates.empty()) {
+    std::vector<ListingSource> all;
+    for (const auto& c : q.candidates) all.insert(all.end(), c.begin(), c.end());
+    LS_ASSIGN_OR_RETURN(std::vector<int64_t> sizes, store.ListingSizes(all));
+    size_t at = 0, best = 0;
+    int64_t best_size = std::numeric_limits<int64_t>::max();
+    for (size_t i = 0; i < q.candidates.size(); ++i) {
+      int64_t size = 0;
+      for (size_t j = 0; j < q.candidates[i].size() && at < sizes.size(); ++j) size += sizes[at++];
+      if (size < best_size) {
+        best_size = size;
+        best = i;
+      }
+    }
+    sources = q.candidates[best];
+  }
+  int64_t lo = q.lo_ms;
+  if (q.widen_by_span) {
+    LS_ASSIGN_OR_RETURN(std::vector<int64_t> spans, store.ListingSpans());
+    const int64_t span = spans.empty() ? 0 : *std::max_element(spans.begin(), spans.end());
+    lo = lo - span;
+  }
+  auto position = [](const ListingEntry& e) { return keys::IndexMember(e.ms, e.id); };
+  int kept = 0, scanned = 0;
+  while (true) {
+    const int want = std::min(std::max(q.page_size - kept + 1, 16), kListScanBudget - scanned);
+    LS_ASSIGN_OR_RETURN(auto pages, store.ListingPages(sources, q.descending, lo, q.hi_ms, cursor, want));
+    std::vector<ListingEntry> merged;
+    bool more = false;  // some source may hold entries after this batch
+    for (auto& page : pages) {
+      more = more || static_cast<int>(page.size()) == want;
+      for (auto& e : page) merged.push_back(std::move(e));
+    }
+    std::sort(merged.begin(), merged.end(), [&](const ListingEntry& a, const ListingEntry& b) {
+      return q.descending ? Before(b, a) : Before(a, b);
+    });
+    merged.erase(std::unique(merged.begin(), merged.end(),
+                             [](const ListingEntry& a, const ListingEntry& b) { return a.ms == b.ms && a.id == b.id; }),
+                 merged.end());
+    if (static_cast<int>(merged.size()) > want) {
+      merged.resize(static_cast<size_t>(want));  // beyond this, another source may come first
+      more = true;
+    }
+    // Documents in chunks of what the page still needs.
+    size_t i = 0;
+    while (i < merged.size()) {
+      if (kept == q.page_size) return position(*cursor);
+      const size_t n = std::min(merged.size() - i, static_cast<size_t>(std::max(q.page_size - kept, 1)));
+      std::vector<std::string> doc_keys;
+      for (size_t j = i; j < i + n; ++j) doc_keys.push_back(q.doc_key(merged[j].partition, merged[j].id));
+      LS_ASSIGN_OR_RETURN(auto docs, store.docs().GetMany(doc_keys));
+      for (size_t j = 0; j < n; ++j, ++i) {
+        if (kept == q.page_size) return position(*cursor);
+        ++scanned;
+        cursor = merged[i];
+        if (j >= docs.size() || !docs[j]) continue;  // not of this kind (a booking that is no lease)
+        LS_ASSIGN_OR_RETURN(bool took, take(docs[j]->data));
+        if (took) ++kept;
+      }
+    }
+    if (!more) return std::string();
+    if (kept == q.page_size || scanned >= kListScanBudget) return position(*cursor);
+  }
+}
+
+absl::StatusOr<bool> OwnsOrOperates::operator()(const std::string& instrument) {
+  if (org_.empty()) return false;
+  auto it = known_.find(instrument);
+  if (it != known_.end()) return it->second;
+  auto in = inventory_->Instrument(instrument);
+  if (!in.ok() && in.status().code() != absl::StatusCode::kNotFound) return in.status();
+  const bool yes = in.ok() && ((*in)->owner_organization() == org_ || (*in)->operator_organization() == org_);
+  known_[instrument] = yes;
+  return yes;
+}
+
+absl::StatusOr<int64_t> MigrateListings(
+    const BookingStore& store, const std::function<absl::StatusOr<std::string>(const std::string&)>& operator_of) {
+  std::map<std::string, std::string> operators;  // instrument -> operator organisation, asked once each
+  auto operator_once = [&](const std::string& instrument) -> absl::StatusOr<std::string> {
+    auto it = operators.find(instrument);
+    if (it != operators.end()) return it->second;
+    LS_ASSIGN_OR_RETURN(std::string op, operator_of(instrument));
+    operators[instrument] = op;
+    return op;
+  };
+  const std::string done = "{booking}:migrated:lists";
+  LS_ASSIGN_OR_RETURN(RedisValue marker, store.docs().pool()->Command({"EXISTS", done}));
+  if (marker.integer == 1) return 0;
+  int64_t indexed = 0;
+  std::vector<int64_t> spans(kPartitions, 0);
+  // "{bk:<p>}:<kind>:<id>" -> p, or -1 when not one of ours.
+  auto partition_of = [](const std::string& key, absl::string_view kind, std::string* id) {
+    const size_t close = key.find('}');
+    int p = -1;
+    if (key.rfind("{bk:", 0) != 0 || close == std::string::npos || !absl::SimpleAtoi(key.substr(4, close - 4), &p) ||
+        p < 0 || p >= kPartitions) {
+      return -1;
+    }
+    const std::string prefix = absl::StrCat(":", kind, ":");
+    if (key.compare(close + 1, prefix.size(), prefix) != 0) return -1;
+    *id = key.substr(close + 1 + prefix.size());
+    return p;
+  };
+  for (absl::string_view kind : {"booking", "lease", "order"}) {
+    std::string cursor = "0";
+    do {
+      LS_ASSIGN_OR_RETURN(auto step, store.ScanKeys(cursor, absl::StrCat("{bk:*}:", kind, ":*")));
+      cursor = step.first;
+      std::vector<std::string> doc_keys;
+      std::vector<int> parts;
+      for (const auto& key : step.second) {
+        std::string id;
+        const int p = partition_of(key, kind, &id);
+        if (p < 0) continue;
+        doc_keys.push_back(key);
+        parts.push_back(p);
+      }
+      if (doc_keys.empty()) continue;
+      LS_ASSIGN_OR_RETURN(auto docs, store.docs().GetMany(doc_keys));
+      std::vector<std::pair<ListingSource, ListingEntry>> adds;
+      for (size_t i = 0; i < docs.size() && i < doc_keys.size(); ++i) {
+        if (!docs[i]) continue;
+        const int p = parts[i];
+        std::vector<std::string> index_keys;
+        ListingEntry entry;
+        entry.partition = p;
+        bool lex = false;
+        if (kind == "booking") {
+          v1::Booking b;
+          if (!b.ParseFromString(docs[i]->data) || b.name().empty()) continue;
+          LS_ASSIGN_OR_RETURN(std::string op, operator_once(b.instrument()));
+          index_keys = BookingListingKeys(p, b, op);
+          entry.id = IdOf(b.name());
+          entry.ms = Ms(FromProto(b.reserved_interval().start_time()));
+          const int64_t span = Ms(FromProto(b.blocked_interval().end_time())) - entry.ms;
+          spans[static_cast<size_t>(p)] = std::max(spans[static_cast<size_t>(p)], span);
+        } else if (kind == "lease") {
+          v1::Lease l;
+          if (!l.ParseFromString(docs[i]->data) || l.name().empty()) continue;
+          LS_ASSIGN_OR_RETURN(std::string op, operator_once(l.instrument()));
+          index_keys = LeaseListingKeys(p, l, op);
+          entry.id = IdOf(l.name());
+          entry.ms = Ms(FromProto(l.term().start_time()));
+        } else {
+          v1::ServiceOrder o;
+          if (!o.ParseFromString(docs[i]->data) || o.name().empty()) continue;
+          LS_ASSIGN_OR_RETURN(std::string op, operator_once(o.instrument()));
+          for (const auto& ix : OrderListingOps(p, o, op)) index_keys.push_back(ix.key);
+          entry.id = IdOf(o.name());
+          entry.ms = Ms(FromProto(o.create_time()));
+          lex = true;
+        }
+        for (auto& k : index_keys) adds.push_back({ListingSource{p, std::move(k), lex}, entry});
+        ++indexed;
+      }
+      LS_RETURN_IF_ERROR(store.AddListings(adds));
+    } while (cursor != "0");
+  }
+  for (int p = 0; p < kPartitions; ++p) {
+    if (spans[static_cast<size_t>(p)] > 0) LS_RETURN_IF_ERROR(store.RaiseListingSpan(p, spans[static_cast<size_t>(p)]));
+  }
+  LS_RETURN_IF_ERROR(store.docs().pool()->Command({"SET", done, "1"}).status());
+  return indexed;
+}
+
+}  // namespace labshare::booking

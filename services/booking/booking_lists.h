@@ -1,0 +1,132 @@
+// Lists across instruments: ListBookings, ListLeases and ListServiceOrders
+// with every filter optional, scoped to the caller, ordered and paged.
+//
+// Indexes. A booking, lease or order lives in its instrument's partition
+// {bk:P}, and the one Lua step that creates it runs there; so the listing
+// indexes it writes in that same step are per partition too:
+//   bookings {bk:P}:ls:b:all, :ls:b:user:<user>, :ls:b:org:<org> for each of
+//            the instrument's owner and operator (at booking time), the payer
+//            and every cost-share participant. Score: reserved start (ms),
+//            member: the id; Redis orders ties by member, i.e. by name.
+//   leases   {bk:P}:ls:l:all, :ls:l:org:<org> (owner, operator, lessee).
+//            Score: term start. (A lease's booking is in the booking
+//            indexes as well.)
+//   orders   {bk:P}:ls:o:all, :ls:o:org:<org> (owner, operator, client),
+//            :ls:o:instr:<instrument>; DocStore's shape (members
+//            "<create ms, 15 digits>|<id>" at score 0, so by create time).
+// and, by instrument, the existing {bk:P}:bystart:<instrument>.
+// The "org" index is exactly what FACILITY_STAFF of that organisation may
+// see, and a superset of what its billing admin may; "user" is a lab user's.
+//
+// Reading. A page reads one index name in all 16 partitions and merges
+// them (k-way by (ms, id)): each partition answers at most the wanted count
+// after the cursor, so the merged head is exact. Which index name: among
+// those that hold every possible answer (one per filter that names an
+// instrument, user or organisation, and the caller's scope), the one with
+// the fewest entries (ZCARD). Index membership never changes after creation
+// (user, payer, owner and start are fixed); state and end do, so state,
+// time range and the rest are checked on the documents read, and a call
+// reads at most kListScanBudget index entries: a page may be short, with a
+// token to go on. A time range bounds the scores to [range start - the
+// longest span of any booking (keys::ListSpan), range end).
+//
+// The alternative, indexes per (scope, state) kept in step by every
+// transition, would make every update step write index entries too; the
+// filters the contract names are few and the scan is bounded, so no.
+#ifndef LABSHARE_SERVICES_BOOKING_BOOKING_LISTS_H_
+#define LABSHARE_SERVICES_BOOKING_BOOKING_LISTS_H_
+
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/auth.h"
+#include "common/doc_store.h"
+#include "labshare/booking/v1/booking.pb.h"
+#include "services/booking/inventory_client.h"
+#include "services/booking/redis_booking_store.h"
+
+namespace labshare::booking {
+
+// Index entries one call reads at most.
+constexpr int kListScanBudget = 2000;
+
+// Index keys of a new booking / lease (all in partition p).
+std::vector<std::string> BookingListingKeys(int p, const labshare::booking::v1::Booking& b,
+                                            const std::string& operator_org);
+std::vector<std::string> LeaseListingKeys(int p, const labshare::booking::v1::Lease& l,
+                                          const std::string& operator_org);
+// Index entries of a new order (DocStore index operations).
+std::vector<IndexOp> OrderListingOps(int p, const labshare::booking::v1::ServiceOrder& o,
+                                     const std::string& operator_org);
+
+// A source set covering a whole index name: one source per partition.
+std::vector<ListingSource> EveryPartition(char kind, const std::string& dimension, const std::string& id,
+                                          bool lex = false);
+
+struct ListQuery {
+  // Alternatives, each holding every possible answer; the smallest is read.
+  std::vector<std::vector<ListingSource>> candidates;
+  bool descending = false;
+  // Scores read: [lo_ms, hi_ms). With widen_by_span, lo_ms is a range start
+  // that a booking beginning up to the longest span earlier may overlap.
+  int64_t lo_ms = std::numeric_limits<int64_t>::min();
+  int64_t hi_ms = std::numeric_limits<int64_t>::max();
+  bool widen_by_span = false;
+  // The document of an entry.
+  std::string (*doc_key)(int, absl::string_view) = nullptr;
+  int page_size = 50;
+  std::string after;  // the page token's position ("" first page)
+};
+
+// Runs a query: `take` gets each document in list order and answers whether
+// it went on the page (parsing and filtering are the caller's). Returns the
+// position for the next page token ("" at the end).
+absl::StatusOr<std::string> RunListing(const BookingStore& store, const ListQuery& q,
+                                       const std::function<absl::StatusOr<bool>(const std::string& data)>& take);
+
+// "start_time" / "start_time asc" / "start_time desc" (field `what`; ""
+// means the default): whether descending, else INVALID_ARGUMENT.
+absl::StatusOr<bool> ParseOrderBy(const std::string& order_by, absl::string_view field_name,
+                                  bool default_descending);
+
+// Who the caller is for lists.
+struct ListScope {
+  bool all = false;       // CONSORTIUM_ADMIN, AUDITOR, SERVICE
+  bool lab_user = false;  // their own (bookings), their organisation's (leases, orders)
+  bool billing = false;   // their organisation's
+  bool staff = false;     // their organisation's instruments and their organisation's own
+  std::string self;       // "users/<id>"
+  std::string org;        // "organizations/<id>" or ""
+};
+ListScope ScopeOf(const Principal& p);
+
+// Whether an organisation owns or operates an instrument (inventory asked
+// once per instrument; an unknown instrument: no).
+class OwnsOrOperates {
+ public:
+  OwnsOrOperates(InventoryClient* inventory, std::string org) : inventory_(inventory), org_(std::move(org)) {}
+  absl::StatusOr<bool> operator()(const std::string& instrument);
+
+ private:
+  InventoryClient* inventory_;
+  std::string org_;
+  std::map<std::string, bool> known_;
+};
+
+// Fills the booking indexes of bookings, leases and orders created before
+// the indexes existed (idempotent; ZADD of what the create step writes).
+// `operator_of` answers an instrument's operator organisation. After one
+// complete pass sets {booking}:migrated:lists and only checks it (so
+// replicas of a version without these indexes must be gone by then: what
+// they create later is not indexed). Returns how many documents it indexed.
+absl::StatusOr<int64_t> MigrateListings(
+    const BookingStore& store, const std::function<absl::StatusOr<std::string>(const std::string&)>& operator_of);
+
+}  // namespace labshare::booking
+
+#endif  // LABSHARE_SERVICES_BOOKING_BOOKING_LISTS_H_

@@ -80,7 +80,16 @@ absl::Status MethodPolicy::Check(absl::string_view method, const Principal& prin
 }
 
 absl::StatusOr<Principal> Authorizer::Decide(absl::string_view method,
-                                             absl::string_view authorization) const {
+                                             absl::string_view authorization,
+                                             absl::string_view peer_service) const {
+  if (!peer_service.empty()) {
+    Principal service;
+    service.user_id = std::string(peer_service);
+    service.roles = {Role::kService};
+    service.expires_at = absl::InfiniteFuture();
+    LS_RETURN_IF_ERROR(policy_.Check(method, service));
+    return service;
+  }
   if (authorization.empty()) {
     return MakeError(absl::StatusCode::kUnauthenticated, "MISSING_CREDENTIALS",
                      "missing 'authorization: Bearer <token>' metadata; mint a token with "
@@ -114,8 +123,8 @@ absl::StatusOr<Principal> Authorizer::VerifyToken(absl::string_view token) const
 }
 
 void Authorizer::Begin(const grpc::ServerContextBase* call, absl::string_view method,
-                       absl::string_view authorization) {
-  auto decision = Decide(method, authorization);
+                       absl::string_view authorization, absl::string_view peer_service) {
+  auto decision = Decide(method, authorization, peer_service);
   std::lock_guard<std::mutex> lock(mu_);
   calls_.insert_or_assign(call, std::move(decision));
 }

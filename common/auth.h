@@ -93,12 +93,17 @@ class Authorizer {
       : signer_(signer), policy_(std::move(policy)), clock_(clock) {}
 
   // The decision for one call, from the value of its "authorization" header
-  // ("Bearer <token>"; absent = empty).
-  absl::StatusOr<Principal> Decide(absl::string_view method, absl::string_view authorization) const;
+  // ("Bearer <token>"; absent = empty) and the calling service's name as
+  // proven by its client certificate (peer_service, "" when the peer showed
+  // no service certificate; see common/peer_identity.h). A certified service
+  // is the principal {user_id: peer_service, roles: {SERVICE}} and any bearer
+  // token it sends is ignored; SERVICE never comes from a token.
+  absl::StatusOr<Principal> Decide(absl::string_view method, absl::string_view authorization,
+                                   absl::string_view peer_service = {}) const;
 
   // Interceptor side: remember / forget the decision for a call.
   void Begin(const grpc::ServerContextBase* call, absl::string_view method,
-             absl::string_view authorization);
+             absl::string_view authorization, absl::string_view peer_service = {});
   void End(const grpc::ServerContextBase* call);
 
   // Handler side. UNAUTHENTICATED when no decision was recorded.

@@ -180,6 +180,9 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"TOKEN_KEY_FILE_UNREADABLE", "key loading at start"},
       {"TOKEN_KEY_MISSING", "key loading at start"},
       {"WEAK_TOKEN_KEY", "key loading at start"},
+      {"SECRET_FILE_NOT_FOUND", "secret loading at start"},
+      {"SECRET_FILE_UNREADABLE", "secret loading at start"},
+      {"SECRET_FILE_EXPOSED", "secret loading at start"},
       {"UNKNOWN_ROLE", "labshare-token's --roles"},
       // Event consumers and the sweep: statuses that stay inside a process.
       {"NOT_DUE", "the sweep's own skip signal"},

@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
+#include "common/channel.h"
 #include "common/server.h"
 #include "common/token.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
@@ -251,8 +252,12 @@ int main(int argc, char** argv) {
   const absl::Time now = labshare::ClockFromFlags()->Now();
   labshare::Principal admin{"demo-admin", "", {labshare::Role::kConsortiumAdmin},
                             now + absl::Hours(1)};
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_inventory),
-                                     grpc::InsecureChannelCredentials());
+  auto channel_or = labshare::MakeChannel(absl::GetFlag(FLAGS_inventory));  // --tls_* (common/tls.h)
+  if (!channel_or.ok()) {
+    std::cerr << channel_or.status().message() << "\n";
+    return 2;
+  }
+  auto channel = *channel_or;
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
     std::cerr << "cannot reach inventory at " << absl::GetFlag(FLAGS_inventory) << "\n";
     return 1;

@@ -36,6 +36,7 @@
 #include "common/metrics.h"
 #include "common/peer_identity.h"
 #include "common/secret_file.h"
+#include "common/redis_flags.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "HOST:PORT to serve gRPC on; port 0 picks a free port. The bound address is printed "
@@ -361,6 +362,7 @@ RedisOptions RedisOptionsFromFlags() {
   auto options = ParseRedisAddress(absl::GetFlag(FLAGS_redis));
   if (!options.ok()) Die("--redis: " + std::string(options.status().message()));
   options->pool_size = absl::GetFlag(FLAGS_redis_pool_size);
+  if (absl::Status auth = RedisCredentialsFromFlags(&*options); !auth.ok()) Die(std::string(auth.message()));
   return *options;
 }
 

@@ -171,7 +171,6 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"NOT_SERVING", "health status in a log line"},
       // Environment variables.
       {"LABSHARE_CONFIG", "environment variable"},
-      {"LABSHARE_TOKEN_KEY", "environment variable"},
       // Process start and the command-line tools: never an RPC answer.
       {"INVALID_REDIS_ADDRESS", "flag parsing at start"},
       {"INVALID_REDIS_CREDENTIALS", "--redis_user / --redis_password_file at start"},
@@ -181,14 +180,15 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"METRICS_LISTEN_FAILED", "server start"},
       {"PLAINTEXT_REFUSED", "server start and client channels (common/tls.h)"},
       {"TLS_CONFIG_INVALID", "TLS files at start (common/tls.h)"},
-      {"TOKEN_KEY_FILE_NOT_FOUND", "key loading at start"},
-      {"TOKEN_KEY_FILE_UNREADABLE", "key loading at start"},
-      {"TOKEN_KEY_MISSING", "key loading at start"},
-      {"WEAK_TOKEN_KEY", "key loading at start"},
       {"SECRET_FILE_NOT_FOUND", "secret loading at start"},
       {"SECRET_FILE_UNREADABLE", "secret loading at start"},
       {"SECRET_FILE_EXPOSED", "secret loading at start"},
       {"UNKNOWN_ROLE", "labshare-token's --roles"},
+      {"INVALID_JWKS", "key set loading at start (--jwks); later refreshes keep the old keys"},
+      {"JWKS_UNAVAILABLE", "key set loading at start (--jwks); later refreshes keep the old keys"},
+      {"HTTP_UNAVAILABLE", "common/http_client.h: callers turn it into their own answer"},
+      {"INVALID_SIGNING_KEY", "key loading at start (--token_signing_key_file) and labshare-token"},
+      {"KEY_GENERATION_FAILED", "labshare-token --generate_key"},
       // Event consumers and the sweep: statuses that stay inside a process.
       {"NOT_DUE", "the sweep's own skip signal"},
       {"UNDECODABLE_EVENT", "usage's consumer skips such an event"},

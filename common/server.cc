@@ -31,6 +31,7 @@
 #include "common/error_contract.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/reflection_v1.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "HOST:PORT to serve gRPC on; port 0 picks a free port. The bound address is printed "
@@ -199,6 +200,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config,
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  InitReflectionV1ServerBuilderPlugin();  // grpc.reflection.v1 next to v1alpha
   grpc::ServerBuilder builder;
   builder.AddListeningPort(s->config_.listen, grpc::InsecureServerCredentials(), &s->port_);
   for (grpc::Service* service : services) builder.RegisterService(service);

@@ -248,6 +248,23 @@ TEST_F(CliTest, SingleAnswerShowsTimesInTheCallersZone) {
   EXPECT_NE(r.out.find("\ncreate_time: 2027-03-01T10:00:00+09:00\n"), std::string::npos) << r.out;
 }
 
+// Facility.time_zone: the consortium's zone by default, updatable by mask.
+TEST_F(CliTest, FacilityTimeZoneDefaultsToTheConsortiumsAndCanBeUpdated) {
+  CliRun r = Admin({"inventory", "CreateFacility", "--facility_id=hz", "--facility.display_name=杭州",
+                    "--facility.owner_organization=organizations/zju"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\ntime_zone: Asia/Shanghai\n"), std::string::npos) << r.out;
+  r = Admin({"inventory", "UpdateFacility", "--facility.name=facilities/hz", "--facility.time_zone=Europe/Paris",
+             "--update_mask=time_zone"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\ntime_zone: Europe/Paris\n"), std::string::npos) << r.out;
+  r = Admin({"inventory", "UpdateFacility", "--facility.name=facilities/hz", "--facility.time_zone=Paris",
+             "--update_mask=time_zone"});
+  EXPECT_EQ(r.exit_code, 13);
+  EXPECT_EQ(r.err, "error: INVALID_ARGUMENT INVALID_FIELD: facility.time_zone: unknown time zone \"Paris\"; use an "
+                   "IANA name such as Asia/Shanghai\n");
+}
+
 // "--validate_only" alone is "--validate_only=true": checked, nothing made.
 TEST_F(CliTest, BooleanFlagsNeedNoValue) {
   const std::string interval = R"(--booking.reserved_interval={"start_time":"2027-03-05T09:00:00+08:00",)"

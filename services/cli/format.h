@@ -79,7 +79,7 @@ bool PrintTable(const google::protobuf::Message& m, const PrintOptions& options,
 // ------------------------------------------------------------ errors
 
 // A failed call as one line of JSON:
-// {"code":"NOT_FOUND","code_number":5,"reason":"BOOKING_NOT_FOUND","domain":"booking",
+// {"code":"NOT_FOUND","code_number":5,"reason":"BOOKING_NOT_FOUND","domain":"booking.labshare",
 //  "message":"...","metadata":{...},"field_violations":[{"field":"...","description":"..."}],
 //  "retry_delay":"1.5s","exit_code":15}
 // (retry_delay only with a google.rpc.RetryInfo).

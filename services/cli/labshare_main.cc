@@ -35,7 +35,7 @@
 // as "error: CODE REASON: message" (REASON from google.rpc.ErrorInfo); under
 // --json as one JSON object on one line on stderr (stdout stays empty):
 // {"code":"NOT_FOUND","code_number":5,"reason":"BOOKING_NOT_FOUND",
-// "domain":"booking","message":"...","metadata":{...},"field_violations":
+// "domain":"booking.labshare","message":"...","metadata":{...},"field_violations":
 // [{"field":"...","description":"..."}],"exit_code":15}, plus "retry_delay"
 // when the server gave one; the client's own errors with code "USAGE" or
 // "LOCAL" and reason "".
@@ -389,9 +389,9 @@ int main(int argc, char** argv) {
       std::string key = a.substr(2), value;
       const size_t eq = key.find('=');
       // Before the method, service names are addresses; after it, fields.
-      const bool is_global = kGlobal.count(key.substr(0, eq)) &&
-                             (positional.size() < 2 || (key.substr(0, eq) != "inventory" && key.substr(0, eq) != "booking" &&
-                                                        key.substr(0, eq) != "billing" && key.substr(0, eq) != "usage"));
+      static const std::set<std::string> kAddresses = {"inventory", "booking", "billing", "usage"};
+      const std::string name = key.substr(0, eq);
+      const bool is_global = kGlobal.count(name) && (positional.size() < 2 || kAddresses.count(name) == 0);
       const pb::MethodDescriptor* method = MethodNamed(positional);
       if (eq != std::string::npos) {
         value = key.substr(eq + 1);

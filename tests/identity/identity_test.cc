@@ -457,11 +457,12 @@ class IdentityTest : public ::testing::Test {
 TEST_F(IdentityTest, LabshareLoginDeviceFlowStoresInventoryIdentityPrivately) {
   const std::string home = env->dir + "/home-li";
   ASSERT_EQ(mkdir(home.c_str(), 0755), 0);
+  // The provider and the CA come from the config file, as a user sets them once.
+  WriteFile(home + "/config", absl::StrCat("issuer = ", env->issuer, "\noidc_ca_file = ", env->cert, "\n"), 0644);
   const std::vector<std::string> cli_env = {"HOME=" + home, "XDG_CONFIG_HOME=" + home + "/xdg",
-                                            "LABSHARE_CONFIG=" + home + "/no-config"};
-  auto login = Proc::Start({BinDir() + "/labshare", "login", "--issuer=" + env->issuer, "--oidc_ca_file=" + env->cert,
-                            "--inventory=" + env->inventory_address},
-                           cli_env, env->dir + "/login.stderr");
+                                            "LABSHARE_CONFIG=" + home + "/config"};
+  auto login = Proc::Start({BinDir() + "/labshare", "login", "--inventory=" + env->inventory_address}, cli_env,
+                           env->dir + "/login.stderr");
   const std::string code = login->ReadLine("shows the code: ", absl::Seconds(30));
   ASSERT_FALSE(code.empty()) << login->output() << login->stderr_text();
   RunResult approve = RunCmd({env->node, OidcDir() + "/approve-device.mjs", "--issuer=" + env->issuer,

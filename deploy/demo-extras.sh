@@ -2,12 +2,12 @@
 # The rest of the demo consortium, after labshare-demo-seed: an SME subsidy
 # pool (billing) and a joint-research project (booking), through the client.
 # Idempotent (request ids), so a restart is harmless.
-# Needs LABSHARE_BIN, LABSHARE_TOKEN_KEY, LABSHARE_DATA_DIR and the service
+# Needs LABSHARE_BIN, LABSHARE_TOKEN_SIGNING_KEY_FILE, LABSHARE_DATA_DIR and the service
 # addresses in LABSHARE_INVENTORY/BOOKING/BILLING/USAGE.
 set -euo pipefail
 build_bin="${LABSHARE_BIN:?}"
 data="${LABSHARE_DATA_DIR:?}"
-admin_token="$("$build_bin/labshare-token" --user=admin --org=zju --roles=consortium_admin --ttl=1h)"
+admin_token="$("$build_bin/labshare-token" --signing_key_file="$LABSHARE_TOKEN_SIGNING_KEY_FILE" --user=admin --org=zju --roles=consortium_admin --ttl=1h)"
 cli() { "$build_bin/labshare" --token="$admin_token" "$@" >/dev/null; }
 cli billing CreateSubsidyPool --subsidy_pool_id=sme-voucher --request_id=demo-pool \
   --subsidy_pool.display_name="SME innovation voucher" --subsidy_pool.funder_display_name="Provincial S&T Department" \

@@ -9,13 +9,13 @@
 # its payment) and the utilisation report. It moves the demo clock
 # (LABSHARE_CLOCK_FILE) forward and prints the results; the last lines are
 # "RESULT key=value" pairs that tests/e2e/demo_test.sh checks.
-# Needs: LABSHARE_BIN (the binaries), LABSHARE_TOKEN_KEY, the service
+# Needs: LABSHARE_BIN (the binaries), LABSHARE_TOKEN_SIGNING_KEY_FILE, the service
 # addresses in LABSHARE_INVENTORY/BOOKING/BILLING/USAGE (run-local sets them).
 set -euo pipefail
 bin="${LABSHARE_BIN:?set LABSHARE_BIN to the directory of the binaries}"
 clock="${LABSHARE_CLOCK_FILE:?the demo needs LABSHARE_CLOCK_FILE (demo time)}"
 
-token() { "$bin/labshare-token" --user="$1" --org="$2" --roles="$3" --ttl=4h; }
+token() { "$bin/labshare-token" --signing_key_file="$LABSHARE_TOKEN_SIGNING_KEY_FILE" --user="$1" --org="$2" --roles="$3" --ttl=1h; }
 admin=$(token admin zju consortium_admin)
 auditor=$(token auditor metrology auditor)
 liwei=$(token li-wei nanocraft lab_user)

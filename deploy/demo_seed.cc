@@ -17,11 +17,12 @@
 #include "common/proto_util.h"
 #include "common/server.h"
 #include "common/token.h"
+#include "common/token_flags.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory.");
-// --token_key_file and --clock_file are common/server's flags.
-ABSL_DECLARE_FLAG(std::string, token_key_file);
+// --token_signing_key_file (common/token_flags.h) and --clock_file
+// (common/server.h) are common flags.
 
 namespace {
 
@@ -242,24 +243,22 @@ class Seeder {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "labshare-demo-seed: loads the demo consortium into labshare-inventory.\n"
-      "Usage: labshare-demo-seed --inventory=HOST:PORT [--token_key_file=FILE]");
+      "Usage: labshare-demo-seed --inventory=HOST:PORT --token_signing_key_file=FILE");
   absl::ParseCommandLine(argc, argv);
-  auto signer = labshare::TokenSigner::FromFileOrEnv(absl::GetFlag(FLAGS_token_key_file));
-  if (!signer.ok()) {
-    std::cerr << signer.status().message() << "\n";
-    return 2;
-  }
+  // The issuer's key: the seeder acts as the consortium's bootstrap admin.
+  const std::unique_ptr<labshare::TokenIssuer> issuer = labshare::TokenIssuerFromFlags();
   // The platform's time: the wall clock, or the demo's --clock_file.
   const absl::Time now = labshare::ClockFromFlags()->Now();
-  labshare::Principal admin{"demo-admin", "", {labshare::Role::kConsortiumAdmin},
-                            now + absl::Hours(1)};
+  // Tokens expire by the wall clock, whatever the demo's clock says.
+  const absl::Time wall = absl::Now();
+  labshare::Principal admin{"demo-admin", "", {labshare::Role::kConsortiumAdmin}, wall + absl::Minutes(30)};
   auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_inventory),
                                      grpc::InsecureChannelCredentials());
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
     std::cerr << "cannot reach inventory at " << absl::GetFlag(FLAGS_inventory) << "\n";
     return 1;
   }
-  Seeder s(channel, signer->Mint(admin, now));
+  Seeder s(channel, issuer->Mint(admin, wall));
   // Rate lines may not be backdated: they take effect a minute from now.
   s.set_effective(absl::FromUnixSeconds(absl::ToUnixSeconds(now) + 60));
 

@@ -45,11 +45,13 @@ if [ -n "${LABSHARE_CLOCK_FILE:-}" ]; then
   clock=(--clock_file="$LABSHARE_CLOCK_FILE")
 fi
 
-# The signing key: generated once, kept with the data, never in the source.
-if [ ! -s "$data/token.key" ]; then
-  (umask 077; "$build/bin/labshare-token" --generate_key > "$data/token.key")
+# The token signing key (only inventory reads it) and the JWKS every service
+# verifies with: generated once, kept with the data, never in the source.
+if [ ! -s "$data/token-signing.pem" ]; then
+  "$build/bin/labshare-token" --generate_key="$data/token-signing.pem" >/dev/null
 fi
-export LABSHARE_TOKEN_KEY="$(cat "$data/token.key")"
+"$build/bin/labshare-token" --jwks "$data/token-signing.pem" > "$data/jwks.json"
+export LABSHARE_TOKEN_SIGNING_KEY_FILE="$data/token-signing.pem"
 
 pids=()
 cleanup() {
@@ -68,11 +70,11 @@ for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
 start() {  # name port_offset [extra flags]
   local name=$1 off=$2; shift 2
   "$build/bin/labshare-$name" --listen="127.0.0.1:$((base + off))" \
-    --redis="127.0.0.1:$redis_port" --metrics_listen="127.0.0.1:$((base + 100 + off))" "${clock[@]}" "$@" \
+    --redis="127.0.0.1:$redis_port" --metrics_listen="127.0.0.1:$((base + 100 + off))" --jwks="$data/jwks.json" "${clock[@]}" "$@" \
     >"$data/$name.out" 2>"$data/$name.log" &
   pids+=($!)
 }
-start inventory 0
+start inventory 0 --token_signing_key_file="$data/token-signing.pem"
 start booking 1 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--sweep_interval=1s --inventory_cache_ttl=0s}
 start billing 2 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--lease_period_interval=1s}
 start usage 3
@@ -81,8 +83,9 @@ for name in inventory booking billing usage; do
   echo "$name: $(head -1 "$data/$name.out")  (logs: $data/$name.log)"
 done
 
-"$build/bin/labshare-demo-seed" --inventory="127.0.0.1:$base" "${clock[@]}"
-admin_token="$("$build/bin/labshare-token" --user=admin --org=zju --roles=consortium_admin --ttl=24h)"
+"$build/bin/labshare-demo-seed" --inventory="127.0.0.1:$base" --token_signing_key_file="$data/token-signing.pem" "${clock[@]}"
+admin_token="$("$build/bin/labshare-token" --signing_key_file="$data/token-signing.pem" --user=admin --org=zju \
+  --roles=consortium_admin --ttl=1h)"
 export LABSHARE_INVENTORY="127.0.0.1:$base" LABSHARE_BOOKING="127.0.0.1:$((base + 1))"
 export LABSHARE_BILLING="127.0.0.1:$((base + 2))" LABSHARE_USAGE="127.0.0.1:$((base + 3))"
 LABSHARE_BIN="$build/bin" LABSHARE_DATA_DIR="$data" "$root/deploy/demo-extras.sh"
@@ -95,7 +98,7 @@ fi
 cat <<MSG
 
 LabShare is running. Redis on 127.0.0.1:$redis_port (append-only file in $data).
-An admin token (24 h):  export TOKEN=$admin_token
+An admin token (1 h; people sign in with \`labshare login\`):  export TOKEN=$admin_token
 Try the client (addresses come from the environment, see README):
   export LABSHARE_INVENTORY=127.0.0.1:$base LABSHARE_BOOKING=127.0.0.1:$((base + 1)) \\
          LABSHARE_BILLING=127.0.0.1:$((base + 2)) LABSHARE_USAGE=127.0.0.1:$((base + 3)) LABSHARE_TOKEN=\$TOKEN

@@ -282,14 +282,24 @@ def read_text(path):
         return "(cannot read %s: %s)" % (path, e)
 
 
-def mint_token(bin_dir, key):
+def make_signing_key(bin_dir, tmp):
+    """The token issuer's key (labshare-token --generate_key) and its JWKS file."""
     tool = os.path.join(bin_dir, "labshare-token")
     if not os.access(tool, os.X_OK):
         raise FatalError("%s does not exist or is not executable" % tool)
-    env = dict(os.environ, LABSHARE_TOKEN_KEY=key)
+    key_file = os.path.join(tmp, "token-signing.pem")
+    jwks_file = os.path.join(tmp, "jwks.json")
+    subprocess.run([tool, "--generate_key=" + key_file], check=True, capture_output=True, timeout=30)
+    with open(jwks_file, "wb") as out:
+        subprocess.run([tool, "--jwks", key_file], check=True, stdout=out, timeout=30)
+    return key_file, jwks_file
+
+
+def mint_token(bin_dir, key_file):
+    tool = os.path.join(bin_dir, "labshare-token")
     proc = subprocess.run(
-        [tool, "--user=admin", "--org=", "--roles=consortium_admin", "--ttl=1h"],
-        env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        [tool, "--signing_key_file=" + key_file, "--user=admin", "--org=", "--roles=consortium_admin", "--ttl=1h"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
     token = proc.stdout.decode("ascii", "replace").strip()
     if proc.returncode != 0 or not token:
         raise FatalError("labshare-token exited with code %d, stdout %r, stderr %r" %
@@ -300,19 +310,17 @@ def mint_token(bin_dir, key):
 
 
 class InventoryServer:
-    def __init__(self, bin_dir, redis_port, key, tmp):
+    def __init__(self, bin_dir, redis_port, key_file, jwks_file, tmp):
         self.binary = os.path.join(bin_dir, "labshare-inventory")
         if not os.access(self.binary, os.X_OK):
             raise FatalError("%s does not exist or is not executable" % self.binary)
         self.stderr_path = os.path.join(tmp, "inventory.stderr.log")
         self.stdout_lines = []
         self._lines = queue.Queue()
-        env = dict(os.environ, LABSHARE_TOKEN_KEY=key)
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [self.binary, "--listen=127.0.0.1:0", "--redis=127.0.0.1:%d" % redis_port,
-                 "--metrics_listen=127.0.0.1:0"],
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+                 "--metrics_listen=127.0.0.1:0", "--jwks=" + jwks_file, "--token_signing_key_file=" + key_file], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)
         self._reader.start()
 
@@ -602,11 +610,11 @@ def main():
         redis, redis_port, _ = start_redis(tmp)
         results.check("redis-server answers PING on 127.0.0.1:%d" % redis_port, True)
 
-        key = secrets.token_hex(32)  # 64 ASCII characters, used as raw key bytes
-        token = mint_token(bin_dir, key)
+        key_file, jwks_file = make_signing_key(bin_dir, tmp)
+        token = mint_token(bin_dir, key_file)
         results.check("labshare-token minted a token", True)
 
-        server = InventoryServer(bin_dir, redis_port, key, tmp)
+        server = InventoryServer(bin_dir, redis_port, key_file, jwks_file, tmp)
         address = server.wait_listening()
         results.check("labshare-inventory printed 'listening on %s'" % address, True)
 

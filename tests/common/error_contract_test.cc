@@ -171,15 +171,10 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"NOT_SERVING", "health status in a log line"},
       // Environment variables.
       {"LABSHARE_CONFIG", "environment variable"},
-      {"LABSHARE_TOKEN_KEY", "environment variable"},
       // Process start and the command-line tools: never an RPC answer.
       {"INVALID_REDIS_ADDRESS", "flag parsing at start"},
       {"LISTEN_FAILED", "server start"},
       {"METRICS_LISTEN_FAILED", "server start"},
-      {"TOKEN_KEY_FILE_NOT_FOUND", "key loading at start"},
-      {"TOKEN_KEY_FILE_UNREADABLE", "key loading at start"},
-      {"TOKEN_KEY_MISSING", "key loading at start"},
-      {"WEAK_TOKEN_KEY", "key loading at start"},
       {"SECRET_FILE_NOT_FOUND", "secret loading at start"},
       {"SECRET_FILE_UNREADABLE", "secret loading at start"},
       {"SECRET_FILE_EXPOSED", "secret loading at start"},

@@ -14,6 +14,7 @@
 #include "common/grpc_status.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare {
 namespace {
@@ -77,8 +78,7 @@ TEST(Server, HealthIsServingOnlyWhileRedisAnswers) {
   RedisOptions options = (*redis)->options();
   RedisPool pool(options);
   FakeClock clock;
-  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
-  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Authorizer auth(labshare::testing::TestVerifier(), MethodPolicy(), &clock);
   Stub service;
   ServerConfig config;
   config.service_name = "booking";
@@ -99,8 +99,7 @@ TEST(Server, UnbuiltMethodsAreUnimplementedAndMetricsCountThem) {
   ASSERT_NE(redis, nullptr);
   RedisPool pool(redis->options());
   FakeClock clock;
-  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
-  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Authorizer auth(labshare::testing::TestVerifier(), MethodPolicy(), &clock);
   Stub service;
   ServerConfig config;
   config.service_name = "booking";

@@ -49,7 +49,9 @@ for h in "${hosts[@]}"; do
   n=$((n + 1))
 done
 
-export LABSHARE_TOKEN_KEY="netns-test-key-$(date +%s%N)-0123456789abcdef"
+export LABSHARE_TOKEN_SIGNING_KEY_FILE="$work/token-signing.pem"
+"$bin/labshare-token" --generate_key="$LABSHARE_TOKEN_SIGNING_KEY_FILE" >/dev/null
+"$bin/labshare-token" --jwks "$LABSHARE_TOKEN_SIGNING_KEY_FILE" > "$work/jwks.json"
 export LABSHARE_CLOCK_FILE="$work/clock"
 echo 2027-03-01T08:00:00+08:00 > "$LABSHARE_CLOCK_FILE"
 mkdir -p "$work/data"
@@ -62,10 +64,10 @@ for _ in $(seq 100); do redis-cli -h "${addr[redis]}" ping >/dev/null 2>&1 && br
 start() {  # host port [flags]
   local h=$1 port=$2; shift 2
   ip netns exec "$id-$h" "$bin/labshare-$h" --listen="${addr[$h]}:$port" --redis="${addr[redis]}:6379" \
-    --clock_file="$LABSHARE_CLOCK_FILE" "$@" > "$work/$h.out" 2> "$work/$h.log" &
+    --clock_file="$LABSHARE_CLOCK_FILE" --jwks="$work/jwks.json" "$@" > "$work/$h.out" 2> "$work/$h.log" &
   pids+=($!)
 }
-start inventory 50051
+start inventory 50051 --token_signing_key_file="$LABSHARE_TOKEN_SIGNING_KEY_FILE"
 start booking 50052 --inventory="${addr[inventory]}:50051" --sweep_interval=1s --inventory_cache_ttl=0s
 start billing 50053 --inventory="${addr[inventory]}:50051" --lease_period_interval=1s
 start usage 50054
@@ -77,7 +79,8 @@ done
 export LABSHARE_INVENTORY="${addr[inventory]}:50051" LABSHARE_BOOKING="${addr[booking]}:50052"
 export LABSHARE_BILLING="${addr[billing]}:50053" LABSHARE_USAGE="${addr[usage]}:50054"
 "$bin/labshare" health "$LABSHARE_BOOKING"
-"$bin/labshare-demo-seed" --inventory="$LABSHARE_INVENTORY" --clock_file="$LABSHARE_CLOCK_FILE"
+"$bin/labshare-demo-seed" --inventory="$LABSHARE_INVENTORY" --clock_file="$LABSHARE_CLOCK_FILE" \
+  --token_signing_key_file="$LABSHARE_TOKEN_SIGNING_KEY_FILE"
 LABSHARE_BIN="$bin" LABSHARE_DATA_DIR="$work/data" "$root/deploy/demo-extras.sh"
 out="$work/out"
 if ! LABSHARE_BIN="$bin" "$root/deploy/demo-scenario.sh" > "$out" 2>&1; then

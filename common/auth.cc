@@ -26,7 +26,18 @@ MethodPolicy& MethodPolicy::Allow(absl::string_view method, std::initializer_lis
 
 MethodPolicy& MethodPolicy::AllowAll(absl::string_view method) { return Allow(method, AllRoles()); }
 
-bool MethodPolicy::Knows(absl::string_view method) const { return allowed_.count(method) > 0; }
+MethodPolicy& MethodPolicy::AllowUnauthenticated(absl::string_view method) {
+  unauthenticated_.emplace(method);
+  return *this;
+}
+
+bool MethodPolicy::AllowsUnauthenticated(absl::string_view method) const {
+  return unauthenticated_.count(method) > 0;
+}
+
+bool MethodPolicy::Knows(absl::string_view method) const {
+  return allowed_.count(method) > 0 || unauthenticated_.count(method) > 0;
+}
 
 unsigned MethodPolicy::ScopesOf(absl::string_view method, const Principal& principal) const {
   auto it = allowed_.find(method);
@@ -79,10 +90,29 @@ absl::Status MethodPolicy::Check(absl::string_view method, const Principal& prin
                    {{"method", std::string(method)}});
 }
 
+bool IsPlatformService(absl::string_view name) {
+  return name == "inventory" || name == "booking" || name == "billing" || name == "usage" || name == "notify";
+}
+
 absl::StatusOr<Principal> Authorizer::Decide(absl::string_view method,
                                              absl::string_view authorization,
                                              absl::string_view peer_service) const {
-  if (!peer_service.empty()) {
+  if (policy_.AllowsUnauthenticated(method)) {
+    Principal anonymous;
+    anonymous.expires_at = absl::InfiniteFuture();
+    return anonymous;
+  }
+  // A bearer token, when sent, names the caller, also on a certified
+  // channel: a gateway (the console) calls for the signed-in person. Without
+  // one, the platform's own services are the SERVICE principal by their
+  // certificate; any other certified name must send its user's token.
+  if (authorization.empty() && !peer_service.empty()) {
+    if (!IsPlatformService(peer_service)) {
+      return MakeError(absl::StatusCode::kUnauthenticated, "MISSING_CREDENTIALS",
+                       absl::StrCat("the certificate names '", peer_service,
+                                    "', which is not one of the platform's services (inventory, booking, "
+                                    "billing, usage, notify); send the signed-in user's access token"));
+    }
     Principal service;
     service.user_id = std::string(peer_service);
     service.roles = {Role::kService};

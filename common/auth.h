@@ -64,6 +64,12 @@ class MethodPolicy {
   MethodPolicy& Allow(absl::string_view method, std::initializer_list<Role> roles,
                       unsigned scope = kScopeAny);
   MethodPolicy& AllowAll(absl::string_view method);  // any authenticated caller
+  // A method that needs no credentials (sign-in itself): Authorizer::Decide
+  // admits every call, ignoring any token or certificate, as an anonymous
+  // principal (no user, no roles). The contract says "Roles: anyone,
+  // without a LabShare token."
+  MethodPolicy& AllowUnauthenticated(absl::string_view method);
+  bool AllowsUnauthenticated(absl::string_view method) const;
   // Role check (the interceptor's): ROLE_NOT_ALLOWED unless one of the
   // caller's roles is admitted in some scope.
   absl::Status Check(absl::string_view method, const Principal& principal) const;
@@ -81,6 +87,7 @@ class MethodPolicy {
 
  private:
   std::map<std::string, std::map<Role, unsigned>, std::less<>> allowed_;
+  std::set<std::string, std::less<>> unauthenticated_;
 };
 
 // All roles: for methods any authenticated caller may use.
@@ -95,9 +102,12 @@ class Authorizer {
   // The decision for one call, from the value of its "authorization" header
   // ("Bearer <token>"; absent = empty) and the calling service's name as
   // proven by its client certificate (peer_service, "" when the peer showed
-  // no service certificate; see common/peer_identity.h). A certified service
-  // is the principal {user_id: peer_service, roles: {SERVICE}} and any bearer
-  // token it sends is ignored; SERVICE never comes from a token.
+  // no service certificate; see common/peer_identity.h). A bearer token, when
+  // present, decides (also on a certified channel: a gateway calls for its
+  // signed-in user). Without a token, a certified platform service
+  // (IsPlatformService) is the principal {user_id: peer_service, roles:
+  // {SERVICE}}; other certified names (the console) get MISSING_CREDENTIALS.
+  // SERVICE never comes from a token.
   absl::StatusOr<Principal> Decide(absl::string_view method, absl::string_view authorization,
                                    absl::string_view peer_service = {}) const;
 
@@ -136,6 +146,10 @@ class Authorizer {
   mutable std::mutex tokens_mu_;
   mutable absl::flat_hash_map<std::string, CachedToken> tokens_;  // guarded by tokens_mu_
 };
+
+// The services whose certificate alone makes them the SERVICE principal:
+// inventory, booking, billing, usage, notify.
+bool IsPlatformService(absl::string_view name);
 
 // "users/{id}" for people, "services/{id}" for a service (by its certificate).
 std::string ActorName(const Principal& principal);

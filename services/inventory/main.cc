@@ -4,6 +4,7 @@
 #include "common/page_token.h"
 #include "common/server.h"
 #include "common/token_flags.h"
+#include "services/inventory/identity_service.h"
 #include "services/inventory/inventory_manager.h"
 #include "services/inventory/inventory_service.h"
 
@@ -29,7 +30,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   labshare::inventory::InventoryManager manager(&store, &clock, *std::move(page_tokens));
-  labshare::Authorizer authorizer(verifier.get(), labshare::inventory::InventoryPolicy(), &wall);
+  labshare::MethodPolicy policy = labshare::inventory::InventoryPolicy();
+  labshare::inventory::AddIdentityPolicy(&policy);
+  labshare::Authorizer authorizer(verifier.get(), std::move(policy), &wall);
   labshare::inventory::InventoryService service(&manager, &authorizer);
-  return labshare::RunService("inventory", &redis, &authorizer, {&service});
+  // Sign-in (labshare.identity.v1): the one place LabShare tokens are minted.
+  labshare::inventory::SignIn sign_in = labshare::inventory::SignInFromFlags(&redis, &store, issuer.get(), &wall);
+  labshare::inventory::IdentityService identity(sign_in.manager.get(), &authorizer);
+  return labshare::RunService("inventory", &redis, &authorizer, {&service, &identity});
 }

@@ -2,26 +2,28 @@
 // service: a dozen organisations of every type and tier, facilities,
 // instruments in all four sharing modes, rate cards, users, qualifications
 // and a maintenance window. Idempotent: every call carries a request_id,
-// so running it twice changes nothing.
+// so running it twice changes nothing. It calls as a consortium admin whose
+// token it takes from LABSHARE_TOKEN (the launcher mints a short-lived one
+// with labshare-token --signing_key_file for this bootstrap), over the
+// channel the common TLS flags describe (--tls_ca).
 #include <grpcpp/grpcpp.h>
 
+#include <cstdlib>
 #include <iostream>
 
-#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/channel.h"
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
 #include "common/server.h"
-#include "common/token.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory.");
-// --token_key_file and --clock_file are common/server's flags.
-ABSL_DECLARE_FLAG(std::string, token_key_file);
+// --clock_file and the TLS flags are common flags.
 
 namespace {
 
@@ -240,24 +242,25 @@ class Seeder {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "labshare-demo-seed: loads the demo consortium into labshare-inventory.\n"
-      "Usage: labshare-demo-seed --inventory=HOST:PORT [--token_key_file=FILE]");
+      "Usage: LABSHARE_TOKEN=... labshare-demo-seed --inventory=HOST:PORT [--tls_ca=FILE]");
   absl::ParseCommandLine(argc, argv);
-  auto signer = labshare::TokenSigner::FromFileOrEnv(absl::GetFlag(FLAGS_token_key_file));
-  if (!signer.ok()) {
-    std::cerr << signer.status().message() << "\n";
+  const char* token = std::getenv("LABSHARE_TOKEN");
+  if (token == nullptr || *token == '\0') {
+    std::cerr << "set LABSHARE_TOKEN to a consortium admin's token\n";
     return 2;
   }
   // The platform's time: the wall clock, or the demo's --clock_file.
   const absl::Time now = labshare::ClockFromFlags()->Now();
-  labshare::Principal admin{"demo-admin", "", {labshare::Role::kConsortiumAdmin},
-                            now + absl::Hours(1)};
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_inventory),
-                                     grpc::InsecureChannelCredentials());
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+  auto channel = labshare::MakeChannel(absl::GetFlag(FLAGS_inventory));
+  if (!channel.ok()) {
+    std::cerr << channel.status().message() << "\n";
+    return 2;
+  }
+  if (!(*channel)->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
     std::cerr << "cannot reach inventory at " << absl::GetFlag(FLAGS_inventory) << "\n";
     return 1;
   }
-  Seeder s(channel, signer->Mint(admin, now));
+  Seeder s(*channel, token);
   // Rate lines may not be backdated: they take effect a minute from now.
   s.set_effective(absl::FromUnixSeconds(absl::ToUnixSeconds(now) + 60));
 

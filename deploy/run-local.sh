@@ -126,7 +126,8 @@ unset LABSHARE_TOKEN
 
 if [ -n "$then_cmd" ]; then
   set +e
-  LABSHARE_BIN="$bin" LABSHARE_DATA_DIR="$data" LABSHARE_OIDC_CA="$pki/ca.crt" bash -c "$then_cmd"
+  LABSHARE_BIN="$bin" LABSHARE_DATA_DIR="$data" LABSHARE_TLS_CA="$pki/ca.crt" LABSHARE_OIDC_ISSUER="$issuer" \
+    bash -c "$then_cmd"
   rc=$?
   exit $rc
 fi

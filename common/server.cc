@@ -14,6 +14,9 @@
 #include <google/protobuf/message.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/impl/server_builder_plugin.h>
+#include <grpcpp/impl/server_initializer.h>
 #include <grpcpp/support/server_interceptor.h>
 
 #include "absl/flags/flag.h"
@@ -31,6 +34,8 @@
 #include "common/error_contract.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/peer_identity.h"
+#include "common/secret_file.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "HOST:PORT to serve gRPC on; port 0 picks a free port. The bound address is printed "
@@ -86,8 +91,9 @@ std::string RequestIdOf(void* message) {
 
 class CallInterceptor final : public grpc::experimental::Interceptor {
  public:
-  CallInterceptor(grpc::experimental::ServerRpcInfo* info, Authorizer* auth, Metrics* metrics)
-      : info_(info), auth_(auth), metrics_(metrics), method_(info->method()) {}
+  CallInterceptor(grpc::experimental::ServerRpcInfo* info, Authorizer* auth, Metrics* metrics,
+                  const std::string* trust_domain)
+      : info_(info), auth_(auth), metrics_(metrics), trust_domain_(trust_domain), method_(info->method()) {}
 
   ~CallInterceptor() override {
     if (began_) auth_->End(info_->server_context());
@@ -100,7 +106,12 @@ class CallInterceptor final : public grpc::experimental::Interceptor {
       auto* md = methods->GetRecvInitialMetadata();
       trace_id_ = TraceIdOf(*md);
       if (!absl::StartsWith(method_, "/grpc.")) {
-        auth_->Begin(info_->server_context(), method_, HeaderValue(*md, "authorization"));
+        // A service proves its name with its client certificate.
+        std::string peer_service;
+        if (auto context = info_->server_context()->auth_context(); context != nullptr) {
+          peer_service = PeerServiceName(*context, *trust_domain_);
+        }
+        auth_->Begin(info_->server_context(), method_, HeaderValue(*md, "authorization"), peer_service);
         began_ = true;
         info_->server_context()->AddTrailingMetadata("x-trace-id", trace_id_);
       }
@@ -132,6 +143,7 @@ class CallInterceptor final : public grpc::experimental::Interceptor {
   grpc::experimental::ServerRpcInfo* info_;
   Authorizer* auth_;
   Metrics* metrics_;
+  const std::string* trust_domain_;
   std::string method_;
   std::string trace_id_;
   std::string request_id_;
@@ -142,15 +154,66 @@ class CallInterceptor final : public grpc::experimental::Interceptor {
 class CallInterceptorFactory final
     : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
-  CallInterceptorFactory(Authorizer* auth, Metrics* metrics) : auth_(auth), metrics_(metrics) {}
+  CallInterceptorFactory(Authorizer* auth, Metrics* metrics, const std::string* trust_domain)
+      : auth_(auth), metrics_(metrics), trust_domain_(trust_domain) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    return new CallInterceptor(info, auth_, metrics_);
+    return new CallInterceptor(info, auth_, metrics_, trust_domain_);
   }
 
  private:
   Authorizer* auth_;
   Metrics* metrics_;
+  const std::string* trust_domain_;
+};
+
+// The names of the services registered in a server, as gRPC itself derives
+// them from the registered methods: InitServer sees the application's
+// services (and reflection's) before any port is open, Finish the complete
+// list (with the health service, registered by Server::Start).
+// Every "/<service>/<method>" of the named services, from their descriptors,
+// and the health service's (which has none in the generated pool).
+absl::flat_hash_set<std::string> KnownMethods(const std::vector<std::string>& services) {
+  absl::flat_hash_set<std::string> known = {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"};
+  for (const std::string& name : services) {
+    const auto* service = google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
+    if (service == nullptr) continue;
+    for (int i = 0; i < service->method_count(); ++i) {
+      known.insert(absl::StrCat("/", name, "/", service->method(i)->name()));
+    }
+  }
+  return known;
+}
+
+class ServiceListPlugin final : public grpc::ServerBuilderPlugin {
+ public:
+  ServiceListPlugin(Metrics* metrics, std::vector<std::string>* services)
+      : metrics_(metrics), services_(services) {}
+  std::string name() override { return "labshare_service_list"; }
+  // Before any port opens: no call sees the known set change.
+  void InitServer(grpc::ServerInitializer* si) override {
+    metrics_->SetKnownMethods(KnownMethods(*si->GetServiceList()));
+  }
+  void Finish(grpc::ServerInitializer* si) override { *services_ = *si->GetServiceList(); }
+  void ChangeArguments(const std::string& /*name*/, void* /*value*/) override {}
+
+ private:
+  Metrics* metrics_;
+  std::vector<std::string>* services_;
+};
+
+class ServiceListOption final : public grpc::ServerBuilderOption {
+ public:
+  ServiceListOption(Metrics* metrics, std::vector<std::string>* services)
+      : metrics_(metrics), services_(services) {}
+  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->push_back(std::make_unique<ServiceListPlugin>(metrics_, services_));
+  }
+
+ private:
+  Metrics* metrics_;
+  std::vector<std::string>* services_;
 };
 
 [[noreturn]] void Die(const std::string& message) {
@@ -194,36 +257,56 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config,
                                                       std::vector<grpc::Service*> services) {
   std::unique_ptr<Server> s(new Server());
   s->config_ = std::move(config);
+  const TlsMaterial& tls = s->config_.tls;
+  LS_RETURN_IF_ERROR(CheckTlsMaterial(tls));
+  if (!tls.has_identity()) {
+    LS_RETURN_IF_ERROR(CheckPlaintextAllowed(s->config_.listen, "--listen"));
+  }
   LS_ASSIGN_OR_RETURN(s->metrics_,
-                      Metrics::Create(s->config_.service_name, s->config_.metrics_listen));
+                      Metrics::Create(s->config_.service_name, s->config_.metrics_listen, tls));
+
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (tls.has_identity()) {
+    // With a CA: mutual TLS for those who present a certificate (services);
+    // people's clients present none and authenticate with a token.
+    grpc::SslServerCredentialsOptions options(tls.ca_pem.empty()
+                                                  ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                                  : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+    options.pem_root_certs = tls.ca_pem;
+    options.pem_key_cert_pairs.push_back({tls.key_pem, tls.cert_pem});
+    credentials = grpc::SslServerCredentials(options);
+    WipeSecret(options.pem_key_cert_pairs.front().private_key);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(s->config_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  // No SO_REUSEPORT: with it gRPC binds a listener per poller and, on port 0,
+  // each of them to a different free port (grpc/grpc#24730), i.e. ports
+  // nobody announced.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(s->config_.listen, credentials, &s->port_);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  // The names of the registered services, as gRPC derives them from the
+  // registered methods: the metrics' known methods, the health names.
+  std::vector<std::string> registered;
+  builder.SetOption(std::make_unique<ServiceListOption>(s->metrics_.get(), &registered));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
-  creators.push_back(
-      std::make_unique<CallInterceptorFactory>(s->config_.authorizer, s->metrics_.get()));
+  creators.push_back(std::make_unique<CallInterceptorFactory>(s->config_.authorizer, s->metrics_.get(),
+                                                              &s->config_.trust_domain));
   builder.experimental().SetInterceptorCreators(std::move(creators));
   s->server_ = builder.BuildAndStart();
+  WipeSecret(s->config_.tls.key_pem);  // gRPC and the metrics endpoint hold their copies
   if (s->server_ == nullptr || s->port_ == 0) {
     return MakeError(absl::StatusCode::kInvalidArgument, "LISTEN_FAILED",
                      "cannot listen on --listen=" + s->config_.listen);
   }
   const size_t colon = s->config_.listen.rfind(':');
   s->host_ = s->config_.listen.substr(0, colon);
-  // Readiness: the whole server ("") and the service's own name follow
-  // Redis (MonitorHealth); liveness only this process.
+  // Readiness: the whole server ("") and every registered service by name
+  // follow Redis (MonitorHealth); liveness only this process.
   s->ready_names_ = {""};
-  const std::string svc = s->config_.service_name;
-  if (!svc.empty()) {
-    const std::string full = absl::StrCat("labshare.", svc, ".v1.", absl::AsciiStrToUpper(svc.substr(0, 1)),
-                                          svc.substr(1), "Service");
-    if (google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(full) != nullptr) {
-      s->ready_names_.push_back(full);
-    }
-  }
+  for (const std::string& name : registered) s->ready_names_.push_back(name);
   auto* health = s->server_->GetHealthCheckService();
   for (const auto& name : s->ready_names_) health->SetServingStatus(name, false);
   health->SetServingStatus(std::string(kLivenessService), true);
@@ -233,6 +316,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config,
   std::fflush(stdout);
   LogInfo("listening", {{"service", s->config_.service_name},
                         {"address", s->address()},
+                        {"transport", tls.has_identity() ? (tls.ca_pem.empty() ? "tls" : "mutual tls") : "plaintext"},
                         {"metrics_port", std::to_string(s->metrics_port())}});
   return s;
 }
@@ -327,6 +411,13 @@ int RunService(const std::string& service_name, RedisPool* redis, Authorizer* au
   config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   config.redis = redis;
   config.authorizer = authorizer;
+  config.trust_domain = TrustDomainFromFlags();
+  auto tls = LoadTls(TlsFilesFromFlags(), /*server=*/true);
+  if (!tls.ok()) {
+    LogError("cannot start", {{"service", service_name}, {"error", tls.status().ToString()}});
+    return 1;
+  }
+  config.tls = *std::move(tls);
   auto server = Server::Start(std::move(config), std::move(services));
   if (!server.ok()) {
     LogError("cannot start", {{"service", service_name}, {"error", server.status().ToString()}});

@@ -2,13 +2,22 @@
 //
 // Flags common to all services (--listen, --redis, --metrics_listen,
 // --token_key_file, --redis_pool_size) are defined here. A Server:
-//  - listens on --listen (port 0 picks a free port) and prints
-//    "listening on HOST:PORT" on stdout once it accepts calls;
+//  - listens on --listen (port 0 picks a free port, exactly one port is
+//    opened) and prints "listening on HOST:PORT" on stdout once it accepts
+//    calls; serves TLS with --tls_cert/--tls_key, verifying the client
+//    certificates presented against --tls_ca (common/tls.h); without TLS it
+//    refuses any address but loopback (PLAINTEXT_REFUSED), --metrics_listen
+//    likewise;
+//  - takes a verified client certificate's SPIFFE id
+//    spiffe://<--trust_domain>/<service> as the calling service
+//    (common/peer_identity.h, Authorizer::Begin's peer_service);
 //  - intercepts every call: verifies the bearer token and the method policy
 //    (Authorizer), logs one JSON line (method, code, latency, request id,
 //    trace id) and records Prometheus metrics;
+//  - counts RPCs in Prometheus metrics whose method label is one of the
+//    registered services' methods or "unknown" (common/metrics.h);
 //  - serves grpc.health.v1 and server reflection. Readiness: the server as a
-//    whole ("") and the service's name (e.g.
+//    whole ("") and every registered service by its full name (e.g.
 //    "labshare.inventory.v1.InventoryService") are SERVING only while Redis
 //    answers and accepts writes (RedisPool::Ready: NOT_SERVING while it is
 //    down, out of memory, read-only...), checked every health_interval.
@@ -32,6 +41,7 @@
 #include "common/auth.h"
 #include "common/clock.h"
 #include "common/redis.h"
+#include "common/tls.h"
 
 ABSL_DECLARE_FLAG(std::string, listen);
 ABSL_DECLARE_FLAG(std::string, redis);
@@ -58,6 +68,10 @@ struct ServerConfig {
   RedisPool* redis = nullptr;  // readiness follows its Ready(); not owned
   Authorizer* authorizer = nullptr;  // not owned
   absl::Duration health_interval = absl::Seconds(1);
+  // gRPC and metrics over TLS when it has a certificate; with a CA, client
+  // certificates are verified when presented. Empty: plaintext, loopback only.
+  TlsMaterial tls;
+  std::string trust_domain = "labshare";  // of the peers' SPIFFE ids
 };
 
 class Server {

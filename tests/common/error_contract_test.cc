@@ -176,6 +176,8 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"INVALID_REDIS_ADDRESS", "flag parsing at start"},
       {"LISTEN_FAILED", "server start"},
       {"METRICS_LISTEN_FAILED", "server start"},
+      {"PLAINTEXT_REFUSED", "server start and client channels (common/tls.h)"},
+      {"TLS_CONFIG_INVALID", "TLS files at start (common/tls.h)"},
       {"TOKEN_KEY_FILE_NOT_FOUND", "key loading at start"},
       {"TOKEN_KEY_FILE_UNREADABLE", "key loading at start"},
       {"TOKEN_KEY_MISSING", "key loading at start"},

@@ -11,19 +11,30 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/impl/codegen/client_unary_call.h>
 
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "common/grpc_status.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
+#include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare {
 namespace {
 
-// grpc.health.v1.HealthCheckResponse.status, decoded by hand (field 1, varint).
-int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
+// grpc.health.v1.HealthCheckResponse.status, decoded by hand (field 1, varint);
+// -1 when the call failed (NOT_FOUND for a name the server does not know).
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, const std::string& service = "") {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  grpc::Slice empty{std::string()};  // empty HealthCheckRequest: the whole server
-  grpc::ByteBuffer request(&empty, 1), response;
+  // HealthCheckRequest{service}: field 1, length-delimited; empty = the whole server.
+  std::string encoded;
+  if (!service.empty()) encoded = std::string("\x0a", 1) + static_cast<char>(service.size()) + service;
+  grpc::Slice body{encoded};
+  grpc::ByteBuffer request(&body, 1), response;
   grpc::Status s = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
       channel.get(),
       grpc::internal::RpcMethod("/grpc.health.v1.Health/Check", grpc::internal::RpcMethod::NORMAL_RPC),
@@ -37,10 +48,10 @@ int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
 }
 
 // Polls until the health status is `want` (bounded): readiness, not ordering.
-bool WaitForHealth(const std::shared_ptr<grpc::Channel>& ch, int want) {
+bool WaitForHealth(const std::shared_ptr<grpc::Channel>& ch, int want, const std::string& service = "") {
   const absl::Time deadline = absl::Now() + absl::Seconds(15);
   while (absl::Now() < deadline) {
-    if (HealthStatus(ch) == want) return true;
+    if (HealthStatus(ch, service) == want) return true;
     absl::SleepFor(absl::Milliseconds(50));
   }
   return false;
@@ -70,6 +81,47 @@ constexpr int kServing = 1;
 constexpr int kNotServing = 2;
 
 class Stub final : public labshare::booking::v1::BookingService::Service {};
+class OtherStub final : public labshare::inventory::v1::InventoryService::Service {};
+
+// Listening TCP sockets of this process (/proc/net/tcp{,6} rows in state
+// LISTEN whose inode is one of our file descriptors).
+int ListeningSockets() {
+  std::set<std::string> inodes;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (!ec && absl::StartsWith(target, "socket:[")) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  int count = 0;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::vector<std::string> cols = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (cols.size() > 9 && cols[3] == "0A" && inodes.count(cols[9])) ++count;
+    }
+  }
+  return count;
+}
+
+// A unary call to any path with an empty message; returns the status code.
+grpc::StatusCode CallPath(const std::shared_ptr<grpc::Channel>& channel, const std::string& path) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::Slice empty{std::string()};
+  grpc::ByteBuffer request(&empty, 1), response;
+  return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+             channel.get(), grpc::internal::RpcMethod(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC), &ctx,
+             request, &response)
+      .error_code();
+}
+
+int CountLines(const std::string& text, const std::string& prefix) {
+  int n = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) n += absl::StartsWith(line, prefix) ? 1 : 0;
+  return n;
+}
 
 TEST(Server, HealthIsServingOnlyWhileRedisAnswers) {
   auto redis = testing::RedisServer::Start();
@@ -126,6 +178,99 @@ TEST(Server, UnbuiltMethodsAreUnimplementedAndMetricsCountThem) {
   (*server)->Shutdown(absl::Seconds(1));
   EXPECT_EQ(HealthStatus(grpc::CreateChannel((*server)->address(),
                                              grpc::InsecureChannelCredentials())), -1);
+}
+
+TEST(Server, MadeUpPathsShareOneMetricsLabel) {
+  testing::RedisServer* redis = testing::SharedRedisServer();
+  ASSERT_NE(redis, nullptr);
+  RedisPool pool(redis->options());
+  FakeClock clock;
+  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
+  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Stub service;
+  ServerConfig config;
+  config.service_name = "booking";
+  config.metrics_listen = "127.0.0.1:0";
+  config.redis = &pool;
+  config.authorizer = &auth;
+  auto server = Server::Start(config, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  EXPECT_EQ(CallPath(channel, "/made.up.Service/First"), grpc::StatusCode::UNIMPLEMENTED);
+  const std::string before = HttpGet((*server)->metrics_port(), "/metrics");
+  const int series = CountLines(before, "labshare_rpc_");
+  EXPECT_NE(before.find("method=\"unknown\"} 1"), std::string::npos) << before;
+  for (const char* path : {"/made.up.Service/Second", "/labshare.booking.v1.BookingService/NoSuchMethod",
+                           "/x", "/grpc.health.v1.Health/Nope", "/labshare.booking.v1.BookingService/GetBooking/extra"}) {
+    EXPECT_EQ(CallPath(channel, path), grpc::StatusCode::UNIMPLEMENTED) << path;
+  }
+  const std::string after = HttpGet((*server)->metrics_port(), "/metrics");
+  EXPECT_EQ(CountLines(after, "labshare_rpc_"), series) << after;  // no new series
+  EXPECT_NE(after.find("code=\"UNIMPLEMENTED\",method=\"unknown\"} 6"), std::string::npos) << after;
+  for (const char* made_up : {"made.up", "NoSuchMethod", "Nope", "extra", "method=\"/x\""}) {
+    EXPECT_EQ(after.find(made_up), std::string::npos) << made_up;
+  }
+  // A registered method keeps its own label.
+  grpc::ClientContext ctx;
+  labshare::booking::v1::GetBookingRequest req;
+  labshare::booking::v1::Booking resp;
+  (void)labshare::booking::v1::BookingService::NewStub(channel)->GetBooking(&ctx, req, &resp);
+  EXPECT_NE(HttpGet((*server)->metrics_port(), "/metrics")
+                .find("method=\"/labshare.booking.v1.BookingService/GetBooking\"} 1"),
+            std::string::npos);
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
+TEST(Server, PortZeroOpensExactlyOnePort) {
+  testing::RedisServer* redis = testing::SharedRedisServer();
+  ASSERT_NE(redis, nullptr);
+  RedisPool pool(redis->options());
+  FakeClock clock;
+  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
+  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Stub service;
+  ServerConfig config;
+  config.service_name = "booking";
+  config.redis = &pool;
+  config.authorizer = &auth;
+  for (int round = 0; round < 3; ++round) {  // metrics off
+    const int before = ListeningSockets();
+    auto server = Server::Start(config, {&service});
+    ASSERT_TRUE(server.ok()) << server.status();
+    EXPECT_EQ(ListeningSockets() - before, 1);
+    (*server)->Shutdown(absl::ZeroDuration());
+  }
+  config.metrics_listen = "127.0.0.1:0";  // and one more with metrics
+  const int before = ListeningSockets();
+  auto server = Server::Start(config, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ(ListeningSockets() - before, 2);
+}
+
+TEST(Server, HealthNamesEveryRegisteredService) {
+  testing::RedisServer* redis = testing::SharedRedisServer();
+  ASSERT_NE(redis, nullptr);
+  RedisPool pool(redis->options());
+  FakeClock clock;
+  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
+  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Stub booking;
+  OtherStub inventory;
+  ServerConfig config;
+  config.service_name = "booking";
+  config.redis = &pool;
+  config.authorizer = &auth;
+  config.health_interval = absl::Milliseconds(50);
+  auto server = Server::Start(config, {&booking, &inventory});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  EXPECT_TRUE(WaitForHealth(channel, kServing));
+  for (const char* name : {"labshare.booking.v1.BookingService", "labshare.inventory.v1.InventoryService",
+                           "grpc.reflection.v1alpha.ServerReflection", "grpc.health.v1.Health"}) {
+    EXPECT_EQ(HealthStatus(channel, name), kServing) << name;
+  }
+  EXPECT_EQ(HealthStatus(channel, std::string(kLivenessService)), kServing);
+  EXPECT_EQ(HealthStatus(channel, "labshare.usage.v1.UsageService"), -1);  // not served here: NOT_FOUND
 }
 
 }  // namespace

@@ -26,7 +26,18 @@ MethodPolicy& MethodPolicy::Allow(absl::string_view method, std::initializer_lis
 
 MethodPolicy& MethodPolicy::AllowAll(absl::string_view method) { return Allow(method, AllRoles()); }
 
-bool MethodPolicy::Knows(absl::string_view method) const { return allowed_.count(method) > 0; }
+MethodPolicy& MethodPolicy::AllowUnauthenticated(absl::string_view method) {
+  unauthenticated_.emplace(method);
+  return *this;
+}
+
+bool MethodPolicy::AllowsUnauthenticated(absl::string_view method) const {
+  return unauthenticated_.count(method) > 0;
+}
+
+bool MethodPolicy::Knows(absl::string_view method) const {
+  return allowed_.count(method) > 0 || unauthenticated_.count(method) > 0;
+}
 
 unsigned MethodPolicy::ScopesOf(absl::string_view method, const Principal& principal) const {
   auto it = allowed_.find(method);
@@ -82,6 +93,11 @@ absl::Status MethodPolicy::Check(absl::string_view method, const Principal& prin
 absl::StatusOr<Principal> Authorizer::Decide(absl::string_view method,
                                              absl::string_view authorization,
                                              absl::string_view peer_service) const {
+  if (policy_.AllowsUnauthenticated(method)) {
+    Principal anonymous;
+    anonymous.expires_at = absl::InfiniteFuture();
+    return anonymous;
+  }
   if (!peer_service.empty()) {
     Principal service;
     service.user_id = std::string(peer_service);

@@ -64,6 +64,12 @@ class MethodPolicy {
   MethodPolicy& Allow(absl::string_view method, std::initializer_list<Role> roles,
                       unsigned scope = kScopeAny);
   MethodPolicy& AllowAll(absl::string_view method);  // any authenticated caller
+  // A method that needs no credentials (sign-in itself): Authorizer::Decide
+  // admits every call, ignoring any token or certificate, as an anonymous
+  // principal (no user, no roles). The contract says "Roles: anyone,
+  // without a LabShare token."
+  MethodPolicy& AllowUnauthenticated(absl::string_view method);
+  bool AllowsUnauthenticated(absl::string_view method) const;
   // Role check (the interceptor's): ROLE_NOT_ALLOWED unless one of the
   // caller's roles is admitted in some scope.
   absl::Status Check(absl::string_view method, const Principal& principal) const;
@@ -81,6 +87,7 @@ class MethodPolicy {
 
  private:
   std::map<std::string, std::map<Role, unsigned>, std::less<>> allowed_;
+  std::set<std::string, std::less<>> unauthenticated_;
 };
 
 // All roles: for methods any authenticated caller may use.

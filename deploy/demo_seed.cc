@@ -201,6 +201,8 @@ class Seeder {
     r.set_user_id(id);
     r.mutable_user()->set_display_name(name);
     r.mutable_user()->set_email(id + "@example.org");
+    // The subject deploy/oidc/demo-accounts.json gives this person.
+    r.mutable_user()->set_external_subject("acct-" + id);
     r.mutable_user()->set_organization("organizations/" + org);
     for (auto role : roles) r.mutable_user()->add_roles(role);
     Call("user", &v1::InventoryService::Stub::CreateUser, r, id);

@@ -10,6 +10,7 @@
 #include "common/events.h"
 #include "common/page_token.h"
 #include "common/proto_util.h"
+#include "services/inventory/identity_store.h"
 #include "services/inventory/inventory_rules.h"
 
 namespace labshare::inventory {
@@ -381,6 +382,7 @@ absl::StatusOr<v1::User> InventoryManager::CreateUser(const Principal& p,
     Plan<v1::User> plan;
     plan.mutation.writes.push_back({keys::User(id), user.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Users(), id});
+    AddSignInIndexOps(v1::User(), user, id, &plan.mutation.index_ops);
     auto* ev = plan.event.mutable_user_changed();
     ev->set_kind(v1::CREATED);
     *ev->mutable_user() = user;
@@ -423,7 +425,8 @@ absl::StatusOr<v1::User> InventoryManager::UpdateUser(const Principal& p,
   return Commit<v1::User>(p, "UpdateUser", r, r.request_id(),
                           [&]() -> absl::StatusOr<Plan<v1::User>> {
     LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.user().name(), "users", "user.name"));
-    LS_RETURN_IF_ERROR(ValidateMask(r.update_mask(), {"display_name", "email", "roles", "disabled"}));
+    LS_RETURN_IF_ERROR(
+        ValidateMask(r.update_mask(), {"display_name", "email", "roles", "disabled", "external_subject"}));
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::User>(keys::User(id), "USER_NOT_FOUND", r.user().name()));
     LS_RETURN_IF_ERROR(CheckEtag(r.user().etag(), current.version));
     v1::User user = current.value;
@@ -433,6 +436,7 @@ absl::StatusOr<v1::User> InventoryManager::UpdateUser(const Principal& p,
     user.set_etag(std::to_string(current.version + 1));
     Plan<v1::User> plan;
     plan.mutation.writes.push_back({keys::User(id), user.SerializeAsString(), current.version});
+    AddSignInIndexOps(current.value, user, id, &plan.mutation.index_ops);
     auto* ev = plan.event.mutable_user_changed();
     ev->set_kind(v1::UPDATED);
     *ev->mutable_user() = user;

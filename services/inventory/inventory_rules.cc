@@ -205,6 +205,9 @@ absl::Status ValidateUser(const v1::User& user) {
   if (!user.email().empty() && !absl::StrContains(user.email(), "@")) {
     bad.push_back({"user.email", "must be an e-mail address"});
   }
+  if (user.external_subject().size() > 255 || absl::StrContains(user.external_subject(), '\n')) {
+    bad.push_back({"user.external_subject", "at most 255 bytes, no line break"});
+  }
   if (user.roles().empty()) bad.push_back({"user.roles", "at least one role is required"});
   std::set<int> seen;
   for (int r : user.roles()) {

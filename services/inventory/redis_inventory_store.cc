@@ -11,6 +11,11 @@ std::string Orgs() { return absl::StrCat(kTag, "orgs"); }
 std::string Membership(absl::string_view org_id) { return absl::StrCat(kTag, "org:", org_id, ":membership"); }
 std::string User(absl::string_view id) { return absl::StrCat(kTag, "user:", id); }
 std::string Users() { return absl::StrCat(kTag, "users"); }
+std::string UsersBySubject() { return absl::StrCat(kTag, "users:by_subject"); }
+std::string UsersByEmail() { return absl::StrCat(kTag, "users:by_email"); }
+std::string LookupMember(absl::string_view value, absl::string_view user_id) {
+  return absl::StrCat(value, "\n", user_id);
+}
 std::string Facility(absl::string_view id) { return absl::StrCat(kTag, "facility:", id); }
 std::string Facilities() { return absl::StrCat(kTag, "facilities"); }
 std::string Instrument(absl::string_view id) { return absl::StrCat(kTag, "instr:", id); }

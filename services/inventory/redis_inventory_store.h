@@ -7,6 +7,10 @@
 //   {inventory}:org:<id>                 Organization     index {inventory}:orgs
 //   {inventory}:org:<id>:membership      list of MembershipChange
 //   {inventory}:user:<id>                User             index {inventory}:users
+//   {inventory}:users:by_subject         "<external_subject>\n<id>" (sign-in lookup)
+//   {inventory}:users:by_email           "<lowercased email>\n<id>"  (sign-in lookup)
+//   {inventory}:refresh:<sha256 hex>     refresh token record   (identity_store.h)
+//   {inventory}:refresh_family:<id>      live sign-in session   (identity_store.h)
 //   {inventory}:facility:<id>            Facility         index {inventory}:facilities
 //   {inventory}:instr:<id>               Instrument       index {inventory}:instruments
 //   {inventory}:rate:<instr>:<id>        Rate             index {inventory}:instr:<id>:rates
@@ -32,6 +36,10 @@ std::string Orgs();
 std::string Membership(absl::string_view org_id);
 std::string User(absl::string_view id);
 std::string Users();
+// Sign-in lookup indexes (members "<value>\n<user id>", all scores 0).
+std::string UsersBySubject();
+std::string UsersByEmail();
+std::string LookupMember(absl::string_view value, absl::string_view user_id);
 std::string Facility(absl::string_view id);
 std::string Facilities();
 std::string Instrument(absl::string_view id);

@@ -186,6 +186,7 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"SECRET_FILE_UNREADABLE", "secret loading at start"},
       {"SECRET_FILE_EXPOSED", "secret loading at start"},
       {"UNKNOWN_ROLE", "labshare-token's --roles"},
+      {"INVALID_FLAG", "labshare-inventory's sign-in flags at start"},
       // Event consumers and the sweep: statuses that stay inside a process.
       {"NOT_DUE", "the sweep's own skip signal"},
       {"UNDECODABLE_EVENT", "usage's consumer skips such an event"},

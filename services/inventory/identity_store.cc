@@ -1,0 +1,213 @@
+#include "services/inventory/identity_store.h"
+
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/error.h"
+
+namespace labshare::inventory {
+namespace {
+
+constexpr char kTag[] = "{inventory}:";
+constexpr char kTokenPrefix[] = "lsr1";
+
+std::string RecordKey(absl::string_view token) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), digest);
+  return absl::StrCat(kTag, "refresh:",
+                      absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest))));
+}
+
+std::string FamilyKey(absl::string_view family) { return absl::StrCat(kTag, "refresh_family:", family); }
+
+absl::StatusOr<std::string> RandomToken(size_t bytes) {
+  std::string raw(bytes, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(raw.size())) != 1) {
+    return MakeError(absl::StatusCode::kInternal, "TOKEN_CRYPTO_FAILURE", "no random bytes for a refresh token");
+  }
+  return absl::WebSafeBase64Escape(raw);
+}
+
+// The family of a well-formed token, or "" (then it is unknown by definition).
+std::string FamilyOf(absl::string_view token) {
+  std::vector<absl::string_view> parts = absl::StrSplit(token, '.');
+  if (parts.size() != 3 || parts[0] != kTokenPrefix || parts[1].size() != 22 || parts[2].size() != 43) return "";
+  for (char c : absl::StrCat(parts[1], parts[2])) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return "";
+  }
+  return std::string(parts[1]);
+}
+
+std::string Seconds(absl::Duration d) { return std::to_string(std::max<int64_t>(1, absl::ToInt64Seconds(d))); }
+
+absl::Status BadReply() {
+  return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected reply from storage");
+}
+
+// KEYS[1] new record, KEYS[2] family; ARGV[1] family id, ARGV[2] user, ARGV[3] ttl seconds.
+const RedisScript& StartScript() {
+  static const RedisScript* const kScript = new RedisScript(R"lua(
+redis.call('HSET', KEYS[1], 'fam', ARGV[1], 'user', ARGV[2], 'state', 'active')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+return 1
+)lua");
+  return *kScript;
+}
+
+// KEYS[1] presented record, KEYS[2] family, KEYS[3] new record;
+// ARGV[1] family id, ARGV[2] ttl seconds. Checks everything before writing.
+const RedisScript& RotateScript() {
+  static const RedisScript* const kScript = new RedisScript(R"lua(
+local rec = redis.call('HMGET', KEYS[1], 'fam', 'user', 'state')
+if not rec[1] or rec[1] ~= ARGV[1] then return {'invalid', ''} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'invalid', ''} end
+if rec[3] ~= 'active' then
+  redis.call('DEL', KEYS[2])
+  return {'reused', rec[2]}
+end
+redis.call('HSET', KEYS[1], 'state', 'used')
+redis.call('HSET', KEYS[3], 'fam', ARGV[1], 'user', rec[2], 'state', 'active')
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return {'rotated', rec[2]}
+)lua");
+  return *kScript;
+}
+
+// KEYS[1] presented record, KEYS[2] family; ARGV[1] family id.
+const RedisScript& RevokeScript() {
+  static const RedisScript* const kScript = new RedisScript(R"lua(
+if redis.call('HGET', KEYS[1], 'fam') == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+)lua");
+  return *kScript;
+}
+
+}  // namespace
+
+std::string NormalizeEmail(absl::string_view email) {
+  return absl::AsciiStrToLower(absl::StripAsciiWhitespace(email));
+}
+
+void AddSignInIndexOps(const v1::User& before, const v1::User& after, absl::string_view id,
+                       std::vector<IndexOp>* ops) {
+  auto move = [&](const std::string& index, const std::string& old_value, const std::string& new_value) {
+    if (old_value == new_value) return;
+    if (!old_value.empty()) ops->push_back({index, keys::LookupMember(old_value, id), true});
+    if (!new_value.empty()) ops->push_back({index, keys::LookupMember(new_value, id), false});
+  };
+  move(keys::UsersBySubject(), before.external_subject(), after.external_subject());
+  move(keys::UsersByEmail(), NormalizeEmail(before.email()), NormalizeEmail(after.email()));
+}
+
+absl::StatusOr<std::vector<v1::User>> IdentityStore::Lookup(const std::string& index,
+                                                              absl::string_view value) const {
+  if (value.empty() || absl::StrContains(value, '\n')) return std::vector<v1::User>();
+  // Members "<value>\n<id>": from "[value\n" up to "(value\x0b" ('\n' + 1).
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGE", index, absl::StrCat("[", value, "\n"),
+                                                    absl::StrCat("(", value, "\x0b"), "BYLEX", "LIMIT", "0", "8"}));
+  if (!v.is_array()) return BadReply();
+  std::vector<std::string> user_keys;
+  for (const RedisValue& e : v.elements) user_keys.push_back(keys::User(e.str.substr(value.size() + 1)));
+  LS_ASSIGN_OR_RETURN(auto users, store_->LoadMany<v1::User>(user_keys));
+  std::vector<v1::User> out;
+  for (auto& u : users) out.push_back(std::move(u.value));
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::User>> IdentityStore::UsersWithSubject(absl::string_view subject) const {
+  LS_ASSIGN_OR_RETURN(auto users, Lookup(keys::UsersBySubject(), subject));
+  std::vector<v1::User> out;
+  for (auto& u : users) {
+    if (u.external_subject() == subject) out.push_back(std::move(u));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::User>> IdentityStore::UsersWithEmail(absl::string_view email) const {
+  const std::string normal = NormalizeEmail(email);
+  LS_ASSIGN_OR_RETURN(auto users, Lookup(keys::UsersByEmail(), normal));
+  std::vector<v1::User> out;
+  for (auto& u : users) {
+    if (NormalizeEmail(u.email()) == normal) out.push_back(std::move(u));
+  }
+  return out;
+}
+
+absl::Status IdentityStore::BackfillSignInIndexes() const {
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Users(), after, 200));
+    if (ids.empty()) return absl::OkStatus();
+    std::vector<std::string> user_keys;
+    for (const auto& id : ids) user_keys.push_back(keys::User(id));
+    LS_ASSIGN_OR_RETURN(auto users, store_->LoadMany<v1::User>(user_keys));
+    std::vector<std::vector<std::string>> commands;
+    for (const auto& u : users) {
+      const std::string id(absl::StripPrefix(u.value.name(), "users/"));
+      std::vector<IndexOp> ops;
+      AddSignInIndexOps(v1::User(), u.value, id, &ops);
+      for (const auto& op : ops) commands.push_back({"ZADD", op.key, "0", op.member});
+    }
+    if (!commands.empty()) {
+      LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
+      for (const auto& r : replies) {
+        if (r.is_error()) return RedisErrorStatus(r);
+      }
+    }
+    after = ids.back();
+  }
+}
+
+absl::StatusOr<std::string> IdentityStore::StartSession(absl::string_view user_id, absl::Duration ttl) const {
+  LS_ASSIGN_OR_RETURN(std::string family, RandomToken(16));
+  LS_ASSIGN_OR_RETURN(std::string secret, RandomToken(32));
+  std::string token = absl::StrCat(kTokenPrefix, ".", family, ".", secret);
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(StartScript(), {RecordKey(token), FamilyKey(family)},
+                                                {family, std::string(user_id), Seconds(ttl)}));
+  if (v.is_error()) return RedisErrorStatus(v);
+  return token;
+}
+
+absl::StatusOr<IdentityStore::Rotation> IdentityStore::Rotate(absl::string_view refresh_token,
+                                                             absl::Duration ttl) const {
+  Rotation out;
+  const std::string family = FamilyOf(refresh_token);
+  if (family.empty()) return out;  // kInvalid
+  LS_ASSIGN_OR_RETURN(std::string secret, RandomToken(32));
+  std::string next = absl::StrCat(kTokenPrefix, ".", family, ".", secret);
+  LS_ASSIGN_OR_RETURN(RedisValue v,
+                      pool_->Eval(RotateScript(), {RecordKey(refresh_token), FamilyKey(family), RecordKey(next)},
+                                  {family, Seconds(ttl)}));
+  if (v.is_error()) return RedisErrorStatus(v);
+  if (!v.is_array() || v.elements.size() != 2) return BadReply();
+  const std::string& kind = v.elements[0].str;
+  out.user_id = v.elements[1].str;
+  if (kind == "rotated") {
+    out.kind = Rotation::Kind::kRotated;
+    out.new_token = std::move(next);
+  } else if (kind == "reused") {
+    out.kind = Rotation::Kind::kReused;
+  }
+  return out;
+}
+
+absl::Status IdentityStore::RevokeSession(absl::string_view refresh_token) const {
+  const std::string family = FamilyOf(refresh_token);
+  if (family.empty()) return absl::OkStatus();
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(RevokeScript(), {RecordKey(refresh_token), FamilyKey(family)},
+                                                {family}));
+  if (v.is_error()) return RedisErrorStatus(v);
+  return absl::OkStatus();
+}
+
+}  // namespace labshare::inventory

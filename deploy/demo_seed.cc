@@ -201,6 +201,8 @@ class Seeder {
     r.set_user_id(id);
     r.mutable_user()->set_display_name(name);
     r.mutable_user()->set_email(id + "@example.org");
+    // Their account at the demo OpenID provider (deploy/oidc/demo-accounts.json).
+    r.mutable_user()->set_external_subject("acct-" + id);
     // The subject deploy/oidc/demo-accounts.json gives this person.
     r.mutable_user()->set_external_subject("acct-" + id);
     r.mutable_user()->set_organization("organizations/" + org);

@@ -1,34 +1,40 @@
-// Signed, expiring bearer tokens: standard JWTs (RFC 7519) with alg HS256.
+// LabShare access tokens: JWTs (RFC 7519) signed with ES256 (ECDSA P-256).
 //
-// A token is base64url(header) "." base64url(claims) "." base64url(HMAC-SHA-256),
-// all without padding. The header is {"alg":"HS256","typ":"JWT"}; the claims are
-//   iss   "labshare"
-//   sub   Principal::user_id, e.g. "u-ana" (or "booking" for a service)
-//   org   Principal::organization_id (may be "")
-//   roles JSON array of role names, e.g. ["lab_user","auditor"]
-//   iat   issue time, NumericDate (integer seconds since the Unix epoch)
-//   exp   expiry time, NumericDate
-// Every service shares one symmetric key (at least 32 bytes), so anything that
-// can verify a token can also mint one: keep the key secret.
+// Header {"alg":"ES256","typ":"JWT","kid":K}, K = the RFC 7638 thumbprint of
+// the signing key. Claims:
+//   iss    the issuer (--token_issuer, default "labshare")
+//   aud    the audience (--token_audience, default "labshare")
+//   sub    Principal::user_id, e.g. "li-wei"
+//   org    Principal::organization_id (absent when empty)
+//   roles  array of role names: lab_user, facility_staff,
+//          member_billing_admin, consortium_admin, auditor
+//   iat, exp, jti
+// Exactly one component holds the private key (labshare-inventory's identity
+// service, TokenIssuer); every service verifies with the public keys of a
+// JWKS (TokenVerifier over a KeySet, common/jwks.h). The "service" role is
+// never valid in a token: a service is known by its certificate
+// (Authorizer's peer_service).
 #ifndef LABSHARE_COMMON_TOKEN_H_
 #define LABSHARE_COMMON_TOKEN_H_
 
-#include <cstddef>
+#include <openssl/types.h>
+
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/jwks.h"
 
 namespace labshare {
 
 // Roles by the lowercase names used in tokens and on the command line:
 // "lab_user", "facility_staff", "member_billing_admin", "consortium_admin",
-// "auditor", "service".
+// "auditor", and "service" (only from a service certificate, never a token).
 enum class Role { kLabUser, kFacilityStaff, kMemberBillingAdmin, kConsortiumAdmin, kAuditor, kService };
 
 // Exact, case-sensitive match of the names above; anything else is
@@ -36,10 +42,10 @@ enum class Role { kLabUser, kFacilityStaff, kMemberBillingAdmin, kConsortiumAdmi
 absl::StatusOr<Role> ParseRole(std::string_view name);
 std::string RoleName(Role role);
 
-// Who is calling, as carried by a verified token.
+// Who is calling, as carried by a verified token (or a service certificate).
 struct Principal {
-  std::string user_id;          // "sub" claim, e.g. "u-ana" or "booking" for a service
-  std::string organization_id;  // "org" claim, may be empty for service/consortium tokens
+  std::string user_id;          // "sub" claim, e.g. "li-wei"; the service's name for a service
+  std::string organization_id;  // "org" claim, may be empty for consortium-wide people
   std::vector<Role> roles;
   absl::Time expires_at;        // "exp" claim; whole seconds once through a token
 
@@ -47,63 +53,72 @@ struct Principal {
   bool HasAnyRole(std::initializer_list<Role> roles) const;
 };
 
-// Mints and verifies tokens with one HS256 key. Thread-safe and immutable after
-// construction; cheap to copy (copies share the key, which is wiped from
-// memory when the last copy goes away).
-class TokenSigner {
+// Mints LabShare tokens with the private key of one PEM file. Thread-safe.
+class TokenIssuer {
  public:
-  // Minimum key length in bytes (the HMAC-SHA-256 output size).
-  static constexpr size_t kMinKeyBytes = 32;
-  // Name of the environment variable FromFileOrEnv falls back to.
-  static constexpr char kKeyEnvVar[] = "LABSHARE_TOKEN_KEY";
+  // The key file is read with ReadSecretFile (mode 0600 enforced: errors
+  // SECRET_FILE_NOT_FOUND / SECRET_FILE_UNREADABLE / SECRET_FILE_EXPOSED)
+  // and must hold an EC P-256 private key (INVALID_SIGNING_KEY). When the
+  // file changes (rotation) the new key is used from the next Mint on; a
+  // changed file that cannot be used is logged and the previous key kept.
+  static absl::StatusOr<std::unique_ptr<TokenIssuer>> FromFile(std::string key_file, std::string issuer,
+                                                               std::string audience);
+  // From PEM text (tests, tools); never re-read.
+  static absl::StatusOr<std::unique_ptr<TokenIssuer>> FromPem(std::string_view pem, std::string issuer,
+                                                              std::string audience);
 
-  // The key is used as raw bytes (a 64-hex-character key from
-  // `labshare-token --generate_key` is used as its 64 ASCII characters).
-  // It must be at least 32 bytes; INVALID_ARGUMENT (reason WEAK_TOKEN_KEY)
-  // otherwise.
-  static absl::StatusOr<TokenSigner> Create(std::string key);
-
-  // Key from the file named by key_file if non-empty, else from the
-  // environment variable LABSHARE_TOKEN_KEY (an empty value counts as unset).
-  // Trailing '\n' / '\r' characters are trimmed from either source.
-  // Errors: FAILED_PRECONDITION (reason TOKEN_KEY_MISSING) when neither is set;
-  // NOT_FOUND (reason TOKEN_KEY_FILE_NOT_FOUND) when the file does not exist;
-  // INVALID_ARGUMENT (reason TOKEN_KEY_FILE_UNREADABLE) when it cannot be read
-  // (permissions, a directory, larger than 64 KiB); WEAK_TOKEN_KEY as Create.
-  static absl::StatusOr<TokenSigner> FromFileOrEnv(const std::string& key_file);
-
-  // A token for p: iat = issued_at, exp = p.expires_at, both truncated to
-  // whole seconds (floor). Bytes of user_id / organization_id that are not
-  // valid UTF-8 are written as U+FFFD (JSON text must be UTF-8).
+  // A token for p: iat = issued_at, exp = p.expires_at (whole seconds), a
+  // random jti.
   std::string Mint(const Principal& p, absl::Time issued_at) const;
 
-  // Checks the token and returns its principal. Errors, all UNAUTHENTICATED:
-  //   INVALID_TOKEN  not three base64url parts, header alg other than HS256 (or
-  //                  "crit" present, or typ other than JWT), bad signature
-  //                  (compared in constant time), malformed JSON (only a flat
-  //                  object of strings, integers and arrays of strings is
-  //                  accepted; duplicate keys are rejected), missing or empty
-  //                  sub, missing exp, a known claim of the wrong type, iss
-  //                  present but not "labshare", unknown role name, nbf in the
-  //                  future, token longer than 8 KiB;
-  //   TOKEN_EXPIRED  now >= exp (checked last: only a token that is otherwise
-  //                  valid reports expiry).
-  // A missing "org" yields ""; a missing "roles" yields no roles; unknown
-  // claims are ignored. Messages never echo the token.
-  absl::StatusOr<Principal> Verify(std::string_view token, absl::Time now) const;
+  // The current key's id and public JWK (JSON object text).
+  std::string kid() const;
+  std::string PublicJwk() const;
+  const std::string& issuer() const { return issuer_; }
+  const std::string& audience() const { return audience_; }
 
-  // A 32-byte key for another purpose, HMAC-SHA-256(key, "labshare derived
-  // key\n" + purpose): the same on every process holding this key, useless
-  // for minting tokens, and different for each purpose.
-  std::string DeriveKey(std::string_view purpose) const;
+  ~TokenIssuer();
+  struct Key;  // implementation detail
 
  private:
-  struct Key;
-  explicit TokenSigner(std::shared_ptr<const Key> key) : key_(std::move(key)) {}
+  TokenIssuer(std::string key_file, std::string issuer, std::string audience)
+      : key_file_(std::move(key_file)), issuer_(std::move(issuer)), audience_(std::move(audience)) {}
+  std::shared_ptr<const Key> CurrentKey() const;
 
-  std::shared_ptr<const Key> key_;
+  const std::string key_file_;  // "" for FromPem
+  const std::string issuer_, audience_;
+  mutable std::mutex mu_;
+  mutable std::shared_ptr<const Key> key_;  // guarded by mu_
+};
+
+struct TokenRules {
+  std::string issuer = "labshare";
+  std::string audience = "labshare";
+  absl::Duration max_lifetime = absl::Hours(1);
+};
+
+// Verifies LabShare tokens against a key set. Thread-safe.
+class TokenVerifier {
+ public:
+  TokenVerifier(std::shared_ptr<KeySet> keys, TokenRules rules) : keys_(std::move(keys)), rules_(std::move(rules)) {}
+
+  // The principal of a valid token. UNAUTHENTICATED INVALID_TOKEN (which
+  // check failed: see common/jwt.h; also a missing sub, an org or roles of
+  // the wrong type, an unknown role or the "service" role) or TOKEN_EXPIRED.
+  absl::StatusOr<Principal> Verify(std::string_view token, absl::Time now) const;
+
+  // Changes when the key set changes (see KeySet::Generation).
+  uint64_t KeyGeneration() const { return keys_->Generation(); }
+  KeySet& keys() const { return *keys_; }
+  const TokenRules& rules() const { return rules_; }
+
+ private:
+  std::shared_ptr<KeySet> keys_;
+  TokenRules rules_;
 };
 
 }  // namespace labshare
+
+#include "common/token_hs256_legacy.h"  // temporary, see there
 
 #endif  // LABSHARE_COMMON_TOKEN_H_

@@ -9,6 +9,7 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev
   golang-github-gogo-googleapis-dev libssl-dev prometheus-cpp-dev
   python3-grpcio python3-protobuf tzdata
+  libjwt-dev libjansson-dev libcurl4-openssl-dev
   docker-compose systemd iproute2
 )
 missing=()

@@ -1,0 +1,45 @@
+// LabShare access tokens for tests: one process-wide issuer with a freshly
+// generated P-256 key, the verifier every in-process Authorizer uses, and the
+// files child processes need (a JWKS for --jwks, the private key for a child
+// inventory's --token_signing_key_file). Files live in a temporary directory
+// removed at exit.
+#ifndef LABSHARE_TESTS_SUPPORT_TEST_TOKENS_H_
+#define LABSHARE_TESTS_SUPPORT_TEST_TOKENS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/token.h"
+
+namespace labshare::testing {
+
+// The issuer ("labshare", audience "labshare").
+const TokenIssuer& TestIssuer();
+// Verifies TestIssuer's tokens (issuer and audience "labshare", maximum
+// lifetime 1 h, keys from TestJwksFile()).
+const TokenVerifier* TestVerifier();
+// JWKS file with TestIssuer's public key.
+const std::string& TestJwksFile();
+// TestIssuer's private key, mode 0600.
+const std::string& TestSigningKeyFile();
+// The flags a child service needs to accept TestIssuer's tokens.
+std::vector<std::string> TestTokenFlags();
+
+// A token for user/org/roles issued at `now`, valid for `ttl` (at most 1 h
+// for the default verifier).
+std::string Mint(const std::string& user, const std::string& org, const std::vector<Role>& roles,
+                 absl::Duration ttl = absl::Minutes(30), absl::Time now = absl::Now());
+// A token for p issued at `issued_at` (exp = p.expires_at).
+std::string Mint(const Principal& p, absl::Time issued_at);
+
+// A directory of its own for a test (removed at exit), e.g. for extra keys.
+std::string TestTempDir();
+// Writes `text` to dir/name with `mode`; returns the path.
+std::string WriteTestFile(const std::string& dir, const std::string& name, const std::string& text,
+                          unsigned mode = 0600);
+
+}  // namespace labshare::testing
+
+#endif  // LABSHARE_TESTS_SUPPORT_TEST_TOKENS_H_

@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/peer_identity.h"
+#include "common/reflection_v1.h"
 #include "common/secret_file.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
@@ -280,6 +281,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config,
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  InitReflectionV1ServerBuilderPlugin();  // grpc.reflection.v1 next to v1alpha
   grpc::ServerBuilder builder;
   // No SO_REUSEPORT: with it gRPC binds a listener per poller and, on port 0,
   // each of them to a different free port (grpc/grpc#24730), i.e. ports

@@ -58,6 +58,7 @@
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/usage/v1/usage.grpc.pb.h"
+#include "services/cli/login.h"
 
 namespace {
 
@@ -533,6 +534,11 @@ int main(int argc, char** argv) {
     Usage(help ? std::cout : std::cerr);
     return help ? 0 : kUsage;
   }
+  if (labshare::cli::IsAccountCommand(positional[0])) {  // login, logout, whoami (login.h)
+    std::map<std::string, std::string> flags(fields.begin(), fields.end());
+    flags.insert(global.begin(), global.end());
+    return labshare::cli::RunAccountCommand(positional[0], flags);
+  }
   if (positional[0] == "health") {
     // labshare health HOST:PORT: the standard gRPC health check (overall
     // server status), for container and Kubernetes-less probes. Exit 0 when
@@ -638,6 +644,7 @@ int main(int argc, char** argv) {
     if (!in) Fail(kLocal, "cannot read token file " + setting("token_file"));
     std::getline(in, token);
   }
+  if (token.empty()) token = labshare::cli::StoredAccessToken();  // from `labshare login`
   absl::Duration timeout = absl::Seconds(30);
   if (global.count("timeout") && !absl::ParseDuration(global["timeout"], &timeout)) Fail(kUsage, "--timeout like 30s");
 

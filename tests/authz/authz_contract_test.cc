@@ -22,6 +22,7 @@
 #include "google/protobuf/descriptor.h"
 #include "services/billing/billing_service.h"
 #include "services/booking/booking_service.h"
+#include "services/inventory/identity_service.h"
 #include "services/inventory/inventory_service.h"
 #include "services/usage/usage_service.h"
 
@@ -266,6 +267,8 @@ const std::map<std::string, Service>& Services() {
       {"billing", {"labshare/billing/v1/billing.proto", "labshare.billing.v1.BillingService",
                    &billing::BillingPolicy()}},
       {"usage", {"labshare/usage/v1/usage.proto", "labshare.usage.v1.UsageService", &usage::UsagePolicy()}},
+      {"identity", {"labshare/identity/v1/identity.proto", "labshare.identity.v1.IdentityService",
+                    &inventory::IdentityPolicy()}},
   };
   return *kServices;
 }
@@ -277,15 +280,20 @@ TEST_P(AuthzContract, PolicyTableSaysWhatTheRolesLinesSay) {
   ASSERT_NE(descriptor, nullptr);
   ASSERT_EQ(rpcs.size(), static_cast<size_t>(descriptor->method_count())) << "the parser missed an rpc";
   std::map<std::string, Entry> contract;
+  const std::string prefix = absl::StrCat("/", svc.name, "/");
   for (const Rpc& rpc : rpcs) {
     ASSERT_EQ(rpc.service, svc.name);
     EXPECT_TRUE(rpc.has_roles) << rpc.method << " has no \"Roles:\" line";
     if (!rpc.has_roles) continue;
+    // Sign-in itself: no credentials (MethodPolicy::AllowUnauthenticated).
+    const bool anyone = rpc.roles == "anyone, without a LabShare token.";
+    EXPECT_EQ(svc.policy->AllowsUnauthenticated(prefix + rpc.method), anyone)
+        << rpc.method << ": the table's AllowUnauthenticated differs from its \"Roles:\" line";
+    if (anyone) continue;
     auto e = Normalise(rpc, contract);
     EXPECT_TRUE(e.ok()) << rpc.method << ": " << e.status() << "\n  in: " << rpc.roles;
     if (e.ok()) contract[rpc.method] = *e;
   }
-  const std::string prefix = absl::StrCat("/", svc.name, "/");
   std::map<std::string, Entry> table;
   for (const auto& [method, entry] : svc.policy->rules()) {
     ASSERT_TRUE(absl::StartsWith(method, prefix)) << method;
@@ -305,7 +313,7 @@ TEST_P(AuthzContract, PolicyTableSaysWhatTheRolesLinesSay) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllServices, AuthzContract,
-                         ::testing::Values("inventory", "booking", "billing", "usage"),
+                         ::testing::Values("inventory", "booking", "billing", "usage", "identity"),
                          [](const auto& info) { return std::string(info.param); });
 
 // The parser itself, on the phrases that carry meaning.

@@ -186,12 +186,12 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"SECRET_FILE_UNREADABLE", "secret loading at start"},
       {"SECRET_FILE_EXPOSED", "secret loading at start"},
       {"UNKNOWN_ROLE", "labshare-token's --roles"},
-      {"INVALID_FLAG", "labshare-inventory's sign-in flags at start"},
       {"INVALID_JWKS", "key set loading at start (--jwks); later refreshes keep the old keys"},
       {"JWKS_UNAVAILABLE", "key set loading at start (--jwks); later refreshes keep the old keys"},
       {"HTTP_UNAVAILABLE", "common/http_client.h: callers turn it into their own answer"},
       {"INVALID_SIGNING_KEY", "key loading at start (--token_signing_key_file) and labshare-token"},
       {"KEY_GENERATION_FAILED", "labshare-token --generate_key"},
+      {"INVALID_FLAG", "labshare-inventory's sign-in flags at start"},
       // Event consumers and the sweep: statuses that stay inside a process.
       {"NOT_DUE", "the sweep's own skip signal"},
       {"UNDECODABLE_EVENT", "usage's consumer skips such an event"},

@@ -1,0 +1,208 @@
+#include "services/inventory/identity_manager.h"
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/error.h"
+#include "common/proto_util.h"
+
+namespace labshare::inventory {
+namespace {
+
+namespace idv1 = identity::v1;
+
+absl::Status ProviderUnavailable(const std::string& issuer, absl::string_view why) {
+  return MakeError(absl::StatusCode::kUnavailable, "PROVIDER_UNAVAILABLE",
+                   absl::StrCat("the OpenID Connect provider ", issuer, " cannot be used now: ", why,
+                                "; try again later"),
+                   {{"issuer", issuer}});
+}
+
+absl::Status NotRegistered(absl::string_view why) {
+  return MakeError(absl::StatusCode::kPermissionDenied, "USER_NOT_REGISTERED",
+                   absl::StrCat(why, "; ask your consortium administrator to register you in LabShare"));
+}
+
+std::optional<Role> TokenRole(int role) {
+  switch (role) {
+    case labshare::type::v1::LAB_USER: return Role::kLabUser;
+    case labshare::type::v1::FACILITY_STAFF: return Role::kFacilityStaff;
+    case labshare::type::v1::MEMBER_BILLING_ADMIN: return Role::kMemberBillingAdmin;
+    case labshare::type::v1::CONSORTIUM_ADMIN: return Role::kConsortiumAdmin;
+    case labshare::type::v1::AUDITOR: return Role::kAuditor;
+    default: return std::nullopt;  // SERVICE is never a person's role
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<KeySet>> OidcProvider::Keys() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (keys_) return keys_;
+  const std::string url = absl::StrCat(absl::StripSuffix(issuer_, "/"), "/.well-known/openid-configuration");
+  auto response = HttpGet(url, http_);
+  if (!response.ok()) return ProviderUnavailable(issuer_, absl::StrCat("no answer from ", url));
+  if (response->status != 200) {
+    return ProviderUnavailable(issuer_, absl::StrCat(url, " answered HTTP ", response->status));
+  }
+  google::protobuf::Struct doc;
+  if (!google::protobuf::util::JsonStringToMessage(response->body, &doc).ok()) {
+    return ProviderUnavailable(issuer_, absl::StrCat(url, " is not JSON"));
+  }
+  const auto& fields = doc.fields();
+  auto text = [&](const char* name) -> std::string {
+    auto it = fields.find(name);
+    return it == fields.end() ? "" : it->second.string_value();
+  };
+  // OpenID Connect Discovery 1.0, section 4.3: the document's issuer must be
+  // exactly the one configured.
+  if (text("issuer") != issuer_) {
+    return ProviderUnavailable(issuer_, absl::StrCat("its discovery document names issuer \"", text("issuer"),
+                                                     "\"; set --oidc_issuer to exactly that"));
+  }
+  const std::string jwks_uri = text("jwks_uri");
+  if (jwks_uri.empty()) return ProviderUnavailable(issuer_, "its discovery document has no jwks_uri");
+  auto keys = KeySet::Open(jwks_uri, http_);
+  if (!keys.ok()) {
+    return ProviderUnavailable(issuer_, absl::StrCat("its key set ", jwks_uri, ": ", keys.status().message()));
+  }
+  keys_ = *std::move(keys);
+  return keys_;
+}
+
+absl::Status IdentityManager::CheckConfigured() const {
+  if (provider_ == nullptr || issuer_ == nullptr) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "SIGN_IN_NOT_CONFIGURED",
+                     "sign-in is not configured on this server: start labshare-inventory with "
+                     "--oidc_issuer and --token_signing_key_file");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::User> IdentityManager::MatchUser(const JwtClaims& claims) const {
+  const std::string sub = claims.sub();
+  LS_ASSIGN_OR_RETURN(auto by_subject, identity_->UsersWithSubject(sub));
+  if (by_subject.size() == 1) return std::move(by_subject.front());
+  if (by_subject.size() > 1) return NotRegistered(absl::StrCat("several users have external subject ", sub));
+  const std::optional<std::string> email = claims.String("email");
+  if (!email || email->empty()) {
+    return NotRegistered(absl::StrCat("no user has external subject ", sub, " and the provider sent no email"));
+  }
+  if (claims.Bool("email_verified") != true) {
+    return NotRegistered(absl::StrCat("no user has external subject ", sub, " and the provider has not verified ",
+                                      *email));
+  }
+  LS_ASSIGN_OR_RETURN(auto by_email, identity_->UsersWithEmail(*email));
+  // A user bound to a subject signs in only with that subject: a new
+  // account at the provider that reuses the email does not take it over.
+  std::vector<v1::User> unbound;
+  for (auto& u : by_email) {
+    if (u.external_subject().empty()) unbound.push_back(std::move(u));
+  }
+  if (unbound.size() == 1) return std::move(unbound.front());
+  if (unbound.size() > 1) return NotRegistered(absl::StrCat("several users have email ", *email));
+  return NotRegistered(absl::StrCat("no user has external subject ", sub, " or email ", *email));
+}
+
+absl::Status IdentityManager::CheckMaySignIn(const v1::User& user) const {
+  if (user.disabled()) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "USER_DISABLED",
+                     absl::StrCat(user.name(), " is disabled; ask your consortium administrator"),
+                     {{"user", user.name()}});
+  }
+  if (user.organization().empty()) return absl::OkStatus();
+  const std::string org_id(absl::StripPrefix(user.organization(), "organizations/"));
+  LS_ASSIGN_OR_RETURN(auto org, store_->Find<v1::Organization>(keys::Org(org_id)));
+  if (!org) return NotRegistered(absl::StrCat(user.organization(), " of ", user.name(), " does not exist"));
+  const auto state = org->value.membership_state();
+  if (state == v1::SUSPENDED || state == v1::EXITED) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SUSPENDED",
+                     absl::StrCat(user.organization(), " is ", v1::MembershipState_Name(state),
+                                  "; its people cannot sign in until the consortium reinstates it"),
+                     {{"organization", user.organization()}});
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<idv1::TokenResponse> IdentityManager::Issue(const v1::User& user, std::string refresh_token,
+                                                           absl::Time now) const {
+  Principal p;
+  p.user_id = std::string(absl::StripPrefix(user.name(), "users/"));
+  p.organization_id = std::string(absl::StripPrefix(user.organization(), "organizations/"));
+  for (int r : user.roles()) {
+    if (auto role = TokenRole(r)) p.roles.push_back(*role);
+  }
+  const absl::Time issued = absl::FromUnixSeconds(absl::ToUnixSeconds(now));
+  p.expires_at = issued + options_.access_token_ttl;
+  idv1::TokenResponse out;
+  out.set_access_token(issuer_->Mint(p, issued));
+  out.set_token_type("Bearer");
+  *out.mutable_expire_time() = ToProto(p.expires_at);
+  out.set_expires_in(absl::ToInt64Seconds(options_.access_token_ttl));
+  out.set_refresh_token(std::move(refresh_token));
+  *out.mutable_refresh_expire_time() = ToProto(issued + options_.refresh_token_ttl);
+  *out.mutable_user() = user;
+  return out;
+}
+
+absl::StatusOr<idv1::TokenResponse> IdentityManager::ExchangeToken(const idv1::ExchangeTokenRequest& r) {
+  LS_RETURN_IF_ERROR(CheckConfigured());
+  if (r.id_token().empty()) return InvalidField("id_token", "required: the ID token from the provider");
+  LS_ASSIGN_OR_RETURN(std::shared_ptr<KeySet> keys, provider_->Keys());
+  JwtRules rules;
+  rules.issuer = provider_->issuer();
+  rules.audiences = options_.audiences;
+  rules.algorithms = {"RS256", "ES256"};
+  rules.max_lifetime = options_.max_id_token_lifetime;
+  const absl::Time now = clock_->Now();
+  LS_ASSIGN_OR_RETURN(JwtClaims claims, VerifyJwt(r.id_token(), *keys, rules, now));
+  if (claims.sub().empty()) {
+    return MakeError(absl::StatusCode::kUnauthenticated, "INVALID_TOKEN", "the ID token has no subject (sub)");
+  }
+  LS_ASSIGN_OR_RETURN(v1::User user, MatchUser(claims));
+  LS_RETURN_IF_ERROR(CheckMaySignIn(user));
+  const std::string user_id(absl::StripPrefix(user.name(), "users/"));
+  LS_ASSIGN_OR_RETURN(std::string refresh, identity_->StartSession(user_id, options_.refresh_token_ttl));
+  return Issue(user, std::move(refresh), now);
+}
+
+absl::StatusOr<idv1::TokenResponse> IdentityManager::RefreshToken(const idv1::RefreshTokenRequest& r) {
+  LS_RETURN_IF_ERROR(CheckConfigured());
+  if (r.refresh_token().empty()) return InvalidField("refresh_token", "required");
+  LS_ASSIGN_OR_RETURN(auto rotation, identity_->Rotate(r.refresh_token(), options_.refresh_token_ttl));
+  using Kind = IdentityStore::Rotation::Kind;
+  if (rotation.kind == Kind::kInvalid) {
+    return MakeError(absl::StatusCode::kUnauthenticated, "INVALID_REFRESH_TOKEN",
+                     "the refresh token is unknown, expired or of a session that ended; sign in again "
+                     "(labshare login)");
+  }
+  if (rotation.kind == Kind::kReused) {
+    return MakeError(absl::StatusCode::kUnauthenticated, "REFRESH_TOKEN_REUSED",
+                     "this refresh token was used before, so it may have been copied: the session is "
+                     "revoked; sign in again (labshare login)",
+                     {{"user", absl::StrCat("users/", rotation.user_id)}});
+  }
+  auto user = store_->Find<v1::User>(keys::User(rotation.user_id));
+  absl::Status allowed = user.ok() ? absl::OkStatus() : user.status();
+  if (allowed.ok() && !user->has_value()) allowed = NotRegistered(absl::StrCat("users/", rotation.user_id, " no longer exists"));
+  if (allowed.ok()) allowed = CheckMaySignIn((*user)->value);
+  if (!allowed.ok()) {
+    if (absl::IsPermissionDenied(allowed)) {
+      // The person may no longer sign in: end the session too.
+      LS_RETURN_IF_ERROR(identity_->RevokeSession(rotation.new_token));
+    }
+    return allowed;
+  }
+  return Issue((*user)->value, std::move(rotation.new_token), clock_->Now());
+}
+
+absl::Status IdentityManager::RevokeToken(const idv1::RevokeTokenRequest& r) {
+  LS_RETURN_IF_ERROR(CheckConfigured());
+  if (r.refresh_token().empty()) return InvalidField("refresh_token", "required");
+  return identity_->RevokeSession(r.refresh_token());
+}
+
+}  // namespace labshare::inventory

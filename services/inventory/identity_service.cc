@@ -1,0 +1,90 @@
+#include "services/inventory/identity_service.h"
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/error.h"
+#include "common/unary.h"
+
+ABSL_FLAG(std::string, oidc_issuer, "",
+          "Issuer URL of the consortium's OpenID Connect provider (exactly as its discovery document "
+          "names it, https://...); empty: sign-in is off (IdentityService answers SIGN_IN_NOT_CONFIGURED)");
+ABSL_FLAG(std::string, oidc_audiences, "labshare-cli,labshare-console",
+          "Comma-separated client ids whose ID tokens sign-in accepts (the ID token's aud)");
+ABSL_FLAG(std::string, oidc_ca_file, "",
+          "PEM file of the CA certificates that sign the provider's HTTPS certificate; empty: the system's");
+ABSL_FLAG(absl::Duration, access_token_ttl, absl::Minutes(15), "Lifetime of the LabShare access tokens sign-in issues");
+ABSL_FLAG(absl::Duration, refresh_token_ttl, absl::Hours(12),
+          "Lifetime of a refresh token; every refresh issues a new one with this lifetime");
+
+namespace labshare::inventory {
+namespace {
+
+constexpr char kDomain[] = "inventory.labshare";
+constexpr char kPrefix[] = "/labshare.identity.v1.IdentityService/";
+
+}  // namespace
+
+void AddIdentityPolicy(MethodPolicy* policy) {
+  // "Roles: anyone, without a LabShare token." for every method.
+  for (const char* m : {"ExchangeToken", "RefreshToken", "RevokeToken"}) {
+    policy->AllowUnauthenticated(absl::StrCat(kPrefix, m));
+  }
+}
+
+const MethodPolicy& IdentityPolicy() {
+  static const MethodPolicy* const kPolicy = [] {
+    auto* p = new MethodPolicy();
+    AddIdentityPolicy(p);
+    return p;
+  }();
+  return *kPolicy;
+}
+
+absl::StatusOr<IdentityOptions> IdentityOptionsFromFlags() {
+  IdentityOptions options;
+  options.audiences.clear();
+  for (absl::string_view a : absl::StrSplit(absl::GetFlag(FLAGS_oidc_audiences), ',', absl::SkipWhitespace())) {
+    options.audiences.emplace_back(absl::StripAsciiWhitespace(a));
+  }
+  options.access_token_ttl = absl::GetFlag(FLAGS_access_token_ttl);
+  options.refresh_token_ttl = absl::GetFlag(FLAGS_refresh_token_ttl);
+  if (options.access_token_ttl < absl::Seconds(1) || options.refresh_token_ttl < absl::Seconds(1)) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_FLAG",
+                     "--access_token_ttl and --refresh_token_ttl must be at least 1s");
+  }
+  if (options.audiences.empty()) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_FLAG",
+                     "--oidc_audiences must name at least one client id");
+  }
+  return options;
+}
+
+std::unique_ptr<OidcProvider> OidcProviderFromFlags() {
+  const std::string issuer = absl::GetFlag(FLAGS_oidc_issuer);
+  if (issuer.empty()) return nullptr;
+  HttpOptions http;
+  http.ca_file = absl::GetFlag(FLAGS_oidc_ca_file);
+  return std::make_unique<OidcProvider>(issuer, std::move(http));
+}
+
+grpc::Status IdentityService::ExchangeToken(grpc::ServerContext* ctx, const identity::v1::ExchangeTokenRequest* req,
+                                            identity::v1::TokenResponse* resp) {
+  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) { return manager_->ExchangeToken(*req); });
+}
+
+grpc::Status IdentityService::RefreshToken(grpc::ServerContext* ctx, const identity::v1::RefreshTokenRequest* req,
+                                           identity::v1::TokenResponse* resp) {
+  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) { return manager_->RefreshToken(*req); });
+}
+
+grpc::Status IdentityService::RevokeToken(grpc::ServerContext* ctx, const identity::v1::RevokeTokenRequest* req,
+                                          identity::v1::RevokeTokenResponse* resp) {
+  return HandleUnary(*auth_, ctx, kDomain, resp,
+                     [&](const Principal&) -> absl::StatusOr<identity::v1::RevokeTokenResponse> {
+                       LS_RETURN_IF_ERROR(manager_->RevokeToken(*req));
+                       return identity::v1::RevokeTokenResponse();
+                     });
+}
+
+}  // namespace labshare::inventory

@@ -1,0 +1,48 @@
+// gRPC adapter of sign-in (labshare.identity.v1.IdentityService), served by
+// labshare-inventory next to the inventory: unpack, call IdentityManager,
+// convert the status. Its methods need no LabShare token
+// (MethodPolicy::AllowUnauthenticated).
+#ifndef LABSHARE_SERVICES_INVENTORY_IDENTITY_SERVICE_H_
+#define LABSHARE_SERVICES_INVENTORY_IDENTITY_SERVICE_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "common/auth.h"
+#include "labshare/identity/v1/identity.grpc.pb.h"
+#include "services/inventory/identity_manager.h"
+
+namespace labshare::inventory {
+
+// The identity methods' policy (tests/authz checks it against the proto).
+const MethodPolicy& IdentityPolicy();
+// Adds IdentityPolicy()'s entries to `policy` (labshare-inventory serves
+// both services behind one Authorizer).
+void AddIdentityPolicy(MethodPolicy* policy);
+
+// From the flags --oidc_audiences, --access_token_ttl, --refresh_token_ttl;
+// INVALID_ARGUMENT (INVALID_FLAG) for a ttl that is not positive.
+absl::StatusOr<IdentityOptions> IdentityOptionsFromFlags();
+// From --oidc_issuer and --oidc_ca_file; null when --oidc_issuer is empty.
+std::unique_ptr<OidcProvider> OidcProviderFromFlags();
+
+class IdentityService final : public identity::v1::IdentityService::Service {
+ public:
+  // manager and authorizer must outlive the service.
+  IdentityService(IdentityManager* manager, const Authorizer* authorizer) : manager_(manager), auth_(authorizer) {}
+
+  grpc::Status ExchangeToken(grpc::ServerContext* ctx, const identity::v1::ExchangeTokenRequest* req,
+                             identity::v1::TokenResponse* resp) override;
+  grpc::Status RefreshToken(grpc::ServerContext* ctx, const identity::v1::RefreshTokenRequest* req,
+                            identity::v1::TokenResponse* resp) override;
+  grpc::Status RevokeToken(grpc::ServerContext* ctx, const identity::v1::RevokeTokenRequest* req,
+                           identity::v1::RevokeTokenResponse* resp) override;
+
+ private:
+  IdentityManager* manager_;
+  const Authorizer* auth_;
+};
+
+}  // namespace labshare::inventory
+
+#endif  // LABSHARE_SERVICES_INVENTORY_IDENTITY_SERVICE_H_

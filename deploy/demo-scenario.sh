@@ -16,13 +16,13 @@
 # the browser (the provider's real login and consent pages; the demo
 # passwords are demo-<username>). LabShare takes the roles from inventory.
 # Needs: LABSHARE_BIN (the binaries), LABSHARE_CONFIG (the client's
-# settings: addresses, tls_ca), LABSHARE_TLS_CA and LABSHARE_OIDC_ISSUER
+# settings: addresses, tls_ca), LABSHARE_TLS_CA and LABSHARE_ISSUER
 # (run-local sets them all).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${LABSHARE_BIN:?set LABSHARE_BIN to the directory of the binaries}"
 clock="${LABSHARE_CLOCK_FILE:?the demo needs LABSHARE_CLOCK_FILE (demo time)}"
-issuer="${LABSHARE_OIDC_ISSUER:?the OpenID provider's issuer URL}"
+issuer="${LABSHARE_ISSUER:?the OpenID provider's issuer URL}"
 ca="${LABSHARE_TLS_CA:?the CA of the platform's certificates}"
 unset LABSHARE_TOKEN LABSHARE_TOKEN_FILE
 homes="$(mktemp -d)"
@@ -36,19 +36,24 @@ signin() {  # username
   XDG_CONFIG_HOME="$homes/$who" "$bin/labshare" login > "$homes/$who.login" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
-    code="$(grep -oE '\b[A-Z]{4}-[A-Z]{4}\b' "$homes/$who.login" | head -1 || true)"
+    code="$(sed -n 's/.*shows the code: \([A-Z0-9-]*\).*/\1/p' "$homes/$who.login")"
     [ -n "$code" ] && break
     sleep 0.1
   done
-  [ -n "$code" ] || { echo "no user code from labshare login:"; cat "$homes/$who.login"; return 1; }
+  [ -n "$code" ] || { echo "no user code from labshare login ($who):"; cat "$homes/$who.login"; return 1; }
   node "$root/deploy/oidc/approve-device.mjs" --issuer="$issuer" --ca="$ca" --user_code="$code" \
     --login="$who@example.org" --password="demo-$who" >/dev/null
-  wait "$pid" || { cat "$homes/$who.login"; return 1; }
-  echo "signed in: $(XDG_CONFIG_HOME="$homes/$who" "$bin/labshare" whoami | tr '\n' ' ')"
+  wait "$pid" || { echo "labshare login ($who):"; cat "$homes/$who.login"; return 1; }
 }
 echo "### 0. Everyone signs in at the consortium's OpenID provider ($issuer)"
 admin=admin auditor=auditor liwei=li-wei chen=chen-jing wang=wang-fang zhao=zhao-lei
-for who in "$admin" "$auditor" "$liwei" "$chen" "$wang" "$zhao"; do signin "$who"; done
+people=("$admin" "$auditor" "$liwei" "$chen" "$wang" "$zhao")
+signing=()
+for who in "${people[@]}"; do signin "$who" & signing+=($!); done  # all at once: each login polls
+for p in "${signing[@]}"; do wait "$p"; done
+for who in "${people[@]}"; do
+  echo "signed in: $(XDG_CONFIG_HOME="$homes/$who" "$bin/labshare" whoami | tr '\n' ' ')"
+done
 
 at() { echo "$1" > "$clock.next" && mv "$clock.next" "$clock"; echo; echo "== $1"; }  # atomic
 ls_() { local who=$1; shift; XDG_CONFIG_HOME="$homes/$who" "$bin/labshare" "$@"; }

@@ -111,7 +111,8 @@ booking = localhost:$((base + 1))
 billing = localhost:$((base + 2))
 usage = localhost:$((base + 3))
 tls_ca = $pki/ca.crt
-oidc_issuer = $issuer
+issuer = $issuer
+oidc_ca_file = $pki/ca.crt
 CONF
 export LABSHARE_CONFIG="$data/labshare.conf"
 
@@ -126,7 +127,7 @@ unset LABSHARE_TOKEN
 
 if [ -n "$then_cmd" ]; then
   set +e
-  LABSHARE_BIN="$bin" LABSHARE_DATA_DIR="$data" LABSHARE_TLS_CA="$pki/ca.crt" LABSHARE_OIDC_ISSUER="$issuer" \
+  LABSHARE_BIN="$bin" LABSHARE_DATA_DIR="$data" LABSHARE_TLS_CA="$pki/ca.crt" LABSHARE_ISSUER="$issuer" \
     bash -c "$then_cmd"
   rc=$?
   exit $rc

@@ -107,9 +107,10 @@ booking = ${addr[booking]}:50052
 billing = ${addr[billing]}:50053
 usage = ${addr[usage]}:50054
 tls_ca = $pki/ca.crt
-oidc_issuer = $issuer
+issuer = $issuer
+oidc_ca_file = $pki/ca.crt
 CONF
-export LABSHARE_CONFIG="$work/labshare.conf" LABSHARE_TLS_CA="$pki/ca.crt" LABSHARE_OIDC_ISSUER="$issuer"
+export LABSHARE_CONFIG="$work/labshare.conf" LABSHARE_TLS_CA="$pki/ca.crt" LABSHARE_ISSUER="$issuer"
 "$bin/labshare" health "${addr[booking]}:50052"
 # Bootstrap (as run-local.sh): the demo data with a short-lived admin token
 # minted from the signing key; the personas then sign in.

@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/secret_file.h"
 
 namespace labshare {
 namespace {
@@ -119,6 +120,18 @@ bool IsRetryableError(absl::string_view error) {
 
 std::string Address(const RedisOptions& o) { return absl::StrCat(o.host, ":", o.port); }
 
+// A command the server's ACL refuses to this user (NOPERM) is a deployment
+// error an operator must see: the user's command or key list is too narrow.
+void LogIfDenied(const RedisOptions& o, const std::string& command, const RedisValue& error) {
+  if (!absl::StartsWith(error.str, "NOPERM")) return;
+  LogError("redis ACL refused a command; the service's Redis user lacks a permission "
+           "(see ACL LOG and deploy/redis-acl.sh)",
+           {{"address", Address(o)},
+            {"user", o.user.empty() ? "default" : o.user},
+            {"command", command},
+            {"error", error.str}});
+}
+
 }  // namespace
 
 // A command Redis refused for now (OOM...): a warning, and the status a
@@ -145,6 +158,61 @@ absl::Status RedisErrorStatus(const RedisValue& error) {
     return StorageUnavailable(absl::StartsWith(error.str, "OOM") ? "STORAGE_FULL" : "");
   }
   return StorageError();
+}
+
+// ---- Credentials ------------------------------------------------------------
+
+absl::Status LoadRedisCredentials(const std::string& user, const std::string& password_file,
+                                  RedisOptions* options) {
+  if (user.empty() && password_file.empty()) return absl::OkStatus();
+  if (password_file.empty()) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_REDIS_CREDENTIALS",
+                     absl::StrCat("--redis_user=", user,
+                                  " needs --redis_password_file=FILE with that user's password "
+                                  "(deploy/redis-acl.sh writes one per service)"));
+  }
+  LS_ASSIGN_OR_RETURN(std::string password, ReadSecretFile(password_file, "Redis password"));
+  if (absl::EndsWith(password, "\n")) password.pop_back();
+  if (absl::EndsWith(password, "\r")) password.pop_back();
+  if (password.empty() || password.find_first_of("\r\n") != std::string::npos) {
+    WipeSecret(password);
+    return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_REDIS_CREDENTIALS",
+                     absl::StrCat("Redis password file ", password_file,
+                                  " must hold the password on one line"),
+                     {{"file", password_file}});
+  }
+  WipeSecret(options->password);
+  options->user = user;
+  options->password = std::move(password);
+  return absl::OkStatus();
+}
+
+absl::Status AuthenticateRedis(redisContext* context, const RedisOptions& options) {
+  if (options.password.empty()) return absl::OkStatus();
+  ReplyPtr reply;
+  if (options.user.empty()) {
+    reply.reset(static_cast<redisReply*>(redisCommand(context, "AUTH %b", options.password.data(),
+                                                      options.password.size())));
+  } else {
+    reply.reset(static_cast<redisReply*>(redisCommand(context, "AUTH %b %b", options.user.data(),
+                                                      options.user.size(), options.password.data(),
+                                                      options.password.size())));
+  }
+  if (reply == nullptr || context->err != 0) {
+    LogWarning("redis AUTH failed", {{"address", Address(options)},
+                                     {"user", options.user},
+                                     {"error", context->err != 0 ? context->errstr : "no reply"}});
+    return Unavailable();
+  }
+  if (reply->type == REDIS_REPLY_ERROR) {
+    LogError("redis refused the credentials; check --redis_user, --redis_password_file and the "
+             "server's ACL (deploy/redis-acl.sh)",
+             {{"address", Address(options)},
+              {"user", options.user.empty() ? "default" : options.user},
+              {"error", std::string(reply->str, reply->len)}});
+    return Unavailable();
+  }
+  return absl::OkStatus();
 }
 
 // ---- ParseRedisAddress ------------------------------------------------------
@@ -304,6 +372,7 @@ absl::StatusOr<RedisPool::ContextPtr> RedisPool::Connect() const {
   // connections open.
   const int flags = fcntl(c->fd, F_GETFD);
   if (flags >= 0) fcntl(c->fd, F_SETFD, flags | FD_CLOEXEC);
+  LS_RETURN_IF_ERROR(AuthenticateRedis(c.get(), options_));
   return c;
 }
 
@@ -364,6 +433,7 @@ absl::StatusOr<RedisValue> RedisPool::Command(const std::vector<std::string>& ar
   if (reply == nullptr || lease.get()->err != 0) return lease.Fail(argv[0]);
   RedisValue value = Convert(*reply);
   if (value.is_error() && IsRetryableError(value.str)) return Refused(argv[0], value);
+  if (value.is_error()) LogIfDenied(options_, argv[0], value);
   return value;
 }
 
@@ -392,6 +462,7 @@ absl::StatusOr<std::vector<RedisValue>> RedisPool::Pipeline(
   }
   for (size_t i = 0; i < out.size(); ++i) {
     if (out[i].is_error() && IsRetryableError(out[i].str)) return Refused(commands[i][0], out[i]);
+    if (out[i].is_error()) LogIfDenied(options_, commands[i][0], out[i]);
   }
   return out;
 }

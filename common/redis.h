@@ -43,7 +43,27 @@ struct RedisOptions {
   // Bounds each round trip and the wait for a free connection.
   absl::Duration command_timeout = absl::Seconds(5);
   int pool_size = 8;  // values below 1 mean 1
+  // Redis ACL credentials, sent with AUTH on every new connection (the
+  // pool's, RedisPipeline's, after every reconnect). An empty password sends
+  // no AUTH (the default user, as in tests); a password without a user
+  // authenticates as the default user (requirepass).
+  std::string user;
+  std::string password;
 };
+
+// Reads the password of Redis user `user` from `password_file` (through
+// ReadSecretFile: a file others can read is refused; one trailing newline is
+// dropped) into options. Both empty: no credentials, OK. Startup errors:
+// the SECRET_FILE_* reasons of common/secret_file.h; INVALID_ARGUMENT,
+// reason INVALID_REDIS_CREDENTIALS, for a user without a password file or
+// an empty password.
+absl::Status LoadRedisCredentials(const std::string& user, const std::string& password_file,
+                                  RedisOptions* options);
+
+// Sends AUTH on a fresh connection when options carry a password. A refusal
+// (WRONGPASS, a disabled user...) or I/O error: UNAVAILABLE,
+// STORAGE_UNAVAILABLE, logged with the user name (never the password).
+absl::Status AuthenticateRedis(redisContext* context, const RedisOptions& options);
 
 // UNAVAILABLE, reason STORAGE_UNAVAILABLE, with a retry hint (RetryInfo of
 // kStorageRetryDelay). `cause`, when not empty, goes into the ErrorInfo

@@ -31,6 +31,7 @@ Context Connect(const RedisOptions& o) {
   }
   const int flags = fcntl(c->fd, F_GETFD);
   if (flags >= 0) fcntl(c->fd, F_SETFD, flags | FD_CLOEXEC);
+  if (!AuthenticateRedis(c.get(), o).ok()) return nullptr;  // logged there
   return c;
 }
 

@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/peer_identity.h"
+#include "common/redis_flags.h"
 #include "common/reflection_v1.h"
 #include "common/secret_file.h"
 
@@ -363,6 +364,7 @@ RedisOptions RedisOptionsFromFlags() {
   auto options = ParseRedisAddress(absl::GetFlag(FLAGS_redis));
   if (!options.ok()) Die("--redis: " + std::string(options.status().message()));
   options->pool_size = absl::GetFlag(FLAGS_redis_pool_size);
+  if (absl::Status auth = RedisCredentialsFromFlags(&*options); !auth.ok()) Die(std::string(auth.message()));
   return *options;
 }
 

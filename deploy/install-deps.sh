@@ -8,7 +8,7 @@ packages=(
   libhiredis-dev redis-server redis-tools libjemalloc-dev
   libabsl-dev libgtest-dev libgmock-dev
   golang-github-gogo-googleapis-dev libssl-dev prometheus-cpp-dev
-  python3-grpcio python3-protobuf tzdata
+  python3-grpcio python3-protobuf python3-cryptography tzdata
   libjwt-dev libjansson-dev libcurl4-openssl-dev
   docker-compose systemd iproute2
 )

@@ -2,11 +2,13 @@
 """Offline verifier for a LabShare audit-trail export (AUDIT_EXPORT_FORMAT_JSONL).
 
     python3 deploy/verify_audit.py export.jsonl [--anchor SEQ:HEXHASH ...]
+                                   [--public_key=audit.pub.pem]
 
 Recomputes the AUDIT_V1 hash of every entry of a file written by
 ExportAuditTrail (see AuditEntry and AuditExportFormat in
 proto/labshare/usage/v1/usage.proto) and checks every link, the sequence
-numbers, the header and the trailer. Python 3 standard library only.
+numbers, the header and the trailer. Python 3 standard library only, except
+--public_key, which needs python3-cryptography (Debian package).
 
 Prints one line and exits with
     0  "OK <n> entries, head <last sequence> <last hash hex>"
@@ -16,7 +18,8 @@ Prints one line and exits with
 Kinds are those of VerifyAuditChain (HASH_MISMATCH, LINK_MISMATCH,
 SEQUENCE_GAP, UNKNOWN_ALGORITHM, ANCHOR_MISMATCH) plus the file's own:
 MALFORMED (a line is not the JSON the format defines; <sequence> is the one
-expected there), TRAILER_MISMATCH, NO_TRAILER, DATA_AFTER_TRAILER.
+expected there), TRAILER_MISMATCH, NO_TRAILER, DATA_AFTER_TRAILER, and with
+--public_key HEAD_SIGNATURE_INVALID.
 
 Per entry n (as VerifyAuditChain does): its "sequence" must be n
 (SEQUENCE_GAP); the SHA-256 recomputed from its fields and its own
@@ -30,6 +33,15 @@ verification result) with --anchor SEQ:HEX: an anchor at start_sequence - 1 is
 compared with the header's previous_hash, one inside the file with that
 entry's hash (ANCHOR_MISMATCH); anchors outside the file are reported on
 stderr as not checked.
+
+The signed head: with --public_key=PEM (the usage service's public key,
+`openssl pkey -in audit.pem -pubout -out audit.pub.pem`), the trailer must
+carry the head's signature (an export that ends at the head, end_sequence 0,
+of a signed chain) and it must verify over "LABSHARE-AUDIT-HEAD-V1" ||
+last_sequence (8 bytes big-endian) || last_hash: Ed25519, or ECDSA P-256 with
+SHA-256 (AuditChainHead in usage.proto). Otherwise HEAD_SIGNATURE_INVALID at
+the last sequence: whoever rewrote the chain in Redis, even with consistent
+hashes, did not have the service's private key.
 """
 
 import argparse
@@ -95,7 +107,46 @@ def parse_anchor(text):
     return int(seq), h
 
 
-def verify(lines, anchors):
+HEAD_DOMAIN = b"LABSHARE-AUDIT-HEAD-V1"
+
+
+def load_public_key(path):
+    """The public key of a PEM file; Ed25519 or EC P-256. Raises ValueError."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    with open(path, "rb") as f:
+        key = load_pem_public_key(f.read())
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
+        return key
+    raise ValueError("not an Ed25519 or ECDSA P-256 public key")
+
+
+def check_head_signature(key, trailer, last_seq, last_hash):
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    sig = trailer.get("head_signature")
+    if not isinstance(sig, str) or not sig:
+        print("the export carries no head signature: export up to the head (end_sequence 0) "
+              "of a signed chain", file=sys.stderr)
+        raise Broken(last_seq, "HEAD_SIGNATURE_INVALID")
+    try:
+        raw = base64.b64decode(sig, validate=True)
+    except ValueError:
+        raise Broken(last_seq, "HEAD_SIGNATURE_INVALID")
+    message = HEAD_DOMAIN + struct.pack(">Q", last_seq) + bytes.fromhex(last_hash)
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(raw, message, ec.ECDSA(hashes.SHA256()))
+        else:
+            key.verify(raw, message)
+    except InvalidSignature:
+        raise Broken(last_seq, "HEAD_SIGNATURE_INVALID")
+
+
+def verify(lines, anchors, public_key=None):
     """Returns (entries, last_sequence, last_hash_hex); raises Broken."""
     if not lines:
         raise Broken(0, "MALFORMED")
@@ -140,6 +191,8 @@ def verify(lines, anchors):
             if (o.get("trailer") is not True or o.get("entries") != end - start
                     or o.get("last_sequence") != end - 1 or o.get("last_hash") != prev):
                 raise Broken(end - 1, "TRAILER_MISMATCH")
+            if public_key is not None:
+                check_head_signature(public_key, o, end - 1, prev)
             return count, end - 1, prev
         if not is_int(o.get("sequence")):
             raise Broken(seq, "MALFORMED")
@@ -164,7 +217,20 @@ def main(argv):
     parser.add_argument("export", help="the .jsonl file written by ExportAuditTrail")
     parser.add_argument("--anchor", action="append", default=[], type=parse_anchor,
                         metavar="SEQ:HEX", help="a (sequence, hash) pair kept from earlier")
+    parser.add_argument("--public_key", metavar="PEM",
+                        help="the usage service's public key: the head's signature must verify")
     args = parser.parse_args(argv)
+    public_key = None
+    if args.public_key:
+        try:
+            public_key = load_public_key(args.public_key)
+        except ImportError:
+            print("--public_key needs python3-cryptography (apt-get install python3-cryptography)",
+                  file=sys.stderr)
+            return 2
+        except (OSError, ValueError) as e:
+            print("cannot use public key %s: %s" % (args.public_key, e), file=sys.stderr)
+            return 2
     try:
         with open(args.export, "rb") as f:
             data = f.read()
@@ -175,11 +241,12 @@ def main(argv):
     if lines and lines[-1] == b"":
         lines.pop()  # the final line end
     try:
-        n, last_seq, last_hash = verify(lines, args.anchor)
+        n, last_seq, last_hash = verify(lines, args.anchor, public_key)
     except Broken as b:
         print(b)
         return 1
-    print("OK %d entries, head %d %s" % (n, last_seq, last_hash))
+    print("OK %d entries, head %d %s%s" % (n, last_seq, last_hash,
+                                          ", head signature valid" if public_key is not None else ""))
     return 0
 
 

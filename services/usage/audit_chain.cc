@@ -1,6 +1,10 @@
 #include "services/usage/audit_chain.h"
 
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <algorithm>
 #include <limits>
@@ -21,6 +25,7 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/resource_name.h"
+#include "common/secret_file.h"
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
@@ -36,6 +41,7 @@ using google::protobuf::Message;
 using google::protobuf::Reflection;
 
 const char kAuditHashDomain[] = "LABSHARE-AUDIT-V1";
+constexpr char kAuditHeadDomain[] = "LABSHARE-AUDIT-HEAD-V1";
 
 namespace audit_keys {
 std::string Head() { return "{usage}:audit:head"; }
@@ -237,7 +243,8 @@ std::string EntryLine(const v1::AuditEntry& e) {
 // KEYS: 1 head, 2 applied markers, 3 the new entry, 4.. index sets.
 // ARGV: 1 marker field, 2 expected head sequence, 3 expected head hash ('' for
 //       an empty chain), 4 new sequence, 5 entry bytes, 6 new hash,
-//       7 append seconds, 8 append nanos.
+//       7 append seconds, 8 append nanos, 9 head signature ('' unsigned),
+//       10 signing key id.
 const RedisScript& AppendScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local done = redis.call('HGET', KEYS[2], ARGV[1])
@@ -252,6 +259,11 @@ end
 redis.call('SET', KEYS[3], ARGV[5])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[1], 'seq', ARGV[4], 'hash', ARGV[6], 'at_s', ARGV[7], 'at_n', ARGV[8])
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[1], 'sig', ARGV[9], 'kid', ARGV[10])
+else
+  redis.call('HDEL', KEYS[1], 'sig', 'kid')
+end
 for i = 4, #KEYS do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[4]) end
 return {'OK'}
 )lua");
@@ -344,6 +356,140 @@ absl::StatusOr<DecodedEvent> DecodeEvent(absl::string_view payload_type, absl::s
     }
   }
   return out;
+}
+
+// ------------------------------------------------------------ signed head
+
+std::string AuditHeadSigningInput(int64_t sequence, absl::string_view hash) {
+  std::string out(kAuditHeadDomain);
+  PutU64(&out, static_cast<uint64_t>(sequence));
+  out.append(hash.data(), hash.size());
+  return out;
+}
+
+namespace {
+
+struct BioDeleter {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct MdCtxDeleter {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
+
+absl::Status InvalidAuditKey(absl::string_view why) {
+  return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_AUDIT_KEY",
+                   absl::StrCat("audit signing key: ", why,
+                                "; make one with `openssl genpkey -algorithm ed25519 -out audit.pem` "
+                                "(or -algorithm EC -pkeyopt ec_paramgen_curve:P-256)"));
+}
+
+// Ed25519 or EC on P-256; anything else is refused.
+absl::Status CheckKeyType(EVP_PKEY* key, bool* ed25519) {
+  if (EVP_PKEY_is_a(key, "ED25519")) {
+    *ed25519 = true;
+    return absl::OkStatus();
+  }
+  *ed25519 = false;
+  if (EVP_PKEY_is_a(key, "EC")) {
+    char group[64] = {0};
+    size_t len = 0;
+    if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &len) == 1 &&
+        (absl::string_view(group, len) == "prime256v1" || absl::string_view(group, len) == "P-256")) {
+      return absl::OkStatus();
+    }
+    return InvalidAuditKey("an EC key must be on the P-256 curve");
+  }
+  return InvalidAuditKey(absl::StrCat("the key is ", EVP_PKEY_get0_type_name(key) != nullptr
+                                                         ? EVP_PKEY_get0_type_name(key)
+                                                         : "of an unknown type",
+                                      ", not Ed25519 or ECDSA P-256"));
+}
+
+}  // namespace
+
+AuditSigningKey::AuditSigningKey(EVP_PKEY* key, bool can_sign) : key_(key), can_sign_(can_sign), ed25519_(false) {}
+
+AuditSigningKey::~AuditSigningKey() { EVP_PKEY_free(key_); }
+
+absl::StatusOr<std::shared_ptr<const AuditSigningKey>> AuditSigningKey::FromPrivateKeyPem(absl::string_view pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (bio == nullptr) return InvalidAuditKey("out of memory");
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
+  if (key == nullptr) return InvalidAuditKey("not a PEM private key (an encrypted key is not supported)");
+  std::shared_ptr<AuditSigningKey> out(new AuditSigningKey(key, true));
+  LS_RETURN_IF_ERROR(CheckKeyType(key, &out->ed25519_));
+  unsigned char* der = nullptr;
+  const int len = i2d_PUBKEY(key, &der);
+  if (len <= 0) return InvalidAuditKey("cannot encode its public key");
+  Sha256 id;
+  id.Update(absl::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(len)));
+  OPENSSL_free(der);
+  out->key_id_ = id.HexDigest();
+  return std::shared_ptr<const AuditSigningKey>(std::move(out));
+}
+
+absl::StatusOr<std::shared_ptr<const AuditSigningKey>> AuditSigningKey::FromPrivateKeyFile(const std::string& path) {
+  LS_ASSIGN_OR_RETURN(std::string pem, ReadSecretFile(path, "audit signing key"));
+  absl::StatusOr<std::shared_ptr<const AuditSigningKey>> key = FromPrivateKeyPem(pem);
+  WipeSecret(pem);
+  return key;
+}
+
+absl::StatusOr<std::shared_ptr<const AuditSigningKey>> AuditSigningKey::FromPublicKeyPem(absl::string_view pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (bio == nullptr) return InvalidAuditKey("out of memory");
+  EVP_PKEY* key = PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr);
+  if (key == nullptr) return InvalidAuditKey("not a PEM public key");
+  std::shared_ptr<AuditSigningKey> out(new AuditSigningKey(key, false));
+  LS_RETURN_IF_ERROR(CheckKeyType(key, &out->ed25519_));
+  unsigned char* der = nullptr;
+  const int len = i2d_PUBKEY(key, &der);
+  if (len <= 0) return InvalidAuditKey("cannot encode the public key");
+  Sha256 id;
+  id.Update(absl::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(len)));
+  OPENSSL_free(der);
+  out->key_id_ = id.HexDigest();
+  return std::shared_ptr<const AuditSigningKey>(std::move(out));
+}
+
+std::string AuditSigningKey::PublicKeyPem() const {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (bio == nullptr || PEM_write_bio_PUBKEY(bio.get(), key_) != 1) return "";
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(bio.get(), &data);
+  return len > 0 ? std::string(data, static_cast<size_t>(len)) : "";
+}
+
+absl::StatusOr<std::string> AuditSigningKey::SignHead(int64_t sequence, absl::string_view hash) const {
+  const std::string input = AuditHeadSigningInput(sequence, hash);
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  size_t len = 0;
+  std::string sig;
+  if (can_sign_ && ctx != nullptr &&
+      EVP_DigestSignInit(ctx.get(), nullptr, ed25519_ ? nullptr : EVP_sha256(), nullptr, key_) == 1 &&
+      EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()),
+                     input.size()) == 1) {
+    sig.resize(len);
+    if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len,
+                       reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1) {
+      sig.resize(len);
+      return sig;
+    }
+  }
+  LogError("signing the audit head failed", {{"sequence", std::to_string(sequence)}});
+  return MakeError(absl::StatusCode::kInternal, "AUDIT_SIGNING_FAILED", "the audit head could not be signed");
+}
+
+bool AuditSigningKey::VerifyHead(int64_t sequence, absl::string_view hash, absl::string_view signature) const {
+  if (signature.empty()) return false;
+  const std::string input = AuditHeadSigningInput(sequence, hash);
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  return ctx != nullptr &&
+         EVP_DigestVerifyInit(ctx.get(), nullptr, ed25519_ ? nullptr : EVP_sha256(), nullptr, key_) == 1 &&
+         EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                          reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
 }
 
 std::string AuditSourceForStream(absl::string_view stream) {
@@ -446,6 +592,10 @@ absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_ser
   e.set_request_id(decoded.request_id);
   for (const auto& r : decoded.resources) e.add_resources(r);
   e.set_hash(AuditHashV1(e));
+  std::string signature;
+  if (options_.signing_key != nullptr) {
+    LS_ASSIGN_OR_RETURN(signature, options_.signing_key->SignHead(seq, e.hash()));
+  }
 
   std::vector<std::string> keys = {audit_keys::Head(), audit_keys::Applied(), audit_keys::Entry(seq),
                                    audit_keys::Index("event", e.event_id())};
@@ -459,7 +609,9 @@ absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_ser
                                    e.SerializeAsString(),
                                    e.hash(),
                                    std::to_string(e.append_time().seconds()),
-                                   std::to_string(e.append_time().nanos())};
+                                   std::to_string(e.append_time().nanos()),
+                                   signature,
+                                   options_.signing_key != nullptr ? options_.signing_key->key_id() : ""};
   if (options_.before_commit_for_testing) options_.before_commit_for_testing();
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(AppendScript(), keys, args));
   if (!v.is_array() || v.elements.empty()) return StorageError("unexpected storage reply");
@@ -480,8 +632,9 @@ absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_ser
 }
 
 absl::StatusOr<v1::AuditChainHead> AuditChain::Head() const {
-  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", audit_keys::Head(), "seq", "hash", "at_s", "at_n"}));
-  if (!v.is_array() || v.elements.size() != 4) return StorageError("unexpected storage reply");
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", audit_keys::Head(), "seq", "hash", "at_s", "at_n",
+                                                    "sig", "kid"}));
+  if (!v.is_array() || v.elements.size() != 6) return StorageError("unexpected storage reply");
   v1::AuditChainHead head;
   LS_ASSIGN_OR_RETURN(int64_t seq, IntegerOrZero(v.elements[0]));
   LS_ASSIGN_OR_RETURN(int64_t at_s, IntegerOrZero(v.elements[2]));
@@ -491,6 +644,8 @@ absl::StatusOr<v1::AuditChainHead> AuditChain::Head() const {
     head.set_hash(v.elements[1].str);
     head.mutable_append_time()->set_seconds(at_s);
     head.mutable_append_time()->set_nanos(static_cast<int32_t>(at_n));
+    if (v.elements[4].type == RedisValue::Type::kString) head.set_signature(v.elements[4].str);
+    if (v.elements[5].type == RedisValue::Type::kString) head.set_key_id(v.elements[5].str);
   }
   return head;
 }
@@ -730,6 +885,18 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
       resp.set_entries_checked(++checked);
     }
   }
+  // A range to the head: the head must be its last entry and carry a valid
+  // signature, or the chain was rewritten by someone without the key.
+  const v1::AuditChainHead& head = range.head;
+  if (options_.signing_key != nullptr && head.sequence() > 0 && range.end == head.sequence() + 1) {
+    if (prev != head.hash() || !options_.signing_key->VerifyHead(head.sequence(), head.hash(), head.signature())) {
+      LogWarning("audit head signature does not verify",
+                 {{"sequence", std::to_string(head.sequence())},
+                  {"signed", head.signature().empty() ? "no" : "yes"},
+                  {"key_id", head.key_id()}});
+      return fail(head.sequence(), v1::HEAD_SIGNATURE_INVALID, prev, head.hash());
+    }
+  }
 
   std::vector<v1::AuditAnchor> sorted = anchors;
   std::stable_sort(sorted.begin(), sorted.end(),
@@ -805,9 +972,16 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
       LS_RETURN_IF_ERROR(line(EntryLine(*entries[i])));
     }
   }
+  std::string signed_head;
+  if (range.end == range.head.sequence() + 1 && !range.head.signature().empty()) {
+    summary.head_signature = range.head.signature();
+    summary.head_key_id = range.head.key_id();
+    signed_head = absl::StrCat(",\"head_signature\":\"", absl::Base64Escape(summary.head_signature),
+                               "\",\"key_id\":", JsonString(summary.head_key_id));
+  }
   LS_RETURN_IF_ERROR(line(absl::StrCat("{\"trailer\":true,\"entries\":", range.end - range.start,
                                        ",\"last_sequence\":", range.end - 1, ",\"last_hash\":\"",
-                                       Hex(summary.last_hash), "\"}\n")));
+                                       Hex(summary.last_hash), "\"", signed_head, "}\n")));
   LS_RETURN_IF_ERROR(flush());
   summary.sha256_hex = Hex(file_hash.Final());
   return summary;

@@ -8,7 +8,12 @@
 //   {usage}:audit:head              HASH  seq   -> sequence of the newest entry
 //                                         hash  -> its hash (32 raw bytes)
 //                                         at_s, at_n -> its append_time
-//                                   (absent: empty chain, sequence 0)
+//                                         sig   -> signature of (seq, hash) by
+//                                                  the usage service's key
+//                                                  (AuditHeadSigningInput)
+//                                         kid   -> that key's id
+//                                   (absent: empty chain, sequence 0; sig and
+//                                   kid absent when the chain is unsigned)
 //   {usage}:audit:entry:<seq>       STRING serialized AuditEntry, FULL view
 //                                   (payload included, exactly the bytes of the
 //                                   source's outbox entry), <seq> in decimal
@@ -29,6 +34,15 @@
 // the new head. Appends from one AuditChain object are serialized by a local
 // mutex, so only different processes (replicas) race through the CAS.
 //
+// The signed head: with a signing key (AuditChainOptions::signing_key, the
+// usage service's --audit_signing_key_file), every append signs the new head
+// (sequence, hash) and stores the signature in the same compare-and-set step.
+// Someone who can write to Redis can recompute a consistent hash chain, but
+// not the head's signature: Verify (to the head) and deploy/verify_audit.py
+// --public_key report the rewrite (BreakKind HEAD_SIGNATURE_INVALID). What a
+// signature cannot show is a chain cut back to an earlier head whose
+// signature the writer kept: anchors (AuditAnchor) are for that.
+//
 // Thread-safe. The RPC layer (roles, request_id idempotency, publishing
 // AuditVerificationRun / ReportExported) is the service's job, not this
 // class's.
@@ -37,6 +51,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -127,6 +142,43 @@ struct DecodedEvent {
 absl::StatusOr<DecodedEvent> DecodeEvent(absl::string_view payload_type,
                                          absl::string_view payload);
 
+// The bytes signed for a head: "LABSHARE-AUDIT-HEAD-V1", the sequence as
+// 8 bytes big-endian, then the 32-byte hash.
+std::string AuditHeadSigningInput(int64_t sequence, absl::string_view hash);
+
+// The usage service's audit key: an Ed25519 or ECDSA P-256 key (OpenSSL EVP).
+// Ed25519 signs the input itself (64-byte signature); ECDSA signs its
+// SHA-256 (DER signature). Thread-safe after construction.
+class AuditSigningKey {
+ public:
+  // From a PKCS#8 / traditional private key PEM. INVALID_ARGUMENT, reason
+  // INVALID_AUDIT_KEY, for anything else (other key types, RSA, P-384...).
+  static absl::StatusOr<std::shared_ptr<const AuditSigningKey>> FromPrivateKeyPem(absl::string_view pem);
+  // From a file, read through ReadSecretFile (0600 enforced; its reasons).
+  static absl::StatusOr<std::shared_ptr<const AuditSigningKey>> FromPrivateKeyFile(const std::string& path);
+  // A public key PEM (SubjectPublicKeyInfo): verifies only.
+  static absl::StatusOr<std::shared_ptr<const AuditSigningKey>> FromPublicKeyPem(absl::string_view pem);
+  ~AuditSigningKey();
+  AuditSigningKey(const AuditSigningKey&) = delete;
+  AuditSigningKey& operator=(const AuditSigningKey&) = delete;
+
+  bool can_sign() const { return can_sign_; }
+  // Lowercase hex SHA-256 of the public key's DER SubjectPublicKeyInfo.
+  const std::string& key_id() const { return key_id_; }
+  // The public key as PEM (for verifiers).
+  std::string PublicKeyPem() const;
+  // INTERNAL (AUDIT_SIGNING_FAILED) when the key cannot sign.
+  absl::StatusOr<std::string> SignHead(int64_t sequence, absl::string_view hash) const;
+  bool VerifyHead(int64_t sequence, absl::string_view hash, absl::string_view signature) const;
+
+ private:
+  AuditSigningKey(EVP_PKEY* key, bool can_sign);
+  EVP_PKEY* key_;
+  bool can_sign_;
+  bool ed25519_;
+  std::string key_id_;
+};
+
 // The source service of an outbox stream: "{inventory}:outbox" -> "inventory",
 // "{bk:7}:outbox" and "{booking}:outbox" -> "booking", "{billing}:outbox" ->
 // "billing", "{usage}:outbox" -> "usage"; "" for anything else.
@@ -149,6 +201,10 @@ struct AuditChainOptions {
   // At most this many entries are examined by one List call; a page that is
   // not full when the budget runs out still carries a next_page_token.
   int list_scan_budget = 5000;
+  // Signs every new head and checks the head's signature in Verify and
+  // exports it. nullptr: an unsigned chain (tests that do not care; the
+  // service refuses to start so unless given --audit_unsigned).
+  std::shared_ptr<const AuditSigningKey> signing_key;
   // Tests only: called between reading the head and the compare-and-set
   // step, to interleave another appender deterministically.
   std::function<void()> before_commit_for_testing;
@@ -171,6 +227,9 @@ struct AuditExportSummary {
   std::string sha256_hex;     // of the whole file, lowercase
   int64_t last_sequence = 0;  // end - 1
   std::string last_hash;      // stored hash at last_sequence, 32 raw bytes
+  // The signed head, when the export ends at the head and it is signed.
+  std::string head_signature;
+  std::string head_key_id;
 };
 
 class AuditChain {
@@ -218,8 +277,11 @@ class AuditChain {
   // range's first entry n > 1, the link is checked against the stored hash
   // of entry n - 1 (trusted, not recomputed; skipped if it is missing).
   // Per entry, in order: SEQUENCE_GAP, UNKNOWN_ALGORITHM, HASH_MISMATCH,
-  // LINK_MISMATCH. Anchors are checked, in sequence order, only when the
-  // range is intact. entries_checked / anchors_checked count what passed
+  // LINK_MISMATCH. With a signing key, a range that ends at the head is then
+  // tied to the signed head: HEAD_SIGNATURE_INVALID at the head's sequence
+  // when the head's hash is not the last entry's or its signature is
+  // missing or not valid under the key. Anchors are checked, in sequence
+  // order, only when the range is intact. entries_checked / anchors_checked count what passed
   // before the first break.
   // Errors: INVALID_ARGUMENT (INVALID_FIELD: negative sequences, end <=
   // start, anchor sequence < 1 or hash not 32 bytes); OUT_OF_RANGE

@@ -20,12 +20,19 @@
 ABSL_FLAG(std::string, time_zone, "Asia/Shanghai", "IANA time zone of reporting periods.");
 ABSL_FLAG(std::string, currency, "CNY", "Reporting currency.");
 ABSL_FLAG(int, booking_partitions, 16, "Number of booking outbox streams {bk:P}:outbox.");
+ABSL_FLAG(std::string, audit_signing_key_file, "",
+          "Private key PEM (Ed25519 or ECDSA P-256, mode 0600) that signs the audit chain's head; "
+          "make one with `openssl genpkey -algorithm ed25519 -out audit.pem`. Required unless "
+          "--audit_unsigned.");
+ABSL_FLAG(bool, audit_unsigned, false,
+          "Run without an audit signing key: the chain's head is not signed, so whoever can write "
+          "to Redis can rewrite the trail undetected. Tests and throwaway setups only.");
 
 int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
                         "labshare-usage: utilisation and sharing figures and the audit trail.\n"
                         "Usage: labshare-usage --listen=HOST:PORT --redis=HOST:PORT "
-                        "[--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
+                        "--audit_signing_key_file=PEM [--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   labshare::TokenSigner signer = labshare::SignerFromFlags();
   const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
@@ -41,6 +48,20 @@ int main(int argc, char** argv) {
   labshare::usage::UsageFigures figures(&redis, &clock, zone, page_tokens, absl::GetFlag(FLAGS_currency));
   labshare::usage::AuditChainOptions audit_options;
   audit_options.clock = &clock;
+  if (const std::string key_file = absl::GetFlag(FLAGS_audit_signing_key_file); !key_file.empty()) {
+    auto key = labshare::usage::AuditSigningKey::FromPrivateKeyFile(key_file);
+    if (!key.ok()) {
+      labshare::LogError("--audit_signing_key_file", {{"error", std::string(key.status().message())}});
+      return 2;
+    }
+    audit_options.signing_key = *std::move(key);
+    labshare::LogInfo("audit head signing key", {{"key_id", audit_options.signing_key->key_id()}});
+  } else if (!absl::GetFlag(FLAGS_audit_unsigned)) {
+    labshare::LogError("labshare-usage needs --audit_signing_key_file=PEM (the key that signs the audit "
+                       "chain's head; `openssl genpkey -algorithm ed25519 -out audit.pem && chmod 600 "
+                       "audit.pem`), or --audit_unsigned for a test setup");
+    return 2;
+  }
   labshare::usage::AuditChain audit(&redis, page_tokens, audit_options);
   labshare::Authorizer authorizer(&signer, labshare::usage::UsagePolicy(), &wall);
   labshare::usage::UsageService service(&figures, &audit, &authorizer);

@@ -28,6 +28,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -274,10 +275,28 @@ class ChildProcess {
   std::string exit_description_ = "not started";
 };
 
+struct BookingTestClusterOptions {
+  // Appended to redis-server's command line, e.g. {"--aclfile", FILE}.
+  std::vector<std::string> redis_args;
+  // When set (the default user is off): the cluster's own pool and Redis'
+  // start probe authenticate as this user.
+  std::string redis_user;
+  std::string redis_password;
+  // Extra flags for each child, by service ("inventory", "booking").
+  std::function<std::vector<std::string>(const std::string& service)> service_args;
+};
+
 // Redis + inventory + N booking replicas, and helpers to seed inventory.
 class BookingTestCluster {
  public:
-  static absl::StatusOr<std::unique_ptr<BookingTestCluster>> Start(int booking_replicas) {
+  static absl::StatusOr<std::unique_ptr<BookingTestCluster>> Start(
+      int booking_replicas, const BookingTestClusterOptions& cluster_options = {}) {
+    auto extra = [&](const std::string& service, std::vector<std::string> args) {
+      if (cluster_options.service_args) {
+        for (auto& a : cluster_options.service_args(service)) args.push_back(std::move(a));
+      }
+      return args;
+    };
     std::unique_ptr<BookingTestCluster> c(new BookingTestCluster());
     char tmpl[] = "/tmp/labshare-booking-cluster-XXXXXX";
     if (mkdtemp(tmpl) == nullptr) return absl::InternalError(absl::StrCat("mkdtemp: ", strerror(errno)));
@@ -288,7 +307,10 @@ class BookingTestCluster {
     if (!signer.ok()) return signer.status();
     c->signer_ = std::make_unique<TokenSigner>(*std::move(signer));
 
-    auto redis = RedisServer::Start();
+    auto redis = cluster_options.redis_password.empty()
+                     ? RedisServer::Start(cluster_options.redis_args)
+                     : RedisServer::StartWithUser(cluster_options.redis_args, cluster_options.redis_user,
+                                                  cluster_options.redis_password);
     if (!redis.ok()) return redis.status();
     c->redis_ = *std::move(redis);
     RedisOptions options = c->redis_->options();
@@ -298,7 +320,8 @@ class BookingTestCluster {
 
     auto inventory = ChildProcess::Start(
         "inventory", c->bin_dir_ + "/labshare-inventory",
-        {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address()}, c->token_key_, c->log_dir_);
+        extra("inventory", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address()}), c->token_key_,
+        c->log_dir_);
     if (!inventory.ok()) return inventory.status();
     c->inventory_process_ = *std::move(inventory);
     c->inventory_channel_ = grpc::CreateChannel(c->inventory_process_->address(),
@@ -308,8 +331,8 @@ class BookingTestCluster {
     for (int i = 0; i < booking_replicas; ++i) {
       auto booking = ChildProcess::Start(
           absl::StrCat("booking-", i), c->bin_dir_ + "/labshare-booking",
-          {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address(),
-           "--inventory=" + c->inventory_process_->address()},
+          extra("booking", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address(),
+                            "--inventory=" + c->inventory_process_->address()}),
           c->token_key_, c->log_dir_);
       if (!booking.ok()) return booking.status();
       auto channel = grpc::CreateChannel((*booking)->address(), grpc::InsecureChannelCredentials());
@@ -374,6 +397,9 @@ class BookingTestCluster {
   booking::v1::BookingService::Stub& booking(int i) { return *booking_[static_cast<size_t>(i)]; }
   const std::string& admin_token() const { return admin_token_; }
   const std::string& log_dir() const { return log_dir_; }
+  const std::string& bin_dir() const { return bin_dir_; }
+  const std::string& token_key() const { return token_key_; }
+  const std::string& inventory_address() const { return inventory_process_->address(); }
 
   // A token valid for 4 hours on the services' (wall) clock.
   std::string Mint(const std::string& user, const std::string& org, std::vector<Role> roles) const {

@@ -174,6 +174,9 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"LABSHARE_TOKEN_KEY", "environment variable"},
       // Process start and the command-line tools: never an RPC answer.
       {"INVALID_REDIS_ADDRESS", "flag parsing at start"},
+      {"INVALID_REDIS_CREDENTIALS", "--redis_user / --redis_password_file at start"},
+      {"INVALID_AUDIT_KEY", "usage's --audit_signing_key_file at start"},
+      {"AUDIT_SIGNING_FAILED", "usage's consumer retries the append"},
       {"LISTEN_FAILED", "server start"},
       {"METRICS_LISTEN_FAILED", "server start"},
       {"PLAINTEXT_REFUSED", "server start and client channels (common/tls.h)"},

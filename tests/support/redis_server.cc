@@ -167,10 +167,14 @@ enum class Probe { kNotYet, kReady, kSomeoneElse };
 
 // Ready when our process answers: a PONG from the port alone could come from
 // another test's server that won the race for it.
-Probe ProbeServer(int port, pid_t pid) {
+Probe ProbeServer(int port, pid_t pid, const std::string& user, const std::string& password) {
   ContextPtr c(redisConnectWithTimeout("127.0.0.1", port, absl::ToTimeval(absl::Milliseconds(200))));
   if (c == nullptr || c->err != 0) return Probe::kNotYet;
   if (redisSetTimeout(c.get(), absl::ToTimeval(absl::Seconds(1))) != REDIS_OK) return Probe::kNotYet;
+  if (!password.empty()) {
+    ReplyPtr auth(static_cast<redisReply*>(redisCommand(c.get(), "AUTH %s %s", user.c_str(), password.c_str())));
+    if (auth == nullptr || auth->type == REDIS_REPLY_ERROR) return Probe::kNotYet;
+  }
   ReplyPtr reply(static_cast<redisReply*>(redisCommand(c.get(), "INFO server")));
   if (reply == nullptr || reply->type != REDIS_REPLY_STRING) return Probe::kNotYet;  // e.g. LOADING
   for (absl::string_view line : absl::StrSplit(absl::string_view(reply->str, reply->len), "\r\n")) {
@@ -213,8 +217,15 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartOnPort(
   return StartImpl(port, extra_args);
 }
 
+absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartWithUser(
+    const std::vector<std::string>& extra_args, const std::string& user,
+    const std::string& password) {
+  return StartImpl(0, extra_args, user, password);
+}
+
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartImpl(
-    int fixed_port, const std::vector<std::string>& extra_args) {
+    int fixed_port, const std::vector<std::string>& extra_args, const std::string& user,
+    const std::string& password) {
   const std::string binary = FindRedisServer();
   if (binary.empty()) {
     return absl::NotFoundError("redis-server is neither at /usr/bin/redis-server nor on PATH");
@@ -251,12 +262,15 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartImpl(
         exited = true;  // typically: the port was taken
         break;
       }
-      probe = ProbeServer(port, *pid);
+      probe = ProbeServer(port, *pid, user, password);
       if (probe != Probe::kNotYet) break;
       absl::SleepFor(kPollInterval);
     }
     if (probe == Probe::kReady) {
-      return std::unique_ptr<RedisServer>(new RedisServer(*pid, port, *dir));
+      std::unique_ptr<RedisServer> server(new RedisServer(*pid, port, *dir));
+      server->user_ = user;
+      server->password_ = password;
+      return server;
     }
     if (!exited) Stop(*pid);
     last_error = absl::StrCat("attempt ", attempt, " on port ", port, ": ",
@@ -282,6 +296,8 @@ RedisOptions RedisServer::options() const {
   RedisOptions options;
   options.host = "127.0.0.1";
   options.port = port_;
+  options.user = user_;
+  options.password = password_;
   return options;
 }
 

@@ -32,6 +32,12 @@ class RedisServer {
   // after the previous server on that port was destroyed.
   static absl::StatusOr<std::unique_ptr<RedisServer>> StartOnPort(
       int port, const std::vector<std::string>& extra_args = {});
+  // Like Start, for a server whose default user is off (e.g. extra_args
+  // {"--aclfile", FILE}): the start probe authenticates as `user`, and
+  // options() carries these credentials.
+  static absl::StatusOr<std::unique_ptr<RedisServer>> StartWithUser(
+      const std::vector<std::string>& extra_args, const std::string& user,
+      const std::string& password);
 
   // SIGTERM, waits for exit (SIGKILL after 10 s), removes the directory.
   ~RedisServer();
@@ -41,18 +47,21 @@ class RedisServer {
   int port() const { return port_; }
   pid_t pid() const { return pid_; }
   std::string address() const;  // "127.0.0.1:PORT"
-  RedisOptions options() const;  // host/port set, other fields default
+  RedisOptions options() const;  // host/port (and StartWithUser's user) set, others default
   const std::string& dir() const { return dir_; }
 
  private:
   RedisServer(pid_t pid, int port, std::string dir);
   static absl::StatusOr<std::unique_ptr<RedisServer>> StartImpl(
-      int fixed_port, const std::vector<std::string>& extra_args);
+      int fixed_port, const std::vector<std::string>& extra_args, const std::string& user = "",
+      const std::string& password = "");
 
   pid_t pid_;
   pid_t owner_pid_;  // a forked copy of the test process must not stop the server
   int port_;
   std::string dir_;
+  std::string user_;
+  std::string password_;
 };
 
 // One server for the whole test binary, started on first call and stopped at

@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <openssl/sha.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -794,6 +795,205 @@ TEST_F(AuditChainTest, PythonVerifierFindsTheFirstBreakOfATamperedExport) {
     EXPECT_EQ(r.exit_code, 1) << r.output;
     EXPECT_EQ(r.output, "BROKEN at 4: NO_TRAILER\n");
   }
+}
+
+// ------------------------------------------------------------ the signed head
+
+// A key made the way the README says (openssl genpkey), mode 0600; "" and a
+// test failure when openssl fails.
+std::string MakeKey(const std::string& path, const std::string& algorithm_args) {
+  const std::string cmd = absl::StrCat("openssl genpkey ", algorithm_args, " -out '", path,
+                                       "' 2>/dev/null && chmod 600 '", path, "' && openssl pkey -in '", path,
+                                       "' -pubout -out '", path, ".pub' 2>/dev/null");
+  if (system(cmd.c_str()) != 0) {
+    ADD_FAILURE() << "failed: " << cmd;
+    return "";
+  }
+  return path;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+class SignedAuditChainTest : public AuditChainTest {
+ protected:
+  void SetUp() override {
+    AuditChainTest::SetUp();
+    key_path_ = MakeKey(KeyPath("ed25519.pem"), "-algorithm ed25519");
+    auto key = AuditSigningKey::FromPrivateKeyFile(key_path_);
+    ASSERT_TRUE(key.ok()) << key.status();
+    key_ = *key;
+    chain_ = NewSignedChain(key_);
+  }
+  std::string KeyPath(const std::string& name) {
+    const std::string path = absl::StrCat(::testing::TempDir(), "/audit_key_", getpid(), "_", name);
+    files_.push_back(path);
+    files_.push_back(path + ".pub");
+    return path;
+  }
+  std::unique_ptr<AuditChain> NewSignedChain(std::shared_ptr<const AuditSigningKey> key) {
+    AuditChainOptions o;
+    o.clock = &clock_;
+    o.batch_size = 4;
+    o.signing_key = std::move(key);
+    return std::make_unique<AuditChain>(pool_.get(), testing::TestPageTokens(), std::move(o));
+  }
+  // What someone with write access to Redis (and no key) can do: replace
+  // entry `from`'s payload, recompute that entry's hash and every later
+  // hash and link, and move the head to the new last hash.
+  void RewriteConsistently(int64_t from, int64_t head) {
+    std::string prev = Stored(from - 1).hash();
+    if (from == 1) prev.assign(32, '\0');
+    for (int64_t s = from; s <= head; ++s) {
+      v1::AuditEntry e = Stored(s);
+      if (s == from) e.set_payload(BookingCreated("bk-1", "bookings/b-forged").payload);
+      e.set_previous_hash(prev);
+      e.set_hash(AuditHashV1(e));
+      Store(s, e.SerializeAsString());
+      prev = e.hash();
+    }
+    ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Head(), "hash", prev}).ok());
+  }
+
+  std::string key_path_;
+  std::shared_ptr<const AuditSigningKey> key_;
+};
+
+TEST_F(SignedAuditChainTest, EveryAppendSignsTheHeadAndTheUntouchedChainVerifies) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  auto head = chain_->Head();
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head->sequence(), 5);
+  EXPECT_EQ(head->signature().size(), 64u);  // Ed25519
+  EXPECT_EQ(head->key_id(), key_->key_id());
+  EXPECT_EQ(head->key_id().size(), 64u);
+  EXPECT_TRUE(key_->VerifyHead(5, entries[4].hash(), head->signature()));
+  EXPECT_FALSE(key_->VerifyHead(4, entries[4].hash(), head->signature()));
+  EXPECT_FALSE(key_->VerifyHead(5, entries[3].hash(), head->signature()));
+  // Checked with the public key alone, too.
+  auto public_key = AuditSigningKey::FromPublicKeyPem(ReadAll(key_path_ + ".pub"));
+  ASSERT_TRUE(public_key.ok()) << public_key.status();
+  EXPECT_FALSE((*public_key)->can_sign());
+  EXPECT_EQ((*public_key)->key_id(), key_->key_id());
+  EXPECT_TRUE((*public_key)->VerifyHead(5, entries[4].hash(), head->signature()));
+  EXPECT_EQ((*public_key)->SignHead(5, entries[4].hash()).status().code(), absl::StatusCode::kInternal);
+
+  auto verified = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->result(), v1::VERIFIED);
+  EXPECT_EQ(verified->entries_checked(), 5);
+  EXPECT_EQ(verified->head().signature(), head->signature());
+
+  // The export carries the signed head, and the offline verifier checks it.
+  auto text = chain_->ExportJsonlString(0, 0);
+  ASSERT_TRUE(text.ok());
+  EXPECT_TRUE(absl::StrContains(*text, absl::StrCat("\"head_signature\":\"", absl::Base64Escape(head->signature()),
+                                                    "\",\"key_id\":\"", key_->key_id(), "\"}\n")));
+  const std::string path = WriteFile("signed.jsonl", *text);
+  CommandResult r = RunVerifier(path, absl::StrCat("--public_key='", key_path_, ".pub'"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, absl::StrCat("OK 5 entries, head 5 ", Hex(entries[4].hash()), ", head signature valid\n"));
+  // An export that stops before the head carries no signature: the verifier
+  // with a key refuses it, without one it checks the links as before.
+  auto part = chain_->ExportJsonlString(0, 4);
+  ASSERT_TRUE(part.ok());
+  EXPECT_FALSE(absl::StrContains(*part, "head_signature"));
+  const std::string part_path = WriteFile("part.jsonl", *part);
+  r = RunVerifier(part_path, absl::StrCat("--public_key='", key_path_, ".pub'"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "BROKEN at 3: HEAD_SIGNATURE_INVALID\n")) << r.output;
+  EXPECT_EQ(RunVerifier(part_path).exit_code, 0);
+}
+
+TEST_F(SignedAuditChainTest, AConsistentRewriteInRedisIsDetectedByVerifyAndTheOfflineVerifier) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  const std::string signature = chain_->Head()->signature();
+  RewriteConsistently(2, 5);
+  // Every hash and link is consistent: without the signature nothing shows.
+  auto unsigned_view = NewChain(pool_.get());
+  EXPECT_EQ(unsigned_view->Verify(0, 0, {})->result(), v1::VERIFIED);
+  EXPECT_EQ(RunVerifier(WriteFile("rewritten-nokey.jsonl", *chain_->ExportJsonlString(0, 0))).exit_code, 0);
+
+  auto r = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->result(), v1::BROKEN);
+  EXPECT_EQ(r->first_break().kind(), v1::HEAD_SIGNATURE_INVALID);
+  EXPECT_EQ(r->first_break().sequence(), 5);
+  EXPECT_EQ(r->first_break().expected_hash(), Stored(5).hash());
+  EXPECT_EQ(r->first_break().actual_hash(), Stored(5).hash());
+  EXPECT_EQ(r->entries_checked(), 5);
+  // Offline: the old signature does not cover the new head.
+  CommandResult offline =
+      RunVerifier(WriteFile("rewritten.jsonl", *chain_->ExportJsonlString(0, 0)),
+                  absl::StrCat("--public_key='", key_path_, ".pub'"));
+  EXPECT_EQ(offline.exit_code, 1) << offline.output;
+  EXPECT_EQ(offline.output, "BROKEN at 5: HEAD_SIGNATURE_INVALID\n");
+
+  // Re-signed with another key (the writer's own): still refused.
+  auto other = AuditSigningKey::FromPrivateKeyFile(MakeKey(KeyPath("other.pem"), "-algorithm ed25519"));
+  ASSERT_TRUE(other.ok());
+  auto forged_sig = (*other)->SignHead(5, Stored(5).hash());
+  ASSERT_TRUE(forged_sig.ok());
+  ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Head(), "sig", *forged_sig, "kid", key_->key_id()}).ok());
+  EXPECT_EQ(chain_->Verify(0, 0, {})->first_break().kind(), v1::HEAD_SIGNATURE_INVALID);
+  offline = RunVerifier(WriteFile("resigned.jsonl", *chain_->ExportJsonlString(0, 0)),
+                        absl::StrCat("--public_key='", key_path_, ".pub'"));
+  EXPECT_EQ(offline.output, "BROKEN at 5: HEAD_SIGNATURE_INVALID\n");
+  // ...and the signature removed.
+  ASSERT_TRUE(pool_->Command({"HDEL", audit_keys::Head(), "sig", "kid"}).ok());
+  EXPECT_EQ(chain_->Verify(0, 0, {})->first_break().kind(), v1::HEAD_SIGNATURE_INVALID);
+
+  // A head moved back to entry 4 under entry 5's signature: the head no
+  // longer is the range's last entry, and the signature is for another head.
+  ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Head(), "seq", "4", "hash", Stored(4).hash(), "sig", signature}).ok());
+  r = chain_->Verify(0, 0, {});
+  EXPECT_EQ(r->first_break().kind(), v1::HEAD_SIGNATURE_INVALID);
+  EXPECT_EQ(r->first_break().sequence(), 4);
+}
+
+TEST_F(SignedAuditChainTest, AHeadSignedByAnotherKeyFails) {
+  AppendFive();
+  auto other = AuditSigningKey::FromPrivateKeyFile(MakeKey(KeyPath("p256.pem"), "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"));
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_NE((*other)->key_id(), key_->key_id());
+  auto verifier = NewSignedChain(*other);
+  auto r = verifier->Verify(0, 0, {});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->result(), v1::BROKEN);
+  EXPECT_EQ(r->first_break().kind(), v1::HEAD_SIGNATURE_INVALID);
+  CommandResult offline = RunVerifier(WriteFile("otherkey.jsonl", *chain_->ExportJsonlString(0, 0)),
+                                      absl::StrCat("--public_key='", KeyPath("p256.pem"), ".pub'"));
+  EXPECT_EQ(offline.exit_code, 1) << offline.output;
+  EXPECT_EQ(offline.output, "BROKEN at 5: HEAD_SIGNATURE_INVALID\n");
+
+  // ECDSA P-256 keys sign too (DER signatures), online and offline; a
+  // chain continued under a new key verifies under that key.
+  verifier->Append("booking", BookingCreated("bk-p256")).IgnoreError();
+  auto head = verifier->Head();
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head->sequence(), 6);
+  EXPECT_EQ(head->key_id(), (*other)->key_id());
+  EXPECT_EQ(verifier->Verify(0, 0, {})->result(), v1::VERIFIED);
+  EXPECT_EQ(chain_->Verify(0, 0, {})->first_break().kind(), v1::HEAD_SIGNATURE_INVALID);
+  offline = RunVerifier(WriteFile("p256.jsonl", *verifier->ExportJsonlString(0, 0)),
+                        absl::StrCat("--public_key='", KeyPath("p256.pem"), ".pub'"));
+  EXPECT_EQ(offline.exit_code, 0) << offline.output;
+}
+
+TEST_F(SignedAuditChainTest, KeysOtherThanEd25519OrP256AndExposedFilesAreRefused) {
+  auto rsa = AuditSigningKey::FromPrivateKeyFile(MakeKey(KeyPath("rsa.pem"), "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"));
+  EXPECT_EQ(rsa.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(rsa.status()), "INVALID_AUDIT_KEY");
+  auto p384 = AuditSigningKey::FromPrivateKeyFile(MakeKey(KeyPath("p384.pem"), "-algorithm EC -pkeyopt ec_paramgen_curve:P-384"));
+  EXPECT_EQ(ErrorReason(p384.status()), "INVALID_AUDIT_KEY");
+  EXPECT_EQ(ErrorReason(AuditSigningKey::FromPrivateKeyPem("not a key").status()), "INVALID_AUDIT_KEY");
+  ASSERT_EQ(chmod(key_path_.c_str(), 0644), 0);
+  auto exposed = AuditSigningKey::FromPrivateKeyFile(key_path_);
+  EXPECT_EQ(ErrorReason(exposed.status()), "SECRET_FILE_EXPOSED");
+  CommandResult bad = RunVerifier(WriteFile("empty.jsonl", ""), absl::StrCat("--public_key='", KeyPath("rsa.pem"), ".pub'"));
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
 }
 
 }  // namespace

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# deploy/redis-acl.sh DIR: the Redis ACL users of a LabShare deployment.
+#
+# Writes, in DIR (created with mode 0700 if missing):
+#   users.acl              the ACL file (no comments allowed: generated, do not
+#                          edit; rerun the script) for redis-server (`--aclfile DIR/users.acl`
+#                          or `aclfile` in redis.conf); passwords appear only as
+#                          SHA-256 hashes (#...). Mode 0600: redis-server must run
+#                          as the file's owner (or mount it as a secret).
+#   inventory.password     one password per user, 64 hex digits and a newline,
+#   booking.password       mode 0600. A file that already exists is kept, so
+#   billing.password       running the script again (e.g. after an upgrade that
+#   usage.password         changes the command lists) rewrites users.acl
+#   admin.password         without changing any password. Delete a file to
+#   probe.password         rotate that password, rerun, then `ACL LOAD` in
+#                          Redis and restart the user's service.
+# and prints the users it wrote, one per line. Nothing else is touched.
+#
+# Users (the default user is off: a connection that does not AUTH can run
+# nothing):
+#   inventory, booking, billing, usage
+#       Each service, connecting with --redis_user=NAME
+#       --redis_password_file=DIR/NAME.password. Its own keys (its hash tags:
+#       {inventory}; {booking}, {bk:P} and {bk:ids}; {billing}; {usage}) with
+#       exactly the commands it runs, inside Lua scripts included. Another
+#       service's outbox stream it consumes is reachable only through a
+#       selector that allows the consumer-group commands and nothing else
+#       (no XADD, DEL, XRANGE... on it); no other key of another service is
+#       reachable. No pub/sub channels.
+#       booking alone has SCAN: its start-up index migrations
+#       (redis_booking_store.h) look for keys of older versions. SCAN
+#       returns key names, never values; it is the only way a service user
+#       learns anything about keys outside its own tags.
+#   admin
+#       Operators, demo tools and backups: every key and command. Keep its
+#       password off the service hosts.
+#   probe
+#       Health checks of Redis itself (e.g. `redis-cli --user probe
+#       --pass "$(cat DIR/probe.password)" ping`): PING only, no keys.
+#
+# Every service also runs, at start and for readiness: PING, and EVAL of a
+# keyless script (RedisPool::Ready); nothing else (no CLIENT SETNAME, INFO,
+# CONFIG or SCRIPT LOAD: scripts are sent with EVALSHA and, on NOSCRIPT,
+# EVAL). AUTH and HELLO need no permission.
+#
+# To find a command a new version needs: run its tests against a Redis with
+# this file and read `ACL LOG` (tests/security/redis_acl_test.cc does so for
+# a flow through all four services).
+set -euo pipefail
+
+usage() {
+  echo "usage: $0 DIR   (writes DIR/users.acl and DIR/<user>.password, see the header)" >&2
+  exit 2
+}
+[[ $# -eq 1 && -n "$1" && "$1" != -* ]] || usage
+dir="$1"
+
+umask 077
+mkdir -p "$dir"
+
+# Commands every service runs: readiness (PING, EVAL of a keyless script),
+# Lua steps (EVALSHA, EVAL on NOSCRIPT), its page-token key (SET NX, GET) and
+# common/doc_store.cc (documents, idempotency records, indexes).
+base="ping eval evalsha get set type hmget hget hset expire rpush lrange zadd zrem zrange xadd"
+# Consumer-group commands (common/events.cc EventConsumer).
+consumer="xgroup|create xreadgroup xack xautoclaim"
+
+declare -A keys cmds selector
+keys[inventory]="~{inventory}*"
+# DEL and EXISTS: the identity service's refresh tokens and revocations.
+cmds[inventory]="$base llen del exists"
+selector[inventory]=""
+
+keys[booking]="~{booking}* ~{bk:*}*"
+cmds[booking]="$base del exists hdel hgetall hincrby sadd smembers scan zcard zcount zrank \
+zrangebyscore zrevrangebyscore zrangebylex zrevrangebylex"
+# Inventory's outbox: the maintenance-window consumer (group) and the cache
+# watcher (XREAD, XREVRANGE).
+selector[booking]="(~{inventory}:outbox resetchannels -@all $consumer xread xrevrange)"
+
+keys[billing]="~{billing}*"
+cmds[billing]="$base hexists hgetall hincrby"
+# The booking partitions' outboxes {bk:P}:outbox.
+selector[billing]="(~{bk:*}:outbox resetchannels -@all $consumer)"
+
+keys[usage]="~{usage}*"
+cmds[usage]="$base $consumer exists hdel hexists hgetall hincrby hvals mget sadd sunion \
+zrangebyscore zrevrangebyscore"
+# Every other service's outbox (its own, {usage}:outbox, is under {usage}).
+selector[usage]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox resetchannels -@all $consumer)"
+
+users=(inventory booking billing usage admin probe)
+
+password_hash() {
+  local file="$1/$2.password"
+  if [[ ! -s "$file" ]]; then
+    # 256 bits; hex so it survives any config syntax and shell quoting.
+    od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$file.tmp"
+    echo >>"$file.tmp"
+    chmod 600 "$file.tmp"
+    mv "$file.tmp" "$file"
+  fi
+  chmod 600 "$file"
+  local pw
+  pw="$(head -n1 "$file")"
+  [[ -n "$pw" ]] || { echo "$file: empty password" >&2; exit 1; }
+  printf '%s' "$pw" | sha256sum | cut -d' ' -f1
+}
+
+plus() {  # "a b|c" -> "+a +b|c"
+  local out="" c
+  for c in $1; do out+=" +$c"; done
+  echo "${out# }"
+}
+
+tmp="$dir/users.acl.tmp"
+{
+  echo "user default off resetpass resetkeys resetchannels -@all"
+  for u in inventory booking billing usage; do
+    h="$(password_hash "$dir" "$u")"
+    line="user $u on resetpass #$h resetkeys ${keys[$u]} resetchannels -@all $(plus "${cmds[$u]}")"
+    if [[ -n "${selector[$u]}" ]]; then
+      # "(... -@all xgroup|create ...)" -> "(... -@all +xgroup|create ...)"
+      sel="${selector[$u]}"
+      inner="${sel#*-@all }"
+      inner="${inner%)}"
+      line+=" ${sel%%-@all*}-@all $(plus "$inner"))"
+    fi
+    echo "$line"
+  done
+  echo "user admin on resetpass #$(password_hash "$dir" admin) ~* &* +@all"
+  echo "user probe on resetpass #$(password_hash "$dir" probe) resetkeys resetchannels -@all +ping"
+} >"$tmp"
+chmod 600 "$tmp"
+mv "$tmp" "$dir/users.acl"
+printf '%s\n' "${users[@]}"

@@ -30,7 +30,7 @@ mv "$dir/jwks.json.new" "$dir/jwks.json"
 chmod 0644 "$dir/jwks.json"
 [ -s "$dir/redis/users.acl" ] || "$here/redis-acl.sh" "$dir/redis" >/dev/null
 if [ ! -s "$dir/audit-signing.pem" ]; then
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/audit-signing.pem" 2>/dev/null
+  openssl genpkey -algorithm ed25519 -out "$dir/audit-signing.pem" 2>/dev/null
   openssl pkey -in "$dir/audit-signing.pem" -pubout -out "$dir/audit-public.pem"
   chmod 0644 "$dir/audit-public.pem"
 fi

@@ -138,7 +138,7 @@ LabShare is running, every port over TLS (development CA: $pki/ca.crt).
   inventory / booking / billing / usage  localhost:$base .. localhost:$((base + 3))
   OpenID provider                        $issuer  (the demo people: deploy/oidc/demo-accounts.json)
   metrics                                https://localhost:$((base + 100))/metrics .. $((base + 103))
-  Redis                                  127.0.0.1:$redis_port, ACL users only (admin password: $secrets/redis/admin.password)
+  Redis                                  127.0.0.1:$redis_port, ACL users only (operators: --user admin, password in $secrets/redis/admin.password)
 Keys and certificates: $secrets (token signing key: inventory only; jwks.json: every service).
 Sign in and try the client:
   export LABSHARE_CONFIG=$data/labshare.conf PATH=$bin:\$PATH

@@ -17,14 +17,17 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/error.h"
 #include "common/proto_util.h"
 #include "common/redis.h"
+#include "common/redis_pipeline.h"
 #include "labshare/usage/v1/usage.grpc.pb.h"
 #include "tests/booking/booking_test_cluster.h"
 #include "tests/support/redis_server.h"
@@ -197,6 +200,46 @@ TEST_F(RedisAclTest, DefaultUserIsOff) {
   EXPECT_TRUE(Denied(probe.Command({"INFO"})));
 }
 
+TEST_F(RedisAclTest, ConnectionsAuthenticateAgainAfterTheServerDroppedThem) {
+  RedisPool pool(acl_.As(*server_, "inventory"));
+  ASSERT_TRUE(pool.Command({"SET", "{inventory}:k", "v"}).ok());
+  RedisPipeline pipeline(acl_.As(*server_, "booking"), 1, 16);
+  static const RedisScript* script = new RedisScript("return redis.call('GET', KEYS[1])");
+  auto eval = [&](const std::string& key) {
+    absl::Notification done;
+    absl::StatusOr<RedisValue> out;
+    pipeline.Eval(*script, {key}, {}, [&](absl::StatusOr<RedisValue> v) {
+      out = std::move(v);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return out;
+  };
+  ASSERT_TRUE(admin_->Command({"SET", "{bk:1}:k", "b"}).ok());
+  auto first = eval("{bk:1}:k");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->str, "b");
+  EXPECT_FALSE(eval("{billing}:k").ok()) << "the pipeline's user is booking";
+  // The server drops every connection of both users (as after a restart).
+  for (const char* user : {"inventory", "booking"}) {
+    auto killed = admin_->Command({"CLIENT", "KILL", "USER", user});
+    ASSERT_TRUE(killed.ok() && killed->integer >= 1) << Describe(killed);
+  }
+  // The pool replaces the dead connection and authenticates the new one.
+  auto again = pool.Command({"GET", "{inventory}:k"});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->str, "v");
+  // The pipeline's next batch fails on the dead connection at most once, then
+  // reconnects as booking.
+  absl::StatusOr<RedisValue> after = eval("{bk:1}:k");
+  if (!after.ok()) after = eval("{bk:1}:k");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->str, "b");
+  auto clients = admin_->Command({"CLIENT", "LIST"});
+  ASSERT_TRUE(clients.ok());
+  EXPECT_EQ(clients->str.find("user=default "), std::string::npos) << clients->str;
+}
+
 TEST_F(RedisAclTest, EachServiceSeesOnlyItsOwnKeysAndCommands) {
   // One key of each kind in each service's hash tags, written by admin.
   const std::map<std::string, std::vector<std::string>> keys = {
@@ -355,6 +398,16 @@ TEST_F(RedisAclTest, RealServicesRunUnderTheirUsersWithoutARefusal) {
     more.push_back(*std::move(child));
   }
   RedisPool& admin = cluster->redis();
+  // Usage refuses to start without its audit signing key (exit code 2).
+  auto unsigned_usage = ChildProcess::Start(
+      "usage-without-key", cluster->bin_dir() + "/labshare-usage",
+      {"--listen=127.0.0.1:0", "--redis=" + cluster->redis_server().address(), "--redis_user=usage",
+       "--redis_password_file=" + acl_.password_file("usage")},
+      cluster->token_key(), cluster->log_dir());
+  ASSERT_FALSE(unsigned_usage.ok());
+  EXPECT_TRUE(absl::StrContains(unsigned_usage.status().message(), "exited with code 2") &&
+              absl::StrContains(unsigned_usage.status().message(), "--audit_signing_key_file"))
+      << unsigned_usage.status();
 
   // Inventory, then a booking and its cancellation.
   ASSERT_TRUE(cluster->CreateMemberOrganization("org-a", "CORE").ok());

@@ -10,8 +10,15 @@
 // timestamps as RFC 3339, durations as "90m"/"2h"/"3600s", money as
 // "500.00 CNY" or minor units), or from JSON (--request or --request_file,
 // "-" for stdin). A lone positional argument fills the request's "name"
-// field (or its only string field). Answers print as a table (lists) or as
-// "field: value" lines; --json prints the protobuf JSON instead.
+// field (or its only string field). A boolean field or flag given without a
+// value is true ("--validate_only" = "--validate_only=true"; "--json").
+// Answers print as a table (lists) or as "field: value" lines; --json prints
+// the protobuf JSON instead (times in UTC). Times print in RFC 3339 in the
+// caller's time zone ($TZ, else the system's); in tables of resources bound
+// to an instrument (bookings, leases, orders, rates, windows, instruments),
+// in the zone of the instrument's facility, read from inventory once per
+// run, and the column header names the zone ("START_TIME (Asia/Shanghai)").
+// Columns line up by display width (Chinese characters take two columns).
 //
 // Configuration, first match wins: flags, then the environment
 // (LABSHARE_INVENTORY, LABSHARE_BOOKING, LABSHARE_BILLING, LABSHARE_USAGE,
@@ -25,7 +32,13 @@
 // gRPC status code when the call failed (13 INVALID_ARGUMENT, 15 NOT_FOUND,
 // 16 ALREADY_EXISTS, 17 PERMISSION_DENIED, 19 FAILED_PRECONDITION,
 // 20 ABORTED, 24 UNAVAILABLE, 26 UNAUTHENTICATED, ...). Errors go to stderr
-// as "error: CODE REASON: message" (REASON from google.rpc.ErrorInfo).
+// as "error: CODE REASON: message" (REASON from google.rpc.ErrorInfo); under
+// --json as one JSON object on one line on stderr (stdout stays empty):
+// {"code":"NOT_FOUND","code_number":5,"reason":"BOOKING_NOT_FOUND",
+// "domain":"booking.labshare","message":"...","metadata":{...},"field_violations":
+// [{"field":"...","description":"..."}],"exit_code":15}, plus "retry_delay"
+// when the server gave one; the client's own errors with code "USAGE" or
+// "LOCAL" and reason "".
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/byte_buffer.h>
@@ -51,6 +64,8 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/grpc_status.h"
+#include "services/cli/facility_zones.h"
+#include "services/cli/format.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/dynamic_message.h"
 #include "google/protobuf/util/json_util.h"
@@ -79,10 +94,35 @@ const ServiceInfo kServices[] = {
     {"usage", "labshare.usage.v1.UsageService", "127.0.0.1:50054"},
 };
 
+// Under --json, errors are one JSON object on one line on stderr
+// (services/cli/format.h); set before anything can fail.
+bool g_json_errors = false;
+
 [[noreturn]] void Fail(int code, const std::string& message) {
-  std::cerr << "error: " << message << "\n";
+  if (g_json_errors) {
+    std::cerr << labshare::cli::LocalErrorJson(code == kUsage ? "USAGE" : "LOCAL", message, code) << "\n";
+  } else {
+    std::cerr << "error: " << message << "\n";
+  }
   std::exit(code);
 }
+
+// The field a dotted flag path names in a request type, or nullptr.
+const pb::FieldDescriptor* ResolvePath(const pb::Descriptor* d, const std::string& path) {
+  const pb::FieldDescriptor* f = nullptr;
+  for (const auto& part : absl::StrSplit(path, '.')) {
+    if (d == nullptr) return nullptr;
+    f = d->FindFieldByName(std::string(part));
+    if (f == nullptr) return nullptr;
+    d = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated() ? f->message_type() : nullptr;
+  }
+  return f;
+}
+
+bool IsBool(const pb::FieldDescriptor* f) { return f != nullptr && f->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL; }
+
+// "labshare booking CreateBooking": the method, or nullptr while unknown.
+const pb::MethodDescriptor* MethodNamed(const std::vector<std::string>& positional);
 
 std::map<std::string, std::string> ReadConfig() {
   std::map<std::string, std::string> out;
@@ -256,192 +296,9 @@ void SetPath(pb::Message* msg, const std::string& path, const std::string& value
   }
 }
 
-// --- printing answers -----------------------------------------------------
+// --- printing answers (services/cli/format.h) ------------------------------
 
-std::string Scalar(const pb::Message& m, const pb::FieldDescriptor* f, int index) {
-  const pb::Reflection* r = m.GetReflection();
-  const bool rep = f->is_repeated();
-  switch (f->cpp_type()) {
-    case pb::FieldDescriptor::CPPTYPE_STRING: {
-      std::string s = rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f);
-      if (f->type() == pb::FieldDescriptor::TYPE_BYTES) {
-        static const char* hex = "0123456789abcdef";
-        std::string out;
-        for (unsigned char c : s) {
-          out += hex[c >> 4];
-          out += hex[c & 15];
-        }
-        return out;
-      }
-      return s;
-    }
-    case pb::FieldDescriptor::CPPTYPE_INT32: return std::to_string(rep ? r->GetRepeatedInt32(m, f, index) : r->GetInt32(m, f));
-    case pb::FieldDescriptor::CPPTYPE_INT64: return std::to_string(rep ? r->GetRepeatedInt64(m, f, index) : r->GetInt64(m, f));
-    case pb::FieldDescriptor::CPPTYPE_UINT32: return std::to_string(rep ? r->GetRepeatedUInt32(m, f, index) : r->GetUInt32(m, f));
-    case pb::FieldDescriptor::CPPTYPE_UINT64: return std::to_string(rep ? r->GetRepeatedUInt64(m, f, index) : r->GetUInt64(m, f));
-    case pb::FieldDescriptor::CPPTYPE_BOOL: return (rep ? r->GetRepeatedBool(m, f, index) : r->GetBool(m, f)) ? "true" : "false";
-    case pb::FieldDescriptor::CPPTYPE_DOUBLE: return absl::StrCat(rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f));
-    case pb::FieldDescriptor::CPPTYPE_FLOAT: return absl::StrCat(rep ? r->GetRepeatedFloat(m, f, index) : r->GetFloat(m, f));
-    case pb::FieldDescriptor::CPPTYPE_ENUM: return (rep ? r->GetRepeatedEnum(m, f, index) : r->GetEnum(m, f))->name();
-    case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
-      const pb::Message& sub = rep ? r->GetRepeatedMessage(m, f, index) : r->GetMessage(m, f);
-      const std::string type = sub.GetDescriptor()->full_name();
-      const pb::Reflection* sr = sub.GetReflection();
-      const pb::Descriptor* d = sub.GetDescriptor();
-      if (type == "google.protobuf.Timestamp") {
-        const absl::Time t = absl::FromUnixSeconds(sr->GetInt64(sub, d->FindFieldByName("seconds"))) +
-                             absl::Nanoseconds(sr->GetInt32(sub, d->FindFieldByName("nanos")));
-        return absl::FormatTime("%Y-%m-%dT%H:%M:%S%Ez", t, absl::UTCTimeZone());
-      }
-      if (type == "google.protobuf.Duration") {
-        return absl::FormatDuration(absl::Seconds(sr->GetInt64(sub, d->FindFieldByName("seconds"))) +
-                                    absl::Nanoseconds(sr->GetInt32(sub, d->FindFieldByName("nanos"))));
-      }
-      if (type == "labshare.type.v1.Money") {
-        const int64_t v = sr->GetInt64(sub, d->FindFieldByName("amount_minor"));
-        const int64_t a = v < 0 ? -v : v;
-        return absl::StrCat(v < 0 ? "-" : "", a / 100, ".", a % 100 < 10 ? "0" : "", a % 100, " ",
-                            sr->GetString(sub, d->FindFieldByName("currency_code")));
-      }
-      if (type == "labshare.type.v1.Interval") {
-        return absl::StrCat(Scalar(sub, d->FindFieldByName("start_time"), 0), " .. ",
-                            Scalar(sub, d->FindFieldByName("end_time"), 0));
-      }
-      std::string json;
-      pb::util::JsonPrintOptions o;
-      o.preserve_proto_field_names = true;
-      (void)pb::util::MessageToJsonString(sub, &json, o);
-      return json;
-    }
-  }
-  return "";
-}
-
-void PrintFields(const pb::Message& m, const std::string& prefix, int depth) {
-  std::vector<const pb::FieldDescriptor*> fields;
-  m.GetReflection()->ListFields(m, &fields);
-  for (const auto* f : fields) {
-    const std::string name = prefix + f->name();
-    const bool leaf_message = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE &&
-                              (absl::StartsWith(f->message_type()->full_name(), "google.protobuf.") ||
-                               f->message_type()->full_name() == "labshare.type.v1.Money" ||
-                               f->message_type()->full_name() == "labshare.type.v1.Interval");
-    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !leaf_message && depth < 3) {
-      if (f->is_repeated()) {
-        for (int i = 0; i < m.GetReflection()->FieldSize(m, f); ++i) {
-          PrintFields(m.GetReflection()->GetRepeatedMessage(m, f, i), absl::StrCat(name, "[", i, "]."), depth + 1);
-        }
-      } else {
-        PrintFields(m.GetReflection()->GetMessage(m, f), name + ".", depth + 1);
-      }
-      continue;
-    }
-    if (f->is_repeated()) {
-      std::vector<std::string> vs;
-      for (int i = 0; i < m.GetReflection()->FieldSize(m, f); ++i) vs.push_back(Scalar(m, f, i));
-      std::cout << name << ": " << absl::StrJoin(vs, ", ") << "\n";
-    } else {
-      std::cout << name << ": " << Scalar(m, f, 0) << "\n";
-    }
-  }
-}
-
-// A list answer (one repeated message field) as a table: its simple fields
-// and, one level down, those of its sub-messages ("key.mode"), the columns
-// some row sets, at most 10.
-bool IsSimple(const pb::FieldDescriptor* f) {
-  if (f->is_repeated()) return false;
-  if (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE) return true;
-  const std::string t = f->message_type()->full_name();
-  return t == "labshare.type.v1.Money" || t == "google.protobuf.Timestamp" || t == "labshare.type.v1.Interval" ||
-         t == "google.protobuf.Duration";
-}
-
-bool PrintTable(const pb::Message& m) {
-  const pb::Descriptor* d = m.GetDescriptor();
-  const pb::FieldDescriptor* list = nullptr;
-  for (int i = 0; i < d->field_count(); ++i) {
-    const auto* f = d->field(i);
-    if (f->is_repeated() && f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
-      if (list != nullptr) return false;
-      list = f;
-    }
-  }
-  if (list == nullptr) return false;
-  const pb::Reflection* r = m.GetReflection();
-  const int n = r->FieldSize(m, list);
-  using Column = std::vector<const pb::FieldDescriptor*>;  // a path
-  std::vector<Column> candidates;
-  const pb::Descriptor* item = list->message_type();
-  for (int i = 0; i < item->field_count(); ++i) {
-    const auto* f = item->field(i);
-    if (IsSimple(f)) {
-      candidates.push_back({f});
-    } else if (!f->is_repeated() && f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
-      for (int k = 0; k < f->message_type()->field_count(); ++k) {
-        if (IsSimple(f->message_type()->field(k))) candidates.push_back({f, f->message_type()->field(k)});
-      }
-    }
-  }
-  auto leaf = [&](const pb::Message& row, const Column& c) -> const pb::Message* {
-    const pb::Message* at = &row;
-    for (size_t i = 0; i + 1 < c.size(); ++i) {
-      if (!at->GetReflection()->HasField(*at, c[i])) return nullptr;
-      at = &at->GetReflection()->GetMessage(*at, c[i]);
-    }
-    return at->GetReflection()->HasField(*at, c.back()) ? at : nullptr;
-  };
-  std::vector<Column> cols;
-  for (const auto& c : candidates) {
-    bool used = false;
-    for (int k = 0; k < n && !used; ++k) used = leaf(r->GetRepeatedMessage(m, list, k), c) != nullptr;
-    if (used && cols.size() < 10) cols.push_back(c);
-  }
-  std::vector<std::vector<std::string>> rows;
-  std::vector<std::string> header;
-  for (const auto& c : cols) {
-    std::vector<std::string> names;
-    for (const auto* f : c) names.push_back(f->name());
-    header.push_back(absl::AsciiStrToUpper(absl::StrJoin(names, ".")));
-  }
-  rows.push_back(header);
-  for (int k = 0; k < n; ++k) {
-    const pb::Message& it = r->GetRepeatedMessage(m, list, k);
-    std::vector<std::string> row;
-    for (const auto& c : cols) {
-      const pb::Message* at = leaf(it, c);
-      row.push_back(at ? Scalar(*at, c.back(), 0) : "");
-    }
-    rows.push_back(row);
-  }
-  std::vector<size_t> width(cols.size(), 0);
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
-    }
-    std::cout << line << "\n";
-  }
-  std::cout << "(" << n << (n == 1 ? " row" : " rows") << ")\n";
-  // The other fields (next_page_token, totals, ...).
-  std::vector<const pb::FieldDescriptor*> fields;
-  r->ListFields(m, &fields);
-  for (const auto* f : fields) {
-    if (f == list) continue;
-    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated() && !IsSimple(f)) {
-      PrintFields(r->GetMessage(m, f), f->name() + ".", 1);
-    } else if (!f->is_repeated()) {
-      std::cout << f->name() << ": " << Scalar(m, f, 0) << "\n";
-    }
-  }
-  return true;
-}
-
-void PrintAnswer(const pb::Message& m, bool json) {
+void PrintAnswer(const pb::Message& m, bool json, const labshare::cli::PrintOptions& options) {
   if (json) {
     std::string out;
     pb::util::JsonPrintOptions o;
@@ -452,7 +309,7 @@ void PrintAnswer(const pb::Message& m, bool json) {
     if (out.empty() || out.back() != '\n') std::cout << "\n";
     return;
   }
-  if (!PrintTable(m)) PrintFields(m, "", 0);
+  if (!labshare::cli::PrintTable(m, options, std::cout)) labshare::cli::PrintFields(m, options, std::cout);
 }
 
 void Usage(std::ostream& out) {
@@ -487,6 +344,19 @@ void DescribeFields(const pb::Descriptor* d, const std::string& prefix, int dept
   }
 }
 
+const pb::MethodDescriptor* MethodNamed(const std::vector<std::string>& positional) {
+  if (positional.size() < 2) return nullptr;
+  for (const auto& s : kServices) {
+    if (positional[0] != s.name) continue;
+    const pb::ServiceDescriptor* sd = pb::DescriptorPool::generated_pool()->FindServiceByName(s.full_name);
+    if (sd == nullptr) return nullptr;
+    for (int i = 0; i < sd->method_count(); ++i) {
+      if (absl::EqualsIgnoreCase(sd->method(i)->name(), positional[1])) return sd->method(i);
+    }
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -496,10 +366,22 @@ int main(int argc, char** argv) {
   (void)labshare::billing::v1::GetChargeRequest::descriptor();
   (void)labshare::usage::v1::GetUsageFiguresRequest::descriptor();
 
+  for (int i = 1; i < argc; ++i) {
+    bool json = false;
+    if (absl::string_view(argv[i]) == "--json" ||
+        (absl::StartsWith(argv[i], "--json=") && absl::SimpleAtob(argv[i] + 7, &json) && json)) {
+      g_json_errors = true;
+    }
+  }
   std::map<std::string, std::string> global;  // json, token, addresses
   std::vector<std::string> positional;
   std::vector<std::pair<std::string, std::string>> fields;
+  std::set<std::string> bare;  // field flags given without a value before the method was known
   bool help = false;
+  // The client's own flags; kBoolGlobal need no value ("--json" = "--json=true").
+  static const std::set<std::string> kGlobal = {"json", "token", "token_file", "inventory", "booking",
+                                                "billing", "usage", "request", "request_file", "timeout"};
+  static const std::set<std::string> kBoolGlobal = {"json"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -507,21 +389,26 @@ int main(int argc, char** argv) {
     } else if (absl::StartsWith(a, "--")) {
       std::string key = a.substr(2), value;
       const size_t eq = key.find('=');
+      // Before the method, service names are addresses; after it, fields.
+      static const std::set<std::string> kAddresses = {"inventory", "booking", "billing", "usage"};
+      const std::string name = key.substr(0, eq);
+      const bool is_global = kGlobal.count(name) && (positional.size() < 2 || kAddresses.count(name) == 0);
+      const pb::MethodDescriptor* method = MethodNamed(positional);
       if (eq != std::string::npos) {
         value = key.substr(eq + 1);
         key = key.substr(0, eq);
-      } else if (key == "json") {
-        value = "true";
+      } else if (is_global ? kBoolGlobal.count(key) > 0
+                           : method != nullptr && IsBool(ResolvePath(method->input_type(), key))) {
+        value = "true";  // a boolean flag without a value
+      } else if (!is_global && method == nullptr && (i + 1 == argc || absl::StartsWith(argv[i + 1], "--"))) {
+        value = "true";  // checked to be a boolean field once the method is known
+        bare.insert(key);
       } else if (i + 1 < argc) {
         value = argv[++i];
       } else {
         Fail(kUsage, "--" + key + " needs a value");
       }
-      static const std::set<std::string> kGlobal = {"json", "token", "token_file", "inventory", "booking",
-                                                    "billing", "usage", "request", "request_file", "timeout"};
-      // Before the method, service names are addresses; after it, fields.
-      if (kGlobal.count(key) && (positional.size() < 2 || key == "json" || key == "token" || key == "request" ||
-                                 key == "request_file" || key == "token_file" || key == "timeout")) {
+      if (is_global) {
         global[key] = value;
       } else {
         fields.emplace_back(key, value);
@@ -571,7 +458,7 @@ int main(int argc, char** argv) {
     if (positional[0] == s.name) service = &s;
   }
   if (service == nullptr) {
-    Usage(std::cerr);
+    if (!g_json_errors) Usage(std::cerr);
     Fail(kUsage, "unknown service \"" + positional[0] + "\"");
   }
   const pb::ServiceDescriptor* sd = pb::DescriptorPool::generated_pool()->FindServiceByName(service->full_name);
@@ -626,6 +513,9 @@ int main(int argc, char** argv) {
     if (target == nullptr || positional.size() > 3) Fail(kUsage, "too many arguments; use --field=value");
     SetScalar(request.get(), target, positional[2]);
   }
+  for (const auto& key : bare) {
+    if (!IsBool(ResolvePath(md->input_type(), key))) Fail(kUsage, "--" + key + " needs a value");
+  }
   for (const auto& [path, value] : fields) SetPath(request.get(), path, value);
 
   // Address and token.
@@ -653,7 +543,18 @@ int main(int argc, char** argv) {
   if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + std::string(absl::StripAsciiWhitespace(token)));
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
   const std::string path = absl::StrCat("/", sd->full_name(), "/", md->name());
-  const bool json = global.count("json") && global["json"] != "false";
+  bool json = false;
+  if (global.count("json") && !absl::SimpleAtob(global["json"], &json)) Fail(kUsage, "--json: true or false");
+  // Times in the caller's zone; table rows of instrument-bound resources in
+  // their facility's (looked up once per instrument and facility).
+  labshare::cli::PrintOptions options;
+  options.caller_zone = labshare::cli::CallerZone();
+  std::string inventory_address = setting("inventory");
+  if (inventory_address.empty()) inventory_address = kServices[0].default_address;
+  labshare::cli::FacilityZones zones(
+      [&] { return grpc::CreateChannel(inventory_address, grpc::InsecureChannelCredentials()); },
+      std::string(absl::StripAsciiWhitespace(token)), timeout);
+  options.row_zone = [&](const pb::Message& row) { return zones.ForRow(row); };
   grpc::Status status;
   if (md->server_streaming()) {
     const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::SERVER_STREAMING);
@@ -666,7 +567,7 @@ int main(int argc, char** argv) {
       if (data != nullptr && data->type() == pb::FieldDescriptor::TYPE_BYTES && !json) {
         std::cout << response->GetReflection()->GetString(*response, data);
       } else {
-        PrintAnswer(*response, json);
+        PrintAnswer(*response, json, options);
       }
       response->Clear();
     }
@@ -675,17 +576,17 @@ int main(int argc, char** argv) {
     const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC);
     status = grpc::internal::BlockingUnaryCall<pb::Message, pb::Message>(channel.get(), method, &ctx, *request,
                                                                          response.get());
-    if (status.ok()) PrintAnswer(*response, json);
+    if (status.ok()) PrintAnswer(*response, json, options);
   }
   if (!status.ok()) {
-    const std::string reason = labshare::GrpcErrorReason(status);
-    static const char* kCodes[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-                                   "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                   "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-                                   "UNAUTHENTICATED"};
     const int code = static_cast<int>(status.error_code());
-    std::cerr << "error: " << (code >= 0 && code <= 16 ? kCodes[code] : "UNKNOWN")
-              << (reason.empty() ? "" : " " + reason) << ": " << status.error_message() << "\n";
+    if (json) {
+      std::cerr << labshare::cli::StatusJson(status, 10 + code) << "\n";
+      return 10 + code;
+    }
+    const std::string reason = labshare::GrpcErrorReason(status);
+    std::cerr << "error: " << labshare::cli::CodeName(code) << (reason.empty() ? "" : " " + reason) << ": "
+              << status.error_message() << "\n";
     return 10 + code;
   }
   return 0;

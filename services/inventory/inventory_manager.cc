@@ -456,6 +456,7 @@ absl::StatusOr<v1::Facility> InventoryManager::CreateFacility(const Principal& p
     v1::Facility f = r.facility();
     LS_ASSIGN_OR_RETURN(std::string owner, ParseName(f.owner_organization(), "organizations", "facility.owner_organization"));
     if (f.operator_organization().empty()) f.set_operator_organization(f.owner_organization());
+    if (f.time_zone().empty()) f.set_time_zone(kDefaultFacilityTimeZone);
     LS_ASSIGN_OR_RETURN(std::string op, ParseName(f.operator_organization(), "organizations", "facility.operator_organization"));
     LS_RETURN_IF_ERROR(ValidateFacility(f));
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(owner), "ORGANIZATION_NOT_FOUND", f.owner_organization()).status());
@@ -498,7 +499,7 @@ absl::StatusOr<v1::Facility> InventoryManager::UpdateFacility(const Principal& p
                               [&]() -> absl::StatusOr<Plan<v1::Facility>> {
     LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.facility().name(), "facilities", "facility.name"));
     LS_RETURN_IF_ERROR(ValidateMask(r.update_mask(), {"display_name", "address", "operator_organization",
-                                                      "funder", "access_policy"}));
+                                                      "funder", "access_policy", "time_zone"}));
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Facility>(keys::Facility(id), "FACILITY_NOT_FOUND", r.facility().name()));
     LS_RETURN_IF_ERROR(CheckEtag(r.facility().etag(), current.version));
     v1::Facility f = current.value;

@@ -232,6 +232,11 @@ absl::Status ValidateFacility(const v1::Facility& facility) {
   if (facility.display_name().empty()) {
     return InvalidField("facility.display_name", "required");
   }
+  absl::TimeZone zone;
+  if (!facility.time_zone().empty() && !absl::LoadTimeZone(facility.time_zone(), &zone)) {
+    return InvalidField("facility.time_zone",
+                        "unknown time zone \"" + facility.time_zone() + "\"; use an IANA name such as Asia/Shanghai");
+  }
   return ValidatePolicy(facility.access_policy(), "facility.access_policy");
 }
 

@@ -42,6 +42,8 @@ absl::Status ValidateInitialMembership(const v1::Organization& org);
 
 // ------------------------------------------------------------ users, facilities
 absl::Status ValidateUser(const v1::User& user);
+// A facility created without a time zone gets the consortium's.
+inline constexpr char kDefaultFacilityTimeZone[] = "Asia/Shanghai";
 absl::Status ValidateFacility(const v1::Facility& facility);
 
 // ------------------------------------------------------------ instruments

@@ -1,0 +1,337 @@
+// The labshare client as people use it, black box: the real `labshare`
+// binary against a real redis-server, labshare-inventory and
+// labshare-booking (processes on free loopback ports, in demo time from a
+// clock file so that create times are fixed), checking its exact output:
+// tables with Chinese names aligned by display width, times in the caller's
+// zone ($TZ) and, in tables of bookings, in the facility's zone; boolean
+// flags without a value; errors under --json as one JSON object.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/token.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "tests/booking/booking_test_cluster.h"
+#include "tests/support/redis_server.h"
+
+namespace labshare {
+namespace {
+
+using testing::ChildProcess;
+
+// Demo time of every process (and so of every create_time).
+constexpr char kNow[] = "2027-03-01T09:00:00+08:00";
+
+// The one place this test makes tokens: a random key shared with the
+// services through the environment, and tokens minted with it.
+struct TestTokens {
+  std::string key = testing::RandomTokenKey();
+  std::string Mint(const std::string& user, const std::string& org, std::vector<Role> roles) const {
+    const absl::Time now = absl::Now();
+    return TokenSigner::Create(key)->Mint(Principal{user, org, std::move(roles), now + absl::Hours(1)},
+                                          now - absl::Seconds(5));
+  }
+};
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/labshare-cli-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = new std::string(tmpl);
+    tokens_ = new TestTokens();
+    std::ofstream(*dir_ + "/clock") << kNow << "\n";
+    auto redis = testing::RedisServer::Start();
+    ASSERT_TRUE(redis.ok()) << redis.status();
+    redis_ = redis->release();
+    const std::string bin = testing::LabshareBinDir();
+    const std::string clock = "--clock_file=" + *dir_ + "/clock";
+    auto inventory = ChildProcess::Start("inventory", bin + "/labshare-inventory",
+                                         {"--listen=127.0.0.1:0", "--redis=" + redis_->address(), clock},
+                                         tokens_->key, *dir_);
+    ASSERT_TRUE(inventory.ok()) << inventory.status();
+    inventory_ = inventory->release();
+    auto booking = ChildProcess::Start(
+        "booking", bin + "/labshare-booking",
+        {"--listen=127.0.0.1:0", "--redis=" + redis_->address(), "--inventory=" + inventory_->address(), clock},
+        tokens_->key, *dir_);
+    ASSERT_TRUE(booking.ok()) << booking.status();
+    booking_ = booking->release();
+    admin_ = new std::string(tokens_->Mint("admin", "", {Role::kConsortiumAdmin}));
+    Seed();
+  }
+
+  static void TearDownTestSuite() {
+    delete booking_;
+    delete inventory_;
+    delete redis_;
+    if (dir_ != nullptr) std::filesystem::remove_all(*dir_);
+    delete dir_;
+    delete tokens_;
+    delete admin_;
+  }
+
+  // `labshare args...` with the given environment additions (e.g. TZ).
+  static CliRun Labshare(const std::vector<std::string>& args, const std::string& tz = "UTC") {
+    std::vector<std::string> cmd = {"env", "-u", "LABSHARE_TOKEN", "-u", "LABSHARE_TOKEN_FILE", "TZ=" + tz,
+                                    "LABSHARE_CONFIG=/dev/null", "LABSHARE_INVENTORY=" + inventory_->address(),
+                                    "LABSHARE_BOOKING=" + booking_->address(),
+                                    testing::LabshareBinDir() + "/labshare"};
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    std::vector<std::string> quoted;
+    for (const auto& a : cmd) quoted.push_back(ShellQuote(a));
+    const std::string out = *dir_ + "/cli.out", err = *dir_ + "/cli.err";
+    const int status = std::system((absl::StrJoin(quoted, " ") + " >" + out + " 2>" + err).c_str());
+    CliRun run;
+    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    run.out = ReadAll(out);
+    run.err = ReadAll(err);
+    return run;
+  }
+
+  static CliRun Admin(std::vector<std::string> args, const std::string& tz = "UTC") {
+    args.insert(args.begin(), "--token=" + *admin_);
+    return Labshare(args, tz);
+  }
+
+  // Through the client itself, as an administrator would.
+  static void Seed() {
+    const std::vector<std::vector<std::string>> steps = {
+        {"inventory", "CreateOrganization", "--organization_id=zju", "--organization.display_name=浙江大学",
+         "--organization.type=UNIVERSITY", "--organization.membership_state=MEMBER", "--organization.tier=CORE"},
+        {"inventory", "CreateOrganization", "--organization_id=nanocraft", "--organization.display_name=纳米工艺",
+         "--organization.type=UNIVERSITY", "--organization.membership_state=MEMBER", "--organization.tier=CORE"},
+        {"inventory", "CreateFacility", "--facility_id=zju-em", "--facility.display_name=浙大电镜中心",
+         "--facility.owner_organization=organizations/zju", "--facility.access_policy.allow_members",
+         "--facility.time_zone=Asia/Shanghai"},
+        {"inventory", "CreateFacility", "--facility_id=berlin", "--facility.display_name=Berlin lab",
+         "--facility.owner_organization=organizations/zju", "--facility.access_policy.allow_members",
+         "--facility.time_zone=Europe/Berlin"},
+        {"inventory", "CreateUser", "--user_id=li-wei", "--user.display_name=李伟",
+         "--user.organization=organizations/nanocraft", "--user.roles=LAB_USER"},
+        {"inventory", "CreateUser", "--user_id=zoe", "--user.display_name=Zoe\xCC\x88 Smith",  // e + U+0308
+         "--user.organization=organizations/nanocraft", "--user.roles=LAB_USER"},
+        {"inventory", "CreateUser", "--user_id=chen-jing", "--user.display_name=陈静 (ＢｉｏＴｅｋ)",
+         "--user.organization=organizations/nanocraft", "--user.roles=LAB_USER"},
+    };
+    for (const auto& step : steps) {
+      const CliRun r = Admin(step);
+      ASSERT_EQ(r.exit_code, 0) << absl::StrJoin(step, " ") << "\n" << r.out << r.err;
+    }
+    for (const auto& [id, facility] : std::vector<std::pair<std::string, std::string>>{{"sem-1", "zju-em"},
+                                                                                       {"afm-1", "berlin"}}) {
+      const std::string mode = R"({"mode":"ON_SITE","slot_rules":{"min_block":"60s","max_block":"86400s",)"
+                               R"("member_horizon":"315360000s","non_member_horizon":"315360000s",)"
+                               R"("min_notice":"0s","buffer":"0s","billing_basis":"ACTUAL_TIME",)"
+                               R"("billing_unit":"900s"}})";
+      CliRun r = Admin({"inventory", "CreateInstrument", "--instrument_id=" + id, "--instrument.display_name=" + id,
+                     "--instrument.owner_organization=organizations/zju", "--instrument.facility=facilities/" + facility,
+                     "--instrument.category=electron-microscopy", "--instrument.original_value=1000000.00 CNY",
+                     "--instrument.daily_available_hours=24", "--instrument.modes=" + mode});
+      ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+      r = Admin({"inventory", "CreateRate", "--parent=instruments/" + id, "--rate.mode=ON_SITE",
+                 "--rate.payer_class=MEMBER", "--rate.unit=PER_HOUR", "--rate.price=500.00 CNY"});
+      ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    }
+    const std::string liwei = tokens_->Mint("li-wei", "nanocraft", {Role::kLabUser});
+    for (const auto& [id, instrument, start, end] :
+         std::vector<std::tuple<std::string, std::string, std::string, std::string>>{
+             {"b1", "sem-1", "2027-03-02T09:00:00+08:00", "2027-03-02T11:00:00+08:00"},
+             {"b2", "afm-1", "2027-03-03T10:00:00+01:00", "2027-03-03T12:30:00+01:00"}}) {
+      const CliRun r = Labshare({"--token=" + liwei, "booking", "CreateBooking", "--booking_id=" + id,
+                              "--request_id=" + id, "--booking.instrument=instruments/" + instrument,
+                              "--booking.mode=ON_SITE",
+                              R"(--booking.reserved_interval={"start_time":")" + start + R"(","end_time":")" + end +
+                                  R"("})"});
+      ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    }
+  }
+
+  static std::string* dir_;
+  static TestTokens* tokens_;
+  static std::string* admin_;
+  static testing::RedisServer* redis_;
+  static ChildProcess* inventory_;
+  static ChildProcess* booking_;
+};
+
+std::string* CliTest::dir_ = nullptr;
+TestTokens* CliTest::tokens_ = nullptr;
+std::string* CliTest::admin_ = nullptr;
+testing::RedisServer* CliTest::redis_ = nullptr;
+ChildProcess* CliTest::inventory_ = nullptr;
+ChildProcess* CliTest::booking_ = nullptr;
+
+// A table of people: Chinese and fullwidth names take two columns a
+// character, a combining mark none; times in the caller's zone, named in
+// the header.
+TEST_F(CliTest, UsersTableAlignsWideTextAndShowsTimesInTheCallersZone) {
+  const CliRun r = Admin({"inventory", "ListUsers", "--organization=organizations/nanocraft"}, "America/New_York");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "NAME             DISPLAY_NAME         ORGANIZATION             CREATE_TIME (America/New_York)  "
+            "UPDATE_TIME (America/New_York)  ETAG\n"
+            "users/chen-jing  陈静 (ＢｉｏＴｅｋ)  organizations/nanocraft  2027-02-28T20:00:00-05:00       "
+            "2027-02-28T20:00:00-05:00       1\n"
+            "users/li-wei     李伟                 organizations/nanocraft  2027-02-28T20:00:00-05:00       "
+            "2027-02-28T20:00:00-05:00       1\n"
+            "users/zoe        Zoe\xCC\x88 Smith            organizations/nanocraft  2027-02-28T20:00:00-05:00       "
+            "2027-02-28T20:00:00-05:00       1\n"
+            "(3 rows)\n");
+  EXPECT_EQ(r.err, "");
+}
+
+// Bookings: each row in its instrument's facility's zone, whatever $TZ says.
+TEST_F(CliTest, BookingsTableShowsTimesInTheFacilitysZone) {
+  CliRun r = Admin({"booking", "ListBookings", "--instrument=instruments/sem-1"}, "America/New_York");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "NAME         INSTRUMENT         INSTRUMENT_OWNER   MODE     USER          PAYER_ORGANIZATION       "
+            "RESERVED_INTERVAL (Asia/Shanghai)                       BLOCKED_INTERVAL (Asia/Shanghai)                        "
+            "STATE      PAYER_CLASS\n"
+            "bookings/b1  instruments/sem-1  organizations/zju  ON_SITE  users/li-wei  organizations/nanocraft  "
+            "2027-03-02T09:00:00+08:00 .. 2027-03-02T11:00:00+08:00  2027-03-02T09:00:00+08:00 .. 2027-03-02T11:00:00+08:00  "
+            "CONFIRMED  MEMBER\n"
+            "(1 row)\n");
+  // Two facilities in two zones: a ZONE column names each row's.
+  r = Admin({"booking", "ListBookings", "--user=users/li-wei"}, "America/New_York");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines = absl::StrSplit(r.out, '\n');
+  ASSERT_GE(lines.size(), 3u) << r.out;
+  EXPECT_TRUE(absl::EndsWith(lines[0], "STATE      PAYER_CLASS  ZONE")) << lines[0];
+  EXPECT_NE(lines[1].find("2027-03-02T09:00:00+08:00 .. 2027-03-02T11:00:00+08:00"), std::string::npos) << lines[1];
+  EXPECT_TRUE(absl::EndsWith(lines[1], "Asia/Shanghai")) << lines[1];
+  EXPECT_NE(lines[2].find("2027-03-03T10:00:00+01:00 .. 2027-03-03T12:30:00+01:00"), std::string::npos) << lines[2];
+  EXPECT_TRUE(absl::EndsWith(lines[2], "Europe/Berlin")) << lines[2];
+}
+
+// One resource as "field: value" lines: the caller's zone.
+TEST_F(CliTest, SingleAnswerShowsTimesInTheCallersZone) {
+  CliRun r = Admin({"booking", "GetBooking", "bookings/b1"}, "Europe/Berlin");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\nreserved_interval: 2027-03-02T02:00:00+01:00 .. 2027-03-02T04:00:00+01:00\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("\ncreate_time: 2027-03-01T02:00:00+01:00\n"), std::string::npos) << r.out;
+  r = Admin({"inventory", "GetFacility", "facilities/berlin"}, "Asia/Tokyo");
+  EXPECT_NE(r.out.find("\ntime_zone: Europe/Berlin\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\ncreate_time: 2027-03-01T10:00:00+09:00\n"), std::string::npos) << r.out;
+}
+
+// Facility.time_zone: the consortium's zone by default, updatable by mask.
+TEST_F(CliTest, FacilityTimeZoneDefaultsToTheConsortiumsAndCanBeUpdated) {
+  CliRun r = Admin({"inventory", "CreateFacility", "--facility_id=hz", "--facility.display_name=杭州",
+                    "--facility.owner_organization=organizations/zju"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\ntime_zone: Asia/Shanghai\n"), std::string::npos) << r.out;
+  r = Admin({"inventory", "UpdateFacility", "--facility.name=facilities/hz", "--facility.time_zone=Europe/Paris",
+             "--update_mask=time_zone"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\ntime_zone: Europe/Paris\n"), std::string::npos) << r.out;
+  r = Admin({"inventory", "UpdateFacility", "--facility.name=facilities/hz", "--facility.time_zone=Paris",
+             "--update_mask=time_zone"});
+  EXPECT_EQ(r.exit_code, 13);
+  EXPECT_EQ(r.err, "error: INVALID_ARGUMENT INVALID_FIELD: facility.time_zone: unknown time zone \"Paris\"; use an "
+                   "IANA name such as Asia/Shanghai\n");
+}
+
+// "--validate_only" alone is "--validate_only=true": checked, nothing made.
+TEST_F(CliTest, BooleanFlagsNeedNoValue) {
+  const std::string interval = R"(--booking.reserved_interval={"start_time":"2027-03-05T09:00:00+08:00",)"
+                               R"("end_time":"2027-03-05T10:00:00+08:00"})";
+  CliRun r = Admin({"booking", "CreateBooking", "--validate_only", "--booking_id=dry", "--request_id=dry",
+                 "--booking.instrument=instruments/sem-1", "--booking.mode=ON_SITE", "--booking.user=users/li-wei",
+                 interval});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = Admin({"booking", "GetBooking", "bookings/dry"});
+  EXPECT_EQ(r.exit_code, 15) << r.out << r.err;  // NOT_FOUND: validate only
+  // A boolean flag last, and the client's own --json anywhere.
+  r = Admin({"--json", "booking", "CreateBooking", "--booking_id=dry", "--request_id=dry",
+             "--booking.instrument=instruments/sem-1", "--booking.mode=ON_SITE", "--booking.user=users/li-wei",
+             interval, "--validate_only"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.rfind("{", 0), 0u) << r.out;
+  r = Admin({"booking", "GetBooking", "bookings/dry", "--json=false"});
+  EXPECT_EQ(r.exit_code, 15) << r.out << r.err;
+  EXPECT_EQ(r.err.rfind("error: NOT_FOUND BOOKING_NOT_FOUND: ", 0), 0u) << r.err;
+  // A field that is not boolean still needs its value.
+  r = Admin({"booking", "GetBooking", "--name"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "error: --name needs a value\n");
+}
+
+google::protobuf::Struct ParseJson(const std::string& text) {
+  google::protobuf::Struct s;
+  auto status = google::protobuf::util::JsonStringToMessage(text, &s);
+  EXPECT_TRUE(status.ok()) << status << ": " << text;
+  return s;
+}
+
+TEST_F(CliTest, ErrorsUnderJsonAreOneJsonObject) {
+  CliRun r = Admin({"--json", "booking", "GetBooking", "bookings/nope"});
+  EXPECT_EQ(r.exit_code, 15);  // 10 + NOT_FOUND, as without --json
+  EXPECT_EQ(r.out, "");
+  ASSERT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  google::protobuf::Struct e = ParseJson(r.err);
+  EXPECT_EQ(e.fields().at("code").string_value(), "NOT_FOUND");
+  EXPECT_EQ(e.fields().at("code_number").number_value(), 5);
+  EXPECT_EQ(e.fields().at("reason").string_value(), "BOOKING_NOT_FOUND");
+  EXPECT_EQ(e.fields().at("domain").string_value(), "booking.labshare");
+  EXPECT_EQ(e.fields().at("exit_code").number_value(), 15);
+  EXPECT_TRUE(e.fields().at("metadata").has_struct_value());
+  EXPECT_EQ(e.fields().at("field_violations").list_value().values_size(), 0);
+  EXPECT_FALSE(e.fields().at("message").string_value().empty());
+
+  // Field violations: an unknown facility time zone.
+  r = Admin({"inventory", "CreateFacility", "--facility_id=mars", "--facility.display_name=Mars",
+             "--facility.owner_organization=organizations/zju", "--facility.time_zone=Mars/Olympus", "--json"});
+  EXPECT_EQ(r.exit_code, 13);
+  EXPECT_EQ(r.out, "");
+  e = ParseJson(r.err);
+  EXPECT_EQ(e.fields().at("code").string_value(), "INVALID_ARGUMENT");
+  EXPECT_EQ(e.fields().at("reason").string_value(), "INVALID_FIELD");
+  const auto& violations = e.fields().at("field_violations").list_value();
+  ASSERT_EQ(violations.values_size(), 1) << r.err;
+  EXPECT_EQ(violations.values(0).struct_value().fields().at("field").string_value(), "facility.time_zone");
+
+  // The client's own errors too.
+  r = Admin({"--json", "booking", "NoSuchMethod"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.out, "");
+  e = ParseJson(r.err);
+  EXPECT_EQ(e.fields().at("code").string_value(), "USAGE");
+  EXPECT_EQ(e.fields().at("exit_code").number_value(), 2);
+}
+
+}  // namespace
+}  // namespace labshare

@@ -1,0 +1,90 @@
+// services/cli/format.h: display width, tables, zones, error JSON.
+#include "services/cli/format.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include "common/error.h"
+#include "common/grpc_status.h"
+
+namespace labshare::cli {
+namespace {
+
+TEST(DisplayWidth, CountsTerminalColumns) {
+  EXPECT_EQ(DisplayWidth(""), 0u);
+  EXPECT_EQ(DisplayWidth("sem-1"), 5u);
+  EXPECT_EQ(DisplayWidth("李伟"), 4u);                   // CJK ideographs: wide
+  EXPECT_EQ(DisplayWidth("浙江大学 ZJU"), 12u);
+  EXPECT_EQ(DisplayWidth("ＢｉｏＴｅｋ"), 12u);           // fullwidth forms
+  EXPECT_EQ(DisplayWidth("，。「」"), 8u);               // CJK punctuation
+  EXPECT_EQ(DisplayWidth("カタカナ한국"), 12u);           // kana, Hangul syllables
+  EXPECT_EQ(DisplayWidth("Zoe\xCC\x88"), 3u);            // e + combining diaeresis
+  EXPECT_EQ(DisplayWidth("Zo\xC3\xAB"), 3u);             // precomposed ë
+  EXPECT_EQ(DisplayWidth("a\xE2\x80\x8B" "b"), 2u);      // zero-width space
+  EXPECT_EQ(DisplayWidth("\xF0\x9F\x94\xAC"), 2u);       // U+1F52C microscope
+  EXPECT_EQ(DisplayWidth("\xF0\xA0\x80\x80"), 2u);       // U+20000, plane 2
+  EXPECT_EQ(DisplayWidth("\xE9\x99"), 2u);               // truncated: one per byte
+  EXPECT_EQ(DisplayWidth("\xFF" "a"), 2u);
+  EXPECT_EQ(CodepointWidth(U'\u00E9'), 1);
+  EXPECT_EQ(CodepointWidth(U'\u0301'), 0);
+  EXPECT_EQ(CodepointWidth(U'\u302A'), 0);  // ideographic tone mark
+  EXPECT_EQ(CodepointWidth(U'\u3099'), 0);  // combining kana voiced mark
+  EXPECT_EQ(CodepointWidth(U'\u1160'), 0);  // Hangul medial vowel
+  EXPECT_EQ(CodepointWidth(U'\u303F'), 1);  // half fill space: narrow
+  EXPECT_EQ(CodepointWidth(U'\uFF61'), 1);  // halfwidth katakana punctuation
+  EXPECT_EQ(CodepointWidth(U'\uFFE5'), 2);  // fullwidth yen
+}
+
+TEST(RenderTable, PadsByDisplayWidth) {
+  EXPECT_EQ(RenderTable({{"NAME", "DISPLAY_NAME", "ORG"},
+                         {"users/li-wei", "李伟", "nanocraft"},
+                         {"users/zoe", "Zoe\xCC\x88 Smith", "zju"},
+                         {"users/x", "", ""}}),
+            "NAME          DISPLAY_NAME  ORG\n"
+            "users/li-wei  李伟          nanocraft\n"
+            "users/zoe     Zoe\xCC\x88 Smith     zju\n"
+            "users/x\n");
+}
+
+TEST(Zones, CallerZoneFollowsTz) {
+  const char* old = getenv("TZ");
+  const std::string saved = old ? old : "";
+  setenv("TZ", "Asia/Shanghai", 1);
+  EXPECT_EQ(CallerZone().name, "Asia/Shanghai");
+  setenv("TZ", ":Europe/Berlin", 1);
+  EXPECT_EQ(CallerZone().name, "Europe/Berlin");
+  setenv("TZ", "No/Such_Zone", 1);
+  EXPECT_EQ(CallerZone().name, "UTC");
+  if (old) setenv("TZ", saved.c_str(), 1); else unsetenv("TZ");
+  const absl::Time t = absl::FromUnixSeconds(1803862800);  // 2027-03-01T01:00:00Z
+  EXPECT_EQ(FormatTimeIn(t, LoadZone("Asia/Shanghai")->zone), "2027-03-01T09:00:00+08:00");
+  EXPECT_EQ(FormatTimeIn(t, LoadZone("America/New_York")->zone), "2027-02-28T20:00:00-05:00");
+  EXPECT_FALSE(LoadZone("Mars/Olympus").has_value());
+}
+
+TEST(ErrorJson, CarriesCodeReasonMetadataViolationsAndRetry) {
+  absl::Status s = MakeError(absl::StatusCode::kFailedPrecondition, "SLOT_TAKEN", "the slot is \"taken\"\n",
+                             {{"instrument", "instruments/sem-1"}, {"booking", "bookings/b1"}});
+  EXPECT_EQ(StatusJson(ToGrpcStatus(s, "booking"), 19),
+            R"({"code":"FAILED_PRECONDITION","code_number":9,"reason":"SLOT_TAKEN","domain":"booking",)"
+            R"("message":"the slot is \"taken\"\n","metadata":{"booking":"bookings/b1","instrument":)"
+            R"("instruments/sem-1"},"field_violations":[],"exit_code":19})");
+  s = InvalidFields({{"booking.instrument", "required"}, {"booking.mode", "choose one"}});
+  const std::string json = StatusJson(ToGrpcStatus(s, "booking"), 13);
+  EXPECT_NE(json.find(R"("field_violations":[{"field":"booking.instrument","description":"required"},)"
+                      R"({"field":"booking.mode","description":"choose one"}])"),
+            std::string::npos)
+      << json;
+  s = WithRetryDelay(MakeError(absl::StatusCode::kUnavailable, "STORAGE_UNAVAILABLE", "later"), absl::Milliseconds(1500));
+  EXPECT_NE(StatusJson(ToGrpcStatus(s, "booking"), 24).find(R"("retry_delay":"1.5s","exit_code":24})"),
+            std::string::npos);
+  EXPECT_EQ(StatusJson(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"), 24),
+            R"({"code":"UNAVAILABLE","code_number":14,"reason":"","domain":"","message":"down","metadata":{},)"
+            R"("field_violations":[],"exit_code":24})");
+  EXPECT_EQ(LocalErrorJson("USAGE", "bad \x01", 2),
+            R"({"code":"USAGE","reason":"","domain":"labshare-cli","message":"bad \u0001","metadata":{},)"
+            R"("field_violations":[],"exit_code":2})");
+}
+
+}  // namespace
+}  // namespace labshare::cli

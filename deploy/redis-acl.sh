@@ -43,9 +43,15 @@
 # CONFIG or SCRIPT LOAD: scripts are sent with EVALSHA and, on NOSCRIPT,
 # EVAL). AUTH and HELLO need no permission.
 #
-# To find a command a new version needs: run its tests against a Redis with
-# this file and read `ACL LOG` (tests/security/redis_acl_test.cc does so for
-# a flow through all four services).
+# How the lists were found: every command name in services/ and common/
+# (Command/Pipeline argv and redis.call in the Lua steps), then checked by
+# MONITORing the service test suites (inventory_service, booking_service,
+# booking_lists, billing_service, billing_conformance, usage_figures,
+# usage_reports): every command a service sent on a key of its tags is
+# allowed here (the tests' own XRANGE, DUMP, KEYS... are not), and
+# tests/security/redis_acl_test.cc runs the four real processes under these
+# users with an empty `ACL LOG`. A command a new version needs shows up
+# there as NOPERM (and in the service's log: "redis ACL refused a command").
 set -euo pipefail
 
 usage() {

@@ -41,7 +41,9 @@
 // not the head's signature: Verify (to the head) and deploy/verify_audit.py
 // --public_key report the rewrite (BreakKind HEAD_SIGNATURE_INVALID). What a
 // signature cannot show is a chain cut back to an earlier head whose
-// signature the writer kept: anchors (AuditAnchor) are for that.
+// signature the writer kept: anchors (AuditAnchor) are for that. Only the
+// head is signed: after a key rotation (or on a chain written unsigned) the
+// next append signs with the new key.
 //
 // Thread-safe. The RPC layer (roles, request_id idempotency, publishing
 // AuditVerificationRun / ReportExported) is the service's job, not this

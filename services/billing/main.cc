@@ -10,6 +10,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/synchronization/notification.h"
+#include "common/channel.h"
 #include "common/log.h"
 #include "common/page_token.h"
 #include "common/server.h"
@@ -36,8 +37,15 @@ int main(int argc, char** argv) {
   // Tokens expire by the wall clock, whatever the domain clock says.
   labshare::SystemClock wall;
   labshare::ServiceIdentity identity(&signer, "billing", &wall);
+  // Mutual TLS with --tls_*: inventory knows this service by its certificate.
+  auto inventory_channel_or = labshare::MakeChannel(absl::GetFlag(FLAGS_inventory));
+  if (!inventory_channel_or.ok()) {
+    labshare::LogError("--inventory", {{"error", inventory_channel_or.status().ToString()}});
+    return 2;
+  }
+  const std::shared_ptr<grpc::Channel> inventory_channel = *inventory_channel_or;
   labshare::billing::GrpcInventoryReader inventory(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_inventory), grpc::InsecureChannelCredentials()), &identity);
+      inventory_channel, &identity);
   auto zone = labshare::billing::LoadBillingTimeZone(absl::GetFlag(FLAGS_time_zone));
   if (!zone.ok()) {
     labshare::LogError("bad --time_zone", {{"error", zone.status().ToString()}});

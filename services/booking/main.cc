@@ -6,6 +6,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/synchronization/notification.h"
+#include "common/channel.h"
 #include "common/log.h"
 #include "common/page_token.h"
 #include "common/server.h"
@@ -40,8 +41,15 @@ int main(int argc, char** argv) {
   // Tokens expire by the wall clock, whatever the domain clock says.
   labshare::SystemClock wall;
   labshare::ServiceIdentity identity(&signer, "booking", &wall);
+  // Mutual TLS with --tls_*: inventory knows this service by its certificate.
+  auto inventory_channel_or = labshare::MakeChannel(absl::GetFlag(FLAGS_inventory));
+  if (!inventory_channel_or.ok()) {
+    labshare::LogError("--inventory", {{"error", inventory_channel_or.status().ToString()}});
+    return 2;
+  }
+  const std::shared_ptr<grpc::Channel> inventory_channel = *inventory_channel_or;
   labshare::booking::InventoryClient inventory(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_inventory), grpc::InsecureChannelCredentials()),
+      inventory_channel,
       &identity, &clock, absl::GetFlag(FLAGS_inventory_cache_ttl));
   // The hot path (CreateBooking) pipelines its Lua step.
   labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines),

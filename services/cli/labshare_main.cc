@@ -26,6 +26,9 @@
 // else ~/.config/labshare/config) with lines "key = value" for the same keys
 // in lower case (inventory, booking, billing, usage, token, token_file).
 // Defaults: 127.0.0.1:50051..50054 (the local launcher).
+// Transport: with --tls_ca=FILE (LABSHARE_TLS_CA, config tls_ca) calls go
+// over TLS trusting that CA (--tls_cert/--tls_key add a client
+// certificate); without it only loopback addresses are reached, in plaintext.
 //
 // Exit codes: 0 success; 2 usage error (unknown service, method or field,
 // bad value); 3 local error (unreadable file, bad configuration); 10 + the
@@ -63,6 +66,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/channel.h"
 #include "common/grpc_status.h"
 #include "services/cli/facility_zones.h"
 #include "services/cli/format.h"
@@ -142,6 +146,25 @@ std::map<std::string, std::string> ReadConfig() {
     out[std::string(absl::StripAsciiWhitespace(kv[0]))] = std::string(absl::StripAsciiWhitespace(kv[1]));
   }
   return out;
+}
+
+// The channel to a service: TLS with --tls_ca (and --tls_cert/--tls_key for a
+// client certificate), else LABSHARE_TLS_CA/_CERT/_KEY, else the config
+// file's tls_ca/tls_cert/tls_key; plaintext only to loopback addresses
+// (common/channel.h). Exits 3 when that cannot be.
+std::shared_ptr<grpc::Channel> ChannelOrFail(const std::string& address,
+                                             const std::map<std::string, std::string>& global) {
+  const std::map<std::string, std::string> config = ReadConfig();
+  auto setting = [&](const std::string& key) -> std::string {
+    if (auto it = global.find(key); it != global.end()) return it->second;
+    if (const char* e = std::getenv(("LABSHARE_" + absl::AsciiStrToUpper(key)).c_str())) return e;
+    auto it = config.find(key);
+    return it == config.end() ? "" : it->second;
+  };
+  auto channel = labshare::MakeChannelWithFiles(
+      address, labshare::TlsFiles{setting("tls_cert"), setting("tls_key"), setting("tls_ca")});
+  if (!channel.ok()) Fail(kLocal, std::string(channel.status().message()));
+  return *channel;
 }
 
 // --- building requests -------------------------------------------------------
@@ -380,7 +403,8 @@ int main(int argc, char** argv) {
   bool help = false;
   // The client's own flags; kBoolGlobal need no value ("--json" = "--json=true").
   static const std::set<std::string> kGlobal = {"json", "token", "token_file", "inventory", "booking",
-                                                "billing", "usage", "request", "request_file", "timeout"};
+                                                "billing", "usage", "request", "request_file", "timeout",
+                                                "tls_ca", "tls_cert", "tls_key"};
   static const std::set<std::string> kBoolGlobal = {"json"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -431,7 +455,7 @@ int main(int argc, char** argv) {
     // server status), for container and Kubernetes-less probes. Exit 0 when
     // SERVING, 1 otherwise.
     if (positional.size() != 2) Fail(kUsage, "usage: labshare health HOST:PORT");
-    auto channel = grpc::CreateChannel(positional[1], grpc::InsecureChannelCredentials());
+    auto channel = ChannelOrFail(positional[1], global);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     const grpc::internal::RpcMethod method("/grpc.health.v1.Health/Check", grpc::internal::RpcMethod::NORMAL_RPC);
@@ -538,7 +562,7 @@ int main(int argc, char** argv) {
   absl::Duration timeout = absl::Seconds(30);
   if (global.count("timeout") && !absl::ParseDuration(global["timeout"], &timeout)) Fail(kUsage, "--timeout like 30s");
 
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto channel = ChannelOrFail(address, global);
   grpc::ClientContext ctx;
   if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + std::string(absl::StripAsciiWhitespace(token)));
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));

@@ -107,12 +107,15 @@ class AuthzMatrix : public booking::BookingServiceTest {
 
   // One call by full method name, with any request message, through the
   // generic stub: the same path and interceptor as a generated client.
+  // SERVICE callers are a service's certificate (booking's), never a token.
   grpc::Status Invoke(const std::string& service, const std::string& method,
-                      const google::protobuf::Message& request, const std::string& token) {
+                      const google::protobuf::Message& request, const std::string& token, bool as_service = false) {
     const auto& svc = services_.at(service);
-    grpc::GenericStub stub(Channel(*svc.server));
+    auto& channel = channels_[{svc.server, as_service}];
+    if (channel == nullptr) channel = as_service ? ServiceChannel(*svc.server, "booking") : Channel(*svc.server);
+    grpc::GenericStub stub(channel);
     grpc::ClientContext ctx;
-    ctx.AddMetadata("authorization", "Bearer " + token);
+    if (!as_service) ctx.AddMetadata("authorization", "Bearer " + token);
     const std::string bytes = request.SerializeAsString();
     grpc::Slice slice(bytes);
     grpc::ByteBuffer req(&slice, 1), resp;
@@ -152,7 +155,7 @@ class AuthzMatrix : public booking::BookingServiceTest {
     for (Role role : AllRoleList()) {
       for (const Side& side : kSides) {
         const std::string want = Expected(ScopesOf(policy, full, role), side, role);
-        const grpc::Status got = Invoke(service, method, request, TokenOf(role, side));
+        const grpc::Status got = Invoke(service, method, request, TokenOf(role, side), role == Role::kService);
         const std::string where = absl::StrCat(method, " as ", RoleName(role), " (", side.name, ": users/",
                                                side.user, " of organizations/", side.org, ")");
         if (want.empty()) {
@@ -176,6 +179,7 @@ class AuthzMatrix : public booking::BookingServiceTest {
     const MethodPolicy* policy;
   };
   std::map<std::string, Svc> services_;
+  std::map<std::pair<Server*, bool>, std::shared_ptr<grpc::Channel>> channels_;  // (server, as service)
   std::unique_ptr<billing::testing::DirectInventory> reader_;
   std::unique_ptr<billing::BillingStore> bstore_;
   std::unique_ptr<billing::BillingManager> billing_;
@@ -205,7 +209,7 @@ TEST_F(AuthzMatrix, EveryMethodAdmitsExactlyTheRolesOfItsTable) {
           google::protobuf::MessageFactory::generated_factory()->GetPrototype(d->method(i)->input_type());
       for (Role role : AllRoleList()) {
         for (const Side& side : {kSides[1], kSides[3]}) {
-          const grpc::Status got = Invoke(service, method, *prototype, TokenOf(role, side));
+          const grpc::Status got = Invoke(service, method, *prototype, TokenOf(role, side), role == Role::kService);
           ++calls;
           const bool denied_role = got.error_code() == grpc::StatusCode::PERMISSION_DENIED &&
                                    GrpcErrorReason(got) == "ROLE_NOT_ALLOWED";

@@ -542,11 +542,12 @@ class BillingCrashTest : public ::testing::Test {
 
     // One inventory serves both billing processes (they only read rates).
     auto inventory = ChildProcess::Start("inventory", bin_dir_ + "/labshare-inventory",
-                                         {"--listen=127.0.0.1:0", "--redis=" + redis_crash_->address()},
+                                         labshare::testing::WithTls({"--listen=127.0.0.1:0", "--redis=" + redis_crash_->address()},
+                                                                    "inventory"),
                                          token_key_, log_dir_);
     ASSERT_TRUE(inventory.ok()) << inventory.status();
     inventory_process_ = *std::move(inventory);
-    auto channel = grpc::CreateChannel(inventory_process_->address(), grpc::InsecureChannelCredentials());
+    auto channel = labshare::testing::TlsChannel(inventory_process_->address());
     ASSERT_TRUE(channel->WaitForConnected(absl::ToChronoTime(absl::Now() + labshare::testing::kChildStartTimeout)));
     inventory_ = iv::InventoryService::NewStub(channel);
     const absl::Time now = absl::Now();
@@ -664,8 +665,9 @@ class BillingCrashTest : public ::testing::Test {
 
   absl::StatusOr<std::unique_ptr<ChildProcess>> StartBilling(const std::string& name, const RedisServer& redis) {
     auto child = ChildProcess::Start(name, bin_dir_ + "/labshare-billing",
-                                     {"--listen=127.0.0.1:0", "--redis=" + redis.address(),
-                                      "--inventory=" + inventory_process_->address()},
+                                     labshare::testing::WithTls({"--listen=127.0.0.1:0", "--redis=" + redis.address(),
+                                                                 "--inventory=" + inventory_process_->address()},
+                                                                "billing"),
                                      token_key_, log_dir_);
     if (child.ok()) ++billing_starts_;
     return child;

@@ -1,5 +1,6 @@
 // The booking test fixture: a real redis-server, a real inventory service and
-// the booking service in one process, through real gRPC channels, sharing
+// the booking service in one process, through real gRPC channels (mutual
+// TLS: booking calls inventory with its service certificate), sharing
 // one fake clock; seeded with a small consortium (see Seed()). Used by the
 // booking tests and by the services that consume booking's events.
 #ifndef LABSHARE_TESTS_BOOKING_BOOKING_FIXTURE_H_
@@ -20,6 +21,7 @@
 #include "services/inventory/inventory_service.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_pki.h"
 
 namespace labshare::booking {
 
@@ -46,7 +48,7 @@ class BookingServiceTest : public ::testing::Test {
     // Booking, with an inventory cache that keeps nothing (TTL 0): every
     // request reads inventory as it is now.
     identity_ = std::make_unique<ServiceIdentity>(signer_.get(), "booking", &clock_);
-    inv_client_ = std::make_unique<InventoryClient>(Channel(*inv_server_), identity_.get(), &clock_,
+    inv_client_ = std::make_unique<InventoryClient>(ServiceChannel(*inv_server_, "booking"), identity_.get(), &clock_,
                                                     absl::ZeroDuration());
     // As in the binary: CreateBooking's step goes through a pipeline.
     pipeline_ = std::make_unique<RedisPipeline>(redis_->options());
@@ -65,12 +67,16 @@ class BookingServiceTest : public ::testing::Test {
     config.service_name = name;
     config.redis = pool_.get();
     config.authorizer = auth;
+    config.tls = testing::TestPki::Shared().ServerTls(name);  // mutual TLS, as deployed
     auto server = Server::Start(config, {service});
     EXPECT_TRUE(server.ok()) << server.status();
     return *std::move(server);
   }
-  static std::shared_ptr<grpc::Channel> Channel(const Server& s) {
-    return grpc::CreateChannel(s.address(), grpc::InsecureChannelCredentials());
+  // A person's client: TLS without a client certificate (calls carry tokens).
+  static std::shared_ptr<grpc::Channel> Channel(const Server& s) { return testing::TlsChannel(s.address()); }
+  // A service's client: presents `service`'s certificate (the SERVICE principal).
+  static std::shared_ptr<grpc::Channel> ServiceChannel(const Server& s, const std::string& service) {
+    return testing::TlsChannel(s.address(), service);
   }
   std::string Token(const std::string& user, const std::string& org, std::vector<Role> roles) {
     Principal p{user, org, std::move(roles), clock_.Now() + absl::Hours(24 * 400)};

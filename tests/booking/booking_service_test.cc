@@ -184,7 +184,7 @@ TEST_F(BookingServiceTest, ListingIsByStartThenIdAcrossPagesAndSurvivesTheIndexM
 TEST_F(BookingServiceTest, InventoryChangesReachTheCacheWhenPublishedNotWhenItExpires) {
   // A replica's cache whose entries would live an hour (the fixture's own
   // client caches nothing).
-  InventoryClient cached(Channel(*inv_server_), identity_.get(), &clock_, absl::Hours(1));
+  InventoryClient cached(ServiceChannel(*inv_server_, "booking"), identity_.get(), &clock_, absl::Hours(1));
   InventoryCacheWatcher watcher(pool_.get(), &cached);
   ASSERT_TRUE(watcher.Poll(absl::ZeroDuration()).ok());  // at the end of inventory's outbox
   auto q = cached.Qualification("instruments/tem", "users/ana");

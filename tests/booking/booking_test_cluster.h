@@ -1,7 +1,9 @@
 // A small LabShare deployment of real processes for black-box booking tests:
 // its own redis-server, one labshare-inventory and N labshare-booking
 // replicas on that Redis, all on free loopback ports, sharing a random token
-// key that the test also uses to mint tokens in-process.
+// key that the test also uses to mint tokens in-process. Services talk over
+// mutual TLS with certificates from tests/support/test_pki.h; the test's
+// own channels are TLS without a client certificate (a person's client).
 //
 // Binaries come from $LABSHARE_BIN_DIR, else <dir of this test binary>/../bin.
 // Each child prints "listening on HOST:PORT" on stdout (read through a pipe
@@ -52,6 +54,7 @@
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_pki.h"
 
 namespace labshare::testing {
 
@@ -286,6 +289,12 @@ struct BookingTestClusterOptions {
   std::function<std::vector<std::string>(const std::string& service)> service_args;
 };
 
+// A child's flags plus its service certificate (mutual TLS, test_pki.h).
+inline std::vector<std::string> WithTls(std::vector<std::string> args, const std::string& service) {
+  for (auto& flag : TestPki::Shared().Flags(service)) args.push_back(std::move(flag));
+  return args;
+}
+
 // Redis + inventory + N booking replicas, and helpers to seed inventory.
 class BookingTestCluster {
  public:
@@ -320,22 +329,22 @@ class BookingTestCluster {
 
     auto inventory = ChildProcess::Start(
         "inventory", c->bin_dir_ + "/labshare-inventory",
-        extra("inventory", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address()}), c->token_key_,
-        c->log_dir_);
+        WithTls(extra("inventory", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address()}), "inventory"),
+        c->token_key_, c->log_dir_);
     if (!inventory.ok()) return inventory.status();
     c->inventory_process_ = *std::move(inventory);
-    c->inventory_channel_ = grpc::CreateChannel(c->inventory_process_->address(),
-                                                grpc::InsecureChannelCredentials());
+    c->inventory_channel_ = TlsChannel(c->inventory_process_->address());
     c->inventory_ = inventory::v1::InventoryService::NewStub(c->inventory_channel_);
 
     for (int i = 0; i < booking_replicas; ++i) {
       auto booking = ChildProcess::Start(
           absl::StrCat("booking-", i), c->bin_dir_ + "/labshare-booking",
-          extra("booking", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address(),
-                            "--inventory=" + c->inventory_process_->address()}),
+          WithTls(extra("booking", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address(),
+                                    "--inventory=" + c->inventory_process_->address()}),
+                  "booking"),
           c->token_key_, c->log_dir_);
       if (!booking.ok()) return booking.status();
-      auto channel = grpc::CreateChannel((*booking)->address(), grpc::InsecureChannelCredentials());
+      auto channel = TlsChannel((*booking)->address());
       c->booking_channels_.push_back(channel);
       c->booking_.push_back(booking::v1::BookingService::NewStub(channel));
       c->booking_processes_.push_back(*std::move(booking));

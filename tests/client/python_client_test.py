@@ -11,7 +11,9 @@ Uses only the standard library, grpc and google.protobuf. Starts its own
 redis-server on a free loopback port, mints a token with labshare-token, starts
 labshare-inventory on port 0, then checks health, reflection, a create/read
 round trip, request_id idempotency, error details and authentication, and
-finally a graceful shutdown on SIGTERM. Exit code 0 when every check passes,
+finally a graceful shutdown on SIGTERM; then a second labshare-inventory with
+--tls_cert/--tls_key/--tls_ca (certificates made with the openssl command):
+health and a call with a token over TLS, and no answer to plaintext. Exit code 0 when every check passes,
 1 otherwise.
 """
 
@@ -300,18 +302,18 @@ def mint_token(bin_dir, key):
 
 
 class InventoryServer:
-    def __init__(self, bin_dir, redis_port, key, tmp):
+    def __init__(self, bin_dir, redis_port, key, tmp, extra_args=(), name="inventory"):
         self.binary = os.path.join(bin_dir, "labshare-inventory")
         if not os.access(self.binary, os.X_OK):
             raise FatalError("%s does not exist or is not executable" % self.binary)
-        self.stderr_path = os.path.join(tmp, "inventory.stderr.log")
+        self.stderr_path = os.path.join(tmp, name + ".stderr.log")
         self.stdout_lines = []
         self._lines = queue.Queue()
         env = dict(os.environ, LABSHARE_TOKEN_KEY=key)
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [self.binary, "--listen=127.0.0.1:0", "--redis=127.0.0.1:%d" % redis_port,
-                 "--metrics_listen=127.0.0.1:0"],
+                 "--metrics_listen=127.0.0.1:0"] + list(extra_args),
                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)
         self._reader.start()
@@ -356,14 +358,15 @@ def identity(b):
     return b
 
 
-def check_health(results, channel):
+def check_health(results, channel, service="", label=""):
     check = channel.unary_unary("/grpc.health.v1.Health/Check",
                                 request_serializer=identity, response_deserializer=identity)
     deadline = time.monotonic() + READY_TIMEOUT_S
     status, last = None, ""
+    request = encode_len_field(1, service) if service else b""  # HealthCheckRequest{service}
     while time.monotonic() < deadline:
         try:
-            reply = check(b"", timeout=CALL_TIMEOUT_S)  # HealthCheckRequest{service: ""}
+            reply = check(request, timeout=CALL_TIMEOUT_S)
             values = fields_of(reply, 1, 0)
             status = values[-1] if values else 0  # absent = UNKNOWN
             last = "status %d" % status
@@ -374,7 +377,7 @@ def check_health(results, channel):
         except ValueError as e:
             last = "undecodable HealthCheckResponse: %s" % e
         time.sleep(0.1)
-    results.check("health: Check(\"\") reports SERVING within %.0f s" % READY_TIMEOUT_S,
+    results.check("%shealth: Check(\"%s\") reports SERVING within %.0f s" % (label, service, READY_TIMEOUT_S),
                   status == 1, "last answer: " + last)
 
 
@@ -405,6 +408,69 @@ def check_reflection(results, channel):
     for want in (INVENTORY_SERVICE, HEALTH_SERVICE):
         results.check("reflection: list_services includes %s" % want, want in names,
                       "services listed: %r" % names)
+
+
+def openssl(*args):
+    proc = subprocess.run(["openssl"] + list(args), stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        raise FatalError("openssl %s: %s" % (" ".join(args), proc.stderr.decode("utf-8", "replace")))
+
+
+def make_pki(tmp):
+    """A CA and inventory's certificate (spiffe://labshare/inventory, localhost, 127.0.0.1)."""
+    d = os.path.join(tmp, "pki")
+    os.makedirs(d, exist_ok=True)
+    p = {name: os.path.join(d, name) for name in ("ca.crt", "ca.key", "inventory.crt", "inventory.key",
+                                                    "inventory.csr", "ext.cnf")}
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", p["ca.key"], "-out", p["ca.crt"], "-days", "1", "-subj", "/CN=python test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", p["inventory.key"], "-out", p["inventory.csr"], "-subj", "/CN=inventory")
+    with open(p["ext.cnf"], "w") as f:
+        f.write("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"
+                "subjectAltName=URI:spiffe://labshare/inventory,DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", p["inventory.csr"], "-CA", p["ca.crt"], "-CAkey", p["ca.key"],
+            "-CAcreateserial", "-days", "1", "-out", p["inventory.crt"], "-extfile", p["ext.cnf"])
+    os.chmod(p["inventory.key"], 0o600)
+    return p
+
+
+def check_tls(results, bin_dir, redis_port, key, tmp, token, inv):
+    """A second inventory on the same Redis with --tls_*: TLS with a token works, plaintext does not."""
+    pki = make_pki(tmp)
+    server = InventoryServer(bin_dir, redis_port, key, tmp,
+                             ["--tls_cert=" + pki["inventory.crt"], "--tls_key=" + pki["inventory.key"],
+                              "--tls_ca=" + pki["ca.crt"]], name="inventory-tls")
+    try:
+        address = server.wait_listening()
+        with open(pki["ca.crt"], "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+        channel = grpc.secure_channel(address, credentials)
+        check_health(results, channel, label="TLS: ")
+        get_org = Stub(channel, inv).method("GetOrganization", "Organization")
+        org = call(results, "TLS: GetOrganization with a token", get_org,
+                   inv.GetOrganizationRequest(name="organizations/py-org"),
+                   [("authorization", "Bearer " + token)])
+        if org is not None:
+            results.equal("TLS: GetOrganization answers the organisation", org.name, "organizations/py-org")
+        channel.close()
+        plain = grpc.insecure_channel(address)
+        check = plain.unary_unary("/grpc.health.v1.Health/Check",
+                                  request_serializer=identity, response_deserializer=identity)
+        try:
+            check(b"", timeout=5)
+            results.fail("TLS: a plaintext client gets no answer from the TLS port")
+        except grpc.RpcError as e:
+            results.equal("TLS: a plaintext client gets no answer from the TLS port", e.code(),
+                          grpc.StatusCode.UNAVAILABLE)
+        plain.close()
+    finally:
+        code = stop_process(server.proc, SHUTDOWN_TIMEOUT_S)
+        results.equal("TLS: graceful shutdown of the TLS inventory", code, 0)
+        if results.failed:
+            print("---- labshare-inventory (TLS) stderr ----")
+            print(server.stderr_text().rstrip("\n"), flush=True)
 
 
 def generate_messages(proto_dir, out_dir):
@@ -612,11 +678,13 @@ def main():
 
         channel = grpc.insecure_channel(address)
         check_health(results, channel)
+        check_health(results, channel, service=INVENTORY_SERVICE)  # health names the service
         check_reflection(results, channel)
 
         types_pb2, inventory_pb2 = generate_messages(proto_dir, os.path.join(tmp, "py"))
         results.check("protoc generated and imported labshare.inventory.v1.inventory_pb2", True)
         check_inventory(results, channel, token, types_pb2, inventory_pb2)
+        check_tls(results, bin_dir, redis_port, key, tmp, token, inventory_pb2)
     except FatalError as e:
         results.fail("fatal", str(e))
     except Exception:  # a bug here or an unexpected client error: still clean up

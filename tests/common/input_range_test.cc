@@ -31,6 +31,7 @@
 #include "services/usage/usage_service.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_pki.h"
 
 namespace labshare {
 namespace {
@@ -163,7 +164,7 @@ class InputRangeTest : public ::testing::Test {
     inv_server_ = Start("inventory", inv_auth_.get(), inv_service_.get());
     identity_ = std::make_unique<ServiceIdentity>(signer_.get(), "booking", &clock_);
     inv_client_ = std::make_unique<booking::InventoryClient>(
-        grpc::CreateChannel(inv_server_->address(), grpc::InsecureChannelCredentials()), identity_.get(),
+        labshare::testing::TlsChannel(inv_server_->address(), "booking"), identity_.get(),
         &clock_, absl::ZeroDuration());
     bk_store_ = std::make_unique<booking::BookingStore>(pool_.get());
     bk_manager_ = std::make_unique<booking::BookingManager>(bk_store_.get(), inv_client_.get(), &clock_, labshare::testing::TestPageTokens());
@@ -195,6 +196,7 @@ class InputRangeTest : public ::testing::Test {
     config.service_name = name;
     config.redis = pool_.get();
     config.authorizer = auth;
+    config.tls = labshare::testing::TestPki::Shared().ServerTls(name);
     auto server = Server::Start(config, {service});
     EXPECT_TRUE(server.ok()) << server.status();
     return *std::move(server);
@@ -203,7 +205,7 @@ class InputRangeTest : public ::testing::Test {
   // Every unary method of `service`, every numeric leaf, both extremes.
   // Returns how many calls were checked.
   int CheckService(const Server& server, const google::protobuf::ServiceDescriptor* service) {
-    auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+    auto channel = labshare::testing::TlsChannel(server.address());
     int checked = 0;
     for (int i = 0; i < service->method_count(); ++i) {
       const auto* method = service->method(i);

@@ -11,13 +11,13 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/server.h"
-#include "common/service_identity.h"
 #include "google/rpc/error_details.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 #include "services/inventory/inventory_service.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_pki.h"
 
 namespace labshare::inventory {
 namespace {
@@ -44,11 +44,11 @@ class InventoryServiceTest : public Test {
     config.service_name = "inventory";
     config.redis = pool_.get();
     config.authorizer = authorizer_.get();
+    config.tls = testing::TestPki::Shared().ServerTls("inventory");
     auto server = Server::Start(config, {service_.get()});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    stub_ = v1::InventoryService::NewStub(
-        grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+    stub_ = v1::InventoryService::NewStub(testing::TlsChannel(server_->address()));
     admin_ = Token("admin", "", {Role::kConsortiumAdmin});
   }
 
@@ -824,19 +824,18 @@ TEST_F(InventoryServiceTest, QualificationLapsesWithoutUseAndUseRenewsIt) {
   auto s = Call(&v1::InventoryService::Stub::RecordQualificationUse, use, &q,
                 Token("ana", "owner", {Role::kLabUser}));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  // As booking will call it: with its service identity.
-  ServiceIdentity booking(signer_.get(), "booking", &clock_);
+  // As booking calls it: with its service certificate (mutual TLS).
+  auto booking = v1::InventoryService::NewStub(testing::TlsChannel(server_->address(), "booking"));
   grpc::ClientContext service_ctx;
-  booking.Attach(&service_ctx);
-  ASSERT_TRUE(stub_->RecordQualificationUse(&service_ctx, use, &q).ok());
+  ASSERT_TRUE(booking->RecordQualificationUse(&service_ctx, use, &q).ok());
   EXPECT_EQ(q.state(), v1::VALID);
   EXPECT_EQ(FromProto(q.expire_time()), granted + absl::Hours(24 * 50));
 
   // An older use (a late check-out report) changes nothing and publishes nothing.
   const long long events = OutboxLength();
   *use.mutable_use_time() = ToProto(granted + absl::Hours(24 * 10));
-  ASSERT_TRUE(Call(&v1::InventoryService::Stub::RecordQualificationUse, use, &q,
-                   Token("booking", "", {Role::kService})).ok());
+  grpc::ClientContext older_ctx;
+  ASSERT_TRUE(booking->RecordQualificationUse(&older_ctx, use, &q).ok());
   EXPECT_EQ(FromProto(q.last_use_time()), granted + absl::Hours(24 * 20));
   EXPECT_EQ(FromProto(q.expire_time()), granted + absl::Hours(24 * 50));
   EXPECT_EQ(OutboxLength(), events);

@@ -1,9 +1,14 @@
 #include "services/inventory/identity_service.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/error.h"
+#include "common/log.h"
+#include "common/token_flags.h"
 #include "common/unary.h"
 
 ABSL_FLAG(std::string, oidc_issuer, "",
@@ -53,6 +58,11 @@ absl::StatusOr<IdentityOptions> IdentityOptionsFromFlags() {
     return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_FLAG",
                      "--access_token_ttl and --refresh_token_ttl must be at least 1s");
   }
+  if (options.access_token_ttl > TokenRulesFromFlags().max_lifetime) {
+    return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_FLAG",
+                     "--access_token_ttl must not exceed --token_max_lifetime: every service would refuse the "
+                     "tokens");
+  }
   if (options.audiences.empty()) {
     return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_FLAG",
                      "--oidc_audiences must name at least one client id");
@@ -66,6 +76,28 @@ std::unique_ptr<OidcProvider> OidcProviderFromFlags() {
   HttpOptions http;
   http.ca_file = absl::GetFlag(FLAGS_oidc_ca_file);
   return std::make_unique<OidcProvider>(issuer, std::move(http));
+}
+
+SignIn SignInFromFlags(RedisPool* redis, const InventoryStore* inventory, const Clock* clock) {
+  SignIn out;
+  auto options = IdentityOptionsFromFlags();
+  if (!options.ok()) {
+    std::fprintf(stderr, "labshare-inventory: %s\n", std::string(options.status().message()).c_str());
+    std::exit(2);
+  }
+  out.provider = OidcProviderFromFlags();
+  if (!absl::GetFlag(FLAGS_token_signing_key_file).empty()) out.issuer = TokenIssuerFromFlags();
+  if (out.provider == nullptr || out.issuer == nullptr) {
+    LogWarning("sign-in is off: give --oidc_issuer and --token_signing_key_file to issue LabShare tokens");
+  }
+  out.store = std::make_unique<IdentityStore>(redis, inventory);
+  if (absl::Status s = out.store->BackfillSignInIndexes(); !s.ok()) {
+    LogWarning("sign-in lookup indexes not backfilled; users created before them sign in once it succeeds",
+               {{"error", std::string(s.message())}});
+  }
+  out.manager = std::make_unique<IdentityManager>(inventory, out.store.get(), out.provider.get(), out.issuer.get(),
+                                                  *std::move(options), clock);
+  return out;
 }
 
 grpc::Status IdentityService::ExchangeToken(grpc::ServerContext* ctx, const identity::v1::ExchangeTokenRequest* req,

@@ -2,6 +2,7 @@
 // cards, qualifications and maintenance windows.
 #include "common/page_token.h"
 #include "common/server.h"
+#include "services/inventory/identity_service.h"
 #include "services/inventory/inventory_manager.h"
 #include "services/inventory/inventory_service.h"
 
@@ -19,7 +20,12 @@ int main(int argc, char** argv) {
   labshare::SystemClock wall;
   labshare::inventory::InventoryStore store(&redis);
   labshare::inventory::InventoryManager manager(&store, &clock, labshare::PageTokenCodec::FromSigner(signer));
-  labshare::Authorizer authorizer(&signer, labshare::inventory::InventoryPolicy(), &wall);
+  labshare::MethodPolicy policy = labshare::inventory::InventoryPolicy();
+  labshare::inventory::AddIdentityPolicy(&policy);
+  labshare::Authorizer authorizer(&signer, std::move(policy), &wall);
   labshare::inventory::InventoryService service(&manager, &authorizer);
-  return labshare::RunService("inventory", &redis, &authorizer, {&service});
+  // Sign-in (labshare.identity.v1): the one place LabShare tokens are minted.
+  labshare::inventory::SignIn sign_in = labshare::inventory::SignInFromFlags(&redis, &store, &wall);
+  labshare::inventory::IdentityService identity(sign_in.manager.get(), &authorizer);
+  return labshare::RunService("inventory", &redis, &authorizer, {&service, &identity});
 }

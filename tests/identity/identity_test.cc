@@ -41,13 +41,14 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/grpc_status.h"
-#include "common/jwks.h"
+#include "common/http_client.h"
 #include "common/token.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "labshare/identity/v1/identity.grpc.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare::testing {
 namespace {
@@ -197,7 +198,7 @@ struct RunResult {
 
 std::string LogDir();
 
-RunResult Run(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+RunResult RunCmd(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
               absl::Duration timeout = absl::Seconds(120)) {
   static int n = 0;
   auto p = Proc::Start(args, env, absl::StrCat(LogDir(), "/run-", ++n, ".stderr"));
@@ -255,7 +256,6 @@ struct Deployment {
   std::unique_ptr<RedisServer> redis;
   std::unique_ptr<Proc> provider, other_provider, inventory;
   std::string issuer, other_issuer, provider_keys, inventory_address;
-  std::unique_ptr<TokenIssuer> admin_issuer;
   std::string problem;  // why the deployment could not start
 };
 
@@ -275,26 +275,26 @@ std::unique_ptr<Proc> StartProvider(const std::string& name, const std::string& 
   return p;
 }
 
-absl::Status Setup() {
+absl::Status StartDeployment() {
   char tmpl[] = "/tmp/labshare-identity-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp");
   env->dir = tmpl;
   env->node = Which("node");
   if (env->node.empty()) return absl::FailedPreconditionError("node is not on PATH");
   if (access((OidcDir() + "/node_modules/oidc-provider").c_str(), F_OK) != 0) {
-    RunResult npm = Run({Which("npm"), "ci", "--prefix", OidcDir(), "--no-audit", "--no-fund"}, {}, absl::Minutes(5));
+    RunResult npm = RunCmd({Which("npm"), "ci", "--prefix", OidcDir(), "--no-audit", "--no-fund"}, {}, absl::Minutes(5));
     if (npm.code != 0) return absl::FailedPreconditionError("npm ci in deploy/oidc failed: " + npm.err);
   }
   // The provider's HTTPS certificate: self-signed for 127.0.0.1, its own CA.
   env->cert = env->dir + "/provider.crt";
   env->key = env->dir + "/provider.key";
-  RunResult ossl = Run({Which("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+  RunResult ossl = RunCmd({Which("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                         "-nodes", "-keyout", env->key, "-out", env->cert, "-days", "2", "-subj", "/CN=127.0.0.1",
                         "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:TRUE"});
   if (ossl.code != 0) return absl::InternalError("openssl: " + ossl.err);
 
   // The demo people plus one whose email the provider has not verified.
-  RunResult hash = Run({env->node, OidcDir() + "/hash-password.mjs", "pw-unverified"});
+  RunResult hash = RunCmd({env->node, OidcDir() + "/hash-password.mjs", "pw-unverified"});
   if (hash.code != 0) return absl::InternalError("hash-password.mjs: " + hash.err);
   std::string accounts = Slurp(OidcDir() + "/demo-accounts.json");
   const size_t open = accounts.find('[');
@@ -314,21 +314,14 @@ absl::Status Setup() {
   if (!redis.ok()) return redis.status();
   env->redis = *std::move(redis);
 
-  // The issuer's signing key, its JWKS, and an in-process issuer with the
-  // same key for the administrator's token that seeds the users.
-  auto pem = GenerateEcPrivateKeyPem();
-  if (!pem.ok()) return pem.status();
-  WriteFile(env->dir + "/signing.pem", *pem);
-  auto issuer = TokenIssuer::FromPem(*pem, "labshare", "labshare");
-  if (!issuer.ok()) return issuer.status();
-  env->admin_issuer = *std::move(issuer);
-  WriteFile(env->dir + "/jwks.json", JwksJson({env->admin_issuer->PublicJwk()}), 0644);
-
-  env->inventory = Proc::Start({BinDir() + "/labshare-inventory", "--listen=127.0.0.1:0",
-                                "--redis=" + env->redis->address(), "--jwks=" + env->dir + "/jwks.json",
-                                "--token_signing_key_file=" + env->dir + "/signing.pem", "--oidc_issuer=" + env->issuer,
-                                "--oidc_ca_file=" + env->cert},
-                               {}, env->dir + "/inventory.stderr");
+  // Inventory signs with the test issuer's key, so that the tests' own
+  // administrator token (tests/support/test_tokens.h) and the tokens it
+  // mints verify alike.
+  std::vector<std::string> args = {BinDir() + "/labshare-inventory", "--listen=127.0.0.1:0",
+                                   "--redis=" + env->redis->address(), "--token_signing_key_file=" + TestSigningKeyFile(),
+                                   "--oidc_issuer=" + env->issuer, "--oidc_ca_file=" + env->cert};
+  for (const auto& f : TestTokenFlags()) args.push_back(f);
+  env->inventory = Proc::Start(args, {}, env->dir + "/inventory.stderr");
   env->inventory_address = env->inventory->ReadLine("listening on ", kStartTimeout);
   if (env->inventory_address.empty()) return absl::UnavailableError("inventory: " + env->inventory->stderr_text());
   return absl::OkStatus();
@@ -336,15 +329,7 @@ absl::Status Setup() {
 
 // ------------------------------------------------------------ calls
 
-std::string AdminToken() {
-  Principal p;
-  p.user_id = "admin";
-  p.organization_id = "zju";
-  p.roles = {Role::kConsortiumAdmin};
-  const absl::Time now = absl::Now();
-  p.expires_at = now + absl::Minutes(10);
-  return env->admin_issuer->Mint(p, now);
-}
+std::string AdminToken() { return Mint("admin", "zju", {Role::kConsortiumAdmin}); }
 
 std::shared_ptr<grpc::Channel> Channel() {
   return grpc::CreateChannel(env->inventory_address, grpc::InsecureChannelCredentials());
@@ -382,7 +367,7 @@ grpc::Status Revoke(const std::string& refresh_token) {
 
 // The ID token of a browser sign-in (authorization code + PKCE) at `issuer`.
 std::string BrowserIdToken(const std::string& login, const std::string& password, const std::string& issuer = "") {
-  RunResult r = Run({env->node, OidcDir() + "/browser-sign-in.mjs", "--issuer=" + (issuer.empty() ? env->issuer : issuer),
+  RunResult r = RunCmd({env->node, OidcDir() + "/browser-sign-in.mjs", "--issuer=" + (issuer.empty() ? env->issuer : issuer),
                      absl::StrCat("--redirect_uri=", kRedirect), "--login=" + login, "--password=" + password,
                      "--ca=" + env->cert});
   EXPECT_EQ(r.code, 0) << r.err;
@@ -399,7 +384,7 @@ std::string SignedIdToken(const std::string& claims_json, bool foreign_key = fal
   std::vector<std::string> args = {env->node, absl::StrCat(LABSHARE_SOURCE_DIR, "/tests/identity/sign-id-token.mjs"),
                                    "--keys=" + env->provider_keys, "--claims=" + claims_json};
   if (foreign_key) args.push_back("--foreign_key");
-  RunResult r = Run(args);
+  RunResult r = RunCmd(args);
   EXPECT_EQ(r.code, 0) << r.err;
   return std::string(absl::StripAsciiWhitespace(r.out));
 }
@@ -439,7 +424,7 @@ class IdentityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     env = new Deployment();
-    absl::Status s = Setup();
+    absl::Status s = StartDeployment();
     if (!s.ok()) {
       env->problem = s.ToString();
       return;
@@ -472,14 +457,15 @@ class IdentityTest : public ::testing::Test {
 TEST_F(IdentityTest, LabshareLoginDeviceFlowStoresInventoryIdentityPrivately) {
   const std::string home = env->dir + "/home-li";
   ASSERT_EQ(mkdir(home.c_str(), 0755), 0);
+  // The provider and the CA come from the config file, as a user sets them once.
+  WriteFile(home + "/config", absl::StrCat("issuer = ", env->issuer, "\noidc_ca_file = ", env->cert, "\n"), 0644);
   const std::vector<std::string> cli_env = {"HOME=" + home, "XDG_CONFIG_HOME=" + home + "/xdg",
-                                            "LABSHARE_CONFIG=" + home + "/no-config"};
-  auto login = Proc::Start({BinDir() + "/labshare", "login", "--issuer=" + env->issuer, "--oidc_ca_file=" + env->cert,
-                            "--inventory=" + env->inventory_address},
-                           cli_env, env->dir + "/login.stderr");
+                                            "LABSHARE_CONFIG=" + home + "/config"};
+  auto login = Proc::Start({BinDir() + "/labshare", "login", "--inventory=" + env->inventory_address}, cli_env,
+                           env->dir + "/login.stderr");
   const std::string code = login->ReadLine("shows the code: ", absl::Seconds(30));
   ASSERT_FALSE(code.empty()) << login->output() << login->stderr_text();
-  RunResult approve = Run({env->node, OidcDir() + "/approve-device.mjs", "--issuer=" + env->issuer,
+  RunResult approve = RunCmd({env->node, OidcDir() + "/approve-device.mjs", "--issuer=" + env->issuer,
                            "--user_code=" + code, "--login=" + Demo("li-wei"), "--password=" + DemoPassword("li-wei"),
                            "--ca=" + env->cert});
   ASSERT_EQ(approve.code, 0) << approve.err;
@@ -506,7 +492,7 @@ TEST_F(IdentityTest, LabshareLoginDeviceFlowStoresInventoryIdentityPrivately) {
   EXPECT_EQ(lifetime, 15 * 60);
 
   // Later calls carry the stored token.
-  RunResult get = Run({BinDir() + "/labshare", "--inventory=" + env->inventory_address, "inventory", "GetUser",
+  RunResult get = RunCmd({BinDir() + "/labshare", "--inventory=" + env->inventory_address, "inventory", "GetUser",
                        "users/li-wei", "--json"},
                       cli_env);
   EXPECT_EQ(get.code, 0) << get.err;
@@ -518,7 +504,7 @@ TEST_F(IdentityTest, LabshareLoginDeviceFlowStoresInventoryIdentityPrivately) {
   std::string json;
   ASSERT_TRUE(google::protobuf::util::MessageToJsonString(creds, &json).ok());
   WriteFile(file, json);
-  RunResult who = Run({BinDir() + "/labshare", "whoami", "--json"}, cli_env);
+  RunResult who = RunCmd({BinDir() + "/labshare", "whoami", "--json"}, cli_env);
   ASSERT_EQ(who.code, 0) << who.err;
   EXPECT_TRUE(absl::StrContains(who.out, "users/li-wei")) << who.out;
   google::protobuf::Struct after;
@@ -530,21 +516,41 @@ TEST_F(IdentityTest, LabshareLoginDeviceFlowStoresInventoryIdentityPrivately) {
 
   // logout revokes the session at inventory and deletes the file.
   const std::string refresh = Str(after, "refresh_token");
-  RunResult logout = Run({BinDir() + "/labshare", "logout"}, cli_env);
+  RunResult logout = RunCmd({BinDir() + "/labshare", "logout"}, cli_env);
   EXPECT_EQ(logout.code, 0) << logout.err;
   EXPECT_NE(access(file.c_str(), F_OK), 0);
   idv1::TokenResponse resp;
   grpc::Status s = Refresh(refresh, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_REFRESH_TOKEN");
-  RunResult again = Run({BinDir() + "/labshare", "whoami"}, cli_env);
+  RunResult again = RunCmd({BinDir() + "/labshare", "whoami"}, cli_env);
   EXPECT_EQ(again.code, 26) << again.out;
 }
 
-TEST_F(IdentityTest, ApproveDeviceRefusesAWrongPassword) {
-  RunResult r = Run({env->node, OidcDir() + "/approve-device.mjs", "--issuer=" + env->issuer, "--user_code=ABCD-EFGH",
-                     "--login=" + Demo("li-wei"), "--password=wrong", "--ca=" + env->cert});
-  EXPECT_EQ(r.code, 1);
+TEST_F(IdentityTest, ApproveDeviceRefusesAWrongPasswordAndAnUnknownCode) {
+  HttpOptions http;
+  http.ca_file = env->cert;
+  auto start = HttpPostForm(env->issuer + "/device/auth", {{"client_id", "labshare-cli"}, {"scope", "openid email"}}, http);
+  ASSERT_TRUE(start.ok()) << start.status();
+  google::protobuf::Struct device;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(start->body, &device).ok()) << start->body;
+  RunResult wrong = RunCmd({env->node, OidcDir() + "/approve-device.mjs", "--issuer=" + env->issuer,
+                            "--user_code=" + Str(device, "user_code"), "--login=" + Demo("li-wei"),
+                            "--password=not-" + DemoPassword("li-wei"), "--ca=" + env->cert});
+  EXPECT_EQ(wrong.code, 1);
+  EXPECT_TRUE(absl::StrContains(wrong.err, "Wrong email, username or password")) << wrong.err;
+  // Nothing was approved: the device still waits.
+  auto poll = HttpPostForm(env->issuer + "/token",
+                           {{"grant_type", "urn:ietf:params:oauth:grant-type:device_code"},
+                            {"device_code", Str(device, "device_code")}, {"client_id", "labshare-cli"}},
+                           http);
+  ASSERT_TRUE(poll.ok()) << poll.status();
+  EXPECT_TRUE(absl::StrContains(poll->body, "authorization_pending")) << poll->body;
+
+  RunResult unknown = RunCmd({env->node, OidcDir() + "/approve-device.mjs", "--issuer=" + env->issuer,
+                              "--user_code=BCDF-GHJK", "--login=" + Demo("li-wei"),
+                              "--password=" + DemoPassword("li-wei"), "--ca=" + env->cert});
+  EXPECT_EQ(unknown.code, 1);
 }
 
 // ------------------------------------------------------------ browser flow
@@ -569,7 +575,7 @@ TEST_F(IdentityTest, BrowserCodeFlowWithPkceMatchesByVerifiedEmail) {
 }
 
 TEST_F(IdentityTest, ProviderRefusesTheCodeFlowWithoutPkce) {
-  RunResult r = Run({env->node, OidcDir() + "/browser-sign-in.mjs", "--issuer=" + env->issuer,
+  RunResult r = RunCmd({env->node, OidcDir() + "/browser-sign-in.mjs", "--issuer=" + env->issuer,
                      absl::StrCat("--redirect_uri=", kRedirect), "--login=" + Demo("chen-jing"),
                      "--password=" + DemoPassword("chen-jing"), "--ca=" + env->cert, "--pkce=none"});
   EXPECT_EQ(r.code, 1);

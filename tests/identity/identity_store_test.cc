@@ -1,0 +1,142 @@
+// The sign-in storage against a real redis-server: lookup indexes (backfill,
+// stale members, case) and the refresh-token families (rotation, reuse,
+// revocation, only hashes stored, expiry).
+#include "services/inventory/identity_store.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "tests/support/redis_server.h"
+
+namespace labshare::inventory {
+namespace {
+
+using labshare::testing::FlushAll;
+using labshare::testing::SharedRedisServer;
+using Kind = IdentityStore::Rotation::Kind;
+
+class IdentityStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_NE(SharedRedisServer(), nullptr);
+    FlushAll(*SharedRedisServer());
+    pool_ = std::make_unique<RedisPool>(SharedRedisServer()->options());
+    inventory_ = std::make_unique<InventoryStore>(pool_.get());
+    store_ = std::make_unique<IdentityStore>(pool_.get(), inventory_.get());
+  }
+
+  // Writes a user document the way CreateUser does, with or without the
+  // sign-in index entries (without: a user stored before they existed).
+  void PutUser(const std::string& id, const std::string& email, const std::string& subject, bool index,
+               int64_t version = 0) {
+    v1::User u;
+    u.set_name("users/" + id);
+    u.set_email(email);
+    u.set_external_subject(subject);
+    Mutation m;
+    m.writes.push_back({keys::User(id), u.SerializeAsString(), version});
+    if (version == 0) m.index_ops.push_back({keys::Users(), id});
+    if (index) AddSignInIndexOps(v1::User(), u, id, &m.index_ops);
+    auto outcome = inventory_->docs().Commit(m);
+    ASSERT_TRUE(outcome.ok()) << outcome.status();
+    ASSERT_EQ(outcome->kind, CommitOutcome::Kind::kApplied);
+  }
+
+  std::vector<std::string> Names(const absl::StatusOr<std::vector<v1::User>>& users) {
+    EXPECT_TRUE(users.ok()) << users.status();
+    std::vector<std::string> out;
+    if (users.ok()) {
+      for (const auto& u : *users) out.push_back(u.name());
+    }
+    return out;
+  }
+
+  std::unique_ptr<RedisPool> pool_;
+  std::unique_ptr<InventoryStore> inventory_;
+  std::unique_ptr<IdentityStore> store_;
+};
+
+TEST_F(IdentityStoreTest, BackfillIndexesUsersStoredBeforeTheIndexes) {
+  PutUser("old", "Old@Example.org", "sub-old", /*index=*/false);
+  EXPECT_TRUE(Names(store_->UsersWithEmail("old@example.org")).empty());
+  ASSERT_TRUE(store_->BackfillSignInIndexes().ok());
+  EXPECT_EQ(Names(store_->UsersWithEmail("old@example.org")), std::vector<std::string>{"users/old"});
+  EXPECT_EQ(Names(store_->UsersWithSubject("sub-old")), std::vector<std::string>{"users/old"});
+  ASSERT_TRUE(store_->BackfillSignInIndexes().ok());  // idempotent
+  EXPECT_EQ(Names(store_->UsersWithEmail(" OLD@example.ORG ")), std::vector<std::string>{"users/old"});
+}
+
+TEST_F(IdentityStoreTest, StaleIndexMemberSignsNobodyIn) {
+  PutUser("a", "a@example.org", "", /*index=*/true);
+  // The document moves to another email without its index entry moving.
+  PutUser("a", "b@example.org", "", /*index=*/false, /*version=*/1);
+  EXPECT_TRUE(Names(store_->UsersWithEmail("a@example.org")).empty());
+}
+
+TEST_F(IdentityStoreTest, PrefixOfAnotherValueMatchesNothing) {
+  PutUser("ann", "ann@example.org", "sub-1", /*index=*/true);
+  EXPECT_TRUE(Names(store_->UsersWithSubject("sub-")).empty());
+  EXPECT_TRUE(Names(store_->UsersWithEmail("ann@example.or")).empty());
+  EXPECT_TRUE(Names(store_->UsersWithEmail("")).empty());
+}
+
+TEST_F(IdentityStoreTest, RotationUsesATokenUpAndReuseEndsTheFamily) {
+  auto t1 = store_->StartSession("li-wei", absl::Hours(1));
+  ASSERT_TRUE(t1.ok()) << t1.status();
+  auto r1 = store_->Rotate(*t1, absl::Hours(1));
+  ASSERT_TRUE(r1.ok());
+  ASSERT_EQ(r1->kind, Kind::kRotated);
+  EXPECT_EQ(r1->user_id, "li-wei");
+  EXPECT_NE(r1->new_token, *t1);
+  auto again = store_->Rotate(*t1, absl::Hours(1));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->kind, Kind::kReused);
+  auto r2 = store_->Rotate(r1->new_token, absl::Hours(1));
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->kind, Kind::kInvalid);
+}
+
+TEST_F(IdentityStoreTest, RevokeEndsTheFamilyAndOtherSessionsLive) {
+  auto mine = store_->StartSession("li-wei", absl::Hours(1));
+  auto other = store_->StartSession("li-wei", absl::Hours(1));
+  ASSERT_TRUE(mine.ok() && other.ok());
+  ASSERT_TRUE(store_->RevokeSession(*mine).ok());
+  EXPECT_EQ(store_->Rotate(*mine, absl::Hours(1))->kind, Kind::kInvalid);
+  EXPECT_EQ(store_->Rotate(*other, absl::Hours(1))->kind, Kind::kRotated);
+  // A token of a family but not issued by it revokes nothing.
+  const std::string forged = other->substr(0, other->rfind('.') + 1) + std::string(43, 'A');
+  ASSERT_TRUE(store_->RevokeSession(forged).ok());
+  EXPECT_TRUE(store_->RevokeSession("nonsense").ok());
+}
+
+TEST_F(IdentityStoreTest, MalformedTokensAreInvalid) {
+  for (const std::string t : {"", "lsr1", "lsr1..", "lsr2.AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                              "lsr1.AAAAAAAAAAAAAAAAAAAA!A.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}) {
+    auto r = store_->Rotate(t, absl::Hours(1));
+    ASSERT_TRUE(r.ok()) << t;
+    EXPECT_EQ(r->kind, Kind::kInvalid) << t;
+  }
+}
+
+TEST_F(IdentityStoreTest, OnlyHashesAreStoredAndEverythingExpires) {
+  auto token = store_->StartSession("li-wei", absl::Minutes(10));
+  ASSERT_TRUE(token.ok());
+  auto keys = pool_->Command({"KEYS", "*"});
+  ASSERT_TRUE(keys.ok());
+  const std::string secret = token->substr(token->rfind('.') + 1);
+  ASSERT_EQ(keys->elements.size(), 2u);
+  for (const auto& k : keys->elements) {
+    EXPECT_TRUE(absl::StartsWith(k.str, "{inventory}:refresh")) << k.str;
+    EXPECT_FALSE(absl::StrContains(k.str, secret));
+    auto dump = pool_->Command({"DUMP", k.str});
+    ASSERT_TRUE(dump.ok());
+    EXPECT_FALSE(absl::StrContains(dump->str, secret));
+    auto ttl = pool_->Command({"TTL", k.str});
+    ASSERT_TRUE(ttl.ok());
+    EXPECT_GT(ttl->integer, 0) << k.str;
+    EXPECT_LE(ttl->integer, 600) << k.str;
+  }
+}
+
+}  // namespace
+}  // namespace labshare::inventory

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/error.h"
 #include "common/secret_file.h"
@@ -140,7 +141,17 @@ bool IsLoopbackHost(absl::string_view host) {
 }
 
 absl::Status CheckPlaintextAllowed(absl::string_view address, absl::string_view what) {
-  if (IsLoopbackHost(HostOfAddress(address))) return absl::OkStatus();
+  // "ipv4:A:P,B:P" lists several addresses: every one must be loopback.
+  bool loopback = true;
+  absl::string_view scheme;
+  absl::string_view list = address;
+  for (absl::string_view prefix : {"ipv4:", "ipv6:"}) {
+    if (absl::ConsumePrefix(&list, prefix)) scheme = prefix;
+  }
+  for (absl::string_view one : absl::StrSplit(list, ',')) {
+    loopback = loopback && IsLoopbackHost(HostOfAddress(absl::StrCat(scheme, one)));
+  }
+  if (loopback) return absl::OkStatus();
   return MakeError(absl::StatusCode::kFailedPrecondition, "PLAINTEXT_REFUSED",
                    absl::StrCat(what, "=", address,
                                 " is not a loopback address and no TLS is configured: give "

@@ -51,6 +51,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/channel.h"
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
@@ -382,7 +383,12 @@ int RunLoad() {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a distinct TCP connection per channel
     args.SetInt("booking_load.channel_id", i);
-    auto ch = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    auto made = labshare::MakeChannelWithFiles(target, labshare::TlsFilesFromFlags(), args);  // --tls_*
+    if (!made.ok()) {
+      fprintf(stderr, "%s\n", std::string(made.status().message()).c_str());
+      return 2;
+    }
+    auto ch = *made;
     if (!ch->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
       fprintf(stderr, "connect to %s failed\n", target.c_str());
       return 1;
@@ -451,8 +457,12 @@ int main(int argc, char** argv) {
       fprintf(stderr, "--token is required (a consortium_admin token)\n");
       return 2;
     }
-    auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_inventory),
-                                       grpc::InsecureChannelCredentials());
+    auto made = labshare::MakeChannel(absl::GetFlag(FLAGS_inventory));  // --tls_*
+    if (!made.ok()) {
+      fprintf(stderr, "%s\n", std::string(made.status().message()).c_str());
+      return 2;
+    }
+    auto channel = *made;
     if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
       fprintf(stderr, "cannot reach inventory at %s\n", absl::GetFlag(FLAGS_inventory).c_str());
       return 1;

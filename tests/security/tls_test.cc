@@ -9,7 +9,10 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <fstream>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -455,6 +458,45 @@ TEST_F(TlsTest, MetricsOverTlsAnswerAndRefusePlaintext) {
   EXPECT_EQ(PlainGet(port), "");
   // And the metrics server is still there afterwards.
   EXPECT_TRUE(absl::StartsWith(TlsGet(port, pki.ca_pem(), nullptr), "HTTP/1.1 200 OK"));
+}
+
+TEST(Loopback, OnlyLoopbackAddressesAllowPlaintext) {
+  for (const char* ok : {"127.0.0.1:50051", "127.1.2.3:0", "[::1]:1", "localhost:80", "LOCALHOST:1",
+                         "dns:///localhost:1", "dns:localhost:1", "ipv4:127.0.0.1:1,127.0.0.2:2", "ipv6:[::1]:1",
+                         "[::ffff:127.0.0.1]:1", "unix:/run/labshare.sock"}) {
+    EXPECT_TRUE(CheckPlaintextAllowed(ok, "--listen").ok()) << ok;
+  }
+  for (const char* refused : {"0.0.0.0:50051", ":50051", "[::]:1", "192.0.2.2:1", "10.0.0.1:1", "example.org:443",
+                              "localhost.example.org:1", "dns:///inventory:50051", "ipv4:127.0.0.1:1,10.0.0.1:2",
+                              "[::ffff:10.0.0.1]:1", "128.0.0.1:1"}) {
+    const absl::Status s = CheckPlaintextAllowed(refused, "--listen");
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << refused;
+    EXPECT_EQ(ErrorReason(s), "PLAINTEXT_REFUSED") << refused;
+  }
+  EXPECT_EQ(HostOfAddress("[::1]:50051"), "::1");
+  EXPECT_EQ(HostOfAddress("dns:///booking:50052"), "booking");
+  EXPECT_EQ(HostOfAddress("ipv4:10.1.2.3:7"), "10.1.2.3");
+}
+
+TEST(TlsFiles, HalfAPairOrAnExposedKeyIsRefused) {
+  const TestPki& pki = TestPki::Shared();
+  const testing::TestCert& booking = pki.Service("booking");
+  auto only_cert = LoadTls(TlsFiles{booking.cert_file, "", pki.ca_file()}, /*server=*/true);
+  EXPECT_EQ(ErrorReason(only_cert.status()), "TLS_CONFIG_INVALID");
+  auto only_ca = LoadTls(TlsFiles{"", "", pki.ca_file()}, /*server=*/true);
+  EXPECT_EQ(ErrorReason(only_ca.status()), "TLS_CONFIG_INVALID");
+  EXPECT_TRUE(LoadTls(TlsFiles{"", "", pki.ca_file()}, /*server=*/false).ok());  // a person's client
+  auto wrong_key = LoadTls(TlsFiles{booking.cert_file, pki.Service("inventory").key_file, pki.ca_file()}, true);
+  EXPECT_EQ(ErrorReason(wrong_key.status()), "TLS_CONFIG_INVALID");
+  auto good = LoadTls(pki.Files("booking"), true);
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_EQ(good->cert_pem, booking.cert_pem);
+  // A key others can read is refused (common/secret_file.h).
+  const std::string exposed = pki.dir() + "/exposed.key";
+  { std::ofstream(exposed) << booking.key_pem; }
+  chmod(exposed.c_str(), 0644);
+  auto refused = LoadTls(TlsFiles{booking.cert_file, exposed, pki.ca_file()}, true);
+  EXPECT_EQ(ErrorReason(refused.status()), "SECRET_FILE_EXPOSED");
 }
 
 }  // namespace

@@ -42,6 +42,19 @@ std::optional<Role> TokenRole(int role) {
 absl::StatusOr<std::shared_ptr<KeySet>> OidcProvider::Keys() {
   std::lock_guard<std::mutex> lock(mu_);
   if (keys_) return keys_;
+  const auto now = std::chrono::steady_clock::now();
+  if (!failure_.ok() && now - failed_at_ < std::chrono::seconds(1)) return failure_;
+  auto keys = Discover();
+  if (!keys.ok()) {
+    failed_at_ = now;
+    failure_ = keys.status();
+    return failure_;
+  }
+  keys_ = *std::move(keys);
+  return keys_;
+}
+
+absl::StatusOr<std::shared_ptr<KeySet>> OidcProvider::Discover() const {
   const std::string url = absl::StrCat(absl::StripSuffix(issuer_, "/"), "/.well-known/openid-configuration");
   auto response = HttpGet(url, http_);
   if (!response.ok()) return ProviderUnavailable(issuer_, absl::StrCat("no answer from ", url));
@@ -69,8 +82,7 @@ absl::StatusOr<std::shared_ptr<KeySet>> OidcProvider::Keys() {
   if (!keys.ok()) {
     return ProviderUnavailable(issuer_, absl::StrCat("its key set ", jwks_uri, ": ", keys.status().message()));
   }
-  keys_ = *std::move(keys);
-  return keys_;
+  return *std::move(keys);
 }
 
 absl::Status IdentityManager::CheckConfigured() const {

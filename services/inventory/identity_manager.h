@@ -11,6 +11,7 @@
 #ifndef LABSHARE_SERVICES_INVENTORY_IDENTITY_MANAGER_H_
 #define LABSHARE_SERVICES_INVENTORY_IDENTITY_MANAGER_H_
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -43,10 +44,16 @@ class OidcProvider {
   absl::StatusOr<std::shared_ptr<KeySet>> Keys();
 
  private:
+  absl::StatusOr<std::shared_ptr<KeySet>> Discover() const;
+
   const std::string issuer_;
   const HttpOptions http_;
   std::mutex mu_;
   std::shared_ptr<KeySet> keys_;  // guarded by mu_
+  // After a failed discovery, the same answer for a second, so that calls
+  // do not queue behind one fetch timeout after another.
+  std::chrono::steady_clock::time_point failed_at_{};  // guarded by mu_
+  absl::Status failure_;                               // guarded by mu_
 };
 
 struct IdentityOptions {

@@ -3,10 +3,14 @@
 // revocation, only hashes stored, expiry).
 #include "services/inventory/identity_store.h"
 
+#include "services/inventory/identity_manager.h"
+
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "common/error.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare::inventory {
 namespace {
@@ -136,6 +140,36 @@ TEST_F(IdentityStoreTest, OnlyHashesAreStoredAndEverythingExpires) {
     EXPECT_GT(ttl->integer, 0) << k.str;
     EXPECT_LE(ttl->integer, 600) << k.str;
   }
+}
+
+// ------------------------------------------------------------ the manager's own answers
+
+TEST_F(IdentityStoreTest, SignInWithoutProviderOrKeyIsNotConfigured) {
+  SystemClock clock;
+  OidcProvider provider("https://127.0.0.1:1", HttpOptions());
+  for (auto [p, issuer] : {std::pair<OidcProvider*, const TokenIssuer*>{nullptr, &labshare::testing::TestIssuer()},
+                           std::pair<OidcProvider*, const TokenIssuer*>{&provider, nullptr}}) {
+    IdentityManager manager(inventory_.get(), store_.get(), p, issuer, IdentityOptions(), &clock);
+    identity::v1::ExchangeTokenRequest req;
+    req.set_id_token("a.b.c");
+    auto out = manager.ExchangeToken(req);
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(ErrorReason(out.status()), "SIGN_IN_NOT_CONFIGURED");
+  }
+}
+
+TEST_F(IdentityStoreTest, UnreachableProviderIsUnavailable) {
+  SystemClock clock;
+  HttpOptions http;
+  http.timeout = absl::Seconds(2);
+  OidcProvider provider("https://127.0.0.1:1", http);  // nothing listens on port 1
+  IdentityManager manager(inventory_.get(), store_.get(), &provider, &labshare::testing::TestIssuer(),
+                          IdentityOptions(), &clock);
+  identity::v1::ExchangeTokenRequest req;
+  req.set_id_token("a.b.c");
+  auto out = manager.ExchangeToken(req);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ErrorReason(out.status()), "PROVIDER_UNAVAILABLE");
 }
 
 }  // namespace

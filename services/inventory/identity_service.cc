@@ -78,7 +78,8 @@ std::unique_ptr<OidcProvider> OidcProviderFromFlags() {
   return std::make_unique<OidcProvider>(issuer, std::move(http));
 }
 
-SignIn SignInFromFlags(RedisPool* redis, const InventoryStore* inventory, const Clock* clock) {
+SignIn SignInFromFlags(RedisPool* redis, const InventoryStore* inventory, const TokenIssuer* issuer,
+                       const Clock* clock) {
   SignIn out;
   auto options = IdentityOptionsFromFlags();
   if (!options.ok()) {
@@ -86,8 +87,7 @@ SignIn SignInFromFlags(RedisPool* redis, const InventoryStore* inventory, const 
     std::exit(2);
   }
   out.provider = OidcProviderFromFlags();
-  if (!absl::GetFlag(FLAGS_token_signing_key_file).empty()) out.issuer = TokenIssuerFromFlags();
-  if (out.provider == nullptr || out.issuer == nullptr) {
+  if (out.provider == nullptr || issuer == nullptr) {
     LogWarning("sign-in is off: give --oidc_issuer and --token_signing_key_file to issue LabShare tokens");
   }
   out.store = std::make_unique<IdentityStore>(redis, inventory);
@@ -95,7 +95,7 @@ SignIn SignInFromFlags(RedisPool* redis, const InventoryStore* inventory, const 
     LogWarning("sign-in lookup indexes not backfilled; users created before them sign in once it succeeds",
                {{"error", std::string(s.message())}});
   }
-  out.manager = std::make_unique<IdentityManager>(inventory, out.store.get(), out.provider.get(), out.issuer.get(),
+  out.manager = std::make_unique<IdentityManager>(inventory, out.store.get(), out.provider.get(), issuer,
                                                   *std::move(options), clock);
   return out;
 }

@@ -26,18 +26,19 @@ absl::StatusOr<IdentityOptions> IdentityOptionsFromFlags();
 // From --oidc_issuer and --oidc_ca_file; null when --oidc_issuer is empty.
 std::unique_ptr<OidcProvider> OidcProviderFromFlags();
 
-// Everything sign-in needs, from the flags (labshare-inventory's main).
-// Without --oidc_issuer or --token_signing_key_file sign-in is off (its
-// methods answer SIGN_IN_NOT_CONFIGURED). Exits with status 2 and a message
-// on a bad flag or an unusable signing key. Adds users stored before the
-// sign-in indexes existed to them (logged when storage is down).
+// Everything sign-in needs, from the flags (labshare-inventory's main),
+// minting with `issuer` (from --token_signing_key_file; must outlive the
+// result). Without --oidc_issuer or an issuer sign-in is off (its methods
+// answer SIGN_IN_NOT_CONFIGURED). Exits with status 2 and a message on a bad
+// flag. Adds users stored before the sign-in indexes existed to them (logged
+// when storage is down).
 struct SignIn {
   std::unique_ptr<OidcProvider> provider;
-  std::unique_ptr<TokenIssuer> issuer;
   std::unique_ptr<IdentityStore> store;
   std::unique_ptr<IdentityManager> manager;
 };
-SignIn SignInFromFlags(RedisPool* redis, const InventoryStore* inventory, const Clock* clock);
+SignIn SignInFromFlags(RedisPool* redis, const InventoryStore* inventory, const TokenIssuer* issuer,
+                       const Clock* clock);
 
 class IdentityService final : public identity::v1::IdentityService::Service {
  public:

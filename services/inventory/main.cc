@@ -1,7 +1,9 @@
 // labshare-inventory: organisations, users, facilities, instruments, rate
 // cards, qualifications and maintenance windows.
+#include "absl/flags/flag.h"
 #include "common/page_token.h"
 #include "common/server.h"
+#include "common/token_flags.h"
 #include "services/inventory/identity_service.h"
 #include "services/inventory/inventory_manager.h"
 #include "services/inventory/inventory_service.h"
@@ -25,7 +27,9 @@ int main(int argc, char** argv) {
   labshare::Authorizer authorizer(&signer, std::move(policy), &wall);
   labshare::inventory::InventoryService service(&manager, &authorizer);
   // Sign-in (labshare.identity.v1): the one place LabShare tokens are minted.
-  labshare::inventory::SignIn sign_in = labshare::inventory::SignInFromFlags(&redis, &store, &wall);
+  const std::unique_ptr<labshare::TokenIssuer> issuer =
+      absl::GetFlag(FLAGS_token_signing_key_file).empty() ? nullptr : labshare::TokenIssuerFromFlags();
+  labshare::inventory::SignIn sign_in = labshare::inventory::SignInFromFlags(&redis, &store, issuer.get(), &wall);
   labshare::inventory::IdentityService identity(sign_in.manager.get(), &authorizer);
   return labshare::RunService("inventory", &redis, &authorizer, {&service, &identity});
 }

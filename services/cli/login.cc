@@ -25,6 +25,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/channel.h"
 #include "common/grpc_status.h"
 #include "common/http_client.h"
 #include "google/protobuf/struct.pb.h"
@@ -245,8 +246,15 @@ Credentials FromResponse(const idv1::TokenResponse& r, const std::string& invent
 
 // ------------------------------------------------------------ calls
 
+// Over TLS as every other call of the client (tls_ca, tls_cert, tls_key from
+// the environment or the config file; plaintext only to loopback).
 std::unique_ptr<idv1::IdentityService::Stub> IdentityStub(const std::string& address) {
-  return idv1::IdentityService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  static const std::map<std::string, std::string> kNoFlags;
+  const Settings settings(kNoFlags);
+  auto channel = labshare::MakeChannelWithFiles(
+      address, labshare::TlsFiles{settings.Get("tls_cert"), settings.Get("tls_key"), settings.Get("tls_ca")});
+  if (!channel.ok()) Fail(kLocal, std::string(channel.status().message()));
+  return idv1::IdentityService::NewStub(*channel);
 }
 
 void SetDeadline(grpc::ClientContext* ctx) {

@@ -147,4 +147,4 @@ Sign in and try the client:
   labshare inventory ListInstruments
 Press Ctrl-C to stop.
 MSG
-wait "${pids[1]}"
+wait "${pids[2]}"  # inventory

@@ -64,7 +64,7 @@ LABSHARE_BIN="$bin" "$root/deploy/make-secrets.sh" "$secrets" "${sans[@]}"
 # The test runs as root: the processes get keys only they could read anyway.
 
 ip netns exec "$id-redis" redis-server --bind "${addr[redis]}" --port 6379 --save '' --appendonly no \
-  --aclfile "$secrets/redis/users.acl" > "$work/redis.log" 2>&1 &
+  --protected-mode no --aclfile "$secrets/redis/users.acl" > "$work/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q "Ready to accept" "$work/redis.log" && break; sleep 0.1; done
 

@@ -96,8 +96,8 @@ start() {  # name port_offset [extra flags]
 }
 start inventory 0 --token_signing_key_file="$secrets/token-signing.pem" \
   --oidc_issuer="$issuer" --oidc_ca_file="$pki/ca.crt"
-start booking 1 --inventory="localhost:$base" ${LABSHARE_CLOCK_FILE:+--sweep_interval=1s --inventory_cache_ttl=0s}
-start billing 2 --inventory="localhost:$base" ${LABSHARE_CLOCK_FILE:+--lease_period_interval=1s}
+start booking 1 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--sweep_interval=1s --inventory_cache_ttl=0s}
+start billing 2 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--lease_period_interval=1s}
 start usage 3 --audit_signing_key_file="$secrets/audit-signing.pem"
 for name in inventory booking billing usage; do
   wait_for "$data/$name.out" "^listening on" "$name"
@@ -106,10 +106,10 @@ done
 
 # The client's settings: addresses, the CA, the provider (labshare login).
 cat > "$data/labshare.conf" <<CONF
-inventory = localhost:$base
-booking = localhost:$((base + 1))
-billing = localhost:$((base + 2))
-usage = localhost:$((base + 3))
+inventory = 127.0.0.1:$base
+booking = 127.0.0.1:$((base + 1))
+billing = 127.0.0.1:$((base + 2))
+usage = 127.0.0.1:$((base + 3))
 tls_ca = $pki/ca.crt
 issuer = $issuer
 oidc_ca_file = $pki/ca.crt
@@ -121,7 +121,7 @@ export LABSHARE_CONFIG="$data/labshare.conf"
 # operator would for the very first administrator; everyone else signs in.
 export LABSHARE_TOKEN="$("$bin/labshare-token" --signing_key_file="$secrets/token-signing.pem" \
   --user=admin --org=zju --roles=consortium_admin --ttl=10m)"
-"$bin/labshare-demo-seed" --inventory="localhost:$base" --tls_ca="$pki/ca.crt" "${clock[@]}"
+"$bin/labshare-demo-seed" --inventory="127.0.0.1:$base" --tls_ca="$pki/ca.crt" "${clock[@]}"
 LABSHARE_BIN="$bin" LABSHARE_DATA_DIR="$data" "$root/deploy/demo-extras.sh"
 unset LABSHARE_TOKEN
 
@@ -135,9 +135,9 @@ fi
 cat <<MSG
 
 LabShare is running, every port over TLS (development CA: $pki/ca.crt).
-  inventory / booking / billing / usage  localhost:$base .. localhost:$((base + 3))
+  inventory / booking / billing / usage  127.0.0.1:$base .. 127.0.0.1:$((base + 3))
   OpenID provider                        $issuer  (the demo people: deploy/oidc/demo-accounts.json)
-  metrics                                https://localhost:$((base + 100))/metrics .. $((base + 103))
+  metrics                                https://127.0.0.1:$((base + 100))/metrics .. $((base + 103))
   Redis                                  127.0.0.1:$redis_port, ACL users only (operators: --user admin, password in $secrets/redis/admin.password)
 Keys and certificates: $secrets (token signing key: inventory only; jwks.json: every service).
 Sign in and try the client:

@@ -108,8 +108,8 @@ absl::StatusOr<Principal> Authorizer::Decide(absl::string_view method,
   }
   if (authorization.empty()) {
     return MakeError(absl::StatusCode::kUnauthenticated, "MISSING_CREDENTIALS",
-                     "missing 'authorization: Bearer <token>' metadata; mint a token with "
-                     "labshare-token");
+                     "missing 'authorization: Bearer <token>' metadata; sign in with `labshare login` "
+                     "and send its access token");
   }
   absl::string_view token = authorization;
   if (!absl::ConsumePrefix(&token, "Bearer ") && !absl::ConsumePrefix(&token, "bearer ")) {
@@ -123,18 +123,21 @@ absl::StatusOr<Principal> Authorizer::Decide(absl::string_view method,
 
 absl::StatusOr<Principal> Authorizer::VerifyToken(absl::string_view token) const {
   const absl::Time now = clock_->Now();
+  const uint64_t generation = verifier_->KeyGeneration();
   {
     std::lock_guard<std::mutex> lock(tokens_mu_);
     auto it = tokens_.find(token);
     if (it != tokens_.end()) {
-      if (now < it->second.expires_at) return it->second;
+      if (now < it->second.principal.expires_at && it->second.key_generation == generation) {
+        return it->second.principal;
+      }
       tokens_.erase(it);
     }
   }
-  LS_ASSIGN_OR_RETURN(Principal principal, signer_->Verify(std::string_view(token.data(), token.size()), now));
+  LS_ASSIGN_OR_RETURN(Principal principal, verifier_->Verify(std::string_view(token.data(), token.size()), now));
   std::lock_guard<std::mutex> lock(tokens_mu_);
   if (tokens_.size() >= kMaxCachedTokens) tokens_.clear();
-  tokens_.emplace(std::string(token), principal);
+  tokens_.insert_or_assign(std::string(token), CachedToken{principal, generation});
   return principal;
 }
 

@@ -95,9 +95,9 @@ std::initializer_list<Role> AllRoles();
 
 class Authorizer {
  public:
-  // signer, clock must outlive this. Thread-safe.
-  Authorizer(const TokenSigner* signer, MethodPolicy policy, const Clock* clock)
-      : signer_(signer), policy_(std::move(policy)), clock_(clock) {}
+  // verifier, clock must outlive this. Thread-safe.
+  Authorizer(const TokenVerifier* verifier, MethodPolicy policy, const Clock* clock)
+      : verifier_(verifier), policy_(std::move(policy)), clock_(clock) {}
 
   // The decision for one call, from the value of its "authorization" header
   // ("Bearer <token>"; absent = empty) and the calling service's name as
@@ -121,23 +121,30 @@ class Authorizer {
  private:
   // Verify() with a cache of tokens already verified, keyed by the whole
   // token (so by its signature too): a client sends the same token on every
-  // call, and checking its HMAC and parsing its claims each time costs more
-  // than the rest of the decision. An entry is used only before its expiry;
-  // after that the token goes through Verify() again (which says why not).
+  // call, and checking its ECDSA signature and claims each time costs more
+  // than the rest of the decision. An entry is used only before its expiry
+  // and while the key set is the one it was verified with (a key removed
+  // from the JWKS takes its tokens with it); otherwise the token goes
+  // through Verify() again (which says why not).
   absl::StatusOr<Principal> VerifyToken(absl::string_view token) const;
 
   static constexpr size_t kMaxCachedTokens = 4096;  // then the cache starts over
 
-  const TokenSigner* signer_;
+  struct CachedToken {
+    Principal principal;
+    uint64_t key_generation;
+  };
+
+  const TokenVerifier* verifier_;
   MethodPolicy policy_;
   const Clock* clock_;
   mutable std::mutex mu_;
   std::unordered_map<const grpc::ServerContextBase*, absl::StatusOr<Principal>> calls_;
   mutable std::mutex tokens_mu_;
-  mutable absl::flat_hash_map<std::string, Principal> tokens_;  // guarded by tokens_mu_
+  mutable absl::flat_hash_map<std::string, CachedToken> tokens_;  // guarded by tokens_mu_
 };
 
-// "users/{id}" for people, "services/{id}" for service tokens.
+// "users/{id}" for people, "services/{id}" for a service (by its certificate).
 std::string ActorName(const Principal& principal);
 // "organizations/{id}" or "".
 std::string ActorOrganization(const Principal& principal);

@@ -316,8 +316,8 @@ bool KeySet::is_url() const { return absl::StartsWith(source_, "https://"); }
 absl::Status KeySet::LoadLocked() {
   std::string text;
   FileStamp stamp;
+  last_fetch_ = std::chrono::steady_clock::now();
   if (is_url()) {
-    last_fetch_ = std::chrono::steady_clock::now();
     LS_ASSIGN_OR_RETURN(HttpResponse r, HttpGet(source_, http_));
     if (r.status != 200) {
       return MakeError(absl::StatusCode::kUnavailable, "JWKS_UNAVAILABLE",
@@ -415,7 +415,10 @@ std::shared_ptr<const Jwk> KeySet::Find(std::string_view kid, std::string* why) 
       std::lock_guard<std::mutex> l(mu_);
       refreshed_meanwhile = generation_ != seen;
     }
-    const bool may_fetch = !is_url() || std::chrono::steady_clock::now() - last_fetch_ >= kMinUnknownKidRefetch;
+    // A file that did not change was just checked (MaybeRefresh); either
+    // source is read again for an unknown kid at most once a second, so
+    // made-up kids cannot keep the process reading.
+    const bool may_fetch = std::chrono::steady_clock::now() - last_fetch_ >= kMinUnknownKidRefetch;
     if (!refreshed_meanwhile && may_fetch) {
       absl::Status s = LoadLocked();
       last_error_ = s.ok() ? "" : std::string(s.message());

@@ -8,7 +8,8 @@
 //
 // Refresh (rotation without restart):
 //   file  re-read when its modification time, size or inode changed (checked
-//         on every lookup: one stat()), and on an unknown kid;
+//         on every lookup: one stat()), and on an unknown kid (at most once a
+//         second);
 //   URL   re-fetched on an unknown kid (at most once a second) and every
 //         5 minutes.
 // Refreshes are single-flight: concurrent lookups of an unknown kid cause one

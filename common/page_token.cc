@@ -2,6 +2,9 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <thread>
 
 #include <algorithm>
 #include <cstdio>
@@ -12,7 +15,9 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "common/proto_util.h"
 
 namespace labshare {
@@ -46,8 +51,42 @@ absl::Status BadToken() {
 
 PageTokenCodec::PageTokenCodec(std::string key) : key_(std::make_shared<const Key>(std::move(key))) {}
 
-PageTokenCodec PageTokenCodec::FromSigner(const TokenSigner& signer) {
-  return PageTokenCodec(signer.DeriveKey("page tokens"));
+absl::StatusOr<PageTokenCodec> PageTokenCodec::FromRedis(RedisPool* redis, absl::string_view hash_tag,
+                                                         absl::Duration wait) {
+  const std::string key = absl::StrCat(hash_tag, ":page_token_key");
+  unsigned char fresh[32];
+  if (RAND_bytes(fresh, sizeof fresh) != 1) {
+    return MakeError(absl::StatusCode::kInternal, "KEY_GENERATION_FAILED",
+                     "the random number generator failed while making the page-token key");
+  }
+  std::string candidate(reinterpret_cast<const char*>(fresh), sizeof fresh);
+  OPENSSL_cleanse(fresh, sizeof fresh);
+  const absl::Time deadline = absl::Now() + wait;
+  absl::Duration backoff = absl::Milliseconds(50);
+  while (true) {
+    // SET NX then GET in one round trip: the first replica's key wins.
+    auto replies = redis->Pipeline({{"SET", key, candidate, "NX"}, {"GET", key}});
+    absl::Status error = replies.status();
+    if (replies.ok()) {
+      absl::StatusOr<std::string> stored = (*replies)[1].AsString();
+      if (stored.ok() && stored->size() >= 32) {
+        OPENSSL_cleanse(candidate.data(), candidate.size());
+        PageTokenCodec codec(*std::move(stored));
+        return codec;
+      }
+      error = stored.ok() ? MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR",
+                                      absl::StrCat("the page-token key ", key, " in Redis is shorter than 32 bytes; "
+                                                   "delete it and restart the service"))
+                          : stored.status();
+    }
+    if (absl::Now() + backoff > deadline) {
+      OPENSSL_cleanse(candidate.data(), candidate.size());
+      return error;
+    }
+    LogWarning("waiting for Redis to read the page-token key", {{"key", key}, {"error", std::string(error.message())}});
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
 }
 
 std::string PageTokenCodec::Mac(const google::protobuf::Message& request, const Principal& caller,
@@ -80,7 +119,7 @@ std::string PageTokenCodec::Mac(const google::protobuf::Message& request, const 
                 &size) == nullptr ||
       size < kMacBytes) {
     // Only a broken OpenSSL installation gets here; the token service fails
-    // the same way at start-up (TokenSigner::Create).
+    // the same way when it starts (FromRedis makes the key with OpenSSL).
     std::fprintf(stderr, "labshare: HMAC-SHA-256 failed while making a page token\n");
     std::abort();
   }

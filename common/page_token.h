@@ -31,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/redis.h"
 #include "common/token.h"
 
 namespace labshare {
@@ -54,14 +55,16 @@ class PageTokenCodec {
   // token from one replica continues on another). At least 32 bytes.
   explicit PageTokenCodec(std::string key);
 
-  // The key every service process uses: derived from the bearer-token key.
-  // Why that secret: every replica of every service already has it (no
-  // replica starts without it), clients never do (it would let them mint
-  // bearer tokens), so replicas agree with no new configuration, no storage
-  // round trip and no start-up ordering; the derivation (HMAC under a fixed
-  // label) keeps the two uses apart. Rotating the token key invalidates
-  // outstanding page tokens, which only makes clients start their list again.
-  static PageTokenCodec FromSigner(const TokenSigner& signer);
+  // The key a service's replicas share: 32 random bytes kept in Redis at
+  // "<hash_tag>:page_token_key" (e.g. "{booking}:page_token_key", inside
+  // the service's own hash tag, so its Redis user may read it and no other
+  // service's can), created with SET NX by whichever replica starts first
+  // and read by the others. Deleting the key (then restarting the service)
+  // rotates it: outstanding page tokens stop working, which only makes
+  // clients start their list again. Waits for Redis up to `wait` (start-up
+  // ordering); the last Redis error after that.
+  static absl::StatusOr<PageTokenCodec> FromRedis(RedisPool* redis, absl::string_view hash_tag,
+                                                  absl::Duration wait = absl::Seconds(60));
 
   // The page size and the position of `list_request` (a List request with
   // int32 page_size and string page_token fields) made by `caller`.

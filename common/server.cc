@@ -46,9 +46,6 @@ ABSL_FLAG(std::string, redis, "127.0.0.1:6379", "HOST:PORT of the Redis server."
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for the Prometheus /metrics endpoint; port 0 picks a free port; empty "
           "disables it.");
-ABSL_FLAG(std::string, token_key_file, "",
-          "File holding the token signing key (at least 32 bytes). Empty: the environment "
-          "variable LABSHARE_TOKEN_KEY.");
 ABSL_FLAG(int, redis_pool_size, 16, "Redis connections kept by this process.");
 ABSL_FLAG(std::string, clock_file, "",
           "Demo and end-to-end tests only: read \"now\" (RFC 3339) from this file on every use "
@@ -366,12 +363,6 @@ RedisOptions RedisOptionsFromFlags() {
   options->pool_size = absl::GetFlag(FLAGS_redis_pool_size);
   if (absl::Status auth = RedisCredentialsFromFlags(&*options); !auth.ok()) Die(std::string(auth.message()));
   return *options;
-}
-
-TokenSigner SignerFromFlags() {
-  auto signer = TokenSigner::FromFileOrEnv(absl::GetFlag(FLAGS_token_key_file));
-  if (!signer.ok()) Die(std::string(signer.status().message()));
-  return *std::move(signer);
 }
 
 namespace {

@@ -1,7 +1,7 @@
 // The runner every LabShare binary uses.
 //
 // Flags common to all services (--listen, --redis, --metrics_listen,
-// --token_key_file, --redis_pool_size) are defined here. A Server:
+// --redis_pool_size) are defined here (the token flags in token_flags.h). A Server:
 //  - listens on --listen (port 0 picks a free port, exactly one port is
 //    opened) and prints "listening on HOST:PORT" on stdout once it accepts
 //    calls; serves TLS with --tls_cert/--tls_key, verifying the client
@@ -46,7 +46,6 @@
 ABSL_DECLARE_FLAG(std::string, listen);
 ABSL_DECLARE_FLAG(std::string, redis);
 ABSL_DECLARE_FLAG(std::string, metrics_listen);
-ABSL_DECLARE_FLAG(std::string, token_key_file);
 ABSL_DECLARE_FLAG(int, redis_pool_size);
 
 namespace labshare {
@@ -116,9 +115,6 @@ int RunService(const std::string& service_name, RedisPool* redis, Authorizer* au
 // Options for the Redis pool from --redis and --redis_pool_size; exits with
 // a message on a bad address.
 RedisOptions RedisOptionsFromFlags();
-// The token signer from --token_key_file or LABSHARE_TOKEN_KEY; exits with a
-// message when there is none.
-TokenSigner SignerFromFlags();
 
 // The process clock: the system clock, or with --clock_file=PATH the time
 // written in that file (RFC 3339, re-read on every call), for demos and

@@ -119,6 +119,4 @@ class TokenVerifier {
 
 }  // namespace labshare
 
-#include "common/token_hs256_legacy.h"  // temporary, see there
-
 #endif  // LABSHARE_COMMON_TOKEN_H_

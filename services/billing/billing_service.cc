@@ -73,9 +73,8 @@ ScopeFacts DepositFacts(const v1::Deposit& d) { return {"", {d.lessee_organizati
 
 namespace {
 template <typename Req, typename Resp, typename Call>
-absl::StatusOr<Resp> Ask(ServiceIdentity* identity, const Req& req, Call call) {
+absl::StatusOr<Resp> Ask(const Req& req, Call call) {
   grpc::ClientContext ctx;
-  identity->Attach(&ctx);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   Resp resp;
   grpc::Status s = call(&ctx, req, &resp);
@@ -86,21 +85,21 @@ absl::StatusOr<Resp> Ask(ServiceIdentity* identity, const Req& req, Call call) {
 
 absl::StatusOr<inv::LookupRateResponse> GrpcInventoryReader::LookupRate(const inv::LookupRateRequest& r) {
   return Ask<inv::LookupRateRequest, inv::LookupRateResponse>(
-      identity_, r, [&](grpc::ClientContext* c, const auto& q, auto* a) { return stub_->LookupRate(c, q, a); });
+      r, [&](grpc::ClientContext* c, const auto& q, auto* a) { return stub_->LookupRate(c, q, a); });
 }
 
 absl::StatusOr<inv::Instrument> GrpcInventoryReader::GetInstrument(const std::string& name) {
   inv::GetInstrumentRequest r;
   r.set_name(name);
   return Ask<inv::GetInstrumentRequest, inv::Instrument>(
-      identity_, r, [&](grpc::ClientContext* c, const auto& q, auto* a) { return stub_->GetInstrument(c, q, a); });
+      r, [&](grpc::ClientContext* c, const auto& q, auto* a) { return stub_->GetInstrument(c, q, a); });
 }
 
 absl::StatusOr<inv::Organization> GrpcInventoryReader::GetOrganization(const std::string& name) {
   inv::GetOrganizationRequest r;
   r.set_name(name);
   return Ask<inv::GetOrganizationRequest, inv::Organization>(
-      identity_, r, [&](grpc::ClientContext* c, const auto& q, auto* a) { return stub_->GetOrganization(c, q, a); });
+      r, [&](grpc::ClientContext* c, const auto& q, auto* a) { return stub_->GetOrganization(c, q, a); });
 }
 
 }  // namespace labshare::billing

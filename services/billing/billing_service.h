@@ -10,7 +10,6 @@
 
 #include "common/auth.h"
 #include "common/events.h"
-#include "common/service_identity.h"
 #include "labshare/billing/v1/billing.grpc.pb.h"
 #include "services/billing/billing_manager.h"
 
@@ -34,18 +33,18 @@ class BillingService final : public v1::BillingService::Service {
   const Authorizer* auth_;
 };
 
-// Reads inventory over gRPC with a service token.
+// Reads inventory over gRPC; the channel proves billing's identity (its
+// client certificate), calls carry no bearer token.
 class GrpcInventoryReader final : public InventoryReader {
  public:
-  GrpcInventoryReader(std::shared_ptr<grpc::Channel> channel, ServiceIdentity* identity)
-      : stub_(inv::InventoryService::NewStub(channel)), identity_(identity) {}
+  explicit GrpcInventoryReader(std::shared_ptr<grpc::Channel> channel)
+      : stub_(inv::InventoryService::NewStub(channel)) {}
   absl::StatusOr<inv::LookupRateResponse> LookupRate(const inv::LookupRateRequest& r) override;
   absl::StatusOr<inv::Instrument> GetInstrument(const std::string& name) override;
   absl::StatusOr<inv::Organization> GetOrganization(const std::string& name) override;
 
  private:
   std::unique_ptr<inv::InventoryService::Stub> stub_;
-  ServiceIdentity* identity_;
 };
 
 }  // namespace labshare::billing

@@ -14,7 +14,7 @@
 #include "common/log.h"
 #include "common/page_token.h"
 #include "common/server.h"
-#include "common/service_identity.h"
+#include "common/token_flags.h"
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
 #include "services/billing/billing_service.h"
@@ -29,32 +29,34 @@ int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
                         "labshare-billing: prices, the double-entry ledger, invoices and settlement.\n"
                         "Usage: labshare-billing --listen=HOST:PORT --redis=HOST:PORT --inventory=HOST:PORT "
-                        "[--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
+                        "--jwks=FILE|URL [--metrics_listen=HOST:PORT]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
-  labshare::TokenSigner signer = labshare::SignerFromFlags();
+  const std::unique_ptr<labshare::TokenVerifier> verifier = labshare::TokenVerifierFromFlags();
   const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
   const labshare::Clock& clock = *clock_owner;
   // Tokens expire by the wall clock, whatever the domain clock says.
   labshare::SystemClock wall;
-  labshare::ServiceIdentity identity(&signer, "billing", &wall);
   // Mutual TLS with --tls_*: inventory knows this service by its certificate.
   auto inventory_channel_or = labshare::MakeChannel(absl::GetFlag(FLAGS_inventory));
   if (!inventory_channel_or.ok()) {
     labshare::LogError("--inventory", {{"error", inventory_channel_or.status().ToString()}});
     return 2;
   }
-  const std::shared_ptr<grpc::Channel> inventory_channel = *inventory_channel_or;
-  labshare::billing::GrpcInventoryReader inventory(
-      inventory_channel, &identity);
+  labshare::billing::GrpcInventoryReader inventory(*inventory_channel_or);
   auto zone = labshare::billing::LoadBillingTimeZone(absl::GetFlag(FLAGS_time_zone));
   if (!zone.ok()) {
     labshare::LogError("bad --time_zone", {{"error", zone.status().ToString()}});
     return 2;
   }
   labshare::billing::BillingStore store(&redis);
+  auto page_tokens = labshare::PageTokenCodec::FromRedis(&redis, "{billing}");
+  if (!page_tokens.ok()) {
+    labshare::LogError("cannot read the page-token key from Redis", {{"error", page_tokens.status().ToString()}});
+    return 2;
+  }
   labshare::billing::BillingManager manager(&store, &inventory, &clock, *zone,
-                                           labshare::PageTokenCodec::FromSigner(signer));
-  labshare::Authorizer authorizer(&signer, labshare::billing::BillingPolicy(), &wall);
+                                           *std::move(page_tokens));
+  labshare::Authorizer authorizer(verifier.get(), labshare::billing::BillingPolicy(), &wall);
   labshare::billing::BillingService service(&manager, &authorizer);
   absl::Notification stop;
   // Booking events: failing reads are retried with backoff and jitter; the

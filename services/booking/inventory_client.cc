@@ -19,16 +19,13 @@ absl::Status Downstream(const grpc::Status& s) {
 
 }  // namespace
 
-InventoryClient::InventoryClient(std::shared_ptr<grpc::Channel> channel, ServiceIdentity* identity,
-                                 const Clock* clock, absl::Duration ttl)
+InventoryClient::InventoryClient(std::shared_ptr<grpc::Channel> channel, const Clock* clock, absl::Duration ttl)
     : stub_(inv::InventoryService::NewStub(std::move(channel))),
-      identity_(identity),
       clock_(clock),
       ttl_(ttl) {}
 
 std::unique_ptr<grpc::ClientContext> InventoryClient::Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
-  identity_->Attach(ctx.get());
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return ctx;
 }

@@ -18,7 +18,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "common/clock.h"
-#include "common/service_identity.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 
@@ -28,9 +27,11 @@ namespace inv = labshare::inventory::v1;
 
 class InventoryClient {
  public:
-  // identity and clock must outlive the client. Thread-safe.
-  InventoryClient(std::shared_ptr<grpc::Channel> channel, ServiceIdentity* identity,
-                  const Clock* clock, absl::Duration ttl = absl::Seconds(5));
+  // clock must outlive the client. Thread-safe. The channel proves
+  // booking's identity to inventory (its client certificate); calls carry
+  // no bearer token.
+  InventoryClient(std::shared_ptr<grpc::Channel> channel, const Clock* clock,
+                  absl::Duration ttl = absl::Seconds(5));
 
   // Forgets the cached objects an inventory event changed (all of them for
   // an event it does not know). Returns how many entries went.
@@ -83,7 +84,6 @@ class InventoryClient {
   std::unique_ptr<grpc::ClientContext> Context();
 
   std::unique_ptr<inv::InventoryService::Stub> stub_;
-  ServiceIdentity* identity_;
   const Clock* clock_;
   const absl::Duration ttl_;
   // Read on every booking request by several threads at once: readers

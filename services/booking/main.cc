@@ -10,7 +10,7 @@
 #include "common/log.h"
 #include "common/page_token.h"
 #include "common/server.h"
-#include "common/service_identity.h"
+#include "common/token_flags.h"
 #include "services/booking/booking_manager.h"
 #include "services/booking/booking_service.h"
 #include "services/booking/inventory_events.h"
@@ -33,30 +33,32 @@ int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
                         "labshare-booking: bookings in the four sharing modes on conflict-free "
                         "calendars.\nUsage: labshare-booking --listen=HOST:PORT --redis=HOST:PORT "
-                        "--inventory=HOST:PORT [--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
+                        "--inventory=HOST:PORT --jwks=FILE|URL [--metrics_listen=HOST:PORT]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
-  labshare::TokenSigner signer = labshare::SignerFromFlags();
+  const std::unique_ptr<labshare::TokenVerifier> verifier = labshare::TokenVerifierFromFlags();
   const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
   const labshare::Clock& clock = *clock_owner;
   // Tokens expire by the wall clock, whatever the domain clock says.
   labshare::SystemClock wall;
-  labshare::ServiceIdentity identity(&signer, "booking", &wall);
   // Mutual TLS with --tls_*: inventory knows this service by its certificate.
   auto inventory_channel_or = labshare::MakeChannel(absl::GetFlag(FLAGS_inventory));
   if (!inventory_channel_or.ok()) {
     labshare::LogError("--inventory", {{"error", inventory_channel_or.status().ToString()}});
     return 2;
   }
-  const std::shared_ptr<grpc::Channel> inventory_channel = *inventory_channel_or;
-  labshare::booking::InventoryClient inventory(
-      inventory_channel,
-      &identity, &clock, absl::GetFlag(FLAGS_inventory_cache_ttl));
+  labshare::booking::InventoryClient inventory(*inventory_channel_or, &clock,
+                                               absl::GetFlag(FLAGS_inventory_cache_ttl));
   // The hot path (CreateBooking) pipelines its Lua step.
   labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines),
                                   static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_batch))));
   labshare::booking::BookingStore store(&redis, &pipeline);
-  labshare::booking::BookingManager manager(&store, &inventory, &clock, labshare::PageTokenCodec::FromSigner(signer));
-  labshare::Authorizer authorizer(&signer, labshare::booking::BookingPolicy(), &wall);
+  auto page_tokens = labshare::PageTokenCodec::FromRedis(&redis, "{booking}");
+  if (!page_tokens.ok()) {
+    labshare::LogError("cannot read the page-token key from Redis", {{"error", page_tokens.status().ToString()}});
+    return 2;
+  }
+  labshare::booking::BookingManager manager(&store, &inventory, &clock, *std::move(page_tokens));
+  labshare::Authorizer authorizer(verifier.get(), labshare::booking::BookingPolicy(), &wall);
   labshare::booking::BookingService service(&manager, &authorizer);
   absl::Notification stop;
   std::thread sweeper([&] {

@@ -1,6 +1,7 @@
 // labshare-inventory: organisations, users, facilities, instruments, rate
 // cards, qualifications and maintenance windows.
 #include "absl/flags/flag.h"
+#include "common/log.h"
 #include "common/page_token.h"
 #include "common/server.h"
 #include "common/token_flags.h"
@@ -13,20 +14,26 @@ int main(int argc, char** argv) {
                         "labshare-inventory: the consortium's organisations, users, facilities, "
                         "instruments, rate cards, qualifications and maintenance windows.\n"
                         "Usage: labshare-inventory --listen=HOST:PORT --redis=HOST:PORT "
-                        "[--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
+                        "--jwks=FILE|URL --token_signing_key_file=FILE [--metrics_listen=HOST:PORT]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
-  labshare::TokenSigner signer = labshare::SignerFromFlags();
+  const std::unique_ptr<labshare::TokenVerifier> verifier = labshare::TokenVerifierFromFlags();
   const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
   const labshare::Clock& clock = *clock_owner;
   // Tokens expire by the wall clock, whatever the domain clock says.
   labshare::SystemClock wall;
   labshare::inventory::InventoryStore store(&redis);
-  labshare::inventory::InventoryManager manager(&store, &clock, labshare::PageTokenCodec::FromSigner(signer));
+  auto page_tokens = labshare::PageTokenCodec::FromRedis(&redis, "{inventory}");
+  if (!page_tokens.ok()) {
+    labshare::LogError("cannot read the page-token key from Redis", {{"error", page_tokens.status().ToString()}});
+    return 2;
+  }
+  labshare::inventory::InventoryManager manager(&store, &clock, *std::move(page_tokens));
   labshare::MethodPolicy policy = labshare::inventory::InventoryPolicy();
   labshare::inventory::AddIdentityPolicy(&policy);
-  labshare::Authorizer authorizer(&signer, std::move(policy), &wall);
+  labshare::Authorizer authorizer(verifier.get(), std::move(policy), &wall);
   labshare::inventory::InventoryService service(&manager, &authorizer);
-  // Sign-in (labshare.identity.v1): the one place LabShare tokens are minted.
+  // Sign-in (labshare.identity.v1): the one place LabShare tokens are minted,
+  // with the one token signing key (refused when others can read the file).
   const std::unique_ptr<labshare::TokenIssuer> issuer =
       absl::GetFlag(FLAGS_token_signing_key_file).empty() ? nullptr : labshare::TokenIssuerFromFlags();
   labshare::inventory::SignIn sign_in = labshare::inventory::SignInFromFlags(&redis, &store, issuer.get(), &wall);

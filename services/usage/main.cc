@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/page_token.h"
 #include "common/server.h"
+#include "common/token_flags.h"
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
@@ -32,9 +33,9 @@ int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
                         "labshare-usage: utilisation and sharing figures and the audit trail.\n"
                         "Usage: labshare-usage --listen=HOST:PORT --redis=HOST:PORT "
-                        "--audit_signing_key_file=PEM [--metrics_listen=HOST:PORT] [--token_key_file=FILE]");
+                        "--jwks=FILE|URL --audit_signing_key_file=PEM [--metrics_listen=HOST:PORT]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
-  labshare::TokenSigner signer = labshare::SignerFromFlags();
+  const std::unique_ptr<labshare::TokenVerifier> verifier = labshare::TokenVerifierFromFlags();
   const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
   const labshare::Clock& clock = *clock_owner;
   // Tokens expire by the wall clock, whatever the domain clock says.
@@ -44,7 +45,12 @@ int main(int argc, char** argv) {
     labshare::LogError("bad --time_zone", {{"zone", absl::GetFlag(FLAGS_time_zone)}});
     return 2;
   }
-  const labshare::PageTokenCodec page_tokens = labshare::PageTokenCodec::FromSigner(signer);
+  auto page_tokens_or = labshare::PageTokenCodec::FromRedis(&redis, "{usage}");
+  if (!page_tokens_or.ok()) {
+    labshare::LogError("cannot read the page-token key from Redis", {{"error", page_tokens_or.status().ToString()}});
+    return 2;
+  }
+  const labshare::PageTokenCodec page_tokens = *std::move(page_tokens_or);
   labshare::usage::UsageFigures figures(&redis, &clock, zone, page_tokens, absl::GetFlag(FLAGS_currency));
   labshare::usage::AuditChainOptions audit_options;
   audit_options.clock = &clock;
@@ -63,7 +69,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   labshare::usage::AuditChain audit(&redis, page_tokens, audit_options);
-  labshare::Authorizer authorizer(&signer, labshare::usage::UsagePolicy(), &wall);
+  labshare::Authorizer authorizer(verifier.get(), labshare::usage::UsagePolicy(), &wall);
   labshare::usage::UsageService service(&figures, &audit, &authorizer);
   // Every outbox, polled in rounds; a stream that cannot be read is retried
   // with capped exponential backoff and jitter, and the loop stops quietly

@@ -30,6 +30,7 @@
 #include "services/usage/usage_service.h"
 #include "tests/billing/direct_inventory.h"
 #include "tests/booking/booking_fixture.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare {
 namespace {
@@ -39,9 +40,11 @@ namespace bl = labshare::billing::v1;
 namespace us = labshare::usage::v1;
 namespace iv = labshare::inventory::v1;
 
+// The roles a token can carry (SERVICE comes only from a service
+// certificate: a token claiming it is refused, see below).
 const std::vector<Role>& AllRoleList() {
   static const std::vector<Role> kAll = {Role::kLabUser, Role::kFacilityStaff, Role::kMemberBillingAdmin,
-                                         Role::kConsortiumAdmin, Role::kAuditor, Role::kService};
+                                         Role::kConsortiumAdmin, Role::kAuditor};
   return kAll;
 }
 
@@ -74,7 +77,7 @@ class AuthzMatrix : public booking::BookingServiceTest {
       consumers_.push_back(std::make_unique<EventConsumer>(pool_.get(), o));
       ASSERT_TRUE(consumers_.back()->EnsureGroup().ok());
     }
-    billing_auth_ = std::make_unique<Authorizer>(signer_.get(), billing::BillingPolicy(), &clock_);
+    billing_auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), billing::BillingPolicy(), &clock_);
     billing_service_ = std::make_unique<billing::BillingService>(billing_.get(), billing_auth_.get());
     billing_server_ = Start("billing", billing_auth_.get(), billing_service_.get());
     // Usage.
@@ -82,7 +85,7 @@ class AuthzMatrix : public booking::BookingServiceTest {
     usage::AuditChainOptions audit_options;
     audit_options.clock = &clock_;
     audit_ = std::make_unique<usage::AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), audit_options);
-    usage_auth_ = std::make_unique<Authorizer>(signer_.get(), usage::UsagePolicy(), &clock_);
+    usage_auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), usage::UsagePolicy(), &clock_);
     usage_service_ = std::make_unique<usage::UsageService>(figures_.get(), audit_.get(), usage_auth_.get());
     usage_server_ = Start("usage", usage_auth_.get(), usage_service_.get());
     services_ = {
@@ -223,6 +226,34 @@ TEST_F(AuthzMatrix, EveryMethodAdmitsExactlyTheRolesOfItsTable) {
     }
   }
   EXPECT_GT(calls, 1000);
+}
+
+// ------------------------------------------------- tokens not from the issuer
+
+// Every method of the four services refuses, before anything else, a token
+// the issuer did not mint as it is: signed by another key (also one posing
+// under the issuer's kid), for another audience or issuer, living longer
+// than the maximum, alg none or HS256, or claiming the service role.
+TEST_F(AuthzMatrix, ForgedAndMisdirectedTokensAreUnauthenticatedOnEveryRpc) {
+  const auto forged = labshare::testing::ForgedTokens(clock_.Now());
+  ASSERT_EQ(forged.size(), 8u);
+  int calls = 0;
+  for (const auto& [service, svc] : services_) {
+    const auto* d = google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(service);
+    ASSERT_NE(d, nullptr) << service;
+    for (int i = 0; i < d->method_count(); ++i) {
+      const auto* prototype =
+          google::protobuf::MessageFactory::generated_factory()->GetPrototype(d->method(i)->input_type());
+      for (const auto& [what, token] : forged) {
+        const grpc::Status got = Invoke(service, d->method(i)->name(), *prototype, token);
+        ++calls;
+        EXPECT_EQ(got.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+            << service << "/" << d->method(i)->name() << " with " << what << ": " << got.error_message();
+        EXPECT_EQ(GrpcErrorReason(got), "INVALID_TOKEN") << service << "/" << d->method(i)->name() << " with " << what;
+      }
+    }
+  }
+  EXPECT_GT(calls, 400);
 }
 
 // ---------------------------------------------------------------- 2. scopes

@@ -32,7 +32,6 @@
 #include "common/log.h"
 #include "common/page_token.h"
 #include "common/proto_util.h"
-#include "common/service_identity.h"
 #include "services/booking/booking_lists.h"
 #include "services/booking/booking_manager.h"
 #include "tests/support/redis_server.h"
@@ -93,12 +92,8 @@ int main(int argc, char** argv) {
   bk::BookingStore store(&pool, &pipeline);
   labshare::FakeClock clock(absl::FromUnixSeconds(1798761600));  // 2027-01-01
   // No call reaches inventory: a LAB_USER's and an admin's lists never ask.
-  std::string key(40, 'k');
-  auto signer = labshare::TokenSigner::Create(key);
-  labshare::ServiceIdentity identity(&*signer, "booking", &clock);
-  bk::InventoryClient inventory(grpc::CreateChannel("127.0.0.1:9", grpc::InsecureChannelCredentials()), &identity,
-                                &clock);
-  bk::BookingManager manager(&store, &inventory, &clock, labshare::PageTokenCodec::FromSigner(*signer));
+  bk::InventoryClient inventory(grpc::CreateChannel("127.0.0.1:9", grpc::InsecureChannelCredentials()), &clock);
+  bk::BookingManager manager(&store, &inventory, &clock, labshare::PageTokenCodec(std::string(32, 'k')));
 
   const int n = absl::GetFlag(FLAGS_bookings);
   const int instruments = absl::GetFlag(FLAGS_instruments);

@@ -118,8 +118,9 @@ if [ ! -x "$ref_out/perf-server" ] || [ ! -x "$ref_out/perf-client" ]; then
   "$ref/build.sh" "$ref_out" >"$work/ref-build.log" 2>&1 || { keep_logs=1; cat "$work/ref-build.log" >&2; die "reference build failed"; }
 fi
 
-key="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export LABSHARE_TOKEN_KEY="$key"
+# The token issuer's key (inventory holds it) and its JWKS (every service).
+"$build/bin/labshare-token" --generate_key="$work/token-signing.pem" >/dev/null || die "labshare-token --generate_key failed"
+"$build/bin/labshare-token" --jwks "$work/token-signing.pem" >"$work/jwks.json" || die "labshare-token --jwks failed"
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # ---- our stack, fresh for every round: sets $ours and $load_rc
@@ -144,16 +145,18 @@ run_ours() {
   [ -n "$rport" ] || { keep_logs=1; die "redis-server did not start (see $dir/redis.log)"; }
 
   "$build/bin/labshare-inventory" --listen=127.0.0.1:0 --redis="127.0.0.1:$rport" \
+    --jwks="$work/jwks.json" --token_signing_key_file="$work/token-signing.pem" \
     >"$dir/inventory.out" 2>"$dir/inventory.err" &
   ipid=$!; pids+=("$ipid")
   inv_addr="$(wait_listening "$dir/inventory.out" "$ipid")" || { keep_logs=1; die "labshare-inventory did not start (see $dir/inventory.err)"; }
 
   "$build/bin/labshare-booking" --listen=127.0.0.1:0 --redis="127.0.0.1:$rport" --inventory="$inv_addr" \
-    >"$dir/booking.out" 2>"$dir/booking.err" &
+    --jwks="$work/jwks.json" >"$dir/booking.out" 2>"$dir/booking.err" &
   bpid=$!; pids+=("$bpid")
   bk_addr="$(wait_listening "$dir/booking.out" "$bpid")" || { keep_logs=1; die "labshare-booking did not start (see $dir/booking.err)"; }
 
-  token="$("$build/bin/labshare-token" --user=bench-admin --org= --roles=consortium_admin --ttl=1h)"
+  token="$("$build/bin/labshare-token" --signing_key_file="$work/token-signing.pem" --user=bench-admin --org= \
+    --roles=consortium_admin --ttl=1h)"
   [ -n "$token" ] || die "labshare-token printed nothing"
 
   "$load" --seed --inventory="$inv_addr" --token="$token" --instruments="$instruments" \

@@ -521,10 +521,6 @@ class BillingCrashTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr) << strerror(errno);
     log_dir_ = tmpl;
     bin_dir_ = labshare::testing::LabshareBinDir();
-    token_key_ = labshare::testing::RandomTokenKey();
-    auto signer = TokenSigner::Create(token_key_);
-    ASSERT_TRUE(signer.ok()) << signer.status();
-    signer_ = std::make_unique<TokenSigner>(*std::move(signer));
 
     for (auto* server : {&redis_crash_, &redis_reference_}) {
       auto redis = RedisServer::Start();
@@ -544,15 +540,15 @@ class BillingCrashTest : public ::testing::Test {
     auto inventory = ChildProcess::Start("inventory", bin_dir_ + "/labshare-inventory",
                                          labshare::testing::WithTls({"--listen=127.0.0.1:0", "--redis=" + redis_crash_->address()},
                                                                     "inventory"),
-                                         token_key_, log_dir_);
+                                         log_dir_);
     ASSERT_TRUE(inventory.ok()) << inventory.status();
     inventory_process_ = *std::move(inventory);
     auto channel = labshare::testing::TlsChannel(inventory_process_->address());
     ASSERT_TRUE(channel->WaitForConnected(absl::ToChronoTime(absl::Now() + labshare::testing::kChildStartTimeout)));
     inventory_ = iv::InventoryService::NewStub(channel);
     const absl::Time now = absl::Now();
-    admin_token_ = signer_->Mint(Principal{"admin", "", {Role::kConsortiumAdmin}, now + absl::Hours(4)},
-                                 now - absl::Seconds(5));
+    admin_token_ = labshare::testing::Mint(Principal{"admin", "", {Role::kConsortiumAdmin}, now + absl::Minutes(55)},
+                                           now - absl::Seconds(5));
     ASSERT_NO_FATAL_FAILURE(Seed());
   }
 
@@ -668,7 +664,7 @@ class BillingCrashTest : public ::testing::Test {
                                      labshare::testing::WithTls({"--listen=127.0.0.1:0", "--redis=" + redis.address(),
                                                                  "--inventory=" + inventory_process_->address()},
                                                                 "billing"),
-                                     token_key_, log_dir_);
+                                     log_dir_);
     if (child.ok()) ++billing_starts_;
     return child;
   }
@@ -697,8 +693,7 @@ class BillingCrashTest : public ::testing::Test {
     }
   }
 
-  std::string log_dir_, bin_dir_, token_key_, admin_token_;
-  std::unique_ptr<TokenSigner> signer_;
+  std::string log_dir_, bin_dir_, admin_token_;
   std::unique_ptr<RedisServer> redis_crash_, redis_reference_;
   std::unique_ptr<RedisPool> crash_, reference_;
   std::unique_ptr<ChildProcess> inventory_process_, billing_, reference_billing_;

@@ -13,7 +13,6 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/server.h"
-#include "common/service_identity.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "services/booking/booking_service.h"
@@ -22,11 +21,11 @@
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/test_pki.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare::booking {
 
 namespace iv = labshare::inventory::v1;
-inline constexpr char kKey[] = "booking-test-key-0123456789abcdef012345";
 
 class BookingServiceTest : public ::testing::Test {
  protected:
@@ -36,25 +35,23 @@ class BookingServiceTest : public ::testing::Test {
     ASSERT_NE(redis_, nullptr);
     testing::FlushAll(*redis_);
     pool_ = std::make_unique<RedisPool>(redis_->options());
-    signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
     // Inventory.
     inv_store_ = std::make_unique<labshare::inventory::InventoryStore>(pool_.get());
     inv_manager_ = std::make_unique<labshare::inventory::InventoryManager>(inv_store_.get(), &clock_,
                                                                            testing::TestPageTokens());
-    inv_auth_ = std::make_unique<Authorizer>(signer_.get(), labshare::inventory::InventoryPolicy(), &clock_);
+    inv_auth_ = std::make_unique<Authorizer>(testing::TestVerifier(), labshare::inventory::InventoryPolicy(), &clock_);
     inv_service_ = std::make_unique<labshare::inventory::InventoryService>(inv_manager_.get(), inv_auth_.get());
     inv_server_ = Start("inventory", inv_auth_.get(), inv_service_.get());
     inventory_ = iv::InventoryService::NewStub(Channel(*inv_server_));
     // Booking, with an inventory cache that keeps nothing (TTL 0): every
     // request reads inventory as it is now.
-    identity_ = std::make_unique<ServiceIdentity>(signer_.get(), "booking", &clock_);
-    inv_client_ = std::make_unique<InventoryClient>(ServiceChannel(*inv_server_, "booking"), identity_.get(), &clock_,
+    inv_client_ = std::make_unique<InventoryClient>(ServiceChannel(*inv_server_, "booking"), &clock_,
                                                     absl::ZeroDuration());
     // As in the binary: CreateBooking's step goes through a pipeline.
     pipeline_ = std::make_unique<RedisPipeline>(redis_->options());
     store_ = std::make_unique<BookingStore>(pool_.get(), pipeline_.get());
     manager_ = std::make_unique<BookingManager>(store_.get(), inv_client_.get(), &clock_, testing::TestPageTokens());
-    auth_ = std::make_unique<Authorizer>(signer_.get(), BookingPolicy(), &clock_);
+    auth_ = std::make_unique<Authorizer>(testing::TestVerifier(), BookingPolicy(), &clock_);
     service_ = std::make_unique<BookingService>(manager_.get(), auth_.get());
     server_ = Start("booking", auth_.get(), service_.get());
     stub_ = v1::BookingService::NewStub(Channel(*server_));
@@ -80,7 +77,7 @@ class BookingServiceTest : public ::testing::Test {
   }
   std::string Token(const std::string& user, const std::string& org, std::vector<Role> roles) {
     Principal p{user, org, std::move(roles), clock_.Now() + absl::Hours(24 * 400)};
-    return signer_->Mint(p, clock_.Now());
+    return testing::Mint(p, clock_.Now());
   }
   std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token) {
     auto ctx = std::make_unique<grpc::ClientContext>();
@@ -252,14 +249,12 @@ class BookingServiceTest : public ::testing::Test {
   FakeClock clock_;
   testing::RedisServer* redis_ = nullptr;
   std::unique_ptr<RedisPool> pool_;
-  std::unique_ptr<TokenSigner> signer_;
   std::unique_ptr<labshare::inventory::InventoryStore> inv_store_;
   std::unique_ptr<labshare::inventory::InventoryManager> inv_manager_;
   std::unique_ptr<Authorizer> inv_auth_;
   std::unique_ptr<labshare::inventory::InventoryService> inv_service_;
   std::unique_ptr<Server> inv_server_;
   std::unique_ptr<iv::InventoryService::Stub> inventory_;
-  std::unique_ptr<ServiceIdentity> identity_;
   std::unique_ptr<InventoryClient> inv_client_;
   std::unique_ptr<RedisPipeline> pipeline_;
   std::unique_ptr<BookingStore> store_;

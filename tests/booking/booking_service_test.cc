@@ -8,7 +8,6 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/server.h"
-#include "common/service_identity.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "services/booking/booking_service.h"
@@ -184,7 +183,7 @@ TEST_F(BookingServiceTest, ListingIsByStartThenIdAcrossPagesAndSurvivesTheIndexM
 TEST_F(BookingServiceTest, InventoryChangesReachTheCacheWhenPublishedNotWhenItExpires) {
   // A replica's cache whose entries would live an hour (the fixture's own
   // client caches nothing).
-  InventoryClient cached(ServiceChannel(*inv_server_, "booking"), identity_.get(), &clock_, absl::Hours(1));
+  InventoryClient cached(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
   InventoryCacheWatcher watcher(pool_.get(), &cached);
   ASSERT_TRUE(watcher.Poll(absl::ZeroDuration()).ok());  // at the end of inventory's outbox
   auto q = cached.Qualification("instruments/tem", "users/ana");

@@ -44,6 +44,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -55,6 +56,7 @@
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/test_pki.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare::testing {
 
@@ -72,24 +74,15 @@ inline std::string LabshareBinDir() {
   return (self.parent_path() / ".." / "bin").lexically_normal().string();
 }
 
-// 32 random bytes as 64 hex characters (an environment value cannot hold NUL).
-inline std::string RandomTokenKey() {
-  std::random_device rd;
-  std::string key;
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (int i = 0; i < 64; ++i) key.push_back(kHex[rd() % 16]);
-  return key;
-}
-
 // One child process: fork/exec with stdout through a pipe and stderr to a file.
 class ChildProcess {
  public:
-  // Starts `path args...` with LABSHARE_TOKEN_KEY=token_key added to the
-  // environment and waits up to kChildStartTimeout for "listening on HOST:PORT".
+  // Starts `path args...` plus the test token flags (--jwks of TestIssuer;
+  // labshare-inventory also gets its --token_signing_key_file) and waits up
+  // to kChildStartTimeout for "listening on HOST:PORT".
   static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(const std::string& name,
                                                              const std::string& path,
                                                              const std::vector<std::string>& args,
-                                                             const std::string& token_key,
                                                              const std::string& log_dir) {
     if (access(path.c_str(), X_OK) != 0) {
       return absl::NotFoundError(absl::StrCat(name, ": no executable at ", path,
@@ -100,11 +93,12 @@ class ChildProcess {
     // multi-threaded process only async-signal-safe calls are allowed.
     std::vector<std::string> argv_s = {path};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<std::string> env_s;
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-      if (strncmp(*e, "LABSHARE_TOKEN_KEY=", 19) != 0) env_s.emplace_back(*e);
+    for (const std::string& flag : TestTokenFlags()) argv_s.push_back(flag);
+    if (absl::EndsWith(path, "/labshare-inventory")) {
+      argv_s.push_back("--token_signing_key_file=" + TestSigningKeyFile());
     }
-    env_s.push_back("LABSHARE_TOKEN_KEY=" + token_key);
+    std::vector<std::string> env_s;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) env_s.emplace_back(*e);
     std::vector<char*> argv;
     for (auto& a : argv_s) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -311,10 +305,6 @@ class BookingTestCluster {
     if (mkdtemp(tmpl) == nullptr) return absl::InternalError(absl::StrCat("mkdtemp: ", strerror(errno)));
     c->log_dir_ = tmpl;
     c->bin_dir_ = LabshareBinDir();
-    c->token_key_ = RandomTokenKey();
-    auto signer = TokenSigner::Create(c->token_key_);
-    if (!signer.ok()) return signer.status();
-    c->signer_ = std::make_unique<TokenSigner>(*std::move(signer));
 
     auto redis = cluster_options.redis_password.empty()
                      ? RedisServer::Start(cluster_options.redis_args)
@@ -330,7 +320,7 @@ class BookingTestCluster {
     auto inventory = ChildProcess::Start(
         "inventory", c->bin_dir_ + "/labshare-inventory",
         WithTls(extra("inventory", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address()}), "inventory"),
-        c->token_key_, c->log_dir_);
+        c->log_dir_);
     if (!inventory.ok()) return inventory.status();
     c->inventory_process_ = *std::move(inventory);
     c->inventory_channel_ = TlsChannel(c->inventory_process_->address());
@@ -342,7 +332,7 @@ class BookingTestCluster {
           WithTls(extra("booking", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address(),
                                     "--inventory=" + c->inventory_process_->address()}),
                   "booking"),
-          c->token_key_, c->log_dir_);
+          c->log_dir_);
       if (!booking.ok()) return booking.status();
       auto channel = TlsChannel((*booking)->address());
       c->booking_channels_.push_back(channel);
@@ -407,14 +397,14 @@ class BookingTestCluster {
   const std::string& admin_token() const { return admin_token_; }
   const std::string& log_dir() const { return log_dir_; }
   const std::string& bin_dir() const { return bin_dir_; }
-  const std::string& token_key() const { return token_key_; }
   const std::string& inventory_address() const { return inventory_process_->address(); }
 
-  // A token valid for 4 hours on the services' (wall) clock.
+  // A token valid for 55 minutes on the services' (wall) clock (they
+  // accept at most 1 h).
   std::string Mint(const std::string& user, const std::string& org, std::vector<Role> roles) const {
     const absl::Time now = absl::Now();
-    Principal p{user, org, std::move(roles), now + absl::Hours(4)};
-    return signer_->Mint(p, now - absl::Seconds(5));
+    Principal p{user, org, std::move(roles), now + absl::Minutes(55)};
+    return testing::Mint(p, now - absl::Seconds(5));
   }
 
   // A context with the admin token and a deadline.
@@ -535,8 +525,6 @@ class BookingTestCluster {
   std::string log_dir_;
   bool keep_logs_ = false;
   std::string bin_dir_;
-  std::string token_key_;
-  std::unique_ptr<TokenSigner> signer_;
   std::unique_ptr<RedisServer> redis_;
   std::unique_ptr<RedisPool> pool_;
   std::unique_ptr<ChildProcess> inventory_process_;

@@ -34,14 +34,12 @@ using testing::ChildProcess;
 // Demo time of every process (and so of every create_time).
 constexpr char kNow[] = "2027-03-01T09:00:00+08:00";
 
-// The one place this test makes tokens: a random key shared with the
-// services through the environment, and tokens minted with it.
+// The one place this test makes tokens: the test issuer, whose JWKS the
+// child services get (tests/support/test_tokens.h).
 struct TestTokens {
-  std::string key = testing::RandomTokenKey();
   std::string Mint(const std::string& user, const std::string& org, std::vector<Role> roles) const {
     const absl::Time now = absl::Now();
-    return TokenSigner::Create(key)->Mint(Principal{user, org, std::move(roles), now + absl::Hours(1)},
-                                          now - absl::Seconds(5));
+    return testing::Mint(Principal{user, org, std::move(roles), now + absl::Minutes(55)}, now - absl::Seconds(5));
   }
 };
 
@@ -78,13 +76,13 @@ class CliTest : public ::testing::Test {
     const std::string clock = "--clock_file=" + *dir_ + "/clock";
     auto inventory = ChildProcess::Start("inventory", bin + "/labshare-inventory",
                                          {"--listen=127.0.0.1:0", "--redis=" + redis_->address(), clock},
-                                         tokens_->key, *dir_);
+                                         *dir_);
     ASSERT_TRUE(inventory.ok()) << inventory.status();
     inventory_ = inventory->release();
     auto booking = ChildProcess::Start(
         "booking", bin + "/labshare-booking",
         {"--listen=127.0.0.1:0", "--redis=" + redis_->address(), "--inventory=" + inventory_->address(), clock},
-        tokens_->key, *dir_);
+        *dir_);
     ASSERT_TRUE(booking.ok()) << booking.status();
     booking_ = booking->release();
     admin_ = new std::string(tokens_->Mint("admin", "", {Role::kConsortiumAdmin}));

@@ -284,14 +284,24 @@ def read_text(path):
         return "(cannot read %s: %s)" % (path, e)
 
 
-def mint_token(bin_dir, key):
+def make_signing_key(bin_dir, tmp):
+    """The token issuer's key (labshare-token --generate_key) and its JWKS file."""
     tool = os.path.join(bin_dir, "labshare-token")
     if not os.access(tool, os.X_OK):
         raise FatalError("%s does not exist or is not executable" % tool)
-    env = dict(os.environ, LABSHARE_TOKEN_KEY=key)
+    key_file = os.path.join(tmp, "token-signing.pem")
+    jwks_file = os.path.join(tmp, "jwks.json")
+    subprocess.run([tool, "--generate_key=" + key_file], check=True, capture_output=True, timeout=30)
+    with open(jwks_file, "wb") as out:
+        subprocess.run([tool, "--jwks", key_file], check=True, stdout=out, timeout=30)
+    return key_file, jwks_file
+
+
+def mint_token(bin_dir, key_file):
+    tool = os.path.join(bin_dir, "labshare-token")
     proc = subprocess.run(
-        [tool, "--user=admin", "--org=", "--roles=consortium_admin", "--ttl=1h"],
-        env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        [tool, "--signing_key_file=" + key_file, "--user=admin", "--org=", "--roles=consortium_admin", "--ttl=1h"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
     token = proc.stdout.decode("ascii", "replace").strip()
     if proc.returncode != 0 or not token:
         raise FatalError("labshare-token exited with code %d, stdout %r, stderr %r" %
@@ -302,19 +312,19 @@ def mint_token(bin_dir, key):
 
 
 class InventoryServer:
-    def __init__(self, bin_dir, redis_port, key, tmp, extra_args=(), name="inventory"):
+    def __init__(self, bin_dir, redis_port, key_file, jwks_file, tmp, extra_args=(), name="inventory"):
         self.binary = os.path.join(bin_dir, "labshare-inventory")
         if not os.access(self.binary, os.X_OK):
             raise FatalError("%s does not exist or is not executable" % self.binary)
         self.stderr_path = os.path.join(tmp, name + ".stderr.log")
         self.stdout_lines = []
         self._lines = queue.Queue()
-        env = dict(os.environ, LABSHARE_TOKEN_KEY=key)
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [self.binary, "--listen=127.0.0.1:0", "--redis=127.0.0.1:%d" % redis_port,
-                 "--metrics_listen=127.0.0.1:0"] + list(extra_args),
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+                 "--metrics_listen=127.0.0.1:0", "--jwks=" + jwks_file, "--token_signing_key_file=" + key_file]
+                + list(extra_args),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)
         self._reader.start()
 
@@ -436,10 +446,10 @@ def make_pki(tmp):
     return p
 
 
-def check_tls(results, bin_dir, redis_port, key, tmp, token, inv):
+def check_tls(results, bin_dir, redis_port, key_file, jwks_file, tmp, token, inv):
     """A second inventory on the same Redis with --tls_*: TLS with a token works, plaintext does not."""
     pki = make_pki(tmp)
-    server = InventoryServer(bin_dir, redis_port, key, tmp,
+    server = InventoryServer(bin_dir, redis_port, key_file, jwks_file, tmp,
                              ["--tls_cert=" + pki["inventory.crt"], "--tls_key=" + pki["inventory.key"],
                               "--tls_ca=" + pki["ca.crt"]], name="inventory-tls")
     try:
@@ -668,11 +678,11 @@ def main():
         redis, redis_port, _ = start_redis(tmp)
         results.check("redis-server answers PING on 127.0.0.1:%d" % redis_port, True)
 
-        key = secrets.token_hex(32)  # 64 ASCII characters, used as raw key bytes
-        token = mint_token(bin_dir, key)
+        key_file, jwks_file = make_signing_key(bin_dir, tmp)
+        token = mint_token(bin_dir, key_file)
         results.check("labshare-token minted a token", True)
 
-        server = InventoryServer(bin_dir, redis_port, key, tmp)
+        server = InventoryServer(bin_dir, redis_port, key_file, jwks_file, tmp)
         address = server.wait_listening()
         results.check("labshare-inventory printed 'listening on %s'" % address, True)
 
@@ -684,7 +694,7 @@ def main():
         types_pb2, inventory_pb2 = generate_messages(proto_dir, os.path.join(tmp, "py"))
         results.check("protoc generated and imported labshare.inventory.v1.inventory_pb2", True)
         check_inventory(results, channel, token, types_pb2, inventory_pb2)
-        check_tls(results, bin_dir, redis_port, key, tmp, token, inventory_pb2)
+        check_tls(results, bin_dir, redis_port, key_file, jwks_file, tmp, token, inventory_pb2)
     except FatalError as e:
         results.fail("fatal", str(e))
     except Exception:  # a bug here or an unexpected client error: still clean up

@@ -3,7 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
-#include "common/service_identity.h"
+#include "common/jwks.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare {
 namespace {
@@ -13,16 +14,14 @@ constexpr char kMethod[] = "/labshare.inventory.v1.InventoryService/CreateOrgani
 class AuthorizerTest : public ::testing::Test {
  protected:
   AuthorizerTest()
-      : signer_(*TokenSigner::Create("0123456789abcdef0123456789abcdef")),
-        authorizer_(&signer_, MethodPolicy().Allow(kMethod, {Role::kConsortiumAdmin}), &clock_) {}
+      : authorizer_(labshare::testing::TestVerifier(), MethodPolicy().Allow(kMethod, {Role::kConsortiumAdmin}), &clock_) {}
 
   std::string Bearer(std::vector<Role> roles, absl::Duration ttl = absl::Hours(1)) {
     Principal p{"ana", "lab", std::move(roles), clock_.Now() + ttl};
-    return "Bearer " + signer_.Mint(p, clock_.Now());
+    return "Bearer " + labshare::testing::Mint(p, clock_.Now());
   }
 
   FakeClock clock_;
-  TokenSigner signer_;
   Authorizer authorizer_;
 };
 
@@ -77,7 +76,7 @@ TEST_F(AuthorizerTest, WrongRoleIsPermissionDenied) {
 
 TEST_F(AuthorizerTest, UnknownMethodIsDeniedByDefault) {
   auto p = authorizer_.Decide("/labshare.inventory.v1.InventoryService/Unlisted",
-                              Bearer({Role::kConsortiumAdmin, Role::kService}));
+                              Bearer({Role::kConsortiumAdmin, Role::kAuditor}));
   EXPECT_EQ(ErrorReason(p.status()), "ROLE_NOT_ALLOWED");
 }
 
@@ -132,23 +131,50 @@ TEST(MethodPolicy, ScopeAdmitsOnlyWhatTheRolesScopeCovers) {
   EXPECT_EQ(policy.ScopesOf(kGet, both), static_cast<unsigned>(kScopeParty | kScopeOwner));
 }
 
-TEST_F(AuthorizerTest, ServiceIdentityTokensCarryTheServiceRoleAndRenew) {
+TEST_F(AuthorizerTest, TheServiceRoleComesOnlyFromACertifiedPeerNeverFromAToken) {
   MethodPolicy policy;
   policy.Allow("/svc", {Role::kService});
-  Authorizer service_only(&signer_, policy, &clock_);
-  ServiceIdentity identity(&signer_, "booking", &clock_, absl::Minutes(10));
-  const std::string first = identity.Authorization();
-  auto p = service_only.Decide("/svc", first);
+  Authorizer service_only(labshare::testing::TestVerifier(), policy, &clock_);
+  // A correctly signed token claiming the service role: refused outright.
+  auto forged = service_only.Decide("/svc", Bearer({Role::kService}));
+  EXPECT_EQ(forged.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ErrorReason(forged.status()), "INVALID_TOKEN");
+  EXPECT_EQ(ErrorReason(authorizer_.Decide(kMethod, Bearer({Role::kConsortiumAdmin, Role::kService})).status()),
+            "INVALID_TOKEN");
+  // The peer's certificate names the service: admitted, any token ignored.
+  auto p = service_only.Decide("/svc", "", "booking");
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(ActorName(*p), "services/booking");
-  clock_.Advance(absl::Minutes(8));
-  EXPECT_EQ(identity.Authorization(), first);  // still two minutes to live
-  clock_.Advance(absl::Minutes(1) + absl::Seconds(1));
-  const std::string renewed = identity.Authorization();
-  EXPECT_NE(renewed, first);
-  EXPECT_TRUE(service_only.Decide("/svc", renewed).ok());
-  clock_.Advance(absl::Minutes(2));
-  EXPECT_EQ(ErrorReason(service_only.Decide("/svc", first).status()), "TOKEN_EXPIRED");
+  EXPECT_TRUE(service_only.Decide("/svc", "Bearer garbage", "booking").ok());
+  // A person's token on a service-only method: not admitted.
+  EXPECT_EQ(ErrorReason(service_only.Decide("/svc", Bearer({Role::kConsortiumAdmin})).status()), "ROLE_NOT_ALLOWED");
+}
+
+TEST_F(AuthorizerTest, MissingCredentialsPointAtLabshareLogin) {
+  auto p = authorizer_.Decide(kMethod, "");
+  EXPECT_NE(p.status().message().find("labshare login"), absl::string_view::npos) << p.status();
+}
+
+// A remembered token is dropped with its key: once the key set no longer
+// holds the key that signed it, the next call verifies it again and fails.
+TEST_F(AuthorizerTest, RememberedTokenIsRefusedOnceItsKeyLeavesTheKeySet) {
+  const std::string dir = labshare::testing::TestTempDir();
+  auto old_issuer = *TokenIssuer::FromPem(*GenerateEcPrivateKeyPem(), "labshare", "labshare");
+  auto new_issuer = *TokenIssuer::FromPem(*GenerateEcPrivateKeyPem(), "labshare", "labshare");
+  const std::string jwks = labshare::testing::WriteTestFile(
+      dir, "jwks.json", JwksJson({old_issuer->PublicJwk(), new_issuer->PublicJwk()}), 0644);
+  TokenVerifier verifier(*KeySet::Open(jwks), TokenRules{});
+  Authorizer auth(&verifier, MethodPolicy().Allow(kMethod, {Role::kConsortiumAdmin}), &clock_);
+  Principal admin{"root", "", {Role::kConsortiumAdmin}, clock_.Now() + absl::Minutes(10)};
+  const std::string old_token = "Bearer " + old_issuer->Mint(admin, clock_.Now());
+  const std::string new_token = "Bearer " + new_issuer->Mint(admin, clock_.Now());
+  ASSERT_TRUE(auth.Decide(kMethod, old_token).ok());
+  ASSERT_TRUE(auth.Decide(kMethod, new_token).ok());
+  labshare::testing::WriteTestFile(dir, "jwks.json", JwksJson({new_issuer->PublicJwk()}), 0644);
+  auto refused = auth.Decide(kMethod, old_token);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ErrorReason(refused.status()), "INVALID_TOKEN");
+  EXPECT_TRUE(auth.Decide(kMethod, new_token).ok());
 }
 
 }  // namespace

@@ -171,7 +171,6 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"NOT_SERVING", "health status in a log line"},
       // Environment variables.
       {"LABSHARE_CONFIG", "environment variable"},
-      {"LABSHARE_TOKEN_KEY", "environment variable"},
       // Process start and the command-line tools: never an RPC answer.
       {"INVALID_REDIS_ADDRESS", "flag parsing at start"},
       {"INVALID_REDIS_CREDENTIALS", "--redis_user / --redis_password_file at start"},
@@ -181,10 +180,6 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"METRICS_LISTEN_FAILED", "server start"},
       {"PLAINTEXT_REFUSED", "server start and client channels (common/tls.h)"},
       {"TLS_CONFIG_INVALID", "TLS files at start (common/tls.h)"},
-      {"TOKEN_KEY_FILE_NOT_FOUND", "key loading at start"},
-      {"TOKEN_KEY_FILE_UNREADABLE", "key loading at start"},
-      {"TOKEN_KEY_MISSING", "key loading at start"},
-      {"WEAK_TOKEN_KEY", "key loading at start"},
       {"SECRET_FILE_NOT_FOUND", "secret loading at start"},
       {"SECRET_FILE_UNREADABLE", "secret loading at start"},
       {"SECRET_FILE_EXPOSED", "secret loading at start"},

@@ -18,7 +18,6 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/server.h"
-#include "common/service_identity.h"
 #include "google/rpc/error_details.pb.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
@@ -32,6 +31,7 @@
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/test_pki.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare {
 namespace {
@@ -40,7 +40,6 @@ using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 
-constexpr char kKey[] = "range-test-key-0123456789abcdef0123456789";
 
 // ------------------------------------------------------------ the walker
 
@@ -156,34 +155,32 @@ class InputRangeTest : public ::testing::Test {
     ASSERT_NE(redis_, nullptr);
     testing::FlushAll(*redis_);
     pool_ = std::make_unique<RedisPool>(redis_->options());
-    signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
     inv_store_ = std::make_unique<inventory::InventoryStore>(pool_.get());
     inv_manager_ = std::make_unique<inventory::InventoryManager>(inv_store_.get(), &clock_, labshare::testing::TestPageTokens());
-    inv_auth_ = std::make_unique<Authorizer>(signer_.get(), inventory::InventoryPolicy(), &clock_);
+    inv_auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), inventory::InventoryPolicy(), &clock_);
     inv_service_ = std::make_unique<inventory::InventoryService>(inv_manager_.get(), inv_auth_.get());
     inv_server_ = Start("inventory", inv_auth_.get(), inv_service_.get());
-    identity_ = std::make_unique<ServiceIdentity>(signer_.get(), "booking", &clock_);
     inv_client_ = std::make_unique<booking::InventoryClient>(
-        labshare::testing::TlsChannel(inv_server_->address(), "booking"), identity_.get(),
+        labshare::testing::TlsChannel(inv_server_->address(), "booking"),
         &clock_, absl::ZeroDuration());
     bk_store_ = std::make_unique<booking::BookingStore>(pool_.get());
     bk_manager_ = std::make_unique<booking::BookingManager>(bk_store_.get(), inv_client_.get(), &clock_, labshare::testing::TestPageTokens());
-    bk_auth_ = std::make_unique<Authorizer>(signer_.get(), booking::BookingPolicy(), &clock_);
+    bk_auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), booking::BookingPolicy(), &clock_);
     bk_service_ = std::make_unique<booking::BookingService>(bk_manager_.get(), bk_auth_.get());
     bk_server_ = Start("booking", bk_auth_.get(), bk_service_.get());
     figures_ = std::make_unique<usage::UsageFigures>(pool_.get(), &clock_, absl::UTCTimeZone(), labshare::testing::TestPageTokens());
     usage::AuditChainOptions audit_options;
     audit_options.clock = &clock_;
     audit_ = std::make_unique<usage::AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), audit_options);
-    us_auth_ = std::make_unique<Authorizer>(signer_.get(), usage::UsagePolicy(), &clock_);
+    us_auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), usage::UsagePolicy(), &clock_);
     us_service_ = std::make_unique<usage::UsageService>(figures_.get(), audit_.get(), us_auth_.get());
     us_server_ = Start("usage", us_auth_.get(), us_service_.get());
     // Every role at once: the role check passes, so the range check answers.
     Principal p{"root", "org1",
                 {Role::kLabUser, Role::kFacilityStaff, Role::kMemberBillingAdmin, Role::kConsortiumAdmin,
-                 Role::kAuditor, Role::kService},
+                 Role::kAuditor},
                 clock_.Now() + absl::Hours(1)};
-    token_ = signer_->Mint(p, clock_.Now());
+    token_ = labshare::testing::Mint(p, clock_.Now());
   }
   void TearDown() override {
     us_server_.reset();
@@ -244,13 +241,11 @@ class InputRangeTest : public ::testing::Test {
   testing::RedisServer* redis_ = nullptr;
   FakeClock clock_;
   std::unique_ptr<RedisPool> pool_;
-  std::unique_ptr<TokenSigner> signer_;
   std::unique_ptr<inventory::InventoryStore> inv_store_;
   std::unique_ptr<inventory::InventoryManager> inv_manager_;
   std::unique_ptr<Authorizer> inv_auth_;
   std::unique_ptr<inventory::InventoryService> inv_service_;
   std::unique_ptr<Server> inv_server_;
-  std::unique_ptr<ServiceIdentity> identity_;
   std::unique_ptr<booking::InventoryClient> inv_client_;
   std::unique_ptr<booking::BookingStore> bk_store_;
   std::unique_ptr<booking::BookingManager> bk_manager_;

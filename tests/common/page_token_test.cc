@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "common/error.h"
 #include "labshare/inventory/v1/inventory.pb.h"
+#include "tests/support/redis_server.h"
 
 namespace labshare {
 namespace {
@@ -158,19 +159,40 @@ TEST(PageTokenCodec, EmptyTokenIsTheFirstPage) {
   EXPECT_EQ(page->after, "");
 }
 
-TEST(PageTokenCodec, KeyFromSignerIsSharedByEveryProcessWithTheSameTokenKey) {
-  auto a = TokenSigner::Create("signing-key-0123456789abcdef0123456789");
-  auto b = TokenSigner::Create("signing-key-0123456789abcdef0123456789");
-  auto other = TokenSigner::Create("signing-key-9876543210abcdef0123456789");
+// The key replicas share comes from Redis, in the service's own hash tag:
+// the first replica creates it, the others read the same one, and another
+// service's key is different.
+TEST(PageTokenCodec, KeyFromRedisIsSharedByTheReplicasOfOneService) {
+  testing::RedisServer* redis = testing::SharedRedisServer();
+  ASSERT_NE(redis, nullptr);
+  testing::FlushAll(*redis);
+  RedisPool pool(redis->options());
+  auto a = PageTokenCodec::FromRedis(&pool, "{booking}");
+  auto b = PageTokenCodec::FromRedis(&pool, "{booking}");
+  auto other = PageTokenCodec::FromRedis(&pool, "{billing}");
   ASSERT_TRUE(a.ok() && b.ok() && other.ok());
+  auto stored = pool.Command({"GET", "{booking}:page_token_key"});
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->str.size(), 32u);
   ListInstrumentsRequest r;
-  r.set_page_token(PageTokenCodec::FromSigner(*a).Make(r, Caller(), "i042"));
-  EXPECT_TRUE(PageTokenCodec::FromSigner(*b).Parse(r, Caller()).ok());
-  ExpectBadToken(PageTokenCodec::FromSigner(*other).Parse(r, Caller()));
-  // The derived key is not the signing key itself.
-  EXPECT_NE(a->DeriveKey("page tokens"), "signing-key-0123456789abcdef0123456789");
-  EXPECT_EQ(a->DeriveKey("page tokens").size(), 32u);
-  EXPECT_NE(a->DeriveKey("page tokens"), a->DeriveKey("something else"));
+  r.set_page_token(a->Make(r, Caller(), "i042"));
+  EXPECT_TRUE(b->Parse(r, Caller()).ok());
+  ExpectBadToken(other->Parse(r, Caller()));
+  // Deleting the key rotates it: old tokens stop working.
+  ASSERT_TRUE(pool.Command({"DEL", "{booking}:page_token_key"}).ok());
+  auto rotated = PageTokenCodec::FromRedis(&pool, "{booking}");
+  ASSERT_TRUE(rotated.ok());
+  ExpectBadToken(rotated->Parse(r, Caller()));
+}
+
+TEST(PageTokenCodec, KeyFromRedisGivesUpWhenRedisStaysAway) {
+  RedisOptions options;
+  options.host = "127.0.0.1";
+  options.port = 1;  // nothing listens there
+  RedisPool pool(options);
+  auto codec = PageTokenCodec::FromRedis(&pool, "{booking}", absl::Milliseconds(200));
+  EXPECT_FALSE(codec.ok());
+  EXPECT_EQ(codec.status().code(), absl::StatusCode::kUnavailable) << codec.status();
 }
 
 }  // namespace

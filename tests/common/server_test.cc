@@ -21,6 +21,7 @@
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare {
 namespace {
@@ -129,8 +130,7 @@ TEST(Server, HealthIsServingOnlyWhileRedisAnswers) {
   RedisOptions options = (*redis)->options();
   RedisPool pool(options);
   FakeClock clock;
-  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
-  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Authorizer auth(labshare::testing::TestVerifier(), MethodPolicy(), &clock);
   Stub service;
   ServerConfig config;
   config.service_name = "booking";
@@ -151,8 +151,7 @@ TEST(Server, UnbuiltMethodsAreUnimplementedAndMetricsCountThem) {
   ASSERT_NE(redis, nullptr);
   RedisPool pool(redis->options());
   FakeClock clock;
-  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
-  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Authorizer auth(labshare::testing::TestVerifier(), MethodPolicy(), &clock);
   Stub service;
   ServerConfig config;
   config.service_name = "booking";
@@ -185,8 +184,7 @@ TEST(Server, MadeUpPathsShareOneMetricsLabel) {
   ASSERT_NE(redis, nullptr);
   RedisPool pool(redis->options());
   FakeClock clock;
-  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
-  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Authorizer auth(testing::TestVerifier(), MethodPolicy(), &clock);
   Stub service;
   ServerConfig config;
   config.service_name = "booking";
@@ -226,8 +224,7 @@ TEST(Server, PortZeroOpensExactlyOnePort) {
   ASSERT_NE(redis, nullptr);
   RedisPool pool(redis->options());
   FakeClock clock;
-  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
-  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Authorizer auth(testing::TestVerifier(), MethodPolicy(), &clock);
   Stub service;
   ServerConfig config;
   config.service_name = "booking";
@@ -252,8 +249,7 @@ TEST(Server, HealthNamesEveryRegisteredService) {
   ASSERT_NE(redis, nullptr);
   RedisPool pool(redis->options());
   FakeClock clock;
-  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
-  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Authorizer auth(testing::TestVerifier(), MethodPolicy(), &clock);
   Stub booking;
   OtherStub inventory;
   ServerConfig config;

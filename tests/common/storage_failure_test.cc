@@ -20,6 +20,7 @@
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/redis_snapshot.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare {
 namespace {
@@ -223,8 +224,7 @@ class Stub final : public labshare::booking::v1::BookingService::Service {};
 
 TEST_F(OutOfMemoryTest, ReadinessIsNotServingWhileRedisRefusesWritesLivenessStays) {
   FakeClock clock;
-  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
-  Authorizer auth(&signer, MethodPolicy(), &clock);
+  Authorizer auth(labshare::testing::TestVerifier(), MethodPolicy(), &clock);
   Stub service;
   ServerConfig config;
   config.service_name = "booking";
@@ -259,10 +259,9 @@ TEST_F(OutOfMemoryTest, ReadinessIsNotServingWhileRedisRefusesWritesLivenessStay
 TEST_F(OutOfMemoryTest, AMutationOverGrpcIsUnavailableThenSucceedsOnRetry) {
   namespace iv = labshare::inventory::v1;
   FakeClock clock;
-  auto signer = *TokenSigner::Create("0123456789abcdef0123456789abcdef");
   inventory::InventoryStore store(pool_.get());
   inventory::InventoryManager manager(&store, &clock, labshare::testing::TestPageTokens());
-  Authorizer auth(&signer, inventory::InventoryPolicy(), &clock);
+  Authorizer auth(labshare::testing::TestVerifier(), inventory::InventoryPolicy(), &clock);
   inventory::InventoryService service(&manager, &auth);
   ServerConfig config;
   config.service_name = "inventory";
@@ -273,7 +272,7 @@ TEST_F(OutOfMemoryTest, AMutationOverGrpcIsUnavailableThenSucceedsOnRetry) {
   auto stub = iv::InventoryService::NewStub(
       grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
   const std::string token =
-      signer.Mint(Principal{"admin", "", {Role::kConsortiumAdmin}, clock.Now() + absl::Hours(1)}, clock.Now());
+      labshare::testing::Mint(Principal{"admin", "", {Role::kConsortiumAdmin}, clock.Now() + absl::Hours(1)}, clock.Now());
   iv::CreateOrganizationRequest req;
   req.set_organization_id("o1");
   req.set_request_id("r1");

@@ -18,6 +18,7 @@
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/test_pki.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare::inventory {
 namespace {
@@ -25,7 +26,6 @@ namespace {
 using labshare::type::v1::SharingMode;
 using ::testing::Test;
 
-constexpr char kKey[] = "test-signing-key-0123456789abcdef0123456789";
 
 class InventoryServiceTest : public Test {
  protected:
@@ -35,10 +35,9 @@ class InventoryServiceTest : public Test {
     ASSERT_NE(redis_server_, nullptr);
     testing::FlushAll(*redis_server_);
     pool_ = std::make_unique<RedisPool>(redis_server_->options());
-    signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
     store_ = std::make_unique<InventoryStore>(pool_.get());
     manager_ = std::make_unique<InventoryManager>(store_.get(), &clock_, testing::TestPageTokens());
-    authorizer_ = std::make_unique<Authorizer>(signer_.get(), InventoryPolicy(), &clock_);
+    authorizer_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), InventoryPolicy(), &clock_);
     service_ = std::make_unique<InventoryService>(manager_.get(), authorizer_.get());
     ServerConfig config;
     config.service_name = "inventory";
@@ -60,7 +59,7 @@ class InventoryServiceTest : public Test {
     p.organization_id = org;
     p.roles = std::move(roles);
     p.expires_at = clock_.Now() + absl::Hours(1);
-    return signer_->Mint(p, clock_.Now());
+    return labshare::testing::Mint(p, clock_.Now());
   }
 
   std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token) {
@@ -199,7 +198,6 @@ class InventoryServiceTest : public Test {
   FakeClock clock_;
   testing::RedisServer* redis_server_ = nullptr;
   std::unique_ptr<RedisPool> pool_;
-  std::unique_ptr<TokenSigner> signer_;
   std::unique_ptr<InventoryStore> store_;
   std::unique_ptr<InventoryManager> manager_;
   std::unique_ptr<Authorizer> authorizer_;
@@ -349,12 +347,13 @@ TEST_F(InventoryServiceTest, MissingTokenIsUnauthenticated) {
 }
 
 TEST_F(InventoryServiceTest, ForgedTokenIsUnauthenticated) {
-  auto other = *TokenSigner::Create("another-key-0123456789abcdef0123456789");
+  // Signed by a key the verifier's key set does not hold.
+  auto other = *TokenIssuer::FromPem(*GenerateEcPrivateKeyPem(), "labshare", "labshare");
   Principal p{"mallory", "", {Role::kConsortiumAdmin}, clock_.Now() + absl::Hours(1)};
   v1::GetOrganizationRequest get;
   get.set_name("organizations/x");
   v1::Organization out;
-  auto s = Call(&v1::InventoryService::Stub::GetOrganization, get, &out, other.Mint(p, clock_.Now()));
+  auto s = Call(&v1::InventoryService::Stub::GetOrganization, get, &out, other->Mint(p, clock_.Now()));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_TOKEN");
 }

@@ -392,8 +392,8 @@ TEST_F(RedisAclTest, RealServicesRunUnderTheirUsersWithoutARefusal) {
       args.push_back("--audit_signing_key_file=" + key);
     }
     for (auto& f : user_flags(service)) args.push_back(f);
-    auto child = ChildProcess::Start(service, cluster->bin_dir() + "/labshare-" + service, args,
-                                     cluster->token_key(), cluster->log_dir());
+    auto child = ChildProcess::Start(service, cluster->bin_dir() + "/labshare-" + service, WithTls(args, service),
+                                     cluster->log_dir());
     ASSERT_TRUE(child.ok()) << child.status();
     more.push_back(*std::move(child));
   }
@@ -403,7 +403,7 @@ TEST_F(RedisAclTest, RealServicesRunUnderTheirUsersWithoutARefusal) {
       "usage-without-key", cluster->bin_dir() + "/labshare-usage",
       {"--listen=127.0.0.1:0", "--redis=" + cluster->redis_server().address(), "--redis_user=usage",
        "--redis_password_file=" + acl_.password_file("usage")},
-      cluster->token_key(), cluster->log_dir());
+      cluster->log_dir());
   ASSERT_FALSE(unsigned_usage.ok());
   EXPECT_TRUE(absl::StrContains(unsigned_usage.status().message(), "exited with code 2") &&
               absl::StrContains(unsigned_usage.status().message(), "--audit_signing_key_file"))

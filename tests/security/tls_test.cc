@@ -33,6 +33,7 @@
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/test_pki.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare {
 namespace {
@@ -40,7 +41,6 @@ namespace {
 namespace v1 = labshare::inventory::v1;
 using testing::TestPki;
 
-constexpr char kKey[] = "tls-test-signing-key-0123456789abcdef0123456789";
 
 // The first address of an interface that is up and not loopback ("" if none).
 std::string NonLoopbackAddress() {
@@ -131,10 +131,9 @@ class TlsTest : public ::testing::Test {
     ASSERT_NE(redis_, nullptr);
     testing::FlushAll(*redis_);
     pool_ = std::make_unique<RedisPool>(redis_->options());
-    signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
     store_ = std::make_unique<inventory::InventoryStore>(pool_.get());
     manager_ = std::make_unique<inventory::InventoryManager>(store_.get(), &clock_, testing::TestPageTokens());
-    auth_ = std::make_unique<Authorizer>(signer_.get(), inventory::InventoryPolicy(), &clock_);
+    auth_ = std::make_unique<Authorizer>(testing::TestVerifier(), inventory::InventoryPolicy(), &clock_);
     service_ = std::make_unique<inventory::InventoryService>(manager_.get(), auth_.get());
   }
 
@@ -156,7 +155,7 @@ class TlsTest : public ::testing::Test {
   // A person's token (the one place tokens are made here).
   std::string UserToken(const std::string& user, const std::string& org, Role role) {
     Principal p{user, org, {role}, clock_.Now() + absl::Hours(1)};
-    return signer_->Mint(p, clock_.Now());
+    return testing::Mint(p, clock_.Now());
   }
 
   static std::unique_ptr<v1::InventoryService::Stub> Stub(const std::shared_ptr<grpc::Channel>& channel) {
@@ -257,7 +256,6 @@ class TlsTest : public ::testing::Test {
   FakeClock clock_;
   testing::RedisServer* redis_ = nullptr;
   std::unique_ptr<RedisPool> pool_;
-  std::unique_ptr<TokenSigner> signer_;
   std::unique_ptr<inventory::InventoryStore> store_;
   std::unique_ptr<inventory::InventoryManager> manager_;
   std::unique_ptr<Authorizer> auth_;

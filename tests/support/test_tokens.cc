@@ -10,6 +10,13 @@
 #include <fstream>
 #include <mutex>
 
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "common/jwks.h"
 
 namespace labshare::testing {
@@ -52,7 +59,9 @@ State& Get() {
     s->jwks_file = WriteTestFile(s->dir, "jwks.json", JwksJson({s->issuer->PublicJwk()}), 0644);
     auto keys = KeySet::Open(s->jwks_file);
     if (!keys.ok()) Fatal(keys.status().ToString());
-    s->verifier = std::make_unique<TokenVerifier>(*std::move(keys), TokenRules{});
+    TokenRules rules;
+    rules.max_lifetime = absl::Hours(24 * 1000);
+    s->verifier = std::make_unique<TokenVerifier>(*std::move(keys), rules);
     return s;
   }();
   return *state;
@@ -97,5 +106,69 @@ std::string Mint(const std::string& user, const std::string& org, const std::vec
 }
 
 std::string Mint(const Principal& p, absl::Time issued_at) { return TestIssuer().Mint(p, issued_at); }
+
+namespace {
+
+std::string B64(const std::string& s) { return absl::WebSafeBase64Escape(s); }
+
+// ES256 over header.payload with `pem`'s key, by OpenSSL directly.
+std::string SignEs256(const std::string& header, const std::string& payload, const std::string& pem) {
+  const std::string input = B64(header) + "." + B64(payload);
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  size_t len = 0;
+  EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
+  EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()), input.size());
+  std::string der(len, '\0');
+  EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(der.data()), &len,
+                 reinterpret_cast<const unsigned char*>(input.data()), input.size());
+  EVP_MD_CTX_free(ctx);
+  EVP_PKEY_free(key);
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
+  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(len));
+  unsigned char raw[64];
+  BN_bn2binpad(ECDSA_SIG_get0_r(sig), raw, 32);
+  BN_bn2binpad(ECDSA_SIG_get0_s(sig), raw + 32, 32);
+  ECDSA_SIG_free(sig);
+  return input + "." + B64(std::string(reinterpret_cast<char*>(raw), 64));
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> ForgedTokens(absl::Time now, absl::Duration max_lifetime) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const Principal admin{"ana", "lab", {Role::kConsortiumAdmin}, now + absl::Minutes(10)};
+  const std::string kid = TestIssuer().kid();
+  const std::string other_pem = *GenerateEcPrivateKeyPem();
+  out.emplace_back("another key", (*TokenIssuer::FromPem(other_pem, "labshare", "labshare"))->Mint(admin, now));
+  const int64_t iat = absl::ToUnixSeconds(now);
+  const std::string claims = absl::StrCat(
+      R"({"iss":"labshare","aud":"labshare","sub":"ana","org":"lab","roles":["consortium_admin"],"iat":)", iat,
+      R"(,"exp":)", iat + 600, "}");
+  out.emplace_back("another key under the issuer's kid",
+                   SignEs256(absl::StrCat(R"({"alg":"ES256","typ":"JWT","kid":")", kid, "\"}"), claims, other_pem));
+  out.emplace_back("wrong audience", (*TokenIssuer::FromFile(TestSigningKeyFile(), "labshare", "billing"))->Mint(admin, now));
+  out.emplace_back("wrong issuer", (*TokenIssuer::FromFile(TestSigningKeyFile(), "evil", "labshare"))->Mint(admin, now));
+  Principal long_lived = admin;
+  long_lived.expires_at = now + max_lifetime + absl::Seconds(1);
+  out.emplace_back("lifetime over the maximum", TestIssuer().Mint(long_lived, now));
+  out.emplace_back("alg none",
+                   B64(absl::StrCat(R"({"alg":"none","typ":"JWT","kid":")", kid, "\"}")) + "." + B64(claims) + ".");
+  {
+    const std::string public_pem = TestVerifier()->keys().Find(kid)->pem;
+    const std::string input = B64(absl::StrCat(R"({"alg":"HS256","typ":"JWT","kid":")", kid, "\"}")) + "." + B64(claims);
+    unsigned char mac[32];
+    size_t len = 0;
+    EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, public_pem.data(), public_pem.size(),
+              reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, sizeof mac, &len);
+    out.emplace_back("HS256 keyed with the public key", input + "." + B64(std::string(reinterpret_cast<char*>(mac), len)));
+  }
+  Principal service = admin;
+  service.roles = {Role::kService};
+  out.emplace_back("the service role", TestIssuer().Mint(service, now));
+  return out;
+}
 
 }  // namespace labshare::testing

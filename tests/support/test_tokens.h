@@ -7,6 +7,7 @@
 #define LABSHARE_TESTS_SUPPORT_TEST_TOKENS_H_
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -17,8 +18,10 @@ namespace labshare::testing {
 
 // The issuer ("labshare", audience "labshare").
 const TokenIssuer& TestIssuer();
-// Verifies TestIssuer's tokens (issuer and audience "labshare", maximum
-// lifetime 1 h, keys from TestJwksFile()).
+// Verifies TestIssuer's tokens (issuer and audience "labshare", keys from
+// TestJwksFile()). Its maximum lifetime is long (1000 days): in-process
+// fixtures with a fake clock mint one token for a run that moves the clock
+// across months. Child processes get the services' default (1 h).
 const TokenVerifier* TestVerifier();
 // JWKS file with TestIssuer's public key.
 const std::string& TestJwksFile();
@@ -33,6 +36,15 @@ std::string Mint(const std::string& user, const std::string& org, const std::vec
                  absl::Duration ttl = absl::Minutes(30), absl::Time now = absl::Now());
 // A token for p issued at `issued_at` (exp = p.expires_at).
 std::string Mint(const Principal& p, absl::Time issued_at);
+
+// Tokens the services must refuse, each correctly formed and signed where
+// it has a signature, keyed by what is wrong with it: another key (its own
+// kid), another key under the issuer's kid, wrong aud, wrong iss, a lifetime
+// over `max_lifetime`, alg none, HS256 keyed with the issuer's public key,
+// the service role. Issued at `now`, for users/ana of organizations/lab as
+// consortium admin.
+std::vector<std::pair<std::string, std::string>> ForgedTokens(absl::Time now,
+                                                              absl::Duration max_lifetime = absl::Hours(24 * 1000));
 
 // A directory of its own for a test (removed at exit), e.g. for extra keys.
 std::string TestTempDir();

@@ -31,11 +31,11 @@ extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #include "services/usage/usage_service.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare::usage {
 namespace {
 
-constexpr char kKey[] = "usage-export-streams-test-key-0123456789";
 constexpr int kEntries = 600;
 constexpr int kPayloadBytes = 2048;
 constexpr int kCallers = 10;
@@ -85,8 +85,7 @@ class ExportStreamsTest : public ::testing::Test {
       ASSERT_TRUE(audit_->Append("inventory", {"1-0", "labshare.inventory.v1.InventoryEvent",
                                                e.SerializeAsString()}).ok());
     }
-    signer_ = std::make_unique<TokenSigner>(*TokenSigner::Create(kKey));
-    auth_ = std::make_unique<Authorizer>(signer_.get(), UsagePolicy(), &clock_);
+    auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), UsagePolicy(), &clock_);
     service_ = std::make_unique<UsageService>(figures_.get(), audit_.get(), auth_.get());
     ServerConfig config;
     config.service_name = "usage";
@@ -104,7 +103,7 @@ class ExportStreamsTest : public ::testing::Test {
   std::unique_ptr<grpc::ClientContext> Ctx(const std::string& user) {
     auto c = std::make_unique<grpc::ClientContext>();
     c->AddMetadata("authorization",
-                   "Bearer " + signer_->Mint(Principal{user, "", {Role::kAuditor}, clock_.Now() + absl::Hours(1)},
+                   "Bearer " + labshare::testing::Mint(Principal{user, "", {Role::kAuditor}, clock_.Now() + absl::Hours(1)},
                                              clock_.Now()));
     return c;
   }
@@ -142,7 +141,6 @@ class ExportStreamsTest : public ::testing::Test {
   FakeClock clock_;
   std::unique_ptr<AuditChain> audit_;
   std::unique_ptr<UsageFigures> figures_;
-  std::unique_ptr<TokenSigner> signer_;
   std::unique_ptr<Authorizer> auth_;
   std::unique_ptr<UsageService> service_;
   std::unique_ptr<Server> server_;

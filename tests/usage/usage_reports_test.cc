@@ -40,6 +40,7 @@
 #include "services/usage/usage_service.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_tokens.h"
 
 namespace labshare::usage {
 namespace {
@@ -54,7 +55,6 @@ using labshare::type::v1::SharingMode;
 using labshare::type::v1::TECHNICAL_SERVICE;
 
 constexpr int64_t kYear = 31536000;
-constexpr char kKey[] = "usage-reports-test-key-0123456789abcdef";
 
 std::string Sha256Hex(absl::string_view data) {
   unsigned char d[EVP_MAX_MD_SIZE];
@@ -855,8 +855,7 @@ TEST_F(UsageReportsTest, ExportUsageRowsCsvAndResume) {
 
 TEST_F(UsageReportsTest, PolicyAndStreamsOverGrpc) {
   Year();
-  auto signer = *TokenSigner::Create(kKey);
-  Authorizer auth(&signer, UsagePolicy(), &clock_);
+  Authorizer auth(labshare::testing::TestVerifier(), UsagePolicy(), &clock_);
   AuditChainOptions audit_options;
   audit_options.clock = &clock_;
   AuditChain audit(pool_.get(), testing::TestPageTokens(), audit_options);
@@ -872,7 +871,7 @@ TEST_F(UsageReportsTest, PolicyAndStreamsOverGrpc) {
   auto ctx = [&](const std::string& user, const std::string& org, Role role) {
     auto c = std::make_unique<grpc::ClientContext>();
     c->AddMetadata("authorization",
-                   "Bearer " + signer.Mint(Principal{user, org, {role}, clock_.Now() + absl::Hours(1)}, clock_.Now()));
+                   "Bearer " + labshare::testing::Mint(Principal{user, org, {role}, clock_.Now() + absl::Hours(1)}, clock_.Now()));
     return c;
   };
   // Everybody of the four roles reads the thresholds; only the admin changes them.

@@ -7,7 +7,7 @@
 set -euo pipefail
 build_bin="${LABSHARE_BIN:?}"
 data="${LABSHARE_DATA_DIR:?}"
-: "${LABSHARE_TOKEN:?a consortium admin's token}"
+: "${LABSHARE_TOKEN:?a consortium admin token}"
 cli() { "$build_bin/labshare" "$@" >/dev/null; }
 cli billing CreateSubsidyPool --subsidy_pool_id=sme-voucher --request_id=demo-pool \
   --subsidy_pool.display_name="SME innovation voucher" --subsidy_pool.funder_display_name="Provincial S&T Department" \

@@ -23,7 +23,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${LABSHARE_BIN:?set LABSHARE_BIN to the directory of the binaries}"
 clock="${LABSHARE_CLOCK_FILE:?the demo needs LABSHARE_CLOCK_FILE (demo time)}"
 issuer="${LABSHARE_ISSUER:?the issuer URL of the OpenID provider}"
-ca="${LABSHARE_TLS_CA:?the CA of the platform's certificates}"
+ca="${LABSHARE_TLS_CA:?the CA file of the platform certificates}"
 unset LABSHARE_TOKEN LABSHARE_TOKEN_FILE
 homes="$(mktemp -d)"
 trap 'rm -rf "$homes"' EXIT

@@ -36,7 +36,7 @@ signin() {  # username
   XDG_CONFIG_HOME="$homes/$who" "$bin/labshare" login > "$homes/$who.login" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
-    code="$(sed -n 's/.*shows the code: \([A-Z0-9-]*\).*/\1/p' "$homes/$who.login")"
+    code="$(sed -n 's/.*shows the code: \([A-Z0-9-]*\).*/\1/p' "$homes/$who.login" 2>/dev/null || true)"
     [ -n "$code" ] && break
     sleep 0.1
   done

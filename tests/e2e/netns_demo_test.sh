@@ -97,9 +97,10 @@ done
 # Each port speaks TLS with the service's own certified identity.
 for h in inventory booking billing usage; do
   port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$work/$h.out" | head -1)
-  echo | openssl s_client -connect "${addr[$h]}:$port" -CAfile "$pki/ca.crt" -verify_return_error 2>/dev/null |
-    openssl x509 -noout -ext subjectAltName | grep -q "URI:spiffe://labshare/$h" ||
-    { echo "$h: no TLS with its certificate on ${addr[$h]}:$port"; exit 1; }
+  echo | timeout 10 openssl s_client -connect "${addr[$h]}:$port" -CAfile "$pki/ca.crt" -verify_return_error \
+    > "$work/$h.tls" 2>&1 || true
+  openssl x509 -noout -ext subjectAltName < "$work/$h.tls" 2>/dev/null | grep -q "URI:spiffe://labshare/$h" ||
+    { echo "$h: no TLS with its certificate on ${addr[$h]}:$port"; cat "$work/$h.tls"; exit 1; }
 done
 cat > "$work/labshare.conf" <<CONF
 inventory = ${addr[inventory]}:50051

@@ -103,8 +103,10 @@ class TokenVerifier {
   TokenVerifier(std::shared_ptr<KeySet> keys, TokenRules rules) : keys_(std::move(keys)), rules_(std::move(rules)) {}
 
   // The principal of a valid token. UNAUTHENTICATED INVALID_TOKEN (which
-  // check failed: see common/jwt.h; also a missing sub, an org or roles of
-  // the wrong type, an unknown role or the "service" role) or TOKEN_EXPIRED.
+  // check failed: see common/jwt.h; also a missing sub, an unknown role or
+  // the "service" role) or TOKEN_EXPIRED. Only the issuer's signed claims
+  // get this far: a non-string org counts as none, a string roles claim as
+  // one role.
   absl::StatusOr<Principal> Verify(std::string_view token, absl::Time now) const;
 
   // Changes when the key set changes (see KeySet::Generation).

@@ -168,17 +168,17 @@ TEST_F(TokenRotationTest, KeyRotationUnderLoadDropsNoCall) {
 
 // ------------------------------------------------------------ the binaries
 
-struct Run {
+struct ToolRun {
   int status = -1;
   std::string out, err;
 };
 
-Run Execute(const std::vector<std::string>& argv) {
+ToolRun Execute(const std::vector<std::string>& argv) {
   const std::string dir = TestTempDir();
   std::string cmd;
   for (const auto& a : argv) absl::StrAppend(&cmd, "'", a, "' ");
   absl::StrAppend(&cmd, "> ", dir, "/out 2> ", dir, "/err < /dev/null");
-  Run r;
+  ToolRun r;
   const int rc = std::system(cmd.c_str());
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   std::ifstream o(dir + "/out"), e(dir + "/err");
@@ -196,7 +196,7 @@ TEST(TokenKeyAtStart, InventoryRefusesASigningKeyOthersCanRead) {
   const std::string key = WriteTestFile(dir, "signing.pem", *GenerateEcPrivateKeyPem(), 0644);
   labshare::testing::RedisServer* redis = labshare::testing::SharedRedisServer();
   ASSERT_NE(redis, nullptr);
-  Run r = Execute({bin + "/labshare-inventory", "--listen=127.0.0.1:0", "--redis=" + redis->address(),
+  ToolRun r = Execute({bin + "/labshare-inventory", "--listen=127.0.0.1:0", "--redis=" + redis->address(),
                    "--jwks=" + labshare::testing::TestJwksFile(), "--token_signing_key_file=" + key});
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, "mode 0644")) << r.err;
@@ -212,7 +212,7 @@ TEST(LabshareTokenTool, GeneratesKeysPrintsJwksAndMintsOnlyWithTheIssuersKey) {
   const std::string tool = labshare::testing::LabshareBinDir() + "/labshare-token";
   const std::string dir = TestTempDir();
   const std::string key = dir + "/issuer.pem";
-  Run gen = Execute({tool, "--generate_key=" + key});
+  ToolRun gen = Execute({tool, "--generate_key=" + key});
   ASSERT_EQ(gen.status, 0) << gen.err;
   struct stat st;
   ASSERT_EQ(::stat(key.c_str(), &st), 0);
@@ -221,29 +221,29 @@ TEST(LabshareTokenTool, GeneratesKeysPrintsJwksAndMintsOnlyWithTheIssuersKey) {
   EXPECT_EQ(kid.size(), 43u) << gen.out;  // base64url of SHA-256
   EXPECT_EQ(Execute({tool, "--generate_key=" + key}).status, 2) << "an existing key is never overwritten";
 
-  Run jwks = Execute({tool, "--jwks", key});
+  ToolRun jwks = Execute({tool, "--jwks", key});
   ASSERT_EQ(jwks.status, 0) << jwks.err;
   auto keys = KeySet::FromJson(jwks.out);
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_EQ((*keys)->Kids(), std::vector<std::string>{kid});
 
-  Run mint = Execute({tool, "--signing_key_file=" + key, "--user=li-wei", "--org=org-uni-a", "--roles=lab_user,auditor"});
+  ToolRun mint = Execute({tool, "--signing_key_file=" + key, "--user=li-wei", "--org=org-uni-a", "--roles=lab_user,auditor"});
   ASSERT_EQ(mint.status, 0) << mint.err;
   TokenVerifier verifier(*keys, TokenRules{});
-  auto p = verifier.Verify(absl::StripTrailingAsciiWhitespace(mint.out), absl::Now());
+  auto p = verifier.Verify(std::string(absl::StripTrailingAsciiWhitespace(mint.out)), absl::Now());
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->user_id, "li-wei");
   EXPECT_EQ(p->roles, (std::vector<Role>{Role::kLabUser, Role::kAuditor}));
 
   // Never the service role, never without the issuer's key, never a key others can read.
-  Run service = Execute({tool, "--signing_key_file=" + key, "--user=booking", "--roles=service"});
+  ToolRun service = Execute({tool, "--signing_key_file=" + key, "--user=booking", "--roles=service"});
   EXPECT_EQ(service.status, 2);
   EXPECT_TRUE(absl::StrContains(service.err, "service role")) << service.err;
-  Run keyless = Execute({tool, "--user=li-wei", "--roles=lab_user"});
+  ToolRun keyless = Execute({tool, "--user=li-wei", "--roles=lab_user"});
   EXPECT_EQ(keyless.status, 2);
   EXPECT_TRUE(absl::StrContains(keyless.err, "--signing_key_file is required")) << keyless.err;
   ::chmod(key.c_str(), 0644);
-  Run exposed = Execute({tool, "--signing_key_file=" + key, "--user=li-wei", "--roles=lab_user"});
+  ToolRun exposed = Execute({tool, "--signing_key_file=" + key, "--user=li-wei", "--roles=lab_user"});
   EXPECT_EQ(exposed.status, 2);
   EXPECT_TRUE(absl::StrContains(exposed.err, "chmod 600")) << exposed.err;
 }

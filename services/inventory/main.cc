@@ -1,6 +1,5 @@
 // labshare-inventory: organisations, users, facilities, instruments, rate
 // cards, qualifications and maintenance windows.
-#include "absl/flags/flag.h"
 #include "common/log.h"
 #include "common/page_token.h"
 #include "common/server.h"
@@ -17,6 +16,9 @@ int main(int argc, char** argv) {
                         "--jwks=FILE|URL --token_signing_key_file=FILE [--metrics_listen=HOST:PORT]");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   const std::unique_ptr<labshare::TokenVerifier> verifier = labshare::TokenVerifierFromFlags();
+  // The one component holding the token signing key (its identity service
+  // mints the access tokens); refused when others can read the file.
+  const std::unique_ptr<labshare::TokenIssuer> issuer = labshare::TokenIssuerFromFlags();
   const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
   const labshare::Clock& clock = *clock_owner;
   // Tokens expire by the wall clock, whatever the domain clock says.
@@ -32,10 +34,7 @@ int main(int argc, char** argv) {
   labshare::inventory::AddIdentityPolicy(&policy);
   labshare::Authorizer authorizer(verifier.get(), std::move(policy), &wall);
   labshare::inventory::InventoryService service(&manager, &authorizer);
-  // Sign-in (labshare.identity.v1): the one place LabShare tokens are minted,
-  // with the one token signing key (refused when others can read the file).
-  const std::unique_ptr<labshare::TokenIssuer> issuer =
-      absl::GetFlag(FLAGS_token_signing_key_file).empty() ? nullptr : labshare::TokenIssuerFromFlags();
+  // Sign-in (labshare.identity.v1): the one place LabShare tokens are minted.
   labshare::inventory::SignIn sign_in = labshare::inventory::SignInFromFlags(&redis, &store, issuer.get(), &wall);
   labshare::inventory::IdentityService identity(sign_in.manager.get(), &authorizer);
   return labshare::RunService("inventory", &redis, &authorizer, {&service, &identity});

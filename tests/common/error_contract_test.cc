@@ -190,6 +190,7 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"INVALID_SIGNING_KEY", "key loading at start (--token_signing_key_file) and labshare-token"},
       {"KEY_GENERATION_FAILED", "labshare-token --generate_key"},
       {"INVALID_FLAG", "labshare-inventory's sign-in flags at start"},
+      {"XDG_CONFIG_HOME", "environment variable (labshare login's credentials)"},
       // Event consumers and the sweep: statuses that stay inside a process.
       {"NOT_DUE", "the sweep's own skip signal"},
       {"UNDECODABLE_EVENT", "usage's consumer skips such an event"},

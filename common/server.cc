@@ -35,9 +35,9 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/peer_identity.h"
-#include "common/secret_file.h"
 #include "common/redis_flags.h"
 #include "common/reflection_v1.h"
+#include "common/secret_file.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "HOST:PORT to serve gRPC on; port 0 picks a free port. The bound address is printed "

@@ -2,19 +2,19 @@
 # The rest of the demo consortium, after labshare-demo-seed: an SME subsidy
 # pool (billing) and a joint-research project (booking), through the client.
 # Idempotent (request ids), so a restart is harmless.
-# Needs LABSHARE_BIN, LABSHARE_TOKEN_SIGNING_KEY_FILE, LABSHARE_DATA_DIR and the service
-# addresses in LABSHARE_INVENTORY/BOOKING/BILLING/USAGE.
+# Needs LABSHARE_BIN, LABSHARE_DATA_DIR, a consortium admin's token in
+# LABSHARE_TOKEN and the client's settings (LABSHARE_CONFIG: addresses, CA).
 set -euo pipefail
 build_bin="${LABSHARE_BIN:?}"
 data="${LABSHARE_DATA_DIR:?}"
-admin_token="$("$build_bin/labshare-token" --signing_key_file="$LABSHARE_TOKEN_SIGNING_KEY_FILE" --user=admin --org=zju --roles=consortium_admin --ttl=1h)"
-cli() { "$build_bin/labshare" --token="$admin_token" "$@" >/dev/null; }
+: "${LABSHARE_TOKEN:?a consortium admin token}"
+cli() { "$build_bin/labshare" "$@" >/dev/null; }
 cli billing CreateSubsidyPool --subsidy_pool_id=sme-voucher --request_id=demo-pool \
   --subsidy_pool.display_name="SME innovation voucher" --subsidy_pool.funder_display_name="Provincial S&T Department" \
   --subsidy_pool.percentage_bps=5000 --subsidy_pool.eligibility.size_classes=SME \
   --subsidy_pool.cap_per_organization="20000.00 CNY" --subsidy_pool.cap_period_kind=MONTHLY
 cli billing TopUpSubsidyPool subsidyPools/sme-voucher --amount="100000.00 CNY" --request_id=demo-pool-funds
-now="$("$build_bin/labshare" --token="$admin_token" inventory GetInstrument instruments/sem-1 --json |
+now="$("$build_bin/labshare" inventory GetInstrument instruments/sem-1 --json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["create_time"])')"
 python3 - "$now" > "$data/project.json" <<'PY'
 import datetime, json, sys

@@ -9,24 +9,56 @@
 # its payment) and the utilisation report. It moves the demo clock
 # (LABSHARE_CLOCK_FILE) forward and prints the results; the last lines are
 # "RESULT key=value" pairs that tests/e2e/demo_test.sh checks.
-# Needs: LABSHARE_BIN (the binaries), LABSHARE_TOKEN_SIGNING_KEY_FILE, the service
-# addresses in LABSHARE_INVENTORY/BOOKING/BILLING/USAGE (run-local sets them).
+#
+# Everything goes over TLS, and every persona is a person signed in at the
+# OpenID provider: each runs `labshare login` (device flow) with its own
+# XDG_CONFIG_HOME, and deploy/oidc/approve-device.mjs plays that person at
+# the browser (the provider's real login and consent pages; the demo
+# passwords are demo-<username>). LabShare takes the roles from inventory.
+# Needs: LABSHARE_BIN (the binaries), LABSHARE_CONFIG (the client's
+# settings: addresses, tls_ca), LABSHARE_TLS_CA and LABSHARE_ISSUER
+# (run-local sets them all).
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${LABSHARE_BIN:?set LABSHARE_BIN to the directory of the binaries}"
 clock="${LABSHARE_CLOCK_FILE:?the demo needs LABSHARE_CLOCK_FILE (demo time)}"
+issuer="${LABSHARE_ISSUER:?the issuer URL of the OpenID provider}"
+ca="${LABSHARE_TLS_CA:?the CA file of the platform certificates}"
+unset LABSHARE_TOKEN LABSHARE_TOKEN_FILE
+homes="$(mktemp -d)"
+trap 'rm -rf "$homes"' EXIT
 
-token() { "$bin/labshare-token" --signing_key_file="$LABSHARE_TOKEN_SIGNING_KEY_FILE" --user="$1" --org="$2" --roles="$3" --ttl=1h; }
-admin=$(token admin zju consortium_admin)
-auditor=$(token auditor metrology auditor)
-liwei=$(token li-wei nanocraft lab_user)
-chen=$(token chen-jing biotek lab_user)
-wang=$(token wang-fang zju facility_staff)
-zhao=$(token zhao-lei sjtu facility_staff)
+# Signs a persona in: `labshare login` waits for the person; the person
+# (approve-device.mjs) enters the code shown and signs in.
+signin() {  # username
+  local who=$1 code="" pid
+  mkdir -p "$homes/$who"
+  XDG_CONFIG_HOME="$homes/$who" "$bin/labshare" login > "$homes/$who.login" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    code="$(sed -n 's/.*shows the code: \([A-Z0-9-]*\).*/\1/p' "$homes/$who.login" 2>/dev/null || true)"
+    [ -n "$code" ] && break
+    sleep 0.1
+  done
+  [ -n "$code" ] || { echo "no user code from labshare login ($who):"; cat "$homes/$who.login"; return 1; }
+  node "$root/deploy/oidc/approve-device.mjs" --issuer="$issuer" --ca="$ca" --user_code="$code" \
+    --login="$who@example.org" --password="demo-$who" >/dev/null
+  wait "$pid" || { echo "labshare login ($who):"; cat "$homes/$who.login"; return 1; }
+}
+echo "### 0. Everyone signs in at the consortium's OpenID provider ($issuer)"
+admin=admin auditor=auditor liwei=li-wei chen=chen-jing wang=wang-fang zhao=zhao-lei
+people=("$admin" "$auditor" "$liwei" "$chen" "$wang" "$zhao")
+signing=()
+for who in "${people[@]}"; do signin "$who" & signing+=($!); done  # all at once: each login polls
+for p in "${signing[@]}"; do wait "$p"; done
+for who in "${people[@]}"; do
+  echo "signed in: $(XDG_CONFIG_HOME="$homes/$who" "$bin/labshare" whoami | tr '\n' ' ')"
+done
 
 at() { echo "$1" > "$clock.next" && mv "$clock.next" "$clock"; echo; echo "== $1"; }  # atomic
-ls_() { local t=$1; shift; "$bin/labshare" --token="$t" "$@"; }
+ls_() { local who=$1; shift; XDG_CONFIG_HOME="$homes/$who" "$bin/labshare" "$@"; }
 # The JSON answer of a call, and one field of it (python3 path expression).
-js() { local t=$1; shift; "$bin/labshare" --json --token="$t" "$@"; }
+js() { local who=$1; shift; XDG_CONFIG_HOME="$homes/$who" "$bin/labshare" --json "$@"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 # Waits (bounded) until a command's output contains a string.
 until_has() {

@@ -2,28 +2,28 @@
 // service: a dozen organisations of every type and tier, facilities,
 // instruments in all four sharing modes, rate cards, users, qualifications
 // and a maintenance window. Idempotent: every call carries a request_id,
-// so running it twice changes nothing.
+// so running it twice changes nothing. It calls as a consortium admin whose
+// token it takes from LABSHARE_TOKEN (the launcher mints a short-lived one
+// with labshare-token --signing_key_file for this bootstrap), over the
+// channel the common TLS flags describe (--tls_ca).
 #include <grpcpp/grpcpp.h>
 
+#include <cstdlib>
 #include <iostream>
 
-#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/channel.h"
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
-#include "common/channel.h"
 #include "common/server.h"
-#include "common/token.h"
-#include "common/token_flags.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory.");
-// --token_signing_key_file (common/token_flags.h) and --clock_file
-// (common/server.h) are common flags.
+// --clock_file and the TLS flags are common flags.
 
 namespace {
 
@@ -244,26 +244,25 @@ class Seeder {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "labshare-demo-seed: loads the demo consortium into labshare-inventory.\n"
-      "Usage: labshare-demo-seed --inventory=HOST:PORT --token_signing_key_file=FILE");
+      "Usage: LABSHARE_TOKEN=... labshare-demo-seed --inventory=HOST:PORT [--tls_ca=FILE]");
   absl::ParseCommandLine(argc, argv);
-  // The issuer's key: the seeder acts as the consortium's bootstrap admin.
-  const std::unique_ptr<labshare::TokenIssuer> issuer = labshare::TokenIssuerFromFlags();
-  // The platform's time: the wall clock, or the demo's --clock_file.
-  const absl::Time now = labshare::ClockFromFlags()->Now();
-  // Tokens expire by the wall clock, whatever the demo's clock says.
-  const absl::Time wall = absl::Now();
-  labshare::Principal admin{"demo-admin", "", {labshare::Role::kConsortiumAdmin}, wall + absl::Minutes(30)};
-  auto channel_or = labshare::MakeChannel(absl::GetFlag(FLAGS_inventory));  // --tls_* (common/tls.h)
-  if (!channel_or.ok()) {
-    std::cerr << channel_or.status().message() << "\n";
+  const char* token = std::getenv("LABSHARE_TOKEN");
+  if (token == nullptr || *token == '\0') {
+    std::cerr << "set LABSHARE_TOKEN to a consortium admin's token\n";
     return 2;
   }
-  auto channel = *channel_or;
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+  // The platform's time: the wall clock, or the demo's --clock_file.
+  const absl::Time now = labshare::ClockFromFlags()->Now();
+  auto channel = labshare::MakeChannel(absl::GetFlag(FLAGS_inventory));
+  if (!channel.ok()) {
+    std::cerr << channel.status().message() << "\n";
+    return 2;
+  }
+  if (!(*channel)->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
     std::cerr << "cannot reach inventory at " << absl::GetFlag(FLAGS_inventory) << "\n";
     return 1;
   }
-  Seeder s(channel, issuer->Mint(admin, wall));
+  Seeder s(*channel, token);
   // Rate lines may not be backdated: they take effect a minute from now.
   s.set_effective(absl::FromUnixSeconds(absl::ToUnixSeconds(now) + 60));
 

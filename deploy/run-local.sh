@@ -1,17 +1,22 @@
 #!/bin/bash
-# Starts the whole platform on this machine: installs what is missing,
-# builds (Release), starts Redis (append-only file on) and the four
-# services, loads the demo consortium, prints how to talk to it, and runs
-# until Ctrl-C, then stops everything gracefully.
+# Starts the whole platform on this machine, everything over TLS: installs
+# what is missing, builds (Release), creates the secrets (development CA and
+# a certificate per service, the token signing key and its JWKS, Redis ACL
+# users, the audit signing key; deploy/make-secrets.sh), starts Redis (ACL
+# users only, the default user off, append-only file on), the OpenID
+# provider with the demo consortium's people (deploy/oidc) and the four
+# services, loads the demo consortium, prints how to sign in, and runs until
+# Ctrl-C, then stops everything gracefully.
 #
 # usage: deploy/run-local.sh [--fresh] [--then COMMAND]
-#   --fresh         start from empty data
+#   --fresh         start from empty data (and new keys)
 #   --then COMMAND  run COMMAND (e.g. deploy/demo-scenario.sh) once the
 #                   platform is up, then stop everything and exit with its code
 #
 # Ports: LABSHARE_BASE_PORT (default 50051) for inventory, +1 booking,
-# +2 billing, +3 usage; metrics on +100..+103; Redis on LABSHARE_REDIS_PORT
-# (default 56379). Data lives in LABSHARE_DATA_DIR (default deploy/.data).
+# +2 billing, +3 usage, +4 the OpenID provider; metrics on +100..+103; Redis
+# on LABSHARE_REDIS_PORT (default 56379, loopback only, the one plaintext
+# port). Data and secrets live in LABSHARE_DATA_DIR (default deploy/.data).
 # LABSHARE_BUILD_DIR: where the binaries are (default build-release, built
 # here unless LABSHARE_NO_BUILD=1). LABSHARE_CLOCK_FILE: demo time; every
 # service reads "now" from that file (deploy/demo-scenario.sh moves it).
@@ -31,6 +36,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 mkdir -p "$data"
+data="$(cd "$data" && pwd)"
+bin="$build/bin"
 
 if [ "${LABSHARE_NO_BUILD:-0}" != 1 ]; then
   "$root/deploy/install-deps.sh"
@@ -38,6 +45,7 @@ if [ "${LABSHARE_NO_BUILD:-0}" != 1 ]; then
   cmake --build "$build" -j2 --target labshare-inventory labshare-booking labshare-billing \
     labshare-usage labshare-token labshare-demo-seed labshare
 fi
+[ -d "$root/deploy/oidc/node_modules" ] || (cd "$root/deploy/oidc" && npm ci --no-audit --no-fund --silent)
 clock=()
 if [ -n "${LABSHARE_CLOCK_FILE:-}" ]; then
   # Demo time starts on Monday 2027-03-01, 08:00 in Shanghai.
@@ -45,13 +53,10 @@ if [ -n "${LABSHARE_CLOCK_FILE:-}" ]; then
   clock=(--clock_file="$LABSHARE_CLOCK_FILE")
 fi
 
-# The token signing key (only inventory reads it) and the JWKS every service
-# verifies with: generated once, kept with the data, never in the source.
-if [ ! -s "$data/token-signing.pem" ]; then
-  "$build/bin/labshare-token" --generate_key="$data/token-signing.pem" >/dev/null
-fi
-"$build/bin/labshare-token" --jwks "$data/token-signing.pem" > "$data/jwks.json"
-export LABSHARE_TOKEN_SIGNING_KEY_FILE="$data/token-signing.pem"
+# Secrets: generated once, kept with the data, never in the source.
+secrets="$data/secrets"
+pki="$secrets/pki"
+LABSHARE_BIN="$bin" "$root/deploy/make-secrets.sh" "$secrets"
 
 pids=()
 cleanup() {
@@ -61,49 +66,85 @@ cleanup() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT INT TERM
+wait_for() {  # file pattern what
+  for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "$3 did not start:"; tail -20 "$1" "${1%.out}.log" 2>/dev/null; exit 1
+}
 
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$data" --appendonly yes \
-  --appendfsync everysec --save '' >"$data/redis.log" 2>&1 &
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$data" --aclfile "$secrets/redis/users.acl" \
+  --appendonly yes --appendfsync everysec --save '' >"$data/redis.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+wait_for "$data/redis.log" "Ready to accept connections" Redis
 
+# The OpenID provider: the demo consortium's people (deploy/oidc/demo-accounts.json).
+mkdir -p "$data/oidc"
+node "$root/deploy/oidc/server.mjs" --listen="127.0.0.1:$((base + 4))" \
+  --accounts="$root/deploy/oidc/demo-accounts.json" --keys="$data/oidc/keys.json" \
+  --tls_cert="$pki/oidc.crt" --tls_key="$pki/oidc.key" >"$data/oidc.out" 2>"$data/oidc.log" &
+pids+=($!)
+wait_for "$data/oidc.out" "^listening on" "the OpenID provider"
+issuer="$(sed -n 's/^listening on //p' "$data/oidc.out" | head -1)"
+
+tls=(--tls_ca="$pki/ca.crt" --jwks="$secrets/jwks.json")
 start() {  # name port_offset [extra flags]
   local name=$1 off=$2; shift 2
-  "$build/bin/labshare-$name" --listen="127.0.0.1:$((base + off))" \
-    --redis="127.0.0.1:$redis_port" --metrics_listen="127.0.0.1:$((base + 100 + off))" --jwks="$data/jwks.json" "${clock[@]}" "$@" \
-    >"$data/$name.out" 2>"$data/$name.log" &
+  "$bin/labshare-$name" --listen="127.0.0.1:$((base + off))" --metrics_listen="127.0.0.1:$((base + 100 + off))" \
+    --tls_cert="$pki/$name.crt" --tls_key="$pki/$name.key" "${tls[@]}" \
+    --redis="127.0.0.1:$redis_port" --redis_user="$name" --redis_password_file="$secrets/redis/$name.password" \
+    "${clock[@]}" "$@" >"$data/$name.out" 2>"$data/$name.log" &
   pids+=($!)
 }
-start inventory 0 --token_signing_key_file="$data/token-signing.pem"
+start inventory 0 --token_signing_key_file="$secrets/token-signing.pem" \
+  --oidc_issuer="$issuer" --oidc_ca_file="$pki/ca.crt"
 start booking 1 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--sweep_interval=1s --inventory_cache_ttl=0s}
 start billing 2 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--lease_period_interval=1s}
-start usage 3
+start usage 3 --audit_signing_key_file="$secrets/audit-signing.pem"
 for name in inventory booking billing usage; do
-  for _ in $(seq 100); do grep -q "^listening on" "$data/$name.out" 2>/dev/null && break; sleep 0.1; done
+  wait_for "$data/$name.out" "^listening on" "$name"
   echo "$name: $(head -1 "$data/$name.out")  (logs: $data/$name.log)"
 done
 
-"$build/bin/labshare-demo-seed" --inventory="127.0.0.1:$base" --token_signing_key_file="$data/token-signing.pem" "${clock[@]}"
-admin_token="$("$build/bin/labshare-token" --signing_key_file="$data/token-signing.pem" --user=admin --org=zju \
-  --roles=consortium_admin --ttl=1h)"
-export LABSHARE_INVENTORY="127.0.0.1:$base" LABSHARE_BOOKING="127.0.0.1:$((base + 1))"
-export LABSHARE_BILLING="127.0.0.1:$((base + 2))" LABSHARE_USAGE="127.0.0.1:$((base + 3))"
-LABSHARE_BIN="$build/bin" LABSHARE_DATA_DIR="$data" "$root/deploy/demo-extras.sh"
+# The client's settings: addresses, the CA, the provider (labshare login).
+cat > "$data/labshare.conf" <<CONF
+inventory = 127.0.0.1:$base
+booking = 127.0.0.1:$((base + 1))
+billing = 127.0.0.1:$((base + 2))
+usage = 127.0.0.1:$((base + 3))
+tls_ca = $pki/ca.crt
+issuer = $issuer
+oidc_ca_file = $pki/ca.crt
+CONF
+export LABSHARE_CONFIG="$data/labshare.conf"
+
+# Bootstrap: the demo data goes in with a short-lived admin token minted
+# from the signing key itself (labshare-token --signing_key_file), as an
+# operator would for the very first administrator; everyone else signs in.
+export LABSHARE_TOKEN="$("$bin/labshare-token" --signing_key_file="$secrets/token-signing.pem" \
+  --user=admin --org=zju --roles=consortium_admin --ttl=10m)"
+"$bin/labshare-demo-seed" --inventory="127.0.0.1:$base" --tls_ca="$pki/ca.crt" "${clock[@]}"
+LABSHARE_BIN="$bin" LABSHARE_DATA_DIR="$data" "$root/deploy/demo-extras.sh"
+unset LABSHARE_TOKEN
+
 if [ -n "$then_cmd" ]; then
   set +e
-  LABSHARE_BIN="$build/bin" bash -c "$then_cmd"
+  LABSHARE_BIN="$bin" LABSHARE_DATA_DIR="$data" LABSHARE_TLS_CA="$pki/ca.crt" LABSHARE_ISSUER="$issuer" \
+    bash -c "$then_cmd"
   rc=$?
   exit $rc
 fi
 cat <<MSG
 
-LabShare is running. Redis on 127.0.0.1:$redis_port (append-only file in $data).
-An admin token (1 h; people sign in with \`labshare login\`):  export TOKEN=$admin_token
-Try the client (addresses come from the environment, see README):
-  export LABSHARE_INVENTORY=127.0.0.1:$base LABSHARE_BOOKING=127.0.0.1:$((base + 1)) \\
-         LABSHARE_BILLING=127.0.0.1:$((base + 2)) LABSHARE_USAGE=127.0.0.1:$((base + 3)) LABSHARE_TOKEN=\$TOKEN
-  $build/bin/labshare inventory ListInstruments
-Every service serves gRPC reflection and health. Metrics: http://127.0.0.1:$((base + 100))/metrics
+LabShare is running, every port over TLS (development CA: $pki/ca.crt).
+  inventory / booking / billing / usage  127.0.0.1:$base .. 127.0.0.1:$((base + 3))
+  OpenID provider                        $issuer  (the demo people: deploy/oidc/demo-accounts.json)
+  metrics                                https://127.0.0.1:$((base + 100))/metrics .. $((base + 103))
+  Redis                                  127.0.0.1:$redis_port, ACL users only (operators: --user admin, password in $secrets/redis/admin.password)
+Keys and certificates: $secrets (token signing key: inventory only; jwks.json: every service).
+Sign in and try the client:
+  export LABSHARE_CONFIG=$data/labshare.conf PATH=$bin:\$PATH
+  labshare login                  # opens the provider's page; sign in e.g. as li-wei
+  labshare whoami
+  labshare inventory ListInstruments
 Press Ctrl-C to stop.
 MSG
-wait "${pids[1]}"
+wait "${pids[2]}"  # inventory

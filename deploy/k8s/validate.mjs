@@ -13,6 +13,11 @@ let failed = false;
 let count = 0;
 for (const doc of yaml.loadAll(input)) {
   if (!doc) continue;
+  // kustomize folds long Secret values over lines; the API server's base64
+  // decoder (Go) skips the newlines, the schema's "byte" format does not.
+  if (doc.kind === 'Secret' && doc.data) {
+    for (const k of Object.keys(doc.data)) doc.data[k] = doc.data[k].replace(/\s+/g, '');
+  }
   const [group, version] = doc.apiVersion.includes('/') ? doc.apiVersion.split('/') : ['', doc.apiVersion];
   const modulePath = group ? `kubernetes-models/${group}/${version}` : `kubernetes-models/${version}`;
   const ns = doc.metadata?.namespace ? `${doc.metadata.namespace}/` : '';

@@ -42,9 +42,7 @@ int main(int argc, char** argv) {
     labshare::LogError("--inventory", {{"error", inventory_channel_or.status().ToString()}});
     return 2;
   }
-  const std::shared_ptr<grpc::Channel> inventory_channel = *inventory_channel_or;
-  labshare::billing::GrpcInventoryReader inventory(
-      inventory_channel);
+  labshare::billing::GrpcInventoryReader inventory(*inventory_channel_or);
   auto zone = labshare::billing::LoadBillingTimeZone(absl::GetFlag(FLAGS_time_zone));
   if (!zone.ok()) {
     labshare::LogError("bad --time_zone", {{"error", zone.status().ToString()}});

@@ -46,10 +46,8 @@ int main(int argc, char** argv) {
     labshare::LogError("--inventory", {{"error", inventory_channel_or.status().ToString()}});
     return 2;
   }
-  const std::shared_ptr<grpc::Channel> inventory_channel = *inventory_channel_or;
-  labshare::booking::InventoryClient inventory(
-      inventory_channel,
-      &clock, absl::GetFlag(FLAGS_inventory_cache_ttl));
+  labshare::booking::InventoryClient inventory(*inventory_channel_or, &clock,
+                                               absl::GetFlag(FLAGS_inventory_cache_ttl));
   // The hot path (CreateBooking) pipelines its Lua step.
   labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines),
                                   static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_batch))));

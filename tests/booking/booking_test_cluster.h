@@ -272,12 +272,6 @@ class ChildProcess {
   std::string exit_description_ = "not started";
 };
 
-// A child's flags plus its service certificate (mutual TLS, test_pki.h).
-inline std::vector<std::string> WithTls(std::vector<std::string> args, const std::string& service) {
-  for (auto& flag : TestPki::Shared().Flags(service)) args.push_back(std::move(flag));
-  return args;
-}
-
 struct BookingTestClusterOptions {
   // Appended to redis-server's command line, e.g. {"--aclfile", FILE}.
   std::vector<std::string> redis_args;
@@ -288,6 +282,12 @@ struct BookingTestClusterOptions {
   // Extra flags for each child, by service ("inventory", "booking").
   std::function<std::vector<std::string>(const std::string& service)> service_args;
 };
+
+// A child's flags plus its service certificate (mutual TLS, test_pki.h).
+inline std::vector<std::string> WithTls(std::vector<std::string> args, const std::string& service) {
+  for (auto& flag : TestPki::Shared().Flags(service)) args.push_back(std::move(flag));
+  return args;
+}
 
 // Redis + inventory + N booking replicas, and helpers to seed inventory.
 class BookingTestCluster {
@@ -319,7 +319,7 @@ class BookingTestCluster {
 
     auto inventory = ChildProcess::Start(
         "inventory", c->bin_dir_ + "/labshare-inventory",
-        extra("inventory", WithTls({"--listen=127.0.0.1:0", "--redis=" + c->redis_->address()}, "inventory")),
+        WithTls(extra("inventory", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address()}), "inventory"),
         c->log_dir_);
     if (!inventory.ok()) return inventory.status();
     c->inventory_process_ = *std::move(inventory);
@@ -329,9 +329,9 @@ class BookingTestCluster {
     for (int i = 0; i < booking_replicas; ++i) {
       auto booking = ChildProcess::Start(
           absl::StrCat("booking-", i), c->bin_dir_ + "/labshare-booking",
-          extra("booking", WithTls({"--listen=127.0.0.1:0", "--redis=" + c->redis_->address(),
-                                    "--inventory=" + c->inventory_process_->address()},
-                                   "booking")),
+          WithTls(extra("booking", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address(),
+                                    "--inventory=" + c->inventory_process_->address()}),
+                  "booking"),
           c->log_dir_);
       if (!booking.ok()) return booking.status();
       auto channel = TlsChannel((*booking)->address());

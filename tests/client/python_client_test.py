@@ -322,8 +322,8 @@ class InventoryServer:
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [self.binary, "--listen=127.0.0.1:0", "--redis=127.0.0.1:%d" % redis_port,
-                 "--metrics_listen=127.0.0.1:0", "--jwks=" + jwks_file,
-                 "--token_signing_key_file=" + key_file] + list(extra_args),
+                 "--metrics_listen=127.0.0.1:0", "--jwks=" + jwks_file, "--token_signing_key_file=" + key_file]
+                + list(extra_args),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)
         self._reader.start()

@@ -1,46 +1,89 @@
 #!/bin/bash
-# Validates the deployment files offline:
-# - deploy/docker-compose.yml with `docker-compose config`;
-# - the kustomize output of deploy/k8s (base and the demo overlay) against
-#   the Kubernetes API schemas of the npm package kubernetes-models;
-# - deploy/systemd units with `systemd-analyze verify`, failing on any warning.
-# usage: tests/deploy/validate_deploy.sh BUILD_DIR   (for the binaries the units start)
+# Validates the deployment files offline, with real secrets made by
+# deploy/make-secrets.sh (CA, certificates, signing keys, Redis ACL):
+# - deploy/docker-compose.yml with `docker-compose config`; every secret file
+#   it mounts exists in the layout make-secrets.sh writes;
+# - the kustomize output of deploy/k8s (base and the demo overlay, whose
+#   Secrets are generated from those files) against the Kubernetes API
+#   schemas of the npm package kubernetes-models, and what every workload
+#   must have (probes over TLS, limits, non-root, read-only root filesystem,
+#   Secrets mounted 0400, TLS/JWKS/Redis-user flags, the signing key in
+#   inventory only, the Redis default user off);
+# - deploy/systemd units with `systemd-analyze verify`, failing on any
+#   warning, and their LoadCredential= files present in that layout.
+# usage: tests/deploy/validate_deploy.sh BUILD_DIR   (for labshare-token and the binaries the units start)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 build="$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+secrets="$work/secrets"
+LABSHARE_BIN="$build/bin" "$root/deploy/make-secrets.sh" "$secrets" >/dev/null
+grep -qx "user default off.*" "$secrets/redis/users.acl" || { echo "users.acl: the default user is not off"; exit 1; }
 
 echo "== docker-compose"
-cp "$root/deploy/docker-compose.yml" "$work/"
-echo "compose-validation-key-0123456789abcdef" > "$work/token.key"
-docker-compose -f "$work/docker-compose.yml" config -q
-echo "docker-compose.yml: valid"
+mkdir -p "$work/compose"
+cp "$root/deploy/docker-compose.yml" "$work/compose/"
+ln -s "$secrets" "$work/compose/secrets"
+docker-compose -f "$work/compose/docker-compose.yml" config > "$work/compose.yaml"
+python3 - "$work/compose.yaml" <<'PY'
+import os, sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+for name, s in c["secrets"].items():
+    assert os.path.isfile(s["file"]), f"secret {name}: {s['file']} is not made by deploy/make-secrets.sh"
+for name in ["inventory", "booking", "billing", "usage"]:
+    cmd = " ".join(c["services"][name]["command"])
+    for flag in ["--tls_cert=", "--tls_key=", "--tls_ca=", "--jwks=", "--redis_user=", "--redis_password_file="]:
+        assert flag in cmd, f"compose {name}: missing {flag}"
+    mounted = {s["source"] for s in c["services"][name]["secrets"]}
+    assert ("token_signing_key" in mounted) == (name == "inventory"), f"compose {name}: signing key is inventory's only"
+assert "--aclfile" in c["services"]["redis"]["command"], "compose redis: no ACL file"
+print("docker-compose.yml: valid; secrets, TLS and Redis users: ok")
+PY
 
 echo "== kubernetes"
 (cd "$work" && npm install --no-audit --no-fund --silent --no-save kubernetes-models@5 js-yaml@4 >/dev/null)
 cp "$root/deploy/k8s/validate.mjs" "$work/"
-kubectl kustomize "$root/deploy/k8s/overlays/demo" > "$work/demo.yaml"
+cp -r "$root/deploy/k8s" "$work/k8s"
+rm -rf "$work/k8s/overlays/demo/secrets"
+cp -r "$secrets" "$work/k8s/overlays/demo/secrets"
+kubectl kustomize "$work/k8s/overlays/demo" > "$work/demo.yaml"
 node "$work/validate.mjs" < "$work/demo.yaml"
-# The base alone (its Secret comes from the operator).
+# The base alone (its Secrets come from the operator).
 kubectl kustomize "$root/deploy/k8s/base" | node "$work/validate.mjs" | tail -1
-# What the probes and security settings must be, on every workload.
 python3 - "$work/demo.yaml" <<'PY'
-import sys, re
-text = open(sys.argv[1]).read()
-docs = text.split("\n---\n")
-workloads = [d for d in docs if re.search(r"^kind: (Deployment|StatefulSet)$", d, re.M)]
-assert len(workloads) == 5, len(workloads)
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+assert len(workloads) == 6, len(workloads)  # redis, four services, the demo OpenID provider
 for d in workloads:
-    name = re.search(r"^  name: (\S+)$", d, re.M).group(1)
-    for needle in ["readOnlyRootFilesystem: true", "runAsNonRoot: true", "readinessProbe:", "livenessProbe:",
-                   "limits:", "requests:"]:
-        assert needle in d, f"{name}: missing {needle}"
-    if "kind: Deployment" in d:
-        assert "grpc:" in d, f"{name}: gRPC probes expected"
-services = [d for d in docs if re.search(r"^kind: Service$", d, re.M)]
-assert len(services) == 5 and all("clusterIP: None" in s for s in services), "headless Services expected"
-print("workloads: probes, limits, non-root, read-only root filesystem: ok; Services headless: ok")
+    name, pod = d["metadata"]["name"], d["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True, f"{name}: runAsNonRoot"
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True, f"{name}/{c['name']}: read-only root"
+        assert c["resources"]["limits"] and c["resources"]["requests"], f"{name}/{c['name']}: resources"
+    main = pod["containers"][0]
+    assert "readinessProbe" in main and "livenessProbe" in main, f"{name}: probes"
+    for v in pod.get("volumes", []):
+        if "secret" in v:
+            assert v["secret"].get("defaultMode") == 0o400, f"{name}: Secret {v['name']} not mounted 0400"
+    if name in ("inventory", "booking", "billing", "usage"):
+        args = " ".join(main["args"])
+        for flag in ["--tls_cert=", "--tls_key=", "--tls_ca=", "--jwks=", "--redis_user=" + name,
+                     "--redis_password_file="]:
+            assert flag in args, f"{name}: missing {flag}"
+        assert ("--token_signing_key_file" in args) == (name == "inventory"), f"{name}: signing key is inventory's only"
+        probe = main["readinessProbe"]["exec"]["command"]
+        assert probe[0] == "labshare" and any(a.startswith("--tls_ca=") for a in probe) and "health" in probe, \
+            f"{name}: readiness through labshare health over TLS"
+    if name == "redis":
+        assert "--aclfile" in main["args"], "redis: no ACL file"
+secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+for name, s in secrets.items():
+    assert ("token-signing.pem" in s["data"]) == (name == "labshare-inventory"), f"{name}: signing key is inventory's only"
+services = [d for d in docs if d["kind"] == "Service"]
+assert len(services) == 6 and all(s["spec"].get("clusterIP") == "None" for s in services), "headless Services expected"
+print("workloads: probes over TLS, limits, non-root, read-only root, Secrets 0400, TLS and Redis-user flags: ok")
 PY
 
 echo "== systemd"
@@ -48,10 +91,14 @@ mkdir -p "$work/units" "$work/bin"
 for s in inventory booking billing usage; do ln -s "$build/bin/labshare-$s" "$work/bin/labshare-$s"; done
 for f in "$root"/deploy/systemd/*.service; do
   sed "s|/usr/local/bin/|$work/bin/|" "$f" > "$work/units/$(basename "$f")"
+  for cred in $(sed -n 's/^LoadCredential=[^:]*://p' "$f"); do
+    [ -f "$secrets/${cred#/etc/labshare/}" ] || { echo "$(basename "$f"): $cred is not made by make-secrets.sh"; exit 1; }
+  done
+  grep -q -- "--tls_ca=%d/ca.crt" "$f" || { echo "$(basename "$f"): no TLS"; exit 1; }
 done
 if ! systemd-analyze verify "$work"/units/*.service > "$work/verify.log" 2>&1 || [ -s "$work/verify.log" ]; then
   cat "$work/verify.log"
   echo "systemd units: warnings or errors"
   exit 1
 fi
-echo "systemd units: verified, no warnings"
+echo "systemd units: verified, no warnings; credentials in place"

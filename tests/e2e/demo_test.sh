@@ -1,8 +1,9 @@
 #!/bin/bash
 # End to end: Redis and the four services as separate processes (the local
-# launcher, on free loopback ports, in demo time), the demo consortium, and
-# the demo scenario through the labshare client; asserts the month's invoice
-# amounts, the settlement and the utilisation figures.
+# launcher, on free loopback ports, in demo time, every port over TLS, Redis
+# with ACL users, the OpenID provider), the demo consortium, and the demo
+# scenario through the labshare client with signed-in personas; asserts the
+# month's invoice amounts, the settlement and the utilisation figures.
 #
 # usage: tests/e2e/demo_test.sh BUILD_DIR   (BUILD_DIR/bin holds the binaries)
 set -euo pipefail
@@ -15,12 +16,12 @@ read -r base redis_port < <(python3 - <<'PY'
 import socket
 def free():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-# four consecutive free ports for the services (and their +100 metrics ports)
+# five consecutive free ports for the services and the OpenID provider (and +100 metrics ports)
 import random
 while True:
     b = random.randint(20000, 40000)
     ok = True
-    for p in [b, b + 1, b + 2, b + 3, b + 100, b + 101, b + 102, b + 103]:
+    for p in [b, b + 1, b + 2, b + 3, b + 4, b + 100, b + 101, b + 102, b + 103]:
         s = socket.socket()
         try: s.bind(("127.0.0.1", p))
         except OSError: ok = False

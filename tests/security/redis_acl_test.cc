@@ -392,8 +392,8 @@ TEST_F(RedisAclTest, RealServicesRunUnderTheirUsersWithoutARefusal) {
       args.push_back("--audit_signing_key_file=" + key);
     }
     for (auto& f : user_flags(service)) args.push_back(f);
-    auto child = ChildProcess::Start(service, cluster->bin_dir() + "/labshare-" + service,
-                                     WithTls(args, service), cluster->log_dir());
+    auto child = ChildProcess::Start(service, cluster->bin_dir() + "/labshare-" + service, WithTls(args, service),
+                                     cluster->log_dir());
     ASSERT_TRUE(child.ok()) << child.status();
     more.push_back(*std::move(child));
   }

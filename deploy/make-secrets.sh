@@ -1,0 +1,37 @@
+#!/bin/bash
+# Every secret a LabShare deployment needs, in one directory (kept if they
+# exist, so rerunning is harmless):
+#   pki/                 development CA, a certificate + key per service and
+#                        for the OpenID provider (deploy/dev-pki.sh)
+#   token-signing.pem    the token signing key (inventory only)
+#   jwks.json            its public key as a JWKS (every service)
+#   redis/               Redis ACL users: users.acl and a password file per
+#                        service (deploy/redis-acl.sh)
+#   audit-signing.pem    usage's audit head signing key, audit-public.pem
+#                        its public key (deploy/verify_audit.py --public_key)
+# Private keys and passwords are mode 0600.
+#
+# usage: deploy/make-secrets.sh DIR [SAN...]   (SANs: see deploy/dev-pki.sh)
+#   LABSHARE_BIN: where labshare-token is (default: on PATH)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+dir="${1:?usage: $0 DIR [SAN...]}"
+shift
+token_tool="${LABSHARE_BIN:+$LABSHARE_BIN/}labshare-token"
+mkdir -p "$dir"
+umask 077
+
+"$here/dev-pki.sh" "$dir/pki" "$@" >/dev/null
+if [ ! -s "$dir/token-signing.pem" ]; then
+  "$token_tool" --generate_key="$dir/token-signing.pem" >/dev/null
+fi
+"$token_tool" --jwks "$dir/token-signing.pem" > "$dir/jwks.json.new"
+mv "$dir/jwks.json.new" "$dir/jwks.json"
+chmod 0644 "$dir/jwks.json"
+[ -s "$dir/redis/users.acl" ] || "$here/redis-acl.sh" "$dir/redis" >/dev/null
+if [ ! -s "$dir/audit-signing.pem" ]; then
+  openssl genpkey -algorithm ed25519 -out "$dir/audit-signing.pem" 2>/dev/null
+  openssl pkey -in "$dir/audit-signing.pem" -pubout -out "$dir/audit-public.pem"
+  chmod 0644 "$dir/audit-public.pem"
+fi
+echo "secrets in $dir: pki/, token-signing.pem, jwks.json, redis/, audit-signing.pem"

@@ -141,11 +141,20 @@ TEST_F(AuthorizerTest, TheServiceRoleComesOnlyFromACertifiedPeerNeverFromAToken)
   EXPECT_EQ(ErrorReason(forged.status()), "INVALID_TOKEN");
   EXPECT_EQ(ErrorReason(authorizer_.Decide(kMethod, Bearer({Role::kConsortiumAdmin, Role::kService})).status()),
             "INVALID_TOKEN");
-  // The peer's certificate names the service: admitted, any token ignored.
+  // The peer's certificate names the service and no token is sent: admitted.
   auto p = service_only.Decide("/svc", "", "booking");
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(ActorName(*p), "services/booking");
-  EXPECT_TRUE(service_only.Decide("/svc", "Bearer garbage", "booking").ok());
+  // A token sent on a certified channel decides (a gateway calling for its
+  // signed-in person): a bad one is refused, a person's is that person.
+  EXPECT_EQ(ErrorReason(service_only.Decide("/svc", "Bearer garbage", "booking").status()), "INVALID_TOKEN");
+  EXPECT_EQ(ErrorReason(service_only.Decide("/svc", Bearer({Role::kConsortiumAdmin}), "booking").status()),
+            "ROLE_NOT_ALLOWED");
+  // A certified name that is not a platform service (the console) is no
+  // SERVICE principal: it must send its user's token.
+  auto console = service_only.Decide("/svc", "", "console");
+  EXPECT_EQ(console.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ErrorReason(console.status()), "MISSING_CREDENTIALS");
   // A person's token on a service-only method: not admitted.
   EXPECT_EQ(ErrorReason(service_only.Decide("/svc", Bearer({Role::kConsortiumAdmin})).status()), "ROLE_NOT_ALLOWED");
 }

@@ -392,7 +392,7 @@ TEST_F(RedisAclTest, RealServicesRunUnderTheirUsersWithoutARefusal) {
       args.push_back("--audit_signing_key_file=" + key);
     }
     for (auto& f : user_flags(service)) args.push_back(f);
-    auto child = ChildProcess::Start(service, cluster->bin_dir() + "/labshare-" + service, WithTls(args, service),
+    auto child = ChildProcess::Start(service, cluster->bin_dir() + "/labshare-" + service, testing::WithTls(args, service),
                                      cluster->log_dir());
     ASSERT_TRUE(child.ok()) << child.status();
     more.push_back(*std::move(child));
@@ -458,7 +458,7 @@ TEST_F(RedisAclTest, RealServicesRunUnderTheirUsersWithoutARefusal) {
   }
 
   // The usage service reads and verifies its audit chain under its user.
-  auto channel = grpc::CreateChannel(more[1]->address(), grpc::InsecureChannelCredentials());
+  auto channel = testing::TlsChannel(more[1]->address());
   auto usage = usage::v1::UsageService::NewStub(channel);
   usage::v1::VerifyAuditChainRequest verify;
   verify.set_request_id("acl-verify-1");

@@ -273,11 +273,16 @@ TEST_F(TlsTest, BookingsCertificateIsThePrincipalBooking) {
                         Use(name, absl::Hours(1)), &q);
   ASSERT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
   EXPECT_EQ(LastEventActor(), "services/booking");
-  // A person's token sent along changes nothing: the certificate decides.
+  // A person's token sent along decides (a gateway calls for its user): a
+  // lab user may not record a use.
   s = Call(booking.get(), &v1::InventoryService::Stub::RecordQualificationUse, Use(name, absl::Hours(2)), &q,
            UserToken("ana", "owner", Role::kLabUser));
-  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
   EXPECT_EQ(LastEventActor(), "services/booking");
+  // The console's certificate alone is no SERVICE principal.
+  auto console = Stub(testing::TlsChannel(server_->address(), "console"));
+  s = Call(console.get(), &v1::InventoryService::Stub::RecordQualificationUse, Use(name, absl::Hours(2)), &q);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
   // Billing's certificate is billing.
   auto billing = Stub(testing::TlsChannel(server_->address(), "billing"));
   s = Call(billing.get(), &v1::InventoryService::Stub::RecordQualificationUse, Use(name, absl::Hours(3)), &q);

@@ -128,25 +128,7 @@ bool IsBool(const pb::FieldDescriptor* f) { return f != nullptr && f->cpp_type()
 // "labshare booking CreateBooking": the method, or nullptr while unknown.
 const pb::MethodDescriptor* MethodNamed(const std::vector<std::string>& positional);
 
-std::map<std::string, std::string> ReadConfig() {
-  std::map<std::string, std::string> out;
-  std::string path;
-  if (const char* c = std::getenv("LABSHARE_CONFIG")) {
-    path = c;
-  } else if (const char* home = std::getenv("HOME")) {
-    path = std::string(home) + "/.config/labshare/config";
-  }
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    absl::string_view l = absl::StripAsciiWhitespace(line);
-    if (l.empty() || l[0] == '#') continue;
-    std::vector<std::string> kv = absl::StrSplit(l, absl::MaxSplits('=', 1));
-    if (kv.size() != 2) Fail(kLocal, "config " + path + ": expected key = value, got: " + std::string(l));
-    out[std::string(absl::StripAsciiWhitespace(kv[0]))] = std::string(absl::StripAsciiWhitespace(kv[1]));
-  }
-  return out;
-}
+std::map<std::string, std::string> ReadConfig() { return labshare::cli::ReadConfigFile(); }
 
 // The channel to a service: TLS with --tls_ca (and --tls_cert/--tls_key for a
 // client certificate), else LABSHARE_TLS_CA/_CERT/_KEY, else the config

@@ -71,25 +71,6 @@ std::string ConfigDir() {
   return absl::StrCat(home, "/.config/labshare");
 }
 
-std::map<std::string, std::string> ReadConfigFile() {
-  std::map<std::string, std::string> out;
-  std::string path;
-  if (const char* c = std::getenv("LABSHARE_CONFIG")) {
-    path = c;
-  } else if (const char* home = std::getenv("HOME")) {
-    path = std::string(home) + "/.config/labshare/config";
-  }
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    absl::string_view l = absl::StripAsciiWhitespace(line);
-    if (l.empty() || l[0] == '#') continue;
-    std::vector<std::string> kv = absl::StrSplit(l, absl::MaxSplits('=', 1));
-    if (kv.size() != 2) Fail(kLocal, "config " + path + ": expected key = value, got: " + std::string(l));
-    out[std::string(absl::StripAsciiWhitespace(kv[0]))] = std::string(absl::StripAsciiWhitespace(kv[1]));
-  }
-  return out;
-}
 
 class Settings {
  public:
@@ -456,6 +437,26 @@ int WhoAmI(bool json) {
 }
 
 }  // namespace
+
+std::map<std::string, std::string> ReadConfigFile() {
+  std::map<std::string, std::string> out;
+  std::string path;
+  if (const char* c = std::getenv("LABSHARE_CONFIG")) {
+    path = c;
+  } else if (const char* home = std::getenv("HOME")) {
+    path = std::string(home) + "/.config/labshare/config";
+  }
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    absl::string_view l = absl::StripAsciiWhitespace(line);
+    if (l.empty() || l[0] == '#') continue;
+    std::vector<std::string> kv = absl::StrSplit(l, absl::MaxSplits('=', 1));
+    if (kv.size() != 2) Fail(kLocal, "config " + path + ": expected key = value, got: " + std::string(l));
+    out[std::string(absl::StripAsciiWhitespace(kv[0]))] = std::string(absl::StripAsciiWhitespace(kv[1]));
+  }
+  return out;
+}
 
 std::string CredentialsPath() { return ConfigDir() + "/credentials.json"; }
 

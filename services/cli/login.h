@@ -48,6 +48,11 @@ int RunAccountCommand(const std::string& command, const std::map<std::string, st
 // prints the error and exits (10 + the gRPC code).
 std::string StoredAccessToken();
 
+// The client's settings file, `key = value` lines (# comments): the file
+// LABSHARE_CONFIG names, else ~/.config/labshare/config; empty when absent.
+// A malformed line is a local error (exit 3).
+std::map<std::string, std::string> ReadConfigFile();
+
 // ${XDG_CONFIG_HOME:-$HOME/.config}/labshare/credentials.json
 std::string CredentialsPath();
 

@@ -9,6 +9,11 @@ build="${1:-$root/build-test}"
 "$root/deploy/install-deps.sh"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DLABSHARE_WERROR=ON -DLABSHARE_SANITIZE=ON >/dev/null
 cmake --build "$build" -j2
+# The development OpenID provider's packages, once, before tests that start it
+# run in parallel (the identity and end-to-end tests would otherwise each run
+# `npm ci` in the same folder).
+[ -d "$root/deploy/oidc/node_modules/oidc-provider" ] ||
+  (cd "$root/deploy/oidc" && npm ci --no-audit --no-fund --silent)
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
 export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"

@@ -148,7 +148,8 @@ class Authorizer {
 };
 
 // The services whose certificate alone makes them the SERVICE principal:
-// inventory, booking, billing, usage, notify.
+// inventory, booking, billing, usage (a notification service joins the list
+// when it exists).
 bool IsPlatformService(absl::string_view name);
 
 // "users/{id}" for people, "services/{id}" for a service (by its certificate).

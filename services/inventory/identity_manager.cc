@@ -78,6 +78,12 @@ absl::StatusOr<std::shared_ptr<KeySet>> OidcProvider::Discover() const {
   }
   const std::string jwks_uri = text("jwks_uri");
   if (jwks_uri.empty()) return ProviderUnavailable(issuer_, "its discovery document has no jwks_uri");
+  // Keys only over HTTPS: KeySet::Open would read anything else as a local
+  // file, and plain HTTP lets the network choose the keys.
+  if (!absl::StartsWith(jwks_uri, "https://")) {
+    return ProviderUnavailable(issuer_, absl::StrCat("its discovery document names jwks_uri \"", jwks_uri,
+                                                     "\"; only an https:// key set is accepted"));
+  }
   auto keys = KeySet::Open(jwks_uri, http_);
   if (!keys.ok()) {
     return ProviderUnavailable(issuer_, absl::StrCat("its key set ", jwks_uri, ": ", keys.status().message()));

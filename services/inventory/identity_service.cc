@@ -4,10 +4,13 @@
 #include <cstdlib>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/token_flags.h"
 #include "common/unary.h"
 
@@ -73,6 +76,23 @@ absl::StatusOr<IdentityOptions> IdentityOptionsFromFlags() {
 std::unique_ptr<OidcProvider> OidcProviderFromFlags() {
   const std::string issuer = absl::GetFlag(FLAGS_oidc_issuer);
   if (issuer.empty()) return nullptr;
+  // The issuer over HTTPS; plain HTTP only to a provider on this host.
+  absl::string_view rest = issuer;
+  bool plain_ok = false;
+  if (absl::ConsumePrefix(&rest, "http://")) {
+    absl::string_view host = rest.substr(0, rest.find('/'));
+    if (absl::ConsumePrefix(&host, "[")) {
+      host = host.substr(0, host.find(']'));
+    } else {
+      host = host.substr(0, host.find(':'));
+    }
+    plain_ok = IsLoopbackHost(host);
+  }
+  if (!absl::StartsWith(issuer, "https://") && !plain_ok) {
+    LogError("--oidc_issuer must be an https:// URL (http:// only for a provider on a loopback address)",
+             {{"oidc_issuer", issuer}});
+    std::exit(2);
+  }
   HttpOptions http;
   http.ca_file = absl::GetFlag(FLAGS_oidc_ca_file);
   return std::make_unique<OidcProvider>(issuer, std::move(http));

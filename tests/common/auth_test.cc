@@ -155,6 +155,8 @@ TEST_F(AuthorizerTest, TheServiceRoleComesOnlyFromACertifiedPeerNeverFromAToken)
   auto console = service_only.Decide("/svc", "", "console");
   EXPECT_EQ(console.status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(ErrorReason(console.status()), "MISSING_CREDENTIALS");
+  // Nor is a name no service of the platform has yet.
+  EXPECT_EQ(ErrorReason(service_only.Decide("/svc", "", "notify").status()), "MISSING_CREDENTIALS");
   // A person's token on a service-only method: not admitted.
   EXPECT_EQ(ErrorReason(service_only.Decide("/svc", Bearer({Role::kConsortiumAdmin})).status()), "ROLE_NOT_ALLOWED");
 }

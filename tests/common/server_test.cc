@@ -179,18 +179,29 @@ TEST(Server, UnbuiltMethodsAreUnimplementedAndMetricsCountThem) {
                                              grpc::InsecureChannelCredentials())), -1);
 }
 
+// Redis pool, clock and an allow-nothing authorizer for a "booking" server.
+struct ServerParts {
+  explicit ServerParts(testing::RedisServer* redis)
+      : pool(redis->options()), auth(testing::TestVerifier(), MethodPolicy(), &clock) {}
+  ServerConfig Config() {
+    ServerConfig config;
+    config.service_name = "booking";
+    config.redis = &pool;
+    config.authorizer = &auth;
+    return config;
+  }
+  RedisPool pool;
+  FakeClock clock;
+  Authorizer auth;
+};
+
 TEST(Server, MadeUpPathsShareOneMetricsLabel) {
   testing::RedisServer* redis = testing::SharedRedisServer();
   ASSERT_NE(redis, nullptr);
-  RedisPool pool(redis->options());
-  FakeClock clock;
-  Authorizer auth(testing::TestVerifier(), MethodPolicy(), &clock);
+  ServerParts parts(redis);
   Stub service;
-  ServerConfig config;
-  config.service_name = "booking";
+  ServerConfig config = parts.Config();
   config.metrics_listen = "127.0.0.1:0";
-  config.redis = &pool;
-  config.authorizer = &auth;
   auto server = Server::Start(config, {&service});
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
@@ -222,14 +233,9 @@ TEST(Server, MadeUpPathsShareOneMetricsLabel) {
 TEST(Server, PortZeroOpensExactlyOnePort) {
   testing::RedisServer* redis = testing::SharedRedisServer();
   ASSERT_NE(redis, nullptr);
-  RedisPool pool(redis->options());
-  FakeClock clock;
-  Authorizer auth(testing::TestVerifier(), MethodPolicy(), &clock);
+  ServerParts parts(redis);
   Stub service;
-  ServerConfig config;
-  config.service_name = "booking";
-  config.redis = &pool;
-  config.authorizer = &auth;
+  ServerConfig config = parts.Config();
   for (int round = 0; round < 3; ++round) {  // metrics off
     const int before = ListeningSockets();
     auto server = Server::Start(config, {&service});
@@ -247,15 +253,10 @@ TEST(Server, PortZeroOpensExactlyOnePort) {
 TEST(Server, HealthNamesEveryRegisteredService) {
   testing::RedisServer* redis = testing::SharedRedisServer();
   ASSERT_NE(redis, nullptr);
-  RedisPool pool(redis->options());
-  FakeClock clock;
-  Authorizer auth(testing::TestVerifier(), MethodPolicy(), &clock);
+  ServerParts parts(redis);
   Stub booking;
   OtherStub inventory;
-  ServerConfig config;
-  config.service_name = "booking";
-  config.redis = &pool;
-  config.authorizer = &auth;
+  ServerConfig config = parts.Config();
   config.health_interval = absl::Milliseconds(50);
   auto server = Server::Start(config, {&booking, &inventory});
   ASSERT_TRUE(server.ok()) << server.status();

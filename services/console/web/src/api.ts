@@ -1,0 +1,32 @@
+// The console's clients: the same RPCs the labshare CLI calls, through the
+// gateway (Connect protocol, JSON). Rules, scopes and errors stay in the
+// services; see errors.ts for how an error is shown.
+import { createClient, type Interceptor } from '@connectrpc/connect';
+import { createConnectTransport } from '@connectrpc/connect-web';
+import { InventoryService } from '../../gen/labshare/inventory/v1/inventory_pb';
+import { BookingService } from '../../gen/labshare/booking/v1/booking_pb';
+import { BillingService } from '../../gen/labshare/billing/v1/billing_pb';
+import { UsageService } from '../../gen/labshare/usage/v1/usage_pb';
+import { session } from './session';
+
+const csrf: Interceptor = (next) => async (req) => {
+  req.header.set('x-csrf-token', session.value.csrfToken ?? '');
+  return next(req);
+};
+
+const transport = createConnectTransport({
+  baseUrl: location.origin,
+  useBinaryFormat: false,
+  interceptors: [csrf],
+  fetch: (input, init) => fetch(input, { ...init, credentials: 'same-origin' }),
+});
+
+export const inventory = createClient(InventoryService, transport);
+export const booking = createClient(BookingService, transport);
+export const billing = createClient(BillingService, transport);
+export const usage = createClient(UsageService, transport);
+
+// A fresh request id per user action: every mutation is idempotent through it.
+export function requestId(): string {
+  return crypto.randomUUID();
+}

@@ -1,0 +1,28 @@
+// An error from a service, shown as a sentence a person understands, in the
+// user's language: the ErrorInfo reason picks the sentence ("reason.<REASON>"
+// in the dictionaries of reasons.ts), the gRPC code is the fallback; the
+// service's own (English) message is kept as the detail line.
+import { Code, ConnectError } from '@connectrpc/connect';
+import { ErrorInfoSchema } from '../../gen/google/rpc/error_details_pb';
+import { hasMessage, t } from './i18n';
+
+export interface ShownError {
+  reason: string;               // ErrorInfo reason, or "" when there is none
+  code: string;                 // gRPC code name, e.g. "FAILED_PRECONDITION"
+  sentence: string;             // the sentence for a person, in their language
+  detail: string;               // the service's own message
+  metadata: Record<string, string>;
+}
+
+export function explain(err: unknown): ShownError {
+  const ce = ConnectError.from(err);
+  const info = ce.findDetails(ErrorInfoSchema)[0];
+  const reason = info?.reason ?? '';
+  const metadata = { ...(info?.metadata ?? {}) };
+  const code = Code[ce.code]
+    .replace(/([a-z])([A-Z])/g, '$1_$2')
+    .toUpperCase();
+  const key = `reason.${reason}`;
+  const sentence = reason && hasMessage(key) ? t(key, metadata) : t(`code.${code}`);
+  return { reason, code, sentence, detail: ce.rawMessage, metadata };
+}

@@ -1,0 +1,102 @@
+// The console's shell: session, navigation per role, language switch, and
+// the screen of the current hash route.
+import { render } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import type { ComponentType } from 'preact';
+import './messages';
+import './style.css';
+import { lang, LANGS, t, type Lang } from './i18n';
+import { useSignal } from './signal';
+import { loadSession, session, signIn, signOut } from './session';
+import { match, routes } from './routes';
+
+function useHash(): string {
+  const [hash, setHash] = useState(location.hash || '#/');
+  useEffect(() => {
+    const on = () => setHash(location.hash || '#/');
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  return hash;
+}
+
+function Nav({ hash }: { hash: string }) {
+  const s = useSignal(session);
+  useSignal(lang);
+  const visible = routes.filter(
+    (r) => r.nav && s.signedIn && (r.roles === 'any' || r.roles.some((role) => s.roles.includes(role))),
+  );
+  return (
+    <nav class="nav" aria-label="main">
+      <a class="brand" href="#/">{t('app.name')}</a>
+      <ul>
+        {visible.map((r) => (
+          <li key={r.path}>
+            <a href={r.path} aria-current={hash.split('?')[0] === r.path ? 'page' : undefined}>{t(r.title)}</a>
+          </li>
+        ))}
+      </ul>
+      <div class="nav-end">
+        <label>
+          <span class="sr-only">{t('app.language')}</span>
+          <select
+            data-testid="language"
+            value={lang.value}
+            onChange={(e) => lang.set((e.target as HTMLSelectElement).value as Lang)}
+          >
+            {LANGS.map((l) => <option key={l} value={l}>{l === 'en' ? 'English' : '中文'}</option>)}
+          </select>
+        </label>
+        {s.signedIn ? (
+          <>
+            <span class="who" data-testid="who">{t('app.signedInAs', { name: s.displayName ?? s.user ?? '' })}</span>
+            <button type="button" onClick={() => void signOut()}>{t('app.signOut')}</button>
+          </>
+        ) : (
+          <button type="button" onClick={signIn} data-testid="sign-in">{t('app.signIn')}</button>
+        )}
+      </div>
+    </nav>
+  );
+}
+
+function Screen({ hash }: { hash: string }) {
+  const found = match(hash);
+  const [loaded, setLoaded] = useState<{ path: string; C: ComponentType<{ params: Record<string, string> }> }>();
+  useEffect(() => {
+    if (!found) return;
+    let live = true;
+    void found.route.load().then((m) => live && setLoaded({ path: found.route.path, C: m.default }));
+    return () => { live = false; };
+  }, [found?.route.path]);
+  if (!found) return <p role="alert">{t('app.notFound')}</p>;
+  if (!loaded || loaded.path !== found.route.path) return <p aria-busy="true">{t('app.loading')}</p>;
+  const C = loaded.C;
+  return <C params={found.params} />;
+}
+
+function App() {
+  const hash = useHash();
+  const s = useSignal(session);
+  useSignal(lang);
+  return (
+    <>
+      <a class="skip" href="#main" onClick={(e) => { e.preventDefault(); document.getElementById('main')?.focus(); }}>
+        {t('app.skipToContent')}
+      </a>
+      <Nav hash={hash} />
+      <main id="main" tabIndex={-1}>
+        {s.signedIn ? <Screen hash={hash} /> : (
+          <section class="welcome">
+            <h1>{t('app.name')}</h1>
+            <p>{t('app.welcome')}</p>
+            <p>{t('app.pleaseSignIn')}</p>
+            <button type="button" class="primary" onClick={signIn}>{t('app.signIn')}</button>
+          </section>
+        )}
+      </main>
+    </>
+  );
+}
+
+void loadSession().finally(() => render(<App />, document.getElementById('app')!));

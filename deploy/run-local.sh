@@ -4,8 +4,9 @@
 # a certificate per service, the token signing key and its JWKS, Redis ACL
 # users, the audit signing key; deploy/make-secrets.sh), starts Redis (ACL
 # users only, the default user off, append-only file on), the OpenID
-# provider with the demo consortium's people (deploy/oidc) and the four
-# services, loads the demo consortium, prints how to sign in, and runs until
+# provider with the demo consortium's people (deploy/oidc), the four
+# services and the console (services/console: web app and HTTP API), loads
+# the demo consortium, prints how to sign in, and runs until
 # Ctrl-C, then stops everything gracefully.
 #
 # usage: deploy/run-local.sh [--fresh] [--then COMMAND]
@@ -14,7 +15,7 @@
 #                   platform is up, then stop everything and exit with its code
 #
 # Ports: LABSHARE_BASE_PORT (default 50051) for inventory, +1 booking,
-# +2 billing, +3 usage, +4 the OpenID provider; metrics on +100..+103; Redis
+# +2 billing, +3 usage, +4 the OpenID provider, +5 the console (HTTP); metrics on +100..+103; Redis
 # on LABSHARE_REDIS_PORT (default 56379, loopback only, the one plaintext
 # port). Data and secrets live in LABSHARE_DATA_DIR (default deploy/.data).
 # LABSHARE_BUILD_DIR: where the binaries are (default build-release, built
@@ -46,6 +47,12 @@ if [ "${LABSHARE_NO_BUILD:-0}" != 1 ]; then
     labshare-usage labshare-token labshare-demo-seed labshare
 fi
 [ -d "$root/deploy/oidc/node_modules" ] || (cd "$root/deploy/oidc" && npm ci --no-audit --no-fund --silent)
+# The console (gateway and web app): its packages and its build.
+console="$root/services/console"
+[ -d "$console/node_modules" ] || (cd "$console" && npm ci --no-audit --no-fund --silent)
+if [ "${LABSHARE_NO_BUILD:-0}" != 1 ] || [ ! -f "$console/dist/server/main.js" ] || [ ! -f "$console/dist/web/index.html" ]; then
+  (cd "$console" && npm run --silent build >/dev/null)
+fi
 clock=()
 if [ -n "${LABSHARE_CLOCK_FILE:-}" ]; then
   # Demo time starts on Monday 2027-03-01, 08:00 in Shanghai.
@@ -78,8 +85,9 @@ wait_for "$data/redis.log" "Ready to accept connections" Redis
 
 # The OpenID provider: the demo consortium's people (deploy/oidc/demo-accounts.json).
 mkdir -p "$data/oidc"
+console_url="http://127.0.0.1:$((base + 5))"
 node "$root/deploy/oidc/server.mjs" --listen="127.0.0.1:$((base + 4))" \
-  --accounts="$root/deploy/oidc/demo-accounts.json" --keys="$data/oidc/keys.json" \
+  --console_redirect_uri="$console_url/auth/callback" --accounts="$root/deploy/oidc/demo-accounts.json" --keys="$data/oidc/keys.json" \
   --tls_cert="$pki/oidc.crt" --tls_key="$pki/oidc.key" >"$data/oidc.out" 2>"$data/oidc.log" &
 pids+=($!)
 wait_for "$data/oidc.out" "^listening on" "the OpenID provider"
@@ -99,7 +107,15 @@ start inventory 0 --token_signing_key_file="$secrets/token-signing.pem" \
 start booking 1 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--sweep_interval=1s --inventory_cache_ttl=0s}
 start billing 2 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--lease_period_interval=1s}
 start usage 3 --audit_signing_key_file="$secrets/audit-signing.pem"
-for name in inventory booking billing usage; do
+# The console: the web app and the HTTP API, over mutual TLS to the services
+# with the signed-in person's token (plain HTTP on loopback only).
+node "$console/dist/server/main.js" --listen="127.0.0.1:$((base + 5))" --public_url="$console_url" \
+  --inventory="127.0.0.1:$base" --booking="127.0.0.1:$((base + 1))" --billing="127.0.0.1:$((base + 2))" \
+  --usage="127.0.0.1:$((base + 3))" --tls_ca="$pki/ca.crt" --tls_cert="$pki/console.crt" --tls_key="$pki/console.key" \
+  --oidc_issuer="$issuer" --oidc_client_id=labshare-console --oidc_ca_file="$pki/ca.crt" \
+  >"$data/console.out" 2>"$data/console.log" &
+pids+=($!)
+for name in inventory booking billing usage console; do
   wait_for "$data/$name.out" "^listening on" "$name"
   echo "$name: $(head -1 "$data/$name.out")  (logs: $data/$name.log)"
 done
@@ -128,13 +144,20 @@ unset LABSHARE_TOKEN
 if [ -n "$then_cmd" ]; then
   set +e
   LABSHARE_BIN="$bin" LABSHARE_DATA_DIR="$data" LABSHARE_TLS_CA="$pki/ca.crt" LABSHARE_ISSUER="$issuer" \
-    bash -c "$then_cmd"
+    LABSHARE_CONSOLE_URL="$console_url" bash -c "$then_cmd"
   rc=$?
   exit $rc
 fi
 cat <<MSG
 
-LabShare is running, every port over TLS (development CA: $pki/ca.crt).
+LabShare is running.
+  The console: open $console_url and sign in as one of the demo people
+  (password demo-<name>):
+    li-wei      lab user, NanoCraft (SME)       chen-jing  lab user, BioTek
+    wang-fang   facility staff + lab user, ZJU  zhao-lei   facility staff, SJTU
+    sun-mei     billing admin, NanoCraft        admin      consortium admin
+    auditor     auditor (funder liaison)
+Every service port is over TLS (development CA: $pki/ca.crt).
   inventory / booking / billing / usage  127.0.0.1:$base .. 127.0.0.1:$((base + 3))
   OpenID provider                        $issuer  (the demo people: deploy/oidc/demo-accounts.json)
   metrics                                https://127.0.0.1:$((base + 100))/metrics .. $((base + 103))

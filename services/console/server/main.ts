@@ -27,8 +27,20 @@ const MIME: Record<string, string> = {
   '.png': 'image/png', '.ico': 'image/x-icon', '.woff2': 'font/woff2',
 };
 
+interface Claims { sub: string; org?: string; roles?: string[]; exp?: number }
+function decodeClaims(token: string): Claims | undefined {
+  try {
+    const c = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as Claims;
+    return typeof c.sub === 'string' ? c : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function main(): void {
   const flags = parseFlags(process.argv.slice(2));
+  // Sign-in (not yet wired in this scaffold): --public_url, --oidc_issuer,
+  // --oidc_client_id, --oidc_ca_file.
   const need = (k: string) => {
     const v = flags.get(k);
     if (!v) throw new Error(`--${k} is required`);
@@ -52,6 +64,18 @@ function main(): void {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname.startsWith('/labshare.')) return api(req, res);
+    if (url.pathname === '/auth/session') {
+      // A script's bearer token: its claims, read for display only (the
+      // services verify the token on every call).
+      const auth = req.headers.authorization;
+      const claims = auth?.startsWith('Bearer ') ? decodeClaims(auth.slice(7)) : undefined;
+      const body = claims
+        ? { signedIn: true, user: `users/${claims.sub}`, displayName: claims.sub,
+            organization: claims.org ? `organizations/${claims.org}` : undefined, roles: claims.roles ?? [] }
+        : { signedIn: false, roles: [] };
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body));
+      return;
+    }
     // The single-page app (hash routes): "/" is index.html, then its files.
     const file = path.join(webRoot, url.pathname === '/' ? 'index.html' : path.normalize(url.pathname));
     if (!file.startsWith(webRoot + path.sep) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {

@@ -11,6 +11,7 @@ packages=(
   python3-grpcio python3-protobuf python3-cryptography tzdata
   libjwt-dev libjansson-dev libcurl4-openssl-dev openssl
   docker-compose systemd iproute2
+  chromium fonts-noto-cjk
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -19,4 +19,4 @@ export LABSHARE_BASE_PORT="$base" LABSHARE_REDIS_PORT="$((base + 6))" LABSHARE_D
 export LABSHARE_CLOCK_FILE="$data/clock"
 export ASAN_OPTIONS="detect_leaks=0" UBSAN_OPTIONS="print_stacktrace=1"
 exec "$root/deploy/run-local.sh" --fresh --then \
-  "'$root/deploy/demo-scenario.sh' > '$data/demo.out' 2>&1 && echo 'demo month done; console at \$LABSHARE_CONSOLE_URL' && sleep infinity"
+  "'$root/deploy/demo-scenario.sh' > '$data/demo.out' 2>&1 && echo \"demo month done; console at \$LABSHARE_CONSOLE_URL\" && sleep infinity"

@@ -1,0 +1,67 @@
+// Starts the platform with the demo month played through (scripts/dev-platform.sh)
+// on free ports, unless LABSHARE_CONSOLE_URL names one already running.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+async function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+// BASE .. BASE+6 and BASE+100 .. BASE+103 free (run-local's port plan).
+async function freeBase(): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    const ports = [0, 1, 2, 3, 4, 5, 6, 100, 101, 102, 103].map((d) => base + d);
+    let ok = true;
+    for (const p of ports) if (!(await portFree(p))) { ok = false; break; }
+    if (ok) return base;
+  }
+  throw new Error('no free port range for the platform');
+}
+
+export default async function globalSetup(): Promise<(() => Promise<void>) | void> {
+  if (process.env.LABSHARE_CONSOLE_URL) {
+    if (!process.env.LABSHARE_E2E_DATA) throw new Error('LABSHARE_E2E_DATA: the platform\'s data folder');
+    return;
+  }
+  const base = await freeBase();
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'labshare-e2e-'));
+  const log = fs.openSync(path.join(data, '..', `${path.basename(data)}.platform.log`), 'w');
+  const child = spawn('bash', [path.join(here, '..', 'scripts', 'dev-platform.sh'), String(base), data], {
+    detached: true, stdio: ['ignore', log, log],
+  });
+  const logFile = path.join(data, '..', `${path.basename(data)}.platform.log`);
+  const deadline = Date.now() + 8 * 60_000;
+  for (;;) {
+    const text = fs.readFileSync(logFile, 'utf8');
+    const m = /demo month done; console at (\S+)/.exec(text);
+    if (m?.[1]) {
+      process.env.LABSHARE_CONSOLE_URL = m[1];
+      break;
+    }
+    if (child.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`the platform did not come up:\n${text.slice(-4000)}\n${tail(path.join(data, 'demo.out'))}`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  process.env.LABSHARE_E2E_DATA = data;
+  return async () => {
+    try { process.kill(-child.pid!, 'SIGTERM'); } catch { /* gone */ }
+    await new Promise<void>((r) => (child.exitCode !== null ? r() : child.once('exit', () => r())));
+    if (!process.env.LABSHARE_E2E_KEEP) fs.rmSync(data, { recursive: true, force: true });
+  };
+}
+
+function tail(file: string): string {
+  try { return fs.readFileSync(file, 'utf8').slice(-3000); } catch { return ''; }
+}

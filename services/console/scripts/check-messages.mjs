@@ -27,6 +27,7 @@ const EXTRA_REASONS = {
   // The gateway's own refusals (services/console/server).
   CSRF_TOKEN_INVALID: 'gateway: state change without the session CSRF token',
   RATE_LIMITED: 'gateway: per-session rate limit',
+  SESSION_EXPIRED: 'gateway: the console session ended (idle, signed out, refresh refused)',
   // Documented in RecordPayment's list, but a word without "_" is not a
   // reason to the proto parser (common/error_contract_parser.cc).
   OVERPAYMENT: 'billing RecordPayment (services/billing/billing_payments.cc)',

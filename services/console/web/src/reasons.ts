@@ -34,6 +34,7 @@ registerMessages({
     // ---------------------------------------------------------- the gateway
     'reason.CSRF_TOKEN_INVALID': 'This page is out of date. Reload it and try again.',
     'reason.RATE_LIMITED': 'Too many requests in a short time. Wait a moment and try again.',
+    'reason.SESSION_EXPIRED': 'Your session has ended. Please sign in again.',
     // ---------------------------------------------------- platform trouble
     'reason.STORAGE_UNAVAILABLE': 'The platform cannot save or read data right now. Please try again in a moment.',
     'reason.INVENTORY_UNAVAILABLE': 'The instrument directory cannot be reached right now. Please try again in a moment.',
@@ -189,6 +190,7 @@ registerMessages({
     // ---------------------------------------------------------- the gateway
     'reason.CSRF_TOKEN_INVALID': '页面已过期，请刷新后重试。',
     'reason.RATE_LIMITED': '短时间内请求过多，请稍候再试。',
+    'reason.SESSION_EXPIRED': '您的会话已结束，请重新登录。',
     // ---------------------------------------------------- platform trouble
     'reason.STORAGE_UNAVAILABLE': '平台暂时无法读写数据，请稍后重试。',
     'reason.INVENTORY_UNAVAILABLE': '仪器目录服务暂时无法访问，请稍后重试。',

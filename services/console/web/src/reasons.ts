@@ -253,8 +253,8 @@ registerMessages({
     // -------------------------------------------------- booking: the slot
     'reason.SLOT_TAKEN': '该时段与这台仪器的其他预约冲突，请选择空闲时段。',
     'reason.MAINTENANCE_CONFLICT': '该时段与仪器的维护窗口重叠，请选择维护窗口以外的时间。',
-    'reason.INSUFFICIENT_NOTICE': '开始时间太近：这台仪器需要更早预约，请选择更晚的开始时间。',
-    'reason.BEYOND_HORIZON': '时间太远：您所在单位不能提前这么久预约这台仪器，请选择更近的时间。',
+    'reason.INSUFFICIENT_NOTICE': '距开始时间太近：这台仪器需要提前更久预约，请选择更晚的开始时间。',
+    'reason.BEYOND_HORIZON': '超出可预约范围：您所在单位不能提前这么久预约这台仪器，请选择更近的时间。',
     'reason.BLOCK_TOO_SHORT': '预约时长短于这台仪器的最短预约时长，请延长预约时间。',
     'reason.BLOCK_TOO_LONG': '预约时长超过这台仪器的最长预约时长，请缩短时间或分成几次预约。',
     'reason.INSTRUMENT_NOT_ACTIVE': '这台仪器目前未投入使用（维护中或已退役）。',

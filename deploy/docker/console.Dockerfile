@@ -5,7 +5,8 @@
 # the production packages, and runs as a non-root user.
 #   docker build -f deploy/docker/console.Dockerfile -t labshare-console .
 FROM node:20-bookworm-slim AS build
-RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler golang-github-gogo-googleapis-dev \
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+      golang-github-gogo-googleapis-dev \
  && rm -rf /var/lib/apt/lists/*
 ENV PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 WORKDIR /src/services/console

@@ -197,16 +197,23 @@ for (const { where, dicts } of regs) {
     const pa = placeholders(en).join(',');
     const pb = placeholders(zh).join(',');
     if (pa !== pb) problems.push(`${where}: '${k}' placeholders differ: ${a} {${pa}} vs ${b} {${pb}}`);
-    if (!zh.trim() || !en.trim()) problems.push(`${where}: '${k}' is empty in one language`);
+    if (!zh.trim() !== !en.trim()) problems.push(`${where}: '${k}' is empty in one language only`);
   }
 }
+// One key with different texts in several blocks: the module loaded last
+// wins, for every screen (dictionaries are global). Listed per pair of places.
+const clashes = new Map();  // "where1 & where2" -> keys
 for (const lang of LANGS) {
   for (const [k, defs] of merged[lang]) {
-    if (new Set(defs.map((d) => d.text)).size > 1) {
-      warnings.push(`'${k}' (${lang}) is registered with different texts in ${defs.map((d) => d.where).join(', ')}; ` +
-                    'the module loaded last wins');
-    }
+    if (new Set(defs.map((d) => d.text)).size < 2) continue;
+    const places = [...new Set(defs.map((d) => d.where))].join(' & ');
+    if (!clashes.has(places)) clashes.set(places, new Set());
+    clashes.get(places).add(k);
   }
+}
+for (const [places, keys] of clashes) {
+  warnings.push(`${keys.size} key(s) registered with different texts in ${places} (the module loaded last wins ` +
+                `everywhere): ${[...keys].sort().join(', ')}`);
 }
 
 // ---------------------------------------------------------------- (a)

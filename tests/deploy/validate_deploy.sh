@@ -8,7 +8,9 @@
 #   schemas of the npm package kubernetes-models, and what every workload
 #   must have (probes over TLS, limits, non-root, read-only root filesystem,
 #   Secrets mounted 0400, TLS/JWKS/Redis-user flags, the signing key in
-#   inventory only, the Redis default user off);
+#   inventory only, the Redis default user off; the console gateway with
+#   mutual TLS to the services, HTTPS, sign-in at the provider, no signing
+#   key or Redis password, probes on /healthz and /readyz);
 # - deploy/systemd units with `systemd-analyze verify`, failing on any
 #   warning, and their LoadCredential= files present in that layout.
 # usage: tests/deploy/validate_deploy.sh BUILD_DIR   (for labshare-token and the binaries the units start)
@@ -38,7 +40,31 @@ for name in ["inventory", "booking", "billing", "usage"]:
     mounted = {s["source"] for s in c["services"][name]["secrets"]}
     assert ("token_signing_key" in mounted) == (name == "inventory"), f"compose {name}: signing key is inventory's only"
 assert "--aclfile" in c["services"]["redis"]["command"], "compose redis: no ACL file"
-print("docker-compose.yml: valid; secrets, TLS and Redis users: ok")
+# The console gateway: mutual TLS to the services with its own certificate,
+# HTTPS to browsers, sign-in at the provider, and no key it does not need.
+con = c["services"]["console"]
+cmd = con["command"]
+assert cmd[:2] == ["node", "dist/server/main.js"], f"compose console: {cmd[:2]}"
+args = dict(a[2:].split("=", 1) for a in cmd[2:])
+for flag in ["tls_cert", "tls_key", "tls_ca", "https_cert", "https_key", "public_url", "oidc_issuer",
+             "oidc_ca_file"]:
+    assert args.get(flag), f"compose console: missing --{flag}"
+assert args["public_url"].startswith("https://"), "compose console: public_url is not https"
+assert args["oidc_client_id"] == "labshare-console", "compose console: oidc_client_id"
+for up, port in [("inventory", 50051), ("booking", 50052), ("billing", 50053), ("usage", 50054)]:
+    assert args.get(up) == f"{up}:{port}", f"compose console: --{up}"
+    assert up in con["depends_on"], f"compose console: depends on {up}"
+mounted = {s["source"]: s.get("target", s["source"]) for s in con["secrets"]}
+assert mounted.get("console_crt") == "tls_crt" and mounted.get("console_key") == "tls_key", "compose console: its own certificate"
+assert set(mounted) == {"console_crt", "console_key", "ca_crt"}, f"compose console: only its certificate and the CA, got {sorted(mounted)}"
+assert args["tls_cert"] == "/run/secrets/tls_crt" and args["tls_key"] == "/run/secrets/tls_key", "compose console: mTLS files"
+assert con.get("read_only") is True and con.get("user") not in (None, "0", "root"), "compose console: read-only, non-root"
+assert "/readyz" in " ".join(con["healthcheck"]["test"]), "compose console: health check on /readyz"
+published = [str(p.get("published")) if isinstance(p, dict) else str(p).split(":")[0] for p in con["ports"]]
+assert published == ["8080"], f"compose console: published on 8080 for the browser, got {con['ports']}"
+oidc = " ".join(c["services"]["oidc"]["command"])
+assert f"--console_redirect_uri={args['public_url']}/auth/callback" in oidc, "compose oidc: the console's redirect URI"
+print("docker-compose.yml: valid; secrets, TLS and Redis users: ok; console: mTLS, HTTPS, sign-in, no signing key: ok")
 PY
 
 echo "== kubernetes"
@@ -55,7 +81,7 @@ python3 - "$work/demo.yaml" <<'PY'
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
-assert len(workloads) == 6, len(workloads)  # redis, four services, the demo OpenID provider
+assert len(workloads) == 7, len(workloads)  # redis, four services, the console, the demo OpenID provider
 for d in workloads:
     name, pod = d["metadata"]["name"], d["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True, f"{name}: runAsNonRoot"
@@ -78,12 +104,38 @@ for d in workloads:
             f"{name}: readiness through labshare health over TLS"
     if name == "redis":
         assert "--aclfile" in main["args"], "redis: no ACL file"
+    if name == "console":
+        assert main["command"] == ["node", "dist/server/main.js"], f"console: command {main['command']}"
+        args = dict(a[2:].split("=", 1) for a in main["args"])
+        for flag in ["tls_cert", "tls_key", "tls_ca", "https_cert", "https_key", "public_url", "oidc_issuer",
+                     "oidc_ca_file"]:
+            assert args.get(flag), f"console: missing --{flag}"
+        assert args["oidc_client_id"] == "labshare-console", "console: oidc_client_id"
+        for up, port in [("inventory", 50051), ("booking", 50052), ("billing", 50053), ("usage", 50054)]:
+            assert args.get(up) == f"{up}:{port}", f"console: --{up}"
+        assert not any(k.startswith(("token_signing", "redis", "jwks", "audit")) for k in args), \
+            f"console: holds no signing key, Redis password or key set: {sorted(args)}"
+        live, ready = main["livenessProbe"]["httpGet"], main["readinessProbe"]["httpGet"]
+        assert (live["path"], live["scheme"]) == ("/healthz", "HTTPS"), f"console: liveness {live}"
+        assert (ready["path"], ready["scheme"]) == ("/readyz", "HTTPS"), f"console: readiness {ready}"
+        secret = next(v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v)
+        assert secret == "labshare-console", f"console: mounts {secret}"
 secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
 for name, s in secrets.items():
     assert ("token-signing.pem" in s["data"]) == (name == "labshare-inventory"), f"{name}: signing key is inventory's only"
-services = [d for d in docs if d["kind"] == "Service"]
-assert len(services) == 6 and all(s["spec"].get("clusterIP") == "None" for s in services), "headless Services expected"
-print("workloads: probes over TLS, limits, non-root, read-only root, Secrets 0400, TLS and Redis-user flags: ok")
+assert set(secrets["labshare-console"]["data"]) == {"tls.crt", "tls.key", "ca.crt"}, \
+    f"labshare-console: its certificate and the CA only, got {sorted(secrets['labshare-console']['data'])}"
+services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+assert len(services) == 7, sorted(services)
+# gRPC clients balance over every pod themselves; browsers reach the console
+# through a plain Service.
+assert all(s["spec"].get("clusterIP") == "None" for n, s in services.items() if n != "console"), \
+    "headless Services expected"
+assert [p["targetPort"] for p in services["console"]["spec"]["ports"]] == ["https"], "console Service: https port"
+oidc = next(d for d in workloads if d["metadata"]["name"] == "oidc")["spec"]["template"]["spec"]["containers"][0]
+assert "--console_redirect_uri=$(CONSOLE_PUBLIC_URL)/auth/callback" in oidc["command"], "oidc: the console's redirect URI"
+print("workloads: probes over TLS, limits, non-root, read-only root, Secrets 0400, TLS and Redis-user flags: ok; "
+      "console: mTLS, HTTPS, sign-in, no signing key, /healthz and /readyz probes: ok")
 PY
 
 echo "== systemd"

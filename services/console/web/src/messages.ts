@@ -1,6 +1,7 @@
 // Strings of the shell (navigation, sign-in, generic error sentences per
 // gRPC code). Screens register their own.
 import { registerMessages } from './i18n';
+import './reasons'; // the sentence for every ErrorInfo reason
 
 registerMessages({
   en: {

@@ -12,7 +12,7 @@ import type { Interval, Money } from '../../../../gen/labshare/type/v1/types_pb'
 import { MoneySchema, SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { inventory } from '../../api';
 import { explain, type ShownError } from '../../errors';
-import { lang, t } from '../../i18n';
+import { hasMessage, lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import './messages';
@@ -195,8 +195,13 @@ function fmt(ts: Timestamp, timeZone: string, opts: Intl.DateTimeFormatOptions):
 const DAY: Intl.DateTimeFormatOptions = { year: 'numeric', month: '2-digit', day: '2-digit', weekday: 'short' };
 const HM: Intl.DateTimeFormatOptions = { hour: '2-digit', minute: '2-digit' };
 
+// The services leave a time unset or at the epoch when there is none.
+export function isSet(ts: Timestamp | undefined): ts is Timestamp {
+  return !!ts && (ts.seconds !== 0n || ts.nanos !== 0);
+}
+
 export function when(ts: Timestamp | undefined, timeZone: string): string {
-  if (!ts) return '—';
+  if (!isSet(ts)) return '—';
   return `${fmt(ts, timeZone, DAY)} ${fmt(ts, timeZone, HM)}`;
 }
 
@@ -294,6 +299,11 @@ export function useAction() {
     }
   }
   return { busy, error, done, run, setError, setDone };
+}
+
+// A count sentence: "<key>.one" when n is 1 and such a sentence exists.
+export function tn(key: string, n: number, vars: Record<string, string | number> = {}): string {
+  return t(n === 1 && hasMessage(`${key}.one`) ? `${key}.one` : key, { n, ...vars });
 }
 
 export function modeLabel(m: SharingMode): string {

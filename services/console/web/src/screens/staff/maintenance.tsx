@@ -21,7 +21,7 @@ import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
   ErrorBox, FieldError, OrgName, StaffHeader, StatusBox, Zone, lastId, listAll, modeLabel, overlaps,
-  span, useAction, useStaffWorld, weekStart, when, zoneOf, zonedInputToDate, type StaffWorld,
+  span, tn, useAction, useStaffWorld, weekStart, when, zoneOf, zonedInputToDate, type StaffWorld,
 } from './common';
 
 const HOLDING = [Booking_State.PENDING_APPROVAL, Booking_State.CONFIRMED, Booking_State.CHECKED_IN];
@@ -178,14 +178,14 @@ export default function Maintenance({ params }: { params: Record<string, string>
             <Zone zone={zone} />
           </p>
           <p class="staff-count" data-testid="maintenance-preview-count">
-            {preview.bookings.length === 0 ? t('staff.maint.noneHit') : t('staff.maint.hits', { n: preview.bookings.length })}
+            {preview.bookings.length === 0 ? t('staff.maint.noneHit') : tn('staff.maint.hits', preview.bookings.length)}
           </p>
           {preview.bookings.length > 0 && <BookingTable bookings={preview.bookings} zone={zone} fate testid="preview" />}
           <p class="muted">{t('staff.maint.noCharge')}</p>
           <div class="staff-actions">
             <button type="button" class="danger" data-testid="maintenance-confirm" disabled={act.busy}
               onClick={() => void confirm()}>
-              {preview.bookings.length === 0 ? t('staff.maint.confirmNone') : t('staff.maint.confirm', { n: preview.bookings.length })}
+              {preview.bookings.length === 0 ? t('staff.maint.confirmNone') : tn('staff.maint.confirm', preview.bookings.length)}
             </button>
             <button type="button" onClick={() => setPreview(undefined)}>{t('staff.maint.change')}</button>
           </div>
@@ -196,10 +196,8 @@ export default function Maintenance({ params }: { params: Record<string, string>
         <div class="card" data-testid="maintenance-done">
           <StatusBox testid="maintenance-status">
             {t('staff.maint.declared', { id: lastId(done.window.name) })}{' '}
-            {t('staff.maint.result', {
-              cancelled: done.bookings.filter((b) => b.state === Booking_State.CANCELLED).length,
-              interrupted: done.bookings.filter((b) => b.interruptedByOutage).length,
-            })}
+            {tn('staff.maint.cancelled', done.bookings.filter((b) => b.state === Booking_State.CANCELLED && b.cancelledByOutage).length)}{' '}
+            {done.bookings.some((b) => b.interruptedByOutage) && tn('staff.maint.interrupted', done.bookings.filter((b) => b.interruptedByOutage).length)}
           </StatusBox>
           {done.applyError && (
             <>

@@ -16,7 +16,7 @@ import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
   ErrorBox, FieldError, OrgName, StaffHeader, StatusBox, Zone, addDays, currencyOf, instrumentLabel, lastId, listAll,
-  moneyInput, parseMoney, span, useAction, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
+  isSet, moneyInput, parseMoney, span, useAction, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
 
 const S = ServiceOrder_State;
@@ -183,7 +183,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
           {o.sampleDescription && <div class="muted" style="text-align:left">{o.sampleDescription}</div>}</td>
         <td><span class="staff-badge">{stateWord(o.state)}</span>
           {o.state === S.DISPUTED && o.disputeReason && <div class="muted">{t('staff.orders.disputed', { reason: o.disputeReason })}</div>}
-          {o.requestedCompletionTime && <div class="muted">{t('staff.orders.wish', { when: when(o.requestedCompletionTime, zone) })}</div>}</td>
+          {isSet(o.requestedCompletionTime) && <div class="muted">{t('staff.orders.wish', { when: when(o.requestedCompletionTime, zone) })}</div>}</td>
         <td>{o.quote ? (<>
           <div data-testid={`quote-total-${id}`}>{money(o.quote.total)}</div>
           <div class="muted">{t('staff.orders.validUntil', { when: when(o.quote.validUntil, zone) })}</div></>) : '—'}</td>

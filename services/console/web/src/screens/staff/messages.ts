@@ -278,6 +278,7 @@ const M: Record<string, [string, string]> = {
   'staff.quals.notNeeded': ['On-site use of this instrument needs no qualification.', '该仪器现场使用无需资质。'],
   'staff.quals.grantTitle': ['Grant or renew a qualification', '授予或续期资质'],
   'staff.quals.user': ['User (id, e.g. li-wei)', '用户（ID，例如 li-wei）'],
+  'staff.quals.userCol': ['User', '用户'],
   'staff.quals.note': ['Note (induction, training)', '备注（培训、考核）'],
   'staff.quals.grant': ['Grant', '授予'],
   'staff.quals.badUser': ['Enter the user’s id, e.g. li-wei.', '请输入用户 ID，例如 li-wei。'],

@@ -179,8 +179,8 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
       <tr data-testid={`order-${id}`}>
         <td>{entry?.displayName ?? o.serviceEntryId}<div class="muted">{instrumentLabel(world, o.instrument)} · {id}</div></td>
         <td><OrgName name={o.clientOrganization} /><div class="muted">{lastId(o.requester)}</div></td>
-        <td class="num">{o.receivedSampleCount || o.sampleCount}
-          {o.sampleDescription && <div class="muted" style="text-align:left">{o.sampleDescription}</div>}</td>
+        <td><span class="num">{o.receivedSampleCount || o.sampleCount}</span>
+          {o.sampleDescription && <div class="muted">{o.sampleDescription}</div>}</td>
         <td><span class="staff-badge">{stateWord(o.state)}</span>
           {o.state === S.DISPUTED && o.disputeReason && <div class="muted">{t('staff.orders.disputed', { reason: o.disputeReason })}</div>}
           {isSet(o.requestedCompletionTime) && <div class="muted">{t('staff.orders.wish', { when: when(o.requestedCompletionTime, zone) })}</div>}</td>

@@ -101,7 +101,7 @@ export default function Qualifications({ params }: { params: Record<string, stri
           <table data-testid="qualifications">
             <thead>
               <tr>
-                <th>{t('staff.quals.user')}</th>
+                <th>{t('staff.quals.userCol')}</th>
                 <th>{t('staff.col.state')}</th>
                 <th>{t('staff.quals.granted.col')}</th>
                 <th>{t('staff.quals.lastUse')}</th>

@@ -29,6 +29,17 @@ function callOptions(ctx: HandlerContext, token: string | undefined) {
   return { headers, signal: ctx.signal, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
 }
 
+// An upstream error carries the upstream's gRPC response headers and
+// trailers as metadata; passed on as they are, they would become the Connect
+// answer's headers (content-type: application/grpc on a JSON error body, which
+// browsers' Connect clients cannot read). Keep the error, drop the wire headers.
+const WIRE_HEADERS = ['content-type', 'content-length', 'content-encoding', 'grpc-status', 'grpc-message',
+  'grpc-status-details-bin', 'grpc-encoding', 'grpc-accept-encoding', 'date', 'connection', 'keep-alive', 'transfer-encoding'];
+function withoutWireHeaders(err: unknown): unknown {
+  if (err instanceof ConnectError) for (const h of WIRE_HEADERS) err.metadata.delete(h);
+  return err;
+}
+
 function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf) {
   const client = createClient(desc, transport) as unknown as Record<string, (...a: unknown[]) => unknown>;
   const impl: Record<string, unknown> = {};
@@ -37,8 +48,13 @@ function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf) {
     if (!call) continue;
     switch (method.methodKind) {
       case 'unary':
-        impl[method.localName] = async (req: unknown, ctx: HandlerContext) =>
-          call(req, callOptions(ctx, await tokenOf(ctx)));
+        impl[method.localName] = async (req: unknown, ctx: HandlerContext) => {
+          try {
+            return await call(req, callOptions(ctx, await tokenOf(ctx)));
+          } catch (err) {
+            throw withoutWireHeaders(err);
+          }
+        };
         break;
       case 'server_streaming':
         impl[method.localName] = async function* (req: unknown, ctx: HandlerContext) {

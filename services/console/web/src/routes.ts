@@ -3,6 +3,7 @@
 // Preact component taking the route's parameters.
 import type { ComponentType } from 'preact';
 import type { Role } from './session';
+import './screens/staff/nav-messages'; // --- staff --- (navigation labels)
 
 export interface Route {
   path: string;                     // "#/instruments/:id"
@@ -14,6 +15,13 @@ export interface Route {
 
 export const routes: Route[] = [
   { path: '#/', title: 'nav.home', roles: 'any', nav: true, load: () => import('./screens/home') },
+  // --- staff ---
+  { path: '#/staff/approvals', title: 'staff.nav.approvals', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/approvals') },
+  { path: '#/staff/maintenance', title: 'staff.nav.maintenance', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/maintenance') },
+  { path: '#/staff/leases', title: 'staff.nav.leases', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/leases') },
+  { path: '#/staff/orders', title: 'staff.nav.orders', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/orders') },
+  { path: '#/staff/qualifications', title: 'staff.nav.qualifications', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/qualifications') },
+  // --- end staff ---
 ];
 
 export function match(hash: string): { route: Route; params: Record<string, string> } | undefined {

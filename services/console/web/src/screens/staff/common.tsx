@@ -1,0 +1,333 @@
+// Shared pieces of the facility-staff screens: the staff's instruments
+// (owned or operated by their organisation) with their facility's time zone,
+// organisation names, paging, zone-aware date inputs, money inputs, and the
+// error / status boxes every action uses. Candidates for the shell: ErrorBox,
+// StatusBox, listAll, zonedInputToDate / dateToZonedInput, parseMoney.
+import type { ComponentChildren } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import { timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
+import type { Instrument } from '../../../../gen/labshare/inventory/v1/inventory_pb';
+import { create } from '@bufbuild/protobuf';
+import type { Interval, Money } from '../../../../gen/labshare/type/v1/types_pb';
+import { MoneySchema, SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
+import { inventory } from '../../api';
+import { explain, type ShownError } from '../../errors';
+import { hasMessage, lang, t } from '../../i18n';
+import { session } from '../../session';
+import { useSignal } from '../../signal';
+import './messages';
+import './staff.css';
+
+export const DEFAULT_ZONE = 'Asia/Shanghai';
+
+// ------------------------------------------------------------ the staff's instruments
+
+export interface StaffWorld {
+  instruments: Instrument[];                 // owned or operated by the staff's organisation
+  zone: Record<string, string>;              // instrument name -> facility time zone
+  facilityName: Record<string, string>;      // instrument name -> facility display name
+}
+
+let worldPromise: { org: string; p: Promise<StaffWorld> } | undefined;
+
+async function loadWorld(org: string): Promise<StaffWorld> {
+  const instruments: Instrument[] = [];
+  let pageToken = '';
+  for (let i = 0; i < 50; i++) {
+    const r = await inventory.listInstruments({ pageSize: 200, pageToken });
+    for (const ins of r.instruments) {
+      if (ins.ownerOrganization === org || ins.operatorOrganization === org) instruments.push(ins);
+    }
+    pageToken = r.nextPageToken;
+    if (!pageToken) break;
+  }
+  instruments.sort((a, b) => a.displayName.localeCompare(b.displayName));
+  const facilities = [...new Set(instruments.map((i) => i.facility))];
+  const fz: Record<string, { zone: string; name: string }> = {};
+  await Promise.all(facilities.map(async (f) => {
+    try {
+      const fac = await inventory.getFacility({ name: f });
+      fz[f] = { zone: fac.timeZone || DEFAULT_ZONE, name: fac.displayName };
+    } catch {
+      fz[f] = { zone: DEFAULT_ZONE, name: f };
+    }
+  }));
+  const zone: Record<string, string> = {};
+  const facilityName: Record<string, string> = {};
+  for (const i of instruments) {
+    zone[i.name] = fz[i.facility]?.zone ?? DEFAULT_ZONE;
+    facilityName[i.name] = fz[i.facility]?.name ?? i.facility;
+  }
+  return { instruments, zone, facilityName };
+}
+
+export function useStaffWorld(): { world?: StaffWorld; error?: ShownError } {
+  const s = useSignal(session);
+  const org = s.organization ?? '';
+  const [state, setState] = useState<{ world?: StaffWorld; error?: ShownError }>({});
+  useEffect(() => {
+    if (!org) return;
+    if (!worldPromise || worldPromise.org !== org) worldPromise = { org, p: loadWorld(org) };
+    let live = true;
+    const mine = worldPromise;
+    mine.p.then(
+      (world) => live && setState({ world }),
+      (err) => {
+        if (worldPromise === mine) worldPromise = undefined;
+        if (live) setState({ error: explain(err) });
+      },
+    );
+    return () => { live = false; };
+  }, [org]);
+  return state;
+}
+
+export function instrumentLabel(world: StaffWorld, name: string): string {
+  return world.instruments.find((i) => i.name === name)?.displayName ?? lastId(name);
+}
+
+export function zoneOf(world: StaffWorld, instrument: string): string {
+  return world.zone[instrument] ?? DEFAULT_ZONE;
+}
+
+export function offersMode(ins: Instrument | undefined, mode: SharingMode): boolean {
+  return !!ins?.modes.some((m) => m.mode === mode);
+}
+
+// ------------------------------------------------------------ organisations
+
+const orgNames = new Map<string, Promise<string>>();
+
+export function orgName(name: string): Promise<string> {
+  if (!name) return Promise.resolve('');
+  let p = orgNames.get(name);
+  if (!p) {
+    p = inventory.getOrganization({ name }).then((o) => o.displayName || lastId(name), () => lastId(name));
+    orgNames.set(name, p);
+  }
+  return p;
+}
+
+export function OrgName({ name }: { name: string }) {
+  const [label, setLabel] = useState(lastId(name));
+  useEffect(() => {
+    let live = true;
+    void orgName(name).then((l) => live && setLabel(l));
+    return () => { live = false; };
+  }, [name]);
+  return <>{label}</>;
+}
+
+// ------------------------------------------------------------ names, paging
+
+export function lastId(name: string): string {
+  const i = name.lastIndexOf('/');
+  return i >= 0 ? name.slice(i + 1) : name;
+}
+
+// Every page of a list RPC (pages may be short or even empty while a next
+// page token is set: the services bound the work per call).
+export async function listAll<T>(
+  page: (pageToken: string) => Promise<{ items: T[]; next: string }>,
+  maxPages = 100,
+): Promise<T[]> {
+  const out: T[] = [];
+  let token = '';
+  for (let i = 0; i < maxPages; i++) {
+    const r = await page(token);
+    out.push(...r.items);
+    token = r.next;
+    if (!token) break;
+  }
+  return out;
+}
+
+// ------------------------------------------------------------ times in a zone
+
+function zoneOffsetMs(date: Date, timeZone: string): number {
+  const parts = new Intl.DateTimeFormat('en-US', {
+    timeZone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', second: '2-digit',
+  }).formatToParts(date);
+  const get = (type: string) => Number(parts.find((p) => p.type === type)?.value ?? 0);
+  const asUtc = Date.UTC(get('year'), get('month') - 1, get('day'), get('hour') % 24, get('minute'), get('second'));
+  return asUtc - (date.getTime() - date.getMilliseconds());
+}
+
+// "2027-04-14T09:00" read as a wall-clock time in timeZone.
+export function zonedInputToDate(value: string, timeZone: string): Date | undefined {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})/.exec(value);
+  if (!m) return undefined;
+  const guess = Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!);
+  let utc = guess - zoneOffsetMs(new Date(guess), timeZone);
+  utc = guess - zoneOffsetMs(new Date(utc), timeZone);
+  return new Date(utc);
+}
+
+export function dateToZonedInput(date: Date, timeZone: string): string {
+  const local = new Date(date.getTime() + zoneOffsetMs(date, timeZone));
+  return local.toISOString().slice(0, 16);
+}
+
+export function zonedTs(value: string, timeZone: string): Timestamp | undefined {
+  const d = zonedInputToDate(value, timeZone);
+  return d ? timestampFromDate(d) : undefined;
+}
+
+// The Monday of ?week=YYYY-MM-DD, or of today.
+export function weekStart(week: string | undefined): string {
+  const m = week && /^(\d{4})-(\d{2})-(\d{2})$/.exec(week);
+  const d = m ? new Date(Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!)) : new Date();
+  const day = (d.getUTCDay() + 6) % 7;
+  const monday = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() - day));
+  return monday.toISOString().slice(0, 10);
+}
+
+export function addDays(ymd: string, n: number): string {
+  const [y, mo, d] = ymd.split('-').map(Number);
+  return new Date(Date.UTC(y!, mo! - 1, d! + n)).toISOString().slice(0, 10);
+}
+
+function fmt(ts: Timestamp, timeZone: string, opts: Intl.DateTimeFormatOptions): string {
+  return new Intl.DateTimeFormat(lang.value, { timeZone, hourCycle: 'h23', ...opts }).format(timestampDate(ts));
+}
+
+const DAY: Intl.DateTimeFormatOptions = { year: 'numeric', month: '2-digit', day: '2-digit', weekday: 'short' };
+const HM: Intl.DateTimeFormatOptions = { hour: '2-digit', minute: '2-digit' };
+
+// The services leave a time unset or at the epoch when there is none.
+export function isSet(ts: Timestamp | undefined): ts is Timestamp {
+  return !!ts && (ts.seconds !== 0n || ts.nanos !== 0);
+}
+
+export function when(ts: Timestamp | undefined, timeZone: string): string {
+  if (!isSet(ts)) return '—';
+  return `${fmt(ts, timeZone, DAY)} ${fmt(ts, timeZone, HM)}`;
+}
+
+// An interval in the facility's zone: "Wed 14/04/2027 09:00–12:00", or both
+// dates when it spans days; the zone is shown next to it (ZoneNote).
+export function span(iv: Interval | undefined, timeZone: string): string {
+  if (!iv?.startTime || !iv.endTime) return '—';
+  const d1 = fmt(iv.startTime, timeZone, DAY);
+  const d2 = fmt(iv.endTime, timeZone, DAY);
+  const h1 = fmt(iv.startTime, timeZone, HM);
+  const h2 = fmt(iv.endTime, timeZone, HM);
+  return d1 === d2 ? `${d1} ${h1}–${h2}` : `${d1} ${h1} – ${d2} ${h2}`;
+}
+
+export function Zone({ zone }: { zone: string }) {
+  return <span class="muted staff-zone"> ({zone})</span>;
+}
+
+export function overlaps(iv: Interval | undefined, start: Date, end: Date): boolean {
+  if (!iv?.startTime || !iv.endTime) return false;
+  return timestampDate(iv.startTime) < end && timestampDate(iv.endTime) > start;
+}
+
+// ------------------------------------------------------------ money
+
+const DIGITS: Record<string, number> = { JPY: 0, KRW: 0 };
+
+// "1234.5" in major units -> minor units; undefined when not a plain amount.
+export function parseMoney(text: string, currencyCode: string): Money | undefined {
+  const digits = DIGITS[currencyCode] ?? 2;
+  const s = text.trim().replace(/,/g, '');
+  const re = digits === 0 ? /^\d+$/ : new RegExp(`^\\d+(?:\\.\\d{1,${digits}})?$`);
+  if (!re.test(s)) return undefined;
+  const [whole, frac = ''] = s.split('.');
+  const minor = BigInt(whole!) * 10n ** BigInt(digits) + BigInt((frac + '0'.repeat(digits)).slice(0, digits) || '0');
+  return create(MoneySchema, { currencyCode, amountMinor: minor });
+}
+
+export function moneyInput(m: Money | undefined): string {
+  if (!m) return '';
+  const digits = DIGITS[m.currencyCode] ?? 2;
+  const neg = m.amountMinor < 0n;
+  const abs = neg ? -m.amountMinor : m.amountMinor;
+  const base = 10n ** BigInt(digits);
+  const whole = (abs / base).toString();
+  const frac = digits ? '.' + (abs % base).toString().padStart(digits, '0') : '';
+  return (neg ? '-' : '') + whole + frac;
+}
+
+export function currencyOf(ins: Instrument | undefined): string {
+  return ins?.originalValue?.currencyCode || 'CNY';
+}
+
+// ------------------------------------------------------------ feedback
+
+export function ErrorBox({ error }: { error?: ShownError }) {
+  if (!error) return null;
+  return (
+    <div class="error" role="alert" data-testid="error">
+      <div>{error.sentence}</div>
+      {error.detail && <div class="muted staff-detail">{error.detail}</div>}
+    </div>
+  );
+}
+
+export function StatusBox({ children, testid }: { children?: ComponentChildren; testid?: string }) {
+  if (!children) return null;
+  return <div class="notice" role="status" data-testid={testid ?? 'status'}>{children}</div>;
+}
+
+export function FieldError({ text }: { text?: string }) {
+  if (!text) return null;
+  return <div class="error" role="alert" data-testid="error">{text}</div>;
+}
+
+// One user action: a fresh request id is the caller's business; this keeps
+// the busy flag, the error and the success line.
+export function useAction() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<ShownError>();
+  const [done, setDone] = useState<string>();
+  async function run<T>(f: () => Promise<T>, ok?: (v: T) => string): Promise<T | undefined> {
+    setBusy(true);
+    setError(undefined);
+    setDone(undefined);
+    try {
+      const v = await f();
+      if (ok) setDone(ok(v));
+      return v;
+    } catch (err) {
+      setError(explain(err));
+      return undefined;
+    } finally {
+      setBusy(false);
+    }
+  }
+  return { busy, error, done, run, setError, setDone };
+}
+
+// A count sentence: "<key>.one" when n is 1 and such a sentence exists.
+export function tn(key: string, n: number, vars: Record<string, string | number> = {}): string {
+  return t(n === 1 && hasMessage(`${key}.one`) ? `${key}.one` : key, { n, ...vars });
+}
+
+export function modeLabel(m: SharingMode): string {
+  return t(`staff.mode.${SharingMode[m] ?? 'SHARING_MODE_UNSPECIFIED'}`);
+}
+
+// Screen header with the staff sub-navigation.
+export function StaffHeader({ title, current }: { title: string; current: string }) {
+  useSignal(lang);
+  const tabs: [string, string][] = [
+    ['#/staff/approvals', 'staff.nav.approvals'],
+    ['#/staff/maintenance', 'staff.nav.maintenance'],
+    ['#/staff/leases', 'staff.nav.leases'],
+    ['#/staff/orders', 'staff.nav.orders'],
+    ['#/staff/qualifications', 'staff.nav.qualifications'],
+  ];
+  return (
+    <header class="staff-head">
+      <h1>{title}</h1>
+      <nav aria-label={t('staff.nav.label')} class="staff-tabs">
+        {tabs.map(([href, key]) => (
+          <a key={href} href={href} aria-current={href === current ? 'page' : undefined}>{t(key)}</a>
+        ))}
+      </nav>
+    </header>
+  );
+}

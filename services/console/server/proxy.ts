@@ -29,6 +29,17 @@ function callOptions(ctx: HandlerContext, token: string | undefined) {
   return { headers, signal: ctx.signal, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
 }
 
+// An upstream error goes back as the service's code, message and details
+// only: its metadata holds the upstream gRPC response headers (content-type
+// application/grpc, grpc-status...), which would otherwise be copied onto
+// the Connect answer and make it unreadable to the browser.
+function rethrowClean(err: unknown): never {
+  const ce = ConnectError.from(err);
+  const out = new ConnectError(ce.rawMessage, ce.code, undefined, undefined, ce.cause);
+  out.details = ce.details;
+  throw out;
+}
+
 function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf) {
   const client = createClient(desc, transport) as unknown as Record<string, (...a: unknown[]) => unknown>;
   const impl: Record<string, unknown> = {};
@@ -37,12 +48,21 @@ function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf) {
     if (!call) continue;
     switch (method.methodKind) {
       case 'unary':
-        impl[method.localName] = async (req: unknown, ctx: HandlerContext) =>
-          call(req, callOptions(ctx, await tokenOf(ctx)));
+        impl[method.localName] = async (req: unknown, ctx: HandlerContext) => {
+          try {
+            return await call(req, callOptions(ctx, await tokenOf(ctx)));
+          } catch (err) {
+            rethrowClean(err);
+          }
+        };
         break;
       case 'server_streaming':
         impl[method.localName] = async function* (req: unknown, ctx: HandlerContext) {
-          yield* call(req, callOptions(ctx, await tokenOf(ctx))) as AsyncIterable<unknown>;
+          try {
+            yield* call(req, callOptions(ctx, await tokenOf(ctx))) as AsyncIterable<unknown>;
+          } catch (err) {
+            rethrowClean(err);
+          }
         };
         break;
       default:

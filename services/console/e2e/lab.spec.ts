@@ -93,7 +93,7 @@ test('li-wei drags a free slot, gets a confirmed booking, and is refused an over
 
 test('the bookings list shows the demo month and previews, then makes, the cancellation', async ({ page }) => {
   expect(booked).not.toBe('');
-  await signInAs(page, 'li-wei', '#/lab/bookings');
+  await signInAs(page, 'li-wei', '#/lab/bookings?month=2027-03');
   const table = page.getByTestId('bookings-table');
   await expect(table.getByTestId('booking-demo-onsite')).toContainText('02/03/2027, 09:00 – 11:00');
   await expect(table.getByTestId('booking-demo-onsite').getByTestId('state')).toHaveText('Completed');
@@ -102,6 +102,9 @@ test('the bookings list shows the demo month and previews, then makes, the cance
   await expect(table.getByTestId('booking-demo-joint')).toContainText('04/03/2027, 09:00 – 10:00');
   await expect(page.getByTestId('leases-table')).toContainText('Closed');
   await shot(page, 'lab-bookings');
+  await page.getByTestId('month').fill('2027-04');
+  await page.getByTestId('month-form').getByRole('button').click();
+  await expect(page).toHaveURL(/#\/lab\/bookings\?month=2027-04$/);
 
   const row = table.getByTestId(`booking-${booked.slice('bookings/'.length)}`);
   await expect(row.getByTestId('state')).toHaveText('Confirmed');
@@ -185,7 +188,7 @@ test('li-wei books joint-research time on prj-demo with the keyboard and sees th
   await expect(panel.getByTestId('book-project')).toHaveValue('projects/prj-demo');
   await panel.getByTestId('book-confirm').click();
   await expect(page.getByRole('status')).toContainText('07/04/2027, 14:00 – 15:00: Confirmed.');
-  const [b] = await myBookingsAt('2027-04-07T06:00:00Z', '2027-04-07T07:00:00Z');
+  const b = (await myBookingsAt('2027-04-07T06:00:00Z', '2027-04-07T07:00:00Z')).find((x) => x.state === 'CONFIRMED');
   expect(b?.mode).toBe('JOINT_RESEARCH');
   expect(b?.project).toBe('projects/prj-demo');
 
@@ -206,7 +209,7 @@ test('the week view at phone width, and the bookings in Chinese', async ({ page 
   await expect(page.locator('.fc-bg-event.lab-free').first()).toBeVisible();
   await shot(page, 'lab-calendar-phone');
   await page.setViewportSize({ width: 1280, height: 860 });
-  await page.goto(page.url().replace(/#.*$/, '#/lab/bookings'));
+  await page.goto(page.url().replace(/#.*$/, '#/lab/bookings?month=2027-03'));
   await page.getByTestId('language').selectOption('zh-CN');
   await expect(page.getByRole('heading', { level: 1 })).toHaveText('我的预约、租赁与委托');
   await expect(page.getByTestId('booking-demo-onsite').getByTestId('state')).toHaveText('已完成');

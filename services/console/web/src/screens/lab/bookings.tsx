@@ -3,7 +3,7 @@
 // the caller's organisation), times in each facility's zone, paging.
 // Actions: check in / check out, cancel with a preview of whether it is late
 // and what it costs, cancel a lease before handover.
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { Booking_State, LeaseContract_RateBasis, Lease_State, type Booking, type Lease, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory, requestId } from '../../api';
@@ -13,13 +13,13 @@ import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
-  bookingStateWord, ErrorBox, explain, idOf, instrumentWithZone, leaseStateWord, modeWord, msTs, orderStateWord,
+  bookingStateWord, ErrorBox, explain, fromWall, idOf, instrumentWithZone, leaseStateWord, modeWord, msTs, orderStateWord,
   rangeText, StatusBox, timeText, toWall, tsMs, wallText, zoneLabel,
 } from './common';
 import { durationMs, lateCancelFee, type FeePreview } from './money';
 import './lab.css';
 
-const PAGE = 10;
+const PAGE = 20;
 
 // Each row's instrument, with its display name and time zone.
 function useZones(instruments: string[]): Record<string, { zone: string; title: string }> {
@@ -77,18 +77,22 @@ export default function LabBookings({ params }: { params: Record<string, string>
   const [actionError, setActionError] = useState<ShownError>();
   const [cancelling, setCancelling] = useState<Booking>();
 
+  // ?month=2027-03 narrows all three lists to that month (consortium
+  // time, Asia/Shanghai); without it everything, newest first.
+  const month = /^\d{4}-\d{2}$/.test(params.month ?? '') ? params.month! : '';
+  const range = monthRange(month);
   const bookings = usePages<Booking>(async (pageToken) => {
-    const r = await booking.listBookings({ user: s.user ?? '', orderBy: 'start_time desc', pageSize: PAGE, pageToken });
+    const r = await booking.listBookings({ user: s.user ?? '', orderBy: 'start_time desc', pageSize: PAGE, pageToken, timeRange: range });
     return { items: r.bookings, next: r.nextPageToken };
-  }, [s.user]);
+  }, [s.user, month]);
   const leases = usePages<Lease>(async (pageToken) => {
-    const r = await booking.listLeases({ orderBy: 'start_time desc', pageSize: PAGE, pageToken });
+    const r = await booking.listLeases({ orderBy: 'start_time desc', pageSize: PAGE, pageToken, timeRange: range });
     return { items: r.leases, next: r.nextPageToken };
-  }, [s.user]);
+  }, [s.user, month]);
   const orders = usePages<ServiceOrder>(async (pageToken) => {
-    const r = await booking.listServiceOrders({ pageSize: PAGE, pageToken });
+    const r = await booking.listServiceOrders({ pageSize: PAGE, pageToken, createTimeRange: range });
     return { items: r.serviceOrders, next: r.nextPageToken };
-  }, [s.user]);
+  }, [s.user, month]);
   const zones = useZones([
     ...(bookings.page?.items ?? []).map((b) => b.instrument),
     ...(leases.page?.items ?? []).map((l) => l.instrument),
@@ -116,6 +120,17 @@ export default function LabBookings({ params }: { params: Record<string, string>
     <section>
       <h1>{t('lab.list.title')}</h1>
       <p class="muted">{t('lab.list.zoneNote')}</p>
+      <form class="row" data-testid="month-form" key={month} onSubmit={(e) => {
+        e.preventDefault();
+        const m = String(new FormData(e.target as HTMLFormElement).get('month') ?? '');
+        location.hash = m ? `#/lab/bookings?month=${m}` : '#/lab/bookings';
+      }}>
+        <label class="field">{t('lab.list.month')}
+          <input type="month" name="month" defaultValue={month} data-testid="month" />
+        </label>
+        <button type="submit">{t('lab.list.show')}</button>
+        {month && <a href="#/lab/bookings">{t('lab.list.all')}</a>}
+      </form>
       <ErrorBox error={actionError} />
       {status && <StatusBox>{status}</StatusBox>}
       {cancelling && (
@@ -153,14 +168,14 @@ export default function LabBookings({ params }: { params: Record<string, string>
                       {bookingStateWord(b.state)}
                       {b.state === Booking_State.CANCELLED && <div class="muted">{b.lateCancellation ? t('lab.list.late') : b.cancelledByOutage ? t('lab.list.outage') : t('lab.list.onTime')}</div>}
                     </td>
-                    <td class="lab-actions">
+                    <td><div class="lab-actions">
                       {slotMode && b.state === Booking_State.CONFIRMED &&
                         <button type="button" onClick={() => void act(t('lab.act.checkIn'), () => booking.checkIn({ name: b.name, requestId: requestId() }))}>{t('lab.act.checkIn')}</button>}
                       {b.state === Booking_State.CHECKED_IN && b.mode !== SharingMode.LEASE &&
                         <button type="button" onClick={() => void act(t('lab.act.checkOut'), () => booking.checkOut({ name: b.name, requestId: requestId() }))}>{t('lab.act.checkOut')}</button>}
                       {slotMode && (b.state === Booking_State.CONFIRMED || b.state === Booking_State.PENDING_APPROVAL) &&
                         <button type="button" class="danger" data-testid="cancel" onClick={() => { setStatus(undefined); setCancelling(b); }}>{t('lab.act.cancel')}</button>}
-                    </td>
+                    </div></td>
                   </tr>
                 );
               })}
@@ -233,9 +248,16 @@ export default function LabBookings({ params }: { params: Record<string, string>
         </div>
       )}
       <Pager p={orders} label={t('lab.list.orders')} />
-      <p><a href="#/lab/instruments">{t('lab.list.findMore')}</a>{params.x ?? ''}</p>
+      <p><a href="#/lab/instruments">{t('lab.list.findMore')}</a></p>
     </section>
   );
+}
+
+function monthRange(month: string) {
+  if (!month) return undefined;
+  const [y, m] = month.split('-').map(Number) as [number, number];
+  const zone = 'Asia/Shanghai';
+  return { startTime: msTs(fromWall(Date.UTC(y, m - 1, 1), zone)), endTime: msTs(fromWall(Date.UTC(y, m, 1), zone)) };
 }
 
 function weekOf(b: Booking, zone: string): string {
@@ -268,6 +290,8 @@ function CancelPreview({ b, zone, onClose, onCancelled }: {
   const [error, setError] = useState<ShownError>();
   const [reason, setReason] = useState('');
   const [busy, setBusy] = useState(false);
+  const heading = useRef<HTMLHeadingElement>(null);
+  useEffect(() => { heading.current?.focus(); }, [b.name]);
   useEffect(() => {
     let live = true;
     (async () => {
@@ -310,7 +334,7 @@ function CancelPreview({ b, zone, onClose, onCancelled }: {
   const hoursNotice = p ? String(p.noticeMs / 3_600_000) : '';
   return (
     <div class="card lab-panel" data-testid="cancel-preview" role="region" aria-labelledby="lab-cancel-h">
-      <h2 id="lab-cancel-h">{t('lab.cancel.title', { name: idOf(b.name) })}</h2>
+      <h2 id="lab-cancel-h" tabIndex={-1} ref={heading}>{t('lab.cancel.title', { name: idOf(b.name) })}</h2>
       <p>{rangeText(b.reservedInterval?.startTime, b.reservedInterval?.endTime, zone)} <span class="muted">{zoneLabel(zone)}</span> · {modeWord(b.mode)} · {bookingStateWord(b.state)}</p>
       {!p && !error && <p aria-busy="true">{t('app.loading')}</p>}
       {p && (

@@ -157,6 +157,7 @@ function Legend() {
   return (
     <ul class="lab-legend" aria-label={t('lab.cal.legend')}>
       <li><span class="lab-swatch lab-free" />{t('lab.cal.free')}</li>
+      <li><span class="lab-swatch lab-closed" />{t('lab.cal.closed')}</li>
       <li><span class="lab-swatch lab-busy" />{t('lab.cal.busy')}</li>
       <li><span class="lab-swatch lab-maint" />{t('lab.busy.MAINTENANCE')}</li>
       <li><span class="lab-swatch lab-mine" />{t('lab.cal.mine')}</li>
@@ -189,6 +190,7 @@ function WeekGrid({ monday, zone, week, narrow, onSelect }: {
       headerToolbar: false,
       allDaySlot: false,
       height: 'auto',
+      stickyHeaderDates: false,
       slotDuration: '00:30:00',
       slotLabelFormat: { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' },
       eventTimeFormat: { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' },

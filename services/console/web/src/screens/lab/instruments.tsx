@@ -94,7 +94,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
   return (
     <section>
       <h1>{t('lab.search.title')}</h1>
-      <form class="card row" onSubmit={submit} data-testid="search-form" key={JSON.stringify(params)}>
+      <form class="card row" onSubmit={submit} data-testid="search-form" key={`${JSON.stringify(params)}-${categories.length}-${facilities.length}`}>
         <label class="field">{t('lab.search.category')}
           <select name="category" defaultValue={category} data-testid="category">
             <option value="">{t('lab.search.anyCategory')}</option>
@@ -147,13 +147,13 @@ export default function LabInstruments({ params }: { params: Record<string, stri
                         return <div key={k}>{hhmm(s)}–{isoDay(e) !== isoDay(s) && hhmm(e) === '00:00' ? '24:00' : hhmm(e)}</div>;
                       })}<div class="muted">{z}</div></td>
                     )}
-                    <td class="lab-actions">
+                    <td><div class="lab-actions">
                       <a href={`#/lab/instruments/${idOf(inst.name)}?week=${isoDay(mondayOf(day))}`} data-testid="calendar-link">{t('lab.search.calendar')}</a>
                       {inst.modes.some((m) => m.mode === SharingMode.LEASE) &&
                         <a href={`#/lab/leases/new?instrument=${idOf(inst.name)}`}>{t('lab.search.requestLease')}</a>}
                       {inst.modes.some((m) => m.mode === SharingMode.TECHNICAL_SERVICE) && inst.serviceCatalogue.length > 0 &&
                         <a href={`#/lab/orders/new?instrument=${idOf(inst.name)}`}>{t('lab.search.orderService')}</a>}
-                    </td>
+                    </div></td>
                   </tr>
                 );
               })}

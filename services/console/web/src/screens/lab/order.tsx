@@ -8,7 +8,7 @@ import type { ShownError } from '../../errors';
 import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import { ErrorBox, explain, hours, idOf, instrumentWithZone, orderStateWord, rangeText, StatusBox, timeText, zoneLabel } from './common';
+import { ErrorBox, explain, hours, tsMs, idOf, instrumentWithZone, orderStateWord, rangeText, StatusBox, timeText, zoneLabel } from './common';
 import './lab.css';
 
 const CANCELLABLE = [ServiceOrder_State.REQUESTED, ServiceOrder_State.QUOTED, ServiceOrder_State.QUOTE_ACCEPTED,
@@ -63,7 +63,7 @@ export default function LabOrder({ params }: { params: Record<string, string> })
     <section>
       <h1>{t('lab.order.title', { id: idOf(o.name) })}</h1>
       <p class="muted">{t('lab.list.zoneNote1', { zone: zoneLabel(zone) })}</p>
-      {status && <StatusBox>{status}</StatusBox>}
+      {status && (status !== t('lab.order.created') || o.state === ServiceOrder_State.REQUESTED) && <StatusBox>{status}</StatusBox>}
       <ErrorBox error={error} />
       <div class="card">
         <dl class="lab-dl">
@@ -73,7 +73,7 @@ export default function LabOrder({ params }: { params: Record<string, string> })
           <dt>{t('lab.order.samples')}</dt><dd>{o.sampleCount}{o.receivedSampleCount ? ` (${t('lab.order.received', { n: o.receivedSampleCount })})` : ''}</dd>
           <dt>{t('lab.orderNew.desc')}</dt><dd>{o.sampleDescription || '—'}</dd>
           <dt>{t('lab.list.created')}</dt><dd>{timeText(o.createTime, zone)}</dd>
-          {o.requestedCompletionTime && <><dt>{t('lab.orderNew.wish')}</dt><dd>{timeText(o.requestedCompletionTime, zone)}</dd></>}
+          {tsMs(o.requestedCompletionTime) > 0 && <><dt>{t('lab.orderNew.wish')}</dt><dd>{timeText(o.requestedCompletionTime, zone)}</dd></>}
           {o.scheduledInterval && <><dt>{t('lab.order.scheduled')}</dt><dd>{rangeText(o.scheduledInterval.startTime, o.scheduledInterval.endTime, zone)}</dd></>}
           {o.disputeReason && <><dt>{t('lab.order.disputeReason')}</dt><dd>{o.disputeReason}</dd></>}
           {o.cancelReason && <><dt>{t('lab.order.cancelReason')}</dt><dd>{o.cancelReason}</dd></>}

@@ -50,6 +50,14 @@ test('li-wei finds the SEM free on Tuesday 6 April and opens its week', async ({
   await expect(row).toContainText('Zhejiang University');
   await expect(row).toContainText('On-site use');
   await expect(row).toContainText('00:00–24:00');
+  await expect(page.getByTestId('result-cryo-tem')).toBeVisible();
+  await expect(page.getByTestId('category')).toHaveValue('electron-microscopy');
+  // Narrow to the ZJU facility with the form.
+  await page.getByLabel('Facility').selectOption({ label: 'ZJU Micro-Nano Fabrication Centre' });
+  await page.getByTestId('search').click();
+  await expect(page).toHaveURL(/facility=zju-nano/);
+  await expect(page.getByTestId('result-cryo-tem')).toHaveCount(0);
+  await expect(row).toBeVisible();
   await shot(page, 'lab-search');
   await row.getByTestId('calendar-link').click();
   await expect(page).toHaveURL(/#\/lab\/instruments\/sem-1\?week=2027-04-05$/);

@@ -96,20 +96,20 @@ export default function LabInstruments({ params }: { params: Record<string, stri
       <h1>{t('lab.search.title')}</h1>
       <form class="card row" onSubmit={submit} data-testid="search-form" key={`${JSON.stringify(params)}-${categories.length}-${facilities.length}`}>
         <label class="field">{t('lab.search.category')}
-          <select name="category" defaultValue={category} data-testid="category">
+          <select name="category" data-testid="category">
             <option value="">{t('lab.search.anyCategory')}</option>
-            {categories.map((c) => <option key={c} value={c}>{c}</option>)}
+            {categories.map((c) => <option key={c} value={c} selected={c === category}>{c}</option>)}
           </select>
         </label>
         <label class="field">{t('lab.search.facility')}
-          <select name="facility" defaultValue={facility}>
+          <select name="facility">
             <option value="">{t('lab.search.anyFacility')}</option>
-            {facilities.map((f) => <option key={f.name} value={idOf(f.name)}>{f.displayName}</option>)}
+            {facilities.map((f) => <option key={f.name} value={idOf(f.name)} selected={idOf(f.name) === facility}>{f.displayName}</option>)}
           </select>
         </label>
         <label class="field">{t('lab.search.mode')}
-          <select name="mode" defaultValue={SharingMode[mode]}>
-            {BOOKABLE_MODES.map((m) => <option key={m} value={SharingMode[m]}>{modeWord(m)}</option>)}
+          <select name="mode">
+            {BOOKABLE_MODES.map((m) => <option key={m} value={SharingMode[m]} selected={m === mode}>{modeWord(m)}</option>)}
           </select>
         </label>
         <label class="field">{t('lab.search.date')}

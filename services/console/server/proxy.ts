@@ -29,15 +29,15 @@ function callOptions(ctx: HandlerContext, token: string | undefined) {
   return { headers, signal: ctx.signal, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
 }
 
-// An upstream error carries the upstream's gRPC response headers and
-// trailers as metadata; passed on as they are, they would become the Connect
-// answer's headers (content-type: application/grpc on a JSON error body, which
-// browsers' Connect clients cannot read). Keep the error, drop the wire headers.
-const WIRE_HEADERS = ['content-type', 'content-length', 'content-encoding', 'grpc-status', 'grpc-message',
-  'grpc-status-details-bin', 'grpc-encoding', 'grpc-accept-encoding', 'date', 'connection', 'keep-alive', 'transfer-encoding'];
-function withoutWireHeaders(err: unknown): unknown {
-  if (err instanceof ConnectError) for (const h of WIRE_HEADERS) err.metadata.delete(h);
-  return err;
+// An upstream error goes back as the service's code, message and details
+// only: its metadata holds the upstream gRPC response headers (content-type
+// application/grpc, grpc-status...), which would otherwise be copied onto
+// the Connect answer and make it unreadable to the browser.
+function rethrowClean(err: unknown): never {
+  const ce = ConnectError.from(err);
+  const out = new ConnectError(ce.rawMessage, ce.code, undefined, undefined, ce.cause);
+  out.details = ce.details;
+  throw out;
 }
 
 function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf) {
@@ -52,13 +52,17 @@ function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf) {
           try {
             return await call(req, callOptions(ctx, await tokenOf(ctx)));
           } catch (err) {
-            throw withoutWireHeaders(err);
+            rethrowClean(err);
           }
         };
         break;
       case 'server_streaming':
         impl[method.localName] = async function* (req: unknown, ctx: HandlerContext) {
-          yield* call(req, callOptions(ctx, await tokenOf(ctx))) as AsyncIterable<unknown>;
+          try {
+            yield* call(req, callOptions(ctx, await tokenOf(ctx))) as AsyncIterable<unknown>;
+          } catch (err) {
+            rethrowClean(err);
+          }
         };
         break;
       default:

@@ -3,6 +3,7 @@
 // Preact component taking the route's parameters.
 import type { ComponentType } from 'preact';
 import type { Role } from './session';
+import './screens/lab/nav'; // lab: navigation labels
 import './screens/staff/nav-messages'; // --- staff --- (navigation labels)
 
 export interface Route {
@@ -15,6 +16,15 @@ export interface Route {
 
 export const routes: Route[] = [
   { path: '#/', title: 'nav.home', roles: 'any', nav: true, load: () => import('./screens/home') },
+  // --- lab ---
+  { path: '#/lab/instruments', title: 'nav.lab.instruments', roles: ['LAB_USER'], nav: true, load: () => import('./screens/lab/instruments') },
+  { path: '#/lab/instruments/:id', title: 'nav.lab.instruments', roles: ['LAB_USER'], nav: false, load: () => import('./screens/lab/calendar') },
+  { path: '#/lab/bookings', title: 'nav.lab.bookings', roles: ['LAB_USER'], nav: true, load: () => import('./screens/lab/bookings') },
+  { path: '#/lab/leases/new', title: 'nav.lab.bookings', roles: ['LAB_USER'], nav: false, load: () => import('./screens/lab/lease-new') },
+  { path: '#/lab/orders/new', title: 'nav.lab.bookings', roles: ['LAB_USER'], nav: false, load: () => import('./screens/lab/order-new') },
+  { path: '#/lab/orders/:id', title: 'nav.lab.bookings', roles: ['LAB_USER'], nav: false, load: () => import('./screens/lab/order') },
+  { path: '#/lab/projects', title: 'nav.lab.projects', roles: ['LAB_USER'], nav: true, load: () => import('./screens/lab/projects') },
+  // --- end lab ---
   // --- staff ---
   { path: '#/staff/approvals', title: 'staff.nav.approvals', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/approvals') },
   { path: '#/staff/maintenance', title: 'staff.nav.maintenance', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/maintenance') },

@@ -1,0 +1,144 @@
+// One technical-service order: its state, the current quote (accept it with
+// its quote_etag), delivered reports (accept or dispute), and cancelling it
+// while the rules allow (CancelOrder).
+import { useEffect, useState } from 'preact/hooks';
+import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
+import { booking, requestId } from '../../api';
+import type { ShownError } from '../../errors';
+import { money } from '../../format';
+import { lang, t } from '../../i18n';
+import { useSignal } from '../../signal';
+import { ErrorBox, explain, hours, tsMs, idOf, instrumentWithZone, orderStateWord, rangeText, StatusBox, timeText, zoneLabel } from './common';
+import './lab.css';
+
+const CANCELLABLE = [ServiceOrder_State.REQUESTED, ServiceOrder_State.QUOTED, ServiceOrder_State.QUOTE_ACCEPTED,
+  ServiceOrder_State.SAMPLES_RECEIVED, ServiceOrder_State.SCHEDULED];
+
+export default function LabOrder({ params }: { params: Record<string, string> }) {
+  useSignal(lang);
+  const name = `serviceOrders/${params.id ?? ''}`;
+  const [o, setO] = useState<ServiceOrder>();
+  const [zone, setZone] = useState('Asia/Shanghai');
+  const [title, setTitle] = useState('');
+  const [entryName, setEntryName] = useState('');
+  const [error, setError] = useState<ShownError>();
+  const [status, setStatus] = useState<string>(params.created ? t('lab.order.created') : '');
+  const [dispute, setDispute] = useState('');
+  const [cancelReason, setCancelReason] = useState('');
+  const [busy, setBusy] = useState(false);
+
+  useEffect(() => {
+    let live = true;
+    booking.getServiceOrder({ name }).then(async (x) => {
+      if (!live) return;
+      setO(x);
+      const r = await instrumentWithZone(x.instrument);
+      if (!live) return;
+      setZone(r.zone);
+      setTitle(r.instrument.displayName);
+      setEntryName(r.instrument.serviceCatalogue.find((c) => c.entryId === x.serviceEntryId)?.displayName ?? x.serviceEntryId);
+    }).catch((e) => live && setError(explain(e)));
+    return () => { live = false; };
+  }, [name]);
+
+  async function act(what: string, f: () => Promise<ServiceOrder>) {
+    setBusy(true);
+    setError(undefined);
+    setStatus('');
+    try {
+      const x = await f();
+      setO(x);
+      setStatus(t('lab.list.done', { what, name: idOf(x.name), state: orderStateWord(x.state) }));
+    } catch (e) {
+      setError(explain(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  if (!o) return <section><h1>{t('lab.order.title', { id: params.id ?? '' })}</h1>{error ? <ErrorBox error={error} /> : <p aria-busy="true">{t('app.loading')}</p>}</section>;
+  const q = o.quote;
+  const report = o.reports[o.reports.length - 1];
+  return (
+    <section>
+      <h1>{t('lab.order.title', { id: idOf(o.name) })}</h1>
+      <p class="muted">{t('lab.list.zoneNote1', { zone: zoneLabel(zone) })}</p>
+      {status && (status !== t('lab.order.created') || o.state === ServiceOrder_State.REQUESTED) && <StatusBox>{status}</StatusBox>}
+      <ErrorBox error={error} />
+      <div class="card">
+        <dl class="lab-dl">
+          <dt>{t('lab.list.state')}</dt><dd data-testid="order-state"><strong>{orderStateWord(o.state)}</strong></dd>
+          <dt>{t('lab.search.instrument')}</dt><dd>{title || idOf(o.instrument)}</dd>
+          <dt>{t('lab.orderNew.entry')}</dt><dd>{entryName}</dd>
+          <dt>{t('lab.order.samples')}</dt><dd>{o.sampleCount}{o.receivedSampleCount ? ` (${t('lab.order.received', { n: o.receivedSampleCount })})` : ''}</dd>
+          <dt>{t('lab.orderNew.desc')}</dt><dd>{o.sampleDescription || '—'}</dd>
+          <dt>{t('lab.list.created')}</dt><dd>{timeText(o.createTime, zone)}</dd>
+          {tsMs(o.requestedCompletionTime) > 0 && <><dt>{t('lab.orderNew.wish')}</dt><dd>{timeText(o.requestedCompletionTime, zone)}</dd></>}
+          {o.scheduledInterval && <><dt>{t('lab.order.scheduled')}</dt><dd>{rangeText(o.scheduledInterval.startTime, o.scheduledInterval.endTime, zone)}</dd></>}
+          {o.disputeReason && <><dt>{t('lab.order.disputeReason')}</dt><dd>{o.disputeReason}</dd></>}
+          {o.cancelReason && <><dt>{t('lab.order.cancelReason')}</dt><dd>{o.cancelReason}</dd></>}
+        </dl>
+      </div>
+
+      <h2>{t('lab.order.quote')}</h2>
+      {!q ? <p class="muted" data-testid="no-quote">{t('lab.order.noQuote')}</p> : (
+        <div class="card" data-testid="quote">
+          <div class="table-wrap"><table>
+            <tbody>
+              <tr><th>{t('lab.order.perSample')}</th><td class="num">{money(q.perSampleFee)} × {o.sampleCount}</td></tr>
+              <tr><th>{t('lab.order.staffTime', { h: hours(q.staffTime?.seconds) })}</th><td class="num">{money(q.staffTimeFee)}</td></tr>
+              <tr><th>{t('lab.order.consumables')}</th><td class="num">{money(q.consumables)}</td></tr>
+              <tr><th>{t('lab.order.total')}</th><td class="num" data-testid="quote-total"><strong>{money(q.total)}</strong></td></tr>
+            </tbody>
+          </table></div>
+          <p class="muted">{t('lab.order.validUntil', { when: timeText(q.validUntil, zone) })}{q.notes && ` · ${q.notes}`}</p>
+          {o.state === ServiceOrder_State.QUOTED && (
+            <button type="button" class="primary" disabled={busy} data-testid="accept-quote"
+              onClick={() => void act(t('lab.order.acceptQuote'), () => booking.acceptQuote({ name: o.name, quoteEtag: q.quoteEtag, requestId: requestId() }))}>
+              {t('lab.order.acceptQuote')}
+            </button>
+          )}
+        </div>
+      )}
+
+      <h2>{t('lab.order.reports')}</h2>
+      {o.reports.length === 0 ? <p class="muted">{t('lab.order.noReport')}</p> : (
+        <ul>
+          {o.reports.map((r, i) => (
+            <li key={i}>
+              <a href={r.uri} rel="noopener noreferrer" target="_blank">{r.summary || r.uri}</a>{' '}
+              <span class="muted">{timeText(r.deliverTime, zone)} · SHA-256 {r.sha256.slice(0, 12)}…</span>
+            </li>
+          ))}
+        </ul>
+      )}
+      {report && o.state === ServiceOrder_State.REPORT_DELIVERED && (
+        <div class="card">
+          <button type="button" class="primary" disabled={busy} data-testid="accept-report"
+            onClick={() => void act(t('lab.order.acceptReport'), () => booking.acceptReport({ name: o.name, requestId: requestId() }))}>
+            {t('lab.order.acceptReport')}
+          </button>
+          <form class="row" onSubmit={(e) => { e.preventDefault(); void act(t('lab.order.dispute'), () => booking.disputeReport({ name: o.name, reason: dispute, requestId: requestId() })); }}>
+            <label class="field lab-grow">{t('lab.order.disputeWhy')}
+              <input value={dispute} required onInput={(e) => setDispute((e.target as HTMLInputElement).value)} data-testid="dispute-reason" />
+            </label>
+            <button type="submit" disabled={busy} data-testid="dispute">{t('lab.order.dispute')}</button>
+          </form>
+        </div>
+      )}
+      {CANCELLABLE.includes(o.state) && (
+        <form class="card row" onSubmit={(e) => {
+          e.preventDefault();
+          if (confirm(t('lab.order.cancelConfirm'))) void act(t('lab.order.cancel'), () => booking.cancelOrder({ name: o.name, reason: cancelReason, requestId: requestId() }));
+        }}>
+          <label class="field lab-grow">{t('lab.cancel.reason')}
+            <input value={cancelReason} onInput={(e) => setCancelReason((e.target as HTMLInputElement).value)} />
+          </label>
+          <button type="submit" class="danger" disabled={busy} data-testid="cancel-order">{t('lab.order.cancel')}</button>
+          {o.state === ServiceOrder_State.SCHEDULED && <p class="muted">{t('lab.order.cancelLateNote')}</p>}
+        </form>
+      )}
+      <p><a href="#/lab/bookings">{t('lab.cal.toBookings')}</a></p>
+    </section>
+  );
+}

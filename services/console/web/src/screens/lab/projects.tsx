@@ -1,0 +1,78 @@
+// The caller's joint-research projects (ListProjects, scoped by the service
+// to participant organisations): participants and cost shares, period,
+// hour budgets per instrument with used and committed hours.
+import { useEffect, useState } from 'preact/hooks';
+import type { Organization } from '../../../../gen/labshare/inventory/v1/inventory_pb';
+import type { Project } from '../../../../gen/labshare/booking/v1/booking_pb';
+import { booking } from '../../api';
+import type { ShownError } from '../../errors';
+import { percentBps } from '../../format';
+import { lang, t } from '../../i18n';
+import { useSignal } from '../../signal';
+import { ErrorBox, explain, hours, idOf, listOrganizations, orgName, projectStateWord, timeText, toWall, tsMs, isoDay, mondayOf, DEFAULT_ZONE, todayWall } from './common';
+import './lab.css';
+
+export default function LabProjects() {
+  useSignal(lang);
+  const [projects, setProjects] = useState<Project[]>();
+  const [orgs, setOrgs] = useState<Organization[]>();
+  const [error, setError] = useState<ShownError>();
+  useEffect(() => {
+    (async () => {
+      const out: Project[] = [];
+      let pageToken = '';
+      do {
+        const r = await booking.listProjects({ pageSize: 100, pageToken });
+        out.push(...r.projects);
+        pageToken = r.nextPageToken;
+      } while (pageToken);
+      setProjects(out);
+    })().catch((e) => setError(explain(e)));
+    listOrganizations().then(setOrgs, () => undefined);
+  }, []);
+  const zone = DEFAULT_ZONE;
+  return (
+    <section>
+      <h1>{t('lab.projects.title')}</h1>
+      <p class="muted">{t('lab.projects.note')}</p>
+      <ErrorBox error={error} />
+      {!projects && !error && <p aria-busy="true">{t('app.loading')}</p>}
+      {projects && projects.length === 0 && <p class="muted">{t('lab.projects.none')}</p>}
+      {projects?.map((p) => {
+        const startWall = toWall(tsMs(p.period?.startTime), zone);
+        const week = isoDay(mondayOf(Math.max(startWall, todayWall(zone))));
+        return (
+          <article class="card" key={p.name} data-testid={`project-${idOf(p.name)}`}>
+            <h2>{p.title} <span class="muted">({idOf(p.name)})</span> · {projectStateWord(p.state)}</h2>
+            <p>{t('lab.projects.period', { from: timeText(p.period?.startTime, zone), to: timeText(p.period?.endTime, zone) })}
+              {p.externalReference && ` · ${p.externalReference}`}</p>
+            <p>{t('lab.projects.participants')}: {p.participants.map((x) => `${orgName(orgs, x.organization)} ${percentBps(x.shareBps)}${x.lead ? ' ★' : ''}`).join(' · ')}</p>
+            <div class="table-wrap">
+              <table>
+                <thead><tr>
+                  <th>{t('lab.search.instrument')}</th><th class="num">{t('lab.projects.budget')}</th><th class="num">{t('lab.projects.used')}</th>
+                  <th class="num">{t('lab.projects.committed')}</th><th class="num">{t('lab.projects.remaining')}</th><th>{t('lab.list.actions')}</th>
+                </tr></thead>
+                <tbody>
+                  {p.instrumentBudgets.map((b) => {
+                    const rem = Number(b.budget?.seconds ?? 0n) - Number(b.used?.seconds ?? 0n) - Number(b.committed?.seconds ?? 0n);
+                    return (
+                      <tr key={b.instrument} data-testid={`budget-${idOf(b.instrument)}`}>
+                        <td>{idOf(b.instrument)} <span class="muted">({orgName(orgs, b.instrumentOwner)})</span></td>
+                        <td class="num">{t('lab.projects.h', { h: hours(b.budget?.seconds) })}</td>
+                        <td class="num">{t('lab.projects.h', { h: hours(b.used?.seconds) })}</td>
+                        <td class="num">{t('lab.projects.h', { h: hours(b.committed?.seconds) })}</td>
+                        <td class="num" data-testid="remaining">{t('lab.projects.h', { h: hours(rem) })}</td>
+                        <td><a href={`#/lab/instruments/${idOf(b.instrument)}?week=${week}`}>{t('lab.projects.book')}</a></td>
+                      </tr>
+                    );
+                  })}
+                </tbody>
+              </table>
+            </div>
+          </article>
+        );
+      })}
+    </section>
+  );
+}

@@ -3,6 +3,7 @@
 // Preact component taking the route's parameters.
 import type { ComponentType } from 'preact';
 import type { Role } from './session';
+import './screens/dash/nav'; // dash: navigation labels
 
 export interface Route {
   path: string;                     // "#/instruments/:id"
@@ -14,6 +15,12 @@ export interface Route {
 
 export const routes: Route[] = [
   { path: '#/', title: 'nav.home', roles: 'any', nav: true, load: () => import('./screens/home') },
+  // --- dash ---
+  { path: '#/dash', title: 'dash.nav', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/dash/overview') },
+  { path: '#/dash/instruments/:id', title: 'dash.instrument.nav', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/dash/instrument') },
+  { path: '#/dash/annual', title: 'dash.annual.nav', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/dash/annual') },
+  { path: '#/dash/audit', title: 'dash.audit.nav', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/dash/audit') },
+  // --- end dash ---
 ];
 
 export function match(hash: string): { route: Route; params: Record<string, string> } | undefined {

@@ -221,7 +221,7 @@ function Instruments({ rows, year }: { rows: InstrumentAssessment[]; year: numbe
                     {a.instrumentDisplayName || idOf(a.instrument)}
                   </a>
                 </th>
-                <td>{a.ownerOrganizationDisplayName || idOf(a.ownerOrganization)}</td>
+                <td class="dash-org">{a.ownerOrganizationDisplayName || idOf(a.ownerOrganization)}</td>
                 <td class="num" data-testid="effective">{hours(a.figures?.effectiveSeconds)}</td>
                 <td class="num">{a.assessed ? hours(a.idleThresholdSeconds) : '—'}</td>
                 <td class="num">{hours(a.figures?.externalSeconds)}</td>

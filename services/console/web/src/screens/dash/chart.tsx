@@ -55,3 +55,8 @@ export function EChart({ option, height, label, testid }: { option: ChartOption;
   }, [option]);
   return <div ref={ref} class="dash-chart" style={{ height: `${height}px` }} role="img" aria-label={label} data-testid={testid ?? 'chart'} />;
 }
+
+// Phone width: shorter category labels, fewer ticks.
+export function narrow(): boolean {
+  return typeof window !== 'undefined' && window.innerWidth < 640;
+}

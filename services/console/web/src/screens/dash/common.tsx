@@ -115,8 +115,7 @@ export function dayLabel(t0: Timestamp | undefined): string {
 export function zonedTime(t0: Timestamp | undefined): string {
   if (!t0) return '—';
   return new Intl.DateTimeFormat(lang.value, {
-    timeZone: zone(), year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit',
-    second: '2-digit', hourCycle: 'h23',
+    timeZone: zone(), dateStyle: 'medium', timeStyle: 'medium', hourCycle: 'h23',
   }).format(timestampDate(t0)) + ` (${zone()})`;
 }
 

@@ -54,7 +54,8 @@ registerMessages({
 
     'dash.perInstrument.title': 'Instruments against the yardsticks, {month}',
     'dash.perInstrument.intro': 'Dashed lines: the consortium’s thresholds (GetThresholds). Under-shared below a sharing rate of {sharing}; idle below {idle} of effective use in this month (the yearly threshold prorated to the days in service).',
-    'dash.perInstrument.onlyUsed': 'Only instruments used this month',
+    'dash.perInstrument.showAll': 'Show all {n} instruments (otherwise the {used} used or booked this month)',
+    'dash.perInstrument.noneUsed': 'No instrument was used or booked in this month.',
     'dash.perInstrument.rates': 'Utilisation and sharing rate',
     'dash.perInstrument.ratesAria': 'Bar chart: utilisation and sharing rate per instrument, with the sharing-rate yardstick. The numbers are in the table of instruments below.',
     'dash.perInstrument.hours': 'Effective and external hours',
@@ -102,6 +103,7 @@ registerMessages({
     'dash.trend.title': 'Trend by month',
     'dash.trend.range': 'Months shown',
     'dash.trend.months': 'Last {n} months',
+    'dash.trend.noInstruments': 'No instrument in service.',
     'dash.trend.span': '{from} to {to}',
     'dash.trend.aria': 'Chart: effective and external hours (bars) and utilisation and sharing rate (lines) per month. The numbers are in the table below the chart.',
 
@@ -275,7 +277,8 @@ registerMessages({
 
     'dash.perInstrument.title': '各仪器对照考核基准，{month}',
     'dash.perInstrument.intro': '虚线为联盟设定的阈值（GetThresholds）：共享率低于 {sharing} 为共享不足；本月有效机时低于 {idle} 为闲置（年度阈值按在役天数折算）。',
-    'dash.perInstrument.onlyUsed': '只显示本月有使用的仪器',
+    'dash.perInstrument.showAll': '显示全部 {n} 台仪器（否则只显示本月有使用或预约的 {used} 台）',
+    'dash.perInstrument.noneUsed': '本月没有任何仪器被使用或预约。',
     'dash.perInstrument.rates': '利用率与共享率',
     'dash.perInstrument.ratesAria': '柱状图：各仪器的利用率和共享率，并标出共享率基准。具体数字见下方仪器表。',
     'dash.perInstrument.hours': '有效机时与对外机时',
@@ -323,6 +326,7 @@ registerMessages({
     'dash.trend.title': '按月趋势',
     'dash.trend.range': '显示月数',
     'dash.trend.months': '最近 {n} 个月',
+    'dash.trend.noInstruments': '没有在役仪器。',
     'dash.trend.span': '{from} 至 {to}',
     'dash.trend.aria': '图表：每月有效机时和对外机时（柱）以及利用率和共享率（线）。具体数字见图下方的表格。',
 

@@ -18,7 +18,7 @@ import {
   money, moneyValue, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, ratio,
   ratioPercent, Section, useLoad, useNames, withQuery, zone, type Month, type Names,
 } from './common';
-import { EChart, type ChartOption } from './chart';
+import { EChart, narrow, type ChartOption } from './chart';
 
 type QueryInit = MessageInitShape<typeof QueryUsageRequestSchema>;
 
@@ -167,7 +167,7 @@ function MonthFigures({ mo, names, instruments, thresholds, idle, under }: {
   const idleSet = new Set(idle.instruments.map((a) => a.instrument));
   const underSet = new Set(under.instruments.map((a) => a.instrument));
   const minDays = BigInt(thresholds.minimumAssessedDays || 0) * 86400n;
-  const lines: InstrumentLine[] = instruments.rows.map((r) => {
+  const lines = useMemo((): InstrumentLine[] => instruments.rows.map((r) => {
     const f = r.figures!;
     const band = thresholds.bands.length ? bandOf(thresholds, f) : undefined;
     return {
@@ -182,7 +182,7 @@ function MonthFigures({ mo, names, instruments, thresholds, idle, under }: {
       idle: idleSet.has(r.key!.instrument),
       underShared: underSet.has(r.key!.instrument),
     };
-  });
+  }), [instruments, thresholds, idle, under, names]);
   return (
     <>
       <Kpis f={tot} />
@@ -224,8 +224,11 @@ function PerInstrumentCharts({ lines, mo }: { lines: InstrumentLine[]; mo: Month
   const l = lang.value;
   const sorted = useMemo(() => [...lines].sort((a, b) =>
     (ratioPercent(b.f.utilization) ?? -1) - (ratioPercent(a.f.utilization) ?? -1) || a.label.localeCompare(b.label)), [lines]);
-  const [onlyUsed, setOnlyUsed] = useState(false);
-  const shown = onlyUsed ? sorted.filter((x) => x.f.effectiveSeconds > 0n) : sorted;
+  const used = useMemo(() => sorted.filter((x) => x.f.effectiveSeconds > 0n || x.f.bookings > 0n), [sorted]);
+  // Many instruments: the used ones by default (the idle ones are listed
+  // below); the checkbox shows all.
+  const [showAll, setShowAll] = useState(sorted.length <= 12);
+  const shown = showAll ? sorted : used;
   const height = Math.max(160, 70 + shown.length * 30);
 
   const rateOption = useMemo((): ChartOption => {
@@ -234,8 +237,8 @@ function PerInstrumentCharts({ lines, mo }: { lines: InstrumentLine[]; mo: Month
       tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' }, valueFormatter: (v: unknown) => (v == null ? t('dash.undefined') : `${v} %`) },
       legend: { top: 0 },
       grid: { left: 8, right: 48, top: 36, bottom: 8, containLabel: true },
-      xAxis: { type: 'value', axisLabel: { formatter: '{value} %' } },
-      yAxis: { type: 'category', inverse: true, data: shown.map((x) => x.label), axisLabel: { width: 150, overflow: 'truncate' } },
+      xAxis: { type: 'value', max: (v: { max: number }) => Math.max(100, Math.ceil(v.max)), splitNumber: narrow() ? 3 : 5, axisLabel: { formatter: '{value} %', hideOverlap: true } },
+      yAxis: { type: 'category', inverse: true, data: shown.map((x) => x.label), axisLabel: { width: narrow() ? 90 : 150, overflow: 'truncate' } },
       series: [
         { name: t('dash.series.utilization'), type: 'bar', data: shown.map((x) => ratioPercent(x.f.utilization)) },
         {
@@ -284,8 +287,8 @@ function PerInstrumentCharts({ lines, mo }: { lines: InstrumentLine[]; mo: Month
       tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' }, valueFormatter: (v: unknown) => t('dash.unit.hours', { n: String(v ?? 0) }) },
       legend: { top: 0 },
       grid: { left: 8, right: 48, top: 36, bottom: 8, containLabel: true },
-      xAxis: { type: 'value', axisLabel: { formatter: (v: number) => t('dash.unit.hours', { n: v }) } },
-      yAxis: { type: 'category', inverse: true, data: shown.map((x) => x.label), axisLabel: { width: 150, overflow: 'truncate' } },
+      xAxis: { type: 'value', splitNumber: narrow() ? 3 : 5, axisLabel: { formatter: (v: number) => t('dash.unit.hours', { n: v }), hideOverlap: true } },
+      yAxis: { type: 'category', inverse: true, data: shown.map((x) => x.label), axisLabel: { width: narrow() ? 90 : 150, overflow: 'truncate' } },
       series,
     };
   }, [shown, l]);
@@ -301,9 +304,10 @@ function PerInstrumentCharts({ lines, mo }: { lines: InstrumentLine[]; mo: Month
         })}
       </p>
       <label class="dash-check">
-        <input type="checkbox" checked={onlyUsed} onChange={(e) => setOnlyUsed((e.target as HTMLInputElement).checked)} data-testid="only-used" />
-        {t('dash.perInstrument.onlyUsed')}
+        <input type="checkbox" checked={showAll} onChange={(e) => setShowAll((e.target as HTMLInputElement).checked)} data-testid="show-all" />
+        {t('dash.perInstrument.showAll', { n: sorted.length, used: used.length })}
       </label>
+      {shown.length === 0 ? <p>{t('dash.perInstrument.noneUsed')}</p> : (
       <div class="dash-grid2">
         <figure class="dash-figure">
           <figcaption>{t('dash.perInstrument.rates')}</figcaption>
@@ -314,6 +318,7 @@ function PerInstrumentCharts({ lines, mo }: { lines: InstrumentLine[]; mo: Month
           <EChart option={hoursOption} height={height} label={t('dash.perInstrument.hoursAria')} testid="chart-hours" />
         </figure>
       </div>
+      )}
       <p class="muted dash-small"><a href="#dash-instruments">{t('dash.perInstrument.tableLink')}</a></p>
     </Section>
   );
@@ -350,7 +355,7 @@ function InstrumentTable({ lines, mo, names }: { lines: InstrumentLine[]; mo: Mo
                 <th scope="row">
                   <a href={withQuery(`#/dash/instruments/${idOf(x.name)}`, { month: monthKey(mo) })}>{x.label}</a>
                 </th>
-                <td>{x.owner ? orgName(names, x.owner) : '—'}</td>
+                <td class="dash-org">{x.owner ? orgName(names, x.owner) : '—'}</td>
                 <td class="num" data-testid="effective">{hours(x.f.effectiveSeconds)}</td>
                 <td class="num" data-testid="external">{hours(x.f.externalSeconds)}</td>
                 <td class="num">{hours(x.f.availableSeconds)}</td>
@@ -378,7 +383,7 @@ function Assessments({ mo, names, idle, under }: {
   );
   const owner = (a: InstrumentAssessment) => a.ownerOrganizationDisplayName || orgName(names, a.ownerOrganization);
   return (
-    <div class="dash-grid2">
+    <>
       <Section id="dash-idle" title={t('dash.idle.title', { n: idle.total })} testid="idle">
         <p class="muted dash-small">{t('dash.idle.intro')}</p>
         {idle.instruments.length === 0 ? <p>{t('dash.idle.none')}</p> : (
@@ -396,7 +401,7 @@ function Assessments({ mo, names, idle, under }: {
                 {idle.instruments.map((a) => (
                   <tr key={a.instrument}>
                     <th scope="row">{link(a)}</th>
-                    <td>{owner(a)}</td>
+                    <td class="dash-org">{owner(a)}</td>
                     <td class="num">{hours(a.figures?.effectiveSeconds)}</td>
                     <td class="num">{hours(a.idleThresholdSeconds)}</td>
                   </tr>
@@ -425,7 +430,7 @@ function Assessments({ mo, names, idle, under }: {
                 {under.instruments.map((a) => (
                   <tr key={a.instrument}>
                     <th scope="row">{link(a)}</th>
-                    <td>{owner(a)}</td>
+                    <td class="dash-org">{owner(a)}</td>
                     <td class="num">{ratio(a.figures?.sharingRate)}</td>
                     <td class="num">{bps(a.minSharingRateBp)}</td>
                     <td class="num">{hours(a.figures?.externalSeconds)}</td>
@@ -437,7 +442,7 @@ function Assessments({ mo, names, idle, under }: {
           </div>
         )}
       </Section>
-    </div>
+    </>
   );
 }
 
@@ -448,21 +453,29 @@ function Trend({ mo, n: count, onN }: { mo: Month; n: number; onN: (n: number) =
   const from = addMonths(mo, -(count - 1));
   const data = useLoad(() => withZone(() => queryAll({ range: monthsRange(from, mo), granularity: PeriodGranularity.MONTH })),
     [monthKey(mo), count]);
-  const rows = data.data?.rows ?? [];
+  // Every month of the range, also those without a row (no instrument in
+  // service yet): the axis shows the whole span.
+  const rows = useMemo(() => {
+    const byMonth = new Map((data.data?.rows ?? []).map((r) => [monthKey(monthOf(r.period?.startTime)), r]));
+    return Array.from({ length: count }, (_, i) => {
+      const m = addMonths(from, i);
+      return { m, r: byMonth.get(monthKey(m)) };
+    });
+  }, [data.data]);
   const option = useMemo((): ChartOption => ({
     tooltip: { trigger: 'axis' },
     legend: { top: 0 },
-    grid: { left: 8, right: 8, top: 40, bottom: 8, containLabel: true },
-    xAxis: { type: 'category', data: rows.map((r) => monthLabel(monthOf(r.period?.startTime), 'short')) },
+    grid: { left: 8, right: 8, top: narrow() ? 70 : 40, bottom: 8, containLabel: true },
+    xAxis: { type: 'category', data: rows.map(({ m }) => monthLabel(m, 'short')) },
     yAxis: [
       { type: 'value', name: t('dash.unit.hoursAxis'), axisLabel: { formatter: '{value}' } },
       { type: 'value', name: '%', axisLabel: { formatter: '{value} %' }, splitLine: { show: false } },
     ],
     series: [
-      { name: t('dash.series.effective'), type: 'bar', data: rows.map((r) => hoursValue(r.figures?.effectiveSeconds)) },
-      { name: t('dash.series.external'), type: 'bar', data: rows.map((r) => hoursValue(r.figures?.externalSeconds)) },
-      { name: t('dash.series.utilization'), type: 'line', yAxisIndex: 1, data: rows.map((r) => ratioPercent(r.figures?.utilization)) },
-      { name: t('dash.series.sharing'), type: 'line', yAxisIndex: 1, connectNulls: false, data: rows.map((r) => ratioPercent(r.figures?.sharingRate)) },
+      { name: t('dash.series.effective'), type: 'bar', data: rows.map(({ r }) => (r ? hoursValue(r.figures?.effectiveSeconds) : null)) },
+      { name: t('dash.series.external'), type: 'bar', data: rows.map(({ r }) => (r ? hoursValue(r.figures?.externalSeconds) : null)) },
+      { name: t('dash.series.utilization'), type: 'line', yAxisIndex: 1, data: rows.map(({ r }) => ratioPercent(r?.figures?.utilization)) },
+      { name: t('dash.series.sharing'), type: 'line', yAxisIndex: 1, data: rows.map(({ r }) => ratioPercent(r?.figures?.sharingRate)) },
     ],
   }), [data.data, l]);
   return (
@@ -495,15 +508,19 @@ function Trend({ mo, n: count, onN }: { mo: Month; n: number; onN: (n: number) =
               </tr>
             </thead>
             <tbody>
-              {rows.map((r) => (
-                <tr key={String(r.period?.startTime?.seconds)}>
-                  <th scope="row">{monthLabel(monthOf(r.period?.startTime))}{r.partialPeriod ? ` ${t('dash.partial')}` : ''}</th>
-                  <td class="num">{hours(r.figures?.effectiveSeconds)}</td>
-                  <td class="num">{hours(r.figures?.externalSeconds)}</td>
-                  <td class="num">{ratio(r.figures?.utilization)}</td>
-                  <td class="num">{ratio(r.figures?.sharingRate)}</td>
-                  <td class="num">{int(r.figures?.bookings)}</td>
-                  <td class="num">{money(r.figures?.serviceIncome)}</td>
+              {rows.map(({ m, r }) => (
+                <tr key={monthKey(m)}>
+                  <th scope="row">{monthLabel(m)}{r?.partialPeriod ? ` ${t('dash.partial')}` : ''}</th>
+                  {r ? (
+                    <>
+                      <td class="num">{hours(r.figures?.effectiveSeconds)}</td>
+                      <td class="num">{hours(r.figures?.externalSeconds)}</td>
+                      <td class="num">{ratio(r.figures?.utilization)}</td>
+                      <td class="num">{ratio(r.figures?.sharingRate)}</td>
+                      <td class="num">{int(r.figures?.bookings)}</td>
+                      <td class="num">{money(r.figures?.serviceIncome)}</td>
+                    </>
+                  ) : <td colSpan={6} class="muted">{t('dash.trend.noInstruments')}</td>}
                 </tr>
               ))}
             </tbody>
@@ -544,8 +561,8 @@ function Income({ mo, names }: { mo: Month; names: Names }) {
   const ownerOption = useMemo((): ChartOption => ({
     tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' }, valueFormatter: (v: unknown) => `${v} ${currency}` },
     grid: { left: 8, right: 24, top: 16, bottom: 8, containLabel: true },
-    xAxis: { type: 'value', name: currency },
-    yAxis: { type: 'category', inverse: true, data: earning.map((r) => orgName(names, r.key!.ownerOrganization)), axisLabel: { width: 150, overflow: 'truncate' } },
+    xAxis: { type: 'value', name: currency, splitNumber: narrow() ? 3 : 5, axisLabel: { hideOverlap: true } },
+    yAxis: { type: 'category', inverse: true, data: earning.map((r) => orgName(names, r.key!.ownerOrganization)), axisLabel: { width: narrow() ? 90 : 150, overflow: 'truncate' } },
     series: [{ name: t('dash.series.income'), type: 'bar', data: earning.map((r) => moneyValue(r.figures?.serviceIncome)) }],
   }), [data.data, names, l]);
 
@@ -672,17 +689,17 @@ function Matrix({ mo, names }: { mo: Month; names: Names }) {
         formatter: (p: { value: [number, number, number] }) =>
           `${orgName(names, owners[p.value[1]]!)} → ${orgName(names, users[p.value[0]]!)}: ${p.value[2]} ${unit}`,
       },
-      grid: { left: 8, right: 16, top: 16, bottom: 70, containLabel: true },
+      grid: { left: 8, right: 100, top: 24, bottom: 36, containLabel: true },
       xAxis: {
         type: 'category', name: t('dash.matrix.users'), nameLocation: 'middle', nameGap: 28,
-        data: users.map((u) => orgName(names, u)), splitArea: { show: true }, axisLabel: { interval: 0, width: 110, overflow: 'truncate' },
+        data: users.map((u) => orgName(names, u)), splitArea: { show: true }, axisLabel: { interval: 0, width: narrow() ? 70 : 130, overflow: 'truncate' },
       },
       yAxis: {
-        type: 'category', name: t('dash.matrix.owners'), data: owners.map((o) => orgName(names, o)), splitArea: { show: true },
-        axisLabel: { width: 140, overflow: 'truncate' },
+        type: 'category', data: owners.map((o) => orgName(names, o)), splitArea: { show: true },
+        axisLabel: { width: narrow() ? 90 : 180, overflow: 'truncate' },
       },
       visualMap: {
-        min: 0, max: Math.max(1, ...vals), calculable: true, orient: 'horizontal', left: 'center', bottom: 0,
+        min: 0, max: Math.max(1, ...vals), calculable: true, orient: 'vertical', right: 0, top: 'middle', itemHeight: 120,
         text: [unit, ''], inRange: { color: ['#e8f0fb', '#1f5fbf', '#0b2e66'] },
       },
       series: [{

@@ -5,6 +5,7 @@ import type { ComponentType } from 'preact';
 import type { Role } from './session';
 import './screens/lab/nav'; // lab: navigation labels
 import './screens/staff/nav-messages'; // --- staff --- (navigation labels)
+import './screens/dash/nav'; // dash: navigation labels
 
 export interface Route {
   path: string;                     // "#/instruments/:id"
@@ -32,6 +33,12 @@ export const routes: Route[] = [
   { path: '#/staff/orders', title: 'staff.nav.orders', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/orders') },
   { path: '#/staff/qualifications', title: 'staff.nav.qualifications', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/qualifications') },
   // --- end staff ---
+  // --- dash ---
+  { path: '#/dash', title: 'dash.nav', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/dash/overview') },
+  { path: '#/dash/instruments/:id', title: 'dash.instrument.nav', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/dash/instrument') },
+  { path: '#/dash/annual', title: 'dash.annual.nav', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/dash/annual') },
+  { path: '#/dash/audit', title: 'dash.audit.nav', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/dash/audit') },
+  // --- end dash ---
 ];
 
 export function match(hash: string): { route: Route; params: Record<string, string> } | undefined {

@@ -5,6 +5,7 @@ import type { ComponentType } from 'preact';
 import type { Role } from './session';
 import './screens/lab/nav'; // lab: navigation labels
 import './screens/staff/nav-messages'; // --- staff --- (navigation labels)
+import './screens/billing/nav-messages'; // --- billing --- (navigation label)
 
 export interface Route {
   path: string;                     // "#/instruments/:id"
@@ -32,6 +33,13 @@ export const routes: Route[] = [
   { path: '#/staff/orders', title: 'staff.nav.orders', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/orders') },
   { path: '#/staff/qualifications', title: 'staff.nav.qualifications', roles: ['FACILITY_STAFF'], nav: true, load: () => import('./screens/staff/qualifications') },
   // --- end staff ---
+  // --- billing ---
+  { path: '#/billing/invoices', title: 'billing.nav', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/billing/invoices') },
+  { path: '#/billing/invoices/:id', title: 'billing.nav', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/invoice') },
+  { path: '#/billing/statement', title: 'billing.tab.statement', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/statement') },
+  { path: '#/billing/subsidies', title: 'billing.tab.subsidies', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/subsidies') },
+  { path: '#/billing/settlements', title: 'billing.tab.settlements', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/settlements') },
+  // --- end billing ---
 ];
 
 export function match(hash: string): { route: Route; params: Record<string, string> } | undefined {

@@ -173,6 +173,10 @@ test('NanoCraft’s billing admin sees the March invoice, its lines and download
   await expect(settlement.getByTestId('owed-to-you').getByTestId('owed-none')).toBeVisible();
   await expect(settlement.getByTestId('net')).toHaveText(money({ currencyCode: 'CNY', amountMinor: `-${transferMinor}` }));
   await shot(page, 'billing-settlements');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await expect(owe.getByTestId('transfer-amount')).toBeVisible();
+  await shot(page, 'billing-settlements-390');
+  await page.setViewportSize({ width: 1280, height: 860 });
 
   // ---- in Chinese
   await page.getByTestId('language').selectOption('zh-CN');
@@ -206,4 +210,17 @@ test('the consortium admin sees every organisation’s invoices and chooses one'
   await expect(page).toHaveURL(/org=biotek/);
   await expect(page.getByTestId('invoices-to-pay').getByTestId('amount-due')).toHaveText(money(biotek.amountDue));
   await shot(page, 'billing-invoices-admin');
+
+  // Issuing March again is refused (already issued), and so is a second
+  // settlement of March (everything is settled): the refusal is shown, nothing changes.
+  await page.getByTestId('billing-org').selectOption('nanocraft');
+  await page.getByRole('combobox', { name: 'Payer' }).selectOption('organizations/nanocraft');
+  await page.getByRole('button', { name: 'Issue invoice (March 2027)' }).click();
+  await expect(page.getByTestId('error')).toContainText(/issued already|exists already/);
+  await page.getByRole('link', { name: 'Settlements' }).click();
+  await page.getByRole('button', { name: 'Compute settlement of March 2027' }).click();
+  await expect(page.getByTestId('error')).toContainText(/nothing to settle|no open issued invoices|cannot be done/i);
+  await expect(page.getByTestId('settlement')).toHaveCount(1);
+  await expect(page.getByTestId('settlement')).toHaveAttribute('data-state', 'CLEARED');
+  await shot(page, 'billing-settlements-admin');
 });

@@ -7,7 +7,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate, timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { IntervalSchema, type Interval, type Money } from '../../../../gen/labshare/type/v1/types_pb';
-import { inventory } from '../../api';
+import { billing, inventory } from '../../api';
 import { explain } from '../../errors';
 import { lang, t } from '../../i18n';
 import { hasRole, session } from '../../session';
@@ -58,8 +58,7 @@ export function periodLabel(p: string): string {
 
 export function date(ts: Timestamp | undefined, timeZone = CONSORTIUM_TZ): string {
   if (!ts) return '—';
-  return new Intl.DateTimeFormat(lang.value, { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' })
-    .format(timestampDate(ts));
+  return new Intl.DateTimeFormat(lang.value, { timeZone, dateStyle: 'medium' }).format(timestampDate(ts));
 }
 
 // The amount as a plain decimal ("117875.00"), for CSV files.
@@ -145,7 +144,7 @@ export function Loaded<T>({ load, children }: { load: Load<T>; children: (data: 
 
 // ------------------------------------------------------------------ names
 
-export interface Names { org: (name: string) => string; instrument: (name: string) => string; orgs: { name: string; label: string }[]; instrumentZone: (name: string) => string }
+export interface Names { party: (name: string) => string; org: (name: string) => string; instrument: (name: string) => string; orgs: { name: string; label: string }[]; instrumentZone: (name: string) => string }
 
 let namesPromise: Promise<Names> | undefined;
 
@@ -153,6 +152,7 @@ async function loadNames(): Promise<Names> {
   const orgs = new Map<string, string>();
   const instruments = new Map<string, { label: string; facility: string }>();
   const zones = new Map<string, string>();
+  const pools = new Map<string, string>();
   const all = async <R,>(page: (token: string) => Promise<{ nextPageToken: string } & R>, each: (r: R) => void) => {
     let token = '';
     for (let i = 0; i < 50; i++) {
@@ -169,8 +169,11 @@ async function loadNames(): Promise<Names> {
       (r) => r.instruments.forEach((i) => instruments.set(i.name, { label: i.displayName || id(i.name), facility: i.facility }))),
     all((pageToken) => inventory.listFacilities({ pageSize: 200, pageToken }),
       (r) => r.facilities.forEach((f) => zones.set(f.name, f.timeZone || CONSORTIUM_TZ))),
+    all((pageToken) => billing.listSubsidyPools({ pageSize: 100, pageToken }),
+      (r) => r.subsidyPools.forEach((p) => pools.set(p.name, p.displayName || id(p.name)))).catch(() => undefined),
   ]);
   return {
+    party: (n) => orgs.get(n) ?? pools.get(n) ?? (n ? id(n) : '—'),
     org: (n) => orgs.get(n) ?? (n ? id(n) : '—'),
     instrument: (n) => instruments.get(n)?.label ?? (n ? id(n) : '—'),
     instrumentZone: (n) => zones.get(instruments.get(n)?.facility ?? '') ?? CONSORTIUM_TZ,
@@ -179,7 +182,7 @@ async function loadNames(): Promise<Names> {
 }
 
 const fallbackNames: Names = {
-  org: (n) => (n ? id(n) : '—'), instrument: (n) => (n ? id(n) : '—'), instrumentZone: () => CONSORTIUM_TZ, orgs: [],
+  party: (n) => (n ? id(n) : '—'), org: (n) => (n ? id(n) : '—'), instrument: (n) => (n ? id(n) : '—'), instrumentZone: () => CONSORTIUM_TZ, orgs: [],
 };
 
 // Display names of organisations and instruments (inventory; any signed-in
@@ -282,6 +285,38 @@ export function BillingHeader({ params, names, period, allowAllOrgs = false, all
       </form>}
     </div>
   );
+}
+
+// Tables of class "billing-stack" become one card per row at phone width:
+// each cell is labelled with its column heading (copied here after every
+// render, so the labels follow the language), blank cells are hidden.
+function labelTables(): void {
+  document.querySelectorAll<HTMLTableElement>('table.billing-stack').forEach((table) => {
+    const heads = [...table.querySelectorAll('thead th')].map((th) => th.textContent ?? '');
+    table.querySelectorAll<HTMLTableRowElement>('tbody tr').forEach((tr) => {
+      let col = 0;
+      for (const td of [...tr.cells]) {
+        if (td.dataset.label !== heads[col]) td.dataset.label = heads[col] ?? '';
+        td.classList.toggle('blank', !(td.textContent ?? '').trim() && !td.querySelector('button, input, select'));
+        col += td.colSpan || 1;
+      }
+    });
+  });
+}
+
+export function useStackedTables(): void {
+  useEffect(() => {
+    labelTables();
+    let pending = 0;
+    // Content and language change without this component re-rendering:
+    // relabel after any change of text or elements (not of attributes).
+    const obs = new MutationObserver(() => {
+      if (!pending) pending = requestAnimationFrame(() => { pending = 0; labelTables(); });
+    });
+    const root = document.getElementById('main') ?? document.body;
+    obs.observe(root, { childList: true, subtree: true, characterData: true });
+    return () => { obs.disconnect(); if (pending) cancelAnimationFrame(pending); };
+  }, []);
 }
 
 // A small definition list of label/value pairs.

@@ -18,6 +18,7 @@ import { useSignal } from '../../signal';
 import {
   BillingHeader, CONSORTIUM_TZ, date, decimal, ErrorBox, Facts, href, id, isAdmin, Loaded, periodLabel, quantity,
   useLoad, useNames, word, type Names,
+  useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
 
@@ -179,12 +180,14 @@ function MarkPaid({ invoice, onDone }: { invoice: Invoice; onDone: () => void })
 
 export default function InvoiceScreen({ params }: { params: Record<string, string> }) {
   useSignal(lang);
+  useStackedTables();
   const names = useNames();
   const name = `invoices/${params.id ?? ''}`;
   const data = useLoad(() => load(name), [name]);
   return (
     <section>
       <BillingHeader params={params} names={names} tabPeriod={data.data?.invoice.period} chooser={false} />
+      {data.error !== undefined && <p><a href={href('#/billing/invoices', { org: params.org })}>{t('billing.invoice.backAll')}</a></p>}
       <Loaded load={data}>
         {(d) => {
           const inv = d.invoice;
@@ -229,7 +232,7 @@ export default function InvoiceScreen({ params }: { params: Record<string, strin
               <h2>{t('billing.invoice.lines')}</h2>
               {inv.lines.length === 0 ? <p>{t('billing.invoice.noLines')}</p> : (
                 <div class="table-wrap">
-                  <table data-testid="invoice-lines">
+                  <table class="billing-stack" data-testid="invoice-lines">
                     <thead>
                       <tr>
                         <th>{t('billing.invoice.col.n')}</th>
@@ -282,7 +285,7 @@ export default function InvoiceScreen({ params }: { params: Record<string, strin
                 <>
                   <h2>{t('billing.invoice.payees')}</h2>
                   <div class="table-wrap">
-                    <table data-testid="invoice-payees">
+                    <table class="billing-stack" data-testid="invoice-payees">
                       <thead><tr>
                         <th>{t('billing.invoice.col.payee')}</th>
                         <th class="num">{t('billing.invoice.payeeDue')}</th>

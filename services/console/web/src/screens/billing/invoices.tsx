@@ -2,7 +2,7 @@
 // organisation (ListInvoices; a member billing admin is narrowed to its own
 // organisation as payer or payee), those it pays apart from those where it
 // is owed; the consortium admin may issue an invoice.
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import type { Invoice } from '../../../../gen/labshare/billing/v1/billing_pb';
 import { Invoice_State } from '../../../../gen/labshare/billing/v1/billing_pb';
 import { billing, requestId } from '../../api';
@@ -12,6 +12,7 @@ import { useSignal } from '../../signal';
 import {
   BillingHeader, chosenOrg, date, ErrorBox, id, isAdmin, isPeriod, Loaded, periodLabel, useLoad, useNames,
   word, type Names,
+  useStackedTables,
 } from './common';
 
 async function listAll(req: { period?: string; payerOrganization?: string }): Promise<Invoice[]> {
@@ -33,7 +34,7 @@ export function StateBadge({ group, names, value }: { group: string; names: Reco
 function InvoiceTable({ invoices, names, showPayer, testid }: { invoices: Invoice[]; names: Names; showPayer: boolean; testid: string }) {
   return (
     <div class="table-wrap">
-      <table data-testid={testid}>
+      <table class="billing-stack" data-testid={testid}>
         <thead>
           <tr>
             <th>{t('billing.invoices.number')}</th>
@@ -69,6 +70,7 @@ function InvoiceTable({ invoices, names, showPayer, testid }: { invoices: Invoic
 
 function IssueForm({ period, names, org, onDone }: { period: string; names: Names; org: string; onDone: () => void }) {
   const [payer, setPayer] = useState(org);
+  useEffect(() => setPayer(org), [org]);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>();
   const [done, setDone] = useState<string>();
@@ -87,6 +89,7 @@ function IssueForm({ period, names, org, onDone }: { period: string; names: Name
         <label class="field">
           {t('billing.admin.issuePayer')}
           <select value={payer} onChange={(e) => setPayer((e.target as HTMLSelectElement).value)} required>
+            <option value="">{t('billing.admin.choose')}</option>
             {names.orgs.map((o) => <option key={o.name} value={o.name}>{o.label}</option>)}
           </select>
         </label>
@@ -102,6 +105,7 @@ function IssueForm({ period, names, org, onDone }: { period: string; names: Name
 
 export default function Invoices({ params }: { params: Record<string, string> }) {
   useSignal(lang);
+  useStackedTables();
   const names = useNames();
   const period = isPeriod(params.period) ? params.period : undefined;
   const org = chosenOrg(params, true);

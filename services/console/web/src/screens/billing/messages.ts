@@ -39,6 +39,7 @@ registerMessages({
 
     'billing.invoice.title': 'Invoice {number}',
     'billing.invoice.back': '← All invoices of {period}',
+    'billing.invoice.backAll': '← All invoices',
     'billing.invoice.payer': 'Invoiced to',
     'billing.invoice.period': 'Period',
     'billing.invoice.status': 'Status',
@@ -153,7 +154,9 @@ registerMessages({
     'billing.subsidies.noCap': 'No cap',
     'billing.subsidies.capPeriod': 'Cap period',
     'billing.subsidies.validity': 'Valid',
-    'billing.subsidies.openEnded': 'open-ended',
+    'billing.subsidies.openEnded': 'no time limit',
+    'billing.subsidies.from': 'from {date}',
+    'billing.subsidies.until': 'until {date}',
     'billing.subsidies.eligibility': 'Covers',
     'billing.subsidies.everything': 'every eligible charge',
     'billing.subsidies.eligible': 'Eligible',
@@ -192,6 +195,7 @@ registerMessages({
     'billing.settlements.gross': 'Without settlement {gross} would move; with it {transfers}.',
     'billing.settlements.allTransfers': 'All transfers',
     'billing.settlements.invoices': 'Invoices netted',
+    'billing.settlements.otherInvoices': '{n} invoice(s) between other organisations',
 
     'billing.admin.title': 'Consortium administration',
     'billing.admin.issue': 'Issue invoice',
@@ -205,6 +209,7 @@ registerMessages({
     'billing.admin.recordPayment': 'Record payment',
     'billing.admin.recorded': 'Payment recorded.',
     'billing.admin.working': 'Working…',
+    'billing.admin.choose': 'Choose an organisation',
 
     'billing.invoiceState.STATE_UNSPECIFIED': 'Unknown',
     'billing.invoiceState.DRAFT': 'Draft',
@@ -344,6 +349,7 @@ registerMessages({
 
     'billing.invoice.title': '发票 {number}',
     'billing.invoice.back': '← {period} 的全部发票',
+    'billing.invoice.backAll': '← 全部发票',
     'billing.invoice.payer': '付款方',
     'billing.invoice.period': '账期',
     'billing.invoice.status': '状态',
@@ -459,6 +465,8 @@ registerMessages({
     'billing.subsidies.capPeriod': '上限周期',
     'billing.subsidies.validity': '有效期',
     'billing.subsidies.openEnded': '长期有效',
+    'billing.subsidies.from': '自 {date} 起',
+    'billing.subsidies.until': '至 {date} 止',
     'billing.subsidies.eligibility': '适用范围',
     'billing.subsidies.everything': '所有符合条件的费用',
     'billing.subsidies.eligible': '符合条件',
@@ -497,6 +505,7 @@ registerMessages({
     'billing.settlements.gross': '不结算需转账 {gross}；结算后仅需 {transfers}。',
     'billing.settlements.allTransfers': '全部转账',
     'billing.settlements.invoices': '参与轧差的发票',
+    'billing.settlements.otherInvoices': '其他机构之间的发票 {n} 张',
 
     'billing.admin.title': '联盟管理',
     'billing.admin.issue': '开具发票',
@@ -510,6 +519,7 @@ registerMessages({
     'billing.admin.recordPayment': '登记付款',
     'billing.admin.recorded': '付款已登记。',
     'billing.admin.working': '处理中…',
+    'billing.admin.choose': '请选择机构',
 
     'billing.invoiceState.STATE_UNSPECIFIED': '未知',
     'billing.invoiceState.DRAFT': '草稿',

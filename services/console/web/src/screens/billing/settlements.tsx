@@ -15,10 +15,21 @@ import { useSignal } from '../../signal';
 import {
   BillingHeader, chosenOrg, CONSORTIUM_TZ, currentPeriod, ErrorBox, Facts, id, isAdmin, isPeriod, Loaded, periodLabel,
   previousPeriod, useLoad, useNames, type Names,
+  useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
 
-async function load(org: string, period: string): Promise<Settlement[]> {
+interface Data { settlements: Settlement[]; invoices: Map<string, string> }
+
+async function load(org: string, period: string): Promise<Data> {
+  // The organisation's invoices of the period (name -> number), to link the
+  // netted invoices it may open.
+  const invoices = billing.listInvoices({ period, pageSize: 200 }).then(
+    (r) => new Map(r.invoices
+      .filter((i) => i.payerOrganization === org || i.payees.some((p) => p.organization === org))
+      .map((i) => [i.name, i.number])),
+    () => new Map<string, string>(),
+  );
   const out: Settlement[] = [];
   let pageToken = '';
   for (let i = 0; i < 20; i++) {
@@ -28,7 +39,8 @@ async function load(org: string, period: string): Promise<Settlement[]> {
     if (!pageToken) break;
   }
   // The current computation first, superseded ones after it.
-  return out.sort((a, b) => Number(a.state === Settlement_State.SUPERSEDED) - Number(b.state === Settlement_State.SUPERSEDED));
+  out.sort((a, b) => Number(a.state === Settlement_State.SUPERSEDED) - Number(b.state === Settlement_State.SUPERSEDED));
+  return { settlements: out, invoices: await invoices };
 }
 
 function PayButton({ s, tr, onDone }: { s: Settlement; tr: SettlementTransfer; onDone: () => void }) {
@@ -58,7 +70,7 @@ function Transfers({ s, list, other, names, testid, nothing, onDone }: {
   if (list.length === 0) return <p data-testid={`${testid}-none`}>{nothing}</p>;
   return (
     <div class="table-wrap">
-      <table data-testid={testid}>
+      <table class="billing-stack" data-testid={testid}>
         <thead><tr>
           <th>{t('billing.settlements.col.from')}</th>
           <th>{t('billing.settlements.col.to')}</th>
@@ -85,7 +97,7 @@ function Transfers({ s, list, other, names, testid, nothing, onDone }: {
   );
 }
 
-function SettlementCard({ s, org, names, onDone }: { s: Settlement; org: string; names: Names; onDone: () => void }) {
+function SettlementCard({ s, org, names, invoices, onDone }: { s: Settlement; org: string; names: Names; invoices: Map<string, string>; onDone: () => void }) {
   const own = org === session.value.organization;
   const owe = s.transfers.filter((tr) => tr.fromOrganization === org);
   const owed = s.transfers.filter((tr) => tr.toOrganization === org);
@@ -140,9 +152,12 @@ function SettlementCard({ s, org, names, onDone }: { s: Settlement; org: string;
       {s.invoices.length > 0 && (
         <p>
           {t('billing.settlements.invoices')}:{' '}
-          {s.invoices.map((inv, i) => (
-            <span key={inv}>{i > 0 && ', '}<a href={`#/billing/invoices/${id(inv)}`}>{id(inv).toUpperCase()}</a></span>
+          {s.invoices.filter((inv) => invoices.has(inv)).map((inv, i) => (
+            <span key={inv}>{i > 0 && ', '}<a href={`#/billing/invoices/${id(inv)}`}>{invoices.get(inv)}</a></span>
           ))}
+          {s.invoices.some((inv) => !invoices.has(inv)) && (
+            <span class="muted">{invoices.size > 0 && '; '}{t('billing.settlements.otherInvoices', { n: s.invoices.filter((inv) => !invoices.has(inv)).length })}</span>
+          )}
         </p>
       )}
     </section>
@@ -172,6 +187,7 @@ function Compute({ period, onDone }: { period: string; onDone: () => void }) {
 
 export default function Settlements({ params }: { params: Record<string, string> }) {
   useSignal(lang);
+  useStackedTables();
   const names = useNames();
   // Default: the last ended period (a settlement needs an ended period).
   const period = isPeriod(params.period) ? params.period : previousPeriod(currentPeriod());
@@ -183,8 +199,8 @@ export default function Settlements({ params }: { params: Record<string, string>
       <BillingHeader params={params} names={names} period={period} />
       <p class="muted">{t('billing.settlements.intro')}</p>
       <Loaded load={list}>
-        {(ss) => ss.length === 0 ? <p data-testid="empty">{t('billing.settlements.empty')}</p> : (
-          <>{ss.map((s) => <SettlementCard key={s.name} s={s} org={org} names={names} onDone={list.reload} />)}</>
+        {(d) => d.settlements.length === 0 ? <p data-testid="empty">{t('billing.settlements.empty')}</p> : (
+          <>{d.settlements.map((s) => <SettlementCard key={s.name} s={s} org={org} names={names} invoices={d.invoices} onDone={list.reload} />)}</>
         )}
       </Loaded>
       {isAdmin() && <Compute period={period} onDone={list.reload} />}

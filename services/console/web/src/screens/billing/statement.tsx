@@ -15,6 +15,7 @@ import { useSignal } from '../../signal';
 import {
   BillingHeader, chosenOrg, CONSORTIUM_TZ, currentPeriod, ErrorBox, Facts, id, isPeriod, Loaded, Loading, periodInterval,
   periodLabel, useLoad, useNames, word, type Names,
+  useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
 
@@ -45,7 +46,7 @@ function Statement({ org, period, names }: { org: string; period: string; names:
             ]} />
             {lines.length === 0 ? <p>{t('billing.statement.empty')}</p> : (
               <div class="table-wrap">
-                <table data-testid="statement-lines">
+                <table class="billing-stack" data-testid="statement-lines">
                   <thead><tr>
                     <th>{t('billing.statement.col.time')}</th>
                     <th>{t('billing.statement.col.kind')}</th>
@@ -61,7 +62,7 @@ function Statement({ org, period, names }: { org: string; period: string; names:
                         <td class="nowrap">{dateTime(l.postingTime, CONSORTIUM_TZ, true)}</td>
                         <td>{word('posting', PostingKind, l.kind)}</td>
                         <td>{accountKind(l.account)}</td>
-                        <td>{l.counterparty.startsWith('organizations/') ? names.org(l.counterparty) : id(l.counterparty)}</td>
+                        <td>{l.counterparty ? names.party(l.counterparty) : ''}</td>
                         <td class="num nowrap">{l.debit && l.debit.amountMinor !== 0n ? money(l.debit) : ''}</td>
                         <td class="num nowrap">{l.credit && l.credit.amountMinor !== 0n ? money(l.credit) : ''}</td>
                         <td class="num nowrap">{money(l.runningBalance)}</td>
@@ -98,7 +99,7 @@ function Balances({ org, names }: { org: string; names: Names }) {
       <Loaded load={load}>
         {(r) => r.balances.length === 0 ? <p>{t('billing.balances.empty')}</p> : (
           <div class="table-wrap">
-            <table>
+            <table class="billing-stack">
               <thead><tr>
                 <th>{t('billing.balances.col.account')}</th>
                 <th>{t('billing.balances.col.counterparty')}</th>
@@ -110,7 +111,7 @@ function Balances({ org, names }: { org: string; names: Names }) {
                 {r.balances.map((b, i) => (
                   <tr key={`${b.account}-${b.counterparty}-${i}`}>
                     <td>{word('account', AccountKind, b.kind)}</td>
-                    <td>{b.counterparty ? (b.counterparty.startsWith('organizations/') ? names.org(b.counterparty) : id(b.counterparty)) : ''}</td>
+                    <td>{b.counterparty ? names.party(b.counterparty) : ''}</td>
                     <td class="num nowrap">{money(b.debitTotal)}</td>
                     <td class="num nowrap">{money(b.creditTotal)}</td>
                     <td class="num nowrap">{money(b.balance)}</td>
@@ -139,14 +140,14 @@ async function allPayments(org: string): Promise<Payment[]> {
 
 function Payments({ org, names }: { org: string; names: Names }) {
   const load = useLoad(() => allPayments(org), [org]);
-  const party = (n: string) => (n.startsWith('organizations/') ? names.org(n) : id(n));
+  const party = names.party;
   return (
     <section class="card" data-testid="payments">
       <h2>{t('billing.payments.title')}</h2>
       <Loaded load={load}>
         {(ps) => ps.length === 0 ? <p>{t('billing.payments.empty')}</p> : (
           <div class="table-wrap">
-            <table>
+            <table class="billing-stack">
               <thead><tr>
                 <th>{t('billing.payments.col.time')}</th>
                 <th>{t('billing.payments.col.direction')}</th>
@@ -198,7 +199,7 @@ function Deposits({ org, names }: { org: string; names: Names }) {
       <Loaded load={load}>
         {(ds) => ds.length === 0 ? <p>{t('billing.deposits.empty')}</p> : (
           <div class="table-wrap">
-            <table>
+            <table class="billing-stack">
               <thead><tr>
                 <th>{t('billing.deposits.col.lease')}</th>
                 <th>{t('billing.deposits.col.instrument')}</th>
@@ -235,6 +236,7 @@ function Deposits({ org, names }: { org: string; names: Names }) {
 
 export default function StatementScreen({ params }: { params: Record<string, string> }) {
   useSignal(lang);
+  useStackedTables();
   const names = useNames();
   const period = isPeriod(params.period) ? params.period : currentPeriod();
   const org = chosenOrg(params);

@@ -16,6 +16,7 @@ import { useSignal } from '../../signal';
 import {
   BillingHeader, chosenOrg, date, ErrorBox, Facts, id, isPeriod, Loaded, Loading, periodLabel, useLoad,
   useNames, word, type Names,
+  useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
 
@@ -49,6 +50,14 @@ function eligibility(pool: SubsidyPool): string {
   return parts.length ? parts.join(', ') : t('billing.subsidies.everything');
 }
 
+function validity(pool: SubsidyPool): string {
+  const v = pool.validity;
+  if (v?.startTime && v.endTime) return `${date(v.startTime)} – ${date(v.endTime)}`;
+  if (v?.startTime) return t('billing.subsidies.from', { date: date(v.startTime) });
+  if (v?.endTime) return t('billing.subsidies.until', { date: date(v.endTime) });
+  return t('billing.subsidies.openEnded');
+}
+
 function PoolCard({ row, names }: { row: Row; names: Names }) {
   const { pool, allowance: a } = row;
   const capPeriod = a?.capPeriod?.startTime
@@ -66,7 +75,7 @@ function PoolCard({ row, names }: { row: Row; names: Names }) {
           ? `${money(pool.capPerOrganization)} ${word('periodKind', PeriodKind, pool.capPeriodKind)}` : t('billing.subsidies.noCap')],
         [t('billing.subsidies.balance'), money(pool.balance)],
         [t('billing.subsidies.granted'), money(pool.grantedTotal)],
-        [t('billing.subsidies.validity'), `${date(pool.validity?.startTime)} – ${pool.validity?.endTime ? date(pool.validity.endTime) : t('billing.subsidies.openEnded')}`],
+        [t('billing.subsidies.validity'), validity(pool)],
       ]} />
       <h3>{names.org(a?.organization || '')}</h3>
       {row.error !== undefined ? <ErrorBox error={row.error} /> : a && (
@@ -106,6 +115,7 @@ function Received({ org, period, names }: { org: string; period: string; names: 
 
 export default function Subsidies({ params }: { params: Record<string, string> }) {
   useSignal(lang);
+  useStackedTables();
   const names = useNames();
   const period = isPeriod(params.period) ? params.period : undefined;
   const org = chosenOrg(params);

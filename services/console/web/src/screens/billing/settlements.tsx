@@ -13,7 +13,7 @@ import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
-  BillingHeader, chosenOrg, CONSORTIUM_TZ, currentPeriod, ErrorBox, Facts, id, isAdmin, isPeriod, Loaded, periodLabel,
+  BillingHeader, chosenOrg, seesAll, CONSORTIUM_TZ, currentPeriod, ErrorBox, Facts, id, isAdmin, isPeriod, Loaded, periodLabel,
   previousPeriod, useLoad, useNames, type Names,
   useStackedTables,
 } from './common';
@@ -26,7 +26,7 @@ async function load(org: string, period: string): Promise<Data> {
   // netted invoices it may open.
   const invoices = billing.listInvoices({ period, pageSize: 200 }).then(
     (r) => new Map(r.invoices
-      .filter((i) => i.payerOrganization === org || i.payees.some((p) => p.organization === org))
+      .filter((i) => seesAll() || i.payerOrganization === org || i.payees.some((p) => p.organization === org))
       .map((i) => [i.name, i.number])),
     () => new Map<string, string>(),
   );

@@ -129,8 +129,8 @@ export function ErrorBox({ error }: { error: unknown }) {
   const e = explain(error);
   return (
     <div class="error" role="alert" data-testid="error">
-      <p style="margin:0">{e.sentence}</p>
-      {e.detail && <p class="muted" style="margin:4px 0 0">{e.detail}</p>}
+      <p class="billing-error-sentence">{e.sentence}</p>
+      {e.detail && <p class="muted billing-error-detail">{e.detail}</p>}
     </div>
   );
 }

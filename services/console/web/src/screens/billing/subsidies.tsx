@@ -105,7 +105,7 @@ function Received({ org, period, names }: { org: string; period: string; names: 
     <>
       {load.data.invoices.map((inv) => (
         <p key={inv.name} data-testid="subsidy-received">
-          {t('billing.subsidies.received', { org: names.org(org), period: periodLabel(period), amount: money(inv.subsidyTotal) })}
+          {t('billing.subsidies.received', { org: names.org(org), period: periodLabel(period), amount: money(inv.subsidyTotal && { ...inv.subsidyTotal, amountMinor: -inv.subsidyTotal.amountMinor }) })}
           {' '}(<a href={`#/billing/invoices/${id(inv.name)}`}>{inv.number}</a>)
         </p>
       ))}

@@ -6,6 +6,7 @@ import type { Role } from './session';
 import './screens/lab/nav'; // lab: navigation labels
 import './screens/staff/nav-messages'; // --- staff --- (navigation labels)
 import './screens/dash/nav'; // dash: navigation labels
+import './screens/billing/nav-messages'; // --- billing --- (navigation label)
 
 export interface Route {
   path: string;                     // "#/instruments/:id"
@@ -39,6 +40,13 @@ export const routes: Route[] = [
   { path: '#/dash/annual', title: 'dash.annual.nav', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/dash/annual') },
   { path: '#/dash/audit', title: 'dash.audit.nav', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/dash/audit') },
   // --- end dash ---
+  // --- billing ---
+  { path: '#/billing/invoices', title: 'billing.nav', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/billing/invoices') },
+  { path: '#/billing/invoices/:id', title: 'billing.nav', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/invoice') },
+  { path: '#/billing/statement', title: 'billing.tab.statement', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/statement') },
+  { path: '#/billing/subsidies', title: 'billing.tab.subsidies', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/subsidies') },
+  { path: '#/billing/settlements', title: 'billing.tab.settlements', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/settlements') },
+  // --- end billing ---
 ];
 
 export function match(hash: string): { route: Route; params: Record<string, string> } | undefined {

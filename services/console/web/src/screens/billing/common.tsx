@@ -1,0 +1,331 @@
+// Shared pieces of the billing screens: loading state, error box, the
+// organisation chooser (for callers who may see several organisations), the
+// billing-period chooser, the tabs between the billing views, and words for
+// the service's enums. (Loading/ErrorBox/useLoad could move to the shell.)
+import type { ComponentChildren } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import { create } from '@bufbuild/protobuf';
+import { timestampFromDate, timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
+import { IntervalSchema, type Interval, type Money } from '../../../../gen/labshare/type/v1/types_pb';
+import { billing, inventory } from '../../api';
+import { explain } from '../../errors';
+import { lang, t } from '../../i18n';
+import { hasRole, session } from '../../session';
+import { useSignal } from '../../signal';
+import './messages';
+import './billing.css';
+
+// Billing periods are calendar months in the consortium time zone
+// (billing.proto; Asia/Shanghai, UTC+08:00 all year).
+export const CONSORTIUM_TZ = 'Asia/Shanghai';
+const OFFSET = '+08:00';
+
+export function isPeriod(p: string | undefined): p is string {
+  return !!p && /^\d{4}-(0[1-9]|1[0-2])$/.test(p);
+}
+
+export function currentPeriod(): string {
+  const d = new Date();
+  const parts = new Intl.DateTimeFormat('en-CA', { timeZone: CONSORTIUM_TZ, year: 'numeric', month: '2-digit' }).formatToParts(d);
+  const y = parts.find((p) => p.type === 'year')?.value ?? '1970';
+  const m = parts.find((p) => p.type === 'month')?.value ?? '01';
+  return `${y}-${m}`;
+}
+
+export function previousPeriod(p: string): string {
+  const [y, m] = p.split('-').map(Number) as [number, number];
+  return m === 1 ? `${y - 1}-12` : `${y}-${String(m - 1).padStart(2, '0')}`;
+}
+
+export function nextPeriod(p: string): string {
+  const [y, m] = p.split('-').map(Number) as [number, number];
+  return m === 12 ? `${y + 1}-01` : `${y}-${String(m + 1).padStart(2, '0')}`;
+}
+
+export function periodInterval(p: string): Interval {
+  return create(IntervalSchema, {
+    startTime: timestampFromDate(new Date(`${p}-01T00:00:00${OFFSET}`)),
+    endTime: timestampFromDate(new Date(`${nextPeriod(p)}-01T00:00:00${OFFSET}`)),
+  });
+}
+
+// "2027-03" as "March 2027" / "2027年3月".
+export function periodLabel(p: string): string {
+  if (!isPeriod(p)) return p;
+  return new Intl.DateTimeFormat(lang.value, { timeZone: 'UTC', year: 'numeric', month: 'long' })
+    .format(new Date(`${p}-15T00:00:00Z`));
+}
+
+export function date(ts: Timestamp | undefined, timeZone = CONSORTIUM_TZ): string {
+  if (!ts) return '—';
+  return new Intl.DateTimeFormat(lang.value, { timeZone, dateStyle: 'medium' }).format(timestampDate(ts));
+}
+
+// The amount as a plain decimal ("117875.00"), for CSV files.
+export function decimal(m: Money | undefined): string {
+  if (!m) return '';
+  const digits = ({ JPY: 0, KRW: 0 } as Record<string, number>)[m.currencyCode] ?? 2;
+  const neg = m.amountMinor < 0n;
+  const abs = (neg ? -m.amountMinor : m.amountMinor).toString().padStart(digits + 1, '0');
+  const s = digits ? `${abs.slice(0, -digits)}.${abs.slice(-digits)}` : abs;
+  return neg ? `-${s}` : s;
+}
+
+export function quantity(milli: bigint): string {
+  return new Intl.NumberFormat(lang.value, { maximumFractionDigits: 3 }).format(Number(milli) / 1000);
+}
+
+// The last segment of a resource name: "organizations/nanocraft" -> "nanocraft".
+export function id(name: string): string {
+  return name.slice(name.lastIndexOf('/') + 1);
+}
+
+// Words for an enum value: t(`billing.<group>.<NAME>`).
+export function word(group: string, names: Record<number, string>, v: number): string {
+  return t(`billing.${group}.${names[v] ?? 'UNSPECIFIED'}`);
+}
+
+// ------------------------------------------------------------------ query
+
+export function hashPath(): string {
+  return (location.hash || '#/').split('?')[0] ?? '#/';
+}
+
+export function href(path: string, query: Record<string, string | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v) q.set(k, v);
+  const s = q.toString();
+  return s ? `${path}?${s}` : path;
+}
+
+export function go(path: string, query: Record<string, string | undefined>): void {
+  location.hash = href(path, query).slice(1);
+}
+
+// ------------------------------------------------------------------ loading
+
+export interface Load<T> { data?: T; error?: unknown; loading: boolean; reload: () => void }
+
+export function useLoad<T>(fn: () => Promise<T>, deps: unknown[]): Load<T> {
+  const [state, setState] = useState<{ data?: T; error?: unknown; loading: boolean }>({ loading: true });
+  const [n, setN] = useState(0);
+  useEffect(() => {
+    let live = true;
+    setState((s) => ({ data: s.data, loading: true }));
+    fn().then(
+      (data) => live && setState({ data, loading: false }),
+      (error: unknown) => live && setState({ error, loading: false }),
+    );
+    return () => { live = false; };
+  }, [...deps, n]);
+  return { ...state, reload: () => setN((x) => x + 1) };
+}
+
+export function Loading() {
+  return <p aria-busy="true" class="muted">{t('billing.loading')}</p>;
+}
+
+export function ErrorBox({ error }: { error: unknown }) {
+  const e = explain(error);
+  return (
+    <div class="error" role="alert" data-testid="error">
+      <p class="billing-error-sentence">{e.sentence}</p>
+      {e.detail && <p class="muted billing-error-detail">{e.detail}</p>}
+    </div>
+  );
+}
+
+// Shows the loading state, the error, or the content.
+export function Loaded<T>({ load, children }: { load: Load<T>; children: (data: T) => ComponentChildren }) {
+  if (load.error) return <ErrorBox error={load.error} />;
+  if (load.data === undefined) return <Loading />;
+  return <>{children(load.data)}</>;
+}
+
+// ------------------------------------------------------------------ names
+
+export interface Names { party: (name: string) => string; org: (name: string) => string; instrument: (name: string) => string; orgs: { name: string; label: string }[]; instrumentZone: (name: string) => string }
+
+let namesPromise: Promise<Names> | undefined;
+
+async function loadNames(): Promise<Names> {
+  const orgs = new Map<string, string>();
+  const instruments = new Map<string, { label: string; facility: string }>();
+  const zones = new Map<string, string>();
+  const pools = new Map<string, string>();
+  const all = async <R,>(page: (token: string) => Promise<{ nextPageToken: string } & R>, each: (r: R) => void) => {
+    let token = '';
+    for (let i = 0; i < 50; i++) {
+      const r = await page(token);
+      each(r);
+      token = r.nextPageToken;
+      if (!token) break;
+    }
+  };
+  await Promise.all([
+    all((pageToken) => inventory.listOrganizations({ pageSize: 200, pageToken }),
+      (r) => r.organizations.forEach((o) => orgs.set(o.name, o.displayName || id(o.name)))),
+    all((pageToken) => inventory.listInstruments({ pageSize: 200, pageToken }),
+      (r) => r.instruments.forEach((i) => instruments.set(i.name, { label: i.displayName || id(i.name), facility: i.facility }))),
+    all((pageToken) => inventory.listFacilities({ pageSize: 200, pageToken }),
+      (r) => r.facilities.forEach((f) => zones.set(f.name, f.timeZone || CONSORTIUM_TZ))),
+    all((pageToken) => billing.listSubsidyPools({ pageSize: 100, pageToken }),
+      (r) => r.subsidyPools.forEach((p) => pools.set(p.name, p.displayName || id(p.name)))).catch(() => undefined),
+  ]);
+  return {
+    party: (n) => orgs.get(n) ?? pools.get(n) ?? (n ? id(n) : '—'),
+    org: (n) => orgs.get(n) ?? (n ? id(n) : '—'),
+    instrument: (n) => instruments.get(n)?.label ?? (n ? id(n) : '—'),
+    instrumentZone: (n) => zones.get(instruments.get(n)?.facility ?? '') ?? CONSORTIUM_TZ,
+    orgs: [...orgs.entries()].map(([name, label]) => ({ name, label })).sort((a, b) => a.label.localeCompare(b.label)),
+  };
+}
+
+const fallbackNames: Names = {
+  party: (n) => (n ? id(n) : '—'), org: (n) => (n ? id(n) : '—'), instrument: (n) => (n ? id(n) : '—'), instrumentZone: () => CONSORTIUM_TZ, orgs: [],
+};
+
+// Display names of organisations and instruments (inventory; any signed-in
+// person may read them). Resource ids until they arrive, or if they fail.
+export function useNames(): Names {
+  const [names, setNames] = useState<Names>(fallbackNames);
+  useEffect(() => {
+    namesPromise ??= loadNames().catch(() => { namesPromise = undefined; return fallbackNames; });
+    let live = true;
+    void namesPromise.then((n) => live && setNames(n));
+    return () => { live = false; };
+  }, []);
+  return names;
+}
+
+// May the caller look at several organisations' billing? (The services
+// decide; the consortium admin and the auditor see everything.)
+// (Role names compared without case: the session may spell them either way.)
+function roleIn(...roles: string[]): boolean {
+  return hasRole(...(roles as never[])) || session.value.roles.some((r) => roles.includes(String(r).toUpperCase()));
+}
+
+export function seesAll(): boolean {
+  return roleIn('CONSORTIUM_ADMIN', 'AUDITOR');
+}
+
+export function isAdmin(): boolean {
+  return roleIn('CONSORTIUM_ADMIN');
+}
+
+// The organisation a view is about: the route's ?org= for those who see
+// several, otherwise the caller's own organisation.
+export function chosenOrg(params: Record<string, string>, allowAll = false): string {
+  const own = session.value.organization ?? '';
+  if (!seesAll()) return own;
+  if (params.org === '-' && allowAll) return '';
+  if (params.org) return `organizations/${params.org}`;
+  return allowAll ? '' : own;
+}
+
+// ------------------------------------------------------------------ header
+
+const TABS = [
+  { path: '#/billing/invoices', key: 'billing.tab.invoices' },
+  { path: '#/billing/statement', key: 'billing.tab.statement' },
+  { path: '#/billing/subsidies', key: 'billing.tab.subsidies' },
+  { path: '#/billing/settlements', key: 'billing.tab.settlements' },
+];
+
+// Tabs between the billing views, keeping organisation and period, plus the
+// organisation chooser (only for callers who may see several) and the period
+// chooser.
+export function BillingHeader({ params, names, period, allowAllOrgs = false, allowAllPeriods = false, tabPeriod, chooser = true }: {
+  params: Record<string, string>; names: Names; period?: string; allowAllOrgs?: boolean; allowAllPeriods?: boolean;
+  tabPeriod?: string; chooser?: boolean;
+}) {
+  useSignal(lang);
+  const path = hashPath();
+  const keep = { org: params.org, period: period ?? tabPeriod ?? params.period };
+  const [month, setMonth] = useState(period ?? '');
+  useEffect(() => setMonth(period ?? ''), [period]);
+  const org = chosenOrg(params, allowAllOrgs);
+  return (
+    <div class="billing-head">
+      <nav aria-label={t('billing.tabs')} class="billing-tabs">
+        {TABS.map((tab) => (
+          <a key={tab.path} href={href(tab.path, keep)} aria-current={path.startsWith(tab.path) ? 'page' : undefined}>
+            {t(tab.key)}
+          </a>
+        ))}
+      </nav>
+      {chooser && <form class="row" onSubmit={(e) => {
+        e.preventDefault();
+        go(path, { ...keep, period: isPeriod(month) ? month : undefined });
+      }}>
+        {seesAll() && (
+          <label class="field">
+            {t('billing.org')}
+            <select data-testid="billing-org" value={params.org === '-' && allowAllOrgs ? '-' : id(org) || (allowAllOrgs ? '-' : '')}
+              onChange={(e) => go(path, { ...keep, org: (e.target as HTMLSelectElement).value })}>
+              {allowAllOrgs && <option value="-">{t('billing.org.all')}</option>}
+              {names.orgs.length === 0 && org && <option value={id(org)}>{names.org(org)}</option>}
+              {names.orgs.map((o) => <option key={o.name} value={id(o.name)}>{o.label}</option>)}
+            </select>
+          </label>
+        )}
+        {period !== undefined || allowAllPeriods ? (
+          <>
+            <label class="field">
+              {t('billing.period')}
+              <input type="month" data-testid="billing-period" value={month} required={!allowAllPeriods}
+                onInput={(e) => setMonth((e.target as HTMLInputElement).value)} />
+            </label>
+            <button type="submit">{t('billing.period.show')}</button>
+            {allowAllPeriods && period && (
+              <button type="button" onClick={() => go(path, { ...keep, period: undefined })}>{t('billing.period.clear')}</button>
+            )}
+          </>
+        ) : null}
+      </form>}
+    </div>
+  );
+}
+
+// Tables of class "billing-stack" become one card per row at phone width:
+// each cell is labelled with its column heading (copied here after every
+// render, so the labels follow the language), blank cells are hidden.
+function labelTables(): void {
+  document.querySelectorAll<HTMLTableElement>('table.billing-stack').forEach((table) => {
+    const heads = [...table.querySelectorAll('thead th')].map((th) => th.textContent ?? '');
+    table.querySelectorAll<HTMLTableRowElement>('tbody tr').forEach((tr) => {
+      let col = 0;
+      for (const td of [...tr.cells]) {
+        if (td.dataset.label !== heads[col]) td.dataset.label = heads[col] ?? '';
+        td.classList.toggle('blank', !(td.textContent ?? '').trim() && !td.querySelector('button, input, select'));
+        col += td.colSpan || 1;
+      }
+    });
+  });
+}
+
+export function useStackedTables(): void {
+  useEffect(() => {
+    labelTables();
+    let pending = 0;
+    // Content and language change without this component re-rendering:
+    // relabel after any change of text or elements (not of attributes).
+    const obs = new MutationObserver(() => {
+      if (!pending) pending = requestAnimationFrame(() => { pending = 0; labelTables(); });
+    });
+    const root = document.getElementById('main') ?? document.body;
+    obs.observe(root, { childList: true, subtree: true, characterData: true });
+    return () => { obs.disconnect(); if (pending) cancelAnimationFrame(pending); };
+  }, []);
+}
+
+// A small definition list of label/value pairs.
+export function Facts({ items }: { items: [string, ComponentChildren][] }) {
+  return (
+    <dl class="billing-facts">
+      {items.map(([k, v]) => (
+        <div key={k}><dt>{k}</dt><dd>{v}</dd></div>
+      ))}
+    </dl>
+  );
+}

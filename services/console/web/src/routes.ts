@@ -3,6 +3,9 @@
 // Preact component taking the route's parameters.
 import type { ComponentType } from 'preact';
 import type { Role } from './session';
+// --- admin ---
+import './screens/admin/nav-messages';
+// --- end admin ---
 
 export interface Route {
   path: string;                     // "#/instruments/:id"
@@ -14,6 +17,14 @@ export interface Route {
 
 export const routes: Route[] = [
   { path: '#/', title: 'nav.home', roles: 'any', nav: true, load: () => import('./screens/home') },
+  // --- admin ---
+  { path: '#/admin/organizations', title: 'admin.nav.organizations', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/organizations') },
+  { path: '#/admin/organizations/new', title: 'admin.orgs.new', roles: ['CONSORTIUM_ADMIN'], nav: false, load: () => import('./screens/admin/organization-new') },
+  { path: '#/admin/organizations/:id', title: 'admin.nav.organizations', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/admin/organization') },
+  { path: '#/admin/users', title: 'admin.nav.users', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/users') },
+  { path: '#/admin/instruments', title: 'admin.nav.instruments', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/instruments') },
+  { path: '#/admin/rates', title: 'admin.nav.rates', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/rates') },
+  // --- end admin ---
 ];
 
 export function match(hash: string): { route: Route; params: Record<string, string> } | undefined {

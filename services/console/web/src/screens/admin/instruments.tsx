@@ -349,7 +349,7 @@ export default function Instruments({ params }: { params: Record<string, string>
   const facName = (n: string) => facilities.data?.find((f) => f.name === n)?.displayName ?? idOf(n);
   const edited = instruments.data?.find((i) => i.name === editing);
   return (
-    <section>
+    <section class="admin">
       <h1>{t('admin.instr.title')}</h1>
       <Done text={msg} />
       <h2>{t('admin.fac.title')}</h2>
@@ -417,10 +417,10 @@ export default function Instruments({ params }: { params: Record<string, string>
                   <td data-testid="state"><span class={`pill state-${InstrumentState[i.state]}`}>{label('InstrumentState', InstrumentState, i.state)}</span></td>
                   <td class="num">{i.dailyAvailableHours}</td>
                   <td class="num">{money(i.originalValue)}</td>
-                  <td class="actions">
+                  <td><div class="actions">
                     <a href={`#/admin/rates?instrument=${idOf(i.name)}`}>{t('admin.instr.rates')}</a>
                     {isAdmin() && <button type="button" onClick={() => { setMsg(''); setEditing(i.name); }} aria-label={t('admin.instr.editLabel', { name: i.displayName })}>{t('admin.edit')}</button>}
-                  </td>
+                  </div></td>
                 </tr>
               ))}
             </tbody>

@@ -18,7 +18,7 @@ registerMessages({
     'admin.readOnly': 'You can look, but only a consortium administrator can change this.',
     'admin.idHint': 'Lower-case letters, digits and hyphens; left empty, the platform picks one.',
     'admin.currency': 'Currency',
-    'admin.etagMismatch': 'Your copy was out of date: the form now shows the current version; check it and save again.',
+    'admin.etagMismatch': 'Your copy was out of date: reload the current version, check it and save again.',
 
     'admin.orgs.title': 'Organisations',
     'admin.orgs.new': 'New organisation',
@@ -265,7 +265,7 @@ registerMessages({
     'admin.readOnly': '您可以查看，但只有联盟管理员可以修改。',
     'admin.idHint': '小写字母、数字和连字符；留空则由平台生成。',
     'admin.currency': '币种',
-    'admin.etagMismatch': '您看到的不是最新版本：表单已显示当前版本，请核对后重新保存。',
+    'admin.etagMismatch': '您看到的不是最新版本：请载入当前版本，核对后重新保存。',
 
     'admin.orgs.title': '成员单位',
     'admin.orgs.new': '新增单位',

@@ -84,7 +84,7 @@ export default function NewOrganization() {
   }
 
   return (
-    <section>
+    <section class="admin">
       <p><a href="#/admin/organizations">← {t('admin.orgs.title')}</a></p>
       <h1>{t('admin.orgs.new')}</h1>
       {!isAdmin() && <p class="muted">{t('admin.readOnly')}</p>}

@@ -75,6 +75,7 @@ function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Or
       });
       setReason('');
       setTier('');
+      setTo(0);
       onSaved(o, t('admin.orgs.membershipChanged', { state: label('MembershipState', MembershipState, o.membershipState) }));
     } catch (x) {
       setErr(x);
@@ -123,7 +124,7 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
   const o = org.data;
   const saved = (_: Organization, m: string) => { setMsg(m); org.reload(); history.reload(); };
   return (
-    <section>
+    <section class="admin">
       <p><a href="#/admin/organizations">← {t('admin.orgs.title')}</a></p>
       <Loading l={org} />
       {o && (

@@ -23,7 +23,7 @@ export default function Organizations({ params }: { params: Record<string, strin
   const orgs = useLoad(() => allOrganizations({ membershipState: state, type }), [state, type]);
   const created = params['created'];
   return (
-    <section>
+    <section class="admin">
       <div class="row admin-head">
         <h1>{t('admin.orgs.title')}</h1>
         {isAdmin() && <a class="button primary" href="#/admin/organizations/new" data-testid="new-organization">{t('admin.orgs.new')}</a>}

@@ -195,7 +195,7 @@ export default function Rates({ params }: { params: Record<string, string> }) {
   const inst = instruments.data?.find((i) => idOf(i.name) === id);
   const zone = zoneOf(facilities.data?.find((f) => f.name === inst?.facility)?.timeZone);
   return (
-    <section>
+    <section class="admin">
       <h1>{t('admin.rates.title')}</h1>
       <div class="row card" role="search">
         <label class="field">{t('admin.rates.instrument')}

@@ -146,7 +146,7 @@ export default function Users({ params }: { params: Record<string, string> }) {
   const [msg, setMsg] = useState('');
   const edited = users.data?.find((u) => u.name === editing);
   return (
-    <section>
+    <section class="admin">
       <h1>{t('admin.users.title')}</h1>
       <div class="row card" role="search">
         <label class="field">{t('admin.users.organization')}

@@ -201,6 +201,28 @@ test('the consortium admin registers an instrument, prices it and looks the rate
   await expect(page.getByTestId('lookup-price')).toBeVisible();
   await shot(page, 'admin-rates-phone');
   await page.setViewportSize({ width: 1280, height: 860 });
+
+  // Edit it (10 hours a day, technical service offered too), then send it
+  // to maintenance.
+  await page.goto(`${new URL(page.url()).origin}/#/admin/instruments?facility=zju-nano`);
+  await page.getByTestId(`instrument-${INSTR}`).getByRole('button', { name: `Edit FTIR spectrometer ${stamp}` }).click();
+  const ed = page.getByTestId('instrument-edit');
+  await ed.locator('[name=dailyHours]').fill('10');
+  await ed.locator('[name=mode-TECHNICAL_SERVICE]').check();
+  await ed.getByRole('button', { name: 'Save changes' }).click();
+  await expect(page.getByTestId('done')).toHaveText(`Instrument “${INSTR}” saved.`);
+  await expect(page.getByTestId(`instrument-${INSTR}`)).toContainText('On site, Joint research, Technical service');
+  const edited = await api<{ dailyAvailableHours: number; modes: { mode: string }[] }>('admin', `${INV}/GetInstrument`, { name: `instruments/${INSTR}` });
+  expect(edited.dailyAvailableHours).toBe(10);
+  expect(edited.modes.map((m) => m.mode)).toEqual(['ON_SITE', 'JOINT_RESEARCH', 'TECHNICAL_SERVICE']);
+  const sf = page.getByTestId('instrument-state');
+  await sf.locator('[name=state]').selectOption({ label: 'Maintenance' });
+  await sf.locator('[name=reason]').fill('detector replacement');
+  await sf.getByRole('button', { name: 'Set state' }).click();
+  await expect(page.getByTestId('done')).toHaveText(`“${INSTR}” is now: Maintenance.`);
+  await expect(page.getByTestId(`instrument-${INSTR}`).getByTestId('state')).toHaveText('Maintenance');
+  expect((await api<{ state: string }>('admin', `${INV}/GetInstrument`, { name: `instruments/${INSTR}` })).state).toBe('MAINTENANCE');
+  await shot(page, 'admin-instrument-edit');
 });
 
 test('the organisations in Chinese', async ({ page }) => {

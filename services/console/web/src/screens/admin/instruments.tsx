@@ -4,7 +4,7 @@
 // sharing modes they offer and simple rules (CreateInstrument), edit them
 // (UpdateInstrument with mask and etag) and set their state
 // (SetInstrumentState).
-import { useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { inventory, requestId } from '../../api';
 import { money } from '../../format';
 import { lang, t } from '../../i18n';
@@ -126,10 +126,40 @@ function slotRules(r: Rules, onSite: boolean) {
   };
 }
 
+const DEFAULT_RULES: Rules = { minBlockH: '1', maxBlockH: '12', noticeH: '2', qualificationDays: '90', approval: false, leaseMinDays: '7', leaseMaxDays: '180', deposit: '', entryId: '', entryName: '', entryUnit: ServiceUnit.PER_SAMPLE, entryMinutes: '45' };
+
+// A mode with the simple rules (LEASE: lease rules, the others slot rules).
+function defaultOffering(m: number, r: Rules, currency: string): ModeInit {
+  return m === SharingMode.LEASE
+    ? {
+      mode: m, approvalRequired: true,
+      leaseRules: {
+        minTermDays: Number(r.leaseMinDays), maxTermDays: Number(r.leaseMaxDays), handoverBuffer: hours(24), returnBuffer: hours(48),
+        deposit: r.deposit.trim() ? { currencyCode: currency, amountMinor: parseMinor(r.deposit, currency) ?? 0n } : undefined,
+        rateBasis: LeaseRateBasis.PER_DAY, countedHoursPerDay: 8, horizon: hours(24 * 180),
+      },
+    }
+    : { mode: m, approvalRequired: r.approval, slotRules: slotRules(r, m === SharingMode.ON_SITE) };
+}
+
+function ModePicker({ modes, set }: { modes: number[]; set: (m: number[]) => void }) {
+  return (
+    <fieldset class="full"><legend>{t('admin.instr.modes')}</legend>
+      {values(SharingMode).map((m) => (
+        <label class="check" key={m}>
+          <input type="checkbox" name={`mode-${SharingMode[m]}`} checked={modes.includes(m)}
+            onChange={(e) => set((e.target as HTMLInputElement).checked ? [...modes, m].sort() : modes.filter((x) => x !== m))} />
+          {label('SharingMode', SharingMode, m)}
+        </label>
+      ))}
+    </fieldset>
+  );
+}
+
 function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Facility[]; orgs: Organization[]; facility: string; onDone: (i: Instrument) => void }) {
   const [v, setV] = useState({ id: '', displayName: '', facility, owner: '', category: '', value: '', currency: 'CNY', daily: '8' });
   const [modes, setModes] = useState<number[]>([SharingMode.ON_SITE]);
-  const [r, setR] = useState<Rules>({ minBlockH: '1', maxBlockH: '12', noticeH: '2', qualificationDays: '90', approval: false, leaseMinDays: '7', leaseMaxDays: '180', deposit: '', entryId: '', entryName: '', entryUnit: ServiceUnit.PER_SAMPLE, entryMinutes: '45' });
+  const [r, setR] = useState<Rules>(DEFAULT_RULES);
   const [err, setErr] = useState<unknown>();
   const [busy, setBusy] = useState(false);
   const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
@@ -142,16 +172,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
     setBusy(true);
     setErr(undefined);
     try {
-      const offered: ModeInit[] = modes.map((m) => m === SharingMode.LEASE
-        ? {
-          mode: m, approvalRequired: true,
-          leaseRules: {
-            minTermDays: Number(r.leaseMinDays), maxTermDays: Number(r.leaseMaxDays), handoverBuffer: hours(24), returnBuffer: hours(48),
-            deposit: r.deposit.trim() ? { currencyCode: v.currency, amountMinor: parseMinor(r.deposit, v.currency) ?? 0n } : undefined,
-            rateBasis: LeaseRateBasis.PER_DAY, countedHoursPerDay: 8, horizon: hours(24 * 180),
-          },
-        }
-        : { mode: m, approvalRequired: r.approval, slotRules: slotRules(r, m === SharingMode.ON_SITE) });
+      const offered: ModeInit[] = modes.map((m) => defaultOffering(m, r, v.currency));
       const catalogue = modes.includes(SharingMode.TECHNICAL_SERVICE) && r.entryId.trim()
         ? [{ entryId: r.entryId.trim(), displayName: r.entryName.trim(), unit: r.entryUnit, instrumentTimePerUnit: hours(Number(r.entryMinutes) / 60) }]
         : [];
@@ -204,15 +225,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
         </span>
       </label>
       <label class="field">{t('admin.instr.dailyHours')}<input name="dailyHours" type="number" min={1} max={24} value={v.daily} onInput={(e) => set({ daily: (e.target as HTMLInputElement).value })} /></label>
-      <fieldset class="full"><legend>{t('admin.instr.modes')}</legend>
-        {values(SharingMode).map((m) => (
-          <label class="check" key={m}>
-            <input type="checkbox" name={`mode-${SharingMode[m]}`} checked={modes.includes(m)}
-              onChange={(e) => setModes((e.target as HTMLInputElement).checked ? [...modes, m].sort() : modes.filter((x) => x !== m))} />
-            {label('SharingMode', SharingMode, m)}
-          </label>
-        ))}
-      </fieldset>
+      <ModePicker modes={modes} set={setModes} />
       {slotModes && (
         <fieldset class="full form-grid"><legend>{t('admin.instr.slotRules')}</legend>
           <label class="field">{t('admin.instr.minBlock')}<input name="minBlock" type="number" step="0.25" value={r.minBlockH} onInput={(e) => setRule({ minBlockH: (e.target as HTMLInputElement).value })} /></label>
@@ -255,8 +268,12 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
   const cur = inst.originalValue?.currencyCode || 'CNY';
   const valueText = minorText(inst.originalValue);
   const [v, setV] = useState({ displayName: inst.displayName, category: inst.category, daily: String(inst.dailyAvailableHours), value: valueText });
+  const [modes, setModes] = useState<number[]>(inst.modes.map((m) => m.mode).sort());
   const [state, setState] = useState(0);
   const [reason, setReason] = useState('');
+  const modesBefore = inst.modes.map((m) => m.mode).sort().join(',');
+  const box = useRef<HTMLDivElement>(null);
+  useEffect(() => { box.current?.scrollIntoView({ block: 'nearest' }); box.current?.querySelector('h2')?.focus({ preventScroll: true }); }, [inst.name]);
   const [err, setErr] = useState<unknown>();
   const [busy, setBusy] = useState(false);
   const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
@@ -265,6 +282,7 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
     v.category !== inst.category ? 'category' : '',
     v.daily !== String(inst.dailyAvailableHours) ? 'daily_available_hours' : '',
     v.value !== valueText ? 'original_value' : '',
+    modes.join(',') !== modesBefore ? 'modes' : '',
   ].filter(Boolean);
   async function save(e: Event) {
     e.preventDefault();
@@ -276,6 +294,8 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
           name: inst.name, etag: inst.etag, displayName: v.displayName.trim(), category: v.category.trim(),
           dailyAvailableHours: Number(v.daily) || 0,
           originalValue: { currencyCode: cur, amountMinor: parseMinor(v.value || '0', cur) ?? -1n },
+          // Offered modes keep their rules; a newly offered one gets the simple rules.
+          modes: modes.map((m) => inst.modes.find((o) => o.mode === m) ?? defaultOffering(m, DEFAULT_RULES, cur)),
         },
         updateMask: { paths },
         requestId: requestId(),
@@ -301,19 +321,21 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
     }
   }
   return (
-    <div class="card" data-testid="instrument-edit">
-      <h2>{t('admin.instr.edit', { name: inst.displayName })}</h2>
+    <div class="card" data-testid="instrument-edit" ref={box}>
+      <h2 tabIndex={-1}>{t('admin.instr.edit', { name: inst.displayName })}</h2>
       <form class="form-grid" onSubmit={(e) => void save(e)}>
         <label class="field">{t('admin.instr.displayName')}<input name="displayName" value={v.displayName} onInput={(e) => set({ displayName: (e.target as HTMLInputElement).value })} /></label>
         <label class="field">{t('admin.instr.category')}<input name="category" value={v.category} onInput={(e) => set({ category: (e.target as HTMLInputElement).value })} /></label>
         <label class="field">{t('admin.instr.dailyHours')}<input name="dailyHours" type="number" value={v.daily} onInput={(e) => set({ daily: (e.target as HTMLInputElement).value })} /></label>
         <label class="field">{t('admin.instr.valueIn', { currency: cur })}<input name="value" inputMode="decimal" value={v.value} onInput={(e) => set({ value: (e.target as HTMLInputElement).value })} /></label>
+        <ModePicker modes={modes} set={setModes} />
+        <p class="muted small full">{t('admin.instr.modesEditHint')}</p>
         <div class="form-actions">
           <button type="submit" class="primary" disabled={busy || paths.length === 0}>{t('admin.save')}</button>
           <button type="button" onClick={onClose}>{t('admin.close')}</button>
         </div>
       </form>
-      <form class="form-grid" onSubmit={(e) => void setInstrumentState(e)} data-testid="instrument-state">
+      <form class="form-grid state-form" onSubmit={(e) => void setInstrumentState(e)} data-testid="instrument-state">
         <h3 class="full">{t('admin.instr.setState')}</h3>
         <label class="field">{t('admin.instr.newState')}
           <select name="state" value={String(state)} onChange={(e) => setState(Number((e.target as HTMLSelectElement).value))}>

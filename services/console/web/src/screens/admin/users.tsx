@@ -1,7 +1,7 @@
 // #/admin/users?org=<id>: the people of one organisation (ListUsers);
 // consortium admins register people (CreateUser) and change their name,
 // e-mail, roles or disable them (UpdateUser with an update mask and etag).
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { inventory, requestId } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
@@ -87,6 +87,8 @@ function EditUser({ user, onDone, onClose }: { user: User; onDone: (u: User) => 
   const [err, setErr] = useState<unknown>();
   const [busy, setBusy] = useState(false);
   useEffect(() => { setName(user.displayName); setEmail(user.email); setRoles([...user.roles]); setDisabled(user.disabled); }, [user.etag]);
+  const box = useRef<HTMLFormElement>(null);
+  useEffect(() => { box.current?.scrollIntoView({ block: 'nearest' }); box.current?.querySelector('h2')?.focus({ preventScroll: true }); }, [user.name]);
   const same = (a: number[], b: number[]) => a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
   const paths = [
     displayName !== user.displayName ? 'display_name' : '',
@@ -112,8 +114,8 @@ function EditUser({ user, onDone, onClose }: { user: User; onDone: (u: User) => 
     }
   }
   return (
-    <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="user-edit">
-      <h2>{t('admin.users.edit', { id: idOf(user.name) })}</h2>
+    <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="user-edit" ref={box}>
+      <h2 tabIndex={-1}>{t('admin.users.edit', { id: idOf(user.name) })}</h2>
       <label class="field">{t('admin.users.displayName')}
         <input name="displayName" value={displayName} onInput={(e) => setName((e.target as HTMLInputElement).value)} />
       </label>

@@ -231,6 +231,10 @@ test('the organisations in Chinese', async ({ page }) => {
   await expect(page.getByRole('heading', { name: '成员单位' })).toBeVisible();
   await expect(page.getByTestId('org-ecowater').getByTestId('membership')).toHaveText('非成员');
   await shot(page, 'admin-organizations-zh');
+  await page.goto(`${new URL(page.url()).origin}/#/admin/rates?instrument=sem-1&mode=ON_SITE`);
+  await expect(page.getByRole('heading', { name: '收费标准' })).toBeVisible();
+  await expect(page.getByTestId('rates').locator('tbody tr').first()).toContainText('场所共用');
+  await shot(page, 'admin-rates-zh');
   await page.getByTestId('language').selectOption('en');
 });
 

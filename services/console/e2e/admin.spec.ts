@@ -11,6 +11,7 @@ const stamp = Date.now().toString(36);
 const ORG = `e2e-org-${stamp}`;
 const USER = `e2e-user-${stamp}`;
 const INSTR = `e2e-instr-${stamp}`;
+const FAC = `e2e-fac-${stamp}`;
 
 interface Org { name: string; displayName: string; type: string; sizeClass?: string; membershipState: string; tier?: string }
 
@@ -126,6 +127,22 @@ test('the consortium admin registers an instrument, prices it and looks the rate
   await signInAs(page, 'admin', '#/admin/instruments?facility=zju-nano');
   await expect(page.getByTestId('facility-zju-nano').getByTestId('time-zone')).toHaveText('Asia/Shanghai');
   await expect(page.getByTestId('instrument-sem-1')).toContainText('Field-emission SEM');
+
+  // A facility abroad: an unknown time zone is refused, a real one kept.
+  await page.getByText('New facility').click();
+  const ff = page.getByTestId('facility-form');
+  await ff.locator('[name=facilityId]').fill(FAC);
+  await ff.locator('[name=displayName]').fill(`Berlin satellite lab ${stamp}`);
+  await ff.locator('[name=owner]').selectOption('zju');
+  await ff.locator('[name=timeZone]').fill('Mars/Olympus');
+  await ff.getByRole('button', { name: 'Create facility' }).click();
+  await expect(ff.getByTestId('error')).toContainText('The time zone is not known; use a name such as Asia/Shanghai.');
+  await ff.locator('[name=timeZone]').fill('Europe/Berlin');
+  await ff.getByRole('button', { name: 'Create facility' }).click();
+  await expect(page.getByTestId('done')).toHaveText(`Facility “${FAC}” created.`);
+  await expect(page.getByTestId(`facility-${FAC}`).getByTestId('time-zone')).toHaveText('Europe/Berlin');
+  const fac = await api<{ timeZone: string; ownerOrganization: string; operatorOrganization: string }>('admin', `${INV}/GetFacility`, { name: `facilities/${FAC}` });
+  expect(fac).toMatchObject({ timeZone: 'Europe/Berlin', ownerOrganization: 'organizations/zju', operatorOrganization: 'organizations/zju' });
 
   // An empty name: the service's refusal, in words.
   const form = page.getByTestId('instrument-form');

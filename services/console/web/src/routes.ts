@@ -7,6 +7,9 @@ import './screens/lab/nav'; // lab: navigation labels
 import './screens/staff/nav-messages'; // --- staff --- (navigation labels)
 import './screens/dash/nav'; // dash: navigation labels
 import './screens/billing/nav-messages'; // --- billing --- (navigation label)
+// --- admin ---
+import './screens/admin/nav-messages';
+// --- end admin ---
 
 export interface Route {
   path: string;                     // "#/instruments/:id"
@@ -47,6 +50,14 @@ export const routes: Route[] = [
   { path: '#/billing/subsidies', title: 'billing.tab.subsidies', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/subsidies') },
   { path: '#/billing/settlements', title: 'billing.tab.settlements', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/settlements') },
   // --- end billing ---
+  // --- admin ---
+  { path: '#/admin/organizations', title: 'admin.nav.organizations', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/organizations') },
+  { path: '#/admin/organizations/new', title: 'admin.orgs.new', roles: ['CONSORTIUM_ADMIN'], nav: false, load: () => import('./screens/admin/organization-new') },
+  { path: '#/admin/organizations/:id', title: 'admin.nav.organizations', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/admin/organization') },
+  { path: '#/admin/users', title: 'admin.nav.users', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/users') },
+  { path: '#/admin/instruments', title: 'admin.nav.instruments', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/instruments') },
+  { path: '#/admin/rates', title: 'admin.nav.rates', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/rates') },
+  // --- end admin ---
 ];
 
 export function match(hash: string): { route: Route; params: Record<string, string> } | undefined {

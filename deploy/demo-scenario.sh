@@ -164,6 +164,18 @@ ls_ "$auditor" usage GetUsageFigures $march --filter.instruments=instruments/sem
 ls_ "$auditor" usage QueryUsage $march --group_by=DIMENSION_OWNER_ORGANIZATION | head -8
 ls_ "$auditor" usage VerifyAuditChain | grep -E "^(result|entries_checked)"
 
+if [ -n "${LABSHARE_CONSOLE_URL:-}" ]; then
+  echo "### 8. A member firm's script: the HTTP API of the console with the signed-in token"
+  api_answer=$(curl -sS --fail-with-body -H "Authorization: Bearer $(XDG_CONFIG_HOME="$homes/$liwei" "$bin/labshare" token)" \
+    -H 'Content-Type: application/json' -d '{"name":"bookings/demo-onsite"}' \
+    "$LABSHARE_CONSOLE_URL/labshare.booking.v1.BookingService/GetBooking")
+  echo "$api_answer" | head -c 300; echo
+  echo "RESULT http_api_booking_state=$(echo "$api_answer" | field 'd["state"]')"
+  refused=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -d '{"name":"bookings/demo-onsite"}' \
+    "$LABSHARE_CONSOLE_URL/labshare.booking.v1.BookingService/GetBooking")
+  echo "RESULT http_api_without_token=$refused"
+fi
+
 echo
 invoice() { js "$admin" billing ListInvoices --period=2027-03 --payer_organization=organizations/$1 |
   field 'd["invoices"][0]["amount_due"]["amount_minor"]'; }

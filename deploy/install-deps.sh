@@ -9,7 +9,7 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev
   golang-github-gogo-googleapis-dev libssl-dev prometheus-cpp-dev
   python3-grpcio python3-protobuf python3-cryptography tzdata
-  libjwt-dev libjansson-dev libcurl4-openssl-dev openssl
+  libjwt-dev libjansson-dev libcurl4-openssl-dev openssl curl
   docker-compose systemd iproute2
   chromium fonts-noto-cjk
 )

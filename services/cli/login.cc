@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -460,7 +461,9 @@ std::map<std::string, std::string> ReadConfigFile() {
 
 std::string CredentialsPath() { return ConfigDir() + "/credentials.json"; }
 
-bool IsAccountCommand(const std::string& word) { return word == "login" || word == "logout" || word == "whoami"; }
+bool IsAccountCommand(const std::string& word) {
+  return word == "login" || word == "logout" || word == "whoami" || word == "token";
+}
 
 int RunAccountCommand(const std::string& command, const std::map<std::string, std::string>& flags) {
   static const std::set<std::string> kKnown = {"issuer", "client_id", "oidc_ca_file", "inventory", "json", "timeout"};
@@ -470,6 +473,14 @@ int RunAccountCommand(const std::string& command, const std::map<std::string, st
   const Settings settings(flags);
   if (command == "login") return Login(settings);
   if (command == "logout") return Logout();
+  if (command == "token") {
+    // For scripts calling the HTTP API: the access token, renewed first
+    // when fewer than 60 s remain.
+    const std::string token = StoredAccessToken();
+    if (token.empty()) Fail(kLocal, "labshare token: nobody is signed in; run `labshare login` first");
+    std::printf("%s\n", token.c_str());
+    return 0;
+  }
   const auto json = flags.find("json");
   return WhoAmI(json != flags.end() && json->second != "false");
 }

@@ -3,6 +3,7 @@
 //   labshare login [--issuer=URL] [--client_id=labshare-cli] [--oidc_ca_file=PEM]
 //   labshare logout
 //   labshare whoami
+//   labshare token      (prints the access token, renewed when due: for curl)
 //
 // login runs the OpenID Connect device authorization grant (RFC 8628) at the
 // consortium's provider: it reads the provider's discovery document, asks
@@ -35,7 +36,7 @@
 
 namespace labshare::cli {
 
-// "login", "logout", "whoami".
+// "login", "logout", "whoami", "token".
 bool IsAccountCommand(const std::string& word);
 
 // Runs an account command. flags: the command line's --key=value pairs

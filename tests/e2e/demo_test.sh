@@ -40,4 +40,9 @@ LABSHARE_DATA_DIR="$work/data" LABSHARE_CLOCK_FILE="$work/clock" \
 cat "$work/out"
 out="$work/out"
 source "$here/expect_demo.sh"
+# The console's HTTP API, called as a member firm's script does (curl with
+# the token of `labshare token`): the booking as the service answers it, and
+# 401 without a token.
+expect http_api_booking_state COMPLETED
+expect http_api_without_token 401
 exit $fail

@@ -144,7 +144,8 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         services[n] = err instanceof ConnectError ? `UNREACHABLE (${codeName(err.code)})` : 'UNREACHABLE';
       }
     }));
-    return { ready: Object.values(services).every((s) => s === 'SERVING'), services };
+    const ordered = Object.fromEntries((Object.keys(PUBLIC_SERVICES) as ServiceName[]).map((n) => [n, services[n]!]));
+    return { ready: Object.values(services).every((s) => s === 'SERVING'), services: ordered };
   };
 
   const sweep = setInterval(() => auth.sessions.sweep(), 60_000);
@@ -253,7 +254,7 @@ export interface Running {
 }
 
 export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Running> {
-  const gateway = createGateway(cfg, deps);
+  let gateway!: Gateway;
   let inFlight = 0;
   let idle: (() => void) | undefined;
   const handler = (req: Req, res: Res) => {
@@ -262,7 +263,8 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
       if (--inFlight === 0 && idle) idle();
     });
     try {
-      gateway.handle(req, res);
+      if (!gateway) sendText(res, 503, 'starting\n');
+      else gateway.handle(req, res);
     } catch (err) {
       sanitize(err, req.url ?? '');
       if (!res.headersSent) sendText(res, 500, 'internal error\n');
@@ -301,6 +303,9 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
   const a = server.address() as net.AddressInfo;
   const host = cfg.listen.host.includes(':') ? `[${cfg.listen.host}]` : cfg.listen.host;
   const url = `${cfg.https ? 'https' : 'http'}://${host}:${a.port}`;
+  // --listen=HOST:0 without --public_url: the public URL has the bound port.
+  if (cfg.publicUrl.port === '0') cfg = { ...cfg, publicUrl: new URL(url) };
+  gateway = createGateway(cfg, deps);
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = cfg.shutdownGraceMs) => {
     stopping ??= (async () => {

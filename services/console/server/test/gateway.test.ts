@@ -13,7 +13,7 @@ import { setLogSink, MESSAGES } from '../errors.js';
 import { CSP } from '../http-util.js';
 import type { Session } from '../sessions.js';
 import {
-  closedPort, cookieValue, errorInfo, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
+  closedPort, cookieValue, errorInfo, waitFor, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
   type TestGateway,
 } from './harness.js';
 
@@ -428,15 +428,6 @@ describe('gateway with stub services', () => {
     assert.notEqual([...tokens][0], `users/for-${ex.accessToken}`);
   });
 });
-
-// Polls a condition the test cannot await directly (a call arriving at a stub).
-export async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setImmediate(r));
-  }
-}
 
 function envelope(json: string): Buffer {
   const data = Buffer.from(json);

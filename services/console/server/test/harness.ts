@@ -355,3 +355,13 @@ export async function browserModule(): Promise<BrowserModule> {
 export function providerInstalled(): boolean {
   return fs.existsSync(path.join(repoRoot, 'deploy', 'oidc', 'node_modules', 'oidc-provider'));
 }
+
+// Polls a condition the test cannot await directly (a call arriving at a
+// stub, a line in a log); no fixed sleeps.
+export async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}

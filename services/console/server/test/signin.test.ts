@@ -178,6 +178,9 @@ describe('sign-in with the development OpenID provider', { skip: !providerInstal
     const loginPage = await b.go('GET', String(start.headers.location), { stopAt: callbackUrl });
     const lf = B.forms(loginPage.body, loginPage.url)[0]!;
     const consent = await b.go('POST', lf.action, { form: { ...lf.fields, login: 'li-wei', password: 'demo-li-wei' }, stopAt: callbackUrl });
+    // A browser applies form-action to the redirects after the consent form
+    // (Chromium does): the provider must allow the console's origin there.
+    assert.equal(consent.headers['content-security-policy'], `default-src 'none'; form-action 'self' ${t.origin}; frame-ancestors 'none'`);
     const deny = B.forms(consent.body, consent.url).find((f) => f.fields.decision === 'deny')!;
     const done = await b.go('POST', deny.action, { form: deny.fields, stopAt: callbackUrl });
     assert.ok(done.redirect);

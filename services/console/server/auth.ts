@@ -69,6 +69,9 @@ export class Auth {
   readonly sessions: SessionStore;
   readonly pending: PendingLogins;
   private readonly origin: string;
+  get publicOrigin(): string {
+    return this.origin;
+  }
   private readonly redirectUri: string;
   readonly oidc: Oidc | undefined;
 

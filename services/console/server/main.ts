@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   running.gateway.auth.oidc?.configuration().catch((err: unknown) => {
     logLine({ level: 'warn', msg: 'OpenID provider not reachable yet; retried at the next sign-in', error: String(err) });
   });
-  logLine({ level: 'info', msg: 'listening', url: running.url, public_url: cfg.publicUrl.origin, https: !!cfg.https });
+  logLine({ level: 'info', msg: 'listening', url: running.url, public_url: running.gateway.auth.publicOrigin, https: !!cfg.https });
   process.stdout.write(`listening on ${running.url}\n`);
 }
 

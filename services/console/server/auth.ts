@@ -27,6 +27,7 @@ import {
   clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, sendText, SESSION_COOKIE, setCookie,
   type Req, type Res,
 } from './http-util.js';
+import { isLoopbackHost } from './upstream.js';
 import { AuthorizationResponseError, Oidc, randomCodeVerifier, randomNonce, randomState } from './oidc.js';
 import { PendingLogins, sameSecret, SessionStore, type Session, type Tokens } from './sessions.js';
 
@@ -197,6 +198,15 @@ export class Auth {
       sendText(res, 503, 'Sign-in is not configured on this console (no --oidc_issuer).\n');
       return;
     }
+    // Opened on this machine under another name (localhost for 127.0.0.1):
+    // sign in under the public URL, where the provider sends the person back
+    // and the cookies live. (Only between loopback names: behind a proxy that
+    // rewrites Host this would loop.)
+    const host = req.headers.host;
+    if (host && host !== this.cfg.publicUrl.host && isLoopbackHost(hostPart(host)) && isLoopbackHost(this.cfg.publicUrl.hostname)) {
+      redirect(res, new URL(`/auth/login${url.search}`, this.cfg.publicUrl).href);
+      return;
+    }
     const returnTo = url.searchParams.get('return_to') ?? '#/';
     if (!validReturnTo(returnTo)) {
       sendText(res, 400, 'return_to must be a page of this console, like #/ or #/bookings.\n');
@@ -313,6 +323,11 @@ export class Auth {
       expiresAt: new Date(ends).toISOString(),
     });
   }
+}
+
+function hostPart(hostHeader: string): string {
+  const m = /^\[([^\]]+)\](?::\d+)?$/.exec(hostHeader) ?? /^([^:]+)(?::\d+)?$/.exec(hostHeader);
+  return m?.[1] ?? hostHeader;
 }
 
 export function sessionEnded(cause?: string): ConnectError {

@@ -8,11 +8,12 @@
 // - Anything else (a service that cannot be reached, a broken connection, a
 //   bug here) becomes UNAVAILABLE or INTERNAL with a fixed sentence; the real
 //   error goes to stderr only.
-import { create, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
+import { create, fromBinary, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
 import { DurationSchema } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { errorToJsonBytes } from '@connectrpc/connect/protocol-connect';
 import { codeToHttpStatus } from '@connectrpc/connect/protocol-connect';
+import * as rpcDetails from '../gen/google/rpc/error_details_pb.js';
 import { ErrorInfoSchema, RetryInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 
 export const DOMAIN = 'console.labshare';
@@ -75,7 +76,7 @@ export function fromUpstream(err: unknown, what: string): ConnectError {
   if (err instanceof ConnectError) {
     if (isServiceStatus(err)) {
       // The service's answer, details included; its transport headers stay here.
-      return markSafe(new ConnectError(err.rawMessage, err.code, undefined, err.details as never));
+      return markSafe(new ConnectError(err.rawMessage, err.code, undefined, readableDetails(err.details) as never));
     }
     switch (err.code) {
       case Code.DeadlineExceeded:
@@ -88,6 +89,38 @@ export function fromUpstream(err: unknown, what: string): ConnectError {
   }
   logLine({ level: 'error', msg: 'upstream call failed', call: what, error: describe(err) });
   return markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
+}
+
+// The standard google.rpc details by type name. A service's details are
+// re-sent decoded, so that the Connect JSON error carries their JSON form
+// ("debug") next to the binary value: a script reads the reason without
+// protobuf. DebugInfo (stack entries) never leaves the gateway.
+const KNOWN_DETAILS = new Map<string, DescMessage>(
+  (Object.values(rpcDetails) as unknown[])
+    .filter((v): v is DescMessage => typeof v === 'object' && v !== null && (v as { kind?: string }).kind === 'message')
+    .map((d) => [d.typeName, d] as const),
+);
+
+function readableDetails(details: ConnectError['details']): unknown[] {
+  const out: unknown[] = [];
+  for (const d of details) {
+    if ('desc' in d) {
+      out.push(d);
+      continue;
+    }
+    if (d.type === 'google.rpc.DebugInfo') continue;
+    const desc = KNOWN_DETAILS.get(d.type);
+    if (!desc) {
+      out.push(d);
+      continue;
+    }
+    try {
+      out.push({ desc, value: fromBinary(desc, d.value) });
+    } catch {
+      out.push(d);
+    }
+  }
+  return out;
 }
 
 // The last line: whatever is thrown inside the gateway, the caller sees only

@@ -118,6 +118,11 @@ describe('gateway with stub services', () => {
     assert.equal(info.reason, 'BOOKING_NOT_FOUND');
     assert.equal(info.domain, 'booking.labshare');
     assert.deepEqual(info.metadata, { booking: 'bookings/missing' });
+    // Decoded next to the binary value for scripts; the DebugInfo stays inside.
+    assert.deepEqual(a.json().details.map((d: { type: string; debug: unknown }) => [d.type, d.debug]), [
+      ['google.rpc.ErrorInfo', { reason: 'BOOKING_NOT_FOUND', domain: 'booking.labshare', metadata: { booking: 'bookings/missing' } }],
+    ]);
+    assert.doesNotMatch(a.text, /secret|internal detail/);
     assert.equal(a.headers['grpc-status'], undefined); // the service's transport headers stay inside
   });
 

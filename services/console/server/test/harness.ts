@@ -16,7 +16,7 @@ import { fromBinary, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
-import { ErrorInfoSchema, RetryInfoSchema, type ErrorInfo } from '../../gen/google/rpc/error_details_pb.js';
+import { DebugInfoSchema, ErrorInfoSchema, RetryInfoSchema, type ErrorInfo } from '../../gen/google/rpc/error_details_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../../gen/grpc/health/v1/health_pb.js';
 import { IdentityService, type TokenResponseSchema } from '../../gen/labshare/identity/v1/identity_pb.js';
 import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
@@ -116,6 +116,7 @@ export class Stub {
         if (req.name === 'bookings/missing') {
           throw new ConnectError('booking bookings/missing does not exist', Code.NotFound, undefined, [
             { desc: ErrorInfoSchema, value: { reason: 'BOOKING_NOT_FOUND', domain: 'booking.labshare', metadata: { booking: 'bookings/missing' } } },
+            { desc: DebugInfoSchema, value: { stackEntries: ['booking_service.cc:123 secret'], detail: 'internal detail' } },
           ]);
         }
         if (req.name === 'bookings/slow') {

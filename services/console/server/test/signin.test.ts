@@ -196,6 +196,9 @@ describe('sign-in with the development OpenID provider', { skip: !providerInstal
       assert.equal(a.text, 'return_to must be a page of this console, like #/ or #/bookings.\n');
       assert.equal(a.headers['set-cookie'], undefined);
     }
+    const other = await request('GET', `${t.url}/auth/login?return_to=${encodeURIComponent('#/bookings')}`, { headers: { host: `localhost:${new URL(t.url).port}` } });
+    assert.equal(other.status, 303);
+    assert.equal(other.headers.location, `${t.url}/auth/login?return_to=${encodeURIComponent('#/bookings')}`);
     for (const good of ['#/', '#/bookings', '#/instruments/sem-1?week=2027-03-01&mode=ON_SITE']) {
       const a = await request('GET', `${t.url}/auth/login?return_to=${encodeURIComponent(good)}`);
       assert.equal(a.status, 303, good);

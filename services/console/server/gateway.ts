@@ -122,6 +122,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     routes: (router) => registerProxies(router, transports, undefined, { timeoutMs: cfg.upstreamTimeoutMs }),
     interceptors: [guard],
     readMaxBytes: cfg.bodyLimitBytes,
+    // Compress answers (gzip/br, as the client accepts) from 16 KiB: lists
+    // and reports shrink a lot; a single record of 1-2 KB is not worth the
+    // CPU per call.
+    compressMinBytes: 16 * 1024,
     contextValues: (req) => {
       const v = createContextValues();
       v.set(peerKey, req.socket?.remoteAddress ?? 'unknown');

@@ -13,7 +13,7 @@ import { IdentityService } from '../gen/labshare/identity/v1/identity_pb.js';
 import { Auth } from './auth.js';
 import { logLine, rateLimited, sanitize } from './errors.js';
 import type { Config } from './flags.js';
-import { clientAddress, headersOf, securityHeaders, sendJson, sendText, type Req, type Res } from './http-util.js';
+import { clientAddress, headersOf, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { PUBLIC_SERVICES, registerProxies, upstreamToken, type ServiceName } from './proxy.js';
 import { RateLimiter } from './ratelimit.js';
 import { StaticFiles } from './static.js';
@@ -112,6 +112,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     } catch (err) {
       const safe = sanitize(err, method);
       code = codeName(safe.code);
+      if (kind === 'anonymous' && req.header.get('cookie')?.includes(SESSION_COOKIE)) kind = 'session';
       throw safe;
     } finally {
       if (!streaming) access(method, code, performance.now() - start, kind);

@@ -187,8 +187,13 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       return;
     }
     const length = Number(req.headers['content-length'] ?? 0);
+    // No endpoint here reads a body: close the connection after answering
+    // rather than reading (and throwing away) whatever is sent.
+    if ((length > 0 || req.headers['transfer-encoding'] !== undefined) && req.httpVersionMajor === 1) {
+      res.setHeader('connection', 'close');
+    }
     if (length > cfg.bodyLimitBytes) {
-      sendText(res, 413, 'request body too large\n', req.httpVersionMajor === 1 ? { connection: 'close' } : {});
+      sendText(res, 413, 'request body too large\n');
       return;
     }
     const method = req.method ?? 'GET';
@@ -284,6 +289,7 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
       allowHTTP1: true,
       minVersion: 'TLSv1.2',
     }, handler);
+    s.setTimeout(120_000); // idle connections and stalled requests
     s.on('session', (sess) => {
       h2sessions.add(sess);
       sess.on('close', () => h2sessions.delete(sess));

@@ -76,18 +76,3 @@ export function headersOf(req: Req): Headers {
   }
   return h;
 }
-
-// Throws away the request body (up to `limit` bytes) so the connection can
-// be reused; past the limit the connection is closed.
-export function drain(req: Req, limit: number): Promise<void> {
-  return new Promise((resolve) => {
-    let n = 0;
-    req.on('data', (c: Buffer) => {
-      n += c.length;
-      if (n > limit) req.destroy();
-    });
-    req.on('end', () => resolve());
-    req.on('close', () => resolve());
-    req.on('error', () => resolve());
-  });
-}

@@ -14,6 +14,12 @@ cmake --build "$build" -j2
 # `npm ci` in the same folder).
 [ -d "$root/deploy/oidc/node_modules/oidc-provider" ] ||
   (cd "$root/deploy/oidc" && npm ci --no-audit --no-fund --silent)
+# The console (services/console): its packages once, then one build (types
+# generated from proto/, the gateway, the web app) before console_gateway_test
+# and the browser tests use it. No browser is downloaded (Debian's chromium).
+[ -d "$root/services/console/node_modules" ] ||
+  (cd "$root/services/console" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+(cd "$root/services/console" && npm run --silent build >/dev/null)
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
 export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"

@@ -130,12 +130,17 @@ async function readForm(req) {
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
+// Where the pages' forms may lead: the provider itself and, since a browser
+// applies form-action to the redirects that follow a form (Chromium does),
+// the origins of the registered redirect URIs the consent form ends at.
+let formAction = "'self'";
+
 function send(res, status, html) {
   res.writeHead(status, {
     'content-type': 'text/html; charset=utf-8',
     'cache-control': 'no-store',
     'x-frame-options': 'DENY',
-    'content-security-policy': "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+    'content-security-policy': `default-src 'none'; form-action ${formAction}; frame-ancestors 'none'`,
   });
   res.end(html);
 }
@@ -196,6 +201,7 @@ async function main() {
   const consoleRedirects = args.console_redirect_uri.length
     ? args.console_redirect_uri
     : ['http://localhost:8080/auth/callback'];
+  formAction = ["'self'", ...new Set(consoleRedirects.map((u) => new URL(u).origin))].join(' ');
 
   const provider = new Provider(issuer, {
     clients: [

@@ -1,14 +1,17 @@
 // Forwards every RPC of the four public services to the service itself, with
 // the caller's LabShare token. Connect does all protocol work (Connect JSON,
 // gRPC-Web and gRPC in, gRPC out); nothing here translates a message by hand.
+// A service's error passes through with its details (errors.ts/fromUpstream);
+// a failure to reach it becomes UNAVAILABLE with a fixed message.
 import type { ConnectRouter, HandlerContext } from '@connectrpc/connect';
-import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { Code, ConnectError, createClient, createContextKey } from '@connectrpc/connect';
 import type { Client, Transport } from '@connectrpc/connect';
 import type { DescMethod, DescService } from '@bufbuild/protobuf';
 import { InventoryService } from '../gen/labshare/inventory/v1/inventory_pb.js';
 import { BookingService } from '../gen/labshare/booking/v1/booking_pb.js';
 import { BillingService } from '../gen/labshare/billing/v1/billing_pb.js';
 import { UsageService } from '../gen/labshare/usage/v1/usage_pb.js';
+import { fromUpstream } from './errors.js';
 
 export const PUBLIC_SERVICES = {
   inventory: InventoryService,
@@ -22,46 +25,46 @@ export type ServiceName = keyof typeof PUBLIC_SERVICES;
 // (the service then answers UNAUTHENTICATED itself).
 export type TokenOf = (ctx: HandlerContext) => Promise<string | undefined> | string | undefined;
 
-function callOptions(ctx: HandlerContext, token: string | undefined) {
-  const headers = new Headers();
-  if (token) headers.set('authorization', `Bearer ${token}`);
-  const timeoutMs = ctx.timeoutMs();
-  return { headers, signal: ctx.signal, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
+// The token the gateway's interceptor (gateway.ts) resolved for this call.
+export const upstreamToken = createContextKey<string | undefined>(undefined, { description: 'upstream token' });
+export const tokenFromContext: TokenOf = (ctx) => ctx.values.get(upstreamToken);
+
+export interface ProxyOptions {
+  // The longest a call may wait for its service (the caller's own deadline,
+  // when shorter, wins). Server streams (exports) get ten times as long.
+  timeoutMs: number;
 }
 
-// An upstream error goes back as the service's code, message and details
-// only: its metadata holds the upstream gRPC response headers (content-type
-// application/grpc, grpc-status...), which would otherwise be copied onto
-// the Connect answer and make it unreadable to the browser.
-function rethrowClean(err: unknown): never {
-  const ce = ConnectError.from(err);
-  const out = new ConnectError(ce.rawMessage, ce.code, undefined, undefined, ce.cause);
-  out.details = ce.details;
-  throw out;
+function callOptions(ctx: HandlerContext, token: string | undefined, limitMs: number) {
+  const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const callerMs = ctx.timeoutMs();
+  const timeoutMs = callerMs !== undefined && callerMs < limitMs ? Math.max(1, callerMs) : limitMs;
+  return { headers, signal: ctx.signal, timeoutMs };
 }
 
-function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf) {
+function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf, opt: ProxyOptions) {
   const client = createClient(desc, transport) as unknown as Record<string, (...a: unknown[]) => unknown>;
   const impl: Record<string, unknown> = {};
   for (const method of desc.methods as DescMethod[]) {
     const call = client[method.localName];
     if (!call) continue;
+    const what = `${desc.typeName}/${method.name}`;
     switch (method.methodKind) {
       case 'unary':
         impl[method.localName] = async (req: unknown, ctx: HandlerContext) => {
           try {
-            return await call(req, callOptions(ctx, await tokenOf(ctx)));
+            return await call(req, callOptions(ctx, await tokenOf(ctx), opt.timeoutMs));
           } catch (err) {
-            rethrowClean(err);
+            throw fromUpstream(err, what);
           }
         };
         break;
       case 'server_streaming':
         impl[method.localName] = async function* (req: unknown, ctx: HandlerContext) {
           try {
-            yield* call(req, callOptions(ctx, await tokenOf(ctx))) as AsyncIterable<unknown>;
+            yield* call(req, callOptions(ctx, await tokenOf(ctx), opt.timeoutMs * 10)) as AsyncIterable<unknown>;
           } catch (err) {
-            rethrowClean(err);
+            throw fromUpstream(err, what);
           }
         };
         break;
@@ -77,10 +80,11 @@ function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf) {
 export function registerProxies(
   router: ConnectRouter,
   transports: Record<ServiceName, Transport>,
-  tokenOf: TokenOf,
+  tokenOf: TokenOf = tokenFromContext,
+  opt: ProxyOptions = { timeoutMs: 15_000 },
 ): void {
   for (const [name, desc] of Object.entries(PUBLIC_SERVICES) as [ServiceName, DescService][]) {
-    router.service(desc, forwarder(desc, transports[name], tokenOf) as never);
+    router.service(desc, forwarder(desc, transports[name], tokenOf, opt) as never);
   }
 }
 

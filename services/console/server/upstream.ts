@@ -2,19 +2,23 @@
 // mutual TLS (the console's certificate, the platform CA) unless the address
 // is loopback and no certificate was given. Plaintext off loopback is refused,
 // as in the C++ services (PLAINTEXT_REFUSED).
+//
+// Each transport keeps one HTTP/2 session (Http2SessionManager) to its
+// service and multiplexes every call on it; the session is opened on the
+// first call, pinged while idle and closed by close() at shutdown.
 import fs from 'node:fs';
 import type { Transport } from '@connectrpc/connect';
-import { createGrpcTransport } from '@connectrpc/connect-node';
+import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 
 export interface TlsFiles {
-  ca?: string;
-  cert?: string;
-  key?: string;
+  ca?: string | undefined;
+  cert?: string | undefined;
+  key?: string | undefined;
 }
 
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || /^127\./.test(h);
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
 export function hostOf(address: string): string {
@@ -23,20 +27,33 @@ export function hostOf(address: string): string {
   return m[1];
 }
 
-export function upstreamTransport(address: string, tls: TlsFiles): Transport {
+export interface Upstream {
+  transport: Transport;
+  close(): void;
+}
+
+export function upstreamTransport(address: string, tls: TlsFiles): Upstream {
   const host = hostOf(address);
+  let baseUrl: string;
+  let nodeOptions: Record<string, unknown> = {};
   if (!tls.ca) {
     if (!isLoopbackHost(host)) {
       throw new Error(`PLAINTEXT_REFUSED: ${address} is not loopback; give --tls_ca (and the console's --tls_cert/--tls_key)`);
     }
-    return createGrpcTransport({ baseUrl: `http://${address}` });
-  }
-  return createGrpcTransport({
-    baseUrl: `https://${address}`,
-    nodeOptions: {
+    baseUrl = `http://${address}`;
+  } else {
+    baseUrl = `https://${address}`;
+    nodeOptions = {
       ca: fs.readFileSync(tls.ca),
       ...(tls.cert ? { cert: fs.readFileSync(tls.cert) } : {}),
       ...(tls.key ? { key: fs.readFileSync(tls.key) } : {}),
-    },
-  });
+    };
+  }
+  const sessionManager = new Http2SessionManager(
+    baseUrl,
+    { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, idleConnectionTimeoutMs: 15 * 60_000 },
+    nodeOptions,
+  );
+  const transport = createGrpcTransport({ baseUrl, sessionManager });
+  return { transport, close: () => sessionManager.abort() };
 }

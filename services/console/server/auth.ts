@@ -1,0 +1,341 @@
+// Who a call is for, and the sign-in endpoints.
+//
+// A call carries either
+//   - "Authorization: Bearer <LabShare access token>" (scripts, `labshare
+//     login`): forwarded as is, no CSRF check (a browser never sends it by
+//     itself), or
+//   - the session cookie (the console in a browser): the session's access
+//     token is forwarded, renewed with RefreshToken shortly before it
+//     expires (one refresh per session at a time). Every non-GET/HEAD call
+//     must carry the session's CSRF token in "x-csrf-token", and an Origin,
+//     when the browser sends one, equal to --public_url's.
+//   - neither: forwarded without a token; the service answers
+//     UNAUTHENTICATED itself.
+//
+// Sign-in: /auth/login -> the provider (code flow, PKCE S256, state, nonce)
+// -> /auth/callback -> IdentityService.ExchangeToken (the provider's ID token
+// for LabShare tokens) -> a session. /auth/logout revokes the refresh token.
+import crypto from 'node:crypto';
+import { Code, ConnectError, type Client } from '@connectrpc/connect';
+import { timestampMs } from '@bufbuild/protobuf/wkt';
+import type { IdentityService, TokenResponse } from '../gen/labshare/identity/v1/identity_pb.js';
+import { Role } from '../gen/labshare/type/v1/types_pb.js';
+import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
+import type { Config } from './flags.js';
+import { connectErrorBody, consoleError, describe, fromUpstream, isServiceStatus, logLine } from './errors.js';
+import {
+  clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, sendText, SESSION_COOKIE, setCookie,
+  type Req, type Res,
+} from './http-util.js';
+import { isLoopbackHost } from './upstream.js';
+import { AuthorizationResponseError, Oidc, randomCodeVerifier, randomNonce, randomState } from './oidc.js';
+import { PendingLogins, sameSecret, SessionStore, type Session, type Tokens } from './sessions.js';
+
+export interface Caller {
+  kind: 'bearer' | 'session' | 'anonymous';
+  rateKey: string;
+  token?: string;
+  session?: Session;
+}
+
+// A same-app hash route: "#/", "#/bookings", "#/instruments/sem-1?week=2027-03-01".
+const RETURN_TO = /^#\/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]{0,500}$/;
+export function validReturnTo(v: string): boolean {
+  return RETURN_TO.test(v);
+}
+
+const BEARER = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)$/i;
+
+interface Claims { sub?: unknown; org?: unknown; roles?: unknown; exp?: unknown; name?: unknown }
+function decodeClaims(token: string): Claims | undefined {
+  try {
+    const c = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as Claims;
+    return c && typeof c.sub === 'string' ? c : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isNetworkError(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, ++depth) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && /^(E[A-Z_]+|UND_ERR.*|ERR_TLS.*|UNABLE_TO.*|DEPTH_ZERO.*|SELF_SIGNED.*|CERT_.*)$/.test(code)) return true;
+    const msg = (e as { message?: unknown }).message;
+    if (typeof msg === 'string' && /fetch failed|no answer from|socket hang up|timed? ?out/i.test(msg)) return true;
+  }
+  return false;
+}
+
+export class Auth {
+  readonly sessions: SessionStore;
+  readonly pending: PendingLogins;
+  private readonly origin: string;
+  get publicOrigin(): string {
+    return this.origin;
+  }
+  private readonly redirectUri: string;
+  readonly oidc: Oidc | undefined;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly identity: Client<typeof IdentityService>,
+    private readonly now: () => number,
+  ) {
+    this.origin = cfg.publicUrl.origin;
+    this.redirectUri = new URL('/auth/callback', cfg.publicUrl).href;
+    this.oidc = cfg.oidc
+      ? new Oidc({ issuer: cfg.oidc.issuer, clientId: cfg.oidc.clientId, caFile: cfg.oidc.caFile, redirectUri: this.redirectUri })
+      : undefined;
+    this.sessions = new SessionStore(now, cfg.sessionIdleTimeoutMs, cfg.maxSessions, (s) => {
+      if (!s.revoked) void this.revoke(s);
+    });
+    this.pending = new PendingLogins(now);
+  }
+
+  // --------------------------------------------------------------- calls
+
+  // Who the call is for; throws the gateway's refusal (session ended, CSRF).
+  identify(header: Headers, requestMethod: string, peer: string): Caller {
+    const authz = header.get('authorization');
+    if (authz) {
+      const m = BEARER.exec(authz);
+      if (m && m[1]) {
+        const digest = crypto.createHash('sha256').update(m[1]).digest('base64url').slice(0, 22);
+        return { kind: 'bearer', token: m[1], rateKey: `b:${digest}` };
+      }
+    }
+    const id = parseCookies(header.get('cookie')).get(SESSION_COOKIE);
+    if (!id) return { kind: 'anonymous', rateKey: `ip:${peer}` };
+    const { session } = this.sessions.lookup(id);
+    if (!session) throw sessionEnded();
+    if (requestMethod !== 'GET' && requestMethod !== 'HEAD') this.checkCsrf(header, session);
+    return { kind: 'session', session, rateKey: `s:${session.id}` };
+  }
+
+  checkCsrf(header: Headers, session: Session): void {
+    const origin = header.get('origin');
+    if (origin !== null && origin !== this.origin) {
+      throw consoleError(Code.PermissionDenied, 'CSRF_TOKEN_INVALID',
+        'the request comes from another site (Origin does not match the console)', { origin });
+    }
+    const token = header.get('x-csrf-token');
+    if (!token || !sameSecret(token, session.csrfToken)) {
+      throw consoleError(Code.PermissionDenied, 'CSRF_TOKEN_INVALID',
+        token ? 'the x-csrf-token header does not match this session' : 'the x-csrf-token header is missing');
+    }
+  }
+
+  // The session's access token, renewed when it expires within
+  // --refresh_margin. Concurrent calls share one RefreshToken call.
+  async accessToken(s: Session): Promise<string> {
+    this.sessions.touch(s);
+    if (this.now() < s.accessExpiresAt - this.cfg.refreshMarginMs) return s.accessToken;
+    s.refreshing ??= this.refresh(s).finally(() => {
+      s.refreshing = undefined;
+    });
+    await s.refreshing;
+    if (s.ended) throw sessionEnded();
+    return s.accessToken;
+  }
+
+  private async refresh(s: Session): Promise<void> {
+    let r: TokenResponse;
+    try {
+      r = await this.identity.refreshToken({ refreshToken: s.refreshToken }, { timeoutMs: this.cfg.upstreamTimeoutMs });
+    } catch (err) {
+      if (err instanceof ConnectError && isServiceStatus(err)) {
+        // Refused (expired, reused, revoked, user disabled): the session is over.
+        const reason = err.findDetails(ErrorInfoSchema)[0]?.reason ?? Code[err.code];
+        s.revoked = true;
+        this.sessions.end(s);
+        logLine({ level: 'info', msg: 'session ended at refresh', reason });
+        throw sessionEnded(reason);
+      }
+      const safe = fromUpstream(err, 'labshare.identity.v1.IdentityService/RefreshToken');
+      if (this.now() < s.accessExpiresAt) return; // the current token still works; retry next call
+      throw safe;
+    }
+    Object.assign(s, this.tokensOf(r));
+  }
+
+  private async revoke(s: Session): Promise<void> {
+    s.revoked = true;
+    try {
+      await this.identity.revokeToken({ refreshToken: s.refreshToken }, { timeoutMs: this.cfg.upstreamTimeoutMs });
+    } catch (err) {
+      logLine({ level: 'warn', msg: 'RevokeToken failed', error: describe(err) });
+    }
+  }
+
+  // Times from the answer's relative lifetimes: the services may run on a
+  // demo clock, this machine's clock decides here.
+  tokensOf(r: TokenResponse): Tokens {
+    const t = this.now();
+    const accessMs = Number(r.expiresIn) * 1000;
+    let refreshMs = accessMs;
+    if (r.refreshExpireTime && r.expireTime) {
+      refreshMs = accessMs + (timestampMs(r.refreshExpireTime) - timestampMs(r.expireTime));
+    }
+    const u = r.user;
+    return {
+      accessToken: r.accessToken,
+      accessExpiresAt: t + accessMs,
+      refreshToken: r.refreshToken,
+      refreshExpiresAt: t + Math.max(refreshMs, accessMs),
+      user: {
+        name: u?.name ?? '',
+        displayName: u?.displayName || u?.name || '',
+        organization: u?.organization ?? '',
+        roles: (u?.roles ?? []).map((x) => Role[x] ?? String(x)).filter((x) => x !== 'ROLE_UNSPECIFIED'),
+      },
+    };
+  }
+
+  // ------------------------------------------------------------ endpoints
+
+  async login(req: Req, res: Res, url: URL): Promise<void> {
+    if (!this.oidc) {
+      sendText(res, 503, 'Sign-in is not configured on this console (no --oidc_issuer).\n');
+      return;
+    }
+    // Opened on this machine under another name (localhost for 127.0.0.1):
+    // sign in under the public URL, where the provider sends the person back
+    // and the cookies live. (Only between loopback names: behind a proxy that
+    // rewrites Host this would loop.)
+    const host = req.headers.host;
+    if (host && host !== this.cfg.publicUrl.host && isLoopbackHost(hostPart(host)) && isLoopbackHost(this.cfg.publicUrl.hostname)) {
+      redirect(res, new URL(`/auth/login${url.search}`, this.cfg.publicUrl).href);
+      return;
+    }
+    const returnTo = url.searchParams.get('return_to') ?? '#/';
+    if (!validReturnTo(returnTo)) {
+      sendText(res, 400, 'return_to must be a page of this console, like #/ or #/bookings.\n');
+      return;
+    }
+    const p = this.pending.add({ state: randomState(), nonce: randomNonce(), codeVerifier: randomCodeVerifier(), returnTo });
+    let to: URL;
+    try {
+      to = await this.oidc.authorizationUrl(p);
+    } catch (err) {
+      logLine({ level: 'error', msg: 'sign-in: provider discovery failed', error: describe(err) });
+      this.pending.take(p.id);
+      redirect(res, signinError('PROVIDER_UNAVAILABLE'));
+      return;
+    }
+    const maxAge = Math.floor(this.pending.ttlMs / 1000);
+    redirect(res, to.href, { 'set-cookie': setCookie(LOGIN_COOKIE, p.id, 'Lax', maxAge) });
+  }
+
+  async callback(req: Req, res: Res, url: URL): Promise<void> {
+    const clear = clearCookie(LOGIN_COOKIE, 'Lax');
+    const fail = (code: string) => redirect(res, signinError(code), { 'set-cookie': clear });
+    const p = this.pending.take(parseCookies(req.headers.cookie).get(LOGIN_COOKIE));
+    if (!p || !this.oidc) {
+      fail('SIGN_IN_EXPIRED');
+      return;
+    }
+    let idToken: string;
+    try {
+      idToken = await this.oidc.finish(new URL(`/auth/callback${url.search}`, this.cfg.publicUrl), p);
+    } catch (err) {
+      let code = 'SIGN_IN_FAILED';
+      if (err instanceof AuthorizationResponseError) code = err.error === 'access_denied' ? 'ACCESS_DENIED' : 'PROVIDER_ERROR';
+      else if (isNetworkError(err)) code = 'PROVIDER_UNAVAILABLE';
+      logLine({ level: code === 'ACCESS_DENIED' ? 'info' : 'error', msg: 'sign-in: code exchange failed', signin_error: code, error: describe(err) });
+      fail(code);
+      return;
+    }
+    let r: TokenResponse;
+    try {
+      r = await this.identity.exchangeToken({ idToken }, { timeoutMs: this.cfg.upstreamTimeoutMs });
+    } catch (err) {
+      let code = 'SERVICE_UNAVAILABLE';
+      if (err instanceof ConnectError && isServiceStatus(err)) {
+        code = err.findDetails(ErrorInfoSchema)[0]?.reason || Code[err.code].replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
+        logLine({ level: 'info', msg: 'sign-in refused by the identity service', signin_error: code, message: err.rawMessage });
+      } else {
+        fromUpstream(err, 'labshare.identity.v1.IdentityService/ExchangeToken'); // logs it
+      }
+      fail(code);
+      return;
+    }
+    const s = this.sessions.create(this.tokensOf(r));
+    logLine({ level: 'info', msg: 'signed in', user: s.user.name });
+    redirect(res, `/${p.returnTo}`, { 'set-cookie': [clear, setCookie(SESSION_COOKIE, s.id, 'Strict')] });
+  }
+
+  async logout(req: Req, res: Res, header: Headers): Promise<void> {
+    const gone = { 'set-cookie': clearCookie(SESSION_COOKIE, 'Strict') };
+    const { session } = this.sessions.lookup(parseCookies(header.get('cookie')).get(SESSION_COOKIE));
+    if (session) {
+      try {
+        this.checkCsrf(header, session);
+      } catch (err) {
+        const { status, body } = connectErrorBody(err as ConnectError);
+        res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        res.end(body);
+        return;
+      }
+      await this.revoke(session);
+      this.sessions.end(session);
+      logLine({ level: 'info', msg: 'signed out', user: session.user.name });
+    }
+    sendJson(res, 200, { signedIn: false, roles: [] }, gone);
+  }
+
+  session(req: Req, res: Res, header: Headers): void {
+    const authz = header.get('authorization');
+    const m = authz ? BEARER.exec(authz) : null;
+    if (m && m[1]) {
+      // A script's bearer token: its claims, read for display only (the
+      // services verify the token on every call).
+      const c = decodeClaims(m[1]);
+      if (!c) {
+        sendJson(res, 200, { signedIn: false, roles: [] });
+        return;
+      }
+      const roles = Array.isArray(c.roles) ? c.roles.filter((r): r is string => typeof r === 'string').map((r) => r.toUpperCase()) : [];
+      sendJson(res, 200, {
+        signedIn: true,
+        user: `users/${String(c.sub)}`,
+        displayName: typeof c.name === 'string' ? c.name : String(c.sub),
+        ...(typeof c.org === 'string' ? { organization: `organizations/${c.org}` } : {}),
+        roles,
+        ...(typeof c.exp === 'number' ? { expiresAt: new Date(c.exp * 1000).toISOString() } : {}),
+      });
+      return;
+    }
+    const id = parseCookies(header.get('cookie')).get(SESSION_COOKIE);
+    const { session } = this.sessions.lookup(id);
+    if (!session) {
+      sendJson(res, 200, { signedIn: false, roles: [] }, id ? { 'set-cookie': clearCookie(SESSION_COOKIE, 'Strict') } : {});
+      return;
+    }
+    this.sessions.touch(session);
+    const ends = Math.min(session.refreshExpiresAt, session.lastSeen + this.cfg.sessionIdleTimeoutMs);
+    sendJson(res, 200, {
+      signedIn: true,
+      user: session.user.name,
+      displayName: session.user.displayName,
+      organization: session.user.organization,
+      roles: session.user.roles,
+      csrfToken: session.csrfToken,
+      expiresAt: new Date(ends).toISOString(),
+    });
+  }
+}
+
+function hostPart(hostHeader: string): string {
+  const m = /^\[([^\]]+)\](?::\d+)?$/.exec(hostHeader) ?? /^([^:]+)(?::\d+)?$/.exec(hostHeader);
+  return m?.[1] ?? hostHeader;
+}
+
+export function sessionEnded(cause?: string): ConnectError {
+  // The cookie goes with it (a Connect error's metadata are response headers).
+  return consoleError(Code.Unauthenticated, 'SESSION_EXPIRED', 'your session has ended; sign in again',
+    cause ? { cause } : {}, [], { 'set-cookie': clearCookie(SESSION_COOKIE, 'Strict') });
+}
+
+export function signinError(code: string): string {
+  return `/#/?signin_error=${encodeURIComponent(code)}`;
+}

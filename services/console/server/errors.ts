@@ -1,0 +1,156 @@
+// What the gateway answers when something fails, and what it never says.
+//
+// - An error a service answered (a gRPC status in its trailers) passes
+//   through unchanged: code, message, ErrorInfo and the other details. That
+//   is the contract of the HTTP API.
+// - The gateway's own refusals carry an ErrorInfo in the domain
+//   "console.labshare" (CSRF_TOKEN_INVALID, RATE_LIMITED, SESSION_EXPIRED, ...).
+// - Anything else (a service that cannot be reached, a broken connection, a
+//   bug here) becomes UNAVAILABLE or INTERNAL with a fixed sentence; the real
+//   error goes to stderr only.
+import { create, fromBinary, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
+import { DurationSchema } from '@bufbuild/protobuf/wkt';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { errorToJsonBytes } from '@connectrpc/connect/protocol-connect';
+import { codeToHttpStatus } from '@connectrpc/connect/protocol-connect';
+import * as rpcDetails from '../gen/google/rpc/error_details_pb.js';
+import { ErrorInfoSchema, RetryInfoSchema } from '../gen/google/rpc/error_details_pb.js';
+
+export const DOMAIN = 'console.labshare';
+
+export const MESSAGES = {
+  unavailable: 'the service is unavailable; try again shortly',
+  internal: 'internal error',
+  deadline: 'the service did not answer in time',
+  canceled: 'the call was canceled',
+} as const;
+
+type Detail = { desc: DescMessage; value: MessageInitShape<DescMessage> };
+
+export function consoleError(
+  code: Code,
+  reason: string,
+  message: string,
+  metadata: Record<string, string> = {},
+  extra: Detail[] = [],
+  headers?: HeadersInit,
+): ConnectError {
+  const details: Detail[] = [
+    { desc: ErrorInfoSchema, value: { reason, domain: DOMAIN, metadata } },
+    ...extra,
+  ];
+  return markSafe(new ConnectError(message, code, headers, details as never));
+}
+
+export function rateLimited(retryAfterMs: number): ConnectError {
+  const seconds = Math.floor(retryAfterMs / 1000);
+  const nanos = Math.round((retryAfterMs % 1000) * 1e6);
+  const retry = create(RetryInfoSchema, { retryDelay: create(DurationSchema, { seconds: BigInt(seconds), nanos }) });
+  return consoleError(
+    Code.ResourceExhausted,
+    'RATE_LIMITED',
+    'too many requests; slow down and retry after the delay given',
+    { retry_after_ms: String(Math.ceil(retryAfterMs)) },
+    [{ desc: RetryInfoSchema, value: retry }],
+    { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
+  );
+}
+
+let logSink: (line: string) => void = (line) => process.stderr.write(line + '\n');
+export function setLogSink(f: (line: string) => void): void {
+  logSink = f;
+}
+export function logLine(fields: Record<string, unknown>): void {
+  logSink(JSON.stringify({ ts: new Date().toISOString(), ...fields }));
+}
+
+// True when the error is a status the service itself answered: connect's
+// gRPC client builds those from grpc-status in the trailers (or headers of a
+// trailers-only answer) and keeps those headers as the error's metadata.
+export function isServiceStatus(err: ConnectError): boolean {
+  return err.metadata.has('grpc-status');
+}
+
+// An error from calling a service, made safe to answer to the caller.
+export function fromUpstream(err: unknown, what: string): ConnectError {
+  if (err instanceof ConnectError) {
+    if (isServiceStatus(err)) {
+      // The service's answer, details included; its transport headers stay here.
+      return markSafe(new ConnectError(err.rawMessage, err.code, undefined, readableDetails(err.details) as never));
+    }
+    switch (err.code) {
+      case Code.DeadlineExceeded:
+        return markSafe(new ConnectError(MESSAGES.deadline, Code.DeadlineExceeded));
+      case Code.Canceled:
+        return markSafe(new ConnectError(MESSAGES.canceled, Code.Canceled));
+      default:
+        break;
+    }
+  }
+  logLine({ level: 'error', msg: 'upstream call failed', call: what, error: describe(err) });
+  return markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
+}
+
+// The standard google.rpc details by type name. A service's details are
+// re-sent decoded, so that the Connect JSON error carries their JSON form
+// ("debug") next to the binary value: a script reads the reason without
+// protobuf. DebugInfo (stack entries) never leaves the gateway.
+const KNOWN_DETAILS = new Map<string, DescMessage>(
+  (Object.values(rpcDetails) as unknown[])
+    .filter((v): v is DescMessage => typeof v === 'object' && v !== null && (v as { kind?: string }).kind === 'message')
+    .map((d) => [d.typeName, d] as const),
+);
+
+function readableDetails(details: ConnectError['details']): unknown[] {
+  const out: unknown[] = [];
+  for (const d of details) {
+    if ('desc' in d) {
+      out.push(d);
+      continue;
+    }
+    if (d.type === 'google.rpc.DebugInfo') continue;
+    const desc = KNOWN_DETAILS.get(d.type);
+    if (!desc) {
+      out.push(d);
+      continue;
+    }
+    try {
+      out.push({ desc, value: fromBinary(desc, d.value) });
+    } catch {
+      out.push(d);
+    }
+  }
+  return out;
+}
+
+// The last line: whatever is thrown inside the gateway, the caller sees only
+// a ConnectError the gateway made on purpose.
+export function sanitize(err: unknown, what: string): ConnectError {
+  if (err instanceof ConnectError && (err as { [SAFE]?: true })[SAFE]) return err;
+  // Connect's own refusals of a request (bad JSON, unknown field, size
+  // limits) describe the caller's request and are safe to answer.
+  if (err instanceof ConnectError && err.code !== Code.Internal && err.code !== Code.Unknown) return err;
+  logLine({ level: 'error', msg: 'internal error', call: what, error: describe(err) });
+  return new ConnectError(MESSAGES.internal, Code.Internal);
+}
+
+const SAFE = Symbol('safe');
+export function markSafe<E extends ConnectError>(e: E): E {
+  (e as { [SAFE]?: true })[SAFE] = true;
+  return e;
+}
+
+export function describe(err: unknown): string {
+  if (err instanceof ConnectError) {
+    const cause = err.cause instanceof Error ? ` (cause: ${err.cause.message})` : '';
+    return `ConnectError ${Code[err.code]}: ${err.rawMessage}${cause}`;
+  }
+  if (err instanceof Error) return `${err.name}: ${err.message}${err.stack ? `\n${err.stack}` : ''}`;
+  return String(err);
+}
+
+// A Connect error answered outside the RPC router (e.g. POST /auth/logout):
+// the Connect protocol's JSON error body and HTTP status.
+export function connectErrorBody(err: ConnectError): { status: number; body: Uint8Array } {
+  return { status: codeToHttpStatus(err.code), body: errorToJsonBytes(err, {}) };
+}

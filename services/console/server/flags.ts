@@ -1,0 +1,186 @@
+// The gateway's flags (--name=value), checked once at start: a bad flag is a
+// readable error and exit code 2, never a surprise later.
+import fs from 'node:fs';
+import { isLoopbackHost } from './upstream.js';
+
+export interface Config {
+  listen: { host: string; port: number };
+  publicUrl: URL;                  // what browsers type; origin for CSRF, redirect URI base
+  upstreams: { inventory: string; booking: string; billing: string; usage: string };
+  tls: { ca?: string; cert?: string; key?: string };       // upstream mTLS (client side)
+  https?: { cert: string; key: string };                   // serving HTTPS
+  oidc?: { issuer: URL; clientId: string; caFile?: string };
+  webRoot: string;
+  bodyLimitBytes: number;
+  upstreamTimeoutMs: number;
+  refreshMarginMs: number;
+  sessionIdleTimeoutMs: number;
+  maxSessions: number;
+  rateLimit: { perSecond: number; burst: number };         // perSecond 0: off
+  accessLogSample: number;                                 // 0..1 of successful calls logged
+  shutdownGraceMs: number;
+}
+
+export class FlagError extends Error {}
+
+export const USAGE = `usage: node dist/server/main.js --listen=HOST:PORT --public_url=URL
+    --inventory=HOST:PORT --booking=HOST:PORT --billing=HOST:PORT --usage=HOST:PORT
+    [--tls_ca=PEM --tls_cert=PEM --tls_key=PEM]          upstream mutual TLS (the console's certificate)
+    [--https_cert=PEM --https_key=PEM]                   serve HTTPS (plain HTTP only on loopback)
+    [--oidc_issuer=URL --oidc_client_id=labshare-console [--oidc_ca_file=PEM]]
+    [--web_root=DIR] [--body_limit=1MiB] [--upstream_timeout=15s]
+    [--session_idle_timeout=30m] [--refresh_margin=60s] [--max_sessions=100000]
+    [--rate_limit_rps=20] [--rate_limit_burst=60] [--access_log_sample=1]
+    [--shutdown_grace=10s]`;
+
+const KNOWN = new Set([
+  'listen', 'public_url', 'inventory', 'booking', 'billing', 'usage', 'tls_ca', 'tls_cert', 'tls_key',
+  'https_cert', 'https_key', 'oidc_issuer', 'oidc_client_id', 'oidc_ca_file', 'web_root', 'body_limit',
+  'upstream_timeout', 'session_idle_timeout', 'refresh_margin', 'max_sessions', 'rate_limit_rps',
+  'rate_limit_burst', 'access_log_sample', 'shutdown_grace',
+]);
+
+export function parseFlags(argv: string[]): Map<string, string> {
+  const flags = new Map<string, string>();
+  for (const a of argv) {
+    const m = /^--([a-z_]+)=(.*)$/s.exec(a);
+    if (!m || !m[1]) throw new FlagError(`unknown argument "${a}" (flags are --name=value)`);
+    if (!KNOWN.has(m[1])) throw new FlagError(`unknown flag --${m[1]}`);
+    flags.set(m[1], m[2] ?? '');
+  }
+  return flags;
+}
+
+// "250ms", "15s", "30m", "12h", or a plain number of seconds.
+export function parseDurationMs(name: string, v: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
+  if (!m || !m[1]) throw new FlagError(`--${name}: want a duration like 250ms, 15s, 30m or 12h, got "${v}"`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? 's';
+  return Math.round(n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit]!);
+}
+
+// "1048576", "512KiB", "1MiB", "2MB" (MB = MiB here; nobody means 10^6).
+export function parseBytes(name: string, v: string): number {
+  const m = /^(\d+)\s*(B|KB|KiB|MB|MiB)?$/i.exec(v.trim());
+  if (!m || !m[1]) throw new FlagError(`--${name}: want a size like 1048576, 512KiB or 1MiB, got "${v}"`);
+  const unit = (m[2] ?? 'B').toLowerCase();
+  const mult = unit === 'b' ? 1 : unit.startsWith('k') ? 1024 : 1024 * 1024;
+  return Number(m[1]) * mult;
+}
+
+function parseNumber(name: string, v: string, min: number, max: number): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
+    throw new FlagError(`--${name}: want a number from ${min} to ${max}, got "${v}"`);
+  }
+  return n;
+}
+
+export function splitHostPort(name: string, v: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
+  const host = m?.[1] ?? m?.[2];
+  if (!m || !host || Number(m[3]) > 65535) throw new FlagError(`--${name}: want HOST:PORT, got "${v}"`);
+  return { host, port: Number(m[3]) };
+}
+
+function readable(name: string, file: string): string {
+  try {
+    fs.accessSync(file, fs.constants.R_OK);
+  } catch {
+    throw new FlagError(`--${name}: cannot read ${file}`);
+  }
+  return file;
+}
+
+export function configFromFlags(flags: Map<string, string>, defaultWebRoot: string): Config {
+  const need = (k: string): string => {
+    const v = flags.get(k);
+    if (!v) throw new FlagError(`--${k} is required`);
+    return v;
+  };
+  const opt = (k: string): string | undefined => flags.get(k) || undefined;
+
+  const listen = splitHostPort('listen', need('listen'));
+  const httpsCert = opt('https_cert');
+  const httpsKey = opt('https_key');
+  if (!!httpsCert !== !!httpsKey) throw new FlagError('--https_cert and --https_key go together');
+  if (!httpsCert && !isLoopbackHost(listen.host)) {
+    throw new FlagError(
+      `PLAINTEXT_REFUSED: plain HTTP is served on loopback only; give --https_cert and --https_key to listen on ${listen.host}`,
+    );
+  }
+  const hostInUrl = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  const publicUrlText = opt('public_url') ?? `${httpsCert ? 'https' : 'http'}://${hostInUrl}:${listen.port}`;
+  let publicUrl: URL;
+  try {
+    publicUrl = new URL(publicUrlText);
+  } catch {
+    throw new FlagError(`--public_url: not a URL: "${publicUrlText}"`);
+  }
+  if (publicUrl.protocol !== 'https:' && !(publicUrl.protocol === 'http:' && isLoopbackHost(publicUrl.hostname))) {
+    throw new FlagError(`--public_url: must be https:// (http:// only for a loopback address), got "${publicUrlText}"`);
+  }
+  if (publicUrl.pathname !== '/' || publicUrl.search || publicUrl.hash) {
+    throw new FlagError(`--public_url: the console is served at the root of its origin; want e.g. https://console.example.org, got "${publicUrlText}"`);
+  }
+
+  const upstreams = {
+    inventory: need('inventory'), booking: need('booking'), billing: need('billing'), usage: need('usage'),
+  };
+  for (const [k, v] of Object.entries(upstreams)) splitHostPort(k, v);
+
+  const tls = { ca: opt('tls_ca'), cert: opt('tls_cert'), key: opt('tls_key') };
+  if (!!tls.cert !== !!tls.key) throw new FlagError('--tls_cert and --tls_key go together');
+  if (tls.cert && !tls.ca) throw new FlagError('--tls_cert needs --tls_ca (the CA of the services)');
+  for (const [k, v] of Object.entries(tls)) if (v) readable(`tls_${k}`, v);
+  if (httpsCert) readable('https_cert', httpsCert);
+  if (httpsKey) readable('https_key', httpsKey);
+
+  let oidc: Config['oidc'];
+  const issuer = opt('oidc_issuer');
+  if (issuer) {
+    let u: URL;
+    try {
+      u = new URL(issuer);
+    } catch {
+      throw new FlagError(`--oidc_issuer: not a URL: "${issuer}"`);
+    }
+    if (u.protocol !== 'https:' && !(u.protocol === 'http:' && isLoopbackHost(u.hostname))) {
+      throw new FlagError(`--oidc_issuer: must be https:// (http:// only on loopback), got "${issuer}"`);
+    }
+    const caFile = opt('oidc_ca_file');
+    if (caFile) readable('oidc_ca_file', caFile);
+    oidc = { issuer: u, clientId: opt('oidc_client_id') ?? 'labshare-console', ...(caFile ? { caFile } : {}) };
+  }
+
+  const bodyLimitBytes = parseBytes('body_limit', opt('body_limit') ?? '1MiB');
+  if (bodyLimitBytes < 1024 || bodyLimitBytes > 64 * 1024 * 1024) {
+    throw new FlagError('--body_limit: from 1KiB to 64MiB');
+  }
+  const duration = (k: string, d: string, min: number) => {
+    const ms = parseDurationMs(k, opt(k) ?? d);
+    if (ms < min) throw new FlagError(`--${k}: at least ${min} ms`);
+    return ms;
+  };
+  return {
+    listen,
+    publicUrl,
+    upstreams,
+    tls,
+    ...(httpsCert && httpsKey ? { https: { cert: httpsCert, key: httpsKey } } : {}),
+    ...(oidc ? { oidc } : {}),
+    webRoot: opt('web_root') ?? defaultWebRoot,
+    bodyLimitBytes,
+    upstreamTimeoutMs: duration('upstream_timeout', '15s', 1),
+    refreshMarginMs: duration('refresh_margin', '60s', 0),
+    sessionIdleTimeoutMs: duration('session_idle_timeout', '30m', 1000),
+    maxSessions: parseNumber('max_sessions', opt('max_sessions') ?? '100000', 1, 10_000_000),
+    rateLimit: {
+      perSecond: parseNumber('rate_limit_rps', opt('rate_limit_rps') ?? '20', 0, 1e6),
+      burst: parseNumber('rate_limit_burst', opt('rate_limit_burst') ?? '60', 1, 1e7),
+    },
+    accessLogSample: parseNumber('access_log_sample', opt('access_log_sample') ?? '1', 0, 1),
+    shutdownGraceMs: duration('shutdown_grace', '10s', 0),
+  };
+}

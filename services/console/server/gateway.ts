@@ -1,0 +1,340 @@
+// The gateway as a request handler: routes, the RPC guard (who, CSRF, rate
+// limit, errors, access log) and the listening server with its graceful
+// stop. main.ts reads the flags and starts it; the tests start it in-process.
+import http from 'node:http';
+import http2 from 'node:http2';
+import fs from 'node:fs';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { Code, ConnectError, createClient, createContextKey, createContextValues, type Interceptor, type Transport } from '@connectrpc/connect';
+import { connectNodeAdapter } from '@connectrpc/connect-node';
+import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
+import { IdentityService } from '../gen/labshare/identity/v1/identity_pb.js';
+import { Auth } from './auth.js';
+import { logLine, rateLimited, sanitize } from './errors.js';
+import type { Config } from './flags.js';
+import { clientAddress, headersOf, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
+import { PUBLIC_SERVICES, registerProxies, upstreamToken, type ServiceName } from './proxy.js';
+import { RateLimiter } from './ratelimit.js';
+import { StaticFiles } from './static.js';
+import { upstreamTransport, type Upstream } from './upstream.js';
+
+export interface GatewayDeps {
+  now?: () => number;                                     // tests move time
+  transports?: Partial<Record<ServiceName, Transport>>;   // tests: stub services
+  random?: () => number;                                  // access-log sampling
+}
+
+export interface Gateway {
+  handle(req: Req, res: Res): void;
+  auth: Auth;
+  limiter: RateLimiter;
+  readiness(): Promise<{ ready: boolean; services: Record<string, string> }>;
+  close(): void;
+}
+
+const peerKey = createContextKey<string>('unknown', { description: 'client address' });
+const callLog = createContextKey<{ logged: boolean }>({ logged: false }, { description: 'access log state' });
+
+const LOG = Symbol('access log state');
+// The Connect protocol's HTTP statuses, back to the likeliest code (for the
+// access log of calls refused before a method ran).
+const HTTP_CODE: Record<number, string> = {
+  400: 'invalid_argument', 401: 'unauthenticated', 403: 'permission_denied', 404: 'unimplemented',
+  408: 'deadline_exceeded', 409: 'aborted', 412: 'failed_precondition', 413: 'resource_exhausted',
+  415: 'internal', 429: 'resource_exhausted', 499: 'canceled', 500: 'internal', 501: 'unimplemented',
+  503: 'unavailable', 504: 'deadline_exceeded',
+};
+const codeName = (c: Code) => Code[c].replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase();
+
+export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
+  const now = deps.now ?? Date.now;
+  const random = deps.random ?? Math.random;
+  const owned: Upstream[] = [];
+  const transports = {} as Record<ServiceName, Transport>;
+  for (const name of Object.keys(PUBLIC_SERVICES) as ServiceName[]) {
+    const given = deps.transports?.[name];
+    if (given) transports[name] = given;
+    else {
+      const u = upstreamTransport(cfg.upstreams[name], cfg.tls);
+      owned.push(u);
+      transports[name] = u.transport;
+    }
+  }
+  // IdentityService lives in labshare-inventory: the same connection.
+  const identity = createClient(IdentityService, transports.inventory);
+  const auth = new Auth(cfg, identity, now);
+  const limiter = new RateLimiter(cfg.rateLimit.perSecond, cfg.rateLimit.burst, now);
+  const files = new StaticFiles(cfg.webRoot);
+  const https = !!cfg.https;
+
+  const access = (method: string, code: string, ms: number, kind: string, fields: Record<string, unknown> = {}) => {
+    if (code === 'ok' && !(cfg.accessLogSample >= 1 || random() < cfg.accessLogSample)) return;
+    logLine({ level: code === 'ok' ? 'info' : 'warn', msg: 'rpc', method, code, ms: Math.round(ms * 100) / 100, auth: kind, ...fields });
+  };
+
+  // Every RPC passes here first: who it is for, CSRF, the rate limit, the
+  // upstream token; errors made safe; one access-log line.
+  const guard: Interceptor = (next) => async (req) => {
+    const start = performance.now();
+    const method = `${req.service.typeName}/${req.method.name}`;
+    req.contextValues.get(callLog).logged = true;
+    let kind = 'anonymous';
+    let streaming = false;
+    let code = 'ok';
+    try {
+      const caller = auth.identify(req.header, req.requestMethod, req.contextValues.get(peerKey));
+      kind = caller.kind;
+      const wait = limiter.take(caller.rateKey);
+      if (wait > 0) throw rateLimited(wait);
+      const token = caller.session ? await auth.accessToken(caller.session) : caller.token;
+      req.contextValues.set(upstreamToken, token);
+      const res = await next(req);
+      if (!res.stream) return res;
+      streaming = true;
+      const inner = res.message;
+      const who = kind;
+      return {
+        ...res,
+        message: (async function* () {
+          let c = 'ok';
+          try {
+            yield* inner;
+          } catch (err) {
+            const safe = sanitize(err, method);
+            c = codeName(safe.code);
+            throw safe;
+          } finally {
+            access(method, c, performance.now() - start, who, { stream: true });
+          }
+        })(),
+      };
+    } catch (err) {
+      const safe = sanitize(err, method);
+      code = codeName(safe.code);
+      if (kind === 'anonymous' && req.header.get('cookie')?.includes(SESSION_COOKIE)) kind = 'session';
+      throw safe;
+    } finally {
+      if (!streaming) access(method, code, performance.now() - start, kind);
+    }
+  };
+
+  const api = connectNodeAdapter({
+    routes: (router) => registerProxies(router, transports, undefined, { timeoutMs: cfg.upstreamTimeoutMs }),
+    interceptors: [guard],
+    readMaxBytes: cfg.bodyLimitBytes,
+    // Compress answers (gzip/br, as the client accepts) from 16 KiB: lists
+    // and reports shrink a lot; a single record of 1-2 KB is not worth the
+    // CPU per call.
+    compressMinBytes: 16 * 1024,
+    contextValues: (req) => {
+      const v = createContextValues();
+      v.set(peerKey, req.socket?.remoteAddress ?? 'unknown');
+      v.set(callLog, (req as unknown as { [LOG]?: { logged: boolean } })[LOG] ?? { logged: false });
+      return v;
+    },
+    fallback: (_req, res) => sendText(res as Res, 404, 'not found\n'),
+  });
+
+  const health = Object.fromEntries(
+    (Object.keys(PUBLIC_SERVICES) as ServiceName[]).map((n) => [n, createClient(Health, transports[n])]),
+  ) as Record<ServiceName, ReturnType<typeof createClient<typeof Health>>>;
+  const readiness = async () => {
+    const services: Record<string, string> = {};
+    await Promise.all((Object.keys(PUBLIC_SERVICES) as ServiceName[]).map(async (n) => {
+      try {
+        const r = await health[n].check({ service: PUBLIC_SERVICES[n].typeName }, { timeoutMs: 3000 });
+        services[n] = HealthCheckResponse_ServingStatus[r.status] ?? String(r.status);
+      } catch (err) {
+        services[n] = err instanceof ConnectError ? `UNREACHABLE (${codeName(err.code)})` : 'UNREACHABLE';
+      }
+    }));
+    const ordered = Object.fromEntries((Object.keys(PUBLIC_SERVICES) as ServiceName[]).map((n) => [n, services[n]!]));
+    return { ready: Object.values(services).every((s) => s === 'SERVING'), services: ordered };
+  };
+
+  const sweep = setInterval(() => auth.sessions.sweep(), 60_000);
+  sweep.unref();
+
+  const rpc = (req: Req, res: Res, path: string) => {
+    const state = { logged: false };
+    (req as unknown as Record<symbol, unknown>)[LOG] = state;
+    const start = performance.now();
+    res.on('finish', () => {
+      // Refused before reaching a method (unknown route, bad body, size):
+      // logged here with the code of its HTTP status.
+      if (!state.logged) {
+        const grpcStatus = Number(res.getHeader('grpc-status') ?? 0);
+        const code = res.statusCode === 200 ? (grpcStatus ? codeName(grpcStatus) : 'ok') : (HTTP_CODE[res.statusCode] ?? 'unknown');
+        access(path.slice(1), code, performance.now() - start, 'none', { http: res.statusCode });
+      }
+    });
+    void api(req as http.IncomingMessage, res as http.ServerResponse);
+  };
+
+  const handle = (req: Req, res: Res) => {
+    securityHeaders(res, https);
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://gateway');
+    } catch {
+      sendText(res, 400, 'bad request\n');
+      return;
+    }
+    const path = url.pathname;
+    if (path.startsWith('/labshare.')) {
+      rpc(req, res, path);
+      return;
+    }
+    const length = Number(req.headers['content-length'] ?? 0);
+    // No endpoint here reads a body: close the connection after answering
+    // rather than reading (and throwing away) whatever is sent.
+    if ((length > 0 || req.headers['transfer-encoding'] !== undefined) && req.httpVersionMajor === 1) {
+      res.setHeader('connection', 'close');
+    }
+    if (length > cfg.bodyLimitBytes) {
+      sendText(res, 413, 'request body too large\n');
+      return;
+    }
+    const method = req.method ?? 'GET';
+    const only = (m: string) => {
+      if (method === m || (m === 'GET' && method === 'HEAD')) return true;
+      sendText(res, 405, 'method not allowed\n', { allow: m === 'GET' ? 'GET, HEAD' : m });
+      return false;
+    };
+    const limited = () => {
+      const wait = limiter.take(`ip:${clientAddress(req)}`);
+      if (wait <= 0) return false;
+      sendText(res, 429, 'too many requests; try again shortly\n', { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) });
+      return true;
+    };
+    const fail = (err: unknown) => {
+      sanitize(err, path); // logs it
+      if (!res.headersSent) sendText(res, 500, 'internal error\n');
+      else res.end();
+    };
+    switch (path) {
+      case '/healthz':
+        if (only('GET')) sendText(res, 200, 'ok\n');
+        return;
+      case '/readyz':
+        if (only('GET')) {
+          readiness().then((r) => sendJson(res, r.ready ? 200 : 503, r)).catch(fail);
+        }
+        return;
+      case '/auth/session':
+        if (only('GET')) auth.session(req, res, headersOf(req));
+        return;
+      case '/auth/login':
+        if (only('GET') && !limited()) auth.login(req, res, url).catch(fail);
+        return;
+      case '/auth/callback':
+        if (only('GET') && !limited()) auth.callback(req, res, url).catch(fail);
+        return;
+      case '/auth/logout':
+        if (only('POST')) auth.logout(req, res, headersOf(req)).catch(fail);
+        return;
+      default:
+        if (path.startsWith('/auth/')) {
+          sendText(res, 404, 'not found\n');
+          return;
+        }
+        files.serve(req, res, path);
+    }
+  };
+
+  return {
+    handle,
+    auth,
+    limiter,
+    readiness,
+    close() {
+      clearInterval(sweep);
+      for (const u of owned) u.close();
+    },
+  };
+}
+
+export interface Running {
+  url: string;
+  server: http.Server | http2.Http2SecureServer;
+  gateway: Gateway;
+  // Stops accepting, lets calls under way finish (up to graceMs), closes.
+  stop(graceMs?: number): Promise<void>;
+}
+
+export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Running> {
+  let gateway!: Gateway;
+  let inFlight = 0;
+  let idle: (() => void) | undefined;
+  const handler = (req: Req, res: Res) => {
+    ++inFlight;
+    res.on('close', () => {
+      if (--inFlight === 0 && idle) idle();
+    });
+    try {
+      if (!gateway) sendText(res, 503, 'starting\n');
+      else gateway.handle(req, res);
+    } catch (err) {
+      sanitize(err, req.url ?? '');
+      if (!res.headersSent) sendText(res, 500, 'internal error\n');
+    }
+  };
+  const h2sessions = new Set<http2.ServerHttp2Session>();
+  let server: http.Server | http2.Http2SecureServer;
+  if (cfg.https) {
+    const s = http2.createSecureServer({
+      cert: fs.readFileSync(cfg.https.cert),
+      key: fs.readFileSync(cfg.https.key),
+      allowHTTP1: true,
+      minVersion: 'TLSv1.2',
+    }, handler);
+    s.setTimeout(120_000); // idle connections and stalled requests
+    s.on('session', (sess) => {
+      h2sessions.add(sess);
+      sess.on('close', () => h2sessions.delete(sess));
+    });
+    server = s;
+  } else {
+    const s = http.createServer({ requestTimeout: 60_000, headersTimeout: 20_000 }, handler);
+    s.keepAliveTimeout = 65_000;
+    server = s;
+  }
+  server.on('clientError', (err, socket) => {
+    if ((socket as net.Socket).writable) (socket as net.Socket).end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(cfg.listen.port, cfg.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const a = server.address() as net.AddressInfo;
+  const host = cfg.listen.host.includes(':') ? `[${cfg.listen.host}]` : cfg.listen.host;
+  const url = `${cfg.https ? 'https' : 'http'}://${host}:${a.port}`;
+  // --listen=HOST:0 without --public_url: the public URL has the bound port.
+  if (cfg.publicUrl.port === '0') cfg = { ...cfg, publicUrl: new URL(url) };
+  gateway = createGateway(cfg, deps);
+  let stopping: Promise<void> | undefined;
+  const stop = (graceMs = cfg.shutdownGraceMs) => {
+    stopping ??= (async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      if (server instanceof http.Server) server.closeIdleConnections();
+      for (const s of h2sessions) s.close();
+      if (inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          idle = resolve;
+          setTimeout(resolve, graceMs).unref();
+        });
+      }
+      if (server instanceof http.Server) server.closeAllConnections();
+      for (const s of h2sessions) s.destroy();
+      await closed;
+      gateway.close();
+    })();
+    return stopping;
+  };
+  return { url, server, gateway, stop };
+}

@@ -1,0 +1,64 @@
+// Flags: defaults, sizes and durations, and the refusals at start.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { configFromFlags, FlagError, parseBytes, parseDurationMs, parseFlags } from '../flags.js';
+
+const base = ['--listen=127.0.0.1:8080', '--inventory=127.0.0.1:1', '--booking=127.0.0.1:2', '--billing=127.0.0.1:3', '--usage=127.0.0.1:4'];
+const cfg = (...extra: string[]) => configFromFlags(parseFlags([...base, ...extra]), '/web');
+const refused = (message: RegExp, ...extra: string[]) =>
+  assert.throws(() => cfg(...extra), (e: unknown) => e instanceof FlagError && message.test(e.message));
+
+describe('flags', () => {
+  it('has the documented defaults', () => {
+    const c = cfg();
+    assert.equal(c.publicUrl.href, 'http://127.0.0.1:8080/');
+    assert.equal(c.bodyLimitBytes, 1024 * 1024);
+    assert.equal(c.upstreamTimeoutMs, 15_000);
+    assert.equal(c.sessionIdleTimeoutMs, 30 * 60_000);
+    assert.equal(c.refreshMarginMs, 60_000);
+    assert.deepEqual(c.rateLimit, { perSecond: 20, burst: 60 });
+    assert.equal(c.accessLogSample, 1);
+    assert.equal(c.webRoot, '/web');
+    assert.equal(c.oidc, undefined);
+    assert.equal(c.https, undefined);
+  });
+
+  it('reads sizes and durations', () => {
+    assert.equal(parseBytes('x', '512KiB'), 512 * 1024);
+    assert.equal(parseBytes('x', '2MB'), 2 * 1024 * 1024);
+    assert.equal(parseBytes('x', '4096'), 4096);
+    assert.equal(parseDurationMs('x', '250ms'), 250);
+    assert.equal(parseDurationMs('x', '1.5s'), 1500);
+    assert.equal(parseDurationMs('x', '30m'), 1_800_000);
+    assert.equal(parseDurationMs('x', '12h'), 43_200_000);
+    assert.equal(parseDurationMs('x', '7'), 7000);
+    assert.throws(() => parseDurationMs('x', '5 minutes'), FlagError);
+    assert.throws(() => parseBytes('x', '1GB'), FlagError);
+    const c = cfg('--body_limit=64KiB', '--upstream_timeout=2s', '--session_idle_timeout=1h', '--rate_limit_rps=0',
+      '--oidc_issuer=https://id.example.org', '--oidc_ca_file=/dev/null');
+    assert.equal(c.bodyLimitBytes, 65536);
+    assert.equal(c.upstreamTimeoutMs, 2000);
+    assert.equal(c.sessionIdleTimeoutMs, 3_600_000);
+    assert.equal(c.rateLimit.perSecond, 0);
+    assert.equal(c.oidc?.clientId, 'labshare-console');
+    assert.equal(c.oidc?.issuer.href, 'https://id.example.org/');
+  });
+
+  it('refuses what cannot work or would be unsafe', () => {
+    refused(/^PLAINTEXT_REFUSED: /, '--listen=0.0.0.0:8080');
+    assert.throws(() => configFromFlags(parseFlags(['--listen=10.0.0.1:80', ...base.slice(1)]), '/web'), /PLAINTEXT_REFUSED/);
+    refused(/--public_url: must be https:\/\//, '--public_url=http://console.example.org');
+    refused(/--public_url: the console is served at the root/, '--public_url=https://example.org/console');
+    refused(/--oidc_issuer: must be https:\/\//, '--oidc_issuer=http://id.example.org');
+    refused(/--https_cert and --https_key go together/, '--https_cert=/dev/null');
+    refused(/--tls_cert and --tls_key go together/, '--tls_cert=/dev/null');
+    refused(/--tls_cert needs --tls_ca/, '--tls_cert=/dev/null', '--tls_key=/dev/null');
+    refused(/--tls_ca: cannot read \/nonexistent/, '--tls_ca=/nonexistent');
+    refused(/--body_limit: from 1KiB to 64MiB/, '--body_limit=100');
+    refused(/--access_log_sample: want a number from 0 to 1/, '--access_log_sample=2');
+    assert.throws(() => parseFlags(['--nope=1']), /unknown flag --nope/);
+    assert.throws(() => parseFlags(['listen']), /unknown argument "listen"/);
+    assert.throws(() => configFromFlags(parseFlags(base.slice(1)), '/web'), /--listen is required/);
+    refused(/--booking: want HOST:PORT/, '--booking=nowhere');
+  });
+});

@@ -1,0 +1,453 @@
+// The gateway against stub services (real connect-node HTTP/2 servers from
+// the generated descriptors): calls with a session or a bearer token, CSRF,
+// error passthrough and sanitising, limits, rate limit, expiry, static files,
+// health. Sessions here are created directly in the store; signin.test.ts
+// creates them through the real provider.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { after, before, describe, it } from 'node:test';
+import { Code, ConnectError, type Transport } from '@connectrpc/connect';
+import { setLogSink, MESSAGES } from '../errors.js';
+import { CSP } from '../http-util.js';
+import type { Session } from '../sessions.js';
+import {
+  closedPort, cookieValue, errorInfo, waitFor, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
+  type TestGateway,
+} from './harness.js';
+
+const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
+const SESSION = '__Host-labshare_session';
+
+const logs: Record<string, unknown>[] = [];
+setLogSink((line) => logs.push(JSON.parse(line) as Record<string, unknown>));
+
+function newSession(t: TestGateway, over: Partial<Session> = {}): Session {
+  const now = t.clock.t;
+  const s = t.gw.auth.sessions.create({
+    accessToken: 'access-s', accessExpiresAt: now + 900_000, refreshToken: 'rt-s', refreshExpiresAt: now + 12 * 3600_000,
+    user: { name: 'users/li-wei', displayName: 'Li Wei', organization: 'organizations/nanocraft', roles: ['LAB_USER'] },
+  });
+  Object.assign(s, over);
+  return s;
+}
+
+function cookieHeaders(t: TestGateway, s: Session, extra: Record<string, string> = {}): Record<string, string> {
+  return { cookie: `${SESSION}=${s.id}`, 'x-csrf-token': s.csrfToken, origin: t.origin, ...extra };
+}
+
+describe('gateway with stub services', () => {
+  let stub: Stub;
+  let t: TestGateway;
+  let webRoot: string;
+
+  before(async () => {
+    stub = await new Stub().start();
+    webRoot = tempDir('console-web-');
+    fs.mkdirSync(path.join(webRoot, 'assets'));
+    fs.writeFileSync(path.join(webRoot, 'index.html'), '<!doctype html><script type="module" src="/assets/app.js"></script>\n');
+    fs.writeFileSync(path.join(webRoot, 'assets', 'app.js'), `console.log(${JSON.stringify('x'.repeat(4000))});\n`);
+    fs.writeFileSync(path.join(webRoot, '.secret'), 'no');
+    t = await startGateway((port) => testConfig({ upstream: stub.address, port, webRoot, bodyLimitBytes: 4096 }));
+  });
+  after(async () => {
+    await t.stop();
+    await stub.stop();
+  });
+
+  it('forwards a cookie call with the CSRF token, with the session token upstream', async () => {
+    const s = newSession(t);
+    const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
+    assert.equal(a.status, 200);
+    assert.deepEqual(a.json(), { name: 'bookings/b1', user: 'users/for-access-s' });
+    assert.equal(stub.callsOf('GetBooking').at(-1)!.authorization, 'Bearer access-s');
+    assert.equal(a.headers['content-security-policy'], CSP);
+    assert.equal(a.headers['x-content-type-options'], 'nosniff');
+    assert.equal(a.headers['referrer-policy'], 'no-referrer');
+    assert.equal(a.headers['strict-transport-security'], undefined); // plain HTTP on loopback
+  });
+
+  it('refuses cookie calls without, with a wrong, or from another origin CSRF token (403 CSRF_TOKEN_INVALID), service not called', async () => {
+    const s = newSession(t);
+    const before = stub.calls.length;
+    const cases: [string, Record<string, string>, string][] = [
+      ['missing', { cookie: `${SESSION}=${s.id}`, origin: t.origin }, 'the x-csrf-token header is missing'],
+      ['wrong', cookieHeaders(t, s, { 'x-csrf-token': 'x'.repeat(s.csrfToken.length) }), 'the x-csrf-token header does not match this session'],
+      ['other session', cookieHeaders(t, s, { 'x-csrf-token': newSession(t).csrfToken }), 'the x-csrf-token header does not match this session'],
+      ['cross-origin', cookieHeaders(t, s, { origin: 'https://evil.example' }), 'the request comes from another site (Origin does not match the console)'],
+      ['origin null', cookieHeaders(t, s, { origin: 'null' }), 'the request comes from another site (Origin does not match the console)'],
+    ];
+    for (const [what, headers, message] of cases) {
+      const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, headers);
+      assert.equal(a.status, 403, what);
+      assert.equal(a.json().code, 'permission_denied', what);
+      assert.equal(a.json().message, message, what);
+      const info = errorInfo(a)!;
+      assert.equal(info.reason, 'CSRF_TOKEN_INVALID', what);
+      assert.equal(info.domain, 'console.labshare', what);
+    }
+    assert.equal(stub.calls.length, before);
+    // No Origin header at all (a same-origin fetch of some browsers) is fine with the token.
+    const ok = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { cookie: `${SESSION}=${s.id}`, 'x-csrf-token': s.csrfToken });
+    assert.equal(ok.status, 200);
+  });
+
+  it('passes a bearer token through without CSRF (bearer wins over a cookie)', async () => {
+    const s = newSession(t);
+    const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b2' }, {
+      authorization: 'Bearer script-token', cookie: `${SESSION}=${s.id}`, origin: 'https://elsewhere.example',
+    });
+    assert.equal(a.status, 200);
+    assert.equal(stub.callsOf('GetBooking').at(-1)!.authorization, 'Bearer script-token');
+    assert.equal(a.json().user, 'users/for-script-token');
+  });
+
+  it('forwards a call without credentials without a token (the service decides)', async () => {
+    const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b3' });
+    assert.equal(a.status, 200);
+    assert.equal(stub.callsOf('GetBooking').at(-1)!.authorization, null);
+  });
+
+  it("passes a service's error through with its ErrorInfo", async () => {
+    const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/missing' }, { authorization: 'Bearer tok' });
+    assert.equal(a.status, 404);
+    assert.equal(a.json().code, 'not_found');
+    assert.equal(a.json().message, 'booking bookings/missing does not exist');
+    const info = errorInfo(a)!;
+    assert.equal(info.reason, 'BOOKING_NOT_FOUND');
+    assert.equal(info.domain, 'booking.labshare');
+    assert.deepEqual(info.metadata, { booking: 'bookings/missing' });
+    // Decoded next to the binary value for scripts; the DebugInfo stays inside.
+    assert.deepEqual(a.json().details.map((d: { type: string; debug: unknown }) => [d.type, d.debug]), [
+      ['google.rpc.ErrorInfo', { reason: 'BOOKING_NOT_FOUND', domain: 'booking.labshare', metadata: { booking: 'bookings/missing' } }],
+    ]);
+    assert.doesNotMatch(a.text, /secret|internal detail/);
+    assert.equal(a.headers['grpc-status'], undefined); // the service's transport headers stay inside
+  });
+
+  it("passes a stream's error through with its ErrorInfo (server streaming over the Connect protocol)", async () => {
+    const a = await request('POST', `${t.url}/labshare.usage.v1.UsageService/ExportUsage`, {
+      headers: { 'content-type': 'application/connect+json', 'connect-protocol-version': '1', authorization: 'Bearer tok' },
+      body: envelope(JSON.stringify({})),
+    });
+    assert.equal(a.status, 200);
+    const frames = unenvelope(a.raw);
+    const end = JSON.parse(frames.at(-1)!) as { error: { code: string; message: string; details: { type: string }[] } };
+    assert.equal(end.error.code, 'aborted');
+    assert.equal(end.error.message, 'export interrupted');
+    assert.equal(end.error.details[0]!.type, 'google.rpc.ErrorInfo');
+  });
+
+  it('answers 404 for unknown routes and for methods it does not offer (IdentityService is not exposed)', async () => {
+    for (const [method, p] of [
+      ['GET', '/nope'], ['GET', '/auth/nope'], ['POST', '/labshare.booking.v1.BookingService/Nope'],
+      ['POST', '/labshare.identity.v1.IdentityService/ExchangeToken'], ['GET', '/.secret'], ['GET', '/assets/../.secret'],
+      ['GET', '/%2e%2e/%2e%2e/etc/passwd'],
+    ] as const) {
+      const a = await request(method, `${t.url}${p}`, { headers: method === 'POST' ? { 'content-type': 'application/json' } : {}, ...(method === 'POST' ? { body: '{}' } : {}) });
+      assert.equal(a.status, 404, p);
+      assert.equal(a.text, 'not found\n', p);
+      assert.equal(a.headers['content-type'], 'text/plain; charset=utf-8', p);
+    }
+  });
+
+  it('hides internal errors and unreachable services behind fixed messages', async () => {
+    const secret = new Error('boom at /srv/secret/path.js:12 password=hunter2');
+    const broken: Transport = {
+      unary: () => Promise.reject(secret),
+      stream: () => Promise.reject(secret),
+    };
+    const down = await closedPort();
+    let clockBroken = false;
+    const t2 = await startGateway((port) => ({
+      ...testConfig({ upstream: stub.address, port }),
+      upstreams: { inventory: stub.address, booking: stub.address, billing: stub.address, usage: down },
+    }), {
+      transports: { booking: broken },
+      // A bug inside the gateway (here: its clock fails while a session is looked up).
+      now: () => {
+        if (clockBroken) throw new Error('clock broke at /srv/secret/path.js password=hunter2');
+        return Date.now();
+      },
+    });
+    try {
+      logs.length = 0;
+      const a = await rpc(t2.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok' });
+      assert.equal(a.status, 503);
+      assert.deepEqual(a.json(), { code: 'unavailable', message: MESSAGES.unavailable });
+      assert.ok(logs.some((l) => l.msg === 'upstream call failed' && String(l.error).includes('hunter2')), 'the real error is logged');
+
+      const s = newSession(t2);
+      clockBroken = true;
+      logs.length = 0;
+      const g = await rpc(t2.url, 'labshare.billing.v1.BillingService/GetCharge', { name: 'charges/c1' }, cookieHeaders(t2, s));
+      clockBroken = false;
+      assert.equal(g.status, 500);
+      assert.deepEqual(g.json(), { code: 'internal', message: MESSAGES.internal });
+      assert.ok(logs.some((l) => l.msg === 'internal error' && String(l.error).includes('hunter2')), 'the real error is logged');
+
+      const b = await rpc(t2.url, 'labshare.usage.v1.UsageService/GetThresholds', {}, { authorization: 'Bearer tok' });
+      assert.equal(b.status, 503);
+      assert.deepEqual(b.json(), { code: 'unavailable', message: MESSAGES.unavailable });
+      assert.doesNotMatch(b.text, /ECONNREFUSED|127\.0\.0\.1/);
+      assert.ok(logs.some((l) => l.msg === 'upstream call failed' && /ECONNREFUSED/.test(String(l.error))));
+
+      const r = await request('GET', `${t2.url}/readyz`);
+      assert.equal(r.status, 503);
+      assert.equal(r.json().ready, false);
+      assert.equal(r.json().services.usage, 'UNREACHABLE (unavailable)');
+      assert.equal(r.json().services.inventory, 'SERVING');
+    } finally {
+      await t2.stop();
+    }
+  });
+
+  it('gives up on a service after the upstream deadline (deadline_exceeded, fixed message)', async () => {
+    const t2 = await startGateway((port) => testConfig({ upstream: stub.address, port, upstreamTimeoutMs: 300 }));
+    try {
+      const a = await rpc(t2.url, GET_BOOKING, { name: 'bookings/slow' }, { authorization: 'Bearer tok' });
+      assert.equal(a.status, 504);
+      assert.deepEqual(a.json(), { code: 'deadline_exceeded', message: MESSAGES.deadline });
+    } finally {
+      await t2.stop();
+    }
+  });
+
+  it('refuses bodies over --body_limit: resource_exhausted for RPCs, 413 elsewhere', async () => {
+    const big = JSON.stringify({ name: 'x'.repeat(5000) });
+    const a = await rpc(t.url, GET_BOOKING, JSON.parse(big), { authorization: 'Bearer tok' });
+    assert.equal(a.json().code, 'resource_exhausted');
+    assert.equal(a.status, 429);
+    assert.match(a.json().message, /larger than configured readMaxBytes 4096/);
+    // Same without a length up front (chunked): counted while read.
+    const chunked = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      import('node:http').then(({ default: http }) => {
+        const req = http.request(`${t.url}/${GET_BOOKING}`, {
+          method: 'POST', headers: { 'content-type': 'application/json', 'connect-protocol-version': '1', 'transfer-encoding': 'chunked' },
+        }, (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => { body += c.toString(); });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.write(big.slice(0, 3000));
+        req.end(big.slice(3000));
+      }, reject);
+    });
+    assert.equal(chunked.status, 429);
+    assert.equal(JSON.parse(chunked.body).code, 'resource_exhausted');
+    const s = newSession(t);
+    const b = await request('POST', `${t.url}/auth/logout`, { headers: cookieHeaders(t, s), body: 'x'.repeat(5000) });
+    assert.equal(b.status, 413);
+    assert.equal(b.text, 'request body too large\n');
+    assert.equal(t.gw.auth.sessions.lookup(s.id).session, s, 'nothing happened');
+  });
+
+  it('rate-limits per session, per bearer token and per address (RATE_LIMITED with RetryInfo)', async () => {
+    const t2 = await startGateway((port) => testConfig({ upstream: stub.address, port, rateLimit: { perSecond: 2, burst: 3 } }));
+    try {
+      const s = newSession(t2);
+      const call = (h: Record<string, string>) => rpc(t2.url, GET_BOOKING, { name: 'bookings/b1' }, h);
+      for (let i = 0; i < 3; ++i) assert.equal((await call(cookieHeaders(t2, s))).status, 200);
+      const a = await call(cookieHeaders(t2, s));
+      assert.equal(a.status, 429);
+      assert.equal(a.json().code, 'resource_exhausted');
+      const info = errorInfo(a)!;
+      assert.equal(info.reason, 'RATE_LIMITED');
+      assert.equal(info.domain, 'console.labshare');
+      assert.deepEqual(info.metadata, { retry_after_ms: '500' });
+      assert.equal(retryDelayMs(a), 500);
+      assert.equal(a.headers['retry-after'], '1');
+      // Other callers have their own buckets.
+      assert.equal((await call(cookieHeaders(t2, newSession(t2)))).status, 200);
+      for (let i = 0; i < 3; ++i) assert.equal((await call({ authorization: 'Bearer one' })).status, 200);
+      assert.equal((await call({ authorization: 'Bearer one' })).status, 429);
+      assert.equal((await call({ authorization: 'Bearer two' })).status, 200);
+      for (let i = 0; i < 3; ++i) assert.equal((await call({})).status, 200);
+      assert.equal((await call({})).status, 429);
+      // Half a second later one call may go again, not two.
+      t2.clock.t += 500;
+      assert.equal((await call(cookieHeaders(t2, s))).status, 200);
+      assert.equal((await call(cookieHeaders(t2, s))).status, 429);
+    } finally {
+      await t2.stop();
+    }
+  });
+
+  it('ends a session after the idle timeout or at the refresh token expiry (SESSION_EXPIRED, cookie cleared)', async () => {
+    const s = newSession(t);
+    t.clock.t += 30 * 60_000; // --session_idle_timeout=30m
+    const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
+    assert.equal(a.status, 401);
+    assert.equal(a.json().code, 'unauthenticated');
+    assert.equal(errorInfo(a)!.reason, 'SESSION_EXPIRED');
+    assert.equal(a.headers['set-cookie']?.[0], `${SESSION}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0`);
+    const info = await request('GET', `${t.url}/auth/session`, { headers: { cookie: `${SESSION}=${s.id}` } });
+    assert.deepEqual(info.json(), { signedIn: false, roles: [] });
+    assert.ok(stub.revoked.includes('rt-s'), 'the expired session is revoked at the identity service');
+
+    const s2 = newSession(t, { refreshExpiresAt: t.clock.t + 60_000 });
+    t.clock.t += 59_999;
+    assert.equal((await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s2))).status, 200);
+    t.clock.t += 1;
+    const b = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s2));
+    assert.equal(b.status, 401);
+    assert.equal(errorInfo(b)!.reason, 'SESSION_EXPIRED');
+    // An unknown session id is the same answer.
+    const c = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { cookie: `${SESSION}=forged`, 'x-csrf-token': 'x' });
+    assert.equal(c.status, 401);
+    assert.equal(errorInfo(c)!.reason, 'SESSION_EXPIRED');
+  });
+
+  it('ends the session when the identity service refuses the refresh (cause kept)', async () => {
+    const s = newSession(t, { accessExpiresAt: t.clock.t + 10_000, refreshToken: 'rt-dead' });
+    const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
+    assert.equal(a.status, 401);
+    const info = errorInfo(a)!;
+    assert.equal(info.reason, 'SESSION_EXPIRED');
+    assert.deepEqual(info.metadata, { cause: 'INVALID_REFRESH_TOKEN' });
+    assert.equal(t.gw.auth.sessions.lookup(s.id).session, undefined);
+  });
+
+  it('reports the session (GET /auth/session) and still decodes a bearer token for scripts', async () => {
+    const s = newSession(t);
+    const a = await request('GET', `${t.url}/auth/session`, { headers: { cookie: `${SESSION}=${s.id}` } });
+    assert.equal(a.status, 200);
+    assert.equal(a.headers['cache-control'], 'no-store');
+    assert.deepEqual(a.json(), {
+      signedIn: true, user: 'users/li-wei', displayName: 'Li Wei', organization: 'organizations/nanocraft',
+      roles: ['LAB_USER'], csrfToken: s.csrfToken, expiresAt: new Date(t.clock.t + 30 * 60_000).toISOString(),
+    });
+    const payload = Buffer.from(JSON.stringify({ sub: 'wang-fang', org: 'zju', roles: ['lab_user', 'facility_staff'], exp: 1800000000 })).toString('base64url');
+    const b = await request('GET', `${t.url}/auth/session`, { headers: { authorization: `Bearer e30.${payload}.sig` } });
+    assert.deepEqual(b.json(), {
+      signedIn: true, user: 'users/wang-fang', displayName: 'wang-fang', organization: 'organizations/zju',
+      roles: ['LAB_USER', 'FACILITY_STAFF'], expiresAt: '2027-01-15T08:00:00.000Z',
+    });
+    assert.deepEqual((await request('GET', `${t.url}/auth/session`)).json(), { signedIn: false, roles: [] });
+  });
+
+  it('signs out with POST /auth/logout: CSRF checked, refresh token revoked, cookie cleared', async () => {
+    const s = newSession(t, { refreshToken: 'rt-logout' });
+    const bad = await request('POST', `${t.url}/auth/logout`, { headers: { cookie: `${SESSION}=${s.id}`, origin: t.origin } });
+    assert.equal(bad.status, 403);
+    assert.equal(bad.json().code, 'permission_denied');
+    assert.equal(errorInfo(bad)!.reason, 'CSRF_TOKEN_INVALID');
+    assert.ok(!stub.revoked.includes('rt-logout'));
+    const get = await request('GET', `${t.url}/auth/logout`, { headers: cookieHeaders(t, s) });
+    assert.equal(get.status, 405);
+    const ok = await request('POST', `${t.url}/auth/logout`, { headers: cookieHeaders(t, s) });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(ok.json(), { signedIn: false, roles: [] });
+    assert.deepEqual(ok.headers['set-cookie'], [`${SESSION}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0`]);
+    assert.ok(stub.revoked.includes('rt-logout'));
+    const after = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
+    assert.equal(after.status, 401);
+    assert.equal(errorInfo(after)!.reason, 'SESSION_EXPIRED');
+  });
+
+  it('serves the app: index.html revalidated, hashed assets immutable and gzip, security headers', async () => {
+    const index = await request('GET', `${t.url}/`);
+    assert.equal(index.status, 200);
+    assert.equal(index.headers['content-type'], 'text/html; charset=utf-8');
+    assert.equal(index.headers['cache-control'], 'no-cache');
+    assert.equal(index.headers['content-security-policy'], CSP);
+    assert.equal(index.headers['x-frame-options'], 'DENY');
+    const js = await request('GET', `${t.url}/assets/app.js`, { headers: { 'accept-encoding': 'gzip' } });
+    assert.equal(js.headers['content-encoding'], 'gzip');
+    assert.equal(js.headers['cache-control'], 'public, max-age=31536000, immutable');
+    const raw = await new Promise<Buffer>((resolve) => {
+      import('node:http').then(({ default: http }) => http.get(`${t.url}/assets/app.js`, { headers: { 'accept-encoding': 'gzip' } }, (res) => {
+        const c: Buffer[] = [];
+        res.on('data', (x: Buffer) => c.push(x));
+        res.on('end', () => resolve(Buffer.concat(c)));
+      }));
+    });
+    assert.match(zlib.gunzipSync(raw).toString(), /^console\.log\("x+"\);\n$/);
+    const head = await request('HEAD', `${t.url}/`);
+    assert.equal(head.status, 200);
+    assert.equal(head.text, '');
+    assert.equal((await request('POST', `${t.url}/`, { body: '' })).status, 404);
+  });
+
+  it('answers /healthz and /readyz (grpc.health.v1 of the four services)', async () => {
+    const h = await request('GET', `${t.url}/healthz`);
+    assert.equal(h.status, 200);
+    assert.equal(h.text, 'ok\n');
+    const r = await request('GET', `${t.url}/readyz`);
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.json(), { ready: true, services: { inventory: 'SERVING', booking: 'SERVING', billing: 'SERVING', usage: 'SERVING' } });
+    stub.healthy = false;
+    try {
+      const n = await request('GET', `${t.url}/readyz`);
+      assert.equal(n.status, 503);
+      assert.equal(n.json().services.booking, 'NOT_SERVING');
+    } finally {
+      stub.healthy = true;
+    }
+  });
+
+  it('writes one JSON access-log line per call (errors always, successes sampled)', async () => {
+    logs.length = 0;
+    await rpc(t.url, GET_BOOKING, { name: 'bookings/missing' }, { authorization: 'Bearer tok' });
+    await rpc(t.url, 'labshare.booking.v1.BookingService/Nope', {});
+    const lines = logs.filter((l) => l.msg === 'rpc');
+    assert.equal(lines.length, 2);
+    assert.equal(lines[0]!.method, GET_BOOKING);
+    assert.equal(lines[0]!.code, 'not_found');
+    assert.equal(lines[0]!.auth, 'bearer');
+    assert.equal(typeof lines[0]!.ms, 'number');
+    assert.equal(lines[1]!.method, 'labshare.booking.v1.BookingService/Nope');
+    assert.equal(lines[1]!.code, 'unimplemented');
+    assert.equal(lines[1]!.http, 404);
+
+    const t2 = await startGateway((port) => testConfig({ upstream: stub.address, port, accessLogSample: 0.25 }), { random: () => 0.5 });
+    try {
+      logs.length = 0;
+      await rpc(t2.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok' });
+      await rpc(t2.url, GET_BOOKING, { name: 'bookings/missing' }, { authorization: 'Bearer tok' });
+      assert.deepEqual(logs.filter((l) => l.msg === 'rpc').map((l) => l.code), ['not_found']);
+    } finally {
+      await t2.stop();
+    }
+  });
+
+  it('refreshes a session token once for many concurrent calls (single flight)', async () => {
+    // A session whose access token expires within --refresh_margin, with a
+    // refresh token the stub knows: sign in through the stub's ExchangeToken.
+    const ex = await t.gw.auth['identity'].exchangeToken({ idToken: `e30.${Buffer.from(JSON.stringify({ sub: 'acct-x', preferred_username: 'x' })).toString('base64url')}.s` });
+    const s = t.gw.auth.sessions.create({ ...t.gw.auth.tokensOf(ex), accessExpiresAt: t.clock.t + 30_000 });
+    let release!: () => void;
+    stub.refreshGate = new Promise<void>((r) => { release = r; });
+    const refreshesBefore = stub.refreshes;
+    const calls = Array.from({ length: 8 }, () => rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s)));
+    await waitFor(() => stub.refreshes > refreshesBefore);
+    release();
+    const answers = await Promise.all(calls);
+    stub.refreshGate = undefined;
+    assert.deepEqual(answers.map((a) => a.status), Array(8).fill(200));
+    assert.equal(stub.refreshes - refreshesBefore, 1);
+    const tokens = new Set(answers.map((a) => a.json().user));
+    assert.equal(tokens.size, 1);
+    assert.notEqual([...tokens][0], `users/for-${ex.accessToken}`);
+  });
+});
+
+function envelope(json: string): Buffer {
+  const data = Buffer.from(json);
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(data.length, 1);
+  return Buffer.concat([head, data]);
+}
+function unenvelope(b: Buffer): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 5 <= b.length;) {
+    const n = b.readUInt32BE(i + 1);
+    out.push(b.subarray(i + 5, i + 5 + n).toString('utf8'));
+    i += 5 + n;
+  }
+  return out;
+}
+void Code;
+void ConnectError;

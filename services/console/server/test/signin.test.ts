@@ -1,0 +1,224 @@
+// Sign-in end to end with the REAL development OpenID provider
+// (deploy/oidc/server.mjs over TLS with a throwaway CA; its login and consent
+// pages played by deploy/oidc/browser.mjs) and a stub IdentityService:
+// login -> provider -> callback -> ExchangeToken -> session cookie ->
+// /auth/session -> RPC with cookie + CSRF -> refresh -> logout.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setLogSink } from '../errors.js';
+import {
+  browserModule, closedPort, cookieValue, errorInfo, makePki, providerInstalled, request, reservePort, rpc,
+  startGateway, startProvider, Stub, testConfig, type BrowserLike, type BrowserModule, type Provider, type TestGateway,
+} from './harness.js';
+
+const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
+const logs: Record<string, unknown>[] = [];
+setLogSink((line) => logs.push(JSON.parse(line) as Record<string, unknown>));
+
+describe('sign-in with the development OpenID provider', { skip: !providerInstalled() && 'deploy/oidc: run npm ci there first' }, () => {
+  let stub: Stub;
+  let pki: string;
+  let provider: Provider;
+  let t: TestGateway;
+  let B: BrowserModule;
+  let callbackUrl: string;
+
+  before(async () => {
+    B = await browserModule();
+    stub = await new Stub().start();
+    pki = makePki();
+    const reserved = await reservePort();
+    callbackUrl = `http://127.0.0.1:${reserved.port}/auth/callback`;
+    provider = await startProvider(pki, [callbackUrl]);
+    t = await startGateway((port) => testConfig({
+      upstream: stub.address, port,
+      oidc: { issuer: new URL(provider.issuer), clientId: 'labshare-console', caFile: path.join(pki, 'ca.crt') },
+    }), {}, reserved);
+  });
+  after(async () => {
+    await t?.stop();
+    await provider?.stop();
+    await stub?.stop();
+  });
+
+  // The person at the browser: /auth/login, the provider's pages, back to
+  // /auth/callback. Returns the browser (its cookie jar) and the answers.
+  async function signIn(login: string, password: string, returnTo?: string) {
+    const b = new B.Browser({ ca: path.join(pki, 'ca.crt') });
+    const q = returnTo === undefined ? '' : `?return_to=${encodeURIComponent(returnTo)}`;
+    const start = await b.request('GET', `${t.url}/auth/login${q}`);
+    assert.equal(start.status, 303);
+    const atProvider = await b.go('GET', String(start.headers.location), { stopAt: callbackUrl });
+    const done = await B.walk(b, atProvider, { login, password, stopAt: callbackUrl });
+    assert.ok(done.redirect, 'the provider redirects back to the console');
+    const back = await b.request('GET', done.redirect!);
+    return { b, start, back, redirect: done.redirect! };
+  }
+  const sessionCookie = (b: BrowserLike) => b.cookies.get(`${new URL(t.url).host}|__Host-labshare_session`)?.value;
+
+  it('signs in (code + PKCE S256 + state + nonce), calls with cookie + CSRF, refreshes, signs out', async () => {
+    stub.accessTtlSeconds = 30; // expires within --refresh_margin (60 s): the first call refreshes
+    const exchangesBefore = stub.exchanges;
+    const { b, start, back } = await signIn('li-wei@example.org', 'demo-li-wei', '#/bookings?week=2027-03-01');
+
+    // /auth/login: to the provider's authorization endpoint, bound to this browser.
+    const auth = new URL(String(start.headers.location));
+    assert.equal(`${auth.origin}${auth.pathname}`, `${provider.issuer}/auth`);
+    const p = auth.searchParams;
+    assert.equal(p.get('client_id'), 'labshare-console');
+    assert.equal(p.get('response_type'), 'code');
+    assert.equal(p.get('redirect_uri'), callbackUrl);
+    assert.equal(p.get('scope'), 'openid email profile');
+    assert.equal(p.get('code_challenge_method'), 'S256');
+    assert.match(p.get('code_challenge') ?? '', /^[A-Za-z0-9_-]{43}$/);
+    assert.match(p.get('state') ?? '', /^[A-Za-z0-9_-]{43}$/);
+    assert.match(p.get('nonce') ?? '', /^[A-Za-z0-9_-]{43}$/);
+    const loginCookie = start.headers['set-cookie'] ?? [];
+    assert.equal(loginCookie.length, 1);
+    assert.match(loginCookie[0]!, /^__Host-labshare_signin=[A-Za-z0-9_-]{43}; Path=\/; Secure; HttpOnly; SameSite=Lax; Max-Age=600$/);
+    assert.match(String(start.headers['content-security-policy']), /^default-src 'self'; script-src 'self';/);
+
+    // /auth/callback: a session, the cookie, back to the page asked for.
+    assert.equal(back.status, 303);
+    assert.equal(back.headers.location, '/#/bookings?week=2027-03-01');
+    const set = back.headers['set-cookie'] ?? [];
+    assert.equal(set[0], '__Host-labshare_signin=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0');
+    assert.match(set[1]!, /^__Host-labshare_session=[A-Za-z0-9_-]{43}; Path=\/; Secure; HttpOnly; SameSite=Strict$/);
+    assert.equal(stub.exchanges, exchangesBefore + 1);
+
+    // ExchangeToken got the provider's ID token, without a bearer.
+    const ex = stub.callsOf('ExchangeToken').at(-1)!;
+    assert.equal(ex.authorization, null);
+    const idToken = (ex.request as { idToken: string }).idToken;
+    const claims = JSON.parse(Buffer.from(idToken.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+    assert.equal(claims.iss, provider.issuer);
+    assert.equal(claims.aud, 'labshare-console');
+    assert.equal(claims.sub, 'acct-li-wei');
+    assert.equal(claims.nonce, p.get('nonce'));
+
+    const cookie = `__Host-labshare_session=${sessionCookie(b)}`;
+    const info = await request('GET', `${t.url}/auth/session`, { headers: { cookie } });
+    const s = info.json<{ signedIn: boolean; user: string; csrfToken: string; roles: string[]; displayName: string; organization: string; expiresAt: string }>();
+    assert.equal(s.signedIn, true);
+    assert.equal(s.user, 'users/li-wei');
+    assert.equal(s.displayName, 'Li Wei');
+    assert.equal(s.organization, 'organizations/nanocraft');
+    assert.deepEqual(s.roles, ['LAB_USER']);
+    assert.match(s.csrfToken, /^[A-Za-z0-9_-]{43}$/);
+    assert.equal(s.expiresAt, new Date(t.clock.t + 30 * 60_000).toISOString());
+
+    // A call with the cookie and the CSRF token: refreshed first (30 s left < 60 s margin).
+    const csrf = { cookie, 'x-csrf-token': s.csrfToken, origin: t.origin };
+    const refreshesBefore = stub.refreshes;
+    const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, csrf);
+    assert.equal(a.status, 200);
+    assert.equal(stub.refreshes, refreshesBefore + 1);
+    const refresh = stub.callsOf('RefreshToken').at(-1)!;
+    const exchangedRefresh = (refresh.request as { refreshToken: string }).refreshToken;
+    assert.match(exchangedRefresh, /^rt-\d+$/);
+    const used = stub.callsOf('GetBooking').at(-1)!.authorization!;
+    assert.match(used, /^Bearer access-\d+$/);
+    assert.notEqual(used, `Bearer access-${exchangedRefresh.slice(3)}`, 'the refreshed token, not the first one');
+    // The refreshed roles show (the stub adds FACILITY_STAFF at refresh).
+    assert.deepEqual((await request('GET', `${t.url}/auth/session`, { headers: { cookie } })).json().roles, ['LAB_USER', 'FACILITY_STAFF']);
+    // Next call: no refresh needed (900 s left).
+    assert.equal((await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, csrf)).status, 200);
+    assert.equal(stub.refreshes, refreshesBefore + 1);
+    // Without the CSRF token the same cookie does nothing.
+    const noCsrf = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { cookie, origin: t.origin });
+    assert.equal(noCsrf.status, 403);
+    assert.equal(errorInfo(noCsrf)!.reason, 'CSRF_TOKEN_INVALID');
+
+    // Sign out: RevokeToken with the current refresh token, cookie cleared.
+    const currentRefresh = `rt-${used.slice('Bearer access-'.length)}`;
+    const out = await request('POST', `${t.url}/auth/logout`, { headers: csrf });
+    assert.equal(out.status, 200);
+    assert.deepEqual(out.headers['set-cookie'], ['__Host-labshare_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0']);
+    assert.equal(stub.revoked.at(-1), currentRefresh);
+    const afterOut = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, csrf);
+    assert.equal(afterOut.status, 401);
+    assert.equal(errorInfo(afterOut)!.reason, 'SESSION_EXPIRED');
+    assert.deepEqual((await request('GET', `${t.url}/auth/session`, { headers: { cookie } })).json(), { signedIn: false, roles: [] });
+  });
+
+  it('refuses a replayed callback and a callback from another browser (SIGN_IN_EXPIRED)', async () => {
+    const { b, redirect } = await signIn('li-wei', 'demo-li-wei', '#/');
+    const again = await b.request('GET', redirect);
+    assert.equal(again.status, 303);
+    assert.equal(again.headers.location, '/#/?signin_error=SIGN_IN_EXPIRED');
+    const other = await request('GET', redirect);
+    assert.equal(other.headers.location, '/#/?signin_error=SIGN_IN_EXPIRED');
+  });
+
+  it('refuses a callback whose state was changed (SIGN_IN_FAILED)', async () => {
+    const b = new B.Browser({ ca: path.join(pki, 'ca.crt') });
+    const start = await b.request('GET', `${t.url}/auth/login`);
+    const atProvider = await b.go('GET', String(start.headers.location), { stopAt: callbackUrl });
+    const done = await B.walk(b, atProvider, { login: 'li-wei', password: 'demo-li-wei', stopAt: callbackUrl });
+    const u = new URL(done.redirect!);
+    u.searchParams.set('state', 'forged');
+    const back = await b.request('GET', u.href);
+    assert.equal(back.status, 303);
+    assert.equal(back.headers.location, '/#/?signin_error=SIGN_IN_FAILED');
+    assert.equal(sessionCookie(b), undefined);
+  });
+
+  it("maps the identity service's refusal to an error code the app shows (USER_NOT_REGISTERED)", async () => {
+    const { b, back } = await signIn('liu-yang', 'demo-liu-yang', '#/bookings');
+    assert.equal(back.status, 303);
+    assert.equal(back.headers.location, '/#/?signin_error=USER_NOT_REGISTERED');
+    assert.equal(sessionCookie(b), undefined);
+    assert.deepEqual(back.headers['set-cookie'], ['__Host-labshare_signin=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0']);
+  });
+
+  it('maps a person declining at the provider to ACCESS_DENIED', async () => {
+    const b = new B.Browser({ ca: path.join(pki, 'ca.crt') });
+    const start = await b.request('GET', `${t.url}/auth/login?return_to=${encodeURIComponent('#/')}`);
+    const loginPage = await b.go('GET', String(start.headers.location), { stopAt: callbackUrl });
+    const lf = B.forms(loginPage.body, loginPage.url)[0]!;
+    const consent = await b.go('POST', lf.action, { form: { ...lf.fields, login: 'li-wei', password: 'demo-li-wei' }, stopAt: callbackUrl });
+    // A browser applies form-action to the redirects after the consent form
+    // (Chromium does): the provider must allow the console's origin there.
+    assert.equal(consent.headers['content-security-policy'], `default-src 'none'; form-action 'self' ${t.origin}; frame-ancestors 'none'`);
+    const deny = B.forms(consent.body, consent.url).find((f) => f.fields.decision === 'deny')!;
+    const done = await b.go('POST', deny.action, { form: deny.fields, stopAt: callbackUrl });
+    assert.ok(done.redirect);
+    assert.equal(new URL(done.redirect!).searchParams.get('error'), 'access_denied');
+    const back = await b.request('GET', done.redirect!);
+    assert.equal(back.headers.location, '/#/?signin_error=ACCESS_DENIED');
+  });
+
+  it('accepts only hash routes of the app as return_to', async () => {
+    for (const bad of ['//evil.example', 'https://evil.example/#/', '/#/', 'javascript:alert(1)', '#/a b', '#/<script>', '#evil', `#/${'a'.repeat(600)}`]) {
+      const a = await request('GET', `${t.url}/auth/login?return_to=${encodeURIComponent(bad)}`);
+      assert.equal(a.status, 400, bad);
+      assert.equal(a.text, 'return_to must be a page of this console, like #/ or #/bookings.\n');
+      assert.equal(a.headers['set-cookie'], undefined);
+    }
+    const other = await request('GET', `${t.url}/auth/login?return_to=${encodeURIComponent('#/bookings')}`, { headers: { host: `localhost:${new URL(t.url).port}` } });
+    assert.equal(other.status, 303);
+    assert.equal(other.headers.location, `${t.url}/auth/login?return_to=${encodeURIComponent('#/bookings')}`);
+    for (const good of ['#/', '#/bookings', '#/instruments/sem-1?week=2027-03-01&mode=ON_SITE']) {
+      const a = await request('GET', `${t.url}/auth/login?return_to=${encodeURIComponent(good)}`);
+      assert.equal(a.status, 303, good);
+    }
+  });
+
+  it('sends the person back with PROVIDER_UNAVAILABLE when the provider cannot be reached', async () => {
+    const down = await closedPort();
+    const t2 = await startGateway((port) => testConfig({
+      upstream: stub.address, port,
+      oidc: { issuer: new URL(`https://${down}`), clientId: 'labshare-console', caFile: path.join(pki, 'ca.crt') },
+    }));
+    try {
+      const a = await request('GET', `${t2.url}/auth/login`);
+      assert.equal(a.status, 303);
+      assert.equal(a.headers.location, '/#/?signin_error=PROVIDER_UNAVAILABLE');
+      assert.ok(logs.some((l) => l.msg === 'sign-in: provider discovery failed'));
+    } finally {
+      await t2.stop();
+    }
+  });
+});
+void cookieValue;

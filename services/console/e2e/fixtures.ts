@@ -72,8 +72,8 @@ export async function signInAs(page: Page, who: Person, hash = '#/'): Promise<vo
   await page.getByTestId('sign-in').first().click();
   await page.getByLabel('Email or username').fill(`${who}@example.org`);
   await page.getByLabel('Password').fill(`demo-${who}`);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  const allow = page.getByRole('button', { name: 'Allow' });
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  const allow = page.getByRole('button', { name: 'Allow', exact: true });
   const back = page.waitForURL((u) => u.origin === new URL(url).origin, { waitUntil: 'domcontentloaded' });
   await Promise.race([back, allow.waitFor({ state: 'visible' }).then(() => allow.click())]);
   await back;

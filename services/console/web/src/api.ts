@@ -1,17 +1,24 @@
 // The console's clients: the same RPCs the labshare CLI calls, through the
 // gateway (Connect protocol, JSON). Rules, scopes and errors stay in the
 // services; see errors.ts for how an error is shown.
-import { createClient, type Interceptor } from '@connectrpc/connect';
+import { Code, ConnectError, createClient, type Interceptor } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-web';
 import { InventoryService } from '../../gen/labshare/inventory/v1/inventory_pb';
 import { BookingService } from '../../gen/labshare/booking/v1/booking_pb';
 import { BillingService } from '../../gen/labshare/billing/v1/billing_pb';
 import { UsageService } from '../../gen/labshare/usage/v1/usage_pb';
-import { session } from './session';
+import { loadSession, session } from './session';
 
+// Every call carries the session's CSRF token; when the gateway answers
+// that the session has ended, the shell learns it (and offers sign-in).
 const csrf: Interceptor = (next) => async (req) => {
   req.header.set('x-csrf-token', session.value.csrfToken ?? '');
-  return next(req);
+  try {
+    return await next(req);
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.Unauthenticated) void loadSession();
+    throw err;
+  }
 };
 
 const transport = createConnectTransport({

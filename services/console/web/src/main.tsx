@@ -9,6 +9,7 @@ import { lang, LANGS, t, type Lang } from './i18n';
 import { useSignal } from './signal';
 import { loadSession, session, signIn, signOut } from './session';
 import { match, routes } from './routes';
+import { signInErrorSentence } from './signin';
 
 function useHash(): string {
   const [hash, setHash] = useState(location.hash || '#/');
@@ -89,6 +90,7 @@ function App() {
         {s.signedIn ? <Screen hash={hash} /> : (
           <section class="welcome">
             <h1>{t('app.name')}</h1>
+            {signInErrorSentence(hash) && <p class="error" role="alert" data-testid="error">{signInErrorSentence(hash)}</p>}
             <p>{t('app.welcome')}</p>
             <p>{t('app.pleaseSignIn')}</p>
             <button type="button" class="primary" onClick={signIn}>{t('app.signIn')}</button>

@@ -1,7 +1,5 @@
 // Strings of the consortium dashboard (area "dash"), English and Chinese.
-// The navigation labels are in ./nav.ts (loaded with the shell).
 import { registerMessages } from '../../i18n';
-import './nav';
 
 registerMessages({
   en: {

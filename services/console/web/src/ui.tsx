@@ -1,0 +1,69 @@
+// Pieces every screen uses: the service's refusal (role="alert"), a success
+// line (role="status"), the loading state, and loading data on route change.
+import type { ComponentChildren } from 'preact';
+import { useCallback, useEffect, useState } from 'preact/hooks';
+import { explain, type ShownError } from './errors';
+import { lang, t } from './i18n';
+import { useSignal } from './signal';
+
+const isShown = (e: unknown): e is ShownError =>
+  typeof e === 'object' && e !== null && !(e instanceof Error) && 'sentence' in e && 'code' in e;
+
+// The refusal: explain(err).sentence, then `children` (screen-specific notes),
+// the service's own message muted, then `actions` (e.g. a reload button).
+// `error` is the caught error or an already explained one.
+export function ErrorBox({ error, children, actions }: { error?: unknown; children?: ComponentChildren; actions?: ComponentChildren }) {
+  useSignal(lang);
+  if (!error) return null;
+  const e = isShown(error) ? error : explain(error);
+  return (
+    <div class="error" role="alert" data-testid="error">
+      <p class="error-sentence">{e.sentence}</p>
+      {children}
+      {e.detail && <p class="muted error-detail">{e.detail}</p>}
+      {actions}
+    </div>
+  );
+}
+
+// A success line; nothing when there is nothing to say.
+export function StatusBox({ children, testid = 'status' }: { children?: ComponentChildren; testid?: string }) {
+  if (children === undefined || children === null || children === '' || children === false) return null;
+  return <div class="notice" role="status" data-testid={testid}>{children}</div>;
+}
+
+export interface Load<T> { data?: T; error?: unknown; loading: boolean; reload: () => void }
+
+// Runs `fn` whenever deps change (or reload() is called); the latest answer
+// wins, earlier data stays shown while loading again.
+export function useLoad<T>(fn: () => Promise<T>, deps: unknown[]): Load<T> {
+  const [state, setState] = useState<{ data?: T; error?: unknown; loading: boolean }>({ loading: true });
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    let live = true;
+    setState((s) => ({ data: s.data, loading: true }));
+    fn().then(
+      (data) => live && setState({ data, loading: false }),
+      (error: unknown) => live && setState({ error, loading: false }),
+    );
+    return () => { live = false; };
+  }, [...deps, tick]);
+  const reload = useCallback(() => setTick((n) => n + 1), []);
+  return { ...state, reload };
+}
+
+// "Loading…"; given a load: its error, the loading line before the first
+// answer, nothing once there is data.
+export function Loading({ load }: { load?: Load<unknown> }) {
+  useSignal(lang);
+  if (load?.error) return <ErrorBox error={load.error} />;
+  if (load && !(load.loading && load.data === undefined)) return null;
+  return <p aria-busy="true" class="muted">{t('app.loading')}</p>;
+}
+
+// The loading state, the error, or the content.
+export function Loaded<T>({ load, children }: { load: Load<T>; children: (data: T) => ComponentChildren }) {
+  if (load.error) return <ErrorBox error={load.error} />;
+  if (load.data === undefined) return <Loading />;
+  return <>{children(load.data)}</>;
+}

@@ -6,7 +6,7 @@
 // (SetInstrumentState).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { inventory, requestId } from '../../api';
-import { money } from '../../format';
+import { money, moneyText, parseMoney } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
@@ -16,8 +16,12 @@ import {
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ModeOfferingSchema } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { Done, hours, minorText, idOf, isAdmin, label, listAll, Loading, parseMinor, Refusal, setQuery, useLoad, values, zoneOf } from './common';
+import { hours, isAdmin, label, Refusal, values } from './common';
 import { allOrganizations } from './organizations';
+import { Loading, StatusBox, useLoad } from '../../ui';
+import { idOf, listAll } from '../../names';
+import { setQuery } from '../../nav';
+import { zoneOr } from '../../zones';
 
 export async function allFacilities(): Promise<Facility[]> {
   return listAll(async (pageToken) => {
@@ -135,7 +139,7 @@ function defaultOffering(m: number, r: Rules, currency: string): ModeInit {
       mode: m, approvalRequired: true,
       leaseRules: {
         minTermDays: Number(r.leaseMinDays), maxTermDays: Number(r.leaseMaxDays), handoverBuffer: hours(24), returnBuffer: hours(48),
-        deposit: r.deposit.trim() ? { currencyCode: currency, amountMinor: parseMinor(r.deposit, currency) ?? 0n } : undefined,
+        deposit: r.deposit.trim() ? { currencyCode: currency, amountMinor: parseMoney(r.deposit, currency)?.amountMinor ?? 0n } : undefined,
         rateBasis: LeaseRateBasis.PER_DAY, countedHoursPerDay: 8, horizon: hours(24 * 180),
       },
     }
@@ -184,7 +188,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
           facility: v.facility ? `facilities/${v.facility}` : '',
           ownerOrganization: owner ? `organizations/${owner}` : '',
           category: v.category.trim(),
-          originalValue: { currencyCode: v.currency.trim().toUpperCase(), amountMinor: parseMinor(v.value || '0', v.currency) ?? -1n },
+          originalValue: { currencyCode: v.currency.trim().toUpperCase(), amountMinor: parseMoney(v.value || '0', v.currency)?.amountMinor ?? -1n },
           dailyAvailableHours: Number(v.daily) || 0,
           modes: offered,
           serviceCatalogue: catalogue,
@@ -266,7 +270,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
 
 function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (i: Instrument, msg: string) => void; onClose: () => void }) {
   const cur = inst.originalValue?.currencyCode || 'CNY';
-  const valueText = minorText(inst.originalValue);
+  const valueText = moneyText(inst.originalValue);
   const [v, setV] = useState({ displayName: inst.displayName, category: inst.category, daily: String(inst.dailyAvailableHours), value: valueText });
   const [modes, setModes] = useState<number[]>(inst.modes.map((m) => m.mode).sort());
   const [state, setState] = useState(0);
@@ -293,7 +297,7 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
         instrument: {
           name: inst.name, etag: inst.etag, displayName: v.displayName.trim(), category: v.category.trim(),
           dailyAvailableHours: Number(v.daily) || 0,
-          originalValue: { currencyCode: cur, amountMinor: parseMinor(v.value || '0', cur) ?? -1n },
+          originalValue: { currencyCode: cur, amountMinor: parseMoney(v.value || '0', cur)?.amountMinor ?? -1n },
           // Offered modes keep their rules; a newly offered one gets the simple rules.
           modes: modes.map((m) => inst.modes.find((o) => o.mode === m) ?? defaultOffering(m, DEFAULT_RULES, cur)),
         },
@@ -373,9 +377,9 @@ export default function Instruments({ params }: { params: Record<string, string>
   return (
     <section class="admin">
       <h1>{t('admin.instr.title')}</h1>
-      <Done text={msg} />
+      <StatusBox testid="done">{msg}</StatusBox>
       <h2>{t('admin.fac.title')}</h2>
-      <Loading l={facilities} />
+      <Loading load={facilities} />
       {facilities.data && (
         <div class="table-wrap">
           <table data-testid="facilities">
@@ -389,7 +393,7 @@ export default function Instruments({ params }: { params: Record<string, string>
                   <td><a href={`#/admin/instruments?facility=${idOf(f.name)}`}>{f.displayName}</a><div class="muted small">{idOf(f.name)}</div></td>
                   <td>{orgName(f.ownerOrganization)}</td>
                   <td>{orgName(f.operatorOrganization || f.ownerOrganization)}</td>
-                  <td data-testid="time-zone">{zoneOf(f.timeZone)}</td>
+                  <td data-testid="time-zone">{zoneOr(f.timeZone)}</td>
                   <td>{policyText(f)}</td>
                   <td>{f.funder || '—'}</td>
                 </tr>
@@ -417,7 +421,7 @@ export default function Instruments({ params }: { params: Record<string, string>
           </select>
         </label>
       </div>
-      <Loading l={instruments} />
+      <Loading load={instruments} />
       {instruments.data && instruments.data.length === 0 && <p class="muted">{t('admin.instr.none')}</p>}
       {instruments.data && instruments.data.length > 0 && (
         <div class="table-wrap">

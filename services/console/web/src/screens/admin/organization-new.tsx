@@ -6,7 +6,8 @@ import { inventory, requestId } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { MembershipState, OrganizationType, SizeClass } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { idOf, isAdmin, label, Refusal, values } from './common';
+import { isAdmin, label, Refusal, values } from './common';
+import { idOf } from '../../names';
 
 export interface OrgFields {
   displayName: string; type: number; sizeClass: number; stateOwned: boolean; foreign: boolean; sector: string;

@@ -10,8 +10,10 @@ import { useSignal } from '../../signal';
 import {
   MembershipState, OrganizationType, SizeClass, type Organization,
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { Done, idOf, isAdmin, label, listAll, Loading, Refusal, useLoad, values } from './common';
+import { isAdmin, label, Refusal, values } from './common';
 import { OrgFieldset, type OrgFields } from './organization-new';
+import { Loading, StatusBox, useLoad } from '../../ui';
+import { idOf, listAll } from '../../names';
 
 const SNAKE: Record<keyof OrgFields, string> = {
   displayName: 'display_name', type: 'type', sizeClass: 'size_class', stateOwned: 'state_owned', foreign: 'foreign', sector: 'sector',
@@ -126,11 +128,11 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
   return (
     <section class="admin">
       <p><a href="#/admin/organizations">← {t('admin.orgs.title')}</a></p>
-      <Loading l={org} />
+      <Loading load={org} />
       {o && (
         <>
           <h1>{o.displayName} <span class="muted small">{id}</span></h1>
-          <Done text={msg} />
+          <StatusBox testid="done">{msg}</StatusBox>
           <dl class="card facts" data-testid="organization-facts">
             <dt>{t('admin.orgs.type')}</dt><dd>{label('OrganizationType', OrganizationType, o.type)}</dd>
             <dt>{t('admin.orgs.sizeClass')}</dt><dd>{o.sizeClass ? label('SizeClass', SizeClass, o.sizeClass) : '—'}</dd>
@@ -145,7 +147,7 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
         </>
       )}
       <h2>{t('admin.orgs.history')}</h2>
-      <Loading l={history} />
+      <Loading load={history} />
       {history.data && history.data.length === 0 && <p class="muted">{t('admin.orgs.noHistory')}</p>}
       {history.data && history.data.length > 0 && (
         <div class="table-wrap">

@@ -7,8 +7,11 @@ import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { Role } from '../../../../gen/labshare/type/v1/types_pb';
 import type { User } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { Done, idOf, isAdmin, label, listAll, Loading, Refusal, setQuery, useLoad } from './common';
+import { isAdmin, label, Refusal } from './common';
 import { allOrganizations } from './organizations';
+import { Loading, StatusBox, useLoad } from '../../ui';
+import { idOf, listAll } from '../../names';
+import { setQuery } from '../../nav';
 
 const PERSON_ROLES = [Role.LAB_USER, Role.FACILITY_STAFF, Role.MEMBER_BILLING_ADMIN, Role.CONSORTIUM_ADMIN, Role.AUDITOR];
 
@@ -158,8 +161,8 @@ export default function Users({ params }: { params: Record<string, string> }) {
           </select>
         </label>
       </div>
-      <Done text={msg} />
-      <Loading l={users} />
+      <StatusBox testid="done">{msg}</StatusBox>
+      <Loading load={users} />
       {users.data && users.data.length === 0 && <p class="muted">{t('admin.users.none')}</p>}
       {users.data && users.data.length > 0 && (
         <div class="table-wrap">

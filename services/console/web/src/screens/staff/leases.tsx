@@ -10,10 +10,12 @@ import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  ErrorBox, FieldError, OrgName, StaffHeader, StatusBox, Zone, currencyOf, dateToZonedInput, instrumentLabel, lastId,
-  listAll, parseMoney, span, useAction, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
+  FieldError, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, parseAmount, span, useAction, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
+import { ErrorBox, StatusBox } from '../../ui';
+import { idOf, listAll } from '../../names';
+import { dateToZonedInput } from '../../zones';
 
 const FILTERS: Record<string, Lease_State[]> = {
   active: [Lease_State.APPROVED, Lease_State.HANDED_OVER, Lease_State.RETURNED],
@@ -87,7 +89,7 @@ type Form = 'handover' | 'return' | 'close' | 'extend';
 function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (m: string) => void }) {
   const zone = zoneOf(world, l.instrument);
   const currency = l.contract?.rate?.currencyCode || currencyOf(world.instruments.find((i) => i.name === l.instrument));
-  const id = lastId(l.name);
+  const id = idOf(l.name);
   const act = useAction();
   const [form, setForm] = useState<Form>();
   const [notes, setNotes] = useState('');
@@ -105,7 +107,7 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
         .then((r) => r && onDone(t('staff.leases.handedOver', { id, state: stateWord(r.state) })));
     } else if (form === 'return') {
       if (!notes.trim()) { setMissing(t('staff.leases.conditionRequired')); return; }
-      const d = parseMoney(damage || '0', currency);
+      const d = parseAmount(damage || '0', currency);
       if (!d) { setMissing(t('staff.leases.badDamage')); return; }
       void act.run(() => booking.recordReturn({
         name: l.name, conditionNotes: notes.trim(), damageNotes: damageNotes.trim(),
@@ -131,7 +133,7 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
     <>
       <tr data-testid={`lease-${id}`}>
         <td>{instrumentLabel(world, l.instrument)}<div class="muted">{id}</div></td>
-        <td><OrgName name={l.lesseeOrganization} /><div class="muted">{lastId(l.contactUser)}</div></td>
+        <td><OrgName name={l.lesseeOrganization} /><div class="muted">{idOf(l.contactUser)}</div></td>
         <td>{span(l.term, zone)}<Zone zone={zone} />
           {l.extensions.length > 0 && <div class="muted">{t('staff.leases.extendedTimes', { n: l.extensions.length })}</div>}</td>
         <td>

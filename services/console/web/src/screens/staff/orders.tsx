@@ -10,14 +10,15 @@ import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory, requestId } from '../../api';
 import { explain, type ShownError } from '../../errors';
-import { money } from '../../format';
+import { money, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
-  ErrorBox, FieldError, OrgName, StaffHeader, StatusBox, Zone, addDays, currencyOf, instrumentLabel, lastId, listAll,
-  isSet, moneyInput, parseMoney, span, useAction, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
+  FieldError, OrgName, StaffHeader, Zone, addDays, currencyOf, instrumentLabel, isSet, parseAmount, span, useAction, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
+import { ErrorBox, StatusBox } from '../../ui';
+import { idOf, listAll } from '../../names';
 
 const S = ServiceOrder_State;
 const FILTERS: Record<string, ServiceOrder_State[]> = {
@@ -102,15 +103,15 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
   const ins = world.instruments.find((i) => i.name === o.instrument);
   const entry = ins?.serviceCatalogue.find((e) => e.entryId === o.serviceEntryId);
   const currency = o.quote?.perSampleFee?.currencyCode || currencyOf(ins);
-  const id = lastId(o.name);
+  const id = idOf(o.name);
   const act = useAction();
   const [form, setForm] = useState<Form>();
   const [missing, setMissing] = useState<string>();
   // quote
-  const [fee, setFee] = useState(moneyInput(o.quote?.perSampleFee));
+  const [fee, setFee] = useState(moneyText(o.quote?.perSampleFee));
   const [staffHours, setStaffHours] = useState(o.quote?.staffTime ? String(Number(o.quote.staffTime.seconds) / 3600) : '1');
-  const [staffFee, setStaffFee] = useState(moneyInput(o.quote?.staffTimeFee) || '0');
-  const [consumables, setConsumables] = useState(moneyInput(o.quote?.consumables) || '0');
+  const [staffFee, setStaffFee] = useState(moneyText(o.quote?.staffTimeFee) || '0');
+  const [consumables, setConsumables] = useState(moneyText(o.quote?.consumables) || '0');
   const [validUntil, setValidUntil] = useState(`${addDays(monday, 14)}T18:00`);
   const [notes, setNotes] = useState('');
   // receive
@@ -134,7 +135,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
     inventory.lookupRate({
       instrument: o.instrument, mode: SharingMode.TECHNICAL_SERVICE, payerOrganization: o.clientOrganization,
       serviceEntryId: o.serviceEntryId, time: timestampFromDate(new Date()),
-    }).then((r) => live && r.rate?.price && setFee(moneyInput(r.rate.price)), () => undefined);
+    }).then((r) => live && r.rate?.price && setFee(moneyText(r.rate.price)), () => undefined);
     return () => { live = false; };
   }, [form]);
 
@@ -142,7 +143,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
     setMissing(undefined);
     const ok = (key: string) => (r: ServiceOrder | undefined) => r && onDone(t(key, { id, state: stateWord(r.state), total: money(r.quote?.total) }));
     if (form === 'quote') {
-      const f = parseMoney(fee, currency), sf = parseMoney(staffFee || '0', currency), c = parseMoney(consumables || '0', currency);
+      const f = parseAmount(fee, currency), sf = parseAmount(staffFee || '0', currency), c = parseAmount(consumables || '0', currency);
       const hours = Number(staffHours);
       const until = zonedTs(validUntil, zone);
       if (!f || !sf || !c) { setMissing(t('staff.orders.badAmount')); return; }
@@ -178,7 +179,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
     <>
       <tr data-testid={`order-${id}`}>
         <td>{entry?.displayName ?? o.serviceEntryId}<div class="muted">{instrumentLabel(world, o.instrument)} · {id}</div></td>
-        <td><OrgName name={o.clientOrganization} /><div class="muted">{lastId(o.requester)}</div></td>
+        <td><OrgName name={o.clientOrganization} /><div class="muted">{idOf(o.requester)}</div></td>
         <td><span class="num">{o.receivedSampleCount || o.sampleCount}</span>
           {o.sampleDescription && <div class="muted">{o.sampleDescription}</div>}</td>
         <td><span class="staff-badge">{stateWord(o.state)}</span>
@@ -231,7 +232,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
                   <input type="datetime-local" value={start} onInput={(e) => setStart((e.target as HTMLInputElement).value)} /></label>
                 <label class="field"><span>{t('staff.orders.runEnd', { zone })}</span>
                   <input type="datetime-local" value={end} onInput={(e) => setEnd((e.target as HTMLInputElement).value)} /></label>
-                <p class="muted wide">{t('staff.orders.operatorIsMe', { me: lastId(me) })}</p>
+                <p class="muted wide">{t('staff.orders.operatorIsMe', { me: idOf(me) })}</p>
               </>)}
               {form === 'report' && (<>
                 <label class="field wide"><span>{t('staff.orders.uri')}</span>
@@ -259,7 +260,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
 }
 
 function QuoteTotal({ fee, n, staffFee, consumables, currency }: { fee: string; n: number; staffFee: string; consumables: string; currency: string }) {
-  const f = parseMoney(fee, currency), s = parseMoney(staffFee || '0', currency), c = parseMoney(consumables || '0', currency);
+  const f = parseAmount(fee, currency), s = parseAmount(staffFee || '0', currency), c = parseAmount(consumables || '0', currency);
   if (!f || !s || !c) return null;
   const total = { ...f, amountMinor: f.amountMinor * BigInt(n) + s.amountMinor + c.amountMinor };
   return <p class="wide">{t('staff.orders.totalPreview', { total: money(total) })}</p>;

@@ -8,16 +8,19 @@ import { Booking_State, LeaseContract_RateBasis, Lease_State, type Booking, type
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory, requestId } from '../../api';
 import type { ShownError } from '../../errors';
-import { money } from '../../format';
+import { money, hoursNumber } from '../../format';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
-  bookingStateWord, ErrorBox, explain, fromWall, idOf, instrumentWithZone, leaseStateWord, modeWord, msTs, orderStateWord,
-  rangeText, StatusBox, timeText, toWall, tsMs, wallText, zoneLabel,
+  bookingStateWord, instrumentWithZone, leaseStateWord, modeWord, msTs, orderStateWord, rangeText, timeText, tsMs, wallText,
 } from './common';
 import { durationMs, lateCancelFee, type FeePreview } from './money';
 import './lab.css';
+import { ErrorBox, StatusBox } from '../../ui';
+import { explain } from '../../errors';
+import { idOf } from '../../names';
+import { fromWall, toWall, zoneLabel } from '../../zones';
 
 const PAGE = 20;
 
@@ -340,9 +343,9 @@ function CancelPreview({ b, zone, onClose, onCancelled }: {
       {p && (
         <div data-testid="cancel-verdict">
           {p.late ? (
-            <p class="lab-late"><strong>{t('lab.cancel.late', { hours: hoursNotice })}</strong></p>
+            <p class="lab-late"><strong>{t('lab.cancel.late', { hoursNumber: hoursNotice })}</strong></p>
           ) : (
-            <p><strong>{b.state === Booking_State.PENDING_APPROVAL ? t('lab.cancel.pendingFree') : t('lab.cancel.onTime', { hours: hoursNotice, deadline: wallText(toWall(p.deadline, zone)) })}</strong></p>
+            <p><strong>{b.state === Booking_State.PENDING_APPROVAL ? t('lab.cancel.pendingFree') : t('lab.cancel.onTime', { hoursNumber: hoursNotice, deadline: wallText(toWall(p.deadline, zone)) })}</strong></p>
           )}
           {p.fee && (
             <p data-testid="cancel-fee">

@@ -12,11 +12,13 @@ import { booking } from '../../api';
 import type { ShownError } from '../../errors';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import {
-  BOOKABLE_MODES, ErrorBox, explain, fromWall, hhmm, idOf, isoDay, listAllInstruments, listFacilities, listOrganizations,
-  mondayOf, modeWord, msTs, orgName, parseDay, todayWall, toWall, tsMs, zoneLabel, zoneOf, DEFAULT_ZONE,
-} from './common';
+import { BOOKABLE_MODES, hhmm, isoDay, mondayOf, modeWord, msTs, parseDay, todayWall, tsMs, zoneOf } from './common';
 import './lab.css';
+import { ErrorBox } from '../../ui';
+import { explain } from '../../errors';
+import { allFacilities, allInstruments, allOrganizations, idOf, orgName } from '../../names';
+import { DEFAULT_ZONE, fromWall, toWall, zoneLabel } from '../../zones';
+import { hoursNumber } from '../../format';
 
 const DAY = 86_400_000;
 
@@ -38,7 +40,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
   const minHours = Number(params.hours ?? '1') || 1;
 
   useEffect(() => {
-    Promise.all([listAllInstruments(), listFacilities(), listOrganizations()]).then(([i, f, o]) => {
+    Promise.all([allInstruments(), allFacilities(), allOrganizations()]).then(([i, f, o]) => {
       setInstruments(i);
       setFacilities(f);
       setOrgs(o);
@@ -84,7 +86,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
     e.preventDefault();
     const f = new FormData(e.target as HTMLFormElement);
     const q = new URLSearchParams();
-    for (const k of ['category', 'facility', 'mode', 'date', 'hours']) {
+    for (const k of ['category', 'facility', 'mode', 'date', 'hoursNumber']) {
       const v = String(f.get(k) ?? '');
       if (v) q.set(k, v);
     }
@@ -116,7 +118,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
           <input type="date" name="date" defaultValue={isoDay(day)} data-testid="date" />
         </label>
         <label class="field">{t('lab.search.hours')}
-          <input type="number" name="hours" min="0.25" step="0.25" defaultValue={String(minHours)} class="lab-narrow" />
+          <input type="number" name="hoursNumber" min="0.25" step="0.25" defaultValue={String(minHours)} class="lab-narrow" />
         </label>
         <button type="submit" class="primary" data-testid="search">{t('lab.search.go')}</button>
       </form>

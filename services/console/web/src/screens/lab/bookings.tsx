@@ -343,9 +343,9 @@ function CancelPreview({ b, zone, onClose, onCancelled }: {
       {p && (
         <div data-testid="cancel-verdict">
           {p.late ? (
-            <p class="lab-late"><strong>{t('lab.cancel.late', { hoursNumber: hoursNotice })}</strong></p>
+            <p class="lab-late"><strong>{t('lab.cancel.late', { hours: hoursNotice })}</strong></p>
           ) : (
-            <p><strong>{b.state === Booking_State.PENDING_APPROVAL ? t('lab.cancel.pendingFree') : t('lab.cancel.onTime', { hoursNumber: hoursNotice, deadline: wallText(toWall(p.deadline, zone)) })}</strong></p>
+            <p><strong>{b.state === Booking_State.PENDING_APPROVAL ? t('lab.cancel.pendingFree') : t('lab.cancel.onTime', { hours: hoursNotice, deadline: wallText(toWall(p.deadline, zone)) })}</strong></p>
           )}
           {p.fee && (
             <p data-testid="cancel-fee">

@@ -86,7 +86,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
     e.preventDefault();
     const f = new FormData(e.target as HTMLFormElement);
     const q = new URLSearchParams();
-    for (const k of ['category', 'facility', 'mode', 'date', 'hoursNumber']) {
+    for (const k of ['category', 'facility', 'mode', 'date', 'hours']) {
       const v = String(f.get(k) ?? '');
       if (v) q.set(k, v);
     }
@@ -118,7 +118,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
           <input type="date" name="date" defaultValue={isoDay(day)} data-testid="date" />
         </label>
         <label class="field">{t('lab.search.hours')}
-          <input type="number" name="hoursNumber" min="0.25" step="0.25" defaultValue={String(minHours)} class="lab-narrow" />
+          <input type="number" name="hours" min="0.25" step="0.25" defaultValue={String(minHours)} class="lab-narrow" />
         </label>
         <button type="submit" class="primary" data-testid="search">{t('lab.search.go')}</button>
       </form>

@@ -10,10 +10,11 @@ import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  BillingHeader, chosenOrg, date, ErrorBox, id, isAdmin, isPeriod, Loaded, periodLabel, useLoad, useNames,
-  word, type Names,
-  useStackedTables,
+  BillingHeader, chosenOrg, date, isAdmin, isPeriod, periodLabel, useNames, word, type Names, useStackedTables,
 } from './common';
+import { ErrorBox, Loaded, useLoad } from '../../ui';
+import { idOf } from '../../names';
+import { href } from '../../nav';
 
 async function listAll(req: { period?: string; payerOrganization?: string }): Promise<Invoice[]> {
   const out: Invoice[] = [];
@@ -50,7 +51,7 @@ function InvoiceTable({ invoices, names, showPayer, testid }: { invoices: Invoic
           {invoices.map((inv) => (
             <tr key={inv.name} data-testid="invoice-row" data-invoice={inv.name}>
               <td class="nowrap">
-                <a href={`#/billing/invoices/${encodeURIComponent(id(inv.name))}`} aria-label={t('billing.invoices.open', { number: inv.number })}>
+                <a href={`#/billing/invoices/${encodeURIComponent(idOf(inv.name))}`} aria-label={t('billing.invoices.open', { number: inv.number })}>
                   {inv.number}
                 </a>
               </td>

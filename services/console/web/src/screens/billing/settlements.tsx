@@ -13,11 +13,12 @@ import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
-  BillingHeader, chosenOrg, seesAll, CONSORTIUM_TZ, currentPeriod, ErrorBox, Facts, id, isAdmin, isPeriod, Loaded, periodLabel,
-  previousPeriod, useLoad, useNames, type Names,
-  useStackedTables,
+  BillingHeader, chosenOrg, seesAll, CONSORTIUM_TZ, currentPeriod, Facts, isAdmin, isPeriod, periodLabel, previousPeriod, useNames, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
+import { ErrorBox, Loaded, useLoad } from '../../ui';
+import { idOf } from '../../names';
+import { href } from '../../nav';
 
 interface Data { settlements: Settlement[]; invoices: Map<string, string> }
 
@@ -153,7 +154,7 @@ function SettlementCard({ s, org, names, invoices, onDone }: { s: Settlement; or
         <p>
           {t('billing.settlements.invoices')}:{' '}
           {s.invoices.filter((inv) => invoices.has(inv)).map((inv, i) => (
-            <span key={inv}>{i > 0 && ', '}<a href={`#/billing/invoices/${id(inv)}`}>{invoices.get(inv)}</a></span>
+            <span key={inv}>{i > 0 && ', '}<a href={`#/billing/invoices/${idOf(inv)}`}>{invoices.get(inv)}</a></span>
           ))}
           {s.invoices.some((inv) => !invoices.has(inv)) && (
             <span class="muted">{invoices.size > 0 && '; '}{t('billing.settlements.otherInvoices', { n: s.invoices.filter((inv) => !invoices.has(inv)).length })}</span>

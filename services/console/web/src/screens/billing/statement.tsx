@@ -13,11 +13,12 @@ import { dateTime, money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  BillingHeader, chosenOrg, CONSORTIUM_TZ, currentPeriod, ErrorBox, Facts, id, isPeriod, Loaded, Loading, periodInterval,
-  periodLabel, useLoad, useNames, word, type Names,
-  useStackedTables,
+  BillingHeader, chosenOrg, CONSORTIUM_TZ, currentPeriod, Facts, isPeriod, periodInterval, periodLabel, useNames, word, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
+import { ErrorBox, Loaded, Loading, useLoad } from '../../ui';
+import { idOf } from '../../names';
+import { href } from '../../nav';
 
 function accountKind(account: string): string {
   const kebab = account.slice(account.lastIndexOf('/') + 1);
@@ -166,7 +167,7 @@ function Payments({ org, names }: { org: string; names: Names }) {
                     <td>{party(p.payee)}</td>
                     <td class="num nowrap">{money(p.amount)}</td>
                     <td>
-                      {p.invoice && <a href={`#/billing/invoices/${id(p.invoice)}`}>{t('billing.payments.forInvoice')} {id(p.invoice)}</a>}
+                      {p.invoice && <a href={`#/billing/invoices/${idOf(p.invoice)}`}>{t('billing.payments.forInvoice')} {idOf(p.invoice)}</a>}
                       {p.settlement && <span>{t('billing.payments.forTransfer', { n: p.transferIndex })}</span>}
                     </td>
                     <td>{p.externalReference || p.note}</td>
@@ -214,7 +215,7 @@ function Deposits({ org, names }: { org: string; names: Names }) {
               <tbody>
                 {ds.map((d) => (
                   <tr key={d.name} data-testid="deposit-row">
-                    <td>{id(d.lease)}</td>
+                    <td>{idOf(d.lease)}</td>
                     <td>{names.instrument(d.instrument)}</td>
                     <td>{names.org(d.ownerOrganization)}</td>
                     <td>{names.org(d.lesseeOrganization)}</td>

@@ -3,7 +3,6 @@ import { registerMessages } from '../../i18n';
 
 registerMessages({
   en: {
-    'dash.loading': 'Loading…',
     'dash.none': 'Nothing to show.',
     'dash.total': 'Total',
     'dash.undefined': 'n/a',
@@ -226,7 +225,6 @@ registerMessages({
     'dash.audit.source.usage': 'Usage',
   },
   'zh-CN': {
-    'dash.loading': '加载中…',
     'dash.none': '暂无数据。',
     'dash.total': '合计',
     'dash.undefined': '不适用',

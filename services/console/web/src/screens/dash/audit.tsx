@@ -9,7 +9,9 @@ import { AuditEntryView, BreakKind, VerificationResult } from '../../../../gen/l
 import { requestId, usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import { ErrorBox, hex, int, Loading, unhex, useLoad, withQuery, zonedTime } from './common';
+import { hex, int, unhex, zonedTime } from './common';
+import { ErrorBox, Loading, useLoad } from '../../ui';
+import { go, href } from '../../nav';
 
 const ANCHOR_KEY = 'labshare.dash.auditAnchor';
 interface StoredAnchor { sequence: string; hash: string }
@@ -160,14 +162,14 @@ function Entries({ resource, source }: { resource: string; source: string }) {
         class="row"
         onSubmit={(e) => {
           e.preventDefault();
-          location.hash = withQuery('#/dash/audit', { resource: res.trim(), source });
+          go('#/dash/audit', { resource: res.trim(), source });
         }}
       >
         <label class="field">
           <span>{t('dash.audit.entries.source')}</span>
           <select
             value={source}
-            onChange={(e) => { location.hash = withQuery('#/dash/audit', { resource, source: (e.target as HTMLSelectElement).value }); }}
+            onChange={(e) => { go('#/dash/audit', { resource, source: (e.target as HTMLSelectElement).value }); }}
           >
             <option value="">{t('dash.audit.entries.allSources')}</option>
             {SOURCES.map((s) => <option key={s} value={s}>{t(`dash.audit.source.${s}`)}</option>)}
@@ -221,7 +223,7 @@ function Entries({ resource, source }: { resource: string; source: string }) {
           {extra?.token && extra.key === key ? (
             <p>
               <button type="button" onClick={() => void more()} disabled={extra.busy}>
-                {extra.busy ? t('dash.loading') : t('dash.audit.entries.older')}
+                {extra.busy ? t('app.loading') : t('dash.audit.entries.older')}
               </button>
             </p>
           ) : null}

@@ -14,11 +14,13 @@ import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  addMonths, bps, ComputedNote, DataTable, ErrorBox, hours, hoursValue, idOf, instrumentName, int, Loading, modeLabel,
-  money, moneyValue, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, ratio,
-  ratioPercent, Section, useLoad, useNames, withQuery, zone, type Month, type Names,
+  addMonths, ComputedNote, DataTable, hours, hoursValue, instrumentName, int, modeLabel, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, ratio, ratioPercent, Section, useNames, zone, type Month, type Names,
 } from './common';
 import { EChart, narrow, type ChartOption } from './chart';
+import { ErrorBox, Loading, useLoad } from '../../ui';
+import { idOf } from '../../names';
+import { go, href } from '../../nav';
+import { money, moneyValue, percentBps } from '../../format';
 
 type QueryInit = MessageInitShape<typeof QueryUsageRequestSchema>;
 
@@ -90,8 +92,8 @@ export default function Dashboard({ params }: { params: Record<string, string> }
     return { instruments, thresholds, idle, under };
   }, [key]);
 
-  const go = (q: Record<string, string | undefined>) => {
-    location.hash = withQuery('#/dash', { month: key, trend: params.trend, ...q });
+  const setView = (q: Record<string, string | undefined>) => {
+    go('#/dash', { month: key, trend: params.trend, ...q });
   };
 
   return (
@@ -99,7 +101,7 @@ export default function Dashboard({ params }: { params: Record<string, string> }
       <header class="dash-head">
         <h1>{t('dash.title', { month: monthLabel(mo) })}</h1>
         <nav class="row dash-monthnav" aria-label={t('dash.monthNav')}>
-          <a href={withQuery('#/dash', { month: monthKey(addMonths(mo, -1)), trend: params.trend })} data-testid="prev-month">
+          <a href={href('#/dash', { month: monthKey(addMonths(mo, -1)), trend: params.trend })} data-testid="prev-month">
             ‹ {monthLabel(addMonths(mo, -1), 'short')}
           </a>
           <label class="field">
@@ -110,15 +112,15 @@ export default function Dashboard({ params }: { params: Record<string, string> }
               data-testid="month"
               onChange={(e) => {
                 const v = (e.target as HTMLInputElement).value;
-                if (/^\d{4}-\d{2}$/.test(v)) go({ month: v });
+                if (/^\d{4}-\d{2}$/.test(v)) setView({ month: v });
               }}
             />
           </label>
-          <a href={withQuery('#/dash', { month: monthKey(addMonths(mo, 1)), trend: params.trend })} data-testid="next-month">
+          <a href={href('#/dash', { month: monthKey(addMonths(mo, 1)), trend: params.trend })} data-testid="next-month">
             {monthLabel(addMonths(mo, 1), 'short')} ›
           </a>
           <span class="dash-spacer" />
-          <a href={withQuery('#/dash/annual', { year: String(mo.y) })}>{t('dash.annual.link', { year: mo.y })}</a>
+          <a href={href('#/dash/annual', { year: String(mo.y) })}>{t('dash.annual.link', { year: mo.y })}</a>
           <a href="#/dash/audit">{t('dash.audit.link')}</a>
         </nav>
         <p class="muted dash-small">{t('dash.zoneNote', { zone: zone() })}</p>
@@ -136,7 +138,7 @@ export default function Dashboard({ params }: { params: Record<string, string> }
           under={main.data.under}
         />
       ) : null}
-      <Trend mo={mo} n={trendN} onN={(v) => go({ trend: v === 12 ? '12' : undefined })} />
+      <Trend mo={mo} n={trendN} onN={(v) => setView({ trend: v === 12 ? '12' : undefined })} />
       <Income mo={mo} names={names} />
       <Matrix mo={mo} names={names} />
     </div>
@@ -299,7 +301,7 @@ function PerInstrumentCharts({ lines, mo }: { lines: InstrumentLine[]; mo: Month
     <Section id="dash-per-instrument" title={t('dash.perInstrument.title', { month: monthLabel(mo) })} testid="per-instrument">
       <p class="muted">
         {t('dash.perInstrument.intro', {
-          sharing: sharingBands.map((b) => bps(b)).join(', ') || '—',
+          sharing: sharingBands.map((b) => percentBps(b)).join(', ') || '—',
           idle: idleBands.map((s) => hours(BigInt(s))).join(', ') || '—',
         })}
       </p>
@@ -353,7 +355,7 @@ function InstrumentTable({ lines, mo, names }: { lines: InstrumentLine[]; mo: Mo
             {lines.map((x) => (
               <tr key={x.name} data-testid={`row-${idOf(x.name)}`}>
                 <th scope="row">
-                  <a href={withQuery(`#/dash/instruments/${idOf(x.name)}`, { month: monthKey(mo) })}>{x.label}</a>
+                  <a href={href(`#/dash/instruments/${idOf(x.name)}`, { month: monthKey(mo) })}>{x.label}</a>
                 </th>
                 <td class="dash-org">{x.owner ? orgName(names, x.owner) : '—'}</td>
                 <td class="num" data-testid="effective">{hours(x.f.effectiveSeconds)}</td>
@@ -377,7 +379,7 @@ function Assessments({ mo, names, idle, under }: {
   mo: Month; names: Names; idle: { instruments: InstrumentAssessment[]; total: number }; under: { instruments: InstrumentAssessment[]; total: number };
 }) {
   const link = (a: InstrumentAssessment) => (
-    <a href={withQuery(`#/dash/instruments/${idOf(a.instrument)}`, { month: monthKey(mo) })}>
+    <a href={href(`#/dash/instruments/${idOf(a.instrument)}`, { month: monthKey(mo) })}>
       {a.instrumentDisplayName || instrumentName(names, a.instrument)}
     </a>
   );
@@ -432,7 +434,7 @@ function Assessments({ mo, names, idle, under }: {
                     <th scope="row">{link(a)}</th>
                     <td class="dash-org">{owner(a)}</td>
                     <td class="num">{ratio(a.figures?.sharingRate)}</td>
-                    <td class="num">{bps(a.minSharingRateBp)}</td>
+                    <td class="num">{percentBps(a.minSharingRateBp)}</td>
                     <td class="num">{hours(a.figures?.externalSeconds)}</td>
                     <td class="num">{a.minExternalThresholdSeconds > 0n ? hours(a.minExternalThresholdSeconds) : '—'}</td>
                   </tr>

@@ -14,7 +14,6 @@ import {
 } from './common';
 import { ErrorBox, Loaded, useLoad } from '../../ui';
 import { idOf } from '../../names';
-import { href } from '../../nav';
 
 async function listAll(req: { period?: string; payerOrganization?: string }): Promise<Invoice[]> {
   const out: Invoice[] = [];

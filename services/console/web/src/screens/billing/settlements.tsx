@@ -18,7 +18,6 @@ import {
 import { StateBadge } from './invoices';
 import { ErrorBox, Loaded, useLoad } from '../../ui';
 import { idOf } from '../../names';
-import { href } from '../../nav';
 
 interface Data { settlements: Settlement[]; invoices: Map<string, string> }
 

@@ -18,7 +18,6 @@ import {
 import { StateBadge } from './invoices';
 import { ErrorBox, Loaded, Loading, useLoad } from '../../ui';
 import { idOf } from '../../names';
-import { href } from '../../nav';
 
 function accountKind(account: string): string {
   const kebab = account.slice(account.lastIndexOf('/') + 1);

@@ -19,7 +19,6 @@ import {
 import { StateBadge } from './invoices';
 import { ErrorBox, Loaded, Loading, useLoad } from '../../ui';
 import { idOf } from '../../names';
-import { href } from '../../nav';
 
 interface Row { pool: SubsidyPool; allowance?: SubsidyAllowance; error?: unknown }
 

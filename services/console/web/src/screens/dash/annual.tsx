@@ -7,7 +7,7 @@ import { Dimension } from '../../../../gen/labshare/usage/v1/usage_pb';
 import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import { ComputedNote, hours, int, modeLabel, monthKey, noteZone, ratio, Section, zone } from './common';
+import { ColumnHeads, ComputedNote, hours, int, modeLabel, monthKey, noteZone, ratio, Section, zone } from './common';
 import { ErrorBox, Loading, useLoad } from '../../ui';
 import { idOf } from '../../names';
 import { go, href } from '../../nav';
@@ -199,21 +199,7 @@ function Instruments({ rows, year }: { rows: InstrumentAssessment[]; year: numbe
     <Section id="dash-annual-instruments" title={t('dash.annual.instruments', { n: rows.length })} testid="annual-instruments">
       <div class="table-wrap">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">{t('dash.col.instrument')}</th>
-              <th scope="col">{t('dash.col.owner')}</th>
-              <th scope="col" class="num">{t('dash.col.effective')}</th>
-              <th scope="col" class="num">{t('dash.col.idleThreshold')}</th>
-              <th scope="col" class="num">{t('dash.col.external')}</th>
-              <th scope="col" class="num">{t('dash.col.utilization')}</th>
-              <th scope="col" class="num">{t('dash.col.sharing')}</th>
-              <th scope="col" class="num">{t('dash.col.minSharing')}</th>
-              <th scope="col" class="num">{t('dash.col.income')}</th>
-              <th scope="col" class="num">{t('dash.col.bookings')}</th>
-              <th scope="col">{t('dash.col.assessment')}</th>
-            </tr>
-          </thead>
+          <ColumnHeads cols={['instrument', 'owner', '#effective', '#idleThreshold', '#external', '#utilization', '#sharing', '#minSharing', '#income', '#bookings', 'assessment']} />
           <tbody>
             {rows.map((a) => (
               <tr key={a.instrument} data-testid={`annual-row-${idOf(a.instrument)}`}>

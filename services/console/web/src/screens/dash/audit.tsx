@@ -11,7 +11,7 @@ import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { hex, int, unhex, zonedTime } from './common';
 import { ErrorBox, Loading, useLoad } from '../../ui';
-import { go, href } from '../../nav';
+import { go } from '../../nav';
 
 const ANCHOR_KEY = 'labshare.dash.auditAnchor';
 interface StoredAnchor { sequence: string; hash: string }

@@ -8,7 +8,7 @@ import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  addMonths, ComputedNote, DataTable, dayLabel, facilityName, hours, hoursValue, int, monthKey, monthLabel, monthsRange, noteZone, orgName, parseMonth, ratio, Section, useNames, zone,
+  addMonths, ColumnHeads, ComputedNote, DataTable, dayLabel, facilityName, hours, hoursValue, int, monthKey, monthLabel, monthsRange, noteZone, orgName, parseMonth, ratio, Section, useNames, zone,
 } from './common';
 import { EChart, type ChartOption } from './chart';
 import { ErrorBox, Loading, useLoad } from '../../ui';
@@ -165,15 +165,7 @@ function Days({ rows }: { rows: { period?: { startTime?: import('@bufbuild/proto
     <Section id="dash-days" title={t('dash.instrument.days')} testid="days">
       <EChart option={option} height={280} label={t('dash.instrument.daysAria')} testid="chart-days" />
       <DataTable caption={t('dash.instrument.days')}>
-        <thead>
-          <tr>
-            <th scope="col">{t('dash.col.day')}</th>
-            <th scope="col" class="num">{t('dash.col.effective')}</th>
-            <th scope="col" class="num">{t('dash.col.external')}</th>
-            <th scope="col" class="num">{t('dash.col.bookings')}</th>
-            <th scope="col" class="num">{t('dash.col.income')}</th>
-          </tr>
-        </thead>
+        <ColumnHeads cols={['day', '#effective', '#external', '#bookings', '#income']} />
         <tbody>
           {used.length === 0 ? (
             <tr><td colSpan={5}>{t('dash.instrument.noDays')}</td></tr>

@@ -14,7 +14,7 @@ import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  addMonths, ComputedNote, DataTable, hours, hoursValue, instrumentName, int, modeLabel, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, ratio, ratioPercent, Section, useNames, zone, type Month, type Names,
+  addMonths, ColumnHeads, ComputedNote, DataTable, hours, hoursValue, instrumentName, int, modeLabel, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, ratio, ratioPercent, Section, useNames, zone, type Month, type Names,
 } from './common';
 import { EChart, narrow, type ChartOption } from './chart';
 import { ErrorBox, Loading, useLoad } from '../../ui';
@@ -337,20 +337,7 @@ function InstrumentTable({ lines, mo, names }: { lines: InstrumentLine[]; mo: Mo
     <Section id="dash-instruments" title={t('dash.instruments.title', { month: monthLabel(mo) })} testid="instrument-table">
       <div class="table-wrap">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">{t('dash.col.instrument')}</th>
-              <th scope="col">{t('dash.col.owner')}</th>
-              <th scope="col" class="num">{t('dash.col.effective')}</th>
-              <th scope="col" class="num">{t('dash.col.external')}</th>
-              <th scope="col" class="num">{t('dash.col.available')}</th>
-              <th scope="col" class="num">{t('dash.col.utilization')}</th>
-              <th scope="col" class="num">{t('dash.col.sharing')}</th>
-              <th scope="col" class="num">{t('dash.col.bookings')}</th>
-              <th scope="col" class="num">{t('dash.col.income')}</th>
-              <th scope="col">{t('dash.col.assessment')}</th>
-            </tr>
-          </thead>
+          <ColumnHeads cols={['instrument', 'owner', '#effective', '#external', '#available', '#utilization', '#sharing', '#bookings', '#income', 'assessment']} />
           <tbody>
             {lines.map((x) => (
               <tr key={x.name} data-testid={`row-${idOf(x.name)}`}>
@@ -391,14 +378,7 @@ function Assessments({ mo, names, idle, under }: {
         {idle.instruments.length === 0 ? <p>{t('dash.idle.none')}</p> : (
           <div class="table-wrap">
             <table>
-              <thead>
-                <tr>
-                  <th scope="col">{t('dash.col.instrument')}</th>
-                  <th scope="col">{t('dash.col.owner')}</th>
-                  <th scope="col" class="num">{t('dash.col.effective')}</th>
-                  <th scope="col" class="num">{t('dash.col.idleThreshold')}</th>
-                </tr>
-              </thead>
+              <ColumnHeads cols={['instrument', 'owner', '#effective', '#idleThreshold']} />
               <tbody>
                 {idle.instruments.map((a) => (
                   <tr key={a.instrument}>
@@ -418,16 +398,7 @@ function Assessments({ mo, names, idle, under }: {
         {under.instruments.length === 0 ? <p>{t('dash.under.none')}</p> : (
           <div class="table-wrap">
             <table>
-              <thead>
-                <tr>
-                  <th scope="col">{t('dash.col.instrument')}</th>
-                  <th scope="col">{t('dash.col.owner')}</th>
-                  <th scope="col" class="num">{t('dash.col.sharing')}</th>
-                  <th scope="col" class="num">{t('dash.col.minSharing')}</th>
-                  <th scope="col" class="num">{t('dash.col.external')}</th>
-                  <th scope="col" class="num">{t('dash.col.minExternal')}</th>
-                </tr>
-              </thead>
+              <ColumnHeads cols={['instrument', 'owner', '#sharing', '#minSharing', '#external', '#minExternal']} />
               <tbody>
                 {under.instruments.map((a) => (
                   <tr key={a.instrument}>
@@ -498,17 +469,7 @@ function Trend({ mo, n: count, onN }: { mo: Month; n: number; onN: (n: number) =
         <>
           <EChart option={option} height={320} label={t('dash.trend.aria')} testid="chart-trend" />
           <DataTable caption={t('dash.trend.title')}>
-            <thead>
-              <tr>
-                <th scope="col">{t('dash.col.month')}</th>
-                <th scope="col" class="num">{t('dash.col.effective')}</th>
-                <th scope="col" class="num">{t('dash.col.external')}</th>
-                <th scope="col" class="num">{t('dash.col.utilization')}</th>
-                <th scope="col" class="num">{t('dash.col.sharing')}</th>
-                <th scope="col" class="num">{t('dash.col.bookings')}</th>
-                <th scope="col" class="num">{t('dash.col.income')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads cols={['month', '#effective', '#external', '#utilization', '#sharing', '#bookings', '#income']} />
             <tbody>
               {rows.map(({ m, r }) => (
                 <tr key={monthKey(m)}>
@@ -580,17 +541,7 @@ function Income({ mo, names }: { mo: Month; names: Names }) {
               ? <EChart option={modeOption} height={300} label={t('dash.income.byModeAria')} testid="chart-mode" />
               : <p>{t('dash.income.none')}</p>}
             <DataTable caption={t('dash.income.byMode')}>
-              <thead>
-                <tr>
-                  <th scope="col">{t('dash.col.mode')}</th>
-                  <th scope="col" class="num">{t('dash.col.income')}</th>
-                  <th scope="col" class="num">{t('dash.col.penalty')}</th>
-                  <th scope="col" class="num">{t('dash.col.subsidized')}</th>
-                  <th scope="col" class="num">{t('dash.col.inKind')}</th>
-                  <th scope="col" class="num">{t('dash.col.effective')}</th>
-                  <th scope="col" class="num">{t('dash.col.bookings')}</th>
-                </tr>
-              </thead>
+              <ColumnHeads cols={['mode', '#income', '#penalty', '#subsidized', '#inKind', '#effective', '#bookings']} />
               <tbody>
                 {modeRows.map((r) => (
                   <tr key={r.key!.mode}>
@@ -626,17 +577,7 @@ function Income({ mo, names }: { mo: Month; names: Names }) {
               <p class="muted dash-small">{t('dash.income.ownersWithout', { n: ownerRows.length - earning.length })}</p>
             ) : null}
             <DataTable caption={t('dash.income.byOwner')}>
-              <thead>
-                <tr>
-                  <th scope="col">{t('dash.col.owner')}</th>
-                  <th scope="col" class="num">{t('dash.col.instruments')}</th>
-                  <th scope="col" class="num">{t('dash.col.income')}</th>
-                  <th scope="col" class="num">{t('dash.col.revenueRate')}</th>
-                  <th scope="col" class="num">{t('dash.col.effective')}</th>
-                  <th scope="col" class="num">{t('dash.col.utilization')}</th>
-                  <th scope="col" class="num">{t('dash.col.sharing')}</th>
-                </tr>
-              </thead>
+              <ColumnHeads cols={['owner', '#instruments', '#income', '#revenueRate', '#effective', '#utilization', '#sharing']} />
               <tbody>
                 {ownerRows.map((r) => (
                   <tr key={r.key!.ownerOrganization}>

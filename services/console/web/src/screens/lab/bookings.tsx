@@ -8,7 +8,7 @@ import { Booking_State, LeaseContract_RateBasis, Lease_State, type Booking, type
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory, requestId } from '../../api';
 import type { ShownError } from '../../errors';
-import { money, hoursNumber } from '../../format';
+import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';

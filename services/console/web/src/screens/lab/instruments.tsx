@@ -18,7 +18,6 @@ import { ErrorBox } from '../../ui';
 import { explain } from '../../errors';
 import { allFacilities, allInstruments, allOrganizations, idOf, orgName } from '../../names';
 import { DEFAULT_ZONE, fromWall, toWall, zoneLabel } from '../../zones';
-import { hoursNumber } from '../../format';
 
 const DAY = 86_400_000;
 

@@ -13,7 +13,7 @@ import { hasMessage, lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import { parseMoney } from '../../format';
-import { allInstruments, idOf } from '../../names';
+import { allInstruments, idOf, listAll } from '../../names';
 import { DEFAULT_ZONE, zonedInputToDate } from '../../zones';
 import './messages';
 import './staff.css';
@@ -238,5 +238,41 @@ export function StaffHeader({ title, current }: { title: string; current: string
         ))}
       </nav>
     </header>
+  );
+}
+
+// The items of a list RPC (every page) on the staff's instruments, loaded
+// again when deps change (items undefined meanwhile).
+export function useOnMyInstruments<T extends { instrument: string }>(
+  world: StaffWorld | undefined,
+  page: (pageToken: string) => Promise<{ items: T[]; next: string }>,
+  deps: unknown[],
+): { items?: T[]; error?: ShownError } {
+  const [state, setState] = useState<{ items?: T[]; error?: ShownError }>({});
+  useEffect(() => {
+    if (!world) return;
+    let live = true;
+    const mine = new Set(world.instruments.map((i) => i.name));
+    setState((s) => ({ error: s.error }));
+    listAll(page).then(
+      (all) => live && setState({ items: all.filter((x) => mine.has(x.instrument)) }),
+      (err) => live && setState({ error: explain(err) }),
+    );
+    return () => { live = false; };
+  }, [world, ...deps]);
+  return state;
+}
+
+// The "Show" chooser of a list: one option per filter, labelled `${prefix}.${key}`.
+export function FilterSelect({ testid, filters, prefix, value, onChange }: {
+  testid: string; filters: string[]; prefix: string; value: string; onChange: (v: string) => void;
+}) {
+  return (
+    <label class="field" style="max-width:260px">
+      <span>{t('staff.filter.show')}</span>
+      <select data-testid={testid} value={value} onChange={(e) => onChange((e.target as HTMLSelectElement).value)}>
+        {filters.map((k) => <option key={k} value={k}>{t(`${prefix}.${k}`)}</option>)}
+      </select>
+    </label>
   );
 }

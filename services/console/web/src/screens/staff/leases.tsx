@@ -2,19 +2,18 @@
 // owner's staff do next: handover with condition notes (RecordHandover),
 // return with condition, damage notes and amount (RecordReturn), close with
 // the deposit settlement (CloseLease), extend the term (ExtendLease).
-import { useEffect, useState } from 'preact/hooks';
+import { useState } from 'preact/hooks';
 import { LeaseContract_RateBasis, Lease_State, type Lease } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { booking, requestId } from '../../api';
-import { explain, type ShownError } from '../../errors';
 import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  FieldError, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, parseAmount, span, useAction, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
+  FieldError, FilterSelect, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, parseAmount, span, useAction, useOnMyInstruments, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { ErrorBox, StatusBox } from '../../ui';
-import { idOf, listAll } from '../../names';
+import { idOf } from '../../names';
 import { dateToZonedInput } from '../../zones';
 
 const FILTERS: Record<string, Lease_State[]> = {
@@ -28,34 +27,19 @@ export default function Leases({ params }: { params: Record<string, string> }) {
   useSignal(lang);
   const { world, error } = useStaffWorld();
   const [filter, setFilter] = useState(params.state && params.state in FILTERS ? params.state : 'active');
-  const [leases, setLeases] = useState<Lease[]>();
-  const [loadError, setLoadError] = useState<ShownError>();
   const [status, setStatus] = useState<string>();
   const [tick, setTick] = useState(0);
 
-  useEffect(() => {
-    if (!world) return;
-    let live = true;
-    const mine = new Set(world.instruments.map((i) => i.name));
-    setLeases(undefined);
-    listAll(async (pageToken) => {
-      const r = await booking.listLeases({ pageSize: 200, pageToken, states: FILTERS[filter] ?? [], orderBy: 'start_time desc' });
-      return { items: r.leases, next: r.nextPageToken };
-    }).then((ls) => { if (live) { setLeases(ls.filter((l) => mine.has(l.instrument))); setLoadError(undefined); } },
-      (err) => live && setLoadError(explain(err)));
-    return () => { live = false; };
-  }, [world, filter, tick]);
+  const { items: leases, error: loadError } = useOnMyInstruments(world, async (pageToken) => {
+    const r = await booking.listLeases({ pageSize: 200, pageToken, states: FILTERS[filter] ?? [], orderBy: 'start_time desc' });
+    return { items: r.leases, next: r.nextPageToken };
+  }, [filter, tick]);
 
   return (
     <section>
       <StaffHeader title={t('staff.leases.title')} current="#/staff/leases" />
       <p class="muted">{t('staff.leases.intro')}</p>
-      <label class="field" style="max-width:260px">
-        <span>{t('staff.filter.show')}</span>
-        <select data-testid="lease-filter" value={filter} onChange={(e) => setFilter((e.target as HTMLSelectElement).value)}>
-          {Object.keys(FILTERS).map((k) => <option key={k} value={k}>{t(`staff.leases.filter.${k}`)}</option>)}
-        </select>
-      </label>
+      <FilterSelect testid="lease-filter" filters={Object.keys(FILTERS)} prefix="staff.leases.filter" value={filter} onChange={setFilter} />
       <ErrorBox error={error ?? loadError} />
       <StatusBox testid="leases-status">{status}</StatusBox>
       {!world || !leases ? (!error && !loadError && <p aria-busy="true">{t('app.loading')}</p>) : leases.length === 0 ? (

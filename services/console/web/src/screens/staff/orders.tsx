@@ -9,16 +9,15 @@ import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory, requestId } from '../../api';
-import { explain, type ShownError } from '../../errors';
 import { money, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
-  FieldError, OrgName, StaffHeader, Zone, addDays, currencyOf, instrumentLabel, isSet, parseAmount, span, useAction, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
+  FieldError, FilterSelect, OrgName, StaffHeader, Zone, addDays, currencyOf, instrumentLabel, isSet, parseAmount, span, useAction, useOnMyInstruments, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
 import { ErrorBox, StatusBox } from '../../ui';
-import { idOf, listAll } from '../../names';
+import { idOf } from '../../names';
 
 const S = ServiceOrder_State;
 const FILTERS: Record<string, ServiceOrder_State[]> = {
@@ -37,35 +36,20 @@ export default function Orders({ params }: { params: Record<string, string> }) {
   useSignal(lang);
   const { world, error } = useStaffWorld();
   const [filter, setFilter] = useState(params.state && params.state in FILTERS ? params.state : 'open');
-  const [orders, setOrders] = useState<ServiceOrder[]>();
-  const [loadError, setLoadError] = useState<ShownError>();
   const [status, setStatus] = useState<string>();
   const [tick, setTick] = useState(0);
   const monday = weekStart(params.week);
 
-  useEffect(() => {
-    if (!world) return;
-    let live = true;
-    const mine = new Set(world.instruments.map((i) => i.name));
-    setOrders(undefined);
-    listAll(async (pageToken) => {
-      const r = await booking.listServiceOrders({ pageSize: 200, pageToken, states: FILTERS[filter] ?? [] });
-      return { items: r.serviceOrders, next: r.nextPageToken };
-    }).then((os) => { if (live) { setOrders(os.filter((o) => mine.has(o.instrument))); setLoadError(undefined); } },
-      (err) => live && setLoadError(explain(err)));
-    return () => { live = false; };
-  }, [world, filter, tick]);
+  const { items: orders, error: loadError } = useOnMyInstruments(world, async (pageToken) => {
+    const r = await booking.listServiceOrders({ pageSize: 200, pageToken, states: FILTERS[filter] ?? [] });
+    return { items: r.serviceOrders, next: r.nextPageToken };
+  }, [filter, tick]);
 
   return (
     <section>
       <StaffHeader title={t('staff.orders.title')} current="#/staff/orders" />
       <p class="muted">{t('staff.orders.intro')}</p>
-      <label class="field" style="max-width:260px">
-        <span>{t('staff.filter.show')}</span>
-        <select data-testid="order-filter" value={filter} onChange={(e) => setFilter((e.target as HTMLSelectElement).value)}>
-          {Object.keys(FILTERS).map((k) => <option key={k} value={k}>{t(`staff.orders.filter.${k}`)}</option>)}
-        </select>
-      </label>
+      <FilterSelect testid="order-filter" filters={Object.keys(FILTERS)} prefix="staff.orders.filter" value={filter} onChange={setFilter} />
       <ErrorBox error={error ?? loadError} />
       <StatusBox testid="orders-status">{status}</StatusBox>
       {!world || !orders ? (!error && !loadError && <p aria-busy="true">{t('app.loading')}</p>) : orders.length === 0 ? (

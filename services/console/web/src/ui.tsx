@@ -8,6 +8,8 @@ import { useSignal } from './signal';
 
 const isShown = (e: unknown): e is ShownError =>
   typeof e === 'object' && e !== null && !(e instanceof Error) && 'sentence' in e && 'code' in e;
+// explain(err), unless it is explained already.
+export const shown = (e: unknown): ShownError => (isShown(e) ? e : explain(e));
 
 // The refusal: explain(err).sentence, then `children` (screen-specific notes),
 // the service's own message muted, then `actions` (e.g. a reload button).
@@ -15,7 +17,7 @@ const isShown = (e: unknown): e is ShownError =>
 export function ErrorBox({ error, children, actions }: { error?: unknown; children?: ComponentChildren; actions?: ComponentChildren }) {
   useSignal(lang);
   if (!error) return null;
-  const e = isShown(error) ? error : explain(error);
+  const e = shown(error);
   return (
     <div class="error" role="alert" data-testid="error">
       <p class="error-sentence">{e.sentence}</p>
@@ -66,4 +68,29 @@ export function Loaded<T>({ load, children }: { load: Load<T>; children: (data: 
   if (load.error) return <ErrorBox error={load.error} />;
   if (load.data === undefined) return <Loading />;
   return <>{children(load.data)}</>;
+}
+
+// One user action: keeps the busy flag, the error (for ErrorBox) and the
+// success line. A fresh request id is the caller's business. run() answers
+// undefined when the action failed.
+export function useAction() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>();
+  const [done, setDone] = useState<string>();
+  async function run<T>(f: () => Promise<T>, ok?: (v: T) => string): Promise<T | undefined> {
+    setBusy(true);
+    setError(undefined);
+    setDone(undefined);
+    try {
+      const v = await f();
+      if (ok) setDone(ok(v));
+      return v;
+    } catch (err) {
+      setError(err);
+      return undefined;
+    } finally {
+      setBusy(false);
+    }
+  }
+  return { busy, error, done, run, setError, setDone };
 }

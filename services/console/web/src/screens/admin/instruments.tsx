@@ -18,7 +18,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ModeOfferingSchema } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { hours, isAdmin, label, Refusal, values } from './common';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { zoneOr } from '../../zones';
@@ -48,14 +48,11 @@ function policyText(f: Facility): string {
 
 function NewFacility({ orgs, onDone }: { orgs: Organization[]; onDone: (f: Facility) => void }) {
   const [v, setV] = useState({ id: '', displayName: '', owner: '', operator: '', funder: '', address: '', timeZone: 'Asia/Shanghai', members: true, nonMembers: false, foreign: false });
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, run } = useAction();
   const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const f = await inventory.createFacility({
         facilityId: v.id.trim(),
         requestId: requestId(),
@@ -69,11 +66,7 @@ function NewFacility({ orgs, onDone }: { orgs: Organization[]; onDone: (f: Facil
       });
       setV((o) => ({ ...o, id: '', displayName: '', funder: '', address: '' }));
       onDone(f);
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   const orgOptions = orgs.map((o) => <option key={o.name} value={idOf(o.name)}>{o.displayName}</option>);
   return (
@@ -164,8 +157,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
   const [v, setV] = useState({ id: '', displayName: '', facility, owner: '', category: '', value: '', currency: 'CNY', daily: '8' });
   const [modes, setModes] = useState<number[]>([SharingMode.ON_SITE]);
   const [r, setR] = useState<Rules>(DEFAULT_RULES);
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, run } = useAction();
   const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
   const setRule = (p: Partial<Rules>) => setR((o) => ({ ...o, ...p }));
   const fac = facilities.find((f) => idOf(f.name) === v.facility);
@@ -173,9 +165,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
 
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const offered: ModeInit[] = modes.map((m) => defaultOffering(m, r, v.currency));
       const catalogue = modes.includes(SharingMode.TECHNICAL_SERVICE) && r.entryId.trim()
         ? [{ entryId: r.entryId.trim(), displayName: r.entryName.trim(), unit: r.entryUnit, instrumentTimePerUnit: hours(Number(r.entryMinutes) / 60) }]
@@ -196,11 +186,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
       });
       setV((o) => ({ ...o, id: '', displayName: '' }));
       onDone(i);
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   const slotModes = modes.some((m) => m !== SharingMode.LEASE);
   return (
@@ -278,8 +264,7 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
   const modesBefore = inst.modes.map((m) => m.mode).sort().join(',');
   const box = useRef<HTMLDivElement>(null);
   useEffect(() => { box.current?.scrollIntoView({ block: 'nearest' }); box.current?.querySelector('h2')?.focus({ preventScroll: true }); }, [inst.name]);
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, setError: setErr, run } = useAction();
   const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
   const paths = [
     v.displayName !== inst.displayName ? 'display_name' : '',
@@ -290,9 +275,7 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
   ].filter(Boolean);
   async function save(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const i = await inventory.updateInstrument({
         instrument: {
           name: inst.name, etag: inst.etag, displayName: v.displayName.trim(), category: v.category.trim(),
@@ -305,24 +288,14 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
         requestId: requestId(),
       });
       onDone(i, t('admin.instr.saved', { id: idOf(i.name) }));
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   async function setInstrumentState(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const i = await inventory.setInstrumentState({ name: inst.name, state, reason: reason.trim(), etag: inst.etag, requestId: requestId() });
       onDone(i, t('admin.instr.stateSet', { id: idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <div class="card" data-testid="instrument-edit" ref={box}>

@@ -12,7 +12,7 @@ import {
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { isAdmin, label, Refusal, values } from './common';
 import { OrgFieldset, type OrgFields } from './organization-new';
-import { Loading, StatusBox, useLoad } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 const SNAKE: Record<keyof OrgFields, string> = {
@@ -25,28 +25,21 @@ function fieldsOf(o: Organization): OrgFields {
 
 function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: string) => void }) {
   const [v, setV] = useState<OrgFields>(fieldsOf(org));
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, setError: setErr, run } = useAction();
   useEffect(() => setV(fieldsOf(org)), [org.etag]);
   const base = fieldsOf(org);
   const changed = (Object.keys(SNAKE) as (keyof OrgFields)[]).filter((k) => v[k] !== base[k]);
 
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const o = await inventory.updateOrganization({
         organization: { ...v, name: org.name, etag: org.etag },
         updateMask: { paths: changed.map((k) => SNAKE[k]) },
         requestId: requestId(),
       });
       onSaved(o, t('admin.orgs.saved'));
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="organization-edit">
@@ -65,13 +58,10 @@ function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Or
   const [to, setTo] = useState(0);
   const [tier, setTier] = useState('');
   const [reason, setReason] = useState('');
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, setError: setErr, run } = useAction();
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const o = await inventory.changeMembership({
         name: org.name, membershipState: to, tier: tier.trim(), reason: reason.trim(), etag: org.etag, requestId: requestId(),
       });
@@ -79,11 +69,7 @@ function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Or
       setTier('');
       setTo(0);
       onSaved(o, t('admin.orgs.membershipChanged', { state: label('MembershipState', MembershipState, o.membershipState) }));
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="membership-form">

@@ -14,7 +14,7 @@ import { RateUnit, type Instrument, type LookupRateResponse, type Organization, 
 import { isAdmin, label, Refusal, values } from './common';
 import { allFacilities, allInstruments } from './instruments';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { dateToZonedInput, zonedInputToDate, zoneOr } from '../../zones';
@@ -42,14 +42,11 @@ function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDon
   const [price, setPrice] = useState('');
   const [from, setFrom] = useState('');
   const [note, setNote] = useState('');
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, run } = useAction();
   const units = UNITS_FOR[mode] ?? [];
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const when = from ? zonedInputToDate(from, zone) : undefined;
       const r = await inventory.createRate({
         parent: inst.name,
@@ -64,11 +61,7 @@ function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDon
       });
       setPrice(''); setNote('');
       onDone(r);
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="rate-form">
@@ -123,24 +116,17 @@ function Lookup({ inst, zone, orgs, at }: { inst: Instrument; zone: string; orgs
   const [time, setTime] = useState(at || dateToZonedInput(new Date(), zone));
   const [entry, setEntry] = useState('');
   const [res, setRes] = useState<LookupRateResponse>();
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, run } = useAction();
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
     setRes(undefined);
-    try {
+    await run(async () => {
       const when = zonedInputToDate(time, zone);
       setRes(await inventory.lookupRate({
         instrument: inst.name, mode, payerOrganization: payer ? `organizations/${payer}` : '',
         time: when ? timestampFromDate(when) : undefined, serviceEntryId: mode === SharingMode.TECHNICAL_SERVICE ? entry : '',
       }));
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="lookup-form">

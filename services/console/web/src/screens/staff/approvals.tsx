@@ -14,9 +14,9 @@ import { money, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  FieldError, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, modeLabel, parseAmount, span, useAction, useStaffWorld, when, zoneOf, type StaffWorld,
+  FieldError, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, modeLabel, parseAmount, span, useStaffWorld, when, zoneOf, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox } from '../../ui';
+import { ErrorBox, StatusBox, useAction } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 interface Queue { bookings: Booking[]; leases: Lease[] }

@@ -186,30 +186,6 @@ export function FieldError({ text }: { text?: string }) {
   return <div class="error" role="alert" data-testid="error">{text}</div>;
 }
 
-// One user action: a fresh request id is the caller's business; this keeps
-// the busy flag, the error and the success line.
-export function useAction() {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<ShownError>();
-  const [done, setDone] = useState<string>();
-  async function run<T>(f: () => Promise<T>, ok?: (v: T) => string): Promise<T | undefined> {
-    setBusy(true);
-    setError(undefined);
-    setDone(undefined);
-    try {
-      const v = await f();
-      if (ok) setDone(ok(v));
-      return v;
-    } catch (err) {
-      setError(explain(err));
-      return undefined;
-    } finally {
-      setBusy(false);
-    }
-  }
-  return { busy, error, done, run, setError, setDone };
-}
-
 // A count sentence: "<key>.one" when n is 1 and such a sentence exists.
 export function tn(key: string, n: number, vars: Record<string, string | number> = {}): string {
   return t(n === 1 && hasMessage(`${key}.one`) ? `${key}.one` : key, { n, ...vars });

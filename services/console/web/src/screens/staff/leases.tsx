@@ -9,10 +9,10 @@ import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  FieldError, FilterSelect, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, parseAmount, span, useAction, useOnMyInstruments, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
+  FieldError, FilterSelect, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, parseAmount, span, useOnMyInstruments, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
-import { ErrorBox, StatusBox } from '../../ui';
+import { ErrorBox, StatusBox, useAction } from '../../ui';
 import { idOf } from '../../names';
 import { dateToZonedInput } from '../../zones';
 

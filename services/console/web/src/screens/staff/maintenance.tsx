@@ -20,9 +20,9 @@ import { explain, type ShownError } from '../../errors';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  FieldError, OrgName, StaffHeader, Zone, modeLabel, overlaps, span, tn, useAction, useStaffWorld, weekStart, when, zoneOf, type StaffWorld,
+  FieldError, OrgName, StaffHeader, Zone, modeLabel, overlaps, span, tn, useStaffWorld, weekStart, when, zoneOf, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox } from '../../ui';
+import { ErrorBox, StatusBox, useAction } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { zonedInputToDate } from '../../zones';
 

@@ -14,9 +14,9 @@ import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
-  FieldError, FilterSelect, OrgName, StaffHeader, Zone, addDays, currencyOf, instrumentLabel, isSet, parseAmount, span, useAction, useOnMyInstruments, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
+  FieldError, FilterSelect, OrgName, StaffHeader, Zone, addDays, currencyOf, instrumentLabel, isSet, parseAmount, span, useOnMyInstruments, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox } from '../../ui';
+import { ErrorBox, StatusBox, useAction } from '../../ui';
 import { idOf } from '../../names';
 
 const S = ServiceOrder_State;

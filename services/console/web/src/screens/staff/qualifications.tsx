@@ -8,8 +8,8 @@ import { inventory, requestId } from '../../api';
 import { explain, type ShownError } from '../../errors';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import { FieldError, StaffHeader, offersMode, useAction, useStaffWorld, when, zoneOf } from './common';
-import { ErrorBox, StatusBox } from '../../ui';
+import { FieldError, StaffHeader, offersMode, useStaffWorld, when, zoneOf } from './common';
+import { ErrorBox, StatusBox, useAction } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 export default function Qualifications({ params }: { params: Record<string, string> }) {

@@ -94,3 +94,19 @@ export function useAction() {
   }
   return { busy, error, done, run, setError, setDone };
 }
+
+// A table's column headings from i18n keys `${prefix}${name}`; "#name" marks a
+// numeric (right-aligned) column.
+export function ColumnHeads({ prefix, cols }: { prefix: string; cols: string[] }) {
+  return (
+    <thead>
+      <tr>
+        {cols.map((c) => {
+          const num = c.startsWith('#');
+          const key = prefix + (num ? c.slice(1) : c);
+          return <th key={key} scope="col" class={num ? 'num' : undefined}>{t(key)}</th>;
+        })}
+      </tr>
+    </thead>
+  );
+}

@@ -8,7 +8,7 @@ import {
   MembershipState, OrganizationType, SizeClass, type Organization,
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { isAdmin, label, values } from './common';
-import { Loading, StatusBox, useLoad } from '../../ui';
+import { Loading, StatusBox, useLoad, ColumnHeads } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 
@@ -53,17 +53,7 @@ export default function Organizations({ params }: { params: Record<string, strin
       {orgs.data && orgs.data.length > 0 && (
         <div class="table-wrap">
           <table data-testid="organizations">
-            <thead>
-              <tr>
-                <th>{t('admin.orgs.name')}</th>
-                <th>{t('admin.orgs.type')}</th>
-                <th>{t('admin.orgs.sizeClass')}</th>
-                <th>{t('admin.orgs.membership')}</th>
-                <th>{t('admin.orgs.tier')}</th>
-                <th>{t('admin.orgs.sector')}</th>
-                <th>{t('admin.orgs.flags')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="admin.orgs." cols={['name', 'type', 'sizeClass', 'membership', 'tier', 'sector', 'flags']} />
             <tbody>
               {orgs.data.map((o) => {
                 const id = idOf(o.name);

@@ -19,7 +19,7 @@ import {
   BillingHeader, CONSORTIUM_TZ, date, Facts, isAdmin, periodLabel, quantity, useNames, word, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
-import { ErrorBox, Loaded, useLoad } from '../../ui';
+import { ErrorBox, Loaded, useLoad, ColumnHeads } from '../../ui';
 import { idOf } from '../../names';
 import { href } from '../../nav';
 
@@ -234,19 +234,7 @@ export default function InvoiceScreen({ params }: { params: Record<string, strin
               {inv.lines.length === 0 ? <p>{t('billing.invoice.noLines')}</p> : (
                 <div class="table-wrap">
                   <table class="billing-stack" data-testid="invoice-lines">
-                    <thead>
-                      <tr>
-                        <th>{t('billing.invoice.col.n')}</th>
-                        <th>{t('billing.invoice.col.item')}</th>
-                        <th>{t('billing.invoice.col.reference')}</th>
-                        <th>{t('billing.invoice.col.instrument')}</th>
-                        <th>{t('billing.invoice.col.when')}</th>
-                        <th class="num">{t('billing.invoice.col.quantity')}</th>
-                        <th class="num">{t('billing.invoice.col.price')}</th>
-                        <th>{t('billing.invoice.col.payee')}</th>
-                        <th class="num">{t('billing.invoice.col.amount')}</th>
-                      </tr>
-                    </thead>
+                    <ColumnHeads prefix="billing.invoice.col." cols={['n', 'item', 'reference', 'instrument', 'when', '#quantity', '#price', 'payee', '#amount']} />
                     <tbody>
                       {inv.lines.map((l) => {
                         const sub = l.kind === InvoiceLine_Kind.SUBSIDY || l.kind === InvoiceLine_Kind.DEPOSIT_APPLIED;

@@ -16,7 +16,7 @@ import {
   BillingHeader, chosenOrg, seesAll, CONSORTIUM_TZ, currentPeriod, Facts, isAdmin, isPeriod, periodLabel, previousPeriod, useNames, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
-import { ErrorBox, Loaded, useLoad } from '../../ui';
+import { ErrorBox, Loaded, useLoad, ColumnHeads, StatusBox, useAction } from '../../ui';
 import { idOf } from '../../names';
 
 interface Data { settlements: Settlement[]; invoices: Map<string, string> }
@@ -71,12 +71,7 @@ function Transfers({ s, list, other, names, testid, nothing, onDone }: {
   return (
     <div class="table-wrap">
       <table class="billing-stack" data-testid={testid}>
-        <thead><tr>
-          <th>{t('billing.settlements.col.from')}</th>
-          <th>{t('billing.settlements.col.to')}</th>
-          <th class="num">{t('billing.settlements.col.amount')}</th>
-          <th>{t('billing.settlements.col.paid')}</th>
-        </tr></thead>
+        <ColumnHeads prefix="billing.settlements.col." cols={['from', 'to', '#amount', 'paid']} />
         <tbody>
           {list.map((tr) => (
             <tr key={tr.index} data-testid="transfer" data-counterparty={other(tr)}>
@@ -165,22 +160,17 @@ function SettlementCard({ s, org, names, invoices, onDone }: { s: Settlement; or
 }
 
 function Compute({ period, onDone }: { period: string; onDone: () => void }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
-  const [done, setDone] = useState<string>();
+  const { busy, error, done, run } = useAction();
   return (
     <section class="card">
       <h2>{t('billing.admin.title')}</h2>
       <button type="button" class="primary" disabled={busy} onClick={async () => {
-        setBusy(true); setError(undefined); setDone(undefined);
-        try {
-          const s = await billing.computeSettlement({ period, requestId: requestId() });
-          setDone(t('billing.admin.computed', { n: s.transfers.length }));
-          onDone();
-        } catch (err) { setError(err); } finally { setBusy(false); }
+        const s = await run(() => billing.computeSettlement({ period, requestId: requestId() }),
+          (r) => t('billing.admin.computed', { n: r.transfers.length }));
+        if (s) onDone();
       }}>{busy ? t('billing.admin.working') : t('billing.admin.compute', { period: periodLabel(period) })}</button>
-      {error !== undefined && <ErrorBox error={error} />}
-      {done && <p class="notice" role="status">{done}</p>}
+      <ErrorBox error={error} />
+      <StatusBox>{done}</StatusBox>
     </section>
   );
 }

@@ -7,8 +7,8 @@ import { Dimension } from '../../../../gen/labshare/usage/v1/usage_pb';
 import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import { ColumnHeads, ComputedNote, hours, int, modeLabel, monthKey, noteZone, ratio, Section, zone } from './common';
-import { ErrorBox, Loading, useLoad } from '../../ui';
+import { ComputedNote, hours, int, modeLabel, monthKey, noteZone, ratio, Section, zone } from './common';
+import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
 import { idOf } from '../../names';
 import { go, href } from '../../nav';
 import { money, percentBps } from '../../format';
@@ -199,7 +199,7 @@ function Instruments({ rows, year }: { rows: InstrumentAssessment[]; year: numbe
     <Section id="dash-annual-instruments" title={t('dash.annual.instruments', { n: rows.length })} testid="annual-instruments">
       <div class="table-wrap">
         <table>
-          <ColumnHeads cols={['instrument', 'owner', '#effective', '#idleThreshold', '#external', '#utilization', '#sharing', '#minSharing', '#income', '#bookings', 'assessment']} />
+          <ColumnHeads prefix="dash.col." cols={['instrument', 'owner', '#effective', '#idleThreshold', '#external', '#utilization', '#sharing', '#minSharing', '#income', '#bookings', 'assessment']} />
           <tbody>
             {rows.map((a) => (
               <tr key={a.instrument} data-testid={`annual-row-${idOf(a.instrument)}`}>

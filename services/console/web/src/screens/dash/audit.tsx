@@ -10,7 +10,7 @@ import { requestId, usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { hex, int, unhex, zonedTime } from './common';
-import { ErrorBox, Loading, useLoad } from '../../ui';
+import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
 import { go } from '../../nav';
 
 const ANCHOR_KEY = 'labshare.dash.auditAnchor';
@@ -192,17 +192,7 @@ function Entries({ resource, source }: { resource: string; source: string }) {
           {entries.length === 0 ? <p>{t('dash.audit.entries.none')}</p> : (
             <div class="table-wrap">
               <table>
-                <thead>
-                  <tr>
-                    <th scope="col" class="num">{t('dash.audit.col.sequence')}</th>
-                    <th scope="col">{t('dash.audit.col.time')}</th>
-                    <th scope="col">{t('dash.audit.col.source')}</th>
-                    <th scope="col">{t('dash.audit.col.event')}</th>
-                    <th scope="col">{t('dash.audit.col.actor')}</th>
-                    <th scope="col">{t('dash.audit.col.resources')}</th>
-                    <th scope="col">{t('dash.audit.col.hash')}</th>
-                  </tr>
-                </thead>
+                <ColumnHeads prefix="dash.audit.col." cols={['#sequence', 'time', 'source', 'event', 'actor', 'resources', 'hash']} />
                 <tbody>
                   {entries.map((e) => (
                     <tr key={String(e.sequence)} data-testid="entry">

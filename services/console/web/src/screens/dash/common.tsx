@@ -232,19 +232,3 @@ export function ComputedNote({ computed, provisional }: { computed?: Timestamp; 
     </p>
   );
 }
-
-// A table's column headings, from their "dash.col.<name>" keys; "#name" is a
-// numeric (right-aligned) column.
-export function ColumnHeads({ cols }: { cols: string[] }) {
-  return (
-    <thead>
-      <tr>
-        {cols.map((c) => {
-          const num = c.startsWith('#');
-          const key = `dash.col.${num ? c.slice(1) : c}`;
-          return <th key={key} scope="col" class={num ? 'num' : undefined}>{t(key)}</th>;
-        })}
-      </tr>
-    </thead>
-  );
-}

@@ -8,10 +8,10 @@ import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  addMonths, ColumnHeads, ComputedNote, DataTable, dayLabel, facilityName, hours, hoursValue, int, monthKey, monthLabel, monthsRange, noteZone, orgName, parseMonth, ratio, Section, useNames, zone,
+  addMonths, ComputedNote, DataTable, dayLabel, facilityName, hours, hoursValue, int, monthKey, monthLabel, monthsRange, noteZone, orgName, parseMonth, ratio, Section, useNames, zone,
 } from './common';
 import { EChart, type ChartOption } from './chart';
-import { ErrorBox, Loading, useLoad } from '../../ui';
+import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
 import { go, href } from '../../nav';
 import { money } from '../../format';
 
@@ -165,7 +165,7 @@ function Days({ rows }: { rows: { period?: { startTime?: import('@bufbuild/proto
     <Section id="dash-days" title={t('dash.instrument.days')} testid="days">
       <EChart option={option} height={280} label={t('dash.instrument.daysAria')} testid="chart-days" />
       <DataTable caption={t('dash.instrument.days')}>
-        <ColumnHeads cols={['day', '#effective', '#external', '#bookings', '#income']} />
+        <ColumnHeads prefix="dash.col." cols={['day', '#effective', '#external', '#bookings', '#income']} />
         <tbody>
           {used.length === 0 ? (
             <tr><td colSpan={5}>{t('dash.instrument.noDays')}</td></tr>

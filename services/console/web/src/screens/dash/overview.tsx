@@ -14,10 +14,10 @@ import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  addMonths, ColumnHeads, ComputedNote, DataTable, hours, hoursValue, instrumentName, int, modeLabel, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, ratio, ratioPercent, Section, useNames, zone, type Month, type Names,
+  addMonths, ComputedNote, DataTable, hours, hoursValue, instrumentName, int, modeLabel, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, ratio, ratioPercent, Section, useNames, zone, type Month, type Names,
 } from './common';
 import { EChart, narrow, type ChartOption } from './chart';
-import { ErrorBox, Loading, useLoad } from '../../ui';
+import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
 import { idOf } from '../../names';
 import { go, href } from '../../nav';
 import { money, moneyValue, percentBps } from '../../format';
@@ -337,7 +337,7 @@ function InstrumentTable({ lines, mo, names }: { lines: InstrumentLine[]; mo: Mo
     <Section id="dash-instruments" title={t('dash.instruments.title', { month: monthLabel(mo) })} testid="instrument-table">
       <div class="table-wrap">
         <table>
-          <ColumnHeads cols={['instrument', 'owner', '#effective', '#external', '#available', '#utilization', '#sharing', '#bookings', '#income', 'assessment']} />
+          <ColumnHeads prefix="dash.col." cols={['instrument', 'owner', '#effective', '#external', '#available', '#utilization', '#sharing', '#bookings', '#income', 'assessment']} />
           <tbody>
             {lines.map((x) => (
               <tr key={x.name} data-testid={`row-${idOf(x.name)}`}>
@@ -378,7 +378,7 @@ function Assessments({ mo, names, idle, under }: {
         {idle.instruments.length === 0 ? <p>{t('dash.idle.none')}</p> : (
           <div class="table-wrap">
             <table>
-              <ColumnHeads cols={['instrument', 'owner', '#effective', '#idleThreshold']} />
+              <ColumnHeads prefix="dash.col." cols={['instrument', 'owner', '#effective', '#idleThreshold']} />
               <tbody>
                 {idle.instruments.map((a) => (
                   <tr key={a.instrument}>
@@ -398,7 +398,7 @@ function Assessments({ mo, names, idle, under }: {
         {under.instruments.length === 0 ? <p>{t('dash.under.none')}</p> : (
           <div class="table-wrap">
             <table>
-              <ColumnHeads cols={['instrument', 'owner', '#sharing', '#minSharing', '#external', '#minExternal']} />
+              <ColumnHeads prefix="dash.col." cols={['instrument', 'owner', '#sharing', '#minSharing', '#external', '#minExternal']} />
               <tbody>
                 {under.instruments.map((a) => (
                   <tr key={a.instrument}>
@@ -469,7 +469,7 @@ function Trend({ mo, n: count, onN }: { mo: Month; n: number; onN: (n: number) =
         <>
           <EChart option={option} height={320} label={t('dash.trend.aria')} testid="chart-trend" />
           <DataTable caption={t('dash.trend.title')}>
-            <ColumnHeads cols={['month', '#effective', '#external', '#utilization', '#sharing', '#bookings', '#income']} />
+            <ColumnHeads prefix="dash.col." cols={['month', '#effective', '#external', '#utilization', '#sharing', '#bookings', '#income']} />
             <tbody>
               {rows.map(({ m, r }) => (
                 <tr key={monthKey(m)}>
@@ -541,7 +541,7 @@ function Income({ mo, names }: { mo: Month; names: Names }) {
               ? <EChart option={modeOption} height={300} label={t('dash.income.byModeAria')} testid="chart-mode" />
               : <p>{t('dash.income.none')}</p>}
             <DataTable caption={t('dash.income.byMode')}>
-              <ColumnHeads cols={['mode', '#income', '#penalty', '#subsidized', '#inKind', '#effective', '#bookings']} />
+              <ColumnHeads prefix="dash.col." cols={['mode', '#income', '#penalty', '#subsidized', '#inKind', '#effective', '#bookings']} />
               <tbody>
                 {modeRows.map((r) => (
                   <tr key={r.key!.mode}>
@@ -577,7 +577,7 @@ function Income({ mo, names }: { mo: Month; names: Names }) {
               <p class="muted dash-small">{t('dash.income.ownersWithout', { n: ownerRows.length - earning.length })}</p>
             ) : null}
             <DataTable caption={t('dash.income.byOwner')}>
-              <ColumnHeads cols={['owner', '#instruments', '#income', '#revenueRate', '#effective', '#utilization', '#sharing']} />
+              <ColumnHeads prefix="dash.col." cols={['owner', '#instruments', '#income', '#revenueRate', '#effective', '#utilization', '#sharing']} />
               <tbody>
                 {ownerRows.map((r) => (
                   <tr key={r.key!.ownerOrganization}>

@@ -16,7 +16,7 @@ import { useSignal } from '../../signal';
 import {
   FieldError, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, modeLabel, parseAmount, span, useStaffWorld, when, zoneOf, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox, useAction } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 interface Queue { bookings: Booking[]; leases: Lease[] }
@@ -72,15 +72,7 @@ export default function Approvals(_: { params: Record<string, string> }) {
           {queue.bookings.length === 0 ? <p class="muted" data-testid="approvals-empty">{t('staff.approvals.noBookings')}</p> : (
             <div class="table-wrap">
               <table data-testid="approvals-bookings">
-                <thead>
-                  <tr>
-                    <th>{t('staff.col.instrument')}</th>
-                    <th>{t('staff.col.requester')}</th>
-                    <th>{t('staff.col.time')}</th>
-                    <th>{t('staff.col.why')}</th>
-                    <th>{t('staff.col.actions')}</th>
-                  </tr>
-                </thead>
+                <ColumnHeads prefix="staff.col." cols={['instrument', 'requester', 'time', 'why', 'actions']} />
                 <tbody>
                   {queue.bookings.map((b) => <BookingRow key={b.name} b={b} world={world} onDone={done} />)}
                 </tbody>
@@ -91,15 +83,7 @@ export default function Approvals(_: { params: Record<string, string> }) {
           {queue.leases.length === 0 ? <p class="muted">{t('staff.approvals.noLeases')}</p> : (
             <div class="table-wrap">
               <table data-testid="approvals-leases">
-                <thead>
-                  <tr>
-                    <th>{t('staff.col.instrument')}</th>
-                    <th>{t('staff.col.lessee')}</th>
-                    <th>{t('staff.col.term')}</th>
-                    <th>{t('staff.col.purpose')}</th>
-                    <th>{t('staff.col.actions')}</th>
-                  </tr>
-                </thead>
+                <ColumnHeads prefix="staff.col." cols={['instrument', 'lessee', 'term', 'purpose', 'actions']} />
                 <tbody>
                   {queue.leases.map((l) => <LeaseRow key={l.name} l={l} world={world} onDone={done} />)}
                 </tbody>

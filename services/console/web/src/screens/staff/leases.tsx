@@ -12,7 +12,7 @@ import {
   FieldError, FilterSelect, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, parseAmount, span, useOnMyInstruments, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
-import { ErrorBox, StatusBox, useAction } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
 import { idOf } from '../../names';
 import { dateToZonedInput } from '../../zones';
 
@@ -47,16 +47,7 @@ export default function Leases({ params }: { params: Record<string, string> }) {
       ) : (
         <div class="table-wrap">
           <table data-testid="leases">
-            <thead>
-              <tr>
-                <th>{t('staff.col.instrument')}</th>
-                <th>{t('staff.col.lessee')}</th>
-                <th>{t('staff.col.term')}</th>
-                <th>{t('staff.col.state')}</th>
-                <th>{t('staff.leases.contract')}</th>
-                <th>{t('staff.col.actions')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="staff." cols={['col.instrument', 'col.lessee', 'col.term', 'col.state', 'leases.contract', 'col.actions']} />
             <tbody>
               {leases.map((l) => <LeaseRow key={l.name} l={l} world={world}
                 onDone={(m) => { setStatus(m); setTick((n) => n + 1); }} />)}

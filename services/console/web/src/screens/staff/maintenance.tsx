@@ -22,7 +22,7 @@ import { useSignal } from '../../signal';
 import {
   FieldError, OrgName, StaffHeader, Zone, modeLabel, overlaps, span, tn, useStaffWorld, weekStart, when, zoneOf, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox, useAction } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { zonedInputToDate } from '../../zones';
 
@@ -285,15 +285,7 @@ function Windows({ world, instrument, tick, onChanged }: { world: StaffWorld; in
       ) : (
         <div class="table-wrap">
           <table data-testid="maintenance-windows">
-            <thead>
-              <tr>
-                <th>{t('staff.col.time')}</th>
-                <th>{t('staff.maint.reason')}</th>
-                <th>{t('staff.maint.kind')}</th>
-                <th>{t('staff.col.state')}</th>
-                <th>{t('staff.col.actions')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="staff." cols={['col.time', 'maint.reason', 'maint.kind', 'col.state', 'col.actions']} />
             <tbody>
               {windows.map((w) => <WindowRow key={w.name} w={w} zone={zone} onChanged={onChanged} />)}
             </tbody>

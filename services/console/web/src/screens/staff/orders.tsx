@@ -16,7 +16,7 @@ import { useSignal } from '../../signal';
 import {
   FieldError, FilterSelect, OrgName, StaffHeader, Zone, addDays, currencyOf, instrumentLabel, isSet, parseAmount, span, useOnMyInstruments, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox, useAction } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
 import { idOf } from '../../names';
 
 const S = ServiceOrder_State;
@@ -57,17 +57,7 @@ export default function Orders({ params }: { params: Record<string, string> }) {
       ) : (
         <div class="table-wrap">
           <table data-testid="orders">
-            <thead>
-              <tr>
-                <th>{t('staff.orders.service')}</th>
-                <th>{t('staff.orders.client')}</th>
-                <th>{t('staff.orders.samples')}</th>
-                <th>{t('staff.col.state')}</th>
-                <th>{t('staff.orders.quote')}</th>
-                <th>{t('staff.orders.run')}</th>
-                <th>{t('staff.col.actions')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="staff." cols={['orders.service', 'orders.client', 'orders.samples', 'col.state', 'orders.quote', 'orders.run', 'col.actions']} />
             <tbody>
               {orders.map((o) => <OrderRow key={o.name} o={o} world={world} monday={monday}
                 onDone={(m) => { setStatus(m); setTick((n) => n + 1); }} />)}

@@ -9,7 +9,7 @@ import { explain, type ShownError } from '../../errors';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { FieldError, StaffHeader, offersMode, useStaffWorld, when, zoneOf } from './common';
-import { ErrorBox, StatusBox, useAction } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 export default function Qualifications({ params }: { params: Record<string, string> }) {
@@ -99,16 +99,7 @@ export default function Qualifications({ params }: { params: Record<string, stri
       ) : (
         <div class="table-wrap">
           <table data-testid="qualifications">
-            <thead>
-              <tr>
-                <th>{t('staff.quals.userCol')}</th>
-                <th>{t('staff.col.state')}</th>
-                <th>{t('staff.quals.granted.col')}</th>
-                <th>{t('staff.quals.lastUse')}</th>
-                <th>{t('staff.quals.expires')}</th>
-                <th>{t('staff.col.actions')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="staff." cols={['quals.userCol', 'col.state', 'quals.granted.col', 'quals.lastUse', 'quals.expires', 'col.actions']} />
             <tbody>
               {list.map((q) => <QualRow key={q.name} q={q} zone={zone} onChanged={() => setTick((n) => n + 1)} />)}
             </tbody>

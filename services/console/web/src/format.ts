@@ -1,29 +1,72 @@
 // Money with its currency, times in the facility's time zone, in the
-// user's language.
+// user's language; money and hours read from and written to inputs.
+import { create } from '@bufbuild/protobuf';
 import type { Timestamp } from '@bufbuild/protobuf/wkt';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
-import type { Money } from '../../gen/labshare/type/v1/types_pb';
+import { MoneySchema, type Money } from '../../gen/labshare/type/v1/types_pb';
 import { lang } from './i18n';
 
 const DIGITS: Record<string, number> = { JPY: 0, KRW: 0 };
+// Minor-unit digits of a currency.
+export const currencyDigits = (code: string): number => DIGITS[code] ?? 2;
 
 export function money(m: Money | undefined): string {
   if (!m) return '—';
-  const digits = DIGITS[m.currencyCode] ?? 2;
-  const value = Number(m.amountMinor) / 10 ** digits;
+  const digits = currencyDigits(m.currencyCode);
   return new Intl.NumberFormat(lang.value, {
     style: 'currency', currency: m.currencyCode || 'CNY', minimumFractionDigits: digits,
-  }).format(value);
+  }).format(moneyValue(m));
 }
 
+// The amount in major units as a number (for charts and sums).
+export function moneyValue(m: Money | undefined): number {
+  return m ? Number(m.amountMinor) / 10 ** currencyDigits(m.currencyCode) : 0;
+}
+
+// The amount as a plain decimal ("117875.00"), for inputs and CSV files.
+export function moneyText(m: Money | undefined): string {
+  if (!m) return '';
+  const digits = currencyDigits(m.currencyCode);
+  const neg = m.amountMinor < 0n;
+  const abs = (neg ? -m.amountMinor : m.amountMinor).toString().padStart(digits + 1, '0');
+  const s = digits ? `${abs.slice(0, -digits)}.${abs.slice(-digits)}` : abs;
+  return neg ? `-${s}` : s;
+}
+
+// "1234.5" (major units, at most the currency's digits) -> Money, exactly;
+// undefined when it is not a plain amount. A minus sign is kept: whether a
+// negative amount is allowed is the service's (or the screen's) decision.
+export function parseMoney(text: string, currencyCode: string): Money | undefined {
+  const digits = currencyDigits(currencyCode);
+  const s = text.trim().replace(/,/g, '');
+  const re = digits === 0 ? /^-?\d+$/ : new RegExp(`^-?\\d+(?:\\.\\d{1,${digits}})?$`);
+  if (!re.test(s)) return undefined;
+  const neg = s.startsWith('-');
+  const [whole, frac = ''] = (neg ? s.slice(1) : s).split('.');
+  const minor = BigInt(whole!) * 10n ** BigInt(digits) + BigInt((frac + '0'.repeat(digits)).slice(0, digits) || '0');
+  return create(MoneySchema, { currencyCode, amountMinor: neg ? -minor : minor });
+}
+
+// Seconds as a number of hours, up to two decimals ("2.5").
+export function hoursNumber(seconds: bigint | number | undefined): string {
+  return new Intl.NumberFormat(lang.value, { maximumFractionDigits: 2 }).format(Number(seconds ?? 0) / 3600);
+}
+
+// Date and time in `timeZone`; with the zone's short name after the time
+// ("2027/03/01 08:01 GMT+8", never between date and time).
 export function dateTime(ts: Timestamp | undefined, timeZone: string, withZone = false): string {
   if (!ts) return '—';
-  return new Intl.DateTimeFormat(lang.value, {
-    timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit',
-    hourCycle: 'h23', ...(withZone ? { timeZoneName: 'short' } : {}),
-  }).format(timestampDate(ts));
+  const d = timestampDate(ts);
+  const text = new Intl.DateTimeFormat(lang.value, {
+    timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
+  }).format(d);
+  if (!withZone) return text;
+  const zone = new Intl.DateTimeFormat(lang.value, { timeZone, timeZoneName: 'short' })
+    .formatToParts(d).find((p) => p.type === 'timeZoneName')?.value;
+  return zone ? `${text} ${zone}` : text;
 }
 
-export function percentBps(bps: number | undefined): string {
-  return new Intl.NumberFormat(lang.value, { style: 'percent', maximumFractionDigits: 1 }).format((bps ?? 0) / 10000);
+// Basis points as a percentage with the two decimals they carry (68 -> "0.68%").
+export function percentBps(bps: bigint | number | undefined): string {
+  return new Intl.NumberFormat(lang.value, { style: 'percent', maximumFractionDigits: 2 }).format(Number(bps ?? 0) / 10000);
 }

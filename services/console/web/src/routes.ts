@@ -3,13 +3,6 @@
 // Preact component taking the route's parameters.
 import type { ComponentType } from 'preact';
 import type { Role } from './session';
-import './screens/lab/nav'; // lab: navigation labels
-import './screens/staff/nav-messages'; // --- staff --- (navigation labels)
-import './screens/dash/nav'; // dash: navigation labels
-import './screens/billing/nav-messages'; // --- billing --- (navigation label)
-// --- admin ---
-import './screens/admin/nav-messages';
-// --- end admin ---
 
 export interface Route {
   path: string;                     // "#/instruments/:id"

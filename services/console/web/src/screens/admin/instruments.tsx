@@ -6,7 +6,7 @@
 // (SetInstrumentState).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { inventory, requestId } from '../../api';
-import { money } from '../../format';
+import { money, moneyText, parseMoney } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
@@ -16,8 +16,12 @@ import {
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ModeOfferingSchema } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { Done, hours, minorText, idOf, isAdmin, label, listAll, Loading, parseMinor, Refusal, setQuery, useLoad, values, zoneOf } from './common';
+import { hours, isAdmin, label, Refusal, values } from './common';
 import { allOrganizations } from './organizations';
+import { Loading, StatusBox, useLoad, useAction } from '../../ui';
+import { idOf, listAll } from '../../names';
+import { setQuery } from '../../nav';
+import { zoneOr } from '../../zones';
 
 export async function allFacilities(): Promise<Facility[]> {
   return listAll(async (pageToken) => {
@@ -44,14 +48,11 @@ function policyText(f: Facility): string {
 
 function NewFacility({ orgs, onDone }: { orgs: Organization[]; onDone: (f: Facility) => void }) {
   const [v, setV] = useState({ id: '', displayName: '', owner: '', operator: '', funder: '', address: '', timeZone: 'Asia/Shanghai', members: true, nonMembers: false, foreign: false });
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, run } = useAction();
   const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const f = await inventory.createFacility({
         facilityId: v.id.trim(),
         requestId: requestId(),
@@ -65,11 +66,7 @@ function NewFacility({ orgs, onDone }: { orgs: Organization[]; onDone: (f: Facil
       });
       setV((o) => ({ ...o, id: '', displayName: '', funder: '', address: '' }));
       onDone(f);
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   const orgOptions = orgs.map((o) => <option key={o.name} value={idOf(o.name)}>{o.displayName}</option>);
   return (
@@ -135,7 +132,7 @@ function defaultOffering(m: number, r: Rules, currency: string): ModeInit {
       mode: m, approvalRequired: true,
       leaseRules: {
         minTermDays: Number(r.leaseMinDays), maxTermDays: Number(r.leaseMaxDays), handoverBuffer: hours(24), returnBuffer: hours(48),
-        deposit: r.deposit.trim() ? { currencyCode: currency, amountMinor: parseMinor(r.deposit, currency) ?? 0n } : undefined,
+        deposit: r.deposit.trim() ? { currencyCode: currency, amountMinor: parseMoney(r.deposit, currency)?.amountMinor ?? 0n } : undefined,
         rateBasis: LeaseRateBasis.PER_DAY, countedHoursPerDay: 8, horizon: hours(24 * 180),
       },
     }
@@ -160,8 +157,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
   const [v, setV] = useState({ id: '', displayName: '', facility, owner: '', category: '', value: '', currency: 'CNY', daily: '8' });
   const [modes, setModes] = useState<number[]>([SharingMode.ON_SITE]);
   const [r, setR] = useState<Rules>(DEFAULT_RULES);
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, run } = useAction();
   const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
   const setRule = (p: Partial<Rules>) => setR((o) => ({ ...o, ...p }));
   const fac = facilities.find((f) => idOf(f.name) === v.facility);
@@ -169,9 +165,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
 
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const offered: ModeInit[] = modes.map((m) => defaultOffering(m, r, v.currency));
       const catalogue = modes.includes(SharingMode.TECHNICAL_SERVICE) && r.entryId.trim()
         ? [{ entryId: r.entryId.trim(), displayName: r.entryName.trim(), unit: r.entryUnit, instrumentTimePerUnit: hours(Number(r.entryMinutes) / 60) }]
@@ -184,7 +178,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
           facility: v.facility ? `facilities/${v.facility}` : '',
           ownerOrganization: owner ? `organizations/${owner}` : '',
           category: v.category.trim(),
-          originalValue: { currencyCode: v.currency.trim().toUpperCase(), amountMinor: parseMinor(v.value || '0', v.currency) ?? -1n },
+          originalValue: { currencyCode: v.currency.trim().toUpperCase(), amountMinor: parseMoney(v.value || '0', v.currency)?.amountMinor ?? -1n },
           dailyAvailableHours: Number(v.daily) || 0,
           modes: offered,
           serviceCatalogue: catalogue,
@@ -192,11 +186,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
       });
       setV((o) => ({ ...o, id: '', displayName: '' }));
       onDone(i);
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   const slotModes = modes.some((m) => m !== SharingMode.LEASE);
   return (
@@ -266,7 +256,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
 
 function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (i: Instrument, msg: string) => void; onClose: () => void }) {
   const cur = inst.originalValue?.currencyCode || 'CNY';
-  const valueText = minorText(inst.originalValue);
+  const valueText = moneyText(inst.originalValue);
   const [v, setV] = useState({ displayName: inst.displayName, category: inst.category, daily: String(inst.dailyAvailableHours), value: valueText });
   const [modes, setModes] = useState<number[]>(inst.modes.map((m) => m.mode).sort());
   const [state, setState] = useState(0);
@@ -274,8 +264,7 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
   const modesBefore = inst.modes.map((m) => m.mode).sort().join(',');
   const box = useRef<HTMLDivElement>(null);
   useEffect(() => { box.current?.scrollIntoView({ block: 'nearest' }); box.current?.querySelector('h2')?.focus({ preventScroll: true }); }, [inst.name]);
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, setError: setErr, run } = useAction();
   const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
   const paths = [
     v.displayName !== inst.displayName ? 'display_name' : '',
@@ -286,14 +275,12 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
   ].filter(Boolean);
   async function save(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const i = await inventory.updateInstrument({
         instrument: {
           name: inst.name, etag: inst.etag, displayName: v.displayName.trim(), category: v.category.trim(),
           dailyAvailableHours: Number(v.daily) || 0,
-          originalValue: { currencyCode: cur, amountMinor: parseMinor(v.value || '0', cur) ?? -1n },
+          originalValue: { currencyCode: cur, amountMinor: parseMoney(v.value || '0', cur)?.amountMinor ?? -1n },
           // Offered modes keep their rules; a newly offered one gets the simple rules.
           modes: modes.map((m) => inst.modes.find((o) => o.mode === m) ?? defaultOffering(m, DEFAULT_RULES, cur)),
         },
@@ -301,24 +288,14 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
         requestId: requestId(),
       });
       onDone(i, t('admin.instr.saved', { id: idOf(i.name) }));
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   async function setInstrumentState(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const i = await inventory.setInstrumentState({ name: inst.name, state, reason: reason.trim(), etag: inst.etag, requestId: requestId() });
       onDone(i, t('admin.instr.stateSet', { id: idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <div class="card" data-testid="instrument-edit" ref={box}>
@@ -373,9 +350,9 @@ export default function Instruments({ params }: { params: Record<string, string>
   return (
     <section class="admin">
       <h1>{t('admin.instr.title')}</h1>
-      <Done text={msg} />
+      <StatusBox testid="done">{msg}</StatusBox>
       <h2>{t('admin.fac.title')}</h2>
-      <Loading l={facilities} />
+      <Loading load={facilities} />
       {facilities.data && (
         <div class="table-wrap">
           <table data-testid="facilities">
@@ -389,7 +366,7 @@ export default function Instruments({ params }: { params: Record<string, string>
                   <td><a href={`#/admin/instruments?facility=${idOf(f.name)}`}>{f.displayName}</a><div class="muted small">{idOf(f.name)}</div></td>
                   <td>{orgName(f.ownerOrganization)}</td>
                   <td>{orgName(f.operatorOrganization || f.ownerOrganization)}</td>
-                  <td data-testid="time-zone">{zoneOf(f.timeZone)}</td>
+                  <td data-testid="time-zone">{zoneOr(f.timeZone)}</td>
                   <td>{policyText(f)}</td>
                   <td>{f.funder || '—'}</td>
                 </tr>
@@ -417,7 +394,7 @@ export default function Instruments({ params }: { params: Record<string, string>
           </select>
         </label>
       </div>
-      <Loading l={instruments} />
+      <Loading load={instruments} />
       {instruments.data && instruments.data.length === 0 && <p class="muted">{t('admin.instr.none')}</p>}
       {instruments.data && instruments.data.length > 0 && (
         <div class="table-wrap">

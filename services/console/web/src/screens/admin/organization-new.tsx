@@ -6,7 +6,9 @@ import { inventory, requestId } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { MembershipState, OrganizationType, SizeClass } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { idOf, isAdmin, label, Refusal, values } from './common';
+import { isAdmin, label, Refusal, values } from './common';
+import { idOf } from '../../names';
+import { useAction } from '../../ui';
 
 export interface OrgFields {
   displayName: string; type: number; sizeClass: number; stateOwned: boolean; foreign: boolean; sector: string;
@@ -61,26 +63,19 @@ export default function NewOrganization() {
   const [v, setV] = useState<OrgFields>({ displayName: '', type: 0, sizeClass: 0, stateOwned: false, foreign: false, sector: '' });
   const [state, setState] = useState<number>(MembershipState.APPLICANT);
   const [tier, setTier] = useState('');
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, run } = useAction();
   const set = (p: Partial<OrgFields>) => setV((o) => ({ ...o, ...p }));
 
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const o = await inventory.createOrganization({
         organizationId: id.trim(),
         requestId: requestId(),
         organization: { ...v, displayName: v.displayName.trim(), membershipState: state, tier: state === MembershipState.MEMBER ? tier.trim() : '' },
       });
       location.hash = `#/admin/organizations?created=${encodeURIComponent(idOf(o.name))}`;
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (

@@ -10,8 +10,10 @@ import { useSignal } from '../../signal';
 import {
   MembershipState, OrganizationType, SizeClass, type Organization,
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { Done, idOf, isAdmin, label, listAll, Loading, Refusal, useLoad, values } from './common';
+import { isAdmin, label, Refusal, values } from './common';
 import { OrgFieldset, type OrgFields } from './organization-new';
+import { Loading, StatusBox, useLoad, useAction } from '../../ui';
+import { idOf, listAll } from '../../names';
 
 const SNAKE: Record<keyof OrgFields, string> = {
   displayName: 'display_name', type: 'type', sizeClass: 'size_class', stateOwned: 'state_owned', foreign: 'foreign', sector: 'sector',
@@ -23,28 +25,21 @@ function fieldsOf(o: Organization): OrgFields {
 
 function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: string) => void }) {
   const [v, setV] = useState<OrgFields>(fieldsOf(org));
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, setError: setErr, run } = useAction();
   useEffect(() => setV(fieldsOf(org)), [org.etag]);
   const base = fieldsOf(org);
   const changed = (Object.keys(SNAKE) as (keyof OrgFields)[]).filter((k) => v[k] !== base[k]);
 
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const o = await inventory.updateOrganization({
         organization: { ...v, name: org.name, etag: org.etag },
         updateMask: { paths: changed.map((k) => SNAKE[k]) },
         requestId: requestId(),
       });
       onSaved(o, t('admin.orgs.saved'));
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="organization-edit">
@@ -63,13 +58,10 @@ function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Or
   const [to, setTo] = useState(0);
   const [tier, setTier] = useState('');
   const [reason, setReason] = useState('');
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, setError: setErr, run } = useAction();
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const o = await inventory.changeMembership({
         name: org.name, membershipState: to, tier: tier.trim(), reason: reason.trim(), etag: org.etag, requestId: requestId(),
       });
@@ -77,11 +69,7 @@ function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Or
       setTier('');
       setTo(0);
       onSaved(o, t('admin.orgs.membershipChanged', { state: label('MembershipState', MembershipState, o.membershipState) }));
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="membership-form">
@@ -126,11 +114,11 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
   return (
     <section class="admin">
       <p><a href="#/admin/organizations">← {t('admin.orgs.title')}</a></p>
-      <Loading l={org} />
+      <Loading load={org} />
       {o && (
         <>
           <h1>{o.displayName} <span class="muted small">{id}</span></h1>
-          <Done text={msg} />
+          <StatusBox testid="done">{msg}</StatusBox>
           <dl class="card facts" data-testid="organization-facts">
             <dt>{t('admin.orgs.type')}</dt><dd>{label('OrganizationType', OrganizationType, o.type)}</dd>
             <dt>{t('admin.orgs.sizeClass')}</dt><dd>{o.sizeClass ? label('SizeClass', SizeClass, o.sizeClass) : '—'}</dd>
@@ -145,7 +133,7 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
         </>
       )}
       <h2>{t('admin.orgs.history')}</h2>
-      <Loading l={history} />
+      <Loading load={history} />
       {history.data && history.data.length === 0 && <p class="muted">{t('admin.orgs.noHistory')}</p>}
       {history.data && history.data.length > 0 && (
         <div class="table-wrap">

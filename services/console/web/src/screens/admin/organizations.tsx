@@ -7,7 +7,10 @@ import { useSignal } from '../../signal';
 import {
   MembershipState, OrganizationType, SizeClass, type Organization,
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { Done, idOf, isAdmin, label, listAll, Loading, setQuery, useLoad, values } from './common';
+import { isAdmin, label, values } from './common';
+import { Loading, StatusBox, useLoad, ColumnHeads } from '../../ui';
+import { idOf, listAll } from '../../names';
+import { setQuery } from '../../nav';
 
 export async function allOrganizations(filter: { membershipState?: number; type?: number } = {}): Promise<Organization[]> {
   return listAll(async (pageToken) => {
@@ -28,7 +31,7 @@ export default function Organizations({ params }: { params: Record<string, strin
         <h1>{t('admin.orgs.title')}</h1>
         {isAdmin() && <a class="button primary" href="#/admin/organizations/new" data-testid="new-organization">{t('admin.orgs.new')}</a>}
       </div>
-      {created && <Done text={t('admin.orgs.created', { id: created })} />}
+      {created && <StatusBox testid="done">{t('admin.orgs.created', { id: created })}</StatusBox>}
       <div class="row card" role="search">
         <label class="field">
           {t('admin.orgs.filterState')}
@@ -45,22 +48,12 @@ export default function Organizations({ params }: { params: Record<string, strin
           </select>
         </label>
       </div>
-      <Loading l={orgs} />
+      <Loading load={orgs} />
       {orgs.data && orgs.data.length === 0 && <p class="muted">{t('admin.orgs.none')}</p>}
       {orgs.data && orgs.data.length > 0 && (
         <div class="table-wrap">
           <table data-testid="organizations">
-            <thead>
-              <tr>
-                <th>{t('admin.orgs.name')}</th>
-                <th>{t('admin.orgs.type')}</th>
-                <th>{t('admin.orgs.sizeClass')}</th>
-                <th>{t('admin.orgs.membership')}</th>
-                <th>{t('admin.orgs.tier')}</th>
-                <th>{t('admin.orgs.sector')}</th>
-                <th>{t('admin.orgs.flags')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="admin.orgs." cols={['name', 'type', 'sizeClass', 'membership', 'tier', 'sector', 'flags']} />
             <tbody>
               {orgs.data.map((o) => {
                 const id = idOf(o.name);

@@ -6,14 +6,18 @@
 import { useState } from 'preact/hooks';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { inventory, requestId } from '../../api';
-import { dateTime, money } from '../../format';
+import { dateTime, money, parseMoney } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { PayerClass, SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { RateUnit, type Instrument, type LookupRateResponse, type Organization, type Rate } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { Done, idOf, isAdmin, label, listAll, Loading, parseMinor, Refusal, setQuery, useLoad, utcToZoned, values, zonedToUtc, zoneOf } from './common';
+import { isAdmin, label, Refusal, values } from './common';
 import { allFacilities, allInstruments } from './instruments';
 import { allOrganizations } from './organizations';
+import { Loading, StatusBox, useLoad, useAction } from '../../ui';
+import { idOf, listAll } from '../../names';
+import { setQuery } from '../../nav';
+import { dateToZonedInput, zonedInputToDate, zoneOr } from '../../zones';
 
 const UNITS_FOR: Record<number, number[]> = {
   [SharingMode.ON_SITE]: [RateUnit.PER_HOUR],
@@ -38,33 +42,26 @@ function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDon
   const [price, setPrice] = useState('');
   const [from, setFrom] = useState('');
   const [note, setNote] = useState('');
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, run } = useAction();
   const units = UNITS_FOR[mode] ?? [];
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
-      const when = from ? zonedToUtc(from, zone) : undefined;
+    await run(async () => {
+      const when = from ? zonedInputToDate(from, zone) : undefined;
       const r = await inventory.createRate({
         parent: inst.name,
         requestId: requestId(),
         rate: {
           mode, payerClass: payer, tier: payer === PayerClass.MEMBER ? tier.trim() : '', unit,
           serviceEntryId: mode === SharingMode.TECHNICAL_SERVICE && unit !== RateUnit.PER_HOUR ? entry : '',
-          price: { currencyCode: currency, amountMinor: parseMinor(price || '0', currency) ?? 0n },
+          price: { currencyCode: currency, amountMinor: parseMoney(price || '0', currency)?.amountMinor ?? 0n },
           effectiveTime: when ? timestampFromDate(when) : undefined,
           note: note.trim(),
         },
       });
       setPrice(''); setNote('');
       onDone(r);
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="rate-form">
@@ -116,27 +113,20 @@ function Lookup({ inst, zone, orgs, at }: { inst: Instrument; zone: string; orgs
   const offered = inst.modes.map((m) => m.mode);
   const [mode, setMode] = useState<number>(offered[0] ?? SharingMode.ON_SITE);
   const [payer, setPayer] = useState('');
-  const [time, setTime] = useState(at || utcToZoned(new Date(), zone));
+  const [time, setTime] = useState(at || dateToZonedInput(new Date(), zone));
   const [entry, setEntry] = useState('');
   const [res, setRes] = useState<LookupRateResponse>();
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, run } = useAction();
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
     setRes(undefined);
-    try {
-      const when = zonedToUtc(time, zone);
+    await run(async () => {
+      const when = zonedInputToDate(time, zone);
       setRes(await inventory.lookupRate({
         instrument: inst.name, mode, payerOrganization: payer ? `organizations/${payer}` : '',
         time: when ? timestampFromDate(when) : undefined, serviceEntryId: mode === SharingMode.TECHNICAL_SERVICE ? entry : '',
       }));
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="lookup-form">
@@ -193,7 +183,7 @@ export default function Rates({ params }: { params: Record<string, string> }) {
   }) : [], [id, mode]);
   const [msg, setMsg] = useState('');
   const inst = instruments.data?.find((i) => idOf(i.name) === id);
-  const zone = zoneOf(facilities.data?.find((f) => f.name === inst?.facility)?.timeZone);
+  const zone = zoneOr(facilities.data?.find((f) => f.name === inst?.facility)?.timeZone);
   return (
     <section class="admin">
       <h1>{t('admin.rates.title')}</h1>
@@ -212,9 +202,9 @@ export default function Rates({ params }: { params: Record<string, string> }) {
         </label>
         {inst && <p class="muted small">{t('admin.rates.zoneNote', { zone })}</p>}
       </div>
-      <Done text={msg} />
-      <Loading l={instruments} />
-      <Loading l={rates} />
+      <StatusBox testid="done">{msg}</StatusBox>
+      <Loading load={instruments} />
+      <Loading load={rates} />
       {rates.data && rates.data.length === 0 && <p class="muted">{t('admin.rates.none')}</p>}
       {rates.data && rates.data.length > 0 && (
         <div class="table-wrap">

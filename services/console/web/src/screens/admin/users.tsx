@@ -7,8 +7,11 @@ import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { Role } from '../../../../gen/labshare/type/v1/types_pb';
 import type { User } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { Done, idOf, isAdmin, label, listAll, Loading, Refusal, setQuery, useLoad } from './common';
+import { isAdmin, label, Refusal } from './common';
 import { allOrganizations } from './organizations';
+import { Loading, StatusBox, useLoad, useAction } from '../../ui';
+import { idOf, listAll } from '../../names';
+import { setQuery } from '../../nav';
 
 const PERSON_ROLES = [Role.LAB_USER, Role.FACILITY_STAFF, Role.MEMBER_BILLING_ADMIN, Role.CONSORTIUM_ADMIN, Role.AUDITOR];
 
@@ -33,13 +36,10 @@ function NewUser({ org, onDone }: { org: string; onDone: (u: User) => void }) {
   const [email, setEmail] = useState('');
   const [subject, setSubject] = useState('');
   const [roles, setRoles] = useState<number[]>([Role.LAB_USER]);
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, run } = useAction();
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const u = await inventory.createUser({
         userId: id.trim(),
         user: { displayName: displayName.trim(), email: email.trim(), organization: `organizations/${org}`, roles, externalSubject: subject.trim() },
@@ -47,11 +47,7 @@ function NewUser({ org, onDone }: { org: string; onDone: (u: User) => void }) {
       });
       setId(''); setName(''); setEmail(''); setSubject(''); setRoles([Role.LAB_USER]);
       onDone(u);
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="user-form">
@@ -84,8 +80,7 @@ function EditUser({ user, onDone, onClose }: { user: User; onDone: (u: User) => 
   const [email, setEmail] = useState(user.email);
   const [roles, setRoles] = useState<number[]>([...user.roles]);
   const [disabled, setDisabled] = useState(user.disabled);
-  const [err, setErr] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error: err, setError: setErr, run } = useAction();
   useEffect(() => { setName(user.displayName); setEmail(user.email); setRoles([...user.roles]); setDisabled(user.disabled); }, [user.etag]);
   const box = useRef<HTMLFormElement>(null);
   useEffect(() => { box.current?.scrollIntoView({ block: 'nearest' }); box.current?.querySelector('h2')?.focus({ preventScroll: true }); }, [user.name]);
@@ -98,20 +93,14 @@ function EditUser({ user, onDone, onClose }: { user: User; onDone: (u: User) => 
   ].filter(Boolean);
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setErr(undefined);
-    try {
+    await run(async () => {
       const u = await inventory.updateUser({
         user: { name: user.name, displayName, email, roles, disabled, etag: user.etag },
         updateMask: { paths },
         requestId: requestId(),
       });
       onDone(u);
-    } catch (x) {
-      setErr(x);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="user-edit" ref={box}>
@@ -158,8 +147,8 @@ export default function Users({ params }: { params: Record<string, string> }) {
           </select>
         </label>
       </div>
-      <Done text={msg} />
-      <Loading l={users} />
+      <StatusBox testid="done">{msg}</StatusBox>
+      <Loading load={users} />
       {users.data && users.data.length === 0 && <p class="muted">{t('admin.users.none')}</p>}
       {users.data && users.data.length > 0 && (
         <div class="table-wrap">

@@ -1,14 +1,15 @@
-// Shared pieces of the billing screens: loading state, error box, the
-// organisation chooser (for callers who may see several organisations), the
-// billing-period chooser, the tabs between the billing views, and words for
-// the service's enums. (Loading/ErrorBox/useLoad could move to the shell.)
+// Shared pieces of the billing screens: the organisation chooser (for
+// callers who may see several organisations), the billing-period chooser,
+// the tabs between the billing views, display names, and words for the
+// service's enums.
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate, timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
-import { IntervalSchema, type Interval, type Money } from '../../../../gen/labshare/type/v1/types_pb';
-import { billing, inventory } from '../../api';
-import { explain } from '../../errors';
+import { IntervalSchema, type Interval } from '../../../../gen/labshare/type/v1/types_pb';
+import { billing } from '../../api';
+import { allFacilities, allInstruments, allOrganizations, idOf, listAll } from '../../names';
+import { go, hashPath, href } from '../../nav';
 import { lang, t } from '../../i18n';
 import { hasRole, session } from '../../session';
 import { useSignal } from '../../signal';
@@ -61,85 +62,13 @@ export function date(ts: Timestamp | undefined, timeZone = CONSORTIUM_TZ): strin
   return new Intl.DateTimeFormat(lang.value, { timeZone, dateStyle: 'medium' }).format(timestampDate(ts));
 }
 
-// The amount as a plain decimal ("117875.00"), for CSV files.
-export function decimal(m: Money | undefined): string {
-  if (!m) return '';
-  const digits = ({ JPY: 0, KRW: 0 } as Record<string, number>)[m.currencyCode] ?? 2;
-  const neg = m.amountMinor < 0n;
-  const abs = (neg ? -m.amountMinor : m.amountMinor).toString().padStart(digits + 1, '0');
-  const s = digits ? `${abs.slice(0, -digits)}.${abs.slice(-digits)}` : abs;
-  return neg ? `-${s}` : s;
-}
-
 export function quantity(milli: bigint): string {
   return new Intl.NumberFormat(lang.value, { maximumFractionDigits: 3 }).format(Number(milli) / 1000);
-}
-
-// The last segment of a resource name: "organizations/nanocraft" -> "nanocraft".
-export function id(name: string): string {
-  return name.slice(name.lastIndexOf('/') + 1);
 }
 
 // Words for an enum value: t(`billing.<group>.<NAME>`).
 export function word(group: string, names: Record<number, string>, v: number): string {
   return t(`billing.${group}.${names[v] ?? 'UNSPECIFIED'}`);
-}
-
-// ------------------------------------------------------------------ query
-
-export function hashPath(): string {
-  return (location.hash || '#/').split('?')[0] ?? '#/';
-}
-
-export function href(path: string, query: Record<string, string | undefined>): string {
-  const q = new URLSearchParams();
-  for (const [k, v] of Object.entries(query)) if (v) q.set(k, v);
-  const s = q.toString();
-  return s ? `${path}?${s}` : path;
-}
-
-export function go(path: string, query: Record<string, string | undefined>): void {
-  location.hash = href(path, query).slice(1);
-}
-
-// ------------------------------------------------------------------ loading
-
-export interface Load<T> { data?: T; error?: unknown; loading: boolean; reload: () => void }
-
-export function useLoad<T>(fn: () => Promise<T>, deps: unknown[]): Load<T> {
-  const [state, setState] = useState<{ data?: T; error?: unknown; loading: boolean }>({ loading: true });
-  const [n, setN] = useState(0);
-  useEffect(() => {
-    let live = true;
-    setState((s) => ({ data: s.data, loading: true }));
-    fn().then(
-      (data) => live && setState({ data, loading: false }),
-      (error: unknown) => live && setState({ error, loading: false }),
-    );
-    return () => { live = false; };
-  }, [...deps, n]);
-  return { ...state, reload: () => setN((x) => x + 1) };
-}
-
-export function Loading() {
-  return <p aria-busy="true" class="muted">{t('billing.loading')}</p>;
-}
-
-export function ErrorBox({ error }: { error: unknown }) {
-  const e = explain(error);
-  return (
-    <div class="error" role="alert" data-testid="error">
-      <p class="billing-error-sentence">{e.sentence}</p>
-      {e.detail && <p class="muted billing-error-detail">{e.detail}</p>}
-    </div>
-  );
-}
-
-// Shows the loading state, the error, or the content.
-export function Loaded<T>({ load, children }: { load: Load<T>; children: (data: T) => ComponentChildren }) {
-  if (load.error) return <ErrorBox error={load.error} />;
-  if (load.data === undefined) return <Loading />;
-  return <>{children(load.data)}</>;
 }
 
 // ------------------------------------------------------------------ names
@@ -149,40 +78,28 @@ export interface Names { party: (name: string) => string; org: (name: string) =>
 let namesPromise: Promise<Names> | undefined;
 
 async function loadNames(): Promise<Names> {
-  const orgs = new Map<string, string>();
-  const instruments = new Map<string, { label: string; facility: string }>();
-  const zones = new Map<string, string>();
-  const pools = new Map<string, string>();
-  const all = async <R,>(page: (token: string) => Promise<{ nextPageToken: string } & R>, each: (r: R) => void) => {
-    let token = '';
-    for (let i = 0; i < 50; i++) {
-      const r = await page(token);
-      each(r);
-      token = r.nextPageToken;
-      if (!token) break;
-    }
-  };
-  await Promise.all([
-    all((pageToken) => inventory.listOrganizations({ pageSize: 200, pageToken }),
-      (r) => r.organizations.forEach((o) => orgs.set(o.name, o.displayName || id(o.name)))),
-    all((pageToken) => inventory.listInstruments({ pageSize: 200, pageToken }),
-      (r) => r.instruments.forEach((i) => instruments.set(i.name, { label: i.displayName || id(i.name), facility: i.facility }))),
-    all((pageToken) => inventory.listFacilities({ pageSize: 200, pageToken }),
-      (r) => r.facilities.forEach((f) => zones.set(f.name, f.timeZone || CONSORTIUM_TZ))),
-    all((pageToken) => billing.listSubsidyPools({ pageSize: 100, pageToken }),
-      (r) => r.subsidyPools.forEach((p) => pools.set(p.name, p.displayName || id(p.name)))).catch(() => undefined),
+  const [orgList, instrumentList, facilityList, poolList] = await Promise.all([
+    allOrganizations(), allInstruments(), allFacilities(),
+    listAll(async (pageToken) => {
+      const r = await billing.listSubsidyPools({ pageSize: 100, pageToken });
+      return { items: r.subsidyPools, next: r.nextPageToken };
+    }).catch(() => []),
   ]);
+  const orgs = new Map(orgList.map((o) => [o.name, o.displayName || idOf(o.name)]));
+  const instruments = new Map(instrumentList.map((i) => [i.name, { label: i.displayName || idOf(i.name), facility: i.facility }]));
+  const zones = new Map(facilityList.map((f) => [f.name, f.timeZone || CONSORTIUM_TZ]));
+  const pools = new Map(poolList.map((p) => [p.name, p.displayName || idOf(p.name)]));
   return {
-    party: (n) => orgs.get(n) ?? pools.get(n) ?? (n ? id(n) : '—'),
-    org: (n) => orgs.get(n) ?? (n ? id(n) : '—'),
-    instrument: (n) => instruments.get(n)?.label ?? (n ? id(n) : '—'),
+    party: (n) => orgs.get(n) ?? pools.get(n) ?? (n ? idOf(n) : '—'),
+    org: (n) => orgs.get(n) ?? (n ? idOf(n) : '—'),
+    instrument: (n) => instruments.get(n)?.label ?? (n ? idOf(n) : '—'),
     instrumentZone: (n) => zones.get(instruments.get(n)?.facility ?? '') ?? CONSORTIUM_TZ,
     orgs: [...orgs.entries()].map(([name, label]) => ({ name, label })).sort((a, b) => a.label.localeCompare(b.label)),
   };
 }
 
 const fallbackNames: Names = {
-  party: (n) => (n ? id(n) : '—'), org: (n) => (n ? id(n) : '—'), instrument: (n) => (n ? id(n) : '—'), instrumentZone: () => CONSORTIUM_TZ, orgs: [],
+  party: (n) => (n ? idOf(n) : '—'), org: (n) => (n ? idOf(n) : '—'), instrument: (n) => (n ? idOf(n) : '—'), instrumentZone: () => CONSORTIUM_TZ, orgs: [],
 };
 
 // Display names of organisations and instruments (inventory; any signed-in
@@ -261,11 +178,11 @@ export function BillingHeader({ params, names, period, allowAllOrgs = false, all
         {seesAll() && (
           <label class="field">
             {t('billing.org')}
-            <select data-testid="billing-org" value={params.org === '-' && allowAllOrgs ? '-' : id(org) || (allowAllOrgs ? '-' : '')}
+            <select data-testid="billing-org" value={params.org === '-' && allowAllOrgs ? '-' : idOf(org) || (allowAllOrgs ? '-' : '')}
               onChange={(e) => go(path, { ...keep, org: (e.target as HTMLSelectElement).value })}>
               {allowAllOrgs && <option value="-">{t('billing.org.all')}</option>}
-              {names.orgs.length === 0 && org && <option value={id(org)}>{names.org(org)}</option>}
-              {names.orgs.map((o) => <option key={o.name} value={id(o.name)}>{o.label}</option>)}
+              {names.orgs.length === 0 && org && <option value={idOf(org)}>{names.org(org)}</option>}
+              {names.orgs.map((o) => <option key={o.name} value={idOf(o.name)}>{o.label}</option>)}
             </select>
           </label>
         )}

@@ -12,15 +12,16 @@ import {
 } from '../../../../gen/labshare/billing/v1/billing_pb';
 import { SharingMode, type Interval, type Money } from '../../../../gen/labshare/type/v1/types_pb';
 import { billing, requestId } from '../../api';
-import { dateTime, money, percentBps } from '../../format';
+import { dateTime, money, percentBps, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  BillingHeader, CONSORTIUM_TZ, date, decimal, ErrorBox, Facts, href, id, isAdmin, Loaded, periodLabel, quantity,
-  useLoad, useNames, word, type Names,
-  useStackedTables,
+  BillingHeader, CONSORTIUM_TZ, date, Facts, isAdmin, periodLabel, quantity, useNames, word, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
+import { ErrorBox, Loaded, useLoad, ColumnHeads } from '../../ui';
+import { idOf } from '../../names';
+import { href } from '../../nav';
 
 interface Data { invoice: Invoice; charges: Map<string, Charge>; pools: Map<string, string> }
 
@@ -28,7 +29,7 @@ async function load(name: string): Promise<Data> {
   const [invoice, pools] = await Promise.all([
     billing.getInvoice({ name }),
     billing.listSubsidyPools({ pageSize: 200 }).then(
-      (r) => new Map(r.subsidyPools.map((p) => [p.name, p.displayName || id(p.name)])),
+      (r) => new Map(r.subsidyPools.map((p) => [p.name, p.displayName || idOf(p.name)])),
       () => new Map<string, string>(),
     ),
   ]);
@@ -44,11 +45,11 @@ async function load(name: string): Promise<Data> {
 }
 
 function reference(line: InvoiceLine, charge: Charge | undefined): string {
-  if (charge?.booking) return t('billing.invoice.ref.booking', { id: id(charge.booking) });
-  if (charge?.lease) return t('billing.invoice.ref.lease', { id: id(charge.lease) });
-  if (charge?.serviceOrder) return t('billing.invoice.ref.order', { id: id(charge.serviceOrder) });
-  if (charge?.project) return t('billing.invoice.ref.project', { id: id(charge.project) });
-  if (line.deposit) return t('billing.invoice.ref.deposit', { id: id(line.deposit) });
+  if (charge?.booking) return t('billing.invoice.ref.booking', { id: idOf(charge.booking) });
+  if (charge?.lease) return t('billing.invoice.ref.lease', { id: idOf(charge.lease) });
+  if (charge?.serviceOrder) return t('billing.invoice.ref.order', { id: idOf(charge.serviceOrder) });
+  if (charge?.project) return t('billing.invoice.ref.project', { id: idOf(charge.project) });
+  if (line.deposit) return t('billing.invoice.ref.deposit', { id: idOf(line.deposit) });
   return '';
 }
 
@@ -60,7 +61,7 @@ function item(line: InvoiceLine, pools: Map<string, string>, names: Names): stri
     case InvoiceLine_Kind.CHARGE:
       return [fee || kind, mode].filter(Boolean).join(' · ');
     case InvoiceLine_Kind.SUBSIDY:
-      return `${kind} · ${t('billing.invoice.pool', { pool: pools.get(line.subsidyPool) ?? id(line.subsidyPool) })}`;
+      return `${kind} · ${t('billing.invoice.pool', { pool: pools.get(line.subsidyPool) ?? idOf(line.subsidyPool) })}`;
     case InvoiceLine_Kind.DEPOSIT_RELEASE:
       return `${kind} · ${names.org(line.payeeOrganization)}`;
     default:
@@ -118,12 +119,12 @@ export function invoiceCsv(d: Data, names: Names): string {
       String(l.lineNumber), item(l, d.pools, names), reference(l, d.charges.get(l.charge)),
       l.instrument ? names.instrument(l.instrument) : '', iso(l.serviceInterval?.startTime), iso(l.serviceInterval?.endTime),
       l.quantityMilli ? String(Number(l.quantityMilli) / 1000) : '', l.unit ? word('unit', ChargeUnit, l.unit) : '',
-      decimal(l.unitPrice), names.org(l.payeeOrganization),
-      decimal(l.kind === InvoiceLine_Kind.DEPOSIT_APPLIED ? l.memoAmount : l.amount), inv.currencyCode,
+      moneyText(l.unitPrice), names.org(l.payeeOrganization),
+      moneyText(l.kind === InvoiceLine_Kind.DEPOSIT_APPLIED ? l.memoAmount : l.amount), inv.currencyCode,
     ]);
   }
   rows.push([]);
-  const total = (key: string, m: Money | undefined) => rows.push([t(key), '', '', '', '', '', '', '', '', '', decimal(m), inv.currencyCode]);
+  const total = (key: string, m: Money | undefined) => rows.push([t(key), '', '', '', '', '', '', '', '', '', moneyText(m), inv.currencyCode]);
   total('billing.invoice.chargesTotal', inv.chargesTotal);
   total('billing.invoice.subsidyTotal', inv.subsidyTotal);
   total('billing.invoice.depositReleaseTotal', inv.depositReleaseTotal);
@@ -212,8 +213,8 @@ export default function InvoiceScreen({ params }: { params: Record<string, strin
                   ...(inv.voidReason ? [[t('billing.invoice.voidReason'), inv.voidReason] as [string, string]] : []),
                   ...(inv.settlement ? [[t('billing.invoice.settlement'),
                     <a href={href('#/billing/settlements', { period: inv.period, org: params.org })}>{t('billing.tab.settlements')} {periodLabel(inv.period)}</a>] as [string, ComponentChildren]] : []),
-                  ...(inv.replaces ? [[t('billing.invoice.replaces'), <a href={`#/billing/invoices/${id(inv.replaces)}`}>{id(inv.replaces)}</a>] as [string, ComponentChildren]] : []),
-                  ...(inv.replacedBy ? [[t('billing.invoice.replacedBy'), <a href={`#/billing/invoices/${id(inv.replacedBy)}`}>{id(inv.replacedBy)}</a>] as [string, ComponentChildren]] : []),
+                  ...(inv.replaces ? [[t('billing.invoice.replaces'), <a href={`#/billing/invoices/${idOf(inv.replaces)}`}>{idOf(inv.replaces)}</a>] as [string, ComponentChildren]] : []),
+                  ...(inv.replacedBy ? [[t('billing.invoice.replacedBy'), <a href={`#/billing/invoices/${idOf(inv.replacedBy)}`}>{idOf(inv.replacedBy)}</a>] as [string, ComponentChildren]] : []),
                 ]} />
                 <div class="billing-actions">
                   <span>{t('billing.invoice.download')}:</span>
@@ -233,19 +234,7 @@ export default function InvoiceScreen({ params }: { params: Record<string, strin
               {inv.lines.length === 0 ? <p>{t('billing.invoice.noLines')}</p> : (
                 <div class="table-wrap">
                   <table class="billing-stack" data-testid="invoice-lines">
-                    <thead>
-                      <tr>
-                        <th>{t('billing.invoice.col.n')}</th>
-                        <th>{t('billing.invoice.col.item')}</th>
-                        <th>{t('billing.invoice.col.reference')}</th>
-                        <th>{t('billing.invoice.col.instrument')}</th>
-                        <th>{t('billing.invoice.col.when')}</th>
-                        <th class="num">{t('billing.invoice.col.quantity')}</th>
-                        <th class="num">{t('billing.invoice.col.price')}</th>
-                        <th>{t('billing.invoice.col.payee')}</th>
-                        <th class="num">{t('billing.invoice.col.amount')}</th>
-                      </tr>
-                    </thead>
+                    <ColumnHeads prefix="billing.invoice.col." cols={['n', 'item', 'reference', 'instrument', 'when', '#quantity', '#price', 'payee', '#amount']} />
                     <tbody>
                       {inv.lines.map((l) => {
                         const sub = l.kind === InvoiceLine_Kind.SUBSIDY || l.kind === InvoiceLine_Kind.DEPOSIT_APPLIED;

@@ -10,10 +10,10 @@ import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  BillingHeader, chosenOrg, date, ErrorBox, id, isAdmin, isPeriod, Loaded, periodLabel, useLoad, useNames,
-  word, type Names,
-  useStackedTables,
+  BillingHeader, chosenOrg, date, isAdmin, isPeriod, periodLabel, useNames, word, type Names, useStackedTables,
 } from './common';
+import { ErrorBox, Loaded, useLoad, StatusBox, useAction } from '../../ui';
+import { idOf } from '../../names';
 
 async function listAll(req: { period?: string; payerOrganization?: string }): Promise<Invoice[]> {
   const out: Invoice[] = [];
@@ -50,7 +50,7 @@ function InvoiceTable({ invoices, names, showPayer, testid }: { invoices: Invoic
           {invoices.map((inv) => (
             <tr key={inv.name} data-testid="invoice-row" data-invoice={inv.name}>
               <td class="nowrap">
-                <a href={`#/billing/invoices/${encodeURIComponent(id(inv.name))}`} aria-label={t('billing.invoices.open', { number: inv.number })}>
+                <a href={`#/billing/invoices/${encodeURIComponent(idOf(inv.name))}`} aria-label={t('billing.invoices.open', { number: inv.number })}>
                   {inv.number}
                 </a>
               </td>
@@ -71,20 +71,15 @@ function InvoiceTable({ invoices, names, showPayer, testid }: { invoices: Invoic
 function IssueForm({ period, names, org, onDone }: { period: string; names: Names; org: string; onDone: () => void }) {
   const [payer, setPayer] = useState(org);
   useEffect(() => setPayer(org), [org]);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
-  const [done, setDone] = useState<string>();
+  const { busy, error, done, run } = useAction();
   return (
     <section class="card">
       <h2>{t('billing.admin.title')}</h2>
       <form class="row" onSubmit={async (e) => {
         e.preventDefault();
-        setBusy(true); setError(undefined); setDone(undefined);
-        try {
-          const inv = await billing.issueInvoice({ payerOrganization: payer, period, requestId: requestId() });
-          setDone(t('billing.admin.issued', { number: inv.number, amount: money(inv.amountDue) }));
-          onDone();
-        } catch (err) { setError(err); } finally { setBusy(false); }
+        const inv = await run(() => billing.issueInvoice({ payerOrganization: payer, period, requestId: requestId() }),
+          (i) => t('billing.admin.issued', { number: i.number, amount: money(i.amountDue) }));
+        if (inv) onDone();
       }}>
         <label class="field">
           {t('billing.admin.issuePayer')}
@@ -97,8 +92,8 @@ function IssueForm({ period, names, org, onDone }: { period: string; names: Name
           {busy ? t('billing.admin.working') : `${t('billing.admin.issue')} (${periodLabel(period)})`}
         </button>
       </form>
-      {error !== undefined && <ErrorBox error={error} />}
-      {done && <p class="notice" role="status">{done}</p>}
+      <ErrorBox error={error} />
+      <StatusBox>{done}</StatusBox>
     </section>
   );
 }

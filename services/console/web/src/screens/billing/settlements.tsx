@@ -13,11 +13,11 @@ import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
-  BillingHeader, chosenOrg, seesAll, CONSORTIUM_TZ, currentPeriod, ErrorBox, Facts, id, isAdmin, isPeriod, Loaded, periodLabel,
-  previousPeriod, useLoad, useNames, type Names,
-  useStackedTables,
+  BillingHeader, chosenOrg, seesAll, CONSORTIUM_TZ, currentPeriod, Facts, isAdmin, isPeriod, periodLabel, previousPeriod, useNames, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
+import { ErrorBox, Loaded, useLoad, ColumnHeads, StatusBox, useAction } from '../../ui';
+import { idOf } from '../../names';
 
 interface Data { settlements: Settlement[]; invoices: Map<string, string> }
 
@@ -71,12 +71,7 @@ function Transfers({ s, list, other, names, testid, nothing, onDone }: {
   return (
     <div class="table-wrap">
       <table class="billing-stack" data-testid={testid}>
-        <thead><tr>
-          <th>{t('billing.settlements.col.from')}</th>
-          <th>{t('billing.settlements.col.to')}</th>
-          <th class="num">{t('billing.settlements.col.amount')}</th>
-          <th>{t('billing.settlements.col.paid')}</th>
-        </tr></thead>
+        <ColumnHeads prefix="billing.settlements.col." cols={['from', 'to', '#amount', 'paid']} />
         <tbody>
           {list.map((tr) => (
             <tr key={tr.index} data-testid="transfer" data-counterparty={other(tr)}>
@@ -153,7 +148,7 @@ function SettlementCard({ s, org, names, invoices, onDone }: { s: Settlement; or
         <p>
           {t('billing.settlements.invoices')}:{' '}
           {s.invoices.filter((inv) => invoices.has(inv)).map((inv, i) => (
-            <span key={inv}>{i > 0 && ', '}<a href={`#/billing/invoices/${id(inv)}`}>{invoices.get(inv)}</a></span>
+            <span key={inv}>{i > 0 && ', '}<a href={`#/billing/invoices/${idOf(inv)}`}>{invoices.get(inv)}</a></span>
           ))}
           {s.invoices.some((inv) => !invoices.has(inv)) && (
             <span class="muted">{invoices.size > 0 && '; '}{t('billing.settlements.otherInvoices', { n: s.invoices.filter((inv) => !invoices.has(inv)).length })}</span>
@@ -165,22 +160,17 @@ function SettlementCard({ s, org, names, invoices, onDone }: { s: Settlement; or
 }
 
 function Compute({ period, onDone }: { period: string; onDone: () => void }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
-  const [done, setDone] = useState<string>();
+  const { busy, error, done, run } = useAction();
   return (
     <section class="card">
       <h2>{t('billing.admin.title')}</h2>
       <button type="button" class="primary" disabled={busy} onClick={async () => {
-        setBusy(true); setError(undefined); setDone(undefined);
-        try {
-          const s = await billing.computeSettlement({ period, requestId: requestId() });
-          setDone(t('billing.admin.computed', { n: s.transfers.length }));
-          onDone();
-        } catch (err) { setError(err); } finally { setBusy(false); }
+        const s = await run(() => billing.computeSettlement({ period, requestId: requestId() }),
+          (r) => t('billing.admin.computed', { n: r.transfers.length }));
+        if (s) onDone();
       }}>{busy ? t('billing.admin.working') : t('billing.admin.compute', { period: periodLabel(period) })}</button>
-      {error !== undefined && <ErrorBox error={error} />}
-      {done && <p class="notice" role="status">{done}</p>}
+      <ErrorBox error={error} />
+      <StatusBox>{done}</StatusBox>
     </section>
   );
 }

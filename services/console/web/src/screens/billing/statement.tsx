@@ -13,11 +13,11 @@ import { dateTime, money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  BillingHeader, chosenOrg, CONSORTIUM_TZ, currentPeriod, ErrorBox, Facts, id, isPeriod, Loaded, Loading, periodInterval,
-  periodLabel, useLoad, useNames, word, type Names,
-  useStackedTables,
+  BillingHeader, chosenOrg, CONSORTIUM_TZ, currentPeriod, Facts, isPeriod, periodInterval, periodLabel, useNames, word, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
+import { ErrorBox, Loaded, Loading, useLoad, ColumnHeads } from '../../ui';
+import { idOf } from '../../names';
 
 function accountKind(account: string): string {
   const kebab = account.slice(account.lastIndexOf('/') + 1);
@@ -47,15 +47,7 @@ function Statement({ org, period, names }: { org: string; period: string; names:
             {lines.length === 0 ? <p>{t('billing.statement.empty')}</p> : (
               <div class="table-wrap">
                 <table class="billing-stack" data-testid="statement-lines">
-                  <thead><tr>
-                    <th>{t('billing.statement.col.time')}</th>
-                    <th>{t('billing.statement.col.kind')}</th>
-                    <th>{t('billing.statement.col.account')}</th>
-                    <th>{t('billing.statement.col.counterparty')}</th>
-                    <th class="num">{t('billing.statement.col.debit')}</th>
-                    <th class="num">{t('billing.statement.col.credit')}</th>
-                    <th class="num">{t('billing.statement.col.balance')}</th>
-                  </tr></thead>
+                  <ColumnHeads prefix="billing.statement.col." cols={['time', 'kind', 'account', 'counterparty', '#debit', '#credit', '#balance']} />
                   <tbody>
                     {lines.map((l, i) => (
                       <tr key={`${l.posting}-${i}`}>
@@ -100,13 +92,7 @@ function Balances({ org, names }: { org: string; names: Names }) {
         {(r) => r.balances.length === 0 ? <p>{t('billing.balances.empty')}</p> : (
           <div class="table-wrap">
             <table class="billing-stack">
-              <thead><tr>
-                <th>{t('billing.balances.col.account')}</th>
-                <th>{t('billing.balances.col.counterparty')}</th>
-                <th class="num">{t('billing.balances.col.debits')}</th>
-                <th class="num">{t('billing.balances.col.credits')}</th>
-                <th class="num">{t('billing.balances.col.balance')}</th>
-              </tr></thead>
+              <ColumnHeads prefix="billing.balances.col." cols={['account', 'counterparty', '#debits', '#credits', '#balance']} />
               <tbody>
                 {r.balances.map((b, i) => (
                   <tr key={`${b.account}-${b.counterparty}-${i}`}>
@@ -148,15 +134,7 @@ function Payments({ org, names }: { org: string; names: Names }) {
         {(ps) => ps.length === 0 ? <p>{t('billing.payments.empty')}</p> : (
           <div class="table-wrap">
             <table class="billing-stack">
-              <thead><tr>
-                <th>{t('billing.payments.col.time')}</th>
-                <th>{t('billing.payments.col.direction')}</th>
-                <th>{t('billing.payments.col.from')}</th>
-                <th>{t('billing.payments.col.to')}</th>
-                <th class="num">{t('billing.payments.col.amount')}</th>
-                <th>{t('billing.payments.col.for')}</th>
-                <th>{t('billing.payments.col.reference')}</th>
-              </tr></thead>
+              <ColumnHeads prefix="billing.payments.col." cols={['time', 'direction', 'from', 'to', '#amount', 'for', 'reference']} />
               <tbody>
                 {ps.map((p) => (
                   <tr key={p.name} data-testid="payment-row">
@@ -166,7 +144,7 @@ function Payments({ org, names }: { org: string; names: Names }) {
                     <td>{party(p.payee)}</td>
                     <td class="num nowrap">{money(p.amount)}</td>
                     <td>
-                      {p.invoice && <a href={`#/billing/invoices/${id(p.invoice)}`}>{t('billing.payments.forInvoice')} {id(p.invoice)}</a>}
+                      {p.invoice && <a href={`#/billing/invoices/${idOf(p.invoice)}`}>{t('billing.payments.forInvoice')} {idOf(p.invoice)}</a>}
                       {p.settlement && <span>{t('billing.payments.forTransfer', { n: p.transferIndex })}</span>}
                     </td>
                     <td>{p.externalReference || p.note}</td>
@@ -200,21 +178,11 @@ function Deposits({ org, names }: { org: string; names: Names }) {
         {(ds) => ds.length === 0 ? <p>{t('billing.deposits.empty')}</p> : (
           <div class="table-wrap">
             <table class="billing-stack">
-              <thead><tr>
-                <th>{t('billing.deposits.col.lease')}</th>
-                <th>{t('billing.deposits.col.instrument')}</th>
-                <th>{t('billing.deposits.col.owner')}</th>
-                <th>{t('billing.deposits.col.lessee')}</th>
-                <th class="num">{t('billing.deposits.col.amount')}</th>
-                <th class="num">{t('billing.deposits.col.held')}</th>
-                <th class="num">{t('billing.deposits.col.applied')}</th>
-                <th class="num">{t('billing.deposits.col.released')}</th>
-                <th>{t('billing.deposits.col.state')}</th>
-              </tr></thead>
+              <ColumnHeads prefix="billing.deposits.col." cols={['lease', 'instrument', 'owner', 'lessee', '#amount', '#held', '#applied', '#released', 'state']} />
               <tbody>
                 {ds.map((d) => (
                   <tr key={d.name} data-testid="deposit-row">
-                    <td>{id(d.lease)}</td>
+                    <td>{idOf(d.lease)}</td>
                     <td>{names.instrument(d.instrument)}</td>
                     <td>{names.org(d.ownerOrganization)}</td>
                     <td>{names.org(d.lesseeOrganization)}</td>

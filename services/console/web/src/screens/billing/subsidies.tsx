@@ -14,11 +14,11 @@ import { money, percentBps } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  BillingHeader, chosenOrg, date, ErrorBox, Facts, id, isPeriod, Loaded, Loading, periodLabel, useLoad,
-  useNames, word, type Names,
-  useStackedTables,
+  BillingHeader, chosenOrg, date, Facts, isPeriod, periodLabel, useNames, word, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
+import { ErrorBox, Loaded, Loading, useLoad } from '../../ui';
+import { idOf } from '../../names';
 
 interface Row { pool: SubsidyPool; allowance?: SubsidyAllowance; error?: unknown }
 
@@ -33,7 +33,7 @@ async function load(org: string, period: string | undefined): Promise<Row[]> {
   }
   const time = period ? timestampFromDate(new Date(`${period}-01T12:00:00+08:00`)) : undefined;
   return Promise.all(pools.map((pool) =>
-    billing.getSubsidyAllowance({ name: `${pool.name}/allowances/${id(org)}`, time }).then(
+    billing.getSubsidyAllowance({ name: `${pool.name}/allowances/${idOf(org)}`, time }).then(
       (allowance) => ({ pool, allowance }),
       (error: unknown) => ({ pool, error }),
     )));
@@ -65,7 +65,7 @@ function PoolCard({ row, names }: { row: Row; names: Names }) {
     : '';
   return (
     <section class="card" data-testid="pool" data-pool={pool.name}>
-      <h2>{pool.displayName || id(pool.name)} <StateBadge group="poolState" names={SubsidyPool_State} value={pool.state} /></h2>
+      <h2>{pool.displayName || idOf(pool.name)} <StateBadge group="poolState" names={SubsidyPool_State} value={pool.state} /></h2>
       {pool.description && <p>{pool.description}</p>}
       <Facts items={[
         [t('billing.subsidies.funder'), pool.funderDisplayName || (pool.funderOrganization ? names.org(pool.funderOrganization) : '—')],
@@ -106,7 +106,7 @@ function Received({ org, period, names }: { org: string; period: string; names: 
       {load.data.invoices.map((inv) => (
         <p key={inv.name} data-testid="subsidy-received">
           {t('billing.subsidies.received', { org: names.org(org), period: periodLabel(period), amount: money(inv.subsidyTotal && { ...inv.subsidyTotal, amountMinor: -inv.subsidyTotal.amountMinor }) })}
-          {' '}(<a href={`#/billing/invoices/${id(inv.name)}`}>{inv.number}</a>)
+          {' '}(<a href={`#/billing/invoices/${idOf(inv.name)}`}>{inv.number}</a>)
         </p>
       ))}
     </>

@@ -7,10 +7,11 @@ import { Dimension } from '../../../../gen/labshare/usage/v1/usage_pb';
 import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import {
-  bps, ComputedNote, ErrorBox, hours, idOf, int, Loading, modeLabel, money, monthKey, noteZone, ratio, Section,
-  useLoad, withQuery, zone,
-} from './common';
+import { ComputedNote, hours, int, modeLabel, monthKey, noteZone, ratio, Section, zone } from './common';
+import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
+import { idOf } from '../../names';
+import { go, href } from '../../nav';
+import { money, percentBps } from '../../format';
 
 function parseYear(s: string | undefined): number {
   const y = Number(s);
@@ -49,20 +50,20 @@ export default function Annual({ params }: { params: Record<string, string> }) {
       <header class="dash-head">
         <h1>{t('dash.annual.title', { year })}</h1>
         <nav class="row dash-monthnav" aria-label={t('dash.yearNav')}>
-          <a href={withQuery('#/dash/annual', { year: String(year - 1) })}>‹ {year - 1}</a>
+          <a href={href('#/dash/annual', { year: String(year - 1) })}>‹ {year - 1}</a>
           <label class="field">
             <span>{t('dash.year')}</span>
             <input
               type="number" min={1970} max={9999} value={year} class="dash-year"
               onChange={(e) => {
                 const v = (e.target as HTMLInputElement).value;
-                if (/^\d{4}$/.test(v)) location.hash = withQuery('#/dash/annual', { year: v });
+                if (/^\d{4}$/.test(v)) go('#/dash/annual', { year: v });
               }}
             />
           </label>
-          <a href={withQuery('#/dash/annual', { year: String(year + 1) })}>{year + 1} ›</a>
+          <a href={href('#/dash/annual', { year: String(year + 1) })}>{year + 1} ›</a>
           <span class="dash-spacer" />
-          <a href={withQuery('#/dash', { month: monthKey({ y: year, m: 1 }) })}>{t('dash.nav')}</a>
+          <a href={href('#/dash', { month: monthKey({ y: year, m: 1 }) })}>{t('dash.nav')}</a>
         </nav>
         <p class="muted dash-small">{t('dash.annual.zoneNote', { zone: zone() })}</p>
       </header>
@@ -82,7 +83,7 @@ export default function Annual({ params }: { params: Record<string, string> }) {
           {more?.token ? (
             <p>
               <button type="button" onClick={() => void loadMore()} disabled={more.busy} data-testid="more">
-                {more.busy ? t('dash.loading') : t('dash.annual.more')}
+                {more.busy ? t('app.loading') : t('dash.annual.more')}
               </button>
             </p>
           ) : null}
@@ -130,7 +131,7 @@ function Platform({ r }: { r: AnnualReport }) {
       <p class="muted dash-small">
         {t('dash.annual.thresholds', {
           bands: band.map((b) => t('dash.annual.band', {
-            from: money(b.minOriginalValue), idle: hours(b.idleEffectiveSecondsPerYear), rate: bps(b.minSharingRateBp),
+            from: money(b.minOriginalValue), idle: hours(b.idleEffectiveSecondsPerYear), rate: percentBps(b.minSharingRateBp),
             ext: b.minExternalSecondsPerYear > 0n ? hours(b.minExternalSecondsPerYear) : '—',
           })).join('; '),
           days: r.thresholds?.minimumAssessedDays ?? 0,
@@ -198,26 +199,12 @@ function Instruments({ rows, year }: { rows: InstrumentAssessment[]; year: numbe
     <Section id="dash-annual-instruments" title={t('dash.annual.instruments', { n: rows.length })} testid="annual-instruments">
       <div class="table-wrap">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">{t('dash.col.instrument')}</th>
-              <th scope="col">{t('dash.col.owner')}</th>
-              <th scope="col" class="num">{t('dash.col.effective')}</th>
-              <th scope="col" class="num">{t('dash.col.idleThreshold')}</th>
-              <th scope="col" class="num">{t('dash.col.external')}</th>
-              <th scope="col" class="num">{t('dash.col.utilization')}</th>
-              <th scope="col" class="num">{t('dash.col.sharing')}</th>
-              <th scope="col" class="num">{t('dash.col.minSharing')}</th>
-              <th scope="col" class="num">{t('dash.col.income')}</th>
-              <th scope="col" class="num">{t('dash.col.bookings')}</th>
-              <th scope="col">{t('dash.col.assessment')}</th>
-            </tr>
-          </thead>
+          <ColumnHeads prefix="dash.col." cols={['instrument', 'owner', '#effective', '#idleThreshold', '#external', '#utilization', '#sharing', '#minSharing', '#income', '#bookings', 'assessment']} />
           <tbody>
             {rows.map((a) => (
               <tr key={a.instrument} data-testid={`annual-row-${idOf(a.instrument)}`}>
                 <th scope="row">
-                  <a href={withQuery(`#/dash/instruments/${idOf(a.instrument)}`, { month: monthKey({ y: year, m: 1 }) })}>
+                  <a href={href(`#/dash/instruments/${idOf(a.instrument)}`, { month: monthKey({ y: year, m: 1 }) })}>
                     {a.instrumentDisplayName || idOf(a.instrument)}
                   </a>
                 </th>
@@ -227,7 +214,7 @@ function Instruments({ rows, year }: { rows: InstrumentAssessment[]; year: numbe
                 <td class="num">{hours(a.figures?.externalSeconds)}</td>
                 <td class="num" data-testid="utilization">{ratio(a.figures?.utilization)}</td>
                 <td class="num">{ratio(a.figures?.sharingRate)}</td>
-                <td class="num">{a.assessed ? bps(a.minSharingRateBp) : '—'}</td>
+                <td class="num">{a.assessed ? percentBps(a.minSharingRateBp) : '—'}</td>
                 <td class="num" data-testid="income">{money(a.figures?.serviceIncome)}</td>
                 <td class="num" data-testid="bookings">{int(a.figures?.bookings)}</td>
                 <td>{flag(a)}</td>

@@ -9,7 +9,9 @@ import { AuditEntryView, BreakKind, VerificationResult } from '../../../../gen/l
 import { requestId, usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import { ErrorBox, hex, int, Loading, unhex, useLoad, withQuery, zonedTime } from './common';
+import { hex, int, unhex, zonedTime } from './common';
+import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
+import { go } from '../../nav';
 
 const ANCHOR_KEY = 'labshare.dash.auditAnchor';
 interface StoredAnchor { sequence: string; hash: string }
@@ -160,14 +162,14 @@ function Entries({ resource, source }: { resource: string; source: string }) {
         class="row"
         onSubmit={(e) => {
           e.preventDefault();
-          location.hash = withQuery('#/dash/audit', { resource: res.trim(), source });
+          go('#/dash/audit', { resource: res.trim(), source });
         }}
       >
         <label class="field">
           <span>{t('dash.audit.entries.source')}</span>
           <select
             value={source}
-            onChange={(e) => { location.hash = withQuery('#/dash/audit', { resource, source: (e.target as HTMLSelectElement).value }); }}
+            onChange={(e) => { go('#/dash/audit', { resource, source: (e.target as HTMLSelectElement).value }); }}
           >
             <option value="">{t('dash.audit.entries.allSources')}</option>
             {SOURCES.map((s) => <option key={s} value={s}>{t(`dash.audit.source.${s}`)}</option>)}
@@ -190,17 +192,7 @@ function Entries({ resource, source }: { resource: string; source: string }) {
           {entries.length === 0 ? <p>{t('dash.audit.entries.none')}</p> : (
             <div class="table-wrap">
               <table>
-                <thead>
-                  <tr>
-                    <th scope="col" class="num">{t('dash.audit.col.sequence')}</th>
-                    <th scope="col">{t('dash.audit.col.time')}</th>
-                    <th scope="col">{t('dash.audit.col.source')}</th>
-                    <th scope="col">{t('dash.audit.col.event')}</th>
-                    <th scope="col">{t('dash.audit.col.actor')}</th>
-                    <th scope="col">{t('dash.audit.col.resources')}</th>
-                    <th scope="col">{t('dash.audit.col.hash')}</th>
-                  </tr>
-                </thead>
+                <ColumnHeads prefix="dash.audit.col." cols={['#sequence', 'time', 'source', 'event', 'actor', 'resources', 'hash']} />
                 <tbody>
                   {entries.map((e) => (
                     <tr key={String(e.sequence)} data-testid="entry">
@@ -221,7 +213,7 @@ function Entries({ resource, source }: { resource: string; source: string }) {
           {extra?.token && extra.key === key ? (
             <p>
               <button type="button" onClick={() => void more()} disabled={extra.busy}>
-                {extra.busy ? t('dash.loading') : t('dash.audit.entries.older')}
+                {extra.busy ? t('app.loading') : t('dash.audit.entries.older')}
               </button>
             </p>
           ) : null}

@@ -1,25 +1,23 @@
 // Shared pieces of the consortium dashboard (CONSORTIUM_ADMIN, AUDITOR):
 // calendar periods in the consortium's reporting zone, figure formatting
 // (seconds as hours, Ratio basis points as percentages, money with its
-// currency), display names, loading/error states.
+// currency), display names, sections and chart tables.
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { timestampDate, timestampFromMs, type Timestamp } from '@bufbuild/protobuf/wkt';
-import type { Interval, Money } from '../../../../gen/labshare/type/v1/types_pb';
+import type { Interval } from '../../../../gen/labshare/type/v1/types_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import type { Ratio } from '../../../../gen/labshare/usage/v1/usage_pb';
-import { inventory } from '../../api';
-import { explain } from '../../errors';
-import { money } from '../../format';
+import { hoursNumber, percentBps } from '../../format';
+import { allFacilities, allInstruments, allOrganizations, idOf } from '../../names';
+import { DEFAULT_ZONE, fromWall } from '../../zones';
 import { lang, t } from '../../i18n';
-import { useSignal } from '../../signal';
 import './messages';
 import './dash.css';
 
 // The consortium's reporting zone (usage.proto "Units"). Every figure
 // response names it in computation.time_zone; screens check it and keep the
 // zone the service answered with (see noteZone).
-export const DEFAULT_ZONE = 'Asia/Shanghai';
 let reportZone = DEFAULT_ZONE;
 export function zone(): string {
   return reportZone;
@@ -34,22 +32,10 @@ export function noteZone(tz: string | undefined): boolean {
 
 // ------------------------------------------------------------ periods
 
-function offsetMs(utcMs: number, tz: string): number {
-  const parts = new Intl.DateTimeFormat('en-US', {
-    timeZone: tz, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit',
-    hour: '2-digit', minute: '2-digit', second: '2-digit',
-  }).formatToParts(new Date(utcMs));
-  const v = (k: string) => Number(parts.find((p) => p.type === k)?.value ?? 0);
-  return Date.UTC(v('year'), v('month') - 1, v('day'), v('hour'), v('minute'), v('second')) - utcMs;
-}
-
 // Midnight at the start of y-m-d in the zone, as epoch milliseconds
 // (month may overflow: Date.UTC normalises it).
 export function zonedMidnight(y: number, m: number, d: number, tz = zone()): number {
-  const guess = Date.UTC(y, m - 1, d);
-  let ms = guess - offsetMs(guess, tz);
-  ms = guess - offsetMs(ms, tz);
-  return ms;
+  return fromWall(Date.UTC(y, m - 1, d), tz);
 }
 
 export interface Month { y: number; m: number }
@@ -134,32 +120,18 @@ export function hoursValue(sec: bigint | number | undefined): number {
   return Math.round((n(sec) / 3600) * 100) / 100;
 }
 export function hours(sec: bigint | number | undefined): string {
-  const v = new Intl.NumberFormat(lang.value, { maximumFractionDigits: 2 }).format(n(sec) / 3600);
-  return t('dash.unit.hours', { n: v });
-}
-
-// A basis-point value as a percentage with the two decimals basis points
-// carry (68 -> "0.68%").
-export function bps(v: bigint | number | undefined): string {
-  return new Intl.NumberFormat(lang.value, { style: 'percent', maximumFractionDigits: 2 }).format(n(v) / 10000);
+  return t('dash.unit.hours', { n: hoursNumber(sec) });
 }
 
 // A Ratio: its basis points, or "not defined" when the denominator is 0
 // (never read as 0 %).
 export function ratio(r: Ratio | undefined): string {
   if (!r || !r.defined) return t('dash.undefined');
-  return bps(r.basisPoints);
+  return percentBps(r.basisPoints);
 }
 export function ratioPercent(r: Ratio | undefined): number | null {
   if (!r || !r.defined) return null;
   return n(r.basisPoints) / 100;
-}
-
-export { money };
-export function moneyValue(m: Money | undefined): number {
-  if (!m) return 0;
-  const digits = m.currencyCode === 'JPY' || m.currencyCode === 'KRW' ? 0 : 2;
-  return n(m.amountMinor) / 10 ** digits;
 }
 
 export function modeLabel(m: SharingMode): string {
@@ -170,10 +142,6 @@ export function modeLabel(m: SharingMode): string {
     case SharingMode.TECHNICAL_SERVICE: return t('dash.mode.technicalService');
     default: return t('dash.mode.unspecified');
   }
-}
-
-export function idOf(name: string): string {
-  return name.slice(name.lastIndexOf('/') + 1);
 }
 
 export function hex(b: Uint8Array | undefined): string {
@@ -195,36 +163,18 @@ let namesPromise: Promise<Names> | undefined;
 // Display names of organisations, facilities and instruments (any signed-in
 // person may list them). Loaded once per page; a failure leaves ids shown.
 export function loadNames(): Promise<Names> {
-  namesPromise ??= (async () => {
-    const names: Names = { orgs: new Map(), instruments: new Map(), facilities: new Map() };
-    try {
-      let token = '';
-      do {
-        const r = await inventory.listOrganizations({ pageSize: 200, pageToken: token });
-        for (const o of r.organizations) names.orgs.set(o.name, o.displayName);
-        token = r.nextPageToken;
-      } while (token);
-      token = '';
-      do {
-        const r = await inventory.listFacilities({ pageSize: 200, pageToken: token });
-        for (const f of r.facilities) names.facilities.set(f.name, f.displayName);
-        token = r.nextPageToken;
-      } while (token);
-      token = '';
-      do {
-        const r = await inventory.listInstruments({ pageSize: 200, pageToken: token });
-        for (const i of r.instruments) {
-          names.instruments.set(i.name, {
-            displayName: i.displayName, owner: i.ownerOrganization, facility: i.facility, category: i.category,
-          });
-        }
-        token = r.nextPageToken;
-      } while (token);
-    } catch {
+  namesPromise ??= Promise.all([allOrganizations(), allFacilities(), allInstruments()]).then(
+    ([orgs, facilities, instruments]) => ({
+      orgs: new Map(orgs.map((o) => [o.name, o.displayName])),
+      facilities: new Map(facilities.map((f) => [f.name, f.displayName])),
+      instruments: new Map(instruments.map((i) => [i.name, {
+        displayName: i.displayName, owner: i.ownerOrganization, facility: i.facility, category: i.category,
+      }])),
+    }),
+    () => {
       namesPromise = undefined; // try again next time; ids are shown meanwhile
-    }
-    return names;
-  })();
+      return { orgs: new Map(), instruments: new Map(), facilities: new Map() };
+    });
   return namesPromise;
 }
 
@@ -248,42 +198,7 @@ export function facilityName(names: Names, name: string): string {
   return names.facilities.get(name) || idOf(name);
 }
 
-// ------------------------------------------------------------ async state
-
-export interface Loaded<T> { data?: T; error?: unknown; loading: boolean }
-
-// Runs `f` whenever deps change; keeps only the latest answer.
-export function useLoad<T>(f: () => Promise<T>, deps: unknown[]): Loaded<T> & { reload: () => void } {
-  const [state, setState] = useState<Loaded<T>>({ loading: true });
-  const [tick, setTick] = useState(0);
-  useEffect(() => {
-    let live = true;
-    setState((s) => ({ data: s.data, loading: true }));
-    f().then(
-      (data) => live && setState({ data, loading: false }),
-      (error: unknown) => live && setState({ error, loading: false }),
-    );
-    return () => { live = false; };
-  }, [...deps, tick]);
-  return { ...state, reload: () => setTick((x) => x + 1) };
-}
-
 // ------------------------------------------------------------ small components
-
-export function ErrorBox({ error }: { error: unknown }) {
-  useSignal(lang);
-  const e = explain(error);
-  return (
-    <div class="error" role="alert" data-testid="error">
-      <p class="dash-nomargin">{e.sentence}</p>
-      {e.detail && <p class="muted dash-nomargin"><small>{e.detail}</small></p>}
-    </div>
-  );
-}
-
-export function Loading() {
-  return <p aria-busy="true" class="muted">{t('dash.loading')}</p>;
-}
 
 export function Section({ id, title, children, testid }: { id: string; title: string; children: ComponentChildren; testid?: string }) {
   return (
@@ -316,12 +231,4 @@ export function ComputedNote({ computed, provisional }: { computed?: Timestamp; 
       {provisional ? ' ' + t('dash.provisional') : ''}
     </p>
   );
-}
-
-// Sets the page's hash query (keeps the route path).
-export function withQuery(path: string, q: Record<string, string | undefined>): string {
-  const p = new URLSearchParams();
-  for (const [k, v] of Object.entries(q)) if (v !== undefined && v !== '') p.set(k, v);
-  const s = p.toString();
-  return s ? `${path}?${s}` : path;
 }

@@ -8,10 +8,12 @@ import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  addMonths, ComputedNote, DataTable, dayLabel, ErrorBox, facilityName, hours, hoursValue, int, Loading, money,
-  monthKey, monthLabel, monthsRange, noteZone, orgName, parseMonth, ratio, Section, useLoad, useNames, withQuery, zone,
+  addMonths, ComputedNote, DataTable, dayLabel, facilityName, hours, hoursValue, int, monthKey, monthLabel, monthsRange, noteZone, orgName, parseMonth, ratio, Section, useNames, zone,
 } from './common';
 import { EChart, type ChartOption } from './chart';
+import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
+import { go, href } from '../../nav';
+import { money } from '../../format';
 
 export default function InstrumentFigures({ params }: { params: Record<string, string> }) {
   useSignal(lang);
@@ -36,7 +38,7 @@ export default function InstrumentFigures({ params }: { params: Record<string, s
   const f = data.data?.figures.figures;
   return (
     <div class="dash">
-      <p><a href={withQuery('#/dash', { month: key })}>‹ {t('dash.back', { month: monthLabel(mo) })}</a></p>
+      <p><a href={href('#/dash', { month: key })}>‹ {t('dash.back', { month: monthLabel(mo) })}</a></p>
       <header class="dash-head">
         <h1>{t('dash.instrument.title', { name: info?.displayName || id, month: monthLabel(mo) })}</h1>
         {info ? (
@@ -47,7 +49,7 @@ export default function InstrumentFigures({ params }: { params: Record<string, s
           </p>
         ) : null}
         <nav class="row dash-monthnav" aria-label={t('dash.monthNav')}>
-          <a href={withQuery(path, { month: monthKey(addMonths(mo, -1)) })}>‹ {monthLabel(addMonths(mo, -1), 'short')}</a>
+          <a href={href(path, { month: monthKey(addMonths(mo, -1)) })}>‹ {monthLabel(addMonths(mo, -1), 'short')}</a>
           <label class="field">
             <span>{t('dash.month')}</span>
             <input
@@ -55,13 +57,13 @@ export default function InstrumentFigures({ params }: { params: Record<string, s
               value={key}
               onChange={(e) => {
                 const v = (e.target as HTMLInputElement).value;
-                if (/^\d{4}-\d{2}$/.test(v)) location.hash = withQuery(path, { month: v });
+                if (/^\d{4}-\d{2}$/.test(v)) go(path, { month: v });
               }}
             />
           </label>
-          <a href={withQuery(path, { month: monthKey(addMonths(mo, 1)) })}>{monthLabel(addMonths(mo, 1), 'short')} ›</a>
+          <a href={href(path, { month: monthKey(addMonths(mo, 1)) })}>{monthLabel(addMonths(mo, 1), 'short')} ›</a>
           <span class="dash-spacer" />
-          <a href={withQuery('#/dash/audit', { resource: name })}>{t('dash.instrument.auditLink')}</a>
+          <a href={href('#/dash/audit', { resource: name })}>{t('dash.instrument.auditLink')}</a>
         </nav>
         <p class="muted dash-small">{t('dash.zoneNote', { zone: zone() })}</p>
       </header>
@@ -163,15 +165,7 @@ function Days({ rows }: { rows: { period?: { startTime?: import('@bufbuild/proto
     <Section id="dash-days" title={t('dash.instrument.days')} testid="days">
       <EChart option={option} height={280} label={t('dash.instrument.daysAria')} testid="chart-days" />
       <DataTable caption={t('dash.instrument.days')}>
-        <thead>
-          <tr>
-            <th scope="col">{t('dash.col.day')}</th>
-            <th scope="col" class="num">{t('dash.col.effective')}</th>
-            <th scope="col" class="num">{t('dash.col.external')}</th>
-            <th scope="col" class="num">{t('dash.col.bookings')}</th>
-            <th scope="col" class="num">{t('dash.col.income')}</th>
-          </tr>
-        </thead>
+        <ColumnHeads prefix="dash.col." cols={['day', '#effective', '#external', '#bookings', '#income']} />
         <tbody>
           {used.length === 0 ? (
             <tr><td colSpan={5}>{t('dash.instrument.noDays')}</td></tr>

@@ -1,11 +1,8 @@
 // Strings of the consortium dashboard (area "dash"), English and Chinese.
-// The navigation labels are in ./nav.ts (loaded with the shell).
 import { registerMessages } from '../../i18n';
-import './nav';
 
 registerMessages({
   en: {
-    'dash.loading': 'Loading…',
     'dash.none': 'Nothing to show.',
     'dash.total': 'Total',
     'dash.undefined': 'n/a',
@@ -228,7 +225,6 @@ registerMessages({
     'dash.audit.source.usage': 'Usage',
   },
   'zh-CN': {
-    'dash.loading': '加载中…',
     'dash.none': '暂无数据。',
     'dash.total': '合计',
     'dash.undefined': '不适用',

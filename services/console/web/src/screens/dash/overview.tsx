@@ -14,11 +14,13 @@ import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  addMonths, bps, ComputedNote, DataTable, ErrorBox, hours, hoursValue, idOf, instrumentName, int, Loading, modeLabel,
-  money, moneyValue, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, ratio,
-  ratioPercent, Section, useLoad, useNames, withQuery, zone, type Month, type Names,
+  addMonths, ComputedNote, DataTable, hours, hoursValue, instrumentName, int, modeLabel, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, ratio, ratioPercent, Section, useNames, zone, type Month, type Names,
 } from './common';
 import { EChart, narrow, type ChartOption } from './chart';
+import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
+import { idOf } from '../../names';
+import { go, href } from '../../nav';
+import { money, moneyValue, percentBps } from '../../format';
 
 type QueryInit = MessageInitShape<typeof QueryUsageRequestSchema>;
 
@@ -90,8 +92,8 @@ export default function Dashboard({ params }: { params: Record<string, string> }
     return { instruments, thresholds, idle, under };
   }, [key]);
 
-  const go = (q: Record<string, string | undefined>) => {
-    location.hash = withQuery('#/dash', { month: key, trend: params.trend, ...q });
+  const setView = (q: Record<string, string | undefined>) => {
+    go('#/dash', { month: key, trend: params.trend, ...q });
   };
 
   return (
@@ -99,7 +101,7 @@ export default function Dashboard({ params }: { params: Record<string, string> }
       <header class="dash-head">
         <h1>{t('dash.title', { month: monthLabel(mo) })}</h1>
         <nav class="row dash-monthnav" aria-label={t('dash.monthNav')}>
-          <a href={withQuery('#/dash', { month: monthKey(addMonths(mo, -1)), trend: params.trend })} data-testid="prev-month">
+          <a href={href('#/dash', { month: monthKey(addMonths(mo, -1)), trend: params.trend })} data-testid="prev-month">
             ‹ {monthLabel(addMonths(mo, -1), 'short')}
           </a>
           <label class="field">
@@ -110,15 +112,15 @@ export default function Dashboard({ params }: { params: Record<string, string> }
               data-testid="month"
               onChange={(e) => {
                 const v = (e.target as HTMLInputElement).value;
-                if (/^\d{4}-\d{2}$/.test(v)) go({ month: v });
+                if (/^\d{4}-\d{2}$/.test(v)) setView({ month: v });
               }}
             />
           </label>
-          <a href={withQuery('#/dash', { month: monthKey(addMonths(mo, 1)), trend: params.trend })} data-testid="next-month">
+          <a href={href('#/dash', { month: monthKey(addMonths(mo, 1)), trend: params.trend })} data-testid="next-month">
             {monthLabel(addMonths(mo, 1), 'short')} ›
           </a>
           <span class="dash-spacer" />
-          <a href={withQuery('#/dash/annual', { year: String(mo.y) })}>{t('dash.annual.link', { year: mo.y })}</a>
+          <a href={href('#/dash/annual', { year: String(mo.y) })}>{t('dash.annual.link', { year: mo.y })}</a>
           <a href="#/dash/audit">{t('dash.audit.link')}</a>
         </nav>
         <p class="muted dash-small">{t('dash.zoneNote', { zone: zone() })}</p>
@@ -136,7 +138,7 @@ export default function Dashboard({ params }: { params: Record<string, string> }
           under={main.data.under}
         />
       ) : null}
-      <Trend mo={mo} n={trendN} onN={(v) => go({ trend: v === 12 ? '12' : undefined })} />
+      <Trend mo={mo} n={trendN} onN={(v) => setView({ trend: v === 12 ? '12' : undefined })} />
       <Income mo={mo} names={names} />
       <Matrix mo={mo} names={names} />
     </div>
@@ -299,7 +301,7 @@ function PerInstrumentCharts({ lines, mo }: { lines: InstrumentLine[]; mo: Month
     <Section id="dash-per-instrument" title={t('dash.perInstrument.title', { month: monthLabel(mo) })} testid="per-instrument">
       <p class="muted">
         {t('dash.perInstrument.intro', {
-          sharing: sharingBands.map((b) => bps(b)).join(', ') || '—',
+          sharing: sharingBands.map((b) => percentBps(b)).join(', ') || '—',
           idle: idleBands.map((s) => hours(BigInt(s))).join(', ') || '—',
         })}
       </p>
@@ -335,25 +337,12 @@ function InstrumentTable({ lines, mo, names }: { lines: InstrumentLine[]; mo: Mo
     <Section id="dash-instruments" title={t('dash.instruments.title', { month: monthLabel(mo) })} testid="instrument-table">
       <div class="table-wrap">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">{t('dash.col.instrument')}</th>
-              <th scope="col">{t('dash.col.owner')}</th>
-              <th scope="col" class="num">{t('dash.col.effective')}</th>
-              <th scope="col" class="num">{t('dash.col.external')}</th>
-              <th scope="col" class="num">{t('dash.col.available')}</th>
-              <th scope="col" class="num">{t('dash.col.utilization')}</th>
-              <th scope="col" class="num">{t('dash.col.sharing')}</th>
-              <th scope="col" class="num">{t('dash.col.bookings')}</th>
-              <th scope="col" class="num">{t('dash.col.income')}</th>
-              <th scope="col">{t('dash.col.assessment')}</th>
-            </tr>
-          </thead>
+          <ColumnHeads prefix="dash.col." cols={['instrument', 'owner', '#effective', '#external', '#available', '#utilization', '#sharing', '#bookings', '#income', 'assessment']} />
           <tbody>
             {lines.map((x) => (
               <tr key={x.name} data-testid={`row-${idOf(x.name)}`}>
                 <th scope="row">
-                  <a href={withQuery(`#/dash/instruments/${idOf(x.name)}`, { month: monthKey(mo) })}>{x.label}</a>
+                  <a href={href(`#/dash/instruments/${idOf(x.name)}`, { month: monthKey(mo) })}>{x.label}</a>
                 </th>
                 <td class="dash-org">{x.owner ? orgName(names, x.owner) : '—'}</td>
                 <td class="num" data-testid="effective">{hours(x.f.effectiveSeconds)}</td>
@@ -377,7 +366,7 @@ function Assessments({ mo, names, idle, under }: {
   mo: Month; names: Names; idle: { instruments: InstrumentAssessment[]; total: number }; under: { instruments: InstrumentAssessment[]; total: number };
 }) {
   const link = (a: InstrumentAssessment) => (
-    <a href={withQuery(`#/dash/instruments/${idOf(a.instrument)}`, { month: monthKey(mo) })}>
+    <a href={href(`#/dash/instruments/${idOf(a.instrument)}`, { month: monthKey(mo) })}>
       {a.instrumentDisplayName || instrumentName(names, a.instrument)}
     </a>
   );
@@ -389,14 +378,7 @@ function Assessments({ mo, names, idle, under }: {
         {idle.instruments.length === 0 ? <p>{t('dash.idle.none')}</p> : (
           <div class="table-wrap">
             <table>
-              <thead>
-                <tr>
-                  <th scope="col">{t('dash.col.instrument')}</th>
-                  <th scope="col">{t('dash.col.owner')}</th>
-                  <th scope="col" class="num">{t('dash.col.effective')}</th>
-                  <th scope="col" class="num">{t('dash.col.idleThreshold')}</th>
-                </tr>
-              </thead>
+              <ColumnHeads prefix="dash.col." cols={['instrument', 'owner', '#effective', '#idleThreshold']} />
               <tbody>
                 {idle.instruments.map((a) => (
                   <tr key={a.instrument}>
@@ -416,23 +398,14 @@ function Assessments({ mo, names, idle, under }: {
         {under.instruments.length === 0 ? <p>{t('dash.under.none')}</p> : (
           <div class="table-wrap">
             <table>
-              <thead>
-                <tr>
-                  <th scope="col">{t('dash.col.instrument')}</th>
-                  <th scope="col">{t('dash.col.owner')}</th>
-                  <th scope="col" class="num">{t('dash.col.sharing')}</th>
-                  <th scope="col" class="num">{t('dash.col.minSharing')}</th>
-                  <th scope="col" class="num">{t('dash.col.external')}</th>
-                  <th scope="col" class="num">{t('dash.col.minExternal')}</th>
-                </tr>
-              </thead>
+              <ColumnHeads prefix="dash.col." cols={['instrument', 'owner', '#sharing', '#minSharing', '#external', '#minExternal']} />
               <tbody>
                 {under.instruments.map((a) => (
                   <tr key={a.instrument}>
                     <th scope="row">{link(a)}</th>
                     <td class="dash-org">{owner(a)}</td>
                     <td class="num">{ratio(a.figures?.sharingRate)}</td>
-                    <td class="num">{bps(a.minSharingRateBp)}</td>
+                    <td class="num">{percentBps(a.minSharingRateBp)}</td>
                     <td class="num">{hours(a.figures?.externalSeconds)}</td>
                     <td class="num">{a.minExternalThresholdSeconds > 0n ? hours(a.minExternalThresholdSeconds) : '—'}</td>
                   </tr>
@@ -496,17 +469,7 @@ function Trend({ mo, n: count, onN }: { mo: Month; n: number; onN: (n: number) =
         <>
           <EChart option={option} height={320} label={t('dash.trend.aria')} testid="chart-trend" />
           <DataTable caption={t('dash.trend.title')}>
-            <thead>
-              <tr>
-                <th scope="col">{t('dash.col.month')}</th>
-                <th scope="col" class="num">{t('dash.col.effective')}</th>
-                <th scope="col" class="num">{t('dash.col.external')}</th>
-                <th scope="col" class="num">{t('dash.col.utilization')}</th>
-                <th scope="col" class="num">{t('dash.col.sharing')}</th>
-                <th scope="col" class="num">{t('dash.col.bookings')}</th>
-                <th scope="col" class="num">{t('dash.col.income')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="dash.col." cols={['month', '#effective', '#external', '#utilization', '#sharing', '#bookings', '#income']} />
             <tbody>
               {rows.map(({ m, r }) => (
                 <tr key={monthKey(m)}>
@@ -578,17 +541,7 @@ function Income({ mo, names }: { mo: Month; names: Names }) {
               ? <EChart option={modeOption} height={300} label={t('dash.income.byModeAria')} testid="chart-mode" />
               : <p>{t('dash.income.none')}</p>}
             <DataTable caption={t('dash.income.byMode')}>
-              <thead>
-                <tr>
-                  <th scope="col">{t('dash.col.mode')}</th>
-                  <th scope="col" class="num">{t('dash.col.income')}</th>
-                  <th scope="col" class="num">{t('dash.col.penalty')}</th>
-                  <th scope="col" class="num">{t('dash.col.subsidized')}</th>
-                  <th scope="col" class="num">{t('dash.col.inKind')}</th>
-                  <th scope="col" class="num">{t('dash.col.effective')}</th>
-                  <th scope="col" class="num">{t('dash.col.bookings')}</th>
-                </tr>
-              </thead>
+              <ColumnHeads prefix="dash.col." cols={['mode', '#income', '#penalty', '#subsidized', '#inKind', '#effective', '#bookings']} />
               <tbody>
                 {modeRows.map((r) => (
                   <tr key={r.key!.mode}>
@@ -624,17 +577,7 @@ function Income({ mo, names }: { mo: Month; names: Names }) {
               <p class="muted dash-small">{t('dash.income.ownersWithout', { n: ownerRows.length - earning.length })}</p>
             ) : null}
             <DataTable caption={t('dash.income.byOwner')}>
-              <thead>
-                <tr>
-                  <th scope="col">{t('dash.col.owner')}</th>
-                  <th scope="col" class="num">{t('dash.col.instruments')}</th>
-                  <th scope="col" class="num">{t('dash.col.income')}</th>
-                  <th scope="col" class="num">{t('dash.col.revenueRate')}</th>
-                  <th scope="col" class="num">{t('dash.col.effective')}</th>
-                  <th scope="col" class="num">{t('dash.col.utilization')}</th>
-                  <th scope="col" class="num">{t('dash.col.sharing')}</th>
-                </tr>
-              </thead>
+              <ColumnHeads prefix="dash.col." cols={['owner', '#instruments', '#income', '#revenueRate', '#effective', '#utilization', '#sharing']} />
               <tbody>
                 {ownerRows.map((r) => (
                   <tr key={r.key!.ownerOrganization}>

@@ -13,11 +13,14 @@ import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
-  bookingStateWord, ErrorBox, explain, fromWall, idOf, instrumentWithZone, leaseStateWord, modeWord, msTs, orderStateWord,
-  rangeText, StatusBox, timeText, toWall, tsMs, wallText, zoneLabel,
+  bookingStateWord, instrumentWithZone, leaseStateWord, modeWord, msTs, orderStateWord, rangeText, timeText, tsMs, wallText,
 } from './common';
 import { durationMs, lateCancelFee, type FeePreview } from './money';
 import './lab.css';
+import { ErrorBox, StatusBox } from '../../ui';
+import { explain } from '../../errors';
+import { idOf } from '../../names';
+import { fromWall, toWall, zoneLabel } from '../../zones';
 
 const PAGE = 20;
 

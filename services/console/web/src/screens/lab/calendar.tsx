@@ -17,10 +17,13 @@ import { session } from '../../session';
 import { useSignal } from '../../signal';
 import type { ShownError } from '../../errors';
 import {
-  approvalWord, bookingStateWord, busyWord, ErrorBox, explain, fromWall, hhmm, idOf, instrumentWithZone, isoDay,
-  modeWord, mondayOf, msTs, parseDay, rangeText, StatusBox, toWall, todayWall, tsMs, wallText, zoneLabel,
+  approvalWord, bookingStateWord, busyWord, hhmm, instrumentWithZone, isoDay, modeWord, mondayOf, msTs, parseDay, rangeText, todayWall, tsMs, wallText,
 } from './common';
 import './lab.css';
+import { ErrorBox, StatusBox } from '../../ui';
+import { explain } from '../../errors';
+import { idOf } from '../../names';
+import { fromWall, toWall, zoneLabel } from '../../zones';
 
 const DAY = 86_400_000;
 const HOLDING = [Booking_State.PENDING_APPROVAL, Booking_State.CONFIRMED, Booking_State.CHECKED_IN, Booking_State.COMPLETED, Booking_State.MISSED];

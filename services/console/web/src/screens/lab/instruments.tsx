@@ -12,11 +12,12 @@ import { booking } from '../../api';
 import type { ShownError } from '../../errors';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import {
-  BOOKABLE_MODES, ErrorBox, explain, fromWall, hhmm, idOf, isoDay, listAllInstruments, listFacilities, listOrganizations,
-  mondayOf, modeWord, msTs, orgName, parseDay, todayWall, toWall, tsMs, zoneLabel, zoneOf, DEFAULT_ZONE,
-} from './common';
+import { BOOKABLE_MODES, hhmm, isoDay, mondayOf, modeWord, msTs, parseDay, todayWall, tsMs, zoneOf } from './common';
 import './lab.css';
+import { ErrorBox } from '../../ui';
+import { explain } from '../../errors';
+import { allFacilities, allInstruments, allOrganizations, idOf, orgName } from '../../names';
+import { DEFAULT_ZONE, fromWall, toWall, zoneLabel } from '../../zones';
 
 const DAY = 86_400_000;
 
@@ -38,7 +39,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
   const minHours = Number(params.hours ?? '1') || 1;
 
   useEffect(() => {
-    Promise.all([listAllInstruments(), listFacilities(), listOrganizations()]).then(([i, f, o]) => {
+    Promise.all([allInstruments(), allFacilities(), allOrganizations()]).then(([i, f, o]) => {
       setInstruments(i);
       setFacilities(f);
       setOrgs(o);

@@ -6,15 +6,16 @@ import type { Lease } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory, requestId } from '../../api';
 import type { ShownError } from '../../errors';
-import { money } from '../../format';
+import { money, hoursNumber } from '../../format';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
-import {
-  ErrorBox, explain, fromWall, hours, idOf, instrumentWithZone, isoDay, leaseStateWord, listAllInstruments, msTs,
-  parseDay, rangeText, StatusBox, todayWall, zoneLabel,
-} from './common';
+import { instrumentWithZone, isoDay, leaseStateWord, msTs, parseDay, rangeText, todayWall } from './common';
 import './lab.css';
+import { ErrorBox, StatusBox } from '../../ui';
+import { explain } from '../../errors';
+import { allInstruments, idOf } from '../../names';
+import { fromWall, zoneLabel } from '../../zones';
 
 const DAY = 86_400_000;
 
@@ -36,7 +37,7 @@ export default function LabLeaseNew({ params }: { params: Record<string, string>
   const [busy, setBusy] = useState(false);
 
   useEffect(() => {
-    listAllInstruments().then((i) => setAll(i.filter((x) => x.modes.some((m) => m.mode === SharingMode.LEASE))), (e) => setError(explain(e)));
+    allInstruments().then((i) => setAll(i.filter((x) => x.modes.some((m) => m.mode === SharingMode.LEASE))), (e) => setError(explain(e)));
   }, []);
   useEffect(() => {
     if (!id) return;
@@ -100,8 +101,8 @@ export default function LabLeaseNew({ params }: { params: Record<string, string>
           <p class="muted" data-testid="lease-rules">
             {inst.facility} · {t('lab.lease.zone', { zone: zoneLabel(inst.zone) })}<br />
             {rules && t('lab.lease.rules', {
-              min: rules.minTermDays, max: rules.maxTermDays, handover: hours(rules.handoverBuffer?.seconds),
-              ret: hours(rules.returnBuffer?.seconds), deposit: money(rules.deposit),
+              min: rules.minTermDays, max: rules.maxTermDays, handover: hoursNumber(rules.handoverBuffer?.seconds),
+              ret: hoursNumber(rules.returnBuffer?.seconds), deposit: money(rules.deposit),
             })}
             {rate?.rate?.price && <><br />{t('lab.lease.rate', { rate: money(rate.rate.price) })}</>}
           </p>

@@ -10,8 +10,12 @@ import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
-import { ErrorBox, explain, fromWall, idOf, instrumentWithZone, listAllInstruments, msTs, parseDay, zoneLabel } from './common';
+import { instrumentWithZone, msTs, parseDay } from './common';
 import './lab.css';
+import { ErrorBox } from '../../ui';
+import { explain } from '../../errors';
+import { allInstruments, idOf } from '../../names';
+import { fromWall, zoneLabel } from '../../zones';
 
 export default function LabOrderNew({ params }: { params: Record<string, string> }) {
   useSignal(lang);
@@ -28,7 +32,7 @@ export default function LabOrderNew({ params }: { params: Record<string, string>
   const [busy, setBusy] = useState(false);
 
   useEffect(() => {
-    listAllInstruments().then((i) => setAll(i.filter((x) => x.serviceCatalogue.length > 0 &&
+    allInstruments().then((i) => setAll(i.filter((x) => x.serviceCatalogue.length > 0 &&
       x.modes.some((m) => m.mode === SharingMode.TECHNICAL_SERVICE))), (e) => setError(explain(e)));
   }, []);
   useEffect(() => {

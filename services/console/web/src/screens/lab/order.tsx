@@ -5,11 +5,15 @@ import { useEffect, useState } from 'preact/hooks';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { booking, requestId } from '../../api';
 import type { ShownError } from '../../errors';
-import { money } from '../../format';
+import { money, hoursNumber } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import { ErrorBox, explain, hours, tsMs, idOf, instrumentWithZone, orderStateWord, rangeText, StatusBox, timeText, zoneLabel } from './common';
+import { tsMs, instrumentWithZone, orderStateWord, rangeText, timeText } from './common';
 import './lab.css';
+import { ErrorBox, StatusBox } from '../../ui';
+import { explain } from '../../errors';
+import { idOf } from '../../names';
+import { zoneLabel } from '../../zones';
 
 const CANCELLABLE = [ServiceOrder_State.REQUESTED, ServiceOrder_State.QUOTED, ServiceOrder_State.QUOTE_ACCEPTED,
   ServiceOrder_State.SAMPLES_RECEIVED, ServiceOrder_State.SCHEDULED];
@@ -86,7 +90,7 @@ export default function LabOrder({ params }: { params: Record<string, string> })
           <div class="table-wrap"><table>
             <tbody>
               <tr><th>{t('lab.order.perSample')}</th><td class="num">{money(q.perSampleFee)} × {o.sampleCount}</td></tr>
-              <tr><th>{t('lab.order.staffTime', { h: hours(q.staffTime?.seconds) })}</th><td class="num">{money(q.staffTimeFee)}</td></tr>
+              <tr><th>{t('lab.order.staffTime', { h: hoursNumber(q.staffTime?.seconds) })}</th><td class="num">{money(q.staffTimeFee)}</td></tr>
               <tr><th>{t('lab.order.consumables')}</th><td class="num">{money(q.consumables)}</td></tr>
               <tr><th>{t('lab.order.total')}</th><td class="num" data-testid="quote-total"><strong>{money(q.total)}</strong></td></tr>
             </tbody>

@@ -1,16 +1,20 @@
 // The caller's joint-research projects (ListProjects, scoped by the service
 // to participant organisations): participants and cost shares, period,
-// hour budgets per instrument with used and committed hours.
+// hour budgets per instrument with used and committed hoursNumber.
 import { useEffect, useState } from 'preact/hooks';
 import type { Organization } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import type { Project } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { booking } from '../../api';
 import type { ShownError } from '../../errors';
-import { percentBps } from '../../format';
+import { percentBps, hoursNumber } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import { ErrorBox, explain, hours, idOf, listOrganizations, orgName, projectStateWord, timeText, toWall, tsMs, isoDay, mondayOf, DEFAULT_ZONE, todayWall } from './common';
+import { projectStateWord, timeText, tsMs, isoDay, mondayOf, todayWall } from './common';
 import './lab.css';
+import { ErrorBox } from '../../ui';
+import { explain } from '../../errors';
+import { allOrganizations, idOf, orgName } from '../../names';
+import { DEFAULT_ZONE, toWall } from '../../zones';
 
 export default function LabProjects() {
   useSignal(lang);
@@ -28,7 +32,7 @@ export default function LabProjects() {
       } while (pageToken);
       setProjects(out);
     })().catch((e) => setError(explain(e)));
-    listOrganizations().then(setOrgs, () => undefined);
+    allOrganizations().then(setOrgs, () => undefined);
   }, []);
   const zone = DEFAULT_ZONE;
   return (
@@ -59,10 +63,10 @@ export default function LabProjects() {
                     return (
                       <tr key={b.instrument} data-testid={`budget-${idOf(b.instrument)}`}>
                         <td>{idOf(b.instrument)} <span class="muted">({orgName(orgs, b.instrumentOwner)})</span></td>
-                        <td class="num">{t('lab.projects.h', { h: hours(b.budget?.seconds) })}</td>
-                        <td class="num">{t('lab.projects.h', { h: hours(b.used?.seconds) })}</td>
-                        <td class="num">{t('lab.projects.h', { h: hours(b.committed?.seconds) })}</td>
-                        <td class="num" data-testid="remaining">{t('lab.projects.h', { h: hours(rem) })}</td>
+                        <td class="num">{t('lab.projects.h', { h: hoursNumber(b.budget?.seconds) })}</td>
+                        <td class="num">{t('lab.projects.h', { h: hoursNumber(b.used?.seconds) })}</td>
+                        <td class="num">{t('lab.projects.h', { h: hoursNumber(b.committed?.seconds) })}</td>
+                        <td class="num" data-testid="remaining">{t('lab.projects.h', { h: hoursNumber(rem) })}</td>
                         <td><a href={`#/lab/instruments/${idOf(b.instrument)}?week=${week}`}>{t('lab.projects.book')}</a></td>
                       </tr>
                     );

@@ -10,13 +10,14 @@ import { LeaseRateBasis, RateUnit } from '../../../../gen/labshare/inventory/v1/
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory, requestId } from '../../api';
 import { explain, type ShownError } from '../../errors';
-import { money } from '../../format';
+import { money, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  ErrorBox, FieldError, OrgName, StaffHeader, StatusBox, Zone, currencyOf, instrumentLabel, lastId, listAll,
-  modeLabel, moneyInput, parseMoney, span, useAction, useStaffWorld, when, zoneOf, type StaffWorld,
+  FieldError, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, modeLabel, parseAmount, span, useStaffWorld, when, zoneOf, type StaffWorld,
 } from './common';
+import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
+import { idOf, listAll } from '../../names';
 
 interface Queue { bookings: Booking[]; leases: Lease[] }
 
@@ -71,15 +72,7 @@ export default function Approvals(_: { params: Record<string, string> }) {
           {queue.bookings.length === 0 ? <p class="muted" data-testid="approvals-empty">{t('staff.approvals.noBookings')}</p> : (
             <div class="table-wrap">
               <table data-testid="approvals-bookings">
-                <thead>
-                  <tr>
-                    <th>{t('staff.col.instrument')}</th>
-                    <th>{t('staff.col.requester')}</th>
-                    <th>{t('staff.col.time')}</th>
-                    <th>{t('staff.col.why')}</th>
-                    <th>{t('staff.col.actions')}</th>
-                  </tr>
-                </thead>
+                <ColumnHeads prefix="staff.col." cols={['instrument', 'requester', 'time', 'why', 'actions']} />
                 <tbody>
                   {queue.bookings.map((b) => <BookingRow key={b.name} b={b} world={world} onDone={done} />)}
                 </tbody>
@@ -90,15 +83,7 @@ export default function Approvals(_: { params: Record<string, string> }) {
           {queue.leases.length === 0 ? <p class="muted">{t('staff.approvals.noLeases')}</p> : (
             <div class="table-wrap">
               <table data-testid="approvals-leases">
-                <thead>
-                  <tr>
-                    <th>{t('staff.col.instrument')}</th>
-                    <th>{t('staff.col.lessee')}</th>
-                    <th>{t('staff.col.term')}</th>
-                    <th>{t('staff.col.purpose')}</th>
-                    <th>{t('staff.col.actions')}</th>
-                  </tr>
-                </thead>
+                <ColumnHeads prefix="staff.col." cols={['instrument', 'lessee', 'term', 'purpose', 'actions']} />
                 <tbody>
                   {queue.leases.map((l) => <LeaseRow key={l.name} l={l} world={world} onDone={done} />)}
                 </tbody>
@@ -118,7 +103,7 @@ function BookingRow({ b, world, onDone }: { b: Booking; world: StaffWorld; onDon
   const [note, setNote] = useState('');
   const [reason, setReason] = useState('');
   const [missing, setMissing] = useState<string>();
-  const id = lastId(b.name);
+  const id = idOf(b.name);
 
   const approve = () => act.run(
     () => booking.approveBooking({ name: b.name, note, etag: b.etag, requestId: requestId() }),
@@ -136,7 +121,7 @@ function BookingRow({ b, world, onDone }: { b: Booking; world: StaffWorld; onDon
     <>
       <tr data-testid={`approval-${id}`}>
         <td>{instrumentLabel(world, b.instrument)}<div class="muted">{modeLabel(b.mode)} · {id}</div></td>
-        <td>{lastId(b.user)}<div class="muted"><OrgName name={b.payerOrganization} /></div></td>
+        <td>{idOf(b.user)}<div class="muted"><OrgName name={b.payerOrganization} /></div></td>
         <td>{span(b.reservedInterval, zone)}<Zone zone={zone} /></td>
         <td>
           <span class="staff-badge warn">{t(`staff.approvalReason.${Booking_ApprovalReason[b.approvalReason]}`)}</span>
@@ -188,11 +173,11 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
   const [basis, setBasis] = useState<LeaseContract_RateBasis>(
     rules?.rateBasis === LeaseRateBasis.PER_MONTH ? LeaseContract_RateBasis.MONTHLY : LeaseContract_RateBasis.DAILY);
   const [rate, setRate] = useState('');
-  const [deposit, setDeposit] = useState(moneyInput(rules?.deposit));
+  const [deposit, setDeposit] = useState(moneyText(rules?.deposit));
   const [terms, setTerms] = useState('');
   const [reason, setReason] = useState('');
   const [missing, setMissing] = useState<string>();
-  const id = lastId(l.name);
+  const id = idOf(l.name);
 
   // The rate card line for the lessee's class, as the usual contract rate.
   useEffect(() => {
@@ -203,7 +188,7 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
       time: l.term?.startTime ?? timestampFromDate(new Date()),
     }).then((r) => {
       if (!live || !r.rate?.price) return;
-      setRate(moneyInput(r.rate.price));
+      setRate(moneyText(r.rate.price));
       if (r.rate.unit === RateUnit.RATE_PER_MONTH) setBasis(LeaseContract_RateBasis.MONTHLY);
       if (r.rate.unit === RateUnit.RATE_PER_DAY) setBasis(LeaseContract_RateBasis.DAILY);
     }, () => undefined);
@@ -211,8 +196,8 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
   }, [form]);
 
   const approve = () => {
-    const r = parseMoney(rate, currency);
-    const d = parseMoney(deposit || '0', currency);
+    const r = parseAmount(rate, currency);
+    const d = parseAmount(deposit || '0', currency);
     if (!r || r.amountMinor <= 0n) { setMissing(t('staff.leaseForm.badRate')); return; }
     if (!d) { setMissing(t('staff.leaseForm.badDeposit')); return; }
     setMissing(undefined);
@@ -234,7 +219,7 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
     <>
       <tr data-testid={`lease-approval-${id}`}>
         <td>{instrumentLabel(world, l.instrument)}<div class="muted">{id}</div></td>
-        <td><OrgName name={l.lesseeOrganization} /><div class="muted">{lastId(l.contactUser)}</div></td>
+        <td><OrgName name={l.lesseeOrganization} /><div class="muted">{idOf(l.contactUser)}</div></td>
         <td>{span(l.term, zone)}<Zone zone={zone} /></td>
         <td>{l.purpose || '—'}</td>
         <td>

@@ -1,24 +1,22 @@
 // Shared pieces of the facility-staff screens: the staff's instruments
 // (owned or operated by their organisation) with their facility's time zone,
-// organisation names, paging, zone-aware date inputs, money inputs, and the
-// error / status boxes every action uses. Candidates for the shell: ErrorBox,
-// StatusBox, listAll, zonedInputToDate / dateToZonedInput, parseMoney.
-import type { ComponentChildren } from 'preact';
+// organisation names, dates in a zone, amounts typed in, the action state
+// (busy / error / success line) and the sub-navigation.
 import { useEffect, useState } from 'preact/hooks';
 import { timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import type { Instrument } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { create } from '@bufbuild/protobuf';
 import type { Interval, Money } from '../../../../gen/labshare/type/v1/types_pb';
-import { MoneySchema, SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
+import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { inventory } from '../../api';
 import { explain, type ShownError } from '../../errors';
 import { hasMessage, lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
+import { parseMoney } from '../../format';
+import { allInstruments, idOf, listAll } from '../../names';
+import { DEFAULT_ZONE, zonedInputToDate } from '../../zones';
 import './messages';
 import './staff.css';
-
-export const DEFAULT_ZONE = 'Asia/Shanghai';
 
 // ------------------------------------------------------------ the staff's instruments
 
@@ -31,16 +29,8 @@ export interface StaffWorld {
 let worldPromise: { org: string; p: Promise<StaffWorld> } | undefined;
 
 async function loadWorld(org: string): Promise<StaffWorld> {
-  const instruments: Instrument[] = [];
-  let pageToken = '';
-  for (let i = 0; i < 50; i++) {
-    const r = await inventory.listInstruments({ pageSize: 200, pageToken });
-    for (const ins of r.instruments) {
-      if (ins.ownerOrganization === org || ins.operatorOrganization === org) instruments.push(ins);
-    }
-    pageToken = r.nextPageToken;
-    if (!pageToken) break;
-  }
+  const instruments = (await allInstruments())
+    .filter((ins) => ins.ownerOrganization === org || ins.operatorOrganization === org);
   instruments.sort((a, b) => a.displayName.localeCompare(b.displayName));
   const facilities = [...new Set(instruments.map((i) => i.facility))];
   const fz: Record<string, { zone: string; name: string }> = {};
@@ -83,7 +73,7 @@ export function useStaffWorld(): { world?: StaffWorld; error?: ShownError } {
 }
 
 export function instrumentLabel(world: StaffWorld, name: string): string {
-  return world.instruments.find((i) => i.name === name)?.displayName ?? lastId(name);
+  return world.instruments.find((i) => i.name === name)?.displayName ?? idOf(name);
 }
 
 export function zoneOf(world: StaffWorld, instrument: string): string {
@@ -102,14 +92,14 @@ export function orgName(name: string): Promise<string> {
   if (!name) return Promise.resolve('');
   let p = orgNames.get(name);
   if (!p) {
-    p = inventory.getOrganization({ name }).then((o) => o.displayName || lastId(name), () => lastId(name));
+    p = inventory.getOrganization({ name }).then((o) => o.displayName || idOf(name), () => idOf(name));
     orgNames.set(name, p);
   }
   return p;
 }
 
 export function OrgName({ name }: { name: string }) {
-  const [label, setLabel] = useState(lastId(name));
+  const [label, setLabel] = useState(idOf(name));
   useEffect(() => {
     let live = true;
     void orgName(name).then((l) => live && setLabel(l));
@@ -118,56 +108,7 @@ export function OrgName({ name }: { name: string }) {
   return <>{label}</>;
 }
 
-// ------------------------------------------------------------ names, paging
-
-export function lastId(name: string): string {
-  const i = name.lastIndexOf('/');
-  return i >= 0 ? name.slice(i + 1) : name;
-}
-
-// Every page of a list RPC (pages may be short or even empty while a next
-// page token is set: the services bound the work per call).
-export async function listAll<T>(
-  page: (pageToken: string) => Promise<{ items: T[]; next: string }>,
-  maxPages = 100,
-): Promise<T[]> {
-  const out: T[] = [];
-  let token = '';
-  for (let i = 0; i < maxPages; i++) {
-    const r = await page(token);
-    out.push(...r.items);
-    token = r.next;
-    if (!token) break;
-  }
-  return out;
-}
-
 // ------------------------------------------------------------ times in a zone
-
-function zoneOffsetMs(date: Date, timeZone: string): number {
-  const parts = new Intl.DateTimeFormat('en-US', {
-    timeZone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit',
-    hour: '2-digit', minute: '2-digit', second: '2-digit',
-  }).formatToParts(date);
-  const get = (type: string) => Number(parts.find((p) => p.type === type)?.value ?? 0);
-  const asUtc = Date.UTC(get('year'), get('month') - 1, get('day'), get('hour') % 24, get('minute'), get('second'));
-  return asUtc - (date.getTime() - date.getMilliseconds());
-}
-
-// "2027-04-14T09:00" read as a wall-clock time in timeZone.
-export function zonedInputToDate(value: string, timeZone: string): Date | undefined {
-  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})/.exec(value);
-  if (!m) return undefined;
-  const guess = Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!);
-  let utc = guess - zoneOffsetMs(new Date(guess), timeZone);
-  utc = guess - zoneOffsetMs(new Date(utc), timeZone);
-  return new Date(utc);
-}
-
-export function dateToZonedInput(date: Date, timeZone: string): string {
-  const local = new Date(date.getTime() + zoneOffsetMs(date, timeZone));
-  return local.toISOString().slice(0, 16);
-}
 
 export function zonedTs(value: string, timeZone: string): Timestamp | undefined {
   const d = zonedInputToDate(value, timeZone);
@@ -227,28 +168,11 @@ export function overlaps(iv: Interval | undefined, start: Date, end: Date): bool
 
 // ------------------------------------------------------------ money
 
-const DIGITS: Record<string, number> = { JPY: 0, KRW: 0 };
-
-// "1234.5" in major units -> minor units; undefined when not a plain amount.
-export function parseMoney(text: string, currencyCode: string): Money | undefined {
-  const digits = DIGITS[currencyCode] ?? 2;
-  const s = text.trim().replace(/,/g, '');
-  const re = digits === 0 ? /^\d+$/ : new RegExp(`^\\d+(?:\\.\\d{1,${digits}})?$`);
-  if (!re.test(s)) return undefined;
-  const [whole, frac = ''] = s.split('.');
-  const minor = BigInt(whole!) * 10n ** BigInt(digits) + BigInt((frac + '0'.repeat(digits)).slice(0, digits) || '0');
-  return create(MoneySchema, { currencyCode, amountMinor: minor });
-}
-
-export function moneyInput(m: Money | undefined): string {
-  if (!m) return '';
-  const digits = DIGITS[m.currencyCode] ?? 2;
-  const neg = m.amountMinor < 0n;
-  const abs = neg ? -m.amountMinor : m.amountMinor;
-  const base = 10n ** BigInt(digits);
-  const whole = (abs / base).toString();
-  const frac = digits ? '.' + (abs % base).toString().padStart(digits, '0') : '';
-  return (neg ? '-' : '') + whole + frac;
+// An amount a person types: a plain, non-negative amount (staff amounts are
+// never negative), else undefined.
+export function parseAmount(text: string, currencyCode: string): Money | undefined {
+  const m = parseMoney(text, currencyCode);
+  return m && m.amountMinor >= 0n ? m : undefined;
 }
 
 export function currencyOf(ins: Instrument | undefined): string {
@@ -257,48 +181,9 @@ export function currencyOf(ins: Instrument | undefined): string {
 
 // ------------------------------------------------------------ feedback
 
-export function ErrorBox({ error }: { error?: ShownError }) {
-  if (!error) return null;
-  return (
-    <div class="error" role="alert" data-testid="error">
-      <div>{error.sentence}</div>
-      {error.detail && <div class="muted staff-detail">{error.detail}</div>}
-    </div>
-  );
-}
-
-export function StatusBox({ children, testid }: { children?: ComponentChildren; testid?: string }) {
-  if (!children) return null;
-  return <div class="notice" role="status" data-testid={testid ?? 'status'}>{children}</div>;
-}
-
 export function FieldError({ text }: { text?: string }) {
   if (!text) return null;
   return <div class="error" role="alert" data-testid="error">{text}</div>;
-}
-
-// One user action: a fresh request id is the caller's business; this keeps
-// the busy flag, the error and the success line.
-export function useAction() {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<ShownError>();
-  const [done, setDone] = useState<string>();
-  async function run<T>(f: () => Promise<T>, ok?: (v: T) => string): Promise<T | undefined> {
-    setBusy(true);
-    setError(undefined);
-    setDone(undefined);
-    try {
-      const v = await f();
-      if (ok) setDone(ok(v));
-      return v;
-    } catch (err) {
-      setError(explain(err));
-      return undefined;
-    } finally {
-      setBusy(false);
-    }
-  }
-  return { busy, error, done, run, setError, setDone };
 }
 
 // A count sentence: "<key>.one" when n is 1 and such a sentence exists.
@@ -329,5 +214,41 @@ export function StaffHeader({ title, current }: { title: string; current: string
         ))}
       </nav>
     </header>
+  );
+}
+
+// The items of a list RPC (every page) on the staff's instruments, loaded
+// again when deps change (items undefined meanwhile).
+export function useOnMyInstruments<T extends { instrument: string }>(
+  world: StaffWorld | undefined,
+  page: (pageToken: string) => Promise<{ items: T[]; next: string }>,
+  deps: unknown[],
+): { items?: T[]; error?: ShownError } {
+  const [state, setState] = useState<{ items?: T[]; error?: ShownError }>({});
+  useEffect(() => {
+    if (!world) return;
+    let live = true;
+    const mine = new Set(world.instruments.map((i) => i.name));
+    setState((s) => ({ error: s.error }));
+    listAll(page).then(
+      (all) => live && setState({ items: all.filter((x) => mine.has(x.instrument)) }),
+      (err) => live && setState({ error: explain(err) }),
+    );
+    return () => { live = false; };
+  }, [world, ...deps]);
+  return state;
+}
+
+// The "Show" chooser of a list: one option per filter, labelled `${prefix}.${key}`.
+export function FilterSelect({ testid, filters, prefix, value, onChange }: {
+  testid: string; filters: string[]; prefix: string; value: string; onChange: (v: string) => void;
+}) {
+  return (
+    <label class="field" style="max-width:260px">
+      <span>{t('staff.filter.show')}</span>
+      <select data-testid={testid} value={value} onChange={(e) => onChange((e.target as HTMLSelectElement).value)}>
+        {filters.map((k) => <option key={k} value={k}>{t(`${prefix}.${k}`)}</option>)}
+      </select>
+    </label>
   );
 }

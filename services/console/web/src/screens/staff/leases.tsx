@@ -2,18 +2,19 @@
 // owner's staff do next: handover with condition notes (RecordHandover),
 // return with condition, damage notes and amount (RecordReturn), close with
 // the deposit settlement (CloseLease), extend the term (ExtendLease).
-import { useEffect, useState } from 'preact/hooks';
+import { useState } from 'preact/hooks';
 import { LeaseContract_RateBasis, Lease_State, type Lease } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { booking, requestId } from '../../api';
-import { explain, type ShownError } from '../../errors';
 import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  ErrorBox, FieldError, OrgName, StaffHeader, StatusBox, Zone, currencyOf, dateToZonedInput, instrumentLabel, lastId,
-  listAll, parseMoney, span, useAction, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
+  FieldError, FilterSelect, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, parseAmount, span, useOnMyInstruments, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
+import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
+import { idOf } from '../../names';
+import { dateToZonedInput } from '../../zones';
 
 const FILTERS: Record<string, Lease_State[]> = {
   active: [Lease_State.APPROVED, Lease_State.HANDED_OVER, Lease_State.RETURNED],
@@ -26,34 +27,19 @@ export default function Leases({ params }: { params: Record<string, string> }) {
   useSignal(lang);
   const { world, error } = useStaffWorld();
   const [filter, setFilter] = useState(params.state && params.state in FILTERS ? params.state : 'active');
-  const [leases, setLeases] = useState<Lease[]>();
-  const [loadError, setLoadError] = useState<ShownError>();
   const [status, setStatus] = useState<string>();
   const [tick, setTick] = useState(0);
 
-  useEffect(() => {
-    if (!world) return;
-    let live = true;
-    const mine = new Set(world.instruments.map((i) => i.name));
-    setLeases(undefined);
-    listAll(async (pageToken) => {
-      const r = await booking.listLeases({ pageSize: 200, pageToken, states: FILTERS[filter] ?? [], orderBy: 'start_time desc' });
-      return { items: r.leases, next: r.nextPageToken };
-    }).then((ls) => { if (live) { setLeases(ls.filter((l) => mine.has(l.instrument))); setLoadError(undefined); } },
-      (err) => live && setLoadError(explain(err)));
-    return () => { live = false; };
-  }, [world, filter, tick]);
+  const { items: leases, error: loadError } = useOnMyInstruments(world, async (pageToken) => {
+    const r = await booking.listLeases({ pageSize: 200, pageToken, states: FILTERS[filter] ?? [], orderBy: 'start_time desc' });
+    return { items: r.leases, next: r.nextPageToken };
+  }, [filter, tick]);
 
   return (
     <section>
       <StaffHeader title={t('staff.leases.title')} current="#/staff/leases" />
       <p class="muted">{t('staff.leases.intro')}</p>
-      <label class="field" style="max-width:260px">
-        <span>{t('staff.filter.show')}</span>
-        <select data-testid="lease-filter" value={filter} onChange={(e) => setFilter((e.target as HTMLSelectElement).value)}>
-          {Object.keys(FILTERS).map((k) => <option key={k} value={k}>{t(`staff.leases.filter.${k}`)}</option>)}
-        </select>
-      </label>
+      <FilterSelect testid="lease-filter" filters={Object.keys(FILTERS)} prefix="staff.leases.filter" value={filter} onChange={setFilter} />
       <ErrorBox error={error ?? loadError} />
       <StatusBox testid="leases-status">{status}</StatusBox>
       {!world || !leases ? (!error && !loadError && <p aria-busy="true">{t('app.loading')}</p>) : leases.length === 0 ? (
@@ -61,16 +47,7 @@ export default function Leases({ params }: { params: Record<string, string> }) {
       ) : (
         <div class="table-wrap">
           <table data-testid="leases">
-            <thead>
-              <tr>
-                <th>{t('staff.col.instrument')}</th>
-                <th>{t('staff.col.lessee')}</th>
-                <th>{t('staff.col.term')}</th>
-                <th>{t('staff.col.state')}</th>
-                <th>{t('staff.leases.contract')}</th>
-                <th>{t('staff.col.actions')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="staff." cols={['col.instrument', 'col.lessee', 'col.term', 'col.state', 'leases.contract', 'col.actions']} />
             <tbody>
               {leases.map((l) => <LeaseRow key={l.name} l={l} world={world}
                 onDone={(m) => { setStatus(m); setTick((n) => n + 1); }} />)}
@@ -87,7 +64,7 @@ type Form = 'handover' | 'return' | 'close' | 'extend';
 function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (m: string) => void }) {
   const zone = zoneOf(world, l.instrument);
   const currency = l.contract?.rate?.currencyCode || currencyOf(world.instruments.find((i) => i.name === l.instrument));
-  const id = lastId(l.name);
+  const id = idOf(l.name);
   const act = useAction();
   const [form, setForm] = useState<Form>();
   const [notes, setNotes] = useState('');
@@ -105,7 +82,7 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
         .then((r) => r && onDone(t('staff.leases.handedOver', { id, state: stateWord(r.state) })));
     } else if (form === 'return') {
       if (!notes.trim()) { setMissing(t('staff.leases.conditionRequired')); return; }
-      const d = parseMoney(damage || '0', currency);
+      const d = parseAmount(damage || '0', currency);
       if (!d) { setMissing(t('staff.leases.badDamage')); return; }
       void act.run(() => booking.recordReturn({
         name: l.name, conditionNotes: notes.trim(), damageNotes: damageNotes.trim(),
@@ -131,7 +108,7 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
     <>
       <tr data-testid={`lease-${id}`}>
         <td>{instrumentLabel(world, l.instrument)}<div class="muted">{id}</div></td>
-        <td><OrgName name={l.lesseeOrganization} /><div class="muted">{lastId(l.contactUser)}</div></td>
+        <td><OrgName name={l.lesseeOrganization} /><div class="muted">{idOf(l.contactUser)}</div></td>
         <td>{span(l.term, zone)}<Zone zone={zone} />
           {l.extensions.length > 0 && <div class="muted">{t('staff.leases.extendedTimes', { n: l.extensions.length })}</div>}</td>
         <td>

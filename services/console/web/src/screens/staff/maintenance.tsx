@@ -20,9 +20,11 @@ import { explain, type ShownError } from '../../errors';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  ErrorBox, FieldError, OrgName, StaffHeader, StatusBox, Zone, lastId, listAll, modeLabel, overlaps,
-  span, tn, useAction, useStaffWorld, weekStart, when, zoneOf, zonedInputToDate, type StaffWorld,
+  FieldError, OrgName, StaffHeader, Zone, modeLabel, overlaps, span, tn, useStaffWorld, weekStart, when, zoneOf, type StaffWorld,
 } from './common';
+import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
+import { idOf, listAll } from '../../names';
+import { zonedInputToDate } from '../../zones';
 
 const HOLDING = [Booking_State.PENDING_APPROVAL, Booking_State.CONFIRMED, Booking_State.CHECKED_IN];
 
@@ -140,7 +142,7 @@ export default function Maintenance({ params }: { params: Record<string, string>
             <span>{t('staff.col.instrument')}</span>
             <select data-testid="maint-instrument" value={draft.instrument}
               onChange={(e) => set({ instrument: (e.target as HTMLSelectElement).value })}>
-              {world.instruments.map((i) => <option key={i.name} value={i.name}>{i.displayName} ({lastId(i.name)})</option>)}
+              {world.instruments.map((i) => <option key={i.name} value={i.name}>{i.displayName} ({idOf(i.name)})</option>)}
             </select>
           </label>
           <label class="field">
@@ -195,7 +197,7 @@ export default function Maintenance({ params }: { params: Record<string, string>
       {done && (
         <div class="card" data-testid="maintenance-done">
           <StatusBox testid="maintenance-status">
-            {t('staff.maint.declared', { id: lastId(done.window.name) })}{' '}
+            {t('staff.maint.declared', { id: idOf(done.window.name) })}{' '}
             {tn('staff.maint.cancelled', done.bookings.filter((b) => b.state === Booking_State.CANCELLED && b.cancelledByOutage).length)}{' '}
             {done.bookings.some((b) => b.interruptedByOutage) && tn('staff.maint.interrupted', done.bookings.filter((b) => b.interruptedByOutage).length)}
           </StatusBox>
@@ -206,7 +208,7 @@ export default function Maintenance({ params }: { params: Record<string, string>
             </>
           )}
           {(done.applied?.conflictingLeases.length ?? 0) > 0 && (
-            <p class="error" role="alert">{t('staff.maint.conflicts', { leases: done.applied!.conflictingLeases.map(lastId).join(', ') })}</p>
+            <p class="error" role="alert">{t('staff.maint.conflicts', { leases: done.applied!.conflictingLeases.map(idOf).join(', ') })}</p>
           )}
           {done.bookings.length > 0 && <BookingTable bookings={done.bookings} zone={zoneOf(world, done.window.name.split('/maintenanceWindows/')[0]!)} testid="done" />}
         </div>
@@ -218,7 +220,7 @@ export default function Maintenance({ params }: { params: Record<string, string>
 }
 
 function instrumentLabel2(world: StaffWorld, name: string): string {
-  return world.instruments.find((i) => i.name === name)?.displayName ?? lastId(name);
+  return world.instruments.find((i) => i.name === name)?.displayName ?? idOf(name);
 }
 
 function BookingTable({ bookings, zone, fate, testid }: { bookings: Booking[]; zone: string; fate?: boolean; testid: string }) {
@@ -236,9 +238,9 @@ function BookingTable({ bookings, zone, fate, testid }: { bookings: Booking[]; z
         </thead>
         <tbody>
           {bookings.map((b) => (
-            <tr key={b.name} data-testid={`${testid}-${lastId(b.name)}`}>
-              <td>{lastId(b.name)}<div class="muted">{modeLabel(b.mode)}</div></td>
-              <td>{lastId(b.user)}<div class="muted"><OrgName name={b.payerOrganization} /></div></td>
+            <tr key={b.name} data-testid={`${testid}-${idOf(b.name)}`}>
+              <td>{idOf(b.name)}<div class="muted">{modeLabel(b.mode)}</div></td>
+              <td>{idOf(b.user)}<div class="muted"><OrgName name={b.payerOrganization} /></div></td>
               <td>{span(b.reservedInterval, zone)}<Zone zone={zone} /></td>
               <td>
                 <span class="staff-badge">{t(`staff.bookingState.${Booking_State[b.state]}`)}</span>
@@ -283,15 +285,7 @@ function Windows({ world, instrument, tick, onChanged }: { world: StaffWorld; in
       ) : (
         <div class="table-wrap">
           <table data-testid="maintenance-windows">
-            <thead>
-              <tr>
-                <th>{t('staff.col.time')}</th>
-                <th>{t('staff.maint.reason')}</th>
-                <th>{t('staff.maint.kind')}</th>
-                <th>{t('staff.col.state')}</th>
-                <th>{t('staff.col.actions')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="staff." cols={['col.time', 'maint.reason', 'maint.kind', 'col.state', 'col.actions']} />
             <tbody>
               {windows.map((w) => <WindowRow key={w.name} w={w} zone={zone} onChanged={onChanged} />)}
             </tbody>
@@ -316,8 +310,8 @@ function WindowRow({ w, zone, onChanged }: { w: MaintenanceWindow; zone: string;
   };
   return (
     <>
-      <tr data-testid={`window-${lastId(w.name)}`}>
-        <td>{span(w.interval, zone)}<Zone zone={zone} /><div class="muted">{t('staff.maint.createdBy', { who: lastId(w.createdBy), when: when(w.createTime, zone) })}</div></td>
+      <tr data-testid={`window-${idOf(w.name)}`}>
+        <td>{span(w.interval, zone)}<Zone zone={zone} /><div class="muted">{t('staff.maint.createdBy', { who: idOf(w.createdBy), when: when(w.createTime, zone) })}</div></td>
         <td>{w.reason || '—'}</td>
         <td>{w.outage ? t('staff.maint.kindOutage') : t('staff.maint.kindPlanned')}</td>
         <td><span class={`staff-badge ${w.state === MaintenanceWindowState.CANCELLED ? '' : 'warn'}`}>

@@ -1,8 +1,8 @@
 // Strings of the facility-staff screens, English and Chinese side by side.
 import { registerMessages } from '../../i18n';
-import './nav-messages';
 
 const M: Record<string, [string, string]> = {
+  'staff.nav.label': ['Facility staff', '设施工作人员'],
 
   'staff.approve': ['Approve', '批准'],
   'staff.reject': ['Reject', '拒绝'],

@@ -9,15 +9,15 @@ import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory, requestId } from '../../api';
-import { explain, type ShownError } from '../../errors';
-import { money } from '../../format';
+import { money, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
 import {
-  ErrorBox, FieldError, OrgName, StaffHeader, StatusBox, Zone, addDays, currencyOf, instrumentLabel, lastId, listAll,
-  isSet, moneyInput, parseMoney, span, useAction, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
+  FieldError, FilterSelect, OrgName, StaffHeader, Zone, addDays, currencyOf, instrumentLabel, isSet, parseAmount, span, useOnMyInstruments, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
+import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
+import { idOf } from '../../names';
 
 const S = ServiceOrder_State;
 const FILTERS: Record<string, ServiceOrder_State[]> = {
@@ -36,35 +36,20 @@ export default function Orders({ params }: { params: Record<string, string> }) {
   useSignal(lang);
   const { world, error } = useStaffWorld();
   const [filter, setFilter] = useState(params.state && params.state in FILTERS ? params.state : 'open');
-  const [orders, setOrders] = useState<ServiceOrder[]>();
-  const [loadError, setLoadError] = useState<ShownError>();
   const [status, setStatus] = useState<string>();
   const [tick, setTick] = useState(0);
   const monday = weekStart(params.week);
 
-  useEffect(() => {
-    if (!world) return;
-    let live = true;
-    const mine = new Set(world.instruments.map((i) => i.name));
-    setOrders(undefined);
-    listAll(async (pageToken) => {
-      const r = await booking.listServiceOrders({ pageSize: 200, pageToken, states: FILTERS[filter] ?? [] });
-      return { items: r.serviceOrders, next: r.nextPageToken };
-    }).then((os) => { if (live) { setOrders(os.filter((o) => mine.has(o.instrument))); setLoadError(undefined); } },
-      (err) => live && setLoadError(explain(err)));
-    return () => { live = false; };
-  }, [world, filter, tick]);
+  const { items: orders, error: loadError } = useOnMyInstruments(world, async (pageToken) => {
+    const r = await booking.listServiceOrders({ pageSize: 200, pageToken, states: FILTERS[filter] ?? [] });
+    return { items: r.serviceOrders, next: r.nextPageToken };
+  }, [filter, tick]);
 
   return (
     <section>
       <StaffHeader title={t('staff.orders.title')} current="#/staff/orders" />
       <p class="muted">{t('staff.orders.intro')}</p>
-      <label class="field" style="max-width:260px">
-        <span>{t('staff.filter.show')}</span>
-        <select data-testid="order-filter" value={filter} onChange={(e) => setFilter((e.target as HTMLSelectElement).value)}>
-          {Object.keys(FILTERS).map((k) => <option key={k} value={k}>{t(`staff.orders.filter.${k}`)}</option>)}
-        </select>
-      </label>
+      <FilterSelect testid="order-filter" filters={Object.keys(FILTERS)} prefix="staff.orders.filter" value={filter} onChange={setFilter} />
       <ErrorBox error={error ?? loadError} />
       <StatusBox testid="orders-status">{status}</StatusBox>
       {!world || !orders ? (!error && !loadError && <p aria-busy="true">{t('app.loading')}</p>) : orders.length === 0 ? (
@@ -72,17 +57,7 @@ export default function Orders({ params }: { params: Record<string, string> }) {
       ) : (
         <div class="table-wrap">
           <table data-testid="orders">
-            <thead>
-              <tr>
-                <th>{t('staff.orders.service')}</th>
-                <th>{t('staff.orders.client')}</th>
-                <th>{t('staff.orders.samples')}</th>
-                <th>{t('staff.col.state')}</th>
-                <th>{t('staff.orders.quote')}</th>
-                <th>{t('staff.orders.run')}</th>
-                <th>{t('staff.col.actions')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="staff." cols={['orders.service', 'orders.client', 'orders.samples', 'col.state', 'orders.quote', 'orders.run', 'col.actions']} />
             <tbody>
               {orders.map((o) => <OrderRow key={o.name} o={o} world={world} monday={monday}
                 onDone={(m) => { setStatus(m); setTick((n) => n + 1); }} />)}
@@ -102,15 +77,15 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
   const ins = world.instruments.find((i) => i.name === o.instrument);
   const entry = ins?.serviceCatalogue.find((e) => e.entryId === o.serviceEntryId);
   const currency = o.quote?.perSampleFee?.currencyCode || currencyOf(ins);
-  const id = lastId(o.name);
+  const id = idOf(o.name);
   const act = useAction();
   const [form, setForm] = useState<Form>();
   const [missing, setMissing] = useState<string>();
   // quote
-  const [fee, setFee] = useState(moneyInput(o.quote?.perSampleFee));
+  const [fee, setFee] = useState(moneyText(o.quote?.perSampleFee));
   const [staffHours, setStaffHours] = useState(o.quote?.staffTime ? String(Number(o.quote.staffTime.seconds) / 3600) : '1');
-  const [staffFee, setStaffFee] = useState(moneyInput(o.quote?.staffTimeFee) || '0');
-  const [consumables, setConsumables] = useState(moneyInput(o.quote?.consumables) || '0');
+  const [staffFee, setStaffFee] = useState(moneyText(o.quote?.staffTimeFee) || '0');
+  const [consumables, setConsumables] = useState(moneyText(o.quote?.consumables) || '0');
   const [validUntil, setValidUntil] = useState(`${addDays(monday, 14)}T18:00`);
   const [notes, setNotes] = useState('');
   // receive
@@ -134,7 +109,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
     inventory.lookupRate({
       instrument: o.instrument, mode: SharingMode.TECHNICAL_SERVICE, payerOrganization: o.clientOrganization,
       serviceEntryId: o.serviceEntryId, time: timestampFromDate(new Date()),
-    }).then((r) => live && r.rate?.price && setFee(moneyInput(r.rate.price)), () => undefined);
+    }).then((r) => live && r.rate?.price && setFee(moneyText(r.rate.price)), () => undefined);
     return () => { live = false; };
   }, [form]);
 
@@ -142,7 +117,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
     setMissing(undefined);
     const ok = (key: string) => (r: ServiceOrder | undefined) => r && onDone(t(key, { id, state: stateWord(r.state), total: money(r.quote?.total) }));
     if (form === 'quote') {
-      const f = parseMoney(fee, currency), sf = parseMoney(staffFee || '0', currency), c = parseMoney(consumables || '0', currency);
+      const f = parseAmount(fee, currency), sf = parseAmount(staffFee || '0', currency), c = parseAmount(consumables || '0', currency);
       const hours = Number(staffHours);
       const until = zonedTs(validUntil, zone);
       if (!f || !sf || !c) { setMissing(t('staff.orders.badAmount')); return; }
@@ -178,7 +153,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
     <>
       <tr data-testid={`order-${id}`}>
         <td>{entry?.displayName ?? o.serviceEntryId}<div class="muted">{instrumentLabel(world, o.instrument)} · {id}</div></td>
-        <td><OrgName name={o.clientOrganization} /><div class="muted">{lastId(o.requester)}</div></td>
+        <td><OrgName name={o.clientOrganization} /><div class="muted">{idOf(o.requester)}</div></td>
         <td><span class="num">{o.receivedSampleCount || o.sampleCount}</span>
           {o.sampleDescription && <div class="muted">{o.sampleDescription}</div>}</td>
         <td><span class="staff-badge">{stateWord(o.state)}</span>
@@ -231,7 +206,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
                   <input type="datetime-local" value={start} onInput={(e) => setStart((e.target as HTMLInputElement).value)} /></label>
                 <label class="field"><span>{t('staff.orders.runEnd', { zone })}</span>
                   <input type="datetime-local" value={end} onInput={(e) => setEnd((e.target as HTMLInputElement).value)} /></label>
-                <p class="muted wide">{t('staff.orders.operatorIsMe', { me: lastId(me) })}</p>
+                <p class="muted wide">{t('staff.orders.operatorIsMe', { me: idOf(me) })}</p>
               </>)}
               {form === 'report' && (<>
                 <label class="field wide"><span>{t('staff.orders.uri')}</span>
@@ -259,7 +234,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
 }
 
 function QuoteTotal({ fee, n, staffFee, consumables, currency }: { fee: string; n: number; staffFee: string; consumables: string; currency: string }) {
-  const f = parseMoney(fee, currency), s = parseMoney(staffFee || '0', currency), c = parseMoney(consumables || '0', currency);
+  const f = parseAmount(fee, currency), s = parseAmount(staffFee || '0', currency), c = parseAmount(consumables || '0', currency);
   if (!f || !s || !c) return null;
   const total = { ...f, amountMinor: f.amountMinor * BigInt(n) + s.amountMinor + c.amountMinor };
   return <p class="wide">{t('staff.orders.totalPreview', { total: money(total) })}</p>;

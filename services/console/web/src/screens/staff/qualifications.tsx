@@ -8,9 +8,9 @@ import { inventory, requestId } from '../../api';
 import { explain, type ShownError } from '../../errors';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import {
-  ErrorBox, FieldError, StaffHeader, StatusBox, lastId, listAll, offersMode, useAction, useStaffWorld, when, zoneOf,
-} from './common';
+import { FieldError, StaffHeader, offersMode, useStaffWorld, when, zoneOf } from './common';
+import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
+import { idOf, listAll } from '../../names';
 
 export default function Qualifications({ params }: { params: Record<string, string> }) {
   useSignal(lang);
@@ -53,11 +53,11 @@ export default function Qualifications({ params }: { params: Record<string, stri
   const days = ins?.modes.find((m) => m.mode === SharingMode.ON_SITE)?.slotRules?.qualificationValidityDays ?? 0;
 
   const doGrant = () => {
-    const id = lastId(user.trim());
+    const id = idOf(user.trim());
     if (!/^[a-z][a-z0-9-]*$/.test(id)) { setMissing(t('staff.quals.badUser')); return; }
     setMissing(undefined);
     void grant.run(() => inventory.grantQualification({ instrument, user: `users/${id}`, note: note.trim(), requestId: requestId() }),
-      (q) => t('staff.quals.granted', { user: lastId(q.user), instrument: ins?.displayName ?? lastId(instrument), until: when(q.expireTime, zone) }))
+      (q) => t('staff.quals.granted', { user: idOf(q.user), instrument: ins?.displayName ?? idOf(instrument), until: when(q.expireTime, zone) }))
       .then((q) => { if (q) { setUser(''); setNote(''); setTick((n) => n + 1); } });
   };
 
@@ -68,7 +68,7 @@ export default function Qualifications({ params }: { params: Record<string, stri
       <label class="field" style="max-width:420px">
         <span>{t('staff.col.instrument')}</span>
         <select data-testid="qual-instrument" value={instrument} onChange={(e) => setInstrument((e.target as HTMLSelectElement).value)}>
-          {onSite.map((i) => <option key={i.name} value={i.name}>{i.displayName} ({lastId(i.name)})</option>)}
+          {onSite.map((i) => <option key={i.name} value={i.name}>{i.displayName} ({idOf(i.name)})</option>)}
         </select>
       </label>
       <p class="muted">{days > 0 ? t('staff.quals.validity', { days }) : t('staff.quals.notNeeded')}</p>
@@ -99,16 +99,7 @@ export default function Qualifications({ params }: { params: Record<string, stri
       ) : (
         <div class="table-wrap">
           <table data-testid="qualifications">
-            <thead>
-              <tr>
-                <th>{t('staff.quals.userCol')}</th>
-                <th>{t('staff.col.state')}</th>
-                <th>{t('staff.quals.granted.col')}</th>
-                <th>{t('staff.quals.lastUse')}</th>
-                <th>{t('staff.quals.expires')}</th>
-                <th>{t('staff.col.actions')}</th>
-              </tr>
-            </thead>
+            <ColumnHeads prefix="staff." cols={['quals.userCol', 'col.state', 'quals.granted.col', 'quals.lastUse', 'quals.expires', 'col.actions']} />
             <tbody>
               {list.map((q) => <QualRow key={q.name} q={q} zone={zone} onChanged={() => setTick((n) => n + 1)} />)}
             </tbody>
@@ -123,7 +114,7 @@ function QualRow({ q, zone, onChanged }: { q: Qualification; zone: string; onCha
   const act = useAction();
   const [open, setOpen] = useState(false);
   const [reason, setReason] = useState('');
-  const user = lastId(q.user);
+  const user = idOf(q.user);
   const cls = q.state === QualificationState.VALID ? 'ok' : q.state === QualificationState.REVOKED ? 'bad' : 'warn';
   const revoke = () => act.run(() => inventory.revokeQualification({ name: q.name, reason: reason.trim(), requestId: requestId() }))
     .then((r) => { if (r) { setOpen(false); onChanged(); } });
@@ -132,7 +123,7 @@ function QualRow({ q, zone, onChanged }: { q: Qualification; zone: string; onCha
       <tr data-testid={`qual-${user}`}>
         <td>{user}{q.note && <div class="muted">{q.note}</div>}</td>
         <td><span class={`staff-badge ${cls}`}>{t(`staff.qualState.${QualificationState[q.state]}`)}</span></td>
-        <td>{when(q.grantTime, zone)}<div class="muted">{t('staff.quals.by', { who: lastId(q.grantedBy) })}</div></td>
+        <td>{when(q.grantTime, zone)}<div class="muted">{t('staff.quals.by', { who: idOf(q.grantedBy) })}</div></td>
         <td>{when(q.lastUseTime, zone)}</td>
         <td>{q.state === QualificationState.REVOKED ? '—' : when(q.expireTime, zone)}</td>
         <td>

@@ -1,0 +1,112 @@
+// Pieces every screen uses: the service's refusal (role="alert"), a success
+// line (role="status"), the loading state, and loading data on route change.
+import type { ComponentChildren } from 'preact';
+import { useCallback, useEffect, useState } from 'preact/hooks';
+import { explain, type ShownError } from './errors';
+import { lang, t } from './i18n';
+import { useSignal } from './signal';
+
+const isShown = (e: unknown): e is ShownError =>
+  typeof e === 'object' && e !== null && !(e instanceof Error) && 'sentence' in e && 'code' in e;
+// explain(err), unless it is explained already.
+export const shown = (e: unknown): ShownError => (isShown(e) ? e : explain(e));
+
+// The refusal: explain(err).sentence, then `children` (screen-specific notes),
+// the service's own message muted, then `actions` (e.g. a reload button).
+// `error` is the caught error or an already explained one.
+export function ErrorBox({ error, children, actions }: { error?: unknown; children?: ComponentChildren; actions?: ComponentChildren }) {
+  useSignal(lang);
+  if (!error) return null;
+  const e = shown(error);
+  return (
+    <div class="error" role="alert" data-testid="error">
+      <p class="error-sentence">{e.sentence}</p>
+      {children}
+      {e.detail && <p class="muted error-detail">{e.detail}</p>}
+      {actions}
+    </div>
+  );
+}
+
+// A success line; nothing when there is nothing to say.
+export function StatusBox({ children, testid = 'status' }: { children?: ComponentChildren; testid?: string }) {
+  if (children === undefined || children === null || children === '' || children === false) return null;
+  return <div class="notice" role="status" data-testid={testid}>{children}</div>;
+}
+
+export interface Load<T> { data?: T; error?: unknown; loading: boolean; reload: () => void }
+
+// Runs `fn` whenever deps change (or reload() is called); the latest answer
+// wins, earlier data stays shown while loading again.
+export function useLoad<T>(fn: () => Promise<T>, deps: unknown[]): Load<T> {
+  const [state, setState] = useState<{ data?: T; error?: unknown; loading: boolean }>({ loading: true });
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    let live = true;
+    setState((s) => ({ data: s.data, loading: true }));
+    fn().then(
+      (data) => live && setState({ data, loading: false }),
+      (error: unknown) => live && setState({ error, loading: false }),
+    );
+    return () => { live = false; };
+  }, [...deps, tick]);
+  const reload = useCallback(() => setTick((n) => n + 1), []);
+  return { ...state, reload };
+}
+
+// "Loading…"; given a load: its error, the loading line before the first
+// answer, nothing once there is data.
+export function Loading({ load }: { load?: Load<unknown> }) {
+  useSignal(lang);
+  if (load?.error) return <ErrorBox error={load.error} />;
+  if (load && !(load.loading && load.data === undefined)) return null;
+  return <p aria-busy="true" class="muted">{t('app.loading')}</p>;
+}
+
+// The loading state, the error, or the content.
+export function Loaded<T>({ load, children }: { load: Load<T>; children: (data: T) => ComponentChildren }) {
+  if (load.error) return <ErrorBox error={load.error} />;
+  if (load.data === undefined) return <Loading />;
+  return <>{children(load.data)}</>;
+}
+
+// One user action: keeps the busy flag, the error (for ErrorBox) and the
+// success line. A fresh request id is the caller's business. run() answers
+// undefined when the action failed.
+export function useAction() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>();
+  const [done, setDone] = useState<string>();
+  async function run<T>(f: () => Promise<T>, ok?: (v: T) => string): Promise<T | undefined> {
+    setBusy(true);
+    setError(undefined);
+    setDone(undefined);
+    try {
+      const v = await f();
+      if (ok) setDone(ok(v));
+      return v;
+    } catch (err) {
+      setError(err);
+      return undefined;
+    } finally {
+      setBusy(false);
+    }
+  }
+  return { busy, error, done, run, setError, setDone };
+}
+
+// A table's column headings from i18n keys `${prefix}${name}`; "#name" marks a
+// numeric (right-aligned) column.
+export function ColumnHeads({ prefix, cols }: { prefix: string; cols: string[] }) {
+  return (
+    <thead>
+      <tr>
+        {cols.map((c) => {
+          const num = c.startsWith('#');
+          const key = prefix + (num ? c.slice(1) : c);
+          return <th key={key} scope="col" class={num ? 'num' : undefined}>{t(key)}</th>;
+        })}
+      </tr>
+    </thead>
+  );
+}

@@ -17,7 +17,8 @@
 # Ports: LABSHARE_BASE_PORT (default 50051) for inventory, +1 booking,
 # +2 billing, +3 usage, +4 the OpenID provider, +5 the console (HTTP on
 # loopback); metrics on +100..+103; Redis on LABSHARE_REDIS_PORT (default
-# 56379, loopback only, the one plaintext port). Data and secrets live in LABSHARE_DATA_DIR (default deploy/.data).
+# 56379, loopback only, the one plaintext port). Data and secrets live in
+# LABSHARE_DATA_DIR (default deploy/.data).
 # LABSHARE_BUILD_DIR: where the binaries are (default build-release, built
 # here unless LABSHARE_NO_BUILD=1). LABSHARE_CLOCK_FILE: demo time; every
 # service reads "now" from that file (deploy/demo-scenario.sh moves it).

@@ -11,8 +11,12 @@ packages=(
   python3-grpcio python3-protobuf python3-cryptography tzdata
   libjwt-dev libjansson-dev libcurl4-openssl-dev openssl curl
   docker-compose systemd iproute2
-  chromium fonts-noto-cjk
 )
+# The browser tests' own (tests/run-all.sh sets LABSHARE_TEST_DEPS=1):
+# Debian's chromium for Playwright and a CJK font for the Chinese screens.
+if [ "${LABSHARE_TEST_DEPS:-0}" = 1 ]; then
+  packages+=(chromium fonts-noto-cjk)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

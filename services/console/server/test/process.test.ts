@@ -68,8 +68,8 @@ describe('the gateway process', () => {
     assert.match(eb.stderr, /^labshare-console: unknown flag --frobnicate\n/);
     const c = run(['--listen=127.0.0.1:0', '--booking=10.1.2.3:443', '--inventory=127.0.0.1:1', '--billing=127.0.0.1:1', '--usage=127.0.0.1:1']);
     const ec = await c.exit;
-    assert.equal(ec.code, 1);
-    assert.match(ec.stderr, /PLAINTEXT_REFUSED: 10\.1\.2\.3:443 is not loopback/);
+    assert.equal(ec.code, 2, 'refused while reading the flags, before listening');
+    assert.match(ec.stderr, /^labshare-console: PLAINTEXT_REFUSED: --booking=10\.1\.2\.3:443 is not loopback/);
   });
 
   it('serves HTTPS (HTTP/1.1 and HTTP/2, HSTS), calls a service over mutual TLS, stops gracefully on SIGTERM', async () => {

@@ -37,7 +37,7 @@ export const USAGE = `usage: node dist/server/main.js --listen=HOST:PORT --publi
     [--session_idle_timeout=30m] [--refresh_margin=60s] [--max_sessions=20000]
     [--rate_limit_rps=20] [--rate_limit_burst=60]         per session / bearer token / anonymous address
     [--rate_limit_address_rps=100] [--rate_limit_address_burst=300]   per client address, first
-    [--rate_limit_login_rps=0.5] [--rate_limit_login_burst=10]        /auth/login, /auth/callback per address
+    [--rate_limit_login_rps=2] [--rate_limit_login_burst=40]         /auth/login, /auth/callback per address
     [--trusted_proxies=CIDR[,CIDR]]                      honour X-Forwarded-For from these peers only
     [--access_log_sample=1] [--shutdown_drain=5s] [--shutdown_grace=10s]`;
 
@@ -216,8 +216,8 @@ export function configFromFlags(flags: Map<string, string>, defaultWebRoot: stri
       burst: parseNumber('rate_limit_address_burst', opt('rate_limit_address_burst') ?? '300', 1, 1e7),
     },
     loginRateLimit: {
-      perSecond: parseNumber('rate_limit_login_rps', opt('rate_limit_login_rps') ?? '0.5', 0, 1e6),
-      burst: parseNumber('rate_limit_login_burst', opt('rate_limit_login_burst') ?? '10', 1, 1e7),
+      perSecond: parseNumber('rate_limit_login_rps', opt('rate_limit_login_rps') ?? '2', 0, 1e6),
+      burst: parseNumber('rate_limit_login_burst', opt('rate_limit_login_burst') ?? '40', 1, 1e7),
     },
     ...(opt('trusted_proxies') ? { trustedProxies: parseCidrs('trusted_proxies', opt('trusted_proxies')!) } : {}),
     shutdownDrainMs: duration('shutdown_drain', '5s', 0),

@@ -18,7 +18,7 @@ describe('flags', () => {
     assert.equal(c.refreshMarginMs, 60_000);
     assert.deepEqual(c.rateLimit, { perSecond: 20, burst: 60 });
     assert.deepEqual(c.addressRateLimit, { perSecond: 100, burst: 300 });
-    assert.deepEqual(c.loginRateLimit, { perSecond: 0.5, burst: 10 });
+    assert.deepEqual(c.loginRateLimit, { perSecond: 2, burst: 40 });
     assert.equal(c.trustedProxies, undefined);
     assert.equal(c.maxSessions, 20_000);
     assert.equal(c.shutdownDrainMs, 5000);

@@ -142,7 +142,7 @@ export interface PendingLogin {
 
 export class PendingLogins {
   private readonly byId = new Map<string, PendingLogin>();
-  private readonly byAddress = new Map<string, number>();
+  private readonly byAddress = new Map<string, Set<string>>();  // ids, oldest first
   constructor(
     private readonly now: () => number,
     readonly ttlMs = 10 * 60_000,
@@ -163,13 +163,10 @@ export class PendingLogins {
       if (t - q.createdAt < this.ttlMs) break;
       this.remove(q);
     }
-    if ((this.byAddress.get(p.address) ?? 0) >= this.maxPerAddress) {
-      for (const q of this.byId.values()) {
-        if (q.address === p.address) {
-          this.remove(q);
-          break;
-        }
-      }
+    const mine = this.byAddress.get(p.address);
+    if (mine && mine.size >= this.maxPerAddress) {
+      const oldest = this.byId.get(mine.values().next().value as string);
+      if (oldest) this.remove(oldest);
     }
     if (this.byId.size >= this.max) {
       const oldest = this.byId.values().next().value as PendingLogin | undefined;
@@ -177,15 +174,17 @@ export class PendingLogins {
     }
     const full: PendingLogin = { ...p, id: randomId(), createdAt: t };
     this.byId.set(full.id, full);
-    this.byAddress.set(p.address, (this.byAddress.get(p.address) ?? 0) + 1);
+    const ids = this.byAddress.get(p.address) ?? new Set<string>();
+    ids.add(full.id);
+    this.byAddress.set(p.address, ids);
     return full;
   }
 
   private remove(p: PendingLogin): void {
     if (!this.byId.delete(p.id)) return;
-    const n = (this.byAddress.get(p.address) ?? 1) - 1;
-    if (n <= 0) this.byAddress.delete(p.address);
-    else this.byAddress.set(p.address, n);
+    const ids = this.byAddress.get(p.address);
+    ids?.delete(p.id);
+    if (ids && ids.size === 0) this.byAddress.delete(p.address);
   }
 
   // Takes the pending sign-in out (a code is exchanged once).

@@ -78,7 +78,7 @@ describe('the gateway process', () => {
       '--listen=127.0.0.1:0', ...upstreams(tlsStubAddress),
       `--tls_ca=${path.join(pki, 'ca.crt')}`, `--tls_cert=${path.join(pki, 'console.crt')}`, `--tls_key=${path.join(pki, 'console.key')}`,
       `--https_cert=${path.join(pki, 'console.crt')}`, `--https_key=${path.join(pki, 'console.key')}`,
-      '--access_log_sample=0',
+      '--access_log_sample=0', '--shutdown_drain=0s',
     ]);
     try {
       const url = await p.url;

@@ -193,18 +193,18 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
       } as typeof h1.writeHead;
     }
-    {
-      res.on('finish', () => {
-        if (req.complete) return;
-        if (req.httpVersionMajor === 1) {
-          if (!socket || socket.destroyed) return;
-          socket.end();
-          socket.once('finish', () => socket.destroy());
-        } else {
-          (req as http2.Http2ServerRequest).stream.close(http2.constants.NGHTTP2_CANCEL);
-        }
-      });
-    }
+    res.on('finish', () => {
+      if (req.complete) return;
+      if (req.httpVersionMajor === 1) {
+        if (!socket || socket.destroyed) return;
+        socket.end();
+        socket.once('finish', () => socket.destroy());
+      } else {
+        // HTTP/2: RST_STREAM(NO_ERROR) after the complete answer tells the
+        // client to stop sending the body (RFC 9113, 8.1).
+        (req as http2.Http2ServerRequest).stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      }
+    });
     const state = { logged: false };
     (req as unknown as Record<symbol, unknown>)[LOG] = state;
     const start = performance.now();
@@ -332,11 +332,12 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
       if (--inFlight === 0 && idle) idle();
     });
     try {
-      if (!gateway) {
+      if (gateway) {
+        gateway.handle(req, res);
+      } else {
         securityHeaders(res, !!cfg.https);
         sendText(res, 503, 'starting\n');
       }
-      else gateway.handle(req, res);
     } catch (err) {
       sanitize(err, req.url ?? '');
       if (!res.headersSent) sendText(res, 500, 'internal error\n');

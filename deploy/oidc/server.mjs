@@ -224,6 +224,8 @@ async function main() {
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
         redirect_uris: consoleRedirects,
+        // RP-initiated logout: back to the console's root.
+        post_logout_redirect_uris: [...new Set(consoleRedirects.map((u) => new URL('/', u).href))],
       },
     ],
     pkce: { required: () => true, methods: ['S256'] },

@@ -16,3 +16,25 @@ test('a lab user signs in and sees who they are', async ({ page }) => {
   await expect(page.getByTestId('who')).toContainText('Li Wei');
   await shot(page, 'home-lab-user');
 });
+
+test('signing out ends the session at the provider too: Sign in asks for the password again', async ({ page }) => {
+  test.skip(process.env.LABSHARE_E2E_AUTH === 'bearer', 'needs the real sign-in');
+  const origin = new URL(consoleUrl()).origin;
+  await signInAs(page, 'li-wei');
+  await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+  // The provider's sign-out page (RP-initiated logout), then back to the console.
+  const yes = page.getByRole('button', { name: 'Yes, sign me out' });
+  await expect(yes).toBeVisible();
+  expect(new URL(page.url()).origin).not.toBe(origin);
+  await shot(page, 'provider-sign-out');
+  await yes.click();
+  await page.waitForURL((u) => u.origin === origin);
+  await expect(page.getByTestId('sign-in').first()).toBeVisible();
+  const session = await page.request.get(`${origin}/auth/session`);
+  expect(await session.json()).toEqual({ signedIn: false, roles: [] });
+  // Sign in again: the provider's login page, not a silent sign-in.
+  await page.getByTestId('sign-in').first().click();
+  await expect(page.getByLabel('Email or username')).toBeVisible();
+  expect(new URL(page.url()).origin).not.toBe(origin);
+  await expect(page.getByTestId('who')).toHaveCount(0);
+});

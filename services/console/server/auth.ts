@@ -22,7 +22,7 @@ import type { IdentityService, TokenResponse } from '../gen/labshare/identity/v1
 import { Role } from '../gen/labshare/type/v1/types_pb.js';
 import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import type { Config } from './flags.js';
-import { connectErrorBody, consoleError, describe, fromUpstream, isServiceStatus, logLine } from './errors.js';
+import { connectErrorBody, consoleError, describe, fromUpstream, isServiceStatus, logLine, markSafe, MESSAGES } from './errors.js';
 import {
   clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, sendText, SESSION_COOKIE, setCookie,
   type Req, type Res,
@@ -65,6 +65,9 @@ function isNetworkError(err: unknown): boolean {
   }
   return false;
 }
+
+// After a refresh that failed for a passing reason, the next try waits this long.
+export const REFRESH_BACKOFF_MS = 5000;
 
 export class Auth {
   readonly sessions: SessionStore;
@@ -126,15 +129,24 @@ export class Auth {
   }
 
   // The session's access token, renewed when it expires within
-  // --refresh_margin. Concurrent calls share one RefreshToken call.
+  // --refresh_margin. Concurrent calls share one RefreshToken call. When the
+  // identity service cannot renew it for a passing reason (unreachable,
+  // overloaded, deadline), the current token is used while it is valid and
+  // the refresh is not retried for REFRESH_BACKOFF_MS.
   async accessToken(s: Session): Promise<string> {
     this.sessions.touch(s);
-    if (this.now() < s.accessExpiresAt - this.cfg.refreshMarginMs) return s.accessToken;
+    const t = this.now();
+    if (t < s.accessExpiresAt - this.cfg.refreshMarginMs) return s.accessToken;
+    if (s.refreshRetryAt !== undefined && t < s.refreshRetryAt && !s.refreshing) {
+      if (t < s.accessExpiresAt) return s.accessToken;
+      throw markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
+    }
     s.refreshing ??= this.refresh(s).finally(() => {
       s.refreshing = undefined;
     });
     await s.refreshing;
-    if (s.ended) throw sessionEnded();
+    if (s.ended) throw sessionEnded(s.endCause);
+    if (this.now() >= s.accessExpiresAt) throw markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
     return s.accessToken;
   }
 
@@ -143,28 +155,42 @@ export class Auth {
     try {
       r = await this.identity.refreshToken({ refreshToken: s.refreshToken }, { timeoutMs: this.cfg.upstreamTimeoutMs });
     } catch (err) {
-      if (err instanceof ConnectError && isServiceStatus(err)) {
+      if (err instanceof ConnectError && isServiceStatus(err)
+        && (err.code === Code.Unauthenticated || err.code === Code.PermissionDenied)) {
         // Refused (expired, reused, revoked, user disabled): the session is over.
         const reason = err.findDetails(ErrorInfoSchema)[0]?.reason ?? Code[err.code];
         s.revoked = true;
+        s.endCause = reason;
         this.sessions.end(s);
         logLine({ level: 'info', msg: 'session ended at refresh', reason });
-        throw sessionEnded(reason);
+        return;
       }
-      const safe = fromUpstream(err, 'labshare.identity.v1.IdentityService/RefreshToken');
-      if (this.now() < s.accessExpiresAt) return; // the current token still works; retry next call
-      throw safe;
+      // Anything else passes: keep the session, retry a little later.
+      logLine({ level: 'warn', msg: 'refresh failed; the session is kept', error: describe(err) });
+      s.refreshRetryAt = this.now() + REFRESH_BACKOFF_MS;
+      return;
     }
+    if (s.ended) {
+      // Signed out or evicted while the refresh was under way: the rotated
+      // refresh token is never stored, and revoked at once.
+      void this.revokeToken(r.refreshToken);
+      return;
+    }
+    s.refreshRetryAt = undefined;
     Object.assign(s, this.tokensOf(r));
+  }
+
+  private async revokeToken(refreshToken: string): Promise<void> {
+    try {
+      await this.identity.revokeToken({ refreshToken }, { timeoutMs: this.cfg.upstreamTimeoutMs });
+    } catch (err) {
+      logLine({ level: 'warn', msg: 'RevokeToken failed', error: describe(err) });
+    }
   }
 
   private async revoke(s: Session): Promise<void> {
     s.revoked = true;
-    try {
-      await this.identity.revokeToken({ refreshToken: s.refreshToken }, { timeoutMs: this.cfg.upstreamTimeoutMs });
-    } catch (err) {
-      logLine({ level: 'warn', msg: 'RevokeToken failed', error: describe(err) });
-    }
+    await this.revokeToken(s.refreshToken);
   }
 
   // Times from the answer's relative lifetimes: the services may run on a
@@ -193,7 +219,7 @@ export class Auth {
 
   // ------------------------------------------------------------ endpoints
 
-  async login(req: Req, res: Res, url: URL): Promise<void> {
+  async login(req: Req, res: Res, url: URL, address: string): Promise<void> {
     if (!this.oidc) {
       sendText(res, 503, 'Sign-in is not configured on this console (no --oidc_issuer).\n');
       return;
@@ -212,7 +238,11 @@ export class Auth {
       sendText(res, 400, 'return_to must be a page of this console, like #/ or #/bookings.\n');
       return;
     }
-    const p = this.pending.add({ state: randomState(), nonce: randomNonce(), codeVerifier: randomCodeVerifier(), returnTo });
+    const p = this.pending.add({ state: randomState(), nonce: randomNonce(), codeVerifier: randomCodeVerifier(), returnTo, address,
+      // The session this browser has now (its cookie is SameSite=Strict, so
+      // it comes here, not to the callback the provider redirects to): it
+      // ends when the new one starts.
+      previousSession: parseCookies(req.headers.cookie).get(SESSION_COOKIE) });
     let to: URL;
     try {
       to = await this.oidc.authorizationUrl(p);
@@ -259,13 +289,27 @@ export class Auth {
       fail(code);
       return;
     }
+    // Signed in again in the same browser: the session it had ends (its
+    // refresh token revoked), rather than living on unreachable.
+    for (const id of new Set([p.previousSession, parseCookies(req.headers.cookie).get(SESSION_COOKIE)])) {
+      const { session: previous } = this.sessions.lookup(id);
+      if (!previous) continue;
+      this.sessions.end(previous);
+      logLine({ level: 'info', msg: 'signed in again; the previous session ended', user: previous.user.name });
+    }
     const s = this.sessions.create(this.tokensOf(r));
+    s.idToken = idToken;
     logLine({ level: 'info', msg: 'signed in', user: s.user.name });
     redirect(res, `/${p.returnTo}`, { 'set-cookie': [clear, setCookie(SESSION_COOKIE, s.id, 'Strict')] });
   }
 
+  // Sign-out: the refresh token revoked, the session ended, and, when the
+  // provider offers RP-initiated logout (end_session_endpoint), the address
+  // where the app sends the browser to end the provider's session too
+  // ({"redirect": URL}; null otherwise).
   async logout(req: Req, res: Res, header: Headers): Promise<void> {
     const gone = { 'set-cookie': clearCookie(SESSION_COOKIE, 'Strict') };
+    let redirectTo: string | null = null;
     const { session } = this.sessions.lookup(parseCookies(header.get('cookie')).get(SESSION_COOKIE));
     if (session) {
       try {
@@ -279,8 +323,15 @@ export class Auth {
       await this.revoke(session);
       this.sessions.end(session);
       logLine({ level: 'info', msg: 'signed out', user: session.user.name });
+      if (this.oidc && session.idToken) {
+        try {
+          redirectTo = (await this.oidc.endSessionUrl(session.idToken, this.cfg.publicUrl.href))?.href ?? null;
+        } catch (err) {
+          logLine({ level: 'warn', msg: 'sign-out: provider discovery failed; its session stays', error: describe(err) });
+        }
+      }
     }
-    sendJson(res, 200, { signedIn: false, roles: [] }, gone);
+    sendJson(res, 200, { signedIn: false, roles: [], redirect: redirectTo }, gone);
   }
 
   session(req: Req, res: Res, header: Headers): void {

@@ -1,8 +1,12 @@
 // What the gateway answers when something fails, and what it never says.
 //
-// - An error a service answered (a gRPC status in its trailers) passes
-//   through unchanged: code, message, ErrorInfo and the other details. That
-//   is the contract of the HTTP API.
+// - An error a service answered (a gRPC status in its trailers, with the
+//   google.rpc.ErrorInfo every LabShare service attaches) passes through
+//   unchanged: code, message, ErrorInfo and the other details. That is the
+//   contract of the HTTP API. A status without an ErrorInfo was made by gRPC
+//   itself or a proxy on the way ("upstream connect error ... remote
+//   10.1.2.3:50052"): its code passes, with the fixed sentence of the code;
+//   its message goes to stderr only.
 // - The gateway's own refusals carry an ErrorInfo in the domain
 //   "console.labshare" (CSRF_TOKEN_INVALID, RATE_LIMITED, SESSION_EXPIRED, ...).
 // - Anything else (a service that cannot be reached, a broken connection, a
@@ -24,6 +28,22 @@ export const MESSAGES = {
   deadline: 'the service did not answer in time',
   canceled: 'the call was canceled',
 } as const;
+
+// The fixed sentence of each code, for statuses that carry no ErrorInfo.
+export function fixedMessage(code: Code): string {
+  switch (code) {
+    case Code.Unavailable: return MESSAGES.unavailable;
+    case Code.DeadlineExceeded: return MESSAGES.deadline;
+    case Code.Canceled: return MESSAGES.canceled;
+    case Code.Internal: case Code.Unknown: case Code.DataLoss: return MESSAGES.internal;
+    case Code.Unauthenticated: return 'not signed in, or the token is not valid';
+    case Code.PermissionDenied: return 'not allowed';
+    case Code.NotFound: return 'not found';
+    case Code.ResourceExhausted: return 'too many requests or too large; try again later';
+    case Code.Unimplemented: return 'this method is not offered';
+    default: return 'the call failed';
+  }
+}
 
 type Detail = { desc: DescMessage; value: MessageInitShape<DescMessage> };
 
@@ -75,8 +95,13 @@ export function isServiceStatus(err: ConnectError): boolean {
 export function fromUpstream(err: unknown, what: string): ConnectError {
   if (err instanceof ConnectError) {
     if (isServiceStatus(err)) {
-      // The service's answer, details included; its transport headers stay here.
-      return markSafe(new ConnectError(err.rawMessage, err.code, undefined, readableDetails(err.details) as never));
+      if (hasErrorInfo(err)) {
+        // The service's answer, details included; its transport headers stay here.
+        return markSafe(new ConnectError(err.rawMessage, err.code, undefined, readableDetails(err.details) as never));
+      }
+      // Made on the way (gRPC itself, a proxy): the code, not the words.
+      logLine({ level: 'error', msg: 'upstream status without ErrorInfo', call: what, code: Code[err.code], error: describe(err) });
+      return markSafe(new ConnectError(fixedMessage(err.code), err.code));
     }
     switch (err.code) {
       case Code.DeadlineExceeded:
@@ -89,6 +114,10 @@ export function fromUpstream(err: unknown, what: string): ConnectError {
   }
   logLine({ level: 'error', msg: 'upstream call failed', call: what, error: describe(err) });
   return markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
+}
+
+export function hasErrorInfo(err: ConnectError): boolean {
+  return err.details.some((d) => ('desc' in d ? d.desc.typeName : d.type) === ErrorInfoSchema.typeName);
 }
 
 // The standard google.rpc details by type name. A service's details are

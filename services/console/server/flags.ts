@@ -1,7 +1,8 @@
 // The gateway's flags (--name=value), checked once at start: a bad flag is a
 // readable error and exit code 2, never a surprise later.
 import fs from 'node:fs';
-import { isLoopbackHost } from './upstream.js';
+import net from 'node:net';
+import { hostOf, isLoopbackHost } from './upstream.js';
 
 export interface Config {
   listen: { host: string; port: number };
@@ -17,6 +18,10 @@ export interface Config {
   sessionIdleTimeoutMs: number;
   maxSessions: number;
   rateLimit: { perSecond: number; burst: number };         // perSecond 0: off
+  addressRateLimit: { perSecond: number; burst: number };  // per client address, before who it is
+  loginRateLimit: { perSecond: number; burst: number };    // /auth/login and /auth/callback per address
+  trustedProxies?: net.BlockList | undefined;              // X-Forwarded-For only from these peers
+  shutdownDrainMs: number;
   accessLogSample: number;                                 // 0..1 of successful calls logged
   shutdownGraceMs: number;
 }
@@ -29,16 +34,35 @@ export const USAGE = `usage: node dist/server/main.js --listen=HOST:PORT --publi
     [--https_cert=PEM --https_key=PEM]                   serve HTTPS (plain HTTP only on loopback)
     [--oidc_issuer=URL --oidc_client_id=labshare-console [--oidc_ca_file=PEM]]
     [--web_root=DIR] [--body_limit=1MiB] [--upstream_timeout=15s]
-    [--session_idle_timeout=30m] [--refresh_margin=60s] [--max_sessions=100000]
-    [--rate_limit_rps=20] [--rate_limit_burst=60] [--access_log_sample=1]
-    [--shutdown_grace=10s]`;
+    [--session_idle_timeout=30m] [--refresh_margin=60s] [--max_sessions=20000]
+    [--rate_limit_rps=20] [--rate_limit_burst=60]         per session / bearer token / anonymous address
+    [--rate_limit_address_rps=100] [--rate_limit_address_burst=300]   per client address, first
+    [--rate_limit_login_rps=2] [--rate_limit_login_burst=40]         /auth/login, /auth/callback per address
+    [--trusted_proxies=CIDR[,CIDR]]                      honour X-Forwarded-For from these peers only
+    [--access_log_sample=1] [--shutdown_drain=5s] [--shutdown_grace=10s]`;
 
 const KNOWN = new Set([
   'listen', 'public_url', 'inventory', 'booking', 'billing', 'usage', 'tls_ca', 'tls_cert', 'tls_key',
   'https_cert', 'https_key', 'oidc_issuer', 'oidc_client_id', 'oidc_ca_file', 'web_root', 'body_limit',
   'upstream_timeout', 'session_idle_timeout', 'refresh_margin', 'max_sessions', 'rate_limit_rps',
-  'rate_limit_burst', 'access_log_sample', 'shutdown_grace',
+  'rate_limit_burst', 'access_log_sample', 'shutdown_grace', 'rate_limit_address_rps', 'rate_limit_address_burst',
+  'rate_limit_login_rps', 'rate_limit_login_burst', 'trusted_proxies', 'shutdown_drain',
 ]);
+
+// "10.0.0.0/8,fd00::/8,192.168.1.7" as a BlockList (a bare address is /32 or /128).
+export function parseCidrs(name: string, v: string): net.BlockList {
+  const list = new net.BlockList();
+  for (const part of v.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const m = /^([^/]+)(?:\/(\d{1,3}))?$/.exec(part);
+    const ip = m?.[1] ?? '';
+    const family = net.isIPv4(ip) ? 'ipv4' : net.isIPv6(ip) ? 'ipv6' : undefined;
+    const bits = family === 'ipv4' ? 32 : 128;
+    const prefix = m?.[2] === undefined ? bits : Number(m[2]);
+    if (!family || prefix > bits) throw new FlagError(`--${name}: want CIDR ranges like 10.0.0.0/8,fd00::/8, got "${part}"`);
+    list.addSubnet(ip, prefix, family);
+  }
+  return list;
+}
 
 export function parseFlags(argv: string[]): Map<string, string> {
   const flags = new Map<string, string>();
@@ -133,6 +157,13 @@ export function configFromFlags(flags: Map<string, string>, defaultWebRoot: stri
   const tls = { ca: opt('tls_ca'), cert: opt('tls_cert'), key: opt('tls_key') };
   if (!!tls.cert !== !!tls.key) throw new FlagError('--tls_cert and --tls_key go together');
   if (tls.cert && !tls.ca) throw new FlagError('--tls_cert needs --tls_ca (the CA of the services)');
+  if (!tls.ca) {
+    for (const [k, v] of Object.entries(upstreams)) {
+      if (!isLoopbackHost(hostOf(v))) {
+        throw new FlagError(`PLAINTEXT_REFUSED: --${k}=${v} is not loopback; give --tls_ca (and the console's --tls_cert/--tls_key)`);
+      }
+    }
+  }
   for (const [k, v] of Object.entries(tls)) if (v) readable(`tls_${k}`, v);
   if (httpsCert) readable('https_cert', httpsCert);
   if (httpsKey) readable('https_key', httpsKey);
@@ -175,11 +206,21 @@ export function configFromFlags(flags: Map<string, string>, defaultWebRoot: stri
     upstreamTimeoutMs: duration('upstream_timeout', '15s', 1),
     refreshMarginMs: duration('refresh_margin', '60s', 0),
     sessionIdleTimeoutMs: duration('session_idle_timeout', '30m', 1000),
-    maxSessions: parseNumber('max_sessions', opt('max_sessions') ?? '100000', 1, 10_000_000),
+    maxSessions: parseNumber('max_sessions', opt('max_sessions') ?? '20000', 1, 10_000_000),
     rateLimit: {
       perSecond: parseNumber('rate_limit_rps', opt('rate_limit_rps') ?? '20', 0, 1e6),
       burst: parseNumber('rate_limit_burst', opt('rate_limit_burst') ?? '60', 1, 1e7),
     },
+    addressRateLimit: {
+      perSecond: parseNumber('rate_limit_address_rps', opt('rate_limit_address_rps') ?? '100', 0, 1e6),
+      burst: parseNumber('rate_limit_address_burst', opt('rate_limit_address_burst') ?? '300', 1, 1e7),
+    },
+    loginRateLimit: {
+      perSecond: parseNumber('rate_limit_login_rps', opt('rate_limit_login_rps') ?? '2', 0, 1e6),
+      burst: parseNumber('rate_limit_login_burst', opt('rate_limit_login_burst') ?? '40', 1, 1e7),
+    },
+    ...(opt('trusted_proxies') ? { trustedProxies: parseCidrs('trusted_proxies', opt('trusted_proxies')!) } : {}),
+    shutdownDrainMs: duration('shutdown_drain', '5s', 0),
     accessLogSample: parseNumber('access_log_sample', opt('access_log_sample') ?? '1', 0, 1),
     shutdownGraceMs: duration('shutdown_grace', '10s', 0),
   };

@@ -13,7 +13,7 @@ import { IdentityService } from '../gen/labshare/identity/v1/identity_pb.js';
 import { Auth } from './auth.js';
 import { logLine, rateLimited, sanitize } from './errors.js';
 import type { Config } from './flags.js';
-import { clientAddress, headersOf, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
+import { clientAddress, CSP, headersOf, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { PUBLIC_SERVICES, registerProxies, upstreamToken, type ServiceName } from './proxy.js';
 import { RateLimiter } from './ratelimit.js';
 import { StaticFiles } from './static.js';
@@ -30,6 +30,9 @@ export interface Gateway {
   auth: Auth;
   limiter: RateLimiter;
   readiness(): Promise<{ ready: boolean; services: Record<string, string> }>;
+  // Stopping: /readyz answers 503 from now on (the load balancer takes the
+  // pod out) while everything else is still served.
+  drain(): void;
   close(): void;
 }
 
@@ -65,6 +68,12 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   const identity = createClient(IdentityService, transports.inventory);
   const auth = new Auth(cfg, identity, now);
   const limiter = new RateLimiter(cfg.rateLimit.perSecond, cfg.rateLimit.burst, now);
+  // Per client address, taken before anything else (who the caller is):
+  // random bearer tokens, unknown cookies and CSRF failures all count here.
+  const addressLimiter = new RateLimiter(cfg.addressRateLimit.perSecond, cfg.addressRateLimit.burst, now);
+  const loginLimiter = new RateLimiter(cfg.loginRateLimit.perSecond, cfg.loginRateLimit.burst, now);
+  const addressOf = (req: Req) => clientAddress(req, cfg.trustedProxies);
+  let draining = false;
   const files = new StaticFiles(cfg.webRoot);
   const https = !!cfg.https;
 
@@ -83,7 +92,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     let streaming = false;
     let code = 'ok';
     try {
-      const caller = auth.identify(req.header, req.requestMethod, req.contextValues.get(peerKey));
+      const peer = req.contextValues.get(peerKey);
+      const first = addressLimiter.take(`a:${peer}`);
+      if (first > 0) throw rateLimited(first);
+      const caller = auth.identify(req.header, req.requestMethod, peer);
       kind = caller.kind;
       const wait = limiter.take(caller.rateKey);
       if (wait > 0) throw rateLimited(wait);
@@ -129,7 +141,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     compressMinBytes: 16 * 1024,
     contextValues: (req) => {
       const v = createContextValues();
-      v.set(peerKey, req.socket?.remoteAddress ?? 'unknown');
+      v.set(peerKey, addressOf(req as Req));
       v.set(callLog, (req as unknown as { [LOG]?: { logged: boolean } })[LOG] ?? { logged: false });
       return v;
     },
@@ -139,7 +151,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   const health = Object.fromEntries(
     (Object.keys(PUBLIC_SERVICES) as ServiceName[]).map((n) => [n, createClient(Health, transports[n])]),
   ) as Record<ServiceName, ReturnType<typeof createClient<typeof Health>>>;
-  const readiness = async () => {
+  const check = async () => {
     const services: Record<string, string> = {};
     await Promise.all((Object.keys(PUBLIC_SERVICES) as ServiceName[]).map(async (n) => {
       try {
@@ -152,11 +164,47 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     const ordered = Object.fromEntries((Object.keys(PUBLIC_SERVICES) as ServiceName[]).map((n) => [n, services[n]!]));
     return { ready: Object.values(services).every((s) => s === 'SERVING'), services: ordered };
   };
+  // One check of the four services answers every /readyz of the next second.
+  let lastCheck: { at: number; answer: ReturnType<typeof check> } | undefined;
+  const readiness = () => {
+    const t = now();
+    if (!lastCheck || t - lastCheck.at >= 1000 || t < lastCheck.at) lastCheck = { at: t, answer: check() };
+    return lastCheck.answer;
+  };
 
   const sweep = setInterval(() => auth.sessions.sweep(), 60_000);
   sweep.unref();
 
   const rpc = (req: Req, res: Res, path: string) => {
+    // A body over the limit is refused (resource_exhausted) from its
+    // Content-Length, before anything is read; the connection closes after
+    // the answer, so that the rest of the body is never taken in.
+    // (Chunked bodies: Connect counts while reading and answers when over.)
+    const length = Number(req.headers['content-length'] ?? 0);
+    const socket = req.socket as net.Socket | null;
+    if (req.httpVersionMajor === 1) {
+      if (length > cfg.bodyLimitBytes) res.setHeader('connection', 'close');
+      // Answered before the body was read to its end (too large while
+      // counting a chunked body, refused early): say the connection closes.
+      const h1 = res as http.ServerResponse;
+      const writeHead = h1.writeHead;
+      h1.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
+        if (!req.complete && !this.headersSent) this.setHeader('connection', 'close');
+        return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+      } as typeof h1.writeHead;
+    }
+    res.on('finish', () => {
+      if (req.complete) return;
+      if (req.httpVersionMajor === 1) {
+        if (!socket || socket.destroyed) return;
+        socket.end();
+        socket.once('finish', () => socket.destroy());
+      } else {
+        // HTTP/2: RST_STREAM(NO_ERROR) after the complete answer tells the
+        // client to stop sending the body (RFC 9113, 8.1).
+        (req as http2.Http2ServerRequest).stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      }
+    });
     const state = { logged: false };
     (req as unknown as Record<symbol, unknown>)[LOG] = state;
     const start = performance.now();
@@ -202,8 +250,9 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       sendText(res, 405, 'method not allowed\n', { allow: m === 'GET' ? 'GET, HEAD' : m });
       return false;
     };
-    const limited = () => {
-      const wait = limiter.take(`ip:${clientAddress(req)}`);
+    const limited = (l: RateLimiter = loginLimiter) => {
+      const addr = addressOf(req);
+      const wait = Math.max(addressLimiter.take(`a:${addr}`), l === addressLimiter ? 0 : l.take(`ip:${addr}`));
       if (wait <= 0) return false;
       sendText(res, 429, 'too many requests; try again shortly\n', { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) });
       return true;
@@ -219,20 +268,21 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         return;
       case '/readyz':
         if (only('GET')) {
-          readiness().then((r) => sendJson(res, r.ready ? 200 : 503, r)).catch(fail);
+          if (draining) sendJson(res, 503, { ready: false, draining: true, services: {} });
+          else readiness().then((r) => sendJson(res, draining ? 503 : r.ready ? 200 : 503, draining ? { ...r, ready: false, draining } : r)).catch(fail);
         }
         return;
       case '/auth/session':
-        if (only('GET')) auth.session(req, res, headersOf(req));
+        if (only('GET') && !limited(addressLimiter)) auth.session(req, res, headersOf(req));
         return;
       case '/auth/login':
-        if (only('GET') && !limited()) auth.login(req, res, url).catch(fail);
+        if (only('GET') && !limited()) auth.login(req, res, url, addressOf(req)).catch(fail);
         return;
       case '/auth/callback':
         if (only('GET') && !limited()) auth.callback(req, res, url).catch(fail);
         return;
       case '/auth/logout':
-        if (only('POST')) auth.logout(req, res, headersOf(req)).catch(fail);
+        if (only('POST') && !limited(addressLimiter)) auth.logout(req, res, headersOf(req)).catch(fail);
         return;
       default:
         if (path.startsWith('/auth/')) {
@@ -248,6 +298,9 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     auth,
     limiter,
     readiness,
+    drain() {
+      draining = true;
+    },
     close() {
       clearInterval(sweep);
       for (const u of owned) u.close();
@@ -263,6 +316,12 @@ export interface Running {
   stop(graceMs?: number): Promise<void>;
 }
 
+// The answer to a request Node cannot parse, with the headers every answer carries.
+const RAW_400 = 'HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 12\r\n'
+  + `content-security-policy: ${CSP}\r\nx-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\n`
+  + 'x-frame-options: DENY\r\ncross-origin-opener-policy: same-origin\r\ncross-origin-resource-policy: same-origin\r\n'
+  + 'cache-control: no-store\r\nconnection: close\r\n\r\nbad request\n';
+
 export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Running> {
   let gateway!: Gateway;
   let inFlight = 0;
@@ -273,8 +332,12 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
       if (--inFlight === 0 && idle) idle();
     });
     try {
-      if (!gateway) sendText(res, 503, 'starting\n');
-      else gateway.handle(req, res);
+      if (gateway) {
+        gateway.handle(req, res);
+      } else {
+        securityHeaders(res, !!cfg.https);
+        sendText(res, 503, 'starting\n');
+      }
     } catch (err) {
       sanitize(err, req.url ?? '');
       if (!res.headersSent) sendText(res, 500, 'internal error\n');
@@ -301,7 +364,7 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
     server = s;
   }
   server.on('clientError', (err, socket) => {
-    if ((socket as net.Socket).writable) (socket as net.Socket).end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    if ((socket as net.Socket).writable) (socket as net.Socket).end(RAW_400);
     else socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {
@@ -320,6 +383,10 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = cfg.shutdownGraceMs) => {
     stopping ??= (async () => {
+      // First the drain: /readyz says 503 while everything is still served,
+      // so that the load balancer stops sending before the listener closes.
+      gateway.drain();
+      if (cfg.shutdownDrainMs > 0) await new Promise<void>((resolve) => setTimeout(resolve, cfg.shutdownDrainMs));
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       if (server instanceof http.Server) server.closeIdleConnections();
       for (const s of h2sessions) s.close();

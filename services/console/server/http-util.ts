@@ -1,6 +1,7 @@
 // Small HTTP helpers shared by the gateway's own endpoints: cookies, the
 // security headers every answer carries, plain answers.
 import type http from 'node:http';
+import net from 'node:net';
 import type http2 from 'node:http2';
 
 export type Req = http.IncomingMessage | http2.Http2ServerRequest;
@@ -62,8 +63,32 @@ export function redirect(res: Res, location: string, headers: Record<string, str
   res.end();
 }
 
-export function clientAddress(req: Req): string {
-  return req.socket?.remoteAddress ?? 'unknown';
+function plainIp(a: string): string {
+  const m = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i.exec(a);
+  return m?.[1] ?? a;
+}
+
+function inList(list: net.BlockList, ip: string): boolean {
+  const family = net.isIPv4(ip) ? 'ipv4' : net.isIPv6(ip) ? 'ipv6' : undefined;
+  return !!family && list.check(ip, family);
+}
+
+// The client's address: the TCP peer, or, when the peer is one of
+// --trusted_proxies, the rightmost X-Forwarded-For hop that is not a trusted
+// proxy (the leftmost hops are whatever the client wrote).
+export function clientAddress(req: Req, trusted?: net.BlockList): string {
+  const peer = plainIp(req.socket?.remoteAddress ?? 'unknown');
+  if (!trusted || !inList(trusted, peer)) return peer;
+  const header = req.headers['x-forwarded-for'];
+  const hops = (Array.isArray(header) ? header.join(',') : header ?? '').split(',').map((h) => plainIp(h.trim()));
+  let addr = peer;
+  for (let i = hops.length - 1; i >= 0; --i) {
+    const hop = hops[i]!;
+    if (!net.isIP(hop)) break;
+    addr = hop;
+    if (!inList(trusted, hop)) break;
+  }
+  return addr;
 }
 
 // The request headers as a Fetch Headers object.

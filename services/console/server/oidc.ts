@@ -123,6 +123,14 @@ export class Oidc {
     if (!tokens.id_token) throw new Error('the provider answered no ID token');
     return tokens.id_token;
   }
+
+  // Where to send the browser to end its session at the provider
+  // (RP-initiated logout), or undefined when the provider offers none.
+  async endSessionUrl(idToken: string, postLogoutRedirectUri: string): Promise<URL | undefined> {
+    const config = await this.configuration();
+    if (!config.serverMetadata().end_session_endpoint) return undefined;
+    return client.buildEndSessionUrl(config, { id_token_hint: idToken, post_logout_redirect_uri: postLogoutRedirectUri });
+  }
 }
 
 export const randomState = client.randomState;

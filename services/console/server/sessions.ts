@@ -32,6 +32,9 @@ export interface Session extends Tokens {
   refreshing?: Promise<void> | undefined;
   ended: boolean;
   revoked?: boolean;   // RevokeToken sent (or the refresh token is known dead)
+  refreshRetryAt?: number | undefined;  // a failed refresh is retried from then
+  endCause?: string | undefined;        // why the identity service ended it
+  idToken?: string | undefined;         // the provider's, for its sign-out (id_token_hint)
 }
 
 export function randomId(): string {
@@ -59,12 +62,14 @@ export class SessionStore {
   }
 
   create(tokens: Tokens): Session {
-    if (this.byId.size >= this.maxSessions) this.sweep();
-    if (this.byId.size >= this.maxSessions) {
-      // Still full of live sessions: the least recently used one goes (Map
-      // iteration order is insertion order; touch() re-inserts).
+    // Full: the least recently used sessions go, from the head of the map
+    // (iteration order is insertion order; touch() re-inserts), without
+    // looking at the others. Expired ones are at the head too (idle), or go
+    // at the periodic sweep.
+    while (this.byId.size >= this.maxSessions) {
       const oldest = this.byId.values().next().value as Session | undefined;
-      if (oldest) this.end(oldest);
+      if (!oldest) break;
+      this.end(oldest);
     }
     const t = this.now();
     const s: Session = { ...tokens, id: randomId(), csrfToken: randomId(), createdAt: t, lastSeen: t, ended: false };
@@ -131,25 +136,55 @@ export interface PendingLogin {
   codeVerifier: string;
   returnTo: string;
   createdAt: number;
+  address: string;
+  previousSession?: string | undefined;  // the session id this browser had at /auth/login
 }
 
 export class PendingLogins {
   private readonly byId = new Map<string, PendingLogin>();
+  private readonly byAddress = new Map<string, Set<string>>();  // ids, oldest first
   constructor(
     private readonly now: () => number,
     readonly ttlMs = 10 * 60_000,
     private readonly max = 10_000,
+    // A client address holds at most this many: one client cannot push
+    // everybody else's sign-ins out; its own oldest goes instead.
+    readonly maxPerAddress = 20,
   ) {}
+
+  get size(): number {
+    return this.byId.size;
+  }
 
   add(p: Omit<PendingLogin, 'id' | 'createdAt'>): PendingLogin {
     const t = this.now();
-    for (const [id, q] of this.byId) {
-      if (t - q.createdAt < this.ttlMs && this.byId.size < this.max) break;
-      this.byId.delete(id);
+    // Expired ones are at the head (insertion order).
+    for (const q of this.byId.values()) {
+      if (t - q.createdAt < this.ttlMs) break;
+      this.remove(q);
+    }
+    const mine = this.byAddress.get(p.address);
+    if (mine && mine.size >= this.maxPerAddress) {
+      const oldest = this.byId.get(mine.values().next().value as string);
+      if (oldest) this.remove(oldest);
+    }
+    if (this.byId.size >= this.max) {
+      const oldest = this.byId.values().next().value as PendingLogin | undefined;
+      if (oldest) this.remove(oldest);
     }
     const full: PendingLogin = { ...p, id: randomId(), createdAt: t };
     this.byId.set(full.id, full);
+    const ids = this.byAddress.get(p.address) ?? new Set<string>();
+    ids.add(full.id);
+    this.byAddress.set(p.address, ids);
     return full;
+  }
+
+  private remove(p: PendingLogin): void {
+    if (!this.byId.delete(p.id)) return;
+    const ids = this.byAddress.get(p.address);
+    ids?.delete(p.id);
+    if (ids && ids.size === 0) this.byAddress.delete(p.address);
   }
 
   // Takes the pending sign-in out (a code is exchanged once).
@@ -157,7 +192,7 @@ export class PendingLogins {
     if (!id) return undefined;
     const p = this.byId.get(id);
     if (!p) return undefined;
-    this.byId.delete(id);
+    this.remove(p);
     return this.now() - p.createdAt < this.ttlMs ? p : undefined;
   }
 }

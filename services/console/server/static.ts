@@ -62,7 +62,7 @@ export class StaticFiles {
       if (this.cache.size > 2000) this.cache.clear();
       this.cache.set(file, e);
     }
-    const gzip = e.gzip && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
+    const gzip = !!e.gzip && acceptsGzip(req.headers['accept-encoding']);
     const body = gzip ? e.gzip! : e.body;
     const immutable = rel.startsWith('assets/');
     res.writeHead(200, {
@@ -75,4 +75,23 @@ export class StaticFiles {
     if (req.method === 'HEAD') res.end();
     else res.end(body);
   }
+}
+
+// Accept-Encoding allows gzip: listed (or "*") with a q-value above 0.
+export function acceptsGzip(header: string | string[] | undefined): boolean {
+  let gzip: number | undefined;
+  let star: number | undefined;
+  for (const part of (Array.isArray(header) ? header.join(',') : header ?? '').split(',')) {
+    const [name = '', ...params] = part.split(';').map((x) => x.trim());
+    let q = 1;
+    for (const p of params) {
+      const m = /^q=([0-9.]+)$/i.exec(p);
+      if (m) q = Number(m[1]);
+    }
+    if (!Number.isFinite(q)) q = 0;
+    const n = name.toLowerCase();
+    if (n === 'gzip' || n === 'x-gzip') gzip = q;
+    else if (n === '*') star = q;
+  }
+  return (gzip ?? star ?? 0) > 0;
 }

@@ -1,7 +1,8 @@
 // The gateway's side of the platform: one gRPC transport per service, over
 // mutual TLS (the console's certificate, the platform CA) unless the address
 // is loopback and no certificate was given. Plaintext off loopback is refused,
-// as in the C++ services (PLAINTEXT_REFUSED).
+// as in the C++ services (PLAINTEXT_REFUSED), already by flags.ts (exit 2
+// before listening) and again here.
 //
 // Each transport keeps one HTTP/2 session (Http2SessionManager) to its
 // service and multiplexes every call on it; the session is opened on the

@@ -339,7 +339,7 @@ describe('gateway with stub services', () => {
     assert.equal(get.status, 405);
     const ok = await request('POST', `${t.url}/auth/logout`, { headers: cookieHeaders(t, s) });
     assert.equal(ok.status, 200);
-    assert.deepEqual(ok.json(), { signedIn: false, roles: [] });
+    assert.deepEqual(ok.json(), { signedIn: false, roles: [], redirect: null });
     assert.deepEqual(ok.headers['set-cookie'], [`${SESSION}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0`]);
     assert.ok(stub.revoked.includes('rt-logout'));
     const after = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
@@ -379,6 +379,7 @@ describe('gateway with stub services', () => {
     assert.equal(r.status, 200);
     assert.deepEqual(r.json(), { ready: true, services: { inventory: 'SERVING', booking: 'SERVING', billing: 'SERVING', usage: 'SERVING' } });
     stub.healthy = false;
+    t.clock.t += 1000; // the last check answers for a second
     try {
       const n = await request('GET', `${t.url}/readyz`);
       assert.equal(n.status, 503);

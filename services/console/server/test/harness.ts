@@ -46,6 +46,9 @@ export class Stub {
   slowStarted: (() => void) | undefined;
   healthy = true;
   deadRefreshTokens = new Set<string>();
+  refreshFailure: ConnectError | undefined;  // RefreshToken answers this while set
+  lenientRefresh = false;                    // an unknown refresh token is li-wei's
+  healthChecks = 0;
   private n = 0;
   server!: http2.Http2Server;
   address = '';
@@ -93,7 +96,9 @@ export class Stub {
         this.record('RefreshToken', ctx, req);
         ++this.refreshes;
         if (this.refreshGate) await this.refreshGate;
-        const user = usersByRefresh.get(req.refreshToken);
+        if (this.refreshFailure) throw this.refreshFailure;
+        const user = usersByRefresh.get(req.refreshToken)
+          ?? (this.lenientRefresh ? { id: 'li-wei', org: 'nanocraft', roles: [Role.LAB_USER], name: 'Li Wei' } : undefined);
         if (!user || this.deadRefreshTokens.has(req.refreshToken)) {
           throw new ConnectError('refresh token unknown, expired or revoked; sign in again', Code.Unauthenticated,
             undefined, [{ desc: ErrorInfoSchema, value: { reason: 'INVALID_REFRESH_TOKEN', domain: 'inventory.labshare' } }]);
@@ -119,6 +124,13 @@ export class Stub {
             { desc: DebugInfoSchema, value: { stackEntries: ['booking_service.cc:123 secret'], detail: 'internal detail' } },
           ]);
         }
+        if (req.name === 'bookings/proxy') {
+          // What an Envoy in front of a service says when the service is gone.
+          throw new ConnectError('upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111 remote 10.1.2.3:50052', Code.Unavailable);
+        }
+        if (req.name === 'bookings/bare') {
+          throw new ConnectError('grpc: received message larger than max (5000 vs. 4096) at 10.1.2.3', Code.ResourceExhausted);
+        }
         if (req.name === 'bookings/slow') {
           this.slowStarted?.();
           await (this.slowGate ?? new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve())));
@@ -142,7 +154,7 @@ export class Stub {
       },
     });
     router.service(Health, {
-      check: () => ({
+      check: () => (++this.healthChecks, {
         status: this.healthy ? HealthCheckResponse_ServingStatus.SERVING : HealthCheckResponse_ServingStatus.NOT_SERVING,
       }),
     });
@@ -192,8 +204,11 @@ export function testConfig(over: Partial<Config> & { upstream: string; port: num
     sessionIdleTimeoutMs: 30 * 60_000,
     maxSessions: 1000,
     rateLimit: { perSecond: 0, burst: 1 },
+    addressRateLimit: { perSecond: 0, burst: 1 },
+    loginRateLimit: { perSecond: 0, burst: 1 },
     accessLogSample: 1,
     shutdownGraceMs: 1000,
+    shutdownDrainMs: 0,
     ...rest,
   };
 }

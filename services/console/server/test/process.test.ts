@@ -68,8 +68,8 @@ describe('the gateway process', () => {
     assert.match(eb.stderr, /^labshare-console: unknown flag --frobnicate\n/);
     const c = run(['--listen=127.0.0.1:0', '--booking=10.1.2.3:443', '--inventory=127.0.0.1:1', '--billing=127.0.0.1:1', '--usage=127.0.0.1:1']);
     const ec = await c.exit;
-    assert.equal(ec.code, 1);
-    assert.match(ec.stderr, /PLAINTEXT_REFUSED: 10\.1\.2\.3:443 is not loopback/);
+    assert.equal(ec.code, 2, 'refused while reading the flags, before listening');
+    assert.match(ec.stderr, /^labshare-console: PLAINTEXT_REFUSED: --booking=10\.1\.2\.3:443 is not loopback/);
   });
 
   it('serves HTTPS (HTTP/1.1 and HTTP/2, HSTS), calls a service over mutual TLS, stops gracefully on SIGTERM', async () => {
@@ -78,7 +78,7 @@ describe('the gateway process', () => {
       '--listen=127.0.0.1:0', ...upstreams(tlsStubAddress),
       `--tls_ca=${path.join(pki, 'ca.crt')}`, `--tls_cert=${path.join(pki, 'console.crt')}`, `--tls_key=${path.join(pki, 'console.key')}`,
       `--https_cert=${path.join(pki, 'console.crt')}`, `--https_key=${path.join(pki, 'console.key')}`,
-      '--access_log_sample=0',
+      '--access_log_sample=0', '--shutdown_drain=0s',
     ]);
     try {
       const url = await p.url;

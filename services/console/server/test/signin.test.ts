@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { setLogSink } from '../errors.js';
 import {
   browserModule, closedPort, cookieValue, errorInfo, makePki, providerInstalled, request, reservePort, rpc,
-  startGateway, startProvider, Stub, testConfig, type BrowserLike, type BrowserModule, type Provider, type TestGateway,
+  startGateway, startProvider, Stub, testConfig, waitFor, type BrowserLike, type BrowserModule, type Provider, type TestGateway,
 } from './harness.js';
 
 const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
@@ -140,6 +140,53 @@ describe('sign-in with the development OpenID provider', { skip: !providerInstal
     assert.equal(afterOut.status, 401);
     assert.equal(errorInfo(afterOut)!.reason, 'SESSION_EXPIRED');
     assert.deepEqual((await request('GET', `${t.url}/auth/session`, { headers: { cookie } })).json(), { signedIn: false, roles: [] });
+  });
+
+  it('signing in again in the same browser ends the previous session and revokes its refresh token', async () => {
+    const { b } = await signIn('li-wei', 'demo-li-wei', '#/');
+    const first = sessionCookie(b)!;
+    const firstSession = t.gw.auth.sessions.lookup(first).session!;
+    const firstRefresh = firstSession.refreshToken;
+    // Again: /auth/login sees the session cookie (SameSite=Strict: sent on the
+    // console's own page, not on the provider's redirect to the callback).
+    const start = await b.request('GET', `${t.url}/auth/login`);
+    const atProvider = await b.go('GET', String(start.headers.location), { stopAt: callbackUrl });
+    const done = await B.walk(b, atProvider, { login: 'li-wei', password: 'demo-li-wei', stopAt: callbackUrl });
+    b.cookies.delete(`${new URL(t.url).host}|__Host-labshare_session`);
+    const back = await b.request('GET', done.redirect!);
+    assert.equal(back.status, 303);
+    const second = sessionCookie(b)!;
+    assert.notEqual(second, first);
+    assert.ok(t.gw.auth.sessions.lookup(second).session);
+    assert.equal(t.gw.auth.sessions.lookup(first).session, undefined, 'the first session ended');
+    assert.equal(firstSession.ended, true);
+    await waitFor(() => stub.revoked.includes(firstRefresh));
+  });
+
+  it("signs out at the provider too: /auth/logout answers its end_session URL; after it, Sign in asks for the password again", async () => {
+    const { b } = await signIn('li-wei', 'demo-li-wei', '#/');
+    const cookie = `__Host-labshare_session=${sessionCookie(b)}`;
+    const info = (await request('GET', `${t.url}/auth/session`, { headers: { cookie } })).json<{ csrfToken: string }>();
+    const session = t.gw.auth.sessions.lookup(sessionCookie(b)).session!;
+    assert.match(session.idToken ?? '', /^[\w-]+\.[\w-]+\.[\w-]+$/);
+    const out = await request('POST', `${t.url}/auth/logout`, { headers: { cookie, 'x-csrf-token': info.csrfToken, origin: t.origin } });
+    assert.equal(out.status, 200);
+    const { redirect: to } = out.json<{ redirect: string }>();
+    const u = new URL(to);
+    assert.equal(`${u.origin}${u.pathname}`, `${provider.issuer}/session/end`);
+    assert.equal(u.searchParams.get('id_token_hint'), session.idToken);
+    assert.equal(u.searchParams.get('post_logout_redirect_uri'), `${t.url}/`);
+    assert.equal(u.searchParams.get('client_id'), 'labshare-console');
+    // At the provider: its confirmation, then back to the console.
+    const confirm = await b.go('GET', to, { stopAt: `${t.url}/` });
+    const form = B.forms(confirm.body, confirm.url)[0]!;
+    const done = await b.go('POST', form.action, { form: { ...form.fields, logout: 'yes' }, stopAt: `${t.url}/` });
+    assert.equal(done.redirect, `${t.url}/`);
+    // Signing in again: the provider asks who it is (its session has ended).
+    const start = await b.request('GET', `${t.url}/auth/login`);
+    const page = await b.go('GET', String(start.headers.location), { stopAt: callbackUrl });
+    assert.equal(page.redirect, undefined, 'not silently signed back in');
+    assert.ok(B.forms(page.body, page.url).some((f) => 'password' in f.fields), 'the login form');
   });
 
   it('refuses a replayed callback and a callback from another browser (SIGN_IN_EXPIRED)', async () => {

@@ -34,11 +34,20 @@ export function signIn(): void {
 }
 
 export async function signOut(): Promise<void> {
-  await fetch('/auth/logout', {
+  const res = await fetch('/auth/logout', {
     method: 'POST',
     credentials: 'same-origin',
     headers: { 'x-csrf-token': session.value.csrfToken ?? '' },
   });
+  // {"redirect": URL|null}: the provider's sign-out page (it ends the
+  // provider's session too, then comes back here), or nothing to follow.
+  let to = '/';
+  try {
+    const body = (await res.json()) as { redirect?: unknown };
+    if (typeof body.redirect === 'string' && /^https?:\/\//.test(body.redirect)) to = body.redirect;
+  } catch {
+    // not JSON (an error page): stay on the console
+  }
   session.set({ signedIn: false, roles: [] });
-  location.assign('/');
+  location.assign(to);
 }

@@ -5,7 +5,7 @@
 // (UpdateInstrument with mask and etag) and set their state
 // (SetInstrumentState).
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { inventory, requestId } from '../../api';
+import { inventory } from '../../api';
 import { money, moneyText, parseMoney } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
@@ -18,7 +18,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ModeOfferingSchema } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { hours, isAdmin, label, Refusal, values } from './common';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad, useAction } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { zoneOr } from '../../zones';
@@ -47,15 +47,15 @@ function policyText(f: Facility): string {
 }
 
 function NewFacility({ orgs, onDone }: { orgs: Organization[]; onDone: (f: Facility) => void }) {
+  const mutate = useRequestId();
   const [v, setV] = useState({ id: '', displayName: '', owner: '', operator: '', funder: '', address: '', timeZone: 'Asia/Shanghai', members: true, nonMembers: false, foreign: false });
   const { busy, error: err, run } = useAction();
   const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
   async function submit(e: Event) {
     e.preventDefault();
     await run(async () => {
-      const f = await inventory.createFacility({
+      const f = await mutate('createFacility', {
         facilityId: v.id.trim(),
-        requestId: requestId(),
         facility: {
           displayName: v.displayName.trim(),
           ownerOrganization: v.owner ? `organizations/${v.owner}` : '',
@@ -63,7 +63,7 @@ function NewFacility({ orgs, onDone }: { orgs: Organization[]; onDone: (f: Facil
           funder: v.funder.trim(), address: v.address.trim(), timeZone: v.timeZone.trim(),
           accessPolicy: { allowMembers: v.members, allowNonMembers: v.nonMembers, allowForeign: v.foreign },
         },
-      });
+      }, (r) => inventory.createFacility(r));
       setV((o) => ({ ...o, id: '', displayName: '', funder: '', address: '' }));
       onDone(f);
     });
@@ -154,6 +154,7 @@ function ModePicker({ modes, set }: { modes: number[]; set: (m: number[]) => voi
 }
 
 function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Facility[]; orgs: Organization[]; facility: string; onDone: (i: Instrument) => void }) {
+  const mutate = useRequestId();
   const [v, setV] = useState({ id: '', displayName: '', facility, owner: '', category: '', value: '', currency: 'CNY', daily: '8' });
   const [modes, setModes] = useState<number[]>([SharingMode.ON_SITE]);
   const [r, setR] = useState<Rules>(DEFAULT_RULES);
@@ -170,9 +171,8 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
       const catalogue = modes.includes(SharingMode.TECHNICAL_SERVICE) && r.entryId.trim()
         ? [{ entryId: r.entryId.trim(), displayName: r.entryName.trim(), unit: r.entryUnit, instrumentTimePerUnit: hours(Number(r.entryMinutes) / 60) }]
         : [];
-      const i = await inventory.createInstrument({
+      const i = await mutate('createInstrument', {
         instrumentId: v.id.trim(),
-        requestId: requestId(),
         instrument: {
           displayName: v.displayName.trim(),
           facility: v.facility ? `facilities/${v.facility}` : '',
@@ -183,7 +183,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
           modes: offered,
           serviceCatalogue: catalogue,
         },
-      });
+      }, (r) => inventory.createInstrument(r));
       setV((o) => ({ ...o, id: '', displayName: '' }));
       onDone(i);
     });
@@ -255,6 +255,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
 }
 
 function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (i: Instrument, msg: string) => void; onClose: () => void }) {
+  const mutate = useRequestId();
   const cur = inst.originalValue?.currencyCode || 'CNY';
   const valueText = moneyText(inst.originalValue);
   const [v, setV] = useState({ displayName: inst.displayName, category: inst.category, daily: String(inst.dailyAvailableHours), value: valueText });
@@ -276,7 +277,7 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
   async function save(e: Event) {
     e.preventDefault();
     await run(async () => {
-      const i = await inventory.updateInstrument({
+      const i = await mutate('updateInstrument', {
         instrument: {
           name: inst.name, etag: inst.etag, displayName: v.displayName.trim(), category: v.category.trim(),
           dailyAvailableHours: Number(v.daily) || 0,
@@ -285,15 +286,14 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
           modes: modes.map((m) => inst.modes.find((o) => o.mode === m) ?? defaultOffering(m, DEFAULT_RULES, cur)),
         },
         updateMask: { paths },
-        requestId: requestId(),
-      });
+      }, (r) => inventory.updateInstrument(r));
       onDone(i, t('admin.instr.saved', { id: idOf(i.name) }));
     });
   }
   async function setInstrumentState(e: Event) {
     e.preventDefault();
     await run(async () => {
-      const i = await inventory.setInstrumentState({ name: inst.name, state, reason: reason.trim(), etag: inst.etag, requestId: requestId() });
+      const i = await mutate('setInstrumentState', { name: inst.name, state, reason: reason.trim(), etag: inst.etag }, (r) => inventory.setInstrumentState(r));
       onDone(i, t('admin.instr.stateSet', { id: idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
     });
   }

@@ -5,7 +5,7 @@
 // facility's, with its zone.
 import { useState } from 'preact/hooks';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { inventory, requestId } from '../../api';
+import { inventory } from '../../api';
 import { dateTime, money, parseMoney } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
@@ -14,7 +14,7 @@ import { RateUnit, type Instrument, type LookupRateResponse, type Organization, 
 import { isAdmin, label, Refusal, values } from './common';
 import { allFacilities, allInstruments } from './instruments';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad, useAction } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { dateToZonedInput, zonedInputToDate, zoneOr } from '../../zones';
@@ -32,6 +32,7 @@ export function priceText(r: Rate | undefined): string {
 }
 
 function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDone: (r: Rate) => void }) {
+  const mutate = useRequestId();
   const currency = inst.originalValue?.currencyCode || 'CNY';
   const offered = inst.modes.map((m) => m.mode);
   const [mode, setMode] = useState<number>(offered[0] ?? SharingMode.ON_SITE);
@@ -48,9 +49,8 @@ function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDon
     e.preventDefault();
     await run(async () => {
       const when = from ? zonedInputToDate(from, zone) : undefined;
-      const r = await inventory.createRate({
+      const r = await mutate('createRate', {
         parent: inst.name,
-        requestId: requestId(),
         rate: {
           mode, payerClass: payer, tier: payer === PayerClass.MEMBER ? tier.trim() : '', unit,
           serviceEntryId: mode === SharingMode.TECHNICAL_SERVICE && unit !== RateUnit.PER_HOUR ? entry : '',
@@ -58,7 +58,7 @@ function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDon
           effectiveTime: when ? timestampFromDate(when) : undefined,
           note: note.trim(),
         },
-      });
+      }, (r) => inventory.createRate(r));
       setPrice(''); setNote('');
       onDone(r);
     });

@@ -11,7 +11,7 @@ import {
   type Charge, type Invoice, type InvoiceLine,
 } from '../../../../gen/labshare/billing/v1/billing_pb';
 import { SharingMode, type Interval, type Money } from '../../../../gen/labshare/type/v1/types_pb';
-import { billing, requestId } from '../../api';
+import { billing } from '../../api';
 import { dateTime, money, percentBps, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
@@ -19,7 +19,7 @@ import {
   BillingHeader, CONSORTIUM_TZ, date, Facts, isAdmin, periodLabel, quantity, useNames, word, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
-import { ErrorBox, Loaded, useLoad, ColumnHeads } from '../../ui';
+import { ErrorBox, Loaded, useLoad, ColumnHeads, useRequestId } from '../../ui';
 import { idOf } from '../../names';
 import { href } from '../../nav';
 
@@ -149,6 +149,7 @@ function download(text: string, type: string, filename: string): void {
 // ------------------------------------------------------------------ admin
 
 function MarkPaid({ invoice, onDone }: { invoice: Invoice; onDone: () => void }) {
+  const mutate = useRequestId();
   const [ref, setRef] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>();
@@ -160,7 +161,7 @@ function MarkPaid({ invoice, onDone }: { invoice: Invoice; onDone: () => void })
         e.preventDefault();
         setBusy(true); setError(undefined);
         try {
-          await billing.markInvoicePaid({ name: invoice.name, externalReference: ref, etag: invoice.etag, requestId: requestId() });
+          await mutate('markInvoicePaid', { name: invoice.name, externalReference: ref, etag: invoice.etag }, (r) => billing.markInvoicePaid(r));
           setDone(true);
           onDone();
         } catch (err) { setError(err); } finally { setBusy(false); }

@@ -6,7 +6,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { Booking_State, LeaseContract_RateBasis, Lease_State, type Booking, type Lease, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
-import { booking, inventory, requestId } from '../../api';
+import { booking, inventory } from '../../api';
 import type { ShownError } from '../../errors';
 import { money } from '../../format';
 import { lang, t } from '../../i18n';
@@ -17,7 +17,7 @@ import {
 } from './common';
 import { durationMs, lateCancelFee, type FeePreview } from './money';
 import './lab.css';
-import { ErrorBox, StatusBox } from '../../ui';
+import { ErrorBox, StatusBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
 import { idOf } from '../../names';
 import { fromWall, toWall, zoneLabel } from '../../zones';
@@ -74,6 +74,7 @@ function Pager({ p, label }: { p: { hasPrev: boolean; page?: { next: string }; n
 }
 
 export default function LabBookings({ params }: { params: Record<string, string> }) {
+  const mutate = useRequestId();
   useSignal(lang);
   const s = useSignal(session);
   const [status, setStatus] = useState<string>();
@@ -104,9 +105,11 @@ export default function LabBookings({ params }: { params: Record<string, string>
   const zoneOf = (inst: string) => zones[inst]?.zone ?? 'Asia/Shanghai';
   const title = (inst: string) => zones[inst]?.title ?? idOf(inst);
 
+  const [acting, setActing] = useState(false);
   async function act(what: string, f: () => Promise<Booking | Lease>) {
     setActionError(undefined);
     setStatus(undefined);
+    setActing(true);
     try {
       const r = await f();
       const state = r.$typeName === 'labshare.booking.v1.Lease'
@@ -116,6 +119,8 @@ export default function LabBookings({ params }: { params: Record<string, string>
       leases.reload();
     } catch (e) {
       setActionError(explain(e));
+    } finally {
+      setActing(false);
     }
   }
 
@@ -173,9 +178,9 @@ export default function LabBookings({ params }: { params: Record<string, string>
                     </td>
                     <td><div class="lab-actions">
                       {slotMode && b.state === Booking_State.CONFIRMED &&
-                        <button type="button" onClick={() => void act(t('lab.act.checkIn'), () => booking.checkIn({ name: b.name, requestId: requestId() }))}>{t('lab.act.checkIn')}</button>}
+                        <button type="button" disabled={acting} onClick={() => void act(t('lab.act.checkIn'), () => mutate('checkIn', { name: b.name }, (r) => booking.checkIn(r)))}>{t('lab.act.checkIn')}</button>}
                       {b.state === Booking_State.CHECKED_IN && b.mode !== SharingMode.LEASE &&
-                        <button type="button" onClick={() => void act(t('lab.act.checkOut'), () => booking.checkOut({ name: b.name, requestId: requestId() }))}>{t('lab.act.checkOut')}</button>}
+                        <button type="button" disabled={acting} onClick={() => void act(t('lab.act.checkOut'), () => mutate('checkOut', { name: b.name }, (r) => booking.checkOut(r)))}>{t('lab.act.checkOut')}</button>}
                       {slotMode && (b.state === Booking_State.CONFIRMED || b.state === Booking_State.PENDING_APPROVAL) &&
                         <button type="button" class="danger" data-testid="cancel" onClick={() => { setStatus(undefined); setCancelling(b); }}>{t('lab.act.cancel')}</button>}
                     </div></td>
@@ -210,9 +215,9 @@ export default function LabBookings({ params }: { params: Record<string, string>
                     <td>{l.contract ? `${money(l.contract.rate)} / ${t(`lab.rateBasis.${LeaseContract_RateBasis[l.contract.rateBasis]}`)} · ${t('lab.lease.deposit')} ${money(l.contract.deposit)}` : '—'}</td>
                     <td>
                       {(l.state === Lease_State.REQUESTED || l.state === Lease_State.APPROVED) &&
-                        <button type="button" class="danger" onClick={() => {
+                        <button type="button" class="danger" disabled={acting} onClick={() => {
                           if (confirm(t('lab.lease.cancelConfirm', { name: idOf(l.name) }))) {
-                            void act(t('lab.act.cancelLease'), () => booking.cancelLease({ name: l.name, requestId: requestId() }));
+                            void act(t('lab.act.cancelLease'), () => mutate('cancelLease', { name: l.name }, (r) => booking.cancelLease(r)));
                           }
                         }}>{t('lab.act.cancelLease')}</button>}
                     </td>
@@ -289,6 +294,7 @@ interface Preview {
 function CancelPreview({ b, zone, onClose, onCancelled }: {
   b: Booking; zone: string; onClose: () => void; onCancelled: (b: Booking) => void;
 }) {
+  const mutate = useRequestId();
   const [p, setP] = useState<Preview>();
   const [error, setError] = useState<ShownError>();
   const [reason, setReason] = useState('');
@@ -327,7 +333,7 @@ function CancelPreview({ b, zone, onClose, onCancelled }: {
     setBusy(true);
     setError(undefined);
     try {
-      onCancelled(await booking.cancelBooking({ name: b.name, reason, requestId: requestId() }));
+      onCancelled(await mutate('cancelBooking', { name: b.name, reason }, (r) => booking.cancelBooking(r)));
     } catch (e) {
       setError(explain(e));
     } finally {

@@ -11,7 +11,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import type { Instrument, Facility } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { Booking_State, BusyInterval_Reason, type Booking, type Project, type QueryAvailabilityResponse } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
-import { booking, requestId } from '../../api';
+import { booking } from '../../api';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
@@ -20,7 +20,7 @@ import {
   approvalWord, bookingStateWord, busyWord, hhmm, instrumentWithZone, isoDay, modeWord, mondayOf, msTs, parseDay, rangeText, todayWall, tsMs, wallText,
 } from './common';
 import './lab.css';
-import { ErrorBox, StatusBox } from '../../ui';
+import { ErrorBox, StatusBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
 import { idOf } from '../../names';
 import { fromWall, toWall, zoneLabel } from '../../zones';
@@ -270,6 +270,7 @@ function KeyboardForm({ monday, onChoose }: { monday: number; onChoose: (s: Slot
 function BookPanel({ slot, zone, instrument, defaultMode, onClose, onBooked }: {
   slot: Slot; zone: string; instrument: Instrument; defaultMode: SharingMode; onClose: () => void; onBooked: (b: Booking) => void;
 }) {
+  const mutate = useRequestId();
   const [mode, setMode] = useState<SharingMode>(defaultMode);
   const [projects, setProjects] = useState<Project[]>();
   const [project, setProject] = useState('');
@@ -294,14 +295,13 @@ function BookPanel({ slot, zone, instrument, defaultMode, onClose, onBooked }: {
     setBusy(true);
     setError(undefined);
     try {
-      const b = await booking.createBooking({
-        requestId: requestId(),
+      const b = await mutate('createBooking', {
         booking: {
           instrument: instrument.name, mode, purpose,
           reservedInterval: { startTime: msTs(startMs), endTime: msTs(endMs) },
           project: mode === SharingMode.JOINT_RESEARCH ? project : '',
         },
-      });
+      }, (r) => booking.createBooking(r));
       onBooked(b);
     } catch (err) {
       setError(explain(err));

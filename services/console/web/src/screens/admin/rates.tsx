@@ -11,7 +11,7 @@ import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { PayerClass, SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { RateUnit, type Instrument, type LookupRateResponse, type Organization, type Rate } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { isAdmin, label, Refusal, values } from './common';
+import { AmountNote, amountOk, isAdmin, label, Refusal, values } from './common';
 import { allFacilities, allInstruments } from './instruments';
 import { allOrganizations } from './organizations';
 import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
@@ -45,8 +45,12 @@ function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDon
   const [note, setNote] = useState('');
   const { busy, error: err, run } = useAction();
   const units = UNITS_FOR[mode] ?? [];
+  const [checked, setChecked] = useState(false);
+  const priceBad = !amountOk(price, currency);
   async function submit(e: Event) {
     e.preventDefault();
+    setChecked(true);
+    if (priceBad) { (e.currentTarget as HTMLFormElement).querySelector<HTMLInputElement>('[name=price]')?.focus(); return; }
     await run(async () => {
       const when = from ? zonedInputToDate(from, zone) : undefined;
       const r = await mutate('createRate', {
@@ -54,12 +58,12 @@ function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDon
         rate: {
           mode, payerClass: payer, tier: payer === PayerClass.MEMBER ? tier.trim() : '', unit,
           serviceEntryId: mode === SharingMode.TECHNICAL_SERVICE && unit !== RateUnit.PER_HOUR ? entry : '',
-          price: { currencyCode: currency, amountMinor: parseMoney(price || '0', currency)?.amountMinor ?? 0n },
+          price: { currencyCode: currency, amountMinor: parseMoney(price, currency)!.amountMinor },
           effectiveTime: when ? timestampFromDate(when) : undefined,
           note: note.trim(),
         },
       }, (r) => inventory.createRate(r));
-      setPrice(''); setNote('');
+      setPrice(''); setNote(''); setChecked(false);
       onDone(r);
     });
   }
@@ -96,7 +100,9 @@ function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDon
         </label>
       )}
       <label class="field">{t('admin.rates.price', { currency })}
-        <input name="price" inputMode="decimal" value={price} onInput={(e) => setPrice((e.target as HTMLInputElement).value)} />
+        <input name="price" inputMode="decimal" aria-required="true" value={price} aria-invalid={checked && priceBad}
+          aria-describedby={checked && priceBad ? 'rate-price-note' : undefined} onInput={(e) => setPrice((e.target as HTMLInputElement).value)} />
+        <AmountNote show={checked && priceBad} currency={currency} id="rate-price-note" />
       </label>
       <label class="field">{t('admin.rates.effectiveFrom', { zone })}
         <input name="effectiveFrom" type="datetime-local" value={from} onInput={(e) => setFrom((e.target as HTMLInputElement).value)} />

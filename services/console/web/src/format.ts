@@ -68,16 +68,20 @@ export function hoursNumber(seconds: bigint | number | undefined): string {
   return new Intl.NumberFormat(lang.value, { maximumFractionDigits: 2 }).format(Number(seconds ?? 0) / 3600);
 }
 
+// The locale of every date shown: English dates day-first the British way
+// ("06/04/2027", "6 April 2027"), everywhere; Chinese as zh-CN writes them.
+export const dateLocale = (): string => (lang.value === 'en' ? 'en-GB' : lang.value);
+
 // Date and time in `timeZone`; with the zone's short name after the time
 // ("2027/03/01 08:01 GMT+8", never between date and time).
 export function dateTime(ts: Timestamp | undefined, timeZone: string, withZone = false): string {
   if (!ts) return '—';
   const d = timestampDate(ts);
-  const text = new Intl.DateTimeFormat(lang.value, {
+  const text = new Intl.DateTimeFormat(dateLocale(), {
     timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
   }).format(d);
   if (!withZone) return text;
-  const zone = new Intl.DateTimeFormat(lang.value, { timeZone, timeZoneName: 'short' })
+  const zone = new Intl.DateTimeFormat(dateLocale(), { timeZone, timeZoneName: 'short' })
     .formatToParts(d).find((p) => p.type === 'timeZoneName')?.value;
   return zone ? `${text} ${zone}` : text;
 }

@@ -12,7 +12,7 @@ import {
 } from '../../../../gen/labshare/billing/v1/billing_pb';
 import { SharingMode, type Interval, type Money } from '../../../../gen/labshare/type/v1/types_pb';
 import { billing } from '../../api';
-import { dateTime, money, percentBps, moneyText } from '../../format';
+import { dateLocale, dateTime, money, percentBps, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
@@ -73,7 +73,7 @@ function when(iv: Interval | undefined, zone: string): string {
   if (!iv?.startTime || !iv.endTime) return '';
   const sameDay = date(iv.startTime, zone) === date(iv.endTime, zone);
   const end = sameDay
-    ? new Intl.DateTimeFormat(lang.value, { timeZone: zone, hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZoneName: 'short' })
+    ? new Intl.DateTimeFormat(dateLocale(), { timeZone: zone, hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZoneName: 'short' })
       .format(timestampDate(iv.endTime))
     : dateTime(iv.endTime, zone, true);
   return `${dateTime(iv.startTime, zone)} – ${end}`;

@@ -3,7 +3,9 @@
 import type { ComponentChildren } from 'preact';
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { requestId } from './api';
+import { booking, requestId } from './api';
+import { timestampDate, timestampFromDate } from '@bufbuild/protobuf/wkt';
+import type { Instrument } from '../../gen/labshare/inventory/v1/inventory_pb';
 import { explain, type ShownError } from './errors';
 import { lang, t } from './i18n';
 import { useSignal } from './signal';
@@ -157,4 +159,25 @@ export function useRequestId() {
       flying.current = false;
     }
   }, []);
+}
+
+// The platform's "now" (not the browser's clock): QueryAvailability's
+// earliest_start for a slot mode of the instrument, less its minimum notice.
+// Undefined when the instrument offers no slot mode or the question fails.
+export async function platformNow(inst: Instrument): Promise<Date | undefined> {
+  const offering = inst.modes.find((m) => m.slotRules);
+  if (!offering) return undefined;
+  try {
+    const probe = new Date();
+    const r = await booking.queryAvailability({
+      instrument: inst.name, mode: offering.mode,
+      range: { startTime: timestampFromDate(probe), endTime: timestampFromDate(new Date(probe.getTime() + 3_600_000)) },
+    });
+    if (!r.earliestStart) return undefined;
+    const notice = offering.slotRules?.minNotice;
+    const noticeMs = notice ? Number(notice.seconds) * 1000 + Math.round(notice.nanos / 1e6) : 0;
+    return new Date(timestampDate(r.earliestStart).getTime() - noticeMs);
+  } catch {
+    return undefined;
+  }
 }

@@ -3,7 +3,7 @@
 // lines are never edited, a later line supersedes); anybody looks up the
 // line in force for a payer at a time (LookupRate). Times are the
 // facility's, with its zone.
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { inventory } from '../../api';
 import { dateTime, money, parseMoney } from '../../format';
@@ -14,7 +14,7 @@ import { RateUnit, type Instrument, type LookupRateResponse, type Organization, 
 import { AmountNote, amountOk, isAdmin, label, Refusal, values } from './common';
 import { allFacilities, allInstruments } from './instruments';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId, platformNow } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { dateToZonedInput, zonedInputToDate, zoneOr } from '../../zones';
@@ -119,7 +119,14 @@ function Lookup({ inst, zone, orgs, at }: { inst: Instrument; zone: string; orgs
   const offered = inst.modes.map((m) => m.mode);
   const [mode, setMode] = useState<number>(offered[0] ?? SharingMode.ON_SITE);
   const [payer, setPayer] = useState('');
-  const [time, setTime] = useState(at || dateToZonedInput(new Date(), zone));
+  // The platform's now (not the browser's clock), unless the route gives a time.
+  const [time, setTime] = useState(at);
+  useEffect(() => {
+    if (at) return;
+    let live = true;
+    void platformNow(inst).then((now) => { if (live && now) setTime((t0) => t0 || dateToZonedInput(now, zone)); });
+    return () => { live = false; };
+  }, [inst.name]);
   const [entry, setEntry] = useState('');
   const [res, setRes] = useState<LookupRateResponse>();
   const { busy, error: err, run } = useAction();

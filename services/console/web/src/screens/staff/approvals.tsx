@@ -187,7 +187,7 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
     let live = true;
     inventory.lookupRate({
       instrument: l.instrument, mode: SharingMode.LEASE, payerOrganization: l.lesseeOrganization,
-      time: l.term?.startTime ?? timestampFromDate(new Date()),
+      time: l.term?.startTime ?? l.createTime,
     }).then((r) => {
       if (!live || !r.rate?.price) return;
       setRate(moneyText(r.rate.price));

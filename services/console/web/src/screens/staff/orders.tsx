@@ -109,7 +109,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
     let live = true;
     inventory.lookupRate({
       instrument: o.instrument, mode: SharingMode.TECHNICAL_SERVICE, payerOrganization: o.clientOrganization,
-      serviceEntryId: o.serviceEntryId, time: timestampFromDate(new Date()),
+      serviceEntryId: o.serviceEntryId, time: o.createTime, // the line in force when it was ordered
     }).then((r) => live && r.rate?.price && setFee(moneyText(r.rate.price)), () => undefined);
     return () => { live = false; };
   }, [form]);

@@ -20,7 +20,7 @@ import {
 } from './common';
 import { StateBadge } from './invoices';
 import { ErrorBox, Loaded, useLoad, ColumnHeads, useRequestId } from '../../ui';
-import { idOf } from '../../names';
+import { idOf, listAll } from '../../names';
 import { href } from '../../nav';
 
 interface Data { invoice: Invoice; charges: Map<string, Charge>; pools: Map<string, string> }
@@ -28,8 +28,11 @@ interface Data { invoice: Invoice; charges: Map<string, Charge>; pools: Map<stri
 async function load(name: string): Promise<Data> {
   const [invoice, pools] = await Promise.all([
     billing.getInvoice({ name }),
-    billing.listSubsidyPools({ pageSize: 200 }).then(
-      (r) => new Map(r.subsidyPools.map((p) => [p.name, p.displayName || idOf(p.name)])),
+    listAll(async (pageToken) => {
+      const r = await billing.listSubsidyPools({ pageSize: 200, pageToken });
+      return { items: r.subsidyPools, next: r.nextPageToken };
+    }).then(
+      (all) => new Map(all.map((p) => [p.name, p.displayName || idOf(p.name)])),
       () => new Map<string, string>(),
     ),
   ]);

@@ -17,15 +17,18 @@ import {
 } from './common';
 import { StateBadge } from './invoices';
 import { ErrorBox, Loaded, useLoad, ColumnHeads, StatusBox, useAction, useRequestId } from '../../ui';
-import { idOf } from '../../names';
+import { idOf, listAll } from '../../names';
 
 interface Data { settlements: Settlement[]; invoices: Map<string, string> }
 
 async function load(org: string, period: string): Promise<Data> {
   // The organisation's invoices of the period (name -> number), to link the
   // netted invoices it may open.
-  const invoices = billing.listInvoices({ period, pageSize: 200 }).then(
-    (r) => new Map(r.invoices
+  const invoices = listAll(async (pageToken) => {
+    const r = await billing.listInvoices({ period, pageSize: 200, pageToken });
+    return { items: r.invoices, next: r.nextPageToken };
+  }).then(
+    (all) => new Map(all
       .filter((i) => seesAll() || i.payerOrganization === org || i.payees.some((p) => p.organization === org))
       .map((i) => [i.name, i.number])),
     () => new Map<string, string>(),

@@ -22,7 +22,7 @@ import {
 import './lab.css';
 import { ErrorBox, StatusBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
-import { idOf } from '../../names';
+import { idOf, listAll } from '../../names';
 import { fromWall, toWall, zoneLabel } from '../../zones';
 
 const DAY = 86_400_000;
@@ -72,9 +72,12 @@ export default function LabCalendar({ params }: { params: Record<string, string>
     const range = { startTime: msTs(start), endTime: msTs(end) };
     Promise.all([
       booking.queryAvailability({ instrument: base.instrument.name, range, mode }),
-      booking.listBookings({ instrument: base.instrument.name, timeRange: range, pageSize: 200, user: s.user ?? '' }),
-    ]).then(([avail, list]) => {
-      if (live) setWeek({ avail, mine: list.bookings.filter((b) => HOLDING.includes(b.state)) });
+      listAll(async (pageToken) => {
+        const r = await booking.listBookings({ instrument: base.instrument.name, timeRange: range, pageSize: 200, user: s.user ?? '', pageToken });
+        return { items: r.bookings, next: r.nextPageToken };
+      }),
+    ]).then(([avail, mine]) => {
+      if (live) setWeek({ avail, mine: mine.filter((b) => HOLDING.includes(b.state)) });
     }, (e) => live && setWeek({ mine: [], error: explain(e) }));
     return () => { live = false; };
   }, [base, weekParam, mode, refresh, s.user]);
@@ -281,9 +284,12 @@ function BookPanel({ slot, zone, instrument, defaultMode, onClose, onBooked }: {
   useEffect(() => { heading.current?.focus(); }, []);
   useEffect(() => {
     if (mode !== SharingMode.JOINT_RESEARCH || projects) return;
-    booking.listProjects({ instrument: instrument.name, pageSize: 100 }).then((r) => {
-      setProjects(r.projects);
-      if (r.projects[0]) setProject(r.projects[0].name);
+    listAll(async (pageToken) => {
+      const r = await booking.listProjects({ instrument: instrument.name, pageSize: 200, pageToken });
+      return { items: r.projects, next: r.nextPageToken };
+    }).then((all) => {
+      setProjects(all);
+      if (all[0]) setProject(all[0].name);
     }, (e) => setError(explain(e)));
   }, [mode]);
   const offered = instrument.modes.map((m) => m.mode).filter((m) => m === SharingMode.ON_SITE || m === SharingMode.JOINT_RESEARCH);

@@ -19,8 +19,8 @@ import { durationMs, lateCancelFee, type FeePreview } from './money';
 import './lab.css';
 import { ErrorBox, StatusBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
-import { idOf } from '../../names';
-import { fromWall, toWall, zoneLabel } from '../../zones';
+import { allFacilities, idOf } from '../../names';
+import { DEFAULT_ZONE, fromWall, toWall, zoneLabel } from '../../zones';
 
 const PAGE = 20;
 
@@ -84,19 +84,30 @@ export default function LabBookings({ params }: { params: Record<string, string>
   // ?month=2027-03 narrows all three lists to that month (consortium
   // time, Asia/Shanghai); without it everything, newest first.
   const month = /^\d{4}-\d{2}$/.test(params.month ?? '') ? params.month! : '';
-  const range = monthRange(month);
+  // The month in the facilities' zone when they all share one (else the
+  // consortium's, Asia/Shanghai); asked before the lists.
+  const [listZone, setListZone] = useState<string>();
+  useEffect(() => {
+    let live = true;
+    allFacilities().then((fs) => {
+      const zs = [...new Set(fs.map((f) => f.timeZone || DEFAULT_ZONE))];
+      if (live) setListZone(zs.length === 1 ? zs[0]! : DEFAULT_ZONE);
+    }, () => live && setListZone(DEFAULT_ZONE));
+    return () => { live = false; };
+  }, []);
+  const range = monthRange(month, listZone ?? DEFAULT_ZONE);
   const bookings = usePages<Booking>(async (pageToken) => {
     const r = await booking.listBookings({ user: s.user ?? '', orderBy: 'start_time desc', pageSize: PAGE, pageToken, timeRange: range });
     return { items: r.bookings, next: r.nextPageToken };
-  }, [s.user, month]);
+  }, [s.user, month, listZone]);
   const leases = usePages<Lease>(async (pageToken) => {
     const r = await booking.listLeases({ orderBy: 'start_time desc', pageSize: PAGE, pageToken, timeRange: range });
     return { items: r.leases, next: r.nextPageToken };
-  }, [s.user, month]);
+  }, [s.user, month, listZone]);
   const orders = usePages<ServiceOrder>(async (pageToken) => {
     const r = await booking.listServiceOrders({ pageSize: PAGE, pageToken, createTimeRange: range });
     return { items: r.serviceOrders, next: r.nextPageToken };
-  }, [s.user, month]);
+  }, [s.user, month, listZone]);
   const zones = useZones([
     ...(bookings.page?.items ?? []).map((b) => b.instrument),
     ...(leases.page?.items ?? []).map((l) => l.instrument),
@@ -261,10 +272,9 @@ export default function LabBookings({ params }: { params: Record<string, string>
   );
 }
 
-function monthRange(month: string) {
+function monthRange(month: string, zone: string) {
   if (!month) return undefined;
   const [y, m] = month.split('-').map(Number) as [number, number];
-  const zone = 'Asia/Shanghai';
   return { startTime: msTs(fromWall(Date.UTC(y, m - 1, 1), zone)), endTime: msTs(fromWall(Date.UTC(y, m, 1), zone)) };
 }
 

@@ -174,6 +174,16 @@ test('the consortium admin registers an instrument, prices it and looks the rate
   const rf = page.getByTestId('rate-form');
   await rf.locator('[name=payerClass]').selectOption({ label: 'Non-member' });
   await rf.locator('[name=effectiveFrom]').fill('2027-05-01T00:00');
+  // An empty or malformed price never reaches the service (it would be a free line).
+  let createRateCalls = 0;
+  page.on('request', (r) => { if (r.url().endsWith('/InventoryService/CreateRate')) createRateCalls += 1; });
+  await rf.getByRole('button', { name: 'Add rate line' }).click();
+  await expect(rf.getByTestId('field-error')).toHaveText('Enter an amount in CNY such as 1234.50 or 1,234.50 (at most 2 decimals).');
+  await rf.locator('[name=price]').fill('1,2,3');
+  await rf.getByRole('button', { name: 'Add rate line' }).click();
+  await expect(rf.locator('[name=price]')).toHaveAttribute('aria-invalid', 'true');
+  await expect(rf.getByTestId('field-error')).toBeVisible();
+  expect(createRateCalls).toBe(0);
   // A negative price is the service's to refuse.
   await rf.locator('[name=price]').fill('-5');
   await rf.getByRole('button', { name: 'Add rate line' }).click();
@@ -251,6 +261,8 @@ test('the organisations in Chinese', async ({ page }) => {
   await page.goto(`${new URL(page.url()).origin}/#/admin/rates?instrument=sem-1&mode=ON_SITE`);
   await expect(page.getByRole('heading', { name: '收费标准' })).toBeVisible();
   await expect(page.getByTestId('rates').locator('tbody tr').first()).toContainText('场所共用');
+  // Without a time in the route, the look-up starts at the platform's now (the demo clock), not the browser's.
+  await expect(page.getByTestId('lookup-form').locator('[name=time]')).toHaveValue('2027-04-01T10:00');
   await shot(page, 'admin-rates-zh');
   await page.getByTestId('language').selectOption('en');
 });

@@ -99,6 +99,40 @@ test('li-wei drags a free slot, gets a confirmed booking, and is refused an over
   expect(await myBookingsAt('2027-04-06T02:30:00Z', '2027-04-06T03:30:00Z')).toEqual([]);
 });
 
+test('a booking whose answer is lost is made once when Book is pressed again', async ({ page }) => {
+  await signInAs(page, 'li-wei', '#/lab/instruments/sem-1?week=2027-04-05');
+  await expect(page.locator('.fc-bg-event.lab-free').first()).toBeVisible();
+  // The first CreateBooking reaches the service, but its answer is lost.
+  let calls = 0;
+  const ids: string[] = [];
+  await page.route('**/labshare.booking.v1.BookingService/CreateBooking', async (route) => {
+    calls += 1;
+    ids.push((JSON.parse(route.request().postData() ?? '{}') as { requestId?: string }).requestId ?? '');
+    if (calls === 1) {
+      await route.fetch();
+      await route.abort('failed');
+    } else {
+      await route.continue();
+    }
+  });
+  await drag(page, '2027-04-08', '15:00', '16:00');
+  const panel = page.getByTestId('book-panel');
+  await panel.getByTestId('book-purpose').fill('retry after a lost answer');
+  await panel.getByTestId('book-confirm').click();
+  await expect(panel.getByRole('alert')).toBeVisible();
+  await expect.poll(() => myBookingsAt('2027-04-08T07:00:00Z', '2027-04-08T08:00:00Z').then((b) => b.length)).toBe(1);
+  await panel.getByTestId('book-confirm').click();
+  await expect(page.getByRole('status')).toContainText('Confirmed.');
+  expect(calls).toBe(2);
+  expect(ids[0]).toBeTruthy();
+  expect(ids[1]).toBe(ids[0]);
+  const mine = await myBookingsAt('2027-04-08T07:00:00Z', '2027-04-08T08:00:00Z');
+  expect(mine.map((b) => b.state)).toEqual(['CONFIRMED']);
+  const name = (await page.getByTestId('booked').textContent())?.match(/Booking (\S+) for/)?.[1];
+  expect(`bookings/${name}`).toBe(mine[0]!.name);
+  await page.unroute('**/labshare.booking.v1.BookingService/CreateBooking');
+});
+
 test('the bookings list shows the demo month and previews, then makes, the cancellation', async ({ page }) => {
   expect(booked).not.toBe('');
   await signInAs(page, 'li-wei', '#/lab/bookings?month=2027-03');

@@ -38,3 +38,15 @@ test('signing out ends the session at the provider too: Sign in asks for the pas
   expect(new URL(page.url()).origin).not.toBe(origin);
   await expect(page.getByTestId('who')).toHaveCount(0);
 });
+
+test('after a route change focus is on the new page; a screen that fails to load offers a reload', async ({ page }) => {
+  await signInAs(page, 'li-wei');
+  await page.getByRole('navigation').getByRole('link', { name: 'My bookings' }).click();
+  await expect(page).toHaveURL(/#\/lab\/bookings/);
+  await expect(page.locator('main')).toBeFocused();
+  // The screen's code cannot be fetched (the connection dropped): no endless "Loading…".
+  await page.route('**/assets/instruments-*.js', (route) => route.abort('failed'));
+  await page.getByRole('navigation').getByRole('link', { name: 'Find instruments' }).click();
+  await expect(page.getByTestId('error')).toContainText('This page could not be loaded');
+  await expect(page.getByRole('button', { name: 'Reload' })).toBeVisible();
+});

@@ -6,16 +6,29 @@ import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { MoneySchema, type Money } from '../../gen/labshare/type/v1/types_pb';
 import { lang } from './i18n';
 
-const DIGITS: Record<string, number> = { JPY: 0, KRW: 0 };
-// Minor-unit digits of a currency.
-export const currencyDigits = (code: string): number => DIGITS[code] ?? 2;
+const DIGITS = new Map<string, number>();
+// Minor-unit digits of a currency (ISO 4217, as the browser knows it; 2 for
+// a code it does not know).
+export function currencyDigits(code: string): number {
+  let d = DIGITS.get(code);
+  if (d === undefined) {
+    try {
+      d = new Intl.NumberFormat('en', { style: 'currency', currency: code || 'CNY' }).resolvedOptions().maximumFractionDigits ?? 2;
+    } catch {
+      d = 2;
+    }
+    DIGITS.set(code, d);
+  }
+  return d;
+}
 
+// Exactly, however large: the decimal string goes to Intl, never a Number.
 export function money(m: Money | undefined): string {
   if (!m) return '—';
   const digits = currencyDigits(m.currencyCode);
   return new Intl.NumberFormat(lang.value, {
-    style: 'currency', currency: m.currencyCode || 'CNY', minimumFractionDigits: digits,
-  }).format(moneyValue(m));
+    style: 'currency', currency: m.currencyCode || 'CNY', minimumFractionDigits: digits, maximumFractionDigits: digits,
+  }).format(moneyText(m) as unknown as number);
 }
 
 // The amount in major units as a number (for charts and sums).
@@ -33,14 +46,17 @@ export function moneyText(m: Money | undefined): string {
   return neg ? `-${s}` : s;
 }
 
-// "1234.5" (major units, at most the currency's digits) -> Money, exactly;
+// "1234.5" or "1,234.5" (major units, at most the currency's digits) -> Money, exactly;
 // undefined when it is not a plain amount. A minus sign is kept: whether a
 // negative amount is allowed is the service's (or the screen's) decision.
 export function parseMoney(text: string, currencyCode: string): Money | undefined {
   const digits = currencyDigits(currencyCode);
-  const s = text.trim().replace(/,/g, '');
-  const re = digits === 0 ? /^-?\d+$/ : new RegExp(`^-?\\d+(?:\\.\\d{1,${digits}})?$`);
-  if (!re.test(s)) return undefined;
+  const t = text.trim();
+  // Digits with proper thousands grouping ("1,234,567") or none ("1234567").
+  const grouped = '(?:\\d{1,3}(?:,\\d{3})+|\\d+)';
+  const re = new RegExp(`^-?${grouped}${digits === 0 ? '' : `(?:\\.\\d{1,${digits}})?`}$`);
+  if (!re.test(t)) return undefined;
+  const s = t.replace(/,/g, '');
   const neg = s.startsWith('-');
   const [whole, frac = ''] = (neg ? s.slice(1) : s).split('.');
   const minor = BigInt(whole!) * 10n ** BigInt(digits) + BigInt((frac + '0'.repeat(digits)).slice(0, digits) || '0');
@@ -52,16 +68,20 @@ export function hoursNumber(seconds: bigint | number | undefined): string {
   return new Intl.NumberFormat(lang.value, { maximumFractionDigits: 2 }).format(Number(seconds ?? 0) / 3600);
 }
 
+// The locale of every date shown: English dates day-first the British way
+// ("06/04/2027", "6 April 2027"), everywhere; Chinese as zh-CN writes them.
+export const dateLocale = (): string => (lang.value === 'en' ? 'en-GB' : lang.value);
+
 // Date and time in `timeZone`; with the zone's short name after the time
 // ("2027/03/01 08:01 GMT+8", never between date and time).
 export function dateTime(ts: Timestamp | undefined, timeZone: string, withZone = false): string {
   if (!ts) return '—';
   const d = timestampDate(ts);
-  const text = new Intl.DateTimeFormat(lang.value, {
+  const text = new Intl.DateTimeFormat(dateLocale(), {
     timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
   }).format(d);
   if (!withZone) return text;
-  const zone = new Intl.DateTimeFormat(lang.value, { timeZone, timeZoneName: 'short' })
+  const zone = new Intl.DateTimeFormat(dateLocale(), { timeZone, timeZoneName: 'short' })
     .formatToParts(d).find((p) => p.type === 'timeZoneName')?.value;
   return zone ? `${text} ${zone}` : text;
 }

@@ -1,7 +1,7 @@
 // The console's shell: session, navigation per role, language switch, and
 // the screen of the current hash route.
 import { render } from 'preact';
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import type { ComponentType } from 'preact';
 import './messages';
 import './style.css';
@@ -64,13 +64,41 @@ function Nav({ hash }: { hash: string }) {
 function Screen({ hash }: { hash: string }) {
   const found = match(hash);
   const [loaded, setLoaded] = useState<{ path: string; C: ComponentType<{ params: Record<string, string> }> }>();
+  const [failed, setFailed] = useState<string>();
   useEffect(() => {
     if (!found) return;
     let live = true;
-    void found.route.load().then((m) => live && setLoaded({ path: found.route.path, C: m.default }));
+    setFailed(undefined);
+    found.route.load().then(
+      (m) => live && setLoaded({ path: found.route.path, C: m.default }),
+      () => live && setFailed(found.route.path),
+    );
     return () => { live = false; };
   }, [found?.route.path]);
+  // After a route change, once the screen is there: focus moves to <main>
+  // (unless the screen put it somewhere inside), so a screen reader starts
+  // at the new content and Tab continues from there.
+  const page = hash.split('?')[0];
+  const shownPath = loaded && found && loaded.path === found.route.path ? page : undefined;
+  const before = useRef<string>();
+  useEffect(() => {
+    if (!shownPath) return;
+    const first = before.current === undefined;
+    if (shownPath === before.current) return;
+    before.current = shownPath;
+    if (first) return;
+    const main = document.getElementById('main');
+    if (main && !main.contains(document.activeElement)) main.focus({ preventScroll: true });
+  }, [shownPath]);
   if (!found) return <p role="alert">{t('app.notFound')}</p>;
+  if (failed === found.route.path) {
+    return (
+      <div class="error" role="alert" data-testid="error">
+        <p class="error-sentence">{t('app.screenFailed')}</p>
+        <button type="button" onClick={() => location.reload()}>{t('app.reload')}</button>
+      </div>
+    );
+  }
   if (!loaded || loaded.path !== found.route.path) return <p aria-busy="true">{t('app.loading')}</p>;
   const C = loaded.C;
   return <C params={found.params} />;

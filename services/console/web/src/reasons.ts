@@ -45,7 +45,7 @@ registerMessages({
     'reason.AUDIT_CORRUPTED': 'The audit trail is damaged. Run the audit-trail verification and tell the platform operator.',
     // ---------------------------------------------- concurrency and retries
     'reason.ETAG_MISMATCH': 'Someone changed this in the meantime. Reload it to see the current version, then try again.',
-    'reason.CONCURRENT_MODIFICATION': 'Another change was made at the same moment. Please try again.',
+    'reason.CONCURRENT_MODIFICATION': 'Another change was made at the same moment. Please press the same button again: it is not done twice.',
     'reason.REQUEST_ID_REUSED': 'This request was already sent with different content. Reload the page and try again.',
     // ----------------------------------------------------------- bad input
     'reason.INVALID_FIELD': 'A value you entered is not accepted ({field}). Correct it and try again.',
@@ -201,7 +201,7 @@ registerMessages({
     'reason.AUDIT_CORRUPTED': '审计记录已损坏，请运行审计记录校验并告知平台运维人员。',
     // ---------------------------------------------- concurrency and retries
     'reason.ETAG_MISMATCH': '该内容已被他人修改，请刷新查看最新版本后重试。',
-    'reason.CONCURRENT_MODIFICATION': '同一时间有其他修改，请重试。',
+    'reason.CONCURRENT_MODIFICATION': '同一时间有其他修改，请再次点击同一按钮：不会重复执行。',
     'reason.REQUEST_ID_REUSED': '该请求已以不同内容提交过，请刷新页面后重试。',
     // ----------------------------------------------------------- bad input
     'reason.INVALID_FIELD': '您输入的某项内容不被接受（{field}），请修改后重试。',

@@ -1,7 +1,11 @@
 // Pieces every screen uses: the service's refusal (role="alert"), a success
 // line (role="status"), the loading state, and loading data on route change.
 import type { ComponentChildren } from 'preact';
-import { useCallback, useEffect, useState } from 'preact/hooks';
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { booking, requestId } from './api';
+import { timestampDate, timestampFromDate } from '@bufbuild/protobuf/wkt';
+import type { Instrument } from '../../gen/labshare/inventory/v1/inventory_pb';
 import { explain, type ShownError } from './errors';
 import { lang, t } from './i18n';
 import { useSignal } from './signal';
@@ -109,4 +113,71 @@ export function ColumnHeads({ prefix, cols }: { prefix: string; cols: string[] }
       </tr>
     </thead>
   );
+}
+
+// Whether a failed call may have been carried out anyway (the answer was lost,
+// or the service asks for a retry with the same request_id): then a retry must
+// present the same request_id. A definite refusal (invalid input, a failed
+// precondition, ...) wrote nothing; the next press may use a new id.
+function outcomeUnknown(err: unknown): boolean {
+  if (!(err instanceof ConnectError)) return true;
+  return [Code.Unavailable, Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.Canceled, Code.Aborted].includes(err.code);
+}
+
+const keyOf = (what: string, req: unknown) =>
+  what + ' ' + JSON.stringify(req, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() + 'n' : v));
+
+// The request ids of one screen's (or one row's) mutations. send(what, req, f)
+// calls f(req + requestId) where the id belongs to the content (`what` and the
+// request without its id): pressing the button again after a network error, a
+// timeout, UNAVAILABLE or CONCURRENT_MODIFICATION resends the SAME id, so the
+// service answers with the first outcome instead of doing it twice (the
+// AIP-155 contract in type/v1/types.proto). After a success, or when the
+// content changes, the next press gets a new id. One call at a time: a press
+// while a call is in flight (a double click) sends nothing and its promise
+// never settles (the first press finishes the work).
+export function useRequestId() {
+  const ids = useRef(new Map<string, string>());
+  const flying = useRef(false);
+  return useCallback(async function send<Q extends object, T>(what: string, req: Q, f: (r: Q & { requestId: string }) => Promise<T>): Promise<T> {
+    if (flying.current) return new Promise<T>(() => {});
+    const key = keyOf(what, req);
+    let id = ids.current.get(key);
+    if (!id) {
+      id = requestId();
+      ids.current.set(key, id);
+    }
+    flying.current = true;
+    try {
+      const v = await f({ ...req, requestId: id });
+      ids.current.delete(key);
+      return v;
+    } catch (err) {
+      if (!outcomeUnknown(err)) ids.current.delete(key);
+      throw err;
+    } finally {
+      flying.current = false;
+    }
+  }, []);
+}
+
+// The platform's "now" (not the browser's clock): QueryAvailability's
+// earliest_start for a slot mode of the instrument, less its minimum notice.
+// Undefined when the instrument offers no slot mode or the question fails.
+export async function platformNow(inst: Instrument): Promise<Date | undefined> {
+  const offering = inst.modes.find((m) => m.slotRules);
+  if (!offering) return undefined;
+  try {
+    const probe = new Date();
+    const r = await booking.queryAvailability({
+      instrument: inst.name, mode: offering.mode,
+      range: { startTime: timestampFromDate(probe), endTime: timestampFromDate(new Date(probe.getTime() + 3_600_000)) },
+    });
+    if (!r.earliestStart) return undefined;
+    const notice = offering.slotRules?.minNotice;
+    const noticeMs = notice ? Number(notice.seconds) * 1000 + Math.round(notice.nanos / 1e6) : 0;
+    return new Date(timestampDate(r.earliestStart).getTime() - noticeMs);
+  } catch {
+    return undefined;
+  }
 }

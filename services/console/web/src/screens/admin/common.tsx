@@ -5,6 +5,7 @@ import { hasMessage, lang, t } from '../../i18n';
 import { hasRole, session } from '../../session';
 import { useSignal } from '../../signal';
 import { ErrorBox } from '../../ui';
+import { currencyDigits, parseMoney } from '../../format';
 import './messages';
 import './admin.css';
 
@@ -46,4 +47,18 @@ export function Refusal({ err, onReload }: { err: unknown; onReload?: () => void
 
 export function hours(n: number): { seconds: bigint } {
   return { seconds: BigInt(Math.round(n * 3600)) };
+}
+
+// An amount typed into a field: whether it reads as money of `currency`
+// (empty is not an amount unless `optional`). A negative amount passes: it
+// is the service's to refuse.
+export const amountOk = (text: string, currency: string, optional = false): boolean =>
+  (optional && !text.trim()) || parseMoney(text, currency) !== undefined;
+
+// The field's own message when its amount does not read as money.
+export function AmountNote({ show, currency, id }: { show: boolean; currency: string; id: string }) {
+  useSignal(lang);
+  if (!show) return null;
+  return <span id={id} class="field-error" role="alert" data-testid="field-error">
+    {t('admin.amountInvalid', { currency: currency || 'CNY', digits: currencyDigits(currency) })}</span>;
 }

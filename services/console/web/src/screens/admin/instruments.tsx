@@ -5,7 +5,7 @@
 // (UpdateInstrument with mask and etag) and set their state
 // (SetInstrumentState).
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { inventory, requestId } from '../../api';
+import { inventory } from '../../api';
 import { money, moneyText, parseMoney } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
@@ -16,9 +16,9 @@ import {
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ModeOfferingSchema } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { hours, isAdmin, label, Refusal, values } from './common';
+import { AmountNote, amountOk, hours, isAdmin, label, Refusal, values } from './common';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad, useAction } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { zoneOr } from '../../zones';
@@ -47,15 +47,15 @@ function policyText(f: Facility): string {
 }
 
 function NewFacility({ orgs, onDone }: { orgs: Organization[]; onDone: (f: Facility) => void }) {
+  const mutate = useRequestId();
   const [v, setV] = useState({ id: '', displayName: '', owner: '', operator: '', funder: '', address: '', timeZone: 'Asia/Shanghai', members: true, nonMembers: false, foreign: false });
   const { busy, error: err, run } = useAction();
   const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
   async function submit(e: Event) {
     e.preventDefault();
     await run(async () => {
-      const f = await inventory.createFacility({
+      const f = await mutate('createFacility', {
         facilityId: v.id.trim(),
-        requestId: requestId(),
         facility: {
           displayName: v.displayName.trim(),
           ownerOrganization: v.owner ? `organizations/${v.owner}` : '',
@@ -63,7 +63,7 @@ function NewFacility({ orgs, onDone }: { orgs: Organization[]; onDone: (f: Facil
           funder: v.funder.trim(), address: v.address.trim(), timeZone: v.timeZone.trim(),
           accessPolicy: { allowMembers: v.members, allowNonMembers: v.nonMembers, allowForeign: v.foreign },
         },
-      });
+      }, (r) => inventory.createFacility(r));
       setV((o) => ({ ...o, id: '', displayName: '', funder: '', address: '' }));
       onDone(f);
     });
@@ -132,7 +132,7 @@ function defaultOffering(m: number, r: Rules, currency: string): ModeInit {
       mode: m, approvalRequired: true,
       leaseRules: {
         minTermDays: Number(r.leaseMinDays), maxTermDays: Number(r.leaseMaxDays), handoverBuffer: hours(24), returnBuffer: hours(48),
-        deposit: r.deposit.trim() ? { currencyCode: currency, amountMinor: parseMoney(r.deposit, currency)?.amountMinor ?? 0n } : undefined,
+        deposit: r.deposit.trim() ? { currencyCode: currency, amountMinor: parseMoney(r.deposit, currency)!.amountMinor } : undefined,
         rateBasis: LeaseRateBasis.PER_DAY, countedHoursPerDay: 8, horizon: hours(24 * 180),
       },
     }
@@ -154,6 +154,7 @@ function ModePicker({ modes, set }: { modes: number[]; set: (m: number[]) => voi
 }
 
 function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Facility[]; orgs: Organization[]; facility: string; onDone: (i: Instrument) => void }) {
+  const mutate = useRequestId();
   const [v, setV] = useState({ id: '', displayName: '', facility, owner: '', category: '', value: '', currency: 'CNY', daily: '8' });
   const [modes, setModes] = useState<number[]>([SharingMode.ON_SITE]);
   const [r, setR] = useState<Rules>(DEFAULT_RULES);
@@ -163,28 +164,36 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
   const fac = facilities.find((f) => idOf(f.name) === v.facility);
   const owner = v.owner || idOf(fac?.ownerOrganization);
 
+  const [checked, setChecked] = useState(false);
+  const valueBad = !amountOk(v.value, v.currency.trim().toUpperCase());
+  const depositBad = modes.includes(SharingMode.LEASE) && !amountOk(r.deposit, v.currency.trim().toUpperCase(), true);
   async function submit(e: Event) {
     e.preventDefault();
+    setChecked(true);
+    if (valueBad || depositBad) {
+      (e.currentTarget as HTMLFormElement).querySelector<HTMLInputElement>(valueBad ? '[name=value]' : '[name=deposit]')?.focus();
+      return;
+    }
     await run(async () => {
-      const offered: ModeInit[] = modes.map((m) => defaultOffering(m, r, v.currency));
+      const offered: ModeInit[] = modes.map((m) => defaultOffering(m, r, v.currency.trim().toUpperCase()));
       const catalogue = modes.includes(SharingMode.TECHNICAL_SERVICE) && r.entryId.trim()
         ? [{ entryId: r.entryId.trim(), displayName: r.entryName.trim(), unit: r.entryUnit, instrumentTimePerUnit: hours(Number(r.entryMinutes) / 60) }]
         : [];
-      const i = await inventory.createInstrument({
+      const i = await mutate('createInstrument', {
         instrumentId: v.id.trim(),
-        requestId: requestId(),
         instrument: {
           displayName: v.displayName.trim(),
           facility: v.facility ? `facilities/${v.facility}` : '',
           ownerOrganization: owner ? `organizations/${owner}` : '',
           category: v.category.trim(),
-          originalValue: { currencyCode: v.currency.trim().toUpperCase(), amountMinor: parseMoney(v.value || '0', v.currency)?.amountMinor ?? -1n },
+          originalValue: { currencyCode: v.currency.trim().toUpperCase(), amountMinor: parseMoney(v.value, v.currency.trim().toUpperCase())!.amountMinor },
           dailyAvailableHours: Number(v.daily) || 0,
           modes: offered,
           serviceCatalogue: catalogue,
         },
-      });
+      }, (r) => inventory.createInstrument(r));
       setV((o) => ({ ...o, id: '', displayName: '' }));
+      setChecked(false);
       onDone(i);
     });
   }
@@ -210,9 +219,11 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
       <label class="field">{t('admin.instr.category')}<input name="category" value={v.category} placeholder="electron-microscopy" onInput={(e) => set({ category: (e.target as HTMLInputElement).value })} /></label>
       <label class="field">{t('admin.instr.value')}
         <span class="row nowrap">
-          <input name="value" inputMode="decimal" value={v.value} size={12} onInput={(e) => set({ value: (e.target as HTMLInputElement).value })} />
+          <input name="value" inputMode="decimal" aria-required="true" value={v.value} size={12} aria-invalid={checked && valueBad}
+            aria-describedby={checked && valueBad ? 'instr-value-note' : undefined} onInput={(e) => set({ value: (e.target as HTMLInputElement).value })} />
           <input name="currency" aria-label={t('admin.currency')} value={v.currency} size={4} maxLength={3} onInput={(e) => set({ currency: (e.target as HTMLInputElement).value })} />
         </span>
+        <AmountNote show={checked && valueBad} currency={v.currency.trim().toUpperCase()} id="instr-value-note" />
       </label>
       <label class="field">{t('admin.instr.dailyHours')}<input name="dailyHours" type="number" min={1} max={24} value={v.daily} onInput={(e) => set({ daily: (e.target as HTMLInputElement).value })} /></label>
       <ModePicker modes={modes} set={setModes} />
@@ -232,7 +243,9 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
         <fieldset class="full form-grid"><legend>{t('admin.instr.leaseRules')}</legend>
           <label class="field">{t('admin.instr.leaseMin')}<input type="number" value={r.leaseMinDays} onInput={(e) => setRule({ leaseMinDays: (e.target as HTMLInputElement).value })} /></label>
           <label class="field">{t('admin.instr.leaseMax')}<input type="number" value={r.leaseMaxDays} onInput={(e) => setRule({ leaseMaxDays: (e.target as HTMLInputElement).value })} /></label>
-          <label class="field">{t('admin.instr.deposit', { currency: v.currency })}<input inputMode="decimal" value={r.deposit} onInput={(e) => setRule({ deposit: (e.target as HTMLInputElement).value })} /></label>
+          <label class="field">{t('admin.instr.deposit', { currency: v.currency })}<input name="deposit" inputMode="decimal" value={r.deposit} aria-invalid={checked && depositBad}
+            aria-describedby={checked && depositBad ? 'instr-deposit-note' : undefined} onInput={(e) => setRule({ deposit: (e.target as HTMLInputElement).value })} />
+            <AmountNote show={checked && depositBad} currency={v.currency.trim().toUpperCase()} id="instr-deposit-note" /></label>
           <p class="muted small full">{t('admin.instr.leaseDefaults')}</p>
         </fieldset>
       )}
@@ -255,6 +268,7 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
 }
 
 function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (i: Instrument, msg: string) => void; onClose: () => void }) {
+  const mutate = useRequestId();
   const cur = inst.originalValue?.currencyCode || 'CNY';
   const valueText = moneyText(inst.originalValue);
   const [v, setV] = useState({ displayName: inst.displayName, category: inst.category, daily: String(inst.dailyAvailableHours), value: valueText });
@@ -273,27 +287,30 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
     v.value !== valueText ? 'original_value' : '',
     modes.join(',') !== modesBefore ? 'modes' : '',
   ].filter(Boolean);
+  const [checked, setChecked] = useState(false);
+  const valueBad = paths.includes('original_value') && !amountOk(v.value, cur);
   async function save(e: Event) {
     e.preventDefault();
+    setChecked(true);
+    if (valueBad) { (e.currentTarget as HTMLFormElement).querySelector<HTMLInputElement>('[name=value]')?.focus(); return; }
     await run(async () => {
-      const i = await inventory.updateInstrument({
+      const i = await mutate('updateInstrument', {
         instrument: {
           name: inst.name, etag: inst.etag, displayName: v.displayName.trim(), category: v.category.trim(),
           dailyAvailableHours: Number(v.daily) || 0,
-          originalValue: { currencyCode: cur, amountMinor: parseMoney(v.value || '0', cur)?.amountMinor ?? -1n },
+          originalValue: paths.includes('original_value') ? { currencyCode: cur, amountMinor: parseMoney(v.value, cur)!.amountMinor } : inst.originalValue,
           // Offered modes keep their rules; a newly offered one gets the simple rules.
           modes: modes.map((m) => inst.modes.find((o) => o.mode === m) ?? defaultOffering(m, DEFAULT_RULES, cur)),
         },
         updateMask: { paths },
-        requestId: requestId(),
-      });
+      }, (r) => inventory.updateInstrument(r));
       onDone(i, t('admin.instr.saved', { id: idOf(i.name) }));
     });
   }
   async function setInstrumentState(e: Event) {
     e.preventDefault();
     await run(async () => {
-      const i = await inventory.setInstrumentState({ name: inst.name, state, reason: reason.trim(), etag: inst.etag, requestId: requestId() });
+      const i = await mutate('setInstrumentState', { name: inst.name, state, reason: reason.trim(), etag: inst.etag }, (r) => inventory.setInstrumentState(r));
       onDone(i, t('admin.instr.stateSet', { id: idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
     });
   }
@@ -304,7 +321,9 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
         <label class="field">{t('admin.instr.displayName')}<input name="displayName" value={v.displayName} onInput={(e) => set({ displayName: (e.target as HTMLInputElement).value })} /></label>
         <label class="field">{t('admin.instr.category')}<input name="category" value={v.category} onInput={(e) => set({ category: (e.target as HTMLInputElement).value })} /></label>
         <label class="field">{t('admin.instr.dailyHours')}<input name="dailyHours" type="number" value={v.daily} onInput={(e) => set({ daily: (e.target as HTMLInputElement).value })} /></label>
-        <label class="field">{t('admin.instr.valueIn', { currency: cur })}<input name="value" inputMode="decimal" value={v.value} onInput={(e) => set({ value: (e.target as HTMLInputElement).value })} /></label>
+        <label class="field">{t('admin.instr.valueIn', { currency: cur })}<input name="value" inputMode="decimal" value={v.value} aria-invalid={checked && valueBad}
+          aria-describedby={checked && valueBad ? 'edit-value-note' : undefined} onInput={(e) => set({ value: (e.target as HTMLInputElement).value })} />
+          <AmountNote show={checked && valueBad} currency={cur} id="edit-value-note" /></label>
         <ModePicker modes={modes} set={setModes} />
         <p class="muted small full">{t('admin.instr.modesEditHint')}</p>
         <div class="form-actions">

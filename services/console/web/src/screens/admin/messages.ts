@@ -8,6 +8,7 @@ registerMessages({
   en: {
     'admin.all': 'All',
     'admin.choose': '— choose —',
+    'admin.amountInvalid': 'Enter an amount in {currency} such as 1234.50 or 1,234.50 (at most {digits} decimals).',
     'admin.save': 'Save changes',
     'admin.cancel': 'Cancel',
     'admin.close': 'Close',
@@ -256,6 +257,7 @@ registerMessages({
   'zh-CN': {
     'admin.all': '全部',
     'admin.choose': '— 请选择 —',
+    'admin.amountInvalid': '请输入{currency}金额，例如 1234.50 或 1,234.50（最多 {digits} 位小数）。',
     'admin.save': '保存修改',
     'admin.cancel': '取消',
     'admin.close': '关闭',

@@ -2,13 +2,13 @@
 // The form hints (size class only for enterprises, tier for members); the
 // service decides and its refusal is shown as it answers.
 import { useState } from 'preact/hooks';
-import { inventory, requestId } from '../../api';
+import { inventory } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { MembershipState, OrganizationType, SizeClass } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { isAdmin, label, Refusal, values } from './common';
 import { idOf } from '../../names';
-import { useAction } from '../../ui';
+import { useAction, useRequestId } from '../../ui';
 
 export interface OrgFields {
   displayName: string; type: number; sizeClass: number; stateOwned: boolean; foreign: boolean; sector: string;
@@ -58,6 +58,7 @@ export function OrgFieldset({ v, set }: { v: OrgFields; set: (p: Partial<OrgFiel
 }
 
 export default function NewOrganization() {
+  const mutate = useRequestId();
   useSignal(lang);
   const [id, setId] = useState('');
   const [v, setV] = useState<OrgFields>({ displayName: '', type: 0, sizeClass: 0, stateOwned: false, foreign: false, sector: '' });
@@ -69,11 +70,10 @@ export default function NewOrganization() {
   async function submit(e: Event) {
     e.preventDefault();
     await run(async () => {
-      const o = await inventory.createOrganization({
+      const o = await mutate('createOrganization', {
         organizationId: id.trim(),
-        requestId: requestId(),
         organization: { ...v, displayName: v.displayName.trim(), membershipState: state, tier: state === MembershipState.MEMBER ? tier.trim() : '' },
-      });
+      }, (r) => inventory.createOrganization(r));
       location.hash = `#/admin/organizations?created=${encodeURIComponent(idOf(o.name))}`;
     });
   }

@@ -3,7 +3,7 @@
 // and change its membership (ChangeMembership); everybody sees the
 // membership history (ListMembershipChanges).
 import { useEffect, useState } from 'preact/hooks';
-import { inventory, requestId } from '../../api';
+import { inventory } from '../../api';
 import { dateTime } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
@@ -12,7 +12,7 @@ import {
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { isAdmin, label, Refusal, values } from './common';
 import { OrgFieldset, type OrgFields } from './organization-new';
-import { Loading, StatusBox, useLoad, useAction } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 const SNAKE: Record<keyof OrgFields, string> = {
@@ -24,6 +24,7 @@ function fieldsOf(o: Organization): OrgFields {
 }
 
 function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: string) => void }) {
+  const mutate = useRequestId();
   const [v, setV] = useState<OrgFields>(fieldsOf(org));
   const { busy, error: err, setError: setErr, run } = useAction();
   useEffect(() => setV(fieldsOf(org)), [org.etag]);
@@ -33,11 +34,10 @@ function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Or
   async function submit(e: Event) {
     e.preventDefault();
     await run(async () => {
-      const o = await inventory.updateOrganization({
+      const o = await mutate('updateOrganization', {
         organization: { ...v, name: org.name, etag: org.etag },
         updateMask: { paths: changed.map((k) => SNAKE[k]) },
-        requestId: requestId(),
-      });
+      }, (r) => inventory.updateOrganization(r));
       onSaved(o, t('admin.orgs.saved'));
     });
   }
@@ -55,6 +55,7 @@ function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Or
 }
 
 function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: string) => void }) {
+  const mutate = useRequestId();
   const [to, setTo] = useState(0);
   const [tier, setTier] = useState('');
   const [reason, setReason] = useState('');
@@ -62,9 +63,9 @@ function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Or
   async function submit(e: Event) {
     e.preventDefault();
     await run(async () => {
-      const o = await inventory.changeMembership({
-        name: org.name, membershipState: to, tier: tier.trim(), reason: reason.trim(), etag: org.etag, requestId: requestId(),
-      });
+      const o = await mutate('changeMembership', {
+        name: org.name, membershipState: to, tier: tier.trim(), reason: reason.trim(), etag: org.etag,
+      }, (r) => inventory.changeMembership(r));
       setReason('');
       setTier('');
       setTo(0);

@@ -3,18 +3,18 @@
 // lines are never edited, a later line supersedes); anybody looks up the
 // line in force for a payer at a time (LookupRate). Times are the
 // facility's, with its zone.
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { inventory, requestId } from '../../api';
+import { inventory } from '../../api';
 import { dateTime, money, parseMoney } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { PayerClass, SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { RateUnit, type Instrument, type LookupRateResponse, type Organization, type Rate } from '../../../../gen/labshare/inventory/v1/inventory_pb';
-import { isAdmin, label, Refusal, values } from './common';
+import { AmountNote, amountOk, isAdmin, label, Refusal, values } from './common';
 import { allFacilities, allInstruments } from './instruments';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad, useAction } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId, platformNow } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { dateToZonedInput, zonedInputToDate, zoneOr } from '../../zones';
@@ -32,6 +32,7 @@ export function priceText(r: Rate | undefined): string {
 }
 
 function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDone: (r: Rate) => void }) {
+  const mutate = useRequestId();
   const currency = inst.originalValue?.currencyCode || 'CNY';
   const offered = inst.modes.map((m) => m.mode);
   const [mode, setMode] = useState<number>(offered[0] ?? SharingMode.ON_SITE);
@@ -44,22 +45,25 @@ function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDon
   const [note, setNote] = useState('');
   const { busy, error: err, run } = useAction();
   const units = UNITS_FOR[mode] ?? [];
+  const [checked, setChecked] = useState(false);
+  const priceBad = !amountOk(price, currency);
   async function submit(e: Event) {
     e.preventDefault();
+    setChecked(true);
+    if (priceBad) { (e.currentTarget as HTMLFormElement).querySelector<HTMLInputElement>('[name=price]')?.focus(); return; }
     await run(async () => {
       const when = from ? zonedInputToDate(from, zone) : undefined;
-      const r = await inventory.createRate({
+      const r = await mutate('createRate', {
         parent: inst.name,
-        requestId: requestId(),
         rate: {
           mode, payerClass: payer, tier: payer === PayerClass.MEMBER ? tier.trim() : '', unit,
           serviceEntryId: mode === SharingMode.TECHNICAL_SERVICE && unit !== RateUnit.PER_HOUR ? entry : '',
-          price: { currencyCode: currency, amountMinor: parseMoney(price || '0', currency)?.amountMinor ?? 0n },
+          price: { currencyCode: currency, amountMinor: parseMoney(price, currency)!.amountMinor },
           effectiveTime: when ? timestampFromDate(when) : undefined,
           note: note.trim(),
         },
-      });
-      setPrice(''); setNote('');
+      }, (r) => inventory.createRate(r));
+      setPrice(''); setNote(''); setChecked(false);
       onDone(r);
     });
   }
@@ -96,7 +100,9 @@ function NewRate({ inst, zone, onDone }: { inst: Instrument; zone: string; onDon
         </label>
       )}
       <label class="field">{t('admin.rates.price', { currency })}
-        <input name="price" inputMode="decimal" value={price} onInput={(e) => setPrice((e.target as HTMLInputElement).value)} />
+        <input name="price" inputMode="decimal" aria-required="true" value={price} aria-invalid={checked && priceBad}
+          aria-describedby={checked && priceBad ? 'rate-price-note' : undefined} onInput={(e) => setPrice((e.target as HTMLInputElement).value)} />
+        <AmountNote show={checked && priceBad} currency={currency} id="rate-price-note" />
       </label>
       <label class="field">{t('admin.rates.effectiveFrom', { zone })}
         <input name="effectiveFrom" type="datetime-local" value={from} onInput={(e) => setFrom((e.target as HTMLInputElement).value)} />
@@ -113,7 +119,14 @@ function Lookup({ inst, zone, orgs, at }: { inst: Instrument; zone: string; orgs
   const offered = inst.modes.map((m) => m.mode);
   const [mode, setMode] = useState<number>(offered[0] ?? SharingMode.ON_SITE);
   const [payer, setPayer] = useState('');
-  const [time, setTime] = useState(at || dateToZonedInput(new Date(), zone));
+  // The platform's now (not the browser's clock), unless the route gives a time.
+  const [time, setTime] = useState(at);
+  useEffect(() => {
+    if (at) return;
+    let live = true;
+    void platformNow(inst).then((now) => { if (live && now) setTime((t0) => t0 || dateToZonedInput(now, zone)); });
+    return () => { live = false; };
+  }, [inst.name]);
   const [entry, setEntry] = useState('');
   const [res, setRes] = useState<LookupRateResponse>();
   const { busy, error: err, run } = useAction();

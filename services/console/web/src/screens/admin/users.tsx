@@ -2,14 +2,14 @@
 // consortium admins register people (CreateUser) and change their name,
 // e-mail, roles or disable them (UpdateUser with an update mask and etag).
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { inventory, requestId } from '../../api';
+import { inventory } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { Role } from '../../../../gen/labshare/type/v1/types_pb';
 import type { User } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { isAdmin, label, Refusal } from './common';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad, useAction } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 
@@ -31,6 +31,7 @@ function RolePicker({ roles, set, legend }: { roles: number[]; set: (r: number[]
 }
 
 function NewUser({ org, onDone }: { org: string; onDone: (u: User) => void }) {
+  const mutate = useRequestId();
   const [id, setId] = useState('');
   const [displayName, setName] = useState('');
   const [email, setEmail] = useState('');
@@ -40,11 +41,10 @@ function NewUser({ org, onDone }: { org: string; onDone: (u: User) => void }) {
   async function submit(e: Event) {
     e.preventDefault();
     await run(async () => {
-      const u = await inventory.createUser({
+      const u = await mutate('createUser', {
         userId: id.trim(),
         user: { displayName: displayName.trim(), email: email.trim(), organization: `organizations/${org}`, roles, externalSubject: subject.trim() },
-        requestId: requestId(),
-      });
+      }, (r) => inventory.createUser(r));
       setId(''); setName(''); setEmail(''); setSubject(''); setRoles([Role.LAB_USER]);
       onDone(u);
     });
@@ -76,6 +76,7 @@ function NewUser({ org, onDone }: { org: string; onDone: (u: User) => void }) {
 }
 
 function EditUser({ user, onDone, onClose }: { user: User; onDone: (u: User) => void; onClose: () => void }) {
+  const mutate = useRequestId();
   const [displayName, setName] = useState(user.displayName);
   const [email, setEmail] = useState(user.email);
   const [roles, setRoles] = useState<number[]>([...user.roles]);
@@ -94,11 +95,10 @@ function EditUser({ user, onDone, onClose }: { user: User; onDone: (u: User) => 
   async function submit(e: Event) {
     e.preventDefault();
     await run(async () => {
-      const u = await inventory.updateUser({
+      const u = await mutate('updateUser', {
         user: { name: user.name, displayName, email, roles, disabled, etag: user.etag },
         updateMask: { paths },
-        requestId: requestId(),
-      });
+      }, (r) => inventory.updateUser(r));
       onDone(u);
     });
   }

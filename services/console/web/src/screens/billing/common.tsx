@@ -15,6 +15,7 @@ import { hasRole, session } from '../../session';
 import { useSignal } from '../../signal';
 import './messages';
 import './billing.css';
+import { dateLocale } from '../../format';
 
 // Billing periods are calendar months in the consortium time zone
 // (billing.proto; Asia/Shanghai, UTC+08:00 all year).
@@ -53,13 +54,13 @@ export function periodInterval(p: string): Interval {
 // "2027-03" as "March 2027" / "2027年3月".
 export function periodLabel(p: string): string {
   if (!isPeriod(p)) return p;
-  return new Intl.DateTimeFormat(lang.value, { timeZone: 'UTC', year: 'numeric', month: 'long' })
+  return new Intl.DateTimeFormat(dateLocale(), { timeZone: 'UTC', year: 'numeric', month: 'long' })
     .format(new Date(`${p}-15T00:00:00Z`));
 }
 
 export function date(ts: Timestamp | undefined, timeZone = CONSORTIUM_TZ): string {
   if (!ts) return '—';
-  return new Intl.DateTimeFormat(lang.value, { timeZone, dateStyle: 'medium' }).format(timestampDate(ts));
+  return new Intl.DateTimeFormat(dateLocale(), { timeZone, dateStyle: 'medium' }).format(timestampDate(ts));
 }
 
 export function quantity(milli: bigint): string {

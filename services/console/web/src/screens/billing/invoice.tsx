@@ -11,16 +11,16 @@ import {
   type Charge, type Invoice, type InvoiceLine,
 } from '../../../../gen/labshare/billing/v1/billing_pb';
 import { SharingMode, type Interval, type Money } from '../../../../gen/labshare/type/v1/types_pb';
-import { billing, requestId } from '../../api';
-import { dateTime, money, percentBps, moneyText } from '../../format';
+import { billing } from '../../api';
+import { dateLocale, dateTime, money, percentBps, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
   BillingHeader, CONSORTIUM_TZ, date, Facts, isAdmin, periodLabel, quantity, useNames, word, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
-import { ErrorBox, Loaded, useLoad, ColumnHeads } from '../../ui';
-import { idOf } from '../../names';
+import { ErrorBox, Loaded, useLoad, ColumnHeads, useRequestId } from '../../ui';
+import { idOf, listAll } from '../../names';
 import { href } from '../../nav';
 
 interface Data { invoice: Invoice; charges: Map<string, Charge>; pools: Map<string, string> }
@@ -28,8 +28,11 @@ interface Data { invoice: Invoice; charges: Map<string, Charge>; pools: Map<stri
 async function load(name: string): Promise<Data> {
   const [invoice, pools] = await Promise.all([
     billing.getInvoice({ name }),
-    billing.listSubsidyPools({ pageSize: 200 }).then(
-      (r) => new Map(r.subsidyPools.map((p) => [p.name, p.displayName || idOf(p.name)])),
+    listAll(async (pageToken) => {
+      const r = await billing.listSubsidyPools({ pageSize: 200, pageToken });
+      return { items: r.subsidyPools, next: r.nextPageToken };
+    }).then(
+      (all) => new Map(all.map((p) => [p.name, p.displayName || idOf(p.name)])),
       () => new Map<string, string>(),
     ),
   ]);
@@ -73,7 +76,7 @@ function when(iv: Interval | undefined, zone: string): string {
   if (!iv?.startTime || !iv.endTime) return '';
   const sameDay = date(iv.startTime, zone) === date(iv.endTime, zone);
   const end = sameDay
-    ? new Intl.DateTimeFormat(lang.value, { timeZone: zone, hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZoneName: 'short' })
+    ? new Intl.DateTimeFormat(dateLocale(), { timeZone: zone, hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZoneName: 'short' })
       .format(timestampDate(iv.endTime))
     : dateTime(iv.endTime, zone, true);
   return `${dateTime(iv.startTime, zone)} – ${end}`;
@@ -149,6 +152,7 @@ function download(text: string, type: string, filename: string): void {
 // ------------------------------------------------------------------ admin
 
 function MarkPaid({ invoice, onDone }: { invoice: Invoice; onDone: () => void }) {
+  const mutate = useRequestId();
   const [ref, setRef] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>();
@@ -160,7 +164,7 @@ function MarkPaid({ invoice, onDone }: { invoice: Invoice; onDone: () => void })
         e.preventDefault();
         setBusy(true); setError(undefined);
         try {
-          await billing.markInvoicePaid({ name: invoice.name, externalReference: ref, etag: invoice.etag, requestId: requestId() });
+          await mutate('markInvoicePaid', { name: invoice.name, externalReference: ref, etag: invoice.etag }, (r) => billing.markInvoicePaid(r));
           setDone(true);
           onDone();
         } catch (err) { setError(err); } finally { setBusy(false); }

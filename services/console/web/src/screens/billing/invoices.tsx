@@ -5,14 +5,14 @@
 import { useEffect, useState } from 'preact/hooks';
 import type { Invoice } from '../../../../gen/labshare/billing/v1/billing_pb';
 import { Invoice_State } from '../../../../gen/labshare/billing/v1/billing_pb';
-import { billing, requestId } from '../../api';
+import { billing } from '../../api';
 import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
   BillingHeader, chosenOrg, date, isAdmin, isPeriod, periodLabel, useNames, word, type Names, useStackedTables,
 } from './common';
-import { ErrorBox, Loaded, useLoad, StatusBox, useAction } from '../../ui';
+import { ErrorBox, Loaded, useLoad, StatusBox, useAction, useRequestId } from '../../ui';
 import { idOf } from '../../names';
 
 async function listAll(req: { period?: string; payerOrganization?: string }): Promise<Invoice[]> {
@@ -69,6 +69,7 @@ function InvoiceTable({ invoices, names, showPayer, testid }: { invoices: Invoic
 }
 
 function IssueForm({ period, names, org, onDone }: { period: string; names: Names; org: string; onDone: () => void }) {
+  const mutate = useRequestId();
   const [payer, setPayer] = useState(org);
   useEffect(() => setPayer(org), [org]);
   const { busy, error, done, run } = useAction();
@@ -77,7 +78,7 @@ function IssueForm({ period, names, org, onDone }: { period: string; names: Name
       <h2>{t('billing.admin.title')}</h2>
       <form class="row" onSubmit={async (e) => {
         e.preventDefault();
-        const inv = await run(() => billing.issueInvoice({ payerOrganization: payer, period, requestId: requestId() }),
+        const inv = await run(() => mutate('issueInvoice', { payerOrganization: payer, period }, (r) => billing.issueInvoice(r)),
           (i) => t('billing.admin.issued', { number: i.number, amount: money(i.amountDue) }));
         if (inv) onDone();
       }}>

@@ -7,7 +7,7 @@
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
 import { Settlement_State, type Settlement, type SettlementTransfer } from '../../../../gen/labshare/billing/v1/billing_pb';
-import { billing, requestId } from '../../api';
+import { billing } from '../../api';
 import { dateTime, money } from '../../format';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
@@ -16,16 +16,19 @@ import {
   BillingHeader, chosenOrg, seesAll, CONSORTIUM_TZ, currentPeriod, Facts, isAdmin, isPeriod, periodLabel, previousPeriod, useNames, type Names, useStackedTables,
 } from './common';
 import { StateBadge } from './invoices';
-import { ErrorBox, Loaded, useLoad, ColumnHeads, StatusBox, useAction } from '../../ui';
-import { idOf } from '../../names';
+import { ErrorBox, Loaded, useLoad, ColumnHeads, StatusBox, useAction, useRequestId } from '../../ui';
+import { idOf, listAll } from '../../names';
 
 interface Data { settlements: Settlement[]; invoices: Map<string, string> }
 
 async function load(org: string, period: string): Promise<Data> {
   // The organisation's invoices of the period (name -> number), to link the
   // netted invoices it may open.
-  const invoices = billing.listInvoices({ period, pageSize: 200 }).then(
-    (r) => new Map(r.invoices
+  const invoices = listAll(async (pageToken) => {
+    const r = await billing.listInvoices({ period, pageSize: 200, pageToken });
+    return { items: r.invoices, next: r.nextPageToken };
+  }).then(
+    (all) => new Map(all
       .filter((i) => seesAll() || i.payerOrganization === org || i.payees.some((p) => p.organization === org))
       .map((i) => [i.name, i.number])),
     () => new Map<string, string>(),
@@ -44,6 +47,7 @@ async function load(org: string, period: string): Promise<Data> {
 }
 
 function PayButton({ s, tr, onDone }: { s: Settlement; tr: SettlementTransfer; onDone: () => void }) {
+  const mutate = useRequestId();
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>();
   return (
@@ -51,10 +55,9 @@ function PayButton({ s, tr, onDone }: { s: Settlement; tr: SettlementTransfer; o
       <button type="button" disabled={busy} onClick={async () => {
         setBusy(true); setError(undefined);
         try {
-          await billing.recordPayment({
+          await mutate('recordPayment', {
             payment: { payer: tr.fromOrganization, payee: tr.toOrganization, amount: tr.amount, settlement: s.name, transferIndex: tr.index },
-            requestId: requestId(),
-          });
+          }, (r) => billing.recordPayment(r));
           onDone();
         } catch (err) { setError(err); } finally { setBusy(false); }
       }}>{busy ? t('billing.admin.working') : t('billing.admin.recordPayment')}</button>
@@ -160,12 +163,13 @@ function SettlementCard({ s, org, names, invoices, onDone }: { s: Settlement; or
 }
 
 function Compute({ period, onDone }: { period: string; onDone: () => void }) {
+  const mutate = useRequestId();
   const { busy, error, done, run } = useAction();
   return (
     <section class="card">
       <h2>{t('billing.admin.title')}</h2>
       <button type="button" class="primary" disabled={busy} onClick={async () => {
-        const s = await run(() => billing.computeSettlement({ period, requestId: requestId() }),
+        const s = await run(() => mutate('computeSettlement', { period }, (r) => billing.computeSettlement(r)),
           (r) => t('billing.admin.computed', { n: r.transfers.length }));
         if (s) onDone();
       }}>{busy ? t('billing.admin.working') : t('billing.admin.compute', { period: periodLabel(period) })}</button>

@@ -17,7 +17,7 @@ import {
 } from './common';
 import { StateBadge } from './invoices';
 import { ErrorBox, Loaded, Loading, useLoad, ColumnHeads } from '../../ui';
-import { idOf } from '../../names';
+import { idOf, listAll } from '../../names';
 
 function accountKind(account: string): string {
   const kebab = account.slice(account.lastIndexOf('/') + 1);
@@ -84,7 +84,10 @@ function Statement({ org, period, names }: { org: string; period: string; names:
 }
 
 function Balances({ org, names }: { org: string; names: Names }) {
-  const load = useLoad(() => billing.listBalances({ parent: org, groupByCounterparty: true, skipEmpty: true, pageSize: 200 }), [org]);
+  const load = useLoad(() => listAll(async (pageToken) => {
+    const r = await billing.listBalances({ parent: org, groupByCounterparty: true, skipEmpty: true, pageSize: 200, pageToken });
+    return { items: r.balances, next: r.nextPageToken };
+  }).then((balances) => ({ balances })), [org]);
   return (
     <section class="card" data-testid="balances">
       <h2>{t('billing.balances.title')}</h2>
@@ -161,11 +164,17 @@ function Payments({ org, names }: { org: string; names: Names }) {
 
 async function deposits(org: string): Promise<Deposit[]> {
   const [a, b] = await Promise.all([
-    billing.listDeposits({ lesseeOrganization: org, pageSize: 200 }),
-    billing.listDeposits({ ownerOrganization: org, pageSize: 200 }),
+    listAll(async (pageToken) => {
+      const r = await billing.listDeposits({ lesseeOrganization: org, pageSize: 200, pageToken });
+      return { items: r.deposits, next: r.nextPageToken };
+    }),
+    listAll(async (pageToken) => {
+      const r = await billing.listDeposits({ ownerOrganization: org, pageSize: 200, pageToken });
+      return { items: r.deposits, next: r.nextPageToken };
+    }),
   ]);
   const seen = new Map<string, Deposit>();
-  for (const d of [...a.deposits, ...b.deposits]) seen.set(d.name, d);
+  for (const d of [...a, ...b]) seen.set(d.name, d);
   return [...seen.values()];
 }
 

@@ -18,7 +18,7 @@ import {
 } from './common';
 import { StateBadge } from './invoices';
 import { ErrorBox, Loaded, Loading, useLoad } from '../../ui';
-import { idOf } from '../../names';
+import { idOf, listAll } from '../../names';
 
 interface Row { pool: SubsidyPool; allowance?: SubsidyAllowance; error?: unknown }
 
@@ -98,7 +98,10 @@ function PoolCard({ row, names }: { row: Row; names: Names }) {
 }
 
 function Received({ org, period, names }: { org: string; period: string; names: Names }) {
-  const load = useLoad(() => billing.listInvoices({ period, payerOrganization: org, pageSize: 50 }), [org, period]);
+  const load = useLoad(() => listAll(async (pageToken) => {
+    const r = await billing.listInvoices({ period, payerOrganization: org, pageSize: 200, pageToken });
+    return { items: r.invoices, next: r.nextPageToken };
+  }).then((invoices) => ({ invoices })), [org, period]);
   if (load.error) return <ErrorBox error={load.error} />;
   if (!load.data) return <Loading />;
   return (

@@ -6,11 +6,11 @@
 import { useState } from 'preact/hooks';
 import type { AuditEntry, ListAuditEntriesResponse, VerifyAuditChainResponse } from '../../../../gen/labshare/usage/v1/usage_pb';
 import { AuditEntryView, BreakKind, VerificationResult } from '../../../../gen/labshare/usage/v1/usage_pb';
-import { requestId, usage } from '../../api';
+import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { hex, int, unhex, zonedTime } from './common';
-import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
+import { ErrorBox, Loading, useLoad, ColumnHeads, useRequestId } from '../../ui';
 import { go } from '../../nav';
 
 const ANCHOR_KEY = 'labshare.dash.auditAnchor';
@@ -51,6 +51,7 @@ function breakText(kind: BreakKind): string {
 }
 
 function Verify() {
+  const mutate = useRequestId();
   const [anchor, setAnchor] = useState(storedAnchor());
   const [useAnchor, setUseAnchor] = useState(true);
   const [state, setState] = useState<{ busy: boolean; result?: VerifyAuditChainResponse; error?: unknown }>({ busy: false });
@@ -58,7 +59,7 @@ function Verify() {
     setState({ busy: true });
     try {
       const anchors = useAnchor && anchor ? [{ sequence: BigInt(anchor.sequence), hash: unhex(anchor.hash) }] : [];
-      const result = await usage.verifyAuditChain({ requestId: requestId(), anchors });
+      const result = await mutate('verifyAuditChain', { anchors }, (r) => usage.verifyAuditChain(r));
       if (result.result === VerificationResult.VERIFIED && result.head && result.head.hash.length === 32) {
         const a = { sequence: String(result.head.sequence), hash: hex(result.head.hash) };
         localStorage.setItem(ANCHOR_KEY, JSON.stringify(a));

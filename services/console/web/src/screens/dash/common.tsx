@@ -8,7 +8,7 @@ import { timestampDate, timestampFromMs, type Timestamp } from '@bufbuild/protob
 import type { Interval } from '../../../../gen/labshare/type/v1/types_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import type { Ratio } from '../../../../gen/labshare/usage/v1/usage_pb';
-import { hoursNumber, percentBps } from '../../format';
+import { dateLocale, hoursNumber, percentBps } from '../../format';
 import { allFacilities, allInstruments, allOrganizations, idOf } from '../../names';
 import { DEFAULT_ZONE, fromWall } from '../../zones';
 import { lang, t } from '../../i18n';
@@ -82,7 +82,7 @@ export function monthsRange(from: Month, to: Month = from): Interval {
 
 export function monthLabel(mo: Month, style: 'long' | 'short' = 'long'): string {
   const ms = zonedMidnight(mo.y, mo.m, 1);
-  return new Intl.DateTimeFormat(lang.value, { timeZone: zone(), year: 'numeric', month: style }).format(new Date(ms));
+  return new Intl.DateTimeFormat(dateLocale(), { timeZone: zone(), year: 'numeric', month: style }).format(new Date(ms));
 }
 
 // The month (in the reporting zone) a period starts in.
@@ -94,13 +94,13 @@ export function monthOf(t0: Timestamp | undefined): Month {
 
 export function dayLabel(t0: Timestamp | undefined): string {
   if (!t0) return '—';
-  return new Intl.DateTimeFormat(lang.value, { timeZone: zone(), month: 'short', day: 'numeric' }).format(timestampDate(t0));
+  return new Intl.DateTimeFormat(dateLocale(), { timeZone: zone(), month: 'short', day: 'numeric' }).format(timestampDate(t0));
 }
 
 // Date and time in the reporting zone, with the zone named.
 export function zonedTime(t0: Timestamp | undefined): string {
   if (!t0) return '—';
-  return new Intl.DateTimeFormat(lang.value, {
+  return new Intl.DateTimeFormat(dateLocale(), {
     timeZone: zone(), dateStyle: 'medium', timeStyle: 'medium', hourCycle: 'h23',
   }).format(timestampDate(t0)) + ` (${zone()})`;
 }

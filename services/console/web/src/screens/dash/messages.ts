@@ -50,7 +50,7 @@ registerMessages({
     'dash.yardstick.external': 'Minimum external {v}',
 
     'dash.perInstrument.title': 'Instruments against the yardsticks, {month}',
-    'dash.perInstrument.intro': 'Dashed lines: the consortium’s thresholds (GetThresholds). Under-shared below a sharing rate of {sharing}; idle below {idle} of effective use in this month (the yearly threshold prorated to the days in service).',
+    'dash.perInstrument.intro': 'Dashed lines: the consortium’s thresholds, as the consortium has set them. Under-shared below a sharing rate of {sharing}; idle below {idle} of effective use in this month (the yearly threshold prorated to the days in service).',
     'dash.perInstrument.showAll': 'Show all {n} instruments (otherwise the {used} used or booked this month)',
     'dash.perInstrument.noneUsed': 'No instrument was used or booked in this month.',
     'dash.perInstrument.rates': 'Utilisation and sharing rate',
@@ -91,10 +91,10 @@ registerMessages({
     'dash.flag.notAssessed': 'Not assessed (too few days in service)',
 
     'dash.idle.title': 'Idle instruments ({n})',
-    'dash.idle.intro': 'Effective hours below the idle threshold of the instrument’s value band, prorated to the month (ListIdleInstruments). Most idle first.',
+    'dash.idle.intro': 'Effective hours below the idle threshold of the instrument’s value band, prorated to the month. Most idle first.',
     'dash.idle.none': 'No idle instrument this month.',
     'dash.under.title': 'Under-shared instruments ({n})',
-    'dash.under.intro': 'Used this month, but sharing rate or external hours below the band’s minimum (ListUnderSharedInstruments).',
+    'dash.under.intro': 'Used this month, but sharing rate or external hours below the band’s minimum.',
     'dash.under.none': 'No under-shared instrument this month.',
 
     'dash.trend.title': 'Trend by month',
@@ -272,7 +272,7 @@ registerMessages({
     'dash.yardstick.external': '最低对外机时 {v}',
 
     'dash.perInstrument.title': '各仪器对照考核基准，{month}',
-    'dash.perInstrument.intro': '虚线为联盟设定的阈值（GetThresholds）：共享率低于 {sharing} 为共享不足；本月有效机时低于 {idle} 为闲置（年度阈值按在役天数折算）。',
+    'dash.perInstrument.intro': '虚线为联盟设定的阈值：共享率低于 {sharing} 为共享不足；本月有效机时低于 {idle} 为闲置（年度阈值按在役天数折算）。',
     'dash.perInstrument.showAll': '显示全部 {n} 台仪器（否则只显示本月有使用或预约的 {used} 台）',
     'dash.perInstrument.noneUsed': '本月没有任何仪器被使用或预约。',
     'dash.perInstrument.rates': '利用率与共享率',
@@ -313,10 +313,10 @@ registerMessages({
     'dash.flag.notAssessed': '未考核（在役天数不足）',
 
     'dash.idle.title': '闲置仪器（{n}）',
-    'dash.idle.intro': '有效机时低于所属价值档的闲置阈值（按月折算）的仪器（ListIdleInstruments），最闲置的排在前面。',
+    'dash.idle.intro': '有效机时低于所属价值档的闲置阈值（按月折算）的仪器，最闲置的排在前面。',
     'dash.idle.none': '本月没有闲置仪器。',
     'dash.under.title': '共享不足的仪器（{n}）',
-    'dash.under.intro': '本月有使用，但共享率或对外机时低于所属价值档最低要求的仪器（ListUnderSharedInstruments）。',
+    'dash.under.intro': '本月有使用，但共享率或对外机时低于所属价值档最低要求的仪器。',
     'dash.under.none': '本月没有共享不足的仪器。',
 
     'dash.trend.title': '按月趋势',

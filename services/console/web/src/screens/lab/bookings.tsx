@@ -6,7 +6,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { Booking_State, LeaseContract_RateBasis, Lease_State, type Booking, type Lease, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
-import { booking, inventory, requestId } from '../../api';
+import { booking, inventory } from '../../api';
 import type { ShownError } from '../../errors';
 import { money } from '../../format';
 import { lang, t } from '../../i18n';
@@ -17,10 +17,10 @@ import {
 } from './common';
 import { durationMs, lateCancelFee, type FeePreview } from './money';
 import './lab.css';
-import { ErrorBox, StatusBox } from '../../ui';
+import { ErrorBox, StatusBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
-import { idOf } from '../../names';
-import { fromWall, toWall, zoneLabel } from '../../zones';
+import { allFacilities, idOf } from '../../names';
+import { DEFAULT_ZONE, fromWall, toWall, zoneLabel } from '../../zones';
 
 const PAGE = 20;
 
@@ -74,6 +74,7 @@ function Pager({ p, label }: { p: { hasPrev: boolean; page?: { next: string }; n
 }
 
 export default function LabBookings({ params }: { params: Record<string, string> }) {
+  const mutate = useRequestId();
   useSignal(lang);
   const s = useSignal(session);
   const [status, setStatus] = useState<string>();
@@ -83,19 +84,30 @@ export default function LabBookings({ params }: { params: Record<string, string>
   // ?month=2027-03 narrows all three lists to that month (consortium
   // time, Asia/Shanghai); without it everything, newest first.
   const month = /^\d{4}-\d{2}$/.test(params.month ?? '') ? params.month! : '';
-  const range = monthRange(month);
+  // The month in the facilities' zone when they all share one (else the
+  // consortium's, Asia/Shanghai); asked before the lists.
+  const [listZone, setListZone] = useState<string>();
+  useEffect(() => {
+    let live = true;
+    allFacilities().then((fs) => {
+      const zs = [...new Set(fs.map((f) => f.timeZone || DEFAULT_ZONE))];
+      if (live) setListZone(zs.length === 1 ? zs[0]! : DEFAULT_ZONE);
+    }, () => live && setListZone(DEFAULT_ZONE));
+    return () => { live = false; };
+  }, []);
+  const range = monthRange(month, listZone ?? DEFAULT_ZONE);
   const bookings = usePages<Booking>(async (pageToken) => {
     const r = await booking.listBookings({ user: s.user ?? '', orderBy: 'start_time desc', pageSize: PAGE, pageToken, timeRange: range });
     return { items: r.bookings, next: r.nextPageToken };
-  }, [s.user, month]);
+  }, [s.user, month, listZone]);
   const leases = usePages<Lease>(async (pageToken) => {
     const r = await booking.listLeases({ orderBy: 'start_time desc', pageSize: PAGE, pageToken, timeRange: range });
     return { items: r.leases, next: r.nextPageToken };
-  }, [s.user, month]);
+  }, [s.user, month, listZone]);
   const orders = usePages<ServiceOrder>(async (pageToken) => {
     const r = await booking.listServiceOrders({ pageSize: PAGE, pageToken, createTimeRange: range });
     return { items: r.serviceOrders, next: r.nextPageToken };
-  }, [s.user, month]);
+  }, [s.user, month, listZone]);
   const zones = useZones([
     ...(bookings.page?.items ?? []).map((b) => b.instrument),
     ...(leases.page?.items ?? []).map((l) => l.instrument),
@@ -104,9 +116,11 @@ export default function LabBookings({ params }: { params: Record<string, string>
   const zoneOf = (inst: string) => zones[inst]?.zone ?? 'Asia/Shanghai';
   const title = (inst: string) => zones[inst]?.title ?? idOf(inst);
 
+  const [acting, setActing] = useState(false);
   async function act(what: string, f: () => Promise<Booking | Lease>) {
     setActionError(undefined);
     setStatus(undefined);
+    setActing(true);
     try {
       const r = await f();
       const state = r.$typeName === 'labshare.booking.v1.Lease'
@@ -116,6 +130,8 @@ export default function LabBookings({ params }: { params: Record<string, string>
       leases.reload();
     } catch (e) {
       setActionError(explain(e));
+    } finally {
+      setActing(false);
     }
   }
 
@@ -173,9 +189,9 @@ export default function LabBookings({ params }: { params: Record<string, string>
                     </td>
                     <td><div class="lab-actions">
                       {slotMode && b.state === Booking_State.CONFIRMED &&
-                        <button type="button" onClick={() => void act(t('lab.act.checkIn'), () => booking.checkIn({ name: b.name, requestId: requestId() }))}>{t('lab.act.checkIn')}</button>}
+                        <button type="button" disabled={acting} onClick={() => void act(t('lab.act.checkIn'), () => mutate('checkIn', { name: b.name }, (r) => booking.checkIn(r)))}>{t('lab.act.checkIn')}</button>}
                       {b.state === Booking_State.CHECKED_IN && b.mode !== SharingMode.LEASE &&
-                        <button type="button" onClick={() => void act(t('lab.act.checkOut'), () => booking.checkOut({ name: b.name, requestId: requestId() }))}>{t('lab.act.checkOut')}</button>}
+                        <button type="button" disabled={acting} onClick={() => void act(t('lab.act.checkOut'), () => mutate('checkOut', { name: b.name }, (r) => booking.checkOut(r)))}>{t('lab.act.checkOut')}</button>}
                       {slotMode && (b.state === Booking_State.CONFIRMED || b.state === Booking_State.PENDING_APPROVAL) &&
                         <button type="button" class="danger" data-testid="cancel" onClick={() => { setStatus(undefined); setCancelling(b); }}>{t('lab.act.cancel')}</button>}
                     </div></td>
@@ -210,9 +226,9 @@ export default function LabBookings({ params }: { params: Record<string, string>
                     <td>{l.contract ? `${money(l.contract.rate)} / ${t(`lab.rateBasis.${LeaseContract_RateBasis[l.contract.rateBasis]}`)} · ${t('lab.lease.deposit')} ${money(l.contract.deposit)}` : '—'}</td>
                     <td>
                       {(l.state === Lease_State.REQUESTED || l.state === Lease_State.APPROVED) &&
-                        <button type="button" class="danger" onClick={() => {
+                        <button type="button" class="danger" disabled={acting} onClick={() => {
                           if (confirm(t('lab.lease.cancelConfirm', { name: idOf(l.name) }))) {
-                            void act(t('lab.act.cancelLease'), () => booking.cancelLease({ name: l.name, requestId: requestId() }));
+                            void act(t('lab.act.cancelLease'), () => mutate('cancelLease', { name: l.name }, (r) => booking.cancelLease(r)));
                           }
                         }}>{t('lab.act.cancelLease')}</button>}
                     </td>
@@ -256,10 +272,9 @@ export default function LabBookings({ params }: { params: Record<string, string>
   );
 }
 
-function monthRange(month: string) {
+function monthRange(month: string, zone: string) {
   if (!month) return undefined;
   const [y, m] = month.split('-').map(Number) as [number, number];
-  const zone = 'Asia/Shanghai';
   return { startTime: msTs(fromWall(Date.UTC(y, m - 1, 1), zone)), endTime: msTs(fromWall(Date.UTC(y, m, 1), zone)) };
 }
 
@@ -289,6 +304,7 @@ interface Preview {
 function CancelPreview({ b, zone, onClose, onCancelled }: {
   b: Booking; zone: string; onClose: () => void; onCancelled: (b: Booking) => void;
 }) {
+  const mutate = useRequestId();
   const [p, setP] = useState<Preview>();
   const [error, setError] = useState<ShownError>();
   const [reason, setReason] = useState('');
@@ -327,7 +343,7 @@ function CancelPreview({ b, zone, onClose, onCancelled }: {
     setBusy(true);
     setError(undefined);
     try {
-      onCancelled(await booking.cancelBooking({ name: b.name, reason, requestId: requestId() }));
+      onCancelled(await mutate('cancelBooking', { name: b.name, reason }, (r) => booking.cancelBooking(r)));
     } catch (e) {
       setError(explain(e));
     } finally {

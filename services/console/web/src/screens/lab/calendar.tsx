@@ -11,7 +11,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import type { Instrument, Facility } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { Booking_State, BusyInterval_Reason, type Booking, type Project, type QueryAvailabilityResponse } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
-import { booking, requestId } from '../../api';
+import { booking } from '../../api';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
@@ -20,9 +20,9 @@ import {
   approvalWord, bookingStateWord, busyWord, hhmm, instrumentWithZone, isoDay, modeWord, mondayOf, msTs, parseDay, rangeText, todayWall, tsMs, wallText,
 } from './common';
 import './lab.css';
-import { ErrorBox, StatusBox } from '../../ui';
+import { ErrorBox, StatusBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
-import { idOf } from '../../names';
+import { idOf, listAll } from '../../names';
 import { fromWall, toWall, zoneLabel } from '../../zones';
 
 const DAY = 86_400_000;
@@ -72,9 +72,12 @@ export default function LabCalendar({ params }: { params: Record<string, string>
     const range = { startTime: msTs(start), endTime: msTs(end) };
     Promise.all([
       booking.queryAvailability({ instrument: base.instrument.name, range, mode }),
-      booking.listBookings({ instrument: base.instrument.name, timeRange: range, pageSize: 200, user: s.user ?? '' }),
-    ]).then(([avail, list]) => {
-      if (live) setWeek({ avail, mine: list.bookings.filter((b) => HOLDING.includes(b.state)) });
+      listAll(async (pageToken) => {
+        const r = await booking.listBookings({ instrument: base.instrument.name, timeRange: range, pageSize: 200, user: s.user ?? '', pageToken });
+        return { items: r.bookings, next: r.nextPageToken };
+      }),
+    ]).then(([avail, mine]) => {
+      if (live) setWeek({ avail, mine: mine.filter((b) => HOLDING.includes(b.state)) });
     }, (e) => live && setWeek({ mine: [], error: explain(e) }));
     return () => { live = false; };
   }, [base, weekParam, mode, refresh, s.user]);
@@ -270,6 +273,7 @@ function KeyboardForm({ monday, onChoose }: { monday: number; onChoose: (s: Slot
 function BookPanel({ slot, zone, instrument, defaultMode, onClose, onBooked }: {
   slot: Slot; zone: string; instrument: Instrument; defaultMode: SharingMode; onClose: () => void; onBooked: (b: Booking) => void;
 }) {
+  const mutate = useRequestId();
   const [mode, setMode] = useState<SharingMode>(defaultMode);
   const [projects, setProjects] = useState<Project[]>();
   const [project, setProject] = useState('');
@@ -280,9 +284,12 @@ function BookPanel({ slot, zone, instrument, defaultMode, onClose, onBooked }: {
   useEffect(() => { heading.current?.focus(); }, []);
   useEffect(() => {
     if (mode !== SharingMode.JOINT_RESEARCH || projects) return;
-    booking.listProjects({ instrument: instrument.name, pageSize: 100 }).then((r) => {
-      setProjects(r.projects);
-      if (r.projects[0]) setProject(r.projects[0].name);
+    listAll(async (pageToken) => {
+      const r = await booking.listProjects({ instrument: instrument.name, pageSize: 200, pageToken });
+      return { items: r.projects, next: r.nextPageToken };
+    }).then((all) => {
+      setProjects(all);
+      if (all[0]) setProject(all[0].name);
     }, (e) => setError(explain(e)));
   }, [mode]);
   const offered = instrument.modes.map((m) => m.mode).filter((m) => m === SharingMode.ON_SITE || m === SharingMode.JOINT_RESEARCH);
@@ -294,14 +301,13 @@ function BookPanel({ slot, zone, instrument, defaultMode, onClose, onBooked }: {
     setBusy(true);
     setError(undefined);
     try {
-      const b = await booking.createBooking({
-        requestId: requestId(),
+      const b = await mutate('createBooking', {
         booking: {
           instrument: instrument.name, mode, purpose,
           reservedInterval: { startTime: msTs(startMs), endTime: msTs(endMs) },
           project: mode === SharingMode.JOINT_RESEARCH ? project : '',
         },
-      });
+      }, (r) => booking.createBooking(r));
       onBooked(b);
     } catch (err) {
       setError(explain(err));

@@ -11,6 +11,7 @@ import { cached } from '../../names';
 import { DEFAULT_ZONE, toWall } from '../../zones';
 import { lang, t } from '../../i18n';
 import './messages';
+import { dateLocale } from '../../format';
 
 export const zoneOf = (f?: Facility): string => f?.timeZone || DEFAULT_ZONE;
 
@@ -40,8 +41,8 @@ export function todayWall(zone: string): number {
 }
 
 // A time in the facility's zone: "06/04/2027, 10:00" in the user's language.
-// English dates day-first ("06/04/2027"), as the consortium writes them.
-export const dateLocale = (): string => (lang.value === 'en' ? 'en-GB' : lang.value);
+// English dates day-first ("06/04/2027"): format.ts dateLocale, as everywhere.
+export { dateLocale };
 export function wallText(wall: number, opts: Intl.DateTimeFormatOptions = {}): string {
   return new Intl.DateTimeFormat(dateLocale(), {
     timeZone: 'UTC', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit',

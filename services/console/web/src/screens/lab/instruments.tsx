@@ -34,7 +34,10 @@ export default function LabInstruments({ params }: { params: Record<string, stri
   const facility = params.facility ?? '';
   const mode = (SharingMode[(params.mode ?? 'ON_SITE') as keyof typeof SharingMode] ?? SharingMode.ON_SITE) as SharingMode;
   const fac = facilities.find((f) => idOf(f.name) === facility);
-  const zone = fac ? zoneOf(fac) : DEFAULT_ZONE;
+  // The chosen facility's zone; without one, the facilities' zone when they
+  // share one, else the consortium's.
+  const facZones = [...new Set(facilities.map((f) => zoneOf(f)))];
+  const zone = fac ? zoneOf(fac) : facZones.length === 1 ? facZones[0]! : DEFAULT_ZONE;
   const day = parseDay(params.date) ?? todayWall(zone);
   const minHours = Number(params.hours ?? '1') || 1;
 
@@ -49,6 +52,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
   // Search whenever the query in the route changes (and a category is set).
   useEffect(() => {
     if (!category) { setFound(undefined); return; }
+    if (!instruments) return; // the facilities (their zones) first
     let live = true;
     setSearching(true);
     setError(undefined);
@@ -67,7 +71,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
       if (live) setFound(out);
     })().catch((e) => live && setError(explain(e))).finally(() => live && setSearching(false));
     return () => { live = false; };
-  }, [category, facility, mode, day, minHours, zone]);
+  }, [category, facility, mode, day, minHours, zone, !instruments]);
 
   const categories = [...new Set((instruments ?? []).map((i) => i.category))].sort();
   const byName = new Map((instruments ?? []).map((i) => [i.name, i]));

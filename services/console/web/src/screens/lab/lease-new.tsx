@@ -4,7 +4,7 @@ import { useEffect, useState } from 'preact/hooks';
 import type { Instrument, LookupRateResponse } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import type { Lease } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
-import { booking, inventory, requestId } from '../../api';
+import { booking, inventory } from '../../api';
 import type { ShownError } from '../../errors';
 import { money, hoursNumber } from '../../format';
 import { lang, t } from '../../i18n';
@@ -12,7 +12,7 @@ import { session } from '../../session';
 import { useSignal } from '../../signal';
 import { instrumentWithZone, isoDay, leaseStateWord, msTs, parseDay, rangeText, todayWall } from './common';
 import './lab.css';
-import { ErrorBox, StatusBox } from '../../ui';
+import { ErrorBox, StatusBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
 import { allInstruments, idOf } from '../../names';
 import { fromWall, zoneLabel } from '../../zones';
@@ -20,6 +20,7 @@ import { fromWall, zoneLabel } from '../../zones';
 const DAY = 86_400_000;
 
 export default function LabLeaseNew({ params }: { params: Record<string, string> }) {
+  const mutate = useRequestId();
   useSignal(lang);
   const s = useSignal(session);
   const [all, setAll] = useState<Instrument[]>([]);
@@ -72,10 +73,10 @@ export default function LabLeaseNew({ params }: { params: Record<string, string>
     setChecked(undefined);
     setDone(undefined);
     try {
-      const l = await booking.requestLease({
-        requestId: requestId(), validateOnly,
+      const l = await mutate('requestLease', {
+        validateOnly,
         lease: { instrument: inst.instrument.name, term: term(), purpose },
-      });
+      }, (r) => booking.requestLease(r));
       if (validateOnly) setChecked(t('lab.lease.checkedOk'));
       else setDone(l);
     } catch (e) {

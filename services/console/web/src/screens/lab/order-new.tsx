@@ -4,7 +4,7 @@ import { useEffect, useState } from 'preact/hooks';
 import type { Instrument, LookupRateResponse } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { ServiceUnit } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
-import { booking, inventory, requestId } from '../../api';
+import { booking, inventory } from '../../api';
 import type { ShownError } from '../../errors';
 import { money } from '../../format';
 import { lang, t } from '../../i18n';
@@ -12,12 +12,13 @@ import { session } from '../../session';
 import { useSignal } from '../../signal';
 import { instrumentWithZone, msTs, parseDay } from './common';
 import './lab.css';
-import { ErrorBox } from '../../ui';
+import { ErrorBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
 import { allInstruments, idOf } from '../../names';
 import { fromWall, zoneLabel } from '../../zones';
 
 export default function LabOrderNew({ params }: { params: Record<string, string> }) {
+  const mutate = useRequestId();
   useSignal(lang);
   const s = useSignal(session);
   const [all, setAll] = useState<Instrument[]>([]);
@@ -59,13 +60,12 @@ export default function LabOrderNew({ params }: { params: Record<string, string>
     setError(undefined);
     try {
       const wishDay = parseDay(wish);
-      const o = await booking.createServiceOrder({
-        requestId: requestId(),
+      const o = await mutate('createServiceOrder', {
         serviceOrder: {
           instrument: inst.instrument.name, serviceEntryId: entry, sampleCount: Number(count), sampleDescription: desc,
           requestedCompletionTime: wishDay === undefined ? undefined : msTs(fromWall(wishDay + 17 * 3_600_000, inst.zone)),
         },
-      });
+      }, (r) => booking.createServiceOrder(r));
       location.hash = `#/lab/orders/${idOf(o.name)}?created=1`;
     } catch (err) {
       setError(explain(err));

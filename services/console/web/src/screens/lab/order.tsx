@@ -3,14 +3,14 @@
 // while the rules allow (CancelOrder).
 import { useEffect, useState } from 'preact/hooks';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
-import { booking, requestId } from '../../api';
+import { booking } from '../../api';
 import type { ShownError } from '../../errors';
 import { money, hoursNumber } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { tsMs, instrumentWithZone, orderStateWord, rangeText, timeText } from './common';
 import './lab.css';
-import { ErrorBox, StatusBox } from '../../ui';
+import { ErrorBox, StatusBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
 import { idOf } from '../../names';
 import { zoneLabel } from '../../zones';
@@ -19,6 +19,7 @@ const CANCELLABLE = [ServiceOrder_State.REQUESTED, ServiceOrder_State.QUOTED, Se
   ServiceOrder_State.SAMPLES_RECEIVED, ServiceOrder_State.SCHEDULED];
 
 export default function LabOrder({ params }: { params: Record<string, string> }) {
+  const mutate = useRequestId();
   useSignal(lang);
   const name = `serviceOrders/${params.id ?? ''}`;
   const [o, setO] = useState<ServiceOrder>();
@@ -98,7 +99,7 @@ export default function LabOrder({ params }: { params: Record<string, string> })
           <p class="muted">{t('lab.order.validUntil', { when: timeText(q.validUntil, zone) })}{q.notes && ` · ${q.notes}`}</p>
           {o.state === ServiceOrder_State.QUOTED && (
             <button type="button" class="primary" disabled={busy} data-testid="accept-quote"
-              onClick={() => void act(t('lab.order.acceptQuote'), () => booking.acceptQuote({ name: o.name, quoteEtag: q.quoteEtag, requestId: requestId() }))}>
+              onClick={() => void act(t('lab.order.acceptQuote'), () => mutate('acceptQuote', { name: o.name, quoteEtag: q.quoteEtag }, (r) => booking.acceptQuote(r)))}>
               {t('lab.order.acceptQuote')}
             </button>
           )}
@@ -119,10 +120,10 @@ export default function LabOrder({ params }: { params: Record<string, string> })
       {report && o.state === ServiceOrder_State.REPORT_DELIVERED && (
         <div class="card">
           <button type="button" class="primary" disabled={busy} data-testid="accept-report"
-            onClick={() => void act(t('lab.order.acceptReport'), () => booking.acceptReport({ name: o.name, requestId: requestId() }))}>
+            onClick={() => void act(t('lab.order.acceptReport'), () => mutate('acceptReport', { name: o.name }, (r) => booking.acceptReport(r)))}>
             {t('lab.order.acceptReport')}
           </button>
-          <form class="row" onSubmit={(e) => { e.preventDefault(); void act(t('lab.order.dispute'), () => booking.disputeReport({ name: o.name, reason: dispute, requestId: requestId() })); }}>
+          <form class="row" onSubmit={(e) => { e.preventDefault(); void act(t('lab.order.dispute'), () => mutate('disputeReport', { name: o.name, reason: dispute }, (r) => booking.disputeReport(r))); }}>
             <label class="field lab-grow">{t('lab.order.disputeWhy')}
               <input value={dispute} required onInput={(e) => setDispute((e.target as HTMLInputElement).value)} data-testid="dispute-reason" />
             </label>
@@ -133,7 +134,7 @@ export default function LabOrder({ params }: { params: Record<string, string> })
       {CANCELLABLE.includes(o.state) && (
         <form class="card row" onSubmit={(e) => {
           e.preventDefault();
-          if (confirm(t('lab.order.cancelConfirm'))) void act(t('lab.order.cancel'), () => booking.cancelOrder({ name: o.name, reason: cancelReason, requestId: requestId() }));
+          if (confirm(t('lab.order.cancelConfirm'))) void act(t('lab.order.cancel'), () => mutate('cancelOrder', { name: o.name, reason: cancelReason }, (r) => booking.cancelOrder(r)));
         }}>
           <label class="field lab-grow">{t('lab.cancel.reason')}
             <input value={cancelReason} onInput={(e) => setCancelReason((e.target as HTMLInputElement).value)} />

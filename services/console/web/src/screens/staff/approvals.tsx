@@ -8,7 +8,7 @@ import { Booking_ApprovalReason, Booking_State, LeaseContract_RateBasis, Lease_S
   type Booking, type Lease } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { LeaseRateBasis, RateUnit } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
-import { booking, inventory, requestId } from '../../api';
+import { booking, inventory } from '../../api';
 import { explain, type ShownError } from '../../errors';
 import { money, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
@@ -16,7 +16,7 @@ import { useSignal } from '../../signal';
 import {
   FieldError, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, modeLabel, parseAmount, span, useStaffWorld, when, zoneOf, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 interface Queue { bookings: Booking[]; leases: Lease[] }
@@ -97,6 +97,7 @@ export default function Approvals(_: { params: Record<string, string> }) {
 }
 
 function BookingRow({ b, world, onDone }: { b: Booking; world: StaffWorld; onDone: (m: string) => void }) {
+  const mutate = useRequestId();
   const zone = zoneOf(world, b.instrument);
   const act = useAction();
   const [rejecting, setRejecting] = useState(false);
@@ -106,14 +107,14 @@ function BookingRow({ b, world, onDone }: { b: Booking; world: StaffWorld; onDon
   const id = idOf(b.name);
 
   const approve = () => act.run(
-    () => booking.approveBooking({ name: b.name, note, etag: b.etag, requestId: requestId() }),
+    () => mutate('approveBooking', { name: b.name, note, etag: b.etag }, (r) => booking.approveBooking(r)),
   ).then((r) => r && onDone(t('staff.approvals.approved', {
     id, instrument: instrumentLabel(world, r.instrument), state: t(`staff.bookingState.${Booking_State[r.state]}`),
   })));
   const reject = () => {
     if (!reason.trim()) { setMissing(t('staff.approvals.reasonRequired')); return; }
     setMissing(undefined);
-    void act.run(() => booking.rejectBooking({ name: b.name, reason: reason.trim(), etag: b.etag, requestId: requestId() }))
+    void act.run(() => mutate('rejectBooking', { name: b.name, reason: reason.trim(), etag: b.etag }, (r) => booking.rejectBooking(r)))
       .then((r) => r && onDone(t('staff.approvals.rejected', { id, instrument: instrumentLabel(world, r.instrument) })));
   };
 
@@ -164,6 +165,7 @@ function BookingRow({ b, world, onDone }: { b: Booking; world: StaffWorld; onDon
 }
 
 function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (m: string) => void }) {
+  const mutate = useRequestId();
   const zone = zoneOf(world, l.instrument);
   const ins = world.instruments.find((i) => i.name === l.instrument);
   const currency = currencyOf(ins);
@@ -185,7 +187,7 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
     let live = true;
     inventory.lookupRate({
       instrument: l.instrument, mode: SharingMode.LEASE, payerOrganization: l.lesseeOrganization,
-      time: l.term?.startTime ?? timestampFromDate(new Date()),
+      time: l.term?.startTime ?? l.createTime,
     }).then((r) => {
       if (!live || !r.rate?.price) return;
       setRate(moneyText(r.rate.price));
@@ -201,17 +203,17 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
     if (!r || r.amountMinor <= 0n) { setMissing(t('staff.leaseForm.badRate')); return; }
     if (!d) { setMissing(t('staff.leaseForm.badDeposit')); return; }
     setMissing(undefined);
-    void act.run(() => booking.approveLease({
-      name: l.name, etag: l.etag, requestId: requestId(),
+    void act.run(() => mutate('approveLease', {
+      name: l.name, etag: l.etag,
       contract: { rateBasis: basis, rate: r, deposit: d, termsNotes: terms },
-    })).then((x) => x && onDone(t('staff.approvals.leaseApproved', {
+    }, (r) => booking.approveLease(r))).then((x) => x && onDone(t('staff.approvals.leaseApproved', {
       id, rate: money(x.contract?.rate), basis: t(`staff.rateBasis.${LeaseContract_RateBasis[basis]}`), deposit: money(x.contract?.deposit),
     })));
   };
   const reject = () => {
     if (!reason.trim()) { setMissing(t('staff.approvals.reasonRequired')); return; }
     setMissing(undefined);
-    void act.run(() => booking.rejectLease({ name: l.name, reason: reason.trim(), etag: l.etag, requestId: requestId() }))
+    void act.run(() => mutate('rejectLease', { name: l.name, reason: reason.trim(), etag: l.etag }, (r) => booking.rejectLease(r)))
       .then((x) => x && onDone(t('staff.approvals.leaseRejected', { id })));
   };
 

@@ -12,7 +12,7 @@ import { explain, type ShownError } from '../../errors';
 import { hasMessage, lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
-import { parseMoney } from '../../format';
+import { dateLocale, parseMoney } from '../../format';
 import { allInstruments, idOf, listAll } from '../../names';
 import { DEFAULT_ZONE, zonedInputToDate } from '../../zones';
 import './messages';
@@ -130,7 +130,7 @@ export function addDays(ymd: string, n: number): string {
 }
 
 function fmt(ts: Timestamp, timeZone: string, opts: Intl.DateTimeFormatOptions): string {
-  return new Intl.DateTimeFormat(lang.value, { timeZone, hourCycle: 'h23', ...opts }).format(timestampDate(ts));
+  return new Intl.DateTimeFormat(dateLocale(), { timeZone, hourCycle: 'h23', ...opts }).format(timestampDate(ts));
 }
 
 const DAY: Intl.DateTimeFormatOptions = { year: 'numeric', month: '2-digit', day: '2-digit', weekday: 'short' };

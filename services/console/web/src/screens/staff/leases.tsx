@@ -4,7 +4,7 @@
 // the deposit settlement (CloseLease), extend the term (ExtendLease).
 import { useState } from 'preact/hooks';
 import { LeaseContract_RateBasis, Lease_State, type Lease } from '../../../../gen/labshare/booking/v1/booking_pb';
-import { booking, requestId } from '../../api';
+import { booking } from '../../api';
 import { money } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
@@ -12,7 +12,7 @@ import {
   FieldError, FilterSelect, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, parseAmount, span, useOnMyInstruments, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
-import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId } from '../../ui';
 import { idOf } from '../../names';
 import { dateToZonedInput } from '../../zones';
 
@@ -62,6 +62,7 @@ export default function Leases({ params }: { params: Record<string, string> }) {
 type Form = 'handover' | 'return' | 'close' | 'extend';
 
 function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (m: string) => void }) {
+  const mutate = useRequestId();
   const zone = zoneOf(world, l.instrument);
   const currency = l.contract?.rate?.currencyCode || currencyOf(world.instruments.find((i) => i.name === l.instrument));
   const id = idOf(l.name);
@@ -78,18 +79,18 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
     setMissing(undefined);
     if (form === 'handover') {
       if (!notes.trim()) { setMissing(t('staff.leases.conditionRequired')); return; }
-      void act.run(() => booking.recordHandover({ name: l.name, conditionNotes: notes.trim(), requestId: requestId() }))
+      void act.run(() => mutate('recordHandover', { name: l.name, conditionNotes: notes.trim() }, (r) => booking.recordHandover(r)))
         .then((r) => r && onDone(t('staff.leases.handedOver', { id, state: stateWord(r.state) })));
     } else if (form === 'return') {
       if (!notes.trim()) { setMissing(t('staff.leases.conditionRequired')); return; }
       const d = parseAmount(damage || '0', currency);
       if (!d) { setMissing(t('staff.leases.badDamage')); return; }
-      void act.run(() => booking.recordReturn({
+      void act.run(() => mutate('recordReturn', {
         name: l.name, conditionNotes: notes.trim(), damageNotes: damageNotes.trim(),
-        damageAmount: d.amountMinor > 0n ? d : undefined, requestId: requestId(),
-      })).then((r) => r && onDone(t('staff.leases.returned', { id, state: stateWord(r.state) })));
+        damageAmount: d.amountMinor > 0n ? d : undefined,
+      }, (r) => booking.recordReturn(r))).then((r) => r && onDone(t('staff.leases.returned', { id, state: stateWord(r.state) })));
     } else if (form === 'close') {
-      void act.run(() => booking.closeLease({ name: l.name, notes: notes.trim(), requestId: requestId() }))
+      void act.run(() => mutate('closeLease', { name: l.name, notes: notes.trim() }, (r) => booking.closeLease(r)))
         .then((r) => r && onDone(t('staff.leases.closed', {
           id, applied: money(r.settlement?.depositApplied), released: money(r.settlement?.depositReleased),
           outstanding: money(r.settlement?.damageOutstanding),
@@ -97,7 +98,7 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
     } else if (form === 'extend') {
       const end = zonedTs(newEnd, zone);
       if (!end) { setMissing(t('staff.leases.badEnd')); return; }
-      void act.run(() => booking.extendLease({ name: l.name, newEndTime: end, note: notes.trim(), etag: l.etag, requestId: requestId() }))
+      void act.run(() => mutate('extendLease', { name: l.name, newEndTime: end, note: notes.trim(), etag: l.etag }, (r) => booking.extendLease(r)))
         .then((r) => r && onDone(t('staff.leases.extended', { id, end: when(r.term?.endTime, zone) })));
     }
   };

@@ -9,20 +9,20 @@
 // from inventory's event, the call is idempotent) and shows what became of
 // every booking. Existing windows are listed with cancel
 // (CancelMaintenanceWindow, then ApplyMaintenanceWindow to unblock).
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { Booking_State, type Booking, type ApplyMaintenanceWindowResponse } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { MaintenanceWindowState, type MaintenanceWindow, type Instrument } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { IntervalSchema, SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
-import { booking, inventory, requestId } from '../../api';
+import { booking, inventory } from '../../api';
 import { explain, type ShownError } from '../../errors';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
   FieldError, OrgName, StaffHeader, Zone, modeLabel, overlaps, span, tn, useStaffWorld, weekStart, when, zoneOf, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { zonedInputToDate } from '../../zones';
 
@@ -55,6 +55,7 @@ interface Preview { draft: Draft; startDate: Date; endDate: Date; bookings: Book
 interface Done { window: MaintenanceWindow; applied?: ApplyMaintenanceWindowResponse; applyError?: ShownError; bookings: Booking[] }
 
 export default function Maintenance({ params }: { params: Record<string, string> }) {
+  const mutate = useRequestId();
   useSignal(lang);
   const { world, error } = useStaffWorld();
   const monday = weekStart(params.week);
@@ -108,18 +109,18 @@ export default function Maintenance({ params }: { params: Record<string, string>
   const confirm = async () => {
     if (!preview) return;
     const p = preview;
-    const w = await act.run(() => inventory.createMaintenanceWindow({
-      parent: p.draft.instrument, requestId: requestId(),
+    const w = await act.run(() => mutate('createMaintenanceWindow', {
+      parent: p.draft.instrument,
       maintenanceWindow: {
         interval: { startTime: timestampFromDate(p.startDate), endTime: timestampFromDate(p.endDate) },
         reason: p.draft.reason.trim(), outage: p.draft.outage,
       },
-    }));
+    }, (r) => inventory.createMaintenanceWindow(r)));
     if (!w) return;
     let applied: ApplyMaintenanceWindowResponse | undefined;
     let applyError: ShownError | undefined;
     try {
-      applied = await booking.applyMaintenanceWindow({ maintenanceWindow: w.name, requestId: requestId() });
+      applied = await mutate('applyMaintenanceWindow', { maintenanceWindow: w.name }, (r) => booking.applyMaintenanceWindow(r));
     } catch (err) {
       applyError = explain(err);
     }
@@ -297,13 +298,17 @@ function Windows({ world, instrument, tick, onChanged }: { world: StaffWorld; in
 }
 
 function WindowRow({ w, zone, onChanged }: { w: MaintenanceWindow; zone: string; onChanged: () => void }) {
+  const mutate = useRequestId();
   const act = useAction();
   const [open, setOpen] = useState(false);
   const [reason, setReason] = useState('');
+  const cancelled = useRef<MaintenanceWindow>();
   const cancel = async () => {
     const r = await act.run(async () => {
-      const c = await inventory.cancelMaintenanceWindow({ name: w.name, reason: reason.trim(), requestId: requestId() });
-      await booking.applyMaintenanceWindow({ maintenanceWindow: c.name, requestId: requestId() });
+      // A retry after the apply step failed does not cancel again.
+      const c = cancelled.current ?? await mutate('cancelMaintenanceWindow', { name: w.name, reason: reason.trim() }, (r) => inventory.cancelMaintenanceWindow(r));
+      cancelled.current = c;
+      await mutate('applyMaintenanceWindow', { maintenanceWindow: c.name }, (r) => booking.applyMaintenanceWindow(r));
       return c;
     }, () => t('staff.maint.windowCancelled'));
     if (r) { setOpen(false); onChanged(); }

@@ -8,7 +8,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
-import { booking, inventory, requestId } from '../../api';
+import { booking, inventory } from '../../api';
 import { money, moneyText } from '../../format';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
@@ -16,7 +16,7 @@ import { useSignal } from '../../signal';
 import {
   FieldError, FilterSelect, OrgName, StaffHeader, Zone, addDays, currencyOf, instrumentLabel, isSet, parseAmount, span, useOnMyInstruments, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId } from '../../ui';
 import { idOf } from '../../names';
 
 const S = ServiceOrder_State;
@@ -72,6 +72,7 @@ export default function Orders({ params }: { params: Record<string, string> }) {
 type Form = 'quote' | 'receive' | 'schedule' | 'report';
 
 function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffWorld; monday: string; onDone: (m: string) => void }) {
+  const mutate = useRequestId();
   const me = useSignal(session).user ?? '';
   const zone = zoneOf(world, o.instrument);
   const ins = world.instruments.find((i) => i.name === o.instrument);
@@ -108,7 +109,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
     let live = true;
     inventory.lookupRate({
       instrument: o.instrument, mode: SharingMode.TECHNICAL_SERVICE, payerOrganization: o.clientOrganization,
-      serviceEntryId: o.serviceEntryId, time: timestampFromDate(new Date()),
+      serviceEntryId: o.serviceEntryId, time: o.createTime, // the line in force when it was ordered
     }).then((r) => live && r.rate?.price && setFee(moneyText(r.rate.price)), () => undefined);
     return () => { live = false; };
   }, [form]);
@@ -123,28 +124,28 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
       if (!f || !sf || !c) { setMissing(t('staff.orders.badAmount')); return; }
       if (!Number.isFinite(hours) || hours < 0) { setMissing(t('staff.orders.badHours')); return; }
       if (!until) { setMissing(t('staff.orders.badValidUntil')); return; }
-      void act.run(() => booking.issueQuote({
-        name: o.name, etag: o.etag, requestId: requestId(),
+      void act.run(() => mutate('issueQuote', {
+        name: o.name, etag: o.etag,
         quote: { perSampleFee: f, staffTime: { seconds: BigInt(Math.round(hours * 3600)) }, staffTimeFee: sf, consumables: c, validUntil: until, notes: notes.trim() },
-      })).then(ok('staff.orders.quoted'));
+      }, (r) => booking.issueQuote(r))).then(ok('staff.orders.quoted'));
     } else if (form === 'receive') {
       const n = Number(count);
       if (!Number.isInteger(n) || n < 1) { setMissing(t('staff.orders.badCount')); return; }
-      void act.run(() => booking.receiveSamples({ name: o.name, receivedSampleCount: n, conditionNotes: notes.trim(), requestId: requestId() }))
+      void act.run(() => mutate('receiveSamples', { name: o.name, receivedSampleCount: n, conditionNotes: notes.trim() }, (r) => booking.receiveSamples(r)))
         .then(ok('staff.orders.received'));
     } else if (form === 'schedule') {
       const s = zonedTs(start, zone), e = zonedTs(end, zone);
       if (!s || !e) { setMissing(t('staff.orders.badInterval')); return; }
-      void act.run(() => booking.scheduleService({ name: o.name, interval: { startTime: s, endTime: e }, operatorUser: me, requestId: requestId() }))
+      void act.run(() => mutate('scheduleService', { name: o.name, interval: { startTime: s, endTime: e }, operatorUser: me }, (r) => booking.scheduleService(r)))
         .then(ok('staff.orders.scheduled'));
     } else if (form === 'report') {
       if (!uri.trim()) { setMissing(t('staff.orders.uriRequired')); return; }
       if (sha.trim() && !/^[0-9a-fA-F]{64}$/.test(sha.trim())) { setMissing(t('staff.orders.badSha')); return; }
-      void act.run(() => booking.deliverReport({ name: o.name, report: { uri: uri.trim(), sha256: sha.trim().toLowerCase(), summary: summary.trim() }, requestId: requestId() }))
+      void act.run(() => mutate('deliverReport', { name: o.name, report: { uri: uri.trim(), sha256: sha.trim().toLowerCase(), summary: summary.trim() } }, (r) => booking.deliverReport(r)))
         .then(ok('staff.orders.delivered'));
     }
   };
-  const start_ = () => act.run(() => booking.startService({ name: o.name, requestId: requestId() }))
+  const start_ = () => act.run(() => mutate('startService', { name: o.name }, (r) => booking.startService(r)))
     .then((r) => r && onDone(t('staff.orders.started', { id, state: stateWord(r.state) })));
   const toggle = (f: Form) => { setForm(form === f ? undefined : f); setMissing(undefined); setNotes(''); };
   const report = o.reports[o.reports.length - 1];

@@ -4,15 +4,16 @@
 import { useEffect, useState } from 'preact/hooks';
 import { QualificationState, type Qualification } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
-import { inventory, requestId } from '../../api';
+import { inventory } from '../../api';
 import { explain, type ShownError } from '../../errors';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { FieldError, StaffHeader, offersMode, useStaffWorld, when, zoneOf } from './common';
-import { ErrorBox, StatusBox, useAction, ColumnHeads } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 export default function Qualifications({ params }: { params: Record<string, string> }) {
+  const mutate = useRequestId();
   useSignal(lang);
   const { world, error } = useStaffWorld();
   const [instrument, setInstrument] = useState(params.instrument ? `instruments/${params.instrument}` : '');
@@ -56,7 +57,7 @@ export default function Qualifications({ params }: { params: Record<string, stri
     const id = idOf(user.trim());
     if (!/^[a-z][a-z0-9-]*$/.test(id)) { setMissing(t('staff.quals.badUser')); return; }
     setMissing(undefined);
-    void grant.run(() => inventory.grantQualification({ instrument, user: `users/${id}`, note: note.trim(), requestId: requestId() }),
+    void grant.run(() => mutate('grantQualification', { instrument, user: `users/${id}`, note: note.trim() }, (r) => inventory.grantQualification(r)),
       (q) => t('staff.quals.granted', { user: idOf(q.user), instrument: ins?.displayName ?? idOf(instrument), until: when(q.expireTime, zone) }))
       .then((q) => { if (q) { setUser(''); setNote(''); setTick((n) => n + 1); } });
   };
@@ -111,12 +112,13 @@ export default function Qualifications({ params }: { params: Record<string, stri
 }
 
 function QualRow({ q, zone, onChanged }: { q: Qualification; zone: string; onChanged: () => void }) {
+  const mutate = useRequestId();
   const act = useAction();
   const [open, setOpen] = useState(false);
   const [reason, setReason] = useState('');
   const user = idOf(q.user);
   const cls = q.state === QualificationState.VALID ? 'ok' : q.state === QualificationState.REVOKED ? 'bad' : 'warn';
-  const revoke = () => act.run(() => inventory.revokeQualification({ name: q.name, reason: reason.trim(), requestId: requestId() }))
+  const revoke = () => act.run(() => mutate('revokeQualification', { name: q.name, reason: reason.trim() }, (r) => inventory.revokeQualification(r)))
     .then((r) => { if (r) { setOpen(false); onChanged(); } });
   return (
     <>

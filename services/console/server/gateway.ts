@@ -135,6 +135,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     routes: (router) => registerProxies(router, transports, undefined, { timeoutMs: cfg.upstreamTimeoutMs }),
     interceptors: [guard],
     readMaxBytes: cfg.bodyLimitBytes,
+    // A field the message does not have is an error, not silently dropped: a
+    // script's typo ("instrument" for "instruments") would otherwise widen
+    // its query to everything.
+    jsonOptions: { ignoreUnknownFields: false },
     // Compress answers (gzip/br, as the client accepts) from 16 KiB: lists
     // and reports shrink a lot; a single record of 1-2 KB is not worth the
     // CPU per call.

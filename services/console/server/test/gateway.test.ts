@@ -103,6 +103,15 @@ describe('gateway with stub services', () => {
     assert.equal(a.json().user, 'users/for-script-token');
   });
 
+  it('refuses a JSON body with a field the request does not have (invalid_argument), without calling the service', async () => {
+    const before = stub.callsOf('GetBooking').length;
+    const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b4', nmae: 'typo' }, { authorization: 'Bearer tok' });
+    assert.equal(a.status, 400);
+    assert.equal(a.json().code, 'invalid_argument');
+    assert.match(a.json().message, /nmae/);
+    assert.equal(stub.callsOf('GetBooking').length, before);
+  });
+
   it('forwards a call without credentials without a token (the service decides)', async () => {
     const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b3' });
     assert.equal(a.status, 200);

@@ -127,7 +127,7 @@ if (!gatewayUrl) {
     '--listen=127.0.0.1:0',
     `--inventory=127.0.0.1:${base}`, `--booking=127.0.0.1:${base + 1}`, `--billing=127.0.0.1:${base + 2}`, `--usage=127.0.0.1:${base + 3}`,
     `--tls_ca=${path.join(pki, 'ca.crt')}`, `--tls_cert=${path.join(pki, 'console.crt')}`, `--tls_key=${path.join(pki, 'console.key')}`,
-    '--rate_limit_rps=0', '--access_log_sample=0',
+    '--rate_limit_rps=0', '--rate_limit_address_rps=0', '--access_log_sample=0',
   ];
   gatewayProc = spawn(process.execPath, [path.join(consoleDir, 'dist', 'server', 'main.js'), ...flags], { stdio: ['ignore', 'pipe', 'inherit'] });
   gatewayUrl = await new Promise((resolve, reject) => {

@@ -36,7 +36,7 @@ export const USAGE = `usage: node dist/server/main.js --listen=HOST:PORT --publi
     [--web_root=DIR] [--body_limit=1MiB] [--upstream_timeout=15s]
     [--session_idle_timeout=30m] [--refresh_margin=60s] [--max_sessions=20000]
     [--rate_limit_rps=20] [--rate_limit_burst=60]         per session / bearer token / anonymous address
-    [--rate_limit_address_rps=100] [--rate_limit_address_burst=300]   per client address, first
+    [--rate_limit_address_rps=500] [--rate_limit_address_burst=1500]   per client address, first
     [--rate_limit_login_rps=2] [--rate_limit_login_burst=40]         /auth/login, /auth/callback per address
     [--trusted_proxies=CIDR[,CIDR]]                      honour X-Forwarded-For from these peers only
     [--access_log_sample=1] [--shutdown_drain=5s] [--shutdown_grace=10s]`;
@@ -212,8 +212,8 @@ export function configFromFlags(flags: Map<string, string>, defaultWebRoot: stri
       burst: parseNumber('rate_limit_burst', opt('rate_limit_burst') ?? '60', 1, 1e7),
     },
     addressRateLimit: {
-      perSecond: parseNumber('rate_limit_address_rps', opt('rate_limit_address_rps') ?? '100', 0, 1e6),
-      burst: parseNumber('rate_limit_address_burst', opt('rate_limit_address_burst') ?? '300', 1, 1e7),
+      perSecond: parseNumber('rate_limit_address_rps', opt('rate_limit_address_rps') ?? '500', 0, 1e6),
+      burst: parseNumber('rate_limit_address_burst', opt('rate_limit_address_burst') ?? '1500', 1, 1e7),
     },
     loginRateLimit: {
       perSecond: parseNumber('rate_limit_login_rps', opt('rate_limit_login_rps') ?? '2', 0, 1e6),

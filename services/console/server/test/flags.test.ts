@@ -17,7 +17,7 @@ describe('flags', () => {
     assert.equal(c.sessionIdleTimeoutMs, 30 * 60_000);
     assert.equal(c.refreshMarginMs, 60_000);
     assert.deepEqual(c.rateLimit, { perSecond: 20, burst: 60 });
-    assert.deepEqual(c.addressRateLimit, { perSecond: 100, burst: 300 });
+    assert.deepEqual(c.addressRateLimit, { perSecond: 500, burst: 1500 });
     assert.deepEqual(c.loginRateLimit, { perSecond: 2, burst: 40 });
     assert.equal(c.trustedProxies, undefined);
     assert.equal(c.maxSessions, 20_000);

@@ -5,7 +5,7 @@
 // a failure to reach it becomes UNAVAILABLE with a fixed message.
 import type { ConnectRouter, HandlerContext } from '@connectrpc/connect';
 import { Code, ConnectError, createClient, createContextKey } from '@connectrpc/connect';
-import type { Client, Transport } from '@connectrpc/connect';
+import type { Transport } from '@connectrpc/connect';
 import type { DescMethod, DescService } from '@bufbuild/protobuf';
 import { InventoryService } from '../gen/labshare/inventory/v1/inventory_pb.js';
 import { BookingService } from '../gen/labshare/booking/v1/booking_pb.js';
@@ -88,4 +88,3 @@ export function registerProxies(
   }
 }
 
-export type PublicClients = { [K in ServiceName]: Client<(typeof PUBLIC_SERVICES)[K]> };

@@ -13,7 +13,7 @@ import { setLogSink, MESSAGES } from '../errors.js';
 import { CSP } from '../http-util.js';
 import type { Session } from '../sessions.js';
 import {
-  closedPort, cookieValue, errorInfo, waitFor, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
+  closedPort, errorInfo, waitFor, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
   type TestGateway,
 } from './harness.js';
 

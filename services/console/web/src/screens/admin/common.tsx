@@ -2,16 +2,14 @@
 // service named, words for the proto enums, durations in hours.
 import { explain, type ShownError } from '../../errors';
 import { hasMessage, lang, t } from '../../i18n';
-import { hasRole, session } from '../../session';
+import { hasRole } from '../../session';
 import { useSignal } from '../../signal';
 import { ErrorBox } from '../../ui';
 import { currencyDigits, parseMoney } from '../../format';
 import './messages';
 import './admin.css';
 
-// Case-insensitive: a bearer-token session reports roles in lower case.
-export const isAdmin = (): boolean =>
-  hasRole('CONSORTIUM_ADMIN') || session.value.roles.some((r) => r.toUpperCase() === 'CONSORTIUM_ADMIN');
+export const isAdmin = (): boolean => hasRole('CONSORTIUM_ADMIN');
 
 // A proto enum value as words: t("admin.<Enum>.<VALUE>").
 export function label(enumName: string, e: Record<number, string>, v: number | undefined): string {

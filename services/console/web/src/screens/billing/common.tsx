@@ -118,17 +118,12 @@ export function useNames(): Names {
 
 // May the caller look at several organisations' billing? (The services
 // decide; the consortium admin and the auditor see everything.)
-// (Role names compared without case: the session may spell them either way.)
-function roleIn(...roles: string[]): boolean {
-  return hasRole(...(roles as never[])) || session.value.roles.some((r) => roles.includes(String(r).toUpperCase()));
-}
-
 export function seesAll(): boolean {
-  return roleIn('CONSORTIUM_ADMIN', 'AUDITOR');
+  return hasRole('CONSORTIUM_ADMIN', 'AUDITOR');
 }
 
 export function isAdmin(): boolean {
-  return roleIn('CONSORTIUM_ADMIN');
+  return hasRole('CONSORTIUM_ADMIN');
 }
 
 // The organisation a view is about: the route's ?org= for those who see

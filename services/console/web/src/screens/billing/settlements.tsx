@@ -33,14 +33,10 @@ async function load(org: string, period: string): Promise<Data> {
       .map((i) => [i.name, i.number])),
     () => new Map<string, string>(),
   );
-  const out: Settlement[] = [];
-  let pageToken = '';
-  for (let i = 0; i < 20; i++) {
+  const out: Settlement[] = await listAll(async (pageToken) => {
     const r = await billing.listSettlements({ period, organization: org, pageSize: 50, pageToken });
-    out.push(...r.settlements);
-    pageToken = r.nextPageToken;
-    if (!pageToken) break;
-  }
+    return { items: r.settlements, next: r.nextPageToken };
+  });
   // The current computation first, superseded ones after it.
   out.sort((a, b) => Number(a.state === Settlement_State.SUPERSEDED) - Number(b.state === Settlement_State.SUPERSEDED));
   return { settlements: out, invoices: await invoices };

@@ -115,16 +115,11 @@ function Balances({ org, names }: { org: string; names: Names }) {
   );
 }
 
-async function allPayments(org: string): Promise<Payment[]> {
-  const out: Payment[] = [];
-  let pageToken = '';
-  for (let i = 0; i < 20; i++) {
+function allPayments(org: string): Promise<Payment[]> {
+  return listAll(async (pageToken) => {
     const r = await billing.listPayments({ organization: org, pageSize: 100, pageToken });
-    out.push(...r.payments);
-    pageToken = r.nextPageToken;
-    if (!pageToken) break;
-  }
-  return out;
+    return { items: r.payments, next: r.nextPageToken };
+  });
 }
 
 function Payments({ org, names }: { org: string; names: Names }) {

@@ -23,14 +23,10 @@ import { idOf, listAll } from '../../names';
 interface Row { pool: SubsidyPool; allowance?: SubsidyAllowance; error?: unknown }
 
 async function load(org: string, period: string | undefined): Promise<Row[]> {
-  const pools: SubsidyPool[] = [];
-  let pageToken = '';
-  for (let i = 0; i < 20; i++) {
+  const pools: SubsidyPool[] = await listAll(async (pageToken) => {
     const r = await billing.listSubsidyPools({ pageSize: 100, pageToken });
-    pools.push(...r.subsidyPools);
-    pageToken = r.nextPageToken;
-    if (!pageToken) break;
-  }
+    return { items: r.subsidyPools, next: r.nextPageToken };
+  });
   const time = period ? timestampFromDate(new Date(`${period}-01T12:00:00+08:00`)) : undefined;
   return Promise.all(pools.map((pool) =>
     billing.getSubsidyAllowance({ name: `${pool.name}/allowances/${idOf(org)}`, time }).then(

@@ -5,7 +5,7 @@
 import { useMemo, useState } from 'preact/hooks';
 import { Dimension, PeriodGranularity } from '../../../../gen/labshare/usage/v1/usage_pb';
 import type {
-  GetSharingMatrixResponse, InstrumentAssessment, QueryUsageRequest, QueryUsageResponse, Thresholds, UsageFigures, UsageRow,
+  GetSharingMatrixResponse, InstrumentAssessment, QueryUsageResponse, Thresholds, UsageFigures, UsageRow,
 } from '../../../../gen/labshare/usage/v1/usage_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import type { MessageInitShape } from '@bufbuild/protobuf';

@@ -9,7 +9,7 @@ import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { inventory } from '../../api';
 import { cached } from '../../names';
 import { DEFAULT_ZONE, toWall } from '../../zones';
-import { lang, t } from '../../i18n';
+import { t } from '../../i18n';
 import './messages';
 import { dateLocale } from '../../format';
 

@@ -13,7 +13,7 @@ import { projectStateWord, timeText, tsMs, isoDay, mondayOf, todayWall } from '.
 import './lab.css';
 import { ErrorBox } from '../../ui';
 import { explain } from '../../errors';
-import { allOrganizations, idOf, orgName } from '../../names';
+import { allOrganizations, idOf, listAll, orgName } from '../../names';
 import { DEFAULT_ZONE, toWall } from '../../zones';
 
 export default function LabProjects() {
@@ -22,16 +22,10 @@ export default function LabProjects() {
   const [orgs, setOrgs] = useState<Organization[]>();
   const [error, setError] = useState<ShownError>();
   useEffect(() => {
-    (async () => {
-      const out: Project[] = [];
-      let pageToken = '';
-      do {
-        const r = await booking.listProjects({ pageSize: 100, pageToken });
-        out.push(...r.projects);
-        pageToken = r.nextPageToken;
-      } while (pageToken);
-      setProjects(out);
-    })().catch((e) => setError(explain(e)));
+    listAll(async (pageToken) => {
+      const r = await booking.listProjects({ pageSize: 100, pageToken });
+      return { items: r.projects, next: r.nextPageToken };
+    }).then(setProjects, (e) => setError(explain(e)));
     allOrganizations().then(setOrgs, () => undefined);
   }, []);
   const zone = DEFAULT_ZONE;

@@ -3,7 +3,6 @@
 // a reason) and REQUESTED leases (ApproveLease with a contract: rate basis,
 // rate, deposit; RejectLease).
 import { useEffect, useState } from 'preact/hooks';
-import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { Booking_ApprovalReason, Booking_State, LeaseContract_RateBasis, Lease_State,
   type Booking, type Lease } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { LeaseRateBasis, RateUnit } from '../../../../gen/labshare/inventory/v1/inventory_pb';

@@ -5,7 +5,6 @@
 // an interval in the facility's zone), start (StartService), deliver the
 // report (DeliverReport: uri, sha256, summary).
 import { useEffect, useState } from 'preact/hooks';
-import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory } from '../../api';

@@ -6,6 +6,7 @@
 #include <poll.h>
 
 #include <charconv>
+#include <cstdint>
 #include <chrono>
 #include <climits>
 #include <system_error>
@@ -249,6 +250,46 @@ absl::StatusOr<RedisOptions> ParseRedisAddress(std::string_view host_port) {
   options.host = std::string(host);
   options.port = port;
   return options;
+}
+
+absl::StatusOr<std::vector<RedisAddress>> ParseRedisAddressList(std::string_view list) {
+  std::vector<RedisAddress> out;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = list.find(',', start);
+    std::string_view item = list.substr(start, comma == std::string_view::npos ? std::string_view::npos
+                                                                               : comma - start);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    LS_ASSIGN_OR_RETURN(RedisOptions one, ParseRedisAddress(item));
+    out.push_back(RedisAddress{std::move(one.host), one.port});
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+// CRC16-CCITT (XMODEM), the checksum of the Redis Cluster specification.
+static uint16_t Crc16(std::string_view data) {
+  uint16_t crc = 0;
+  for (unsigned char byte : data) {
+    crc ^= static_cast<uint16_t>(byte << 8);
+    for (int i = 0; i < 8; ++i) {
+      crc = (crc & 0x8000) != 0 ? static_cast<uint16_t>((crc << 1) ^ 0x1021) : static_cast<uint16_t>(crc << 1);
+    }
+  }
+  return crc;
+}
+
+int RedisKeySlot(std::string_view key) {
+  // Only the part between the first '{' and the next '}' counts, when that
+  // part is not empty.
+  const size_t open = key.find('{');
+  if (open != std::string_view::npos) {
+    const size_t close = key.find('}', open + 1);
+    if (close != std::string_view::npos && close > open + 1) key = key.substr(open + 1, close - open - 1);
+  }
+  return Crc16(key) & 16383;
 }
 
 // ---- RedisValue -------------------------------------------------------------

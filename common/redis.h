@@ -36,9 +36,39 @@ struct redisContext;
 
 namespace labshare {
 
+struct RedisAddress {
+  std::string host;
+  int port = 0;
+};
+
+// Where the data lives. Exactly one of three shapes:
+//   - one server at host:port (the default);
+//   - Sentinel: `sentinels` not empty. The master named `sentinel_master` is
+//     asked of the sentinels (in turn) and checked with ROLE; after a
+//     connection error or a READONLY/MASTERDOWN answer the pool asks again,
+//     so it follows a failover by itself. host/port are ignored.
+//   - Redis Cluster: `cluster` true. host:port and `cluster_seeds` are the
+//     seed nodes; every command goes to the master of its key's hash slot
+//     (the first key; every key of one call shares a hash tag), MOVED and
+//     ASK redirections are followed, TRYAGAIN is retried within
+//     command_timeout, and the slot map is refreshed (CLUSTER SLOTS) after a
+//     redirection or a node failure. A keyless command goes to any master;
+//     SCAN walks every master in turn behind one opaque cursor.
 struct RedisOptions {
   std::string host = "127.0.0.1";
   int port = 6379;
+  std::vector<RedisAddress> sentinels;
+  std::string sentinel_master = "labshare";
+  bool cluster = false;
+  std::vector<RedisAddress> cluster_seeds;
+  // Durability across a failover: when > 0, every call is acknowledged only
+  // after WAIT reports that many replicas hold its writes (one WAIT per call,
+  // or per batch in RedisPipeline). Fewer within wait_timeout: UNAVAILABLE,
+  // STORAGE_UNAVAILABLE, cause REPLICA_ACK_TIMEOUT (the write happened on the
+  // master and may or may not survive a failover; a retry with the same
+  // request_id answers the same).
+  int wait_replicas = 0;
+  absl::Duration wait_timeout = absl::Seconds(1);
   absl::Duration connect_timeout = absl::Seconds(2);
   // Bounds each round trip and the wait for a free connection.
   absl::Duration command_timeout = absl::Seconds(5);
@@ -80,6 +110,14 @@ absl::Status RedisErrorStatus(const RedisValue& error);
 // Parses "HOST:PORT" (IPv6 as "[ADDR]:PORT"); INVALID_ARGUMENT, reason
 // INVALID_REDIS_ADDRESS, on anything else. Other options keep their defaults.
 absl::StatusOr<RedisOptions> ParseRedisAddress(std::string_view host_port);
+
+// A comma-separated list of HOST:PORT (sentinels, cluster seeds); at least
+// one. INVALID_ARGUMENT, reason INVALID_REDIS_ADDRESS, on any bad entry.
+absl::StatusOr<std::vector<RedisAddress>> ParseRedisAddressList(std::string_view list);
+
+// The hash slot of a key (CRC16 of its hash tag, mod 16384), as Redis
+// Cluster computes it.
+int RedisKeySlot(std::string_view key);
 
 // One reply, owned and independent of hiredis.
 struct RedisValue {

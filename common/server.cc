@@ -42,7 +42,23 @@
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "HOST:PORT to serve gRPC on; port 0 picks a free port. The bound address is printed "
           "on stdout as 'listening on HOST:PORT'.");
-ABSL_FLAG(std::string, redis, "127.0.0.1:6379", "HOST:PORT of the Redis server.");
+ABSL_FLAG(std::string, redis, "127.0.0.1:6379",
+          "HOST:PORT of the Redis server; with --redis_cluster, a comma-separated list of seed "
+          "nodes of the Redis Cluster.");
+ABSL_FLAG(bool, redis_cluster, false,
+          "Redis is a Redis Cluster: route each command to the master of its hash slot and follow "
+          "MOVED/ASK redirections and failovers.");
+ABSL_FLAG(std::string, redis_sentinels, "",
+          "Comma-separated HOST:PORT of Redis Sentinels; when set, the master named "
+          "--redis_sentinel_master is found through them and followed across failovers (--redis "
+          "is then ignored).");
+ABSL_FLAG(std::string, redis_sentinel_master, "labshare", "The master's name in the Sentinel configuration.");
+ABSL_FLAG(int, redis_wait_replicas, 0,
+          "Acknowledge a write only after WAIT confirms this many replicas hold it (0: no WAIT). "
+          "With Sentinel failover, 1 keeps acknowledged writes across a failover.");
+ABSL_FLAG(absl::Duration, redis_wait_timeout, absl::Seconds(1),
+          "Longest WAIT for --redis_wait_replicas; a write not confirmed in time is answered "
+          "UNAVAILABLE (retry with the same request_id).");
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for the Prometheus /metrics endpoint; port 0 picks a free port; empty "
           "disables it.");
@@ -358,8 +374,31 @@ void Server::Shutdown(absl::Duration drain) {
 Server::~Server() { Shutdown(absl::ZeroDuration()); }
 
 RedisOptions RedisOptionsFromFlags() {
-  auto options = ParseRedisAddress(absl::GetFlag(FLAGS_redis));
-  if (!options.ok()) Die("--redis: " + std::string(options.status().message()));
+  absl::StatusOr<RedisOptions> options;
+  const std::string sentinels = absl::GetFlag(FLAGS_redis_sentinels);
+  if (!sentinels.empty()) {
+    auto list = ParseRedisAddressList(sentinels);
+    if (!list.ok()) Die("--redis_sentinels: " + std::string(list.status().message()));
+    options = RedisOptions();
+    options->sentinels = *std::move(list);
+    options->sentinel_master = absl::GetFlag(FLAGS_redis_sentinel_master);
+    if (options->sentinel_master.empty()) Die("--redis_sentinel_master must name the master");
+  } else if (absl::GetFlag(FLAGS_redis_cluster)) {
+    auto list = ParseRedisAddressList(absl::GetFlag(FLAGS_redis));
+    if (!list.ok()) Die("--redis: " + std::string(list.status().message()));
+    options = RedisOptions();
+    options->cluster = true;
+    options->host = list->front().host;
+    options->port = list->front().port;
+    options->cluster_seeds = *std::move(list);
+  } else {
+    options = ParseRedisAddress(absl::GetFlag(FLAGS_redis));
+    if (!options.ok()) Die("--redis: " + std::string(options.status().message()));
+  }
+  options->wait_replicas = absl::GetFlag(FLAGS_redis_wait_replicas);
+  if (options->wait_replicas < 0) Die("--redis_wait_replicas must be 0 or more");
+  options->wait_timeout = absl::GetFlag(FLAGS_redis_wait_timeout);
+  if (options->wait_timeout <= absl::ZeroDuration()) Die("--redis_wait_timeout must be positive");
   options->pool_size = absl::GetFlag(FLAGS_redis_pool_size);
   if (absl::Status auth = RedisCredentialsFromFlags(&*options); !auth.ok()) Die(std::string(auth.message()));
   return *options;

@@ -279,6 +279,12 @@ struct BookingTestClusterOptions {
   // start probe authenticate as this user.
   std::string redis_user;
   std::string redis_password;
+  // An external Redis deployment (a Sentinel setup, a Redis Cluster; see
+  // tests/support) in place of the cluster's own redis-server: the flags
+  // every child gets instead of --redis=ADDRESS, and the options of the
+  // test's own pool (redis()). redis_server() is then unavailable.
+  std::vector<std::string> external_redis_flags;
+  RedisOptions external_redis_options;
   // Extra flags for each child, by service ("inventory", "booking").
   std::function<std::vector<std::string>(const std::string& service)> service_args;
 };
@@ -306,21 +312,32 @@ class BookingTestCluster {
     c->log_dir_ = tmpl;
     c->bin_dir_ = LabshareBinDir();
 
-    auto redis = cluster_options.redis_password.empty()
-                     ? RedisServer::Start(cluster_options.redis_args)
-                     : RedisServer::StartWithUser(cluster_options.redis_args, cluster_options.redis_user,
-                                                  cluster_options.redis_password);
-    if (!redis.ok()) return redis.status();
-    c->redis_ = *std::move(redis);
-    RedisOptions options = c->redis_->options();
+    RedisOptions options;
+    std::vector<std::string> redis_flags;
+    if (!cluster_options.external_redis_flags.empty()) {
+      options = cluster_options.external_redis_options;
+      redis_flags = cluster_options.external_redis_flags;
+    } else {
+      auto redis = cluster_options.redis_password.empty()
+                       ? RedisServer::Start(cluster_options.redis_args)
+                       : RedisServer::StartWithUser(cluster_options.redis_args, cluster_options.redis_user,
+                                                    cluster_options.redis_password);
+      if (!redis.ok()) return redis.status();
+      c->redis_ = *std::move(redis);
+      options = c->redis_->options();
+      redis_flags = {"--redis=" + c->redis_->address()};
+    }
     options.pool_size = 4;
     options.command_timeout = absl::Seconds(20);  // XRANGE of a few MB
     c->pool_ = std::make_unique<RedisPool>(options);
+    auto with_redis = [&](std::vector<std::string> args) {
+      args.insert(args.end(), redis_flags.begin(), redis_flags.end());
+      return args;
+    };
 
     auto inventory = ChildProcess::Start(
         "inventory", c->bin_dir_ + "/labshare-inventory",
-        WithTls(extra("inventory", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address()}), "inventory"),
-        c->log_dir_);
+        WithTls(extra("inventory", with_redis({"--listen=127.0.0.1:0"})), "inventory"), c->log_dir_);
     if (!inventory.ok()) return inventory.status();
     c->inventory_process_ = *std::move(inventory);
     c->inventory_channel_ = TlsChannel(c->inventory_process_->address());
@@ -329,8 +346,8 @@ class BookingTestCluster {
     for (int i = 0; i < booking_replicas; ++i) {
       auto booking = ChildProcess::Start(
           absl::StrCat("booking-", i), c->bin_dir_ + "/labshare-booking",
-          WithTls(extra("booking", {"--listen=127.0.0.1:0", "--redis=" + c->redis_->address(),
-                                    "--inventory=" + c->inventory_process_->address()}),
+          WithTls(extra("booking", with_redis({"--listen=127.0.0.1:0",
+                                               "--inventory=" + c->inventory_process_->address()})),
                   "booking"),
           c->log_dir_);
       if (!booking.ok()) return booking.status();

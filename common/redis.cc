@@ -355,15 +355,40 @@ RedisScript::RedisScript(std::string source) : source_(std::move(source)) {
 
 // ---- RedisPool --------------------------------------------------------------
 
-void RedisPool::ContextDeleter::operator()(redisContext* c) const {
-  if (c != nullptr) redisFree(c);
-}
+namespace {
+struct ContextDeleter {
+  void operator()(redisContext* c) const {
+    if (c != nullptr) redisFree(c);
+  }
+};
+using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
+}  // namespace
+
+// The connections to one server: at most `capacity` open, each used by one
+// caller at a time.
+class RedisPool::Impl {
+ public:
+  explicit Impl(const RedisOptions& options)
+      : options_(options), capacity_(static_cast<size_t>(options.pool_size > 0 ? options.pool_size : 1)) {}
+
+  class Lease;
+  absl::StatusOr<ContextPtr> Acquire();
+  void Release(ContextPtr context, bool healthy);
+  absl::StatusOr<ContextPtr> Connect() const;
+
+  const RedisOptions& options_;
+  const size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable slot_freed_;
+  std::vector<ContextPtr> idle_;  // guarded by mu_
+  size_t open_ = 0;               // guarded by mu_; idle + leased + being connected
+};
 
 // One connection leased to one caller; returned to the pool, or dropped if it
 // failed, when the lease ends.
-class RedisPool::Lease {
+class RedisPool::Impl::Lease {
  public:
-  Lease(RedisPool* pool, ContextPtr context) : pool_(pool), context_(std::move(context)) {}
+  Lease(Impl* pool, ContextPtr context) : pool_(pool), context_(std::move(context)) {}
   ~Lease() { pool_->Release(std::move(context_), !broken_); }
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
@@ -381,7 +406,7 @@ class RedisPool::Lease {
   }
 
  private:
-  RedisPool* pool_;
+  Impl* pool_;
   ContextPtr context_;
   bool broken_ = false;
 };
@@ -391,12 +416,11 @@ RedisValue RedisValueFromReply(const void* reply) {
 }
 
 RedisPool::RedisPool(RedisOptions options)
-    : options_(std::move(options)),
-      capacity_(static_cast<size_t>(options_.pool_size > 0 ? options_.pool_size : 1)) {}
+    : options_(std::move(options)), impl_(std::make_unique<Impl>(options_)) {}
 
 RedisPool::~RedisPool() = default;
 
-absl::StatusOr<RedisPool::ContextPtr> RedisPool::Connect() const {
+absl::StatusOr<ContextPtr> RedisPool::Impl::Connect() const {
   ContextPtr c(redisConnectWithTimeout(options_.host.c_str(), options_.port,
                                        absl::ToTimeval(options_.connect_timeout)));
   if (c == nullptr || c->err != 0) {
@@ -417,7 +441,7 @@ absl::StatusOr<RedisPool::ContextPtr> RedisPool::Connect() const {
   return c;
 }
 
-absl::StatusOr<RedisPool::ContextPtr> RedisPool::Acquire() {
+absl::StatusOr<ContextPtr> RedisPool::Impl::Acquire() {
   const auto deadline =
       std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.command_timeout);
   std::vector<ContextPtr> stale;  // closed after the lock is released
@@ -450,7 +474,7 @@ absl::StatusOr<RedisPool::ContextPtr> RedisPool::Acquire() {
   return c;
 }
 
-void RedisPool::Release(ContextPtr context, bool healthy) {
+void RedisPool::Impl::Release(ContextPtr context, bool healthy) {
   ContextPtr dropped;  // closed after the lock is released
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -466,8 +490,8 @@ void RedisPool::Release(ContextPtr context, bool healthy) {
 
 absl::StatusOr<RedisValue> RedisPool::Command(const std::vector<std::string>& argv) {
   if (!ValidCommand(argv)) return StorageError();
-  LS_ASSIGN_OR_RETURN(ContextPtr context, Acquire());
-  Lease lease(this, std::move(context));
+  LS_ASSIGN_OR_RETURN(ContextPtr context, impl_->Acquire());
+  Impl::Lease lease(impl_.get(), std::move(context));
   ArgvRef ref(argv);
   ReplyPtr reply(
       static_cast<redisReply*>(redisCommandArgv(lease.get(), ref.argc(), ref.argv(), ref.lens())));
@@ -485,8 +509,8 @@ absl::StatusOr<std::vector<RedisValue>> RedisPool::Pipeline(
   for (const auto& argv : commands) {
     if (!ValidCommand(argv)) return StorageError();
   }
-  LS_ASSIGN_OR_RETURN(ContextPtr context, Acquire());
-  Lease lease(this, std::move(context));
+  LS_ASSIGN_OR_RETURN(ContextPtr context, impl_->Acquire());
+  Impl::Lease lease(impl_.get(), std::move(context));
   for (const auto& argv : commands) {
     ArgvRef ref(argv);
     if (redisAppendCommandArgv(lease.get(), ref.argc(), ref.argv(), ref.lens()) != REDIS_OK) {

@@ -195,22 +195,9 @@ class RedisPool {
   const RedisOptions& options() const { return options_; }
 
  private:
-  struct ContextDeleter {
-    void operator()(redisContext* c) const;
-  };
-  using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
-  class Lease;
-
-  absl::StatusOr<ContextPtr> Acquire();
-  void Release(ContextPtr context, bool healthy);
-  absl::StatusOr<ContextPtr> Connect() const;
-
+  class Impl;  // common/redis.cc: the connections per node and the routing
   const RedisOptions options_;
-  const size_t capacity_;
-  std::mutex mu_;
-  std::condition_variable slot_freed_;
-  std::vector<ContextPtr> idle_;  // guarded by mu_
-  size_t open_ = 0;               // guarded by mu_; idle + leased + being connected
+  std::unique_ptr<Impl> impl_;
 };
 
 // Copies a hiredis reply (a redisReply*) into a RedisValue; for code that

@@ -12,6 +12,7 @@
 
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -45,6 +46,7 @@ class RedisPipeline {
   void Run();
 
   const RedisOptions options_;
+  const std::shared_ptr<class RedisTopology> topology_;  // where each call goes (common/redis_internal.h)
   const size_t max_batch_;
   std::mutex mu_;
   std::condition_variable ready_;

@@ -51,7 +51,7 @@ start_sentinel() {  # index
   local i=$1
   SENTINEL_ANNOUNCE=localhost SENTINEL_PORT=${sp[$i]} SENTINEL_PEERS="$sentinels" REDIS_NODES="$nodes" \
     REDIS_INITIAL_MASTER="localhost:${rp[0]}" SENTINEL_SECRETS="$work/sentinel-secret" \
-    SENTINEL_CONF_DIR="$work/sentinel$i" SENTINEL_DOWN_AFTER_MS=1000 SENTINEL_FAILOVER_TIMEOUT_MS=2000 \
+    SENTINEL_CONF_DIR="$work/sentinel$i" SENTINEL_DOWN_AFTER_MS="${LABSHARE_HA_DOWN_AFTER_MS:-1000}" SENTINEL_FAILOVER_TIMEOUT_MS=2000 \
     sh "$scripts/sentinel-start.sh" >>"$work/sentinel$i.log" 2>&1 &
   pids+=($!)
 }
@@ -104,7 +104,7 @@ wait_until '[ "$(as booking "$new" set "{bk:1}:after" yes)" = OK ]' "a write on 
 t2=$(now_ms)
 [ "$(as booking "$new" get '{bk:1}:acknowledged')" = yes ] || fail "the acknowledged key on the new master"
 echo "kill -9 of the master: sentinels named the new master after $(( (t1 - t0) / 1000 )).$(printf %03d $(( (t1 - t0) % 1000 ))) s," \
-  "writes succeed again after $(( (t2 - t0) / 1000 )).$(printf %03d $(( (t2 - t0) % 1000 ))) s (down-after 1 s); acknowledged key kept"
+  "writes succeed again after $(( (t2 - t0) / 1000 )).$(printf %03d $(( (t2 - t0) % 1000 ))) s (down-after ${LABSHARE_HA_DOWN_AFTER_MS:-1000} ms); acknowledged key kept"
 
 start_node 0
 wait_until '[ "$(as probe ${rp[0]} role | head -1)" = slave ]' "the old master back as a replica"

@@ -1,0 +1,704 @@
+#include "services/archive/archive.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/page_token.h"
+#include "common/proto_util.h"
+#include "labshare/booking/v1/booking.pb.h"
+#include "services/booking/booking_common.h"
+#include "services/booking/booking_lists.h"
+#include "services/booking/redis_booking_store.h"
+#include "services/usage/audit_chain.h"
+
+namespace labshare::archive {
+
+namespace uv1 = labshare::usage::v1;
+namespace bv1 = labshare::booking::v1;
+namespace bk = labshare::booking;
+using google::protobuf::Struct;
+using google::protobuf::Value;
+
+std::string ManifestKey(int year) { return absl::StrCat("{usage}:archive:", year); }
+
+namespace {
+
+constexpr size_t kHashBytes = 32;
+const char kZeroHash[] = "0000000000000000000000000000000000000000000000000000000000000000";
+
+// ------------------------------------------------------------ JSON lines
+
+const Value* Field(const Struct& s, const char* name) {
+  auto it = s.fields().find(name);
+  return it == s.fields().end() ? nullptr : &it->second;
+}
+
+bool Int(const Value* v, int64_t* out) {
+  if (v == nullptr || v->kind_case() != Value::kNumberValue) return false;
+  const double d = v->number_value();
+  if (d != std::floor(d) || std::fabs(d) > 9.0e15) return false;
+  *out = static_cast<int64_t>(d);
+  return true;
+}
+
+bool Str(const Value* v, std::string* out) {
+  if (v == nullptr || v->kind_case() != Value::kStringValue) return false;
+  *out = v->string_value();
+  return true;
+}
+
+bool IsHashHex(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+bool ParseLine(absl::string_view line, Struct* out) {
+  google::protobuf::util::JsonParseOptions o;
+  return google::protobuf::util::JsonStringToMessage(std::string(line), out, o).ok();
+}
+
+bool Time(const Struct& s, const char* name, google::protobuf::Timestamp* t) {
+  const Value* v = Field(s, name);
+  if (v == nullptr || v->kind_case() != Value::kStructValue) return false;
+  int64_t sec = 0, nanos = 0;
+  if (!Int(Field(v->struct_value(), "seconds"), &sec) || !Int(Field(v->struct_value(), "nanos"), &nanos)) {
+    return false;
+  }
+  t->set_seconds(sec);
+  t->set_nanos(static_cast<int32_t>(nanos));
+  return true;
+}
+
+std::vector<absl::string_view> Lines(absl::string_view file) {
+  std::vector<absl::string_view> lines = absl::StrSplit(file, '\n');
+  if (!lines.empty() && lines.back().empty()) lines.pop_back();
+  return lines;
+}
+
+std::string Sha256Hex(absl::string_view data) {
+  usage::Sha256 h;
+  h.Update(data);
+  return h.HexDigest();
+}
+
+absl::Status Precondition(absl::string_view what) { return absl::FailedPreconditionError(what); }
+
+// ------------------------------------------------------------ files
+
+absl::Status WriteFileDurably(const std::string& path, absl::string_view data) {
+  const std::string tmp = path + ".tmp";
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) return absl::InternalError(absl::StrCat("open ", tmp, ": ", strerror(errno)));
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t w = write(fd, data.data() + done, data.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      close(fd);
+      return absl::InternalError(absl::StrCat("write ", tmp, ": ", strerror(errno)));
+    }
+    done += static_cast<size_t>(w);
+  }
+  if (fsync(fd) != 0 || close(fd) != 0) return absl::InternalError(absl::StrCat("fsync ", tmp, ": ", strerror(errno)));
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("rename ", tmp, ": ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::DataLossError(absl::StrCat("cannot read the archive file ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// ------------------------------------------------------------ consumers
+
+int64_t IdMs(const std::string& id) {
+  int64_t ms = 0;
+  if (!absl::SimpleAtoi(id.substr(0, id.find('-')), &ms)) return 0;
+  return ms;
+}
+
+struct ConsumerState {
+  // Every entry of every outbox stream before this moment (ms) has been
+  // delivered to and acknowledged by every group; max: all of them.
+  int64_t safe_ms = std::numeric_limits<int64_t>::max();
+  std::string laggard;  // "<stream>/<group>" that sets safe_ms
+  std::vector<std::string> streams;
+};
+
+absl::StatusOr<std::vector<std::string>> OutboxStreams(RedisPool* pool) {
+  std::set<std::string> out;
+  std::string cursor = "0";
+  do {
+    LS_ASSIGN_OR_RETURN(RedisValue r,
+                        pool->Command({"SCAN", cursor, "MATCH", "*:outbox", "COUNT", "1000", "TYPE", "stream"}));
+    if (!r.is_array() || r.elements.size() != 2) return absl::InternalError("unexpected SCAN reply");
+    cursor = r.elements[0].str;
+    for (const auto& k : r.elements[1].elements) out.insert(k.str);
+  } while (cursor != "0");
+  return std::vector<std::string>(out.begin(), out.end());
+}
+
+absl::StatusOr<ConsumerState> Consumers(RedisPool* pool) {
+  ConsumerState st;
+  LS_ASSIGN_OR_RETURN(st.streams, OutboxStreams(pool));
+  for (const auto& stream : st.streams) {
+    LS_ASSIGN_OR_RETURN(RedisValue groups, pool->Command({"XINFO", "GROUPS", stream}));
+    if (!groups.is_array()) return absl::InternalError(absl::StrCat("XINFO GROUPS ", stream, ": unexpected reply"));
+    for (const auto& g : groups.elements) {
+      std::string name, last = "0-0";
+      int64_t pending = 0;
+      for (size_t i = 0; i + 1 < g.elements.size(); i += 2) {
+        if (g.elements[i].str == "name") name = g.elements[i + 1].str;
+        if (g.elements[i].str == "pending") pending = g.elements[i + 1].integer;
+        if (g.elements[i].str == "last-delivered-id") last = g.elements[i + 1].str;
+      }
+      int64_t bound = std::numeric_limits<int64_t>::max();
+      if (pending > 0) {
+        LS_ASSIGN_OR_RETURN(RedisValue p, pool->Command({"XPENDING", stream, name}));
+        if (p.is_array() && p.elements.size() >= 2 && !p.elements[1].is_nil()) {
+          bound = std::min(bound, IdMs(p.elements[1].str));
+        }
+      }
+      LS_ASSIGN_OR_RETURN(RedisValue next, pool->Command({"XRANGE", stream, "(" + last, "+", "COUNT", "1"}));
+      if (next.is_array() && !next.elements.empty()) bound = std::min(bound, IdMs(next.elements[0].elements[0].str));
+      if (bound < st.safe_ms) {
+        st.safe_ms = bound;
+        st.laggard = absl::StrCat(stream, " group ", name);
+      }
+    }
+  }
+  return st;
+}
+
+// ------------------------------------------------------------ audit
+
+std::string Hex(absl::string_view b) { return absl::BytesToHexString(b); }
+
+// The archived range: [base + 1, first entry appended at or after the cut).
+struct AuditRange {
+  int64_t start = 1, end = 1;
+  std::string base_hash;  // raw; empty when base is 0
+};
+
+absl::StatusOr<AuditRange> FindAuditRange(usage::AuditChain& chain, int64_t cut_ms, int batch) {
+  LS_ASSIGN_OR_RETURN(uv1::AuditAnchor base, chain.ArchivedBase());
+  LS_ASSIGN_OR_RETURN(uv1::AuditChainHead head, chain.Head());
+  AuditRange r;
+  r.start = base.sequence() + 1;
+  r.base_hash = base.hash();
+  r.end = r.start;
+  while (r.end <= head.sequence()) {
+    std::vector<std::vector<std::string>> gets;
+    for (int64_t s = r.end; s <= head.sequence() && s < r.end + batch; ++s) {
+      gets.push_back({"GET", usage::audit_keys::Entry(s)});
+    }
+    LS_ASSIGN_OR_RETURN(auto replies, chain.pool()->Pipeline(gets));
+    for (size_t i = 0; i < replies.size(); ++i) {
+      uv1::AuditEntry e;
+      if (replies[i].is_nil() || !e.ParseFromString(replies[i].str)) {
+        return absl::DataLossError(absl::StrCat("audit entry ", r.end, " is missing; run VerifyAuditChain"));
+      }
+      if (absl::ToUnixMillis(FromProto(e.append_time())) >= cut_ms) return r;
+      ++r.end;
+    }
+  }
+  return r;
+}
+
+// ------------------------------------------------------------ bookings
+
+bool Final(bv1::Booking::State s) {
+  return s == bv1::Booking::COMPLETED || s == bv1::Booking::CANCELLED || s == bv1::Booking::MISSED ||
+         s == bv1::Booking::REJECTED || s == bv1::Booking::EXPIRED;
+}
+
+struct StoredBooking {
+  int partition = 0;
+  std::string id;
+  int64_t version = 0;
+  std::string data;
+  bv1::Booking booking;
+};
+
+// Bookings whose reserved interval ended before the cut, by partition.
+absl::StatusOr<std::vector<StoredBooking>> FindBookings(RedisPool* pool, int64_t cut_ms, int batch) {
+  std::vector<StoredBooking> out;
+  for (int p = 0; p < bk::kPartitions; ++p) {
+    for (int64_t offset = 0;; offset += batch) {
+      LS_ASSIGN_OR_RETURN(RedisValue ids,
+                          pool->Command({"ZRANGEBYSCORE", bk::keys::ListAll(p, 'b'), "-inf",
+                                         absl::StrCat("(", cut_ms), "LIMIT", std::to_string(offset),
+                                         std::to_string(batch)}));
+      if (!ids.is_array()) return absl::InternalError("unexpected ZRANGEBYSCORE reply");
+      if (ids.elements.empty()) break;
+      std::vector<std::vector<std::string>> gets;
+      for (const auto& id : ids.elements) gets.push_back({"HMGET", bk::keys::Booking(p, id.str), "d", "v"});
+      LS_ASSIGN_OR_RETURN(auto docs, pool->Pipeline(gets));
+      for (size_t i = 0; i < docs.size(); ++i) {
+        if (!docs[i].is_array() || docs[i].elements.size() != 2 || docs[i].elements[0].is_nil()) continue;
+        StoredBooking b;
+        b.partition = p;
+        b.id = ids.elements[i].str;
+        b.data = docs[i].elements[0].str;
+        absl::SimpleAtoi(docs[i].elements[1].str, &b.version);
+        if (!b.booking.ParseFromString(b.data)) {
+          return absl::DataLossError(absl::StrCat("booking ", b.id, " does not parse"));
+        }
+        if (absl::ToUnixMillis(FromProto(b.booking.reserved_interval().end_time())) >= cut_ms) continue;
+        out.push_back(std::move(b));
+      }
+      if (static_cast<int>(ids.elements.size()) < batch) break;
+    }
+  }
+  return out;
+}
+
+std::string BookingsFile(int year, int64_t cut_ms, const AuditRange& audit, const std::string& audit_last_hex,
+                         const std::vector<StoredBooking>& bookings) {
+  std::string out = absl::StrCat("{\"format\":\"labshare-bookings-jsonl\",\"version\":1,\"year\":", year,
+                                 ",\"cut_ms\":", cut_ms, ",\"audit_last_sequence\":", audit.end - 1,
+                                 ",\"audit_last_hash\":\"", audit_last_hex, "\"}\n");
+  for (const auto& b : bookings) {
+    absl::StrAppend(&out, "{\"partition\":", b.partition, ",\"booking\":\"bookings/", JsonEscape(b.id),
+                    "\",\"version\":", b.version, ",\"document\":\"", absl::Base64Escape(b.data),
+                    "\",\"sha256\":\"", Sha256Hex(b.data), "\"}\n");
+  }
+  const std::string sum = Sha256Hex(out);
+  absl::StrAppend(&out, "{\"trailer\":true,\"bookings\":", bookings.size(), ",\"sha256\":\"", sum, "\"}\n");
+  return out;
+}
+
+// Back from a verified bookings file.
+absl::StatusOr<std::vector<StoredBooking>> ParseBookings(absl::string_view file) {
+  std::vector<StoredBooking> out;
+  auto lines = Lines(file);
+  for (size_t i = 1; i + 1 < lines.size(); ++i) {
+    Struct s;
+    std::string name, doc;
+    int64_t p = 0;
+    if (!ParseLine(lines[i], &s) || !Int(Field(s, "partition"), &p) || !Str(Field(s, "booking"), &name) ||
+        !Str(Field(s, "document"), &doc)) {
+      return absl::DataLossError("bookings file: malformed line");
+    }
+    StoredBooking b;
+    b.partition = static_cast<int>(p);
+    b.id = bk::IdOf(name);
+    if (!absl::Base64Unescape(doc, &b.data) || !b.booking.ParseFromString(b.data)) {
+      return absl::DataLossError("bookings file: a document does not parse");
+    }
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+// Removes one booking's keys and index members (each command idempotent).
+// Returns how many keys went away entirely.
+absl::StatusOr<int64_t> RemoveBooking(RedisPool* pool, const StoredBooking& b) {
+  const int p = b.partition;
+  const std::string instr = bk::IdOf(b.booking.instrument());
+  std::vector<std::vector<std::string>> cmds = {
+      {"DEL", bk::keys::Booking(p, b.id)},
+      {"ZREM", bk::keys::Calendar(p, instr), b.id},
+      {"HDEL", bk::keys::CalendarEnds(p, instr), b.id},
+      {"ZREM", bk::keys::ByInstrument(p, instr), b.id},
+      {"ZREM", bk::keys::Due(p), b.id},
+  };
+  for (const auto& k : bk::BookingListingKeys(p, b.booking, "")) cmds.push_back({"ZREM", k, b.id});
+  std::vector<std::string> touched;
+  for (const auto& c : cmds) touched.push_back(c[1]);
+  LS_ASSIGN_OR_RETURN(auto replies, pool->Pipeline(cmds));
+  for (const auto& r : replies) {
+    if (r.is_error()) return absl::InternalError(absl::StrCat("removing booking ", b.id, ": ", r.str));
+  }
+  int64_t gone = replies.empty() ? 0 : replies[0].integer;
+  // The lookup of a client-chosen id lives in {bk:ids}: its own command.
+  LS_ASSIGN_OR_RETURN(RedisValue lookup, pool->Command({"DEL", bk::keys::IdLookup(b.id)}));
+  gone += lookup.integer;
+  // Keys emptied by the removal (Redis deletes an empty ZSET / HASH).
+  std::vector<std::vector<std::string>> exists;
+  for (size_t i = 1; i < touched.size(); ++i) {
+    if (replies[i].integer > 0) exists.push_back({"EXISTS", touched[i]});
+  }
+  if (!exists.empty()) {
+    LS_ASSIGN_OR_RETURN(auto ex, pool->Pipeline(exists));
+    for (const auto& e : ex) gone += e.integer == 0 ? 1 : 0;
+  }
+  return gone;
+}
+
+// One Lua step in {usage}: the manifest, and the base moved forward.
+const RedisScript& CommitScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local cur = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[2], 'seq', ARGV[1], 'hash', ARGV[2]) end
+return 1
+)lua");
+  return *s;
+}
+
+std::string Get(const std::map<std::string, std::string>& m, const std::string& k) {
+  auto it = m.find(k);
+  return it == m.end() ? "" : it->second;
+}
+
+absl::Status Stop(const ArchiveOptions& o, absl::string_view stage) {
+  return o.stop_for_testing ? o.stop_for_testing(stage) : absl::OkStatus();
+}
+
+}  // namespace
+
+// ============================================================ verification
+
+FileVerdict VerifyAuditExport(absl::string_view file, std::optional<std::pair<int64_t, std::string>> anchor) {
+  FileVerdict v;
+  auto broken = [&v](int64_t seq, const char* kind) {
+    v.ok = false;
+    v.broken_at = seq;
+    v.kind = kind;
+    return v;
+  };
+  auto lines = Lines(file);
+  if (lines.empty()) return broken(0, "malformed");
+  Struct h;
+  int64_t start = 0, end = 0, version = 0;
+  std::string format, prev, algorithm;
+  if (!ParseLine(lines[0], &h) || !Str(Field(h, "format"), &format) || format != "labshare-audit-jsonl" ||
+      !Int(Field(h, "version"), &version) || version != 1 || !Int(Field(h, "start_sequence"), &start) ||
+      !Int(Field(h, "end_sequence"), &end) || start < 1 || end <= start || !Str(Field(h, "previous_hash"), &prev) ||
+      !IsHashHex(prev)) {
+    return broken(start, "malformed");
+  }
+  if (!Str(Field(h, "algorithm"), &algorithm) || algorithm != "SHA-256") return broken(start, "unknown_algorithm");
+  if (start == 1 && prev != kZeroHash) return broken(1, "link_mismatch");
+  if (anchor && anchor->first == start - 1 && start > 1 && Hex(anchor->second) != prev) {
+    return broken(start - 1, "anchor_mismatch");
+  }
+  int64_t seq = start;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    Struct o;
+    if (!ParseLine(lines[i], &o)) return broken(seq, "malformed");
+    if (Field(o, "trailer") != nullptr) {
+      if (i != lines.size() - 1) return broken(seq, "data_after_trailer");
+      if (seq < end) return broken(seq, "sequence_gap");
+      int64_t entries = 0, last = 0;
+      std::string last_hash;
+      const Value* t = Field(o, "trailer");
+      if (t->kind_case() != Value::kBoolValue || !t->bool_value() || !Int(Field(o, "entries"), &entries) ||
+          entries != end - start || !Int(Field(o, "last_sequence"), &last) || last != end - 1 ||
+          !Str(Field(o, "last_hash"), &last_hash) || last_hash != prev) {
+        return broken(end - 1, "trailer_mismatch");
+      }
+      v.ok = true;
+      v.last_sequence = end - 1;
+      v.last_hash_hex = prev;
+      return v;
+    }
+    int64_t s = 0;
+    if (!Int(Field(o, "sequence"), &s)) return broken(seq, "malformed");
+    if (s != seq || seq >= end) return broken(seq, "sequence_gap");
+    uv1::AuditEntry e;
+    e.set_sequence(s);
+    std::string payload_b64, prev_hex, hash_hex;
+    if (!Str(Field(o, "source_service"), e.mutable_source_service()) ||
+        !Str(Field(o, "event_id"), e.mutable_event_id()) || !Str(Field(o, "event_type"), e.mutable_event_type()) ||
+        !Str(Field(o, "payload_type"), e.mutable_payload_type()) || !Time(o, "event_time", e.mutable_event_time()) ||
+        !Time(o, "append_time", e.mutable_append_time()) || !Str(Field(o, "payload"), &payload_b64) ||
+        !absl::Base64Unescape(payload_b64, e.mutable_payload()) || !Str(Field(o, "previous_hash"), &prev_hex) ||
+        !IsHashHex(prev_hex) || !Str(Field(o, "hash"), &hash_hex) || !IsHashHex(hash_hex)) {
+      return broken(seq, "malformed");
+    }
+    e.set_previous_hash(absl::HexStringToBytes(prev_hex));
+    const std::string h2 = Hex(usage::AuditHashV1(e));
+    if (h2 != hash_hex) return broken(seq, "hash_mismatch");
+    if (prev_hex != prev) return broken(seq, "link_mismatch");
+    if (anchor && anchor->first == seq && Hex(anchor->second) != h2) return broken(seq, "anchor_mismatch");
+    prev = h2;
+    ++seq;
+    ++v.entries;
+  }
+  return broken(seq, "no_trailer");
+}
+
+FileVerdict VerifyBookingsExport(absl::string_view file) {
+  FileVerdict v;
+  auto broken = [&v](int64_t line, const char* kind) {
+    v.ok = false;
+    v.broken_at = line;
+    v.kind = kind;
+    return v;
+  };
+  auto lines = Lines(file);
+  Struct h;
+  std::string format;
+  if (lines.size() < 2 || !ParseLine(lines[0], &h) || !Str(Field(h, "format"), &format) ||
+      format != "labshare-bookings-jsonl") {
+    return broken(1, "malformed");
+  }
+  size_t before_trailer = 0;
+  for (size_t i = 0; i + 1 < lines.size(); ++i) before_trailer += lines[i].size() + 1;
+  for (size_t i = 1; i + 1 < lines.size(); ++i) {
+    Struct o;
+    std::string doc_b64, doc, sum;
+    if (!ParseLine(lines[i], &o) || !Str(Field(o, "document"), &doc_b64) || !absl::Base64Unescape(doc_b64, &doc) ||
+        !Str(Field(o, "sha256"), &sum)) {
+      return broken(static_cast<int64_t>(i) + 1, "malformed");
+    }
+    if (Sha256Hex(doc) != sum) return broken(static_cast<int64_t>(i) + 1, "hash_mismatch");
+    ++v.entries;
+  }
+  Struct t;
+  int64_t n = 0;
+  std::string sum;
+  if (!ParseLine(lines.back(), &t) || Field(t, "trailer") == nullptr || !Int(Field(t, "bookings"), &n) ||
+      n != v.entries || !Str(Field(t, "sha256"), &sum) || sum != Sha256Hex(file.substr(0, before_trailer))) {
+    return broken(static_cast<int64_t>(lines.size()), "trailer_mismatch");
+  }
+  v.ok = true;
+  return v;
+}
+
+// ============================================================ ArchiveYear
+
+absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions& o) {
+  if (o.year < 1970 || o.year > 9999) return absl::InvalidArgumentError("year: 1970..9999");
+  if (o.dir.empty()) return absl::InvalidArgumentError("dir: where the archive files go");
+  const int batch = std::max(1, o.batch);
+  SystemClock system_clock;
+  const Clock* clock = o.clock != nullptr ? o.clock : &system_clock;
+  const absl::Time cut = absl::FromCivil(absl::CivilYear(o.year + 1), absl::UTCTimeZone());
+  const int64_t cut_ms = absl::ToUnixMillis(cut);
+  usage::AuditChain chain(pool, PageTokenCodec(std::string(32, 'a')));
+
+  ArchiveResult result;
+  result.audit_file = absl::StrCat(o.dir, "/audit-", o.year, ".jsonl");
+  result.bookings_file = absl::StrCat(o.dir, "/bookings-", o.year, ".jsonl");
+  const std::string manifest_key = ManifestKey(o.year);
+
+  auto read_manifest = [&]() -> absl::StatusOr<std::map<std::string, std::string>> {
+    LS_ASSIGN_OR_RETURN(RedisValue m, pool->Command({"HGETALL", manifest_key}));
+    std::map<std::string, std::string> out;
+    for (size_t i = 0; i + 1 < m.elements.size(); i += 2) out[m.elements[i].str] = m.elements[i + 1].str;
+    return out;
+  };
+  LS_ASSIGN_OR_RETURN(auto manifest, read_manifest());
+  auto fill = [&](const std::map<std::string, std::string>& m) {
+    absl::SimpleAtoi(Get(m, "audit_start"), &result.audit_start);
+    absl::SimpleAtoi(Get(m, "audit_end"), &result.audit_end);
+    absl::SimpleAtoi(Get(m, "bookings"), &result.bookings);
+    absl::SimpleAtoi(Get(m, "outbox_entries_trimmed"), &result.outbox_entries_trimmed);
+    absl::SimpleAtoi(Get(m, "keys_deleted"), &result.keys_deleted);
+    result.audit_last_hash = Get(m, "audit_last_hash");
+    result.audit_sha256 = Get(m, "audit_sha256");
+    result.bookings_sha256 = Get(m, "bookings_sha256");
+  };
+  if (Get(manifest, "state") == "done") {
+    fill(manifest);
+    result.already_done = true;
+    return result;
+  }
+
+  if (manifest.empty()) {
+    // ---- preconditions
+    if (cut > clock->Now()) {
+      return Precondition(absl::StrCat("year ", o.year, " is open: it ends at ", absl::FormatTime(cut),
+                                       ", after the platform clock (", absl::FormatTime(clock->Now()), ")"));
+    }
+    LS_ASSIGN_OR_RETURN(ConsumerState consumers, Consumers(pool));
+    if (consumers.safe_ms < cut_ms) {
+      return Precondition(absl::StrCat("consumer ", consumers.laggard,
+                                       " has not acknowledged every event before the end of ", o.year,
+                                       ": rerun when it has caught up"));
+    }
+    LS_ASSIGN_OR_RETURN(std::vector<StoredBooking> bookings, FindBookings(pool, cut_ms, batch));
+    for (const auto& b : bookings) {
+      if (!Final(b.booking.state())) {
+        return Precondition(absl::StrCat("booking ", b.id, " ended in or before ", o.year, " but is still ",
+                                         bv1::Booking::State_Name(b.booking.state()),
+                                         ": close it (the sweep or check-out) first"));
+      }
+      if (absl::ToUnixMillis(FromProto(b.booking.update_time())) >= consumers.safe_ms) {
+        return Precondition(absl::StrCat("the last change of booking ", b.id, " is not yet applied by ",
+                                         consumers.laggard, " (billing / audit): rerun later"));
+      }
+    }
+    LS_ASSIGN_OR_RETURN(AuditRange audit, FindAuditRange(chain, cut_ms, batch));
+
+    // ---- export, write, read back, verify
+    std::string audit_data;
+    std::string last_hex = audit.base_hash.empty() ? std::string(kZeroHash) : Hex(audit.base_hash);
+    if (audit.end > audit.start) {
+      LS_ASSIGN_OR_RETURN(audit_data, chain.ExportJsonlString(audit.start, audit.end));
+    } else {
+      // Nothing appended in the year: an empty file says so.
+      audit_data = "";
+    }
+    LS_RETURN_IF_ERROR(WriteFileDurably(result.audit_file, audit_data));
+    std::optional<std::pair<int64_t, std::string>> anchor;
+    if (audit.start > 1) anchor = std::make_pair(audit.start - 1, audit.base_hash);
+    if (audit.end > audit.start) {
+      LS_ASSIGN_OR_RETURN(std::string back, ReadFile(result.audit_file));
+      FileVerdict fv = VerifyAuditExport(back, anchor);
+      if (!fv.ok || fv.entries != audit.end - audit.start) {
+        return absl::DataLossError(absl::StrCat("the written audit archive does not verify: ", fv.kind, " at ",
+                                                fv.broken_at, "; nothing removed"));
+      }
+      last_hex = fv.last_hash_hex;
+    }
+    const std::string bookings_data = BookingsFile(o.year, cut_ms, audit, last_hex, bookings);
+    LS_RETURN_IF_ERROR(WriteFileDurably(result.bookings_file, bookings_data));
+    LS_ASSIGN_OR_RETURN(std::string bookings_back, ReadFile(result.bookings_file));
+    FileVerdict bv = VerifyBookingsExport(bookings_back);
+    if (!bv.ok || bv.entries != static_cast<int64_t>(bookings.size())) {
+      return absl::DataLossError(absl::StrCat("the written bookings archive does not verify: ", bv.kind,
+                                              "; nothing removed"));
+    }
+    LS_RETURN_IF_ERROR(Stop(o, "exported"));
+
+    // ---- the cut: manifest and base, one step
+    std::vector<std::string> args = {std::to_string(audit.end - 1), absl::HexStringToBytes(last_hex)};
+    const std::map<std::string, std::string> fields = {
+        {"state", "removing"},
+        {"cut_ms", std::to_string(cut_ms)},
+        {"audit_start", std::to_string(audit.start)},
+        {"audit_end", std::to_string(audit.end)},
+        {"audit_last_hash", last_hex},
+        {"audit_file", result.audit_file},
+        {"audit_sha256", Sha256Hex(audit_data)},
+        {"bookings", std::to_string(bookings.size())},
+        {"bookings_file", result.bookings_file},
+        {"bookings_sha256", Sha256Hex(bookings_data)},
+    };
+    for (const auto& [k, v] : fields) {
+      args.push_back(k);
+      args.push_back(v);
+    }
+    LS_RETURN_IF_ERROR(
+        pool->Eval(CommitScript(), {manifest_key, usage::audit_keys::Base()}, args).status());
+    LS_RETURN_IF_ERROR(Stop(o, "manifest"));
+    LS_ASSIGN_OR_RETURN(manifest, read_manifest());
+  }
+
+  // ---- state "removing": the files must still be what was recorded
+  fill(manifest);
+  int64_t cut_recorded = 0;
+  absl::SimpleAtoi(Get(manifest, "cut_ms"), &cut_recorded);
+  LS_ASSIGN_OR_RETURN(std::string audit_data, ReadFile(Get(manifest, "audit_file")));
+  LS_ASSIGN_OR_RETURN(std::string bookings_data, ReadFile(Get(manifest, "bookings_file")));
+  if (Sha256Hex(audit_data) != result.audit_sha256 || Sha256Hex(bookings_data) != result.bookings_sha256) {
+    return absl::DataLossError(absl::StrCat("the archive files of ", o.year,
+                                            " changed since they were verified (SHA-256 differs from the "
+                                            "manifest); nothing removed"));
+  }
+  if (result.audit_end > result.audit_start) {
+    FileVerdict fv = VerifyAuditExport(audit_data);
+    if (!fv.ok || fv.last_sequence != result.audit_end - 1 || fv.last_hash_hex != result.audit_last_hash) {
+      return absl::DataLossError(absl::StrCat("the audit archive of ", o.year, " does not verify: ", fv.kind,
+                                              " at ", fv.broken_at, "; nothing removed"));
+    }
+  }
+  FileVerdict bv = VerifyBookingsExport(bookings_data);
+  if (!bv.ok) return absl::DataLossError("the bookings archive does not verify; nothing removed");
+  LS_ASSIGN_OR_RETURN(std::vector<StoredBooking> bookings, ParseBookings(bookings_data));
+
+  int64_t gone = 0;
+  // Audit entries, their markers and index members; the entry goes last,
+  // so a crash leaves it for the rerun to find.
+  for (int64_t first = result.audit_start; first < result.audit_end; first += batch) {
+    std::vector<std::vector<std::string>> gets;
+    for (int64_t s = first; s < result.audit_end && s < first + batch; ++s) {
+      gets.push_back({"GET", usage::audit_keys::Entry(s)});
+    }
+    LS_ASSIGN_OR_RETURN(auto entries, pool->Pipeline(gets));
+    std::vector<std::vector<std::string>> cmds;
+    std::vector<std::string> index_keys;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      uv1::AuditEntry e;
+      if (entries[i].is_nil() || !e.ParseFromString(entries[i].str)) continue;  // removed by an earlier run
+      const std::string seq = std::to_string(e.sequence());
+      cmds.push_back({"HDEL", usage::audit_keys::Applied(),
+                      usage::audit_keys::AppliedField(e.source_service(), e.event_id())});
+      std::vector<std::string> idx = {usage::audit_keys::Index("event", e.event_id())};
+      if (!e.actor().empty()) idx.push_back(usage::audit_keys::Index("actor", e.actor()));
+      if (!e.request_id().empty()) idx.push_back(usage::audit_keys::Index("request", e.request_id()));
+      for (const auto& r : e.resources()) idx.push_back(usage::audit_keys::Index("resource", r));
+      for (const auto& k : idx) {
+        cmds.push_back({"ZREM", k, seq});
+        index_keys.push_back(k);
+      }
+    }
+    if (!cmds.empty()) {
+      LS_ASSIGN_OR_RETURN(auto replies, pool->Pipeline(cmds));
+      for (const auto& r : replies) {
+        if (r.is_error()) return absl::InternalError(absl::StrCat("removing audit entries: ", r.str));
+      }
+      std::sort(index_keys.begin(), index_keys.end());
+      index_keys.erase(std::unique(index_keys.begin(), index_keys.end()), index_keys.end());
+      std::vector<std::vector<std::string>> exists;
+      for (const auto& k : index_keys) exists.push_back({"EXISTS", k});
+      LS_ASSIGN_OR_RETURN(auto ex, pool->Pipeline(exists));
+      for (const auto& e : ex) gone += e.integer == 0 ? 1 : 0;
+    }
+    std::vector<std::vector<std::string>> dels;
+    for (const auto& g : gets) dels.push_back({"DEL", g[1]});
+    LS_ASSIGN_OR_RETURN(auto deleted, pool->Pipeline(dels));
+    for (const auto& d : deleted) gone += d.integer;
+    LS_RETURN_IF_ERROR(Stop(o, "removed_batch"));
+  }
+  for (const auto& b : bookings) {
+    LS_ASSIGN_OR_RETURN(int64_t g, RemoveBooking(pool, b));
+    gone += g;
+  }
+  // Outboxes below the cut: every group acknowledged them (checked before
+  // the manifest was written; groups only move forward).
+  int64_t trimmed = 0;
+  LS_ASSIGN_OR_RETURN(std::vector<std::string> streams, OutboxStreams(pool));
+  for (const auto& s : streams) {
+    LS_ASSIGN_OR_RETURN(RedisValue t, pool->Command({"XTRIM", s, "MINID", std::to_string(cut_recorded)}));
+    if (t.is_error()) return absl::InternalError(absl::StrCat("XTRIM ", s, ": ", t.str));
+    trimmed += t.integer;
+  }
+  // Counts add up over reruns.
+  int64_t before_gone = 0, before_trimmed = 0;
+  absl::SimpleAtoi(Get(manifest, "keys_deleted"), &before_gone);
+  absl::SimpleAtoi(Get(manifest, "outbox_entries_trimmed"), &before_trimmed);
+  result.keys_deleted = before_gone + gone;
+  result.outbox_entries_trimmed = before_trimmed + trimmed;
+  LS_RETURN_IF_ERROR(pool->Command({"HSET", manifest_key, "state", "done", "keys_deleted",
+                                    std::to_string(result.keys_deleted), "outbox_entries_trimmed",
+                                    std::to_string(result.outbox_entries_trimmed)})
+                         .status());
+  return result;
+}
+
+}  // namespace labshare::archive

@@ -21,7 +21,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/events.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "services/billing/billing_service.h"
 #include "services/usage/audit_chain.h"
+#include "tests/billing/direct_inventory.h"
 #include "tests/booking/booking_fixture.h"
 
 namespace labshare::booking {
@@ -65,7 +69,7 @@ std::string Shape(const std::string& key) {
   // Known fixed words stay; the last part of a per-item key is an id.
   static const std::vector<std::string> per_item = {"booking", "cal", "calend", "bystart", "idem", "entry",
                                                      "user", "org", "instr", "event", "actor", "request",
-                                                     "resource"};
+                                                     "resource", "charge", "posting", "acct"};
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     for (const auto& w : per_item) {
       if (parts[i] == w && i + 1 < parts.size() && parts[i + 1] != "all") {
@@ -74,7 +78,8 @@ std::string Shape(const std::string& key) {
         static const std::map<std::string, std::string> label = {
             {"cal", "<instr>"}, {"calend", "<instr>"}, {"bystart", "<instr>"}, {"instr", "<instr>"},
             {"idem", "<method>:<request_id>"}, {"user", "<user>"}, {"org", "<org>"}, {"entry", "<seq>"},
-            {"actor", "<actor>"}, {"request", "<request_id>"}, {"resource", "<name>"}, {"event", "<event_id>"}};
+            {"actor", "<actor>"}, {"request", "<request_id>"}, {"resource", "<name>"}, {"event", "<event_id>"},
+            {"acct", "<account>"}};
         auto it = label.find(w);
         parts.push_back(it == label.end() ? "<id>" : it->second);
         return absl::StrJoin(parts, ":");
@@ -141,6 +146,36 @@ TEST_F(StorageBench, PerBookingEventAndAuditEntry) {
   for (const char* t : {"{booking}", "{bk:ids}", "{billing}", "{usage}", "{inventory}"}) tags.emplace_back(t);
   for (const auto& t : tags) std::printf("  %-12s slot %5d\n", t.c_str(), RedisKeySlot(t + ":x"));
 
+  // Billing in process, consuming the booking outboxes with its group as
+  // the service does.
+  labshare::billing::testing::DirectInventory reader(inv_manager_.get());
+  labshare::billing::BillingStore billing_store(pool_.get());
+  labshare::billing::BillingManager billing(&billing_store, &reader, &clock_,
+                                            *labshare::billing::LoadBillingTimeZone("Asia/Shanghai"),
+                                            testing::TestPageTokens());
+  std::vector<std::unique_ptr<EventConsumer>> consumers;
+  for (int p = 0; p < kPartitions; ++p) {
+    ConsumerOptions o;
+    o.stream = keys::Outbox(p);
+    o.group = labshare::billing::kBookingEventsGroup;
+    o.consumer = "storage-bench";
+    o.block = absl::ZeroDuration();
+    consumers.push_back(std::make_unique<EventConsumer>(pool_.get(), o));
+    ASSERT_TRUE(consumers.back()->EnsureGroup().ok());
+  }
+  auto drain = [&]() {
+    for (int round = 0; round < 100; ++round) {
+      int n = 0;
+      for (auto& c : consumers) {
+        auto applied = c->PollOnce([&](const StreamEvent& e) { return billing.ApplyBookingEvent(e); });
+        EXPECT_TRUE(applied.ok()) << applied.status();
+        n += applied.ok() ? *applied : 0;
+      }
+      if (n == 0) return;
+    }
+  };
+  auto billing_events = [&]() { return pool_->Command({"XLEN", "{billing}:outbox"})->integer; };
+
   // ---- bookings: one hour each (+30 min buffer), 16 a day; the clock moves
   // on by 30 days every 480 bookings (the member horizon is 60 days).
   Snapshot s0 = Take(*pool_);
@@ -169,6 +204,9 @@ TEST_F(StorageBench, PerBookingEventAndAuditEntry) {
   const int64_t m1 = UsedMemory(*pool_);
   auto booking_rows = Diff(s0, s1);
   Print("per booking (CreateBooking)", booking_rows, created, m1 - m0);
+
+  // Billing reads the creations (a CONFIRMED booking bills nothing yet).
+  drain();
 
   // ---- a booking's whole life: created, checked in at its start, checked
   // out 50 minutes later (COMPLETED): n / 10 more bookings (at most 480).
@@ -216,11 +254,21 @@ TEST_F(StorageBench, PerBookingEventAndAuditEntry) {
   const int64_t lm1 = UsedMemory(*pool_);
   int64_t events_after_life = 0;
   for (int p = 0; p < kPartitions; ++p) events_after_life += pool_->Command({"XLEN", keys::Outbox(p)})->integer;
-  Print("per booking, whole life (create, check-in, check-out; booking service only)", Diff(l0, l1), life,
+  Print("per booking, whole life (create, check-in, check-out; booking and inventory)", Diff(l0, l1), life,
         lm1 - lm0);
   std::printf("  booking events per life: %.2f\n",
               static_cast<double>(events_after_life - events_before_life) / life);
-  s1 = std::move(l1);
+
+  // ---- billing of those lives: charges, postings, ledger, its events
+  const int64_t be0 = billing_events();
+  const int64_t bm0 = UsedMemory(*pool_);
+  drain();
+  Snapshot l2 = Take(*pool_);
+  const int64_t bm1 = UsedMemory(*pool_);
+  Print("per booking, billing of a completed booking (billing consumer)", Diff(l1, l2), life, bm1 - bm0);
+  std::printf("  billing events per completed booking: %.2f\n",
+              static_cast<double>(billing_events() - be0) / life);
+  s1 = std::move(l2);
 
   // ---- events: the booking outbox streams alone
   int64_t events = 0, stream_bytes = 0, payload_bytes = 0;
@@ -271,6 +319,24 @@ TEST_F(StorageBench, PerBookingEventAndAuditEntry) {
     auto r = chain.Append("booking", e);
     ASSERT_TRUE(r.ok()) << r.status();
   }
+  int64_t others = 0;
+  for (const char* stream : {"{inventory}:outbox", "{billing}:outbox"}) {
+    auto v = pool_->Command({"XRANGE", stream, "-", "+"});
+    ASSERT_TRUE(v.ok());
+    for (const auto& entry : v->elements) {
+      StreamEvent e;
+      e.stream_id = entry.elements[0].str;
+      const auto& f = entry.elements[1].elements;
+      for (size_t i = 0; i + 1 < f.size(); i += 2) {
+        if (f[i].str == "type") e.type = f[i + 1].str;
+        if (f[i].str == "payload") e.payload = f[i + 1].str;
+      }
+      auto r = chain.Append(stream[1] == 'i' ? "inventory" : "billing", e);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ++others;
+    }
+  }
+  events += others;
   Snapshot s3 = Take(*pool_);
   const int64_t m3 = UsedMemory(*pool_);
   Print("per audit entry (usage's audit trail)", Diff(s1, s3), events, m3 - m2);

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <limits>
 #include <map>
 #include <set>
@@ -18,6 +20,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -109,33 +112,74 @@ absl::Status Precondition(absl::string_view what) { return absl::FailedPrecondit
 
 // ------------------------------------------------------------ files
 
-absl::Status WriteFileDurably(const std::string& path, absl::string_view data) {
-  const std::string tmp = path + ".tmp";
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) return absl::InternalError(absl::StrCat("open ", tmp, ": ", strerror(errno)));
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t w = write(fd, data.data() + done, data.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      close(fd);
-      return absl::InternalError(absl::StrCat("write ", tmp, ": ", strerror(errno)));
+// Writes <path>.tmp piece by piece (hashing what it writes); Commit fsyncs
+// and renames it to <path>. Dropped before Commit: the .tmp goes.
+class FileWriter {
+ public:
+  static absl::StatusOr<std::unique_ptr<FileWriter>> Open(const std::string& path) {
+    std::unique_ptr<FileWriter> w(new FileWriter(path));
+    w->fd_ = open(w->tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (w->fd_ < 0) return absl::InternalError(absl::StrCat("open ", w->tmp_, ": ", strerror(errno)));
+    return w;
+  }
+  ~FileWriter() {
+    if (fd_ >= 0) {
+      close(fd_);
+      unlink(tmp_.c_str());
     }
-    done += static_cast<size_t>(w);
   }
-  if (fsync(fd) != 0 || close(fd) != 0) return absl::InternalError(absl::StrCat("fsync ", tmp, ": ", strerror(errno)));
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("rename ", tmp, ": ", strerror(errno)));
+  absl::Status Append(absl::string_view data) {
+    sha_.Update(data);
+    buffer_.append(data.data(), data.size());
+    return buffer_.size() >= (1 << 20) ? Flush() : absl::OkStatus();
   }
-  return absl::OkStatus();
-}
+  // The file's SHA-256 (hex) once it is durably in place.
+  absl::StatusOr<std::string> Commit() {
+    LS_RETURN_IF_ERROR(Flush());
+    if (fsync(fd_) != 0) return absl::InternalError(absl::StrCat("fsync ", tmp_, ": ", strerror(errno)));
+    const int fd = fd_;
+    fd_ = -1;
+    if (close(fd) != 0) return absl::InternalError(absl::StrCat("close ", tmp_, ": ", strerror(errno)));
+    if (rename(tmp_.c_str(), path_.c_str()) != 0) {
+      return absl::InternalError(absl::StrCat("rename ", tmp_, ": ", strerror(errno)));
+    }
+    return sha_.HexDigest();
+  }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
+ private:
+  explicit FileWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {}
+  absl::Status Flush() {
+    size_t done = 0;
+    while (done < buffer_.size()) {
+      const ssize_t w = write(fd_, buffer_.data() + done, buffer_.size() - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return absl::InternalError(absl::StrCat("write ", tmp_, ": ", strerror(errno)));
+      done += static_cast<size_t>(w);
+    }
+    buffer_.clear();
+    return absl::OkStatus();
+  }
+  std::string path_, tmp_;
+  int fd_ = -1;
+  std::string buffer_;
+  usage::Sha256 sha_;
+};
+
+// Calls fn for every line (without its '\n'); returns the file's SHA-256
+// (hex). fn returning false stops the reading (the digest is then of what
+// was read).
+absl::StatusOr<std::string> ForEachLine(const std::string& path,
+                                        const std::function<bool(absl::string_view)>& fn) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::DataLossError(absl::StrCat("cannot read the archive file ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  usage::Sha256 sha;
+  std::string line;
+  while (std::getline(in, line)) {
+    sha.Update(line);
+    if (!in.eof()) sha.Update("\n");
+    if (!fn(line)) break;
+  }
+  return sha.HexDigest();
 }
 
 // ------------------------------------------------------------ consumers
@@ -249,75 +293,78 @@ struct StoredBooking {
   bv1::Booking booking;
 };
 
-// Bookings whose reserved interval ended before the cut, by partition.
-absl::StatusOr<std::vector<StoredBooking>> FindBookings(RedisPool* pool, int64_t cut_ms, int batch) {
-  std::vector<StoredBooking> out;
+// Calls fn for each booking whose reserved interval ended before the cut,
+// partition by partition, reading the listing index {bk:P}:ls:b:all (score:
+// reserved start) in batches from a (score, ids at that score) cursor.
+absl::Status ForEachBookingBefore(RedisPool* pool, int64_t cut_ms, int batch,
+                                  const std::function<absl::Status(const StoredBooking&)>& fn) {
   for (int p = 0; p < bk::kPartitions; ++p) {
-    for (int64_t offset = 0;; offset += batch) {
-      LS_ASSIGN_OR_RETURN(RedisValue ids,
-                          pool->Command({"ZRANGEBYSCORE", bk::keys::ListAll(p, 'b'), "-inf",
-                                         absl::StrCat("(", cut_ms), "LIMIT", std::to_string(offset),
-                                         std::to_string(batch)}));
-      if (!ids.is_array()) return absl::InternalError("unexpected ZRANGEBYSCORE reply");
-      if (ids.elements.empty()) break;
+    std::string min = "-inf";
+    std::set<std::string> seen_at_min;
+    while (true) {
+      const size_t limit = seen_at_min.size() + static_cast<size_t>(batch);
+      LS_ASSIGN_OR_RETURN(RedisValue r,
+                          pool->Command({"ZRANGEBYSCORE", bk::keys::ListAll(p, 'b'), min, absl::StrCat("(", cut_ms),
+                                         "WITHSCORES", "LIMIT", "0", std::to_string(limit)}));
+      if (!r.is_array() || r.elements.size() % 2 != 0) return absl::InternalError("unexpected ZRANGEBYSCORE reply");
+      std::vector<std::pair<std::string, std::string>> fresh;  // (id, score)
+      for (size_t i = 0; i < r.elements.size(); i += 2) {
+        const std::string& id = r.elements[i].str;
+        const std::string& score = r.elements[i + 1].str;
+        if (score == min && seen_at_min.count(id) > 0) continue;
+        fresh.emplace_back(id, score);
+      }
+      if (fresh.empty()) break;
       std::vector<std::vector<std::string>> gets;
-      for (const auto& id : ids.elements) gets.push_back({"HMGET", bk::keys::Booking(p, id.str), "d", "v"});
+      for (const auto& f : fresh) gets.push_back({"HMGET", bk::keys::Booking(p, f.first), "d", "v"});
       LS_ASSIGN_OR_RETURN(auto docs, pool->Pipeline(gets));
       for (size_t i = 0; i < docs.size(); ++i) {
         if (!docs[i].is_array() || docs[i].elements.size() != 2 || docs[i].elements[0].is_nil()) continue;
         StoredBooking b;
         b.partition = p;
-        b.id = ids.elements[i].str;
+        b.id = fresh[i].first;
         b.data = docs[i].elements[0].str;
         absl::SimpleAtoi(docs[i].elements[1].str, &b.version);
         if (!b.booking.ParseFromString(b.data)) {
           return absl::DataLossError(absl::StrCat("booking ", b.id, " does not parse"));
         }
         if (absl::ToUnixMillis(FromProto(b.booking.reserved_interval().end_time())) >= cut_ms) continue;
-        out.push_back(std::move(b));
+        LS_RETURN_IF_ERROR(fn(b));
       }
-      if (static_cast<int>(ids.elements.size()) < batch) break;
+      const std::string last = fresh.back().second;
+      if (last != min) seen_at_min.clear();
+      for (const auto& f : fresh) {
+        if (f.second == last) seen_at_min.insert(f.first);
+      }
+      min = last;
+      if (r.elements.size() / 2 < limit) break;
     }
   }
-  return out;
+  return absl::OkStatus();
 }
 
-std::string BookingsFile(int year, int64_t cut_ms, const AuditRange& audit, const std::string& audit_last_hex,
-                         const std::vector<StoredBooking>& bookings) {
-  std::string out = absl::StrCat("{\"format\":\"labshare-bookings-jsonl\",\"version\":1,\"year\":", year,
-                                 ",\"cut_ms\":", cut_ms, ",\"audit_last_sequence\":", audit.end - 1,
-                                 ",\"audit_last_hash\":\"", audit_last_hex, "\"}\n");
-  for (const auto& b : bookings) {
-    absl::StrAppend(&out, "{\"partition\":", b.partition, ",\"booking\":\"bookings/", JsonEscape(b.id),
-                    "\",\"version\":", b.version, ",\"document\":\"", absl::Base64Escape(b.data),
-                    "\",\"sha256\":\"", Sha256Hex(b.data), "\"}\n");
-  }
-  const std::string sum = Sha256Hex(out);
-  absl::StrAppend(&out, "{\"trailer\":true,\"bookings\":", bookings.size(), ",\"sha256\":\"", sum, "\"}\n");
-  return out;
+std::string BookingLine(const StoredBooking& b) {
+  return absl::StrCat("{\"partition\":", b.partition, ",\"booking\":\"bookings/", JsonEscape(b.id),
+                      "\",\"version\":", b.version, ",\"document\":\"", absl::Base64Escape(b.data),
+                      "\",\"sha256\":\"", Sha256Hex(b.data), "\"}\n");
 }
 
-// Back from a verified bookings file.
-absl::StatusOr<std::vector<StoredBooking>> ParseBookings(absl::string_view file) {
-  std::vector<StoredBooking> out;
-  auto lines = Lines(file);
-  for (size_t i = 1; i + 1 < lines.size(); ++i) {
-    Struct s;
-    std::string name, doc;
-    int64_t p = 0;
-    if (!ParseLine(lines[i], &s) || !Int(Field(s, "partition"), &p) || !Str(Field(s, "booking"), &name) ||
-        !Str(Field(s, "document"), &doc)) {
-      return absl::DataLossError("bookings file: malformed line");
-    }
-    StoredBooking b;
-    b.partition = static_cast<int>(p);
-    b.id = bk::IdOf(name);
-    if (!absl::Base64Unescape(doc, &b.data) || !b.booking.ParseFromString(b.data)) {
-      return absl::DataLossError("bookings file: a document does not parse");
-    }
-    out.push_back(std::move(b));
+// A booking line of a verified file.
+absl::StatusOr<StoredBooking> ParseBookingLine(absl::string_view line) {
+  Struct s;
+  std::string name, doc;
+  int64_t p = 0;
+  if (!ParseLine(line, &s) || !Int(Field(s, "partition"), &p) || !Str(Field(s, "booking"), &name) ||
+      !Str(Field(s, "document"), &doc) || p < 0 || p >= bk::kPartitions) {
+    return absl::DataLossError("bookings file: malformed line");
   }
-  return out;
+  StoredBooking b;
+  b.partition = static_cast<int>(p);
+  b.id = bk::IdOf(name);
+  if (!absl::Base64Unescape(doc, &b.data) || !b.booking.ParseFromString(b.data)) {
+    return absl::DataLossError("bookings file: a document does not parse");
+  }
+  return b;
 }
 
 // Removes one booking's keys and index members (each command idempotent).
@@ -380,53 +427,36 @@ absl::Status Stop(const ArchiveOptions& o, absl::string_view stage) {
 
 // ============================================================ verification
 
-FileVerdict VerifyAuditExport(absl::string_view file, std::optional<std::pair<int64_t, std::string>> anchor) {
-  FileVerdict v;
-  auto broken = [&v](int64_t seq, const char* kind) {
-    v.ok = false;
-    v.broken_at = seq;
-    v.kind = kind;
-    return v;
-  };
-  auto lines = Lines(file);
-  if (lines.empty()) return broken(0, "malformed");
-  Struct h;
-  int64_t start = 0, end = 0, version = 0;
-  std::string format, prev, algorithm;
-  if (!ParseLine(lines[0], &h) || !Str(Field(h, "format"), &format) || format != "labshare-audit-jsonl" ||
-      !Int(Field(h, "version"), &version) || version != 1 || !Int(Field(h, "start_sequence"), &start) ||
-      !Int(Field(h, "end_sequence"), &end) || start < 1 || end <= start || !Str(Field(h, "previous_hash"), &prev) ||
-      !IsHashHex(prev)) {
-    return broken(start, "malformed");
-  }
-  if (!Str(Field(h, "algorithm"), &algorithm) || algorithm != "SHA-256") return broken(start, "unknown_algorithm");
-  if (start == 1 && prev != kZeroHash) return broken(1, "link_mismatch");
-  if (anchor && anchor->first == start - 1 && start > 1 && Hex(anchor->second) != prev) {
-    return broken(start - 1, "anchor_mismatch");
-  }
-  int64_t seq = start;
-  for (size_t i = 1; i < lines.size(); ++i) {
+namespace {
+
+// deploy/verify_audit.py, line by line.
+class AuditVerifier {
+ public:
+  explicit AuditVerifier(std::optional<std::pair<int64_t, std::string>> anchor) : anchor_(std::move(anchor)) {}
+
+  // False once broken (or after the trailer, when another line comes).
+  bool Line(absl::string_view line) {
+    if (done_) return false;
+    if (!header_) return Header(line);
     Struct o;
-    if (!ParseLine(lines[i], &o)) return broken(seq, "malformed");
+    if (!ParseLine(line, &o)) return Broken(seq_, "malformed");
+    if (trailer_) return Broken(seq_, "data_after_trailer");
     if (Field(o, "trailer") != nullptr) {
-      if (i != lines.size() - 1) return broken(seq, "data_after_trailer");
-      if (seq < end) return broken(seq, "sequence_gap");
+      if (seq_ < end_) return Broken(seq_, "sequence_gap");
       int64_t entries = 0, last = 0;
       std::string last_hash;
       const Value* t = Field(o, "trailer");
       if (t->kind_case() != Value::kBoolValue || !t->bool_value() || !Int(Field(o, "entries"), &entries) ||
-          entries != end - start || !Int(Field(o, "last_sequence"), &last) || last != end - 1 ||
-          !Str(Field(o, "last_hash"), &last_hash) || last_hash != prev) {
-        return broken(end - 1, "trailer_mismatch");
+          entries != end_ - start_ || !Int(Field(o, "last_sequence"), &last) || last != end_ - 1 ||
+          !Str(Field(o, "last_hash"), &last_hash) || last_hash != prev_) {
+        return Broken(end_ - 1, "trailer_mismatch");
       }
-      v.ok = true;
-      v.last_sequence = end - 1;
-      v.last_hash_hex = prev;
-      return v;
+      trailer_ = true;
+      return true;
     }
     int64_t s = 0;
-    if (!Int(Field(o, "sequence"), &s)) return broken(seq, "malformed");
-    if (s != seq || seq >= end) return broken(seq, "sequence_gap");
+    if (!Int(Field(o, "sequence"), &s)) return Broken(seq_, "malformed");
+    if (s != seq_ || seq_ >= end_) return Broken(seq_, "sequence_gap");
     uv1::AuditEntry e;
     e.set_sequence(s);
     std::string payload_b64, prev_hex, hash_hex;
@@ -436,56 +466,159 @@ FileVerdict VerifyAuditExport(absl::string_view file, std::optional<std::pair<in
         !Time(o, "append_time", e.mutable_append_time()) || !Str(Field(o, "payload"), &payload_b64) ||
         !absl::Base64Unescape(payload_b64, e.mutable_payload()) || !Str(Field(o, "previous_hash"), &prev_hex) ||
         !IsHashHex(prev_hex) || !Str(Field(o, "hash"), &hash_hex) || !IsHashHex(hash_hex)) {
-      return broken(seq, "malformed");
+      return Broken(seq_, "malformed");
     }
     e.set_previous_hash(absl::HexStringToBytes(prev_hex));
-    const std::string h2 = Hex(usage::AuditHashV1(e));
-    if (h2 != hash_hex) return broken(seq, "hash_mismatch");
-    if (prev_hex != prev) return broken(seq, "link_mismatch");
-    if (anchor && anchor->first == seq && Hex(anchor->second) != h2) return broken(seq, "anchor_mismatch");
-    prev = h2;
-    ++seq;
-    ++v.entries;
+    const std::string h = Hex(usage::AuditHashV1(e));
+    if (h != hash_hex) return Broken(seq_, "hash_mismatch");
+    if (prev_hex != prev_) return Broken(seq_, "link_mismatch");
+    if (anchor_ && anchor_->first == seq_ && Hex(anchor_->second) != h) return Broken(seq_, "anchor_mismatch");
+    prev_ = h;
+    ++seq_;
+    ++verdict_.entries;
+    return true;
   }
-  return broken(seq, "no_trailer");
+
+  FileVerdict Finish() {
+    if (done_) return verdict_;
+    if (!header_) {
+      Broken(0, "malformed");
+    } else if (!trailer_) {
+      Broken(seq_, "no_trailer");
+    } else {
+      verdict_.ok = true;
+      verdict_.last_sequence = end_ - 1;
+      verdict_.last_hash_hex = prev_;
+    }
+    return verdict_;
+  }
+
+ private:
+  bool Header(absl::string_view line) {
+    header_ = true;
+    Struct h;
+    int64_t version = 0;
+    std::string format, algorithm;
+    if (!ParseLine(line, &h) || !Str(Field(h, "format"), &format) || format != "labshare-audit-jsonl" ||
+        !Int(Field(h, "version"), &version) || version != 1 || !Int(Field(h, "start_sequence"), &start_) ||
+        !Int(Field(h, "end_sequence"), &end_) || start_ < 1 || end_ <= start_ ||
+        !Str(Field(h, "previous_hash"), &prev_) || !IsHashHex(prev_)) {
+      return Broken(start_, "malformed");
+    }
+    if (!Str(Field(h, "algorithm"), &algorithm) || algorithm != "SHA-256") return Broken(start_, "unknown_algorithm");
+    if (start_ == 1 && prev_ != kZeroHash) return Broken(1, "link_mismatch");
+    if (anchor_ && anchor_->first == start_ - 1 && start_ > 1 && Hex(anchor_->second) != prev_) {
+      return Broken(start_ - 1, "anchor_mismatch");
+    }
+    seq_ = start_;
+    return true;
+  }
+  bool Broken(int64_t at, const char* kind) {
+    done_ = true;
+    verdict_.ok = false;
+    verdict_.broken_at = at;
+    verdict_.kind = kind;
+    return false;
+  }
+
+  std::optional<std::pair<int64_t, std::string>> anchor_;
+  bool header_ = false, trailer_ = false, done_ = false;
+  int64_t start_ = 0, end_ = 0, seq_ = 0;
+  std::string prev_;
+  FileVerdict verdict_;
+};
+
+// The bookings file, line by line: header, each document's SHA-256, the
+// trailer's count and the SHA-256 of every byte before it.
+class BookingsVerifier {
+ public:
+  bool Line(absl::string_view line) {
+    if (done_) return false;
+    ++line_no_;
+    Struct o;
+    if (!ParseLine(line, &o)) return Broken("malformed");
+    if (trailer_) return Broken("data_after_trailer");
+    if (line_no_ == 1) {
+      std::string format;
+      if (!Str(Field(o, "format"), &format) || format != "labshare-bookings-jsonl") return Broken("malformed");
+    } else if (Field(o, "trailer") != nullptr) {
+      int64_t n = 0;
+      std::string sum;
+      if (!Int(Field(o, "bookings"), &n) || n != verdict_.entries || !Str(Field(o, "sha256"), &sum) ||
+          sum != sha_.HexDigest()) {
+        return Broken("trailer_mismatch");
+      }
+      trailer_ = true;
+      return true;
+    } else {
+      std::string doc_b64, doc, sum;
+      if (!Str(Field(o, "document"), &doc_b64) || !absl::Base64Unescape(doc_b64, &doc) ||
+          !Str(Field(o, "sha256"), &sum)) {
+        return Broken("malformed");
+      }
+      if (Sha256Hex(doc) != sum) return Broken("hash_mismatch");
+      ++verdict_.entries;
+    }
+    sha_.Update(line);
+    sha_.Update("\n");
+    return true;
+  }
+  FileVerdict Finish() {
+    if (done_) return verdict_;
+    if (!trailer_) {
+      Broken("no_trailer");
+    } else {
+      verdict_.ok = true;
+    }
+    return verdict_;
+  }
+
+ private:
+  bool Broken(const char* kind) {
+    done_ = true;
+    verdict_.ok = false;
+    verdict_.broken_at = line_no_;
+    verdict_.kind = kind;
+    return false;
+  }
+  int64_t line_no_ = 0;
+  bool trailer_ = false, done_ = false;
+  usage::Sha256 sha_;
+  FileVerdict verdict_;
+};
+
+}  // namespace
+
+FileVerdict VerifyAuditExport(absl::string_view file, std::optional<std::pair<int64_t, std::string>> anchor) {
+  AuditVerifier v(std::move(anchor));
+  for (absl::string_view line : Lines(file)) {
+    if (!v.Line(line)) break;
+  }
+  return v.Finish();
 }
 
 FileVerdict VerifyBookingsExport(absl::string_view file) {
-  FileVerdict v;
-  auto broken = [&v](int64_t line, const char* kind) {
-    v.ok = false;
-    v.broken_at = line;
-    v.kind = kind;
-    return v;
-  };
-  auto lines = Lines(file);
-  Struct h;
-  std::string format;
-  if (lines.size() < 2 || !ParseLine(lines[0], &h) || !Str(Field(h, "format"), &format) ||
-      format != "labshare-bookings-jsonl") {
-    return broken(1, "malformed");
+  BookingsVerifier v;
+  for (absl::string_view line : Lines(file)) {
+    if (!v.Line(line)) break;
   }
-  size_t before_trailer = 0;
-  for (size_t i = 0; i + 1 < lines.size(); ++i) before_trailer += lines[i].size() + 1;
-  for (size_t i = 1; i + 1 < lines.size(); ++i) {
-    Struct o;
-    std::string doc_b64, doc, sum;
-    if (!ParseLine(lines[i], &o) || !Str(Field(o, "document"), &doc_b64) || !absl::Base64Unescape(doc_b64, &doc) ||
-        !Str(Field(o, "sha256"), &sum)) {
-      return broken(static_cast<int64_t>(i) + 1, "malformed");
-    }
-    if (Sha256Hex(doc) != sum) return broken(static_cast<int64_t>(i) + 1, "hash_mismatch");
-    ++v.entries;
-  }
-  Struct t;
-  int64_t n = 0;
-  std::string sum;
-  if (!ParseLine(lines.back(), &t) || Field(t, "trailer") == nullptr || !Int(Field(t, "bookings"), &n) ||
-      n != v.entries || !Str(Field(t, "sha256"), &sum) || sum != Sha256Hex(file.substr(0, before_trailer))) {
-    return broken(static_cast<int64_t>(lines.size()), "trailer_mismatch");
-  }
-  v.ok = true;
-  return v;
+  return v.Finish();
+}
+
+absl::StatusOr<FileVerdict> VerifyAuditExportFile(const std::string& path,
+                                                  std::optional<std::pair<int64_t, std::string>> anchor,
+                                                  std::string* sha256_hex) {
+  AuditVerifier v(std::move(anchor));
+  LS_ASSIGN_OR_RETURN(std::string sha, ForEachLine(path, [&](absl::string_view line) { return v.Line(line); }));
+  if (sha256_hex != nullptr) *sha256_hex = sha;
+  return v.Finish();
+}
+
+absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, std::string* sha256_hex) {
+  BookingsVerifier v;
+  LS_ASSIGN_OR_RETURN(std::string sha, ForEachLine(path, [&](absl::string_view line) { return v.Line(line); }));
+  if (sha256_hex != nullptr) *sha256_hex = sha;
+  return v.Finish();
 }
 
 // ============================================================ ArchiveYear
@@ -540,8 +673,27 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
                                        " has not acknowledged every event before the end of ", o.year,
                                        ": rerun when it has caught up"));
     }
-    LS_ASSIGN_OR_RETURN(std::vector<StoredBooking> bookings, FindBookings(pool, cut_ms, batch));
-    for (const auto& b : bookings) {
+    LS_ASSIGN_OR_RETURN(AuditRange audit, FindAuditRange(chain, cut_ms, batch));
+    std::string last_hex = audit.base_hash.empty() ? std::string(kZeroHash) : Hex(audit.base_hash);
+    if (audit.end > audit.start) {
+      LS_ASSIGN_OR_RETURN(std::optional<uv1::AuditEntry> last, chain.Get(audit.end - 1));
+      if (!last) return absl::DataLossError(absl::StrCat("audit entry ", audit.end - 1, " is missing"));
+      last_hex = Hex(last->hash());
+    }
+
+    // ---- the bookings file, checking each booking as it goes (a refusal
+    // leaves no file)
+    LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> bw, FileWriter::Open(result.bookings_file));
+    usage::Sha256 body;
+    auto put = [&](const std::string& line) {
+      body.Update(line);
+      return bw->Append(line);
+    };
+    LS_RETURN_IF_ERROR(put(absl::StrCat("{\"format\":\"labshare-bookings-jsonl\",\"version\":1,\"year\":", o.year,
+                                        ",\"cut_ms\":", cut_ms, ",\"audit_last_sequence\":", audit.end - 1,
+                                        ",\"audit_last_hash\":\"", last_hex, "\"}\n")));
+    int64_t count = 0;
+    LS_RETURN_IF_ERROR(ForEachBookingBefore(pool, cut_ms, batch, [&](const StoredBooking& b) -> absl::Status {
       if (!Final(b.booking.state())) {
         return Precondition(absl::StrCat("booking ", b.id, " ended in or before ", o.year, " but is still ",
                                          bv1::Booking::State_Name(b.booking.state()),
@@ -551,37 +703,43 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
         return Precondition(absl::StrCat("the last change of booking ", b.id, " is not yet applied by ",
                                          consumers.laggard, " (billing / audit): rerun later"));
       }
-    }
-    LS_ASSIGN_OR_RETURN(AuditRange audit, FindAuditRange(chain, cut_ms, batch));
+      ++count;
+      return put(BookingLine(b));
+    }));
+    LS_RETURN_IF_ERROR(bw->Append(absl::StrCat("{\"trailer\":true,\"bookings\":", count, ",\"sha256\":\"",
+                                               body.HexDigest(), "\"}\n")));
 
-    // ---- export, write, read back, verify
-    std::string audit_data;
-    std::string last_hex = audit.base_hash.empty() ? std::string(kZeroHash) : Hex(audit.base_hash);
+    // ---- the audit file: ExportAuditTrail's JSONL, streamed
+    LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> aw, FileWriter::Open(result.audit_file));
     if (audit.end > audit.start) {
-      LS_ASSIGN_OR_RETURN(audit_data, chain.ExportJsonlString(audit.start, audit.end));
-    } else {
-      // Nothing appended in the year: an empty file says so.
-      audit_data = "";
+      LS_ASSIGN_OR_RETURN(usage::AuditExportSummary summary,
+                          chain.ExportJsonl(audit.start, audit.end,
+                                            [&](absl::string_view piece) { return aw->Append(piece); }));
+      if (summary.entries != audit.end - audit.start || Hex(summary.last_hash) != last_hex) {
+        return absl::DataLossError("the audit trail changed while it was exported; nothing removed");
+      }
     }
-    LS_RETURN_IF_ERROR(WriteFileDurably(result.audit_file, audit_data));
-    std::optional<std::pair<int64_t, std::string>> anchor;
-    if (audit.start > 1) anchor = std::make_pair(audit.start - 1, audit.base_hash);
+    LS_ASSIGN_OR_RETURN(const std::string bookings_sha, bw->Commit());
+    LS_ASSIGN_OR_RETURN(const std::string audit_sha, aw->Commit());
+
+    // ---- read back and verify
     if (audit.end > audit.start) {
-      LS_ASSIGN_OR_RETURN(std::string back, ReadFile(result.audit_file));
-      FileVerdict fv = VerifyAuditExport(back, anchor);
-      if (!fv.ok || fv.entries != audit.end - audit.start) {
+      std::optional<std::pair<int64_t, std::string>> anchor;
+      if (audit.start > 1) anchor = std::make_pair(audit.start - 1, audit.base_hash);
+      std::string sha;
+      LS_ASSIGN_OR_RETURN(FileVerdict fv, VerifyAuditExportFile(result.audit_file, anchor, &sha));
+      if (!fv.ok || fv.entries != audit.end - audit.start || fv.last_hash_hex != last_hex || sha != audit_sha) {
         return absl::DataLossError(absl::StrCat("the written audit archive does not verify: ", fv.kind, " at ",
                                                 fv.broken_at, "; nothing removed"));
       }
-      last_hex = fv.last_hash_hex;
     }
-    const std::string bookings_data = BookingsFile(o.year, cut_ms, audit, last_hex, bookings);
-    LS_RETURN_IF_ERROR(WriteFileDurably(result.bookings_file, bookings_data));
-    LS_ASSIGN_OR_RETURN(std::string bookings_back, ReadFile(result.bookings_file));
-    FileVerdict bv = VerifyBookingsExport(bookings_back);
-    if (!bv.ok || bv.entries != static_cast<int64_t>(bookings.size())) {
-      return absl::DataLossError(absl::StrCat("the written bookings archive does not verify: ", bv.kind,
-                                              "; nothing removed"));
+    {
+      std::string sha;
+      LS_ASSIGN_OR_RETURN(FileVerdict bv, VerifyBookingsExportFile(result.bookings_file, &sha));
+      if (!bv.ok || bv.entries != count || sha != bookings_sha) {
+        return absl::DataLossError(absl::StrCat("the written bookings archive does not verify: ", bv.kind,
+                                                "; nothing removed"));
+      }
     }
     LS_RETURN_IF_ERROR(Stop(o, "exported"));
 
@@ -594,10 +752,10 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
         {"audit_end", std::to_string(audit.end)},
         {"audit_last_hash", last_hex},
         {"audit_file", result.audit_file},
-        {"audit_sha256", Sha256Hex(audit_data)},
-        {"bookings", std::to_string(bookings.size())},
+        {"audit_sha256", audit_sha},
+        {"bookings", std::to_string(count)},
         {"bookings_file", result.bookings_file},
-        {"bookings_sha256", Sha256Hex(bookings_data)},
+        {"bookings_sha256", bookings_sha},
     };
     for (const auto& [k, v] : fields) {
       args.push_back(k);
@@ -613,23 +771,33 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   fill(manifest);
   int64_t cut_recorded = 0;
   absl::SimpleAtoi(Get(manifest, "cut_ms"), &cut_recorded);
-  LS_ASSIGN_OR_RETURN(std::string audit_data, ReadFile(Get(manifest, "audit_file")));
-  LS_ASSIGN_OR_RETURN(std::string bookings_data, ReadFile(Get(manifest, "bookings_file")));
-  if (Sha256Hex(audit_data) != result.audit_sha256 || Sha256Hex(bookings_data) != result.bookings_sha256) {
-    return absl::DataLossError(absl::StrCat("the archive files of ", o.year,
-                                            " changed since they were verified (SHA-256 differs from the "
-                                            "manifest); nothing removed"));
-  }
-  if (result.audit_end > result.audit_start) {
-    FileVerdict fv = VerifyAuditExport(audit_data);
+  const std::string audit_path = Get(manifest, "audit_file");
+  const std::string bookings_path = Get(manifest, "bookings_file");
+  {
+    std::string audit_sha, bookings_sha;
+    FileVerdict fv;
+    if (result.audit_end > result.audit_start) {
+      LS_ASSIGN_OR_RETURN(fv, VerifyAuditExportFile(audit_path, std::nullopt, &audit_sha));
+    } else {
+      LS_ASSIGN_OR_RETURN(audit_sha, ForEachLine(audit_path, [](absl::string_view) { return true; }));
+      fv.ok = true;
+      fv.last_sequence = result.audit_end - 1;
+      fv.last_hash_hex = result.audit_last_hash;
+    }
+    LS_ASSIGN_OR_RETURN(FileVerdict bv, VerifyBookingsExportFile(bookings_path, &bookings_sha));
+    if (audit_sha != result.audit_sha256 || bookings_sha != result.bookings_sha256) {
+      return absl::DataLossError(absl::StrCat("the archive files of ", o.year,
+                                              " changed since they were verified (SHA-256 differs from the "
+                                              "manifest); nothing removed"));
+    }
     if (!fv.ok || fv.last_sequence != result.audit_end - 1 || fv.last_hash_hex != result.audit_last_hash) {
       return absl::DataLossError(absl::StrCat("the audit archive of ", o.year, " does not verify: ", fv.kind,
                                               " at ", fv.broken_at, "; nothing removed"));
     }
+    if (!bv.ok || bv.entries != result.bookings) {
+      return absl::DataLossError("the bookings archive does not verify; nothing removed");
+    }
   }
-  FileVerdict bv = VerifyBookingsExport(bookings_data);
-  if (!bv.ok) return absl::DataLossError("the bookings archive does not verify; nothing removed");
-  LS_ASSIGN_OR_RETURN(std::vector<StoredBooking> bookings, ParseBookings(bookings_data));
 
   int64_t gone = 0;
   // Audit entries, their markers and index members; the entry goes last,
@@ -675,10 +843,25 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     for (const auto& d : deleted) gone += d.integer;
     LS_RETURN_IF_ERROR(Stop(o, "removed_batch"));
   }
-  for (const auto& b : bookings) {
-    LS_ASSIGN_OR_RETURN(int64_t g, RemoveBooking(pool, b));
-    gone += g;
-  }
+  absl::Status removal = absl::OkStatus();
+  int64_t line_no = 0;
+  LS_RETURN_IF_ERROR(ForEachLine(bookings_path, [&](absl::string_view line) {
+                       ++line_no;
+                       if (line_no == 1 || absl::StartsWith(line, "{\"trailer\"")) return true;
+                       absl::StatusOr<StoredBooking> b = ParseBookingLine(line);
+                       if (!b.ok()) {
+                         removal = b.status();
+                         return false;
+                       }
+                       absl::StatusOr<int64_t> g = RemoveBooking(pool, *b);
+                       if (!g.ok()) {
+                         removal = g.status();
+                         return false;
+                       }
+                       gone += *g;
+                       return true;
+                     }).status());
+  LS_RETURN_IF_ERROR(removal);
   // Outboxes below the cut: every group acknowledged them (checked before
   // the manifest was written; groups only move forward).
   int64_t trimmed = 0;

@@ -110,6 +110,12 @@ FileVerdict VerifyAuditExport(absl::string_view file,
 // The bookings file: header, per line the document's SHA-256, trailer count
 // and checksum. ok=false with kind and broken_at (line number) otherwise.
 FileVerdict VerifyBookingsExport(absl::string_view file);
+// The same, reading a file line by line (archives are large); sha256_hex
+// (optional) receives the SHA-256 of what was read.
+absl::StatusOr<FileVerdict> VerifyAuditExportFile(const std::string& path,
+                                                  std::optional<std::pair<int64_t, std::string>> anchor,
+                                                  std::string* sha256_hex = nullptr);
+absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, std::string* sha256_hex = nullptr);
 
 }  // namespace labshare::archive
 

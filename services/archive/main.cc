@@ -14,6 +14,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/server.h"
 #include "services/archive/archive.h"
@@ -39,11 +40,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "labshare-archive: %s\n", std::string(r.status().message()).c_str());
     return 1;
   }
-  std::printf("%s %d: audit entries %lld..%lld (last hash %s), %lld bookings, %lld outbox entries trimmed, "
+  const std::string entries =
+      r->audit_end > r->audit_start
+          ? absl::StrCat("audit entries ", r->audit_start, "..", r->audit_end - 1, " (last hash ", r->audit_last_hash,
+                         ")")
+          : std::string("no audit entries (the audit file is empty)");
+  std::printf("%s %d: %s, %lld bookings, %lld outbox entries trimmed, "
               "%lld keys deleted; files %s (sha256 %s), %s (sha256 %s)\n",
-              r->already_done ? "already archived" : "archived", options.year,
-              static_cast<long long>(r->audit_start), static_cast<long long>(r->audit_end - 1),
-              r->audit_last_hash.c_str(), static_cast<long long>(r->bookings),
+              r->already_done ? "already archived" : "archived", options.year, entries.c_str(),
+              static_cast<long long>(r->bookings),
               static_cast<long long>(r->outbox_entries_trimmed), static_cast<long long>(r->keys_deleted),
               r->audit_file.c_str(), r->audit_sha256.c_str(), r->bookings_file.c_str(), r->bookings_sha256.c_str());
   return 0;

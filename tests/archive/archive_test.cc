@@ -103,8 +103,7 @@ class ArchiveTest : public ::testing::Test {
   // A booking of instrument i1 (partition p) from `start` for one hour,
   // through the real create step (listing indexes, outbox event); its
   // BookingCreated event is appended to the audit trail at the clock's time.
-  std::string Book(absl::Time start, bv1::Booking::State state) {
-    const std::string instrument = "i1";
+  std::string Book(absl::Time start, bv1::Booking::State state, const std::string& instrument = "i1") {
     const int p = bk::keys::Partition(instrument);
     const std::string id = bk::NewBookingId(p);
     bv1::Booking b;
@@ -399,6 +398,29 @@ TEST_F(ArchiveTest, ATamperedArchiveIsDetectedBeforeAnythingIsRemoved) {
   EXPECT_FALSE(VerifyBookingsExport(bookings).ok);
   EXPECT_EQ(ArchiveYear(pool_.get(), Options(2026)).status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(DbSize(), keys);
+}
+
+TEST_F(ArchiveTest, BookingsStartingAtTheSameMomentAreAllTakenAcrossBatches) {
+  // Five instruments of i1's partition, one booking each, all at the same
+  // start: the listing index holds five equal scores; batches of two.
+  const int p = bk::keys::Partition("i1");
+  std::vector<std::string> instruments;
+  for (int k = 0; instruments.size() < 5; ++k) {
+    const std::string id = absl::StrCat("x", k);
+    if (bk::keys::Partition(id) == p) instruments.push_back(id);
+  }
+  clock_.Set(At(2026, 3, 1));
+  std::vector<std::string> ids;
+  for (const auto& instrument : instruments) ids.push_back(Book(At(2026, 5, 1), bv1::Booking::COMPLETED, instrument));
+  clock_.Set(At(2027, 1, 2));
+  auto r = ArchiveYear(pool_.get(), Options(2026));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->bookings, 5);
+  EXPECT_EQ(r->audit_end, 6);
+  for (const auto& id : ids) EXPECT_FALSE(Exists(bk::keys::Booking(p, id))) << id;
+  EXPECT_EQ(pool_->Command({"EXISTS", bk::keys::ListAll(p, 'b')})->integer, 0);
+  const std::string file = ReadAll(dir_ + "/bookings-2026.jsonl");
+  for (const auto& id : ids) EXPECT_TRUE(absl::StrContains(file, "\"bookings/" + id + "\"")) << id;
 }
 
 }  // namespace

@@ -24,8 +24,11 @@
 //   - a booking that ended before the cut is not final (COMPLETED,
 //     CANCELLED, MISSED, REJECTED, EXPIRED);
 //   - a consumer group of an outbox stream (billing, usage, notify...) has
-//     not acknowledged every event before the cut, or the last event of an
-//     archived booking (its update_time): it is not billed / audited yet.
+//     not acknowledged every event up to a minute past the cut (clock skew
+//     between services and Redis), or the last event of an archived booking
+//     (its update_time): it is not billed / audited yet. The archived audit
+//     entries' apply-once markers are removed with them, so no archived
+//     event may still be redelivered.
 //
 // Steps and reruns (idempotent; the manifest {usage}:archive:<Y> is a HASH
 // with state, ranges, file names and SHA-256s):

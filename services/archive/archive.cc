@@ -402,6 +402,63 @@ absl::StatusOr<int64_t> RemoveBooking(RedisPool* pool, const StoredBooking& b) {
   return gone;
 }
 
+// The listing index of the instrument's operator organisation is not named
+// by the booking document: after the removals, every "{bk:P}:ls:b:org:*"
+// member before the cut whose document is gone is removed too (what is
+// left before the cut is bookings that span it, and dangling members).
+absl::StatusOr<int64_t> SweepOrgIndexes(RedisPool* pool, int64_t cut_ms, int batch) {
+  std::set<std::string> index_keys;
+  std::string cursor = "0";
+  do {
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"SCAN", cursor, "MATCH", "{bk:*}:ls:b:org:*", "COUNT", "1000",
+                                                     "TYPE", "zset"}));
+    if (!r.is_array() || r.elements.size() != 2) return absl::InternalError("unexpected SCAN reply");
+    cursor = r.elements[0].str;
+    for (const auto& k : r.elements[1].elements) index_keys.insert(k.str);
+  } while (cursor != "0");
+  int64_t removed = 0;
+  for (const auto& key : index_keys) {
+    int p = -1;
+    for (int q = 0; q < bk::kPartitions; ++q) {
+      if (absl::StartsWith(key, bk::keys::Tag(q) + ":")) p = q;
+    }
+    if (p < 0) continue;
+    std::string min = "-inf";
+    std::set<std::string> seen_at_min;
+    while (true) {
+      const size_t limit = seen_at_min.size() + static_cast<size_t>(batch);
+      LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYSCORE", key, min, absl::StrCat("(", cut_ms),
+                                                       "WITHSCORES", "LIMIT", "0", std::to_string(limit)}));
+      if (!r.is_array() || r.elements.size() % 2 != 0) return absl::InternalError("unexpected ZRANGEBYSCORE reply");
+      std::vector<std::pair<std::string, std::string>> fresh;
+      for (size_t i = 0; i < r.elements.size(); i += 2) {
+        if (r.elements[i + 1].str == min && seen_at_min.count(r.elements[i].str) > 0) continue;
+        fresh.emplace_back(r.elements[i].str, r.elements[i + 1].str);
+      }
+      if (fresh.empty()) break;
+      std::vector<std::vector<std::string>> exists;
+      for (const auto& f : fresh) exists.push_back({"EXISTS", bk::keys::Booking(p, f.first)});
+      LS_ASSIGN_OR_RETURN(auto ex, pool->Pipeline(exists));
+      std::vector<std::string> zrem = {"ZREM", key};
+      for (size_t i = 0; i < ex.size(); ++i) {
+        if (ex[i].integer == 0) zrem.push_back(fresh[i].first);
+      }
+      if (zrem.size() > 2) {
+        LS_ASSIGN_OR_RETURN(RedisValue z, pool->Command(zrem));
+        removed += z.integer;
+      }
+      const std::string last = fresh.back().second;
+      if (last != min) seen_at_min.clear();
+      for (const auto& f : fresh) {
+        if (f.second == last) seen_at_min.insert(f.first);
+      }
+      min = last;
+      if (r.elements.size() / 2 < limit) break;
+    }
+  }
+  return removed;
+}
+
 // One Lua step in {usage}: the manifest, and the base moved forward.
 const RedisScript& CommitScript() {
   static const RedisScript* s = new RedisScript(R"lua(
@@ -866,6 +923,7 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
                        return true;
                      }).status());
   LS_RETURN_IF_ERROR(removal);
+  LS_RETURN_IF_ERROR(SweepOrgIndexes(pool, cut_recorded, batch).status());
   // Outboxes below the cut: every group acknowledged them (checked before
   // the manifest was written; groups only move forward).
   int64_t trimmed = 0;

@@ -14,7 +14,12 @@
 //          below). Removed with it: the document, its calendar entry
 //          (ZSET and end), its by-instrument and listing index members
 //          (all, user, owner, payer and cost-share organisations), its due
-//          entry and its {bk:ids} lookup.
+//          entry and its {bk:ids} lookup; then every organisation listing
+//          index ({bk:P}:ls:b:org:*, which includes the operator's, not
+//          named by the document) loses its members before the cut whose
+//          document is gone.
+//   not archived: leases, service orders, projects, billing's documents
+//          and ledger, usage's figures.
 //   outboxes  every "*:outbox" stream is trimmed below the cut (XTRIM
 //          MINID): the events of the year, already applied by every
 //          consumer group.

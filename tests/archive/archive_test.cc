@@ -103,7 +103,8 @@ class ArchiveTest : public ::testing::Test {
   // A booking of instrument i1 (partition p) from `start` for one hour,
   // through the real create step (listing indexes, outbox event); its
   // BookingCreated event is appended to the audit trail at the clock's time.
-  std::string Book(absl::Time start, bv1::Booking::State state, const std::string& instrument = "i1") {
+  std::string Book(absl::Time start, bv1::Booking::State state, const std::string& instrument = "i1",
+                   const std::string& operator_org = "") {
     const int p = bk::keys::Partition(instrument);
     const std::string id = bk::NewBookingId(p);
     bv1::Booking b;
@@ -134,7 +135,7 @@ class ArchiveTest : public ::testing::Test {
     step.blocked_end_ms = absl::ToUnixMillis(start + absl::Hours(1));
     step.reserved_start_ms = step.blocked_start_ms;
     step.events = {e.SerializeAsString()};
-    step.listing_keys = bk::BookingListingKeys(p, b, "");
+    step.listing_keys = bk::BookingListingKeys(p, b, operator_org);
     auto outcome = store_->Create(step);
     EXPECT_TRUE(outcome.ok() && outcome->kind == bk::StepOutcome::Kind::kApplied) << outcome.status();
     auto appended = chain_->Append("booking", {"1-0", "labshare.booking.v1.BookingEvent", e.SerializeAsString()});
@@ -411,14 +412,25 @@ TEST_F(ArchiveTest, BookingsStartingAtTheSameMomentAreAllTakenAcrossBatches) {
   }
   clock_.Set(At(2026, 3, 1));
   std::vector<std::string> ids;
-  for (const auto& instrument : instruments) ids.push_back(Book(At(2026, 5, 1), bv1::Booking::COMPLETED, instrument));
+  // Operated by another organisation (not named in the document).
+  for (const auto& instrument : instruments) {
+    ids.push_back(Book(At(2026, 5, 1), bv1::Booking::COMPLETED, instrument, "organizations/operator"));
+  }
+  // One that spans the cut keeps its member in the operator's index.
+  const std::string spanning = Book(At(2026, 12, 31) + absl::Minutes(30 + 23 * 60), bv1::Booking::CONFIRMED,
+                                    instruments[0], "organizations/operator");
+  const std::string operator_index = bk::keys::ListBy(p, 'b', "org", "operator");
+  ASSERT_EQ(pool_->Command({"ZCARD", operator_index})->integer, 6);
   clock_.Set(At(2027, 1, 2));
   auto r = ArchiveYear(pool_.get(), Options(2026));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->bookings, 5);
-  EXPECT_EQ(r->audit_end, 6);
+  EXPECT_EQ(r->audit_end, 7);
   for (const auto& id : ids) EXPECT_FALSE(Exists(bk::keys::Booking(p, id))) << id;
-  EXPECT_EQ(pool_->Command({"EXISTS", bk::keys::ListAll(p, 'b')})->integer, 0);
+  auto left = pool_->Command({"ZRANGE", operator_index, "0", "-1"});
+  ASSERT_EQ(left->elements.size(), 1u);
+  EXPECT_EQ(left->elements[0].str, spanning);
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListAll(p, 'b')})->integer, 1);
   const std::string file = ReadAll(dir_ + "/bookings-2026.jsonl");
   for (const auto& id : ids) EXPECT_TRUE(absl::StrContains(file, "\"bookings/" + id + "\"")) << id;
 }

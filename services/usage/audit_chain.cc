@@ -812,19 +812,20 @@ absl::StatusOr<AuditChain::Range> AuditChain::ResolveRange(int64_t start_sequenc
   if (end_sequence < 0) return InvalidField("end_sequence", "must not be negative (0: up to the head)");
   Range range;
   LS_ASSIGN_OR_RETURN(range.base, ArchivedBase());
+  LS_ASSIGN_OR_RETURN(range.head, Head());
+  const int64_t head = range.head.sequence();
   range.start = start_sequence == 0 ? range.base.sequence() + 1 : start_sequence;
   if (range.start <= range.base.sequence()) {
     return MakeError(absl::StatusCode::kOutOfRange, "SEQUENCE_OUT_OF_RANGE",
                      absl::StrCat("entries up to ", range.base.sequence(),
                                   " were archived to a file (labshare-archive); start at ",
                                   range.base.sequence() + 1, " or 0"),
-                     {{"first_sequence", std::to_string(range.base.sequence() + 1)}});
+                     {{"head_sequence", std::to_string(head)},
+                      {"first_sequence", std::to_string(range.base.sequence() + 1)}});
   }
   if (end_sequence > 0 && end_sequence <= range.start) {
     return InvalidField("end_sequence", "must be greater than start_sequence (half-open range)");
   }
-  LS_ASSIGN_OR_RETURN(range.head, Head());
-  const int64_t head = range.head.sequence();
   if (range.start > head) {
     return MakeError(absl::StatusCode::kOutOfRange, "SEQUENCE_OUT_OF_RANGE",
                      absl::StrCat("start_sequence ", range.start, " is beyond the head of the audit trail (",

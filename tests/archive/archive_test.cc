@@ -36,6 +36,11 @@ namespace bk = labshare::booking;
 namespace bv1 = labshare::booking::v1;
 namespace uv1 = labshare::usage::v1;
 
+// The archived year Y: next year by the real clock, so that the outbox
+// stream ids Redis assigns now (real time) lie before its end, as the ids of
+// a closed year's events do in production.
+const int kY = static_cast<int>(absl::ToCivilYear(absl::Now(), absl::UTCTimeZone()).year()) + 1;
+
 absl::Time At(int y, int m, int d) { return absl::FromCivil(absl::CivilDay(y, m, d), absl::UTCTimeZone()); }
 
 std::string RepoRoot() { return std::string(LABSHARE_SOURCE_DIR) + "/"; }
@@ -169,21 +174,21 @@ class ArchiveTest : public ::testing::Test {
     return o;
   }
 
-  // 2026: five bookings (one still CONFIRMED) and one that ends in 2027, all
-  // made (and audited) in 2026; then three more audit entries in 2027.
+  // Year Y: five bookings (one still CONFIRMED) and one that ends in Y + 1,
+  // all made (and audited) in Y; then three more audit entries in Y + 1.
   void Seed() {
-    clock_.Set(At(2026, 3, 1));
+    clock_.Set(At(kY, 3, 1));
     for (int k = 0; k < 5; ++k) {
       clock_.Advance(absl::Hours(1));
-      ids_.push_back(Book(At(2026, 3, 10) + absl::Hours(24 * k), k == 4 ? bv1::Booking::CONFIRMED
+      ids_.push_back(Book(At(kY, 3, 10) + absl::Hours(24 * k), k == 4 ? bv1::Booking::CONFIRMED
                                                                            : bv1::Booking::COMPLETED));
     }
     clock_.Advance(absl::Hours(1));
-    ids_.push_back(Book(At(2027, 1, 10), bv1::Booking::CONFIRMED));  // stays: ends in 2027
-    clock_.Set(At(2027, 1, 5));
+    ids_.push_back(Book(At(kY + 1, 1, 10), bv1::Booking::CONFIRMED));  // stays: ends in Y + 1
+    clock_.Set(At(kY + 1, 1, 5));
     for (int k = 0; k < 3; ++k) {
       clock_.Advance(absl::Hours(1));
-      later_.push_back(Book(At(2027, 2, 1) + absl::Hours(24 * k), bv1::Booking::CONFIRMED));
+      later_.push_back(Book(At(kY + 1, 2, 1) + absl::Hours(24 * k), bv1::Booking::CONFIRMED));
     }
   }
 
@@ -199,13 +204,13 @@ class ArchiveTest : public ::testing::Test {
 TEST_F(ArchiveTest, RefusesAnOpenYearAnUnfinishedBookingAndAConsumerBehind) {
   Seed();
   const int64_t keys = DbSize();
-  clock_.Set(At(2026, 12, 31) + absl::Hours(23));
-  auto open = ArchiveYear(pool_.get(), Options(2026));
+  clock_.Set(At(kY, 12, 31) + absl::Hours(23));
+  auto open = ArchiveYear(pool_.get(), Options(kY));
   EXPECT_EQ(open.status().code(), absl::StatusCode::kFailedPrecondition) << open.status();
   EXPECT_TRUE(absl::StrContains(open.status().message(), "open")) << open.status();
 
-  clock_.Set(At(2027, 2, 1));
-  auto unfinished = ArchiveYear(pool_.get(), Options(2026));
+  clock_.Set(At(kY + 1, 2, 1));
+  auto unfinished = ArchiveYear(pool_.get(), Options(kY));
   EXPECT_EQ(unfinished.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(unfinished.status().message(), ids_[4])) << unfinished.status();
   EXPECT_TRUE(absl::StrContains(unfinished.status().message(), "CONFIRMED")) << unfinished.status();
@@ -214,24 +219,24 @@ TEST_F(ArchiveTest, RefusesAnOpenYearAnUnfinishedBookingAndAConsumerBehind) {
   // A consumer group (billing) that has not read the outbox yet.
   const std::string outbox = bk::keys::Outbox(bk::keys::Partition("i1"));
   ASSERT_EQ(pool_->Command({"XGROUP", "CREATE", outbox, "billing", "0"})->str, "OK");
-  auto behind = ArchiveYear(pool_.get(), Options(2026));
+  auto behind = ArchiveYear(pool_.get(), Options(kY));
   EXPECT_EQ(behind.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(behind.status().message(), "group billing")) << behind.status();
   // Read but not acknowledged: still behind.
   auto read = pool_->Command({"XREADGROUP", "GROUP", "billing", "c1", "COUNT", "100", "STREAMS", outbox, ">"});
   ASSERT_TRUE(read.ok());
-  EXPECT_EQ(ArchiveYear(pool_.get(), Options(2026)).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ArchiveYear(pool_.get(), Options(kY)).status().code(), absl::StatusCode::kFailedPrecondition);
 
   // Nothing written by any refusal: no file, no key.
   EXPECT_EQ(DbSize(), keys);
-  EXPECT_FALSE(std::filesystem::exists(dir_ + "/audit-2026.jsonl"));
-  EXPECT_FALSE(std::filesystem::exists(dir_ + "/bookings-2026.jsonl"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/audit-" + std::to_string(kY) + ".jsonl"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/bookings-" + std::to_string(kY) + ".jsonl"));
 
   // Acknowledged: accepted.
   for (const auto& e : read->elements[0].elements[1].elements) {
     ASSERT_EQ(pool_->Command({"XACK", outbox, "billing", e.elements[0].str})->integer, 1);
   }
-  auto ok = ArchiveYear(pool_.get(), Options(2026));
+  auto ok = ArchiveYear(pool_.get(), Options(kY));
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->bookings, 5);
 }
@@ -239,7 +244,7 @@ TEST_F(ArchiveTest, RefusesAnOpenYearAnUnfinishedBookingAndAConsumerBehind) {
 TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
   Seed();
   SetState(ids_[4], bv1::Booking::MISSED);
-  clock_.Set(At(2027, 2, 1));
+  clock_.Set(At(kY + 1, 2, 1));
   const int p = bk::keys::Partition("i1");
   const int64_t keys_before = DbSize();
   const int64_t memory_before = UsedMemory();
@@ -251,7 +256,7 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
   const std::string hash6 = (*entry6)->hash();
 
   // A crash after the first removal batch (batch 2: entries 1 and 2 gone).
-  ArchiveOptions crash = Options(2026);
+  ArchiveOptions crash = Options(kY);
   crash.stop_for_testing = [](absl::string_view stage) {
     return stage == "removed_batch" ? absl::AbortedError("crash") : absl::OkStatus();
   };
@@ -265,7 +270,7 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
   EXPECT_EQ(mid->result(), uv1::VERIFIED);
   EXPECT_EQ(mid->start_sequence(), 7);
 
-  auto done = ArchiveYear(pool_.get(), Options(2026));
+  auto done = ArchiveYear(pool_.get(), Options(kY));
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_FALSE(done->already_done);
   EXPECT_EQ(done->audit_start, 1);
@@ -275,15 +280,15 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
   EXPECT_EQ(done->outbox_entries_trimmed, 9);  // every outbox event was before the cut (real clock)
 
   // The export: the C++ check and deploy/verify_audit.py.
-  const std::string audit_file = ReadAll(dir_ + "/audit-2026.jsonl");
+  const std::string audit_file = ReadAll(dir_ + "/audit-" + std::to_string(kY) + ".jsonl");
   FileVerdict v = VerifyAuditExport(audit_file);
   EXPECT_TRUE(v.ok) << v.kind << " at " << v.broken_at;
   EXPECT_EQ(v.entries, 6);
   EXPECT_EQ(v.last_hash_hex, absl::BytesToHexString(hash6));
-  CommandResult py = VerifyAudit(dir_ + "/audit-2026.jsonl");
+  CommandResult py = VerifyAudit(dir_ + "/audit-" + std::to_string(kY) + ".jsonl");
   EXPECT_EQ(py.exit_code, 0) << py.output;
   EXPECT_EQ(py.output, absl::StrCat("OK 6 entries, head 6 ", absl::BytesToHexString(hash6), "\n"));
-  EXPECT_TRUE(VerifyBookingsExport(ReadAll(dir_ + "/bookings-2026.jsonl")).ok);
+  EXPECT_TRUE(VerifyBookingsExport(ReadAll(dir_ + "/bookings-" + std::to_string(kY) + ".jsonl")).ok);
 
   // Redis shrank by exactly the archived items: per audit entry its entry
   // key and its own event, request and booking-resource indexes (4 x 6);
@@ -322,7 +327,7 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
   EXPECT_EQ(listed->entries(0).sequence(), 7);
   // The trail goes on: a new entry links to 9 and everything verifies.
   clock_.Advance(absl::Hours(1));
-  later_.push_back(Book(At(2027, 3, 1), bv1::Booking::CONFIRMED));
+  later_.push_back(Book(At(kY + 1, 3, 1), bv1::Booking::CONFIRMED));
   auto after = chain_->Verify(0, 0, {});
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->result(), uv1::VERIFIED);
@@ -330,28 +335,28 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
 
   // Rerun: nothing to do, nothing changes.
   const int64_t keys_done = DbSize();
-  auto again = ArchiveYear(pool_.get(), Options(2026));
+  auto again = ArchiveYear(pool_.get(), Options(kY));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->already_done);
   EXPECT_EQ(again->audit_end, 7);
   EXPECT_EQ(again->bookings, 5);
   EXPECT_EQ(DbSize(), keys_done);
-  EXPECT_EQ(ReadAll(dir_ + "/audit-2026.jsonl"), audit_file);
+  EXPECT_EQ(ReadAll(dir_ + "/audit-" + std::to_string(kY) + ".jsonl"), audit_file);
 
-  // The next year continues the chain: its file links to the 2026 archive.
+  // The next year continues the chain: its file links to year Y's archive.
   for (const auto& id : {ids_[5], later_[0], later_[1], later_[2], later_[3]}) SetState(id, bv1::Booking::COMPLETED);
-  clock_.Set(At(2028, 1, 2));
-  auto y2027 = ArchiveYear(pool_.get(), Options(2027));
-  ASSERT_TRUE(y2027.ok()) << y2027.status();
-  EXPECT_EQ(y2027->audit_start, 7);
-  EXPECT_EQ(y2027->audit_end, 11);
-  EXPECT_EQ(y2027->bookings, 5);
-  CommandResult chained = VerifyAudit(dir_ + "/audit-2027.jsonl", "--anchor 6:" + absl::BytesToHexString(hash6));
+  clock_.Set(At(kY + 2, 1, 2));
+  auto next_year = ArchiveYear(pool_.get(), Options(kY + 1));
+  ASSERT_TRUE(next_year.ok()) << next_year.status();
+  EXPECT_EQ(next_year->audit_start, 7);
+  EXPECT_EQ(next_year->audit_end, 11);
+  EXPECT_EQ(next_year->bookings, 5);
+  CommandResult chained = VerifyAudit(dir_ + "/audit-" + std::to_string(kY + 1) + ".jsonl", "--anchor 6:" + absl::BytesToHexString(hash6));
   EXPECT_EQ(chained.exit_code, 0) << chained.output;
   EXPECT_TRUE(absl::StartsWith(chained.output, "OK 4 entries, head 10 ")) << chained.output;
   std::string wrong = absl::BytesToHexString(hash6);
   wrong[0] = wrong[0] == '0' ? '1' : '0';
-  CommandResult unchained = VerifyAudit(dir_ + "/audit-2027.jsonl", "--anchor 6:" + wrong);
+  CommandResult unchained = VerifyAudit(dir_ + "/audit-" + std::to_string(kY + 1) + ".jsonl", "--anchor 6:" + wrong);
   EXPECT_EQ(unchained.exit_code, 1);
   EXPECT_EQ(unchained.output, "BROKEN at 6: ANCHOR_MISMATCH\n");
   // Everything archived: nothing left in Redis of the trail but head, base, manifests.
@@ -362,14 +367,14 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
 TEST_F(ArchiveTest, ATamperedArchiveIsDetectedBeforeAnythingIsRemoved) {
   Seed();
   SetState(ids_[4], bv1::Booking::COMPLETED);
-  clock_.Set(At(2027, 2, 1));
+  clock_.Set(At(kY + 1, 2, 1));
   // Exported, verified and recorded; then the crash, and someone edits the file.
-  ArchiveOptions crash = Options(2026);
+  ArchiveOptions crash = Options(kY);
   crash.stop_for_testing = [](absl::string_view stage) {
     return stage == "manifest" ? absl::AbortedError("crash") : absl::OkStatus();
   };
   ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
-  const std::string path = dir_ + "/audit-2026.jsonl";
+  const std::string path = dir_ + "/audit-" + std::to_string(kY) + ".jsonl";
   std::string data = ReadAll(path);
   // An entry's event_id changed (its line keeps its stored hash).
   const size_t ev = data.find("\"event_id\":\"ev-");
@@ -378,7 +383,7 @@ TEST_F(ArchiveTest, ATamperedArchiveIsDetectedBeforeAnythingIsRemoved) {
   WriteAll(path, data);
   const int64_t keys = DbSize();
 
-  auto refused = ArchiveYear(pool_.get(), Options(2026));
+  auto refused = ArchiveYear(pool_.get(), Options(kY));
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << refused.status();
   EXPECT_EQ(DbSize(), keys);
   EXPECT_TRUE(Exists(usage::audit_keys::Entry(1)));
@@ -392,12 +397,12 @@ TEST_F(ArchiveTest, ATamperedArchiveIsDetectedBeforeAnythingIsRemoved) {
 
   // The bookings file edited too (a line added): its own checksums refuse
   // it, and the manifest's SHA-256 as well; still nothing removed.
-  const std::string bookings_path = dir_ + "/bookings-2026.jsonl";
+  const std::string bookings_path = dir_ + "/bookings-" + std::to_string(kY) + ".jsonl";
   std::string bookings = ReadAll(bookings_path);
   bookings.insert(bookings.find('\n') + 1, "{}\n");
   WriteAll(bookings_path, bookings);
   EXPECT_FALSE(VerifyBookingsExport(bookings).ok);
-  EXPECT_EQ(ArchiveYear(pool_.get(), Options(2026)).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ArchiveYear(pool_.get(), Options(kY)).status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(DbSize(), keys);
 }
 
@@ -410,19 +415,19 @@ TEST_F(ArchiveTest, BookingsStartingAtTheSameMomentAreAllTakenAcrossBatches) {
     const std::string id = absl::StrCat("x", k);
     if (bk::keys::Partition(id) == p) instruments.push_back(id);
   }
-  clock_.Set(At(2026, 3, 1));
+  clock_.Set(At(kY, 3, 1));
   std::vector<std::string> ids;
   // Operated by another organisation (not named in the document).
   for (const auto& instrument : instruments) {
-    ids.push_back(Book(At(2026, 5, 1), bv1::Booking::COMPLETED, instrument, "organizations/operator"));
+    ids.push_back(Book(At(kY, 5, 1), bv1::Booking::COMPLETED, instrument, "organizations/operator"));
   }
   // One that spans the cut keeps its member in the operator's index.
-  const std::string spanning = Book(At(2026, 12, 31) + absl::Minutes(30 + 23 * 60), bv1::Booking::CONFIRMED,
+  const std::string spanning = Book(At(kY, 12, 31) + absl::Minutes(30 + 23 * 60), bv1::Booking::CONFIRMED,
                                     instruments[0], "organizations/operator");
   const std::string operator_index = bk::keys::ListBy(p, 'b', "org", "operator");
   ASSERT_EQ(pool_->Command({"ZCARD", operator_index})->integer, 6);
-  clock_.Set(At(2027, 1, 2));
-  auto r = ArchiveYear(pool_.get(), Options(2026));
+  clock_.Set(At(kY + 1, 1, 2));
+  auto r = ArchiveYear(pool_.get(), Options(kY));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->bookings, 5);
   EXPECT_EQ(r->audit_end, 7);
@@ -431,7 +436,7 @@ TEST_F(ArchiveTest, BookingsStartingAtTheSameMomentAreAllTakenAcrossBatches) {
   ASSERT_EQ(left->elements.size(), 1u);
   EXPECT_EQ(left->elements[0].str, spanning);
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListAll(p, 'b')})->integer, 1);
-  const std::string file = ReadAll(dir_ + "/bookings-2026.jsonl");
+  const std::string file = ReadAll(dir_ + "/bookings-" + std::to_string(kY) + ".jsonl");
   for (const auto& id : ids) EXPECT_TRUE(absl::StrContains(file, "\"bookings/" + id + "\"")) << id;
 }
 

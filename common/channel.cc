@@ -32,7 +32,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannelWithFiles(const std::s
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target) {
-  return MakeChannelWithFiles(target, TlsFilesFromFlags());
+  // A name with several addresses (a headless Service, dns:///booking:50052)
+  // spreads calls over every replica instead of sticking to the first.
+  grpc::ChannelArguments args;
+  args.SetLoadBalancingPolicyName("round_robin");
+  return MakeChannelWithFiles(target, TlsFilesFromFlags(), args);
 }
 
 }  // namespace labshare

@@ -16,7 +16,8 @@
 
 namespace labshare {
 
-// With --tls_cert, --tls_key and --tls_ca. Errors: PLAINTEXT_REFUSED,
+// With --tls_cert, --tls_key and --tls_ca, balanced round_robin over every
+// address the target resolves to. Errors: PLAINTEXT_REFUSED,
 // TLS_CONFIG_INVALID and the key file's (common/tls.h).
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target);
 

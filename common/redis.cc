@@ -532,50 +532,72 @@ absl::Status RedisReplicaAckTimeout(const RedisAddress& node, long long acked, i
 
 RedisTopology::RedisTopology(RedisOptions options)
     : options_(std::move(options)), cluster_(options_.cluster), sentinel_(!options_.cluster && !options_.sentinels.empty()) {
-  master_ = RedisAddress{options_.host, options_.port};
-  slots_.fill(-1);
+  map_.master = RedisAddress{options_.host, options_.port};
+  map_.slots.fill(-1);
+  have_map_ = !routed();
   stale_ = routed();
 }
 
-absl::StatusOr<RedisAddress> RedisTopology::NodeFor(int slot) {
-  if (!routed()) return master_;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (stale_) {
-    LS_RETURN_IF_ERROR(ResolveLocked());
-  } else if (refresh_after_moved_) {
-    refresh_after_moved_ = false;
-    (void)ResolveLocked();  // on failure the patched map serves on
+absl::Status RedisTopology::Refresh(std::unique_lock<std::mutex>& lock, Deadline deadline) {
+  if (!stale_) return absl::OkStatus();
+  const Deadline now = std::chrono::steady_clock::now();
+  const bool throttled =
+      last_attempt_.has_value() && now - *last_attempt_ < absl::ToChronoNanoseconds(kResolveRetry);
+  if (!resolving_ && !throttled) {
+    resolving_ = true;
+    last_attempt_ = now;
+    Map current = map_;
+    lock.unlock();
+    absl::StatusOr<Map> fresh = cluster_ ? ResolveCluster(std::move(current)) : ResolveSentinel(std::move(current));
+    lock.lock();
+    resolving_ = false;
+    if (fresh.ok()) {
+      map_ = *std::move(fresh);
+      have_map_ = true;
+      stale_ = false;
+    }
+    resolved_.notify_all();
+  } else if (!have_map_ && resolving_) {
+    resolved_.wait_until(lock, deadline, [&] { return !resolving_; });
   }
-  if (!cluster_) return master_;
-  if (slot < 0 || slot >= 16384) {
-    if (nodes_.empty()) return Unavailable();
-    return nodes_.front();
-  }
-  const int i = slots_[static_cast<size_t>(slot)];
-  if (i < 0) {
-    LogWarning("redis cluster: no master serves the slot", {{"slot", std::to_string(slot)}});
-    stale_ = true;
-    return Unavailable();
-  }
-  return nodes_[static_cast<size_t>(i)];
+  // A failed resolution keeps the last map: its nodes may be right yet.
+  return have_map_ ? absl::OkStatus() : Unavailable();
 }
 
-absl::StatusOr<std::vector<RedisAddress>> RedisTopology::Masters() {
-  if (!routed()) return std::vector<RedisAddress>{master_};
-  std::lock_guard<std::mutex> lock(mu_);
-  if (stale_) LS_RETURN_IF_ERROR(ResolveLocked());
-  if (!cluster_) return std::vector<RedisAddress>{master_};
-  std::vector<bool> serving(nodes_.size(), false);
-  for (int16_t i : slots_) {
-    if (i >= 0) serving[static_cast<size_t>(i)] = true;
+absl::StatusOr<RedisAddress> RedisTopology::NodeFor(int slot, Deadline deadline) {
+  if (!routed()) return map_.master;
+  std::unique_lock<std::mutex> lock(mu_);
+  LS_RETURN_IF_ERROR(Refresh(lock, deadline));
+  if (!cluster_) return map_.master;
+  if (slot < 0 || slot >= 16384) {
+    if (map_.nodes.empty()) return Unavailable();
+    return map_.nodes.front();
   }
-  std::vector<RedisAddress> out;
-  for (size_t i = 0; i < nodes_.size(); ++i) {
-    if (serving[i]) out.push_back(nodes_[i]);
+  const int i = map_.slots[static_cast<size_t>(slot)];
+  if (i < 0) {
+    stale_ = true;  // resolved again, at most every 100 ms
+    return Unavailable();
   }
-  std::sort(out.begin(), out.end(), [](const RedisAddress& a, const RedisAddress& b) {
-    return std::tie(a.host, a.port) < std::tie(b.host, b.port);
-  });
+  return map_.nodes[static_cast<size_t>(i)];
+}
+
+absl::StatusOr<std::vector<std::pair<int, RedisAddress>>> RedisTopology::Masters(Deadline deadline) {
+  std::vector<std::pair<int, RedisAddress>> out;
+  std::unique_lock<std::mutex> lock(mu_);
+  LS_RETURN_IF_ERROR(Refresh(lock, deadline));
+  if (!cluster_) {
+    out.emplace_back(0, map_.master);
+    return out;
+  }
+  std::vector<int> first(map_.nodes.size(), -1);
+  for (int slot = 0; slot < 16384; ++slot) {
+    const int i = map_.slots[static_cast<size_t>(slot)];
+    if (i >= 0 && first[static_cast<size_t>(i)] < 0) first[static_cast<size_t>(i)] = slot;
+  }
+  for (size_t i = 0; i < map_.nodes.size(); ++i) {
+    if (first[i] >= 0) out.emplace_back(first[i], map_.nodes[i]);
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   return out;
 }
 
@@ -589,38 +611,23 @@ void RedisTopology::Moved(int slot, const RedisAddress& node) {
   if (!cluster_ || slot < 0 || slot >= 16384) return;
   std::lock_guard<std::mutex> lock(mu_);
   size_t i = 0;
-  while (i < nodes_.size() && !(nodes_[i].host == node.host && nodes_[i].port == node.port)) ++i;
-  if (i == nodes_.size()) nodes_.push_back(node);
-  slots_[static_cast<size_t>(slot)] = static_cast<int16_t>(i);
+  while (i < map_.nodes.size() && !Same(map_.nodes[i], node)) ++i;
+  if (i == map_.nodes.size()) map_.nodes.push_back(node);
+  map_.slots[static_cast<size_t>(slot)] = static_cast<int16_t>(i);
   // The specification's advice: a MOVED means the map changed; read it
-  // again on the next call (this slot already points to the right node).
-  refresh_after_moved_ = true;
+  // again (this slot already points to the right node meanwhile).
+  stale_ = true;
 }
 
-absl::Status RedisTopology::ResolveLocked() {
-  const auto now = std::chrono::steady_clock::now();
-  if (failed_at_.has_value() && now - *failed_at_ < absl::ToChronoNanoseconds(kResolveRetry)) {
-    return Unavailable();
-  }
-  absl::Status s = cluster_ ? ResolveClusterLocked() : ResolveSentinelLocked();
-  if (s.ok()) {
-    stale_ = false;
-    refresh_after_moved_ = false;
-    failed_at_.reset();
-  } else {
-    failed_at_ = now;
-  }
-  return s;
-}
-
-absl::Status RedisTopology::ResolveSentinelLocked() {
+absl::StatusOr<RedisTopology::Map> RedisTopology::ResolveSentinel(Map current) const {
   // Sentinels run without this service's ACL user.
   RedisOptions plain = options_;
   plain.user.clear();
+  WipeSecret(plain.password);
   plain.password.clear();
   const size_t n = options_.sentinels.size();
   for (size_t k = 0; k < n; ++k) {
-    const size_t idx = (next_sentinel_ + k) % n;
+    const size_t idx = (current.next_sentinel + k) % n;
     const RedisAddress& sentinel = options_.sentinels[idx];
     auto c = ConnectRedisNode(sentinel, plain);
     if (!c.ok()) continue;
@@ -645,30 +652,34 @@ absl::Status RedisTopology::ResolveSentinelLocked() {
                  {{"sentinel", RedisAddressText(sentinel)}, {"node", RedisAddressText(master)}});
       continue;
     }
-    if (master.host != master_.host || master.port != master_.port) {
+    if (!Same(master, current.master)) {
       LogInfo("redis master found through sentinel",
               {{"sentinel", RedisAddressText(sentinel)}, {"master", RedisAddressText(master)}});
     }
-    master_ = std::move(master);
-    next_sentinel_ = idx;
-    return absl::OkStatus();
+    current.master = std::move(master);
+    current.next_sentinel = idx;
+    return current;
   }
   LogWarning("no sentinel named a reachable master", {{"master_name", options_.sentinel_master}});
   return Unavailable();
 }
 
-absl::Status RedisTopology::ResolveClusterLocked() {
-  std::vector<RedisAddress> candidates = nodes_;
-  candidates.push_back(RedisAddress{options_.host, options_.port});
+absl::StatusOr<RedisTopology::Map> RedisTopology::ResolveCluster(Map current) const {
+  // Seeds first: a node of the old map may be the one that died.
+  std::vector<RedisAddress> candidates = {RedisAddress{options_.host, options_.port}};
   for (const auto& seed : options_.cluster_seeds) candidates.push_back(seed);
+  for (const auto& node : current.nodes) candidates.push_back(node);
+  std::vector<RedisAddress> tried;
   for (const RedisAddress& node : candidates) {
+    if (std::any_of(tried.begin(), tried.end(), [&](const RedisAddress& t) { return Same(t, node); })) continue;
+    tried.push_back(node);
     auto c = ConnectRedisNode(node, options_);
     if (!c.ok()) continue;
     ReplyPtr reply(static_cast<redisReply*>(redisCommand(c->get(), "CLUSTER SLOTS")));
     if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY) continue;
-    std::vector<RedisAddress> nodes;
-    std::array<int16_t, 16384> slots;
-    slots.fill(-1);
+    Map fresh;
+    fresh.master = current.master;
+    fresh.slots.fill(-1);
     size_t assigned = 0;
     for (size_t e = 0; e < reply->elements; ++e) {
       const redisReply* range = reply->element[e];
@@ -686,22 +697,21 @@ absl::Status RedisTopology::ResolveClusterLocked() {
       if (master.host.empty()) master.host = node.host;  // the answering node's own address
       if (master.host == "?") continue;                   // unknown endpoint
       size_t i = 0;
-      while (i < nodes.size() && !(nodes[i].host == master.host && nodes[i].port == master.port)) ++i;
-      if (i == nodes.size()) nodes.push_back(master);
-      for (long long slot = first; slot <= last; ++slot) slots[static_cast<size_t>(slot)] = static_cast<int16_t>(i);
+      while (i < fresh.nodes.size() && !Same(fresh.nodes[i], master)) ++i;
+      if (i == fresh.nodes.size()) fresh.nodes.push_back(master);
+      for (long long slot = first; slot <= last; ++slot) fresh.slots[static_cast<size_t>(slot)] = static_cast<int16_t>(i);
       assigned += static_cast<size_t>(last - first + 1);
     }
     if (assigned == 0) continue;
-    if (nodes.size() != nodes_.size() || !std::equal(nodes.begin(), nodes.end(), nodes_.begin(), Same)) {
+    if (fresh.nodes.size() != current.nodes.size() ||
+        !std::equal(fresh.nodes.begin(), fresh.nodes.end(), current.nodes.begin(), Same)) {
       std::vector<std::string> names;
-      for (const auto& a : nodes) names.push_back(RedisAddressText(a));
+      for (const auto& a : fresh.nodes) names.push_back(RedisAddressText(a));
       LogInfo("redis cluster map read", {{"from", RedisAddressText(node)},
                                          {"masters", absl::StrJoin(names, ",")},
                                          {"slots", std::to_string(assigned)}});
     }
-    nodes_ = std::move(nodes);
-    slots_ = slots;
-    return absl::OkStatus();
+    return fresh;
   }
   LogWarning("redis cluster: no known node answered CLUSTER SLOTS");
   return Unavailable();
@@ -721,7 +731,9 @@ class NodePool {
         capacity_(static_cast<size_t>(options.pool_size > 0 ? options.pool_size : 1)) {}
 
   const RedisAddress& address() const { return address_; }
-  absl::StatusOr<RedisContextPtr> Acquire();
+  // A connection, waiting for a free one until `deadline`; *unreachable
+  // (when given) is set when connecting failed.
+  absl::StatusOr<RedisContextPtr> Acquire(RedisTopology::Deadline deadline, bool* unreachable = nullptr);
   void Release(RedisContextPtr context, bool healthy);
 
  private:
@@ -761,9 +773,7 @@ class Lease {
   bool broken_ = false;
 };
 
-absl::StatusOr<RedisContextPtr> NodePool::Acquire() {
-  const auto deadline =
-      std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.command_timeout);
+absl::StatusOr<RedisContextPtr> NodePool::Acquire(RedisTopology::Deadline deadline, bool* unreachable) {
   std::vector<RedisContextPtr> stale;  // closed after the lock is released
   {
     std::unique_lock<std::mutex> lock(mu_);
@@ -790,7 +800,10 @@ absl::StatusOr<RedisContextPtr> NodePool::Acquire() {
     }
   }
   absl::StatusOr<RedisContextPtr> c = ConnectRedisNode(address_, options_);
-  if (!c.ok()) Release(nullptr, false);
+  if (!c.ok()) {
+    Release(nullptr, false);
+    if (unreachable != nullptr) *unreachable = true;
+  }
   return c;
 }
 
@@ -819,12 +832,11 @@ class RedisPool::Impl {
 
   // The pool of `node` (standalone: the one pool).
   std::shared_ptr<NodePool> Node(const RedisAddress& node);
-  // One command: to `fixed` when given, else to the node of `slot`;
-  // redirections followed, transient cluster/failover answers retried
-  // within command_timeout.
-  absl::StatusOr<RedisValue> Run(const std::vector<std::string>& argv, int slot,
+  // RunRedisCommand with this pool's connections.
+  absl::StatusOr<RedisValue> Run(const std::vector<std::string>& argv, int slot, RedisTopology::Deadline deadline,
                                  const RedisAddress* fixed = nullptr);
-  // SCAN over every master of a cluster behind one cursor "<master>-<cursor>".
+  // SCAN over every master of a cluster behind one cursor
+  // "<lowest slot of the master>-<its cursor>", masters in slot order.
   absl::StatusOr<RedisValue> Scan(const std::vector<std::string>& argv);
   // Several commands, grouped by node; replies in order.
   absl::StatusOr<std::vector<RedisValue>> Pipeline(const std::vector<std::vector<std::string>>& commands);
@@ -850,10 +862,9 @@ std::shared_ptr<NodePool> RedisPool::Impl::Node(const RedisAddress& node) {
 
 absl::StatusOr<RedisValue> RunRedisCommand(RedisTopology& topology, const RedisOptions& options,
                                            RedisConnections& connections, const std::vector<std::string>& argv,
-                                           int slot, const RedisAddress* fixed) {
+                                           int slot, RedisTopology::Deadline deadline, const RedisAddress* fixed) {
   const bool routed = topology.routed();
   const int wait = options.wait_replicas > 0 && !RedisCommandIsReadOnly(argv[0]) ? options.wait_replicas : 0;
-  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options.command_timeout);
   absl::Duration backoff = kFirstBackoff;
   // Waits before another try of a call that did not run; false when the
   // time is up or nothing else can be tried.
@@ -872,20 +883,26 @@ absl::StatusOr<RedisValue> RunRedisCommand(RedisTopology& topology, const RedisO
     } else if (fixed != nullptr) {
       node = *fixed;
     } else {
-      absl::StatusOr<RedisAddress> found = topology.NodeFor(slot);
+      absl::StatusOr<RedisAddress> found = topology.NodeFor(slot, deadline);
       if (!found.ok()) {
         if (pause()) continue;
         return found.status();
       }
       node = *std::move(found);
     }
-    absl::StatusOr<redisContext*> c = connections.Get(node);
+    bool unreachable = false;
+    absl::StatusOr<redisContext*> c = connections.Get(node, deadline, &unreachable);
     if (!c.ok()) {
+      if (!unreachable) return c.status();  // every connection busy until the deadline
       // Nothing was sent: safe to try again where the map now points.
       topology.Invalidate();
       ask.reset();
       if (pause()) continue;
       return c.status();
+    }
+    if (std::chrono::steady_clock::now() >= deadline && redirects > 0) {
+      connections.Put(node, *c, true);
+      break;  // out of time after redirections
     }
     Exchange e = RunOn(*c, argv, ask.has_value(), wait, options.wait_timeout);
     if (!e.ok) {
@@ -926,7 +943,8 @@ absl::StatusOr<RedisValue> RunRedisCommand(RedisTopology& topology, const RedisO
     if (wait > 0 && !e.reply.is_error() && e.acked < wait) return RedisReplicaAckTimeout(node, e.acked, wait);
     return std::move(e.reply);
   }
-  LogWarning("redis cluster: too many redirections", {{"command", argv[0]}, {"slot", std::to_string(slot)}});
+  LogWarning("redis cluster: too many redirections, or out of time after them",
+             {{"command", argv[0]}, {"slot", std::to_string(slot)}});
   return Unavailable();
 }
 
@@ -939,9 +957,10 @@ class PoolConnections final : public RedisConnections {
   ~PoolConnections() override {
     for (auto& [pool, c] : leased_) pool->Release(std::move(c), true);
   }
-  absl::StatusOr<redisContext*> Get(const RedisAddress& node) override {
+  absl::StatusOr<redisContext*> Get(const RedisAddress& node, RedisTopology::Deadline deadline,
+                                   bool* unreachable) override {
     std::shared_ptr<NodePool> pool = node_(node);
-    LS_ASSIGN_OR_RETURN(RedisContextPtr c, pool->Acquire());
+    LS_ASSIGN_OR_RETURN(RedisContextPtr c, pool->Acquire(deadline, unreachable));
     redisContext* raw = c.get();
     leased_.emplace_back(std::move(pool), std::move(c));
     return raw;
@@ -962,19 +981,22 @@ class PoolConnections final : public RedisConnections {
 }  // namespace
 
 absl::StatusOr<RedisValue> RedisPool::Impl::Run(const std::vector<std::string>& argv, int slot,
-                                                const RedisAddress* fixed) {
+                                                RedisTopology::Deadline deadline, const RedisAddress* fixed) {
   PoolConnections connections([this](const RedisAddress& node) { return Node(node); });
-  return RunRedisCommand(topology_, options_, connections, argv, slot, fixed);
+  return RunRedisCommand(topology_, options_, connections, argv, slot, deadline, fixed);
 }
 
 absl::StatusOr<RedisValue> RedisPool::Impl::Scan(const std::vector<std::string>& argv) {
   if (argv.size() < 2) return StorageError();
-  LS_ASSIGN_OR_RETURN(std::vector<RedisAddress> masters, topology_.Masters());
-  size_t index = 0;
+  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.command_timeout);
+  LS_ASSIGN_OR_RETURN(auto masters, topology_.Masters(deadline));
+  // Masters are named by the lowest slot they serve, so a cursor stays
+  // meaningful when a replica takes over the same slots.
+  int first_slot = 0;
   std::string cursor = "0";
   if (argv[1] != "0") {
     const size_t dash = argv[1].find('-');
-    if (dash == std::string::npos || !absl::SimpleAtoi(argv[1].substr(0, dash), &index)) {
+    if (dash == std::string::npos || !absl::SimpleAtoi(argv[1].substr(0, dash), &first_slot)) {
       LogError("SCAN cursor not from this client", {{"cursor", argv[1]}});
       return StorageError();
     }
@@ -985,20 +1007,24 @@ absl::StatusOr<RedisValue> RedisPool::Impl::Scan(const std::vector<std::string>&
   out.elements.resize(2);
   out.elements[0].type = RedisValue::Type::kString;
   out.elements[1].type = RedisValue::Type::kArray;
+  // The master that starts at first_slot; after a resharding, the first one
+  // at or past it (its own cursor then starts over).
+  size_t index = 0;
+  while (index < masters.size() && masters[index].first < first_slot) ++index;
+  if (index < masters.size() && masters[index].first != first_slot) cursor = "0";
   if (index >= masters.size()) {
     out.elements[0].str = "0";
     return out;
   }
   std::vector<std::string> one = argv;
   one[1] = cursor;
-  LS_ASSIGN_OR_RETURN(RedisValue reply, Run(one, -1, &masters[index]));
+  LS_ASSIGN_OR_RETURN(RedisValue reply, Run(one, -1, deadline, &masters[index].second));
   if (reply.is_error() || !reply.is_array() || reply.elements.size() != 2) return reply;
-  std::string next = reply.elements[0].str;
+  const std::string next = reply.elements[0].str;
   if (next == "0") {
-    ++index;
-    out.elements[0].str = index < masters.size() ? absl::StrCat(index, "-0") : "0";
+    out.elements[0].str = index + 1 < masters.size() ? absl::StrCat(masters[index + 1].first, "-0") : "0";
   } else {
-    out.elements[0].str = absl::StrCat(index, "-", next);
+    out.elements[0].str = absl::StrCat(masters[index].first, "-", next);
   }
   out.elements[1] = std::move(reply.elements[1]);
   return out;
@@ -1007,6 +1033,7 @@ absl::StatusOr<RedisValue> RedisPool::Impl::Scan(const std::vector<std::string>&
 absl::StatusOr<std::vector<RedisValue>> RedisPool::Impl::Pipeline(
     const std::vector<std::vector<std::string>>& commands) {
   const bool routed = topology_.routed();
+  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.command_timeout);
   std::vector<RedisValue> out(commands.size());
   std::vector<int> slots(commands.size(), -1);
   // Commands by node, in order; a node's commands go in one round trip.
@@ -1014,15 +1041,13 @@ absl::StatusOr<std::vector<RedisValue>> RedisPool::Impl::Pipeline(
   std::vector<size_t> again;  // to run one by one (redirected, node unreachable)
   for (size_t i = 0; i < commands.size(); ++i) {
     if (topology_.cluster()) slots[i] = RedisCommandSlot(commands[i]);
-    absl::StatusOr<RedisAddress> node = topology_.NodeFor(slots[i]);
+    absl::StatusOr<RedisAddress> node = topology_.NodeFor(slots[i], deadline);
     if (!node.ok()) {
       if (!routed) return node.status();
       again.push_back(i);
       continue;
     }
-    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) {
-      return x.first.host == node->host && x.first.port == node->port;
-    });
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return Same(x.first, *node); });
     if (g == groups.end()) {
       groups.emplace_back(*node, std::vector<size_t>{});
       g = groups.end() - 1;
@@ -1031,9 +1056,10 @@ absl::StatusOr<std::vector<RedisValue>> RedisPool::Impl::Pipeline(
   }
   for (const auto& [node, indexes] : groups) {
     std::shared_ptr<NodePool> pool = Node(node);
-    absl::StatusOr<RedisContextPtr> context = pool->Acquire();
+    bool unreachable = false;
+    absl::StatusOr<RedisContextPtr> context = pool->Acquire(deadline, &unreachable);
     if (!context.ok()) {
-      if (!routed) return context.status();
+      if (!routed || !unreachable) return context.status();
       topology_.Invalidate();
       again.insert(again.end(), indexes.begin(), indexes.end());
       continue;
@@ -1056,6 +1082,7 @@ absl::StatusOr<std::vector<RedisValue>> RedisPool::Impl::Pipeline(
         return lease.Fail("WAIT");
       }
     }
+    bool wrote = false;  // a write of this group that Redis carried out
     for (size_t i : indexes) {
       void* raw = nullptr;
       const int rc = redisGetReply(lease.get(), &raw);
@@ -1065,7 +1092,15 @@ absl::StatusOr<std::vector<RedisValue>> RedisPool::Impl::Pipeline(
         return lease.Fail(commands[i][0]);
       }
       out[i] = Convert(*reply);
-      if (routed && ParseRedisRedirect(out[i], node).kind != RedisRedirect::Kind::kNone) again.push_back(i);
+      if (routed) {
+        const RedisRedirect r = ParseRedisRedirect(out[i], node);
+        if (r.kind == RedisRedirect::Kind::kMoved) topology_.Moved(r.slot, r.node);
+        if (r.kind != RedisRedirect::Kind::kNone) {
+          again.push_back(i);
+          continue;
+        }
+      }
+      wrote = wrote || (!out[i].is_error() && !RedisCommandIsReadOnly(commands[i][0]));
     }
     if (wait > 0) {
       void* raw = nullptr;
@@ -1073,12 +1108,12 @@ absl::StatusOr<std::vector<RedisValue>> RedisPool::Impl::Pipeline(
       ReplyPtr reply(static_cast<redisReply*>(raw));
       if (rc != REDIS_OK || reply == nullptr) return lease.Fail("WAIT");
       const long long acked = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
-      if (acked < wait) return RedisReplicaAckTimeout(node, acked, wait);
+      if (wrote && acked < wait) return RedisReplicaAckTimeout(node, acked, wait);
     }
   }
   std::sort(again.begin(), again.end());
   for (size_t i : again) {
-    LS_ASSIGN_OR_RETURN(out[i], Run(commands[i], slots[i]));
+    LS_ASSIGN_OR_RETURN(out[i], Run(commands[i], slots[i], deadline));
   }
   return out;
 }
@@ -1094,9 +1129,11 @@ RedisPool::~RedisPool() = default;
 
 absl::StatusOr<RedisValue> RedisPool::Command(const std::vector<std::string>& argv) {
   if (!ValidCommand(argv)) return StorageError();
-  absl::StatusOr<RedisValue> result = impl_->topology_.cluster() && Is(argv[0], "SCAN")
-                                          ? impl_->Scan(argv)
-                                          : impl_->Run(argv, impl_->topology_.cluster() ? RedisCommandSlot(argv) : -1);
+  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.command_timeout);
+  absl::StatusOr<RedisValue> result =
+      impl_->topology_.cluster() && Is(argv[0], "SCAN")
+          ? impl_->Scan(argv)
+          : impl_->Run(argv, impl_->topology_.cluster() ? RedisCommandSlot(argv) : -1, deadline);
   LS_ASSIGN_OR_RETURN(RedisValue value, std::move(result));
   if (value.is_error() && IsRetryableError(value.str)) return Refused(argv[0], value);
   if (value.is_error()) LogIfDenied(options_, argv[0], value);

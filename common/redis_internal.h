@@ -5,6 +5,7 @@
 #define LABSHARE_COMMON_REDIS_INTERNAL_H_
 
 #include <array>
+#include <condition_variable>
 #include <chrono>
 #include <optional>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -59,38 +61,51 @@ RedisRedirect ParseRedisRedirect(const RedisValue& reply, const RedisAddress& fr
 // Invalidate(). Cluster: the slot map from CLUSTER SLOTS (any reachable
 // known node or seed), again after Invalidate(); Moved() patches one slot
 // at once and asks for a full refresh.
+// Resolution runs without the lock, one at a time, at most once per 100 ms;
+// meanwhile callers keep the last map (a stale map only costs a redirection
+// or a failed connect, which the caller retries). Only a caller with no map
+// at all waits, until its deadline.
 class RedisTopology {
  public:
+  using Deadline = std::chrono::steady_clock::time_point;
   explicit RedisTopology(RedisOptions options);
 
   bool routed() const { return cluster_ || sentinel_; }  // anything but one fixed server
   bool cluster() const { return cluster_; }
 
-  // The node for `slot` (-1: any master). Resolves first when stale.
-  absl::StatusOr<RedisAddress> NodeFor(int slot);
-  // Every master (cluster: in slot order of their first slot), for SCAN.
-  absl::StatusOr<std::vector<RedisAddress>> Masters();
+  // The node for `slot` (-1: any master).
+  absl::StatusOr<RedisAddress> NodeFor(int slot, Deadline deadline);
+  // Every master with the lowest slot it serves, in slot order (one master,
+  // slot 0, unless a cluster), for SCAN.
+  absl::StatusOr<std::vector<std::pair<int, RedisAddress>>> Masters(Deadline deadline);
   // Something went wrong talking to the node (connection error, READONLY,
-  // CLUSTERDOWN): the next NodeFor resolves again.
+  // CLUSTERDOWN): resolve again.
   void Invalidate();
   void Moved(int slot, const RedisAddress& node);
 
  private:
-  absl::Status ResolveLocked();  // mu_ held
-  absl::Status ResolveSentinelLocked();
-  absl::Status ResolveClusterLocked();
+  struct Map {
+    RedisAddress master;               // standalone, sentinel
+    std::vector<RedisAddress> nodes;   // cluster masters
+    std::array<int16_t, 16384> slots;  // index into nodes, -1 none
+    size_t next_sentinel = 0;
+  };
+  // With the lock held: resolves when due (releasing the lock meanwhile);
+  // OK when a map is there to use.
+  absl::Status Refresh(std::unique_lock<std::mutex>& lock, Deadline deadline);
+  absl::StatusOr<Map> ResolveSentinel(Map current) const;  // no lock held
+  absl::StatusOr<Map> ResolveCluster(Map current) const;   // no lock held
 
   const RedisOptions options_;
   const bool cluster_;
   const bool sentinel_;
   std::mutex mu_;
-  bool stale_ = true;                      // guarded by mu_
-  RedisAddress master_;                    // guarded by mu_ (standalone, sentinel)
-  std::vector<RedisAddress> nodes_;        // guarded by mu_ (cluster masters)
-  std::array<int16_t, 16384> slots_{};     // guarded by mu_: index into nodes_, -1 none
-  size_t next_sentinel_ = 0;               // guarded by mu_
-  bool refresh_after_moved_ = false;       // guarded by mu_
-  std::optional<std::chrono::steady_clock::time_point> failed_at_;  // guarded by mu_: last failed resolution
+  std::condition_variable resolved_;
+  Map map_;                       // guarded by mu_
+  bool have_map_ = false;         // guarded by mu_
+  bool stale_ = true;             // guarded by mu_
+  bool resolving_ = false;        // guarded by mu_
+  std::optional<Deadline> last_attempt_;  // guarded by mu_
 };
 
 // Lends connections by node to RunRedisCommand: a pool's leases, or a
@@ -98,22 +113,25 @@ class RedisTopology {
 class RedisConnections {
  public:
   virtual ~RedisConnections() = default;
-  // A connection to `node`; UNAVAILABLE when none can be opened (nothing
-  // was sent).
-  virtual absl::StatusOr<redisContext*> Get(const RedisAddress& node) = 0;
+  // A connection to `node`, waiting for a free one until `deadline`;
+  // UNAVAILABLE when none can be had (nothing was sent), with *unreachable
+  // set when connecting failed (rather than every connection being busy).
+  virtual absl::StatusOr<redisContext*> Get(const RedisAddress& node, RedisTopology::Deadline deadline,
+                                           bool* unreachable) = 0;
   // Gives the connection back; not healthy: it saw an I/O error, drop it.
   virtual void Put(const RedisAddress& node, redisContext* connection, bool healthy) = 0;
 };
 
 // One command: to `fixed` when given, else to the node of `slot` (-1: any);
 // MOVED and ASK followed, TRYAGAIN / READONLY / CLUSTERDOWN / an unreachable
-// node retried (the command did not run) within command_timeout when the
-// topology is routed; WAIT appended for a write when options ask for it.
+// node retried (the command did not run) until `deadline` when the topology
+// is routed; WAIT appended for a write when options ask for it.
 // An I/O error after sending is UNAVAILABLE at once (it may have run). An
 // error reply is returned as a value, like RedisPool::Command's.
 absl::StatusOr<RedisValue> RunRedisCommand(RedisTopology& topology, const RedisOptions& options,
                                            RedisConnections& connections, const std::vector<std::string>& argv,
-                                           int slot, const RedisAddress* fixed = nullptr);
+                                           int slot, RedisTopology::Deadline deadline,
+                                           const RedisAddress* fixed = nullptr);
 
 // UNAVAILABLE/STORAGE_UNAVAILABLE, cause REPLICA_ACK_TIMEOUT (logged).
 absl::Status RedisReplicaAckTimeout(const RedisAddress& node, long long acked, int wanted);

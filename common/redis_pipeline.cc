@@ -4,6 +4,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -55,15 +56,20 @@ class ThreadConnections final : public RedisConnections {
  public:
   explicit ThreadConnections(const RedisOptions& options) : options_(options) {}
 
-  absl::StatusOr<redisContext*> Get(const RedisAddress& node) override {
+  absl::StatusOr<redisContext*> Get(const RedisAddress& node, RedisTopology::Deadline,
+                                   bool* unreachable) override {
     for (auto it = open_.begin(); it != open_.end(); ++it) {
       if (it->first.host != node.host || it->first.port != node.port) continue;
       if (!RedisConnectionIsStale(it->second.get())) return it->second.get();
       open_.erase(it);  // closed by the server while idle (restart, failover)
       break;
     }
-    LS_ASSIGN_OR_RETURN(RedisContextPtr c, ConnectRedisNode(node, options_));
-    open_.emplace_back(node, std::move(c));
+    absl::StatusOr<RedisContextPtr> c = ConnectRedisNode(node, options_);
+    if (!c.ok()) {
+      if (unreachable != nullptr) *unreachable = true;
+      return c.status();
+    }
+    open_.emplace_back(node, *std::move(c));
     return open_.back().second.get();
   }
   void Put(const RedisAddress& node, redisContext*, bool healthy) override {
@@ -148,6 +154,8 @@ void RedisPipeline::Run() {
         ready_.notify_one();  // the rest for another thread
       }
     }
+    // One budget for the whole batch: retries never add up past it.
+    const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.command_timeout);
     groups.clear();
     again.clear();
     slots.assign(batch.size(), -1);
@@ -155,7 +163,7 @@ void RedisPipeline::Run() {
     // Calls by node (one group unless this is a Redis Cluster).
     for (size_t i = 0; i < batch.size(); ++i) {
       if (topology.cluster()) slots[i] = RedisCommandSlot(batch[i].argv);
-      absl::StatusOr<RedisAddress> node = topology.NodeFor(slots[i]);
+      absl::StatusOr<RedisAddress> node = topology.NodeFor(slots[i], deadline);
       if (!node.ok()) {
         again.push_back(i);
         continue;
@@ -171,7 +179,7 @@ void RedisPipeline::Run() {
     }
     const int wait = options_.wait_replicas;
     for (const auto& [node, indexes] : groups) {
-      absl::StatusOr<redisContext*> c = connections.Get(node);
+      absl::StatusOr<redisContext*> c = connections.Get(node, deadline, nullptr);
       if (!c.ok()) {
         topology.Invalidate();
         if (routed) again.insert(again.end(), indexes.begin(), indexes.end());
@@ -189,7 +197,8 @@ void RedisPipeline::Run() {
         replies[i] = broken ? absl::StatusOr<RedisValue>(Unavailable()) : Read(*c);
         if (!replies[i].ok()) broken = true;
       }
-      long long acked = wait;
+      // Without WAIT's own answer no write of this group counts as confirmed.
+      long long acked = 0;
       if (wait > 0 && !broken) {
         absl::StatusOr<RedisValue> w = Read(*c);
         if (!w.ok()) broken = true;
@@ -212,11 +221,13 @@ void RedisPipeline::Run() {
             again.push_back(i);  // did not run; the rest of the batch is read already
             continue;
           }
-          if (routed && ParseRedisRedirect(*reply, node).kind != RedisRedirect::Kind::kNone) {
+          const RedisRedirect r = routed ? ParseRedisRedirect(*reply, node) : RedisRedirect();
+          if (r.kind == RedisRedirect::Kind::kMoved) topology.Moved(r.slot, r.node);
+          if (r.kind != RedisRedirect::Kind::kNone) {
             again.push_back(i);
             continue;
           }
-        } else if (reply.ok() && acked < wait) {
+        } else if (reply.ok() && wait > 0 && acked < wait) {
           reply = ack_logged ? StorageUnavailable("REPLICA_ACK_TIMEOUT") : RedisReplicaAckTimeout(node, acked, wait);
           ack_logged = true;
         }
@@ -227,11 +238,12 @@ void RedisPipeline::Run() {
     std::sort(again.begin(), again.end());
     for (size_t i : again) {
       Call& call = batch[i];
-      absl::StatusOr<RedisValue> reply = RunRedisCommand(topology, options_, connections, call.argv, slots[i]);
+      absl::StatusOr<RedisValue> reply =
+          RunRedisCommand(topology, options_, connections, call.argv, slots[i], deadline);
       if (reply.ok() && reply->is_error() && absl::StartsWith(reply->str, "NOSCRIPT")) {
         call.argv[0] = "EVAL";
         call.argv[1] = call.script->source();
-        reply = RunRedisCommand(topology, options_, connections, call.argv, slots[i]);
+        reply = RunRedisCommand(topology, options_, connections, call.argv, slots[i], deadline);
       }
       call.done(ScriptResult(std::move(reply)));
       call.done = nullptr;

@@ -62,7 +62,8 @@ ABSL_FLAG(absl::Duration, redis_wait_timeout, absl::Seconds(1),
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT for the Prometheus /metrics endpoint; port 0 picks a free port; empty "
           "disables it.");
-ABSL_FLAG(int, redis_pool_size, 16, "Redis connections kept by this process.");
+ABSL_FLAG(int, redis_pool_size, 16,
+          "Redis connections kept by this process (per master with Sentinel or Redis Cluster).");
 ABSL_FLAG(std::string, clock_file, "",
           "Demo and end-to-end tests only: read \"now\" (RFC 3339) from this file on every use "
           "instead of the system clock.");
@@ -376,6 +377,9 @@ Server::~Server() { Shutdown(absl::ZeroDuration()); }
 RedisOptions RedisOptionsFromFlags() {
   absl::StatusOr<RedisOptions> options;
   const std::string sentinels = absl::GetFlag(FLAGS_redis_sentinels);
+  if (!sentinels.empty() && absl::GetFlag(FLAGS_redis_cluster)) {
+    Die("--redis_sentinels and --redis_cluster exclude each other: a Redis Cluster fails over by itself");
+  }
   if (!sentinels.empty()) {
     auto list = ParseRedisAddressList(sentinels);
     if (!list.ok()) Die("--redis_sentinels: " + std::string(list.status().message()));
@@ -398,7 +402,12 @@ RedisOptions RedisOptionsFromFlags() {
   options->wait_replicas = absl::GetFlag(FLAGS_redis_wait_replicas);
   if (options->wait_replicas < 0) Die("--redis_wait_replicas must be 0 or more");
   options->wait_timeout = absl::GetFlag(FLAGS_redis_wait_timeout);
-  if (options->wait_timeout <= absl::ZeroDuration()) Die("--redis_wait_timeout must be positive");
+  // WAIT's answer must come before the socket's read timeout (the command
+  // timeout), or a confirmed write would read as a broken connection.
+  if (options->wait_timeout < absl::Milliseconds(1) || options->wait_timeout >= options->command_timeout) {
+    Die(absl::StrCat("--redis_wait_timeout must be at least 1ms and less than the Redis command timeout (",
+                     absl::FormatDuration(options->command_timeout), ")"));
+  }
   options->pool_size = absl::GetFlag(FLAGS_redis_pool_size);
   if (absl::Status auth = RedisCredentialsFromFlags(&*options); !auth.ok()) Die(std::string(auth.message()));
   return *options;

@@ -25,6 +25,8 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -767,6 +769,55 @@ absl::StatusOr<int> RedisCluster::MigrateSlot(int slot, int from, int to, const 
   st = FinishMigration(slot, from, to);
   if (!st.ok()) return st;
   return moved;
+}
+
+absl::StatusOr<long long> RedisCluster::ErrorCount(int node, const std::string& code) const {
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> info = NodeInfo(node, "errorstats");
+  if (!info.ok()) return info.status();
+  for (const auto& [k, v] : *info) {
+    if (k != "errorstat_" + code) continue;
+    absl::string_view count = v;
+    long long n = 0;
+    if (!absl::ConsumePrefix(&count, "count=") || !absl::SimpleAtoi(count, &n)) {
+      return absl::InternalError(absl::StrCat("INFO errorstats on node ", node, ": ", k, ":", v));
+    }
+    return n;
+  }
+  return 0;
+}
+
+absl::Status RedisCluster::WaitReplicasCaughtUp(int master, absl::Duration timeout) const {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string problem;
+  while (true) {
+    problem.clear();
+    absl::StatusOr<std::vector<std::pair<std::string, std::string>>> info = NodeInfo(master, "replication");
+    if (!info.ok()) return info.status();
+    std::string offset;
+    std::vector<std::string> replicas;
+    for (const auto& [k, v] : *info) {
+      if (k == "master_repl_offset") offset = v;
+      if (absl::StartsWith(k, "slave") && k.size() > 5 && absl::ascii_isdigit(static_cast<unsigned char>(k[5]))) {
+        replicas.push_back(v);
+      }
+    }
+    if (replicas.empty()) problem = "no replica connected";
+    for (const std::string& r : replicas) {
+      if (r.find(",offset=" + offset + ",") == std::string::npos) problem = absl::StrCat("master at ", offset, ", ", r);
+    }
+    if (problem.empty()) return absl::OkStatus();
+    if (absl::Now() >= deadline) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("replicas of node ", master, " behind: ", problem));
+}
+
+absl::Status RedisCluster::FlushAll() const {
+  for (int m : Masters()) {
+    absl::Status st = ExpectOk(NodeCommand(m, {"FLUSHALL"}, absl::Seconds(30)), absl::StrCat("FLUSHALL on node ", m));
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<long long> RedisCluster::CountKeysInSlot(int node, int slot) const {

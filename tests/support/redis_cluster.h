@@ -151,6 +151,16 @@ class RedisCluster {
   // masters; then waits until every live node sees `to` owning the slot.
   absl::Status FinishMigration(int slot, int from, int to, absl::Duration timeout = absl::Seconds(30));
 
+  // How many error replies starting with `code` (MOVED, ASK, TRYAGAIN...)
+  // a node has sent since it started (INFO errorstats); 0 if none.
+  absl::StatusOr<long long> ErrorCount(int node, const std::string& code) const;
+  // Waits until every replica of a master has acknowledged the master's
+  // whole replication stream (offsets equal), so a write the master
+  // acknowledged survives its kill -9 through a failover.
+  absl::Status WaitReplicasCaughtUp(int master, absl::Duration timeout = absl::Seconds(10)) const;
+  // FLUSHALL on every live master (replicas follow).
+  absl::Status FlushAll() const;
+
   // Keys of a slot held by a node (CLUSTER COUNTKEYSINSLOT on it).
   absl::StatusOr<long long> CountKeysInSlot(int node, int slot) const;
 

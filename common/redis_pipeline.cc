@@ -212,9 +212,15 @@ void RedisPipeline::Run() {
             again.push_back(i);  // did not run; the rest of the batch is read already
             continue;
           }
-          if (routed && ParseRedisRedirect(*reply, node).kind != RedisRedirect::Kind::kNone) {
-            again.push_back(i);
-            continue;
+          if (routed) {
+            const RedisRedirect redirect = ParseRedisRedirect(*reply, node);
+            if (redirect.kind != RedisRedirect::Kind::kNone) {
+              // MOVED: the slot has a new owner; tell the map now, so the
+              // call run again below goes there and not to the old owner.
+              if (redirect.kind == RedisRedirect::Kind::kMoved) topology.Moved(redirect.slot, redirect.node);
+              again.push_back(i);
+              continue;
+            }
           }
         } else if (reply.ok() && acked < wait) {
           reply = ack_logged ? StorageUnavailable("REPLICA_ACK_TIMEOUT") : RedisReplicaAckTimeout(node, acked, wait);

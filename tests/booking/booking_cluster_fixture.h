@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -178,8 +179,12 @@ struct LoadOptions {
   int max_per_thread = 40;
   uint64_t seed = 1;
   int users = 4;
+  // Starts are uniform over this many days (5-minute steps) from base_:
+  // fewer days, more contention.
+  int days = 2;
   // A request answered UNAVAILABLE is sent again (same request_id, same
-  // content) to the other replica, until this long after its first try.
+  // content) to the other replica, until this long after its first try;
+  // meanwhile its thread goes on with new requests.
   absl::Duration retry_for = absl::Seconds(120);
   // The replica of a request's first try; default thread % replicas.
   std::function<int(int thread)> first_server;
@@ -307,20 +312,12 @@ class BookingOnRedisClusterTest : public ::testing::Test {
     a->tries.push_back(t);
   }
 
-  // Sends until the answer is not UNAVAILABLE (or retry_for passed); each
-  // retry goes to the next replica that is not down.
-  void SendRetrying(Attempt* a, const LoadOptions& load) const {
-    const absl::Time give_up = absl::Now() + load.retry_for;
+  // The next replica for a retry: the one after a->server that is not down.
+  int NextServer(int server, const LoadOptions& load) const {
     const int n = cluster_->booking_replicas();
-    while (true) {
-      if (load.server_down) {
-        for (int k = 0; k < n && load.server_down(a->server); ++k) a->server = (a->server + 1) % n;
-      }
-      Send(a);
-      if (a->code != grpc::UNAVAILABLE || absl::Now() >= give_up) return;
-      a->server = (a->server + 1) % n;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
+    int next = (server + 1) % n;
+    for (int k = 0; k < n && load.server_down && load.server_down(next); ++k) next = (next + 1) % n;
+    return next;
   }
 
   // Runs load until `stop` is set (or every thread sent max_per_thread);
@@ -338,18 +335,19 @@ class BookingOnRedisClusterTest : public ::testing::Test {
           std::mt19937_64 rng(options_.seed + static_cast<uint64_t>(t));
           std::uniform_int_distribution<int> instrument(0, instruments - 1);
           std::uniform_int_distribution<int> user(0, options_.users - 1);
-          std::uniform_int_distribution<int> start_step(0, 2 * 24 * 12 - 1);  // 5-min steps in 2 days
+          std::uniform_int_distribution<int> start_step(0, options_.days * 24 * 12 - 1);  // 5-min steps
           std::uniform_int_distribution<int> length_steps(1, 36);             // 5..180 min
           const int first = options_.first_server ? options_.first_server(t) : t % test_->cluster_->booking_replicas();
-          for (int i = 0; i < options_.max_per_thread && !stop_.load(); ++i) {
+          // A request answered UNAVAILABLE waits in `pending` for its retry
+          // (same request_id, same content, the next replica) while the
+          // thread goes on with new requests, as independent clients would.
+          struct Pending {
             Attempt a;
-            a.server = first;
-            a.instrument = instrument(rng);
-            a.user_id = absl::StrCat("user-", user(rng));
-            a.request_id = absl::StrFormat("%s-t%02d-r%04d", options_.prefix, t, i);
-            a.reserved.start = test_->base_ + absl::Minutes(5) * start_step(rng);
-            a.reserved.end = a.reserved.start + absl::Minutes(5) * length_steps(rng);
-            test_->SendRetrying(&a, options_);
+            absl::Time first_try;
+            absl::Time next;
+          };
+          std::deque<Pending> pending;
+          auto finish = [&](Attempt& a) {
             const bool ok = a.ok();
             {
               std::lock_guard<std::mutex> lock(mu_);
@@ -357,6 +355,42 @@ class BookingOnRedisClusterTest : public ::testing::Test {
             }
             answered_.fetch_add(1);
             if (ok) accepted_.fetch_add(1);
+          };
+          auto settle = [&](Attempt& a, absl::Time first_try) {
+            const absl::Time now = absl::Now();
+            if (a.code == grpc::UNAVAILABLE && now < first_try + options_.retry_for) {
+              a.server = test_->NextServer(a.server, options_);
+              pending.push_back({std::move(a), first_try, now + absl::Milliseconds(50)});
+            } else {
+              finish(a);
+            }
+          };
+          int i = 0;
+          while (true) {
+            const bool more = i < options_.max_per_thread && !stop_.load();
+            if (!pending.empty() && (!more || pending.front().next <= absl::Now())) {
+              Pending p = std::move(pending.front());
+              pending.pop_front();
+              const absl::Time now = absl::Now();
+              if (p.next > now) absl::SleepFor(p.next - now);
+              if (options_.server_down && options_.server_down(p.a.server)) p.a.server = test_->NextServer(p.a.server, options_);
+              test_->Send(&p.a);
+              settle(p.a, p.first_try);
+              continue;
+            }
+            if (!more) break;
+            Attempt a;
+            a.server = first;
+            if (options_.server_down && options_.server_down(a.server)) a.server = test_->NextServer(a.server, options_);
+            a.instrument = instrument(rng);
+            a.user_id = absl::StrCat("user-", user(rng));
+            a.request_id = absl::StrFormat("%s-t%02d-r%04d", options_.prefix, t, i);
+            a.reserved.start = test_->base_ + absl::Minutes(5) * start_step(rng);
+            a.reserved.end = a.reserved.start + absl::Minutes(5) * length_steps(rng);
+            ++i;
+            const absl::Time first_try = absl::Now();
+            test_->Send(&a);
+            settle(a, first_try);
           }
         });
       }

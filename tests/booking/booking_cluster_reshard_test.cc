@@ -36,9 +36,10 @@ TEST_F(BookingOnRedisClusterTest, ReshardingBusyPartitionsUnderLoad) {
   options.threads = 12;
   options.max_per_thread = 400;  // stopped earlier, once the moves are done
   options.seed = 4242;
+  options.days = 7;  // room for bookings to be accepted throughout
   Load load(this, options);
   load.Start();
-  ASSERT_TRUE(load.WaitAnswered(120)) << "the load did not get going";
+  ASSERT_TRUE(load.WaitAnswered(240)) << "the load did not get going";
 
   // The partitions of instruments 0 and 1 (busy: a quarter of the load
   // each) move to the next master.
@@ -51,14 +52,21 @@ TEST_F(BookingOnRedisClusterTest, ReshardingBusyPartitionsUnderLoad) {
     ASSERT_TRUE(keys_before.ok()) << keys_before.status();
     const int answered_before = load.answered();
     int batches = 0, answered_while_paused = 0;
+    long long redirected_while_paused = 0;
     RedisCluster::MigrationHooks hooks;
     hooks.after_batch = [&](int moved) {
       ++batches;
-      // The first move pauses after its first batch until the load has
-      // answered 30 more requests: bookings meet ASK and TRYAGAIN.
+      // The first move pauses after its first batch until bookings have met
+      // the half-moved slot: the source answered ASK or TRYAGAIN 5 more
+      // times (bounded).
       if (i == 0 && batches == 1) {
         const int a0 = load.answered();
-        EXPECT_TRUE(load.WaitAnswered(30)) << "load stalled during the paused migration (" << moved << " keys moved)";
+        auto redirected = [&] { return *redis_->ErrorCount(from, "ASK") + *redis_->ErrorCount(from, "TRYAGAIN"); };
+        const long long r0 = redirected();
+        const absl::Time deadline = absl::Now() + absl::Seconds(30);
+        while (redirected() < r0 + 5 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+        redirected_while_paused = redirected() - r0;
+        EXPECT_GE(redirected_while_paused, 5) << "no booking met the half-moved slot (" << moved << " keys moved)";
         answered_while_paused = load.answered() - a0;
       }
     };
@@ -70,7 +78,9 @@ TEST_F(BookingOnRedisClusterTest, ReshardingBusyPartitionsUnderLoad) {
               << " to node " << to << ": " << *moved << " keys (" << *keys_before << " when it began) in " << batches
               << " batches, " << absl::ToDoubleSeconds(absl::Now() - t0) << " s; "
               << load.answered() - answered_before << " requests answered meanwhile"
-              << (i == 0 ? absl::StrCat(", ", answered_while_paused, " while paused after the first batch") : "")
+              << (i == 0 ? absl::StrCat(", ", answered_while_paused, " while paused after the first batch (",
+                                        redirected_while_paused, " ASK/TRYAGAIN meanwhile)")
+                         : "")
               << "\n  source node " << from << ": " << Redirections(*redis_, from) << "\n  target node " << to << ": "
               << Redirections(*redis_, to) << "\n";
     EXPECT_EQ(MasterOfPartition(p), to);
@@ -121,6 +131,7 @@ TEST_F(BookingOnRedisClusterTest, MasterFailoverUnderLoad) {
   options.threads = 12;
   options.max_per_thread = 400;  // stopped earlier
   options.seed = 99;
+  options.days = 7;  // room for bookings to be accepted throughout
   Load load(this, options);
   load.Start();
   ASSERT_TRUE(load.WaitAnswered(120)) << "the load did not get going";
@@ -140,8 +151,8 @@ TEST_F(BookingOnRedisClusterTest, MasterFailoverUnderLoad) {
   std::vector<Attempt> results = load.Finish();
 
   // Seconds until writes succeed again: the first OK answer to a try sent
-  // after the kill, on any instrument and on one of the dead master's.
-  absl::Time first_ok = absl::InfiniteFuture(), first_ok_victim = absl::InfiniteFuture();
+  // after the kill, on the dead master's partitions and on the others'.
+  absl::Time first_ok_other = absl::InfiniteFuture(), first_ok_victim = absl::InfiniteFuture();
   int unavailable = 0, other_errors = 0;
   size_t most_tries = 0;
   for (const Attempt& a : results) {
@@ -153,9 +164,35 @@ TEST_F(BookingOnRedisClusterTest, MasterFailoverUnderLoad) {
         ++other_errors;
       }
       if (t.code != grpc::OK || t.sent < t_kill) continue;
-      first_ok = std::min(first_ok, t.answered);
-      if (victim_instruments.count(a.instrument)) first_ok_victim = std::min(first_ok_victim, t.answered);
+      if (victim_instruments.count(a.instrument)) {
+        first_ok_victim = std::min(first_ok_victim, t.answered);
+      } else {
+        first_ok_other = std::min(first_ok_other, t.answered);
+      }
     }
+  }
+  // Every try sent after the kill, by where its instrument lives: when it
+  // was answered, and how (the script ran: OK or SLOT_TAKEN; or not).
+  for (const bool on_victim : {true, false}) {
+    std::map<std::string, int> outcomes;
+    absl::Time first_decided = absl::InfiniteFuture();
+    absl::Duration slowest;
+    for (const Attempt& a : results) {
+      if (victim_instruments.count(a.instrument) != (on_victim ? 1u : 0u)) continue;
+      for (const Try& t : a.tries) {
+        if (t.sent < t_kill) continue;
+        ++outcomes[t.code == grpc::OK ? "OK" : absl::StrCat(CodeName(t.code), "/", t.reason)];
+        slowest = std::max(slowest, t.answered - t.sent);
+        if (t.code == grpc::OK || t.code == grpc::FAILED_PRECONDITION) first_decided = std::min(first_decided, t.answered);
+      }
+    }
+    std::cout << "  tries sent after the kill on " << (on_victim ? "the dead master's" : "the other masters'")
+              << " partitions:";
+    for (const auto& [what, n] : outcomes) std::cout << " " << what << " x" << n;
+    std::cout << "; first decided (OK or SLOT_TAKEN) "
+              << (first_decided == absl::InfiniteFuture() ? std::string("never")
+                                                          : absl::StrCat(absl::ToDoubleSeconds(first_decided - t_kill), " s"))
+              << " after the kill; slowest try " << absl::ToDoubleSeconds(slowest) << " s\n";
   }
   auto secs = [&](absl::Time t) {
     return t == absl::InfiniteFuture() ? std::string("never") : absl::StrCat(absl::ToDoubleSeconds(t - t_kill), " s");
@@ -163,8 +200,8 @@ TEST_F(BookingOnRedisClusterTest, MasterFailoverUnderLoad) {
   std::cout << "kill -9 of master node " << victim << " (WAIT for a replica: " << (kWaitForReplica ? "yes" : "no")
             << "): replica node " << *successor << " promoted and cluster_state:ok after " << secs(t_failover)
             << "; old master back as a replica and in sync after " << secs(t_back)
-            << "; first successful CreateBooking after " << secs(first_ok) << ", on the dead master's partitions after "
-            << secs(first_ok_victim) << "; " << unavailable << " UNAVAILABLE answers, " << other_errors
+            << "; first CreateBooking accepted (sent after the kill) on the dead master's partitions after "
+            << secs(first_ok_victim) << ", on the other masters' after " << secs(first_ok_other) << "; " << unavailable << " UNAVAILABLE answers, " << other_errors
             << " other errors, at most " << most_tries << " tries for one request\n";
   EXPECT_NE(first_ok_victim, absl::InfiniteFuture()) << "no booking on the failed-over partitions succeeded";
 

@@ -35,8 +35,8 @@ TEST_F(BookingOnRedisClusterTest, ConcurrentBookingsNeverOverlapWithPartitionsOn
 
   LoadOptions options;
   options.prefix = "cc";
-  options.threads = 16;
-  options.max_per_thread = 40;
+  options.threads = 32;
+  options.max_per_thread = 100;
   options.seed = 20240611;
   Load load(this, options);
   const absl::Time t0 = absl::Now();
@@ -84,8 +84,9 @@ TEST_F(BookingOnRedisClusterTest, KilledBookingReplicaRequestsRetriedOnTheOtherG
   LoadOptions options;
   options.prefix = "cr";
   options.threads = 16;
-  options.max_per_thread = 40;
+  options.max_per_thread = 80;
   options.seed = 7130521;
+  options.days = 7;  // room for the retried requests to be accepted
   options.server_down = [&](int server) { return server == 0 && killed.load(); };
   Load load(this, options);
   load.Start();

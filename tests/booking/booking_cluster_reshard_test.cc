@@ -136,8 +136,8 @@ TEST_F(BookingOnRedisClusterTest, MasterFailoverUnderLoad) {
   load.Start();
   ASSERT_TRUE(load.WaitAnswered(120)) << "the load did not get going";
 
-  const absl::Time t_kill = absl::Now();
   ASSERT_TRUE(redis_->Kill9(victim).ok());
+  const absl::Time t_kill = absl::Now();  // the process is dead and reaped by now
   auto successor = redis_->WaitForFailover(victim, absl::Seconds(60));
   ASSERT_TRUE(successor.ok()) << successor.status();
   const absl::Time t_failover = absl::Now();

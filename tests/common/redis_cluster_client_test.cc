@@ -461,8 +461,8 @@ TEST_F(RedisClusterClientTest, MasterKillFailsUnavailableThenSucceedsOnThePromot
   const std::vector<int> replicas = cluster().ReplicasOf(victim);
   ASSERT_EQ(replicas.size(), 1u);
 
-  const absl::Time killed = absl::Now();
   ASSERT_TRUE(cluster().Kill9(victim).ok());
+  const absl::Time killed = absl::Now();
   auto first = pool.Command({"SET", tag + ":k", "during"});
   EXPECT_FALSE(first.ok()) << "a write to a dead master's slot succeeded: " << Describe(first);
   if (!first.ok()) {

@@ -136,8 +136,8 @@ TEST(RedisClusterHarnessTest, StartsMigratesAndFailsOver) {
   const int victim = from;
   const std::vector<int> victim_replicas = cluster.ReplicasOf(victim);
   ASSERT_EQ(victim_replicas.size(), 1u);
-  const absl::Time killed = absl::Now();
   ASSERT_TRUE(cluster.Kill9(victim).ok());
+  const absl::Time killed = absl::Now();
   auto successor = cluster.WaitForFailover(victim);
   ASSERT_TRUE(successor.ok()) << successor.status();
   std::cout << "failover: replica promoted and cluster_state:ok everywhere "

@@ -34,7 +34,7 @@ TEST_F(BookingOnRedisClusterTest, ReshardingBusyPartitionsUnderLoad) {
   LoadOptions options;
   options.prefix = "rs";
   options.threads = 12;
-  options.max_per_thread = 400;  // stopped earlier, once the moves are done
+  options.max_per_thread = 2000;  // stopped earlier, once the moves are done
   options.seed = 4242;
   options.days = 7;  // room for bookings to be accepted throughout
   Load load(this, options);
@@ -129,7 +129,7 @@ TEST_F(BookingOnRedisClusterTest, MasterFailoverUnderLoad) {
   LoadOptions options;
   options.prefix = "fo";
   options.threads = 12;
-  options.max_per_thread = 400;  // stopped earlier
+  options.max_per_thread = 2000;  // stopped earlier
   options.seed = 99;
   options.days = 7;  // room for bookings to be accepted throughout
   Load load(this, options);

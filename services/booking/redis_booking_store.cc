@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <set>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
@@ -845,8 +846,16 @@ absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPage
   const bool unknown = std::any_of(replies.begin(), replies.end(), [](const RedisValue& v) {
     return v.is_error() && absl::StartsWith(v.str, "NOSCRIPT");
   });
-  if (unknown) {  // first use on this server: load it, then once more
-    LS_RETURN_IF_ERROR(pool_->Eval(ListingScript(), {keys::ListAll(0, 'b')}, {"asc", "0", "0", "", "", "0"}).status());
+  if (unknown) {
+    // First use on a server: load it there, then once more. On Redis
+    // Cluster each master has its own script cache, so load it through the
+    // key of every source that was refused (an empty page: limit 0).
+    std::set<int> loaded;  // slots
+    for (size_t i = 0; i < sources.size() && i < replies.size(); ++i) {
+      if (!replies[i].is_error() || !absl::StartsWith(replies[i].str, "NOSCRIPT")) continue;
+      if (!loaded.insert(RedisKeySlot(sources[i].key)).second) continue;
+      LS_RETURN_IF_ERROR(pool_->Eval(ListingScript(), {sources[i].key}, {"asc", "0", "0", "", "", "0"}).status());
+    }
     LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(commands));
   }
   auto unexpected = [] { return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected listing reply"); };

@@ -415,6 +415,9 @@ class BookingTestCluster {
   const std::string& log_dir() const { return log_dir_; }
   const std::string& bin_dir() const { return bin_dir_; }
   const std::string& inventory_address() const { return inventory_process_->address(); }
+  // The process of booking replica i, e.g. for a kill -9 (the cluster reaps
+  // it at Stop; DeadChildren() then lists it).
+  pid_t booking_pid(int i) const { return booking_processes_[static_cast<size_t>(i)]->pid(); }
 
   // A token valid for 55 minutes on the services' (wall) clock (they
   // accept at most 1 h).

@@ -1,0 +1,708 @@
+// Booking on a real local Redis Cluster (tests/support/redis_cluster.h: 3
+// masters, 3 replicas, AOF always): one labshare-inventory and two
+// labshare-booking replicas as processes (booking_test_cluster.h) started
+// with --redis_cluster --redis=SEEDS, driven by contested CreateBooking load
+// from many client threads. Clients retry UNAVAILABLE with the same
+// request_id (on the other replica), as the API asks.
+//
+// The history checks are those of booking_concurrency_test.cc, over the
+// final answer of every request:
+//   - only OK/CONFIRMED (what was asked, a unique name) or SLOT_TAKEN;
+//   - per instrument, accepted blocked intervals pairwise disjoint;
+//   - ListBookings(CONFIRMED) on every live replica is exactly the accepted
+//     bookings (every acknowledged booking present, nothing else);
+//   - every SLOT_TAKEN has an accepted booking in its way;
+//   - the outbox holds one booking_created per accepted booking, carrying
+//     its request_id, and nothing else; one partition per instrument;
+//   - the partition-wide listing indexes hold one entry per accepted booking;
+//   - no key names a rejected request_id;
+//   - every accepted request sent again (same request_id, same content)
+//     answers the same booking.
+#ifndef LABSHARE_TESTS_BOOKING_BOOKING_CLUSTER_FIXTURE_H_
+#define LABSHARE_TESTS_BOOKING_BOOKING_CLUSTER_FIXTURE_H_
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/grpc_status.h"
+#include "common/proto_util.h"
+#include "labshare/booking/v1/booking.grpc.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "services/booking/redis_booking_store.h"
+#include "tests/booking/booking_test_cluster.h"
+#include "tests/support/redis_cluster.h"
+
+namespace labshare::booking::cluster_test {
+
+namespace bv1 = labshare::booking::v1;
+using testing::BookingTestCluster;
+using testing::BookingTestClusterOptions;
+using testing::RedisCluster;
+
+inline constexpr int kOutboxPartitions = kPartitions;
+inline constexpr char kEventType[] = "labshare.booking.v1.BookingEvent";
+inline constexpr char kOrg[] = "org-a";
+inline constexpr char kFacility[] = "fac-a";
+inline constexpr int kMaxListedFailures = 20;
+
+struct Interval {
+  absl::Time start;
+  absl::Time end;
+};
+
+inline bool Overlaps(const Interval& a, const Interval& b) { return a.start < b.end && b.start < a.end; }
+inline std::string Fmt(absl::Time t) { return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone()); }
+inline std::string Fmt(const Interval& i) { return absl::StrCat("[", Fmt(i.start), ", ", Fmt(i.end), ")"); }
+inline Interval BlockedOf(const bv1::Booking& b) {
+  return {FromProto(b.blocked_interval().start_time()), FromProto(b.blocked_interval().end_time())};
+}
+inline Interval ReservedOf(const bv1::Booking& b) {
+  return {FromProto(b.reserved_interval().start_time()), FromProto(b.reserved_interval().end_time())};
+}
+
+inline std::string CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::OK: return "OK";
+    case grpc::CANCELLED: return "CANCELLED";
+    case grpc::UNKNOWN: return "UNKNOWN";
+    case grpc::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::NOT_FOUND: return "NOT_FOUND";
+    case grpc::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::ABORTED: return "ABORTED";
+    case grpc::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::INTERNAL: return "INTERNAL";
+    case grpc::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::DATA_LOSS: return "DATA_LOSS";
+    case grpc::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return absl::StrCat("code ", static_cast<int>(code));
+  }
+}
+
+// One call of a request.
+struct Try {
+  int server = 0;
+  absl::Time sent;
+  absl::Time answered;
+  grpc::StatusCode code = grpc::OK;
+  std::string reason;
+};
+
+// One CreateBooking request (one request_id): its tries and final answer.
+struct Attempt {
+  int server = 0;      // of the last try
+  int instrument = 0;  // index into the test's instruments
+  std::string user_id;
+  std::string request_id;
+  Interval reserved;
+  grpc::StatusCode code = grpc::OK;
+  std::string reason;
+  std::string message;
+  bv1::Booking booking;  // when OK
+  std::vector<Try> tries;
+
+  bool ok() const { return code == grpc::OK; }
+  bool slot_taken() const { return code == grpc::FAILED_PRECONDITION && reason == "SLOT_TAKEN"; }
+  std::string Describe() const {
+    std::string answer = ok() ? absl::StrCat("OK ", booking.name(), " state ",
+                                             bv1::Booking::State_Name(booking.state()), " blocked ",
+                                             Fmt(BlockedOf(booking)))
+                              : absl::StrCat(CodeName(code), " reason '", reason, "' message '", message, "'");
+    std::string tries_text;
+    for (const Try& t : tries) {
+      absl::StrAppend(&tries_text, tries_text.empty() ? "" : ", ", "booking-", t.server, ":", CodeName(t.code),
+                      t.reason.empty() ? "" : "/", t.reason);
+    }
+    return absl::StrCat("CreateBooking{request_id ", request_id, ", instrument #", instrument, ", users/", user_id,
+                        ", reserved ", Fmt(reserved), "} -> ", answer, " (tries: ", tries_text, ")");
+  }
+};
+
+struct OutboxEvent {
+  int partition = 0;
+  std::string entry_id;
+  bv1::BookingEvent event;
+};
+
+inline std::pair<std::string, std::string> EventBooking(const bv1::BookingEvent& e) {
+  switch (e.payload_case()) {
+    case bv1::BookingEvent::kBookingCreated: return {e.booking_created().booking().name(), "created"};
+    case bv1::BookingEvent::kBookingConfirmed: return {e.booking_confirmed().booking().name(), "confirmed"};
+    case bv1::BookingEvent::kBookingCancelled: return {e.booking_cancelled().booking().name(), "cancelled"};
+    default: return {"", absl::StrCat("payload case ", static_cast<int>(e.payload_case()))};
+  }
+}
+
+inline std::string FindOverlap(std::vector<std::pair<Interval, std::string>> items) {
+  std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first.start < b.first.start; });
+  size_t furthest = 0;
+  for (size_t i = 1; i < items.size(); ++i) {
+    if (items[i].first.start < items[furthest].first.end) {
+      return absl::StrCat(items[furthest].second, " blocked ", Fmt(items[furthest].first), " overlaps ",
+                          items[i].second, " blocked ", Fmt(items[i].first));
+    }
+    if (items[i].first.end > items[furthest].first.end) furthest = i;
+  }
+  return "";
+}
+
+// Load: `threads` client threads, each sending up to `max_per_thread`
+// pseudo-random CreateBooking requests (seeded per thread) until stopped.
+struct LoadOptions {
+  std::string prefix = "cc";  // two characters: request ids are "cc-tNN-rNNNN"
+  int threads = 16;
+  int max_per_thread = 40;
+  uint64_t seed = 1;
+  int users = 4;
+  // Starts are uniform over this many days (5-minute steps) from base_:
+  // fewer days, more contention.
+  int days = 2;
+  // A request answered UNAVAILABLE is sent again (same request_id, same
+  // content) to the other replica, until this long after its first try;
+  // meanwhile its thread goes on with new requests.
+  absl::Duration retry_for = absl::Seconds(120);
+  // The replica of a request's first try; default thread % replicas.
+  std::function<int(int thread)> first_server;
+  // Replicas that are down for good (a killed booking process): retries
+  // skip them.
+  std::function<bool(int server)> server_down;
+};
+
+class BookingOnRedisClusterTest : public ::testing::Test {
+ protected:
+  // Starts the Redis Cluster, then inventory and booking replicas on it.
+  // `service_args` as in BookingTestClusterOptions.
+  void StartAll(int booking_replicas = 2,
+                std::function<std::vector<std::string>(const std::string&)> service_args = {}) {
+    const absl::Time t0 = absl::Now();
+    auto redis = RedisCluster::Start();
+    ASSERT_TRUE(redis.ok()) << redis.status();
+    redis_ = *std::move(redis);
+    const absl::Time t1 = absl::Now();
+    BookingTestClusterOptions options;
+    options.external_redis_flags = redis_->ServiceFlags();
+    options.external_redis_options = redis_->options();
+    options.service_args = std::move(service_args);
+    auto cluster = BookingTestCluster::Start(booking_replicas, options);
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = *std::move(cluster);
+    std::cout << "Redis Cluster healthy in " << absl::ToDoubleSeconds(t1 - t0) << " s, services up in "
+              << absl::ToDoubleSeconds(absl::Now() - t1) << " s\n";
+    // Midnight UTC one to two days ahead: whole minutes, always in the future.
+    base_ = absl::FromUnixSeconds((absl::ToUnixSeconds(absl::Now()) / 86400 + 2) * 86400);
+  }
+
+  void TearDown() override {
+    if (cluster_ != nullptr) {
+      for (const std::string& dead : cluster_->DeadChildren()) {
+        if (expected_dead_.count(dead.substr(0, dead.find(':')))) continue;
+        ADD_FAILURE() << "a child process ended during the test: " << dead;
+      }
+      if (HasFailure()) std::cerr << cluster_->DumpLogs(/*tail_bytes=*/12000);
+      for (const std::string& line : cluster_->Stop()) std::cout << "teardown: " << line << "\n";
+      cluster_.reset();
+    }
+    if (redis_ != nullptr && HasFailure()) {
+      for (int i = 0; i < redis_->size(); ++i) {
+        std::cerr << "----- redis node " << i << " (" << redis_->address(i) << ") log tail -----\n"
+                  << redis_->LogTail(i, 2500) << "\n";
+      }
+    }
+    redis_.reset();
+  }
+
+  // The master that owns partition p's slot now.
+  int MasterOfPartition(int p) const {
+    auto m = redis_->MasterOfKey(keys::Tag(p));
+    EXPECT_TRUE(m.ok()) << m.status();
+    return m.ok() ? *m : -1;
+  }
+
+  // Instrument ids "<prefix>-<k>" on distinct partitions: first one on each
+  // master of `masters` in turn, then any, until `count`.
+  std::vector<std::string> PickInstruments(const std::string& prefix, int count, std::vector<int> masters) const {
+    std::vector<std::string> out;
+    std::set<int> partitions;
+    for (int k = 0; k < 10000 && static_cast<int>(out.size()) < count; ++k) {
+      const std::string id = absl::StrCat(prefix, "-", k);
+      const int p = keys::Partition(id);
+      if (partitions.count(p)) continue;
+      const size_t i = out.size();
+      if (i < masters.size() && MasterOfPartition(p) != masters[i]) continue;
+      out.push_back(id);
+      partitions.insert(p);
+    }
+    EXPECT_EQ(static_cast<int>(out.size()), count) << "could not pick instruments";
+    return out;
+  }
+
+  // One MEMBER organisation with a facility, the given instruments and
+  // buffers, and lab users "user-0".. "user-<users-1>".
+  void SeedInventory(const std::vector<std::string>& ids, const std::vector<absl::Duration>& buffers, int users) {
+    ASSERT_EQ(ids.size(), buffers.size());
+    ASSERT_TRUE(cluster_->CreateMemberOrganization(kOrg, "CORE").ok());
+    ASSERT_TRUE(cluster_->CreateFacility(kFacility, kOrg).ok());
+    instruments_ = ids;
+    buffers_ = buffers;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      absl::Status s = cluster_->CreateInstrument(ids[i], kFacility, kOrg, buffers[i]);
+      ASSERT_TRUE(s.ok()) << s;
+    }
+    for (int u = 0; u < users; ++u) {
+      absl::Status s = cluster_->CreateLabUser(absl::StrCat("user-", u), kOrg);
+      ASSERT_TRUE(s.ok()) << s;
+    }
+  }
+
+  std::string InstrumentName(int i) const { return "instruments/" + instruments_[static_cast<size_t>(i)]; }
+  int PartitionOfInstrument(int i) const { return keys::Partition(instruments_[static_cast<size_t>(i)]); }
+  absl::Duration Buffer(int i) const { return buffers_[static_cast<size_t>(i)]; }
+
+  bv1::CreateBookingRequest MakeCreate(const Attempt& a) const {
+    bv1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument(InstrumentName(a.instrument));
+    r.mutable_booking()->set_mode(type::v1::ON_SITE);
+    r.mutable_booking()->set_user("users/" + a.user_id);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(a.reserved.start);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(a.reserved.end);
+    r.set_request_id(a.request_id);
+    return r;
+  }
+
+  // One try on a->server; fills in the answer. Thread-safe.
+  void Send(Attempt* a) const {
+    bv1::CreateBookingRequest r = MakeCreate(*a);
+    auto ctx = cluster_->AdminContext();
+    Try t;
+    t.server = a->server;
+    t.sent = absl::Now();
+    a->booking.Clear();
+    grpc::Status s = cluster_->booking(a->server).CreateBooking(ctx.get(), r, &a->booking);
+    t.answered = absl::Now();
+    a->code = s.error_code();
+    a->message = s.error_message();
+    a->reason = s.ok() ? "" : GrpcErrorReason(s);
+    t.code = a->code;
+    t.reason = a->reason;
+    a->tries.push_back(t);
+  }
+
+  // The next replica for a retry: the one after a->server that is not down.
+  int NextServer(int server, const LoadOptions& load) const {
+    const int n = cluster_->booking_replicas();
+    int next = (server + 1) % n;
+    for (int k = 0; k < n && load.server_down && load.server_down(next); ++k) next = (next + 1) % n;
+    return next;
+  }
+
+  // Runs load until `stop` is set (or every thread sent max_per_thread);
+  // then the caller joins through Finish().
+  class Load {
+   public:
+    Load(BookingOnRedisClusterTest* test, LoadOptions options) : test_(test), options_(std::move(options)) {}
+    ~Load() { Finish(); }
+
+    void Start() {
+      per_thread_.resize(static_cast<size_t>(options_.threads));
+      const int instruments = static_cast<int>(test_->instruments_.size());
+      for (int t = 0; t < options_.threads; ++t) {
+        threads_.emplace_back([this, t, instruments] {
+          std::mt19937_64 rng(options_.seed + static_cast<uint64_t>(t));
+          std::uniform_int_distribution<int> instrument(0, instruments - 1);
+          std::uniform_int_distribution<int> user(0, options_.users - 1);
+          std::uniform_int_distribution<int> start_step(0, options_.days * 24 * 12 - 1);  // 5-min steps
+          std::uniform_int_distribution<int> length_steps(1, 36);             // 5..180 min
+          const int first = options_.first_server ? options_.first_server(t) : t % test_->cluster_->booking_replicas();
+          // A request answered UNAVAILABLE waits in `pending` for its retry
+          // (same request_id, same content, the next replica) while the
+          // thread goes on with new requests, as independent clients would.
+          struct Pending {
+            Attempt a;
+            absl::Time first_try;
+            absl::Time next;
+          };
+          std::deque<Pending> pending;
+          auto finish = [&](Attempt& a) {
+            const bool ok = a.ok();
+            {
+              std::lock_guard<std::mutex> lock(mu_);
+              per_thread_[static_cast<size_t>(t)].push_back(std::move(a));
+            }
+            answered_.fetch_add(1);
+            if (ok) accepted_.fetch_add(1);
+          };
+          auto settle = [&](Attempt& a, absl::Time first_try) {
+            const absl::Time now = absl::Now();
+            if (a.code == grpc::UNAVAILABLE && now < first_try + options_.retry_for) {
+              a.server = test_->NextServer(a.server, options_);
+              pending.push_back({std::move(a), first_try, now + absl::Milliseconds(50)});
+            } else {
+              finish(a);
+            }
+          };
+          int i = 0;
+          while (true) {
+            const bool more = i < options_.max_per_thread && !stop_.load();
+            if (!pending.empty() && (!more || pending.front().next <= absl::Now())) {
+              Pending p = std::move(pending.front());
+              pending.pop_front();
+              const absl::Time now = absl::Now();
+              if (p.next > now) absl::SleepFor(p.next - now);
+              if (options_.server_down && options_.server_down(p.a.server)) p.a.server = test_->NextServer(p.a.server, options_);
+              test_->Send(&p.a);
+              settle(p.a, p.first_try);
+              continue;
+            }
+            if (!more) break;
+            Attempt a;
+            a.server = first;
+            if (options_.server_down && options_.server_down(a.server)) a.server = test_->NextServer(a.server, options_);
+            a.instrument = instrument(rng);
+            a.user_id = absl::StrCat("user-", user(rng));
+            a.request_id = absl::StrFormat("%s-t%02d-r%04d", options_.prefix, t, i);
+            a.reserved.start = test_->base_ + absl::Minutes(5) * start_step(rng);
+            a.reserved.end = a.reserved.start + absl::Minutes(5) * length_steps(rng);
+            ++i;
+            const absl::Time first_try = absl::Now();
+            test_->Send(&a);
+            settle(a, first_try);
+          }
+        });
+      }
+    }
+
+    // Waits (bounded) until `n` more requests than now have been answered;
+    // false on timeout or when the load ended first.
+    bool WaitAnswered(int n, absl::Duration timeout = absl::Seconds(120)) {
+      const int target = answered_.load() + n;
+      const absl::Time deadline = absl::Now() + timeout;
+      while (answered_.load() < target) {
+        if (absl::Now() >= deadline || done()) return answered_.load() >= target;
+        absl::SleepFor(absl::Milliseconds(10));
+      }
+      return true;
+    }
+    bool done() {
+      std::lock_guard<std::mutex> lock(mu_);
+      size_t total = 0;
+      for (const auto& v : per_thread_) total += v.size();
+      return stop_.load() || total >= static_cast<size_t>(options_.threads * options_.max_per_thread);
+    }
+    int answered() const { return answered_.load(); }
+    void Stop() { stop_.store(true); }
+    // Joins the threads; the results.
+    std::vector<Attempt> Finish() {
+      for (auto& th : threads_) th.join();
+      threads_.clear();
+      std::vector<Attempt> all;
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& v : per_thread_) {
+        for (auto& a : v) all.push_back(a);
+      }
+      return all;
+    }
+
+   private:
+    BookingOnRedisClusterTest* test_;
+    LoadOptions options_;
+    std::vector<std::thread> threads_;
+    std::mutex mu_;
+    std::vector<std::vector<Attempt>> per_thread_;
+    std::atomic<bool> stop_{false};
+    std::atomic<int> answered_{0};
+    std::atomic<int> accepted_{0};
+  };
+
+  absl::StatusOr<std::vector<bv1::Booking>> ListAll(int server, int instrument,
+                                                    const std::vector<bv1::Booking::State>& states) const {
+    std::vector<bv1::Booking> out;
+    std::string token;
+    for (int page = 0; page < 1000; ++page) {
+      bv1::ListBookingsRequest r;
+      r.set_instrument(InstrumentName(instrument));
+      for (auto st : states) r.add_states(st);
+      r.set_page_size(97);
+      r.set_page_token(token);
+      bv1::ListBookingsResponse resp;
+      auto ctx = cluster_->AdminContext();
+      grpc::Status s = cluster_->booking(server).ListBookings(ctx.get(), r, &resp);
+      if (!s.ok()) {
+        return absl::InternalError(absl::StrCat("ListBookings page ", page, " of ", InstrumentName(instrument),
+                                                " via booking-", server, ": ", CodeName(s.error_code()), " ",
+                                                GrpcErrorReason(s), " ", s.error_message()));
+      }
+      for (auto& b : *resp.mutable_bookings()) out.push_back(std::move(b));
+      if (resp.next_page_token().empty()) return out;
+      token = resp.next_page_token();
+    }
+    return absl::InternalError("ListBookings: more than 1000 pages");
+  }
+
+  long long ListedBookings() const {
+    long long n = 0;
+    for (int p = 0; p < kOutboxPartitions; ++p) {
+      auto v = cluster_->redis().Command({"ZCARD", absl::StrCat(keys::Tag(p), ":ls:b:all")});
+      EXPECT_TRUE(v.ok() && v->type == RedisValue::Type::kInteger) << (v.ok() ? v->DebugString() : v.status().ToString());
+      if (v.ok()) n += v->integer;
+    }
+    return n;
+  }
+
+  // Every key, through the pool's SCAN (which walks every master).
+  std::vector<std::string> AllKeys() const {
+    std::vector<std::string> keys;
+    std::string cursor = "0";
+    int calls = 0;
+    do {
+      auto v = cluster_->redis().Command({"SCAN", cursor, "COUNT", "1000"});
+      EXPECT_TRUE(v.ok() && v->is_array() && v->elements.size() == 2) << (v.ok() ? v->DebugString() : v.status().ToString());
+      if (!v.ok() || !v->is_array() || v->elements.size() != 2 || ++calls > 100000) return keys;
+      cursor = v->elements[0].str;
+      for (const auto& k : v->elements[1].elements) keys.push_back(k.str);
+    } while (cursor != "0");
+    return keys;
+  }
+
+  absl::StatusOr<std::vector<OutboxEvent>> ReadOutbox() const {
+    std::vector<OutboxEvent> out;
+    for (int p = 0; p < kOutboxPartitions; ++p) {
+      const std::string key = keys::Outbox(p);
+      auto v = cluster_->redis().Command({"XRANGE", key, "-", "+"});
+      if (!v.ok()) return v.status();
+      if (!v->is_array()) return absl::InternalError(absl::StrCat("XRANGE ", key, ": ", v->DebugString()));
+      for (const auto& entry : v->elements) {
+        if (!entry.is_array() || entry.elements.size() != 2 || !entry.elements[1].is_array()) {
+          return absl::InternalError(absl::StrCat(key, ": odd entry ", entry.DebugString()));
+        }
+        OutboxEvent e;
+        e.partition = p;
+        e.entry_id = entry.elements[0].str;
+        const auto& fields = entry.elements[1].elements;
+        std::string type, payload;
+        bool have_payload = false;
+        for (size_t f = 0; f + 1 < fields.size(); f += 2) {
+          if (fields[f].str == "type") type = fields[f + 1].str;
+          if (fields[f].str == "payload") {
+            payload = fields[f + 1].str;
+            have_payload = true;
+          }
+        }
+        if (type != kEventType || !have_payload || !e.event.ParseFromString(payload)) {
+          return absl::InternalError(absl::StrCat(key, " entry ", e.entry_id, ": type '", type,
+                                                  "', payload present ", have_payload, ", or not a BookingEvent"));
+        }
+        out.push_back(std::move(e));
+      }
+    }
+    return out;
+  }
+
+  // The history checks (see the file comment) over the final answers.
+  // `live_servers`: the replicas to list through. Returns the accepted ones.
+  std::vector<Attempt> CheckHistory(const std::vector<Attempt>& attempts, const std::vector<int>& live_servers) {
+    const int kInstruments = static_cast<int>(instruments_.size());
+    // ---- Only two answers; accepted ones are what was asked.
+    int unexpected = 0, wrong_content = 0, retried = 0;
+    std::vector<Attempt> accepted, rejected;
+    std::set<std::string> names;
+    for (const Attempt& a : attempts) {
+      if (a.tries.size() > 1) ++retried;
+      if (a.ok() && a.booking.state() == bv1::Booking::CONFIRMED) {
+        const Interval blocked = BlockedOf(a.booking), reserved = ReservedOf(a.booking);
+        const bool content_ok = absl::StartsWith(a.booking.name(), "bookings/") &&
+                                a.booking.instrument() == InstrumentName(a.instrument) &&
+                                a.booking.user() == "users/" + a.user_id && reserved.start == a.reserved.start &&
+                                reserved.end == a.reserved.end && blocked.start == a.reserved.start &&
+                                blocked.end == a.reserved.end + Buffer(a.instrument) &&
+                                names.insert(a.booking.name()).second;
+        if (!content_ok && ++wrong_content <= kMaxListedFailures) {
+          ADD_FAILURE() << "accepted booking is not what was asked (or its name is not unique): " << a.Describe();
+        }
+        accepted.push_back(a);
+      } else if (a.slot_taken()) {
+        rejected.push_back(a);
+      } else if (++unexpected <= kMaxListedFailures) {
+        ADD_FAILURE() << "final answer neither OK/CONFIRMED nor SLOT_TAKEN: " << a.Describe();
+      }
+    }
+    EXPECT_EQ(unexpected, 0) << "final answers other than OK/CONFIRMED or SLOT_TAKEN";
+    EXPECT_EQ(wrong_content, 0);
+    std::cout << attempts.size() << " requests: " << accepted.size() << " accepted, " << rejected.size()
+              << " SLOT_TAKEN, " << unexpected << " other; " << retried << " needed more than one try\n";
+    EXPECT_GT(accepted.size(), 0u);
+    EXPECT_GT(rejected.size(), 0u);
+
+    // ---- Per instrument: disjoint; every replica lists exactly them.
+    std::vector<std::vector<std::pair<Interval, std::string>>> by_instrument(static_cast<size_t>(kInstruments));
+    std::map<std::string, const Attempt*> by_name;
+    for (const Attempt& a : accepted) {
+      by_instrument[static_cast<size_t>(a.instrument)].push_back({BlockedOf(a.booking), a.booking.name()});
+      by_name[a.booking.name()] = &a;
+    }
+    for (int i = 0; i < kInstruments; ++i) {
+      const auto& mine = by_instrument[static_cast<size_t>(i)];
+      EXPECT_EQ(FindOverlap(mine), "") << "accepted bookings overlap on " << InstrumentName(i);
+      std::set<std::string> expected_names;
+      for (const auto& [iv, name] : mine) expected_names.insert(name);
+      for (int server : live_servers) {
+        auto listed = ListAll(server, i, {bv1::Booking::CONFIRMED});
+        EXPECT_TRUE(listed.ok()) << listed.status();
+        if (!listed.ok()) continue;
+        std::set<std::string> listed_names;
+        std::vector<std::pair<Interval, std::string>> listed_blocked;
+        for (const bv1::Booking& b : *listed) {
+          listed_names.insert(b.name());
+          listed_blocked.push_back({BlockedOf(b), b.name()});
+          auto it = by_name.find(b.name());
+          if (it != by_name.end()) {
+            EXPECT_TRUE(BlockedOf(b).start == BlockedOf(it->second->booking).start &&
+                        BlockedOf(b).end == BlockedOf(it->second->booking).end)
+                << "listed " << b.name() << " differs from its answer " << it->second->Describe();
+          }
+        }
+        EXPECT_EQ(listed->size(), listed_names.size()) << "ListBookings repeats a booking";
+        std::vector<std::string> missing, extra;
+        std::set_difference(expected_names.begin(), expected_names.end(), listed_names.begin(), listed_names.end(),
+                            std::back_inserter(missing));
+        std::set_difference(listed_names.begin(), listed_names.end(), expected_names.begin(), expected_names.end(),
+                            std::back_inserter(extra));
+        EXPECT_TRUE(missing.empty()) << missing.size() << " acknowledged bookings of " << InstrumentName(i)
+                                     << " not listed via booking-" << server << ", e.g. " << missing.front() << ": "
+                                     << by_name[missing.front()]->Describe();
+        EXPECT_TRUE(extra.empty()) << extra.size() << " listed bookings of " << InstrumentName(i)
+                                   << " no client was answered OK for, via booking-" << server << ", e.g. "
+                                   << extra.front();
+        EXPECT_EQ(FindOverlap(listed_blocked), "") << "listed bookings overlap on " << InstrumentName(i);
+      }
+    }
+
+    // ---- Every rejection had an accepted booking in its way.
+    int unjustified = 0;
+    for (const Attempt& r : rejected) {
+      const Interval want{r.reserved.start, r.reserved.end + Buffer(r.instrument)};
+      bool clash = false;
+      for (const auto& [iv, name] : by_instrument[static_cast<size_t>(r.instrument)]) clash = clash || Overlaps(iv, want);
+      if (!clash && ++unjustified <= kMaxListedFailures) {
+        ADD_FAILURE() << "SLOT_TAKEN although no accepted booking overlaps " << Fmt(want) << ": " << r.Describe();
+      }
+    }
+    EXPECT_EQ(unjustified, 0) << "rejections with nothing in the way";
+
+    // ---- Events: one booking_created per accepted booking, nothing else.
+    auto events = ReadOutbox();
+    EXPECT_TRUE(events.ok()) << events.status();
+    if (events.ok()) {
+      std::map<std::string, std::map<std::string, int>> kinds;
+      std::map<std::string, std::set<int>> partitions;
+      int bad_events = 0;
+      for (const OutboxEvent& e : *events) {
+        auto [name, kind] = EventBooking(e.event);
+        ++kinds[name][kind];
+        auto it = by_name.find(name);
+        if (it == by_name.end()) {
+          if (++bad_events <= kMaxListedFailures) {
+            ADD_FAILURE() << "event " << e.entry_id << " on partition " << e.partition << " (" << kind << ") for '"
+                          << name << "', which no client was answered OK for: " << e.event.ShortDebugString();
+          }
+          continue;
+        }
+        partitions[it->second->booking.instrument()].insert(e.partition);
+        if (kind != "created" || e.event.header().request_id() != it->second->request_id) {
+          if (++bad_events <= kMaxListedFailures) {
+            ADD_FAILURE() << "event " << e.entry_id << " (" << kind << ") header.request_id '"
+                          << e.event.header().request_id() << "' for " << it->second->Describe();
+          }
+        }
+      }
+      EXPECT_EQ(bad_events, 0);
+      int missing = 0;
+      for (const Attempt& a : accepted) {
+        const auto& k = kinds[a.booking.name()];
+        const int created = k.count("created") ? k.at("created") : 0;
+        if ((created != 1 || k.size() != 1) && ++missing <= kMaxListedFailures) {
+          ADD_FAILURE() << a.booking.name() << ": " << created << " booking_created, " << k.size()
+                        << " kinds of event; " << a.Describe();
+        }
+      }
+      EXPECT_EQ(missing, 0) << "accepted bookings without exactly one booking_created";
+      EXPECT_EQ(events->size(), accepted.size()) << "outbox events vs accepted bookings";
+      for (const auto& [instrument, ps] : partitions) {
+        EXPECT_EQ(ps.size(), 1u) << instrument << " has events on " << ps.size() << " partitions";
+      }
+    }
+
+    // ---- Listing indexes; nothing left by rejected requests.
+    EXPECT_EQ(ListedBookings(), static_cast<long long>(accepted.size())) << "listing index entries vs accepted";
+    std::set<std::string> rejected_ids;
+    for (const Attempt& r : rejected) rejected_ids.insert(r.request_id);
+    const size_t id_length = attempts.empty() ? 0 : attempts.front().request_id.size();
+    const std::string id_head = attempts.empty() ? "" : attempts.front().request_id.substr(0, 4);  // "cc-t"
+    int leaked = 0;
+    for (const std::string& key : AllKeys()) {
+      for (size_t pos = key.find(id_head); pos != std::string::npos; pos = key.find(id_head, pos + 1)) {
+        if (rejected_ids.count(key.substr(pos, id_length)) && ++leaked <= kMaxListedFailures) {
+          ADD_FAILURE() << "key '" << key << "' names rejected request " << key.substr(pos, id_length);
+        }
+      }
+    }
+    EXPECT_EQ(leaked, 0) << "keys left behind by rejected requests";
+    return accepted;
+  }
+
+  // Every accepted request sent again, unchanged, to each live replica in
+  // turn: the same booking.
+  void CheckReplays(const std::vector<Attempt>& accepted, const std::vector<int>& live_servers) {
+    int differ = 0;
+    for (size_t k = 0; k < accepted.size(); ++k) {
+      Attempt again = accepted[k];
+      again.tries.clear();
+      again.server = live_servers[k % live_servers.size()];
+      Send(&again);
+      const bool same = again.ok() && again.booking.name() == accepted[k].booking.name() &&
+                        BlockedOf(again.booking).start == BlockedOf(accepted[k].booking).start &&
+                        BlockedOf(again.booking).end == BlockedOf(accepted[k].booking).end &&
+                        again.booking.state() == accepted[k].booking.state();
+      if (!same && ++differ <= kMaxListedFailures) {
+        ADD_FAILURE() << "the same request again answered differently: first " << accepted[k].Describe()
+                      << "; again " << again.Describe();
+      }
+    }
+    EXPECT_EQ(differ, 0) << "replays of accepted requests that differ";
+  }
+
+  std::unique_ptr<RedisCluster> redis_;
+  std::unique_ptr<BookingTestCluster> cluster_;
+  std::set<std::string> expected_dead_;  // child names killed on purpose
+  absl::Time base_;
+  std::vector<std::string> instruments_;
+  std::vector<absl::Duration> buffers_;
+};
+
+}  // namespace labshare::booking::cluster_test
+
+#endif  // LABSHARE_TESTS_BOOKING_BOOKING_CLUSTER_FIXTURE_H_

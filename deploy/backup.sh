@@ -46,7 +46,7 @@ set -euo pipefail
 umask 077
 
 die() { echo "backup.sh: $*" >&2; exit 1; }
-usage() { echo "backup.sh: $*" >&2; sed -n '3,6p' "$0" >&2; exit 2; }
+usage() { echo "backup.sh: $*" >&2; sed -n '4,6p' "$0" >&2; exit 2; }
 
 dir="${LABSHARE_BACKUP_DIR:-}"
 host="${REDIS_HOST:-127.0.0.1}"
@@ -123,8 +123,12 @@ log="$dir/.$name.log.$$"
 cleanup() { rm -f "$tmp" "$tmp.sha256" "$log"; }
 trap cleanup EXIT
 
-if ! timeout "$timeout_s" redis-cli -h "$host" -p "$port" "${auth[@]}" "${cli_extra[@]}" --rdb "$tmp" >"$log" 2>&1; then
-  die "redis-cli --rdb from $host:$port as user '$user' failed (or took more than ${timeout_s}s): $(tr '\n' ' ' < "$log")"
+rc=0
+timeout "$timeout_s" redis-cli -h "$host" -p "$port" "${auth[@]}" "${cli_extra[@]}" --rdb "$tmp" >"$log" 2>&1 || rc=$?
+if [ "$rc" = 124 ]; then
+  die "redis-cli --rdb from $host:$port took more than ${timeout_s}s (--timeout): $(tr '\n' ' ' < "$log")"
+elif [ "$rc" != 0 ]; then
+  die "redis-cli --rdb from $host:$port as user '$user' failed: $(tr '\n' ' ' < "$log")"
 fi
 grep -q "Transfer finished with success" "$log" || die "redis-cli --rdb from $host:$port did not finish: $(tr '\n' ' ' < "$log")"
 [ -s "$tmp" ] || die "redis-cli --rdb from $host:$port wrote an empty file"

@@ -8,8 +8,9 @@
 #    backup.sh) and reads it whole with redis-check-rdb; refuses it on any
 #    mismatch or error.
 # 2. Refuses a TARGET_DIR that exists and is not empty (a live data
-#    directory!) unless --force: then its contents are moved aside to
-#    TARGET_DIR.before-restore-<UTC time> (nothing is deleted).
+#    directory!) unless --force: then its contents are moved aside into
+#    TARGET_DIR/before-restore-<UTC time>/ (same volume, nothing deleted;
+#    Redis ignores the folder; remove it once the restore is checked).
 # 3. Writes TARGET_DIR/dump.rdb (temporary name, flushed, renamed).
 # 4. Unless --no_aof: turns it into the append-only file every LabShare
 #    deployment runs with (appendonly yes). This step is needed: Redis 7
@@ -70,11 +71,12 @@ keys="$(echo "$check" | sed -n 's/^\[info\] \([0-9]*\) keys read$/\1/p')"
 if [ -e "$target" ] && [ ! -d "$target" ]; then die "$target exists and is not a directory"; fi
 if [ -d "$target" ] && [ -n "$(ls -A "$target")" ]; then
   [ "$force" = 1 ] || die "$target is not empty (a live data directory?); stop Redis and pass --force to move its contents aside"
-  aside="$target.before-restore-$(date -u +%Y%m%dT%H%M%SZ)"
+  aside="$target/before-restore-$(date -u +%Y%m%dT%H%M%SZ)"
   [ ! -e "$aside" ] || die "$aside already exists"
   mkdir "$aside"
   for f in "$target"/* "$target"/.[!.]* "$target"/..?*; do
     [ -e "$f" ] || continue
+    case "$(basename "$f")" in before-restore-*) continue ;; esac  # earlier restores' folders stay
     mv "$f" "$aside/" || die "cannot move $f to $aside"
   done
   echo "restore.sh: the previous contents of $target are in $aside"

@@ -411,14 +411,16 @@ PY
 echo "== systemd"
 mkdir -p "$work/units" "$work/bin"
 for s in inventory booking billing usage; do ln -s "$build/bin/labshare-$s" "$work/bin/labshare-$s"; done
+ln -s "$root/deploy/backup.sh" "$work/bin/labshare-backup"  # labshare-backup.service (plain Redis port, no TLS)
 for f in "$root"/deploy/systemd/*.service; do
   sed "s|/usr/local/bin/|$work/bin/|" "$f" > "$work/units/$(basename "$f")"
   for cred in $(sed -n 's/^LoadCredential=[^:]*://p' "$f"); do
     [ -f "$secrets/${cred#/etc/labshare/}" ] || { echo "$(basename "$f"): $cred is not made by make-secrets.sh"; exit 1; }
   done
-  grep -q -- "--tls_ca=%d/ca.crt" "$f" || { echo "$(basename "$f"): no TLS"; exit 1; }
+  [ "$(basename "$f")" = labshare-backup.service ] || grep -q -- "--tls_ca=%d/ca.crt" "$f" || { echo "$(basename "$f"): no TLS"; exit 1; }
 done
-if ! systemd-analyze verify "$work"/units/*.service > "$work/verify.log" 2>&1 || [ -s "$work/verify.log" ]; then
+cp "$root"/deploy/systemd/*.timer "$work/units/"
+if ! systemd-analyze verify "$work"/units/*.service "$work"/units/*.timer > "$work/verify.log" 2>&1 || [ -s "$work/verify.log" ]; then
   cat "$work/verify.log"
   echo "systemd units: warnings or errors"
   exit 1

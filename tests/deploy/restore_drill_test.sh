@@ -1,0 +1,451 @@
+#!/bin/bash
+# The restore drill: a backup of the running platform, restored into a fresh
+# Redis, serves exactly the same books.
+#
+# 1. The platform runs (deploy/run-local.sh on free loopback ports, demo time,
+#    TLS, Redis with ACL users) and plays the demo month
+#    (deploy/demo-scenario.sh).
+# 2. Once every outbox consumer group has caught up, the real client
+#    (`labshare --json`) records every balance, statement, invoice, charge,
+#    posting, payment, deposit, settlement, income report, usage figure,
+#    query, sharing matrix, idle/under-shared list, the whole audit trail,
+#    bookings, leases, orders and the inventory: one file per call, every
+#    page.
+# 3. deploy/backup.sh takes a snapshot of the running Redis (as user admin);
+#    the recording is taken again and must not have moved.
+# 4. deploy/restore.sh restores the snapshot into a new data directory; a new
+#    redis-server (new free port, same ACL file, AOF always) starts on it and
+#    four new service processes (new ports) on that Redis. Every outbox
+#    consumer group in the restored Redis is caught up.
+# 5. The same recording against the restored services must be equal byte for
+#    byte (a diff is printed otherwise). Then the annual report, its CSV, the
+#    audit-chain verification and the audit-trail export up to the recorded
+#    head (these calls append to the audit trail, so they come after the
+#    reads) are compared the same way, and on the restored data the whole
+#    chain verifies: VerifyAuditChain VERIFIED and deploy/verify_audit.py
+#    with the usage service's public key (head signature valid).
+# Also: backup.sh keeps the newest --keep snapshots and fails cleanly on a
+# wrong password; restore.sh refuses a tampered snapshot and a non-empty
+# target without --force, and --force moves the old contents aside; the
+# CronJob in deploy/k8s runs this backup.sh.
+# Prints the time the backup and the restore took and the snapshot's size.
+#
+# usage: tests/deploy/restore_drill_test.sh BUILD_DIR   (BUILD_DIR/bin holds the binaries)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+if [ "${1:-}" != --inner ]; then
+  build="$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  # The CronJob runs a copy of deploy/backup.sh (kustomize reads no file
+  # outside deploy/k8s/base): it must be this one.
+  # (the ConfigMap's last key, a literal block indented by 4 spaces).
+  if ! sed -n '/^  backup.sh: |$/,$p' "$root/deploy/k8s/base/backup-cronjob.yaml" | tail -n +2 | sed 's/^    //' |
+       cmp -s - "$root/deploy/backup.sh"; then
+    echo "deploy/k8s/base/backup-cronjob.yaml: its copy of backup.sh differs from deploy/backup.sh (refresh it: see its header)"
+    exit 1
+  fi
+  echo "the CronJob's backup.sh is deploy/backup.sh"
+  read -r base redis_port < <(python3 - <<'PY'
+import socket, random
+def free(p):
+    s = socket.socket()
+    try: s.bind(("127.0.0.1", p)); return True
+    except OSError: return False
+    finally: s.close()
+while True:
+    b = random.randint(20000, 40000)
+    if all(free(p) for p in [b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 100, b + 101, b + 102, b + 103]): break
+s = socket.socket(); s.bind(("127.0.0.1", 0)); r = s.getsockname()[1]; s.close()
+print(b, r)
+PY
+)
+  rc=0
+  LABSHARE_BUILD_DIR="$build" LABSHARE_NO_BUILD=1 LABSHARE_BASE_PORT="$base" LABSHARE_REDIS_PORT="$redis_port" \
+  LABSHARE_DATA_DIR="$work/data" LABSHARE_CLOCK_FILE="$work/clock" \
+    "$root/deploy/run-local.sh" --fresh --then "bash '$here/restore_drill_test.sh' --inner '$work'" > "$work/out" 2>&1 || rc=$?
+  cat "$work/out"
+  if [ "$rc" != 0 ]; then
+    echo "the restore drill failed (exit $rc); logs:"
+    for f in "$work"/data/*.log "$work"/restored-run/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done
+    exit 1
+  fi
+  exit 0
+fi
+
+# ---------------------------------------------------------------- inner part
+# Runs inside run-local.sh --then: the platform is up; its environment
+# (LABSHARE_BIN, LABSHARE_DATA_DIR, LABSHARE_CONFIG, LABSHARE_TLS_CA,
+# LABSHARE_ISSUER, LABSHARE_CLOCK_FILE, LABSHARE_REDIS_PORT) is set.
+work="$2"
+bin="$LABSHARE_BIN" data="$LABSHARE_DATA_DIR" redis_port="$LABSHARE_REDIS_PORT"
+secrets="$data/secrets" pki="$data/secrets/pki"
+orig_conf="$LABSHARE_CONFIG"
+step() { echo; echo "### $*"; }
+fail() { echo "FAIL: $*"; exit 1; }
+now() { date +%s%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }
+export REDISCLI_AUTH; REDISCLI_AUTH="$(head -n1 "$secrets/redis/admin.password")"
+rcli() { local port=$1; shift; redis-cli -h 127.0.0.1 -p "$port" --user admin "$@"; }
+
+# Processes this part starts (the restored Redis and services): stopped on
+# any exit, TERM then KILL after a bounded wait.
+pids=()
+stop_all() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 200); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  pids=()
+}
+trap stop_all EXIT
+
+step "1. The demo month"
+"$root/deploy/demo-scenario.sh" > "$work/demo.out" 2>&1 || { cat "$work/demo.out"; fail "the demo scenario failed"; }
+grep "^RESULT" "$work/demo.out"
+
+# Every consumer group of every outbox stream has read its stream to the end
+# and acknowledged everything: nothing is in flight between the services.
+caught_up() {  # port -> exit 0 when caught up; prints what is not
+  local port=$1 key
+  for key in $(rcli "$port" --scan --pattern '*outbox*'); do
+    [ "$(rcli "$port" type "$key")" = stream ] || continue
+    python3 - "$key" "$(rcli "$port" --json xinfo stream "$key")" "$(rcli "$port" --json xinfo groups "$key")" <<'PY' || return 1
+import json, sys
+key, stream, groups = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+late = [g["name"] for g in groups
+        if g["pending"] != 0 or g["last-delivered-id"] != stream["last-generated-id"]]
+if late:
+    print("%s: groups not caught up: %s" % (key, late))
+    sys.exit(1)
+PY
+  done
+}
+wait_caught_up() {  # port what
+  local deadline=$(( $(date +%s) + 180 ))
+  until caught_up "$1" > "$work/caught_up.out"; do
+    [ "$(date +%s)" -lt "$deadline" ] || { cat "$work/caught_up.out"; fail "$2: consumers did not catch up within 180s"; }
+    sleep 0.5
+  done
+}
+
+# A token of a consortium admin and auditor (the services take roles from
+# the token), minted from the issuer's key as run-local.sh's bootstrap does.
+token() {
+  "$bin/labshare-token" --signing_key_file="$secrets/token-signing.pem" --user=admin --org=zju \
+    --roles=consortium_admin,auditor --ttl=30m
+}
+
+# call DIR FILE service Method [args]: the JSON answer, every page (the
+# opaque next_page_token is written as "(token)"), into DIR/FILE.
+call() {
+  local dir=$1 file=$2; shift 2
+  local tok="" pages=0
+  : > "$dir/$file"
+  while :; do
+    if ! "$bin/labshare" --json "$@" ${tok:+--page_token="$tok"} > "$dir/.page" 2> "$dir/.err"; then
+      fail "labshare $* failed: $(cat "$dir/.err")"
+    fi
+    tok="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("next_page_token", ""))' "$dir/.page")"
+    sed -E 's/^ "next_page_token": ".*"(,?)$/ "next_page_token": "(token)"\1/' "$dir/.page" >> "$dir/$file"
+    pages=$((pages + 1))
+    [ -n "$tok" ] || break
+    [ "$pages" -lt 1000 ] || fail "labshare $*: more than 1000 pages"
+  done
+}
+# raw DIR FILE service Method [args]: the answer as the client prints it
+# (streamed exports: the file itself; others: the text form).
+raw() {
+  local dir=$1 file=$2; shift 2
+  "$bin/labshare" "$@" > "$dir/$file" 2> "$dir/.err" || fail "labshare $* failed: $(cat "$dir/.err")"
+}
+names() {  # FILE FIELD: the "name"s of the list FIELD in a recorded file
+  python3 -c '
+import json, sys
+text = open(sys.argv[1]).read()
+dec, i, out = json.JSONDecoder(), 0, []
+while i < len(text):
+    if text[i].isspace(): i += 1; continue
+    d, i = dec.raw_decode(text, i)
+    out += [x["name"] for x in d.get(sys.argv[2], [])]
+print("\n".join(out))' "$1" "$2"
+}
+
+year=(--interval.start_time=2027-01-01T00:00:00+08:00 --interval.end_time=2028-01-01T00:00:00+08:00)
+march=(--range.start_time=2027-03-01T00:00:00+08:00 --range.end_time=2027-04-01T00:00:00+08:00)
+year_range=(--range.start_time=2027-01-01T00:00:00+08:00 --range.end_time=2028-01-01T00:00:00+08:00)
+
+# record DIR CONFIG: every read, against the services of CONFIG.
+record() {
+  local d=$1 o i n
+  rm -rf "$d"; mkdir -p "$d"
+  export LABSHARE_CONFIG=$2 LABSHARE_TOKEN; LABSHARE_TOKEN="$(token)"
+  call "$d" inventory-organizations inventory ListOrganizations --page_size=50
+  call "$d" inventory-instruments inventory ListInstruments --page_size=50
+  call "$d" inventory-users inventory ListUsers --page_size=50
+  call "$d" inventory-facilities inventory ListFacilities --page_size=50
+  for o in $(names "$d/inventory-organizations" organizations); do
+    n=${o#organizations/}
+    call "$d" "balances-$n" billing ListBalances --parent="$o" --page_size=50
+    call "$d" "balances-by-counterparty-$n" billing ListBalances --parent="$o" --group_by_counterparty --page_size=50
+    call "$d" "statement-$n" billing GetOrganizationStatement --organization="$o" "${year[@]}" --page_size=50
+    call "$d" "invoices-$n" billing ListInvoices --payer_organization="$o" --page_size=50
+    call "$d" "income-$n" billing GetOwnerIncomeReport --owner_organization="$o" "${year[@]}" --page_size=50
+    call "$d" "payments-$n" billing ListPayments --organization="$o" --page_size=50
+    call "$d" "postings-$n" billing ListPostings --organization="$o" --page_size=50
+    raw "$d" "balances-$n.txt" billing ListBalances --parent="$o" --page_size=1000
+    raw "$d" "statement-$n.txt" billing GetOrganizationStatement --organization="$o" "${year[@]}" --page_size=1000
+  done
+  call "$d" balances-all-organizations billing ListBalances --parent=organizations/- --page_size=50
+  call "$d" balances-all-subsidy-pools billing ListBalances --parent=subsidyPools/- --page_size=50
+  call "$d" subsidy-pools billing ListSubsidyPools --page_size=50
+  call "$d" invoices billing ListInvoices --page_size=50
+  for i in $(names "$d/invoices" invoices); do
+    call "$d" "invoice-${i//\//_}" billing GetInvoice "$i"
+    raw "$d" "invoice-${i//\//_}.txt" billing GetInvoice "$i"
+  done
+  call "$d" settlements billing ListSettlements --page_size=50
+  for i in $(names "$d/settlements" settlements); do call "$d" "settlement-${i//\//_}" billing GetSettlement "$i"; done
+  call "$d" charges billing ListCharges --page_size=50
+  call "$d" postings billing ListPostings --page_size=50
+  call "$d" payments billing ListPayments --page_size=50
+  call "$d" deposits billing ListDeposits --page_size=50
+  call "$d" figures-march usage GetUsageFigures "${march[@]}"
+  call "$d" figures-2027 usage GetUsageFigures "${year_range[@]}"
+  for i in $(names "$d/inventory-instruments" instruments); do
+    call "$d" "figures-march-${i#instruments/}" usage GetUsageFigures "${march[@]}" --filter.instruments="$i"
+    call "$d" "rates-${i#instruments/}" inventory ListRates --parent="$i" --page_size=50
+  done
+  raw "$d" figures-sem-1.txt usage GetUsageFigures "${march[@]}" --filter.instruments=instruments/sem-1
+  for g in INSTRUMENT OWNER_ORGANIZATION FACILITY CATEGORY USER_ORGANIZATION SHARING_MODE; do
+    call "$d" "query-march-$g" usage QueryUsage "${march[@]}" --group_by="DIMENSION_$g" --page_size=50
+  done
+  call "$d" query-2027-monthly usage QueryUsage "${year_range[@]}" --granularity=PERIOD_GRANULARITY_MONTH \
+    --group_by=DIMENSION_OWNER_ORGANIZATION --page_size=50
+  call "$d" sharing-matrix usage GetSharingMatrix "${march[@]}" --include_internal --split_by_mode --page_size=50
+  call "$d" idle usage ListIdleInstruments "${year_range[@]}" --page_size=50
+  call "$d" under-shared usage ListUnderSharedInstruments "${year_range[@]}" --page_size=50
+  call "$d" thresholds usage GetThresholds thresholds
+  call "$d" audit-entries usage ListAuditEntries --view=AUDIT_ENTRY_VIEW_FULL --page_size=100
+  call "$d" bookings booking ListBookings --page_size=50
+  call "$d" leases booking ListLeases --page_size=50
+  call "$d" service-orders booking ListServiceOrders --page_size=50
+  call "$d" projects booking ListProjects --page_size=50
+  rm -f "$d/.page" "$d/.err"
+}
+# reports DIR CONFIG HEAD: the calls that append to the audit trail (they
+# publish AuditVerificationRun, ReportExported, ReportGenerated; each
+# side's new entries have their own random event ids), over the chain up to
+# HEAD, the recorded head.
+reports() {
+  local d=$1 head=$3
+  rm -rf "$d"; mkdir -p "$d"
+  export LABSHARE_CONFIG=$2 LABSHARE_TOKEN; LABSHARE_TOKEN="$(token)"
+  # First, while the head is still the recorded one (the answer shows it).
+  call "$d" verify-to-recorded-head usage VerifyAuditChain --start_sequence=1 --end_sequence=$((head + 1)) \
+    --request_id=restore-drill-verify
+  raw "$d" audit-to-recorded-head.jsonl usage ExportAuditTrail --format=AUDIT_EXPORT_FORMAT_JSONL \
+    --end_sequence=$((head + 1))
+  call "$d" annual-report-2027 usage GetAnnualReport --year=2027 --page_size=50
+  raw "$d" annual-report-2027.csv usage ExportAnnualReportCsv --year=2027
+  rm -f "$d/.page" "$d/.err"
+}
+compare() {  # A B what
+  if ! diff -r -u "$1" "$2" > "$work/diff.out"; then
+    head -200 "$work/diff.out"
+    fail "$3: the recordings differ (above; whole diff: $(wc -l < "$work/diff.out") lines)"
+  fi
+  echo "$3: equal, $(ls "$1" | wc -l) files, $(cat "$1"/* | wc -c) bytes"
+}
+
+step "2. The books of the running platform, once every consumer has caught up"
+wait_caught_up "$redis_port" "the running platform"
+t0=$(now)
+record "$work/rec-a" "$orig_conf"
+record_seconds=$(secs "$t0" "$(now)")
+head="$(python3 -c '
+import json, sys
+text = open(sys.argv[1]).read()
+dec, i, last = json.JSONDecoder(), 0, 0
+while i < len(text):
+    if text[i].isspace(): i += 1; continue
+    d, i = dec.raw_decode(text, i)
+    last = max([last] + [int(e["sequence"]) for e in d.get("entries", [])])
+print(last)' "$work/rec-a/audit-entries")"
+[ "$head" -gt 0 ] || fail "no audit entries recorded"
+echo "recorded $(ls "$work/rec-a" | wc -l) files ($(cat "$work/rec-a"/* | wc -c) bytes) in ${record_seconds}s; audit trail head: $head"
+python3 -c '
+import json, sys
+text = open(sys.argv[1]).read()
+dec, i = json.JSONDecoder(), 0
+while i < len(text):
+    if text[i].isspace(): i += 1; continue
+    d, i = dec.raw_decode(text, i)
+    for v in d.get("invoices", []):
+        print("  %s %s amount_due %s" % (v["name"], v.get("payer_organization"), v.get("amount_due", {}).get("amount_minor", "0")))
+' "$work/rec-a/invoices"
+
+step "3. backup.sh: a snapshot of the running Redis"
+backups="$work/backups"
+mkdir -p "$backups"
+# Two older snapshots already there: --keep=2 leaves the newer one and the new.
+for old in 20000101T000000Z 20000102T000000Z; do
+  echo "old" > "$backups/labshare-$old.rdb"
+  (cd "$backups" && sha256sum "labshare-$old.rdb" > "labshare-$old.rdb.sha256")
+done
+t0=$(now)
+"$root/deploy/backup.sh" --dir="$backups" --host=127.0.0.1 --port="$redis_port" --user=admin \
+  --password_file="$secrets/redis/admin.password" --keep=2 | tee "$work/backup.out"
+t1=$(now)
+backup_seconds=$(secs "$t0" "$t1")
+snapshot="$(sed -n 's/^snapshot \([^ ]*\) .*/\1/p' "$work/backup.out")"
+[ -f "$snapshot" ] && [ -f "$snapshot.sha256" ] || fail "backup.sh wrote no snapshot"
+left="$(cd "$backups" && ls -A | tr '\n' ' ')"
+[ "$left" = "labshare-20000102T000000Z.rdb labshare-20000102T000000Z.rdb.sha256 $(basename "$snapshot") $(basename "$snapshot").sha256 " ] ||
+  fail "--keep=2 left: $left"
+echo "--keep=2: the newest two snapshots are left ($left)"
+(cd "$backups" && sha256sum -c --quiet "$(basename "$snapshot").sha256") || fail "the snapshot does not match its .sha256"
+bytes="$(stat -c %s "$snapshot")"
+keys="$(sed -n 's/.* keys=\([0-9]*\) .*/\1/p' "$work/backup.out")"
+# A wrong password: exit 1, a message, nothing written.
+echo wrong > "$work/wrong.password"
+if "$root/deploy/backup.sh" --dir="$backups" --port="$redis_port" --password_file="$work/wrong.password" 2> "$work/bad.err"; then
+  fail "backup.sh succeeded with a wrong password"
+fi
+grep -q "WRONGPASS\|failed" "$work/bad.err" || fail "backup.sh with a wrong password said: $(cat "$work/bad.err")"
+[ "$(cd "$backups" && ls -A | tr '\n' ' ')" = "$left" ] || fail "backup.sh left files after a failure: $(ls -A "$backups")"
+echo "a wrong password: exit 1, \"$(head -c 150 "$work/bad.err")...\", nothing written"
+
+record "$work/rec-a3" "$orig_conf"
+compare "$work/rec-a" "$work/rec-a3" "the running platform before and after the snapshot"
+
+step "4. restore.sh into a new data directory, a new Redis and new services on it"
+# A tampered copy is refused.
+mkdir -p "$work/tampered"
+cp "$snapshot" "$snapshot.sha256" "$work/tampered/"
+printf 'X' | dd of="$work/tampered/$(basename "$snapshot")" bs=1 seek=100 conv=notrunc status=none
+if "$root/deploy/restore.sh" "$work/tampered/$(basename "$snapshot")" "$work/tampered-target" 2> "$work/bad.err"; then
+  fail "restore.sh accepted a tampered snapshot"
+fi
+grep -q "checksum mismatch" "$work/bad.err" || fail "restore.sh on a tampered snapshot said: $(cat "$work/bad.err")"
+[ ! -e "$work/tampered-target" ] || fail "restore.sh wrote into the target of a tampered snapshot"
+echo "a tampered snapshot: refused ($(head -c 120 "$work/bad.err")...)"
+restored="$work/restored"
+t0=$(now)
+"$root/deploy/restore.sh" "$snapshot" "$restored" | tee "$work/restore.out"
+t1=$(now)
+restore_seconds=$(secs "$t0" "$t1")
+if "$root/deploy/restore.sh" "$snapshot" "$restored" 2> "$work/bad.err"; then fail "restore.sh wrote into a non-empty directory"; fi
+grep -q "not empty" "$work/bad.err" || fail "restore.sh into a non-empty directory said: $(cat "$work/bad.err")"
+echo "a non-empty target without --force: refused"
+mkdir -p "$work/forced" && echo old > "$work/forced/dump.rdb"
+"$root/deploy/restore.sh" --force --no_aof "$snapshot" "$work/forced" > /dev/null
+cmp -s "$snapshot" "$work/forced/dump.rdb" && [ "$(cat "$work"/forced/before-restore-*/dump.rdb)" = old ] ||
+  fail "restore.sh --force: $(find "$work/forced" | tr '\n' ' ')"
+echo "--force: the old contents moved into $(basename "$work"/forced/before-restore-*)/, the snapshot in place"
+
+run2="$work/restored-run"
+mkdir -p "$run2"
+read -r base2 redis2 < <(python3 - <<'PY'
+import socket, random
+def free(p):
+    s = socket.socket()
+    try: s.bind(("127.0.0.1", p)); return True
+    except OSError: return False
+    finally: s.close()
+while True:
+    b = random.randint(40001, 60000)
+    if all(free(p) for p in [b, b + 1, b + 2, b + 3, b + 100, b + 101, b + 102, b + 103]): break
+s = socket.socket(); s.bind(("127.0.0.1", 0)); r = s.getsockname()[1]; s.close()
+print(b, r)
+PY
+)
+t0=$(now)
+redis-server --port "$redis2" --bind 127.0.0.1 --dir "$restored" --aclfile "$secrets/redis/users.acl" \
+  --appendonly yes --appendfsync always --save '' > "$run2/redis.log" 2>&1 &
+pids+=($!)
+deadline=$(( $(date +%s) + 120 ))
+until [ "$(rcli "$redis2" ping 2>/dev/null)" = PONG ]; do
+  kill -0 "${pids[0]}" 2>/dev/null || { cat "$run2/redis.log"; fail "the restored Redis exited"; }
+  [ "$(date +%s)" -lt "$deadline" ] || fail "the restored Redis did not answer within 120s"
+  sleep 0.1
+done
+keys2="$(rcli "$redis2" dbsize)"
+[ "$keys2" = "$keys" ] || fail "the restored Redis has $keys2 keys, the snapshot $keys"
+echo "restored Redis on 127.0.0.1:$redis2: $keys2 keys (loaded from $(ls "$restored/appendonlydir" | tr '\n' ' '))"
+caught_up "$redis2" || fail "the snapshot holds outbox entries not yet consumed"
+
+clock=(--clock_file="$LABSHARE_CLOCK_FILE")
+start() {  # name port_offset [extra flags] (as run-local.sh starts them)
+  local name=$1 off=$2; shift 2
+  "$bin/labshare-$name" --listen="127.0.0.1:$((base2 + off))" --metrics_listen="127.0.0.1:$((base2 + 100 + off))" \
+    --tls_cert="$pki/$name.crt" --tls_key="$pki/$name.key" --tls_ca="$pki/ca.crt" --jwks="$secrets/jwks.json" \
+    --redis="127.0.0.1:$redis2" --redis_user="$name" --redis_password_file="$secrets/redis/$name.password" \
+    "${clock[@]}" "$@" > "$run2/$name.out" 2> "$run2/$name.log" &
+  pids+=($!)
+}
+start inventory 0 --token_signing_key_file="$secrets/token-signing.pem" \
+  --oidc_issuer="$LABSHARE_ISSUER" --oidc_ca_file="$pki/ca.crt"
+start booking 1 --inventory="127.0.0.1:$base2" --sweep_interval=1s --inventory_cache_ttl=0s
+start billing 2 --inventory="127.0.0.1:$base2" --lease_period_interval=1s
+start usage 3 --audit_signing_key_file="$secrets/audit-signing.pem"
+for off in 0 1 2 3; do
+  deadline=$(( $(date +%s) + 180 ))
+  until "$bin/labshare" --tls_ca="$pki/ca.crt" health "127.0.0.1:$((base2 + off))" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "the restored service on port $((base2 + off)) is not serving after 180s"
+    sleep 0.2
+  done
+done
+t1=$(now)
+up_seconds=$(secs "$t0" "$t1")
+cat > "$run2/labshare.conf" <<CONF
+inventory = 127.0.0.1:$base2
+booking = 127.0.0.1:$((base2 + 1))
+billing = 127.0.0.1:$((base2 + 2))
+usage = 127.0.0.1:$((base2 + 3))
+tls_ca = $pki/ca.crt
+CONF
+echo "restored services on 127.0.0.1:$base2..$((base2 + 3)), serving ${up_seconds}s after Redis started"
+
+step "5. The books of the restored platform"
+record "$work/rec-b" "$run2/labshare.conf"
+compare "$work/rec-a" "$work/rec-b" "the running platform and the restored one"
+reports "$work/rep-a" "$orig_conf" "$head"
+reports "$work/rep-b" "$run2/labshare.conf" "$head"
+compare "$work/rep-a" "$work/rep-b" "annual report, its CSV, audit verification and export up to $head"
+grep -q '"result": "VERIFIED"' "$work/rep-b/verify-to-recorded-head" || fail "restored: $(cat "$work/rep-b/verify-to-recorded-head")"
+python3 "$root/deploy/verify_audit.py" "$work/rep-b/audit-to-recorded-head.jsonl" || fail "verify_audit.py rejects the restored export"
+
+step "6. The whole audit chain of the restored data"
+export LABSHARE_CONFIG="$run2/labshare.conf" LABSHARE_TOKEN; LABSHARE_TOKEN="$(token)"
+wait_caught_up "$redis2" "the restored platform"  # the reports' own entries are appended
+"$bin/labshare" --json usage VerifyAuditChain --request_id=restore-drill-verify-all > "$work/verify-all.json"
+python3 - "$work/verify-all.json" "$head" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["result"] == "VERIFIED", d
+assert int(d["entries_checked"]) >= int(sys.argv[2]), d
+assert d["head"].get("signature"), d
+print("VerifyAuditChain on the restored data: %s, %s entries, head %s signed (key %s)"
+      % (d["result"], d["entries_checked"], d["head"]["sequence"], d["head"]["key_id"][:16]))
+PY
+"$bin/labshare" usage ExportAuditTrail --format=AUDIT_EXPORT_FORMAT_JSONL > "$work/audit-all.jsonl" ||
+  fail "ExportAuditTrail on the restored data failed"
+openssl pkey -in "$secrets/audit-signing.pem" -pubout -out "$work/audit.pub.pem" 2>/dev/null
+python3 "$root/deploy/verify_audit.py" "$work/audit-all.jsonl" --public_key="$work/audit.pub.pem" ||
+  fail "verify_audit.py rejects the restored audit trail"
+
+step "Result"
+echo "RESULT snapshot_bytes=$bytes"
+echo "RESULT snapshot_keys=$keys"
+echo "RESULT backup_seconds=$backup_seconds"
+echo "RESULT restore_seconds=$restore_seconds"
+echo "RESULT restored_platform_serving_seconds=$up_seconds"
+echo "RESULT compared_files=$(( $(ls "$work/rec-a" | wc -l) + $(ls "$work/rep-a" | wc -l) ))"
+echo "RESULT audit_head_compared=$head"
+echo "restore drill: PASS"

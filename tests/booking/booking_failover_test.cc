@@ -1,18 +1,20 @@
 // Sentinel failover under contested booking load (issue 15, "Failover"):
 // 1 master + 2 replicas + 3 sentinels (tests/support/redis_sentinel.h, AOF
 // `always`, min-replicas-to-write 1), one inventory and three booking
-// replicas started with --redis_sentinels and --redis_wait_replicas=1,
+// replicas and one labshare-usage (consuming every outbox into its audit
+// hash chain) started with --redis_sentinels and --redis_wait_replicas=1,
 // twelve client threads booking overlapping slots on three instruments. The
 // master is killed with SIGKILL mid-load; the clients retry UNAVAILABLE
 // answers with the same request_id (bounded). Afterwards the whole history
 // is checked on the new master (booking_history.h): no overlap, every
 // acknowledged booking present as answered and listed, its booking_created
-// event in the outbox exactly once, every request sent again answered the
-// same. Prints the seconds from the kill until the sentinels promoted a
+// event in the outbox exactly once and in the audit trail exactly once (the
+// chain verifies), every request sent again answered the same. Prints the seconds from the kill until the sentinels promoted a
 // replica and until a write was acknowledged again.
 #include <gtest/gtest.h>
 
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +26,7 @@
 #include "absl/time/time.h"
 #include "tests/booking/booking_history.h"
 #include "tests/booking/booking_test_cluster.h"
+#include "labshare/usage/v1/usage.grpc.pb.h"
 #include "tests/support/redis_sentinel.h"
 
 namespace labshare::testing {
@@ -46,6 +49,13 @@ class BookingFailoverTest : public ::testing::Test {
       for (const std::string& dead : cluster_->DeadChildren()) {
         ADD_FAILURE() << "a child process ended during the test: " << dead;
       }
+      if (usage_ != nullptr) {
+        const std::string how = usage_->ExitedEarly();
+        if (!how.empty()) ADD_FAILURE() << "labshare-usage ended during the test: " << how;
+        if (HasFailure()) std::cerr << "----- usage stderr tail -----\n" << usage_->StderrTail(8000) << "\n";
+        usage_->Stop();
+        usage_.reset();
+      }
       if (HasFailure()) {
         std::cerr << cluster_->DumpLogs(/*tail_bytes=*/8000);
         if (redis_ != nullptr) std::cerr << redis_->SentinelLogs(4000);
@@ -58,6 +68,7 @@ class BookingFailoverTest : public ::testing::Test {
 
   std::unique_ptr<RedisSentinelSetup> redis_;
   std::unique_ptr<BookingTestCluster> cluster_;
+  std::unique_ptr<ChildProcess> usage_;
 };
 
 TEST_F(BookingFailoverTest, MasterKilledUnderContestedLoadLosesNoAcknowledgedBooking) {
@@ -73,6 +84,16 @@ TEST_F(BookingFailoverTest, MasterKilledUnderContestedLoadLosesNoAcknowledgedBoo
   auto cluster = BookingTestCluster::Start(kBookingReplicas, options);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   cluster_ = *std::move(cluster);
+  auto usage = ChildProcess::Start(
+      "usage", cluster_->bin_dir() + "/labshare-usage",
+      WithTls([&] {
+        std::vector<std::string> args = {"--listen=127.0.0.1:0", "--audit_unsigned"};
+        for (const std::string& f : redis_->ServiceFlags()) args.push_back(f);
+        return args;
+      }(), "usage"),
+      cluster_->log_dir());
+  ASSERT_TRUE(usage.ok()) << usage.status();
+  usage_ = *std::move(usage);
 
   ContestedLoadOptions load_options;
   ASSERT_TRUE(cluster_->CreateMemberOrganization("org-f", "CORE").ok());
@@ -143,6 +164,44 @@ TEST_F(BookingFailoverTest, MasterKilledUnderContestedLoadLosesNoAcknowledgedBoo
   EXPECT_EQ(rep.unanswered, 0);
   EXPECT_EQ(rep.unexpected, 0);
   EXPECT_EQ(rep.read_errors, 0);
+
+  // The audit trail: labshare-usage consumed every outbox across the
+  // failover; each acknowledged booking's booking_created event is in the
+  // chain exactly once, and the chain verifies.
+  ASSERT_EQ(rep.created_event_ids.size(), static_cast<size_t>(rep.acknowledged - rep.missing_events));
+  const absl::Time deadline = absl::Now() + kPhaseTimeout;
+  std::map<std::string, long long> audited;  // event_id -> entries
+  std::string waiting_for;
+  while (true) {
+    waiting_for.clear();
+    for (const auto& [name, event_id] : rep.created_event_ids) {
+      if (audited[event_id] > 0) continue;
+      auto n = data.Command({"ZCARD", "{usage}:audit:idx:event:" + event_id});
+      ASSERT_TRUE(n.ok()) << n.status();
+      audited[event_id] = n->integer;
+      if (n->integer == 0 && waiting_for.empty()) waiting_for = absl::StrCat(name, " (event ", event_id, ")");
+    }
+    if (waiting_for.empty()) break;
+    ASSERT_LT(absl::Now(), deadline) << "not in the audit trail within " << kPhaseTimeout << ": " << waiting_for;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  int twice = 0;
+  for (const auto& [event_id, n] : audited) {
+    if (n != 1 && ++twice <= 10) ADD_FAILURE() << "event " << event_id << " is in the audit trail " << n << " times";
+  }
+  EXPECT_EQ(twice, 0);
+  auto usage_stub = usage::v1::UsageService::NewStub(TlsChannel(usage_->address()));
+  usage::v1::VerifyAuditChainRequest verify;
+  verify.set_request_id("failover-verify");
+  usage::v1::VerifyAuditChainResponse verified;
+  auto ctx = cluster_->AdminContext();
+  const grpc::Status vs = usage_stub->VerifyAuditChain(ctx.get(), verify, &verified);
+  ASSERT_TRUE(vs.ok()) << vs.error_message();
+  EXPECT_EQ(verified.result(), usage::v1::VERIFIED) << verified.ShortDebugString();
+  EXPECT_GE(verified.entries_checked(), static_cast<int64_t>(audited.size()));
+  std::cout << "failover: " << audited.size() << " acknowledged bookings in the audit trail once each; chain of "
+            << verified.entries_checked() << " entries " << usage::v1::VerificationResult_Name(verified.result())
+            << std::endl;
 }
 
 }  // namespace

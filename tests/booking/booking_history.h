@@ -275,6 +275,9 @@ struct HistoryReport {
   int64_t retry_mismatches = 0;  // the same request_id sent again, answered otherwise
   int64_t read_errors = 0;      // reads that failed (the check is incomplete)
   std::vector<std::string> failures;
+  // Acknowledged booking name -> event_id of its booking_created event (for
+  // consumers' checks, e.g. the audit trail).
+  std::map<std::string, std::string> created_event_ids;
 
   bool clean() const {
     return unanswered + unexpected + acknowledged_overlaps + lost + changed + unlisted + calendar_overlaps +
@@ -450,7 +453,9 @@ inline HistoryReport CheckHistory(BookingTestCluster& cluster, RedisPool& data, 
           ++rep.read_errors;
           fail(absl::StrCat(key, " entry ", entry.elements[0].str, ": no BookingEvent"));
         } else if (e.payload_case() == bv1::BookingEvent::kBookingCreated) {
-          ++created[e.booking_created().booking().name()];
+          const std::string& name = e.booking_created().booking().name();
+          ++created[name];
+          if (by_name.count(name) != 0) rep.created_event_ids[name] = e.header().event_id();
         }
       }
     }

@@ -77,6 +77,7 @@ stop_all() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   stop_all
   if [ "${keep_logs:-0}" = 1 ]; then echo "durability_bench: logs kept in $work" >&2
@@ -207,14 +208,13 @@ field_of() { grep -o " $2=[0-9.]*" <<<" ${1#RESULT}" | head -1 | cut -d= -f2; }
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 bench_rc=0
-declare -A qps p50 p99 last
+declare -A qps p50 p99
 for round in $(seq "$repeat"); do
   for m in $modes; do
     run_mode "$m" "$round"
     qps[$m]="${qps[$m]:-} $(qps_of "$result")"
     p50[$m]="${p50[$m]:-} $(field_of "$result" p50_us)"
     p99[$m]="${p99[$m]:-} $(field_of "$result" p99_us)"
-    last[$m]="$result"
   done
 done
 

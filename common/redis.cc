@@ -5,7 +5,12 @@
 #include <openssl/evp.h>
 #include <poll.h>
 
+#include <algorithm>
+#include <array>
 #include <charconv>
+#include <functional>
+#include <optional>
+#include <tuple>
 #include <cstdint>
 #include <chrono>
 #include <climits>
@@ -16,8 +21,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
+#include "absl/time/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/redis_internal.h"
 #include "common/secret_file.h"
 
 namespace labshare {
@@ -353,42 +363,382 @@ RedisScript::RedisScript(std::string source) : source_(std::move(source)) {
   }
 }
 
+// ---- Connections and routing (common/redis_internal.h) -----------------------
+
+void RedisContextDeleter::operator()(redisContext* c) const {
+  if (c != nullptr) redisFree(c);
+}
+
+bool RedisConnectionIsStale(redisContext* c) { return IsStale(c); }
+
+std::string RedisAddressText(const RedisAddress& a) {
+  if (a.host.find(':') != std::string::npos) return absl::StrCat("[", a.host, "]:", a.port);
+  return absl::StrCat(a.host, ":", a.port);
+}
+
+absl::StatusOr<RedisContextPtr> ConnectRedisNode(const RedisAddress& node, const RedisOptions& options) {
+  RedisContextPtr c(redisConnectWithTimeout(node.host.c_str(), node.port, absl::ToTimeval(options.connect_timeout)));
+  if (c == nullptr || c->err != 0) {
+    LogWarning("redis connect failed", {{"address", RedisAddressText(node)},
+                                        {"error", c != nullptr ? c->errstr : "out of memory"}});
+    return Unavailable();
+  }
+  if (redisSetTimeout(c.get(), absl::ToTimeval(options.command_timeout)) != REDIS_OK ||
+      redisEnableKeepAlive(c.get()) != REDIS_OK) {
+    LogWarning("redis socket setup failed", {{"address", RedisAddressText(node)}, {"error", c->errstr}});
+    return Unavailable();
+  }
+  // hiredis does not set close-on-exec; a forked child must not keep our
+  // connections open.
+  const int flags = fcntl(c->fd, F_GETFD);
+  if (flags >= 0) fcntl(c->fd, F_SETFD, flags | FD_CLOEXEC);
+  LS_RETURN_IF_ERROR(AuthenticateRedis(c.get(), options));
+  return c;
+}
+
+namespace {
+
+bool Is(std::string_view a, std::string_view b) {
+  return absl::EqualsIgnoreCase(absl::string_view(a.data(), a.size()), absl::string_view(b.data(), b.size()));
+}
+
+bool Same(const RedisAddress& a, const RedisAddress& b) { return a.host == b.host && a.port == b.port; }
+
+bool IsKeyless(std::string_view cmd) {
+  for (std::string_view k :
+       {"PING", "INFO", "TIME", "SCRIPT", "CLUSTER", "WAIT", "ROLE", "SCAN", "FLUSHALL", "FLUSHDB", "CONFIG",
+        "DBSIZE", "COMMAND", "ACL", "CLIENT", "SLOWLOG", "LATENCY", "SAVE", "BGSAVE", "BGREWRITEAOF",
+        "LASTSAVE", "ECHO", "AUTH", "HELLO", "SELECT", "READONLY", "READWRITE", "ASKING", "MULTI", "EXEC",
+        "DISCARD", "UNWATCH", "FUNCTION", "PUBLISH", "DEBUG", "SHUTDOWN", "RANDOMKEY", "KEYS"}) {
+    if (Is(cmd, k)) return true;
+  }
+  return false;
+}
+
+// One round trip's replies on one connection: the command (after ASKING
+// when asked to), then WAIT when asked to.
+struct Exchange {
+  bool ok = false;
+  RedisValue reply;
+  long long acked = -1;  // WAIT's answer, -1 when not sent
+};
+
+Exchange RunOn(redisContext* c, const std::vector<std::string>& argv, bool asking, int wait_replicas,
+               absl::Duration wait_timeout) {
+  Exchange e;
+  if (asking && redisAppendCommand(c, "ASKING") != REDIS_OK) return e;
+  ArgvRef ref(argv);
+  if (redisAppendCommandArgv(c, ref.argc(), ref.argv(), ref.lens()) != REDIS_OK) return e;
+  if (wait_replicas > 0) {
+    const std::string n = std::to_string(wait_replicas);
+    const std::string ms = std::to_string(absl::ToInt64Milliseconds(wait_timeout));
+    if (redisAppendCommand(c, "WAIT %s %s", n.c_str(), ms.c_str()) != REDIS_OK) return e;
+  }
+  const int replies = (asking ? 1 : 0) + 1 + (wait_replicas > 0 ? 1 : 0);
+  for (int i = 0; i < replies; ++i) {
+    void* raw = nullptr;
+    if (redisGetReply(c, &raw) != REDIS_OK || raw == nullptr) return e;
+    ReplyPtr reply(static_cast<redisReply*>(raw));
+    const bool is_command = i == (asking ? 1 : 0);
+    if (is_command) {
+      e.reply = Convert(*reply);
+    } else if (i > (asking ? 1 : 0)) {
+      e.acked = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+    }
+  }
+  e.ok = true;
+  return e;
+}
+
+constexpr int kMaxRedirects = 16;
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(20);
+constexpr absl::Duration kMaxBackoff = absl::Milliseconds(250);
+// After a failed resolution, callers fail at once for this long instead of
+// each waiting on unreachable sentinels or nodes in turn.
+constexpr absl::Duration kResolveRetry = absl::Milliseconds(100);
+
+}  // namespace
+
+int RedisCommandSlot(const std::vector<std::string>& argv) {
+  if (argv.empty()) return -1;
+  const std::string& cmd = argv[0];
+  if (Is(cmd, "EVALSHA") || Is(cmd, "EVAL") || Is(cmd, "EVALSHA_RO") || Is(cmd, "EVAL_RO") || Is(cmd, "FCALL") ||
+      Is(cmd, "FCALL_RO")) {
+    int keys = 0;
+    if (argv.size() < 4 || !absl::SimpleAtoi(argv[2], &keys) || keys <= 0) return -1;
+    return RedisKeySlot(argv[3]);
+  }
+  if (Is(cmd, "XREADGROUP") || Is(cmd, "XREAD")) {
+    for (size_t i = 1; i + 1 < argv.size(); ++i) {
+      if (Is(argv[i], "STREAMS")) return RedisKeySlot(argv[i + 1]);
+    }
+    return -1;
+  }
+  // "<command> <subcommand> <key> ...".
+  if (Is(cmd, "MEMORY") || Is(cmd, "OBJECT") || Is(cmd, "XGROUP") || Is(cmd, "XINFO")) {
+    return argv.size() > 2 ? RedisKeySlot(argv[2]) : -1;
+  }
+  if (IsKeyless(cmd) || argv.size() < 2) return -1;
+  return RedisKeySlot(argv[1]);
+}
+
+bool RedisCommandIsReadOnly(std::string_view command) {
+  for (std::string_view r :
+       {"GET", "MGET", "HGET", "HMGET", "HGETALL", "HLEN", "HEXISTS", "HKEYS", "HVALS", "HSCAN", "EXISTS", "TYPE",
+        "TTL", "PTTL", "STRLEN", "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX",
+        "ZREVRANGEBYLEX", "ZCARD", "ZSCORE", "ZMSCORE", "ZCOUNT", "ZRANK", "ZREVRANK", "ZSCAN", "SMEMBERS",
+        "SISMEMBER", "SMISMEMBER", "SCARD", "SUNION", "SINTER", "SDIFF", "SSCAN", "LRANGE", "LLEN", "LINDEX",
+        "XRANGE", "XREVRANGE", "XLEN", "XINFO", "XPENDING", "XREAD", "XREADGROUP", "SCAN", "PING", "INFO", "TIME",
+        "ROLE", "DBSIZE", "MEMORY", "OBJECT", "EVALSHA_RO", "EVAL_RO", "CLUSTER", "WAIT", "ECHO", "KEYS"}) {
+    if (Is(command, r)) return true;
+  }
+  return false;
+}
+
+RedisRedirect ParseRedisRedirect(const RedisValue& reply, const RedisAddress& from) {
+  RedisRedirect r;
+  if (!reply.is_error()) return r;
+  const absl::string_view text = reply.str;
+  const absl::string_view code = text.substr(0, text.find(' '));
+  if (code == "MOVED" || code == "ASK") {
+    // "MOVED 3999 127.0.0.1:6381"; an empty host means the answering node's.
+    std::vector<absl::string_view> parts = absl::StrSplit(text, ' ', absl::SkipEmpty());
+    if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &r.slot) || r.slot < 0 || r.slot >= 16384) return r;
+    const size_t colon = parts[2].rfind(':');
+    int port = 0;
+    if (colon == absl::string_view::npos || !absl::SimpleAtoi(parts[2].substr(colon + 1), &port)) return r;
+    absl::string_view host = parts[2].substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    r.node.host = host.empty() ? from.host : std::string(host);
+    r.node.port = port;
+    r.kind = code == "MOVED" ? RedisRedirect::Kind::kMoved : RedisRedirect::Kind::kAsk;
+  } else if (code == "TRYAGAIN") {
+    r.kind = RedisRedirect::Kind::kTryAgain;
+  } else if (code == "READONLY" || code == "MASTERDOWN" || code == "LOADING") {
+    r.kind = RedisRedirect::Kind::kNotMaster;
+  } else if (code == "CLUSTERDOWN") {
+    r.kind = RedisRedirect::Kind::kClusterDown;
+  }
+  return r;
+}
+
+absl::Status RedisReplicaAckTimeout(const RedisAddress& node, long long acked, int wanted) {
+  LogWarning("redis WAIT: too few replicas confirmed a write in time; answering UNAVAILABLE",
+             {{"address", RedisAddressText(node)},
+              {"acked", std::to_string(acked)},
+              {"wanted", std::to_string(wanted)}});
+  return StorageUnavailable("REPLICA_ACK_TIMEOUT");
+}
+
+RedisTopology::RedisTopology(RedisOptions options)
+    : options_(std::move(options)), cluster_(options_.cluster), sentinel_(!options_.cluster && !options_.sentinels.empty()) {
+  master_ = RedisAddress{options_.host, options_.port};
+  slots_.fill(-1);
+  stale_ = routed();
+}
+
+absl::StatusOr<RedisAddress> RedisTopology::NodeFor(int slot) {
+  if (!routed()) return master_;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stale_) {
+    LS_RETURN_IF_ERROR(ResolveLocked());
+  } else if (refresh_after_moved_) {
+    refresh_after_moved_ = false;
+    (void)ResolveLocked();  // on failure the patched map serves on
+  }
+  if (!cluster_) return master_;
+  if (slot < 0 || slot >= 16384) {
+    if (nodes_.empty()) return Unavailable();
+    return nodes_.front();
+  }
+  const int i = slots_[static_cast<size_t>(slot)];
+  if (i < 0) {
+    LogWarning("redis cluster: no master serves the slot", {{"slot", std::to_string(slot)}});
+    stale_ = true;
+    return Unavailable();
+  }
+  return nodes_[static_cast<size_t>(i)];
+}
+
+absl::StatusOr<std::vector<RedisAddress>> RedisTopology::Masters() {
+  if (!routed()) return std::vector<RedisAddress>{master_};
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stale_) LS_RETURN_IF_ERROR(ResolveLocked());
+  if (!cluster_) return std::vector<RedisAddress>{master_};
+  std::vector<bool> serving(nodes_.size(), false);
+  for (int16_t i : slots_) {
+    if (i >= 0) serving[static_cast<size_t>(i)] = true;
+  }
+  std::vector<RedisAddress> out;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    if (serving[i]) out.push_back(nodes_[i]);
+  }
+  std::sort(out.begin(), out.end(), [](const RedisAddress& a, const RedisAddress& b) {
+    return std::tie(a.host, a.port) < std::tie(b.host, b.port);
+  });
+  return out;
+}
+
+void RedisTopology::Invalidate() {
+  if (!routed()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  stale_ = true;
+}
+
+void RedisTopology::Moved(int slot, const RedisAddress& node) {
+  if (!cluster_ || slot < 0 || slot >= 16384) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t i = 0;
+  while (i < nodes_.size() && !(nodes_[i].host == node.host && nodes_[i].port == node.port)) ++i;
+  if (i == nodes_.size()) nodes_.push_back(node);
+  slots_[static_cast<size_t>(slot)] = static_cast<int16_t>(i);
+  // The specification's advice: a MOVED means the map changed; read it
+  // again on the next call (this slot already points to the right node).
+  refresh_after_moved_ = true;
+}
+
+absl::Status RedisTopology::ResolveLocked() {
+  const auto now = std::chrono::steady_clock::now();
+  if (failed_at_.has_value() && now - *failed_at_ < absl::ToChronoNanoseconds(kResolveRetry)) {
+    return Unavailable();
+  }
+  absl::Status s = cluster_ ? ResolveClusterLocked() : ResolveSentinelLocked();
+  if (s.ok()) {
+    stale_ = false;
+    refresh_after_moved_ = false;
+    failed_at_.reset();
+  } else {
+    failed_at_ = now;
+  }
+  return s;
+}
+
+absl::Status RedisTopology::ResolveSentinelLocked() {
+  // Sentinels run without this service's ACL user.
+  RedisOptions plain = options_;
+  plain.user.clear();
+  plain.password.clear();
+  const size_t n = options_.sentinels.size();
+  for (size_t k = 0; k < n; ++k) {
+    const size_t idx = (next_sentinel_ + k) % n;
+    const RedisAddress& sentinel = options_.sentinels[idx];
+    auto c = ConnectRedisNode(sentinel, plain);
+    if (!c.ok()) continue;
+    ReplyPtr reply(static_cast<redisReply*>(
+        redisCommand(c->get(), "SENTINEL get-master-addr-by-name %s", options_.sentinel_master.c_str())));
+    if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING || reply->element[1]->type != REDIS_REPLY_STRING) {
+      LogWarning("redis sentinel does not know the master",
+                 {{"sentinel", RedisAddressText(sentinel)}, {"master_name", options_.sentinel_master}});
+      continue;
+    }
+    RedisAddress master{std::string(reply->element[0]->str, reply->element[0]->len), 0};
+    if (!absl::SimpleAtoi(absl::string_view(reply->element[1]->str, reply->element[1]->len), &master.port)) continue;
+    // A sentinel may be behind: believe only a node that says it is master.
+    auto m = ConnectRedisNode(master, options_);
+    if (!m.ok()) continue;
+    ReplyPtr role(static_cast<redisReply*>(redisCommand(m->get(), "ROLE")));
+    if (role == nullptr || role->type != REDIS_REPLY_ARRAY || role->elements < 1 ||
+        role->element[0]->type != REDIS_REPLY_STRING ||
+        absl::string_view(role->element[0]->str, role->element[0]->len) != "master") {
+      LogWarning("redis sentinel names a node that is not (yet) master",
+                 {{"sentinel", RedisAddressText(sentinel)}, {"node", RedisAddressText(master)}});
+      continue;
+    }
+    if (master.host != master_.host || master.port != master_.port) {
+      LogInfo("redis master found through sentinel",
+              {{"sentinel", RedisAddressText(sentinel)}, {"master", RedisAddressText(master)}});
+    }
+    master_ = std::move(master);
+    next_sentinel_ = idx;
+    return absl::OkStatus();
+  }
+  LogWarning("no sentinel named a reachable master", {{"master_name", options_.sentinel_master}});
+  return Unavailable();
+}
+
+absl::Status RedisTopology::ResolveClusterLocked() {
+  std::vector<RedisAddress> candidates = nodes_;
+  candidates.push_back(RedisAddress{options_.host, options_.port});
+  for (const auto& seed : options_.cluster_seeds) candidates.push_back(seed);
+  for (const RedisAddress& node : candidates) {
+    auto c = ConnectRedisNode(node, options_);
+    if (!c.ok()) continue;
+    ReplyPtr reply(static_cast<redisReply*>(redisCommand(c->get(), "CLUSTER SLOTS")));
+    if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY) continue;
+    std::vector<RedisAddress> nodes;
+    std::array<int16_t, 16384> slots;
+    slots.fill(-1);
+    size_t assigned = 0;
+    for (size_t e = 0; e < reply->elements; ++e) {
+      const redisReply* range = reply->element[e];
+      if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 || range->element[0]->type != REDIS_REPLY_INTEGER ||
+          range->element[1]->type != REDIS_REPLY_INTEGER || range->element[2]->type != REDIS_REPLY_ARRAY ||
+          range->element[2]->elements < 2 || range->element[2]->element[0]->type != REDIS_REPLY_STRING ||
+          range->element[2]->element[1]->type != REDIS_REPLY_INTEGER) {
+        continue;
+      }
+      const long long first = range->element[0]->integer;
+      const long long last = range->element[1]->integer;
+      if (first < 0 || last >= 16384 || first > last) continue;
+      const redisReply* m = range->element[2];
+      RedisAddress master{std::string(m->element[0]->str, m->element[0]->len), static_cast<int>(m->element[1]->integer)};
+      if (master.host.empty()) master.host = node.host;  // the answering node's own address
+      if (master.host == "?") continue;                   // unknown endpoint
+      size_t i = 0;
+      while (i < nodes.size() && !(nodes[i].host == master.host && nodes[i].port == master.port)) ++i;
+      if (i == nodes.size()) nodes.push_back(master);
+      for (long long slot = first; slot <= last; ++slot) slots[static_cast<size_t>(slot)] = static_cast<int16_t>(i);
+      assigned += static_cast<size_t>(last - first + 1);
+    }
+    if (assigned == 0) continue;
+    if (nodes.size() != nodes_.size() || !std::equal(nodes.begin(), nodes.end(), nodes_.begin(), Same)) {
+      std::vector<std::string> names;
+      for (const auto& a : nodes) names.push_back(RedisAddressText(a));
+      LogInfo("redis cluster map read", {{"from", RedisAddressText(node)},
+                                         {"masters", absl::StrJoin(names, ",")},
+                                         {"slots", std::to_string(assigned)}});
+    }
+    nodes_ = std::move(nodes);
+    slots_ = slots;
+    return absl::OkStatus();
+  }
+  LogWarning("redis cluster: no known node answered CLUSTER SLOTS");
+  return Unavailable();
+}
+
 // ---- RedisPool --------------------------------------------------------------
 
 namespace {
-struct ContextDeleter {
-  void operator()(redisContext* c) const {
-    if (c != nullptr) redisFree(c);
-  }
-};
-using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
-}  // namespace
 
-// The connections to one server: at most `capacity` open, each used by one
+// The connections to one node: at most `capacity` open, each used by one
 // caller at a time.
-class RedisPool::Impl {
+class NodePool {
  public:
-  explicit Impl(const RedisOptions& options)
-      : options_(options), capacity_(static_cast<size_t>(options.pool_size > 0 ? options.pool_size : 1)) {}
+  NodePool(RedisAddress address, const RedisOptions& options)
+      : address_(std::move(address)),
+        options_(options),
+        capacity_(static_cast<size_t>(options.pool_size > 0 ? options.pool_size : 1)) {}
 
-  class Lease;
-  absl::StatusOr<ContextPtr> Acquire();
-  void Release(ContextPtr context, bool healthy);
-  absl::StatusOr<ContextPtr> Connect() const;
+  const RedisAddress& address() const { return address_; }
+  absl::StatusOr<RedisContextPtr> Acquire();
+  void Release(RedisContextPtr context, bool healthy);
 
+ private:
+  const RedisAddress address_;
   const RedisOptions& options_;
   const size_t capacity_;
   std::mutex mu_;
   std::condition_variable slot_freed_;
-  std::vector<ContextPtr> idle_;  // guarded by mu_
-  size_t open_ = 0;               // guarded by mu_; idle + leased + being connected
+  std::vector<RedisContextPtr> idle_;  // guarded by mu_
+  size_t open_ = 0;                    // guarded by mu_; idle + leased + being connected
 };
 
 // One connection leased to one caller; returned to the pool, or dropped if it
 // failed, when the lease ends.
-class RedisPool::Impl::Lease {
+class Lease {
  public:
-  Lease(Impl* pool, ContextPtr context) : pool_(pool), context_(std::move(context)) {}
+  Lease(NodePool* pool, RedisContextPtr context) : pool_(pool), context_(std::move(context)) {}
   ~Lease() { pool_->Release(std::move(context_), !broken_); }
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
@@ -399,58 +749,28 @@ class RedisPool::Impl::Lease {
   absl::Status Fail(std::string_view command) {
     broken_ = true;
     LogWarning("redis I/O failed; dropping the connection",
-               {{"address", Address(pool_->options_)},
+               {{"address", RedisAddressText(pool_->address())},
                 {"command", std::string(command)},
                 {"error", context_->err != 0 ? context_->errstr : "no reply"}});
     return Unavailable();
   }
 
  private:
-  Impl* pool_;
-  ContextPtr context_;
+  NodePool* pool_;
+  RedisContextPtr context_;
   bool broken_ = false;
 };
 
-RedisValue RedisValueFromReply(const void* reply) {
-  return Convert(*static_cast<const redisReply*>(reply));
-}
-
-RedisPool::RedisPool(RedisOptions options)
-    : options_(std::move(options)), impl_(std::make_unique<Impl>(options_)) {}
-
-RedisPool::~RedisPool() = default;
-
-absl::StatusOr<ContextPtr> RedisPool::Impl::Connect() const {
-  ContextPtr c(redisConnectWithTimeout(options_.host.c_str(), options_.port,
-                                       absl::ToTimeval(options_.connect_timeout)));
-  if (c == nullptr || c->err != 0) {
-    LogWarning("redis connect failed", {{"address", Address(options_)},
-                                        {"error", c != nullptr ? c->errstr : "out of memory"}});
-    return Unavailable();
-  }
-  if (redisSetTimeout(c.get(), absl::ToTimeval(options_.command_timeout)) != REDIS_OK ||
-      redisEnableKeepAlive(c.get()) != REDIS_OK) {
-    LogWarning("redis socket setup failed", {{"address", Address(options_)}, {"error", c->errstr}});
-    return Unavailable();
-  }
-  // hiredis does not set close-on-exec; a forked child must not keep our
-  // connections open.
-  const int flags = fcntl(c->fd, F_GETFD);
-  if (flags >= 0) fcntl(c->fd, F_SETFD, flags | FD_CLOEXEC);
-  LS_RETURN_IF_ERROR(AuthenticateRedis(c.get(), options_));
-  return c;
-}
-
-absl::StatusOr<ContextPtr> RedisPool::Impl::Acquire() {
+absl::StatusOr<RedisContextPtr> NodePool::Acquire() {
   const auto deadline =
       std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.command_timeout);
-  std::vector<ContextPtr> stale;  // closed after the lock is released
+  std::vector<RedisContextPtr> stale;  // closed after the lock is released
   {
     std::unique_lock<std::mutex> lock(mu_);
     bool timed_out = false;
     while (true) {
       while (!idle_.empty()) {
-        ContextPtr c = std::move(idle_.back());
+        RedisContextPtr c = std::move(idle_.back());
         idle_.pop_back();
         if (!IsStale(c.get())) return c;
         stale.push_back(std::move(c));
@@ -462,20 +782,20 @@ absl::StatusOr<ContextPtr> RedisPool::Impl::Acquire() {
         break;
       }
       if (timed_out) {
-        LogWarning("redis pool exhausted", {{"address", Address(options_)},
+        LogWarning("redis pool exhausted", {{"address", RedisAddressText(address_)},
                                             {"pool_size", std::to_string(capacity_)}});
         return Unavailable();
       }
       timed_out = slot_freed_.wait_until(lock, deadline) == std::cv_status::timeout;
     }
   }
-  absl::StatusOr<ContextPtr> c = Connect();
+  absl::StatusOr<RedisContextPtr> c = ConnectRedisNode(address_, options_);
   if (!c.ok()) Release(nullptr, false);
   return c;
 }
 
-void RedisPool::Impl::Release(ContextPtr context, bool healthy) {
-  ContextPtr dropped;  // closed after the lock is released
+void NodePool::Release(RedisContextPtr context, bool healthy) {
+  RedisContextPtr dropped;  // closed after the lock is released
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (healthy && context != nullptr && context->err == 0) {
@@ -488,15 +808,296 @@ void RedisPool::Impl::Release(ContextPtr context, bool healthy) {
   slot_freed_.notify_one();
 }
 
+}  // namespace
+
+class RedisPool::Impl {
+ public:
+  explicit Impl(const RedisOptions& options)
+      : options_(options),
+        topology_(options),
+        single_(std::make_shared<NodePool>(RedisAddress{options.host, options.port}, options)) {}
+
+  // The pool of `node` (standalone: the one pool).
+  std::shared_ptr<NodePool> Node(const RedisAddress& node);
+  // One command: to `fixed` when given, else to the node of `slot`;
+  // redirections followed, transient cluster/failover answers retried
+  // within command_timeout.
+  absl::StatusOr<RedisValue> Run(const std::vector<std::string>& argv, int slot,
+                                 const RedisAddress* fixed = nullptr);
+  // SCAN over every master of a cluster behind one cursor "<master>-<cursor>".
+  absl::StatusOr<RedisValue> Scan(const std::vector<std::string>& argv);
+  // Several commands, grouped by node; replies in order.
+  absl::StatusOr<std::vector<RedisValue>> Pipeline(const std::vector<std::vector<std::string>>& commands);
+
+  const RedisOptions& options_;
+  RedisTopology topology_;
+
+ private:
+  const std::shared_ptr<NodePool> single_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<NodePool>> nodes_;  // guarded by mu_
+};
+
+std::shared_ptr<NodePool> RedisPool::Impl::Node(const RedisAddress& node) {
+  if (!topology_.routed()) return single_;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& p : nodes_) {
+    if (p->address().host == node.host && p->address().port == node.port) return p;
+  }
+  nodes_.push_back(std::make_shared<NodePool>(node, options_));
+  return nodes_.back();
+}
+
+absl::StatusOr<RedisValue> RunRedisCommand(RedisTopology& topology, const RedisOptions& options,
+                                           RedisConnections& connections, const std::vector<std::string>& argv,
+                                           int slot, const RedisAddress* fixed) {
+  const bool routed = topology.routed();
+  const int wait = options.wait_replicas > 0 && !RedisCommandIsReadOnly(argv[0]) ? options.wait_replicas : 0;
+  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options.command_timeout);
+  absl::Duration backoff = kFirstBackoff;
+  // Waits before another try of a call that did not run; false when the
+  // time is up or nothing else can be tried.
+  auto pause = [&] {
+    if (!routed || fixed != nullptr) return false;
+    if (std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(backoff) >= deadline) return false;
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, kMaxBackoff);
+    return true;
+  };
+  std::optional<RedisAddress> ask;
+  for (int redirects = 0; redirects <= kMaxRedirects;) {
+    RedisAddress node;
+    if (ask.has_value()) {
+      node = *ask;
+    } else if (fixed != nullptr) {
+      node = *fixed;
+    } else {
+      absl::StatusOr<RedisAddress> found = topology.NodeFor(slot);
+      if (!found.ok()) {
+        if (pause()) continue;
+        return found.status();
+      }
+      node = *std::move(found);
+    }
+    absl::StatusOr<redisContext*> c = connections.Get(node);
+    if (!c.ok()) {
+      // Nothing was sent: safe to try again where the map now points.
+      topology.Invalidate();
+      ask.reset();
+      if (pause()) continue;
+      return c.status();
+    }
+    Exchange e = RunOn(*c, argv, ask.has_value(), wait, options.wait_timeout);
+    if (!e.ok) {
+      // The command may or may not have run: the caller decides.
+      LogWarning("redis I/O failed; dropping the connection",
+                 {{"address", RedisAddressText(node)},
+                  {"command", argv[0]},
+                  {"error", (*c)->err != 0 ? (*c)->errstr : "no reply"}});
+      connections.Put(node, *c, false);
+      topology.Invalidate();
+      return Unavailable();
+    }
+    connections.Put(node, *c, true);
+    if (routed) {
+      const RedisRedirect r = ParseRedisRedirect(e.reply, node);
+      switch (r.kind) {
+        case RedisRedirect::Kind::kMoved:
+          topology.Moved(r.slot, r.node);
+          ask.reset();
+          ++redirects;
+          continue;
+        case RedisRedirect::Kind::kAsk:
+          ask = r.node;
+          ++redirects;
+          continue;
+        case RedisRedirect::Kind::kNotMaster:
+        case RedisRedirect::Kind::kClusterDown:
+          topology.Invalidate();
+          [[fallthrough]];
+        case RedisRedirect::Kind::kTryAgain:
+          ask.reset();
+          if (pause()) continue;
+          return std::move(e.reply);  // the caller turns it into UNAVAILABLE
+        case RedisRedirect::Kind::kNone:
+          break;
+      }
+    }
+    if (wait > 0 && !e.reply.is_error() && e.acked < wait) return RedisReplicaAckTimeout(node, e.acked, wait);
+    return std::move(e.reply);
+  }
+  LogWarning("redis cluster: too many redirections", {{"command", argv[0]}, {"slot", std::to_string(slot)}});
+  return Unavailable();
+}
+
+namespace {
+// RedisPool's connections: leases from the node's pool.
+class PoolConnections final : public RedisConnections {
+ public:
+  explicit PoolConnections(std::function<std::shared_ptr<NodePool>(const RedisAddress&)> node)
+      : node_(std::move(node)) {}
+  ~PoolConnections() override {
+    for (auto& [pool, c] : leased_) pool->Release(std::move(c), true);
+  }
+  absl::StatusOr<redisContext*> Get(const RedisAddress& node) override {
+    std::shared_ptr<NodePool> pool = node_(node);
+    LS_ASSIGN_OR_RETURN(RedisContextPtr c, pool->Acquire());
+    redisContext* raw = c.get();
+    leased_.emplace_back(std::move(pool), std::move(c));
+    return raw;
+  }
+  void Put(const RedisAddress&, redisContext* connection, bool healthy) override {
+    for (auto it = leased_.begin(); it != leased_.end(); ++it) {
+      if (it->second.get() != connection) continue;
+      it->first->Release(std::move(it->second), healthy);
+      leased_.erase(it);
+      return;
+    }
+  }
+
+ private:
+  std::function<std::shared_ptr<NodePool>(const RedisAddress&)> node_;
+  std::vector<std::pair<std::shared_ptr<NodePool>, RedisContextPtr>> leased_;
+};
+}  // namespace
+
+absl::StatusOr<RedisValue> RedisPool::Impl::Run(const std::vector<std::string>& argv, int slot,
+                                                const RedisAddress* fixed) {
+  PoolConnections connections([this](const RedisAddress& node) { return Node(node); });
+  return RunRedisCommand(topology_, options_, connections, argv, slot, fixed);
+}
+
+absl::StatusOr<RedisValue> RedisPool::Impl::Scan(const std::vector<std::string>& argv) {
+  if (argv.size() < 2) return StorageError();
+  LS_ASSIGN_OR_RETURN(std::vector<RedisAddress> masters, topology_.Masters());
+  size_t index = 0;
+  std::string cursor = "0";
+  if (argv[1] != "0") {
+    const size_t dash = argv[1].find('-');
+    if (dash == std::string::npos || !absl::SimpleAtoi(argv[1].substr(0, dash), &index)) {
+      LogError("SCAN cursor not from this client", {{"cursor", argv[1]}});
+      return StorageError();
+    }
+    cursor = argv[1].substr(dash + 1);
+  }
+  RedisValue out;
+  out.type = RedisValue::Type::kArray;
+  out.elements.resize(2);
+  out.elements[0].type = RedisValue::Type::kString;
+  out.elements[1].type = RedisValue::Type::kArray;
+  if (index >= masters.size()) {
+    out.elements[0].str = "0";
+    return out;
+  }
+  std::vector<std::string> one = argv;
+  one[1] = cursor;
+  LS_ASSIGN_OR_RETURN(RedisValue reply, Run(one, -1, &masters[index]));
+  if (reply.is_error() || !reply.is_array() || reply.elements.size() != 2) return reply;
+  std::string next = reply.elements[0].str;
+  if (next == "0") {
+    ++index;
+    out.elements[0].str = index < masters.size() ? absl::StrCat(index, "-0") : "0";
+  } else {
+    out.elements[0].str = absl::StrCat(index, "-", next);
+  }
+  out.elements[1] = std::move(reply.elements[1]);
+  return out;
+}
+
+absl::StatusOr<std::vector<RedisValue>> RedisPool::Impl::Pipeline(
+    const std::vector<std::vector<std::string>>& commands) {
+  const bool routed = topology_.routed();
+  std::vector<RedisValue> out(commands.size());
+  std::vector<int> slots(commands.size(), -1);
+  // Commands by node, in order; a node's commands go in one round trip.
+  std::vector<std::pair<RedisAddress, std::vector<size_t>>> groups;
+  std::vector<size_t> again;  // to run one by one (redirected, node unreachable)
+  for (size_t i = 0; i < commands.size(); ++i) {
+    if (topology_.cluster()) slots[i] = RedisCommandSlot(commands[i]);
+    absl::StatusOr<RedisAddress> node = topology_.NodeFor(slots[i]);
+    if (!node.ok()) {
+      if (!routed) return node.status();
+      again.push_back(i);
+      continue;
+    }
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) {
+      return x.first.host == node->host && x.first.port == node->port;
+    });
+    if (g == groups.end()) {
+      groups.emplace_back(*node, std::vector<size_t>{});
+      g = groups.end() - 1;
+    }
+    g->second.push_back(i);
+  }
+  for (const auto& [node, indexes] : groups) {
+    std::shared_ptr<NodePool> pool = Node(node);
+    absl::StatusOr<RedisContextPtr> context = pool->Acquire();
+    if (!context.ok()) {
+      if (!routed) return context.status();
+      topology_.Invalidate();
+      again.insert(again.end(), indexes.begin(), indexes.end());
+      continue;
+    }
+    Lease lease(pool.get(), *std::move(context));
+    bool writes = false;
+    for (size_t i : indexes) {
+      ArgvRef ref(commands[i]);
+      if (redisAppendCommandArgv(lease.get(), ref.argc(), ref.argv(), ref.lens()) != REDIS_OK) {
+        topology_.Invalidate();
+        return lease.Fail(commands[i][0]);
+      }
+      writes = writes || !RedisCommandIsReadOnly(commands[i][0]);
+    }
+    const int wait = options_.wait_replicas > 0 && writes ? options_.wait_replicas : 0;
+    if (wait > 0) {
+      const std::string n = std::to_string(wait);
+      const std::string ms = std::to_string(absl::ToInt64Milliseconds(options_.wait_timeout));
+      if (redisAppendCommand(lease.get(), "WAIT %s %s", n.c_str(), ms.c_str()) != REDIS_OK) {
+        return lease.Fail("WAIT");
+      }
+    }
+    for (size_t i : indexes) {
+      void* raw = nullptr;
+      const int rc = redisGetReply(lease.get(), &raw);
+      ReplyPtr reply(static_cast<redisReply*>(raw));
+      if (rc != REDIS_OK || reply == nullptr) {
+        topology_.Invalidate();
+        return lease.Fail(commands[i][0]);
+      }
+      out[i] = Convert(*reply);
+      if (routed && ParseRedisRedirect(out[i], node).kind != RedisRedirect::Kind::kNone) again.push_back(i);
+    }
+    if (wait > 0) {
+      void* raw = nullptr;
+      const int rc = redisGetReply(lease.get(), &raw);
+      ReplyPtr reply(static_cast<redisReply*>(raw));
+      if (rc != REDIS_OK || reply == nullptr) return lease.Fail("WAIT");
+      const long long acked = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+      if (acked < wait) return RedisReplicaAckTimeout(node, acked, wait);
+    }
+  }
+  std::sort(again.begin(), again.end());
+  for (size_t i : again) {
+    LS_ASSIGN_OR_RETURN(out[i], Run(commands[i], slots[i]));
+  }
+  return out;
+}
+
+RedisValue RedisValueFromReply(const void* reply) {
+  return Convert(*static_cast<const redisReply*>(reply));
+}
+
+RedisPool::RedisPool(RedisOptions options)
+    : options_(std::move(options)), impl_(std::make_unique<Impl>(options_)) {}
+
+RedisPool::~RedisPool() = default;
+
 absl::StatusOr<RedisValue> RedisPool::Command(const std::vector<std::string>& argv) {
   if (!ValidCommand(argv)) return StorageError();
-  LS_ASSIGN_OR_RETURN(ContextPtr context, impl_->Acquire());
-  Impl::Lease lease(impl_.get(), std::move(context));
-  ArgvRef ref(argv);
-  ReplyPtr reply(
-      static_cast<redisReply*>(redisCommandArgv(lease.get(), ref.argc(), ref.argv(), ref.lens())));
-  if (reply == nullptr || lease.get()->err != 0) return lease.Fail(argv[0]);
-  RedisValue value = Convert(*reply);
+  absl::StatusOr<RedisValue> result = impl_->topology_.cluster() && Is(argv[0], "SCAN")
+                                          ? impl_->Scan(argv)
+                                          : impl_->Run(argv, impl_->topology_.cluster() ? RedisCommandSlot(argv) : -1);
+  LS_ASSIGN_OR_RETURN(RedisValue value, std::move(result));
   if (value.is_error() && IsRetryableError(value.str)) return Refused(argv[0], value);
   if (value.is_error()) LogIfDenied(options_, argv[0], value);
   return value;
@@ -504,27 +1105,11 @@ absl::StatusOr<RedisValue> RedisPool::Command(const std::vector<std::string>& ar
 
 absl::StatusOr<std::vector<RedisValue>> RedisPool::Pipeline(
     const std::vector<std::vector<std::string>>& commands) {
-  std::vector<RedisValue> out;
-  if (commands.empty()) return out;
+  if (commands.empty()) return std::vector<RedisValue>();
   for (const auto& argv : commands) {
     if (!ValidCommand(argv)) return StorageError();
   }
-  LS_ASSIGN_OR_RETURN(ContextPtr context, impl_->Acquire());
-  Impl::Lease lease(impl_.get(), std::move(context));
-  for (const auto& argv : commands) {
-    ArgvRef ref(argv);
-    if (redisAppendCommandArgv(lease.get(), ref.argc(), ref.argv(), ref.lens()) != REDIS_OK) {
-      return lease.Fail(argv[0]);
-    }
-  }
-  out.reserve(commands.size());
-  for (const auto& argv : commands) {
-    void* raw = nullptr;
-    const int rc = redisGetReply(lease.get(), &raw);
-    ReplyPtr reply(static_cast<redisReply*>(raw));
-    if (rc != REDIS_OK || reply == nullptr) return lease.Fail(argv[0]);
-    out.push_back(Convert(*reply));
-  }
+  LS_ASSIGN_OR_RETURN(std::vector<RedisValue> out, impl_->Pipeline(commands));
   for (size_t i = 0; i < out.size(); ++i) {
     if (out[i].is_error() && IsRetryableError(out[i].str)) return Refused(commands[i][0], out[i]);
     if (out[i].is_error()) LogIfDenied(options_, commands[i][0], out[i]);

@@ -3,37 +3,18 @@
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/redis_internal.h"
 
 namespace labshare {
 namespace {
 
-struct ContextDeleter {
-  void operator()(redisContext* c) const {
-    if (c != nullptr) redisFree(c);
-  }
-};
-using Context = std::unique_ptr<redisContext, ContextDeleter>;
-
 absl::Status Unavailable() { return StorageUnavailable(); }
-
-Context Connect(const RedisOptions& o) {
-  Context c(redisConnectWithTimeout(o.host.c_str(), o.port, absl::ToTimeval(o.connect_timeout)));
-  if (c == nullptr || c->err != 0 ||
-      redisSetTimeout(c.get(), absl::ToTimeval(o.command_timeout)) != REDIS_OK) {
-    LogWarning("redis pipeline connect failed",
-               {{"address", absl::StrCat(o.host, ":", o.port)},
-                {"error", c != nullptr ? c->errstr : "out of memory"}});
-    return nullptr;
-  }
-  const int flags = fcntl(c->fd, F_GETFD);
-  if (flags >= 0) fcntl(c->fd, F_SETFD, flags | FD_CLOEXEC);
-  if (!AuthenticateRedis(c.get(), o).ok()) return nullptr;  // logged there
-  return c;
-}
 
 // RESP of one command ("*<n>\r\n" then "$<len>\r\n<bytes>\r\n" per argument)
 // appended to out: a batch is formatted into one buffer and handed to
@@ -69,10 +50,43 @@ absl::StatusOr<RedisValue> ScriptResult(absl::StatusOr<RedisValue> v) {
   return v;
 }
 
+// A pipeline thread's own connections, one per node, kept across batches.
+class ThreadConnections final : public RedisConnections {
+ public:
+  explicit ThreadConnections(const RedisOptions& options) : options_(options) {}
+
+  absl::StatusOr<redisContext*> Get(const RedisAddress& node) override {
+    for (auto it = open_.begin(); it != open_.end(); ++it) {
+      if (it->first.host != node.host || it->first.port != node.port) continue;
+      if (!RedisConnectionIsStale(it->second.get())) return it->second.get();
+      open_.erase(it);  // closed by the server while idle (restart, failover)
+      break;
+    }
+    LS_ASSIGN_OR_RETURN(RedisContextPtr c, ConnectRedisNode(node, options_));
+    open_.emplace_back(node, std::move(c));
+    return open_.back().second.get();
+  }
+  void Put(const RedisAddress& node, redisContext*, bool healthy) override {
+    if (!healthy) Drop(node);
+  }
+  void Drop(const RedisAddress& node) {
+    for (auto it = open_.begin(); it != open_.end(); ++it) {
+      if (it->first.host == node.host && it->first.port == node.port) {
+        open_.erase(it);
+        return;
+      }
+    }
+  }
+
+ private:
+  const RedisOptions& options_;
+  std::vector<std::pair<RedisAddress, RedisContextPtr>> open_;
+};
+
 }  // namespace
 
 RedisPipeline::RedisPipeline(RedisOptions options, int threads, size_t max_batch)
-    : options_(std::move(options)), max_batch_(max_batch) {
+    : options_(std::move(options)), topology_(std::make_shared<RedisTopology>(options_)), max_batch_(max_batch) {
   for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Run(); });
 }
 
@@ -111,9 +125,15 @@ void RedisPipeline::Eval(const RedisScript& script, std::vector<std::string> key
 }
 
 void RedisPipeline::Run() {
-  Context c;
+  ThreadConnections connections(options_);
+  RedisTopology& topology = *topology_;
+  const bool routed = topology.routed();
   std::vector<Call> batch;
-  std::string out;  // the batch's commands, formatted
+  std::string out;  // one node's share of the batch, formatted
+  std::vector<std::pair<RedisAddress, std::vector<size_t>>> groups;
+  std::vector<size_t> again;  // calls to run one by one: redirected, NOSCRIPT, node unreachable
+  std::vector<int> slots;
+  std::vector<absl::StatusOr<RedisValue>> replies;
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -128,42 +148,97 @@ void RedisPipeline::Run() {
         ready_.notify_one();  // the rest for another thread
       }
     }
-    if (c == nullptr) c = Connect(options_);
-    if (c == nullptr) {
-      for (auto& call : batch) call.done(Unavailable());
-      batch.clear();
-      continue;
+    groups.clear();
+    again.clear();
+    slots.assign(batch.size(), -1);
+    replies.assign(batch.size(), absl::StatusOr<RedisValue>(Unavailable()));
+    // Calls by node (one group unless this is a Redis Cluster).
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (topology.cluster()) slots[i] = RedisCommandSlot(batch[i].argv);
+      absl::StatusOr<RedisAddress> node = topology.NodeFor(slots[i]);
+      if (!node.ok()) {
+        again.push_back(i);
+        continue;
+      }
+      auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) {
+        return x.first.host == node->host && x.first.port == node->port;
+      });
+      if (g == groups.end()) {
+        groups.emplace_back(*node, std::vector<size_t>{});
+        g = groups.end() - 1;
+      }
+      g->second.push_back(i);
     }
-    out.clear();
-    for (const auto& call : batch) Format(&out, call.argv);
-    redisAppendFormattedCommand(c.get(), out.data(), out.size());
-    bool broken = false;
-    for (auto& call : batch) {
-      absl::StatusOr<RedisValue> reply = broken ? absl::StatusOr<RedisValue>(Unavailable()) : Read(c.get());
-      if (!reply.ok()) broken = true;
+    const int wait = options_.wait_replicas;
+    for (const auto& [node, indexes] : groups) {
+      absl::StatusOr<redisContext*> c = connections.Get(node);
+      if (!c.ok()) {
+        topology.Invalidate();
+        if (routed) again.insert(again.end(), indexes.begin(), indexes.end());
+        continue;  // standalone: the calls keep their UNAVAILABLE
+      }
+      out.clear();
+      for (size_t i : indexes) Format(&out, batch[i].argv);
+      // One WAIT covers every write of the batch on this connection.
+      if (wait > 0) {
+        Format(&out, {"WAIT", std::to_string(wait), std::to_string(absl::ToInt64Milliseconds(options_.wait_timeout))});
+      }
+      redisAppendFormattedCommand(*c, out.data(), out.size());
+      bool broken = false;
+      for (size_t i : indexes) {
+        replies[i] = broken ? absl::StatusOr<RedisValue>(Unavailable()) : Read(*c);
+        if (!replies[i].ok()) broken = true;
+      }
+      long long acked = wait;
+      if (wait > 0 && !broken) {
+        absl::StatusOr<RedisValue> w = Read(*c);
+        if (!w.ok()) broken = true;
+        acked = w.ok() && w->type == RedisValue::Type::kInteger ? w->integer : 0;
+      }
+      if (broken) {
+        LogWarning("redis pipeline I/O failed; dropping the connection",
+                   {{"address", RedisAddressText(node)}, {"error", (*c)->err != 0 ? (*c)->errstr : "no reply"}});
+        connections.Drop(node);
+        topology.Invalidate();
+      }
+      bool ack_logged = false;
+      for (size_t i : indexes) {
+        absl::StatusOr<RedisValue>& reply = replies[i];
+        if (reply.ok() && reply->is_error()) {
+          if (absl::StartsWith(reply->str, "NOSCRIPT")) {
+            // First use on this node: EVAL runs and caches the script.
+            batch[i].argv[0] = "EVAL";
+            batch[i].argv[1] = batch[i].script->source();
+            again.push_back(i);  // did not run; the rest of the batch is read already
+            continue;
+          }
+          if (routed && ParseRedisRedirect(*reply, node).kind != RedisRedirect::Kind::kNone) {
+            again.push_back(i);
+            continue;
+          }
+        } else if (reply.ok() && acked < wait) {
+          reply = ack_logged ? StorageUnavailable("REPLICA_ACK_TIMEOUT") : RedisReplicaAckTimeout(node, acked, wait);
+          ack_logged = true;
+        }
+        batch[i].done(ScriptResult(std::move(reply)));
+        batch[i].done = nullptr;
+      }
+    }
+    std::sort(again.begin(), again.end());
+    for (size_t i : again) {
+      Call& call = batch[i];
+      absl::StatusOr<RedisValue> reply = RunRedisCommand(topology, options_, connections, call.argv, slots[i]);
       if (reply.ok() && reply->is_error() && absl::StartsWith(reply->str, "NOSCRIPT")) {
-        // The replies of the rest of the batch are still in flight: read
-        // them first, then retry this call with its source below.
         call.argv[0] = "EVAL";
         call.argv[1] = call.script->source();
-        continue;
+        reply = RunRedisCommand(topology, options_, connections, call.argv, slots[i]);
       }
       call.done(ScriptResult(std::move(reply)));
       call.done = nullptr;
     }
     for (auto& call : batch) {
-      if (call.done == nullptr) continue;  // answered above
-      absl::StatusOr<RedisValue> reply = Unavailable();
-      if (!broken) {
-        out.clear();
-        Format(&out, call.argv);
-        redisAppendFormattedCommand(c.get(), out.data(), out.size());
-        reply = Read(c.get());
-        if (!reply.ok()) broken = true;
-      }
-      call.done(ScriptResult(std::move(reply)));
+      if (call.done != nullptr) call.done(Unavailable());  // standalone, no connection
     }
-    if (broken) c.reset();
     batch.clear();
   }
 }

@@ -177,6 +177,14 @@ class ContestedLoad {
     return attempts_;
   }
 
+  // After Stop(): requests sent before `t` and answered after it (in flight
+  // across an outage at t, whether the client retried or the service waited).
+  int64_t InFlightAt(absl::Time t) {
+    int64_t n = 0;
+    for (const HistoryAttempt& a : attempts()) n += a.first_sent <= t && a.answered >= t ? 1 : 0;
+    return n;
+  }
+
   // After Stop(): the earliest OK answer to a call sent at or after `t` (a
   // first try or a retry), absl::InfiniteFuture() if none. After a kill at
   // t, the first write that succeeded again.

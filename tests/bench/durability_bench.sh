@@ -19,8 +19,10 @@
 #   INSTRUMENTS, THREADS (1).
 #
 # Each mode gets a fresh stack: its Redis (or the Sentinel setup), one
-# labshare-inventory and ONE labshare-booking, seeded with booking-load
-# --seed, then booking-load. Every process it starts is stopped on exit.
+# labshare-inventory and ONE labshare-booking over mutual TLS (certificates
+# from deploy/dev-pki.sh: booking calls inventory as the service its
+# certificate names), seeded with booking-load --seed, then booking-load (TLS,
+# a consortium_admin token). Every process it starts is stopped on exit.
 # Prints one RESULT line per mode and round, then the table and the ratios.
 set -euo pipefail
 
@@ -141,6 +143,8 @@ wait_sentinels() {
   keep_logs=1; die "the Sentinel setup did not settle (see $work)"
 }
 
+"$repo/deploy/dev-pki.sh" "$work/pki" >/dev/null || die "deploy/dev-pki.sh failed"
+tls() { echo "--tls_cert=$work/pki/$1.crt" "--tls_key=$work/pki/$1.key" "--tls_ca=$work/pki/ca.crt"; }
 "$build/bin/labshare-token" --generate_key="$work/token-signing.pem" >/dev/null || die "labshare-token --generate_key failed"
 "$build/bin/labshare-token" --jwks "$work/token-signing.pem" >"$work/jwks.json" || die "labshare-token --jwks failed"
 
@@ -173,24 +177,26 @@ run_mode() {
       ;;
   esac
 
-  "$build/bin/labshare-inventory" --listen=127.0.0.1:0 "${redis_flags[@]}" \
+  # shellcheck disable=SC2046  # tls prints three flags
+  "$build/bin/labshare-inventory" --listen=127.0.0.1:0 "${redis_flags[@]}" $(tls inventory) \
     --jwks="$work/jwks.json" --token_signing_key_file="$work/token-signing.pem" \
     >"$dir/inventory.out" 2>"$dir/inventory.err" &
   ipid=$!; pids+=("$ipid")
   inv_addr="$(wait_listening "$dir/inventory.out" "$ipid")" || { keep_logs=1; die "labshare-inventory did not start (see $dir/inventory.err)"; }
-  "$build/bin/labshare-booking" --listen=127.0.0.1:0 "${redis_flags[@]}" --inventory="$inv_addr" \
+  # shellcheck disable=SC2046
+  "$build/bin/labshare-booking" --listen=127.0.0.1:0 "${redis_flags[@]}" --inventory="$inv_addr" $(tls booking) \
     --jwks="$work/jwks.json" >"$dir/booking.out" 2>"$dir/booking.err" &
   bpid=$!; pids+=("$bpid")
   bk_addr="$(wait_listening "$dir/booking.out" "$bpid")" || { keep_logs=1; die "labshare-booking did not start (see $dir/booking.err)"; }
 
   token="$("$build/bin/labshare-token" --signing_key_file="$work/token-signing.pem" --user=bench-admin --org= \
     --roles=consortium_admin --ttl=1h)"
-  "$load" --seed --inventory="$inv_addr" --token="$token" --instruments="$instruments" \
+  "$load" --seed --inventory="$inv_addr" --tls_ca="$work/pki/ca.crt" --token="$token" --instruments="$instruments" \
     >"$dir/seed.out" 2>&1 || { keep_logs=1; cat "$dir/seed.out" >&2; die "seeding failed ($mode)"; }
 
   echo "[$round] $mode: concurrency $conc, ${secs}s after ${warmup}s warmup; loadavg $(loadavg)" >&2
   set +e
-  "$load" --target="$bk_addr" --token="$token" --instruments="$instruments" --concurrency="$conc" \
+  "$load" --target="$bk_addr" --tls_ca="$work/pki/ca.crt" --token="$token" --instruments="$instruments" --concurrency="$conc" \
     --threads="$threads" --duration="$secs" --warmup="$warmup" "${shape_flags[@]}" "${extra[@]}" \
     >"$dir/load.out" 2>"$dir/load.err"
   local rc=$?

@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -153,9 +154,26 @@ class ContestedLoad {
   // Stops sending new requests; each thread finishes (retries) the one it
   // has. Idempotent.
   void Stop() {
-    stop_.store(true);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_.store(true);
+    }
+    resumed_.notify_all();
     for (auto& th : threads_) th.join();
     threads_.clear();
+  }
+
+  // Threads finish the request they have and wait until Resume().
+  void Pause() {
+    std::lock_guard<std::mutex> lock(mu_);
+    paused_ = true;
+  }
+  void Resume() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      paused_ = false;
+    }
+    resumed_.notify_all();
   }
 
   int64_t acknowledged() const { return acknowledged_.load(); }
@@ -213,6 +231,11 @@ class ContestedLoad {
     auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
     const int replicas = cluster_->booking_replicas();
     for (int r = 0; !stop_.load(); ++r) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        resumed_.wait(lock, [this] { return !paused_ || stop_.load(); });
+      }
+      if (stop_.load()) break;
       HistoryAttempt a;
       a.instrument = uniform(0, static_cast<int>(options_.instruments.size()) - 1);
       a.user_id = options_.users[static_cast<size_t>(uniform(0, static_cast<int>(options_.users.size()) - 1))];
@@ -261,6 +284,8 @@ class ContestedLoad {
   std::atomic<int64_t> answered_{0};
   std::mutex mu_;
   std::vector<HistoryAttempt> attempts_;  // guarded by mu_
+  bool paused_ = false;                   // guarded by mu_
+  std::condition_variable resumed_;
 };
 
 // What CheckHistory found. The counts are all zero for a history with no

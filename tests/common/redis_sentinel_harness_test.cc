@@ -118,6 +118,25 @@ TEST(RedisSentinelSetupTest, Kill9OfTheMasterKeepsEveryWriteAReplicaAcknowledged
   EXPECT_EQ((*w)[0].type, RedisValue::Type::kStatus) << (*w)[0].DebugString();
   EXPECT_EQ((*w)[0].str, "OK");
   EXPECT_EQ((*w)[1].integer, 1);
+
+  // The killed node comes back as a replica of the new master; then the
+  // new master is killed in turn and the writes so far survive again.
+  const absl::Time restarting = absl::Now();
+  absl::Status whole = s.RestartKilled();
+  ASSERT_TRUE(whole.ok()) << whole;
+  std::cout << "killed node back as a replica after "
+            << absl::FormatDuration(absl::Trunc(absl::Now() - restarting, absl::Milliseconds(1))) << std::endl;
+  const int second_port = s.Kill9Master();
+  auto second = s.WaitForNewMaster();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE((*second)->port(), second_port);
+  RedisPool last(s.MasterOptions());
+  auto after = last.Command({"GET", "after"});
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->str, "1");
+  auto n = last.Command({"DBSIZE"});
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_GE(n->integer, static_cast<long long>(acked_keys.size()) + 1);
 }
 
 }  // namespace

@@ -284,6 +284,15 @@ absl::StatusOr<RedisServer*> RedisSentinelSetup::WaitForNewMaster() {
   }
 }
 
+absl::Status RedisSentinelSetup::RestartKilled() {
+  for (auto& node : nodes_) {
+    if (node->running()) continue;
+    absl::Status s = node->Restart();
+    if (!s.ok()) return s;
+  }
+  return WaitSettled(master_);
+}
+
 std::string RedisSentinelSetup::SentinelLogs(size_t tail_bytes) const {
   std::string out;
   for (const auto& s : sentinels_) {

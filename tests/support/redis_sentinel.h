@@ -87,6 +87,12 @@ class RedisSentinelSetup {
   // master() to it and returns it. The time is the caller's to measure.
   absl::StatusOr<RedisServer*> WaitForNewMaster();
 
+  // Starts every killed data node again (same port, directory and flags)
+  // and waits (options.timeout) until the sentinels have made each a
+  // replica of the current master and every replica is online: the setup
+  // is whole again, ready for the next Kill9Master().
+  absl::Status RestartKilled();
+
   // The redis-server logs of the sentinels (for a failure message).
   std::string SentinelLogs(size_t tail_bytes) const;
 

@@ -6,7 +6,8 @@
 #   token-signing.pem    the token signing key (inventory only)
 #   jwks.json            its public key as a JWKS (every service)
 #   redis/               Redis ACL users: users.acl and a password file per
-#                        service (deploy/redis-acl.sh)
+#                        user (deploy/redis-acl.sh; users.acl is rewritten
+#                        on every run, the passwords are kept)
 #   audit-signing.pem    usage's audit head signing key, audit-public.pem
 #                        its public key (deploy/verify_audit.py --public_key)
 # Private keys and passwords are mode 0600.
@@ -28,7 +29,9 @@ fi
 "$token_tool" --jwks "$dir/token-signing.pem" > "$dir/jwks.json.new"
 mv "$dir/jwks.json.new" "$dir/jwks.json"
 chmod 0644 "$dir/jwks.json"
-[ -s "$dir/redis/users.acl" ] || "$here/redis-acl.sh" "$dir/redis" >/dev/null
+# Always: it keeps every password and rewrites users.acl, so an upgrade that
+# allows a service new commands (or adds a user) reaches existing secrets.
+"$here/redis-acl.sh" "$dir/redis" >/dev/null
 if [ ! -s "$dir/audit-signing.pem" ]; then
   openssl genpkey -algorithm ed25519 -out "$dir/audit-signing.pem" 2>/dev/null
   openssl pkey -in "$dir/audit-signing.pem" -pubout -out "$dir/audit-public.pem"

@@ -13,7 +13,8 @@
 #   usage.password         changes the command lists) rewrites users.acl
 #   admin.password         without changing any password. Delete a file to
 #   probe.password         rotate that password, rerun, then `ACL LOAD` in
-#                          Redis and restart the user's service.
+#   replication.password   Redis and restart the user's service.
+#   sentinel.password
 # and prints the users it wrote, one per line. Nothing else is touched.
 #
 # Users (the default user is off: a connection that does not AUTH can run
@@ -36,12 +37,32 @@
 #       password off the service hosts.
 #   probe
 #       Health checks of Redis itself (e.g. `redis-cli --user probe
-#       --pass "$(cat DIR/probe.password)" ping`): PING only, no keys.
+#       --pass "$(cat DIR/probe.password)" ping`): PING, and ROLE (a
+#       starting Redis node asks its peers which is master,
+#       deploy/k8s/base/redis/redis-start.sh); no keys.
+#   replication
+#       Replicas connect to their master as this user (`masteruser
+#       replication`, `masterauth` from replication.password): PSYNC,
+#       REPLCONF, PING and nothing else, no keys (Redis docs, "ACL rules for
+#       replicas"). Every node of a replicated deployment has the same
+#       users.acl, so whichever node is master accepts its replicas.
+#   sentinel
+#       Redis Sentinel's connections to the nodes it monitors (`sentinel
+#       auth-user <master> sentinel`, `sentinel auth-pass` from
+#       sentinel.password): exactly the commands of the Redis docs' "ACL for
+#       Sentinel" (PING, INFO, ROLE, CLIENT SETNAME/KILL, SUBSCRIBE and
+#       PUBLISH on its hello channel, MULTI/EXEC, SLAVEOF/REPLICAOF, CONFIG
+#       REWRITE, SCRIPT KILL), no keys. The sentinels themselves run without
+#       ACL users (their port answers SENTINEL queries to anyone who reaches
+#       it: keep it inside the cluster network).
 #
 # Every service also runs, at start and for readiness: PING, and EVAL of a
 # keyless script (RedisPool::Ready); nothing else (no CLIENT SETNAME, INFO,
 # CONFIG or SCRIPT LOAD: scripts are sent with EVALSHA and, on NOSCRIPT,
-# EVAL). AUTH and HELLO need no permission.
+# EVAL). AUTH and HELLO need no permission. The client (common/redis.cc)
+# itself sends, keyless: ROLE (is this node the master, after a Sentinel
+# failover), WAIT (--redis_wait_replicas), CLUSTER SLOTS and ASKING (Redis
+# Cluster routing); every service user has them.
 #
 # How the lists were found: every command name in services/ and common/
 # (Command/Pipeline argv and redis.call in the Lua steps), then checked by
@@ -68,6 +89,8 @@ mkdir -p "$dir"
 # Lua steps (EVALSHA, EVAL on NOSCRIPT), its page-token key (SET NX, GET) and
 # common/doc_store.cc (documents, idempotency records, indexes).
 base="ping eval evalsha get set type hmget hget hset expire rpush lrange zadd zrem zrange xadd"
+# The client's own: Sentinel (ROLE), WAIT for replicas, Redis Cluster routing.
+base+=" role wait cluster|slots asking"
 # Consumer-group commands (common/events.cc EventConsumer).
 consumer="xgroup|create xreadgroup xack xautoclaim"
 
@@ -95,7 +118,7 @@ zrangebyscore zrevrangebyscore"
 # Every other service's outbox (its own, {usage}:outbox, is under {usage}).
 selector[usage]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox resetchannels -@all $consumer)"
 
-users=(inventory booking billing usage admin probe)
+users=(inventory booking billing usage admin probe replication sentinel)
 
 password_hash() {
   local file="$1/$2.password"
@@ -135,7 +158,12 @@ tmp="$dir/users.acl.tmp"
     echo "$line"
   done
   echo "user admin on resetpass #$(password_hash "$dir" admin) ~* &* +@all"
-  echo "user probe on resetpass #$(password_hash "$dir" probe) resetkeys resetchannels -@all +ping"
+  echo "user probe on resetpass #$(password_hash "$dir" probe) resetkeys resetchannels -@all +ping +role"
+  echo "user replication on resetpass #$(password_hash "$dir" replication) resetkeys resetchannels -@all" \
+    "+psync +replconf +ping"
+  echo "user sentinel on resetpass #$(password_hash "$dir" sentinel) resetkeys resetchannels &__sentinel__:hello" \
+    "-@all +multi +exec +slaveof +replicaof +ping +info +role +subscribe +publish +config|rewrite" \
+    "+client|setname +client|kill +script|kill"
 } >"$tmp"
 chmod 600 "$tmp"
 mv "$tmp" "$dir/users.acl"

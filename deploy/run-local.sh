@@ -3,7 +3,8 @@
 # what is missing, builds (Release), creates the secrets (development CA and
 # a certificate per service, the token signing key and its JWKS, Redis ACL
 # users, the audit signing key; deploy/make-secrets.sh), starts Redis (ACL
-# users only, the default user off, append-only file on), the OpenID
+# users only, the default user off, append-only file fsynced on every write:
+# a crash of Redis loses no acknowledged write), the OpenID
 # provider with the demo consortium's people (deploy/oidc), the four
 # services and the console (services/console: web app and HTTP API), loads
 # the demo consortium, prints how to sign in, and runs until
@@ -80,7 +81,7 @@ wait_for() {  # file pattern what
 }
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$data" --aclfile "$secrets/redis/users.acl" \
-  --appendonly yes --appendfsync everysec --save '' >"$data/redis.log" 2>&1 &
+  --appendonly yes --appendfsync always --save '' >"$data/redis.log" 2>&1 &
 pids+=($!)
 wait_for "$data/redis.log" "Ready to accept connections" Redis
 

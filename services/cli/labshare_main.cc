@@ -320,7 +320,8 @@ void PrintAnswer(const pb::Message& m, bool json, const labshare::cli::PrintOpti
 void Usage(std::ostream& out) {
   out << "usage: labshare [--json] [--token=T] [--<service>=HOST:PORT] <service> <Method> [NAME] [--field=value ...]\n"
          "       labshare services            list the services\n"
-         "       labshare health HOST:PORT    gRPC health check (exit 0 when SERVING)\n"
+         "       labshare health HOST:PORT    gRPC health check (exit 0 when SERVING: readiness)\n"
+         "       labshare health --liveness HOST:PORT   exit 0 while the process answers at all\n"
          "       labshare <service>           list its methods\n"
          "       labshare <service> <Method> --help   its request fields\n"
          "services: inventory, booking, billing, usage\n";
@@ -386,8 +387,8 @@ int main(int argc, char** argv) {
   // The client's own flags; kBoolGlobal need no value ("--json" = "--json=true").
   static const std::set<std::string> kGlobal = {"json", "token", "token_file", "inventory", "booking",
                                                 "billing", "usage", "request", "request_file", "timeout",
-                                                "tls_ca", "tls_cert", "tls_key"};
-  static const std::set<std::string> kBoolGlobal = {"json"};
+                                                "tls_ca", "tls_cert", "tls_key", "liveness"};
+  static const std::set<std::string> kBoolGlobal = {"json", "liveness"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -432,18 +433,36 @@ int main(int argc, char** argv) {
     flags.insert(global.begin(), global.end());
     return labshare::cli::RunAccountCommand(positional[0], flags);
   }
+  bool liveness = false;
+  if (global.count("liveness") && !absl::SimpleAtob(global["liveness"], &liveness)) {
+    Fail(kUsage, "--liveness: true or false");
+  }
   if (positional[0] == "health") {
-    // labshare health HOST:PORT: the standard gRPC health check (overall
-    // server status), for container and Kubernetes-less probes. Exit 0 when
-    // SERVING, 1 otherwise.
-    if (positional.size() != 2) Fail(kUsage, "usage: labshare health HOST:PORT");
+    // labshare health HOST:PORT: the standard gRPC health check of the
+    // server as a whole (service ""), which follows Redis: readiness. Exit 0
+    // when SERVING, 1 otherwise.
+    // labshare health --liveness HOST:PORT: asks for the "liveness" service
+    // (common/server.h kLivenessService) and exits 0 whenever the process
+    // answers at all: SERVING, NOT_SERVING (draining) or any other status the
+    // server sends (NOT_FOUND from a server without that name). Only no
+    // answer (UNAVAILABLE: nothing listening, connection or TLS failure;
+    // DEADLINE_EXCEEDED: a hung process) exits 1. A Redis outage therefore
+    // never fails it.
+    if (positional.size() != 2) Fail(kUsage, "usage: labshare health [--liveness] HOST:PORT");
     auto channel = ChannelOrFail(positional[1], global);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     const grpc::internal::RpcMethod method("/grpc.health.v1.Health/Check", grpc::internal::RpcMethod::NORMAL_RPC);
-    grpc::ByteBuffer request, response;  // HealthCheckRequest{service: ""} is empty
-    grpc::Slice empty("");
-    request = grpc::ByteBuffer(&empty, 1);
+    grpc::ByteBuffer request, response;
+    // HealthCheckRequest{service: ""} is empty; {service: "liveness"} is
+    // field 1 (tag 0x0a), length, bytes.
+    const std::string service_name = liveness ? "liveness" : "";
+    std::string encoded;
+    if (!service_name.empty()) {
+      encoded = std::string(1, '\x0a') + static_cast<char>(service_name.size()) + service_name;
+    }
+    grpc::Slice slice(encoded);
+    request = grpc::ByteBuffer(&slice, 1);
     grpc::Status st = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(channel.get(), method, &ctx,
                                                                                              request, &response);
     std::vector<grpc::Slice> slices;
@@ -452,9 +471,19 @@ int main(int argc, char** argv) {
       for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
     }
     const bool serving = st.ok() && bytes == std::string("\x08\x01", 2);  // status: SERVING
-    std::cout << (serving ? "SERVING" : st.ok() ? "NOT_SERVING" : "UNREACHABLE: " + st.error_message()) << "\n";
+    const std::string state = serving ? "SERVING" : st.ok() ? "NOT_SERVING" : "UNREACHABLE: " + st.error_message();
+    if (liveness) {
+      const bool answered = st.error_code() != grpc::StatusCode::UNAVAILABLE &&
+                            st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED;
+      std::cout << (answered ? "ALIVE (" + (st.ok() ? state : "answered " + std::to_string(st.error_code())) + ")"
+                             : state)
+                << "\n";
+      return answered ? 0 : 1;
+    }
+    std::cout << state << "\n";
     return serving ? 0 : 1;
   }
+  if (liveness) Fail(kUsage, "--liveness goes with labshare health");
   if (positional[0] == "services") {
     for (const auto& s : kServices) std::cout << s.name << "  " << s.full_name << "\n";
     return 0;

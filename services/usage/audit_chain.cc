@@ -47,6 +47,7 @@ namespace audit_keys {
 std::string Head() { return "{usage}:audit:head"; }
 std::string Entry(int64_t sequence) { return absl::StrCat("{usage}:audit:entry:", sequence); }
 std::string Applied() { return "{usage}:audit:applied"; }
+std::string Base() { return "{usage}:audit:base"; }
 std::string AppliedField(absl::string_view source_service, absl::string_view event_id) {
   return absl::StrCat(source_service, "|", event_id);
 }
@@ -631,6 +632,19 @@ absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_ser
   return StorageError("unexpected storage reply");
 }
 
+absl::StatusOr<v1::AuditAnchor> AuditChain::ArchivedBase() const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", audit_keys::Base(), "seq", "hash"}));
+  if (!v.is_array() || v.elements.size() != 2) return StorageError("unexpected storage reply");
+  v1::AuditAnchor base;
+  LS_ASSIGN_OR_RETURN(int64_t seq, IntegerOrZero(v.elements[0]));
+  if (seq < 0 || (seq > 0 && (v.elements[1].is_nil() || v.elements[1].str.size() != kHashBytes))) {
+    return Corrupted("the archived base of the audit trail has no valid hash");
+  }
+  base.set_sequence(seq);
+  if (seq > 0) base.set_hash(v.elements[1].str);
+  return base;
+}
+
 absl::StatusOr<v1::AuditChainHead> AuditChain::Head() const {
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", audit_keys::Head(), "seq", "hash", "at_s", "at_n",
                                                     "sig", "kid"}));
@@ -710,7 +724,8 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const Principal& c
   v1::ListAuditEntriesResponse resp;
   LS_ASSIGN_OR_RETURN(*resp.mutable_head(), Head());
   const int64_t head = resp.head().sequence();
-  int64_t lo = std::max<int64_t>(q.start_sequence(), 1);
+  LS_ASSIGN_OR_RETURN(v1::AuditAnchor base, ArchivedBase());
+  int64_t lo = std::max<int64_t>({q.start_sequence(), 1, base.sequence() + 1});
   int64_t hi = head + 1;  // exclusive
   if (q.end_sequence() > 0) hi = std::min(hi, q.end_sequence());
   if (after > 0) {
@@ -796,12 +811,21 @@ absl::StatusOr<AuditChain::Range> AuditChain::ResolveRange(int64_t start_sequenc
   if (start_sequence < 0) return InvalidField("start_sequence", "must not be negative (0: from the first entry)");
   if (end_sequence < 0) return InvalidField("end_sequence", "must not be negative (0: up to the head)");
   Range range;
-  range.start = std::max<int64_t>(start_sequence, 1);
+  LS_ASSIGN_OR_RETURN(range.base, ArchivedBase());
+  LS_ASSIGN_OR_RETURN(range.head, Head());
+  const int64_t head = range.head.sequence();
+  range.start = start_sequence == 0 ? range.base.sequence() + 1 : start_sequence;
+  if (range.start <= range.base.sequence()) {
+    return MakeError(absl::StatusCode::kOutOfRange, "SEQUENCE_OUT_OF_RANGE",
+                     absl::StrCat("entries up to ", range.base.sequence(),
+                                  " were archived to a file (labshare-archive); start at ",
+                                  range.base.sequence() + 1, " or 0"),
+                     {{"head_sequence", std::to_string(head)},
+                      {"first_sequence", std::to_string(range.base.sequence() + 1)}});
+  }
   if (end_sequence > 0 && end_sequence <= range.start) {
     return InvalidField("end_sequence", "must be greater than start_sequence (half-open range)");
   }
-  LS_ASSIGN_OR_RETURN(range.head, Head());
-  const int64_t head = range.head.sequence();
   if (range.start > head) {
     return MakeError(absl::StatusCode::kOutOfRange, "SEQUENCE_OUT_OF_RANGE",
                      absl::StrCat("start_sequence ", range.start, " is beyond the head of the audit trail (",
@@ -858,6 +882,10 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
   bool have_prev = false;
   if (range.start == 1) {
     prev.assign(kHashBytes, '\0');
+    have_prev = true;
+  } else if (range.start - 1 == range.base.sequence()) {
+    // The anchor recorded when the entries before were archived.
+    prev = range.base.hash();
     have_prev = true;
   } else {
     LS_ASSIGN_OR_RETURN(std::optional<v1::AuditEntry> before, Get(range.start - 1));
@@ -931,7 +959,9 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
   summary.last_sequence = range.end - 1;
 
   std::string previous_hash(kHashBytes, '\0');
-  if (range.start > 1) {
+  if (range.start > 1 && range.start - 1 == range.base.sequence()) {
+    previous_hash = range.base.hash();
+  } else if (range.start > 1) {
     LS_ASSIGN_OR_RETURN(std::optional<v1::AuditEntry> before, Get(range.start - 1));
     if (!before || before->sequence() != range.start - 1) {
       return Corrupted(absl::StrCat("audit entry ", range.start - 1,

@@ -24,6 +24,13 @@
 //   {usage}:audit:idx:actor:<actor>        sequence): secondary indexes for the
 //   {usage}:audit:idx:request:<request_id> exact-match filters of
 //   {usage}:audit:idx:resource:<name>      ListAuditEntries
+//   {usage}:audit:base              HASH  seq, hash: the last entry archived to
+//                                   a file (services/archive, labshare-archive)
+//                                   and its hash; entries up to seq, their
+//                                   markers and index members are gone from
+//                                   Redis. Absent: nothing archived (0).
+//                                   Verify, List and exports start after it
+//                                   and link the first remaining entry to it.
 //
 // Appending (SHA-256 is computed here, Redis' Lua has none): read the head
 // and the marker; compute hash(n + 1) over the new entry; then one Lua step
@@ -77,6 +84,7 @@ namespace audit_keys {
 std::string Head();                                  // {usage}:audit:head
 std::string Entry(int64_t sequence);                 // {usage}:audit:entry:<seq>
 std::string Applied();                               // {usage}:audit:applied
+std::string Base();                                  // {usage}:audit:base
 std::string AppliedField(absl::string_view source_service, absl::string_view event_id);
 // kind: "event", "actor", "request", "resource".
 std::string Index(absl::string_view kind, absl::string_view value);
@@ -255,6 +263,9 @@ class AuditChain {
   absl::StatusOr<AppendResult> Append(absl::string_view source_service,
                                       const StreamEvent& event);
 
+  // The anchor recorded at the last archival cut (sequence 0, no hash: none).
+  absl::StatusOr<labshare::usage::v1::AuditAnchor> ArchivedBase() const;
+
   // The newest entry; sequence 0 and no hash for an empty chain.
   absl::StatusOr<labshare::usage::v1::AuditChainHead> Head() const;
 
@@ -274,7 +285,9 @@ class AuditChain {
       const Principal& caller, const labshare::usage::v1::ListAuditEntriesRequest& request) const;
 
   // VerifyAuditChain without the role check, request_id handling and event:
-  // start 0 means 1; end 0 means head + 1, and an end beyond head + 1 is
+  // start 0 means the first entry still in Redis (1, or ArchivedBase + 1,
+  // whose link is checked against the base's hash); a start at or before
+  // the archived base is OUT_OF_RANGE (SEQUENCE_OUT_OF_RANGE); end 0 means head + 1, and an end beyond head + 1 is
   // clamped to it (the response says which range was verified). For the
   // range's first entry n > 1, the link is checked against the stored hash
   // of entry n - 1 (trusted, not recomputed; skipped if it is missing).
@@ -325,6 +338,7 @@ class AuditChain {
     int64_t start = 0;
     int64_t end = 0;  // exclusive
     labshare::usage::v1::AuditChainHead head;
+    labshare::usage::v1::AuditAnchor base;
   };
   absl::StatusOr<Range> ResolveRange(int64_t start_sequence, int64_t end_sequence) const;
   // Entries at the given sequences, nullopt where none is stored (or it does

@@ -7,6 +7,7 @@
 // flags without a value; errors under --json as one JSON object.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -334,6 +336,60 @@ TEST_F(CliTest, ErrorsUnderJsonAreOneJsonObject) {
   e = ParseJson(r.err);
   EXPECT_EQ(e.fields().at("code").string_value(), "USAGE");
   EXPECT_EQ(e.fields().at("exit_code").number_value(), 2);
+}
+
+// `labshare health` is readiness: SERVING only while the server's Redis
+// answers. `labshare health --liveness` asks whether the process answers at
+// all: a Redis outage fails the first and not the second (a liveness probe
+// must not restart pods for it); only a process that does not answer fails
+// it. Its own Redis and inventory, so the suite's keep running.
+TEST_F(CliTest, HealthLivenessFollowsTheProcessAndReadinessFollowsRedis) {
+  auto redis = testing::RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  auto inventory = ChildProcess::Start(
+      "inventory-health", testing::LabshareBinDir() + "/labshare-inventory",
+      testing::WithTls({"--listen=127.0.0.1:0", "--redis=" + (*redis)->address()}, "inventory"), *dir_);
+  ASSERT_TRUE(inventory.ok()) << inventory.status();
+  const std::string address = (*inventory)->address();
+  // Readiness starts NOT_SERVING until the first Redis check: wait for it.
+  CliRun ready;
+  for (int i = 0; i < 300; ++i) {
+    ready = Labshare({"health", address});
+    if (ready.exit_code == 0) break;
+    usleep(100 * 1000);
+  }
+  EXPECT_EQ(ready.exit_code, 0) << ready.out << ready.err;
+  EXPECT_EQ(ready.out, "SERVING\n");
+  CliRun live = Labshare({"health", "--liveness", address});
+  EXPECT_EQ(live.exit_code, 0) << live.err;
+  EXPECT_EQ(live.out, "ALIVE (SERVING)\n");
+
+  // Redis goes away: not ready, still alive.
+  redis->reset();
+  for (int i = 0; i < 300; ++i) {
+    ready = Labshare({"health", address});
+    if (ready.exit_code != 0) break;
+    usleep(100 * 1000);
+  }
+  EXPECT_EQ(ready.exit_code, 1);
+  EXPECT_EQ(ready.out, "NOT_SERVING\n");
+  live = Labshare({"--liveness", "health", address});  // the flag before the command works too
+  EXPECT_EQ(live.exit_code, 0) << live.err;
+  EXPECT_EQ(live.out, "ALIVE (SERVING)\n");
+
+  // The process is gone: dead.
+  inventory->reset();
+  live = Labshare({"health", "--liveness", address});
+  EXPECT_EQ(live.exit_code, 1);
+  EXPECT_TRUE(absl::StartsWith(live.out, "UNREACHABLE: ")) << live.out;
+  ready = Labshare({"health", address});
+  EXPECT_EQ(ready.exit_code, 1);
+  EXPECT_TRUE(absl::StartsWith(ready.out, "UNREACHABLE: ")) << ready.out;
+
+  // --liveness belongs to health only.
+  const CliRun misuse = Admin({"--liveness", "inventory", "ListInstruments"});
+  EXPECT_EQ(misuse.exit_code, 2);
+  EXPECT_EQ(misuse.err, "error: --liveness goes with labshare health\n");
 }
 
 }  // namespace

@@ -202,6 +202,10 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"QUOTE_TOTAL_MISMATCH", "billing's charge of an accepted quote (consumer)"},
       {"CLIENT_GONE", "a stream whose client left: nobody receives it"},
       {"STORAGE_FULL", "ErrorInfo metadata \"cause\" of STORAGE_UNAVAILABLE (types.proto), not a reason"},
+      {"REPLICA_ACK_TIMEOUT", "ErrorInfo metadata \"cause\" of STORAGE_UNAVAILABLE (types.proto), not a reason"},
+      {"EVAL_RO", "a Redis command name (common/redis.cc routing tables)"},
+      {"EVALSHA_RO", "a Redis command name (common/redis.cc routing tables)"},
+      {"FCALL_RO", "a Redis command name (common/redis.cc routing tables)"},
       {"UNBALANCED_POSITIONS", "PlanTransfers' argument check; ComputeSettlement's positions balance"},
   };
   return *m;

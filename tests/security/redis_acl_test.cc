@@ -129,7 +129,8 @@ class RedisAclTest : public ::testing::Test {
 };
 
 TEST_F(RedisAclTest, ScriptWritesPrivatePasswordFilesAndListsItsUsers) {
-  EXPECT_EQ(acl_.users(), (std::vector<std::string>{"inventory", "booking", "billing", "usage", "admin", "probe"}));
+  EXPECT_EQ(acl_.users(), (std::vector<std::string>{"inventory", "booking", "billing", "usage", "admin", "probe",
+                                                    "replication", "sentinel"}));
   std::set<std::string> passwords;
   for (const std::string& user : acl_.users()) {
     const auto perms = std::filesystem::status(acl_.password_file(user)).permissions();
@@ -198,6 +199,67 @@ TEST_F(RedisAclTest, DefaultUserIsOff) {
   EXPECT_TRUE(probe.Ping().ok());
   EXPECT_TRUE(Denied(probe.Command({"GET", "{inventory}:x"})));
   EXPECT_TRUE(Denied(probe.Command({"INFO"})));
+}
+
+// ACL DRYRUN (Redis 7): "OK" when `user` may run `cmd`, the reason otherwise.
+std::string DryRun(RedisPool& admin, const std::string& user, std::vector<std::string> cmd) {
+  cmd.insert(cmd.begin(), {"ACL", "DRYRUN", user});
+  absl::StatusOr<RedisValue> v = admin.Command(cmd);
+  return v.ok() ? v->str : v.status().ToString();
+}
+
+// The commands the Redis client sends by itself (Sentinel, WAIT, Redis
+// Cluster), and the users replicas and Sentinel connect as: exactly what
+// the Redis documentation lists for them, nothing else.
+TEST_F(RedisAclTest, ClientTopologyCommandsAndTheReplicationAndSentinelUsers) {
+  for (const std::string& service : kServices) {
+    SCOPED_TRACE(service);
+    for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
+             {"ROLE"}, {"WAIT", "1", "1000"}, {"CLUSTER", "SLOTS"}, {"ASKING"}}) {
+      EXPECT_EQ(DryRun(*admin_, service, cmd), "OK") << absl::StrJoin(cmd, " ");
+    }
+    for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
+             {"CLUSTER", "NODES"}, {"CLUSTER", "FAILOVER"}, {"READONLY"}, {"INFO"}, {"PSYNC", "?", "-1"}}) {
+      EXPECT_NE(DryRun(*admin_, service, cmd), "OK") << absl::StrJoin(cmd, " ");
+    }
+    // Really sent: a single server answers ROLE and WAIT, and refuses
+    // CLUSTER SLOTS for not being a cluster, not for the ACL.
+    RedisPool pool(acl_.As(*server_, service));
+    auto role = pool.Command({"ROLE"});
+    ASSERT_TRUE(role.ok() && role->is_array() && !role->elements.empty()) << Describe(role);
+    EXPECT_EQ(role->elements[0].str, "master");
+    auto wait = pool.Command({"WAIT", "0", "0"});
+    ASSERT_TRUE(wait.ok()) << wait.status();
+    EXPECT_EQ(wait->integer, 0);
+    auto slots = pool.Command({"CLUSTER", "SLOTS"});
+    ASSERT_TRUE(slots.ok()) << slots.status();
+    EXPECT_FALSE(Denied(slots)) << Describe(slots);
+  }
+  // The probe user: PING and ROLE (a starting node asks its peers).
+  EXPECT_EQ(DryRun(*admin_, "probe", {"ROLE"}), "OK");
+  EXPECT_NE(DryRun(*admin_, "probe", {"INFO"}), "OK");
+  // Replicas: PSYNC, REPLCONF, PING.
+  for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
+           {"PSYNC", "?", "-1"}, {"REPLCONF", "listening-port", "6380"}, {"PING"}}) {
+    EXPECT_EQ(DryRun(*admin_, "replication", cmd), "OK") << absl::StrJoin(cmd, " ");
+  }
+  for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
+           {"GET", "{billing}:acct:x"}, {"INFO"}, {"SYNC"}, {"CONFIG", "GET", "*"}, {"REPLICAOF", "NO", "ONE"}}) {
+    EXPECT_NE(DryRun(*admin_, "replication", cmd), "OK") << absl::StrJoin(cmd, " ");
+  }
+  // Sentinel: the Redis documentation's "ACL for Sentinel" list, its hello
+  // channel only.
+  for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
+           {"PING"}, {"INFO"}, {"ROLE"}, {"MULTI"}, {"EXEC"}, {"SLAVEOF", "NO", "ONE"}, {"REPLICAOF", "NO", "ONE"},
+           {"CONFIG", "REWRITE"}, {"CLIENT", "SETNAME", "sentinel-x"}, {"CLIENT", "KILL", "TYPE", "normal"},
+           {"SCRIPT", "KILL"}, {"SUBSCRIBE", "__sentinel__:hello"}, {"PUBLISH", "__sentinel__:hello", "x"}}) {
+    EXPECT_EQ(DryRun(*admin_, "sentinel", cmd), "OK") << absl::StrJoin(cmd, " ");
+  }
+  for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
+           {"GET", "{billing}:acct:x"}, {"CONFIG", "SET", "appendfsync", "no"}, {"CONFIG", "GET", "*"},
+           {"SUBSCRIBE", "other"}, {"PUBLISH", "other", "x"}, {"FLUSHALL"}, {"ACL", "LIST"}, {"PSYNC", "?", "-1"}}) {
+    EXPECT_NE(DryRun(*admin_, "sentinel", cmd), "OK") << absl::StrJoin(cmd, " ");
+  }
 }
 
 TEST_F(RedisAclTest, ConnectionsAuthenticateAgainAfterTheServerDroppedThem) {

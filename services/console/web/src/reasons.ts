@@ -170,7 +170,7 @@ registerMessages({
     'reason.UNBALANCED_POSTING': 'Debits and credits of the posting do not balance.',
     // ------------------------------------------------------------------ usage
     'reason.EXPORT_LIMIT': 'Too many exports are running (at most {limit} at once). Wait for one to finish, then try again.',
-    'reason.SEQUENCE_OUT_OF_RANGE': 'The audit trail ends at entry {head_sequence}. Choose a position at or before it.',
+    'reason.SEQUENCE_OUT_OF_RANGE': 'The audit trail ends at entry {head_sequence}, and the entries of archived years are in the archive files, not here. Choose a position at or before the end, after the archived years.',
   },
   'zh-CN': {
     // ------------------------------------------------ sign-in and permission
@@ -326,6 +326,6 @@ registerMessages({
     'reason.UNBALANCED_POSTING': '该记账分录借贷不平衡。',
     // ------------------------------------------------------------------ usage
     'reason.EXPORT_LIMIT': '正在进行的导出过多（同时最多 {limit} 个），请等其中一个完成后再试。',
-    'reason.SEQUENCE_OUT_OF_RANGE': '审计记录目前截止到第 {head_sequence} 条，请选择不超过该条目的位置。',
+    'reason.SEQUENCE_OUT_OF_RANGE': '审计记录目前截止到第 {head_sequence} 条，已归档年份的条目保存在归档文件中，不在此处。请选择不超过该条目、且在已归档年份之后的位置。',
   },
 });

@@ -1,0 +1,85 @@
+#!/bin/sh
+# Starts one Redis node of the StatefulSet redis (deploy/k8s/base/redis.yaml):
+# writes its configuration into memory (the replication password must not
+# land on a volume) and runs redis-server with it.
+#
+# Which node is the master: the one the sentinels name (they follow
+# failovers); when no sentinel answers (first start, or every sentinel
+# restarted), a node that reports itself master in ROLE; when there is none
+# either (first start), REDIS_INITIAL_MASTER (redis-0). Every other node
+# starts as its replica; Sentinel promotes a replica when the master fails
+# and repoints the others.
+#
+# Every node: ACL users only (users.acl, deploy/redis-acl.sh), the
+# append-only file fsynced on every write (appendfsync always: a node that
+# dies loses no write it acknowledged), min-replicas-to-write 1 (a master
+# that no replica follows within 10 s refuses writes instead of taking ones
+# a failover would drop), replication as the ACL user replication, and the
+# headless Service's DNS name announced so sentinels, replicas and clients
+# reach it by name.
+#
+# Environment (the defaults are the StatefulSet's): REDIS_ANNOUNCE (this
+# node's name, HOSTNAME.redis), REDIS_PORT (6379), REDIS_NODES ("host:port"
+# list of every node), REDIS_INITIAL_MASTER (host:port), REDIS_SENTINELS
+# ("host:port" list), REDIS_MASTER_NAME (labshare), REDIS_SECRETS (users.acl,
+# replication.password, probe.password), REDIS_CONF_DIR (written), REDIS_DATA.
+set -eu
+announce="${REDIS_ANNOUNCE:-$HOSTNAME.redis}"
+port="${REDIS_PORT:-6379}"
+nodes="${REDIS_NODES:-redis-0.redis:6379 redis-1.redis:6379 redis-2.redis:6379}"
+initial="${REDIS_INITIAL_MASTER:-redis-0.redis:6379}"
+sentinels="${REDIS_SENTINELS:-redis-sentinel-0.redis-sentinel:26379 redis-sentinel-1.redis-sentinel:26379 redis-sentinel-2.redis-sentinel:26379}"
+master_name="${REDIS_MASTER_NAME:-labshare}"
+secrets="${REDIS_SECRETS:-/etc/redis}"
+conf_dir="${REDIS_CONF_DIR:-/run/redis}"
+data="${REDIS_DATA:-/data}"
+
+master=""
+for s in $sentinels; do
+  # Two lines, host and port; nothing when that sentinel knows no master.
+  answer="$(timeout 3 redis-cli -h "${s%:*}" -p "${s##*:}" --raw sentinel get-master-addr-by-name "$master_name" 2>/dev/null)" || continue
+  host="$(echo "$answer" | sed -n 1p)"
+  mport="$(echo "$answer" | sed -n 2p)"
+  if [ -n "$host" ] && [ -n "$mport" ]; then
+    master="$host:$mport"
+    echo "sentinel $s: the master is $master"
+    break
+  fi
+done
+if [ -z "$master" ]; then
+  for n in $nodes; do
+    [ "$n" = "$announce:$port" ] && continue
+    role="$(REDISCLI_AUTH="$(cat "$secrets/probe.password")" timeout 3 redis-cli --no-auth-warning --user probe \
+      -h "${n%:*}" -p "${n##*:}" --raw role 2>/dev/null | sed -n 1p)" || continue
+    if [ "$role" = master ]; then
+      master="$n"
+      echo "no sentinel answered; $n reports itself master"
+      break
+    fi
+  done
+fi
+if [ -z "$master" ]; then
+  master="$initial"
+  echo "no sentinel or node names a master: $master is the first"
+fi
+
+umask 077
+mkdir -p "$conf_dir"
+conf="$conf_dir/redis.conf"
+{
+  echo "port $port"
+  echo "dir $data"
+  echo "aclfile $secrets/users.acl"
+  echo "appendonly yes"
+  echo "appendfsync always"
+  echo 'save ""'
+  echo "min-replicas-to-write 1"
+  echo "min-replicas-max-lag 10"
+  echo "replica-announce-ip $announce"
+  echo "masteruser replication"
+  echo "masterauth $(cat "$secrets/replication.password")"
+  if [ "$master" != "$announce:$port" ]; then
+    echo "replicaof ${master%:*} ${master##*:}"
+  fi
+} > "$conf"
+exec redis-server "$conf"

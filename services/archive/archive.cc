@@ -1,0 +1,949 @@
+#include "services/archive/archive.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/page_token.h"
+#include "common/proto_util.h"
+#include "labshare/booking/v1/booking.pb.h"
+#include "services/booking/booking_common.h"
+#include "services/booking/booking_lists.h"
+#include "services/booking/redis_booking_store.h"
+#include "services/usage/audit_chain.h"
+
+namespace labshare::archive {
+
+namespace uv1 = labshare::usage::v1;
+namespace bv1 = labshare::booking::v1;
+namespace bk = labshare::booking;
+using google::protobuf::Struct;
+using google::protobuf::Value;
+
+std::string ManifestKey(int year) { return absl::StrCat("{usage}:archive:", year); }
+
+namespace {
+
+constexpr int64_t kClockSkewMs = 60 * 1000;
+const char kZeroHash[] = "0000000000000000000000000000000000000000000000000000000000000000";
+
+// ------------------------------------------------------------ JSON lines
+
+const Value* Field(const Struct& s, const char* name) {
+  auto it = s.fields().find(name);
+  return it == s.fields().end() ? nullptr : &it->second;
+}
+
+bool Int(const Value* v, int64_t* out) {
+  if (v == nullptr || v->kind_case() != Value::kNumberValue) return false;
+  const double d = v->number_value();
+  if (d != std::floor(d) || std::fabs(d) > 9.0e15) return false;
+  *out = static_cast<int64_t>(d);
+  return true;
+}
+
+bool Str(const Value* v, std::string* out) {
+  if (v == nullptr || v->kind_case() != Value::kStringValue) return false;
+  *out = v->string_value();
+  return true;
+}
+
+bool IsHashHex(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+bool ParseLine(absl::string_view line, Struct* out) {
+  google::protobuf::util::JsonParseOptions o;
+  return google::protobuf::util::JsonStringToMessage(std::string(line), out, o).ok();
+}
+
+bool Time(const Struct& s, const char* name, google::protobuf::Timestamp* t) {
+  const Value* v = Field(s, name);
+  if (v == nullptr || v->kind_case() != Value::kStructValue) return false;
+  int64_t sec = 0, nanos = 0;
+  if (!Int(Field(v->struct_value(), "seconds"), &sec) || !Int(Field(v->struct_value(), "nanos"), &nanos)) {
+    return false;
+  }
+  t->set_seconds(sec);
+  t->set_nanos(static_cast<int32_t>(nanos));
+  return true;
+}
+
+std::vector<absl::string_view> Lines(absl::string_view file) {
+  std::vector<absl::string_view> lines = absl::StrSplit(file, '\n');
+  if (!lines.empty() && lines.back().empty()) lines.pop_back();
+  return lines;
+}
+
+std::string Sha256Hex(absl::string_view data) {
+  usage::Sha256 h;
+  h.Update(data);
+  return h.HexDigest();
+}
+
+absl::Status Precondition(absl::string_view what) { return absl::FailedPreconditionError(what); }
+
+// ------------------------------------------------------------ files
+
+// Writes <path>.tmp piece by piece (hashing what it writes); Commit fsyncs
+// and renames it to <path>. Dropped before Commit: the .tmp goes.
+class FileWriter {
+ public:
+  static absl::StatusOr<std::unique_ptr<FileWriter>> Open(const std::string& path) {
+    std::unique_ptr<FileWriter> w(new FileWriter(path));
+    w->fd_ = open(w->tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (w->fd_ < 0) return absl::InternalError(absl::StrCat("open ", w->tmp_, ": ", strerror(errno)));
+    return w;
+  }
+  ~FileWriter() {
+    if (fd_ >= 0) {
+      close(fd_);
+      unlink(tmp_.c_str());
+    }
+  }
+  absl::Status Append(absl::string_view data) {
+    sha_.Update(data);
+    buffer_.append(data.data(), data.size());
+    return buffer_.size() >= (1 << 20) ? Flush() : absl::OkStatus();
+  }
+  // The file's SHA-256 (hex) once it is durably in place.
+  absl::StatusOr<std::string> Commit() {
+    LS_RETURN_IF_ERROR(Flush());
+    if (fsync(fd_) != 0) return absl::InternalError(absl::StrCat("fsync ", tmp_, ": ", strerror(errno)));
+    const int fd = fd_;
+    fd_ = -1;
+    if (close(fd) != 0) return absl::InternalError(absl::StrCat("close ", tmp_, ": ", strerror(errno)));
+    if (rename(tmp_.c_str(), path_.c_str()) != 0) {
+      return absl::InternalError(absl::StrCat("rename ", tmp_, ": ", strerror(errno)));
+    }
+    return sha_.HexDigest();
+  }
+
+ private:
+  explicit FileWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {}
+  absl::Status Flush() {
+    size_t done = 0;
+    while (done < buffer_.size()) {
+      const ssize_t w = write(fd_, buffer_.data() + done, buffer_.size() - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return absl::InternalError(absl::StrCat("write ", tmp_, ": ", strerror(errno)));
+      done += static_cast<size_t>(w);
+    }
+    buffer_.clear();
+    return absl::OkStatus();
+  }
+  std::string path_, tmp_;
+  int fd_ = -1;
+  std::string buffer_;
+  usage::Sha256 sha_;
+};
+
+// Calls fn for every line (without its '\n'); returns the file's SHA-256
+// (hex). fn returning false stops the reading (the digest is then of what
+// was read).
+absl::StatusOr<std::string> ForEachLine(const std::string& path,
+                                        const std::function<bool(absl::string_view)>& fn) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::DataLossError(absl::StrCat("cannot read the archive file ", path));
+  usage::Sha256 sha;
+  std::string line;
+  while (std::getline(in, line)) {
+    sha.Update(line);
+    if (!in.eof()) sha.Update("\n");
+    if (!fn(line)) break;
+  }
+  return sha.HexDigest();
+}
+
+// ------------------------------------------------------------ consumers
+
+int64_t IdMs(const std::string& id) {
+  int64_t ms = 0;
+  if (!absl::SimpleAtoi(id.substr(0, id.find('-')), &ms)) return 0;
+  return ms;
+}
+
+struct ConsumerState {
+  // Every entry of every outbox stream before this moment (ms) has been
+  // delivered to and acknowledged by every group; max: all of them.
+  int64_t safe_ms = std::numeric_limits<int64_t>::max();
+  std::string laggard;  // "<stream>/<group>" that sets safe_ms
+  std::vector<std::string> streams;
+};
+
+absl::StatusOr<std::vector<std::string>> OutboxStreams(RedisPool* pool) {
+  std::set<std::string> out;
+  std::string cursor = "0";
+  do {
+    LS_ASSIGN_OR_RETURN(RedisValue r,
+                        pool->Command({"SCAN", cursor, "MATCH", "*:outbox", "COUNT", "1000", "TYPE", "stream"}));
+    if (!r.is_array() || r.elements.size() != 2) return absl::InternalError("unexpected SCAN reply");
+    cursor = r.elements[0].str;
+    for (const auto& k : r.elements[1].elements) out.insert(k.str);
+  } while (cursor != "0");
+  return std::vector<std::string>(out.begin(), out.end());
+}
+
+absl::StatusOr<ConsumerState> Consumers(RedisPool* pool) {
+  ConsumerState st;
+  LS_ASSIGN_OR_RETURN(st.streams, OutboxStreams(pool));
+  for (const auto& stream : st.streams) {
+    LS_ASSIGN_OR_RETURN(RedisValue groups, pool->Command({"XINFO", "GROUPS", stream}));
+    if (!groups.is_array()) return absl::InternalError(absl::StrCat("XINFO GROUPS ", stream, ": unexpected reply"));
+    for (const auto& g : groups.elements) {
+      std::string name, last = "0-0";
+      int64_t pending = 0;
+      for (size_t i = 0; i + 1 < g.elements.size(); i += 2) {
+        if (g.elements[i].str == "name") name = g.elements[i + 1].str;
+        if (g.elements[i].str == "pending") pending = g.elements[i + 1].integer;
+        if (g.elements[i].str == "last-delivered-id") last = g.elements[i + 1].str;
+      }
+      int64_t bound = std::numeric_limits<int64_t>::max();
+      if (pending > 0) {
+        LS_ASSIGN_OR_RETURN(RedisValue p, pool->Command({"XPENDING", stream, name}));
+        if (p.is_array() && p.elements.size() >= 2 && !p.elements[1].is_nil()) {
+          bound = std::min(bound, IdMs(p.elements[1].str));
+        }
+      }
+      LS_ASSIGN_OR_RETURN(RedisValue next, pool->Command({"XRANGE", stream, "(" + last, "+", "COUNT", "1"}));
+      if (next.is_array() && !next.elements.empty()) bound = std::min(bound, IdMs(next.elements[0].elements[0].str));
+      if (bound < st.safe_ms) {
+        st.safe_ms = bound;
+        st.laggard = absl::StrCat(stream, " group ", name);
+      }
+    }
+  }
+  return st;
+}
+
+// ------------------------------------------------------------ audit
+
+std::string Hex(absl::string_view b) { return absl::BytesToHexString(b); }
+
+// The archived range: [base + 1, first entry appended at or after the cut).
+struct AuditRange {
+  int64_t start = 1, end = 1;
+  std::string base_hash;  // raw; empty when base is 0
+};
+
+absl::StatusOr<AuditRange> FindAuditRange(usage::AuditChain& chain, int64_t cut_ms, int batch) {
+  LS_ASSIGN_OR_RETURN(uv1::AuditAnchor base, chain.ArchivedBase());
+  LS_ASSIGN_OR_RETURN(uv1::AuditChainHead head, chain.Head());
+  AuditRange r;
+  r.start = base.sequence() + 1;
+  r.base_hash = base.hash();
+  r.end = r.start;
+  while (r.end <= head.sequence()) {
+    std::vector<std::vector<std::string>> gets;
+    for (int64_t s = r.end; s <= head.sequence() && s < r.end + batch; ++s) {
+      gets.push_back({"GET", usage::audit_keys::Entry(s)});
+    }
+    LS_ASSIGN_OR_RETURN(auto replies, chain.pool()->Pipeline(gets));
+    for (size_t i = 0; i < replies.size(); ++i) {
+      uv1::AuditEntry e;
+      if (replies[i].is_nil() || !e.ParseFromString(replies[i].str)) {
+        return absl::DataLossError(absl::StrCat("audit entry ", r.end, " is missing; run VerifyAuditChain"));
+      }
+      if (absl::ToUnixMillis(FromProto(e.append_time())) >= cut_ms) return r;
+      ++r.end;
+    }
+  }
+  return r;
+}
+
+// ------------------------------------------------------------ bookings
+
+bool Final(bv1::Booking::State s) {
+  return s == bv1::Booking::COMPLETED || s == bv1::Booking::CANCELLED || s == bv1::Booking::MISSED ||
+         s == bv1::Booking::REJECTED || s == bv1::Booking::EXPIRED;
+}
+
+struct StoredBooking {
+  int partition = 0;
+  std::string id;
+  int64_t version = 0;
+  std::string data;
+  bv1::Booking booking;
+};
+
+// Calls fn for each booking whose reserved interval ended before the cut,
+// partition by partition, reading the listing index {bk:P}:ls:b:all (score:
+// reserved start) in batches from a (score, ids at that score) cursor.
+absl::Status ForEachBookingBefore(RedisPool* pool, int64_t cut_ms, int batch,
+                                  const std::function<absl::Status(const StoredBooking&)>& fn) {
+  for (int p = 0; p < bk::kPartitions; ++p) {
+    std::string min = "-inf";
+    std::set<std::string> seen_at_min;
+    while (true) {
+      const size_t limit = seen_at_min.size() + static_cast<size_t>(batch);
+      LS_ASSIGN_OR_RETURN(RedisValue r,
+                          pool->Command({"ZRANGEBYSCORE", bk::keys::ListAll(p, 'b'), min, absl::StrCat("(", cut_ms),
+                                         "WITHSCORES", "LIMIT", "0", std::to_string(limit)}));
+      if (!r.is_array() || r.elements.size() % 2 != 0) return absl::InternalError("unexpected ZRANGEBYSCORE reply");
+      std::vector<std::pair<std::string, std::string>> fresh;  // (id, score)
+      for (size_t i = 0; i < r.elements.size(); i += 2) {
+        const std::string& id = r.elements[i].str;
+        const std::string& score = r.elements[i + 1].str;
+        if (score == min && seen_at_min.count(id) > 0) continue;
+        fresh.emplace_back(id, score);
+      }
+      if (fresh.empty()) break;
+      std::vector<std::vector<std::string>> gets;
+      for (const auto& f : fresh) gets.push_back({"HMGET", bk::keys::Booking(p, f.first), "d", "v"});
+      LS_ASSIGN_OR_RETURN(auto docs, pool->Pipeline(gets));
+      for (size_t i = 0; i < docs.size(); ++i) {
+        if (!docs[i].is_array() || docs[i].elements.size() != 2 || docs[i].elements[0].is_nil()) continue;
+        StoredBooking b;
+        b.partition = p;
+        b.id = fresh[i].first;
+        b.data = docs[i].elements[0].str;
+        absl::SimpleAtoi(docs[i].elements[1].str, &b.version);
+        if (!b.booking.ParseFromString(b.data)) {
+          return absl::DataLossError(absl::StrCat("booking ", b.id, " does not parse"));
+        }
+        if (absl::ToUnixMillis(FromProto(b.booking.reserved_interval().end_time())) >= cut_ms) continue;
+        LS_RETURN_IF_ERROR(fn(b));
+      }
+      const std::string last = fresh.back().second;
+      if (last != min) seen_at_min.clear();
+      for (const auto& f : fresh) {
+        if (f.second == last) seen_at_min.insert(f.first);
+      }
+      min = last;
+      if (r.elements.size() / 2 < limit) break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string BookingLine(const StoredBooking& b) {
+  return absl::StrCat("{\"partition\":", b.partition, ",\"booking\":\"bookings/", JsonEscape(b.id),
+                      "\",\"version\":", b.version, ",\"document\":\"", absl::Base64Escape(b.data),
+                      "\",\"sha256\":\"", Sha256Hex(b.data), "\"}\n");
+}
+
+// A booking line of a verified file.
+absl::StatusOr<StoredBooking> ParseBookingLine(absl::string_view line) {
+  Struct s;
+  std::string name, doc;
+  int64_t p = 0;
+  if (!ParseLine(line, &s) || !Int(Field(s, "partition"), &p) || !Str(Field(s, "booking"), &name) ||
+      !Str(Field(s, "document"), &doc) || p < 0 || p >= bk::kPartitions) {
+    return absl::DataLossError("bookings file: malformed line");
+  }
+  StoredBooking b;
+  b.partition = static_cast<int>(p);
+  b.id = bk::IdOf(name);
+  if (!absl::Base64Unescape(doc, &b.data) || !b.booking.ParseFromString(b.data)) {
+    return absl::DataLossError("bookings file: a document does not parse");
+  }
+  return b;
+}
+
+// Removes one booking's keys and index members (each command idempotent).
+// Returns how many keys went away entirely.
+absl::StatusOr<int64_t> RemoveBooking(RedisPool* pool, const StoredBooking& b) {
+  const int p = b.partition;
+  const std::string instr = bk::IdOf(b.booking.instrument());
+  std::vector<std::vector<std::string>> cmds = {
+      {"DEL", bk::keys::Booking(p, b.id)},
+      {"ZREM", bk::keys::Calendar(p, instr), b.id},
+      {"HDEL", bk::keys::CalendarEnds(p, instr), b.id},
+      {"ZREM", bk::keys::ByInstrument(p, instr), b.id},
+      {"ZREM", bk::keys::Due(p), b.id},
+  };
+  for (const auto& k : bk::BookingListingKeys(p, b.booking, "")) cmds.push_back({"ZREM", k, b.id});
+  std::vector<std::string> touched;
+  for (const auto& c : cmds) touched.push_back(c[1]);
+  LS_ASSIGN_OR_RETURN(auto replies, pool->Pipeline(cmds));
+  for (const auto& r : replies) {
+    if (r.is_error()) return absl::InternalError(absl::StrCat("removing booking ", b.id, ": ", r.str));
+  }
+  int64_t gone = replies.empty() ? 0 : replies[0].integer;
+  // The lookup of a client-chosen id lives in {bk:ids}: its own command.
+  LS_ASSIGN_OR_RETURN(RedisValue lookup, pool->Command({"DEL", bk::keys::IdLookup(b.id)}));
+  gone += lookup.integer;
+  // Keys emptied by the removal (Redis deletes an empty ZSET / HASH).
+  std::vector<std::vector<std::string>> exists;
+  for (size_t i = 1; i < touched.size(); ++i) {
+    if (replies[i].integer > 0) exists.push_back({"EXISTS", touched[i]});
+  }
+  if (!exists.empty()) {
+    LS_ASSIGN_OR_RETURN(auto ex, pool->Pipeline(exists));
+    for (const auto& e : ex) gone += e.integer == 0 ? 1 : 0;
+  }
+  return gone;
+}
+
+// The listing index of the instrument's operator organisation is not named
+// by the booking document: after the removals, every "{bk:P}:ls:b:org:*"
+// member before the cut whose document is gone is removed too (what is
+// left before the cut is bookings that span it, and dangling members).
+absl::StatusOr<int64_t> SweepOrgIndexes(RedisPool* pool, int64_t cut_ms, int batch) {
+  std::set<std::string> index_keys;
+  std::string cursor = "0";
+  do {
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"SCAN", cursor, "MATCH", "{bk:*}:ls:b:org:*", "COUNT", "1000",
+                                                     "TYPE", "zset"}));
+    if (!r.is_array() || r.elements.size() != 2) return absl::InternalError("unexpected SCAN reply");
+    cursor = r.elements[0].str;
+    for (const auto& k : r.elements[1].elements) index_keys.insert(k.str);
+  } while (cursor != "0");
+  int64_t removed = 0;
+  for (const auto& key : index_keys) {
+    int p = -1;
+    for (int q = 0; q < bk::kPartitions; ++q) {
+      if (absl::StartsWith(key, bk::keys::Tag(q) + ":")) p = q;
+    }
+    if (p < 0) continue;
+    std::string min = "-inf";
+    std::set<std::string> seen_at_min;
+    while (true) {
+      const size_t limit = seen_at_min.size() + static_cast<size_t>(batch);
+      LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYSCORE", key, min, absl::StrCat("(", cut_ms),
+                                                       "WITHSCORES", "LIMIT", "0", std::to_string(limit)}));
+      if (!r.is_array() || r.elements.size() % 2 != 0) return absl::InternalError("unexpected ZRANGEBYSCORE reply");
+      std::vector<std::pair<std::string, std::string>> fresh;
+      for (size_t i = 0; i < r.elements.size(); i += 2) {
+        if (r.elements[i + 1].str == min && seen_at_min.count(r.elements[i].str) > 0) continue;
+        fresh.emplace_back(r.elements[i].str, r.elements[i + 1].str);
+      }
+      if (fresh.empty()) break;
+      std::vector<std::vector<std::string>> exists;
+      for (const auto& f : fresh) exists.push_back({"EXISTS", bk::keys::Booking(p, f.first)});
+      LS_ASSIGN_OR_RETURN(auto ex, pool->Pipeline(exists));
+      std::vector<std::string> zrem = {"ZREM", key};
+      for (size_t i = 0; i < ex.size(); ++i) {
+        if (ex[i].integer == 0) zrem.push_back(fresh[i].first);
+      }
+      if (zrem.size() > 2) {
+        LS_ASSIGN_OR_RETURN(RedisValue z, pool->Command(zrem));
+        removed += z.integer;
+      }
+      const std::string last = fresh.back().second;
+      if (last != min) seen_at_min.clear();
+      for (const auto& f : fresh) {
+        if (f.second == last) seen_at_min.insert(f.first);
+      }
+      min = last;
+      if (r.elements.size() / 2 < limit) break;
+    }
+  }
+  return removed;
+}
+
+// One Lua step in {usage}: the manifest, and the base moved forward.
+const RedisScript& CommitScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local cur = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[2], 'seq', ARGV[1], 'hash', ARGV[2]) end
+return 1
+)lua");
+  return *s;
+}
+
+std::string Get(const std::map<std::string, std::string>& m, const std::string& k) {
+  auto it = m.find(k);
+  return it == m.end() ? "" : it->second;
+}
+
+absl::Status Stop(const ArchiveOptions& o, absl::string_view stage) {
+  return o.stop_for_testing ? o.stop_for_testing(stage) : absl::OkStatus();
+}
+
+}  // namespace
+
+// ============================================================ verification
+
+namespace {
+
+// deploy/verify_audit.py, line by line.
+class AuditVerifier {
+ public:
+  explicit AuditVerifier(std::optional<std::pair<int64_t, std::string>> anchor) : anchor_(std::move(anchor)) {}
+
+  // False once broken (or after the trailer, when another line comes).
+  bool Line(absl::string_view line) {
+    if (done_) return false;
+    if (!header_) return Header(line);
+    Struct o;
+    if (!ParseLine(line, &o)) return Broken(seq_, "malformed");
+    if (trailer_) return Broken(seq_, "data_after_trailer");
+    if (Field(o, "trailer") != nullptr) {
+      if (seq_ < end_) return Broken(seq_, "sequence_gap");
+      int64_t entries = 0, last = 0;
+      std::string last_hash;
+      const Value* t = Field(o, "trailer");
+      if (t->kind_case() != Value::kBoolValue || !t->bool_value() || !Int(Field(o, "entries"), &entries) ||
+          entries != end_ - start_ || !Int(Field(o, "last_sequence"), &last) || last != end_ - 1 ||
+          !Str(Field(o, "last_hash"), &last_hash) || last_hash != prev_) {
+        return Broken(end_ - 1, "trailer_mismatch");
+      }
+      trailer_ = true;
+      return true;
+    }
+    int64_t s = 0;
+    if (!Int(Field(o, "sequence"), &s)) return Broken(seq_, "malformed");
+    if (s != seq_ || seq_ >= end_) return Broken(seq_, "sequence_gap");
+    uv1::AuditEntry e;
+    e.set_sequence(s);
+    std::string payload_b64, prev_hex, hash_hex;
+    if (!Str(Field(o, "source_service"), e.mutable_source_service()) ||
+        !Str(Field(o, "event_id"), e.mutable_event_id()) || !Str(Field(o, "event_type"), e.mutable_event_type()) ||
+        !Str(Field(o, "payload_type"), e.mutable_payload_type()) || !Time(o, "event_time", e.mutable_event_time()) ||
+        !Time(o, "append_time", e.mutable_append_time()) || !Str(Field(o, "payload"), &payload_b64) ||
+        !absl::Base64Unescape(payload_b64, e.mutable_payload()) || !Str(Field(o, "previous_hash"), &prev_hex) ||
+        !IsHashHex(prev_hex) || !Str(Field(o, "hash"), &hash_hex) || !IsHashHex(hash_hex)) {
+      return Broken(seq_, "malformed");
+    }
+    e.set_previous_hash(absl::HexStringToBytes(prev_hex));
+    const std::string h = Hex(usage::AuditHashV1(e));
+    if (h != hash_hex) return Broken(seq_, "hash_mismatch");
+    if (prev_hex != prev_) return Broken(seq_, "link_mismatch");
+    if (anchor_ && anchor_->first == seq_ && Hex(anchor_->second) != h) return Broken(seq_, "anchor_mismatch");
+    prev_ = h;
+    ++seq_;
+    ++verdict_.entries;
+    return true;
+  }
+
+  FileVerdict Finish() {
+    if (done_) return verdict_;
+    if (!header_) {
+      Broken(0, "malformed");
+    } else if (!trailer_) {
+      Broken(seq_, "no_trailer");
+    } else {
+      verdict_.ok = true;
+      verdict_.last_sequence = end_ - 1;
+      verdict_.last_hash_hex = prev_;
+    }
+    return verdict_;
+  }
+
+ private:
+  bool Header(absl::string_view line) {
+    header_ = true;
+    Struct h;
+    int64_t version = 0;
+    std::string format, algorithm;
+    if (!ParseLine(line, &h) || !Str(Field(h, "format"), &format) || format != "labshare-audit-jsonl" ||
+        !Int(Field(h, "version"), &version) || version != 1 || !Int(Field(h, "start_sequence"), &start_) ||
+        !Int(Field(h, "end_sequence"), &end_) || start_ < 1 || end_ <= start_ ||
+        !Str(Field(h, "previous_hash"), &prev_) || !IsHashHex(prev_)) {
+      return Broken(start_, "malformed");
+    }
+    if (!Str(Field(h, "algorithm"), &algorithm) || algorithm != "SHA-256") return Broken(start_, "unknown_algorithm");
+    if (start_ == 1 && prev_ != kZeroHash) return Broken(1, "link_mismatch");
+    if (anchor_ && anchor_->first == start_ - 1 && start_ > 1 && Hex(anchor_->second) != prev_) {
+      return Broken(start_ - 1, "anchor_mismatch");
+    }
+    seq_ = start_;
+    return true;
+  }
+  bool Broken(int64_t at, const char* kind) {
+    done_ = true;
+    verdict_.ok = false;
+    verdict_.broken_at = at;
+    verdict_.kind = kind;
+    return false;
+  }
+
+  std::optional<std::pair<int64_t, std::string>> anchor_;
+  bool header_ = false, trailer_ = false, done_ = false;
+  int64_t start_ = 0, end_ = 0, seq_ = 0;
+  std::string prev_;
+  FileVerdict verdict_;
+};
+
+// The bookings file, line by line: header, each document's SHA-256, the
+// trailer's count and the SHA-256 of every byte before it.
+class BookingsVerifier {
+ public:
+  bool Line(absl::string_view line) {
+    if (done_) return false;
+    ++line_no_;
+    Struct o;
+    if (!ParseLine(line, &o)) return Broken("malformed");
+    if (trailer_) return Broken("data_after_trailer");
+    if (line_no_ == 1) {
+      std::string format;
+      if (!Str(Field(o, "format"), &format) || format != "labshare-bookings-jsonl") return Broken("malformed");
+    } else if (Field(o, "trailer") != nullptr) {
+      int64_t n = 0;
+      std::string sum;
+      if (!Int(Field(o, "bookings"), &n) || n != verdict_.entries || !Str(Field(o, "sha256"), &sum) ||
+          sum != sha_.HexDigest()) {
+        return Broken("trailer_mismatch");
+      }
+      trailer_ = true;
+      return true;
+    } else {
+      std::string doc_b64, doc, sum;
+      if (!Str(Field(o, "document"), &doc_b64) || !absl::Base64Unescape(doc_b64, &doc) ||
+          !Str(Field(o, "sha256"), &sum)) {
+        return Broken("malformed");
+      }
+      if (Sha256Hex(doc) != sum) return Broken("hash_mismatch");
+      ++verdict_.entries;
+    }
+    sha_.Update(line);
+    sha_.Update("\n");
+    return true;
+  }
+  FileVerdict Finish() {
+    if (done_) return verdict_;
+    if (!trailer_) {
+      Broken("no_trailer");
+    } else {
+      verdict_.ok = true;
+    }
+    return verdict_;
+  }
+
+ private:
+  bool Broken(const char* kind) {
+    done_ = true;
+    verdict_.ok = false;
+    verdict_.broken_at = line_no_;
+    verdict_.kind = kind;
+    return false;
+  }
+  int64_t line_no_ = 0;
+  bool trailer_ = false, done_ = false;
+  usage::Sha256 sha_;
+  FileVerdict verdict_;
+};
+
+}  // namespace
+
+FileVerdict VerifyAuditExport(absl::string_view file, std::optional<std::pair<int64_t, std::string>> anchor) {
+  AuditVerifier v(std::move(anchor));
+  for (absl::string_view line : Lines(file)) {
+    if (!v.Line(line)) break;
+  }
+  return v.Finish();
+}
+
+FileVerdict VerifyBookingsExport(absl::string_view file) {
+  BookingsVerifier v;
+  for (absl::string_view line : Lines(file)) {
+    if (!v.Line(line)) break;
+  }
+  return v.Finish();
+}
+
+absl::StatusOr<FileVerdict> VerifyAuditExportFile(const std::string& path,
+                                                  std::optional<std::pair<int64_t, std::string>> anchor,
+                                                  std::string* sha256_hex) {
+  AuditVerifier v(std::move(anchor));
+  LS_ASSIGN_OR_RETURN(std::string sha, ForEachLine(path, [&](absl::string_view line) { return v.Line(line); }));
+  if (sha256_hex != nullptr) *sha256_hex = sha;
+  return v.Finish();
+}
+
+absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, std::string* sha256_hex) {
+  BookingsVerifier v;
+  LS_ASSIGN_OR_RETURN(std::string sha, ForEachLine(path, [&](absl::string_view line) { return v.Line(line); }));
+  if (sha256_hex != nullptr) *sha256_hex = sha;
+  return v.Finish();
+}
+
+// ============================================================ ArchiveYear
+
+absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions& o) {
+  if (o.year < 1970 || o.year > 9999) return absl::InvalidArgumentError("year: 1970..9999");
+  if (o.dir.empty()) return absl::InvalidArgumentError("dir: where the archive files go");
+  const int batch = std::max(1, o.batch);
+  SystemClock system_clock;
+  const Clock* clock = o.clock != nullptr ? o.clock : &system_clock;
+  const absl::Time cut = absl::FromCivil(absl::CivilYear(o.year + 1), absl::UTCTimeZone());
+  const int64_t cut_ms = absl::ToUnixMillis(cut);
+  usage::AuditChain chain(pool, PageTokenCodec(std::string(32, 'a')));
+
+  ArchiveResult result;
+  result.audit_file = absl::StrCat(o.dir, "/audit-", o.year, ".jsonl");
+  result.bookings_file = absl::StrCat(o.dir, "/bookings-", o.year, ".jsonl");
+  const std::string manifest_key = ManifestKey(o.year);
+
+  auto read_manifest = [&]() -> absl::StatusOr<std::map<std::string, std::string>> {
+    LS_ASSIGN_OR_RETURN(RedisValue m, pool->Command({"HGETALL", manifest_key}));
+    std::map<std::string, std::string> out;
+    for (size_t i = 0; i + 1 < m.elements.size(); i += 2) out[m.elements[i].str] = m.elements[i + 1].str;
+    return out;
+  };
+  LS_ASSIGN_OR_RETURN(auto manifest, read_manifest());
+  auto fill = [&](const std::map<std::string, std::string>& m) {
+    absl::SimpleAtoi(Get(m, "audit_start"), &result.audit_start);
+    absl::SimpleAtoi(Get(m, "audit_end"), &result.audit_end);
+    absl::SimpleAtoi(Get(m, "bookings"), &result.bookings);
+    absl::SimpleAtoi(Get(m, "outbox_entries_trimmed"), &result.outbox_entries_trimmed);
+    absl::SimpleAtoi(Get(m, "keys_deleted"), &result.keys_deleted);
+    result.audit_last_hash = Get(m, "audit_last_hash");
+    result.audit_sha256 = Get(m, "audit_sha256");
+    result.bookings_sha256 = Get(m, "bookings_sha256");
+  };
+  if (Get(manifest, "state") == "done") {
+    fill(manifest);
+    result.already_done = true;
+    return result;
+  }
+
+  if (manifest.empty()) {
+    // ---- preconditions
+    if (cut > clock->Now()) {
+      return Precondition(absl::StrCat("year ", o.year, " is open: it ends at ", absl::FormatTime(cut),
+                                       ", after the platform clock (", absl::FormatTime(clock->Now()), ")"));
+    }
+    LS_ASSIGN_OR_RETURN(ConsumerState consumers, Consumers(pool));
+    // A minute past the cut: an event appended to the audit trail just
+    // before the cut may carry a stream id just after it (clocks differ);
+    // it must be acknowledged too, or a redelivery would append it again
+    // once its apply-once marker is archived.
+    if (consumers.safe_ms < cut_ms + kClockSkewMs) {
+      return Precondition(absl::StrCat("consumer ", consumers.laggard,
+                                       " has not acknowledged every event before the end of ", o.year,
+                                       ": rerun when it has caught up"));
+    }
+    LS_ASSIGN_OR_RETURN(AuditRange audit, FindAuditRange(chain, cut_ms, batch));
+    std::string last_hex = audit.base_hash.empty() ? std::string(kZeroHash) : Hex(audit.base_hash);
+    if (audit.end > audit.start) {
+      LS_ASSIGN_OR_RETURN(std::optional<uv1::AuditEntry> last, chain.Get(audit.end - 1));
+      if (!last) return absl::DataLossError(absl::StrCat("audit entry ", audit.end - 1, " is missing"));
+      last_hex = Hex(last->hash());
+    }
+
+    // ---- the bookings file, checking each booking as it goes (a refusal
+    // leaves no file)
+    LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> bw, FileWriter::Open(result.bookings_file));
+    usage::Sha256 body;
+    auto put = [&](const std::string& line) {
+      body.Update(line);
+      return bw->Append(line);
+    };
+    LS_RETURN_IF_ERROR(put(absl::StrCat("{\"format\":\"labshare-bookings-jsonl\",\"version\":1,\"year\":", o.year,
+                                        ",\"cut_ms\":", cut_ms, ",\"audit_last_sequence\":", audit.end - 1,
+                                        ",\"audit_last_hash\":\"", last_hex, "\"}\n")));
+    int64_t count = 0;
+    LS_RETURN_IF_ERROR(ForEachBookingBefore(pool, cut_ms, batch, [&](const StoredBooking& b) -> absl::Status {
+      if (!Final(b.booking.state())) {
+        return Precondition(absl::StrCat("booking ", b.id, " ended in or before ", o.year, " but is still ",
+                                         bv1::Booking::State_Name(b.booking.state()),
+                                         ": close it (the sweep or check-out) first"));
+      }
+      if (absl::ToUnixMillis(FromProto(b.booking.update_time())) >= consumers.safe_ms) {
+        return Precondition(absl::StrCat("the last change of booking ", b.id, " is not yet applied by ",
+                                         consumers.laggard, " (billing / audit): rerun later"));
+      }
+      ++count;
+      return put(BookingLine(b));
+    }));
+    LS_RETURN_IF_ERROR(bw->Append(absl::StrCat("{\"trailer\":true,\"bookings\":", count, ",\"sha256\":\"",
+                                               body.HexDigest(), "\"}\n")));
+
+    // ---- the audit file: ExportAuditTrail's JSONL, streamed
+    LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> aw, FileWriter::Open(result.audit_file));
+    if (audit.end > audit.start) {
+      LS_ASSIGN_OR_RETURN(usage::AuditExportSummary summary,
+                          chain.ExportJsonl(audit.start, audit.end,
+                                            [&](absl::string_view piece) { return aw->Append(piece); }));
+      if (summary.entries != audit.end - audit.start || Hex(summary.last_hash) != last_hex) {
+        return absl::DataLossError("the audit trail changed while it was exported; nothing removed");
+      }
+    }
+    LS_ASSIGN_OR_RETURN(const std::string bookings_sha, bw->Commit());
+    LS_ASSIGN_OR_RETURN(const std::string audit_sha, aw->Commit());
+
+    // ---- read back and verify
+    if (audit.end > audit.start) {
+      std::optional<std::pair<int64_t, std::string>> anchor;
+      if (audit.start > 1) anchor = std::make_pair(audit.start - 1, audit.base_hash);
+      std::string sha;
+      LS_ASSIGN_OR_RETURN(FileVerdict fv, VerifyAuditExportFile(result.audit_file, anchor, &sha));
+      if (!fv.ok || fv.entries != audit.end - audit.start || fv.last_hash_hex != last_hex || sha != audit_sha) {
+        return absl::DataLossError(absl::StrCat("the written audit archive does not verify: ", fv.kind, " at ",
+                                                fv.broken_at, "; nothing removed"));
+      }
+    }
+    {
+      std::string sha;
+      LS_ASSIGN_OR_RETURN(FileVerdict bv, VerifyBookingsExportFile(result.bookings_file, &sha));
+      if (!bv.ok || bv.entries != count || sha != bookings_sha) {
+        return absl::DataLossError(absl::StrCat("the written bookings archive does not verify: ", bv.kind,
+                                                "; nothing removed"));
+      }
+    }
+    LS_RETURN_IF_ERROR(Stop(o, "exported"));
+
+    // ---- the cut: manifest and base, one step
+    std::vector<std::string> args = {std::to_string(audit.end - 1), absl::HexStringToBytes(last_hex)};
+    const std::map<std::string, std::string> fields = {
+        {"state", "removing"},
+        {"cut_ms", std::to_string(cut_ms)},
+        {"audit_start", std::to_string(audit.start)},
+        {"audit_end", std::to_string(audit.end)},
+        {"audit_last_hash", last_hex},
+        {"audit_file", result.audit_file},
+        {"audit_sha256", audit_sha},
+        {"bookings", std::to_string(count)},
+        {"bookings_file", result.bookings_file},
+        {"bookings_sha256", bookings_sha},
+    };
+    for (const auto& [k, v] : fields) {
+      args.push_back(k);
+      args.push_back(v);
+    }
+    LS_RETURN_IF_ERROR(
+        pool->Eval(CommitScript(), {manifest_key, usage::audit_keys::Base()}, args).status());
+    LS_RETURN_IF_ERROR(Stop(o, "manifest"));
+    LS_ASSIGN_OR_RETURN(manifest, read_manifest());
+  }
+
+  // ---- state "removing": the files must still be what was recorded
+  fill(manifest);
+  int64_t cut_recorded = 0;
+  absl::SimpleAtoi(Get(manifest, "cut_ms"), &cut_recorded);
+  const std::string audit_path = Get(manifest, "audit_file");
+  const std::string bookings_path = Get(manifest, "bookings_file");
+  {
+    std::string audit_sha, bookings_sha;
+    FileVerdict fv;
+    if (result.audit_end > result.audit_start) {
+      LS_ASSIGN_OR_RETURN(fv, VerifyAuditExportFile(audit_path, std::nullopt, &audit_sha));
+    } else {
+      LS_ASSIGN_OR_RETURN(audit_sha, ForEachLine(audit_path, [](absl::string_view) { return true; }));
+      fv.ok = true;
+      fv.last_sequence = result.audit_end - 1;
+      fv.last_hash_hex = result.audit_last_hash;
+    }
+    LS_ASSIGN_OR_RETURN(FileVerdict bv, VerifyBookingsExportFile(bookings_path, &bookings_sha));
+    if (audit_sha != result.audit_sha256 || bookings_sha != result.bookings_sha256) {
+      return absl::DataLossError(absl::StrCat("the archive files of ", o.year,
+                                              " changed since they were verified (SHA-256 differs from the "
+                                              "manifest); nothing removed"));
+    }
+    if (!fv.ok || fv.last_sequence != result.audit_end - 1 || fv.last_hash_hex != result.audit_last_hash) {
+      return absl::DataLossError(absl::StrCat("the audit archive of ", o.year, " does not verify: ", fv.kind,
+                                              " at ", fv.broken_at, "; nothing removed"));
+    }
+    if (!bv.ok || bv.entries != result.bookings) {
+      return absl::DataLossError("the bookings archive does not verify; nothing removed");
+    }
+  }
+
+  int64_t gone = 0;
+  // Audit entries, their markers and index members; the entry goes last,
+  // so a crash leaves it for the rerun to find.
+  for (int64_t first = result.audit_start; first < result.audit_end; first += batch) {
+    std::vector<std::vector<std::string>> gets;
+    for (int64_t s = first; s < result.audit_end && s < first + batch; ++s) {
+      gets.push_back({"GET", usage::audit_keys::Entry(s)});
+    }
+    LS_ASSIGN_OR_RETURN(auto entries, pool->Pipeline(gets));
+    std::vector<std::vector<std::string>> cmds;
+    std::vector<std::string> index_keys;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      uv1::AuditEntry e;
+      if (entries[i].is_nil() || !e.ParseFromString(entries[i].str)) continue;  // removed by an earlier run
+      const std::string seq = std::to_string(e.sequence());
+      cmds.push_back({"HDEL", usage::audit_keys::Applied(),
+                      usage::audit_keys::AppliedField(e.source_service(), e.event_id())});
+      std::vector<std::string> idx = {usage::audit_keys::Index("event", e.event_id())};
+      if (!e.actor().empty()) idx.push_back(usage::audit_keys::Index("actor", e.actor()));
+      if (!e.request_id().empty()) idx.push_back(usage::audit_keys::Index("request", e.request_id()));
+      for (const auto& r : e.resources()) idx.push_back(usage::audit_keys::Index("resource", r));
+      for (const auto& k : idx) {
+        cmds.push_back({"ZREM", k, seq});
+        index_keys.push_back(k);
+      }
+    }
+    if (!cmds.empty()) {
+      LS_ASSIGN_OR_RETURN(auto replies, pool->Pipeline(cmds));
+      for (const auto& r : replies) {
+        if (r.is_error()) return absl::InternalError(absl::StrCat("removing audit entries: ", r.str));
+      }
+      std::sort(index_keys.begin(), index_keys.end());
+      index_keys.erase(std::unique(index_keys.begin(), index_keys.end()), index_keys.end());
+      std::vector<std::vector<std::string>> exists;
+      for (const auto& k : index_keys) exists.push_back({"EXISTS", k});
+      LS_ASSIGN_OR_RETURN(auto ex, pool->Pipeline(exists));
+      for (const auto& e : ex) gone += e.integer == 0 ? 1 : 0;
+    }
+    std::vector<std::vector<std::string>> dels;
+    for (const auto& g : gets) dels.push_back({"DEL", g[1]});
+    LS_ASSIGN_OR_RETURN(auto deleted, pool->Pipeline(dels));
+    for (const auto& d : deleted) gone += d.integer;
+    LS_RETURN_IF_ERROR(Stop(o, "removed_batch"));
+  }
+  absl::Status removal = absl::OkStatus();
+  int64_t line_no = 0;
+  LS_RETURN_IF_ERROR(ForEachLine(bookings_path, [&](absl::string_view line) {
+                       ++line_no;
+                       if (line_no == 1 || absl::StartsWith(line, "{\"trailer\"")) return true;
+                       absl::StatusOr<StoredBooking> b = ParseBookingLine(line);
+                       if (!b.ok()) {
+                         removal = b.status();
+                         return false;
+                       }
+                       absl::StatusOr<int64_t> g = RemoveBooking(pool, *b);
+                       if (!g.ok()) {
+                         removal = g.status();
+                         return false;
+                       }
+                       gone += *g;
+                       return true;
+                     }).status());
+  LS_RETURN_IF_ERROR(removal);
+  LS_RETURN_IF_ERROR(SweepOrgIndexes(pool, cut_recorded, batch).status());
+  // Outboxes below the cut: every group acknowledged them (checked before
+  // the manifest was written; groups only move forward).
+  int64_t trimmed = 0;
+  LS_ASSIGN_OR_RETURN(std::vector<std::string> streams, OutboxStreams(pool));
+  for (const auto& s : streams) {
+    LS_ASSIGN_OR_RETURN(RedisValue t, pool->Command({"XTRIM", s, "MINID", std::to_string(cut_recorded)}));
+    if (t.is_error()) return absl::InternalError(absl::StrCat("XTRIM ", s, ": ", t.str));
+    trimmed += t.integer;
+  }
+  // Counts add up over reruns.
+  int64_t before_gone = 0, before_trimmed = 0;
+  absl::SimpleAtoi(Get(manifest, "keys_deleted"), &before_gone);
+  absl::SimpleAtoi(Get(manifest, "outbox_entries_trimmed"), &before_trimmed);
+  result.keys_deleted = before_gone + gone;
+  result.outbox_entries_trimmed = before_trimmed + trimmed;
+  LS_RETURN_IF_ERROR(pool->Command({"HSET", manifest_key, "state", "done", "keys_deleted",
+                                    std::to_string(result.keys_deleted), "outbox_entries_trimmed",
+                                    std::to_string(result.outbox_entries_trimmed)})
+                         .status());
+  return result;
+}
+
+}  // namespace labshare::archive

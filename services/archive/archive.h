@@ -1,0 +1,130 @@
+// Archival of a closed year (labshare-archive): export the year's audit
+// entries and finished bookings to files, verify the files, record the cut,
+// and only then remove the archived items from Redis.
+//
+// What "year Y" takes (cumulative: whatever an earlier run did not take):
+//   audit  the entries after the archived base ({usage}:audit:base, see
+//          audit_chain.h) up to the last one appended before Y+1-01-01 UTC
+//          (the cut), as AUDIT_EXPORT_FORMAT_JSONL, the file
+//          deploy/verify_audit.py and the service's export use:
+//          <dir>/audit-<Y>.jsonl. Its first entry links to the base's hash
+//          (the header's previous_hash), its last hash becomes the new base.
+//   bookings  every booking whose reserved interval ended before the cut
+//          and that is still in Redis: <dir>/bookings-<Y>.jsonl (format
+//          below). Removed with it: the document, its calendar entry
+//          (ZSET and end), its by-instrument and listing index members
+//          (all, user, owner, payer and cost-share organisations), its due
+//          entry and its {bk:ids} lookup; then every organisation listing
+//          index ({bk:P}:ls:b:org:*, which includes the operator's, not
+//          named by the document) loses its members before the cut whose
+//          document is gone.
+//   not archived: leases, service orders, projects, billing's documents
+//          and ledger, usage's figures.
+//   outboxes  every "*:outbox" stream is trimmed below the cut (XTRIM
+//          MINID): the events of the year, already applied by every
+//          consumer group.
+//
+// Refused (FAILED_PRECONDITION, nothing written or removed):
+//   - the year is open: the cut is after the platform clock;
+//   - a booking that ended before the cut is not final (COMPLETED,
+//     CANCELLED, MISSED, REJECTED, EXPIRED);
+//   - a consumer group of an outbox stream (billing, usage, notify...) has
+//     not acknowledged every event up to a minute past the cut (clock skew
+//     between services and Redis), or the last event of an archived booking
+//     (its update_time): it is not billed / audited yet. The archived audit
+//     entries' apply-once markers are removed with them, so no archived
+//     event may still be redelivered.
+//
+// Steps and reruns (idempotent; the manifest {usage}:archive:<Y> is a HASH
+// with state, ranges, file names and SHA-256s):
+//   1. no manifest: write both files (to .tmp, fsync, rename), read them
+//      back and verify them (VerifyAuditExportFile: the chain from the base;
+//      the bookings file's own checksums), then in one Lua step write the
+//      manifest (state "removing") and move the base to the archive's last
+//      entry. From here Redis verifies from the new base.
+//   2. state "removing": read the files again, check their SHA-256 against
+//      the manifest and verify them again (a file changed since is refused:
+//      DATA_LOSS, nothing removed), then remove in batches (each removal is
+//      idempotent: DEL, HDEL, ZREM), trim the outboxes, set state "done".
+//   3. state "done": nothing to do (ArchiveResult::already_done).
+// A crash anywhere resumes at the state recorded: rerun the same command.
+//
+// bookings-<Y>.jsonl: one JSON object per line:
+//   {"format":"labshare-bookings-jsonl","version":1,"year":Y,"cut_ms":...,
+//    "audit_last_sequence":K,"audit_last_hash":"<hex>"}
+//   {"partition":P,"booking":"bookings/<id>","version":V,
+//    "document":"<base64 Booking bytes>","sha256":"<hex of the bytes>"}...
+//   {"trailer":true,"bookings":n,"sha256":"<hex of every byte before this line>"}
+// The booking's history itself is in the audit trail (every BookingEvent
+// carries the booking), which is what verify_audit.py proves.
+//
+// Redis user: this tool touches booking's, usage's and every outbox's keys;
+// it runs as an administrator, not as a service's ACL user.
+#ifndef LABSHARE_SERVICES_ARCHIVE_ARCHIVE_H_
+#define LABSHARE_SERVICES_ARCHIVE_ARCHIVE_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/clock.h"
+#include "common/redis.h"
+
+namespace labshare::archive {
+
+std::string ManifestKey(int year);  // {usage}:archive:<year>
+
+struct ArchiveOptions {
+  int year = 0;
+  std::string dir;  // where audit-<Y>.jsonl and bookings-<Y>.jsonl go
+  const Clock* clock = nullptr;  // the platform clock; nullptr: system clock
+  int batch = 256;
+  // Tests: called with a stage name ("exported", "manifest", "removed_batch");
+  // a non-OK status stops the run there (a crash).
+  std::function<absl::Status(absl::string_view stage)> stop_for_testing;
+};
+
+struct ArchiveResult {
+  bool already_done = false;
+  int64_t audit_start = 0;      // first archived sequence
+  int64_t audit_end = 0;        // exclusive; == start: no entry
+  std::string audit_last_hash;  // hex; the new base
+  int64_t bookings = 0;
+  int64_t outbox_entries_trimmed = 0;
+  int64_t keys_deleted = 0;  // keys that went away entirely (DEL / emptied)
+  std::string audit_file, bookings_file;
+  std::string audit_sha256, bookings_sha256;
+};
+
+absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions& options);
+
+// The offline check of an AUDIT_EXPORT_FORMAT_JSONL file, as
+// deploy/verify_audit.py does it: header, every entry's AUDIT_V1 hash, every
+// link, sequence numbers, trailer; with an anchor (sequence, 32-byte hash) at
+// start - 1 the header's previous_hash must equal it.
+struct FileVerdict {
+  bool ok = false;
+  int64_t entries = 0;
+  int64_t last_sequence = 0;
+  std::string last_hash_hex;
+  int64_t broken_at = 0;
+  std::string kind;  // "" when ok; else the verifier's kind, lowercase
+};
+FileVerdict VerifyAuditExport(absl::string_view file,
+                              std::optional<std::pair<int64_t, std::string>> anchor = std::nullopt);
+// The bookings file: header, per line the document's SHA-256, trailer count
+// and checksum. ok=false with kind and broken_at (line number) otherwise.
+FileVerdict VerifyBookingsExport(absl::string_view file);
+// The same, reading a file line by line (archives are large); sha256_hex
+// (optional) receives the SHA-256 of what was read.
+absl::StatusOr<FileVerdict> VerifyAuditExportFile(const std::string& path,
+                                                  std::optional<std::pair<int64_t, std::string>> anchor,
+                                                  std::string* sha256_hex = nullptr);
+absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, std::string* sha256_hex = nullptr);
+
+}  // namespace labshare::archive
+
+#endif  // LABSHARE_SERVICES_ARCHIVE_ARCHIVE_H_

@@ -1,0 +1,55 @@
+// labshare-archive: archive a closed year to verifiable files, then remove it
+// from Redis (services/archive/archive.h says what, when and how).
+//
+//   labshare-archive --year=2026 --dir=/srv/labshare/archive [--redis=H:P | --redis_cluster ... |
+//                    --redis_sentinels=...] [--redis_user=... --redis_password_file=...]
+//
+// Prints one line and exits 0 ("archived ..." or "already archived ..."),
+// 1 when refused or failed (the reason on stderr; rerun the same command
+// after a crash), 2 for bad arguments. Check the audit file offline with
+//   python3 deploy/verify_audit.py <dir>/audit-<year>.jsonl
+// and, for the second and later years, --anchor <previous last sequence>:<hash>.
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/server.h"
+#include "services/archive/archive.h"
+
+ABSL_FLAG(int, year, 0, "The closed year to archive (UTC).");
+ABSL_FLAG(std::string, dir, "", "Directory for audit-<year>.jsonl and bookings-<year>.jsonl.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("labshare-archive --year=YYYY --dir=DIR [--redis=HOST:PORT]");
+  absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_year) == 0 || absl::GetFlag(FLAGS_dir).empty()) {
+    std::fprintf(stderr, "usage: labshare-archive --year=YYYY --dir=DIR [--redis=HOST:PORT]\n");
+    return 2;
+  }
+  labshare::RedisPool pool(labshare::RedisOptionsFromFlags());
+  std::unique_ptr<labshare::Clock> clock = labshare::ClockFromFlags();
+  labshare::archive::ArchiveOptions options;
+  options.year = absl::GetFlag(FLAGS_year);
+  options.dir = absl::GetFlag(FLAGS_dir);
+  options.clock = clock.get();
+  auto r = labshare::archive::ArchiveYear(&pool, options);
+  if (!r.ok()) {
+    std::fprintf(stderr, "labshare-archive: %s\n", std::string(r.status().message()).c_str());
+    return 1;
+  }
+  const std::string entries =
+      r->audit_end > r->audit_start
+          ? absl::StrCat("audit entries ", r->audit_start, "..", r->audit_end - 1, " (last hash ", r->audit_last_hash,
+                         ")")
+          : std::string("no audit entries (the audit file is empty)");
+  std::printf("%s %d: %s, %lld bookings, %lld outbox entries trimmed, "
+              "%lld keys deleted; files %s (sha256 %s), %s (sha256 %s)\n",
+              r->already_done ? "already archived" : "archived", options.year, entries.c_str(),
+              static_cast<long long>(r->bookings),
+              static_cast<long long>(r->outbox_entries_trimmed), static_cast<long long>(r->keys_deleted),
+              r->audit_file.c_str(), r->audit_sha256.c_str(), r->bookings_file.c_str(), r->bookings_sha256.c_str());
+  return 0;
+}

@@ -112,8 +112,8 @@ class BookingDurabilityTest : public ::testing::Test {
                << kPhaseTimeout << " (phase " << k << ")";
       }
       if (k == kKills) break;
+      redis_->Kill9();  // returns once the process is reaped
       const absl::Time killed = absl::Now();
-      redis_->Kill9();
       const int64_t at_kill = load.acknowledged();
       const absl::Status back = redis_->Restart();
       const absl::Duration restart = absl::Now() - killed;

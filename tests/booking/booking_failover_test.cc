@@ -154,8 +154,10 @@ TEST_F(BookingFailoverTest, MasterKilledUnderContestedLoadLosesNoAcknowledgedBoo
         FAIL() << "the load did not resume";
       }
     }
-    const absl::Time killed = absl::Now();
+    // The time after kill -9 returned (the process is reaped): a try sent
+    // before that may still have reached the old master.
     const int old_port = redis_->Kill9Master();
+    const absl::Time killed = absl::Now();
     const int64_t at_kill = load.acknowledged();
     auto promoted = redis_->WaitForNewMaster();
     const absl::Duration to_promotion = absl::Now() - killed;

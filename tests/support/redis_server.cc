@@ -165,8 +165,9 @@ void Stop(pid_t pid) {
 
 enum class Probe { kNotYet, kReady, kSomeoneElse };
 
-// Ready when our process answers: a PONG from the port alone could come from
-// another test's server that won the race for it.
+// Ready when our process answers and has loaded its data: a PONG from the
+// port alone could come from another test's server that won the race for it,
+// and a restarted server answers INFO while it still loads its AOF.
 Probe ProbeServer(int port, pid_t pid, const std::string& user, const std::string& password) {
   ContextPtr c(redisConnectWithTimeout("127.0.0.1", port, absl::ToTimeval(absl::Milliseconds(200))));
   if (c == nullptr || c->err != 0) return Probe::kNotYet;
@@ -175,15 +176,40 @@ Probe ProbeServer(int port, pid_t pid, const std::string& user, const std::strin
     ReplyPtr auth(static_cast<redisReply*>(redisCommand(c.get(), "AUTH %s %s", user.c_str(), password.c_str())));
     if (auth == nullptr || auth->type == REDIS_REPLY_ERROR) return Probe::kNotYet;
   }
-  ReplyPtr reply(static_cast<redisReply*>(redisCommand(c.get(), "INFO server")));
-  if (reply == nullptr || reply->type != REDIS_REPLY_STRING) return Probe::kNotYet;  // e.g. LOADING
+  // The default sections: server (process_id) and, except on a sentinel,
+  // persistence (loading).
+  ReplyPtr reply(static_cast<redisReply*>(redisCommand(c.get(), "INFO")));
+  if (reply == nullptr || reply->type != REDIS_REPLY_STRING) return Probe::kNotYet;
+  bool ours = false;
+  bool loading = false;
   for (absl::string_view line : absl::StrSplit(absl::string_view(reply->str, reply->len), "\r\n")) {
+    if (absl::ConsumePrefix(&line, "loading:")) loading = line != "0";
     if (!absl::ConsumePrefix(&line, "process_id:")) continue;
     int answered = 0;
-    if (!absl::SimpleAtoi(line, &answered)) return Probe::kSomeoneElse;
-    return answered == pid ? Probe::kReady : Probe::kSomeoneElse;
+    if (!absl::SimpleAtoi(line, &answered) || answered != pid) return Probe::kSomeoneElse;
+    ours = true;
   }
-  return Probe::kSomeoneElse;
+  if (!ours) return Probe::kSomeoneElse;
+  return loading ? Probe::kNotYet : Probe::kReady;
+}
+
+// Polls until the process at pid answers on port (kReady), another process
+// answers there (kSomeoneElse), the process exits (*exited) or the deadline.
+Probe AwaitServer(pid_t pid, int port, const std::string& user, const std::string& password, bool* exited) {
+  const absl::Time deadline = absl::Now() + kStartTimeout;
+  *exited = false;
+  Probe probe = Probe::kNotYet;
+  while (absl::Now() < deadline) {
+    const pid_t r = waitpid(pid, nullptr, WNOHANG);
+    if (r == pid) {
+      *exited = true;  // typically: the port was taken
+      return Probe::kNotYet;
+    }
+    probe = ProbeServer(port, pid, user, password);
+    if (probe != Probe::kNotYet) return probe;
+    absl::SleepFor(kPollInterval);
+  }
+  return probe;
 }
 
 std::string LogTail(const std::string& path) {
@@ -223,9 +249,15 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartWithUser(
   return StartImpl(0, extra_args, user, password);
 }
 
+absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartWithConfig(
+    const std::string& config_text, const std::vector<std::string>& extra_args) {
+  if (config_text.empty()) return absl::InvalidArgumentError("StartWithConfig: empty configuration");
+  return StartImpl(0, extra_args, "", "", config_text);
+}
+
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartImpl(
     int fixed_port, const std::vector<std::string>& extra_args, const std::string& user,
-    const std::string& password) {
+    const std::string& password, const std::string& config_text) {
   const std::string binary = FindRedisServer();
   if (binary.empty()) {
     return absl::NotFoundError("redis-server is neither at /usr/bin/redis-server nor on PATH");
@@ -241,11 +273,22 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartImpl(
     absl::StatusOr<std::string> dir = MakeTempDir();
     if (!dir.ok()) return dir.status();
     const std::string log_path = *dir + "/redis.log";
-    std::vector<std::string> args = {binary,       "--port",       std::to_string(port),
-                                     "--bind",     "127.0.0.1",    "--save",
-                                     "",           "--appendonly", "no",
-                                     "--dir",      *dir,           "--daemonize",
-                                     "no"};
+    std::vector<std::string> args = {binary};
+    if (!config_text.empty()) {
+      const std::string config_path = *dir + "/redis.conf";
+      std::ofstream config(config_path, std::ios::trunc);
+      config << config_text;
+      config.close();
+      if (!config) {
+        RemoveDir(*dir);
+        return absl::InternalError(absl::StrCat("cannot write ", config_path));
+      }
+      args.push_back(config_path);
+    }
+    const std::vector<std::string> defaults = {"--port",       std::to_string(port), "--bind", "127.0.0.1",
+                                               "--save",       "",                   "--appendonly", "no",
+                                               "--dir",        *dir,                 "--daemonize",  "no"};
+    args.insert(args.end(), defaults.begin(), defaults.end());
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     absl::StatusOr<pid_t> pid = Spawn(args, log_path);
     if (!pid.ok()) {
@@ -253,23 +296,13 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartImpl(
       return pid.status();
     }
 
-    const absl::Time deadline = absl::Now() + kStartTimeout;
-    Probe probe = Probe::kNotYet;
     bool exited = false;
-    while (absl::Now() < deadline) {
-      const pid_t r = waitpid(*pid, nullptr, WNOHANG);
-      if (r == *pid) {
-        exited = true;  // typically: the port was taken
-        break;
-      }
-      probe = ProbeServer(port, *pid, user, password);
-      if (probe != Probe::kNotYet) break;
-      absl::SleepFor(kPollInterval);
-    }
+    const Probe probe = AwaitServer(*pid, port, user, password, &exited);
     if (probe == Probe::kReady) {
       std::unique_ptr<RedisServer> server(new RedisServer(*pid, port, *dir));
       server->user_ = user;
       server->password_ = password;
+      server->argv_ = std::move(args);
       return server;
     }
     if (!exited) Stop(*pid);
@@ -286,8 +319,41 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartImpl(
 
 RedisServer::~RedisServer() {
   if (getpid() != owner_pid_) return;
-  Stop(pid_);
+  if (pid_ > 0) Stop(pid_);
   RemoveDir(dir_);
+}
+
+void RedisServer::Kill9() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+}
+
+absl::Status RedisServer::Restart() {
+  if (pid_ > 0) {
+    if (waitpid(pid_, nullptr, WNOHANG) != pid_) {
+      return absl::FailedPreconditionError(absl::StrCat("redis-server ", pid_, " on port ", port_, " still runs"));
+    }
+    pid_ = -1;
+  }
+  if (argv_.empty()) return absl::FailedPreconditionError("no command line to restart with");
+  const std::string log_path = dir_ + "/redis.log";
+  absl::StatusOr<pid_t> pid = Spawn(argv_, log_path);
+  if (!pid.ok()) return pid.status();
+  bool exited = false;
+  const Probe probe = AwaitServer(*pid, port_, user_, password_, &exited);
+  if (probe == Probe::kReady) {
+    pid_ = *pid;
+    return absl::OkStatus();
+  }
+  if (!exited) Stop(*pid);
+  return absl::UnavailableError(absl::StrCat("redis-server did not come back on port ", port_, ": ",
+                                             exited                            ? "it exited"
+                                             : probe == Probe::kSomeoneElse ? "another process answers on the port"
+                                                                               : "no answer within 10 s",
+                                             "; log:\n", LogTail(log_path)));
 }
 
 std::string RedisServer::address() const { return absl::StrCat("127.0.0.1:", port_); }

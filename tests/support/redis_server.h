@@ -1,6 +1,6 @@
 // A real redis-server for tests: own process, own temporary directory, a free
-// loopback port, no persistence. Never a fixed port, so test binaries can run
-// in parallel.
+// loopback port, no persistence (unless extra_args turn it on). Never a fixed
+// port, so test binaries can run in parallel.
 //
 // Start() finds redis-server at /usr/bin/redis-server or on PATH. The child
 // gets SIGTERM if the thread that started it exits (PR_SET_PDEATHSIG), so a
@@ -38,11 +38,28 @@ class RedisServer {
   static absl::StatusOr<std::unique_ptr<RedisServer>> StartWithUser(
       const std::vector<std::string>& extra_args, const std::string& user,
       const std::string& password);
+  // Like Start, with a configuration file: `config_text` is written to
+  // DIR/redis.conf, which is passed first on the command line (as Sentinel
+  // needs: `redis-server FILE --sentinel`, a file it may rewrite). The
+  // command-line flags come after it and win.
+  static absl::StatusOr<std::unique_ptr<RedisServer>> StartWithConfig(
+      const std::string& config_text, const std::vector<std::string>& extra_args);
 
   // SIGTERM, waits for exit (SIGKILL after 10 s), removes the directory.
   ~RedisServer();
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
+
+  // kill -9: the process dies at once, with what it had not yet written to
+  // disk; waits until it is reaped. The directory (AOF, RDB, config, log)
+  // stays for Restart(). No-op when not running.
+  void Kill9();
+  // Starts redis-server again with the same command line, port and
+  // directory (so it loads the AOF/RDB the previous process left), and
+  // waits until it answers and has finished loading (bounded). Only after
+  // Kill9() (or when the process ended); from the thread that started it.
+  absl::Status Restart();
+  bool running() const { return pid_ > 0; }
 
   int port() const { return port_; }
   pid_t pid() const { return pid_; }
@@ -54,7 +71,7 @@ class RedisServer {
   RedisServer(pid_t pid, int port, std::string dir);
   static absl::StatusOr<std::unique_ptr<RedisServer>> StartImpl(
       int fixed_port, const std::vector<std::string>& extra_args, const std::string& user = "",
-      const std::string& password = "");
+      const std::string& password = "", const std::string& config_text = "");
 
   pid_t pid_;
   pid_t owner_pid_;  // a forked copy of the test process must not stop the server
@@ -62,6 +79,7 @@ class RedisServer {
   std::string dir_;
   std::string user_;
   std::string password_;
+  std::vector<std::string> argv_;  // the whole command line, for Restart()
 };
 
 // One server for the whole test binary, started on first call and stopped at

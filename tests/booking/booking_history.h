@@ -1,0 +1,541 @@
+// Contested CreateBooking load against a BookingTestCluster whose Redis is
+// made to fail (kill -9, a Sentinel failover), and the check of the whole
+// history afterwards. Shared by booking_durability_test and
+// booking_failover_test.
+//
+// ContestedLoad: N client threads, each sending CreateBooking for random
+// slots on a few instruments (so many requests meet a taken slot), spread
+// over the booking replicas. A request answered UNAVAILABLE or
+// DEADLINE_EXCEEDED is sent again with the same request_id (to the next
+// replica, after a short backoff) until it gets an answer (OK or
+// FAILED_PRECONDITION) or its retry budget runs out. Every attempt records
+// what was sent and the final answer.
+//
+// CheckHistory then reads what survived: every acknowledged booking through
+// GetBooking (present and equal to the answer), every instrument's CONFIRMED
+// calendar through ListBookings (no two blocked intervals overlap,
+// half-open; every acknowledged booking listed), the outbox streams through
+// a plain pool on the (new) master (one booking_created per acknowledged
+// booking, none for anything else), and finally sends every answered
+// request again with its request_id: the answer must be the same (the same
+// booking, or SLOT_TAKEN again).
+#ifndef LABSHARE_TESTS_BOOKING_BOOKING_HISTORY_H_
+#define LABSHARE_TESTS_BOOKING_BOOKING_HISTORY_H_
+
+#include <google/protobuf/util/message_differencer.h>
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/grpc_status.h"
+#include "common/proto_util.h"
+#include "common/redis.h"
+#include "labshare/booking/v1/booking.grpc.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "tests/booking/booking_test_cluster.h"
+
+namespace labshare::testing {
+
+namespace history_internal {
+namespace bv1 = labshare::booking::v1;
+
+// A half-open interval [start, end).
+struct Interval {
+  absl::Time start;
+  absl::Time end;
+};
+
+inline std::string Fmt(absl::Time t) { return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone()); }
+inline std::string Fmt(const Interval& i) { return absl::StrCat("[", Fmt(i.start), ", ", Fmt(i.end), ")"); }
+inline Interval BlockedOf(const bv1::Booking& b) {
+  return {FromProto(b.blocked_interval().start_time()), FromProto(b.blocked_interval().end_time())};
+}
+
+// "" when pairwise disjoint (half-open), else the first overlapping pair.
+inline std::string FindOverlap(std::vector<std::pair<Interval, std::string>> items) {
+  std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first.start < b.first.start; });
+  size_t furthest = 0;
+  for (size_t i = 1; i < items.size(); ++i) {
+    if (items[i].first.start < items[furthest].first.end) {
+      return absl::StrCat(items[furthest].second, " blocked ", Fmt(items[furthest].first), " overlaps ",
+                          items[i].second, " blocked ", Fmt(items[i].first));
+    }
+    if (items[i].first.end > items[furthest].first.end) furthest = i;
+  }
+  return "";
+}
+
+inline bool Retryable(grpc::StatusCode code) {
+  return code == grpc::UNAVAILABLE || code == grpc::DEADLINE_EXCEEDED;
+}
+
+// fn(i) for i in [0, n) on `threads` threads.
+template <typename Fn>
+void ParallelFor(size_t n, int threads, Fn fn) {
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i);
+    });
+  }
+  for (auto& th : pool) th.join();
+}
+}  // namespace history_internal
+
+// One CreateBooking request (one request_id) and its final answer.
+struct HistoryAttempt {
+  int instrument = 0;
+  std::string user_id;
+  std::string request_id;
+  history_internal::Interval reserved;
+  int first_server = 0;
+  int last_server = 0;
+  int tries = 0;
+  absl::Time first_sent;
+  absl::Time last_sent;  // when the try that got the final answer was sent
+  absl::Time answered;   // when the final answer came
+  grpc::StatusCode code = grpc::UNAVAILABLE;
+  std::string reason;
+  std::string message;
+  booking::v1::Booking booking;  // when OK
+
+  bool ok() const { return code == grpc::OK; }
+  bool slot_taken() const { return code == grpc::FAILED_PRECONDITION && reason == "SLOT_TAKEN"; }
+  bool answered_finally() const { return ok() || code == grpc::FAILED_PRECONDITION; }
+  std::string Describe() const {
+    std::string answer = ok() ? absl::StrCat("OK ", booking.name(), " blocked ",
+                                             history_internal::Fmt(history_internal::BlockedOf(booking)))
+                              : absl::StrCat("code ", static_cast<int>(code), " '", reason, "' ", message);
+    return absl::StrCat("CreateBooking{", request_id, ", instrument #", instrument, ", users/", user_id, ", ",
+                        history_internal::Fmt(reserved), "} ", tries, " tries, last via booking-", last_server,
+                        " -> ", answer);
+  }
+};
+
+struct ContestedLoadOptions {
+  std::vector<std::string> instruments;  // "instruments/ID"
+  std::vector<std::string> users;        // user ids
+  absl::Time base;                       // earliest start (whole minute, future)
+  int slots = 96;                        // starts on a 15-minute grid: 24 h
+  int threads = 12;
+  uint64_t seed = 1;
+  std::string request_prefix = "load";
+  // Retries of one request_id on UNAVAILABLE / DEADLINE_EXCEEDED: bounded.
+  absl::Duration retry_budget = absl::Seconds(60);
+};
+
+class ContestedLoad {
+ public:
+  ContestedLoad(BookingTestCluster* cluster, ContestedLoadOptions options)
+      : cluster_(cluster), options_(std::move(options)) {}
+  ~ContestedLoad() { Stop(); }
+
+  void Start() {
+    for (int t = 0; t < options_.threads; ++t) threads_.emplace_back([this, t] { Run(t); });
+  }
+
+  // Stops sending new requests; each thread finishes (retries) the one it
+  // has. Idempotent.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_.store(true);
+    }
+    resumed_.notify_all();
+    for (auto& th : threads_) th.join();
+    threads_.clear();
+  }
+
+  // Threads finish the request they have and wait until Resume().
+  void Pause() {
+    std::lock_guard<std::mutex> lock(mu_);
+    paused_ = true;
+  }
+  void Resume() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      paused_ = false;
+    }
+    resumed_.notify_all();
+  }
+
+  int64_t acknowledged() const { return acknowledged_.load(); }
+  int64_t answered() const { return answered_.load(); }
+
+  // Waits until `n` requests were acknowledged (OK), bounded.
+  bool WaitAcknowledged(int64_t n, absl::Duration timeout) const {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (acknowledged_.load() < n) {
+      if (absl::Now() >= deadline) return false;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return true;
+  }
+
+  // After Stop(): every request sent, in no particular order.
+  std::vector<HistoryAttempt> attempts() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return attempts_;
+  }
+
+  // After Stop(): requests sent before `t` and answered after it (in flight
+  // across an outage at t, whether the client retried or the service waited).
+  int64_t InFlightAt(absl::Time t) {
+    int64_t n = 0;
+    for (const HistoryAttempt& a : attempts()) n += a.first_sent <= t && a.answered >= t ? 1 : 0;
+    return n;
+  }
+
+  // After Stop(): the earliest OK answer to a call sent at or after `t` (a
+  // first try or a retry), absl::InfiniteFuture() if none. After a kill at
+  // t, the first write that succeeded again.
+  absl::Time FirstAcknowledgementSentAfter(absl::Time t) {
+    absl::Time best = absl::InfiniteFuture();
+    for (const HistoryAttempt& a : attempts()) {
+      if (a.ok() && a.last_sent >= t) best = std::min(best, a.answered);
+    }
+    return best;
+  }
+
+  booking::v1::CreateBookingRequest MakeRequest(const HistoryAttempt& a) const {
+    booking::v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument(options_.instruments[static_cast<size_t>(a.instrument)]);
+    r.mutable_booking()->set_mode(type::v1::ON_SITE);
+    r.mutable_booking()->set_user("users/" + a.user_id);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(a.reserved.start);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(a.reserved.end);
+    r.set_request_id(a.request_id);
+    return r;
+  }
+
+ private:
+  void Run(int t) {
+    std::mt19937_64 rng(options_.seed * 1000003 + static_cast<uint64_t>(t));
+    auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+    const int replicas = cluster_->booking_replicas();
+    for (int r = 0; !stop_.load(); ++r) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        resumed_.wait(lock, [this] { return !paused_ || stop_.load(); });
+      }
+      if (stop_.load()) break;
+      HistoryAttempt a;
+      a.instrument = uniform(0, static_cast<int>(options_.instruments.size()) - 1);
+      a.user_id = options_.users[static_cast<size_t>(uniform(0, static_cast<int>(options_.users.size()) - 1))];
+      a.request_id = absl::StrFormat("%s-t%02d-r%05d", options_.request_prefix, t, r);
+      a.reserved.start = options_.base + absl::Minutes(15) * uniform(0, options_.slots - 1);
+      a.reserved.end = a.reserved.start + absl::Minutes(15) * uniform(1, 4);
+      a.first_server = a.last_server = uniform(0, replicas - 1);
+      Send(&a, replicas);
+      if (a.ok()) acknowledged_.fetch_add(1);
+      answered_.fetch_add(1);
+      std::lock_guard<std::mutex> lock(mu_);
+      attempts_.push_back(std::move(a));
+    }
+  }
+
+  void Send(HistoryAttempt* a, int replicas) const {
+    const booking::v1::CreateBookingRequest request = MakeRequest(*a);
+    a->first_sent = absl::Now();
+    const absl::Time give_up = a->first_sent + options_.retry_budget;
+    absl::Duration backoff = absl::Milliseconds(20);
+    while (true) {
+      ++a->tries;
+      a->booking.Clear();
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("authorization", "Bearer " + cluster_->admin_token());
+      a->last_sent = absl::Now();
+      ctx.set_deadline(absl::ToChronoTime(a->last_sent + absl::Seconds(15)));
+      const grpc::Status s = cluster_->booking(a->last_server).CreateBooking(&ctx, request, &a->booking);
+      a->code = s.error_code();
+      a->message = s.error_message();
+      a->reason = s.ok() ? "" : GrpcErrorReason(s);
+      a->answered = absl::Now();
+      if (!history_internal::Retryable(a->code) || a->answered >= give_up) return;
+      // The same request_id again, on the next replica, as a client would.
+      a->last_server = (a->last_server + 1) % replicas;
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Milliseconds(500));
+    }
+  }
+
+  BookingTestCluster* cluster_;
+  const ContestedLoadOptions options_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> acknowledged_{0};
+  std::atomic<int64_t> answered_{0};
+  std::mutex mu_;
+  std::vector<HistoryAttempt> attempts_;  // guarded by mu_
+  bool paused_ = false;                   // guarded by mu_
+  std::condition_variable resumed_;
+};
+
+// What CheckHistory found. The counts are all zero for a history with no
+// loss; `failures` lists the first few findings one by one.
+struct HistoryReport {
+  int64_t requests = 0;
+  int64_t acknowledged = 0;     // final answer OK
+  int64_t slot_taken = 0;       // final answer SLOT_TAKEN
+  int64_t retried = 0;          // requests sent more than once
+  int64_t unanswered = 0;       // retry budget ran out
+  int64_t unexpected = 0;       // any other final answer
+  int64_t acknowledged_overlaps = 0;  // two OK answers whose blocked intervals overlap
+  int64_t lost = 0;             // acknowledged, GetBooking NOT_FOUND
+  int64_t changed = 0;          // acknowledged, present but not as answered
+  int64_t unlisted = 0;         // acknowledged, missing from its calendar listing
+  int64_t calendar_overlaps = 0;  // instruments whose CONFIRMED bookings overlap
+  int64_t missing_events = 0;   // acknowledged without a booking_created event
+  int64_t duplicate_events = 0;  // more than one event for one booking
+  int64_t foreign_events = 0;   // events of bookings nobody was told about
+  int64_t retry_mismatches = 0;  // the same request_id sent again, answered otherwise
+  int64_t read_errors = 0;      // reads that failed (the check is incomplete)
+  std::vector<std::string> failures;
+  // Acknowledged booking name -> event_id of its booking_created event (for
+  // consumers' checks, e.g. the audit trail).
+  std::map<std::string, std::string> created_event_ids;
+
+  bool clean() const {
+    return unanswered + unexpected + acknowledged_overlaps + lost + changed + unlisted + calendar_overlaps +
+               missing_events + duplicate_events + foreign_events + retry_mismatches + read_errors ==
+           0;
+  }
+  std::string Summary() const {
+    return absl::StrCat(requests, " requests: ", acknowledged, " acknowledged, ", slot_taken, " SLOT_TAKEN, ",
+                        retried, " retried, ", unanswered, " unanswered, ", unexpected,
+                        " other answers; acknowledged and lost: ", lost, "; changed: ", changed,
+                        "; unlisted: ", unlisted, "; overlaps: ", acknowledged_overlaps, " among answers, ",
+                        calendar_overlaps, " in calendars; events missing ", missing_events, ", duplicated ",
+                        duplicate_events, ", foreign ", foreign_events, "; retries answered otherwise: ",
+                        retry_mismatches, "; read errors: ", read_errors);
+  }
+};
+
+// `data`: a pool on the node that now holds the data (a plain host:port,
+// no sentinels), for the outbox streams.
+inline HistoryReport CheckHistory(BookingTestCluster& cluster, RedisPool& data, const ContestedLoad& load,
+                                  const std::vector<HistoryAttempt>& attempts,
+                                  const std::vector<std::string>& instruments) {
+  namespace bv1 = booking::v1;
+  using history_internal::BlockedOf;
+  using history_internal::Interval;
+  constexpr size_t kListed = 20;
+  constexpr int kCheckThreads = 8;
+  HistoryReport rep;
+  auto fail = [&](std::string what) {
+    if (rep.failures.size() < kListed) rep.failures.push_back(std::move(what));
+  };
+  const int replicas = cluster.booking_replicas();
+  // A read through the services, retried while they still recover.
+  auto call = [&](auto&& fn) {
+    grpc::Status s;
+    for (int i = 0; i < 50; ++i) {
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("authorization", "Bearer " + cluster.admin_token());
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(15)));
+      s = fn(&ctx, i % replicas);
+      if (!history_internal::Retryable(s.error_code())) return s;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    return s;
+  };
+
+  // ---- The answers themselves.
+  std::map<std::string, const HistoryAttempt*> by_name;
+  std::vector<std::vector<std::pair<Interval, std::string>>> answered_blocked(instruments.size());
+  for (const HistoryAttempt& a : attempts) {
+    ++rep.requests;
+    if (a.tries > 1) ++rep.retried;
+    if (a.ok()) {
+      ++rep.acknowledged;
+      if (!by_name.emplace(a.booking.name(), &a).second) {
+        ++rep.acknowledged_overlaps;
+        fail(absl::StrCat("two requests answered with one booking: ", a.Describe()));
+      }
+      answered_blocked[static_cast<size_t>(a.instrument)].push_back({BlockedOf(a.booking), a.booking.name()});
+    } else if (a.slot_taken()) {
+      ++rep.slot_taken;
+    } else if (history_internal::Retryable(a.code)) {
+      ++rep.unanswered;
+      fail("no answer within the retry budget: " + a.Describe());
+    } else {
+      ++rep.unexpected;
+      fail("unexpected answer: " + a.Describe());
+    }
+  }
+  for (size_t i = 0; i < instruments.size(); ++i) {
+    const std::string overlap = history_internal::FindOverlap(answered_blocked[i]);
+    if (!overlap.empty()) {
+      ++rep.acknowledged_overlaps;
+      fail(absl::StrCat("acknowledged bookings of ", instruments[i], " overlap: ", overlap));
+    }
+  }
+
+  // ---- Every acknowledged booking is there, as answered.
+  std::mutex mu;  // rep
+  std::vector<const HistoryAttempt*> acked;
+  for (const auto& [name, a] : by_name) acked.push_back(a);
+  history_internal::ParallelFor(acked.size(), kCheckThreads, [&](size_t i) {
+    const HistoryAttempt* a = acked[i];
+    bv1::GetBookingRequest r;
+    r.set_name(a->booking.name());
+    bv1::Booking got;
+    const grpc::Status s = call([&](grpc::ClientContext* ctx, int server) {
+      got.Clear();
+      return cluster.booking(server).GetBooking(ctx, r, &got);
+    });
+    std::string diff;
+    google::protobuf::util::MessageDifferencer d;
+    d.ReportDifferencesToString(&diff);
+    const bool same = s.ok() && d.Compare(a->booking, got);
+    std::lock_guard<std::mutex> lock(mu);
+    if (s.error_code() == grpc::NOT_FOUND) {
+      ++rep.lost;
+      fail(absl::StrCat("acknowledged at ", absl::FormatTime(a->answered), ", lost: ", a->Describe()));
+    } else if (!s.ok()) {
+      ++rep.read_errors;
+      fail(absl::StrCat("GetBooking(", a->booking.name(), "): code ", static_cast<int>(s.error_code()), " ",
+                        s.error_message()));
+    } else if (!same) {
+      ++rep.changed;
+      fail(absl::StrCat(a->booking.name(), " differs from the answer: ", diff));
+    }
+  });
+
+  // ---- Calendars: CONFIRMED bookings never overlap; all acknowledged listed.
+  std::set<std::string> listed;
+  for (size_t i = 0; i < instruments.size(); ++i) {
+    std::vector<std::pair<Interval, std::string>> blocked;
+    std::string token;
+    bool complete = false;
+    for (int page = 0; page < 1000; ++page) {
+      bv1::ListBookingsRequest r;
+      r.set_instrument(instruments[i]);
+      r.add_states(bv1::Booking::CONFIRMED);
+      r.set_page_size(200);
+      r.set_page_token(token);
+      bv1::ListBookingsResponse resp;
+      const grpc::Status s = call([&](grpc::ClientContext* ctx, int server) {
+        resp.Clear();
+        return cluster.booking(server).ListBookings(ctx, r, &resp);
+      });
+      if (!s.ok()) {
+        ++rep.read_errors;
+        fail(absl::StrCat("ListBookings(", instruments[i], "): code ", static_cast<int>(s.error_code()), " ",
+                          s.error_message()));
+        break;
+      }
+      for (const bv1::Booking& b : resp.bookings()) {
+        blocked.push_back({BlockedOf(b), b.name()});
+        listed.insert(b.name());
+      }
+      token = resp.next_page_token();
+      if (token.empty()) {
+        complete = true;
+        break;
+      }
+    }
+    if (!complete) continue;
+    const std::string overlap = history_internal::FindOverlap(blocked);
+    if (!overlap.empty()) {
+      ++rep.calendar_overlaps;
+      fail(absl::StrCat("CONFIRMED bookings of ", instruments[i], " overlap: ", overlap));
+    }
+  }
+  for (const auto& [name, a] : by_name) {
+    if (listed.count(name) == 0) {
+      ++rep.unlisted;
+      fail("acknowledged, not in its instrument's CONFIRMED listing: " + a->Describe());
+    }
+  }
+
+  // ---- Outbox: one booking_created per acknowledged booking, nothing else.
+  std::map<std::string, int> created;
+  for (int p = 0; p < 16; ++p) {
+    const std::string key = absl::StrCat("{bk:", p, "}:outbox");
+    auto v = data.Command({"XRANGE", key, "-", "+"});
+    if (!v.ok() || !v->is_array()) {
+      ++rep.read_errors;
+      fail(absl::StrCat("XRANGE ", key, ": ", v.ok() ? v->DebugString() : v.status().ToString()));
+      continue;
+    }
+    for (const RedisValue& entry : v->elements) {
+      if (!entry.is_array() || entry.elements.size() != 2) continue;
+      const auto& fields = entry.elements[1].elements;
+      for (size_t f = 0; f + 1 < fields.size(); f += 2) {
+        if (fields[f].str != "payload") continue;
+        bv1::BookingEvent e;
+        if (!e.ParseFromString(fields[f + 1].str)) {
+          ++rep.read_errors;
+          fail(absl::StrCat(key, " entry ", entry.elements[0].str, ": no BookingEvent"));
+        } else if (e.payload_case() == bv1::BookingEvent::kBookingCreated) {
+          const std::string& name = e.booking_created().booking().name();
+          ++created[name];
+          if (by_name.count(name) != 0) rep.created_event_ids[name] = e.header().event_id();
+        }
+      }
+    }
+  }
+  for (const auto& [name, a] : by_name) {
+    const auto it = created.find(name);
+    const int n = it == created.end() ? 0 : it->second;
+    if (n == 0) {
+      ++rep.missing_events;
+      fail("acknowledged, no booking_created event: " + a->Describe());
+    } else if (n > 1) {
+      ++rep.duplicate_events;
+      fail(absl::StrCat(n, " booking_created events for ", a->Describe()));
+    }
+  }
+  for (const auto& [name, n] : created) {
+    if (by_name.count(name) == 0) {
+      ++rep.foreign_events;
+      fail(absl::StrCat(n, " booking_created events for ", name, ", which no request was answered with"));
+    }
+  }
+
+  // ---- Every answered request once more with its request_id: same answer.
+  history_internal::ParallelFor(attempts.size(), kCheckThreads, [&](size_t i) {
+    const HistoryAttempt& a = attempts[i];
+    if (!a.answered_finally()) return;
+    const bv1::CreateBookingRequest request = load.MakeRequest(a);
+    bv1::Booking again;
+    const grpc::Status s = call([&](grpc::ClientContext* ctx, int server) {
+      again.Clear();
+      return cluster.booking((a.last_server + 1 + server) % replicas).CreateBooking(ctx, request, &again);
+    });
+    bool same = s.error_code() == a.code && (s.ok() ? "" : GrpcErrorReason(s)) == a.reason;
+    if (same && a.ok()) {
+      google::protobuf::util::MessageDifferencer d;
+      same = d.Compare(a.booking, again);
+    }
+    if (!same) {
+      std::lock_guard<std::mutex> lock(mu);
+      ++rep.retry_mismatches;
+      fail(absl::StrCat("sent again, answered code ", static_cast<int>(s.error_code()), " '",
+                        s.ok() ? again.name() : GrpcErrorReason(s), "': first ", a.Describe()));
+    }
+  });
+  return rep;
+}
+
+}  // namespace labshare::testing
+
+#endif  // LABSHARE_TESTS_BOOKING_BOOKING_HISTORY_H_

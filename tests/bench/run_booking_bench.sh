@@ -118,6 +118,11 @@ if [ ! -x "$ref_out/perf-server" ] || [ ! -x "$ref_out/perf-client" ]; then
   "$ref/build.sh" "$ref_out" >"$work/ref-build.log" 2>&1 || { keep_logs=1; cat "$work/ref-build.log" >&2; die "reference build failed"; }
 fi
 
+# Services talk over mutual TLS: booking calls inventory as the service its
+# certificate names (without one inventory refuses it: MISSING_CREDENTIALS).
+"$repo/deploy/dev-pki.sh" "$work/pki" >/dev/null || die "deploy/dev-pki.sh failed"
+tls() { echo "--tls_cert=$work/pki/$1.crt" "--tls_key=$work/pki/$1.key" "--tls_ca=$work/pki/ca.crt"; }
+
 # The token issuer's key (inventory holds it) and its JWKS (every service).
 "$build/bin/labshare-token" --generate_key="$work/token-signing.pem" >/dev/null || die "labshare-token --generate_key failed"
 "$build/bin/labshare-token" --jwks "$work/token-signing.pem" >"$work/jwks.json" || die "labshare-token --jwks failed"
@@ -144,14 +149,16 @@ run_ours() {
   done
   [ -n "$rport" ] || { keep_logs=1; die "redis-server did not start (see $dir/redis.log)"; }
 
+  # shellcheck disable=SC2046  # tls prints three flags
   "$build/bin/labshare-inventory" --listen=127.0.0.1:0 --redis="127.0.0.1:$rport" \
-    --jwks="$work/jwks.json" --token_signing_key_file="$work/token-signing.pem" \
+    --jwks="$work/jwks.json" --token_signing_key_file="$work/token-signing.pem" $(tls inventory) \
     >"$dir/inventory.out" 2>"$dir/inventory.err" &
   ipid=$!; pids+=("$ipid")
   inv_addr="$(wait_listening "$dir/inventory.out" "$ipid")" || { keep_logs=1; die "labshare-inventory did not start (see $dir/inventory.err)"; }
 
+  # shellcheck disable=SC2046
   "$build/bin/labshare-booking" --listen=127.0.0.1:0 --redis="127.0.0.1:$rport" --inventory="$inv_addr" \
-    --jwks="$work/jwks.json" >"$dir/booking.out" 2>"$dir/booking.err" &
+    --jwks="$work/jwks.json" $(tls booking) >"$dir/booking.out" 2>"$dir/booking.err" &
   bpid=$!; pids+=("$bpid")
   bk_addr="$(wait_listening "$dir/booking.out" "$bpid")" || { keep_logs=1; die "labshare-booking did not start (see $dir/booking.err)"; }
 
@@ -159,12 +166,12 @@ run_ours() {
     --roles=consortium_admin --ttl=1h)"
   [ -n "$token" ] || die "labshare-token printed nothing"
 
-  "$load" --seed --inventory="$inv_addr" --token="$token" --instruments="$instruments" \
+  "$load" --seed --inventory="$inv_addr" --tls_ca="$work/pki/ca.crt" --token="$token" --instruments="$instruments" \
     --buffer_minutes="$buffer_min" >"$dir/seed.out" 2>&1 || { keep_logs=1; cat "$dir/seed.out" >&2; die "seeding failed"; }
 
   echo "[$round] ours ($shape): booking $bk_addr, redis $rport; $instruments instruments, concurrency $conc, ${secs}s after ${warmup}s warmup; loadavg $(loadavg)" >&2
   set +e
-  "$load" --target="$bk_addr" --token="$token" --instruments="$instruments" --concurrency="$conc" \
+  "$load" --target="$bk_addr" --tls_ca="$work/pki/ca.crt" --token="$token" --instruments="$instruments" --concurrency="$conc" \
     --threads="$threads" --duration="$secs" --warmup="$warmup" "${shape_flags[@]}" "${extra[@]}" \
     >"$dir/load.out" 2>"$dir/load.err"
   load_rc=$?

@@ -2,6 +2,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -149,12 +150,30 @@ RedisSentinelSetup::~RedisSentinelSetup() {
 }
 
 absl::Status RedisSentinelSetup::WaitSettled(int master_index) {
-  const int master_port = nodes_[static_cast<size_t>(master_index)]->port();
+  int master_port = nodes_[static_cast<size_t>(master_index)]->port();
   const int want_replicas = options_.replicas;
   const absl::Time deadline = absl::Now() + options_.timeout;
   std::string why;
   while (true) {
     why.clear();
+    // On a loaded machine the sentinels may fail over once more by
+    // themselves (a master too slow for down-after-milliseconds): follow
+    // the node all of them name, as clients do.
+    {
+      const std::vector<std::string> named = AskSentinels();
+      const bool agree = !named.empty() && std::all_of(named.begin(), named.end(),
+                                                        [&](const std::string& a) { return a == named.front(); });
+      const size_t colon = named.empty() ? std::string::npos : named.front().rfind(':');
+      int port = 0;
+      if (agree && colon != std::string::npos && absl::SimpleAtoi(named.front().substr(colon + 1), &port) &&
+          port != master_port) {
+        const int index = NodeByPort(port);
+        if (index >= 0 && nodes_[static_cast<size_t>(index)]->running()) {
+          master_port = port;
+          master_ = index;
+        }
+      }
+    }
     const int online = OnlineReplicas(master_port, &why);
     if (online >= 0 && online < want_replicas) {
       why = absl::StrCat("master 127.0.0.1:", master_port, " has ", online, " of ", want_replicas,

@@ -5,15 +5,17 @@
 // from many client threads. Clients retry UNAVAILABLE with the same
 // request_id (on the other replica), as the API asks.
 //
-// The history checks are those of booking_concurrency_test.cc, over the
-// final answer of every request:
+// The history checks are those of booking_concurrency_test.cc (both use
+// booking_history_checks.h), over the final answer of every request:
 //   - only OK/CONFIRMED (what was asked, a unique name) or SLOT_TAKEN;
 //   - per instrument, accepted blocked intervals pairwise disjoint;
 //   - ListBookings(CONFIRMED) on every live replica is exactly the accepted
-//     bookings (every acknowledged booking present, nothing else);
+//     bookings (every acknowledged booking present as answered, nothing
+//     else, ordered by start then name);
 //   - every SLOT_TAKEN has an accepted booking in its way;
 //   - the outbox holds one booking_created per accepted booking, carrying
-//     its request_id, and nothing else; one partition per instrument;
+//     its request_id and the booking as answered, and nothing else; one
+//     partition per instrument;
 //   - the partition-wide listing indexes hold one entry per accepted booking;
 //   - no key names a rejected request_id;
 //   - every accepted request sent again (same request_id, same content)
@@ -200,18 +202,10 @@ class BookingOnRedisClusterTest : public ::testing::Test {
   // buffers, and lab users "user-0".. "user-<users-1>".
   void SeedInventory(const std::vector<std::string>& ids, const std::vector<absl::Duration>& buffers, int users) {
     ASSERT_EQ(ids.size(), buffers.size());
-    ASSERT_TRUE(cluster_->CreateMemberOrganization(kOrg, "CORE").ok());
-    ASSERT_TRUE(cluster_->CreateFacility(kFacility, kOrg).ok());
     instruments_ = ids;
     buffers_ = buffers;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      absl::Status s = cluster_->CreateInstrument(ids[i], kFacility, kOrg, buffers[i]);
-      ASSERT_TRUE(s.ok()) << s;
-    }
-    for (int u = 0; u < users; ++u) {
-      absl::Status s = cluster_->CreateLabUser(absl::StrCat("user-", u), kOrg);
-      ASSERT_TRUE(s.ok()) << s;
-    }
+    const absl::Status s = testing::booking_checks::SeedInventory(*cluster_, kOrg, kFacility, ids, buffers, users);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   std::string InstrumentName(int i) const { return "instruments/" + instruments_[static_cast<size_t>(i)]; }
@@ -219,14 +213,7 @@ class BookingOnRedisClusterTest : public ::testing::Test {
   absl::Duration Buffer(int i) const { return buffers_[static_cast<size_t>(i)]; }
 
   bv1::CreateBookingRequest MakeCreate(const Attempt& a) const {
-    bv1::CreateBookingRequest r;
-    r.mutable_booking()->set_instrument(InstrumentName(a.instrument));
-    r.mutable_booking()->set_mode(type::v1::ON_SITE);
-    r.mutable_booking()->set_user("users/" + a.user_id);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(a.reserved.start);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(a.reserved.end);
-    r.set_request_id(a.request_id);
-    return r;
+    return CreateRequest(InstrumentName(a.instrument), a.user_id, a.reserved, a.request_id);
   }
 
   // One try on a->server; fills in the answer. Thread-safe.

@@ -100,34 +100,18 @@ class BookingConcurrencyTest : public ::testing::Test {
   // the given buffers, and lab users "user-0".. "user-<users-1>". All of it
   // before the first booking: the booking service caches inventory reads.
   void SeedInventory(const std::string& prefix, const std::vector<absl::Duration>& buffers, int users) {
-    ASSERT_TRUE(cluster_->CreateMemberOrganization(kOrg, "CORE").ok());
-    ASSERT_TRUE(cluster_->CreateFacility(kFacility, kOrg).ok());
     instruments_.clear();
+    for (size_t i = 0; i < buffers.size(); ++i) instruments_.push_back(absl::StrCat(prefix, "-", i));
     buffers_ = buffers;
-    for (size_t i = 0; i < buffers.size(); ++i) {
-      std::string id = absl::StrCat(prefix, "-", i);
-      absl::Status s = cluster_->CreateInstrument(id, kFacility, kOrg, buffers[i]);
-      ASSERT_TRUE(s.ok()) << s;
-      instruments_.push_back(id);
-    }
-    for (int u = 0; u < users; ++u) {
-      absl::Status s = cluster_->CreateLabUser(absl::StrCat("user-", u), kOrg);
-      ASSERT_TRUE(s.ok()) << s;
-    }
+    const absl::Status s = testing::booking_checks::SeedInventory(*cluster_, kOrg, kFacility, instruments_, buffers, users);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   std::string InstrumentName(int i) const { return "instruments/" + instruments_[static_cast<size_t>(i)]; }
   absl::Duration Buffer(int i) const { return buffers_[static_cast<size_t>(i)]; }
 
   bv1::CreateBookingRequest MakeCreate(const Attempt& a) const {
-    bv1::CreateBookingRequest r;
-    r.mutable_booking()->set_instrument(InstrumentName(a.instrument));
-    r.mutable_booking()->set_mode(type::v1::ON_SITE);
-    r.mutable_booking()->set_user("users/" + a.user_id);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(a.reserved.start);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(a.reserved.end);
-    r.set_request_id(a.request_id);
-    return r;
+    return CreateRequest(InstrumentName(a.instrument), a.user_id, a.reserved, a.request_id);
   }
 
   // Sends a.* and fills in the answer. Thread-safe.

@@ -101,6 +101,44 @@ inline std::string FindOverlap(std::vector<std::pair<Interval, std::string>> ite
   return "";
 }
 
+// One MEMBER organisation `org` with facility `facility`, the instruments
+// `ids` with their `buffers`, and lab users "user-0".. "user-<users-1>".
+// All of it before the first booking: the booking service caches inventory
+// reads.
+inline absl::Status SeedInventory(BookingTestCluster& cluster, const std::string& org, const std::string& facility,
+                                  const std::vector<std::string>& ids, const std::vector<absl::Duration>& buffers,
+                                  int users) {
+  if (ids.size() != buffers.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(ids.size(), " instruments, ", buffers.size(), " buffers"));
+  }
+  absl::Status s = cluster.CreateMemberOrganization(org, "CORE");
+  if (!s.ok()) return s;
+  s = cluster.CreateFacility(facility, org);
+  if (!s.ok()) return s;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    s = cluster.CreateInstrument(ids[i], facility, org, buffers[i]);
+    if (!s.ok()) return s;
+  }
+  for (int u = 0; u < users; ++u) {
+    s = cluster.CreateLabUser(absl::StrCat("user-", u), org);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// CreateBooking of `instrument` ("instruments/ID") ON_SITE for users/USER_ID.
+inline bv1::CreateBookingRequest CreateRequest(const std::string& instrument, const std::string& user_id,
+                                               const Interval& reserved, const std::string& request_id) {
+  bv1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument(instrument);
+  r.mutable_booking()->set_mode(type::v1::ON_SITE);
+  r.mutable_booking()->set_user("users/" + user_id);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(reserved.start);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(reserved.end);
+  r.set_request_id(request_id);
+  return r;
+}
+
 // ---------------------------------------------------------------- reading
 
 struct OutboxEvent {

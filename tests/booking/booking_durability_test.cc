@@ -33,10 +33,6 @@
 namespace labshare::testing {
 namespace {
 
-constexpr int kBookingReplicas = 3;
-constexpr int kInstruments = 3;
-constexpr int kUsers = 4;
-constexpr int kThreads = 12;
 // Three kills, each after kPerPhase more acknowledged bookings, and
 // kPerPhase more after the last restart.
 constexpr int kKills = 3;
@@ -71,14 +67,14 @@ class BookingDurabilityTest : public ::testing::Test {
     BookingTestClusterOptions options;
     options.external_redis_flags = {"--redis=" + redis_->address()};
     options.external_redis_options = redis_->options();
-    auto cluster = BookingTestCluster::Start(kBookingReplicas, options);
+    auto cluster = BookingTestCluster::Start(kOutageBookingReplicas, options);
     ASSERT_TRUE(cluster.ok()) << cluster.status();
     cluster_ = *std::move(cluster);
 
-    auto seeded = SeedContestedInventory(*cluster_, "org-d", "fac-d", "dur", kInstruments, kUsers);
+    auto seeded = SeedContestedInventory(*cluster_, "org-d", "fac-d", "dur", kOutageInstruments, kOutageUsers);
     ASSERT_TRUE(seeded.ok()) << seeded.status();
     ContestedLoadOptions load_options = *std::move(seeded);
-    load_options.threads = kThreads;
+    load_options.threads = kOutageThreads;
     load_options.seed = seed;
     load_options.request_prefix = appendfsync;
 
@@ -88,12 +84,8 @@ class BookingDurabilityTest : public ::testing::Test {
     for (int k = 0; k <= kKills; ++k) {
       // kPerPhase more acknowledged bookings, then (but after the last
       // phase) kill -9 and restart.
-      const int64_t want = load.acknowledged() + kPerPhase;
-      if (!load.WaitAcknowledged(want, kPhaseTimeout)) {
-        load.Stop();
-        FAIL() << "only " << load.acknowledged() << " of " << want << " bookings acknowledged within "
-               << kPhaseTimeout << " (phase " << k << ")";
-      }
+      const absl::Status phase = load.WaitPhase(kPerPhase, kPhaseTimeout, k);
+      if (!phase.ok()) FAIL() << phase.message();
       if (k == kKills) break;
       redis_->Kill9();  // returns once the process is reaped
       const absl::Time killed = absl::Now();

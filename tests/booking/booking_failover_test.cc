@@ -35,10 +35,6 @@
 namespace labshare::testing {
 namespace {
 
-constexpr int kBookingReplicas = 3;
-constexpr int kInstruments = 3;
-constexpr int kUsers = 4;
-constexpr int kThreads = 12;
 // Two failovers, each after kPerPhase more acknowledged bookings, and
 // kPerPhase more after the last one.
 constexpr int kFailovers = 2;
@@ -86,7 +82,7 @@ TEST_F(BookingFailoverTest, MasterKilledUnderContestedLoadLosesNoAcknowledgedBoo
   BookingTestClusterOptions options;
   options.external_redis_flags = redis_->ServiceFlags();
   options.external_redis_options = redis_->options();
-  auto cluster = BookingTestCluster::Start(kBookingReplicas, options);
+  auto cluster = BookingTestCluster::Start(kOutageBookingReplicas, options);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   cluster_ = *std::move(cluster);
   auto usage = ChildProcess::Start(
@@ -100,10 +96,10 @@ TEST_F(BookingFailoverTest, MasterKilledUnderContestedLoadLosesNoAcknowledgedBoo
   ASSERT_TRUE(usage.ok()) << usage.status();
   usage_ = *std::move(usage);
 
-  auto seeded = SeedContestedInventory(*cluster_, "org-f", "fac-f", "fo", kInstruments, kUsers);
+  auto seeded = SeedContestedInventory(*cluster_, "org-f", "fac-f", "fo", kOutageInstruments, kOutageUsers);
   ASSERT_TRUE(seeded.ok()) << seeded.status();
   ContestedLoadOptions load_options = *std::move(seeded);
-  load_options.threads = kThreads;
+  load_options.threads = kOutageThreads;
   load_options.seed = 15003;
   load_options.request_prefix = "failover";
 
@@ -115,12 +111,8 @@ TEST_F(BookingFailoverTest, MasterKilledUnderContestedLoadLosesNoAcknowledgedBoo
   std::vector<absl::Time> kills;
   std::vector<absl::Duration> promotions;
   for (int k = 0; k <= kFailovers; ++k) {
-    const int64_t want = load.acknowledged() + kPerPhase;
-    if (!load.WaitAcknowledged(want, kPhaseTimeout)) {
-      load.Stop();
-      FAIL() << "only " << load.acknowledged() << " of " << want << " bookings acknowledged within "
-             << kPhaseTimeout << " (phase " << k << ")";
-    }
+    const absl::Status phase = load.WaitPhase(kPerPhase, kPhaseTimeout, k);
+    if (!phase.ok()) FAIL() << phase.message();
     if (k == kFailovers) break;
     if (k > 0) {
       // Sentinel turns a returning old master into a replica only after

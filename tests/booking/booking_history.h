@@ -19,6 +19,11 @@
 // booking, none for anything else), and finally sends every answered
 // request again with its request_id: the answer must be the same (the same
 // booking, or SLOT_TAKEN again).
+//
+// The intervals, the overlap check and the outbox read come from
+// booking_history_checks.h (shared with booking_concurrency_test and
+// booking_cluster_fixture.h); SeedContestedInventory and ExpectNothingLost
+// are the setup and the assertions both outage tests share.
 #ifndef LABSHARE_TESTS_BOOKING_BOOKING_HISTORY_H_
 #define LABSHARE_TESTS_BOOKING_BOOKING_HISTORY_H_
 
@@ -170,6 +175,17 @@ class ContestedLoad {
     return true;
   }
 
+  // Waits (bounded) for `more` acknowledged bookings than now; if they do
+  // not come, stops the load and says so (for phase `phase`).
+  absl::Status WaitPhase(int64_t more, absl::Duration timeout, int phase) {
+    const int64_t want = acknowledged() + more;
+    if (WaitAcknowledged(want, timeout)) return absl::OkStatus();
+    Stop();
+    return absl::DeadlineExceededError(absl::StrCat("only ", acknowledged(), " of ", want,
+                                                    " bookings acknowledged within ", absl::FormatDuration(timeout),
+                                                    " (phase ", phase, ")"));
+  }
+
   // After Stop(): every request sent, in no particular order.
   std::vector<HistoryAttempt> attempts() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -196,14 +212,8 @@ class ContestedLoad {
   }
 
   booking::v1::CreateBookingRequest MakeRequest(const HistoryAttempt& a) const {
-    booking::v1::CreateBookingRequest r;
-    r.mutable_booking()->set_instrument(options_.instruments[static_cast<size_t>(a.instrument)]);
-    r.mutable_booking()->set_mode(type::v1::ON_SITE);
-    r.mutable_booking()->set_user("users/" + a.user_id);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(a.reserved.start);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(a.reserved.end);
-    r.set_request_id(a.request_id);
-    return r;
+    return booking_checks::CreateRequest(options_.instruments[static_cast<size_t>(a.instrument)], a.user_id,
+                                         a.reserved, a.request_id);
   }
 
  private:
@@ -503,6 +513,13 @@ inline HistoryReport CheckHistory(BookingTestCluster& cluster, RedisPool& data, 
   });
   return rep;
 }
+
+// The setup both outage tests (durability, failover) run the load on: three
+// booking replicas, three instruments, four users, twelve client threads.
+inline constexpr int kOutageBookingReplicas = 3;
+inline constexpr int kOutageInstruments = 3;
+inline constexpr int kOutageUsers = 4;
+inline constexpr int kOutageThreads = 12;
 
 // One MEMBER organisation `org` with facility `facility`, `instruments`
 // instruments "<prefix>-<i>" (the first without buffer, the others 10 min)

@@ -5,15 +5,17 @@
 // from many client threads. Clients retry UNAVAILABLE with the same
 // request_id (on the other replica), as the API asks.
 //
-// The history checks are those of booking_concurrency_test.cc, over the
-// final answer of every request:
+// The history checks are those of booking_concurrency_test.cc (both use
+// booking_history_checks.h), over the final answer of every request:
 //   - only OK/CONFIRMED (what was asked, a unique name) or SLOT_TAKEN;
 //   - per instrument, accepted blocked intervals pairwise disjoint;
 //   - ListBookings(CONFIRMED) on every live replica is exactly the accepted
-//     bookings (every acknowledged booking present, nothing else);
+//     bookings (every acknowledged booking present as answered, nothing
+//     else, ordered by start then name);
 //   - every SLOT_TAKEN has an accepted booking in its way;
 //   - the outbox holds one booking_created per accepted booking, carrying
-//     its request_id, and nothing else; one partition per instrument;
+//     its request_id and the booking as answered, and nothing else; one
+//     partition per instrument;
 //   - the partition-wide listing indexes hold one entry per accepted booking;
 //   - no key names a rejected request_id;
 //   - every accepted request sent again (same request_id, same content)
@@ -50,6 +52,7 @@
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "services/booking/redis_booking_store.h"
+#include "tests/booking/booking_history_checks.h"
 #include "tests/booking/booking_test_cluster.h"
 #include "tests/support/redis_cluster.h"
 
@@ -60,49 +63,11 @@ using testing::BookingTestCluster;
 using testing::BookingTestClusterOptions;
 using testing::RedisCluster;
 
-inline constexpr int kOutboxPartitions = kPartitions;
-inline constexpr char kEventType[] = "labshare.booking.v1.BookingEvent";
+using namespace testing::booking_checks;  // NOLINT(build/namespaces): Interval, Fmt, FindOverlap, the checks
+
+static_assert(kOutboxPartitions == kPartitions, "booking_history_checks.h reads the store's outbox partitions");
 inline constexpr char kOrg[] = "org-a";
 inline constexpr char kFacility[] = "fac-a";
-inline constexpr int kMaxListedFailures = 20;
-
-struct Interval {
-  absl::Time start;
-  absl::Time end;
-};
-
-inline bool Overlaps(const Interval& a, const Interval& b) { return a.start < b.end && b.start < a.end; }
-inline std::string Fmt(absl::Time t) { return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone()); }
-inline std::string Fmt(const Interval& i) { return absl::StrCat("[", Fmt(i.start), ", ", Fmt(i.end), ")"); }
-inline Interval BlockedOf(const bv1::Booking& b) {
-  return {FromProto(b.blocked_interval().start_time()), FromProto(b.blocked_interval().end_time())};
-}
-inline Interval ReservedOf(const bv1::Booking& b) {
-  return {FromProto(b.reserved_interval().start_time()), FromProto(b.reserved_interval().end_time())};
-}
-
-inline std::string CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::OK: return "OK";
-    case grpc::CANCELLED: return "CANCELLED";
-    case grpc::UNKNOWN: return "UNKNOWN";
-    case grpc::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::NOT_FOUND: return "NOT_FOUND";
-    case grpc::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::ABORTED: return "ABORTED";
-    case grpc::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::INTERNAL: return "INTERNAL";
-    case grpc::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::DATA_LOSS: return "DATA_LOSS";
-    case grpc::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return absl::StrCat("code ", static_cast<int>(code));
-  }
-}
 
 // One call of a request.
 struct Try {
@@ -142,34 +107,6 @@ struct Attempt {
                         ", reserved ", Fmt(reserved), "} -> ", answer, " (tries: ", tries_text, ")");
   }
 };
-
-struct OutboxEvent {
-  int partition = 0;
-  std::string entry_id;
-  bv1::BookingEvent event;
-};
-
-inline std::pair<std::string, std::string> EventBooking(const bv1::BookingEvent& e) {
-  switch (e.payload_case()) {
-    case bv1::BookingEvent::kBookingCreated: return {e.booking_created().booking().name(), "created"};
-    case bv1::BookingEvent::kBookingConfirmed: return {e.booking_confirmed().booking().name(), "confirmed"};
-    case bv1::BookingEvent::kBookingCancelled: return {e.booking_cancelled().booking().name(), "cancelled"};
-    default: return {"", absl::StrCat("payload case ", static_cast<int>(e.payload_case()))};
-  }
-}
-
-inline std::string FindOverlap(std::vector<std::pair<Interval, std::string>> items) {
-  std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first.start < b.first.start; });
-  size_t furthest = 0;
-  for (size_t i = 1; i < items.size(); ++i) {
-    if (items[i].first.start < items[furthest].first.end) {
-      return absl::StrCat(items[furthest].second, " blocked ", Fmt(items[furthest].first), " overlaps ",
-                          items[i].second, " blocked ", Fmt(items[i].first));
-    }
-    if (items[i].first.end > items[furthest].first.end) furthest = i;
-  }
-  return "";
-}
 
 // Load: `threads` client threads, each sending up to `max_per_thread`
 // pseudo-random CreateBooking requests (seeded per thread) until stopped.
@@ -265,18 +202,10 @@ class BookingOnRedisClusterTest : public ::testing::Test {
   // buffers, and lab users "user-0".. "user-<users-1>".
   void SeedInventory(const std::vector<std::string>& ids, const std::vector<absl::Duration>& buffers, int users) {
     ASSERT_EQ(ids.size(), buffers.size());
-    ASSERT_TRUE(cluster_->CreateMemberOrganization(kOrg, "CORE").ok());
-    ASSERT_TRUE(cluster_->CreateFacility(kFacility, kOrg).ok());
     instruments_ = ids;
     buffers_ = buffers;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      absl::Status s = cluster_->CreateInstrument(ids[i], kFacility, kOrg, buffers[i]);
-      ASSERT_TRUE(s.ok()) << s;
-    }
-    for (int u = 0; u < users; ++u) {
-      absl::Status s = cluster_->CreateLabUser(absl::StrCat("user-", u), kOrg);
-      ASSERT_TRUE(s.ok()) << s;
-    }
+    const absl::Status s = testing::booking_checks::SeedInventory(*cluster_, kOrg, kFacility, ids, buffers, users);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   std::string InstrumentName(int i) const { return "instruments/" + instruments_[static_cast<size_t>(i)]; }
@@ -284,14 +213,7 @@ class BookingOnRedisClusterTest : public ::testing::Test {
   absl::Duration Buffer(int i) const { return buffers_[static_cast<size_t>(i)]; }
 
   bv1::CreateBookingRequest MakeCreate(const Attempt& a) const {
-    bv1::CreateBookingRequest r;
-    r.mutable_booking()->set_instrument(InstrumentName(a.instrument));
-    r.mutable_booking()->set_mode(type::v1::ON_SITE);
-    r.mutable_booking()->set_user("users/" + a.user_id);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(a.reserved.start);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(a.reserved.end);
-    r.set_request_id(a.request_id);
-    return r;
+    return CreateRequest(InstrumentName(a.instrument), a.user_id, a.reserved, a.request_id);
   }
 
   // One try on a->server; fills in the answer. Thread-safe.
@@ -440,237 +362,57 @@ class BookingOnRedisClusterTest : public ::testing::Test {
 
   absl::StatusOr<std::vector<bv1::Booking>> ListAll(int server, int instrument,
                                                     const std::vector<bv1::Booking::State>& states) const {
-    std::vector<bv1::Booking> out;
-    std::string token;
-    for (int page = 0; page < 1000; ++page) {
-      bv1::ListBookingsRequest r;
-      r.set_instrument(InstrumentName(instrument));
-      for (auto st : states) r.add_states(st);
-      r.set_page_size(97);
-      r.set_page_token(token);
-      bv1::ListBookingsResponse resp;
-      auto ctx = cluster_->AdminContext();
-      grpc::Status s = cluster_->booking(server).ListBookings(ctx.get(), r, &resp);
-      if (!s.ok()) {
-        return absl::InternalError(absl::StrCat("ListBookings page ", page, " of ", InstrumentName(instrument),
-                                                " via booking-", server, ": ", CodeName(s.error_code()), " ",
-                                                GrpcErrorReason(s), " ", s.error_message()));
-      }
-      for (auto& b : *resp.mutable_bookings()) out.push_back(std::move(b));
-      if (resp.next_page_token().empty()) return out;
-      token = resp.next_page_token();
-    }
-    return absl::InternalError("ListBookings: more than 1000 pages");
+    return testing::booking_checks::ListAll(*cluster_, server, InstrumentName(instrument), states, /*page_size=*/97);
   }
-
-  long long ListedBookings() const {
-    long long n = 0;
-    for (int p = 0; p < kOutboxPartitions; ++p) {
-      auto v = cluster_->redis().Command({"ZCARD", absl::StrCat(keys::Tag(p), ":ls:b:all")});
-      EXPECT_TRUE(v.ok() && v->type == RedisValue::Type::kInteger) << (v.ok() ? v->DebugString() : v.status().ToString());
-      if (v.ok()) n += v->integer;
-    }
-    return n;
-  }
-
+  long long ListedBookings() const { return testing::booking_checks::ListedBookings(cluster_->redis()); }
   // Every key, through the pool's SCAN (which walks every master).
-  std::vector<std::string> AllKeys() const {
-    std::vector<std::string> keys;
-    std::string cursor = "0";
-    int calls = 0;
-    do {
-      auto v = cluster_->redis().Command({"SCAN", cursor, "COUNT", "1000"});
-      EXPECT_TRUE(v.ok() && v->is_array() && v->elements.size() == 2) << (v.ok() ? v->DebugString() : v.status().ToString());
-      if (!v.ok() || !v->is_array() || v->elements.size() != 2 || ++calls > 100000) return keys;
-      cursor = v->elements[0].str;
-      for (const auto& k : v->elements[1].elements) keys.push_back(k.str);
-    } while (cursor != "0");
-    return keys;
-  }
-
-  absl::StatusOr<std::vector<OutboxEvent>> ReadOutbox() const {
-    std::vector<OutboxEvent> out;
-    for (int p = 0; p < kOutboxPartitions; ++p) {
-      const std::string key = keys::Outbox(p);
-      auto v = cluster_->redis().Command({"XRANGE", key, "-", "+"});
-      if (!v.ok()) return v.status();
-      if (!v->is_array()) return absl::InternalError(absl::StrCat("XRANGE ", key, ": ", v->DebugString()));
-      for (const auto& entry : v->elements) {
-        if (!entry.is_array() || entry.elements.size() != 2 || !entry.elements[1].is_array()) {
-          return absl::InternalError(absl::StrCat(key, ": odd entry ", entry.DebugString()));
-        }
-        OutboxEvent e;
-        e.partition = p;
-        e.entry_id = entry.elements[0].str;
-        const auto& fields = entry.elements[1].elements;
-        std::string type, payload;
-        bool have_payload = false;
-        for (size_t f = 0; f + 1 < fields.size(); f += 2) {
-          if (fields[f].str == "type") type = fields[f + 1].str;
-          if (fields[f].str == "payload") {
-            payload = fields[f + 1].str;
-            have_payload = true;
-          }
-        }
-        if (type != kEventType || !have_payload || !e.event.ParseFromString(payload)) {
-          return absl::InternalError(absl::StrCat(key, " entry ", e.entry_id, ": type '", type,
-                                                  "', payload present ", have_payload, ", or not a BookingEvent"));
-        }
-        out.push_back(std::move(e));
-      }
-    }
-    return out;
-  }
+  std::vector<std::string> AllKeys() const { return testing::booking_checks::AllKeys(cluster_->redis()); }
+  absl::StatusOr<std::vector<OutboxEvent>> ReadOutbox() const { return testing::booking_checks::ReadOutbox(cluster_->redis()); }
 
   // The history checks (see the file comment) over the final answers.
   // `live_servers`: the replicas to list through. Returns the accepted ones.
   std::vector<Attempt> CheckHistory(const std::vector<Attempt>& attempts, const std::vector<int>& live_servers) {
     const int kInstruments = static_cast<int>(instruments_.size());
+    const auto instrument_name = [this](int i) { return InstrumentName(i); };
+    const auto buffer = [this](int i) { return Buffer(i); };
     // ---- Only two answers; accepted ones are what was asked.
-    int unexpected = 0, wrong_content = 0, retried = 0;
-    std::vector<Attempt> accepted, rejected;
-    std::set<std::string> names;
-    for (const Attempt& a : attempts) {
-      if (a.tries.size() > 1) ++retried;
-      if (a.ok() && a.booking.state() == bv1::Booking::CONFIRMED) {
-        const Interval blocked = BlockedOf(a.booking), reserved = ReservedOf(a.booking);
-        const bool content_ok = absl::StartsWith(a.booking.name(), "bookings/") &&
-                                a.booking.instrument() == InstrumentName(a.instrument) &&
-                                a.booking.user() == "users/" + a.user_id && reserved.start == a.reserved.start &&
-                                reserved.end == a.reserved.end && blocked.start == a.reserved.start &&
-                                blocked.end == a.reserved.end + Buffer(a.instrument) &&
-                                names.insert(a.booking.name()).second;
-        if (!content_ok && ++wrong_content <= kMaxListedFailures) {
-          ADD_FAILURE() << "accepted booking is not what was asked (or its name is not unique): " << a.Describe();
-        }
-        accepted.push_back(a);
-      } else if (a.slot_taken()) {
-        rejected.push_back(a);
-      } else if (++unexpected <= kMaxListedFailures) {
-        ADD_FAILURE() << "final answer neither OK/CONFIRMED nor SLOT_TAKEN: " << a.Describe();
-      }
-    }
-    EXPECT_EQ(unexpected, 0) << "final answers other than OK/CONFIRMED or SLOT_TAKEN";
-    EXPECT_EQ(wrong_content, 0);
+    int retried = 0;
+    for (const Attempt& a : attempts) retried += a.tries.size() > 1 ? 1 : 0;
+    Answers<Attempt> answers;
+    ClassifyAnswers<Attempt>(attempts, instrument_name, buffer, &answers);
+    const std::vector<Attempt>& accepted = answers.accepted;
+    const std::vector<Attempt>& rejected = answers.rejected;
     std::cout << attempts.size() << " requests: " << accepted.size() << " accepted, " << rejected.size()
-              << " SLOT_TAKEN, " << unexpected << " other; " << retried << " needed more than one try\n";
+              << " SLOT_TAKEN, " << answers.unexpected << " other; " << retried << " needed more than one try\n";
     EXPECT_GT(accepted.size(), 0u);
     EXPECT_GT(rejected.size(), 0u);
 
     // ---- Per instrument: disjoint; every replica lists exactly them.
-    std::vector<std::vector<std::pair<Interval, std::string>>> by_instrument(static_cast<size_t>(kInstruments));
     std::map<std::string, const Attempt*> by_name;
-    for (const Attempt& a : accepted) {
-      by_instrument[static_cast<size_t>(a.instrument)].push_back({BlockedOf(a.booking), a.booking.name()});
-      by_name[a.booking.name()] = &a;
-    }
+    const auto by_instrument = BlockedByInstrument(accepted, kInstruments, &by_name);
     for (int i = 0; i < kInstruments; ++i) {
       const auto& mine = by_instrument[static_cast<size_t>(i)];
       EXPECT_EQ(FindOverlap(mine), "") << "accepted bookings overlap on " << InstrumentName(i);
-      std::set<std::string> expected_names;
-      for (const auto& [iv, name] : mine) expected_names.insert(name);
       for (int server : live_servers) {
         auto listed = ListAll(server, i, {bv1::Booking::CONFIRMED});
         EXPECT_TRUE(listed.ok()) << listed.status();
-        if (!listed.ok()) continue;
-        std::set<std::string> listed_names;
-        std::vector<std::pair<Interval, std::string>> listed_blocked;
-        for (const bv1::Booking& b : *listed) {
-          listed_names.insert(b.name());
-          listed_blocked.push_back({BlockedOf(b), b.name()});
-          auto it = by_name.find(b.name());
-          if (it != by_name.end()) {
-            EXPECT_TRUE(BlockedOf(b).start == BlockedOf(it->second->booking).start &&
-                        BlockedOf(b).end == BlockedOf(it->second->booking).end)
-                << "listed " << b.name() << " differs from its answer " << it->second->Describe();
-          }
-        }
-        EXPECT_EQ(listed->size(), listed_names.size()) << "ListBookings repeats a booking";
-        std::vector<std::string> missing, extra;
-        std::set_difference(expected_names.begin(), expected_names.end(), listed_names.begin(), listed_names.end(),
-                            std::back_inserter(missing));
-        std::set_difference(listed_names.begin(), listed_names.end(), expected_names.begin(), expected_names.end(),
-                            std::back_inserter(extra));
-        EXPECT_TRUE(missing.empty()) << missing.size() << " acknowledged bookings of " << InstrumentName(i)
-                                     << " not listed via booking-" << server << ", e.g. " << missing.front() << ": "
-                                     << by_name[missing.front()]->Describe();
-        EXPECT_TRUE(extra.empty()) << extra.size() << " listed bookings of " << InstrumentName(i)
-                                   << " no client was answered OK for, via booking-" << server << ", e.g. "
-                                   << extra.front();
-        EXPECT_EQ(FindOverlap(listed_blocked), "") << "listed bookings overlap on " << InstrumentName(i);
+        if (listed.ok()) CheckListing(*listed, mine, by_name, InstrumentName(i), server);
       }
     }
 
     // ---- Every rejection had an accepted booking in its way.
-    int unjustified = 0;
-    for (const Attempt& r : rejected) {
-      const Interval want{r.reserved.start, r.reserved.end + Buffer(r.instrument)};
-      bool clash = false;
-      for (const auto& [iv, name] : by_instrument[static_cast<size_t>(r.instrument)]) clash = clash || Overlaps(iv, want);
-      if (!clash && ++unjustified <= kMaxListedFailures) {
-        ADD_FAILURE() << "SLOT_TAKEN although no accepted booking overlaps " << Fmt(want) << ": " << r.Describe();
-      }
-    }
-    EXPECT_EQ(unjustified, 0) << "rejections with nothing in the way";
+    CheckRejectionsJustified(rejected, by_instrument, buffer);
 
     // ---- Events: one booking_created per accepted booking, nothing else.
     auto events = ReadOutbox();
     EXPECT_TRUE(events.ok()) << events.status();
-    if (events.ok()) {
-      std::map<std::string, std::map<std::string, int>> kinds;
-      std::map<std::string, std::set<int>> partitions;
-      int bad_events = 0;
-      for (const OutboxEvent& e : *events) {
-        auto [name, kind] = EventBooking(e.event);
-        ++kinds[name][kind];
-        auto it = by_name.find(name);
-        if (it == by_name.end()) {
-          if (++bad_events <= kMaxListedFailures) {
-            ADD_FAILURE() << "event " << e.entry_id << " on partition " << e.partition << " (" << kind << ") for '"
-                          << name << "', which no client was answered OK for: " << e.event.ShortDebugString();
-          }
-          continue;
-        }
-        partitions[it->second->booking.instrument()].insert(e.partition);
-        if (kind != "created" || e.event.header().request_id() != it->second->request_id) {
-          if (++bad_events <= kMaxListedFailures) {
-            ADD_FAILURE() << "event " << e.entry_id << " (" << kind << ") header.request_id '"
-                          << e.event.header().request_id() << "' for " << it->second->Describe();
-          }
-        }
-      }
-      EXPECT_EQ(bad_events, 0);
-      int missing = 0;
-      for (const Attempt& a : accepted) {
-        const auto& k = kinds[a.booking.name()];
-        const int created = k.count("created") ? k.at("created") : 0;
-        if ((created != 1 || k.size() != 1) && ++missing <= kMaxListedFailures) {
-          ADD_FAILURE() << a.booking.name() << ": " << created << " booking_created, " << k.size()
-                        << " kinds of event; " << a.Describe();
-        }
-      }
-      EXPECT_EQ(missing, 0) << "accepted bookings without exactly one booking_created";
-      EXPECT_EQ(events->size(), accepted.size()) << "outbox events vs accepted bookings";
-      for (const auto& [instrument, ps] : partitions) {
-        EXPECT_EQ(ps.size(), 1u) << instrument << " has events on " << ps.size() << " partitions";
-      }
-    }
+    if (events.ok()) CheckEvents(*events, accepted, by_name);
 
     // ---- Listing indexes; nothing left by rejected requests.
     EXPECT_EQ(ListedBookings(), static_cast<long long>(accepted.size())) << "listing index entries vs accepted";
-    std::set<std::string> rejected_ids;
-    for (const Attempt& r : rejected) rejected_ids.insert(r.request_id);
     const size_t id_length = attempts.empty() ? 0 : attempts.front().request_id.size();
     const std::string id_head = attempts.empty() ? "" : attempts.front().request_id.substr(0, 4);  // "cc-t"
-    int leaked = 0;
-    for (const std::string& key : AllKeys()) {
-      for (size_t pos = key.find(id_head); pos != std::string::npos; pos = key.find(id_head, pos + 1)) {
-        if (rejected_ids.count(key.substr(pos, id_length)) && ++leaked <= kMaxListedFailures) {
-          ADD_FAILURE() << "key '" << key << "' names rejected request " << key.substr(pos, id_length);
-        }
-      }
-    }
-    EXPECT_EQ(leaked, 0) << "keys left behind by rejected requests";
+    CheckNoKeysOfRejected(AllKeys(), rejected, id_head, id_length);
     return accepted;
   }
 

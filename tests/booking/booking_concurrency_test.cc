@@ -36,6 +36,7 @@
 #include "common/proto_util.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
+#include "tests/booking/booking_history_checks.h"
 #include "tests/booking/booking_test_cluster.h"
 
 namespace labshare::booking {
@@ -44,53 +45,10 @@ namespace {
 namespace bv1 = labshare::booking::v1;
 using testing::BookingTestCluster;
 
-constexpr int kOutboxPartitions = 16;
-constexpr char kEventType[] = "labshare.booking.v1.BookingEvent";
+using namespace testing::booking_checks;  // NOLINT(build/namespaces): Interval, Fmt, FindOverlap, ...
+
 constexpr char kOrg[] = "org-a";
 constexpr char kFacility[] = "fac-a";
-// Failures listed one by one before only their number is reported.
-constexpr int kMaxListedFailures = 20;
-
-// A half-open interval [start, end).
-struct Interval {
-  absl::Time start;
-  absl::Time end;
-};
-
-bool Overlaps(const Interval& a, const Interval& b) { return a.start < b.end && b.start < a.end; }
-
-std::string Fmt(absl::Time t) { return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone()); }
-std::string Fmt(const Interval& i) { return absl::StrCat("[", Fmt(i.start), ", ", Fmt(i.end), ")"); }
-
-Interval BlockedOf(const bv1::Booking& b) {
-  return {FromProto(b.blocked_interval().start_time()), FromProto(b.blocked_interval().end_time())};
-}
-Interval ReservedOf(const bv1::Booking& b) {
-  return {FromProto(b.reserved_interval().start_time()), FromProto(b.reserved_interval().end_time())};
-}
-
-std::string CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::OK: return "OK";
-    case grpc::CANCELLED: return "CANCELLED";
-    case grpc::UNKNOWN: return "UNKNOWN";
-    case grpc::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::NOT_FOUND: return "NOT_FOUND";
-    case grpc::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::ABORTED: return "ABORTED";
-    case grpc::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::INTERNAL: return "INTERNAL";
-    case grpc::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::DATA_LOSS: return "DATA_LOSS";
-    case grpc::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return absl::StrCat("code ", static_cast<int>(code));
-  }
-}
 
 // One CreateBooking as sent and as answered.
 struct Attempt {
@@ -118,12 +76,6 @@ struct Attempt {
   }
 };
 
-struct OutboxEvent {
-  int partition = 0;
-  std::string entry_id;
-  bv1::BookingEvent event;
-};
-
 class BookingConcurrencyTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -148,34 +100,18 @@ class BookingConcurrencyTest : public ::testing::Test {
   // the given buffers, and lab users "user-0".. "user-<users-1>". All of it
   // before the first booking: the booking service caches inventory reads.
   void SeedInventory(const std::string& prefix, const std::vector<absl::Duration>& buffers, int users) {
-    ASSERT_TRUE(cluster_->CreateMemberOrganization(kOrg, "CORE").ok());
-    ASSERT_TRUE(cluster_->CreateFacility(kFacility, kOrg).ok());
     instruments_.clear();
+    for (size_t i = 0; i < buffers.size(); ++i) instruments_.push_back(absl::StrCat(prefix, "-", i));
     buffers_ = buffers;
-    for (size_t i = 0; i < buffers.size(); ++i) {
-      std::string id = absl::StrCat(prefix, "-", i);
-      absl::Status s = cluster_->CreateInstrument(id, kFacility, kOrg, buffers[i]);
-      ASSERT_TRUE(s.ok()) << s;
-      instruments_.push_back(id);
-    }
-    for (int u = 0; u < users; ++u) {
-      absl::Status s = cluster_->CreateLabUser(absl::StrCat("user-", u), kOrg);
-      ASSERT_TRUE(s.ok()) << s;
-    }
+    const absl::Status s = testing::booking_checks::SeedInventory(*cluster_, kOrg, kFacility, instruments_, buffers, users);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   std::string InstrumentName(int i) const { return "instruments/" + instruments_[static_cast<size_t>(i)]; }
   absl::Duration Buffer(int i) const { return buffers_[static_cast<size_t>(i)]; }
 
   bv1::CreateBookingRequest MakeCreate(const Attempt& a) const {
-    bv1::CreateBookingRequest r;
-    r.mutable_booking()->set_instrument(InstrumentName(a.instrument));
-    r.mutable_booking()->set_mode(type::v1::ON_SITE);
-    r.mutable_booking()->set_user("users/" + a.user_id);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(a.reserved.start);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(a.reserved.end);
-    r.set_request_id(a.request_id);
-    return r;
+    return CreateRequest(InstrumentName(a.instrument), a.user_id, a.reserved, a.request_id);
   }
 
   // Sends a.* and fills in the answer. Thread-safe.
@@ -192,27 +128,8 @@ class BookingConcurrencyTest : public ::testing::Test {
   // over all pages, from one replica.
   absl::StatusOr<std::vector<bv1::Booking>> ListAll(int server, int instrument,
                                                     const std::vector<bv1::Booking::State>& states) const {
-    std::vector<bv1::Booking> out;
-    std::string token;
-    for (int page = 0; page < 1000; ++page) {
-      bv1::ListBookingsRequest r;
-      r.set_instrument(InstrumentName(instrument));
-      for (auto st : states) r.add_states(st);
-      r.set_page_size(37);  // many pages, none aligned with anything
-      r.set_page_token(token);
-      bv1::ListBookingsResponse resp;
-      auto ctx = cluster_->AdminContext();
-      grpc::Status s = cluster_->booking(server).ListBookings(ctx.get(), r, &resp);
-      if (!s.ok()) {
-        return absl::InternalError(absl::StrCat("ListBookings page ", page, " of ", InstrumentName(instrument),
-                                                " via booking-", server, ": ", CodeName(s.error_code()),
-                                                " ", GrpcErrorReason(s), " ", s.error_message()));
-      }
-      for (auto& b : *resp.mutable_bookings()) out.push_back(std::move(b));
-      if (resp.next_page_token().empty()) return out;
-      token = resp.next_page_token();
-    }
-    return absl::InternalError("ListBookings: more than 1000 pages");
+    // Many pages, none aligned with anything.
+    return testing::booking_checks::ListAll(*cluster_, server, InstrumentName(instrument), states, /*page_size=*/37);
   }
 
   // Keys other than the listing indexes ({bk:P}:ls:..., one per user and
@@ -223,97 +140,15 @@ class BookingConcurrencyTest : public ::testing::Test {
     for (const auto& k : AllKeys()) n += k.find("}:ls:") == std::string::npos ? 1 : 0;
     return n;
   }
-  // Entries of the partition-wide listing indexes: one per booking.
-  long long ListedBookings() const {
-    long long n = 0;
-    for (int p = 0; p < kOutboxPartitions; ++p) {
-      auto v = cluster_->redis().Command({"ZCARD", absl::StrCat("{bk:", p, "}:ls:b:all")});
-      EXPECT_TRUE(v.ok()) << v.status();
-      if (v.ok()) n += v->integer;
-    }
-    return n;
-  }
-
-  std::vector<std::string> AllKeys() const {
-    std::vector<std::string> keys;
-    std::string cursor = "0";
-    do {
-      auto v = cluster_->redis().Command({"SCAN", cursor, "COUNT", "1000"});
-      EXPECT_TRUE(v.ok() && v->is_array() && v->elements.size() == 2) << (v.ok() ? v->DebugString() : "");
-      if (!v.ok() || !v->is_array() || v->elements.size() != 2) return keys;
-      cursor = v->elements[0].str;
-      for (const auto& k : v->elements[1].elements) keys.push_back(k.str);
-    } while (cursor != "0");
-    return keys;
-  }
-
-  // Every entry of the 16 outbox streams, each checked for type and payload.
-  absl::StatusOr<std::vector<OutboxEvent>> ReadOutbox() const {
-    std::vector<OutboxEvent> out;
-    for (int p = 0; p < kOutboxPartitions; ++p) {
-      const std::string key = absl::StrCat("{bk:", p, "}:outbox");
-      auto v = cluster_->redis().Command({"XRANGE", key, "-", "+"});
-      if (!v.ok()) return v.status();
-      if (!v->is_array()) return absl::InternalError(absl::StrCat("XRANGE ", key, ": ", v->DebugString()));
-      for (const auto& entry : v->elements) {
-        if (!entry.is_array() || entry.elements.size() != 2 || !entry.elements[1].is_array()) {
-          return absl::InternalError(absl::StrCat(key, ": odd entry ", entry.DebugString()));
-        }
-        OutboxEvent e;
-        e.partition = p;
-        e.entry_id = entry.elements[0].str;
-        const auto& fields = entry.elements[1].elements;
-        std::string type, payload;
-        bool have_payload = false;
-        for (size_t f = 0; f + 1 < fields.size(); f += 2) {
-          if (fields[f].str == "type") type = fields[f + 1].str;
-          if (fields[f].str == "payload") {
-            payload = fields[f + 1].str;
-            have_payload = true;
-          }
-        }
-        if (type != kEventType || !have_payload || !e.event.ParseFromString(payload)) {
-          return absl::InternalError(absl::StrCat(key, " entry ", e.entry_id, ": type '", type,
-                                                  "', payload present ", have_payload,
-                                                  ", or payload not a BookingEvent"));
-        }
-        out.push_back(std::move(e));
-      }
-    }
-    return out;
-  }
+  long long ListedBookings() const { return testing::booking_checks::ListedBookings(cluster_->redis()); }
+  std::vector<std::string> AllKeys() const { return testing::booking_checks::AllKeys(cluster_->redis()); }
+  absl::StatusOr<std::vector<OutboxEvent>> ReadOutbox() const { return testing::booking_checks::ReadOutbox(cluster_->redis()); }
 
   std::unique_ptr<BookingTestCluster> cluster_;
   absl::Time base_;
   std::vector<std::string> instruments_;
   std::vector<absl::Duration> buffers_;
 };
-
-// Name of the booking an event carries, and which kind of event it is.
-std::pair<std::string, std::string> EventBooking(const bv1::BookingEvent& e) {
-  switch (e.payload_case()) {
-    case bv1::BookingEvent::kBookingCreated: return {e.booking_created().booking().name(), "created"};
-    case bv1::BookingEvent::kBookingConfirmed: return {e.booking_confirmed().booking().name(), "confirmed"};
-    case bv1::BookingEvent::kBookingCancelled: return {e.booking_cancelled().booking().name(), "cancelled"};
-    default: return {"", absl::StrCat("payload case ", static_cast<int>(e.payload_case()))};
-  }
-}
-
-// "" when the intervals are pairwise disjoint (half-open), else the first
-// overlapping pair found.
-std::string FindOverlap(std::vector<std::pair<Interval, std::string>> items) {
-  std::sort(items.begin(), items.end(),
-            [](const auto& a, const auto& b) { return a.first.start < b.first.start; });
-  size_t furthest = 0;  // item with the latest end so far
-  for (size_t i = 1; i < items.size(); ++i) {
-    if (items[i].first.start < items[furthest].first.end) {
-      return absl::StrCat(items[furthest].second, " blocked ", Fmt(items[furthest].first), " overlaps ",
-                          items[i].second, " blocked ", Fmt(items[i].first));
-    }
-    if (items[i].first.end > items[furthest].first.end) furthest = i;
-  }
-  return "";
-}
 
 // Lets all threads start their calls at once.
 class StartGate {
@@ -423,153 +258,42 @@ TEST_F(BookingConcurrencyTest, ConcurrentBookingsNeverOverlap) {
   ASSERT_GE(attempts.size(), 3000u);
 
   // ---- (b) Only two answers are possible; accepted ones are what was asked.
-  int unexpected = 0, wrong_content = 0;
-  std::vector<Attempt> rejected;
-  std::set<std::string> names;
-  for (const Attempt& a : attempts) {
-    if (a.ok() && a.booking.state() == bv1::Booking::CONFIRMED) {
-      const Interval blocked = BlockedOf(a.booking), reserved = ReservedOf(a.booking);
-      const bool content_ok = absl::StartsWith(a.booking.name(), "bookings/") &&
-                              a.booking.instrument() == InstrumentName(a.instrument) &&
-                              a.booking.user() == "users/" + a.user_id && reserved.start == a.reserved.start &&
-                              reserved.end == a.reserved.end && blocked.start == a.reserved.start &&
-                              blocked.end == a.reserved.end + Buffer(a.instrument) &&
-                              names.insert(a.booking.name()).second;
-      if (!content_ok && ++wrong_content <= kMaxListedFailures) {
-        ADD_FAILURE() << "accepted booking is not what was asked (expected blocked "
-                      << Fmt(Interval{a.reserved.start, a.reserved.end + Buffer(a.instrument)})
-                      << ", unique name): " << a.Describe();
-      }
-      accepted.push_back(a);
-    } else if (a.slot_taken()) {
-      rejected.push_back(a);
-    } else if (++unexpected <= kMaxListedFailures) {
-      ADD_FAILURE() << "answer neither OK/CONFIRMED nor FAILED_PRECONDITION SLOT_TAKEN: " << a.Describe();
-    }
-  }
-  EXPECT_EQ(unexpected, 0) << "answers other than OK/CONFIRMED or SLOT_TAKEN (first "
-                           << kMaxListedFailures << " listed above)";
-  EXPECT_EQ(wrong_content, 0) << "accepted bookings that differ from their request";
+  const auto instrument_name = [this](int i) { return InstrumentName(i); };
+  const auto buffer = [this](int i) { return Buffer(i); };
+  Answers<Attempt> answers;
+  answers.accepted = std::move(accepted);
+  ClassifyAnswers<Attempt>(attempts, instrument_name, buffer, &answers);
+  accepted = std::move(answers.accepted);
+  const std::vector<Attempt>& rejected = answers.rejected;
   const int concurrent_accepted = static_cast<int>(accepted.size()) - (warm);
   std::cout << attempts.size() << " requests in " << absl::FormatDuration(took) << ": "
-            << concurrent_accepted << " accepted, " << rejected.size() << " SLOT_TAKEN, " << unexpected
+            << concurrent_accepted << " accepted, " << rejected.size() << " SLOT_TAKEN, " << answers.unexpected
             << " other\n";
   EXPECT_GT(concurrent_accepted, 0);
   EXPECT_GT(rejected.size(), 0u);
 
   // ---- (a) Per instrument: accepted blocked intervals are pairwise
   // disjoint, and ListBookings(CONFIRMED) on each replica is exactly them.
-  std::vector<std::vector<std::pair<Interval, std::string>>> by_instrument(kInstruments);
   std::map<std::string, const Attempt*> by_name;
-  for (const Attempt& a : accepted) {
-    by_instrument[static_cast<size_t>(a.instrument)].push_back({BlockedOf(a.booking), a.booking.name()});
-    by_name[a.booking.name()] = &a;
-  }
+  const auto by_instrument = BlockedByInstrument(accepted, kInstruments, &by_name);
   for (int i = 0; i < kInstruments; ++i) {
     const auto& mine = by_instrument[static_cast<size_t>(i)];
     EXPECT_EQ(FindOverlap(mine), "") << "accepted bookings overlap on " << InstrumentName(i);
-    std::set<std::string> expected_names;
-    for (const auto& [iv, name] : mine) expected_names.insert(name);
     for (int server = 0; server < cluster_->booking_replicas(); ++server) {
       auto listed = ListAll(server, i, {bv1::Booking::CONFIRMED});
       ASSERT_TRUE(listed.ok()) << listed.status();
-      std::set<std::string> listed_names;
-      std::vector<std::pair<Interval, std::string>> listed_blocked;
-      int mismatched = 0;
-      for (size_t n = 0; n < listed->size(); ++n) {
-        const bv1::Booking& b = (*listed)[n];
-        listed_names.insert(b.name());
-        listed_blocked.push_back({BlockedOf(b), b.name()});
-        auto it = by_name.find(b.name());
-        if (it != by_name.end() && (BlockedOf(b).start != BlockedOf(it->second->booking).start ||
-                                    BlockedOf(b).end != BlockedOf(it->second->booking).end ||
-                                    b.state() != bv1::Booking::CONFIRMED)) {
-          if (++mismatched <= kMaxListedFailures) {
-            ADD_FAILURE() << "listed " << b.name() << " blocked " << Fmt(BlockedOf(b)) << " state "
-                          << bv1::Booking::State_Name(b.state()) << " differs from its CreateBooking answer "
-                          << it->second->Describe();
-          }
-        }
-        if (n > 0) {
-          const bv1::Booking& prev = (*listed)[n - 1];
-          EXPECT_TRUE(ReservedOf(prev).start < ReservedOf(b).start ||
-                      (ReservedOf(prev).start == ReservedOf(b).start && prev.name() < b.name()))
-              << "ListBookings not ordered by start, then name: " << prev.name() << " before " << b.name();
-        }
-      }
-      EXPECT_EQ(listed->size(), listed_names.size()) << "ListBookings repeats a booking";
-      EXPECT_EQ(listed_names, expected_names)
-          << "ListBookings(" << InstrumentName(i) << ", CONFIRMED) via booking-" << server
-          << " is not the set of accepted bookings";
-      EXPECT_EQ(FindOverlap(listed_blocked), "") << "listed bookings overlap on " << InstrumentName(i);
+      CheckListing(*listed, mine, by_name, InstrumentName(i), server);
     }
   }
 
-  // Every rejection had a reason: no booking is ever removed here, so an
-  // accepted booking overlapping its blocked interval must exist.
-  int unjustified = 0;
-  for (const Attempt& r : rejected) {
-    const Interval want{r.reserved.start, r.reserved.end + Buffer(r.instrument)};
-    bool clash = false;
-    for (const auto& [iv, name] : by_instrument[static_cast<size_t>(r.instrument)]) {
-      if (Overlaps(iv, want)) {
-        clash = true;
-        break;
-      }
-    }
-    if (!clash && ++unjustified <= kMaxListedFailures) {
-      ADD_FAILURE() << "SLOT_TAKEN although no accepted booking overlaps " << Fmt(want) << ": " << r.Describe();
-    }
-  }
-  EXPECT_EQ(unjustified, 0) << "rejections with nothing in the way";
+  // Every rejection had a reason.
+  CheckRejectionsJustified(rejected, by_instrument, buffer);
 
   // ---- (c) Events: one booking_created, in state CONFIRMED, per accepted
   // booking, nothing else; each instrument on one partition.
   auto events = ReadOutbox();
   ASSERT_TRUE(events.ok()) << events.status();
-  std::map<std::string, std::map<std::string, int>> kinds;  // name -> kind -> count
-  std::map<std::string, std::set<int>> partitions;          // instrument -> partitions
-  int bad_events = 0;
-  for (const OutboxEvent& e : *events) {
-    auto [name, kind] = EventBooking(e.event);
-    ++kinds[name][kind];
-    auto it = by_name.find(name);
-    if (it == by_name.end()) {
-      if (++bad_events <= kMaxListedFailures) {
-        ADD_FAILURE() << "event " << e.entry_id << " on partition " << e.partition << " (" << kind
-                      << ") for '" << name << "', which is no accepted booking: " << e.event.ShortDebugString();
-      }
-      continue;
-    }
-    partitions[it->second->booking.instrument()].insert(e.partition);
-    const bv1::Booking& carried = kind == "created" ? e.event.booking_created().booking()
-                                                    : e.event.booking_confirmed().booking();
-    if (e.event.header().request_id() != it->second->request_id || carried.instrument() != it->second->booking.instrument() ||
-        carried.state() != bv1::Booking::CONFIRMED || carried.name() != it->second->booking.name() ||
-        BlockedOf(carried).start != BlockedOf(it->second->booking).start ||
-        BlockedOf(carried).end != BlockedOf(it->second->booking).end) {
-      if (++bad_events <= kMaxListedFailures) {
-        ADD_FAILURE() << "event " << e.entry_id << " (" << kind << ") header.request_id '"
-                      << e.event.header().request_id() << "' or booking differs from the answer "
-                      << it->second->Describe();
-      }
-    }
-  }
-  EXPECT_EQ(bad_events, 0);
-  int missing = 0;
-  for (const Attempt& a : accepted) {
-    const auto& k = kinds[a.booking.name()];
-    const int created = k.count("created") ? k.at("created") : 0;
-    if ((created != 1 || k.size() != 1) && ++missing <= kMaxListedFailures) {
-      ADD_FAILURE() << a.booking.name() << ": " << created << " booking_created, " << k.size()
-                    << " kinds of event; " << a.Describe();
-    }
-  }
-  EXPECT_EQ(missing, 0) << "accepted bookings without exactly one booking_created (and nothing else)";
-  EXPECT_EQ(events->size(), accepted.size()) << "outbox events vs accepted bookings";
-  for (const auto& [instrument, ps] : partitions) {
-    EXPECT_EQ(ps.size(), 1u) << instrument << " has events on " << ps.size() << " partitions";
-  }
+  CheckEvents(*events, accepted, by_name);
 
   // ---- (d) Rejected requests wrote nothing: the key count grew by the
   // accepted bookings only, and no key names a rejected request_id.
@@ -586,18 +310,8 @@ TEST_F(BookingConcurrencyTest, ConcurrentBookingsNeverOverlap) {
         << per_booking_keys << " + " << per_instrument_constants << " per-instrument keys";
   }
   EXPECT_EQ(ListedBookings(), static_cast<long long>(accepted.size())) << "listing index entries vs accepted bookings";
-  std::set<std::string> rejected_ids;
-  for (const Attempt& r : rejected) rejected_ids.insert(r.request_id);
-  int leaked = 0;
-  for (const std::string& key : AllKeys()) {
-    // Request ids are "conc-tNN-rNNN", all the same length: find the one a key names.
-    for (size_t pos = key.find("conc-t"); pos != std::string::npos; pos = key.find("conc-t", pos + 1)) {
-      if (rejected_ids.count(key.substr(pos, 13)) && ++leaked <= kMaxListedFailures) {
-        ADD_FAILURE() << "key '" << key << "' names rejected request " << key.substr(pos, 13);
-      }
-    }
-  }
-  EXPECT_EQ(leaked, 0) << "keys left behind by rejected requests";
+  // Request ids are "conc-tNN-rNNN", all 13 characters.
+  CheckNoKeysOfRejected(AllKeys(), rejected, "conc-t", 13);
 }
 
 // ============================================================================

@@ -19,11 +19,17 @@
 // booking, none for anything else), and finally sends every answered
 // request again with its request_id: the answer must be the same (the same
 // booking, or SLOT_TAKEN again).
+//
+// The intervals, the overlap check and the outbox read come from
+// booking_history_checks.h (shared with booking_concurrency_test and
+// booking_cluster_fixture.h); SeedContestedInventory and ExpectNothingLost
+// are the setup and the assertions both outage tests share.
 #ifndef LABSHARE_TESTS_BOOKING_BOOKING_HISTORY_H_
 #define LABSHARE_TESTS_BOOKING_BOOKING_HISTORY_H_
 
 #include <google/protobuf/util/message_differencer.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
@@ -48,6 +54,7 @@
 #include "common/redis.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
+#include "tests/booking/booking_history_checks.h"
 #include "tests/booking/booking_test_cluster.h"
 
 namespace labshare::testing {
@@ -55,31 +62,10 @@ namespace labshare::testing {
 namespace history_internal {
 namespace bv1 = labshare::booking::v1;
 
-// A half-open interval [start, end).
-struct Interval {
-  absl::Time start;
-  absl::Time end;
-};
-
-inline std::string Fmt(absl::Time t) { return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone()); }
-inline std::string Fmt(const Interval& i) { return absl::StrCat("[", Fmt(i.start), ", ", Fmt(i.end), ")"); }
-inline Interval BlockedOf(const bv1::Booking& b) {
-  return {FromProto(b.blocked_interval().start_time()), FromProto(b.blocked_interval().end_time())};
-}
-
-// "" when pairwise disjoint (half-open), else the first overlapping pair.
-inline std::string FindOverlap(std::vector<std::pair<Interval, std::string>> items) {
-  std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first.start < b.first.start; });
-  size_t furthest = 0;
-  for (size_t i = 1; i < items.size(); ++i) {
-    if (items[i].first.start < items[furthest].first.end) {
-      return absl::StrCat(items[furthest].second, " blocked ", Fmt(items[furthest].first), " overlaps ",
-                          items[i].second, " blocked ", Fmt(items[i].first));
-    }
-    if (items[i].first.end > items[furthest].first.end) furthest = i;
-  }
-  return "";
-}
+using booking_checks::BlockedOf;
+using booking_checks::FindOverlap;
+using booking_checks::Fmt;
+using booking_checks::Interval;
 
 inline bool Retryable(grpc::StatusCode code) {
   return code == grpc::UNAVAILABLE || code == grpc::DEADLINE_EXCEEDED;
@@ -189,6 +175,17 @@ class ContestedLoad {
     return true;
   }
 
+  // Waits (bounded) for `more` acknowledged bookings than now; if they do
+  // not come, stops the load and says so (for phase `phase`).
+  absl::Status WaitPhase(int64_t more, absl::Duration timeout, int phase) {
+    const int64_t want = acknowledged() + more;
+    if (WaitAcknowledged(want, timeout)) return absl::OkStatus();
+    Stop();
+    return absl::DeadlineExceededError(absl::StrCat("only ", acknowledged(), " of ", want,
+                                                    " bookings acknowledged within ", absl::FormatDuration(timeout),
+                                                    " (phase ", phase, ")"));
+  }
+
   // After Stop(): every request sent, in no particular order.
   std::vector<HistoryAttempt> attempts() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -215,14 +212,8 @@ class ContestedLoad {
   }
 
   booking::v1::CreateBookingRequest MakeRequest(const HistoryAttempt& a) const {
-    booking::v1::CreateBookingRequest r;
-    r.mutable_booking()->set_instrument(options_.instruments[static_cast<size_t>(a.instrument)]);
-    r.mutable_booking()->set_mode(type::v1::ON_SITE);
-    r.mutable_booking()->set_user("users/" + a.user_id);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(a.reserved.start);
-    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(a.reserved.end);
-    r.set_request_id(a.request_id);
-    return r;
+    return booking_checks::CreateRequest(options_.instruments[static_cast<size_t>(a.instrument)], a.user_id,
+                                         a.reserved, a.request_id);
   }
 
  private:
@@ -468,29 +459,16 @@ inline HistoryReport CheckHistory(BookingTestCluster& cluster, RedisPool& data, 
 
   // ---- Outbox: one booking_created per acknowledged booking, nothing else.
   std::map<std::string, int> created;
-  for (int p = 0; p < 16; ++p) {
-    const std::string key = absl::StrCat("{bk:", p, "}:outbox");
-    auto v = data.Command({"XRANGE", key, "-", "+"});
-    if (!v.ok() || !v->is_array()) {
-      ++rep.read_errors;
-      fail(absl::StrCat("XRANGE ", key, ": ", v.ok() ? v->DebugString() : v.status().ToString()));
-      continue;
-    }
-    for (const RedisValue& entry : v->elements) {
-      if (!entry.is_array() || entry.elements.size() != 2) continue;
-      const auto& fields = entry.elements[1].elements;
-      for (size_t f = 0; f + 1 < fields.size(); f += 2) {
-        if (fields[f].str != "payload") continue;
-        bv1::BookingEvent e;
-        if (!e.ParseFromString(fields[f + 1].str)) {
-          ++rep.read_errors;
-          fail(absl::StrCat(key, " entry ", entry.elements[0].str, ": no BookingEvent"));
-        } else if (e.payload_case() == bv1::BookingEvent::kBookingCreated) {
-          const std::string& name = e.booking_created().booking().name();
-          ++created[name];
-          if (by_name.count(name) != 0) rep.created_event_ids[name] = e.header().event_id();
-        }
-      }
+  auto events = booking_checks::ReadOutbox(data);
+  if (!events.ok()) {
+    ++rep.read_errors;
+    fail(absl::StrCat("outbox: ", events.status().ToString()));
+  } else {
+    for (const booking_checks::OutboxEvent& e : *events) {
+      if (e.event.payload_case() != bv1::BookingEvent::kBookingCreated) continue;
+      const std::string& name = e.event.booking_created().booking().name();
+      ++created[name];
+      if (by_name.count(name) != 0) rep.created_event_ids[name] = e.event.header().event_id();
     }
   }
   for (const auto& [name, a] : by_name) {
@@ -534,6 +512,70 @@ inline HistoryReport CheckHistory(BookingTestCluster& cluster, RedisPool& data, 
     }
   });
   return rep;
+}
+
+// The setup both outage tests (durability, failover) run the load on: three
+// booking replicas, three instruments, four users, twelve client threads.
+inline constexpr int kOutageBookingReplicas = 3;
+inline constexpr int kOutageInstruments = 3;
+inline constexpr int kOutageUsers = 4;
+inline constexpr int kOutageThreads = 12;
+
+// One MEMBER organisation `org` with facility `facility`, `instruments`
+// instruments "<prefix>-<i>" (the first without buffer, the others 10 min)
+// and lab users "user-0".. "user-<users-1>": the load's instruments and
+// users, its base midnight UTC two to three days ahead and starts on a
+// quarter-hour grid over two weeks (room for about 1,300 bookings, and a
+// growing share of requests meets a taken slot).
+inline absl::StatusOr<ContestedLoadOptions> SeedContestedInventory(BookingTestCluster& cluster,
+                                                                   const std::string& org,
+                                                                   const std::string& facility,
+                                                                   const std::string& prefix, int instruments,
+                                                                   int users) {
+  ContestedLoadOptions options;
+  absl::Status s = cluster.CreateMemberOrganization(org, "CORE");
+  if (!s.ok()) return s;
+  s = cluster.CreateFacility(facility, org);
+  if (!s.ok()) return s;
+  for (int i = 0; i < instruments; ++i) {
+    const std::string id = absl::StrCat(prefix, "-", i);
+    s = cluster.CreateInstrument(id, facility, org, i == 0 ? absl::ZeroDuration() : absl::Minutes(10));
+    if (!s.ok()) return s;
+    options.instruments.push_back("instruments/" + id);
+  }
+  for (int u = 0; u < users; ++u) {
+    const std::string id = absl::StrCat("user-", u);
+    s = cluster.CreateLabUser(id, org);
+    if (!s.ok()) return s;
+    options.users.push_back(id);
+  }
+  options.base = absl::FromUnixSeconds((absl::ToUnixSeconds(absl::Now()) / 86400 + 2) * 86400);
+  options.slots = 96 * 14;
+  return options;
+}
+
+// The assertions over a history that must have lost nothing: every finding
+// listed, at least `min_acknowledged` bookings, a contested load, requests
+// in flight across the outage (`in_flight`, the fewest over the outages),
+// and every count of HistoryReport zero.
+inline void ExpectNothingLost(const HistoryReport& rep, int64_t min_acknowledged, int64_t in_flight,
+                              const std::string& outage) {
+  for (const std::string& f : rep.failures) ADD_FAILURE() << f;
+  EXPECT_GE(rep.acknowledged, min_acknowledged);
+  EXPECT_GT(rep.slot_taken, 0) << "the load was not contested";
+  EXPECT_GT(in_flight, 0) << "no request met the " << outage;
+  EXPECT_EQ(rep.lost, 0);
+  EXPECT_EQ(rep.changed, 0);
+  EXPECT_EQ(rep.unlisted, 0);
+  EXPECT_EQ(rep.acknowledged_overlaps, 0);
+  EXPECT_EQ(rep.calendar_overlaps, 0);
+  EXPECT_EQ(rep.missing_events, 0);
+  EXPECT_EQ(rep.duplicate_events, 0);
+  EXPECT_EQ(rep.foreign_events, 0);
+  EXPECT_EQ(rep.retry_mismatches, 0);
+  EXPECT_EQ(rep.unanswered, 0);
+  EXPECT_EQ(rep.unexpected, 0);
+  EXPECT_EQ(rep.read_errors, 0);
 }
 
 }  // namespace labshare::testing

@@ -1,5 +1,7 @@
 #include "tests/support/redis_cluster.h"
 
+#include "tests/support/process.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -37,9 +39,16 @@
 namespace labshare::testing {
 namespace {
 
+using process::ContextPtr;
+using process::FileTail;
+using process::FindBinary;
+using process::Reap;
+using process::ReplyPtr;
+using process::Spawn;
+using process::StopProcess;
+
 constexpr int kPortAttempts = 20;
 constexpr absl::Duration kNodeStartTimeout = absl::Seconds(15);
-constexpr absl::Duration kStopTimeout = absl::Seconds(10);
 constexpr absl::Duration kPoll = absl::Milliseconds(20);
 constexpr int kBusPortOffset = 10000;
 constexpr int kSlots = 16384;
@@ -47,31 +56,6 @@ constexpr int kSlots = 16384;
 // ephemeral range (32768 by default), so outgoing connections rarely take them.
 constexpr int kPortLow = 12000;
 constexpr int kPortHigh = 22000;
-
-struct ContextDeleter {
-  void operator()(redisContext* c) const {
-    if (c != nullptr) redisFree(c);
-  }
-};
-struct ReplyDeleter {
-  void operator()(redisReply* r) const {
-    if (r != nullptr) freeReplyObject(r);
-  }
-};
-using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
-using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
-
-std::string FindBinary(const std::string& name) {
-  const std::string in_usr = "/usr/bin/" + name;
-  if (access(in_usr.c_str(), X_OK) == 0) return in_usr;
-  const char* path = getenv("PATH");
-  if (path == nullptr) return "";
-  for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
-    std::string candidate = absl::StrCat(dir, "/", name);
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
 
 bool PortBindable(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -97,87 +81,6 @@ absl::StatusOr<int> FreeClusterPort(const std::set<int>& taken) {
     if (PortBindable(port) && PortBindable(port + kBusPortOffset)) return port;
   }
   return absl::UnavailableError("no free port pair (P, P+10000) on 127.0.0.1");
-}
-
-// fork + exec with stdout/stderr to log_path; the child dies with the thread
-// that started it. Only async-signal-safe calls between fork and exec.
-absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args, const std::string& log_path) {
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) return absl::InternalError(absl::StrCat("open ", log_path, ": ", std::strerror(errno)));
-  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null_fd < 0) {
-    close(log_fd);
-    return absl::InternalError(absl::StrCat("open /dev/null: ", std::strerror(errno)));
-  }
-  rlimit limit{};
-  const int max_fd = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536
-                         ? static_cast<int>(limit.rlim_cur)
-                         : 65536;
-  sigset_t no_signals;
-  sigemptyset(&no_signals);
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    const std::string error = std::strerror(errno);
-    close(log_fd);
-    close(null_fd);
-    return absl::InternalError(absl::StrCat("fork: ", error));
-  }
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(1);
-    sigprocmask(SIG_SETMASK, &no_signals, nullptr);
-    if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-        dup2(log_fd, STDERR_FILENO) < 0) {
-      _exit(126);
-    }
-    if (close_range(3, ~0U, 0) != 0) {
-      for (int fd = 3; fd < max_fd; ++fd) close(fd);
-    }
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  close(log_fd);
-  close(null_fd);
-  return pid;
-}
-
-// True once the process exited (and was reaped); *status gets its status.
-bool Reap(pid_t pid, absl::Duration timeout, int* status = nullptr) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (true) {
-    int st = 0;
-    const pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) {
-      if (status != nullptr) *status = st;
-      return true;
-    }
-    if (r < 0 && errno != EINTR) return true;
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-}
-
-void StopProcess(pid_t pid) {
-  kill(pid, SIGTERM);
-  if (!Reap(pid, kStopTimeout)) {
-    kill(pid, SIGKILL);
-    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
-  }
-}
-
-std::string FileTail(const std::string& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream all;
-  all << in.rdbuf();
-  std::string text = all.str();
-  if (text.size() > max_bytes) text = "[...]" + text.substr(text.size() - max_bytes);
-  return text;
 }
 
 absl::StatusOr<RedisValue> RawCommand(int port, const std::vector<std::string>& argv, absl::Duration timeout) {
@@ -425,11 +328,7 @@ RedisCluster::~RedisCluster() {
   }
   for (Node& n : nodes_) {
     if (n.pid <= 0) continue;
-    if (!Reap(n.pid, kStopTimeout)) {
-      kill(n.pid, SIGKILL);
-      while (waitpid(n.pid, nullptr, 0) < 0 && errno == EINTR) {
-      }
-    }
+    process::KillAfter(n.pid, process::kStopTimeout);
     n.pid = -1;
   }
   const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info();

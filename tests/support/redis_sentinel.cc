@@ -1,5 +1,7 @@
 #include "tests/support/redis_sentinel.h"
 
+#include "tests/support/process.h"
+
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
@@ -85,15 +87,6 @@ int OnlineReplicas(int port, std::string* why) {
     if (absl::StartsWith(k, "slave") && absl::StrContains(v, "state=online")) ++online;
   }
   return online;
-}
-
-std::string Tail(const std::string& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string all = ss.str();
-  if (all.size() > max_bytes) all = "[...]\n" + all.substr(all.size() - max_bytes);
-  return all;
 }
 
 }  // namespace
@@ -315,7 +308,7 @@ absl::Status RedisSentinelSetup::RestartKilled() {
 std::string RedisSentinelSetup::SentinelLogs(size_t tail_bytes) const {
   std::string out;
   for (const auto& s : sentinels_) {
-    absl::StrAppend(&out, "----- sentinel ", s->address(), " -----\n", Tail(s->dir() + "/redis.log", tail_bytes), "\n");
+    absl::StrAppend(&out, "----- sentinel ", s->address(), " -----\n", process::FileTail(s->dir() + "/redis.log", tail_bytes, "[...]\n"), "\n");
   }
   return out;
 }

@@ -1,5 +1,7 @@
 #include "tests/support/redis_server.h"
 
+#include "tests/support/process.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -30,35 +32,16 @@
 namespace labshare::testing {
 namespace {
 
+using process::ContextPtr;
+using process::FileTail;
+using process::FindBinary;
+using process::ReplyPtr;
+using process::Spawn;
+using process::StopProcess;
+
 constexpr int kAttempts = 5;
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
-constexpr absl::Duration kStopTimeout = absl::Seconds(10);
 constexpr absl::Duration kPollInterval = absl::Milliseconds(5);
-
-struct ContextDeleter {
-  void operator()(redisContext* c) const {
-    if (c != nullptr) redisFree(c);
-  }
-};
-struct ReplyDeleter {
-  void operator()(redisReply* r) const {
-    if (r != nullptr) freeReplyObject(r);
-  }
-};
-using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
-using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
-
-std::string FindRedisServer() {
-  constexpr char kDefault[] = "/usr/bin/redis-server";
-  if (access(kDefault, X_OK) == 0) return kDefault;
-  const char* path = getenv("PATH");
-  if (path == nullptr) return "";
-  for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
-    std::string candidate = absl::StrCat(dir, "/redis-server");
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
 
 // The kernel picks a free port; the server may still lose it to someone else
 // before it binds, which the caller handles by retrying.
@@ -88,79 +71,6 @@ absl::StatusOr<std::string> MakeTempDir() {
     return absl::InternalError(absl::StrCat("mkdtemp ", pattern, ": ", std::strerror(errno)));
   }
   return pattern;
-}
-
-// fork + exec with stdout/stderr to log_path. Between fork and exec the child
-// only makes async-signal-safe calls: the test process may have threads.
-absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args, const std::string& log_path) {
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-
-  const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) return absl::InternalError(absl::StrCat("open ", log_path, ": ", std::strerror(errno)));
-  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null_fd < 0) {
-    close(log_fd);
-    return absl::InternalError(absl::StrCat("open /dev/null: ", std::strerror(errno)));
-  }
-  rlimit limit{};
-  const int max_fd = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536
-                         ? static_cast<int>(limit.rlim_cur)
-                         : 65536;
-  sigset_t no_signals;
-  sigemptyset(&no_signals);
-  const pid_t parent = getpid();
-
-  const pid_t pid = fork();
-  if (pid < 0) {
-    const std::string error = std::strerror(errno);
-    close(log_fd);
-    close(null_fd);
-    return absl::InternalError(absl::StrCat("fork: ", error));
-  }
-  if (pid == 0) {
-    // Dies with the thread that started it, so a crashed test leaves no server.
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(1);
-    sigprocmask(SIG_SETMASK, &no_signals, nullptr);  // SIGTERM must reach it
-    if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-        dup2(log_fd, STDERR_FILENO) < 0) {
-      _exit(126);
-    }
-    // Descriptors without close-on-exec (hiredis sockets, for one) would keep
-    // the parent's connections open inside the server.
-    if (close_range(3, ~0U, 0) != 0) {
-      for (int fd = 3; fd < max_fd; ++fd) close(fd);
-    }
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  close(log_fd);
-  close(null_fd);
-  return pid;
-}
-
-// True once the process exited (and was reaped).
-bool Reap(pid_t pid, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (true) {
-    const pid_t r = waitpid(pid, nullptr, WNOHANG);
-    if (r == pid || (r < 0 && errno == ECHILD)) return true;
-    if (r < 0 && errno != EINTR) return true;
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(kPollInterval);
-  }
-}
-
-void Stop(pid_t pid) {
-  kill(pid, SIGTERM);
-  if (!Reap(pid, kStopTimeout)) {
-    kill(pid, SIGKILL);
-    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
-  }
 }
 
 enum class Probe { kNotYet, kReady, kSomeoneElse };
@@ -212,15 +122,8 @@ Probe AwaitServer(pid_t pid, int port, const std::string& user, const std::strin
   return probe;
 }
 
-std::string LogTail(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream all;
-  all << in.rdbuf();
-  std::string text = all.str();
-  constexpr size_t kTail = 2000;
-  if (text.size() > kTail) text = text.substr(text.size() - kTail);
-  return text;
-}
+// The last 2000 bytes of the log.
+std::string LogTail(const std::string& path) { return FileTail(path, 2000, /*cut_mark=*/""); }
 
 void RemoveDir(const std::string& dir) {
   std::error_code ignored;
@@ -258,7 +161,7 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartWithConfig(
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartImpl(
     int fixed_port, const std::vector<std::string>& extra_args, const std::string& user,
     const std::string& password, const std::string& config_text) {
-  const std::string binary = FindRedisServer();
+  const std::string binary = FindBinary("redis-server");
   if (binary.empty()) {
     return absl::NotFoundError("redis-server is neither at /usr/bin/redis-server nor on PATH");
   }
@@ -305,7 +208,7 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartImpl(
       server->argv_ = std::move(args);
       return server;
     }
-    if (!exited) Stop(*pid);
+    if (!exited) StopProcess(*pid);
     last_error = absl::StrCat("attempt ", attempt, " on port ", port, ": ",
                               exited                            ? "redis-server exited"
                               : probe == Probe::kSomeoneElse ? "another process answers on the port"
@@ -319,7 +222,7 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartImpl(
 
 RedisServer::~RedisServer() {
   if (getpid() != owner_pid_) return;
-  if (pid_ > 0) Stop(pid_);
+  if (pid_ > 0) StopProcess(pid_);
   RemoveDir(dir_);
 }
 
@@ -348,7 +251,7 @@ absl::Status RedisServer::Restart() {
     pid_ = *pid;
     return absl::OkStatus();
   }
-  if (!exited) Stop(*pid);
+  if (!exited) StopProcess(*pid);
   return absl::UnavailableError(absl::StrCat("redis-server did not come back on port ", port_, ": ",
                                              exited                            ? "it exited"
                                              : probe == Probe::kSomeoneElse ? "another process answers on the port"

@@ -2,6 +2,7 @@
 
 #include "absl/strings/strip.h"
 
+#include <algorithm>
 #include <fstream>
 
 #include <signal.h>
@@ -38,6 +39,7 @@
 #include "common/redis_flags.h"
 #include "common/reflection_v1.h"
 #include "common/secret_file.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "HOST:PORT to serve gRPC on; port 0 picks a free port. The bound address is printed "
@@ -347,12 +349,28 @@ void Server::MonitorHealth() {
   bool first = true;
   do {
     const absl::Status ready = config_.redis == nullptr ? absl::OkStatus() : config_.redis->Ready();
-    const bool ok = ready.ok();
+    std::string waiting_for;  // the first dependency not serving
+    if (ready.ok()) {
+      for (const auto& [name, channel] : config_.dependencies) {
+        grpc::ClientContext context;
+        context.set_deadline(
+            absl::ToChronoTime(absl::Now() + std::clamp(config_.health_interval, absl::Milliseconds(200), absl::Seconds(2))));
+        grpc::health::v1::HealthCheckRequest request;
+        grpc::health::v1::HealthCheckResponse response;
+        const grpc::Status st = grpc::health::v1::Health::NewStub(channel)->Check(&context, request, &response);
+        if (!st.ok() || response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+          waiting_for = name;
+          break;
+        }
+      }
+    }
+    const bool ok = ready.ok() && waiting_for.empty();
     if (ok != last || first) {
       for (const auto& name : ready_names_) server_->GetHealthCheckService()->SetServingStatus(name, ok);
       LogFields fields = {{"service", config_.service_name}, {"status", ok ? "SERVING" : "NOT_SERVING"}};
       const auto metadata = ErrorMetadataOf(ready);
       if (auto it = metadata.find("cause"); it != metadata.end()) fields.emplace_back("cause", it->second);
+      if (!waiting_for.empty()) fields.emplace_back("waiting_for", waiting_for);
       LogInfo("health", fields);
       last = ok;
       first = false;
@@ -447,8 +465,10 @@ std::unique_ptr<Clock> ClockFromFlags() {
 }
 
 int RunService(const std::string& service_name, RedisPool* redis, Authorizer* authorizer,
-               std::vector<grpc::Service*> services, const std::function<void()>& on_signal) {
+               std::vector<grpc::Service*> services, const std::function<void()>& on_signal,
+               std::vector<std::pair<std::string, std::shared_ptr<grpc::Channel>>> dependencies) {
   ServerConfig config;
+  config.dependencies = std::move(dependencies);
   config.service_name = service_name;
   config.listen = absl::GetFlag(FLAGS_listen);
   config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);

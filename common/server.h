@@ -20,7 +20,9 @@
 //    whole ("") and every registered service by its full name (e.g.
 //    "labshare.inventory.v1.InventoryService") are SERVING only while Redis
 //    answers and accepts writes (RedisPool::Ready: NOT_SERVING while it is
-//    down, out of memory, read-only...), checked every health_interval.
+//    down, out of memory, read-only...) and every dependency (the services
+//    it calls, ServerConfig::dependencies) reports SERVING, checked every
+//    health_interval.
 //    Liveness: kLivenessService ("liveness") is SERVING for as long as the
 //    process serves, whatever Redis does;
 //  - on SIGTERM/SIGINT reports NOT_SERVING, drains calls and returns.
@@ -31,6 +33,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -71,6 +74,10 @@ struct ServerConfig {
   // certificates are verified when presented. Empty: plaintext, loopback only.
   TlsMaterial tls;
   std::string trust_domain = "labshare";  // of the peers' SPIFFE ids
+  // Services this one calls, by name: readiness also asks each one's
+  // grpc.health.v1 (the server as a whole, "") and is NOT_SERVING while one
+  // does not answer SERVING. No cycles: a dependency never depends back.
+  std::vector<std::pair<std::string, std::shared_ptr<grpc::Channel>>> dependencies;
 };
 
 class Server {
@@ -110,7 +117,8 @@ void WaitForShutdownSignal();
 // signal arrives, before the calls in flight are drained: background loops
 // (event consumers) stop there, quietly. Returns the process exit code.
 int RunService(const std::string& service_name, RedisPool* redis, Authorizer* authorizer,
-               std::vector<grpc::Service*> services, const std::function<void()>& on_signal = {});
+               std::vector<grpc::Service*> services, const std::function<void()>& on_signal = {},
+               std::vector<std::pair<std::string, std::shared_ptr<grpc::Channel>>> dependencies = {});
 
 // Options for the Redis pool from --redis and --redis_pool_size; exits with
 // a message on a bad address.

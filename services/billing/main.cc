@@ -85,10 +85,14 @@ int main(int argc, char** argv) {
       if (!posted.ok()) labshare::LogWarning("lease periods", {{"error", posted.status().ToString()}});
     } while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_lease_period_interval)));
   });
-  const int rc = labshare::RunService("billing", &redis, &authorizer, {&service}, [&] {
-    loop.Stop();
-    stop.Notify();
-  });
+  // Ready only while inventory is too: without it no call can be served.
+  const int rc = labshare::RunService(
+      "billing", &redis, &authorizer, {&service},
+      [&] {
+        loop.Stop();
+        stop.Notify();
+      },
+      {{"inventory", *inventory_channel_or}});
   loop.Stop();
   if (!stop.HasBeenNotified()) stop.Notify();  // RunService returns without a signal when it fails to start
   consumer.join();

@@ -103,10 +103,14 @@ int main(int argc, char** argv) {
       }
     }
   });
-  const int rc = labshare::RunService("booking", &redis, &authorizer, {&service}, [&] {
-    loop.Stop();
-    stop.Notify();
-  });
+  // Ready only while inventory is too: without it no call can be served.
+  const int rc = labshare::RunService(
+      "booking", &redis, &authorizer, {&service},
+      [&] {
+        loop.Stop();
+        stop.Notify();
+      },
+      {{"inventory", *inventory_channel_or}});
   loop.Stop();
   if (!stop.HasBeenNotified()) stop.Notify();  // RunService returns without a signal when it fails to start
   sweeper.join();

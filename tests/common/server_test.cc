@@ -270,5 +270,50 @@ TEST(Server, HealthNamesEveryRegisteredService) {
   EXPECT_EQ(HealthStatus(channel, "labshare.usage.v1.UsageService"), -1);  // not served here: NOT_FOUND
 }
 
+TEST(Server, ReadinessFollowsTheServicesItCalls) {
+  testing::RedisServer* redis = testing::SharedRedisServer();
+  ASSERT_NE(redis, nullptr);
+  // The dependency ("inventory") on a Redis of its own, so that it alone
+  // can go unready.
+  auto inventory_redis = testing::RedisServer::Start();
+  ASSERT_TRUE(inventory_redis.ok()) << inventory_redis.status();
+  const int inventory_redis_port = (*inventory_redis)->port();
+  ServerParts inventory_parts(inventory_redis->get());
+  OtherStub inventory;
+  ServerConfig inventory_config = inventory_parts.Config();
+  inventory_config.service_name = "inventory";
+  inventory_config.health_interval = absl::Milliseconds(50);
+  auto inventory_server = Server::Start(inventory_config, {&inventory});
+  ASSERT_TRUE(inventory_server.ok()) << inventory_server.status();
+
+  ServerParts parts(redis);
+  Stub booking;
+  ServerConfig config = parts.Config();
+  config.health_interval = absl::Milliseconds(50);
+  config.dependencies = {
+      {"inventory", grpc::CreateChannel((*inventory_server)->address(), grpc::InsecureChannelCredentials())}};
+  auto server = Server::Start(config, {&booking});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  EXPECT_TRUE(WaitForHealth(channel, kServing));
+
+  // Inventory loses its Redis: booking's own Redis is fine, yet it cannot
+  // serve, so it is not ready; it stays alive.
+  inventory_redis->reset();
+  EXPECT_TRUE(WaitForHealth(channel, kNotServing));
+  EXPECT_EQ(HealthStatus(channel, "labshare.booking.v1.BookingService"), kNotServing);
+  EXPECT_EQ(HealthStatus(channel, std::string(kLivenessService)), kServing);
+
+  auto back = testing::RedisServer::StartOnPort(inventory_redis_port);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(WaitForHealth(channel, kServing));
+
+  // Inventory gone altogether.
+  (*inventory_server)->Shutdown(absl::ZeroDuration());
+  EXPECT_TRUE(WaitForHealth(channel, kNotServing));
+  EXPECT_EQ(HealthStatus(channel, std::string(kLivenessService)), kServing);
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
 }  // namespace
 }  // namespace labshare

@@ -112,7 +112,14 @@ issuer = $issuer
 oidc_ca_file = $pki/ca.crt
 CONF
 export LABSHARE_CONFIG="$work/labshare.conf" LABSHARE_TLS_CA="$pki/ca.crt" LABSHARE_ISSUER="$issuer"
-"$bin/labshare" health "${addr[booking]}:50052"
+# Booking is ready once its Redis and inventory (its dependency) answer.
+ready=0
+for _ in $(seq 100); do
+  if "$bin/labshare" health "${addr[booking]}:50052" > "$work/health.out" 2>&1; then ready=1; break; fi
+  sleep 0.1
+done
+cat "$work/health.out"
+[ $ready = 1 ] || { echo "booking did not become ready"; exit 1; }
 # Bootstrap (as run-local.sh): the demo data with a short-lived admin token
 # minted from the signing key; the personas then sign in.
 export LABSHARE_TOKEN="$("$bin/labshare-token" --signing_key_file="$secrets/token-signing.pem" \

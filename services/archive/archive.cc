@@ -143,6 +143,15 @@ class FileWriter {
     if (rename(tmp_.c_str(), path_.c_str()) != 0) {
       return absl::InternalError(absl::StrCat("rename ", tmp_, ": ", strerror(errno)));
     }
+    // The rename itself must survive a power cut before Redis forgets
+    // anything: fsync the directory.
+    const size_t slash = path_.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path_.substr(0, slash));
+    const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return absl::InternalError(absl::StrCat("open ", dir, ": ", strerror(errno)));
+    const int synced = fsync(dfd);
+    close(dfd);
+    if (synced != 0) return absl::InternalError(absl::StrCat("fsync ", dir, ": ", strerror(errno)));
     return sha_.HexDigest();
   }
 
@@ -174,10 +183,18 @@ absl::StatusOr<std::string> ForEachLine(const std::string& path,
   if (!in) return absl::DataLossError(absl::StrCat("cannot read the archive file ", path));
   usage::Sha256 sha;
   std::string line;
+  bool stopped = false;
   while (std::getline(in, line)) {
     sha.Update(line);
     if (!in.eof()) sha.Update("\n");
-    if (!fn(line)) break;
+    if (!fn(line)) {
+      stopped = true;
+      break;
+    }
+  }
+  // A read error is not the end of the file.
+  if (in.bad() || (!stopped && !in.eof())) {
+    return absl::DataLossError(absl::StrCat("reading the archive file ", path, " failed"));
   }
   return sha.HexDigest();
 }
@@ -387,9 +404,10 @@ absl::StatusOr<int64_t> RemoveBooking(RedisPool* pool, const StoredBooking& b) {
     if (r.is_error()) return absl::InternalError(absl::StrCat("removing booking ", b.id, ": ", r.str));
   }
   int64_t gone = replies.empty() ? 0 : replies[0].integer;
-  // The lookup of a client-chosen id lives in {bk:ids}: its own command.
-  LS_ASSIGN_OR_RETURN(RedisValue lookup, pool->Command({"DEL", bk::keys::IdLookup(b.id)}));
-  gone += lookup.integer;
+  // The reservation of a client-chosen id ({bk:ids}) stays: the id is never
+  // given to a new booking, so a rerun of this removal can only ever touch
+  // the archived booking, and charges, invoices and audit entries that name
+  // bookings/<id> keep naming one booking.
   // Keys emptied by the removal (Redis deletes an empty ZSET / HASH).
   std::vector<std::vector<std::string>> exists;
   for (size_t i = 1; i < touched.size(); ++i) {
@@ -927,8 +945,13 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   // Outboxes below the cut: every group acknowledged them (checked before
   // the manifest was written; groups only move forward).
   int64_t trimmed = 0;
-  LS_ASSIGN_OR_RETURN(std::vector<std::string> streams, OutboxStreams(pool));
-  for (const auto& s : streams) {
+  // Checked again here (a rerun may come days later, a group may have been
+  // reset): outboxes are trimmed only below what every group has consumed.
+  LS_ASSIGN_OR_RETURN(ConsumerState now, Consumers(pool));
+  if (now.safe_ms < cut_recorded) {
+    return Precondition(absl::StrCat("outbox ", now.laggard, " is behind the cut now; nothing trimmed"));
+  }
+  for (const auto& s : now.streams) {
     LS_ASSIGN_OR_RETURN(RedisValue t, pool->Command({"XTRIM", s, "MINID", std::to_string(cut_recorded)}));
     if (t.is_error()) return absl::InternalError(absl::StrCat("XTRIM ", s, ": ", t.str));
     trimmed += t.integer;

@@ -122,6 +122,11 @@ tmp="$dir/.$name.partial.$$"
 log="$dir/.$name.log.$$"
 cleanup() { rm -f "$tmp" "$tmp.sha256" "$log"; }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # a stopped job (Kubernetes sends SIGTERM) still cleans up
+# Leftovers of runs killed outright (SIGKILL, OOM), older than any transfer
+# may take: they would fill the volume, and no later run would remove them.
+find "$dir" -maxdepth 1 -type f \( -name '.labshare-*.rdb.partial.*' -o -name '.labshare-*.rdb.log.*' \) \
+  -mmin +$(( timeout_s / 60 + 1 )) -delete 2>/dev/null || true
 
 rc=0
 timeout "$timeout_s" redis-cli -h "$host" -p "$port" "${auth[@]}" "${cli_extra[@]}" --rdb "$tmp" >"$log" 2>&1 || rc=$?

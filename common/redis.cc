@@ -152,9 +152,6 @@ static absl::Status Refused(const std::string& command, const RedisValue& error)
   return RedisErrorStatus(error);
 }
 
-namespace {
-
-}  // namespace
 
 absl::Status StorageUnavailable(absl::string_view cause) {
   ErrorMetadata metadata;
@@ -430,9 +427,9 @@ Exchange RunOn(redisContext* c, const std::vector<std::string>& argv, bool askin
   ArgvRef ref(argv);
   if (redisAppendCommandArgv(c, ref.argc(), ref.argv(), ref.lens()) != REDIS_OK) return e;
   if (wait_replicas > 0) {
-    const std::string n = std::to_string(wait_replicas);
-    const std::string ms = std::to_string(absl::ToInt64Milliseconds(wait_timeout));
-    if (redisAppendCommand(c, "WAIT %s %s", n.c_str(), ms.c_str()) != REDIS_OK) return e;
+    const std::vector<std::string> wait = RedisWaitCommand(wait_replicas, wait_timeout);
+    ArgvRef wait_ref(wait);
+    if (redisAppendCommandArgv(c, wait_ref.argc(), wait_ref.argv(), wait_ref.lens()) != REDIS_OK) return e;
   }
   const int replies = (asking ? 1 : 0) + 1 + (wait_replicas > 0 ? 1 : 0);
   for (int i = 0; i < replies; ++i) {
@@ -528,6 +525,42 @@ absl::Status RedisReplicaAckTimeout(const RedisAddress& node, long long acked, i
               {"acked", std::to_string(acked)},
               {"wanted", std::to_string(wanted)}});
   return StorageUnavailable("REPLICA_ACK_TIMEOUT");
+}
+
+std::vector<std::string> RedisWaitCommand(int replicas, absl::Duration timeout) {
+  return {"WAIT", std::to_string(replicas), std::to_string(absl::ToInt64Milliseconds(timeout))};
+}
+
+void GroupRedisCommandsByNode(RedisTopology& topology, size_t count,
+                              const std::function<const std::vector<std::string>&(size_t)>& argv_of,
+                              RedisTopology::Deadline deadline, std::vector<int>* slots, RedisNodeGroups* groups,
+                              std::vector<size_t>* unplaced) {
+  if (!topology.cluster()) {
+    // One node for everything: one lookup, not one per command.
+    absl::StatusOr<RedisAddress> node = topology.NodeFor(-1, deadline);
+    std::vector<size_t> all(count);
+    for (size_t i = 0; i < count; ++i) all[i] = i;
+    if (!node.ok()) {
+      unplaced->insert(unplaced->end(), all.begin(), all.end());
+    } else if (count > 0) {
+      groups->emplace_back(*std::move(node), std::move(all));
+    }
+    return;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    (*slots)[i] = RedisCommandSlot(argv_of(i));
+    absl::StatusOr<RedisAddress> node = topology.NodeFor((*slots)[i], deadline);
+    if (!node.ok()) {
+      unplaced->push_back(i);
+      continue;
+    }
+    auto g = std::find_if(groups->begin(), groups->end(), [&](const auto& x) { return Same(x.first, *node); });
+    if (g == groups->end()) {
+      groups->emplace_back(*node, std::vector<size_t>{});
+      g = groups->end() - 1;
+    }
+    g->second.push_back(i);
+  }
 }
 
 RedisTopology::RedisTopology(RedisOptions options)
@@ -1037,23 +1070,12 @@ absl::StatusOr<std::vector<RedisValue>> RedisPool::Impl::Pipeline(
   std::vector<RedisValue> out(commands.size());
   std::vector<int> slots(commands.size(), -1);
   // Commands by node, in order; a node's commands go in one round trip.
-  std::vector<std::pair<RedisAddress, std::vector<size_t>>> groups;
+  RedisNodeGroups groups;
   std::vector<size_t> again;  // to run one by one (redirected, node unreachable)
-  for (size_t i = 0; i < commands.size(); ++i) {
-    if (topology_.cluster()) slots[i] = RedisCommandSlot(commands[i]);
-    absl::StatusOr<RedisAddress> node = topology_.NodeFor(slots[i], deadline);
-    if (!node.ok()) {
-      if (!routed) return node.status();
-      again.push_back(i);
-      continue;
-    }
-    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return Same(x.first, *node); });
-    if (g == groups.end()) {
-      groups.emplace_back(*node, std::vector<size_t>{});
-      g = groups.end() - 1;
-    }
-    g->second.push_back(i);
-  }
+  GroupRedisCommandsByNode(
+      topology_, commands.size(), [&](size_t i) -> const std::vector<std::string>& { return commands[i]; },
+      deadline, &slots, &groups, &again);
+  if (!routed && !again.empty()) return Unavailable();
   for (const auto& [node, indexes] : groups) {
     std::shared_ptr<NodePool> pool = Node(node);
     bool unreachable = false;
@@ -1076,9 +1098,9 @@ absl::StatusOr<std::vector<RedisValue>> RedisPool::Impl::Pipeline(
     }
     const int wait = options_.wait_replicas > 0 && writes ? options_.wait_replicas : 0;
     if (wait > 0) {
-      const std::string n = std::to_string(wait);
-      const std::string ms = std::to_string(absl::ToInt64Milliseconds(options_.wait_timeout));
-      if (redisAppendCommand(lease.get(), "WAIT %s %s", n.c_str(), ms.c_str()) != REDIS_OK) {
+      const std::vector<std::string> wait_command = RedisWaitCommand(wait, options_.wait_timeout);
+      ArgvRef ref(wait_command);
+      if (redisAppendCommandArgv(lease.get(), ref.argc(), ref.argv(), ref.lens()) != REDIS_OK) {
         return lease.Fail("WAIT");
       }
     }

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <optional>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/redis.h"
 
 struct redisContext;
@@ -132,6 +134,18 @@ absl::StatusOr<RedisValue> RunRedisCommand(RedisTopology& topology, const RedisO
                                            RedisConnections& connections, const std::vector<std::string>& argv,
                                            int slot, RedisTopology::Deadline deadline,
                                            const RedisAddress* fixed = nullptr);
+
+// "WAIT <replicas> <timeout ms>", appended after writes.
+std::vector<std::string> RedisWaitCommand(int replicas, absl::Duration timeout);
+
+// Splits a pipeline's commands by node, keeping their order within a node:
+// on a cluster one slot lookup per command (*slots filled), otherwise one
+// lookup for all. Commands whose node cannot be found now go to *unplaced.
+using RedisNodeGroups = std::vector<std::pair<RedisAddress, std::vector<size_t>>>;
+void GroupRedisCommandsByNode(RedisTopology& topology, size_t count,
+                              const std::function<const std::vector<std::string>&(size_t)>& argv_of,
+                              RedisTopology::Deadline deadline, std::vector<int>* slots, RedisNodeGroups* groups,
+                              std::vector<size_t>* unplaced);
 
 // UNAVAILABLE/STORAGE_UNAVAILABLE, cause REPLICA_ACK_TIMEOUT (logged).
 absl::Status RedisReplicaAckTimeout(const RedisAddress& node, long long acked, int wanted);

@@ -136,7 +136,7 @@ void RedisPipeline::Run() {
   const bool routed = topology.routed();
   std::vector<Call> batch;
   std::string out;  // one node's share of the batch, formatted
-  std::vector<std::pair<RedisAddress, std::vector<size_t>>> groups;
+  RedisNodeGroups groups;
   std::vector<size_t> again;  // calls to run one by one: redirected, NOSCRIPT, node unreachable
   std::vector<int> slots;
   std::vector<absl::StatusOr<RedisValue>> replies;
@@ -161,22 +161,10 @@ void RedisPipeline::Run() {
     slots.assign(batch.size(), -1);
     replies.assign(batch.size(), absl::StatusOr<RedisValue>(Unavailable()));
     // Calls by node (one group unless this is a Redis Cluster).
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (topology.cluster()) slots[i] = RedisCommandSlot(batch[i].argv);
-      absl::StatusOr<RedisAddress> node = topology.NodeFor(slots[i], deadline);
-      if (!node.ok()) {
-        again.push_back(i);
-        continue;
-      }
-      auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) {
-        return x.first.host == node->host && x.first.port == node->port;
-      });
-      if (g == groups.end()) {
-        groups.emplace_back(*node, std::vector<size_t>{});
-        g = groups.end() - 1;
-      }
-      g->second.push_back(i);
-    }
+    GroupRedisCommandsByNode(
+        topology, batch.size(), [&](size_t i) -> const std::vector<std::string>& { return batch[i].argv; },
+        deadline, &slots, &groups, &again);
+    if (!routed) again.clear();  // standalone: no node to retry; they keep their UNAVAILABLE
     const int wait = options_.wait_replicas;
     for (const auto& [node, indexes] : groups) {
       absl::StatusOr<redisContext*> c = connections.Get(node, deadline, nullptr);
@@ -189,7 +177,7 @@ void RedisPipeline::Run() {
       for (size_t i : indexes) Format(&out, batch[i].argv);
       // One WAIT covers every write of the batch on this connection.
       if (wait > 0) {
-        Format(&out, {"WAIT", std::to_string(wait), std::to_string(absl::ToInt64Milliseconds(options_.wait_timeout))});
+        Format(&out, RedisWaitCommand(wait, options_.wait_timeout));
       }
       redisAppendFormattedCommand(*c, out.data(), out.size());
       bool broken = false;

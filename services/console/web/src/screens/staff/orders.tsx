@@ -109,7 +109,11 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
     inventory.lookupRate({
       instrument: o.instrument, mode: SharingMode.TECHNICAL_SERVICE, payerOrganization: o.clientOrganization,
       serviceEntryId: o.serviceEntryId, time: o.createTime, // the line in force when it was ordered
-    }).then((r) => live && r.rate?.price && setFee(moneyText(r.rate.price)), () => undefined);
+    }).then((r) => {
+      // Never over what the user typed while the lookup was on its way.
+      const usual = r.rate?.price;
+      if (live && usual) setFee((typed) => typed || moneyText(usual));
+    }, () => undefined);
     return () => { live = false; };
   }, [form]);
 

@@ -10,6 +10,8 @@
 #                        on every run, the passwords are kept)
 #   audit-signing.pem    usage's audit head signing key, audit-public.pem
 #                        its public key (deploy/verify_audit.py --public_key)
+#   smtp.password        the notifier's password at the SMTP relay: a random
+#                        placeholder; write your relay's password into it
 # Private keys and passwords are mode 0600.
 #
 # usage: deploy/make-secrets.sh DIR [SAN...]   (SANs: see deploy/dev-pki.sh)
@@ -37,4 +39,7 @@ if [ ! -s "$dir/audit-signing.pem" ]; then
   openssl pkey -in "$dir/audit-signing.pem" -pubout -out "$dir/audit-public.pem"
   chmod 0644 "$dir/audit-public.pem"
 fi
-echo "secrets in $dir: pki/, token-signing.pem, jwks.json, redis/, audit-signing.pem"
+if [ ! -s "$dir/smtp.password" ]; then
+  openssl rand -hex 16 > "$dir/smtp.password"
+fi
+echo "secrets in $dir: pki/, token-signing.pem, jwks.json, redis/, audit-signing.pem, smtp.password (replace with your relay's)"

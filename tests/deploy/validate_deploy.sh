@@ -44,7 +44,7 @@ import os, sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
 for name, s in c["secrets"].items():
     assert os.path.isfile(s["file"]), f"secret {name}: {s['file']} is not made by deploy/make-secrets.sh"
-for name in ["inventory", "booking", "billing", "usage"]:
+for name in ["inventory", "booking", "billing", "usage", "notify"]:
     cmd = " ".join(c["services"][name]["command"])
     for flag in ["--tls_cert=", "--tls_key=", "--tls_ca=", "--jwks=", "--redis_user=", "--redis_password_file="]:
         assert flag in cmd, f"compose {name}: missing {flag}"
@@ -85,7 +85,7 @@ def fixed_host_port(p):  # "H:C", "IP:H:C" or {published: H} publish a fixed hos
         return p.get("published") not in (None, "", 0)
     parts = str(p).split("/")[0].split(":")
     return len(parts) >= 2 and parts[-2] != ""
-for name, port in [("inventory", 50051), ("booking", 50052), ("billing", 50053), ("usage", 50054)]:
+for name, port in [("inventory", 50051), ("booking", 50052), ("billing", 50053), ("usage", 50054), ("notify", 50055)]:
     svc = c["services"][name]
     # docker-compose up --scale NAME=3: a fixed host port would clash.
     fixed = [p for p in svc.get("ports", []) if fixed_host_port(p)]
@@ -98,7 +98,7 @@ for name, port in [("inventory", 50051), ("booking", 50052), ("billing", 50053),
     test = svc["healthcheck"]["test"]
     assert "health" in test and "--liveness" not in test and f"localhost:{port}" in test, f"compose {name}: {test}"
     assert svc.get("restart") == "unless-stopped", f"compose {name}: restart policy"
-print("compose: Redis appendfsync always; inventory, booking, billing, usage scale (no fixed host port); "
+print("compose: Redis appendfsync always; inventory, booking, billing, usage, notify scale (no fixed host port); "
       "health checks are readiness, restarts follow the process: ok")
 PY
 grep -q -- "--appendfsync always" "$root/deploy/run-local.sh" && ! grep -q -- "--appendfsync everysec" "$root/deploy/run-local.sh" \
@@ -168,8 +168,8 @@ python3 - "$work/demo.yaml" <<'PY'
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
-# redis, redis-sentinel, four services, the console, the demo OpenID provider
-assert len(workloads) == 8, sorted(d["metadata"]["name"] for d in workloads)
+# redis, redis-sentinel, four services, the notifier, the console, the demo OpenID provider
+assert len(workloads) == 9, sorted(d["metadata"]["name"] for d in workloads)
 for d in workloads:
     name, pod = d["metadata"]["name"], d["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True, f"{name}: runAsNonRoot"
@@ -181,7 +181,7 @@ for d in workloads:
     for v in pod.get("volumes", []):
         if "secret" in v:
             assert v["secret"].get("defaultMode") == 0o400, f"{name}: Secret {v['name']} not mounted 0400"
-    if name in ("inventory", "booking", "billing", "usage"):
+    if name in ("inventory", "booking", "billing", "usage", "notify"):
         args = " ".join(main["args"])
         for flag in ["--tls_cert=", "--tls_key=", "--tls_ca=", "--jwks=", "--redis_user=" + name,
                      "--redis_password_file="]:
@@ -215,7 +215,7 @@ for name, s in secrets.items():
 assert set(secrets["labshare-console"]["data"]) == {"tls.crt", "tls.key", "ca.crt"}, \
     f"labshare-console: its certificate and the CA only, got {sorted(secrets['labshare-console']['data'])}"
 services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-assert len(services) == 8, sorted(services)
+assert len(services) == 9, sorted(services)
 # gRPC clients balance over every pod themselves; browsers reach the console
 # through a plain Service.
 assert all(s["spec"].get("clusterIP") == "None" for n, s in services.items() if n != "console"), \
@@ -272,13 +272,13 @@ for path in sys.argv[1:3]:
         main = pod["containers"][0]
         live, ready = main["livenessProbe"], main["readinessProbe"]
         assert live != ready, f"{where} {name}: liveness must not be the readiness check"
-        if name in ("inventory", "booking", "billing", "usage"):
+        if name in ("inventory", "booking", "billing", "usage", "notify"):
             args = main["args"]
             for flag in ["--redis_sentinels=$(REDIS_SENTINELS)", "--redis_sentinel_master=labshare",
                          "--redis_wait_replicas=1"]:
                 assert flag in args, f"{where} {name}: missing {flag}"
             assert not any(a.startswith("--redis=") for a in args), f"{where} {name}: --redis with Sentinel"
-            port = {"inventory": 50051, "booking": 50052, "billing": 50053, "usage": 50054}[name]
+            port = {"inventory": 50051, "booking": 50052, "billing": 50053, "usage": 50054, "notify": 50055}[name]
             tls = "--tls_ca=/etc/labshare/ca.crt"
             assert ready["exec"]["command"] == ["labshare", tls, "health", f"localhost:{port}"], f"{where} {name}: readiness"
             assert live["exec"]["command"] == ["labshare", tls, "health", "--liveness", f"localhost:{port}"], \
@@ -305,7 +305,7 @@ for path in sys.argv[1:3]:
 # The ACL: the client's own commands for every service; replication and
 # sentinel users.
 acl = {l.split()[1]: l.split() for l in open(f"{secrets_dir}/redis/users.acl")}
-for user in ("inventory", "booking", "billing", "usage"):
+for user in ("inventory", "booking", "billing", "usage", "notify"):
     for cmd in ("+role", "+wait", "+cluster|slots", "+asking"):
         assert cmd in acl[user], f"users.acl {user}: {cmd}"
 assert {"+psync", "+replconf", "+ping"} <= set(acl["replication"]), "users.acl: replication user"
@@ -376,7 +376,7 @@ assert runtime_pkgs and not [p for p in runtime_pkgs if p.endswith("-dev")], f"r
 # Every shared library the built binaries load, by Debian package (less the
 # sanitizers' runtimes of a test build and the slim base's libc).
 libs = {}  # resolved path -> the sonames that name it
-for b in ["labshare", "labshare-inventory", "labshare-booking", "labshare-billing", "labshare-usage", "labshare-token",
+for b in ["labshare", "labshare-inventory", "labshare-booking", "labshare-billing", "labshare-usage", "labshare-notify", "labshare-token",
           "labshare-demo-seed"]:
     path = f"{build}/bin/{b}"
     assert os.path.exists(path), f"{path}: build it first"
@@ -410,7 +410,7 @@ PY
 
 echo "== systemd"
 mkdir -p "$work/units" "$work/bin"
-for s in inventory booking billing usage; do ln -s "$build/bin/labshare-$s" "$work/bin/labshare-$s"; done
+for s in inventory booking billing usage notify; do ln -s "$build/bin/labshare-$s" "$work/bin/labshare-$s"; done
 ln -s "$root/deploy/backup.sh" "$work/bin/labshare-backup"  # labshare-backup.service (plain Redis port, no TLS)
 for f in "$root"/deploy/systemd/*.service; do
   sed "s|/usr/local/bin/|$work/bin/|" "$f" > "$work/units/$(basename "$f")"

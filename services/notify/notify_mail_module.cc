@@ -244,7 +244,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       v1::NotifyEvent ev;
       *ev.mutable_notification_settings_changed()->mutable_settings() = after;
       if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
-      const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), "anonymous", req.request_id());
+      const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), "users/" + user, req.request_id());
       auto put = m_->queue().PutSettings(user, fields, before.etag(), "", "", payload);
       if (!put.ok() && ErrorReason(put.status()) == "CONCURRENT_MODIFICATION" && attempt < 5) continue;
       LS_RETURN_IF_ERROR(put.status());

@@ -129,8 +129,8 @@ class RedisAclTest : public ::testing::Test {
 };
 
 TEST_F(RedisAclTest, ScriptWritesPrivatePasswordFilesAndListsItsUsers) {
-  EXPECT_EQ(acl_.users(), (std::vector<std::string>{"inventory", "booking", "billing", "usage", "admin", "probe",
-                                                    "replication", "sentinel"}));
+  EXPECT_EQ(acl_.users(), (std::vector<std::string>{"inventory", "booking", "billing", "usage", "notify", "admin",
+                                                    "probe", "replication", "sentinel"}));
   std::set<std::string> passwords;
   for (const std::string& user : acl_.users()) {
     const auto perms = std::filesystem::status(acl_.password_file(user)).permissions();

@@ -481,17 +481,16 @@ absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_
 }
 
 absl::StatusOr<int> MailModule::SendDue() {
-  LS_ASSIGN_OR_RETURN(std::vector<std::string> ids, queue_.Claim(context_.consumer, context_.wall->Now(), options_.batch));
-  for (const std::string& id : ids) {
-    if (stop_.HasBeenNotified()) {
-      // Claimed but not attempted: nothing reached the relay; back in line.
-      (void)queue_.Finish(id, context_.consumer, MailQueue::Outcome::kRetry, context_.wall->Now(),
-                          context_.wall->Now(), "", v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention);
-      continue;
-    }
-    LS_RETURN_IF_ERROR(SendOne(id));
+  // One message claimed at a time: a crash can only leave the message being
+  // sent in flight (DELIVERY_UNCERTAIN), never others merely claimed.
+  int sent = 0;
+  while (sent < options_.batch && !stop_.HasBeenNotified()) {
+    LS_ASSIGN_OR_RETURN(std::vector<std::string> ids, queue_.Claim(context_.consumer, context_.wall->Now(), 1));
+    if (ids.empty()) break;
+    LS_RETURN_IF_ERROR(SendOne(ids[0]));
+    ++sent;
   }
-  return static_cast<int>(ids.size());
+  return sent;
 }
 
 absl::Status MailModule::SendOne(const std::string& id) {

@@ -93,10 +93,8 @@ const RedisScript kReplay(R"lua(
 -- KEYS: msg, due, dead, outbox; ARGV: id, actor, request_id, wall_ms, payload
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local f = redis.call('HMGET', KEYS[1], 'state', 'replay_req')
-if f[1] ~= 'DEAD' then
-  if ARGV[3] ~= '' and f[2] == ARGV[3] then return 'again' end
-  return 'notdead'
-end
+if ARGV[3] ~= '' and f[2] == ARGV[3] then return 'again' end
+if f[1] ~= 'DEAD' then return 'notdead' end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'attempts', '0', 'replay_ms', ARGV[4], 'replayed_by', ARGV[2],
            'replay_req', ARGV[3])

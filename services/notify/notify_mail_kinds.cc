@@ -74,15 +74,18 @@ void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Inte
         n.text["requester"] = b.user();
         out->notices.push_back(std::move(n));
       } else if (b.state() == bk::Booking::CONFIRMED && SlotMode(b)) {
-        // Confirmed at once: announced by its BookingConfirmed; the
-        // reminder is scheduled there.
+        // Confirmed at creation: only this event says so.
+        out->notices.push_back(BookingNotice(v1::BOOKING_CONFIRMED, b));
+        out->schedule.push_back({Member(v1::BOOKING_REMINDER, b.name()),
+                                 FromProto(b.reserved_interval().start_time()) - o.reminder_lead});
       }
       break;
     }
     case P::kBookingConfirmed: {
       const bk::Booking& b = e.booking_confirmed().booking();
-      if (!SlotMode(b)) break;
-      if (!e.booking_confirmed().via_approval()) out->notices.push_back(BookingNotice(v1::BOOKING_CONFIRMED, b));
+      // Only after an approval (whose own mail says so); a BookingConfirmed
+      // without via_approval repeats a BookingCreated of older streams.
+      if (!SlotMode(b) || !e.booking_confirmed().via_approval()) break;
       out->schedule.push_back({Member(v1::BOOKING_REMINDER, b.name()),
                                FromProto(b.reserved_interval().start_time()) - o.reminder_lead});
       break;
@@ -336,7 +339,8 @@ absl::StatusOr<Notice> ScheduledNotice(absl::string_view member, const StreamEve
   if (!ev.ParseFromString(e.payload)) return Unparsable(e);
   using P = bk::BookingEvent::PayloadCase;
   if (kind == v1::BOOKING_REMINDER) {
-    const bk::Booking* b = ev.payload_case() == P::kBookingConfirmed  ? &ev.booking_confirmed().booking()
+    const bk::Booking* b = ev.payload_case() == P::kBookingCreated    ? &ev.booking_created().booking()
+                           : ev.payload_case() == P::kBookingConfirmed  ? &ev.booking_confirmed().booking()
                            : ev.payload_case() == P::kBookingApproved ? &ev.booking_approved().booking()
                            : ev.payload_case() == P::kBookingIntervalChanged
                                ? &ev.booking_interval_changed().booking()

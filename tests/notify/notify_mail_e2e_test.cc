@@ -160,8 +160,34 @@ class NotifyMailE2eTest : public ::testing::Test {
     StartNotify();
   }
 
+  // What the notifier holds, for failure output.
+  std::string Diagnose() {
+    std::string out;
+    auto& r = cluster_->redis();
+    auto keys = r.Command({"KEYS", "*"});
+    if (keys.ok()) {
+      for (const auto& k : keys->elements) {
+        auto t = r.Command({"TYPE", k.str});
+        absl::StrAppend(&out, k.str, " (", t.ok() ? t->str : "?", ")");
+        if (t.ok() && t->str == "stream") {
+          auto g = r.Command({"XINFO", "GROUPS", k.str});
+          if (g.ok()) absl::StrAppend(&out, " groups: ", g->DebugString().substr(0, 600));
+          auto len = r.Command({"XLEN", k.str});
+          if (len.ok()) absl::StrAppend(&out, " len ", len->integer);
+        }
+        if (t.ok() && t->str == "hash" && absl::StartsWith(k.str, "{notify}:mail:msg:")) {
+          auto f = r.Command({"HMGET", k.str, "state", "kind", "email", "attempts", "error"});
+          if (f.ok()) absl::StrAppend(&out, " ", f->DebugString());
+        }
+        absl::StrAppend(&out, "\n");
+      }
+    }
+    return out;
+  }
+
   void TearDown() override {
     if (HasFailure()) {
+      std::cerr << "----- redis -----\n" << Diagnose();
       std::cerr << cluster_->DumpLogs(6000);
       if (notify_ != nullptr) std::cerr << "----- notify -----\n" << notify_->StderrTail(8000) << "\n";
       if (sink_ != nullptr) std::cerr << "----- smtp sink -----\n" << sink_->StderrTail(3000) << "\n";
@@ -497,8 +523,8 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
   notify_.reset();
 
   // ------------------------------------------------------------ events while the notifier is down
-  auto lease = [&](bk::Lease* l) {
-    l->set_name("leases/l1");
+  auto lease = [&](bk::Lease* l, const std::string& name) {
+    l->set_name(name);
     l->set_instrument("instruments/tem");
     l->set_instrument_owner("organizations/owner");
     l->set_lessee_organization("organizations/lab");
@@ -513,12 +539,19 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
   {
     bk::BookingEvent e;
     *e.mutable_header() = Header("lease-approved");
-    lease(e.mutable_lease_approved()->mutable_lease());
+    lease(e.mutable_lease_approved()->mutable_lease(), "leases/l1");
     e.mutable_lease_approved()->mutable_lease()->set_state(bk::Lease::APPROVED);
     Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", e.SerializeAsString());
+    // l1 is handed over before its handover falls due (no handover notice
+    // then); l2 is not (its handover notice goes out).
+    bk::BookingEvent e2;
+    *e2.mutable_header() = Header("lease-2-approved");
+    lease(e2.mutable_lease_approved()->mutable_lease(), "leases/l2");
+    e2.mutable_lease_approved()->mutable_lease()->set_state(bk::Lease::APPROVED);
+    Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", e2.SerializeAsString());
     bk::BookingEvent h;
     *h.mutable_header() = Header("lease-handed-over");
-    lease(h.mutable_lease_handed_over()->mutable_lease());
+    lease(h.mutable_lease_handed_over()->mutable_lease(), "leases/l1");
     h.mutable_lease_handed_over()->mutable_lease()->set_state(bk::Lease::HANDED_OVER);
     Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", h.SerializeAsString());
   }
@@ -619,7 +652,7 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
     return cluster_->booking(0).GetBooking(Ctx(Admin()).get(), g, &out).ok() && out.state() == bk::Booking::MISSED;
   })) << "b5 never became MISSED";
   WriteClock(clock_file_, kT0 + absl::Hours(48 + 1) + absl::Minutes(30));
-  ASSERT_TRUE(WaitFor([&] { return Quiet() && ReadMails(mail_dir_).size() >= 28; }))
+  ASSERT_TRUE(WaitFor([&] { return Quiet() && ReadMails(mail_dir_).size() >= 29; }))
       << "the notifier did not settle; mails so far: " << ReadMails(mail_dir_).size();
   ASSERT_TRUE(WaitFor([&] { return Quiet(); }));
 
@@ -631,7 +664,8 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
       {"ana@lab.test",
        {"BOOKING_APPROVED", "BOOKING_CANCELLED_BY_OUTAGE", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED",
         "BOOKING_CONFIRMED", "BOOKING_MISSED", "BOOKING_REJECTED", "BOOKING_REMINDER", "BOOKING_REMINDER",
-        "LEASE_APPROVED", "LEASE_HANDOVER_DUE", "LEASE_RETURN_DUE", "QUOTE_ISSUED", "REPORT_DELIVERED"}},
+        "LEASE_APPROVED", "LEASE_APPROVED", "LEASE_HANDOVER_DUE", "LEASE_RETURN_DUE", "QUOTE_ISSUED",
+        "REPORT_DELIVERED"}},
       {"staff1@owner.test", {"APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "ORDER_DISPUTED"}},
       {"staff2@owner.test", {"APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "ORDER_DISPUTED"}},
       {"bo@lab.test", {"DIGEST"}},

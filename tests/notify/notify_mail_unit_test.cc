@@ -47,7 +47,7 @@ TEST(InterpretTest, BookingKindsGoToTheBookingsUser) {
   o.reminder_lead = absl::Hours(2);
   bk::BookingEvent e;
   e.mutable_header()->set_event_id("e1");
-  *e.mutable_booking_confirmed()->mutable_booking() = OnSite(bk::Booking::CONFIRMED);
+  *e.mutable_booking_created()->mutable_booking() = OnSite(bk::Booking::CONFIRMED);
   auto i = Interpret(Entry(e), o);
   ASSERT_TRUE(i.ok());
   EXPECT_EQ(i->event_id, "e1");
@@ -58,11 +58,21 @@ TEST(InterpretTest, BookingKindsGoToTheBookingsUser) {
   EXPECT_EQ(i->schedule[0].member, "BOOKING_REMINDER|bookings/b1");
   EXPECT_EQ(i->schedule[0].fire, kStart - absl::Hours(2));
 
-  // Confirmed through approval: the approval's mail says it, not a second one.
-  e.mutable_booking_confirmed()->set_via_approval(true);
-  i = Interpret(Entry(e), o);
+  // Confirmed through approval: the approval's mail says it, not a second
+  // one; the reminder is scheduled. Without via_approval (older streams,
+  // after a BookingCreated CONFIRMED): nothing.
+  bk::BookingEvent ce;
+  ce.mutable_header()->set_event_id("e1b");
+  *ce.mutable_booking_confirmed()->mutable_booking() = OnSite(bk::Booking::CONFIRMED);
+  ce.mutable_booking_confirmed()->set_via_approval(true);
+  i = Interpret(Entry(ce), o);
   ASSERT_TRUE(i.ok());
   EXPECT_TRUE(i->notices.empty());
+  EXPECT_EQ(i->schedule.size(), 1u);
+  ce.mutable_booking_confirmed()->set_via_approval(false);
+  i = Interpret(Entry(ce), o);
+  EXPECT_TRUE(i->notices.empty());
+  EXPECT_TRUE(i->schedule.empty());
 
   // Waiting for approval: the owner's staff.
   bk::BookingEvent c;
@@ -95,8 +105,7 @@ TEST(InterpretTest, BookingKindsGoToTheBookingsUser) {
 
   // A lease's own booking: lease kinds instead.
   bk::BookingEvent l = e;
-  l.mutable_booking_confirmed()->set_via_approval(false);
-  l.mutable_booking_confirmed()->mutable_booking()->set_mode(tv::LEASE);
+  l.mutable_booking_created()->mutable_booking()->set_mode(tv::LEASE);
   i = Interpret(Entry(l), o);
   EXPECT_TRUE(i->notices.empty());
   EXPECT_TRUE(i->schedule.empty());
@@ -184,7 +193,7 @@ RenderContext Context(const std::string& language, const std::string& zone) {
 TEST(RenderTest, LanguageZoneLinkAndUnsubscribe) {
   bk::BookingEvent e;
   e.mutable_header()->set_event_id("e1");
-  *e.mutable_booking_confirmed()->mutable_booking() = OnSite(bk::Booking::CONFIRMED);
+  *e.mutable_booking_created()->mutable_booking() = OnSite(bk::Booking::CONFIRMED);
   const Notice n = Interpret(Entry(e), {})->notices[0];
   RenderedMail en = Render(n, Context("en", "Europe/Berlin"));
   EXPECT_EQ(en.subject, "Booking confirmed: TEM 2100, 2027-03-01 03:00 (Europe/Berlin)");

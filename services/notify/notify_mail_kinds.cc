@@ -290,8 +290,8 @@ void InterpretNotify(const v1::NotifyEvent& e, Interpretation* out) {
 }
 
 absl::Status Unparsable(const StreamEvent& e) {
-  return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_EVENT",
-                   absl::StrCat("cannot parse the ", e.type, " of entry ", e.stream_id));
+  // Not an RPC answer: the consumer logs and skips the entry.
+  return absl::InvalidArgumentError(absl::StrCat("cannot parse the ", e.type, " of entry ", e.stream_id));
 }
 
 }  // namespace

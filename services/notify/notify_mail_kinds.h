@@ -18,7 +18,7 @@ namespace labshare::notify {
 
 using Kind = v1::NotificationKind;
 
-// "BOOKING_CONFIRMED" <-> the enum.
+// The enum value's name (e.g. BOOKING_CONFIRMED) and back.
 std::string KindName(Kind kind);
 bool ParseKind(absl::string_view name, Kind* kind);
 // Invoice issued, payment received, settlement due, webhook disabled: always

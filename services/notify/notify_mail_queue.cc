@@ -304,14 +304,15 @@ absl::StatusOr<int> MailQueue::RecoverInFlight(const std::string& consumer, absl
     const bool mine = f["owner"] == consumer;
     if (!mine && FromMs(f["claim_ms"]) > stale_before) continue;
     f["state"] = "DEAD";
-    f["reason"] = "DELIVERY_UNCERTAIN";
+    const std::string uncertain = v1::DeadLetter::Reason_Name(v1::DeadLetter::DELIVERY_UNCERTAIN);
+    f["reason"] = uncertain;
     f["dead_ms"] = Ms(wall_now);
     f["error"] = "the process sending it stopped during the attempt; it may or may not have been delivered";
     v1::NotifyEvent ev;
     *ev.mutable_mail_dead_lettered()->mutable_dead_letter() = DeadLetterFromFields(id, f);
     const std::string payload = NotifyEventPayload(ev, domain_now, "services/notify", "");
     auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
-                          {id, f["owner"], "dead", Ms(wall_now), "0", f["error"], "DELIVERY_UNCERTAIN", payload, "0",
+                          {id, f["owner"], "dead", Ms(wall_now), "0", f["error"], uncertain, payload, "0",
                            f["claim_ms"]});
     LS_RETURN_IF_ERROR(ScriptStatus(r));
     moved += static_cast<int>(r->integer);

@@ -358,23 +358,30 @@ absl::StatusOr<PageTokenCodec> MailModule::PageTokens() {
   return *page_tokens_;
 }
 
-std::string MailModule::UnsubscribeToken(const std::string& user_id, Kind kind) {
+absl::StatusOr<std::string> MailModule::UnsubscribeKey() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!unsub_key_.empty()) return unsub_key_;
+  }
+  LS_ASSIGN_OR_RETURN(std::string key, queue_.UnsubscribeKey());
+  std::lock_guard<std::mutex> lock(mu_);
+  unsub_key_ = key;
+  return unsub_key_;
+}
+
+absl::StatusOr<std::string> MailModule::UnsubscribeToken(const std::string& user_id, Kind kind) {
+  LS_ASSIGN_OR_RETURN(std::string key, UnsubscribeKey());
   const std::string payload = absl::StrCat(user_id, ":", KindName(kind));
-  return absl::StrCat(absl::WebSafeBase64Escape(payload), ".",
-                      absl::BytesToHexString(Hmac(unsub_key_, payload)));
+  return absl::StrCat(absl::WebSafeBase64Escape(payload), ".", absl::BytesToHexString(Hmac(key, payload)));
 }
 
 bool MailModule::ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind) {
-  if (unsub_key_.empty()) {
-    auto key = queue_.UnsubscribeKey();
-    if (!key.ok()) return false;
-    std::lock_guard<std::mutex> lock(mu_);
-    unsub_key_ = *key;
-  }
+  auto key = UnsubscribeKey();
+  if (!key.ok()) return false;
   std::pair<std::string, std::string> parts = absl::StrSplit(token, absl::MaxSplits('.', 1));
   std::string payload;
   if (!absl::WebSafeBase64Unescape(parts.first, &payload)) return false;
-  const std::string want = absl::BytesToHexString(Hmac(unsub_key_, payload));
+  const std::string want = absl::BytesToHexString(Hmac(*key, payload));
   if (parts.second.size() != want.size() || CRYPTO_memcmp(parts.second.data(), want.data(), want.size()) != 0) {
     return false;
   }
@@ -414,11 +421,6 @@ absl::Status MailModule::HandleEvent(const StreamEvent& e) {
 }
 
 absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_id) {
-  if (unsub_key_.empty()) {
-    LS_ASSIGN_OR_RETURN(std::string key, queue_.UnsubscribeKey());
-    std::lock_guard<std::mutex> lock(mu_);
-    unsub_key_ = key;
-  }
   std::vector<Person> people;
   for (const std::string& u : notice.users) {
     auto p = people_->User(u);
@@ -454,8 +456,8 @@ absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_
     c.zone_name = s.zone_name;
     c.recipient_name = person.display_name.empty() ? user_id : person.display_name;
     if (!legal) {
-      c.unsubscribe_url =
-          absl::StrCat(context_.console_url, "/unsubscribe?token=", UnsubscribeToken(user_id, notice.kind));
+      LS_ASSIGN_OR_RETURN(std::string token, UnsubscribeToken(user_id, notice.kind));
+      c.unsubscribe_url = absl::StrCat(context_.console_url, "/unsubscribe?token=", token);
     }
     const RenderedMail mail = Render(notice, c);
     Fields f = {{"kind", KindName(notice.kind)},

@@ -73,7 +73,7 @@ class MailModule final : public NotifyModule {
   absl::StatusOr<int> RecoverInFlight(bool own_only);
 
   // The unsubscribe token for (user id, kind), and back.
-  std::string UnsubscribeToken(const std::string& user_id, Kind kind);
+  absl::StatusOr<std::string> UnsubscribeToken(const std::string& user_id, Kind kind);
   bool ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind);
 
   MailQueue& queue() { return queue_; }
@@ -97,13 +97,14 @@ class MailModule final : public NotifyModule {
   absl::Status Deliver(const Notice& notice, const std::string& event_id);
   absl::Status SendOne(const std::string& id);
   void Run();
+  absl::StatusOr<std::string> UnsubscribeKey();
 
   NotifyContext context_;
   MailOptions options_;
   std::unique_ptr<People> people_;
   MailQueue queue_;
-  std::string unsub_key_;
   std::mutex mu_;
+  std::string unsub_key_;  // guarded by mu_
   std::optional<PageTokenCodec> page_tokens_;
   std::vector<std::unique_ptr<EventConsumer>> consumers_;
   std::unique_ptr<grpc::Service> service_;

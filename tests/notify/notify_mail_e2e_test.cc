@@ -9,12 +9,13 @@
 // kinds from events written to their outboxes exactly as those services
 // write them (the full snapshot in the payload). The notifier is killed with
 // SIGKILL while a mail is in the relay's hands (the sink holds it), then
-// restarted with the same consumer name. Asserted, exactly: which mails
-// every person got (by kind, from the sink's files), digests and
-// unsubscribes honoured, legal notices not turned off, retries ending in
-// the dead letters, a replay, and the mail in flight at the kill: delivered
-// at most once and dead-lettered as DELIVERY_UNCERTAIN; nothing else lost
-// or sent twice. Waits poll with bounded deadlines; no sleeps for ordering.
+// restarted with the same consumer name, and a second replica joins (the
+// reminders, the digest and the rest go out once all the same). Asserted,
+// exactly: which mails every person got (by kind, from the sink's files),
+// digests and unsubscribes honoured, legal notices not turned off, retries
+// ending in the dead letters, a replay, and the mail in flight at the kill:
+// delivered at most once and dead-lettered as DELIVERY_UNCERTAIN; nothing
+// else lost or sent twice. Waits poll with bounded deadlines; no sleeps for ordering.
 #include <dirent.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -190,27 +191,36 @@ class NotifyMailE2eTest : public ::testing::Test {
       std::cerr << "----- redis -----\n" << Diagnose();
       std::cerr << cluster_->DumpLogs(6000);
       if (notify_ != nullptr) std::cerr << "----- notify -----\n" << notify_->StderrTail(8000) << "\n";
+      for (auto& r : replicas_) std::cerr << "----- " << r->name() << " -----\n" << r->StderrTail(4000) << "\n";
       if (sink_ != nullptr) std::cerr << "----- smtp sink -----\n" << sink_->StderrTail(3000) << "\n";
     }
     notify_stub_.reset();
     notify_.reset();
+    replicas_.clear();
     sink_.reset();
     cluster_.reset();
     if (!HasFailure()) std::filesystem::remove_all(work_);
   }
 
-  void StartNotify() {
+  // A notifier; replica 0 is notify_ (the one killed), others go to
+  // replicas_.
+  void StartNotify(int replica = 0) {
     auto n = ChildProcess::Start(
-        "notify", cluster_->bin_dir() + "/labshare-notify",
+        absl::StrCat("notify-", replica), cluster_->bin_dir() + "/labshare-notify",
         WithTls({"--listen=127.0.0.1:0", "--redis=" + cluster_->redis_server().address(),
                  "--inventory=" + cluster_->inventory_address(), "--smtp=" + sink_->address(),
-                 "--console_url=https://console.test", "--clock_file=" + clock_file_, "--consumer_name=notify-e2e",
+                 "--console_url=https://console.test", "--clock_file=" + clock_file_,
+                 absl::StrCat("--consumer_name=notify-e2e-", replica),
                  "--reminder_lead=1h", "--handover_lead=1h", "--return_lead=1h", "--digest_hour=9",
                  "--subsidy_pool_low_minor=100000", "--mail_retry_initial=100ms", "--mail_retry_max=200ms",
                  "--mail_max_attempts=3", "--mail_poll=50ms", "--mail_from=noreply@labshare.test"},
                 "notify"),
         cluster_->log_dir());
     ASSERT_TRUE(n.ok()) << n.status();
+    if (replica > 0) {
+      replicas_.push_back(*std::move(n));
+      return;
+    }
     notify_ = *std::move(n);
     notify_stub_ = nv::NotificationService::NewStub(TlsChannel(notify_->address()));
   }
@@ -363,6 +373,7 @@ class NotifyMailE2eTest : public ::testing::Test {
   std::string work_, clock_file_, mail_dir_;
   std::unique_ptr<BookingTestCluster> cluster_;
   std::unique_ptr<ChildProcess> sink_, notify_;
+  std::vector<std::unique_ptr<ChildProcess>> replicas_;
   std::unique_ptr<nv::NotificationService::Stub> notify_stub_;
 };
 
@@ -641,6 +652,9 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
   // ------------------------------------------------------------ restart; the held mail lets go
   std::ofstream(mail_dir_ + "/release").close();
   StartNotify();
+  // From here on two replicas share the work: reminders, digests and every
+  // mail still go out once.
+  StartNotify(1);
   ASSERT_FALSE(HasFailure());
   // Time moves: b5 missed (start +1h, grace 10 min), bo's digest (09:00),
   // then the lease's handover/return and b1's reminder (Mar 3, 09:00+08).

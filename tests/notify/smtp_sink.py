@@ -3,6 +3,10 @@
 each message it accepts as one file in a directory.
 
     /usr/bin/python3 tests/notify/smtp_sink.py --dir DIR [--listen 127.0.0.1:PORT]
+        [--tls_cert PEM --tls_key PEM] [--auth_user NAME --auth_password_file FILE]
+
+With --tls_cert/--tls_key it offers STARTTLS and requires it before MAIL;
+with --auth_user it requires AUTH (PLAIN or LOGIN, over TLS only).
 
 Prints "listening on HOST:PORT" once it accepts connections. Every accepted
 message becomes DIR/<n>-<recipient>.eml (written to a temporary name, then
@@ -26,7 +30,7 @@ import sys
 import time
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Handler:
@@ -68,6 +72,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--tls_cert", default="")
+    ap.add_argument("--tls_key", default="")
+    ap.add_argument("--auth_user", default="")
+    ap.add_argument("--auth_password_file", default="")
     args, _ = ap.parse_known_args()  # ignores the flags test harnesses add
     os.makedirs(args.dir, exist_ok=True)
     host, port = args.listen.rsplit(":", 1)
@@ -78,7 +86,23 @@ def main():
         s.bind((host, 0))
         port = s.getsockname()[1]
         s.close()
-    controller = Controller(Handler(args.dir), hostname=host, port=port, data_size_limit=10 * 1024 * 1024)
+    kwargs = {}
+    if args.tls_cert:
+        import ssl
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        kwargs.update(tls_context=context, require_starttls=True)
+    if args.auth_user:
+        password = open(args.auth_password_file).read().strip()
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == args.auth_user
+                  and auth_data.password.decode() == password)
+            return AuthResult(success=ok)
+
+        kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
+    controller = Controller(Handler(args.dir), hostname=host, port=port, data_size_limit=10 * 1024 * 1024,
+                            **kwargs)
     controller.start()
     print("listening on %s:%d" % (host, port), flush=True)
     stop = []

@@ -44,6 +44,7 @@
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/notify/v1/notify.grpc.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
+#include "labshare/usage/v1/usage.grpc.pb.h"
 #include "tests/booking/booking_test_cluster.h"
 
 namespace labshare::testing {
@@ -54,6 +55,7 @@ namespace bl = labshare::billing::v1;
 namespace iv = labshare::inventory::v1;
 namespace nv = labshare::notify::v1;
 namespace tv = labshare::type::v1;
+namespace uv = labshare::usage::v1;
 
 constexpr absl::Duration kWait = absl::Seconds(90);
 // Demo time: Monday 2027-03-01 08:00 in Shanghai.
@@ -158,6 +160,16 @@ class NotifyMailE2eTest : public ::testing::Test {
                                     {"--dir=" + mail_dir_}, cluster_->log_dir());
     ASSERT_TRUE(sink.ok()) << sink.status();
     sink_ = *std::move(sink);
+    // usage: notify's own events reach the audit trail.
+    auto usage = ChildProcess::Start(
+        "usage", cluster_->bin_dir() + "/labshare-usage",
+        WithTls({"--listen=127.0.0.1:0", "--redis=" + cluster_->redis_server().address(), "--audit_unsigned",
+                 "--clock_file=" + clock_file_},
+                "usage"),
+        cluster_->log_dir());
+    ASSERT_TRUE(usage.ok()) << usage.status();
+    usage_ = *std::move(usage);
+    usage_stub_ = uv::UsageService::NewStub(TlsChannel(usage_->address()));
     StartNotify();
   }
 
@@ -197,6 +209,8 @@ class NotifyMailE2eTest : public ::testing::Test {
     notify_stub_.reset();
     notify_.reset();
     replicas_.clear();
+    usage_stub_.reset();
+    usage_.reset();
     sink_.reset();
     cluster_.reset();
     if (!HasFailure()) std::filesystem::remove_all(work_);
@@ -374,6 +388,8 @@ class NotifyMailE2eTest : public ::testing::Test {
   std::unique_ptr<BookingTestCluster> cluster_;
   std::unique_ptr<ChildProcess> sink_, notify_;
   std::vector<std::unique_ptr<ChildProcess>> replicas_;
+  std::unique_ptr<ChildProcess> usage_;
+  std::unique_ptr<uv::UsageService::Stub> usage_stub_;
   std::unique_ptr<nv::NotificationService::Stub> notify_stub_;
 };
 
@@ -763,6 +779,26 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
     }));
     s = notify_stub_->ReplayDeadLetter(Ctx(Admin()).get(), r, &out);  // same request_id after it died again
     EXPECT_TRUE(s.ok()) << s.error_message();  // the same request_id answers the same
+  }
+  // notify's events in the audit trail (usage consumes {notify}:outbox):
+  // settings of ana, bo and cy's unsubscribe; four mails to the dead
+  // letters (holdy, flaky, gone twice), one replay; the webhook notice.
+  {
+    std::map<std::string, int> types;
+    ASSERT_TRUE(WaitFor([&] {
+      types.clear();
+      uv::ListAuditEntriesRequest req;
+      req.add_source_services("notify");
+      req.set_page_size(100);
+      uv::ListAuditEntriesResponse resp;
+      if (!usage_stub_->ListAuditEntries(Ctx(Admin()).get(), req, &resp).ok()) return false;
+      for (const auto& e : resp.entries()) ++types[e.event_type()];
+      return resp.entries_size() == 9;
+    })) << "audit entries of notify: " << types.size();
+    EXPECT_EQ(types, (std::map<std::string, int>{{"labshare.notify.v1.NotificationSettingsChanged", 3},
+                                                  {"labshare.notify.v1.MailDeadLettered", 4},
+                                                  {"labshare.notify.v1.DeadLetterReplayed", 1},
+                                                  {"labshare.notify.v1.WebhookDisabled", 1}}));
   }
   // Nothing was sent twice, and nothing more arrives once quiet.
   ASSERT_TRUE(WaitFor([&] { return Quiet(); }));

@@ -391,12 +391,15 @@ bool MailModule::ParseUnsubscribeToken(const std::string& token, std::string* us
   return true;
 }
 
-absl::StatusOr<MailModule::EffectiveSettings> MailModule::SettingsOf(const std::string& user_id) {
+absl::StatusOr<MailModule::EffectiveSettings> MailModule::SettingsOf(const std::string& user_id,
+                                                                     const std::string& fallback_zone) {
   EffectiveSettings s;
   LS_ASSIGN_OR_RETURN(s.raw, queue_.Settings(user_id));
   const v1::NotificationSettings p = SettingsProto(user_id, s.raw);
   s.language = p.language().empty() ? options_.default_language : p.language();
-  s.zone_name = p.time_zone().empty() ? options_.default_time_zone : p.time_zone();
+  s.zone_name = !p.time_zone().empty()    ? p.time_zone()
+                : !fallback_zone.empty() ? fallback_zone
+                                         : options_.default_time_zone;
   if (!absl::LoadTimeZone(s.zone_name, &s.zone)) {
     s.zone_name = "UTC";
     s.zone = absl::UTCTimeZone();
@@ -434,6 +437,8 @@ absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_
   }
   std::set<std::string> seen;
   const bool legal = IsLegalNotice(notice.kind);
+  // People without a zone of their own read the facility's local time.
+  const std::string instrument_zone = people_->InstrumentZone(notice.instrument);
   RenderContext base;
   base.console_url = context_.console_url;
   base.instrument_name = people_->InstrumentName(notice.instrument);
@@ -448,7 +453,7 @@ absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_
   for (const Person& person : people) {
     if (!seen.insert(person.name).second || person.disabled || person.email.empty()) continue;
     const std::string user_id = UserId(person.name);
-    LS_ASSIGN_OR_RETURN(EffectiveSettings s, SettingsOf(user_id));
+    LS_ASSIGN_OR_RETURN(EffectiveSettings s, SettingsOf(user_id, instrument_zone));
     if (!legal && std::find(s.disabled.begin(), s.disabled.end(), notice.kind) != s.disabled.end()) continue;
     RenderContext c = base;
     c.language = s.language;

@@ -90,7 +90,9 @@ class MailModule final : public NotifyModule {
     std::vector<Kind> disabled;
     Fields raw;
   };
-  absl::StatusOr<EffectiveSettings> SettingsOf(const std::string& user_id);
+  // fallback_zone: used when the user has none (the facility's), before
+  // the service's default.
+  absl::StatusOr<EffectiveSettings> SettingsOf(const std::string& user_id, const std::string& fallback_zone = "");
   absl::StatusOr<PageTokenCodec> PageTokens();
 
  private:

@@ -87,22 +87,11 @@ class GrpcPeople final : public People {
   }
 
   std::string InstrumentName(const std::string& name) override {
-    if (name.empty()) return "";
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = instruments_.find(name);
-      if (it != instruments_.end()) return it->second;  // names rarely change
-    }
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
-    iv::GetInstrumentRequest req;
-    req.set_name(name);
-    iv::Instrument in;
-    if (!stub_->GetInstrument(&ctx, req, &in).ok() || in.display_name().empty()) return name;
-    std::lock_guard<std::mutex> lock(mu_);
-    instruments_[name] = in.display_name();
-    return in.display_name();
+    const Instrument in = LoadInstrument(name);
+    return in.display_name.empty() ? name : in.display_name;
   }
+
+  std::string InstrumentZone(const std::string& name) override { return LoadInstrument(name).zone; }
 
   absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string& name) override {
     grpc::ClientContext ctx;
@@ -116,13 +105,49 @@ class GrpcPeople final : public People {
   }
 
  private:
+  struct Instrument {
+    std::string display_name;
+    std::string zone;  // of its facility
+    absl::Time expires;
+  };
+
+  // Display name and facility zone, cached like people.
+  Instrument LoadInstrument(const std::string& name) {
+    if (name.empty()) return {};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = instruments_.find(name);
+      if (it != instruments_.end() && it->second.expires > wall_->Now()) return it->second;
+    }
+    Instrument out;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    iv::GetInstrumentRequest req;
+    req.set_name(name);
+    iv::Instrument in;
+    if (!stub_->GetInstrument(&ctx, req, &in).ok()) return out;  // not cached: asked again next time
+    out.display_name = in.display_name();
+    if (!in.facility().empty()) {
+      grpc::ClientContext fctx;
+      fctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+      iv::GetFacilityRequest freq;
+      freq.set_name(in.facility());
+      iv::Facility f;
+      if (stub_->GetFacility(&fctx, freq, &f).ok()) out.zone = f.time_zone();
+    }
+    out.expires = wall_->Now() + ttl_;
+    std::lock_guard<std::mutex> lock(mu_);
+    instruments_[name] = out;
+    return out;
+  }
+
   std::unique_ptr<iv::InventoryService::Stub> stub_;
   const Clock* wall_;
   absl::Duration ttl_;
   std::mutex mu_;
   std::map<std::string, std::pair<Person, absl::Time>> users_;
   std::map<std::string, std::pair<std::vector<Person>, absl::Time>> roles_;
-  std::map<std::string, std::string> instruments_;
+  std::map<std::string, Instrument> instruments_;
 };
 
 }  // namespace

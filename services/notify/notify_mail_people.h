@@ -39,6 +39,9 @@ class People {
   virtual absl::StatusOr<std::vector<Person>> WithRole(const std::string& organization, Role role) = 0;
   // The instrument's display name (the name itself when unknown).
   virtual std::string InstrumentName(const std::string& name) = 0;
+  // The IANA time zone of the instrument's facility ("" when unknown or
+  // unset).
+  virtual std::string InstrumentZone(const std::string& name) = 0;
   // A maintenance window's [start, end); NOT_FOUND when unknown.
   virtual absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string& name) = 0;
 };

@@ -184,10 +184,6 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     for (int attempt = 0;; ++attempt) {
       LS_ASSIGN_OR_RETURN(Fields current, m_->queue().Settings(user));
       const v1::NotificationSettings before = SettingsProto(user, current);
-      if (!in.etag().empty() && in.etag() != before.etag() && req.request_id().empty()) {
-        return MakeError(absl::StatusCode::kFailedPrecondition, "ETAG_MISMATCH",
-                         "the settings changed since they were read; read them again");
-      }
       v1::NotificationSettings after = before;
       if (mask.count("language")) after.set_language(in.language());
       if (mask.count("time_zone")) after.set_time_zone(in.time_zone());
@@ -200,7 +196,8 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
       const std::string payload =
           NotifyEventPayload(ev, m_->context().clock->Now(), ActorName(p), req.request_id());
-      auto put = m_->queue().PutSettings(user, fields, before.etag(), req.request_id(), fingerprint, payload);
+      auto put =
+          m_->queue().PutSettings(user, fields, before.etag(), req.request_id(), fingerprint, payload, in.etag());
       if (!put.ok() && ErrorReason(put.status()) == "CONCURRENT_MODIFICATION" && attempt < 5) continue;
       LS_RETURN_IF_ERROR(put.status());
       if (!*put) {

@@ -181,7 +181,7 @@ return made
 )lua");
 
 const RedisScript kPutSettings(R"lua(
--- KEYS: settings, req, outbox; ARGV: expected_etag, request_id, fingerprint, payload, fields...
+-- KEYS: settings, req, outbox; ARGV: expected_etag, request_id, fingerprint, payload, client_etag, fields...
 if ARGV[2] ~= '' then
   local seen = redis.call('GET', KEYS[2])
   if seen then
@@ -190,9 +190,10 @@ if ARGV[2] ~= '' then
   end
 end
 local etag = redis.call('HGET', KEYS[1], 'etag') or ''
+if ARGV[5] ~= '' and ARGV[5] ~= etag then return 'etag' end
 if etag ~= ARGV[1] then return 'conflict' end
 local args = {}
-for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(args))
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', 86400) end
@@ -423,8 +424,9 @@ absl::StatusOr<Fields> MailQueue::Settings(const std::string& user_id) {
 
 absl::StatusOr<bool> MailQueue::PutSettings(const std::string& user_id, const Fields& fields,
                                             const std::string& expected_etag, const std::string& request_id,
-                                            const std::string& fingerprint, const std::string& event_payload) {
-  std::vector<std::string> args = {expected_etag, request_id, fingerprint, event_payload};
+                                            const std::string& fingerprint, const std::string& event_payload,
+                                            const std::string& client_etag) {
+  std::vector<std::string> args = {expected_etag, request_id, fingerprint, event_payload, client_etag};
   for (const auto& [k, v] : fields) {
     args.push_back(k);
     args.push_back(v);
@@ -436,6 +438,10 @@ absl::StatusOr<bool> MailQueue::PutSettings(const std::string& user_id, const Fi
   if (r->str == "reused") {
     return MakeError(absl::StatusCode::kFailedPrecondition, "REQUEST_ID_REUSED",
                      "this request_id was used for a different request");
+  }
+  if (r->str == "etag") {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "ETAG_MISMATCH",
+                     "the settings changed since they were read; read them again");
   }
   if (r->str == "conflict") {
     return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",

@@ -113,10 +113,12 @@ class MailQueue {
   // Writes `fields` when the current etag is `expected_etag`; ABORTED
   // (CONCURRENT_MODIFICATION) otherwise. With a request_id: the same
   // fingerprint again is a no-op (returns false), another one is
-  // FAILED_PRECONDITION (REQUEST_ID_REUSED).
+  // FAILED_PRECONDITION (REQUEST_ID_REUSED); then a client_etag (the
+  // caller's, when given) other than the current one is FAILED_PRECONDITION
+  // (ETAG_MISMATCH).
   absl::StatusOr<bool> PutSettings(const std::string& user_id, const Fields& fields, const std::string& expected_etag,
                                    const std::string& request_id, const std::string& fingerprint,
-                                   const std::string& event_payload);
+                                   const std::string& event_payload, const std::string& client_etag = "");
 
   // The unsubscribe-token key (created on first use).
   absl::StatusOr<std::string> UnsubscribeKey();

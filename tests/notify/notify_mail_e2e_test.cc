@@ -435,6 +435,17 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
     s = notify_stub_->GetNotificationSettings(Ctx(ana_token).get(), g, &out);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
     EXPECT_EQ(GrpcErrorReason(s), "USER_SCOPE");
+    // An etag that is not the current one: refused; the same request again
+    // answers the same.
+    nv::UpdateNotificationSettingsRequest stale = r;
+    stale.set_request_id("ana-stale");
+    stale.mutable_settings()->set_etag("not-the-etag");
+    s = notify_stub_->UpdateNotificationSettings(Ctx(ana_token).get(), stale, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(GrpcErrorReason(s), "ETAG_MISMATCH");
+    nv::NotificationSettings again;
+    s = notify_stub_->UpdateNotificationSettings(Ctx(ana_token).get(), r, &again);
+    ASSERT_TRUE(s.ok()) << s.error_message();
     // Legal notices cannot be turned off.
     nv::UpdateNotificationSettingsRequest legal;
     legal.mutable_settings()->set_name("users/ana/notificationSettings");

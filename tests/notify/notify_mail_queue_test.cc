@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/error.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "services/notify/notify_mail_queue.h"
 #include "tests/support/redis_server.h"
@@ -237,6 +238,12 @@ TEST_F(MailQueueTest, SettingsCompareAndSetAndRequestIds) {
             absl::StatusCode::kFailedPrecondition);  // REQUEST_ID_REUSED
   EXPECT_EQ(queue_->PutSettings("ana", {{"etag", "e3"}}, "stale", "", "", "x").status().code(),
             absl::StatusCode::kAborted);
+  // The caller's etag, when given, must be the current one (after the
+  // request_id check: a retry answers the same).
+  auto mismatch = queue_->PutSettings("ana", {{"etag", "e4"}}, "e1", "", "", "x", "old");
+  EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorReason(mismatch.status()), "ETAG_MISMATCH");
+  EXPECT_FALSE(*queue_->PutSettings("ana", {{"etag", "e5"}}, "e1", "rq", "fp", "x", "old"));  // a retry
   EXPECT_EQ((*queue_->Settings("ana"))["etag"], "e1");
   EXPECT_EQ(OutboxLen(), 1);
   auto key1 = queue_->UnsubscribeKey();

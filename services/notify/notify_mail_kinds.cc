@@ -526,6 +526,47 @@ std::string ParagraphsHtml(absl::string_view text) {
 
 }  // namespace
 
+std::string ConsolePath(const Notice& n) {
+  const auto id = [&](absl::string_view name) {
+    const size_t slash = name.rfind('/');
+    return std::string(slash == absl::string_view::npos ? name : name.substr(slash + 1));
+  };
+  switch (n.kind) {
+    case v1::BOOKING_CONFIRMED:
+    case v1::BOOKING_APPROVED:
+    case v1::BOOKING_REJECTED:
+    case v1::BOOKING_CANCELLED_BY_OUTAGE:
+    case v1::BOOKING_REMINDER:
+    case v1::BOOKING_MISSED:
+    case v1::LEASE_APPROVED:
+    case v1::LEASE_HANDOVER_DUE:
+    case v1::LEASE_RETURN_DUE:
+      return "#/lab/bookings";
+    case v1::APPROVAL_REQUESTED:
+      return "#/staff/approvals";
+    case v1::QUOTE_ISSUED:
+    case v1::REPORT_DELIVERED:
+      return absl::StrCat("#/lab/orders/", id(n.resource));
+    case v1::ORDER_DISPUTED:
+      return "#/staff/orders";
+    case v1::INVOICE_ISSUED:
+      return absl::StrCat("#/billing/invoices/", id(n.resource));
+    case v1::PAYMENT_RECEIVED: {
+      auto it = n.text.find("invoice");
+      if (it != n.text.end() && !it->second.empty()) return absl::StrCat("#/billing/invoices/", id(it->second));
+      return "#/billing/statement";
+    }
+    case v1::SETTLEMENT_TRANSFERS_DUE:
+      return "#/billing/settlements";
+    case v1::SUBSIDY_POOL_LOW:
+      return "#/billing/subsidies";
+    case v1::WEBHOOK_DISABLED:
+      return "#/billing/webhooks";
+    default:
+      return "";
+  }
+}
+
 RenderedMail Render(const Notice& notice, const RenderContext& c) {
   std::map<std::string, std::string> values = notice.text;
   for (const auto& [k, t] : notice.times) values[k] = FormatTime(t, c);
@@ -537,7 +578,7 @@ RenderedMail Render(const Notice& notice, const RenderContext& c) {
   const Template& tm = t == nullptr ? Template{"LabShare", ""} : (En(c) ? t->en : t->zh);
   const std::string subject = Fill(tm.subject, values);
   const std::string body = Fill(tm.body, values);
-  const std::string link = notice.resource.empty() ? "" : absl::StrCat(c.console_url, "/", notice.resource);
+  const std::string link = absl::StrCat(c.console_url, "/", ConsolePath(notice));
   return Wrap(subject, body, ParagraphsHtml(body), link, c);
 }
 
@@ -550,7 +591,7 @@ RenderedMail RenderDigest(const std::vector<RenderedMail>& parts, const RenderCo
     absl::StrAppend(&text, "== ", p.subject, "\n", p.text, "\n");
     absl::StrAppend(&html, "<h2>", HtmlEscape(p.subject), "</h2>\n<pre>", HtmlEscape(p.text), "</pre>\n");
   }
-  return Wrap(subject, text, html, c.console_url, c);
+  return Wrap(subject, text, html, c.console_url + "/", c);
 }
 
 }  // namespace labshare::notify

@@ -34,7 +34,8 @@ struct Notice {
   // Distinguishes two notices of one kind from one event (e.g. one
   // settlement's transfers per organisation); usually empty.
   std::string discriminator;
-  // Console page of the resource: "<console_url>/<resource>".
+  // The resource the mail is about ("bookings/b1", "invoices/i1"...); its
+  // console page is ConsolePath().
   std::string resource;
   // "instruments/{id}" whose display name goes into the mail, if any.
   std::string instrument;
@@ -97,6 +98,10 @@ struct RenderedMail {
   std::string text;
   std::string html;
 };
+
+// The web console's page for the notice, relative to the console URL
+// (its hash routes, e.g. "#/billing/invoices/i1", "#/lab/bookings").
+std::string ConsolePath(const Notice& notice);
 
 RenderedMail Render(const Notice& notice, const RenderContext& context);
 

@@ -727,7 +727,7 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
         absl::StrContains(m.text, std::string(absl::StripPrefix(b1.name(), "bookings/")))) {
       EXPECT_TRUE(absl::StrContains(m.text, "Hello Dr. ana,")) << m.text;
       EXPECT_TRUE(absl::StrContains(m.text, "2027-03-03 03:00 (Europe/Berlin)")) << m.text;
-      EXPECT_TRUE(absl::StrContains(m.text, "https://console.test/" + b1.name())) << m.text;
+      EXPECT_TRUE(absl::StrContains(m.text, "Open in LabShare: https://console.test/#/lab/bookings")) << m.text;
       EXPECT_EQ(m.subject, "Booking confirmed: Instrument tem, 2027-03-03 03:00 (Europe/Berlin)");
     }
     if (m.to == "staff1@owner.test" && m.kind == "APPROVAL_REQUESTED") {
@@ -736,6 +736,7 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
     }
     if (m.kind == "INVOICE_ISSUED") {
       EXPECT_TRUE(m.unsubscribe.empty()) << "a legal notice has no unsubscribe link";
+      EXPECT_TRUE(absl::StrContains(m.text, "https://console.test/#/billing/invoices/inv-1")) << m.text;
       EXPECT_TRUE(absl::StrContains(m.text, "12,345.60 CNY")) << m.text;
     }
     if (m.kind == "BOOKING_CANCELLED_BY_OUTAGE") {

@@ -199,14 +199,34 @@ TEST(RenderTest, LanguageZoneLinkAndUnsubscribe) {
   EXPECT_EQ(en.subject, "Booking confirmed: TEM 2100, 2027-03-01 03:00 (Europe/Berlin)");
   EXPECT_EQ(en.text,
             "Hello Ana,\n\nYour booking b1 of TEM 2100 is confirmed.\nTime: 2027-03-01 03:00 (Europe/Berlin) - "
-            "2027-03-01 04:00 (Europe/Berlin)\n\nOpen in LabShare: https://console.test/bookings/b1\n\n-- \nLabShare\n"
+            "2027-03-01 04:00 (Europe/Berlin)\n\nOpen in LabShare: https://console.test/#/lab/bookings\n\n-- \nLabShare\n"
             "Unsubscribe from these mails: https://console.test/unsubscribe?token=t\n");
-  EXPECT_TRUE(absl::StrContains(en.html, "<a href=\"https://console.test/bookings/b1\">")) << en.html;
+  EXPECT_TRUE(absl::StrContains(en.html, "<a href=\"https://console.test/#/lab/bookings\">")) << en.html;
   EXPECT_TRUE(absl::StrContains(en.html, "<html lang=\"en\">"));
   RenderedMail zh = Render(n, Context("zh-CN", "Asia/Shanghai"));
   EXPECT_EQ(zh.subject, "预约已确认：TEM 2100，2027-03-01 10:00 (Asia/Shanghai)");
   EXPECT_TRUE(absl::StartsWith(zh.text, "Ana，您好：\n\n您对 TEM 2100 的预约 b1 已确认。")) << zh.text;
   EXPECT_TRUE(absl::StrContains(zh.text, "退订此类邮件：https://console.test/unsubscribe?token=t"));
+}
+
+TEST(RenderTest, LinksGoToTheConsolesPages) {
+  Notice n;
+  n.kind = v1::INVOICE_ISSUED;
+  n.resource = "invoices/inv-7";
+  EXPECT_EQ(ConsolePath(n), "#/billing/invoices/inv-7");
+  n.kind = v1::QUOTE_ISSUED;
+  n.resource = "serviceOrders/so-1";
+  EXPECT_EQ(ConsolePath(n), "#/lab/orders/so-1");
+  n.kind = v1::PAYMENT_RECEIVED;
+  n.resource = "payments/p1";
+  n.text["invoice"] = "invoices/inv-7";
+  EXPECT_EQ(ConsolePath(n), "#/billing/invoices/inv-7");
+  n.text["invoice"] = "";
+  EXPECT_EQ(ConsolePath(n), "#/billing/statement");
+  n.kind = v1::APPROVAL_REQUESTED;
+  EXPECT_EQ(ConsolePath(n), "#/staff/approvals");
+  n.kind = v1::LEASE_RETURN_DUE;
+  EXPECT_EQ(ConsolePath(n), "#/lab/bookings");
 }
 
 TEST(RenderTest, HtmlIsEscapedAndLegalNoticesSaySo) {

@@ -25,6 +25,8 @@ ABSL_FLAG(absl::Duration, mail_retry_max, absl::Hours(1), "Longest delay between
 ABSL_FLAG(int, mail_max_attempts, 8, "Delivery attempts before a mail goes to the dead letters.");
 ABSL_FLAG(absl::Duration, mail_inflight_timeout, absl::Minutes(10),
           "A mail claimed by another replica longer ago than this is taken as lost in its crash (delivery uncertain).");
+ABSL_FLAG(absl::Duration, mail_max_event_age, absl::Hours(24 * 7),
+          "Events older than this make no mail (a notifier deployed on a long history does not mail it); 0: no limit.");
 ABSL_FLAG(absl::Duration, mail_poll, absl::Milliseconds(200), "Pause of the sender when nothing is due.");
 
 namespace labshare::notify {
@@ -62,6 +64,7 @@ absl::StatusOr<MailOptions> MailOptionsFromFlags() {
   o.max_attempts = std::max(1, absl::GetFlag(FLAGS_mail_max_attempts));
   o.inflight_timeout = absl::GetFlag(FLAGS_mail_inflight_timeout);
   o.poll = absl::GetFlag(FLAGS_mail_poll);
+  o.max_event_age = absl::GetFlag(FLAGS_mail_max_event_age);
   return o;
 }
 

@@ -313,16 +313,19 @@ absl::StatusOr<Interpretation> Interpret(const StreamEvent& e, const InterpretOp
     bk::BookingEvent ev;
     if (!ev.ParseFromString(e.payload)) return Unparsable(e);
     out.event_id = ev.header().event_id();
+    if (ev.header().has_event_time()) out.event_time = FromProto(ev.header().event_time());
     InterpretBooking(ev, options, &out);
   } else if (e.type == kBillingEvent) {
     bl::BillingEvent ev;
     if (!ev.ParseFromString(e.payload)) return Unparsable(e);
     out.event_id = ev.header().event_id();
+    if (ev.header().has_event_time()) out.event_time = FromProto(ev.header().event_time());
     InterpretBilling(ev, options, &out);
   } else if (e.type == kNotifyEvent) {
     v1::NotifyEvent ev;
     if (!ev.ParseFromString(e.payload)) return Unparsable(e);
     out.event_id = ev.header().event_id();
+    if (ev.header().has_event_time()) out.event_time = FromProto(ev.header().event_time());
     InterpretNotify(ev, &out);
   }
   if (out.event_id.empty()) out.event_id = e.stream_id;

@@ -57,6 +57,8 @@ struct Schedule {
 
 struct Interpretation {
   std::string event_id;
+  // EventHeader.event_time (InfinitePast when unset).
+  absl::Time event_time = absl::InfinitePast();
   std::vector<Notice> notices;
   std::vector<Schedule> schedule;      // add or move
   std::vector<std::string> unschedule;  // members to drop

@@ -416,6 +416,11 @@ absl::Status MailModule::HandleEvent(const StreamEvent& e) {
   std::vector<std::pair<std::string, absl::Time>> add;
   for (const Schedule& s : interpretation->schedule) add.emplace_back(s.member, s.fire);
   LS_RETURN_IF_ERROR(queue_.ApplySchedule(interpretation->event_id, e, add, interpretation->unschedule));
+  if (options_.max_event_age > absl::ZeroDuration() && !interpretation->notices.empty() &&
+      interpretation->event_time != absl::InfinitePast() &&
+      interpretation->event_time < context_.clock->Now() - options_.max_event_age) {
+    return absl::OkStatus();  // history, not news
+  }
   for (const Notice& n : interpretation->notices) LS_RETURN_IF_ERROR(Deliver(n, interpretation->event_id));
   return absl::OkStatus();
 }

@@ -41,6 +41,10 @@ struct MailOptions {
   absl::Duration inflight_timeout = absl::Minutes(10);
   absl::Duration retention = absl::Hours(24 * 30);  // of sent messages
   absl::Duration people_cache_ttl = absl::Seconds(30);
+  // Events older than this (domain clock) make no mail: a notifier
+  // deployed on a platform with a long history does not mail it all. Their
+  // schedule changes (reminders of future bookings) still apply. 0: no limit.
+  absl::Duration max_event_age = absl::Hours(24 * 7);
   absl::Duration poll = absl::Milliseconds(200);  // of the sender when idle
   int batch = 20;
 };

@@ -634,6 +634,12 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
     i->mutable_amount_due()->set_amount_minor(1234560);
     *i->mutable_due_time() = ToProto(kT0 + absl::Hours(24 * 30));
     Publish("{billing}:outbox", "labshare.billing.v1.BillingEvent", inv.SerializeAsString());
+    // History, not news (older than --mail_max_event_age): no mail.
+    bl::BillingEvent old = inv;
+    old.mutable_header()->set_event_id("invoice-old");
+    *old.mutable_header()->mutable_event_time() = ToProto(kT0 - absl::Hours(24 * 30));
+    old.mutable_invoice_issued()->mutable_invoice()->set_name("invoices/inv-0");
+    Publish("{billing}:outbox", "labshare.billing.v1.BillingEvent", old.SerializeAsString());
     bl::BillingEvent pay;
     *pay.mutable_header() = Header("payment-1");
     auto* p = pay.mutable_payment_recorded()->mutable_payment();

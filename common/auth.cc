@@ -91,7 +91,8 @@ absl::Status MethodPolicy::Check(absl::string_view method, const Principal& prin
 }
 
 bool IsPlatformService(absl::string_view name) {
-  return name == "inventory" || name == "booking" || name == "billing" || name == "usage";
+  return name == "inventory" || name == "booking" || name == "billing" || name == "usage" ||
+         name == "notify";
 }
 
 absl::StatusOr<Principal> Authorizer::Decide(absl::string_view method,
@@ -111,7 +112,7 @@ absl::StatusOr<Principal> Authorizer::Decide(absl::string_view method,
       return MakeError(absl::StatusCode::kUnauthenticated, "MISSING_CREDENTIALS",
                        absl::StrCat("the certificate names '", peer_service,
                                     "', which is not one of the platform's services (inventory, booking, "
-                                    "billing, usage); send the signed-in user's access token"));
+                                    "billing, usage, notify); send the signed-in user's access token"));
     }
     Principal service;
     service.user_id = std::string(peer_service);

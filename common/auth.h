@@ -148,8 +148,7 @@ class Authorizer {
 };
 
 // The services whose certificate alone makes them the SERVICE principal:
-// inventory, booking, billing, usage (a notification service joins the list
-// when it exists).
+// inventory, booking, billing, usage, notify.
 bool IsPlatformService(absl::string_view name);
 
 // "users/{id}" for people, "services/{id}" for a service (by its certificate).

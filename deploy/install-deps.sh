@@ -11,6 +11,8 @@ packages=(
   python3-grpcio python3-protobuf python3-cryptography tzdata
   libjwt-dev libjansson-dev libcurl4-openssl-dev openssl curl
   docker-compose systemd iproute2
+  # labshare-notify: the development SMTP sink (deploy/run-local.sh) and the mail tests.
+  python3-aiosmtpd
 )
 # The browser tests' own (tests/run-all.sh sets LABSHARE_TEST_DEPS=1):
 # Debian's chromium for Playwright and a CJK font for the Chinese screens.

@@ -11,6 +11,7 @@
 #   booking.password       mode 0600. A file that already exists is kept, so
 #   billing.password       running the script again (e.g. after an upgrade that
 #   usage.password         changes the command lists) rewrites users.acl
+#   notify.password
 #   admin.password         without changing any password. Delete a file to
 #   probe.password         rotate that password, rerun, then `ACL LOAD` in
 #   replication.password   Redis and restart the user's service.
@@ -19,10 +20,11 @@
 #
 # Users (the default user is off: a connection that does not AUTH can run
 # nothing):
-#   inventory, booking, billing, usage
+#   inventory, booking, billing, usage, notify
 #       Each service, connecting with --redis_user=NAME
 #       --redis_password_file=DIR/NAME.password. Its own keys (its hash tags:
-#       {inventory}; {booking}, {bk:P} and {bk:ids}; {billing}; {usage}) with
+#       {inventory}; {booking}, {bk:P} and {bk:ids}; {billing}; {usage};
+#       {notify}) with
 #       exactly the commands it runs, inside Lua scripts included. Another
 #       service's outbox stream it consumes is reachable only through a
 #       selector that allows the consumer-group commands and nothing else
@@ -116,9 +118,18 @@ keys[usage]="~{usage}*"
 cmds[usage]="$base $consumer exists hdel hexists hgetall hincrby hvals mget sadd sunion \
 zrangebyscore zrevrangebyscore"
 # Every other service's outbox (its own, {usage}:outbox, is under {usage}).
-selector[usage]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox resetchannels -@all $consumer)"
+selector[usage]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{notify}:outbox resetchannels -@all $consumer)"
 
-users=(inventory booking billing usage admin probe replication sentinel)
+# --- notify (labshare-notify: mail, webhooks, calendar feeds; issue 16)
+keys[notify]="~{notify}*"
+# Mail (services/notify/notify_mail_queue.cc): the queue, schedules,
+# digests and settings, in Lua steps and plain reads; its own outbox.
+cmds[notify]="$base $consumer exists del hdel hexists hgetall hincrby zscore zrangebyscore \
+zrevrangebyscore"
+# Every other service's outbox (its own, {notify}:outbox, is under {notify}).
+selector[notify]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{usage}:outbox resetchannels -@all $consumer)"
+
+users=(inventory booking billing usage notify admin probe replication sentinel)
 
 password_hash() {
   local file="$1/$2.password"
@@ -145,7 +156,7 @@ plus() {  # "a b|c" -> "+a +b|c"
 tmp="$dir/users.acl.tmp"
 {
   echo "user default off resetpass resetkeys resetchannels -@all"
-  for u in inventory booking billing usage; do
+  for u in inventory booking billing usage notify; do
     h="$(password_hash "$dir" "$u")"
     line="user $u on resetpass #$h resetkeys ${keys[$u]} resetchannels -@all $(plus "${cmds[$u]}")"
     if [[ -n "${selector[$u]}" ]]; then

@@ -17,7 +17,8 @@
 #
 # Ports: LABSHARE_BASE_PORT (default 50051) for inventory, +1 booking,
 # +2 billing, +3 usage, +4 the OpenID provider, +5 the console (HTTP on
-# loopback); metrics on +100..+103; Redis on LABSHARE_REDIS_PORT (default
+# loopback), +6 notify, +7 the development SMTP sink (mails as files in
+# LABSHARE_DATA_DIR/mail/); metrics on +100..+103 and +106; Redis on LABSHARE_REDIS_PORT (default
 # 56379, loopback only, the one plaintext port). Data and secrets live in
 # LABSHARE_DATA_DIR (default deploy/.data).
 # LABSHARE_BUILD_DIR: where the binaries are (default build-release, built
@@ -46,7 +47,7 @@ if [ "${LABSHARE_NO_BUILD:-0}" != 1 ]; then
   "$root/deploy/install-deps.sh"
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLABSHARE_BUILD_TESTS=OFF >/dev/null
   cmake --build "$build" -j2 --target labshare-inventory labshare-booking labshare-billing \
-    labshare-usage labshare-token labshare-demo-seed labshare
+    labshare-usage labshare-notify labshare-token labshare-demo-seed labshare
 fi
 [ -d "$root/deploy/oidc/node_modules" ] || (cd "$root/deploy/oidc" && npm ci --no-audit --no-fund --silent)
 # The console (gateway and web app): its packages and its build.
@@ -109,6 +110,16 @@ start inventory 0 --token_signing_key_file="$secrets/token-signing.pem" \
 start booking 1 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--sweep_interval=1s --inventory_cache_ttl=0s}
 start billing 2 --inventory="127.0.0.1:$base" ${LABSHARE_CLOCK_FILE:+--lease_period_interval=1s}
 start usage 3 --audit_signing_key_file="$secrets/audit-signing.pem"
+# --- notify (issue 16): a development SMTP sink on loopback that keeps every
+# mail as a file in $data/mail/ (tests/notify/smtp_sink.py, python3-aiosmtpd),
+# and labshare-notify (port +6, metrics +106) sending to it.
+mkdir -p "$data/mail"
+/usr/bin/python3 "$root/tests/notify/smtp_sink.py" --dir="$data/mail" --listen="127.0.0.1:$((base + 7))" \
+  >"$data/smtp.out" 2>"$data/smtp.log" &
+pids+=($!)
+wait_for "$data/smtp.out" "^listening on" "the SMTP sink"
+start notify 6 --inventory="127.0.0.1:$base" --smtp="127.0.0.1:$((base + 7))" --console_url="$console_url" \
+  --mail_from=labshare@localhost ${LABSHARE_CLOCK_FILE:+--reminder_lead=1h --mail_retry_initial=1s}
 # The console: the web app and the HTTP API, over mutual TLS to the services
 # with the signed-in person's token (plain HTTP on loopback only).
 node "$console/dist/server/main.js" --listen="127.0.0.1:$((base + 5))" --public_url="$console_url" \
@@ -117,7 +128,7 @@ node "$console/dist/server/main.js" --listen="127.0.0.1:$((base + 5))" --public_
   --oidc_issuer="$issuer" --oidc_client_id=labshare-console --oidc_ca_file="$pki/ca.crt" \
   >"$data/console.out" 2>"$data/console.log" &
 pids+=($!)
-for name in inventory booking billing usage console; do
+for name in inventory booking billing usage notify console; do
   wait_for "$data/$name.out" "^listening on" "$name"
   echo "$name: $(head -1 "$data/$name.out")  (logs: $data/$name.log)"
 done
@@ -161,6 +172,8 @@ LabShare is running.
     auditor     auditor (funder liaison)
 Every service port is over TLS (development CA: $pki/ca.crt).
   inventory / booking / billing / usage  127.0.0.1:$base .. 127.0.0.1:$((base + 3))
+  notify (mail)                          127.0.0.1:$((base + 6)); every mail lands as a file in $data/mail/
+                                         (the development SMTP sink on 127.0.0.1:$((base + 7)))
   OpenID provider                        $issuer  (the demo people: deploy/oidc/demo-accounts.json)
   metrics                                https://127.0.0.1:$((base + 100))/metrics .. $((base + 103))
   Redis                                  127.0.0.1:$redis_port, ACL users only (operators: --user admin, password in $secrets/redis/admin.password)

@@ -29,6 +29,7 @@
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
+#include "labshare/notify/v1/notify_events.pb.h"
 #include "labshare/type/v1/types.pb.h"
 #include "labshare/usage/v1/usage_events.pb.h"
 
@@ -97,7 +98,8 @@ void EnsureEventTypesLinked() {
     return labshare::inventory::v1::InventoryEvent::descriptor() != nullptr &&
            labshare::booking::v1::BookingEvent::descriptor() != nullptr &&
            labshare::billing::v1::BillingEvent::descriptor() != nullptr &&
-           labshare::usage::v1::UsageEvent::descriptor() != nullptr;
+           labshare::usage::v1::UsageEvent::descriptor() != nullptr &&
+           labshare::notify::v1::NotifyEvent::descriptor() != nullptr;
   }();
   (void)linked;
 }
@@ -498,6 +500,7 @@ std::string AuditSourceForStream(absl::string_view stream) {
   if (stream == "{booking}:outbox") return "booking";
   if (stream == "{billing}:outbox") return "billing";
   if (stream == "{usage}:outbox") return "usage";
+  if (stream == "{notify}:outbox") return "notify";
   if (absl::StartsWith(stream, "{bk:") && absl::EndsWith(stream, "}:outbox")) {
     absl::string_view p = stream.substr(4, stream.size() - 4 - 8);
     int partition = 0;

@@ -1,7 +1,7 @@
 // labshare-usage: utilisation and sharing figures and the audit trail.
 //
 // Consumes every outbox (inventory, the booking partitions and projects,
-// billing) with consumer group "usage": each event goes into the audit hash
+// billing, usage, notify) with consumer group "usage": each event goes into the audit hash
 // chain and into the figures, each exactly once.
 #include <unistd.h>
 
@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   std::vector<std::string> streams = {"{inventory}:outbox", "{booking}:outbox", "{billing}:outbox",
-                                      "{usage}:outbox"};
+                                      "{usage}:outbox", "{notify}:outbox"};
   for (int p = 0; p < absl::GetFlag(FLAGS_booking_partitions); ++p) {
     streams.push_back("{bk:" + std::to_string(p) + "}:outbox");
   }

@@ -21,7 +21,7 @@ import random
 while True:
     b = random.randint(20000, 40000)
     ok = True
-    for p in [b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 100, b + 101, b + 102, b + 103]:
+    for p in [b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 100, b + 101, b + 102, b + 103, b + 106]:
         s = socket.socket()
         try: s.bind(("127.0.0.1", p))
         except OSError: ok = False

@@ -40,7 +40,7 @@ using testing::BookingTestClusterOptions;
 using testing::ChildProcess;
 using testing::RedisServer;
 
-const std::vector<std::string> kServices = {"inventory", "booking", "billing", "usage"};
+const std::vector<std::string> kServices = {"inventory", "booking", "billing", "usage", "notify"};
 
 // Runs deploy/redis-acl.sh into a fresh temporary directory.
 class AclDir {
@@ -129,8 +129,8 @@ class RedisAclTest : public ::testing::Test {
 };
 
 TEST_F(RedisAclTest, ScriptWritesPrivatePasswordFilesAndListsItsUsers) {
-  EXPECT_EQ(acl_.users(), (std::vector<std::string>{"inventory", "booking", "billing", "usage", "admin", "probe",
-                                                    "replication", "sentinel"}));
+  EXPECT_EQ(acl_.users(), (std::vector<std::string>{"inventory", "booking", "billing", "usage", "notify", "admin",
+                                                    "probe", "replication", "sentinel"}));
   std::set<std::string> passwords;
   for (const std::string& user : acl_.users()) {
     const auto perms = std::filesystem::status(acl_.password_file(user)).permissions();
@@ -309,6 +309,7 @@ TEST_F(RedisAclTest, EachServiceSeesOnlyItsOwnKeysAndCommands) {
       {"booking", {"{booking}:project:p", "{bk:3}:booking:b", "{bk:ids}:b", "{booking}:outbox", "{bk:3}:outbox"}},
       {"billing", {"{billing}:acct:x", "{billing}:outbox"}},
       {"usage", {"{usage}:audit:head", "{usage}:outbox"}},
+      {"notify", {"{notify}:mail:msg:m", "{notify}:outbox"}},
   };
   for (const auto& [service, list] : keys) {
     for (const std::string& key : list) {
@@ -324,7 +325,8 @@ TEST_F(RedisAclTest, EachServiceSeesOnlyItsOwnKeysAndCommands) {
       {"inventory", {}},
       {"booking", {"{inventory}:outbox"}},
       {"billing", {"{bk:3}:outbox"}},
-      {"usage", {"{inventory}:outbox", "{booking}:outbox", "{bk:3}:outbox", "{billing}:outbox"}},
+      {"usage", {"{inventory}:outbox", "{booking}:outbox", "{bk:3}:outbox", "{billing}:outbox", "{notify}:outbox"}},
+      {"notify", {"{inventory}:outbox", "{booking}:outbox", "{bk:3}:outbox", "{billing}:outbox", "{usage}:outbox"}},
   };
   for (const std::string& service : kServices) {
     SCOPED_TRACE(service);
@@ -443,9 +445,9 @@ TEST_F(RedisAclTest, RealServicesRunUnderTheirUsersWithoutARefusal) {
   ASSERT_TRUE(started.ok()) << started.status();
   std::unique_ptr<BookingTestCluster> cluster = *std::move(started);
   std::vector<std::unique_ptr<ChildProcess>> more;
-  for (const std::string& service : {std::string("billing"), std::string("usage")}) {
+  for (const std::string& service : {std::string("billing"), std::string("usage"), std::string("notify")}) {
     std::vector<std::string> args = {"--listen=127.0.0.1:0", "--redis=" + cluster->redis_server().address()};
-    if (service == "billing") args.push_back("--inventory=" + cluster->inventory_address());
+    if (service == "billing" || service == "notify") args.push_back("--inventory=" + cluster->inventory_address());
     if (service == "usage") {
       const std::string key = acl_.dir() + "/audit.pem";
       ASSERT_EQ(system(absl::StrCat("openssl genpkey -algorithm ed25519 -out '", key, "' && chmod 600 '", key, "'")
@@ -501,8 +503,9 @@ TEST_F(RedisAclTest, RealServicesRunUnderTheirUsersWithoutARefusal) {
   s = cluster->booking(0).CancelBooking(cluster->AdminContext().get(), cancel, &cancelled);
   ASSERT_TRUE(s.ok()) << s.error_message();
 
-  // Billing and usage consume every outbox (bounded wait).
-  std::vector<std::string> streams = {"{inventory}:outbox", "{booking}:outbox", "{billing}:outbox", "{usage}:outbox"};
+  // Billing, usage and notify consume every outbox (bounded wait).
+  std::vector<std::string> streams = {"{inventory}:outbox", "{booking}:outbox", "{billing}:outbox", "{usage}:outbox",
+                                      "{notify}:outbox"};
   for (int p = 0; p < 16; ++p) streams.push_back(absl::StrCat("{bk:", p, "}:outbox"));
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   std::string why;

@@ -376,6 +376,7 @@ TEST(AuditSourceTest, StreamsMapToTheirServices) {
   EXPECT_EQ(AuditSourceForStream("{booking}:outbox"), "booking");
   EXPECT_EQ(AuditSourceForStream("{billing}:outbox"), "billing");
   EXPECT_EQ(AuditSourceForStream("{usage}:outbox"), "usage");
+  EXPECT_EQ(AuditSourceForStream("{notify}:outbox"), "notify");
   EXPECT_EQ(AuditSourceForStream("{bk:x}:outbox"), "");
   EXPECT_EQ(AuditSourceForStream("other"), "");
 }

@@ -171,6 +171,11 @@ registerMessages({
     // ------------------------------------------------------------------ usage
     'reason.EXPORT_LIMIT': 'Too many exports are running (at most {limit} at once). Wait for one to finish, then try again.',
     'reason.SEQUENCE_OUT_OF_RANGE': 'The audit trail ends at entry {head_sequence}, and the entries of archived years are in the archive files, not here. Choose a position at or before the end, after the archived years.',
+    // ---------------------------------------------------------- notify (mail)
+    'reason.LEGAL_NOTICE_REQUIRED': 'Invoices, payments, settlements and webhook notices are required notices and cannot be turned off.',
+    'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': 'This unsubscribe link is not valid. Change your notification settings in the console instead.',
+    'reason.DEAD_LETTER_NOT_FOUND': 'This undelivered mail no longer exists.',
+    'reason.NOT_A_DEAD_LETTER': 'This mail is already queued again or was delivered; reload the list.',
   },
   'zh-CN': {
     // ------------------------------------------------ sign-in and permission
@@ -327,5 +332,10 @@ registerMessages({
     // ------------------------------------------------------------------ usage
     'reason.EXPORT_LIMIT': '正在进行的导出过多（同时最多 {limit} 个），请等其中一个完成后再试。',
     'reason.SEQUENCE_OUT_OF_RANGE': '审计记录目前截止到第 {head_sequence} 条，已归档年份的条目保存在归档文件中，不在此处。请选择不超过该条目、且在已归档年份之后的位置。',
+    // ---------------------------------------------------------- notify (mail)
+    'reason.LEGAL_NOTICE_REQUIRED': '发票、付款、结算和 Webhook 通知属于必要通知，无法关闭。',
+    'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': '该退订链接无效，请在控制台中修改通知设置。',
+    'reason.DEAD_LETTER_NOT_FOUND': '该未投递邮件已不存在。',
+    'reason.NOT_A_DEAD_LETTER': '该邮件已重新排队或已投递，请刷新列表。',
   },
 });

@@ -1,0 +1,97 @@
+// labshare-notify: who hears about what. One binary of modules
+// (notify_module.h): mail notifications (notify_mail_*), and, wired the
+// same way, webhooks and calendar feeds. main builds the context, collects
+// every module's policy into one MethodPolicy and one Authorizer, registers
+// every module's services and runs every module's consumers in one
+// ConsumerLoop.
+#include <unistd.h>
+
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "common/channel.h"
+#include "common/events.h"
+#include "common/log.h"
+#include "common/server.h"
+#include "common/token_flags.h"
+#include "services/notify/notify_mail_module.h"
+#include "services/notify/notify_module.h"
+
+ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory (people, instruments).");
+ABSL_FLAG(std::string, console_url, "http://127.0.0.1:50056",
+          "Public base URL of the web console (links in mails, unsubscribe and feed URLs).");
+ABSL_FLAG(int, booking_partitions, 16, "Number of booking outbox streams {bk:P}:outbox.");
+ABSL_FLAG(std::string, consumer_name, "",
+          "This process's consumer name, unique per replica and stable across its restarts; default notify-HOSTNAME.");
+
+int main(int argc, char** argv) {
+  labshare::InitProcess(argc, argv,
+                        "labshare-notify: notifications by mail (and webhooks, calendar feeds).\n"
+                        "Usage: labshare-notify --listen=HOST:PORT --redis=HOST:PORT --jwks=FILE|URL "
+                        "--inventory=HOST:PORT --smtp=HOST:PORT --console_url=URL");
+  labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
+  const std::unique_ptr<labshare::TokenVerifier> verifier = labshare::TokenVerifierFromFlags();
+  const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
+  labshare::SystemClock wall;
+  // Mutual TLS with --tls_*: inventory knows this service by its certificate.
+  auto inventory_channel = labshare::MakeChannel(absl::GetFlag(FLAGS_inventory));
+  if (!inventory_channel.ok()) {
+    labshare::LogError("--inventory", {{"error", inventory_channel.status().ToString()}});
+    return 2;
+  }
+  auto mail_options = labshare::notify::MailOptionsFromFlags();
+  if (!mail_options.ok()) {
+    labshare::LogError("mail settings", {{"error", mail_options.status().ToString()}});
+    return 2;
+  }
+
+  labshare::notify::NotifyContext context;
+  context.redis = &redis;
+  context.clock = clock_owner.get();
+  context.wall = &wall;
+  context.inventory = *inventory_channel;
+  context.console_url = absl::GetFlag(FLAGS_console_url);
+  while (!context.console_url.empty() && context.console_url.back() == '/') context.console_url.pop_back();
+  context.consumer = absl::GetFlag(FLAGS_consumer_name);
+  if (context.consumer.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    context.consumer = std::string("notify-") + host;
+  }
+  context.streams = {"{inventory}:outbox", "{booking}:outbox", "{billing}:outbox", "{usage}:outbox",
+                     labshare::notify::kNotifyOutbox};
+  for (int p = 0; p < absl::GetFlag(FLAGS_booking_partitions); ++p) {
+    context.streams.push_back("{bk:" + std::to_string(p) + "}:outbox");
+  }
+
+  // The modules. Webhooks and calendar feeds join here:
+  //   modules.push_back(std::make_unique<WebhookModule>(context, WebhookOptionsFromFlags()));
+  //   modules.push_back(std::make_unique<FeedModule>(context, FeedOptionsFromFlags()));
+  std::vector<std::unique_ptr<labshare::notify::NotifyModule>> modules;
+  modules.push_back(std::make_unique<labshare::notify::MailModule>(context, *std::move(mail_options)));
+
+  labshare::MethodPolicy policy;
+  for (auto& m : modules) m->AddPolicy(&policy);
+  labshare::Authorizer authorizer(verifier.get(), std::move(policy), &wall);
+  std::vector<grpc::Service*> services;
+  for (auto& m : modules) {
+    for (grpc::Service* s : m->Services(&authorizer)) services.push_back(s);
+  }
+  labshare::ConsumerLoopOptions loop_options;
+  loop_options.name = "notify events";
+  labshare::ConsumerLoop loop(loop_options);
+  for (auto& m : modules) m->AddConsumers(&loop);
+  for (auto& m : modules) m->Start();
+  std::thread consumer([&] { loop.Run(); });
+  const int rc = labshare::RunService(
+      "notify", &redis, &authorizer, services,
+      [&] {
+        loop.Stop();
+        for (auto& m : modules) m->Stop();
+      },
+      {{"inventory", *inventory_channel}});
+  loop.Stop();
+  consumer.join();
+  for (auto& m : modules) m->Stop();
+  return rc;
+}

@@ -1,0 +1,600 @@
+#include "services/notify/notify_mail_kinds.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/error.h"
+#include "common/proto_util.h"
+#include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "labshare/notify/v1/notify_events.pb.h"
+
+namespace labshare::notify {
+namespace {
+
+namespace bk = labshare::booking::v1;
+namespace bl = labshare::billing::v1;
+namespace tv = labshare::type::v1;
+
+constexpr char kBookingEvent[] = "labshare.booking.v1.BookingEvent";
+constexpr char kBillingEvent[] = "labshare.billing.v1.BillingEvent";
+constexpr char kNotifyEvent[] = "labshare.notify.v1.NotifyEvent";
+
+std::string Money(const tv::Money& m) { return FormatMoney(m.amount_minor(), m.currency_code()); }
+
+bool SlotMode(const bk::Booking& b) { return b.mode() == tv::ON_SITE || b.mode() == tv::JOINT_RESEARCH; }
+
+Notice BookingNotice(Kind kind, const bk::Booking& b) {
+  Notice n;
+  n.kind = kind;
+  if (!b.user().empty()) n.users.push_back(b.user());
+  n.resource = b.name();
+  n.instrument = b.instrument();
+  n.times["start"] = FromProto(b.reserved_interval().start_time());
+  n.times["end"] = FromProto(b.reserved_interval().end_time());
+  n.text["booking"] = std::string(absl::StripPrefix(b.name(), "bookings/"));
+  return n;
+}
+
+Notice LeaseNotice(Kind kind, const bk::Lease& l) {
+  Notice n;
+  n.kind = kind;
+  if (!l.contact_user().empty()) n.users.push_back(l.contact_user());
+  n.resource = l.name();
+  n.instrument = l.instrument();
+  n.times["start"] = FromProto(l.term().start_time());
+  n.times["end"] = FromProto(l.term().end_time());
+  n.text["lease"] = std::string(absl::StripPrefix(l.name(), "leases/"));
+  return n;
+}
+
+Notice OrderNotice(Kind kind, const bk::ServiceOrder& o) {
+  Notice n;
+  n.kind = kind;
+  n.resource = o.name();
+  n.instrument = o.instrument();
+  n.text["order"] = std::string(absl::StripPrefix(o.name(), "serviceOrders/"));
+  return n;
+}
+
+std::string Member(Kind kind, absl::string_view resource) { return absl::StrCat(KindName(kind), "|", resource); }
+
+void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Interpretation* out) {
+  using P = bk::BookingEvent::PayloadCase;
+  switch (e.payload_case()) {
+    case P::kBookingCreated: {
+      const bk::Booking& b = e.booking_created().booking();
+      if (b.state() == bk::Booking::PENDING_APPROVAL) {
+        Notice n = BookingNotice(v1::APPROVAL_REQUESTED, b);
+        n.users.clear();
+        n.org_roles.push_back({b.instrument_owner(), Role::kFacilityStaff});
+        n.text["purpose"] = b.purpose();
+        n.text["requester"] = b.user();
+        out->notices.push_back(std::move(n));
+      } else if (b.state() == bk::Booking::CONFIRMED && SlotMode(b)) {
+        // Confirmed at creation: only this event says so.
+        out->notices.push_back(BookingNotice(v1::BOOKING_CONFIRMED, b));
+        out->schedule.push_back({Member(v1::BOOKING_REMINDER, b.name()),
+                                 FromProto(b.reserved_interval().start_time()) - o.reminder_lead});
+      }
+      break;
+    }
+    case P::kBookingConfirmed: {
+      const bk::Booking& b = e.booking_confirmed().booking();
+      // Only after an approval (whose own mail says so); a BookingConfirmed
+      // without via_approval repeats a BookingCreated of older streams.
+      if (!SlotMode(b) || !e.booking_confirmed().via_approval()) break;
+      out->schedule.push_back({Member(v1::BOOKING_REMINDER, b.name()),
+                               FromProto(b.reserved_interval().start_time()) - o.reminder_lead});
+      break;
+    }
+    case P::kBookingApproved: {
+      const bk::Booking& b = e.booking_approved().booking();
+      if (!SlotMode(b)) break;
+      out->notices.push_back(BookingNotice(v1::BOOKING_APPROVED, b));
+      out->schedule.push_back({Member(v1::BOOKING_REMINDER, b.name()),
+                               FromProto(b.reserved_interval().start_time()) - o.reminder_lead});
+      break;
+    }
+    case P::kBookingRejected: {
+      const bk::Booking& b = e.booking_rejected().booking();
+      if (SlotMode(b)) {
+        Notice n = BookingNotice(v1::BOOKING_REJECTED, b);
+        n.text["reason"] = e.booking_rejected().reason();
+        out->notices.push_back(std::move(n));
+      }
+      out->unschedule.push_back(Member(v1::BOOKING_REMINDER, b.name()));
+      break;
+    }
+    case P::kBookingCancelled: {
+      const auto& c = e.booking_cancelled();
+      const bk::Booking& b = c.booking();
+      if (SlotMode(b) && c.cancelled_by_outage()) {
+        Notice n = BookingNotice(v1::BOOKING_CANCELLED_BY_OUTAGE, b);
+        n.maintenance_window = c.maintenance_window();
+        out->notices.push_back(std::move(n));
+      }
+      out->unschedule.push_back(Member(v1::BOOKING_REMINDER, b.name()));
+      break;
+    }
+    case P::kBookingMissed: {
+      const bk::Booking& b = e.booking_missed().booking();
+      if (SlotMode(b)) out->notices.push_back(BookingNotice(v1::BOOKING_MISSED, b));
+      break;
+    }
+    case P::kBookingExpired:
+      out->unschedule.push_back(Member(v1::BOOKING_REMINDER, e.booking_expired().booking().name()));
+      break;
+    case P::kBookingIntervalChanged: {
+      const bk::Booking& b = e.booking_interval_changed().booking();
+      if (SlotMode(b) && b.state() == bk::Booking::CONFIRMED) {
+        out->schedule.push_back({Member(v1::BOOKING_REMINDER, b.name()),
+                                 FromProto(b.reserved_interval().start_time()) - o.reminder_lead});
+      }
+      break;
+    }
+    case P::kLeaseApproved: {
+      const bk::Lease& l = e.lease_approved().lease();
+      Notice n = LeaseNotice(v1::LEASE_APPROVED, l);
+      n.text["rate"] = Money(l.contract().rate());
+      n.text["deposit"] = Money(l.contract().deposit());
+      out->notices.push_back(std::move(n));
+      out->schedule.push_back({Member(v1::LEASE_HANDOVER_DUE, l.name()),
+                               FromProto(l.term().start_time()) - o.handover_lead});
+      break;
+    }
+    case P::kLeaseHandedOver: {
+      const bk::Lease& l = e.lease_handed_over().lease();
+      out->unschedule.push_back(Member(v1::LEASE_HANDOVER_DUE, l.name()));
+      out->schedule.push_back({Member(v1::LEASE_RETURN_DUE, l.name()), FromProto(l.term().end_time()) - o.return_lead});
+      break;
+    }
+    case P::kLeaseExtended: {
+      const bk::Lease& l = e.lease_extended().lease();
+      if (l.state() == bk::Lease::HANDED_OVER) {
+        out->schedule.push_back({Member(v1::LEASE_RETURN_DUE, l.name()),
+                                 FromProto(e.lease_extended().new_end_time()) - o.return_lead});
+      }
+      break;
+    }
+    case P::kLeaseReturned:
+    case P::kLeaseCancelled:
+    case P::kLeaseRejected:
+    case P::kLeaseClosed: {
+      std::string name = e.payload_case() == P::kLeaseReturned    ? e.lease_returned().lease().name()
+                         : e.payload_case() == P::kLeaseCancelled ? e.lease_cancelled().lease().name()
+                         : e.payload_case() == P::kLeaseRejected  ? e.lease_rejected().lease().name()
+                                                                  : e.lease_closed().lease().name();
+      out->unschedule.push_back(Member(v1::LEASE_HANDOVER_DUE, name));
+      out->unschedule.push_back(Member(v1::LEASE_RETURN_DUE, name));
+      break;
+    }
+    case P::kServiceOrderQuoted: {
+      const bk::ServiceOrder& so = e.service_order_quoted().service_order();
+      Notice n = OrderNotice(v1::QUOTE_ISSUED, so);
+      n.users.push_back(so.requester());
+      n.text["amount"] = Money(so.quote().total());
+      if (so.quote().has_valid_until()) n.times["valid_until"] = FromProto(so.quote().valid_until());
+      out->notices.push_back(std::move(n));
+      break;
+    }
+    case P::kServiceOrderReportDelivered: {
+      const bk::ServiceOrder& so = e.service_order_report_delivered().service_order();
+      Notice n = OrderNotice(v1::REPORT_DELIVERED, so);
+      n.users.push_back(so.requester());
+      n.text["summary"] = so.reports().empty() ? "" : so.reports(so.reports_size() - 1).summary();
+      out->notices.push_back(std::move(n));
+      break;
+    }
+    case P::kServiceOrderReportDisputed: {
+      const bk::ServiceOrder& so = e.service_order_report_disputed().service_order();
+      Notice n = OrderNotice(v1::ORDER_DISPUTED, so);
+      n.org_roles.push_back({so.instrument_owner(), Role::kFacilityStaff});
+      n.text["reason"] = so.dispute_reason();
+      n.text["client"] = so.client_organization();
+      out->notices.push_back(std::move(n));
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void InterpretBilling(const bl::BillingEvent& e, const InterpretOptions& o, Interpretation* out) {
+  using P = bl::BillingEvent::PayloadCase;
+  switch (e.payload_case()) {
+    case P::kInvoiceIssued: {
+      const bl::Invoice& inv = e.invoice_issued().invoice();
+      Notice n;
+      n.kind = v1::INVOICE_ISSUED;
+      n.org_roles.push_back({inv.payer_organization(), Role::kMemberBillingAdmin});
+      n.resource = inv.name();
+      n.text["number"] = inv.number();
+      n.text["period"] = inv.period();
+      n.text["amount"] = Money(inv.amount_due());
+      if (inv.has_due_time()) n.times["due"] = FromProto(inv.due_time());
+      out->notices.push_back(std::move(n));
+      break;
+    }
+    case P::kPaymentRecorded: {
+      const bl::Payment& p = e.payment_recorded().payment();
+      Notice n;
+      n.kind = v1::PAYMENT_RECEIVED;
+      n.org_roles.push_back({p.payee(), Role::kMemberBillingAdmin});
+      if (p.payer() != p.payee()) n.org_roles.push_back({p.payer(), Role::kMemberBillingAdmin});
+      n.resource = p.name();
+      n.text["amount"] = Money(p.amount());
+      n.text["payer"] = p.payer();
+      n.text["payee"] = p.payee();
+      n.text["invoice"] = p.invoice();
+      n.text["reference"] = p.external_reference();
+      if (p.has_paid_time()) n.times["paid"] = FromProto(p.paid_time());
+      out->notices.push_back(std::move(n));
+      break;
+    }
+    case P::kSettlementComputed: {
+      const bl::Settlement& s = e.settlement_computed().settlement();
+      std::map<std::string, std::vector<const bl::SettlementTransfer*>> by_payer;
+      for (const auto& t : s.transfers()) by_payer[t.from_organization()].push_back(&t);
+      for (const auto& [org, transfers] : by_payer) {
+        Notice n;
+        n.kind = v1::SETTLEMENT_TRANSFERS_DUE;
+        n.discriminator = org;
+        n.org_roles.push_back({org, Role::kMemberBillingAdmin});
+        n.resource = s.name();
+        n.text["period"] = s.period();
+        std::string lines;
+        for (const auto* t : transfers) {
+          absl::StrAppend(&lines, "  -> ", t->to_organization(), ": ", Money(t->amount()), "\n");
+        }
+        n.text["transfers"] = lines;
+        out->notices.push_back(std::move(n));
+      }
+      break;
+    }
+    case P::kSubsidyApplied: {
+      if (o.subsidy_pool_low_minor <= 0) break;
+      const auto& a = e.subsidy_applied();
+      const int64_t after = a.pool_balance().amount_minor();
+      const int64_t before = after + a.line().amount().amount_minor();
+      if (before >= o.subsidy_pool_low_minor && after < o.subsidy_pool_low_minor) {
+        Notice n;
+        n.kind = v1::SUBSIDY_POOL_LOW;
+        n.org_roles.push_back({"", Role::kConsortiumAdmin});
+        n.resource = a.line().subsidy_pool();
+        n.text["pool"] = a.line().subsidy_pool();
+        n.text["balance"] = Money(a.pool_balance());
+        n.text["threshold"] = FormatMoney(o.subsidy_pool_low_minor, a.pool_balance().currency_code());
+        out->notices.push_back(std::move(n));
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void InterpretNotify(const v1::NotifyEvent& e, Interpretation* out) {
+  if (e.payload_case() != v1::NotifyEvent::kWebhookDisabled) return;
+  const v1::WebhookDisabled& w = e.webhook_disabled();
+  Notice n;
+  n.kind = v1::WEBHOOK_DISABLED;
+  n.org_roles.push_back({w.organization(), Role::kMemberBillingAdmin});
+  n.resource = w.webhook();
+  n.text["url"] = w.url();
+  n.text["failures"] = absl::StrCat(w.consecutive_failures());
+  n.text["error"] = w.last_error();
+  out->notices.push_back(std::move(n));
+}
+
+absl::Status Unparsable(const StreamEvent& e) {
+  // Not an RPC answer: the consumer logs and skips the entry.
+  return absl::InvalidArgumentError(absl::StrCat("cannot parse the ", e.type, " of entry ", e.stream_id));
+}
+
+}  // namespace
+
+std::string KindName(Kind kind) { return v1::NotificationKind_Name(kind); }
+
+bool ParseKind(absl::string_view name, Kind* kind) {
+  return v1::NotificationKind_Parse(std::string(name), kind) && *kind != v1::NOTIFICATION_KIND_UNSPECIFIED;
+}
+
+bool IsLegalNotice(Kind kind) {
+  return kind == v1::INVOICE_ISSUED || kind == v1::PAYMENT_RECEIVED || kind == v1::SETTLEMENT_TRANSFERS_DUE ||
+         kind == v1::WEBHOOK_DISABLED;
+}
+
+absl::StatusOr<Interpretation> Interpret(const StreamEvent& e, const InterpretOptions& options) {
+  Interpretation out;
+  if (e.type == kBookingEvent) {
+    bk::BookingEvent ev;
+    if (!ev.ParseFromString(e.payload)) return Unparsable(e);
+    out.event_id = ev.header().event_id();
+    if (ev.header().has_event_time()) out.event_time = FromProto(ev.header().event_time());
+    InterpretBooking(ev, options, &out);
+  } else if (e.type == kBillingEvent) {
+    bl::BillingEvent ev;
+    if (!ev.ParseFromString(e.payload)) return Unparsable(e);
+    out.event_id = ev.header().event_id();
+    if (ev.header().has_event_time()) out.event_time = FromProto(ev.header().event_time());
+    InterpretBilling(ev, options, &out);
+  } else if (e.type == kNotifyEvent) {
+    v1::NotifyEvent ev;
+    if (!ev.ParseFromString(e.payload)) return Unparsable(e);
+    out.event_id = ev.header().event_id();
+    if (ev.header().has_event_time()) out.event_time = FromProto(ev.header().event_time());
+    InterpretNotify(ev, &out);
+  }
+  if (out.event_id.empty()) out.event_id = e.stream_id;
+  return out;
+}
+
+absl::StatusOr<Notice> ScheduledNotice(absl::string_view member, const StreamEvent& e) {
+  std::pair<std::string, std::string> parts = absl::StrSplit(member, absl::MaxSplits('|', 1));
+  Kind kind;
+  if (!ParseKind(parts.first, &kind) || e.type != kBookingEvent) {
+    return absl::NotFoundError("not a scheduled kind");
+  }
+  bk::BookingEvent ev;
+  if (!ev.ParseFromString(e.payload)) return Unparsable(e);
+  using P = bk::BookingEvent::PayloadCase;
+  if (kind == v1::BOOKING_REMINDER) {
+    const bk::Booking* b = ev.payload_case() == P::kBookingCreated    ? &ev.booking_created().booking()
+                           : ev.payload_case() == P::kBookingConfirmed  ? &ev.booking_confirmed().booking()
+                           : ev.payload_case() == P::kBookingApproved ? &ev.booking_approved().booking()
+                           : ev.payload_case() == P::kBookingIntervalChanged
+                               ? &ev.booking_interval_changed().booking()
+                               : nullptr;
+    if (b == nullptr) return absl::NotFoundError("no booking");
+    return BookingNotice(v1::BOOKING_REMINDER, *b);
+  }
+  const bk::Lease* l = ev.payload_case() == P::kLeaseApproved     ? &ev.lease_approved().lease()
+                       : ev.payload_case() == P::kLeaseHandedOver ? &ev.lease_handed_over().lease()
+                       : ev.payload_case() == P::kLeaseExtended   ? &ev.lease_extended().lease()
+                                                                  : nullptr;
+  if (l == nullptr) return absl::NotFoundError("no lease");
+  Notice n = LeaseNotice(kind, *l);
+  if (ev.payload_case() == P::kLeaseExtended) n.times["end"] = FromProto(ev.lease_extended().new_end_time());
+  return n;
+}
+
+std::string FormatMoney(int64_t minor, absl::string_view currency) {
+  const bool negative = minor < 0;
+  const uint64_t abs = negative ? static_cast<uint64_t>(-(minor + 1)) + 1 : static_cast<uint64_t>(minor);
+  std::string units = absl::StrCat(abs / 100);
+  std::string grouped;
+  for (size_t i = 0; i < units.size(); ++i) {
+    if (i > 0 && (units.size() - i) % 3 == 0) grouped += ',';
+    grouped += units[i];
+  }
+  return absl::StrFormat("%s%s.%02d %s", negative ? "-" : "", grouped, static_cast<int>(abs % 100), currency);
+}
+
+// ------------------------------------------------------------------ templates
+
+namespace {
+
+struct Template {
+  const char* subject;
+  const char* body;  // lines; {x} placeholders
+};
+
+struct KindTemplates {
+  Kind kind;
+  Template en;
+  Template zh;
+};
+
+// The body's first line is the greeting's continuation; the link follows.
+const KindTemplates kTemplates[] = {
+    {v1::BOOKING_CONFIRMED,
+     {"Booking confirmed: {instrument}, {start}", "Your booking {booking} of {instrument} is confirmed.\nTime: {start} - {end}"},
+     {"预约已确认：{instrument}，{start}", "您对 {instrument} 的预约 {booking} 已确认。\n时间：{start} - {end}"}},
+    {v1::BOOKING_APPROVED,
+     {"Booking approved: {instrument}, {start}", "Your booking {booking} of {instrument} was approved.\nTime: {start} - {end}"},
+     {"预约已批准：{instrument}，{start}", "您对 {instrument} 的预约 {booking} 已获批准。\n时间：{start} - {end}"}},
+    {v1::BOOKING_REJECTED,
+     {"Booking rejected: {instrument}, {start}",
+      "Your booking {booking} of {instrument} was rejected.\nTime: {start} - {end}\nReason: {reason}"},
+     {"预约被拒绝：{instrument}，{start}", "您对 {instrument} 的预约 {booking} 未获批准。\n时间：{start} - {end}\n原因：{reason}"}},
+    {v1::BOOKING_CANCELLED_BY_OUTAGE,
+     {"Booking cancelled by an outage: {instrument}, {start}",
+      "Your booking {booking} of {instrument} ({start} - {end}) was cancelled because the instrument is unavailable "
+      "{window}. You will not be charged."},
+     {"预约因停机取消：{instrument}，{start}",
+      "由于仪器在 {window} 停机，您对 {instrument} 的预约 {booking}（{start} - {end}）已取消，不收取费用。"}},
+    {v1::BOOKING_REMINDER,
+     {"Reminder: {instrument} at {start}", "Your booking {booking} of {instrument} starts soon.\nTime: {start} - {end}"},
+     {"提醒：{start} 使用 {instrument}", "您对 {instrument} 的预约 {booking} 即将开始。\n时间：{start} - {end}"}},
+    {v1::BOOKING_MISSED,
+     {"Missed booking: {instrument}, {start}",
+      "Your booking {booking} of {instrument} ({start} - {end}) was not checked in and is recorded as missed; a missed-booking fee may apply."},
+     {"预约未到：{instrument}，{start}", "您对 {instrument} 的预约 {booking}（{start} - {end}）未签到，已记为爽约，可能收取爽约费。"}},
+    {v1::APPROVAL_REQUESTED,
+     {"Approval requested: {instrument}, {start}",
+      "A booking of {instrument} waits for your approval.\nBooking: {booking}\nBy: {requester}\nTime: {start} - {end}\nPurpose: {purpose}"},
+     {"待审批：{instrument}，{start}", "一项 {instrument} 的预约等待您审批。\n预约：{booking}\n申请人：{requester}\n时间：{start} - {end}\n用途：{purpose}"}},
+    {v1::LEASE_APPROVED,
+     {"Lease approved: {instrument}", "Your lease {lease} of {instrument} was approved.\nTerm: {start} - {end}\nRate: {rate}\nDeposit: {deposit}"},
+     {"租赁已批准：{instrument}", "您对 {instrument} 的租赁 {lease} 已获批准。\n租期：{start} - {end}\n租金：{rate}\n押金：{deposit}"}},
+    {v1::LEASE_HANDOVER_DUE,
+     {"Handover due: {instrument} on {start}", "The handover of {instrument} for lease {lease} is due at {start}."},
+     {"即将交接：{instrument}，{start}", "租赁 {lease} 的仪器 {instrument} 将于 {start} 交接。"}},
+    {v1::LEASE_RETURN_DUE,
+     {"Return due: {instrument} on {end}", "{instrument} of lease {lease} is due back at {end}."},
+     {"即将归还：{instrument}，{end}", "租赁 {lease} 的仪器 {instrument} 应于 {end} 归还。"}},
+    {v1::QUOTE_ISSUED,
+     {"Quote issued: order {order}", "A quote for your service order {order} on {instrument} was issued: {amount}.\nValid until: {valid_until}"},
+     {"已报价：订单 {order}", "您在 {instrument} 上的技术服务订单 {order} 已报价：{amount}。\n有效期至：{valid_until}"}},
+    {v1::REPORT_DELIVERED,
+     {"Report delivered: order {order}", "The report of your service order {order} on {instrument} was delivered.\n{summary}"},
+     {"报告已交付：订单 {order}", "您在 {instrument} 上的技术服务订单 {order} 的报告已交付。\n{summary}"}},
+    {v1::ORDER_DISPUTED,
+     {"Order disputed: {order}", "The client {client} disputes the report of service order {order} on {instrument}.\nReason: {reason}"},
+     {"订单有异议：{order}", "客户 {client} 对 {instrument} 上技术服务订单 {order} 的报告提出异议。\n原因：{reason}"}},
+    {v1::INVOICE_ISSUED,
+     {"Invoice {number} issued ({period})", "Invoice {number} for {period} was issued: {amount} due by {due}."},
+     {"发票 {number} 已开具（{period}）", "{period} 的发票 {number} 已开具：应付 {amount}，付款期限 {due}。"}},
+    {v1::PAYMENT_RECEIVED,
+     {"Payment received: {amount}", "A payment of {amount} from {payer} to {payee} was recorded ({paid}).\nInvoice: {invoice}\nReference: {reference}"},
+     {"已收到付款：{amount}", "已记录 {payer} 向 {payee} 的付款 {amount}（{paid}）。\n发票：{invoice}\n参考号：{reference}"}},
+    {v1::SETTLEMENT_TRANSFERS_DUE,
+     {"Settlement {period}: transfers due", "The settlement of {period} was computed. Your organisation's transfers:\n{transfers}"},
+     {"{period} 结算：待付转账", "{period} 的结算已完成。贵单位应付的转账：\n{transfers}"}},
+    {v1::SUBSIDY_POOL_LOW,
+     {"Subsidy pool low: {pool}", "The balance of subsidy pool {pool} fell to {balance}, below {threshold}."},
+     {"补贴资金池余额不足：{pool}", "补贴资金池 {pool} 的余额已降至 {balance}，低于 {threshold}。"}},
+    {v1::WEBHOOK_DISABLED,
+     {"Webhook disabled: {url}",
+      "The webhook {url} was disabled after {failures} failed deliveries in a row.\nLast error: {error}\nFix the endpoint, then enable it again in the console."},
+     {"Webhook 已停用：{url}", "Webhook {url} 连续 {failures} 次投递失败，已被停用。\n最后的错误：{error}\n请修复接收端后在控制台重新启用。"}},
+};
+
+const KindTemplates* Find(Kind kind) {
+  for (const auto& t : kTemplates) {
+    if (t.kind == kind) return &t;
+  }
+  return nullptr;
+}
+
+std::string HtmlEscape(absl::string_view s) {
+  return absl::StrReplaceAll(s, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}, {"'", "&#39;"}});
+}
+
+std::string FormatTime(absl::Time t, const RenderContext& c) {
+  return absl::StrCat(absl::FormatTime("%Y-%m-%d %H:%M", t, c.zone), " (", c.zone_name, ")");
+}
+
+std::string Fill(absl::string_view tmpl, const std::map<std::string, std::string>& values) {
+  std::string out;
+  size_t i = 0;
+  while (i < tmpl.size()) {
+    if (tmpl[i] == '{') {
+      const size_t close = tmpl.find('}', i);
+      if (close != absl::string_view::npos) {
+        const std::string key(tmpl.substr(i + 1, close - i - 1));
+        auto it = values.find(key);
+        out += it != values.end() ? it->second : "-";
+        i = close + 1;
+        continue;
+      }
+    }
+    out += tmpl[i++];
+  }
+  return out;
+}
+
+bool En(const RenderContext& c) { return c.language == "en"; }
+
+RenderedMail Wrap(const std::string& subject, const std::string& body_text, const std::string& body_html,
+                  const std::string& link, const RenderContext& c) {
+  const bool en = En(c);
+  RenderedMail m;
+  m.subject = subject;
+  const std::string hello = en ? absl::StrCat("Hello ", c.recipient_name, ",")
+                               : absl::StrCat(c.recipient_name, "，您好：");
+  const std::string open = en ? "Open in LabShare: " : "在 LabShare 中查看：";
+  const std::string unsub = en ? "Unsubscribe from these mails: " : "退订此类邮件：";
+  const std::string legal = en ? "This is a required notice; it cannot be turned off."
+                               : "这是必要通知，无法退订。";
+  m.text = absl::StrCat(hello, "\n\n", body_text, "\n\n");
+  if (!link.empty()) absl::StrAppend(&m.text, open, link, "\n");
+  absl::StrAppend(&m.text, "\n-- \nLabShare\n", c.unsubscribe_url.empty() ? legal : unsub + c.unsubscribe_url, "\n");
+  m.html = absl::StrCat("<!DOCTYPE html>\n<html lang=\"", en ? "en" : "zh-CN",
+                        "\"><head><meta charset=\"utf-8\"><title>", HtmlEscape(subject),
+                        "</title></head><body>\n<p>", HtmlEscape(hello), "</p>\n", body_html, "\n");
+  if (!link.empty()) {
+    absl::StrAppend(&m.html, "<p><a href=\"", HtmlEscape(link), "\">", HtmlEscape(open), HtmlEscape(link), "</a></p>\n");
+  }
+  absl::StrAppend(&m.html, "<hr><p><small>LabShare. ");
+  if (c.unsubscribe_url.empty()) {
+    absl::StrAppend(&m.html, HtmlEscape(legal));
+  } else {
+    absl::StrAppend(&m.html, "<a href=\"", HtmlEscape(c.unsubscribe_url), "\">", HtmlEscape(unsub), "</a>");
+  }
+  absl::StrAppend(&m.html, "</small></p>\n</body></html>\n");
+  return m;
+}
+
+std::string ParagraphsHtml(absl::string_view text) {
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    absl::StrAppend(&out, "<p>", HtmlEscape(line), "</p>\n");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string ConsolePath(const Notice& n) {
+  const auto id = [&](absl::string_view name) {
+    const size_t slash = name.rfind('/');
+    return std::string(slash == absl::string_view::npos ? name : name.substr(slash + 1));
+  };
+  switch (n.kind) {
+    case v1::BOOKING_CONFIRMED:
+    case v1::BOOKING_APPROVED:
+    case v1::BOOKING_REJECTED:
+    case v1::BOOKING_CANCELLED_BY_OUTAGE:
+    case v1::BOOKING_REMINDER:
+    case v1::BOOKING_MISSED:
+    case v1::LEASE_APPROVED:
+    case v1::LEASE_HANDOVER_DUE:
+    case v1::LEASE_RETURN_DUE:
+      return "#/lab/bookings";
+    case v1::APPROVAL_REQUESTED:
+      return "#/staff/approvals";
+    case v1::QUOTE_ISSUED:
+    case v1::REPORT_DELIVERED:
+      return absl::StrCat("#/lab/orders/", id(n.resource));
+    case v1::ORDER_DISPUTED:
+      return "#/staff/orders";
+    case v1::INVOICE_ISSUED:
+      return absl::StrCat("#/billing/invoices/", id(n.resource));
+    case v1::PAYMENT_RECEIVED: {
+      auto it = n.text.find("invoice");
+      if (it != n.text.end() && !it->second.empty()) return absl::StrCat("#/billing/invoices/", id(it->second));
+      return "#/billing/statement";
+    }
+    case v1::SETTLEMENT_TRANSFERS_DUE:
+      return "#/billing/settlements";
+    case v1::SUBSIDY_POOL_LOW:
+      return "#/billing/subsidies";
+    case v1::WEBHOOK_DISABLED:
+      return "#/billing/webhooks";
+    default:
+      return "";
+  }
+}
+
+RenderedMail Render(const Notice& notice, const RenderContext& c) {
+  std::map<std::string, std::string> values = notice.text;
+  for (const auto& [k, t] : notice.times) values[k] = FormatTime(t, c);
+  values["instrument"] = c.instrument_name;
+  if (c.has_window) {
+    values["window"] = absl::StrCat(FormatTime(c.window_start, c), " - ", FormatTime(c.window_end, c));
+  }
+  const KindTemplates* t = Find(notice.kind);
+  const Template& tm = t == nullptr ? Template{"LabShare", ""} : (En(c) ? t->en : t->zh);
+  const std::string subject = Fill(tm.subject, values);
+  const std::string body = Fill(tm.body, values);
+  const std::string link = absl::StrCat(c.console_url, "/", ConsolePath(notice));
+  return Wrap(subject, body, ParagraphsHtml(body), link, c);
+}
+
+RenderedMail RenderDigest(const std::vector<RenderedMail>& parts, const RenderContext& c) {
+  const bool en = En(c);
+  const std::string subject = en ? absl::StrCat("LabShare daily digest: ", parts.size(), " notifications")
+                                 : absl::StrCat("LabShare 每日摘要：", parts.size(), " 条通知");
+  std::string text, html;
+  for (const RenderedMail& p : parts) {
+    absl::StrAppend(&text, "== ", p.subject, "\n", p.text, "\n");
+    absl::StrAppend(&html, "<h2>", HtmlEscape(p.subject), "</h2>\n<pre>", HtmlEscape(p.text), "</pre>\n");
+  }
+  return Wrap(subject, text, html, c.console_url + "/", c);
+}
+
+}  // namespace labshare::notify

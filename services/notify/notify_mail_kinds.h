@@ -1,0 +1,118 @@
+// Mail notifications: which events make which mails for whom (Interpret),
+// and what the mails say (Render). Pure functions: no Redis, no network.
+#ifndef LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_KINDS_H_
+#define LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_KINDS_H_
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/events.h"
+#include "common/token.h"
+#include "labshare/notify/v1/notify.pb.h"
+
+namespace labshare::notify {
+
+using Kind = v1::NotificationKind;
+
+// The enum value's name (e.g. BOOKING_CONFIRMED) and back.
+std::string KindName(Kind kind);
+bool ParseKind(absl::string_view name, Kind* kind);
+// Invoice issued, payment received, settlement due, webhook disabled: always
+// sent, immediately, never unsubscribed.
+bool IsLegalNotice(Kind kind);
+
+// One mail to one or more people about one event.
+struct Notice {
+  Kind kind = v1::NOTIFICATION_KIND_UNSPECIFIED;
+  // "users/{id}" directly, and/or everyone holding a role in an organisation.
+  std::vector<std::string> users;
+  std::vector<std::pair<std::string, Role>> org_roles;  // ("organizations/x", role)
+  // Distinguishes two notices of one kind from one event (e.g. one
+  // settlement's transfers per organisation); usually empty.
+  std::string discriminator;
+  // The resource the mail is about ("bookings/b1", "invoices/i1"...); its
+  // console page is ConsolePath().
+  std::string resource;
+  // "instruments/{id}" whose display name goes into the mail, if any.
+  std::string instrument;
+  // A maintenance window to show (its interval is looked up), if any.
+  std::string maintenance_window;
+  // Text values ({name} in the templates) and times (formatted in the
+  // recipient's zone).
+  std::map<std::string, std::string> text;
+  std::map<std::string, absl::Time> times;
+};
+
+// A mail to send later, at `fire` (domain clock): reminders, handover and
+// return due. `member` identifies it ("<KIND>|<resource>"): scheduling the
+// same member again moves it.
+struct Schedule {
+  std::string member;
+  absl::Time fire;
+};
+
+struct Interpretation {
+  std::string event_id;
+  // EventHeader.event_time (InfinitePast when unset).
+  absl::Time event_time = absl::InfinitePast();
+  std::vector<Notice> notices;
+  std::vector<Schedule> schedule;      // add or move
+  std::vector<std::string> unschedule;  // members to drop
+};
+
+struct InterpretOptions {
+  absl::Duration reminder_lead = absl::Hours(24);
+  absl::Duration handover_lead = absl::Hours(24);
+  absl::Duration return_lead = absl::Hours(24);
+  // A subsidy pool falling below this balance (minor units) is mailed to
+  // the consortium admins; 0: never.
+  int64_t subsidy_pool_low_minor = 0;
+};
+
+// What one outbox entry means for mail. Entries of types that concern no one
+// give an empty interpretation. INVALID_ARGUMENT when the payload does not
+// parse (the consumer logs and skips it).
+absl::StatusOr<Interpretation> Interpret(const StreamEvent& e, const InterpretOptions& options);
+
+// The notice of a scheduled member, from the event that scheduled it (the
+// entry stored with the schedule). NOT_FOUND when it no longer applies.
+absl::StatusOr<Notice> ScheduledNotice(absl::string_view member, const StreamEvent& e);
+
+// Everything a template needs besides the notice.
+struct RenderContext {
+  std::string language = "zh-CN";  // "zh-CN" or "en"
+  absl::TimeZone zone;
+  std::string zone_name = "Asia/Shanghai";
+  std::string recipient_name;       // display name
+  std::string console_url;          // no trailing slash
+  std::string instrument_name;      // display name, or the id
+  absl::Time window_start, window_end;  // of notice.maintenance_window, when known
+  bool has_window = false;
+  std::string unsubscribe_url;      // empty for legal notices
+};
+
+struct RenderedMail {
+  std::string subject;
+  std::string text;
+  std::string html;
+};
+
+// The web console's page for the notice, relative to the console URL
+// (its hash routes, e.g. "#/billing/invoices/i1", "#/lab/bookings").
+std::string ConsolePath(const Notice& notice);
+
+RenderedMail Render(const Notice& notice, const RenderContext& context);
+
+// A digest of several rendered mails (each one's subject and text/html).
+RenderedMail RenderDigest(const std::vector<RenderedMail>& parts, const RenderContext& context);
+
+// "12,345.60 CNY".
+std::string FormatMoney(int64_t minor, absl::string_view currency);
+
+}  // namespace labshare::notify
+
+#endif  // LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_KINDS_H_

@@ -1,0 +1,630 @@
+#include "services/notify/notify_mail_module.h"
+
+#include <openssl/crypto.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/error.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "labshare/notify/v1/notify_events.pb.h"
+
+namespace labshare::notify {
+namespace {
+
+constexpr char kDomain[] = "notify.labshare";
+constexpr char kService[] = "/labshare.notify.v1.NotificationService/";
+
+std::string M(const char* method) { return absl::StrCat(kService, method); }
+
+std::string Ms(absl::Time t) { return absl::StrCat(absl::ToUnixMillis(t)); }
+
+std::string UserId(absl::string_view name) { return std::string(absl::StripPrefix(name, "users/")); }
+
+// The next `hour`:00 in `zone` strictly after `now`.
+absl::Time NextLocalHour(absl::Time now, absl::TimeZone zone, int hour) {
+  const absl::CivilDay day = absl::ToCivilDay(now, zone);
+  absl::Time t = absl::FromCivil(absl::CivilHour(day.year(), day.month(), day.day(), hour), zone);
+  if (t <= now) t = absl::FromCivil(absl::CivilHour((day + 1).year(), (day + 1).month(), (day + 1).day(), hour), zone);
+  return t;
+}
+
+std::string RandomHex(int bytes) {
+  std::string b(static_cast<size_t>(bytes), '\0');
+  RAND_bytes(reinterpret_cast<unsigned char*>(b.data()), bytes);
+  return absl::BytesToHexString(b);
+}
+
+std::string Hmac(const std::string& key, const std::string& data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+       data.size(), out, &len);
+  return std::string(reinterpret_cast<char*>(out), 16);  // 128 bits
+}
+
+v1::NotificationSettings SettingsProto(const std::string& user_id, const Fields& f) {
+  v1::NotificationSettings s;
+  s.set_name(absl::StrCat("users/", user_id, "/notificationSettings"));
+  auto get = [&](const char* k) {
+    auto it = f.find(k);
+    return it == f.end() ? std::string() : it->second;
+  };
+  s.set_language(get("language"));
+  s.set_time_zone(get("time_zone"));
+  int delivery = 0;
+  (void)absl::SimpleAtoi(get("delivery"), &delivery);
+  s.set_delivery(static_cast<v1::NotificationSettings::Delivery>(delivery));
+  for (absl::string_view k : absl::StrSplit(get("disabled"), ',', absl::SkipEmpty())) {
+    Kind kind;
+    if (ParseKind(k, &kind)) s.add_disabled_kinds(kind);
+  }
+  s.set_etag(get("etag"));
+  int64_t ms = 0;
+  if (absl::SimpleAtoi(get("update_ms"), &ms)) *s.mutable_update_time() = ToProto(absl::FromUnixMillis(ms));
+  return s;
+}
+
+Fields SettingsFields(const v1::NotificationSettings& s, absl::Time now) {
+  Fields f;
+  f["language"] = s.language();
+  f["time_zone"] = s.time_zone();
+  f["delivery"] = absl::StrCat(static_cast<int>(s.delivery()));
+  std::vector<std::string> kinds;
+  for (int k : s.disabled_kinds()) kinds.push_back(KindName(static_cast<Kind>(k)));
+  std::sort(kinds.begin(), kinds.end());
+  kinds.erase(std::unique(kinds.begin(), kinds.end()), kinds.end());
+  f["disabled"] = absl::StrJoin(kinds, ",");
+  f["etag"] = RandomHex(8);
+  f["update_ms"] = Ms(now);
+  return f;
+}
+
+absl::Status InvalidName(const std::string& field, const std::string& what) {
+  return InvalidField(field, absl::StrCat("must be ", what), "INVALID_NAME");
+}
+
+// ------------------------------------------------------------------ service
+
+class NotificationServiceImpl final : public v1::NotificationService::Service {
+ public:
+  NotificationServiceImpl(MailModule* module, const Authorizer* auth) : m_(module), auth_(auth) {}
+
+  grpc::Status GetNotificationSettings(grpc::ServerContext* ctx, const v1::GetNotificationSettingsRequest* req,
+                                       v1::NotificationSettings* resp) override {
+    return ToGrpcStatus(Get(ctx, *req, resp), kDomain);
+  }
+  grpc::Status UpdateNotificationSettings(grpc::ServerContext* ctx, const v1::UpdateNotificationSettingsRequest* req,
+                                          v1::NotificationSettings* resp) override {
+    return ToGrpcStatus(Update(ctx, *req, resp), kDomain);
+  }
+  grpc::Status Unsubscribe(grpc::ServerContext* ctx, const v1::UnsubscribeRequest* req,
+                           v1::UnsubscribeResponse* resp) override {
+    return ToGrpcStatus(DoUnsubscribe(ctx, *req, resp), kDomain);
+  }
+  grpc::Status ListDeadLetters(grpc::ServerContext* ctx, const v1::ListDeadLettersRequest* req,
+                               v1::ListDeadLettersResponse* resp) override {
+    return ToGrpcStatus(List(ctx, *req, resp), kDomain);
+  }
+  grpc::Status ReplayDeadLetter(grpc::ServerContext* ctx, const v1::ReplayDeadLetterRequest* req,
+                                v1::DeadLetter* resp) override {
+    return ToGrpcStatus(Replay(ctx, *req, resp), kDomain);
+  }
+
+ private:
+  absl::StatusOr<std::string> SettingsUser(const std::string& method, const Principal& p, const std::string& name,
+                                           const std::string& field) {
+    std::vector<std::string> parts = absl::StrSplit(name, '/');
+    if (parts.size() != 3 || parts[0] != "users" || parts[1].empty() || parts[2] != "notificationSettings") {
+      return InvalidName(field, "\"users/{user}/notificationSettings\"");
+    }
+    ScopeFacts facts;
+    facts.user = "users/" + parts[1];
+    LS_RETURN_IF_ERROR(auth_->policy().CheckScope(method, p, facts));
+    return parts[1];
+  }
+
+  absl::Status Get(grpc::ServerContext* ctx, const v1::GetNotificationSettingsRequest& req,
+                   v1::NotificationSettings* resp) {
+    LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
+    LS_ASSIGN_OR_RETURN(std::string user, SettingsUser(M("GetNotificationSettings"), p, req.name(), "name"));
+    LS_ASSIGN_OR_RETURN(Fields f, m_->queue().Settings(user));
+    *resp = SettingsProto(user, f);
+    return absl::OkStatus();
+  }
+
+  absl::Status Update(grpc::ServerContext* ctx, const v1::UpdateNotificationSettingsRequest& req,
+                      v1::NotificationSettings* resp) {
+    LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
+    LS_ASSIGN_OR_RETURN(std::string user,
+                        SettingsUser(M("UpdateNotificationSettings"), p, req.settings().name(), "settings.name"));
+    std::set<std::string> mask(req.update_mask().paths().begin(), req.update_mask().paths().end());
+    if (mask.empty()) mask = {"language", "time_zone", "delivery", "disabled_kinds"};
+    for (const std::string& path : mask) {
+      if (path != "language" && path != "time_zone" && path != "delivery" && path != "disabled_kinds") {
+        return InvalidField("update_mask", absl::StrCat("unknown field \"", path,
+                                                        "\"; settable: language, time_zone, delivery, disabled_kinds"));
+      }
+    }
+    const v1::NotificationSettings& in = req.settings();
+    if (mask.count("language") && !in.language().empty() && in.language() != "zh-CN" && in.language() != "en") {
+      return InvalidField("settings.language", "must be \"zh-CN\" or \"en\" (or empty for the default)");
+    }
+    absl::TimeZone zone;
+    if (mask.count("time_zone") && !in.time_zone().empty() && !absl::LoadTimeZone(in.time_zone(), &zone)) {
+      return InvalidField("settings.time_zone", "must be an IANA time zone such as \"Asia/Shanghai\"");
+    }
+    if (mask.count("delivery") && !v1::NotificationSettings::Delivery_IsValid(in.delivery())) {
+      return InvalidField("settings.delivery", "must be IMMEDIATE or DAILY_DIGEST");
+    }
+    if (mask.count("disabled_kinds")) {
+      for (int k : in.disabled_kinds()) {
+        const Kind kind = static_cast<Kind>(k);
+        if (IsLegalNotice(kind)) {
+          return InvalidField("settings.disabled_kinds",
+                              absl::StrCat(KindName(kind), " is a legal notice and cannot be turned off"),
+                              "LEGAL_NOTICE_REQUIRED");
+        }
+        if (!v1::NotificationKind_IsValid(k) || kind == v1::NOTIFICATION_KIND_UNSPECIFIED || kind == v1::DIGEST) {
+          return InvalidField("settings.disabled_kinds", "must name notification kinds");
+        }
+      }
+    }
+    const std::string fingerprint = RequestFingerprint(M("UpdateNotificationSettings"), req);
+    for (int attempt = 0;; ++attempt) {
+      LS_ASSIGN_OR_RETURN(Fields current, m_->queue().Settings(user));
+      const v1::NotificationSettings before = SettingsProto(user, current);
+      v1::NotificationSettings after = before;
+      if (mask.count("language")) after.set_language(in.language());
+      if (mask.count("time_zone")) after.set_time_zone(in.time_zone());
+      if (mask.count("delivery")) after.set_delivery(in.delivery());
+      if (mask.count("disabled_kinds")) *after.mutable_disabled_kinds() = in.disabled_kinds();
+      const Fields fields = SettingsFields(after, m_->context().clock->Now());
+      after = SettingsProto(user, fields);
+      v1::NotifyEvent ev;
+      *ev.mutable_notification_settings_changed()->mutable_settings() = after;
+      if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
+      const std::string payload =
+          NotifyEventPayload(ev, m_->context().clock->Now(), ActorName(p), req.request_id());
+      auto put =
+          m_->queue().PutSettings(user, fields, before.etag(), req.request_id(), fingerprint, payload, in.etag());
+      if (!put.ok() && ErrorReason(put.status()) == "CONCURRENT_MODIFICATION" && attempt < 5) continue;
+      LS_RETURN_IF_ERROR(put.status());
+      if (!*put) {
+        LS_ASSIGN_OR_RETURN(Fields now, m_->queue().Settings(user));
+        *resp = SettingsProto(user, now);
+      } else {
+        *resp = after;
+      }
+      return absl::OkStatus();
+    }
+  }
+
+  absl::Status DoUnsubscribe(grpc::ServerContext* ctx, const v1::UnsubscribeRequest& req,
+                             v1::UnsubscribeResponse* resp) {
+    LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
+    (void)p;
+    if (req.token().empty() || req.token().size() > 512 || req.token().find('.') == std::string::npos) {
+      return InvalidField("token", "must be the token of a mail's unsubscribe link");
+    }
+    std::string user;
+    Kind kind;
+    if (!m_->ParseUnsubscribeToken(req.token(), &user, &kind) || IsLegalNotice(kind)) {
+      return MakeError(absl::StatusCode::kNotFound, "UNSUBSCRIBE_TOKEN_NOT_FOUND",
+                       "this unsubscribe link is not valid; change your notification settings in the console");
+    }
+    resp->set_user("users/" + user);
+    resp->set_kind(kind);
+    if (req.validate_only()) return absl::OkStatus();
+    for (int attempt = 0;; ++attempt) {
+      LS_ASSIGN_OR_RETURN(Fields current, m_->queue().Settings(user));
+      const v1::NotificationSettings before = SettingsProto(user, current);
+      if (std::find(before.disabled_kinds().begin(), before.disabled_kinds().end(), kind) !=
+          before.disabled_kinds().end()) {
+        resp->set_changed(false);
+        return absl::OkStatus();
+      }
+      v1::NotificationSettings after = before;
+      after.add_disabled_kinds(kind);
+      const Fields fields = SettingsFields(after, m_->context().clock->Now());
+      after = SettingsProto(user, fields);
+      v1::NotifyEvent ev;
+      *ev.mutable_notification_settings_changed()->mutable_settings() = after;
+      if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
+      const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), "users/" + user, req.request_id());
+      auto put = m_->queue().PutSettings(user, fields, before.etag(), "", "", payload);
+      if (!put.ok() && ErrorReason(put.status()) == "CONCURRENT_MODIFICATION" && attempt < 5) continue;
+      LS_RETURN_IF_ERROR(put.status());
+      resp->set_changed(true);
+      return absl::OkStatus();
+    }
+  }
+
+  absl::Status List(grpc::ServerContext* ctx, const v1::ListDeadLettersRequest& req,
+                    v1::ListDeadLettersResponse* resp) {
+    LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
+    if (!v1::DeadLetter::Reason_IsValid(req.reason())) {
+      return InvalidField("reason", "must be a DeadLetter.Reason");
+    }
+    LS_ASSIGN_OR_RETURN(PageTokenCodec codec, m_->PageTokens());
+    LS_ASSIGN_OR_RETURN(PageRequest page, codec.Parse(req, p));
+    const unsigned scopes = auth_->policy().ScopesOf(M("ListDeadLetters"), p);
+    const std::string org = (scopes & kScopeAny) != 0 ? "" : ActorOrganization(p);
+    if ((scopes & kScopeAny) == 0 && org.empty()) {
+      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                       "only the dead letters of your own organisation");
+    }
+    LS_ASSIGN_OR_RETURN(auto rows, m_->queue().ListDead(page.after, page.page_size, org, req.reason()));
+    for (size_t i = 0; i < rows.size() && static_cast<int>(i) < page.page_size; ++i) {
+      *resp->add_dead_letters() = DeadLetterFromFields(rows[i].first, rows[i].second);
+    }
+    if (static_cast<int>(rows.size()) > page.page_size) {
+      resp->set_next_page_token(codec.Make(req, p, rows[static_cast<size_t>(page.page_size) - 1].first));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Replay(grpc::ServerContext* ctx, const v1::ReplayDeadLetterRequest& req, v1::DeadLetter* resp) {
+    LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
+    std::vector<std::string> parts = absl::StrSplit(req.name(), '/');
+    if (parts.size() != 2 || parts[0] != "deadLetters" || parts[1].empty() || parts[1].size() > 200) {
+      return InvalidName("name", "\"deadLetters/{message}\"");
+    }
+    LS_ASSIGN_OR_RETURN(Fields f, m_->queue().Load(parts[1]));
+    if (f.empty()) return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
+    ScopeFacts facts;
+    facts.parties = {f["org"]};
+    LS_RETURN_IF_ERROR(auth_->policy().CheckScope(M("ReplayDeadLetter"), p, facts));
+    LS_ASSIGN_OR_RETURN(Fields after, m_->queue().Replay(parts[1], ActorName(p), req.request_id(),
+                                                         m_->context().wall->Now(), m_->context().clock->Now()));
+    *resp = DeadLetterFromFields(parts[1], after);
+    return absl::OkStatus();
+  }
+
+  MailModule* m_;
+  const Authorizer* auth_;
+};
+
+}  // namespace
+
+const MethodPolicy& MailPolicy() {
+  static const MethodPolicy* const kPolicy = [] {
+    auto* p = new MethodPolicy();
+    for (const char* m : {"GetNotificationSettings", "UpdateNotificationSettings"}) {
+      p->Allow(M(m), {Role::kLabUser, Role::kFacilityStaff, Role::kMemberBillingAdmin, Role::kAuditor}, kScopeSelf);
+      p->Allow(M(m), {Role::kConsortiumAdmin}, kScopeAny);
+    }
+    p->AllowUnauthenticated(M("Unsubscribe"));
+    for (const char* m : {"ListDeadLetters", "ReplayDeadLetter"}) {
+      p->Allow(M(m), {Role::kConsortiumAdmin}, kScopeAny);
+      p->Allow(M(m), {Role::kFacilityStaff}, kScopeParty);
+    }
+    return p;
+  }();
+  return *kPolicy;
+}
+
+MailModule::MailModule(const NotifyContext& context, MailOptions options, std::unique_ptr<People> people)
+    : context_(context), options_(std::move(options)), people_(std::move(people)), queue_(context.redis) {
+  if (people_ == nullptr) people_ = InventoryPeople(context_.inventory, context_.wall, options_.people_cache_ttl);
+}
+
+MailModule::~MailModule() { Stop(); }
+
+void MailModule::AddPolicy(MethodPolicy* policy) {
+  for (const auto& [method, roles] : MailPolicy().rules()) {
+    for (const auto& [role, scope] : roles) policy->Allow(method, {role}, scope);
+  }
+  policy->AllowUnauthenticated(M("Unsubscribe"));
+}
+
+std::vector<grpc::Service*> MailModule::Services(const Authorizer* authorizer) {
+  service_ = std::make_unique<NotificationServiceImpl>(this, authorizer);
+  return {service_.get()};
+}
+
+void MailModule::AddConsumers(ConsumerLoop* loop) {
+  for (const std::string& stream : context_.streams) {
+    ConsumerOptions o;
+    o.stream = stream;
+    o.group = kMailGroup;
+    o.consumer = context_.consumer;
+    o.block = absl::ZeroDuration();
+    o.reclaim_idle = absl::Seconds(10);
+    consumers_.push_back(std::make_unique<EventConsumer>(context_.redis, o));
+    loop->Add(consumers_.back().get(), [this](const StreamEvent& e) { return HandleEvent(e); });
+  }
+}
+
+absl::StatusOr<PageTokenCodec> MailModule::PageTokens() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!page_tokens_.has_value()) {
+    LS_ASSIGN_OR_RETURN(PageTokenCodec codec, PageTokenCodec::FromRedis(context_.redis, "{notify}", absl::Seconds(2)));
+    page_tokens_.emplace(std::move(codec));
+  }
+  return *page_tokens_;
+}
+
+absl::StatusOr<std::string> MailModule::UnsubscribeKey() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!unsub_key_.empty()) return unsub_key_;
+  }
+  LS_ASSIGN_OR_RETURN(std::string key, queue_.UnsubscribeKey());
+  std::lock_guard<std::mutex> lock(mu_);
+  unsub_key_ = key;
+  return unsub_key_;
+}
+
+absl::StatusOr<std::string> MailModule::UnsubscribeToken(const std::string& user_id, Kind kind) {
+  LS_ASSIGN_OR_RETURN(std::string key, UnsubscribeKey());
+  const std::string payload = absl::StrCat(user_id, ":", KindName(kind));
+  return absl::StrCat(absl::WebSafeBase64Escape(payload), ".", absl::BytesToHexString(Hmac(key, payload)));
+}
+
+bool MailModule::ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind) {
+  auto key = UnsubscribeKey();
+  if (!key.ok()) return false;
+  std::pair<std::string, std::string> parts = absl::StrSplit(token, absl::MaxSplits('.', 1));
+  std::string payload;
+  if (!absl::WebSafeBase64Unescape(parts.first, &payload)) return false;
+  const std::string want = absl::BytesToHexString(Hmac(*key, payload));
+  if (parts.second.size() != want.size() || CRYPTO_memcmp(parts.second.data(), want.data(), want.size()) != 0) {
+    return false;
+  }
+  std::pair<std::string, std::string> uk = absl::StrSplit(payload, absl::MaxSplits(':', 1));
+  if (uk.first.empty() || !ParseKind(uk.second, kind)) return false;
+  *user_id = uk.first;
+  return true;
+}
+
+absl::StatusOr<MailModule::EffectiveSettings> MailModule::SettingsOf(const std::string& user_id,
+                                                                     const std::string& fallback_zone) {
+  EffectiveSettings s;
+  LS_ASSIGN_OR_RETURN(s.raw, queue_.Settings(user_id));
+  const v1::NotificationSettings p = SettingsProto(user_id, s.raw);
+  s.language = p.language().empty() ? options_.default_language : p.language();
+  s.zone_name = !p.time_zone().empty()    ? p.time_zone()
+                : !fallback_zone.empty() ? fallback_zone
+                                         : options_.default_time_zone;
+  if (!absl::LoadTimeZone(s.zone_name, &s.zone)) {
+    s.zone_name = "UTC";
+    s.zone = absl::UTCTimeZone();
+  }
+  s.digest = p.delivery() == v1::NotificationSettings::DAILY_DIGEST;
+  for (int k : p.disabled_kinds()) s.disabled.push_back(static_cast<Kind>(k));
+  return s;
+}
+
+absl::Status MailModule::HandleEvent(const StreamEvent& e) {
+  auto interpretation = Interpret(e, options_.interpret);
+  if (!interpretation.ok()) {
+    LogWarning("notify: an outbox entry that does not parse was skipped",
+               {{"type", e.type}, {"entry", e.stream_id}});
+    return absl::OkStatus();
+  }
+  std::vector<std::pair<std::string, absl::Time>> add;
+  for (const Schedule& s : interpretation->schedule) add.emplace_back(s.member, s.fire);
+  LS_RETURN_IF_ERROR(queue_.ApplySchedule(interpretation->event_id, e, add, interpretation->unschedule));
+  if (options_.max_event_age > absl::ZeroDuration() && !interpretation->notices.empty() &&
+      interpretation->event_time != absl::InfinitePast() &&
+      interpretation->event_time < context_.clock->Now() - options_.max_event_age) {
+    return absl::OkStatus();  // history, not news
+  }
+  for (const Notice& n : interpretation->notices) LS_RETURN_IF_ERROR(Deliver(n, interpretation->event_id));
+  return absl::OkStatus();
+}
+
+absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_id) {
+  std::vector<Person> people;
+  for (const std::string& u : notice.users) {
+    auto p = people_->User(u);
+    if (absl::IsNotFound(p.status())) continue;
+    LS_RETURN_IF_ERROR(p.status());
+    people.push_back(*p);
+  }
+  for (const auto& [org, role] : notice.org_roles) {
+    LS_ASSIGN_OR_RETURN(std::vector<Person> found, people_->WithRole(org, role));
+    people.insert(people.end(), found.begin(), found.end());
+  }
+  std::set<std::string> seen;
+  const bool legal = IsLegalNotice(notice.kind);
+  // People without a zone of their own read the facility's local time.
+  const std::string instrument_zone = people_->InstrumentZone(notice.instrument);
+  RenderContext base;
+  base.console_url = context_.console_url;
+  base.instrument_name = people_->InstrumentName(notice.instrument);
+  if (!notice.maintenance_window.empty()) {
+    auto w = people_->Window(notice.maintenance_window);
+    if (w.ok()) {
+      base.has_window = true;
+      base.window_start = w->first;
+      base.window_end = w->second;
+    }
+  }
+  for (const Person& person : people) {
+    if (!seen.insert(person.name).second || person.disabled || person.email.empty()) continue;
+    const std::string user_id = UserId(person.name);
+    LS_ASSIGN_OR_RETURN(EffectiveSettings s, SettingsOf(user_id, instrument_zone));
+    if (!legal && std::find(s.disabled.begin(), s.disabled.end(), notice.kind) != s.disabled.end()) continue;
+    RenderContext c = base;
+    c.language = s.language;
+    c.zone = s.zone;
+    c.zone_name = s.zone_name;
+    c.recipient_name = person.display_name.empty() ? user_id : person.display_name;
+    if (!legal) {
+      LS_ASSIGN_OR_RETURN(std::string token, UnsubscribeToken(user_id, notice.kind));
+      c.unsubscribe_url = absl::StrCat(context_.console_url, "/unsubscribe?token=", token);
+    }
+    const RenderedMail mail = Render(notice, c);
+    Fields f = {{"kind", KindName(notice.kind)},
+                {"user", person.name},
+                {"org", person.organization},
+                {"email", person.email},
+                {"name", c.recipient_name},
+                {"subject", mail.subject},
+                {"text", mail.text},
+                {"html", mail.html},
+                {"unsub", c.unsubscribe_url},
+                {"event", event_id},
+                {"lang", s.language},
+                {"tz", s.zone_name}};
+    const bool digest = s.digest && !legal;
+    const absl::Time due = NextLocalHour(context_.clock->Now(), s.zone, options_.digest_hour);
+    LS_RETURN_IF_ERROR(queue_
+                           .Enqueue(MessageId(event_id, KindName(notice.kind), person.name, notice.discriminator), f,
+                                    digest, due, context_.wall->Now())
+                           .status());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> MailModule::SendDue() {
+  // One message claimed at a time: a crash can only leave the message being
+  // sent in flight (DELIVERY_UNCERTAIN), never others merely claimed.
+  int sent = 0;
+  while (sent < options_.batch && !stop_.HasBeenNotified()) {
+    LS_ASSIGN_OR_RETURN(std::vector<std::string> ids, queue_.Claim(context_.consumer, context_.wall->Now(), 1));
+    if (ids.empty()) break;
+    LS_RETURN_IF_ERROR(SendOne(ids[0]));
+    ++sent;
+  }
+  return sent;
+}
+
+absl::Status MailModule::SendOne(const std::string& id) {
+  LS_ASSIGN_OR_RETURN(Fields f, queue_.Load(id));
+  if (f["state"] != "SENDING") return absl::OkStatus();
+  OutgoingMail mail;
+  mail.message_id = id;
+  mail.to_address = f["email"];
+  mail.to_name = f["name"];
+  mail.kind = f["kind"];
+  mail.unsubscribe_url = f["unsub"];
+  mail.date = context_.clock->Now();
+  if (f["kind"] == "DIGEST") {
+    std::vector<RenderedMail> parts;
+    for (absl::string_view part : absl::StrSplit(f["parts"], ',', absl::SkipEmpty())) {
+      LS_ASSIGN_OR_RETURN(Fields pf, queue_.Load(std::string(part)));
+      if (pf.empty()) continue;
+      parts.push_back(RenderedMail{pf["subject"], pf["text"], pf["html"]});
+    }
+    RenderContext c;
+    c.language = f["lang"];
+    c.console_url = context_.console_url;
+    c.recipient_name = f["name"];
+    const RenderedMail d = RenderDigest(parts, c);
+    mail.subject = d.subject;
+    mail.text = d.text;
+    mail.html = d.html;
+  } else {
+    mail.subject = f["subject"];
+    mail.text = f["text"];
+    mail.html = f["html"];
+  }
+  const SmtpResult r = SendSmtp(options_.smtp, mail);
+  int attempts = 1;
+  (void)absl::SimpleAtoi(f["attempts"], &attempts);
+  const absl::Time now = context_.wall->Now();
+  if (r.outcome == SmtpResult::kSent) {
+    return queue_.Finish(id, context_.consumer, MailQueue::Outcome::kSent, now, now, "",
+                         v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention);
+  }
+  if (r.outcome == SmtpResult::kTemporary && attempts < options_.max_attempts) {
+    absl::Duration delay = options_.retry_initial;
+    for (int i = 1; i < attempts && delay < options_.retry_max; ++i) delay *= 2;
+    delay = std::min(delay, options_.retry_max);
+    LogWarning("notify: a mail will be retried", {{"message", id}, {"error", r.error}, {"attempt", absl::StrCat(attempts)}});
+    return queue_.Finish(id, context_.consumer, MailQueue::Outcome::kRetry, now, now + delay, r.error,
+                         v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention);
+  }
+  const v1::DeadLetter::Reason reason =
+      r.outcome == SmtpResult::kPermanent ? v1::DeadLetter::REJECTED : v1::DeadLetter::RETRIES_EXHAUSTED;
+  Fields dead = f;
+  dead["state"] = "DEAD";
+  dead["reason"] = v1::DeadLetter::Reason_Name(reason);
+  dead["error"] = r.error;
+  dead["dead_ms"] = Ms(now);
+  v1::NotifyEvent ev;
+  *ev.mutable_mail_dead_lettered()->mutable_dead_letter() = DeadLetterFromFields(id, dead);
+  LogWarning("notify: a mail went to the dead letters", {{"message", id}, {"error", r.error}});
+  return queue_.Finish(id, context_.consumer, MailQueue::Outcome::kDead, now, now, r.error, reason,
+                       NotifyEventPayload(ev, context_.clock->Now(), "services/notify", ""), options_.retention);
+}
+
+absl::StatusOr<int> MailModule::FireSchedules() {
+  const absl::Time wall = context_.wall->Now();
+  LS_ASSIGN_OR_RETURN(auto fired, queue_.ClaimSchedules(context_.clock->Now(), wall, wall - absl::Minutes(2),
+                                                        options_.batch));
+  for (const auto& f : fired) {
+    auto notice = ScheduledNotice(f.member, f.event);
+    if (notice.ok()) {
+      LS_RETURN_IF_ERROR(Deliver(*notice, absl::StrCat("sched:", f.member, ":", absl::ToUnixMillis(f.fire))));
+    }
+    LS_RETURN_IF_ERROR(queue_.FinishSchedule(f.member));
+  }
+  return static_cast<int>(fired.size());
+}
+
+absl::StatusOr<int> MailModule::MakeDigests() {
+  return queue_.MakeDigests(context_.clock->Now(), context_.wall->Now(), options_.batch);
+}
+
+absl::StatusOr<int> MailModule::RecoverInFlight(bool own_only) {
+  const absl::Time wall = context_.wall->Now();
+  return queue_.RecoverInFlight(context_.consumer, own_only ? absl::InfinitePast() : wall - options_.inflight_timeout,
+                                wall, context_.clock->Now());
+}
+
+void MailModule::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void MailModule::Run() {
+  // What this process had in flight when it last died: never resent.
+  while (!stop_.HasBeenNotified()) {
+    auto own = RecoverInFlight(true);
+    if (own.ok()) {
+      if (*own > 0) LogWarning("notify: mails in flight at the last stop are dead letters (delivery uncertain)",
+                               {{"count", absl::StrCat(*own)}});
+      break;
+    }
+    stop_.WaitForNotificationWithTimeout(absl::Seconds(1));
+  }
+  absl::Time next_recover = absl::InfinitePast();
+  while (!stop_.HasBeenNotified()) {
+    int work = 0;
+    auto step = [&](const char* what, absl::StatusOr<int> r) {
+      if (r.ok()) {
+        work += *r;
+      } else {
+        LogWarning(absl::StrCat("notify: ", what, " failed"), {{"error", r.status().ToString()}});
+      }
+    };
+    if (context_.wall->Now() >= next_recover) {
+      step("recovering stale mails", RecoverInFlight(false));
+      next_recover = context_.wall->Now() + absl::Seconds(30);
+    }
+    step("firing reminders", FireSchedules());
+    step("making digests", MakeDigests());
+    step("sending", SendDue());
+    if (work == 0) stop_.WaitForNotificationWithTimeout(options_.poll);
+  }
+}
+
+void MailModule::Stop() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace labshare::notify

@@ -1,0 +1,123 @@
+// The mail module of labshare-notify: consumes every outbox (group
+// "notify-mail"), queues one mail per event and recipient, sends the queue
+// over SMTP, fires reminders and digests, and serves NotificationService
+// (settings, one-click unsubscribe, dead letters). See notify.proto.
+#ifndef LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_MODULE_H_
+#define LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_MODULE_H_
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "common/page_token.h"
+#include "labshare/notify/v1/notify.grpc.pb.h"
+#include "services/notify/notify_mail_kinds.h"
+#include "services/notify/notify_mail_people.h"
+#include "services/notify/notify_mail_queue.h"
+#include "services/notify/notify_mail_smtp.h"
+#include "services/notify/notify_module.h"
+
+namespace labshare::notify {
+
+// Consumer group of the mail module on every outbox.
+inline constexpr char kMailGroup[] = "notify-mail";
+
+struct MailOptions {
+  SmtpOptions smtp;
+  std::string default_language = "zh-CN";
+  std::string default_time_zone = "Asia/Shanghai";
+  int digest_hour = 8;  // local hour of the daily digest (recipient's zone)
+  InterpretOptions interpret;
+  absl::Duration retry_initial = absl::Seconds(30);
+  absl::Duration retry_max = absl::Hours(1);
+  int max_attempts = 8;
+  // A message claimed longer ago than this by another process is taken as
+  // that process's crash: DELIVERY_UNCERTAIN.
+  absl::Duration inflight_timeout = absl::Minutes(10);
+  absl::Duration retention = absl::Hours(24 * 30);  // of sent messages
+  absl::Duration people_cache_ttl = absl::Seconds(30);
+  // Events older than this (domain clock) make no mail: a notifier
+  // deployed on a platform with a long history does not mail it all. Their
+  // schedule changes (reminders of future bookings) still apply. 0: no limit.
+  absl::Duration max_event_age = absl::Hours(24 * 7);
+  absl::Duration poll = absl::Milliseconds(200);  // of the sender when idle
+  int batch = 20;
+};
+
+// Reads the --smtp*, --mail_*, --default_*, --digest_hour, --reminder_lead...
+// flags (notify_mail_flags.cc). Startup errors (unreadable password file,
+// bad zone or language): the status.
+absl::StatusOr<MailOptions> MailOptionsFromFlags();
+
+const MethodPolicy& MailPolicy();
+
+class MailModule final : public NotifyModule {
+ public:
+  // people: nullptr for inventory's (context.inventory).
+  MailModule(const NotifyContext& context, MailOptions options, std::unique_ptr<People> people = nullptr);
+  ~MailModule() override;
+
+  void AddPolicy(MethodPolicy* policy) override;
+  std::vector<grpc::Service*> Services(const Authorizer* authorizer) override;
+  void AddConsumers(ConsumerLoop* loop) override;
+  void Start() override;
+  void Stop() override;
+
+  // One outbox entry (the consumer's handler).
+  absl::Status HandleEvent(const StreamEvent& e);
+  // One round of each background step; how many it did.
+  absl::StatusOr<int> SendDue();
+  absl::StatusOr<int> FireSchedules();
+  absl::StatusOr<int> MakeDigests();
+  absl::StatusOr<int> RecoverInFlight(bool own_only);
+
+  // The unsubscribe token for (user id, kind), and back.
+  absl::StatusOr<std::string> UnsubscribeToken(const std::string& user_id, Kind kind);
+  bool ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind);
+
+  MailQueue& queue() { return queue_; }
+  const MailOptions& options() const { return options_; }
+  const NotifyContext& context() const { return context_; }
+  People& people() { return *people_; }
+
+  // Settings with the defaults filled in.
+  struct EffectiveSettings {
+    std::string language;
+    std::string zone_name;
+    absl::TimeZone zone;
+    bool digest = false;
+    std::vector<Kind> disabled;
+    Fields raw;
+  };
+  // fallback_zone: used when the user has none (the facility's), before
+  // the service's default.
+  absl::StatusOr<EffectiveSettings> SettingsOf(const std::string& user_id, const std::string& fallback_zone = "");
+  absl::StatusOr<PageTokenCodec> PageTokens();
+
+ private:
+  absl::Status Deliver(const Notice& notice, const std::string& event_id);
+  absl::Status SendOne(const std::string& id);
+  void Run();
+  absl::StatusOr<std::string> UnsubscribeKey();
+
+  NotifyContext context_;
+  MailOptions options_;
+  std::unique_ptr<People> people_;
+  MailQueue queue_;
+  std::mutex mu_;
+  std::string unsub_key_;  // guarded by mu_
+  std::optional<PageTokenCodec> page_tokens_;
+  std::vector<std::unique_ptr<EventConsumer>> consumers_;
+  std::unique_ptr<grpc::Service> service_;
+  absl::Notification stop_;
+  std::thread thread_;
+};
+
+}  // namespace labshare::notify
+
+#endif  // LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_MODULE_H_

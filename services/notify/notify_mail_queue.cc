@@ -1,0 +1,466 @@
+#include "services/notify/notify_mail_queue.h"
+
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/error.h"
+#include "common/proto_util.h"
+#include "labshare/notify/v1/notify_events.pb.h"
+#include "services/notify/notify_mail_kinds.h"
+#include "services/notify/notify_module.h"
+
+namespace labshare::notify {
+namespace {
+
+std::string K(absl::string_view suffix) { return absl::StrCat(kMailPrefix, suffix); }
+std::string Ms(absl::Time t) { return absl::StrCat(absl::ToUnixMillis(t)); }
+absl::Time FromMs(const std::string& s) {
+  int64_t v = 0;
+  return absl::SimpleAtoi(s, &v) ? absl::FromUnixMillis(v) : absl::UnixEpoch();
+}
+
+Fields ToFields(const RedisValue& v) {
+  Fields f;
+  for (size_t i = 0; i + 1 < v.elements.size(); i += 2) f[v.elements[i].str] = v.elements[i + 1].str;
+  return f;
+}
+
+absl::Status ScriptStatus(const absl::StatusOr<RedisValue>& r) {
+  if (!r.ok()) return r.status();
+  if (r->is_error()) return RedisErrorStatus(*r);
+  return absl::OkStatus();
+}
+
+const RedisScript kEnqueue(R"lua(
+-- KEYS: msg, due, digest list, digests; ARGV: id, digest(0|1), wall_ms, digest_due_ms, user_id, fields...
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local state = ARGV[2] == '1' and 'DIGEST' or 'QUEUED'
+local args = {'state', state, 'attempts', '0', 'create_ms', ARGV[3]}
+for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(args))
+if ARGV[2] == '1' then
+  redis.call('RPUSH', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[5])
+else
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
+return 1
+)lua");
+
+const RedisScript kClaim(R"lua(
+-- KEYS: due, inflight; ARGV: wall_ms, consumer, limit, prefix
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local k = ARGV[4] .. 'msg:' .. id
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HSET', k, 'state', 'SENDING', 'owner', ARGV[2], 'claim_ms', ARGV[1])
+  redis.call('HINCRBY', k, 'attempts', 1)
+  redis.call('ZADD', KEYS[2], ARGV[1], id)
+end
+return ids
+)lua");
+
+const RedisScript kFinish(R"lua(
+-- KEYS: msg, due, inflight, dead, outbox; ARGV: id, consumer, outcome, wall_ms, retry_ms, error, reason,
+-- payload, retention_s, claim_ms ('' = any)
+local f = redis.call('HMGET', KEYS[1], 'state', 'owner', 'claim_ms')
+if f[1] ~= 'SENDING' or f[2] ~= ARGV[2] then return 0 end
+if ARGV[10] ~= '' and f[3] ~= ARGV[10] then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[3] == 'sent' then
+  redis.call('HSET', KEYS[1], 'state', 'SENT', 'sent_ms', ARGV[4])
+  redis.call('HDEL', KEYS[1], 'owner')
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
+elseif ARGV[3] == 'retry' then
+  redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'error', ARGV[6])
+  redis.call('HDEL', KEYS[1], 'owner')
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'state', 'DEAD', 'error', ARGV[6], 'reason', ARGV[7], 'dead_ms', ARGV[4])
+  redis.call('HDEL', KEYS[1], 'owner')
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+  redis.call('XADD', KEYS[5], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[8])
+end
+return 1
+)lua");
+
+const RedisScript kReplay(R"lua(
+-- KEYS: msg, due, dead, outbox; ARGV: id, actor, request_id, wall_ms, payload
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+local f = redis.call('HMGET', KEYS[1], 'state', 'replay_req')
+if ARGV[3] ~= '' and f[2] == ARGV[3] then return 'again' end
+if f[1] ~= 'DEAD' then return 'notdead' end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'attempts', '0', 'replay_ms', ARGV[4], 'replayed_by', ARGV[2],
+           'replay_req', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('XADD', KEYS[4], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[5])
+return 'ok'
+)lua");
+
+const RedisScript kSchedule(std::string(kApplyOnceLua) + R"lua(
+-- KEYS: marker, sched; ARGV: prefix, type, payload, n_add, (member, fire_ms)*, remove members...
+if not apply_once(KEYS[1], 2592000) then return 0 end
+local n = tonumber(ARGV[4])
+local i = 5
+for _ = 1, n do
+  local m = ARGV[i]
+  redis.call('ZADD', KEYS[2], ARGV[i + 1], m)
+  redis.call('HSET', ARGV[1] .. 'schedev:' .. m, 'type', ARGV[2], 'payload', ARGV[3])
+  i = i + 2
+end
+for j = i, #ARGV do
+  redis.call('ZREM', KEYS[2], ARGV[j])
+  redis.call('DEL', ARGV[1] .. 'schedev:' .. ARGV[j])
+end
+return 1
+)lua");
+
+const RedisScript kClaimSchedules(R"lua(
+-- KEYS: sched, claimed; ARGV: domain_ms, wall_ms, stale_ms, limit, prefix
+local out = {}
+local function take(m, fire)
+  local ev = redis.call('HMGET', ARGV[5] .. 'schedev:' .. m, 'type', 'payload')
+  redis.call('ZADD', KEYS[2], ARGV[2], m)
+  out[#out + 1] = m
+  out[#out + 1] = ev[1] or ''
+  out[#out + 1] = ev[2] or ''
+  out[#out + 1] = fire
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+for i = 1, #due, 2 do
+  redis.call('ZREM', KEYS[1], due[i])
+  redis.call('HSET', ARGV[5] .. 'schedev:' .. due[i], 'fire', due[i + 1])
+  take(due[i], due[i + 1])
+end
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+for _, m in ipairs(stale) do
+  take(m, redis.call('HGET', ARGV[5] .. 'schedev:' .. m, 'fire') or '0')
+end
+return out
+)lua");
+
+const RedisScript kFinishSchedule(R"lua(
+-- KEYS: claimed, schedev, sched; ARGV: member
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) == false then redis.call('DEL', KEYS[2]) end
+return 1
+)lua");
+
+const RedisScript kDigests(R"lua(
+-- KEYS: digests, due; ARGV: domain_ms, wall_ms, limit, prefix, retention_s
+local users = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+local made = 0
+for i = 1, #users, 2 do
+  local u, score = users[i], users[i + 1]
+  redis.call('ZREM', KEYS[1], u)
+  local list = ARGV[4] .. 'digest:' .. u
+  local ids = redis.call('LRANGE', list, 0, -1)
+  redis.call('DEL', list)
+  if #ids > 0 then
+    local id = 'dg-' .. u .. '-' .. score
+    local f = redis.call('HMGET', ARGV[4] .. 'msg:' .. ids[1], 'user', 'org', 'email', 'name', 'lang', 'tz')
+    redis.call('HSET', ARGV[4] .. 'msg:' .. id, 'kind', 'DIGEST', 'user', f[1], 'org', f[2], 'email', f[3],
+               'name', f[4], 'lang', f[5], 'tz', f[6], 'parts', table.concat(ids, ','), 'state', 'QUEUED',
+               'attempts', '0', 'create_ms', ARGV[2], 'event', 'digest:' .. u .. ':' .. score,
+               'subject', 'digest')
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    for _, p in ipairs(ids) do
+      redis.call('HSET', ARGV[4] .. 'msg:' .. p, 'state', 'IN_DIGEST', 'digest', id)
+      redis.call('EXPIRE', ARGV[4] .. 'msg:' .. p, tonumber(ARGV[5]))
+    end
+    made = made + 1
+  end
+end
+return made
+)lua");
+
+const RedisScript kPutSettings(R"lua(
+-- KEYS: settings, req, outbox; ARGV: expected_etag, request_id, fingerprint, payload, client_etag, fields...
+if ARGV[2] ~= '' then
+  local seen = redis.call('GET', KEYS[2])
+  if seen then
+    if seen == ARGV[3] then return 'again' end
+    return 'reused'
+  end
+end
+local etag = redis.call('HGET', KEYS[1], 'etag') or ''
+if ARGV[5] ~= '' and ARGV[5] ~= etag then return 'etag' end
+if etag ~= ARGV[1] then return 'conflict' end
+local args = {}
+for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(args))
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', 86400) end
+redis.call('XADD', KEYS[3], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[4])
+return 'ok'
+)lua");
+
+}  // namespace
+
+std::string MessageId(absl::string_view event_id, absl::string_view kind, absl::string_view recipient,
+                      absl::string_view discriminator) {
+  const std::string in = absl::StrCat(event_id, "\n", kind, "\n", recipient, "\n", discriminator);
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(in.data()), in.size(), digest);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), 16));
+}
+
+v1::DeadLetter DeadLetterFromFields(const std::string& id, const Fields& f) {
+  auto get = [&](const char* k) {
+    auto it = f.find(k);
+    return it == f.end() ? std::string() : it->second;
+  };
+  v1::DeadLetter d;
+  d.set_name("deadLetters/" + id);
+  Kind kind = v1::NOTIFICATION_KIND_UNSPECIFIED;
+  v1::NotificationKind_Parse(get("kind"), &kind);
+  d.set_kind(kind);
+  d.set_recipient(get("user"));
+  d.set_recipient_organization(get("org"));
+  d.set_email(get("email"));
+  d.set_subject(get("subject"));
+  v1::DeadLetter::Reason reason = v1::DeadLetter::REASON_UNSPECIFIED;
+  v1::DeadLetter_Reason_Parse(get("reason"), &reason);
+  d.set_reason(reason);
+  d.set_last_error(get("error"));
+  int attempts = 0;
+  (void)absl::SimpleAtoi(get("attempts"), &attempts);
+  d.set_attempts(attempts);
+  d.set_event_id(get("event"));
+  if (!get("create_ms").empty()) *d.mutable_create_time() = ToProto(FromMs(get("create_ms")));
+  if (!get("dead_ms").empty()) *d.mutable_dead_time() = ToProto(FromMs(get("dead_ms")));
+  if (!get("replay_ms").empty()) *d.mutable_replay_time() = ToProto(FromMs(get("replay_ms")));
+  d.set_replayed_by(get("replayed_by"));
+  return d;
+}
+
+std::string NotifyEventPayload(v1::NotifyEvent event, absl::Time when, const std::string& actor,
+                               const std::string& request_id) {
+  auto* h = event.mutable_header();
+  h->set_event_id(NewEventId());
+  *h->mutable_event_time() = ToProto(when);
+  h->set_actor(actor);
+  h->set_request_id(request_id);
+  return event.SerializeAsString();
+}
+
+absl::StatusOr<bool> MailQueue::Enqueue(const std::string& id, const Fields& fields, bool digest,
+                                        absl::Time digest_due, absl::Time wall_now) {
+  const std::string user = fields.count("user") ? fields.at("user") : "";
+  const std::string user_id(absl::StripPrefix(user, "users/"));
+  std::vector<std::string> args = {id, digest ? "1" : "0", Ms(wall_now), Ms(digest_due), user_id};
+  for (const auto& [k, v] : fields) {
+    args.push_back(k);
+    args.push_back(v);
+  }
+  auto r = redis_->Eval(kEnqueue, {K("msg:" + id), K("due"), K("digest:" + user_id), K("digests")}, args);
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  return r->integer == 1;
+}
+
+absl::StatusOr<std::vector<std::string>> MailQueue::Claim(const std::string& consumer, absl::Time wall_now,
+                                                          int limit) {
+  auto r = redis_->Eval(kClaim, {K("due"), K("inflight")}, {Ms(wall_now), consumer, absl::StrCat(limit), kMailPrefix});
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  std::vector<std::string> ids;
+  for (const auto& e : r->elements) ids.push_back(e.str);
+  return ids;
+}
+
+absl::StatusOr<Fields> MailQueue::Load(const std::string& id) {
+  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"HGETALL", K("msg:" + id)}));
+  if (v.is_error()) return RedisErrorStatus(v);
+  return ToFields(v);
+}
+
+absl::Status MailQueue::Finish(const std::string& id, const std::string& consumer, Outcome outcome,
+                               absl::Time wall_now, absl::Time retry_at, const std::string& error,
+                               v1::DeadLetter::Reason reason, const std::string& event_payload,
+                               absl::Duration retention) {
+  const char* o = outcome == Outcome::kSent ? "sent" : outcome == Outcome::kRetry ? "retry" : "dead";
+  auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
+                        {id, consumer, o, Ms(wall_now), Ms(retry_at), error, v1::DeadLetter::Reason_Name(reason),
+                         event_payload, absl::StrCat(absl::ToInt64Seconds(retention)), ""});
+  return ScriptStatus(r);
+}
+
+absl::StatusOr<int> MailQueue::RecoverInFlight(const std::string& consumer, absl::Time stale_before,
+                                               absl::Time wall_now, absl::Time domain_now) {
+  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"ZRANGE", K("inflight"), "0", "-1", "WITHSCORES"}));
+  if (v.is_error()) return RedisErrorStatus(v);
+  int moved = 0;
+  for (size_t i = 0; i + 1 < v.elements.size(); i += 2) {
+    const std::string& id = v.elements[i].str;
+    LS_ASSIGN_OR_RETURN(Fields f, Load(id));
+    if (f["state"] != "SENDING") {
+      (void)redis_->Command({"ZREM", K("inflight"), id});
+      continue;
+    }
+    const bool mine = f["owner"] == consumer;
+    if (!mine && FromMs(f["claim_ms"]) > stale_before) continue;
+    f["state"] = "DEAD";
+    const std::string uncertain = v1::DeadLetter::Reason_Name(v1::DeadLetter::DELIVERY_UNCERTAIN);
+    f["reason"] = uncertain;
+    f["dead_ms"] = Ms(wall_now);
+    f["error"] = "the process sending it stopped during the attempt; it may or may not have been delivered";
+    v1::NotifyEvent ev;
+    *ev.mutable_mail_dead_lettered()->mutable_dead_letter() = DeadLetterFromFields(id, f);
+    const std::string payload = NotifyEventPayload(ev, domain_now, "services/notify", "");
+    auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
+                          {id, f["owner"], "dead", Ms(wall_now), "0", f["error"], uncertain, payload, "0",
+                           f["claim_ms"]});
+    LS_RETURN_IF_ERROR(ScriptStatus(r));
+    moved += static_cast<int>(r->integer);
+  }
+  return moved;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, Fields>>> MailQueue::ListDead(const std::string& after, int limit,
+                                                                                 const std::string& organization,
+                                                                                 v1::DeadLetter::Reason reason) {
+  std::string max = "+inf";
+  if (!after.empty()) {
+    LS_ASSIGN_OR_RETURN(RedisValue s, redis_->Command({"ZSCORE", K("dead"), after}));
+    if (s.is_error()) return RedisErrorStatus(s);
+    if (!s.is_nil()) max = s.str;
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"ZREVRANGEBYSCORE", K("dead"), max, "-inf"}));
+  if (v.is_error()) return RedisErrorStatus(v);
+  std::vector<std::pair<std::string, Fields>> out;
+  bool skipping = !after.empty();
+  for (const auto& e : v.elements) {
+    if (skipping) {
+      if (e.str == after) skipping = false;
+      continue;
+    }
+    LS_ASSIGN_OR_RETURN(Fields f, Load(e.str));
+    if (f["state"] != "DEAD") continue;
+    if (!organization.empty() && f["org"] != organization) continue;
+    if (reason != v1::DeadLetter::REASON_UNSPECIFIED && f["reason"] != v1::DeadLetter::Reason_Name(reason)) continue;
+    out.emplace_back(e.str, std::move(f));
+    if (static_cast<int>(out.size()) > limit) break;
+  }
+  return out;
+}
+
+absl::StatusOr<Fields> MailQueue::Replay(const std::string& id, const std::string& actor,
+                                         const std::string& request_id, absl::Time wall_now, absl::Time domain_now) {
+  LS_ASSIGN_OR_RETURN(Fields f, Load(id));
+  if (f.empty()) {
+    return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
+  }
+  Fields after = f;
+  after["replay_ms"] = Ms(wall_now);
+  after["replayed_by"] = actor;
+  v1::NotifyEvent ev;
+  *ev.mutable_dead_letter_replayed()->mutable_dead_letter() = DeadLetterFromFields(id, after);
+  const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id);
+  auto r = redis_->Eval(kReplay, {K("msg:" + id), K("due"), K("dead"), kNotifyOutbox},
+                        {id, actor, request_id, Ms(wall_now), payload});
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  if (r->str == "missing") {
+    return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
+  }
+  if (r->str == "notdead") {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_A_DEAD_LETTER",
+                     "the message is not a dead letter (queued or delivered)");
+  }
+  return Load(id);
+}
+
+absl::Status MailQueue::ApplySchedule(const std::string& event_id, const StreamEvent& e,
+                                      const std::vector<std::pair<std::string, absl::Time>>& add,
+                                      const std::vector<std::string>& remove) {
+  if (add.empty() && remove.empty()) return absl::OkStatus();
+  std::vector<std::string> args = {kMailPrefix, e.type, e.payload, absl::StrCat(add.size())};
+  for (const auto& [m, t] : add) {
+    args.push_back(m);
+    args.push_back(Ms(t));
+  }
+  for (const auto& m : remove) args.push_back(m);
+  return ScriptStatus(redis_->Eval(kSchedule, {K("ev:" + event_id), K("sched")}, args));
+}
+
+absl::StatusOr<std::vector<MailQueue::Fired>> MailQueue::ClaimSchedules(absl::Time domain_now, absl::Time wall_now,
+                                                                        absl::Time stale_before, int limit) {
+  auto r = redis_->Eval(kClaimSchedules, {K("sched"), K("schedclaimed")},
+                        {Ms(domain_now), Ms(wall_now), Ms(stale_before), absl::StrCat(limit), kMailPrefix});
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  std::vector<Fired> out;
+  for (size_t i = 0; i + 3 < r->elements.size(); i += 4) {
+    Fired f;
+    f.member = r->elements[i].str;
+    f.event.type = r->elements[i + 1].str;
+    f.event.payload = r->elements[i + 2].str;
+    f.fire = FromMs(r->elements[i + 3].str);
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+absl::Status MailQueue::FinishSchedule(const std::string& member) {
+  return ScriptStatus(
+      redis_->Eval(kFinishSchedule, {K("schedclaimed"), K("schedev:" + member), K("sched")}, {member}));
+}
+
+absl::StatusOr<int> MailQueue::MakeDigests(absl::Time domain_now, absl::Time wall_now, int limit) {
+  auto r = redis_->Eval(kDigests, {K("digests"), K("due")},
+                        {Ms(domain_now), Ms(wall_now), absl::StrCat(limit), kMailPrefix, absl::StrCat(30 * 86400)});
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  return static_cast<int>(r->integer);
+}
+
+absl::StatusOr<Fields> MailQueue::Settings(const std::string& user_id) {
+  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"HGETALL", absl::StrCat(kSettingsPrefix, user_id)}));
+  if (v.is_error()) return RedisErrorStatus(v);
+  return ToFields(v);
+}
+
+absl::StatusOr<bool> MailQueue::PutSettings(const std::string& user_id, const Fields& fields,
+                                            const std::string& expected_etag, const std::string& request_id,
+                                            const std::string& fingerprint, const std::string& event_payload,
+                                            const std::string& client_etag) {
+  std::vector<std::string> args = {expected_etag, request_id, fingerprint, event_payload, client_etag};
+  for (const auto& [k, v] : fields) {
+    args.push_back(k);
+    args.push_back(v);
+  }
+  auto r = redis_->Eval(kPutSettings,
+                        {absl::StrCat(kSettingsPrefix, user_id), K("req:" + request_id), kNotifyOutbox}, args);
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  if (r->str == "again") return false;
+  if (r->str == "reused") {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "REQUEST_ID_REUSED",
+                     "this request_id was used for a different request");
+  }
+  if (r->str == "etag") {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "ETAG_MISMATCH",
+                     "the settings changed since they were read; read them again");
+  }
+  if (r->str == "conflict") {
+    return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                     "the settings changed meanwhile; retry with the same request_id");
+  }
+  return true;
+}
+
+absl::StatusOr<std::string> MailQueue::UnsubscribeKey() {
+  unsigned char fresh[32];
+  if (RAND_bytes(fresh, sizeof fresh) != 1) {
+    return MakeError(absl::StatusCode::kInternal, "TOKEN_CRYPTO_FAILURE", "no random bytes");
+  }
+  const std::string hex = absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(fresh), sizeof fresh));
+  LS_ASSIGN_OR_RETURN(RedisValue set, redis_->Command({"SET", K("unsubkey"), hex, "NX"}));
+  if (set.is_error()) return RedisErrorStatus(set);
+  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"GET", K("unsubkey")}));
+  if (v.is_error() || v.is_nil()) return RedisErrorStatus(v);
+  return absl::HexStringToBytes(v.str);
+}
+
+}  // namespace labshare::notify

@@ -1,0 +1,132 @@
+// The mail queue on Redis (keys "{notify}:mail:*", "{notify}:settings:*"),
+// every change one Lua step (with its event on "{notify}:outbox" where it
+// has one):
+//   msg:<id>        hash: one mail to one person (rendered), its state
+//                   QUEUED | DIGEST (waits for the user's digest) |
+//                   IN_DIGEST | SENDING | SENT | DEAD
+//   due             zset id -> when to try (wall clock, ms)
+//   inflight        zset id -> when claimed (wall clock, ms)
+//   dead            zset id -> when it died (wall clock, ms)
+//   digest:<user>   list of ids waiting for the user's digest
+//   digests         zset user id -> when the digest is due (domain clock, ms)
+//   sched           zset member -> when to fire (domain clock, ms)
+//   schedev:<member> hash type/payload: the event that scheduled it
+//   schedclaimed    zset member -> when claimed (wall clock, ms)
+//   ev:<event id>   marker: the event's schedule changes were applied
+//   unsubkey        the HMAC key of unsubscribe tokens (32 random bytes)
+//   req:<request id> request fingerprint (idempotency of settings changes)
+// A message id is derived from (event id, kind, recipient, discriminator):
+// queueing checks and creates msg:<id> in one step, so one event never
+// queues two mails for one person, whatever the redeliveries.
+#ifndef LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_QUEUE_H_
+#define LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_QUEUE_H_
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/events.h"
+#include "common/redis.h"
+#include "labshare/notify/v1/notify.pb.h"
+#include "labshare/notify/v1/notify_events.pb.h"
+
+namespace labshare::notify {
+
+inline constexpr char kMailPrefix[] = "{notify}:mail:";
+inline constexpr char kSettingsPrefix[] = "{notify}:settings:";
+
+using Fields = std::map<std::string, std::string>;
+
+// Hex id of the mail for (event, kind, recipient, discriminator).
+std::string MessageId(absl::string_view event_id, absl::string_view kind, absl::string_view recipient,
+                      absl::string_view discriminator);
+
+// A dead letter as the API shows it, from a message's fields.
+v1::DeadLetter DeadLetterFromFields(const std::string& id, const Fields& f);
+
+// "labshare.notify.v1.NotifyEvent" payload with a fresh event id.
+std::string NotifyEventPayload(v1::NotifyEvent event, absl::Time when, const std::string& actor,
+                               const std::string& request_id);
+
+class MailQueue {
+ public:
+  explicit MailQueue(RedisPool* redis) : redis_(redis) {}
+
+  // Queues `fields` (kind, user, org, email, name, subject, text, html,
+  // unsub, event, lang, tz) as message `id` unless it exists. digest: waits
+  // in the user's digest list, due at digest_due (domain). True if queued.
+  absl::StatusOr<bool> Enqueue(const std::string& id, const Fields& fields, bool digest, absl::Time digest_due,
+                               absl::Time wall_now);
+
+  // Claims up to `limit` due messages for `consumer` (state SENDING).
+  absl::StatusOr<std::vector<std::string>> Claim(const std::string& consumer, absl::Time wall_now, int limit);
+  // The fields of a message (empty when it does not exist).
+  absl::StatusOr<Fields> Load(const std::string& id);
+
+  enum class Outcome { kSent, kRetry, kDead };
+  // The end of one attempt by `consumer` (a no-op when the message is no
+  // longer its, e.g. recovered as uncertain meanwhile). kDead needs the
+  // MailDeadLettered payload; kSent keeps the message `retention`.
+  absl::Status Finish(const std::string& id, const std::string& consumer, Outcome outcome, absl::Time wall_now,
+                      absl::Time retry_at, const std::string& error, v1::DeadLetter::Reason reason,
+                      const std::string& event_payload, absl::Duration retention);
+
+  // Messages left SENDING by `consumer` (a restart of the same process), or
+  // by anyone and claimed before `stale_before`: to the dead letters as
+  // DELIVERY_UNCERTAIN. Returns how many.
+  absl::StatusOr<int> RecoverInFlight(const std::string& consumer, absl::Time stale_before, absl::Time wall_now,
+                                      absl::Time domain_now);
+
+  // Dead letters, newest first, after `after` (an id; empty: from the top).
+  absl::StatusOr<std::vector<std::pair<std::string, Fields>>> ListDead(const std::string& after, int limit,
+                                                                        const std::string& organization,
+                                                                        v1::DeadLetter::Reason reason);
+  // DEAD -> QUEUED now. NOT_FOUND (DEAD_LETTER_NOT_FOUND), FAILED_PRECONDITION
+  // (NOT_A_DEAD_LETTER); the same request_id again answers the same.
+  absl::StatusOr<Fields> Replay(const std::string& id, const std::string& actor, const std::string& request_id,
+                                absl::Time wall_now, absl::Time domain_now);
+
+  // Schedule changes of one event, applied once (marker per event id).
+  absl::Status ApplySchedule(const std::string& event_id, const StreamEvent& e,
+                             const std::vector<std::pair<std::string, absl::Time>>& add,
+                             const std::vector<std::string>& remove);
+  struct Fired {
+    std::string member;
+    StreamEvent event;
+    absl::Time fire;
+  };
+  // Claims members due by domain_now (and claims older than stale_before
+  // that were never finished).
+  absl::StatusOr<std::vector<Fired>> ClaimSchedules(absl::Time domain_now, absl::Time wall_now,
+                                                   absl::Time stale_before, int limit);
+  absl::Status FinishSchedule(const std::string& member);
+
+  // Turns the due digests (domain_now) into QUEUED digest messages. Returns
+  // how many.
+  absl::StatusOr<int> MakeDigests(absl::Time domain_now, absl::Time wall_now, int limit);
+
+  // Settings: the hash (empty when never set).
+  absl::StatusOr<Fields> Settings(const std::string& user_id);
+  // Writes `fields` when the current etag is `expected_etag`; ABORTED
+  // (CONCURRENT_MODIFICATION) otherwise. With a request_id: the same
+  // fingerprint again is a no-op (returns false), another one is
+  // FAILED_PRECONDITION (REQUEST_ID_REUSED); then a client_etag (the
+  // caller's, when given) other than the current one is FAILED_PRECONDITION
+  // (ETAG_MISMATCH).
+  absl::StatusOr<bool> PutSettings(const std::string& user_id, const Fields& fields, const std::string& expected_etag,
+                                   const std::string& request_id, const std::string& fingerprint,
+                                   const std::string& event_payload, const std::string& client_etag = "");
+
+  // The unsubscribe-token key (created on first use).
+  absl::StatusOr<std::string> UnsubscribeKey();
+
+ private:
+  RedisPool* redis_;
+};
+
+}  // namespace labshare::notify
+
+#endif  // LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_QUEUE_H_

@@ -1,0 +1,827 @@
+// labshare-notify's mail, black box: real processes (redis-server,
+// labshare-inventory, labshare-booking, labshare-notify and an SMTP sink,
+// tests/notify/smtp_sink.py on Debian's python3-aiosmtpd) on free loopback
+// ports, in demo time (a clock file every process reads).
+//
+// Booking kinds come from the real booking service (confirmed, approval
+// requested, approved, rejected, cancelled by an outage window created in
+// inventory, reminder, missed); lease, service-order, billing and webhook
+// kinds from events written to their outboxes exactly as those services
+// write them (the full snapshot in the payload). The notifier is killed with
+// SIGKILL while a mail is in the relay's hands (the sink holds it), then
+// restarted with the same consumer name, and a second replica joins (the
+// reminders, the digest and the rest go out once all the same). Asserted,
+// exactly: which mails every person got (by kind, from the sink's files),
+// digests and unsubscribes honoured, legal notices not turned off, retries
+// ending in the dead letters, a replay, and the mail in flight at the kill:
+// delivered at most once and dead-lettered as DELIVERY_UNCERTAIN; nothing
+// else lost or sent twice. Waits poll with bounded deadlines; no sleeps for ordering.
+#include <dirent.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/grpc_status.h"
+#include "common/proto_util.h"
+#include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking.grpc.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "labshare/notify/v1/notify.grpc.pb.h"
+#include "labshare/notify/v1/notify_events.pb.h"
+#include "labshare/usage/v1/usage.grpc.pb.h"
+#include "tests/booking/booking_test_cluster.h"
+
+namespace labshare::testing {
+namespace {
+
+namespace bk = labshare::booking::v1;
+namespace bl = labshare::billing::v1;
+namespace iv = labshare::inventory::v1;
+namespace nv = labshare::notify::v1;
+namespace tv = labshare::type::v1;
+namespace uv = labshare::usage::v1;
+
+constexpr absl::Duration kWait = absl::Seconds(90);
+// Demo time: Monday 2027-03-01 08:00 in Shanghai.
+const absl::Time kT0 = absl::FromUnixSeconds(1803859200);  // 2027-03-01T00:00:00Z
+
+std::string SourceDir() { return LABSHARE_SOURCE_DIR; }
+
+void WriteClock(const std::string& path, absl::Time t) {
+  std::ofstream(path + ".tmp") << absl::FormatTime(absl::RFC3339_sec, t, absl::UTCTimeZone()) << "\n";
+  std::filesystem::rename(path + ".tmp", path);
+}
+
+struct Mail {
+  std::string file;
+  std::string to;
+  std::string kind;
+  std::string subject;
+  std::string unsubscribe;
+  std::string text;  // decoded text/plain part
+};
+
+std::string Header(const std::string& raw, const std::string& name) {
+  for (absl::string_view line : absl::StrSplit(raw, absl::ByAnyChar("\r\n"), absl::SkipEmpty())) {
+    if (absl::StartsWithIgnoreCase(line, name + ": ")) return std::string(line.substr(name.size() + 2));
+  }
+  return "";
+}
+
+std::vector<Mail> ReadMails(const std::string& dir) {
+  std::vector<Mail> out;
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (absl::EndsWith(n, ".eml") && n[0] != '.') names.push_back(e.path().string());
+  }
+  std::sort(names.begin(), names.end());
+  for (const std::string& path : names) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string raw = ss.str();
+    Mail m;
+    m.file = path;
+    m.to = Header(raw, "X-Envelope-To");
+    m.kind = Header(raw, "X-LabShare-Kind");
+    m.subject = Header(raw, "Subject");
+    if (absl::StartsWith(m.subject, "=?UTF-8?B?")) {
+      std::string dec;
+      absl::Base64Unescape(absl::StripSuffix(absl::StripPrefix(m.subject, "=?UTF-8?B?"), "?="), &dec);
+      m.subject = dec;
+    }
+    m.unsubscribe = std::string(absl::StripSuffix(absl::StripPrefix(Header(raw, "List-Unsubscribe"), "<"), ">"));
+    const size_t plain = raw.find("Content-Type: text/plain");
+    if (plain != std::string::npos) {
+      const size_t body = raw.find("\r\n\r\n", plain);
+      const size_t end = raw.find("--=_labshare_", body);
+      std::string b64 = raw.substr(body + 4, end - body - 4);
+      b64.erase(std::remove_if(b64.begin(), b64.end(), [](char c) { return c == '\r' || c == '\n'; }), b64.end());
+      absl::Base64Unescape(b64, &m.text);
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// recipient address -> sorted kinds.
+std::map<std::string, std::vector<std::string>> ByRecipient(const std::vector<Mail>& mails) {
+  std::map<std::string, std::vector<std::string>> out;
+  for (const Mail& m : mails) out[m.to].push_back(m.kind);
+  for (auto& [k, v] : out) std::sort(v.begin(), v.end());
+  return out;
+}
+
+uint32_t Fnv1a(const std::string& s) {
+  uint32_t h = 2166136261u;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 16777619u;
+  }
+  return h;
+}
+
+class NotifyMailE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/labshare-notify-e2e-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    work_ = tmpl;
+    clock_file_ = work_ + "/clock";
+    mail_dir_ = work_ + "/mail";
+    WriteClock(clock_file_, kT0);
+    BookingTestClusterOptions options;
+    const std::string clock_flag = "--clock_file=" + clock_file_;
+    options.service_args = [clock_flag](const std::string& service) -> std::vector<std::string> {
+      if (service == "booking") return {clock_flag, "--sweep_interval=200ms", "--inventory_cache_ttl=0s"};
+      return {clock_flag};
+    };
+    auto c = BookingTestCluster::Start(1, options);
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = *std::move(c);
+    auto sink = ChildProcess::Start("smtp-sink", SourceDir() + "/tests/notify/smtp_sink.py",
+                                    {"--dir=" + mail_dir_}, cluster_->log_dir());
+    ASSERT_TRUE(sink.ok()) << sink.status();
+    sink_ = *std::move(sink);
+    // usage: notify's own events reach the audit trail.
+    auto usage = ChildProcess::Start(
+        "usage", cluster_->bin_dir() + "/labshare-usage",
+        WithTls({"--listen=127.0.0.1:0", "--redis=" + cluster_->redis_server().address(), "--audit_unsigned",
+                 "--clock_file=" + clock_file_},
+                "usage"),
+        cluster_->log_dir());
+    ASSERT_TRUE(usage.ok()) << usage.status();
+    usage_ = *std::move(usage);
+    usage_stub_ = uv::UsageService::NewStub(TlsChannel(usage_->address()));
+    StartNotify();
+  }
+
+  // What the notifier holds, for failure output.
+  std::string Diagnose() {
+    std::string out;
+    auto& r = cluster_->redis();
+    auto keys = r.Command({"KEYS", "*"});
+    if (keys.ok()) {
+      for (const auto& k : keys->elements) {
+        auto t = r.Command({"TYPE", k.str});
+        absl::StrAppend(&out, k.str, " (", t.ok() ? t->str : "?", ")");
+        if (t.ok() && t->str == "stream") {
+          auto g = r.Command({"XINFO", "GROUPS", k.str});
+          if (g.ok()) absl::StrAppend(&out, " groups: ", g->DebugString().substr(0, 600));
+          auto len = r.Command({"XLEN", k.str});
+          if (len.ok()) absl::StrAppend(&out, " len ", len->integer);
+        }
+        if (t.ok() && t->str == "hash" && absl::StartsWith(k.str, "{notify}:mail:msg:")) {
+          auto f = r.Command({"HMGET", k.str, "state", "kind", "email", "attempts", "error"});
+          if (f.ok()) absl::StrAppend(&out, " ", f->DebugString());
+        }
+        absl::StrAppend(&out, "\n");
+      }
+    }
+    return out;
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "----- redis -----\n" << Diagnose();
+      std::cerr << cluster_->DumpLogs(6000);
+      if (notify_ != nullptr) std::cerr << "----- notify -----\n" << notify_->StderrTail(8000) << "\n";
+      for (auto& r : replicas_) std::cerr << "----- " << r->name() << " -----\n" << r->StderrTail(4000) << "\n";
+      if (sink_ != nullptr) std::cerr << "----- smtp sink -----\n" << sink_->StderrTail(3000) << "\n";
+    }
+    notify_stub_.reset();
+    notify_.reset();
+    replicas_.clear();
+    usage_stub_.reset();
+    usage_.reset();
+    sink_.reset();
+    cluster_.reset();
+    if (!HasFailure()) std::filesystem::remove_all(work_);
+  }
+
+  // A notifier; replica 0 is notify_ (the one killed), others go to
+  // replicas_.
+  void StartNotify(int replica = 0) {
+    auto n = ChildProcess::Start(
+        absl::StrCat("notify-", replica), cluster_->bin_dir() + "/labshare-notify",
+        WithTls({"--listen=127.0.0.1:0", "--redis=" + cluster_->redis_server().address(),
+                 "--inventory=" + cluster_->inventory_address(), "--smtp=" + sink_->address(),
+                 "--console_url=https://console.test", "--clock_file=" + clock_file_,
+                 absl::StrCat("--consumer_name=notify-e2e-", replica),
+                 "--reminder_lead=1h", "--handover_lead=1h", "--return_lead=1h", "--digest_hour=9",
+                 "--subsidy_pool_low_minor=100000", "--mail_retry_initial=100ms", "--mail_retry_max=200ms",
+                 "--mail_max_attempts=3", "--mail_poll=50ms", "--mail_from=noreply@labshare.test"},
+                "notify"),
+        cluster_->log_dir());
+    ASSERT_TRUE(n.ok()) << n.status();
+    if (replica > 0) {
+      replicas_.push_back(*std::move(n));
+      return;
+    }
+    notify_ = *std::move(n);
+    notify_stub_ = nv::NotificationService::NewStub(TlsChannel(notify_->address()));
+  }
+
+  std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    return ctx;
+  }
+  std::string Admin() { return cluster_->admin_token(); }
+
+  void CreateUser(const std::string& id, const std::string& org, tv::Role role, const std::string& email) {
+    iv::CreateUserRequest r;
+    r.set_user_id(id);
+    r.mutable_user()->set_display_name(absl::StrCat("Dr. ", id));
+    r.mutable_user()->set_organization("organizations/" + org);
+    r.mutable_user()->add_roles(role);
+    r.mutable_user()->set_email(email);
+    iv::User out;
+    grpc::Status s = cluster_->inventory().CreateUser(Ctx(Admin()).get(), r, &out);
+    ASSERT_TRUE(s.ok()) << id << ": " << s.error_message();
+  }
+
+  void CreateInstrument(const std::string& id, bool approval) {
+    iv::CreateInstrumentRequest r;
+    r.set_instrument_id(id);
+    auto* in = r.mutable_instrument();
+    in->set_display_name(absl::StrCat("Instrument ", id));
+    in->set_owner_organization("organizations/owner");
+    in->set_facility("facilities/fac");
+    in->set_category("electron-microscopy");
+    in->mutable_original_value()->set_currency_code("CNY");
+    in->mutable_original_value()->set_amount_minor(100000000);
+    in->set_daily_available_hours(24);
+    auto* m = in->add_modes();
+    m->set_mode(tv::ON_SITE);
+    m->set_approval_required(approval);
+    auto* sr = m->mutable_slot_rules();
+    *sr->mutable_min_block() = ToProto(absl::Minutes(1));
+    *sr->mutable_max_block() = ToProto(absl::Hours(24));
+    *sr->mutable_member_horizon() = ToProto(absl::Hours(24 * 3650));
+    *sr->mutable_non_member_horizon() = ToProto(absl::Hours(24 * 3650));
+    *sr->mutable_min_notice() = ToProto(absl::ZeroDuration());
+    *sr->mutable_buffer() = ToProto(absl::ZeroDuration());
+    *sr->mutable_no_show_grace() = ToProto(absl::Minutes(10));
+    sr->set_billing_basis(iv::ACTUAL_TIME);
+    *sr->mutable_billing_unit() = ToProto(absl::Minutes(15));
+    iv::Instrument out;
+    grpc::Status s = cluster_->inventory().CreateInstrument(Ctx(Admin()).get(), r, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    iv::CreateRateRequest rate;
+    rate.set_parent("instruments/" + id);
+    rate.mutable_rate()->set_mode(tv::ON_SITE);
+    rate.mutable_rate()->set_payer_class(tv::MEMBER);
+    rate.mutable_rate()->set_unit(iv::PER_HOUR);
+    rate.mutable_rate()->mutable_price()->set_currency_code("CNY");
+    rate.mutable_rate()->mutable_price()->set_amount_minor(50000);
+    iv::Rate rate_out;
+    s = cluster_->inventory().CreateRate(Ctx(Admin()).get(), rate, &rate_out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  bk::Booking Book(const std::string& user, const std::string& instrument, absl::Time start, absl::Duration d) {
+    bk::CreateBookingRequest r;
+    r.set_request_id(absl::StrCat("rq-", user, "-", instrument, "-", absl::ToUnixSeconds(start)));
+    auto* b = r.mutable_booking();
+    b->set_instrument("instruments/" + instrument);
+    b->set_mode(tv::ON_SITE);
+    b->set_user("users/" + user);
+    b->set_payer_organization("organizations/lab");
+    b->set_purpose("imaging");
+    *b->mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b->mutable_reserved_interval()->mutable_end_time() = ToProto(start + d);
+    bk::Booking out;
+    grpc::Status s = cluster_->booking(0).CreateBooking(
+        Ctx(cluster_->Mint(user, "lab", {Role::kLabUser})).get(), r, &out);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << " " << s.error_message();
+    return out;
+  }
+
+  // XADD of an event as its service writes it.
+  void Publish(const std::string& stream, const std::string& type, const std::string& payload) {
+    auto r = cluster_->redis().Command({"XADD", stream, "*", "type", type, "payload", payload});
+    ASSERT_TRUE(r.ok() && !r->is_error()) << stream;
+  }
+  tv::EventHeader Header(const std::string& id) {
+    tv::EventHeader h;
+    h.set_event_id(id);
+    *h.mutable_event_time() = ToProto(kT0);
+    h.set_actor("users/staff1");
+    return h;
+  }
+  std::string Partition(const std::string& instrument) {
+    return absl::StrCat("{bk:", Fnv1a(instrument) % 16, "}:outbox");
+  }
+
+  // Waits until `pred` holds (bounded).
+  template <typename Pred>
+  bool WaitFor(Pred pred, absl::Duration d = kWait) {
+    const absl::Time deadline = absl::Now() + d;
+    while (absl::Now() < deadline) {
+      if (pred()) return true;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return pred();
+  }
+
+  // Every notify-mail group has read and acknowledged every entry, and no
+  // mail waits or is in flight.
+  bool Quiet() {
+    auto& r = cluster_->redis();
+    for (const char* key : {"{notify}:mail:due", "{notify}:mail:inflight", "{notify}:mail:schedclaimed"}) {
+      auto n = r.Command({"ZCARD", key});
+      if (!n.ok() || n->integer != 0) return false;
+    }
+    std::vector<std::string> streams = {"{inventory}:outbox", "{booking}:outbox", "{billing}:outbox",
+                                        "{usage}:outbox", "{notify}:outbox"};
+    for (int p = 0; p < 16; ++p) streams.push_back(absl::StrCat("{bk:", p, "}:outbox"));
+    for (const auto& s : streams) {
+      auto last = r.Command({"XREVRANGE", s, "+", "-", "COUNT", "1"});
+      if (!last.ok()) return false;
+      if (last->elements.empty()) continue;
+      const std::string last_id = last->elements[0].elements[0].str;
+      auto groups = r.Command({"XINFO", "GROUPS", s});
+      if (!groups.ok() || groups->is_error()) return false;
+      bool found = false;
+      for (const auto& g : groups->elements) {
+        std::map<std::string, std::string> f;
+        for (size_t i = 0; i + 1 < g.elements.size(); i += 2) {
+          f[g.elements[i].str] = g.elements[i + 1].is_array() ? "" : (g.elements[i + 1].str.empty() ? absl::StrCat(g.elements[i + 1].integer) : g.elements[i + 1].str);
+        }
+        if (f["name"] != "notify-mail") continue;
+        found = true;
+        if (f["pending"] != "0" || f["last-delivered-id"] != last_id) return false;
+      }
+      if (!found) return false;
+    }
+    return true;
+  }
+
+  std::vector<nv::DeadLetter> DeadLetters() {
+    nv::ListDeadLettersRequest req;
+    nv::ListDeadLettersResponse resp;
+    grpc::Status s = notify_stub_->ListDeadLetters(Ctx(Admin()).get(), req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return {resp.dead_letters().begin(), resp.dead_letters().end()};
+  }
+
+  std::string work_, clock_file_, mail_dir_;
+  std::unique_ptr<BookingTestCluster> cluster_;
+  std::unique_ptr<ChildProcess> sink_, notify_;
+  std::vector<std::unique_ptr<ChildProcess>> replicas_;
+  std::unique_ptr<ChildProcess> usage_;
+  std::unique_ptr<uv::UsageService::Stub> usage_stub_;
+  std::unique_ptr<nv::NotificationService::Stub> notify_stub_;
+};
+
+TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9) {
+  // ------------------------------------------------------------ people and instruments
+  ASSERT_TRUE(cluster_->CreateMemberOrganization("owner", "CORE").ok());
+  ASSERT_TRUE(cluster_->CreateMemberOrganization("lab", "CORE").ok());
+  ASSERT_TRUE(cluster_->CreateFacility("fac", "owner").ok());
+  CreateInstrument("tem", false);
+  CreateInstrument("nmr", true);
+  CreateUser("ana", "lab", tv::LAB_USER, "ana@lab.test");
+  CreateUser("bo", "lab", tv::LAB_USER, "bo@lab.test");
+  CreateUser("cy", "lab", tv::LAB_USER, "cy@lab.test");
+  CreateUser("staff1", "owner", tv::FACILITY_STAFF, "staff1@owner.test");
+  CreateUser("staff2", "owner", tv::FACILITY_STAFF, "staff2@owner.test");
+  CreateUser("billadm", "lab", tv::MEMBER_BILLING_ADMIN, "billadm@lab.test");
+  CreateUser("owneradm", "owner", tv::MEMBER_BILLING_ADMIN, "owneradm@owner.test");
+  CreateUser("root", "owner", tv::CONSORTIUM_ADMIN, "root@consortium.test");
+  CreateUser("holdy", "lab", tv::LAB_USER, "hold-holdy@lab.test");
+  CreateUser("flaky", "lab", tv::LAB_USER, "tempfail-flaky@lab.test");
+  CreateUser("gone", "lab", tv::LAB_USER, "reject-gone@lab.test");
+  ASSERT_FALSE(HasFailure());
+
+  // ------------------------------------------------------------ settings
+  const std::string ana_token = cluster_->Mint("ana", "lab", {Role::kLabUser});
+  {
+    nv::UpdateNotificationSettingsRequest r;
+    r.set_request_id("ana-settings");
+    r.mutable_settings()->set_name("users/ana/notificationSettings");
+    r.mutable_settings()->set_language("en");
+    r.mutable_settings()->set_time_zone("Europe/Berlin");
+    r.mutable_update_mask()->add_paths("language");
+    r.mutable_update_mask()->add_paths("time_zone");
+    nv::NotificationSettings out;
+    grpc::Status s = notify_stub_->UpdateNotificationSettings(Ctx(ana_token).get(), r, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(out.language(), "en");
+    EXPECT_EQ(out.time_zone(), "Europe/Berlin");
+    EXPECT_FALSE(out.etag().empty());
+    // Someone else's settings: USER_SCOPE.
+    nv::GetNotificationSettingsRequest g;
+    g.set_name("users/bo/notificationSettings");
+    s = notify_stub_->GetNotificationSettings(Ctx(ana_token).get(), g, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(GrpcErrorReason(s), "USER_SCOPE");
+    // An etag that is not the current one: refused; the same request again
+    // answers the same.
+    nv::UpdateNotificationSettingsRequest stale = r;
+    stale.set_request_id("ana-stale");
+    stale.mutable_settings()->set_etag("not-the-etag");
+    s = notify_stub_->UpdateNotificationSettings(Ctx(ana_token).get(), stale, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(GrpcErrorReason(s), "ETAG_MISMATCH");
+    nv::NotificationSettings again;
+    s = notify_stub_->UpdateNotificationSettings(Ctx(ana_token).get(), r, &again);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    // Legal notices cannot be turned off.
+    nv::UpdateNotificationSettingsRequest legal;
+    legal.mutable_settings()->set_name("users/ana/notificationSettings");
+    legal.mutable_settings()->add_disabled_kinds(nv::INVOICE_ISSUED);
+    legal.mutable_update_mask()->add_paths("disabled_kinds");
+    s = notify_stub_->UpdateNotificationSettings(Ctx(ana_token).get(), legal, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(GrpcErrorReason(s), "LEGAL_NOTICE_REQUIRED");
+  }
+  {
+    nv::UpdateNotificationSettingsRequest r;
+    r.mutable_settings()->set_name("users/bo/notificationSettings");
+    r.mutable_settings()->set_delivery(nv::NotificationSettings::DAILY_DIGEST);
+    r.mutable_update_mask()->add_paths("delivery");
+    nv::NotificationSettings out;
+    grpc::Status s = notify_stub_->UpdateNotificationSettings(Ctx(Admin()).get(), r, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  // ------------------------------------------------------------ real booking events
+  const bk::Booking b1 = Book("ana", "tem", kT0 + absl::Hours(48 + 2), absl::Hours(1));  // 10:00+08 on Mar 3
+  EXPECT_EQ(b1.state(), bk::Booking::CONFIRMED);
+  const bk::Booking b2 = Book("ana", "nmr", kT0 + absl::Hours(72 + 2), absl::Hours(1));
+  EXPECT_EQ(b2.state(), bk::Booking::PENDING_APPROVAL);
+  const bk::Booking b3 = Book("ana", "nmr", kT0 + absl::Hours(96 + 2), absl::Hours(1));
+  const bk::Booking b4 = Book("ana", "tem", kT0 + absl::Hours(120 + 2), absl::Hours(1));
+  const bk::Booking b5 = Book("ana", "tem", kT0 + absl::Hours(1), absl::Hours(1));  // reminder due at once
+  const bk::Booking bo1 = Book("bo", "tem", kT0 + absl::Hours(144 + 2), absl::Hours(1));
+  const bk::Booking cy1 = Book("cy", "tem", kT0 + absl::Hours(168 + 2), absl::Hours(1));
+  ASSERT_FALSE(HasFailure());
+  const std::string staff_token = cluster_->Mint("staff1", "owner", {Role::kFacilityStaff});
+  {
+    bk::ApproveBookingRequest a;
+    a.set_name(b2.name());
+    a.set_request_id("approve-b2");
+    bk::Booking out;
+    grpc::Status s = cluster_->booking(0).ApproveBooking(Ctx(staff_token).get(), a, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    bk::RejectBookingRequest rj;
+    rj.set_name(b3.name());
+    rj.set_reason("the magnet is being refilled");
+    rj.set_request_id("reject-b3");
+    s = cluster_->booking(0).RejectBooking(Ctx(staff_token).get(), rj, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  {
+    iv::CreateMaintenanceWindowRequest w;
+    w.set_parent("instruments/tem");
+    w.set_request_id("outage-1");
+    auto* mw = w.mutable_maintenance_window();
+    *mw->mutable_interval()->mutable_start_time() = ToProto(kT0 + absl::Hours(120));
+    *mw->mutable_interval()->mutable_end_time() = ToProto(kT0 + absl::Hours(126));
+    mw->set_reason("power cut");
+    mw->set_outage(true);
+    iv::MaintenanceWindow out;
+    grpc::Status s = cluster_->inventory().CreateMaintenanceWindow(Ctx(Admin()).get(), w, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  // cy's first confirmation carries the unsubscribe link; cy uses it.
+  std::string cy_unsubscribe;
+  ASSERT_TRUE(WaitFor([&] {
+    for (const Mail& m : ReadMails(mail_dir_)) {
+      if (m.to == "cy@lab.test") cy_unsubscribe = m.unsubscribe;
+    }
+    return !cy_unsubscribe.empty();
+  })) << "cy's confirmation did not arrive";
+  ASSERT_TRUE(absl::StartsWith(cy_unsubscribe, "https://console.test/unsubscribe?token=")) << cy_unsubscribe;
+  {
+    nv::UnsubscribeRequest u;
+    u.set_token(cy_unsubscribe.substr(cy_unsubscribe.find("token=") + 6));
+    u.set_validate_only(true);
+    nv::UnsubscribeResponse out;
+    grpc::Status s = notify_stub_->Unsubscribe(Ctx("").get(), u, &out);  // no LabShare token
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(out.user(), "users/cy");
+    EXPECT_EQ(out.kind(), nv::BOOKING_CONFIRMED);
+    EXPECT_FALSE(out.changed());
+    u.set_validate_only(false);
+    s = notify_stub_->Unsubscribe(Ctx("").get(), u, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(out.changed());
+    s = notify_stub_->Unsubscribe(Ctx("").get(), u, &out);
+    ASSERT_TRUE(s.ok());
+    EXPECT_FALSE(out.changed());  // idempotent
+    nv::UnsubscribeRequest forged = u;
+    forged.set_token(u.token().substr(0, u.token().size() - 1) + (u.token().back() == '0' ? "1" : "0"));
+    s = notify_stub_->Unsubscribe(Ctx("").get(), forged, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(GrpcErrorReason(s), "UNSUBSCRIBE_TOKEN_NOT_FOUND");
+  }
+  const bk::Booking cy2 = Book("cy", "tem", kT0 + absl::Hours(192 + 2), absl::Hours(1));  // no mail now
+  ASSERT_EQ(cy2.state(), bk::Booking::CONFIRMED);
+
+  // ------------------------------------------------------------ kill -9 with a mail in flight
+  {
+    bk::BookingEvent e;
+    *e.mutable_header() = Header("quote-holdy");
+    auto* so = e.mutable_service_order_quoted()->mutable_service_order();
+    so->set_name("serviceOrders/so-hold");
+    so->set_instrument("instruments/tem");
+    so->set_instrument_owner("organizations/owner");
+    so->set_client_organization("organizations/lab");
+    so->set_requester("users/holdy");
+    so->mutable_quote()->mutable_total()->set_currency_code("CNY");
+    so->mutable_quote()->mutable_total()->set_amount_minor(123450);
+    Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", e.SerializeAsString());
+  }
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(mail_dir_ + "/holding-hold-holdy@lab.test"); }))
+      << "the held mail never reached the sink";
+  ASSERT_EQ(kill(notify_->pid(), SIGKILL), 0);
+  notify_->WaitExit();
+  notify_stub_.reset();
+  notify_.reset();
+
+  // ------------------------------------------------------------ events while the notifier is down
+  auto lease = [&](bk::Lease* l, const std::string& name) {
+    l->set_name(name);
+    l->set_instrument("instruments/tem");
+    l->set_instrument_owner("organizations/owner");
+    l->set_lessee_organization("organizations/lab");
+    l->set_contact_user("users/ana");
+    *l->mutable_term()->mutable_start_time() = ToProto(kT0 + absl::Hours(48));   // handover due at +47h
+    *l->mutable_term()->mutable_end_time() = ToProto(kT0 + absl::Hours(49));     // return due at +48h
+    l->mutable_contract()->mutable_rate()->set_currency_code("CNY");
+    l->mutable_contract()->mutable_rate()->set_amount_minor(80000);
+    l->mutable_contract()->mutable_deposit()->set_currency_code("CNY");
+    l->mutable_contract()->mutable_deposit()->set_amount_minor(1000000);
+  };
+  {
+    bk::BookingEvent e;
+    *e.mutable_header() = Header("lease-approved");
+    lease(e.mutable_lease_approved()->mutable_lease(), "leases/l1");
+    e.mutable_lease_approved()->mutable_lease()->set_state(bk::Lease::APPROVED);
+    Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", e.SerializeAsString());
+    // l1 is handed over before its handover falls due (no handover notice
+    // then); l2 is not (its handover notice goes out).
+    bk::BookingEvent e2;
+    *e2.mutable_header() = Header("lease-2-approved");
+    lease(e2.mutable_lease_approved()->mutable_lease(), "leases/l2");
+    e2.mutable_lease_approved()->mutable_lease()->set_state(bk::Lease::APPROVED);
+    Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", e2.SerializeAsString());
+    bk::BookingEvent h;
+    *h.mutable_header() = Header("lease-handed-over");
+    lease(h.mutable_lease_handed_over()->mutable_lease(), "leases/l1");
+    h.mutable_lease_handed_over()->mutable_lease()->set_state(bk::Lease::HANDED_OVER);
+    Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", h.SerializeAsString());
+  }
+  auto order = [&](bk::ServiceOrder* so, const std::string& requester) {
+    so->set_name("serviceOrders/so-" + requester);
+    so->set_instrument("instruments/tem");
+    so->set_instrument_owner("organizations/owner");
+    so->set_client_organization("organizations/lab");
+    so->set_requester("users/" + requester);
+    so->mutable_quote()->mutable_total()->set_currency_code("CNY");
+    so->mutable_quote()->mutable_total()->set_amount_minor(88800);
+    so->add_reports()->set_summary("12 spectra, all within tolerance");
+    so->set_dispute_reason("sample 3 is missing");
+  };
+  for (const std::string who : {"ana", "flaky", "gone"}) {
+    bk::BookingEvent q;
+    *q.mutable_header() = Header("quote-" + who);
+    order(q.mutable_service_order_quoted()->mutable_service_order(), who);
+    Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", q.SerializeAsString());
+  }
+  {
+    bk::BookingEvent r;
+    *r.mutable_header() = Header("report-ana");
+    order(r.mutable_service_order_report_delivered()->mutable_service_order(), "ana");
+    Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", r.SerializeAsString());
+    bk::BookingEvent d;
+    *d.mutable_header() = Header("dispute-ana");
+    order(d.mutable_service_order_report_disputed()->mutable_service_order(), "ana");
+    Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", d.SerializeAsString());
+    // Published twice (at-least-once publishing): still one mail each.
+    Publish(Partition("tem"), "labshare.booking.v1.BookingEvent", d.SerializeAsString());
+  }
+  {
+    bl::BillingEvent inv;
+    *inv.mutable_header() = Header("invoice-1");
+    auto* i = inv.mutable_invoice_issued()->mutable_invoice();
+    i->set_name("invoices/inv-1");
+    i->set_number("LS-2027-000001");
+    i->set_period("2027-02");
+    i->set_payer_organization("organizations/lab");
+    i->mutable_amount_due()->set_currency_code("CNY");
+    i->mutable_amount_due()->set_amount_minor(1234560);
+    *i->mutable_due_time() = ToProto(kT0 + absl::Hours(24 * 30));
+    Publish("{billing}:outbox", "labshare.billing.v1.BillingEvent", inv.SerializeAsString());
+    // History, not news (older than --mail_max_event_age): no mail.
+    bl::BillingEvent old = inv;
+    old.mutable_header()->set_event_id("invoice-old");
+    *old.mutable_header()->mutable_event_time() = ToProto(kT0 - absl::Hours(24 * 30));
+    old.mutable_invoice_issued()->mutable_invoice()->set_name("invoices/inv-0");
+    Publish("{billing}:outbox", "labshare.billing.v1.BillingEvent", old.SerializeAsString());
+    bl::BillingEvent pay;
+    *pay.mutable_header() = Header("payment-1");
+    auto* p = pay.mutable_payment_recorded()->mutable_payment();
+    p->set_name("payments/p1");
+    p->set_payer("organizations/lab");
+    p->set_payee("organizations/owner");
+    p->set_invoice("invoices/inv-1");
+    p->mutable_amount()->set_currency_code("CNY");
+    p->mutable_amount()->set_amount_minor(1234560);
+    Publish("{billing}:outbox", "labshare.billing.v1.BillingEvent", pay.SerializeAsString());
+    bl::BillingEvent st;
+    *st.mutable_header() = Header("settlement-1");
+    auto* s = st.mutable_settlement_computed()->mutable_settlement();
+    s->set_name("settlements/2027-02");
+    s->set_period("2027-02");
+    auto* t = s->add_transfers();
+    t->set_from_organization("organizations/lab");
+    t->set_to_organization("organizations/owner");
+    t->mutable_amount()->set_currency_code("CNY");
+    t->mutable_amount()->set_amount_minor(5000);
+    Publish("{billing}:outbox", "labshare.billing.v1.BillingEvent", st.SerializeAsString());
+    for (int k = 0; k < 2; ++k) {  // above, then below the threshold (100000)
+      bl::BillingEvent sa;
+      *sa.mutable_header() = Header(absl::StrCat("subsidy-", k));
+      auto* a = sa.mutable_subsidy_applied();
+      a->mutable_line()->set_subsidy_pool("subsidyPools/sme");
+      a->mutable_line()->mutable_amount()->set_currency_code("CNY");
+      a->mutable_line()->mutable_amount()->set_amount_minor(60000);
+      a->mutable_pool_balance()->set_currency_code("CNY");
+      a->mutable_pool_balance()->set_amount_minor(k == 0 ? 120000 : 60000);
+      Publish("{billing}:outbox", "labshare.billing.v1.BillingEvent", sa.SerializeAsString());
+    }
+    nv::NotifyEvent wh;
+    *wh.mutable_header() = Header("webhook-off");
+    wh.mutable_webhook_disabled()->set_webhook("organizations/lab/webhooks/w1");
+    wh.mutable_webhook_disabled()->set_organization("organizations/lab");
+    wh.mutable_webhook_disabled()->set_url("https://erp.lab.test/hook");
+    wh.mutable_webhook_disabled()->set_consecutive_failures(10);
+    wh.mutable_webhook_disabled()->set_last_error("HTTP 503");
+    Publish("{notify}:outbox", "labshare.notify.v1.NotifyEvent", wh.SerializeAsString());
+  }
+
+  // ------------------------------------------------------------ restart; the held mail lets go
+  std::ofstream(mail_dir_ + "/release").close();
+  StartNotify();
+  // From here on two replicas share the work: reminders, digests and every
+  // mail still go out once.
+  StartNotify(1);
+  ASSERT_FALSE(HasFailure());
+  // Time moves: b5 missed (start +1h, grace 10 min), bo's digest (09:00),
+  // then the lease's handover/return and b1's reminder (Mar 3, 09:00+08).
+  WriteClock(clock_file_, kT0 + absl::Hours(2));
+  ASSERT_TRUE(WaitFor([&] {
+    bk::GetBookingRequest g;
+    g.set_name(b5.name());
+    bk::Booking out;
+    return cluster_->booking(0).GetBooking(Ctx(Admin()).get(), g, &out).ok() && out.state() == bk::Booking::MISSED;
+  })) << "b5 never became MISSED";
+  WriteClock(clock_file_, kT0 + absl::Hours(48 + 1) + absl::Minutes(30));
+  ASSERT_TRUE(WaitFor([&] { return Quiet() && ReadMails(mail_dir_).size() >= 29; }))
+      << "the notifier did not settle; mails so far: " << ReadMails(mail_dir_).size();
+  ASSERT_TRUE(WaitFor([&] { return Quiet(); }));
+
+  // ------------------------------------------------------------ what everyone got
+  const std::vector<Mail> mails = ReadMails(mail_dir_);
+  std::map<std::string, std::vector<std::string>> got = ByRecipient(mails);
+  using V = std::vector<std::string>;
+  std::map<std::string, V> want = {
+      {"ana@lab.test",
+       {"BOOKING_APPROVED", "BOOKING_CANCELLED_BY_OUTAGE", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED",
+        "BOOKING_CONFIRMED", "BOOKING_MISSED", "BOOKING_REJECTED", "BOOKING_REMINDER", "BOOKING_REMINDER",
+        "LEASE_APPROVED", "LEASE_APPROVED", "LEASE_HANDOVER_DUE", "LEASE_RETURN_DUE", "QUOTE_ISSUED",
+        "REPORT_DELIVERED"}},
+      {"staff1@owner.test", {"APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "ORDER_DISPUTED"}},
+      {"staff2@owner.test", {"APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "ORDER_DISPUTED"}},
+      {"bo@lab.test", {"DIGEST"}},
+      {"cy@lab.test", {"BOOKING_CONFIRMED"}},
+      {"billadm@lab.test", {"INVOICE_ISSUED", "PAYMENT_RECEIVED", "SETTLEMENT_TRANSFERS_DUE", "WEBHOOK_DISABLED"}},
+      {"owneradm@owner.test", {"PAYMENT_RECEIVED"}},
+      {"root@consortium.test", {"SUBSIDY_POOL_LOW"}},
+  };
+  // The mail in flight at the kill: at most once at the sink.
+  const size_t held = got.count("hold-holdy@lab.test") ? got["hold-holdy@lab.test"].size() : 0;
+  EXPECT_LE(held, 1u);
+  got.erase("hold-holdy@lab.test");
+  EXPECT_EQ(got, want);
+
+  // Content: ana's in English and Berlin time; staff's in Chinese.
+  for (const Mail& m : mails) {
+    if (m.to == "ana@lab.test" && m.kind == "BOOKING_CONFIRMED" &&
+        absl::StrContains(m.text, std::string(absl::StripPrefix(b1.name(), "bookings/")))) {
+      EXPECT_TRUE(absl::StrContains(m.text, "Hello Dr. ana,")) << m.text;
+      EXPECT_TRUE(absl::StrContains(m.text, "2027-03-03 03:00 (Europe/Berlin)")) << m.text;
+      EXPECT_TRUE(absl::StrContains(m.text, "Open in LabShare: https://console.test/#/lab/bookings")) << m.text;
+      EXPECT_EQ(m.subject, "Booking confirmed: Instrument tem, 2027-03-03 03:00 (Europe/Berlin)");
+    }
+    if (m.to == "staff1@owner.test" && m.kind == "APPROVAL_REQUESTED") {
+      EXPECT_TRUE(absl::StartsWith(m.subject, "待审批：Instrument nmr，")) << m.subject;
+      EXPECT_TRUE(absl::StrContains(m.text, "(Asia/Shanghai)")) << m.text;
+    }
+    if (m.kind == "INVOICE_ISSUED") {
+      EXPECT_TRUE(m.unsubscribe.empty()) << "a legal notice has no unsubscribe link";
+      EXPECT_TRUE(absl::StrContains(m.text, "https://console.test/#/billing/invoices/inv-1")) << m.text;
+      EXPECT_TRUE(absl::StrContains(m.text, "12,345.60 CNY")) << m.text;
+    }
+    if (m.kind == "BOOKING_CANCELLED_BY_OUTAGE") {
+      EXPECT_TRUE(absl::StrContains(m.text, "2027-03-06 01:00 (Europe/Berlin) - 2027-03-06 07:00 (Europe/Berlin)"))
+          << m.text;
+    }
+    if (m.kind == "DIGEST") {
+      EXPECT_TRUE(absl::StrContains(m.text, "预约已确认：Instrument tem")) << m.text;
+    }
+  }
+
+  // ------------------------------------------------------------ dead letters
+  std::map<std::string, nv::DeadLetter> dead;
+  for (const auto& d : DeadLetters()) dead[d.recipient()] = d;
+  ASSERT_EQ(dead.size(), 3u);
+  EXPECT_EQ(dead["users/holdy"].reason(), nv::DeadLetter::DELIVERY_UNCERTAIN);
+  EXPECT_EQ(dead["users/holdy"].kind(), nv::QUOTE_ISSUED);
+  EXPECT_EQ(dead["users/flaky"].reason(), nv::DeadLetter::RETRIES_EXHAUSTED);
+  EXPECT_EQ(dead["users/flaky"].attempts(), 3);
+  EXPECT_EQ(dead["users/gone"].reason(), nv::DeadLetter::REJECTED);
+  EXPECT_EQ(dead["users/gone"].attempts(), 1);
+  EXPECT_EQ(dead["users/gone"].recipient_organization(), "organizations/lab");
+
+  // Staff of another organisation see none of them; replay is scoped too.
+  {
+    const std::string owner_staff = cluster_->Mint("staff1", "owner", {Role::kFacilityStaff});
+    nv::ListDeadLettersRequest req;
+    nv::ListDeadLettersResponse resp;
+    ASSERT_TRUE(notify_stub_->ListDeadLetters(Ctx(owner_staff).get(), req, &resp).ok());
+    EXPECT_EQ(resp.dead_letters_size(), 0);
+    nv::ReplayDeadLetterRequest r;
+    r.set_name(dead["users/gone"].name());
+    nv::DeadLetter out;
+    grpc::Status s = notify_stub_->ReplayDeadLetter(Ctx(owner_staff).get(), r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  }
+  // Replay by the consortium admin: attempted again, refused again.
+  {
+    nv::ReplayDeadLetterRequest r;
+    r.set_name(dead["users/gone"].name());
+    r.set_request_id("replay-gone");
+    nv::DeadLetter out;
+    grpc::Status s = notify_stub_->ReplayDeadLetter(Ctx(Admin()).get(), r, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(out.replayed_by(), "users/admin");
+    ASSERT_TRUE(WaitFor([&] {
+      for (const auto& d : DeadLetters()) {
+        if (d.recipient() == "users/gone" && d.has_replay_time() && d.attempts() == 1) return true;
+      }
+      return false;
+    }));
+    s = notify_stub_->ReplayDeadLetter(Ctx(Admin()).get(), r, &out);  // same request_id after it died again
+    EXPECT_TRUE(s.ok()) << s.error_message();  // the same request_id answers the same
+  }
+  // notify's events in the audit trail (usage consumes {notify}:outbox):
+  // settings of ana, bo and cy's unsubscribe; four mails to the dead
+  // letters (holdy, flaky, gone twice), one replay; the webhook notice.
+  {
+    std::map<std::string, int> types;
+    ASSERT_TRUE(WaitFor([&] {
+      types.clear();
+      uv::ListAuditEntriesRequest req;
+      req.add_source_services("notify");
+      req.set_page_size(100);
+      uv::ListAuditEntriesResponse resp;
+      if (!usage_stub_->ListAuditEntries(Ctx(Admin()).get(), req, &resp).ok()) return false;
+      for (const auto& e : resp.entries()) ++types[e.event_type()];
+      return resp.entries_size() == 9;
+    })) << "audit entries of notify: " << types.size();
+    EXPECT_EQ(types, (std::map<std::string, int>{{"labshare.notify.v1.NotificationSettingsChanged", 3},
+                                                  {"labshare.notify.v1.MailDeadLettered", 4},
+                                                  {"labshare.notify.v1.DeadLetterReplayed", 1},
+                                                  {"labshare.notify.v1.WebhookDisabled", 1}}));
+  }
+  // Nothing was sent twice, and nothing more arrives once quiet.
+  ASSERT_TRUE(WaitFor([&] { return Quiet(); }));
+  EXPECT_EQ(ReadMails(mail_dir_).size(), mails.size());
+}
+
+}  // namespace
+}  // namespace labshare::testing

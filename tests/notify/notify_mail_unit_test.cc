@@ -1,0 +1,283 @@
+// Unit tests of the mail module's pure parts: which events make which mails
+// for whom (Interpret, ScheduledNotice), the templates (language, zone,
+// link, unsubscribe), money, MIME and message ids.
+#include <gtest/gtest.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "common/proto_util.h"
+#include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "labshare/notify/v1/notify_events.pb.h"
+#include "services/notify/notify_mail_kinds.h"
+#include "services/notify/notify_mail_queue.h"
+#include "services/notify/notify_mail_smtp.h"
+
+namespace labshare::notify {
+namespace {
+
+namespace bk = labshare::booking::v1;
+namespace bl = labshare::billing::v1;
+namespace tv = labshare::type::v1;
+
+const absl::Time kStart = absl::FromUnixSeconds(1803866400);  // 2027-03-01T02:00:00Z
+
+StreamEvent Entry(const bk::BookingEvent& e) {
+  return StreamEvent{"1-0", "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
+}
+StreamEvent Entry(const bl::BillingEvent& e) {
+  return StreamEvent{"1-0", "labshare.billing.v1.BillingEvent", e.SerializeAsString()};
+}
+
+bk::Booking OnSite(bk::Booking::State state) {
+  bk::Booking b;
+  b.set_name("bookings/b1");
+  b.set_instrument("instruments/tem");
+  b.set_instrument_owner("organizations/owner");
+  b.set_mode(tv::ON_SITE);
+  b.set_user("users/ana");
+  b.set_state(state);
+  *b.mutable_reserved_interval()->mutable_start_time() = ToProto(kStart);
+  *b.mutable_reserved_interval()->mutable_end_time() = ToProto(kStart + absl::Hours(1));
+  return b;
+}
+
+TEST(InterpretTest, BookingKindsGoToTheBookingsUser) {
+  InterpretOptions o;
+  o.reminder_lead = absl::Hours(2);
+  bk::BookingEvent e;
+  e.mutable_header()->set_event_id("e1");
+  *e.mutable_booking_created()->mutable_booking() = OnSite(bk::Booking::CONFIRMED);
+  auto i = Interpret(Entry(e), o);
+  ASSERT_TRUE(i.ok());
+  EXPECT_EQ(i->event_id, "e1");
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::BOOKING_CONFIRMED);
+  EXPECT_EQ(i->notices[0].users, std::vector<std::string>{"users/ana"});
+  ASSERT_EQ(i->schedule.size(), 1u);
+  EXPECT_EQ(i->schedule[0].member, "BOOKING_REMINDER|bookings/b1");
+  EXPECT_EQ(i->schedule[0].fire, kStart - absl::Hours(2));
+
+  // Confirmed through approval: the approval's mail says it, not a second
+  // one; the reminder is scheduled. Without via_approval (older streams,
+  // after a BookingCreated CONFIRMED): nothing.
+  bk::BookingEvent ce;
+  ce.mutable_header()->set_event_id("e1b");
+  *ce.mutable_booking_confirmed()->mutable_booking() = OnSite(bk::Booking::CONFIRMED);
+  ce.mutable_booking_confirmed()->set_via_approval(true);
+  i = Interpret(Entry(ce), o);
+  ASSERT_TRUE(i.ok());
+  EXPECT_TRUE(i->notices.empty());
+  EXPECT_EQ(i->schedule.size(), 1u);
+  ce.mutable_booking_confirmed()->set_via_approval(false);
+  i = Interpret(Entry(ce), o);
+  EXPECT_TRUE(i->notices.empty());
+  EXPECT_TRUE(i->schedule.empty());
+
+  // Waiting for approval: the owner's staff.
+  bk::BookingEvent c;
+  c.mutable_header()->set_event_id("e2");
+  *c.mutable_booking_created()->mutable_booking() = OnSite(bk::Booking::PENDING_APPROVAL);
+  i = Interpret(Entry(c), o);
+  ASSERT_TRUE(i.ok());
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::APPROVAL_REQUESTED);
+  EXPECT_TRUE(i->notices[0].users.empty());
+  ASSERT_EQ(i->notices[0].org_roles.size(), 1u);
+  EXPECT_EQ(i->notices[0].org_roles[0].first, "organizations/owner");
+  EXPECT_EQ(i->notices[0].org_roles[0].second, Role::kFacilityStaff);
+
+  // Cancelled by the booker: no mail, the reminder goes.
+  bk::BookingEvent x;
+  x.mutable_header()->set_event_id("e3");
+  *x.mutable_booking_cancelled()->mutable_booking() = OnSite(bk::Booking::CANCELLED);
+  i = Interpret(Entry(x), o);
+  ASSERT_TRUE(i.ok());
+  EXPECT_TRUE(i->notices.empty());
+  EXPECT_EQ(i->unschedule, std::vector<std::string>{"BOOKING_REMINDER|bookings/b1"});
+  // By an outage: mailed, with the window.
+  x.mutable_booking_cancelled()->set_cancelled_by_outage(true);
+  x.mutable_booking_cancelled()->set_maintenance_window("instruments/tem/maintenanceWindows/w1");
+  i = Interpret(Entry(x), o);
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::BOOKING_CANCELLED_BY_OUTAGE);
+  EXPECT_EQ(i->notices[0].maintenance_window, "instruments/tem/maintenanceWindows/w1");
+
+  // A lease's own booking: lease kinds instead.
+  bk::BookingEvent l = e;
+  l.mutable_booking_created()->mutable_booking()->set_mode(tv::LEASE);
+  i = Interpret(Entry(l), o);
+  EXPECT_TRUE(i->notices.empty());
+  EXPECT_TRUE(i->schedule.empty());
+}
+
+TEST(InterpretTest, BillingKindsGoToBillingAdminsAndLegalNoticesAreMarked) {
+  InterpretOptions o;
+  o.subsidy_pool_low_minor = 100000;
+  bl::BillingEvent s;
+  s.mutable_header()->set_event_id("s1");
+  auto* st = s.mutable_settlement_computed()->mutable_settlement();
+  st->set_name("settlements/2027-02");
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"organizations/a", "organizations/b"}, {"organizations/a", "organizations/c"},
+           {"organizations/c", "organizations/b"}}) {
+    auto* t = st->add_transfers();
+    t->set_from_organization(from);
+    t->set_to_organization(to);
+    t->mutable_amount()->set_currency_code("CNY");
+    t->mutable_amount()->set_amount_minor(100);
+  }
+  auto i = Interpret(Entry(s), o);
+  ASSERT_TRUE(i.ok());
+  ASSERT_EQ(i->notices.size(), 2u);  // one per paying organisation
+  EXPECT_EQ(i->notices[0].org_roles[0].first, "organizations/a");
+  EXPECT_EQ(i->notices[0].org_roles[0].second, Role::kMemberBillingAdmin);
+  EXPECT_EQ(i->notices[0].discriminator, "organizations/a");
+  EXPECT_EQ(i->notices[1].org_roles[0].first, "organizations/c");
+  EXPECT_TRUE(IsLegalNotice(v1::SETTLEMENT_TRANSFERS_DUE));
+  EXPECT_TRUE(IsLegalNotice(v1::INVOICE_ISSUED));
+  EXPECT_TRUE(IsLegalNotice(v1::PAYMENT_RECEIVED));
+  EXPECT_TRUE(IsLegalNotice(v1::WEBHOOK_DISABLED));
+  EXPECT_FALSE(IsLegalNotice(v1::BOOKING_REMINDER));
+  EXPECT_FALSE(IsLegalNotice(v1::SUBSIDY_POOL_LOW));
+
+  // The pool crossing the threshold, once.
+  bl::BillingEvent a;
+  a.mutable_header()->set_event_id("a1");
+  a.mutable_subsidy_applied()->mutable_line()->set_subsidy_pool("subsidyPools/p");
+  a.mutable_subsidy_applied()->mutable_line()->mutable_amount()->set_amount_minor(500);
+  a.mutable_subsidy_applied()->mutable_pool_balance()->set_amount_minor(100000);
+  EXPECT_TRUE(Interpret(Entry(a), o)->notices.empty());  // not below yet
+  a.mutable_subsidy_applied()->mutable_pool_balance()->set_amount_minor(99999);
+  EXPECT_EQ(Interpret(Entry(a), o)->notices.size(), 1u);  // 100499 -> 99999
+  a.mutable_subsidy_applied()->mutable_pool_balance()->set_amount_minor(90000);
+  a.mutable_subsidy_applied()->mutable_line()->mutable_amount()->set_amount_minor(5000);
+  EXPECT_TRUE(Interpret(Entry(a), o)->notices.empty());  // 95000 -> 90000: already below
+}
+
+TEST(InterpretTest, UnknownTypesConcernNoOneAndGarbageIsAnError) {
+  auto i = Interpret(StreamEvent{"5-0", "labshare.usage.v1.UsageEvent", "x"}, {});
+  ASSERT_TRUE(i.ok());
+  EXPECT_TRUE(i->notices.empty());
+  EXPECT_FALSE(Interpret(StreamEvent{"5-0", "labshare.booking.v1.BookingEvent", "\xff\xff\xff"}, {}).ok());
+}
+
+TEST(InterpretTest, ScheduledNoticesComeFromTheirEvent) {
+  bk::BookingEvent e;
+  e.mutable_header()->set_event_id("e1");
+  auto* l = e.mutable_lease_extended()->mutable_lease();
+  l->set_name("leases/l1");
+  l->set_contact_user("users/ana");
+  l->set_state(bk::Lease::HANDED_OVER);
+  *e.mutable_lease_extended()->mutable_new_end_time() = ToProto(kStart + absl::Hours(100));
+  auto n = ScheduledNotice("LEASE_RETURN_DUE|leases/l1", Entry(e));
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->kind, v1::LEASE_RETURN_DUE);
+  EXPECT_EQ(n->users, std::vector<std::string>{"users/ana"});
+  EXPECT_EQ(n->times.at("end"), kStart + absl::Hours(100));
+  EXPECT_FALSE(ScheduledNotice("NOPE|x", Entry(e)).ok());
+}
+
+RenderContext Context(const std::string& language, const std::string& zone) {
+  RenderContext c;
+  c.language = language;
+  c.zone_name = zone;
+  EXPECT_TRUE(absl::LoadTimeZone(zone, &c.zone));
+  c.recipient_name = "Ana";
+  c.console_url = "https://console.test";
+  c.instrument_name = "TEM 2100";
+  c.unsubscribe_url = "https://console.test/unsubscribe?token=t";
+  return c;
+}
+
+TEST(RenderTest, LanguageZoneLinkAndUnsubscribe) {
+  bk::BookingEvent e;
+  e.mutable_header()->set_event_id("e1");
+  *e.mutable_booking_created()->mutable_booking() = OnSite(bk::Booking::CONFIRMED);
+  const Notice n = Interpret(Entry(e), {})->notices[0];
+  RenderedMail en = Render(n, Context("en", "Europe/Berlin"));
+  EXPECT_EQ(en.subject, "Booking confirmed: TEM 2100, 2027-03-01 03:00 (Europe/Berlin)");
+  EXPECT_EQ(en.text,
+            "Hello Ana,\n\nYour booking b1 of TEM 2100 is confirmed.\nTime: 2027-03-01 03:00 (Europe/Berlin) - "
+            "2027-03-01 04:00 (Europe/Berlin)\n\nOpen in LabShare: https://console.test/#/lab/bookings\n\n-- \nLabShare\n"
+            "Unsubscribe from these mails: https://console.test/unsubscribe?token=t\n");
+  EXPECT_TRUE(absl::StrContains(en.html, "<a href=\"https://console.test/#/lab/bookings\">")) << en.html;
+  EXPECT_TRUE(absl::StrContains(en.html, "<html lang=\"en\">"));
+  RenderedMail zh = Render(n, Context("zh-CN", "Asia/Shanghai"));
+  EXPECT_EQ(zh.subject, "预约已确认：TEM 2100，2027-03-01 10:00 (Asia/Shanghai)");
+  EXPECT_TRUE(absl::StartsWith(zh.text, "Ana，您好：\n\n您对 TEM 2100 的预约 b1 已确认。")) << zh.text;
+  EXPECT_TRUE(absl::StrContains(zh.text, "退订此类邮件：https://console.test/unsubscribe?token=t"));
+}
+
+TEST(RenderTest, LinksGoToTheConsolesPages) {
+  Notice n;
+  n.kind = v1::INVOICE_ISSUED;
+  n.resource = "invoices/inv-7";
+  EXPECT_EQ(ConsolePath(n), "#/billing/invoices/inv-7");
+  n.kind = v1::QUOTE_ISSUED;
+  n.resource = "serviceOrders/so-1";
+  EXPECT_EQ(ConsolePath(n), "#/lab/orders/so-1");
+  n.kind = v1::PAYMENT_RECEIVED;
+  n.resource = "payments/p1";
+  n.text["invoice"] = "invoices/inv-7";
+  EXPECT_EQ(ConsolePath(n), "#/billing/invoices/inv-7");
+  n.text["invoice"] = "";
+  EXPECT_EQ(ConsolePath(n), "#/billing/statement");
+  n.kind = v1::APPROVAL_REQUESTED;
+  EXPECT_EQ(ConsolePath(n), "#/staff/approvals");
+  n.kind = v1::LEASE_RETURN_DUE;
+  EXPECT_EQ(ConsolePath(n), "#/lab/bookings");
+}
+
+TEST(RenderTest, HtmlIsEscapedAndLegalNoticesSaySo) {
+  Notice n;
+  n.kind = v1::INVOICE_ISSUED;
+  n.resource = "invoices/i1";
+  n.text = {{"number", "<b>LS-1</b>"}, {"period", "2027-02"}, {"amount", FormatMoney(1234560, "CNY")}};
+  RenderContext c = Context("en", "UTC");
+  c.unsubscribe_url.clear();
+  RenderedMail m = Render(n, c);
+  EXPECT_EQ(m.subject, "Invoice <b>LS-1</b> issued (2027-02)");
+  EXPECT_TRUE(absl::StrContains(m.html, "&lt;b&gt;LS-1&lt;/b&gt;"));
+  EXPECT_FALSE(absl::StrContains(m.html, "<b>LS-1"));
+  EXPECT_TRUE(absl::StrContains(m.text, "12,345.60 CNY due by -."));  // no due time: "-"
+  EXPECT_TRUE(absl::StrContains(m.text, "This is a required notice; it cannot be turned off."));
+}
+
+TEST(FormatTest, MoneyAndMessageIds) {
+  EXPECT_EQ(FormatMoney(0, "CNY"), "0.00 CNY");
+  EXPECT_EQ(FormatMoney(5, "CNY"), "0.05 CNY");
+  EXPECT_EQ(FormatMoney(123456789, "CNY"), "1,234,567.89 CNY");
+  EXPECT_EQ(FormatMoney(-100000, "USD"), "-1,000.00 USD");
+  EXPECT_EQ(MessageId("e", "K", "users/a", ""), MessageId("e", "K", "users/a", ""));
+  EXPECT_NE(MessageId("e", "K", "users/a", ""), MessageId("e", "K", "users/b", ""));
+  EXPECT_NE(MessageId("e", "K", "users/a", ""), MessageId("e", "K", "users/a", "organizations/x"));
+  EXPECT_EQ(MessageId("e", "K", "users/a", "").size(), 32u);
+}
+
+TEST(MimeTest, MultipartWithEncodedSubjectAndOneClickHeaders) {
+  OutgoingMail m;
+  m.message_id = "abc";
+  m.to_address = "ana@lab.test";
+  m.to_name = "安娜";
+  m.subject = "预约已确认";
+  m.text = "文本";
+  m.html = "<p>html</p>";
+  m.unsubscribe_url = "https://console.test/unsubscribe?token=t";
+  m.kind = "BOOKING_CONFIRMED";
+  m.date = absl::FromUnixSeconds(1803859200);
+  const std::string mime = BuildMime(m, "noreply@labshare.test");
+  EXPECT_TRUE(absl::StrContains(mime, "Subject: =?UTF-8?B?" + absl::Base64Escape("预约已确认") + "?=\r\n"));
+  EXPECT_TRUE(absl::StrContains(mime, "List-Unsubscribe: <https://console.test/unsubscribe?token=t>\r\n"));
+  EXPECT_TRUE(absl::StrContains(mime, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
+  EXPECT_TRUE(absl::StrContains(mime, "Date: Mon, 01 Mar 2027 00:00:00 +0000\r\n"));
+  EXPECT_TRUE(absl::StrContains(mime, "Content-Type: multipart/alternative;"));
+  EXPECT_TRUE(absl::StrContains(mime, "Content-Type: text/plain; charset=utf-8"));
+  EXPECT_TRUE(absl::StrContains(mime, "Content-Type: text/html; charset=utf-8"));
+  EXPECT_TRUE(absl::StrContains(mime, absl::Base64Escape("文本")));
+  m.unsubscribe_url.clear();
+  EXPECT_FALSE(absl::StrContains(BuildMime(m, "x@y"), "List-Unsubscribe"));
+}
+
+}  // namespace
+}  // namespace labshare::notify

@@ -88,6 +88,16 @@ inline int64_t ExpectedLateFee(const ChargeInstrument& in, absl::Duration reserv
   return half_up(base * in.late_fee_bps, 10000);
 }
 
+// The fields of a charge the check compares, on one line.
+inline std::string DescribeCharge(const billing::v1::Charge& c) {
+  return absl::StrCat(c.name(), " of ", c.booking(), " (", c.instrument(), ", ", c.payer_organization(), " -> ",
+                      c.owner_organization(), ", ", c.user(), "): ", billing::v1::FeeKind_Name(c.fee_kind()), " ",
+                      c.amount().amount_minor(), " ", c.amount().currency_code(), " payable ",
+                      c.payable_amount().amount_minor(), " at ", c.fee_bps(), " bps, ",
+                      billing::v1::Charge::State_Name(c.state()), ", posting '", c.posting(), "', event ",
+                      c.source_event_id());
+}
+
 // One call sent until it got an answer (or its retry budget ran out).
 struct RetriedCall {
   int tries = 0;
@@ -607,7 +617,7 @@ inline ChargeReport CheckCharges(BookingTestCluster& cluster, billing::v1::Billi
       fail("late cancellation without a charge: " + a->Describe());
     } else if (n > want) {
       ++(want == 0 ? rep.foreign_charges : rep.doubled_charges);
-      fail(absl::StrCat(n, " charges (", want, " expected), e.g. ", it->second[0]->ShortDebugString(), ", for ",
+      fail(absl::StrCat(n, " charges (", want, " expected), e.g. ", DescribeCharge(*it->second[0]), ", for ",
                         a->Describe()));
     }
     if (n == 0 || want == 0) continue;
@@ -622,14 +632,14 @@ inline ChargeReport CheckCharges(BookingTestCluster& cluster, billing::v1::Billi
       ++rep.wrong_charges;
       fail(absl::StrCat("expected LATE_CANCELLATION_FEE of ", fee, " CNY (", in.hourly_minor, "/h, ", in.late_fee_bps,
                         " bps, ", history_internal::Fmt(a->reserved), ") payable in full, posted; charged ",
-                        c.ShortDebugString()));
+                        DescribeCharge(c)));
     }
   }
   for (const auto& [booking, cs] : charges_of) {
     if (by_booking.count(booking) == 0) {
       rep.foreign_charges += static_cast<int64_t>(cs.size());
       fail(absl::StrCat(cs.size(), " charges for ", booking, ", which no cancellation was answered for: ",
-                        cs[0]->ShortDebugString()));
+                        DescribeCharge(*cs[0])));
     }
   }
 

@@ -274,12 +274,12 @@ TEST_F(BookingFailoverTest, MasterKilledUnderContestedLoadLosesNoAcknowledgedBoo
   // Billing across each kill: late cancellations acknowledged before it and
   // charged after it (billing was applying them when the master died), and
   // the first charge written after it.
+  std::map<std::string, absl::Time> cancelled_at;  // late-cancelled booking -> the answer
+  for (const ChargeAttempt& a : charge_attempts) {
+    if (a.late()) cancelled_at[a.create.booking.name()] = a.cancel.answered;
+  }
   int64_t charged_across = 0;
   for (size_t k = 0; k < kills.size(); ++k) {
-    std::map<std::string, absl::Time> cancelled_at;  // booking -> answer
-    for (const ChargeAttempt& a : charge_attempts) {
-      if (a.late()) cancelled_at[a.create.booking.name()] = a.cancel.answered;
-    }
     int64_t across = 0;
     absl::Time first = absl::InfiniteFuture();
     for (const auto& [name, c] : charged.charges) {

@@ -14,11 +14,15 @@
 // (the booking service marks the cancellation late: billing charges a
 // LATE_CANCELLATION_FEE), every third far beyond it (on time: no charge).
 //
-// Afterwards (booking_failover_test waits for billing to catch up with
-// WaitConsumerGroupCaughtUp first), CheckCharges reads what survived,
-// through the services' RPCs:
+// Afterwards CheckCharges reads what survived, through the services' RPCs:
 //   - every acknowledged cancellation is there as answered (GetBooking);
 //   - every call sent again with its request_id is answered the same;
+//   - the booking outboxes (read on the data node) hold one booking_created
+//     and one booking_cancelled event per cancelled booking (the latter late
+//     as answered), none for anything else of the load;
+//   - then, once billing's consumer group has read and acknowledged every
+//     booking event (WaitConsumerGroupCaughtUp, after the calls sent again,
+//     so a retry that published anything would show):
 //   - ListCharges of the payer organisation: exactly one charge per late
 //     cancellation, of the amount the test's rate card gives by hand
 //     (reserved time rounded up to the 15-minute unit at the hourly price,
@@ -432,6 +436,7 @@ struct ChargeReport {
   int64_t bad_postings = 0;     // unbalanced, missing or repeated CHARGE postings
   int64_t ledger_mismatches = 0;  // balances that disagree with the charges
   int64_t charge_events_wrong = 0;  // charges without exactly one ChargePosted
+  int64_t booking_events_wrong = 0;  // cancelled bookings without exactly one created + one cancelled event
   int64_t read_errors = 0;
   std::vector<std::string> failures;
   // Charge name -> the charge, as listed.
@@ -441,7 +446,8 @@ struct ChargeReport {
 
   bool clean() const {
     return unanswered + unexpected + changed + retry_mismatches + missing_charges + doubled_charges + wrong_charges +
-               foreign_charges + bad_postings + ledger_mismatches + charge_events_wrong + read_errors ==
+               foreign_charges + bad_postings + ledger_mismatches + charge_events_wrong + booking_events_wrong +
+               read_errors ==
            0;
   }
   std::string Summary() const {
@@ -451,16 +457,18 @@ struct ChargeReport {
                         changed, "; retries answered otherwise ", retry_mismatches, "; charges missing ",
                         missing_charges, ", doubled ", doubled_charges, ", wrong ", wrong_charges, ", foreign ",
                         foreign_charges, "; bad postings ", bad_postings, "; ledger mismatches ", ledger_mismatches,
-                        "; ChargePosted events wrong ", charge_events_wrong, "; read errors ", read_errors);
+                        "; ChargePosted events wrong ", charge_events_wrong, "; booking events wrong ",
+                        booking_events_wrong, "; read errors ", read_errors);
   }
 };
 
-// `billing`: a stub of labshare-billing; `data`: a plain pool on the node
-// that holds the data (for {billing}:outbox). Call after the load stopped
-// and billing caught up.
+// `billing`: a stub of labshare-billing (its consumer group "billing");
+// `data`: a plain pool on the node that holds the data (outbox streams and
+// consumer groups). Call after the load stopped; `catch_up` bounds the wait
+// for billing.
 inline ChargeReport CheckCharges(BookingTestCluster& cluster, billing::v1::BillingService::Stub& billing,
                                  RedisPool& data, const ChargeLoad& load,
-                                 const std::vector<ChargeAttempt>& attempts) {
+                                 const std::vector<ChargeAttempt>& attempts, absl::Duration catch_up) {
   namespace bv1 = booking::v1;
   namespace bl = billing::v1;
   using google::protobuf::util::MessageDifferencer;
@@ -574,6 +582,57 @@ inline ChargeReport CheckCharges(BookingTestCluster& cluster, billing::v1::Billi
               "CancelBooking");
     }
   });
+
+  // ---- The booking events: one created and one cancelled per cancelled
+  // booking, the cancellation late as answered; nothing else of the load.
+  {
+    std::set<std::string> instruments;
+    for (const ChargeInstrument& in : options.instruments) instruments.insert("instruments/" + in.id);
+    std::map<std::string, std::map<std::string, int>> kinds;  // booking -> kind -> events
+    std::map<std::string, bool> late_event;                    // booking -> booking_cancelled.late_cancellation
+    auto events = booking_checks::ReadOutbox(data);
+    if (!events.ok()) {
+      ++rep.read_errors;
+      fail("booking outboxes: " + events.status().ToString());
+    } else {
+      for (const booking_checks::OutboxEvent& e : *events) {
+        const auto [name, kind] = booking_checks::EventBooking(e.event);
+        const bv1::Booking& b = kind == "created"     ? e.event.booking_created().booking()
+                                : kind == "cancelled" ? e.event.booking_cancelled().booking()
+                                                      : e.event.booking_confirmed().booking();
+        if (instruments.count(b.instrument()) == 0) continue;
+        ++kinds[name][kind];
+        if (kind == "cancelled") late_event[name] = e.event.booking_cancelled().late_cancellation();
+      }
+      for (const auto& [name, a] : by_booking) {
+        const std::map<std::string, int> want = {{"created", 1}, {"cancelled", 1}};
+        if (kinds[name] != want || late_event[name] != a->late()) {
+          ++rep.booking_events_wrong;
+          std::string seen;
+          for (const auto& [kind, n] : kinds[name]) absl::StrAppend(&seen, n, " ", kind, ", ");
+          fail(absl::StrCat("events ", seen, "late ", late_event[name], " for ", a->Describe()));
+        }
+      }
+      for (const auto& [name, k] : kinds) {
+        if (by_booking.count(name) == 0) {
+          ++rep.booking_events_wrong;
+          fail(absl::StrCat("events for ", name, " on the charge load's instruments, which no cancellation was "
+                            "answered for"));
+        }
+      }
+    }
+  }
+
+  // ---- Billing has read and acknowledged every booking event.
+  {
+    std::vector<std::string> streams;
+    for (int p = 0; p < booking_checks::kOutboxPartitions; ++p) streams.push_back(booking_checks::OutboxKey(p));
+    const absl::Status caught_up = WaitConsumerGroupCaughtUp(data, streams, "billing", catch_up);
+    if (!caught_up.ok()) {
+      ++rep.read_errors;
+      fail(caught_up.ToString());
+    }
+  }
 
   // ---- The charges: one per late cancellation, of its amount, nothing else.
   std::map<std::string, std::vector<const bl::Charge*>> charges_of;  // booking -> charges
@@ -803,6 +862,7 @@ inline void ExpectChargesExact(const ChargeReport& rep, int64_t min_late) {
   EXPECT_EQ(rep.bad_postings, 0);
   EXPECT_EQ(rep.ledger_mismatches, 0);
   EXPECT_EQ(rep.charge_events_wrong, 0);
+  EXPECT_EQ(rep.booking_events_wrong, 0);
   EXPECT_EQ(rep.read_errors, 0);
 }
 

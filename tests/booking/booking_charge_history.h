@@ -410,7 +410,8 @@ inline absl::Status WaitConsumerGroupCaughtUp(RedisPool& data, const std::vector
     if (behind.empty()) return absl::OkStatus();
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError(
-          absl::StrCat("consumer group ", group, " not caught up within ", absl::FormatDuration(timeout), ": ", behind));
+          absl::StrCat("consumer group ", group, " not caught up within ", absl::FormatDuration(timeout), ": ",
+                       behind));
     }
     absl::SleepFor(absl::Milliseconds(100));
   }

@@ -28,8 +28,8 @@
 #include <algorithm>
 #include <iostream>
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -71,7 +71,8 @@ class BookingFailoverTest : public ::testing::Test {
         const std::string how = (*consumer)->ExitedEarly();
         if (!how.empty()) ADD_FAILURE() << "labshare-" << (*consumer)->name() << " ended during the test: " << how;
         if (HasFailure()) {
-          std::cerr << "----- " << (*consumer)->name() << " stderr tail -----\n" << (*consumer)->StderrTail(8000) << "\n";
+          std::cerr << "----- " << (*consumer)->name() << " stderr tail -----\n"
+                    << (*consumer)->StderrTail(8000) << "\n";
         }
         (*consumer)->Stop();
         consumer->reset();

@@ -10,9 +10,9 @@
 // Each (thread, round) has a two-hour slot of its own and books 5 to 119
 // minutes of it, so no two bookings of the load ever overlap: every create
 // must be answered OK. Two rounds in three start within the instruments'
-// late-cancellation notice
-// (the booking service marks the cancellation late: billing charges a
-// LATE_CANCELLATION_FEE), every third far beyond it (on time: no charge).
+// late-cancellation notice (the booking service marks the cancellation
+// late: billing charges a LATE_CANCELLATION_FEE), every third far beyond
+// it (on time: no charge).
 //
 // Afterwards CheckCharges reads what survived, through the services' RPCs:
 //   - every acknowledged cancellation is there as answered (GetBooking);
@@ -20,9 +20,9 @@
 //   - the booking outboxes (read on the data node) hold one booking_created
 //     and one booking_cancelled event per cancelled booking (the latter late
 //     as answered), none for anything else of the load;
-//   - then, once billing's consumer group has read and acknowledged every
-//     booking event (WaitConsumerGroupCaughtUp, after the calls sent again,
-//     so a retry that published anything would show):
+// Then, once billing's consumer group has read and acknowledged every
+// booking event (WaitConsumerGroupCaughtUp; after the calls sent again, so
+// anything a retry published would show), through billing's RPCs:
 //   - ListCharges of the payer organisation: exactly one charge per late
 //     cancellation, of the amount the test's rate card gives by hand
 //     (reserved time rounded up to the 15-minute unit at the hourly price,
@@ -76,8 +76,8 @@ namespace labshare::testing {
 // One instrument of the charge load and its rate card.
 struct ChargeInstrument {
   std::string id;
-  int64_t hourly_minor = 0;     // MEMBER PER_HOUR price, CNY minor units
-  int32_t late_fee_bps = 0;     // slot_rules.late_cancel_fee_bps
+  int64_t hourly_minor = 0;  // MEMBER PER_HOUR price, CNY minor units
+  int32_t late_fee_bps = 0;  // slot_rules.late_cancel_fee_bps
 };
 
 // The rate card's rule, by hand: reserved time rounded up to whole

@@ -484,9 +484,12 @@ class BookingTestCluster {
   }
 
   // One ON_SITE offering: blocks 1 min .. 24 h, horizons 3650 days, no notice,
-  // no qualification, the given buffer; plus a MEMBER PER_HOUR rate line.
-  absl::Status CreateInstrument(const std::string& id, const std::string& facility,
-                                const std::string& owner_org, absl::Duration buffer) {
+  // no qualification, the given buffer; plus a MEMBER PER_HOUR rate line of
+  // 500.00 CNY. `adjust`, when given, changes both before they are sent
+  // (e.g. fees and a late-cancellation notice, another price).
+  absl::Status CreateInstrument(
+      const std::string& id, const std::string& facility, const std::string& owner_org, absl::Duration buffer,
+      const std::function<void(inventory::v1::Instrument*, inventory::v1::Rate*)>& adjust = nullptr) {
     inventory::v1::CreateInstrumentRequest r;
     r.set_instrument_id(id);
     auto* in = r.mutable_instrument();
@@ -509,9 +512,6 @@ class BookingTestCluster {
     sr->set_billing_basis(inventory::v1::ACTUAL_TIME);
     *sr->mutable_billing_unit() = ToProto(absl::Minutes(15));
     sr->set_qualification_validity_days(0);
-    inventory::v1::Instrument out;
-    absl::Status s = Check("CreateInstrument", inventory_->CreateInstrument(AdminContext().get(), r, &out));
-    if (!s.ok()) return s;
     inventory::v1::CreateRateRequest rate;
     rate.set_parent("instruments/" + id);
     rate.mutable_rate()->set_mode(type::v1::ON_SITE);
@@ -519,6 +519,10 @@ class BookingTestCluster {
     rate.mutable_rate()->set_unit(inventory::v1::PER_HOUR);
     rate.mutable_rate()->mutable_price()->set_currency_code("CNY");
     rate.mutable_rate()->mutable_price()->set_amount_minor(50000);
+    if (adjust) adjust(in, rate.mutable_rate());
+    inventory::v1::Instrument out;
+    absl::Status s = Check("CreateInstrument", inventory_->CreateInstrument(AdminContext().get(), r, &out));
+    if (!s.ok()) return s;
     inventory::v1::Rate rate_out;
     return Check("CreateRate", inventory_->CreateRate(AdminContext().get(), rate, &rate_out));
   }

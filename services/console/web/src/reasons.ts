@@ -171,6 +171,13 @@ registerMessages({
     // ------------------------------------------------------------------ usage
     'reason.EXPORT_LIMIT': 'Too many exports are running (at most {limit} at once). Wait for one to finish, then try again.',
     'reason.SEQUENCE_OUT_OF_RANGE': 'The audit trail ends at entry {head_sequence}, and the entries of archived years are in the archive files, not here. Choose a position at or before the end, after the archived years.',
+    // --------------------------------------------------- notify: webhooks
+    'reason.WEBHOOK_NOT_FOUND': 'This webhook does not exist (any more).',
+    'reason.WEBHOOK_EXISTS': 'A webhook with this ID already exists in your organisation. Choose another ID.',
+    'reason.WEBHOOK_LIMIT': 'Your organisation already has the most webhooks allowed. Delete one first.',
+    'reason.DELIVERY_NOT_FOUND': 'This webhook delivery does not exist (any more).',
+    'reason.DELIVERY_STATE': 'This delivery is still queued; only failed (dead) or delivered ones can be sent again.',
+    'reason.WEBHOOK_DISABLED': 'This webhook is disabled. Enable it first, then send the delivery again.',
   },
   'zh-CN': {
     // ------------------------------------------------ sign-in and permission
@@ -327,5 +334,12 @@ registerMessages({
     // ------------------------------------------------------------------ usage
     'reason.EXPORT_LIMIT': '正在进行的导出过多（同时最多 {limit} 个），请等其中一个完成后再试。',
     'reason.SEQUENCE_OUT_OF_RANGE': '审计记录目前截止到第 {head_sequence} 条，已归档年份的条目保存在归档文件中，不在此处。请选择不超过该条目、且在已归档年份之后的位置。',
+    // --------------------------------------------------- notify: webhooks
+    'reason.WEBHOOK_NOT_FOUND': '该 Webhook 不存在（或已删除）。',
+    'reason.WEBHOOK_EXISTS': '本单位已有使用该编号的 Webhook，请换一个编号。',
+    'reason.WEBHOOK_LIMIT': '本单位的 Webhook 数量已达上限，请先删除一个。',
+    'reason.DELIVERY_NOT_FOUND': '该 Webhook 投递记录不存在（或已删除）。',
+    'reason.DELIVERY_STATE': '该投递仍在排队中，只有投递失败（死信）或已送达的投递才能重新发送。',
+    'reason.WEBHOOK_DISABLED': '该 Webhook 已停用，请先启用后再重新发送。',
   },
 });

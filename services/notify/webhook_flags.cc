@@ -11,6 +11,8 @@ ABSL_FLAG(absl::Duration, webhook_backoff_max, absl::Hours(1), "Longest delay be
 ABSL_FLAG(absl::Duration, webhook_timeout, absl::Seconds(10), "Time limit of one webhook attempt.");
 ABSL_FLAG(std::string, webhook_ca_file, "",
           "PEM file of the CAs trusted for webhook endpoints; empty: the system's (tests pass a test CA).");
+ABSL_FLAG(bool, webhook_allow_private_addresses, false,
+          "Let webhooks connect to loopback, private and reserved addresses (tests, closed networks only).");
 ABSL_FLAG(int, webhook_delivery_threads, 2, "Threads attempting webhook deliveries.");
 ABSL_FLAG(absl::Duration, webhook_poll_interval, absl::Seconds(1), "How often idle delivery threads look for due deliveries.");
 ABSL_FLAG(int, webhook_max_per_organization, 20, "Webhooks one organisation may register.");
@@ -27,6 +29,7 @@ WebhookOptions WebhookOptionsFromFlags() {
   o.timeout = absl::GetFlag(FLAGS_webhook_timeout);
   o.limits.claim_lease = o.timeout + absl::Seconds(30);
   o.ca_file = absl::GetFlag(FLAGS_webhook_ca_file);
+  o.allow_private_addresses = absl::GetFlag(FLAGS_webhook_allow_private_addresses);
   o.delivery_threads = std::max(1, absl::GetFlag(FLAGS_webhook_delivery_threads));
   o.poll_interval = absl::GetFlag(FLAGS_webhook_poll_interval);
   return o;

@@ -5,6 +5,8 @@
 #ifndef LABSHARE_SERVICES_NOTIFY_WEBHOOK_HTTP_H_
 #define LABSHARE_SERVICES_NOTIFY_WEBHOOK_HTTP_H_
 
+#include <sys/socket.h>
+
 #include <string>
 
 #include "absl/time/time.h"
@@ -24,7 +26,14 @@ struct WebhookHttpOptions {
   absl::Duration timeout = absl::Seconds(10);
   // PEM file of the CA certificates to trust; empty: the system's.
   std::string ca_file;
+  // false: a connection to a loopback, private, shared, link-local,
+  // unspecified, multicast or reserved address is refused (the platform's
+  // own network, Redis included, is no webhook endpoint). Tests allow it.
+  bool allow_private_addresses = false;
 };
+
+// Whether webhooks refuse to connect to this address (see above).
+bool IsPrivateAddress(const ::sockaddr* address);
 
 // ok for a 2xx; otherwise the status ("HTTP 503") or why no answer came
 // ("no answer: <libcurl's reason>").

@@ -49,6 +49,7 @@ absl::StatusOr<int> WebhookModule::DeliverDueOnce() {
   WebhookHttpOptions http;
   http.timeout = options_.timeout;
   http.ca_file = options_.ca_file;
+  http.allow_private_addresses = options_.allow_private_addresses;
   int attempts = 0;
   for (const ClaimedDelivery& c : claimed) {
     if (stop_.HasBeenNotified()) break;

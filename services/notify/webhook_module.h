@@ -27,6 +27,9 @@ struct WebhookOptions {
   absl::Duration timeout = absl::Seconds(10);
   // PEM file of the CAs to trust for endpoints; empty: the system's.
   std::string ca_file;
+  // Connect also to loopback and private addresses (tests, closed
+  // networks); off: see WebhookHttpOptions.
+  bool allow_private_addresses = false;
   // How often an idle delivery thread looks for due deliveries.
   absl::Duration poll_interval = absl::Seconds(1);
   // Delivery threads (each claims and attempts on its own).

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "common/http_client.h"
+#include "services/notify/webhook_rules.h"
 #include "tests/notify/webhook_test_util.h"
 #include "tests/support/process.h"
 #include "tests/support/test_pki.h"
@@ -104,6 +105,7 @@ class WebhookDeliveryTest : public WebhookFixture {
     o.limits.claim_lease = absl::Seconds(30);
     o.timeout = absl::Seconds(10);
     o.ca_file = receiver_.ca_file();
+    o.allow_private_addresses = true;  // the receiver is on loopback
     o.poll_interval = absl::Milliseconds(10);
     o.claim_batch = 10;
     SetUpModule(o);
@@ -395,6 +397,29 @@ TEST_F(WebhookDeliveryTest, AnAttemptCutShortByACrashIsMadeAgainWithTheSameId) {
   EXPECT_EQ(listed->deliveries(0).state(), v1::WebhookDelivery::DELIVERED);
   EXPECT_EQ(listed->deliveries(0).attempts(), 1);
   EXPECT_EQ(GetHook(acme).consecutive_failures(), 0);
+}
+
+TEST_F(WebhookDeliveryTest, PrivateAddressesAreRefusedUnlessAllowed) {
+  receiver_.Control("/p", "whsec_x", 0);
+  WebhookPost post;
+  post.url = receiver_.Url("/p");
+  post.id = "d1";
+  post.timestamp = std::to_string(absl::ToUnixSeconds(absl::Now()));
+  post.body = "{\"id\":\"d1\",\"event\":{\"header\":{}}}";
+  post.signature = WebhookSignature("whsec_x", post.id, post.timestamp, post.body);
+  WebhookHttpOptions http;
+  http.ca_file = receiver_.ca_file();
+  const AttemptResult refused = PostWebhook(post, http);
+  EXPECT_FALSE(refused.ok);
+  EXPECT_EQ(refused.status_code, 0);
+  EXPECT_EQ(refused.error, "no answer: the endpoint's address is loopback, private or reserved (refused)");
+  EXPECT_TRUE(receiver_.Requests("/p").empty());
+  http.allow_private_addresses = true;
+  const AttemptResult allowed = PostWebhook(post, http);
+  EXPECT_TRUE(allowed.ok) << allowed.error;
+  EXPECT_EQ(allowed.status_code, 204);
+  ASSERT_EQ(receiver_.Requests("/p").size(), 1u);
+  ExpectAllVerified(receiver_.Requests("/p"));
 }
 
 TEST_F(WebhookDeliveryTest, TheModulesOwnThreadsDeliver) {

@@ -10,6 +10,9 @@
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
+#include <arpa/inet.h>
+
+#include "services/notify/webhook_http.h"
 #include "services/notify/webhook_rules.h"
 
 namespace labshare::notify {
@@ -215,6 +218,32 @@ TEST(WebhookRetryDelay, DoublesUpToTheMaximumWithJitterDownToHalf) {
   EXPECT_EQ(WebhookRetryDelay(3, i, max, 1.0), absl::Seconds(40));
   EXPECT_EQ(WebhookRetryDelay(4, i, max, 1.0), absl::Seconds(60));
   EXPECT_EQ(WebhookRetryDelay(40, i, max, 0.5), absl::Seconds(45));
+}
+
+bool Private(const std::string& ip) {
+  sockaddr_storage s{};
+  if (ip.find(':') != std::string::npos) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&s);
+    a->sin6_family = AF_INET6;
+    EXPECT_EQ(inet_pton(AF_INET6, ip.c_str(), &a->sin6_addr), 1) << ip;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&s);
+    a->sin_family = AF_INET;
+    EXPECT_EQ(inet_pton(AF_INET, ip.c_str(), &a->sin_addr), 1) << ip;
+  }
+  return IsPrivateAddress(reinterpret_cast<sockaddr*>(&s));
+}
+
+TEST(WebhookAddresses, ThePlatformsOwnNetworksAreNoEndpoints) {
+  for (const char* ip : {"127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
+                         "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "198.18.0.1", "::1", "::",
+                         "fd00::1", "fe80::1", "ff02::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "2001:db8::1"}) {
+    EXPECT_TRUE(Private(ip)) << ip;
+  }
+  for (const char* ip : {"8.8.8.8", "172.32.0.1", "192.169.0.1", "100.128.0.1", "203.0.114.1", "2400:cb00::1",
+                         "::ffff:8.8.8.8"}) {
+    EXPECT_FALSE(Private(ip)) << ip;
+  }
 }
 
 }  // namespace

@@ -265,9 +265,12 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
   const std::string id = r.webhook_id().empty() ? NewEventId().substr(0, 16) : r.webhook_id();
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(Hook hook, LoadHook(org, id));
-    if (hook.version > 0 && !hook.tombstone) {
+    // An id is never used twice, also after a deletion: the deliveries of
+    // the deleted webhook keep their keys.
+    if (hook.version > 0) {
       return MakeError(absl::StatusCode::kAlreadyExists, "WEBHOOK_EXISTS",
-                       absl::StrCat(WebhookName(org, id), " already exists; choose another webhook_id"));
+                       absl::StrCat(WebhookName(org, id), hook.tombstone ? " was used before" : " already exists",
+                                    "; choose another webhook_id"));
     }
     LS_ASSIGN_OR_RETURN(RedisValue count, pool_->Command({"ZCARD", keys::Org(org)}));
     if (count.integer >= limits_.max_webhooks_per_org) {

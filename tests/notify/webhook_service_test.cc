@@ -98,6 +98,9 @@ TEST_F(WebhookServiceTest, MutationsAreIdempotentByRequestId) {
   EXPECT_TRUE(Call(Admin("acme"), &S::DeleteWebhook, del).ok());
   EXPECT_TRUE(Call(Admin("acme"), &S::DeleteWebhook, del).ok());  // the replay, not NOT_FOUND
   EXPECT_ERROR(Get(Admin("acme"), w.name()), kNotFound, "WEBHOOK_NOT_FOUND");
+  // Its id is not given out again.
+  const std::string id = w.name().substr(w.name().rfind('/') + 1);
+  EXPECT_ERROR(Create(Admin("acme"), "acme", id, kUrl, {kCancelled}), kAlreadyExists, "WEBHOOK_EXISTS");
   // One event per change: created, updated, rotated, deleted.
   auto events = NotifyEvents();
   ASSERT_EQ(events.size(), 4u);

@@ -763,6 +763,13 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
       stats.set_consecutive_failures(0);
       stats.clear_last_error();
       *stats.mutable_last_success_time() = ToProto(now);
+      event = NewEvent(Principal{}, "");
+      auto* delivered = event->mutable_webhook_delivered();
+      delivered->set_delivery(delivery.name());
+      delivered->set_event_id(delivery.event_id());
+      delivered->set_event_type(delivery.event_type());
+      delivered->set_attempts(delivery.attempts());
+      delivered->set_status_code(result.status_code);
     } else {
       stats.set_consecutive_failures(stats.consecutive_failures() + 1);
       stats.set_last_error(result.error);

@@ -198,6 +198,19 @@ TEST_F(WebhookDeliveryTest, DeliversSignedEventsOfItsOwnOrganisationOnly) {
   EXPECT_EQ(FromProto(d.delivered_time()), clock_.Now());  // the domain clock
   EXPECT_EQ(GetHook(acme).consecutive_failures(), 0);
   EXPECT_EQ(FromProto(GetHook(acme).last_success_time()), clock_.Now());
+  // One WebhookDelivered per delivery, in the step that recorded it.
+  std::vector<std::string> delivered;
+  for (const auto& e : NotifyEvents()) {
+    if (!e.has_webhook_delivered()) continue;
+    delivered.push_back(e.webhook_delivered().delivery());
+    EXPECT_EQ(e.webhook_delivered().attempts(), 1);
+    EXPECT_EQ(e.webhook_delivered().status_code(), 204);
+    EXPECT_EQ(e.header().actor(), "services/notify");
+  }
+  std::sort(delivered.begin(), delivered.end());
+  EXPECT_EQ(delivered, (std::vector<std::string>{acme + "/deliveries/ev-acme-cancel",
+                                                 beta + "/deliveries/ev-beta-cancel",
+                                                 beta + "/deliveries/ev-beta-invoice"}));
 
   // After a rotation, attempts are signed with the new secret only.
   v1::RotateWebhookSecretRequest rot;

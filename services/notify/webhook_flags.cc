@@ -15,6 +15,8 @@ ABSL_FLAG(bool, webhook_allow_private_addresses, false,
           "Let webhooks connect to loopback, private and reserved addresses (tests, closed networks only).");
 ABSL_FLAG(int, webhook_delivery_threads, 2, "Threads attempting webhook deliveries.");
 ABSL_FLAG(absl::Duration, webhook_poll_interval, absl::Seconds(1), "How often idle delivery threads look for due deliveries.");
+ABSL_FLAG(absl::Duration, webhook_retention, absl::Hours(24 * 30),
+          "Delivered webhook deliveries are removed this long after they were queued (dead letters stay).");
 ABSL_FLAG(int, webhook_max_per_organization, 20, "Webhooks one organisation may register.");
 
 namespace labshare::notify {
@@ -25,6 +27,7 @@ WebhookOptions WebhookOptionsFromFlags() {
   o.limits.disable_after = std::max(1, absl::GetFlag(FLAGS_webhook_disable_after));
   o.limits.backoff_initial = absl::GetFlag(FLAGS_webhook_backoff_initial);
   o.limits.backoff_max = absl::GetFlag(FLAGS_webhook_backoff_max);
+  o.limits.retention = absl::GetFlag(FLAGS_webhook_retention);
   o.limits.max_webhooks_per_org = std::max(1, absl::GetFlag(FLAGS_webhook_max_per_organization));
   o.timeout = absl::GetFlag(FLAGS_webhook_timeout);
   o.limits.claim_lease = o.timeout + absl::Seconds(30);

@@ -37,6 +37,7 @@ std::string Dlv(const std::string& org, const std::string& id, const std::string
 std::string Dlvs(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:dlvs:", org, ":", id); }
 std::string Dead(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:dead:", org, ":", id); }
 std::string Due() { return "{notify}:wh:due"; }
+std::string AllHooks() { return "{notify}:wh:hooks"; }
 std::string Seen(const std::string& event_id) { return absl::StrCat("{notify}:wh:seen:", DeliveryIdOf(event_id)); }
 std::string Idem(const char* method, const std::string& request_id) {
   return absl::StrCat("{notify}:wh:idem:", method, ":", request_id);
@@ -301,6 +302,7 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
     m.writes.push_back({keys::Secret(org, id), secret, docs[0] ? docs[0]->version : 0});
     m.writes.push_back({keys::Stats(org, id), v1::Webhook().SerializeAsString(), docs[1] ? docs[1]->version : 0});
     m.index_ops.push_back({keys::Org(org), id});
+    m.index_ops.push_back({keys::AllHooks(), absl::StrCat(org, "|", id)});
     v1::NotifyEvent e = NewEvent(p, r.request_id());
     *e.mutable_webhook_created()->mutable_webhook() = answer.webhook();
     SetEvent(&m, e);
@@ -819,6 +821,58 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
   }
   return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                    absl::StrCat(c.delivery.name(), " kept changing while its attempt was recorded"));
+}
+
+// KEYS: the webhook's delivery index, its dead letters, then one delivery
+// document per ARGV member. A member goes (document and index entry) only
+// when its document is not PENDING (its due line is empty) and it is no dead
+// letter: both re-checked here, since a replay may have come in between.
+const RedisScript& TrimScript() {
+  static const RedisScript* script = new RedisScript(R"lua(
+local removed = 0
+for i = 1, #ARGV do
+  local doc = KEYS[2 + i]
+  if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then
+    local d = redis.call('HGET', doc, 'd')
+    if not d or string.sub(d, 1, 1) == '\n' then
+      redis.call('DEL', doc)
+      redis.call('ZREM', KEYS[1], ARGV[i])
+      removed = removed + 1
+    end
+  end
+end
+return removed
+)lua");
+  return *script;
+}
+
+absl::StatusOr<int> WebhookManager::TrimDeliveries(int max_per_webhook) {
+  const std::string cutoff = ListMember(clock_->Now() - limits_.retention, "");  // "<ms>|"
+  int removed = 0;
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(std::vector<std::string> hooks, docs_.IndexRange(keys::AllHooks(), after, 100));
+    if (hooks.empty()) break;
+    after = hooks.back();
+    for (const auto& hook : hooks) {
+      std::vector<std::string> f = absl::StrSplit(hook, '|');
+      if (f.size() != 2) continue;
+      const std::string dlvs = keys::Dlvs(f[0], f[1]);
+      LS_ASSIGN_OR_RETURN(RedisValue old, pool_->Command({"ZRANGE", dlvs, "-", "(" + cutoff, "BYLEX", "LIMIT", "0",
+                                                          std::to_string(max_per_webhook)}));
+      if (old.type != RedisValue::Type::kArray || old.elements.empty()) continue;
+      std::vector<std::string> script_keys = {dlvs, keys::Dead(f[0], f[1])};
+      std::vector<std::string> members;
+      for (const auto& m : old.elements) {
+        script_keys.push_back(keys::Dlv(f[0], f[1], m.str.substr(m.str.find('|') + 1)));
+        members.push_back(m.str);
+      }
+      LS_ASSIGN_OR_RETURN(RedisValue n, pool_->Eval(TrimScript(), script_keys, members));
+      if (n.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot trim deliveries");
+      removed += static_cast<int>(n.integer);
+    }
+  }
+  return removed;
 }
 
 }  // namespace labshare::notify

@@ -13,6 +13,9 @@
 //                                    webhook's etag
 //   {notify}:wh:secret:{org}:{id}    the signing secret (document data)
 //   {notify}:wh:org:{org}            index of the organisation's webhook ids
+//   {notify}:wh:hooks                index "<org>|<id>" of every webhook ever
+//                                    made (deleted ones too): what the
+//                                    retention sweep visits
 //   {notify}:wh:dlv:{org}:{id}:{d}   delivery document: "<due member>\n" then
 //                                    the WebhookDelivery (body included)
 //   {notify}:wh:dlvs:{org}:{id}      index "<create ms, 13 digits>|<d>"
@@ -57,6 +60,9 @@ struct WebhookLimits {
   // How long a claimed attempt may take before another replica (or this
   // process after a restart) may attempt the delivery again.
   absl::Duration claim_lease = absl::Seconds(60);
+  // DELIVERED deliveries queued longer ago than this (domain clock) are
+  // removed by TrimDeliveries; DEAD and PENDING ones stay.
+  absl::Duration retention = absl::Hours(24 * 30);
 };
 
 // A delivery claimed for one attempt.
@@ -111,6 +117,10 @@ class WebhookManager {
   // disable_after in a row (publishing WebhookDisabled). `unit` in [0, 1]
   // draws the jitter.
   absl::Status RecordAttempt(const ClaimedDelivery& claimed, const AttemptResult& result, double unit);
+
+  // Removes DELIVERED deliveries past the retention, up to `max_per_webhook`
+  // of each webhook per call (oldest first). Returns how many went.
+  absl::StatusOr<int> TrimDeliveries(int max_per_webhook);
 
   const WebhookLimits& limits() const { return limits_; }
   const DocStore& docs() const { return docs_; }

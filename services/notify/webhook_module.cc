@@ -70,8 +70,18 @@ absl::StatusOr<int> WebhookModule::DeliverDueOnce() {
   return attempts;
 }
 
-void WebhookModule::DeliveryThread() {
+void WebhookModule::DeliveryThread(bool trims) {
+  absl::Time next_trim = context_.wall->Now();
   while (!stop_.HasBeenNotified()) {
+    if (trims && context_.wall->Now() >= next_trim) {
+      next_trim = context_.wall->Now() + options_.trim_interval;
+      absl::StatusOr<int> trimmed = manager_->TrimDeliveries(1000);
+      if (!trimmed.ok()) {
+        LogWarning("webhook deliveries: cannot trim; later", {{"error", trimmed.status().ToString()}});
+      } else if (*trimmed > 0) {
+        LogInfo("webhook deliveries past their retention removed", {{"count", std::to_string(*trimmed)}});
+      }
+    }
     absl::StatusOr<int> n = DeliverDueOnce();
     if (!n.ok()) {
       if (stop_.HasBeenNotified()) break;
@@ -85,7 +95,9 @@ void WebhookModule::DeliveryThread() {
 void WebhookModule::Start() {
   if (started_) return;
   started_ = true;
-  for (int i = 0; i < std::max(1, options_.delivery_threads); ++i) threads_.emplace_back([this] { DeliveryThread(); });
+  for (int i = 0; i < std::max(1, options_.delivery_threads); ++i) {
+    threads_.emplace_back([this, i] { DeliveryThread(i == 0); });
+  }
 }
 
 void WebhookModule::Stop() {

@@ -36,6 +36,9 @@ struct WebhookOptions {
   int delivery_threads = 2;
   // Deliveries one thread claims per round.
   int claim_batch = 10;
+  // How often the first delivery thread removes DELIVERED deliveries past
+  // limits.retention.
+  absl::Duration trim_interval = absl::Hours(1);
 };
 
 // From the --webhook_* flags (webhook_flags.cc).
@@ -65,7 +68,7 @@ class WebhookModule final : public NotifyModule {
   WebhookManager& manager() { return *manager_; }
 
  private:
-  void DeliveryThread();
+  void DeliveryThread(bool trims);
 
   NotifyContext context_;
   WebhookOptions options_;

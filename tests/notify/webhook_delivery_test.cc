@@ -435,6 +435,42 @@ TEST_F(WebhookDeliveryTest, PrivateAddressesAreRefusedUnlessAllowed) {
   ExpectAllVerified(receiver_.Requests("/p"));
 }
 
+TEST_F(WebhookDeliveryTest, DeliveredOnesGoAfterTheRetentionDeadLettersStay) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  Publish(kBookingStream, BookingCancelled("ev-old", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  receiver_.Control("/acme", "", -1);
+  Publish(kBookingStream, BookingCancelled("ev-dead", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  receiver_.Control("/acme", "", 0);
+  clock_.Advance(absl::Hours(24 * 10));
+  Publish(kBookingStream, BookingCancelled("ev-new", "organizations/acme"));
+  Consume();
+  // Not yet past the 30 days: nothing goes.
+  auto none = module_->manager().TrimDeliveries(100);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+  clock_.Advance(absl::Hours(24 * 25));
+  // ev-old: delivered 35 days ago, removed; ev-dead: a dead letter, kept;
+  // ev-new: 25 days and still pending, kept.
+  auto trimmed = module_->manager().TrimDeliveries(100);
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status();
+  EXPECT_EQ(*trimmed, 1);
+  auto left = Deliveries(acme);
+  ASSERT_TRUE(left.ok());
+  std::vector<std::string> ids;
+  for (const auto& d : left->deliveries()) ids.push_back(d.event_id());
+  EXPECT_EQ(ids, (std::vector<std::string>{"ev-dead", "ev-new"}));
+  auto exists = pool_->Command({"EXISTS", "{notify}:wh:dlv:acme:erp:ev-old"});
+  ASSERT_TRUE(exists.ok());
+  EXPECT_EQ(exists->integer, 0);
+  // The pending one is still delivered.
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  EXPECT_EQ(receiver_.Requests("/acme").back().id, "ev-new");
+}
+
 TEST_F(WebhookDeliveryTest, TheModulesOwnThreadsDeliver) {
   Hook("acme", "erp", "/acme", {kCancelled});
   module_->Start();

@@ -25,6 +25,7 @@
 #include "services/inventory/identity_service.h"
 #include "services/inventory/inventory_service.h"
 #include "services/notify/notify_mail_module.h"
+#include "services/notify/webhook_manager.h"
 #include "services/usage/usage_service.h"
 
 namespace labshare {
@@ -272,6 +273,8 @@ const std::map<std::string, Service>& Services() {
                     &inventory::IdentityPolicy()}},
       {"notify", {"labshare/notify/v1/notify.proto", "labshare.notify.v1.NotificationService",
                   &notify::MailPolicy()}},
+      {"webhooks", {"labshare/notify/v1/webhooks.proto", "labshare.notify.v1.WebhookService",
+                    &notify::WebhookPolicy()}},
   };
   return *kServices;
 }
@@ -316,7 +319,8 @@ TEST_P(AuthzContract, PolicyTableSaysWhatTheRolesLinesSay) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllServices, AuthzContract,
-                         ::testing::Values("inventory", "booking", "billing", "usage", "identity", "notify"),
+                         ::testing::Values("inventory", "booking", "billing", "usage", "identity", "notify",
+                                           "webhooks"),
                          [](const auto& info) { return std::string(info.param); });
 
 // The parser itself, on the phrases that carry meaning.

@@ -176,6 +176,13 @@ registerMessages({
     'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': 'This unsubscribe link is not valid. Change your notification settings in the console instead.',
     'reason.DEAD_LETTER_NOT_FOUND': 'This undelivered mail no longer exists.',
     'reason.NOT_A_DEAD_LETTER': 'This mail is already queued again or was delivered; reload the list.',
+    // --------------------------------------------------- notify: webhooks
+    'reason.WEBHOOK_NOT_FOUND': 'This webhook does not exist (any more).',
+    'reason.WEBHOOK_EXISTS': 'A webhook with this ID already exists in your organisation. Choose another ID.',
+    'reason.WEBHOOK_LIMIT': 'Your organisation already has the most webhooks allowed. Delete one first.',
+    'reason.DELIVERY_NOT_FOUND': 'This webhook delivery does not exist (any more).',
+    'reason.DELIVERY_STATE': 'This delivery is still queued; only failed (dead) or delivered ones can be sent again.',
+    'reason.WEBHOOK_DISABLED': 'This webhook is disabled. Enable it first, then send the delivery again.',
   },
   'zh-CN': {
     // ------------------------------------------------ sign-in and permission
@@ -337,5 +344,12 @@ registerMessages({
     'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': '该退订链接无效，请在控制台中修改通知设置。',
     'reason.DEAD_LETTER_NOT_FOUND': '该未投递邮件已不存在。',
     'reason.NOT_A_DEAD_LETTER': '该邮件已重新排队或已投递，请刷新列表。',
+    // --------------------------------------------------- notify: webhooks
+    'reason.WEBHOOK_NOT_FOUND': '该 Webhook 不存在（或已删除）。',
+    'reason.WEBHOOK_EXISTS': '本单位已有使用该编号的 Webhook，请换一个编号。',
+    'reason.WEBHOOK_LIMIT': '本单位的 Webhook 数量已达上限，请先删除一个。',
+    'reason.DELIVERY_NOT_FOUND': '该 Webhook 投递记录不存在（或已删除）。',
+    'reason.DELIVERY_STATE': '该投递仍在排队中，只有投递失败（死信）或已送达的投递才能重新发送。',
+    'reason.WEBHOOK_DISABLED': '该 Webhook 已停用，请先启用后再重新发送。',
   },
 });

@@ -1,0 +1,142 @@
+#include "services/notify/webhook_http.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <memory>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+
+namespace labshare::notify {
+namespace {
+
+constexpr size_t kMaxAnswerBytes = 64 * 1024;
+
+size_t Discard(char*, size_t size, size_t count, void* user) {
+  auto* total = static_cast<size_t*>(user);
+  *total += size * count;
+  if (*total > kMaxAnswerBytes) return 0;  // enough: the status is known
+  return size * count;
+}
+
+bool PrivateV4(uint32_t a) {  // host byte order
+  auto in = [a](uint32_t net, int bits) { return (a >> (32 - bits)) == (net >> (32 - bits)); };
+  return in(0x00000000, 8) || in(0x0A000000, 8) || in(0x64400000, 10) || in(0x7F000000, 8) ||
+         in(0xA9FE0000, 16) || in(0xAC100000, 12) || in(0xC0000000, 24) || in(0xC0A80000, 16) ||
+         in(0xC6120000, 15) || a >= 0xE0000000;
+}
+
+struct Guard {
+  bool allow_private = false;
+  bool refused = false;
+};
+
+curl_socket_t OpenSocket(void* user, curlsocktype, struct curl_sockaddr* address) {
+  auto* guard = static_cast<Guard*>(user);
+  if (!guard->allow_private && IsPrivateAddress(&address->addr)) {
+    guard->refused = true;
+    return CURL_SOCKET_BAD;
+  }
+  return socket(address->family, address->socktype, address->protocol);
+}
+
+struct CurlDeleter {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+
+}  // namespace
+
+bool IsPrivateAddress(const struct sockaddr* address) {
+  if (address->sa_family == AF_INET) {
+    return PrivateV4(ntohl(reinterpret_cast<const sockaddr_in*>(address)->sin_addr.s_addr));
+  }
+  if (address->sa_family != AF_INET6) return true;
+  const unsigned char* b = reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr.s6_addr;
+  bool v4_mapped = true;
+  for (int i = 0; i < 10; ++i) v4_mapped = v4_mapped && b[i] == 0;
+  if (v4_mapped && b[10] == 0xff && b[11] == 0xff) {
+    return PrivateV4((uint32_t{b[12]} << 24) | (uint32_t{b[13]} << 16) | (uint32_t{b[14]} << 8) | b[15]);
+  }
+  bool zero_prefix = true;  // ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d
+  for (int i = 0; i < 12; ++i) zero_prefix = zero_prefix && b[i] == 0;
+  if (zero_prefix) return true;
+  if ((b[0] & 0xfe) == 0xfc) return true;                 // fc00::/7 unique local
+  if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) return true;  // fe80::/10 link-local
+  if (b[0] == 0xff) return true;                           // multicast
+  if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) return true;  // documentation
+  return false;
+}
+
+AttemptResult PostWebhook(const WebhookPost& post, const WebhookHttpOptions& options) {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  AttemptResult result;
+  std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
+  if (!curl) {
+    result.error = "no answer: cannot initialise libcurl";
+    return result;
+  }
+  CURL* c = curl.get();
+  char error[CURL_ERROR_SIZE] = {0};
+  size_t received = 0;
+  curl_slist* raw = nullptr;
+  for (const std::string& h :
+       {std::string("Content-Type: application/json"), std::string("User-Agent: LabShare-Webhooks/1"),
+        absl::StrCat("LabShare-Webhook-Id: ", post.id), absl::StrCat("LabShare-Webhook-Timestamp: ", post.timestamp),
+        absl::StrCat("LabShare-Signature: ", post.signature), std::string("Expect:")}) {
+    raw = curl_slist_append(raw, h.c_str());
+  }
+  std::unique_ptr<curl_slist, SlistDeleter> headers(raw);
+  curl_easy_setopt(c, CURLOPT_URL, post.url.c_str());
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &Discard);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &received);
+  long timeout_ms = static_cast<long>(absl::ToInt64Milliseconds(options.timeout));
+  if (timeout_ms <= 0) timeout_ms = 1;
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+  if (!options.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, options.ca_file.c_str());
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
+  // Straight to the endpoint (no proxy from the environment), and only to a
+  // public address.
+  curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+  Guard guard;
+  guard.allow_private = options.allow_private_addresses;
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, &OpenSocket);
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &guard);
+  curl_easy_setopt(c, CURLOPT_POST, 1L);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, post.body.c_str());
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(post.body.size()));
+  const CURLcode rc = curl_easy_perform(c);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  result.status_code = static_cast<int>(status);
+  if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && status != 0)) {
+    result.status_code = 0;
+    if (guard.refused) {
+      result.error = "no answer: the endpoint's address is loopback, private or reserved (refused)";
+      return result;
+    }
+    result.error = absl::StrCat("no answer: ", error[0] != '\0' ? std::string(error) : curl_easy_strerror(rc));
+    return result;
+  }
+  if (status >= 200 && status < 300) {
+    result.ok = true;
+    return result;
+  }
+  result.error = absl::StrCat("HTTP ", status);
+  return result;
+}
+
+}  // namespace labshare::notify

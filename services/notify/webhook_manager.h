@@ -1,0 +1,158 @@
+// The webhooks use cases on Redis: registration (the WebhookService RPCs,
+// scope-checked against WebhookPolicy()), queueing one delivery per (event,
+// webhook) from the outboxes, and the steps of a delivery attempt (claim,
+// outcome). The HTTP exchange itself is the module's (webhook_module.h).
+//
+// Keys (all under "{notify}", one slot):
+//   {notify}:wh:hook:{org}:{id}      webhook document (Webhook, admin fields;
+//                                    a deleted one is an empty tombstone)
+//   {notify}:wh:stats:{org}:{id}     its delivery figures (Webhook with only
+//                                    consecutive_failures, last_error,
+//                                    last_attempt_time, last_success_time), kept
+//                                    apart so that deliveries never move the
+//                                    webhook's etag
+//   {notify}:wh:secret:{org}:{id}    the signing secret (document data)
+//   {notify}:wh:org:{org}            index of the organisation's webhook ids
+//   {notify}:wh:hooks                index "<org>|<id>" of every webhook ever
+//                                    made (deleted ones too): what the
+//                                    retention sweep visits
+//   {notify}:wh:dlv:{org}:{id}:{d}   delivery document: "<due member>\n" then
+//                                    the WebhookDelivery (body included)
+//   {notify}:wh:dlvs:{org}:{id}      index "<create ms, 13 digits>|<d>"
+//   {notify}:wh:dead:{org}:{id}      the dead letters, same members
+//   {notify}:wh:due                  what to attempt: "<due wall-clock ms, 13
+//                                    digits>|<org>|<id>|<d>"
+//   {notify}:wh:seen:{event id}      the consumer's once-per-event marker
+//   {notify}:wh:idem:{method}:{rid}  idempotency records of the RPCs
+#ifndef LABSHARE_SERVICES_NOTIFY_WEBHOOK_MANAGER_H_
+#define LABSHARE_SERVICES_NOTIFY_WEBHOOK_MANAGER_H_
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/auth.h"
+#include "common/clock.h"
+#include "common/doc_store.h"
+#include "common/events.h"
+#include "common/page_token.h"
+#include "labshare/notify/v1/notify_events.pb.h"
+#include "labshare/notify/v1/webhooks.pb.h"
+
+namespace labshare::notify {
+
+// Consumer group of the webhooks on every outbox.
+inline constexpr char kWebhooksGroup[] = "notify-webhooks";
+
+// The contract's "Roles:" lines of WebhookService as one table.
+const MethodPolicy& WebhookPolicy();
+
+struct WebhookLimits {
+  int max_attempts = 8;        // per delivery, then DEAD
+  int disable_after = 20;      // consecutive failed attempts of a webhook
+  int max_webhooks_per_org = 20;
+  absl::Duration backoff_initial = absl::Seconds(10);
+  absl::Duration backoff_max = absl::Hours(1);
+  // How long a claimed attempt may take before another replica (or this
+  // process after a restart) may attempt the delivery again.
+  absl::Duration claim_lease = absl::Seconds(60);
+  // DELIVERED deliveries queued longer ago than this (domain clock) are
+  // removed by TrimDeliveries; DEAD and PENDING ones stay.
+  absl::Duration retention = absl::Hours(24 * 30);
+};
+
+// A delivery claimed for one attempt.
+struct ClaimedDelivery {
+  std::string key;      // its document
+  int64_t version = 0;  // after the claim
+  std::string due_member;
+  std::string organization;  // "organizations/{org}"
+  std::string org_id, webhook_id;
+  std::string url, secret;
+  v1::WebhookDelivery delivery;
+};
+
+// What one attempt got back.
+struct AttemptResult {
+  bool ok = false;
+  int status_code = 0;  // 0: no HTTP answer
+  std::string error;    // as a person reads it; empty when ok
+};
+
+class WebhookManager {
+ public:
+  // pool, clock (domain) and wall outlive the manager. Thread-safe.
+  WebhookManager(RedisPool* pool, const Clock* clock, const Clock* wall, WebhookLimits limits);
+
+  // ------------------------------------------------------------ RPCs
+  absl::StatusOr<v1::CreateWebhookResponse> CreateWebhook(const Principal& p, const v1::CreateWebhookRequest& r);
+  absl::StatusOr<v1::Webhook> GetWebhook(const Principal& p, const v1::GetWebhookRequest& r);
+  absl::StatusOr<v1::ListWebhooksResponse> ListWebhooks(const Principal& p, const v1::ListWebhooksRequest& r);
+  absl::StatusOr<v1::Webhook> UpdateWebhook(const Principal& p, const v1::UpdateWebhookRequest& r);
+  absl::StatusOr<v1::DeleteWebhookResponse> DeleteWebhook(const Principal& p, const v1::DeleteWebhookRequest& r);
+  absl::StatusOr<v1::RotateWebhookSecretResponse> RotateWebhookSecret(const Principal& p,
+                                                                      const v1::RotateWebhookSecretRequest& r);
+  absl::StatusOr<v1::ListWebhookDeliveriesResponse> ListWebhookDeliveries(
+      const Principal& p, const v1::ListWebhookDeliveriesRequest& r);
+  absl::StatusOr<v1::WebhookDelivery> ReplayWebhookDelivery(const Principal& p,
+                                                           const v1::ReplayWebhookDeliveryRequest& r);
+
+  // ------------------------------------------------------------ events
+  // One outbox entry: a delivery for every ENABLED webhook of every party
+  // organisation subscribed to its type, each exactly once (one Lua step
+  // with the once-per-event marker). Returns how many were queued.
+  absl::StatusOr<int> QueueDeliveries(const StreamEvent& entry);
+
+  // ------------------------------------------------------------ attempts
+  // Claims up to `limit` deliveries due by the wall clock for one attempt
+  // each (compare-and-set: one replica wins each). Deliveries of a webhook
+  // that is gone or DISABLED are settled on the way (dropped, or DEAD).
+  absl::StatusOr<std::vector<ClaimedDelivery>> ClaimDue(int limit);
+  // Records an attempt's outcome: DELIVERED, or a retry after a backoff, or
+  // DEAD; counts the webhook's failures and disables it after
+  // disable_after in a row (publishing WebhookDisabled). `unit` in [0, 1]
+  // draws the jitter.
+  absl::Status RecordAttempt(const ClaimedDelivery& claimed, const AttemptResult& result, double unit);
+
+  // Removes DELIVERED deliveries past the retention, up to `max_per_webhook`
+  // of each webhook per call (oldest first). Returns how many went.
+  absl::StatusOr<int> TrimDeliveries(int max_per_webhook);
+
+  const WebhookLimits& limits() const { return limits_; }
+  const DocStore& docs() const { return docs_; }
+
+ private:
+  struct Hook {
+    std::string org_id, id;
+    std::string key;
+    int64_t version = 0;  // 0: absent (or never existed)
+    bool tombstone = false;
+    v1::Webhook webhook;  // admin fields
+  };
+  absl::StatusOr<Hook> LoadHook(const std::string& org_id, const std::string& id) const;
+  // The webhook as answered: admin fields, figures, etag.
+  absl::StatusOr<v1::Webhook> Present(const Hook& hook) const;
+  absl::StatusOr<PageTokenCodec> PageTokens();
+  v1::NotifyEvent NewEvent(const Principal& p, const std::string& request_id) const;
+  // A queued delivery given up without an attempt (its webhook is gone or
+  // disabled): DEAD, out of the schedule; WebhookDeliveryDead if `publish`.
+  absl::Status Settle(const std::string& org, const std::string& id, const std::string& d,
+                      const std::string& due_member, int64_t version, v1::WebhookDelivery delivery,
+                      const std::string& why, bool publish);
+
+  RedisPool* pool_;
+  const Clock* clock_;
+  const Clock* wall_;
+  WebhookLimits limits_;
+  DocStore docs_;
+  std::mutex page_mu_;
+  std::optional<PageTokenCodec> page_tokens_;  // guarded by page_mu_
+};
+
+}  // namespace labshare::notify
+
+#endif  // LABSHARE_SERVICES_NOTIFY_WEBHOOK_MANAGER_H_

@@ -1,0 +1,111 @@
+#include "services/notify/webhook_module.h"
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "services/notify/webhook_rules.h"
+#include "services/notify/webhook_service.h"
+
+namespace labshare::notify {
+
+WebhookModule::WebhookModule(const NotifyContext& context, WebhookOptions options)
+    : context_(context),
+      options_(std::move(options)),
+      manager_(std::make_unique<WebhookManager>(context.redis, context.clock, context.wall, options_.limits)) {}
+
+WebhookModule::~WebhookModule() { Stop(); }
+
+void WebhookModule::AddPolicy(MethodPolicy* policy) {
+  for (const auto& [method, roles] : WebhookPolicy().rules()) {
+    for (const auto& [role, scope] : roles) policy->Allow(method, {role}, scope);
+  }
+}
+
+std::vector<grpc::Service*> WebhookModule::Services(const Authorizer* authorizer) {
+  service_ = std::make_unique<WebhookServiceImpl>(manager_.get(), authorizer);
+  return {service_.get()};
+}
+
+absl::Status WebhookModule::HandleEvent(const StreamEvent& entry) {
+  return manager_->QueueDeliveries(entry).status();
+}
+
+void WebhookModule::AddConsumers(ConsumerLoop* loop) {
+  for (const auto& stream : context_.streams) {
+    ConsumerOptions o;
+    o.stream = stream;
+    o.group = kWebhooksGroup;
+    o.consumer = context_.consumer;
+    o.block = absl::ZeroDuration();  // one loop polls many streams
+    consumers_.push_back(std::make_unique<EventConsumer>(context_.redis, o));
+    loop->Add(consumers_.back().get(), [this](const StreamEvent& e) { return HandleEvent(e); });
+  }
+}
+
+absl::StatusOr<int> WebhookModule::DeliverDueOnce() {
+  LS_ASSIGN_OR_RETURN(std::vector<ClaimedDelivery> claimed, manager_->ClaimDue(options_.claim_batch));
+  thread_local absl::BitGen gen;
+  WebhookHttpOptions http;
+  http.timeout = options_.timeout;
+  http.ca_file = options_.ca_file;
+  http.allow_private_addresses = options_.allow_private_addresses;
+  int attempts = 0;
+  for (const ClaimedDelivery& c : claimed) {
+    if (stop_.HasBeenNotified()) break;
+    WebhookPost post;
+    post.url = c.url;
+    post.id = c.delivery.name().substr(c.delivery.name().rfind('/') + 1);
+    // Receivers compare it with their own clock: the wall clock.
+    post.timestamp = std::to_string(absl::ToUnixSeconds(context_.wall->Now()));
+    post.body = c.delivery.body();
+    post.signature = WebhookSignature(c.secret, post.id, post.timestamp, post.body);
+    const AttemptResult result = PostWebhook(post, http);
+    ++attempts;
+    if (!result.ok) {
+      LogInfo("webhook attempt failed", {{"delivery", c.delivery.name()}, {"error", result.error}});
+    }
+    LS_RETURN_IF_ERROR(manager_->RecordAttempt(c, result, absl::Uniform(gen, 0.0, 1.0)));
+  }
+  return attempts;
+}
+
+void WebhookModule::DeliveryThread(bool trims) {
+  absl::Time next_trim = context_.wall->Now();
+  while (!stop_.HasBeenNotified()) {
+    if (trims && context_.wall->Now() >= next_trim) {
+      next_trim = context_.wall->Now() + options_.trim_interval;
+      absl::StatusOr<int> trimmed = manager_->TrimDeliveries(1000);
+      if (!trimmed.ok()) {
+        LogWarning("webhook deliveries: cannot trim; later", {{"error", trimmed.status().ToString()}});
+      } else if (*trimmed > 0) {
+        LogInfo("webhook deliveries past their retention removed", {{"count", std::to_string(*trimmed)}});
+      }
+    }
+    absl::StatusOr<int> n = DeliverDueOnce();
+    if (!n.ok()) {
+      if (stop_.HasBeenNotified()) break;
+      LogWarning("webhook deliveries: cannot proceed; retrying", {{"error", n.status().ToString()}});
+    }
+    if (n.ok() && *n > 0) continue;
+    stop_.WaitForNotificationWithTimeout(options_.poll_interval);
+  }
+}
+
+void WebhookModule::Start() {
+  if (started_) return;
+  started_ = true;
+  for (int i = 0; i < std::max(1, options_.delivery_threads); ++i) {
+    threads_.emplace_back([this, i] { DeliveryThread(i == 0); });
+  }
+}
+
+void WebhookModule::Stop() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+}
+
+}  // namespace labshare::notify

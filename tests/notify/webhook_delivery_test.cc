@@ -1,0 +1,490 @@
+// Deliveries to a real HTTPS receiver process (webhook_receiver.py: python3
+// http.server + ssl, a certificate of the test CA) that verifies every
+// signature, timestamp and id: delivery of the organisation's own events
+// only, retries with backoff, the dead letters, replay, secret rotation,
+// automatic disabling with its WebhookDisabled event (itself delivered to
+// another webhook of the organisation), and the module's own threads.
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "common/http_client.h"
+#include "services/notify/webhook_rules.h"
+#include "tests/notify/webhook_test_util.h"
+#include "tests/support/process.h"
+#include "tests/support/test_pki.h"
+
+namespace labshare::notify::testing {
+namespace {
+
+namespace process = labshare::testing::process;
+using S = v1::WebhookService::Stub;
+
+constexpr char kCancelled[] = "labshare.booking.v1.BookingCancelled";
+constexpr char kIssued[] = "labshare.billing.v1.InvoiceIssued";
+constexpr char kDisabled[] = "labshare.notify.v1.WebhookDisabled";
+
+struct Request {
+  std::string path, id, timestamp;
+  bool sig_ok = false, ts_ok = false, body_ok = false;
+  int status = 0;
+  std::string type, organization;
+};
+
+// The receiver process, started per test and stopped by its pid.
+class Receiver {
+ public:
+  ~Receiver() {
+    if (pid_ > 0) process::StopProcess(pid_);
+  }
+  void Start() {
+    const auto& pki = labshare::testing::TestPki::Shared();
+    const auto& cert = pki.Service("notify");
+    dir_ = labshare::testing::TestTempDir();
+    const std::string tag = std::to_string(++count_);
+    port_file_ = dir_ + "/receiver" + tag + ".port";
+    log_file_ = dir_ + "/receiver" + tag + ".log";
+    ca_file_ = pki.ca_file();
+    auto pid = process::Spawn({"/usr/bin/python3", std::string(LABSHARE_SOURCE_DIR) + "/tests/notify/webhook_receiver.py",
+                               cert.cert_file, cert.key_file, port_file_, log_file_},
+                              dir_ + "/receiver" + tag + ".out");
+    ASSERT_TRUE(pid.ok()) << pid.status();
+    pid_ = *pid;
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (port_ == 0 && absl::Now() < deadline) {
+      std::ifstream in(port_file_);
+      if (!(in >> port_)) port_ = 0;
+      if (port_ == 0) absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_NE(port_, 0) << "the receiver did not start: " << process::FileTail(dir_ + "/receiver" + tag + ".out", 2000);
+  }
+  std::string Url(const std::string& path) const { return "https://localhost:" + std::to_string(port_) + path; }
+  const std::string& ca_file() const { return ca_file_; }
+  void Control(const std::string& path, const std::string& secret, int fail) {
+    HttpOptions o;
+    o.ca_file = ca_file_;
+    std::vector<std::pair<std::string, std::string>> fields = {{"path", path}, {"fail", std::to_string(fail)}};
+    if (!secret.empty()) fields.push_back({"secret", secret});
+    auto r = HttpPostForm(Url("/_control"), fields, o);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->status, 200);
+  }
+  std::vector<Request> Requests(const std::string& path = "") const {
+    std::vector<Request> out;
+    std::ifstream in(log_file_);
+    std::string line;
+    while (std::getline(in, line)) {
+      std::vector<std::string> f = absl::StrSplit(line, ' ');
+      if (f.size() != 9) continue;
+      Request r{f[0], f[1], f[2], f[3] == "1", f[4] == "1", f[5] == "1", std::stoi(f[6]), f[7], f[8]};
+      if (path.empty() || r.path == path) out.push_back(r);
+    }
+    return out;
+  }
+
+ private:
+  static inline int count_ = 0;
+  pid_t pid_ = 0;
+  int port_ = 0;
+  std::string dir_, port_file_, log_file_, ca_file_;
+};
+
+class WebhookDeliveryTest : public WebhookFixture {
+ protected:
+  void SetUp() override {
+    receiver_.Start();
+    if (HasFatalFailure()) return;
+    WebhookOptions o;
+    o.limits.max_attempts = 3;
+    o.limits.disable_after = 4;
+    o.limits.backoff_initial = absl::Milliseconds(20);
+    o.limits.backoff_max = absl::Milliseconds(80);
+    o.limits.claim_lease = absl::Seconds(30);
+    o.timeout = absl::Seconds(10);
+    o.ca_file = receiver_.ca_file();
+    o.allow_private_addresses = true;  // the receiver is on loopback
+    o.poll_interval = absl::Milliseconds(10);
+    o.claim_batch = 10;
+    SetUpModule(o);
+  }
+
+  // A webhook at receiver path `path`, its secret registered there.
+  std::string Hook(const std::string& org, const std::string& id, const std::string& path,
+                   std::vector<std::string> types) {
+    auto created = Create(Admin(org), org, id, receiver_.Url(path), std::move(types));
+    EXPECT_TRUE(created.ok()) << created.status();
+    if (!created.ok()) return "";
+    receiver_.Control(path, created->secret(), 0);
+    return created->webhook().name();
+  }
+
+  int64_t Due() {
+    auto v = pool_->Command({"ZCARD", "{notify}:wh:due"});
+    return v.ok() ? v->integer : -1;
+  }
+  // Runs delivery rounds until `done` (bounded: 30 s of wall time).
+  bool DeliverUntil(const std::function<bool()>& done) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      auto n = module_->DeliverDueOnce();
+      EXPECT_TRUE(n.ok()) << n.status();
+      if (done()) return true;
+      if (n.ok() && *n == 0) absl::SleepFor(absl::Milliseconds(5));
+    }
+    return done();
+  }
+  absl::StatusOr<v1::ListWebhookDeliveriesResponse> Deliveries(const std::string& webhook,
+                                                               std::vector<v1::WebhookDelivery::State> states = {}) {
+    v1::ListWebhookDeliveriesRequest r;
+    r.set_parent(webhook);
+    for (auto s : states) r.add_states(s);
+    return Call(Root(), &S::ListWebhookDeliveries, r);
+  }
+  v1::Webhook GetHook(const std::string& name) {
+    v1::GetWebhookRequest r;
+    r.set_name(name);
+    auto w = Call(Root(), &S::GetWebhook, r);
+    EXPECT_TRUE(w.ok()) << w.status();
+    return w.ok() ? *w : v1::Webhook();
+  }
+  template <typename T, typename Pred>
+  static int CountIf(const std::vector<T>& v, Pred p) {
+    return static_cast<int>(std::count_if(v.begin(), v.end(), p));
+  }
+
+  Receiver receiver_;
+};
+
+void ExpectAllVerified(const std::vector<Request>& requests) {
+  for (const auto& r : requests) {
+    EXPECT_TRUE(r.sig_ok) << r.path << " " << r.id << ": bad signature";
+    EXPECT_TRUE(r.ts_ok) << r.path << " " << r.id << ": timestamp off";
+    EXPECT_TRUE(r.body_ok) << r.path << " " << r.id << ": body id differs from the header";
+  }
+}
+
+TEST_F(WebhookDeliveryTest, DeliversSignedEventsOfItsOwnOrganisationOnly) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled, kIssued});
+  const std::string beta = Hook("beta", "erp", "/beta", {kCancelled, kIssued});
+  Publish(kBookingStream, BookingCancelled("ev-acme-cancel", "organizations/acme"));
+  Publish(kBookingStream, BookingCancelled("ev-beta-cancel", "organizations/beta"));
+  Publish(kBillingStream, InvoiceIssued("ev-other-invoice", "organizations/gamma", "organizations/owner"));
+  Publish(kBillingStream, InvoiceIssued("ev-beta-invoice", "organizations/beta", "organizations/owner"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto at_acme = receiver_.Requests("/acme");
+  const auto at_beta = receiver_.Requests("/beta");
+  ASSERT_EQ(at_acme.size(), 1u);
+  EXPECT_EQ(at_acme[0].id, "ev-acme-cancel");
+  EXPECT_EQ(at_acme[0].type, kCancelled);
+  EXPECT_EQ(at_acme[0].organization, "organizations/acme");
+  EXPECT_EQ(at_acme[0].status, 204);
+  ASSERT_EQ(at_beta.size(), 2u);
+  std::set<std::string> beta_ids = {at_beta[0].id, at_beta[1].id};
+  EXPECT_EQ(beta_ids, (std::set<std::string>{"ev-beta-cancel", "ev-beta-invoice"}));
+  for (const auto& r : at_beta) EXPECT_EQ(r.organization, "organizations/beta");
+  ExpectAllVerified(receiver_.Requests());
+  EXPECT_EQ(receiver_.Requests().size(), 3u);  // gamma's invoice: nobody
+  auto listed = Deliveries(acme);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->deliveries_size(), 1);
+  const auto& d = listed->deliveries(0);
+  EXPECT_EQ(d.state(), v1::WebhookDelivery::DELIVERED);
+  EXPECT_EQ(d.attempts(), 1);
+  EXPECT_EQ(d.last_status_code(), 204);
+  EXPECT_EQ(FromProto(d.delivered_time()), clock_.Now());  // the domain clock
+  EXPECT_EQ(GetHook(acme).consecutive_failures(), 0);
+  EXPECT_EQ(FromProto(GetHook(acme).last_success_time()), clock_.Now());
+  // One WebhookDelivered per delivery, in the step that recorded it.
+  std::vector<std::string> delivered;
+  for (const auto& e : NotifyEvents()) {
+    if (!e.has_webhook_delivered()) continue;
+    delivered.push_back(e.webhook_delivered().delivery());
+    EXPECT_EQ(e.webhook_delivered().attempts(), 1);
+    EXPECT_EQ(e.webhook_delivered().status_code(), 204);
+    EXPECT_EQ(e.header().actor(), "services/notify");
+  }
+  std::sort(delivered.begin(), delivered.end());
+  EXPECT_EQ(delivered, (std::vector<std::string>{acme + "/deliveries/ev-acme-cancel",
+                                                 beta + "/deliveries/ev-beta-cancel",
+                                                 beta + "/deliveries/ev-beta-invoice"}));
+
+  // After a rotation, attempts are signed with the new secret only.
+  v1::RotateWebhookSecretRequest rot;
+  rot.set_name(acme);
+  auto rotated = Call(Admin("acme"), &S::RotateWebhookSecret, rot);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  receiver_.Control("/acme", rotated->secret(), 0);
+  Publish(kBookingStream, BookingCancelled("ev-acme-cancel-2", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto after = receiver_.Requests("/acme");
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_EQ(after[1].id, "ev-acme-cancel-2");
+  EXPECT_EQ(after[1].status, 204);
+  ExpectAllVerified(after);
+}
+
+TEST_F(WebhookDeliveryTest, RetriesWithBackoffThenDeadLettersThenReplays) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  // Two failures, then the receiver takes it: delivered at the third attempt.
+  receiver_.Control("/acme", "", 2);
+  Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  auto first = receiver_.Requests("/acme");
+  ASSERT_EQ(first.size(), 3u);
+  EXPECT_EQ(first[0].status, 500);
+  EXPECT_EQ(first[1].status, 500);
+  EXPECT_EQ(first[2].status, 204);
+  for (const auto& r : first) EXPECT_EQ(r.id, "ev-1");  // the same id on every attempt
+  ExpectAllVerified(first);
+  auto d1 = Deliveries(acme);
+  ASSERT_TRUE(d1.ok());
+  EXPECT_EQ(d1->deliveries(0).state(), v1::WebhookDelivery::DELIVERED);
+  EXPECT_EQ(d1->deliveries(0).attempts(), 3);
+
+  // Every attempt fails: DEAD after 3, in the dead letters, with its event.
+  receiver_.Control("/acme", "", -1);
+  Publish(kBookingStream, BookingCancelled("ev-2", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  EXPECT_EQ(receiver_.Requests("/acme").size(), 6u);
+  auto dead = Deliveries(acme, {v1::WebhookDelivery::DEAD});
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->deliveries_size(), 1);
+  EXPECT_EQ(dead->deliveries(0).event_id(), "ev-2");
+  EXPECT_EQ(dead->deliveries(0).attempts(), 3);
+  EXPECT_EQ(dead->deliveries(0).last_status_code(), 500);
+  EXPECT_EQ(dead->deliveries(0).last_error(), "HTTP 500");
+  EXPECT_EQ(GetHook(acme).consecutive_failures(), 3);
+  EXPECT_EQ(GetHook(acme).state(), v1::Webhook::ENABLED);  // 3 < 4
+  auto events = NotifyEvents();
+  ASSERT_EQ(CountIf(events, [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_dead(); }), 1);
+  for (const auto& e : events) {
+    if (!e.has_webhook_delivery_dead()) continue;
+    EXPECT_EQ(e.webhook_delivery_dead().delivery(), acme + "/deliveries/ev-2");
+    EXPECT_EQ(e.webhook_delivery_dead().attempts(), 3);
+    EXPECT_EQ(e.header().actor(), "services/notify");
+  }
+
+  // Replayed once the receiver is back: same id, signature valid, delivered.
+  receiver_.Control("/acme", "", 0);
+  v1::ReplayWebhookDeliveryRequest replay;
+  replay.set_name(acme + "/deliveries/ev-2");
+  replay.set_request_id("replay-1");
+  auto replayed = Call(Admin("acme"), &S::ReplayWebhookDelivery, replay);
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  EXPECT_EQ(replayed->state(), v1::WebhookDelivery::PENDING);
+  EXPECT_EQ(replayed->replays(), 1);
+  EXPECT_EQ(replayed->attempts(), 0);
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  auto all = receiver_.Requests("/acme");
+  ASSERT_EQ(all.size(), 7u);
+  EXPECT_EQ(all[6].id, "ev-2");
+  EXPECT_EQ(all[6].status, 204);
+  ExpectAllVerified(all);
+  auto dead_after = Deliveries(acme, {v1::WebhookDelivery::DEAD});
+  ASSERT_TRUE(dead_after.ok());
+  EXPECT_EQ(dead_after->deliveries_size(), 0);
+  EXPECT_EQ(GetHook(acme).consecutive_failures(), 0);
+  // The same replay request again: answered from the record, not queued again.
+  auto again = Call(Admin("acme"), &S::ReplayWebhookDelivery, replay);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->SerializeAsString(), replayed->SerializeAsString());
+  EXPECT_EQ(Due(), 0);
+  EXPECT_EQ(CountIf(NotifyEvents(), [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_replayed(); }), 1);
+}
+
+TEST_F(WebhookDeliveryTest, DisablesAfterRepeatedFailuresAndTellsTheOrganisation) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  // Another endpoint of acme listens for the disabling.
+  const std::string watch = Hook("acme", "watch", "/watch", {kDisabled});
+  receiver_.Control("/acme", "", -1);
+  Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
+  Publish(kBookingStream, BookingCancelled("ev-2", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  // 4 failed attempts in a row, then nothing more.
+  EXPECT_EQ(receiver_.Requests("/acme").size(), 4u);
+  ExpectAllVerified(receiver_.Requests("/acme"));
+  const v1::Webhook off = GetHook(acme);
+  EXPECT_EQ(off.state(), v1::Webhook::DISABLED);
+  EXPECT_EQ(off.disabled_reason(), v1::Webhook::REPEATED_FAILURES);
+  EXPECT_EQ(off.consecutive_failures(), 4);
+  EXPECT_EQ(off.last_error(), "HTTP 500");
+  auto dead = Deliveries(acme, {v1::WebhookDelivery::DEAD});
+  ASSERT_TRUE(dead.ok());
+  EXPECT_EQ(dead->deliveries_size(), 2);
+  auto events = NotifyEvents();
+  ASSERT_EQ(CountIf(events, [](const v1::NotifyEvent& e) { return e.has_webhook_disabled(); }), 1);
+  for (const auto& e : events) {
+    if (!e.has_webhook_disabled()) continue;
+    EXPECT_EQ(e.webhook_disabled().webhook(), acme);
+    EXPECT_EQ(e.webhook_disabled().organization(), "organizations/acme");
+    EXPECT_EQ(e.webhook_disabled().url(), receiver_.Url("/acme"));
+    EXPECT_EQ(e.webhook_disabled().consecutive_failures(), 4);
+    EXPECT_EQ(e.webhook_disabled().last_error(), "HTTP 500");
+  }
+  // WebhookDisabled travels through {notify}:outbox like every event: the
+  // organisation's other webhook hears it.
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto heard = receiver_.Requests("/watch");
+  ASSERT_EQ(heard.size(), 1u);
+  EXPECT_EQ(heard[0].type, kDisabled);
+  EXPECT_EQ(heard[0].status, 204);
+  ExpectAllVerified(heard);
+  // While disabled nothing is queued for it.
+  Publish(kBookingStream, BookingCancelled("ev-3", "organizations/acme"));
+  Consume();
+  EXPECT_EQ(Due(), 0);
+  // Replaying needs it enabled again.
+  v1::ReplayWebhookDeliveryRequest replay;
+  replay.set_name(acme + "/deliveries/ev-2");
+  EXPECT_ERROR(Call(Admin("acme"), &S::ReplayWebhookDelivery, replay), kFailedPrecondition, "WEBHOOK_DISABLED");
+  v1::UpdateWebhookRequest enable;
+  *enable.mutable_webhook() = off;
+  enable.mutable_webhook()->set_state(v1::Webhook::ENABLED);
+  enable.mutable_update_mask()->add_paths("state");
+  auto on = Call(Admin("acme"), &S::UpdateWebhook, enable);
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_EQ(on->state(), v1::Webhook::ENABLED);
+  EXPECT_EQ(on->disabled_reason(), v1::Webhook::DISABLED_REASON_UNSPECIFIED);
+  EXPECT_EQ(on->consecutive_failures(), 0);
+  EXPECT_EQ(GetHook(acme).consecutive_failures(), 0);
+  receiver_.Control("/acme", "", 0);
+  ASSERT_TRUE(Call(Admin("acme"), &S::ReplayWebhookDelivery, replay).ok());
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto at_acme = receiver_.Requests("/acme");
+  ASSERT_EQ(at_acme.size(), 5u);
+  EXPECT_EQ(at_acme[4].id, "ev-2");
+  EXPECT_EQ(at_acme[4].status, 204);
+  ExpectAllVerified(at_acme);
+}
+
+TEST_F(WebhookDeliveryTest, UnreachableEndpointsCountAsFailures) {
+  // Nothing listens on port 1.
+  auto created = Create(Admin("acme"), "acme", "down", "https://localhost:1/hook", {kCancelled});
+  ASSERT_TRUE(created.ok()) << created.status();
+  Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  auto dead = Deliveries(created->webhook().name(), {v1::WebhookDelivery::DEAD});
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->deliveries_size(), 1);
+  EXPECT_EQ(dead->deliveries(0).attempts(), 3);
+  EXPECT_EQ(dead->deliveries(0).last_status_code(), 0);
+  EXPECT_TRUE(absl::StartsWith(dead->deliveries(0).last_error(), "no answer: ")) << dead->deliveries(0).last_error();
+}
+
+TEST_F(WebhookDeliveryTest, AnAttemptCutShortByACrashIsMadeAgainWithTheSameId) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  Publish(kBookingStream, BookingCancelled("ev-crash", "organizations/acme"));
+  Consume();
+  // Another notifier claims the delivery and dies before its POST finishes
+  // (its claim is never recorded as an attempt).
+  WebhookLimits limits = module_->manager().limits();
+  limits.claim_lease = absl::Milliseconds(50);
+  WebhookManager dead_replica(pool_.get(), &clock_, &wall_, limits);
+  auto claimed = dead_replica.ClaimDue(10);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  // After the claim's lease this notifier attempts it: same id, same body.
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].id, "ev-crash");
+  EXPECT_EQ(got[0].status, 204);
+  ExpectAllVerified(got);
+  // The dead replica's late outcome is ignored (the delivery moved on).
+  AttemptResult late;
+  late.error = "HTTP 502";
+  late.status_code = 502;
+  ASSERT_TRUE(dead_replica.RecordAttempt((*claimed)[0], late, 0.5).ok());
+  auto listed = Deliveries(acme);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->deliveries(0).state(), v1::WebhookDelivery::DELIVERED);
+  EXPECT_EQ(listed->deliveries(0).attempts(), 1);
+  EXPECT_EQ(GetHook(acme).consecutive_failures(), 0);
+}
+
+TEST_F(WebhookDeliveryTest, PrivateAddressesAreRefusedUnlessAllowed) {
+  receiver_.Control("/p", "whsec_x", 0);
+  WebhookPost post;
+  post.url = receiver_.Url("/p");
+  post.id = "d1";
+  post.timestamp = std::to_string(absl::ToUnixSeconds(absl::Now()));
+  post.body = "{\"id\":\"d1\",\"event\":{\"header\":{}}}";
+  post.signature = WebhookSignature("whsec_x", post.id, post.timestamp, post.body);
+  WebhookHttpOptions http;
+  http.ca_file = receiver_.ca_file();
+  const AttemptResult refused = PostWebhook(post, http);
+  EXPECT_FALSE(refused.ok);
+  EXPECT_EQ(refused.status_code, 0);
+  EXPECT_EQ(refused.error, "no answer: the endpoint's address is loopback, private or reserved (refused)");
+  EXPECT_TRUE(receiver_.Requests("/p").empty());
+  http.allow_private_addresses = true;
+  const AttemptResult allowed = PostWebhook(post, http);
+  EXPECT_TRUE(allowed.ok) << allowed.error;
+  EXPECT_EQ(allowed.status_code, 204);
+  ASSERT_EQ(receiver_.Requests("/p").size(), 1u);
+  ExpectAllVerified(receiver_.Requests("/p"));
+}
+
+TEST_F(WebhookDeliveryTest, DeliveredOnesGoAfterTheRetentionDeadLettersStay) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  Publish(kBookingStream, BookingCancelled("ev-old", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  receiver_.Control("/acme", "", -1);
+  Publish(kBookingStream, BookingCancelled("ev-dead", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  receiver_.Control("/acme", "", 0);
+  clock_.Advance(absl::Hours(24 * 10));
+  Publish(kBookingStream, BookingCancelled("ev-new", "organizations/acme"));
+  Consume();
+  // Not yet past the 30 days: nothing goes.
+  auto none = module_->manager().TrimDeliveries(100);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+  clock_.Advance(absl::Hours(24 * 25));
+  // ev-old: delivered 35 days ago, removed; ev-dead: a dead letter, kept;
+  // ev-new: 25 days and still pending, kept.
+  auto trimmed = module_->manager().TrimDeliveries(100);
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status();
+  EXPECT_EQ(*trimmed, 1);
+  auto left = Deliveries(acme);
+  ASSERT_TRUE(left.ok());
+  std::vector<std::string> ids;
+  for (const auto& d : left->deliveries()) ids.push_back(d.event_id());
+  EXPECT_EQ(ids, (std::vector<std::string>{"ev-dead", "ev-new"}));
+  auto exists = pool_->Command({"EXISTS", "{notify}:wh:dlv:acme:erp:ev-old"});
+  ASSERT_TRUE(exists.ok());
+  EXPECT_EQ(exists->integer, 0);
+  // The pending one is still delivered.
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  EXPECT_EQ(receiver_.Requests("/acme").back().id, "ev-new");
+}
+
+TEST_F(WebhookDeliveryTest, TheModulesOwnThreadsDeliver) {
+  Hook("acme", "erp", "/acme", {kCancelled});
+  module_->Start();
+  Publish(kBookingStream, BookingCancelled("ev-threads", "organizations/acme"));
+  Consume();
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (receiver_.Requests("/acme").empty() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  module_->Stop();
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].id, "ev-threads");
+  EXPECT_EQ(got[0].status, 204);
+  ExpectAllVerified(got);
+}
+
+}  // namespace
+}  // namespace labshare::notify::testing

@@ -171,6 +171,9 @@ registerMessages({
     // ------------------------------------------------------------------ usage
     'reason.EXPORT_LIMIT': 'Too many exports are running (at most {limit} at once). Wait for one to finish, then try again.',
     'reason.SEQUENCE_OUT_OF_RANGE': 'The audit trail ends at entry {head_sequence}, and the entries of archived years are in the archive files, not here. Choose a position at or before the end, after the archived years.',
+    // ------------------------------------------------ notify: calendar feeds
+    'reason.FEED_NOT_FOUND': 'This calendar feed does not exist any more: it was renewed or revoked. Copy the current address from your calendar feeds.',
+    'reason.FEED_LIMIT_REACHED': 'You have the most calendar feeds allowed. Revoke one you no longer use, then create the new one.',
   },
   'zh-CN': {
     // ------------------------------------------------ sign-in and permission
@@ -327,5 +330,8 @@ registerMessages({
     // ------------------------------------------------------------------ usage
     'reason.EXPORT_LIMIT': '正在进行的导出过多（同时最多 {limit} 个），请等其中一个完成后再试。',
     'reason.SEQUENCE_OUT_OF_RANGE': '审计记录目前截止到第 {head_sequence} 条，已归档年份的条目保存在归档文件中，不在此处。请选择不超过该条目、且在已归档年份之后的位置。',
+    // ------------------------------------------------ notify: calendar feeds
+    'reason.FEED_NOT_FOUND': '该日历订阅已不存在（已更新或已撤销）。请从“日历订阅”中复制当前地址。',
+    'reason.FEED_LIMIT_REACHED': '日历订阅数量已达上限。请先撤销一个不再使用的订阅，再创建新的。',
   },
 });

@@ -24,6 +24,7 @@
 #include "services/booking/booking_service.h"
 #include "services/inventory/identity_service.h"
 #include "services/inventory/inventory_service.h"
+#include "services/notify/feed_manager.h"
 #include "services/usage/usage_service.h"
 
 namespace labshare {
@@ -269,6 +270,8 @@ const std::map<std::string, Service>& Services() {
       {"usage", {"labshare/usage/v1/usage.proto", "labshare.usage.v1.UsageService", &usage::UsagePolicy()}},
       {"identity", {"labshare/identity/v1/identity.proto", "labshare.identity.v1.IdentityService",
                     &inventory::IdentityPolicy()}},
+      {"feeds", {"labshare/notify/v1/feeds.proto", "labshare.notify.v1.CalendarFeedService",
+                 &notify::FeedPolicy()}},
   };
   return *kServices;
 }
@@ -313,7 +316,7 @@ TEST_P(AuthzContract, PolicyTableSaysWhatTheRolesLinesSay) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllServices, AuthzContract,
-                         ::testing::Values("inventory", "booking", "billing", "usage", "identity"),
+                         ::testing::Values("inventory", "booking", "billing", "usage", "identity", "feeds"),
                          [](const auto& info) { return std::string(info.param); });
 
 // The parser itself, on the phrases that carry meaning.

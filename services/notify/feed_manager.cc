@@ -436,7 +436,10 @@ absl::StatusOr<std::string> FeedManager::Render(const fv1::CalendarFeed& feed) c
     const char* kind = b.mode() == labshare::type::v1::LEASE                ? "lease"
                        : b.mode() == labshare::type::v1::TECHNICAL_SERVICE ? "run"
                                                                             : "booking";
-    ev.uid = absl::StrCat(kind, "-", id, instrument_feed ? ".busy" : "", "@", host);
+    // Instrument feeds: a booking id may be chosen by its user (and say who
+    // or what), so their UIDs are a digest of the name, stable all the same.
+    ev.uid = instrument_feed ? absl::StrCat("busy-", Sha256Hex(b.name()).substr(0, 32), "@", host)
+                             : absl::StrCat(kind, "-", id, "@", host);
     ev.sequence = e.sequence;
     ev.stamp = e.stamp == absl::UnixEpoch() ? FromProto(b.update_time()) : e.stamp;
     const auto& interval = instrument_feed && b.has_blocked_interval() ? b.blocked_interval() : b.reserved_interval();

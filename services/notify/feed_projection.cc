@@ -32,12 +32,17 @@ std::string IdOf(absl::string_view name) {
   return std::string(slash == absl::string_view::npos ? name : name.substr(slash + 1));
 }
 
+// NOT_FOUND (INSTRUMENT_NOT_FOUND) passes through; anything else is, for
+// the caller of a feed method, inventory not answering (a refused
+// certificate is an operator's matter: logged, not shown).
 absl::Status Downstream(const grpc::Status& s) {
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
-                     "the inventory service cannot be reached; retry the request");
+  if (s.error_code() == grpc::StatusCode::NOT_FOUND) return FromGrpcStatus(s);
+  if (s.error_code() != grpc::StatusCode::UNAVAILABLE && s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    LogWarning("feeds: inventory refused a lookup",
+               {{"code", CodeName(static_cast<absl::StatusCode>(s.error_code()))}, {"message", s.error_message()}});
   }
-  return FromGrpcStatus(s);
+  return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
+                   "the inventory service cannot be reached; retry the request");
 }
 
 class InventoryDirectory final : public InstrumentDirectory {

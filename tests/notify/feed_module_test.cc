@@ -78,6 +78,7 @@ class FakeInventory final : public inv::InventoryService::Service {
   }
   grpc::Status GetInstrument(grpc::ServerContext*, const inv::GetInstrumentRequest* r, inv::Instrument* out) override {
     ++calls;
+    if (down) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused");
     auto it = instruments_.find(r->name());
     if (it == instruments_.end()) {
       return ToGrpcStatus(MakeError(absl::StatusCode::kNotFound, "INSTRUMENT_NOT_FOUND", "no such instrument"),
@@ -96,6 +97,7 @@ class FakeInventory final : public inv::InventoryService::Service {
     return grpc::Status::OK;
   }
   std::atomic<int> calls{0};
+  std::atomic<bool> down{false};
 
  private:
   std::map<std::string, inv::Instrument> instruments_;
@@ -139,6 +141,11 @@ bk::Booking MakeBooking(const BookingSpec& s) {
   *b.mutable_create_time() = ToProto(s.updated);
   *b.mutable_update_time() = ToProto(s.updated);
   return b;
+}
+
+// The UID of a booking in an instrument feed.
+std::string Busy(const std::string& booking_id) {
+  return absl::StrCat("busy-", Sha256Hex("bookings/" + booking_id).substr(0, 32), "@labshare.example.org");
 }
 
 std::string RunCommand(const std::string& command) {
@@ -425,8 +432,8 @@ TEST_F(FeedModuleTest, InstrumentFeedShowsBusyTimeOnlyOutsideTheOwner) {
                 R"j(["CAL", "LabShare: TEM Titan 冷冻电镜", "PUBLISH", "2.0", "GREGORIAN", "-//LabShare//Calendar feeds 1.0//EN"])j",
                 R"j(["TZ", "Asia/Shanghai"])j",
                 // Blocked intervals: the 30-minute buffer after each slot is busy too.
-                R"j(["EV", "booking-b1.busy@labshare.example.org", "CONFIRMED", "Asia/Shanghai", "2026-12-10T01:00:00Z", "2026-12-10T03:30:00Z", 0, "Busy", "Zhangjiang Lab, 100 Haike Rd, Shanghai"])j",
-                R"j(["EV", "run-r3.busy@labshare.example.org", "CONFIRMED", "Asia/Shanghai", "2026-12-11T06:00:00Z", "2026-12-11T08:30:00Z", 0, "Busy", "Zhangjiang Lab, 100 Haike Rd, Shanghai"])j",
+                absl::StrCat(R"j(["EV", ")j", Busy("b1"), R"j(", "CONFIRMED", "Asia/Shanghai", "2026-12-10T01:00:00Z", "2026-12-10T03:30:00Z", 0, "Busy", "Zhangjiang Lab, 100 Haike Rd, Shanghai"])j"),
+                absl::StrCat(R"j(["EV", ")j", Busy("r3"), R"j(", "CONFIRMED", "Asia/Shanghai", "2026-12-11T06:00:00Z", "2026-12-11T08:30:00Z", 0, "Busy", "Zhangjiang Lab, 100 Haike Rd, Shanghai"])j"),
             }));
   for (const char* personal : {"li-wei", "zhang-san", "lab-a", "lab-c", "冷冻电镜样品", "XRD", "wang-fang"}) {
     EXPECT_FALSE(absl::StrContains(busy.body(), personal)) << personal;
@@ -440,9 +447,9 @@ TEST_F(FeedModuleTest, InstrumentFeedShowsBusyTimeOnlyOutsideTheOwner) {
   const auto parsed = Parsed(detailed.body());
   ASSERT_EQ(parsed.size(), 6u) << absl::StrJoin(parsed, "\n");
   EXPECT_EQ(parsed[2],
-            R"j(["EV", "booking-b1.busy@labshare.example.org", "CONFIRMED", "Asia/Shanghai", "2026-12-10T01:00:00Z", "2026-12-10T03:30:00Z", 0, "booking: li-wei for lab-a", "Zhangjiang Lab, 100 Haike Rd, Shanghai"])j");
+            absl::StrCat(R"j(["EV", ")j", Busy("b1"), R"j(", "CONFIRMED", "Asia/Shanghai", "2026-12-10T01:00:00Z", "2026-12-10T03:30:00Z", 0, "booking: li-wei for lab-a", "Zhangjiang Lab, 100 Haike Rd, Shanghai"])j"));
   EXPECT_EQ(parsed[4],
-            R"j(["EV", "run-r3.busy@labshare.example.org", "CONFIRMED", "Asia/Shanghai", "2026-12-11T06:00:00Z", "2026-12-11T08:30:00Z", 0, "service run: zhang-san for lab-c", "Zhangjiang Lab, 100 Haike Rd, Shanghai"])j");
+            absl::StrCat(R"j(["EV", ")j", Busy("r3"), R"j(", "CONFIRMED", "Asia/Shanghai", "2026-12-11T06:00:00Z", "2026-12-11T08:30:00Z", 0, "service run: zhang-san for lab-c", "Zhangjiang Lab, 100 Haike Rd, Shanghai"])j"));
   EXPECT_TRUE(absl::StrContains(parsed[5], "Purpose: XRD of 4 samples")) << parsed[5];
 }
 
@@ -462,6 +469,10 @@ TEST_F(FeedModuleTest, EachEventAppliesOnceAndSequenceFollowsChanges) {
     return "none";
   };
   EXPECT_EQ(seq(), "0");
+  // The event's marker, set in the same step as its change.
+  auto ttl = pool_->Command({"TTL", "{notify}:feed:done:ev-1"});
+  ASSERT_TRUE(ttl.ok());
+  EXPECT_GT(ttl->integer, 29 * 24 * 3600);
   // A new interval: SEQUENCE 1.
   s.start += absl::Hours(1);
   s.end += absl::Hours(1);
@@ -482,6 +493,26 @@ TEST_F(FeedModuleTest, EachEventAppliesOnceAndSequenceFollowsChanges) {
   EXPECT_TRUE(absl::StrContains(c.body(), "DTSTART;TZID=Asia/Shanghai:20261210T100000\r\n"));
   // Inventory was asked once for the instrument (cached).
   EXPECT_EQ(inventory_.calls.load(), 1);
+}
+
+TEST_F(FeedModuleTest, AnEventWaitsWhileInventoryIsDown) {
+  inventory_.down = true;
+  Created("{bk:3}:outbox", "ev-b1-created", Onsite());
+  for (int round = 0; round < 5; ++round) {
+    loop_->RunOnce();
+    loop_clock_.Advance(absl::Seconds(1));
+  }
+  auto pending = pool_->Command({"XPENDING", "{bk:3}:outbox", "notify-feeds"});
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(pending->elements[0].integer, 1);  // read, not acknowledged
+  auto before = pool_->Command({"EXISTS", "{notify}:feed:e:b1"});
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(before->integer, 0);
+  inventory_.down = false;
+  Drain();
+  auto after = pool_->Command({"EXISTS", "{notify}:feed:e:b1"});
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->integer, 1);
 }
 
 TEST_F(FeedModuleTest, EntriesOlderThanTheWindowAreDropped) {

@@ -48,9 +48,15 @@ absl::Status Downstream(const grpc::Status& s) {
 class InventoryDirectory final : public InstrumentDirectory {
  public:
   InventoryDirectory(std::shared_ptr<grpc::Channel> channel, const Clock* wall, const FeedOptions& options)
-      : stub_(inv::InventoryService::NewStub(std::move(channel))), wall_(wall), options_(options) {}
+      : stub_(channel ? inv::InventoryService::NewStub(std::move(channel)) : nullptr),
+        wall_(wall),
+        options_(options) {}
 
   absl::StatusOr<InstrumentInfo> Lookup(const std::string& instrument) override {
+    if (stub_ == nullptr) {  // started without --inventory
+      return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
+                       "the inventory service is not configured; retry later");
+    }
     const absl::Time now = wall_->Now();
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -100,6 +100,11 @@ std::string FoldLine(absl::string_view line) {
     // Back up to the start of a UTF-8 sequence (never past `pos`).
     while (cut > pos && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
     if (cut == pos) cut = pos + room;  // not UTF-8 at all: cut anyway
+    // Keep an escape ("\n", "\,") on one line: RFC 5545 allows splitting
+    // it, but some calendar clients unfold badly.
+    size_t backslashes = 0;
+    while (cut - backslashes > pos && line[cut - backslashes - 1] == '\\') ++backslashes;
+    if (backslashes % 2 == 1 && cut - 1 > pos) --cut;
     if (!first) out += ' ';
     out.append(line.data() + pos, cut - pos);
     out += "\r\n";

@@ -57,6 +57,21 @@ TEST(FeedIcal, FoldsChineseTextWithoutSplittingCharacters) {
   for (const auto& l : lines) EXPECT_LE(l.size(), 75u);
 }
 
+TEST(FeedIcal, FoldingKeepsEscapesWhole) {
+  // The 75th octet would be the backslash of "\n".
+  const std::string line = std::string(74, 'a') + "\\nb";
+  const auto lines = Lines(FoldLine(line));
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0], std::string(74, 'a'));
+  EXPECT_EQ(lines[1], " \\nb");
+  // An escaped backslash before the cut is complete: cut as usual.
+  const std::string pair = std::string(73, 'a') + "\\\\" + "x";
+  const auto two = Lines(FoldLine(pair));
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0], std::string(73, 'a') + "\\\\");
+  EXPECT_EQ(two[1], " x");
+}
+
 TEST(FeedIcal, DateTimesInZoneAndUtc) {
   absl::TimeZone shanghai;
   ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &shanghai));

@@ -126,6 +126,105 @@ const char* StateSuffix(bk::Booking::State s) {
 
 std::string StateName(bk::Booking::State s) { return bk::Booking::State_Name(s); }
 
+// What rendering one feed needs besides its entries.
+struct RenderContext {
+  bool instrument_feed = false;
+  std::string feed_user;           // "users/{user}"
+  std::string owner_organization;  // the feed's
+  std::string console_url;
+  std::string host;                // of the console URL: the UIDs' domain
+};
+
+// The TZID for a stored zone name, adding its zone to the calendar once;
+// a name the zone database does not know (it cannot happen for names
+// inventory accepted) is shown in UTC.
+std::string ZoneOf(const std::string& wanted, std::map<std::string, std::string>* zones, ical::Calendar* cal) {
+  auto it = zones->find(wanted);
+  if (it != zones->end()) return it->second;
+  absl::TimeZone tz;
+  std::string tzid = wanted;
+  if (!absl::LoadTimeZone(tzid, &tz)) {
+    tzid = "UTC";
+    tz = absl::UTCTimeZone();
+  }
+  bool known = false;
+  for (const auto& z : cal->zones) known = known || z.tzid == tzid;
+  if (!known) cal->zones.push_back({tzid, tz});
+  zones->emplace(wanted, tzid);
+  return tzid;
+}
+
+// Who, for whom and why: user feeds always; instrument feeds only for a
+// feed owner of the instrument's owner or operator organisation.
+bool ShowsDetails(const FeedEntry& e, const RenderContext& ctx) {
+  if (!ctx.instrument_feed) return true;
+  return !ctx.owner_organization.empty() && (ctx.owner_organization == e.booking.instrument_owner() ||
+                                             ctx.owner_organization == e.operator_organization);
+}
+
+std::string Description(const FeedEntry& e) {
+  const bk::Booking& b = e.booking;
+  std::vector<std::string> lines = {
+      absl::StrCat("Booking: ", b.name()), absl::StrCat("State: ", StateName(b.state())),
+      absl::StrCat("Instrument: ", e.instrument_display_name, " (", b.instrument(), ")")};
+  if (!b.user().empty()) lines.push_back(absl::StrCat("User: ", b.user()));
+  if (!b.payer_organization().empty()) lines.push_back(absl::StrCat("Paid by: ", b.payer_organization()));
+  if (!b.lease().empty()) lines.push_back(absl::StrCat("Lease: ", b.lease()));
+  if (!b.service_order().empty()) lines.push_back(absl::StrCat("Service order: ", b.service_order()));
+  if (!b.operator_user().empty()) lines.push_back(absl::StrCat("Operator: ", b.operator_user()));
+  if (!b.purpose().empty()) lines.push_back(absl::StrCat("Purpose: ", b.purpose()));
+  return absl::StrJoin(lines, "\n");
+}
+
+// One booking as a VEVENT (without its TZID).
+ical::Event EventOf(const FeedEntry& e, const RenderContext& ctx) {
+  const bk::Booking& b = e.booking;
+  ical::Event ev;
+  const char* kind = b.mode() == labshare::type::v1::LEASE                ? "lease"
+                     : b.mode() == labshare::type::v1::TECHNICAL_SERVICE ? "run"
+                                                                          : "booking";
+  // Instrument feeds: a booking id may be chosen by its user (and say who
+  // or what), so their UIDs are a digest of the name, stable all the same.
+  ev.uid = ctx.instrument_feed ? absl::StrCat("busy-", Sha256Hex(b.name()).substr(0, 32), "@", ctx.host)
+                               : absl::StrCat(kind, "-", IdOf(b.name()), "@", ctx.host);
+  ev.sequence = e.sequence;
+  ev.stamp = e.stamp == absl::UnixEpoch() ? FromProto(b.update_time()) : e.stamp;
+  // Instrument feeds show busy time: the blocked interval, buffers included.
+  const auto& interval =
+      ctx.instrument_feed && b.has_blocked_interval() ? b.blocked_interval() : b.reserved_interval();
+  ev.start = FromProto(interval.start_time());
+  ev.end = FromProto(interval.end_time());
+  ev.status = StatusOf(b.state());
+  ev.transparent = ev.status == ical::Status::kCancelled;
+  if (ctx.instrument_feed) {
+    ev.location = e.location;  // the facility; the calendar names the instrument
+  } else {
+    ev.location = e.location.empty() ? e.instrument_display_name
+                                     : absl::StrCat(e.instrument_display_name, ", ", e.location);
+  }
+  if (!ShowsDetails(e, ctx)) {
+    ev.summary = absl::StrCat("Busy", StateSuffix(b.state()));
+    return ev;
+  }
+  std::string label = ModeLabel(b.mode());
+  if (!ctx.instrument_feed && b.mode() == labshare::type::v1::TECHNICAL_SERVICE &&
+      b.operator_user() == ctx.feed_user && b.user() != ctx.feed_user) {
+    label = "service run you operate";
+  }
+  ev.summary = ctx.instrument_feed
+                   ? absl::StrCat(label, ": ", b.user().empty() ? "-" : IdOf(b.user()), " for ",
+                                  b.payer_organization().empty() ? "-" : IdOf(b.payer_organization()),
+                                  StateSuffix(b.state()))
+                   : absl::StrCat(e.instrument_display_name, ": ", label, StateSuffix(b.state()));
+  ev.description = Description(e);
+  if (!ctx.console_url.empty()) {
+    ev.url = b.service_order().empty()
+                 ? absl::StrCat(ctx.console_url, "/#/lab/bookings")
+                 : absl::StrCat(ctx.console_url, "/#/lab/orders/", IdOf(b.service_order()));
+  }
+  return ev;
+}
+
 }  // namespace
 
 const MethodPolicy& FeedPolicy() {
@@ -196,8 +295,12 @@ absl::Status FeedManager::Publish(Mutation* m, const Principal& p, const std::st
   h->set_actor(ActorName(p));
   h->set_actor_organization(ActorOrganization(p));
   switch (kind) {
-    case NotifyEvent::kCalendarFeedCreated: *event.mutable_calendar_feed_created()->mutable_calendar_feed() = feed; break;
-    case NotifyEvent::kCalendarFeedRotated: *event.mutable_calendar_feed_rotated()->mutable_calendar_feed() = feed; break;
+    case NotifyEvent::kCalendarFeedCreated:
+      *event.mutable_calendar_feed_created()->mutable_calendar_feed() = feed;
+      break;
+    case NotifyEvent::kCalendarFeedRotated:
+      *event.mutable_calendar_feed_rotated()->mutable_calendar_feed() = feed;
+      break;
     default: *event.mutable_calendar_feed_deleted()->mutable_calendar_feed() = feed; break;
   }
   m->outbox_key = kNotifyOutbox;
@@ -397,96 +500,28 @@ absl::StatusOr<fv1::CalendarFeedContent> FeedManager::Content(const fv1::GetCale
 }
 
 absl::StatusOr<std::string> FeedManager::Render(const fv1::CalendarFeed& feed) const {
-  const bool instrument_feed = feed.kind() == fv1::CalendarFeed::INSTRUMENT;
   LS_ASSIGN_OR_RETURN(auto ids, ParseFeedName(feed.name()));
-  const std::string feed_user = absl::StrCat("users/", ids.first);
+  RenderContext ctx;
+  ctx.instrument_feed = feed.kind() == fv1::CalendarFeed::INSTRUMENT;
+  ctx.feed_user = absl::StrCat("users/", ids.first);
+  ctx.owner_organization = feed.owner_organization();
+  ctx.console_url = console_url_;
+  ctx.host = std::string(absl::StripPrefix(absl::StripPrefix(console_url_, "https://"), "http://"));
+  ctx.host = ctx.host.substr(0, ctx.host.find('/'));
+  if (ctx.host.empty()) ctx.host = "labshare";
   std::vector<FeedEntry> entries;
-  if (instrument_feed) {
+  if (ctx.instrument_feed) {
     LS_ASSIGN_OR_RETURN(entries, projection_->InstrumentEntries(IdOf(feed.instrument())));
   } else {
-    LS_ASSIGN_OR_RETURN(entries, projection_->UserEntries(IdOf(feed_user)));
+    LS_ASSIGN_OR_RETURN(entries, projection_->UserEntries(ids.first));
   }
-  std::string host(absl::StripPrefix(absl::StripPrefix(console_url_, "https://"), "http://"));
-  host = host.substr(0, host.find('/'));
-  if (host.empty()) host = "labshare";
-
   ical::Calendar cal;
   cal.name = feed.display_name();
   cal.refresh = options_.refresh;
-  std::map<std::string, std::string> zones;  // stored name -> TZID used
+  std::map<std::string, std::string> zones;  // stored zone name -> TZID used
   for (const FeedEntry& e : entries) {
-    const bk::Booking& b = e.booking;
-    ical::Event ev;
-    const std::string wanted = e.time_zone.empty() ? options_.default_time_zone : e.time_zone;
-    auto resolved = zones.find(wanted);
-    if (resolved == zones.end()) {
-      absl::TimeZone tz;
-      std::string tzid = wanted;
-      if (!absl::LoadTimeZone(tzid, &tz)) {
-        tzid = "UTC";
-        tz = absl::UTCTimeZone();
-      }
-      bool known = false;
-      for (const auto& z : cal.zones) known = known || z.tzid == tzid;
-      if (!known) cal.zones.push_back({tzid, tz});
-      resolved = zones.emplace(wanted, tzid).first;
-    }
-    ev.tzid = resolved->second;
-    const std::string id = IdOf(b.name());
-    const char* kind = b.mode() == labshare::type::v1::LEASE                ? "lease"
-                       : b.mode() == labshare::type::v1::TECHNICAL_SERVICE ? "run"
-                                                                            : "booking";
-    // Instrument feeds: a booking id may be chosen by its user (and say who
-    // or what), so their UIDs are a digest of the name, stable all the same.
-    ev.uid = instrument_feed ? absl::StrCat("busy-", Sha256Hex(b.name()).substr(0, 32), "@", host)
-                             : absl::StrCat(kind, "-", id, "@", host);
-    ev.sequence = e.sequence;
-    ev.stamp = e.stamp == absl::UnixEpoch() ? FromProto(b.update_time()) : e.stamp;
-    const auto& interval = instrument_feed && b.has_blocked_interval() ? b.blocked_interval() : b.reserved_interval();
-    ev.start = FromProto(interval.start_time());
-    ev.end = FromProto(interval.end_time());
-    ev.status = StatusOf(b.state());
-    ev.transparent = ev.status == ical::Status::kCancelled;
-    const bool details =
-        !instrument_feed || (!feed.owner_organization().empty() &&
-                             (feed.owner_organization() == b.instrument_owner() ||
-                              feed.owner_organization() == e.operator_organization));
-    if (instrument_feed) {
-      ev.location = e.location;
-    } else {
-      ev.location = e.location.empty() ? e.instrument_display_name
-                                       : absl::StrCat(e.instrument_display_name, ", ", e.location);
-    }
-    if (!details) {
-      ev.summary = absl::StrCat("Busy", StateSuffix(b.state()));
-      cal.events.push_back(std::move(ev));
-      continue;
-    }
-    std::string label = ModeLabel(b.mode());
-    if (!instrument_feed && b.mode() == labshare::type::v1::TECHNICAL_SERVICE && b.operator_user() == feed_user &&
-        b.user() != feed_user) {
-      label = "service run you operate";
-    }
-    if (instrument_feed) {
-      ev.summary = absl::StrCat(label, ": ", b.user().empty() ? "-" : IdOf(b.user()), " for ",
-                                b.payer_organization().empty() ? "-" : IdOf(b.payer_organization()),
-                                StateSuffix(b.state()));
-    } else {
-      ev.summary = absl::StrCat(e.instrument_display_name, ": ", label, StateSuffix(b.state()));
-    }
-    std::vector<std::string> lines = {absl::StrCat("Booking: ", b.name()), absl::StrCat("State: ", StateName(b.state())),
-                                      absl::StrCat("Instrument: ", e.instrument_display_name, " (", b.instrument(), ")")};
-    if (!b.user().empty()) lines.push_back(absl::StrCat("User: ", b.user()));
-    if (!b.payer_organization().empty()) lines.push_back(absl::StrCat("Paid by: ", b.payer_organization()));
-    if (!b.lease().empty()) lines.push_back(absl::StrCat("Lease: ", b.lease()));
-    if (!b.service_order().empty()) lines.push_back(absl::StrCat("Service order: ", b.service_order()));
-    if (!b.operator_user().empty()) lines.push_back(absl::StrCat("Operator: ", b.operator_user()));
-    if (!b.purpose().empty()) lines.push_back(absl::StrCat("Purpose: ", b.purpose()));
-    ev.description = absl::StrJoin(lines, "\n");
-    if (!console_url_.empty()) {
-      ev.url = b.service_order().empty() ? absl::StrCat(console_url_, "/#/lab/bookings")
-                                         : absl::StrCat(console_url_, "/#/lab/orders/", IdOf(b.service_order()));
-    }
+    ical::Event ev = EventOf(e, ctx);
+    ev.tzid = ZoneOf(e.time_zone.empty() ? options_.default_time_zone : e.time_zone, &zones, &cal);
     cal.events.push_back(std::move(ev));
   }
   return ical::Render(cal);

@@ -185,7 +185,7 @@ class FeedModuleTest : public ::testing::Test {
     ctx.consumer = "feeds-test";
     ctx.streams = {"{bk:3}:outbox", "{bk:7}:outbox", "{booking}:outbox", "{notify}:outbox"};
     streams_ = ctx.streams;
-    module_ = std::make_unique<FeedModule>(ctx, FeedOptions{});
+    module_ = std::make_unique<FeedModule>(ctx, options_);
     MethodPolicy policy;
     module_->AddPolicy(&policy);
     auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), policy, &wall_);
@@ -311,6 +311,7 @@ class FeedModuleTest : public ::testing::Test {
 
   static std::string ReasonOf(const grpc::Status& s) { return ErrorReason(FromGrpcStatus(s)); }
 
+  FeedOptions options_;
   FakeClock clock_{Utc(2026, 12, 1, 0)};
   FakeClock loop_clock_;
   SystemClock wall_;
@@ -513,6 +514,39 @@ TEST_F(FeedModuleTest, AnEventWaitsWhileInventoryIsDown) {
   auto after = pool_->Command({"EXISTS", "{notify}:feed:e:b1"});
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->integer, 1);
+}
+
+// Entries another replica left pending are reclaimed at once.
+class FeedModuleReclaimTest : public FeedModuleTest {
+ protected:
+  FeedModuleReclaimTest() { options_.reclaim_idle = absl::ZeroDuration(); }
+};
+
+TEST_F(FeedModuleReclaimTest, AnEventOfAReplicaKilledBeforeItsAckIsAppliedOnce) {
+  Created("{bk:3}:outbox", "ev-b1-created", Onsite());
+  // A replica read the entry, applied it and died before XACK (kill -9).
+  ASSERT_TRUE(pool_->Command({"XGROUP", "CREATE", "{bk:3}:outbox", "notify-feeds", "0", "MKSTREAM"}).ok());
+  auto taken = pool_->Command({"XREADGROUP", "GROUP", "notify-feeds", "dead-replica", "COUNT", "10", "STREAMS",
+                               "{bk:3}:outbox", ">"});
+  ASSERT_TRUE(taken.ok() && taken->is_array());
+  const auto& entry = taken->elements[0].elements[1].elements[0];
+  StreamEvent event;
+  event.stream_id = entry.elements[0].str;
+  event.type = entry.elements[1].elements[1].str;
+  event.payload = entry.elements[1].elements[3].str;
+  ASSERT_TRUE(module_->projection().Apply(event).ok());
+  Cancelled("{bk:3}:outbox", "ev-b1-cancelled", Onsite(), Utc(2026, 11, 25, 0));
+  Drain();  // this replica reclaims the dead one's entry and acknowledges it
+  auto pending = pool_->Command({"XPENDING", "{bk:3}:outbox", "notify-feeds"});
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(pending->elements[0].integer, 0);
+  auto seq = pool_->Command({"HMGET", "{notify}:feed:e:b1", "seq"});
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(seq->elements[0].str, "1");  // created, then cancelled: one change
+  const v1::CalendarFeed feed = CreateFeed("li-wei", "lab-a", Role::kLabUser, v1::CalendarFeed::USER);
+  v1::CalendarFeedContent c;
+  ASSERT_TRUE(Content(TokenOf(feed.secret_url()), &c).ok());
+  EXPECT_TRUE(absl::StrContains(c.body(), "STATUS:CANCELLED\r\n"));
 }
 
 TEST_F(FeedModuleTest, EntriesOlderThanTheWindowAreDropped) {

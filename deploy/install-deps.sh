@@ -19,6 +19,10 @@ packages=(
 if [ "${LABSHARE_TEST_DEPS:-0}" = 1 ]; then
   packages+=(chromium fonts-noto-cjk)
 fi
+# Calendar feeds: parsed by a real iCalendar parser (tests/notify/feed_module_test).
+if [ "${LABSHARE_TEST_DEPS:-0}" = 1 ]; then
+  packages+=(python3-icalendar)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

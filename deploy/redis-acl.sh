@@ -124,7 +124,10 @@ selector[usage]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing
 keys[notify]="~{notify}*"
 # Mail (services/notify/notify_mail_queue.cc): the queue, schedules,
 # digests and settings, in Lua steps and plain reads; its own outbox.
-cmds[notify]="$base $consumer exists del hdel hexists hgetall hincrby zscore zrangebyscore \
+# Webhooks (webhook_manager.cc): endpoints, deliveries, the due set
+# (ZCARD for the per-organisation limit). Feeds (feed_projection.cc):
+# entries and their per-user and per-instrument indexes.
+cmds[notify]="$base $consumer exists del hdel hexists hgetall hincrby zcard zscore zrangebyscore \
 zrevrangebyscore"
 # Every other service's outbox (its own, {notify}:outbox, is under {notify}).
 selector[notify]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{usage}:outbox resetchannels -@all $consumer)"

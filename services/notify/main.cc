@@ -14,8 +14,10 @@
 #include "common/log.h"
 #include "common/server.h"
 #include "common/token_flags.h"
+#include "services/notify/feed_module.h"
 #include "services/notify/notify_mail_module.h"
 #include "services/notify/notify_module.h"
+#include "services/notify/webhook_module.h"
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory (people, instruments).");
 ABSL_FLAG(std::string, console_url, "http://127.0.0.1:50056",
@@ -26,7 +28,7 @@ ABSL_FLAG(std::string, consumer_name, "",
 
 int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
-                        "labshare-notify: notifications by mail (and webhooks, calendar feeds).\n"
+                        "labshare-notify: notifications by mail, webhooks and calendar feeds.\n"
                         "Usage: labshare-notify --listen=HOST:PORT --redis=HOST:PORT --jwks=FILE|URL "
                         "--inventory=HOST:PORT --smtp=HOST:PORT --console_url=URL");
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
@@ -64,11 +66,12 @@ int main(int argc, char** argv) {
     context.streams.push_back("{bk:" + std::to_string(p) + "}:outbox");
   }
 
-  // The modules. Webhooks and calendar feeds join here:
-  //   modules.push_back(std::make_unique<WebhookModule>(context, WebhookOptionsFromFlags()));
-  //   modules.push_back(std::make_unique<FeedModule>(context, FeedOptionsFromFlags()));
+  // The modules: mail, webhooks, calendar feeds.
   std::vector<std::unique_ptr<labshare::notify::NotifyModule>> modules;
   modules.push_back(std::make_unique<labshare::notify::MailModule>(context, *std::move(mail_options)));
+  modules.push_back(
+      std::make_unique<labshare::notify::WebhookModule>(context, labshare::notify::WebhookOptionsFromFlags()));
+  modules.push_back(std::make_unique<labshare::notify::FeedModule>(context, labshare::notify::FeedOptionsFromFlags()));
 
   labshare::MethodPolicy policy;
   for (auto& m : modules) m->AddPolicy(&policy);

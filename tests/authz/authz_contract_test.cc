@@ -26,6 +26,7 @@
 #include "services/inventory/inventory_service.h"
 #include "services/notify/notify_mail_module.h"
 #include "services/notify/webhook_manager.h"
+#include "services/notify/feed_manager.h"
 #include "services/usage/usage_service.h"
 
 namespace labshare {
@@ -275,6 +276,8 @@ const std::map<std::string, Service>& Services() {
                   &notify::MailPolicy()}},
       {"webhooks", {"labshare/notify/v1/webhooks.proto", "labshare.notify.v1.WebhookService",
                     &notify::WebhookPolicy()}},
+      {"feeds", {"labshare/notify/v1/feeds.proto", "labshare.notify.v1.CalendarFeedService",
+                 &notify::FeedPolicy()}},
   };
   return *kServices;
 }
@@ -320,7 +323,7 @@ TEST_P(AuthzContract, PolicyTableSaysWhatTheRolesLinesSay) {
 
 INSTANTIATE_TEST_SUITE_P(AllServices, AuthzContract,
                          ::testing::Values("inventory", "booking", "billing", "usage", "identity", "notify",
-                                           "webhooks"),
+                                           "webhooks", "feeds"),
                          [](const auto& info) { return std::string(info.param); });
 
 // The parser itself, on the phrases that carry meaning.

@@ -183,6 +183,9 @@ registerMessages({
     'reason.DELIVERY_NOT_FOUND': 'This webhook delivery does not exist (any more).',
     'reason.DELIVERY_STATE': 'This delivery is still queued; only failed (dead) or delivered ones can be sent again.',
     'reason.WEBHOOK_DISABLED': 'This webhook is disabled. Enable it first, then send the delivery again.',
+    // ------------------------------------------------ notify: calendar feeds
+    'reason.FEED_NOT_FOUND': 'This calendar feed does not exist any more: it was renewed or revoked. Copy the current address from your calendar feeds.',
+    'reason.FEED_LIMIT_REACHED': 'You have the most calendar feeds allowed. Revoke one you no longer use, then create the new one.',
   },
   'zh-CN': {
     // ------------------------------------------------ sign-in and permission
@@ -351,5 +354,8 @@ registerMessages({
     'reason.DELIVERY_NOT_FOUND': '该 Webhook 投递记录不存在（或已删除）。',
     'reason.DELIVERY_STATE': '该投递仍在排队中，只有投递失败（死信）或已送达的投递才能重新发送。',
     'reason.WEBHOOK_DISABLED': '该 Webhook 已停用，请先启用后再重新发送。',
+    // ------------------------------------------------ notify: calendar feeds
+    'reason.FEED_NOT_FOUND': '该日历订阅已不存在（已更新或已撤销）。请从“日历订阅”中复制当前地址。',
+    'reason.FEED_LIMIT_REACHED': '日历订阅数量已达上限。请先撤销一个不再使用的订阅，再创建新的。',
   },
 });

@@ -3,6 +3,7 @@
 // subsidies and settlement. Every figure shown is compared with what the
 // billing service answers and with the demo month's known results
 // (tests/e2e/expect_demo.sh, RESULT lines of the demo run).
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -107,6 +108,21 @@ test('NanoCraft’s billing admin sees the March invoice, its lines and download
   const json = JSON.parse(fs.readFileSync((await jsonDownload.path())!, 'utf8')) as Invoice;
   expect(json.amountDue.amountMinor).toBe(inv.amountDue.amountMinor);
   expect(json.lines).toHaveLength(inv.lines.length);
+
+  // ---- the issued document from billing (GetInvoiceDocument through the
+  // gateway's /documents route): a PDF with the fapiao details copied at
+  // issue, read back with pdftotext (poppler-utils).
+  const [pdfDownload] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download-pdf').click()]);
+  expect(pdfDownload.suggestedFilename()).toBe(`${inv.number}.pdf`);
+  const pdfPath = (await pdfDownload.path())!;
+  expect(fs.readFileSync(pdfPath).subarray(0, 5).toString('latin1')).toBe('%PDF-');
+  const pdfText = execFileSync('pdftotext', ['-enc', 'UTF-8', '-layout', pdfPath, '-'], { encoding: 'utf8' });
+  expect(pdfText).toContain(inv.number);
+  expect(pdfText).toContain('纳米工坊材料科技（杭州）有限公司');
+  expect(pdfText).toContain('117875.00 CNY');
+  const [docCsv] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download-document-csv').click()]);
+  expect(docCsv.suggestedFilename()).toBe(`${inv.number}.csv`);
+  expect(fs.readFileSync((await docCsv.path())!, 'utf8').split('\r\n')).toContain('total,amount_due,117875.00,,,,,,,,,,,CNY');
 
   // ---- at phone width
   await page.setViewportSize({ width: 390, height: 844 });

@@ -112,8 +112,58 @@ std::string LineQuantity(const v1::InvoiceLine& l) {
   return l.quantity_milli() == 0 ? "" : FormatQuantity(l.quantity_milli());
 }
 
-std::string LineDescription(const v1::InvoiceLine& l, absl::string_view currency) {
+std::string FeeWord(v1::FeeKind kind) {
+  switch (kind) {
+    case v1::USAGE: return "仪器机时 Instrument time";
+    case v1::MISSED_BOOKING_FEE: return "爽约费 Missed booking fee";
+    case v1::LATE_CANCELLATION_FEE: return "逾期取消费 Late cancellation fee";
+    case v1::LEASE_PERIOD: return "租金 Lease rent";
+    case v1::DEPOSIT: return "押金 Lease deposit";
+    case v1::DAMAGE: return "损坏赔偿 Damage";
+    case v1::TECHNICAL_SERVICE: return "技术服务 Technical service";
+    case v1::STAFF_TIME: return "人工 Staff time";
+    case v1::CONSUMABLES: return "耗材 Consumables";
+    default: return "";
+  }
+}
+
+std::string ModeWord(labshare::type::v1::SharingMode mode) {
+  switch (mode) {
+    case labshare::type::v1::ON_SITE: return "现场使用 on site";
+    case labshare::type::v1::LEASE: return "租赁 lease";
+    case labshare::type::v1::JOINT_RESEARCH: return "联合研究 joint research";
+    case labshare::type::v1::TECHNICAL_SERVICE: return "技术服务 technical service";
+    default: return "";
+  }
+}
+
+std::string LastSegment(const std::string& name) {
+  const size_t slash = name.rfind('/');
+  return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+// What the line is: the charge's fee kind, mode, instrument and service
+// time (consortium zone) when the ledger gave no description, the pool for
+// subsidy lines.
+std::string LineDescription(const v1::InvoiceLine& l, absl::string_view currency, absl::TimeZone zone) {
   std::string d = l.description();
+  if (l.kind() == v1::InvoiceLine::SUBSIDY) {
+    d = absl::StrCat("补贴 Subsidy · ", LastSegment(l.subsidy_pool()));
+  } else if (l.kind() == v1::InvoiceLine::CHARGE && d.empty()) {
+    std::vector<std::string> parts;
+    for (const std::string& p : {FeeWord(l.fee_kind()), ModeWord(l.mode()), LastSegment(l.instrument())}) {
+      if (!p.empty()) parts.push_back(p);
+    }
+    if (l.has_service_interval() && l.service_interval().has_start_time() && l.service_interval().has_end_time()) {
+      const absl::Time a = FromProto(l.service_interval().start_time());
+      const absl::Time b = FromProto(l.service_interval().end_time());
+      const bool same_day = absl::FormatTime("%Y-%m-%d", a, zone) == absl::FormatTime("%Y-%m-%d", b, zone);
+      parts.push_back(absl::StrCat(absl::FormatTime("%Y-%m-%d %H:%M", a, zone), "–",
+                                   absl::FormatTime(same_day ? "%H:%M" : "%Y-%m-%d %H:%M", b, zone)));
+    }
+    if (!parts.empty()) d = absl::StrJoin(parts, " · ");
+  }
+  if (l.share_bps() > 0 && l.share_bps() < 10000) absl::StrAppend(&d, " (", FormatTaxRate(l.share_bps()), " 分摊 share)");
   if (l.kind() == v1::InvoiceLine::DEPOSIT_APPLIED) {
     absl::StrAppend(&d, " (", FormatAmount(l.memo_amount().amount_minor(), currency), " ", currency, ")");
   }
@@ -337,14 +387,16 @@ absl::StatusOr<std::string> PdfWriter::Render() {
   TableHeader();
   for (const auto& l : inv_.lines()) {
     const v1::InvoiceParty payee = PayeeParty(inv_, l.payee_organization());
-    std::string desc = LineDescription(l, cur);
+    std::string desc = LineDescription(l, cur, zone_);
     std::string sub = absl::StrCat(KindWord(l.kind()), " → ", payee.display_name());
-    if (!l.subsidy_pool().empty()) absl::StrAppend(&sub, " (", l.subsidy_pool(), ")");
+    if (l.kind() == v1::InvoiceLine::SUBSIDY) sub = absl::StrCat(KindWord(l.kind()), " → ", payee.display_name());
     const std::string cells[] = {
         absl::StrCat(l.line_number()),
         desc,
-        l.quantity_milli() == 0 ? "" : absl::StrCat(LineQuantity(l), " ", UnitWord(l.unit())),
-        l.has_unit_price() ? Money(l.unit_price(), cur) : "",
+        l.quantity_milli() == 0 || l.kind() == v1::InvoiceLine::SUBSIDY
+            ? ""
+            : absl::StrCat(LineQuantity(l), " ", UnitWord(l.unit())),
+        l.has_unit_price() && l.kind() != v1::InvoiceLine::SUBSIDY ? Money(l.unit_price(), cur) : "",
         Money(l.amount(), cur),
         l.has_tax_rate_bps() ? FormatTaxRate(l.tax_rate_bps()) : "—",
         l.has_tax_rate_bps() ? Money(l.tax_amount(), cur) : "—",
@@ -476,10 +528,11 @@ std::string InvoiceCsv(const v1::Invoice& inv, absl::TimeZone zone) {
          cur});
   }
   for (const auto& l : inv.lines()) {
+    const bool subsidy = l.kind() == v1::InvoiceLine::SUBSIDY;  // the charge's quantity is not its own
     row({"line", "", "", l.payee_organization(), absl::StrCat(l.line_number()), KindCode(l.kind()),
-         LineDescription(l, cur), LineQuantity(l),
-         l.unit() == v1::CHARGE_UNIT_UNSPECIFIED ? "" : v1::ChargeUnit_Name(l.unit()),
-         l.has_unit_price() ? Money(l.unit_price(), cur) : "", Money(l.amount(), cur),
+         LineDescription(l, cur, zone), subsidy ? "" : LineQuantity(l),
+         subsidy || l.unit() == v1::CHARGE_UNIT_UNSPECIFIED ? "" : v1::ChargeUnit_Name(l.unit()),
+         !subsidy && l.has_unit_price() ? Money(l.unit_price(), cur) : "", Money(l.amount(), cur),
          l.has_tax_rate_bps() ? FormatTaxRate(l.tax_rate_bps()) : "",
          l.has_tax_rate_bps() ? Money(l.tax_amount(), cur) : "", cur});
   }

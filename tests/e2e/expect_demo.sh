@@ -23,6 +23,10 @@ expect invoice_pdf_nanocraft 11787500
 expect invoice_pdf_biotek 105000
 expect invoice_pdf_zju 11000000
 expect invoice_pdf_tax_nanocraft 33.96
+# BioTek's technical service takes the 6 % of sjtu's catalogue line: 39.62
+# in the samples' 700.00, 16.98 in the staff time's 300.00, 2.83 in the
+# consumables' 50.00.
+expect invoice_pdf_tax_biotek 59.43
 expect invoice_pdf_payer_nanocraft 纳米工坊材料科技（杭州）有限公司
 expect invoice_pdf_payee_nanocraft 浙江大学
 # Net: NanoCraft pays ZJU 117875.00 - 110000.00; BioTek pays SJTU.

@@ -507,8 +507,17 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     // The document's parties as inventory has them now: copied, so that
     // later edits of an organisation never change an issued document.
     *inv.mutable_payer_party() = PartyOf(payer_org);
-    for (const auto& pb : inv.payees()) {
-      LS_ASSIGN_OR_RETURN(inv::Organization payee, inventory_->GetOrganization(pb.organization()));
+    std::vector<std::string> parties;
+    for (const auto& pb : inv.payees()) parties.push_back(pb.organization());
+    std::set<std::string> memo;  // payees of memo lines only (a deposit kept)
+    for (const auto& line : inv.lines()) {
+      if (std::find(parties.begin(), parties.end(), line.payee_organization()) == parties.end()) {
+        memo.insert(line.payee_organization());
+      }
+    }
+    parties.insert(parties.end(), memo.begin(), memo.end());
+    for (const auto& org : parties) {
+      LS_ASSIGN_OR_RETURN(inv::Organization payee, inventory_->GetOrganization(org));
       *inv.add_payee_parties() = PartyOf(payee);
     }
     const std::string series = absl::StrCat("LS-", currency, "-", absl::FormatTime("%Y", now, zone_));

@@ -230,6 +230,22 @@ TEST_F(InvoiceDocumentTest, IssuedDocumentCarriesFapiaoDetailsAndTaxAndNeverChan
   EXPECT_EQ(ErrorReason(SetDetails(lab_admin, "lab", LabDetails(), "d-3", "display_name").status()),
             "ORGANIZATION_SCOPE");
   ASSERT_TRUE(SetDetails(root_, "owner", OwnerDetails(), "d-4").ok());
+  // Through gRPC (the interceptor's role table, then the manager's scope):
+  // the lab's billing admin may, a lab user may not (ROLE_NOT_ALLOWED).
+  {
+    iv::UpdateOrganizationRequest r;
+    r.mutable_organization()->set_name("organizations/lab");
+    *r.mutable_organization()->mutable_invoicing_details() = LabDetails();
+    r.mutable_update_mask()->add_paths("invoicing_details");
+    r.set_request_id("d-grpc");
+    iv::Organization o;
+    ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::UpdateOrganization, r, &o,
+                     Token("lena", "lab", {Role::kMemberBillingAdmin})).ok());
+    EXPECT_EQ(o.invoicing_details().taxpayer_id(), "91330110MA2H3K5L7B");
+    r.set_request_id("d-grpc-2");
+    EXPECT_EQ(GrpcErrorReason(Call(inventory_.get(), &iv::InventoryService::Stub::UpdateOrganization, r, &o, ana_)),
+              "ROLE_NOT_ALLOWED");
+  }
 
   // tem's member line from now on: 500.00 an hour, 6 % VAT included.
   iv::CreateRateRequest rate;

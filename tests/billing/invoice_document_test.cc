@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
@@ -115,6 +116,85 @@ std::string PdfText(const std::string& pdf, const std::string& tag) {
   const std::string path = ::testing::TempDir() + "/invoice-" + tag + ".pdf";
   std::ofstream(path, std::ios::binary) << pdf;
   return Run("pdftotext -enc UTF-8 -layout '" + path + "' -");
+}
+
+// An invoice built by hand: 60 lines of every kind, two payees, a
+// zero-decimal check of the layout across pages; rendered from 4 threads at
+// once (the service renders on gRPC's threads) to the same bytes.
+v1::Invoice ManyLines() {
+  v1::Invoice inv;
+  inv.set_name("invoices/ls-cny-2027-000007");
+  inv.set_number("LS-CNY-2027-000007");
+  inv.set_state(v1::Invoice::ISSUED);
+  inv.set_payer_organization("organizations/nanocraft");
+  inv.set_period("2027-03");
+  inv.set_currency_code("CNY");
+  *inv.mutable_issue_time() = ToProto(absl::FromCivil(absl::CivilSecond(2027, 4, 1, 2, 0, 0), absl::UTCTimeZone()));
+  *inv.mutable_due_time() = ToProto(absl::FromCivil(absl::CivilSecond(2027, 5, 1, 2, 0, 0), absl::UTCTimeZone()));
+  auto* payer = inv.mutable_payer_party();
+  payer->set_organization("organizations/nanocraft");
+  payer->set_display_name("NanoCraft Materials");
+  payer->set_legal_name("纳米工坊材料科技（杭州）有限公司");
+  for (const char* org : {"sjtu", "zju"}) {
+    auto* p = inv.add_payee_parties();
+    p->set_organization(absl::StrCat("organizations/", org));
+    p->set_display_name(org);
+    p->set_legal_name(std::string(org) == "zju" ? "浙江大学" : "上海交通大学");
+    auto* pb = inv.add_payees();
+    pb->set_organization(p->organization());
+  }
+  int64_t due = 0, tax = 0;
+  for (int i = 1; i <= 60; ++i) {
+    auto* l = inv.add_lines();
+    l->set_line_number(i);
+    l->set_kind(i % 3 == 2 ? v1::InvoiceLine::SUBSIDY : v1::InvoiceLine::CHARGE);
+    l->set_payee_organization(i % 2 ? "organizations/zju" : "organizations/sjtu");
+    l->set_fee_kind(v1::USAGE);
+    l->set_mode(labshare::type::v1::ON_SITE);
+    l->set_instrument("instruments/sem-1");
+    l->set_subsidy_pool("subsidyPools/sme-voucher");
+    l->set_quantity_milli(1500);
+    l->set_unit(v1::UNIT_HOUR);
+    *l->mutable_unit_price() = MakeMoney("CNY", 48000);
+    const int64_t amount = l->kind() == v1::InvoiceLine::SUBSIDY ? -36000 : 72000;
+    *l->mutable_amount() = MakeMoney("CNY", amount);
+    l->set_tax_rate_bps(600);
+    *l->mutable_tax_amount() = MakeMoney("CNY", *TaxContained(amount, 600));
+    due += amount;
+    tax += l->tax_amount().amount_minor();
+  }
+  *inv.mutable_amount_due() = MakeMoney("CNY", due);
+  *inv.mutable_amount_outstanding() = MakeMoney("CNY", due);
+  *inv.mutable_tax_total() = MakeMoney("CNY", tax);
+  return inv;
+}
+
+TEST(InvoicePdf, ManyLinesRunOverPagesAndThreadsRenderTheSameBytes) {
+  const v1::Invoice inv = ManyLines();
+  const absl::TimeZone zone = *LoadBillingTimeZone("Asia/Shanghai");
+  auto once = InvoicePdf(inv, zone);
+  ASSERT_TRUE(once.ok()) << once.status();
+  std::vector<std::string> out(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      auto pdf = InvoicePdf(inv, zone);
+      if (pdf.ok()) out[i] = *pdf;
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& pdf : out) EXPECT_TRUE(pdf == *once) << "a thread rendered other bytes";
+  const std::string text = PdfText(*once, "many");
+  EXPECT_GE(std::count(text.begin(), text.end(), '\f'), 2) << "60 lines fit on one A4 page?";
+  EXPECT_TRUE(absl::StrContains(text, "上海交通大学"));
+  EXPECT_TRUE(absl::StrContains(text, "21600.00 CNY"));  // 40 x 720.00 - 20 x 360.00
+  EXPECT_TRUE(absl::StrContains(text, "1222.40 CNY"));   // 40 x 40.75 - 20 x 20.38
+  EXPECT_TRUE(absl::StrContains(text, "2027-04-01"));  // issued at 10:00 in Shanghai
+  int lines = 0;
+  for (absl::string_view row : absl::StrSplit(text, '\n')) {
+    if (absl::StrContains(row, "720.00") || absl::StrContains(row, "-360.00")) ++lines;
+  }
+  EXPECT_EQ(lines, 60);
 }
 
 class InvoiceDocumentTest : public BookingServiceTest {

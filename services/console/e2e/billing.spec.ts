@@ -217,6 +217,21 @@ test('a member billing admin is refused another organisation’s invoice, with t
   await shot(page, 'billing-invoice-refused');
 });
 
+test('NanoCraft’s billing admin sees its fapiao details; a mistyped taxpayer id is refused with the reason', async ({ page }) => {
+  await signInAs(page, 'sun-mei', '#/billing/invoicing');
+  await expect(page.getByTestId('invoicing-legalName')).toHaveValue('纳米工坊材料科技（杭州）有限公司');
+  await expect(page.getByTestId('invoicing-taxpayerId')).toHaveValue('91330110MA2H3K5L7B');
+  await expect(page.getByTestId('invoicing-bankAccount')).toHaveValue('1202 0215 0910 0123 456');
+  await shot(page, 'billing-invoicing');
+  // The last character mistyped: INVALID_TAXPAYER_ID, nothing saved.
+  await page.getByTestId('invoicing-taxpayerId').fill('91330110MA2H3K5L7C');
+  await page.getByTestId('invoicing-form').getByRole('button').click();
+  await expect(page.getByTestId('error')).toContainText('The taxpayer ID is not a valid 18-character unified social credit code.');
+  const org = await api<{ invoicingDetails?: { taxpayerId: string } }>('sun-mei', 'labshare.inventory.v1.InventoryService/GetOrganization', { name: NANOCRAFT });
+  expect(org.invoicingDetails?.taxpayerId).toBe('91330110MA2H3K5L7B');
+  await shot(page, 'billing-invoicing-refused');
+});
+
 test('the consortium admin sees every organisation’s invoices and chooses one', async ({ page }) => {
   const all = await api<{ invoices: Invoice[] }>('admin', `${BILLING}/ListInvoices`, { period: PERIOD });
   const biotek = all.invoices.find((i) => i.payerOrganization === 'organizations/biotek')!;

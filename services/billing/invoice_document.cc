@@ -4,9 +4,10 @@
 #include <cairo.h>
 #include <pango/pangocairo.h>
 
-#include <cstdlib>
-#include <map>
-#include <memory>
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"

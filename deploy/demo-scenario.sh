@@ -183,6 +183,23 @@ sem=$(js "$auditor" usage GetUsageFigures $march --filter.instruments=instrument
 echo "RESULT invoice_nanocraft=$(invoice nanocraft)"
 echo "RESULT invoice_biotek=$(invoice biotek)"
 echo "RESULT invoice_zju=$(invoice zju)"
+# The month's invoice documents (billing GetInvoiceDocument, PDF with the
+# fapiao details copied at issue), saved and read back with pdftotext.
+docs="${LABSHARE_DATA_DIR:-$root/deploy/.data}/invoices"
+mkdir -p "$docs"
+for payer in nanocraft biotek zju; do
+  name=$(js "$admin" billing ListInvoices --period=2027-03 --payer_organization=organizations/$payer | field 'd["invoices"][0]["name"]')
+  js "$admin" billing GetInvoiceDocument "$name" --format=PDF |
+    python3 -c 'import base64, json, sys; sys.stdout.buffer.write(base64.b64decode(json.load(sys.stdin)["content"]))' \
+    > "$docs/$payer.pdf"
+  pdftotext -enc UTF-8 -layout "$docs/$payer.pdf" "$docs/$payer.txt"
+  # "应付总额 Amount due   117875.00 CNY" -> 11787500 minor units
+  echo "RESULT invoice_pdf_$payer=$(sed -n 's/.*Amount due *\(-\{0,1\}[0-9]*\)\.\([0-9][0-9]\) CNY.*/\1\2/p' "$docs/$payer.txt" | head -1 | sed 's/^\(-\{0,1\}\)0*\([0-9]\)/\1\2/')"
+  echo "RESULT invoice_pdf_tax_$payer=$(sed -n 's/.*of which tax *\(-\{0,1\}[0-9]*\.[0-9][0-9]\) CNY.*/\1/p' "$docs/$payer.txt" | head -1)"
+done
+echo "  invoice PDFs: $docs/{nanocraft,biotek,zju}.pdf"
+echo "RESULT invoice_pdf_payer_nanocraft=$(grep -o '纳米工坊材料科技（杭州）有限公司' "$docs/nanocraft.txt" | head -1)"
+echo "RESULT invoice_pdf_payee_nanocraft=$(grep -o '浙江大学' "$docs/nanocraft.txt" | head -1)"
 echo "RESULT settlement_state=$(js "$admin" billing GetSettlement "$settlement" | field 'd["state"]')"
 echo "RESULT transfers=$(echo "$transfers" | tr '\n' ';')"
 echo "RESULT sem1_effective_seconds=$(echo "$sem" | field 'd["figures"].get("effective_seconds", "0")')"

@@ -74,6 +74,24 @@ class Seeder {
     Call("org", &v1::InventoryService::Stub::CreateOrganization, r, id);
   }
 
+  // The fapiao details of an organisation (inventory InvoicingDetails), set
+  // as its billing admin would (UpdateOrganization, path invoicing_details).
+  void Invoicing(const std::string& id, const std::string& legal_name, const std::string& taxpayer_id,
+                 const std::string& address, const std::string& phone, const std::string& bank,
+                 const std::string& account) {
+    v1::UpdateOrganizationRequest r;
+    r.mutable_organization()->set_name("organizations/" + id);
+    auto* d = r.mutable_organization()->mutable_invoicing_details();
+    d->set_legal_name(legal_name);
+    d->set_taxpayer_id(taxpayer_id);
+    d->set_registered_address(address);
+    d->set_phone(phone);
+    d->set_bank_name(bank);
+    d->set_bank_account(account);
+    r.mutable_update_mask()->add_paths("invoicing_details");
+    Call("invoicing", &v1::InventoryService::Stub::UpdateOrganization, r, id);
+  }
+
   void Facility(const std::string& id, const std::string& name, const std::string& owner,
                 const std::string& funder, bool non_members, bool foreign) {
     v1::CreateFacilityRequest r;
@@ -158,10 +176,12 @@ class Seeder {
     Call("instrument", &v1::InventoryService::Stub::CreateInstrument, r, id);
 
     const int64_t hour = hourly_yuan * 100;
-    Rate(id, t::ON_SITE, t::MEMBER, "CORE", v1::PER_HOUR, hour * 6 / 10, "");
-    Rate(id, t::ON_SITE, t::MEMBER, "", v1::PER_HOUR, hour * 8 / 10, "");
-    Rate(id, t::ON_SITE, t::NON_MEMBER, "", v1::PER_HOUR, hour, "");
-    Rate(id, t::ON_SITE, t::OWNER, "", v1::PER_HOUR, hour * 3 / 10, "");
+    // Instrument time and technical services carry 6 % VAT (included in the
+    // price); joint research and leases state none.
+    Rate(id, t::ON_SITE, t::MEMBER, "CORE", v1::PER_HOUR, hour * 6 / 10, "", 600);
+    Rate(id, t::ON_SITE, t::MEMBER, "", v1::PER_HOUR, hour * 8 / 10, "", 600);
+    Rate(id, t::ON_SITE, t::NON_MEMBER, "", v1::PER_HOUR, hour, "", 600);
+    Rate(id, t::ON_SITE, t::OWNER, "", v1::PER_HOUR, hour * 3 / 10, "", 600);
     Rate(id, t::JOINT_RESEARCH, t::MEMBER, "", v1::PER_HOUR, hour * 5 / 10, "");
     Rate(id, t::JOINT_RESEARCH, t::NON_MEMBER, "", v1::PER_HOUR, hour * 8 / 10, "");
     if (lease) {
@@ -169,15 +189,18 @@ class Seeder {
       Rate(id, t::LEASE, t::NON_MEMBER, "", v1::RATE_PER_DAY, hour * 8, "");
     }
     if (service) {
-      Rate(id, t::TECHNICAL_SERVICE, t::MEMBER, "", v1::RATE_PER_SAMPLE, hour / 2, "analysis");
-      Rate(id, t::TECHNICAL_SERVICE, t::NON_MEMBER, "", v1::RATE_PER_SAMPLE, hour * 7 / 10, "analysis");
-      Rate(id, t::TECHNICAL_SERVICE, t::MEMBER, "", v1::PER_HOUR, 30000, "");
-      Rate(id, t::TECHNICAL_SERVICE, t::NON_MEMBER, "", v1::PER_HOUR, 45000, "");
+      Rate(id, t::TECHNICAL_SERVICE, t::MEMBER, "", v1::RATE_PER_SAMPLE, hour / 2, "analysis", 600);
+      Rate(id, t::TECHNICAL_SERVICE, t::NON_MEMBER, "", v1::RATE_PER_SAMPLE, hour * 7 / 10, "analysis", 600);
+      Rate(id, t::TECHNICAL_SERVICE, t::MEMBER, "", v1::PER_HOUR, 30000, "", 600);
+      Rate(id, t::TECHNICAL_SERVICE, t::NON_MEMBER, "", v1::PER_HOUR, 45000, "", 600);
     }
   }
 
+  // tax_bps: the VAT included in the price (600 = 6 %, the rate of modern
+  // services such as testing and R&D services); negative: none stated.
   void Rate(const std::string& instrument, t::SharingMode mode, t::PayerClass cls,
-            const std::string& tier, v1::RateUnit unit, int64_t minor, const std::string& entry) {
+            const std::string& tier, v1::RateUnit unit, int64_t minor, const std::string& entry,
+            int32_t tax_bps = -1) {
     v1::CreateRateRequest r;
     r.set_parent("instruments/" + instrument);
     auto* rate = r.mutable_rate();
@@ -188,6 +211,7 @@ class Seeder {
     rate->set_service_entry_id(entry);
     rate->mutable_price()->set_currency_code("CNY");
     rate->mutable_price()->set_amount_minor(minor);
+    if (tax_bps >= 0) rate->set_tax_rate_bps(tax_bps);
     // Whole days from a fixed date keep reruns identical (same request).
     *rate->mutable_effective_time() = ToProto(effective_);
     Call("rate", &v1::InventoryService::Stub::CreateRate, r,
@@ -279,6 +303,23 @@ int main(int argc, char** argv) {
   s.Org("softlab", "SoftLab Analytics", ENTERPRISE, START_UP, NON_MEMBER, "", "software");
   s.Org("metrology", "Provincial Metrology Institute", GOVERNMENT_AGENCY, SIZE_CLASS_UNSPECIFIED, MEMBER, "GENERAL", "intelligent manufacturing", true);
   s.Org("euro-photonics", "EuroPhotonics GmbH", ENTERPRISE, LARGE, NON_MEMBER, "", "semiconductors and integrated circuits", false, true);
+  // Fapiao details (fictitious codes with valid check characters).
+  s.Invoicing("zju", "浙江大学", "12330000470003281H", "浙江省杭州市西湖区余杭塘路866号", "0571-8795 1111",
+              "中国银行杭州浙大支行", "3731 5832 5823");
+  s.Invoicing("sjtu", "上海交通大学", "12310000425006010X", "上海市闵行区东川路800号", "021-5474 0000",
+              "中国工商银行上海交大支行", "1001 2444 0901 4450 999");
+  s.Invoicing("cas-sim", "中国科学院上海微系统与信息技术研究所", "121000004250103739", "上海市长宁区长宁路865号",
+              "021-6251 1070", "中国银行上海长宁支行", "4374 5823 1102");
+  s.Invoicing("smic-lab", "领航晶圆研究实验室（上海）有限公司", "91310000MA1K8NQ32L", "上海市浦东新区张江路18号",
+              "021-3861 0000", "招商银行上海张江支行", "1219 0876 5410 801");
+  s.Invoicing("biotek", "百奥泰克制药（上海）有限公司", "91310000MA1FL3HD6W", "上海市浦东新区蔡伦路1号",
+              "021-5080 1234", "中国建设银行上海张江支行", "3105 0161 3600 0000 1234");
+  s.Invoicing("nanocraft", "纳米工坊材料科技（杭州）有限公司", "91330110MA2H3K5L7B", "浙江省杭州市余杭区文一西路1818号",
+              "0571-8888 1234", "中国工商银行杭州余杭支行", "1202 0215 0910 0123 456");
+  s.Invoicing("agrisense", "农感科技（杭州）有限公司", "91330106MA2GQ9XA1M", "浙江省杭州市西湖区学院路77号",
+              "0571-8666 5678", "杭州银行西湖支行", "3301 0401 6000 1234 5");
+  s.Invoicing("metrology", "浙江省计量科学研究院", "12330000470109826T", "浙江省杭州市下城区和睦路222号",
+              "0571-8505 0000", "中国农业银行杭州和睦支行", "1903 0101 0400 0123 4");
 
   s.Facility("zju-nano", "ZJU Micro-Nano Fabrication Centre", "zju", "Provincial Science and Technology Department", true, false);
   s.Facility("sjtu-bio", "SJTU Bio-Imaging Platform", "sjtu", "National Natural Science Foundation", true, true);

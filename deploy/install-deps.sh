@@ -11,9 +11,13 @@ packages=(
   python3-grpcio python3-protobuf python3-cryptography tzdata
   libjwt-dev libjansson-dev libcurl4-openssl-dev openssl curl
   docker-compose systemd iproute2
-  # labshare-notify: the development SMTP sink (deploy/run-local.sh) and the mail tests.
   python3-aiosmtpd
+  libcairo2-dev libpango1.0-dev fonts-noto-cjk poppler-utils
 )
+# (python3-aiosmtpd: the development SMTP sink of deploy/run-local.sh and the
+# mail tests. libcairo2-dev, libpango1.0-dev, fonts-noto-cjk: labshare-billing renders
+# invoice PDFs with cairo + pango in Noto Sans CJK; poppler-utils: the tests
+# read them back with pdftotext.)
 # The browser tests' own (tests/run-all.sh sets LABSHARE_TEST_DEPS=1):
 # Debian's chromium for Playwright and a CJK font for the Chinese screens.
 if [ "${LABSHARE_TEST_DEPS:-0}" = 1 ]; then

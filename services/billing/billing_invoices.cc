@@ -24,12 +24,27 @@
 #include "services/billing/billing_common.h"
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
+#include "services/billing/invoice_document.h"
 #include "services/inventory/inventory_rules.h"
 
 namespace labshare::billing {
 namespace {
 
 constexpr char kInvoicedPostings[] = "{billing}:invoicedpost";
+
+v1::InvoiceParty PartyOf(const inv::Organization& org) {
+  v1::InvoiceParty party;
+  party.set_organization(org.name());
+  party.set_display_name(org.display_name());
+  const auto& d = org.invoicing_details();
+  party.set_taxpayer_id(d.taxpayer_id());
+  party.set_registered_address(d.registered_address());
+  party.set_phone(d.phone());
+  party.set_bank_name(d.bank_name());
+  party.set_bank_account(d.bank_account());
+  party.set_legal_name(d.legal_name());
+  return party;
+}
 
 }  // namespace
 
@@ -376,6 +391,13 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
         for (const auto& sp : c.splits()) {
           if (sp.organization() == payer) line.set_share_bps(sp.share_bps());
         }
+        // Prices are tax-inclusive: the line says how much of its amount is
+        // tax at its rate-card line's rate (billing.proto "Tax").
+        if (c.rate().has_tax_rate_bps() && line.kind() != v1::InvoiceLine::DEPOSIT_APPLIED) {
+          line.set_tax_rate_bps(c.rate().tax_rate_bps());
+          LS_ASSIGN_OR_RETURN(int64_t tax, TaxContained(line.amount().amount_minor(), c.rate().tax_rate_bps()));
+          *line.mutable_tax_amount() = MakeMoney(currency, tax);
+        }
       }
     }
     out.push_back(std::move(line));
@@ -394,9 +416,10 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
     return key(a) < key(b);
   });
   std::map<std::string, int64_t> by_payee;
-  int64_t charges = 0, subsidies = 0, releases = 0, adjustments = 0;
+  int64_t charges = 0, subsidies = 0, releases = 0, adjustments = 0, tax = 0;
   for (auto& line : out) {
     const int64_t amount = line.amount().amount_minor();
+    tax += line.tax_amount().amount_minor();
     switch (line.kind()) {
       case v1::InvoiceLine::SUBSIDY: subsidies += amount; break;
       case v1::InvoiceLine::DEPOSIT_RELEASE: releases += amount; break;
@@ -412,6 +435,7 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
   *inv.mutable_subsidy_total() = MakeMoney(currency, subsidies);
   *inv.mutable_deposit_release_total() = MakeMoney(currency, releases);
   *inv.mutable_adjustments_total() = MakeMoney(currency, adjustments);
+  *inv.mutable_tax_total() = MakeMoney(currency, tax);
   const int64_t due = charges + subsidies + releases + adjustments;
   *inv.mutable_amount_due() = MakeMoney(currency, due);
   *inv.mutable_amount_paid() = MakeMoney(currency, 0);
@@ -452,7 +476,7 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     return MakeError(absl::StatusCode::kFailedPrecondition, "PERIOD_NOT_ENDED",
                      r.period() + " has not ended; PreviewInvoice shows the draft so far");
   }
-  LS_RETURN_IF_ERROR(inventory_->GetOrganization(r.payer_organization()).status());
+  LS_ASSIGN_OR_RETURN(inv::Organization payer_org, inventory_->GetOrganization(r.payer_organization()));
   const std::string slot = absl::StrCat(r.payer_organization(), "|", r.period(), "|", currency);
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(RedisValue issued, store_->pool()->Command({"HGET", keys::Invoiced(), slot}));
@@ -479,6 +503,22 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     if (inv.lines().empty()) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "NOTHING_TO_INVOICE",
                        r.payer_organization() + " has nothing to invoice up to the end of " + r.period());
+    }
+    // The document's parties as inventory has them now: copied, so that
+    // later edits of an organisation never change an issued document.
+    *inv.mutable_payer_party() = PartyOf(payer_org);
+    std::vector<std::string> parties;
+    for (const auto& pb : inv.payees()) parties.push_back(pb.organization());
+    std::set<std::string> memo;  // payees of memo lines only (a deposit kept)
+    for (const auto& line : inv.lines()) {
+      if (std::find(parties.begin(), parties.end(), line.payee_organization()) == parties.end()) {
+        memo.insert(line.payee_organization());
+      }
+    }
+    parties.insert(parties.end(), memo.begin(), memo.end());
+    for (const auto& org : parties) {
+      LS_ASSIGN_OR_RETURN(inv::Organization payee, inventory_->GetOrganization(org));
+      *inv.add_payee_parties() = PartyOf(payee);
     }
     const std::string series = absl::StrCat("LS-", currency, "-", absl::FormatTime("%Y", now, zone_));
     LS_ASSIGN_OR_RETURN(auto seq, store_->Counters(keys::Sequences(), {series}));
@@ -547,6 +587,35 @@ absl::StatusOr<v1::Invoice> BillingManager::GetInvoice(const Principal& p, const
     if (!mine) return OrgScope("invoices");
   }
   return inv;
+}
+
+absl::StatusOr<v1::InvoiceDocument> BillingManager::GetInvoiceDocument(const Principal& p,
+                                                                       const v1::GetInvoiceDocumentRequest& r) {
+  if (r.format() != v1::GetInvoiceDocumentRequest::PDF && r.format() != v1::GetInvoiceDocumentRequest::CSV) {
+    if (!absl::StartsWith(r.name(), "invoices/")) {
+      return InvalidField("name", "must be invoices/{invoice}", "INVALID_NAME");
+    }
+    return InvalidField("format", "choose PDF or CSV");
+  }
+  v1::GetInvoiceRequest get;
+  get.set_name(r.name());
+  LS_ASSIGN_OR_RETURN(v1::Invoice inv, GetInvoice(p, get));  // name, existence and scope as GetInvoice
+  if (inv.state() != v1::Invoice::ISSUED && inv.state() != v1::Invoice::PAID && inv.state() != v1::Invoice::VOID) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
+                     r.name() + " is not issued; only issued, paid and void invoices have a document");
+  }
+  v1::InvoiceDocument doc;
+  if (r.format() == v1::GetInvoiceDocumentRequest::CSV) {
+    doc.set_content_type("text/csv; charset=utf-8");
+    doc.set_filename(inv.number() + ".csv");
+    doc.set_content(InvoiceCsv(inv, zone_));
+  } else {
+    doc.set_content_type("application/pdf");
+    doc.set_filename(inv.number() + ".pdf");
+    LS_ASSIGN_OR_RETURN(std::string pdf, InvoicePdf(inv, zone_));
+    doc.set_content(std::move(pdf));
+  }
+  return doc;
 }
 
 // ================================================================ settlement

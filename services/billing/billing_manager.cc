@@ -231,8 +231,27 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
       if (entry.entry_id() == order->service_entry_id()) unit = ChargeUnitOf(entry.unit());
     }
     LS_ASSIGN_OR_RETURN(auto charges, PriceServiceOrder(*order, unit, zone_));
+    // The price is the quote's; the VAT rate is the rate card's for the
+    // catalogue entry (the line in force at the quote for this client), so
+    // the service's invoice lines show it. No line (NOT_FOUND): no rate.
+    std::optional<int32_t> tax_rate_bps;
+    {
+      inv::LookupRateRequest lookup;
+      lookup.set_instrument(order->instrument());
+      lookup.set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+      lookup.set_payer_organization(order->client_organization());
+      lookup.set_service_entry_id(order->service_entry_id());
+      *lookup.mutable_time() = order->quote().has_quote_time() ? order->quote().quote_time() : ToProto(clock_->Now());
+      auto line = inventory_->LookupRate(lookup);
+      if (line.ok() && line->rate().has_tax_rate_bps()) tax_rate_bps = line->rate().tax_rate_bps();
+      if (!line.ok() && line.status().code() != absl::StatusCode::kNotFound &&
+          line.status().code() != absl::StatusCode::kInvalidArgument) {
+        return line.status();  // inventory unreachable: the event is retried
+      }
+    }
     for (auto& c : charges) {
       c.set_instrument_category(instrument.category());
+      if (tax_rate_bps) c.mutable_rate()->set_tax_rate_bps(*tax_rate_bps);
       out.charges.push_back(std::move(c));
     }
     return out;

@@ -68,6 +68,9 @@ class BillingManager {
   absl::StatusOr<v1::Invoice> PreviewInvoice(const Principal& p, const v1::PreviewInvoiceRequest& r);
   absl::StatusOr<v1::Invoice> IssueInvoice(const Principal& p, const v1::IssueInvoiceRequest& r);
   absl::StatusOr<v1::Invoice> GetInvoice(const Principal& p, const v1::GetInvoiceRequest& r);
+  // The issued invoice as a PDF or CSV file (invoice_document.h).
+  absl::StatusOr<v1::InvoiceDocument> GetInvoiceDocument(const Principal& p,
+                                                         const v1::GetInvoiceDocumentRequest& r);
   absl::StatusOr<v1::Settlement> ComputeSettlement(const Principal& p, const v1::ComputeSettlementRequest& r);
   absl::StatusOr<v1::Settlement> GetSettlement(const Principal& p, const v1::GetSettlementRequest& r);
 

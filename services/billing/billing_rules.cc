@@ -371,6 +371,17 @@ absl::StatusOr<int64_t> MulDivRoundHalfUp(int64_t a, int64_t b, int64_t d) {
   return Narrow(q, "amount");
 }
 
+absl::StatusOr<int64_t> TaxContained(int64_t amount, int32_t tax_rate_bps) {
+  if (tax_rate_bps < 0 || tax_rate_bps > kWholeBps) {
+    return InvalidField("tax_rate_bps", "must be between 0 and 10000");
+  }
+  const bool negative = amount < 0;
+  if (amount == std::numeric_limits<int64_t>::min()) return InvalidField("amount", "out of range");
+  LS_ASSIGN_OR_RETURN(int64_t tax, MulDivRoundHalfUp(negative ? -amount : amount, tax_rate_bps,
+                                                     static_cast<int64_t>(kWholeBps) + tax_rate_bps));
+  return negative ? -tax : tax;
+}
+
 absl::StatusOr<int64_t> MulDivFloor(int64_t a, int64_t b, int64_t d) {
   if (a < 0 || b < 0) return InvalidField("amount", "must not be negative");
   if (d <= 0) return InvalidField("divisor", "must be positive");
@@ -623,6 +634,7 @@ absl::StatusOr<v1::AppliedRate> AppliedRateFromLine(const invv1::Rate& line,
   *r.mutable_unit_price() = line.price();
   r.set_unit(unit);
   if (line.has_effective_time()) *r.mutable_effective_time() = line.effective_time();
+  if (line.has_tax_rate_bps()) r.set_tax_rate_bps(line.tax_rate_bps());
   return r;
 }
 

@@ -64,6 +64,10 @@ inline constexpr int kDefaultMaxExactPositions = 16;
 
 // round_half_up(a * b / d) for a, b >= 0 and d > 0, computed exactly.
 absl::StatusOr<int64_t> MulDivRoundHalfUp(int64_t a, int64_t b, int64_t d);
+// The VAT contained in a tax-inclusive amount at tax_rate_bps (0..10000):
+// round-half-up(|amount| * r / (10000 + r)) with amount's sign (billing.proto
+// "Tax"). INVALID_ARGUMENT (INVALID_FIELD) for a rate out of range.
+absl::StatusOr<int64_t> TaxContained(int64_t amount, int32_t tax_rate_bps);
 // floor(a * b / d) for a, b >= 0 and d > 0, computed exactly.
 absl::StatusOr<int64_t> MulDivFloor(int64_t a, int64_t b, int64_t d);
 // Three upper-case letters (ISO 4217 shape).

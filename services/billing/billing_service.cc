@@ -31,7 +31,7 @@ const MethodPolicy& BillingPolicy() {
     }
     for (const char* m : {"GetSubsidyPool", "ListSubsidyPools"}) readers(m).Allow(M(m), {kBilling, kStaff});
     for (const char* m : {"GetSubsidyAllowance", "GetPosting", "ListPostings", "GetAccountBalance", "ListBalances",
-                          "GetPayment", "ListPayments", "PreviewInvoice", "GetInvoice", "ListInvoices",
+                          "GetPayment", "ListPayments", "PreviewInvoice", "GetInvoice", "GetInvoiceDocument", "ListInvoices",
                           "GetOrganizationStatement"}) {
       readers(m).Allow(M(m), {kBilling}, kScopeParty);
     }

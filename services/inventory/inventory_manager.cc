@@ -263,8 +263,20 @@ absl::StatusOr<v1::Organization> InventoryManager::UpdateOrganization(
   return Commit<v1::Organization>(p, "UpdateOrganization", r, r.request_id(),
                                   [&]() -> absl::StatusOr<Plan<v1::Organization>> {
     LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.organization().name(), "organizations", "organization.name"));
+    // A member's billing admin keeps its own organisation's fapiao details.
+    if (!p.HasRole(Role::kConsortiumAdmin)) {
+      if (r.organization().name() != ActorOrganization(p)) {
+        return ScopeDenied("a billing admin may update only its own organisation's invoicing details");
+      }
+      for (const auto& path : r.update_mask().paths()) {
+        if (path != "invoicing_details") {
+          return ScopeDenied("a billing admin may update only invoicing_details; '" + path +
+                             "' is the consortium admin's");
+        }
+      }
+    }
     LS_RETURN_IF_ERROR(ValidateMask(r.update_mask(), {"display_name", "type", "size_class",
-                                                      "state_owned", "foreign", "sector"}));
+                                                      "state_owned", "foreign", "sector", "invoicing_details"}));
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Organization>(keys::Org(id), "ORGANIZATION_NOT_FOUND", r.organization().name()));
     LS_RETURN_IF_ERROR(CheckEtag(r.organization().etag(), current.version));
     v1::Organization org = current.value;

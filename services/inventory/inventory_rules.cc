@@ -1,6 +1,7 @@
 #include "services/inventory/inventory_rules.h"
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "absl/random/random.h"
@@ -178,6 +179,87 @@ absl::Status ValidateOrganization(const v1::Organization& org) {
     bad.push_back({"organization.size_class", "only enterprises have a size class"});
   }
   if (!bad.empty()) return InvalidFields(std::move(bad));
+  return ValidateInvoicingDetails(org.invoicing_details());
+}
+
+namespace {
+
+size_t Utf8Chars(absl::string_view s) {
+  return static_cast<size_t>(
+      std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
+}  // namespace
+
+std::string UnifiedSocialCreditCodeProblem(absl::string_view code) {
+  // GB 32100-2015: 31 characters (digits and upper-case letters without
+  // I, O, Z, S, V); characters 3-8 the administrative division (digits);
+  // the 18th a check character over the first 17 with weights 3^(i-1) mod 31.
+  static constexpr char kAlphabet[] = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+  static constexpr int kWeights[17] = {1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28};
+  if (code.size() != 18) {
+    return absl::StrCat("must be 18 characters (统一社会信用代码), got ", Utf8Chars(code));
+  }
+  int sum = 0;
+  for (size_t i = 0; i < 18; ++i) {
+    const char c = code[i];
+    const char* at = (c == '\0') ? nullptr : std::strchr(kAlphabet, c);
+    if (at == nullptr) {
+      if (c >= 'a' && c <= 'z') {
+        return absl::StrCat("character ", i + 1, " '", std::string(1, c), "' must be upper case");
+      }
+      if (c == 'I' || c == 'O' || c == 'Z' || c == 'S' || c == 'V') {
+        return absl::StrCat("character ", i + 1, " '", std::string(1, c),
+                            "' is not used in the code (no I, O, Z, S or V)");
+      }
+      return absl::StrCat("character ", i + 1, " must be a digit or an upper-case letter");
+    }
+    if (i >= 2 && i <= 7 && !(c >= '0' && c <= '9')) {
+      return absl::StrCat("character ", i + 1, " '", std::string(1, c),
+                          "' must be a digit (characters 3-8 are the administrative division code)");
+    }
+    if (i < 17) sum += static_cast<int>(at - kAlphabet) * kWeights[i];
+  }
+  const int check = (31 - sum % 31) % 31;
+  if (code[17] != kAlphabet[check]) {
+    return absl::StrCat("check character (18th) is '", std::string(1, code[17]), "', expected '",
+                        std::string(1, kAlphabet[check]), "': a character was mistyped");
+  }
+  return "";
+}
+
+absl::Status ValidateInvoicingDetails(const v1::InvoicingDetails& d) {
+  const std::string prefix = "organization.invoicing_details.";
+  const bool any = !d.taxpayer_id().empty() || !d.legal_name().empty() || !d.registered_address().empty() || !d.phone().empty() ||
+                   !d.bank_name().empty() || !d.bank_account().empty();
+  if (!any) return absl::OkStatus();
+  if (d.taxpayer_id().empty()) {
+    return InvalidField(prefix + "taxpayer_id", "required when any invoicing detail is set", "INVALID_TAXPAYER_ID");
+  }
+  if (std::string problem = UnifiedSocialCreditCodeProblem(d.taxpayer_id()); !problem.empty()) {
+    return InvalidField(prefix + "taxpayer_id", problem, "INVALID_TAXPAYER_ID");
+  }
+  std::vector<FieldViolation> bad;
+  const size_t name = Utf8Chars(d.legal_name());
+  if (name == 0 || name > 200) bad.push_back({prefix + "legal_name", "required, at most 200 characters"});
+  const size_t address = Utf8Chars(d.registered_address());
+  if (address == 0 || address > 200) bad.push_back({prefix + "registered_address", "required, at most 200 characters"});
+  if (d.phone().size() > 40 ||
+      !std::all_of(d.phone().begin(), d.phone().end(), [](char c) {
+        return (c >= '0' && c <= '9') || c == ' ' || c == '+' || c == '-' || c == '(' || c == ')';
+      })) {
+    bad.push_back({prefix + "phone", "at most 40 characters of digits, spaces, +, -, ( and )"});
+  }
+  const size_t bank = Utf8Chars(d.bank_name());
+  if (bank == 0 || bank > 100) bad.push_back({prefix + "bank_name", "required, at most 100 characters"});
+  const size_t digits = static_cast<size_t>(
+      std::count_if(d.bank_account().begin(), d.bank_account().end(), [](char c) { return c >= '0' && c <= '9'; }));
+  const bool only = std::all_of(d.bank_account().begin(), d.bank_account().end(),
+                                [](char c) { return (c >= '0' && c <= '9') || c == ' '; });
+  if (!only || digits < 6 || digits > 40 || d.bank_account().front() == ' ' || d.bank_account().back() == ' ') {
+    bad.push_back({prefix + "bank_account", "6 to 40 digits, spaces allowed between groups"});
+  }
+  if (!bad.empty()) return InvalidFields(std::move(bad));
   return absl::OkStatus();
 }
 
@@ -349,6 +431,9 @@ absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument
                                      instrument.original_value().currency_code()));
   }
   if (!rate.has_effective_time()) return InvalidField("rate.effective_time", "required");
+  if (rate.has_tax_rate_bps() && (rate.tax_rate_bps() < 0 || rate.tax_rate_bps() > 10000)) {
+    return InvalidField("rate.tax_rate_bps", "between 0 and 10000 basis points (600 = 6 %), or unset");
+  }
   const v1::RateUnit u = rate.unit();
   bool fits = false;
   switch (rate.mode()) {

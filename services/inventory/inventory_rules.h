@@ -36,6 +36,12 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseChildName(absl::string_
 // ------------------------------------------------------------ organisations
 bool MembershipTransitionAllowed(v1::MembershipState from, v1::MembershipState to);
 absl::Status ValidateOrganization(const v1::Organization& org);
+// The fapiao fields (inventory.proto InvoicingDetails); an empty message is
+// valid. INVALID_ARGUMENT: INVALID_TAXPAYER_ID for the taxpayer id,
+// INVALID_FIELD for the others.
+absl::Status ValidateInvoicingDetails(const v1::InvoicingDetails& details);
+// Why `code` is not a unified social credit code (GB 32100-2015), or "".
+std::string UnifiedSocialCreditCodeProblem(absl::string_view code);
 // Initial state on creation (after defaulting): APPLICANT, MEMBER (with a
 // tier) or NON_MEMBER.
 absl::Status ValidateInitialMembership(const v1::Organization& org);

@@ -32,7 +32,8 @@ const MethodPolicy& InventoryPolicy() {
     for (const char* m : {"GetUser", "ListUsers"}) {
       p->Allow(M(m), {kAdmin, kAuditor, kService}).Allow(M(m), {kUser, kStaff, kBilling}, kScopeParty);
     }
-    for (const char* m : {"CreateOrganization", "UpdateOrganization", "ChangeMembership", "CreateUser",
+    p->Allow(M("UpdateOrganization"), {kAdmin}).Allow(M("UpdateOrganization"), {kBilling}, kScopeParty);
+    for (const char* m : {"CreateOrganization", "ChangeMembership", "CreateUser",
                           "UpdateUser", "CreateFacility", "UpdateFacility", "CreateRate"}) {
       p->Allow(M(m), {kAdmin});
     }

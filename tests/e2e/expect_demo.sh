@@ -15,6 +15,20 @@ expect invoice_nanocraft 11787500
 expect invoice_biotek 105000
 # ZJU owes NanoCraft its deposit back.
 expect invoice_zju 11000000
+# The invoice PDFs (pdftotext) show the ledger's totals and the Chinese
+# names of the fapiao details. NanoCraft's tax: 6 % in the on-site 960.00
+# (54.34) and the missed fee 240.00 (13.58), less the voucher's halves
+# (-27.17, -6.79); joint research, the lease and the deposit state none.
+expect invoice_pdf_nanocraft 11787500
+expect invoice_pdf_biotek 105000
+expect invoice_pdf_zju 11000000
+expect invoice_pdf_tax_nanocraft 33.96
+# BioTek's technical service takes the 6 % of sjtu's catalogue line: 39.62
+# in the samples' 700.00, 16.98 in the staff time's 300.00, 2.83 in the
+# consumables' 50.00.
+expect invoice_pdf_tax_biotek 59.43
+expect invoice_pdf_payer_nanocraft 纳米工坊材料科技（杭州）有限公司
+expect invoice_pdf_payee_nanocraft 浙江大学
 # Net: NanoCraft pays ZJU 117875.00 - 110000.00; BioTek pays SJTU.
 expect transfers "0 organizations/biotek organizations/sjtu 105000;1 organizations/nanocraft organizations/zju 787500;"
 expect settlement_state CLEARED

@@ -3,6 +3,7 @@
 // subsidies and settlement. Every figure shown is compared with what the
 // billing service answers and with the demo month's known results
 // (tests/e2e/expect_demo.sh, RESULT lines of the demo run).
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -108,6 +109,21 @@ test('NanoCraft’s billing admin sees the March invoice, its lines and download
   expect(json.amountDue.amountMinor).toBe(inv.amountDue.amountMinor);
   expect(json.lines).toHaveLength(inv.lines.length);
 
+  // ---- the issued document from billing (GetInvoiceDocument through the
+  // gateway's /documents route): a PDF with the fapiao details copied at
+  // issue, read back with pdftotext (poppler-utils).
+  const [pdfDownload] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download-pdf').click()]);
+  expect(pdfDownload.suggestedFilename()).toBe(`${inv.number}.pdf`);
+  const pdfPath = (await pdfDownload.path())!;
+  expect(fs.readFileSync(pdfPath).subarray(0, 5).toString('latin1')).toBe('%PDF-');
+  const pdfText = execFileSync('pdftotext', ['-enc', 'UTF-8', '-layout', pdfPath, '-'], { encoding: 'utf8' });
+  expect(pdfText).toContain(inv.number);
+  expect(pdfText).toContain('纳米工坊材料科技（杭州）有限公司');
+  expect(pdfText).toContain('117875.00 CNY');
+  const [docCsv] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download-document-csv').click()]);
+  expect(docCsv.suggestedFilename()).toBe(`${inv.number}.csv`);
+  expect(fs.readFileSync((await docCsv.path())!, 'utf8').split('\r\n')).toContain('total,amount_due,117875.00,,,,,,,,,,,CNY');
+
   // ---- at phone width
   await page.setViewportSize({ width: 390, height: 844 });
   await expect(page.getByTestId('invoice-total')).toBeVisible();
@@ -199,6 +215,21 @@ test('a member billing admin is refused another organisation’s invoice, with t
   await expect(page.getByTestId('error')).toContainText('You can do this only for your own organisation.');
   await expect(page.getByTestId('invoice-total')).toHaveCount(0);
   await shot(page, 'billing-invoice-refused');
+});
+
+test('NanoCraft’s billing admin sees its fapiao details; a mistyped taxpayer id is refused with the reason', async ({ page }) => {
+  await signInAs(page, 'sun-mei', '#/billing/invoicing');
+  await expect(page.getByTestId('invoicing-legalName')).toHaveValue('纳米工坊材料科技（杭州）有限公司');
+  await expect(page.getByTestId('invoicing-taxpayerId')).toHaveValue('91330110MA2H3K5L7B');
+  await expect(page.getByTestId('invoicing-bankAccount')).toHaveValue('1202 0215 0910 0123 456');
+  await shot(page, 'billing-invoicing');
+  // The last character mistyped: INVALID_TAXPAYER_ID, nothing saved.
+  await page.getByTestId('invoicing-taxpayerId').fill('91330110MA2H3K5L7C');
+  await page.getByTestId('invoicing-form').getByRole('button').click();
+  await expect(page.getByTestId('error')).toContainText('The taxpayer ID is not a valid 18-character unified social credit code.');
+  const org = await api<{ invoicingDetails?: { taxpayerId: string } }>('sun-mei', 'labshare.inventory.v1.InventoryService/GetOrganization', { name: NANOCRAFT });
+  expect(org.invoicingDetails?.taxpayerId).toBe('91330110MA2H3K5L7B');
+  await shot(page, 'billing-invoicing-refused');
 });
 
 test('the consortium admin sees every organisation’s invoices and chooses one', async ({ page }) => {

@@ -10,8 +10,9 @@ import { Code, ConnectError, createClient, createContextKey, createContextValues
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
 import { IdentityService } from '../gen/labshare/identity/v1/identity_pb.js';
+import { BillingService, GetInvoiceDocumentRequest_Format } from '../gen/labshare/billing/v1/billing_pb.js';
 import { Auth } from './auth.js';
-import { logLine, rateLimited, sanitize } from './errors.js';
+import { connectErrorBody, fromUpstream, logLine, rateLimited, sanitize } from './errors.js';
 import type { Config } from './flags.js';
 import { clientAddress, CSP, headersOf, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { PUBLIC_SERVICES, registerProxies, upstreamToken, type ServiceName } from './proxy.js';
@@ -67,6 +68,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   // IdentityService lives in labshare-inventory: the same connection.
   const identity = createClient(IdentityService, transports.inventory);
   const auth = new Auth(cfg, identity, now);
+  const billing = createClient(BillingService, transports.billing);
   const limiter = new RateLimiter(cfg.rateLimit.perSecond, cfg.rateLimit.burst, now);
   // Per client address, taken before anything else (who the caller is):
   // random bearer tokens, unknown cookies and CSRF failures all count here.
@@ -224,6 +226,56 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     void api(req as http.IncomingMessage, res as http.ServerResponse);
   };
 
+  // GET /documents/invoices/{invoice}.pdf|.csv: billing's GetInvoiceDocument
+  // for the signed-in session (or a bearer token) as a file download, so
+  // that a plain link saves the invoice. Errors answer the Connect JSON
+  // error body with its HTTP status (the console shows the reason).
+  const DOCUMENT_PATH = /^\/documents\/invoices\/([a-z0-9][a-z0-9-]{0,62})\.(pdf|csv)$/;
+  const invoiceDocument = async (req: Req, res: Res, path: string) => {
+    const start = performance.now();
+    const method = 'labshare.billing.v1.BillingService/GetInvoiceDocument';
+    let kind = 'anonymous';
+    try {
+      const m = DOCUMENT_PATH.exec(path);
+      if (!m || !m[1] || !m[2]) {
+        sendText(res, 404, 'not found\n');
+        return;
+      }
+      const caller = auth.identify(headersOf(req), 'GET', addressOf(req));
+      kind = caller.kind;
+      const wait = limiter.take(caller.rateKey);
+      if (wait > 0) throw rateLimited(wait);
+      const token = caller.session ? await auth.accessToken(caller.session) : caller.token;
+      const format = m[2] === 'pdf' ? GetInvoiceDocumentRequest_Format.PDF : GetInvoiceDocumentRequest_Format.CSV;
+      let doc;
+      try {
+        doc = await billing.getInvoiceDocument({ name: `invoices/${m[1]}`, format }, {
+          headers: token ? { authorization: `Bearer ${token}` } : {},
+          timeoutMs: cfg.upstreamTimeoutMs,
+        });
+      } catch (err) {
+        throw fromUpstream(err, method);
+      }
+      // The file name is the invoice number ([A-Z0-9-]); anything else is dropped.
+      const filename = doc.filename.replace(/[^A-Za-z0-9._-]/g, '') || `${m[1]}.${m[2]}`;
+      res.writeHead(200, {
+        'content-type': doc.contentType,
+        'content-disposition': `attachment; filename="${filename}"`,
+        'content-length': String(doc.content.byteLength),
+        'cache-control': 'private, no-store',
+      });
+      if (req.method === 'HEAD') res.end();
+      else res.end(Buffer.from(doc.content));
+      access(method, 'ok', performance.now() - start, kind, { download: true });
+    } catch (err) {
+      const safe = sanitize(err, method);
+      access(method, codeName(safe.code), performance.now() - start, kind, { download: true });
+      const { status, body } = connectErrorBody(safe);
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(Buffer.from(body));
+    }
+  };
+
   const handle = (req: Req, res: Res) => {
     securityHeaders(res, https);
     let url: URL;
@@ -289,6 +341,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         if (only('POST') && !limited(addressLimiter)) auth.logout(req, res, headersOf(req)).catch(fail);
         return;
       default:
+        if (path.startsWith('/documents/')) {
+          if (only('GET') && !limited(addressLimiter)) invoiceDocument(req, res, path).catch(fail);
+          return;
+        }
         if (path.startsWith('/auth/')) {
           sendText(res, 404, 'not found\n');
           return;

@@ -148,6 +148,35 @@ describe('gateway with stub services', () => {
     assert.equal(end.error.details[0]!.type, 'google.rpc.ErrorInfo');
   });
 
+  it('downloads an invoice document (GET /documents/invoices/{id}.pdf|csv) with the session token, as an attachment', async () => {
+    const s = newSession(t);
+    const pdf = await request('GET', `${t.url}/documents/invoices/ls-cny-2027-000001.pdf`, { headers: { cookie: `${SESSION}=${s.id}` } });
+    assert.equal(pdf.status, 200);
+    assert.equal(pdf.headers['content-type'], 'application/pdf');
+    assert.equal(pdf.headers['content-disposition'], 'attachment; filename="LS-CNY-2027-000001.pdf"');
+    assert.equal(pdf.headers['cache-control'], 'private, no-store');
+    assert.equal(pdf.headers['content-security-policy'], CSP);
+    assert.equal(pdf.text, '%PDF-1.5 stub');
+    const call = stub.callsOf('GetInvoiceDocument').at(-1)!;
+    assert.equal(call.authorization, 'Bearer access-s');
+    const csv = await request('GET', `${t.url}/documents/invoices/ls-cny-2027-000001.csv`, { headers: { authorization: 'Bearer script-token' } });
+    assert.equal(csv.status, 200);
+    assert.equal(csv.headers['content-type'], 'text/csv; charset=utf-8');
+    assert.equal(csv.headers['content-disposition'], 'attachment; filename="LS-CNY-2027-000001.csv"');
+    assert.equal(stub.callsOf('GetInvoiceDocument').at(-1)!.authorization, 'Bearer script-token');
+    // The service's refusal with its reason and HTTP status; bad paths and methods never reach it.
+    const missing = await request('GET', `${t.url}/documents/invoices/ls-cny-2027-000009.pdf`, { headers: { cookie: `${SESSION}=${s.id}` } });
+    assert.equal(missing.status, 404);
+    assert.equal(missing.json().code, 'not_found');
+    assert.equal(errorInfo(missing)?.reason, 'INVOICE_NOT_FOUND');
+    const calls = stub.callsOf('GetInvoiceDocument').length;
+    for (const bad of ['/documents/invoices/x.docx', '/documents/invoices/../x.pdf', '/documents/charges/c.pdf', '/documents/invoices/UPPER.pdf']) {
+      assert.equal((await request('GET', `${t.url}${bad}`, { headers: { cookie: `${SESSION}=${s.id}` } })).status, 404, bad);
+    }
+    assert.equal((await request('POST', `${t.url}/documents/invoices/ls-cny-2027-000001.pdf`)).status, 405);
+    assert.equal(stub.callsOf('GetInvoiceDocument').length, calls);
+  });
+
   it('answers 404 for unknown routes and for methods it does not offer (IdentityService is not exposed)', async () => {
     for (const [method, p] of [
       ['GET', '/nope'], ['GET', '/auth/nope'], ['POST', '/labshare.booking.v1.BookingService/Nope'],

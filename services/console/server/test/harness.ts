@@ -20,6 +20,7 @@ import { DebugInfoSchema, ErrorInfoSchema, RetryInfoSchema, type ErrorInfo } fro
 import { Health, HealthCheckResponse_ServingStatus } from '../../gen/grpc/health/v1/health_pb.js';
 import { IdentityService, type TokenResponseSchema } from '../../gen/labshare/identity/v1/identity_pb.js';
 import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
+import { BillingService, GetInvoiceDocumentRequest_Format } from '../../gen/labshare/billing/v1/billing_pb.js';
 import { InventoryService } from '../../gen/labshare/inventory/v1/inventory_pb.js';
 import { UsageService } from '../../gen/labshare/usage/v1/usage_pb.js';
 import { Role } from '../../gen/labshare/type/v1/types_pb.js';
@@ -137,6 +138,22 @@ export class Stub {
         }
         const who = ctx.requestHeader.get('authorization') ?? '';
         return { name: req.name, user: `users/for-${who.replace(/^Bearer /, '')}` };
+      },
+    });
+    router.service(BillingService, {
+      getInvoiceDocument: (req, ctx) => {
+        this.record('GetInvoiceDocument', ctx, req);
+        if (req.name !== 'invoices/ls-cny-2027-000001') {
+          throw new ConnectError(`${req.name} does not exist`, Code.NotFound, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'INVOICE_NOT_FOUND', domain: 'billing.labshare' } },
+          ]);
+        }
+        const pdf = req.format === GetInvoiceDocumentRequest_Format.PDF;
+        return {
+          contentType: pdf ? 'application/pdf' : 'text/csv; charset=utf-8',
+          filename: `LS-CNY-2027-000001.${pdf ? 'pdf' : 'csv'}`,
+          content: new TextEncoder().encode(pdf ? '%PDF-1.5 stub' : 'record,key\r\ninvoice,number\r\n'),
+        };
       },
     });
     router.service(InventoryService, {

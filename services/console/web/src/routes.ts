@@ -42,6 +42,7 @@ export const routes: Route[] = [
   { path: '#/billing/statement', title: 'billing.tab.statement', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/statement') },
   { path: '#/billing/subsidies', title: 'billing.tab.subsidies', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/subsidies') },
   { path: '#/billing/settlements', title: 'billing.tab.settlements', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/settlements') },
+  { path: '#/billing/invoicing', title: 'billing.tab.invoicing', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN', 'AUDITOR'], nav: false, load: () => import('./screens/billing/invoicing') },
   // --- end billing ---
   // --- admin ---
   { path: '#/admin/organizations', title: 'admin.nav.organizations', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/organizations') },

@@ -143,6 +143,7 @@ const TABS = [
   { path: '#/billing/statement', key: 'billing.tab.statement' },
   { path: '#/billing/subsidies', key: 'billing.tab.subsidies' },
   { path: '#/billing/settlements', key: 'billing.tab.settlements' },
+  { path: '#/billing/invoicing', key: 'billing.tab.invoicing' },
 ];
 
 // Tabs between the billing views, keeping organisation and period, plus the

@@ -1,6 +1,7 @@
 // #/billing/invoices/:id: one invoice (GetInvoice) with its lines, each with
 // the booking, lease or service order behind it (GetCharge), totals, payees,
-// status; downloads as CSV (built here from the lines) and as JSON. The
+// status; downloads as CSV (built here from the lines) and as JSON, and the
+// issued document (PDF, CSV with the fapiao details) from billing. The
 // consortium admin may mark an issued invoice paid (MarkInvoicePaid).
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
@@ -210,6 +211,7 @@ export default function InvoiceScreen({ params }: { params: Record<string, strin
                   [t('billing.invoice.status'), <StateBadge group="invoiceState" names={Invoice_State} value={inv.state} />],
                   [t('billing.invoice.amountDue'), <span class="billing-total" data-testid="invoice-total">{money(inv.amountDue)}</span>],
                   [t('billing.invoice.amountOutstanding'), money(inv.amountOutstanding)],
+                  [t('billing.invoice.tax'), zero(inv.taxTotal) ? t('billing.invoice.noTax') : money(inv.taxTotal)],
                   [t('billing.invoice.issued'), dateTime(inv.issueTime, CONSORTIUM_TZ, true)],
                   [t('billing.invoice.due'), dateTime(inv.dueTime, CONSORTIUM_TZ, true)],
                   ...(inv.paidTime ? [[t('billing.invoice.paid'), dateTime(inv.paidTime, CONSORTIUM_TZ, true)] as [string, string]] : []),
@@ -232,6 +234,18 @@ export default function InvoiceScreen({ params }: { params: Record<string, strin
                   </button>
                   <span class="muted">{t('billing.invoice.csvTimes')}</span>
                 </div>
+                {inv.name && (
+                  <div class="billing-actions">
+                    <span>{t('billing.invoice.document')}:</span>
+                    {/* billing's GetInvoiceDocument through the gateway's
+                        download route: the issued document with the fapiao
+                        details as they were at issue. */}
+                    <a class="button" data-testid="download-pdf" download
+                      href={`/documents/invoices/${idOf(inv.name)}.pdf`}>{t('billing.invoice.pdf')}</a>
+                    <a class="button" data-testid="download-document-csv" download
+                      href={`/documents/invoices/${idOf(inv.name)}.csv`}>{t('billing.invoice.documentCsv')}</a>
+                  </div>
+                )}
               </div>
 
               <h2>{t('billing.invoice.lines')}</h2>

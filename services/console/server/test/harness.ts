@@ -195,7 +195,7 @@ export function testConfig(over: Partial<Config> & { upstream: string; port: num
   return {
     listen: { host: '127.0.0.1', port },
     publicUrl: new URL(`http://127.0.0.1:${port}`),
-    upstreams: { inventory: upstream, booking: upstream, billing: upstream, usage: upstream },
+    upstreams: { inventory: upstream, booking: upstream, billing: upstream, usage: upstream, notify: upstream },
     tls: {},
     webRoot: path.join(consoleDir, 'dist', 'web'),
     bodyLimitBytes: 1024 * 1024,

@@ -22,6 +22,8 @@ import { IdentityService, type TokenResponseSchema } from '../../gen/labshare/id
 import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
 import { InventoryService } from '../../gen/labshare/inventory/v1/inventory_pb.js';
 import { UsageService } from '../../gen/labshare/usage/v1/usage_pb.js';
+import { CalendarFeedService } from '../../gen/labshare/notify/v1/feeds_pb.js';
+import { NotificationKind, NotificationService } from '../../gen/labshare/notify/v1/notify_pb.js';
 import { Role } from '../../gen/labshare/type/v1/types_pb.js';
 import type { Config } from '../flags.js';
 import { createGateway, type Gateway, type GatewayDeps } from '../gateway.js';
@@ -30,6 +32,13 @@ export const consoleDir = path.resolve(path.dirname(fileURLToPath(import.meta.ur
 export const repoRoot = path.resolve(consoleDir, '..', '..');
 
 // ------------------------------------------------------------ stub services
+
+// The stub notify service's one live feed and one unsubscribe token.
+export const FEED_TOKEN = 'q1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6j7k8l9z0x1c';
+export const FEED_DOWN = 'downdowndowndowndowndowndowndowndowndowndow';
+export const FEED_BODY = 'BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//LabShare//Feeds//EN\r\nX-WR-CALNAME:LabShare: 李伟\r\nEND:VCALENDAR\r\n';
+export const FEED_ETAG = '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08';
+export const UNSUBSCRIBE_TOKEN = 'bGktd2VpOkJPT0tJTkdfUkVNSU5ERVI.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
 
 export interface StubCall { method: string; authorization: string | null; request: unknown }
 
@@ -49,6 +58,7 @@ export class Stub {
   refreshFailure: ConnectError | undefined;  // RefreshToken answers this while set
   lenientRefresh = false;                    // an unknown refresh token is li-wei's
   healthChecks = 0;
+  unsubscribed = false;
   private n = 0;
   server!: http2.Http2Server;
   address = '';
@@ -151,6 +161,35 @@ export class Stub {
         throw new ConnectError('export interrupted', Code.Aborted, undefined, [
           { desc: ErrorInfoSchema, value: { reason: 'EXPORT_ABORTED', domain: 'usage.labshare' } },
         ]);
+      },
+    });
+    // labshare-notify: one live feed ("feed-token-...") and one unsubscribe
+    // token; everything else unknown, as the service answers it.
+    router.service(CalendarFeedService, {
+      getCalendarFeedContent: (req, ctx) => {
+        this.record('GetCalendarFeedContent', ctx, req);
+        if (req.token === FEED_DOWN) throw new ConnectError('redis down at 10.0.0.5', Code.Unavailable, undefined, [
+          { desc: ErrorInfoSchema, value: { reason: 'STORAGE_UNAVAILABLE', domain: 'notify.labshare' } },
+        ]);
+        if (req.token !== FEED_TOKEN) {
+          throw new ConnectError('no live feed has this token', Code.NotFound, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'FEED_NOT_FOUND', domain: 'notify.labshare' } },
+          ]);
+        }
+        return { contentType: 'text/calendar; charset=utf-8', body: new TextEncoder().encode(FEED_BODY), etag: FEED_ETAG };
+      },
+    });
+    router.service(NotificationService, {
+      unsubscribe: (req, ctx) => {
+        this.record('Unsubscribe', ctx, req);
+        if (req.token !== UNSUBSCRIBE_TOKEN) {
+          throw new ConnectError('this unsubscribe link is not valid', Code.NotFound, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'UNSUBSCRIBE_TOKEN_NOT_FOUND', domain: 'notify.labshare' } },
+          ]);
+        }
+        const changed = !req.validateOnly && !this.unsubscribed;
+        if (!req.validateOnly) this.unsubscribed = true;
+        return { user: 'users/li-wei', kind: NotificationKind.BOOKING_REMINDER, changed };
       },
     });
     router.service(Health, {

@@ -171,19 +171,21 @@ registerMessages({
     // ------------------------------------------------------------------ usage
     'reason.EXPORT_LIMIT': 'Too many exports are running (at most {limit} at once). Wait for one to finish, then try again.',
     'reason.SEQUENCE_OUT_OF_RANGE': 'The audit trail ends at entry {head_sequence}, and the entries of archived years are in the archive files, not here. Choose a position at or before the end, after the archived years.',
-    // ----------------------------------------------------------- notifications
+    // ------------------------------------------------ notify: calendar feeds
+    'reason.FEED_NOT_FOUND': 'This calendar feed does not exist any more: it was renewed or revoked. Copy the current address from your calendar feeds.',
+    'reason.FEED_LIMIT_REACHED': 'You have the most calendar feeds allowed. Revoke one you no longer use, then create the new one.',
+    // --------------------------------------------------- notify: webhooks
+    'reason.WEBHOOK_NOT_FOUND': 'This webhook does not exist (any more).',
+    'reason.WEBHOOK_EXISTS': 'A webhook with this ID already exists in your organisation. Choose another ID.',
+    'reason.WEBHOOK_LIMIT': 'Your organisation already has the most webhooks allowed. Delete one first.',
+    'reason.DELIVERY_NOT_FOUND': 'This webhook delivery does not exist (any more).',
+    'reason.DELIVERY_STATE': 'This delivery is still queued; only failed (dead) or delivered ones can be sent again.',
+    'reason.WEBHOOK_DISABLED': 'This webhook is disabled. Enable it first, then send the delivery again.',
+    // ------------------------------------------------- notify: mail
     'reason.LEGAL_NOTICE_REQUIRED': 'Legal notices (invoices, payments, settlement transfers, a disabled webhook) are always sent and cannot be turned off.',
     'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': 'This unsubscribe link is not valid (any more). Change which mails you get in your notification settings.',
     'reason.DEAD_LETTER_NOT_FOUND': 'This undelivered mail no longer exists. Reload the list.',
     'reason.NOT_A_DEAD_LETTER': 'This mail is no longer undelivered: it was replayed or delivered meanwhile. Reload the list.',
-    'reason.FEED_NOT_FOUND': 'This calendar feed does not exist (any more): it was revoked. Reload the list.',
-    'reason.FEED_LIMIT_REACHED': 'You have 20 calendar feeds already. Revoke one you no longer use, then create the new one.',
-    'reason.WEBHOOK_NOT_FOUND': 'This webhook does not exist (any more). Reload the list.',
-    'reason.WEBHOOK_EXISTS': 'A webhook with this ID exists already. Choose another ID or leave it empty.',
-    'reason.WEBHOOK_LIMIT': 'Your organisation has 20 webhooks already. Delete one it no longer uses, then register the new one.',
-    'reason.WEBHOOK_DISABLED': 'The webhook is disabled. Enable it first, then replay the delivery.',
-    'reason.DELIVERY_NOT_FOUND': 'This delivery does not exist (any more). Reload the deliveries.',
-    'reason.DELIVERY_STATE': 'This delivery is still being attempted; it can be replayed once it was delivered or gave up.',
   },
   'zh-CN': {
     // ------------------------------------------------ sign-in and permission
@@ -340,18 +342,20 @@ registerMessages({
     // ------------------------------------------------------------------ usage
     'reason.EXPORT_LIMIT': '正在进行的导出过多（同时最多 {limit} 个），请等其中一个完成后再试。',
     'reason.SEQUENCE_OUT_OF_RANGE': '审计记录目前截止到第 {head_sequence} 条，已归档年份的条目保存在归档文件中，不在此处。请选择不超过该条目、且在已归档年份之后的位置。',
-    // ----------------------------------------------------------- notifications
+    // ------------------------------------------------ notify: calendar feeds
+    'reason.FEED_NOT_FOUND': '该日历订阅已不存在（已更新或已撤销）。请从“日历订阅”中复制当前地址。',
+    'reason.FEED_LIMIT_REACHED': '日历订阅数量已达上限。请先撤销一个不再使用的订阅，再创建新的。',
+    // --------------------------------------------------- notify: webhooks
+    'reason.WEBHOOK_NOT_FOUND': '该 Webhook 不存在（或已删除）。',
+    'reason.WEBHOOK_EXISTS': '本单位已有使用该编号的 Webhook，请换一个编号。',
+    'reason.WEBHOOK_LIMIT': '本单位的 Webhook 数量已达上限，请先删除一个。',
+    'reason.DELIVERY_NOT_FOUND': '该 Webhook 投递记录不存在（或已删除）。',
+    'reason.DELIVERY_STATE': '该投递仍在排队中，只有投递失败（死信）或已送达的投递才能重新发送。',
+    'reason.WEBHOOK_DISABLED': '该 Webhook 已停用，请先启用后再重新发送。',
+    // ------------------------------------------------- notify: mail
     'reason.LEGAL_NOTICE_REQUIRED': '法定通知（发票、付款、结算转账、Webhook 被停用）总会发送，不能关闭。',
     'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': '此退订链接无效（或已失效）。请在通知设置中修改接收哪些邮件。',
     'reason.DEAD_LETTER_NOT_FOUND': '这封未送达邮件已不存在，请刷新列表。',
     'reason.NOT_A_DEAD_LETTER': '这封邮件已不在未送达列表中：它已被重发或已送达。请刷新列表。',
-    'reason.FEED_NOT_FOUND': '该日历订阅不存在（已被撤销），请刷新列表。',
-    'reason.FEED_LIMIT_REACHED': '您已有 20 个日历订阅。请先撤销一个不再使用的，再新建。',
-    'reason.WEBHOOK_NOT_FOUND': '该 Webhook 不存在（或已被删除），请刷新列表。',
-    'reason.WEBHOOK_EXISTS': '已存在使用此 ID 的 Webhook，请换一个 ID 或留空。',
-    'reason.WEBHOOK_LIMIT': '贵单位已有 20 个 Webhook。请先删除一个不再使用的，再注册新的。',
-    'reason.WEBHOOK_DISABLED': '该 Webhook 已停用。请先启用，再重发这次投递。',
-    'reason.DELIVERY_NOT_FOUND': '该投递记录不存在（或已被删除），请刷新投递列表。',
-    'reason.DELIVERY_STATE': '这次投递仍在重试中；送达或放弃之后才能重发。',
   },
 });

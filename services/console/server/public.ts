@@ -272,7 +272,7 @@ export async function serveUnsubscribe(deps: PublicDeps, req: Req, res: Res, url
 <button type="submit">${escapeHtml(t.button!)}</button>
 </form>`, other, deps);
     } else {
-      page(res, 200, lang, `<h1 role="status">${(r.changed ? t.done! : t.already!).replace('{kind}', kind)}</h1>`, undefined, deps);
+      page(res, 200, lang, `<div role="status"><h1>${(r.changed ? t.done! : t.already!).replace('{kind}', kind)}</h1></div>`, undefined, deps);
     }
   } catch (err) {
     code = err instanceof ConnectError ? codeName(err.code) : 'internal';

@@ -128,7 +128,7 @@ describe('public pages of labshare-notify', () => {
     const form = { 'content-type': 'application/x-www-form-urlencoded' };
     const a = await request('POST', `${t.url}/unsubscribe?token=${UNSUBSCRIBE_TOKEN}`, { headers: form, body: 'List-Unsubscribe=One-Click' });
     assert.equal(a.status, 200);
-    assert.match(a.text, /<h1 role="status">Done: you will no longer get mails about “reminder before a booking starts”\.<\/h1>/);
+    assert.match(a.text, /<div role="status"><h1>Done: you will no longer get mails about “reminder before a booking starts”\.<\/h1>/);
     const call = stub.callsOf('Unsubscribe').at(-1)!;
     assert.equal(call.authorization, null);
     assert.equal((call.request as { validateOnly: boolean }).validateOnly, false);
@@ -140,7 +140,7 @@ describe('public pages of labshare-notify', () => {
       headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, cookie, 'accept-language': 'zh-CN' }, body: multipart,
     });
     assert.equal(b.status, 200);
-    assert.match(b.text, /<h1 role="status">“预约开始前提醒”邮件此前已关闭。<\/h1>/);
+    assert.match(b.text, /<div role="status"><h1>“预约开始前提醒”邮件此前已关闭。<\/h1>/);
     assert.equal(stub.callsOf('Unsubscribe').at(-1)!.authorization, null);
   });
 

@@ -77,7 +77,7 @@ export default function CalendarFeeds() {
           {kind === CalendarFeed_Kind.INSTRUMENT && (
             <label class="field">
               <span>{t('notify.feeds.instrument')}</span>
-              <select data-testid="feed-instrument" value={instrument} required
+              <select data-testid="feed-instrument" value={instrument}
                 onChange={(e) => setInstrument((e.target as HTMLSelectElement).value)}>
                 <option value="">{t('notify.feeds.chooseInstrument')}</option>
                 {(instruments.data ?? []).slice().sort((a, b) => a.displayName.localeCompare(b.displayName)).map((i) => (

@@ -95,6 +95,7 @@ registerMessages({
     'notify.feeds.needInstrument': 'Choose the instrument of the feed.',
     // ------------------------------------------------------------ webhooks
     'notify.wh.title': 'Webhooks',
+    'notify.wh.one': 'Webhook',
     'notify.wh.intro': 'LabShare posts the events that concern your organisation (its bookings, leases, service orders, charges, invoices, payments, settlements) to your own systems’ HTTPS endpoints, signed with a secret (HMAC-SHA256 over id, timestamp and body). Failed deliveries are retried with backoff; after repeated failures a webhook is disabled and your billing admins are mailed.',
     'notify.wh.org': 'Organisation',
     'notify.wh.list': 'Registered endpoints',
@@ -291,6 +292,7 @@ registerMessages({
     'notify.feeds.yesRotate': '确定更换',
     'notify.feeds.needInstrument': '请选择要订阅的仪器。',
     'notify.wh.title': 'Webhook',
+    'notify.wh.one': 'Webhook',
     'notify.wh.intro': 'LabShare 会把与贵单位有关的事件（预约、租赁、技术服务工单、费用、发票、付款、结算）推送到贵单位系统的 HTTPS 地址，并用密钥签名（对 id、时间戳和正文做 HMAC-SHA256）。投递失败会按退避策略重试；多次失败后 Webhook 会被自动停用，并邮件通知贵单位的账单管理员。',
     'notify.wh.org': '单位',
     'notify.wh.list': '已注册的地址',

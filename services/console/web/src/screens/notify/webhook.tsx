@@ -51,7 +51,8 @@ export default function WebhookScreen({ params }: { params: Record<string, strin
   return (
     <section>
       <p><a href={back}>← {t('notify.wh.back')}</a></p>
-      <h1>{t('notify.wh.title')}{w && <>: <span class="notify-url">{w.url}</span></>}</h1>
+      <h1>{t('notify.wh.one')}</h1>
+      {w && <p class="notify-url-big" data-testid="webhook-url-shown">{w.url}</p>}
       <Loading load={hook} />
       {deleted ? <StatusBox testid="webhook-status">{act.done}</StatusBox> : w && (
         <>
@@ -132,7 +133,7 @@ function DeliveryRow({ d, enabled, onReplayed }: { d: WebhookDelivery; enabled: 
     () => t('notify.wh.replayed', { id })).then((r) => { if (r) onReplayed(); });
   return (
     <tr data-testid={`delivery-${id}`}>
-      <td data-label={t('notify.wh.d.event')}><span class="notify-mono">{shortType(d.eventType)}</span><div class="muted notify-mono">{d.eventId}</div></td>
+      <td data-label={t('notify.wh.d.event')}><span class="notify-mono notify-type">{shortType(d.eventType)}</span><div class="muted notify-mono">{d.eventId}</div></td>
       <td data-label={t('notify.wh.d.time')}>{when(d.eventTime)}</td>
       <td data-label={t('notify.wh.d.state')}>
         <span class={`notify-badge ${cls}`} data-testid="delivery-state">{t(`notify.wh.d.state.${state}`)}</span>

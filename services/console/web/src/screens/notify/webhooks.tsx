@@ -85,7 +85,7 @@ export default function Webhooks({ params }: { params: Record<string, string> })
   };
 
   return (
-    <section>
+    <section class="notify-page">
       <h1>{t('notify.wh.title')}</h1>
       <p class="muted">{t('notify.wh.intro')}</p>
       <OrgChooser org={org} path="#/billing/webhooks" />

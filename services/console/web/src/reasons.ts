@@ -181,11 +181,11 @@ registerMessages({
     'reason.DELIVERY_NOT_FOUND': 'This webhook delivery does not exist (any more).',
     'reason.DELIVERY_STATE': 'This delivery is still queued; only failed (dead) or delivered ones can be sent again.',
     'reason.WEBHOOK_DISABLED': 'This webhook is disabled. Enable it first, then send the delivery again.',
-    // ------------------------------------------------- notify: mail
-    'reason.LEGAL_NOTICE_REQUIRED': 'Legal notices (invoices, payments, settlement transfers, a disabled webhook) are always sent and cannot be turned off.',
-    'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': 'This unsubscribe link is not valid (any more). Change which mails you get in your notification settings.',
-    'reason.DEAD_LETTER_NOT_FOUND': 'This undelivered mail no longer exists. Reload the list.',
-    'reason.NOT_A_DEAD_LETTER': 'This mail is no longer undelivered: it was replayed or delivered meanwhile. Reload the list.',
+    // ---------------------------------------------------------- notify (mail)
+    'reason.LEGAL_NOTICE_REQUIRED': 'Invoices, payments, settlements and webhook notices are required notices and cannot be turned off.',
+    'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': 'This unsubscribe link is not valid. Change your notification settings in the console instead.',
+    'reason.DEAD_LETTER_NOT_FOUND': 'This undelivered mail no longer exists.',
+    'reason.NOT_A_DEAD_LETTER': 'This mail is already queued again or was delivered; reload the list.',
   },
   'zh-CN': {
     // ------------------------------------------------ sign-in and permission
@@ -352,10 +352,10 @@ registerMessages({
     'reason.DELIVERY_NOT_FOUND': '该 Webhook 投递记录不存在（或已删除）。',
     'reason.DELIVERY_STATE': '该投递仍在排队中，只有投递失败（死信）或已送达的投递才能重新发送。',
     'reason.WEBHOOK_DISABLED': '该 Webhook 已停用，请先启用后再重新发送。',
-    // ------------------------------------------------- notify: mail
-    'reason.LEGAL_NOTICE_REQUIRED': '法定通知（发票、付款、结算转账、Webhook 被停用）总会发送，不能关闭。',
-    'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': '此退订链接无效（或已失效）。请在通知设置中修改接收哪些邮件。',
-    'reason.DEAD_LETTER_NOT_FOUND': '这封未送达邮件已不存在，请刷新列表。',
-    'reason.NOT_A_DEAD_LETTER': '这封邮件已不在未送达列表中：它已被重发或已送达。请刷新列表。',
+    // ---------------------------------------------------------- notify (mail)
+    'reason.LEGAL_NOTICE_REQUIRED': '发票、付款、结算和 Webhook 通知属于必要通知，无法关闭。',
+    'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': '该退订链接无效，请在控制台中修改通知设置。',
+    'reason.DEAD_LETTER_NOT_FOUND': '该未投递邮件已不存在。',
+    'reason.NOT_A_DEAD_LETTER': '该邮件已重新排队或已投递，请刷新列表。',
   },
 });

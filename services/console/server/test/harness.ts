@@ -22,7 +22,8 @@ import { IdentityService, type TokenResponseSchema } from '../../gen/labshare/id
 import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
 import { InventoryService } from '../../gen/labshare/inventory/v1/inventory_pb.js';
 import { UsageService } from '../../gen/labshare/usage/v1/usage_pb.js';
-import { CalendarFeedService } from '../../gen/labshare/notify/v1/feeds_pb.js';
+import { CalendarFeed_Kind, CalendarFeedService } from '../../gen/labshare/notify/v1/feeds_pb.js';
+import { Webhook_State, WebhookService } from '../../gen/labshare/notify/v1/webhooks_pb.js';
 import { NotificationKind, NotificationService } from '../../gen/labshare/notify/v1/notify_pb.js';
 import { Role } from '../../gen/labshare/type/v1/types_pb.js';
 import type { Config } from '../flags.js';
@@ -178,8 +179,22 @@ export class Stub {
         }
         return { contentType: 'text/calendar; charset=utf-8', body: new TextEncoder().encode(FEED_BODY), etag: FEED_ETAG };
       },
+      listCalendarFeeds: (req, ctx) => {
+        this.record('ListCalendarFeeds', ctx, req);
+        return { calendarFeeds: [{ name: `${req.parent}/calendarFeeds/f1`, kind: CalendarFeed_Kind.USER }] };
+      },
+    });
+    router.service(WebhookService, {
+      listWebhooks: (req, ctx) => {
+        this.record('ListWebhooks', ctx, req);
+        return { webhooks: [{ name: `${req.parent}/webhooks/erp`, url: 'https://erp.example.com/hook', state: Webhook_State.ENABLED }] };
+      },
     });
     router.service(NotificationService, {
+      getNotificationSettings: (req, ctx) => {
+        this.record('GetNotificationSettings', ctx, req);
+        return { name: req.name, language: 'zh-CN' };
+      },
       unsubscribe: (req, ctx) => {
         this.record('Unsubscribe', ctx, req);
         if (req.token !== UNSUBSCRIBE_TOKEN) {

@@ -9,7 +9,7 @@ import { setLogSink } from '../errors.js';
 import { CSP } from '../http-util.js';
 import { pageLanguage } from '../public.js';
 import {
-  FEED_BODY, FEED_DOWN, FEED_ETAG, FEED_TOKEN, request, startGateway, Stub, testConfig, UNSUBSCRIBE_TOKEN,
+  closedPort, rpc, FEED_BODY, FEED_DOWN, FEED_ETAG, FEED_TOKEN, request, startGateway, Stub, testConfig, UNSUBSCRIBE_TOKEN,
   type TestGateway,
 } from './harness.js';
 
@@ -173,5 +173,53 @@ describe('public pages of labshare-notify', () => {
     assert.equal(put.headers.allow, 'GET, HEAD, POST');
     // Only Unsubscribe is reachable this way: the page never reaches another method.
     assert.equal((await request('POST', `${t.url}/unsubscribe/labshare.notify.v1.NotificationService/UpdateNotificationSettings`, { body: '{}' })).status, 404);
+  });
+
+  it('forwards the three notify services like the others: the caller’s token upstream, CSRF for cookie calls', async () => {
+    const cases: [string, unknown, string, unknown][] = [
+      ['labshare.notify.v1.NotificationService/GetNotificationSettings', { name: 'users/li-wei/notificationSettings' },
+        'GetNotificationSettings', { name: 'users/li-wei/notificationSettings', language: 'zh-CN' }],
+      ['labshare.notify.v1.WebhookService/ListWebhooks', { parent: 'organizations/nanocraft' },
+        'ListWebhooks', { webhooks: [{ name: 'organizations/nanocraft/webhooks/erp', url: 'https://erp.example.com/hook', state: 'ENABLED' }] }],
+      ['labshare.notify.v1.CalendarFeedService/ListCalendarFeeds', { parent: 'users/li-wei' },
+        'ListCalendarFeeds', { calendarFeeds: [{ name: 'users/li-wei/calendarFeeds/f1', kind: 'USER' }] }],
+    ];
+    for (const [method, body, stubName, answer] of cases) {
+      const a = await rpc(t.url, method, body, { authorization: 'Bearer tok-n' });
+      assert.equal(a.status, 200, method);
+      assert.deepEqual(a.json(), answer);
+      assert.equal(stub.callsOf(stubName).at(-1)!.authorization, 'Bearer tok-n');
+      const noCsrf = await rpc(t.url, method, body, { cookie, origin: t.origin });
+      assert.equal(noCsrf.status, 403, method);
+    }
+    // The one-click method is an ordinary RPC too (the service allows it without a token).
+    const u = await rpc(t.url, 'labshare.notify.v1.NotificationService/Unsubscribe', { token: UNSUBSCRIBE_TOKEN, validateOnly: true });
+    assert.equal(u.status, 200);
+    assert.deepEqual(u.json(), { user: 'users/li-wei', kind: 'BOOKING_REMINDER' });
+    assert.equal(stub.callsOf('Unsubscribe').at(-1)!.authorization, null);
+  });
+
+  it('counts the public pages in the per-address rate limit, and answers 503 when notify cannot be reached', async () => {
+    const down = await closedPort();
+    const t2 = await startGateway((port) => ({
+      ...testConfig({ upstream: stub.address, port }),
+      upstreams: { inventory: stub.address, booking: stub.address, billing: stub.address, usage: stub.address, notify: down },
+      addressRateLimit: { perSecond: 1, burst: 2 },
+    }));
+    try {
+      const a = await request('GET', `${t2.url}/feeds/${FEED_TOKEN}.ics`);
+      assert.equal(a.status, 503);
+      assert.equal(a.text, 'the calendar is unavailable; try again shortly\n');
+      const b = await request('GET', `${t2.url}/unsubscribe?token=${UNSUBSCRIBE_TOKEN}`);
+      assert.equal(b.status, 503);
+      assert.match(b.text, /LabShare cannot be reached right now/);
+      const c = await request('GET', `${t2.url}/feeds/${FEED_TOKEN}.ics`);
+      assert.equal(c.status, 429);
+      assert.equal(c.headers['retry-after'], '1');
+      const r = await request('GET', `${t2.url}/readyz`);
+      assert.equal(r.json().services.notify, 'UNREACHABLE (unavailable)');
+    } finally {
+      await t2.stop();
+    }
   });
 });

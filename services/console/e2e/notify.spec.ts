@@ -156,6 +156,12 @@ test('a lab user creates a calendar feed, the gateway serves it; a new address r
   expect(sem.instrument).toBe('instruments/sem-1');
   await expect(page.getByTestId(`feed-${sem.name.split('/').pop()}`)).toContainText(sem.showsDetails ? 'who, for whom and what' : 'busy time only');
   await shot(page, 'notify-feeds');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.getByTestId('language').selectOption('zh-CN');
+  await expect(page.getByRole('heading', { level: 1 })).toHaveText('日历订阅');
+  await shot(page, 'notify-feeds-phone-zh');
+  await page.getByTestId('language').selectOption('en');
+  await page.setViewportSize({ width: 1280, height: 860 });
 
   // Revoked: gone from the list, its address answers 404.
   for (const [name, url] of [['LabShare e2e', url2], ['SEM busy', await page.getByTestId('feed-secret-value').inputValue()]] as const) {

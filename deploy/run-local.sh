@@ -124,7 +124,8 @@ start notify 6 --inventory="127.0.0.1:$base" --smtp="127.0.0.1:$((base + 7))" --
 # with the signed-in person's token (plain HTTP on loopback only).
 node "$console/dist/server/main.js" --listen="127.0.0.1:$((base + 5))" --public_url="$console_url" \
   --inventory="127.0.0.1:$base" --booking="127.0.0.1:$((base + 1))" --billing="127.0.0.1:$((base + 2))" \
-  --usage="127.0.0.1:$((base + 3))" --tls_ca="$pki/ca.crt" --tls_cert="$pki/console.crt" --tls_key="$pki/console.key" \
+  --usage="127.0.0.1:$((base + 3))" --notify="127.0.0.1:$((base + 6))" \
+  --tls_ca="$pki/ca.crt" --tls_cert="$pki/console.crt" --tls_key="$pki/console.key" \
   --oidc_issuer="$issuer" --oidc_client_id=labshare-console --oidc_ca_file="$pki/ca.crt" \
   >"$data/console.out" 2>"$data/console.log" &
 pids+=($!)

@@ -125,7 +125,7 @@ let gatewayUrl = args.gateway_url;
 if (!gatewayUrl) {
   const flags = [
     '--listen=127.0.0.1:0',
-    `--inventory=127.0.0.1:${base}`, `--booking=127.0.0.1:${base + 1}`, `--billing=127.0.0.1:${base + 2}`, `--usage=127.0.0.1:${base + 3}`,
+    `--inventory=127.0.0.1:${base}`, `--booking=127.0.0.1:${base + 1}`, `--billing=127.0.0.1:${base + 2}`, `--usage=127.0.0.1:${base + 3}`, `--notify=127.0.0.1:${base + 7}`,
     `--tls_ca=${path.join(pki, 'ca.crt')}`, `--tls_cert=${path.join(pki, 'console.crt')}`, `--tls_key=${path.join(pki, 'console.key')}`,
     '--rate_limit_rps=0', '--rate_limit_address_rps=0', '--access_log_sample=0',
   ];

@@ -17,11 +17,12 @@ async function portFree(port: number): Promise<boolean> {
   });
 }
 
-// BASE .. BASE+6 and BASE+100 .. BASE+103 free (run-local's port plan).
+// BASE .. BASE+7 and BASE+100 .. BASE+106 free (run-local's port plan; +6 and
+// +106: labshare-notify and its metrics, +7 the development SMTP sink).
 async function freeBase(): Promise<number> {
   for (let i = 0; i < 200; i++) {
     const base = 20000 + Math.floor(Math.random() * 20000);
-    const ports = [0, 1, 2, 3, 4, 5, 6, 100, 101, 102, 103].map((d) => base + d);
+    const ports = [0, 1, 2, 3, 4, 5, 6, 7, 100, 101, 102, 103, 104, 105, 106].map((d) => base + d);
     let ok = true;
     for (const p of ports) if (!(await portFree(p))) { ok = false; break; }
     if (ok) return base;

@@ -7,7 +7,7 @@ import { hostOf, isLoopbackHost } from './upstream.js';
 export interface Config {
   listen: { host: string; port: number };
   publicUrl: URL;                  // what browsers type; origin for CSRF, redirect URI base
-  upstreams: { inventory: string; booking: string; billing: string; usage: string };
+  upstreams: { inventory: string; booking: string; billing: string; usage: string; notify: string };
   tls: { ca?: string; cert?: string; key?: string };       // upstream mTLS (client side)
   https?: { cert: string; key: string };                   // serving HTTPS
   oidc?: { issuer: URL; clientId: string; caFile?: string };
@@ -29,7 +29,7 @@ export interface Config {
 export class FlagError extends Error {}
 
 export const USAGE = `usage: node dist/server/main.js --listen=HOST:PORT --public_url=URL
-    --inventory=HOST:PORT --booking=HOST:PORT --billing=HOST:PORT --usage=HOST:PORT
+    --inventory=HOST:PORT --booking=HOST:PORT --billing=HOST:PORT --usage=HOST:PORT --notify=HOST:PORT
     [--tls_ca=PEM --tls_cert=PEM --tls_key=PEM]          upstream mutual TLS (the console's certificate)
     [--https_cert=PEM --https_key=PEM]                   serve HTTPS (plain HTTP only on loopback)
     [--oidc_issuer=URL --oidc_client_id=labshare-console [--oidc_ca_file=PEM]]
@@ -42,7 +42,7 @@ export const USAGE = `usage: node dist/server/main.js --listen=HOST:PORT --publi
     [--access_log_sample=1] [--shutdown_drain=5s] [--shutdown_grace=10s]`;
 
 const KNOWN = new Set([
-  'listen', 'public_url', 'inventory', 'booking', 'billing', 'usage', 'tls_ca', 'tls_cert', 'tls_key',
+  'listen', 'public_url', 'inventory', 'booking', 'billing', 'usage', 'notify', 'tls_ca', 'tls_cert', 'tls_key',
   'https_cert', 'https_key', 'oidc_issuer', 'oidc_client_id', 'oidc_ca_file', 'web_root', 'body_limit',
   'upstream_timeout', 'session_idle_timeout', 'refresh_margin', 'max_sessions', 'rate_limit_rps',
   'rate_limit_burst', 'access_log_sample', 'shutdown_grace', 'rate_limit_address_rps', 'rate_limit_address_burst',
@@ -151,6 +151,7 @@ export function configFromFlags(flags: Map<string, string>, defaultWebRoot: stri
 
   const upstreams = {
     inventory: need('inventory'), booking: need('booking'), billing: need('billing'), usage: need('usage'),
+    notify: need('notify'),
   };
   for (const [k, v] of Object.entries(upstreams)) splitHostPort(k, v);
 

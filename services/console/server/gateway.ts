@@ -11,11 +11,14 @@ import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
 import { IdentityService } from '../gen/labshare/identity/v1/identity_pb.js';
 import { BillingService, GetInvoiceDocumentRequest_Format } from '../gen/labshare/billing/v1/billing_pb.js';
+import { CalendarFeedService } from '../gen/labshare/notify/v1/feeds_pb.js';
+import { NotificationService } from '../gen/labshare/notify/v1/notify_pb.js';
 import { Auth } from './auth.js';
 import { connectErrorBody, fromUpstream, logLine, rateLimited, sanitize } from './errors.js';
 import type { Config } from './flags.js';
 import { clientAddress, CSP, headersOf, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
-import { PUBLIC_SERVICES, registerProxies, upstreamToken, type ServiceName } from './proxy.js';
+import { FEED_PATH, serveFeed, serveUnsubscribe, type PublicDeps } from './public.js';
+import { registerProxies, SERVICE_NAMES, UPSTREAMS, upstreamToken, type ServiceName } from './proxy.js';
 import { RateLimiter } from './ratelimit.js';
 import { StaticFiles } from './static.js';
 import { upstreamTransport, type Upstream } from './upstream.js';
@@ -56,7 +59,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   const random = deps.random ?? Math.random;
   const owned: Upstream[] = [];
   const transports = {} as Record<ServiceName, Transport>;
-  for (const name of Object.keys(PUBLIC_SERVICES) as ServiceName[]) {
+  for (const name of SERVICE_NAMES) {
     const given = deps.transports?.[name];
     if (given) transports[name] = given;
     else {
@@ -155,27 +158,37 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   });
 
   const health = Object.fromEntries(
-    (Object.keys(PUBLIC_SERVICES) as ServiceName[]).map((n) => [n, createClient(Health, transports[n])]),
+    SERVICE_NAMES.map((n) => [n, createClient(Health, transports[n])]),
   ) as Record<ServiceName, ReturnType<typeof createClient<typeof Health>>>;
   const check = async () => {
     const services: Record<string, string> = {};
-    await Promise.all((Object.keys(PUBLIC_SERVICES) as ServiceName[]).map(async (n) => {
+    await Promise.all(SERVICE_NAMES.map(async (n) => {
       try {
-        const r = await health[n].check({ service: PUBLIC_SERVICES[n].typeName }, { timeoutMs: 3000 });
+        const r = await health[n].check({ service: UPSTREAMS[n][0].typeName }, { timeoutMs: 3000 });
         services[n] = HealthCheckResponse_ServingStatus[r.status] ?? String(r.status);
       } catch (err) {
         services[n] = err instanceof ConnectError ? `UNREACHABLE (${codeName(err.code)})` : 'UNREACHABLE';
       }
     }));
-    const ordered = Object.fromEntries((Object.keys(PUBLIC_SERVICES) as ServiceName[]).map((n) => [n, services[n]!]));
+    const ordered = Object.fromEntries(SERVICE_NAMES.map((n) => [n, services[n]!]));
     return { ready: Object.values(services).every((s) => s === 'SERVING'), services: ordered };
   };
-  // One check of the four services answers every /readyz of the next second.
+  // One check of the services answers every /readyz of the next second.
   let lastCheck: { at: number; answer: ReturnType<typeof check> } | undefined;
   const readiness = () => {
     const t = now();
     if (!lastCheck || t - lastCheck.at >= 1000 || t < lastCheck.at) lastCheck = { at: t, answer: check() };
     return lastCheck.answer;
+  };
+
+  // The public pages of labshare-notify (public.ts): no session, no token
+  // upstream; the secret in the URL is the credential.
+  const publicDeps: PublicDeps = {
+    feeds: createClient(CalendarFeedService, transports.notify),
+    notifications: createClient(NotificationService, transports.notify),
+    timeoutMs: cfg.upstreamTimeoutMs,
+    access: (what, code, ms) => access(what, code, ms, 'anonymous'),
+    publicOrigin: auth.publicOrigin,
   };
 
   const sweep = setInterval(() => auth.sessions.sweep(), 60_000);
@@ -276,6 +289,47 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     }
   };
 
+  // /feeds/<token>.ics and /unsubscribe: per client address only (there is
+  // no session); a body only for the one-click POST, a few bytes.
+  const publicPage = (req: Req, res: Res, url: URL) => {
+    const method = req.method ?? 'GET';
+    const feed = FEED_PATH.exec(url.pathname);
+    const allowed = feed ? ['GET', 'HEAD'] : ['GET', 'HEAD', 'POST'];
+    const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+    if (req.httpVersionMajor === 1 && hasBody && (feed || method !== 'POST')) res.setHeader('connection', 'close');
+    if (url.pathname.startsWith('/feeds/') && !feed) {
+      sendText(res, 404, 'not found\n');
+      return;
+    }
+    if (!allowed.includes(method)) {
+      sendText(res, 405, 'method not allowed\n', { allow: allowed.join(', ') });
+      return;
+    }
+    const wait = addressLimiter.take(`a:${addressOf(req)}`);
+    if (wait > 0) {
+      if (req.httpVersionMajor === 1 && hasBody) res.setHeader('connection', 'close');
+      sendText(res, 429, 'too many requests; try again shortly\n', { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) });
+      return;
+    }
+    if (req.httpVersionMajor === 1 && method === 'POST') {
+      // The body is read only up to a few KiB: when the answer goes out
+      // before the whole body was read, the connection closes.
+      const h1 = res as http.ServerResponse;
+      const writeHead = h1.writeHead;
+      h1.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
+        if (!req.complete && !this.headersSent) this.setHeader('connection', 'close');
+        return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+      } as typeof h1.writeHead;
+    }
+    const done = (err: unknown) => {
+      sanitize(err, url.pathname.startsWith('/feeds/') ? '/feeds/{token}.ics' : '/unsubscribe');
+      if (!res.headersSent) sendText(res, 500, 'internal error\n');
+      else res.end();
+    };
+    if (feed) serveFeed(publicDeps, req, res, feed[1]!).catch(done);
+    else serveUnsubscribe(publicDeps, req, res, url).catch(done);
+  };
+
   const handle = (req: Req, res: Res) => {
     securityHeaders(res, https);
     let url: URL;
@@ -288,6 +342,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     const path = url.pathname;
     if (path.startsWith('/labshare.')) {
       rpc(req, res, path);
+      return;
+    }
+    if (path.startsWith('/feeds/') || path === '/unsubscribe') {
+      publicPage(req, res, url);
       return;
     }
     const length = Number(req.headers['content-length'] ?? 0);

@@ -1,6 +1,6 @@
 // labshare-console: the web console and the HTTP API gateway.
 //   node dist/server/main.js --listen=127.0.0.1:8080 --public_url=http://127.0.0.1:8080 \
-//     --inventory=HOST:PORT --booking=HOST:PORT --billing=HOST:PORT --usage=HOST:PORT \
+//     --inventory=HOST:PORT --booking=HOST:PORT --billing=HOST:PORT --usage=HOST:PORT --notify=HOST:PORT \
 //     [--tls_ca=PEM --tls_cert=console.crt --tls_key=console.key] \
 //     [--oidc_issuer=URL --oidc_client_id=labshare-console --oidc_ca_file=PEM] [--https_cert=PEM --https_key=PEM] ...
 // (all flags: flags.ts USAGE, README.md). Prints "listening on URL" once it

@@ -1,4 +1,4 @@
-// Forwards every RPC of the four public services to the service itself, with
+// Forwards every RPC of the public services to the service itself, with
 // the caller's LabShare token. Connect does all protocol work (Connect JSON,
 // gRPC-Web and gRPC in, gRPC out); nothing here translates a message by hand.
 // A service's error passes through with its details (errors.ts/fromUpstream);
@@ -11,15 +11,23 @@ import { InventoryService } from '../gen/labshare/inventory/v1/inventory_pb.js';
 import { BookingService } from '../gen/labshare/booking/v1/booking_pb.js';
 import { BillingService } from '../gen/labshare/billing/v1/billing_pb.js';
 import { UsageService } from '../gen/labshare/usage/v1/usage_pb.js';
+import { NotificationService } from '../gen/labshare/notify/v1/notify_pb.js';
+import { WebhookService } from '../gen/labshare/notify/v1/webhooks_pb.js';
+import { CalendarFeedService } from '../gen/labshare/notify/v1/feeds_pb.js';
 import { fromUpstream } from './errors.js';
 
-export const PUBLIC_SERVICES = {
-  inventory: InventoryService,
-  booking: BookingService,
-  billing: BillingService,
-  usage: UsageService,
-} as const;
-export type ServiceName = keyof typeof PUBLIC_SERVICES;
+// The upstreams (one --flag each) and the services each one serves. The
+// first service of each is the one /readyz asks grpc.health.v1 about (a
+// LabShare process marks every service it registers alike).
+export const UPSTREAMS = {
+  inventory: [InventoryService],
+  booking: [BookingService],
+  billing: [BillingService],
+  usage: [UsageService],
+  notify: [NotificationService, WebhookService, CalendarFeedService],
+} as const satisfies Record<string, readonly DescService[]>;
+export type ServiceName = keyof typeof UPSTREAMS;
+export const SERVICE_NAMES = Object.keys(UPSTREAMS) as ServiceName[];
 
 // Who the call is for: the bearer token to send upstream, or undefined
 // (the service then answers UNAUTHENTICATED itself).
@@ -83,8 +91,10 @@ export function registerProxies(
   tokenOf: TokenOf = tokenFromContext,
   opt: ProxyOptions = { timeoutMs: 15_000 },
 ): void {
-  for (const [name, desc] of Object.entries(PUBLIC_SERVICES) as [ServiceName, DescService][]) {
-    router.service(desc, forwarder(desc, transports[name], tokenOf, opt) as never);
+  for (const name of SERVICE_NAMES) {
+    for (const desc of UPSTREAMS[name] as readonly DescService[]) {
+      router.service(desc, forwarder(desc, transports[name], tokenOf, opt) as never);
+    }
   }
 }
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { configFromFlags, FlagError, parseBytes, parseDurationMs, parseFlags } from '../flags.js';
 
-const base = ['--listen=127.0.0.1:8080', '--inventory=127.0.0.1:1', '--booking=127.0.0.1:2', '--billing=127.0.0.1:3', '--usage=127.0.0.1:4'];
+const base = ['--listen=127.0.0.1:8080', '--inventory=127.0.0.1:1', '--booking=127.0.0.1:2', '--billing=127.0.0.1:3', '--usage=127.0.0.1:4', '--notify=127.0.0.1:5'];
 const cfg = (...extra: string[]) => configFromFlags(parseFlags([...base, ...extra]), '/web');
 const refused = (message: RegExp, ...extra: string[]) =>
   assert.throws(() => cfg(...extra), (e: unknown) => e instanceof FlagError && message.test(e.message));
@@ -25,6 +25,7 @@ describe('flags', () => {
     assert.equal(c.shutdownGraceMs, 10_000);
     assert.equal(c.accessLogSample, 1);
     assert.equal(c.webRoot, '/web');
+    assert.equal(c.upstreams.notify, '127.0.0.1:5');
     assert.equal(c.oidc, undefined);
     assert.equal(c.https, undefined);
   });
@@ -66,5 +67,8 @@ describe('flags', () => {
     assert.throws(() => parseFlags(['listen']), /unknown argument "listen"/);
     assert.throws(() => configFromFlags(parseFlags(base.slice(1)), '/web'), /--listen is required/);
     refused(/--booking: want HOST:PORT/, '--booking=nowhere');
+    refused(/--notify: want HOST:PORT/, '--notify=nowhere');
+    assert.throws(() => configFromFlags(parseFlags(base.filter((f) => !f.startsWith('--notify='))), '/web'), /--notify is required/);
+    assert.throws(() => configFromFlags(parseFlags([...base, '--notify=10.0.0.9:50057']), '/web'), /PLAINTEXT_REFUSED: --notify=10\.0\.0\.9:50057 is not loopback/);
   });
 });

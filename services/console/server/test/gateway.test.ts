@@ -200,7 +200,7 @@ describe('gateway with stub services', () => {
     let clockBroken = false;
     const t2 = await startGateway((port) => ({
       ...testConfig({ upstream: stub.address, port }),
-      upstreams: { inventory: stub.address, booking: stub.address, billing: stub.address, usage: down },
+      upstreams: { inventory: stub.address, booking: stub.address, billing: stub.address, usage: down, notify: stub.address },
     }), {
       transports: { booking: broken },
       // A bug inside the gateway (here: its clock fails while a session is looked up).
@@ -409,13 +409,13 @@ describe('gateway with stub services', () => {
     assert.equal((await request('POST', `${t.url}/`, { body: '' })).status, 404);
   });
 
-  it('answers /healthz and /readyz (grpc.health.v1 of the four services)', async () => {
+  it('answers /healthz and /readyz (grpc.health.v1 of the five upstreams)', async () => {
     const h = await request('GET', `${t.url}/healthz`);
     assert.equal(h.status, 200);
     assert.equal(h.text, 'ok\n');
     const r = await request('GET', `${t.url}/readyz`);
     assert.equal(r.status, 200);
-    assert.deepEqual(r.json(), { ready: true, services: { inventory: 'SERVING', booking: 'SERVING', billing: 'SERVING', usage: 'SERVING' } });
+    assert.deepEqual(r.json(), { ready: true, services: { inventory: 'SERVING', booking: 'SERVING', billing: 'SERVING', usage: 'SERVING', notify: 'SERVING' } });
     stub.healthy = false;
     t.clock.t += 1000; // the last check answers for a second
     try {

@@ -229,10 +229,10 @@ describe('gateway hardening', () => {
     assert.equal(a.status, 200);
     assert.equal(b.status, 200);
     assert.equal((await request('GET', `${t.url}/readyz`)).status, 200);
-    assert.equal(stub.healthChecks, n + 4);
+    assert.equal(stub.healthChecks, n + 5);
     t.clock.t += 1000;
     assert.equal((await request('GET', `${t.url}/readyz`)).status, 200);
-    assert.equal(stub.healthChecks, n + 8);
+    assert.equal(stub.healthChecks, n + 10);
   });
 
   it('gives /auth/login and /auth/callback their own per-address bucket; X-Forwarded-For only from --trusted_proxies', async () => {
@@ -267,7 +267,7 @@ describe('gateway hardening', () => {
     // The rightmost hop that is not a trusted proxy.
     const req = (peer: string, xff?: string) => ({ socket: { remoteAddress: peer }, headers: xff ? { 'x-forwarded-for': xff } : {} }) as unknown as Req;
     const list = configFromFlags(parseFlags([
-      '--listen=127.0.0.1:8080', '--inventory=127.0.0.1:1', '--booking=127.0.0.1:1', '--billing=127.0.0.1:1', '--usage=127.0.0.1:1',
+      '--listen=127.0.0.1:8080', '--inventory=127.0.0.1:1', '--booking=127.0.0.1:1', '--billing=127.0.0.1:1', '--usage=127.0.0.1:1', '--notify=127.0.0.1:1',
       '--trusted_proxies=10.0.0.0/8, fd00::/8,192.168.1.7',
     ]), '/web').trustedProxies!;
     assert.equal(clientAddress(req('10.1.2.3', 'spoofed, 203.0.113.9, 10.9.9.9'), list), '203.0.113.9');
@@ -279,7 +279,7 @@ describe('gateway hardening', () => {
     assert.equal(clientAddress(req('10.1.2.3', '203.0.113.9, not-an-ip'), list), '10.1.2.3', 'garbage stops the walk');
     assert.equal(clientAddress(req('203.0.113.5', '10.0.0.1')), '203.0.113.5');
     assert.throws(() => configFromFlags(parseFlags([
-      '--listen=127.0.0.1:8080', '--inventory=127.0.0.1:1', '--booking=127.0.0.1:1', '--billing=127.0.0.1:1', '--usage=127.0.0.1:1',
+      '--listen=127.0.0.1:8080', '--inventory=127.0.0.1:1', '--booking=127.0.0.1:1', '--billing=127.0.0.1:1', '--usage=127.0.0.1:1', '--notify=127.0.0.1:1',
       '--trusted_proxies=10.0.0.0/33',
     ]), '/web'), (e: unknown) => e instanceof FlagError && /--trusted_proxies: want CIDR ranges/.test(e.message));
   });
@@ -315,7 +315,7 @@ describe('gateway hardening', () => {
 
   it('refuses plaintext to a non-loopback service while reading the flags (PLAINTEXT_REFUSED)', () => {
     assert.throws(() => configFromFlags(parseFlags([
-      '--listen=127.0.0.1:8080', '--inventory=127.0.0.1:1', '--booking=10.1.2.3:443', '--billing=127.0.0.1:1', '--usage=127.0.0.1:1',
+      '--listen=127.0.0.1:8080', '--inventory=127.0.0.1:1', '--booking=10.1.2.3:443', '--billing=127.0.0.1:1', '--usage=127.0.0.1:1', '--notify=127.0.0.1:1',
     ]), '/web'), (e: unknown) => e instanceof FlagError && /^PLAINTEXT_REFUSED: --booking=10\.1\.2\.3:443 is not loopback/.test(e.message));
   });
 

@@ -23,6 +23,9 @@ import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
 import { BillingService, GetInvoiceDocumentRequest_Format } from '../../gen/labshare/billing/v1/billing_pb.js';
 import { InventoryService } from '../../gen/labshare/inventory/v1/inventory_pb.js';
 import { UsageService } from '../../gen/labshare/usage/v1/usage_pb.js';
+import { CalendarFeed_Kind, CalendarFeedService } from '../../gen/labshare/notify/v1/feeds_pb.js';
+import { Webhook_State, WebhookService } from '../../gen/labshare/notify/v1/webhooks_pb.js';
+import { NotificationKind, NotificationService } from '../../gen/labshare/notify/v1/notify_pb.js';
 import { Role } from '../../gen/labshare/type/v1/types_pb.js';
 import type { Config } from '../flags.js';
 import { createGateway, type Gateway, type GatewayDeps } from '../gateway.js';
@@ -31,6 +34,13 @@ export const consoleDir = path.resolve(path.dirname(fileURLToPath(import.meta.ur
 export const repoRoot = path.resolve(consoleDir, '..', '..');
 
 // ------------------------------------------------------------ stub services
+
+// The stub notify service's one live feed and one unsubscribe token.
+export const FEED_TOKEN = 'q1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6j7k8l9z0x1c';
+export const FEED_DOWN = 'downdowndowndowndowndowndowndowndowndowndow';
+export const FEED_BODY = 'BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//LabShare//Feeds//EN\r\nX-WR-CALNAME:LabShare: 李伟\r\nEND:VCALENDAR\r\n';
+export const FEED_ETAG = '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08';
+export const UNSUBSCRIBE_TOKEN = 'bGktd2VpOkJPT0tJTkdfUkVNSU5ERVI.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
 
 export interface StubCall { method: string; authorization: string | null; request: unknown }
 
@@ -50,6 +60,7 @@ export class Stub {
   refreshFailure: ConnectError | undefined;  // RefreshToken answers this while set
   lenientRefresh = false;                    // an unknown refresh token is li-wei's
   healthChecks = 0;
+  unsubscribed = false;
   private n = 0;
   server!: http2.Http2Server;
   address = '';
@@ -170,6 +181,49 @@ export class Stub {
         ]);
       },
     });
+    // labshare-notify: one live feed ("feed-token-...") and one unsubscribe
+    // token; everything else unknown, as the service answers it.
+    router.service(CalendarFeedService, {
+      getCalendarFeedContent: (req, ctx) => {
+        this.record('GetCalendarFeedContent', ctx, req);
+        if (req.token === FEED_DOWN) throw new ConnectError('redis down at 10.0.0.5', Code.Unavailable, undefined, [
+          { desc: ErrorInfoSchema, value: { reason: 'STORAGE_UNAVAILABLE', domain: 'notify.labshare' } },
+        ]);
+        if (req.token !== FEED_TOKEN) {
+          throw new ConnectError('no live feed has this token', Code.NotFound, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'FEED_NOT_FOUND', domain: 'notify.labshare' } },
+          ]);
+        }
+        return { contentType: 'text/calendar; charset=utf-8', body: new TextEncoder().encode(FEED_BODY), etag: FEED_ETAG };
+      },
+      listCalendarFeeds: (req, ctx) => {
+        this.record('ListCalendarFeeds', ctx, req);
+        return { calendarFeeds: [{ name: `${req.parent}/calendarFeeds/f1`, kind: CalendarFeed_Kind.USER }] };
+      },
+    });
+    router.service(WebhookService, {
+      listWebhooks: (req, ctx) => {
+        this.record('ListWebhooks', ctx, req);
+        return { webhooks: [{ name: `${req.parent}/webhooks/erp`, url: 'https://erp.example.com/hook', state: Webhook_State.ENABLED }] };
+      },
+    });
+    router.service(NotificationService, {
+      getNotificationSettings: (req, ctx) => {
+        this.record('GetNotificationSettings', ctx, req);
+        return { name: req.name, language: 'zh-CN' };
+      },
+      unsubscribe: (req, ctx) => {
+        this.record('Unsubscribe', ctx, req);
+        if (req.token !== UNSUBSCRIBE_TOKEN) {
+          throw new ConnectError('this unsubscribe link is not valid', Code.NotFound, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'UNSUBSCRIBE_TOKEN_NOT_FOUND', domain: 'notify.labshare' } },
+          ]);
+        }
+        const changed = !req.validateOnly && !this.unsubscribed;
+        if (!req.validateOnly) this.unsubscribed = true;
+        return { user: 'users/li-wei', kind: NotificationKind.BOOKING_REMINDER, changed };
+      },
+    });
     router.service(Health, {
       check: () => (++this.healthChecks, {
         status: this.healthy ? HealthCheckResponse_ServingStatus.SERVING : HealthCheckResponse_ServingStatus.NOT_SERVING,
@@ -212,7 +266,7 @@ export function testConfig(over: Partial<Config> & { upstream: string; port: num
   return {
     listen: { host: '127.0.0.1', port },
     publicUrl: new URL(`http://127.0.0.1:${port}`),
-    upstreams: { inventory: upstream, booking: upstream, billing: upstream, usage: upstream },
+    upstreams: { inventory: upstream, booking: upstream, billing: upstream, usage: upstream, notify: upstream },
     tls: {},
     webRoot: path.join(consoleDir, 'dist', 'web'),
     bodyLimitBytes: 1024 * 1024,

@@ -55,7 +55,7 @@ describe('the gateway process', () => {
     await stub.stop();
   });
 
-  const upstreams = (a: string) => [`--inventory=${a}`, `--booking=${a}`, `--billing=${a}`, `--usage=${a}`];
+  const upstreams = (a: string) => [`--inventory=${a}`, `--booking=${a}`, `--billing=${a}`, `--usage=${a}`, `--notify=${a}`];
 
   it('refuses plain HTTP off loopback (PLAINTEXT_REFUSED) and unknown flags, exit 2', async () => {
     const a = run(['--listen=0.0.0.0:0', ...upstreams(stub.address)]);
@@ -66,7 +66,7 @@ describe('the gateway process', () => {
     const eb = await b.exit;
     assert.equal(eb.code, 2);
     assert.match(eb.stderr, /^labshare-console: unknown flag --frobnicate\n/);
-    const c = run(['--listen=127.0.0.1:0', '--booking=10.1.2.3:443', '--inventory=127.0.0.1:1', '--billing=127.0.0.1:1', '--usage=127.0.0.1:1']);
+    const c = run(['--listen=127.0.0.1:0', '--booking=10.1.2.3:443', '--inventory=127.0.0.1:1', '--billing=127.0.0.1:1', '--usage=127.0.0.1:1', '--notify=127.0.0.1:1']);
     const ec = await c.exit;
     assert.equal(ec.code, 2, 'refused while reading the flags, before listening');
     assert.match(ec.stderr, /^labshare-console: PLAINTEXT_REFUSED: --booking=10\.1\.2\.3:443 is not loopback/);

@@ -7,6 +7,9 @@ import { InventoryService } from '../../gen/labshare/inventory/v1/inventory_pb';
 import { BookingService } from '../../gen/labshare/booking/v1/booking_pb';
 import { BillingService } from '../../gen/labshare/billing/v1/billing_pb';
 import { UsageService } from '../../gen/labshare/usage/v1/usage_pb';
+import { NotificationService } from '../../gen/labshare/notify/v1/notify_pb';
+import { WebhookService } from '../../gen/labshare/notify/v1/webhooks_pb';
+import { CalendarFeedService } from '../../gen/labshare/notify/v1/feeds_pb';
 import { loadSession, session } from './session';
 
 // Every call carries the session's CSRF token; when the gateway answers
@@ -32,6 +35,9 @@ export const inventory = createClient(InventoryService, transport);
 export const booking = createClient(BookingService, transport);
 export const billing = createClient(BillingService, transport);
 export const usage = createClient(UsageService, transport);
+export const notifications = createClient(NotificationService, transport);
+export const webhooks = createClient(WebhookService, transport);
+export const feeds = createClient(CalendarFeedService, transport);
 
 // A fresh request id per user action: every mutation is idempotent through it.
 export function requestId(): string {

@@ -52,6 +52,13 @@ export const routes: Route[] = [
   { path: '#/admin/instruments', title: 'admin.nav.instruments', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/instruments') },
   { path: '#/admin/rates', title: 'admin.nav.rates', roles: ['CONSORTIUM_ADMIN', 'AUDITOR'], nav: true, load: () => import('./screens/admin/rates') },
   // --- end admin ---
+  // --- notify ---
+  { path: '#/settings/notifications', title: 'nav.notify.settings', roles: 'any', nav: true, load: () => import('./screens/notify/settings') },
+  { path: '#/settings/feeds', title: 'nav.notify.feeds', roles: 'any', nav: true, load: () => import('./screens/notify/feeds') },
+  { path: '#/billing/webhooks', title: 'nav.notify.webhooks', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN'], nav: true, load: () => import('./screens/notify/webhooks') },
+  { path: '#/billing/webhooks/:id', title: 'nav.notify.webhooks', roles: ['MEMBER_BILLING_ADMIN', 'CONSORTIUM_ADMIN'], nav: false, load: () => import('./screens/notify/webhook') },
+  { path: '#/notify/dead-letters', title: 'nav.notify.deadLetters', roles: ['FACILITY_STAFF', 'CONSORTIUM_ADMIN'], nav: true, load: () => import('./screens/notify/dead-letters') },
+  // --- end notify ---
 ];
 
 export function match(hash: string): { route: Route; params: Record<string, string> } | undefined {

@@ -24,6 +24,10 @@ registerMessages({
     'home.admin.nav.users': 'People, their organisations and roles.',
     'home.admin.nav.instruments': 'Facilities and instruments, their modes and state.',
     'home.admin.nav.rates': 'Rate cards per instrument and sharing mode, and what a payer is charged.',
+    'home.nav.notify.settings': 'Which mails you get, in which language and time zone, at once or as a daily digest.',
+    'home.nav.notify.feeds': 'Your bookings or an instrument’s busy time in your own calendar application.',
+    'home.nav.notify.webhooks': 'Send your organisation’s events to its own systems; deliveries and replays.',
+    'home.nav.notify.deadLetters': 'Mails that could not be delivered: inspect and send again.',
   },
   'zh-CN': {
     'home.intro': '您可以在这里：',
@@ -43,6 +47,10 @@ registerMessages({
     'home.admin.nav.users': '用户、所属单位与角色。',
     'home.admin.nav.instruments': '设施与仪器、共享模式和状态。',
     'home.admin.nav.rates': '各仪器各共享模式的收费标准，以及付费方的实际价格。',
+    'home.nav.notify.settings': '接收哪些邮件、使用何种语言和时区、即时发送还是每日汇总。',
+    'home.nav.notify.feeds': '在您自己的日历应用中查看您的预约或某台仪器的占用时间。',
+    'home.nav.notify.webhooks': '把贵单位的事件推送到贵单位的系统；查看投递记录并重发。',
+    'home.nav.notify.deadLetters': '未能送达的邮件：查看原因并重新发送。',
   },
 });
 

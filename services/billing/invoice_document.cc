@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -172,16 +173,16 @@ std::string LineDescription(const v1::InvoiceLine& l, absl::string_view currency
   return d;
 }
 
-// Totals in print order: (label, CSV key, amount).
+// Totals in print order: (label, CSV key, amount). What was paid is not
+// part of the document (a payment changes no issued document; statements
+// and GetInvoice show it).
 std::vector<std::tuple<const char*, const char*, int64_t>> Totals(const v1::Invoice& inv) {
   return {{"费用合计 Charges", "charges_total", inv.charges_total().amount_minor()},
           {"补贴合计 Subsidies", "subsidy_total", inv.subsidy_total().amount_minor()},
           {"押金退还 Deposit releases", "deposit_release_total", inv.deposit_release_total().amount_minor()},
           {"调整 Adjustments", "adjustments_total", inv.adjustments_total().amount_minor()},
           {"应付总额 Amount due", "amount_due", inv.amount_due().amount_minor()},
-          {"其中税额 of which tax", "tax_total", inv.tax_total().amount_minor()},
-          {"已付 Paid", "amount_paid", inv.amount_paid().amount_minor()},
-          {"未付 Outstanding", "amount_outstanding", inv.amount_outstanding().amount_minor()}};
+          {"其中税额 of which tax", "tax_total", inv.tax_total().amount_minor()}};
 }
 
 // ------------------------------------------------------------------ PDF
@@ -241,6 +242,19 @@ class PdfWriter {
     pango_font_description_free(font);
     g_object_unref(layout);
     return static_cast<double>(h) / PANGO_SCALE;
+  }
+
+  // How many characters of `text` no installed font can draw.
+  int UnknownGlyphs(const char* text) {
+    PangoLayout* layout = pango_cairo_create_layout(cr_);
+    PangoFontDescription* font = pango_font_description_new();
+    pango_font_description_set_family(font, kFont);
+    pango_layout_set_font_description(layout, font);
+    pango_layout_set_text(layout, text, -1);
+    const int missing = pango_layout_get_unknown_glyphs_count(layout);
+    pango_font_description_free(font);
+    g_object_unref(layout);
+    return missing;
   }
 
   void Rule(double y, double width = 0.5) {
@@ -435,6 +449,13 @@ absl::StatusOr<std::string> PdfWriter::Render() {
        "rounded half up to the minor unit. 各收款方为其费用行开具发票 Each payee issues the fapiao for its own lines.",
        7, false, PANGO_ALIGN_LEFT, true, 0.35);
   EndPage();
+  // Pango quietly draws boxes for characters no installed font has: without
+  // a CJK font every Chinese name and label would print as empty boxes.
+  if (const int missing = UnknownGlyphs("发票 作废 纳税人识别号"); missing > 0) {
+    return MakeError(absl::StatusCode::kInternal, "DOCUMENT_RENDER_FAILED",
+                     absl::StrCat("no installed font has Chinese characters (", missing,
+                                  " missing); install fonts-noto-cjk"));
+  }
   cairo_destroy(cr_);
   cr_ = nullptr;
   cairo_surface_finish(surface_);
@@ -480,7 +501,23 @@ std::string FormatQuantity(int64_t milli) {
   return s;
 }
 
-std::string CsvField(absl::string_view value) {
+// True for a plain number as the CSV writes amounts and quantities
+// ("-12.34", "1.25", "6%").
+bool IsNumber(absl::string_view v) {
+  if (!v.empty() && v.front() == '-') v.remove_prefix(1);
+  return !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.' || c == '%'; });
+}
+
+std::string CsvField(absl::string_view raw) {
+  // A text cell a spreadsheet would run as a formula (=, +, -, @, tab, CR
+  // first: a name like =HYPERLINK(...)) is prefixed with an apostrophe;
+  // negative amounts stay numbers.
+  std::string guarded;
+  if (!raw.empty() && std::strchr("=+-@\t\r", raw.front()) != nullptr && !IsNumber(raw)) {
+    guarded = absl::StrCat("'", raw);
+    raw = guarded;
+  }
+  const absl::string_view value = raw;
   if (value.find_first_of(",\"\r\n") == absl::string_view::npos) return std::string(value);
   std::string out = "\"";
   for (char c : value) {
@@ -500,7 +537,9 @@ std::string InvoiceCsv(const v1::Invoice& inv, absl::TimeZone zone) {
       "description", "quantity", "unit",   "unit_price",   "amount",      "tax_rate",
       "tax_amount",  "currency"};
   const std::string& cur = inv.currency_code();
-  std::string out;
+  // A byte-order mark first: spreadsheets on Chinese systems read UTF-8
+  // without one as GBK.
+  std::string out = "\xEF\xBB\xBF";
   auto row = [&](const std::vector<std::string>& fields) {
     std::vector<std::string> quoted;
     quoted.reserve(kHeader.size());

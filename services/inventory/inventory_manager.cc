@@ -33,6 +33,17 @@ bool SeesEverything(const Principal& p) {
   return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
 }
 
+// An organisation's fapiao details (taxpayer id, bank account, address and
+// phone) are read only by its own billing admins, the consortium's admins
+// and auditors and the platform's services (billing copies them onto
+// invoices); everyone else gets the organisation without them.
+v1::Organization Redacted(const Principal& p, v1::Organization o) {
+  if (SeesEverything(p)) return o;
+  if (p.HasRole(Role::kMemberBillingAdmin) && ActorOrganization(p) == o.name()) return o;
+  o.clear_invoicing_details();
+  return o;
+}
+
 // CONSORTIUM_ADMIN, or FACILITY_STAFF of the instrument's owner or operator.
 absl::Status RequireStaffOf(const Principal& p, const v1::Instrument& in) {
   if (p.HasRole(Role::kConsortiumAdmin)) return absl::OkStatus();
@@ -233,10 +244,10 @@ absl::StatusOr<v1::Organization> InventoryManager::CreateOrganization(
 }
 
 absl::StatusOr<v1::Organization> InventoryManager::GetOrganization(
-    const Principal&, const v1::GetOrganizationRequest& r) {
+    const Principal& p, const v1::GetOrganizationRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.name(), "organizations", "name"));
   LS_ASSIGN_OR_RETURN(auto org, store_->Load<v1::Organization>(keys::Org(id), "ORGANIZATION_NOT_FOUND", r.name()));
-  return std::move(org.value);
+  return Redacted(p, std::move(org.value));
 }
 
 absl::StatusOr<v1::ListOrganizationsResponse> InventoryManager::ListOrganizations(
@@ -253,8 +264,8 @@ absl::StatusOr<v1::ListOrganizationsResponse> InventoryManager::ListOrganization
                (r.tier().empty() || o.tier() == r.tier()) &&
                (r.size_class() == 0 || o.size_class() == r.size_class());
       },
-      [](v1::ListOrganizationsResponse& resp, v1::Organization o) {
-        *resp.add_organizations() = std::move(o);
+      [&](v1::ListOrganizationsResponse& resp, v1::Organization o) {
+        *resp.add_organizations() = Redacted(p, std::move(o));
       });
 }
 

@@ -1,8 +1,10 @@
 #include "services/inventory/inventory_rules.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <set>
+#include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
@@ -228,6 +230,34 @@ std::string UnifiedSocialCreditCodeProblem(absl::string_view code) {
   return "";
 }
 
+// True when `s` holds a control character (C0, DEL, C1) or a bidirectional
+// control (U+200E, U+200F, U+202A..U+202E, U+2066..U+2069): on a printed
+// fapiao block these could add official-looking lines or reverse digits.
+static bool HasControlCharacters(absl::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    uint32_t cp = b;
+    size_t n = 1;
+    if (b >= 0xF0) {
+      n = 4;
+      cp = b & 0x07;
+    } else if (b >= 0xE0) {
+      n = 3;
+      cp = b & 0x0F;
+    } else if (b >= 0xC0) {
+      n = 2;
+      cp = b & 0x1F;
+    }
+    for (size_t k = 1; k < n && i + k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    i += n;
+    if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x200E || cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) ||
+        (cp >= 0x2066 && cp <= 0x2069)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 absl::Status ValidateInvoicingDetails(const v1::InvoicingDetails& d) {
   const std::string prefix = "organization.invoicing_details.";
   const bool any = !d.taxpayer_id().empty() || !d.legal_name().empty() || !d.registered_address().empty() || !d.phone().empty() ||
@@ -252,6 +282,13 @@ absl::Status ValidateInvoicingDetails(const v1::InvoicingDetails& d) {
   }
   const size_t bank = Utf8Chars(d.bank_name());
   if (bank == 0 || bank > 100) bad.push_back({prefix + "bank_name", "required, at most 100 characters"});
+  for (const auto& [field, value] : {std::pair<const char*, const std::string*>{"legal_name", &d.legal_name()},
+                                     {"registered_address", &d.registered_address()},
+                                     {"bank_name", &d.bank_name()}}) {
+    if (HasControlCharacters(*value)) {
+      bad.push_back({prefix + field, "no control or text-direction characters (line breaks included)"});
+    }
+  }
   const size_t digits = static_cast<size_t>(
       std::count_if(d.bank_account().begin(), d.bank_account().end(), [](char c) { return c >= '0' && c <= '9'; }));
   const bool only = std::all_of(d.bank_account().begin(), d.bank_account().end(),

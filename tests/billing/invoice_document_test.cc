@@ -78,6 +78,17 @@ TEST(TaxpayerId, UnifiedSocialCreditCodeIsCheckedCharacterByCharacter) {
   EXPECT_TRUE(labshare::inventory::ValidateInvoicingDetails(d).ok());
   d.set_bank_account("6222-0210");
   EXPECT_EQ(ErrorReason(labshare::inventory::ValidateInvoicingDetails(d)), "INVALID_FIELD");
+  d.set_bank_account("6222 0210 0100");
+  // No line breaks or text-direction controls in the printed blocks.
+  d.set_legal_name("示例有限公司\n银行账号 6222");
+  absl::Status controls = labshare::inventory::ValidateInvoicingDetails(d);
+  EXPECT_EQ(ErrorReason(controls), "INVALID_FIELD");
+  EXPECT_TRUE(absl::StrContains(controls.ToString(), "legal_name")) << controls;
+  d.set_legal_name("示例有限公司");
+  d.set_bank_name("银行\xE2\x80\xAE4321");  // U+202E RIGHT-TO-LEFT OVERRIDE
+  controls = labshare::inventory::ValidateInvoicingDetails(d);
+  EXPECT_EQ(ErrorReason(controls), "INVALID_FIELD");
+  EXPECT_TRUE(absl::StrContains(controls.ToString(), "bank_name")) << controls;
 }
 
 TEST(Csv, FieldsAreQuotedOnlyWhenRfc4180NeedsIt) {
@@ -86,6 +97,14 @@ TEST(Csv, FieldsAreQuotedOnlyWhenRfc4180NeedsIt) {
   EXPECT_EQ(CsvField("a,b"), "\"a,b\"");
   EXPECT_EQ(CsvField("say \"hi\""), "\"say \"\"hi\"\"\"");
   EXPECT_EQ(CsvField("two\r\nlines"), "\"two\r\nlines\"");
+  // Cells a spreadsheet would run as formulas stay text; amounts stay numbers.
+  EXPECT_EQ(CsvField("=HYPERLINK(\"https://evil.example\",\"ZJU\")"),
+            "\"'=HYPERLINK(\"\"https://evil.example\"\",\"\"ZJU\"\")\"");
+  EXPECT_EQ(CsvField("+86 571"), "'+86 571");
+  EXPECT_EQ(CsvField("@SUM(A1)"), "'@SUM(A1)");
+  EXPECT_EQ(CsvField("-cmd"), "'-cmd");
+  EXPECT_EQ(CsvField("-12.34"), "-12.34");
+  EXPECT_EQ(CsvField("6%"), "6%");
   EXPECT_EQ(FormatAmount(123456, "CNY"), "1234.56");
   EXPECT_EQ(FormatAmount(-5, "CNY"), "-0.05");
   EXPECT_EQ(FormatAmount(0, "CNY"), "0.00");
@@ -375,7 +394,7 @@ TEST_F(InvoiceDocumentTest, IssuedDocumentCarriesFapiaoDetailsAndTaxAndNeverChan
   EXPECT_EQ(csv->filename(), "LS-CNY-2027-000001.csv");
   const std::vector<std::string> rows = absl::StrSplit(csv->content(), "\r\n");
   ASSERT_GE(rows.size(), 30u) << csv->content();
-  EXPECT_EQ(rows[0], "record,key,value,organization,line_number,kind,description,quantity,unit,unit_price,amount,"
+  EXPECT_EQ(rows[0], "\xEF\xBB\xBFrecord,key,value,organization,line_number,kind,description,quantity,unit,unit_price,amount,"
                      "tax_rate,tax_amount,currency");
   EXPECT_EQ(rows[1], "invoice,number,LS-CNY-2027-000001,,,,,,,,,,,");
   EXPECT_EQ(rows[2], "invoice,state,ISSUED,,,,,,,,,,,");

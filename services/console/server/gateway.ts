@@ -171,7 +171,11 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       }
     }));
     const ordered = Object.fromEntries(SERVICE_NAMES.map((n) => [n, services[n]!]));
-    return { ready: Object.values(services).every((s) => s === 'SERVING'), services: ordered };
+    // Ready while the core services are: the notifier (mail, webhooks,
+    // feeds) is reported but does not take the whole console out of the
+    // load balancer; its own pages answer 503 while it is away.
+    const ready = SERVICE_NAMES.every((n) => n === 'notify' || services[n] === 'SERVING');
+    return { ready, services: ordered };
   };
   // One check of the services answers every /readyz of the next second.
   let lastCheck: { at: number; answer: ReturnType<typeof check> } | undefined;

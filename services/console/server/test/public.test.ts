@@ -218,6 +218,9 @@ describe('public pages of labshare-notify', () => {
       assert.equal(c.headers['retry-after'], '1');
       const r = await request('GET', `${t2.url}/readyz`);
       assert.equal(r.json().services.notify, 'UNREACHABLE (unavailable)');
+      // The rest of the console stays in service without the notifier.
+      assert.equal(r.status, 200);
+      assert.equal(r.json().ready, true);
     } finally {
       await t2.stop();
     }

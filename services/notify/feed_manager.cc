@@ -491,6 +491,18 @@ absl::StatusOr<fv1::CalendarFeedContent> FeedManager::Content(const fv1::GetCale
   }
   LS_ASSIGN_OR_RETURN(fv1::CalendarFeed feed, ParseFeed(docs[0]->data));
   if (feed.has_delete_time()) return FeedNotFound();
+  // The feed lives as long as its user: a disabled or removed user's URL
+  // stops, and an instrument's feed names people only while its user still
+  // belongs to the owner's organisation.
+  absl::StatusOr<FeedUserInfo> who = instruments_->LookupUser(absl::StrCat("users/", ids->first));
+  if (!who.ok()) {
+    if (who.status().code() == absl::StatusCode::kNotFound) return FeedNotFound();
+    return who.status();
+  }
+  if (who->disabled) return FeedNotFound();
+  if (!feed.owner_organization().empty() && who->organization != feed.owner_organization()) {
+    feed.clear_owner_organization();
+  }
   LS_ASSIGN_OR_RETURN(std::string body, Render(feed));
   fv1::CalendarFeedContent out;
   out.set_content_type("text/calendar; charset=utf-8");

@@ -98,6 +98,35 @@ class InventoryDirectory final : public InstrumentDirectory {
     return info;
   }
 
+  // A short cache: a disabled user's or a leaver's feed stops within a
+  // minute.
+  absl::StatusOr<FeedUserInfo> LookupUser(const std::string& user) override {
+    if (stub_ == nullptr) {
+      return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
+                       "the inventory service is not configured; retry later");
+    }
+    const absl::Time now = wall_->Now();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = users_.find(user);
+      if (it != users_.end() && now - it->second.fetched < absl::Minutes(1)) return it->second.info;
+    }
+    inv::GetUserRequest req;
+    req.set_name(user);
+    inv::User u;
+    auto ctx = Context();
+    grpc::Status s = stub_->GetUser(ctx.get(), req, &u);
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      return MakeError(absl::StatusCode::kNotFound, "USER_NOT_FOUND", "inventory has no such user");
+    }
+    if (!s.ok()) return Downstream(s);
+    FeedUserInfo info{u.organization(), u.disabled()};
+    std::lock_guard<std::mutex> lock(mu_);
+    if (users_.size() > 10000) users_.clear();
+    users_[user] = {info, now};
+    return info;
+  }
+
  private:
   std::unique_ptr<grpc::ClientContext> Context() const {
     auto ctx = std::make_unique<grpc::ClientContext>();
@@ -115,6 +144,11 @@ class InventoryDirectory final : public InstrumentDirectory {
   FeedOptions options_;
   std::mutex mu_;
   std::map<std::string, Cached> cache_;
+  struct CachedUser {
+    FeedUserInfo info;
+    absl::Time fetched;
+  };
+  std::map<std::string, CachedUser> users_;
 };
 
 // The booking snapshot an event carries, if any.

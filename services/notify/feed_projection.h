@@ -76,6 +76,12 @@ struct InstrumentInfo {
   std::string location;   // "<facility display name>, <address>"
 };
 
+// A feed owner as inventory knows them now.
+struct FeedUserInfo {
+  std::string organization;  // "organizations/{id}"
+  bool disabled = false;
+};
+
 // Inventory reads with a cache. Thread-safe.
 class InstrumentDirectory {
  public:
@@ -83,6 +89,9 @@ class InstrumentDirectory {
   // NOT_FOUND (INSTRUMENT_NOT_FOUND) for an unknown instrument; UNAVAILABLE
   // (INVENTORY_UNAVAILABLE) when inventory cannot be reached.
   virtual absl::StatusOr<InstrumentInfo> Lookup(const std::string& instrument) = 0;
+  // "users/{id}": NOT_FOUND (USER_NOT_FOUND) for a user inventory no longer
+  // has; UNAVAILABLE (INVENTORY_UNAVAILABLE) when it cannot be reached.
+  virtual absl::StatusOr<FeedUserInfo> LookupUser(const std::string& user) = 0;
 };
 
 // Over labshare-inventory's GetInstrument and GetFacility (the channel

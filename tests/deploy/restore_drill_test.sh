@@ -15,7 +15,7 @@
 #    the recording is taken again and must not have moved.
 # 4. deploy/restore.sh restores the snapshot into a new data directory; a new
 #    redis-server (new free port, same ACL file, AOF always) starts on it and
-#    four new service processes (new ports) on that Redis. Every outbox
+#    five new service processes (the notifier included) (new ports) on that Redis. Every outbox
 #    consumer group in the restored Redis is caught up.
 # 5. The same recording against the restored services must be equal byte for
 #    byte (a diff is printed otherwise). Then the annual report, its CSV, the
@@ -57,7 +57,7 @@ def free(p):
     finally: s.close()
 while True:
     b = random.randint(20000, 40000)
-    if all(free(p) for p in [b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 100, b + 101, b + 102, b + 103]): break
+    if all(free(p) for p in [b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 100, b + 101, b + 102, b + 103, b + 106]): break
 s = socket.socket(); s.bind(("127.0.0.1", 0)); r = s.getsockname()[1]; s.close()
 print(b, r)
 PY
@@ -360,7 +360,7 @@ def free(p):
     finally: s.close()
 while True:
     b = random.randint(40001, 60000)
-    if all(free(p) for p in [b, b + 1, b + 2, b + 3, b + 100, b + 101, b + 102, b + 103]): break
+    if all(free(p) for p in [b, b + 1, b + 2, b + 3, b + 6, b + 7, b + 100, b + 101, b + 102, b + 103, b + 106]): break
 s = socket.socket(); s.bind(("127.0.0.1", 0)); r = s.getsockname()[1]; s.close()
 print(b, r)
 PY
@@ -394,7 +394,11 @@ start inventory 0 --token_signing_key_file="$secrets/token-signing.pem" \
 start booking 1 --inventory="127.0.0.1:$base2" --sweep_interval=1s --inventory_cache_ttl=0s
 start billing 2 --inventory="127.0.0.1:$base2" --lease_period_interval=1s
 start usage 3 --audit_signing_key_file="$secrets/audit-signing.pem"
-for off in 0 1 2 3; do
+# The notifier too: its consumer groups are part of the restored state. Its
+# relay (base2 + 7) takes no connection: mails wait for their retries.
+start notify 6 --inventory="127.0.0.1:$base2" --smtp="127.0.0.1:$((base2 + 7))" \
+  --console_url="http://127.0.0.1:$((base2 + 5))"
+for off in 0 1 2 3 6; do
   deadline=$(( $(date +%s) + 180 ))
   until "$bin/labshare" --tls_ca="$pki/ca.crt" health "127.0.0.1:$((base2 + off))" >/dev/null 2>&1; do
     [ "$(date +%s)" -lt "$deadline" ] || fail "the restored service on port $((base2 + off)) is not serving after 180s"

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,8 @@ class FakeInventory final : public inv::InventoryService::Service {
     berlin.set_display_name("Adlershof");
     berlin.set_time_zone("Europe/Berlin");
     facilities_[berlin.name()] = berlin;
+    SetUser("li-wei", "lab-a", false);
+    SetUser("wang-fang", "lab-b", false);
   }
   grpc::Status GetInstrument(grpc::ServerContext*, const inv::GetInstrumentRequest* r, inv::Instrument* out) override {
     ++calls;
@@ -96,8 +99,28 @@ class FakeInventory final : public inv::InventoryService::Service {
     *out = it->second;
     return grpc::Status::OK;
   }
+  // The people the tests create feeds for, as inventory has them now.
+  grpc::Status GetUser(grpc::ServerContext*, const inv::GetUserRequest* r, inv::User* out) override {
+    std::lock_guard<std::mutex> lock(users_mu);
+    auto it = users.find(r->name());
+    if (it == users.end()) {
+      return ToGrpcStatus(MakeError(absl::StatusCode::kNotFound, "USER_NOT_FOUND", "no such user"),
+                          "inventory.labshare");
+    }
+    *out = it->second;
+    return grpc::Status::OK;
+  }
+  void SetUser(const std::string& id, const std::string& org, bool disabled) {
+    std::lock_guard<std::mutex> lock(users_mu);
+    inv::User& u = users["users/" + id];
+    u.set_name("users/" + id);
+    u.set_organization("organizations/" + org);
+    u.set_disabled(disabled);
+  }
   std::atomic<int> calls{0};
   std::atomic<bool> down{false};
+  std::mutex users_mu;
+  std::map<std::string, inv::User> users;
 
  private:
   std::map<std::string, inv::Instrument> instruments_;
@@ -452,6 +475,36 @@ TEST_F(FeedModuleTest, InstrumentFeedShowsBusyTimeOnlyOutsideTheOwner) {
   EXPECT_EQ(parsed[4],
             absl::StrCat(R"j(["EV", ")j", Busy("r3"), R"j(", "CONFIRMED", "Asia/Shanghai", "2026-12-11T06:00:00Z", "2026-12-11T08:30:00Z", 0, "service run: zhang-san for lab-c", "Zhangjiang Lab, 100 Haike Rd, Shanghai"])j"));
   EXPECT_TRUE(absl::StrContains(parsed[5], "Purpose: XRD of 4 samples")) << parsed[5];
+}
+
+TEST_F(FeedModuleTest, AFeedLivesAsLongAsItsUserAndShowsPeopleOnlyWhileTheyStayInTheOwner) {
+  Created("{bk:3}:outbox", "ev-b1-created", Onsite());
+  Drain();
+  const v1::CalendarFeed inside =
+      CreateFeed("wang-fang", "lab-b", Role::kFacilityStaff, v1::CalendarFeed::INSTRUMENT, "instruments/tem-1");
+  ASSERT_TRUE(inside.shows_details());
+  // wang-fang moved to lab-a: the owner's instrument feed keeps its URL but
+  // shows busy time only.
+  inventory_.SetUser("wang-fang", "lab-a", false);
+  v1::CalendarFeedContent moved;
+  ASSERT_TRUE(Content(TokenOf(inside.secret_url()), &moved).ok());
+  EXPECT_TRUE(absl::StrContains(moved.body(), "SUMMARY:Busy")) << moved.body();
+  for (const char* personal : {"li-wei", "lab-a"}) EXPECT_FALSE(absl::StrContains(moved.body(), personal)) << personal;
+  // A disabled user's feed is gone.
+  const v1::CalendarFeed mine = CreateFeed("li-wei", "lab-a", Role::kLabUser, v1::CalendarFeed::USER);
+  inventory_.SetUser("li-wei", "lab-a", true);
+  v1::CalendarFeedContent none;
+  grpc::Status s = Content(TokenOf(mine.secret_url()), &none);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(ReasonOf(s), "FEED_NOT_FOUND");
+  // So is a removed user's.
+  {
+    std::lock_guard<std::mutex> lock(inventory_.users_mu);
+    inventory_.users.erase("users/wang-fang");
+  }
+  s = Content(TokenOf(inside.secret_url()), &none);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(ReasonOf(s), "FEED_NOT_FOUND");
 }
 
 TEST_F(FeedModuleTest, EachEventAppliesOnceAndSequenceFollowsChanges) {

@@ -17,12 +17,13 @@ async function portFree(port: number): Promise<boolean> {
   });
 }
 
-// BASE .. BASE+7 and BASE+100 .. BASE+106 free (run-local's port plan; +6 and
-// +106: labshare-notify and its metrics, +7 the development SMTP sink).
+// BASE .. BASE+8 and BASE+100 .. BASE+106 free (run-local's port plan; +6 and
+// +106: labshare-notify and its metrics, +7 the development SMTP sink, +8
+// Redis as scripts/dev-platform.sh places it).
 async function freeBase(): Promise<number> {
   for (let i = 0; i < 200; i++) {
     const base = 20000 + Math.floor(Math.random() * 20000);
-    const ports = [0, 1, 2, 3, 4, 5, 6, 7, 100, 101, 102, 103, 104, 105, 106].map((d) => base + d);
+    const ports = [0, 1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102, 103, 104, 105, 106].map((d) => base + d);
     let ok = true;
     for (const p of ports) if (!(await portFree(p))) { ok = false; break; }
     if (ok) return base;

@@ -15,7 +15,7 @@ base="${1:?usage: $0 BASE DATA_DIR}"
 data="${2:?usage: $0 BASE DATA_DIR}"
 mkdir -p "$data"
 export LABSHARE_BUILD_DIR="${LABSHARE_BUILD_DIR:-$root/build-test}" LABSHARE_NO_BUILD=1
-export LABSHARE_BASE_PORT="$base" LABSHARE_REDIS_PORT="$((base + 6))" LABSHARE_DATA_DIR="$data"
+export LABSHARE_BASE_PORT="$base" LABSHARE_REDIS_PORT="$((base + 8))" LABSHARE_DATA_DIR="$data"
 export LABSHARE_CLOCK_FILE="$data/clock"
 export ASAN_OPTIONS="detect_leaks=0" UBSAN_OPTIONS="print_stacktrace=1"
 exec "$root/deploy/run-local.sh" --fresh --then \

@@ -4,8 +4,10 @@
 // every module's policy into one MethodPolicy and one Authorizer, registers
 // every module's services and runs every module's consumers in one
 // ConsumerLoop.
+#include <curl/curl.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -27,6 +29,12 @@ ABSL_FLAG(std::string, consumer_name, "",
           "This process's consumer name, unique per replica and stable across its restarts; default notify-HOSTNAME.");
 
 int main(int argc, char** argv) {
+  // libcurl (SMTP for mail, HTTPS for webhooks): its global set-up is not
+  // thread-safe, so once here before any thread starts.
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    std::fprintf(stderr, "labshare-notify: cannot initialise libcurl\n");
+    return 1;
+  }
   labshare::InitProcess(argc, argv,
                         "labshare-notify: notifications by mail, webhooks and calendar feeds.\n"
                         "Usage: labshare-notify --listen=HOST:PORT --redis=HOST:PORT --jwks=FILE|URL "

@@ -27,6 +27,8 @@ ABSL_FLAG(absl::Duration, mail_inflight_timeout, absl::Minutes(10),
           "A mail claimed by another replica longer ago than this is taken as lost in its crash (delivery uncertain).");
 ABSL_FLAG(absl::Duration, mail_max_event_age, absl::Hours(24 * 7),
           "Events older than this make no mail (a notifier deployed on a long history does not mail it); 0: no limit.");
+ABSL_FLAG(absl::Duration, schedule_grace, absl::Hours(1),
+          "A reminder, handover or return notice more than this late (domain clock) is dropped without a mail.");
 ABSL_FLAG(absl::Duration, mail_poll, absl::Milliseconds(200), "Pause of the sender when nothing is due.");
 
 namespace labshare::notify {
@@ -65,6 +67,8 @@ absl::StatusOr<MailOptions> MailOptionsFromFlags() {
   o.inflight_timeout = absl::GetFlag(FLAGS_mail_inflight_timeout);
   o.poll = absl::GetFlag(FLAGS_mail_poll);
   o.max_event_age = absl::GetFlag(FLAGS_mail_max_event_age);
+  o.schedule_grace = absl::GetFlag(FLAGS_schedule_grace);
+  if (o.schedule_grace < absl::ZeroDuration()) return absl::InvalidArgumentError("--schedule_grace must not be negative");
   return o;
 }
 

@@ -61,6 +61,31 @@ Notice OrderNotice(Kind kind, const bk::ServiceOrder& o) {
 
 std::string Member(Kind kind, absl::string_view resource) { return absl::StrCat(KindName(kind), "|", resource); }
 
+// The update_time of the booking or lease in a booking event's payload
+// (InfinitePast when it has none).
+absl::Time SnapshotVersion(const bk::BookingEvent& e) {
+  const auto* oneof = e.GetDescriptor()->FindOneofByName("payload");
+  if (oneof == nullptr) return absl::InfinitePast();
+  const auto* field = e.GetReflection()->GetOneofFieldDescriptor(e, oneof);
+  if (field == nullptr || field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) {
+    return absl::InfinitePast();
+  }
+  const google::protobuf::Message& payload = e.GetReflection()->GetMessage(e, field);
+  for (const char* name : {"booking", "lease"}) {
+    const auto* f = payload.GetDescriptor()->FindFieldByName(name);
+    if (f == nullptr || f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE ||
+        !payload.GetReflection()->HasField(payload, f)) {
+      continue;
+    }
+    const google::protobuf::Message& snapshot = payload.GetReflection()->GetMessage(payload, f);
+    const auto* ut = snapshot.GetDescriptor()->FindFieldByName("update_time");
+    if (ut == nullptr || !snapshot.GetReflection()->HasField(snapshot, ut)) return absl::InfinitePast();
+    const auto& ts = static_cast<const google::protobuf::Timestamp&>(snapshot.GetReflection()->GetMessage(snapshot, ut));
+    return FromProto(ts);
+  }
+  return absl::InfinitePast();
+}
+
 void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Interpretation* out) {
   using P = bk::BookingEvent::PayloadCase;
   switch (e.payload_case()) {
@@ -122,8 +147,15 @@ void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Inte
     case P::kBookingMissed: {
       const bk::Booking& b = e.booking_missed().booking();
       if (SlotMode(b)) out->notices.push_back(BookingNotice(v1::BOOKING_MISSED, b));
+      out->unschedule.push_back(Member(v1::BOOKING_REMINDER, b.name()));
       break;
     }
+    case P::kBookingCheckedIn:
+      out->unschedule.push_back(Member(v1::BOOKING_REMINDER, e.booking_checked_in().booking().name()));
+      break;
+    case P::kBookingCheckedOut:
+      out->unschedule.push_back(Member(v1::BOOKING_REMINDER, e.booking_checked_out().booking().name()));
+      break;
     case P::kBookingExpired:
       out->unschedule.push_back(Member(v1::BOOKING_REMINDER, e.booking_expired().booking().name()));
       break;
@@ -315,6 +347,7 @@ absl::StatusOr<Interpretation> Interpret(const StreamEvent& e, const InterpretOp
     out.event_id = ev.header().event_id();
     if (ev.header().has_event_time()) out.event_time = FromProto(ev.header().event_time());
     InterpretBooking(ev, options, &out);
+    if (!out.schedule.empty() || !out.unschedule.empty()) out.version = SnapshotVersion(ev);
   } else if (e.type == kBillingEvent) {
     bl::BillingEvent ev;
     if (!ev.ParseFromString(e.payload)) return Unparsable(e);
@@ -359,6 +392,32 @@ absl::StatusOr<Notice> ScheduledNotice(absl::string_view member, const StreamEve
   Notice n = LeaseNotice(kind, *l);
   if (ev.payload_case() == P::kLeaseExtended) n.times["end"] = FromProto(ev.lease_extended().new_end_time());
   return n;
+}
+
+std::vector<Schedule> SchedulesToApply(const Interpretation& in, absl::Time now, absl::Duration grace,
+                                       absl::Duration max_event_age) {
+  std::vector<Schedule> out;
+  if (max_event_age > absl::ZeroDuration() && in.event_time != absl::InfinitePast() &&
+      in.event_time < now - max_event_age) {
+    return out;  // history: whatever it scheduled is long past
+  }
+  for (const Schedule& s : in.schedule) {
+    if (s.fire >= now - grace) out.push_back(s);
+  }
+  return out;
+}
+
+bool ScheduledStillDue(absl::string_view member, absl::Time fire, const Notice& notice, absl::Time now,
+                       absl::Duration grace) {
+  if (fire < now - grace) return false;
+  std::pair<std::string, std::string> parts = absl::StrSplit(member, absl::MaxSplits('|', 1));
+  Kind kind;
+  if (!ParseKind(parts.first, &kind)) return false;
+  // A reminder or handover notice after the start, a return notice after
+  // the end, announces what already happened.
+  const char* edge = kind == v1::LEASE_RETURN_DUE ? "end" : "start";
+  auto it = notice.times.find(edge);
+  return it == notice.times.end() || it->second > now;
 }
 
 std::string FormatMoney(int64_t minor, absl::string_view currency) {

@@ -62,6 +62,9 @@ struct Interpretation {
   std::vector<Notice> notices;
   std::vector<Schedule> schedule;      // add or move
   std::vector<std::string> unschedule;  // members to drop
+  // The update_time of the booking or lease the schedule changes are about
+  // (InfinitePast when unknown): older changes never undo newer ones.
+  absl::Time version = absl::InfinitePast();
 };
 
 struct InterpretOptions {
@@ -81,6 +84,18 @@ absl::StatusOr<Interpretation> Interpret(const StreamEvent& e, const InterpretOp
 // The notice of a scheduled member, from the event that scheduled it (the
 // entry stored with the schedule). NOT_FOUND when it no longer applies.
 absl::StatusOr<Notice> ScheduledNotice(absl::string_view member, const StreamEvent& e);
+
+// The schedule changes of `in` worth storing at `now` (domain clock): none
+// from an event older than max_event_age (0: no limit), and none whose fire
+// time is more than `grace` past.
+std::vector<Schedule> SchedulesToApply(const Interpretation& in, absl::Time now, absl::Duration grace,
+                                       absl::Duration max_event_age);
+
+// Whether a scheduled member fired at `now` still makes its mail: not more
+// than `grace` late, and before what it announces (the start of the booking
+// or lease for reminders and handovers, the end for returns).
+bool ScheduledStillDue(absl::string_view member, absl::Time fire, const Notice& notice, absl::Time now,
+                       absl::Duration grace);
 
 // Everything a template needs besides the notice.
 struct RenderContext {

@@ -197,7 +197,8 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       const std::string payload =
           NotifyEventPayload(ev, m_->context().clock->Now(), ActorName(p), req.request_id());
       auto put =
-          m_->queue().PutSettings(user, fields, before.etag(), req.request_id(), fingerprint, payload, in.etag());
+          m_->queue().PutSettings(user, fields, before.etag(), ActorName(p), req.request_id(), fingerprint, payload,
+                                  in.etag());
       if (!put.ok() && ErrorReason(put.status()) == "CONCURRENT_MODIFICATION" && attempt < 5) continue;
       LS_RETURN_IF_ERROR(put.status());
       if (!*put) {
@@ -219,7 +220,9 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     }
     std::string user;
     Kind kind;
-    if (!m_->ParseUnsubscribeToken(req.token(), &user, &kind) || IsLegalNotice(kind)) {
+    // The key unreadable (Redis down) is UNAVAILABLE, not a bad link.
+    LS_ASSIGN_OR_RETURN(bool valid, m_->ParseUnsubscribeToken(req.token(), &user, &kind));
+    if (!valid || IsLegalNotice(kind)) {
       return MakeError(absl::StatusCode::kNotFound, "UNSUBSCRIBE_TOKEN_NOT_FOUND",
                        "this unsubscribe link is not valid; change your notification settings in the console");
     }
@@ -242,7 +245,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       *ev.mutable_notification_settings_changed()->mutable_settings() = after;
       if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
       const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), "users/" + user, req.request_id());
-      auto put = m_->queue().PutSettings(user, fields, before.etag(), "", "", payload);
+      auto put = m_->queue().PutSettings(user, fields, before.etag(), "", "", "", payload);
       if (!put.ok() && ErrorReason(put.status()) == "CONCURRENT_MODIFICATION" && attempt < 5) continue;
       LS_RETURN_IF_ERROR(put.status());
       resp->set_changed(true);
@@ -372,13 +375,12 @@ absl::StatusOr<std::string> MailModule::UnsubscribeToken(const std::string& user
   return absl::StrCat(absl::WebSafeBase64Escape(payload), ".", absl::BytesToHexString(Hmac(key, payload)));
 }
 
-bool MailModule::ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind) {
-  auto key = UnsubscribeKey();
-  if (!key.ok()) return false;
+absl::StatusOr<bool> MailModule::ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind) {
+  LS_ASSIGN_OR_RETURN(std::string key, UnsubscribeKey());
   std::pair<std::string, std::string> parts = absl::StrSplit(token, absl::MaxSplits('.', 1));
   std::string payload;
   if (!absl::WebSafeBase64Unescape(parts.first, &payload)) return false;
-  const std::string want = absl::BytesToHexString(Hmac(*key, payload));
+  const std::string want = absl::BytesToHexString(Hmac(key, payload));
   if (parts.second.size() != want.size() || CRYPTO_memcmp(parts.second.data(), want.data(), want.size()) != 0) {
     return false;
   }
@@ -413,12 +415,15 @@ absl::Status MailModule::HandleEvent(const StreamEvent& e) {
                {{"type", e.type}, {"entry", e.stream_id}});
     return absl::OkStatus();
   }
+  const absl::Time now = context_.clock->Now();
   std::vector<std::pair<std::string, absl::Time>> add;
-  for (const Schedule& s : interpretation->schedule) add.emplace_back(s.member, s.fire);
-  LS_RETURN_IF_ERROR(queue_.ApplySchedule(interpretation->event_id, e, add, interpretation->unschedule));
-  if (options_.max_event_age > absl::ZeroDuration() && !interpretation->notices.empty() &&
-      interpretation->event_time != absl::InfinitePast() &&
-      interpretation->event_time < context_.clock->Now() - options_.max_event_age) {
+  for (const Schedule& s : SchedulesToApply(*interpretation, now, options_.schedule_grace, options_.max_event_age)) {
+    add.emplace_back(s.member, s.fire);
+  }
+  LS_RETURN_IF_ERROR(
+      queue_.ApplySchedule(interpretation->event_id, e, add, interpretation->unschedule, interpretation->version));
+  if (options_.max_event_age > absl::ZeroDuration() && interpretation->event_time != absl::InfinitePast() &&
+      interpretation->event_time < now - options_.max_event_age) {
     return absl::OkStatus();  // history, not news
   }
   for (const Notice& n : interpretation->notices) LS_RETURN_IF_ERROR(Deliver(n, interpretation->event_id));
@@ -483,7 +488,7 @@ absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_
     const absl::Time due = NextLocalHour(context_.clock->Now(), s.zone, options_.digest_hour);
     LS_RETURN_IF_ERROR(queue_
                            .Enqueue(MessageId(event_id, KindName(notice.kind), person.name, notice.discriminator), f,
-                                    digest, due, context_.wall->Now())
+                                    digest, due, context_.wall->Now(), context_.clock->Now())
                            .status());
   }
   return absl::OkStatus();
@@ -511,7 +516,7 @@ absl::Status MailModule::SendOne(const std::string& id) {
   mail.to_name = f["name"];
   mail.kind = f["kind"];
   mail.unsubscribe_url = f["unsub"];
-  mail.date = context_.clock->Now();
+  mail.date = context_.wall->Now();  // the Date: header says when it was really sent
   if (f["kind"] == "DIGEST") {
     std::vector<RenderedMail> parts;
     for (absl::string_view part : absl::StrSplit(f["parts"], ',', absl::SkipEmpty())) {
@@ -536,9 +541,10 @@ absl::Status MailModule::SendOne(const std::string& id) {
   int attempts = 1;
   (void)absl::SimpleAtoi(f["attempts"], &attempts);
   const absl::Time now = context_.wall->Now();
+  const absl::Time domain_now = context_.clock->Now();
   if (r.outcome == SmtpResult::kSent) {
     return queue_.Finish(id, context_.consumer, MailQueue::Outcome::kSent, now, now, "",
-                         v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention);
+                         v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention, domain_now);
   }
   if (r.outcome == SmtpResult::kTemporary && attempts < options_.max_attempts) {
     absl::Duration delay = options_.retry_initial;
@@ -546,7 +552,7 @@ absl::Status MailModule::SendOne(const std::string& id) {
     delay = std::min(delay, options_.retry_max);
     LogWarning("notify: a mail will be retried", {{"message", id}, {"error", r.error}, {"attempt", absl::StrCat(attempts)}});
     return queue_.Finish(id, context_.consumer, MailQueue::Outcome::kRetry, now, now + delay, r.error,
-                         v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention);
+                         v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention, domain_now);
   }
   const v1::DeadLetter::Reason reason =
       r.outcome == SmtpResult::kPermanent ? v1::DeadLetter::REJECTED : v1::DeadLetter::RETRIES_EXHAUSTED;
@@ -554,21 +560,24 @@ absl::Status MailModule::SendOne(const std::string& id) {
   dead["state"] = "DEAD";
   dead["reason"] = v1::DeadLetter::Reason_Name(reason);
   dead["error"] = r.error;
-  dead["dead_ms"] = Ms(now);
+  dead["dead_ms"] = Ms(domain_now);
   v1::NotifyEvent ev;
   *ev.mutable_mail_dead_lettered()->mutable_dead_letter() = DeadLetterFromFields(id, dead);
   LogWarning("notify: a mail went to the dead letters", {{"message", id}, {"error", r.error}});
   return queue_.Finish(id, context_.consumer, MailQueue::Outcome::kDead, now, now, r.error, reason,
-                       NotifyEventPayload(ev, context_.clock->Now(), "services/notify", ""), options_.retention);
+                       NotifyEventPayload(ev, domain_now, "services/notify", ""), options_.retention, domain_now);
 }
 
 absl::StatusOr<int> MailModule::FireSchedules() {
   const absl::Time wall = context_.wall->Now();
   LS_ASSIGN_OR_RETURN(auto fired, queue_.ClaimSchedules(context_.clock->Now(), wall, wall - absl::Minutes(2),
                                                         options_.batch));
+  const absl::Time now = context_.clock->Now();
   for (const auto& f : fired) {
     auto notice = ScheduledNotice(f.member, f.event);
-    if (notice.ok()) {
+    // Too late (the notifier was down, or the event came late): dropped
+    // without a mail.
+    if (notice.ok() && ScheduledStillDue(f.member, f.fire, *notice, now, options_.schedule_grace)) {
       LS_RETURN_IF_ERROR(Deliver(*notice, absl::StrCat("sched:", f.member, ":", absl::ToUnixMillis(f.fire))));
     }
     LS_RETURN_IF_ERROR(queue_.FinishSchedule(f.member));

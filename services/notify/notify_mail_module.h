@@ -45,6 +45,9 @@ struct MailOptions {
   // deployed on a platform with a long history does not mail it all. Their
   // schedule changes (reminders of future bookings) still apply. 0: no limit.
   absl::Duration max_event_age = absl::Hours(24 * 7);
+  // A reminder (handover, return notice) more than this late is dropped
+  // without a mail, and never scheduled.
+  absl::Duration schedule_grace = absl::Hours(1);
   absl::Duration poll = absl::Milliseconds(200);  // of the sender when idle
   int batch = 20;
 };
@@ -78,7 +81,8 @@ class MailModule final : public NotifyModule {
 
   // The unsubscribe token for (user id, kind), and back.
   absl::StatusOr<std::string> UnsubscribeToken(const std::string& user_id, Kind kind);
-  bool ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind);
+  // Not valid: false; the key unreadable (Redis down): that error.
+  absl::StatusOr<bool> ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind);
 
   MailQueue& queue() { return queue_; }
   const MailOptions& options() const { return options_; }

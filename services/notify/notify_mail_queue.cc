@@ -37,11 +37,12 @@ absl::Status ScriptStatus(const absl::StatusOr<RedisValue>& r) {
 }
 
 const RedisScript kEnqueue(R"lua(
--- KEYS: msg, due, digest list, digests; ARGV: id, digest(0|1), wall_ms, digest_due_ms, user_id, fields...
+-- KEYS: msg, due, digest list, digests; ARGV: id, digest(0|1), wall_ms, digest_due_ms, user_id, domain_ms,
+-- fields...
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local state = ARGV[2] == '1' and 'DIGEST' or 'QUEUED'
-local args = {'state', state, 'attempts', '0', 'create_ms', ARGV[3]}
-for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
+local args = {'state', state, 'attempts', '0', 'create_ms', ARGV[6]}
+for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 if ARGV[2] == '1' then
   redis.call('RPUSH', KEYS[3], ARGV[1])
@@ -67,7 +68,7 @@ return ids
 
 const RedisScript kFinish(R"lua(
 -- KEYS: msg, due, inflight, dead, outbox; ARGV: id, consumer, outcome, wall_ms, retry_ms, error, reason,
--- payload, retention_s, claim_ms ('' = any)
+-- payload, retention_s, claim_ms ('' = any), domain_ms (dead_ms)
 local f = redis.call('HMGET', KEYS[1], 'state', 'owner', 'claim_ms')
 if f[1] ~= 'SENDING' or f[2] ~= ARGV[2] then return 0 end
 if ARGV[10] ~= '' and f[3] ~= ARGV[10] then return 0 end
@@ -81,7 +82,7 @@ elseif ARGV[3] == 'retry' then
   redis.call('HDEL', KEYS[1], 'owner')
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'state', 'DEAD', 'error', ARGV[6], 'reason', ARGV[7], 'dead_ms', ARGV[4])
+  redis.call('HSET', KEYS[1], 'state', 'DEAD', 'error', ARGV[6], 'reason', ARGV[7], 'dead_ms', ARGV[11])
   redis.call('HDEL', KEYS[1], 'owner')
   redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
   redis.call('XADD', KEYS[5], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[8])
@@ -90,13 +91,13 @@ return 1
 )lua");
 
 const RedisScript kReplay(R"lua(
--- KEYS: msg, due, dead, outbox; ARGV: id, actor, request_id, wall_ms, payload
+-- KEYS: msg, due, dead, outbox; ARGV: id, actor, request_id, wall_ms, payload, domain_ms
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local f = redis.call('HMGET', KEYS[1], 'state', 'replay_req')
 if ARGV[3] ~= '' and f[2] == ARGV[3] then return 'again' end
 if f[1] ~= 'DEAD' then return 'notdead' end
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'attempts', '0', 'replay_ms', ARGV[4], 'replayed_by', ARGV[2],
+redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'attempts', '0', 'replay_ms', ARGV[6], 'replayed_by', ARGV[2],
            'replay_req', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('XADD', KEYS[4], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[5])
@@ -104,19 +105,34 @@ return 'ok'
 )lua");
 
 const RedisScript kSchedule(std::string(kApplyOnceLua) + R"lua(
--- KEYS: marker, sched; ARGV: prefix, type, payload, n_add, (member, fire_ms)*, remove members...
+-- KEYS: marker, sched; ARGV: prefix, type, payload, n_add, version, (member, fire_ms)*, remove members...
+-- version: the resource's update_time (us) in the event ('' = unknown). Per
+-- member the newest version applied is kept (schedver:<member>, also after
+-- a removal, as a tombstone): an older event processed later is ignored.
 if not apply_once(KEYS[1], 2592000) then return 0 end
+local v = ARGV[5]
+local function newer(m)
+  if v == '' then return true end
+  local cur = redis.call('GET', ARGV[1] .. 'schedver:' .. m)
+  if cur and tonumber(cur) > tonumber(v) then return false end
+  redis.call('SET', ARGV[1] .. 'schedver:' .. m, v, 'EX', 2592000)
+  return true
+end
 local n = tonumber(ARGV[4])
-local i = 5
+local i = 6
 for _ = 1, n do
   local m = ARGV[i]
-  redis.call('ZADD', KEYS[2], ARGV[i + 1], m)
-  redis.call('HSET', ARGV[1] .. 'schedev:' .. m, 'type', ARGV[2], 'payload', ARGV[3])
+  if newer(m) then
+    redis.call('ZADD', KEYS[2], ARGV[i + 1], m)
+    redis.call('HSET', ARGV[1] .. 'schedev:' .. m, 'type', ARGV[2], 'payload', ARGV[3])
+  end
   i = i + 2
 end
 for j = i, #ARGV do
-  redis.call('ZREM', KEYS[2], ARGV[j])
-  redis.call('DEL', ARGV[1] .. 'schedev:' .. ARGV[j])
+  if newer(ARGV[j]) then
+    redis.call('ZREM', KEYS[2], ARGV[j])
+    redis.call('DEL', ARGV[1] .. 'schedev:' .. ARGV[j])
+  end
 end
 return 1
 )lua");
@@ -154,23 +170,33 @@ return 1
 
 const RedisScript kDigests(R"lua(
 -- KEYS: digests, due; ARGV: domain_ms, wall_ms, limit, prefix, retention_s
+-- Everything is read and checked before anything is written.
 local users = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
 local made = 0
 for i = 1, #users, 2 do
   local u, score = users[i], users[i + 1]
-  redis.call('ZREM', KEYS[1], u)
   local list = ARGV[4] .. 'digest:' .. u
   local ids = redis.call('LRANGE', list, 0, -1)
+  -- The parts still there (a part may have expired); the recipient from
+  -- the first of them.
+  local parts, f = {}, nil
+  for _, p in ipairs(ids) do
+    local pf = redis.call('HMGET', ARGV[4] .. 'msg:' .. p, 'user', 'org', 'email', 'name', 'lang', 'tz')
+    if pf[1] and pf[3] then
+      parts[#parts + 1] = p
+      if not f then f = pf end
+    end
+  end
+  redis.call('ZREM', KEYS[1], u)
   redis.call('DEL', list)
-  if #ids > 0 then
+  if f then
     local id = 'dg-' .. u .. '-' .. score
-    local f = redis.call('HMGET', ARGV[4] .. 'msg:' .. ids[1], 'user', 'org', 'email', 'name', 'lang', 'tz')
-    redis.call('HSET', ARGV[4] .. 'msg:' .. id, 'kind', 'DIGEST', 'user', f[1], 'org', f[2], 'email', f[3],
-               'name', f[4], 'lang', f[5], 'tz', f[6], 'parts', table.concat(ids, ','), 'state', 'QUEUED',
-               'attempts', '0', 'create_ms', ARGV[2], 'event', 'digest:' .. u .. ':' .. score,
+    redis.call('HSET', ARGV[4] .. 'msg:' .. id, 'kind', 'DIGEST', 'user', f[1], 'org', f[2] or '', 'email', f[3],
+               'name', f[4] or '', 'lang', f[5] or '', 'tz', f[6] or '', 'parts', table.concat(parts, ','),
+               'state', 'QUEUED', 'attempts', '0', 'create_ms', ARGV[1], 'event', 'digest:' .. u .. ':' .. score,
                'subject', 'digest')
     redis.call('ZADD', KEYS[2], ARGV[2], id)
-    for _, p in ipairs(ids) do
+    for _, p in ipairs(parts) do
       redis.call('HSET', ARGV[4] .. 'msg:' .. p, 'state', 'IN_DIGEST', 'digest', id)
       redis.call('EXPIRE', ARGV[4] .. 'msg:' .. p, tonumber(ARGV[5]))
     end
@@ -251,10 +277,10 @@ std::string NotifyEventPayload(v1::NotifyEvent event, absl::Time when, const std
 }
 
 absl::StatusOr<bool> MailQueue::Enqueue(const std::string& id, const Fields& fields, bool digest,
-                                        absl::Time digest_due, absl::Time wall_now) {
+                                        absl::Time digest_due, absl::Time wall_now, absl::Time domain_now) {
   const std::string user = fields.count("user") ? fields.at("user") : "";
   const std::string user_id(absl::StripPrefix(user, "users/"));
-  std::vector<std::string> args = {id, digest ? "1" : "0", Ms(wall_now), Ms(digest_due), user_id};
+  std::vector<std::string> args = {id, digest ? "1" : "0", Ms(wall_now), Ms(digest_due), user_id, Ms(domain_now)};
   for (const auto& [k, v] : fields) {
     args.push_back(k);
     args.push_back(v);
@@ -282,11 +308,11 @@ absl::StatusOr<Fields> MailQueue::Load(const std::string& id) {
 absl::Status MailQueue::Finish(const std::string& id, const std::string& consumer, Outcome outcome,
                                absl::Time wall_now, absl::Time retry_at, const std::string& error,
                                v1::DeadLetter::Reason reason, const std::string& event_payload,
-                               absl::Duration retention) {
+                               absl::Duration retention, absl::Time domain_now) {
   const char* o = outcome == Outcome::kSent ? "sent" : outcome == Outcome::kRetry ? "retry" : "dead";
   auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
                         {id, consumer, o, Ms(wall_now), Ms(retry_at), error, v1::DeadLetter::Reason_Name(reason),
-                         event_payload, absl::StrCat(absl::ToInt64Seconds(retention)), ""});
+                         event_payload, absl::StrCat(absl::ToInt64Seconds(retention)), "", Ms(domain_now)});
   return ScriptStatus(r);
 }
 
@@ -307,14 +333,14 @@ absl::StatusOr<int> MailQueue::RecoverInFlight(const std::string& consumer, absl
     f["state"] = "DEAD";
     const std::string uncertain = v1::DeadLetter::Reason_Name(v1::DeadLetter::DELIVERY_UNCERTAIN);
     f["reason"] = uncertain;
-    f["dead_ms"] = Ms(wall_now);
+    f["dead_ms"] = Ms(domain_now);
     f["error"] = "the process sending it stopped during the attempt; it may or may not have been delivered";
     v1::NotifyEvent ev;
     *ev.mutable_mail_dead_lettered()->mutable_dead_letter() = DeadLetterFromFields(id, f);
     const std::string payload = NotifyEventPayload(ev, domain_now, "services/notify", "");
     auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
                           {id, f["owner"], "dead", Ms(wall_now), "0", f["error"], uncertain, payload, "0",
-                           f["claim_ms"]});
+                           f["claim_ms"], Ms(domain_now)});
     LS_RETURN_IF_ERROR(ScriptStatus(r));
     moved += static_cast<int>(r->integer);
   }
@@ -356,13 +382,13 @@ absl::StatusOr<Fields> MailQueue::Replay(const std::string& id, const std::strin
     return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
   }
   Fields after = f;
-  after["replay_ms"] = Ms(wall_now);
+  after["replay_ms"] = Ms(domain_now);
   after["replayed_by"] = actor;
   v1::NotifyEvent ev;
   *ev.mutable_dead_letter_replayed()->mutable_dead_letter() = DeadLetterFromFields(id, after);
   const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id);
   auto r = redis_->Eval(kReplay, {K("msg:" + id), K("due"), K("dead"), kNotifyOutbox},
-                        {id, actor, request_id, Ms(wall_now), payload});
+                        {id, actor, request_id, Ms(wall_now), payload, Ms(domain_now)});
   LS_RETURN_IF_ERROR(ScriptStatus(r));
   if (r->str == "missing") {
     return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
@@ -376,9 +402,10 @@ absl::StatusOr<Fields> MailQueue::Replay(const std::string& id, const std::strin
 
 absl::Status MailQueue::ApplySchedule(const std::string& event_id, const StreamEvent& e,
                                       const std::vector<std::pair<std::string, absl::Time>>& add,
-                                      const std::vector<std::string>& remove) {
+                                      const std::vector<std::string>& remove, absl::Time version) {
   if (add.empty() && remove.empty()) return absl::OkStatus();
-  std::vector<std::string> args = {kMailPrefix, e.type, e.payload, absl::StrCat(add.size())};
+  const std::string v = version == absl::InfinitePast() ? "" : absl::StrCat(absl::ToUnixMicros(version));
+  std::vector<std::string> args = {kMailPrefix, e.type, e.payload, absl::StrCat(add.size()), v};
   for (const auto& [m, t] : add) {
     args.push_back(m);
     args.push_back(Ms(t));
@@ -423,7 +450,8 @@ absl::StatusOr<Fields> MailQueue::Settings(const std::string& user_id) {
 }
 
 absl::StatusOr<bool> MailQueue::PutSettings(const std::string& user_id, const Fields& fields,
-                                            const std::string& expected_etag, const std::string& request_id,
+                                            const std::string& expected_etag, const std::string& actor,
+                                            const std::string& request_id,
                                             const std::string& fingerprint, const std::string& event_payload,
                                             const std::string& client_etag) {
   std::vector<std::string> args = {expected_etag, request_id, fingerprint, event_payload, client_etag};
@@ -432,7 +460,9 @@ absl::StatusOr<bool> MailQueue::PutSettings(const std::string& user_id, const Fi
     args.push_back(v);
   }
   auto r = redis_->Eval(kPutSettings,
-                        {absl::StrCat(kSettingsPrefix, user_id), K("req:" + request_id), kNotifyOutbox}, args);
+                        {absl::StrCat(kSettingsPrefix, user_id), K(absl::StrCat("req:", actor, ":", request_id)),
+                         kNotifyOutbox},
+                        args);
   LS_RETURN_IF_ERROR(ScriptStatus(r));
   if (r->str == "again") return false;
   if (r->str == "reused") {

@@ -6,15 +6,19 @@
 //                   IN_DIGEST | SENDING | SENT | DEAD
 //   due             zset id -> when to try (wall clock, ms)
 //   inflight        zset id -> when claimed (wall clock, ms)
-//   dead            zset id -> when it died (wall clock, ms)
+//   dead            zset id -> when it died (wall clock, ms; the message's
+//                   create_ms, dead_ms, replay_ms are domain clock)
 //   digest:<user>   list of ids waiting for the user's digest
 //   digests         zset user id -> when the digest is due (domain clock, ms)
 //   sched           zset member -> when to fire (domain clock, ms)
 //   schedev:<member> hash type/payload: the event that scheduled it
+//   schedver:<member> the newest update_time (us) of the resource that
+//                   changed the member (kept after removal; 30 days)
 //   schedclaimed    zset member -> when claimed (wall clock, ms)
 //   ev:<event id>   marker: the event's schedule changes were applied
 //   unsubkey        the HMAC key of unsubscribe tokens (32 random bytes)
-//   req:<request id> request fingerprint (idempotency of settings changes)
+//   req:<actor>:<request id> request fingerprint (idempotency of settings
+//                   changes; request ids are the acting user's own)
 // A message id is derived from (event id, kind, recipient, discriminator):
 // queueing checks and creates msg:<id> in one step, so one event never
 // queues two mails for one person, whatever the redeliveries.
@@ -57,9 +61,10 @@ class MailQueue {
 
   // Queues `fields` (kind, user, org, email, name, subject, text, html,
   // unsub, event, lang, tz) as message `id` unless it exists. digest: waits
-  // in the user's digest list, due at digest_due (domain). True if queued.
+  // in the user's digest list, due at digest_due (domain). create_ms is
+  // domain_now, the sending order wall_now. True if queued.
   absl::StatusOr<bool> Enqueue(const std::string& id, const Fields& fields, bool digest, absl::Time digest_due,
-                               absl::Time wall_now);
+                               absl::Time wall_now, absl::Time domain_now);
 
   // Claims up to `limit` due messages for `consumer` (state SENDING).
   absl::StatusOr<std::vector<std::string>> Claim(const std::string& consumer, absl::Time wall_now, int limit);
@@ -72,7 +77,7 @@ class MailQueue {
   // MailDeadLettered payload; kSent keeps the message `retention`.
   absl::Status Finish(const std::string& id, const std::string& consumer, Outcome outcome, absl::Time wall_now,
                       absl::Time retry_at, const std::string& error, v1::DeadLetter::Reason reason,
-                      const std::string& event_payload, absl::Duration retention);
+                      const std::string& event_payload, absl::Duration retention, absl::Time domain_now);
 
   // Messages left SENDING by `consumer` (a restart of the same process), or
   // by anyone and claimed before `stale_before`: to the dead letters as
@@ -90,9 +95,12 @@ class MailQueue {
                                 absl::Time wall_now, absl::Time domain_now);
 
   // Schedule changes of one event, applied once (marker per event id).
+  // `version` is the update_time of the booking or lease in the event
+  // (InfinitePast: unknown, always applied): a member changed by a newer
+  // version (added or removed) ignores older ones processed later.
   absl::Status ApplySchedule(const std::string& event_id, const StreamEvent& e,
                              const std::vector<std::pair<std::string, absl::Time>>& add,
-                             const std::vector<std::string>& remove);
+                             const std::vector<std::string>& remove, absl::Time version = absl::InfinitePast());
   struct Fired {
     std::string member;
     StreamEvent event;
@@ -111,13 +119,14 @@ class MailQueue {
   // Settings: the hash (empty when never set).
   absl::StatusOr<Fields> Settings(const std::string& user_id);
   // Writes `fields` when the current etag is `expected_etag`; ABORTED
-  // (CONCURRENT_MODIFICATION) otherwise. With a request_id: the same
+  // (CONCURRENT_MODIFICATION) otherwise. With a request_id (one of `actor`'s,
+  // the acting user's: another user's ids never collide): the same
   // fingerprint again is a no-op (returns false), another one is
   // FAILED_PRECONDITION (REQUEST_ID_REUSED); then a client_etag (the
   // caller's, when given) other than the current one is FAILED_PRECONDITION
   // (ETAG_MISMATCH).
   absl::StatusOr<bool> PutSettings(const std::string& user_id, const Fields& fields, const std::string& expected_etag,
-                                   const std::string& request_id, const std::string& fingerprint,
+                                   const std::string& actor, const std::string& request_id, const std::string& fingerprint,
                                    const std::string& event_payload, const std::string& client_etag = "");
 
   // The unsubscribe-token key (created on first use).

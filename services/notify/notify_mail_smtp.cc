@@ -3,7 +3,6 @@
 #include <curl/curl.h>
 
 #include <cstring>
-#include <mutex>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -12,13 +11,43 @@
 namespace labshare::notify {
 namespace {
 
-std::string EncodedWord(const std::string& s) {
-  bool ascii = true;
+bool PlainAscii(absl::string_view s) {
   for (unsigned char ch : s) {
-    if (ch >= 0x80 || ch < 0x20) ascii = false;
+    if (ch >= 0x7f || ch < 0x20) return false;
   }
-  if (ascii) return s;
-  return absl::StrCat("=?UTF-8?B?", absl::Base64Escape(s), "?=");
+  return true;
+}
+
+// RFC 2047 B encoded words of at most 75 characters each (45 bytes of
+// UTF-8, never splitting a character), separated by folding (CRLF SP).
+std::string EncodedWords(absl::string_view s) {
+  constexpr size_t kMaxBytes = 45;  // base64 60 + "=?UTF-8?B?" + "?=" = 72
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t end = std::min(s.size(), i + kMaxBytes);
+    // Back off to a character boundary (not before a continuation byte).
+    while (end < s.size() && end > i + 1 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+    if (!out.empty()) out += "\r\n ";
+    absl::StrAppend(&out, "=?UTF-8?B?", absl::Base64Escape(s.substr(i, end - i)), "?=");
+    i = end;
+  }
+  return out;
+}
+
+std::string EncodedWord(const std::string& s) { return PlainAscii(s) ? s : EncodedWords(s); }
+
+// A display name as RFC 5322 allows it before "<address>": a quoted-string
+// (backslash before '"' and '\\') when printable ASCII, else encoded words.
+std::string DisplayName(const std::string& s) {
+  if (!PlainAscii(s)) return EncodedWords(s);
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  out += '"';
+  return out;
 }
 
 std::string Base64Lines(const std::string& s) {
@@ -47,7 +76,7 @@ std::string BuildMime(const OutgoingMail& m, const std::string& from) {
   const std::string boundary = absl::StrCat("=_labshare_", m.message_id);
   std::string out;
   absl::StrAppend(&out, "From: LabShare <", from, ">\r\n");
-  absl::StrAppend(&out, "To: ", m.to_name.empty() ? "" : EncodedWord(m.to_name) + " ", "<", m.to_address, ">\r\n");
+  absl::StrAppend(&out, "To: ", m.to_name.empty() ? "" : DisplayName(m.to_name) + " ", "<", m.to_address, ">\r\n");
   absl::StrAppend(&out, "Subject: ", EncodedWord(m.subject), "\r\n");
   absl::StrAppend(&out, "Date: ", absl::FormatTime("%a, %d %b %Y %H:%M:%S +0000", m.date, absl::UTCTimeZone()), "\r\n");
   absl::StrAppend(&out, "Message-ID: <", m.message_id, "@labshare>\r\n");
@@ -67,10 +96,32 @@ std::string BuildMime(const OutgoingMail& m, const std::string& from) {
   return out;
 }
 
+bool ValidMailAddress(absl::string_view a, std::string* why) {
+  auto fail = [&](const char* w) {
+    if (why != nullptr) *why = w;
+    return false;
+  };
+  if (a.empty() || a.size() > 254) return fail("empty or longer than 254 characters");
+  size_t at = 0;
+  for (unsigned char ch : a) {
+    if (ch < 0x21 || ch == 0x7f) return fail("contains a space, line break or control character");
+    if (ch == '<' || ch == '>') return fail("contains '<' or '>'");
+    if (ch == '@') ++at;
+  }
+  if (at != 1) return fail("must contain exactly one '@'");
+  const size_t pos = a.find('@');
+  if (pos == 0 || pos + 1 == a.size()) return fail("needs a local part and a domain");
+  return true;
+}
+
 SmtpResult SendSmtp(const SmtpOptions& o, const OutgoingMail& mail) {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   SmtpResult result;
+  if (std::string why; !ValidMailAddress(mail.to_address, &why)) {
+    // Never put it into a header or RCPT TO: refused for good.
+    result.outcome = SmtpResult::kPermanent;
+    result.error = absl::StrCat("invalid recipient address (", why, "); not sent");
+    return result;
+  }
   CURL* c = curl_easy_init();
   if (c == nullptr) {
     result.error = "cannot start libcurl";

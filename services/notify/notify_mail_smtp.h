@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace labshare::notify {
@@ -31,7 +32,14 @@ struct OutgoingMail {
   absl::Time date;
 };
 
-// The RFC 5322 message, CRLF line ends.
+// Whether `address` may go into To: and RCPT TO: no CR, LF, other control
+// characters or spaces, no '<' or '>', exactly one '@' between a non-empty
+// local part and domain, at most 254 characters. `why` says what is wrong.
+bool ValidMailAddress(absl::string_view address, std::string* why = nullptr);
+
+// The RFC 5322 message, CRLF line ends. The display name is a quoted-string
+// (printable ASCII) or RFC 2047 encoded words; a non-ASCII subject is
+// encoded words of at most 75 characters on folded lines.
 std::string BuildMime(const OutgoingMail& mail, const std::string& from);
 
 struct SmtpResult {

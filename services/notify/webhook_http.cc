@@ -74,8 +74,7 @@ bool IsPrivateAddress(const struct sockaddr* address) {
 }
 
 AttemptResult PostWebhook(const WebhookPost& post, const WebhookHttpOptions& options) {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  // curl_global_init: once in main.cc, before any thread.
   AttemptResult result;
   std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
   if (!curl) {

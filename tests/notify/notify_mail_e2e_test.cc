@@ -567,8 +567,11 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
     l->set_instrument_owner("organizations/owner");
     l->set_lessee_organization("organizations/lab");
     l->set_contact_user("users/ana");
-    *l->mutable_term()->mutable_start_time() = ToProto(kT0 + absl::Hours(48));   // handover due at +47h
-    *l->mutable_term()->mutable_end_time() = ToProto(kT0 + absl::Hours(49));     // return due at +48h
+    // Handover due at +48h45m, return at +49h15m: both still ahead of the
+    // lease's start and end (and within --schedule_grace) when the clock
+    // jumps to +49h30m below; anything later would be dropped unmailed.
+    *l->mutable_term()->mutable_start_time() = ToProto(kT0 + absl::Hours(49) + absl::Minutes(45));
+    *l->mutable_term()->mutable_end_time() = ToProto(kT0 + absl::Hours(50) + absl::Minutes(15));
     l->mutable_contract()->mutable_rate()->set_currency_code("CNY");
     l->mutable_contract()->mutable_rate()->set_amount_minor(80000);
     l->mutable_contract()->mutable_deposit()->set_currency_code("CNY");

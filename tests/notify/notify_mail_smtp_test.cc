@@ -143,5 +143,25 @@ TEST_F(SmtpTest, TemporaryAndPermanentFailures) {
   EXPECT_EQ(Count("codes"), 0);
 }
 
+TEST_F(SmtpTest, AnAddressThatCouldInjectIsRefusedForGoodAndNeverSent) {
+  const std::string address = StartSink("inject", false, false);
+  ASSERT_FALSE(address.empty());
+  SmtpOptions o;
+  o.server = address;
+  o.from = "noreply@labshare.test";
+  OutgoingMail m = Mail();
+  m.to_address = "ana@lab.test>\r\nBcc: <all@lab.test";
+  SmtpResult r = SendSmtp(o, m);
+  EXPECT_EQ(r.outcome, SmtpResult::kPermanent);
+  EXPECT_EQ(r.error, "invalid recipient address (contains '<' or '>'); not sent");
+  m.to_address = "ana@lab.test,bo@lab.test@x";
+  r = SendSmtp(o, m);
+  EXPECT_EQ(r.outcome, SmtpResult::kPermanent);
+  EXPECT_EQ(r.error, "invalid recipient address (must contain exactly one '@'); not sent");
+  EXPECT_EQ(Count("inject"), 0);
+  EXPECT_EQ(SendSmtp(o, Mail()).outcome, SmtpResult::kSent);
+  EXPECT_EQ(Count("inject"), 1);
+}
+
 }  // namespace
 }  // namespace labshare::notify

@@ -178,6 +178,78 @@ TEST(InterpretTest, ScheduledNoticesComeFromTheirEvent) {
   EXPECT_FALSE(ScheduledNotice("NOPE|x", Entry(e)).ok());
 }
 
+TEST(InterpretTest, CheckInCheckOutAndMissedCancelTheReminder) {
+  for (int which = 0; which < 3; ++which) {
+    bk::BookingEvent e;
+    e.mutable_header()->set_event_id("e1");
+    bk::Booking* b = which == 0   ? e.mutable_booking_checked_in()->mutable_booking()
+                     : which == 1 ? e.mutable_booking_checked_out()->mutable_booking()
+                                  : e.mutable_booking_missed()->mutable_booking();
+    *b = OnSite(bk::Booking::CONFIRMED);
+    auto in = Interpret(Entry(e), InterpretOptions());
+    ASSERT_TRUE(in.ok());
+    EXPECT_EQ(in->unschedule, std::vector<std::string>{"BOOKING_REMINDER|bookings/b1"}) << which;
+    EXPECT_TRUE(in->schedule.empty());
+  }
+}
+
+TEST(InterpretTest, ScheduleChangesCarryTheSnapshotsUpdateTime) {
+  bk::BookingEvent e;
+  e.mutable_header()->set_event_id("e1");
+  *e.mutable_booking_cancelled()->mutable_booking() = OnSite(bk::Booking::CANCELLED);
+  *e.mutable_booking_cancelled()->mutable_booking()->mutable_update_time() = ToProto(kStart - absl::Hours(5));
+  auto in = Interpret(Entry(e), InterpretOptions());
+  ASSERT_TRUE(in.ok());
+  EXPECT_EQ(in->version, kStart - absl::Hours(5));
+  bk::BookingEvent l;
+  l.mutable_header()->set_event_id("e2");
+  auto* lease = l.mutable_lease_approved()->mutable_lease();
+  lease->set_name("leases/l1");
+  *lease->mutable_term()->mutable_start_time() = ToProto(kStart);
+  *lease->mutable_update_time() = ToProto(kStart - absl::Hours(7));
+  in = Interpret(Entry(l), InterpretOptions());
+  ASSERT_TRUE(in.ok());
+  EXPECT_EQ(in->version, kStart - absl::Hours(7));
+}
+
+TEST(ScheduleTest, NothingPastTheGraceOrFromHistoryIsScheduled) {
+  const absl::Time now = kStart;
+  Interpretation in;
+  in.event_time = now - absl::Minutes(5);
+  in.schedule = {{"BOOKING_REMINDER|bookings/late", now - absl::Hours(1) - absl::Seconds(1)},
+                 {"BOOKING_REMINDER|bookings/grace", now - absl::Hours(1)},
+                 {"BOOKING_REMINDER|bookings/ahead", now + absl::Hours(3)}};
+  std::vector<std::string> got;
+  for (const Schedule& s : SchedulesToApply(in, now, absl::Hours(1), absl::Hours(24 * 7))) got.push_back(s.member);
+  EXPECT_EQ(got, (std::vector<std::string>{"BOOKING_REMINDER|bookings/grace", "BOOKING_REMINDER|bookings/ahead"}));
+  // An event older than max_event_age schedules nothing, not even ahead.
+  in.event_time = now - absl::Hours(24 * 7) - absl::Seconds(1);
+  EXPECT_TRUE(SchedulesToApply(in, now, absl::Hours(1), absl::Hours(24 * 7)).empty());
+  // 0: no age limit.
+  EXPECT_EQ(SchedulesToApply(in, now, absl::Hours(1), absl::ZeroDuration()).size(), 2u);
+}
+
+TEST(ScheduleTest, LateFiresAndFiresAfterTheStartOrEndMakeNoMail) {
+  Notice n;
+  n.times["start"] = kStart;
+  n.times["end"] = kStart + absl::Hours(2);
+  const absl::Duration grace = absl::Hours(1);
+  const absl::Time fire = kStart - absl::Hours(24);
+  // On time, and up to the grace late.
+  EXPECT_TRUE(ScheduledStillDue("BOOKING_REMINDER|bookings/b1", fire, n, fire, grace));
+  EXPECT_TRUE(ScheduledStillDue("BOOKING_REMINDER|bookings/b1", fire, n, fire + grace, grace));
+  // Later than the grace: dropped.
+  EXPECT_FALSE(ScheduledStillDue("BOOKING_REMINDER|bookings/b1", fire, n, fire + grace + absl::Seconds(1), grace));
+  // Within the grace but the booking (lease) has started: dropped.
+  EXPECT_FALSE(ScheduledStillDue("BOOKING_REMINDER|bookings/b1", kStart - absl::Minutes(10), n, kStart, grace));
+  EXPECT_FALSE(ScheduledStillDue("LEASE_HANDOVER_DUE|leases/l1", kStart - absl::Minutes(10), n, kStart, grace));
+  // A return notice counts from the end, not the start.
+  EXPECT_TRUE(ScheduledStillDue("LEASE_RETURN_DUE|leases/l1", kStart + absl::Minutes(90), n,
+                                kStart + absl::Minutes(100), grace));
+  EXPECT_FALSE(ScheduledStillDue("LEASE_RETURN_DUE|leases/l1", kStart + absl::Minutes(90), n,
+                                 kStart + absl::Hours(2), grace));
+}
+
 RenderContext Context(const std::string& language, const std::string& zone) {
   RenderContext c;
   c.language = language;
@@ -277,6 +349,49 @@ TEST(MimeTest, MultipartWithEncodedSubjectAndOneClickHeaders) {
   EXPECT_TRUE(absl::StrContains(mime, absl::Base64Escape("文本")));
   m.unsubscribe_url.clear();
   EXPECT_FALSE(absl::StrContains(BuildMime(m, "x@y"), "List-Unsubscribe"));
+}
+
+TEST(MimeTest, DisplayNamesAreQuotedOrEncodedAndLongSubjectsFolded) {
+  OutgoingMail m;
+  m.message_id = "abc";
+  m.to_address = "ana@lab.test";
+  m.to_name = "Eve, \"Boss\" <x@evil.test> \\";
+  m.subject = "a";
+  for (int i = 0; i < 20; ++i) m.subject += "预";
+  m.date = absl::FromUnixSeconds(1803859200);
+  std::string mime = BuildMime(m, "noreply@labshare.test");
+  EXPECT_TRUE(absl::StrContains(mime, "To: \"Eve, \\\"Boss\\\" <x@evil.test> \\\\\" <ana@lab.test>\r\n")) << mime;
+  // 61 bytes: 43 (the 45-byte cut backs off to a character boundary) + 18.
+  std::string first = "a", second;
+  for (int i = 0; i < 14; ++i) first += "预";
+  for (int i = 0; i < 6; ++i) second += "预";
+  const std::string w1 = "=?UTF-8?B?" + absl::Base64Escape(first) + "?=";
+  const std::string w2 = "=?UTF-8?B?" + absl::Base64Escape(second) + "?=";
+  EXPECT_LE(w1.size(), 75u);
+  EXPECT_TRUE(absl::StrContains(mime, "Subject: " + w1 + "\r\n " + w2 + "\r\nDate: ")) << mime;
+  // A name with a line break cannot add a header: encoded.
+  m.to_name = "Eve\r\nBcc: all@lab.test";
+  mime = BuildMime(m, "noreply@labshare.test");
+  EXPECT_TRUE(absl::StrContains(mime, "To: =?UTF-8?B?" + absl::Base64Escape(m.to_name) + "?= <ana@lab.test>\r\n"));
+  EXPECT_FALSE(absl::StrContains(mime, "\nBcc:"));
+}
+
+TEST(MimeTest, OnlyPlainAddressesAreValid) {
+  EXPECT_TRUE(ValidMailAddress("ana.b+x@lab.test"));
+  std::string why;
+  EXPECT_FALSE(ValidMailAddress("ana@lab.test\r\nBcc: x@y", &why));
+  EXPECT_EQ(why, "contains a space, line break or control character");
+  EXPECT_FALSE(ValidMailAddress("ana@lab.test>", &why));
+  EXPECT_EQ(why, "contains '<' or '>'");
+  EXPECT_FALSE(ValidMailAddress("ana@b@lab.test", &why));
+  EXPECT_EQ(why, "must contain exactly one '@'");
+  EXPECT_FALSE(ValidMailAddress("analab.test", &why));
+  EXPECT_EQ(why, "must contain exactly one '@'");
+  EXPECT_FALSE(ValidMailAddress("@lab.test", &why));
+  EXPECT_EQ(why, "needs a local part and a domain");
+  EXPECT_FALSE(ValidMailAddress("ana\t@lab.test", &why));
+  EXPECT_FALSE(ValidMailAddress("", &why));
+  EXPECT_EQ(why, "empty or longer than 254 characters");
 }
 
 }  // namespace

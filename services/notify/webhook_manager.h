@@ -21,7 +21,12 @@
 //   {notify}:wh:dlvs:{org}:{id}      index "<create ms, 13 digits>|<d>"
 //   {notify}:wh:dead:{org}:{id}      the dead letters, same members
 //   {notify}:wh:due                  what to attempt: "<due wall-clock ms, 13
-//                                    digits>|<org>|<id>|<d>"
+//                                    digits>|<org>|<id>|<d>|<webhook version>"
+//   {notify}:wh:off:{org}:{id}       "<version>|<DisabledReason>" of the commit
+//                                    that last disabled the webhook: a due
+//                                    member carries the webhook's version
+//                                    when it was queued or replayed, and one
+//                                    older than this is made DEAD, not sent
 //   {notify}:wh:seen:{event id}      the consumer's once-per-event marker
 //   {notify}:wh:idem:{method}:{rid}  idempotency records of the RPCs
 #ifndef LABSHARE_SERVICES_NOTIFY_WEBHOOK_MANAGER_H_

@@ -36,6 +36,7 @@ std::string Dlv(const std::string& org, const std::string& id, const std::string
 }
 std::string Dlvs(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:dlvs:", org, ":", id); }
 std::string Dead(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:dead:", org, ":", id); }
+std::string Done(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:done:", org, ":", id); }
 std::string Due() { return "{notify}:wh:due"; }
 std::string Off(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:off:", org, ":", id); }
 std::string AllHooks() { return "{notify}:wh:hooks"; }
@@ -600,6 +601,9 @@ absl::StatusOr<v1::WebhookDelivery> WebhookManager::ReplayWebhookDelivery(
     m.writes.push_back({key, EncodeDelivery(member, d), doc->version});
     m.index_ops.push_back({keys::Due(), member});
     if (was_dead) m.index_ops.push_back({keys::Dead(ref.org, ref.id), ListMember(FromProto(d.create_time()), ref.d), true});
+    if (!was_dead) {
+      m.index_ops.push_back({keys::Done(ref.org, ref.id), ListMember(FromProto(d.create_time()), ref.d), true});
+    }
     v1::NotifyEvent e = NewEvent(p, r.request_id());
     auto* replayed = e.mutable_webhook_delivery_replayed();
     replayed->set_delivery(d.name());
@@ -833,6 +837,7 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
       if (was_dead) {
         m.index_ops.push_back({keys::Dead(org, id), ListMember(FromProto(delivery.create_time()), d), true});
       }
+      m.index_ops.push_back({keys::Done(org, id), ListMember(FromProto(delivery.create_time()), d)});
       stats.set_consecutive_failures(0);
       stats.clear_last_error();
       *stats.mutable_last_success_time() = ToProto(now);
@@ -896,23 +901,25 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
                    absl::StrCat(c.delivery.name(), " kept changing while its attempt was recorded"));
 }
 
-// KEYS: the webhook's delivery index, its dead letters, then one delivery
-// document per ARGV member. A member goes (document and index entry) only
-// when its document is not PENDING (its due line is empty) and it is no dead
-// letter: both re-checked here, since a replay may have come in between.
+// KEYS: the webhook's delivery index, its dead letters, its DELIVERED ones,
+// then one delivery document per ARGV member (taken from the DELIVERED
+// index). A member goes (document and index entries) only when its document
+// is not PENDING (its due line is empty) and it is no dead letter: both
+// re-checked here, since a replay may have come in between. A member that
+// fails them leaves the DELIVERED index (it is put back when delivered), so
+// that it never holds up the ones after it.
 const RedisScript& TrimScript() {
   static const RedisScript* script = new RedisScript(R"lua(
 local removed = 0
 for i = 1, #ARGV do
-  local doc = KEYS[2 + i]
-  if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then
-    local d = redis.call('HGET', doc, 'd')
-    if not d or string.sub(d, 1, 1) == '\n' then
-      redis.call('DEL', doc)
-      redis.call('ZREM', KEYS[1], ARGV[i])
-      removed = removed + 1
-    end
+  local doc = KEYS[3 + i]
+  local d = redis.call('HGET', doc, 'd')
+  if not redis.call('ZSCORE', KEYS[2], ARGV[i]) and (not d or string.sub(d, 1, 1) == '\n') then
+    redis.call('DEL', doc)
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    removed = removed + 1
   end
+  redis.call('ZREM', KEYS[3], ARGV[i])
 end
 return removed
 )lua");
@@ -930,11 +937,14 @@ absl::StatusOr<int> WebhookManager::TrimDeliveries(int max_per_webhook) {
     for (const auto& hook : hooks) {
       std::vector<std::string> f = absl::StrSplit(hook, '|');
       if (f.size() != 2) continue;
-      const std::string dlvs = keys::Dlvs(f[0], f[1]);
-      LS_ASSIGN_OR_RETURN(RedisValue old, pool_->Command({"ZRANGE", dlvs, "-", "(" + cutoff, "BYLEX", "LIMIT", "0",
+      // The DELIVERED ones only: dead letters and pending deliveries, which
+      // stay, never stand in the way.
+      const std::string done = keys::Done(f[0], f[1]);
+      LS_ASSIGN_OR_RETURN(RedisValue old, pool_->Command({"ZRANGE", done, "-", "(" + cutoff, "BYLEX", "LIMIT", "0",
                                                           std::to_string(max_per_webhook)}));
+      if (old.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot trim deliveries");
       if (old.type != RedisValue::Type::kArray || old.elements.empty()) continue;
-      std::vector<std::string> script_keys = {dlvs, keys::Dead(f[0], f[1])};
+      std::vector<std::string> script_keys = {keys::Dlvs(f[0], f[1]), keys::Dead(f[0], f[1]), done};
       std::vector<std::string> members;
       for (const auto& m : old.elements) {
         script_keys.push_back(keys::Dlv(f[0], f[1], m.str.substr(m.str.find('|') + 1)));

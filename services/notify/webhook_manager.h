@@ -20,6 +20,8 @@
 //                                    the WebhookDelivery (body included)
 //   {notify}:wh:dlvs:{org}:{id}      index "<create ms, 13 digits>|<d>"
 //   {notify}:wh:dead:{org}:{id}      the dead letters, same members
+//   {notify}:wh:done:{org}:{id}      the DELIVERED ones, same members: what
+//                                    the retention sweep removes
 //   {notify}:wh:due                  what to attempt: "<due wall-clock ms, 13
 //                                    digits>|<org>|<id>|<d>|<webhook version>"
 //   {notify}:wh:off:{org}:{id}       "<version>|<DisabledReason>" of the commit

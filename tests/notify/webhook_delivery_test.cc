@@ -615,6 +615,39 @@ TEST_F(WebhookDeliveryTest, DeliveredOnesGoAfterTheRetentionDeadLettersStay) {
   EXPECT_EQ(receiver_.Requests("/acme").back().id, "ev-new");
 }
 
+TEST_F(WebhookDeliveryTest, DeadLettersOlderThanTheRetentionDoNotHoldUpTheDeliveredOnes) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  // Three dead letters (queued, then the webhook was disabled), then one
+  // delivered, all queued at the same instant: the dead ones sort first.
+  for (const char* id : {"ev-a1", "ev-a2", "ev-a3"}) Publish(kBookingStream, BookingCancelled(id, "organizations/acme"));
+  Consume();
+  for (auto state : {v1::Webhook::DISABLED, v1::Webhook::ENABLED}) {
+    v1::UpdateWebhookRequest u;
+    u.mutable_webhook()->set_name(acme);
+    u.mutable_webhook()->set_state(state);
+    u.mutable_update_mask()->add_paths("state");
+    ASSERT_TRUE(Call(Admin("acme"), &S::UpdateWebhook, u).ok());
+  }
+  Publish(kBookingStream, BookingCancelled("ev-z", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  ASSERT_EQ(receiver_.Requests("/acme").size(), 1u);
+  clock_.Advance(absl::Hours(24 * 31));
+  // Two at most per webhook and call: the delivered one still goes.
+  auto trimmed = module_->manager().TrimDeliveries(2);
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status();
+  EXPECT_EQ(*trimmed, 1);
+  auto left = Deliveries(acme);
+  ASSERT_TRUE(left.ok());
+  std::vector<std::string> ids;
+  for (const auto& d : left->deliveries()) ids.push_back(d.event_id());
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::string>{"ev-a1", "ev-a2", "ev-a3"}));
+  auto again = module_->manager().TrimDeliveries(2);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, 0);
+}
+
 TEST_F(WebhookDeliveryTest, TheModulesOwnThreadsDeliver) {
   Hook("acme", "erp", "/acme", {kCancelled});
   module_->Start();

@@ -31,6 +31,7 @@ std::string Secret(const std::string& org, const std::string& id) {
   return absl::StrCat("{notify}:wh:secret:", org, ":", id);
 }
 std::string Org(const std::string& org) { return absl::StrCat("{notify}:wh:org:", org); }
+std::string Count(const std::string& org) { return absl::StrCat("{notify}:wh:n:", org); }
 std::string Dlv(const std::string& org, const std::string& id, const std::string& d) {
   return absl::StrCat("{notify}:wh:dlv:", org, ":", id, ":", d);
 }
@@ -124,6 +125,20 @@ absl::Status Corrupt(const std::string& key) {
   LogError("undecodable webhook document", {{"key", key}});
   return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored webhook record is damaged");
 }
+// How many webhooks an organisation has: its counter document (written in
+// the commits that create and delete them, so the limit holds under
+// concurrent creations), or, before its first write, the size of its index.
+absl::StatusOr<int64_t> LiveWebhooks(RedisPool* pool, const std::optional<StoredDoc>& count, const std::string& org) {
+  if (count && !count->data.empty()) {
+    int64_t n = 0;
+    if (!absl::SimpleAtoi(count->data, &n)) return Corrupt(keys::Count(org));
+    return n;
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool->Command({"ZCARD", keys::Org(org)}));
+  if (v.is_error() || v.type != RedisValue::Type::kInteger) return StorageUnavailable();
+  return v.integer;
+}
+
 absl::Status EtagMismatch(const std::string& name) {
   return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", absl::StrCat(name, " changed; read it again"));
 }
@@ -291,14 +306,13 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
                        absl::StrCat(WebhookName(org, id), hook.tombstone ? " was used before" : " already exists",
                                     "; choose another webhook_id"));
     }
-    LS_ASSIGN_OR_RETURN(RedisValue count, pool_->Command({"ZCARD", keys::Org(org)}));
-    if (count.integer >= limits_.max_webhooks_per_org) {
+    LS_ASSIGN_OR_RETURN(auto docs, docs_.GetMany({keys::Secret(org, id), keys::Stats(org, id), keys::Count(org)}));
+    LS_ASSIGN_OR_RETURN(const int64_t live, LiveWebhooks(pool_, docs[2], org));
+    if (live >= limits_.max_webhooks_per_org) {
       return MakeError(absl::StatusCode::kResourceExhausted, "WEBHOOK_LIMIT",
-                       absl::StrCat("organizations/", org, " already has ", count.integer,
-                                    " webhooks; delete one first"),
+                       absl::StrCat("organizations/", org, " already has ", live, " webhooks; delete one first"),
                        {{"limit", std::to_string(limits_.max_webhooks_per_org)}});
     }
-    LS_ASSIGN_OR_RETURN(auto docs, docs_.GetMany({keys::Secret(org, id), keys::Stats(org, id)}));
     const absl::Time now = clock_->Now();
     v1::Webhook w;
     w.set_name(WebhookName(org, id));
@@ -319,6 +333,7 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
     m.writes.push_back({hook.key, w.SerializeAsString(), hook.version});
     m.writes.push_back({keys::Secret(org, id), secret, docs[0] ? docs[0]->version : 0});
     m.writes.push_back({keys::Stats(org, id), v1::Webhook().SerializeAsString(), docs[1] ? docs[1]->version : 0});
+    m.writes.push_back({keys::Count(org), std::to_string(live + 1), docs[2] ? docs[2]->version : 0});
     m.index_ops.push_back({keys::Org(org), id});
     m.index_ops.push_back({keys::AllHooks(), absl::StrCat(org, "|", id)});
     v1::NotifyEvent e = NewEvent(p, r.request_id());
@@ -461,9 +476,13 @@ absl::StatusOr<v1::DeleteWebhookResponse> WebhookManager::DeleteWebhook(const Pr
     if (hook.version == 0 || hook.tombstone) return HookNotFound(r.name());
     if (!r.etag().empty() && r.etag() != std::to_string(hook.version)) return EtagMismatch(r.name());
     LS_ASSIGN_OR_RETURN(auto secret_doc, docs_.Get(keys::Secret(ref.org, ref.id)));
+    LS_ASSIGN_OR_RETURN(auto count_doc, docs_.Get(keys::Count(ref.org)));
+    LS_ASSIGN_OR_RETURN(const int64_t live, LiveWebhooks(pool_, count_doc, ref.org));
     LS_ASSIGN_OR_RETURN(v1::Webhook before, Present(hook));
     Mutation m;
     m.writes.push_back({hook.key, "", hook.version});
+    m.writes.push_back({keys::Count(ref.org), std::to_string(std::max<int64_t>(live - 1, 0)),
+                        count_doc ? count_doc->version : 0});
     m.writes.push_back({keys::Secret(ref.org, ref.id), "", secret_doc ? secret_doc->version : 0});
     m.index_ops.push_back({keys::Org(ref.org), ref.id, /*remove=*/true});
     v1::NotifyEvent e = NewEvent(p, r.request_id());

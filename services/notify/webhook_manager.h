@@ -13,6 +13,8 @@
 //                                    webhook's etag
 //   {notify}:wh:secret:{org}:{id}    the signing secret (document data)
 //   {notify}:wh:org:{org}            index of the organisation's webhook ids
+//   {notify}:wh:n:{org}              how many it has (decimal; written with
+//                                    every creation and deletion)
 //   {notify}:wh:hooks                index "<org>|<id>" of every webhook ever
 //                                    made (deleted ones too): what the
 //                                    retention sweep visits

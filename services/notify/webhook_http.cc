@@ -66,6 +66,22 @@ bool IsPrivateAddress(const struct sockaddr* address) {
   bool zero_prefix = true;  // ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d
   for (int i = 0; i < 12; ++i) zero_prefix = zero_prefix && b[i] == 0;
   if (zero_prefix) return true;
+  auto v4_at = [b](int i) {
+    return (uint32_t{b[i]} << 24) | (uint32_t{b[i + 1]} << 16) | (uint32_t{b[i + 2]} << 8) | b[i + 3];
+  };
+  // Transition prefixes that lead to an IPv4 address: the well-known NAT64
+  // 64:ff9b::/96 and 6to4 2002::/16 by the IPv4 rule of the address they
+  // carry; the local-use NAT64 64:ff9b:1::/48 (any IPv4 behind it) and
+  // Teredo 2001::/32 (a relay's choice) are refused.
+  if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) {
+    bool wkp = true;
+    for (int i = 4; i < 12; ++i) wkp = wkp && b[i] == 0;
+    if (wkp) return PrivateV4(v4_at(12));
+    if (b[4] == 0x00 && b[5] == 0x01) return true;
+  }
+  if (b[0] == 0x20 && b[1] == 0x02) return PrivateV4(v4_at(2));
+  if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00) return true;  // Teredo
+  if (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) return true;                            // fec0::/10 site-local
   if ((b[0] & 0xfe) == 0xfc) return true;                 // fc00::/7 unique local
   if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) return true;  // fe80::/10 link-local
   if (b[0] == 0xff) return true;                           // multicast

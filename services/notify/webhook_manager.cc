@@ -31,12 +31,15 @@ std::string Secret(const std::string& org, const std::string& id) {
   return absl::StrCat("{notify}:wh:secret:", org, ":", id);
 }
 std::string Org(const std::string& org) { return absl::StrCat("{notify}:wh:org:", org); }
+std::string Count(const std::string& org) { return absl::StrCat("{notify}:wh:n:", org); }
 std::string Dlv(const std::string& org, const std::string& id, const std::string& d) {
   return absl::StrCat("{notify}:wh:dlv:", org, ":", id, ":", d);
 }
 std::string Dlvs(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:dlvs:", org, ":", id); }
 std::string Dead(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:dead:", org, ":", id); }
+std::string Done(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:done:", org, ":", id); }
 std::string Due() { return "{notify}:wh:due"; }
+std::string Off(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:off:", org, ":", id); }
 std::string AllHooks() { return "{notify}:wh:hooks"; }
 std::string Seen(const std::string& event_id) { return absl::StrCat("{notify}:wh:seen:", DeliveryIdOf(event_id)); }
 std::string Idem(const char* method, const std::string& request_id) {
@@ -51,8 +54,24 @@ std::string DeliveryName(const std::string& org, const std::string& id, const st
   return absl::StrCat(WebhookName(org, id), "/deliveries/", d);
 }
 int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
-std::string DueMember(int64_t due_ms, const std::string& org, const std::string& id, const std::string& d) {
-  return absl::StrFormat("%013d|%s|%s|%s", std::max<int64_t>(due_ms, 0), org, id, d);
+// `hook_version`: the webhook's version when the delivery was queued or
+// replayed (0 in members written before it was kept): a delivery queued
+// before the webhook's last disabling is never attempted (see OffVersion).
+std::string DueMember(int64_t due_ms, const std::string& org, const std::string& id, const std::string& d,
+                      int64_t hook_version) {
+  return absl::StrFormat("%013d|%s|%s|%s|%d", std::max<int64_t>(due_ms, 0), org, id, d, hook_version);
+}
+// The hook version in a due member.
+int64_t HookVersionOf(const std::string& member) {
+  std::vector<std::string> f = absl::StrSplit(member, '|');
+  int64_t v = 0;
+  if (f.size() != 5 || !absl::SimpleAtoi(f[4], &v)) return 0;
+  return v;
+}
+// The "off" document of a webhook: "<version>|<DisabledReason>" of the
+// commit that last disabled it.
+std::string OffData(int64_t version, v1::Webhook::DisabledReason reason) {
+  return absl::StrCat(version, "|", static_cast<int>(reason));
 }
 std::string ListMember(absl::Time create, const std::string& d) {
   return absl::StrFormat("%013d|%s", std::max<int64_t>(Ms(create), 0), d);
@@ -106,6 +125,20 @@ absl::Status Corrupt(const std::string& key) {
   LogError("undecodable webhook document", {{"key", key}});
   return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored webhook record is damaged");
 }
+// How many webhooks an organisation has: its counter document (written in
+// the commits that create and delete them, so the limit holds under
+// concurrent creations), or, before its first write, the size of its index.
+absl::StatusOr<int64_t> LiveWebhooks(RedisPool* pool, const std::optional<StoredDoc>& count, const std::string& org) {
+  if (count && !count->data.empty()) {
+    int64_t n = 0;
+    if (!absl::SimpleAtoi(count->data, &n)) return Corrupt(keys::Count(org));
+    return n;
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool->Command({"ZCARD", keys::Org(org)}));
+  if (v.is_error() || v.type != RedisValue::Type::kInteger) return StorageUnavailable();
+  return v.integer;
+}
+
 absl::Status EtagMismatch(const std::string& name) {
   return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", absl::StrCat(name, " changed; read it again"));
 }
@@ -273,14 +306,13 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
                        absl::StrCat(WebhookName(org, id), hook.tombstone ? " was used before" : " already exists",
                                     "; choose another webhook_id"));
     }
-    LS_ASSIGN_OR_RETURN(RedisValue count, pool_->Command({"ZCARD", keys::Org(org)}));
-    if (count.integer >= limits_.max_webhooks_per_org) {
+    LS_ASSIGN_OR_RETURN(auto docs, docs_.GetMany({keys::Secret(org, id), keys::Stats(org, id), keys::Count(org)}));
+    LS_ASSIGN_OR_RETURN(const int64_t live, LiveWebhooks(pool_, docs[2], org));
+    if (live >= limits_.max_webhooks_per_org) {
       return MakeError(absl::StatusCode::kResourceExhausted, "WEBHOOK_LIMIT",
-                       absl::StrCat("organizations/", org, " already has ", count.integer,
-                                    " webhooks; delete one first"),
+                       absl::StrCat("organizations/", org, " already has ", live, " webhooks; delete one first"),
                        {{"limit", std::to_string(limits_.max_webhooks_per_org)}});
     }
-    LS_ASSIGN_OR_RETURN(auto docs, docs_.GetMany({keys::Secret(org, id), keys::Stats(org, id)}));
     const absl::Time now = clock_->Now();
     v1::Webhook w;
     w.set_name(WebhookName(org, id));
@@ -301,6 +333,7 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
     m.writes.push_back({hook.key, w.SerializeAsString(), hook.version});
     m.writes.push_back({keys::Secret(org, id), secret, docs[0] ? docs[0]->version : 0});
     m.writes.push_back({keys::Stats(org, id), v1::Webhook().SerializeAsString(), docs[1] ? docs[1]->version : 0});
+    m.writes.push_back({keys::Count(org), std::to_string(live + 1), docs[2] ? docs[2]->version : 0});
     m.index_ops.push_back({keys::Org(org), id});
     m.index_ops.push_back({keys::AllHooks(), absl::StrCat(org, "|", id)});
     v1::NotifyEvent e = NewEvent(p, r.request_id());
@@ -365,6 +398,7 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
     if (!in.etag().empty() && in.etag() != std::to_string(hook.version)) return EtagMismatch(in.name());
     v1::Webhook w = hook.webhook;
     bool reenable = false;
+    bool disable = false;
     for (const auto& path : r.update_mask().paths()) {
       if (path == "url") {
         LS_RETURN_IF_ERROR(CheckWebhookUrl(in.url(), "webhook.url"));
@@ -385,7 +419,8 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
           w.set_state(v1::Webhook::ENABLED);
           w.clear_disabled_reason();
         } else if (in.state() == v1::Webhook::DISABLED) {
-          if (w.state() != v1::Webhook::DISABLED) w.set_disabled_reason(v1::Webhook::BY_ADMIN);
+          disable = w.state() != v1::Webhook::DISABLED;
+          if (disable) w.set_disabled_reason(v1::Webhook::BY_ADMIN);
           w.set_state(v1::Webhook::DISABLED);
         } else {
           return InvalidField("webhook.state", "ENABLED or DISABLED");
@@ -396,6 +431,13 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
     *w.mutable_update_time() = ToProto(now);
     Mutation m;
     m.writes.push_back({hook.key, AdminFields(w).SerializeAsString(), hook.version});
+    if (disable) {
+      // What was queued before this commit is never sent (ClaimDue makes
+      // it DEAD), also when the webhook is enabled again first.
+      LS_ASSIGN_OR_RETURN(auto off_doc, docs_.Get(keys::Off(ref.org, ref.id)));
+      m.writes.push_back({keys::Off(ref.org, ref.id), OffData(hook.version + 1, v1::Webhook::BY_ADMIN),
+                          off_doc ? off_doc->version : 0});
+    }
     if (reenable) {
       // A re-enabled webhook starts counting its failures afresh.
       LS_ASSIGN_OR_RETURN(auto stats_doc, docs_.Get(keys::Stats(ref.org, ref.id)));
@@ -434,9 +476,13 @@ absl::StatusOr<v1::DeleteWebhookResponse> WebhookManager::DeleteWebhook(const Pr
     if (hook.version == 0 || hook.tombstone) return HookNotFound(r.name());
     if (!r.etag().empty() && r.etag() != std::to_string(hook.version)) return EtagMismatch(r.name());
     LS_ASSIGN_OR_RETURN(auto secret_doc, docs_.Get(keys::Secret(ref.org, ref.id)));
+    LS_ASSIGN_OR_RETURN(auto count_doc, docs_.Get(keys::Count(ref.org)));
+    LS_ASSIGN_OR_RETURN(const int64_t live, LiveWebhooks(pool_, count_doc, ref.org));
     LS_ASSIGN_OR_RETURN(v1::Webhook before, Present(hook));
     Mutation m;
     m.writes.push_back({hook.key, "", hook.version});
+    m.writes.push_back({keys::Count(ref.org), std::to_string(std::max<int64_t>(live - 1, 0)),
+                        count_doc ? count_doc->version : 0});
     m.writes.push_back({keys::Secret(ref.org, ref.id), "", secret_doc ? secret_doc->version : 0});
     m.index_ops.push_back({keys::Org(ref.org), ref.id, /*remove=*/true});
     v1::NotifyEvent e = NewEvent(p, r.request_id());
@@ -569,11 +615,14 @@ absl::StatusOr<v1::WebhookDelivery> WebhookManager::ReplayWebhookDelivery(
     d.set_attempts(0);
     d.set_replays(d.replays() + 1);
     *d.mutable_next_attempt_time() = ToProto(now);
-    const std::string member = DueMember(Ms(wall_->Now()), ref.org, ref.id, ref.d);
+    const std::string member = DueMember(Ms(wall_->Now()), ref.org, ref.id, ref.d, hook.version);
     Mutation m;
     m.writes.push_back({key, EncodeDelivery(member, d), doc->version});
     m.index_ops.push_back({keys::Due(), member});
     if (was_dead) m.index_ops.push_back({keys::Dead(ref.org, ref.id), ListMember(FromProto(d.create_time()), ref.d), true});
+    if (!was_dead) {
+      m.index_ops.push_back({keys::Done(ref.org, ref.id), ListMember(FromProto(d.create_time()), ref.d), true});
+    }
     v1::NotifyEvent e = NewEvent(p, r.request_id());
     auto* replayed = e.mutable_webhook_delivery_replayed();
     replayed->set_delivery(d.name());
@@ -623,7 +672,7 @@ absl::StatusOr<int> WebhookManager::QueueDeliveries(const StreamEvent& entry) {
       *delivery.mutable_create_time() = ToProto(now);
       *delivery.mutable_next_attempt_time() = ToProto(now);
       delivery.set_body(WebhookBody(event, d, organization, hook.webhook.name()));
-      const std::string member = DueMember(due_ms, org, id, d);
+      const std::string member = DueMember(due_ms, org, id, d, hook.version);
       m.writes.push_back({keys::Dlv(org, id, d), EncodeDelivery(member, delivery), 0});
       m.index_ops.push_back({keys::Dlvs(org, id), ListMember(now, d)});
       m.index_ops.push_back({keys::Due(), member});
@@ -680,54 +729,85 @@ absl::Status WebhookManager::Settle(const std::string& org, const std::string& i
 absl::StatusOr<std::vector<ClaimedDelivery>> WebhookManager::ClaimDue(int limit) {
   std::vector<ClaimedDelivery> out;
   const int64_t now_ms = Ms(wall_->Now());
-  LS_ASSIGN_OR_RETURN(std::vector<std::string> members, docs_.IndexRange(keys::Due(), "", limit));
-  for (const auto& member : members) {
-    std::vector<std::string> f = absl::StrSplit(member, '|');
-    int64_t due_ms = 0;
-    if (f.size() != 4 || !absl::SimpleAtoi(f[0], &due_ms)) {
-      LS_RETURN_IF_ERROR(pool_->Command({"ZREM", keys::Due(), member}).status());
-      continue;
+  // Pages through the schedule until `limit` are claimed: entries settled
+  // or taken by another replica on the way do not end the search.
+  std::string after;
+  bool more = true;
+  std::set<std::string> taken;  // a claim due at once (no lease) is seen again
+  while (more && static_cast<int>(out.size()) < limit) {
+    LS_ASSIGN_OR_RETURN(std::vector<std::string> members,
+                        docs_.IndexRange(keys::Due(), after, std::max(limit, 10)));
+    if (members.empty()) break;
+    after = members.back();
+    for (const auto& member : members) {
+      if (static_cast<int>(out.size()) >= limit) break;
+      std::vector<std::string> f = absl::StrSplit(member, '|');
+      int64_t due_ms = 0;
+      if ((f.size() != 4 && f.size() != 5) || !absl::SimpleAtoi(f[0], &due_ms)) {
+        LS_RETURN_IF_ERROR(pool_->Command({"ZREM", keys::Due(), member}).status());
+        continue;
+      }
+      if (due_ms > now_ms) {
+        more = false;
+        break;
+      }
+      const std::string &org = f[1], &id = f[2], &d = f[3];
+      const std::string key = keys::Dlv(org, id, d);
+      if (taken.count(key)) continue;
+      LS_ASSIGN_OR_RETURN(auto doc, docs_.Get(key));
+      std::string due;
+      v1::WebhookDelivery delivery;
+      if (!doc || !DecodeDelivery(doc->data, &due, &delivery) || due != member ||
+          delivery.state() != v1::WebhookDelivery::PENDING) {
+        // An index entry without its delivery: never attempted.
+        LS_RETURN_IF_ERROR(pool_->Command({"ZREM", keys::Due(), member}).status());
+        continue;
+      }
+      LS_ASSIGN_OR_RETURN(Hook hook, LoadHook(org, id));
+      LS_ASSIGN_OR_RETURN(auto secret_doc, docs_.Get(keys::Secret(org, id)));
+      if (hook.version == 0 || hook.tombstone || !secret_doc || secret_doc->data.empty()) {
+        LS_RETURN_IF_ERROR(Settle(org, id, d, member, doc->version, delivery, "the webhook was deleted", false));
+        continue;
+      }
+      if (hook.webhook.state() != v1::Webhook::ENABLED) {
+        const bool by_admin = hook.webhook.disabled_reason() != v1::Webhook::REPEATED_FAILURES;
+        LS_RETURN_IF_ERROR(Settle(org, id, d, member, doc->version, delivery, "the webhook is disabled", by_admin));
+        continue;
+      }
+      // Queued before the webhook was last disabled (and enabled again
+      // since): DEAD, as if the delivery step had come while it was off.
+      LS_ASSIGN_OR_RETURN(auto off_doc, docs_.Get(keys::Off(org, id)));
+      if (off_doc && !off_doc->data.empty()) {
+        std::vector<std::string> off = absl::StrSplit(off_doc->data, '|');
+        int64_t off_version = 0;
+        int reason = 0;
+        if (off.size() == 2 && absl::SimpleAtoi(off[0], &off_version) && absl::SimpleAtoi(off[1], &reason) &&
+            HookVersionOf(member) < off_version) {
+          const bool by_admin = reason != v1::Webhook::REPEATED_FAILURES;
+          LS_RETURN_IF_ERROR(
+              Settle(org, id, d, member, doc->version, delivery, "the webhook was disabled", by_admin));
+          continue;
+        }
+      }
+      ClaimedDelivery c;
+      c.key = key;
+      c.due_member = DueMember(Ms(wall_->Now() + limits_.claim_lease), org, id, d, HookVersionOf(member));
+      Mutation m;
+      m.writes.push_back({key, EncodeDelivery(c.due_member, delivery), doc->version});
+      m.index_ops.push_back({keys::Due(), member, true});
+      m.index_ops.push_back({keys::Due(), c.due_member});
+      LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
+      if (o.kind != CommitOutcome::Kind::kApplied) continue;  // another replica has it
+      c.version = doc->version + 1;
+      c.organization = absl::StrCat("organizations/", org);
+      c.org_id = org;
+      c.webhook_id = id;
+      c.url = hook.webhook.url();
+      c.secret = secret_doc->data;
+      c.delivery = std::move(delivery);
+      taken.insert(key);
+      out.push_back(std::move(c));
     }
-    if (due_ms > now_ms) break;
-    const std::string &org = f[1], &id = f[2], &d = f[3];
-    const std::string key = keys::Dlv(org, id, d);
-    LS_ASSIGN_OR_RETURN(auto doc, docs_.Get(key));
-    std::string due;
-    v1::WebhookDelivery delivery;
-    if (!doc || !DecodeDelivery(doc->data, &due, &delivery) || due != member ||
-        delivery.state() != v1::WebhookDelivery::PENDING) {
-      // An index entry without its delivery: never attempted.
-      LS_RETURN_IF_ERROR(pool_->Command({"ZREM", keys::Due(), member}).status());
-      continue;
-    }
-    LS_ASSIGN_OR_RETURN(Hook hook, LoadHook(org, id));
-    LS_ASSIGN_OR_RETURN(auto secret_doc, docs_.Get(keys::Secret(org, id)));
-    if (hook.version == 0 || hook.tombstone || !secret_doc || secret_doc->data.empty()) {
-      LS_RETURN_IF_ERROR(Settle(org, id, d, member, doc->version, delivery, "the webhook was deleted", false));
-      continue;
-    }
-    if (hook.webhook.state() != v1::Webhook::ENABLED) {
-      const bool by_admin = hook.webhook.disabled_reason() != v1::Webhook::REPEATED_FAILURES;
-      LS_RETURN_IF_ERROR(Settle(org, id, d, member, doc->version, delivery, "the webhook is disabled", by_admin));
-      continue;
-    }
-    ClaimedDelivery c;
-    c.key = key;
-    c.due_member = DueMember(Ms(wall_->Now() + limits_.claim_lease), org, id, d);
-    Mutation m;
-    m.writes.push_back({key, EncodeDelivery(c.due_member, delivery), doc->version});
-    m.index_ops.push_back({keys::Due(), member, true});
-    m.index_ops.push_back({keys::Due(), c.due_member});
-    LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
-    if (o.kind != CommitOutcome::Kind::kApplied) continue;  // another replica has it
-    c.version = doc->version + 1;
-    c.organization = absl::StrCat("organizations/", org);
-    c.org_id = org;
-    c.webhook_id = id;
-    c.url = hook.webhook.url();
-    c.secret = secret_doc->data;
-    c.delivery = std::move(delivery);
-    out.push_back(std::move(c));
   }
   return out;
 }
@@ -738,12 +818,22 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
   const std::string d = c.delivery.name().substr(c.delivery.name().rfind('/') + 1);
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto doc, docs_.Get(c.key));
-    if (!doc || doc->version != c.version) return absl::OkStatus();  // claimed again meanwhile
+    if (!doc || doc->data.empty()) return absl::OkStatus();  // trimmed
     std::string due;
     v1::WebhookDelivery delivery;
     if (!DecodeDelivery(doc->data, &due, &delivery)) return Corrupt(c.key);
+    bool was_dead = false;
+    if (doc->version != c.version) {
+      // The delivery moved on meanwhile (its lease ran out and it was
+      // claimed again, or it was settled or replayed). A failure is then
+      // another attempt's business; a success is never lost: the receiver
+      // has the event, so the delivery is DELIVERED whatever came between.
+      if (!result.ok || delivery.state() == v1::WebhookDelivery::DELIVERED) return absl::OkStatus();
+      was_dead = delivery.state() == v1::WebhookDelivery::DEAD;
+    }
     LS_ASSIGN_OR_RETURN(Hook hook, LoadHook(org, id));
     LS_ASSIGN_OR_RETURN(auto stats_doc, docs_.Get(keys::Stats(org, id)));
+    LS_ASSIGN_OR_RETURN(auto off_doc, docs_.Get(keys::Off(org, id)));
     v1::Webhook stats;
     if (stats_doc && !stats_doc->data.empty()) {
       LS_ASSIGN_OR_RETURN(stats, ParseAs<v1::Webhook>(stats_doc->data, keys::Stats(org, id)));
@@ -762,6 +852,11 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
       delivery.set_state(v1::WebhookDelivery::DELIVERED);
       *delivery.mutable_delivered_time() = ToProto(now);
       delivery.clear_next_attempt_time();
+      delivery.clear_dead_time();
+      if (was_dead) {
+        m.index_ops.push_back({keys::Dead(org, id), ListMember(FromProto(delivery.create_time()), d), true});
+      }
+      m.index_ops.push_back({keys::Done(org, id), ListMember(FromProto(delivery.create_time()), d)});
       stats.set_consecutive_failures(0);
       stats.clear_last_error();
       *stats.mutable_last_success_time() = ToProto(now);
@@ -789,6 +884,8 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
           w.set_disabled_reason(v1::Webhook::REPEATED_FAILURES);
           *w.mutable_update_time() = ToProto(now);
           m.writes.push_back({hook.key, w.SerializeAsString(), hook.version});
+          m.writes.push_back({keys::Off(org, id), OffData(hook.version + 1, v1::Webhook::REPEATED_FAILURES),
+                              off_doc ? off_doc->version : 0});
           auto* off = event->mutable_webhook_disabled();
           off->set_webhook(w.name());
           off->set_organization(c.organization);
@@ -806,13 +903,13 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
       } else {
         const absl::Duration delay =
             WebhookRetryDelay(delivery.attempts(), limits_.backoff_initial, limits_.backoff_max, unit);
-        next_due = DueMember(Ms(wall_->Now() + delay), org, id, d);
+        next_due = DueMember(Ms(wall_->Now() + delay), org, id, d, HookVersionOf(due));
         *delivery.mutable_next_attempt_time() = ToProto(now + delay);
         m.index_ops.push_back({keys::Due(), next_due});
       }
     }
     // Out of the schedule first: the new entry may be the same member.
-    m.index_ops.insert(m.index_ops.begin(), IndexOp{keys::Due(), due, true});
+    if (!due.empty()) m.index_ops.insert(m.index_ops.begin(), IndexOp{keys::Due(), due, true});
     m.writes.push_back({c.key, EncodeDelivery(next_due, delivery), doc->version});
     if (live) m.writes.push_back({keys::Stats(org, id), stats.SerializeAsString(), stats_doc ? stats_doc->version : 0});
     if (event) SetEvent(&m, *event);
@@ -823,23 +920,25 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
                    absl::StrCat(c.delivery.name(), " kept changing while its attempt was recorded"));
 }
 
-// KEYS: the webhook's delivery index, its dead letters, then one delivery
-// document per ARGV member. A member goes (document and index entry) only
-// when its document is not PENDING (its due line is empty) and it is no dead
-// letter: both re-checked here, since a replay may have come in between.
+// KEYS: the webhook's delivery index, its dead letters, its DELIVERED ones,
+// then one delivery document per ARGV member (taken from the DELIVERED
+// index). A member goes (document and index entries) only when its document
+// is not PENDING (its due line is empty) and it is no dead letter: both
+// re-checked here, since a replay may have come in between. A member that
+// fails them leaves the DELIVERED index (it is put back when delivered), so
+// that it never holds up the ones after it.
 const RedisScript& TrimScript() {
   static const RedisScript* script = new RedisScript(R"lua(
 local removed = 0
 for i = 1, #ARGV do
-  local doc = KEYS[2 + i]
-  if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then
-    local d = redis.call('HGET', doc, 'd')
-    if not d or string.sub(d, 1, 1) == '\n' then
-      redis.call('DEL', doc)
-      redis.call('ZREM', KEYS[1], ARGV[i])
-      removed = removed + 1
-    end
+  local doc = KEYS[3 + i]
+  local d = redis.call('HGET', doc, 'd')
+  if not redis.call('ZSCORE', KEYS[2], ARGV[i]) and (not d or string.sub(d, 1, 1) == '\n') then
+    redis.call('DEL', doc)
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    removed = removed + 1
   end
+  redis.call('ZREM', KEYS[3], ARGV[i])
 end
 return removed
 )lua");
@@ -857,11 +956,14 @@ absl::StatusOr<int> WebhookManager::TrimDeliveries(int max_per_webhook) {
     for (const auto& hook : hooks) {
       std::vector<std::string> f = absl::StrSplit(hook, '|');
       if (f.size() != 2) continue;
-      const std::string dlvs = keys::Dlvs(f[0], f[1]);
-      LS_ASSIGN_OR_RETURN(RedisValue old, pool_->Command({"ZRANGE", dlvs, "-", "(" + cutoff, "BYLEX", "LIMIT", "0",
+      // The DELIVERED ones only: dead letters and pending deliveries, which
+      // stay, never stand in the way.
+      const std::string done = keys::Done(f[0], f[1]);
+      LS_ASSIGN_OR_RETURN(RedisValue old, pool_->Command({"ZRANGE", done, "-", "(" + cutoff, "BYLEX", "LIMIT", "0",
                                                           std::to_string(max_per_webhook)}));
+      if (old.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot trim deliveries");
       if (old.type != RedisValue::Type::kArray || old.elements.empty()) continue;
-      std::vector<std::string> script_keys = {dlvs, keys::Dead(f[0], f[1])};
+      std::vector<std::string> script_keys = {keys::Dlvs(f[0], f[1]), keys::Dead(f[0], f[1]), done};
       std::vector<std::string> members;
       for (const auto& m : old.elements) {
         script_keys.push_back(keys::Dlv(f[0], f[1], m.str.substr(m.str.find('|') + 1)));

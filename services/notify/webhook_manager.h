@@ -13,6 +13,8 @@
 //                                    webhook's etag
 //   {notify}:wh:secret:{org}:{id}    the signing secret (document data)
 //   {notify}:wh:org:{org}            index of the organisation's webhook ids
+//   {notify}:wh:n:{org}              how many it has (decimal; written with
+//                                    every creation and deletion)
 //   {notify}:wh:hooks                index "<org>|<id>" of every webhook ever
 //                                    made (deleted ones too): what the
 //                                    retention sweep visits
@@ -20,8 +22,15 @@
 //                                    the WebhookDelivery (body included)
 //   {notify}:wh:dlvs:{org}:{id}      index "<create ms, 13 digits>|<d>"
 //   {notify}:wh:dead:{org}:{id}      the dead letters, same members
+//   {notify}:wh:done:{org}:{id}      the DELIVERED ones, same members: what
+//                                    the retention sweep removes
 //   {notify}:wh:due                  what to attempt: "<due wall-clock ms, 13
-//                                    digits>|<org>|<id>|<d>"
+//                                    digits>|<org>|<id>|<d>|<webhook version>"
+//   {notify}:wh:off:{org}:{id}       "<version>|<DisabledReason>" of the commit
+//                                    that last disabled the webhook: a due
+//                                    member carries the webhook's version
+//                                    when it was queued or replayed, and one
+//                                    older than this is made DEAD, not sent
 //   {notify}:wh:seen:{event id}      the consumer's once-per-event marker
 //   {notify}:wh:idem:{method}:{rid}  idempotency records of the RPCs
 #ifndef LABSHARE_SERVICES_NOTIFY_WEBHOOK_MANAGER_H_

@@ -44,15 +44,25 @@ void WebhookModule::AddConsumers(ConsumerLoop* loop) {
 }
 
 absl::StatusOr<int> WebhookModule::DeliverDueOnce() {
-  LS_ASSIGN_OR_RETURN(std::vector<ClaimedDelivery> claimed, manager_->ClaimDue(options_.claim_batch));
   thread_local absl::BitGen gen;
   WebhookHttpOptions http;
   http.timeout = options_.timeout;
   http.ca_file = options_.ca_file;
   http.allow_private_addresses = options_.allow_private_addresses;
   int attempts = 0;
-  for (const ClaimedDelivery& c : claimed) {
+  absl::Status first_error;
+  // One claim per attempt, taken right before it: a claim's lease (the
+  // timeout and a margin) never has to cover the attempts of others.
+  for (int i = 0; i < std::max(1, options_.claim_batch); ++i) {
     if (stop_.HasBeenNotified()) break;
+    absl::StatusOr<std::vector<ClaimedDelivery>> claimed = manager_->ClaimDue(1);
+    if (!claimed.ok()) {
+      if (first_error.ok()) first_error = claimed.status();
+      break;
+    }
+    if (claimed->empty()) break;
+    const ClaimedDelivery& c = claimed->front();
+    if (options_.before_attempt) options_.before_attempt(c);
     WebhookPost post;
     post.url = c.url;
     post.id = c.delivery.name().substr(c.delivery.name().rfind('/') + 1);
@@ -65,8 +75,15 @@ absl::StatusOr<int> WebhookModule::DeliverDueOnce() {
     if (!result.ok) {
       LogInfo("webhook attempt failed", {{"delivery", c.delivery.name()}, {"error", result.error}});
     }
-    LS_RETURN_IF_ERROR(manager_->RecordAttempt(c, result, absl::Uniform(gen, 0.0, 1.0)));
+    // An outcome that cannot be recorded does not stop the round: that
+    // delivery is attempted again after its lease.
+    absl::Status recorded = manager_->RecordAttempt(c, result, absl::Uniform(gen, 0.0, 1.0));
+    if (!recorded.ok()) {
+      LogWarning("webhook attempt not recorded", {{"delivery", c.delivery.name()}, {"error", recorded.ToString()}});
+      if (first_error.ok()) first_error = recorded;
+    }
   }
+  if (!first_error.ok()) return first_error;
   return attempts;
 }
 

@@ -9,6 +9,7 @@
 #ifndef LABSHARE_SERVICES_NOTIFY_WEBHOOK_MODULE_H_
 #define LABSHARE_SERVICES_NOTIFY_WEBHOOK_MODULE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -34,8 +35,12 @@ struct WebhookOptions {
   absl::Duration poll_interval = absl::Seconds(1);
   // Delivery threads (each claims and attempts on its own).
   int delivery_threads = 2;
-  // Deliveries one thread claims per round.
+  // Deliveries one thread attempts per round; each is claimed right before
+  // its attempt (one at a time), so that one claim's lease covers one
+  // attempt only.
   int claim_batch = 10;
+  // Tests only: called after a delivery is claimed, right before its POST.
+  std::function<void(const ClaimedDelivery&)> before_attempt;
   // How often the first delivery thread removes DELIVERED deliveries past
   // limits.retention.
   absl::Duration trim_interval = absl::Hours(1);
@@ -60,9 +65,10 @@ class WebhookModule final : public NotifyModule {
 
   // The consumer's handler for one outbox entry.
   absl::Status HandleEvent(const StreamEvent& entry);
-  // One round of a delivery thread, on the calling thread: claims the due
-  // deliveries (up to claim_batch) and attempts each once. Returns how many
-  // attempts were made.
+  // One round of a delivery thread, on the calling thread: claims a due
+  // delivery and attempts it, up to claim_batch times (a failure to record
+  // one outcome does not stop the others; the first such error is returned
+  // after the round). Returns how many attempts were made.
   absl::StatusOr<int> DeliverDueOnce();
 
   WebhookManager& manager() { return *manager_; }

@@ -108,6 +108,9 @@ class WebhookDeliveryTest : public WebhookFixture {
     o.allow_private_addresses = true;  // the receiver is on loopback
     o.poll_interval = absl::Milliseconds(10);
     o.claim_batch = 10;
+    o.before_attempt = [this](const ClaimedDelivery& c) {
+      if (before_attempt_) before_attempt_(c);
+    };
     SetUpModule(o);
   }
 
@@ -156,6 +159,7 @@ class WebhookDeliveryTest : public WebhookFixture {
   }
 
   Receiver receiver_;
+  std::function<void(const ClaimedDelivery&)> before_attempt_;
 };
 
 void ExpectAllVerified(const std::vector<Request>& requests) {
@@ -366,6 +370,52 @@ TEST_F(WebhookDeliveryTest, DisablesAfterRepeatedFailuresAndTellsTheOrganisation
   ExpectAllVerified(at_acme);
 }
 
+TEST_F(WebhookDeliveryTest, WhatWasQueuedBeforeADisablingIsNeverSentAfterItIsEnabledAgain) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  Publish(kBookingStream, BookingCancelled("ev-before", "organizations/acme"));
+  Consume();
+  ASSERT_EQ(Due(), 1);
+  // Disabled and enabled again before the delivery step came to it.
+  for (auto state : {v1::Webhook::DISABLED, v1::Webhook::ENABLED}) {
+    v1::UpdateWebhookRequest u;
+    u.mutable_webhook()->set_name(acme);
+    u.mutable_webhook()->set_state(state);
+    u.mutable_update_mask()->add_paths("state");
+    auto updated = Call(Admin("acme"), &S::UpdateWebhook, u);
+    ASSERT_TRUE(updated.ok()) << updated.status();
+    EXPECT_EQ(updated->state(), state);
+  }
+  // Queued after the enabling: sent.
+  Publish(kBookingStream, BookingCancelled("ev-after", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].id, "ev-after");
+  EXPECT_EQ(got[0].status, 204);
+  auto dead = Deliveries(acme, {v1::WebhookDelivery::DEAD});
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  ASSERT_EQ(dead->deliveries_size(), 1);
+  EXPECT_EQ(dead->deliveries(0).event_id(), "ev-before");
+  EXPECT_EQ(dead->deliveries(0).attempts(), 0);
+  EXPECT_EQ(dead->deliveries(0).last_error(), "the webhook was disabled");
+  std::vector<std::string> dead_events;
+  for (const auto& e : NotifyEvents()) {
+    if (e.has_webhook_delivery_dead()) dead_events.push_back(e.webhook_delivery_dead().delivery());
+  }
+  EXPECT_EQ(dead_events, (std::vector<std::string>{acme + "/deliveries/ev-before"}));
+  // Replayed by hand, it is sent.
+  v1::ReplayWebhookDeliveryRequest replay;
+  replay.set_name(acme + "/deliveries/ev-before");
+  ASSERT_TRUE(Call(Admin("acme"), &S::ReplayWebhookDelivery, replay).ok());
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto all = receiver_.Requests("/acme");
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[1].id, "ev-before");
+  EXPECT_EQ(all[1].status, 204);
+  ExpectAllVerified(all);
+}
+
 TEST_F(WebhookDeliveryTest, UnreachableEndpointsCountAsFailures) {
   // Nothing listens on port 1.
   auto created = Create(Admin("acme"), "acme", "down", "https://localhost:1/hook", {kCancelled});
@@ -410,6 +460,100 @@ TEST_F(WebhookDeliveryTest, AnAttemptCutShortByACrashIsMadeAgainWithTheSameId) {
   EXPECT_EQ(listed->deliveries(0).state(), v1::WebhookDelivery::DELIVERED);
   EXPECT_EQ(listed->deliveries(0).attempts(), 1);
   EXPECT_EQ(GetHook(acme).consecutive_failures(), 0);
+}
+
+TEST_F(WebhookDeliveryTest, EachDeliveryIsClaimedRightBeforeItsAttemptAndOneFailureStopsNoOther) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  Publish(kBookingStream, BookingCancelled("ev-a", "organizations/acme"));
+  Publish(kBookingStream, BookingCancelled("ev-b", "organizations/acme"));
+  Publish(kBookingStream, BookingCancelled("ev-c", "organizations/acme"));
+  Consume();
+  ASSERT_EQ(Due(), 3);
+  // At each POST: how many deliveries are under a claim (due after their
+  // 30 s lease); the first one's document is damaged under the attempt, so
+  // its outcome cannot be recorded.
+  std::vector<int> claimed_at_post;
+  std::string damaged;
+  before_attempt_ = [&](const ClaimedDelivery& c) {
+    auto due = pool_->Command({"ZRANGE", "{notify}:wh:due", "0", "-1"});
+    ASSERT_TRUE(due.ok());
+    const int64_t soon = absl::ToUnixMillis(absl::Now() + absl::Seconds(5));
+    int leased = 0;
+    for (const auto& m : due->elements) {
+      if (std::stoll(m.str.substr(0, 13)) > soon) ++leased;
+    }
+    claimed_at_post.push_back(leased);
+    if (damaged.empty()) {
+      damaged = c.delivery.event_id();
+      ASSERT_TRUE(pool_->Command({"HSET", c.key, "d", "damaged"}).ok());
+    }
+  };
+  auto n = module_->DeliverDueOnce();
+  EXPECT_ERROR(n, kInternal, "CORRUPT_DOCUMENT");
+  // The delivery at hand only (and the damaged one, whose claim stays).
+  EXPECT_EQ(claimed_at_post, (std::vector<int>{1, 2, 2}));
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 3u);
+  std::set<std::string> ids;
+  for (const auto& r : got) {
+    ids.insert(r.id);
+    EXPECT_EQ(r.status, 204);
+  }
+  EXPECT_EQ(ids, (std::set<std::string>{"ev-a", "ev-b", "ev-c"}));
+  ExpectAllVerified(got);
+  // The two others are recorded; the damaged one keeps its claim only.
+  EXPECT_EQ(Due(), 1);
+  std::vector<std::string> delivered;
+  for (const auto& e : NotifyEvents()) {
+    if (e.has_webhook_delivered()) delivered.push_back(e.webhook_delivered().event_id());
+  }
+  std::sort(delivered.begin(), delivered.end());
+  std::vector<std::string> expected;
+  for (const char* id : {"ev-a", "ev-b", "ev-c"}) {
+    if (id != damaged) expected.push_back(id);
+  }
+  EXPECT_EQ(delivered, expected);
+}
+
+TEST_F(WebhookDeliveryTest, ASuccessAfterTheClaimRanOutIsStillRecorded) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  Publish(kBookingStream, BookingCancelled("ev-slow", "organizations/acme"));
+  Consume();
+  // Replica A claims; its lease runs out (none here) before its POST ends;
+  // replica B claims the same delivery and fails; then A's 2xx comes.
+  WebhookLimits limits = module_->manager().limits();
+  limits.claim_lease = absl::ZeroDuration();
+  WebhookManager a(pool_.get(), &clock_, &wall_, limits);
+  WebhookManager b(pool_.get(), &clock_, &wall_, limits);
+  auto by_a = a.ClaimDue(10);
+  ASSERT_TRUE(by_a.ok()) << by_a.status();
+  ASSERT_EQ(by_a->size(), 1u);
+  auto by_b = b.ClaimDue(10);
+  ASSERT_TRUE(by_b.ok()) << by_b.status();
+  ASSERT_EQ(by_b->size(), 1u);
+  AttemptResult failed;
+  failed.status_code = 503;
+  failed.error = "HTTP 503";
+  ASSERT_TRUE(b.RecordAttempt((*by_b)[0], failed, 0.5).ok());
+  AttemptResult ok;
+  ok.ok = true;
+  ok.status_code = 200;
+  ASSERT_TRUE(a.RecordAttempt((*by_a)[0], ok, 0.5).ok());
+  auto listed = Deliveries(acme);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->deliveries_size(), 1);
+  EXPECT_EQ(listed->deliveries(0).state(), v1::WebhookDelivery::DELIVERED);
+  EXPECT_EQ(listed->deliveries(0).attempts(), 2);
+  EXPECT_EQ(listed->deliveries(0).last_status_code(), 200);
+  EXPECT_EQ(Due(), 0);  // B's retry is off the schedule
+  EXPECT_EQ(GetHook(acme).consecutive_failures(), 0);
+  EXPECT_EQ(CountIf(NotifyEvents(), [](const v1::NotifyEvent& e) { return e.has_webhook_delivered(); }), 1);
+  // A late failure of B's claim changes nothing.
+  ASSERT_TRUE(b.RecordAttempt((*by_b)[0], failed, 0.5).ok());
+  auto again = Deliveries(acme);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->deliveries(0).state(), v1::WebhookDelivery::DELIVERED);
+  EXPECT_EQ(again->deliveries(0).attempts(), 2);
 }
 
 TEST_F(WebhookDeliveryTest, PrivateAddressesAreRefusedUnlessAllowed) {
@@ -469,6 +613,39 @@ TEST_F(WebhookDeliveryTest, DeliveredOnesGoAfterTheRetentionDeadLettersStay) {
   // The pending one is still delivered.
   ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
   EXPECT_EQ(receiver_.Requests("/acme").back().id, "ev-new");
+}
+
+TEST_F(WebhookDeliveryTest, DeadLettersOlderThanTheRetentionDoNotHoldUpTheDeliveredOnes) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  // Three dead letters (queued, then the webhook was disabled), then one
+  // delivered, all queued at the same instant: the dead ones sort first.
+  for (const char* id : {"ev-a1", "ev-a2", "ev-a3"}) Publish(kBookingStream, BookingCancelled(id, "organizations/acme"));
+  Consume();
+  for (auto state : {v1::Webhook::DISABLED, v1::Webhook::ENABLED}) {
+    v1::UpdateWebhookRequest u;
+    u.mutable_webhook()->set_name(acme);
+    u.mutable_webhook()->set_state(state);
+    u.mutable_update_mask()->add_paths("state");
+    ASSERT_TRUE(Call(Admin("acme"), &S::UpdateWebhook, u).ok());
+  }
+  Publish(kBookingStream, BookingCancelled("ev-z", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  ASSERT_EQ(receiver_.Requests("/acme").size(), 1u);
+  clock_.Advance(absl::Hours(24 * 31));
+  // Two at most per webhook and call: the delivered one still goes.
+  auto trimmed = module_->manager().TrimDeliveries(2);
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status();
+  EXPECT_EQ(*trimmed, 1);
+  auto left = Deliveries(acme);
+  ASSERT_TRUE(left.ok());
+  std::vector<std::string> ids;
+  for (const auto& d : left->deliveries()) ids.push_back(d.event_id());
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::string>{"ev-a1", "ev-a2", "ev-a3"}));
+  auto again = module_->manager().TrimDeliveries(2);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, 0);
 }
 
 TEST_F(WebhookDeliveryTest, TheModulesOwnThreadsDeliver) {

@@ -246,5 +246,19 @@ TEST(WebhookAddresses, ThePlatformsOwnNetworksAreNoEndpoints) {
   }
 }
 
+TEST(WebhookAddresses, TransitionPrefixesLeadingToThePlatformsNetworksAreNoEndpoints) {
+  // NAT64 and 6to4 carry an IPv4 address: judged by it. Local-use NAT64,
+  // Teredo and the old site-local prefix: refused whatever they carry.
+  for (const char* ip : {"64:ff9b::10.0.0.1", "64:ff9b::127.0.0.1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::8.8.8.8",
+                         "64:ff9b:1:ffff::1", "2002:a00:1::1", "2002:7f00:1::", "2002:c0a8:101::1",
+                         "2002:a9fe:a9fe::1", "2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "fec0::1",
+                         "feff:ffff::1"}) {
+    EXPECT_TRUE(Private(ip)) << ip;
+  }
+  for (const char* ip : {"64:ff9b::8.8.8.8", "64:ff9b::808:404", "2002:808:808::1", "2001:4860::8888", "2001:470::1"}) {
+    EXPECT_FALSE(Private(ip)) << ip;
+  }
+}
+
 }  // namespace
 }  // namespace labshare::notify

@@ -193,6 +193,20 @@ TEST_F(WebhookServiceTest, ErrorsCarryTheirContractReasons) {
   EXPECT_ERROR(Call(Admin("acme"), &S::ReplayWebhookDelivery, replay), kInvalidArgument, "INVALID_NAME");
 }
 
+TEST_F(WebhookServiceTest, TheLimitCountsLiveWebhooksAndAStorageFaultIsNoRoom) {
+  for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(Create(Admin("acme"), "acme", id, kUrl, {kCancelled}).ok());
+  v1::DeleteWebhookRequest del;
+  del.set_name("organizations/acme/webhooks/b");
+  ASSERT_TRUE(Call(Admin("acme"), &S::DeleteWebhook, del).ok());
+  ASSERT_TRUE(Create(Admin("acme"), "acme", "d", kUrl, {kCancelled}).ok());
+  auto full = Create(Admin("acme"), "acme", "e", kUrl, {kCancelled});
+  EXPECT_ERROR(full, kResourceExhausted, "WEBHOOK_LIMIT");
+  EXPECT_EQ(full.status().message(), "organizations/acme already has 3 webhooks; delete one first");
+  // An error reply where the count is read is no count of 0.
+  ASSERT_TRUE(pool_->Command({"SET", "{notify}:wh:org:beta", "not an index"}).ok());
+  EXPECT_ERROR(Create(Admin("beta"), "beta", "erp", kUrl, {kCancelled}), kUnavailable, "STORAGE_UNAVAILABLE");
+}
+
 TEST_F(WebhookServiceTest, EventsAreQueuedOncePerMatchingWebhookOfAPartyOnly) {
   ASSERT_TRUE(Create(Admin("acme"), "acme", "erp", kUrl, {kCancelled, kIssued}).ok());
   ASSERT_TRUE(Create(Admin("acme"), "acme", "invoices", kUrl, {kIssued}).ok());

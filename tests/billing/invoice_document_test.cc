@@ -85,7 +85,7 @@ TEST(TaxpayerId, UnifiedSocialCreditCodeIsCheckedCharacterByCharacter) {
   EXPECT_EQ(ErrorReason(controls), "INVALID_FIELD");
   EXPECT_TRUE(absl::StrContains(controls.ToString(), "legal_name")) << controls;
   d.set_legal_name("示例有限公司");
-  d.set_bank_name("银行\xE2\x80\xAE4321");  // U+202E RIGHT-TO-LEFT OVERRIDE
+  d.set_bank_name("银行\xE2\x80\xAE" "4321");  // U+202E RIGHT-TO-LEFT OVERRIDE
   controls = labshare::inventory::ValidateInvoicingDetails(d);
   EXPECT_EQ(ErrorReason(controls), "INVALID_FIELD");
   EXPECT_TRUE(absl::StrContains(controls.ToString(), "bank_name")) << controls;
@@ -394,7 +394,7 @@ TEST_F(InvoiceDocumentTest, IssuedDocumentCarriesFapiaoDetailsAndTaxAndNeverChan
   EXPECT_EQ(csv->filename(), "LS-CNY-2027-000001.csv");
   const std::vector<std::string> rows = absl::StrSplit(csv->content(), "\r\n");
   ASSERT_GE(rows.size(), 30u) << csv->content();
-  EXPECT_EQ(rows[0], "\xEF\xBB\xBFrecord,key,value,organization,line_number,kind,description,quantity,unit,unit_price,amount,"
+  EXPECT_EQ(rows[0], "\xEF\xBB\xBF" "record,key,value,organization,line_number,kind,description,quantity,unit,unit_price,amount,"
                      "tax_rate,tax_amount,currency");
   EXPECT_EQ(rows[1], "invoice,number,LS-CNY-2027-000001,,,,,,,,,,,");
   EXPECT_EQ(rows[2], "invoice,state,ISSUED,,,,,,,,,,,");

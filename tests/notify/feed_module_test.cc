@@ -497,12 +497,15 @@ TEST_F(FeedModuleTest, AFeedLivesAsLongAsItsUserAndShowsPeopleOnlyWhileTheyStayI
   grpc::Status s = Content(TokenOf(mine.secret_url()), &none);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(ReasonOf(s), "FEED_NOT_FOUND");
-  // So is a removed user's.
+  // So is a removed user's (one not asked about yet: answers are kept a
+  // minute).
+  inventory_.SetUser("zhao-lei", "lab-b", false);
+  const v1::CalendarFeed theirs = CreateFeed("zhao-lei", "lab-b", Role::kLabUser, v1::CalendarFeed::USER);
   {
     std::lock_guard<std::mutex> lock(inventory_.users_mu);
-    inventory_.users.erase("users/wang-fang");
+    inventory_.users.erase("users/zhao-lei");
   }
-  s = Content(TokenOf(inside.secret_url()), &none);
+  s = Content(TokenOf(theirs.secret_url()), &none);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(ReasonOf(s), "FEED_NOT_FOUND");
 }

@@ -29,6 +29,15 @@ bool IsReasonWord(absl::string_view w) {
   return underscore && w.back() != '_';
 }
 
+// "OVERPAYMENT": upper case letters only, at least four.
+bool IsSingleReasonWord(absl::string_view w) {
+  if (w.size() < 4) return false;
+  for (char c : w) {
+    if (!std::isupper(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
 // "CreateProject": an rpc name.
 bool IsCamelWord(absl::string_view w) {
   if (w.empty() || !std::isupper(static_cast<unsigned char>(w[0]))) return false;
@@ -93,10 +102,13 @@ void ParseGroup(absl::string_view code, absl::string_view content, std::set<Code
       continue;
     }
     absl::string_view word = WordAt(item, 0);
-    if (!IsReasonWord(word)) continue;
     absl::string_view rest = absl::StripLeadingAsciiWhitespace(item.substr(word.size()));
-    // "REASON", "REASON: why" or "REASON as OtherRpc" (explained there).
-    if (rest.empty() || rest[0] == ':' || absl::StartsWith(rest, "as ")) {
+    // "REASON", "REASON: why" or "REASON as OtherRpc" (explained there). A
+    // one-word reason ("OVERPAYMENT") counts only with its explanation, so
+    // that a bare "MEMBER" or "CNY" in prose is not taken for one.
+    const bool explained = !rest.empty() && rest[0] == ':';
+    if (!IsReasonWord(word) && !(explained && IsSingleReasonWord(word))) continue;
+    if (rest.empty() || explained || absl::StartsWith(rest, "as ")) {
       out->insert({std::string(code), std::string(word)});
     }
   }

@@ -63,6 +63,20 @@ TEST(ErrorContractParser, WordsInAnExplanationAreNotReasons) {
                                   {"FAILED_PRECONDITION", "TEMPLATE_COUNT"}}));
 }
 
+TEST(ErrorContractParser, AOneWordReasonCountsWithItsExplanation) {
+  EXPECT_EQ(Spec("FAILED_PRECONDITION (INVOICE_NOT_ISSUED; OVERPAYMENT: more than the open amount; "
+                 "MEMBER; CNY: the currency)"),
+            (std::set<CodeReason>{{"FAILED_PRECONDITION", "INVOICE_NOT_ISSUED"},
+                                  {"FAILED_PRECONDITION", "OVERPAYMENT"}}));
+}
+
+TEST(ErrorContractParser, RecordPaymentDocumentsOverpayment) {
+  const ErrorContract& c = SourceContract();
+  const auto it = c.methods.find("/labshare.billing.v1.BillingService/RecordPayment");
+  ASSERT_NE(it, c.methods.end());
+  EXPECT_EQ(it->second.count({"FAILED_PRECONDITION", "OVERPAYMENT"}), 1u);
+}
+
 TEST(ErrorContractParser, ACodeWithoutReasonsAnswersItsOwnName) {
   EXPECT_EQ(Spec("OUT_OF_RANGE (SEQUENCE_OUT_OF_RANGE); DEADLINE_EXCEEDED if the range is long."),
             (std::set<CodeReason>{{"OUT_OF_RANGE", "SEQUENCE_OUT_OF_RANGE"},

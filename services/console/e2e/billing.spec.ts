@@ -124,6 +124,37 @@ test('NanoCraft’s billing admin sees the March invoice, its lines and download
   expect(docCsv.suggestedFilename()).toBe(`${inv.number}.csv`);
   expect(fs.readFileSync((await docCsv.path())!, 'utf8').split('\r\n')).toContain('total,amount_due,117875.00,,,,,,,,,,,CNY');
 
+  // ---- a refused download shows its reason on the page (here billing
+  // answering DOCUMENT_RENDER_FAILED, as it does without a CJK font), and no
+  // file is saved. The answer is the gateway's Connect error body.
+  const errorInfo = (reason: string, domain: string) => {
+    const r = Buffer.from(reason);
+    const d = Buffer.from(domain);
+    return Buffer.concat([Buffer.from([0x0a, r.length]), r, Buffer.from([0x12, d.length]), d]).toString('base64');
+  };
+  await page.route('**/documents/invoices/*.pdf', (route) => route.fulfill({
+    status: 503,
+    contentType: 'application/json',
+    body: JSON.stringify({
+      code: 'unavailable',
+      message: 'the invoice document could not be rendered',
+      details: [{ type: 'google.rpc.ErrorInfo', value: errorInfo('DOCUMENT_RENDER_FAILED', 'billing.labshare') }],
+    }),
+  }));
+  let saved = false;
+  const onDownload = () => { saved = true; };
+  page.on('download', onDownload);
+  await page.getByTestId('download-pdf').click();
+  await expect(page.getByTestId('error')).toContainText('The invoice document could not be produced right now.');
+  await expect(page.getByTestId('download-pdf')).toBeEnabled();
+  await shot(page, 'billing-invoice-document-refused');
+  page.off('download', onDownload);
+  expect(saved).toBe(false);
+  await page.unroute('**/documents/invoices/*.pdf');
+  const [again] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download-pdf').click()]);
+  expect(again.suggestedFilename()).toBe(`${inv.number}.pdf`);
+  await expect(page.getByTestId('error')).toHaveCount(0);
+
   // ---- at phone width
   await page.setViewportSize({ width: 390, height: 844 });
   await expect(page.getByTestId('invoice-total')).toBeVisible();

@@ -5,7 +5,9 @@
 // consortium admin may mark an issued invoice paid (MarkInvoicePaid).
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
-import { toJsonString } from '@bufbuild/protobuf';
+import { toJsonString, type JsonValue } from '@bufbuild/protobuf';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { errorFromJson } from '@connectrpc/connect/protocol-connect';
 import { timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import {
   ChargeUnit, FeeKind, Invoice_State, InvoiceLine_Kind, InvoiceSchema,
@@ -150,6 +152,49 @@ function download(text: string, type: string, filename: string): void {
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
+// The issued document from the gateway's download route. Fetched rather than
+// linked, so that a refusal (not issued, not yours, rendering failed) shows
+// its reason here instead of saving the error as a file.
+async function fetchDocument(url: string, fallbackName: string): Promise<void> {
+  const res = await fetch(url, { credentials: 'same-origin', headers: { accept: '*/*' } });
+  if (!res.ok) {
+    let body: JsonValue = null;
+    try {
+      body = await res.json() as JsonValue;
+    } catch {
+      body = null;
+    }
+    throw errorFromJson(body ?? { code: 'unknown', message: `HTTP ${res.status}` }, undefined,
+      new ConnectError(`HTTP ${res.status}`, Code.Unknown));
+  }
+  const disposition = /filename="([A-Za-z0-9._-]+)"/.exec(res.headers.get('content-disposition') ?? '');
+  const blob = await res.blob();
+  const href = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = href;
+  a.download = disposition?.[1] ?? fallbackName;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 10_000);
+}
+
+function DocumentButton({ testid, url, filename, label, onError }: {
+  testid: string; url: string; filename: string; label: string; onError: (e: unknown) => void;
+}) {
+  const [busy, setBusy] = useState(false);
+  return (
+    <button type="button" data-testid={testid} disabled={busy} aria-busy={busy}
+      onClick={() => {
+        setBusy(true);
+        onError(undefined);
+        fetchDocument(url, filename).catch(onError).finally(() => setBusy(false));
+      }}>
+      {label}
+    </button>
+  );
+}
+
 // ------------------------------------------------------------------ admin
 
 function MarkPaid({ invoice, onDone }: { invoice: Invoice; onDone: () => void }) {
@@ -190,6 +235,7 @@ export default function InvoiceScreen({ params }: { params: Record<string, strin
   const names = useNames();
   const name = `invoices/${params.id ?? ''}`;
   const data = useLoad(() => load(name), [name]);
+  const [docError, setDocError] = useState<unknown>();
   return (
     <section>
       <BillingHeader params={params} names={names} tabPeriod={data.data?.invoice.period} chooser={false} />
@@ -240,12 +286,13 @@ export default function InvoiceScreen({ params }: { params: Record<string, strin
                     {/* billing's GetInvoiceDocument through the gateway's
                         download route: the issued document with the fapiao
                         details as they were at issue. */}
-                    <a class="button" data-testid="download-pdf" download
-                      href={`/documents/invoices/${idOf(inv.name)}.pdf`}>{t('billing.invoice.pdf')}</a>
-                    <a class="button" data-testid="download-document-csv" download
-                      href={`/documents/invoices/${idOf(inv.name)}.csv`}>{t('billing.invoice.documentCsv')}</a>
+                    <DocumentButton testid="download-pdf" url={`/documents/invoices/${idOf(inv.name)}.pdf`}
+                      filename={`${inv.number || idOf(inv.name)}.pdf`} label={t('billing.invoice.pdf')} onError={setDocError} />
+                    <DocumentButton testid="download-document-csv" url={`/documents/invoices/${idOf(inv.name)}.csv`}
+                      filename={`${inv.number || idOf(inv.name)}.csv`} label={t('billing.invoice.documentCsv')} onError={setDocError} />
                   </div>
                 )}
+                <ErrorBox error={docError} />
               </div>
 
               <h2>{t('billing.invoice.lines')}</h2>

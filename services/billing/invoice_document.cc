@@ -20,13 +20,21 @@
 namespace labshare::billing {
 namespace {
 
-// Currencies without minor digits (ISO 4217 exponent 0) among those a
-// consortium might use; every other one has two.
+// ISO 4217 exponents other than two: the currencies without minor digits
+// and those with three (the list of ISO 4217 amendment 176). Every other
+// code has two.
 int MinorDigits(absl::string_view currency) {
-  return (currency == "JPY" || currency == "KRW" || currency == "VND" || currency == "ISK" ||
-          currency == "CLP" || currency == "PYG" || currency == "UGX")
-             ? 0
-             : 2;
+  static constexpr absl::string_view kZero[] = {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW",
+                                                "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF",
+                                                "XPF"};
+  static constexpr absl::string_view kThree[] = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"};
+  for (absl::string_view c : kZero) {
+    if (currency == c) return 0;
+  }
+  for (absl::string_view c : kThree) {
+    if (currency == c) return 3;
+  }
+  return 2;
 }
 
 std::string UnitWord(v1::ChargeUnit unit) {
@@ -475,6 +483,7 @@ std::string FormatAmount(int64_t minor, absl::string_view currency) {
   // |INT64_MIN| does not fit; amounts are bounded far below it.
   const uint64_t abs = negative ? static_cast<uint64_t>(-(minor + 1)) + 1 : static_cast<uint64_t>(minor);
   if (digits == 0) return absl::StrCat(negative ? "-" : "", abs);
+  if (digits == 3) return absl::StrFormat("%s%d.%03d", negative ? "-" : "", abs / 1000, abs % 1000);
   return absl::StrFormat("%s%d.%02d", negative ? "-" : "", abs / 100, abs % 100);
 }
 

@@ -109,6 +109,10 @@ TEST(Csv, FieldsAreQuotedOnlyWhenRfc4180NeedsIt) {
   EXPECT_EQ(FormatAmount(-5, "CNY"), "-0.05");
   EXPECT_EQ(FormatAmount(0, "CNY"), "0.00");
   EXPECT_EQ(FormatAmount(1234, "JPY"), "1234");
+  EXPECT_EQ(FormatAmount(1234567, "KWD"), "1234.567");
+  EXPECT_EQ(FormatAmount(-5, "BHD"), "-0.005");
+  EXPECT_EQ(FormatAmount(0, "TND"), "0.000");
+  EXPECT_EQ(FormatAmount(-1500, "XOF"), "-1500");
   EXPECT_EQ(FormatTaxRate(600), "6%");
   EXPECT_EQ(FormatTaxRate(650), "6.5%");
   EXPECT_EQ(FormatTaxRate(1325), "13.25%");

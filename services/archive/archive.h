@@ -82,6 +82,10 @@ struct ArchiveOptions {
   std::string dir;  // where audit-<Y>.jsonl and bookings-<Y>.jsonl go
   const Clock* clock = nullptr;  // the platform clock; nullptr: system clock
   int batch = 256;
+  // Billing's periods are months in the consortium time zone (the billing
+  // service's --time_zone): billing's year ends at 1 January of the next
+  // year there.
+  std::string billing_time_zone = "Asia/Shanghai";
   // Tests: called with a stage name ("exported", "manifest", "removed_batch");
   // a non-OK status stops the run there (a crash).
   std::function<absl::Status(absl::string_view stage)> stop_for_testing;
@@ -97,6 +101,11 @@ struct ArchiveResult {
   int64_t keys_deleted = 0;  // keys that went away entirely (DEL / emptied)
   std::string audit_file, bookings_file;
   std::string audit_sha256, bookings_sha256;
+  // Billing (see "billing" above).
+  int64_t billing_charges = 0, billing_postings = 0, billing_ledger_lines = 0;
+  int64_t billing_lists_folded = 0;     // account lists that got carried-forward lines
+  int64_t billing_changed_kept = 0;     // documents changed after the export: left in Redis
+  std::string billing_file, billing_sha256;
 };
 
 absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions& options);
@@ -112,6 +121,7 @@ struct FileVerdict {
   std::string last_hash_hex;
   int64_t broken_at = 0;
   std::string kind;  // "" when ok; else the verifier's kind, lowercase
+  int64_t charges = 0, postings = 0, ledger_lines = 0;  // the billing file's records
 };
 FileVerdict VerifyAuditExport(absl::string_view file,
                               std::optional<std::pair<int64_t, std::string>> anchor = std::nullopt);
@@ -124,6 +134,12 @@ absl::StatusOr<FileVerdict> VerifyAuditExportFile(const std::string& path,
                                                   std::optional<std::pair<int64_t, std::string>> anchor,
                                                   std::string* sha256_hex = nullptr);
 absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, std::string* sha256_hex = nullptr);
+// The billing file: header, per record the document's SHA-256, every
+// archived posting's ledger lines summing to zero, trailer counts and
+// checksum (kinds: malformed, hash_mismatch, unbalanced_posting,
+// trailer_mismatch, data_after_trailer, no_trailer).
+FileVerdict VerifyBillingExport(absl::string_view file);
+absl::StatusOr<FileVerdict> VerifyBillingExportFile(const std::string& path, std::string* sha256_hex = nullptr);
 
 }  // namespace labshare::archive
 

@@ -505,6 +505,9 @@ struct BillingSelection {
   // Per account list key, the lines taken (in list order).
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> lines;  // key -> (posting id, line)
   int64_t ledger_lines = 0;
+  // Created before the cut but not final (an invoice line not on a paid
+  // invoice, a held deposit, a lease still out, a correction after the cut).
+  int64_t charges_kept = 0, postings_kept = 0;
 };
 
 // Members of a "<ms, 15 digits>|<id>" index before cut_ms, in order.
@@ -801,6 +804,8 @@ absl::StatusOr<BillingSelection> SelectBilling(RedisPool* pool, int year, int64_
     taken_postings.insert(posting_docs[i].id);
     for (const auto& e : postings[name].entries()) accounts.insert(bl::keys::Account(e.account()));
   }
+  out.charges_kept = static_cast<int64_t>(charge_docs.size() - out.charges.size());
+  out.postings_kept = static_cast<int64_t>(posting_docs.size() - out.postings.size());
   // ---- their ledger lines, as the account lists hold them
   std::map<std::string, int64_t> lines_per_posting, sum_per_posting;
   for (const auto& key : accounts) {
@@ -1426,6 +1431,8 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     absl::SimpleAtoi(Get(m, "billing_postings"), &result.billing_postings);
     absl::SimpleAtoi(Get(m, "billing_ledger_lines"), &result.billing_ledger_lines);
     absl::SimpleAtoi(Get(m, "billing_lists_folded"), &result.billing_lists_folded);
+    absl::SimpleAtoi(Get(m, "billing_charges_kept"), &result.billing_charges_kept);
+    absl::SimpleAtoi(Get(m, "billing_postings_kept"), &result.billing_postings_kept);
     absl::SimpleAtoi(Get(m, "billing_changed_kept"), &result.billing_changed_kept);
     result.billing_sha256 = Get(m, "billing_sha256");
     if (!Get(m, "billing_file").empty()) result.billing_file = Get(m, "billing_file");
@@ -1580,6 +1587,8 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
         {"billing_charges", std::to_string(billing.charges.size())},
         {"billing_postings", std::to_string(billing.postings.size())},
         {"billing_ledger_lines", std::to_string(billing.ledger_lines)},
+        {"billing_charges_kept", std::to_string(billing.charges_kept)},
+        {"billing_postings_kept", std::to_string(billing.postings_kept)},
     };
     for (const auto& [k, v] : fields) {
       args.push_back(k);

@@ -782,6 +782,14 @@ TEST_F(BillingArchiveTest, ArchivesClosedBillingKeepsEveryAnswerResumesAndReruns
   EXPECT_EQ(done->billing_postings, 6);
   EXPECT_EQ(done->billing_ledger_lines, 24);
   EXPECT_EQ(done->billing_changed_kept, 0);
+  // Kept: June's charge (reversed in Y + 1) and lab3's (never invoiced),
+  // with their CHARGE postings.
+  EXPECT_EQ(done->billing_charges_kept, 2);
+  EXPECT_EQ(done->billing_postings_kept, 2);
+  // The account lists that got carried-forward lines (counted over the
+  // crashed run and the rerun): lab's and lab2's expense, payable and cash,
+  // owner's receivable, income and cash.
+  EXPECT_EQ(done->billing_lists_folded, 9);
   EXPECT_EQ(Answers(), before);
 
   for (const auto& c : {c_march_, c_june2_, c_dec_}) {

@@ -895,5 +895,85 @@ TEST_F(BillingArchiveTest, AChangedBillingFileIsRefusedBeforeAnythingIsRemoved) 
   EXPECT_TRUE(absl::EndsWith(py.output, ": HASH_MISMATCH\n")) << py.output;
 }
 
+
+TEST_F(BillingArchiveTest, ADocumentChangedAfterTheExportStays) {
+  SeedBilling();
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  const std::string before = Answers();
+  ArchiveOptions crash = Options(kY);
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "billing_folded" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  // December's charge written again meanwhile (its version moves on).
+  const std::string key = bl::keys::Doc("charge", IdOf(c_dec_));
+  ASSERT_EQ(pool_->Command({"HINCRBY", key, "v", "1"})->integer, 2);
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_charges, 3);      // in the file
+  EXPECT_EQ(done->billing_changed_kept, 1);  // but left in Redis
+  EXPECT_TRUE(Exists(key));
+  EXPECT_FALSE(Exists(bl::keys::Doc("charge", IdOf(c_march_))));
+  auto listed = pool_->Command({"ZRANGE", bl::keys::Index("charge"), "0", "-1"});
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->elements.size(), 4u);  // December, June, November, January
+  EXPECT_EQ(Answers(), before);
+}
+
+TEST_F(BillingArchiveTest, AHeldDepositAndTheRentOfALeaseStillOutStay) {
+  // lab leases i1 from May of Y: a 500.00 deposit, 1,000.00 a month.
+  bv1::Lease lease;
+  lease.set_name("leases/l1");
+  lease.set_instrument("instruments/i1");
+  lease.set_instrument_owner("organizations/owner");
+  lease.set_lessee_organization("organizations/lab");
+  lease.set_contact_user("users/ana");
+  lease.set_state(bv1::Lease::HANDED_OVER);
+  lease.set_payer_class(labshare::type::v1::MEMBER);
+  *lease.mutable_term()->mutable_start_time() = ToProto(Local(kY, 5, 1, 0));
+  *lease.mutable_term()->mutable_end_time() = ToProto(Local(kY + 1, 5, 1, 0));
+  lease.mutable_contract()->set_rate_basis(bv1::LeaseContract::MONTHLY);
+  *lease.mutable_contract()->mutable_rate() = bl::MakeMoney("CNY", 100000);
+  *lease.mutable_contract()->mutable_deposit() = bl::MakeMoney("CNY", 50000);
+  *lease.mutable_handover()->mutable_handover_time() = ToProto(Local(kY, 5, 1, 0));
+  clock_.Set(Local(kY, 5, 1, 1));
+  bv1::BookingEvent e;
+  e.mutable_header()->set_event_id("ev-lease-l1");
+  *e.mutable_lease_handed_over()->mutable_lease() = lease;
+  ASSERT_TRUE(billing_
+                  ->ApplyBookingEvent(StreamEvent{absl::StrCat(absl::ToUnixMillis(clock_.Now()), "-0"),
+                                                  "labshare.booking.v1.BookingEvent", e.SerializeAsString()})
+                  .ok());
+  clock_.Set(Local(kY, 7, 1, 1));
+  auto rent = billing_->ChargeEndedLeasePeriods();
+  ASSERT_TRUE(rent.ok()) << rent.status();
+  EXPECT_EQ(*rent, 2);  // May and June
+  // July's invoice carries the deposit (payable on handover) and both
+  // months' rent (posted on 1 July).
+  clock_.Set(Local(kY, 8, 2));
+  const blv1::Invoice july = Issue("organizations/lab", absl::StrCat(kY, "-07"), "issue-july");
+  ASSERT_EQ(july.lines_size(), 3);
+  ASSERT_TRUE(MarkPaid(july.name(), "pay-july").ok());
+  clock_.Set(Local(kY + 1, 2, 1));
+  const std::string before = Answers();
+  const int64_t keys = DbSize();
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  // The deposit is held and the lease is out: its DEPOSIT charge and the
+  // rent of May and June (all paid) stay with their postings; the payment of
+  // the paid invoice goes.
+  EXPECT_EQ(done->billing_charges, 0);
+  EXPECT_EQ(done->billing_charges_kept, 3);
+  EXPECT_EQ(done->billing_postings, 1);
+  EXPECT_EQ(done->billing_postings_kept, 3);
+  EXPECT_EQ(keys - DbSize(), 1 - 1);  // the payment's posting went, the manifest came
+  EXPECT_EQ(Answers(), before);
+  // The lease's rent is not charged again.
+  clock_.Set(Local(kY + 1, 2, 2));
+  auto again = billing_->ChargeEndedLeasePeriods();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, 7);  // July of Y to January of Y + 1, none of May and June
+}
+
 }  // namespace
 }  // namespace labshare::archive

@@ -483,6 +483,286 @@ absl::StatusOr<int64_t> SweepOrgIndexes(RedisPool* pool, int64_t cut_ms, int bat
   return removed;
 }
 
+// ------------------------------------------------------------ leases and service orders
+
+absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
+                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn);
+
+// A lease or service order as it is written to its file.
+struct StoredRecord {
+  int partition = 0;
+  std::string id;
+  int64_t version = 0;
+  std::string data;
+};
+
+bool FinalLease(bv1::Lease::State s) {
+  return s == bv1::Lease::CLOSED || s == bv1::Lease::REJECTED || s == bv1::Lease::CANCELLED;
+}
+bool FinalOrder(bv1::ServiceOrder::State s) {
+  return s == bv1::ServiceOrder::COMPLETED || s == bv1::ServiceOrder::CANCELLED;
+}
+
+// The ids of a score index with a score before cut_ms, in batches.
+absl::Status ForEachScoredBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
+                                 const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
+  std::string min = "-inf";
+  std::set<std::string> seen_at_min;
+  while (true) {
+    const size_t limit = seen_at_min.size() + static_cast<size_t>(batch);
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYSCORE", key, min, absl::StrCat("(", cut_ms),
+                                                     "WITHSCORES", "LIMIT", "0", std::to_string(limit)}));
+    if (!r.is_array() || r.elements.size() % 2 != 0) return absl::InternalError("unexpected ZRANGEBYSCORE reply");
+    std::vector<std::pair<std::string, std::string>> fresh;
+    for (size_t i = 0; i < r.elements.size(); i += 2) {
+      if (r.elements[i + 1].str == min && seen_at_min.count(r.elements[i].str) > 0) continue;
+      fresh.emplace_back(r.elements[i].str, r.elements[i + 1].str);
+    }
+    if (fresh.empty()) return absl::OkStatus();
+    std::vector<std::string> ids;
+    for (const auto& f : fresh) ids.push_back(f.first);
+    LS_RETURN_IF_ERROR(fn(ids));
+    const std::string last = fresh.back().second;
+    if (last != min) seen_at_min.clear();
+    for (const auto& f : fresh) {
+      if (f.second == last) seen_at_min.insert(f.first);
+    }
+    min = last;
+    if (r.elements.size() / 2 < limit) return absl::OkStatus();
+  }
+}
+
+// The ids of a DocStore-shaped index ("<ms, 15 digits>|<id>") before cut_ms.
+absl::Status ForEachLexBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
+                              const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
+  return ForEachIndexMemberBefore(pool, key, cut_ms, batch, [&](const std::vector<std::string>& members) {
+    std::vector<std::string> ids;
+    for (const auto& m : members) ids.push_back(m.substr(m.find('|') + 1));
+    return fn(ids);
+  });
+}
+
+// Loads documents of partition p and calls take(record) for each present.
+absl::Status LoadRecords(RedisPool* pool, int p, const std::vector<std::string>& ids,
+                         std::string (*doc_key)(int, absl::string_view),
+                         const std::function<absl::Status(StoredRecord)>& take) {
+  std::vector<std::vector<std::string>> gets;
+  for (const auto& id : ids) gets.push_back({"HMGET", doc_key(p, id), "d", "v"});
+  LS_ASSIGN_OR_RETURN(auto docs, pool->Pipeline(gets));
+  for (size_t i = 0; i < docs.size(); ++i) {
+    if (!docs[i].is_array() || docs[i].elements.size() != 2 || docs[i].elements[0].is_nil()) continue;
+    StoredRecord r;
+    r.partition = p;
+    r.id = ids[i];
+    r.data = docs[i].elements[0].str;
+    absl::SimpleAtoi(docs[i].elements[1].str, &r.version);
+    LS_RETURN_IF_ERROR(take(std::move(r)));
+  }
+  return absl::OkStatus();
+}
+
+// Final leases (CLOSED, REJECTED, CANCELLED) and service orders
+// (COMPLETED, CANCELLED) whose last change was before the cut and is
+// applied by every consumer; `kept` counts the others read.
+struct LeasesAndOrders {
+  std::vector<StoredRecord> leases, orders;
+  int64_t leases_kept = 0, orders_kept = 0;
+};
+
+absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t cut_ms, int64_t safe_ms, int batch) {
+  LeasesAndOrders out;
+  for (int p = 0; p < bk::kPartitions; ++p) {
+    LS_RETURN_IF_ERROR(ForEachScoredBefore(pool, bk::keys::ListAll(p, 'l'), cut_ms, batch,
+                                           [&](const std::vector<std::string>& ids) {
+                                             return LoadRecords(pool, p, ids, bk::keys::Lease, [&](StoredRecord r) {
+                                               bv1::Lease l;
+                                               if (!l.ParseFromString(r.data)) {
+                                                 return absl::DataLossError(
+                                                     absl::StrCat("lease ", r.id, " does not parse"));
+                                               }
+                                               const int64_t changed = absl::ToUnixMillis(FromProto(l.update_time()));
+                                               if (FinalLease(l.state()) && changed < cut_ms && changed < safe_ms) {
+                                                 out.leases.push_back(std::move(r));
+                                               } else {
+                                                 ++out.leases_kept;
+                                               }
+                                               return absl::OkStatus();
+                                             });
+                                           }));
+    LS_RETURN_IF_ERROR(ForEachLexBefore(pool, bk::keys::ListAll(p, 'o'), cut_ms, batch,
+                                        [&](const std::vector<std::string>& ids) {
+                                          return LoadRecords(pool, p, ids, bk::keys::Order, [&](StoredRecord r) {
+                                            bv1::ServiceOrder o;
+                                            if (!o.ParseFromString(r.data)) {
+                                              return absl::DataLossError(
+                                                  absl::StrCat("service order ", r.id, " does not parse"));
+                                            }
+                                            const int64_t changed = absl::ToUnixMillis(FromProto(o.update_time()));
+                                            if (FinalOrder(o.state()) && changed < cut_ms && changed < safe_ms) {
+                                              out.orders.push_back(std::move(r));
+                                            } else {
+                                              ++out.orders_kept;
+                                            }
+                                            return absl::OkStatus();
+                                          });
+                                        }));
+  }
+  return out;
+}
+
+std::string RecordLine(const StoredRecord& r, absl::string_view field, absl::string_view collection) {
+  return absl::StrCat("{\"partition\":", r.partition, ",\"", field, "\":\"", collection, "/", JsonEscape(r.id),
+                      "\",\"version\":", r.version, ",\"document\":\"", absl::Base64Escape(r.data),
+                      "\",\"sha256\":\"", Sha256Hex(r.data), "\"}\n");
+}
+
+// Writes a records file: header, lines, trailer with the count.
+absl::StatusOr<std::unique_ptr<FileWriter>> WriteRecords(const std::string& path, const std::string& format,
+                                                         const std::string& count_field, int year, int64_t cut_ms,
+                                                         const std::vector<StoredRecord>& records,
+                                                         absl::string_view field, absl::string_view collection) {
+  LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> w, FileWriter::Open(path));
+  usage::Sha256 sum;
+  auto put = [&](const std::string& line) {
+    sum.Update(line);
+    return w->Append(line);
+  };
+  LS_RETURN_IF_ERROR(put(absl::StrCat("{\"format\":\"", format, "\",\"version\":1,\"year\":", year,
+                                      ",\"cut_ms\":", cut_ms, "}\n")));
+  for (const auto& r : records) LS_RETURN_IF_ERROR(put(RecordLine(r, field, collection)));
+  LS_RETURN_IF_ERROR(w->Append(absl::StrCat("{\"trailer\":true,\"", count_field, "\":", records.size(),
+                                            ",\"sha256\":\"", sum.HexDigest(), "\"}\n")));
+  return w;
+}
+
+// A record line of a verified file: partition, id (after the collection),
+// document.
+absl::StatusOr<StoredRecord> ParseRecordLine(absl::string_view line, const char* field) {
+  Struct s;
+  std::string name, doc;
+  int64_t p = 0;
+  if (!ParseLine(line, &s) || !Int(Field(s, "partition"), &p) || !Str(Field(s, field), &name) ||
+      !Str(Field(s, "document"), &doc) || p < 0 || p >= bk::kPartitions) {
+    return absl::DataLossError("archive file: malformed line");
+  }
+  StoredRecord r;
+  r.partition = static_cast<int>(p);
+  r.id = bk::IdOf(name);
+  if (!absl::Base64Unescape(doc, &r.data)) return absl::DataLossError("archive file: a document does not decode");
+  return r;
+}
+
+// Removes the documents and their index members named by a verified
+// leases / orders file; the operator organisations' indexes (not named by
+// the documents) are swept after. Returns the keys that went away.
+absl::StatusOr<int64_t> RemoveRecords(RedisPool* pool, const std::string& path, bool orders) {
+  int64_t gone = 0;
+  absl::Status bad = absl::OkStatus();
+  int64_t line_no = 0;
+  LS_RETURN_IF_ERROR(ForEachLine(path, [&](absl::string_view line) {
+                       ++line_no;
+                       if (line_no == 1 || absl::StartsWith(line, "{\"trailer\"")) return true;
+                       absl::StatusOr<StoredRecord> r = ParseRecordLine(line, orders ? "service_order" : "lease");
+                       if (!r.ok()) {
+                         bad = r.status();
+                         return false;
+                       }
+                       const int p = r->partition;
+                       std::vector<std::vector<std::string>> cmds;
+                       if (orders) {
+                         bv1::ServiceOrder o;
+                         if (!o.ParseFromString(r->data)) {
+                           bad = absl::DataLossError("orders file: a document does not parse");
+                           return false;
+                         }
+                         cmds.push_back({"DEL", bk::keys::Order(p, r->id)});
+                         const std::string member = bk::keys::IndexMember(
+                             absl::ToUnixMillis(FromProto(o.create_time())), r->id);
+                         for (const auto& op : bk::OrderListingOps(p, o, "")) cmds.push_back({"ZREM", op.key, member});
+                         cmds.push_back({"ZREM", bk::keys::Orders(p, bk::IdOf(o.instrument())), member});
+                       } else {
+                         bv1::Lease l;
+                         if (!l.ParseFromString(r->data)) {
+                           bad = absl::DataLossError("leases file: a document does not parse");
+                           return false;
+                         }
+                         cmds.push_back({"DEL", bk::keys::Lease(p, r->id)});
+                         for (const auto& k : bk::LeaseListingKeys(p, l, "")) cmds.push_back({"ZREM", k, r->id});
+                       }
+                       absl::StatusOr<std::vector<RedisValue>> replies = pool->Pipeline(cmds);
+                       if (!replies.ok()) {
+                         bad = replies.status();
+                         return false;
+                       }
+                       gone += (*replies)[0].integer;
+                       std::vector<std::vector<std::string>> exists;
+                       for (size_t i = 1; i < cmds.size(); ++i) {
+                         if ((*replies)[i].integer > 0) exists.push_back({"EXISTS", cmds[i][1]});
+                       }
+                       if (!exists.empty()) {
+                         absl::StatusOr<std::vector<RedisValue>> ex = pool->Pipeline(exists);
+                         if (!ex.ok()) {
+                           bad = ex.status();
+                           return false;
+                         }
+                         for (const auto& e : *ex) gone += e.integer == 0 ? 1 : 0;
+                       }
+                       return true;
+                     }).status());
+  LS_RETURN_IF_ERROR(bad);
+  return gone;
+}
+
+// The operator organisations' lease and order indexes: members before the
+// cut whose document is gone.
+absl::StatusOr<int64_t> SweepLeaseAndOrderOrgIndexes(RedisPool* pool, int64_t cut_ms, int batch) {
+  int64_t removed = 0;
+  for (const char kind : {'l', 'o'}) {
+    std::set<std::string> index_keys;
+    std::string cursor = "0";
+    do {
+      LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"SCAN", cursor, "MATCH", absl::StrCat("{bk:*}:ls:", std::string(1, kind), ":org:*"),
+                                                       "COUNT", "1000", "TYPE", "zset"}));
+      if (!r.is_array() || r.elements.size() != 2) return absl::InternalError("unexpected SCAN reply");
+      cursor = r.elements[0].str;
+      for (const auto& k : r.elements[1].elements) index_keys.insert(k.str);
+    } while (cursor != "0");
+    for (const auto& key : index_keys) {
+      int p = -1;
+      for (int q = 0; q < bk::kPartitions; ++q) {
+        if (absl::StartsWith(key, bk::keys::Tag(q) + ":")) p = q;
+      }
+      if (p < 0) continue;
+      auto sweep = [&](const std::vector<std::string>& members, const std::vector<std::string>& ids) -> absl::Status {
+        std::vector<std::vector<std::string>> exists;
+        for (const auto& id : ids) exists.push_back({"EXISTS", kind == 'l' ? bk::keys::Lease(p, id) : bk::keys::Order(p, id)});
+        LS_ASSIGN_OR_RETURN(auto ex, pool->Pipeline(exists));
+        std::vector<std::string> zrem = {"ZREM", key};
+        for (size_t i = 0; i < ex.size(); ++i) {
+          if (ex[i].integer == 0) zrem.push_back(members[i]);
+        }
+        if (zrem.size() > 2) {
+          LS_ASSIGN_OR_RETURN(RedisValue z, pool->Command(zrem));
+          removed += z.integer;
+        }
+        return absl::OkStatus();
+      };
+      if (kind == 'l') {
+        LS_RETURN_IF_ERROR(ForEachScoredBefore(pool, key, cut_ms, batch, [&](const std::vector<std::string>& ids) {
+          return sweep(ids, ids);
+        }));
+      } else {
+        LS_RETURN_IF_ERROR(ForEachIndexMemberBefore(pool, key, cut_ms, batch, [&](const std::vector<std::string>& members) {
+          std::vector<std::string> ids;
+          for (const auto& m : members) ids.push_back(m.substr(m.find('|') + 1));
+          return sweep(members, ids);
+        }));
+      }
+    }
+  }
+  return removed;
+}
+
 // ------------------------------------------------------------ billing
 
 namespace bl = labshare::billing;
@@ -1202,6 +1482,8 @@ class AuditVerifier {
 // trailer's count and the SHA-256 of every byte before it.
 class BookingsVerifier {
  public:
+  BookingsVerifier(std::string format = "labshare-bookings-jsonl", std::string count_field = "bookings")
+      : format_(std::move(format)), count_field_(std::move(count_field)) {}
   bool Line(absl::string_view line) {
     if (done_) return false;
     ++line_no_;
@@ -1210,11 +1492,11 @@ class BookingsVerifier {
     if (trailer_) return Broken("data_after_trailer");
     if (line_no_ == 1) {
       std::string format;
-      if (!Str(Field(o, "format"), &format) || format != "labshare-bookings-jsonl") return Broken("malformed");
+      if (!Str(Field(o, "format"), &format) || format != format_) return Broken("malformed");
     } else if (Field(o, "trailer") != nullptr) {
       int64_t n = 0;
       std::string sum;
-      if (!Int(Field(o, "bookings"), &n) || n != verdict_.entries || !Str(Field(o, "sha256"), &sum) ||
+      if (!Int(Field(o, count_field_.c_str()), &n) || n != verdict_.entries || !Str(Field(o, "sha256"), &sum) ||
           sum != sha_.HexDigest()) {
         return Broken("trailer_mismatch");
       }
@@ -1251,6 +1533,7 @@ class BookingsVerifier {
     verdict_.kind = kind;
     return false;
   }
+  std::string format_, count_field_;
   int64_t line_no_ = 0;
   bool trailer_ = false, done_ = false;
   usage::Sha256 sha_;
@@ -1380,6 +1663,14 @@ absl::StatusOr<FileVerdict> VerifyAuditExportFile(const std::string& path,
   return v.Finish();
 }
 
+absl::StatusOr<FileVerdict> VerifyRecordsExportFile(const std::string& path, absl::string_view kind,
+                                                    std::string* sha256_hex) {
+  BookingsVerifier v(absl::StrCat("labshare-", kind, "-jsonl"), std::string(kind));
+  LS_ASSIGN_OR_RETURN(std::string sha, ForEachLine(path, [&](absl::string_view line) { return v.Line(line); }));
+  if (sha256_hex != nullptr) *sha256_hex = sha;
+  return v.Finish();
+}
+
 absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, std::string* sha256_hex) {
   BookingsVerifier v;
   LS_ASSIGN_OR_RETURN(std::string sha, ForEachLine(path, [&](absl::string_view line) { return v.Line(line); }));
@@ -1409,6 +1700,8 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   result.audit_file = absl::StrCat(o.dir, "/audit-", o.year, ".jsonl");
   result.bookings_file = absl::StrCat(o.dir, "/bookings-", o.year, ".jsonl");
   result.billing_file = absl::StrCat(o.dir, "/billing-", o.year, ".jsonl");
+  result.leases_file = absl::StrCat(o.dir, "/leases-", o.year, ".jsonl");
+  result.orders_file = absl::StrCat(o.dir, "/orders-", o.year, ".jsonl");
   const std::string manifest_key = ManifestKey(o.year);
 
   auto read_manifest = [&]() -> absl::StatusOr<std::map<std::string, std::string>> {
@@ -1436,6 +1729,14 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     absl::SimpleAtoi(Get(m, "billing_changed_kept"), &result.billing_changed_kept);
     result.billing_sha256 = Get(m, "billing_sha256");
     if (!Get(m, "billing_file").empty()) result.billing_file = Get(m, "billing_file");
+    absl::SimpleAtoi(Get(m, "leases"), &result.leases);
+    absl::SimpleAtoi(Get(m, "orders"), &result.orders);
+    absl::SimpleAtoi(Get(m, "leases_kept"), &result.leases_kept);
+    absl::SimpleAtoi(Get(m, "orders_kept"), &result.orders_kept);
+    result.leases_sha256 = Get(m, "leases_sha256");
+    result.orders_sha256 = Get(m, "orders_sha256");
+    if (!Get(m, "leases_file").empty()) result.leases_file = Get(m, "leases_file");
+    if (!Get(m, "orders_file").empty()) result.orders_file = Get(m, "orders_file");
   };
   if (Get(manifest, "state") == "done") {
     fill(manifest);
@@ -1513,6 +1814,15 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
         return absl::DataLossError("the audit trail changed while it was exported; nothing removed");
       }
     }
+    // ---- leases and service orders
+    LS_ASSIGN_OR_RETURN(LeasesAndOrders lo, SelectLeasesAndOrders(pool, cut_ms, consumers.safe_ms, batch));
+    LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> leases_w,
+                        WriteRecords(result.leases_file, "labshare-leases-jsonl", "leases", o.year, cut_ms, lo.leases,
+                                     "lease", "leases"));
+    LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> orders_w,
+                        WriteRecords(result.orders_file, "labshare-orders-jsonl", "orders", o.year, cut_ms, lo.orders,
+                                     "service_order", "serviceOrders"));
+
     // ---- the billing file
     LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> lw, FileWriter::Open(result.billing_file));
     {
@@ -1536,6 +1846,8 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     LS_ASSIGN_OR_RETURN(const std::string bookings_sha, bw->Commit());
     LS_ASSIGN_OR_RETURN(const std::string audit_sha, aw->Commit());
     LS_ASSIGN_OR_RETURN(const std::string billing_sha, lw->Commit());
+    LS_ASSIGN_OR_RETURN(const std::string leases_sha, leases_w->Commit());
+    LS_ASSIGN_OR_RETURN(const std::string orders_sha, orders_w->Commit());
 
     // ---- read back and verify
     if (audit.end > audit.start) {
@@ -1566,6 +1878,16 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
                                                 "; nothing removed"));
       }
     }
+    for (const auto& [path, kind, count, want_sha] :
+         {std::make_tuple(result.leases_file, "leases", lo.leases.size(), leases_sha),
+          std::make_tuple(result.orders_file, "orders", lo.orders.size(), orders_sha)}) {
+      std::string sha;
+      LS_ASSIGN_OR_RETURN(FileVerdict rv, VerifyRecordsExportFile(path, kind, &sha));
+      if (!rv.ok || rv.entries != static_cast<int64_t>(count) || sha != want_sha) {
+        return absl::DataLossError(absl::StrCat("the written ", kind, " archive does not verify: ", rv.kind,
+                                                "; nothing removed"));
+      }
+    }
     LS_RETURN_IF_ERROR(Stop(o, "exported"));
 
     // ---- the cut: manifest and base, one step
@@ -1589,6 +1911,14 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
         {"billing_ledger_lines", std::to_string(billing.ledger_lines)},
         {"billing_charges_kept", std::to_string(billing.charges_kept)},
         {"billing_postings_kept", std::to_string(billing.postings_kept)},
+        {"leases", std::to_string(lo.leases.size())},
+        {"leases_kept", std::to_string(lo.leases_kept)},
+        {"leases_file", result.leases_file},
+        {"leases_sha256", leases_sha},
+        {"orders", std::to_string(lo.orders.size())},
+        {"orders_kept", std::to_string(lo.orders_kept)},
+        {"orders_file", result.orders_file},
+        {"orders_sha256", orders_sha},
     };
     for (const auto& [k, v] : fields) {
       args.push_back(k);
@@ -1629,6 +1959,22 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     }
     if (!bv.ok || bv.entries != result.bookings) {
       return absl::DataLossError("the bookings archive does not verify; nothing removed");
+    }
+    for (const auto& [kind, count, want_sha] : {std::make_tuple("leases", result.leases, result.leases_sha256),
+                                                std::make_tuple("orders", result.orders, result.orders_sha256)}) {
+      const std::string path = Get(manifest, absl::StrCat(kind, "_file"));
+      if (path.empty()) continue;
+      std::string sha;
+      LS_ASSIGN_OR_RETURN(FileVerdict rv, VerifyRecordsExportFile(path, kind, &sha));
+      if (sha != want_sha) {
+        return absl::DataLossError(absl::StrCat("the ", kind, " archive of ", o.year,
+                                                " changed since it was verified (SHA-256 differs from the "
+                                                "manifest); nothing removed"));
+      }
+      if (!rv.ok || rv.entries != count) {
+        return absl::DataLossError(absl::StrCat("the ", kind, " archive of ", o.year, " does not verify: ", rv.kind,
+                                                "; nothing removed"));
+      }
     }
     if (!Get(manifest, "billing_file").empty()) {
       std::string billing_sha;
@@ -1710,6 +2056,15 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
                      }).status());
   LS_RETURN_IF_ERROR(removal);
   LS_RETURN_IF_ERROR(SweepOrgIndexes(pool, cut_recorded, batch).status());
+  for (const auto& [kind, orders] : {std::make_pair("leases", false), std::make_pair("orders", true)}) {
+    const std::string path = Get(manifest, absl::StrCat(kind, "_file"));
+    if (path.empty()) continue;
+    LS_ASSIGN_OR_RETURN(int64_t g, RemoveRecords(pool, path, orders));
+    gone += g;
+  }
+  if (!Get(manifest, "leases_file").empty()) {
+    LS_RETURN_IF_ERROR(SweepLeaseAndOrderOrgIndexes(pool, cut_recorded, batch).status());
+  }
   int64_t changed = 0;
   if (!Get(manifest, "billing_file").empty()) {
     LS_ASSIGN_OR_RETURN(BillingRemoval br, RemoveBilling(pool, Get(manifest, "billing_file"), o, manifest_key));

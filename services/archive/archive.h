@@ -191,6 +191,9 @@ struct ArchiveResult {
   int64_t billing_lists_folded = 0;     // account lists that got carried-forward lines
   int64_t billing_changed_kept = 0;     // documents changed after the export: left in Redis
   std::string billing_file, billing_sha256;
+  // Leases and service orders (see "leases" above).
+  int64_t leases = 0, orders = 0, leases_kept = 0, orders_kept = 0;
+  std::string leases_file, orders_file, leases_sha256, orders_sha256;
 };
 
 absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions& options);
@@ -224,6 +227,9 @@ absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, st
 // checksum (kinds: malformed, hash_mismatch, unbalanced_posting,
 // trailer_mismatch, data_after_trailer, no_trailer).
 FileVerdict VerifyBillingExport(absl::string_view file);
+// The leases / orders file (kind "leases" or "orders"): as the bookings file.
+absl::StatusOr<FileVerdict> VerifyRecordsExportFile(const std::string& path, absl::string_view kind,
+                                                    std::string* sha256_hex = nullptr);
 absl::StatusOr<FileVerdict> VerifyBillingExportFile(const std::string& path, std::string* sha256_hex = nullptr);
 
 }  // namespace labshare::archive

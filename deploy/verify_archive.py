@@ -3,11 +3,11 @@
 trail (the audit file is deploy/verify_audit.py's).
 
     python3 deploy/verify_archive.py billing-2026.jsonl
-    python3 deploy/verify_archive.py bookings-2026.jsonl
+    python3 deploy/verify_archive.py bookings-2026.jsonl   # leases-, orders-2026.jsonl alike
 
 Python 3 standard library only. Prints one line and exits with
     0  "OK billing <year>: <c> charges, <p> postings, <l> ledger lines"
-       "OK bookings <year>: <n> bookings"
+       "OK bookings <year>: <n> bookings" (leases, orders alike)
     1  "BROKEN at line <n>: <kind>"   (the first break, in file order)
     2  the file cannot be read, or bad arguments.
 
@@ -33,6 +33,15 @@ import hashlib
 import json
 import sys
 from collections import Counter, defaultdict
+
+
+# Header format -> the trailer's count field (and the word printed).
+FORMATS = {
+    "labshare-billing-jsonl": "billing",
+    "labshare-bookings-jsonl": "bookings",
+    "labshare-leases-jsonl": "leases",
+    "labshare-orders-jsonl": "orders",
+}
 
 
 class Broken(Exception):
@@ -160,13 +169,13 @@ def verify(path):
         if n == 1:
             fmt = obj.get("format")
             year = obj.get("year")
-            if fmt not in ("labshare-billing-jsonl", "labshare-bookings-jsonl") or obj.get("version") != 1:
+            if fmt not in FORMATS or obj.get("version") != 1:
                 raise Broken(n, "MALFORMED")
         elif "trailer" in obj:
             if obj.get("trailer") is not True or obj.get("sha256") != sha.hexdigest():
                 raise Broken(n, "TRAILER_MISMATCH")
-            if fmt == "labshare-bookings-jsonl":
-                if obj.get("bookings") != counts["booking"]:
+            if fmt != "labshare-billing-jsonl":
+                if obj.get(FORMATS[fmt]) != counts["record"]:
                     raise Broken(n, "TRAILER_MISMATCH")
             else:
                 for kind in ("charges", "postings", "ledger_lines"):
@@ -180,9 +189,9 @@ def verify(path):
                         raise Broken(n, "LEDGER_MISMATCH")
             trailer = True
             continue
-        elif fmt == "labshare-bookings-jsonl":
+        elif fmt != "labshare-billing-jsonl":
             _record(n, obj)
-            counts["booking"] += 1
+            counts["record"] += 1
         else:
             kind = obj.get("kind")
             key = obj.get("key")
@@ -218,15 +227,15 @@ def verify(path):
         raise Broken(0, "MALFORMED")
     if not trailer:
         raise Broken(len(lines), "NO_TRAILER")
-    if fmt == "labshare-bookings-jsonl":
-        return "OK bookings %s: %d bookings" % (year, counts["booking"])
+    if fmt != "labshare-billing-jsonl":
+        return "OK %s %s: %d %s" % (FORMATS[fmt], year, counts["record"], FORMATS[fmt])
     return "OK billing %s: %d charges, %d postings, %d ledger lines" % (
         year, counts["charge"], counts["posting"], counts["ledger_line"])
 
 
 def main(argv):
     if len(argv) != 2 or argv[1].startswith("-"):
-        print("usage: verify_archive.py FILE (billing-<year>.jsonl or bookings-<year>.jsonl)", file=sys.stderr)
+        print("usage: verify_archive.py FILE (billing-, bookings-, leases- or orders-<year>.jsonl)", file=sys.stderr)
         return 2
     try:
         print(verify(argv[1]))

@@ -567,6 +567,9 @@ absl::Status LoadRecords(RedisPool* pool, int p, const std::vector<std::string>&
 struct LeasesAndOrders {
   std::vector<StoredRecord> leases, orders;
   int64_t leases_kept = 0, orders_kept = 0;
+  // The bookings of leases and orders that stay: a lease or order
+  // transition loads its booking, so the booking stays with it.
+  std::set<std::string> keep_bookings;
 };
 
 absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t cut_ms, int64_t safe_ms, int batch) {
@@ -585,6 +588,8 @@ absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t c
                                                  out.leases.push_back(std::move(r));
                                                } else {
                                                  ++out.leases_kept;
+                                                 out.keep_bookings.insert(r.id);
+                                                 if (!l.booking().empty()) out.keep_bookings.insert(bk::IdOf(l.booking()));
                                                }
                                                return absl::OkStatus();
                                              });
@@ -602,6 +607,7 @@ absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t c
                                               out.orders.push_back(std::move(r));
                                             } else {
                                               ++out.orders_kept;
+                                              if (!o.booking().empty()) out.keep_bookings.insert(bk::IdOf(o.booking()));
                                             }
                                             return absl::OkStatus();
                                           });
@@ -1732,6 +1738,7 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     absl::SimpleAtoi(Get(m, "leases"), &result.leases);
     absl::SimpleAtoi(Get(m, "orders"), &result.orders);
     absl::SimpleAtoi(Get(m, "leases_kept"), &result.leases_kept);
+    absl::SimpleAtoi(Get(m, "bookings_kept"), &result.bookings_kept);
     absl::SimpleAtoi(Get(m, "orders_kept"), &result.orders_kept);
     result.leases_sha256 = Get(m, "leases_sha256");
     result.orders_sha256 = Get(m, "orders_sha256");
@@ -1775,6 +1782,8 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
 
     // ---- billing: what may leave, or a refusal (before any file is written)
     LS_ASSIGN_OR_RETURN(BillingSelection billing, SelectBilling(pool, o.year, billing_cut_ms, batch));
+    // ---- leases and service orders: which go, and whose bookings stay
+    LS_ASSIGN_OR_RETURN(LeasesAndOrders lo, SelectLeasesAndOrders(pool, cut_ms, consumers.safe_ms, batch));
 
     // ---- the bookings file, checking each booking as it goes (a refusal
     // leaves no file)
@@ -1787,8 +1796,12 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     LS_RETURN_IF_ERROR(put(absl::StrCat("{\"format\":\"labshare-bookings-jsonl\",\"version\":1,\"year\":", o.year,
                                         ",\"cut_ms\":", cut_ms, ",\"audit_last_sequence\":", audit.end - 1,
                                         ",\"audit_last_hash\":\"", last_hex, "\"}\n")));
-    int64_t count = 0;
+    int64_t count = 0, bookings_kept = 0;
     LS_RETURN_IF_ERROR(ForEachBookingBefore(pool, cut_ms, batch, [&](const StoredBooking& b) -> absl::Status {
+      if (lo.keep_bookings.count(b.id) > 0) {
+        ++bookings_kept;
+        return absl::OkStatus();
+      }
       if (!Final(b.booking.state())) {
         return Precondition(absl::StrCat("booking ", b.id, " ended in or before ", o.year, " but is still ",
                                          bv1::Booking::State_Name(b.booking.state()),
@@ -1814,8 +1827,7 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
         return absl::DataLossError("the audit trail changed while it was exported; nothing removed");
       }
     }
-    // ---- leases and service orders
-    LS_ASSIGN_OR_RETURN(LeasesAndOrders lo, SelectLeasesAndOrders(pool, cut_ms, consumers.safe_ms, batch));
+    // ---- leases and service orders (files written below)
     LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> leases_w,
                         WriteRecords(result.leases_file, "labshare-leases-jsonl", "leases", o.year, cut_ms, lo.leases,
                                      "lease", "leases"));
@@ -1913,6 +1925,7 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
         {"billing_postings_kept", std::to_string(billing.postings_kept)},
         {"leases", std::to_string(lo.leases.size())},
         {"leases_kept", std::to_string(lo.leases_kept)},
+        {"bookings_kept", std::to_string(bookings_kept)},
         {"leases_file", result.leases_file},
         {"leases_sha256", leases_sha},
         {"orders", std::to_string(lo.orders.size())},

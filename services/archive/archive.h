@@ -78,7 +78,31 @@
 //          as_of balances inside the year answer from what stays: the rest
 //          is in the file) and PostCorrection of an archived posting
 //          (POSTING_NOT_FOUND).
-//   not archived: leases, service orders, projects, usage's figures.
+//   leases  (leases-<Y>.jsonl, the bookings file's format with "lease":
+//          "leases/<id>", header format "labshare-leases-jsonl", trailer
+//          count "leases") every lease whose term started before the cut
+//          ({bk:P}:ls:l:all), that is final (CLOSED, REJECTED, CANCELLED)
+//          and whose last change (update_time) was before the cut and is
+//          applied by every consumer. Removed: the document and its
+//          listing index members; the operator organisations' lease
+//          indexes are swept like the bookings'. A lease not final is kept
+//          (not refused: an overdue or returned-but-unsettled lease is
+//          ongoing business), and so is its booking: lease transitions
+//          load it (CloseLease after a return). The id stays reserved
+//          ({bk:ids}) when it was chosen.
+//   service orders  (orders-<Y>.jsonl, "service_order":
+//          "serviceOrders/<id>", format "labshare-orders-jsonl", count
+//          "orders") every order created before the cut ({bk:P}:ls:o:all)
+//          that is COMPLETED or CANCELLED, last changed before the cut and
+//          applied by every consumer. Removed: the document, its listing
+//          index members (all, instrument, organisations, the older
+//          {bk:P}:orders:<instr>), operator indexes swept. An order not
+//          final (DISPUTED, in progress...) is kept with its booking.
+//   not archived: projects (a project id is chosen by the caller and not
+//          reserved anywhere else: removing the document would let a new
+//          project take the id that charges and bookings of the archived
+//          one name; that needs an id reservation in booking's
+//          CreateProject first), usage's figures.
 //   outboxes  every "*:outbox" stream is trimmed below the cut (XTRIM
 //          MINID): the events of the year, already applied by every
 //          consumer group.
@@ -102,7 +126,7 @@
 //
 // Steps and reruns (idempotent; the manifest {usage}:archive:<Y> is a HASH
 // with state, ranges, file names and SHA-256s):
-//   1. no manifest: write the three files (to .tmp, fsync, rename), read
+//   1. no manifest: write the five files (to .tmp, fsync, rename), read
 //      them back and verify them (VerifyAuditExportFile: the chain from the
 //      base; the bookings and billing files' own checksums, the billing
 //      ledger balancing), then in one Lua step write the manifest (state
@@ -193,6 +217,8 @@ struct ArchiveResult {
   std::string billing_file, billing_sha256;
   // Leases and service orders (see "leases" above).
   int64_t leases = 0, orders = 0, leases_kept = 0, orders_kept = 0;
+  int64_t bookings_kept = 0;  // ended and final, but their lease or order is not
+
   std::string leases_file, orders_file, leases_sha256, orders_sha256;
 };
 

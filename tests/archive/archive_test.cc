@@ -30,6 +30,7 @@
 #include "services/billing/billing_store.h"
 #include "services/booking/booking_lists.h"
 #include "services/booking/redis_booking_store.h"
+#include "common/doc_store.h"
 #include "services/usage/audit_chain.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
@@ -445,6 +446,139 @@ TEST_F(ArchiveTest, BookingsStartingAtTheSameMomentAreAllTakenAcrossBatches) {
   for (const auto& id : ids) EXPECT_TRUE(absl::StrContains(file, "\"bookings/" + id + "\"")) << id;
 }
 
+
+// ============================================================ leases and orders
+
+// A lease of i1 paid by lab and operated by "operator" over [start, +30 days),
+// written through the real create step with its booking (as RequestLease
+// does), then set to `state` at the clock's time; its booking COMPLETED.
+std::string LeaseOf(ArchiveTest& t, bk::BookingStore& store, FakeClock& clock, absl::Time start,
+                    bv1::Lease::State state) {
+  const int p = bk::keys::Partition("i1");
+  const std::string id = bk::NewBookingId(p);
+  bv1::Booking b;
+  b.set_name("bookings/" + id);
+  b.set_instrument("instruments/i1");
+  b.set_instrument_owner("organizations/owner");
+  b.set_mode(labshare::type::v1::LEASE);
+  b.set_user("users/ana");
+  b.set_payer_organization("organizations/lab");
+  *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+  *b.mutable_reserved_interval()->mutable_end_time() = ToProto(start + absl::Hours(24 * 30));
+  *b.mutable_blocked_interval() = b.reserved_interval();
+  b.set_state(bv1::Booking::COMPLETED);
+  *b.mutable_create_time() = ToProto(clock.Now());
+  *b.mutable_update_time() = ToProto(clock.Now());
+  bv1::Lease l;
+  l.set_name("leases/" + id);
+  l.set_booking("bookings/" + id);
+  l.set_instrument("instruments/i1");
+  l.set_instrument_owner("organizations/owner");
+  l.set_lessee_organization("organizations/lab");
+  *l.mutable_term() = b.reserved_interval();
+  l.set_state(state);
+  *l.mutable_create_time() = ToProto(clock.Now());
+  *l.mutable_update_time() = ToProto(clock.Now());
+  bk::CreateStep step;
+  step.partition = p;
+  step.instrument_id = "i1";
+  step.booking_id = id;
+  step.booking = SerializeDeterministic(b);
+  step.blocked_start_ms = absl::ToUnixMillis(start);
+  step.blocked_end_ms = absl::ToUnixMillis(start + absl::Hours(24 * 30));
+  step.reserved_start_ms = step.blocked_start_ms;
+  step.extra_docs.push_back({bk::keys::Lease(p, id), l.SerializeAsString(), 0});
+  step.listing_keys = bk::BookingListingKeys(p, b, "organizations/operator");
+  for (auto& k : bk::LeaseListingKeys(p, l, "organizations/operator")) step.listing_keys.push_back(k);
+  auto outcome = store.Create(step);
+  EXPECT_TRUE(outcome.ok() && outcome->kind == bk::StepOutcome::Kind::kApplied) << outcome.status();
+  (void)t;
+  return id;
+}
+
+// A service order of i1 for lab created now, in `state`, through DocStore's
+// commit with its listing index entries (as CreateServiceOrder does).
+std::string OrderOf(bk::BookingStore& store, FakeClock& clock, bv1::ServiceOrder::State state) {
+  const int p = bk::keys::Partition("i1");
+  const std::string id = bk::NewBookingId(p);
+  bv1::ServiceOrder o;
+  o.set_name("serviceOrders/" + id);
+  o.set_instrument("instruments/i1");
+  o.set_instrument_owner("organizations/owner");
+  o.set_client_organization("organizations/lab");
+  o.set_state(state);
+  *o.mutable_create_time() = ToProto(clock.Now());
+  *o.mutable_update_time() = ToProto(clock.Now());
+  Mutation m;
+  m.writes.push_back({bk::keys::Order(p, id), o.SerializeAsString(), 0});
+  m.index_ops = bk::OrderListingOps(p, o, "organizations/operator");
+  auto committed = store.docs().Commit(m);
+  EXPECT_TRUE(committed.ok() && committed->kind == CommitOutcome::Kind::kApplied) << committed.status();
+  return id;
+}
+
+TEST_F(ArchiveTest, FinalLeasesAndServiceOrdersOfTheYearGoTheOthersStay) {
+  const int p = bk::keys::Partition("i1");
+  clock_.Set(At(kY, 3, 1));
+  const std::string closed = LeaseOf(*this, *store_, clock_, At(kY, 4, 1), bv1::Lease::CLOSED);
+  const std::string returned = LeaseOf(*this, *store_, clock_, At(kY, 6, 1), bv1::Lease::RETURNED);
+  const std::string next = LeaseOf(*this, *store_, clock_, At(kY + 1, 3, 1), bv1::Lease::APPROVED);
+  const std::string done = OrderOf(*store_, clock_, bv1::ServiceOrder::COMPLETED);
+  const std::string cancelled = OrderOf(*store_, clock_, bv1::ServiceOrder::CANCELLED);
+  const std::string disputed = OrderOf(*store_, clock_, bv1::ServiceOrder::DISPUTED);
+  clock_.Set(At(kY + 1, 1, 5));
+  const std::string later = OrderOf(*store_, clock_, bv1::ServiceOrder::COMPLETED);  // of Y + 1
+  clock_.Set(At(kY + 1, 2, 1));
+  const int64_t keys_before = DbSize();
+
+  auto r = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->leases, 1);
+  EXPECT_EQ(r->leases_kept, 1);  // RETURNED: its deposit is not settled yet
+  EXPECT_EQ(r->orders, 2);
+  EXPECT_EQ(r->orders_kept, 1);  // DISPUTED
+  // The CLOSED lease's booking goes; the RETURNED one's stays with its
+  // lease (CloseLease loads it), though it is COMPLETED and ended in Y.
+  EXPECT_EQ(r->bookings, 1);
+  EXPECT_EQ(r->bookings_kept, 1);
+  EXPECT_FALSE(Exists(bk::keys::Booking(p, closed)));
+  EXPECT_TRUE(Exists(bk::keys::Booking(p, returned)));
+  // Gone: the CLOSED lease, its booking and the two orders; came: the
+  // manifest.
+  EXPECT_EQ(keys_before - DbSize(), 4 - 1);
+  EXPECT_FALSE(Exists(bk::keys::Lease(p, closed)));
+  EXPECT_TRUE(Exists(bk::keys::Lease(p, returned)));
+  EXPECT_TRUE(Exists(bk::keys::Lease(p, next)));
+  for (const auto& id : {done, cancelled}) EXPECT_FALSE(Exists(bk::keys::Order(p, id))) << id;
+  for (const auto& id : {disputed, later}) EXPECT_TRUE(Exists(bk::keys::Order(p, id))) << id;
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListAll(p, 'l')})->integer, 2);
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'l', "org", "lab")})->integer, 2);
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'l', "org", "operator")})->integer, 2);  // swept
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListAll(p, 'o')})->integer, 2);
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'o', "instr", "i1")})->integer, 2);
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'o', "org", "operator")})->integer, 2);  // swept
+
+  for (const auto& [kind, n] : std::vector<std::pair<std::string, int>>{{"leases", 1}, {"orders", 2}}) {
+    const std::string path = absl::StrCat(dir_, "/", kind, "-", kY, ".jsonl");
+    auto v = VerifyRecordsExportFile(path, kind);
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_TRUE(v->ok) << v->kind;
+    EXPECT_EQ(v->entries, n);
+    CommandResult py = Shell(absl::StrCat("/usr/bin/python3 '", RepoRoot(), "deploy/verify_archive.py' '", path, "'"));
+    EXPECT_EQ(py.exit_code, 0) << py.output;
+    EXPECT_EQ(py.output, absl::StrCat("OK ", kind, " ", kY, ": ", n, " ", kind, "\n"));
+  }
+  EXPECT_TRUE(absl::StrContains(ReadAll(absl::StrCat(dir_, "/leases-", kY, ".jsonl")), "\"leases/" + closed + "\""));
+
+  // Rerun: nothing changes.
+  const int64_t keys_done = DbSize();
+  auto again = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->already_done);
+  EXPECT_EQ(again->leases, 1);
+  EXPECT_EQ(again->orders, 2);
+  EXPECT_EQ(DbSize(), keys_done);
+}
 
 // ============================================================ billing
 

@@ -1109,5 +1109,49 @@ TEST_F(BillingArchiveTest, AHeldDepositAndTheRentOfALeaseStillOutStay) {
   EXPECT_EQ(*again, 7);  // July of Y to January of Y + 1, none of May and June
 }
 
+
+// A file rewritten with consistent checksums but a ledger line's amount
+// changed: the checksums pass, the balance check does not (both verifiers).
+TEST_F(BillingArchiveTest, AConsistentlyRehashedButUnbalancedFileIsBroken) {
+  SeedBilling();
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  const std::string path = absl::StrCat(dir_, "/billing-", kY, ".jsonl");
+  std::vector<std::string> lines = absl::StrSplit(ReadAll(path), '\n', absl::SkipEmpty());
+  ASSERT_GT(lines.size(), 2u);
+  size_t changed_at = 0;
+  for (size_t i = 1; i + 1 < lines.size(); ++i) {
+    if (!absl::StrContains(lines[i], "\"kind\":\"ledger_line\"")) continue;
+    const size_t d = lines[i].find("\"document\":\"") + 12;
+    const size_t e = lines[i].find('"', d);
+    std::string doc;
+    ASSERT_TRUE(absl::Base64Unescape(lines[i].substr(d, e - d), &doc));
+    doc += "0";  // the amount times ten
+    usage::Sha256 h;
+    h.Update(doc);
+    const size_t sd = lines[i].find("\"sha256\":\"") + 10;
+    lines[i] = absl::StrCat(lines[i].substr(0, d), absl::Base64Escape(doc), lines[i].substr(e, sd - e), h.HexDigest(),
+                            lines[i].substr(sd + 64));
+    changed_at = i;
+    break;
+  }
+  ASSERT_NE(changed_at, 0u);
+  usage::Sha256 body;
+  for (size_t i = 0; i + 1 < lines.size(); ++i) body.Update(lines[i] + "\n");
+  const std::string& trailer = lines.back();
+  const size_t ts = trailer.find("\"sha256\":\"") + 10;
+  lines.back() = absl::StrCat(trailer.substr(0, ts), body.HexDigest(), trailer.substr(ts + 64));
+  const std::string forged = absl::StrCat(absl::StrJoin(lines, "\n"), "\n");
+  WriteAll(path, forged);
+  FileVerdict v = VerifyBillingExport(forged);
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.kind, "unbalanced_posting");
+  EXPECT_EQ(v.broken_at, static_cast<int64_t>(lines.size()));
+  CommandResult py = VerifyArchive(path);
+  EXPECT_EQ(py.exit_code, 1) << py.output;
+  EXPECT_EQ(py.output, absl::StrCat("BROKEN at line ", lines.size(), ": LEDGER_MISMATCH\n"));
+}
+
 }  // namespace
 }  // namespace labshare::archive

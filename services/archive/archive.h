@@ -78,6 +78,8 @@
 //          as_of balances inside the year answer from what stays: the rest
 //          is in the file) and PostCorrection of an archived posting
 //          (POSTING_NOT_FOUND).
+//          Limit: the selection holds the year's candidate charges and
+//          postings in memory and reads every touched account list whole.
 //   leases  (leases-<Y>.jsonl, the bookings file's format with "lease":
 //          "leases/<id>", header format "labshare-leases-jsonl", trailer
 //          count "leases") every lease whose term started before the cut

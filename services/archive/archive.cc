@@ -15,21 +15,27 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/page_token.h"
 #include "common/proto_util.h"
+#include "labshare/billing/v1/billing.pb.h"
 #include "labshare/booking/v1/booking.pb.h"
+#include "services/billing/billing_rules.h"
+#include "services/billing/billing_store.h"
 #include "services/booking/booking_common.h"
 #include "services/booking/booking_lists.h"
 #include "services/booking/redis_booking_store.h"
@@ -477,6 +483,881 @@ absl::StatusOr<int64_t> SweepOrgIndexes(RedisPool* pool, int64_t cut_ms, int bat
   return removed;
 }
 
+// ------------------------------------------------------------ leases and service orders
+
+absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
+                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn);
+
+// A lease or service order as it is written to its file.
+struct StoredRecord {
+  int partition = 0;
+  std::string id;
+  int64_t version = 0;
+  std::string data;
+};
+
+bool FinalLease(bv1::Lease::State s) {
+  return s == bv1::Lease::CLOSED || s == bv1::Lease::REJECTED || s == bv1::Lease::CANCELLED;
+}
+bool FinalOrder(bv1::ServiceOrder::State s) {
+  return s == bv1::ServiceOrder::COMPLETED || s == bv1::ServiceOrder::CANCELLED;
+}
+
+// The ids of a score index with a score before cut_ms, in batches.
+absl::Status ForEachScoredBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
+                                 const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
+  std::string min = "-inf";
+  std::set<std::string> seen_at_min;
+  while (true) {
+    const size_t limit = seen_at_min.size() + static_cast<size_t>(batch);
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYSCORE", key, min, absl::StrCat("(", cut_ms),
+                                                     "WITHSCORES", "LIMIT", "0", std::to_string(limit)}));
+    if (!r.is_array() || r.elements.size() % 2 != 0) return absl::InternalError("unexpected ZRANGEBYSCORE reply");
+    std::vector<std::pair<std::string, std::string>> fresh;
+    for (size_t i = 0; i < r.elements.size(); i += 2) {
+      if (r.elements[i + 1].str == min && seen_at_min.count(r.elements[i].str) > 0) continue;
+      fresh.emplace_back(r.elements[i].str, r.elements[i + 1].str);
+    }
+    if (fresh.empty()) return absl::OkStatus();
+    std::vector<std::string> ids;
+    for (const auto& f : fresh) ids.push_back(f.first);
+    LS_RETURN_IF_ERROR(fn(ids));
+    const std::string last = fresh.back().second;
+    if (last != min) seen_at_min.clear();
+    for (const auto& f : fresh) {
+      if (f.second == last) seen_at_min.insert(f.first);
+    }
+    min = last;
+    if (r.elements.size() / 2 < limit) return absl::OkStatus();
+  }
+}
+
+// The ids of a DocStore-shaped index ("<ms, 15 digits>|<id>") before cut_ms.
+absl::Status ForEachLexBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
+                              const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
+  return ForEachIndexMemberBefore(pool, key, cut_ms, batch, [&](const std::vector<std::string>& members) {
+    std::vector<std::string> ids;
+    for (const auto& m : members) ids.push_back(m.substr(m.find('|') + 1));
+    return fn(ids);
+  });
+}
+
+// Loads documents of partition p and calls take(record) for each present.
+absl::Status LoadRecords(RedisPool* pool, int p, const std::vector<std::string>& ids,
+                         std::string (*doc_key)(int, absl::string_view),
+                         const std::function<absl::Status(StoredRecord)>& take) {
+  std::vector<std::vector<std::string>> gets;
+  for (const auto& id : ids) gets.push_back({"HMGET", doc_key(p, id), "d", "v"});
+  LS_ASSIGN_OR_RETURN(auto docs, pool->Pipeline(gets));
+  for (size_t i = 0; i < docs.size(); ++i) {
+    if (!docs[i].is_array() || docs[i].elements.size() != 2 || docs[i].elements[0].is_nil()) continue;
+    StoredRecord r;
+    r.partition = p;
+    r.id = ids[i];
+    r.data = docs[i].elements[0].str;
+    absl::SimpleAtoi(docs[i].elements[1].str, &r.version);
+    LS_RETURN_IF_ERROR(take(std::move(r)));
+  }
+  return absl::OkStatus();
+}
+
+// Final leases (CLOSED, REJECTED, CANCELLED) and service orders
+// (COMPLETED, CANCELLED) whose last change was before the cut and is
+// applied by every consumer; `kept` counts the others read.
+struct LeasesAndOrders {
+  std::vector<StoredRecord> leases, orders;
+  int64_t leases_kept = 0, orders_kept = 0;
+  // The bookings of leases and orders that stay: a lease or order
+  // transition loads its booking, so the booking stays with it.
+  std::set<std::string> keep_bookings;
+};
+
+absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t cut_ms, int64_t safe_ms, int batch) {
+  LeasesAndOrders out;
+  for (int p = 0; p < bk::kPartitions; ++p) {
+    LS_RETURN_IF_ERROR(ForEachScoredBefore(pool, bk::keys::ListAll(p, 'l'), cut_ms, batch,
+                                           [&](const std::vector<std::string>& ids) {
+                                             return LoadRecords(pool, p, ids, bk::keys::Lease, [&](StoredRecord r) {
+                                               bv1::Lease l;
+                                               if (!l.ParseFromString(r.data)) {
+                                                 return absl::DataLossError(
+                                                     absl::StrCat("lease ", r.id, " does not parse"));
+                                               }
+                                               const int64_t changed = absl::ToUnixMillis(FromProto(l.update_time()));
+                                               if (FinalLease(l.state()) && changed < cut_ms && changed < safe_ms) {
+                                                 out.leases.push_back(std::move(r));
+                                               } else {
+                                                 ++out.leases_kept;
+                                                 out.keep_bookings.insert(r.id);
+                                                 if (!l.booking().empty()) out.keep_bookings.insert(bk::IdOf(l.booking()));
+                                               }
+                                               return absl::OkStatus();
+                                             });
+                                           }));
+    LS_RETURN_IF_ERROR(ForEachLexBefore(pool, bk::keys::ListAll(p, 'o'), cut_ms, batch,
+                                        [&](const std::vector<std::string>& ids) {
+                                          return LoadRecords(pool, p, ids, bk::keys::Order, [&](StoredRecord r) {
+                                            bv1::ServiceOrder o;
+                                            if (!o.ParseFromString(r.data)) {
+                                              return absl::DataLossError(
+                                                  absl::StrCat("service order ", r.id, " does not parse"));
+                                            }
+                                            const int64_t changed = absl::ToUnixMillis(FromProto(o.update_time()));
+                                            if (FinalOrder(o.state()) && changed < cut_ms && changed < safe_ms) {
+                                              out.orders.push_back(std::move(r));
+                                            } else {
+                                              ++out.orders_kept;
+                                              if (!o.booking().empty()) out.keep_bookings.insert(bk::IdOf(o.booking()));
+                                            }
+                                            return absl::OkStatus();
+                                          });
+                                        }));
+  }
+  return out;
+}
+
+std::string RecordLine(const StoredRecord& r, absl::string_view field, absl::string_view collection) {
+  return absl::StrCat("{\"partition\":", r.partition, ",\"", field, "\":\"", collection, "/", JsonEscape(r.id),
+                      "\",\"version\":", r.version, ",\"document\":\"", absl::Base64Escape(r.data),
+                      "\",\"sha256\":\"", Sha256Hex(r.data), "\"}\n");
+}
+
+// Writes a records file: header, lines, trailer with the count.
+absl::StatusOr<std::unique_ptr<FileWriter>> WriteRecords(const std::string& path, const std::string& format,
+                                                         const std::string& count_field, int year, int64_t cut_ms,
+                                                         const std::vector<StoredRecord>& records,
+                                                         absl::string_view field, absl::string_view collection) {
+  LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> w, FileWriter::Open(path));
+  usage::Sha256 sum;
+  auto put = [&](const std::string& line) {
+    sum.Update(line);
+    return w->Append(line);
+  };
+  LS_RETURN_IF_ERROR(put(absl::StrCat("{\"format\":\"", format, "\",\"version\":1,\"year\":", year,
+                                      ",\"cut_ms\":", cut_ms, "}\n")));
+  for (const auto& r : records) LS_RETURN_IF_ERROR(put(RecordLine(r, field, collection)));
+  LS_RETURN_IF_ERROR(w->Append(absl::StrCat("{\"trailer\":true,\"", count_field, "\":", records.size(),
+                                            ",\"sha256\":\"", sum.HexDigest(), "\"}\n")));
+  return w;
+}
+
+// A record line of a verified file: partition, id (after the collection),
+// document.
+absl::StatusOr<StoredRecord> ParseRecordLine(absl::string_view line, const char* field) {
+  Struct s;
+  std::string name, doc;
+  int64_t p = 0;
+  if (!ParseLine(line, &s) || !Int(Field(s, "partition"), &p) || !Str(Field(s, field), &name) ||
+      !Str(Field(s, "document"), &doc) || p < 0 || p >= bk::kPartitions) {
+    return absl::DataLossError("archive file: malformed line");
+  }
+  StoredRecord r;
+  r.partition = static_cast<int>(p);
+  r.id = bk::IdOf(name);
+  if (!absl::Base64Unescape(doc, &r.data)) return absl::DataLossError("archive file: a document does not decode");
+  return r;
+}
+
+// Removes the documents and their index members named by a verified
+// leases / orders file; the operator organisations' indexes (not named by
+// the documents) are swept after. Returns the keys that went away.
+absl::StatusOr<int64_t> RemoveRecords(RedisPool* pool, const std::string& path, bool orders) {
+  int64_t gone = 0;
+  absl::Status bad = absl::OkStatus();
+  int64_t line_no = 0;
+  LS_RETURN_IF_ERROR(ForEachLine(path, [&](absl::string_view line) {
+                       ++line_no;
+                       if (line_no == 1 || absl::StartsWith(line, "{\"trailer\"")) return true;
+                       absl::StatusOr<StoredRecord> r = ParseRecordLine(line, orders ? "service_order" : "lease");
+                       if (!r.ok()) {
+                         bad = r.status();
+                         return false;
+                       }
+                       const int p = r->partition;
+                       std::vector<std::vector<std::string>> cmds;
+                       if (orders) {
+                         bv1::ServiceOrder o;
+                         if (!o.ParseFromString(r->data)) {
+                           bad = absl::DataLossError("orders file: a document does not parse");
+                           return false;
+                         }
+                         cmds.push_back({"DEL", bk::keys::Order(p, r->id)});
+                         const std::string member = bk::keys::IndexMember(
+                             absl::ToUnixMillis(FromProto(o.create_time())), r->id);
+                         for (const auto& op : bk::OrderListingOps(p, o, "")) cmds.push_back({"ZREM", op.key, member});
+                         cmds.push_back({"ZREM", bk::keys::Orders(p, bk::IdOf(o.instrument())), member});
+                       } else {
+                         bv1::Lease l;
+                         if (!l.ParseFromString(r->data)) {
+                           bad = absl::DataLossError("leases file: a document does not parse");
+                           return false;
+                         }
+                         cmds.push_back({"DEL", bk::keys::Lease(p, r->id)});
+                         for (const auto& k : bk::LeaseListingKeys(p, l, "")) cmds.push_back({"ZREM", k, r->id});
+                       }
+                       absl::StatusOr<std::vector<RedisValue>> replies = pool->Pipeline(cmds);
+                       if (!replies.ok()) {
+                         bad = replies.status();
+                         return false;
+                       }
+                       gone += (*replies)[0].integer;
+                       std::vector<std::vector<std::string>> exists;
+                       for (size_t i = 1; i < cmds.size(); ++i) {
+                         if ((*replies)[i].integer > 0) exists.push_back({"EXISTS", cmds[i][1]});
+                       }
+                       if (!exists.empty()) {
+                         absl::StatusOr<std::vector<RedisValue>> ex = pool->Pipeline(exists);
+                         if (!ex.ok()) {
+                           bad = ex.status();
+                           return false;
+                         }
+                         for (const auto& e : *ex) gone += e.integer == 0 ? 1 : 0;
+                       }
+                       return true;
+                     }).status());
+  LS_RETURN_IF_ERROR(bad);
+  return gone;
+}
+
+// The operator organisations' lease and order indexes: members before the
+// cut whose document is gone.
+absl::StatusOr<int64_t> SweepLeaseAndOrderOrgIndexes(RedisPool* pool, int64_t cut_ms, int batch) {
+  int64_t removed = 0;
+  for (const char kind : {'l', 'o'}) {
+    std::set<std::string> index_keys;
+    std::string cursor = "0";
+    do {
+      LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"SCAN", cursor, "MATCH", absl::StrCat("{bk:*}:ls:", std::string(1, kind), ":org:*"),
+                                                       "COUNT", "1000", "TYPE", "zset"}));
+      if (!r.is_array() || r.elements.size() != 2) return absl::InternalError("unexpected SCAN reply");
+      cursor = r.elements[0].str;
+      for (const auto& k : r.elements[1].elements) index_keys.insert(k.str);
+    } while (cursor != "0");
+    for (const auto& key : index_keys) {
+      int p = -1;
+      for (int q = 0; q < bk::kPartitions; ++q) {
+        if (absl::StartsWith(key, bk::keys::Tag(q) + ":")) p = q;
+      }
+      if (p < 0) continue;
+      auto sweep = [&](const std::vector<std::string>& members, const std::vector<std::string>& ids) -> absl::Status {
+        std::vector<std::vector<std::string>> exists;
+        for (const auto& id : ids) exists.push_back({"EXISTS", kind == 'l' ? bk::keys::Lease(p, id) : bk::keys::Order(p, id)});
+        LS_ASSIGN_OR_RETURN(auto ex, pool->Pipeline(exists));
+        std::vector<std::string> zrem = {"ZREM", key};
+        for (size_t i = 0; i < ex.size(); ++i) {
+          if (ex[i].integer == 0) zrem.push_back(members[i]);
+        }
+        if (zrem.size() > 2) {
+          LS_ASSIGN_OR_RETURN(RedisValue z, pool->Command(zrem));
+          removed += z.integer;
+        }
+        return absl::OkStatus();
+      };
+      if (kind == 'l') {
+        LS_RETURN_IF_ERROR(ForEachScoredBefore(pool, key, cut_ms, batch, [&](const std::vector<std::string>& ids) {
+          return sweep(ids, ids);
+        }));
+      } else {
+        LS_RETURN_IF_ERROR(ForEachIndexMemberBefore(pool, key, cut_ms, batch, [&](const std::vector<std::string>& members) {
+          std::vector<std::string> ids;
+          for (const auto& m : members) ids.push_back(m.substr(m.find('|') + 1));
+          return sweep(members, ids);
+        }));
+      }
+    }
+  }
+  return removed;
+}
+
+// ------------------------------------------------------------ billing
+
+namespace bl = labshare::billing;
+namespace blv1 = labshare::billing::v1;
+
+// billing_invoices.cc's "posting|payer" -> invoice id of the issued (not
+// void) invoice carrying that payer's lines of the posting.
+constexpr char kInvoicedPostings[] = "{billing}:invoicedpost";
+constexpr char kCarriedForward[] = "carried-forward-";
+
+struct BillingDoc {
+  std::string kind;  // "charge" / "posting"
+  std::string id, member;  // id, index member
+  int64_t version = 0;
+  std::string data;
+};
+
+struct BillingSelection {
+  std::vector<BillingDoc> charges, postings;
+  // Per account list key, the lines taken (in list order).
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> lines;  // key -> (posting id, line)
+  int64_t ledger_lines = 0;
+  // Created before the cut but not final (an invoice line not on a paid
+  // invoice, a held deposit, a lease still out, a correction after the cut).
+  int64_t charges_kept = 0, postings_kept = 0;
+};
+
+// Members of a "<ms, 15 digits>|<id>" index before cut_ms, in order.
+absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
+                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
+  std::string min = "-";
+  const std::string max = "(" + bl::keys::IndexMember(cut_ms, "");
+  while (true) {
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYLEX", key, min, max, "LIMIT", "0",
+                                                     std::to_string(batch)}));
+    if (!r.is_array()) return absl::InternalError("unexpected ZRANGEBYLEX reply");
+    std::vector<std::string> members;
+    for (const auto& e : r.elements) members.push_back(e.str);
+    if (members.empty()) return absl::OkStatus();
+    LS_RETURN_IF_ERROR(fn(members));
+    if (static_cast<int>(members.size()) < batch) return absl::OkStatus();
+    min = "(" + members.back();
+  }
+}
+
+absl::StatusOr<std::vector<BillingDoc>> LoadIndexedDocs(RedisPool* pool, const std::string& kind, int64_t cut_ms,
+                                                        int batch) {
+  std::vector<BillingDoc> out;
+  LS_RETURN_IF_ERROR(ForEachIndexMemberBefore(
+      pool, bl::keys::Index(kind), cut_ms, batch, [&](const std::vector<std::string>& members) -> absl::Status {
+        std::vector<std::vector<std::string>> gets;
+        for (const auto& m : members) gets.push_back({"HMGET", bl::keys::Doc(kind, m.substr(m.find('|') + 1)), "d", "v"});
+        LS_ASSIGN_OR_RETURN(auto docs, pool->Pipeline(gets));
+        for (size_t i = 0; i < docs.size(); ++i) {
+          if (!docs[i].is_array() || docs[i].elements.size() != 2 || docs[i].elements[0].is_nil()) continue;
+          BillingDoc d;
+          d.kind = kind;
+          d.member = members[i];
+          d.id = members[i].substr(members[i].find('|') + 1);
+          d.data = docs[i].elements[0].str;
+          absl::SimpleAtoi(docs[i].elements[1].str, &d.version);
+          out.push_back(std::move(d));
+        }
+        return absl::OkStatus();
+      }));
+  return out;
+}
+
+// A document by key, parsed; nullopt when absent.
+template <typename T>
+absl::StatusOr<std::optional<T>> LoadDoc(RedisPool* pool, const std::string& key) {
+  LS_ASSIGN_OR_RETURN(RedisValue d, pool->Command({"HGET", key, "d"}));
+  if (d.is_nil()) return std::optional<T>();
+  T out;
+  if (!out.ParseFromString(d.str)) return absl::DataLossError(absl::StrCat(key, " does not parse"));
+  return std::optional<T>(std::move(out));
+}
+
+// The year of a "YYYY-MM" period; 0 when malformed.
+int PeriodYear(const std::string& period) {
+  int y = 0;
+  if (period.size() != 7 || !absl::SimpleAtoi(period.substr(0, 4), &y)) return 0;
+  return y;
+}
+
+// "<ms>|<posting>|<counterparty>|<currency>|<signed>"
+struct LedgerLine {
+  int64_t ms = 0;
+  std::string posting, counterparty, currency;
+  int64_t amount = 0;
+};
+std::optional<LedgerLine> ParseLedgerLine(absl::string_view s) {
+  std::vector<std::string> f = absl::StrSplit(s, '|');
+  LedgerLine l;
+  if (f.size() != 5 || !absl::SimpleAtoi(f[0], &l.ms) || !absl::SimpleAtoi(f[4], &l.amount)) return std::nullopt;
+  l.posting = f[1];
+  l.counterparty = f[2];
+  l.currency = f[3];
+  return l;
+}
+
+// What of billing closed before billing_cut_ms may leave Redis (archive.h,
+// "billing"), or a refusal when something of year `year` is not final.
+absl::StatusOr<BillingSelection> SelectBilling(RedisPool* pool, int year, int64_t cut_ms, int batch) {
+  // ---- refusals: invoices and settlements of the year's periods
+  std::map<std::string, blv1::Invoice::State> invoice_state;  // id -> state
+  {
+    std::string after = "-";
+    while (true) {
+      LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYLEX", bl::keys::Index("invoice"), after, "+", "LIMIT",
+                                                       "0", std::to_string(batch)}));
+      if (!r.is_array() || r.elements.empty()) break;
+      std::vector<std::string> ids;
+      std::vector<std::vector<std::string>> gets;
+      for (const auto& e : r.elements) {
+        const std::vector<std::string> f = absl::StrSplit(e.str, '|');
+        int64_t seq = 0;
+        if (f.size() != 2 || !absl::SimpleAtoi(f[1], &seq)) continue;
+        ids.push_back(absl::AsciiStrToLower(absl::StrFormat("%s-%06d", f[0], seq)));
+        gets.push_back({"HGET", bl::keys::Doc("invoice", ids.back()), "d"});
+      }
+      LS_ASSIGN_OR_RETURN(auto docs, pool->Pipeline(gets));
+      for (size_t i = 0; i < docs.size(); ++i) {
+        blv1::Invoice inv;
+        if (docs[i].is_nil() || !inv.ParseFromString(docs[i].str)) continue;
+        invoice_state[ids[i]] = inv.state();
+        const int py = PeriodYear(inv.period());
+        if (inv.state() == blv1::Invoice::ISSUED && py != 0 && py <= year) {
+          return Precondition(absl::StrCat(inv.name(), " (", inv.period(), ") is issued and not paid: ",
+                                           "record its payment, mark it paid or void it first"));
+        }
+      }
+      if (static_cast<int>(r.elements.size()) < batch) break;
+      after = "(" + r.elements.back().str;
+    }
+  }
+  std::map<std::string, blv1::Settlement::State> settlement_state;
+  {
+    std::string after = "-";
+    while (true) {
+      LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYLEX", bl::keys::Index("settlement"), after, "+",
+                                                       "LIMIT", "0", std::to_string(batch)}));
+      if (!r.is_array() || r.elements.empty()) break;
+      std::vector<std::string> ids;
+      std::vector<std::vector<std::string>> gets;
+      for (const auto& e : r.elements) {
+        ids.push_back(e.str.substr(e.str.rfind('|') + 1));
+        gets.push_back({"HGET", bl::keys::Doc("settlement", ids.back()), "d"});
+      }
+      LS_ASSIGN_OR_RETURN(auto docs, pool->Pipeline(gets));
+      for (size_t i = 0; i < docs.size(); ++i) {
+        blv1::Settlement s;
+        if (docs[i].is_nil() || !s.ParseFromString(docs[i].str)) continue;
+        settlement_state[ids[i]] = s.state();
+        const int py = PeriodYear(s.period());
+        if (s.state() == blv1::Settlement::COMPUTED && py != 0 && py <= year) {
+          return Precondition(absl::StrCat(s.name(), " (", s.period(), ") is computed and not cleared: ",
+                                           "pay its transfers first"));
+        }
+      }
+      if (static_cast<int>(r.elements.size()) < batch) break;
+      after = "(" + r.elements.back().str;
+    }
+  }
+
+  // ---- candidates: postings and charges created before the cut
+  LS_ASSIGN_OR_RETURN(std::vector<BillingDoc> posting_docs, LoadIndexedDocs(pool, "posting", cut_ms, batch));
+  LS_ASSIGN_OR_RETURN(std::vector<BillingDoc> charge_docs, LoadIndexedDocs(pool, "charge", cut_ms, batch));
+  std::map<std::string, blv1::Posting> postings;  // name -> posting
+  std::map<std::string, blv1::Charge> charges;    // name -> charge
+  std::map<std::string, size_t> posting_at, charge_at;
+  for (size_t i = 0; i < posting_docs.size(); ++i) {
+    blv1::Posting p;
+    if (!p.ParseFromString(posting_docs[i].data)) {
+      return absl::DataLossError(absl::StrCat("posting ", posting_docs[i].id, " does not parse"));
+    }
+    posting_at["postings/" + posting_docs[i].id] = i;
+    postings["postings/" + posting_docs[i].id] = std::move(p);
+  }
+  for (size_t i = 0; i < charge_docs.size(); ++i) {
+    blv1::Charge c;
+    if (!c.ParseFromString(charge_docs[i].data)) {
+      return absl::DataLossError(absl::StrCat("charge ", charge_docs[i].id, " does not parse"));
+    }
+    charge_at["charges/" + charge_docs[i].id] = i;
+    charges["charges/" + charge_docs[i].id] = std::move(c);
+  }
+
+  // Leases still out: their rent charges stay (billing charges each period
+  // once, by looking for the charge).
+  std::set<std::string> leases_out;
+  {
+    LS_ASSIGN_OR_RETURN(RedisValue h, pool->Command({"HGETALL", bl::keys::Doc("leases", "out")}));
+    for (size_t i = 0; i + 1 < h.elements.size(); i += 2) {
+      if (!h.elements[i + 1].str.empty()) leases_out.insert(h.elements[i].str);
+    }
+  }
+  std::map<std::string, bool> deposit_held;  // deposit id -> HELD
+  auto held = [&](const std::string& id) -> absl::StatusOr<bool> {
+    auto it = deposit_held.find(id);
+    if (it != deposit_held.end()) return it->second;
+    LS_ASSIGN_OR_RETURN(auto d, LoadDoc<blv1::Deposit>(pool, bl::keys::Doc("deposit", id)));
+    const bool h = d && d->state() == blv1::Deposit::HELD;
+    deposit_held[id] = h;
+    return h;
+  };
+  auto invoice_paid = [&](const std::string& id) {
+    auto it = invoice_state.find(id);
+    return it != invoice_state.end() && it->second == blv1::Invoice::PAID;
+  };
+
+  // ---- each item closed on its own
+  std::map<std::string, bool> closed;  // name -> closed
+  for (const auto& [name, p] : postings) {
+    bool ok = true;
+    const std::string id = bk::IdOf(name);
+    if (!p.deposit().empty()) {
+      LS_ASSIGN_OR_RETURN(bool h, held(bk::IdOf(p.deposit())));
+      ok &= !h;
+    }
+    if (p.kind() == blv1::PAYMENT) {
+      if (!p.payment().empty()) {
+        LS_ASSIGN_OR_RETURN(auto pay, LoadDoc<blv1::Payment>(pool, bl::keys::Doc("payment", bk::IdOf(p.payment()))));
+        if (pay && !pay->invoice().empty()) ok &= invoice_paid(bk::IdOf(pay->invoice()));
+        if (pay && !pay->settlement().empty()) {
+          auto it = settlement_state.find(bk::IdOf(pay->settlement()));
+          ok &= it != settlement_state.end() && it->second == blv1::Settlement::CLEARED;
+        }
+      }
+    } else if (p.kind() != blv1::SETTLEMENT_NETTING) {
+      // Every line an invoice draft would take (billing_invoices.cc Draft)
+      // is on a paid invoice.
+      std::set<std::string> payers;
+      for (const auto& e : p.entries()) {
+        auto ref = bl::ParseAccountName(e.account());
+        if (!ref.ok()) continue;
+        const bool credit = e.credit().amount_minor() != 0;
+        if ((ref->kind == blv1::PAYABLE && p.kind() != blv1::DEPOSIT_APPLICATION) ||
+            (ref->kind == blv1::DEPOSIT_LODGED && credit && p.kind() == blv1::DEPOSIT_APPLICATION)) {
+          payers.insert(ref->owner);
+        }
+      }
+      if (!payers.empty()) {
+        std::vector<std::string> cmd = {"HMGET", kInvoicedPostings};
+        for (const auto& payer : payers) cmd.push_back(id + "|" + payer);
+        LS_ASSIGN_OR_RETURN(RedisValue v, pool->Command(cmd));
+        for (const auto& e : v.elements) ok &= !e.is_nil() && invoice_paid(e.str);
+      }
+    }
+    closed[name] = ok;
+  }
+  for (const auto& [name, c] : charges) {
+    bool ok = true;
+    if (c.fee_kind() == blv1::DEPOSIT && !c.lease().empty()) {
+      LS_ASSIGN_OR_RETURN(bool h, held(bk::IdOf(c.lease())));
+      ok &= !h;
+    }
+    if (c.fee_kind() == blv1::LEASE_PERIOD && leases_out.count(bk::IdOf(c.lease())) > 0) ok = false;
+    closed[name] = ok;
+  }
+
+  // ---- groups: a charge with its postings and every correction, and a
+  // posting with its corrections, leave together or not at all.
+  std::map<std::string, std::string> parent;
+  std::function<std::string(const std::string&)> find = [&](const std::string& x) -> std::string {
+    auto it = parent.find(x);
+    if (it == parent.end()) {
+      parent[x] = x;
+      return x;
+    }
+    if (it->second == x) return x;
+    const std::string root = find(it->second);
+    parent[x] = root;
+    return root;
+  };
+  auto unite = [&](const std::string& a, const std::string& b) {
+    if (a.empty() || b.empty()) return;
+    const std::string ra = find(a), rb = find(b);
+    if (ra != rb) parent[ra] = rb;
+  };
+  for (const auto& [name, p] : postings) {
+    find(name);
+    unite(name, p.charge());
+    unite(name, p.corrects());
+    for (const auto& c : p.corrected_by()) unite(name, c);
+  }
+  for (const auto& [name, c] : charges) {
+    find(name);
+    unite(name, c.posting());
+    for (const auto& s : c.subsidy_postings()) unite(name, s);
+    for (const auto& s : c.corrections()) unite(name, s);
+  }
+  // Members not among the candidates: still in Redis (after the cut, or not
+  // closed on their own) keeps the group; gone (an earlier archive) does not.
+  std::map<std::string, bool> group_closed;
+  for (const auto& [name, unused] : parent) {
+    const std::string root = find(name);
+    if (group_closed.count(root) == 0) group_closed[root] = true;
+    auto c = closed.find(name);
+    if (c != closed.end()) {
+      if (!c->second) group_closed[root] = false;
+      continue;
+    }
+    const bool is_charge = absl::StartsWith(name, "charges/");
+    LS_ASSIGN_OR_RETURN(RedisValue ex, pool->Command({"EXISTS", bl::keys::Doc(is_charge ? "charge" : "posting",
+                                                                              bk::IdOf(name))}));
+    if (ex.integer != 0) group_closed[root] = false;
+  }
+
+  BillingSelection out;
+  std::set<std::string> taken_postings;
+  std::set<std::string> accounts;
+  for (const auto& [name, i] : charge_at) {
+    if (group_closed[find(name)]) out.charges.push_back(charge_docs[i]);
+  }
+  for (const auto& [name, i] : posting_at) {
+    if (!group_closed[find(name)]) continue;
+    out.postings.push_back(posting_docs[i]);
+    taken_postings.insert(posting_docs[i].id);
+    for (const auto& e : postings[name].entries()) accounts.insert(bl::keys::Account(e.account()));
+  }
+  out.charges_kept = static_cast<int64_t>(charge_docs.size() - out.charges.size());
+  out.postings_kept = static_cast<int64_t>(posting_docs.size() - out.postings.size());
+  // ---- their ledger lines, as the account lists hold them
+  std::map<std::string, int64_t> lines_per_posting, sum_per_posting;
+  for (const auto& key : accounts) {
+    LS_ASSIGN_OR_RETURN(RedisValue l, pool->Command({"LRANGE", key, "0", "-1"}));
+    for (const auto& e : l.elements) {
+      std::optional<LedgerLine> line = ParseLedgerLine(e.str);
+      if (!line || taken_postings.count(line->posting) == 0) continue;
+      out.lines[key].emplace_back(line->posting, e.str);
+      ++out.ledger_lines;
+      ++lines_per_posting[line->posting];
+      sum_per_posting[line->posting] += line->amount;
+    }
+  }
+  for (const auto& d : out.postings) {
+    const int entries = postings["postings/" + d.id].entries_size();
+    if (lines_per_posting[d.id] != entries || sum_per_posting[d.id] != 0) {
+      return absl::DataLossError(absl::StrCat("the ledger lines of postings/", d.id, " (", lines_per_posting[d.id],
+                                              ", sum ", sum_per_posting[d.id], ") do not match its ", entries,
+                                              " entries; nothing archived"));
+    }
+  }
+  return out;
+}
+
+std::string BillingDocLine(const BillingDoc& d) {
+  return absl::StrCat("{\"kind\":\"", d.kind, "\",\"key\":\"", JsonEscape(bl::keys::Doc(d.kind, d.id)),
+                      "\",\"index_member\":\"", JsonEscape(d.member), "\",\"version\":", d.version,
+                      ",\"document\":\"", absl::Base64Escape(d.data), "\",\"sha256\":\"", Sha256Hex(d.data),
+                      "\"}\n");
+}
+
+std::string LedgerLineRecord(const std::string& key, const std::string& posting, const std::string& line) {
+  return absl::StrCat("{\"kind\":\"ledger_line\",\"key\":\"", JsonEscape(key), "\",\"posting\":\"",
+                      JsonEscape(posting), "\",\"document\":\"", absl::Base64Escape(line), "\",\"sha256\":\"",
+                      Sha256Hex(line), "\"}\n");
+}
+
+// One account list: the lines of `prefix` (the list's first N elements, as
+// read) replaced by `replacement`, only if the prefix is still what was read
+// (billing only ever appends). Returns 1, or 0 when the list moved.
+const RedisScript& FoldScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+local n = tonumber(ARGV[1])
+local cur = redis.call('LRANGE', KEYS[1], 0, n - 1)
+if #cur ~= n then return 0 end
+for i = 1, n do
+  if cur[i] ~= ARGV[1 + i] then return 0 end
+end
+redis.call('LTRIM', KEYS[1], n, -1)
+for i = #ARGV, n + 2, -1 do redis.call('LPUSH', KEYS[1], ARGV[i]) end
+return 1
+)lua");
+  return *s;
+}
+
+// Documents removed only at the version archived; KEYS[1] the index,
+// KEYS[1 + i] a document, ARGV[i] its version, ARGV[n + i] its index
+// member. Returns {removed, changed since}.
+const RedisScript& RemoveDocsScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+local n = #KEYS - 1
+local removed, changed = 0, 0
+for i = 1, n do
+  local v = redis.call('HGET', KEYS[1 + i], 'v')
+  if v == ARGV[i] then
+    redis.call('DEL', KEYS[1 + i])
+    redis.call('ZREM', KEYS[1], ARGV[n + i])
+    removed = removed + 1
+  elseif v == false then
+    redis.call('ZREM', KEYS[1], ARGV[n + i])
+  else
+    changed = changed + 1
+  end
+end
+return {removed, changed}
+)lua");
+  return *s;
+}
+
+struct FoldResult {
+  int64_t lists = 0, carried = 0, emptied = 0;
+};
+
+// Replaces, in one account list, the archived lines (`archived`, a
+// multiset) and any earlier carried-forward lines before them with one
+// carried-forward line per (counterparty, currency, side): debits and
+// credits apart, so debit and credit totals stay what they were. Each
+// carried-forward line is dated at the last line it folds. Idempotent: a
+// list without archived lines is left alone.
+absl::StatusOr<FoldResult> FoldAccount(RedisPool* pool, const std::string& key,
+                                       const std::multiset<std::string>& archived, int year) {
+  FoldResult out;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    LS_ASSIGN_OR_RETURN(RedisValue l, pool->Command({"LRANGE", key, "0", "-1"}));
+    std::multiset<std::string> left = archived;
+    size_t end = 0;
+    std::vector<bool> fold(l.elements.size(), false);
+    for (size_t i = 0; i < l.elements.size(); ++i) {
+      auto it = left.find(l.elements[i].str);
+      if (it != left.end()) {
+        left.erase(it);
+        fold[i] = true;
+        end = i + 1;
+      }
+    }
+    if (end == 0) return out;  // done by an earlier run
+    if (!left.empty()) {
+      return absl::DataLossError(absl::StrCat(key, " holds only part of the archived lines; nothing folded"));
+    }
+    struct Sum {
+      int64_t ms = 0, amount = 0;
+    };
+    std::map<std::tuple<std::string, std::string, int>, Sum> sums;  // (counterparty, currency, side)
+    std::vector<std::pair<int64_t, std::string>> prefix;             // kept (ms, line), in order
+    for (size_t i = 0; i < end; ++i) {
+      std::optional<LedgerLine> line = ParseLedgerLine(l.elements[i].str);
+      if (!line) {
+        prefix.emplace_back(0, l.elements[i].str);
+        continue;
+      }
+      if (fold[i] || absl::StartsWith(line->posting, kCarriedForward)) {
+        Sum& s = sums[{line->counterparty, line->currency, line->amount > 0 ? 0 : 1}];
+        s.ms = std::max(s.ms, line->ms);
+        s.amount += line->amount;
+      } else {
+        prefix.emplace_back(line->ms, l.elements[i].str);
+      }
+    }
+    std::vector<std::pair<int64_t, std::string>> carried;
+    for (const auto& [k, s] : sums) {
+      if (s.amount == 0) continue;
+      carried.emplace_back(s.ms, absl::StrCat(s.ms, "|", kCarriedForward, year, "|", std::get<0>(k), "|",
+                                              std::get<1>(k), "|", s.amount));
+    }
+    // Carried-forward lines first among equal times; time order otherwise.
+    std::vector<std::pair<int64_t, std::string>> merged = carried;
+    merged.insert(merged.end(), prefix.begin(), prefix.end());
+    std::stable_sort(merged.begin(), merged.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<std::string> args = {std::to_string(end)};
+    for (size_t i = 0; i < end; ++i) args.push_back(l.elements[i].str);
+    for (auto& m : merged) args.push_back(std::move(m.second));
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Eval(FoldScript(), {key}, args));
+    if (r.integer == 1) {
+      out.lists = 1;
+      out.carried = static_cast<int64_t>(carried.size());
+      out.emptied = merged.empty() && end == l.elements.size() ? 1 : 0;
+      return out;
+    }
+  }
+  return absl::AbortedError(absl::StrCat(key, " kept changing while it was folded; rerun"));
+}
+
+
+struct BillingRemoval {
+  int64_t gone = 0, changed = 0;
+};
+
+absl::Status Stop(const ArchiveOptions& o, absl::string_view stage);
+
+// The removal of a verified billing file: first every account list folds
+// its archived lines into carried-forward lines (one atomic step per list,
+// so every balance read stays equal), then the documents go (only at the
+// version archived), with their index members and their invoiced-line
+// markers. Each step is idempotent; a rerun picks up where a crash left.
+absl::StatusOr<BillingRemoval> RemoveBilling(RedisPool* pool, const std::string& path, const ArchiveOptions& o,
+                                             const std::string& manifest_key) {
+  BillingRemoval out;
+  std::map<std::string, std::multiset<std::string>> lines;  // account key -> archived lines
+  absl::Status bad = absl::OkStatus();
+  auto record = [&](absl::string_view line, Struct* s) {
+    if (!ParseLine(line, s) || Field(*s, "kind") == nullptr) return false;
+    return true;
+  };
+  LS_RETURN_IF_ERROR(ForEachLine(path, [&](absl::string_view line) {
+                       Struct s;
+                       if (!record(line, &s)) return true;  // header, trailer
+                       std::string kind, key, b64, doc;
+                       if (!Str(Field(s, "kind"), &kind) || kind != "ledger_line") return true;
+                       if (!Str(Field(s, "key"), &key) || !Str(Field(s, "document"), &b64) ||
+                           !absl::Base64Unescape(b64, &doc)) {
+                         bad = absl::DataLossError("billing file: malformed ledger line record");
+                         return false;
+                       }
+                       lines[key].insert(doc);
+                       return true;
+                     }).status());
+  LS_RETURN_IF_ERROR(bad);
+  for (const auto& [key, archived] : lines) {
+    LS_ASSIGN_OR_RETURN(FoldResult f, FoldAccount(pool, key, archived, o.year));
+    if (f.lists > 0) {
+      LS_RETURN_IF_ERROR(pool->Command({"HINCRBY", manifest_key, "billing_lists_folded", "1"}).status());
+    }
+    out.gone += f.emptied;
+  }
+  LS_RETURN_IF_ERROR(Stop(o, "billing_folded"));
+
+  // Documents, in batches per kind.
+  const int batch = std::max(1, o.batch);
+  std::vector<std::string> keys_of[2], versions_of[2], members_of[2];
+  std::vector<std::string> invoiced_fields;
+  auto flush = [&](int k) -> absl::Status {
+    if (keys_of[k].empty()) return absl::OkStatus();
+    std::vector<std::string> keys = {bl::keys::Index(k == 0 ? "charge" : "posting")};
+    keys.insert(keys.end(), keys_of[k].begin(), keys_of[k].end());
+    std::vector<std::string> args = versions_of[k];
+    args.insert(args.end(), members_of[k].begin(), members_of[k].end());
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Eval(RemoveDocsScript(), keys, args));
+    if (r.is_array() && r.elements.size() == 2) {
+      out.gone += r.elements[0].integer;
+      out.changed += r.elements[1].integer;
+    }
+    if (k == 1 && !invoiced_fields.empty()) {
+      std::vector<std::string> hdel = {"HDEL", kInvoicedPostings};
+      hdel.insert(hdel.end(), invoiced_fields.begin(), invoiced_fields.end());
+      LS_RETURN_IF_ERROR(pool->Command(hdel).status());
+      invoiced_fields.clear();
+    }
+    keys_of[k].clear();
+    versions_of[k].clear();
+    members_of[k].clear();
+    return Stop(o, "billing_removed_batch");
+  };
+  LS_RETURN_IF_ERROR(ForEachLine(path, [&](absl::string_view line) {
+                       Struct s;
+                       if (!record(line, &s)) return true;
+                       std::string kind, key, member, b64, doc;
+                       int64_t version = 0;
+                       if (!Str(Field(s, "kind"), &kind) || (kind != "charge" && kind != "posting")) return true;
+                       if (!Str(Field(s, "key"), &key) || !Str(Field(s, "index_member"), &member) ||
+                           !Int(Field(s, "version"), &version) || !Str(Field(s, "document"), &b64) ||
+                           !absl::Base64Unescape(b64, &doc)) {
+                         bad = absl::DataLossError("billing file: malformed document record");
+                         return false;
+                       }
+                       const int k = kind == "charge" ? 0 : 1;
+                       keys_of[k].push_back(key);
+                       versions_of[k].push_back(std::to_string(version));
+                       members_of[k].push_back(member);
+                       if (k == 1) {
+                         blv1::Posting p;
+                         if (p.ParseFromString(doc)) {
+                           std::set<std::string> owners;
+                           for (const auto& e : p.entries()) {
+                             auto ref = bl::ParseAccountName(e.account());
+                             if (ref.ok() && bl::IsOrganizationName(ref->owner)) owners.insert(ref->owner);
+                           }
+                           for (const auto& owner : owners) {
+                             invoiced_fields.push_back(absl::StrCat(bk::IdOf(p.name()), "|", owner));
+                           }
+                         }
+                       }
+                       if (static_cast<int>(keys_of[k].size()) >= batch) {
+                         bad = flush(k);
+                         if (!bad.ok()) return false;
+                       }
+                       return true;
+                     }).status());
+  LS_RETURN_IF_ERROR(bad);
+  LS_RETURN_IF_ERROR(flush(0));
+  LS_RETURN_IF_ERROR(flush(1));
+  // The invoiced-line markers went with their postings: if the hash is
+  // now empty Redis dropped it.
+  return out;
+}
+
 // One Lua step in {usage}: the manifest, and the base moved forward.
 const RedisScript& CommitScript() {
   static const RedisScript* s = new RedisScript(R"lua(
@@ -607,6 +1488,8 @@ class AuditVerifier {
 // trailer's count and the SHA-256 of every byte before it.
 class BookingsVerifier {
  public:
+  BookingsVerifier(std::string format = "labshare-bookings-jsonl", std::string count_field = "bookings")
+      : format_(std::move(format)), count_field_(std::move(count_field)) {}
   bool Line(absl::string_view line) {
     if (done_) return false;
     ++line_no_;
@@ -615,11 +1498,11 @@ class BookingsVerifier {
     if (trailer_) return Broken("data_after_trailer");
     if (line_no_ == 1) {
       std::string format;
-      if (!Str(Field(o, "format"), &format) || format != "labshare-bookings-jsonl") return Broken("malformed");
+      if (!Str(Field(o, "format"), &format) || format != format_) return Broken("malformed");
     } else if (Field(o, "trailer") != nullptr) {
       int64_t n = 0;
       std::string sum;
-      if (!Int(Field(o, "bookings"), &n) || n != verdict_.entries || !Str(Field(o, "sha256"), &sum) ||
+      if (!Int(Field(o, count_field_.c_str()), &n) || n != verdict_.entries || !Str(Field(o, "sha256"), &sum) ||
           sum != sha_.HexDigest()) {
         return Broken("trailer_mismatch");
       }
@@ -656,9 +1539,91 @@ class BookingsVerifier {
     verdict_.kind = kind;
     return false;
   }
+  std::string format_, count_field_;
   int64_t line_no_ = 0;
   bool trailer_ = false, done_ = false;
   usage::Sha256 sha_;
+  FileVerdict verdict_;
+};
+
+// The billing file, line by line: header, each record's SHA-256, every
+// archived posting's ledger lines summing to zero (debits = credits), the
+// trailer's counts and the SHA-256 of every byte before it.
+class BillingVerifier {
+ public:
+  bool Line(absl::string_view line) {
+    if (done_) return false;
+    ++line_no_;
+    Struct o;
+    if (!ParseLine(line, &o)) return Broken("malformed");
+    if (trailer_) return Broken("data_after_trailer");
+    if (line_no_ == 1) {
+      std::string format;
+      if (!Str(Field(o, "format"), &format) || format != "labshare-billing-jsonl") return Broken("malformed");
+    } else if (Field(o, "trailer") != nullptr) {
+      int64_t c = 0, p = 0, l = 0;
+      std::string sum;
+      if (!Int(Field(o, "charges"), &c) || c != verdict_.charges || !Int(Field(o, "postings"), &p) ||
+          p != verdict_.postings || !Int(Field(o, "ledger_lines"), &l) || l != verdict_.ledger_lines ||
+          !Str(Field(o, "sha256"), &sum) || sum != sha_.HexDigest()) {
+        return Broken("trailer_mismatch");
+      }
+      for (const auto& [posting, s] : sums_) {
+        if (s != 0 || postings_.count(posting) == 0) return Broken("unbalanced_posting");
+      }
+      trailer_ = true;
+      return true;
+    } else {
+      std::string kind, doc_b64, doc, sum;
+      if (!Str(Field(o, "kind"), &kind) || !Str(Field(o, "document"), &doc_b64) ||
+          !absl::Base64Unescape(doc_b64, &doc) || !Str(Field(o, "sha256"), &sum)) {
+        return Broken("malformed");
+      }
+      if (Sha256Hex(doc) != sum) return Broken("hash_mismatch");
+      if (kind == "charge") {
+        ++verdict_.charges;
+      } else if (kind == "posting") {
+        std::string key;
+        if (!Str(Field(o, "key"), &key)) return Broken("malformed");
+        postings_.insert(key.substr(key.rfind(':') + 1));
+        ++verdict_.postings;
+      } else if (kind == "ledger_line") {
+        std::optional<LedgerLine> l = ParseLedgerLine(doc);
+        if (!l) return Broken("malformed");
+        sums_[l->posting] += l->amount;
+        ++verdict_.ledger_lines;
+      } else {
+        return Broken("malformed");
+      }
+      ++verdict_.entries;
+    }
+    sha_.Update(line);
+    sha_.Update("\n");
+    return true;
+  }
+  FileVerdict Finish() {
+    if (done_) return verdict_;
+    if (!trailer_) {
+      Broken("no_trailer");
+    } else {
+      verdict_.ok = true;
+    }
+    return verdict_;
+  }
+
+ private:
+  bool Broken(const char* kind) {
+    done_ = true;
+    verdict_.ok = false;
+    verdict_.broken_at = line_no_;
+    verdict_.kind = kind;
+    return false;
+  }
+  int64_t line_no_ = 0;
+  bool trailer_ = false, done_ = false;
+  usage::Sha256 sha_;
+  std::set<std::string> postings_;
+  std::map<std::string, int64_t> sums_;
   FileVerdict verdict_;
 };
 
@@ -680,10 +1645,33 @@ FileVerdict VerifyBookingsExport(absl::string_view file) {
   return v.Finish();
 }
 
+FileVerdict VerifyBillingExport(absl::string_view file) {
+  BillingVerifier v;
+  for (absl::string_view line : Lines(file)) {
+    if (!v.Line(line)) break;
+  }
+  return v.Finish();
+}
+
+absl::StatusOr<FileVerdict> VerifyBillingExportFile(const std::string& path, std::string* sha256_hex) {
+  BillingVerifier v;
+  LS_ASSIGN_OR_RETURN(std::string sha, ForEachLine(path, [&](absl::string_view line) { return v.Line(line); }));
+  if (sha256_hex != nullptr) *sha256_hex = sha;
+  return v.Finish();
+}
+
 absl::StatusOr<FileVerdict> VerifyAuditExportFile(const std::string& path,
                                                   std::optional<std::pair<int64_t, std::string>> anchor,
                                                   std::string* sha256_hex) {
   AuditVerifier v(std::move(anchor));
+  LS_ASSIGN_OR_RETURN(std::string sha, ForEachLine(path, [&](absl::string_view line) { return v.Line(line); }));
+  if (sha256_hex != nullptr) *sha256_hex = sha;
+  return v.Finish();
+}
+
+absl::StatusOr<FileVerdict> VerifyRecordsExportFile(const std::string& path, absl::string_view kind,
+                                                    std::string* sha256_hex) {
+  BookingsVerifier v(absl::StrCat("labshare-", kind, "-jsonl"), std::string(kind));
   LS_ASSIGN_OR_RETURN(std::string sha, ForEachLine(path, [&](absl::string_view line) { return v.Line(line); }));
   if (sha256_hex != nullptr) *sha256_hex = sha;
   return v.Finish();
@@ -707,10 +1695,19 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   const absl::Time cut = absl::FromCivil(absl::CivilYear(o.year + 1), absl::UTCTimeZone());
   const int64_t cut_ms = absl::ToUnixMillis(cut);
   usage::AuditChain chain(pool, PageTokenCodec(std::string(32, 'a')));
+  absl::TimeZone billing_zone;
+  if (!absl::LoadTimeZone(o.billing_time_zone, &billing_zone)) {
+    return absl::InvalidArgumentError(absl::StrCat("billing_time_zone: unknown zone ", o.billing_time_zone));
+  }
+  const absl::Time billing_cut = absl::FromCivil(absl::CivilYear(o.year + 1), billing_zone);
+  const int64_t billing_cut_ms = absl::ToUnixMillis(billing_cut);
 
   ArchiveResult result;
   result.audit_file = absl::StrCat(o.dir, "/audit-", o.year, ".jsonl");
   result.bookings_file = absl::StrCat(o.dir, "/bookings-", o.year, ".jsonl");
+  result.billing_file = absl::StrCat(o.dir, "/billing-", o.year, ".jsonl");
+  result.leases_file = absl::StrCat(o.dir, "/leases-", o.year, ".jsonl");
+  result.orders_file = absl::StrCat(o.dir, "/orders-", o.year, ".jsonl");
   const std::string manifest_key = ManifestKey(o.year);
 
   auto read_manifest = [&]() -> absl::StatusOr<std::map<std::string, std::string>> {
@@ -729,6 +1726,24 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     result.audit_last_hash = Get(m, "audit_last_hash");
     result.audit_sha256 = Get(m, "audit_sha256");
     result.bookings_sha256 = Get(m, "bookings_sha256");
+    absl::SimpleAtoi(Get(m, "billing_charges"), &result.billing_charges);
+    absl::SimpleAtoi(Get(m, "billing_postings"), &result.billing_postings);
+    absl::SimpleAtoi(Get(m, "billing_ledger_lines"), &result.billing_ledger_lines);
+    absl::SimpleAtoi(Get(m, "billing_lists_folded"), &result.billing_lists_folded);
+    absl::SimpleAtoi(Get(m, "billing_charges_kept"), &result.billing_charges_kept);
+    absl::SimpleAtoi(Get(m, "billing_postings_kept"), &result.billing_postings_kept);
+    absl::SimpleAtoi(Get(m, "billing_changed_kept"), &result.billing_changed_kept);
+    result.billing_sha256 = Get(m, "billing_sha256");
+    if (!Get(m, "billing_file").empty()) result.billing_file = Get(m, "billing_file");
+    absl::SimpleAtoi(Get(m, "leases"), &result.leases);
+    absl::SimpleAtoi(Get(m, "orders"), &result.orders);
+    absl::SimpleAtoi(Get(m, "leases_kept"), &result.leases_kept);
+    absl::SimpleAtoi(Get(m, "bookings_kept"), &result.bookings_kept);
+    absl::SimpleAtoi(Get(m, "orders_kept"), &result.orders_kept);
+    result.leases_sha256 = Get(m, "leases_sha256");
+    result.orders_sha256 = Get(m, "orders_sha256");
+    if (!Get(m, "leases_file").empty()) result.leases_file = Get(m, "leases_file");
+    if (!Get(m, "orders_file").empty()) result.orders_file = Get(m, "orders_file");
   };
   if (Get(manifest, "state") == "done") {
     fill(manifest);
@@ -741,6 +1756,11 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     if (cut > clock->Now()) {
       return Precondition(absl::StrCat("year ", o.year, " is open: it ends at ", absl::FormatTime(cut),
                                        ", after the platform clock (", absl::FormatTime(clock->Now()), ")"));
+    }
+    if (billing_cut > clock->Now()) {
+      return Precondition(absl::StrCat("year ", o.year, " is open: its billing year ends at ",
+                                       absl::FormatTime(billing_cut), " (", o.billing_time_zone,
+                                       "), after the platform clock (", absl::FormatTime(clock->Now()), ")"));
     }
     LS_ASSIGN_OR_RETURN(ConsumerState consumers, Consumers(pool));
     // A minute past the cut: an event appended to the audit trail just
@@ -760,6 +1780,11 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
       last_hex = Hex(last->hash());
     }
 
+    // ---- billing: what may leave, or a refusal (before any file is written)
+    LS_ASSIGN_OR_RETURN(BillingSelection billing, SelectBilling(pool, o.year, billing_cut_ms, batch));
+    // ---- leases and service orders: which go, and whose bookings stay
+    LS_ASSIGN_OR_RETURN(LeasesAndOrders lo, SelectLeasesAndOrders(pool, cut_ms, consumers.safe_ms, batch));
+
     // ---- the bookings file, checking each booking as it goes (a refusal
     // leaves no file)
     LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> bw, FileWriter::Open(result.bookings_file));
@@ -771,8 +1796,12 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     LS_RETURN_IF_ERROR(put(absl::StrCat("{\"format\":\"labshare-bookings-jsonl\",\"version\":1,\"year\":", o.year,
                                         ",\"cut_ms\":", cut_ms, ",\"audit_last_sequence\":", audit.end - 1,
                                         ",\"audit_last_hash\":\"", last_hex, "\"}\n")));
-    int64_t count = 0;
+    int64_t count = 0, bookings_kept = 0;
     LS_RETURN_IF_ERROR(ForEachBookingBefore(pool, cut_ms, batch, [&](const StoredBooking& b) -> absl::Status {
+      if (lo.keep_bookings.count(b.id) > 0) {
+        ++bookings_kept;
+        return absl::OkStatus();
+      }
       if (!Final(b.booking.state())) {
         return Precondition(absl::StrCat("booking ", b.id, " ended in or before ", o.year, " but is still ",
                                          bv1::Booking::State_Name(b.booking.state()),
@@ -798,8 +1827,39 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
         return absl::DataLossError("the audit trail changed while it was exported; nothing removed");
       }
     }
+    // ---- leases and service orders (files written below)
+    LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> leases_w,
+                        WriteRecords(result.leases_file, "labshare-leases-jsonl", "leases", o.year, cut_ms, lo.leases,
+                                     "lease", "leases"));
+    LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> orders_w,
+                        WriteRecords(result.orders_file, "labshare-orders-jsonl", "orders", o.year, cut_ms, lo.orders,
+                                     "service_order", "serviceOrders"));
+
+    // ---- the billing file
+    LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> lw, FileWriter::Open(result.billing_file));
+    {
+      usage::Sha256 lsum;
+      auto lput = [&](const std::string& line) {
+        lsum.Update(line);
+        return lw->Append(line);
+      };
+      LS_RETURN_IF_ERROR(lput(absl::StrCat("{\"format\":\"labshare-billing-jsonl\",\"version\":1,\"year\":", o.year,
+                                           ",\"cut_ms\":", billing_cut_ms, ",\"time_zone\":\"",
+                                           JsonEscape(o.billing_time_zone), "\"}\n")));
+      for (const auto& d : billing.charges) LS_RETURN_IF_ERROR(lput(BillingDocLine(d)));
+      for (const auto& d : billing.postings) LS_RETURN_IF_ERROR(lput(BillingDocLine(d)));
+      for (const auto& [key, lines] : billing.lines) {
+        for (const auto& [posting, line] : lines) LS_RETURN_IF_ERROR(lput(LedgerLineRecord(key, posting, line)));
+      }
+      LS_RETURN_IF_ERROR(lw->Append(absl::StrCat("{\"trailer\":true,\"charges\":", billing.charges.size(),
+                                                 ",\"postings\":", billing.postings.size(), ",\"ledger_lines\":",
+                                                 billing.ledger_lines, ",\"sha256\":\"", lsum.HexDigest(), "\"}\n")));
+    }
     LS_ASSIGN_OR_RETURN(const std::string bookings_sha, bw->Commit());
     LS_ASSIGN_OR_RETURN(const std::string audit_sha, aw->Commit());
+    LS_ASSIGN_OR_RETURN(const std::string billing_sha, lw->Commit());
+    LS_ASSIGN_OR_RETURN(const std::string leases_sha, leases_w->Commit());
+    LS_ASSIGN_OR_RETURN(const std::string orders_sha, orders_w->Commit());
 
     // ---- read back and verify
     if (audit.end > audit.start) {
@@ -820,6 +1880,26 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
                                                 "; nothing removed"));
       }
     }
+    {
+      std::string sha;
+      LS_ASSIGN_OR_RETURN(FileVerdict lv, VerifyBillingExportFile(result.billing_file, &sha));
+      if (!lv.ok || lv.charges != static_cast<int64_t>(billing.charges.size()) ||
+          lv.postings != static_cast<int64_t>(billing.postings.size()) ||
+          lv.ledger_lines != billing.ledger_lines || sha != billing_sha) {
+        return absl::DataLossError(absl::StrCat("the written billing archive does not verify: ", lv.kind,
+                                                "; nothing removed"));
+      }
+    }
+    for (const auto& [path, kind, count, want_sha] :
+         {std::make_tuple(result.leases_file, "leases", lo.leases.size(), leases_sha),
+          std::make_tuple(result.orders_file, "orders", lo.orders.size(), orders_sha)}) {
+      std::string sha;
+      LS_ASSIGN_OR_RETURN(FileVerdict rv, VerifyRecordsExportFile(path, kind, &sha));
+      if (!rv.ok || rv.entries != static_cast<int64_t>(count) || sha != want_sha) {
+        return absl::DataLossError(absl::StrCat("the written ", kind, " archive does not verify: ", rv.kind,
+                                                "; nothing removed"));
+      }
+    }
     LS_RETURN_IF_ERROR(Stop(o, "exported"));
 
     // ---- the cut: manifest and base, one step
@@ -835,6 +1915,23 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
         {"bookings", std::to_string(count)},
         {"bookings_file", result.bookings_file},
         {"bookings_sha256", bookings_sha},
+        {"billing_cut_ms", std::to_string(billing_cut_ms)},
+        {"billing_file", result.billing_file},
+        {"billing_sha256", billing_sha},
+        {"billing_charges", std::to_string(billing.charges.size())},
+        {"billing_postings", std::to_string(billing.postings.size())},
+        {"billing_ledger_lines", std::to_string(billing.ledger_lines)},
+        {"billing_charges_kept", std::to_string(billing.charges_kept)},
+        {"billing_postings_kept", std::to_string(billing.postings_kept)},
+        {"leases", std::to_string(lo.leases.size())},
+        {"leases_kept", std::to_string(lo.leases_kept)},
+        {"bookings_kept", std::to_string(bookings_kept)},
+        {"leases_file", result.leases_file},
+        {"leases_sha256", leases_sha},
+        {"orders", std::to_string(lo.orders.size())},
+        {"orders_kept", std::to_string(lo.orders_kept)},
+        {"orders_file", result.orders_file},
+        {"orders_sha256", orders_sha},
     };
     for (const auto& [k, v] : fields) {
       args.push_back(k);
@@ -875,6 +1972,36 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     }
     if (!bv.ok || bv.entries != result.bookings) {
       return absl::DataLossError("the bookings archive does not verify; nothing removed");
+    }
+    for (const auto& [kind, count, want_sha] : {std::make_tuple("leases", result.leases, result.leases_sha256),
+                                                std::make_tuple("orders", result.orders, result.orders_sha256)}) {
+      const std::string path = Get(manifest, absl::StrCat(kind, "_file"));
+      if (path.empty()) continue;
+      std::string sha;
+      LS_ASSIGN_OR_RETURN(FileVerdict rv, VerifyRecordsExportFile(path, kind, &sha));
+      if (sha != want_sha) {
+        return absl::DataLossError(absl::StrCat("the ", kind, " archive of ", o.year,
+                                                " changed since it was verified (SHA-256 differs from the "
+                                                "manifest); nothing removed"));
+      }
+      if (!rv.ok || rv.entries != count) {
+        return absl::DataLossError(absl::StrCat("the ", kind, " archive of ", o.year, " does not verify: ", rv.kind,
+                                                "; nothing removed"));
+      }
+    }
+    if (!Get(manifest, "billing_file").empty()) {
+      std::string billing_sha;
+      LS_ASSIGN_OR_RETURN(FileVerdict lv, VerifyBillingExportFile(Get(manifest, "billing_file"), &billing_sha));
+      if (billing_sha != result.billing_sha256) {
+        return absl::DataLossError(absl::StrCat("the billing archive of ", o.year,
+                                                " changed since it was verified (SHA-256 differs from the "
+                                                "manifest); nothing removed"));
+      }
+      if (!lv.ok || lv.charges != result.billing_charges || lv.postings != result.billing_postings ||
+          lv.ledger_lines != result.billing_ledger_lines) {
+        return absl::DataLossError(absl::StrCat("the billing archive of ", o.year, " does not verify: ", lv.kind,
+                                                " at line ", lv.broken_at, "; nothing removed"));
+      }
     }
   }
 
@@ -942,6 +2069,21 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
                      }).status());
   LS_RETURN_IF_ERROR(removal);
   LS_RETURN_IF_ERROR(SweepOrgIndexes(pool, cut_recorded, batch).status());
+  for (const auto& [kind, orders] : {std::make_pair("leases", false), std::make_pair("orders", true)}) {
+    const std::string path = Get(manifest, absl::StrCat(kind, "_file"));
+    if (path.empty()) continue;
+    LS_ASSIGN_OR_RETURN(int64_t g, RemoveRecords(pool, path, orders));
+    gone += g;
+  }
+  if (!Get(manifest, "leases_file").empty()) {
+    LS_RETURN_IF_ERROR(SweepLeaseAndOrderOrgIndexes(pool, cut_recorded, batch).status());
+  }
+  int64_t changed = 0;
+  if (!Get(manifest, "billing_file").empty()) {
+    LS_ASSIGN_OR_RETURN(BillingRemoval br, RemoveBilling(pool, Get(manifest, "billing_file"), o, manifest_key));
+    gone += br.gone;
+    changed = br.changed;
+  }
   // Outboxes below the cut: every group acknowledged them (checked before
   // the manifest was written; groups only move forward).
   int64_t trimmed = 0;
@@ -962,9 +2104,17 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   absl::SimpleAtoi(Get(manifest, "outbox_entries_trimmed"), &before_trimmed);
   result.keys_deleted = before_gone + gone;
   result.outbox_entries_trimmed = before_trimmed + trimmed;
+  {
+    LS_ASSIGN_OR_RETURN(RedisValue f, pool->Command({"HGET", manifest_key, "billing_lists_folded"}));
+    result.billing_lists_folded = 0;
+    if (!f.is_nil()) absl::SimpleAtoi(f.str, &result.billing_lists_folded);
+  }
+  result.billing_changed_kept = changed;
   LS_RETURN_IF_ERROR(pool->Command({"HSET", manifest_key, "state", "done", "keys_deleted",
                                     std::to_string(result.keys_deleted), "outbox_entries_trimmed",
-                                    std::to_string(result.outbox_entries_trimmed)})
+                                    std::to_string(result.outbox_entries_trimmed), "billing_lists_folded",
+                                    std::to_string(result.billing_lists_folded), "billing_changed_kept",
+                                    std::to_string(result.billing_changed_kept)})
                          .status());
   return result;
 }

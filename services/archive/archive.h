@@ -1,6 +1,6 @@
 // Archival of a closed year (labshare-archive): export the year's audit
-// entries and finished bookings to files, verify the files, record the cut,
-// and only then remove the archived items from Redis.
+// entries, finished bookings and settled billing to files, verify the
+// files, record the cut, and only then remove the archived items from Redis.
 //
 // What "year Y" takes (cumulative: whatever an earlier run did not take):
 //   audit  the entries after the archived base ({usage}:audit:base, see
@@ -18,8 +18,93 @@
 //          index ({bk:P}:ls:b:org:*, which includes the operator's, not
 //          named by the document) loses its members before the cut whose
 //          document is gone.
-//   not archived: leases, service orders, projects, billing's documents
-//          and ledger, usage's figures.
+//   billing  (billing-<Y>.jsonl, below) billing's year ends at the billing
+//          cut: Y+1-01-01 00:00 in the consortium time zone of billing
+//          periods (ArchiveOptions::billing_time_zone, the billing
+//          service's --time_zone), so every period of Y ends at or before
+//          it. A posting created before the billing cut is final when
+//            - PAYMENT: its payment's invoice is PAID, or its settlement
+//              CLEARED (a payment of neither: final);
+//            - SETTLEMENT_NETTING: always (written when its settlement
+//              cleared);
+//            - any other kind: every line an invoice draft would take from
+//              it (billing_invoices.cc Draft: its PAYABLE entries, and the
+//              DEPOSIT_LODGED credit of a DEPOSIT_APPLICATION) is on an
+//              issued invoice ({billing}:invoicedpost "<posting>|<payer>")
+//              that is PAID. A voided invoice gives its lines back to the
+//              next issue, so they are final only once re-issued and paid;
+//              a line never invoiced keeps its posting;
+//            - and, naming a deposit, the deposit is no longer HELD.
+//          A charge created before the billing cut is final unless it is a
+//          DEPOSIT whose deposit is still HELD, or LEASE_PERIOD rent of a
+//          lease still out ({billing}:leases:out: billing charges each
+//          period once by looking for the charge).
+//          A charge, its CHARGE / SUBSIDY postings and every correction of
+//          any of them (Charge.posting, subsidy_postings, corrections;
+//          Posting.charge, corrects, corrected_by) leave together or not at
+//          all: one member that is not final, or still in Redis but created
+//          after the billing cut, keeps the whole group (so a correction
+//          never loses what it corrects, and PostCorrection's "already
+//          reversed" check keeps seeing its reversal). Members gone already
+//          (an earlier year) do not count.
+//          What goes: those charge and posting documents, their index
+//          members ({billing}:charges, :postings), their "<posting>|<org>"
+//          fields of {billing}:invoicedpost, and their ledger lines in
+//          {billing}:acct:<account>. The lines are not simply deleted:
+//          each account list is rewritten in one Lua step (checked against
+//          the list as read; billing only appends) that replaces the
+//          archived lines, and any earlier carried-forward lines before
+//          them, with carried-forward lines
+//            "<ms>|carried-forward-<Y>|<counterparty>|<currency>|<sum>"
+//          one per (counterparty, currency, side): debits and credits
+//          apart, so every debit and credit total stays what it was; <ms>
+//          is the time of the last line it folds (before the billing cut),
+//          and the list stays in time order. There is no posting document
+//          of that name, so invoice drafts skip these lines.
+//          What stays, and answers exactly as before (tests/archive): the
+//          balances ({billing}:bal, untouched), GetAccountBalance (without
+//          as_of_time, or at or after the billing cut; with or without
+//          counterparty), ListBalances, GetOrganizationStatement of an
+//          interval starting at or after the billing cut, invoices (their
+//          documents carry their lines; {billing}:invoiced, :voided, :seq),
+//          drafts of open periods and the late lines of closed ones,
+//          payments, settlements, deposits, subsidy pools and their caps,
+//          {billing}:applied (a redelivered booking event is still applied
+//          once), {billing}:idem:* (retries replay; they expire after 30
+//          days anyway), {billing}:leases:out, and every charge and
+//          posting not final. What changes: reads of the archived year
+//          itself (GetCharge / GetPosting of an archived item: NOT_FOUND;
+//          ListCharges, ListPostings, GetOwnerIncomeReport, statements and
+//          as_of balances inside the year answer from what stays: the rest
+//          is in the file) and PostCorrection of an archived posting
+//          (POSTING_NOT_FOUND).
+//          Limit: the selection holds the year's candidate charges and
+//          postings in memory and reads every touched account list whole.
+//   leases  (leases-<Y>.jsonl, the bookings file's format with "lease":
+//          "leases/<id>", header format "labshare-leases-jsonl", trailer
+//          count "leases") every lease whose term started before the cut
+//          ({bk:P}:ls:l:all), that is final (CLOSED, REJECTED, CANCELLED)
+//          and whose last change (update_time) was before the cut and is
+//          applied by every consumer. Removed: the document and its
+//          listing index members; the operator organisations' lease
+//          indexes are swept like the bookings'. A lease not final is kept
+//          (not refused: an overdue or returned-but-unsettled lease is
+//          ongoing business), and so is its booking: lease transitions
+//          load it (CloseLease after a return). The id stays reserved
+//          ({bk:ids}) when it was chosen.
+//   service orders  (orders-<Y>.jsonl, "service_order":
+//          "serviceOrders/<id>", format "labshare-orders-jsonl", count
+//          "orders") every order created before the cut ({bk:P}:ls:o:all)
+//          that is COMPLETED or CANCELLED, last changed before the cut and
+//          applied by every consumer. Removed: the document, its listing
+//          index members (all, instrument, organisations, the older
+//          {bk:P}:orders:<instr>), operator indexes swept. An order not
+//          final (DISPUTED, in progress...) is kept with its booking.
+//   not archived: projects (a project id is chosen by the caller and not
+//          reserved anywhere else: removing the document would let a new
+//          project take the id that charges and bookings of the archived
+//          one name; that needs an id reservation in booking's
+//          CreateProject first), usage's figures.
 //   outboxes  every "*:outbox" stream is trimmed below the cut (XTRIM
 //          MINID): the events of the year, already applied by every
 //          consumer group.
@@ -28,6 +113,12 @@
 //   - the year is open: the cut is after the platform clock;
 //   - a booking that ended before the cut is not final (COMPLETED,
 //     CANCELLED, MISSED, REJECTED, EXPIRED);
+//   - an invoice of a period of Y (or earlier) is ISSUED (not paid, not
+//     void): "<invoice> (<period>) is issued and not paid: record its
+//     payment, mark it paid or void it first";
+//   - a settlement of a period of Y (or earlier) is COMPUTED (transfers
+//     open): "<settlement> (<period>) is computed and not cleared: pay its
+//     transfers first";
 //   - a consumer group of an outbox stream (billing, usage, notify...) has
 //     not acknowledged every event up to a minute past the cut (clock skew
 //     between services and Redis), or the last event of an archived booking
@@ -37,15 +128,20 @@
 //
 // Steps and reruns (idempotent; the manifest {usage}:archive:<Y> is a HASH
 // with state, ranges, file names and SHA-256s):
-//   1. no manifest: write both files (to .tmp, fsync, rename), read them
-//      back and verify them (VerifyAuditExportFile: the chain from the base;
-//      the bookings file's own checksums), then in one Lua step write the
-//      manifest (state "removing") and move the base to the archive's last
-//      entry. From here Redis verifies from the new base.
+//   1. no manifest: write the five files (to .tmp, fsync, rename), read
+//      them back and verify them (VerifyAuditExportFile: the chain from the
+//      base; the bookings and billing files' own checksums, the billing
+//      ledger balancing), then in one Lua step write the manifest (state
+//      "removing") and move the base to the archive's last entry. From
+//      here Redis verifies from the new base.
 //   2. state "removing": read the files again, check their SHA-256 against
 //      the manifest and verify them again (a file changed since is refused:
 //      DATA_LOSS, nothing removed), then remove in batches (each removal is
-//      idempotent: DEL, HDEL, ZREM), trim the outboxes, set state "done".
+//      idempotent: DEL, HDEL, ZREM), fold billing's account lists (stage
+//      "billing_folded"), remove billing's documents (only at the version
+//      archived: one changed since, e.g. corrected meanwhile, stays and is
+//      counted in billing_changed_kept; its lines are folded, which
+//      changes no balance), trim the outboxes, set state "done".
 //   3. state "done": nothing to do (ArchiveResult::already_done).
 // A crash anywhere resumes at the state recorded: rerun the same command.
 //
@@ -58,7 +154,20 @@
 // The booking's history itself is in the audit trail (every BookingEvent
 // carries the booking), which is what verify_audit.py proves.
 //
-// Redis user: this tool touches booking's, usage's and every outbox's keys;
+// billing-<Y>.jsonl: one JSON object per line (deploy/verify_archive.py):
+//   {"format":"labshare-billing-jsonl","version":1,"year":Y,"cut_ms":<billing cut>,
+//    "time_zone":"Asia/Shanghai"}
+//   {"kind":"charge"|"posting","key":"{billing}:<kind>:<id>","index_member":"<ms>|<id>",
+//    "version":V,"document":"<base64 Charge / Posting bytes>","sha256":"<hex of the bytes>"}...
+//   {"kind":"ledger_line","key":"{billing}:acct:<account>","posting":"<id>",
+//    "document":"<base64 of the list element>","sha256":"<hex>"}...
+//   {"trailer":true,"charges":c,"postings":p,"ledger_lines":l,"sha256":"<hex of every byte before>"}
+// Charges first, then postings, then the ledger lines grouped by account in
+// list order. Every archived posting's lines are exactly its entries (and
+// so sum to zero), checked before the file is written and by the verifiers.
+//
+// Redis user: this tool touches booking's, billing's, usage's and every
+// outbox's keys;
 // it runs as an administrator, not as a service's ACL user.
 #ifndef LABSHARE_SERVICES_ARCHIVE_ARCHIVE_H_
 #define LABSHARE_SERVICES_ARCHIVE_ARCHIVE_H_
@@ -79,10 +188,15 @@ std::string ManifestKey(int year);  // {usage}:archive:<year>
 
 struct ArchiveOptions {
   int year = 0;
-  std::string dir;  // where audit-<Y>.jsonl and bookings-<Y>.jsonl go
+  std::string dir;  // where audit-<Y>.jsonl, bookings-<Y>.jsonl and billing-<Y>.jsonl go
   const Clock* clock = nullptr;  // the platform clock; nullptr: system clock
   int batch = 256;
-  // Tests: called with a stage name ("exported", "manifest", "removed_batch");
+  // Billing's periods are months in the consortium time zone (the billing
+  // service's --time_zone): billing's year ends at 1 January of the next
+  // year there.
+  std::string billing_time_zone = "Asia/Shanghai";
+  // Tests: called with a stage name ("exported", "manifest", "removed_batch",
+  // "billing_folded", "billing_removed_batch");
   // a non-OK status stops the run there (a crash).
   std::function<absl::Status(absl::string_view stage)> stop_for_testing;
 };
@@ -97,6 +211,17 @@ struct ArchiveResult {
   int64_t keys_deleted = 0;  // keys that went away entirely (DEL / emptied)
   std::string audit_file, bookings_file;
   std::string audit_sha256, bookings_sha256;
+  // Billing (see "billing" above).
+  int64_t billing_charges = 0, billing_postings = 0, billing_ledger_lines = 0;
+  int64_t billing_charges_kept = 0, billing_postings_kept = 0;  // of the year, not final: stay
+  int64_t billing_lists_folded = 0;     // account lists that got carried-forward lines
+  int64_t billing_changed_kept = 0;     // documents changed after the export: left in Redis
+  std::string billing_file, billing_sha256;
+  // Leases and service orders (see "leases" above).
+  int64_t leases = 0, orders = 0, leases_kept = 0, orders_kept = 0;
+  int64_t bookings_kept = 0;  // ended and final, but their lease or order is not
+
+  std::string leases_file, orders_file, leases_sha256, orders_sha256;
 };
 
 absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions& options);
@@ -112,6 +237,7 @@ struct FileVerdict {
   std::string last_hash_hex;
   int64_t broken_at = 0;
   std::string kind;  // "" when ok; else the verifier's kind, lowercase
+  int64_t charges = 0, postings = 0, ledger_lines = 0;  // the billing file's records
 };
 FileVerdict VerifyAuditExport(absl::string_view file,
                               std::optional<std::pair<int64_t, std::string>> anchor = std::nullopt);
@@ -124,6 +250,15 @@ absl::StatusOr<FileVerdict> VerifyAuditExportFile(const std::string& path,
                                                   std::optional<std::pair<int64_t, std::string>> anchor,
                                                   std::string* sha256_hex = nullptr);
 absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, std::string* sha256_hex = nullptr);
+// The billing file: header, per record the document's SHA-256, every
+// archived posting's ledger lines summing to zero, trailer counts and
+// checksum (kinds: malformed, hash_mismatch, unbalanced_posting,
+// trailer_mismatch, data_after_trailer, no_trailer).
+FileVerdict VerifyBillingExport(absl::string_view file);
+// The leases / orders file (kind "leases" or "orders"): as the bookings file.
+absl::StatusOr<FileVerdict> VerifyRecordsExportFile(const std::string& path, absl::string_view kind,
+                                                    std::string* sha256_hex = nullptr);
+absl::StatusOr<FileVerdict> VerifyBillingExportFile(const std::string& path, std::string* sha256_hex = nullptr);
 
 }  // namespace labshare::archive
 

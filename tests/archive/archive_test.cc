@@ -16,6 +16,8 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -23,8 +25,12 @@
 #include "common/token.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "services/archive/archive.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "services/billing/billing_store.h"
 #include "services/booking/booking_lists.h"
 #include "services/booking/redis_booking_store.h"
+#include "common/doc_store.h"
 #include "services/usage/audit_chain.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
@@ -438,6 +444,713 @@ TEST_F(ArchiveTest, BookingsStartingAtTheSameMomentAreAllTakenAcrossBatches) {
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListAll(p, 'b')})->integer, 1);
   const std::string file = ReadAll(dir_ + "/bookings-" + std::to_string(kY) + ".jsonl");
   for (const auto& id : ids) EXPECT_TRUE(absl::StrContains(file, "\"bookings/" + id + "\"")) << id;
+}
+
+
+// ============================================================ leases and orders
+
+// A lease of i1 paid by lab and operated by "operator" over [start, +30 days),
+// written through the real create step with its booking (as RequestLease
+// does), then set to `state` at the clock's time; its booking COMPLETED.
+std::string LeaseOf(ArchiveTest& t, bk::BookingStore& store, FakeClock& clock, absl::Time start,
+                    bv1::Lease::State state) {
+  const int p = bk::keys::Partition("i1");
+  const std::string id = bk::NewBookingId(p);
+  bv1::Booking b;
+  b.set_name("bookings/" + id);
+  b.set_instrument("instruments/i1");
+  b.set_instrument_owner("organizations/owner");
+  b.set_mode(labshare::type::v1::LEASE);
+  b.set_user("users/ana");
+  b.set_payer_organization("organizations/lab");
+  *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+  *b.mutable_reserved_interval()->mutable_end_time() = ToProto(start + absl::Hours(24 * 30));
+  *b.mutable_blocked_interval() = b.reserved_interval();
+  b.set_state(bv1::Booking::COMPLETED);
+  *b.mutable_create_time() = ToProto(clock.Now());
+  *b.mutable_update_time() = ToProto(clock.Now());
+  bv1::Lease l;
+  l.set_name("leases/" + id);
+  l.set_booking("bookings/" + id);
+  l.set_instrument("instruments/i1");
+  l.set_instrument_owner("organizations/owner");
+  l.set_lessee_organization("organizations/lab");
+  *l.mutable_term() = b.reserved_interval();
+  l.set_state(state);
+  *l.mutable_create_time() = ToProto(clock.Now());
+  *l.mutable_update_time() = ToProto(clock.Now());
+  bk::CreateStep step;
+  step.partition = p;
+  step.instrument_id = "i1";
+  step.booking_id = id;
+  step.booking = SerializeDeterministic(b);
+  step.blocked_start_ms = absl::ToUnixMillis(start);
+  step.blocked_end_ms = absl::ToUnixMillis(start + absl::Hours(24 * 30));
+  step.reserved_start_ms = step.blocked_start_ms;
+  step.extra_docs.push_back({bk::keys::Lease(p, id), l.SerializeAsString(), 0});
+  step.listing_keys = bk::BookingListingKeys(p, b, "organizations/operator");
+  for (auto& k : bk::LeaseListingKeys(p, l, "organizations/operator")) step.listing_keys.push_back(k);
+  auto outcome = store.Create(step);
+  EXPECT_TRUE(outcome.ok() && outcome->kind == bk::StepOutcome::Kind::kApplied) << outcome.status();
+  (void)t;
+  return id;
+}
+
+// A service order of i1 for lab created now, in `state`, through DocStore's
+// commit with its listing index entries (as CreateServiceOrder does).
+std::string OrderOf(bk::BookingStore& store, FakeClock& clock, bv1::ServiceOrder::State state) {
+  const int p = bk::keys::Partition("i1");
+  const std::string id = bk::NewBookingId(p);
+  bv1::ServiceOrder o;
+  o.set_name("serviceOrders/" + id);
+  o.set_instrument("instruments/i1");
+  o.set_instrument_owner("organizations/owner");
+  o.set_client_organization("organizations/lab");
+  o.set_state(state);
+  *o.mutable_create_time() = ToProto(clock.Now());
+  *o.mutable_update_time() = ToProto(clock.Now());
+  Mutation m;
+  m.writes.push_back({bk::keys::Order(p, id), o.SerializeAsString(), 0});
+  m.index_ops = bk::OrderListingOps(p, o, "organizations/operator");
+  auto committed = store.docs().Commit(m);
+  EXPECT_TRUE(committed.ok() && committed->kind == CommitOutcome::Kind::kApplied) << committed.status();
+  return id;
+}
+
+TEST_F(ArchiveTest, FinalLeasesAndServiceOrdersOfTheYearGoTheOthersStay) {
+  const int p = bk::keys::Partition("i1");
+  clock_.Set(At(kY, 3, 1));
+  const std::string closed = LeaseOf(*this, *store_, clock_, At(kY, 4, 1), bv1::Lease::CLOSED);
+  const std::string returned = LeaseOf(*this, *store_, clock_, At(kY, 6, 1), bv1::Lease::RETURNED);
+  const std::string next = LeaseOf(*this, *store_, clock_, At(kY + 1, 3, 1), bv1::Lease::APPROVED);
+  const std::string done = OrderOf(*store_, clock_, bv1::ServiceOrder::COMPLETED);
+  const std::string cancelled = OrderOf(*store_, clock_, bv1::ServiceOrder::CANCELLED);
+  const std::string disputed = OrderOf(*store_, clock_, bv1::ServiceOrder::DISPUTED);
+  clock_.Set(At(kY + 1, 1, 5));
+  const std::string later = OrderOf(*store_, clock_, bv1::ServiceOrder::COMPLETED);  // of Y + 1
+  clock_.Set(At(kY + 1, 2, 1));
+  const int64_t keys_before = DbSize();
+
+  auto r = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->leases, 1);
+  EXPECT_EQ(r->leases_kept, 1);  // RETURNED: its deposit is not settled yet
+  EXPECT_EQ(r->orders, 2);
+  EXPECT_EQ(r->orders_kept, 1);  // DISPUTED
+  // The CLOSED lease's booking goes; the RETURNED one's stays with its
+  // lease (CloseLease loads it), though it is COMPLETED and ended in Y.
+  EXPECT_EQ(r->bookings, 1);
+  EXPECT_EQ(r->bookings_kept, 1);
+  EXPECT_FALSE(Exists(bk::keys::Booking(p, closed)));
+  EXPECT_TRUE(Exists(bk::keys::Booking(p, returned)));
+  // Gone: the CLOSED lease, its booking and the two orders; came: the
+  // manifest.
+  EXPECT_EQ(keys_before - DbSize(), 4 - 1);
+  EXPECT_FALSE(Exists(bk::keys::Lease(p, closed)));
+  EXPECT_TRUE(Exists(bk::keys::Lease(p, returned)));
+  EXPECT_TRUE(Exists(bk::keys::Lease(p, next)));
+  for (const auto& id : {done, cancelled}) EXPECT_FALSE(Exists(bk::keys::Order(p, id))) << id;
+  for (const auto& id : {disputed, later}) EXPECT_TRUE(Exists(bk::keys::Order(p, id))) << id;
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListAll(p, 'l')})->integer, 2);
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'l', "org", "lab")})->integer, 2);
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'l', "org", "operator")})->integer, 2);  // swept
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListAll(p, 'o')})->integer, 2);
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'o', "instr", "i1")})->integer, 2);
+  EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'o', "org", "operator")})->integer, 2);  // swept
+
+  for (const auto& [kind, n] : std::vector<std::pair<std::string, int>>{{"leases", 1}, {"orders", 2}}) {
+    const std::string path = absl::StrCat(dir_, "/", kind, "-", kY, ".jsonl");
+    auto v = VerifyRecordsExportFile(path, kind);
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_TRUE(v->ok) << v->kind;
+    EXPECT_EQ(v->entries, n);
+    CommandResult py = Shell(absl::StrCat("/usr/bin/python3 '", RepoRoot(), "deploy/verify_archive.py' '", path, "'"));
+    EXPECT_EQ(py.exit_code, 0) << py.output;
+    EXPECT_EQ(py.output, absl::StrCat("OK ", kind, " ", kY, ": ", n, " ", kind, "\n"));
+  }
+  EXPECT_TRUE(absl::StrContains(ReadAll(absl::StrCat(dir_, "/leases-", kY, ".jsonl")), "\"leases/" + closed + "\""));
+
+  // Rerun: nothing changes.
+  const int64_t keys_done = DbSize();
+  auto again = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->already_done);
+  EXPECT_EQ(again->leases, 1);
+  EXPECT_EQ(again->orders, 2);
+  EXPECT_EQ(DbSize(), keys_done);
+}
+
+// ============================================================ billing
+
+namespace bl = labshare::billing;
+namespace blv1 = labshare::billing::v1;
+namespace iv = labshare::inventory::v1;
+
+// Billing's view of inventory for these tests: one instrument i1 of
+// organizations/owner, ON_SITE, billed on reserved time in 15-minute units,
+// the missed fee the full price; 100.00 CNY an hour for everybody.
+std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+
+class FakeInventory final : public bl::InventoryReader {
+ public:
+  absl::StatusOr<iv::LookupRateResponse> LookupRate(const iv::LookupRateRequest&) override {
+    iv::LookupRateResponse r;
+    r.mutable_rate()->set_name("instruments/i1/rates/r1");
+    r.mutable_rate()->set_mode(labshare::type::v1::ON_SITE);
+    r.mutable_rate()->set_payer_class(labshare::type::v1::MEMBER);
+    r.mutable_rate()->set_unit(iv::PER_HOUR);
+    r.mutable_rate()->mutable_price()->set_currency_code("CNY");
+    r.mutable_rate()->mutable_price()->set_amount_minor(10000);
+    return r;
+  }
+  absl::StatusOr<iv::Instrument> GetInstrument(const std::string& name) override {
+    iv::Instrument i;
+    i.set_name(name);
+    i.set_owner_organization("organizations/owner");
+    i.set_category("microscopy");
+    auto* m = i.add_modes();
+    m->set_mode(labshare::type::v1::ON_SITE);
+    m->mutable_slot_rules()->set_billing_basis(iv::RESERVED_TIME);
+    *m->mutable_slot_rules()->mutable_billing_unit() = ToProto(absl::Minutes(15));
+    m->mutable_slot_rules()->set_missed_fee_bps(10000);
+    return i;
+  }
+  absl::StatusOr<iv::Organization> GetOrganization(const std::string& name) override {
+    iv::Organization o;
+    o.set_name(name);
+    o.set_display_name(name.substr(name.find('/') + 1));
+    return o;
+  }
+};
+
+class BillingArchiveTest : public ArchiveTest {
+ protected:
+  void SetUp() override {
+    ArchiveTest::SetUp();
+    billing_store_ = std::make_unique<bl::BillingStore>(pool_.get());
+    billing_ = std::make_unique<bl::BillingManager>(billing_store_.get(), &inventory_, &clock_, Zone(),
+                                                    testing::TestPageTokens());
+  }
+  static absl::TimeZone Zone() {
+    absl::TimeZone z;
+    EXPECT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &z));
+    return z;
+  }
+  // A moment in the consortium's zone.
+  static absl::Time Local(int y, int m, int d, int h = 12) {
+    return absl::FromCivil(absl::CivilHour(y, m, d, h), Zone());
+  }
+  Principal Admin() { return Principal{"admin", "", {Role::kConsortiumAdmin}, clock_.Now() + absl::Hours(1)}; }
+
+  // A one-hour booking of i1 paid by `payer`, missed: billing charges the
+  // full price (10000) when it applies the event, at the clock's time.
+  std::string Missed(const std::string& payer, absl::Time start) {
+    const std::string id = absl::StrCat("b", ++bookings_);
+    bv1::Booking b;
+    b.set_name("bookings/" + id);
+    b.set_instrument("instruments/i1");
+    b.set_instrument_owner("organizations/owner");
+    b.set_mode(labshare::type::v1::ON_SITE);
+    b.set_user("users/ana");
+    b.set_payer_organization(payer);
+    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(start + absl::Hours(1));
+    *b.mutable_blocked_interval() = b.reserved_interval();
+    b.set_state(bv1::Booking::MISSED);
+    bv1::BookingEvent e;
+    e.mutable_header()->set_event_id("ev-" + id);
+    *e.mutable_header()->mutable_event_time() = ToProto(clock_.Now());
+    *e.mutable_booking_missed()->mutable_booking() = b;
+    StreamEvent ev{absl::StrCat(absl::ToUnixMillis(clock_.Now()), "-0"), "labshare.booking.v1.BookingEvent",
+                   e.SerializeAsString()};
+    events_.push_back(ev);
+    absl::Status s = billing_->ApplyBookingEvent(ev);
+    EXPECT_TRUE(s.ok()) << s;
+    blv1::ListChargesRequest l;
+    l.set_source_event_id("ev-" + id);
+    auto listed = billing_->ListCharges(Admin(), l);
+    EXPECT_TRUE(listed.ok() && listed->charges_size() == 1) << listed.status();
+    return listed.ok() && listed->charges_size() == 1 ? listed->charges(0).name() : "";
+  }
+
+  blv1::Invoice Issue(const std::string& payer, const std::string& period, const std::string& request) {
+    blv1::IssueInvoiceRequest r;
+    r.set_payer_organization(payer);
+    r.set_period(period);
+    r.set_request_id(request);
+    auto inv = billing_->IssueInvoice(Admin(), r);
+    EXPECT_TRUE(inv.ok()) << inv.status();
+    return inv.ok() ? *inv : blv1::Invoice();
+  }
+  absl::StatusOr<blv1::Invoice> MarkPaid(const std::string& name, const std::string& request) {
+    blv1::MarkInvoicePaidRequest r;
+    r.set_name(name);
+    r.set_request_id(request);
+    return billing_->MarkInvoicePaid(Admin(), r);
+  }
+
+  // Everything the platform answers about money that must not change:
+  // every account's balance (with and without counterparty), the balances
+  // listing, statements of the open year, the invoices, drafts of open
+  // periods and the leftover of a closed one.
+  std::string Answers() {
+    std::string out;
+    auto add = [&](const std::string& what, const absl::StatusOr<std::string>& v) {
+      EXPECT_TRUE(v.ok()) << what << ": " << v.status();
+      absl::StrAppend(&out, what, "=", v.ok() ? absl::BytesToHexString(*v) : v.status().ToString(), "\n");
+    };
+    auto ser = [](const auto& s) -> absl::StatusOr<std::string> {
+      if (!s.ok()) return s.status();
+      return SerializeDeterministic(*s);
+    };
+    auto all = billing_->AllBalances();
+    EXPECT_TRUE(all.ok());
+    for (const auto& [field, value] : *all) {
+      absl::StrAppend(&out, "bal ", field, "=", value, "\n");
+      const std::vector<std::string> f = absl::StrSplit(field, '|');
+      if (!absl::StartsWith(f[0], "organizations/")) continue;
+      for (const std::string& cp : {f[1], std::string()}) {
+        blv1::GetAccountBalanceRequest r;
+        r.set_name(f[0]);
+        r.set_counterparty(cp);
+        r.set_currency_code(f[2]);
+        add("balance " + field + " cp " + cp, ser(billing_->GetAccountBalance(Admin(), r)));
+        *r.mutable_as_of_time() = ToProto(Local(kY + 1, 1, 1, 0));
+        add("balance as of the new year " + field + " cp " + cp, ser(billing_->GetAccountBalance(Admin(), r)));
+      }
+    }
+    for (const std::string parent : {"organizations/-", "organizations/lab", "organizations/owner"}) {
+      blv1::ListBalancesRequest r;
+      r.set_parent(parent);
+      r.set_group_by_counterparty(true);
+      r.set_page_size(1000);
+      add("list " + parent, ser(billing_->ListBalances(Admin(), r)));
+    }
+    for (const std::string org : {"organizations/lab", "organizations/lab2", "organizations/lab3",
+                                  "organizations/owner"}) {
+      for (const auto& [from, to] : std::vector<std::pair<absl::Time, absl::Time>>{
+               {Local(kY + 1, 1, 1, 0), Local(kY + 1, 2, 1, 0)}, {Local(kY + 1, 1, 1, 0), Local(kY + 1, 3, 1, 0)}}) {
+        blv1::GetOrganizationStatementRequest r;
+        r.set_organization(org);
+        *r.mutable_interval()->mutable_start_time() = ToProto(from);
+        *r.mutable_interval()->mutable_end_time() = ToProto(to);
+        r.add_account_kinds(blv1::RECEIVABLE);
+        r.add_account_kinds(blv1::PAYABLE);
+        r.add_account_kinds(blv1::CASH);
+        r.add_account_kinds(blv1::EXPENSE);
+        r.add_account_kinds(blv1::INCOME);
+        r.set_page_size(1000);
+        add("statement " + org, ser(billing_->GetOrganizationStatement(Admin(), r)));
+      }
+    }
+    blv1::ListInvoicesRequest li;
+    li.set_page_size(1000);
+    add("invoices", ser(billing_->ListInvoices(Admin(), li)));
+    for (const auto& [payer, period] : std::vector<std::pair<std::string, std::string>>{
+             {"organizations/lab", absl::StrCat(kY + 1, "-01")},
+             {"organizations/lab", absl::StrCat(kY + 1, "-02")},
+             {"organizations/lab3", absl::StrCat(kY, "-11")}}) {
+      blv1::PreviewInvoiceRequest r;
+      r.set_payer_organization(payer);
+      r.set_period(period);
+      add("draft " + payer + " " + period, ser(billing_->PreviewInvoice(Admin(), r)));
+    }
+    return out;
+  }
+
+  // Year Y in billing: lab's March and June charges on paid invoices (one
+  // marked paid, one paid by a recorded payment), lab2's June charge on an
+  // invoice voided, re-issued and paid, lab's December charge invoiced and
+  // paid in January; kept: lab's June charge (reversed in Y + 1), lab3's
+  // November charge (never invoiced), lab's January charge of Y + 1.
+  void SeedBilling() {
+    clock_.Set(Local(kY, 3, 5));
+    c_march_ = Missed("organizations/lab", Local(kY, 3, 2));
+    clock_.Set(Local(kY, 4, 2));
+    inv_march_ = Issue("organizations/lab", absl::StrCat(kY, "-03"), "issue-march");
+    auto paid = MarkPaid(inv_march_.name(), "pay-march");
+    ASSERT_TRUE(paid.ok()) << paid.status();
+    paid_march_ = *paid;
+
+    clock_.Set(Local(kY, 6, 5));
+    c_june_ = Missed("organizations/lab", Local(kY, 6, 2));
+    c_june2_ = Missed("organizations/lab2", Local(kY, 6, 3));
+    clock_.Set(Local(kY, 7, 2));
+    inv_june_ = Issue("organizations/lab", absl::StrCat(kY, "-06"), "issue-june");
+    blv1::RecordPaymentRequest pay;
+    pay.set_request_id("pay-june");
+    pay.mutable_payment()->set_payer("organizations/lab");
+    pay.mutable_payment()->set_payee("organizations/owner");
+    *pay.mutable_payment()->mutable_amount() = bl::MakeMoney("CNY", 10000);
+    pay.mutable_payment()->set_invoice(inv_june_.name());
+    auto recorded = billing_->RecordPayment(Admin(), pay);
+    ASSERT_TRUE(recorded.ok()) << recorded.status();
+    payment_june_ = *recorded;
+    const blv1::Invoice voided = Issue("organizations/lab2", absl::StrCat(kY, "-06"), "issue-june2");
+    blv1::VoidInvoiceRequest v;
+    v.set_name(voided.name());
+    v.set_reason("wrong address");
+    ASSERT_TRUE(billing_->VoidInvoice(Admin(), v).ok());
+    const blv1::Invoice reissued = Issue("organizations/lab2", absl::StrCat(kY, "-06"), "reissue-june2");
+    ASSERT_TRUE(MarkPaid(reissued.name(), "pay-june2").ok());
+
+    clock_.Set(Local(kY, 11, 10));
+    c_nov_ = Missed("organizations/lab3", Local(kY, 11, 2));
+    clock_.Set(Local(kY, 12, 20));
+    c_dec_ = Missed("organizations/lab", Local(kY, 12, 2));
+
+    clock_.Set(Local(kY + 1, 1, 3));
+    inv_dec_ = Issue("organizations/lab", absl::StrCat(kY, "-12"), "issue-dec");
+    clock_.Set(Local(kY + 1, 1, 10));
+    c_jan_ = Missed("organizations/lab", Local(kY + 1, 1, 8));
+    // The June charge reversed in the new year: its correction is not of
+    // the closed year, so the charge and its postings stay.
+    auto charge = billing_->GetCharge(Admin(), [&] {
+      blv1::GetChargeRequest g;
+      g.set_name(c_june_);
+      return g;
+    }());
+    ASSERT_TRUE(charge.ok()) << charge.status();
+    blv1::PostCorrectionRequest c;
+    c.set_request_id("reverse-june");
+    c.set_posting(charge->posting());
+    c.set_mode(blv1::PostCorrectionRequest::REVERSE);
+    c.set_reason("instrument was down");
+    ASSERT_TRUE(billing_->PostCorrection(Admin(), c).ok());
+    clock_.Set(Local(kY + 1, 2, 1));
+  }
+
+  FakeInventory inventory_;
+  std::unique_ptr<bl::BillingStore> billing_store_;
+  std::unique_ptr<bl::BillingManager> billing_;
+  int bookings_ = 0;
+  std::vector<StreamEvent> events_;
+  std::string c_march_, c_june_, c_june2_, c_nov_, c_dec_, c_jan_;
+  blv1::Invoice inv_march_, inv_june_, inv_dec_, paid_march_;
+  blv1::Payment payment_june_;
+};
+
+CommandResult VerifyArchive(const std::string& file) {
+  return Shell(absl::StrCat("/usr/bin/python3 '", RepoRoot(), "deploy/verify_archive.py' '", file, "'"));
+}
+
+TEST_F(BillingArchiveTest, RefusesAnUnpaidInvoiceOfTheYear) {
+  SeedBilling();
+  const int64_t keys = DbSize();
+  auto refused = ArchiveYear(pool_.get(), Options(kY));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_EQ(refused.status().message(),
+            absl::StrCat(inv_dec_.name(), " (", kY,
+                         "-12) is issued and not paid: record its payment, mark it paid or void it first"));
+  EXPECT_EQ(DbSize(), keys);
+  for (const char* f : {"audit", "bookings", "billing"}) {
+    EXPECT_FALSE(std::filesystem::exists(absl::StrCat(dir_, "/", f, "-", kY, ".jsonl"))) << f;
+    EXPECT_FALSE(std::filesystem::exists(absl::StrCat(dir_, "/", f, "-", kY, ".jsonl.tmp"))) << f;
+  }
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  auto ok = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->billing_charges, 3);
+}
+
+TEST_F(BillingArchiveTest, RefusesASettlementNotClearedOfTheYear) {
+  clock_.Set(Local(kY, 9, 5));
+  Missed("organizations/lab", Local(kY, 9, 2));
+  clock_.Set(Local(kY, 10, 2));
+  Issue("organizations/lab", absl::StrCat(kY, "-09"), "issue-sep");
+  blv1::ComputeSettlementRequest r;
+  r.set_period(absl::StrCat(kY, "-09"));
+  r.set_request_id("settle-sep");
+  auto s = billing_->ComputeSettlement(Admin(), r);
+  ASSERT_TRUE(s.ok()) << s.status();
+  clock_.Set(Local(kY + 1, 2, 1));
+  // The invoice is issued (and in the settlement): that refusal comes first.
+  auto invoice = ArchiveYear(pool_.get(), Options(kY));
+  EXPECT_EQ(invoice.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(invoice.status().message(), "is issued and not paid")) << invoice.status();
+  // Marked paid behind the settlement's back (as an operator fixing data
+  // would): the settlement still blocks.
+  auto key = bl::keys::Doc("invoice", IdOf(s->invoices(0)));
+  auto d = pool_->Command({"HGET", key, "d"});
+  blv1::Invoice inv;
+  ASSERT_TRUE(inv.ParseFromString(d->str));
+  inv.set_state(blv1::Invoice::PAID);
+  ASSERT_TRUE(pool_->Command({"HSET", key, "d", inv.SerializeAsString()}).ok());
+  const int64_t keys = DbSize();
+  auto refused = ArchiveYear(pool_.get(), Options(kY));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().message(), absl::StrCat(s->name(), " (", kY,
+                                                     "-09) is computed and not cleared: pay its transfers first"));
+  EXPECT_EQ(DbSize(), keys);
+  EXPECT_FALSE(std::filesystem::exists(absl::StrCat(dir_, "/billing-", kY, ".jsonl")));
+}
+
+TEST_F(BillingArchiveTest, ArchivesClosedBillingKeepsEveryAnswerResumesAndReruns) {
+  SeedBilling();
+  auto paid_dec = MarkPaid(inv_dec_.name(), "pay-dec");  // in Y + 1: its payment stays
+  ASSERT_TRUE(paid_dec.ok()) << paid_dec.status();
+  const std::string before = Answers();
+  const int64_t keys_before = DbSize();
+  const int64_t charges_before = pool_->Command({"ZCARD", bl::keys::Index("charge")})->integer;
+  const int64_t postings_before = pool_->Command({"ZCARD", bl::keys::Index("posting")})->integer;
+  ASSERT_EQ(charges_before, 6);
+
+  // A crash once every account list is folded, before any document went:
+  // every answer is already the same.
+  ArchiveOptions crash = Options(kY);
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "billing_folded" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  auto crashed = ArchiveYear(pool_.get(), crash);
+  ASSERT_EQ(crashed.status().code(), absl::StatusCode::kAborted) << crashed.status();
+  EXPECT_EQ(Answers(), before);
+  EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(c_march_))));
+
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_FALSE(done->already_done);
+  // March, lab2's June and December charges; their CHARGE postings and the
+  // three payments of the year (March marked paid, June recorded, lab2's
+  // re-issue marked paid); four ledger lines each.
+  EXPECT_EQ(done->billing_charges, 3);
+  EXPECT_EQ(done->billing_postings, 6);
+  EXPECT_EQ(done->billing_ledger_lines, 24);
+  EXPECT_EQ(done->billing_changed_kept, 0);
+  // Kept: June's charge (reversed in Y + 1) and lab3's (never invoiced),
+  // with their CHARGE postings.
+  EXPECT_EQ(done->billing_charges_kept, 2);
+  EXPECT_EQ(done->billing_postings_kept, 2);
+  // The account lists that got carried-forward lines (counted over the
+  // crashed run and the rerun): lab's and lab2's expense, payable and cash,
+  // owner's receivable, income and cash.
+  EXPECT_EQ(done->billing_lists_folded, 9);
+  EXPECT_EQ(Answers(), before);
+
+  for (const auto& c : {c_march_, c_june2_, c_dec_}) {
+    EXPECT_FALSE(Exists(bl::keys::Doc("charge", IdOf(c)))) << c;
+  }
+  for (const auto& c : {c_june_, c_nov_, c_jan_}) EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(c)))) << c;
+  EXPECT_EQ(pool_->Command({"ZCARD", bl::keys::Index("charge")})->integer, charges_before - 3);
+  EXPECT_EQ(pool_->Command({"ZCARD", bl::keys::Index("posting")})->integer, postings_before - 6);
+  // Nine documents went, the manifest came.
+  EXPECT_EQ(keys_before - DbSize(), 9 - 1);
+
+  // lab's expense account: March and December folded into one carried-forward
+  // debit dated at December's line; June (reversed in Y + 1) and the new
+  // year's lines stay as they were, in time order.
+  const std::string expense = bl::keys::Account("organizations/lab/accounts/expense");
+  auto list = pool_->Command({"LRANGE", expense, "0", "-1"});
+  ASSERT_TRUE(list.ok());
+  std::vector<std::string> got;
+  for (const auto& e : list->elements) got.push_back(e.str.substr(e.str.find('|') + 1));
+  ASSERT_EQ(got.size(), 4u) << absl::StrJoin(got, "\n");
+  EXPECT_TRUE(absl::StartsWith(got[0], "c")) << got[0];  // June's CHARGE posting
+  EXPECT_EQ(got[1], absl::StrCat("carried-forward-", kY, "||CNY|20000"));  // expense has no counterparty
+  EXPECT_EQ(list->elements[1].str.substr(0, list->elements[1].str.find('|')),
+            std::to_string(absl::ToUnixMillis(Local(kY, 12, 20))));
+
+  // The file: its own checks and deploy/verify_archive.py.
+  const std::string path = absl::StrCat(dir_, "/billing-", kY, ".jsonl");
+  FileVerdict v = VerifyBillingExport(ReadAll(path));
+  EXPECT_TRUE(v.ok) << v.kind << " at " << v.broken_at;
+  EXPECT_EQ(v.charges, 3);
+  EXPECT_EQ(v.postings, 6);
+  EXPECT_EQ(v.ledger_lines, 24);
+  CommandResult py = VerifyArchive(path);
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+  EXPECT_EQ(py.output, absl::StrCat("OK billing ", kY, ": 3 charges, 6 postings, 24 ledger lines\n"));
+  CommandResult bookings = VerifyArchive(absl::StrCat(dir_, "/bookings-", kY, ".jsonl"));
+  EXPECT_EQ(bookings.output, absl::StrCat("OK bookings ", kY, ": 0 bookings\n"));
+
+  // Retried requests still answer as the first time, and a redelivered
+  // booking event of the year is not charged again.
+  auto again_paid = MarkPaid(inv_march_.name(), "pay-march");
+  ASSERT_TRUE(again_paid.ok()) << again_paid.status();
+  EXPECT_EQ(SerializeDeterministic(*again_paid), SerializeDeterministic(paid_march_));
+  blv1::RecordPaymentRequest pay;
+  pay.set_request_id("pay-june");
+  pay.mutable_payment()->set_payer("organizations/lab");
+  pay.mutable_payment()->set_payee("organizations/owner");
+  *pay.mutable_payment()->mutable_amount() = bl::MakeMoney("CNY", 10000);
+  pay.mutable_payment()->set_invoice(inv_june_.name());
+  auto again_payment = billing_->RecordPayment(Admin(), pay);
+  ASSERT_TRUE(again_payment.ok()) << again_payment.status();
+  EXPECT_EQ(SerializeDeterministic(*again_payment), SerializeDeterministic(payment_june_));
+  ASSERT_TRUE(billing_->ApplyBookingEvent(events_[0]).ok());
+  EXPECT_EQ(pool_->Command({"ZCARD", bl::keys::Index("charge")})->integer, charges_before - 3);
+  EXPECT_EQ(Answers(), before);
+
+  // Rerun: nothing to do.
+  const int64_t keys_done = DbSize();
+  auto rerun = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(rerun.ok()) << rerun.status();
+  EXPECT_TRUE(rerun->already_done);
+  EXPECT_EQ(rerun->billing_postings, 6);
+  EXPECT_EQ(DbSize(), keys_done);
+
+  // Billing goes on: a new charge, invoiced with the new year.
+  clock_.Set(Local(kY + 1, 2, 10));
+  Missed("organizations/lab", Local(kY + 1, 2, 5));
+  clock_.Set(Local(kY + 1, 3, 2));
+  const blv1::Invoice feb = Issue("organizations/lab", absl::StrCat(kY + 1, "-02"), "issue-feb");
+  // January's and February's charges, less June's reversal (a late line).
+  EXPECT_EQ(feb.amount_due().amount_minor(), 10000 + 10000 - 10000);
+  EXPECT_EQ(feb.lines_size(), 3);
+}
+
+TEST_F(BillingArchiveTest, AChangedBillingFileIsRefusedBeforeAnythingIsRemoved) {
+  SeedBilling();
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  ArchiveOptions crash = Options(kY);
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "manifest" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  const std::string before = Answers();
+  const int64_t keys = DbSize();
+  const std::string path = absl::StrCat(dir_, "/billing-", kY, ".jsonl");
+  std::string data = ReadAll(path);
+  // A ledger line's amount changed (its record keeps the old checksum).
+  const size_t at = data.find("\"kind\":\"ledger_line\"");
+  ASSERT_NE(at, std::string::npos);
+  const size_t doc = data.find("\"document\":\"", at) + 12;
+  data[doc] = data[doc] == 'M' ? 'N' : 'M';
+  WriteAll(path, data);
+  auto refused = ArchiveYear(pool_.get(), Options(kY));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << refused.status();
+  EXPECT_EQ(refused.status().message(),
+            absl::StrCat("the billing archive of ", kY,
+                         " changed since it was verified (SHA-256 differs from the manifest); nothing removed"));
+  EXPECT_EQ(DbSize(), keys);
+  EXPECT_EQ(Answers(), before);
+  CommandResult py = VerifyArchive(path);
+  EXPECT_EQ(py.exit_code, 1);
+  EXPECT_TRUE(absl::StartsWith(py.output, "BROKEN at line ")) << py.output;
+  EXPECT_TRUE(absl::EndsWith(py.output, ": HASH_MISMATCH\n")) << py.output;
+}
+
+
+TEST_F(BillingArchiveTest, ADocumentChangedAfterTheExportStays) {
+  SeedBilling();
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  const std::string before = Answers();
+  ArchiveOptions crash = Options(kY);
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "billing_folded" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  // December's charge written again meanwhile (its version moves on).
+  const std::string key = bl::keys::Doc("charge", IdOf(c_dec_));
+  ASSERT_EQ(pool_->Command({"HINCRBY", key, "v", "1"})->integer, 2);
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_charges, 3);      // in the file
+  EXPECT_EQ(done->billing_changed_kept, 1);  // but left in Redis
+  EXPECT_TRUE(Exists(key));
+  EXPECT_FALSE(Exists(bl::keys::Doc("charge", IdOf(c_march_))));
+  auto listed = pool_->Command({"ZRANGE", bl::keys::Index("charge"), "0", "-1"});
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->elements.size(), 4u);  // December, June, November, January
+  EXPECT_EQ(Answers(), before);
+}
+
+TEST_F(BillingArchiveTest, AHeldDepositAndTheRentOfALeaseStillOutStay) {
+  // lab leases i1 from May of Y: a 500.00 deposit, 1,000.00 a month.
+  bv1::Lease lease;
+  lease.set_name("leases/l1");
+  lease.set_instrument("instruments/i1");
+  lease.set_instrument_owner("organizations/owner");
+  lease.set_lessee_organization("organizations/lab");
+  lease.set_contact_user("users/ana");
+  lease.set_state(bv1::Lease::HANDED_OVER);
+  lease.set_payer_class(labshare::type::v1::MEMBER);
+  *lease.mutable_term()->mutable_start_time() = ToProto(Local(kY, 5, 1, 0));
+  *lease.mutable_term()->mutable_end_time() = ToProto(Local(kY + 1, 5, 1, 0));
+  lease.mutable_contract()->set_rate_basis(bv1::LeaseContract::MONTHLY);
+  *lease.mutable_contract()->mutable_rate() = bl::MakeMoney("CNY", 100000);
+  *lease.mutable_contract()->mutable_deposit() = bl::MakeMoney("CNY", 50000);
+  *lease.mutable_handover()->mutable_handover_time() = ToProto(Local(kY, 5, 1, 0));
+  clock_.Set(Local(kY, 5, 1, 1));
+  bv1::BookingEvent e;
+  e.mutable_header()->set_event_id("ev-lease-l1");
+  *e.mutable_lease_handed_over()->mutable_lease() = lease;
+  ASSERT_TRUE(billing_
+                  ->ApplyBookingEvent(StreamEvent{absl::StrCat(absl::ToUnixMillis(clock_.Now()), "-0"),
+                                                  "labshare.booking.v1.BookingEvent", e.SerializeAsString()})
+                  .ok());
+  clock_.Set(Local(kY, 7, 1, 1));
+  auto rent = billing_->ChargeEndedLeasePeriods();
+  ASSERT_TRUE(rent.ok()) << rent.status();
+  EXPECT_EQ(*rent, 2);  // May and June
+  // July's invoice carries the deposit (payable on handover) and both
+  // months' rent (posted on 1 July).
+  clock_.Set(Local(kY, 8, 2));
+  const blv1::Invoice july = Issue("organizations/lab", absl::StrCat(kY, "-07"), "issue-july");
+  ASSERT_EQ(july.lines_size(), 3);
+  ASSERT_TRUE(MarkPaid(july.name(), "pay-july").ok());
+  clock_.Set(Local(kY + 1, 2, 1));
+  const std::string before = Answers();
+  const int64_t keys = DbSize();
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  // The deposit is held and the lease is out: its DEPOSIT charge and the
+  // rent of May and June (all paid) stay with their postings; the payment of
+  // the paid invoice goes.
+  EXPECT_EQ(done->billing_charges, 0);
+  EXPECT_EQ(done->billing_charges_kept, 3);
+  EXPECT_EQ(done->billing_postings, 1);
+  EXPECT_EQ(done->billing_postings_kept, 3);
+  EXPECT_EQ(keys - DbSize(), 1 - 1);  // the payment's posting went, the manifest came
+  EXPECT_EQ(Answers(), before);
+  // The lease's rent is not charged again.
+  clock_.Set(Local(kY + 1, 2, 2));
+  auto again = billing_->ChargeEndedLeasePeriods();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, 7);  // July of Y to January of Y + 1, none of May and June
+}
+
+
+// A file rewritten with consistent checksums but a ledger line's amount
+// changed: the checksums pass, the balance check does not (both verifiers).
+TEST_F(BillingArchiveTest, AConsistentlyRehashedButUnbalancedFileIsBroken) {
+  SeedBilling();
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  const std::string path = absl::StrCat(dir_, "/billing-", kY, ".jsonl");
+  std::vector<std::string> lines = absl::StrSplit(ReadAll(path), '\n', absl::SkipEmpty());
+  ASSERT_GT(lines.size(), 2u);
+  size_t changed_at = 0;
+  for (size_t i = 1; i + 1 < lines.size(); ++i) {
+    if (!absl::StrContains(lines[i], "\"kind\":\"ledger_line\"")) continue;
+    const size_t d = lines[i].find("\"document\":\"") + 12;
+    const size_t e = lines[i].find('"', d);
+    std::string doc;
+    ASSERT_TRUE(absl::Base64Unescape(lines[i].substr(d, e - d), &doc));
+    doc += "0";  // the amount times ten
+    usage::Sha256 h;
+    h.Update(doc);
+    const size_t sd = lines[i].find("\"sha256\":\"") + 10;
+    lines[i] = absl::StrCat(lines[i].substr(0, d), absl::Base64Escape(doc), lines[i].substr(e, sd - e), h.HexDigest(),
+                            lines[i].substr(sd + 64));
+    changed_at = i;
+    break;
+  }
+  ASSERT_NE(changed_at, 0u);
+  usage::Sha256 body;
+  for (size_t i = 0; i + 1 < lines.size(); ++i) body.Update(lines[i] + "\n");
+  const std::string& trailer = lines.back();
+  const size_t ts = trailer.find("\"sha256\":\"") + 10;
+  lines.back() = absl::StrCat(trailer.substr(0, ts), body.HexDigest(), trailer.substr(ts + 64));
+  const std::string forged = absl::StrCat(absl::StrJoin(lines, "\n"), "\n");
+  WriteAll(path, forged);
+  FileVerdict v = VerifyBillingExport(forged);
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.kind, "unbalanced_posting");
+  EXPECT_EQ(v.broken_at, static_cast<int64_t>(lines.size()));
+  CommandResult py = VerifyArchive(path);
+  EXPECT_EQ(py.exit_code, 1) << py.output;
+  EXPECT_EQ(py.output, absl::StrCat("BROKEN at line ", lines.size(), ": LEDGER_MISMATCH\n"));
 }
 
 }  // namespace

@@ -74,8 +74,13 @@ int main(int argc, char** argv) {
     options.consumer = std::string("billing-") + host;  // stable across restarts: own pending re-read
     options.block = absl::ZeroDuration();
     options.reclaim_idle = absl::Seconds(10);
+    options.batch = 256;
     streams.push_back(std::make_unique<labshare::EventConsumer>(&redis, options));
-    loop.Add(streams.back().get(), [&](const labshare::StreamEvent& e) { return manager.ApplyBookingEvent(e); });
+    // A batch per read: one XACK, steps applied several per Lua call.
+    loop.Add(streams.back().get(), labshare::EventConsumer::BatchHandler(
+                                       [&](const std::vector<labshare::StreamEvent>& events) {
+                                         return manager.ApplyBookingEvents(events);
+                                       }));
   }
   std::thread consumer([&] { loop.Run(); });
   // Lease rent of ended billing periods.

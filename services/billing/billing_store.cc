@@ -45,11 +45,18 @@ constexpr int64_t kIdempotencyTtlSeconds = 30 * 24 * 3600;
 // are exact and HINCRBY cannot overflow). Replies: OK, APPLIED, REPLAY,
 // REUSED, STALE <key>, LIMIT <key> <field>, TYPE <key>.
 const char kStepFunction[] = R"lua(
-local function step(K, A)
-  local function kind_ok(k, want)
-    local t = redis.call('TYPE', k)['ok']
-    return t == 'none' or t == want
+-- The type of each key seen to exist, for this script run: nothing else
+-- runs meanwhile and no step deletes a key, so it cannot change.
+local types = {}
+local function kind_ok(k, want)
+  local t = types[k]
+  if t == nil then
+    t = redis.call('TYPE', k)['ok']
+    if t ~= 'none' then types[k] = t end
   end
+  return t == 'none' or t == want
+end
+local function step(K, A)
   if not kind_ok(K[1], 'hash') then return {'TYPE', K[1]} end
   if A[1] ~= '' and redis.call('HEXISTS', K[1], A[1]) == 1 then return {'APPLIED'} end
   if A[3] ~= '' then

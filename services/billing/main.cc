@@ -12,6 +12,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/channel.h"
 #include "common/log.h"
+#include "common/outbox_trim.h"
 #include "common/page_token.h"
 #include "common/server.h"
 #include "common/token_flags.h"
@@ -90,6 +91,8 @@ int main(int argc, char** argv) {
       if (!posted.ok()) labshare::LogWarning("lease periods", {{"error", posted.status().ToString()}});
     } while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_lease_period_interval)));
   });
+  // Outbox retention and lag metrics (common/outbox_trim.h).
+  labshare::OutboxMaintenance outbox(&redis, &clock, {labshare::billing::keys::Outbox()});
   // Ready only while inventory is too: without it no call can be served.
   const int rc = labshare::RunService(
       "billing", &redis, &authorizer, {&service},

@@ -27,6 +27,8 @@
 // persistence) unless --redis is given (that Redis is FLUSHALLed).
 //
 //   ingest-bench [--events=60000] [--rounds=3] [--batch=256]
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -36,6 +38,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -261,6 +265,29 @@ absl::StatusOr<int> OldPoll(labshare::RedisPool& pool, const std::string& stream
   return acked;
 }
 
+// Redis's CPU seconds (user + sys) so far.
+double RedisCpu(labshare::RedisPool& pool) {
+  auto info = pool.Command({"INFO", "cpu"});
+  if (!info.ok()) return 0;
+  double total = 0;
+  for (absl::string_view line : absl::StrSplit(info->str, '\n')) {
+    for (absl::string_view key : {"used_cpu_sys:", "used_cpu_user:"}) {
+      if (absl::StartsWith(line, key)) {
+        double v = 0;
+        if (absl::SimpleAtod(absl::StripTrailingAsciiWhitespace(line.substr(key.size())), &v)) total += v;
+      }
+    }
+  }
+  return total;
+}
+
+double OwnCpu() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
 int64_t Load1000() {
   double l = 0;
   if (FILE* f = std::fopen("/proc/loadavg", "r")) {
@@ -325,6 +352,7 @@ int main(int argc, char** argv) {
         consumers.push_back(std::make_unique<labshare::EventConsumer>(&pool, o));
       }
       const int64_t inventory_before = inventory.calls;
+      const double redis_cpu0 = RedisCpu(pool), own_cpu0 = OwnCpu();
       const auto t0 = SteadyClock::now();
       size_t acked = 0;
       while (acked < entries) {
@@ -353,6 +381,8 @@ int main(int argc, char** argv) {
         acked += got;
       }
       const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+      const double redis_us = (RedisCpu(pool) - redis_cpu0) * 1e6 / static_cast<double>(entries);
+      const double own_us = (OwnCpu() - own_cpu0) * 1e6 / static_cast<double>(entries);
       auto charges = pool.Command({"ZCARD", "{billing}:charges"});
       const int64_t posted = charges.ok() ? charges->integer : -1;
       if (posted != fill.charges) {
@@ -374,11 +404,11 @@ int main(int argc, char** argv) {
       const double eps = static_cast<double>(entries) / secs;
       rates[mode].push_back(eps);
       std::printf("round %d %-9s %7zu events %6d charges %8.3f s %9.0f events/s  redis commands/event %.2f  "
-                  "inventory calls/event %.3f  load %.2f\n",
+                  "inventory calls/event %.3f  CPU/event: redis %.1f us, billing %.1f us  load %.2f\n",
                   round + 1, mode.c_str(), entries, fill.charges, secs, eps,
                   static_cast<double>(redis_calls) / static_cast<double>(entries),
-                  static_cast<double>(inventory.calls - inventory_before) / static_cast<double>(entries),
-                  static_cast<double>(Load1000()) / 100.0);
+                  static_cast<double>(inventory.calls - inventory_before) / static_cast<double>(entries), redis_us,
+                  own_us, static_cast<double>(Load1000()) / 100.0);
       std::fflush(stdout);
     }
   }

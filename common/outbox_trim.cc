@@ -160,10 +160,19 @@ std::string RenderOutboxMetrics(RedisPool* pool, const std::vector<std::string>&
   std::string lag = "# HELP labshare_outbox_lag Entries the group has not acknowledged (undelivered + pending).\n"
                     "# TYPE labshare_outbox_lag gauge\n";
   int errors = 0;
+  bool unavailable = false;
   for (const std::string& s : streams) {
+    // Redis unreachable: the other streams are not tried (each would wait
+    // for the command timeout), only counted.
+    if (unavailable) {
+      ++errors;
+      continue;
+    }
     auto l = ReadStreamLag(pool, s);
     if (!l.ok()) {
       ++errors;
+      unavailable = l.status().code() == absl::StatusCode::kUnavailable ||
+                    l.status().code() == absl::StatusCode::kDeadlineExceeded;
       continue;
     }
     if (!l->exists) continue;

@@ -318,6 +318,103 @@ TEST_F(BillingTest, BatchIngestLeavesTheSameLedgerAsPerEventIngest) {
   }
 }
 
+// Inventory as the fixture's, with a hook run before the n-th LookupRate.
+class HookedInventory final : public InventoryReader {
+ public:
+  HookedInventory(InventoryReader* next, int at, std::function<void()> hook)
+      : next_(next), at_(at), hook_(std::move(hook)) {}
+  absl::StatusOr<inv::LookupRateResponse> LookupRate(const inv::LookupRateRequest& r) override {
+    if (++calls_ == at_) hook_();
+    return next_->LookupRate(r);
+  }
+  absl::StatusOr<inv::Instrument> GetInstrument(const std::string& name) override {
+    return next_->GetInstrument(name);
+  }
+  absl::StatusOr<inv::Organization> GetOrganization(const std::string& name) override {
+    return next_->GetOrganization(name);
+  }
+  int calls() const { return calls_; }
+
+ private:
+  InventoryReader* next_;
+  int at_;
+  std::function<void()> hook_;
+  int calls_ = 0;
+};
+
+// A subsidy pool topped up while a batch is being built: the first step's
+// check of the pool's funds fails in the Lua call, nothing of the batch is
+// written by it, and every event takes the per-event path: each charge
+// subsidised once, from the funds as they are.
+TEST_F(BillingTest, BatchWhosePoolMovesMeanwhileFallsBackToThePerEventPath) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  auto* pool = cp.mutable_subsidy_pool();
+  pool->set_display_name("Innovation voucher");
+  pool->set_currency_code("CNY");
+  pool->set_percentage_bps(5000);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  top.set_request_id("fund-1");
+  *top.mutable_amount() = MakeMoney("CNY", 50000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  bk::Booking s1, s2, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &s1).ok());
+  ASSERT_TRUE(Book(absl::Hours(11), absl::Hours(12), &s2).ok());
+  for (const auto* b : {&s1, &s2}) {
+    const absl::Duration at = b == &s1 ? absl::Hours(9) : absl::Hours(11);
+    clock_.Set(day_ + at);
+    bk::CheckInRequest ci;
+    ci.set_name(b->name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &out, ana_).ok());
+    clock_.Set(day_ + at + absl::Hours(1));
+    bk::CheckOutRequest co;
+    co.set_name(b->name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+  }
+  auto raw = pool_->Command({"XRANGE", booking::keys::Outbox(booking::keys::Partition("tem")), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<StreamEvent> events;
+  for (const auto& entry : raw->elements) {
+    StreamEvent e;
+    e.stream_id = entry.elements[0].str;
+    e.type = entry.elements[1].elements[1].str;
+    e.payload = entry.elements[1].elements[3].str;
+    events.push_back(e);
+  }
+  // The second charged event's rate lookup (batch building) tops the pool up.
+  bool topped = false;
+  HookedInventory hooked(reader_.get(), 2, [&] {
+    v1::TopUpSubsidyPoolRequest more = top;
+    more.set_request_id("fund-2");
+    *more.mutable_amount() = MakeMoney("CNY", 100000);
+    topped = billing_->TopUpSubsidyPool(billing_admin_, more).ok();
+  });
+  BillingManager batch_manager(bstore_.get(), &hooked, &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
+                               labshare::testing::TestPageTokens());
+  const std::vector<absl::Status> st = batch_manager.ApplyBookingEvents(events);
+  ASSERT_EQ(st.size(), events.size());
+  for (const auto& x : st) EXPECT_TRUE(x.ok()) << x;
+  EXPECT_TRUE(topped);
+  EXPECT_EQ(hooked.calls(), 4);  // 2 building the batch, 2 more on the per-event path
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 2u);
+  for (const auto& c : charges) {
+    ASSERT_EQ(c.subsidy_lines_size(), 1) << c.name();
+    EXPECT_EQ(c.subsidy_lines(0).amount().amount_minor(), 25000);
+  }
+  v1::GetSubsidyPoolRequest gp;
+  gp.set_name("subsidyPools/voucher");
+  auto after = billing_->GetSubsidyPool(billing_admin_, gp);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->balance().amount_minor(), 150000 - 50000);
+  // Delivered again: nothing changes.
+  for (const auto& x : batch_manager.ApplyBookingEvents(events)) EXPECT_TRUE(x.ok()) << x;
+  EXPECT_EQ(Charges().size(), 2u);
+  EXPECT_EQ(hooked.calls(), 4);  // the applied markers, read first: nothing priced again
+}
+
 TEST_F(BillingTest, MissedBookingAndLateCancellationFees) {
   bk::Booking missed, late, early, out;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10) + absl::Minutes(30), &missed).ok());

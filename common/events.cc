@@ -37,11 +37,17 @@ absl::Status EventConsumer::EnsureGroup() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> EventConsumer::Apply(const RedisValue& entries, const Handler& handler) {
-  int acked = 0;
+absl::StatusOr<int> EventConsumer::ApplyBatch(const RedisValue& entries, const BatchHandler& handler) {
+  std::vector<StreamEvent> events;
+  std::vector<std::string> ack = {"XACK", options_.stream, options_.group};
+  events.reserve(entries.elements.size());
   for (const RedisValue& entry : entries.elements) {
+    if (entry.elements.empty()) continue;
     // entry: [id, [field, value, ...]]; a deleted entry has a nil body.
-    if (entry.elements.size() != 2) continue;
+    if (entry.elements.size() != 2 || entry.elements[1].type != RedisValue::Type::kArray) {
+      ack.push_back(entry.elements[0].str);
+      continue;
+    }
     StreamEvent event;
     event.stream_id = entry.elements[0].str;
     const auto& fields = entry.elements[1].elements;
@@ -49,30 +55,69 @@ absl::StatusOr<int> EventConsumer::Apply(const RedisValue& entries, const Handle
       if (fields[i].str == "type") event.type = fields[i + 1].str;
       if (fields[i].str == "payload") event.payload = fields[i + 1].str;
     }
-    absl::Status applied = handler(event);
-    if (!applied.ok()) {
-      LogWarning("event not applied; left pending",
-                 {{"stream", options_.stream}, {"id", event.stream_id},
-                  {"error", applied.ToString()}});
-      continue;
-    }
-    LS_ASSIGN_OR_RETURN(RedisValue ack, pool_->Command({"XACK", options_.stream, options_.group,
-                                                        event.stream_id}));
-    if (ack.type == RedisValue::Type::kInteger) acked += static_cast<int>(ack.integer);
+    events.push_back(std::move(event));
   }
-  return acked;
+  if (!events.empty()) {
+    const std::vector<absl::Status> applied = handler(events);
+    if (applied.size() != events.size()) {
+      own_pending_ = true;
+      LogError("batch handler answered the wrong number of statuses",
+               {{"stream", options_.stream},
+                {"entries", std::to_string(events.size())},
+                {"statuses", std::to_string(applied.size())}});
+      return absl::InternalError("event handler answered a wrong batch");
+    }
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (applied[i].ok()) {
+        ack.push_back(events[i].stream_id);
+        continue;
+      }
+      own_pending_ = true;
+      LogWarning("event not applied; left pending",
+                 {{"stream", options_.stream}, {"id", events[i].stream_id},
+                  {"error", applied[i].ToString()}});
+    }
+  }
+  if (ack.size() == 3) return 0;
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(ack));
+  if (v.is_error()) {
+    own_pending_ = true;
+    LogError("XACK failed", {{"stream", options_.stream}, {"error", v.str}});
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot acknowledge events");
+  }
+  return v.type == RedisValue::Type::kInteger ? static_cast<int>(v.integer) : 0;
 }
 
 absl::StatusOr<int> EventConsumer::PollOnce(const Handler& handler) {
+  return PollBatch([this, &handler](const std::vector<StreamEvent>& events) {
+    std::vector<absl::Status> out;
+    out.reserve(events.size());
+    for (const StreamEvent& e : events) out.push_back(handler(e));
+    return out;
+  });
+}
+
+absl::StatusOr<int> EventConsumer::PollBatch(const BatchHandler& handler) {
   const std::string count = std::to_string(options_.batch);
   int acked = 0;
-  // 1. Our own pending entries (after a restart of this consumer).
-  LS_ASSIGN_OR_RETURN(RedisValue own,
-                      pool_->Command({"XREADGROUP", "GROUP", options_.group, options_.consumer,
-                                      "COUNT", count, "STREAMS", options_.stream, "0"}));
-  if (own.type == RedisValue::Type::kArray && !own.elements.empty()) {
-    LS_ASSIGN_OR_RETURN(int n, Apply(own.elements[0].elements[1], handler));
-    acked += n;
+  // 1. Our own pending entries (after a restart of this consumer, or left
+  // by a failed handler).
+  if (own_pending_) {
+    LS_ASSIGN_OR_RETURN(RedisValue own,
+                        pool_->Command({"XREADGROUP", "GROUP", options_.group, options_.consumer,
+                                        "COUNT", count, "STREAMS", options_.stream, "0"}));
+    if (own.is_error()) {
+      LogError("XREADGROUP failed", {{"stream", options_.stream}, {"error", own.str}});
+      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read event stream");
+    }
+    const bool empty = own.type != RedisValue::Type::kArray || own.elements.empty() ||
+                       own.elements[0].elements.size() < 2 || own.elements[0].elements[1].elements.empty();
+    if (empty) {
+      own_pending_ = false;
+    } else {
+      LS_ASSIGN_OR_RETURN(int n, ApplyBatch(own.elements[0].elements[1], handler));
+      acked += n;
+    }
   }
   // 2. Entries another consumer took and left idle.
   LS_ASSIGN_OR_RETURN(
@@ -80,8 +125,10 @@ absl::StatusOr<int> EventConsumer::PollOnce(const Handler& handler) {
       pool_->Command({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
                       std::to_string(absl::ToInt64Milliseconds(options_.reclaim_idle)), "0-0",
                       "COUNT", count}));
-  if (claimed.type == RedisValue::Type::kArray && claimed.elements.size() >= 2) {
-    LS_ASSIGN_OR_RETURN(int n, Apply(claimed.elements[1], handler));
+  if (claimed.type == RedisValue::Type::kArray && claimed.elements.size() >= 2 &&
+      !claimed.elements[1].elements.empty()) {
+    own_pending_ = true;  // until acknowledged, they are ours
+    LS_ASSIGN_OR_RETURN(int n, ApplyBatch(claimed.elements[1], handler));
     acked += n;
   }
   // 3. New entries.
@@ -99,7 +146,7 @@ absl::StatusOr<int> EventConsumer::PollOnce(const Handler& handler) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read event stream");
   }
   if (fresh.type == RedisValue::Type::kArray && !fresh.elements.empty()) {
-    LS_ASSIGN_OR_RETURN(int n, Apply(fresh.elements[0].elements[1], handler));
+    LS_ASSIGN_OR_RETURN(int n, ApplyBatch(fresh.elements[0].elements[1], handler));
     acked += n;
   }
   return acked;
@@ -140,6 +187,13 @@ void ConsumerLoop::Add(EventConsumer* consumer, EventConsumer::Handler handler) 
   Add(consumer->options().stream, [consumer, handler = std::move(handler)]() -> absl::StatusOr<int> {
     LS_RETURN_IF_ERROR(consumer->EnsureGroup());
     return consumer->PollOnce(handler);
+  });
+}
+
+void ConsumerLoop::Add(EventConsumer* consumer, EventConsumer::BatchHandler handler) {
+  Add(consumer->options().stream, [consumer, handler = std::move(handler)]() -> absl::StatusOr<int> {
+    LS_RETURN_IF_ERROR(consumer->EnsureGroup());
+    return consumer->PollBatch(handler);
   });
 }
 

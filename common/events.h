@@ -50,6 +50,10 @@ struct ConsumerOptions {
 class EventConsumer {
  public:
   using Handler = std::function<absl::Status(const StreamEvent&)>;
+  // Applies a batch of entries (in stream order) and answers one status per
+  // entry, in the same order: OK entries are acknowledged (one XACK for the
+  // batch), the others stay pending for a later round.
+  using BatchHandler = std::function<std::vector<absl::Status>(const std::vector<StreamEvent>& events)>;
 
   // pool must outlive the consumer. Not thread-safe: one thread polls.
   EventConsumer(RedisPool* pool, ConsumerOptions options);
@@ -61,15 +65,30 @@ class EventConsumer {
   // consumers left idle, then new ones. Each entry whose handler succeeds is
   // acknowledged; a failing handler leaves it pending for a later round.
   // Returns how many entries were acknowledged.
+  // Built on PollBatch (the handler runs once per entry, in order).
   absl::StatusOr<int> PollOnce(const Handler& handler);
+
+  // The same three rounds as PollOnce, each handed to `handler` as one batch
+  // (up to options.batch entries) and acknowledged with one XACK listing the
+  // entries whose status is OK. Entries the stream no longer holds (deleted
+  // or trimmed while pending: nil body) are acknowledged without the
+  // handler, since nothing can ever apply them. A handler answering a
+  // number of statuses other than the number of entries acknowledges
+  // nothing and fails the poll (INTERNAL). Returns how many entries were
+  // acknowledged.
+  absl::StatusOr<int> PollBatch(const BatchHandler& handler);
 
   const ConsumerOptions& options() const { return options_; }
 
  private:
-  absl::StatusOr<int> Apply(const RedisValue& entries, const Handler& handler);
+  absl::StatusOr<int> ApplyBatch(const RedisValue& entries, const BatchHandler& handler);
 
   RedisPool* pool_;
   ConsumerOptions options_;
+  // Whether this consumer may have entries of its own pending (true until a
+  // read of its pending list came back empty; true again once an entry
+  // fails or is claimed). Saves the round-1 read while nothing fails.
+  bool own_pending_ = true;
 };
 
 // Delays between the attempts of something that keeps failing: exponential
@@ -136,6 +155,8 @@ class ConsumerLoop {
   void Add(std::string stream, Poll poll);
   // EnsureGroup, then PollOnce(handler). consumer must outlive the loop.
   void Add(EventConsumer* consumer, EventConsumer::Handler handler);
+  // EnsureGroup, then PollBatch(handler). consumer must outlive the loop.
+  void Add(EventConsumer* consumer, EventConsumer::BatchHandler handler);
 
   // Rounds until Stop().
   void Run();

@@ -23,11 +23,13 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/error.h"
@@ -308,8 +310,39 @@ Metrics::~Metrics() { http_.reset(); }  // no scrape while the registry goes
 
 void Metrics::SetKnownMethods(absl::flat_hash_set<std::string> methods) { known_ = std::move(methods); }
 
+namespace {
+struct Collectors {
+  absl::Mutex mu;
+  int next = 0;
+  std::map<int, std::function<std::string()>> render ABSL_GUARDED_BY(mu);
+};
+Collectors& TheCollectors() {
+  static Collectors* c = new Collectors();
+  return *c;
+}
+}  // namespace
+
+int RegisterMetricsCollector(std::function<std::string()> render) {
+  Collectors& c = TheCollectors();
+  absl::MutexLock lock(&c.mu);
+  const int id = c.next++;
+  c.render[id] = std::move(render);
+  return id;
+}
+
+void UnregisterMetricsCollector(int id) {
+  Collectors& c = TheCollectors();
+  absl::MutexLock lock(&c.mu);
+  c.render.erase(id);
+}
+
 std::string Metrics::Render() const {
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  std::string out = prometheus::TextSerializer().Serialize(registry_->Collect());
+  Collectors& c = TheCollectors();
+  // Held while rendering: Unregister waits for a render to finish.
+  absl::MutexLock lock(&c.mu);
+  for (const auto& [id, render] : c.render) out += render();
+  return out;
 }
 
 void Metrics::ObserveRpc(const std::string& raw_method, const std::string& code, double seconds) {

@@ -13,6 +13,7 @@
 #ifndef LABSHARE_COMMON_METRICS_H_
 #define LABSHARE_COMMON_METRICS_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -62,6 +63,14 @@ class Metrics {
   // Never reused, unlike addresses: keys the per-thread series cache.
   uint64_t id_ = 0;
 };
+
+// Extra series computed at scrape time (e.g. outbox lag, outbox_trim.h):
+// `render` returns Prometheus text-exposition lines (with their # HELP and
+// # TYPE lines), appended to every Metrics::Render of the process, in
+// registration order. Thread-safe. Returns an id for Unregister.
+int RegisterMetricsCollector(std::function<std::string()> render);
+// Waits for a render in progress to finish; afterwards `render` is not called.
+void UnregisterMetricsCollector(int id);
 
 }  // namespace labshare
 

@@ -95,28 +95,34 @@ base="ping eval evalsha get set type hmget hget hset expire rpush lrange zadd zr
 base+=" role wait cluster|slots asking"
 # Consumer-group commands (common/events.cc EventConsumer).
 consumer="xgroup|create xreadgroup xack xautoclaim"
+# <!-- helper B: issue 17 -->
+# Outbox retention and lag metrics on a service's own outbox
+# (common/outbox_trim.cc OutboxMaintenance: XINFO GROUPS, XPENDING and
+# XTRIM MINID in one Lua step; XLEN, EXISTS and XRANGE for the figures).
+outbox="xinfo|groups xpending xtrim xlen exists xrange"
+# <!-- /helper B -->
 
 declare -A keys cmds selector
 keys[inventory]="~{inventory}*"
 # DEL and EXISTS: the identity service's refresh tokens and revocations.
-cmds[inventory]="$base llen del exists"
+cmds[inventory]="$base llen del exists $outbox"
 selector[inventory]=""
 
 keys[booking]="~{booking}* ~{bk:*}*"
 cmds[booking]="$base del exists hdel hgetall hincrby sadd smembers scan zcard zcount zrank \
-zrangebyscore zrevrangebyscore zrangebylex zrevrangebylex"
+zrangebyscore zrevrangebyscore zrangebylex zrevrangebylex $outbox"
 # Inventory's outbox: the maintenance-window consumer (group) and the cache
 # watcher (XREAD, XREVRANGE).
 selector[booking]="(~{inventory}:outbox resetchannels -@all $consumer xread xrevrange)"
 
 keys[billing]="~{billing}*"
-cmds[billing]="$base hexists hgetall hincrby"
+cmds[billing]="$base hexists hgetall hincrby $outbox"
 # The booking partitions' outboxes {bk:P}:outbox.
 selector[billing]="(~{bk:*}:outbox resetchannels -@all $consumer)"
 
 keys[usage]="~{usage}*"
 cmds[usage]="$base $consumer exists hdel hexists hgetall hincrby hvals mget sadd sunion \
-zrangebyscore zrevrangebyscore"
+zrangebyscore zrevrangebyscore $outbox"
 # Every other service's outbox (its own, {usage}:outbox, is under {usage}).
 selector[usage]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{notify}:outbox resetchannels -@all $consumer)"
 
@@ -128,7 +134,7 @@ keys[notify]="~{notify}*"
 # (ZCARD for the per-organisation limit). Feeds (feed_projection.cc):
 # entries and their per-user and per-instrument indexes.
 cmds[notify]="$base $consumer exists del hdel hexists hgetall hincrby zcard zscore zrangebyscore \
-zrevrangebyscore"
+zrevrangebyscore $outbox"
 # Every other service's outbox (its own, {notify}:outbox, is under {notify}).
 selector[notify]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{usage}:outbox resetchannels -@all $consumer)"
 

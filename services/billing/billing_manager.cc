@@ -117,20 +117,100 @@ BillingManager::BillingManager(BillingStore* store, InventoryReader* inventory, 
 
 // ================================================================ consuming booking events
 
+// What one batch of ApplyBookingEvents asks once: inventory's answers (a
+// batch spans milliseconds, as the calls of consecutive events would), the
+// subsidy pools, and the ledger counters the steps check, each as it will
+// be when the step runs (the value read plus the increments of the steps
+// built before it). A step whose check still fails (something else moved
+// the counter) stops the Lua call; its event takes the per-event path.
+struct BillingManager::IngestBatch {
+  class Memo final : public InventoryReader {
+   public:
+    explicit Memo(InventoryReader* next) : next_(next) {}
+    absl::StatusOr<inv::LookupRateResponse> LookupRate(const inv::LookupRateRequest& r) override {
+      return Ask(rates_, r.SerializeAsString(), [&] { return next_->LookupRate(r); });
+    }
+    absl::StatusOr<inv::Instrument> GetInstrument(const std::string& name) override {
+      return Ask(instruments_, name, [&] { return next_->GetInstrument(name); });
+    }
+    absl::StatusOr<inv::Organization> GetOrganization(const std::string& name) override {
+      return Ask(organizations_, name, [&] { return next_->GetOrganization(name); });
+    }
+
+   private:
+    // Answers are kept, errors too except UNAVAILABLE-like ones (asked again).
+    template <typename T, typename F>
+    absl::StatusOr<T> Ask(std::map<std::string, absl::StatusOr<T>>& memo, const std::string& key, F ask) {
+      auto it = memo.find(key);
+      if (it != memo.end()) return it->second;
+      absl::StatusOr<T> answer = ask();
+      if (answer.ok() || answer.status().code() == absl::StatusCode::kNotFound ||
+          answer.status().code() == absl::StatusCode::kInvalidArgument ||
+          answer.status().code() == absl::StatusCode::kFailedPrecondition) {
+        memo.emplace(key, answer);
+      }
+      return answer;
+    }
+    InventoryReader* next_;
+    std::map<std::string, absl::StatusOr<inv::LookupRateResponse>> rates_;
+    std::map<std::string, absl::StatusOr<inv::Instrument>> instruments_;
+    std::map<std::string, absl::StatusOr<inv::Organization>> organizations_;
+  };
+
+  explicit IngestBatch(InventoryReader* inventory) : memo(inventory) {}
+  // After a step did not apply: counters and pools are read again.
+  void ForgetLedger() {
+    pools.reset();
+    counters.clear();
+    unapplied.clear();
+  }
+
+  Memo memo;
+  std::optional<std::vector<v1::SubsidyPool>> pools;
+  // "<key>\n<field>" -> the value the next step will see.
+  std::map<std::string, int64_t> counters;
+  // "<key>\n<field>" -> the increments of the built steps not applied yet.
+  std::map<std::string, int64_t> unapplied;
+  // Built steps and the index of their event.
+  std::vector<LedgerStep> steps;
+  std::vector<size_t> step_events;
+};
+
+InventoryReader& BillingManager::Inventory(IngestBatch* batch) const {
+  return batch != nullptr ? static_cast<InventoryReader&>(batch->memo) : *inventory_;
+}
+
+absl::StatusOr<int64_t> BillingManager::Counter(IngestBatch* batch, const std::string& key,
+                                                const std::string& field) const {
+  if (batch == nullptr) {
+    LS_ASSIGN_OR_RETURN(auto v, store_->Counters(key, {field}));
+    return v[0];
+  }
+  const std::string id = absl::StrCat(key, "\n", field);
+  auto it = batch->counters.find(id);
+  if (it != batch->counters.end()) return it->second;
+  LS_ASSIGN_OR_RETURN(auto v, store_->Counters(key, {field}));
+  auto pending = batch->unapplied.find(id);
+  const int64_t value = v[0] + (pending == batch->unapplied.end() ? 0 : pending->second);
+  batch->counters[id] = value;
+  return value;
+}
+
 absl::StatusOr<v1::AppliedRate> BillingManager::RateFor(const std::string& instrument, SharingMode mode,
                                                         const std::string& payer, absl::Time at,
-                                                        const std::string& tier, const std::string& service_entry) {
+                                                        const std::string& tier, const std::string& service_entry,
+                                                        IngestBatch* batch) {
   inv::LookupRateRequest r;
   r.set_instrument(instrument);
   r.set_mode(mode);
   r.set_payer_organization(payer);
   *r.mutable_time() = ToProto(at);
   r.set_service_entry_id(service_entry);
-  LS_ASSIGN_OR_RETURN(inv::LookupRateResponse rate, inventory_->LookupRate(r));
+  LS_ASSIGN_OR_RETURN(inv::LookupRateResponse rate, Inventory(batch).LookupRate(r));
   return AppliedRateFromLine(rate.rate(), tier);
 }
 
-absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEvent& e) {
+absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEvent& e, IngestBatch* batch) {
   Priced out;
   const bk::Booking* booking = nullptr;
   if (e.has_booking_checked_out()) booking = &e.booking_checked_out().booking();
@@ -138,7 +218,7 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
   if (e.has_booking_cancelled() && !e.booking_cancelled().cancelled_by_outage()) booking = &e.booking_cancelled().booking();
   if (booking != nullptr) {
     if (ChargeForBooking(*booking) == BookingCharge::kNone) return out;
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(booking->instrument()));
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, Inventory(batch).GetInstrument(booking->instrument()));
     const inv::SlotRules* rules = nullptr;
     for (const auto& m : instrument.modes()) {
       if (m.mode() == booking->mode()) rules = &m.slot_rules();
@@ -150,7 +230,8 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
     LS_ASSIGN_OR_RETURN(BillingPolicy policy, PolicyFromSlotRules(*rules));
     LS_ASSIGN_OR_RETURN(v1::AppliedRate rate,
                         RateFor(booking->instrument(), booking->mode(), booking->payer_organization(),
-                                FromProto(booking->reserved_interval().start_time()), booking->payer_tier(), ""));
+                                FromProto(booking->reserved_interval().start_time()), booking->payer_tier(), "",
+                                batch));
     LS_ASSIGN_OR_RETURN(auto charge, PriceBooking(*booking, rate, policy));
     if (charge) {
       charge->set_instrument_category(instrument.category());
@@ -225,7 +306,7 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
   const bk::ServiceOrder* order = nullptr;
   if (e.has_service_order_report_accepted()) order = &e.service_order_report_accepted().service_order();
   if (order != nullptr) {
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(order->instrument()));
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, Inventory(batch).GetInstrument(order->instrument()));
     v1::ChargeUnit unit = v1::UNIT_SAMPLE;
     for (const auto& entry : instrument.service_catalogue()) {
       if (entry.entry_id() == order->service_entry_id()) unit = ChargeUnitOf(entry.unit());
@@ -242,7 +323,7 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
       lookup.set_payer_organization(order->client_organization());
       lookup.set_service_entry_id(order->service_entry_id());
       *lookup.mutable_time() = order->quote().has_quote_time() ? order->quote().quote_time() : ToProto(clock_->Now());
-      auto line = inventory_->LookupRate(lookup);
+      auto line = Inventory(batch).LookupRate(lookup);
       if (line.ok() && line->rate().has_tax_rate_bps()) tax_rate_bps = line->rate().tax_rate_bps();
       if (!line.ok() && line.status().code() != absl::StatusCode::kNotFound &&
           line.status().code() != absl::StatusCode::kInvalidArgument) {
@@ -258,7 +339,7 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
   }
   if (e.has_service_order_cancelled() && e.service_order_cancelled().late_cancellation()) {
     const bk::ServiceOrder& o = e.service_order_cancelled().service_order();
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(o.instrument()));
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, Inventory(batch).GetInstrument(o.instrument()));
     int32_t bps = 0;
     for (const auto& m : instrument.modes()) {
       if (m.mode() == labshare::type::v1::TECHNICAL_SERVICE) bps = m.slot_rules().late_cancel_fee_bps();
@@ -298,7 +379,7 @@ void BillingManager::AddPosting(LedgerStep& step, const v1::Posting& posting, ab
 }
 
 absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id,
-                                        absl::Time now) {
+                                        absl::Time now, IngestBatch* batch) {
   // Lease rent is keyed by lease and period: charged once whether at the
   // period's end or on return.
   const std::string basis = charge.fee_kind() == v1::LEASE_PERIOD ? charge.lease() : event_id;
@@ -316,24 +397,30 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   std::vector<v1::SubsidyLine> lines;
   if (!beneficiaries.empty() && FeeKindSubsidisable(charge.fee_kind())) {
     for (auto& b : beneficiaries) {
-      LS_ASSIGN_OR_RETURN(inv::Organization org, inventory_->GetOrganization(b.organization));
+      LS_ASSIGN_OR_RETURN(inv::Organization org, Inventory(batch).GetOrganization(b.organization));
       b.size_class = static_cast<v1::SizeClass>(org.size_class());
     }
-    LS_ASSIGN_OR_RETURN(auto pools, LoadPools());
+    std::vector<v1::SubsidyPool> pools;
+    if (batch != nullptr && batch->pools) {
+      pools = *batch->pools;
+    } else {
+      LS_ASSIGN_OR_RETURN(pools, LoadPools());
+      if (batch != nullptr) batch->pools = pools;
+    }
     std::vector<PoolFunds> funds;
     for (auto& pool : pools) {
       PoolFunds f;
       const std::string funds_field = PoolFundsField(pool);
-      LS_ASSIGN_OR_RETURN(auto bal, store_->Counters(keys::Balances(), {funds_field}));
-      f.balance = -bal[0];
-      step.field_checks.push_back({keys::Balances(), funds_field, std::to_string(bal[0])});
+      LS_ASSIGN_OR_RETURN(int64_t bal, Counter(batch, keys::Balances(), funds_field));
+      f.balance = -bal;
+      step.field_checks.push_back({keys::Balances(), funds_field, std::to_string(bal)});
       if (pool.has_cap_per_organization() && pool.cap_period_kind() != v1::PERIOD_KIND_UNSPECIFIED) {
         LS_ASSIGN_OR_RETURN(TimeRange cap, CapPeriodRange(pool.cap_period_kind(), now, zone_));
         for (const auto& b : beneficiaries) {
           const std::string field = absl::StrCat(b.organization, "|", Ms(cap.start));
-          LS_ASSIGN_OR_RETURN(auto used, store_->Counters(keys::Cap(IdOf(pool.name())), {field}));
-          f.cap_used[b.organization] = used[0];
-          step.field_checks.push_back({keys::Cap(IdOf(pool.name())), field, std::to_string(used[0])});
+          LS_ASSIGN_OR_RETURN(int64_t used, Counter(batch, keys::Cap(IdOf(pool.name())), field));
+          f.cap_used[b.organization] = used;
+          step.field_checks.push_back({keys::Cap(IdOf(pool.name())), field, std::to_string(used)});
         }
       }
       f.pool = std::move(pool);
@@ -424,6 +511,61 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const StreamEvent& event,
+                                                                      const bk::BookingEvent& e,
+                                                                      IngestBatch* batch) {
+  const std::string& event_id = e.header().event_id();
+  LS_ASSIGN_OR_RETURN(Priced priced, Price(e, batch));
+  if (priced.charges.empty() && priced.postings.empty() && !priced.deposit && !priced.lease_out &&
+      priced.lease_done.empty()) {
+    return std::optional<LedgerStep>();
+  }
+  const absl::Time now = clock_->Now();
+  LedgerStep step;
+  step.applied_event_id = event_id;
+  step.applied_stream_id = event.stream_id;
+  for (auto& c : priced.charges) LS_RETURN_IF_ERROR(PostCharge(step, c, event_id, now, batch));
+  for (size_t i = 0; i < priced.postings.size(); ++i) {
+    v1::Posting& p = priced.postings[i];
+    p.set_name(absl::StrCat("postings/p", Hex(Fnv(event_id + "|posting")), "-", i + 1));
+    p.set_currency_code(EntryCurrency(p.entries(0)));
+    p.set_source_event_id(event_id);
+    p.set_actor("services/billing");
+    *p.mutable_create_time() = ToProto(now);
+    LS_RETURN_IF_ERROR(CheckBalanced({p.entries().begin(), p.entries().end()}));
+    AddPosting(step, p, now);
+  }
+  if (priced.deposit) {
+    v1::Deposit& d = *priced.deposit;
+    for (const auto& c : priced.charges) {
+      if (c.fee_kind() == v1::DEPOSIT) {
+        d.set_hold_charge(c.name());
+        d.add_postings(c.posting());
+        *d.mutable_hold_time() = ToProto(now);
+      }
+      if (c.fee_kind() == v1::DAMAGE) d.set_excess_damage_charge(c.name());
+    }
+    for (const auto& p : priced.postings) d.add_postings(p.name());
+    if (priced.deposit_version > 0) *d.mutable_settle_time() = ToProto(now);
+    if (priced.deposit_version == 0) *d.mutable_create_time() = ToProto(now);
+    *d.mutable_update_time() = ToProto(now);
+    const std::string key = keys::Doc("deposit", IdOf(d.name()));
+    step.version_checks.push_back({key, priced.deposit_version});
+    step.puts.push_back({key, d.SerializeAsString(), priced.deposit_version + 1});
+    // Listed once, by create time: settling does not index it again.
+    if (priced.deposit_version == 0) {
+      step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
+    }
+  }
+  // Leases out: rent is charged at each period's end (ChargeEndedLeasePeriods).
+  if (priced.lease_out) {
+    step.hash_sets.push_back({keys::Doc("leases", "out"), IdOf(priced.lease_out->name()),
+                              priced.lease_out->SerializeAsString()});
+  }
+  if (!priced.lease_done.empty()) step.hash_sets.push_back({keys::Doc("leases", "out"), IdOf(priced.lease_done), ""});
+  return std::optional<LedgerStep>(std::move(step));
+}
+
 absl::Status BillingManager::ApplyBookingEvent(const StreamEvent& event) {
   if (event.type != "labshare.booking.v1.BookingEvent") return absl::OkStatus();
   bk::BookingEvent e;
@@ -435,59 +577,96 @@ absl::Status BillingManager::ApplyBookingEvent(const StreamEvent& event) {
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(bool done, store_->EventApplied(event_id));
     if (done) return absl::OkStatus();
-    LS_ASSIGN_OR_RETURN(Priced priced, Price(e));
-    if (priced.charges.empty() && priced.postings.empty() && !priced.deposit && !priced.lease_out &&
-        priced.lease_done.empty()) {
-      return absl::OkStatus();
-    }
-    const absl::Time now = clock_->Now();
-    LedgerStep step;
-    step.applied_event_id = event_id;
-    step.applied_stream_id = event.stream_id;
-    for (auto& c : priced.charges) LS_RETURN_IF_ERROR(PostCharge(step, c, event_id, now));
-    for (size_t i = 0; i < priced.postings.size(); ++i) {
-      v1::Posting& p = priced.postings[i];
-      p.set_name(absl::StrCat("postings/p", Hex(Fnv(event_id + "|posting")), "-", i + 1));
-      p.set_currency_code(EntryCurrency(p.entries(0)));
-      p.set_source_event_id(event_id);
-      p.set_actor("services/billing");
-      *p.mutable_create_time() = ToProto(now);
-      LS_RETURN_IF_ERROR(CheckBalanced({p.entries().begin(), p.entries().end()}));
-      AddPosting(step, p, now);
-    }
-    if (priced.deposit) {
-      v1::Deposit& d = *priced.deposit;
-      for (const auto& c : priced.charges) {
-        if (c.fee_kind() == v1::DEPOSIT) {
-          d.set_hold_charge(c.name());
-          d.add_postings(c.posting());
-          *d.mutable_hold_time() = ToProto(now);
-        }
-        if (c.fee_kind() == v1::DAMAGE) d.set_excess_damage_charge(c.name());
-      }
-      for (const auto& p : priced.postings) d.add_postings(p.name());
-      if (priced.deposit_version > 0) *d.mutable_settle_time() = ToProto(now);
-      if (priced.deposit_version == 0) *d.mutable_create_time() = ToProto(now);
-      *d.mutable_update_time() = ToProto(now);
-      const std::string key = keys::Doc("deposit", IdOf(d.name()));
-      step.version_checks.push_back({key, priced.deposit_version});
-      step.puts.push_back({key, d.SerializeAsString(), priced.deposit_version + 1});
-      // Listed once, by create time: settling does not index it again.
-      if (priced.deposit_version == 0) {
-        step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
-      }
-    }
-    // Leases out: rent is charged at each period's end (ChargeEndedLeasePeriods).
-    if (priced.lease_out) {
-      step.hash_sets.push_back({keys::Doc("leases", "out"), IdOf(priced.lease_out->name()),
-                                priced.lease_out->SerializeAsString()});
-    }
-    if (!priced.lease_done.empty()) step.hash_sets.push_back({keys::Doc("leases", "out"), IdOf(priced.lease_done), ""});
-    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+    LS_ASSIGN_OR_RETURN(std::optional<LedgerStep> step, BookingStep(event, e, nullptr));
+    if (!step) return absl::OkStatus();
+    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(*step));
     if (result.kind != StepResult::Kind::kStale) return absl::OkStatus();
   }
   return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                    "subsidy pools kept changing while posting " + event_id + "; will retry");
+}
+
+void BillingManager::Flush(IngestBatch& batch, const std::vector<StreamEvent>& events,
+                           std::vector<absl::Status>& statuses) {
+  if (batch.steps.empty()) return;
+  auto results = store_->ApplyMany(batch.steps);
+  size_t done = 0;
+  if (!results.ok()) {
+    // Unknown whether the call ran: each event is retried later, its marker
+    // keeps it applied once.
+    for (size_t i : batch.step_events) statuses[i] = results.status();
+    done = batch.steps.size();
+  } else {
+    for (; done < results->size(); ++done) {
+      const auto& r = (*results)[done];
+      if (!r.ok() || (r->kind != StepResult::Kind::kApplied && r->kind != StepResult::Kind::kAlreadyApplied)) break;
+    }
+  }
+  // The step that did not apply and every one after it: per event, in order.
+  if (done < batch.steps.size()) batch.ForgetLedger();
+  for (size_t s = done; s < batch.steps.size(); ++s) {
+    const size_t i = batch.step_events[s];
+    statuses[i] = ApplyBookingEvent(events[i]);
+  }
+  batch.steps.clear();
+  batch.step_events.clear();
+  batch.unapplied.clear();
+}
+
+std::vector<absl::Status> BillingManager::ApplyBookingEvents(const std::vector<StreamEvent>& events) {
+  constexpr size_t kStepsPerCall = 64;
+  std::vector<absl::Status> statuses(events.size());
+  std::vector<bk::BookingEvent> parsed(events.size());
+  std::vector<size_t> todo;
+  std::vector<std::string> hmget = {"HMGET", keys::Applied()};
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i].type != "labshare.booking.v1.BookingEvent") continue;
+    if (!parsed[i].ParseFromString(events[i].payload)) {
+      statuses[i] = MakeError(absl::StatusCode::kDataLoss, "CORRUPT_EVENT",
+                              "unreadable booking event " + events[i].stream_id);
+      continue;
+    }
+    if (parsed[i].header().event_id().empty()) continue;
+    todo.push_back(i);
+    hmget.push_back(parsed[i].header().event_id());
+  }
+  if (todo.empty()) return statuses;
+  // Which are applied already (a redelivery): one round trip for the batch.
+  auto applied = store_->pool()->Command(hmget);
+  if (!applied.ok() || applied->type != RedisValue::Type::kArray || applied->elements.size() != todo.size()) {
+    for (size_t i : todo) statuses[i] = ApplyBookingEvent(events[i]);
+    return statuses;
+  }
+  IngestBatch batch(inventory_);
+  for (size_t t = 0; t < todo.size(); ++t) {
+    if (!applied->elements[t].is_nil()) continue;
+    const size_t i = todo[t];
+    const bk::BookingEvent& e = parsed[i];
+    if (e.has_lease_handed_over() || e.has_lease_returned() || e.has_lease_closed()) {
+      // Reads what the steps before it write: those first, then this one alone.
+      Flush(batch, events, statuses);
+      batch.ForgetLedger();
+      statuses[i] = ApplyBookingEvent(events[i]);
+      continue;
+    }
+    auto step = BookingStep(events[i], e, &batch);
+    if (!step.ok()) {
+      statuses[i] = step.status();
+      continue;
+    }
+    if (!*step) continue;
+    for (const auto& inc : (*step)->incrs) {
+      const std::string id = absl::StrCat(inc.key, "\n", inc.field);
+      batch.unapplied[id] += inc.delta;
+      auto it = batch.counters.find(id);
+      if (it != batch.counters.end()) it->second += inc.delta;
+    }
+    batch.steps.push_back(*std::move(*step));
+    batch.step_events.push_back(i);
+    if (batch.steps.size() >= kStepsPerCall) Flush(batch, events, statuses);
+  }
+  Flush(batch, events, statuses);
+  return statuses;
 }
 
 absl::StatusOr<std::vector<v1::Charge>> BillingManager::UnchargedLeasePeriods(const bk::Lease& lease, absl::Time until) {

@@ -6,6 +6,7 @@
 #define LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,18 @@ class BillingManager {
   // event's id, in the same atomic step as its charges and postings).
   // Events that bill nothing are acknowledged without a step.
   absl::Status ApplyBookingEvent(const StreamEvent& event);
+
+  // The same for a batch of entries of one outbox, in stream order, with
+  // the same effects as ApplyBookingEvent on each in turn: one status per
+  // event. Far fewer round trips: one HMGET of the applied markers, inventory
+  // answers asked once per batch, and the ledger steps of consecutive events
+  // applied by one Lua call (each step with its own apply-once marker,
+  // checks and writes, in order; the call stops at the first step that
+  // cannot apply, and that event and the ones after it take the per-event
+  // path). Lease events read what earlier events wrote (the deposit, the
+  // rent charged), so the steps built before one are applied first and the
+  // lease event itself takes the per-event path.
+  std::vector<absl::Status> ApplyBookingEvents(const std::vector<StreamEvent>& events);
 
   absl::StatusOr<v1::Charge> GetCharge(const Principal& p, const v1::GetChargeRequest& r);
   absl::StatusOr<v1::ListChargesResponse> ListCharges(const Principal& p, const v1::ListChargesRequest& r);
@@ -112,14 +125,25 @@ class BillingManager {
     std::optional<labshare::booking::v1::Lease> lease_out;  // handed over: rent runs
     std::string lease_done;                                  // returned: rent stopped
   };
+  struct IngestBatch;  // billing_manager.cc
+  // The step applying one booking event (nullopt: it bills nothing).
+  absl::StatusOr<std::optional<LedgerStep>> BookingStep(const StreamEvent& event,
+                                                        const labshare::booking::v1::BookingEvent& e,
+                                                        IngestBatch* batch);
+  InventoryReader& Inventory(IngestBatch* batch) const;
+  absl::StatusOr<int64_t> Counter(IngestBatch* batch, const std::string& key, const std::string& field) const;
+  // Applies the batch's built steps (one Lua call); the events whose step
+  // did not apply take the per-event path. Sets their statuses.
+  void Flush(IngestBatch& batch, const std::vector<StreamEvent>& events, std::vector<absl::Status>& statuses);
   absl::StatusOr<std::vector<v1::Charge>> UnchargedLeasePeriods(const labshare::booking::v1::Lease& lease,
                                                                 absl::Time until);
-  absl::StatusOr<Priced> Price(const labshare::booking::v1::BookingEvent& e);
+  absl::StatusOr<Priced> Price(const labshare::booking::v1::BookingEvent& e, IngestBatch* batch = nullptr);
   absl::StatusOr<v1::AppliedRate> RateFor(const std::string& instrument, labshare::type::v1::SharingMode mode,
                                           const std::string& payer, absl::Time at, const std::string& tier,
-                                          const std::string& service_entry);
+                                          const std::string& service_entry, IngestBatch* batch = nullptr);
   // Adds the subsidy lines, totals and postings of one charge to the step.
-  absl::Status PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id, absl::Time now);
+  absl::Status PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id, absl::Time now,
+                          IngestBatch* batch = nullptr);
   void AddPosting(LedgerStep& step, const v1::Posting& posting, absl::Time now);
   absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools() const;
   // A pool's POOL_FUNDS balance (what it can still grant).

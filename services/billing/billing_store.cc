@@ -44,87 +44,123 @@ constexpr int64_t kIdempotencyTtlSeconds = 30 * 24 * 3600;
 // +-limit after all of the step's increments (limit < 2^53, so Lua's doubles
 // are exact and HINCRBY cannot overflow). Replies: OK, APPLIED, REPLAY,
 // REUSED, STALE <key>, LIMIT <key> <field>, TYPE <key>.
-const RedisScript& StepScript() {
-  static const RedisScript* s = new RedisScript(R"lua(
+const char kStepFunction[] = R"lua(
+-- The type of each key seen to exist, for this script run: nothing else
+-- runs meanwhile and no step deletes a key, so it cannot change.
+local types = {}
 local function kind_ok(k, want)
-  local t = redis.call('TYPE', k)['ok']
+  local t = types[k]
+  if t == nil then
+    t = redis.call('TYPE', k)['ok']
+    if t ~= 'none' then types[k] = t end
+  end
   return t == 'none' or t == want
 end
-if not kind_ok(KEYS[1], 'hash') then return {'TYPE', KEYS[1]} end
-if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'APPLIED'} end
-if ARGV[3] ~= '' then
-  if not kind_ok(KEYS[2], 'hash') then return {'TYPE', KEYS[2]} end
-  local rec = redis.call('HMGET', KEYS[2], 'f', 'r')
-  if rec[1] then
-    if rec[1] == ARGV[3] then return {'REPLAY', rec[2]} end
-    return {'REUSED'}
-  end
-end
-if not kind_ok(KEYS[3], 'stream') then return {'TYPE', KEYS[3]} end
-local n = tonumber(ARGV[6])
-local limit = tonumber(ARGV[8])
-local want = {put = 'hash', inc = 'hash', hset = 'hash', zadd = 'zset', zrem = 'zset', push = 'list'}
-local counters = {}
-for i = 1, n do
-  local code, a, b, k = ARGV[9 + (i - 1) * 3], ARGV[10 + (i - 1) * 3], ARGV[11 + (i - 1) * 3], KEYS[3 + i]
-  if code == 'fld' then
-    if not kind_ok(k, 'hash') then return {'TYPE', k} end
-    if (redis.call('HGET', k, a) or '0') ~= b then return {'STALE', k .. ' ' .. a} end
-  elseif code == 'ver' then
-    if not kind_ok(k, 'hash') then return {'TYPE', k} end
-    if tonumber(redis.call('HGET', k, 'v') or '0') ~= tonumber(a) then return {'STALE', k} end
-  elseif want[code] then
-    if not kind_ok(k, want[code]) then return {'TYPE', k} end
-    if code == 'inc' then
-      local id = k .. '\n' .. a
-      local now = counters[id]
-      if now == nil then
-        local cur = redis.call('HGET', k, a) or '0'
-        if not string.match(cur, '^%-?%d+$') then return {'TYPE', k} end
-        now = tonumber(cur)
-      end
-      if not string.match(b, '^%-?%d+$') then return {'LIMIT', k, a} end
-      now = now + tonumber(b)
-      if now > limit or now < -limit then return {'LIMIT', k, a} end
-      counters[id] = now
+local function step(K, A)
+  if not kind_ok(K[1], 'hash') then return {'TYPE', K[1]} end
+  if A[1] ~= '' and redis.call('HEXISTS', K[1], A[1]) == 1 then return {'APPLIED'} end
+  if A[3] ~= '' then
+    if not kind_ok(K[2], 'hash') then return {'TYPE', K[2]} end
+    local rec = redis.call('HMGET', K[2], 'f', 'r')
+    if rec[1] then
+      if rec[1] == A[3] then return {'REPLAY', rec[2]} end
+      return {'REUSED'}
     end
   end
-end
-for i = 1, n do
-  local code, a, b, k = ARGV[9 + (i - 1) * 3], ARGV[10 + (i - 1) * 3], ARGV[11 + (i - 1) * 3], KEYS[3 + i]
-  if code == 'put' then
-    redis.call('HSET', k, 'd', a, 'v', b)
-  elseif code == 'inc' then
-    redis.call('HINCRBY', k, a, b)
-  elseif code == 'hset' then
-    redis.call('HSET', k, a, b)
-  elseif code == 'zadd' then
-    redis.call('ZADD', k, 0, a)
-  elseif code == 'zrem' then
-    redis.call('ZREM', k, a)
-  elseif code == 'push' then
-    redis.call('RPUSH', k, a)
+  if not kind_ok(K[3], 'stream') then return {'TYPE', K[3]} end
+  local n = tonumber(A[6])
+  local limit = tonumber(A[8])
+  local want = {put = 'hash', inc = 'hash', hset = 'hash', zadd = 'zset', zrem = 'zset', push = 'list'}
+  local counters = {}
+  for i = 1, n do
+    local code, a, b, k = A[9 + (i - 1) * 3], A[10 + (i - 1) * 3], A[11 + (i - 1) * 3], K[3 + i]
+    if code == 'fld' then
+      if not kind_ok(k, 'hash') then return {'TYPE', k} end
+      if (redis.call('HGET', k, a) or '0') ~= b then return {'STALE', k .. ' ' .. a} end
+    elseif code == 'ver' then
+      if not kind_ok(k, 'hash') then return {'TYPE', k} end
+      if tonumber(redis.call('HGET', k, 'v') or '0') ~= tonumber(a) then return {'STALE', k} end
+    elseif want[code] then
+      if not kind_ok(k, want[code]) then return {'TYPE', k} end
+      if code == 'inc' then
+        local id = k .. '\n' .. a
+        local now = counters[id]
+        if now == nil then
+          local cur = redis.call('HGET', k, a) or '0'
+          if not string.match(cur, '^%-?%d+$') then return {'TYPE', k} end
+          now = tonumber(cur)
+        end
+        if not string.match(b, '^%-?%d+$') then return {'LIMIT', k, a} end
+        now = now + tonumber(b)
+        if now > limit or now < -limit then return {'LIMIT', k, a} end
+        counters[id] = now
+      end
+    end
   end
+  for i = 1, n do
+    local code, a, b, k = A[9 + (i - 1) * 3], A[10 + (i - 1) * 3], A[11 + (i - 1) * 3], K[3 + i]
+    if code == 'put' then
+      redis.call('HSET', k, 'd', a, 'v', b)
+    elseif code == 'inc' then
+      redis.call('HINCRBY', k, a, b)
+    elseif code == 'hset' then
+      redis.call('HSET', k, a, b)
+    elseif code == 'zadd' then
+      redis.call('ZADD', k, 0, a)
+    elseif code == 'zrem' then
+      redis.call('ZREM', k, a)
+    elseif code == 'push' then
+      redis.call('RPUSH', k, a)
+    end
+  end
+  local first = 9 + n * 3
+  for i = first, first + tonumber(A[7]) - 1 do
+    redis.call('XADD', K[3], '*', 'type', 'labshare.billing.v1.BillingEvent', 'payload', A[i])
+  end
+  if A[1] ~= '' then redis.call('HSET', K[1], A[1], A[2]) end
+  if A[3] ~= '' then
+    redis.call('HSET', K[2], 'f', A[3], 'r', A[4])
+    redis.call('EXPIRE', K[2], A[5])
+  end
+  return {'OK'}
 end
-local first = 9 + n * 3
-for i = first, first + tonumber(ARGV[7]) - 1 do
-  redis.call('XADD', KEYS[3], '*', 'type', 'labshare.billing.v1.BillingEvent', 'payload', ARGV[i])
+)lua";
+
+const RedisScript& StepScript() {
+  static const RedisScript* s = new RedisScript(std::string(kStepFunction) + "return step(KEYS, ARGV)\n");
+  return *s;
+}
+
+// ApplyMany: ARGV[1] the number of steps, then per step its key count and
+// argument count followed by its arguments; KEYS: every step's keys in turn.
+const RedisScript& StepsScript() {
+  static const RedisScript* s = new RedisScript(std::string(kStepFunction) + R"lua(
+local out = {}
+local ki, ai = 1, 2
+for s = 1, tonumber(ARGV[1]) do
+  local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
+  ai = ai + 2
+  local K, A = {}, {}
+  for j = 1, nk do K[j] = KEYS[ki + j - 1] end
+  for j = 1, na do A[j] = ARGV[ai + j - 1] end
+  ki = ki + nk
+  ai = ai + na
+  local r = step(K, A)
+  out[s] = r
+  if r[1] ~= 'OK' and r[1] ~= 'APPLIED' then return out end
 end
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[2], 'f', ARGV[3], 'r', ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-end
-return {'OK'}
+return out
 )lua");
   return *s;
 }
 
 }  // namespace
 
-absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
-  std::vector<std::string> k = {keys::Applied(), s.idempotency_key.empty() ? keys::Applied() : s.idempotency_key,
-                                keys::Outbox()};
+namespace {
+
+// The keys and arguments of one step (StepScript's KEYS and ARGV).
+void StepArgs(const LedgerStep& s, std::vector<std::string>& k, std::vector<std::string>& args) {
+  k = {keys::Applied(), s.idempotency_key.empty() ? keys::Applied() : s.idempotency_key, keys::Outbox()};
   std::vector<std::string> ops;
   auto op = [&](const std::string& key, const char* code, std::string a, std::string b) {
     k.push_back(key);
@@ -140,7 +176,7 @@ absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
   for (const auto& z : s.index_removes) op(z.key, "zrem", z.member, "");
   for (const auto& z : s.index_adds) op(z.key, "zadd", z.member, "");
   for (const auto& a : s.appends) op(a.key, "push", a.value, "");
-  std::vector<std::string> args = {s.applied_event_id,
+  args = {s.applied_event_id,
                                    s.applied_stream_id.empty() ? "1" : s.applied_stream_id,
                                    s.idempotency_key.empty() ? "" : s.fingerprint,
                                    s.response,
@@ -150,7 +186,9 @@ absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
                                    std::to_string(kMaxCounter)};
   args.insert(args.end(), std::make_move_iterator(ops.begin()), std::make_move_iterator(ops.end()));
   args.insert(args.end(), s.events.begin(), s.events.end());
-  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(StepScript(), k, args));
+}
+
+absl::StatusOr<StepResult> StepReply(const LedgerStep& s, const RedisValue& v) {
   if (v.type != RedisValue::Type::kArray || v.elements.empty()) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }
@@ -180,6 +218,36 @@ absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
   } else {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
+  std::vector<std::string> k, args;
+  StepArgs(s, k, args);
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(StepScript(), k, args));
+  return StepReply(s, v);
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<StepResult>>> BillingStore::ApplyMany(
+    const std::vector<LedgerStep>& steps) const {
+  std::vector<std::string> all_keys, all_args = {std::to_string(steps.size())};
+  for (const LedgerStep& step : steps) {
+    std::vector<std::string> k, args;
+    StepArgs(step, k, args);
+    all_args.push_back(std::to_string(k.size()));
+    all_args.push_back(std::to_string(args.size()));
+    all_args.insert(all_args.end(), std::make_move_iterator(args.begin()), std::make_move_iterator(args.end()));
+    all_keys.insert(all_keys.end(), std::make_move_iterator(k.begin()), std::make_move_iterator(k.end()));
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(StepsScript(), all_keys, all_args));
+  if (v.type != RedisValue::Type::kArray || v.elements.empty() || v.elements.size() > steps.size()) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  std::vector<absl::StatusOr<StepResult>> out;
+  out.reserve(v.elements.size());
+  for (size_t i = 0; i < v.elements.size(); ++i) out.push_back(StepReply(steps[i], v.elements[i]));
   return out;
 }
 

@@ -125,6 +125,12 @@ class BillingStore {
   explicit BillingStore(RedisPool* pool) : pool_(pool), docs_(pool) {}
 
   absl::StatusOr<StepResult> Apply(const LedgerStep& step) const;
+  // Several steps in one Lua call, in order, each as Apply would (its own
+  // checks before its own writes, so each is all or nothing). Stops after
+  // the first step that answers neither kApplied nor kAlreadyApplied: the
+  // answer holds one result per step that ran (the last one may be that
+  // step's kStale or error); the steps after it were not tried.
+  absl::StatusOr<std::vector<absl::StatusOr<StepResult>>> ApplyMany(const std::vector<LedgerStep>& steps) const;
 
   const DocStore& docs() const { return docs_; }
   RedisPool* pool() const { return pool_; }

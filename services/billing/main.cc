@@ -12,6 +12,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/channel.h"
 #include "common/log.h"
+#include "common/outbox_trim.h"
 #include "common/page_token.h"
 #include "common/server.h"
 #include "common/token_flags.h"
@@ -74,8 +75,13 @@ int main(int argc, char** argv) {
     options.consumer = std::string("billing-") + host;  // stable across restarts: own pending re-read
     options.block = absl::ZeroDuration();
     options.reclaim_idle = absl::Seconds(10);
+    options.batch = 256;
     streams.push_back(std::make_unique<labshare::EventConsumer>(&redis, options));
-    loop.Add(streams.back().get(), [&](const labshare::StreamEvent& e) { return manager.ApplyBookingEvent(e); });
+    // A batch per read: one XACK, steps applied several per Lua call.
+    loop.Add(streams.back().get(), labshare::EventConsumer::BatchHandler(
+                                       [&](const std::vector<labshare::StreamEvent>& events) {
+                                         return manager.ApplyBookingEvents(events);
+                                       }));
   }
   std::thread consumer([&] { loop.Run(); });
   // Lease rent of ended billing periods.
@@ -85,6 +91,8 @@ int main(int argc, char** argv) {
       if (!posted.ok()) labshare::LogWarning("lease periods", {{"error", posted.status().ToString()}});
     } while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_lease_period_interval)));
   });
+  // Outbox retention and lag metrics (common/outbox_trim.h).
+  labshare::OutboxMaintenance outbox(&redis, &clock, {labshare::billing::keys::Outbox()});
   // Ready only while inventory is too: without it no call can be served.
   const int rc = labshare::RunService(
       "billing", &redis, &authorizer, {&service},

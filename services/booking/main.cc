@@ -8,6 +8,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/channel.h"
 #include "common/log.h"
+#include "common/outbox_trim.h"
 #include "common/page_token.h"
 #include "common/server.h"
 #include "common/token_flags.h"
@@ -103,6 +104,10 @@ int main(int argc, char** argv) {
       }
     }
   });
+  // Outbox retention and lag metrics (common/outbox_trim.h).
+  std::vector<std::string> outboxes = {"{booking}:outbox"};
+  for (int p = 0; p < labshare::booking::kPartitions; ++p) outboxes.push_back(labshare::booking::keys::Outbox(p));
+  labshare::OutboxMaintenance outbox(&redis, &clock, outboxes);
   // Ready only while inventory is too: without it no call can be served.
   const int rc = labshare::RunService(
       "booking", &redis, &authorizer, {&service},

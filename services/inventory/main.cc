@@ -1,6 +1,7 @@
 // labshare-inventory: organisations, users, facilities, instruments, rate
 // cards, qualifications and maintenance windows.
 #include "common/log.h"
+#include "common/outbox_trim.h"
 #include "common/page_token.h"
 #include "common/server.h"
 #include "common/token_flags.h"
@@ -37,5 +38,7 @@ int main(int argc, char** argv) {
   // Sign-in (labshare.identity.v1): the one place LabShare tokens are minted.
   labshare::inventory::SignIn sign_in = labshare::inventory::SignInFromFlags(&redis, &store, issuer.get(), &wall);
   labshare::inventory::IdentityService identity(sign_in.manager.get(), &authorizer);
+  // Outbox retention and lag metrics (common/outbox_trim.h).
+  labshare::OutboxMaintenance outbox(&redis, &clock, {"{inventory}:outbox"});
   return labshare::RunService("inventory", &redis, &authorizer, {&service, &identity});
 }

@@ -14,6 +14,7 @@
 #include "common/channel.h"
 #include "common/events.h"
 #include "common/log.h"
+#include "common/outbox_trim.h"
 #include "common/server.h"
 #include "common/token_flags.h"
 #include "services/notify/feed_module.h"
@@ -94,6 +95,8 @@ int main(int argc, char** argv) {
   for (auto& m : modules) m->AddConsumers(&loop);
   for (auto& m : modules) m->Start();
   std::thread consumer([&] { loop.Run(); });
+  // Outbox retention and lag metrics (common/outbox_trim.h).
+  labshare::OutboxMaintenance outbox(&redis, clock_owner.get(), {labshare::notify::kNotifyOutbox});
   const int rc = labshare::RunService(
       "notify", &redis, &authorizer, services,
       [&] {

@@ -53,7 +53,10 @@ class BillingTest : public BookingServiceTest {
     for (int round = 0; round < 10; ++round) {
       int n = 0;
       for (auto& c : consumers_) {
-        auto applied = c->PollOnce([&](const StreamEvent& e) { return billing_->ApplyBookingEvent(e); });
+        // The service's path: a batch per read (ApplyBookingEvents).
+        auto applied = c->PollBatch([&](const std::vector<StreamEvent>& events) {
+          return billing_->ApplyBookingEvents(events);
+        });
         EXPECT_TRUE(applied.ok()) << applied.status();
         n += applied.ok() ? *applied : 0;
       }
@@ -158,6 +161,258 @@ TEST_F(BillingTest, OnSiteSessionIsChargedOnActualTimeRoundedUpOnce) {
   }
   EXPECT_EQ(Charges().size(), 1u);
   EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 62500);
+}
+
+// Every {billing}: key, each in a canonical text form (the outbox by its
+// length only: its event ids are random).
+std::map<std::string, std::string> LedgerDump(RedisPool& pool) {
+  std::map<std::string, std::string> out;
+  auto keys = pool.Command({"KEYS", "{billing}:*"});
+  for (const auto& k : keys->elements) {
+    const std::string type = pool.Command({"TYPE", k.str})->str;
+    std::string text = type + ":";
+    if (type == "hash") {
+      auto v = pool.Command({"HGETALL", k.str});
+      std::map<std::string, std::string> fields;
+      for (size_t i = 0; i + 1 < v->elements.size(); i += 2) fields[v->elements[i].str] = v->elements[i + 1].str;
+      for (const auto& [f, x] : fields) text += f + "=" + x + ";";
+    } else if (type == "list") {
+      auto v = pool.Command({"LRANGE", k.str, "0", "-1"});
+      for (const auto& e : v->elements) text += e.str + ";";
+    } else if (type == "zset") {
+      auto v = pool.Command({"ZRANGE", k.str, "0", "-1"});
+      for (const auto& e : v->elements) text += e.str + ";";
+    } else if (type == "stream") {
+      text += std::to_string(pool.Command({"XLEN", k.str})->integer);
+    } else {
+      text += pool.Command({"GET", k.str})->str;
+    }
+    out[k.str] = text;
+  }
+  return out;
+}
+
+// The batch path (ApplyBookingEvents) leaves exactly the ledger the
+// per-event path leaves, from the same outbox: charges with subsidies that
+// run into the pool's cap within one batch, missed and late-cancellation
+// fees, a lease deposit, and every event delivered twice.
+TEST_F(BillingTest, BatchIngestLeavesTheSameLedgerAsPerEventIngest) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  auto* pool = cp.mutable_subsidy_pool();
+  pool->set_display_name("Innovation voucher");
+  pool->set_currency_code("CNY");
+  pool->set_percentage_bps(5000);
+  *pool->mutable_cap_per_organization() = MakeMoney("CNY", 40000);
+  pool->set_cap_period_kind(v1::MONTHLY);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  top.set_request_id("fund-1");
+  *top.mutable_amount() = MakeMoney("CNY", 50000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  // A lease (handed over below: a deposit).
+  bk::RequestLeaseRequest r;
+  r.mutable_lease()->set_instrument("instruments/afm");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
+  bk::Lease lease, lout;
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_).ok());
+  bk::ApproveLeaseRequest a;
+  a.set_name(lease.name());
+  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &lout, staff_).ok());
+  // Sessions (subsidised until the cap), a missed booking, a late cancellation.
+  bk::Booking s1, s2, s3, s4, missed, late, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &s1).ok());
+  ASSERT_TRUE(Book(absl::Hours(11), absl::Hours(12), &s2).ok());
+  ASSERT_TRUE(Book(absl::Hours(13), absl::Hours(15), &s3).ok());
+  ASSERT_TRUE(Book(absl::Hours(16), absl::Hours(17), &missed).ok());
+  ASSERT_TRUE(Book(absl::Hours(30), absl::Hours(31), &s4).ok());
+  ASSERT_TRUE(Book(absl::Hours(40), absl::Hours(41), &late).ok());
+  auto visit = [&](const bk::Booking& b, absl::Duration in, absl::Duration leave) {
+    clock_.Set(day_ + in);
+    bk::CheckInRequest ci;
+    ci.set_name(b.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &out, ana_).ok());
+    clock_.Set(day_ + leave);
+    bk::CheckOutRequest co;
+    co.set_name(b.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+  };
+  visit(s1, absl::Hours(9), absl::Hours(10));
+  visit(s2, absl::Hours(11), absl::Hours(12) - absl::Minutes(20));
+  visit(s3, absl::Hours(13), absl::Hours(15));
+  clock_.Set(day_ + absl::Hours(17));
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  bk::CancelBookingRequest c;
+  c.set_name(late.name());
+  clock_.Set(day_ + absl::Hours(20));
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CancelBooking, c, &out, ana_).ok());
+  bk::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("tip new");
+  clock_.Set(day_ + absl::Hours(24));
+  auto handed = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &lout, staff_);
+  ASSERT_TRUE(handed.ok()) << GrpcErrorReason(handed) << " " << handed.error_message();
+  visit(s4, absl::Hours(30), absl::Hours(31));
+
+  // Every outbox entry, twice (a redelivery), per partition in stream order.
+  std::vector<std::vector<StreamEvent>> partitions;
+  size_t total = 0;
+  for (int p = 0; p < booking::kPartitions; ++p) {
+    auto raw = pool_->Command({"XRANGE", booking::keys::Outbox(p), "-", "+"});
+    ASSERT_TRUE(raw.ok());
+    std::vector<StreamEvent> events;
+    for (const auto& entry : raw->elements) {
+      StreamEvent e;
+      e.stream_id = entry.elements[0].str;
+      const auto& f = entry.elements[1].elements;
+      for (size_t i = 0; i + 1 < f.size(); i += 2) {
+        if (f[i].str == "type") e.type = f[i + 1].str;
+        if (f[i].str == "payload") e.payload = f[i + 1].str;
+      }
+      events.push_back(e);
+    }
+    const size_t n = events.size();
+    for (size_t i = 0; i < n; ++i) events.push_back(events[i]);
+    total += events.size();
+    if (!events.empty()) partitions.push_back(std::move(events));
+  }
+  ASSERT_GT(total, 20u);
+
+  // The ledger before ingest, to start again from it.
+  std::map<std::string, std::string> dumps;
+  auto before = pool_->Command({"KEYS", "{billing}:*"});
+  for (const auto& k : before->elements) dumps[k.str] = pool_->Command({"DUMP", k.str})->str;
+  auto restore = [&] {
+    auto now = pool_->Command({"KEYS", "{billing}:*"});
+    for (const auto& k : now->elements) ASSERT_TRUE(pool_->Command({"DEL", k.str}).ok());
+    for (const auto& [k, v] : dumps) ASSERT_EQ(pool_->Command({"RESTORE", k, "0", v})->str, "OK");
+  };
+
+  for (const auto& events : partitions) {
+    const std::vector<absl::Status> st = billing_->ApplyBookingEvents(events);
+    ASSERT_EQ(st.size(), events.size());
+    for (const auto& s : st) EXPECT_TRUE(s.ok()) << s;
+  }
+  const auto batch = LedgerDump(*pool_);
+  const auto charges = Charges();
+  ASSERT_EQ(charges.size(), 7u);  // 4 sessions, missed, late cancellation, deposit
+  int subsidised = 0;
+  for (const auto& ch : charges) subsidised += ch.subsidy_lines_size();
+  EXPECT_EQ(subsidised, 2);  // the cap (40000) runs out on the third session
+
+  restore();
+  for (const auto& events : partitions) {
+    for (const auto& e : events) EXPECT_TRUE(billing_->ApplyBookingEvent(e).ok());
+  }
+  const auto per_event = LedgerDump(*pool_);
+  ASSERT_EQ(batch.size(), per_event.size());
+  for (const auto& [k, v] : batch) {
+    auto it = per_event.find(k);
+    ASSERT_NE(it, per_event.end()) << k;
+    EXPECT_EQ(v, it->second) << k;
+  }
+}
+
+// Inventory as the fixture's, with a hook run before the n-th LookupRate.
+class HookedInventory final : public InventoryReader {
+ public:
+  HookedInventory(InventoryReader* next, int at, std::function<void()> hook)
+      : next_(next), at_(at), hook_(std::move(hook)) {}
+  absl::StatusOr<inv::LookupRateResponse> LookupRate(const inv::LookupRateRequest& r) override {
+    if (++calls_ == at_) hook_();
+    return next_->LookupRate(r);
+  }
+  absl::StatusOr<inv::Instrument> GetInstrument(const std::string& name) override {
+    return next_->GetInstrument(name);
+  }
+  absl::StatusOr<inv::Organization> GetOrganization(const std::string& name) override {
+    return next_->GetOrganization(name);
+  }
+  int calls() const { return calls_; }
+
+ private:
+  InventoryReader* next_;
+  int at_;
+  std::function<void()> hook_;
+  int calls_ = 0;
+};
+
+// A subsidy pool topped up while a batch is being built: the first step's
+// check of the pool's funds fails in the Lua call, nothing of the batch is
+// written by it, and every event takes the per-event path: each charge
+// subsidised once, from the funds as they are.
+TEST_F(BillingTest, BatchWhosePoolMovesMeanwhileFallsBackToThePerEventPath) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  auto* pool = cp.mutable_subsidy_pool();
+  pool->set_display_name("Innovation voucher");
+  pool->set_currency_code("CNY");
+  pool->set_percentage_bps(5000);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  top.set_request_id("fund-1");
+  *top.mutable_amount() = MakeMoney("CNY", 50000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  bk::Booking s1, s2, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &s1).ok());
+  ASSERT_TRUE(Book(absl::Hours(11), absl::Hours(12), &s2).ok());
+  for (const auto* b : {&s1, &s2}) {
+    const absl::Duration at = b == &s1 ? absl::Hours(9) : absl::Hours(11);
+    clock_.Set(day_ + at);
+    bk::CheckInRequest ci;
+    ci.set_name(b->name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &out, ana_).ok());
+    clock_.Set(day_ + at + absl::Hours(1));
+    bk::CheckOutRequest co;
+    co.set_name(b->name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+  }
+  auto raw = pool_->Command({"XRANGE", booking::keys::Outbox(booking::keys::Partition("tem")), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<StreamEvent> events;
+  for (const auto& entry : raw->elements) {
+    StreamEvent e;
+    e.stream_id = entry.elements[0].str;
+    e.type = entry.elements[1].elements[1].str;
+    e.payload = entry.elements[1].elements[3].str;
+    events.push_back(e);
+  }
+  // The second charged event's rate lookup (batch building) tops the pool up.
+  bool topped = false;
+  HookedInventory hooked(reader_.get(), 2, [&] {
+    v1::TopUpSubsidyPoolRequest more = top;
+    more.set_request_id("fund-2");
+    *more.mutable_amount() = MakeMoney("CNY", 100000);
+    topped = billing_->TopUpSubsidyPool(billing_admin_, more).ok();
+  });
+  BillingManager batch_manager(bstore_.get(), &hooked, &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
+                               labshare::testing::TestPageTokens());
+  const std::vector<absl::Status> st = batch_manager.ApplyBookingEvents(events);
+  ASSERT_EQ(st.size(), events.size());
+  for (const auto& x : st) EXPECT_TRUE(x.ok()) << x;
+  EXPECT_TRUE(topped);
+  EXPECT_EQ(hooked.calls(), 4);  // 2 building the batch, 2 more on the per-event path
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 2u);
+  for (const auto& c : charges) {
+    ASSERT_EQ(c.subsidy_lines_size(), 1) << c.name();
+    EXPECT_EQ(c.subsidy_lines(0).amount().amount_minor(), 25000);
+  }
+  v1::GetSubsidyPoolRequest gp;
+  gp.set_name("subsidyPools/voucher");
+  auto after = billing_->GetSubsidyPool(billing_admin_, gp);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->balance().amount_minor(), 150000 - 50000);
+  // Delivered again: nothing changes.
+  for (const auto& x : batch_manager.ApplyBookingEvents(events)) EXPECT_TRUE(x.ok()) << x;
+  EXPECT_EQ(Charges().size(), 2u);
+  EXPECT_EQ(hooked.calls(), 4);  // the applied markers, read first: nothing priced again
 }
 
 TEST_F(BillingTest, MissedBookingAndLateCancellationFees) {

@@ -93,6 +93,113 @@ TEST_F(EventsTest, CrashBetweenApplyAndAckAppliesOnce) {
   EXPECT_EQ(pool_->Command({"XPENDING", "{s}:outbox", "billing"})->elements[0].integer, 0);
 }
 
+// XACK calls counted by the server since the last CONFIG RESETSTAT.
+int64_t XackCalls(RedisPool& pool) {
+  auto info = pool.Command({"INFO", "commandstats"});
+  const std::string& text = info->str;
+  const size_t at = text.find("cmdstat_xack:calls=");
+  if (at == std::string::npos) return 0;
+  return std::stoll(text.substr(at + std::string("cmdstat_xack:calls=").size()));
+}
+
+std::vector<std::string> PendingIds(RedisPool& pool) {
+  auto v = pool.Command({"XPENDING", "{s}:outbox", "billing", "-", "+", "1000"});
+  std::vector<std::string> out;
+  for (const auto& e : v->elements) out.push_back(e.elements[0].str);
+  return out;
+}
+
+TEST_F(EventsTest, PollBatchAcknowledgesTheSucceededEntriesWithOneXack) {
+  EventConsumer c(pool_.get(), Options("c1"));
+  ASSERT_TRUE(c.EnsureGroup().ok());
+  for (int i = 1; i <= 6; ++i) Publish(i);
+  ASSERT_TRUE(pool_->Command({"CONFIG", "RESETSTAT"}).ok());
+  std::vector<std::string> seen, failed;
+  auto handler = Apply();
+  EventConsumer::BatchHandler batch = [&](const std::vector<StreamEvent>& events) {
+    std::vector<absl::Status> out;
+    for (const StreamEvent& e : events) {
+      seen.push_back(e.payload);
+      if (e.payload == "2" || e.payload == "5") {  // these fail
+        failed.push_back(e.stream_id);
+        out.push_back(absl::UnavailableError("down"));
+      } else {
+        out.push_back(handler(e));
+      }
+    }
+    return out;
+  };
+  EXPECT_EQ(*c.PollBatch(batch), 4);
+  EXPECT_EQ(seen, (std::vector<std::string>{"1", "2", "3", "4", "5", "6"}));  // one batch, in order
+  EXPECT_EQ(Total(), 1 + 3 + 4 + 6);
+  EXPECT_EQ(XackCalls(*pool_), 1);
+  EXPECT_EQ(PendingIds(*pool_), failed);  // exactly the failed entries
+  // The next round re-reads them (own pending list) and acknowledges them.
+  seen.clear();
+  EXPECT_EQ(*c.PollBatch([&](const std::vector<StreamEvent>& events) {
+    std::vector<absl::Status> out;
+    for (const StreamEvent& e : events) {
+      seen.push_back(e.payload);
+      out.push_back(handler(e));
+    }
+    return out;
+  }), 2);
+  EXPECT_EQ(seen, (std::vector<std::string>{"2", "5"}));
+  EXPECT_EQ(Total(), 21);
+  EXPECT_EQ(XackCalls(*pool_), 2);
+  EXPECT_TRUE(PendingIds(*pool_).empty());
+  // Nothing left: no handler call, no XACK.
+  EXPECT_EQ(*c.PollBatch([&](const std::vector<StreamEvent>&) {
+    ADD_FAILURE() << "handler called without entries";
+    return std::vector<absl::Status>{};
+  }), 0);
+  EXPECT_EQ(XackCalls(*pool_), 2);
+}
+
+TEST_F(EventsTest, PerEventHandlerAlsoAcknowledgesOncePerBatch) {
+  EventConsumer c(pool_.get(), Options("c1"));
+  ASSERT_TRUE(c.EnsureGroup().ok());
+  for (int i = 1; i <= 5; ++i) Publish(i);
+  ASSERT_TRUE(pool_->Command({"CONFIG", "RESETSTAT"}).ok());
+  EXPECT_EQ(*c.PollOnce(Apply()), 5);
+  EXPECT_EQ(Total(), 15);
+  EXPECT_EQ(XackCalls(*pool_), 1);
+}
+
+TEST_F(EventsTest, PollBatchWithAWrongNumberOfStatusesAcknowledgesNothing) {
+  EventConsumer c(pool_.get(), Options("c1"));
+  ASSERT_TRUE(c.EnsureGroup().ok());
+  Publish(1);
+  Publish(2);
+  auto polled = c.PollBatch([](const std::vector<StreamEvent>&) { return std::vector<absl::Status>(1); });
+  EXPECT_EQ(polled.status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(PendingIds(*pool_).size(), 2u);
+}
+
+TEST_F(EventsTest, PollBatchReclaimsIdleEntriesOfADeadConsumer) {
+  EventConsumer dying(pool_.get(), Options("dying"));
+  ASSERT_TRUE(dying.EnsureGroup().ok());
+  Publish(10);
+  Publish(20);
+  EXPECT_EQ(*dying.PollBatch([](const std::vector<StreamEvent>& events) {
+    return std::vector<absl::Status>(events.size(), absl::AbortedError("killed before XACK"));
+  }), 0);
+  EventConsumer heir(pool_.get(), Options("heir"));
+  std::vector<std::string> seen;
+  auto handler = Apply();
+  EXPECT_EQ(*heir.PollBatch([&](const std::vector<StreamEvent>& events) {
+    std::vector<absl::Status> out;
+    for (const StreamEvent& e : events) {
+      seen.push_back(e.payload);
+      out.push_back(handler(e));
+    }
+    return out;
+  }), 2);
+  EXPECT_EQ(seen, (std::vector<std::string>{"10", "20"}));
+  EXPECT_EQ(Total(), 30);
+  EXPECT_TRUE(PendingIds(*pool_).empty());
+}
+
 TEST(EventId, IsRandomHex) {
   const std::string a = NewEventId(), b = NewEventId();
   EXPECT_EQ(a.size(), 32u);

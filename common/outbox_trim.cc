@@ -1,0 +1,225 @@
+#include "common/outbox_trim.h"
+
+#include <algorithm>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/metrics.h"
+
+ABSL_FLAG(absl::Duration, outbox_retention, absl::ZeroDuration(),
+          "Outbox entries every consumer group has acknowledged are trimmed once older than this "
+          "(e.g. 24h); 0: never trimmed.");
+ABSL_FLAG(absl::Duration, outbox_trim_interval, absl::Minutes(5), "How often owned outboxes are trimmed.");
+ABSL_FLAG(std::vector<std::string>, outbox_retention_require_groups, std::vector<std::string>({"usage"}),
+          "Consumer groups an outbox must have before anything of it is trimmed (comma-separated).");
+
+namespace labshare {
+namespace {
+
+// KEYS[1] the stream. ARGV[1] the window's bound "<ms>-0" (entries below it
+// are old enough), ARGV[2..] required groups.
+// Replies {trimmed, min id} or {0, '', reason}.
+const RedisScript& TrimScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 'no stream'} end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return {0, '', 'no group'} end
+local cut = ARGV[1]
+local names = {}
+for _, g in ipairs(groups) do
+  local name, last, pending = nil, '0-0', 0
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1]
+    elseif g[i] == 'last-delivered-id' then last = g[i + 1]
+    elseif g[i] == 'pending' then pending = tonumber(g[i + 1]) end
+  end
+  names[name] = true
+  -- The first entry this group has not acknowledged: its oldest pending
+  -- entry, else the one right after its last-delivered id.
+  local lm, ls = parse(last)
+  local bound = lm .. '-' .. (ls + 1)
+  if pending > 0 then
+    local p = redis.call('XPENDING', KEYS[1], name)
+    if p[2] and less(p[2], bound) then bound = p[2] end
+  end
+  if less(bound, cut) then cut = bound end
+end
+for i = 2, #ARGV do
+  if not names[ARGV[i]] then return {0, '', 'missing group ' .. ARGV[i]} end
+end
+local trimmed = redis.call('XTRIM', KEYS[1], 'MINID', cut)
+return {trimmed, cut}
+)lua");
+  return *s;
+}
+
+}  // namespace
+
+bool ParseStreamId(const std::string& id, uint64_t* ms, uint64_t* seq) {
+  std::vector<absl::string_view> parts = absl::StrSplit(id, '-');
+  if (parts.empty() || parts.size() > 2 || !absl::SimpleAtoi(parts[0], ms)) return false;
+  *seq = 0;
+  return parts.size() == 1 || absl::SimpleAtoi(parts[1], seq);
+}
+
+OutboxTrimmer::OutboxTrimmer(RedisPool* pool, const Clock* clock, absl::Duration retention,
+                             std::vector<std::string> required_groups)
+    : pool_(pool), clock_(clock), retention_(retention), required_groups_(std::move(required_groups)) {}
+
+absl::StatusOr<OutboxTrimResult> OutboxTrimmer::Trim(const std::string& stream) const {
+  OutboxTrimResult out;
+  if (retention_ <= absl::ZeroDuration()) {
+    out.skipped = "retention off";
+    return out;
+  }
+  const int64_t window_ms = absl::ToUnixMillis(clock_->Now() - retention_);
+  if (window_ms <= 0) {
+    out.skipped = "window before the epoch";
+    return out;
+  }
+  std::vector<std::string> args = {absl::StrCat(window_ms, "-0")};
+  args.insert(args.end(), required_groups_.begin(), required_groups_.end());
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(TrimScript(), {stream}, args));
+  if (v.is_error() || v.type != RedisValue::Type::kArray || v.elements.size() < 2) {
+    LogError("outbox trim failed", {{"stream", stream}, {"error", v.str}});
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot trim the outbox");
+  }
+  out.trimmed = v.elements[0].integer;
+  out.min_id = v.elements[1].str;
+  if (v.elements.size() > 2) out.skipped = v.elements[2].str;
+  return out;
+}
+
+absl::StatusOr<int64_t> OutboxTrimmer::TrimAll(const std::vector<std::string>& streams) const {
+  int64_t total = 0;
+  for (const std::string& s : streams) {
+    LS_ASSIGN_OR_RETURN(OutboxTrimResult r, Trim(s));
+    total += r.trimmed;
+  }
+  return total;
+}
+
+absl::StatusOr<StreamLag> ReadStreamLag(RedisPool* pool, const std::string& stream, int64_t cap, int page) {
+  StreamLag out;
+  out.stream = stream;
+  LS_ASSIGN_OR_RETURN(RedisValue len, pool->Command({"XLEN", stream}));
+  LS_ASSIGN_OR_RETURN(RedisValue exists, pool->Command({"EXISTS", stream}));
+  out.exists = exists.integer == 1;
+  if (!out.exists) return out;
+  out.length = len.integer;
+  LS_ASSIGN_OR_RETURN(RedisValue groups, pool->Command({"XINFO", "GROUPS", stream}));
+  if (groups.is_error() || groups.type != RedisValue::Type::kArray) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read the consumer groups");
+  }
+  for (const RedisValue& g : groups.elements) {
+    GroupLag gl;
+    gl.last_delivered_id = "0-0";
+    for (size_t i = 0; i + 1 < g.elements.size(); i += 2) {
+      const std::string& k = g.elements[i].str;
+      if (k == "name") gl.group = g.elements[i + 1].str;
+      if (k == "last-delivered-id") gl.last_delivered_id = g.elements[i + 1].str;
+      if (k == "pending") gl.pending = g.elements[i + 1].integer;
+    }
+    // Undelivered: the entries after last-delivered-id, counted.
+    std::string from = "(" + gl.last_delivered_id;
+    while (gl.undelivered < cap) {
+      const int64_t want = std::min<int64_t>(page, cap - gl.undelivered);
+      LS_ASSIGN_OR_RETURN(RedisValue r,
+                          pool->Command({"XRANGE", stream, from, "+", "COUNT", std::to_string(want)}));
+      if (r.type != RedisValue::Type::kArray || r.elements.empty()) break;
+      gl.undelivered += static_cast<int64_t>(r.elements.size());
+      from = "(" + r.elements.back().elements[0].str;
+      if (static_cast<int64_t>(r.elements.size()) < want) break;
+    }
+    out.groups.push_back(std::move(gl));
+  }
+  return out;
+}
+
+std::string RenderOutboxMetrics(RedisPool* pool, const std::vector<std::string>& streams) {
+  std::string length = "# HELP labshare_outbox_length Entries an outbox stream holds.\n"
+                       "# TYPE labshare_outbox_length gauge\n";
+  std::string undelivered =
+      "# HELP labshare_outbox_undelivered Entries after the consumer group's last-delivered id.\n"
+      "# TYPE labshare_outbox_undelivered gauge\n";
+  std::string pending = "# HELP labshare_outbox_pending Entries delivered to the group, not acknowledged.\n"
+                        "# TYPE labshare_outbox_pending gauge\n";
+  std::string lag = "# HELP labshare_outbox_lag Entries the group has not acknowledged (undelivered + pending).\n"
+                    "# TYPE labshare_outbox_lag gauge\n";
+  int errors = 0;
+  bool unavailable = false;
+  for (const std::string& s : streams) {
+    // Redis unreachable: the other streams are not tried (each would wait
+    // for the command timeout), only counted.
+    if (unavailable) {
+      ++errors;
+      continue;
+    }
+    auto l = ReadStreamLag(pool, s);
+    if (!l.ok()) {
+      ++errors;
+      unavailable = l.status().code() == absl::StatusCode::kUnavailable ||
+                    l.status().code() == absl::StatusCode::kDeadlineExceeded;
+      continue;
+    }
+    if (!l->exists) continue;
+    absl::StrAppend(&length, "labshare_outbox_length{stream=\"", s, "\"} ", l->length, "\n");
+    for (const GroupLag& g : l->groups) {
+      const std::string labels = absl::StrCat("{stream=\"", s, "\",group=\"", g.group, "\"} ");
+      absl::StrAppend(&undelivered, "labshare_outbox_undelivered", labels, g.undelivered, "\n");
+      absl::StrAppend(&pending, "labshare_outbox_pending", labels, g.pending, "\n");
+      absl::StrAppend(&lag, "labshare_outbox_lag", labels, g.lag(), "\n");
+    }
+  }
+  return absl::StrCat(length, undelivered, pending, lag,
+                      "# HELP labshare_outbox_scrape_errors Outbox streams that could not be read.\n"
+                      "# TYPE labshare_outbox_scrape_errors gauge\n",
+                      "labshare_outbox_scrape_errors ", errors, "\n");
+}
+
+OutboxMaintenance::OutboxMaintenance(RedisPool* pool, const Clock* clock, std::vector<std::string> streams)
+    : pool_(pool), streams_(std::move(streams)), interval_(absl::GetFlag(FLAGS_outbox_trim_interval)) {
+  collector_ = RegisterMetricsCollector([this] { return RenderOutboxMetrics(pool_, streams_); });
+  const absl::Duration retention = absl::GetFlag(FLAGS_outbox_retention);
+  if (retention <= absl::ZeroDuration()) return;
+  std::vector<std::string> required;
+  for (const std::string& g : absl::GetFlag(FLAGS_outbox_retention_require_groups)) {
+    if (!g.empty()) required.push_back(g);
+  }
+  trimmer_ = std::make_unique<OutboxTrimmer>(pool, clock, retention, std::move(required));
+  if (interval_ <= absl::ZeroDuration()) interval_ = absl::Minutes(5);
+  thread_ = std::thread([this] {
+    do {
+      for (const std::string& s : streams_) {
+        if (stop_.HasBeenNotified()) return;
+        auto r = trimmer_->Trim(s);
+        if (!r.ok()) {
+          LogWarning("outbox trim", {{"stream", s}, {"error", r.status().ToString()}});
+        } else if (r->trimmed > 0) {
+          LogInfo("outbox trimmed", {{"stream", s}, {"entries", std::to_string(r->trimmed)}, {"below", r->min_id}});
+        }
+      }
+    } while (!stop_.WaitForNotificationWithTimeout(interval_));
+  });
+}
+
+OutboxMaintenance::~OutboxMaintenance() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (thread_.joinable()) thread_.join();
+  UnregisterMetricsCollector(collector_);
+}
+
+}  // namespace labshare

@@ -1,0 +1,123 @@
+// Outbox retention and consumer-lag figures (issue 17).
+//
+// Retention. An outbox stream entry may go once every consumer group of the
+// stream has acknowledged it (the group's last-delivered id is at or past
+// it and nothing of the group is pending at or below it) and it is older
+// than the safety window (--outbox_retention, measured on the platform
+// clock against the entry id's milliseconds; 0: never trimmed). One Lua
+// step per stream reads every group (XINFO GROUPS, XPENDING) and trims
+// (XTRIM MINID, exact) atomically, so replicas running it side by side, and
+// a consumer reading, acknowledging or creating its group meanwhile, never
+// see an entry go that a group still needs. Not trimmed at all: a stream
+// without groups, and a stream lacking one of the required groups
+// (--outbox_retention_require_groups, default "usage": the audit trail
+// reads every outbox, so nothing goes before it has it).
+//
+// Groups are created by their consumers at start (EventConsumer::EnsureGroup:
+// XGROUP CREATE ... 0 MKSTREAM), so a new group reads from the first entry
+// the stream still holds. Entries trimmed before it existed had been
+// acknowledged by every group there was and were older than the window: a
+// consumer added later starts from the retained history, as one created
+// after an archive cut (labshare-archive trims below its cut too) does; it
+// never skips an entry still held. The usage audit trail, not the outbox,
+// is the record of everything that happened.
+//
+// Lag. Per stream and group: entries not yet delivered (after the group's
+// last-delivered id, counted with XRANGE from it), entries delivered but
+// not acknowledged (the pending list), and their sum, the lag. Not XINFO
+// GROUPS' own `lag`, derived from entries-read, which Redis gets wrong after
+// an AOF reload (see outbox_trim_test).
+#ifndef LABSHARE_COMMON_OUTBOX_TRIM_H_
+#define LABSHARE_COMMON_OUTBOX_TRIM_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/redis.h"
+
+namespace labshare {
+
+struct OutboxTrimResult {
+  int64_t trimmed = 0;
+  // Why nothing may go ("" when the cut was computed): "no stream",
+  // "no group", "missing group <name>".
+  std::string skipped;
+  std::string min_id;  // the MINID used ("" when skipped)
+};
+
+class OutboxTrimmer {
+ public:
+  // pool and clock must outlive the trimmer. retention <= 0: never trims.
+  OutboxTrimmer(RedisPool* pool, const Clock* clock, absl::Duration retention,
+                std::vector<std::string> required_groups = {});
+  // One atomic pass over one stream.
+  absl::StatusOr<OutboxTrimResult> Trim(const std::string& stream) const;
+  // Every stream; returns the entries trimmed in all.
+  absl::StatusOr<int64_t> TrimAll(const std::vector<std::string>& streams) const;
+
+ private:
+  RedisPool* pool_;
+  const Clock* clock_;
+  absl::Duration retention_;
+  std::vector<std::string> required_groups_;
+};
+
+struct GroupLag {
+  std::string group;
+  std::string last_delivered_id;
+  int64_t undelivered = 0;  // entries after last_delivered_id
+  int64_t pending = 0;      // delivered, not acknowledged
+  int64_t lag() const { return undelivered + pending; }
+};
+struct StreamLag {
+  std::string stream;
+  bool exists = false;
+  int64_t length = 0;
+  std::vector<GroupLag> groups;
+};
+
+// Counting undelivered entries reads them (XRANGE, `page` at a time); at
+// most `cap` are counted (a figure of `cap` means at least that many).
+absl::StatusOr<StreamLag> ReadStreamLag(RedisPool* pool, const std::string& stream, int64_t cap = 1000000,
+                                        int page = 10000);
+
+// Prometheus text lines for the streams: labshare_outbox_length{stream},
+// labshare_outbox_undelivered / _pending / _lag{stream,group}. Streams that
+// cannot be read are left out (labshare_outbox_scrape_errors counts them).
+std::string RenderOutboxMetrics(RedisPool* pool, const std::vector<std::string>& streams);
+
+// What a service that owns outboxes runs: the trimmer every
+// --outbox_trim_interval when --outbox_retention > 0 (on a thread of its
+// own, stopped by the destructor), and the lag figures of its streams on
+// its /metrics endpoint (registered with RegisterMetricsCollector).
+class OutboxMaintenance {
+ public:
+  // From the flags. pool and clock must outlive the object.
+  OutboxMaintenance(RedisPool* pool, const Clock* clock, std::vector<std::string> streams);
+  ~OutboxMaintenance();
+  OutboxMaintenance(const OutboxMaintenance&) = delete;
+  OutboxMaintenance& operator=(const OutboxMaintenance&) = delete;
+
+ private:
+  RedisPool* pool_;
+  std::vector<std::string> streams_;
+  std::unique_ptr<OutboxTrimmer> trimmer_;
+  absl::Duration interval_;
+  absl::Notification stop_;
+  std::thread thread_;
+  int collector_ = -1;
+};
+
+// Parses a stream id "ms-seq" ("ms" alone: seq 0). False when malformed.
+bool ParseStreamId(const std::string& id, uint64_t* ms, uint64_t* seq);
+
+}  // namespace labshare
+
+#endif  // LABSHARE_COMMON_OUTBOX_TRIM_H_

@@ -446,6 +446,29 @@ absl::StatusOr<v1::Booking> BookingManager::GetBooking(const Principal& p,
   return std::move(cur.booking);
 }
 
+void BookingManager::GetBookingAsync(const Principal& p, const v1::GetBookingRequest& r,
+                                     std::function<void(absl::StatusOr<v1::Booking>)> done) {
+  // Load() and the scope check of GetBooking, on the pipeline.
+  auto id = ParseName(r.name(), "bookings", "name");
+  if (!id.ok()) return done(id.status());
+  auto shared = std::make_shared<std::function<void(absl::StatusOr<v1::Booking>)>>(std::move(done));
+  store_->PartitionOfAsync(*id, [this, p, name = r.name(), id = *id, shared](absl::StatusOr<std::optional<int>> partition) {
+    auto& done = *shared;
+    if (!partition.ok()) return done(partition.status());
+    if (!*partition) return done(MakeError(absl::StatusCode::kNotFound, "BOOKING_NOT_FOUND", name + " does not exist"));
+    store_->GetDocAsync(keys::Booking(**partition, id), [this, p, name, shared](absl::StatusOr<std::optional<StoredDoc>> doc) {
+      auto& done = *shared;
+      if (!doc.ok()) return done(doc.status());
+      if (!*doc) return done(MakeError(absl::StatusCode::kNotFound, "BOOKING_NOT_FOUND", name + " does not exist"));
+      auto booking = ParseAnswer<v1::Booking>((*doc)->data);
+      if (!booking.ok()) return done(booking.status());
+      absl::Status scope = CheckScopeOn("GetBooking", p, *inventory_, booking->instrument(), BookingFacts(*booking));
+      if (!scope.ok()) return done(scope);
+      done(*std::move(booking));
+    });
+  });
+}
+
 absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
     const Principal& p, const v1::ListBookingsRequest& r) {
   // The caller's scope (booking_lists.h); a filter outside it fails first.
@@ -1177,19 +1200,22 @@ absl::StatusOr<int> BookingManager::Sweep() {
 
 // ================================================================ availability
 
-absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
+absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailability(
     const Principal& p, const v1::QueryAvailabilityRequest& r) {
   // Authorization before validation: another organisation's view.
   if (!r.organization().empty()) LS_RETURN_IF_ERROR(CheckScope("QueryAvailability", p, {"", {r.organization()}, {}}));
-  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  AvailabilityPlan plan;
+  LS_ASSIGN_OR_RETURN(plan.instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
   LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
-  const absl::Time from = FromProto(r.range().start_time());
-  const absl::Time to = FromProto(r.range().end_time());
-  if (to - from > kMaxRange) {
+  plan.instrument = r.instrument();
+  plan.from = FromProto(r.range().start_time());
+  plan.to = FromProto(r.range().end_time());
+  if (plan.to - plan.from > kMaxRange) {
     return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
   }
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
-  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(r.instrument()));
+  LS_ASSIGN_OR_RETURN(auto instrument_shared, inventory_->Instrument(r.instrument()));
+  const inv::Instrument& instrument = *instrument_shared;
   const inv::ModeOffering* offering = FindMode(instrument, mode);
   if (offering == nullptr) {
     return Precondition("MODE_NOT_OFFERED", absl::StrCat(r.instrument(), " does not offer ", labshare::type::v1::SharingMode_Name(mode)));
@@ -1201,32 +1227,64 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   }
   labshare::type::v1::PayerClass payer_class = labshare::type::v1::MEMBER;
   if (!org_name.empty()) {
-    LS_ASSIGN_OR_RETURN(inv::Organization org, inventory_->GetOrganization(org_name));
-    payer_class = labshare::inventory::PayerClassFor(org, instrument);
+    LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(org_name));
+    payer_class = labshare::inventory::PayerClassFor(*org, instrument);
   }
   const absl::Time now = clock_->Now();
   // Notice and horizon exactly as CreateBooking and RequestLease check them.
-  const labshare::inventory::BookingWindow window = labshare::inventory::BookingWindowFor(*offering, payer_class, now);
+  plan.window = labshare::inventory::BookingWindowFor(*offering, payer_class, now);
   // A reservation [s, e) blocks [s - lead, e + tail): slot modes the buffer
   // after; LEASE the default handover buffer before and return buffer after.
   const bool lease = mode == labshare::type::v1::LEASE;
-  const absl::Duration lead = lease ? FromProto(offering->lease_rules().handover_buffer()) : absl::ZeroDuration();
-  const absl::Duration tail = lease ? FromProto(offering->lease_rules().return_buffer())
-                                    : FromProto(offering->slot_rules().buffer());
+  plan.lead = lease ? FromProto(offering->lease_rules().handover_buffer()) : absl::ZeroDuration();
+  plan.tail = lease ? FromProto(offering->lease_rules().return_buffer()) : FromProto(offering->slot_rules().buffer());
+  plan.min_len = FromProto(r.min_duration());
+  plan.partition = keys::Partition(plan.instrument_id);
+  plan.names = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor}) || IsOwnerStaff(p, instrument);
+  // The scheduled maintenance (cached), before the calendar read: no
+  // pipeline thread ever waits on inventory.
+  LS_ASSIGN_OR_RETURN(plan.windows, inventory_->Windows(r.instrument()));
+  return plan;
+}
 
+absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
+    const Principal& p, const v1::QueryAvailabilityRequest& r) {
+  LS_ASSIGN_OR_RETURN(AvailabilityPlan plan, PlanAvailability(p, r));
   // Taken time: bookings (blocked intervals) and scheduled maintenance.
-  const int partition = keys::Partition(instrument_id);
-  LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, instrument_id, Ms(from - lead), Ms(to + tail)));
+  LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(plan.partition, plan.instrument_id,
+                                                          Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)));
   std::vector<std::string> ids;
+  for (const auto& e : entries) ids.push_back(e.booking_id);
+  LS_ASSIGN_OR_RETURN(auto docs, store_->GetMany(plan.partition, ids));
+  return AnswerAvailability(plan, entries, docs);
+}
+
+void BookingManager::QueryAvailabilityAsync(const Principal& p, const v1::QueryAvailabilityRequest& r,
+                                            std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done) {
+  auto plan = PlanAvailability(p, r);
+  if (!plan.ok()) return done(plan.status());
+  auto shared = std::make_shared<AvailabilityPlan>(*std::move(plan));
+  store_->CalendarWithDocsAsync(shared->partition, shared->instrument_id, Ms(shared->from - shared->lead),
+                                Ms(shared->to + shared->tail),
+                                [shared, done = std::move(done)](absl::StatusOr<BookingStore::CalendarWithDocs> cal) {
+                                  if (!cal.ok()) return done(cal.status());
+                                  done(AnswerAvailability(*shared, cal->entries, cal->docs));
+                                });
+}
+
+v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
+    const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
+    const std::vector<std::optional<StoredDoc>>& docs) {
+  const absl::Time from = plan.from, to = plan.to;
+  const absl::Duration lead = plan.lead, tail = plan.tail;
+  const labshare::inventory::BookingWindow& window = plan.window;
+  const bool names = plan.names;
   std::set<std::string> windows_on_calendar;
   for (const auto& e : entries) {
-    ids.push_back(e.booking_id);
     if (IsWindowEntry(e.booking_id)) windows_on_calendar.insert(e.booking_id.substr(3));
   }
-  LS_ASSIGN_OR_RETURN(auto docs, store_->GetMany(partition, ids));
-  const bool names = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor}) || IsOwnerStaff(p, instrument);
   v1::QueryAvailabilityResponse resp;
-  resp.set_instrument(r.instrument());
+  resp.set_instrument(plan.instrument);
   *resp.mutable_earliest_start() = ToProto(window.earliest_start);
   if (window.latest_end != absl::InfiniteFuture()) *resp.mutable_horizon_end() = ToProto(window.latest_end);
   std::vector<std::pair<absl::Time, absl::Time>> busy;
@@ -1252,8 +1310,7 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
     if (names && !IsWindowEntry(entries[i].booking_id)) bi.set_resource("bookings/" + entries[i].booking_id);
     *resp.add_busy_intervals() = std::move(bi);
   }
-  LS_ASSIGN_OR_RETURN(auto windows, inventory_->ListMaintenanceWindows(r.instrument()));
-  for (const auto& w : windows) {
+  for (const auto& w : plan.windows->maintenance_windows()) {
     if (w.state() != inv::SCHEDULED ||
         windows_on_calendar.count(w.name().substr(w.name().rfind('/') + 1))) {
       continue;
@@ -1278,7 +1335,7 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   // closes; clipped to the booking window and the range.
   const absl::Time lo = std::max(from, window.earliest_start);
   const absl::Time hi = std::min(to, window.latest_end);
-  const absl::Duration min_len = FromProto(r.min_duration());
+  const absl::Duration min_len = plan.min_len;
   auto emit = [&](absl::Time s, absl::Time e) {
     s = std::max(s, lo);
     e = std::min(e, hi);

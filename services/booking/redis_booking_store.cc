@@ -574,15 +574,19 @@ absl::StatusOr<std::vector<std::optional<StoredDoc>>> BookingStore::GetMany(
   return docs_.GetMany(k);
 }
 
-absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
-    int partition, absl::string_view instrument_id, int64_t from_ms, int64_t to_ms) const {
+namespace {
+
+// CalendarRange in steps shared by the synchronous and the pipelined reads:
+// the head (the entry before from_ms, the entries starting in the range),
+// then each entry's end from the ends hash.
+std::vector<std::vector<std::string>> CalendarHeadCommands(int partition, absl::string_view instrument_id,
+                                                           int64_t from_ms, int64_t to_ms) {
   const std::string cal = keys::Calendar(partition, instrument_id);
-  LS_ASSIGN_OR_RETURN(
-      auto replies,
-      pool_->Pipeline({{"ZREVRANGEBYSCORE", cal, "(" + std::to_string(from_ms), "-inf", "WITHSCORES",
-                        "LIMIT", "0", "1"},
-                       {"ZRANGEBYSCORE", cal, std::to_string(from_ms), "(" + std::to_string(to_ms),
-                        "WITHSCORES"}}));
+  return {{"ZREVRANGEBYSCORE", cal, "(" + std::to_string(from_ms), "-inf", "WITHSCORES", "LIMIT", "0", "1"},
+          {"ZRANGEBYSCORE", cal, std::to_string(from_ms), "(" + std::to_string(to_ms), "WITHSCORES"}};
+}
+
+std::vector<CalendarEntry> CalendarHead(const std::vector<RedisValue>& replies) {
   std::vector<CalendarEntry> entries;
   for (const auto& reply : replies) {
     for (size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
@@ -592,16 +596,118 @@ absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
       entries.push_back(std::move(e));
     }
   }
-  if (entries.empty()) return entries;
+  return entries;
+}
+
+std::vector<std::string> CalendarEndsCommand(int partition, absl::string_view instrument_id,
+                                             const std::vector<CalendarEntry>& entries) {
   std::vector<std::string> hmget = {"HMGET", keys::CalendarEnds(partition, instrument_id)};
   for (const auto& e : entries) hmget.push_back(e.booking_id);
-  LS_ASSIGN_OR_RETURN(RedisValue ends, pool_->Command(hmget));
+  return hmget;
+}
+
+// The entries with a known end after from_ms; kept[i]: entry i stayed.
+std::vector<CalendarEntry> WithEnds(std::vector<CalendarEntry> entries, const RedisValue& ends, int64_t from_ms,
+                                    std::vector<bool>* kept = nullptr) {
   std::vector<CalendarEntry> out;
+  if (kept != nullptr) kept->assign(entries.size(), false);
   for (size_t i = 0; i < entries.size() && i < ends.elements.size(); ++i) {
     if (ends.elements[i].is_nil() || !absl::SimpleAtoi(ends.elements[i].str, &entries[i].end_ms)) continue;
-    if (entries[i].end_ms > from_ms) out.push_back(std::move(entries[i]));
+    if (entries[i].end_ms > from_ms) {
+      out.push_back(std::move(entries[i]));
+      if (kept != nullptr) (*kept)[i] = true;
+    }
   }
   return out;
+}
+
+// A document's HMGET d v reply (as DocStore reads it).
+absl::StatusOr<std::optional<StoredDoc>> DocOf(const RedisValue& v) {
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  if (v.elements[0].is_nil()) return std::optional<StoredDoc>();
+  StoredDoc doc;
+  doc.data = v.elements[0].str;
+  doc.version = std::strtoll(v.elements[1].str.c_str(), nullptr, 10);
+  return std::optional<StoredDoc>(std::move(doc));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
+    int partition, absl::string_view instrument_id, int64_t from_ms, int64_t to_ms) const {
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(CalendarHeadCommands(partition, instrument_id, from_ms, to_ms)));
+  std::vector<CalendarEntry> entries = CalendarHead(replies);
+  if (entries.empty()) return entries;
+  LS_ASSIGN_OR_RETURN(RedisValue ends, pool_->Command(CalendarEndsCommand(partition, instrument_id, entries)));
+  return WithEnds(std::move(entries), ends, from_ms);
+}
+
+void BookingStore::PartitionOfAsync(std::string id, Done<std::optional<int>> done) const {
+  int p = 0;
+  if (IsGeneratedId(id) && absl::SimpleAtoi(id.substr(1, 2), &p)) return done(std::optional<int>(p));
+  if (pipeline_ == nullptr) return done(PartitionOf(id));
+  pipeline_->Command({"GET", keys::IdLookup(id)}, [done = std::move(done)](absl::StatusOr<RedisValue> v) {
+    if (!v.ok()) return done(v.status());
+    int p = 0;
+    if (v->is_nil() || !absl::SimpleAtoi(v->str, &p)) return done(std::optional<int>());
+    done(std::optional<int>(p));
+  });
+}
+
+void BookingStore::GetDocAsync(std::string key, Done<std::optional<StoredDoc>> done) const {
+  if (pipeline_ == nullptr) return done(docs_.Get(key));
+  pipeline_->Command({"HMGET", std::move(key), "d", "v"}, [done = std::move(done)](absl::StatusOr<RedisValue> v) {
+    if (!v.ok()) return done(v.status());
+    done(DocOf(*v));
+  });
+}
+
+void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_id, int64_t from_ms, int64_t to_ms,
+                                         Done<CalendarWithDocs> done) const {
+  if (pipeline_ == nullptr) {
+    CalendarWithDocs out;
+    auto entries = CalendarRange(partition, instrument_id, from_ms, to_ms);
+    if (!entries.ok()) return done(entries.status());
+    std::vector<std::string> ids;
+    for (const auto& e : *entries) ids.push_back(e.booking_id);
+    auto docs = GetMany(partition, ids);
+    if (!docs.ok()) return done(docs.status());
+    out.entries = *std::move(entries);
+    out.docs = *std::move(docs);
+    return done(std::move(out));
+  }
+  RedisPipeline* pipe = pipeline_;
+  pipe->Pipeline(
+      CalendarHeadCommands(partition, instrument_id, from_ms, to_ms),
+      [pipe, partition, instrument_id = std::move(instrument_id), from_ms,
+       done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> head) mutable {
+        if (!head.ok()) return done(head.status());
+        std::vector<CalendarEntry> entries = CalendarHead(*head);
+        if (entries.empty()) return done(CalendarWithDocs());
+        // The ends and every entry's document in one round trip (the
+        // documents of entries the ends drop are read for nothing).
+        std::vector<std::vector<std::string>> reads;
+        reads.reserve(entries.size() + 1);
+        reads.push_back(CalendarEndsCommand(partition, instrument_id, entries));
+        for (const auto& e : entries) reads.push_back({"HMGET", keys::Booking(partition, e.booking_id), "d", "v"});
+        pipe->Pipeline(std::move(reads), [from_ms, entries = std::move(entries),
+                                          done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> r) mutable {
+          if (!r.ok()) return done(r.status());
+          std::vector<bool> kept;
+          CalendarWithDocs out;
+          const size_t n = entries.size();
+          out.entries = WithEnds(std::move(entries), (*r)[0], from_ms, &kept);
+          for (size_t i = 0; i < n && i + 1 < r->size(); ++i) {
+            if (!kept[i]) continue;
+            auto doc = DocOf((*r)[i + 1]);
+            if (!doc.ok()) return done(doc.status());
+            out.docs.push_back(*std::move(doc));
+          }
+          done(std::move(out));
+        });
+      });
 }
 
 absl::StatusOr<std::vector<std::string>> BookingStore::Due(int partition, int64_t now_ms, int offset,

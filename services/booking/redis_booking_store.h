@@ -252,6 +252,23 @@ class BookingStore {
   absl::StatusOr<std::vector<CalendarEntry>> CalendarRange(int partition,
                                                            absl::string_view instrument_id,
                                                            int64_t from_ms, int64_t to_ms) const;
+  // Asynchronous reads for the callback API (booking_service.cc): on the
+  // pipeline, one round trip per step, `done` on a pipeline thread; without
+  // a pipeline, synchronous on the pool (done before returning).
+  template <typename T>
+  using Done = std::function<void(absl::StatusOr<T>)>;
+  // PartitionOf.
+  void PartitionOfAsync(std::string booking_id, Done<std::optional<int>> done) const;
+  // A document by key (DocStore::Get).
+  void GetDocAsync(std::string key, Done<std::optional<StoredDoc>> done) const;
+  // CalendarRange and the entries' booking documents (GetMany), in two
+  // round trips: the calendar head, then the ends and documents together.
+  struct CalendarWithDocs {
+    std::vector<CalendarEntry> entries;
+    std::vector<std::optional<StoredDoc>> docs;  // one per entry
+  };
+  void CalendarWithDocsAsync(int partition, std::string instrument_id, int64_t from_ms, int64_t to_ms,
+                             Done<CalendarWithDocs> done) const;
   // The due set: ids due strictly before `now_ms` in due order, skipping
   // the first `offset`, at most `limit`; adding one (or moving it to
   // `due_ms`); taking one off.

@@ -158,21 +158,28 @@ RedisPipeline::RedisPipeline(RedisOptions options, int threads, size_t max_batch
 }
 
 RedisPipeline::~RedisPipeline() {
+  auto stop = [](Shard* s) {
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      s->stopping = true;
+    }
+    s->ready.notify_all();
+  };
+  // The router first: it is the only one to create shards.
+  if (router_) {
+    stop(router_.get());
+    for (auto& t : router_->threads) t.join();
+  }
   std::vector<Shard*> all;
-  if (router_) all.push_back(router_.get());
   {
     std::lock_guard<std::mutex> lock(shards_mu_);
     for (auto& s : shards_) all.push_back(s.get());
   }
-  for (Shard* s : all) {
-    std::lock_guard<std::mutex> lock(s->mu);
-    s->stopping = true;
-  }
-  for (Shard* s : all) s->ready.notify_all();
-  // The router first: it may still hand calls to a shard (which then fails them).
+  for (Shard* s : all) stop(s);
   for (Shard* s : all) {
     for (auto& t : s->threads) t.join();
   }
+  if (router_) all.push_back(router_.get());
   for (Shard* s : all) {
     for (auto& call : s->queue) call.done(Unavailable());
     s->queue.clear();
@@ -302,11 +309,6 @@ RedisPipeline::Shard* RedisPipeline::ShardFor(const RedisAddress& node) {
   s->index = static_cast<int>(shards_.size());
   s->node = node;
   Shard* raw = s.get();
-  {
-    // A pipeline being destroyed takes no new shard.
-    std::lock_guard<std::mutex> router_lock(router_ ? router_->mu : raw->mu);
-    if (router_ && router_->stopping) raw->stopping = true;
-  }
   for (int i = 0; i < threads_per_shard_; ++i) raw->threads.emplace_back([this, raw] { RunShard(raw); });
   shards_.push_back(std::move(s));
   shard_by_index_[static_cast<size_t>(raw->index)].store(raw, std::memory_order_release);

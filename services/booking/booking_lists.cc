@@ -1,7 +1,9 @@
 #include "services/booking/booking_lists.h"
 
 #include <algorithm>
+#include <limits>
 #include <map>
+#include <memory>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -171,6 +173,142 @@ absl::StatusOr<std::string> RunListing(const BookingStore& store, const ListQuer
     if (!more) return std::string();
     if (kept == q.page_size || scanned >= kListScanBudget) return position(*cursor);
   }
+}
+
+namespace {
+
+// RunListing's loop as a chain of callbacks: the same steps in the same
+// order, each one read on the pipeline.
+class ListingRun : public std::enable_shared_from_this<ListingRun> {
+ public:
+  ListingRun(const BookingStore& store, ListQuery q, std::function<absl::StatusOr<bool>(const std::string&)> take,
+             std::function<void(absl::StatusOr<std::string>)> done)
+      : store_(store), q_(std::move(q)), take_(std::move(take)), done_(std::move(done)) {}
+
+  void Start() {
+    auto cursor = ParsePosition(q_.after);
+    if (!cursor.ok()) return done_(cursor.status());
+    cursor_ = *std::move(cursor);
+    if (q_.candidates.size() == 1) {
+      sources_ = q_.candidates.front();
+      return Span();
+    }
+    if (q_.candidates.empty()) return Span();
+    std::vector<ListingSource> all;
+    for (const auto& c : q_.candidates) all.insert(all.end(), c.begin(), c.end());
+    store_.ListingSizesAsync(std::move(all), [self = shared_from_this()](absl::StatusOr<std::vector<int64_t>> sizes) {
+      if (!sizes.ok()) return self->done_(sizes.status());
+      size_t at = 0, best = 0;
+      int64_t best_size = std::numeric_limits<int64_t>::max();
+      for (size_t i = 0; i < self->q_.candidates.size(); ++i) {
+        int64_t size = 0;
+        for (size_t j = 0; j < self->q_.candidates[i].size() && at < sizes->size(); ++j) size += (*sizes)[at++];
+        if (size < best_size) {
+          best_size = size;
+          best = i;
+        }
+      }
+      self->sources_ = self->q_.candidates[best];
+      self->Span();
+    });
+  }
+
+ private:
+  std::string Position() const { return keys::IndexMember(cursor_->ms, cursor_->id); }
+
+  void Span() {
+    lo_ = q_.lo_ms;
+    if (!q_.widen_by_span) return Batch();
+    store_.ListingSpansAsync([self = shared_from_this()](absl::StatusOr<std::vector<int64_t>> spans) {
+      if (!spans.ok()) return self->done_(spans.status());
+      const int64_t span = spans->empty() ? 0 : *std::max_element(spans->begin(), spans->end());
+      self->lo_ -= span;
+      self->Batch();
+    });
+  }
+
+  void Batch() {
+    want_ = std::min(std::max(q_.page_size - kept_ + 1, 16), kListScanBudget - scanned_);
+    store_.ListingPagesAsync(
+        sources_, q_.descending, lo_, q_.hi_ms, cursor_, want_,
+        [self = shared_from_this()](absl::StatusOr<std::vector<std::vector<ListingEntry>>> pages) {
+          if (!pages.ok()) return self->done_(pages.status());
+          self->Merge(*std::move(pages));
+        });
+  }
+
+  void Merge(std::vector<std::vector<ListingEntry>> pages) {
+    merged_.clear();
+    more_ = false;  // some source may hold entries after this batch
+    for (auto& page : pages) {
+      more_ = more_ || static_cast<int>(page.size()) == want_;
+      for (auto& e : page) merged_.push_back(std::move(e));
+    }
+    const bool descending = q_.descending;
+    std::sort(merged_.begin(), merged_.end(), [descending](const ListingEntry& a, const ListingEntry& b) {
+      return descending ? Before(b, a) : Before(a, b);
+    });
+    merged_.erase(std::unique(merged_.begin(), merged_.end(),
+                              [](const ListingEntry& a, const ListingEntry& b) { return a.ms == b.ms && a.id == b.id; }),
+                  merged_.end());
+    if (static_cast<int>(merged_.size()) > want_) {
+      merged_.resize(static_cast<size_t>(want_));  // beyond this, another source may come first
+      more_ = true;
+    }
+    i_ = 0;
+    Docs();
+  }
+
+  // Documents in chunks of what the page still needs.
+  void Docs() {
+    if (i_ >= merged_.size()) {
+      if (!more_) return done_(std::string());
+      if (kept_ == q_.page_size || scanned_ >= kListScanBudget) return done_(Position());
+      return Batch();
+    }
+    if (kept_ == q_.page_size) return done_(Position());
+    const size_t n = std::min(merged_.size() - i_, static_cast<size_t>(std::max(q_.page_size - kept_, 1)));
+    std::vector<std::string> doc_keys;
+    for (size_t j = i_; j < i_ + n; ++j) doc_keys.push_back(q_.doc_key(merged_[j].partition, merged_[j].id));
+    store_.GetDocsAsync(std::move(doc_keys),
+                        [self = shared_from_this(), n](absl::StatusOr<std::vector<std::optional<StoredDoc>>> docs) {
+                          if (!docs.ok()) return self->done_(docs.status());
+                          self->Take(*docs, n);
+                        });
+  }
+
+  void Take(const std::vector<std::optional<StoredDoc>>& docs, size_t n) {
+    for (size_t j = 0; j < n; ++j, ++i_) {
+      if (kept_ == q_.page_size) return done_(Position());
+      ++scanned_;
+      cursor_ = merged_[i_];
+      if (j >= docs.size() || !docs[j]) continue;  // not of this kind (a booking that is no lease)
+      absl::StatusOr<bool> took = take_(docs[j]->data);
+      if (!took.ok()) return done_(took.status());
+      if (*took) ++kept_;
+    }
+    Docs();
+  }
+
+  const BookingStore& store_;
+  const ListQuery q_;
+  const std::function<absl::StatusOr<bool>(const std::string&)> take_;
+  const std::function<void(absl::StatusOr<std::string>)> done_;
+  std::optional<ListingEntry> cursor_;
+  std::vector<ListingSource> sources_;
+  int64_t lo_ = 0;
+  int kept_ = 0, scanned_ = 0, want_ = 0;
+  std::vector<ListingEntry> merged_;
+  bool more_ = false;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+void RunListingAsync(const BookingStore& store, ListQuery q,
+                     std::function<absl::StatusOr<bool>(const std::string& data)> take,
+                     std::function<void(absl::StatusOr<std::string>)> done) {
+  std::make_shared<ListingRun>(store, std::move(q), std::move(take), std::move(done))->Start();
 }
 
 absl::StatusOr<bool> OwnsOrOperates::operator()(const std::string& instrument) {

@@ -469,8 +469,9 @@ void BookingManager::GetBookingAsync(const Principal& p, const v1::GetBookingReq
   });
 }
 
-absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
+absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager::PlanListBookings(
     const Principal& p, const v1::ListBookingsRequest& r) {
+  auto plan = std::make_shared<BookingsListing>();
   // The caller's scope (booking_lists.h); a filter outside it fails first.
   const ListScope scope = ScopeOf(p);
   if (!r.user().empty() && r.user() != scope.self && !scope.all && !scope.billing && !scope.staff) {
@@ -500,7 +501,7 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
   LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
 
-  ListQuery q;
+  ListQuery& q = plan->q;
   q.descending = descending;
   q.doc_key = keys::Booking;
   q.page_size = page.page_size;
@@ -510,7 +511,6 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
     q.hi_ms = Ms(FromProto(r.time_range().end_time())) + 1;  // whole milliseconds; exact below
     q.widen_by_span = true;
   }
-  v1::ListBookingsResponse resp;
   // Every index that holds all possible answers is a candidate.
   if (!instrument_id.empty()) {
     const int part = keys::Partition(instrument_id);
@@ -529,11 +529,11 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
   };
   if (!lease_id.empty()) {
     LS_ASSIGN_OR_RETURN(bool found, on_instrument_of(v1::Lease(), lease_id, keys::Lease));
-    if (!found) return resp;
+    if (!found) return plan->nothing = true, plan;
   }
   if (!order_id.empty()) {
     LS_ASSIGN_OR_RETURN(bool found, on_instrument_of(v1::ServiceOrder(), order_id, keys::Order));
-    if (!found) return resp;
+    if (!found) return plan->nothing = true, plan;
   }
   if (!user_id.empty()) q.candidates.push_back(EveryPartition('b', "user", user_id));
   if (!payer_id.empty()) q.candidates.push_back(EveryPartition('b', "org", payer_id));
@@ -549,12 +549,24 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
     }
     q.candidates.push_back(std::move(mine));
   }
+  plan->r = r;
+  plan->p = p;
+  plan->scope = scope;
+  plan->operates = std::make_unique<OwnsOrOperates>(inventory_, scope.org);
+  plan->range_start = r.has_time_range() ? FromProto(r.time_range().start_time()) : absl::InfinitePast();
+  plan->range_end = r.has_time_range() ? FromProto(r.time_range().end_time()) : absl::InfiniteFuture();
+  return plan;
+}
+
+absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, const std::string& data) {
+  const v1::ListBookingsRequest& r = l.r;
+  const ListScope& scope = l.scope;
   auto pays = [](const v1::Booking& b, const std::string& org) {
     return b.payer_organization() == org ||
            std::any_of(b.cost_shares().begin(), b.cost_shares().end(),
                        [&](const auto& s) { return s.organization() == org; });
   };
-  OwnsOrOperates operates(inventory_, scope.org);
+  OwnsOrOperates& operates = *l.operates;
   auto in_scope = [&](const v1::Booking& b) -> absl::StatusOr<bool> {
     if (scope.all || (scope.lab_user && b.user() == scope.self)) return true;
     if ((scope.billing || scope.staff) && !scope.org.empty() && pays(b, scope.org)) return true;
@@ -562,33 +574,55 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
     if (scope.staff) return operates(b.instrument());
     return false;
   };
-  const absl::Time range_start = r.has_time_range() ? FromProto(r.time_range().start_time()) : absl::InfinitePast();
-  const absl::Time range_end = r.has_time_range() ? FromProto(r.time_range().end_time()) : absl::InfiniteFuture();
-  auto take = [&](const std::string& data) -> absl::StatusOr<bool> {
-    LS_ASSIGN_OR_RETURN(v1::Booking b, ParseBooking(data));
-    if (!r.instrument().empty() && b.instrument() != r.instrument()) return false;
-    if (!r.user().empty() && b.user() != r.user()) return false;
-    if (!r.payer_organization().empty() && !pays(b, r.payer_organization())) return false;
-    if (!r.instrument_owner().empty() && b.instrument_owner() != r.instrument_owner()) return false;
-    if (r.mode() != 0 && b.mode() != r.mode()) return false;
-    if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), b.state()) == r.states().end()) {
-      return false;
-    }
-    if (!(FromProto(b.reserved_interval().start_time()) < range_end &&
-          range_start < FromProto(b.reserved_interval().end_time()))) {
-      return false;
-    }
-    if (!r.project().empty() && b.project() != r.project()) return false;
-    if (!r.service_order().empty() && b.service_order() != r.service_order()) return false;
-    if (!r.lease().empty() && b.lease() != r.lease()) return false;
-    LS_ASSIGN_OR_RETURN(bool visible, in_scope(b));
-    if (!visible) return false;
-    *resp.add_bookings() = std::move(b);
-    return true;
-  };
-  LS_ASSIGN_OR_RETURN(std::string next, RunListing(*store_, q, take));
-  if (!next.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, next));
-  return resp;
+  const absl::Time range_start = l.range_start, range_end = l.range_end;
+  LS_ASSIGN_OR_RETURN(v1::Booking b, ParseBooking(data));
+  if (!r.instrument().empty() && b.instrument() != r.instrument()) return false;
+  if (!r.user().empty() && b.user() != r.user()) return false;
+  if (!r.payer_organization().empty() && !pays(b, r.payer_organization())) return false;
+  if (!r.instrument_owner().empty() && b.instrument_owner() != r.instrument_owner()) return false;
+  if (r.mode() != 0 && b.mode() != r.mode()) return false;
+  if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), b.state()) == r.states().end()) {
+    return false;
+  }
+  if (!(FromProto(b.reserved_interval().start_time()) < range_end &&
+        range_start < FromProto(b.reserved_interval().end_time()))) {
+    return false;
+  }
+  if (!r.project().empty() && b.project() != r.project()) return false;
+  if (!r.service_order().empty() && b.service_order() != r.service_order()) return false;
+  if (!r.lease().empty() && b.lease() != r.lease()) return false;
+  LS_ASSIGN_OR_RETURN(bool visible, in_scope(b));
+  if (!visible) return false;
+  *l.resp.add_bookings() = std::move(b);
+  return true;
+}
+
+absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(const Principal& p,
+                                                                     const v1::ListBookingsRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::shared_ptr<BookingsListing> plan, PlanListBookings(p, r));
+  if (plan->nothing) return std::move(plan->resp);
+  LS_ASSIGN_OR_RETURN(std::string next,
+                      RunListing(*store_, plan->q, [&](const std::string& data) { return TakeBooking(*plan, data); }));
+  if (!next.empty()) plan->resp.set_next_page_token(page_tokens_.Make(r, p, next));
+  return std::move(plan->resp);
+}
+
+void BookingManager::ListBookingsAsync(const Principal& p, const v1::ListBookingsRequest& r,
+                                       std::function<void(absl::StatusOr<v1::ListBookingsResponse>)> done) {
+  // The checks and the choice of index here (a lease or order filter reads
+  // its document synchronously: rare); the pages and documents on the
+  // pipeline.
+  auto plan = PlanListBookings(p, r);
+  if (!plan.ok()) return done(plan.status());
+  std::shared_ptr<BookingsListing> l = *std::move(plan);
+  if (l->nothing) return done(std::move(l->resp));
+  ListQuery q = l->q;
+  RunListingAsync(*store_, std::move(q), [this, l](const std::string& data) { return TakeBooking(*l, data); },
+                  [this, l, done = std::move(done)](absl::StatusOr<std::string> next) {
+                    if (!next.ok()) return done(next.status());
+                    if (!next->empty()) l->resp.set_next_page_token(page_tokens_.Make(l->r, l->p, *next));
+                    done(std::move(l->resp));
+                  });
 }
 
 absl::StatusOr<int64_t> BookingManager::MigrateListings() {

@@ -100,6 +100,7 @@ std::string BookingMethod(const char* method) { return M(method); }
   }
 LABSHARE_BOOKING_ASYNC_RPC(CreateBooking, CreateBookingRequest, Booking, CreateBookingAsync)
 LABSHARE_BOOKING_ASYNC_RPC(GetBooking, GetBookingRequest, Booking, GetBookingAsync)
+LABSHARE_BOOKING_ASYNC_RPC(ListBookings, ListBookingsRequest, ListBookingsResponse, ListBookingsAsync)
 LABSHARE_BOOKING_ASYNC_RPC(QueryAvailability, QueryAvailabilityRequest, QueryAvailabilityResponse,
                            QueryAvailabilityAsync)
 #undef LABSHARE_BOOKING_ASYNC_RPC

@@ -1,7 +1,7 @@
 // gRPC adapter of the booking service. The role policy of every method is
 // declared in the .cc next to the methods (deny by default); methods not
 // built yet fall through to the generated base class (UNIMPLEMENTED).
-// CreateBooking, GetBooking and QueryAvailability run on the callback API
+// CreateBooking, GetBooking, ListBookings and QueryAvailability run on the callback API
 // (common/unary.h HandleUnaryAsync): their Redis steps go through the
 // store's Redis pipeline, so no thread waits on Redis.
 #ifndef LABSHARE_SERVICES_BOOKING_BOOKING_SERVICE_H_
@@ -15,8 +15,8 @@ namespace labshare::booking {
 
 class BookingService final
     : public v1::BookingService::WithCallbackMethod_CreateBooking<
-          v1::BookingService::WithCallbackMethod_GetBooking<
-              v1::BookingService::WithCallbackMethod_QueryAvailability<v1::BookingService::Service>>> {
+          v1::BookingService::WithCallbackMethod_GetBooking<v1::BookingService::WithCallbackMethod_ListBookings<
+              v1::BookingService::WithCallbackMethod_QueryAvailability<v1::BookingService::Service>>>> {
  public:
   // manager and authorizer must outlive the service.
   BookingService(BookingManager* manager, const Authorizer* authorizer)
@@ -27,6 +27,8 @@ class BookingService final
                                           v1::Booking* resp) override;
   grpc::ServerUnaryReactor* GetBooking(grpc::CallbackServerContext* ctx, const v1::GetBookingRequest* req,
                                        v1::Booking* resp) override;
+  grpc::ServerUnaryReactor* ListBookings(grpc::CallbackServerContext* ctx, const v1::ListBookingsRequest* req,
+                                         v1::ListBookingsResponse* resp) override;
   grpc::ServerUnaryReactor* QueryAvailability(grpc::CallbackServerContext* ctx,
                                               const v1::QueryAvailabilityRequest* req,
                                               v1::QueryAvailabilityResponse* resp) override;

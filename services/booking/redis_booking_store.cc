@@ -1,6 +1,7 @@
 #include "services/booking/redis_booking_store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <set>
 
@@ -922,9 +923,13 @@ return redis.call('ZRANGE', key, from, to - 1, 'WITHSCORES')
 std::string LexBound(char open, int64_t ms) { return absl::StrFormat("%c%015d", open, std::max<int64_t>(ms, 0)); }
 }  // namespace
 
-absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPages(
-    const std::vector<ListingSource>& sources, bool descending, int64_t lo_ms, int64_t hi_ms,
-    const std::optional<ListingEntry>& after, int limit) const {
+namespace {
+
+// ListingPages' commands: ZRANGEBYLEX for lex sources, the listing script
+// (EVALSHA) for scored ones.
+std::vector<std::vector<std::string>> ListingCommands(const std::vector<ListingSource>& sources, bool descending,
+                                                      int64_t lo_ms, int64_t hi_ms,
+                                                      const std::optional<ListingEntry>& after, int limit) {
   const std::string lo = lo_ms == std::numeric_limits<int64_t>::min() ? "-inf" : std::to_string(lo_ms);
   const std::string hi = hi_ms == std::numeric_limits<int64_t>::max() ? "+inf" : std::to_string(hi_ms);
   std::vector<std::vector<std::string>> commands;
@@ -947,23 +952,12 @@ absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPage
                           after ? std::to_string(after->ms) : "", after ? after->id : "", std::to_string(limit)});
     }
   }
-  if (commands.empty()) return std::vector<std::vector<ListingEntry>>();
-  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
-  const bool unknown = std::any_of(replies.begin(), replies.end(), [](const RedisValue& v) {
-    return v.is_error() && absl::StartsWith(v.str, "NOSCRIPT");
-  });
-  if (unknown) {
-    // First use on a server: load it there, then once more. On Redis
-    // Cluster each master has its own script cache, so load it through the
-    // key of every source that was refused (an empty page: limit 0).
-    std::set<int> loaded;  // slots
-    for (size_t i = 0; i < sources.size() && i < replies.size(); ++i) {
-      if (!replies[i].is_error() || !absl::StartsWith(replies[i].str, "NOSCRIPT")) continue;
-      if (!loaded.insert(RedisKeySlot(sources[i].key)).second) continue;
-      LS_RETURN_IF_ERROR(pool_->Eval(ListingScript(), {sources[i].key}, {"asc", "0", "0", "", "", "0"}).status());
-    }
-    LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(commands));
-  }
+  return commands;
+}
+
+absl::StatusOr<std::vector<std::vector<ListingEntry>>> ParseListingPages(const std::vector<ListingSource>& sources,
+                                                                          bool descending,
+                                                                          const std::vector<RedisValue>& replies) {
   auto unexpected = [] { return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected listing reply"); };
   std::vector<std::vector<ListingEntry>> out(sources.size());
   for (size_t i = 0; i < sources.size(); ++i) {
@@ -991,6 +985,122 @@ absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPage
     }
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPages(
+    const std::vector<ListingSource>& sources, bool descending, int64_t lo_ms, int64_t hi_ms,
+    const std::optional<ListingEntry>& after, int limit) const {
+  std::vector<std::vector<std::string>> commands = ListingCommands(sources, descending, lo_ms, hi_ms, after, limit);
+  if (commands.empty()) return std::vector<std::vector<ListingEntry>>();
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
+  const bool unknown = std::any_of(replies.begin(), replies.end(), [](const RedisValue& v) {
+    return v.is_error() && absl::StartsWith(v.str, "NOSCRIPT");
+  });
+  if (unknown) {
+    // First use on a server: load it there, then once more. On Redis
+    // Cluster each master has its own script cache, so load it through the
+    // key of every source that was refused (an empty page: limit 0).
+    std::set<int> loaded;  // slots
+    for (size_t i = 0; i < sources.size() && i < replies.size(); ++i) {
+      if (!replies[i].is_error() || !absl::StartsWith(replies[i].str, "NOSCRIPT")) continue;
+      if (!loaded.insert(RedisKeySlot(sources[i].key)).second) continue;
+      LS_RETURN_IF_ERROR(pool_->Eval(ListingScript(), {sources[i].key}, {"asc", "0", "0", "", "", "0"}).status());
+    }
+    LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(commands));
+  }
+  return ParseListingPages(sources, descending, replies);
+}
+
+void BookingStore::ListingPagesAsync(std::vector<ListingSource> sources, bool descending, int64_t lo_ms,
+                                     int64_t hi_ms, std::optional<ListingEntry> after, int limit,
+                                     Done<std::vector<std::vector<ListingEntry>>> done) const {
+  if (pipeline_ == nullptr) return done(ListingPages(sources, descending, lo_ms, hi_ms, after, limit));
+  std::vector<std::vector<std::string>> commands = ListingCommands(sources, descending, lo_ms, hi_ms, after, limit);
+  if (commands.empty()) return done(std::vector<std::vector<ListingEntry>>());
+  // Every source's read at once (one write per shard); the scripts through
+  // Eval, which loads the script on a node that does not know it.
+  struct Join {
+    std::vector<ListingSource> sources;
+    bool descending;
+    std::vector<absl::StatusOr<RedisValue>> replies;
+    std::atomic<size_t> left;
+    Done<std::vector<std::vector<ListingEntry>>> done;
+  };
+  auto join = std::make_shared<Join>();
+  join->sources = std::move(sources);
+  join->descending = descending;
+  join->replies.assign(commands.size(), absl::StatusOr<RedisValue>(absl::UnknownError("")));
+  join->left.store(commands.size());
+  join->done = std::move(done);
+  for (size_t i = 0; i < commands.size(); ++i) {
+    auto answer = [join, i](absl::StatusOr<RedisValue> v) {
+      join->replies[i] = std::move(v);
+      if (join->left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+      std::vector<RedisValue> values;
+      values.reserve(join->replies.size());
+      for (auto& r : join->replies) {
+        if (!r.ok()) return join->done(r.status());
+        values.push_back(*std::move(r));
+      }
+      join->done(ParseListingPages(join->sources, join->descending, values));
+    };
+    std::vector<std::string>& c = commands[i];
+    if (c[0] == "EVALSHA") {
+      // EVALSHA sha 1 key args...
+      std::vector<std::string> keys = {std::move(c[3])};
+      std::vector<std::string> args(std::make_move_iterator(c.begin() + 4), std::make_move_iterator(c.end()));
+      pipeline_->Eval(ListingScript(), std::move(keys), std::move(args), std::move(answer));
+    } else {
+      pipeline_->Command(std::move(c), std::move(answer));
+    }
+  }
+}
+
+void BookingStore::ListingSizesAsync(std::vector<ListingSource> sources, Done<std::vector<int64_t>> done) const {
+  if (pipeline_ == nullptr || sources.empty()) return done(ListingSizes(sources));
+  std::vector<std::vector<std::string>> commands;
+  for (const auto& src : sources) commands.push_back({"ZCARD", src.key});
+  pipeline_->Pipeline(std::move(commands), [done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> replies) {
+    if (!replies.ok()) return done(replies.status());
+    std::vector<int64_t> out;
+    for (const auto& r : *replies) out.push_back(r.type == RedisValue::Type::kInteger ? r.integer : 0);
+    done(std::move(out));
+  });
+}
+
+void BookingStore::ListingSpansAsync(Done<std::vector<int64_t>> done) const {
+  if (pipeline_ == nullptr) return done(ListingSpans());
+  std::vector<std::vector<std::string>> commands;
+  for (int p = 0; p < kPartitions; ++p) commands.push_back({"GET", keys::ListSpan(p)});
+  pipeline_->Pipeline(std::move(commands), [done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> replies) {
+    if (!replies.ok()) return done(replies.status());
+    std::vector<int64_t> out(kPartitions, 0);
+    for (size_t p = 0; p < replies->size() && p < out.size(); ++p) {
+      if (!(*replies)[p].is_nil()) absl::SimpleAtoi((*replies)[p].str, &out[p]);
+    }
+    done(std::move(out));
+  });
+}
+
+void BookingStore::GetDocsAsync(std::vector<std::string> doc_keys,
+                                Done<std::vector<std::optional<StoredDoc>>> done) const {
+  if (pipeline_ == nullptr || doc_keys.empty()) return done(docs_.GetMany(doc_keys));
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(doc_keys.size());
+  for (auto& k : doc_keys) commands.push_back({"HMGET", std::move(k), "d", "v"});
+  pipeline_->Pipeline(std::move(commands), [done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> replies) {
+    if (!replies.ok()) return done(replies.status());
+    std::vector<std::optional<StoredDoc>> out;
+    out.reserve(replies->size());
+    for (const auto& r : *replies) {
+      auto doc = DocOf(r);
+      if (!doc.ok()) return done(doc.status());
+      out.push_back(*std::move(doc));
+    }
+    done(std::move(out));
+  });
 }
 
 absl::StatusOr<std::vector<int64_t>> BookingStore::ListingSizes(const std::vector<ListingSource>& sources) const {

@@ -329,6 +329,14 @@ class BookingStore {
   absl::StatusOr<std::vector<std::vector<ListingEntry>>> ListingPages(
       const std::vector<ListingSource>& sources, bool descending, int64_t lo_ms, int64_t hi_ms,
       const std::optional<ListingEntry>& after, int limit) const;
+  // ListingPages, ListingSizes, ListingSpans and DocStore::GetMany on the
+  // pipeline (see the asynchronous reads above).
+  void ListingPagesAsync(std::vector<ListingSource> sources, bool descending, int64_t lo_ms, int64_t hi_ms,
+                         std::optional<ListingEntry> after, int limit,
+                         Done<std::vector<std::vector<ListingEntry>>> done) const;
+  void ListingSizesAsync(std::vector<ListingSource> sources, Done<std::vector<int64_t>> done) const;
+  void ListingSpansAsync(Done<std::vector<int64_t>> done) const;
+  void GetDocsAsync(std::vector<std::string> keys, Done<std::vector<std::optional<StoredDoc>>> done) const;
   // Entries of each source (ZCARD), in one round trip.
   absl::StatusOr<std::vector<int64_t>> ListingSizes(const std::vector<ListingSource>& sources) const;
   // keys::ListSpan of each partition (0 when unset).

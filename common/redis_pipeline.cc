@@ -246,6 +246,47 @@ void RedisPipeline::Pipeline(std::vector<std::vector<std::string>> commands, Gro
   Submit(std::move(calls));
 }
 
+void RedisPipeline::Batch(std::vector<Request> requests, BatchCallback done) {
+  if (requests.empty()) return done({});
+  struct Group {
+    std::vector<absl::StatusOr<RedisValue>> replies;
+    std::atomic<size_t> left;
+    BatchCallback done;
+  };
+  auto group = std::make_shared<Group>();
+  group->replies.assign(requests.size(), absl::StatusOr<RedisValue>(Unavailable()));
+  group->left.store(requests.size(), std::memory_order_relaxed);
+  group->done = std::move(done);
+  std::vector<Call> calls;
+  calls.reserve(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Request& r = requests[i];
+    Call call;
+    call.done = [group, i](absl::StatusOr<RedisValue> v) {
+      group->replies[i] = std::move(v);
+      if (group->left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+      group->done(std::move(group->replies));
+    };
+    if (r.script != nullptr) {
+      call.kind = Kind::kScript;
+      call.script = r.script;
+      call.argv.reserve(3 + r.argv.size());
+      call.argv.push_back("EVALSHA");
+      call.argv.push_back(r.script->sha1());
+      call.argv.push_back(std::to_string(std::min(r.keys, r.argv.size())));
+      for (auto& a : r.argv) call.argv.push_back(std::move(a));
+    } else {
+      if (!ValidArgv(r.argv)) {
+        call.done(StorageError());
+        continue;
+      }
+      call.argv = std::move(r.argv);
+    }
+    calls.push_back(std::move(call));
+  }
+  if (!calls.empty()) Submit(std::move(calls));
+}
+
 RedisPipeline::Shard* RedisPipeline::ShardOf(const Call& call) {
   if (!routed_) return shard_by_index_[0].load(std::memory_order_acquire);
   const int key = cluster_ ? call.slot : 0;

@@ -66,6 +66,17 @@ class RedisPipeline {
   // first failure, answered like RedisPool::Pipeline. Not a transaction.
   void Pipeline(std::vector<std::vector<std::string>> commands, GroupCallback done);
 
+  // A group of commands and script calls issued together (one write per
+  // shard); `done` runs once with each one's answer in order, each answered
+  // as Command or Eval answers it.
+  struct Request {
+    const RedisScript* script = nullptr;  // null: argv is a command
+    std::vector<std::string> argv;        // the command; for a script its keys, then its args
+    size_t keys = 0;                      // for a script: how many of argv are keys
+  };
+  using BatchCallback = std::function<void(std::vector<absl::StatusOr<RedisValue>>)>;
+  void Batch(std::vector<Request> requests, BatchCallback done);
+
  private:
   enum class Kind { kCommand, kScript };
   using Deadline = std::chrono::steady_clock::time_point;

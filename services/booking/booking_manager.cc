@@ -1,5 +1,8 @@
 #include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include "services/booking/booking_lists.h"
 
 #include <algorithm>
@@ -70,6 +73,30 @@ absl::StatusOr<v1::Booking> ParseBooking(const std::string& bytes) {
     return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored booking is unreadable");
   }
   return b;
+}
+
+// A stored booking's state and mode without parsing the whole document
+// (QueryAvailability reads one per entry in its range and needs only
+// these); false where ParseBooking would fail to parse the wire format.
+// Keep in step with ParseBooking's encoding.
+bool ReadStateAndMode(const std::string& bytes, int* state, int* mode) {
+  using google::protobuf::internal::WireFormatLite;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  *state = 0;
+  *mode = 0;
+  while (const uint32_t tag = in.ReadTag()) {
+    const int field = WireFormatLite::GetTagFieldNumber(tag);
+    if ((field == v1::Booking::kStateFieldNumber || field == v1::Booking::kModeFieldNumber) &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_VARINT) {
+      uint64_t v = 0;
+      if (!in.ReadVarint64(&v)) return false;
+      (field == v1::Booking::kStateFieldNumber ? *state : *mode) = static_cast<int>(static_cast<int32_t>(v));
+      continue;
+    }
+    if (!WireFormatLite::SkipField(&in, tag)) return false;
+  }
+  return in.ConsumedEntireMessage();
 }
 
 const inv::SlotRules& SlotRulesOf(const inv::Instrument& in, SharingMode mode) {
@@ -1331,13 +1358,13 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
     *bi.mutable_interval()->mutable_end_time() = ToProto(be);
     bi.set_reason(IsWindowEntry(entries[i].booking_id) ? v1::BusyInterval::MAINTENANCE
                                                         : v1::BusyInterval::BOOKED);
-    if (i < docs.size() && docs[i]) {
-      auto b = ParseBooking(docs[i]->data);
-      if (b.ok() && b->state() == v1::Booking::PENDING_APPROVAL) {
+    int state = 0, mode = 0;
+    if (i < docs.size() && docs[i] && ReadStateAndMode(docs[i]->data, &state, &mode)) {
+      if (state == v1::Booking::PENDING_APPROVAL) {
         bi.set_reason(v1::BusyInterval::AWAITING_APPROVAL);
-      } else if (b.ok() && b->mode() == labshare::type::v1::LEASE) {
+      } else if (mode == labshare::type::v1::LEASE) {
         bi.set_reason(v1::BusyInterval::LEASED);
-      } else if (b.ok() && b->state() == v1::Booking::CHECKED_IN) {
+      } else if (state == v1::Booking::CHECKED_IN) {
         bi.set_reason(v1::BusyInterval::IN_USE);
       }
     }

@@ -623,13 +623,13 @@ std::vector<CalendarEntry> WithEnds(std::vector<CalendarEntry> entries, const Re
 }
 
 // A document's HMGET d v reply (as DocStore reads it).
-absl::StatusOr<std::optional<StoredDoc>> DocOf(const RedisValue& v) {
+absl::StatusOr<std::optional<StoredDoc>> DocOf(RedisValue&& v) {
   if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }
   if (v.elements[0].is_nil()) return std::optional<StoredDoc>();
   StoredDoc doc;
-  doc.data = v.elements[0].str;
+  doc.data = std::move(v.elements[0].str);
   doc.version = std::strtoll(v.elements[1].str.c_str(), nullptr, 10);
   return std::optional<StoredDoc>(std::move(doc));
 }
@@ -661,7 +661,7 @@ void BookingStore::GetDocAsync(std::string key, Done<std::optional<StoredDoc>> d
   if (pipeline_ == nullptr) return done(docs_.Get(key));
   pipeline_->Command({"HMGET", std::move(key), "d", "v"}, [done = std::move(done)](absl::StatusOr<RedisValue> v) {
     if (!v.ok()) return done(v.status());
-    done(DocOf(*v));
+    done(DocOf(*std::move(v)));
   });
 }
 
@@ -680,8 +680,9 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
     return done(std::move(out));
   }
   RedisPipeline* pipe = pipeline_;
+  auto head_commands = CalendarHeadCommands(partition, instrument_id, from_ms, to_ms);  // before the move below
   pipe->Pipeline(
-      CalendarHeadCommands(partition, instrument_id, from_ms, to_ms),
+      std::move(head_commands),
       [pipe, partition, instrument_id = std::move(instrument_id), from_ms,
        done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> head) mutable {
         if (!head.ok()) return done(head.status());
@@ -702,7 +703,7 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
           out.entries = WithEnds(std::move(entries), (*r)[0], from_ms, &kept);
           for (size_t i = 0; i < n && i + 1 < r->size(); ++i) {
             if (!kept[i]) continue;
-            auto doc = DocOf((*r)[i + 1]);
+            auto doc = DocOf(std::move((*r)[i + 1]));
             if (!doc.ok()) return done(doc.status());
             out.docs.push_back(*std::move(doc));
           }
@@ -947,6 +948,11 @@ std::vector<std::vector<std::string>> ListingCommands(const std::vector<ListingS
       } else {
         commands.push_back({"ZRANGEBYLEX", src.key, min, max, "LIMIT", "0", std::to_string(limit)});
       }
+    } else if (!after && !descending) {
+      // A first page in ascending order needs no cursor arithmetic: the
+      // script's answer is exactly this range read (no Lua step per source).
+      commands.push_back({"ZRANGEBYSCORE", src.key, lo, hi == "+inf" ? hi : "(" + hi, "WITHSCORES", "LIMIT", "0",
+                          std::to_string(limit)});
     } else {
       commands.push_back({"EVALSHA", ListingScript().sha1(), "1", src.key, descending ? "desc" : "asc", lo, hi,
                           after ? std::to_string(after->ms) : "", after ? after->id : "", std::to_string(limit)});
@@ -1019,43 +1025,29 @@ void BookingStore::ListingPagesAsync(std::vector<ListingSource> sources, bool de
   if (pipeline_ == nullptr) return done(ListingPages(sources, descending, lo_ms, hi_ms, after, limit));
   std::vector<std::vector<std::string>> commands = ListingCommands(sources, descending, lo_ms, hi_ms, after, limit);
   if (commands.empty()) return done(std::vector<std::vector<ListingEntry>>());
-  // Every source's read at once (one write per shard); the scripts through
-  // Eval, which loads the script on a node that does not know it.
-  struct Join {
-    std::vector<ListingSource> sources;
-    bool descending;
-    std::vector<absl::StatusOr<RedisValue>> replies;
-    std::atomic<size_t> left;
-    Done<std::vector<std::vector<ListingEntry>>> done;
-  };
-  auto join = std::make_shared<Join>();
-  join->sources = std::move(sources);
-  join->descending = descending;
-  join->replies.assign(commands.size(), absl::StatusOr<RedisValue>(absl::UnknownError("")));
-  join->left.store(commands.size());
-  join->done = std::move(done);
+  // Every source's read at once (one write per shard); the scripts as Eval
+  // calls, which load the script on a node that does not know it.
+  std::vector<RedisPipeline::Request> requests(commands.size());
   for (size_t i = 0; i < commands.size(); ++i) {
-    auto answer = [join, i](absl::StatusOr<RedisValue> v) {
-      join->replies[i] = std::move(v);
-      if (join->left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-      std::vector<RedisValue> values;
-      values.reserve(join->replies.size());
-      for (auto& r : join->replies) {
-        if (!r.ok()) return join->done(r.status());
-        values.push_back(*std::move(r));
-      }
-      join->done(ParseListingPages(join->sources, join->descending, values));
-    };
     std::vector<std::string>& c = commands[i];
-    if (c[0] == "EVALSHA") {
-      // EVALSHA sha 1 key args...
-      std::vector<std::string> keys = {std::move(c[3])};
-      std::vector<std::string> args(std::make_move_iterator(c.begin() + 4), std::make_move_iterator(c.end()));
-      pipeline_->Eval(ListingScript(), std::move(keys), std::move(args), std::move(answer));
+    if (c[0] == "EVALSHA") {  // EVALSHA sha 1 key args...
+      requests[i].script = &ListingScript();
+      requests[i].keys = 1;
+      requests[i].argv.assign(std::make_move_iterator(c.begin() + 3), std::make_move_iterator(c.end()));
     } else {
-      pipeline_->Command(std::move(c), std::move(answer));
+      requests[i].argv = std::move(c);
     }
   }
+  pipeline_->Batch(std::move(requests), [sources = std::move(sources), descending, done = std::move(done)](
+                                            std::vector<absl::StatusOr<RedisValue>> replies) {
+    std::vector<RedisValue> values;
+    values.reserve(replies.size());
+    for (auto& r : replies) {
+      if (!r.ok()) return done(r.status());
+      values.push_back(*std::move(r));
+    }
+    done(ParseListingPages(sources, descending, values));
+  });
 }
 
 void BookingStore::ListingSizesAsync(std::vector<ListingSource> sources, Done<std::vector<int64_t>> done) const {
@@ -1094,8 +1086,8 @@ void BookingStore::GetDocsAsync(std::vector<std::string> doc_keys,
     if (!replies.ok()) return done(replies.status());
     std::vector<std::optional<StoredDoc>> out;
     out.reserve(replies->size());
-    for (const auto& r : *replies) {
-      auto doc = DocOf(r);
+    for (auto& r : *replies) {
+      auto doc = DocOf(std::move(r));
       if (!doc.ok()) return done(doc.status());
       out.push_back(*std::move(doc));
     }

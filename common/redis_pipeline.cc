@@ -513,6 +513,10 @@ void RedisPipeline::RunShard(Shard* shard) {
     // Retries: this shard's own, one by one, each until its own deadline.
     for (size_t i : again) {
       Call& call = batch[i];
+      if (std::chrono::steady_clock::now() >= call.deadline) {
+        Finish(call, Unavailable());  // its time went on the calls before it: no connect attempt each
+        continue;
+      }
       absl::StatusOr<RedisValue> reply =
           RunRedisCommand(topology, options_, connections, call.argv, call.slot, call.deadline);
       if (call.kind == Kind::kScript && reply.ok() && reply->is_error() &&

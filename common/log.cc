@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -181,5 +182,11 @@ void LogJson(absl::string_view level, absl::string_view msg, const LogFields& fi
 }
 
 void FlushLogs() { Sink::Get().Flush(); }
+
+bool LogSampler::Keep(absl::string_view key, bool ok, absl::Duration latency) {
+  if (!ok || latency >= slow_ || every_ <= 1) return true;
+  auto& counter = counters_[std::hash<std::string_view>()(std::string_view(key.data(), key.size())) % counters_.size()];
+  return counter.fetch_add(1, std::memory_order_relaxed) % static_cast<uint64_t>(every_) == 0;
+}
 
 }  // namespace labshare

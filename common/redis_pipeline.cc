@@ -16,6 +16,9 @@ namespace labshare {
 namespace {
 
 absl::Status Unavailable() { return StorageUnavailable(); }
+absl::Status StorageError() {
+  return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "storage command failed");
+}
 
 // RESP of one command ("*<n>\r\n" then "$<len>\r\n<bytes>\r\n" per argument)
 // appended to out: a batch is formatted into one buffer and handed to
@@ -89,26 +92,104 @@ class ThreadConnections final : public RedisConnections {
   std::vector<std::pair<RedisAddress, RedisContextPtr>> open_;
 };
 
+
+bool IsRefusal(absl::string_view error) {
+  const absl::string_view code = error.substr(0, error.find(' '));
+  for (absl::string_view refusal : {"OOM", "MISCONF", "READONLY", "BUSY", "LOADING", "MASTERDOWN",
+                                    "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"}) {
+    if (code == refusal) return true;
+  }
+  return false;
+}
+
+// Like RedisPool::Command's answer: a refusal for now is UNAVAILABLE, any
+// other error reply a value (NOPERM logged: the ACL needs a permission).
+absl::StatusOr<RedisValue> CommandResult(const RedisOptions& options, const std::string& command,
+                                         absl::StatusOr<RedisValue> v) {
+  if (!v.ok() || !v->is_error()) return v;
+  if (IsRefusal(v->str)) {
+    LogWarning("redis refused a command for now", {{"command", command}, {"error", v->str}});
+    return RedisErrorStatus(*v);
+  }
+  if (absl::StartsWith(v->str, "NOPERM")) {
+    LogError("redis ACL refused a command; the service's Redis user lacks a permission "
+             "(see ACL LOG and deploy/redis-acl.sh)",
+             {{"user", options.user.empty() ? "default" : options.user}, {"command", command}, {"error", v->str}});
+  }
+  return v;
+}
+
+bool ValidArgv(const std::vector<std::string>& argv) {
+  if (!argv.empty()) return true;
+  LogError("redis command with no arguments", {});
+  return false;
+}
+
 }  // namespace
 
+struct RedisPipeline::Shard {
+  int index = -1;       // in shards_; -1: the routing shard
+  RedisAddress node;    // a node shard's master
+  std::mutex mu;
+  std::condition_variable ready;
+  std::vector<Call> queue;  // guarded by mu
+  bool stopping = false;    // guarded by mu
+  std::vector<std::thread> threads;
+};
+
 RedisPipeline::RedisPipeline(RedisOptions options, int threads, size_t max_batch)
-    : options_(std::move(options)), topology_(std::make_shared<RedisTopology>(options_)), max_batch_(max_batch) {
-  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Run(); });
+    : options_(std::move(options)),
+      topology_(std::make_shared<RedisTopology>(options_)),
+      routed_(topology_->routed()),
+      cluster_(topology_->cluster()),
+      threads_per_shard_(std::max(1, threads)),
+      max_batch_(std::max<size_t>(1, max_batch)) {
+  for (auto& s : slot_shard_) s.store(-1, std::memory_order_relaxed);
+  if (routed_) {
+    router_ = std::make_unique<Shard>();
+    router_->threads.emplace_back([this, r = router_.get()] { RunRouter(r); });
+  } else {
+    // One server: one shard, known from the start.
+    RedisAddress node;
+    node.host = options_.host;
+    node.port = options_.port;
+    ShardFor(node);
+  }
 }
 
 RedisPipeline::~RedisPipeline() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
+  auto stop = [](Shard* s) {
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      s->stopping = true;
+    }
+    s->ready.notify_all();
+  };
+  // The router first: it is the only one to create shards.
+  if (router_) {
+    stop(router_.get());
+    for (auto& t : router_->threads) t.join();
   }
-  ready_.notify_all();
-  for (auto& t : threads_) t.join();
-  for (auto& call : queue_) call.done(Unavailable());
+  std::vector<Shard*> all;
+  {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    for (auto& s : shards_) all.push_back(s.get());
+  }
+  for (Shard* s : all) stop(s);
+  for (Shard* s : all) {
+    for (auto& t : s->threads) t.join();
+  }
+  if (router_) all.push_back(router_.get());
+  for (Shard* s : all) {
+    for (auto& call : s->queue) call.done(Unavailable());
+    s->queue.clear();
+  }
 }
 
 void RedisPipeline::Eval(const RedisScript& script, std::vector<std::string> keys,
                          std::vector<std::string> args, Callback done) {
   Call call;
+  call.kind = Kind::kScript;
   call.script = &script;
   call.argv.reserve(3 + keys.size() + args.size());
   call.argv.push_back("EVALSHA");
@@ -117,75 +198,274 @@ void RedisPipeline::Eval(const RedisScript& script, std::vector<std::string> key
   for (auto& k : keys) call.argv.push_back(std::move(k));
   for (auto& a : args) call.argv.push_back(std::move(a));
   call.done = std::move(done);
-  bool wake;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) {
-      call.done(Unavailable());
-      return;
-    }
-    wake = queue_.empty();
-    queue_.push_back(std::move(call));
-  }
-  if (wake) ready_.notify_one();
+  std::vector<Call> calls;
+  calls.push_back(std::move(call));
+  Submit(std::move(calls));
 }
 
-void RedisPipeline::Run() {
-  ThreadConnections connections(options_);
-  RedisTopology& topology = *topology_;
-  const bool routed = topology.routed();
-  std::vector<Call> batch;
-  std::string out;  // one node's share of the batch, formatted
-  RedisNodeGroups groups;
-  std::vector<size_t> again;  // calls to run one by one: redirected, NOSCRIPT, node unreachable
-  std::vector<int> slots;
-  std::vector<absl::StatusOr<RedisValue>> replies;
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      ready_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (stopping_) return;
-      if (queue_.size() <= max_batch_) {
-        batch.swap(queue_);
-      } else {
-        batch.assign(std::make_move_iterator(queue_.begin()),
-                     std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(max_batch_)));
-        queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(max_batch_));
-        ready_.notify_one();  // the rest for another thread
+void RedisPipeline::Command(std::vector<std::string> argv, Callback done) {
+  if (!ValidArgv(argv)) return done(StorageError());
+  Call call;
+  call.argv = std::move(argv);
+  call.done = std::move(done);
+  std::vector<Call> calls;
+  calls.push_back(std::move(call));
+  Submit(std::move(calls));
+}
+
+void RedisPipeline::Pipeline(std::vector<std::vector<std::string>> commands, GroupCallback done) {
+  if (commands.empty()) return done(std::vector<RedisValue>());
+  for (const auto& argv : commands) {
+    if (!ValidArgv(argv)) return done(StorageError());
+  }
+  // Every reply lands in its place; the last one to arrive answers.
+  struct Group {
+    std::vector<absl::StatusOr<RedisValue>> replies;
+    std::atomic<size_t> left;
+    GroupCallback done;
+  };
+  auto group = std::make_shared<Group>();
+  group->replies.assign(commands.size(), absl::StatusOr<RedisValue>(Unavailable()));
+  group->left.store(commands.size(), std::memory_order_relaxed);
+  group->done = std::move(done);
+  std::vector<Call> calls(commands.size());
+  for (size_t i = 0; i < commands.size(); ++i) {
+    calls[i].argv = std::move(commands[i]);
+    calls[i].done = [group, i](absl::StatusOr<RedisValue> v) {
+      group->replies[i] = std::move(v);
+      if (group->left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+      std::vector<RedisValue> out;
+      out.reserve(group->replies.size());
+      for (auto& r : group->replies) {
+        if (!r.ok()) return group->done(r.status());
+        out.push_back(*std::move(r));
       }
+      group->done(std::move(out));
+    };
+  }
+  Submit(std::move(calls));
+}
+
+void RedisPipeline::Batch(std::vector<Request> requests, BatchCallback done) {
+  if (requests.empty()) return done({});
+  struct Group {
+    std::vector<absl::StatusOr<RedisValue>> replies;
+    std::atomic<size_t> left;
+    BatchCallback done;
+  };
+  auto group = std::make_shared<Group>();
+  group->replies.assign(requests.size(), absl::StatusOr<RedisValue>(Unavailable()));
+  group->left.store(requests.size(), std::memory_order_relaxed);
+  group->done = std::move(done);
+  std::vector<Call> calls;
+  calls.reserve(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Request& r = requests[i];
+    Call call;
+    call.done = [group, i](absl::StatusOr<RedisValue> v) {
+      group->replies[i] = std::move(v);
+      if (group->left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+      group->done(std::move(group->replies));
+    };
+    if (r.script != nullptr) {
+      call.kind = Kind::kScript;
+      call.script = r.script;
+      call.argv.reserve(3 + r.argv.size());
+      call.argv.push_back("EVALSHA");
+      call.argv.push_back(r.script->sha1());
+      call.argv.push_back(std::to_string(std::min(r.keys, r.argv.size())));
+      for (auto& a : r.argv) call.argv.push_back(std::move(a));
+    } else {
+      if (!ValidArgv(r.argv)) {
+        call.done(StorageError());
+        continue;
+      }
+      call.argv = std::move(r.argv);
     }
-    // One budget for the whole batch: retries never add up past it.
-    const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.command_timeout);
+    calls.push_back(std::move(call));
+  }
+  if (!calls.empty()) Submit(std::move(calls));
+}
+
+RedisPipeline::Shard* RedisPipeline::ShardOf(const Call& call) {
+  if (!routed_) return shard_by_index_[0].load(std::memory_order_acquire);
+  const int key = cluster_ ? call.slot : 0;
+  if (key < 0) return router_.get();
+  const int index = slot_shard_[static_cast<size_t>(key)].load(std::memory_order_acquire);
+  if (index < 0) return router_.get();
+  Shard* s = shard_by_index_[static_cast<size_t>(index)].load(std::memory_order_acquire);
+  return s != nullptr ? s : router_.get();
+}
+
+void RedisPipeline::Submit(std::vector<Call> calls) {
+  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.command_timeout);
+  for (auto& call : calls) {
+    call.deadline = deadline;
+    if (cluster_) call.slot = RedisCommandSlot(call.argv);
+  }
+  if (calls.size() == 1) {
+    Shard* s = ShardOf(calls[0]);
+    return Enqueue(s, std::move(calls));
+  }
+  // A group: one push per shard, so a shard's share stays together (one write).
+  std::vector<std::pair<Shard*, std::vector<Call>>> by_shard;
+  for (auto& call : calls) {
+    Shard* s = ShardOf(call);
+    auto it = std::find_if(by_shard.begin(), by_shard.end(), [s](const auto& x) { return x.first == s; });
+    if (it == by_shard.end()) {
+      by_shard.emplace_back(s, std::vector<Call>());
+      it = by_shard.end() - 1;
+    }
+    it->second.push_back(std::move(call));
+  }
+  for (auto& [s, share] : by_shard) Enqueue(s, std::move(share));
+}
+
+void RedisPipeline::Enqueue(Shard* shard, std::vector<Call> calls) {
+  bool wake;
+  {
+    std::unique_lock<std::mutex> lock(shard->mu);
+    if (shard->stopping) {
+      lock.unlock();
+      for (auto& call : calls) call.done(Unavailable());
+      return;
+    }
+    wake = shard->queue.empty();
+    if (shard->queue.empty()) {
+      shard->queue.swap(calls);
+    } else {
+      for (auto& call : calls) shard->queue.push_back(std::move(call));
+    }
+  }
+  if (wake) shard->ready.notify_one();
+}
+
+RedisPipeline::Shard* RedisPipeline::ShardFor(const RedisAddress& node) {
+  std::lock_guard<std::mutex> lock(shards_mu_);
+  for (auto& s : shards_) {
+    if (s->node.host == node.host && s->node.port == node.port) return s.get();
+  }
+  if (shards_.size() >= static_cast<size_t>(kMaxShards)) return nullptr;  // the router keeps them
+  auto s = std::make_unique<Shard>();
+  s->index = static_cast<int>(shards_.size());
+  s->node = node;
+  Shard* raw = s.get();
+  for (int i = 0; i < threads_per_shard_; ++i) raw->threads.emplace_back([this, raw] { RunShard(raw); });
+  shards_.push_back(std::move(s));
+  shard_by_index_[static_cast<size_t>(raw->index)].store(raw, std::memory_order_release);
+  return raw;
+}
+
+void RedisPipeline::Forget(int shard_index) {
+  if (!routed_) return;
+  for (auto& s : slot_shard_) {
+    int16_t expected = static_cast<int16_t>(shard_index);
+    s.compare_exchange_strong(expected, -1, std::memory_order_acq_rel);
+  }
+}
+
+void RedisPipeline::Finish(Call& call, absl::StatusOr<RedisValue> reply) {
+  if (call.kind == Kind::kScript) {
+    call.done(ScriptResult(std::move(reply)));
+  } else {
+    call.done(CommandResult(options_, call.argv[0], std::move(reply)));
+  }
+  call.done = nullptr;
+}
+
+namespace {
+// Takes up to max_batch calls from the shard's queue; false when stopping.
+template <typename ShardT, typename CallT>
+bool TakeBatch(ShardT* shard, size_t max_batch, std::vector<CallT>* batch) {
+  std::unique_lock<std::mutex> lock(shard->mu);
+  shard->ready.wait(lock, [&] { return shard->stopping || !shard->queue.empty(); });
+  if (shard->stopping) return false;
+  if (shard->queue.size() <= max_batch) {
+    batch->swap(shard->queue);
+  } else {
+    batch->assign(std::make_move_iterator(shard->queue.begin()),
+                  std::make_move_iterator(shard->queue.begin() + static_cast<std::ptrdiff_t>(max_batch)));
+    shard->queue.erase(shard->queue.begin(), shard->queue.begin() + static_cast<std::ptrdiff_t>(max_batch));
+    shard->ready.notify_one();  // the rest for another thread of the shard
+  }
+  return true;
+}
+}  // namespace
+
+void RedisPipeline::RunRouter(Shard* router) {
+  RedisTopology& topology = *topology_;
+  std::vector<Call> batch;
+  RedisNodeGroups groups;
+  std::vector<size_t> unplaced;
+  std::vector<int> slots;
+  while (TakeBatch(router, max_batch_, &batch)) {
+    Deadline deadline = batch.front().deadline;
+    for (const auto& c : batch) deadline = std::min(deadline, c.deadline);
     groups.clear();
-    again.clear();
+    unplaced.clear();
     slots.assign(batch.size(), -1);
-    replies.assign(batch.size(), absl::StatusOr<RedisValue>(Unavailable()));
-    // Calls by node (one group unless this is a Redis Cluster).
     GroupRedisCommandsByNode(
         topology, batch.size(), [&](size_t i) -> const std::vector<std::string>& { return batch[i].argv; },
-        deadline, &slots, &groups, &again);
-    if (!routed) again.clear();  // standalone: no node to retry; they keep their UNAVAILABLE
-    const int wait = options_.wait_replicas;
-    for (const auto& [node, indexes] : groups) {
-      absl::StatusOr<redisContext*> c = connections.Get(node, deadline, nullptr);
-      if (!c.ok()) {
+        deadline, &slots, &groups, &unplaced);
+    for (size_t i : unplaced) Finish(batch[i], Unavailable());  // no node until the deadline
+    for (auto& [node, indexes] : groups) {
+      Shard* s = ShardFor(node);
+      if (s == nullptr) {
+        for (size_t i : indexes) Finish(batch[i], Unavailable());
+        continue;
+      }
+      std::vector<Call> share;
+      share.reserve(indexes.size());
+      for (size_t i : indexes) {
+        // Later calls for this slot go straight to the shard.
+        const int key = cluster_ ? batch[i].slot : 0;
+        if (key >= 0) slot_shard_[static_cast<size_t>(key)].store(static_cast<int16_t>(s->index), std::memory_order_release);
+        share.push_back(std::move(batch[i]));
+      }
+      Enqueue(s, std::move(share));
+    }
+    batch.clear();
+  }
+}
+
+void RedisPipeline::RunShard(Shard* shard) {
+  ThreadConnections connections(options_);
+  RedisTopology& topology = *topology_;
+  const RedisAddress node = shard->node;
+  std::vector<Call> batch;
+  std::string out;
+  std::vector<size_t> again;  // calls to run one by one: redirected, NOSCRIPT, node unreachable
+  std::vector<absl::StatusOr<RedisValue>> replies;
+  while (TakeBatch(shard, max_batch_, &batch)) {
+    again.clear();
+    replies.assign(batch.size(), absl::StatusOr<RedisValue>(Unavailable()));
+    bool writes = false;
+    for (const auto& c : batch) writes |= c.kind == Kind::kScript || !RedisCommandIsReadOnly(c.argv[0]);
+    const int wait = writes ? options_.wait_replicas : 0;
+    absl::StatusOr<redisContext*> c = connections.Get(node, batch.front().deadline, nullptr);
+    if (!c.ok()) {
+      if (routed_) {
+        // This node is down or gone: new calls for its slots are routed
+        // again; these retry here (this shard's thread only) until their
+        // deadline.
         topology.Invalidate();
-        if (routed) again.insert(again.end(), indexes.begin(), indexes.end());
-        continue;  // standalone: the calls keep their UNAVAILABLE
+        Forget(shard->index);
+        for (size_t i = 0; i < batch.size(); ++i) again.push_back(i);
+      } else {
+        for (auto& call : batch) Finish(call, Unavailable());  // one server: nowhere else to go
       }
+    } else {
       out.clear();
-      for (size_t i : indexes) Format(&out, batch[i].argv);
+      for (const auto& call : batch) Format(&out, call.argv);
       // One WAIT covers every write of the batch on this connection.
-      if (wait > 0) {
-        Format(&out, RedisWaitCommand(wait, options_.wait_timeout));
-      }
+      if (wait > 0) Format(&out, RedisWaitCommand(wait, options_.wait_timeout));
       redisAppendFormattedCommand(*c, out.data(), out.size());
       bool broken = false;
-      for (size_t i : indexes) {
+      for (size_t i = 0; i < batch.size(); ++i) {
         replies[i] = broken ? absl::StatusOr<RedisValue>(Unavailable()) : Read(*c);
         if (!replies[i].ok()) broken = true;
       }
-      // Without WAIT's own answer no write of this group counts as confirmed.
+      // Without WAIT's own answer no write of this batch counts as confirmed.
       long long acked = 0;
       if (wait > 0 && !broken) {
         absl::StatusOr<RedisValue> w = Read(*c);
@@ -197,20 +477,28 @@ void RedisPipeline::Run() {
                    {{"address", RedisAddressText(node)}, {"error", (*c)->err != 0 ? (*c)->errstr : "no reply"}});
         connections.Drop(node);
         topology.Invalidate();
+        Forget(shard->index);
       }
       bool ack_logged = false;
-      for (size_t i : indexes) {
+      for (size_t i = 0; i < batch.size(); ++i) {
         absl::StatusOr<RedisValue>& reply = replies[i];
+        Call& call = batch[i];
         if (reply.ok() && reply->is_error()) {
-          if (absl::StartsWith(reply->str, "NOSCRIPT")) {
+          if (call.kind == Kind::kScript && absl::StartsWith(reply->str, "NOSCRIPT")) {
             // First use on this node: EVAL runs and caches the script.
-            batch[i].argv[0] = "EVAL";
-            batch[i].argv[1] = batch[i].script->source();
+            call.argv[0] = "EVAL";
+            call.argv[1] = call.script->source();
             again.push_back(i);  // did not run; the rest of the batch is read already
             continue;
           }
-          const RedisRedirect r = routed ? ParseRedisRedirect(*reply, node) : RedisRedirect();
-          if (r.kind == RedisRedirect::Kind::kMoved) topology.Moved(r.slot, r.node);
+          const RedisRedirect r = routed_ ? ParseRedisRedirect(*reply, node) : RedisRedirect();
+          if (r.kind == RedisRedirect::Kind::kMoved) {
+            topology.Moved(r.slot, r.node);
+            if (r.slot >= 0 && r.slot < 16384) slot_shard_[static_cast<size_t>(r.slot)].store(-1, std::memory_order_release);
+          } else if (r.kind == RedisRedirect::Kind::kNotMaster || r.kind == RedisRedirect::Kind::kClusterDown) {
+            topology.Invalidate();
+            Forget(shard->index);
+          }
           if (r.kind != RedisRedirect::Kind::kNone) {
             again.push_back(i);
             continue;
@@ -219,25 +507,28 @@ void RedisPipeline::Run() {
           reply = ack_logged ? StorageUnavailable("REPLICA_ACK_TIMEOUT") : RedisReplicaAckTimeout(node, acked, wait);
           ack_logged = true;
         }
-        batch[i].done(ScriptResult(std::move(reply)));
-        batch[i].done = nullptr;
+        Finish(call, std::move(reply));
       }
     }
-    std::sort(again.begin(), again.end());
+    // Retries: this shard's own, one by one, each until its own deadline.
     for (size_t i : again) {
       Call& call = batch[i];
+      if (std::chrono::steady_clock::now() >= call.deadline) {
+        Finish(call, Unavailable());  // its time went on the calls before it: no connect attempt each
+        continue;
+      }
       absl::StatusOr<RedisValue> reply =
-          RunRedisCommand(topology, options_, connections, call.argv, slots[i], deadline);
-      if (reply.ok() && reply->is_error() && absl::StartsWith(reply->str, "NOSCRIPT")) {
+          RunRedisCommand(topology, options_, connections, call.argv, call.slot, call.deadline);
+      if (call.kind == Kind::kScript && reply.ok() && reply->is_error() &&
+          absl::StartsWith(reply->str, "NOSCRIPT")) {
         call.argv[0] = "EVAL";
         call.argv[1] = call.script->source();
-        reply = RunRedisCommand(topology, options_, connections, call.argv, slots[i], deadline);
+        reply = RunRedisCommand(topology, options_, connections, call.argv, call.slot, call.deadline);
       }
-      call.done(ScriptResult(std::move(reply)));
-      call.done = nullptr;
+      Finish(call, std::move(reply));
     }
     for (auto& call : batch) {
-      if (call.done != nullptr) call.done(Unavailable());  // standalone, no connection
+      if (call.done != nullptr) Finish(call, Unavailable());
     }
     batch.clear();
   }

@@ -11,9 +11,11 @@
 //  - takes a verified client certificate's SPIFFE id
 //    spiffe://<--trust_domain>/<service> as the calling service
 //    (common/peer_identity.h, Authorizer::Begin's peer_service);
-//  - intercepts every call: verifies the bearer token and the method policy
-//    (Authorizer), logs one JSON line (method, code, latency, request id,
-//    trace id) and records Prometheus metrics;
+//  - intercepts every call, on the synchronous and the callback API alike:
+//    verifies the bearer token and the method policy (Authorizer), records
+//    Prometheus metrics and logs one JSON line (method, code, latency,
+//    request id, trace id) for every failed or slow call and for 1 in
+//    --access_log_sample successful calls (those lines carry "sample": N);
 //  - counts RPCs in Prometheus metrics whose method label is one of the
 //    registered services' methods or "unknown" (common/metrics.h);
 //  - serves grpc.health.v1 and server reflection. Readiness: the server as a
@@ -43,6 +45,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/auth.h"
 #include "common/clock.h"
+#include "common/log.h"
 #include "common/redis.h"
 #include "common/tls.h"
 
@@ -74,6 +77,11 @@ struct ServerConfig {
   // certificates are verified when presented. Empty: plaintext, loopback only.
   TlsMaterial tls;
   std::string trust_domain = "labshare";  // of the peers' SPIFFE ids
+  // Access log: 1 in access_log_sample successful calls per method (1: all;
+  // RunService takes --access_log_sample), and every failed call or call at
+  // least access_log_slow long (common/log.h LogSampler).
+  int access_log_sample = 1;
+  absl::Duration access_log_slow = absl::Milliseconds(250);
   // Services this one calls, by name: readiness also asks each one's
   // grpc.health.v1 (the server as a whole, "") and is NOT_SERVING while one
   // does not answer SERVING. No cycles: a dependency never depends back.
@@ -100,6 +108,7 @@ class Server {
 
   ServerConfig config_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<LogSampler> access_log_;  // before server_: calls in flight use it
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::string host_;

@@ -1,9 +1,20 @@
 // The body every unary RPC adapter shares: authorize the call, run the use
 // case, convert its status. Services keep their methods about one line.
+//
+// Two forms with the same behaviour: HandleUnary for the synchronous API,
+// HandleUnaryAsync for the callback API (no thread waits: the use case
+// answers through a callback, typically from a RedisPipeline thread). Both
+// run inside the same server interceptor (common/server.cc: token and role
+// check, trace id, metrics, access log), and both convert statuses with
+// ToGrpcStatus (reason, ErrorInfo, retry delay).
 #ifndef LABSHARE_COMMON_UNARY_H_
 #define LABSHARE_COMMON_UNARY_H_
 
 #include <grpcpp/server_context.h>
+#include <grpcpp/support/server_callback.h>
+
+#include <functional>
+#include <utility>
 
 #include "common/auth.h"
 #include "common/grpc_status.h"
@@ -20,6 +31,36 @@ grpc::Status HandleUnary(const Authorizer& auth, const grpc::ServerContextBase* 
   if (!result.ok()) return ToGrpcStatus(result.status(), domain);
   *resp = *std::move(result);
   return grpc::Status::OK;
+}
+
+// Answers a callback-API call once: `done(result)`, callable from any thread.
+template <typename Resp>
+using UnaryDone = std::function<void(absl::StatusOr<Resp>)>;
+
+// The callback-API form: fn(const Principal&, UnaryDone<Resp>) starts the use
+// case and returns; it copies what it needs of the principal and calls done
+// exactly once. `domain` must outlive the call (a string constant).
+//   grpc::ServerUnaryReactor* Svc::GetThing(grpc::CallbackServerContext* ctx,
+//                                           const GetThingRequest* req, Thing* resp) {
+//     return HandleUnaryAsync(*auth_, ctx, kDomain, resp, [&](const Principal& p, auto done) {
+//       manager_->GetThingAsync(p, *req, std::move(done));
+//     });
+//   }
+template <typename Resp, typename Fn>
+grpc::ServerUnaryReactor* HandleUnaryAsync(const Authorizer& auth, grpc::CallbackServerContext* ctx,
+                                           absl::string_view domain, Resp* resp, Fn&& fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto principal = auth.Authorize(ctx);
+  if (!principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status(), domain));
+    return reactor;
+  }
+  fn(*principal, UnaryDone<Resp>([reactor, resp, domain](absl::StatusOr<Resp> result) {
+       if (!result.ok()) return reactor->Finish(ToGrpcStatus(result.status(), domain));
+       *resp = *std::move(result);
+       reactor->Finish(grpc::Status::OK);
+     }));
+  return reactor;
 }
 
 }  // namespace labshare

@@ -1,7 +1,9 @@
 #include "services/booking/booking_lists.h"
 
 #include <algorithm>
+#include <limits>
 #include <map>
+#include <memory>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -26,6 +28,47 @@ std::vector<std::string> Orgs(std::initializer_list<const std::string*> names) {
 
 bool Before(const ListingEntry& a, const ListingEntry& b) {
   return a.ms != b.ms ? a.ms < b.ms : a.id < b.id;
+}
+
+// Entries each source is asked for in a batch of `want`: all of them from a
+// single source; from several, a share (twice the even split, at least 8)
+// instead of `want` each, and MergePages keeps only what is certainly in
+// order (a page of 50 over 16 partitions reads about 130 entries, not 816).
+int PerSource(int want, size_t sources) {
+  if (sources <= 1) return want;
+  const int even = static_cast<int>((static_cast<size_t>(want) + sources - 1) / sources);
+  return std::min(want, std::max(8, 2 * even));
+}
+
+// One batch merged: in list order, without duplicates, at most `want`, and
+// nothing after the last entry of a source that may hold more (it answered
+// a full `per`): its unread entries could come before those. *more: some
+// source may hold entries after the returned ones.
+std::vector<ListingEntry> MergePages(std::vector<std::vector<ListingEntry>> pages, int per, int want,
+                                     bool descending, bool* more) {
+  auto in_order = [descending](const ListingEntry& a, const ListingEntry& b) {
+    return descending ? Before(b, a) : Before(a, b);
+  };
+  std::vector<ListingEntry> merged;
+  std::optional<ListingEntry> cutoff;
+  *more = false;
+  for (auto& page : pages) {
+    if (!page.empty() && static_cast<int>(page.size()) == per) {
+      *more = true;
+      if (!cutoff || in_order(page.back(), *cutoff)) cutoff = page.back();
+    }
+    for (auto& e : page) merged.push_back(std::move(e));
+  }
+  std::sort(merged.begin(), merged.end(), in_order);
+  merged.erase(std::unique(merged.begin(), merged.end(),
+                           [](const ListingEntry& a, const ListingEntry& b) { return a.ms == b.ms && a.id == b.id; }),
+               merged.end());
+  if (cutoff) merged.erase(std::upper_bound(merged.begin(), merged.end(), *cutoff, in_order), merged.end());
+  if (static_cast<int>(merged.size()) > want) {
+    merged.resize(static_cast<size_t>(want));  // beyond this, another source may come first
+    *more = true;
+  }
+  return merged;
 }
 
 absl::StatusOr<std::optional<ListingEntry>> ParsePosition(const std::string& after) {
@@ -134,23 +177,10 @@ absl::StatusOr<std::string> RunListing(const BookingStore& store, const ListQuer
   int kept = 0, scanned = 0;
   while (true) {
     const int want = std::min(std::max(q.page_size - kept + 1, 16), kListScanBudget - scanned);
-    LS_ASSIGN_OR_RETURN(auto pages, store.ListingPages(sources, q.descending, lo, q.hi_ms, cursor, want));
-    std::vector<ListingEntry> merged;
+    const int per = PerSource(want, sources.size());
+    LS_ASSIGN_OR_RETURN(auto pages, store.ListingPages(sources, q.descending, lo, q.hi_ms, cursor, per));
     bool more = false;  // some source may hold entries after this batch
-    for (auto& page : pages) {
-      more = more || static_cast<int>(page.size()) == want;
-      for (auto& e : page) merged.push_back(std::move(e));
-    }
-    std::sort(merged.begin(), merged.end(), [&](const ListingEntry& a, const ListingEntry& b) {
-      return q.descending ? Before(b, a) : Before(a, b);
-    });
-    merged.erase(std::unique(merged.begin(), merged.end(),
-                             [](const ListingEntry& a, const ListingEntry& b) { return a.ms == b.ms && a.id == b.id; }),
-                 merged.end());
-    if (static_cast<int>(merged.size()) > want) {
-      merged.resize(static_cast<size_t>(want));  // beyond this, another source may come first
-      more = true;
-    }
+    std::vector<ListingEntry> merged = MergePages(std::move(pages), per, want, q.descending, &more);
     // Documents in chunks of what the page still needs.
     size_t i = 0;
     while (i < merged.size()) {
@@ -171,6 +201,127 @@ absl::StatusOr<std::string> RunListing(const BookingStore& store, const ListQuer
     if (!more) return std::string();
     if (kept == q.page_size || scanned >= kListScanBudget) return position(*cursor);
   }
+}
+
+namespace {
+
+// RunListing's loop as a chain of callbacks: the same steps in the same
+// order, each one read on the pipeline.
+class ListingRun : public std::enable_shared_from_this<ListingRun> {
+ public:
+  ListingRun(const BookingStore& store, ListQuery q, std::function<absl::StatusOr<bool>(const std::string&)> take,
+             std::function<void(absl::StatusOr<std::string>)> done)
+      : store_(store), q_(std::move(q)), take_(std::move(take)), done_(std::move(done)) {}
+
+  void Start() {
+    auto cursor = ParsePosition(q_.after);
+    if (!cursor.ok()) return done_(cursor.status());
+    cursor_ = *std::move(cursor);
+    if (q_.candidates.size() == 1) {
+      sources_ = q_.candidates.front();
+      return Span();
+    }
+    if (q_.candidates.empty()) return Span();
+    std::vector<ListingSource> all;
+    for (const auto& c : q_.candidates) all.insert(all.end(), c.begin(), c.end());
+    store_.ListingSizesAsync(std::move(all), [self = shared_from_this()](absl::StatusOr<std::vector<int64_t>> sizes) {
+      if (!sizes.ok()) return self->done_(sizes.status());
+      size_t at = 0, best = 0;
+      int64_t best_size = std::numeric_limits<int64_t>::max();
+      for (size_t i = 0; i < self->q_.candidates.size(); ++i) {
+        int64_t size = 0;
+        for (size_t j = 0; j < self->q_.candidates[i].size() && at < sizes->size(); ++j) size += (*sizes)[at++];
+        if (size < best_size) {
+          best_size = size;
+          best = i;
+        }
+      }
+      self->sources_ = self->q_.candidates[best];
+      self->Span();
+    });
+  }
+
+ private:
+  std::string Position() const { return keys::IndexMember(cursor_->ms, cursor_->id); }
+
+  void Span() {
+    lo_ = q_.lo_ms;
+    if (!q_.widen_by_span) return Batch();
+    store_.ListingSpansAsync([self = shared_from_this()](absl::StatusOr<std::vector<int64_t>> spans) {
+      if (!spans.ok()) return self->done_(spans.status());
+      const int64_t span = spans->empty() ? 0 : *std::max_element(spans->begin(), spans->end());
+      self->lo_ -= span;
+      self->Batch();
+    });
+  }
+
+  void Batch() {
+    want_ = std::min(std::max(q_.page_size - kept_ + 1, 16), kListScanBudget - scanned_);
+    per_ = PerSource(want_, sources_.size());
+    store_.ListingPagesAsync(
+        sources_, q_.descending, lo_, q_.hi_ms, cursor_, per_,
+        [self = shared_from_this()](absl::StatusOr<std::vector<std::vector<ListingEntry>>> pages) {
+          if (!pages.ok()) return self->done_(pages.status());
+          self->Merge(*std::move(pages));
+        });
+  }
+
+  void Merge(std::vector<std::vector<ListingEntry>> pages) {
+    merged_ = MergePages(std::move(pages), per_, want_, q_.descending, &more_);
+    i_ = 0;
+    Docs();
+  }
+
+  // Documents in chunks of what the page still needs.
+  void Docs() {
+    if (i_ >= merged_.size()) {
+      if (!more_) return done_(std::string());
+      if (kept_ == q_.page_size || scanned_ >= kListScanBudget) return done_(Position());
+      return Batch();
+    }
+    if (kept_ == q_.page_size) return done_(Position());
+    const size_t n = std::min(merged_.size() - i_, static_cast<size_t>(std::max(q_.page_size - kept_, 1)));
+    std::vector<std::string> doc_keys;
+    for (size_t j = i_; j < i_ + n; ++j) doc_keys.push_back(q_.doc_key(merged_[j].partition, merged_[j].id));
+    store_.GetDocsAsync(std::move(doc_keys),
+                        [self = shared_from_this(), n](absl::StatusOr<std::vector<std::optional<StoredDoc>>> docs) {
+                          if (!docs.ok()) return self->done_(docs.status());
+                          self->Take(*docs, n);
+                        });
+  }
+
+  void Take(const std::vector<std::optional<StoredDoc>>& docs, size_t n) {
+    for (size_t j = 0; j < n; ++j, ++i_) {
+      if (kept_ == q_.page_size) return done_(Position());
+      ++scanned_;
+      cursor_ = merged_[i_];
+      if (j >= docs.size() || !docs[j]) continue;  // not of this kind (a booking that is no lease)
+      absl::StatusOr<bool> took = take_(docs[j]->data);
+      if (!took.ok()) return done_(took.status());
+      if (*took) ++kept_;
+    }
+    Docs();
+  }
+
+  const BookingStore& store_;
+  const ListQuery q_;
+  const std::function<absl::StatusOr<bool>(const std::string&)> take_;
+  const std::function<void(absl::StatusOr<std::string>)> done_;
+  std::optional<ListingEntry> cursor_;
+  std::vector<ListingSource> sources_;
+  int64_t lo_ = 0;
+  int kept_ = 0, scanned_ = 0, want_ = 0, per_ = 0;
+  std::vector<ListingEntry> merged_;
+  bool more_ = false;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+void RunListingAsync(const BookingStore& store, ListQuery q,
+                     std::function<absl::StatusOr<bool>(const std::string& data)> take,
+                     std::function<void(absl::StatusOr<std::string>)> done) {
+  std::make_shared<ListingRun>(store, std::move(q), std::move(take), std::move(done))->Start();
 }
 
 absl::StatusOr<bool> OwnsOrOperates::operator()(const std::string& instrument) {

@@ -89,6 +89,13 @@ struct ListQuery {
 absl::StatusOr<std::string> RunListing(const BookingStore& store, const ListQuery& q,
                                        const std::function<absl::StatusOr<bool>(const std::string& data)>& take);
 
+// The same on the store's pipeline: every step is one round trip (per
+// shard), `take` and `done` run on pipeline threads (inline without a
+// pipeline); `take` is called in list order, one call at a time.
+void RunListingAsync(const BookingStore& store, ListQuery q,
+                     std::function<absl::StatusOr<bool>(const std::string& data)> take,
+                     std::function<void(absl::StatusOr<std::string>)> done);
+
 // "start_time" / "start_time asc" / "start_time desc" (field `what`; ""
 // means the default): whether descending, else INVALID_ARGUMENT.
 absl::StatusOr<bool> ParseOrderBy(const std::string& order_by, absl::string_view field_name,

@@ -1,5 +1,8 @@
 #include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include "services/booking/booking_lists.h"
 
 #include <algorithm>
@@ -70,6 +73,30 @@ absl::StatusOr<v1::Booking> ParseBooking(const std::string& bytes) {
     return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored booking is unreadable");
   }
   return b;
+}
+
+// A stored booking's state and mode without parsing the whole document
+// (QueryAvailability reads one per entry in its range and needs only
+// these); false where ParseBooking would fail to parse the wire format.
+// Keep in step with ParseBooking's encoding.
+bool ReadStateAndMode(const std::string& bytes, int* state, int* mode) {
+  using google::protobuf::internal::WireFormatLite;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  *state = 0;
+  *mode = 0;
+  while (const uint32_t tag = in.ReadTag()) {
+    const int field = WireFormatLite::GetTagFieldNumber(tag);
+    if ((field == v1::Booking::kStateFieldNumber || field == v1::Booking::kModeFieldNumber) &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_VARINT) {
+      uint64_t v = 0;
+      if (!in.ReadVarint64(&v)) return false;
+      (field == v1::Booking::kStateFieldNumber ? *state : *mode) = static_cast<int>(static_cast<int32_t>(v));
+      continue;
+    }
+    if (!WireFormatLite::SkipField(&in, tag)) return false;
+  }
+  return in.ConsumedEntireMessage();
 }
 
 const inv::SlotRules& SlotRulesOf(const inv::Instrument& in, SharingMode mode) {
@@ -446,8 +473,32 @@ absl::StatusOr<v1::Booking> BookingManager::GetBooking(const Principal& p,
   return std::move(cur.booking);
 }
 
-absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
+void BookingManager::GetBookingAsync(const Principal& p, const v1::GetBookingRequest& r,
+                                     std::function<void(absl::StatusOr<v1::Booking>)> done) {
+  // Load() and the scope check of GetBooking, on the pipeline.
+  auto id = ParseName(r.name(), "bookings", "name");
+  if (!id.ok()) return done(id.status());
+  auto shared = std::make_shared<std::function<void(absl::StatusOr<v1::Booking>)>>(std::move(done));
+  store_->PartitionOfAsync(*id, [this, p, name = r.name(), id = *id, shared](absl::StatusOr<std::optional<int>> partition) {
+    auto& done = *shared;
+    if (!partition.ok()) return done(partition.status());
+    if (!*partition) return done(MakeError(absl::StatusCode::kNotFound, "BOOKING_NOT_FOUND", name + " does not exist"));
+    store_->GetDocAsync(keys::Booking(**partition, id), [this, p, name, shared](absl::StatusOr<std::optional<StoredDoc>> doc) {
+      auto& done = *shared;
+      if (!doc.ok()) return done(doc.status());
+      if (!*doc) return done(MakeError(absl::StatusCode::kNotFound, "BOOKING_NOT_FOUND", name + " does not exist"));
+      auto booking = ParseAnswer<v1::Booking>((*doc)->data);
+      if (!booking.ok()) return done(booking.status());
+      absl::Status scope = CheckScopeOn("GetBooking", p, *inventory_, booking->instrument(), BookingFacts(*booking));
+      if (!scope.ok()) return done(scope);
+      done(*std::move(booking));
+    });
+  });
+}
+
+absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager::PlanListBookings(
     const Principal& p, const v1::ListBookingsRequest& r) {
+  auto plan = std::make_shared<BookingsListing>();
   // The caller's scope (booking_lists.h); a filter outside it fails first.
   const ListScope scope = ScopeOf(p);
   if (!r.user().empty() && r.user() != scope.self && !scope.all && !scope.billing && !scope.staff) {
@@ -477,7 +528,7 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
   LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
 
-  ListQuery q;
+  ListQuery& q = plan->q;
   q.descending = descending;
   q.doc_key = keys::Booking;
   q.page_size = page.page_size;
@@ -487,7 +538,6 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
     q.hi_ms = Ms(FromProto(r.time_range().end_time())) + 1;  // whole milliseconds; exact below
     q.widen_by_span = true;
   }
-  v1::ListBookingsResponse resp;
   // Every index that holds all possible answers is a candidate.
   if (!instrument_id.empty()) {
     const int part = keys::Partition(instrument_id);
@@ -506,11 +556,11 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
   };
   if (!lease_id.empty()) {
     LS_ASSIGN_OR_RETURN(bool found, on_instrument_of(v1::Lease(), lease_id, keys::Lease));
-    if (!found) return resp;
+    if (!found) return plan->nothing = true, plan;
   }
   if (!order_id.empty()) {
     LS_ASSIGN_OR_RETURN(bool found, on_instrument_of(v1::ServiceOrder(), order_id, keys::Order));
-    if (!found) return resp;
+    if (!found) return plan->nothing = true, plan;
   }
   if (!user_id.empty()) q.candidates.push_back(EveryPartition('b', "user", user_id));
   if (!payer_id.empty()) q.candidates.push_back(EveryPartition('b', "org", payer_id));
@@ -526,12 +576,24 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
     }
     q.candidates.push_back(std::move(mine));
   }
+  plan->r = r;
+  plan->p = p;
+  plan->scope = scope;
+  plan->operates = std::make_unique<OwnsOrOperates>(inventory_, scope.org);
+  plan->range_start = r.has_time_range() ? FromProto(r.time_range().start_time()) : absl::InfinitePast();
+  plan->range_end = r.has_time_range() ? FromProto(r.time_range().end_time()) : absl::InfiniteFuture();
+  return plan;
+}
+
+absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, const std::string& data) {
+  const v1::ListBookingsRequest& r = l.r;
+  const ListScope& scope = l.scope;
   auto pays = [](const v1::Booking& b, const std::string& org) {
     return b.payer_organization() == org ||
            std::any_of(b.cost_shares().begin(), b.cost_shares().end(),
                        [&](const auto& s) { return s.organization() == org; });
   };
-  OwnsOrOperates operates(inventory_, scope.org);
+  OwnsOrOperates& operates = *l.operates;
   auto in_scope = [&](const v1::Booking& b) -> absl::StatusOr<bool> {
     if (scope.all || (scope.lab_user && b.user() == scope.self)) return true;
     if ((scope.billing || scope.staff) && !scope.org.empty() && pays(b, scope.org)) return true;
@@ -539,33 +601,55 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(
     if (scope.staff) return operates(b.instrument());
     return false;
   };
-  const absl::Time range_start = r.has_time_range() ? FromProto(r.time_range().start_time()) : absl::InfinitePast();
-  const absl::Time range_end = r.has_time_range() ? FromProto(r.time_range().end_time()) : absl::InfiniteFuture();
-  auto take = [&](const std::string& data) -> absl::StatusOr<bool> {
-    LS_ASSIGN_OR_RETURN(v1::Booking b, ParseBooking(data));
-    if (!r.instrument().empty() && b.instrument() != r.instrument()) return false;
-    if (!r.user().empty() && b.user() != r.user()) return false;
-    if (!r.payer_organization().empty() && !pays(b, r.payer_organization())) return false;
-    if (!r.instrument_owner().empty() && b.instrument_owner() != r.instrument_owner()) return false;
-    if (r.mode() != 0 && b.mode() != r.mode()) return false;
-    if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), b.state()) == r.states().end()) {
-      return false;
-    }
-    if (!(FromProto(b.reserved_interval().start_time()) < range_end &&
-          range_start < FromProto(b.reserved_interval().end_time()))) {
-      return false;
-    }
-    if (!r.project().empty() && b.project() != r.project()) return false;
-    if (!r.service_order().empty() && b.service_order() != r.service_order()) return false;
-    if (!r.lease().empty() && b.lease() != r.lease()) return false;
-    LS_ASSIGN_OR_RETURN(bool visible, in_scope(b));
-    if (!visible) return false;
-    *resp.add_bookings() = std::move(b);
-    return true;
-  };
-  LS_ASSIGN_OR_RETURN(std::string next, RunListing(*store_, q, take));
-  if (!next.empty()) resp.set_next_page_token(page_tokens_.Make(r, p, next));
-  return resp;
+  const absl::Time range_start = l.range_start, range_end = l.range_end;
+  LS_ASSIGN_OR_RETURN(v1::Booking b, ParseBooking(data));
+  if (!r.instrument().empty() && b.instrument() != r.instrument()) return false;
+  if (!r.user().empty() && b.user() != r.user()) return false;
+  if (!r.payer_organization().empty() && !pays(b, r.payer_organization())) return false;
+  if (!r.instrument_owner().empty() && b.instrument_owner() != r.instrument_owner()) return false;
+  if (r.mode() != 0 && b.mode() != r.mode()) return false;
+  if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), b.state()) == r.states().end()) {
+    return false;
+  }
+  if (!(FromProto(b.reserved_interval().start_time()) < range_end &&
+        range_start < FromProto(b.reserved_interval().end_time()))) {
+    return false;
+  }
+  if (!r.project().empty() && b.project() != r.project()) return false;
+  if (!r.service_order().empty() && b.service_order() != r.service_order()) return false;
+  if (!r.lease().empty() && b.lease() != r.lease()) return false;
+  LS_ASSIGN_OR_RETURN(bool visible, in_scope(b));
+  if (!visible) return false;
+  *l.resp.add_bookings() = std::move(b);
+  return true;
+}
+
+absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(const Principal& p,
+                                                                     const v1::ListBookingsRequest& r) {
+  LS_ASSIGN_OR_RETURN(std::shared_ptr<BookingsListing> plan, PlanListBookings(p, r));
+  if (plan->nothing) return std::move(plan->resp);
+  LS_ASSIGN_OR_RETURN(std::string next,
+                      RunListing(*store_, plan->q, [&](const std::string& data) { return TakeBooking(*plan, data); }));
+  if (!next.empty()) plan->resp.set_next_page_token(page_tokens_.Make(r, p, next));
+  return std::move(plan->resp);
+}
+
+void BookingManager::ListBookingsAsync(const Principal& p, const v1::ListBookingsRequest& r,
+                                       std::function<void(absl::StatusOr<v1::ListBookingsResponse>)> done) {
+  // The checks and the choice of index here (a lease or order filter reads
+  // its document synchronously: rare); the pages and documents on the
+  // pipeline.
+  auto plan = PlanListBookings(p, r);
+  if (!plan.ok()) return done(plan.status());
+  std::shared_ptr<BookingsListing> l = *std::move(plan);
+  if (l->nothing) return done(std::move(l->resp));
+  ListQuery q = l->q;
+  RunListingAsync(*store_, std::move(q), [this, l](const std::string& data) { return TakeBooking(*l, data); },
+                  [this, l, done = std::move(done)](absl::StatusOr<std::string> next) {
+                    if (!next.ok()) return done(next.status());
+                    if (!next->empty()) l->resp.set_next_page_token(page_tokens_.Make(l->r, l->p, *next));
+                    done(std::move(l->resp));
+                  });
 }
 
 absl::StatusOr<int64_t> BookingManager::MigrateListings() {
@@ -1177,19 +1261,22 @@ absl::StatusOr<int> BookingManager::Sweep() {
 
 // ================================================================ availability
 
-absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
+absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailability(
     const Principal& p, const v1::QueryAvailabilityRequest& r) {
   // Authorization before validation: another organisation's view.
   if (!r.organization().empty()) LS_RETURN_IF_ERROR(CheckScope("QueryAvailability", p, {"", {r.organization()}, {}}));
-  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  AvailabilityPlan plan;
+  LS_ASSIGN_OR_RETURN(plan.instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
   LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
-  const absl::Time from = FromProto(r.range().start_time());
-  const absl::Time to = FromProto(r.range().end_time());
-  if (to - from > kMaxRange) {
+  plan.instrument = r.instrument();
+  plan.from = FromProto(r.range().start_time());
+  plan.to = FromProto(r.range().end_time());
+  if (plan.to - plan.from > kMaxRange) {
     return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
   }
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
-  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(r.instrument()));
+  LS_ASSIGN_OR_RETURN(auto instrument_shared, inventory_->Instrument(r.instrument()));
+  const inv::Instrument& instrument = *instrument_shared;
   const inv::ModeOffering* offering = FindMode(instrument, mode);
   if (offering == nullptr) {
     return Precondition("MODE_NOT_OFFERED", absl::StrCat(r.instrument(), " does not offer ", labshare::type::v1::SharingMode_Name(mode)));
@@ -1201,32 +1288,64 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   }
   labshare::type::v1::PayerClass payer_class = labshare::type::v1::MEMBER;
   if (!org_name.empty()) {
-    LS_ASSIGN_OR_RETURN(inv::Organization org, inventory_->GetOrganization(org_name));
-    payer_class = labshare::inventory::PayerClassFor(org, instrument);
+    LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(org_name));
+    payer_class = labshare::inventory::PayerClassFor(*org, instrument);
   }
   const absl::Time now = clock_->Now();
   // Notice and horizon exactly as CreateBooking and RequestLease check them.
-  const labshare::inventory::BookingWindow window = labshare::inventory::BookingWindowFor(*offering, payer_class, now);
+  plan.window = labshare::inventory::BookingWindowFor(*offering, payer_class, now);
   // A reservation [s, e) blocks [s - lead, e + tail): slot modes the buffer
   // after; LEASE the default handover buffer before and return buffer after.
   const bool lease = mode == labshare::type::v1::LEASE;
-  const absl::Duration lead = lease ? FromProto(offering->lease_rules().handover_buffer()) : absl::ZeroDuration();
-  const absl::Duration tail = lease ? FromProto(offering->lease_rules().return_buffer())
-                                    : FromProto(offering->slot_rules().buffer());
+  plan.lead = lease ? FromProto(offering->lease_rules().handover_buffer()) : absl::ZeroDuration();
+  plan.tail = lease ? FromProto(offering->lease_rules().return_buffer()) : FromProto(offering->slot_rules().buffer());
+  plan.min_len = FromProto(r.min_duration());
+  plan.partition = keys::Partition(plan.instrument_id);
+  plan.names = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor}) || IsOwnerStaff(p, instrument);
+  // The scheduled maintenance (cached), before the calendar read: no
+  // pipeline thread ever waits on inventory.
+  LS_ASSIGN_OR_RETURN(plan.windows, inventory_->Windows(r.instrument()));
+  return plan;
+}
 
+absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
+    const Principal& p, const v1::QueryAvailabilityRequest& r) {
+  LS_ASSIGN_OR_RETURN(AvailabilityPlan plan, PlanAvailability(p, r));
   // Taken time: bookings (blocked intervals) and scheduled maintenance.
-  const int partition = keys::Partition(instrument_id);
-  LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, instrument_id, Ms(from - lead), Ms(to + tail)));
+  LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(plan.partition, plan.instrument_id,
+                                                          Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)));
   std::vector<std::string> ids;
+  for (const auto& e : entries) ids.push_back(e.booking_id);
+  LS_ASSIGN_OR_RETURN(auto docs, store_->GetMany(plan.partition, ids));
+  return AnswerAvailability(plan, entries, docs);
+}
+
+void BookingManager::QueryAvailabilityAsync(const Principal& p, const v1::QueryAvailabilityRequest& r,
+                                            std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done) {
+  auto plan = PlanAvailability(p, r);
+  if (!plan.ok()) return done(plan.status());
+  auto shared = std::make_shared<AvailabilityPlan>(*std::move(plan));
+  store_->CalendarWithDocsAsync(shared->partition, shared->instrument_id, Ms(shared->from - shared->lead),
+                                Ms(shared->to + shared->tail),
+                                [shared, done = std::move(done)](absl::StatusOr<BookingStore::CalendarWithDocs> cal) {
+                                  if (!cal.ok()) return done(cal.status());
+                                  done(AnswerAvailability(*shared, cal->entries, cal->docs));
+                                });
+}
+
+v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
+    const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
+    const std::vector<std::optional<StoredDoc>>& docs) {
+  const absl::Time from = plan.from, to = plan.to;
+  const absl::Duration lead = plan.lead, tail = plan.tail;
+  const labshare::inventory::BookingWindow& window = plan.window;
+  const bool names = plan.names;
   std::set<std::string> windows_on_calendar;
   for (const auto& e : entries) {
-    ids.push_back(e.booking_id);
     if (IsWindowEntry(e.booking_id)) windows_on_calendar.insert(e.booking_id.substr(3));
   }
-  LS_ASSIGN_OR_RETURN(auto docs, store_->GetMany(partition, ids));
-  const bool names = p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor}) || IsOwnerStaff(p, instrument);
   v1::QueryAvailabilityResponse resp;
-  resp.set_instrument(r.instrument());
+  resp.set_instrument(plan.instrument);
   *resp.mutable_earliest_start() = ToProto(window.earliest_start);
   if (window.latest_end != absl::InfiniteFuture()) *resp.mutable_horizon_end() = ToProto(window.latest_end);
   std::vector<std::pair<absl::Time, absl::Time>> busy;
@@ -1239,21 +1358,20 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
     *bi.mutable_interval()->mutable_end_time() = ToProto(be);
     bi.set_reason(IsWindowEntry(entries[i].booking_id) ? v1::BusyInterval::MAINTENANCE
                                                         : v1::BusyInterval::BOOKED);
-    if (i < docs.size() && docs[i]) {
-      auto b = ParseBooking(docs[i]->data);
-      if (b.ok() && b->state() == v1::Booking::PENDING_APPROVAL) {
+    int state = 0, mode = 0;
+    if (i < docs.size() && docs[i] && ReadStateAndMode(docs[i]->data, &state, &mode)) {
+      if (state == v1::Booking::PENDING_APPROVAL) {
         bi.set_reason(v1::BusyInterval::AWAITING_APPROVAL);
-      } else if (b.ok() && b->mode() == labshare::type::v1::LEASE) {
+      } else if (mode == labshare::type::v1::LEASE) {
         bi.set_reason(v1::BusyInterval::LEASED);
-      } else if (b.ok() && b->state() == v1::Booking::CHECKED_IN) {
+      } else if (state == v1::Booking::CHECKED_IN) {
         bi.set_reason(v1::BusyInterval::IN_USE);
       }
     }
     if (names && !IsWindowEntry(entries[i].booking_id)) bi.set_resource("bookings/" + entries[i].booking_id);
     *resp.add_busy_intervals() = std::move(bi);
   }
-  LS_ASSIGN_OR_RETURN(auto windows, inventory_->ListMaintenanceWindows(r.instrument()));
-  for (const auto& w : windows) {
+  for (const auto& w : plan.windows->maintenance_windows()) {
     if (w.state() != inv::SCHEDULED ||
         windows_on_calendar.count(w.name().substr(w.name().rfind('/') + 1))) {
       continue;
@@ -1278,7 +1396,7 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   // closes; clipped to the booking window and the range.
   const absl::Time lo = std::max(from, window.earliest_start);
   const absl::Time hi = std::min(to, window.latest_end);
-  const absl::Duration min_len = FromProto(r.min_duration());
+  const absl::Duration min_len = plan.min_len;
   auto emit = [&](absl::Time s, absl::Time e) {
     s = std::max(s, lo);
     e = std::min(e, hi);

@@ -32,6 +32,7 @@
 #include "google/protobuf/empty.pb.h"
 #include "labshare/booking/v1/booking.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
+#include "services/booking/booking_lists.h"
 #include "services/booking/inventory_client.h"
 #include "services/inventory/inventory_rules.h"
 #include "services/booking/redis_booking_store.h"
@@ -63,13 +64,22 @@ class BookingManager {
   void CreateBookingAsync(const Principal& p, const v1::CreateBookingRequest& r,
                           std::function<void(absl::StatusOr<v1::Booking>)> done);
   absl::StatusOr<v1::Booking> GetBooking(const Principal& p, const v1::GetBookingRequest& r);
+  // The same on the store's pipeline: `done` runs once, on a pipeline thread
+  // (or inline when the answer needs no Redis read). Same answers, errors
+  // and scope checks as the synchronous form.
+  void GetBookingAsync(const Principal& p, const v1::GetBookingRequest& r,
+                       std::function<void(absl::StatusOr<v1::Booking>)> done);
   absl::StatusOr<v1::ListBookingsResponse> ListBookings(const Principal& p, const v1::ListBookingsRequest& r);
+  void ListBookingsAsync(const Principal& p, const v1::ListBookingsRequest& r,
+                         std::function<void(absl::StatusOr<v1::ListBookingsResponse>)> done);
   absl::StatusOr<v1::Booking> CancelBooking(const Principal& p, const v1::CancelBookingRequest& r);
   absl::StatusOr<v1::Booking> ApproveBooking(const Principal& p, const v1::ApproveBookingRequest& r);
   absl::StatusOr<v1::Booking> RejectBooking(const Principal& p, const v1::RejectBookingRequest& r);
   absl::StatusOr<v1::Booking> CheckIn(const Principal& p, const v1::CheckInRequest& r);
   absl::StatusOr<v1::Booking> CheckOut(const Principal& p, const v1::CheckOutRequest& r);
   absl::StatusOr<v1::QueryAvailabilityResponse> QueryAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
+  void QueryAvailabilityAsync(const Principal& p, const v1::QueryAvailabilityRequest& r,
+                              std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done);
   // Instruments of a category with free time in a range for an organisation
   // (its access policy, horizon and notice), each with its free intervals.
   absl::StatusOr<v1::SearchAvailableInstrumentsResponse> SearchAvailableInstruments(
@@ -179,6 +189,39 @@ class BookingManager {
   // validate_only: the quotas' answer from the current counters.
   absl::Status PreviewQuotas(v1::Booking& b, const std::string& instrument_id);
   static std::vector<CounterMove> QuotaMoves(const v1::Booking& before, v1::Booking::State after);
+
+  // ListBookings before its listing (checks, scope, the index to read) and
+  // the filter each document passes (appended to resp when it does).
+  struct BookingsListing {
+    v1::ListBookingsRequest r;
+    Principal p;
+    ListScope scope;
+    std::unique_ptr<OwnsOrOperates> operates;
+    ListQuery q;
+    absl::Time range_start, range_end;
+    v1::ListBookingsResponse resp;
+    bool nothing = false;  // an unknown lease or order: the empty answer
+  };
+  absl::StatusOr<std::shared_ptr<BookingsListing>> PlanListBookings(const Principal& p,
+                                                                    const v1::ListBookingsRequest& r);
+  absl::StatusOr<bool> TakeBooking(BookingsListing& l, const std::string& data);
+
+  // QueryAvailability before and after its calendar read: the checks and
+  // the inventory's facts (cached), then the answer from the calendar.
+  struct AvailabilityPlan {
+    std::string instrument;  // the request's name
+    std::string instrument_id;
+    int partition = 0;
+    absl::Time from, to;
+    absl::Duration lead, tail, min_len;
+    labshare::inventory::BookingWindow window;
+    bool names = false;  // busy intervals carry their resource
+    InventoryClient::Shared<inv::ListMaintenanceWindowsResponse> windows;
+  };
+  absl::StatusOr<AvailabilityPlan> PlanAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
+  static v1::QueryAvailabilityResponse AnswerAvailability(const AvailabilityPlan& plan,
+                                                          const std::vector<CalendarEntry>& entries,
+                                                          const std::vector<std::optional<StoredDoc>>& docs);
 
   struct Loaded {
     v1::Booking booking;

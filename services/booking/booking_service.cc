@@ -88,26 +88,22 @@ const MethodPolicy& BookingPolicy() {
 
 std::string BookingMethod(const char* method) { return M(method); }
 
-grpc::ServerUnaryReactor* BookingService::CreateBooking(grpc::CallbackServerContext* ctx,
-                                                        const v1::CreateBookingRequest* req,
-                                                        v1::Booking* resp) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  auto principal = auth_->Authorize(ctx);
-  if (!principal.ok()) {
-    reactor->Finish(ToGrpcStatus(principal.status(), kDomain));
-    return reactor;
+// Callback-API methods: the same authorization, input ranges and status
+// conversion as the synchronous ones below.
+#define LABSHARE_BOOKING_ASYNC_RPC(Method, Req, Resp, Async)                                      \
+  grpc::ServerUnaryReactor* BookingService::Method(grpc::CallbackServerContext* ctx, const v1::Req* req, \
+                                                   v1::Resp* resp) {                                \
+    return HandleUnaryAsync(*auth_, ctx, kDomain, resp, [&](const Principal& p, UnaryDone<v1::Resp> done) { \
+      if (absl::Status range = CheckInputRanges(*req); !range.ok()) return done(range);             \
+      manager_->Async(p, *req, std::move(done));                                                    \
+    });                                                                                             \
   }
-  if (absl::Status range = CheckInputRanges(*req); !range.ok()) {
-    reactor->Finish(ToGrpcStatus(range, kDomain));
-    return reactor;
-  }
-  manager_->CreateBookingAsync(*principal, *req, [reactor, resp](absl::StatusOr<v1::Booking> result) {
-    if (!result.ok()) return reactor->Finish(ToGrpcStatus(result.status(), kDomain));
-    *resp = *std::move(result);
-    reactor->Finish(grpc::Status::OK);
-  });
-  return reactor;
-}
+LABSHARE_BOOKING_ASYNC_RPC(CreateBooking, CreateBookingRequest, Booking, CreateBookingAsync)
+LABSHARE_BOOKING_ASYNC_RPC(GetBooking, GetBookingRequest, Booking, GetBookingAsync)
+LABSHARE_BOOKING_ASYNC_RPC(ListBookings, ListBookingsRequest, ListBookingsResponse, ListBookingsAsync)
+LABSHARE_BOOKING_ASYNC_RPC(QueryAvailability, QueryAvailabilityRequest, QueryAvailabilityResponse,
+                           QueryAvailabilityAsync)
+#undef LABSHARE_BOOKING_ASYNC_RPC
 
 #define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                      \
   grpc::Status BookingService::Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) { \

@@ -22,10 +22,11 @@ ABSL_FLAG(absl::Duration, sweep_interval, absl::Seconds(10),
           "How often bookings past their check-in window are marked MISSED (and pending "
           "ones past their start EXPIRED).");
 ABSL_FLAG(int, redis_pipelines, 2,
-          "Connections (one thread each) that pipeline CreateBooking's Redis step. Two let Redis run "
+          "Connections (one thread each) per Redis master that pipeline the callback-API methods' Redis "
+          "steps (CreateBooking, GetBooking, ListBookings, QueryAvailability). Two let Redis run "
           "one connection's batch while the other's answers are handed back (tests/bench: about 20 % "
           "more bookings/s than one).");
-ABSL_FLAG(int, redis_pipeline_batch, 256, "Most CreateBooking steps one pipeline connection sends at once.");
+ABSL_FLAG(int, redis_pipeline_batch, 256, "Most calls one pipeline connection sends at once.");
 ABSL_FLAG(absl::Duration, inventory_cache_ttl, absl::Seconds(60),
           "Longest an inventory answer (instrument, user, rates, ...) is reused. Changes announced on "
           "inventory's outbox drop the answers they touch at once; this bounds anything else.");
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
   }
   labshare::booking::InventoryClient inventory(*inventory_channel_or, &clock,
                                                absl::GetFlag(FLAGS_inventory_cache_ttl));
-  // The hot path (CreateBooking) pipelines its Lua step.
+  // The callback-API methods pipeline their Redis steps (one queue per master).
   labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines),
                                   static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_batch))));
   labshare::booking::BookingStore store(&redis, &pipeline);

@@ -1,6 +1,7 @@
 #include "services/booking/redis_booking_store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <set>
 
@@ -574,15 +575,19 @@ absl::StatusOr<std::vector<std::optional<StoredDoc>>> BookingStore::GetMany(
   return docs_.GetMany(k);
 }
 
-absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
-    int partition, absl::string_view instrument_id, int64_t from_ms, int64_t to_ms) const {
+namespace {
+
+// CalendarRange in steps shared by the synchronous and the pipelined reads:
+// the head (the entry before from_ms, the entries starting in the range),
+// then each entry's end from the ends hash.
+std::vector<std::vector<std::string>> CalendarHeadCommands(int partition, absl::string_view instrument_id,
+                                                           int64_t from_ms, int64_t to_ms) {
   const std::string cal = keys::Calendar(partition, instrument_id);
-  LS_ASSIGN_OR_RETURN(
-      auto replies,
-      pool_->Pipeline({{"ZREVRANGEBYSCORE", cal, "(" + std::to_string(from_ms), "-inf", "WITHSCORES",
-                        "LIMIT", "0", "1"},
-                       {"ZRANGEBYSCORE", cal, std::to_string(from_ms), "(" + std::to_string(to_ms),
-                        "WITHSCORES"}}));
+  return {{"ZREVRANGEBYSCORE", cal, "(" + std::to_string(from_ms), "-inf", "WITHSCORES", "LIMIT", "0", "1"},
+          {"ZRANGEBYSCORE", cal, std::to_string(from_ms), "(" + std::to_string(to_ms), "WITHSCORES"}};
+}
+
+std::vector<CalendarEntry> CalendarHead(const std::vector<RedisValue>& replies) {
   std::vector<CalendarEntry> entries;
   for (const auto& reply : replies) {
     for (size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
@@ -592,16 +597,119 @@ absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
       entries.push_back(std::move(e));
     }
   }
-  if (entries.empty()) return entries;
+  return entries;
+}
+
+std::vector<std::string> CalendarEndsCommand(int partition, absl::string_view instrument_id,
+                                             const std::vector<CalendarEntry>& entries) {
   std::vector<std::string> hmget = {"HMGET", keys::CalendarEnds(partition, instrument_id)};
   for (const auto& e : entries) hmget.push_back(e.booking_id);
-  LS_ASSIGN_OR_RETURN(RedisValue ends, pool_->Command(hmget));
+  return hmget;
+}
+
+// The entries with a known end after from_ms; kept[i]: entry i stayed.
+std::vector<CalendarEntry> WithEnds(std::vector<CalendarEntry> entries, const RedisValue& ends, int64_t from_ms,
+                                    std::vector<bool>* kept = nullptr) {
   std::vector<CalendarEntry> out;
+  if (kept != nullptr) kept->assign(entries.size(), false);
   for (size_t i = 0; i < entries.size() && i < ends.elements.size(); ++i) {
     if (ends.elements[i].is_nil() || !absl::SimpleAtoi(ends.elements[i].str, &entries[i].end_ms)) continue;
-    if (entries[i].end_ms > from_ms) out.push_back(std::move(entries[i]));
+    if (entries[i].end_ms > from_ms) {
+      out.push_back(std::move(entries[i]));
+      if (kept != nullptr) (*kept)[i] = true;
+    }
   }
   return out;
+}
+
+// A document's HMGET d v reply (as DocStore reads it).
+absl::StatusOr<std::optional<StoredDoc>> DocOf(RedisValue&& v) {
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  if (v.elements[0].is_nil()) return std::optional<StoredDoc>();
+  StoredDoc doc;
+  doc.data = std::move(v.elements[0].str);
+  doc.version = std::strtoll(v.elements[1].str.c_str(), nullptr, 10);
+  return std::optional<StoredDoc>(std::move(doc));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
+    int partition, absl::string_view instrument_id, int64_t from_ms, int64_t to_ms) const {
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(CalendarHeadCommands(partition, instrument_id, from_ms, to_ms)));
+  std::vector<CalendarEntry> entries = CalendarHead(replies);
+  if (entries.empty()) return entries;
+  LS_ASSIGN_OR_RETURN(RedisValue ends, pool_->Command(CalendarEndsCommand(partition, instrument_id, entries)));
+  return WithEnds(std::move(entries), ends, from_ms);
+}
+
+void BookingStore::PartitionOfAsync(std::string id, Done<std::optional<int>> done) const {
+  int p = 0;
+  if (IsGeneratedId(id) && absl::SimpleAtoi(id.substr(1, 2), &p)) return done(std::optional<int>(p));
+  if (pipeline_ == nullptr) return done(PartitionOf(id));
+  pipeline_->Command({"GET", keys::IdLookup(id)}, [done = std::move(done)](absl::StatusOr<RedisValue> v) {
+    if (!v.ok()) return done(v.status());
+    int p = 0;
+    if (v->is_nil() || !absl::SimpleAtoi(v->str, &p)) return done(std::optional<int>());
+    done(std::optional<int>(p));
+  });
+}
+
+void BookingStore::GetDocAsync(std::string key, Done<std::optional<StoredDoc>> done) const {
+  if (pipeline_ == nullptr) return done(docs_.Get(key));
+  pipeline_->Command({"HMGET", std::move(key), "d", "v"}, [done = std::move(done)](absl::StatusOr<RedisValue> v) {
+    if (!v.ok()) return done(v.status());
+    done(DocOf(*std::move(v)));
+  });
+}
+
+void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_id, int64_t from_ms, int64_t to_ms,
+                                         Done<CalendarWithDocs> done) const {
+  if (pipeline_ == nullptr) {
+    CalendarWithDocs out;
+    auto entries = CalendarRange(partition, instrument_id, from_ms, to_ms);
+    if (!entries.ok()) return done(entries.status());
+    std::vector<std::string> ids;
+    for (const auto& e : *entries) ids.push_back(e.booking_id);
+    auto docs = GetMany(partition, ids);
+    if (!docs.ok()) return done(docs.status());
+    out.entries = *std::move(entries);
+    out.docs = *std::move(docs);
+    return done(std::move(out));
+  }
+  RedisPipeline* pipe = pipeline_;
+  auto head_commands = CalendarHeadCommands(partition, instrument_id, from_ms, to_ms);  // before the move below
+  pipe->Pipeline(
+      std::move(head_commands),
+      [pipe, partition, instrument_id = std::move(instrument_id), from_ms,
+       done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> head) mutable {
+        if (!head.ok()) return done(head.status());
+        std::vector<CalendarEntry> entries = CalendarHead(*head);
+        if (entries.empty()) return done(CalendarWithDocs());
+        // The ends and every entry's document in one round trip (the
+        // documents of entries the ends drop are read for nothing).
+        std::vector<std::vector<std::string>> reads;
+        reads.reserve(entries.size() + 1);
+        reads.push_back(CalendarEndsCommand(partition, instrument_id, entries));
+        for (const auto& e : entries) reads.push_back({"HMGET", keys::Booking(partition, e.booking_id), "d", "v"});
+        pipe->Pipeline(std::move(reads), [from_ms, entries = std::move(entries),
+                                          done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> r) mutable {
+          if (!r.ok()) return done(r.status());
+          std::vector<bool> kept;
+          CalendarWithDocs out;
+          const size_t n = entries.size();
+          out.entries = WithEnds(std::move(entries), (*r)[0], from_ms, &kept);
+          for (size_t i = 0; i < n && i + 1 < r->size(); ++i) {
+            if (!kept[i]) continue;
+            auto doc = DocOf(std::move((*r)[i + 1]));
+            if (!doc.ok()) return done(doc.status());
+            out.docs.push_back(*std::move(doc));
+          }
+          done(std::move(out));
+        });
+      });
 }
 
 absl::StatusOr<std::vector<std::string>> BookingStore::Due(int partition, int64_t now_ms, int offset,
@@ -816,9 +924,13 @@ return redis.call('ZRANGE', key, from, to - 1, 'WITHSCORES')
 std::string LexBound(char open, int64_t ms) { return absl::StrFormat("%c%015d", open, std::max<int64_t>(ms, 0)); }
 }  // namespace
 
-absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPages(
-    const std::vector<ListingSource>& sources, bool descending, int64_t lo_ms, int64_t hi_ms,
-    const std::optional<ListingEntry>& after, int limit) const {
+namespace {
+
+// ListingPages' commands: ZRANGEBYLEX for lex sources, the listing script
+// (EVALSHA) for scored ones.
+std::vector<std::vector<std::string>> ListingCommands(const std::vector<ListingSource>& sources, bool descending,
+                                                      int64_t lo_ms, int64_t hi_ms,
+                                                      const std::optional<ListingEntry>& after, int limit) {
   const std::string lo = lo_ms == std::numeric_limits<int64_t>::min() ? "-inf" : std::to_string(lo_ms);
   const std::string hi = hi_ms == std::numeric_limits<int64_t>::max() ? "+inf" : std::to_string(hi_ms);
   std::vector<std::vector<std::string>> commands;
@@ -836,28 +948,22 @@ absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPage
       } else {
         commands.push_back({"ZRANGEBYLEX", src.key, min, max, "LIMIT", "0", std::to_string(limit)});
       }
+    } else if (!after && !descending) {
+      // A first page in ascending order needs no cursor arithmetic: the
+      // script's answer is exactly this range read (no Lua step per source).
+      commands.push_back({"ZRANGEBYSCORE", src.key, lo, hi == "+inf" ? hi : "(" + hi, "WITHSCORES", "LIMIT", "0",
+                          std::to_string(limit)});
     } else {
       commands.push_back({"EVALSHA", ListingScript().sha1(), "1", src.key, descending ? "desc" : "asc", lo, hi,
                           after ? std::to_string(after->ms) : "", after ? after->id : "", std::to_string(limit)});
     }
   }
-  if (commands.empty()) return std::vector<std::vector<ListingEntry>>();
-  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
-  const bool unknown = std::any_of(replies.begin(), replies.end(), [](const RedisValue& v) {
-    return v.is_error() && absl::StartsWith(v.str, "NOSCRIPT");
-  });
-  if (unknown) {
-    // First use on a server: load it there, then once more. On Redis
-    // Cluster each master has its own script cache, so load it through the
-    // key of every source that was refused (an empty page: limit 0).
-    std::set<int> loaded;  // slots
-    for (size_t i = 0; i < sources.size() && i < replies.size(); ++i) {
-      if (!replies[i].is_error() || !absl::StartsWith(replies[i].str, "NOSCRIPT")) continue;
-      if (!loaded.insert(RedisKeySlot(sources[i].key)).second) continue;
-      LS_RETURN_IF_ERROR(pool_->Eval(ListingScript(), {sources[i].key}, {"asc", "0", "0", "", "", "0"}).status());
-    }
-    LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(commands));
-  }
+  return commands;
+}
+
+absl::StatusOr<std::vector<std::vector<ListingEntry>>> ParseListingPages(const std::vector<ListingSource>& sources,
+                                                                          bool descending,
+                                                                          const std::vector<RedisValue>& replies) {
   auto unexpected = [] { return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected listing reply"); };
   std::vector<std::vector<ListingEntry>> out(sources.size());
   for (size_t i = 0; i < sources.size(); ++i) {
@@ -885,6 +991,108 @@ absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPage
     }
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::vector<ListingEntry>>> BookingStore::ListingPages(
+    const std::vector<ListingSource>& sources, bool descending, int64_t lo_ms, int64_t hi_ms,
+    const std::optional<ListingEntry>& after, int limit) const {
+  std::vector<std::vector<std::string>> commands = ListingCommands(sources, descending, lo_ms, hi_ms, after, limit);
+  if (commands.empty()) return std::vector<std::vector<ListingEntry>>();
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
+  const bool unknown = std::any_of(replies.begin(), replies.end(), [](const RedisValue& v) {
+    return v.is_error() && absl::StartsWith(v.str, "NOSCRIPT");
+  });
+  if (unknown) {
+    // First use on a server: load it there, then once more. On Redis
+    // Cluster each master has its own script cache, so load it through the
+    // key of every source that was refused (an empty page: limit 0).
+    std::set<int> loaded;  // slots
+    for (size_t i = 0; i < sources.size() && i < replies.size(); ++i) {
+      if (!replies[i].is_error() || !absl::StartsWith(replies[i].str, "NOSCRIPT")) continue;
+      if (!loaded.insert(RedisKeySlot(sources[i].key)).second) continue;
+      LS_RETURN_IF_ERROR(pool_->Eval(ListingScript(), {sources[i].key}, {"asc", "0", "0", "", "", "0"}).status());
+    }
+    LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(commands));
+  }
+  return ParseListingPages(sources, descending, replies);
+}
+
+void BookingStore::ListingPagesAsync(std::vector<ListingSource> sources, bool descending, int64_t lo_ms,
+                                     int64_t hi_ms, std::optional<ListingEntry> after, int limit,
+                                     Done<std::vector<std::vector<ListingEntry>>> done) const {
+  if (pipeline_ == nullptr) return done(ListingPages(sources, descending, lo_ms, hi_ms, after, limit));
+  std::vector<std::vector<std::string>> commands = ListingCommands(sources, descending, lo_ms, hi_ms, after, limit);
+  if (commands.empty()) return done(std::vector<std::vector<ListingEntry>>());
+  // Every source's read at once (one write per shard); the scripts as Eval
+  // calls, which load the script on a node that does not know it.
+  std::vector<RedisPipeline::Request> requests(commands.size());
+  for (size_t i = 0; i < commands.size(); ++i) {
+    std::vector<std::string>& c = commands[i];
+    if (c[0] == "EVALSHA") {  // EVALSHA sha 1 key args...
+      requests[i].script = &ListingScript();
+      requests[i].keys = 1;
+      requests[i].argv.assign(std::make_move_iterator(c.begin() + 3), std::make_move_iterator(c.end()));
+    } else {
+      requests[i].argv = std::move(c);
+    }
+  }
+  pipeline_->Batch(std::move(requests), [sources = std::move(sources), descending, done = std::move(done)](
+                                            std::vector<absl::StatusOr<RedisValue>> replies) {
+    std::vector<RedisValue> values;
+    values.reserve(replies.size());
+    for (auto& r : replies) {
+      if (!r.ok()) return done(r.status());
+      values.push_back(*std::move(r));
+    }
+    done(ParseListingPages(sources, descending, values));
+  });
+}
+
+void BookingStore::ListingSizesAsync(std::vector<ListingSource> sources, Done<std::vector<int64_t>> done) const {
+  if (pipeline_ == nullptr || sources.empty()) return done(ListingSizes(sources));
+  std::vector<std::vector<std::string>> commands;
+  for (const auto& src : sources) commands.push_back({"ZCARD", src.key});
+  pipeline_->Pipeline(std::move(commands), [done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> replies) {
+    if (!replies.ok()) return done(replies.status());
+    std::vector<int64_t> out;
+    for (const auto& r : *replies) out.push_back(r.type == RedisValue::Type::kInteger ? r.integer : 0);
+    done(std::move(out));
+  });
+}
+
+void BookingStore::ListingSpansAsync(Done<std::vector<int64_t>> done) const {
+  if (pipeline_ == nullptr) return done(ListingSpans());
+  std::vector<std::vector<std::string>> commands;
+  for (int p = 0; p < kPartitions; ++p) commands.push_back({"GET", keys::ListSpan(p)});
+  pipeline_->Pipeline(std::move(commands), [done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> replies) {
+    if (!replies.ok()) return done(replies.status());
+    std::vector<int64_t> out(kPartitions, 0);
+    for (size_t p = 0; p < replies->size() && p < out.size(); ++p) {
+      if (!(*replies)[p].is_nil()) absl::SimpleAtoi((*replies)[p].str, &out[p]);
+    }
+    done(std::move(out));
+  });
+}
+
+void BookingStore::GetDocsAsync(std::vector<std::string> doc_keys,
+                                Done<std::vector<std::optional<StoredDoc>>> done) const {
+  if (pipeline_ == nullptr || doc_keys.empty()) return done(docs_.GetMany(doc_keys));
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(doc_keys.size());
+  for (auto& k : doc_keys) commands.push_back({"HMGET", std::move(k), "d", "v"});
+  pipeline_->Pipeline(std::move(commands), [done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> replies) {
+    if (!replies.ok()) return done(replies.status());
+    std::vector<std::optional<StoredDoc>> out;
+    out.reserve(replies->size());
+    for (auto& r : *replies) {
+      auto doc = DocOf(std::move(r));
+      if (!doc.ok()) return done(doc.status());
+      out.push_back(*std::move(doc));
+    }
+    done(std::move(out));
+  });
 }
 
 absl::StatusOr<std::vector<int64_t>> BookingStore::ListingSizes(const std::vector<ListingSource>& sources) const {

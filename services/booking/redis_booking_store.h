@@ -252,6 +252,23 @@ class BookingStore {
   absl::StatusOr<std::vector<CalendarEntry>> CalendarRange(int partition,
                                                            absl::string_view instrument_id,
                                                            int64_t from_ms, int64_t to_ms) const;
+  // Asynchronous reads for the callback API (booking_service.cc): on the
+  // pipeline, one round trip per step, `done` on a pipeline thread; without
+  // a pipeline, synchronous on the pool (done before returning).
+  template <typename T>
+  using Done = std::function<void(absl::StatusOr<T>)>;
+  // PartitionOf.
+  void PartitionOfAsync(std::string booking_id, Done<std::optional<int>> done) const;
+  // A document by key (DocStore::Get).
+  void GetDocAsync(std::string key, Done<std::optional<StoredDoc>> done) const;
+  // CalendarRange and the entries' booking documents (GetMany), in two
+  // round trips: the calendar head, then the ends and documents together.
+  struct CalendarWithDocs {
+    std::vector<CalendarEntry> entries;
+    std::vector<std::optional<StoredDoc>> docs;  // one per entry
+  };
+  void CalendarWithDocsAsync(int partition, std::string instrument_id, int64_t from_ms, int64_t to_ms,
+                             Done<CalendarWithDocs> done) const;
   // The due set: ids due strictly before `now_ms` in due order, skipping
   // the first `offset`, at most `limit`; adding one (or moving it to
   // `due_ms`); taking one off.
@@ -312,6 +329,14 @@ class BookingStore {
   absl::StatusOr<std::vector<std::vector<ListingEntry>>> ListingPages(
       const std::vector<ListingSource>& sources, bool descending, int64_t lo_ms, int64_t hi_ms,
       const std::optional<ListingEntry>& after, int limit) const;
+  // ListingPages, ListingSizes, ListingSpans and DocStore::GetMany on the
+  // pipeline (see the asynchronous reads above).
+  void ListingPagesAsync(std::vector<ListingSource> sources, bool descending, int64_t lo_ms, int64_t hi_ms,
+                         std::optional<ListingEntry> after, int limit,
+                         Done<std::vector<std::vector<ListingEntry>>> done) const;
+  void ListingSizesAsync(std::vector<ListingSource> sources, Done<std::vector<int64_t>> done) const;
+  void ListingSpansAsync(Done<std::vector<int64_t>> done) const;
+  void GetDocsAsync(std::vector<std::string> keys, Done<std::vector<std::optional<StoredDoc>>> done) const;
   // Entries of each source (ZCARD), in one round trip.
   absl::StatusOr<std::vector<int64_t>> ListingSizes(const std::vector<ListingSource>& sources) const;
   // keys::ListSpan of each partition (0 when unset).

@@ -53,5 +53,26 @@ TEST(LogJson, BatchedLinesKeepTheirOrderAndErrorsAreWrittenAtOnce) {
   EXPECT_NE(lines[500].find(R"("level":"error","msg":"boom"})"), std::string::npos) << lines[500];
 }
 
+TEST(LogSampler, KeepsOneInEveryPerKeyAndEveryErrorAndSlowCall) {
+  LogSampler sampler(4, absl::Milliseconds(100));
+  std::vector<int> kept;
+  for (int i = 0; i < 10; ++i) {
+    if (sampler.Keep("/a", true, absl::Milliseconds(1))) kept.push_back(i);
+  }
+  EXPECT_EQ(kept, (std::vector<int>{0, 4, 8}));
+  // Errors and slow calls: always, and they do not move the count.
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(sampler.Keep("/a", false, absl::Milliseconds(1)));
+    EXPECT_TRUE(sampler.Keep("/a", true, absl::Milliseconds(100)));
+  }
+  EXPECT_FALSE(sampler.Keep("/a", true, absl::Milliseconds(1)));  // the 11th success
+  EXPECT_FALSE(sampler.Keep("/a", true, absl::Milliseconds(1)));  // the 12th
+  EXPECT_TRUE(sampler.Keep("/a", true, absl::Milliseconds(1)));   // the 13th
+  LogSampler all(1, absl::InfiniteDuration());
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(all.Keep("/a", true, absl::ZeroDuration()));
+  LogSampler nonsense(-3, absl::InfiniteDuration());
+  EXPECT_EQ(nonsense.every(), 1);
+}
+
 }  // namespace
 }  // namespace labshare

@@ -476,6 +476,45 @@ TEST_F(RedisClusterClientTest, MasterKillFailsUnavailableThenSucceedsOnThePromot
     EXPECT_EQ(ErrorReason(piped.status()), "STORAGE_UNAVAILABLE") << piped.status();
   }
 
+  // One queue per shard: while the dead master's calls retry (up to 5 s
+  // here, until the failover), calls for a live master are answered. The
+  // live call is enqueued by the callback of another live call that was
+  // enqueued after the dead one, i.e. while the dead one is retried: with
+  // one queue for all shards it would wait behind those retries.
+  {
+    RedisOptions patient = options;
+    patient.command_timeout = absl::Seconds(5);
+    RedisPipeline shards(patient, /*threads=*/1);
+    std::promise<absl::StatusOr<RedisValue>> warm_live;
+    shards.Command({"GET", other_tag + ":kept"}, [&](absl::StatusOr<RedisValue> v) { warm_live.set_value(v); });
+    ASSERT_TRUE(IsString(warm_live.get_future().get(), "before"));
+    std::mutex mu;
+    std::vector<std::string> order;
+    std::promise<void> both;
+    absl::StatusOr<RedisValue> dead_reply = absl::UnknownError("unset"), live_reply = absl::UnknownError("unset");
+    auto record = [&](const std::string& who) {
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back(who);
+      if (order.size() == 2) both.set_value();
+    };
+    shards.Command({"SET", tag + ":shard", "during"}, [&](absl::StatusOr<RedisValue> v) {
+      dead_reply = std::move(v);
+      record("dead shard");
+    });
+    shards.Command({"GET", other_tag + ":kept"}, [&](absl::StatusOr<RedisValue>) {
+      shards.Command({"GET", other_tag + ":kept"}, [&](absl::StatusOr<RedisValue> v) {
+        live_reply = std::move(v);
+        record("live shard");
+      });
+    });
+    ASSERT_EQ(both.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    EXPECT_EQ(order, (std::vector<std::string>{"live shard", "dead shard"}));
+    EXPECT_TRUE(IsString(live_reply, "before")) << Describe(live_reply);
+    // The dead shard's call: written on the promoted replica, or UNAVAILABLE.
+    EXPECT_TRUE(IsOkStatus(dead_reply) || (!dead_reply.ok() && ErrorReason(dead_reply.status()) == "STORAGE_UNAVAILABLE"))
+        << Describe(dead_reply);
+  }
+
   // Retry until it works; every failure meanwhile is the retryable one.
   int failures = 0, other_failures = 0;
   absl::Time pool_ok = absl::InfinitePast();

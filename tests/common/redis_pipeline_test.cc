@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <functional>
 #include <future>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "common/error.h"
 #include "tests/support/redis_server.h"
 
@@ -74,6 +77,120 @@ TEST(RedisPipeline, UnreachableRedisIsUnavailable) {
   auto v = EvalAndWait(pipe, Incr(), {"{p}:n"}, {"1"});
   EXPECT_EQ(v.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(ErrorReason(v.status()), "STORAGE_UNAVAILABLE");
+}
+
+absl::StatusOr<RedisValue> CommandAndWait(RedisPipeline& pipe, std::vector<std::string> argv) {
+  std::promise<absl::StatusOr<RedisValue>> done;
+  pipe.Command(std::move(argv), [&](absl::StatusOr<RedisValue> v) { done.set_value(std::move(v)); });
+  return done.get_future().get();
+}
+
+absl::StatusOr<std::vector<RedisValue>> PipelineAndWait(RedisPipeline& pipe,
+                                                        std::vector<std::vector<std::string>> commands) {
+  std::promise<absl::StatusOr<std::vector<RedisValue>>> done;
+  pipe.Pipeline(std::move(commands), [&](absl::StatusOr<std::vector<RedisValue>> v) { done.set_value(std::move(v)); });
+  return done.get_future().get();
+}
+
+TEST(RedisPipeline, CommandsAnswerLikeThePool) {
+  auto* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  testing::FlushAll(*server);
+  RedisPipeline pipe(server->options(), 2);
+  auto set = CommandAndWait(pipe, {"SET", "{p}:a", std::string("x\0y", 3)});
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->type, RedisValue::Type::kStatus);
+  EXPECT_EQ(set->str, "OK");
+  auto get = CommandAndWait(pipe, {"GET", "{p}:a"});
+  ASSERT_TRUE(get.ok()) << get.status();
+  EXPECT_EQ(get->str, std::string("x\0y", 3));  // binary safe
+  auto missing = CommandAndWait(pipe, {"GET", "{p}:none"});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_TRUE(missing->is_nil());
+  // An error reply is a value, as RedisPool::Command answers it.
+  auto wrong = CommandAndWait(pipe, {"INCR", "{p}:a"});
+  ASSERT_TRUE(wrong.ok()) << wrong.status();
+  EXPECT_TRUE(wrong->is_error());
+  auto empty = CommandAndWait(pipe, {});
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(ErrorReason(empty.status()), "STORAGE_ERROR");
+}
+
+TEST(RedisPipeline, GroupsAnswerOnceInOrder) {
+  auto* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  testing::FlushAll(*server);
+  RedisPipeline pipe(server->options());
+  auto replies = PipelineAndWait(pipe, {{"SET", "{p}:g", "1"}, {"INCR", "{p}:g"}, {"HSET", "{q}:h", "f", "v"},
+                                        {"GET", "{p}:g"}, {"HMGET", "{q}:h", "f", "nope"}, {"LPOP", "{p}:g"}});
+  ASSERT_TRUE(replies.ok()) << replies.status();
+  ASSERT_EQ(replies->size(), 6u);
+  EXPECT_EQ((*replies)[0].str, "OK");
+  EXPECT_EQ((*replies)[1].integer, 2);
+  EXPECT_EQ((*replies)[2].integer, 1);
+  EXPECT_EQ((*replies)[3].str, "2");
+  ASSERT_EQ((*replies)[4].elements.size(), 2u);
+  EXPECT_EQ((*replies)[4].elements[0].str, "v");
+  EXPECT_TRUE((*replies)[4].elements[1].is_nil());
+  EXPECT_TRUE((*replies)[5].is_error());  // WRONGTYPE: a value, as in RedisPool::Pipeline
+  auto none = PipelineAndWait(pipe, {});
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  auto bad = PipelineAndWait(pipe, {{"GET", "{p}:g"}, {}});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInternal);
+}
+
+// Callbacks may enqueue more calls (a read that depends on the one before):
+// 300 chains of 5 reads each, 64 at a time, all answered.
+TEST(RedisPipeline, CallbacksChainFurtherCalls) {
+  auto* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  testing::FlushAll(*server);
+  RedisPool pool(server->options());
+  ASSERT_TRUE(pool.Command({"SET", "{p}:c0", "{p}:c1"}).ok());
+  ASSERT_TRUE(pool.Command({"SET", "{p}:c1", "{p}:c2"}).ok());
+  ASSERT_TRUE(pool.Command({"SET", "{p}:c2", "{p}:c3"}).ok());
+  ASSERT_TRUE(pool.Command({"SET", "{p}:c3", "{p}:c4"}).ok());
+  ASSERT_TRUE(pool.Command({"SET", "{p}:c4", "end"}).ok());
+  RedisPipeline pipe(server->options(), 2);
+  constexpr int kChains = 300;
+  std::vector<std::promise<std::string>> ends(kChains);
+  std::function<void(int, std::string, int)> follow = [&](int chain, std::string key, int hops) {
+    pipe.Command({"GET", key}, [&, chain, hops](absl::StatusOr<RedisValue> v) {
+      if (!v.ok() || v->is_nil()) return ends[static_cast<size_t>(chain)].set_value("failed");
+      if (v->str == "end") return ends[static_cast<size_t>(chain)].set_value(absl::StrCat("end after ", hops + 1));
+      follow(chain, v->str, hops + 1);
+    });
+  };
+  for (int i = 0; i < kChains; ++i) follow(i, "{p}:c0", 0);
+  for (auto& e : ends) EXPECT_EQ(e.get_future().get(), "end after 5");
+}
+
+TEST(RedisPipeline, UnreachableRedisFailsCommandsAndGroupsUnavailable) {
+  auto redis = testing::RedisServer::Start();
+  ASSERT_TRUE(redis.ok());
+  RedisOptions options = (*redis)->options();
+  redis->reset();
+  RedisPipeline pipe(options);
+  auto v = CommandAndWait(pipe, {"GET", "{p}:x"});
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ErrorReason(v.status()), "STORAGE_UNAVAILABLE");
+  auto g = PipelineAndWait(pipe, {{"GET", "{p}:x"}, {"GET", "{p}:y"}});
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kUnavailable);
+}
+
+// Calls still queued when the pipeline goes are answered UNAVAILABLE, once.
+TEST(RedisPipeline, DestructionAnswersEveryCallOnce) {
+  auto* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  std::atomic<int> answered{0};
+  {
+    RedisPipeline pipe(server->options());
+    for (int i = 0; i < 1000; ++i) {
+      pipe.Command({"PING"}, [&](absl::StatusOr<RedisValue>) { answered.fetch_add(1); });
+    }
+  }
+  EXPECT_EQ(answered.load(), 1000);
 }
 
 }  // namespace

@@ -13,11 +13,16 @@
 
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "common/error.h"
 #include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/unary.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "tests/support/redis_server.h"
@@ -228,6 +233,107 @@ TEST(Server, MadeUpPathsShareOneMetricsLabel) {
                 .find("method=\"/labshare.booking.v1.BookingService/GetBooking\"} 1"),
             std::string::npos);
   (*server)->Shutdown(absl::Seconds(1));
+}
+
+// GetBooking on the callback API through HandleUnaryAsync, answering from
+// another thread as a pipeline would: "bookings/missing" is NOT_FOUND.
+class AsyncStub final
+    : public labshare::booking::v1::BookingService::WithCallbackMethod_GetBooking<
+          labshare::booking::v1::BookingService::Service> {
+ public:
+  explicit AsyncStub(const Authorizer* auth) : auth_(auth) {}
+  ~AsyncStub() override {
+    for (auto& t : answering_) t.join();
+  }
+  grpc::ServerUnaryReactor* GetBooking(grpc::CallbackServerContext* ctx,
+                                       const labshare::booking::v1::GetBookingRequest* req,
+                                       labshare::booking::v1::Booking* resp) override {
+    return HandleUnaryAsync(*auth_, ctx, "booking.labshare", resp,
+                            [&](const Principal&, UnaryDone<labshare::booking::v1::Booking> done) {
+                              std::lock_guard<std::mutex> lock(mu_);
+                              answering_.emplace_back([name = req->name(), done = std::move(done)] {
+                                if (name == "bookings/missing") {
+                                  return done(MakeError(absl::StatusCode::kNotFound, "BOOKING_NOT_FOUND",
+                                                        name + " does not exist"));
+                                }
+                                labshare::booking::v1::Booking b;
+                                b.set_name(name);
+                                done(b);
+                              });
+                            });
+  }
+
+ private:
+  const Authorizer* auth_;
+  std::mutex mu_;
+  std::vector<std::thread> answering_;  // joined when the test ends
+};
+
+int CountAccessLines(const std::string& text, const std::string& code) {
+  int n = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    n += absl::StrContains(line, "\"msg\":\"rpc\"") && absl::StrContains(line, "\"code\":\"" + code + "\"") ? 1 : 0;
+  }
+  return n;
+}
+
+TEST(Server, CallbackMethodsAnswerThroughTheSameInterceptorAndTheAccessLogSamplesSuccesses) {
+  testing::RedisServer* redis = testing::SharedRedisServer();
+  ASSERT_NE(redis, nullptr);
+  RedisPool pool(redis->options());
+  FakeClock clock;
+  MethodPolicy policy;
+  policy.AllowUnauthenticated("/labshare.booking.v1.BookingService/GetBooking");
+  Authorizer auth(labshare::testing::TestVerifier(), policy, &clock);
+  AsyncStub service(&auth);
+  ServerConfig config;
+  config.service_name = "booking";
+  config.metrics_listen = "127.0.0.1:0";
+  config.redis = &pool;
+  config.authorizer = &auth;
+  config.access_log_sample = 3;
+  config.access_log_slow = absl::InfiniteDuration();  // no call counts as slow here
+  auto server = Server::Start(config, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = labshare::booking::v1::BookingService::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  FlushLogs();
+  ::testing::internal::CaptureStderr();
+  // 7 successes and 2 failures, interleaved: successes 1, 4 and 7 are
+  // logged, both failures are.
+  int ok = 0, not_found = 0;
+  for (int i = 0; i < 9; ++i) {
+    grpc::ClientContext ctx;
+    labshare::booking::v1::GetBookingRequest req;
+    req.set_name(i == 2 || i == 5 ? "bookings/missing" : "bookings/b" + std::to_string(i));
+    labshare::booking::v1::Booking resp;
+    grpc::Status s = stub->GetBooking(&ctx, req, &resp);
+    if (s.ok()) {
+      ++ok;
+      EXPECT_EQ(resp.name(), req.name());
+    } else {
+      ++not_found;
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+      EXPECT_EQ(GrpcErrorReason(s), "BOOKING_NOT_FOUND");  // ErrorInfo as for a synchronous method
+    }
+  }
+  const std::string metrics = HttpGet((*server)->metrics_port(), "/metrics");
+  (*server)->Shutdown(absl::Seconds(1));
+  FlushLogs();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(ok, 7);
+  EXPECT_EQ(not_found, 2);
+  EXPECT_EQ(CountAccessLines(log, "OK"), 3) << log;
+  EXPECT_EQ(CountAccessLines(log, "NOT_FOUND"), 2) << log;
+  EXPECT_TRUE(absl::StrContains(log, "\"sample\":\"3\"")) << log;
+  // Metrics count every call, logged or not.
+  EXPECT_NE(metrics.find("labshare_rpc_requests_total{service=\"booking\",code=\"OK\","
+                         "method=\"/labshare.booking.v1.BookingService/GetBooking\"} 7"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("code=\"NOT_FOUND\",method=\"/labshare.booking.v1.BookingService/GetBooking\"} 2"),
+            std::string::npos)
+      << metrics;
 }
 
 TEST(Server, PortZeroOpensExactlyOnePort) {

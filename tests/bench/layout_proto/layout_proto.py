@@ -23,6 +23,10 @@ sequence to each, in alternating rounds, through that layout's Lua step:
                8-byte document fields, leaf caches verified by one epoch
   L5 lean      L3 + the name left out + epoch: string documents (no
                hash-max-listpack-value change), cheaper, more bytes
+  L4d          L4 with the per-index directory check instead of the epoch
+  L4x2, L4dx2  L4 / L4d written by two clients with their own caches (two
+               replicas), batches alternating: stale caches answer MOVED, the
+               client reloads and sends again
   L6 no listings  L4 without the listing indexes in the step (what an
                outbox-fed indexer would save the step; its bytes are not
                comparable: the indexes would be written elsewhere)
@@ -320,9 +324,10 @@ class Layout:
         if isinstance(reply, RuntimeError):
             raise reply
         k = reply[0].decode()
-        self.outcomes[k] = self.outcomes.get(k, 0) + 1
+        tgt = getattr(self, 'parent', None) or self
+        tgt.outcomes[k] = tgt.outcomes.get(k, 0) + 1
         if k == 'OK':
-            self.created += 1
+            tgt.created += 1
         return k
 
 
@@ -449,6 +454,8 @@ class Leaves(Layout):
         self.meta = {}     # partition -> [L, s]
         self.span = {}     # partition -> longest blocked end - reserved start sent
         self.moved = 0
+        self.multi = False  # several writers: caches may be stale (MOVED, reload, retry)
+        self.known = set()  # multi: prefixes whose directory is cached at self.epoch
 
     def setup(self):
         load = lambda f: self.r.call('SCRIPT', 'LOAD', open(os.path.join(HERE, f)).read()).decode()
@@ -489,7 +496,31 @@ class Leaves(Layout):
     def doc_field(self, q):
         return bytes.fromhex(q.id[4:20]) if self.doc_mode == 'b' else q.id
 
+    def ensure(self, q):
+        """Multi-writer: load what the cache lacks (epoch first, then the
+        directories: a split in between only makes the step say MOVED)."""
+        t = tag(q.p)
+        if self.epoch.get(q.p) is None:
+            self.epoch[q.p] = int(self.r.call('GET', t + ':lv') or 0)
+            self.known = {k for k in self.known if not k.startswith(t)}
+        if q.p not in self.meta and self.doc_mode == 'b':
+            m = self.r.call('HMGET', t + ':dm', 'L', 's')
+            self.meta[q.p] = (int(m[0] or 0), int(m[1] or 0))
+        cal, others = self.prefixes(q)
+        for pre in [cal] + others:
+            if pre not in self.known:
+                self.dirs[pre] = sorted(int(b) for b in self.r.call('ZRANGE', pre + '#', 0, -1))
+                self.known.add(pre)
+        if q.p not in self.span:
+            self.span[q.p] = int(self.r.call('GET', t + ':ls:span') or 0)
+
+    def forget(self, p):
+        self.epoch[p] = None
+        self.meta.pop(p, None)
+
     def command(self, q):
+        if self.multi:
+            self.ensure(q)
         t = tag(q.p)
         cal, others = self.prefixes(q)
         h = int(q.id[4:12], 16)
@@ -532,11 +563,14 @@ class Leaves(Layout):
             if not nxt:
                 return  # one score only: stays one (bigger) leaf
             m = int(nxt[1])
-        moved = self.r.call('EVAL', self.split_leaf_src, '4', prefix + '#', leaf, '%s:%d' % (prefix, m),
+        epoch = self.r.call('EVAL', self.split_leaf_src, '4', prefix + '#', leaf, '%s:%d' % (prefix, m),
                             tag(p) + ':lv', str(bound), str(m), str(self.LEAF_MAX))
-        self.split_calls += 1
-        if moved:
-            self.epoch[p] = self.epoch.get(p, 0) + 1
+        (getattr(self, 'parent', None) or self).split_calls += 1
+        if epoch and self.multi and epoch != (self.epoch.get(p) or 0) + 1:
+            self.forget(p)  # someone else split too: reload before the next step
+            return
+        if epoch:
+            self.epoch[p] = epoch
             bisect.insort(self.dirs.setdefault(prefix, []), m)
 
     def split_docs(self, p):
@@ -546,9 +580,13 @@ class Leaves(Layout):
             if n <= self.DOCS_PER_BUCKET * ((1 << L) + s):
                 return
             t = tag(p)
-            self.r.call('EVAL', self.split_docs_src, '3', t + ':dm', t + ':d:%d' % s, t + ':d:%d' % (s + (1 << L)),
-                        str(L), str(s))
-            self.split_calls += 1
+            moved = self.r.call('EVAL', self.split_docs_src, '3', t + ':dm', t + ':d:%d' % s, t + ':d:%d' % (s + (1 << L)),
+                                str(L), str(s))
+            (getattr(self, 'parent', None) or self).split_calls += 1
+            if moved == -1:  # another writer split first: reload the state
+                m = self.r.call('HMGET', t + ':dm', 'L', 's')
+                self.meta[p] = (int(m[0] or 0), int(m[1] or 0))
+                continue
             s += 1
             if s == 1 << L:
                 L, s = L + 1, 0
@@ -560,9 +598,17 @@ class Leaves(Layout):
         replies = self.r.pipeline([self.command(q) for q in batch])
         todo = []
         for q, rep in zip(batch, replies):
+            tries = 0
+            while self.multi and rep[0] == b'MOVED' and tries < 5:
+                # stale cache: reload what the step named, send again (the
+                # requests after it in the batch have already run)
+                (getattr(self, 'parent', None) or self).moved += 1
+                self.forget(q.p)
+                rep = self.r.call(*self.command(q))
+                tries += 1
             k = self.count(rep)
             if k == 'MOVED':
-                self.moved += 1
+                (getattr(self, 'parent', None) or self).moved += 1
             if k != 'OK':
                 continue
             self.span[q.p] = max(self.span.get(q.p, 0), q.e - q.rs)
@@ -601,7 +647,7 @@ class Leaves(Layout):
     def calendar(self, p, instr):
         pre = tag(p) + (':i:' if self.merged else ':c:') + instr
         out = []
-        for b in [0] + self.dirs.get(pre, []):
+        for b in [0] + sorted(int(x) for x in self.r.call('ZRANGE', pre + '#', 0, -1)):
             z = self.r.call('ZRANGE', '%s:%d' % (pre, b), 0, -1, 'WITHSCORES')
             for i in range(0, len(z), 2):
                 m = z[i].decode()
@@ -618,6 +664,29 @@ class Leaves(Layout):
         r = self.r.call('EVALSHA', self.list_sha, '1', pre + '#', pre, str(cursor[0]) if cursor else '',
                         cursor[1] if cursor else '', str(limit), merged)
         return [(int(r[i + 1]), r[i].decode()) for i in range(0, len(r), 2)]
+
+
+class Pair(Leaves):
+    """L4 written by two clients with their own caches (two booking
+    replicas), batches alternating: every stale cache must end in MOVED,
+    a reload and the right answer."""
+
+    def __init__(self, name, config, epoch):
+        super().__init__(name, 'b', True, config, strip=31, epoch=epoch)
+        self.multi = True
+        self.turn = 0
+
+    def start(self):
+        super().start()
+        self.other = Leaves(self.name + ' (b)', 'b', True, self.config, strip=31, epoch=self.use_epoch)
+        self.other.multi = True
+        self.other.parent = self
+        self.other.r = Redis(self.r.s.getpeername()[1])
+        self.other.setup()
+
+    def run(self, batch):
+        self.turn ^= 1
+        Leaves.run(self if self.turn else self.other, batch)
 
 
 # ---------------------------------------------------------------- measuring
@@ -653,7 +722,7 @@ def main():
     ap.add_argument('--batch', type=int, default=64, help='creates per pipelined round trip')
     ap.add_argument('--seed', type=int, default=17)
     ap.add_argument('--layouts', default='L0,L4,L5,REF',
-                    help='any of L0,L0c,L1,L2,L3,L4,L5,L6,REF')
+                    help='any of L0,L0c,L1,L2,L3,L4,L4d,L5,L6,REF,L4x2,L4dx2')
     ap.add_argument('--locality', type=float, default=0.9,
                     help='share of bookings a user makes on one of 3 personal instruments (0: any instrument)')
     ap.add_argument('--reads', type=int, default=20000)
@@ -679,6 +748,9 @@ def main():
         'L6': Leaves('L6 no listings', 'b', True, ['--hash-max-listpack-value', '1024'], strip=31, epoch=True,
                      listings=False),
         'REF': Reference(),
+        'L4d': Leaves('L4d dir checks', 'b', True, ['--hash-max-listpack-value', '1024'], strip=31),
+        'L4x2': Pair('L4x2 2 writers', ['--hash-max-listpack-value', '1024'], epoch=True),
+        'L4dx2': Pair('L4dx2 2 writers', ['--hash-max-listpack-value', '1024'], epoch=False),
     }
     Leaves.LEAF_MAX = a.leaf_max
     Leaves.DOCS_PER_BUCKET = a.docs_per_bucket
@@ -706,6 +778,12 @@ def main():
             print('%-12s outcomes %s' % (l.name, dict(sorted(l.outcomes.items()))))
             if isinstance(l, Reference):
                 continue  # no idempotency: its retries are new attempts
+            if getattr(l, 'multi', False):
+                # a MOVED request is sent again after the rest of its batch
+                # ran: a different order, so counts may differ by a few; the
+                # checks below (no overlap, one document per created booking)
+                # are what must hold
+                continue
             if {k: v for k, v in l.outcomes.items() if k != 'MOVED'} != {k: v for k, v in ref.items() if k != 'MOVED'}:
                 print('MISMATCH in outcomes: %s vs %s' % (l.name, layouts[0].name))
                 sys.exit(1)
@@ -785,6 +863,17 @@ def main():
                 for x, y in zip(cal, cal[1:]):
                     if y[0] < x[1]:
                         bad += 1
+        for l in layouts:
+            if isinstance(l, Leaves) and l.doc_mode == 'b':
+                stored, cursor = 0, b'0'
+                while True:
+                    cursor, keys = l.r.call('SCAN', cursor, 'MATCH', '{bk:*}:d:*', 'COUNT', '2000')
+                    if keys:
+                        stored += sum(l.r.pipeline([['HLEN', k] for k in keys]))
+                    if cursor == b'0':
+                        break
+                print('%s: %d documents stored for %d created (%s)' % (
+                    l.name, stored, l.created, 'equal' if stored == l.created else 'DIFFERENT'))
         print('overlap check over %d calendars x %d layouts: %d overlapping pairs' % (
             len(instr[:: max(1, len(instr) // 300)]), len(layouts), bad))
         probes = [(0, 'all', '')]
@@ -818,8 +907,8 @@ def main():
         rng = random.Random(11)
         probes_q = [reqs[rng.randrange(len(reqs) // 2)] for _ in range(300)]
         for l in layouts:
-            if not isinstance(l, Leaves):
-                continue
+            if not isinstance(l, Leaves) or l.multi:
+                continue  # (two writers: every step already met stale caches)
             saved = (l.dirs, l.meta, l.epoch)
             tally = {}
             for q in probes_q:

@@ -2,6 +2,7 @@
 -- issued by the caller after a create reported the leaf; every key declared).
 -- KEYS: 1 directory, 2 the leaf, 3 the new leaf <prefix>:<m>, 4 the partition's leaf epoch
 -- ARGV: 1 the leaf's bound, 2 m (a score of the leaf above its lowest), 3 leaf max
+-- Returns the partition's new leaf epoch, or 0 when nothing was split.
 -- Entries with score >= m move to the new leaf; m joins the directory. All
 -- entries of one score stay in one leaf (ties are ranked by member inside it).
 local b, m = ARGV[1], ARGV[2]
@@ -27,5 +28,5 @@ if redis.call('OBJECT', 'ENCODING', KEYS[2]) == 'skiplist' then
   redis.call('ZADD', KEYS[2], unpack(again))
 end
 redis.call('ZADD', KEYS[1], m, m)
-redis.call('INCR', KEYS[4])
-return moved
+-- The new epoch: callers whose caches are at the previous one may take it.
+return redis.call('INCR', KEYS[4])

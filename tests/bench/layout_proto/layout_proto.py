@@ -15,7 +15,8 @@ sequence to each, in alternating rounds, through that layout's Lua step:
   L0c config   today's keys and script, with hash-max-listpack-value 1024 and
                zset-max-listpack-entries 1024 (no code change)
   L1 leaves    document as one string; calendar and every listing index in
-               listpack leaves (<= 128 members, split by a step of their own)
+               listpack leaves (split past --leaf-max members, 64, by a step
+               of their own; zset-max-listpack-entries stays 128)
   L2 compact   L1 + calendar merged into the by-instrument index + documents
                in linear-hashed listpack buckets (hash-max-listpack-value 1024)
   L3 merged    L1 + the calendar merged into the by-instrument index
@@ -35,9 +36,11 @@ sequence to each, in alternating rounds, through that layout's Lua step:
 Every create does the real checks: replay / reuse / exists, no overlap,
 then the writes and the outbox entry in the same script. The sequence holds
 overlapping requests (must be SLOT_TAKEN) and replays; the outcome counts
-must be identical in every layout, and at the end every instrument's live
-calendar is read back and checked for overlaps, and listing pages are
-compared entry by entry with today's ListingScript.
+must be identical in every single-writer layout (the run stops otherwise),
+at the end ~300 instruments' live calendars are read back and checked for
+overlaps, the stored documents are counted against the creates, listing
+pages are compared entry by entry with today's ListingScript, and requests
+sent with forgotten caches must answer MOVED, never write.
 
 Prints per layout: used_memory delta per booking (with the outbox, and after
 trimming every outbox to 0: the steady state with helper B's retention),

@@ -826,6 +826,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         }
         if (valid) {
           fast = true;
+          ++buckets_from_aggregates_;
           for (size_t j = 0; j + 1 < fr[3].elements.size(); j += 2) {
             int64_t v = 0;
             if (absl::SimpleAtoi(fr[3].elements[j + 1].str, &v)) distinct[fr[3].elements[j].str] = v;

@@ -85,6 +85,8 @@ class UsageFigures {
   // Tests and the benchmark: false computes every report from the counters
   // and sets as before the aggregates (the reference they are compared with).
   void set_use_aggregates(bool on) { use_aggregates_ = on; }
+  // Buckets (a period of one report) answered from the aggregates so far.
+  int64_t buckets_from_aggregates() const { return buckets_from_aggregates_; }
 
   absl::StatusOr<v1::GetUsageFiguresResponse> GetUsageFigures(const Principal& p, const v1::GetUsageFiguresRequest& r);
   absl::StatusOr<v1::QueryUsageResponse> QueryUsage(const Principal& p, const v1::QueryUsageRequest& r);
@@ -183,6 +185,7 @@ class UsageFigures {
   int chunk_bytes_ = 64 * 1024;
   int batch_rows_ = 500;
   std::atomic<bool> use_aggregates_{true};
+  mutable std::atomic<int64_t> buckets_from_aggregates_{0};
 };
 
 }  // namespace labshare::usage

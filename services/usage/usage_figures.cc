@@ -31,42 +31,30 @@ using labshare::type::v1::SharingMode;
 
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
-std::string DayKey(absl::string_view instr, absl::CivilDay d) {
-  return absl::StrFormat("{usage}:d:%s:%04d%02d%02d", instr, d.year(), d.month(), d.day());
-}
-std::string MonthKey(absl::string_view instr, absl::CivilMonth m) {
-  return absl::StrFormat("{usage}:m:%s:%04d%02d", instr, m.year(), m.month());
-}
-std::string YearKey(absl::string_view instr, absl::CivilYear y) {
-  return absl::StrFormat("{usage}:y:%s:%04d", instr, y.year());
-}
-std::string UsersYearKey(absl::string_view instr, absl::CivilYear y) {
-  return absl::StrFormat("{usage}:uy:%s:%04d", instr, y.year());
-}
-std::string UsersDayKey(absl::string_view instr, absl::CivilDay d) {
-  return absl::StrFormat("{usage}:ud:%s:%04d%02d%02d", instr, d.year(), d.month(), d.day());
-}
-std::string UsersMonthKey(absl::string_view instr, absl::CivilMonth m) {
-  return absl::StrFormat("{usage}:um:%s:%04d%02d", instr, m.year(), m.month());
-}
-
 // One Lua step folds a batch of events, each exactly once and each atomic on
-// its own (usage_aggregates.h describes the aggregate keys).
+// its own (usage_aggregates.h describes the aggregate keys). The keys of the
+// counters, served sets and aggregates are named in the script from the
+// instrument id and the period strings of the ops (all under the hash tag
+// {usage}: one slot, as Redis Cluster needs); the others are KEYS.
 // KEYS: 1 applied, 2 {usage}:agg, 3 {usage}:agg:built, 4 {usage}:iattr,
-// 5 {usage}:orgs, 6 {usage}:agg:orgseen, 7 {usage}:agg:unknown, then the op keys.
+// 5 {usage}:orgs, 6 {usage}:agg:orgsseen, 7 {usage}:agg:unknown, then the op keys.
 // ARGV: 1 SME, 2 START_UP (size class numbers), 3 events, then per event:
 // marker, number of op arguments, then per op its code, the KEYS indexes of
 // its keys and its arguments (arity by code, table AR):
 //   inc k f d        field f += d
 //   sadd k m         member m
 //   hset k f v / hdel k f
-//   incx k f d id org   f += d when org is not the owner of instrument id
-//   srv kad kau kao full id mode org user
-//                    first-seen markers of (user, org) in the instrument's
-//                    scopes (full: also platform-wide, owner, facility,
-//                    category, mode; else instrument and platform), counting
-//                    each distinct user / organisation once in kad
-//   reg kai P id     instrument id contributed to period P; registers P
+//   cnt id yyyy yyyymm yyyymmdd counter mode org d
+//                    "<counter>|<mode>|<org>" += d in the day, month and year
+//                    hashes; "<counter>|<mode>" += d in the instrument's
+//                    month and year aggregates, and "ext|<mode>" for eff of
+//                    an organisation other than the owner; the instrument
+//                    counted in both periods (registered when new)
+//   srv id yyyy yyyymm yyyymmdd mode org user
+//                    "<mode>|<org>|<user>" into the day, month and year sets;
+//                    the first-seen markers of user and organisation in the
+//                    month (instrument, platform) and the year (also owner,
+//                    facility, category, mode), counting each once
 //   inst id attrs    the instrument's owner/facility/category (a change
 //                    invalidates every period's aggregates: gen + 1)
 //   orgsz org size   a size class change of an organisation already counted
@@ -76,13 +64,15 @@ const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local SME, STARTUP = ARGV[1], ARGV[2]
 local nev = tonumber(ARGV[3])
-local AR = {inc = {1, 2}, sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, incx = {1, 4}, srv = {3, 5},
-            reg = {1, 2}, inst = {0, 2}, orgsz = {0, 2}}
+local AR = {inc = {1, 2}, sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {0, 8}, srv = {0, 7},
+            inst = {0, 2}, orgsz = {0, 2}}
 for i = 1, 7 do
   if not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
 end
 local layout = redis.call('HGET', KEYS[2], 'layout')
-local attrc, sizec, kind, regd = {}, {}, {}, {}
+-- Caches of the step: attributes, size classes, key types, counter values
+-- and marker flags as written by the events before.
+local attrc, sizec, kind, val, flagc, regd, seenc = {}, {}, {}, {}, {}, {}, {}
 local function attrs(id)
   local a = attrc[id]
   if a == nil then
@@ -104,12 +94,35 @@ local function size(org)
   end
   return v
 end
+local function typed(key, want)
+  local k = kind[key]
+  if k == nil then
+    if not ls_type_is(key, want) then return 'WRONGTYPE ' .. key end
+    kind[key] = want
+  elseif k ~= want then
+    return 'WRONGTYPE ' .. key
+  end
+  return nil
+end
+local function add(sums, key, f, d)
+  local sf = key .. '\n' .. f
+  local cur = sums[sf]
+  if cur == nil then cur = val[sf] end
+  if cur == nil then cur = redis.call('HGET', key, f) end
+  local sum = ls_add(cur, d)
+  if not sum then return 'ERR counter overflow in ' .. key end
+  sums[sf] = sum
+  return nil
+end
 local UN = {'users', 'ext_users', 'sme_users'}
 local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
 local function mark(kflags, kad, sc, member, fl, names)
   local field = sc .. '|' .. member
-  local old = tonumber(redis.call('HGET', kflags, field) or '0') or 0
+  local ck = kflags .. '\n' .. field
+  local old = flagc[ck]
+  if old == nil then old = tonumber(redis.call('HGET', kflags, field) or '0') or 0 end
   local new = bit.bor(old, fl)
+  flagc[ck] = new
   if new ~= old then
     redis.call('HSET', kflags, field, new)
     for b = 1, #names do
@@ -117,6 +130,22 @@ local function mark(kflags, kad, sc, member, fl, names)
       if bit.band(new, m) ~= 0 and bit.band(old, m) == 0 then
         redis.call('HINCRBY', kad, sc .. '|' .. names[b], 1)
       end
+    end
+  end
+end
+local function reg(P, id)
+  local kai = '{usage}:ai:' .. P
+  local rk = kai .. '\n' .. id
+  if not regd[rk] then
+    regd[rk] = true
+    redis.call('HSET', kai, id, '1')
+  end
+  if not regd[P] then
+    regd[P] = true
+    if redis.call('HEXISTS', KEYS[3], P) == 0 then
+      local v = '-1'
+      if layout == '2' then v = redis.call('HGET', KEYS[2], 'gen') or '0' end
+      redis.call('HSET', KEYS[3], P, v)
     end
   end
 end
@@ -136,37 +165,43 @@ for e = 1, nev do
       local code = ARGV[q]
       local ar = AR[code]
       if not ar then err = 'ERR unknown op' break end
-      local k = {}
-      for j = 1, ar[1] do k[j] = KEYS[tonumber(ARGV[q + j])] end
       local a = q + 1 + ar[1]
-      local want = code == 'sadd' and 'set' or 'hash'
-      for j = 1, ar[1] do
-        local kk = k[j]
-        if kind[kk] == nil then
-          if not ls_type_is(kk, want) then err = 'WRONGTYPE ' .. kk break end
-          kind[kk] = want
-        elseif kind[kk] ~= want then
-          err = 'WRONGTYPE ' .. kk break
+      if code == 'cnt' then
+        local id, y, m, d, c, mode, org, delta = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+                                                 ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+        local field, cf = c .. '|' .. mode .. '|' .. org, c .. '|' .. mode
+        local kam, kay = '{usage}:a:' .. id .. ':m' .. m, '{usage}:a:' .. id .. ':y' .. y
+        for _, kk in ipairs({'{usage}:d:' .. id .. ':' .. d, '{usage}:m:' .. id .. ':' .. m,
+                             '{usage}:y:' .. id .. ':' .. y}) do
+          err = err or typed(kk, 'hash') or add(sums, kk, field, delta)
         end
-      end
-      if not err then
-        local f, d = nil, nil
-        if code == 'inc' then
-          f, d = ARGV[a], ARGV[a + 1]
-        elseif code == 'incx' then
-          local at = attrs(ARGV[a + 2])
-          if at and at[1] ~= ARGV[a + 3] then f, d = ARGV[a], ARGV[a + 1] end
-        elseif code == 'hset' then
-          sums[k[1] .. '\n' .. ARGV[a]] = ARGV[a + 1]
-        elseif code == 'hdel' then
-          sums[k[1] .. '\n' .. ARGV[a]] = '0'
+        err = err or typed(kam, 'hash') or typed(kay, 'hash') or typed('{usage}:ai:m' .. m, 'hash') or
+              typed('{usage}:ai:y' .. y, 'hash') or add(sums, kam, cf, delta) or add(sums, kay, cf, delta)
+        if not err and c == 'eff' then
+          local at = attrs(id)
+          if at and at[1] ~= org then
+            err = add(sums, kam, 'ext|' .. mode, delta) or add(sums, kay, 'ext|' .. mode, delta)
+          end
         end
-        if f then
-          local sf = k[1] .. '\n' .. f
-          local cur = sums[sf]
-          if cur == nil then cur = redis.call('HGET', k[1], f) end
-          local sum = ls_add(cur, d)
-          if not sum then err = 'ERR counter overflow in ' .. k[1] else sums[sf] = sum end
+      elseif code == 'srv' then
+        local id, y, m, d = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+        err = typed('{usage}:ud:' .. id .. ':' .. d, 'set') or typed('{usage}:um:' .. id .. ':' .. m, 'set') or
+              typed('{usage}:uy:' .. id .. ':' .. y, 'set')
+        for _, P in ipairs({'m' .. m, 'y' .. y}) do
+          err = err or typed('{usage}:ad:' .. P, 'hash') or typed('{usage}:au:' .. P, 'hash') or
+                typed('{usage}:ao:' .. P, 'hash')
+        end
+      elseif ar[1] == 1 then
+        local k = KEYS[tonumber(ARGV[q + 1])]
+        err = typed(k, code == 'sadd' and 'set' or 'hash')
+        if not err then
+          if code == 'inc' then
+            err = add(sums, k, ARGV[a], ARGV[a + 1])
+          elseif code == 'hset' then
+            sums[k .. '\n' .. ARGV[a]] = ARGV[a + 1]
+          elseif code == 'hdel' then
+            sums[k .. '\n' .. ARGV[a]] = '0'
+          end
         end
       end
       q = a + ar[2]
@@ -175,65 +210,76 @@ for e = 1, nev do
       out[e] = 'E' .. err
     else
       redis.call('HSET', KEYS[1], marker, 1)
+      for sf, v in pairs(sums) do val[sf] = v end
       local bumped = false
       local function bump()
         if not bumped then redis.call('HINCRBY', KEYS[2], 'gen', 1) bumped = true end
+      end
+      local function known(id)
+        local at = attrs(id)
+        if not at then
+          redis.call('HSET', KEYS[7], id, '1')
+          bump()
+        end
+        return at
       end
       q = s
       while q < fin do
         local code = ARGV[q]
         local ar = AR[code]
-        local k = {}
-        for j = 1, ar[1] do k[j] = KEYS[tonumber(ARGV[q + j])] end
         local a = q + 1 + ar[1]
-        if code == 'inc' then
-          redis.call('HINCRBY', k[1], ARGV[a], ARGV[a + 1])
-        elseif code == 'incx' then
-          local at = attrs(ARGV[a + 2])
-          if not at then
-            redis.call('HSET', KEYS[7], ARGV[a + 2], '1')
-            bump()
-          elseif at[1] ~= ARGV[a + 3] then
-            redis.call('HINCRBY', k[1], ARGV[a], ARGV[a + 1])
+        if code == 'cnt' then
+          local id, y, m, d, c, mode, org, delta = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+                                                   ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+          local field, cf = c .. '|' .. mode .. '|' .. org, c .. '|' .. mode
+          local kam, kay = '{usage}:a:' .. id .. ':m' .. m, '{usage}:a:' .. id .. ':y' .. y
+          redis.call('HINCRBY', '{usage}:d:' .. id .. ':' .. d, field, delta)
+          redis.call('HINCRBY', '{usage}:m:' .. id .. ':' .. m, field, delta)
+          redis.call('HINCRBY', '{usage}:y:' .. id .. ':' .. y, field, delta)
+          redis.call('HINCRBY', kam, cf, delta)
+          redis.call('HINCRBY', kay, cf, delta)
+          if c == 'eff' then
+            local at = known(id)
+            if at and at[1] ~= org then
+              redis.call('HINCRBY', kam, 'ext|' .. mode, delta)
+              redis.call('HINCRBY', kay, 'ext|' .. mode, delta)
+            end
           end
-        elseif code == 'sadd' then
-          redis.call('SADD', k[1], ARGV[a])
-        elseif code == 'hset' then
-          redis.call('HSET', k[1], ARGV[a], ARGV[a + 1])
-        elseif code == 'hdel' then
-          redis.call('HDEL', k[1], ARGV[a])
+          reg('m' .. m, id)
+          reg('y' .. y, id)
         elseif code == 'srv' then
-          local full, id, mode, org, user = ARGV[a] == '1', ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-          local at = attrs(id)
-          if not at then
-            redis.call('HSET', KEYS[7], id, '1')
-            bump()
-            at = {'', '', ''}
-          end
+          local id, y, m, d, mode, org, user = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+                                               ARGV[a + 5], ARGV[a + 6]
+          local member = mode .. '|' .. org .. '|' .. user
+          redis.call('SADD', '{usage}:ud:' .. id .. ':' .. d, member)
+          redis.call('SADD', '{usage}:um:' .. id .. ':' .. m, member)
+          redis.call('SADD', '{usage}:uy:' .. id .. ':' .. y, member)
+          local at = known(id) or {'', '', ''}
           local sz = size(org)
-          if full then redis.call('HSET', KEYS[6], org, '1') end
+          if not seenc[org] then
+            seenc[org] = true
+            redis.call('HSET', KEYS[6], org, '1')
+          end
           local ext = org ~= at[1]
           local uf = 1 + (ext and 2 or 0) + (sz == SME and 4 or 0)
           local of = uf + (sz == STARTUP and 8 or 0)
-          local scopes = {'i:' .. id, 'p'}
-          if full then
-            scopes = {'i:' .. id, 'p', 'o:' .. at[1], 'f:' .. at[2], 'c:' .. at[3], 'md:' .. mode}
+          local pm, py = 'm' .. m, 'y' .. y
+          for _, sc in ipairs({'i:' .. id, 'p'}) do
+            mark('{usage}:au:' .. pm, '{usage}:ad:' .. pm, sc, user, uf, UN)
+            mark('{usage}:ao:' .. pm, '{usage}:ad:' .. pm, sc, org, of, ON)
           end
-          for _, sc in ipairs(scopes) do
-            mark(k[2], k[1], sc, user, uf, UN)
-            mark(k[3], k[1], sc, org, of, ON)
+          for _, sc in ipairs({'i:' .. id, 'p', 'o:' .. at[1], 'f:' .. at[2], 'c:' .. at[3], 'md:' .. mode}) do
+            mark('{usage}:au:' .. py, '{usage}:ad:' .. py, sc, user, uf, UN)
+            mark('{usage}:ao:' .. py, '{usage}:ad:' .. py, sc, org, of, ON)
           end
-        elseif code == 'reg' then
-          local P = ARGV[a]
-          redis.call('HSET', k[1], ARGV[a + 1], '1')
-          if not regd[P] then
-            regd[P] = true
-            if redis.call('HEXISTS', KEYS[3], P) == 0 then
-              local v = '-1'
-              if layout == '2' then v = redis.call('HGET', KEYS[2], 'gen') or '0' end
-              redis.call('HSET', KEYS[3], P, v)
-            end
-          end
+        elseif code == 'inc' then
+          redis.call('HINCRBY', KEYS[tonumber(ARGV[q + 1])], ARGV[a], ARGV[a + 1])
+        elseif code == 'sadd' then
+          redis.call('SADD', KEYS[tonumber(ARGV[q + 1])], ARGV[a])
+        elseif code == 'hset' then
+          redis.call('HSET', KEYS[tonumber(ARGV[q + 1])], ARGV[a], ARGV[a + 1])
+        elseif code == 'hdel' then
+          redis.call('HDEL', KEYS[tonumber(ARGV[q + 1])], ARGV[a])
         elseif code == 'inst' then
           local id, v = ARGV[a], ARGV[a + 1]
           local old = redis.call('HGET', KEYS[4], id)
@@ -325,21 +371,10 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
     if (!name_ok(instrument, "instruments", false) || !name_ok(org, "organizations", true)) return;
     const std::string id = IdOf(instrument);
     const absl::CivilDay d = absl::ToCivilDay(at, zone_);
-    const std::string field = absl::StrCat(counter, "|", static_cast<int>(mode), "|", org);
-    ops.Add(DayKey(id, d), "inc", field, std::to_string(delta));
-    ops.Add(MonthKey(id, absl::CivilMonth(d)), "inc", field, std::to_string(delta));
-    ops.Add(YearKey(id, absl::CivilYear(d)), "inc", field, std::to_string(delta));
-    // The aggregates: per instrument and period "<counter>|<mode>" (and the
-    // external share of eff), and the instrument as a contributor.
-    const std::string compact = absl::StrCat(counter, "|", static_cast<int>(mode));
-    for (const std::string& period : {agg::MonthPeriod(absl::CivilMonth(d)), agg::YearPeriod(absl::CivilYear(d))}) {
-      ops.Add(agg::InstrumentKey(id, period), "inc", compact, std::to_string(delta));
-      if (counter == "eff") {
-        ops.Raw("incx", {agg::InstrumentKey(id, period)},
-                {absl::StrCat("ext|", static_cast<int>(mode)), std::to_string(delta), id, org});
-      }
-      ops.Raw("reg", {agg::ContributorsKey(period)}, {period, id});
-    }
+    ops.Raw("cnt", {},
+            {id, absl::StrFormat("%04d", d.year()), absl::StrFormat("%04d%02d", d.year(), d.month()),
+             absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()), std::string(counter),
+             std::to_string(static_cast<int>(mode)), org, std::to_string(delta)});
   };
   auto served = [&](const std::string& instrument, absl::CivilDay d, SharingMode mode, const std::string& org,
                     const std::string& user) {
@@ -348,16 +383,10 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       return;
     }
     const std::string id = IdOf(instrument);
-    const std::string member = absl::StrCat(static_cast<int>(mode), "|", org, "|", user);
-    ops.Add(UsersDayKey(id, d), "sadd", member);
-    ops.Add(UsersMonthKey(id, absl::CivilMonth(d)), "sadd", member);
-    ops.Add(UsersYearKey(id, absl::CivilYear(d)), "sadd", member);
-    const std::string mode_str = std::to_string(static_cast<int>(mode));
-    for (const auto& [period, full] : {std::make_pair(agg::MonthPeriod(absl::CivilMonth(d)), false),
-                                       std::make_pair(agg::YearPeriod(absl::CivilYear(d)), true)}) {
-      ops.Raw("srv", {agg::DistinctKey(period), agg::UserFlagsKey(period), agg::OrgFlagsKey(period)},
-              {full ? "1" : "0", id, mode_str, org, user});
-    }
+    ops.Raw("srv", {},
+            {id, absl::StrFormat("%04d", d.year()), absl::StrFormat("%04d%02d", d.year(), d.month()),
+             absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()), std::to_string(static_cast<int>(mode)),
+             org, user});
   };
   if (source == "inventory") {
     iv::InventoryEvent e;

@@ -286,13 +286,18 @@ local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
 if (head[1] or '0') ~= ARGV[1] or (head[2] or '') ~= ARGV[2] then return {'STALE'} end
 local n = tonumber(ARGV[3])
 local p, k = 8, 3
+local checked = {}
 for i = 1, n do
   local nidx = tonumber(ARGV[p + 4])
   if redis.call('HEXISTS', KEYS[2], ARGV[p]) == 1 then return {'STALE'} end
   if redis.call('EXISTS', KEYS[k]) == 1 then return {'CORRUPT', ARGV[p + 1]} end
   -- Nothing below may fail (Redis does not roll back): the indexes are sorted sets.
   for j = 1, nidx do
-    if not ls_type_is(KEYS[k + j], 'zset') then return redis.error_reply('WRONGTYPE ' .. KEYS[k + j]) end
+    local key = KEYS[k + j]
+    if not checked[key] then
+      if not ls_type_is(key, 'zset') then return redis.error_reply('WRONGTYPE ' .. key) end
+      checked[key] = true
+    end
   end
   p = p + 5
   k = k + 1 + nidx

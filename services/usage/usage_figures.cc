@@ -41,7 +41,6 @@ std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') +
 // ARGV: 1 SME, 2 START_UP (size class numbers), 3 events, then per event:
 // marker, number of op arguments, then per op its code, the KEYS indexes of
 // its keys and its arguments (arity by code, table AR):
-//   inc k f d        field f += d
 //   sadd k m         member m
 //   hset k f v / hdel k f
 //   cnt id yyyy yyyymm yyyymmdd counter mode org d
@@ -64,14 +63,13 @@ const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local SME, STARTUP = ARGV[1], ARGV[2]
 local nev = tonumber(ARGV[3])
-local AR = {inc = {1, 2}, sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {0, 8}, srv = {0, 7},
-            inst = {0, 2}, orgsz = {0, 2}}
+local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {0, 8}, srv = {0, 7}, inst = {0, 2}, orgsz = {0, 2}}
 for i = 1, 7 do
   if not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
 end
 local layout = redis.call('HGET', KEYS[2], 'layout')
 -- Caches of the step: attributes, size classes, key types, counter values
--- and marker flags as written by the events before.
+-- and marker flags as the events before left them.
 local attrc, sizec, kind, val, flagc, regd, seenc = {}, {}, {}, {}, {}, {}, {}
 local function attrs(id)
   local a = attrc[id]
@@ -104,35 +102,8 @@ local function typed(key, want)
   end
   return nil
 end
-local function add(sums, key, f, d)
-  local sf = key .. '\n' .. f
-  local cur = sums[sf]
-  if cur == nil then cur = val[sf] end
-  if cur == nil then cur = redis.call('HGET', key, f) end
-  local sum = ls_add(cur, d)
-  if not sum then return 'ERR counter overflow in ' .. key end
-  sums[sf] = sum
-  return nil
-end
 local UN = {'users', 'ext_users', 'sme_users'}
 local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
-local function mark(kflags, kad, sc, member, fl, names)
-  local field = sc .. '|' .. member
-  local ck = kflags .. '\n' .. field
-  local old = flagc[ck]
-  if old == nil then old = tonumber(redis.call('HGET', kflags, field) or '0') or 0 end
-  local new = bit.bor(old, fl)
-  flagc[ck] = new
-  if new ~= old then
-    redis.call('HSET', kflags, field, new)
-    for b = 1, #names do
-      local m = bit.lshift(1, b - 1)
-      if bit.band(new, m) ~= 0 and bit.band(old, m) == 0 then
-        redis.call('HINCRBY', kad, sc .. '|' .. names[b], 1)
-      end
-    end
-  end
-end
 local function reg(P, id)
   local kai = '{usage}:ai:' .. P
   local rk = kai .. '\n' .. id
@@ -159,8 +130,26 @@ for e = 1, nev do
     out[e] = '0'
   else
     -- Every op is proven to succeed before the event's first write (Redis
-    -- does not roll back): keys of the right type, counters that stay exact.
+    -- does not roll back): keys of the right type, counters that stay exact
+    -- (each counter read once, by one HMGET per hash, which doubles as its
+    -- type check; written by one HSET per hash).
     local err, sums, q = nil, {}, s
+    local incs, order = {}, {}
+    local function plan(key, f, d)
+      local x = incs[key]
+      if not x then
+        x = {f = {}, d = {}}
+        incs[key] = x
+        order[#order + 1] = key
+      end
+      local ds = x.d[f]
+      if not ds then
+        ds = {}
+        x.d[f] = ds
+        x.f[#x.f + 1] = f
+      end
+      ds[#ds + 1] = d
+    end
     while q < fin and not err do
       local code = ARGV[q]
       local ar = AR[code]
@@ -171,18 +160,19 @@ for e = 1, nev do
                                                  ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
         local field, cf = c .. '|' .. mode .. '|' .. org, c .. '|' .. mode
         local kam, kay = '{usage}:a:' .. id .. ':m' .. m, '{usage}:a:' .. id .. ':y' .. y
-        for _, kk in ipairs({'{usage}:d:' .. id .. ':' .. d, '{usage}:m:' .. id .. ':' .. m,
-                             '{usage}:y:' .. id .. ':' .. y}) do
-          err = err or typed(kk, 'hash') or add(sums, kk, field, delta)
-        end
-        err = err or typed(kam, 'hash') or typed(kay, 'hash') or typed('{usage}:ai:m' .. m, 'hash') or
-              typed('{usage}:ai:y' .. y, 'hash') or add(sums, kam, cf, delta) or add(sums, kay, cf, delta)
-        if not err and c == 'eff' then
+        plan('{usage}:d:' .. id .. ':' .. d, field, delta)
+        plan('{usage}:m:' .. id .. ':' .. m, field, delta)
+        plan('{usage}:y:' .. id .. ':' .. y, field, delta)
+        plan(kam, cf, delta)
+        plan(kay, cf, delta)
+        if c == 'eff' then
           local at = attrs(id)
           if at and at[1] ~= org then
-            err = add(sums, kam, 'ext|' .. mode, delta) or add(sums, kay, 'ext|' .. mode, delta)
+            plan(kam, 'ext|' .. mode, delta)
+            plan(kay, 'ext|' .. mode, delta)
           end
         end
+        err = typed('{usage}:ai:m' .. m, 'hash') or typed('{usage}:ai:y' .. y, 'hash')
       elseif code == 'srv' then
         local id, y, m, d = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
         err = typed('{usage}:ud:' .. id .. ':' .. d, 'set') or typed('{usage}:um:' .. id .. ':' .. m, 'set') or
@@ -195,9 +185,7 @@ for e = 1, nev do
         local k = KEYS[tonumber(ARGV[q + 1])]
         err = typed(k, code == 'sadd' and 'set' or 'hash')
         if not err then
-          if code == 'inc' then
-            err = add(sums, k, ARGV[a], ARGV[a + 1])
-          elseif code == 'hset' then
+          if code == 'hset' then
             sums[k .. '\n' .. ARGV[a]] = ARGV[a + 1]
           elseif code == 'hdel' then
             sums[k .. '\n' .. ARGV[a]] = '0'
@@ -206,11 +194,49 @@ for e = 1, nev do
       end
       q = a + ar[2]
     end
+    for _, key in ipairs(order) do
+      if err then break end
+      local x = incs[key]
+      local need = {}
+      for _, f in ipairs(x.f) do
+        if val[key .. '\n' .. f] == nil then need[#need + 1] = f end
+      end
+      local cur = {}
+      if #need > 0 then
+        local k = kind[key]
+        if k ~= nil and k ~= 'hash' then err = 'WRONGTYPE ' .. key break end
+        local r = redis.pcall('HMGET', key, unpack(need))
+        if r.err then err = 'WRONGTYPE ' .. key break end
+        kind[key] = 'hash'
+        for i, f in ipairs(need) do cur[f] = r[i] end
+      end
+      x.v = {}
+      for _, f in ipairs(x.f) do
+        local v = val[key .. '\n' .. f]
+        if v == nil then v = cur[f] end
+        for _, d in ipairs(x.d[f]) do
+          v = ls_add(v, d)
+          if not v then err = 'ERR counter overflow in ' .. key break end
+        end
+        if err then break end
+        x.v[f] = v
+      end
+    end
     if err then
       out[e] = 'E' .. err
     else
       redis.call('HSET', KEYS[1], marker, 1)
       for sf, v in pairs(sums) do val[sf] = v end
+      for _, key in ipairs(order) do
+        local x = incs[key]
+        local args = {}
+        for _, f in ipairs(x.f) do
+          args[#args + 1] = f
+          args[#args + 1] = x.v[f]
+          val[key .. '\n' .. f] = x.v[f]
+        end
+        redis.call('HSET', key, unpack(args))
+      end
       local bumped = false
       local function bump()
         if not bumped then redis.call('HINCRBY', KEYS[2], 'gen', 1) bumped = true end
@@ -223,28 +249,15 @@ for e = 1, nev do
         end
         return at
       end
+      local marks = {}  -- {flags key, distinct key, scope, member, flags, names}
       q = s
       while q < fin do
         local code = ARGV[q]
         local ar = AR[code]
         local a = q + 1 + ar[1]
         if code == 'cnt' then
-          local id, y, m, d, c, mode, org, delta = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
-                                                   ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-          local field, cf = c .. '|' .. mode .. '|' .. org, c .. '|' .. mode
-          local kam, kay = '{usage}:a:' .. id .. ':m' .. m, '{usage}:a:' .. id .. ':y' .. y
-          redis.call('HINCRBY', '{usage}:d:' .. id .. ':' .. d, field, delta)
-          redis.call('HINCRBY', '{usage}:m:' .. id .. ':' .. m, field, delta)
-          redis.call('HINCRBY', '{usage}:y:' .. id .. ':' .. y, field, delta)
-          redis.call('HINCRBY', kam, cf, delta)
-          redis.call('HINCRBY', kay, cf, delta)
-          if c == 'eff' then
-            local at = known(id)
-            if at and at[1] ~= org then
-              redis.call('HINCRBY', kam, 'ext|' .. mode, delta)
-              redis.call('HINCRBY', kay, 'ext|' .. mode, delta)
-            end
-          end
+          local id, y, m, c = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]
+          if c == 'eff' then known(id) end
           reg('m' .. m, id)
           reg('y' .. y, id)
         elseif code == 'srv' then
@@ -265,15 +278,13 @@ for e = 1, nev do
           local of = uf + (sz == STARTUP and 8 or 0)
           local pm, py = 'm' .. m, 'y' .. y
           for _, sc in ipairs({'i:' .. id, 'p'}) do
-            mark('{usage}:au:' .. pm, '{usage}:ad:' .. pm, sc, user, uf, UN)
-            mark('{usage}:ao:' .. pm, '{usage}:ad:' .. pm, sc, org, of, ON)
+            marks[#marks + 1] = {'{usage}:au:' .. pm, '{usage}:ad:' .. pm, sc, user, uf, UN}
+            marks[#marks + 1] = {'{usage}:ao:' .. pm, '{usage}:ad:' .. pm, sc, org, of, ON}
           end
           for _, sc in ipairs({'i:' .. id, 'p', 'o:' .. at[1], 'f:' .. at[2], 'c:' .. at[3], 'md:' .. mode}) do
-            mark('{usage}:au:' .. py, '{usage}:ad:' .. py, sc, user, uf, UN)
-            mark('{usage}:ao:' .. py, '{usage}:ad:' .. py, sc, org, of, ON)
+            marks[#marks + 1] = {'{usage}:au:' .. py, '{usage}:ad:' .. py, sc, user, uf, UN}
+            marks[#marks + 1] = {'{usage}:ao:' .. py, '{usage}:ad:' .. py, sc, org, of, ON}
           end
-        elseif code == 'inc' then
-          redis.call('HINCRBY', KEYS[tonumber(ARGV[q + 1])], ARGV[a], ARGV[a + 1])
         elseif code == 'sadd' then
           redis.call('SADD', KEYS[tonumber(ARGV[q + 1])], ARGV[a])
         elseif code == 'hset' then
@@ -299,6 +310,65 @@ for e = 1, nev do
           sizec[org] = v
         end
         q = a + ar[2]
+      end
+      -- The first-seen markers: one HMGET per flags hash for the markers not
+      -- read before in the step, one HSET per hash for the changed ones, and
+      -- 1 added to a distinct count for every flag set for the first time.
+      if #marks > 0 then
+        local need, needk = {}, {}
+        for _, mk in ipairs(marks) do
+          local field = mk[3] .. '|' .. mk[4]
+          mk[7] = field
+          local ck = mk[1] .. '\n' .. field
+          if flagc[ck] == nil then
+            local l = need[mk[1]]
+            if not l then
+              l = {}
+              need[mk[1]] = l
+              needk[#needk + 1] = mk[1]
+            end
+            if not l[field] then
+              l[field] = true
+              l[#l + 1] = field
+            end
+          end
+        end
+        for _, kf in ipairs(needk) do
+          local l = need[kf]
+          local r = redis.call('HMGET', kf, unpack(l))
+          for i, field in ipairs(l) do flagc[kf .. '\n' .. field] = tonumber(r[i] or '0') or 0 end
+        end
+        local changed, changedk = {}, {}
+        for _, mk in ipairs(marks) do
+          local ck = mk[1] .. '\n' .. mk[7]
+          local old = flagc[ck]
+          local new = bit.bor(old, mk[5])
+          if new ~= old then
+            flagc[ck] = new
+            local c = changed[mk[1]]
+            if not c then
+              c = {}
+              changed[mk[1]] = c
+              changedk[#changedk + 1] = mk[1]
+            end
+            c[mk[7]] = new
+            local names = mk[6]
+            for b = 1, #names do
+              local bm = bit.lshift(1, b - 1)
+              if bit.band(new, bm) ~= 0 and bit.band(old, bm) == 0 then
+                redis.call('HINCRBY', mk[2], mk[3] .. '|' .. names[b], 1)
+              end
+            end
+          end
+        end
+        for _, kf in ipairs(changedk) do
+          local args = {}
+          for field, v in pairs(changed[kf]) do
+            args[#args + 1] = field
+            args[#args + 1] = v
+          end
+          redis.call('HSET', kf, unpack(args))
+        end
       end
       out[e] = '1'
     end

@@ -102,6 +102,15 @@ local function typed(key, want)
   end
   return nil
 end
+-- ls_add, directly when both are integers of at most 15 digits (exact as
+-- doubles; the same strings ls_add accepts).
+local function int15(x)
+  return x == nil or x == false or (#x <= 15 and (x == '0' or string.find(x, '^%-?[1-9]%d*$') ~= nil))
+end
+local function add(a, b)
+  if int15(a) and int15(b) then return string.format('%d', tonumber(a or '0') + tonumber(b)) end
+  return ls_add(a, b)
+end
 local UN = {'users', 'ext_users', 'sme_users'}
 local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
 local function reg(P, id)
@@ -215,7 +224,7 @@ for e = 1, nev do
         local v = val[key .. '\n' .. f]
         if v == nil then v = cur[f] end
         for _, d in ipairs(x.d[f]) do
-          v = ls_add(v, d)
+          v = add(v, d)
           if not v then err = 'ERR counter overflow in ' .. key break end
         end
         if err then break end
@@ -249,7 +258,13 @@ for e = 1, nev do
         end
         return at
       end
-      local marks = {}  -- {flags key, distinct key, scope, member, flags, names}
+      -- The first-seen markers to set: flags key, distinct key, scope,
+      -- member, flags, names (parallel arrays).
+      local mf, md, ms, mm, ml, mn, nm = {}, {}, {}, {}, {}, {}, 0
+      local function want(kf, kd, sc, member, fl, names)
+        nm = nm + 1
+        mf[nm], md[nm], ms[nm], mm[nm], ml[nm], mn[nm] = kf, kd, sc, sc .. '|' .. member, fl, names
+      end
       q = s
       while q < fin do
         local code = ARGV[q]
@@ -277,13 +292,16 @@ for e = 1, nev do
           local uf = 1 + (ext and 2 or 0) + (sz == SME and 4 or 0)
           local of = uf + (sz == STARTUP and 8 or 0)
           local pm, py = 'm' .. m, 'y' .. y
-          for _, sc in ipairs({'i:' .. id, 'p'}) do
-            marks[#marks + 1] = {'{usage}:au:' .. pm, '{usage}:ad:' .. pm, sc, user, uf, UN}
-            marks[#marks + 1] = {'{usage}:ao:' .. pm, '{usage}:ad:' .. pm, sc, org, of, ON}
-          end
-          for _, sc in ipairs({'i:' .. id, 'p', 'o:' .. at[1], 'f:' .. at[2], 'c:' .. at[3], 'md:' .. mode}) do
-            marks[#marks + 1] = {'{usage}:au:' .. py, '{usage}:ad:' .. py, sc, user, uf, UN}
-            marks[#marks + 1] = {'{usage}:ao:' .. py, '{usage}:ad:' .. py, sc, org, of, ON}
+          local aum, aom, adm = '{usage}:au:' .. pm, '{usage}:ao:' .. pm, '{usage}:ad:' .. pm
+          local auy, aoy, ady = '{usage}:au:' .. py, '{usage}:ao:' .. py, '{usage}:ad:' .. py
+          local si = 'i:' .. id
+          want(aum, adm, si, user, uf, UN)
+          want(aom, adm, si, org, of, ON)
+          want(aum, adm, 'p', user, uf, UN)
+          want(aom, adm, 'p', org, of, ON)
+          for _, sc in ipairs({si, 'p', 'o:' .. at[1], 'f:' .. at[2], 'c:' .. at[3], 'md:' .. mode}) do
+            want(auy, ady, sc, user, uf, UN)
+            want(aoy, ady, sc, org, of, ON)
           end
         elseif code == 'sadd' then
           redis.call('SADD', KEYS[tonumber(ARGV[q + 1])], ARGV[a])
@@ -314,18 +332,16 @@ for e = 1, nev do
       -- The first-seen markers: one HMGET per flags hash for the markers not
       -- read before in the step, one HSET per hash for the changed ones, and
       -- 1 added to a distinct count for every flag set for the first time.
-      if #marks > 0 then
+      if nm > 0 then
         local need, needk = {}, {}
-        for _, mk in ipairs(marks) do
-          local field = mk[3] .. '|' .. mk[4]
-          mk[7] = field
-          local ck = mk[1] .. '\n' .. field
-          if flagc[ck] == nil then
-            local l = need[mk[1]]
+        for i = 1, nm do
+          local kf, field = mf[i], mm[i]
+          if flagc[kf .. '\n' .. field] == nil then
+            local l = need[kf]
             if not l then
               l = {}
-              need[mk[1]] = l
-              needk[#needk + 1] = mk[1]
+              need[kf] = l
+              needk[#needk + 1] = kf
             end
             if not l[field] then
               l[field] = true
@@ -339,24 +355,25 @@ for e = 1, nev do
           for i, field in ipairs(l) do flagc[kf .. '\n' .. field] = tonumber(r[i] or '0') or 0 end
         end
         local changed, changedk = {}, {}
-        for _, mk in ipairs(marks) do
-          local ck = mk[1] .. '\n' .. mk[7]
+        for i = 1, nm do
+          local kf = mf[i]
+          local ck = kf .. '\n' .. mm[i]
           local old = flagc[ck]
-          local new = bit.bor(old, mk[5])
+          local new = bit.bor(old, ml[i])
           if new ~= old then
             flagc[ck] = new
-            local c = changed[mk[1]]
+            local c = changed[kf]
             if not c then
               c = {}
-              changed[mk[1]] = c
-              changedk[#changedk + 1] = mk[1]
+              changed[kf] = c
+              changedk[#changedk + 1] = kf
             end
-            c[mk[7]] = new
-            local names = mk[6]
+            c[mm[i]] = new
+            local names = mn[i]
             for b = 1, #names do
               local bm = bit.lshift(1, b - 1)
               if bit.band(new, bm) ~= 0 and bit.band(old, bm) == 0 then
-                redis.call('HINCRBY', mk[2], mk[3] .. '|' .. names[b], 1)
+                redis.call('HINCRBY', md[i], ms[i] .. '|' .. names[b], 1)
               end
             end
           end

@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/lua_guards.h"
@@ -215,23 +216,45 @@ absl::Status UsageFigures::MigrateAggregates() {
       pairs.push_back(agg::Attributes(in));
     }
     LS_RETURN_IF_ERROR(SetAbsent(pool_, agg::kAttributes, pairs));
-    // Every period with counters of the old layout, to be built.
+    // Every period with counters of the old layout, to be built: the year
+    // hashes of each known instrument probed from 1970 to five years ahead
+    // (no SCAN: the usage user may not list other services' keys), then the
+    // months of the years found.
     std::set<std::string> periods;
-    for (const char* pattern : {"{usage}:y:*", "{usage}:m:*"}) {
-      std::string cursor = "0";
-      do {
-        LS_ASSIGN_OR_RETURN(RedisValue page, pool_->Command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"}));
-        if (!page.is_array() || page.elements.size() != 2) {
-          return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
-        }
-        cursor = page.elements[0].str;
-        for (const auto& k : page.elements[1].elements) {
-          const size_t colon = k.str.rfind(':');
-          const bool year = absl::StartsWith(k.str, "{usage}:y:");
-          const std::string suffix = k.str.substr(colon + 1);
-          if (suffix.size() == (year ? 4u : 6u)) periods.insert(absl::StrCat(year ? "y" : "m", suffix));
-        }
-      } while (cursor != "0");
+    const int last = static_cast<int>(absl::ToCivilYear(clock_->Now(), zone_).year()) + 5;
+    std::vector<std::string> ids;
+    for (size_t i = 0; i < pairs.size(); i += 2) ids.push_back(pairs[i]);
+    std::vector<std::vector<std::string>> probes;
+    for (const auto& id : ids) {
+      for (int y = 1970; y <= last; ++y) {
+        probes.push_back({"EXISTS", absl::StrFormat("{usage}:y:%s:%04d", id, y)});
+      }
+    }
+    std::vector<std::pair<std::string, int>> years;  // (id, year) with data
+    for (size_t i = 0; i < probes.size(); i += 2000) {
+      std::vector<std::vector<std::string>> chunk(probes.begin() + static_cast<std::ptrdiff_t>(i),
+                                                  probes.begin() + static_cast<std::ptrdiff_t>(std::min(probes.size(), i + 2000)));
+      LS_ASSIGN_OR_RETURN(auto found, pool_->Pipeline(chunk));
+      for (size_t j = 0; j < found.size(); ++j) {
+        if (found[j].integer == 0) continue;
+        const size_t k = i + j;
+        const int year = 1970 + static_cast<int>(k % static_cast<size_t>(last - 1969));
+        years.emplace_back(ids[k / static_cast<size_t>(last - 1969)], year);
+        periods.insert(absl::StrFormat("y%04d", year));
+      }
+    }
+    std::vector<std::vector<std::string>> month_probes;
+    for (const auto& [id, y] : years) {
+      for (int m = 1; m <= 12; ++m) month_probes.push_back({"EXISTS", absl::StrFormat("{usage}:m:%s:%04d%02d", id, y, m)});
+    }
+    for (size_t i = 0; i < month_probes.size(); i += 2000) {
+      std::vector<std::vector<std::string>> chunk(
+          month_probes.begin() + static_cast<std::ptrdiff_t>(i),
+          month_probes.begin() + static_cast<std::ptrdiff_t>(std::min(month_probes.size(), i + 2000)));
+      LS_ASSIGN_OR_RETURN(auto found, pool_->Pipeline(chunk));
+      for (size_t j = 0; j < found.size(); ++j) {
+        if (found[j].integer != 0) periods.insert("m" + chunk[j][1].substr(chunk[j][1].rfind(':') + 1));
+      }
     }
     std::vector<std::string> built;
     for (const auto& p : periods) {

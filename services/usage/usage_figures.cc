@@ -142,7 +142,7 @@ for e = 1, nev do
     -- does not roll back): keys of the right type, counters that stay exact
     -- (each counter read once, by one HMGET per hash, which doubles as its
     -- type check; written by one HSET per hash).
-    local err, sums, q = nil, {}, s
+    local err, q = nil, s
     local incs, order = {}, {}
     local function plan(key, f, d)
       local x = incs[key]
@@ -193,13 +193,6 @@ for e = 1, nev do
       elseif ar[1] == 1 then
         local k = KEYS[tonumber(ARGV[q + 1])]
         err = typed(k, code == 'sadd' and 'set' or 'hash')
-        if not err then
-          if code == 'hset' then
-            sums[k .. '\n' .. ARGV[a]] = ARGV[a + 1]
-          elseif code == 'hdel' then
-            sums[k .. '\n' .. ARGV[a]] = '0'
-          end
-        end
       end
       q = a + ar[2]
     end
@@ -207,8 +200,13 @@ for e = 1, nev do
       if err then break end
       local x = incs[key]
       local need = {}
+      local vk = val[key]
+      if not vk then
+        vk = {}
+        val[key] = vk
+      end
       for _, f in ipairs(x.f) do
-        if val[key .. '\n' .. f] == nil then need[#need + 1] = f end
+        if vk[f] == nil then need[#need + 1] = f end
       end
       local cur = {}
       if #need > 0 then
@@ -221,7 +219,7 @@ for e = 1, nev do
       end
       x.v = {}
       for _, f in ipairs(x.f) do
-        local v = val[key .. '\n' .. f]
+        local v = vk[f]
         if v == nil then v = cur[f] end
         for _, d in ipairs(x.d[f]) do
           v = add(v, d)
@@ -235,14 +233,13 @@ for e = 1, nev do
       out[e] = 'E' .. err
     else
       redis.call('HSET', KEYS[1], marker, 1)
-      for sf, v in pairs(sums) do val[sf] = v end
       for _, key in ipairs(order) do
         local x = incs[key]
         local args = {}
         for _, f in ipairs(x.f) do
           args[#args + 1] = f
           args[#args + 1] = x.v[f]
-          val[key .. '\n' .. f] = x.v[f]
+          val[key][f] = x.v[f]
         end
         redis.call('HSET', key, unpack(args))
       end
@@ -336,7 +333,12 @@ for e = 1, nev do
         local need, needk = {}, {}
         for i = 1, nm do
           local kf, field = mf[i], mm[i]
-          if flagc[kf .. '\n' .. field] == nil then
+          local fc = flagc[kf]
+          if not fc then
+            fc = {}
+            flagc[kf] = fc
+          end
+          if fc[field] == nil then
             local l = need[kf]
             if not l then
               l = {}
@@ -352,16 +354,17 @@ for e = 1, nev do
         for _, kf in ipairs(needk) do
           local l = need[kf]
           local r = redis.call('HMGET', kf, unpack(l))
-          for i, field in ipairs(l) do flagc[kf .. '\n' .. field] = tonumber(r[i] or '0') or 0 end
+          local fc = flagc[kf]
+          for i, field in ipairs(l) do fc[field] = tonumber(r[i] or '0') or 0 end
         end
         local changed, changedk = {}, {}
         for i = 1, nm do
           local kf = mf[i]
-          local ck = kf .. '\n' .. mm[i]
-          local old = flagc[ck]
+          local fc = flagc[kf]
+          local old = fc[mm[i]]
           local new = bit.bor(old, ml[i])
           if new ~= old then
-            flagc[ck] = new
+            fc[mm[i]] = new
             local c = changed[kf]
             if not c then
               c = {}

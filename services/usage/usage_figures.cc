@@ -855,6 +855,9 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     }
     std::vector<Loaded> loaded;
     std::vector<std::vector<std::string>> cmds;
+    // The bucket's day boundaries, shared by every instrument's capacity.
+    std::vector<absl::Time> day_starts;
+    for (absl::CivilDay d = bfrom; d <= bto; ++d) day_starts.push_back(absl::FromCivil(d, zone_));
     for (const auto& [id, x] : instruments) {
       const auto& ins = x.instrument;
       const absl::Time created = ins.has_create_time() ? FromProto(ins.create_time()) : absl::InfinitePast();
@@ -866,9 +869,11 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
       l.id = &id;
       l.ins = &ins;
       // Capacity of this instrument in the bucket.
-      for (const auto& [day, secs] : SplitByDay(in_from, in_to, zone_)) {
-        const absl::Time ds = std::max(in_from, absl::FromCivil(day, zone_));
-        const absl::Time de = std::min(in_to, absl::FromCivil(day + 1, zone_));
+      for (size_t k = 0; k + 1 < day_starts.size(); ++k) {
+        const absl::Time ds = std::max(in_from, day_starts[k]);
+        const absl::Time de = std::min(in_to, day_starts[k + 1]);
+        if (ds >= de) continue;  // outside [in_from, in_to)
+        const int64_t secs = absl::ToInt64Seconds(de - ds);
         // Union of the windows inside [ds, de).
         std::vector<std::pair<absl::Time, absl::Time>> cut;
         for (const auto& [ws, we] : x.windows) {

@@ -232,8 +232,9 @@ absl::Status UsageFigures::MigrateAggregates() {
     }
     std::vector<std::pair<std::string, int>> years;  // (id, year) with data
     for (size_t i = 0; i < probes.size(); i += 2000) {
-      std::vector<std::vector<std::string>> chunk(probes.begin() + static_cast<std::ptrdiff_t>(i),
-                                                  probes.begin() + static_cast<std::ptrdiff_t>(std::min(probes.size(), i + 2000)));
+      std::vector<std::vector<std::string>> chunk(
+          probes.begin() + static_cast<std::ptrdiff_t>(i),
+          probes.begin() + static_cast<std::ptrdiff_t>(std::min(probes.size(), i + 2000)));
       LS_ASSIGN_OR_RETURN(auto found, pool_->Pipeline(chunk));
       for (size_t j = 0; j < found.size(); ++j) {
         if (found[j].integer == 0) continue;
@@ -245,7 +246,9 @@ absl::Status UsageFigures::MigrateAggregates() {
     }
     std::vector<std::vector<std::string>> month_probes;
     for (const auto& [id, y] : years) {
-      for (int m = 1; m <= 12; ++m) month_probes.push_back({"EXISTS", absl::StrFormat("{usage}:m:%s:%04d%02d", id, y, m)});
+      for (int m = 1; m <= 12; ++m) {
+        month_probes.push_back({"EXISTS", absl::StrFormat("{usage}:m:%s:%04d%02d", id, y, m)});
+      }
     }
     for (size_t i = 0; i < month_probes.size(); i += 2000) {
       std::vector<std::vector<std::string>> chunk(

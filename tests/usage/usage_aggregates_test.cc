@@ -210,7 +210,6 @@ class UsageAggregatesTest : public ::testing::Test {
     *r.mutable_end_time() = ToProto(absl::FromCivil(b, zone_));
     return r;
   }
-  std::string Year(int y) const { return Range(absl::CivilDay(y, 1, 1), absl::CivilDay(y + 1, 1, 1)).SerializeAsString(); }
 
   // Every report this test compares, serialized, in order.
   std::vector<std::string> Reports(UsageFigures& f) {
@@ -248,7 +247,9 @@ class UsageAggregatesTest : public ::testing::Test {
       for (const auto& dims : groupings) {
         v1::QueryUsageRequest r;
         *r.mutable_range() = Range(absl::CivilDay(2025, 1, 1), absl::CivilDay(2027, 1, 1));
-        if (g == v1::PERIOD_GRANULARITY_RANGE) *r.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+        if (g == v1::PERIOD_GRANULARITY_RANGE) {
+          *r.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+        }
         r.set_granularity(g);
         for (auto d : dims) r.add_group_by(d);
         r.set_page_size(1000);
@@ -562,7 +563,9 @@ TEST_F(UsageAggregatesTest, ApplyEventsLeavesExactlyWhatApplyEventLeaves) {
       while (i < events.size() && events[i].first == source && batch.size() < size) {
         batch.push_back(events[i++].second);
       }
-      for (const auto& s : ApplyEvents(audit.get(), figures_.get(), source, batch)) batch_status.push_back(s.ToString());
+      for (const auto& s : ApplyEvents(audit.get(), figures_.get(), source, batch)) {
+        batch_status.push_back(s.ToString());
+      }
       size = size % 37 + 1;
     }
   }

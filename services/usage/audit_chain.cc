@@ -14,6 +14,7 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -268,6 +269,56 @@ else
   redis.call('HDEL', KEYS[1], 'sig', 'kid')
 end
 for i = 4, #KEYS do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[4]) end
+return {'OK'}
+)lua");
+  return *s;
+}
+
+// AppendScript for several entries chained in one step. KEYS: 1 head, 2
+// applied markers, then per entry its key and its index sets. ARGV: 1
+// expected head sequence, 2 expected head hash, 3 entries, 4 append seconds
+// and 5 nanos of the last entry, 6 head signature ('' unsigned), 7 key id,
+// then per entry: marker, sequence, bytes, hash, number of index sets.
+// STALE when the head moved or an entry's marker appeared meanwhile.
+const RedisScript& AppendBatchScript() {
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
+local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
+if (head[1] or '0') ~= ARGV[1] or (head[2] or '') ~= ARGV[2] then return {'STALE'} end
+local n = tonumber(ARGV[3])
+local p, k = 8, 3
+local checked = {}
+for i = 1, n do
+  local nidx = tonumber(ARGV[p + 4])
+  if redis.call('HEXISTS', KEYS[2], ARGV[p]) == 1 then return {'STALE'} end
+  if redis.call('EXISTS', KEYS[k]) == 1 then return {'CORRUPT', ARGV[p + 1]} end
+  -- Nothing below may fail (Redis does not roll back): the indexes are sorted sets.
+  for j = 1, nidx do
+    local key = KEYS[k + j]
+    if not checked[key] then
+      if not ls_type_is(key, 'zset') then return redis.error_reply('WRONGTYPE ' .. key) end
+      checked[key] = true
+    end
+  end
+  p = p + 5
+  k = k + 1 + nidx
+end
+local last_seq, last_hash
+p, k = 8, 3
+for i = 1, n do
+  local seq, nidx = ARGV[p + 1], tonumber(ARGV[p + 4])
+  redis.call('SET', KEYS[k], ARGV[p + 2])
+  redis.call('HSET', KEYS[2], ARGV[p], seq)
+  for j = 1, nidx do redis.call('ZADD', KEYS[k + j], seq, seq) end
+  last_seq, last_hash = seq, ARGV[p + 3]
+  p = p + 5
+  k = k + 1 + nidx
+end
+redis.call('HSET', KEYS[1], 'seq', last_seq, 'hash', last_hash, 'at_s', ARGV[4], 'at_n', ARGV[5])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'sig', ARGV[6], 'kid', ARGV[7])
+else
+  redis.call('HDEL', KEYS[1], 'sig', 'kid')
+end
 return {'OK'}
 )lua");
   return *s;
@@ -633,6 +684,199 @@ absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_ser
   }
   if (tag == "CORRUPT") return Corrupted(absl::StrCat("audit entry ", seq, " exists beyond the head"));
   return StorageError("unexpected storage reply");
+}
+
+std::vector<absl::StatusOr<AppendResult>> AuditChain::AppendBatch(absl::string_view source_service,
+                                                                   const std::vector<StreamEvent>& events) {
+  std::vector<absl::StatusOr<AppendResult>> out(events.size(), AppendResult{});
+  if (events.empty()) return out;
+  if (!ValidSourceService(source_service)) {
+    for (auto& r : out) {
+      r = InvalidField("source_service",
+                       "must be a service name such as \"booking\": 1 to 64 lowercase letters, "
+                       "digits, '_' or '-'");
+    }
+    return out;
+  }
+  std::vector<std::optional<DecodedEvent>> decoded(events.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    absl::StatusOr<DecodedEvent> d = DecodeEvent(events[i].type, events[i].payload);
+    if (!d.ok()) {
+      out[i] = d.status();
+      continue;
+    }
+    if (!d->rejected_names.empty()) {
+      LogWarning("event names malformed resources; recorded in the audit trail, not indexed under them",
+                 {{"source_service", std::string(source_service)},
+                  {"event_id", d->event_id},
+                  {"malformed_names", std::to_string(d->rejected_names.size())},
+                  {"first", d->rejected_names[0].substr(0, 120)}});
+    }
+    decoded[i] = *std::move(d);
+  }
+  absl::MutexLock lock(&append_mu_);
+  for (int attempt = 0; attempt < options_.max_append_attempts; ++attempt) {
+    bool stale = false;
+    absl::Status s = AppendBatchOnce(source_service, events, decoded, &out, &stale);
+    if (!s.ok()) {
+      for (size_t i = 0; i < events.size(); ++i) {
+        if (decoded[i]) out[i] = s;
+      }
+      return out;
+    }
+    if (!stale) return out;
+  }
+  LogWarning("audit append gave up after repeated concurrent appends",
+             {{"source_service", std::string(source_service)}, {"events", std::to_string(events.size())}});
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (decoded[i]) {
+      out[i] = MakeError(absl::StatusCode::kAborted, "AUDIT_CONTENTION",
+                         "other replicas kept appending to the audit trail; retry the event later");
+    }
+  }
+  return out;
+}
+
+absl::Status AuditChain::AppendBatchOnce(absl::string_view source_service, const std::vector<StreamEvent>& events,
+                                         const std::vector<std::optional<DecodedEvent>>& decoded,
+                                         std::vector<absl::StatusOr<AppendResult>>* out, bool* stale) {
+  *stale = false;
+  std::vector<size_t> todo;
+  std::vector<std::string> markers(events.size());
+  std::vector<std::string> hmget = {"HMGET", audit_keys::Applied()};
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (!decoded[i]) continue;
+    markers[i] = audit_keys::AppliedField(source_service, decoded[i]->event_id);
+    hmget.push_back(markers[i]);
+    todo.push_back(i);
+  }
+  if (todo.empty()) return absl::OkStatus();
+  LS_ASSIGN_OR_RETURN(std::vector<RedisValue> read,
+                      pool_->Pipeline({{"HMGET", audit_keys::Head(), "seq", "hash"}, hmget}));
+  if (read.size() != 2 || !read[0].is_array() || read[0].elements.size() != 2 || !read[1].is_array() ||
+      read[1].elements.size() != todo.size()) {
+    return StorageError("unexpected storage reply");
+  }
+  LS_ASSIGN_OR_RETURN(int64_t head_seq, IntegerOrZero(read[0].elements[0]));
+  std::string head_hash = read[0].elements[1].is_nil() ? "" : read[0].elements[1].str;
+  if (head_seq > 0 && head_hash.size() != kHashBytes) return Corrupted("the audit head has no valid hash");
+  const int64_t expected_seq = head_seq;
+  const std::string expected_hash = head_hash;
+  // Appended before: the stored entries, read together.
+  std::vector<std::pair<size_t, int64_t>> before;  // (event, sequence)
+  // Appended now, in order; a repeated marker in the batch is a redelivery of
+  // the first.
+  std::vector<v1::AuditEntry> entries;
+  std::vector<size_t> entry_event;
+  absl::flat_hash_map<std::string, size_t> fresh;  // marker -> index in entries
+  std::vector<std::pair<size_t, size_t>> repeats;   // (event, index in entries)
+  for (size_t t = 0; t < todo.size(); ++t) {
+    const size_t i = todo[t];
+    if (!read[1].elements[t].is_nil()) {
+      LS_ASSIGN_OR_RETURN(int64_t seq, IntegerOrZero(read[1].elements[t]));
+      before.emplace_back(i, seq);
+      continue;
+    }
+    if (auto it = fresh.find(markers[i]); it != fresh.end()) {
+      repeats.emplace_back(i, it->second);
+      continue;
+    }
+    if (head_seq < 0 || head_seq == std::numeric_limits<int64_t>::max()) {
+      return Corrupted(absl::StrCat("the audit head sequence ", head_seq, " cannot be followed"));
+    }
+    const DecodedEvent& d = *decoded[i];
+    const StreamEvent& event = events[i];
+    v1::AuditEntry e;
+    const int64_t seq = head_seq + 1;
+    e.set_name(absl::StrCat("auditEntries/", seq));
+    e.set_sequence(seq);
+    e.set_source_service(std::string(source_service));
+    e.set_event_id(d.event_id);
+    e.set_event_type(d.event_type);
+    e.set_payload_type(event.type);
+    if (d.event_time.seconds() != 0 || d.event_time.nanos() != 0) *e.mutable_event_time() = d.event_time;
+    *e.mutable_append_time() = ToProto(clock_->Now());
+    e.set_payload(event.payload);
+    e.set_previous_hash(head_seq == 0 ? std::string(kHashBytes, '\0') : head_hash);
+    e.set_algorithm(v1::HASH_ALGORITHM_SHA256);
+    e.set_actor(d.actor);
+    e.set_actor_organization(d.actor_organization);
+    e.set_request_id(d.request_id);
+    for (const auto& r : d.resources) e.add_resources(r);
+    e.set_hash(AuditHashV1(e));
+    head_seq = seq;
+    head_hash = e.hash();
+    fresh[markers[i]] = entries.size();
+    entries.push_back(std::move(e));
+    entry_event.push_back(i);
+  }
+  if (!entries.empty()) {
+    const v1::AuditEntry& last = entries.back();
+    std::string signature;
+    if (options_.signing_key != nullptr) {
+      LS_ASSIGN_OR_RETURN(signature, options_.signing_key->SignHead(last.sequence(), last.hash()));
+    }
+    std::vector<std::string> keys = {audit_keys::Head(), audit_keys::Applied()};
+    std::vector<std::string> args = {std::to_string(expected_seq),
+                                     expected_hash,
+                                     std::to_string(entries.size()),
+                                     std::to_string(last.append_time().seconds()),
+                                     std::to_string(last.append_time().nanos()),
+                                     signature,
+                                     options_.signing_key != nullptr ? options_.signing_key->key_id() : ""};
+    for (size_t j = 0; j < entries.size(); ++j) {
+      const v1::AuditEntry& e = entries[j];
+      keys.push_back(audit_keys::Entry(e.sequence()));
+      const size_t first_index = keys.size();
+      keys.push_back(audit_keys::Index("event", e.event_id()));
+      if (!e.actor().empty()) keys.push_back(audit_keys::Index("actor", e.actor()));
+      if (!e.request_id().empty()) keys.push_back(audit_keys::Index("request", e.request_id()));
+      for (const auto& r : e.resources()) keys.push_back(audit_keys::Index("resource", r));
+      args.push_back(markers[entry_event[j]]);
+      args.push_back(std::to_string(e.sequence()));
+      args.push_back(e.SerializeAsString());
+      args.push_back(e.hash());
+      args.push_back(std::to_string(keys.size() - first_index));
+    }
+    if (options_.before_commit_for_testing) options_.before_commit_for_testing();
+    LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(AppendBatchScript(), keys, args));
+    if (!v.is_array() || v.elements.empty()) return StorageError("unexpected storage reply");
+    const std::string& tag = v.elements[0].str;
+    if (tag == "STALE") {
+      *stale = true;
+      return absl::OkStatus();
+    }
+    if (tag == "CORRUPT") {
+      return Corrupted(absl::StrCat("audit entry ", v.elements.size() > 1 ? v.elements[1].str : "?",
+                                    " exists beyond the head"));
+    }
+    if (tag != "OK") return StorageError("unexpected storage reply");
+  }
+  if (!before.empty()) {
+    std::vector<int64_t> seqs;
+    for (const auto& [i, seq] : before) seqs.push_back(seq);
+    LS_ASSIGN_OR_RETURN(auto stored, GetMany(seqs));
+    for (size_t j = 0; j < before.size(); ++j) {
+      if (!stored[j]) return Corrupted(absl::StrCat("audit entry ", before[j].second, " is missing"));
+      AppendResult r;
+      r.appended = false;
+      r.entry = *std::move(stored[j]);
+      (*out)[before[j].first] = std::move(r);
+    }
+  }
+  for (size_t j = 0; j < entries.size(); ++j) {
+    AppendResult r;
+    r.appended = true;
+    r.entry = entries[j];
+    (*out)[entry_event[j]] = std::move(r);
+  }
+  for (const auto& [i, j] : repeats) {
+    AppendResult r;
+    r.appended = false;
+    r.entry = entries[j];
+    (*out)[i] = std::move(r);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::AuditAnchor> AuditChain::ArchivedBase() const {

@@ -263,6 +263,19 @@ class AuditChain {
   absl::StatusOr<AppendResult> Append(absl::string_view source_service,
                                       const StreamEvent& event);
 
+  // Append for several events of `source_service` at once: one result per
+  // event, in order. The new entries are chained in one Lua step (one
+  // compare-and-set of the head, retried as a whole when another replica
+  // appended first) and are exactly the entries Append one by one would
+  // write: the same sequences, append times taken per entry, hashes, and the
+  // head signed once, for the last entry. A repeated event (appended before,
+  // or twice in the batch) answers appended = false with the stored entry;
+  // an undecodable event answers its error and takes no sequence. A storage
+  // error or corruption answers every decodable event with it; nothing of
+  // the batch is then written.
+  std::vector<absl::StatusOr<AppendResult>> AppendBatch(absl::string_view source_service,
+                                                        const std::vector<StreamEvent>& events);
+
   // The anchor recorded at the last archival cut (sequence 0, no hash: none).
   absl::StatusOr<labshare::usage::v1::AuditAnchor> ArchivedBase() const;
 
@@ -348,6 +361,10 @@ class AuditChain {
   absl::StatusOr<AppendResult> AppendOnce(absl::string_view source_service,
                                           const StreamEvent& event, const DecodedEvent& decoded,
                                           bool* stale);
+
+  absl::Status AppendBatchOnce(absl::string_view source_service, const std::vector<StreamEvent>& events,
+                               const std::vector<std::optional<DecodedEvent>>& decoded,
+                               std::vector<absl::StatusOr<AppendResult>>* out, bool* stale);
 
   RedisPool* pool_;
   PageTokenCodec page_tokens_;

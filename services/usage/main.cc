@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/events.h"
 #include "common/log.h"
@@ -25,6 +26,8 @@ ABSL_FLAG(std::string, audit_signing_key_file, "",
           "Private key PEM (Ed25519 or ECDSA P-256, mode 0600) that signs the audit chain's head; "
           "make one with `openssl genpkey -algorithm ed25519 -out audit.pem`. Required unless "
           "--audit_unsigned.");
+ABSL_FLAG(int, aggregates_check_s, 30,
+          "Seconds between checks for report aggregates to rebuild after an attribute change.");
 ABSL_FLAG(bool, audit_unsigned, false,
           "Run without an audit signing key: the chain's head is not signed, so whoever can write "
           "to Redis can rewrite the trail undetected. Tests and throwaway setups only.");
@@ -98,9 +101,40 @@ int main(int argc, char** argv) {
                return labshare::usage::ApplyEvent(&audit, &figures, source, e);
              });
   }
+  // The report aggregates: data folded before they existed is registered and
+  // built at start; any period whose aggregates an attribute change made
+  // inexact (reports then compute it from the counters, as before) is
+  // rebuilt in the background. Idempotent; every replica may do it.
+  absl::Notification stop_aggregates;
+  std::thread aggregates([&] {
+    bool migrated = false;
+    auto step = [&] {
+      if (!migrated) {
+        const absl::Status s = figures.MigrateAggregates();
+        if (!s.ok()) {
+          labshare::LogError("usage aggregates not migrated yet (reports compute from the counters)",
+                             {{"error", s.ToString()}});
+        }
+        migrated = s.ok();
+        return;
+      }
+      const absl::StatusOr<int> rebuilt = figures.RebuildStaleAggregates();
+      if (!rebuilt.ok()) {
+        labshare::LogError("usage aggregates not rebuilt", {{"error", rebuilt.status().ToString()}});
+      } else if (*rebuilt > 0) {
+        labshare::LogInfo("usage aggregates rebuilt", {{"periods", std::to_string(*rebuilt)}});
+      }
+    };
+    step();
+    while (!stop_aggregates.WaitForNotificationWithTimeout(absl::Seconds(absl::GetFlag(FLAGS_aggregates_check_s)))) {
+      step();
+    }
+  });
   std::thread consumer([&] { loop.Run(); });
   const int rc = labshare::RunService("usage", &redis, &authorizer, {&service}, [&] { loop.Stop(); });
   loop.Stop();
   consumer.join();
+  stop_aggregates.Notify();
+  aggregates.join();
   return rc;
 }

@@ -1,5 +1,6 @@
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_internal.h"
+#include "services/usage/usage_aggregates.h"
 
 #include <algorithm>
 #include <set>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/container/flat_hash_map.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/lua_guards.h"
@@ -29,78 +31,388 @@ using labshare::type::v1::SharingMode;
 
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
-std::string DayKey(absl::string_view instr, absl::CivilDay d) {
-  return absl::StrFormat("{usage}:d:%s:%04d%02d%02d", instr, d.year(), d.month(), d.day());
-}
-std::string MonthKey(absl::string_view instr, absl::CivilMonth m) {
-  return absl::StrFormat("{usage}:m:%s:%04d%02d", instr, m.year(), m.month());
-}
-std::string YearKey(absl::string_view instr, absl::CivilYear y) {
-  return absl::StrFormat("{usage}:y:%s:%04d", instr, y.year());
-}
-std::string UsersYearKey(absl::string_view instr, absl::CivilYear y) {
-  return absl::StrFormat("{usage}:uy:%s:%04d", instr, y.year());
-}
-std::string UsersDayKey(absl::string_view instr, absl::CivilDay d) {
-  return absl::StrFormat("{usage}:ud:%s:%04d%02d%02d", instr, d.year(), d.month(), d.day());
-}
-std::string UsersMonthKey(absl::string_view instr, absl::CivilMonth m) {
-  return absl::StrFormat("{usage}:um:%s:%04d%02d", instr, m.year(), m.month());
-}
-
-// KEYS: 1 applied, then one key per op. ARGV: 1 marker, 2 n ops, then per
-// op (code, a, b): 'inc' field a += b; 'sadd' member a; 'hset' a = b; 'hdel' a.
+// One Lua step folds a batch of events, each exactly once and each atomic on
+// its own (usage_aggregates.h describes the aggregate keys). The keys of the
+// counters, served sets and aggregates are named in the script from the
+// instrument id and the period strings of the ops (all under the hash tag
+// {usage}: one slot, as Redis Cluster needs); the others are KEYS.
+// KEYS: 1 applied, 2 {usage}:agg, 3 {usage}:agg:built, 4 {usage}:iattr,
+// 5 {usage}:orgs, 6 {usage}:agg:orgsseen, 7 {usage}:agg:unknown, then the op keys.
+// ARGV: 1 SME, 2 START_UP (size class numbers), 3 events, then per event:
+// marker, number of op arguments, then per op its code, the KEYS indexes of
+// its keys and its arguments (arity by code, table AR):
+//   sadd k m         member m
+//   hset k f v / hdel k f
+//   cnt id yyyy yyyymm yyyymmdd counter mode org d
+//                    "<counter>|<mode>|<org>" += d in the day, month and year
+//                    hashes; "<counter>|<mode>" += d in the instrument's
+//                    month and year aggregates, and "ext|<mode>" for eff of
+//                    an organisation other than the owner; the instrument
+//                    counted in both periods (registered when new)
+//   srv id yyyy yyyymm yyyymmdd mode org user
+//                    "<mode>|<org>|<user>" into the day, month and year sets;
+//                    the first-seen markers of user and organisation in the
+//                    month (instrument, platform) and the year (also owner,
+//                    facility, category, mode), counting each once
+//   inst id attrs    the instrument's owner/facility/category (a change
+//                    invalidates every period's aggregates: gen + 1)
+//   orgsz org size   a size class change of an organisation already counted
+//                    invalidates the aggregates (the hset op that follows stores it)
+// Per event: 1 folded, 0 folded before, 'E<error>' (nothing written).
 const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-local n = tonumber(ARGV[2])
--- Every op is proven to succeed before the first write (Redis does not roll
--- back): keys of the right type, counters that stay exact int64s.
-local kind, sums = {}, {}
-for i = 1, n do
-  local code, a, b, k = ARGV[3 + (i - 1) * 3], ARGV[4 + (i - 1) * 3], ARGV[5 + (i - 1) * 3], KEYS[1 + i]
-  local want = code == 'sadd' and 'set' or 'hash'
-  if kind[k] == nil then
-    if not ls_type_is(k, want) then return redis.error_reply('WRONGTYPE ' .. k) end
-    kind[k] = want
-  elseif kind[k] ~= want then
-    return redis.error_reply('WRONGTYPE ' .. k)
+local SME, STARTUP = ARGV[1], ARGV[2]
+local nev = tonumber(ARGV[3])
+local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {0, 8}, srv = {0, 7}, inst = {0, 2}, orgsz = {0, 2}}
+for i = 1, 7 do
+  if not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
+end
+local layout = redis.call('HGET', KEYS[2], 'layout')
+-- Caches of the step: attributes, size classes, key types, counter values
+-- and marker flags as the events before left them.
+local attrc, sizec, kind, val, flagc, regd, seenc = {}, {}, {}, {}, {}, {}, {}
+local function attrs(id)
+  local a = attrc[id]
+  if a == nil then
+    local v = redis.call('HGET', KEYS[4], id)
+    a = false
+    if v then
+      local o, f, c = string.match(v, '^(.-)\31(.-)\31(.*)$')
+      a = {o or '', f or '', c or ''}
+    end
+    attrc[id] = a
   end
-  if code == 'inc' then
-    local f = k .. '\n' .. a
-    local cur = sums[f]
-    if cur == nil then cur = redis.call('HGET', k, a) end
-    local sum = ls_add(cur, b)
-    if not sum then return redis.error_reply('ERR counter overflow in ' .. k) end
-    sums[f] = sum
-  elseif code == 'hset' then
-    sums[k .. '\n' .. a] = b
-  elseif code == 'hdel' then
-    sums[k .. '\n' .. a] = '0'
+  return a
+end
+local function size(org)
+  local v = sizec[org]
+  if v == nil then
+    v = redis.call('HGET', KEYS[5], org) or '0'
+    sizec[org] = v
+  end
+  return v
+end
+local function typed(key, want)
+  local k = kind[key]
+  if k == nil then
+    if not ls_type_is(key, want) then return 'WRONGTYPE ' .. key end
+    kind[key] = want
+  elseif k ~= want then
+    return 'WRONGTYPE ' .. key
+  end
+  return nil
+end
+-- ls_add, directly when both are integers of at most 15 digits (exact as
+-- doubles; the same strings ls_add accepts).
+local function int15(x)
+  return x == nil or x == false or (#x <= 15 and (x == '0' or string.find(x, '^%-?[1-9]%d*$') ~= nil))
+end
+local function add(a, b)
+  if int15(a) and int15(b) then return string.format('%d', tonumber(a or '0') + tonumber(b)) end
+  return ls_add(a, b)
+end
+local UN = {'users', 'ext_users', 'sme_users'}
+local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
+local function reg(P, id)
+  local kai = '{usage}:ai:' .. P
+  local rk = kai .. '\n' .. id
+  if not regd[rk] then
+    regd[rk] = true
+    redis.call('HSET', kai, id, '1')
+  end
+  if not regd[P] then
+    regd[P] = true
+    if redis.call('HEXISTS', KEYS[3], P) == 0 then
+      local v = '-1'
+      if layout == '2' then v = redis.call('HGET', KEYS[2], 'gen') or '0' end
+      redis.call('HSET', KEYS[3], P, v)
+    end
   end
 end
-redis.call('HSET', KEYS[1], ARGV[1], 1)
-for i = 1, n do
-  local code, a, b, k = ARGV[3 + (i - 1) * 3], ARGV[4 + (i - 1) * 3], ARGV[5 + (i - 1) * 3], KEYS[1 + i]
-  if code == 'inc' then redis.call('HINCRBY', k, a, b)
-  elseif code == 'sadd' then redis.call('SADD', k, a)
-  elseif code == 'hset' then redis.call('HSET', k, a, b)
-  elseif code == 'hdel' then redis.call('HDEL', k, a)
+local out = {}
+local p = 4
+for e = 1, nev do
+  local marker, nargs = ARGV[p], tonumber(ARGV[p + 1])
+  local s, fin = p + 2, p + 2 + nargs
+  p = fin
+  if redis.call('HEXISTS', KEYS[1], marker) == 1 then
+    out[e] = '0'
+  else
+    -- Every op is proven to succeed before the event's first write (Redis
+    -- does not roll back): keys of the right type, counters that stay exact
+    -- (each counter read once, by one HMGET per hash, which doubles as its
+    -- type check; written by one HSET per hash).
+    local err, q = nil, s
+    local incs, order = {}, {}
+    local function plan(key, f, d)
+      local x = incs[key]
+      if not x then
+        x = {f = {}, d = {}}
+        incs[key] = x
+        order[#order + 1] = key
+      end
+      local ds = x.d[f]
+      if not ds then
+        ds = {}
+        x.d[f] = ds
+        x.f[#x.f + 1] = f
+      end
+      ds[#ds + 1] = d
+    end
+    while q < fin and not err do
+      local code = ARGV[q]
+      local ar = AR[code]
+      if not ar then err = 'ERR unknown op' break end
+      local a = q + 1 + ar[1]
+      if code == 'cnt' then
+        local id, y, m, d, c, mode, org, delta = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+                                                 ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+        local field, cf = c .. '|' .. mode .. '|' .. org, c .. '|' .. mode
+        local kam, kay = '{usage}:a:' .. id .. ':m' .. m, '{usage}:a:' .. id .. ':y' .. y
+        plan('{usage}:d:' .. id .. ':' .. d, field, delta)
+        plan('{usage}:m:' .. id .. ':' .. m, field, delta)
+        plan('{usage}:y:' .. id .. ':' .. y, field, delta)
+        plan(kam, cf, delta)
+        plan(kay, cf, delta)
+        if c == 'eff' then
+          local at = attrs(id)
+          if at and at[1] ~= org then
+            plan(kam, 'ext|' .. mode, delta)
+            plan(kay, 'ext|' .. mode, delta)
+          end
+        end
+        err = typed('{usage}:ai:m' .. m, 'hash') or typed('{usage}:ai:y' .. y, 'hash')
+      elseif code == 'srv' then
+        local id, y, m, d = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+        err = typed('{usage}:ud:' .. id .. ':' .. d, 'set') or typed('{usage}:um:' .. id .. ':' .. m, 'set') or
+              typed('{usage}:uy:' .. id .. ':' .. y, 'set')
+        for _, P in ipairs({'m' .. m, 'y' .. y}) do
+          err = err or typed('{usage}:ad:' .. P, 'hash') or typed('{usage}:au:' .. P, 'hash') or
+                typed('{usage}:ao:' .. P, 'hash')
+        end
+      elseif ar[1] == 1 then
+        local k = KEYS[tonumber(ARGV[q + 1])]
+        err = typed(k, code == 'sadd' and 'set' or 'hash')
+      end
+      q = a + ar[2]
+    end
+    for _, key in ipairs(order) do
+      if err then break end
+      local x = incs[key]
+      local need = {}
+      local vk = val[key]
+      if not vk then
+        vk = {}
+        val[key] = vk
+      end
+      for _, f in ipairs(x.f) do
+        if vk[f] == nil then need[#need + 1] = f end
+      end
+      local cur = {}
+      if #need > 0 then
+        local k = kind[key]
+        if k ~= nil and k ~= 'hash' then err = 'WRONGTYPE ' .. key break end
+        local r = redis.pcall('HMGET', key, unpack(need))
+        if r.err then err = 'WRONGTYPE ' .. key break end
+        kind[key] = 'hash'
+        for i, f in ipairs(need) do cur[f] = r[i] end
+      end
+      x.v = {}
+      for _, f in ipairs(x.f) do
+        local v = vk[f]
+        if v == nil then v = cur[f] end
+        for _, d in ipairs(x.d[f]) do
+          v = add(v, d)
+          if not v then err = 'ERR counter overflow in ' .. key break end
+        end
+        if err then break end
+        x.v[f] = v
+      end
+    end
+    if err then
+      out[e] = 'E' .. err
+    else
+      redis.call('HSET', KEYS[1], marker, 1)
+      for _, key in ipairs(order) do
+        local x = incs[key]
+        local args = {}
+        for _, f in ipairs(x.f) do
+          args[#args + 1] = f
+          args[#args + 1] = x.v[f]
+          val[key][f] = x.v[f]
+        end
+        redis.call('HSET', key, unpack(args))
+      end
+      local bumped = false
+      local function bump()
+        if not bumped then redis.call('HINCRBY', KEYS[2], 'gen', 1) bumped = true end
+      end
+      local function known(id)
+        local at = attrs(id)
+        if not at then
+          redis.call('HSET', KEYS[7], id, '1')
+          bump()
+        end
+        return at
+      end
+      -- The first-seen markers to set: flags key, distinct key, scope,
+      -- member, flags, names (parallel arrays).
+      local mf, md, ms, mm, ml, mn, nm = {}, {}, {}, {}, {}, {}, 0
+      local function want(kf, kd, sc, member, fl, names)
+        nm = nm + 1
+        mf[nm], md[nm], ms[nm], mm[nm], ml[nm], mn[nm] = kf, kd, sc, sc .. '|' .. member, fl, names
+      end
+      q = s
+      while q < fin do
+        local code = ARGV[q]
+        local ar = AR[code]
+        local a = q + 1 + ar[1]
+        if code == 'cnt' then
+          local id, y, m, c = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]
+          if c == 'eff' then known(id) end
+          reg('m' .. m, id)
+          reg('y' .. y, id)
+        elseif code == 'srv' then
+          local id, y, m, d, mode, org, user = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+                                               ARGV[a + 5], ARGV[a + 6]
+          local member = mode .. '|' .. org .. '|' .. user
+          redis.call('SADD', '{usage}:ud:' .. id .. ':' .. d, member)
+          redis.call('SADD', '{usage}:um:' .. id .. ':' .. m, member)
+          redis.call('SADD', '{usage}:uy:' .. id .. ':' .. y, member)
+          local at = known(id) or {'', '', ''}
+          local sz = size(org)
+          if not seenc[org] then
+            seenc[org] = true
+            redis.call('HSET', KEYS[6], org, '1')
+          end
+          local ext = org ~= at[1]
+          local uf = 1 + (ext and 2 or 0) + (sz == SME and 4 or 0)
+          local of = uf + (sz == STARTUP and 8 or 0)
+          local pm, py = 'm' .. m, 'y' .. y
+          local aum, aom, adm = '{usage}:au:' .. pm, '{usage}:ao:' .. pm, '{usage}:ad:' .. pm
+          local auy, aoy, ady = '{usage}:au:' .. py, '{usage}:ao:' .. py, '{usage}:ad:' .. py
+          local si = 'i:' .. id
+          want(aum, adm, si, user, uf, UN)
+          want(aom, adm, si, org, of, ON)
+          want(aum, adm, 'p', user, uf, UN)
+          want(aom, adm, 'p', org, of, ON)
+          for _, sc in ipairs({si, 'p', 'o:' .. at[1], 'f:' .. at[2], 'c:' .. at[3], 'md:' .. mode}) do
+            want(auy, ady, sc, user, uf, UN)
+            want(aoy, ady, sc, org, of, ON)
+          end
+        elseif code == 'sadd' then
+          redis.call('SADD', KEYS[tonumber(ARGV[q + 1])], ARGV[a])
+        elseif code == 'hset' then
+          redis.call('HSET', KEYS[tonumber(ARGV[q + 1])], ARGV[a], ARGV[a + 1])
+        elseif code == 'hdel' then
+          redis.call('HDEL', KEYS[tonumber(ARGV[q + 1])], ARGV[a])
+        elseif code == 'inst' then
+          local id, v = ARGV[a], ARGV[a + 1]
+          local old = redis.call('HGET', KEYS[4], id)
+          if old ~= v then
+            if old then
+              bump()
+            elseif redis.call('HEXISTS', KEYS[7], id) == 1 then
+              redis.call('HDEL', KEYS[7], id)
+              bump()
+            end
+            redis.call('HSET', KEYS[4], id, v)
+            attrc[id] = nil
+          end
+        elseif code == 'orgsz' then
+          local org, v = ARGV[a], ARGV[a + 1]
+          if size(org) ~= v and redis.call('HEXISTS', KEYS[6], org) == 1 then bump() end
+          sizec[org] = v
+        end
+        q = a + ar[2]
+      end
+      -- The first-seen markers: one HMGET per flags hash for the markers not
+      -- read before in the step, one HSET per hash for the changed ones, and
+      -- 1 added to a distinct count for every flag set for the first time.
+      if nm > 0 then
+        local need, needk = {}, {}
+        for i = 1, nm do
+          local kf, field = mf[i], mm[i]
+          local fc = flagc[kf]
+          if not fc then
+            fc = {}
+            flagc[kf] = fc
+          end
+          if fc[field] == nil then
+            local l = need[kf]
+            if not l then
+              l = {}
+              need[kf] = l
+              needk[#needk + 1] = kf
+            end
+            if not l[field] then
+              l[field] = true
+              l[#l + 1] = field
+            end
+          end
+        end
+        for _, kf in ipairs(needk) do
+          local l = need[kf]
+          local r = redis.call('HMGET', kf, unpack(l))
+          local fc = flagc[kf]
+          for i, field in ipairs(l) do fc[field] = tonumber(r[i] or '0') or 0 end
+        end
+        local changed, changedk = {}, {}
+        for i = 1, nm do
+          local kf = mf[i]
+          local fc = flagc[kf]
+          local old = fc[mm[i]]
+          local new = bit.bor(old, ml[i])
+          if new ~= old then
+            fc[mm[i]] = new
+            local c = changed[kf]
+            if not c then
+              c = {}
+              changed[kf] = c
+              changedk[#changedk + 1] = kf
+            end
+            c[mm[i]] = new
+            local names = mn[i]
+            for b = 1, #names do
+              local bm = bit.lshift(1, b - 1)
+              if bit.band(new, bm) ~= 0 and bit.band(old, bm) == 0 then
+                redis.call('HINCRBY', md[i], ms[i] .. '|' .. names[b], 1)
+              end
+            end
+          end
+        end
+        for _, kf in ipairs(changedk) do
+          local args = {}
+          for field, v in pairs(changed[kf]) do
+            args[#args + 1] = field
+            args[#args + 1] = v
+          end
+          redis.call('HSET', kf, unpack(args))
+        end
+      end
+      out[e] = '1'
+    end
   end
 end
-return 1
+return out
 )lua");
   return *s;
 }
 
 struct Ops {
-  std::vector<std::string> keys;
-  std::vector<std::string> args;
+  struct Op {
+    const char* code;
+    std::vector<std::string> keys;
+    std::vector<std::string> args;
+  };
+  std::vector<Op> ops;
   void Add(std::string key, const char* code, std::string a, std::string b = "") {
-    keys.push_back(std::move(key));
-    args.push_back(code);
-    args.push_back(std::move(a));
-    args.push_back(std::move(b));
+    Op op{code, {std::move(key)}, {std::move(a)}};
+    if (std::string_view(code) == "inc" || std::string_view(code) == "hset") op.args.push_back(std::move(b));
+    ops.push_back(std::move(op));
+  }
+  void Raw(const char* code, std::vector<std::string> keys, std::vector<std::string> args) {
+    ops.push_back(Op{code, std::move(keys), std::move(args)});
   }
 };
 
@@ -125,7 +437,8 @@ UsageFigures::UsageFigures(RedisPool* pool, const Clock* clock, absl::TimeZone z
 
 // ================================================================ folding
 
-absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& event) {
+absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::string_view source,
+                                                                     const StreamEvent& event) const {
   Ops ops;
   std::string event_id;
   // Every name that becomes part of a key, a field or a stored attribute is
@@ -148,10 +461,10 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
     if (!name_ok(instrument, "instruments", false) || !name_ok(org, "organizations", true)) return;
     const std::string id = IdOf(instrument);
     const absl::CivilDay d = absl::ToCivilDay(at, zone_);
-    const std::string field = absl::StrCat(counter, "|", static_cast<int>(mode), "|", org);
-    ops.Add(DayKey(id, d), "inc", field, std::to_string(delta));
-    ops.Add(MonthKey(id, absl::CivilMonth(d)), "inc", field, std::to_string(delta));
-    ops.Add(YearKey(id, absl::CivilYear(d)), "inc", field, std::to_string(delta));
+    ops.Raw("cnt", {},
+            {id, absl::StrFormat("%04d", d.year()), absl::StrFormat("%04d%02d", d.year(), d.month()),
+             absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()), std::string(counter),
+             std::to_string(static_cast<int>(mode)), org, std::to_string(delta)});
   };
   auto served = [&](const std::string& instrument, absl::CivilDay d, SharingMode mode, const std::string& org,
                     const std::string& user) {
@@ -160,24 +473,26 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
       return;
     }
     const std::string id = IdOf(instrument);
-    const std::string member = absl::StrCat(static_cast<int>(mode), "|", org, "|", user);
-    ops.Add(UsersDayKey(id, d), "sadd", member);
-    ops.Add(UsersMonthKey(id, absl::CivilMonth(d)), "sadd", member);
-    ops.Add(UsersYearKey(id, absl::CivilYear(d)), "sadd", member);
+    ops.Raw("srv", {},
+            {id, absl::StrFormat("%04d", d.year()), absl::StrFormat("%04d%02d", d.year(), d.month()),
+             absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()), std::to_string(static_cast<int>(mode)),
+             org, user});
   };
   if (source == "inventory") {
     iv::InventoryEvent e;
-    if (!e.ParseFromString(event.payload)) return absl::OkStatus();
+    if (!e.ParseFromString(event.payload)) return PreparedFold{};
     event_id = e.header().event_id();
     if (e.has_instrument_changed()) {
       const auto& in = e.instrument_changed().instrument();
       if (name_ok(in.name(), "instruments", false) && name_ok(in.owner_organization(), "organizations", true) &&
           name_ok(in.facility(), "facilities", true)) {
         ops.Add("{usage}:instr", "hset", IdOf(in.name()), in.SerializeAsString());
+        ops.Raw("inst", {}, {IdOf(in.name()), agg::Attributes(in)});
       }
     } else if (e.has_organization_changed()) {
       const auto& o = e.organization_changed().organization();
       if (name_ok(o.name(), "organizations", false)) {
+        ops.Raw("orgsz", {}, {o.name(), std::to_string(static_cast<int>(o.size_class()))});
         ops.Add("{usage}:orgs", "hset", o.name(), std::to_string(static_cast<int>(o.size_class())));
         ops.Add("{usage}:orgname", "hset", o.name(), o.display_name());
       }
@@ -199,7 +514,7 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
     }
   } else if (source == "booking") {
     bk::BookingEvent e;
-    if (!e.ParseFromString(event.payload)) return absl::OkStatus();
+    if (!e.ParseFromString(event.payload)) return PreparedFold{};
     event_id = e.header().event_id();
     const bk::Booking* b = nullptr;
     // Confirmed: created CONFIRMED, or approved. (A BookingConfirmed without
@@ -263,7 +578,7 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
     }
   } else if (source == "billing") {
     bl::BillingEvent e;
-    if (!e.ParseFromString(event.payload)) return absl::OkStatus();
+    if (!e.ParseFromString(event.payload)) return PreparedFold{};
     event_id = e.header().event_id();
     std::vector<const bl::IncomeFigures*> figures;
     if (e.has_charge_posted()) figures.push_back(&e.charge_posted().income());
@@ -288,17 +603,84 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
       }
     }
   }
-  if (event_id.empty()) return absl::OkStatus();
+  if (event_id.empty()) return PreparedFold{};
   if (!bad_name.empty()) {
     LogWarning("event names a malformed resource; marked as seen, no figure changed",
                {{"source", std::string(source)}, {"event_id", event_id}, {"name", bad_name.substr(0, 120)}});
     ops = Ops();
   }
-  std::vector<std::string> keys = {"{usage}:applied"};
-  keys.insert(keys.end(), ops.keys.begin(), ops.keys.end());
-  std::vector<std::string> args = {absl::StrCat(source, "|", event_id), std::to_string(ops.keys.size())};
-  args.insert(args.end(), ops.args.begin(), ops.args.end());
-  return pool_->Eval(FoldScript(), keys, args).status();
+  PreparedFold out;
+  out.send = true;
+  out.marker = absl::StrCat(source, "|", event_id);
+  for (auto& op : ops.ops) {
+    out.ops.push_back(PreparedFold::Op{op.code, std::move(op.keys), std::move(op.args)});
+  }
+  return out;
+}
+
+absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& event) {
+  return FoldBatch(source, {event})[0];
+}
+
+std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, const std::vector<StreamEvent>& events) {
+  std::vector<absl::Status> out(events.size());
+  std::vector<PreparedFold> prepared(events.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    auto p = PrepareFold(source, events[i]);
+    if (!p.ok()) {
+      out[i] = p.status();
+    } else {
+      prepared[i] = *std::move(p);
+    }
+  }
+  // Steps of at most kMaxArgs arguments (one event is never split).
+  constexpr size_t kMaxArgs = 20000;
+  size_t i = 0;
+  while (i < events.size()) {
+    std::vector<std::string> keys = {"{usage}:applied", agg::kState, agg::kBuilt, agg::kAttributes, "{usage}:orgs",
+                                     agg::kOrgsSeen, agg::kUnknown};
+    absl::flat_hash_map<std::string, int> key_index;
+    for (size_t k = 0; k < keys.size(); ++k) key_index[keys[k]] = static_cast<int>(k) + 1;
+    std::vector<std::string> args = {std::to_string(static_cast<int>(iv::SME)),
+                                     std::to_string(static_cast<int>(iv::START_UP)), "0"};
+    std::vector<size_t> sent;
+    for (; i < events.size() && (sent.empty() || args.size() < kMaxArgs); ++i) {
+      if (!out[i].ok() || !prepared[i].send) continue;
+      args.push_back(prepared[i].marker);
+      const size_t count_at = args.size();
+      args.push_back("");
+      for (auto& op : prepared[i].ops) {
+        args.push_back(op.code);
+        for (auto& k : op.keys) {
+          auto [it, fresh] = key_index.try_emplace(k, static_cast<int>(keys.size()) + 1);
+          if (fresh) keys.push_back(k);
+          args.push_back(std::to_string(it->second));
+        }
+        for (auto& a : op.args) args.push_back(std::move(a));
+      }
+      args[count_at] = std::to_string(args.size() - count_at - 1);
+      sent.push_back(i);
+    }
+    if (sent.empty()) continue;
+    args[2] = std::to_string(sent.size());
+    auto v = pool_->Eval(FoldScript(), keys, args);
+    if (!v.ok()) {
+      for (size_t j : sent) out[j] = v.status();
+      continue;
+    }
+    if (!v->is_array() || v->elements.size() != sent.size()) {
+      for (size_t j : sent) out[j] = MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+      continue;
+    }
+    for (size_t j = 0; j < sent.size(); ++j) {
+      const std::string& r = v->elements[j].str;
+      if (!r.empty() && r[0] == 'E') {
+        LogError("redis script failed", {{"script", "usage fold"}, {"error", r.substr(1)}});
+        out[sent[j]] = MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "the figures could not be updated");
+      }
+    }
+  }
+  return out;
 }
 
 // ================================================================ figures
@@ -473,6 +855,9 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     }
     std::vector<Loaded> loaded;
     std::vector<std::vector<std::string>> cmds;
+    // The bucket's day boundaries, shared by every instrument's capacity.
+    std::vector<absl::Time> day_starts;
+    for (absl::CivilDay d = bfrom; d <= bto; ++d) day_starts.push_back(absl::FromCivil(d, zone_));
     for (const auto& [id, x] : instruments) {
       const auto& ins = x.instrument;
       const absl::Time created = ins.has_create_time() ? FromProto(ins.create_time()) : absl::InfinitePast();
@@ -484,9 +869,11 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
       l.id = &id;
       l.ins = &ins;
       // Capacity of this instrument in the bucket.
-      for (const auto& [day, secs] : SplitByDay(in_from, in_to, zone_)) {
-        const absl::Time ds = std::max(in_from, absl::FromCivil(day, zone_));
-        const absl::Time de = std::min(in_to, absl::FromCivil(day + 1, zone_));
+      for (size_t k = 0; k + 1 < day_starts.size(); ++k) {
+        const absl::Time ds = std::max(in_from, day_starts[k]);
+        const absl::Time de = std::min(in_to, day_starts[k + 1]);
+        if (ds >= de) continue;  // outside [in_from, in_to)
+        const int64_t secs = absl::ToInt64Seconds(de - ds);
         // Union of the windows inside [ds, de).
         std::vector<std::pair<absl::Time, absl::Time>> cut;
         for (const auto& [ws, we] : x.windows) {
@@ -514,13 +901,91 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
       cmds.push_back(std::move(sunion));
       loaded.push_back(std::move(l));
     }
+    // From the aggregates when they answer this bucket exactly: a whole
+    // month or year, no user-side filter, groupings by instrument (any
+    // instrument filter), or, unfiltered, the platform, and for years the
+    // owner, facility, category or mode; and aggregates exact for the current
+    // attributes (built == gen) to which only instruments in service in the
+    // bucket contributed.
+    std::map<std::string, int64_t, std::less<>> distinct;  // "<scope>|<name>" -> count
+    bool fast = false;
+    if (use_aggregates_ && f.user_organizations().empty() && f.modes().empty()) {
+      std::string period;
+      bool full = false;
+      if (absl::CivilDay(absl::CivilYear(bfrom)) == bfrom && absl::CivilDay(absl::CivilYear(bfrom) + 1) == bto) {
+        period = agg::YearPeriod(absl::CivilYear(bfrom));
+        full = true;
+      } else if (absl::CivilDay(absl::CivilMonth(bfrom)) == bfrom &&
+                 absl::CivilDay(absl::CivilMonth(bfrom) + 1) == bto) {
+        period = agg::MonthPeriod(absl::CivilMonth(bfrom));
+      }
+      const bool filtered = !f.instruments().empty() || !f.owner_organizations().empty() ||
+                            !f.facilities().empty() || !f.categories().empty();
+      bool supported = !period.empty();
+      bool cross = false;  // a grouping whose rows span instruments
+      for (const auto& dims : groupings) {
+        if (dims.size() == 1 && dims[0] == v1::DIMENSION_INSTRUMENT) continue;
+        cross = true;
+        const bool ok = dims.empty() || (full && dims.size() == 1 &&
+                                         (dims[0] == v1::DIMENSION_OWNER_ORGANIZATION ||
+                                          dims[0] == v1::DIMENSION_FACILITY || dims[0] == v1::DIMENSION_CATEGORY ||
+                                          dims[0] == v1::DIMENSION_SHARING_MODE));
+        if (!ok || filtered) supported = false;
+      }
+      if (supported) {
+        std::vector<std::vector<std::string>> fast_cmds = {{"HGET", agg::kState, "gen"},
+                                                           {"HGET", agg::kBuilt, period},
+                                                           {"HKEYS", agg::ContributorsKey(period)},
+                                                           {"HGETALL", agg::DistinctKey(period)}};
+        for (const Loaded& l : loaded) fast_cmds.push_back({"HGETALL", agg::InstrumentKey(*l.id, period)});
+        LS_ASSIGN_OR_RETURN(auto fr, pool_->Pipeline(fast_cmds));
+        const std::string gen = fr[0].is_nil() ? "0" : fr[0].str;
+        bool valid = !fr[1].is_nil() && fr[1].str == gen;
+        if (valid && cross) {
+          std::set<absl::string_view> in_service;
+          for (const Loaded& l : loaded) in_service.insert(*l.id);
+          for (const auto& id : fr[2].elements) {
+            if (in_service.count(id.str) == 0) valid = false;
+          }
+        }
+        if (valid) {
+          fast = true;
+          ++buckets_from_aggregates_;
+          for (size_t j = 0; j + 1 < fr[3].elements.size(); j += 2) {
+            int64_t v = 0;
+            if (absl::SimpleAtoi(fr[3].elements[j + 1].str, &v)) distinct[fr[3].elements[j].str] = v;
+          }
+          for (size_t i = 0; i < loaded.size(); ++i) {
+            const RedisValue& h = fr[4 + i];
+            for (size_t j = 0; j + 1 < h.elements.size(); j += 2) {
+              const std::string& field = h.elements[j].str;
+              const size_t bar = field.find('|');
+              int mode = 0;
+              int64_t v = 0;
+              if (bar == std::string::npos || !absl::SimpleAtoi(absl::string_view(field).substr(bar + 1), &mode) ||
+                  !absl::SimpleAtoi(h.elements[j + 1].str, &v)) {
+                continue;
+              }
+              const absl::string_view name = absl::string_view(field).substr(0, bar);
+              Cell& cell = loaded[i].cells[{mode, std::string()}];
+              if (name == "ext") {
+                cell.c[kExt] += v;
+              } else if (const int counter = CounterIndex(name); counter >= 0) {
+                cell.c[counter] += v;
+              }
+            }
+          }
+        }
+      }
+    }
     // Every instrument's counters of the bucket in one round trip.
     std::vector<RedisValue> replies;
-    if (!cmds.empty()) {
+    if (!cmds.empty() && !fast) {
       LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(cmds));
     }
     size_t r = 0;
     for (Loaded& l : loaded) {
+      if (fast) break;
       for (size_t p = 0; p < parts.size(); ++p) {
         const RedisValue& h = replies[r++];
         for (size_t j = 0; j + 1 < h.elements.size(); j += 2) {
@@ -647,13 +1112,38 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         fig.set_cancelled_bookings(a.c[kCanc]);
         fig.set_outage_cancelled_bookings(a.c[kOut]);
         fig.set_rejected_requests(a.c[kRej]);
-        fig.set_users_served(static_cast<int64_t>(a.users.size()));
-        fig.set_external_users_served(static_cast<int64_t>(a.ext_users.size()));
-        fig.set_sme_users_served(static_cast<int64_t>(a.sme_users.size()));
-        fig.set_organizations_served(static_cast<int64_t>(a.orgs.size()));
-        fig.set_external_organizations_served(static_cast<int64_t>(a.ext_orgs.size()));
-        fig.set_sme_organizations_served(static_cast<int64_t>(a.sme_orgs.size()));
-        fig.set_startup_organizations_served(static_cast<int64_t>(a.startup_orgs.size()));
+        if (fast) {
+          // The row's scope in the aggregates.
+          std::string scope = "p";
+          if (!dims.empty()) {
+            switch (dims[0]) {
+              case v1::DIMENSION_INSTRUMENT: scope = "i:" + IdOf(a.key.instrument()); break;
+              case v1::DIMENSION_OWNER_ORGANIZATION: scope = "o:" + a.key.owner_organization(); break;
+              case v1::DIMENSION_FACILITY: scope = "f:" + a.key.facility(); break;
+              case v1::DIMENSION_CATEGORY: scope = "c:" + a.key.category(); break;
+              default: scope = absl::StrCat("md:", static_cast<int>(a.key.mode())); break;
+            }
+          }
+          auto count = [&](const char* name) {
+            auto it = distinct.find(absl::StrCat(scope, "|", name));
+            return it == distinct.end() ? int64_t{0} : it->second;
+          };
+          fig.set_users_served(count("users"));
+          fig.set_external_users_served(count("ext_users"));
+          fig.set_sme_users_served(count("sme_users"));
+          fig.set_organizations_served(count("orgs"));
+          fig.set_external_organizations_served(count("ext_orgs"));
+          fig.set_sme_organizations_served(count("sme_orgs"));
+          fig.set_startup_organizations_served(count("startup_orgs"));
+        } else {
+          fig.set_users_served(static_cast<int64_t>(a.users.size()));
+          fig.set_external_users_served(static_cast<int64_t>(a.ext_users.size()));
+          fig.set_sme_users_served(static_cast<int64_t>(a.sme_users.size()));
+          fig.set_organizations_served(static_cast<int64_t>(a.orgs.size()));
+          fig.set_external_organizations_served(static_cast<int64_t>(a.ext_orgs.size()));
+          fig.set_sme_organizations_served(static_cast<int64_t>(a.sme_orgs.size()));
+          fig.set_startup_organizations_served(static_cast<int64_t>(a.startup_orgs.size()));
+        }
         bucket_rows[g].push_back(std::move(row));
       }
     }

@@ -27,6 +27,7 @@
 //   {usage}:thresholds                DocStore document {d: Thresholds, v: version}
 //   {usage}:idem:<method>:<request>   idempotency records (DocStore)
 //   {usage}:outbox                    STREAM UsageEvent (type/payload)
+// The report aggregates folded in the same step: usage_aggregates.h.
 // A day or month is a calendar day or month in the reporting time zone.
 #ifndef LABSHARE_SERVICES_USAGE_USAGE_FIGURES_H_
 #define LABSHARE_SERVICES_USAGE_USAGE_FIGURES_H_
@@ -66,6 +67,26 @@ class UsageFigures {
   // exactly once (keyed by source and event id, in the same step as its
   // counters). Events that change no figure are recorded as seen only.
   absl::Status Fold(absl::string_view source, const StreamEvent& event);
+  // Fold of several events of `source` in as few Lua steps as possible: one
+  // status per event, in order; each event folded exactly once and atomically
+  // on its own, exactly as Fold would.
+  std::vector<absl::Status> FoldBatch(absl::string_view source, const std::vector<StreamEvent>& events);
+
+  // usage_aggregates.cc. Registers the periods and instrument attributes of
+  // data folded before the aggregates existed (once; idempotent, safe with
+  // several replicas and while events are folded), then
+  // RebuildStaleAggregates.
+  absl::Status MigrateAggregates();
+  // Rebuilds, each in one Lua step from the counters and served sets, every
+  // period whose aggregates are not exact for the current attributes; how
+  // many. Idempotent; replicas may run it concurrently.
+  absl::StatusOr<int> RebuildStaleAggregates();
+  absl::Status RebuildPeriod(const std::string& period);
+  // Tests and the benchmark: false computes every report from the counters
+  // and sets as before the aggregates (the reference they are compared with).
+  void set_use_aggregates(bool on) { use_aggregates_ = on; }
+  // Buckets (a period of one report) answered from the aggregates so far.
+  int64_t buckets_from_aggregates() const { return buckets_from_aggregates_; }
 
   absl::StatusOr<v1::GetUsageFiguresResponse> GetUsageFigures(const Principal& p, const v1::GetUsageFiguresRequest& r);
   absl::StatusOr<v1::QueryUsageResponse> QueryUsage(const Principal& p, const v1::QueryUsageRequest& r);
@@ -106,6 +127,17 @@ class UsageFigures {
     labshare::inventory::v1::Instrument instrument;
     std::vector<std::pair<absl::Time, absl::Time>> windows;
   };
+  struct PreparedFold {
+    struct Op {
+      std::string code;
+      std::vector<std::string> keys;
+      std::vector<std::string> args;
+    };
+    bool send = false;  // false: nothing to record (no event id, or it does not parse)
+    std::string marker;
+    std::vector<Op> ops;
+  };
+  absl::StatusOr<PreparedFold> PrepareFold(absl::string_view source, const StreamEvent& event) const;
   struct Partial;  // the figures of one instrument, bucket and user-side key, before ratios
   absl::StatusOr<std::map<std::string, Instr>> Instruments(const v1::UsageFilter& f) const;
   absl::Status CheckRange(const labshare::type::v1::Interval& range, absl::CivilDay* from, absl::CivilDay* to) const;
@@ -152,6 +184,8 @@ class UsageFigures {
   ExportLimiter exports_;
   int chunk_bytes_ = 64 * 1024;
   int batch_rows_ = 500;
+  std::atomic<bool> use_aggregates_{true};
+  mutable std::atomic<int64_t> buckets_from_aggregates_{0};
 };
 
 }  // namespace labshare::usage

@@ -126,4 +126,24 @@ absl::Status ApplyEvent(AuditChain* audit, UsageFigures* figures, absl::string_v
   return figures->Fold(source, e);
 }
 
+std::vector<absl::Status> ApplyEvents(AuditChain* audit, UsageFigures* figures, absl::string_view source,
+                                      const std::vector<StreamEvent>& events) {
+  std::vector<absl::Status> out(events.size());
+  auto appended = audit->AppendBatch(source, events);
+  std::vector<StreamEvent> to_fold;
+  std::vector<size_t> index;
+  to_fold.reserve(events.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (!appended[i].ok() && ErrorReason(appended[i].status()) != "UNDECODABLE_EVENT") {
+      out[i] = appended[i].status();
+      continue;
+    }
+    to_fold.push_back(events[i]);
+    index.push_back(i);
+  }
+  std::vector<absl::Status> folded = figures->FoldBatch(source, to_fold);
+  for (size_t j = 0; j < index.size(); ++j) out[index[j]] = std::move(folded[j]);
+  return out;
+}
+
 }  // namespace labshare::usage

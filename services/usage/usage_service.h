@@ -17,6 +17,13 @@ inline constexpr char kEventsGroup[] = "usage";
 
 // One outbox entry into the audit trail and the figures (each exactly once).
 absl::Status ApplyEvent(AuditChain* audit, UsageFigures* figures, absl::string_view source, const StreamEvent& e);
+// ApplyEvent for a batch of one source's outbox entries: one status per
+// event, in order, each event exactly as ApplyEvent would leave it (an
+// audit error other than UNDECODABLE_EVENT leaves that event unfolded), the
+// audit entries chained in one step (AuditChain::AppendBatch) and the figures
+// folded in as few steps (UsageFigures::FoldBatch).
+std::vector<absl::Status> ApplyEvents(AuditChain* audit, UsageFigures* figures, absl::string_view source,
+                                      const std::vector<StreamEvent>& events);
 
 class UsageService final : public v1::UsageService::Service {
  public:

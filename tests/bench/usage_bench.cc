@@ -1,23 +1,41 @@
 // usage-bench: ingest and query cost of the usage figures at consortium scale.
 //
 // Registers --instruments instruments (InstrumentChanged events folded into
-// UsageFigures), then folds --events synthetic booking and billing events of
-// one year (2026, Asia/Shanghai): per session a BookingCreated (CONFIRMED), a
-// BookingCheckedOut (1..3 h, within one day) and a ChargePosted with
-// IncomeFigures. The first --single_events are folded by one thread, the
-// rest by --threads threads. Then times, each --repeat times:
+// UsageFigures), then generates --events synthetic booking and billing events
+// of one year (2026, Asia/Shanghai): per session a BookingCreated
+// (CONFIRMED), a BookingCheckedOut (1..3 h, within one day) and a
+// ChargePosted with IncomeFigures. They are XADDed to {booking}:outbox and
+// {billing}:outbox (not timed) and consumed with consumer group "usage"
+// (XREADGROUP COUNT --batch, alternating streams) into the audit chain
+// (signed with an Ed25519 key unless --sign=false) and the figures:
+//   the first --per_event events as labshare-usage does today: ApplyEvent
+//     (AuditChain::Append, then UsageFigures::Fold) and one XACK per event;
+//   the rest batched: ApplyEvents (AuditChain::AppendBatch, one Lua step
+//     per batch, and UsageFigures::FoldBatch) and one XACK per batch.
+// Then times, alternating --repeat rounds of the reference computation
+// (counters and served sets, set_use_aggregates(false)) and the aggregates:
 //   GetUsageFigures over the whole year for all instruments,
 //   QueryUsage by month grouped by instrument (first page of 500 rows; the
 //     whole year is computed for it),
 //   GetAnnualReport (first page: summaries and assessments).
+// Last, the memory of the aggregates and of the counters and sets (MEMORY
+// USAGE of every key), and the time of one rebuild of the year and of a
+// month (the Lua step the migration and an attribute change run).
 // Prints RESULT lines. Starts its own redis-server unless --redis is given
 // (that Redis is FLUSHALLed!).
 //
-//   usage-bench [--redis=HOST:PORT] [--events=1000000] [--instruments=200]
+//   usage-bench [--redis=HOST:PORT] [--events=1000000] [--instruments=200] [--batch=256]
+#include <openssl/evp.h>
+#include <sys/resource.h>
+#include <openssl/pem.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -29,7 +47,9 @@
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
+#include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
+#include "services/usage/usage_service.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 
@@ -37,9 +57,13 @@ ABSL_FLAG(std::string, redis, "", "HOST:PORT of a Redis to use (FLUSHALLed); emp
 ABSL_FLAG(int, events, 1000000, "Booking and billing events to fold.");
 ABSL_FLAG(int, instruments, 200, "Instruments.");
 ABSL_FLAG(int, organizations, 30, "Organisations.");
-ABSL_FLAG(int, single_events, 200000, "Events folded by one thread before the multi-threaded part.");
-ABSL_FLAG(int, threads, 4, "Threads for the multi-threaded part.");
-ABSL_FLAG(int, repeat, 5, "Repetitions of each query.");
+ABSL_FLAG(int, per_event, 50000, "Events applied one by one (ApplyEvent + XACK each) before the batched part.");
+ABSL_FLAG(int, batch, 256, "XREADGROUP COUNT, and events per ApplyEvents call.");
+ABSL_FLAG(std::string, parts, "both",
+          "What the batched part applies: both (ApplyEvents), audit (AppendBatch only) or fold (FoldBatch only), "
+          "to see where the time goes.");
+ABSL_FLAG(bool, sign, true, "Sign the audit chain's head (Ed25519), as the service does.");
+ABSL_FLAG(int, repeat, 5, "Rounds of each query (reference and aggregates alternating).");
 
 namespace {
 
@@ -72,7 +96,7 @@ int main(int argc, char** argv) {
     if (!o.ok()) return 2;
     options = *o;
   }
-  options.pool_size = std::max(8, absl::GetFlag(FLAGS_threads) + 2);
+  options.pool_size = 8;
   options.command_timeout = absl::Seconds(60);
   labshare::RedisPool pool(options);
   if (!pool.Command({"FLUSHALL"}).ok()) return 1;
@@ -80,6 +104,22 @@ int main(int argc, char** argv) {
   absl::LoadTimeZone("Asia/Shanghai", &zone);
   labshare::FakeClock clock(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone));
   labshare::usage::UsageFigures figures(&pool, &clock, zone, labshare::testing::TestPageTokens());
+  if (!figures.MigrateAggregates().ok()) return 1;
+  labshare::usage::AuditChainOptions audit_options;
+  audit_options.clock = &clock;
+  if (absl::GetFlag(FLAGS_sign)) {
+    EVP_PKEY* pkey = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+    BIO* bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_PrivateKey(bio, pkey, nullptr, nullptr, 0, nullptr, nullptr);
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(bio, &data);
+    auto key = labshare::usage::AuditSigningKey::FromPrivateKeyPem(std::string(data, static_cast<size_t>(n)));
+    BIO_free(bio);
+    EVP_PKEY_free(pkey);
+    if (!key.ok()) return 1;
+    audit_options.signing_key = *key;
+  }
+  labshare::usage::AuditChain audit(&pool, labshare::testing::TestPageTokens(), audit_options);
   const int n_instr = absl::GetFlag(FLAGS_instruments), n_org = absl::GetFlag(FLAGS_organizations);
   const absl::Time year_start = absl::FromCivil(absl::CivilDay(2026, 1, 1), zone);
 
@@ -170,66 +210,174 @@ int main(int argc, char** argv) {
   }
   events.resize(static_cast<size_t>(n_events));
 
-  // Ingest: one thread, then several.
-  const size_t single = std::min(events.size(), static_cast<size_t>(absl::GetFlag(FLAGS_single_events)));
-  auto t0 = Clock::now();
-  for (size_t i = 0; i < single; ++i) {
-    if (!fold(events[i].first, events[i].second).ok()) {
-      std::fprintf(stderr, "fold failed\n");
-      return 1;
+  // Into the outboxes (not timed), then consumed.
+  const std::map<std::string, std::string> stream_of = {{"booking", "{booking}:outbox"},
+                                                        {"billing", "{billing}:outbox"}};
+  const std::map<std::string, std::string> type_of = {{"booking", "labshare.booking.v1.BookingEvent"},
+                                                      {"billing", "labshare.billing.v1.BillingEvent"}};
+  for (size_t i = 0; i < events.size(); i += 1000) {
+    std::vector<std::vector<std::string>> cmds;
+    for (size_t j = i; j < std::min(events.size(), i + 1000); ++j) {
+      cmds.push_back({"XADD", stream_of.at(events[j].first), "*", "type", type_of.at(events[j].first), "payload",
+                      events[j].second});
     }
+    if (!pool.Pipeline(cmds).ok()) return 1;
   }
-  auto t1 = Clock::now();
-  const int threads = absl::GetFlag(FLAGS_threads);
-  std::atomic<size_t> next{single};
-  std::atomic<int> failures{0};
-  std::vector<std::thread> workers;
-  for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&] {
-      for (size_t i; (i = next.fetch_add(1)) < events.size();) {
-        if (!fold(events[i].first, events[i].second).ok()) ++failures;
-      }
-    });
+  for (const auto& [source, stream] : stream_of) {
+    if (!pool.Command({"XGROUP", "CREATE", stream, "usage", "0"}).ok()) return 1;
   }
-  for (auto& w : workers) w.join();
-  auto t2 = Clock::now();
-  if (failures > 0) {
-    std::fprintf(stderr, "%d folds failed\n", failures.load());
-    return 1;
-  }
-  const size_t multi = events.size() - single;
-  std::printf("RESULT ingest_single_thread events=%zu seconds=%.3f events_per_s=%.0f\n", single, Seconds(t0, t1),
-              static_cast<double>(single) / Seconds(t0, t1));
-  std::printf("RESULT ingest_threads=%d events=%zu seconds=%.3f events_per_s=%.0f\n", threads, multi,
-              Seconds(t1, t2), static_cast<double>(multi) / Seconds(t1, t2));
+  const size_t total = events.size();
   events.clear();
   events.shrink_to_fit();
+  const int batch = absl::GetFlag(FLAGS_batch);
+  // Reads up to `batch` entries of `stream`; false when it is drained.
+  auto read = [&](const std::string& stream, std::vector<labshare::StreamEvent>* out) {
+    out->clear();
+    auto v = pool.Command({"XREADGROUP", "GROUP", "usage", "bench", "COUNT", std::to_string(batch), "STREAMS", stream,
+                           ">"});
+    if (!v.ok() || v->is_nil() || v->elements.empty()) return false;
+    for (const auto& entry : v->elements[0].elements[1].elements) {
+      labshare::StreamEvent e;
+      e.stream_id = entry.elements[0].str;
+      e.type = entry.elements[1].elements[1].str;
+      e.payload = entry.elements[1].elements[3].str;
+      out->push_back(std::move(e));
+    }
+    return !out->empty();
+  };
+  // CPU seconds of the redis-server (INFO cpu) and of this process.
+  auto redis_cpu = [&] {
+    auto v = pool.Command({"INFO", "cpu"});
+    double total = 0;
+    if (!v.ok()) return total;
+    for (const char* field : {"used_cpu_sys:", "used_cpu_user:"}) {
+      const auto at = v->str.find(field);
+      if (at != std::string::npos) total += std::atof(v->str.c_str() + at + std::strlen(field));
+    }
+    return total;
+  };
+  auto own_cpu = [] {
+    rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  };
+  size_t consumed = 0;
+  int failures = 0;
+  std::vector<labshare::StreamEvent> got;
+  // Today's path: one event at a time, one XACK each.
+  const size_t per_event = std::min(total, static_cast<size_t>(absl::GetFlag(FLAGS_per_event)));
+  auto t0 = Clock::now();
+  const double r0 = redis_cpu(), c0 = own_cpu();
+  while (consumed < per_event) {
+    bool any = false;
+    for (const auto& [source, stream] : stream_of) {
+      if (consumed >= per_event || !read(stream, &got)) continue;
+      any = true;
+      for (const auto& e : got) {
+        if (!labshare::usage::ApplyEvent(&audit, &figures, source, e).ok()) ++failures;
+        if (!pool.Command({"XACK", stream, "usage", e.stream_id}).ok()) ++failures;
+      }
+      consumed += got.size();
+    }
+    if (!any) break;
+  }
+  auto t1 = Clock::now();
+  const double r1 = redis_cpu(), c1 = own_cpu();
+  const size_t first = consumed;
+  // Batched: ApplyEvents per read, one XACK per batch.
+  for (bool any = true; any;) {
+    any = false;
+    for (const auto& [source, stream] : stream_of) {
+      if (!read(stream, &got)) continue;
+      any = true;
+      const std::string parts = absl::GetFlag(FLAGS_parts);
+      if (parts == "audit") {
+        for (const auto& st : audit.AppendBatch(source, got)) {
+          if (!st.ok()) ++failures;
+        }
+      } else if (parts == "fold") {
+        for (const auto& st : figures.FoldBatch(source, got)) {
+          if (!st.ok()) ++failures;
+        }
+      } else {
+        for (const auto& st : labshare::usage::ApplyEvents(&audit, &figures, source, got)) {
+          if (!st.ok()) ++failures;
+        }
+      }
+      std::vector<std::string> ack = {"XACK", stream, "usage"};
+      for (const auto& e : got) ack.push_back(e.stream_id);
+      if (!pool.Command(ack).ok()) ++failures;
+      consumed += got.size();
+    }
+  }
+  auto t2 = Clock::now();
+  const double r2 = redis_cpu(), c2 = own_cpu();
+  if (failures > 0 || consumed != total) {
+    std::fprintf(stderr, "%d failures, %zu of %zu events consumed\n", failures, consumed, total);
+    return 1;
+  }
+  std::printf("RESULT ingest_per_event events=%zu seconds=%.3f events_per_s=%.0f redis_cpu_us_per_event=%.1f "
+              "client_cpu_us_per_event=%.1f\n",
+              first, Seconds(t0, t1), static_cast<double>(first) / Seconds(t0, t1),
+              (r1 - r0) * 1e6 / static_cast<double>(std::max<size_t>(first, 1)),
+              (c1 - c0) * 1e6 / static_cast<double>(std::max<size_t>(first, 1)));
+  std::printf("RESULT ingest_batched batch=%d events=%zu seconds=%.3f events_per_s=%.0f redis_cpu_us_per_event=%.1f "
+              "client_cpu_us_per_event=%.1f\n",
+              batch, consumed - first, Seconds(t1, t2), static_cast<double>(consumed - first) / Seconds(t1, t2),
+              (r2 - r1) * 1e6 / static_cast<double>(std::max<size_t>(consumed - first, 1)),
+              (c2 - c1) * 1e6 / static_cast<double>(std::max<size_t>(consumed - first, 1)));
+  if (first > 0 && consumed > first) {
+    std::printf("RESULT ingest_ratio batched_over_per_event=%.2f\n",
+                (static_cast<double>(consumed - first) / Seconds(t1, t2)) /
+                    (static_cast<double>(first) / Seconds(t0, t1)));
+  }
+  if (auto head = audit.Head(); head.ok()) {
+    std::printf("RESULT audit_head sequence=%lld signed=%d\n", static_cast<long long>(head->sequence()),
+                head->signature().empty() ? 0 : 1);
+  }
 
   labshare::Principal auditor{"bench", "", {labshare::Role::kAuditor}, absl::InfiniteFuture()};
   labshare::type::v1::Interval year;
   *year.mutable_start_time() = ToProto(year_start);
   *year.mutable_end_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 1, 1), zone));
-  auto time = [&](const char* name, const std::function<bool()>& fn) {
-    std::vector<double> ms;
+  // Each report alternately from the counters and sets (reference) and from
+  // the aggregates, --repeat rounds; the answers must be identical.
+  auto time = [&](const char* name, const std::function<std::string()>& fn) {
+    std::vector<double> ms[2];
+    std::string answer[2];
     for (int i = 0; i < absl::GetFlag(FLAGS_repeat); ++i) {
-      auto a = Clock::now();
-      if (!fn()) {
-        std::fprintf(stderr, "%s failed\n", name);
-        std::exit(1);
+      for (int agg = 0; agg < 2; ++agg) {
+        figures.set_use_aggregates(agg == 1);
+        auto a = Clock::now();
+        std::string out = fn();
+        ms[agg].push_back(Seconds(a, Clock::now()) * 1000);
+        if (out.empty()) {
+          std::fprintf(stderr, "%s failed\n", name);
+          std::exit(1);
+        }
+        answer[agg] = std::move(out);
       }
-      ms.push_back(Seconds(a, Clock::now()) * 1000);
     }
-    std::sort(ms.begin(), ms.end());
-    std::printf("RESULT %s runs=%zu min_ms=%.1f median_ms=%.1f max_ms=%.1f\n", name, ms.size(), ms.front(),
-                ms[ms.size() / 2], ms.back());
+    figures.set_use_aggregates(true);
+    for (int agg = 0; agg < 2; ++agg) {
+      std::sort(ms[agg].begin(), ms[agg].end());
+      std::printf("RESULT %s %s runs=%zu min_ms=%.1f median_ms=%.1f max_ms=%.1f\n", name,
+                  agg ? "aggregates" : "reference", ms[agg].size(), ms[agg].front(), ms[agg][ms[agg].size() / 2],
+                  ms[agg].back());
+    }
+    std::printf("RESULT %s speedup_median=%.1f identical=%d\n", name,
+                ms[0][ms[0].size() / 2] / ms[1][ms[1].size() / 2], answer[0] == answer[1] ? 1 : 0);
+    if (answer[0] != answer[1]) std::exit(3);
   };
+  auto serialized = [](const auto& out) { return out.ok() ? labshare::SerializeDeterministic(*out) : std::string(); };
   int64_t effective = 0;
   time("get_usage_figures_year_all_instruments", [&] {
     v1::GetUsageFiguresRequest r;
     *r.mutable_range() = year;
     auto out = figures.GetUsageFigures(auditor, r);
     if (out.ok()) effective = out->figures().effective_seconds();
-    return out.ok();
+    return serialized(out);
   });
   int rows = 0;
   time("query_usage_month_by_instrument_year", [&] {
@@ -240,7 +388,7 @@ int main(int argc, char** argv) {
     r.set_page_size(500);
     auto out = figures.QueryUsage(auditor, r);
     if (out.ok()) rows = out->rows_size();
-    return out.ok();
+    return serialized(out);
   });
   int64_t idle = 0;
   time("annual_report_first_page", [&] {
@@ -249,9 +397,55 @@ int main(int argc, char** argv) {
     r.set_page_size(500);
     auto out = figures.GetAnnualReport(auditor, r);
     if (out.ok()) idle = out->platform_counts().idle();
-    return out.ok();
+    return serialized(out);
   });
   std::printf("RESULT check effective_seconds=%lld month_rows_first_page=%d idle_instruments=%lld\n",
               static_cast<long long>(effective), rows, static_cast<long long>(idle));
+
+  // Memory: MEMORY USAGE (every element sampled) of the keys of each layout.
+  auto memory = [&](const std::vector<std::string>& patterns, int64_t* keys) {
+    int64_t bytes = 0;
+    *keys = 0;
+    for (const auto& pattern : patterns) {
+      std::string cursor = "0";
+      do {
+        auto page = pool.Command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+        if (!page.ok()) std::exit(1);
+        cursor = page->elements[0].str;
+        std::vector<std::vector<std::string>> cmds;
+        for (const auto& k : page->elements[1].elements) cmds.push_back({"MEMORY", "USAGE", k.str, "SAMPLES", "0"});
+        if (cmds.empty()) continue;
+        auto sizes = pool.Pipeline(cmds);
+        if (!sizes.ok()) std::exit(1);
+        for (const auto& v : *sizes) bytes += v.integer;
+        *keys += static_cast<int64_t>(cmds.size());
+      } while (cursor != "0");
+    }
+    return bytes;
+  };
+  int64_t agg_keys = 0, old_keys = 0;
+  const int64_t agg_bytes = memory({"{usage}:a:*", "{usage}:ad:*", "{usage}:au:*", "{usage}:ao:*", "{usage}:ai:*",
+                                    "{usage}:agg*", "{usage}:iattr"},
+                                   &agg_keys);
+  const int64_t old_bytes = memory({"{usage}:d:*", "{usage}:m:*", "{usage}:y:*", "{usage}:ud:*", "{usage}:um:*",
+                                    "{usage}:uy:*"},
+                                   &old_keys);
+  auto info = pool.Command({"INFO", "memory"});
+  long long used = 0;
+  if (info.ok()) {
+    const auto at = info->str.find("used_memory:");
+    if (at != std::string::npos) used = std::atoll(info->str.c_str() + at + 12);
+  }
+  std::printf("RESULT memory aggregates_bytes=%lld keys=%lld bytes_per_event=%.1f\n", static_cast<long long>(agg_bytes),
+              static_cast<long long>(agg_keys), static_cast<double>(agg_bytes) / static_cast<double>(total));
+  std::printf("RESULT memory counters_and_sets_bytes=%lld keys=%lld bytes_per_event=%.1f\n",
+              static_cast<long long>(old_bytes), static_cast<long long>(old_keys),
+              static_cast<double>(old_bytes) / static_cast<double>(total));
+  std::printf("RESULT memory used_memory=%lld (everything: outboxes, audit trail, figures)\n", used);
+  for (const char* period : {"y2026", "m202606"}) {
+    auto a = Clock::now();
+    if (!figures.RebuildPeriod(period).ok()) return 1;
+    std::printf("RESULT rebuild period=%s ms=%.1f (one Lua step)\n", period, Seconds(a, Clock::now()) * 1000);
+  }
   return 0;
 }

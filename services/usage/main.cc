@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "common/events.h"
 #include "common/log.h"
+#include "common/outbox_trim.h"
 #include "common/page_token.h"
 #include "common/server.h"
 #include "common/token_flags.h"
@@ -95,12 +96,19 @@ int main(int argc, char** argv) {
     options.consumer = std::string("usage-") + host;
     options.block = absl::ZeroDuration();
     options.reclaim_idle = absl::Seconds(10);
+    // A batch per read: the audit entries chained in one Lua step, the
+    // figures folded several events per step, one XACK.
+    options.batch = 256;
     consumers.push_back(std::make_unique<labshare::EventConsumer>(&redis, options));
     loop.Add(consumers.back().get(),
-             [&audit, &figures, source = labshare::usage::AuditSourceForStream(stream)](const labshare::StreamEvent& e) {
-               return labshare::usage::ApplyEvent(&audit, &figures, source, e);
-             });
+             labshare::EventConsumer::BatchHandler(
+                 [&audit, &figures, source = labshare::usage::AuditSourceForStream(stream)](
+                     const std::vector<labshare::StreamEvent>& events) {
+                   return labshare::usage::ApplyEvents(&audit, &figures, source, events);
+                 }));
   }
+  // Outbox retention and lag metrics of usage's own outbox (common/outbox_trim.h).
+  labshare::OutboxMaintenance outbox(&redis, &clock, {"{usage}:outbox"});
   // The report aggregates: data folded before they existed is registered and
   // built at start; any period whose aggregates an attribute change made
   // inexact (reports then compute it from the counters, as before) is

@@ -47,12 +47,22 @@
 //          never loses what it corrects, and PostCorrection's "already
 //          reversed" check keeps seeing its reversal). Members gone already
 //          (an earlier year) do not count.
-//          What goes: those charge and posting documents, their index
-//          members ({billing}:charges, :postings), their "<posting>|<org>"
-//          fields of {billing}:invoicedpost, and their ledger lines in
-//          {billing}:acct:<account>. The lines are not simply deleted:
-//          each account list is rewritten in one Lua step (checked against
-//          the list as read; billing only appends) that replaces the
+//          What goes, group by group, each group in one Lua step in
+//          {billing}, all or none: every member still at the version
+//          archived, else the whole group stays (e.g. corrected after the
+//          export: PostCorrection then finds every member, so a reversal
+//          reverses the subsidies and the cap and marks the charge
+//          REVERSED); its charge and posting documents, their index
+//          members ({billing}:charges, :postings) and their
+//          "<posting>|<org>" fields of {billing}:invoicedpost. The decision
+//          is recorded in the same step in {billing}:archive:<Y> ("g:<the
+//          group's smallest member name>" 1 gone / 0 kept). Then, only for
+//          the postings whose group went, their ledger lines in
+//          {billing}:acct:<account>: a group that stayed keeps its lines
+//          and markers, and a later year archives it whole. The lines are
+//          not simply deleted: each account list is rewritten in Lua steps
+//          (checked against the list's prefix as read; billing only
+//          appends) of at most 512 archived lines each, that replace the
 //          archived lines, and any earlier carried-forward lines before
 //          them, with carried-forward lines
 //            "<ms>|carried-forward-<Y>|<counterparty>|<currency>|<sum>"
@@ -78,8 +88,15 @@
 //          as_of balances inside the year answer from what stays: the rest
 //          is in the file) and PostCorrection of an archived posting
 //          (POSTING_NOT_FOUND).
+//          Each fold step records in the same step how many archived lines
+//          of the list are folded ("l:<list key>") and, at the last,
+//          counts the list ("lists_folded"), so a rerun goes on from there.
+//          A step's script gets the list's prefix up to its last archived
+//          line only (earlier steps' carried-forward lines, the lines kept
+//          between, the chunk), never the whole list.
 //          Limit: the selection holds the year's candidate charges and
-//          postings in memory and reads every touched account list whole.
+//          postings in memory and reads every touched account list whole
+//          (outside Lua); the removal holds the file's documents' names.
 //   leases  (leases-<Y>.jsonl, the bookings file's format with "lease":
 //          "leases/<id>", header format "labshare-leases-jsonl", trailer
 //          count "leases") every lease whose term started before the cut
@@ -137,10 +154,12 @@
 //   2. state "removing": read the files again, check their SHA-256 against
 //      the manifest and verify them again (a file changed since is refused:
 //      DATA_LOSS, nothing removed), then remove in batches (each removal is
-//      idempotent: DEL, HDEL, ZREM), fold billing's account lists (stage
-//      "billing_folded"), remove billing's documents (only at the version
-//      archived: one changed since, e.g. corrected meanwhile, stays and is
-//      counted in billing_changed_kept; its lines are folded, which
+//      idempotent: DEL, HDEL, ZREM), remove billing's groups (stage
+//      "billing_removed_group" after each, "billing_removed" after all:
+//      a group with a member changed since the export stays whole and is
+//      counted in billing_changed_kept, by documents), fold the lists'
+//      lines of the groups that went (stage "billing_folded_list" after
+//      each list; folding
 //      changes no balance), trim the outboxes, set state "done".
 //   3. state "done": nothing to do (ArchiveResult::already_done).
 // A crash anywhere resumes at the state recorded: rerun the same command.
@@ -196,7 +215,7 @@ struct ArchiveOptions {
   // year there.
   std::string billing_time_zone = "Asia/Shanghai";
   // Tests: called with a stage name ("exported", "manifest", "removed_batch",
-  // "billing_folded", "billing_removed_batch");
+  // "billing_removed_group", "billing_removed", "billing_folded_list");
   // a non-OK status stops the run there (a crash).
   std::function<absl::Status(absl::string_view stage)> stop_for_testing;
 };
@@ -215,7 +234,7 @@ struct ArchiveResult {
   int64_t billing_charges = 0, billing_postings = 0, billing_ledger_lines = 0;
   int64_t billing_charges_kept = 0, billing_postings_kept = 0;  // of the year, not final: stay
   int64_t billing_lists_folded = 0;     // account lists that got carried-forward lines
-  int64_t billing_changed_kept = 0;     // documents changed after the export: left in Redis
+  int64_t billing_changed_kept = 0;     // documents of groups changed after the export: left in Redis
   std::string billing_file, billing_sha256;
   // Leases and service orders (see "leases" above).
   int64_t leases = 0, orders = 0, leases_kept = 0, orders_kept = 0;

@@ -486,7 +486,8 @@ absl::StatusOr<int64_t> SweepOrgIndexes(RedisPool* pool, int64_t cut_ms, int bat
 // ------------------------------------------------------------ leases and service orders
 
 absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
-                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn);
+                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn,
+                                      bool from_cut = false);
 
 // A lease or service order as it is written to its file.
 struct StoredRecord {
@@ -572,7 +573,9 @@ struct LeasesAndOrders {
   std::set<std::string> keep_bookings;
 };
 
-absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t cut_ms, int64_t safe_ms, int batch) {
+absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t cut_ms, int64_t safe_ms, int batch,
+                                                      const std::set<std::string>& billed_leases,
+                                                      const std::set<std::string>& billed_orders) {
   LeasesAndOrders out;
   for (int p = 0; p < bk::kPartitions; ++p) {
     LS_RETURN_IF_ERROR(ForEachScoredBefore(pool, bk::keys::ListAll(p, 'l'), cut_ms, batch,
@@ -584,10 +587,14 @@ absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t c
                                                      absl::StrCat("lease ", r.id, " does not parse"));
                                                }
                                                const int64_t changed = absl::ToUnixMillis(FromProto(l.update_time()));
-                                               if (FinalLease(l.state()) && changed < cut_ms && changed < safe_ms) {
+                                               // (r.id is also the id of the lease's booking.)
+                                               if (FinalLease(l.state()) && changed < cut_ms && changed < safe_ms &&
+                                                   billed_leases.count(r.id) == 0) {
                                                  out.leases.push_back(std::move(r));
                                                } else {
                                                  ++out.leases_kept;
+                                                 // A lease's booking id is the lease id
+                                                 // (CreateLease); its booking field says the same.
                                                  out.keep_bookings.insert(r.id);
                                                  if (!l.booking().empty()) out.keep_bookings.insert(bk::IdOf(l.booking()));
                                                }
@@ -603,7 +610,8 @@ absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t c
                                                   absl::StrCat("service order ", r.id, " does not parse"));
                                             }
                                             const int64_t changed = absl::ToUnixMillis(FromProto(o.update_time()));
-                                            if (FinalOrder(o.state()) && changed < cut_ms && changed < safe_ms) {
+                                            if (FinalOrder(o.state()) && changed < cut_ms && changed < safe_ms &&
+                                                billed_orders.count(r.id) == 0) {
                                               out.orders.push_back(std::move(r));
                                             } else {
                                               ++out.orders_kept;
@@ -794,13 +802,20 @@ struct BillingSelection {
   // Created before the cut but not final (an invoice line not on a paid
   // invoice, a held deposit, a lease still out, a correction after the cut).
   int64_t charges_kept = 0, postings_kept = 0;
+  // Ids of the leases, service orders and bookings that a charge or posting
+  // staying in Redis names (kept, or after the cut): they stay too, so
+  // billing never names a lease, order or booking that is gone. (A lease's
+  // booking id is the lease id.)
+  std::set<std::string> keep_leases, keep_orders, keep_bookings;
 };
 
 // Members of a "<ms, 15 digits>|<id>" index before cut_ms, in order.
+// With `from_cut`, the members at or after cut_ms instead.
 absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
-                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
-  std::string min = "-";
-  const std::string max = "(" + bl::keys::IndexMember(cut_ms, "");
+                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn,
+                                      bool from_cut) {
+  std::string min = from_cut ? "[" + bl::keys::IndexMember(cut_ms, "") : "-";
+  const std::string max = from_cut ? "+" : "(" + bl::keys::IndexMember(cut_ms, "");
   while (true) {
     LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYLEX", key, min, max, "LIMIT", "0",
                                                      std::to_string(batch)}));
@@ -815,7 +830,7 @@ absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, i
 }
 
 absl::StatusOr<std::vector<BillingDoc>> LoadIndexedDocs(RedisPool* pool, const std::string& kind, int64_t cut_ms,
-                                                        int batch) {
+                                                        int batch, bool from_cut = false) {
   std::vector<BillingDoc> out;
   LS_RETURN_IF_ERROR(ForEachIndexMemberBefore(
       pool, bl::keys::Index(kind), cut_ms, batch, [&](const std::vector<std::string>& members) -> absl::Status {
@@ -833,7 +848,7 @@ absl::StatusOr<std::vector<BillingDoc>> LoadIndexedDocs(RedisPool* pool, const s
           out.push_back(std::move(d));
         }
         return absl::OkStatus();
-      }));
+      }, from_cut));
   return out;
 }
 
@@ -1089,6 +1104,36 @@ absl::StatusOr<BillingSelection> SelectBilling(RedisPool* pool, int year, int64_
     out.postings.push_back(posting_docs[i]);
     taken_postings.insert(posting_docs[i].id);
     for (const auto& e : postings[name].entries()) accounts.insert(bl::keys::Account(e.account()));
+  }
+  // ---- what stays names leases, orders and bookings: they stay
+  auto name_charge = [&](const blv1::Charge& c) {
+    if (!c.lease().empty()) out.keep_leases.insert(bk::IdOf(c.lease()));
+    if (!c.service_order().empty()) out.keep_orders.insert(bk::IdOf(c.service_order()));
+    if (!c.booking().empty()) out.keep_bookings.insert(bk::IdOf(c.booking()));
+  };
+  auto name_posting = [&](const blv1::Posting& p) {
+    // A deposit's id is its lease's.
+    if (!p.deposit().empty()) out.keep_leases.insert(bk::IdOf(p.deposit()));
+  };
+  for (const auto& [name, c] : charges) {
+    if (!group_closed[find(name)]) name_charge(c);
+  }
+  for (const auto& [name, p] : postings) {
+    if (!group_closed[find(name)]) name_posting(p);
+  }
+  {
+    LS_ASSIGN_OR_RETURN(std::vector<BillingDoc> later, LoadIndexedDocs(pool, "charge", cut_ms, batch, true));
+    for (const auto& d : later) {
+      blv1::Charge c;
+      if (c.ParseFromString(d.data)) name_charge(c);
+    }
+  }
+  {
+    LS_ASSIGN_OR_RETURN(std::vector<BillingDoc> later, LoadIndexedDocs(pool, "posting", cut_ms, batch, true));
+    for (const auto& d : later) {
+      blv1::Posting p;
+      if (p.ParseFromString(d.data)) name_posting(p);
+    }
   }
   out.charges_kept = static_cast<int64_t>(charge_docs.size() - out.charges.size());
   out.postings_kept = static_cast<int64_t>(posting_docs.size() - out.postings.size());
@@ -1877,7 +1922,10 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     // ---- billing: what may leave, or a refusal (before any file is written)
     LS_ASSIGN_OR_RETURN(BillingSelection billing, SelectBilling(pool, o.year, billing_cut_ms, batch));
     // ---- leases and service orders: which go, and whose bookings stay
-    LS_ASSIGN_OR_RETURN(LeasesAndOrders lo, SelectLeasesAndOrders(pool, cut_ms, consumers.safe_ms, batch));
+    // (a lease or order a staying charge names stays, and its booking)
+    LS_ASSIGN_OR_RETURN(LeasesAndOrders lo, SelectLeasesAndOrders(pool, cut_ms, consumers.safe_ms, batch,
+                                                                  billing.keep_leases, billing.keep_orders));
+    lo.keep_bookings.insert(billing.keep_bookings.begin(), billing.keep_bookings.end());
 
     // ---- the bookings file, checking each booking as it goes (a refusal
     // leaves no file)

@@ -107,7 +107,14 @@
 //          indexes are swept like the bookings'. A lease not final is kept
 //          (not refused: an overdue or returned-but-unsettled lease is
 //          ongoing business), and so is its booking: lease transitions
-//          load it (CloseLease after a return). The id stays reserved
+//          load it (CloseLease after a return). Kept too, with its
+//          booking (a lease's booking id is the lease id): a lease that a
+//          charge or posting staying in billing names (Charge.lease, a
+//          posting's deposit: kept charges and postings of the year, and
+//          every one after the billing cut), e.g. a deposit line never
+//          invoiced or a damage charge not yet paid; the same for service
+//          orders (Charge.service_order, e.g. a late-cancellation fee) and
+//          bookings (Charge.booking). Billing is selected first. The id stays reserved
 //          ({bk:ids}) when it was chosen.
 //   service orders  (orders-<Y>.jsonl, "service_order":
 //          "serviceOrders/<id>", format "labshare-orders-jsonl", count

@@ -1349,6 +1349,56 @@ TEST_F(BillingArchiveTest, AHeldDepositAndTheRentOfALeaseStillOutStay) {
 }
 
 
+// A CLOSED lease of the year whose billing stays (its deposit charged,
+// released, never invoiced): the lease stays, and its booking, so the
+// staying charge and postings never name a lease that is gone.
+TEST_F(BillingArchiveTest, ALeaseAStayingChargeNamesStaysWithItsBooking) {
+  const int p = bk::keys::Partition("i1");
+  clock_.Set(Local(kY, 3, 1));
+  const std::string id = LeaseOf(*this, *store_, clock_, Local(kY, 4, 1, 0), bv1::Lease::CLOSED);
+  bv1::Lease lease;
+  lease.set_name("leases/" + id);
+  lease.set_booking("bookings/" + id);
+  lease.set_instrument("instruments/i1");
+  lease.set_instrument_owner("organizations/owner");
+  lease.set_lessee_organization("organizations/lab");
+  lease.set_contact_user("users/ana");
+  lease.set_payer_class(labshare::type::v1::MEMBER);
+  *lease.mutable_term()->mutable_start_time() = ToProto(Local(kY, 4, 1, 0));
+  *lease.mutable_term()->mutable_end_time() = ToProto(Local(kY, 5, 1, 0));
+  lease.mutable_contract()->set_rate_basis(bv1::LeaseContract::MONTHLY);
+  *lease.mutable_contract()->mutable_rate() = bl::MakeMoney("CNY", 100000);
+  *lease.mutable_contract()->mutable_deposit() = bl::MakeMoney("CNY", 50000);
+  *lease.mutable_handover()->mutable_handover_time() = ToProto(Local(kY, 4, 1, 0));
+  auto apply = [&](const std::string& event_id, auto set) {
+    bv1::BookingEvent e;
+    e.mutable_header()->set_event_id(event_id);
+    set(e);
+    absl::Status st = billing_->ApplyBookingEvent(StreamEvent{absl::StrCat(absl::ToUnixMillis(clock_.Now()), "-0"),
+                                                              "labshare.booking.v1.BookingEvent",
+                                                              e.SerializeAsString()});
+    EXPECT_TRUE(st.ok()) << st;
+  };
+  clock_.Set(Local(kY, 4, 1, 1));
+  lease.set_state(bv1::Lease::HANDED_OVER);
+  apply("ev-handover", [&](bv1::BookingEvent& e) { *e.mutable_lease_handed_over()->mutable_lease() = lease; });
+  clock_.Set(Local(kY, 5, 2));
+  lease.set_state(bv1::Lease::CLOSED);
+  *lease.mutable_return_record()->mutable_return_time() = ToProto(Local(kY, 5, 1, 0));
+  apply("ev-closed", [&](bv1::BookingEvent& e) { *e.mutable_lease_closed()->mutable_lease() = lease; });
+  clock_.Set(Local(kY + 1, 2, 1));
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_charges, 0);
+  EXPECT_EQ(done->billing_charges_kept, 1);  // the deposit: its line never invoiced
+  EXPECT_EQ(done->leases, 0);
+  EXPECT_EQ(done->leases_kept, 1);
+  EXPECT_EQ(done->bookings, 0);
+  EXPECT_EQ(done->bookings_kept, 1);
+  EXPECT_TRUE(Exists(bk::keys::Lease(p, id)));
+  EXPECT_TRUE(Exists(bk::keys::Booking(p, id)));
+}
+
 // A file rewritten with consistent checksums but a ledger line's amount
 // changed: the checksums pass, the balance check does not (both verifiers).
 TEST_F(BillingArchiveTest, AConsistentlyRehashedButUnbalancedFileIsBroken) {

@@ -799,6 +799,10 @@ struct BillingSelection {
   // Per account list key, the lines taken (in list order).
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> lines;  // key -> (posting id, line)
   int64_t ledger_lines = 0;
+  // Per account list key: the carried-forward lines the fold takes with the
+  // archived ones (those before the last archived line), summed per
+  // (counterparty, currency): {debit, credit}.
+  std::map<std::string, std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>>> opening;
   // Created before the cut but not final (an invoice line not on a paid
   // invoice, a held deposit, a lease still out, a correction after the cut).
   int64_t charges_kept = 0, postings_kept = 0;
@@ -1141,9 +1145,22 @@ absl::StatusOr<BillingSelection> SelectBilling(RedisPool* pool, int year, int64_
   std::map<std::string, int64_t> lines_per_posting, sum_per_posting;
   for (const auto& key : accounts) {
     LS_ASSIGN_OR_RETURN(RedisValue l, pool->Command({"LRANGE", key, "0", "-1"}));
+    auto& opening = out.opening[key];
+    std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> pending;  // since the last taken
     for (const auto& e : l.elements) {
       std::optional<LedgerLine> line = ParseLedgerLine(e.str);
-      if (!line || taken_postings.count(line->posting) == 0) continue;
+      if (!line) continue;
+      if (absl::StartsWith(line->posting, kCarriedForward)) {
+        auto& dc = pending[{line->counterparty, line->currency}];
+        (line->amount > 0 ? dc.first : dc.second) += line->amount > 0 ? line->amount : -line->amount;
+        continue;
+      }
+      if (taken_postings.count(line->posting) == 0) continue;
+      for (const auto& [k, dc] : pending) {
+        opening[k].first += dc.first;
+        opening[k].second += dc.second;
+      }
+      pending.clear();
       out.lines[key].emplace_back(line->posting, e.str);
       ++out.ledger_lines;
       ++lines_per_posting[line->posting];
@@ -1166,6 +1183,36 @@ std::string BillingDocLine(const BillingDoc& d) {
                       "\",\"index_member\":\"", JsonEscape(d.member), "\",\"version\":", d.version,
                       ",\"document\":\"", absl::Base64Escape(d.data), "\",\"sha256\":\"", Sha256Hex(d.data),
                       "\"}\n");
+}
+
+// One account list's carried-forward totals, before the fold (what earlier
+// years left there that the fold takes) and after it (those plus the
+// archived lines): per (counterparty, currency), debit and credit.
+using DebitCredit = std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>>;
+std::string CarriedForwardRecord(const std::string& key, const DebitCredit& before,
+                                 const std::vector<std::pair<std::string, std::string>>& lines) {
+  DebitCredit after = before;
+  for (const auto& [posting, text] : lines) {
+    std::optional<LedgerLine> l = ParseLedgerLine(text);
+    if (!l) continue;
+    auto& dc = after[{l->counterparty, l->currency}];
+    if (l->amount > 0) {
+      dc.first += l->amount;
+    } else {
+      dc.second -= l->amount;
+    }
+  }
+  auto list = [](const DebitCredit& m) {
+    std::string out = "[";
+    for (const auto& [k, dc] : m) {
+      if (out.size() > 1) out += ",";
+      absl::StrAppend(&out, "{\"counterparty\":\"", JsonEscape(k.first), "\",\"currency\":\"", JsonEscape(k.second),
+                      "\",\"debit\":", dc.first, ",\"credit\":", dc.second, "}");
+    }
+    return out + "]";
+  };
+  return absl::StrCat("{\"kind\":\"carried_forward\",\"key\":\"", JsonEscape(key), "\",\"before\":", list(before),
+                      ",\"after\":", list(after), "}\n");
 }
 
 std::string LedgerLineRecord(const std::string& key, const std::string& posting, const std::string& line) {
@@ -1375,6 +1422,7 @@ absl::StatusOr<BillingRemoval> RemoveBilling(RedisPool* pool, const std::string&
                        Struct s;
                        std::string kind;
                        if (!ParseLine(line, &s) || !Str(Field(s, "kind"), &kind)) return true;  // header, trailer
+                       if (kind == "carried_forward") return true;
                        std::string key, b64, doc;
                        if (!Str(Field(s, "key"), &key) || !Str(Field(s, "document"), &b64) ||
                            !absl::Base64Unescape(b64, &doc)) {
@@ -1698,41 +1746,102 @@ class BillingVerifier {
     if (trailer_) return Broken("data_after_trailer");
     if (line_no_ == 1) {
       std::string format;
-      if (!Str(Field(o, "format"), &format) || format != "labshare-billing-jsonl") return Broken("malformed");
+      if (!Str(Field(o, "format"), &format) || format != "labshare-billing-jsonl" ||
+          !Int(Field(o, "cut_ms"), &cut_ms_)) {
+        return Broken("malformed");
+      }
     } else if (Field(o, "trailer") != nullptr) {
-      int64_t c = 0, p = 0, l = 0;
+      int64_t c = 0, p = 0, l = 0, lists = 0;
       std::string sum;
       if (!Int(Field(o, "charges"), &c) || c != verdict_.charges || !Int(Field(o, "postings"), &p) ||
           p != verdict_.postings || !Int(Field(o, "ledger_lines"), &l) || l != verdict_.ledger_lines ||
-          !Str(Field(o, "sha256"), &sum) || sum != sha_.HexDigest()) {
+          !Int(Field(o, "lists"), &lists) || lists != lists_ || !Str(Field(o, "sha256"), &sum) ||
+          sum != sha_.HexDigest()) {
         return Broken("trailer_mismatch");
       }
       for (const auto& [posting, s] : sums_) {
         if (s != 0 || postings_.count(posting) == 0) return Broken("unbalanced_posting");
       }
+      // Every posting has exactly its entries as lines.
+      for (const auto& [posting, want] : entries_) {
+        auto it = seen_.find(posting);
+        if (it == seen_.end() || it->second != want) return Broken("ledger_mismatch");
+      }
+      for (const auto& [posting, got] : seen_) {
+        if (entries_.count(posting) == 0) return Broken("ledger_mismatch");
+      }
+      // Every archived charge's postings are archived with it.
+      for (const auto& name : required_) {
+        if (postings_.count(name.substr(name.rfind('/') + 1)) == 0) return Broken("missing_posting");
+      }
       trailer_ = true;
       return true;
     } else {
-      std::string kind, doc_b64, doc, sum;
-      if (!Str(Field(o, "kind"), &kind) || !Str(Field(o, "document"), &doc_b64) ||
-          !absl::Base64Unescape(doc_b64, &doc) || !Str(Field(o, "sha256"), &sum)) {
-        return Broken("malformed");
-      }
-      if (Sha256Hex(doc) != sum) return Broken("hash_mismatch");
-      if (kind == "charge") {
-        ++verdict_.charges;
-      } else if (kind == "posting") {
-        std::string key;
-        if (!Str(Field(o, "key"), &key)) return Broken("malformed");
-        postings_.insert(key.substr(key.rfind(':') + 1));
-        ++verdict_.postings;
-      } else if (kind == "ledger_line") {
-        std::optional<LedgerLine> l = ParseLedgerLine(doc);
-        if (!l) return Broken("malformed");
-        sums_[l->posting] += l->amount;
-        ++verdict_.ledger_lines;
+      std::string kind;
+      if (!Str(Field(o, "kind"), &kind)) return Broken("malformed");
+      if (kind == "carried_forward") {
+        if (!CarriedForward(o)) return false;
       } else {
-        return Broken("malformed");
+        std::string doc_b64, doc, sum, key;
+        if (!Str(Field(o, "document"), &doc_b64) || !absl::Base64Unescape(doc_b64, &doc) ||
+            !Str(Field(o, "sha256"), &sum) || !Str(Field(o, "key"), &key)) {
+          return Broken("malformed");
+        }
+        if (Sha256Hex(doc) != sum) return Broken("hash_mismatch");
+        if (kind == "charge" || kind == "posting") {
+          if (!seen_keys_.insert(key).second) return Broken("duplicate");
+          std::string member;
+          int64_t ms = 0;
+          if (!Str(Field(o, "index_member"), &member) ||
+              !absl::SimpleAtoi(member.substr(0, member.find('|')), &ms)) {
+            return Broken("malformed");
+          }
+          if (ms >= cut_ms_) return Broken("after_cut");
+        }
+        if (kind == "charge") {
+          blv1::Charge c;
+          if (!c.ParseFromString(doc)) return Broken("malformed");
+          if (!c.posting().empty()) required_.insert(c.posting());
+          for (const auto& x : c.subsidy_postings()) required_.insert(x);
+          for (const auto& x : c.corrections()) required_.insert(x);
+          ++verdict_.charges;
+        } else if (kind == "posting") {
+          blv1::Posting p;
+          if (!p.ParseFromString(doc)) return Broken("malformed");
+          const std::string id = key.substr(key.rfind(':') + 1);
+          std::map<std::string, int64_t> per_currency;
+          auto& want = entries_[id];
+          for (const auto& e : p.entries()) {
+            const int64_t d = e.debit().amount_minor(), cr = e.credit().amount_minor();
+            if (d < 0 || cr < 0 || (d == 0) == (cr == 0)) return Broken("unbalanced_posting");
+            const std::string& currency = d != 0 ? e.debit().currency_code() : e.credit().currency_code();
+            per_currency[currency] += d - cr;
+            want.insert(absl::StrCat(e.account(), "|", e.counterparty(), "|", currency, "|", d - cr));
+          }
+          for (const auto& [unused, v] : per_currency) {
+            if (v != 0) return Broken("unbalanced_posting");
+          }
+          if (p.entries_size() < 2) return Broken("unbalanced_posting");
+          postings_.insert(id);
+          ++verdict_.postings;
+        } else if (kind == "ledger_line") {
+          constexpr absl::string_view kPrefix = "{billing}:acct:";
+          std::string posting;
+          std::optional<LedgerLine> l = ParseLedgerLine(doc);
+          if (!l || !absl::StartsWith(key, kPrefix) || !Str(Field(o, "posting"), &posting)) {
+            return Broken("malformed");
+          }
+          if (posting != l->posting) return Broken("ledger_mismatch");
+          if (l->ms >= cut_ms_) return Broken("after_cut");
+          sums_[l->posting] += l->amount;
+          seen_[l->posting].insert(
+              absl::StrCat(key.substr(kPrefix.size()), "|", l->counterparty, "|", l->currency, "|", l->amount));
+          auto& dc = list_[key][{l->counterparty, l->currency}];
+          (l->amount > 0 ? dc.first : dc.second) += l->amount > 0 ? l->amount : -l->amount;
+          ++verdict_.ledger_lines;
+        } else {
+          return Broken("malformed");
+        }
       }
       ++verdict_.entries;
     }
@@ -1751,6 +1860,41 @@ class BillingVerifier {
   }
 
  private:
+  using DebitCredit = std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>>;
+  // {"counterparty","currency","debit","credit"}...; false when malformed.
+  static bool Totals(const Value* v, DebitCredit* out) {
+    if (v == nullptr || v->kind_case() != Value::kListValue) return false;
+    for (const auto& x : v->list_value().values()) {
+      if (x.kind_case() != Value::kStructValue) return false;
+      std::string cp, cur;
+      int64_t d = 0, c = 0;
+      if (!Str(Field(x.struct_value(), "counterparty"), &cp) || !Str(Field(x.struct_value(), "currency"), &cur) ||
+          !Int(Field(x.struct_value(), "debit"), &d) || !Int(Field(x.struct_value(), "credit"), &c)) {
+        return false;
+      }
+      auto& dc = (*out)[{cp, cur}];
+      dc.first += d;
+      dc.second += c;
+    }
+    return true;
+  }
+  // A list's carried-forward totals: after = before + its archived lines.
+  bool CarriedForward(const Struct& o) {
+    std::string key;
+    DebitCredit before, after;
+    if (!Str(Field(o, "key"), &key) || !Totals(Field(o, "before"), &before) || !Totals(Field(o, "after"), &after) ||
+        !cf_keys_.insert(key).second) {
+      return Broken("malformed");
+    }
+    DebitCredit want = before;
+    for (const auto& [k, dc] : list_[key]) {
+      want[k].first += dc.first;
+      want[k].second += dc.second;
+    }
+    if (want != after) return Broken("carried_forward_mismatch");
+    ++lists_;
+    return true;
+  }
   bool Broken(const char* kind) {
     done_ = true;
     verdict_.ok = false;
@@ -1758,11 +1902,13 @@ class BillingVerifier {
     verdict_.kind = kind;
     return false;
   }
-  int64_t line_no_ = 0;
+  int64_t line_no_ = 0, cut_ms_ = 0, lists_ = 0;
   bool trailer_ = false, done_ = false;
   usage::Sha256 sha_;
-  std::set<std::string> postings_;
+  std::set<std::string> postings_, required_, seen_keys_, cf_keys_;
   std::map<std::string, int64_t> sums_;
+  std::map<std::string, std::multiset<std::string>> entries_, seen_;  // posting id -> account|cp|currency|signed
+  std::map<std::string, DebitCredit> list_;                           // account key -> its archived lines
   FileVerdict verdict_;
 };
 
@@ -1987,15 +2133,18 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
       };
       LS_RETURN_IF_ERROR(lput(absl::StrCat("{\"format\":\"labshare-billing-jsonl\",\"version\":1,\"year\":", o.year,
                                            ",\"cut_ms\":", billing_cut_ms, ",\"time_zone\":\"",
-                                           JsonEscape(o.billing_time_zone), "\"}\n")));
+                                           JsonEscape(o.billing_time_zone), "\",\"audit_last_sequence\":", audit.end - 1,
+                                           ",\"audit_last_hash\":\"", last_hex, "\"}\n")));
       for (const auto& d : billing.charges) LS_RETURN_IF_ERROR(lput(BillingDocLine(d)));
       for (const auto& d : billing.postings) LS_RETURN_IF_ERROR(lput(BillingDocLine(d)));
       for (const auto& [key, lines] : billing.lines) {
         for (const auto& [posting, line] : lines) LS_RETURN_IF_ERROR(lput(LedgerLineRecord(key, posting, line)));
+        LS_RETURN_IF_ERROR(lput(CarriedForwardRecord(key, billing.opening[key], lines)));
       }
       LS_RETURN_IF_ERROR(lw->Append(absl::StrCat("{\"trailer\":true,\"charges\":", billing.charges.size(),
                                                  ",\"postings\":", billing.postings.size(), ",\"ledger_lines\":",
-                                                 billing.ledger_lines, ",\"sha256\":\"", lsum.HexDigest(), "\"}\n")));
+                                                 billing.ledger_lines, ",\"lists\":", billing.lines.size(),
+                                                 ",\"sha256\":\"", lsum.HexDigest(), "\"}\n")));
     }
     LS_ASSIGN_OR_RETURN(const std::string bookings_sha, bw->Commit());
     LS_ASSIGN_OR_RETURN(const std::string audit_sha, aw->Commit());

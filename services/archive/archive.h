@@ -182,15 +182,31 @@
 //
 // billing-<Y>.jsonl: one JSON object per line (deploy/verify_archive.py):
 //   {"format":"labshare-billing-jsonl","version":1,"year":Y,"cut_ms":<billing cut>,
-//    "time_zone":"Asia/Shanghai"}
+//    "time_zone":"Asia/Shanghai","audit_last_sequence":K,"audit_last_hash":"<hex>"}
 //   {"kind":"charge"|"posting","key":"{billing}:<kind>:<id>","index_member":"<ms>|<id>",
 //    "version":V,"document":"<base64 Charge / Posting bytes>","sha256":"<hex of the bytes>"}...
 //   {"kind":"ledger_line","key":"{billing}:acct:<account>","posting":"<id>",
 //    "document":"<base64 of the list element>","sha256":"<hex>"}...
-//   {"trailer":true,"charges":c,"postings":p,"ledger_lines":l,"sha256":"<hex of every byte before>"}
+//   {"kind":"carried_forward","key":"{billing}:acct:<account>",
+//    "before":[{"counterparty":"..","currency":"CNY","debit":d,"credit":c}...],
+//    "after":[...]}   (after each list's ledger lines)
+//   {"trailer":true,"charges":c,"postings":p,"ledger_lines":l,"lists":n,"sha256":"<hex of every byte before>"}
 // Charges first, then postings, then the ledger lines grouped by account in
-// list order. Every archived posting's lines are exactly its entries (and
-// so sum to zero), checked before the file is written and by the verifiers.
+// list order, each list followed by its carried-forward totals: "before"
+// the carried-forward lines the fold takes with the archived ones (earlier
+// years', before the list's last archived line), "after" those plus the
+// archived lines, per (counterparty, currency), debits and credits apart:
+// after the removal the list's carried-forward-<Y> lines are exactly
+// "after" (when no group stayed because it changed: billing_changed_kept 0;
+// a group that stayed keeps its lines, named by "g:" 0 in
+// {billing}:archive:<Y>). The header's audit anchor is the audit file's
+// last entry (as the bookings header). Every archived posting's lines are
+// exactly its entries (and so sum to zero), checked before the file is
+// written and by both verifiers (VerifyBillingExport decodes the postings
+// as verify_archive.py does), which also check: every charge, posting and
+// ledger line before cut_ms, no charge or posting twice, a ledger line
+// record's "posting" its line's, every posting an archived charge names
+// archived with it, each list's after = before + its lines.
 //
 // Redis user: this tool touches booking's, billing's, usage's and every
 // outbox's keys;
@@ -279,7 +295,8 @@ absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, st
 // The billing file: header, per record the document's SHA-256, every
 // archived posting's ledger lines summing to zero, trailer counts and
 // checksum (kinds: malformed, hash_mismatch, unbalanced_posting,
-// trailer_mismatch, data_after_trailer, no_trailer).
+// ledger_mismatch, carried_forward_mismatch, after_cut, duplicate,
+// missing_posting, trailer_mismatch, data_after_trailer, no_trailer).
 FileVerdict VerifyBillingExport(absl::string_view file);
 // The leases / orders file (kind "leases" or "orders"): as the bookings file.
 absl::StatusOr<FileVerdict> VerifyRecordsExportFile(const std::string& path, absl::string_view kind,

@@ -1291,6 +1291,65 @@ TEST_F(BillingArchiveTest, AGroupKeptOneYearIsArchivedTheNext) {
   EXPECT_EQ(py.exit_code, 0) << py.output;
   FileVerdict v = VerifyBillingExport(ReadAll(path));
   EXPECT_TRUE(v.ok) << v.kind;
+  // The file ties Redis's carried-forward lines: lab's expense list had
+  // N's December debit carried forward (March stayed in N), and after the
+  // fold what the list now holds.
+  const std::string cf = absl::StrCat("{\"kind\":\"carried_forward\",\"key\":\"",
+                                      bl::keys::Account("organizations/lab/accounts/expense"), "\",");
+  const std::string file = ReadAll(path);
+  const size_t at = file.find(cf);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_EQ(file.substr(at, file.find('\n', at) - at),
+            absl::StrCat(cf, "\"before\":[{\"counterparty\":\"\",\"currency\":\"CNY\",\"debit\":10000,\"credit\":0}],",
+                         "\"after\":[{\"counterparty\":\"\",\"currency\":\"CNY\",\"debit\":40000,\"credit\":20000}]}"));
+  // The header carries the audit anchor, as the bookings file's.
+  EXPECT_TRUE(absl::StrContains(file.substr(0, file.find('\n')), "\"audit_last_hash\":\"")) << file.substr(0, 300);
+}
+
+// Both verifiers: a charge record twice, a ledger line record naming
+// another posting than its line, an item at or after the header's cut, a
+// file whose name's year is not its header's.
+TEST_F(BillingArchiveTest, TheVerifiersCheckDuplicatesPostingsCutAndName) {
+  SeedBilling();
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  const std::string path = absl::StrCat(dir_, "/billing-", kY, ".jsonl");
+  const std::vector<std::string> lines = absl::StrSplit(ReadAll(path), '\n', absl::SkipEmpty());
+  auto check = [&](std::vector<std::string> forged, const std::string& name, const char* kind, size_t line) {
+    const std::string f = absl::StrCat(dir_, "/", name);
+    const std::string data = absl::StrCat(absl::StrJoin(forged, "\n"), "\n");
+    WriteAll(f, data);
+    CommandResult py = VerifyArchive(f);
+    EXPECT_EQ(py.output, absl::StrCat("BROKEN at line ", line, ": ", kind, "\n")) << name;
+    if (absl::StartsWith(name, "x-")) {
+      FileVerdict v = VerifyBillingExport(data);
+      EXPECT_FALSE(v.ok);
+      EXPECT_EQ(v.kind, absl::AsciiStrToLower(kind)) << name;
+      EXPECT_EQ(v.broken_at, static_cast<int64_t>(line)) << name;
+    }
+  };
+  {
+    std::vector<std::string> f = lines;
+    f.insert(f.begin() + 2, f[1]);  // the first charge twice
+    check(f, "x-dup.jsonl", "DUPLICATE", 3);
+  }
+  {
+    std::vector<std::string> f = lines;
+    size_t i = 1;
+    while (!absl::StrContains(f[i], "\"kind\":\"ledger_line\"")) ++i;
+    const size_t p = f[i].find("\"posting\":\"") + 11;
+    f[i] = absl::StrCat(f[i].substr(0, p), "zz", f[i].substr(p));
+    check(f, "x-posting.jsonl", "LEDGER_MISMATCH", i + 1);
+  }
+  {
+    std::vector<std::string> f = lines;
+    const size_t c = f[0].find("\"cut_ms\":") + 9;
+    const size_t e = f[0].find(',', c);
+    f[0] = absl::StrCat(f[0].substr(0, c), absl::ToUnixMillis(Local(kY, 1, 1, 0)), f[0].substr(e));
+    check(f, "x-cut.jsonl", "AFTER_CUT", 2);  // the first charge is after 1 January
+  }
+  check(lines, absl::StrCat("billing-", kY + 5, ".jsonl"), "MALFORMED", 1);
 }
 
 TEST_F(BillingArchiveTest, AHeldDepositAndTheRentOfALeaseStillOutStay) {
@@ -1400,7 +1459,8 @@ TEST_F(BillingArchiveTest, ALeaseAStayingChargeNamesStaysWithItsBooking) {
 }
 
 // A file rewritten with consistent checksums but a ledger line's amount
-// changed: the checksums pass, the balance check does not (both verifiers).
+// changed: the checksums pass, the list's carried-forward totals do not
+// (both verifiers).
 TEST_F(BillingArchiveTest, AConsistentlyRehashedButUnbalancedFileIsBroken) {
   SeedBilling();
   ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
@@ -1433,13 +1493,17 @@ TEST_F(BillingArchiveTest, AConsistentlyRehashedButUnbalancedFileIsBroken) {
   lines.back() = absl::StrCat(trailer.substr(0, ts), body.HexDigest(), trailer.substr(ts + 64));
   const std::string forged = absl::StrCat(absl::StrJoin(lines, "\n"), "\n");
   WriteAll(path, forged);
+  // The list's carried_forward record (after its lines) no longer adds up.
+  size_t cf = changed_at + 1;
+  while (cf < lines.size() && !absl::StrContains(lines[cf], "\"kind\":\"carried_forward\"")) ++cf;
+  ASSERT_LT(cf + 1, lines.size());
   FileVerdict v = VerifyBillingExport(forged);
   EXPECT_FALSE(v.ok);
-  EXPECT_EQ(v.kind, "unbalanced_posting");
-  EXPECT_EQ(v.broken_at, static_cast<int64_t>(lines.size()));
+  EXPECT_EQ(v.kind, "carried_forward_mismatch");
+  EXPECT_EQ(v.broken_at, static_cast<int64_t>(cf + 1));
   CommandResult py = VerifyArchive(path);
   EXPECT_EQ(py.exit_code, 1) << py.output;
-  EXPECT_EQ(py.output, absl::StrCat("BROKEN at line ", lines.size(), ": LEDGER_MISMATCH\n"));
+  EXPECT_EQ(py.output, absl::StrCat("BROKEN at line ", cf + 1, ": CARRIED_FORWARD_MISMATCH\n"));
 }
 
 }  // namespace

@@ -703,10 +703,11 @@ class BillingArchiveTest : public ArchiveTest {
       if (!s.ok()) return s.status();
       return SerializeDeterministic(*s);
     };
+    // The accounts that exist (read from Redis only to know which to ask):
+    // every answer below is billing's own.
     auto all = billing_->AllBalances();
     EXPECT_TRUE(all.ok());
-    for (const auto& [field, value] : *all) {
-      absl::StrAppend(&out, "bal ", field, "=", value, "\n");
+    for (const auto& [field, unused] : *all) {
       const std::vector<std::string> f = absl::StrSplit(field, '|');
       if (!absl::StartsWith(f[0], "organizations/")) continue;
       for (const std::string& cp : {f[1], std::string()}) {
@@ -715,9 +716,49 @@ class BillingArchiveTest : public ArchiveTest {
         r.set_counterparty(cp);
         r.set_currency_code(f[2]);
         add("balance " + field + " cp " + cp, ser(billing_->GetAccountBalance(Admin(), r)));
-        *r.mutable_as_of_time() = ToProto(Local(kY + 1, 1, 1, 0));
-        add("balance as of the new year " + field + " cp " + cp, ser(billing_->GetAccountBalance(Admin(), r)));
+        // As of the cut and of moments after it (the carried-forward lines
+        // are dated before the cut).
+        for (absl::Time t : {Local(kY + 1, 1, 1, 0), Local(kY + 1, 1, 9), Local(kY + 1, 1, 20), Local(kY + 1, 1, 31)}) {
+          *r.mutable_as_of_time() = ToProto(t);
+          add(absl::StrCat("balance as of ", absl::FormatTime(t), " ", field, " cp ", cp),
+              ser(billing_->GetAccountBalance(Admin(), r)));
+        }
       }
+    }
+    // Subsidy pools (balance, cap) and every organisation's allowance now
+    // and in the new year's first month.
+    {
+      blv1::ListSubsidyPoolsRequest r;
+      r.set_page_size(1000);
+      auto pools = billing_->ListSubsidyPools(Admin(), r);
+      add("pools", ser(pools));
+      if (pools.ok()) {
+        for (const auto& pool : pools->subsidy_pools()) {
+          blv1::GetSubsidyPoolRequest g;
+          g.set_name(pool.name());
+          add("pool " + pool.name(), ser(billing_->GetSubsidyPool(Admin(), g)));
+          for (const std::string org : {"lab", "lab2", "lab3"}) {
+            for (absl::Time t : {absl::Time(), Local(kY + 1, 1, 15)}) {
+              blv1::GetSubsidyAllowanceRequest a;
+              a.set_name(pool.name() + "/allowances/" + org);
+              if (t != absl::Time()) *a.mutable_time() = ToProto(t);
+              add(absl::StrCat("allowance ", a.name(), " ", absl::FormatTime(t)),
+                  ser(billing_->GetSubsidyAllowance(Admin(), a)));
+            }
+          }
+        }
+      }
+    }
+    {
+      blv1::ListDepositsRequest r;
+      r.set_page_size(1000);
+      add("deposits", ser(billing_->ListDeposits(Admin(), r)));
+      blv1::ListSettlementsRequest s;
+      s.set_page_size(1000);
+      add("settlements", ser(billing_->ListSettlements(Admin(), s)));
+      blv1::ListPaymentsRequest pr;
+      pr.set_page_size(1000);
+      add("payments", ser(billing_->ListPayments(Admin(), pr)));
     }
     for (const std::string parent : {"organizations/-", "organizations/lab", "organizations/owner"}) {
       blv1::ListBalancesRequest r;
@@ -1407,6 +1448,132 @@ TEST_F(BillingArchiveTest, AHeldDepositAndTheRentOfALeaseStillOutStay) {
   EXPECT_EQ(*again, 7);  // July of Y to January of Y + 1, none of May and June
 }
 
+
+// Subsidies (a pool with a monthly cap), a settlement cleared by its
+// transfers (payments and netting), a lease deposit lodged and released:
+// every answer (balances now and as of several moments after the cut, the
+// pool, allowances, deposits, settlements, payments, statements, invoices,
+// drafts) equal before and after, and the year's billing all archived.
+TEST_F(BillingArchiveTest, SubsidiesASettlementAndADepositKeepEveryAnswer) {
+  clock_.Set(Local(kY, 2, 1));
+  blv1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  cp.mutable_subsidy_pool()->set_display_name("Voucher");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(5000);
+  *cp.mutable_subsidy_pool()->mutable_cap_per_organization() = bl::MakeMoney("CNY", 8000);
+  cp.mutable_subsidy_pool()->set_cap_period_kind(blv1::MONTHLY);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(Admin(), cp).ok());
+  blv1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  top.set_request_id("fund");
+  *top.mutable_amount() = bl::MakeMoney("CNY", 100000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(Admin(), top).ok());
+  // March: two missed hours of lab; the pool pays half, up to 80.00 a month.
+  clock_.Set(Local(kY, 3, 5));
+  Missed("organizations/lab", Local(kY, 3, 2));
+  Missed("organizations/lab", Local(kY, 3, 3));
+  // Invoiced, settled and cleared by the settlement's transfers.
+  clock_.Set(Local(kY, 4, 2));
+  const blv1::Invoice march = Issue("organizations/lab", absl::StrCat(kY, "-03"), "issue-march");
+  EXPECT_EQ(march.amount_due().amount_minor(), 20000 - 8000);
+  blv1::ComputeSettlementRequest cs;
+  cs.set_period(absl::StrCat(kY, "-03"));
+  cs.set_request_id("settle-march");
+  auto settlement = billing_->ComputeSettlement(Admin(), cs);
+  ASSERT_TRUE(settlement.ok()) << settlement.status();
+  for (int i = 0; i < settlement->transfers_size(); ++i) {
+    const auto& t = settlement->transfers(i);
+    blv1::RecordPaymentRequest pay;
+    pay.set_request_id(absl::StrCat("transfer-", i));
+    pay.mutable_payment()->set_payer(t.from_organization());
+    pay.mutable_payment()->set_payee(t.to_organization());
+    *pay.mutable_payment()->mutable_amount() = t.amount();
+    pay.mutable_payment()->set_settlement(settlement->name());
+    pay.mutable_payment()->set_transfer_index(t.index());
+    auto paid = billing_->RecordPayment(Admin(), pay);
+    ASSERT_TRUE(paid.ok()) << paid.status();
+  }
+  blv1::GetSettlementRequest gs;
+  gs.set_name(settlement->name());
+  ASSERT_EQ(billing_->GetSettlement(Admin(), gs)->state(), blv1::Settlement::CLEARED);
+  // May: lab leases i1 for the month (deposit 500.00, released at the
+  // close); invoiced in June and paid.
+  bv1::Lease lease;
+  lease.set_name("leases/l9");
+  lease.set_booking("bookings/l9");
+  lease.set_instrument("instruments/i1");
+  lease.set_instrument_owner("organizations/owner");
+  lease.set_lessee_organization("organizations/lab");
+  lease.set_contact_user("users/ana");
+  lease.set_payer_class(labshare::type::v1::MEMBER);
+  *lease.mutable_term()->mutable_start_time() = ToProto(Local(kY, 5, 1, 0));
+  *lease.mutable_term()->mutable_end_time() = ToProto(Local(kY, 5, 20, 0));
+  lease.mutable_contract()->set_rate_basis(bv1::LeaseContract::MONTHLY);
+  *lease.mutable_contract()->mutable_rate() = bl::MakeMoney("CNY", 100000);
+  *lease.mutable_contract()->mutable_deposit() = bl::MakeMoney("CNY", 50000);
+  *lease.mutable_handover()->mutable_handover_time() = ToProto(Local(kY, 5, 1, 0));
+  auto apply = [&](const std::string& event_id, auto set) {
+    bv1::BookingEvent e;
+    e.mutable_header()->set_event_id(event_id);
+    set(e);
+    absl::Status st = billing_->ApplyBookingEvent(StreamEvent{absl::StrCat(absl::ToUnixMillis(clock_.Now()), "-0"),
+                                                              "labshare.booking.v1.BookingEvent",
+                                                              e.SerializeAsString()});
+    EXPECT_TRUE(st.ok()) << st;
+  };
+  clock_.Set(Local(kY, 5, 1, 1));
+  lease.set_state(bv1::Lease::HANDED_OVER);
+  apply("ev-l9-handover", [&](bv1::BookingEvent& e) { *e.mutable_lease_handed_over()->mutable_lease() = lease; });
+  clock_.Set(Local(kY, 5, 20, 1));
+  *lease.mutable_return_record()->mutable_return_time() = ToProto(Local(kY, 5, 20, 0));
+  lease.set_state(bv1::Lease::RETURNED);
+  apply("ev-l9-returned", [&](bv1::BookingEvent& e) { *e.mutable_lease_returned()->mutable_lease() = lease; });
+  clock_.Set(Local(kY, 5, 21));
+  lease.set_state(bv1::Lease::CLOSED);
+  apply("ev-l9-closed", [&](bv1::BookingEvent& e) { *e.mutable_lease_closed()->mutable_lease() = lease; });
+  clock_.Set(Local(kY, 6, 2));
+  const blv1::Invoice may = Issue("organizations/lab", absl::StrCat(kY, "-05"), "issue-may");
+  ASSERT_TRUE(MarkPaid(may.name(), "pay-may").ok());
+  // The release is owed by the owner (its PAYABLE): on the owner's invoice.
+  const blv1::Invoice owner_may = Issue("organizations/owner", absl::StrCat(kY, "-05"), "issue-owner-may");
+  EXPECT_EQ(owner_may.amount_due().amount_minor(), 50000);  // the deposit, back to lab
+  ASSERT_TRUE(MarkPaid(owner_may.name(), "pay-owner-may").ok());
+  // January of Y + 1: one more hour, subsidised under January's cap.
+  clock_.Set(Local(kY + 1, 1, 10));
+  Missed("organizations/lab", Local(kY + 1, 1, 8));
+  clock_.Set(Local(kY + 1, 2, 1));
+
+  const std::string before = Answers();
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_charges_kept, 0);
+  EXPECT_EQ(done->billing_postings_kept, 0);
+  EXPECT_EQ(done->billing_changed_kept, 0);
+  // March's two hours, the deposit and May's rent; their CHARGE postings,
+  // three SUBSIDY postings, the pool's top-up, the settlement's transfer
+  // payment, the release and the two May payments.
+  EXPECT_EQ(done->billing_charges, 4);
+  EXPECT_EQ(done->billing_postings, 12);
+  EXPECT_EQ(done->billing_ledger_lines, 52);
+  EXPECT_EQ(settlement->transfers_size(), 1);
+  EXPECT_EQ(Answers(), before);
+  // The pool and the caps answer as before: 80.00 of March's cap and of
+  // May's (the lease's rent) used, January's 50.00 of its own.
+  blv1::GetSubsidyPoolRequest gp;
+  gp.set_name("subsidyPools/voucher");
+  auto pool = billing_->GetSubsidyPool(Admin(), gp);
+  ASSERT_TRUE(pool.ok());
+  EXPECT_EQ(pool->balance().amount_minor(), 100000 - 8000 - 8000 - 5000);  // March, May's rent, January
+  blv1::GetSubsidyAllowanceRequest ga;
+  ga.set_name("subsidyPools/voucher/allowances/lab");
+  *ga.mutable_time() = ToProto(Local(kY + 1, 1, 15));
+  auto allowance = billing_->GetSubsidyAllowance(Admin(), ga);
+  ASSERT_TRUE(allowance.ok()) << allowance.status();
+  EXPECT_EQ(allowance->remaining().amount_minor(), 8000 - 5000);
+  CommandResult py = VerifyArchive(absl::StrCat(dir_, "/billing-", kY, ".jsonl"));
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+}
 
 // A CLOSED lease of the year whose billing stays (its deposit charged,
 // released, never invoiced): the lease stays, and its booking, so the

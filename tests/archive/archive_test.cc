@@ -1349,7 +1349,8 @@ TEST_F(BillingArchiveTest, AGroupKeptOneYearIsArchivedTheNext) {
 
 // Both verifiers: a charge record twice, a ledger line record naming
 // another posting than its line, an item at or after the header's cut, a
-// file whose name's year is not its header's.
+// file whose name's year is not its header's (Python), a charge whose
+// posting is not in the file.
 TEST_F(BillingArchiveTest, TheVerifiersCheckDuplicatesPostingsCutAndName) {
   SeedBilling();
   ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
@@ -1391,6 +1392,29 @@ TEST_F(BillingArchiveTest, TheVerifiersCheckDuplicatesPostingsCutAndName) {
     check(f, "x-cut.jsonl", "AFTER_CUT", 2);  // the first charge is after 1 January
   }
   check(lines, absl::StrCat("billing-", kY + 5, ".jsonl"), "MALFORMED", 1);
+  {
+    // A charge record naming a posting the file lacks, its record and the
+    // trailer rehashed consistently.
+    std::vector<std::string> f = lines;
+    const size_t d = f[1].find("\"document\":\"") + 12;
+    const size_t e = f[1].find('"', d);
+    std::string doc;
+    ASSERT_TRUE(absl::Base64Unescape(f[1].substr(d, e - d), &doc));
+    blv1::Charge c;
+    ASSERT_TRUE(c.ParseFromString(doc));
+    c.set_posting("postings/nowhere");
+    doc = c.SerializeAsString();
+    usage::Sha256 h;
+    h.Update(doc);
+    const size_t sd = f[1].find("\"sha256\":\"") + 10;
+    f[1] = absl::StrCat(f[1].substr(0, d), absl::Base64Escape(doc), f[1].substr(e, sd - e), h.HexDigest(),
+                        f[1].substr(sd + 64));
+    usage::Sha256 body;
+    for (size_t i = 0; i + 1 < f.size(); ++i) body.Update(f[i] + "\n");
+    const size_t ts = f.back().find("\"sha256\":\"") + 10;
+    f.back() = absl::StrCat(f.back().substr(0, ts), body.HexDigest(), f.back().substr(ts + 64));
+    check(f, "x-missing.jsonl", "MISSING_POSTING", f.size());
+  }
 }
 
 TEST_F(BillingArchiveTest, AHeldDepositAndTheRentOfALeaseStillOutStay) {
@@ -1573,6 +1597,75 @@ TEST_F(BillingArchiveTest, SubsidiesASettlementAndADepositKeepEveryAnswer) {
   EXPECT_EQ(allowance->remaining().amount_minor(), 8000 - 5000);
   CommandResult py = VerifyArchive(absl::StrCat(dir_, "/billing-", kY, ".jsonl"));
   EXPECT_EQ(py.exit_code, 0) << py.output;
+}
+
+// A subsidised charge reversed between two groups' removal steps (the
+// window where a charge could be gone and its posting not): its group
+// stays whole, so the reversal reverses the subsidy too and gives the cap
+// back, and the money is what it would be without the archive running.
+TEST_F(BillingArchiveTest, ASubsidisedChargeReversedDuringTheRemovalGetsItsSubsidyBack) {
+  clock_.Set(Local(kY, 2, 1));
+  blv1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  cp.mutable_subsidy_pool()->set_display_name("Voucher");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(3000);
+  *cp.mutable_subsidy_pool()->mutable_cap_per_organization() = bl::MakeMoney("CNY", 50000);
+  cp.mutable_subsidy_pool()->set_cap_period_kind(blv1::YEARLY);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(Admin(), cp).ok());
+  blv1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  top.set_request_id("fund");
+  *top.mutable_amount() = bl::MakeMoney("CNY", 100000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(Admin(), top).ok());
+  clock_.Set(Local(kY, 3, 5));
+  const std::string a = Missed("organizations/lab", Local(kY, 3, 2));
+  const std::string b = Missed("organizations/lab", Local(kY, 3, 3));
+  clock_.Set(Local(kY, 4, 2));
+  const blv1::Invoice march = Issue("organizations/lab", absl::StrCat(kY, "-03"), "issue-march");
+  EXPECT_EQ(march.amount_due().amount_minor(), 2 * (10000 - 3000));
+  ASSERT_TRUE(MarkPaid(march.name(), "pay-march").ok());
+  clock_.Set(Local(kY + 1, 2, 1));
+  blv1::GetAccountBalanceRequest payable;
+  payable.set_name("organizations/lab/accounts/payable");
+  payable.set_currency_code("CNY");
+  ASSERT_EQ(billing_->GetAccountBalance(Admin(), payable)->balance().amount_minor(), 0);
+
+  std::string reversed;
+  ArchiveOptions o = Options(kY);
+  o.stop_for_testing = [&](absl::string_view stage) {
+    if (stage != "billing_removed_group" || !reversed.empty()) return absl::OkStatus();
+    for (const auto& c : {a, b}) {
+      if (!Exists(bl::keys::Doc("charge", IdOf(c)))) continue;
+      auto r = Reverse(c, "reverse-during");
+      EXPECT_TRUE(r.ok()) << r.status();
+      if (r.ok()) {
+        EXPECT_EQ(r->related_corrections_size(), 1);  // the subsidy's reversal
+        EXPECT_EQ(r->charge().state(), blv1::Charge::REVERSED);
+      }
+      reversed = c;
+      break;
+    }
+    return absl::OkStatus();
+  };
+  auto done = ArchiveYear(pool_.get(), o);
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_FALSE(reversed.empty());
+  EXPECT_EQ(done->billing_changed_kept, 3);  // the charge, its CHARGE and SUBSIDY postings
+  EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(reversed))));
+  // The payer is owed back what it paid for the reversed hour (70.00, a
+  // debit of its payable), not the full price; the pool has its 30.00
+  // back, and the cap too.
+  EXPECT_EQ(billing_->GetAccountBalance(Admin(), payable)->balance().amount_minor(), -(10000 - 3000));
+  blv1::GetSubsidyPoolRequest gp;
+  gp.set_name("subsidyPools/voucher");
+  EXPECT_EQ(billing_->GetSubsidyPool(Admin(), gp)->balance().amount_minor(), 100000 - 3000);
+  blv1::GetSubsidyAllowanceRequest ga;
+  ga.set_name("subsidyPools/voucher/allowances/lab");
+  *ga.mutable_time() = ToProto(Local(kY, 12, 1));
+  auto allowance = billing_->GetSubsidyAllowance(Admin(), ga);
+  ASSERT_TRUE(allowance.ok()) << allowance.status();
+  EXPECT_EQ(allowance->remaining().amount_minor(), 50000 - 3000);
 }
 
 // A CLOSED lease of the year whose billing stays (its deposit charged,

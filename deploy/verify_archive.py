@@ -25,8 +25,25 @@ here from its protobuf wire bytes) has debits equal to credits per currency
 account named by its key) belongs to an archived posting and is one of its
 entries (account, counterparty, currency, signed amount), and every posting
 has exactly its entries as lines, so its lines sum to zero
-(LEDGER_MISMATCH at the trailer when not).
+(LEDGER_MISMATCH at the trailer when not; at the line when a ledger line
+record's "posting" is not its line's posting). Every charge and posting
+record's index member time and every ledger line's time is before the
+header's cut_ms (AFTER_CUT); a charge or posting key appears once
+(DUPLICATE); every posting an archived charge names (Charge.posting,
+subsidy_postings, corrections) is archived too (MISSING_POSTING at the
+trailer). After each account list's lines, a "carried_forward" record gives
+the list's carried-forward totals per (counterparty, currency) before the
+fold and after it: after must be before plus that list's archived lines,
+debits and credits apart (CARRIED_FORWARD_MISMATCH); the trailer counts
+them ("lists"). The header also carries the audit anchor
+(audit_last_sequence, audit_last_hash: the audit file's last entry).
+
+Every file: a name of the form <kind>-<year>.jsonl must match its header's
+format and year (MALFORMED at line 1 otherwise).
 """
+
+import os
+import re
 
 import base64
 import hashlib
@@ -144,6 +161,31 @@ def _record(line_no, obj):
     return doc
 
 
+def charge_postings(doc):
+    """The posting names a Charge names: posting, subsidy_postings, corrections."""
+    out = []
+    for number, wire, value in _fields(doc):
+        if number in (36, 37, 38) and wire == 2:
+            out.append(value.decode("utf-8"))
+    return out
+
+
+def _totals(value):
+    """{(counterparty, currency): [debit, credit]} of a carried_forward list."""
+    if not isinstance(value, list):
+        raise ValueError("not a list")
+    out = defaultdict(lambda: [0, 0])
+    for item in value:
+        if not isinstance(item, dict):
+            raise ValueError("not an object")
+        cp, cur, d, c = (item.get("counterparty"), item.get("currency"), item.get("debit"), item.get("credit"))
+        if not isinstance(cp, str) or not isinstance(cur, str) or type(d) is not int or type(c) is not int:
+            raise ValueError("bad totals")
+        out[(cp, cur)][0] += d
+        out[(cp, cur)][1] += c
+    return out
+
+
 def verify(path):
     with open(path, "rb") as f:
         data = f.read()
@@ -157,6 +199,12 @@ def verify(path):
     entries = {}  # posting id -> Counter of (account, counterparty, currency, signed)
     seen = defaultdict(Counter)  # posting id -> ledger lines seen, same shape
     trailer = False
+    cut_ms = None
+    keys_seen = set()
+    required = set()  # posting ids archived charges name
+    list_totals = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # account key -> (cp, cur) -> [debit, credit]
+    cf_keys = set()
+    named = re.match(r"^(billing|bookings|leases|orders)-(\d+)\.jsonl$", os.path.basename(path))
     for n, raw in enumerate(lines, start=1):
         try:
             obj = json.loads(raw.decode("utf-8"))
@@ -171,6 +219,12 @@ def verify(path):
             year = obj.get("year")
             if fmt not in FORMATS or obj.get("version") != 1:
                 raise Broken(n, "MALFORMED")
+            if named and (named.group(1) != FORMATS[fmt] or str(year) != named.group(2)):
+                raise Broken(n, "MALFORMED")
+            if fmt == "labshare-billing-jsonl":
+                cut_ms = obj.get("cut_ms")
+                if type(cut_ms) is not int:
+                    raise Broken(n, "MALFORMED")
         elif "trailer" in obj:
             if obj.get("trailer") is not True or obj.get("sha256") != sha.hexdigest():
                 raise Broken(n, "TRAILER_MISMATCH")
@@ -181,12 +235,17 @@ def verify(path):
                 for kind in ("charges", "postings", "ledger_lines"):
                     if obj.get(kind) != counts[kind[:-1]]:
                         raise Broken(n, "TRAILER_MISMATCH")
+                if obj.get("lists") != len(cf_keys):
+                    raise Broken(n, "TRAILER_MISMATCH")
                 for posting, lines_seen in seen.items():
                     if posting not in entries:
                         raise Broken(n, "LEDGER_MISMATCH")
                 for posting, expected in entries.items():
                     if seen.get(posting, Counter()) != expected:
                         raise Broken(n, "LEDGER_MISMATCH")
+                for posting in required:
+                    if posting not in entries:
+                        raise Broken(n, "MISSING_POSTING")
             trailer = True
             continue
         elif fmt != "labshare-billing-jsonl":
@@ -195,11 +254,45 @@ def verify(path):
         else:
             kind = obj.get("kind")
             key = obj.get("key")
-            if kind not in ("charge", "posting", "ledger_line") or not isinstance(key, str):
+            if kind not in ("charge", "posting", "ledger_line", "carried_forward") or not isinstance(key, str):
                 raise Broken(n, "MALFORMED")
+            if kind == "carried_forward":
+                try:
+                    before, after = _totals(obj.get("before")), _totals(obj.get("after"))
+                except ValueError:
+                    raise Broken(n, "MALFORMED")
+                if key in cf_keys:
+                    raise Broken(n, "MALFORMED")
+                cf_keys.add(key)
+                want = defaultdict(lambda: [0, 0])
+                for k, v in list(before.items()) + list(list_totals[key].items()):
+                    want[k][0] += v[0]
+                    want[k][1] += v[1]
+                if dict(want) != dict(after):
+                    raise Broken(n, "CARRIED_FORWARD_MISMATCH")
+                sha.update(raw)
+                sha.update(b"\n")
+                continue
             doc = _record(n, obj)
             counts[kind] += 1
-            if kind == "posting":
+            if kind in ("charge", "posting"):
+                if key in keys_seen:
+                    raise Broken(n, "DUPLICATE")
+                keys_seen.add(key)
+                member = obj.get("index_member")
+                try:
+                    ms = int(member.split("|", 1)[0])
+                except (AttributeError, ValueError):
+                    raise Broken(n, "MALFORMED")
+                if ms >= cut_ms:
+                    raise Broken(n, "AFTER_CUT")
+            if kind == "charge":
+                try:
+                    for name in charge_postings(doc):
+                        required.add(name.rsplit("/", 1)[-1])
+                except (ValueError, UnicodeDecodeError):
+                    raise Broken(n, "MALFORMED")
+            elif kind == "posting":
                 try:
                     parsed = posting_entries(doc)
                 except (ValueError, UnicodeDecodeError):
@@ -216,11 +309,20 @@ def verify(path):
                 if len(fields) != 5 or not key.startswith(prefix):
                     raise Broken(n, "MALFORMED")
                 try:
-                    int(fields[0])
+                    ms = int(fields[0])
                     signed = int(fields[4])
                 except ValueError:
                     raise Broken(n, "MALFORMED")
+                if obj.get("posting") != fields[1]:
+                    raise Broken(n, "LEDGER_MISMATCH")
+                if ms >= cut_ms:
+                    raise Broken(n, "AFTER_CUT")
                 seen[fields[1]][(key[len(prefix):], fields[2], fields[3], signed)] += 1
+                totals = list_totals[key][(fields[2], fields[3])]
+                if signed > 0:
+                    totals[0] += signed
+                else:
+                    totals[1] -= signed
         sha.update(raw)
         sha.update(b"\n")
     if not lines:

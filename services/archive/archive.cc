@@ -486,7 +486,8 @@ absl::StatusOr<int64_t> SweepOrgIndexes(RedisPool* pool, int64_t cut_ms, int bat
 // ------------------------------------------------------------ leases and service orders
 
 absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
-                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn);
+                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn,
+                                      bool from_cut = false);
 
 // A lease or service order as it is written to its file.
 struct StoredRecord {
@@ -572,7 +573,9 @@ struct LeasesAndOrders {
   std::set<std::string> keep_bookings;
 };
 
-absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t cut_ms, int64_t safe_ms, int batch) {
+absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t cut_ms, int64_t safe_ms, int batch,
+                                                      const std::set<std::string>& billed_leases,
+                                                      const std::set<std::string>& billed_orders) {
   LeasesAndOrders out;
   for (int p = 0; p < bk::kPartitions; ++p) {
     LS_RETURN_IF_ERROR(ForEachScoredBefore(pool, bk::keys::ListAll(p, 'l'), cut_ms, batch,
@@ -584,10 +587,14 @@ absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t c
                                                      absl::StrCat("lease ", r.id, " does not parse"));
                                                }
                                                const int64_t changed = absl::ToUnixMillis(FromProto(l.update_time()));
-                                               if (FinalLease(l.state()) && changed < cut_ms && changed < safe_ms) {
+                                               // (r.id is also the id of the lease's booking.)
+                                               if (FinalLease(l.state()) && changed < cut_ms && changed < safe_ms &&
+                                                   billed_leases.count(r.id) == 0) {
                                                  out.leases.push_back(std::move(r));
                                                } else {
                                                  ++out.leases_kept;
+                                                 // A lease's booking id is the lease id
+                                                 // (CreateLease); its booking field says the same.
                                                  out.keep_bookings.insert(r.id);
                                                  if (!l.booking().empty()) out.keep_bookings.insert(bk::IdOf(l.booking()));
                                                }
@@ -603,7 +610,8 @@ absl::StatusOr<LeasesAndOrders> SelectLeasesAndOrders(RedisPool* pool, int64_t c
                                                   absl::StrCat("service order ", r.id, " does not parse"));
                                             }
                                             const int64_t changed = absl::ToUnixMillis(FromProto(o.update_time()));
-                                            if (FinalOrder(o.state()) && changed < cut_ms && changed < safe_ms) {
+                                            if (FinalOrder(o.state()) && changed < cut_ms && changed < safe_ms &&
+                                                billed_orders.count(r.id) == 0) {
                                               out.orders.push_back(std::move(r));
                                             } else {
                                               ++out.orders_kept;
@@ -791,16 +799,27 @@ struct BillingSelection {
   // Per account list key, the lines taken (in list order).
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> lines;  // key -> (posting id, line)
   int64_t ledger_lines = 0;
+  // Per account list key: the carried-forward lines the fold takes with the
+  // archived ones (those before the last archived line), summed per
+  // (counterparty, currency): {debit, credit}.
+  std::map<std::string, std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>>> opening;
   // Created before the cut but not final (an invoice line not on a paid
   // invoice, a held deposit, a lease still out, a correction after the cut).
   int64_t charges_kept = 0, postings_kept = 0;
+  // Ids of the leases, service orders and bookings that a charge or posting
+  // staying in Redis names (kept, or after the cut): they stay too, so
+  // billing never names a lease, order or booking that is gone. (A lease's
+  // booking id is the lease id.)
+  std::set<std::string> keep_leases, keep_orders, keep_bookings;
 };
 
 // Members of a "<ms, 15 digits>|<id>" index before cut_ms, in order.
+// With `from_cut`, the members at or after cut_ms instead.
 absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
-                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
-  std::string min = "-";
-  const std::string max = "(" + bl::keys::IndexMember(cut_ms, "");
+                                      const std::function<absl::Status(const std::vector<std::string>&)>& fn,
+                                      bool from_cut) {
+  std::string min = from_cut ? "[" + bl::keys::IndexMember(cut_ms, "") : "-";
+  const std::string max = from_cut ? "+" : "(" + bl::keys::IndexMember(cut_ms, "");
   while (true) {
     LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYLEX", key, min, max, "LIMIT", "0",
                                                      std::to_string(batch)}));
@@ -815,7 +834,7 @@ absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, i
 }
 
 absl::StatusOr<std::vector<BillingDoc>> LoadIndexedDocs(RedisPool* pool, const std::string& kind, int64_t cut_ms,
-                                                        int batch) {
+                                                        int batch, bool from_cut = false) {
   std::vector<BillingDoc> out;
   LS_RETURN_IF_ERROR(ForEachIndexMemberBefore(
       pool, bl::keys::Index(kind), cut_ms, batch, [&](const std::vector<std::string>& members) -> absl::Status {
@@ -833,7 +852,7 @@ absl::StatusOr<std::vector<BillingDoc>> LoadIndexedDocs(RedisPool* pool, const s
           out.push_back(std::move(d));
         }
         return absl::OkStatus();
-      }));
+      }, from_cut));
   return out;
 }
 
@@ -1090,15 +1109,58 @@ absl::StatusOr<BillingSelection> SelectBilling(RedisPool* pool, int year, int64_
     taken_postings.insert(posting_docs[i].id);
     for (const auto& e : postings[name].entries()) accounts.insert(bl::keys::Account(e.account()));
   }
+  // ---- what stays names leases, orders and bookings: they stay
+  auto name_charge = [&](const blv1::Charge& c) {
+    if (!c.lease().empty()) out.keep_leases.insert(bk::IdOf(c.lease()));
+    if (!c.service_order().empty()) out.keep_orders.insert(bk::IdOf(c.service_order()));
+    if (!c.booking().empty()) out.keep_bookings.insert(bk::IdOf(c.booking()));
+  };
+  auto name_posting = [&](const blv1::Posting& p) {
+    // A deposit's id is its lease's.
+    if (!p.deposit().empty()) out.keep_leases.insert(bk::IdOf(p.deposit()));
+  };
+  for (const auto& [name, c] : charges) {
+    if (!group_closed[find(name)]) name_charge(c);
+  }
+  for (const auto& [name, p] : postings) {
+    if (!group_closed[find(name)]) name_posting(p);
+  }
+  {
+    LS_ASSIGN_OR_RETURN(std::vector<BillingDoc> later, LoadIndexedDocs(pool, "charge", cut_ms, batch, true));
+    for (const auto& d : later) {
+      blv1::Charge c;
+      if (c.ParseFromString(d.data)) name_charge(c);
+    }
+  }
+  {
+    LS_ASSIGN_OR_RETURN(std::vector<BillingDoc> later, LoadIndexedDocs(pool, "posting", cut_ms, batch, true));
+    for (const auto& d : later) {
+      blv1::Posting p;
+      if (p.ParseFromString(d.data)) name_posting(p);
+    }
+  }
   out.charges_kept = static_cast<int64_t>(charge_docs.size() - out.charges.size());
   out.postings_kept = static_cast<int64_t>(posting_docs.size() - out.postings.size());
   // ---- their ledger lines, as the account lists hold them
   std::map<std::string, int64_t> lines_per_posting, sum_per_posting;
   for (const auto& key : accounts) {
     LS_ASSIGN_OR_RETURN(RedisValue l, pool->Command({"LRANGE", key, "0", "-1"}));
+    auto& opening = out.opening[key];
+    std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> pending;  // since the last taken
     for (const auto& e : l.elements) {
       std::optional<LedgerLine> line = ParseLedgerLine(e.str);
-      if (!line || taken_postings.count(line->posting) == 0) continue;
+      if (!line) continue;
+      if (absl::StartsWith(line->posting, kCarriedForward)) {
+        auto& dc = pending[{line->counterparty, line->currency}];
+        (line->amount > 0 ? dc.first : dc.second) += line->amount > 0 ? line->amount : -line->amount;
+        continue;
+      }
+      if (taken_postings.count(line->posting) == 0) continue;
+      for (const auto& [k, dc] : pending) {
+        opening[k].first += dc.first;
+        opening[k].second += dc.second;
+      }
+      pending.clear();
       out.lines[key].emplace_back(line->posting, e.str);
       ++out.ledger_lines;
       ++lines_per_posting[line->posting];
@@ -1123,93 +1185,171 @@ std::string BillingDocLine(const BillingDoc& d) {
                       "\"}\n");
 }
 
+// One account list's carried-forward totals, before the fold (what earlier
+// years left there that the fold takes) and after it (those plus the
+// archived lines): per (counterparty, currency), debit and credit.
+using DebitCredit = std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>>;
+std::string CarriedForwardRecord(const std::string& key, const DebitCredit& before,
+                                 const std::vector<std::pair<std::string, std::string>>& lines) {
+  DebitCredit after = before;
+  for (const auto& [posting, text] : lines) {
+    std::optional<LedgerLine> l = ParseLedgerLine(text);
+    if (!l) continue;
+    auto& dc = after[{l->counterparty, l->currency}];
+    if (l->amount > 0) {
+      dc.first += l->amount;
+    } else {
+      dc.second -= l->amount;
+    }
+  }
+  auto list = [](const DebitCredit& m) {
+    std::string out = "[";
+    for (const auto& [k, dc] : m) {
+      if (out.size() > 1) out += ",";
+      absl::StrAppend(&out, "{\"counterparty\":\"", JsonEscape(k.first), "\",\"currency\":\"", JsonEscape(k.second),
+                      "\",\"debit\":", dc.first, ",\"credit\":", dc.second, "}");
+    }
+    return out + "]";
+  };
+  return absl::StrCat("{\"kind\":\"carried_forward\",\"key\":\"", JsonEscape(key), "\",\"before\":", list(before),
+                      ",\"after\":", list(after), "}\n");
+}
+
 std::string LedgerLineRecord(const std::string& key, const std::string& posting, const std::string& line) {
   return absl::StrCat("{\"kind\":\"ledger_line\",\"key\":\"", JsonEscape(key), "\",\"posting\":\"",
                       JsonEscape(posting), "\",\"document\":\"", absl::Base64Escape(line), "\",\"sha256\":\"",
                       Sha256Hex(line), "\"}\n");
 }
 
-// One account list: the lines of `prefix` (the list's first N elements, as
-// read) replaced by `replacement`, only if the prefix is still what was read
-// (billing only ever appends). Returns 1, or 0 when the list moved.
-const RedisScript& FoldScript() {
+// The removal's own record in {billing} (written in the same Lua steps as
+// what it records, so a rerun knows exactly what went):
+//   "g:<group>"  1: the group's documents went; 0: kept (a member changed
+//                since the export);
+//   "l:<account key>"  archived lines of that list folded so far;
+//   "lists_folded"     lists whose archived lines are all folded.
+std::string BillingRemovalKey(int year) { return absl::StrCat("{billing}:archive:", year); }
+
+// One group, all or none: KEYS[1] the removal record, KEYS[2] the charge
+// index, KEYS[3] the posting index, KEYS[4] {billing}:invoicedpost,
+// KEYS[4 + i] a document; ARGV[1] the group's field, ARGV[2] n,
+// ARGV[2 + i] a version, ARGV[2 + n + i] an index member ("c|..." or
+// "p|..."), ARGV[3 + 2n...] the invoicedpost fields. Every member still at
+// the version archived (or already gone): every one goes with its index
+// member and markers; otherwise none. Returns the decision (1 gone, 0
+// kept), recorded; 3 / 2 when an earlier run decided (gone / kept).
+const RedisScript& RemoveGroupScript() {
   static const RedisScript* s = new RedisScript(R"lua(
-local n = tonumber(ARGV[1])
-local cur = redis.call('LRANGE', KEYS[1], 0, n - 1)
-if #cur ~= n then return 0 end
+local done = redis.call('HGET', KEYS[1], ARGV[1])
+if done then return tonumber(done) + 2 end
+local n = tonumber(ARGV[2])
 for i = 1, n do
-  if cur[i] ~= ARGV[1 + i] then return 0 end
+  local v = redis.call('HGET', KEYS[4 + i], 'v')
+  if v and v ~= ARGV[2 + i] then
+    redis.call('HSET', KEYS[1], ARGV[1], 0)
+    return 0
+  end
 end
-redis.call('LTRIM', KEYS[1], n, -1)
-for i = #ARGV, n + 2, -1 do redis.call('LPUSH', KEYS[1], ARGV[i]) end
+for i = 1, n do
+  redis.call('DEL', KEYS[4 + i])
+  local m = ARGV[2 + n + i]
+  local idx = KEYS[3]
+  if string.sub(m, 1, 1) == 'c' then idx = KEYS[2] end
+  redis.call('ZREM', idx, string.sub(m, 3))
+end
+for i = 3 + 2 * n, #ARGV do redis.call('HDEL', KEYS[4], ARGV[i]) end
+redis.call('HSET', KEYS[1], ARGV[1], 1)
 return 1
 )lua");
   return *s;
 }
 
-// Documents removed only at the version archived; KEYS[1] the index,
-// KEYS[1 + i] a document, ARGV[i] its version, ARGV[n + i] its index
-// member. Returns {removed, changed since}.
-const RedisScript& RemoveDocsScript() {
+// One chunk of one account list: the list's first N elements (as read;
+// billing only appends) replaced by `replacement`, with the count of
+// archived lines folded ("l:<key>" of the removal record) moved from
+// ARGV[2] to ARGV[3], and "lists_folded" counted when ARGV[4] is 1: all in
+// the same step. KEYS[1] the list, KEYS[2] the record; ARGV[5] the field;
+// ARGV[6...] the prefix, then the replacement. Returns 1, or 0 when the list
+// or the record moved.
+const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(R"lua(
-local n = #KEYS - 1
-local removed, changed = 0, 0
+local n = tonumber(ARGV[1])
+local at = tonumber(redis.call('HGET', KEYS[2], ARGV[5]) or '0')
+if at ~= tonumber(ARGV[2]) then return 0 end
+local cur = redis.call('LRANGE', KEYS[1], 0, n - 1)
+if #cur ~= n then return 0 end
 for i = 1, n do
-  local v = redis.call('HGET', KEYS[1 + i], 'v')
-  if v == ARGV[i] then
-    redis.call('DEL', KEYS[1 + i])
-    redis.call('ZREM', KEYS[1], ARGV[n + i])
-    removed = removed + 1
-  elseif v == false then
-    redis.call('ZREM', KEYS[1], ARGV[n + i])
-  else
-    changed = changed + 1
-  end
+  if cur[i] ~= ARGV[5 + i] then return 0 end
 end
-return {removed, changed}
+redis.call('LTRIM', KEYS[1], n, -1)
+for i = #ARGV, n + 6, -1 do redis.call('LPUSH', KEYS[1], ARGV[i]) end
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[3])
+if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[2], 'lists_folded', 1) end
+return 1
 )lua");
   return *s;
 }
 
 struct FoldResult {
-  int64_t lists = 0, carried = 0, emptied = 0;
+  int64_t steps = 0, carried = 0, emptied = 0;
 };
 
-// Replaces, in one account list, the archived lines (`archived`, a
-// multiset) and any earlier carried-forward lines before them with one
-// carried-forward line per (counterparty, currency, side): debits and
-// credits apart, so debit and credit totals stay what they were. Each
-// carried-forward line is dated at the last line it folds. Idempotent: a
-// list without archived lines is left alone.
-absl::StatusOr<FoldResult> FoldAccount(RedisPool* pool, const std::string& key,
-                                       const std::multiset<std::string>& archived, int year) {
+constexpr int kFoldChunk = 512;     // archived lines folded per Lua step
+constexpr int kFoldReadPage = 1024;  // list elements read per LRANGE
+
+// Folds, in one account list, the archived lines of removed groups
+// (`archived`, in list order, as the file holds them) and any earlier
+// carried-forward lines before them into one carried-forward line per
+// (counterparty, currency, side): debits and credits apart, so debit and
+// credit totals stay what they were. Each carried-forward line is dated at
+// the last line it folds. In steps of at most kFoldChunk archived lines:
+// each step's Lua script gets only the list's prefix up to its last
+// archived line (what earlier steps left there: their carried-forward
+// lines and the lines kept between, then the next chunk), never the whole
+// list. The record counts the archived lines folded, so a rerun goes on
+// from there.
+absl::StatusOr<FoldResult> FoldAccount(RedisPool* pool, const std::string& key, const std::string& record,
+                                       const std::vector<std::string>& archived, int year) {
   FoldResult out;
-  for (int attempt = 0; attempt < 10; ++attempt) {
-    LS_ASSIGN_OR_RETURN(RedisValue l, pool->Command({"LRANGE", key, "0", "-1"}));
-    std::multiset<std::string> left = archived;
-    size_t end = 0;
-    std::vector<bool> fold(l.elements.size(), false);
-    for (size_t i = 0; i < l.elements.size(); ++i) {
-      auto it = left.find(l.elements[i].str);
-      if (it != left.end()) {
-        left.erase(it);
-        fold[i] = true;
-        end = i + 1;
+  const std::string field = "l:" + key;
+  int attempts = 0;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(RedisValue at_v, pool->Command({"HGET", record, field}));
+    int64_t at = 0;
+    if (!at_v.is_nil()) absl::SimpleAtoi(at_v.str, &at);
+    if (at >= static_cast<int64_t>(archived.size())) return out;
+    const size_t want = std::min(archived.size(), static_cast<size_t>(at) + kFoldChunk);
+    // The prefix up to the chunk's last archived line, read in pages.
+    std::vector<std::string> prefix;
+    std::vector<bool> fold;
+    size_t next = static_cast<size_t>(at);
+    int64_t offset = 0;
+    bool list_end = false;
+    while (next < want && !list_end) {
+      LS_ASSIGN_OR_RETURN(RedisValue l, pool->Command({"LRANGE", key, std::to_string(offset),
+                                                       std::to_string(offset + kFoldReadPage - 1)}));
+      list_end = static_cast<int>(l.elements.size()) < kFoldReadPage;
+      offset += static_cast<int64_t>(l.elements.size());
+      for (auto& e : l.elements) {
+        if (next >= want) break;
+        const bool f = e.str == archived[next];
+        if (f) ++next;
+        prefix.push_back(std::move(e.str));
+        fold.push_back(f);
       }
     }
-    if (end == 0) return out;  // done by an earlier run
-    if (!left.empty()) {
-      return absl::DataLossError(absl::StrCat(key, " holds only part of the archived lines; nothing folded"));
+    if (next < want) {
+      return absl::DataLossError(absl::StrCat(key, " holds only part of the archived lines; nothing more folded"));
     }
+    const bool last = want == archived.size();
     struct Sum {
       int64_t ms = 0, amount = 0;
     };
     std::map<std::tuple<std::string, std::string, int>, Sum> sums;  // (counterparty, currency, side)
-    std::vector<std::pair<int64_t, std::string>> prefix;             // kept (ms, line), in order
-    for (size_t i = 0; i < end; ++i) {
-      std::optional<LedgerLine> line = ParseLedgerLine(l.elements[i].str);
+    std::vector<std::pair<int64_t, std::string>> kept;                 // kept (ms, line), in order
+    for (size_t i = 0; i < prefix.size(); ++i) {
+      std::optional<LedgerLine> line = ParseLedgerLine(prefix[i]);
       if (!line) {
-        prefix.emplace_back(0, l.elements[i].str);
+        kept.emplace_back(0, prefix[i]);
         continue;
       }
       if (fold[i] || absl::StartsWith(line->posting, kCarriedForward)) {
@@ -1217,34 +1357,39 @@ absl::StatusOr<FoldResult> FoldAccount(RedisPool* pool, const std::string& key,
         s.ms = std::max(s.ms, line->ms);
         s.amount += line->amount;
       } else {
-        prefix.emplace_back(line->ms, l.elements[i].str);
+        kept.emplace_back(line->ms, prefix[i]);
       }
     }
-    std::vector<std::pair<int64_t, std::string>> carried;
+    std::vector<std::pair<int64_t, std::string>> merged;
     for (const auto& [k, s] : sums) {
       if (s.amount == 0) continue;
-      carried.emplace_back(s.ms, absl::StrCat(s.ms, "|", kCarriedForward, year, "|", std::get<0>(k), "|",
-                                              std::get<1>(k), "|", s.amount));
+      merged.emplace_back(s.ms, absl::StrCat(s.ms, "|", kCarriedForward, year, "|", std::get<0>(k), "|",
+                                             std::get<1>(k), "|", s.amount));
     }
+    const size_t carried = merged.size();
     // Carried-forward lines first among equal times; time order otherwise.
-    std::vector<std::pair<int64_t, std::string>> merged = carried;
-    merged.insert(merged.end(), prefix.begin(), prefix.end());
-    std::stable_sort(merged.begin(), merged.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
-    std::vector<std::string> args = {std::to_string(end)};
-    for (size_t i = 0; i < end; ++i) args.push_back(l.elements[i].str);
+    merged.insert(merged.end(), kept.begin(), kept.end());
+    std::stable_sort(merged.begin(), merged.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<std::string> args = {std::to_string(prefix.size()), std::to_string(at), std::to_string(want),
+                                     last ? "1" : "0", field};
+    for (auto& p : prefix) args.push_back(std::move(p));
     for (auto& m : merged) args.push_back(std::move(m.second));
-    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Eval(FoldScript(), {key}, args));
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Eval(FoldScript(), {key, record}, args));
     if (r.integer == 1) {
-      out.lists = 1;
-      out.carried = static_cast<int64_t>(carried.size());
-      out.emptied = merged.empty() && end == l.elements.size() ? 1 : 0;
-      return out;
+      ++out.steps;
+      if (last) {
+        out.carried = static_cast<int64_t>(carried);
+        LS_ASSIGN_OR_RETURN(RedisValue ex, pool->Command({"EXISTS", key}));
+        out.emptied = ex.integer == 0 ? 1 : 0;
+      }
+      attempts = 0;
+      continue;
+    }
+    if (++attempts >= 10) {
+      return absl::AbortedError(absl::StrCat(key, " kept changing while it was folded; rerun"));
     }
   }
-  return absl::AbortedError(absl::StrCat(key, " kept changing while it was folded; rerun"));
 }
-
 
 struct BillingRemoval {
   int64_t gone = 0, changed = 0;
@@ -1252,109 +1397,151 @@ struct BillingRemoval {
 
 absl::Status Stop(const ArchiveOptions& o, absl::string_view stage);
 
-// The removal of a verified billing file: first every account list folds
-// its archived lines into carried-forward lines (one atomic step per list,
-// so every balance read stays equal), then the documents go (only at the
-// version archived), with their index members and their invoiced-line
-// markers. Each step is idempotent; a rerun picks up where a crash left.
-absl::StatusOr<BillingRemoval> RemoveBilling(RedisPool* pool, const std::string& path, const ArchiveOptions& o,
-                                             const std::string& manifest_key) {
+// The removal of a verified billing file, group by group (a charge with its
+// postings and every correction; a posting with its corrections): each
+// group in one Lua step in {billing}, all or none (every member still at
+// the version archived, else the group stays whole, e.g. corrected since
+// the export), with its index members and invoiced-line markers, recorded
+// in {billing}:archive:<Y>. Only then each account list folds the lines of
+// the postings whose group went (never of one that stayed), in bounded
+// steps, each step recording its progress. Each step is idempotent; a rerun
+// picks up where a crash left.
+absl::StatusOr<BillingRemoval> RemoveBilling(RedisPool* pool, const std::string& path, const ArchiveOptions& o) {
   BillingRemoval out;
-  std::map<std::string, std::multiset<std::string>> lines;  // account key -> archived lines
-  absl::Status bad = absl::OkStatus();
-  auto record = [&](absl::string_view line, Struct* s) {
-    if (!ParseLine(line, s) || Field(*s, "kind") == nullptr) return false;
-    return true;
+  const std::string record = BillingRemovalKey(o.year);
+  struct Doc {
+    std::string kind, key, member, name;
+    int64_t version = 0;
+    std::vector<std::string> links;     // names it groups with
+    std::vector<std::string> invoiced;  // "<posting>|<org>" fields
   };
+  std::vector<Doc> docs;
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> lines;  // key -> (posting id, line)
+  absl::Status bad = absl::OkStatus();
   LS_RETURN_IF_ERROR(ForEachLine(path, [&](absl::string_view line) {
                        Struct s;
-                       if (!record(line, &s)) return true;  // header, trailer
-                       std::string kind, key, b64, doc;
-                       if (!Str(Field(s, "kind"), &kind) || kind != "ledger_line") return true;
+                       std::string kind;
+                       if (!ParseLine(line, &s) || !Str(Field(s, "kind"), &kind)) return true;  // header, trailer
+                       if (kind == "carried_forward") return true;
+                       std::string key, b64, doc;
                        if (!Str(Field(s, "key"), &key) || !Str(Field(s, "document"), &b64) ||
                            !absl::Base64Unescape(b64, &doc)) {
-                         bad = absl::DataLossError("billing file: malformed ledger line record");
+                         bad = absl::DataLossError("billing file: malformed record");
                          return false;
                        }
-                       lines[key].insert(doc);
-                       return true;
-                     }).status());
-  LS_RETURN_IF_ERROR(bad);
-  for (const auto& [key, archived] : lines) {
-    LS_ASSIGN_OR_RETURN(FoldResult f, FoldAccount(pool, key, archived, o.year));
-    if (f.lists > 0) {
-      LS_RETURN_IF_ERROR(pool->Command({"HINCRBY", manifest_key, "billing_lists_folded", "1"}).status());
-    }
-    out.gone += f.emptied;
-  }
-  LS_RETURN_IF_ERROR(Stop(o, "billing_folded"));
-
-  // Documents, in batches per kind.
-  const int batch = std::max(1, o.batch);
-  std::vector<std::string> keys_of[2], versions_of[2], members_of[2];
-  std::vector<std::string> invoiced_fields;
-  auto flush = [&](int k) -> absl::Status {
-    if (keys_of[k].empty()) return absl::OkStatus();
-    std::vector<std::string> keys = {bl::keys::Index(k == 0 ? "charge" : "posting")};
-    keys.insert(keys.end(), keys_of[k].begin(), keys_of[k].end());
-    std::vector<std::string> args = versions_of[k];
-    args.insert(args.end(), members_of[k].begin(), members_of[k].end());
-    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Eval(RemoveDocsScript(), keys, args));
-    if (r.is_array() && r.elements.size() == 2) {
-      out.gone += r.elements[0].integer;
-      out.changed += r.elements[1].integer;
-    }
-    if (k == 1 && !invoiced_fields.empty()) {
-      std::vector<std::string> hdel = {"HDEL", kInvoicedPostings};
-      hdel.insert(hdel.end(), invoiced_fields.begin(), invoiced_fields.end());
-      LS_RETURN_IF_ERROR(pool->Command(hdel).status());
-      invoiced_fields.clear();
-    }
-    keys_of[k].clear();
-    versions_of[k].clear();
-    members_of[k].clear();
-    return Stop(o, "billing_removed_batch");
-  };
-  LS_RETURN_IF_ERROR(ForEachLine(path, [&](absl::string_view line) {
-                       Struct s;
-                       if (!record(line, &s)) return true;
-                       std::string kind, key, member, b64, doc;
-                       int64_t version = 0;
-                       if (!Str(Field(s, "kind"), &kind) || (kind != "charge" && kind != "posting")) return true;
-                       if (!Str(Field(s, "key"), &key) || !Str(Field(s, "index_member"), &member) ||
-                           !Int(Field(s, "version"), &version) || !Str(Field(s, "document"), &b64) ||
-                           !absl::Base64Unescape(b64, &doc)) {
+                       if (kind == "ledger_line") {
+                         std::string posting;
+                         if (!Str(Field(s, "posting"), &posting)) {
+                           bad = absl::DataLossError("billing file: malformed ledger line record");
+                           return false;
+                         }
+                         lines[key].emplace_back(posting, doc);
+                         return true;
+                       }
+                       if (kind != "charge" && kind != "posting") return true;
+                       Doc d;
+                       d.kind = kind;
+                       d.key = key;
+                       if (!Str(Field(s, "index_member"), &d.member) || !Int(Field(s, "version"), &d.version)) {
                          bad = absl::DataLossError("billing file: malformed document record");
                          return false;
                        }
-                       const int k = kind == "charge" ? 0 : 1;
-                       keys_of[k].push_back(key);
-                       versions_of[k].push_back(std::to_string(version));
-                       members_of[k].push_back(member);
-                       if (k == 1) {
+                       if (kind == "charge") {
+                         blv1::Charge c;
+                         if (!c.ParseFromString(doc)) {
+                           bad = absl::DataLossError("billing file: a charge does not parse");
+                           return false;
+                         }
+                         d.name = c.name();
+                         d.links.push_back(c.posting());
+                         for (const auto& x : c.subsidy_postings()) d.links.push_back(x);
+                         for (const auto& x : c.corrections()) d.links.push_back(x);
+                       } else {
                          blv1::Posting p;
-                         if (p.ParseFromString(doc)) {
-                           std::set<std::string> owners;
-                           for (const auto& e : p.entries()) {
-                             auto ref = bl::ParseAccountName(e.account());
-                             if (ref.ok() && bl::IsOrganizationName(ref->owner)) owners.insert(ref->owner);
-                           }
-                           for (const auto& owner : owners) {
-                             invoiced_fields.push_back(absl::StrCat(bk::IdOf(p.name()), "|", owner));
-                           }
+                         if (!p.ParseFromString(doc)) {
+                           bad = absl::DataLossError("billing file: a posting does not parse");
+                           return false;
+                         }
+                         d.name = p.name();
+                         d.links.push_back(p.charge());
+                         d.links.push_back(p.corrects());
+                         for (const auto& x : p.corrected_by()) d.links.push_back(x);
+                         std::set<std::string> owners;
+                         for (const auto& e : p.entries()) {
+                           auto ref = bl::ParseAccountName(e.account());
+                           if (ref.ok() && bl::IsOrganizationName(ref->owner)) owners.insert(ref->owner);
+                         }
+                         for (const auto& owner : owners) {
+                           d.invoiced.push_back(absl::StrCat(bk::IdOf(p.name()), "|", owner));
                          }
                        }
-                       if (static_cast<int>(keys_of[k].size()) >= batch) {
-                         bad = flush(k);
-                         if (!bad.ok()) return false;
-                       }
+                       docs.push_back(std::move(d));
                        return true;
                      }).status());
   LS_RETURN_IF_ERROR(bad);
-  LS_RETURN_IF_ERROR(flush(0));
-  LS_RETURN_IF_ERROR(flush(1));
-  // The invoiced-line markers went with their postings: if the hash is
-  // now empty Redis dropped it.
+
+  // ---- groups, as the selection formed them (members not in the file are
+  // gone already: the selection kept a group with a member in Redis).
+  std::map<std::string, std::string> parent;
+  std::function<std::string(const std::string&)> find = [&](const std::string& x) -> std::string {
+    auto it = parent.find(x);
+    if (it == parent.end() || it->second == x) return x;
+    const std::string root = find(it->second);
+    parent[x] = root;
+    return root;
+  };
+  std::set<std::string> in_file;
+  for (const auto& d : docs) {
+    in_file.insert(d.name);
+    parent.emplace(d.name, d.name);
+  }
+  for (const auto& d : docs) {
+    for (const auto& l : d.links) {
+      if (l.empty() || in_file.count(l) == 0) continue;
+      std::string a = find(d.name), b = find(l);
+      if (a == b) continue;
+      if (b < a) std::swap(a, b);
+      parent[b] = a;  // the smallest name is the root: the same every run
+    }
+  }
+  std::map<std::string, std::vector<const Doc*>> groups;  // root -> members, in file order
+  for (const auto& d : docs) groups[find(d.name)].push_back(&d);
+
+  std::set<std::string> removed_postings;  // ids
+  for (const auto& [root, members] : groups) {
+    std::vector<std::string> keys = {record, bl::keys::Index("charge"), bl::keys::Index("posting"),
+                                     kInvoicedPostings};
+    std::vector<std::string> args = {"g:" + root, std::to_string(members.size())};
+    for (const Doc* d : members) {
+      keys.push_back(d->key);
+      args.push_back(std::to_string(d->version));
+    }
+    for (const Doc* d : members) args.push_back(absl::StrCat(d->kind == "charge" ? "c" : "p", "|", d->member));
+    for (const Doc* d : members) args.insert(args.end(), d->invoiced.begin(), d->invoiced.end());
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Eval(RemoveGroupScript(), keys, args));
+    if (r.integer == 1 || r.integer == 3) {
+      for (const Doc* d : members) {
+        if (d->kind == "posting") removed_postings.insert(bk::IdOf(d->name));
+      }
+      if (r.integer == 1) out.gone += static_cast<int64_t>(members.size());
+    } else {
+      out.changed += static_cast<int64_t>(members.size());
+    }
+    LS_RETURN_IF_ERROR(Stop(o, "billing_removed_group"));
+  }
+  LS_RETURN_IF_ERROR(Stop(o, "billing_removed"));
+
+  // ---- the ledger lines of the postings that went, folded list by list.
+  for (const auto& [key, recs] : lines) {
+    std::vector<std::string> archived;
+    for (const auto& [posting, line] : recs) {
+      if (removed_postings.count(posting) > 0) archived.push_back(line);
+    }
+    if (archived.empty()) continue;
+    LS_ASSIGN_OR_RETURN(FoldResult f, FoldAccount(pool, key, record, archived, o.year));
+    out.gone += f.emptied;
+    LS_RETURN_IF_ERROR(Stop(o, "billing_folded_list"));
+  }
   return out;
 }
 
@@ -1559,41 +1746,102 @@ class BillingVerifier {
     if (trailer_) return Broken("data_after_trailer");
     if (line_no_ == 1) {
       std::string format;
-      if (!Str(Field(o, "format"), &format) || format != "labshare-billing-jsonl") return Broken("malformed");
+      if (!Str(Field(o, "format"), &format) || format != "labshare-billing-jsonl" ||
+          !Int(Field(o, "cut_ms"), &cut_ms_)) {
+        return Broken("malformed");
+      }
     } else if (Field(o, "trailer") != nullptr) {
-      int64_t c = 0, p = 0, l = 0;
+      int64_t c = 0, p = 0, l = 0, lists = 0;
       std::string sum;
       if (!Int(Field(o, "charges"), &c) || c != verdict_.charges || !Int(Field(o, "postings"), &p) ||
           p != verdict_.postings || !Int(Field(o, "ledger_lines"), &l) || l != verdict_.ledger_lines ||
-          !Str(Field(o, "sha256"), &sum) || sum != sha_.HexDigest()) {
+          !Int(Field(o, "lists"), &lists) || lists != lists_ || !Str(Field(o, "sha256"), &sum) ||
+          sum != sha_.HexDigest()) {
         return Broken("trailer_mismatch");
       }
       for (const auto& [posting, s] : sums_) {
         if (s != 0 || postings_.count(posting) == 0) return Broken("unbalanced_posting");
       }
+      // Every posting has exactly its entries as lines.
+      for (const auto& [posting, want] : entries_) {
+        auto it = seen_.find(posting);
+        if (it == seen_.end() || it->second != want) return Broken("ledger_mismatch");
+      }
+      for (const auto& [posting, got] : seen_) {
+        if (entries_.count(posting) == 0) return Broken("ledger_mismatch");
+      }
+      // Every archived charge's postings are archived with it.
+      for (const auto& name : required_) {
+        if (postings_.count(name.substr(name.rfind('/') + 1)) == 0) return Broken("missing_posting");
+      }
       trailer_ = true;
       return true;
     } else {
-      std::string kind, doc_b64, doc, sum;
-      if (!Str(Field(o, "kind"), &kind) || !Str(Field(o, "document"), &doc_b64) ||
-          !absl::Base64Unescape(doc_b64, &doc) || !Str(Field(o, "sha256"), &sum)) {
-        return Broken("malformed");
-      }
-      if (Sha256Hex(doc) != sum) return Broken("hash_mismatch");
-      if (kind == "charge") {
-        ++verdict_.charges;
-      } else if (kind == "posting") {
-        std::string key;
-        if (!Str(Field(o, "key"), &key)) return Broken("malformed");
-        postings_.insert(key.substr(key.rfind(':') + 1));
-        ++verdict_.postings;
-      } else if (kind == "ledger_line") {
-        std::optional<LedgerLine> l = ParseLedgerLine(doc);
-        if (!l) return Broken("malformed");
-        sums_[l->posting] += l->amount;
-        ++verdict_.ledger_lines;
+      std::string kind;
+      if (!Str(Field(o, "kind"), &kind)) return Broken("malformed");
+      if (kind == "carried_forward") {
+        if (!CarriedForward(o)) return false;
       } else {
-        return Broken("malformed");
+        std::string doc_b64, doc, sum, key;
+        if (!Str(Field(o, "document"), &doc_b64) || !absl::Base64Unescape(doc_b64, &doc) ||
+            !Str(Field(o, "sha256"), &sum) || !Str(Field(o, "key"), &key)) {
+          return Broken("malformed");
+        }
+        if (Sha256Hex(doc) != sum) return Broken("hash_mismatch");
+        if (kind == "charge" || kind == "posting") {
+          if (!seen_keys_.insert(key).second) return Broken("duplicate");
+          std::string member;
+          int64_t ms = 0;
+          if (!Str(Field(o, "index_member"), &member) ||
+              !absl::SimpleAtoi(member.substr(0, member.find('|')), &ms)) {
+            return Broken("malformed");
+          }
+          if (ms >= cut_ms_) return Broken("after_cut");
+        }
+        if (kind == "charge") {
+          blv1::Charge c;
+          if (!c.ParseFromString(doc)) return Broken("malformed");
+          if (!c.posting().empty()) required_.insert(c.posting());
+          for (const auto& x : c.subsidy_postings()) required_.insert(x);
+          for (const auto& x : c.corrections()) required_.insert(x);
+          ++verdict_.charges;
+        } else if (kind == "posting") {
+          blv1::Posting p;
+          if (!p.ParseFromString(doc)) return Broken("malformed");
+          const std::string id = key.substr(key.rfind(':') + 1);
+          std::map<std::string, int64_t> per_currency;
+          auto& want = entries_[id];
+          for (const auto& e : p.entries()) {
+            const int64_t d = e.debit().amount_minor(), cr = e.credit().amount_minor();
+            if (d < 0 || cr < 0 || (d == 0) == (cr == 0)) return Broken("unbalanced_posting");
+            const std::string& currency = d != 0 ? e.debit().currency_code() : e.credit().currency_code();
+            per_currency[currency] += d - cr;
+            want.insert(absl::StrCat(e.account(), "|", e.counterparty(), "|", currency, "|", d - cr));
+          }
+          for (const auto& [unused, v] : per_currency) {
+            if (v != 0) return Broken("unbalanced_posting");
+          }
+          if (p.entries_size() < 2) return Broken("unbalanced_posting");
+          postings_.insert(id);
+          ++verdict_.postings;
+        } else if (kind == "ledger_line") {
+          constexpr absl::string_view kPrefix = "{billing}:acct:";
+          std::string posting;
+          std::optional<LedgerLine> l = ParseLedgerLine(doc);
+          if (!l || !absl::StartsWith(key, kPrefix) || !Str(Field(o, "posting"), &posting)) {
+            return Broken("malformed");
+          }
+          if (posting != l->posting) return Broken("ledger_mismatch");
+          if (l->ms >= cut_ms_) return Broken("after_cut");
+          sums_[l->posting] += l->amount;
+          seen_[l->posting].insert(
+              absl::StrCat(key.substr(kPrefix.size()), "|", l->counterparty, "|", l->currency, "|", l->amount));
+          auto& dc = list_[key][{l->counterparty, l->currency}];
+          (l->amount > 0 ? dc.first : dc.second) += l->amount > 0 ? l->amount : -l->amount;
+          ++verdict_.ledger_lines;
+        } else {
+          return Broken("malformed");
+        }
       }
       ++verdict_.entries;
     }
@@ -1612,6 +1860,41 @@ class BillingVerifier {
   }
 
  private:
+  using DebitCredit = std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>>;
+  // {"counterparty","currency","debit","credit"}...; false when malformed.
+  static bool Totals(const Value* v, DebitCredit* out) {
+    if (v == nullptr || v->kind_case() != Value::kListValue) return false;
+    for (const auto& x : v->list_value().values()) {
+      if (x.kind_case() != Value::kStructValue) return false;
+      std::string cp, cur;
+      int64_t d = 0, c = 0;
+      if (!Str(Field(x.struct_value(), "counterparty"), &cp) || !Str(Field(x.struct_value(), "currency"), &cur) ||
+          !Int(Field(x.struct_value(), "debit"), &d) || !Int(Field(x.struct_value(), "credit"), &c)) {
+        return false;
+      }
+      auto& dc = (*out)[{cp, cur}];
+      dc.first += d;
+      dc.second += c;
+    }
+    return true;
+  }
+  // A list's carried-forward totals: after = before + its archived lines.
+  bool CarriedForward(const Struct& o) {
+    std::string key;
+    DebitCredit before, after;
+    if (!Str(Field(o, "key"), &key) || !Totals(Field(o, "before"), &before) || !Totals(Field(o, "after"), &after) ||
+        !cf_keys_.insert(key).second) {
+      return Broken("malformed");
+    }
+    DebitCredit want = before;
+    for (const auto& [k, dc] : list_[key]) {
+      want[k].first += dc.first;
+      want[k].second += dc.second;
+    }
+    if (want != after) return Broken("carried_forward_mismatch");
+    ++lists_;
+    return true;
+  }
   bool Broken(const char* kind) {
     done_ = true;
     verdict_.ok = false;
@@ -1619,11 +1902,13 @@ class BillingVerifier {
     verdict_.kind = kind;
     return false;
   }
-  int64_t line_no_ = 0;
+  int64_t line_no_ = 0, cut_ms_ = 0, lists_ = 0;
   bool trailer_ = false, done_ = false;
   usage::Sha256 sha_;
-  std::set<std::string> postings_;
+  std::set<std::string> postings_, required_, seen_keys_, cf_keys_;
   std::map<std::string, int64_t> sums_;
+  std::map<std::string, std::multiset<std::string>> entries_, seen_;  // posting id -> account|cp|currency|signed
+  std::map<std::string, DebitCredit> list_;                           // account key -> its archived lines
   FileVerdict verdict_;
 };
 
@@ -1783,7 +2068,10 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     // ---- billing: what may leave, or a refusal (before any file is written)
     LS_ASSIGN_OR_RETURN(BillingSelection billing, SelectBilling(pool, o.year, billing_cut_ms, batch));
     // ---- leases and service orders: which go, and whose bookings stay
-    LS_ASSIGN_OR_RETURN(LeasesAndOrders lo, SelectLeasesAndOrders(pool, cut_ms, consumers.safe_ms, batch));
+    // (a lease or order a staying charge names stays, and its booking)
+    LS_ASSIGN_OR_RETURN(LeasesAndOrders lo, SelectLeasesAndOrders(pool, cut_ms, consumers.safe_ms, batch,
+                                                                  billing.keep_leases, billing.keep_orders));
+    lo.keep_bookings.insert(billing.keep_bookings.begin(), billing.keep_bookings.end());
 
     // ---- the bookings file, checking each booking as it goes (a refusal
     // leaves no file)
@@ -1845,15 +2133,18 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
       };
       LS_RETURN_IF_ERROR(lput(absl::StrCat("{\"format\":\"labshare-billing-jsonl\",\"version\":1,\"year\":", o.year,
                                            ",\"cut_ms\":", billing_cut_ms, ",\"time_zone\":\"",
-                                           JsonEscape(o.billing_time_zone), "\"}\n")));
+                                           JsonEscape(o.billing_time_zone), "\",\"audit_last_sequence\":", audit.end - 1,
+                                           ",\"audit_last_hash\":\"", last_hex, "\"}\n")));
       for (const auto& d : billing.charges) LS_RETURN_IF_ERROR(lput(BillingDocLine(d)));
       for (const auto& d : billing.postings) LS_RETURN_IF_ERROR(lput(BillingDocLine(d)));
       for (const auto& [key, lines] : billing.lines) {
         for (const auto& [posting, line] : lines) LS_RETURN_IF_ERROR(lput(LedgerLineRecord(key, posting, line)));
+        LS_RETURN_IF_ERROR(lput(CarriedForwardRecord(key, billing.opening[key], lines)));
       }
       LS_RETURN_IF_ERROR(lw->Append(absl::StrCat("{\"trailer\":true,\"charges\":", billing.charges.size(),
                                                  ",\"postings\":", billing.postings.size(), ",\"ledger_lines\":",
-                                                 billing.ledger_lines, ",\"sha256\":\"", lsum.HexDigest(), "\"}\n")));
+                                                 billing.ledger_lines, ",\"lists\":", billing.lines.size(),
+                                                 ",\"sha256\":\"", lsum.HexDigest(), "\"}\n")));
     }
     LS_ASSIGN_OR_RETURN(const std::string bookings_sha, bw->Commit());
     LS_ASSIGN_OR_RETURN(const std::string audit_sha, aw->Commit());
@@ -2080,7 +2371,7 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   }
   int64_t changed = 0;
   if (!Get(manifest, "billing_file").empty()) {
-    LS_ASSIGN_OR_RETURN(BillingRemoval br, RemoveBilling(pool, Get(manifest, "billing_file"), o, manifest_key));
+    LS_ASSIGN_OR_RETURN(BillingRemoval br, RemoveBilling(pool, Get(manifest, "billing_file"), o));
     gone += br.gone;
     changed = br.changed;
   }
@@ -2105,7 +2396,7 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   result.keys_deleted = before_gone + gone;
   result.outbox_entries_trimmed = before_trimmed + trimmed;
   {
-    LS_ASSIGN_OR_RETURN(RedisValue f, pool->Command({"HGET", manifest_key, "billing_lists_folded"}));
+    LS_ASSIGN_OR_RETURN(RedisValue f, pool->Command({"HGET", BillingRemovalKey(o.year), "lists_folded"}));
     result.billing_lists_folded = 0;
     if (!f.is_nil()) absl::SimpleAtoi(f.str, &result.billing_lists_folded);
   }

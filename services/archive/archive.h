@@ -47,12 +47,22 @@
 //          never loses what it corrects, and PostCorrection's "already
 //          reversed" check keeps seeing its reversal). Members gone already
 //          (an earlier year) do not count.
-//          What goes: those charge and posting documents, their index
-//          members ({billing}:charges, :postings), their "<posting>|<org>"
-//          fields of {billing}:invoicedpost, and their ledger lines in
-//          {billing}:acct:<account>. The lines are not simply deleted:
-//          each account list is rewritten in one Lua step (checked against
-//          the list as read; billing only appends) that replaces the
+//          What goes, group by group, each group in one Lua step in
+//          {billing}, all or none: every member still at the version
+//          archived, else the whole group stays (e.g. corrected after the
+//          export: PostCorrection then finds every member, so a reversal
+//          reverses the subsidies and the cap and marks the charge
+//          REVERSED); its charge and posting documents, their index
+//          members ({billing}:charges, :postings) and their
+//          "<posting>|<org>" fields of {billing}:invoicedpost. The decision
+//          is recorded in the same step in {billing}:archive:<Y> ("g:<the
+//          group's smallest member name>" 1 gone / 0 kept). Then, only for
+//          the postings whose group went, their ledger lines in
+//          {billing}:acct:<account>: a group that stayed keeps its lines
+//          and markers, and a later year archives it whole. The lines are
+//          not simply deleted: each account list is rewritten in Lua steps
+//          (checked against the list's prefix as read; billing only
+//          appends) of at most 512 archived lines each, that replace the
 //          archived lines, and any earlier carried-forward lines before
 //          them, with carried-forward lines
 //            "<ms>|carried-forward-<Y>|<counterparty>|<currency>|<sum>"
@@ -78,8 +88,15 @@
 //          as_of balances inside the year answer from what stays: the rest
 //          is in the file) and PostCorrection of an archived posting
 //          (POSTING_NOT_FOUND).
+//          Each fold step records in the same step how many archived lines
+//          of the list are folded ("l:<list key>") and, at the last,
+//          counts the list ("lists_folded"), so a rerun goes on from there.
+//          A step's script gets the list's prefix up to its last archived
+//          line only (earlier steps' carried-forward lines, the lines kept
+//          between, the chunk), never the whole list.
 //          Limit: the selection holds the year's candidate charges and
-//          postings in memory and reads every touched account list whole.
+//          postings in memory and reads every touched account list whole
+//          (outside Lua); the removal holds the file's documents' names.
 //   leases  (leases-<Y>.jsonl, the bookings file's format with "lease":
 //          "leases/<id>", header format "labshare-leases-jsonl", trailer
 //          count "leases") every lease whose term started before the cut
@@ -90,7 +107,14 @@
 //          indexes are swept like the bookings'. A lease not final is kept
 //          (not refused: an overdue or returned-but-unsettled lease is
 //          ongoing business), and so is its booking: lease transitions
-//          load it (CloseLease after a return). The id stays reserved
+//          load it (CloseLease after a return). Kept too, with its
+//          booking (a lease's booking id is the lease id): a lease that a
+//          charge or posting staying in billing names (Charge.lease, a
+//          posting's deposit: kept charges and postings of the year, and
+//          every one after the billing cut), e.g. a deposit line never
+//          invoiced or a damage charge not yet paid; the same for service
+//          orders (Charge.service_order, e.g. a late-cancellation fee) and
+//          bookings (Charge.booking). Billing is selected first. The id stays reserved
 //          ({bk:ids}) when it was chosen.
 //   service orders  (orders-<Y>.jsonl, "service_order":
 //          "serviceOrders/<id>", format "labshare-orders-jsonl", count
@@ -137,10 +161,12 @@
 //   2. state "removing": read the files again, check their SHA-256 against
 //      the manifest and verify them again (a file changed since is refused:
 //      DATA_LOSS, nothing removed), then remove in batches (each removal is
-//      idempotent: DEL, HDEL, ZREM), fold billing's account lists (stage
-//      "billing_folded"), remove billing's documents (only at the version
-//      archived: one changed since, e.g. corrected meanwhile, stays and is
-//      counted in billing_changed_kept; its lines are folded, which
+//      idempotent: DEL, HDEL, ZREM), remove billing's groups (stage
+//      "billing_removed_group" after each, "billing_removed" after all:
+//      a group with a member changed since the export stays whole and is
+//      counted in billing_changed_kept, by documents), fold the lists'
+//      lines of the groups that went (stage "billing_folded_list" after
+//      each list; folding
 //      changes no balance), trim the outboxes, set state "done".
 //   3. state "done": nothing to do (ArchiveResult::already_done).
 // A crash anywhere resumes at the state recorded: rerun the same command.
@@ -156,15 +182,31 @@
 //
 // billing-<Y>.jsonl: one JSON object per line (deploy/verify_archive.py):
 //   {"format":"labshare-billing-jsonl","version":1,"year":Y,"cut_ms":<billing cut>,
-//    "time_zone":"Asia/Shanghai"}
+//    "time_zone":"Asia/Shanghai","audit_last_sequence":K,"audit_last_hash":"<hex>"}
 //   {"kind":"charge"|"posting","key":"{billing}:<kind>:<id>","index_member":"<ms>|<id>",
 //    "version":V,"document":"<base64 Charge / Posting bytes>","sha256":"<hex of the bytes>"}...
 //   {"kind":"ledger_line","key":"{billing}:acct:<account>","posting":"<id>",
 //    "document":"<base64 of the list element>","sha256":"<hex>"}...
-//   {"trailer":true,"charges":c,"postings":p,"ledger_lines":l,"sha256":"<hex of every byte before>"}
+//   {"kind":"carried_forward","key":"{billing}:acct:<account>",
+//    "before":[{"counterparty":"..","currency":"CNY","debit":d,"credit":c}...],
+//    "after":[...]}   (after each list's ledger lines)
+//   {"trailer":true,"charges":c,"postings":p,"ledger_lines":l,"lists":n,"sha256":"<hex of every byte before>"}
 // Charges first, then postings, then the ledger lines grouped by account in
-// list order. Every archived posting's lines are exactly its entries (and
-// so sum to zero), checked before the file is written and by the verifiers.
+// list order, each list followed by its carried-forward totals: "before"
+// the carried-forward lines the fold takes with the archived ones (earlier
+// years', before the list's last archived line), "after" those plus the
+// archived lines, per (counterparty, currency), debits and credits apart:
+// after the removal the list's carried-forward-<Y> lines are exactly
+// "after" (when no group stayed because it changed: billing_changed_kept 0;
+// a group that stayed keeps its lines, named by "g:" 0 in
+// {billing}:archive:<Y>). The header's audit anchor is the audit file's
+// last entry (as the bookings header). Every archived posting's lines are
+// exactly its entries (and so sum to zero), checked before the file is
+// written and by both verifiers (VerifyBillingExport decodes the postings
+// as verify_archive.py does), which also check: every charge, posting and
+// ledger line before cut_ms, no charge or posting twice, a ledger line
+// record's "posting" its line's, every posting an archived charge names
+// archived with it, each list's after = before + its lines.
 //
 // Redis user: this tool touches booking's, billing's, usage's and every
 // outbox's keys;
@@ -196,7 +238,7 @@ struct ArchiveOptions {
   // year there.
   std::string billing_time_zone = "Asia/Shanghai";
   // Tests: called with a stage name ("exported", "manifest", "removed_batch",
-  // "billing_folded", "billing_removed_batch");
+  // "billing_removed_group", "billing_removed", "billing_folded_list");
   // a non-OK status stops the run there (a crash).
   std::function<absl::Status(absl::string_view stage)> stop_for_testing;
 };
@@ -215,7 +257,7 @@ struct ArchiveResult {
   int64_t billing_charges = 0, billing_postings = 0, billing_ledger_lines = 0;
   int64_t billing_charges_kept = 0, billing_postings_kept = 0;  // of the year, not final: stay
   int64_t billing_lists_folded = 0;     // account lists that got carried-forward lines
-  int64_t billing_changed_kept = 0;     // documents changed after the export: left in Redis
+  int64_t billing_changed_kept = 0;     // documents of groups changed after the export: left in Redis
   std::string billing_file, billing_sha256;
   // Leases and service orders (see "leases" above).
   int64_t leases = 0, orders = 0, leases_kept = 0, orders_kept = 0;
@@ -253,7 +295,8 @@ absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, st
 // The billing file: header, per record the document's SHA-256, every
 // archived posting's ledger lines summing to zero, trailer counts and
 // checksum (kinds: malformed, hash_mismatch, unbalanced_posting,
-// trailer_mismatch, data_after_trailer, no_trailer).
+// ledger_mismatch, carried_forward_mismatch, after_cut, duplicate,
+// missing_posting, trailer_mismatch, data_after_trailer, no_trailer).
 FileVerdict VerifyBillingExport(absl::string_view file);
 // The leases / orders file (kind "leases" or "orders"): as the bookings file.
 absl::StatusOr<FileVerdict> VerifyRecordsExportFile(const std::string& path, absl::string_view kind,

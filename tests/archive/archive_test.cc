@@ -703,10 +703,11 @@ class BillingArchiveTest : public ArchiveTest {
       if (!s.ok()) return s.status();
       return SerializeDeterministic(*s);
     };
+    // The accounts that exist (read from Redis only to know which to ask):
+    // every answer below is billing's own.
     auto all = billing_->AllBalances();
     EXPECT_TRUE(all.ok());
-    for (const auto& [field, value] : *all) {
-      absl::StrAppend(&out, "bal ", field, "=", value, "\n");
+    for (const auto& [field, unused] : *all) {
       const std::vector<std::string> f = absl::StrSplit(field, '|');
       if (!absl::StartsWith(f[0], "organizations/")) continue;
       for (const std::string& cp : {f[1], std::string()}) {
@@ -715,9 +716,49 @@ class BillingArchiveTest : public ArchiveTest {
         r.set_counterparty(cp);
         r.set_currency_code(f[2]);
         add("balance " + field + " cp " + cp, ser(billing_->GetAccountBalance(Admin(), r)));
-        *r.mutable_as_of_time() = ToProto(Local(kY + 1, 1, 1, 0));
-        add("balance as of the new year " + field + " cp " + cp, ser(billing_->GetAccountBalance(Admin(), r)));
+        // As of the cut and of moments after it (the carried-forward lines
+        // are dated before the cut).
+        for (absl::Time t : {Local(kY + 1, 1, 1, 0), Local(kY + 1, 1, 9), Local(kY + 1, 1, 20), Local(kY + 1, 1, 31)}) {
+          *r.mutable_as_of_time() = ToProto(t);
+          add(absl::StrCat("balance as of ", absl::FormatTime(t), " ", field, " cp ", cp),
+              ser(billing_->GetAccountBalance(Admin(), r)));
+        }
       }
+    }
+    // Subsidy pools (balance, cap) and every organisation's allowance now
+    // and in the new year's first month.
+    {
+      blv1::ListSubsidyPoolsRequest r;
+      r.set_page_size(1000);
+      auto pools = billing_->ListSubsidyPools(Admin(), r);
+      add("pools", ser(pools));
+      if (pools.ok()) {
+        for (const auto& pool : pools->subsidy_pools()) {
+          blv1::GetSubsidyPoolRequest g;
+          g.set_name(pool.name());
+          add("pool " + pool.name(), ser(billing_->GetSubsidyPool(Admin(), g)));
+          for (const std::string org : {"lab", "lab2", "lab3"}) {
+            for (absl::Time t : {absl::Time(), Local(kY + 1, 1, 15)}) {
+              blv1::GetSubsidyAllowanceRequest a;
+              a.set_name(pool.name() + "/allowances/" + org);
+              if (t != absl::Time()) *a.mutable_time() = ToProto(t);
+              add(absl::StrCat("allowance ", a.name(), " ", absl::FormatTime(t)),
+                  ser(billing_->GetSubsidyAllowance(Admin(), a)));
+            }
+          }
+        }
+      }
+    }
+    {
+      blv1::ListDepositsRequest r;
+      r.set_page_size(1000);
+      add("deposits", ser(billing_->ListDeposits(Admin(), r)));
+      blv1::ListSettlementsRequest s;
+      s.set_page_size(1000);
+      add("settlements", ser(billing_->ListSettlements(Admin(), s)));
+      blv1::ListPaymentsRequest pr;
+      pr.set_page_size(1000);
+      add("payments", ser(billing_->ListPayments(Admin(), pr)));
     }
     for (const std::string parent : {"organizations/-", "organizations/lab", "organizations/owner"}) {
       blv1::ListBalancesRequest r;
@@ -820,6 +861,91 @@ class BillingArchiveTest : public ArchiveTest {
     clock_.Set(Local(kY + 1, 2, 1));
   }
 
+  // Every charge of the seed: its document, its CHARGE posting and every
+  // correction of either are all in Redis or all gone, and a posting that
+  // is gone has no ledger line left that is not carried forward... unless
+  // the lists are not folded yet: then its lines are all still there.
+  void ExpectGroupsWholeOrGone() {
+    for (const auto& c : {c_march_, c_june_, c_june2_, c_nov_, c_dec_, c_jan_}) {
+      if (c.empty()) continue;
+      std::vector<std::string> names = {c};
+      const auto a = pool_->Command({"EXISTS", bl::keys::Doc("charge", IdOf(c))});
+      ASSERT_TRUE(a.ok());
+      const bool present = a->integer == 1;
+      auto listed = pool_->Command({"ZRANGE", bl::keys::Index("charge"), "0", "-1"});
+      bool indexed = false;
+      for (const auto& m : listed->elements) indexed |= absl::EndsWith(m.str, "|" + IdOf(c));
+      EXPECT_EQ(indexed, present) << c;
+      if (!present) continue;
+      auto d = pool_->Command({"HGET", bl::keys::Doc("charge", IdOf(c)), "d"});
+      blv1::Charge ch;
+      ASSERT_TRUE(ch.ParseFromString(d->str));
+      std::vector<std::string> members = {ch.posting()};
+      for (const auto& x : ch.corrections()) members.push_back(x);
+      for (const auto& x : ch.subsidy_postings()) members.push_back(x);
+      for (const auto& m : members) EXPECT_TRUE(Exists(bl::keys::Doc("posting", IdOf(m)))) << c << " " << m;
+    }
+  }
+
+  // Money as billing answers it now (no statements: those of an archived
+  // year change): every balance field, every organisation account's
+  // balance with and without counterparty, now and as of a few moments
+  // after the cuts, the balances listing.
+  std::string Money(const std::vector<absl::Time>& as_of) {
+    std::string out;
+    auto ser = [](const auto& s) -> std::string {
+      EXPECT_TRUE(s.ok()) << s.status();
+      return s.ok() ? absl::BytesToHexString(SerializeDeterministic(*s)) : s.status().ToString();
+    };
+    auto all = billing_->AllBalances();
+    EXPECT_TRUE(all.ok());
+    for (const auto& [field, value] : *all) {
+      const std::vector<std::string> f = absl::StrSplit(field, '|');
+      if (!absl::StartsWith(f[0], "organizations/")) continue;
+      for (const std::string& cp : {f[1], std::string()}) {
+        blv1::GetAccountBalanceRequest r;
+        r.set_name(f[0]);
+        r.set_counterparty(cp);
+        r.set_currency_code(f[2]);
+        absl::StrAppend(&out, "balance ", field, " cp ", cp, "=", ser(billing_->GetAccountBalance(Admin(), r)), "\n");
+        for (absl::Time t : as_of) {
+          *r.mutable_as_of_time() = ToProto(t);
+          absl::StrAppend(&out, "as of ", absl::FormatTime(t), " ", field, " cp ", cp, "=",
+                          ser(billing_->GetAccountBalance(Admin(), r)), "\n");
+        }
+      }
+    }
+    for (const std::string parent : {"organizations/-", "organizations/lab", "organizations/owner"}) {
+      blv1::ListBalancesRequest r;
+      r.set_parent(parent);
+      r.set_group_by_counterparty(true);
+      r.set_page_size(1000);
+      absl::StrAppend(&out, "list ", parent, "=", ser(billing_->ListBalances(Admin(), r)), "\n");
+    }
+    return out;
+  }
+
+  absl::StatusOr<blv1::PostCorrectionResponse> Reverse(const std::string& charge, const std::string& request) {
+    blv1::GetChargeRequest g;
+    g.set_name(charge);
+    auto c = billing_->GetCharge(Admin(), g);
+    if (!c.ok()) return c.status();
+    blv1::PostCorrectionRequest r;
+    r.set_request_id(request);
+    r.set_posting(c->posting());
+    r.set_mode(blv1::PostCorrectionRequest::REVERSE);
+    r.set_reason("instrument was down");
+    return billing_->PostCorrection(Admin(), r);
+  }
+
+  // The lines of a ledger list naming a posting (by id).
+  int LinesOf(const std::string& account, const std::string& posting) {
+    auto l = pool_->Command({"LRANGE", bl::keys::Account(account), "0", "-1"});
+    int n = 0;
+    for (const auto& e : l->elements) n += absl::StrContains(e.str, "|" + IdOf(posting) + "|") ? 1 : 0;
+    return n;
+  }
+
   FakeInventory inventory_;
   std::unique_ptr<bl::BillingStore> billing_store_;
   std::unique_ptr<bl::BillingManager> billing_;
@@ -895,16 +1021,20 @@ TEST_F(BillingArchiveTest, ArchivesClosedBillingKeepsEveryAnswerResumesAndReruns
   const int64_t postings_before = pool_->Command({"ZCARD", bl::keys::Index("posting")})->integer;
   ASSERT_EQ(charges_before, 6);
 
-  // A crash once every account list is folded, before any document went:
-  // every answer is already the same.
-  ArchiveOptions crash = Options(kY);
-  crash.stop_for_testing = [](absl::string_view stage) {
-    return stage == "billing_folded" ? absl::AbortedError("crash") : absl::OkStatus();
-  };
-  auto crashed = ArchiveYear(pool_.get(), crash);
-  ASSERT_EQ(crashed.status().code(), absl::StatusCode::kAborted) << crashed.status();
-  EXPECT_EQ(Answers(), before);
-  EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(c_march_))));
+  // A crash after the first group went, then one after every group went
+  // and before any list was folded: every answer is already the same, and
+  // every group is whole or gone.
+  for (const char* at : {"billing_removed_group", "billing_removed"}) {
+    ArchiveOptions crash = Options(kY);
+    crash.stop_for_testing = [at](absl::string_view stage) {
+      return stage == at ? absl::AbortedError("crash") : absl::OkStatus();
+    };
+    auto crashed = ArchiveYear(pool_.get(), crash);
+    ASSERT_EQ(crashed.status().code(), absl::StatusCode::kAborted) << crashed.status();
+    EXPECT_EQ(Answers(), before) << at;
+    ExpectGroupsWholeOrGone();
+  }
+  EXPECT_FALSE(Exists(bl::keys::Doc("charge", IdOf(c_march_))));
 
   auto done = ArchiveYear(pool_.get(), Options(kY));
   ASSERT_TRUE(done.ok()) << done.status();
@@ -932,8 +1062,8 @@ TEST_F(BillingArchiveTest, ArchivesClosedBillingKeepsEveryAnswerResumesAndReruns
   for (const auto& c : {c_june_, c_nov_, c_jan_}) EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(c)))) << c;
   EXPECT_EQ(pool_->Command({"ZCARD", bl::keys::Index("charge")})->integer, charges_before - 3);
   EXPECT_EQ(pool_->Command({"ZCARD", bl::keys::Index("posting")})->integer, postings_before - 6);
-  // Nine documents went, the manifest came.
-  EXPECT_EQ(keys_before - DbSize(), 9 - 1);
+  // Nine documents went, the manifest and the removal's record came.
+  EXPECT_EQ(keys_before - DbSize(), 9 - 2);
 
   // lab's expense account: March and December folded into one carried-forward
   // debit dated at December's line; June (reversed in Y + 1) and the new
@@ -1030,28 +1160,261 @@ TEST_F(BillingArchiveTest, AChangedBillingFileIsRefusedBeforeAnythingIsRemoved) 
 }
 
 
-TEST_F(BillingArchiveTest, ADocumentChangedAfterTheExportStays) {
+TEST_F(BillingArchiveTest, ADocumentChangedAfterTheExportKeepsItsWholeGroup) {
   SeedBilling();
   ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
   const std::string before = Answers();
   ArchiveOptions crash = Options(kY);
   crash.stop_for_testing = [](absl::string_view stage) {
-    return stage == "billing_folded" ? absl::AbortedError("crash") : absl::OkStatus();
+    return stage == "manifest" ? absl::AbortedError("crash") : absl::OkStatus();
   };
   ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
   // December's charge written again meanwhile (its version moves on).
   const std::string key = bl::keys::Doc("charge", IdOf(c_dec_));
   ASSERT_EQ(pool_->Command({"HINCRBY", key, "v", "1"})->integer, 2);
+  auto charge = billing_->GetCharge(Admin(), [&] {
+    blv1::GetChargeRequest g;
+    g.set_name(c_dec_);
+    return g;
+  }());
+  ASSERT_TRUE(charge.ok());
+  const std::string dec_posting = charge->posting();
   auto done = ArchiveYear(pool_.get(), Options(kY));
   ASSERT_TRUE(done.ok()) << done.status();
-  EXPECT_EQ(done->billing_charges, 3);      // in the file
-  EXPECT_EQ(done->billing_changed_kept, 1);  // but left in Redis
+  EXPECT_EQ(done->billing_charges, 3);       // in the file
+  EXPECT_EQ(done->billing_changed_kept, 2);  // but left in Redis: the charge and its posting
   EXPECT_TRUE(Exists(key));
+  EXPECT_TRUE(Exists(bl::keys::Doc("posting", IdOf(dec_posting))));
   EXPECT_FALSE(Exists(bl::keys::Doc("charge", IdOf(c_march_))));
+  ExpectGroupsWholeOrGone();
   auto listed = pool_->Command({"ZRANGE", bl::keys::Index("charge"), "0", "-1"});
   ASSERT_TRUE(listed.ok());
   EXPECT_EQ(listed->elements.size(), 4u);  // December, June, November, January
+  // Its lines are not folded and its invoice marker stays.
+  EXPECT_EQ(LinesOf("organizations/lab/accounts/expense", dec_posting), 1);
+  EXPECT_EQ(LinesOf("organizations/lab/accounts/payable", dec_posting), 1);
+  auto marker = pool_->Command({"HGET", "{billing}:invoicedpost", IdOf(dec_posting) + "|organizations/lab"});
+  ASSERT_TRUE(marker.ok());
+  EXPECT_EQ(marker->str, IdOf(inv_dec_.name()));
   EXPECT_EQ(Answers(), before);
+}
+
+// A real correction between the export and the removal: the group it
+// corrects stays whole, and the correction's money is right (the charge
+// REVERSED, the payer's payable back to what the reversal says).
+TEST_F(BillingArchiveTest, ACorrectionBetweenTheExportAndTheRemovalKeepsItsGroupWhole) {
+  SeedBilling();
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  ArchiveOptions crash = Options(kY);
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "manifest" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  const std::string money_before = Money({});
+  auto reversed = Reverse(c_march_, "reverse-march");
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  const std::string after_correction = Answers();
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_changed_kept, 2);  // March's charge and CHARGE posting
+  ExpectGroupsWholeOrGone();
+  EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(c_march_))));
+  EXPECT_EQ(Answers(), after_correction);
+  // The reversal did all of its work: the charge is REVERSED and the payer
+  // owes 100.00 less than before it.
+  auto c = billing_->GetCharge(Admin(), [&] {
+    blv1::GetChargeRequest g;
+    g.set_name(c_march_);
+    return g;
+  }());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->state(), blv1::Charge::REVERSED);
+  blv1::GetAccountBalanceRequest r;
+  r.set_name("organizations/lab/accounts/payable");
+  r.set_currency_code("CNY");
+  auto payable = billing_->GetAccountBalance(Admin(), r);
+  ASSERT_TRUE(payable.ok());
+  EXPECT_NE(Money({}), money_before);
+  // March's posting and its reversal keep their lines in lab's payable list.
+  EXPECT_EQ(LinesOf("organizations/lab/accounts/payable", c->posting()), 1);
+  EXPECT_EQ(LinesOf("organizations/lab/accounts/payable", reversed->correction().name()), 1);
+}
+
+// A real correction between two groups' removal steps: every group is
+// whole or gone at every step, and the corrected one stays whole.
+TEST_F(BillingArchiveTest, ACorrectionBetweenRemovalStepsKeepsItsGroupWhole) {
+  SeedBilling();
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  std::string corrected;
+  int steps = 0;
+  ArchiveOptions o = Options(kY);
+  o.stop_for_testing = [&](absl::string_view stage) {
+    if (stage != "billing_removed_group") return absl::OkStatus();
+    ++steps;
+    ExpectGroupsWholeOrGone();
+    if (!corrected.empty()) return absl::OkStatus();
+    // The first charge of the archived ones still in Redis.
+    for (const auto& c : {c_march_, c_june2_, c_dec_}) {
+      if (!Exists(bl::keys::Doc("charge", IdOf(c)))) continue;
+      auto r = Reverse(c, "reverse-between");
+      EXPECT_TRUE(r.ok()) << r.status();
+      corrected = c;
+      break;
+    }
+    return absl::OkStatus();
+  };
+  auto done = ArchiveYear(pool_.get(), o);
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_FALSE(corrected.empty());
+  EXPECT_EQ(steps, 6);  // three charges' groups, three payments
+  EXPECT_EQ(done->billing_changed_kept, 2);
+  EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(corrected))));
+  ExpectGroupsWholeOrGone();
+  auto c = billing_->GetCharge(Admin(), [&] {
+    blv1::GetChargeRequest g;
+    g.set_name(corrected);
+    return g;
+  }());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->state(), blv1::Charge::REVERSED);
+  // Its lines were not folded.
+  EXPECT_EQ(LinesOf("organizations/" + std::string(corrected == c_june2_ ? "lab2" : "lab") + "/accounts/expense",
+                    c->posting()),
+            1);
+}
+
+// Year N keeps a group corrected after its export; year N + 1 archives it
+// (its lines then folded with year N's carried-forward lines before them),
+// and every balance answer stays.
+TEST_F(BillingArchiveTest, AGroupKeptOneYearIsArchivedTheNext) {
+  SeedBilling();
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  ArchiveOptions crash = Options(kY);
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "manifest" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  auto reversed = Reverse(c_march_, "reverse-march");  // on 1 February of N + 1
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  auto first = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->billing_changed_kept, 2);
+  // Year N + 1: January's invoice (January's charge, June's reversal) and
+  // February's (March's reversal), both paid.
+  clock_.Set(Local(kY + 1, 3, 2));
+  const blv1::Invoice jan = Issue("organizations/lab", absl::StrCat(kY + 1, "-01"), "issue-jan");
+  ASSERT_TRUE(MarkPaid(jan.name(), "pay-jan").ok());
+  const blv1::Invoice feb = Issue("organizations/lab", absl::StrCat(kY + 1, "-02"), "issue-feb");
+  EXPECT_EQ(feb.amount_due().amount_minor(), -10000);
+  ASSERT_TRUE(MarkPaid(feb.name(), "pay-feb").ok());
+  clock_.Set(Local(kY + 2, 2, 1));
+  const std::vector<absl::Time> as_of = {Local(kY + 2, 1, 1, 0), Local(kY + 2, 1, 20)};
+  const std::string money = Money(as_of);
+  auto second = ArchiveYear(pool_.get(), Options(kY + 1));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->billing_changed_kept, 0);
+  EXPECT_FALSE(Exists(bl::keys::Doc("charge", IdOf(c_march_))));
+  EXPECT_FALSE(Exists(bl::keys::Doc("charge", IdOf(c_june_))));
+  EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(c_nov_))));  // never invoiced
+  EXPECT_EQ(Money(as_of), money);
+  // lab's expense list: one carried-forward debit and one credit of N + 1
+  // (N's folded into them), nothing of N left.
+  auto list = pool_->Command({"LRANGE", bl::keys::Account("organizations/lab/accounts/expense"), "0", "-1"});
+  ASSERT_TRUE(list.ok());
+  std::vector<std::string> got;
+  for (const auto& e : list->elements) got.push_back(e.str.substr(e.str.find('|') + 1));
+  // (the debit dated at January's charge, the credit at March's reversal)
+  EXPECT_EQ(got, (std::vector<std::string>{absl::StrCat("carried-forward-", kY + 1, "||CNY|40000"),
+                                           absl::StrCat("carried-forward-", kY + 1, "||CNY|-20000")}))
+      << absl::StrJoin(got, "\n");
+  const std::string path = absl::StrCat(dir_, "/billing-", kY + 1, ".jsonl");
+  CommandResult py = VerifyArchive(path);
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+  FileVerdict v = VerifyBillingExport(ReadAll(path));
+  EXPECT_TRUE(v.ok) << v.kind;
+  // The file ties Redis's carried-forward lines: lab's expense list had
+  // N's December debit carried forward (March stayed in N), and after the
+  // fold what the list now holds.
+  const std::string cf = absl::StrCat("{\"kind\":\"carried_forward\",\"key\":\"",
+                                      bl::keys::Account("organizations/lab/accounts/expense"), "\",");
+  const std::string file = ReadAll(path);
+  const size_t at = file.find(cf);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_EQ(file.substr(at, file.find('\n', at) - at),
+            absl::StrCat(cf, "\"before\":[{\"counterparty\":\"\",\"currency\":\"CNY\",\"debit\":10000,\"credit\":0}],",
+                         "\"after\":[{\"counterparty\":\"\",\"currency\":\"CNY\",\"debit\":40000,\"credit\":20000}]}"));
+  // The header carries the audit anchor, as the bookings file's.
+  EXPECT_TRUE(absl::StrContains(file.substr(0, file.find('\n')), "\"audit_last_hash\":\"")) << file.substr(0, 300);
+}
+
+// Both verifiers: a charge record twice, a ledger line record naming
+// another posting than its line, an item at or after the header's cut, a
+// file whose name's year is not its header's (Python), a charge whose
+// posting is not in the file.
+TEST_F(BillingArchiveTest, TheVerifiersCheckDuplicatesPostingsCutAndName) {
+  SeedBilling();
+  ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  const std::string path = absl::StrCat(dir_, "/billing-", kY, ".jsonl");
+  const std::vector<std::string> lines = absl::StrSplit(ReadAll(path), '\n', absl::SkipEmpty());
+  auto check = [&](std::vector<std::string> forged, const std::string& name, const char* kind, size_t line) {
+    const std::string f = absl::StrCat(dir_, "/", name);
+    const std::string data = absl::StrCat(absl::StrJoin(forged, "\n"), "\n");
+    WriteAll(f, data);
+    CommandResult py = VerifyArchive(f);
+    EXPECT_EQ(py.output, absl::StrCat("BROKEN at line ", line, ": ", kind, "\n")) << name;
+    if (absl::StartsWith(name, "x-")) {
+      FileVerdict v = VerifyBillingExport(data);
+      EXPECT_FALSE(v.ok);
+      EXPECT_EQ(v.kind, absl::AsciiStrToLower(kind)) << name;
+      EXPECT_EQ(v.broken_at, static_cast<int64_t>(line)) << name;
+    }
+  };
+  {
+    std::vector<std::string> f = lines;
+    f.insert(f.begin() + 2, f[1]);  // the first charge twice
+    check(f, "x-dup.jsonl", "DUPLICATE", 3);
+  }
+  {
+    std::vector<std::string> f = lines;
+    size_t i = 1;
+    while (!absl::StrContains(f[i], "\"kind\":\"ledger_line\"")) ++i;
+    const size_t p = f[i].find("\"posting\":\"") + 11;
+    f[i] = absl::StrCat(f[i].substr(0, p), "zz", f[i].substr(p));
+    check(f, "x-posting.jsonl", "LEDGER_MISMATCH", i + 1);
+  }
+  {
+    std::vector<std::string> f = lines;
+    const size_t c = f[0].find("\"cut_ms\":") + 9;
+    const size_t e = f[0].find(',', c);
+    f[0] = absl::StrCat(f[0].substr(0, c), absl::ToUnixMillis(Local(kY, 1, 1, 0)), f[0].substr(e));
+    check(f, "x-cut.jsonl", "AFTER_CUT", 2);  // the first charge is after 1 January
+  }
+  check(lines, absl::StrCat("billing-", kY + 5, ".jsonl"), "MALFORMED", 1);
+  {
+    // A charge record naming a posting the file lacks, its record and the
+    // trailer rehashed consistently.
+    std::vector<std::string> f = lines;
+    const size_t d = f[1].find("\"document\":\"") + 12;
+    const size_t e = f[1].find('"', d);
+    std::string doc;
+    ASSERT_TRUE(absl::Base64Unescape(f[1].substr(d, e - d), &doc));
+    blv1::Charge c;
+    ASSERT_TRUE(c.ParseFromString(doc));
+    c.set_posting("postings/nowhere");
+    doc = c.SerializeAsString();
+    usage::Sha256 h;
+    h.Update(doc);
+    const size_t sd = f[1].find("\"sha256\":\"") + 10;
+    f[1] = absl::StrCat(f[1].substr(0, d), absl::Base64Escape(doc), f[1].substr(e, sd - e), h.HexDigest(),
+                        f[1].substr(sd + 64));
+    usage::Sha256 body;
+    for (size_t i = 0; i + 1 < f.size(); ++i) body.Update(f[i] + "\n");
+    const size_t ts = f.back().find("\"sha256\":\"") + 10;
+    f.back() = absl::StrCat(f.back().substr(0, ts), body.HexDigest(), f.back().substr(ts + 64));
+    check(f, "x-missing.jsonl", "MISSING_POSTING", f.size());
+  }
 }
 
 TEST_F(BillingArchiveTest, AHeldDepositAndTheRentOfALeaseStillOutStay) {
@@ -1100,7 +1463,7 @@ TEST_F(BillingArchiveTest, AHeldDepositAndTheRentOfALeaseStillOutStay) {
   EXPECT_EQ(done->billing_charges_kept, 3);
   EXPECT_EQ(done->billing_postings, 1);
   EXPECT_EQ(done->billing_postings_kept, 3);
-  EXPECT_EQ(keys - DbSize(), 1 - 1);  // the payment's posting went, the manifest came
+  EXPECT_EQ(keys - DbSize(), 1 - 2);  // the payment's posting went, the manifest and the record came
   EXPECT_EQ(Answers(), before);
   // The lease's rent is not charged again.
   clock_.Set(Local(kY + 1, 2, 2));
@@ -1110,8 +1473,254 @@ TEST_F(BillingArchiveTest, AHeldDepositAndTheRentOfALeaseStillOutStay) {
 }
 
 
+// Subsidies (a pool with a monthly cap), a settlement cleared by its
+// transfers (payments and netting), a lease deposit lodged and released:
+// every answer (balances now and as of several moments after the cut, the
+// pool, allowances, deposits, settlements, payments, statements, invoices,
+// drafts) equal before and after, and the year's billing all archived.
+TEST_F(BillingArchiveTest, SubsidiesASettlementAndADepositKeepEveryAnswer) {
+  clock_.Set(Local(kY, 2, 1));
+  blv1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  cp.mutable_subsidy_pool()->set_display_name("Voucher");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(5000);
+  *cp.mutable_subsidy_pool()->mutable_cap_per_organization() = bl::MakeMoney("CNY", 8000);
+  cp.mutable_subsidy_pool()->set_cap_period_kind(blv1::MONTHLY);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(Admin(), cp).ok());
+  blv1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  top.set_request_id("fund");
+  *top.mutable_amount() = bl::MakeMoney("CNY", 100000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(Admin(), top).ok());
+  // March: two missed hours of lab; the pool pays half, up to 80.00 a month.
+  clock_.Set(Local(kY, 3, 5));
+  Missed("organizations/lab", Local(kY, 3, 2));
+  Missed("organizations/lab", Local(kY, 3, 3));
+  // Invoiced, settled and cleared by the settlement's transfers.
+  clock_.Set(Local(kY, 4, 2));
+  const blv1::Invoice march = Issue("organizations/lab", absl::StrCat(kY, "-03"), "issue-march");
+  EXPECT_EQ(march.amount_due().amount_minor(), 20000 - 8000);
+  blv1::ComputeSettlementRequest cs;
+  cs.set_period(absl::StrCat(kY, "-03"));
+  cs.set_request_id("settle-march");
+  auto settlement = billing_->ComputeSettlement(Admin(), cs);
+  ASSERT_TRUE(settlement.ok()) << settlement.status();
+  for (int i = 0; i < settlement->transfers_size(); ++i) {
+    const auto& t = settlement->transfers(i);
+    blv1::RecordPaymentRequest pay;
+    pay.set_request_id(absl::StrCat("transfer-", i));
+    pay.mutable_payment()->set_payer(t.from_organization());
+    pay.mutable_payment()->set_payee(t.to_organization());
+    *pay.mutable_payment()->mutable_amount() = t.amount();
+    pay.mutable_payment()->set_settlement(settlement->name());
+    pay.mutable_payment()->set_transfer_index(t.index());
+    auto paid = billing_->RecordPayment(Admin(), pay);
+    ASSERT_TRUE(paid.ok()) << paid.status();
+  }
+  blv1::GetSettlementRequest gs;
+  gs.set_name(settlement->name());
+  ASSERT_EQ(billing_->GetSettlement(Admin(), gs)->state(), blv1::Settlement::CLEARED);
+  // May: lab leases i1 for the month (deposit 500.00, released at the
+  // close); invoiced in June and paid.
+  bv1::Lease lease;
+  lease.set_name("leases/l9");
+  lease.set_booking("bookings/l9");
+  lease.set_instrument("instruments/i1");
+  lease.set_instrument_owner("organizations/owner");
+  lease.set_lessee_organization("organizations/lab");
+  lease.set_contact_user("users/ana");
+  lease.set_payer_class(labshare::type::v1::MEMBER);
+  *lease.mutable_term()->mutable_start_time() = ToProto(Local(kY, 5, 1, 0));
+  *lease.mutable_term()->mutable_end_time() = ToProto(Local(kY, 5, 20, 0));
+  lease.mutable_contract()->set_rate_basis(bv1::LeaseContract::MONTHLY);
+  *lease.mutable_contract()->mutable_rate() = bl::MakeMoney("CNY", 100000);
+  *lease.mutable_contract()->mutable_deposit() = bl::MakeMoney("CNY", 50000);
+  *lease.mutable_handover()->mutable_handover_time() = ToProto(Local(kY, 5, 1, 0));
+  auto apply = [&](const std::string& event_id, auto set) {
+    bv1::BookingEvent e;
+    e.mutable_header()->set_event_id(event_id);
+    set(e);
+    absl::Status st = billing_->ApplyBookingEvent(StreamEvent{absl::StrCat(absl::ToUnixMillis(clock_.Now()), "-0"),
+                                                              "labshare.booking.v1.BookingEvent",
+                                                              e.SerializeAsString()});
+    EXPECT_TRUE(st.ok()) << st;
+  };
+  clock_.Set(Local(kY, 5, 1, 1));
+  lease.set_state(bv1::Lease::HANDED_OVER);
+  apply("ev-l9-handover", [&](bv1::BookingEvent& e) { *e.mutable_lease_handed_over()->mutable_lease() = lease; });
+  clock_.Set(Local(kY, 5, 20, 1));
+  *lease.mutable_return_record()->mutable_return_time() = ToProto(Local(kY, 5, 20, 0));
+  lease.set_state(bv1::Lease::RETURNED);
+  apply("ev-l9-returned", [&](bv1::BookingEvent& e) { *e.mutable_lease_returned()->mutable_lease() = lease; });
+  clock_.Set(Local(kY, 5, 21));
+  lease.set_state(bv1::Lease::CLOSED);
+  apply("ev-l9-closed", [&](bv1::BookingEvent& e) { *e.mutable_lease_closed()->mutable_lease() = lease; });
+  clock_.Set(Local(kY, 6, 2));
+  const blv1::Invoice may = Issue("organizations/lab", absl::StrCat(kY, "-05"), "issue-may");
+  ASSERT_TRUE(MarkPaid(may.name(), "pay-may").ok());
+  // The release is owed by the owner (its PAYABLE): on the owner's invoice.
+  const blv1::Invoice owner_may = Issue("organizations/owner", absl::StrCat(kY, "-05"), "issue-owner-may");
+  EXPECT_EQ(owner_may.amount_due().amount_minor(), 50000);  // the deposit, back to lab
+  ASSERT_TRUE(MarkPaid(owner_may.name(), "pay-owner-may").ok());
+  // January of Y + 1: one more hour, subsidised under January's cap.
+  clock_.Set(Local(kY + 1, 1, 10));
+  Missed("organizations/lab", Local(kY + 1, 1, 8));
+  clock_.Set(Local(kY + 1, 2, 1));
+
+  const std::string before = Answers();
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_charges_kept, 0);
+  EXPECT_EQ(done->billing_postings_kept, 0);
+  EXPECT_EQ(done->billing_changed_kept, 0);
+  // March's two hours, the deposit and May's rent; their CHARGE postings,
+  // three SUBSIDY postings, the pool's top-up, the settlement's transfer
+  // payment, the release and the two May payments.
+  EXPECT_EQ(done->billing_charges, 4);
+  EXPECT_EQ(done->billing_postings, 12);
+  EXPECT_EQ(done->billing_ledger_lines, 52);
+  EXPECT_EQ(settlement->transfers_size(), 1);
+  EXPECT_EQ(Answers(), before);
+  // The pool and the caps answer as before: 80.00 of March's cap and of
+  // May's (the lease's rent) used, January's 50.00 of its own.
+  blv1::GetSubsidyPoolRequest gp;
+  gp.set_name("subsidyPools/voucher");
+  auto pool = billing_->GetSubsidyPool(Admin(), gp);
+  ASSERT_TRUE(pool.ok());
+  EXPECT_EQ(pool->balance().amount_minor(), 100000 - 8000 - 8000 - 5000);  // March, May's rent, January
+  blv1::GetSubsidyAllowanceRequest ga;
+  ga.set_name("subsidyPools/voucher/allowances/lab");
+  *ga.mutable_time() = ToProto(Local(kY + 1, 1, 15));
+  auto allowance = billing_->GetSubsidyAllowance(Admin(), ga);
+  ASSERT_TRUE(allowance.ok()) << allowance.status();
+  EXPECT_EQ(allowance->remaining().amount_minor(), 8000 - 5000);
+  CommandResult py = VerifyArchive(absl::StrCat(dir_, "/billing-", kY, ".jsonl"));
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+}
+
+// A subsidised charge reversed between two groups' removal steps (the
+// window where a charge could be gone and its posting not): its group
+// stays whole, so the reversal reverses the subsidy too and gives the cap
+// back, and the money is what it would be without the archive running.
+TEST_F(BillingArchiveTest, ASubsidisedChargeReversedDuringTheRemovalGetsItsSubsidyBack) {
+  clock_.Set(Local(kY, 2, 1));
+  blv1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  cp.mutable_subsidy_pool()->set_display_name("Voucher");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(3000);
+  *cp.mutable_subsidy_pool()->mutable_cap_per_organization() = bl::MakeMoney("CNY", 50000);
+  cp.mutable_subsidy_pool()->set_cap_period_kind(blv1::YEARLY);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(Admin(), cp).ok());
+  blv1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  top.set_request_id("fund");
+  *top.mutable_amount() = bl::MakeMoney("CNY", 100000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(Admin(), top).ok());
+  clock_.Set(Local(kY, 3, 5));
+  const std::string a = Missed("organizations/lab", Local(kY, 3, 2));
+  const std::string b = Missed("organizations/lab", Local(kY, 3, 3));
+  clock_.Set(Local(kY, 4, 2));
+  const blv1::Invoice march = Issue("organizations/lab", absl::StrCat(kY, "-03"), "issue-march");
+  EXPECT_EQ(march.amount_due().amount_minor(), 2 * (10000 - 3000));
+  ASSERT_TRUE(MarkPaid(march.name(), "pay-march").ok());
+  clock_.Set(Local(kY + 1, 2, 1));
+  blv1::GetAccountBalanceRequest payable;
+  payable.set_name("organizations/lab/accounts/payable");
+  payable.set_currency_code("CNY");
+  ASSERT_EQ(billing_->GetAccountBalance(Admin(), payable)->balance().amount_minor(), 0);
+
+  std::string reversed;
+  ArchiveOptions o = Options(kY);
+  o.stop_for_testing = [&](absl::string_view stage) {
+    if (stage != "billing_removed_group" || !reversed.empty()) return absl::OkStatus();
+    for (const auto& c : {a, b}) {
+      if (!Exists(bl::keys::Doc("charge", IdOf(c)))) continue;
+      auto r = Reverse(c, "reverse-during");
+      EXPECT_TRUE(r.ok()) << r.status();
+      if (r.ok()) {
+        EXPECT_EQ(r->related_corrections_size(), 1);  // the subsidy's reversal
+        EXPECT_EQ(r->charge().state(), blv1::Charge::REVERSED);
+      }
+      reversed = c;
+      break;
+    }
+    return absl::OkStatus();
+  };
+  auto done = ArchiveYear(pool_.get(), o);
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_FALSE(reversed.empty());
+  EXPECT_EQ(done->billing_changed_kept, 3);  // the charge, its CHARGE and SUBSIDY postings
+  EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(reversed))));
+  // The payer is owed back what it paid for the reversed hour (70.00, a
+  // debit of its payable), not the full price; the pool has its 30.00
+  // back, and the cap too.
+  EXPECT_EQ(billing_->GetAccountBalance(Admin(), payable)->balance().amount_minor(), -(10000 - 3000));
+  blv1::GetSubsidyPoolRequest gp;
+  gp.set_name("subsidyPools/voucher");
+  EXPECT_EQ(billing_->GetSubsidyPool(Admin(), gp)->balance().amount_minor(), 100000 - 3000);
+  blv1::GetSubsidyAllowanceRequest ga;
+  ga.set_name("subsidyPools/voucher/allowances/lab");
+  *ga.mutable_time() = ToProto(Local(kY, 12, 1));
+  auto allowance = billing_->GetSubsidyAllowance(Admin(), ga);
+  ASSERT_TRUE(allowance.ok()) << allowance.status();
+  EXPECT_EQ(allowance->remaining().amount_minor(), 50000 - 3000);
+}
+
+// A CLOSED lease of the year whose billing stays (its deposit charged,
+// released, never invoiced): the lease stays, and its booking, so the
+// staying charge and postings never name a lease that is gone.
+TEST_F(BillingArchiveTest, ALeaseAStayingChargeNamesStaysWithItsBooking) {
+  const int p = bk::keys::Partition("i1");
+  clock_.Set(Local(kY, 3, 1));
+  const std::string id = LeaseOf(*this, *store_, clock_, Local(kY, 4, 1, 0), bv1::Lease::CLOSED);
+  bv1::Lease lease;
+  lease.set_name("leases/" + id);
+  lease.set_booking("bookings/" + id);
+  lease.set_instrument("instruments/i1");
+  lease.set_instrument_owner("organizations/owner");
+  lease.set_lessee_organization("organizations/lab");
+  lease.set_contact_user("users/ana");
+  lease.set_payer_class(labshare::type::v1::MEMBER);
+  *lease.mutable_term()->mutable_start_time() = ToProto(Local(kY, 4, 1, 0));
+  *lease.mutable_term()->mutable_end_time() = ToProto(Local(kY, 5, 1, 0));
+  lease.mutable_contract()->set_rate_basis(bv1::LeaseContract::MONTHLY);
+  *lease.mutable_contract()->mutable_rate() = bl::MakeMoney("CNY", 100000);
+  *lease.mutable_contract()->mutable_deposit() = bl::MakeMoney("CNY", 50000);
+  *lease.mutable_handover()->mutable_handover_time() = ToProto(Local(kY, 4, 1, 0));
+  auto apply = [&](const std::string& event_id, auto set) {
+    bv1::BookingEvent e;
+    e.mutable_header()->set_event_id(event_id);
+    set(e);
+    absl::Status st = billing_->ApplyBookingEvent(StreamEvent{absl::StrCat(absl::ToUnixMillis(clock_.Now()), "-0"),
+                                                              "labshare.booking.v1.BookingEvent",
+                                                              e.SerializeAsString()});
+    EXPECT_TRUE(st.ok()) << st;
+  };
+  clock_.Set(Local(kY, 4, 1, 1));
+  lease.set_state(bv1::Lease::HANDED_OVER);
+  apply("ev-handover", [&](bv1::BookingEvent& e) { *e.mutable_lease_handed_over()->mutable_lease() = lease; });
+  clock_.Set(Local(kY, 5, 2));
+  lease.set_state(bv1::Lease::CLOSED);
+  *lease.mutable_return_record()->mutable_return_time() = ToProto(Local(kY, 5, 1, 0));
+  apply("ev-closed", [&](bv1::BookingEvent& e) { *e.mutable_lease_closed()->mutable_lease() = lease; });
+  clock_.Set(Local(kY + 1, 2, 1));
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_charges, 0);
+  EXPECT_EQ(done->billing_charges_kept, 1);  // the deposit: its line never invoiced
+  EXPECT_EQ(done->leases, 0);
+  EXPECT_EQ(done->leases_kept, 1);
+  EXPECT_EQ(done->bookings, 0);
+  EXPECT_EQ(done->bookings_kept, 1);
+  EXPECT_TRUE(Exists(bk::keys::Lease(p, id)));
+  EXPECT_TRUE(Exists(bk::keys::Booking(p, id)));
+}
+
 // A file rewritten with consistent checksums but a ledger line's amount
-// changed: the checksums pass, the balance check does not (both verifiers).
+// changed: the checksums pass, the list's carried-forward totals do not
+// (both verifiers).
 TEST_F(BillingArchiveTest, AConsistentlyRehashedButUnbalancedFileIsBroken) {
   SeedBilling();
   ASSERT_TRUE(MarkPaid(inv_dec_.name(), "pay-dec").ok());
@@ -1144,13 +1753,17 @@ TEST_F(BillingArchiveTest, AConsistentlyRehashedButUnbalancedFileIsBroken) {
   lines.back() = absl::StrCat(trailer.substr(0, ts), body.HexDigest(), trailer.substr(ts + 64));
   const std::string forged = absl::StrCat(absl::StrJoin(lines, "\n"), "\n");
   WriteAll(path, forged);
+  // The list's carried_forward record (after its lines) no longer adds up.
+  size_t cf = changed_at + 1;
+  while (cf < lines.size() && !absl::StrContains(lines[cf], "\"kind\":\"carried_forward\"")) ++cf;
+  ASSERT_LT(cf + 1, lines.size());
   FileVerdict v = VerifyBillingExport(forged);
   EXPECT_FALSE(v.ok);
-  EXPECT_EQ(v.kind, "unbalanced_posting");
-  EXPECT_EQ(v.broken_at, static_cast<int64_t>(lines.size()));
+  EXPECT_EQ(v.kind, "carried_forward_mismatch");
+  EXPECT_EQ(v.broken_at, static_cast<int64_t>(cf + 1));
   CommandResult py = VerifyArchive(path);
   EXPECT_EQ(py.exit_code, 1) << py.output;
-  EXPECT_EQ(py.output, absl::StrCat("BROKEN at line ", lines.size(), ": LEDGER_MISMATCH\n"));
+  EXPECT_EQ(py.output, absl::StrCat("BROKEN at line ", cf + 1, ": CARRIED_FORWARD_MISMATCH\n"));
 }
 
 }  // namespace

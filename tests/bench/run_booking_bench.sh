@@ -127,6 +127,12 @@ tls() { echo "--tls_cert=$work/pki/$1.crt" "--tls_key=$work/pki/$1.key" "--tls_c
 "$build/bin/labshare-token" --generate_key="$work/token-signing.pem" >/dev/null || die "labshare-token --generate_key failed"
 "$build/bin/labshare-token" --jwks "$work/token-signing.pem" >"$work/jwks.json" || die "labshare-token --jwks failed"
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# CPU seconds (user + system) a running process has used so far.
+cpu_of() { awk -v t="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Server-side CPU per answered call: (CPU after - before) over the calls
+# answered in warmup + measurement (qps x their seconds; the client counts
+# only the measured ones).
+per_call_us() { awk -v a="$1" -v b="$2" -v q="$3" -v s="$4" 'BEGIN { if (q > 0 && s > 0) printf "%.1f", (b - a) * 1e6 / (q * s); else print 0 }'; }
 
 # ---- our stack, fresh for every round: sets $ours and $load_rc
 run_ours() {
@@ -170,13 +176,21 @@ run_ours() {
     --buffer_minutes="$buffer_min" >"$dir/seed.out" 2>&1 || { keep_logs=1; cat "$dir/seed.out" >&2; die "seeding failed"; }
 
   echo "[$round] ours ($shape): booking $bk_addr, redis $rport; $instruments instruments, concurrency $conc, ${secs}s after ${warmup}s warmup; loadavg $(loadavg)" >&2
+  local c_b0 c_i0 c_r0
+  c_b0="$(cpu_of "$bpid")"; c_i0="$(cpu_of "$ipid")"; c_r0="$(cpu_of "$rpid")"
   set +e
   "$load" --target="$bk_addr" --tls_ca="$work/pki/ca.crt" --token="$token" --instruments="$instruments" --concurrency="$conc" \
     --threads="$threads" --duration="$secs" --warmup="$warmup" "${shape_flags[@]}" "${extra[@]}" \
     >"$dir/load.out" 2>"$dir/load.err"
   load_rc=$?
   set -e
+  local c_b1 c_i1 c_r1 q
+  c_b1="$(cpu_of "$bpid")"; c_i1="$(cpu_of "$ipid")"; c_r1="$(cpu_of "$rpid")"
   ours="$(grep -m1 '^RESULT' "$dir/load.out" || true)"
+  q="$(qps_of "$ours")"
+  cpu_ours_server="$(per_call_us "$c_b0" "$c_b1" "$q" "$((secs + warmup))")"
+  cpu_ours_inventory="$(per_call_us "$c_i0" "$c_i1" "$q" "$((secs + warmup))")"
+  cpu_ours_redis="$(per_call_us "$c_r0" "$c_r1" "$q" "$((secs + warmup))")"
   if [ -s "$dir/load.err" ]; then sed 's/^/booking-load: /' "$dir/load.err" | head -20 >&2; fi
   if [ -z "$ours" ]; then keep_logs=1; die "booking-load printed no RESULT (exit $load_rc)"; fi
   [ $load_rc = 0 ] || { keep_logs=1; echo "run_booking_bench: booking-load exited $load_rc (errors above)" >&2; }
@@ -200,8 +214,14 @@ run_reference() {
     --port="$gport" --redis_port="$rport" >"$rdir/server.log" 2>&1 &
   spid=$!
   sleep 1
+  local c_s0 c_r0 c_s1 c_r1 q
+  c_s0="$(cpu_of "$spid")"; c_r0="$(cpu_of "$rpid")"
   theirs="$("$ref_out/perf-client" --target="127.0.0.1:$gport" --method=book --concurrency="$conc" \
     --threads=1 --duration="$secs" --warmup=2 2>"$work/ref-run.err" | grep -m1 '^RESULT' || true)"
+  c_s1="$(cpu_of "$spid")"; c_r1="$(cpu_of "$rpid")"
+  q="$(qps_of "$theirs")"
+  cpu_ref_server="$(per_call_us "$c_s0" "$c_s1" "$q" "$((secs + 2))")"
+  cpu_ref_redis="$(per_call_us "$c_r0" "$c_r1" "$q" "$((secs + 2))")"
   kill "$spid" "$rpid" 2>/dev/null; wait "$spid" "$rpid" 2>/dev/null || true
   rm -rf "$rdir"
   [ -n "$theirs" ] || die "the reference printed no RESULT: $(tail -c 300 "$work/ref-run.err")"
@@ -211,13 +231,21 @@ run_reference() {
 qps_of() { grep -o ' qps=[0-9.]*' <<<" ${1#RESULT}" | head -1 | cut -d= -f2; }
 
 # ---- rounds: ours, then the reference, REPEAT times (alternating evens out drifting machine load)
+field_of() { grep -o " $2=[0-9.]*" <<<" ${1#RESULT}" | head -1 | cut -d= -f2; }
+sum() { awk -v a="$1" -v b="$2" -v c="${3:-0}" -v d="${4:-0}" 'BEGIN { printf "%.1f", a + b + c + d }'; }
 rc=0
-q_ours_all=(); q_ref_all=()
+q_ours_all=(); q_ref_all=(); p99_ours_all=(); p99_ref_all=(); cpu_ours_all=(); cpu_ref_all=()
 for round in $(seq "$repeat"); do
   run_ours "$round"
   [ "$load_rc" = 0 ] || rc=1
   run_reference "$round"
   q_ours_all+=("$(qps_of "$ours")"); q_ref_all+=("$(qps_of "$theirs")")
+  p99_ours_all+=("$(field_of "$ours" p99_us)"); p99_ref_all+=("$(field_of "$theirs" p99_us)")
+  # CPU per booking, every process: client + server (+ inventory) + Redis.
+  c_ours="$(sum "$(field_of "$ours" client_cpu_us_per_rpc)" "$cpu_ours_server" "$cpu_ours_inventory" "$cpu_ours_redis")"
+  c_ref="$(sum "$(field_of "$theirs" client_cpu_us_per_rpc)" "$cpu_ref_server" "$cpu_ref_redis")"
+  cpu_ours_all+=("$c_ours"); cpu_ref_all+=("$c_ref")
+  echo "[$round] cpu per call (us): ours client $(field_of "$ours" client_cpu_us_per_rpc) + booking $cpu_ours_server + inventory $cpu_ours_inventory + redis $cpu_ours_redis = $c_ours; reference client $(field_of "$theirs" client_cpu_us_per_rpc) + server $cpu_ref_server + redis $cpu_ref_redis = $c_ref" >&2
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -229,4 +257,8 @@ if [ "$repeat" -gt 1 ]; then
   echo "rounds: ours qps ${q_ours_all[*]}; reference qps ${q_ref_all[*]}; medians $q_ours / $q_ref"
 fi
 awk -v a="$q_ours" -v b="$q_ref" 'BEGIN { if (b > 0) printf "ratio ours/reference qps: %.3f (%s / %s)\n", a / b, a, b; else print "ratio: reference qps is 0" }'
+p_ours="$(median "${p99_ours_all[@]}")"; p_ref="$(median "${p99_ref_all[@]}")"
+c_ours="$(median "${cpu_ours_all[@]}")"; c_ref="$(median "${cpu_ref_all[@]}")"
+awk -v a="$p_ours" -v b="$p_ref" 'BEGIN { if (b > 0) printf "ratio ours/reference p99: %.2f (%s / %s us)\n", a / b, a, b }'
+awk -v a="$c_ours" -v b="$c_ref" 'BEGIN { if (b > 0) printf "ratio ours/reference cpu per call: %.2f (%s / %s us, all processes)\n", a / b, a, b }'
 exit $rc

@@ -20,9 +20,10 @@ ABSL_FLAG(std::vector<std::string>, outbox_retention_require_groups, std::vector
 namespace labshare {
 namespace {
 
-// KEYS[1] the stream. ARGV[1] the window's bound "<ms>-0" (entries below it
-// are old enough), ARGV[2..] required groups.
-// Replies {trimmed, min id} or {0, '', reason}.
+// KEYS[1] the stream. ARGV[1] the safety window in milliseconds, measured
+// on Redis's own clock (TIME), the clock XADD '*' stamps the entry ids with:
+// entries below "<TIME ms - window>-0" are old enough. ARGV[2..] required
+// groups. Replies {trimmed, min id} or {0, '', reason}.
 const RedisScript& TrimScript() {
   static const RedisScript* s = new RedisScript(R"lua(
 local function parse(id)
@@ -37,7 +38,10 @@ end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 'no stream'} end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then return {0, '', 'no group'} end
-local cut = ARGV[1]
+local t = redis.call('TIME')
+local cut_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+if cut_ms <= 0 then return {0, '', 'window before the epoch'} end
+local cut = string.format('%.0f', cut_ms) .. '-0'
 local names = {}
 for _, g in ipairs(groups) do
   local name, last, pending = nil, '0-0', 0
@@ -75,9 +79,8 @@ bool ParseStreamId(const std::string& id, uint64_t* ms, uint64_t* seq) {
   return parts.size() == 1 || absl::SimpleAtoi(parts[1], seq);
 }
 
-OutboxTrimmer::OutboxTrimmer(RedisPool* pool, const Clock* clock, absl::Duration retention,
-                             std::vector<std::string> required_groups)
-    : pool_(pool), clock_(clock), retention_(retention), required_groups_(std::move(required_groups)) {}
+OutboxTrimmer::OutboxTrimmer(RedisPool* pool, absl::Duration retention, std::vector<std::string> required_groups)
+    : pool_(pool), retention_(retention), required_groups_(std::move(required_groups)) {}
 
 absl::StatusOr<OutboxTrimResult> OutboxTrimmer::Trim(const std::string& stream) const {
   OutboxTrimResult out;
@@ -85,12 +88,10 @@ absl::StatusOr<OutboxTrimResult> OutboxTrimmer::Trim(const std::string& stream) 
     out.skipped = "retention off";
     return out;
   }
-  const int64_t window_ms = absl::ToUnixMillis(clock_->Now() - retention_);
-  if (window_ms <= 0) {
-    out.skipped = "window before the epoch";
-    return out;
-  }
-  std::vector<std::string> args = {absl::StrCat(window_ms, "-0")};
+  // The window is applied inside the script on Redis's clock: the entry ids
+  // come from it (XADD '*'), not from the platform clock (which may be a
+  // demo clock far from real time).
+  std::vector<std::string> args = {absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(retention_)))};
   args.insert(args.end(), required_groups_.begin(), required_groups_.end());
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(TrimScript(), {stream}, args));
   if (v.is_error() || v.type != RedisValue::Type::kArray || v.elements.size() < 2) {
@@ -190,7 +191,7 @@ std::string RenderOutboxMetrics(RedisPool* pool, const std::vector<std::string>&
                       "labshare_outbox_scrape_errors ", errors, "\n");
 }
 
-OutboxMaintenance::OutboxMaintenance(RedisPool* pool, const Clock* clock, std::vector<std::string> streams)
+OutboxMaintenance::OutboxMaintenance(RedisPool* pool, const Clock* /*clock: unused*/, std::vector<std::string> streams)
     : pool_(pool), streams_(std::move(streams)), interval_(absl::GetFlag(FLAGS_outbox_trim_interval)) {
   collector_ = RegisterMetricsCollector([this] { return RenderOutboxMetrics(pool_, streams_); });
   const absl::Duration retention = absl::GetFlag(FLAGS_outbox_retention);
@@ -199,7 +200,7 @@ OutboxMaintenance::OutboxMaintenance(RedisPool* pool, const Clock* clock, std::v
   for (const std::string& g : absl::GetFlag(FLAGS_outbox_retention_require_groups)) {
     if (!g.empty()) required.push_back(g);
   }
-  trimmer_ = std::make_unique<OutboxTrimmer>(pool, clock, retention, std::move(required));
+  trimmer_ = std::make_unique<OutboxTrimmer>(pool, retention, std::move(required));
   if (interval_ <= absl::ZeroDuration()) interval_ = absl::Minutes(5);
   thread_ = std::thread([this] {
     do {

@@ -3,8 +3,10 @@
 // Retention. An outbox stream entry may go once every consumer group of the
 // stream has acknowledged it (the group's last-delivered id is at or past
 // it and nothing of the group is pending at or below it) and it is older
-// than the safety window (--outbox_retention, measured on the platform
-// clock against the entry id's milliseconds; 0: never trimmed). One Lua
+// than the safety window (--outbox_retention, measured inside the Lua step
+// on Redis's own clock, TIME, against the entry id's milliseconds: the ids
+// come from that clock (XADD '*'), never from the platform clock, which may
+// be a demo clock far from real time; 0: never trimmed). One Lua
 // step per stream reads every group (XINFO GROUPS, XPENDING) and trims
 // (XTRIM MINID, exact) atomically, so replicas running it side by side, and
 // a consumer reading, acknowledging or creating its group meanwhile, never
@@ -54,9 +56,8 @@ struct OutboxTrimResult {
 
 class OutboxTrimmer {
  public:
-  // pool and clock must outlive the trimmer. retention <= 0: never trims.
-  OutboxTrimmer(RedisPool* pool, const Clock* clock, absl::Duration retention,
-                std::vector<std::string> required_groups = {});
+  // pool must outlive the trimmer. retention <= 0: never trims.
+  OutboxTrimmer(RedisPool* pool, absl::Duration retention, std::vector<std::string> required_groups = {});
   // One atomic pass over one stream.
   absl::StatusOr<OutboxTrimResult> Trim(const std::string& stream) const;
   // Every stream; returns the entries trimmed in all.
@@ -64,7 +65,6 @@ class OutboxTrimmer {
 
  private:
   RedisPool* pool_;
-  const Clock* clock_;
   absl::Duration retention_;
   std::vector<std::string> required_groups_;
 };

@@ -407,19 +407,30 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
       LS_ASSIGN_OR_RETURN(pools, LoadPools());
       if (batch != nullptr) batch->pools = pools;
     }
+    // The step's own increments so far: an event's earlier charges (a
+    // service order prices up to three) draw on the same pool balance and
+    // caps, so this charge sees them. The checks hold the values before the
+    // step (the script checks before it writes).
+    auto own = [&step](const std::string& key, const std::string& field) {
+      int64_t sum = 0;
+      for (const auto& inc : step.incrs) {
+        if (inc.key == key && inc.field == field) sum += inc.delta;
+      }
+      return sum;
+    };
     std::vector<PoolFunds> funds;
     for (auto& pool : pools) {
       PoolFunds f;
       const std::string funds_field = PoolFundsField(pool);
       LS_ASSIGN_OR_RETURN(int64_t bal, Counter(batch, keys::Balances(), funds_field));
-      f.balance = -bal;
+      f.balance = -(bal + own(keys::Balances(), funds_field));
       step.field_checks.push_back({keys::Balances(), funds_field, std::to_string(bal)});
       if (pool.has_cap_per_organization() && pool.cap_period_kind() != v1::PERIOD_KIND_UNSPECIFIED) {
         LS_ASSIGN_OR_RETURN(TimeRange cap, CapPeriodRange(pool.cap_period_kind(), now, zone_));
         for (const auto& b : beneficiaries) {
           const std::string field = absl::StrCat(b.organization, "|", Ms(cap.start));
           LS_ASSIGN_OR_RETURN(int64_t used, Counter(batch, keys::Cap(IdOf(pool.name())), field));
-          f.cap_used[b.organization] = used;
+          f.cap_used[b.organization] = used + own(keys::Cap(IdOf(pool.name())), field);
           step.field_checks.push_back({keys::Cap(IdOf(pool.name())), field, std::to_string(used)});
         }
       }

@@ -167,6 +167,8 @@ struct BillingManager::IngestBatch {
 
   Memo memo;
   std::optional<std::vector<v1::SubsidyPool>> pools;
+  std::vector<int64_t> pool_versions;  // of each of pools
+  int64_t pool_generation = 0;
   // "<key>\n<field>" -> the value the next step will see.
   std::map<std::string, int64_t> counters;
   // "<key>\n<field>" -> the increments of the built steps not applied yet.
@@ -353,6 +355,15 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
 }
 
 absl::StatusOr<std::vector<v1::SubsidyPool>> BillingManager::LoadPools() const {
+  return LoadPools(nullptr, nullptr);
+}
+
+absl::StatusOr<std::vector<v1::SubsidyPool>> BillingManager::LoadPools(std::vector<int64_t>* versions,
+                                                                       int64_t* generation) const {
+  if (generation != nullptr) {
+    LS_ASSIGN_OR_RETURN(auto g, store_->Counters(keys::PoolGeneration(), {"g"}));
+    *generation = g[0];
+  }
   LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Index("pool"), "", 100000));
   std::vector<std::string> k;
   for (const auto& m : members) k.push_back(keys::Doc("pool", m.substr(m.find('|') + 1)));
@@ -362,6 +373,7 @@ absl::StatusOr<std::vector<v1::SubsidyPool>> BillingManager::LoadPools() const {
     if (!d) continue;
     LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(d->data));
     out.push_back(std::move(pool));
+    if (versions != nullptr) versions->push_back(d->version);
   }
   return out;
 }
@@ -400,12 +412,28 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
       LS_ASSIGN_OR_RETURN(inv::Organization org, Inventory(batch).GetOrganization(b.organization));
       b.size_class = static_cast<v1::SizeClass>(org.size_class());
     }
+    // The pools' terms as read (once per batch): the step checks that no
+    // pool was created or updated since (the generation) and that each
+    // pool document is the version read; else the step is stale and the
+    // event is priced again from the pools as they are.
     std::vector<v1::SubsidyPool> pools;
+    std::vector<int64_t> versions;
+    int64_t generation = 0;
     if (batch != nullptr && batch->pools) {
       pools = *batch->pools;
+      versions = batch->pool_versions;
+      generation = batch->pool_generation;
     } else {
-      LS_ASSIGN_OR_RETURN(pools, LoadPools());
-      if (batch != nullptr) batch->pools = pools;
+      LS_ASSIGN_OR_RETURN(pools, LoadPools(&versions, &generation));
+      if (batch != nullptr) {
+        batch->pools = pools;
+        batch->pool_versions = versions;
+        batch->pool_generation = generation;
+      }
+    }
+    step.field_checks.push_back({keys::PoolGeneration(), "g", std::to_string(generation)});
+    for (size_t i = 0; i < pools.size(); ++i) {
+      step.version_checks.push_back({keys::Doc("pool", IdOf(pools[i].name())), versions[i]});
     }
     // The step's own increments so far: an event's earlier charges (a
     // service order prices up to three) draw on the same pool balance and

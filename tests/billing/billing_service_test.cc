@@ -418,6 +418,81 @@ TEST_F(BillingTest, BatchWhosePoolMovesMeanwhileFallsBackToThePerEventPath) {
   EXPECT_EQ(hooked.calls(), 4);  // the applied markers, read first: nothing priced again
 }
 
+// A subsidy pool's terms changed while a batch is being built (a cap set on
+// it): the steps priced with the old terms are stale (the pool-set
+// generation and the pool document's version moved), nothing of the batch
+// is written by them, and every event is priced again from the new terms.
+TEST_F(BillingTest, BatchWhosePoolTermsChangeMeanwhileUsesTheNewTerms) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  auto* pool = cp.mutable_subsidy_pool();
+  pool->set_display_name("Innovation voucher");
+  pool->set_currency_code("CNY");
+  pool->set_percentage_bps(5000);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  top.set_request_id("fund-1");
+  *top.mutable_amount() = MakeMoney("CNY", 200000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  bk::Booking s1, s2, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &s1).ok());
+  ASSERT_TRUE(Book(absl::Hours(11), absl::Hours(12), &s2).ok());
+  for (const auto* b : {&s1, &s2}) {
+    const absl::Duration at = b == &s1 ? absl::Hours(9) : absl::Hours(11);
+    clock_.Set(day_ + at);
+    bk::CheckInRequest ci;
+    ci.set_name(b->name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &out, ana_).ok());
+    clock_.Set(day_ + at + absl::Hours(1));
+    bk::CheckOutRequest co;
+    co.set_name(b->name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+  }
+  auto raw = pool_->Command({"XRANGE", booking::keys::Outbox(booking::keys::Partition("tem")), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<StreamEvent> events;
+  for (const auto& entry : raw->elements) {
+    StreamEvent e;
+    e.stream_id = entry.elements[0].str;
+    e.type = entry.elements[1].elements[1].str;
+    e.payload = entry.elements[1].elements[3].str;
+    events.push_back(e);
+  }
+  // The second charged event's rate lookup (batch building) sets a cap of
+  // 30000 per organisation and month.
+  bool capped = false;
+  HookedInventory hooked(reader_.get(), 2, [&] {
+    v1::UpdateSubsidyPoolRequest up;
+    up.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
+    *up.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", 30000);
+    up.mutable_subsidy_pool()->set_cap_period_kind(v1::MONTHLY);
+    up.mutable_update_mask()->add_paths("cap_per_organization");
+    up.mutable_update_mask()->add_paths("cap_period_kind");
+    capped = billing_->UpdateSubsidyPool(billing_admin_, up).ok();
+  });
+  BillingManager batch_manager(bstore_.get(), &hooked, &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
+                               labshare::testing::TestPageTokens());
+  const std::vector<absl::Status> st = batch_manager.ApplyBookingEvents(events);
+  ASSERT_EQ(st.size(), events.size());
+  for (const auto& x : st) EXPECT_TRUE(x.ok()) << x;
+  EXPECT_TRUE(capped);
+  EXPECT_EQ(hooked.calls(), 4);  // 2 building the batch, 2 more on the per-event path
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 2u);
+  ASSERT_EQ(charges[0].subsidy_lines_size(), 1);
+  EXPECT_EQ(charges[0].subsidy_lines(0).amount().amount_minor(), 25000);
+  ASSERT_EQ(charges[1].subsidy_lines_size(), 1);
+  EXPECT_EQ(charges[1].subsidy_lines(0).amount().amount_minor(), 5000);
+  EXPECT_EQ(charges[1].subsidy_lines(0).limited_by(), v1::SubsidyLine::ORGANIZATION_CAP);
+  v1::GetSubsidyPoolRequest gp;
+  gp.set_name("subsidyPools/voucher");
+  auto after = billing_->GetSubsidyPool(billing_admin_, gp);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->granted_total().amount_minor(), 30000);
+  EXPECT_EQ(after->balance().amount_minor(), 200000 - 30000);
+}
+
 TEST_F(BillingTest, MissedBookingAndLateCancellationFees) {
   bk::Booking missed, late, early, out;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10) + absl::Minutes(30), &missed).ok());

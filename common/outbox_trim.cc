@@ -3,8 +3,10 @@
 #include <algorithm>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -15,7 +17,8 @@ ABSL_FLAG(absl::Duration, outbox_retention, absl::ZeroDuration(),
           "(e.g. 24h); 0: never trimmed.");
 ABSL_FLAG(absl::Duration, outbox_trim_interval, absl::Minutes(5), "How often owned outboxes are trimmed.");
 ABSL_FLAG(std::vector<std::string>, outbox_retention_require_groups, std::vector<std::string>({"usage"}),
-          "Consumer groups an outbox must have before anything of it is trimmed (comma-separated).");
+          "Consumer groups every outbox must have before anything of it is trimmed (comma-separated), "
+          "in addition to the groups each owning service requires of each of its streams.");
 
 namespace labshare {
 namespace {
@@ -23,7 +26,9 @@ namespace {
 // KEYS[1] the stream. ARGV[1] the safety window in milliseconds, measured
 // on Redis's own clock (TIME), the clock XADD '*' stamps the entry ids with:
 // entries below "<TIME ms - window>-0" are old enough. ARGV[2..] required
-// groups. Replies {trimmed, min id} or {0, '', reason}.
+// groups. Replies {trimmed, min id, '', held by} (held by: the group whose
+// unacknowledged entries bound the cut below the window, '' when the window
+// does) or {0, '', reason}.
 const RedisScript& TrimScript() {
   static const RedisScript* s = new RedisScript(R"lua(
 local function parse(id)
@@ -41,7 +46,9 @@ if #groups == 0 then return {0, '', 'no group'} end
 local t = redis.call('TIME')
 local cut_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
 if cut_ms <= 0 then return {0, '', 'window before the epoch'} end
-local cut = string.format('%.0f', cut_ms) .. '-0'
+local window = string.format('%.0f', cut_ms) .. '-0'
+local cut = window
+local held = ''
 local names = {}
 for _, g in ipairs(groups) do
   local name, last, pending = nil, '0-0', 0
@@ -59,13 +66,21 @@ for _, g in ipairs(groups) do
     local p = redis.call('XPENDING', KEYS[1], name)
     if p[2] and less(p[2], bound) then bound = p[2] end
   end
-  if less(bound, cut) then cut = bound end
+  if less(bound, cut) then
+    cut = bound
+    held = name
+  end
 end
 for i = 2, #ARGV do
   if not names[ARGV[i]] then return {0, '', 'missing group ' .. ARGV[i]} end
 end
 local trimmed = redis.call('XTRIM', KEYS[1], 'MINID', cut)
-return {trimmed, cut}
+if held ~= '' then
+  -- Held back only if entries older than the window remain.
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if #first == 0 or not less(first[1][1], window) then held = '' end
+end
+return {trimmed, cut, '', held}
 )lua");
   return *s;
 }
@@ -82,7 +97,8 @@ bool ParseStreamId(const std::string& id, uint64_t* ms, uint64_t* seq) {
 OutboxTrimmer::OutboxTrimmer(RedisPool* pool, absl::Duration retention, std::vector<std::string> required_groups)
     : pool_(pool), retention_(retention), required_groups_(std::move(required_groups)) {}
 
-absl::StatusOr<OutboxTrimResult> OutboxTrimmer::Trim(const std::string& stream) const {
+absl::StatusOr<OutboxTrimResult> OutboxTrimmer::Trim(const std::string& stream,
+                                                      const std::vector<std::string>& also_required) const {
   OutboxTrimResult out;
   if (retention_ <= absl::ZeroDuration()) {
     out.skipped = "retention off";
@@ -93,6 +109,7 @@ absl::StatusOr<OutboxTrimResult> OutboxTrimmer::Trim(const std::string& stream) 
   // demo clock far from real time).
   std::vector<std::string> args = {absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(retention_)))};
   args.insert(args.end(), required_groups_.begin(), required_groups_.end());
+  args.insert(args.end(), also_required.begin(), also_required.end());
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(TrimScript(), {stream}, args));
   if (v.is_error() || v.type != RedisValue::Type::kArray || v.elements.size() < 2) {
     LogError("outbox trim failed", {{"stream", stream}, {"error", v.str}});
@@ -101,6 +118,7 @@ absl::StatusOr<OutboxTrimResult> OutboxTrimmer::Trim(const std::string& stream) 
   out.trimmed = v.elements[0].integer;
   out.min_id = v.elements[1].str;
   if (v.elements.size() > 2) out.skipped = v.elements[2].str;
+  if (v.elements.size() > 3) out.held_by = v.elements[3].str;
   return out;
 }
 
@@ -191,11 +209,19 @@ std::string RenderOutboxMetrics(RedisPool* pool, const std::vector<std::string>&
                       "labshare_outbox_scrape_errors ", errors, "\n");
 }
 
-OutboxMaintenance::OutboxMaintenance(RedisPool* pool, const Clock* /*clock: unused*/, std::vector<std::string> streams)
+std::vector<std::string> OutboxEveryStreamGroups() {
+  return {kOutboxGroupUsage, kOutboxGroupNotifyMail, kOutboxGroupNotifyWebhooks, kOutboxGroupNotifyFeeds};
+}
+
+OutboxMaintenance::OutboxMaintenance(RedisPool* pool, std::vector<OutboxStream> streams)
     : pool_(pool), streams_(std::move(streams)), interval_(absl::GetFlag(FLAGS_outbox_trim_interval)) {
-  collector_ = RegisterMetricsCollector([this] { return RenderOutboxMetrics(pool_, streams_); });
+  std::vector<std::string> names;
+  for (const OutboxStream& s : streams_) names.push_back(s.stream);
+  collector_ = RegisterMetricsCollector([this, names] { return RenderOutboxMetrics(pool_, names); });
   const absl::Duration retention = absl::GetFlag(FLAGS_outbox_retention);
   if (retention <= absl::ZeroDuration()) return;
+  // The flag's groups are required of every stream, in addition to each
+  // stream's own.
   std::vector<std::string> required;
   for (const std::string& g : absl::GetFlag(FLAGS_outbox_retention_require_groups)) {
     if (!g.empty()) required.push_back(g);
@@ -204,15 +230,25 @@ OutboxMaintenance::OutboxMaintenance(RedisPool* pool, const Clock* /*clock: unus
   if (interval_ <= absl::ZeroDuration()) interval_ = absl::Minutes(5);
   thread_ = std::thread([this] {
     do {
-      for (const std::string& s : streams_) {
+      // What holds trimming back, one line per pass (so at most one per
+      // interval): a required group missing, or a group whose
+      // unacknowledged entries are older than the window.
+      std::vector<std::string> held;
+      for (const OutboxStream& s : streams_) {
         if (stop_.HasBeenNotified()) return;
-        auto r = trimmer_->Trim(s);
+        auto r = trimmer_->Trim(s.stream, s.required_groups);
         if (!r.ok()) {
-          LogWarning("outbox trim", {{"stream", s}, {"error", r.status().ToString()}});
-        } else if (r->trimmed > 0) {
-          LogInfo("outbox trimmed", {{"stream", s}, {"entries", std::to_string(r->trimmed)}, {"below", r->min_id}});
+          LogWarning("outbox trim", {{"stream", s.stream}, {"error", r.status().ToString()}});
+          continue;
         }
+        if (r->trimmed > 0) {
+          LogInfo("outbox trimmed",
+                  {{"stream", s.stream}, {"entries", std::to_string(r->trimmed)}, {"below", r->min_id}});
+        }
+        if (absl::StartsWith(r->skipped, "missing group")) held.push_back(absl::StrCat(s.stream, ": ", r->skipped));
+        if (!r->held_by.empty()) held.push_back(absl::StrCat(s.stream, ": group ", r->held_by, " below ", r->min_id));
       }
+      if (!held.empty()) LogInfo("outbox trim held back", {{"by", absl::StrJoin(held, "; ")}});
     } while (!stop_.WaitForNotificationWithTimeout(interval_));
   });
 }

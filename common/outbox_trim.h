@@ -11,9 +11,12 @@
 // (XTRIM MINID, exact) atomically, so replicas running it side by side, and
 // a consumer reading, acknowledging or creating its group meanwhile, never
 // see an entry go that a group still needs. Not trimmed at all: a stream
-// without groups, and a stream lacking one of the required groups
-// (--outbox_retention_require_groups, default "usage": the audit trail
-// reads every outbox, so nothing goes before it has it).
+// without groups, and a stream lacking one of its required groups: those
+// its owning service declares per stream (OutboxStream: every group that
+// consumes it, e.g. billing's on {bk:P}:outbox, so booking events are never
+// trimmed unbilled while billing's group is missing) plus
+// --outbox_retention_require_groups (default "usage"). The maintenance
+// thread logs, at most once per pass, which group holds trimming back.
 //
 // Groups are created by their consumers at start (EventConsumer::EnsureGroup:
 // XGROUP CREATE ... 0 MKSTREAM), so a new group reads from the first entry
@@ -52,14 +55,19 @@ struct OutboxTrimResult {
   // "no group", "missing group <name>".
   std::string skipped;
   std::string min_id;  // the MINID used ("" when skipped)
+  // The group whose oldest unacknowledged entry set min_id, below the
+  // window's bound ("" when the window set it).
+  std::string held_by;
 };
 
 class OutboxTrimmer {
  public:
   // pool must outlive the trimmer. retention <= 0: never trims.
   OutboxTrimmer(RedisPool* pool, absl::Duration retention, std::vector<std::string> required_groups = {});
-  // One atomic pass over one stream.
-  absl::StatusOr<OutboxTrimResult> Trim(const std::string& stream) const;
+  // One atomic pass over one stream; also_required: groups the stream must
+  // have besides the trimmer's own.
+  absl::StatusOr<OutboxTrimResult> Trim(const std::string& stream,
+                                        const std::vector<std::string>& also_required = {}) const;
   // Every stream; returns the entries trimmed in all.
   absl::StatusOr<int64_t> TrimAll(const std::vector<std::string>& streams) const;
 
@@ -93,21 +101,44 @@ absl::StatusOr<StreamLag> ReadStreamLag(RedisPool* pool, const std::string& stre
 // cannot be read are left out (labshare_outbox_scrape_errors counts them).
 std::string RenderOutboxMetrics(RedisPool* pool, const std::vector<std::string>& streams);
 
+// The consumer groups of the platform's outboxes. Each consumer's own
+// constant is checked against these at compile time in its main.cc
+// (billing::kBookingEventsGroup, usage::kEventsGroup,
+// booking::kInventoryEventsGroup, notify::kMailGroup / kWebhooksGroup /
+// kFeedsGroup).
+inline constexpr char kOutboxGroupUsage[] = "usage";        // every outbox
+inline constexpr char kOutboxGroupBilling[] = "billing";    // {bk:P}:outbox
+inline constexpr char kOutboxGroupBooking[] = "booking";    // {inventory}:outbox
+inline constexpr char kOutboxGroupNotifyMail[] = "notify-mail";          // every outbox
+inline constexpr char kOutboxGroupNotifyWebhooks[] = "notify-webhooks";  // every outbox
+inline constexpr char kOutboxGroupNotifyFeeds[] = "notify-feeds";        // every outbox
+// The groups reading every outbox: usage and notify's three.
+std::vector<std::string> OutboxEveryStreamGroups();
+
+// An owned outbox and the groups that must exist on it before anything of
+// it is trimmed (every group that consumes it: a group not yet created, e.g.
+// its service not started yet, must not find its entries gone).
+struct OutboxStream {
+  std::string stream;
+  std::vector<std::string> required_groups;
+};
+
 // What a service that owns outboxes runs: the trimmer every
 // --outbox_trim_interval when --outbox_retention > 0 (on a thread of its
 // own, stopped by the destructor), and the lag figures of its streams on
 // its /metrics endpoint (registered with RegisterMetricsCollector).
 class OutboxMaintenance {
  public:
-  // From the flags. pool and clock must outlive the object.
-  OutboxMaintenance(RedisPool* pool, const Clock* clock, std::vector<std::string> streams);
+  // From the flags (--outbox_retention_require_groups: required of every
+  // stream besides its own groups). pool must outlive the object.
+  OutboxMaintenance(RedisPool* pool, std::vector<OutboxStream> streams);
   ~OutboxMaintenance();
   OutboxMaintenance(const OutboxMaintenance&) = delete;
   OutboxMaintenance& operator=(const OutboxMaintenance&) = delete;
 
  private:
   RedisPool* pool_;
-  std::vector<std::string> streams_;
+  std::vector<OutboxStream> streams_;
   std::unique_ptr<OutboxTrimmer> trimmer_;
   absl::Duration interval_;
   absl::Notification stop_;

@@ -171,6 +171,42 @@ TEST_F(OutboxTrimTest, NothingGoesWithoutGroupsWithoutARequiredGroupOrWithRetent
   EXPECT_EQ(late->elements[0].elements[1].elements[0].elements[0].str, "5000-0");
 }
 
+// Groups a stream's owner requires of it (OutboxStream, e.g. billing's on
+// a booking partition) besides the flag's: while one is missing nothing
+// goes, even what every existing group acknowledged; the result names the
+// group holding the cut back.
+TEST_F(OutboxTrimTest, StreamsOwnRequiredGroupsAndTheGroupHoldingTheCutBack) {
+  Fill(*pool_, 4);  // ids 1000-0..: old by Redis's clock
+  Group(*pool_, "usage");
+  Read(*pool_, "usage", 4);
+  Ack(*pool_, "usage", {1, 2, 3, 4});
+  OutboxTrimmer trimmer(pool_.get(), absl::Minutes(1), {"usage"});
+  const std::vector<std::string> booking_partition = {"billing", "usage", "notify-mail"};
+  auto r = trimmer.Trim(kStream, booking_partition);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->trimmed, 0);
+  EXPECT_EQ(r->skipped, "missing group billing");
+  EXPECT_EQ(Ids().size(), 4u);
+  Group(*pool_, "billing");
+  Group(*pool_, "notify-mail");
+  Read(*pool_, "billing", 2);
+  Ack(*pool_, "billing", {1, 2});
+  Read(*pool_, "notify-mail", 4);
+  Ack(*pool_, "notify-mail", {1, 2, 3, 4});
+  r = trimmer.Trim(kStream, booking_partition);
+  EXPECT_EQ(r->skipped, "");
+  EXPECT_EQ(r->trimmed, 2);
+  EXPECT_EQ(r->min_id, "2000-1");
+  EXPECT_EQ(r->held_by, "billing");
+  EXPECT_EQ(Ids(), (std::vector<std::string>{"3000-0", "4000-0"}));
+  // Every group has acknowledged everything: the window alone bounds the cut.
+  Read(*pool_, "billing", 2);
+  Ack(*pool_, "billing", {3, 4});
+  r = trimmer.Trim(kStream, booking_partition);
+  EXPECT_EQ(r->trimmed, 2);
+  EXPECT_EQ(r->held_by, "");
+}
+
 TEST_F(OutboxTrimTest, LagCountsUndeliveredAndPendingEntries) {
   Fill(*pool_, 10);
   Group(*pool_, "usage");

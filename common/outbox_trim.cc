@@ -146,13 +146,26 @@ absl::StatusOr<StreamLag> ReadStreamLag(RedisPool* pool, const std::string& stre
   for (const RedisValue& g : groups.elements) {
     GroupLag gl;
     gl.last_delivered_id = "0-0";
+    bool known = false;  // Redis's own figure (entries-added - entries-read)
     for (size_t i = 0; i + 1 < g.elements.size(); i += 2) {
       const std::string& k = g.elements[i].str;
-      if (k == "name") gl.group = g.elements[i + 1].str;
-      if (k == "last-delivered-id") gl.last_delivered_id = g.elements[i + 1].str;
-      if (k == "pending") gl.pending = g.elements[i + 1].integer;
+      const RedisValue& v = g.elements[i + 1];
+      if (k == "name") gl.group = v.str;
+      if (k == "last-delivered-id") gl.last_delivered_id = v.str;
+      if (k == "pending") gl.pending = v.integer;
+      if (k == "lag" && v.type == RedisValue::Type::kInteger) {
+        gl.undelivered = v.integer;
+        known = true;
+      }
     }
-    // Undelivered: the entries after last-delivered-id, counted.
+    if (known) {
+      out.groups.push_back(std::move(gl));
+      continue;
+    }
+    // Redis cannot tell (entries-read unknown, e.g. after an AOF reload, or
+    // a Redis before 7.0): the entries after last-delivered-id, counted up
+    // to `cap` (a figure of `cap` means at least that many).
+    gl.at_least = true;
     std::string from = "(" + gl.last_delivered_id;
     while (gl.undelivered < cap) {
       const int64_t want = std::min<int64_t>(page, cap - gl.undelivered);
@@ -161,8 +174,12 @@ absl::StatusOr<StreamLag> ReadStreamLag(RedisPool* pool, const std::string& stre
       if (r.type != RedisValue::Type::kArray || r.elements.empty()) break;
       gl.undelivered += static_cast<int64_t>(r.elements.size());
       from = "(" + r.elements.back().elements[0].str;
-      if (static_cast<int64_t>(r.elements.size()) < want) break;
+      if (static_cast<int64_t>(r.elements.size()) < want) {
+        gl.at_least = false;
+        break;
+      }
     }
+    if (gl.undelivered < cap) gl.at_least = false;
     out.groups.push_back(std::move(gl));
   }
   return out;
@@ -172,12 +189,17 @@ std::string RenderOutboxMetrics(RedisPool* pool, const std::vector<std::string>&
   std::string length = "# HELP labshare_outbox_length Entries an outbox stream holds.\n"
                        "# TYPE labshare_outbox_length gauge\n";
   std::string undelivered =
-      "# HELP labshare_outbox_undelivered Entries after the consumer group's last-delivered id.\n"
+      "# HELP labshare_outbox_undelivered Entries after the consumer group's last-delivered id (Redis's figure; "
+      "when Redis cannot tell, e.g. after an AOF reload, counted up to 10000: at least that many, see "
+      "labshare_outbox_undelivered_at_least).\n"
       "# TYPE labshare_outbox_undelivered gauge\n";
   std::string pending = "# HELP labshare_outbox_pending Entries delivered to the group, not acknowledged.\n"
                         "# TYPE labshare_outbox_pending gauge\n";
   std::string lag = "# HELP labshare_outbox_lag Entries the group has not acknowledged (undelivered + pending).\n"
                     "# TYPE labshare_outbox_lag gauge\n";
+  std::string at_least =
+      "# HELP labshare_outbox_undelivered_at_least 1 when the undelivered figure is a lower bound (counted, capped).\n"
+      "# TYPE labshare_outbox_undelivered_at_least gauge\n";
   int errors = 0;
   bool unavailable = false;
   for (const std::string& s : streams) {
@@ -199,11 +221,12 @@ std::string RenderOutboxMetrics(RedisPool* pool, const std::vector<std::string>&
     for (const GroupLag& g : l->groups) {
       const std::string labels = absl::StrCat("{stream=\"", s, "\",group=\"", g.group, "\"} ");
       absl::StrAppend(&undelivered, "labshare_outbox_undelivered", labels, g.undelivered, "\n");
+      absl::StrAppend(&at_least, "labshare_outbox_undelivered_at_least", labels, g.at_least ? 1 : 0, "\n");
       absl::StrAppend(&pending, "labshare_outbox_pending", labels, g.pending, "\n");
       absl::StrAppend(&lag, "labshare_outbox_lag", labels, g.lag(), "\n");
     }
   }
-  return absl::StrCat(length, undelivered, pending, lag,
+  return absl::StrCat(length, undelivered, at_least, pending, lag,
                       "# HELP labshare_outbox_scrape_errors Outbox streams that could not be read.\n"
                       "# TYPE labshare_outbox_scrape_errors gauge\n",
                       "labshare_outbox_scrape_errors ", errors, "\n");

@@ -28,10 +28,13 @@
 // is the record of everything that happened.
 //
 // Lag. Per stream and group: entries not yet delivered (after the group's
-// last-delivered id, counted with XRANGE from it), entries delivered but
-// not acknowledged (the pending list), and their sum, the lag. Not XINFO
-// GROUPS' own `lag`, derived from entries-read, which Redis gets wrong after
-// an AOF reload (see outbox_trim_test).
+// last-delivered id), entries delivered but not acknowledged (the pending
+// list), and their sum, the lag. The undelivered figure is XINFO GROUPS'
+// own `lag` (entries-added - entries-read) when Redis knows it: one command
+// per stream at scrape time. After an AOF reload Redis no longer knows
+// entries-read (nil, see outbox_trim_test): then they are counted with
+// XRANGE from the last-delivered id, at most 10,000 per group and scrape
+// (labshare_outbox_undelivered_at_least says the figure is a lower bound).
 #ifndef LABSHARE_COMMON_OUTBOX_TRIM_H_
 #define LABSHARE_COMMON_OUTBOX_TRIM_H_
 
@@ -81,6 +84,7 @@ struct GroupLag {
   std::string group;
   std::string last_delivered_id;
   int64_t undelivered = 0;  // entries after last_delivered_id
+  bool at_least = false;    // undelivered was counted and reached the cap: a lower bound
   int64_t pending = 0;      // delivered, not acknowledged
   int64_t lag() const { return undelivered + pending; }
 };
@@ -91,10 +95,13 @@ struct StreamLag {
   std::vector<GroupLag> groups;
 };
 
-// Counting undelivered entries reads them (XRANGE, `page` at a time); at
-// most `cap` are counted (a figure of `cap` means at least that many).
-absl::StatusOr<StreamLag> ReadStreamLag(RedisPool* pool, const std::string& stream, int64_t cap = 1000000,
-                                        int page = 10000);
+// Cheap: XLEN, XINFO GROUPS. The undelivered figure is Redis's own
+// (XINFO GROUPS lag: entries-added - entries-read, exact) when Redis knows
+// it; when it does not (nil: entries-read lost, e.g. after an AOF reload;
+// or Redis < 7.0) the entries after last-delivered-id are counted (XRANGE,
+// `page` at a time), at most `cap` (then at_least is set).
+absl::StatusOr<StreamLag> ReadStreamLag(RedisPool* pool, const std::string& stream, int64_t cap = 10000,
+                                        int page = 1000);
 
 // Prometheus text lines for the streams: labshare_outbox_length{stream},
 // labshare_outbox_undelivered / _pending / _lag{stream,group}. Streams that

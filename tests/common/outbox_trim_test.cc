@@ -225,8 +225,9 @@ TEST_F(OutboxTrimTest, LagCountsUndeliveredAndPendingEntries) {
   EXPECT_EQ(lag->groups[1].undelivered, 4);
   EXPECT_EQ(lag->groups[1].pending, 2);
   EXPECT_EQ(lag->groups[1].lag(), 6);
-  // Capped counting.
-  EXPECT_EQ(ReadStreamLag(pool_.get(), kStream, 5, 2)->groups[0].undelivered, 5);
+  EXPECT_FALSE(lag->groups[0].at_least);
+  // Redis's own figure: no counting, no cap.
+  EXPECT_EQ(ReadStreamLag(pool_.get(), kStream, 5, 2)->groups[0].undelivered, 10);
 
   // On the /metrics page of the process.
   const int id = RegisterMetricsCollector([this] { return RenderOutboxMetrics(pool_.get(), {kStream}); });
@@ -239,6 +240,7 @@ TEST_F(OutboxTrimTest, LagCountsUndeliveredAndPendingEntries) {
   EXPECT_TRUE(absl::StrContains(page, "labshare_outbox_pending{stream=\"{t}:outbox\",group=\"usage\"} 2\n"));
   EXPECT_TRUE(absl::StrContains(page, "labshare_outbox_lag{stream=\"{t}:outbox\",group=\"usage\"} 6\n"));
   EXPECT_TRUE(absl::StrContains(page, "labshare_outbox_lag{stream=\"{t}:outbox\",group=\"idle\"} 10\n"));
+  EXPECT_TRUE(absl::StrContains(page, "labshare_outbox_undelivered_at_least{stream=\"{t}:outbox\",group=\"idle\"} 0\n"));
   EXPECT_TRUE(absl::StrContains(page, "labshare_outbox_scrape_errors 0\n"));
   EXPECT_FALSE(absl::StrContains((*metrics)->Render(), "labshare_outbox_length"));  // unregistered
 }
@@ -281,6 +283,12 @@ TEST(OutboxLagAfterAofReload, ComputedFromLastDeliveredIdAndPendingList) {
   EXPECT_EQ(after->groups[0].undelivered, 5);
   EXPECT_EQ(after->groups[0].pending, 2);
   EXPECT_EQ(after->groups[0].lag(), 7);
+  EXPECT_FALSE(after->groups[0].at_least);
+  // Counted (Redis cannot tell), capped: a lower bound.
+  auto capped = ReadStreamLag(&pool, kStream, 3, 2);
+  ASSERT_TRUE(capped.ok());
+  EXPECT_EQ(capped->groups[0].undelivered, 3);
+  EXPECT_TRUE(capped->groups[0].at_least);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/auth.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "common/proto_util.h"
 #include "services/billing/billing_rules.h"
 
@@ -631,10 +632,22 @@ void BillingManager::Flush(IngestBatch& batch, const std::vector<StreamEvent>& e
   auto results = store_->ApplyMany(batch.steps);
   size_t done = 0;
   if (!results.ok()) {
-    // Unknown whether the call ran: each event is retried later, its marker
-    // keeps it applied once.
-    for (size_t i : batch.step_events) statuses[i] = results.status();
-    done = batch.steps.size();
+    const absl::StatusCode code = results.status().code();
+    if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
+        code == absl::StatusCode::kCancelled) {
+      // Transport: unknown whether the call ran. Each event is retried
+      // later, its marker keeps it applied once.
+      for (size_t i : batch.step_events) statuses[i] = results.status();
+      done = batch.steps.size();
+      batch.ForgetLedger();
+    } else {
+      // Redis answered with an error (e.g. a script error): the chunk goes
+      // per event, so one event's failure does not hold back the others
+      // round after round (the steps before a failing one may have been
+      // written: their markers make them applied).
+      LogWarning("batched ledger steps failed; applying their events one by one",
+                 {{"steps", std::to_string(batch.steps.size())}, {"error", results.status().ToString()}});
+    }
   } else {
     for (; done < results->size(); ++done) {
       const auto& r = (*results)[done];

@@ -3,6 +3,7 @@
 // and orders; billing consumes the booking outboxes with its consumer group
 // and is checked to the minor unit. After every test the ledger must balance:
 // debits equal credits overall, per posting and per organisation.
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/match.h"
@@ -481,8 +482,13 @@ TEST_F(BillingTest, BatchWhosePoolTermsChangeMeanwhileUsesTheNewTerms) {
   auto charges = Charges();
   ASSERT_EQ(charges.size(), 2u);
   ASSERT_EQ(charges[0].subsidy_lines_size(), 1);
-  EXPECT_EQ(charges[0].subsidy_lines(0).amount().amount_minor(), 25000);
   ASSERT_EQ(charges[1].subsidy_lines_size(), 1);
+  // Listed by id (same posting time): the larger subsidy first.
+  std::sort(charges.begin(), charges.end(), [](const v1::Charge& a, const v1::Charge& b) {
+    return a.subsidy_lines(0).amount().amount_minor() > b.subsidy_lines(0).amount().amount_minor();
+  });
+  EXPECT_EQ(charges[0].subsidy_lines(0).amount().amount_minor(), 25000);
+  EXPECT_EQ(charges[0].subsidy_lines(0).limited_by(), v1::SubsidyLine::NOT_LIMITED);
   EXPECT_EQ(charges[1].subsidy_lines(0).amount().amount_minor(), 5000);
   EXPECT_EQ(charges[1].subsidy_lines(0).limited_by(), v1::SubsidyLine::ORGANIZATION_CAP);
   v1::GetSubsidyPoolRequest gp;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -40,12 +41,15 @@ absl::Status EventConsumer::EnsureGroup() {
 absl::StatusOr<int> EventConsumer::ApplyBatch(const RedisValue& entries, const BatchHandler& handler) {
   std::vector<StreamEvent> events;
   std::vector<std::string> ack = {"XACK", options_.stream, options_.group};
+  std::vector<std::string> deleted;
   events.reserve(entries.elements.size());
   for (const RedisValue& entry : entries.elements) {
     if (entry.elements.empty()) continue;
-    // entry: [id, [field, value, ...]]; a deleted entry has a nil body.
+    // entry: [id, [field, value, ...]]; a deleted entry has a nil body:
+    // nothing to apply, acknowledged (and logged below).
     if (entry.elements.size() != 2 || entry.elements[1].type != RedisValue::Type::kArray) {
       ack.push_back(entry.elements[0].str);
+      deleted.push_back(entry.elements[0].str);
       continue;
     }
     StreamEvent event;
@@ -56,6 +60,13 @@ absl::StatusOr<int> EventConsumer::ApplyBatch(const RedisValue& entries, const B
       if (fields[i].str == "payload") event.payload = fields[i + 1].str;
     }
     events.push_back(std::move(event));
+  }
+  if (!deleted.empty()) {
+    LogWarning("pending entries deleted from the stream before they were applied; acknowledged",
+               {{"stream", options_.stream},
+                {"group", options_.group},
+                {"count", std::to_string(deleted.size())},
+                {"ids", absl::StrJoin(deleted, ",")}});
   }
   if (!events.empty()) {
     const std::vector<absl::Status> applied = handler(events);
@@ -79,12 +90,16 @@ absl::StatusOr<int> EventConsumer::ApplyBatch(const RedisValue& entries, const B
     }
   }
   if (ack.size() == 3) return 0;
+  // Set before the call: if the reply is lost (a transport error returns
+  // here) the entries are still ours and pending, and are read again first.
+  const bool pending_before = own_pending_;
+  own_pending_ = true;
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(ack));
   if (v.is_error()) {
-    own_pending_ = true;
     LogError("XACK failed", {{"stream", options_.stream}, {"error", v.str}});
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot acknowledge events");
   }
+  own_pending_ = pending_before;
   return v.type == RedisValue::Type::kInteger ? static_cast<int>(v.integer) : 0;
 }
 
@@ -119,12 +134,17 @@ absl::StatusOr<int> EventConsumer::PollBatch(const BatchHandler& handler) {
       acked += n;
     }
   }
-  // 2. Entries another consumer took and left idle.
+  // 2. Entries another consumer took and left idle. own_pending_ is set
+  // before each read that makes entries ours (XAUTOCLAIM, '>'): if its reply
+  // is lost they are pending on this consumer and are read again first.
+  bool pending_before = own_pending_;
+  own_pending_ = true;
   LS_ASSIGN_OR_RETURN(
       RedisValue claimed,
       pool_->Command({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
                       std::to_string(absl::ToInt64Milliseconds(options_.reclaim_idle)), "0-0",
                       "COUNT", count}));
+  own_pending_ = pending_before;
   if (claimed.type == RedisValue::Type::kArray && claimed.elements.size() >= 2 &&
       !claimed.elements[1].elements.empty()) {
     own_pending_ = true;  // until acknowledged, they are ours
@@ -140,7 +160,10 @@ absl::StatusOr<int> EventConsumer::PollBatch(const BatchHandler& handler) {
     read.push_back(std::to_string(block_ms));
   }
   read.insert(read.end(), {"STREAMS", options_.stream, ">"});
+  pending_before = own_pending_;
+  own_pending_ = true;
   LS_ASSIGN_OR_RETURN(RedisValue fresh, pool_->Command(read));
+  own_pending_ = pending_before;
   if (fresh.is_error()) {
     LogError("XREADGROUP failed", {{"stream", options_.stream}, {"error", fresh.str}});
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read event stream");

@@ -97,9 +97,10 @@ base+=" role wait cluster|slots asking"
 consumer="xgroup|create xreadgroup xack xautoclaim"
 # <!-- helper B: issue 17 -->
 # Outbox retention and lag metrics on a service's own outbox
-# (common/outbox_trim.cc OutboxMaintenance: XINFO GROUPS, XPENDING and
-# XTRIM MINID in one Lua step; XLEN, EXISTS and XRANGE for the figures).
-outbox="xinfo|groups xpending xtrim xlen exists xrange"
+# (common/outbox_trim.cc OutboxMaintenance: TIME (the safety window on
+# Redis's clock), XINFO GROUPS, XPENDING, XRANGE and XTRIM MINID in one Lua
+# step; XLEN, EXISTS, XINFO GROUPS and XRANGE for the figures).
+outbox="time xinfo|groups xpending xtrim xlen exists xrange"
 # <!-- /helper B -->
 
 declare -A keys cmds selector

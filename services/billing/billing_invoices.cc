@@ -87,6 +87,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
   step.version_checks.push_back({key, 0});
   step.puts.push_back({key, pool.SerializeAsString(), 1});
   step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), r.subsidy_pool_id())});
+  step.incrs.push_back({keys::PoolGeneration(), "g", 1});  // charge steps priced before are stale
   v1::BillingEvent e = NewEvent(p, now, r.request_id());
   *e.mutable_subsidy_pool_changed()->mutable_subsidy_pool() = pool;
   e.mutable_subsidy_pool_changed()->set_kind(v1::SubsidyPoolChanged::CREATED);
@@ -254,6 +255,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     step.fingerprint = RequestFingerprint("UpdateSubsidyPool", r);
     step.version_checks.push_back({key, doc->version});
     step.puts.push_back({key, pool.SerializeAsString(), doc->version + 1});
+    step.incrs.push_back({keys::PoolGeneration(), "g", 1});  // charge steps priced before are stale
     if (pool.priority() != previous.priority()) {
       step.index_removes.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", previous.priority(), id)});
       step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), id)});

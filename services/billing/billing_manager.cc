@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/auth.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "common/proto_util.h"
 #include "services/billing/billing_rules.h"
 
@@ -167,6 +168,8 @@ struct BillingManager::IngestBatch {
 
   Memo memo;
   std::optional<std::vector<v1::SubsidyPool>> pools;
+  std::vector<int64_t> pool_versions;  // of each of pools
+  int64_t pool_generation = 0;
   // "<key>\n<field>" -> the value the next step will see.
   std::map<std::string, int64_t> counters;
   // "<key>\n<field>" -> the increments of the built steps not applied yet.
@@ -353,6 +356,15 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
 }
 
 absl::StatusOr<std::vector<v1::SubsidyPool>> BillingManager::LoadPools() const {
+  return LoadPools(nullptr, nullptr);
+}
+
+absl::StatusOr<std::vector<v1::SubsidyPool>> BillingManager::LoadPools(std::vector<int64_t>* versions,
+                                                                       int64_t* generation) const {
+  if (generation != nullptr) {
+    LS_ASSIGN_OR_RETURN(auto g, store_->Counters(keys::PoolGeneration(), {"g"}));
+    *generation = g[0];
+  }
   LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Index("pool"), "", 100000));
   std::vector<std::string> k;
   for (const auto& m : members) k.push_back(keys::Doc("pool", m.substr(m.find('|') + 1)));
@@ -362,6 +374,7 @@ absl::StatusOr<std::vector<v1::SubsidyPool>> BillingManager::LoadPools() const {
     if (!d) continue;
     LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(d->data));
     out.push_back(std::move(pool));
+    if (versions != nullptr) versions->push_back(d->version);
   }
   return out;
 }
@@ -400,26 +413,53 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
       LS_ASSIGN_OR_RETURN(inv::Organization org, Inventory(batch).GetOrganization(b.organization));
       b.size_class = static_cast<v1::SizeClass>(org.size_class());
     }
+    // The pools' terms as read (once per batch): the step checks that no
+    // pool was created or updated since (the generation) and that each
+    // pool document is the version read; else the step is stale and the
+    // event is priced again from the pools as they are.
     std::vector<v1::SubsidyPool> pools;
+    std::vector<int64_t> versions;
+    int64_t generation = 0;
     if (batch != nullptr && batch->pools) {
       pools = *batch->pools;
+      versions = batch->pool_versions;
+      generation = batch->pool_generation;
     } else {
-      LS_ASSIGN_OR_RETURN(pools, LoadPools());
-      if (batch != nullptr) batch->pools = pools;
+      LS_ASSIGN_OR_RETURN(pools, LoadPools(&versions, &generation));
+      if (batch != nullptr) {
+        batch->pools = pools;
+        batch->pool_versions = versions;
+        batch->pool_generation = generation;
+      }
     }
+    step.field_checks.push_back({keys::PoolGeneration(), "g", std::to_string(generation)});
+    for (size_t i = 0; i < pools.size(); ++i) {
+      step.version_checks.push_back({keys::Doc("pool", IdOf(pools[i].name())), versions[i]});
+    }
+    // The step's own increments so far: an event's earlier charges (a
+    // service order prices up to three) draw on the same pool balance and
+    // caps, so this charge sees them. The checks hold the values before the
+    // step (the script checks before it writes).
+    auto own = [&step](const std::string& key, const std::string& field) {
+      int64_t sum = 0;
+      for (const auto& inc : step.incrs) {
+        if (inc.key == key && inc.field == field) sum += inc.delta;
+      }
+      return sum;
+    };
     std::vector<PoolFunds> funds;
     for (auto& pool : pools) {
       PoolFunds f;
       const std::string funds_field = PoolFundsField(pool);
       LS_ASSIGN_OR_RETURN(int64_t bal, Counter(batch, keys::Balances(), funds_field));
-      f.balance = -bal;
+      f.balance = -(bal + own(keys::Balances(), funds_field));
       step.field_checks.push_back({keys::Balances(), funds_field, std::to_string(bal)});
       if (pool.has_cap_per_organization() && pool.cap_period_kind() != v1::PERIOD_KIND_UNSPECIFIED) {
         LS_ASSIGN_OR_RETURN(TimeRange cap, CapPeriodRange(pool.cap_period_kind(), now, zone_));
         for (const auto& b : beneficiaries) {
           const std::string field = absl::StrCat(b.organization, "|", Ms(cap.start));
           LS_ASSIGN_OR_RETURN(int64_t used, Counter(batch, keys::Cap(IdOf(pool.name())), field));
-          f.cap_used[b.organization] = used;
+          f.cap_used[b.organization] = used + own(keys::Cap(IdOf(pool.name())), field);
           step.field_checks.push_back({keys::Cap(IdOf(pool.name())), field, std::to_string(used)});
         }
       }
@@ -592,10 +632,22 @@ void BillingManager::Flush(IngestBatch& batch, const std::vector<StreamEvent>& e
   auto results = store_->ApplyMany(batch.steps);
   size_t done = 0;
   if (!results.ok()) {
-    // Unknown whether the call ran: each event is retried later, its marker
-    // keeps it applied once.
-    for (size_t i : batch.step_events) statuses[i] = results.status();
-    done = batch.steps.size();
+    const absl::StatusCode code = results.status().code();
+    if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
+        code == absl::StatusCode::kCancelled) {
+      // Transport: unknown whether the call ran. Each event is retried
+      // later, its marker keeps it applied once.
+      for (size_t i : batch.step_events) statuses[i] = results.status();
+      done = batch.steps.size();
+      batch.ForgetLedger();
+    } else {
+      // Redis answered with an error (e.g. a script error): the chunk goes
+      // per event, so one event's failure does not hold back the others
+      // round after round (the steps before a failing one may have been
+      // written: their markers make them applied).
+      LogWarning("batched ledger steps failed; applying their events one by one",
+                 {{"steps", std::to_string(batch.steps.size())}, {"error", results.status().ToString()}});
+    }
   } else {
     for (; done < results->size(); ++done) {
       const auto& r = (*results)[done];

@@ -146,6 +146,9 @@ class BillingManager {
                           IngestBatch* batch = nullptr);
   void AddPosting(LedgerStep& step, const v1::Posting& posting, absl::Time now);
   absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools() const;
+  // With each pool document's version and the pool-set generation
+  // (keys::PoolGeneration), read before the index.
+  absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools(std::vector<int64_t>* versions, int64_t* generation) const;
   // A pool's POOL_FUNDS balance (what it can still grant).
   absl::StatusOr<int64_t> PoolBalance(const v1::SubsidyPool& pool) const;
   absl::StatusOr<v1::Invoice> Draft(const std::string& payer, const std::string& period,

@@ -45,6 +45,9 @@ std::string Index(absl::string_view kind);                      // "{billing}:<k
 std::string Balances();
 std::string Account(absl::string_view account);
 std::string Cap(absl::string_view pool_id);
+// Hash, field "g": bumped by every step that creates or updates a subsidy
+// pool (the pool set and terms); a charge step checks it.
+std::string PoolGeneration();
 std::string Sequences();
 std::string Invoiced();
 std::string Voided();

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <string_view>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -92,7 +93,9 @@ int main(int argc, char** argv) {
     } while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_lease_period_interval)));
   });
   // Outbox retention and lag metrics (common/outbox_trim.h).
-  labshare::OutboxMaintenance outbox(&redis, &clock, {labshare::billing::keys::Outbox()});
+  // {billing}:outbox is read by usage and notify's modules.
+  static_assert(std::string_view(labshare::billing::kBookingEventsGroup) == labshare::kOutboxGroupBilling);
+  labshare::OutboxMaintenance outbox(&redis, {{labshare::billing::keys::Outbox(), labshare::OutboxEveryStreamGroups()}});
   // Ready only while inventory is too: without it no call can be served.
   const int rc = labshare::RunService(
       "billing", &redis, &authorizer, {&service},

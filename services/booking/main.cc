@@ -2,6 +2,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <string_view>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -90,6 +91,7 @@ int main(int argc, char** argv) {
   labshare::ConsumerOptions options;
   options.stream = "{inventory}:outbox";
   options.group = labshare::booking::kInventoryEventsGroup;
+  static_assert(std::string_view(labshare::booking::kInventoryEventsGroup) == labshare::kOutboxGroupBooking);
   options.consumer = std::string("booking-") + host + "-" + std::to_string(getpid());
   labshare::EventConsumer events(&redis, options);
   loop.Add(&events, labshare::booking::InventoryEventHandler(&manager));
@@ -106,9 +108,14 @@ int main(int argc, char** argv) {
     }
   });
   // Outbox retention and lag metrics (common/outbox_trim.h).
-  std::vector<std::string> outboxes = {"{booking}:outbox"};
-  for (int p = 0; p < labshare::booking::kPartitions; ++p) outboxes.push_back(labshare::booking::keys::Outbox(p));
-  labshare::OutboxMaintenance outbox(&redis, &clock, outboxes);
+  // Every outbox is read by usage and notify's modules; the partitions'
+  // (booking events) by billing too: nothing of them goes unbilled.
+  std::vector<labshare::OutboxStream> outboxes = {{"{booking}:outbox", labshare::OutboxEveryStreamGroups()}};
+  for (int p = 0; p < labshare::booking::kPartitions; ++p) {
+    outboxes.push_back({labshare::booking::keys::Outbox(p), labshare::OutboxEveryStreamGroups()});
+    outboxes.back().required_groups.push_back(labshare::kOutboxGroupBilling);
+  }
+  labshare::OutboxMaintenance outbox(&redis, outboxes);
   // Ready only while inventory is too: without it no call can be served.
   const int rc = labshare::RunService(
       "booking", &redis, &authorizer, {&service},

@@ -39,6 +39,9 @@ int main(int argc, char** argv) {
   labshare::inventory::SignIn sign_in = labshare::inventory::SignInFromFlags(&redis, &store, issuer.get(), &wall);
   labshare::inventory::IdentityService identity(sign_in.manager.get(), &authorizer);
   // Outbox retention and lag metrics (common/outbox_trim.h).
-  labshare::OutboxMaintenance outbox(&redis, &clock, {"{inventory}:outbox"});
+  // {inventory}:outbox is read by usage, notify's modules and booking.
+  std::vector<std::string> groups = labshare::OutboxEveryStreamGroups();
+  groups.push_back(labshare::kOutboxGroupBooking);
+  labshare::OutboxMaintenance outbox(&redis, {{"{inventory}:outbox", groups}});
   return labshare::RunService("inventory", &redis, &authorizer, {&service, &identity});
 }

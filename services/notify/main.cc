@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <string_view>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -96,7 +97,11 @@ int main(int argc, char** argv) {
   for (auto& m : modules) m->Start();
   std::thread consumer([&] { loop.Run(); });
   // Outbox retention and lag metrics (common/outbox_trim.h).
-  labshare::OutboxMaintenance outbox(&redis, clock_owner.get(), {labshare::notify::kNotifyOutbox});
+  // {notify}:outbox is read by usage and notify's own modules.
+  static_assert(std::string_view(labshare::notify::kMailGroup) == labshare::kOutboxGroupNotifyMail);
+  static_assert(std::string_view(labshare::notify::kWebhooksGroup) == labshare::kOutboxGroupNotifyWebhooks);
+  static_assert(std::string_view(labshare::notify::kFeedsGroup) == labshare::kOutboxGroupNotifyFeeds);
+  labshare::OutboxMaintenance outbox(&redis, {{labshare::notify::kNotifyOutbox, labshare::OutboxEveryStreamGroups()}});
   const int rc = labshare::RunService(
       "notify", &redis, &authorizer, services,
       [&] {

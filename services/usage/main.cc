@@ -5,6 +5,7 @@
 // chain and into the figures, each exactly once.
 #include <unistd.h>
 
+#include <string_view>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -108,7 +109,8 @@ int main(int argc, char** argv) {
                  }));
   }
   // Outbox retention and lag metrics of usage's own outbox (common/outbox_trim.h).
-  labshare::OutboxMaintenance outbox(&redis, &clock, {"{usage}:outbox"});
+  static_assert(std::string_view(labshare::usage::kEventsGroup) == labshare::kOutboxGroupUsage);
+  labshare::OutboxMaintenance outbox(&redis, {{"{usage}:outbox", labshare::OutboxEveryStreamGroups()}});
   // The report aggregates: data folded before they existed is registered and
   // built at start; any period whose aggregates an attribute change made
   // inexact (reports then compute it from the counters, as before) is

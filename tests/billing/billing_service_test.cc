@@ -3,6 +3,7 @@
 // and orders; billing consumes the booking outboxes with its consumer group
 // and is checked to the minor unit. After every test the ledger must balance:
 // debits equal credits overall, per posting and per organisation.
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/match.h"
@@ -118,6 +119,9 @@ class BillingTest : public BookingServiceTest {
     EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &done, ana_).ok());
     return done;
   }
+
+  // Defined below (a service order whose report the client accepted).
+  void ServiceOrderToAcceptedReport();
 
   std::unique_ptr<testing::DirectInventory> reader_;
   std::unique_ptr<BillingStore> bstore_;
@@ -413,6 +417,86 @@ TEST_F(BillingTest, BatchWhosePoolMovesMeanwhileFallsBackToThePerEventPath) {
   for (const auto& x : batch_manager.ApplyBookingEvents(events)) EXPECT_TRUE(x.ok()) << x;
   EXPECT_EQ(Charges().size(), 2u);
   EXPECT_EQ(hooked.calls(), 4);  // the applied markers, read first: nothing priced again
+}
+
+// A subsidy pool's terms changed while a batch is being built (a cap set on
+// it): the steps priced with the old terms are stale (the pool-set
+// generation and the pool document's version moved), nothing of the batch
+// is written by them, and every event is priced again from the new terms.
+TEST_F(BillingTest, BatchWhosePoolTermsChangeMeanwhileUsesTheNewTerms) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  auto* pool = cp.mutable_subsidy_pool();
+  pool->set_display_name("Innovation voucher");
+  pool->set_currency_code("CNY");
+  pool->set_percentage_bps(5000);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  top.set_request_id("fund-1");
+  *top.mutable_amount() = MakeMoney("CNY", 200000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  bk::Booking s1, s2, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &s1).ok());
+  ASSERT_TRUE(Book(absl::Hours(11), absl::Hours(12), &s2).ok());
+  for (const auto* b : {&s1, &s2}) {
+    const absl::Duration at = b == &s1 ? absl::Hours(9) : absl::Hours(11);
+    clock_.Set(day_ + at);
+    bk::CheckInRequest ci;
+    ci.set_name(b->name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &out, ana_).ok());
+    clock_.Set(day_ + at + absl::Hours(1));
+    bk::CheckOutRequest co;
+    co.set_name(b->name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+  }
+  auto raw = pool_->Command({"XRANGE", booking::keys::Outbox(booking::keys::Partition("tem")), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<StreamEvent> events;
+  for (const auto& entry : raw->elements) {
+    StreamEvent e;
+    e.stream_id = entry.elements[0].str;
+    e.type = entry.elements[1].elements[1].str;
+    e.payload = entry.elements[1].elements[3].str;
+    events.push_back(e);
+  }
+  // The second charged event's rate lookup (batch building) sets a cap of
+  // 30000 per organisation and month.
+  bool capped = false;
+  HookedInventory hooked(reader_.get(), 2, [&] {
+    v1::UpdateSubsidyPoolRequest up;
+    up.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
+    *up.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", 30000);
+    up.mutable_subsidy_pool()->set_cap_period_kind(v1::MONTHLY);
+    up.mutable_update_mask()->add_paths("cap_per_organization");
+    up.mutable_update_mask()->add_paths("cap_period_kind");
+    capped = billing_->UpdateSubsidyPool(billing_admin_, up).ok();
+  });
+  BillingManager batch_manager(bstore_.get(), &hooked, &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
+                               labshare::testing::TestPageTokens());
+  const std::vector<absl::Status> st = batch_manager.ApplyBookingEvents(events);
+  ASSERT_EQ(st.size(), events.size());
+  for (const auto& x : st) EXPECT_TRUE(x.ok()) << x;
+  EXPECT_TRUE(capped);
+  EXPECT_EQ(hooked.calls(), 4);  // 2 building the batch, 2 more on the per-event path
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 2u);
+  ASSERT_EQ(charges[0].subsidy_lines_size(), 1);
+  ASSERT_EQ(charges[1].subsidy_lines_size(), 1);
+  // Listed by id (same posting time): the larger subsidy first.
+  std::sort(charges.begin(), charges.end(), [](const v1::Charge& a, const v1::Charge& b) {
+    return a.subsidy_lines(0).amount().amount_minor() > b.subsidy_lines(0).amount().amount_minor();
+  });
+  EXPECT_EQ(charges[0].subsidy_lines(0).amount().amount_minor(), 25000);
+  EXPECT_EQ(charges[0].subsidy_lines(0).limited_by(), v1::SubsidyLine::NOT_LIMITED);
+  EXPECT_EQ(charges[1].subsidy_lines(0).amount().amount_minor(), 5000);
+  EXPECT_EQ(charges[1].subsidy_lines(0).limited_by(), v1::SubsidyLine::ORGANIZATION_CAP);
+  v1::GetSubsidyPoolRequest gp;
+  gp.set_name("subsidyPools/voucher");
+  auto after = billing_->GetSubsidyPool(billing_admin_, gp);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->granted_total().amount_minor(), 30000);
+  EXPECT_EQ(after->balance().amount_minor(), 200000 - 30000);
 }
 
 TEST_F(BillingTest, MissedBookingAndLateCancellationFees) {
@@ -755,6 +839,20 @@ TEST_F(BillingTest, LeaseRentIsChargedAtEachPeriodEndAndTheRestOnReturn) {
 }
 
 TEST_F(BillingTest, TechnicalServiceIsChargedFromTheAcceptedQuote) {
+  ServiceOrderToAcceptedReport();
+  Drain();
+  std::map<v1::FeeKind, int64_t> by_kind;
+  for (const auto& ch : Charges()) by_kind[ch.fee_kind()] += ch.amount().amount_minor();
+  ASSERT_EQ(by_kind.size(), 3u);
+  EXPECT_EQ(by_kind[v1::TECHNICAL_SERVICE], 60000);
+  EXPECT_EQ(by_kind[v1::STAFF_TIME], 30000);
+  EXPECT_EQ(by_kind[v1::CONSUMABLES], 5001);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 95001);
+}
+
+// A service order whose report was accepted: three charges in one event,
+// TECHNICAL_SERVICE 60000, STAFF_TIME 30000, CONSUMABLES 5001, for lab.
+void BillingTest::ServiceOrderToAcceptedReport() {
   bk::CreateServiceOrderRequest co;
   co.mutable_service_order()->set_instrument("instruments/tem");
   co.mutable_service_order()->set_service_entry_id("imaging");
@@ -798,14 +896,110 @@ TEST_F(BillingTest, TechnicalServiceIsChargedFromTheAcceptedQuote) {
   bk::AcceptReportRequest ar;
   ar.set_name(o.name());
   ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::AcceptReport, ar, &out, ana_).ok());
-  Drain();
-  std::map<v1::FeeKind, int64_t> by_kind;
-  for (const auto& ch : Charges()) by_kind[ch.fee_kind()] += ch.amount().amount_minor();
-  ASSERT_EQ(by_kind.size(), 3u);
-  EXPECT_EQ(by_kind[v1::TECHNICAL_SERVICE], 60000);
-  EXPECT_EQ(by_kind[v1::STAFF_TIME], 30000);
-  EXPECT_EQ(by_kind[v1::CONSUMABLES], 5001);
-  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 95001);
+}
+
+// Three subsidisable charges of one event (a service order) against one
+// pool: each charge is subsidised from what the charges before it left of
+// the pool's balance and of lab's cap, on the per-event and the batch path
+// alike (both leave the same ledger). 50 % of 60000, 30000, 5001.
+struct ThreeChargeCase {
+  int64_t cap;      // 0: none
+  int64_t balance;  // topped up
+  std::vector<int64_t> subsidies;  // per charge, in pricing order
+  std::vector<v1::SubsidyLine::Limit> limits;
+  int64_t balance_after;
+};
+
+class ServiceOrderSubsidyTest : public BillingTest {
+ protected:
+  void Run(const ThreeChargeCase& c) {
+    v1::CreateSubsidyPoolRequest cp;
+    cp.set_subsidy_pool_id("voucher");
+    auto* pool = cp.mutable_subsidy_pool();
+    pool->set_display_name("Innovation voucher");
+    pool->set_currency_code("CNY");
+    pool->set_percentage_bps(5000);
+    if (c.cap > 0) {
+      *pool->mutable_cap_per_organization() = MakeMoney("CNY", c.cap);
+      pool->set_cap_period_kind(v1::MONTHLY);
+    }
+    ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+    v1::TopUpSubsidyPoolRequest top;
+    top.set_name("subsidyPools/voucher");
+    top.set_request_id("fund-1");
+    *top.mutable_amount() = MakeMoney("CNY", c.balance);
+    ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+    ServiceOrderToAcceptedReport();
+    auto raw = pool_->Command({"XRANGE", booking::keys::Outbox(booking::keys::Partition("tem")), "-", "+"});
+    ASSERT_TRUE(raw.ok());
+    std::vector<StreamEvent> events;
+    for (const auto& entry : raw->elements) {
+      StreamEvent e;
+      e.stream_id = entry.elements[0].str;
+      const auto& f = entry.elements[1].elements;
+      for (size_t i = 0; i + 1 < f.size(); i += 2) {
+        if (f[i].str == "type") e.type = f[i + 1].str;
+        if (f[i].str == "payload") e.payload = f[i + 1].str;
+      }
+      events.push_back(e);
+    }
+    std::map<std::string, std::string> dumps;
+    auto before = pool_->Command({"KEYS", "{billing}:*"});
+    for (const auto& k : before->elements) dumps[k.str] = pool_->Command({"DUMP", k.str})->str;
+
+    auto check = [&](const char* path) {
+      SCOPED_TRACE(path);
+      std::map<v1::FeeKind, v1::Charge> by_kind;
+      for (const auto& ch : Charges()) by_kind[ch.fee_kind()] = ch;
+      ASSERT_EQ(by_kind.size(), 3u);
+      const v1::FeeKind order[] = {v1::TECHNICAL_SERVICE, v1::STAFF_TIME, v1::CONSUMABLES};
+      int64_t granted = 0;
+      for (int i = 0; i < 3; ++i) {
+        const v1::Charge& ch = by_kind[order[i]];
+        if (c.subsidies[i] == 0) {
+          EXPECT_EQ(ch.subsidy_lines_size(), 0) << ch.fee_kind();
+          continue;
+        }
+        ASSERT_EQ(ch.subsidy_lines_size(), 1) << ch.fee_kind();
+        EXPECT_EQ(ch.subsidy_lines(0).amount().amount_minor(), c.subsidies[i]) << ch.fee_kind();
+        EXPECT_EQ(ch.subsidy_lines(0).limited_by(), c.limits[i]) << ch.fee_kind();
+        granted += c.subsidies[i];
+      }
+      v1::GetSubsidyPoolRequest gp;
+      gp.set_name("subsidyPools/voucher");
+      auto after = billing_->GetSubsidyPool(billing_admin_, gp);
+      ASSERT_TRUE(after.ok()) << after.status();
+      EXPECT_EQ(after->balance().amount_minor(), c.balance_after);
+      EXPECT_GE(after->balance().amount_minor(), 0);
+      EXPECT_EQ(after->granted_total().amount_minor(), granted);
+      if (c.cap > 0) {
+        EXPECT_LE(granted, c.cap);
+      }
+    };
+    // The batch path.
+    const std::vector<absl::Status> st = billing_->ApplyBookingEvents(events);
+    for (const auto& x : st) EXPECT_TRUE(x.ok()) << x;
+    check("batch");
+    const auto batch = LedgerDump(*pool_);
+    // The per-event path, from the same ledger.
+    auto now = pool_->Command({"KEYS", "{billing}:*"});
+    for (const auto& k : now->elements) ASSERT_TRUE(pool_->Command({"DEL", k.str}).ok());
+    for (const auto& [k, v] : dumps) ASSERT_EQ(pool_->Command({"RESTORE", k, "0", v})->str, "OK");
+    for (const auto& e : events) EXPECT_TRUE(billing_->ApplyBookingEvent(e).ok());
+    check("per event");
+    EXPECT_EQ(LedgerDump(*pool_).size(), batch.size());
+  }
+};
+
+TEST_F(ServiceOrderSubsidyTest, ChargesOfOneEventDrawOnThePoolBalanceInTurn) {
+  // 30000, then the 10000 left, then nothing: never below zero.
+  Run({0, 40000, {30000, 10000, 0}, {v1::SubsidyLine::NOT_LIMITED, v1::SubsidyLine::POOL_BALANCE, {}}, 0});
+}
+
+TEST_F(ServiceOrderSubsidyTest, ChargesOfOneEventDrawOnTheOrganizationCapInTurn) {
+  // Cap 35000: 30000, then the 5000 left of the cap, then nothing.
+  Run({35000, 1000000, {30000, 5000, 0}, {v1::SubsidyLine::NOT_LIMITED, v1::SubsidyLine::ORGANIZATION_CAP, {}},
+       1000000 - 35000});
 }
 
 TEST_F(BillingTest, RolesAndScopes) {

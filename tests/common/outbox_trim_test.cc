@@ -1,6 +1,6 @@
 // Outbox retention (OutboxTrimmer) and the lag figures on a real
 // redis-server: exactly which entries go, that nothing a group has pending
-// or not yet read goes, the safety window on a fake clock, and the lag
+// or not yet read goes, the safety window on Redis's clock, and the lag
 // after an AOF reload, where XINFO GROUPS' own figure is gone.
 #include "common/outbox_trim.h"
 
@@ -50,59 +50,99 @@ class OutboxTrimTest : public ::testing::Test {
     for (const auto& e : r->elements) out.push_back(e.elements[0].str);
     return out;
   }
-  // The fake clock at `ms` milliseconds after the epoch.
-  static absl::Time At(int64_t ms) { return absl::FromUnixMillis(ms); }
 
   testing::RedisServer* server_ = nullptr;
   std::unique_ptr<RedisPool> pool_;
 };
 
+// Entries at explicit ids "<ms>-0".
+std::vector<std::string> FillAt(RedisPool& pool, const std::vector<int64_t>& ms) {
+  std::vector<std::string> ids;
+  for (int64_t m : ms) {
+    const std::string id = std::to_string(m) + "-0";
+    EXPECT_EQ(pool.Command({"XADD", kStream, id, "f", "v"})->str, id);
+    ids.push_back(id);
+  }
+  return ids;
+}
+// Redis's own clock (TIME) in ms.
+int64_t RedisNowMs(RedisPool& pool) {
+  auto t = pool.Command({"TIME"});
+  return std::stoll(t->elements[0].str) * 1000 + std::stoll(t->elements[1].str) / 1000;
+}
+
 TEST_F(OutboxTrimTest, TrimsExactlyWhatEveryGroupAcknowledgedAndTheWindowAllows) {
-  Fill(*pool_, 10);
+  // Entries 1..3 two minutes old by Redis's clock, 4..10 about 25 s old.
+  const int64_t now = RedisNowMs(*pool_);
+  std::vector<int64_t> ms;
+  for (int i = 1; i <= 3; ++i) ms.push_back(now - 120000 + i * 1000);
+  for (int i = 4; i <= 10; ++i) ms.push_back(now - 30000 + i * 1000);
+  const std::vector<std::string> id = FillAt(*pool_, ms);
+  auto ack = [&](const std::string& g, std::vector<int> which) {
+    for (int i : which) ASSERT_EQ(pool_->Command({"XACK", kStream, g, id[i - 1]})->integer, 1);
+  };
   Group(*pool_, "usage");
   Group(*pool_, "billing");
   Read(*pool_, "usage", 6);
-  Ack(*pool_, "usage", {1, 2, 3, 4});  // 5 and 6 pending
+  ack("usage", {1, 2, 3, 4});  // 5 and 6 pending
   Read(*pool_, "billing", 8);
-  Ack(*pool_, "billing", {1, 2, 3, 4, 5, 6, 7, 8});
-  FakeClock clock(At(3500 + 60000));
-  OutboxTrimmer trimmer(pool_.get(), &clock, absl::Minutes(1), {"usage"});
+  ack("billing", {1, 2, 3, 4, 5, 6, 7, 8});
+  OutboxTrimmer trimmer(pool_.get(), absl::Minutes(1), {"usage"});
 
-  // The window: only entries older than now - 1 min (3500 ms) may go.
+  // The window: only entries older than Redis's now - 1 min may go.
   auto r = trimmer.Trim(kStream);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->trimmed, 3);
-  EXPECT_EQ(r->min_id, "3500-0");
-  EXPECT_EQ(Ids(), (std::vector<std::string>{"4000-0", "5000-0", "6000-0", "7000-0", "8000-0", "9000-0",
-                                             "10000-0"}));
-  // Later: the window allows everything; usage's oldest pending entry
-  // (5000-0) holds the rest.
-  clock.Set(At(100000 + 60000));
-  r = trimmer.Trim(kStream);
+  EXPECT_EQ(Ids(), std::vector<std::string>(id.begin() + 3, id.end()));
+  // A short window allows everything; usage's oldest pending entry (5)
+  // holds the rest.
+  OutboxTrimmer short_window(pool_.get(), absl::Milliseconds(1), {"usage"});
+  r = short_window.Trim(kStream);
   EXPECT_EQ(r->trimmed, 1);
-  EXPECT_EQ(r->min_id, "5000-0");
-  EXPECT_EQ(Ids().front(), "5000-0");
-  // usage acknowledges 5 and 6: billing's last-delivered id (8000-0) and
-  // usage's (6000-0) now bound it: entries up to 6000-0 go, not one more.
-  Ack(*pool_, "usage", {5, 6});
-  r = trimmer.Trim(kStream);
+  EXPECT_EQ(r->min_id, id[4]);
+  EXPECT_EQ(Ids().front(), id[4]);
+  // usage acknowledges 5 and 6: billing's last-delivered id (8) and
+  // usage's (6) now bound it: entries up to 6 go, not one more.
+  ack("usage", {5, 6});
+  r = short_window.Trim(kStream);
   EXPECT_EQ(r->trimmed, 2);
-  EXPECT_EQ(r->min_id, "6000-1");
-  EXPECT_EQ(Ids(), (std::vector<std::string>{"7000-0", "8000-0", "9000-0", "10000-0"}));
+  EXPECT_EQ(r->min_id, std::to_string(ms[5]) + "-1");
+  EXPECT_EQ(Ids(), std::vector<std::string>(id.begin() + 6, id.end()));
   // Nothing more until usage reads further; a second replica running the
   // same pass changes nothing.
-  OutboxTrimmer replica(pool_.get(), &clock, absl::Minutes(1), {"usage"});
+  OutboxTrimmer replica(pool_.get(), absl::Milliseconds(1), {"usage"});
   EXPECT_EQ(replica.Trim(kStream)->trimmed, 0);
   EXPECT_EQ(Ids().size(), 4u);
   // The groups read on from where they were.
   auto next = pool_->Command({"XREADGROUP", "GROUP", "usage", "c", "COUNT", "10", "STREAMS", kStream, ">"});
-  EXPECT_EQ(next->elements[0].elements[1].elements[0].elements[0].str, "7000-0");
+  EXPECT_EQ(next->elements[0].elements[1].elements[0].elements[0].str, id[6]);
+}
+
+// The window is on Redis's clock, the clock that stamps the ids (XADD '*'),
+// whatever the platform clock (a demo clock may run years ahead): entries
+// every group acknowledged but younger than the window stay.
+TEST_F(OutboxTrimTest, WindowIsOnRedisClockNotThePlatformClock) {
+  std::vector<std::string> id;
+  for (int i = 0; i < 5; ++i) id.push_back(pool_->Command({"XADD", kStream, "*", "f", "v"})->str);
+  Group(*pool_, "usage");
+  Read(*pool_, "usage", 5);
+  for (const std::string& i : id) ASSERT_EQ(pool_->Command({"XACK", kStream, "usage", i})->integer, 1);
+  OutboxTrimmer trimmer(pool_.get(), absl::Hours(24), {"usage"});
+  auto r = trimmer.Trim(kStream);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->trimmed, 0);
+  EXPECT_EQ(r->skipped, "");
+  EXPECT_EQ(Ids(), id);
+  // The bound used is Redis's now - 24 h: below every id.
+  uint64_t cut_ms = 0, cut_seq = 0, first_ms = 0, first_seq = 0;
+  ASSERT_TRUE(ParseStreamId(r->min_id, &cut_ms, &cut_seq));
+  ASSERT_TRUE(ParseStreamId(id[0], &first_ms, &first_seq));
+  EXPECT_LE(cut_ms + 24 * 3600 * 1000, first_ms + 1000);
 }
 
 TEST_F(OutboxTrimTest, NothingGoesWithoutGroupsWithoutARequiredGroupOrWithRetentionOff) {
-  FakeClock clock(At(1000000000));
-  Fill(*pool_, 3);
-  OutboxTrimmer trimmer(pool_.get(), &clock, absl::Minutes(1), {"usage"});
+  Fill(*pool_, 3);  // ids 1000-0..: old by Redis's clock
+  OutboxTrimmer trimmer(pool_.get(), absl::Minutes(1), {"usage"});
   EXPECT_EQ(trimmer.Trim(kStream)->skipped, "no group");
   EXPECT_EQ(trimmer.Trim("{t}:absent")->skipped, "no stream");
   Group(*pool_, "billing");
@@ -117,7 +157,7 @@ TEST_F(OutboxTrimTest, NothingGoesWithoutGroupsWithoutARequiredGroupOrWithRetent
   Group(*pool_, "usage");
   EXPECT_EQ(trimmer.Trim(kStream)->trimmed, 0);
   EXPECT_EQ(Ids().size(), 3u);
-  OutboxTrimmer off(pool_.get(), &clock, absl::ZeroDuration(), {});
+  OutboxTrimmer off(pool_.get(), absl::ZeroDuration(), {});
   EXPECT_EQ(off.Trim(kStream)->skipped, "retention off");
   Read(*pool_, "usage", 3);
   Ack(*pool_, "usage", {1, 2, 3});
@@ -129,6 +169,42 @@ TEST_F(OutboxTrimTest, NothingGoesWithoutGroupsWithoutARequiredGroupOrWithRetent
   auto late = pool_->Command({"XREADGROUP", "GROUP", "late", "c", "STREAMS", kStream, ">"});
   ASSERT_EQ(late->elements[0].elements[1].elements.size(), 1u);
   EXPECT_EQ(late->elements[0].elements[1].elements[0].elements[0].str, "5000-0");
+}
+
+// Groups a stream's owner requires of it (OutboxStream, e.g. billing's on
+// a booking partition) besides the flag's: while one is missing nothing
+// goes, even what every existing group acknowledged; the result names the
+// group holding the cut back.
+TEST_F(OutboxTrimTest, StreamsOwnRequiredGroupsAndTheGroupHoldingTheCutBack) {
+  Fill(*pool_, 4);  // ids 1000-0..: old by Redis's clock
+  Group(*pool_, "usage");
+  Read(*pool_, "usage", 4);
+  Ack(*pool_, "usage", {1, 2, 3, 4});
+  OutboxTrimmer trimmer(pool_.get(), absl::Minutes(1), {"usage"});
+  const std::vector<std::string> booking_partition = {"billing", "usage", "notify-mail"};
+  auto r = trimmer.Trim(kStream, booking_partition);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->trimmed, 0);
+  EXPECT_EQ(r->skipped, "missing group billing");
+  EXPECT_EQ(Ids().size(), 4u);
+  Group(*pool_, "billing");
+  Group(*pool_, "notify-mail");
+  Read(*pool_, "billing", 2);
+  Ack(*pool_, "billing", {1, 2});
+  Read(*pool_, "notify-mail", 4);
+  Ack(*pool_, "notify-mail", {1, 2, 3, 4});
+  r = trimmer.Trim(kStream, booking_partition);
+  EXPECT_EQ(r->skipped, "");
+  EXPECT_EQ(r->trimmed, 2);
+  EXPECT_EQ(r->min_id, "2000-1");
+  EXPECT_EQ(r->held_by, "billing");
+  EXPECT_EQ(Ids(), (std::vector<std::string>{"3000-0", "4000-0"}));
+  // Every group has acknowledged everything: the window alone bounds the cut.
+  Read(*pool_, "billing", 2);
+  Ack(*pool_, "billing", {3, 4});
+  r = trimmer.Trim(kStream, booking_partition);
+  EXPECT_EQ(r->trimmed, 2);
+  EXPECT_EQ(r->held_by, "");
 }
 
 TEST_F(OutboxTrimTest, LagCountsUndeliveredAndPendingEntries) {
@@ -149,8 +225,9 @@ TEST_F(OutboxTrimTest, LagCountsUndeliveredAndPendingEntries) {
   EXPECT_EQ(lag->groups[1].undelivered, 4);
   EXPECT_EQ(lag->groups[1].pending, 2);
   EXPECT_EQ(lag->groups[1].lag(), 6);
-  // Capped counting.
-  EXPECT_EQ(ReadStreamLag(pool_.get(), kStream, 5, 2)->groups[0].undelivered, 5);
+  EXPECT_FALSE(lag->groups[0].at_least);
+  // Redis's own figure: no counting, no cap.
+  EXPECT_EQ(ReadStreamLag(pool_.get(), kStream, 5, 2)->groups[0].undelivered, 10);
 
   // On the /metrics page of the process.
   const int id = RegisterMetricsCollector([this] { return RenderOutboxMetrics(pool_.get(), {kStream}); });
@@ -163,6 +240,7 @@ TEST_F(OutboxTrimTest, LagCountsUndeliveredAndPendingEntries) {
   EXPECT_TRUE(absl::StrContains(page, "labshare_outbox_pending{stream=\"{t}:outbox\",group=\"usage\"} 2\n"));
   EXPECT_TRUE(absl::StrContains(page, "labshare_outbox_lag{stream=\"{t}:outbox\",group=\"usage\"} 6\n"));
   EXPECT_TRUE(absl::StrContains(page, "labshare_outbox_lag{stream=\"{t}:outbox\",group=\"idle\"} 10\n"));
+  EXPECT_TRUE(absl::StrContains(page, "labshare_outbox_undelivered_at_least{stream=\"{t}:outbox\",group=\"idle\"} 0\n"));
   EXPECT_TRUE(absl::StrContains(page, "labshare_outbox_scrape_errors 0\n"));
   EXPECT_FALSE(absl::StrContains((*metrics)->Render(), "labshare_outbox_length"));  // unregistered
 }
@@ -205,6 +283,12 @@ TEST(OutboxLagAfterAofReload, ComputedFromLastDeliveredIdAndPendingList) {
   EXPECT_EQ(after->groups[0].undelivered, 5);
   EXPECT_EQ(after->groups[0].pending, 2);
   EXPECT_EQ(after->groups[0].lag(), 7);
+  EXPECT_FALSE(after->groups[0].at_least);
+  // Counted (Redis cannot tell), capped: a lower bound.
+  auto capped = ReadStreamLag(&pool, kStream, 3, 2);
+  ASSERT_TRUE(capped.ok());
+  EXPECT_EQ(capped->groups[0].undelivered, 3);
+  EXPECT_TRUE(capped->groups[0].at_least);
 }
 
 }  // namespace

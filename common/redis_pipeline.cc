@@ -428,6 +428,10 @@ void RedisPipeline::RunRouter(Shard* router) {
   }
 }
 
+bool RedisPipeline::IsWrite(const Call& call) {
+  return call.kind == Kind::kScript ? !call.script->read_only() : !RedisCommandIsReadOnly(call.argv[0]);
+}
+
 void RedisPipeline::RunShard(Shard* shard) {
   ThreadConnections connections(options_);
   RedisTopology& topology = *topology_;
@@ -436,11 +440,15 @@ void RedisPipeline::RunShard(Shard* shard) {
   std::string out;
   std::vector<size_t> again;  // calls to run one by one: redirected, NOSCRIPT, node unreachable
   std::vector<absl::StatusOr<RedisValue>> replies;
+  RedisOptions reads = options_;  // retries of reads: no WAIT
+  reads.wait_replicas = 0;
   while (TakeBatch(shard, max_batch_, &batch)) {
     again.clear();
     replies.assign(batch.size(), absl::StatusOr<RedisValue>(Unavailable()));
+    // Like RedisPool: WAIT follows a batch with a write in it, and only the
+    // writes' answers depend on it.
     bool writes = false;
-    for (const auto& c : batch) writes |= c.kind == Kind::kScript || !RedisCommandIsReadOnly(c.argv[0]);
+    for (const auto& c : batch) writes |= IsWrite(c);
     const int wait = writes ? options_.wait_replicas : 0;
     absl::StatusOr<redisContext*> c = connections.Get(node, batch.front().deadline, nullptr);
     if (!c.ok()) {
@@ -503,7 +511,7 @@ void RedisPipeline::RunShard(Shard* shard) {
             again.push_back(i);
             continue;
           }
-        } else if (reply.ok() && wait > 0 && acked < wait) {
+        } else if (reply.ok() && wait > 0 && acked < wait && IsWrite(call)) {
           reply = ack_logged ? StorageUnavailable("REPLICA_ACK_TIMEOUT") : RedisReplicaAckTimeout(node, acked, wait);
           ack_logged = true;
         }
@@ -517,13 +525,13 @@ void RedisPipeline::RunShard(Shard* shard) {
         Finish(call, Unavailable());  // its time went on the calls before it: no connect attempt each
         continue;
       }
-      absl::StatusOr<RedisValue> reply =
-          RunRedisCommand(topology, options_, connections, call.argv, call.slot, call.deadline);
+      const RedisOptions& o = IsWrite(call) ? options_ : reads;
+      absl::StatusOr<RedisValue> reply = RunRedisCommand(topology, o, connections, call.argv, call.slot, call.deadline);
       if (call.kind == Kind::kScript && reply.ok() && reply->is_error() &&
           absl::StartsWith(reply->str, "NOSCRIPT")) {
         call.argv[0] = "EVAL";
         call.argv[1] = call.script->source();
-        reply = RunRedisCommand(topology, options_, connections, call.argv, call.slot, call.deadline);
+        reply = RunRedisCommand(topology, o, connections, call.argv, call.slot, call.deadline);
       }
       Finish(call, std::move(reply));
     }

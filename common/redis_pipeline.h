@@ -100,6 +100,7 @@ class RedisPipeline {
   void RunShard(Shard* shard);
   void RunRouter(Shard* router);
   void Finish(Call& call, absl::StatusOr<RedisValue> reply);
+  static bool IsWrite(const Call& call);  // a script that may write, or a write command
 
   const RedisOptions options_;
   const std::shared_ptr<class RedisTopology> topology_;  // where each call goes (common/redis_internal.h)

@@ -116,6 +116,50 @@ TEST(RedisPipeline, CommandsAnswerLikeThePool) {
   EXPECT_EQ(ErrorReason(empty.status()), "STORAGE_ERROR");
 }
 
+// H2: WAIT's answer concerns the writes only. With no replica (WAIT acks 0
+// of 1) a read or a read-only script that shares the batch with a write
+// still answers; the write fails with REPLICA_ACK_TIMEOUT.
+TEST(RedisPipeline, ReplicaAckTimeoutFailsOnlyTheWritesOfABatch) {
+  auto* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  testing::FlushAll(*server);
+  {
+    RedisPool pool(server->options());
+    ASSERT_TRUE(pool.Command({"SET", "{p}:r", "v"}).ok());
+  }
+  RedisOptions options = server->options();
+  options.wait_replicas = 1;
+  options.wait_timeout = absl::Milliseconds(1);
+  RedisPipeline pipe(options);
+  static const RedisScript* read_only =
+      new RedisScript("return redis.call('GET', KEYS[1])", RedisScript::Access::kReadOnly);
+  std::vector<RedisPipeline::Request> requests(4);
+  requests[0].argv = {"GET", "{p}:r"};
+  requests[1].argv = {"SET", "{p}:w", "1"};
+  requests[2].script = read_only;
+  requests[2].argv = {"{p}:r"};
+  requests[2].keys = 1;
+  requests[3].script = &Incr();
+  requests[3].argv = {"{p}:n", "1"};
+  requests[3].keys = 1;
+  std::promise<std::vector<absl::StatusOr<RedisValue>>> done;
+  pipe.Batch(std::move(requests), [&](std::vector<absl::StatusOr<RedisValue>> v) { done.set_value(std::move(v)); });
+  auto replies = done.get_future().get();
+  ASSERT_EQ(replies.size(), 4u);
+  ASSERT_TRUE(replies[0].ok()) << replies[0].status();
+  EXPECT_EQ(replies[0]->str, "v");
+  EXPECT_EQ(ErrorReason(replies[1].status()), "STORAGE_UNAVAILABLE");
+  EXPECT_EQ(ErrorMetadataOf(replies[1].status())["cause"], "REPLICA_ACK_TIMEOUT");
+  ASSERT_TRUE(replies[2].ok()) << replies[2].status();
+  EXPECT_EQ(replies[2]->str, "v");
+  EXPECT_EQ(ErrorReason(replies[3].status()), "STORAGE_UNAVAILABLE");
+  EXPECT_EQ(ErrorMetadataOf(replies[3].status())["cause"], "REPLICA_ACK_TIMEOUT");
+  // Alone, a read needs no WAIT at all.
+  auto get = CommandAndWait(pipe, {"GET", "{p}:r"});
+  ASSERT_TRUE(get.ok()) << get.status();
+  EXPECT_EQ(get->str, "v");
+}
+
 TEST(RedisPipeline, GroupsAnswerOnceInOrder) {
   auto* server = testing::SharedRedisServer();
   ASSERT_NE(server, nullptr);

@@ -137,13 +137,14 @@ struct RedisPipeline::Shard {
   std::vector<std::thread> threads;
 };
 
-RedisPipeline::RedisPipeline(RedisOptions options, int threads, size_t max_batch)
+RedisPipeline::RedisPipeline(RedisOptions options, int threads, size_t max_batch, size_t max_queue)
     : options_(std::move(options)),
       topology_(std::make_shared<RedisTopology>(options_)),
       routed_(topology_->routed()),
       cluster_(topology_->cluster()),
       threads_per_shard_(std::max(1, threads)),
-      max_batch_(std::max<size_t>(1, max_batch)) {
+      max_batch_(std::max<size_t>(1, max_batch)),
+      max_queue_(std::max<size_t>(1, max_queue)) {
   for (auto& s : slot_shard_) s.store(-1, std::memory_order_relaxed);
   if (routed_) {
     router_ = std::make_unique<Shard>();
@@ -325,11 +326,17 @@ void RedisPipeline::Enqueue(Shard* shard, std::vector<Call> calls) {
   bool wake;
   {
     std::unique_lock<std::mutex> lock(shard->mu);
-    if (shard->stopping) {
+    if (shard->stopping || shard->queue.size() + calls.size() > max_queue_) {
+      const bool full = !shard->stopping;
       lock.unlock();
+      if (full) {
+        LogWarning("redis pipeline queue full; failing calls at once",
+                   {{"address", RedisAddressText(shard->node)}, {"max_queue", std::to_string(max_queue_)}});
+      }
       for (auto& call : calls) call.done(Unavailable());
       return;
     }
+    for (size_t i = 0; i < calls.size(); ++i) calls[i].group_end = i + 1 == calls.size();
     wake = shard->queue.empty();
     if (shard->queue.empty()) {
       shard->queue.swap(calls);
@@ -374,18 +381,22 @@ void RedisPipeline::Finish(Call& call, absl::StatusOr<RedisValue> reply) {
 }
 
 namespace {
-// Takes up to max_batch calls from the shard's queue; false when stopping.
+// Takes about max_batch calls from the shard's queue, never part of a group
+// (what one Enqueue pushed goes out whole, in order, on one connection);
+// false when stopping.
 template <typename ShardT, typename CallT>
 bool TakeBatch(ShardT* shard, size_t max_batch, std::vector<CallT>* batch) {
   std::unique_lock<std::mutex> lock(shard->mu);
   shard->ready.wait(lock, [&] { return shard->stopping || !shard->queue.empty(); });
   if (shard->stopping) return false;
-  if (shard->queue.size() <= max_batch) {
+  size_t cut = std::min(max_batch, shard->queue.size());
+  while (cut < shard->queue.size() && !shard->queue[cut - 1].group_end) ++cut;
+  if (cut == shard->queue.size()) {
     batch->swap(shard->queue);
   } else {
     batch->assign(std::make_move_iterator(shard->queue.begin()),
-                  std::make_move_iterator(shard->queue.begin() + static_cast<std::ptrdiff_t>(max_batch)));
-    shard->queue.erase(shard->queue.begin(), shard->queue.begin() + static_cast<std::ptrdiff_t>(max_batch));
+                  std::make_move_iterator(shard->queue.begin() + static_cast<std::ptrdiff_t>(cut)));
+    shard->queue.erase(shard->queue.begin(), shard->queue.begin() + static_cast<std::ptrdiff_t>(cut));
     shard->ready.notify_one();  // the rest for another thread of the shard
   }
   return true;
@@ -443,6 +454,19 @@ void RedisPipeline::RunShard(Shard* shard) {
   RedisOptions reads = options_;  // retries of reads: no WAIT
   reads.wait_replicas = 0;
   while (TakeBatch(shard, max_batch_, &batch)) {
+    // Calls whose deadline passed while queued fail unsent.
+    const auto now = std::chrono::steady_clock::now();
+    size_t kept = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (now >= batch[i].deadline) {
+        Finish(batch[i], Unavailable());
+      } else {
+        if (kept != i) batch[kept] = std::move(batch[i]);
+        ++kept;
+      }
+    }
+    batch.resize(kept);
+    if (batch.empty()) continue;
     again.clear();
     replies.assign(batch.size(), absl::StatusOr<RedisValue>(Unavailable()));
     // Like RedisPool: WAIT follows a batch with a write in it, and only the

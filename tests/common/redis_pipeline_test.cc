@@ -5,7 +5,10 @@
 #include <atomic>
 #include <functional>
 #include <future>
+#include <condition_variable>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
@@ -221,6 +224,77 @@ TEST(RedisPipeline, UnreachableRedisFailsCommandsAndGroupsUnavailable) {
   EXPECT_EQ(ErrorReason(v.status()), "STORAGE_UNAVAILABLE");
   auto g = PipelineAndWait(pipe, {{"GET", "{p}:x"}, {"GET", "{p}:y"}});
   EXPECT_EQ(g.status().code(), absl::StatusCode::kUnavailable);
+}
+
+// A gate a callback waits at: the shard's one thread stays inside it (its
+// queue fills) until the test opens it.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, open = false;
+  void Enter() {
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return open; });
+  }
+  bool WaitEntered() {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(30), [&] { return entered; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+};
+
+// M6: a full queue refuses at once; calls whose deadline passed while
+// queued fail without being sent. M4: a group bigger than max_batch goes
+// out whole, in order.
+TEST(RedisPipeline, FullQueueRefusesAndExpiredCallsAreNotSent) {
+  auto* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  testing::FlushAll(*server);
+  RedisOptions options = server->options();
+  options.command_timeout = absl::Milliseconds(200);
+  RedisPipeline pipe(options, 1, /*max_batch=*/2, /*max_queue=*/3);
+  Gate gate;
+  std::promise<bool> first;
+  pipe.Command({"PING"}, [&](absl::StatusOr<RedisValue> v) {
+    first.set_value(v.ok());
+    gate.Enter();
+  });
+  ASSERT_TRUE(gate.WaitEntered());
+  std::vector<std::promise<absl::StatusOr<RedisValue>>> answers(4);
+  for (int i = 0; i < 4; ++i) {
+    pipe.Command({"SET", absl::StrCat("{p}:late", i), "1"},
+                 [&answers, i](absl::StatusOr<RedisValue> v) { answers[static_cast<size_t>(i)].set_value(std::move(v)); });
+  }
+  // The fourth did not fit: refused now, while the thread is still held.
+  auto refused = answers[3].get_future();
+  ASSERT_EQ(refused.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_EQ(ErrorReason(refused.get().status()), "STORAGE_UNAVAILABLE");
+  // Wait (bounded) until the queued calls' deadline passed, then let go.
+  const auto enqueued = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() < enqueued + std::chrono::milliseconds(250)) std::this_thread::yield();
+  gate.Open();
+  EXPECT_TRUE(first.get_future().get());
+  for (int i = 0; i < 3; ++i) {
+    auto v = answers[static_cast<size_t>(i)].get_future().get();
+    EXPECT_EQ(ErrorReason(v.status()), "STORAGE_UNAVAILABLE") << i;
+  }
+  RedisPool pool(server->options());
+  for (int i = 0; i < 4; ++i) {
+    auto v = pool.Command({"EXISTS", absl::StrCat("{p}:late", i)});
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(v->integer, 0) << i;  // never sent
+  }
+  // A group of 3 (> max_batch) after a single call: answered whole, in order.
+  auto group = PipelineAndWait(pipe, {{"RPUSH", "{p}:l", "a"}, {"RPUSH", "{p}:l", "b"}, {"LRANGE", "{p}:l", "0", "-1"}});
+  ASSERT_TRUE(group.ok()) << group.status();
+  ASSERT_EQ(group->size(), 3u);
+  ASSERT_EQ((*group)[2].elements.size(), 2u);
 }
 
 // Calls still queued when the pipeline goes are answered UNAVAILABLE, once.

@@ -343,7 +343,7 @@ std::string RedisValue::DebugString() const {
 
 // ---- RedisScript ------------------------------------------------------------
 
-RedisScript::RedisScript(std::string source) : source_(std::move(source)) {
+RedisScript::RedisScript(std::string source, Access access) : source_(std::move(source)), access_(access) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len = 0;
   if (EVP_Digest(source_.data(), source_.size(), digest, &digest_len, EVP_sha1(), nullptr) != 1) {

@@ -143,15 +143,20 @@ struct RedisValue {
 };
 
 // A Lua script and its SHA1, computed locally so EVALSHA needs no round trip.
+// A read-only script (one that never writes) is not a write for WAIT:
+// RedisPipeline never turns its answer into REPLICA_ACK_TIMEOUT.
 class RedisScript {
  public:
-  explicit RedisScript(std::string source);
+  enum class Access { kWrites, kReadOnly };
+  explicit RedisScript(std::string source, Access access = Access::kWrites);
   const std::string& source() const { return source_; }
   const std::string& sha1() const { return sha1_; }  // 40 lowercase hex digits
+  bool read_only() const { return access_ == Access::kReadOnly; }
 
  private:
   std::string source_;
   std::string sha1_;
+  Access access_;
 };
 
 // Thread-safe. Holds at most pool_size connections, opened lazily; each is used

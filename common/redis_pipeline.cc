@@ -137,13 +137,14 @@ struct RedisPipeline::Shard {
   std::vector<std::thread> threads;
 };
 
-RedisPipeline::RedisPipeline(RedisOptions options, int threads, size_t max_batch)
+RedisPipeline::RedisPipeline(RedisOptions options, int threads, size_t max_batch, size_t max_queue)
     : options_(std::move(options)),
       topology_(std::make_shared<RedisTopology>(options_)),
       routed_(topology_->routed()),
       cluster_(topology_->cluster()),
       threads_per_shard_(std::max(1, threads)),
-      max_batch_(std::max<size_t>(1, max_batch)) {
+      max_batch_(std::max<size_t>(1, max_batch)),
+      max_queue_(std::max<size_t>(1, max_queue)) {
   for (auto& s : slot_shard_) s.store(-1, std::memory_order_relaxed);
   if (routed_) {
     router_ = std::make_unique<Shard>();
@@ -325,11 +326,17 @@ void RedisPipeline::Enqueue(Shard* shard, std::vector<Call> calls) {
   bool wake;
   {
     std::unique_lock<std::mutex> lock(shard->mu);
-    if (shard->stopping) {
+    if (shard->stopping || shard->queue.size() + calls.size() > max_queue_) {
+      const bool full = !shard->stopping;
       lock.unlock();
+      if (full) {
+        LogWarning("redis pipeline queue full; failing calls at once",
+                   {{"address", RedisAddressText(shard->node)}, {"max_queue", std::to_string(max_queue_)}});
+      }
       for (auto& call : calls) call.done(Unavailable());
       return;
     }
+    for (size_t i = 0; i < calls.size(); ++i) calls[i].group_end = i + 1 == calls.size();
     wake = shard->queue.empty();
     if (shard->queue.empty()) {
       shard->queue.swap(calls);
@@ -374,18 +381,22 @@ void RedisPipeline::Finish(Call& call, absl::StatusOr<RedisValue> reply) {
 }
 
 namespace {
-// Takes up to max_batch calls from the shard's queue; false when stopping.
+// Takes about max_batch calls from the shard's queue, never part of a group
+// (what one Enqueue pushed goes out whole, in order, on one connection);
+// false when stopping.
 template <typename ShardT, typename CallT>
 bool TakeBatch(ShardT* shard, size_t max_batch, std::vector<CallT>* batch) {
   std::unique_lock<std::mutex> lock(shard->mu);
   shard->ready.wait(lock, [&] { return shard->stopping || !shard->queue.empty(); });
   if (shard->stopping) return false;
-  if (shard->queue.size() <= max_batch) {
+  size_t cut = std::min(max_batch, shard->queue.size());
+  while (cut < shard->queue.size() && !shard->queue[cut - 1].group_end) ++cut;
+  if (cut == shard->queue.size()) {
     batch->swap(shard->queue);
   } else {
     batch->assign(std::make_move_iterator(shard->queue.begin()),
-                  std::make_move_iterator(shard->queue.begin() + static_cast<std::ptrdiff_t>(max_batch)));
-    shard->queue.erase(shard->queue.begin(), shard->queue.begin() + static_cast<std::ptrdiff_t>(max_batch));
+                  std::make_move_iterator(shard->queue.begin() + static_cast<std::ptrdiff_t>(cut)));
+    shard->queue.erase(shard->queue.begin(), shard->queue.begin() + static_cast<std::ptrdiff_t>(cut));
     shard->ready.notify_one();  // the rest for another thread of the shard
   }
   return true;
@@ -428,6 +439,10 @@ void RedisPipeline::RunRouter(Shard* router) {
   }
 }
 
+bool RedisPipeline::IsWrite(const Call& call) {
+  return call.kind == Kind::kScript ? !call.script->read_only() : !RedisCommandIsReadOnly(call.argv[0]);
+}
+
 void RedisPipeline::RunShard(Shard* shard) {
   ThreadConnections connections(options_);
   RedisTopology& topology = *topology_;
@@ -436,11 +451,28 @@ void RedisPipeline::RunShard(Shard* shard) {
   std::string out;
   std::vector<size_t> again;  // calls to run one by one: redirected, NOSCRIPT, node unreachable
   std::vector<absl::StatusOr<RedisValue>> replies;
+  RedisOptions reads = options_;  // retries of reads: no WAIT
+  reads.wait_replicas = 0;
   while (TakeBatch(shard, max_batch_, &batch)) {
+    // Calls whose deadline passed while queued fail unsent.
+    const auto now = std::chrono::steady_clock::now();
+    size_t kept = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (now >= batch[i].deadline) {
+        Finish(batch[i], Unavailable());
+      } else {
+        if (kept != i) batch[kept] = std::move(batch[i]);
+        ++kept;
+      }
+    }
+    batch.resize(kept);
+    if (batch.empty()) continue;
     again.clear();
     replies.assign(batch.size(), absl::StatusOr<RedisValue>(Unavailable()));
+    // Like RedisPool: WAIT follows a batch with a write in it, and only the
+    // writes' answers depend on it.
     bool writes = false;
-    for (const auto& c : batch) writes |= c.kind == Kind::kScript || !RedisCommandIsReadOnly(c.argv[0]);
+    for (const auto& c : batch) writes |= IsWrite(c);
     const int wait = writes ? options_.wait_replicas : 0;
     absl::StatusOr<redisContext*> c = connections.Get(node, batch.front().deadline, nullptr);
     if (!c.ok()) {
@@ -503,7 +535,7 @@ void RedisPipeline::RunShard(Shard* shard) {
             again.push_back(i);
             continue;
           }
-        } else if (reply.ok() && wait > 0 && acked < wait) {
+        } else if (reply.ok() && wait > 0 && acked < wait && IsWrite(call)) {
           reply = ack_logged ? StorageUnavailable("REPLICA_ACK_TIMEOUT") : RedisReplicaAckTimeout(node, acked, wait);
           ack_logged = true;
         }
@@ -517,13 +549,13 @@ void RedisPipeline::RunShard(Shard* shard) {
         Finish(call, Unavailable());  // its time went on the calls before it: no connect attempt each
         continue;
       }
-      absl::StatusOr<RedisValue> reply =
-          RunRedisCommand(topology, options_, connections, call.argv, call.slot, call.deadline);
+      const RedisOptions& o = IsWrite(call) ? options_ : reads;
+      absl::StatusOr<RedisValue> reply = RunRedisCommand(topology, o, connections, call.argv, call.slot, call.deadline);
       if (call.kind == Kind::kScript && reply.ok() && reply->is_error() &&
           absl::StartsWith(reply->str, "NOSCRIPT")) {
         call.argv[0] = "EVAL";
         call.argv[1] = call.script->source();
-        reply = RunRedisCommand(topology, options_, connections, call.argv, call.slot, call.deadline);
+        reply = RunRedisCommand(topology, o, connections, call.argv, call.slot, call.deadline);
       }
       Finish(call, std::move(reply));
     }

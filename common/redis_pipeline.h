@@ -44,7 +44,13 @@ class RedisPipeline {
   using GroupCallback = std::function<void(absl::StatusOr<std::vector<RedisValue>>)>;
 
   // threads: threads (each with its own connection) per shard.
-  explicit RedisPipeline(RedisOptions options, int threads = 1, size_t max_batch = 256);
+  // max_queue: calls one shard's queue holds at most; a call beyond it fails
+  // at once with UNAVAILABLE (STORAGE_UNAVAILABLE) instead of waiting
+  // behind a backlog it would not outlive. A call whose deadline passed
+  // while queued fails the same way without being sent.
+  static constexpr size_t kDefaultMaxQueue = 10000;
+  explicit RedisPipeline(RedisOptions options, int threads = 1, size_t max_batch = 256,
+                         size_t max_queue = kDefaultMaxQueue);
   // Stops the threads; calls still queued fail with UNAVAILABLE.
   ~RedisPipeline();
   RedisPipeline(const RedisPipeline&) = delete;
@@ -87,6 +93,7 @@ class RedisPipeline {
     int slot = -1;                  // the first key's hash slot on a cluster, else -1
     Deadline deadline;
     Callback done;
+    bool group_end = true;  // the last call of what one Enqueue pushed: a batch never splits a group
   };
   struct Shard;
   static constexpr int kMaxShards = 64;
@@ -100,6 +107,7 @@ class RedisPipeline {
   void RunShard(Shard* shard);
   void RunRouter(Shard* router);
   void Finish(Call& call, absl::StatusOr<RedisValue> reply);
+  static bool IsWrite(const Call& call);  // a script that may write, or a write command
 
   const RedisOptions options_;
   const std::shared_ptr<class RedisTopology> topology_;  // where each call goes (common/redis_internal.h)
@@ -107,6 +115,7 @@ class RedisPipeline {
   const bool cluster_;
   const int threads_per_shard_;
   const size_t max_batch_;
+  const size_t max_queue_;
   std::unique_ptr<Shard> router_;  // routed topologies only
   std::mutex shards_mu_;           // creating shards
   std::vector<std::unique_ptr<Shard>> shards_;  // guarded by shards_mu_; never shrinks

@@ -9,6 +9,13 @@
 
 namespace labshare::booking {
 
+bool ScopeNeedsInventory(const char* method, const Principal& p, const ScopeFacts& facts) {
+  const std::string full = BookingMethod(method);
+  const MethodPolicy& policy = BookingPolicy();
+  const unsigned scopes = policy.ScopesOf(full, p);
+  return (scopes & kScopeOwner) && !(scopes & kScopeAny) && !policy.CheckScope(full, p, facts).ok();
+}
+
 absl::Status CheckScopeOn(const char* method, const Principal& p, InventoryClient& inventory,
                           const std::string& instrument, ScopeFacts facts) {
   const std::string full = BookingMethod(method);

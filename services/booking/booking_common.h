@@ -44,6 +44,9 @@ inline absl::Status CheckScope(const char* method, const Principal& p, const Sco
 // organisations are read from inventory only when the caller's scope needs
 // them (not for CONSORTIUM_ADMIN, AUDITOR, SERVICE, nor when another fact
 // already admits the caller).
+// Whether CheckScopeOn(method, p, ..., facts) would ask inventory (an
+// owner-scoped caller who is no party): async paths run it off the pipeline.
+bool ScopeNeedsInventory(const char* method, const Principal& p, const ScopeFacts& facts);
 absl::Status CheckScopeOn(const char* method, const Principal& p, InventoryClient& inventory,
                           const std::string& instrument, ScopeFacts facts);
 

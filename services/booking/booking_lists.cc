@@ -286,7 +286,10 @@ class ListingRun : public std::enable_shared_from_this<ListingRun> {
     store_.GetDocsAsync(std::move(doc_keys),
                         [self = shared_from_this(), n](absl::StatusOr<std::vector<std::optional<StoredDoc>>> docs) {
                           if (!docs.ok()) return self->done_(docs.status());
-                          self->Take(*docs, n);
+                          if (!self->q_.offload) return self->Take(*docs, n);
+                          auto d = std::make_shared<std::vector<std::optional<StoredDoc>>>(*std::move(docs));
+                          absl::Status offloaded = self->q_.offload([self, d, n] { self->Take(*d, n); });
+                          if (!offloaded.ok()) self->done_(offloaded);
                         });
   }
 

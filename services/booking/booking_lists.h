@@ -81,6 +81,10 @@ struct ListQuery {
   std::string (*doc_key)(int, absl::string_view) = nullptr;
   int page_size = 50;
   std::string after;  // the page token's position ("" first page)
+  // RunListingAsync only: when set, each page's `take` calls run through it
+  // (a take that may block: never on a pipeline thread); an error status
+  // (refused) ends the listing with it.
+  std::function<absl::Status(std::function<void()>)> offload;
 };
 
 // Runs a query: `take` gets each document in list order and answers whether

@@ -489,9 +489,17 @@ void BookingManager::GetBookingAsync(const Principal& p, const v1::GetBookingReq
       if (!*doc) return done(MakeError(absl::StatusCode::kNotFound, "BOOKING_NOT_FOUND", name + " does not exist"));
       auto booking = ParseAnswer<v1::Booking>((*doc)->data);
       if (!booking.ok()) return done(booking.status());
-      absl::Status scope = CheckScopeOn("GetBooking", p, *inventory_, booking->instrument(), BookingFacts(*booking));
-      if (!scope.ok()) return done(scope);
-      done(*std::move(booking));
+      // An owner-scoped caller's check may ask inventory: not on this
+      // (pipeline) thread.
+      const bool blocks = ScopeNeedsInventory("GetBooking", p, BookingFacts(*booking));
+      auto check = [this, p, shared, b = *std::move(booking)]() {
+        absl::Status scope = CheckScopeOn("GetBooking", p, *inventory_, b.instrument(), BookingFacts(b));
+        if (!scope.ok()) return (*shared)(scope);
+        (*shared)(b);
+      };
+      if (!blocks) return check();
+      absl::Status offloaded = Offload(std::move(check));
+      if (!offloaded.ok()) done(offloaded);
     });
   });
 }
@@ -634,16 +642,37 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(const Prin
   return std::move(plan->resp);
 }
 
+absl::Status BookingManager::Offload(std::function<void()> work) {
+  if (blocking_->Submit(std::move(work))) return absl::OkStatus();
+  return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
+                   "too many requests wait for the inventory service; try again");
+}
+
 void BookingManager::ListBookingsAsync(const Principal& p, const v1::ListBookingsRequest& r,
                                        std::function<void(absl::StatusOr<v1::ListBookingsResponse>)> done) {
-  // The checks and the choice of index here (a lease or order filter reads
-  // its document synchronously: rare); the pages and documents on the
+  // A lease or order filter reads its document synchronously: the plan then
+  // runs on blocking_, not on this (gRPC callback) thread.
+  if (!r.lease().empty() || !r.service_order().empty()) {
+    auto shared = std::make_shared<std::function<void(absl::StatusOr<v1::ListBookingsResponse>)>>(std::move(done));
+    absl::Status offloaded = Offload([this, p, r, shared] { ListBookingsPlanned(p, r, std::move(*shared)); });
+    if (!offloaded.ok()) (*shared)(offloaded);
+    return;
+  }
+  ListBookingsPlanned(p, r, std::move(done));
+}
+
+void BookingManager::ListBookingsPlanned(const Principal& p, const v1::ListBookingsRequest& r,
+                                         std::function<void(absl::StatusOr<v1::ListBookingsResponse>)> done) {
+  // The checks and the choice of index here; the pages and documents on the
   // pipeline.
   auto plan = PlanListBookings(p, r);
   if (!plan.ok()) return done(plan.status());
   std::shared_ptr<BookingsListing> l = *std::move(plan);
   if (l->nothing) return done(std::move(l->resp));
   ListQuery q = l->q;
+  // A staff caller's scope may ask inventory who operates an instrument
+  // (OwnsOrOperates): each page's documents are then taken on blocking_.
+  if (l->scope.staff && !l->scope.all) q.offload = [this](std::function<void()> work) { return Offload(std::move(work)); };
   RunListingAsync(*store_, std::move(q), [this, l](const std::string& data) { return TakeBooking(*l, data); },
                   [this, l, done = std::move(done)](absl::StatusOr<std::string> next) {
                     if (!next.ok()) return done(next.status());
@@ -1322,6 +1351,15 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
 
 void BookingManager::QueryAvailabilityAsync(const Principal& p, const v1::QueryAvailabilityRequest& r,
                                             std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done) {
+  // The plan asks inventory (cached; a miss is a blocking call): on
+  // blocking_, never on this (gRPC callback) thread.
+  auto shared_done = std::make_shared<std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)>>(std::move(done));
+  absl::Status offloaded = Offload([this, p, r, shared_done] { QueryAvailabilityPlanned(p, r, std::move(*shared_done)); });
+  if (!offloaded.ok()) (*shared_done)(offloaded);
+}
+
+void BookingManager::QueryAvailabilityPlanned(const Principal& p, const v1::QueryAvailabilityRequest& r,
+                                              std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done) {
   auto plan = PlanAvailability(p, r);
   if (!plan.ok()) return done(plan.status());
   auto shared = std::make_shared<AvailabilityPlan>(*std::move(plan));

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/auth.h"
+#include "common/blocking_executor.h"
 #include "common/clock.h"
 #include "absl/strings/str_cat.h"
 #include "common/doc_store.h"
@@ -56,7 +57,11 @@ class BookingManager {
   // All pointers must outlive the manager. page_tokens: see page_token.h
   // (main derives it from the token key; tests pass a fixed key).
   BookingManager(BookingStore* store, InventoryClient* inventory, const Clock* clock, PageTokenCodec page_tokens)
-      : store_(store), inventory_(inventory), clock_(clock), page_tokens_(std::move(page_tokens)) {}
+      : store_(store),
+        inventory_(inventory),
+        clock_(clock),
+        page_tokens_(std::move(page_tokens)),
+        blocking_(std::make_unique<BlockingExecutor>(kBlockingThreads, kBlockingQueue)) {}
 
   absl::StatusOr<v1::Booking> CreateBooking(const Principal& p, const v1::CreateBookingRequest& r);
   // The same, with the Lua step on the store's pipeline: `done` runs on a
@@ -205,6 +210,8 @@ class BookingManager {
   absl::StatusOr<std::shared_ptr<BookingsListing>> PlanListBookings(const Principal& p,
                                                                     const v1::ListBookingsRequest& r);
   absl::StatusOr<bool> TakeBooking(BookingsListing& l, const std::string& data);
+  void ListBookingsPlanned(const Principal& p, const v1::ListBookingsRequest& r,
+                           std::function<void(absl::StatusOr<v1::ListBookingsResponse>)> done);
 
   // QueryAvailability before and after its calendar read: the checks and
   // the inventory's facts (cached), then the answer from the calendar.
@@ -219,6 +226,8 @@ class BookingManager {
     InventoryClient::Shared<inv::ListMaintenanceWindowsResponse> windows;
   };
   absl::StatusOr<AvailabilityPlan> PlanAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
+  void QueryAvailabilityPlanned(const Principal& p, const v1::QueryAvailabilityRequest& r,
+                                std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done);
   static v1::QueryAvailabilityResponse AnswerAvailability(const AvailabilityPlan& plan,
                                                           const std::vector<CalendarEntry>& entries,
                                                           const std::vector<std::optional<StoredDoc>>& docs);
@@ -411,6 +420,14 @@ class BookingManager {
   PageTokenCodec page_tokens_;
   absl::Mutex quota_mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<const QuotaGroup>> quota_cache_ ABSL_GUARDED_BY(quota_mu_);
+  // The async reads' synchronous steps (inventory cache misses, a lease's or
+  // order's document): never on a pipeline or gRPC callback thread. Last, so
+  // it stops (running what it accepted) before the rest goes.
+  static constexpr int kBlockingThreads = 4;
+  static constexpr size_t kBlockingQueue = 1024;
+  std::unique_ptr<BlockingExecutor> blocking_;
+  // Runs `work` on blocking_; INVENTORY_UNAVAILABLE when too much waits.
+  absl::Status Offload(std::function<void()> work);
 };
 
 }  // namespace labshare::booking

@@ -28,6 +28,8 @@ ABSL_FLAG(int, redis_pipelines, 2,
           "one connection's batch while the other's answers are handed back (tests/bench: about 20 % "
           "more bookings/s than one).");
 ABSL_FLAG(int, redis_pipeline_batch, 256, "Most calls one pipeline connection sends at once.");
+ABSL_FLAG(int, redis_pipeline_max_queue, 10000,
+          "Most calls waiting in one Redis node's pipeline queue; beyond it a request fails UNAVAILABLE at once.");
 ABSL_FLAG(absl::Duration, inventory_cache_ttl, absl::Seconds(60),
           "Longest an inventory answer (instrument, user, rates, ...) is reused. Changes announced on "
           "inventory's outbox drop the answers they touch at once; this bounds anything else.");
@@ -53,7 +55,8 @@ int main(int argc, char** argv) {
                                                absl::GetFlag(FLAGS_inventory_cache_ttl));
   // The callback-API methods pipeline their Redis steps (one queue per master).
   labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines),
-                                  static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_batch))));
+                                  static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_batch))),
+                                  static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_max_queue))));
   labshare::booking::BookingStore store(&redis, &pipeline);
   auto page_tokens = labshare::PageTokenCodec::FromRedis(&redis, "{booking}");
   if (!page_tokens.ok()) {

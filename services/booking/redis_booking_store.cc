@@ -807,7 +807,7 @@ if ARGV[1] ~= '' then
   if rank then from = rank + 1 else from = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[2]) end
 end
 return redis.call('ZRANGE', KEYS[1], from, from + tonumber(ARGV[3]) - 1, 'WITHSCORES')
-)lua");
+)lua", RedisScript::Access::kReadOnly);
   std::string after_id, after_start = "0";
   if (!after.empty()) {
     const size_t bar = after.find('|');
@@ -917,7 +917,7 @@ else
 end
 if from >= to then return {} end
 return redis.call('ZRANGE', key, from, to - 1, 'WITHSCORES')
-)lua");
+)lua", RedisScript::Access::kReadOnly);
   return *s;
 }
 

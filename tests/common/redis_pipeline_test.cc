@@ -5,7 +5,10 @@
 #include <atomic>
 #include <functional>
 #include <future>
+#include <condition_variable>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
@@ -116,6 +119,50 @@ TEST(RedisPipeline, CommandsAnswerLikeThePool) {
   EXPECT_EQ(ErrorReason(empty.status()), "STORAGE_ERROR");
 }
 
+// H2: WAIT's answer concerns the writes only. With no replica (WAIT acks 0
+// of 1) a read or a read-only script that shares the batch with a write
+// still answers; the write fails with REPLICA_ACK_TIMEOUT.
+TEST(RedisPipeline, ReplicaAckTimeoutFailsOnlyTheWritesOfABatch) {
+  auto* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  testing::FlushAll(*server);
+  {
+    RedisPool pool(server->options());
+    ASSERT_TRUE(pool.Command({"SET", "{p}:r", "v"}).ok());
+  }
+  RedisOptions options = server->options();
+  options.wait_replicas = 1;
+  options.wait_timeout = absl::Milliseconds(1);
+  RedisPipeline pipe(options);
+  static const RedisScript* read_only =
+      new RedisScript("return redis.call('GET', KEYS[1])", RedisScript::Access::kReadOnly);
+  std::vector<RedisPipeline::Request> requests(4);
+  requests[0].argv = {"GET", "{p}:r"};
+  requests[1].argv = {"SET", "{p}:w", "1"};
+  requests[2].script = read_only;
+  requests[2].argv = {"{p}:r"};
+  requests[2].keys = 1;
+  requests[3].script = &Incr();
+  requests[3].argv = {"{p}:n", "1"};
+  requests[3].keys = 1;
+  std::promise<std::vector<absl::StatusOr<RedisValue>>> done;
+  pipe.Batch(std::move(requests), [&](std::vector<absl::StatusOr<RedisValue>> v) { done.set_value(std::move(v)); });
+  auto replies = done.get_future().get();
+  ASSERT_EQ(replies.size(), 4u);
+  ASSERT_TRUE(replies[0].ok()) << replies[0].status();
+  EXPECT_EQ(replies[0]->str, "v");
+  EXPECT_EQ(ErrorReason(replies[1].status()), "STORAGE_UNAVAILABLE");
+  EXPECT_EQ(ErrorMetadataOf(replies[1].status())["cause"], "REPLICA_ACK_TIMEOUT");
+  ASSERT_TRUE(replies[2].ok()) << replies[2].status();
+  EXPECT_EQ(replies[2]->str, "v");
+  EXPECT_EQ(ErrorReason(replies[3].status()), "STORAGE_UNAVAILABLE");
+  EXPECT_EQ(ErrorMetadataOf(replies[3].status())["cause"], "REPLICA_ACK_TIMEOUT");
+  // Alone, a read needs no WAIT at all.
+  auto get = CommandAndWait(pipe, {"GET", "{p}:r"});
+  ASSERT_TRUE(get.ok()) << get.status();
+  EXPECT_EQ(get->str, "v");
+}
+
 TEST(RedisPipeline, GroupsAnswerOnceInOrder) {
   auto* server = testing::SharedRedisServer();
   ASSERT_NE(server, nullptr);
@@ -179,18 +226,100 @@ TEST(RedisPipeline, UnreachableRedisFailsCommandsAndGroupsUnavailable) {
   EXPECT_EQ(g.status().code(), absl::StatusCode::kUnavailable);
 }
 
+// A gate a callback waits at: the shard's one thread stays inside it (its
+// queue fills) until the test opens it.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, open = false;
+  void Enter() {
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return open; });
+  }
+  bool WaitEntered() {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(30), [&] { return entered; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+};
+
+// M6: a full queue refuses at once; calls whose deadline passed while
+// queued fail without being sent. M4: a group bigger than max_batch goes
+// out whole, in order.
+TEST(RedisPipeline, FullQueueRefusesAndExpiredCallsAreNotSent) {
+  auto* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  testing::FlushAll(*server);
+  RedisOptions options = server->options();
+  options.command_timeout = absl::Milliseconds(200);
+  RedisPipeline pipe(options, 1, /*max_batch=*/2, /*max_queue=*/3);
+  Gate gate;
+  std::promise<bool> first;
+  pipe.Command({"PING"}, [&](absl::StatusOr<RedisValue> v) {
+    first.set_value(v.ok());
+    gate.Enter();
+  });
+  ASSERT_TRUE(gate.WaitEntered());
+  std::vector<std::promise<absl::StatusOr<RedisValue>>> answers(4);
+  for (int i = 0; i < 4; ++i) {
+    pipe.Command({"SET", absl::StrCat("{p}:late", i), "1"},
+                 [&answers, i](absl::StatusOr<RedisValue> v) { answers[static_cast<size_t>(i)].set_value(std::move(v)); });
+  }
+  // The fourth did not fit: refused now, while the thread is still held.
+  auto refused = answers[3].get_future();
+  ASSERT_EQ(refused.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_EQ(ErrorReason(refused.get().status()), "STORAGE_UNAVAILABLE");
+  // Wait (bounded) until the queued calls' deadline passed, then let go.
+  const auto enqueued = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() < enqueued + std::chrono::milliseconds(250)) std::this_thread::yield();
+  gate.Open();
+  EXPECT_TRUE(first.get_future().get());
+  for (int i = 0; i < 3; ++i) {
+    auto v = answers[static_cast<size_t>(i)].get_future().get();
+    EXPECT_EQ(ErrorReason(v.status()), "STORAGE_UNAVAILABLE") << i;
+  }
+  RedisPool pool(server->options());
+  for (int i = 0; i < 4; ++i) {
+    auto v = pool.Command({"EXISTS", absl::StrCat("{p}:late", i)});
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(v->integer, 0) << i;  // never sent
+  }
+  // A group of 3 (> max_batch) after a single call: answered whole, in order.
+  auto group = PipelineAndWait(pipe, {{"RPUSH", "{p}:l", "a"}, {"RPUSH", "{p}:l", "b"}, {"LRANGE", "{p}:l", "0", "-1"}});
+  ASSERT_TRUE(group.ok()) << group.status();
+  ASSERT_EQ(group->size(), 3u);
+  ASSERT_EQ((*group)[2].elements.size(), 2u);
+}
+
 // Calls still queued when the pipeline goes are answered UNAVAILABLE, once.
 TEST(RedisPipeline, DestructionAnswersEveryCallOnce) {
   auto* server = testing::SharedRedisServer();
   ASSERT_NE(server, nullptr);
-  std::atomic<int> answered{0};
+  constexpr int kCalls = 1000;
+  std::vector<std::atomic<int>> answers(kCalls);  // per call: how often answered
+  std::atomic<int> unavailable{0};
   {
-    RedisPipeline pipe(server->options());
-    for (int i = 0; i < 1000; ++i) {
-      pipe.Command({"PING"}, [&](absl::StatusOr<RedisValue>) { answered.fetch_add(1); });
+    RedisPipeline pipe(server->options(), 1, /*max_batch=*/16);
+    // The server holds the first batch's answers (CLIENT PAUSE ends on its
+    // own), so the rest is still queued when the pipeline goes.
+    RedisPool pool(server->options());
+    ASSERT_TRUE(pool.Command({"CLIENT", "PAUSE", "1000", "ALL"}).ok());
+    for (int i = 0; i < kCalls; ++i) {
+      pipe.Command({"PING"}, [&answers, &unavailable, i](absl::StatusOr<RedisValue> v) {
+        answers[static_cast<size_t>(i)].fetch_add(1);
+        if (!v.ok()) unavailable.fetch_add(1);
+      });
     }
   }
-  EXPECT_EQ(answered.load(), 1000);
+  for (int i = 0; i < kCalls; ++i) EXPECT_EQ(answers[static_cast<size_t>(i)].load(), 1) << i;
+  // Whatever was still queued was answered UNAVAILABLE, not sent.
+  EXPECT_GT(unavailable.load(), 0);
 }
 
 }  // namespace

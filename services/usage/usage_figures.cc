@@ -247,12 +247,12 @@ for e = 1, nev do
       local function bump()
         if not bumped then redis.call('HINCRBY', KEYS[2], 'gen', 1) bumped = true end
       end
+      -- An instrument not known yet is recorded (once), not bumped: the
+      -- groupings across instruments fall back while it contributes (it is
+      -- not in service), and becoming known bumps gen (the inst op).
       local function known(id)
         local at = attrs(id)
-        if not at then
-          redis.call('HSET', KEYS[7], id, '1')
-          bump()
-        end
+        if not at then redis.call('HSETNX', KEYS[7], id, '1') end
         return at
       end
       -- The first-seen markers to set: flags key, distinct key, scope,

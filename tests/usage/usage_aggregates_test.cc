@@ -448,6 +448,51 @@ TEST_F(UsageAggregatesTest, UsageBeforeTheInstrumentIsKnownBumpsOnceWhenItBecome
   ExpectSameAsReference("known late");
 }
 
+// A fold between a rebuild's listing of the period's instruments and its Lua
+// step (i10 added, and its first usage in 2026-05): the step refuses and lists again,
+// so i10 is counted and the period's aggregates equal the reference.
+TEST_F(UsageAggregatesTest, RebuildRacingAFirstFoldOfAnInstrumentCountsIt) {
+  Generate(200, 41);
+  FoldAll(*figures_);
+  ASSERT_TRUE(figures_->Fold("inventory", OrgEvent(2, iv::SME)).ok());  // every period stale
+  const StreamEvent added = InstrumentEvent(Instrument(10));
+  bk::Booking b;
+  b.set_name("bookings/late");
+  b.set_instrument(Instr(10));
+  b.set_mode(labshare::type::v1::ON_SITE);
+  b.set_payer_organization(Org(3));
+  b.set_user("users/u99");
+  const absl::Time start = absl::FromCivil(absl::CivilSecond(2026, 5, 10, 10, 0, 0), zone_);
+  *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+  *b.mutable_reserved_interval()->mutable_end_time() = ToProto(start + absl::Hours(2));
+  *b.mutable_create_time() = ToProto(start - absl::Hours(30));
+  b.set_state(bk::Booking::CONFIRMED);
+  *b.mutable_session()->mutable_start_time() = ToProto(start);
+  *b.mutable_session()->mutable_end_time() = ToProto(start + absl::Hours(2));
+  bk::BookingEvent out;
+  out.mutable_header()->set_event_id("late-out");
+  *out.mutable_booking_checked_out()->mutable_booking() = b;
+  const StreamEvent late = Event("labshare.booking.v1.BookingEvent", out.SerializeAsString());
+  int hooked = 0;
+  figures_->set_rebuild_listed_hook_for_testing([&] {
+    if (hooked++ == 0) {
+      ASSERT_TRUE(figures_->Fold("inventory", added).ok());
+      ASSERT_TRUE(figures_->Fold("booking", late).ok());
+    }
+  });
+  auto done = figures_->RebuildPeriod("m202605");
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(*done);
+  EXPECT_EQ(hooked, 2);  // listed again after the refusal
+  figures_->set_rebuild_listed_hook_for_testing(nullptr);
+  EXPECT_EQ(pool_->Command({"HGET", "{usage}:ai:m202605", "i10"})->str, "1");
+  EXPECT_EQ(*figures_->RebuildPeriod("m202605"), false);  // already exact: nothing done
+  ASSERT_TRUE(figures_->RebuildStaleAggregates().ok());
+  const int64_t before = figures_->buckets_from_aggregates();
+  ExpectSameAsReference("rebuilt during a fold");
+  EXPECT_GT(figures_->buckets_from_aggregates() - before, 40);
+}
+
 TEST_F(UsageAggregatesTest, OldLayoutDataIsMigratedAtStartByConcurrentReplicas) {
   Generate(400, 23);
   // Half the events folded, then every aggregate key removed: what the fold

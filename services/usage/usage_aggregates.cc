@@ -68,6 +68,7 @@ for j = 1, n do
   local mem = redis.call('SMEMBERS', ks)
   if #h > 0 or #mem > 0 then
     redis.call('HSET', KEYS[8], id, '1')
+    redis.call('HSET', '{usage}:agg:ip:' .. id, P, '1')
     local v = redis.call('HGET', KEYS[3], id)
     local at = {'', '', ''}
     if v then
@@ -292,6 +293,31 @@ absl::Status UsageFigures::MigrateAggregates() {
     LS_RETURN_IF_ERROR(pool_->Command({"HSET", agg::kState, "layout", "2"}).status());
     LogInfo("usage aggregates: data of the old layout registered",
             {{"periods", std::to_string(periods.size())}, {"instruments", std::to_string(pairs.size() / 2)}});
+  }
+  // The periods of each instrument ({usage}:agg:ip:<id>) from the
+  // instruments counted in each period, once: then an attribute change
+  // invalidates only those periods (before, every period: gen + 1).
+  LS_ASSIGN_OR_RETURN(RedisValue indexed, pool_->Command({"HGET", agg::kState, "ipindex"}));
+  if (indexed.is_nil() || indexed.str != "1") {
+    LS_ASSIGN_OR_RETURN(RedisValue periods, pool_->Command({"HKEYS", agg::kBuilt}));
+    std::vector<std::vector<std::string>> cmds;
+    for (const auto& p : periods.elements) cmds.push_back({"HKEYS", agg::ContributorsKey(p.str)});
+    if (!cmds.empty()) {
+      LS_ASSIGN_OR_RETURN(auto ids, pool_->Pipeline(cmds));
+      std::vector<std::vector<std::string>> sets;
+      for (size_t i = 0; i < ids.size(); ++i) {
+        for (const auto& id : ids[i].elements) {
+          sets.push_back({"HSET", agg::PeriodsKey(id.str), periods.elements[i].str, "1"});
+        }
+      }
+      for (size_t i = 0; i < sets.size(); i += 2000) {
+        std::vector<std::vector<std::string>> chunk(
+            sets.begin() + static_cast<std::ptrdiff_t>(i),
+            sets.begin() + static_cast<std::ptrdiff_t>(std::min(sets.size(), i + 2000)));
+        LS_RETURN_IF_ERROR(pool_->Pipeline(chunk).status());
+      }
+    }
+    LS_RETURN_IF_ERROR(pool_->Command({"HSET", agg::kState, "ipindex", "1"}).status());
   }
   LS_ASSIGN_OR_RETURN(int rebuilt, RebuildStaleAggregates());
   if (rebuilt > 0) LogInfo("usage aggregates rebuilt", {{"periods", std::to_string(rebuilt)}});

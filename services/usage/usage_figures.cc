@@ -55,7 +55,8 @@ std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') +
 //                    month (instrument, platform) and the year (also owner,
 //                    facility, category, mode), counting each once
 //   inst id attrs    the instrument's owner/facility/category (a change
-//                    invalidates every period's aggregates: gen + 1)
+//                    invalidates the aggregates of the periods it was
+//                    counted in, {usage}:agg:ip:<id>)
 //   orgsz org size   a size class change of an organisation already counted
 //                    invalidates the aggregates (the hset op that follows stores it)
 // Per event: 1 folded, 0 folded before, 'E<error>' (nothing written).
@@ -119,6 +120,7 @@ local function reg(P, id)
   if not regd[rk] then
     regd[rk] = true
     redis.call('HSET', kai, id, '1')
+    redis.call('HSET', '{usage}:agg:ip:' .. id, P, '1')
   end
   if not regd[P] then
     regd[P] = true
@@ -310,11 +312,21 @@ for e = 1, nev do
           local id, v = ARGV[a], ARGV[a + 1]
           local old = redis.call('HGET', KEYS[4], id)
           if old ~= v then
-            if old then
-              bump()
-            elseif redis.call('HEXISTS', KEYS[7], id) == 1 then
+            local stale = old ~= false and old ~= nil
+            if not stale and redis.call('HEXISTS', KEYS[7], id) == 1 then
               redis.call('HDEL', KEYS[7], id)
-              bump()
+              stale = true
+            end
+            if stale then
+              -- Only the periods the instrument was counted in (indexed once
+              -- ipindex is set; before, every period).
+              if redis.call('HGET', KEYS[2], 'ipindex') == '1' then
+                for _, P in ipairs(redis.call('HKEYS', '{usage}:agg:ip:' .. id)) do
+                  redis.call('HSET', KEYS[3], P, '-1')
+                end
+              else
+                bump()
+              end
             end
             redis.call('HSET', KEYS[4], id, v)
             attrc[id] = nil

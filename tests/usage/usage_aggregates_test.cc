@@ -411,9 +411,10 @@ TEST_F(UsageAggregatesTest, AttributeChangesFallBackUntilRebuilt) {
 
 // Usage of an instrument folded before its inventory event: recorded once,
 // gen not bumped per event (reports stay on the aggregates where it does not
-// contribute, the rebuild does not run again and again); becoming known bumps
-// gen once, and after the rebuild every report equals the reference.
-TEST_F(UsageAggregatesTest, UsageBeforeTheInstrumentIsKnownBumpsOnceWhenItBecomesKnown) {
+// contribute, the rebuild does not run again and again); becoming known
+// invalidates its periods once, and after their rebuild every report equals
+// the reference.
+TEST_F(UsageAggregatesTest, UsageBeforeTheInstrumentIsKnownInvalidatesItsPeriodsOnceWhenKnown) {
   Generate(300, 31);
   const std::string late = Instr(3);
   StreamEvent late_event;
@@ -437,13 +438,11 @@ TEST_F(UsageAggregatesTest, UsageBeforeTheInstrumentIsKnownBumpsOnceWhenItBecome
   EXPECT_EQ(pool_->Command({"HGET", "{usage}:agg:unknown", "i3"})->str, "1");
   EXPECT_EQ(*figures_->RebuildStaleAggregates(), 0);
   ASSERT_TRUE(figures_->Fold("inventory", late_event).ok());
-  int64_t g1 = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(gen(), &g1));
-  int64_t g0n = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(g0, &g0n));
-  EXPECT_EQ(g1, g0n + 1);
+  EXPECT_EQ(gen(), g0);  // only i3's periods invalidated
   EXPECT_TRUE(pool_->Command({"HGET", "{usage}:agg:unknown", "i3"})->is_nil());
-  ASSERT_TRUE(figures_->RebuildStaleAggregates().ok());
+  const int64_t periods = pool_->Command({"HLEN", "{usage}:agg:ip:i3"})->integer;
+  ASSERT_GT(periods, 0);
+  EXPECT_EQ(*figures_->RebuildStaleAggregates(), periods);
   EXPECT_EQ(*figures_->RebuildStaleAggregates(), 0);
   ExpectSameAsReference("known late");
 }
@@ -490,6 +489,32 @@ TEST_F(UsageAggregatesTest, RebuildRacingAFirstFoldOfAnInstrumentCountsIt) {
   ASSERT_TRUE(figures_->RebuildStaleAggregates().ok());
   const int64_t before = figures_->buckets_from_aggregates();
   ExpectSameAsReference("rebuilt during a fold");
+  EXPECT_GT(figures_->buckets_from_aggregates() - before, 40);
+}
+
+// An instrument's attribute change invalidates only the periods it was counted
+// in: i8 (in service from 2026-06-15) moves; only its periods are rebuilt.
+TEST_F(UsageAggregatesTest, AnInstrumentChangeInvalidatesOnlyItsPeriods) {
+  Generate(300, 13);
+  FoldAll(*figures_);
+  EXPECT_EQ(*figures_->RebuildStaleAggregates(), 0);
+  auto periods = pool_->Command({"HKEYS", "{usage}:agg:ip:i8"});
+  ASSERT_TRUE(periods.ok());
+  std::set<std::string> mine;
+  for (const auto& p : periods->elements) mine.insert(p.str);
+  auto all = pool_->Command({"HLEN", "{usage}:agg:built"});
+  ASSERT_GT(all->integer, static_cast<int64_t>(mine.size()));
+  EXPECT_EQ(mine.count("y2026"), 1u);
+  iv::Instrument moved = Instrument(8);
+  moved.set_owner_organization(Org(2));
+  moved.set_category("category-9");
+  ASSERT_TRUE(figures_->Fold("inventory", InstrumentEvent(moved)).ok());
+  ExpectSameAsReference("after the change");
+  auto rebuilt = figures_->RebuildStaleAggregates();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_EQ(*rebuilt, static_cast<int>(mine.size()));
+  const int64_t before = figures_->buckets_from_aggregates();
+  ExpectSameAsReference("rebuilt");
   EXPECT_GT(figures_->buckets_from_aggregates() - before, 40);
 }
 

@@ -370,7 +370,14 @@ int main(int argc, char** argv) {
                 ms[0][ms[0].size() / 2] / ms[1][ms[1].size() / 2], answer[0] == answer[1] ? 1 : 0);
     if (answer[0] != answer[1]) std::exit(3);
   };
-  auto serialized = [](const auto& out) { return out.ok() ? labshare::SerializeDeterministic(*out) : std::string(); };
+  // An error fails the benchmark (never compared as an answer).
+  auto serialized = [](const auto& out) {
+    if (!out.ok()) {
+      std::fprintf(stderr, "report failed: %s\n", out.status().ToString().c_str());
+      std::exit(1);
+    }
+    return "ok:" + labshare::SerializeDeterministic(*out);
+  };
   int64_t effective = 0;
   time("get_usage_figures_year_all_instruments", [&] {
     v1::GetUsageFiguresRequest r;

@@ -125,8 +125,9 @@ keys[usage]="~{usage}*"
 cmds[usage]="$base $consumer exists hdel hexists hgetall hincrby hvals mget sadd sunion \
 zrangebyscore zrevrangebyscore $outbox"
 # [helper C, issue 17] The report aggregates (services/usage/usage_aggregates.*):
-# HKEYS, DEL, SMEMBERS (their rebuild from the counters and sets).
-cmds[usage]+=" hkeys del smembers"
+# HKEYS, DEL, SMEMBERS (their rebuild from the counters and sets); HSETNX (an
+# instrument not known yet, recorded once).
+cmds[usage]+=" hkeys del smembers hsetnx"
 # Every other service's outbox (its own, {usage}:outbox, is under {usage}).
 selector[usage]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{notify}:outbox resetchannels -@all $consumer)"
 

@@ -852,18 +852,8 @@ absl::Status AuditChain::AppendBatchOnce(absl::string_view source_service, const
     }
     if (tag != "OK") return StorageError("unexpected storage reply");
   }
-  if (!before.empty()) {
-    std::vector<int64_t> seqs;
-    for (const auto& [i, seq] : before) seqs.push_back(seq);
-    LS_ASSIGN_OR_RETURN(auto stored, GetMany(seqs));
-    for (size_t j = 0; j < before.size(); ++j) {
-      if (!stored[j]) return Corrupted(absl::StrCat("audit entry ", before[j].second, " is missing"));
-      AppendResult r;
-      r.appended = false;
-      r.entry = *std::move(stored[j]);
-      (*out)[before[j].first] = std::move(r);
-    }
-  }
+  // Committed: the new entries (and repeats of them in the batch) answer OK
+  // whatever happens next.
   for (size_t j = 0; j < entries.size(); ++j) {
     AppendResult r;
     r.appended = true;
@@ -875,6 +865,25 @@ absl::Status AuditChain::AppendBatchOnce(absl::string_view source_service, const
     r.appended = false;
     r.entry = entries[j];
     (*out)[i] = std::move(r);
+  }
+  // The stored entries of events appended before: a failure to read them
+  // answers only those events with it.
+  if (!before.empty()) {
+    std::vector<int64_t> seqs;
+    for (const auto& [i, seq] : before) seqs.push_back(seq);
+    auto stored = GetMany(seqs);
+    for (size_t j = 0; j < before.size(); ++j) {
+      if (!stored.ok()) {
+        (*out)[before[j].first] = stored.status();
+      } else if (!(*stored)[j]) {
+        (*out)[before[j].first] = Corrupted(absl::StrCat("audit entry ", before[j].second, " is missing"));
+      } else {
+        AppendResult r;
+        r.appended = false;
+        r.entry = *std::move((*stored)[j]);
+        (*out)[before[j].first] = std::move(r);
+      }
+    }
   }
   return absl::OkStatus();
 }

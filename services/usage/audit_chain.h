@@ -271,8 +271,10 @@ class AuditChain {
   // head signed once, for the last entry. A repeated event (appended before,
   // or twice in the batch) answers appended = false with the stored entry;
   // an undecodable event answers its error and takes no sequence. A storage
-  // error or corruption answers every decodable event with it; nothing of
-  // the batch is then written.
+  // error or corruption before the commit answers every decodable event with
+  // it; nothing of the batch is then written. Once the batch is committed its
+  // new entries answer OK; failing to read the stored entry of an event
+  // appended before answers only that event with the error.
   std::vector<absl::StatusOr<AppendResult>> AppendBatch(absl::string_view source_service,
                                                         const std::vector<StreamEvent>& events);
 

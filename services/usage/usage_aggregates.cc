@@ -19,23 +19,36 @@ namespace iv = labshare::inventory::v1;
 // KEYS: 1 agg, 2 built, 3 iattr, 4 orgs, 5 ad, 6 au, 7 ao, 8 ai, 9 orgsseen,
 // 10 unknown, then per instrument: its counters hash, served set and
 // aggregate hash of the period. ARGV: 1 period, 2 full (1: every scope),
-// 3 SME, 4 START_UP, then the instrument ids. Recomputes the period's
-// aggregates from its counters and sets (what the fold would have built with
-// the current attributes) and records them exact for the current gen.
+// 3 SME, 4 START_UP, 5 the gen read before the instruments were listed, then
+// the instrument ids. Returns 'CURRENT' (nothing done) when P is already
+// exact for gen; 'RETRY' (nothing done) when gen changed since or an
+// instrument counted in P is not among the ids (folded after the listing);
+// otherwise recomputes the period's aggregates from its counters and sets
+// (what the fold would have built with the current attributes), records them
+// exact for gen and returns gen.
 const RedisScript& RebuildScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
-local P, full, SME, STARTUP = ARGV[1], ARGV[2] == '1', ARGV[3], ARGV[4]
+local P, full, SME, STARTUP, GEN = ARGV[1], ARGV[2] == '1', ARGV[3], ARGV[4], ARGV[5]
+local NA = 5
 for i = 1, 10 do
   if i ~= 5 and not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
 end
 if not ls_type_is(KEYS[5], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[5]) end
-local n = #ARGV - 4
+local n = #ARGV - NA
 for j = 1, n do
   local b = 10 + (j - 1) * 3
   if not ls_type_is(KEYS[b + 1], 'hash') or not ls_type_is(KEYS[b + 2], 'set') or
      not ls_type_is(KEYS[b + 3], 'hash') then
-    return redis.error_reply('WRONGTYPE usage counters of ' .. ARGV[4 + j])
+    return redis.error_reply('WRONGTYPE usage counters of ' .. ARGV[NA + j])
   end
+end
+local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
+if gen ~= GEN then return 'RETRY' end
+if redis.call('HGET', KEYS[2], P) == gen then return 'CURRENT' end
+local listed = {}
+for j = 1, n do listed[ARGV[NA + j]] = true end
+for _, id in ipairs(redis.call('HKEYS', KEYS[8])) do
+  if not listed[id] then return 'RETRY' end
 end
 local KNOWN = {eff = 1, bk = 1, done = 1, miss = 1, late = 1, canc = 1, out = 1, rej = 1, inc = 1, pen = 1,
                sub = 1, ink = 1}
@@ -47,7 +60,7 @@ local function add(t, sc, member, fl)
   if e then e[2] = bit.bor(e[2], fl) else t[key] = {sc, fl} end
 end
 for j = 1, n do
-  local id = ARGV[4 + j]
+  local id = ARGV[NA + j]
   local b = 10 + (j - 1) * 3
   local kb, ks, kc = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3]
   redis.call('DEL', kc)
@@ -55,6 +68,7 @@ for j = 1, n do
   local mem = redis.call('SMEMBERS', ks)
   if #h > 0 or #mem > 0 then
     redis.call('HSET', KEYS[8], id, '1')
+    redis.call('HSET', '{usage}:agg:ip:' .. id, P, '1')
     local v = redis.call('HGET', KEYS[3], id)
     local at = {'', '', ''}
     if v then
@@ -131,7 +145,6 @@ for f, c in pairs(cnt) do
   end
 end
 if #batch > 0 then redis.call('HSET', KEYS[5], unpack(batch)) end
-local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
 redis.call('HSET', KEYS[2], P, gen)
 return gen
 )lua");
@@ -160,35 +173,47 @@ absl::Status SetAbsent(RedisPool* pool, const std::string& key, const std::vecto
 
 }  // namespace
 
-absl::Status UsageFigures::RebuildPeriod(const std::string& period) {
+absl::StatusOr<bool> UsageFigures::RebuildPeriod(const std::string& period) {
   if (period.size() != 5 && period.size() != 7) return absl::InvalidArgumentError("bad period");
   const bool year = period[0] == 'y';
   const std::string suffix = period.substr(1);
-  LS_ASSIGN_OR_RETURN(auto ids_reply, pool_->Pipeline({{"HKEYS", "{usage}:instr"},
-                                                       {"HKEYS", agg::ContributorsKey(period)}}));
-  std::set<std::string> ids;
-  for (const auto& r : ids_reply) {
-    for (const auto& e : r.elements) ids.insert(e.str);
+  // A fold between the listing and the step (a new instrument in P) or an
+  // attribute change (gen) makes the step refuse: listed again, a few times.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(auto ids_reply, pool_->Pipeline({{"HGET", agg::kState, "gen"},
+                                                         {"HKEYS", "{usage}:instr"},
+                                                         {"HKEYS", agg::ContributorsKey(period)}}));
+    const std::string gen = ids_reply[0].is_nil() ? "0" : ids_reply[0].str;
+    std::set<std::string> ids;
+    for (size_t r = 1; r < ids_reply.size(); ++r) {
+      for (const auto& e : ids_reply[r].elements) ids.insert(e.str);
+    }
+    if (rebuild_listed_hook_) rebuild_listed_hook_();
+    std::vector<std::string> keys = {agg::kState,
+                                     agg::kBuilt,
+                                     agg::kAttributes,
+                                     "{usage}:orgs",
+                                     agg::DistinctKey(period),
+                                     agg::UserFlagsKey(period),
+                                     agg::OrgFlagsKey(period),
+                                     agg::ContributorsKey(period),
+                                     agg::kOrgsSeen,
+                                     agg::kUnknown};
+    std::vector<std::string> args = {period, year ? "1" : "0", std::to_string(static_cast<int>(iv::SME)),
+                                     std::to_string(static_cast<int>(iv::START_UP)), gen};
+    for (const auto& id : ids) {
+      keys.push_back(absl::StrCat("{usage}:", year ? "y:" : "m:", id, ":", suffix));
+      keys.push_back(absl::StrCat("{usage}:", year ? "uy:" : "um:", id, ":", suffix));
+      keys.push_back(agg::InstrumentKey(id, period));
+      args.push_back(id);
+    }
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool_->Eval(RebuildScript(), keys, args));
+    if (r.str == "CURRENT") return false;
+    if (r.str != "RETRY") return true;
   }
-  std::vector<std::string> keys = {agg::kState,
-                                   agg::kBuilt,
-                                   agg::kAttributes,
-                                   "{usage}:orgs",
-                                   agg::DistinctKey(period),
-                                   agg::UserFlagsKey(period),
-                                   agg::OrgFlagsKey(period),
-                                   agg::ContributorsKey(period),
-                                   agg::kOrgsSeen,
-                                   agg::kUnknown};
-  std::vector<std::string> args = {period, year ? "1" : "0", std::to_string(static_cast<int>(iv::SME)),
-                                   std::to_string(static_cast<int>(iv::START_UP))};
-  for (const auto& id : ids) {
-    keys.push_back(absl::StrCat("{usage}:", year ? "y:" : "m:", id, ":", suffix));
-    keys.push_back(absl::StrCat("{usage}:", year ? "uy:" : "um:", id, ":", suffix));
-    keys.push_back(agg::InstrumentKey(id, period));
-    args.push_back(id);
-  }
-  return pool_->Eval(RebuildScript(), keys, args).status();
+  // Left stale (reports compute from the counters): the next check rebuilds it.
+  LogInfo("usage aggregates: period changing during its rebuild, left for the next check", {{"period", period}});
+  return false;
 }
 
 absl::StatusOr<int> UsageFigures::RebuildStaleAggregates() {
@@ -197,8 +222,8 @@ absl::StatusOr<int> UsageFigures::RebuildStaleAggregates() {
   int rebuilt = 0;
   for (size_t i = 0; i + 1 < v[1].elements.size(); i += 2) {
     if (v[1].elements[i + 1].str == gen) continue;
-    LS_RETURN_IF_ERROR(RebuildPeriod(v[1].elements[i].str));
-    ++rebuilt;
+    LS_ASSIGN_OR_RETURN(const bool done, RebuildPeriod(v[1].elements[i].str));
+    if (done) ++rebuilt;
   }
   return rebuilt;
 }
@@ -268,6 +293,31 @@ absl::Status UsageFigures::MigrateAggregates() {
     LS_RETURN_IF_ERROR(pool_->Command({"HSET", agg::kState, "layout", "2"}).status());
     LogInfo("usage aggregates: data of the old layout registered",
             {{"periods", std::to_string(periods.size())}, {"instruments", std::to_string(pairs.size() / 2)}});
+  }
+  // The periods of each instrument ({usage}:agg:ip:<id>) from the
+  // instruments counted in each period, once: then an attribute change
+  // invalidates only those periods (before, every period: gen + 1).
+  LS_ASSIGN_OR_RETURN(RedisValue indexed, pool_->Command({"HGET", agg::kState, "ipindex"}));
+  if (indexed.is_nil() || indexed.str != "1") {
+    LS_ASSIGN_OR_RETURN(RedisValue periods, pool_->Command({"HKEYS", agg::kBuilt}));
+    std::vector<std::vector<std::string>> cmds;
+    for (const auto& p : periods.elements) cmds.push_back({"HKEYS", agg::ContributorsKey(p.str)});
+    if (!cmds.empty()) {
+      LS_ASSIGN_OR_RETURN(auto ids, pool_->Pipeline(cmds));
+      std::vector<std::vector<std::string>> sets;
+      for (size_t i = 0; i < ids.size(); ++i) {
+        for (const auto& id : ids[i].elements) {
+          sets.push_back({"HSET", agg::PeriodsKey(id.str), periods.elements[i].str, "1"});
+        }
+      }
+      for (size_t i = 0; i < sets.size(); i += 2000) {
+        std::vector<std::vector<std::string>> chunk(
+            sets.begin() + static_cast<std::ptrdiff_t>(i),
+            sets.begin() + static_cast<std::ptrdiff_t>(std::min(sets.size(), i + 2000)));
+        LS_RETURN_IF_ERROR(pool_->Pipeline(chunk).status());
+      }
+    }
+    LS_RETURN_IF_ERROR(pool_->Command({"HSET", agg::kState, "ipindex", "1"}).status());
   }
   LS_ASSIGN_OR_RETURN(int rebuilt, RebuildStaleAggregates());
   if (rebuilt > 0) LogInfo("usage aggregates rebuilt", {{"periods", std::to_string(rebuilt)}});

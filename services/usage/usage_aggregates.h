@@ -21,14 +21,17 @@
 //   {usage}:ao:<P>          HASH "<scope>|<organisation>" -> flags 1, 2 external,
 //                           4 SME, 8 start-up; likewise
 //   {usage}:ai:<P>          HASH instrument id -> 1: the instruments counted in P
+//   {usage}:agg:ip:<instr>  HASH P -> 1: the periods the instrument is counted in
+//                           (an attribute change invalidates only these:
+//                           built[P] = -1)
 //   {usage}:iattr           HASH instrument id -> "<owner>\x1f<facility>\x1f<category>",
 //                           the attributes the aggregates were folded with
-//   {usage}:agg             HASH gen: bumped whenever an attribute the
-//                           aggregates depend on changes (an instrument's
-//                           owner, facility or category; the size class of an
-//                           organisation already counted; usage of an
-//                           instrument not known yet); layout: "2" once the
-//                           data of the old layout is registered
+//   {usage}:agg             HASH gen: bumped when the size class of an
+//                           organisation already counted changes (every
+//                           period); layout: "2" once the data of the old
+//                           layout is registered; ipindex: "1" once every
+//                           instrument's periods are indexed (agg:ip; before,
+//                           an instrument's attribute change bumps gen too)
 //   {usage}:agg:built       HASH P -> gen its aggregates are exact for ("-1":
 //                           never built). Reports use the aggregates of P only
 //                           when it equals gen; otherwise they compute from the
@@ -64,6 +67,7 @@ inline std::string DistinctKey(absl::string_view period) { return absl::StrCat("
 inline std::string UserFlagsKey(absl::string_view period) { return absl::StrCat("{usage}:au:", period); }
 inline std::string OrgFlagsKey(absl::string_view period) { return absl::StrCat("{usage}:ao:", period); }
 inline std::string ContributorsKey(absl::string_view period) { return absl::StrCat("{usage}:ai:", period); }
+inline std::string PeriodsKey(absl::string_view id) { return absl::StrCat("{usage}:agg:ip:", id); }
 inline std::string Attributes(const labshare::inventory::v1::Instrument& in) {
   return absl::StrCat(in.owner_organization(), "\x1f", in.facility(), "\x1f", in.category());
 }

@@ -55,7 +55,8 @@ std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') +
 //                    month (instrument, platform) and the year (also owner,
 //                    facility, category, mode), counting each once
 //   inst id attrs    the instrument's owner/facility/category (a change
-//                    invalidates every period's aggregates: gen + 1)
+//                    invalidates the aggregates of the periods it was
+//                    counted in, {usage}:agg:ip:<id>)
 //   orgsz org size   a size class change of an organisation already counted
 //                    invalidates the aggregates (the hset op that follows stores it)
 // Per event: 1 folded, 0 folded before, 'E<error>' (nothing written).
@@ -119,6 +120,7 @@ local function reg(P, id)
   if not regd[rk] then
     regd[rk] = true
     redis.call('HSET', kai, id, '1')
+    redis.call('HSET', '{usage}:agg:ip:' .. id, P, '1')
   end
   if not regd[P] then
     regd[P] = true
@@ -247,12 +249,12 @@ for e = 1, nev do
       local function bump()
         if not bumped then redis.call('HINCRBY', KEYS[2], 'gen', 1) bumped = true end
       end
+      -- An instrument not known yet is recorded (once), not bumped: the
+      -- groupings across instruments fall back while it contributes (it is
+      -- not in service), and becoming known bumps gen (the inst op).
       local function known(id)
         local at = attrs(id)
-        if not at then
-          redis.call('HSET', KEYS[7], id, '1')
-          bump()
-        end
+        if not at then redis.call('HSETNX', KEYS[7], id, '1') end
         return at
       end
       -- The first-seen markers to set: flags key, distinct key, scope,
@@ -310,11 +312,24 @@ for e = 1, nev do
           local id, v = ARGV[a], ARGV[a + 1]
           local old = redis.call('HGET', KEYS[4], id)
           if old ~= v then
-            if old then
-              bump()
-            elseif redis.call('HEXISTS', KEYS[7], id) == 1 then
+            local stale = old ~= false and old ~= nil
+            if not stale and redis.call('HEXISTS', KEYS[7], id) == 1 then
               redis.call('HDEL', KEYS[7], id)
-              bump()
+              stale = true
+            end
+            if stale then
+              -- epoch: a report that read the instruments before this change
+              -- does not use the aggregates (UsageFigures::ComputeMany).
+              redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+              -- Only the periods the instrument was counted in (indexed once
+              -- ipindex is set; before, every period).
+              if redis.call('HGET', KEYS[2], 'ipindex') == '1' then
+                for _, P in ipairs(redis.call('HKEYS', '{usage}:agg:ip:' .. id)) do
+                  redis.call('HSET', KEYS[3], P, '-1')
+                end
+              else
+                bump()
+              end
             end
             redis.call('HSET', KEYS[4], id, v)
             attrc[id] = nil
@@ -788,6 +803,12 @@ absl::StatusOr<std::vector<v1::UsageRow>> UsageFigures::Compute(absl::CivilDay f
 absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany(
     absl::CivilDay from, absl::CivilDay to, v1::PeriodGranularity granularity, const Groupings& groupings,
     const v1::UsageFilter& f, bool owner_view, const BucketFn* per_bucket) const {
+  // gen and epoch before the instruments' attributes: the aggregates are used
+  // only when neither changed until they are read (no old instrument list
+  // mixed with aggregates rebuilt for new attributes).
+  LS_ASSIGN_OR_RETURN(auto before, pool_->Pipeline({{"HGET", agg::kState, "gen"}, {"HGET", agg::kState, "epoch"}}));
+  const std::string gen_before = before[0].is_nil() ? "0" : before[0].str;
+  const std::string epoch_before = before[1].is_nil() ? "0" : before[1].str;
   LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f));
   LS_ASSIGN_OR_RETURN(RedisValue orgs_raw, pool_->Command({"HGETALL", "{usage}:orgs"}));
   std::map<std::string, int, std::less<>> size_class;
@@ -936,11 +957,13 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         std::vector<std::vector<std::string>> fast_cmds = {{"HGET", agg::kState, "gen"},
                                                            {"HGET", agg::kBuilt, period},
                                                            {"HKEYS", agg::ContributorsKey(period)},
-                                                           {"HGETALL", agg::DistinctKey(period)}};
+                                                           {"HGETALL", agg::DistinctKey(period)},
+                                                           {"HGET", agg::kState, "epoch"}};
         for (const Loaded& l : loaded) fast_cmds.push_back({"HGETALL", agg::InstrumentKey(*l.id, period)});
         LS_ASSIGN_OR_RETURN(auto fr, pool_->Pipeline(fast_cmds));
         const std::string gen = fr[0].is_nil() ? "0" : fr[0].str;
-        bool valid = !fr[1].is_nil() && fr[1].str == gen;
+        const std::string epoch = fr[4].is_nil() ? "0" : fr[4].str;
+        bool valid = !fr[1].is_nil() && fr[1].str == gen && gen == gen_before && epoch == epoch_before;
         if (valid && cross) {
           std::set<absl::string_view> in_service;
           for (const Loaded& l : loaded) in_service.insert(*l.id);
@@ -956,7 +979,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
             if (absl::SimpleAtoi(fr[3].elements[j + 1].str, &v)) distinct[fr[3].elements[j].str] = v;
           }
           for (size_t i = 0; i < loaded.size(); ++i) {
-            const RedisValue& h = fr[4 + i];
+            const RedisValue& h = fr[5 + i];
             for (size_t j = 0; j + 1 < h.elements.size(); j += 2) {
               const std::string& field = h.elements[j].str;
               const size_t bar = field.find('|');

@@ -81,7 +81,11 @@ class UsageFigures {
   // period whose aggregates are not exact for the current attributes; how
   // many. Idempotent; replicas may run it concurrently.
   absl::StatusOr<int> RebuildStaleAggregates();
-  absl::Status RebuildPeriod(const std::string& period);
+  // One period; false when it was already exact (rebuilt by another replica)
+  // or kept changing while it was rebuilt (left for the next check).
+  absl::StatusOr<bool> RebuildPeriod(const std::string& period);
+  // Tests: runs between listing a period's instruments and its rebuild step.
+  void set_rebuild_listed_hook_for_testing(std::function<void()> hook) { rebuild_listed_hook_ = std::move(hook); }
   // Tests and the benchmark: false computes every report from the counters
   // and sets as before the aggregates (the reference they are compared with).
   void set_use_aggregates(bool on) { use_aggregates_ = on; }
@@ -185,6 +189,7 @@ class UsageFigures {
   int chunk_bytes_ = 64 * 1024;
   int batch_rows_ = 500;
   std::atomic<bool> use_aggregates_{true};
+  std::function<void()> rebuild_listed_hook_;
   mutable std::atomic<int64_t> buckets_from_aggregates_{0};
 };
 

@@ -246,6 +246,22 @@ TEST_F(AuditChainTest, EventsOfSeveralServicesFormAGaplessLinkedChain) {
   EXPECT_EQ(FromProto(verified->verify_time()), clock_.Now());
 }
 
+// The batch committed, then the stored entry of an event appended before
+// cannot be read: only that event answers the error; the appended one is OK
+// (it is in the chain).
+TEST_F(AuditChainTest, BatchCommittedAnswersItsNewEntriesEvenWhenAnOldEntryCannotBeRead) {
+  const v1::AuditEntry old = MustAppend("booking", BookingCreated("e1"));
+  auto chain = NewChain(pool_.get(), [&] {
+    ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(old.sequence())}).ok());
+  });
+  auto out = chain->AppendBatch("booking", {BookingCreated("e1"), BookingCreated("e2", "bookings/b2")});
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_FALSE(out[0].ok());
+  ASSERT_TRUE(out[1].ok()) << out[1].status();
+  EXPECT_TRUE(out[1]->appended);
+  EXPECT_EQ(out[1]->entry.sequence(), old.sequence() + 1);
+}
+
 TEST_F(AuditChainTest, RedeliveredEventIsStoredOnce) {
   const v1::AuditEntry first = MustAppend("booking", BookingCreated("bk-1"));
   MustAppend("billing", ChargePosted("bl-1"));

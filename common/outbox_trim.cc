@@ -12,9 +12,9 @@
 #include "common/log.h"
 #include "common/metrics.h"
 
-ABSL_FLAG(absl::Duration, outbox_retention, absl::ZeroDuration(),
+ABSL_FLAG(absl::Duration, outbox_retention, absl::Hours(7 * 24),
           "Outbox entries every consumer group has acknowledged are trimmed once older than this "
-          "(e.g. 24h); 0: never trimmed.");
+          "(by Redis's clock); 0: never trimmed.");
 ABSL_FLAG(absl::Duration, outbox_trim_interval, absl::Minutes(5), "How often owned outboxes are trimmed.");
 ABSL_FLAG(std::vector<std::string>, outbox_retention_require_groups, std::vector<std::string>({"usage"}),
           "Consumer groups every outbox must have before anything of it is trimmed (comma-separated), "

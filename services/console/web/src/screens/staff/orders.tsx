@@ -4,7 +4,7 @@
 // until), samples received (ReceiveSamples), schedule (ScheduleService with
 // an interval in the facility's zone), start (StartService), deliver the
 // report (DeliverReport: uri, sha256, summary).
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory } from '../../api';
@@ -83,6 +83,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
   const [missing, setMissing] = useState<string>();
   // quote
   const [fee, setFee] = useState(moneyText(o.quote?.perSampleFee));
+  const feeTouched = useRef(false);
   const [staffHours, setStaffHours] = useState(o.quote?.staffTime ? String(Number(o.quote.staffTime.seconds) / 3600) : '1');
   const [staffFee, setStaffFee] = useState(moneyText(o.quote?.staffTimeFee) || '0');
   const [consumables, setConsumables] = useState(moneyText(o.quote?.consumables) || '0');
@@ -112,7 +113,10 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
     }).then((r) => {
       // Never over what the user typed while the lookup was on its way.
       const usual = r.rate?.price;
-      if (live && usual) setFee((typed) => typed || moneyText(usual));
+      // Not once the field has had focus: a value typed then (or the browser
+      // test's fill, which clears and then inserts) must not be joined by
+      // ours arriving in between.
+      if (live && usual && !feeTouched.current) setFee((typed) => typed || moneyText(usual));
     }, () => undefined);
     return () => { live = false; };
   }, [form]);
@@ -190,7 +194,8 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
             <div class="staff-form">
               {form === 'quote' && (<>
                 <label class="field"><span>{t('staff.orders.perSample', { currency, n: o.sampleCount })}</span>
-                  <input inputMode="decimal" value={fee} onInput={(e) => setFee((e.target as HTMLInputElement).value)} /></label>
+                  <input inputMode="decimal" value={fee} onFocus={() => { feeTouched.current = true; }}
+                    onInput={(e) => setFee((e.target as HTMLInputElement).value)} /></label>
                 <label class="field"><span>{t('staff.orders.staffHours')}</span>
                   <input inputMode="decimal" value={staffHours} onInput={(e) => setStaffHours((e.target as HTMLInputElement).value)} /></label>
                 <label class="field"><span>{t('staff.orders.staffFee', { currency })}</span>

@@ -1673,7 +1673,35 @@ class AuditVerifier {
 
 // The bookings file, line by line: header, each document's SHA-256, the
 // trailer's count and the SHA-256 of every byte before it.
-class BookingsVerifier {
+// What the bookings and billing verifiers share: the line count, the
+// trailer seen, the first break (kind and line) and the verdict.
+class JsonlVerifierBase {
+ public:
+  FileVerdict Finish() {
+    if (done_) return verdict_;
+    if (!trailer_) {
+      Broken("no_trailer");
+    } else {
+      verdict_.ok = true;
+    }
+    return verdict_;
+  }
+
+ protected:
+  bool Broken(const char* kind) {
+    done_ = true;
+    verdict_.ok = false;
+    verdict_.broken_at = line_no_;
+    verdict_.kind = kind;
+    return false;
+  }
+  int64_t line_no_ = 0;
+  bool trailer_ = false, done_ = false;
+  usage::Sha256 sha_;
+  FileVerdict verdict_;
+};
+
+class BookingsVerifier : public JsonlVerifierBase {
  public:
   BookingsVerifier(std::string format = "labshare-bookings-jsonl", std::string count_field = "bookings")
       : format_(std::move(format)), count_field_(std::move(count_field)) {}
@@ -1708,35 +1736,15 @@ class BookingsVerifier {
     sha_.Update("\n");
     return true;
   }
-  FileVerdict Finish() {
-    if (done_) return verdict_;
-    if (!trailer_) {
-      Broken("no_trailer");
-    } else {
-      verdict_.ok = true;
-    }
-    return verdict_;
-  }
 
  private:
-  bool Broken(const char* kind) {
-    done_ = true;
-    verdict_.ok = false;
-    verdict_.broken_at = line_no_;
-    verdict_.kind = kind;
-    return false;
-  }
   std::string format_, count_field_;
-  int64_t line_no_ = 0;
-  bool trailer_ = false, done_ = false;
-  usage::Sha256 sha_;
-  FileVerdict verdict_;
 };
 
 // The billing file, line by line: header, each record's SHA-256, every
 // archived posting's ledger lines summing to zero (debits = credits), the
 // trailer's counts and the SHA-256 of every byte before it.
-class BillingVerifier {
+class BillingVerifier : public JsonlVerifierBase {
  public:
   bool Line(absl::string_view line) {
     if (done_) return false;
@@ -1849,15 +1857,6 @@ class BillingVerifier {
     sha_.Update("\n");
     return true;
   }
-  FileVerdict Finish() {
-    if (done_) return verdict_;
-    if (!trailer_) {
-      Broken("no_trailer");
-    } else {
-      verdict_.ok = true;
-    }
-    return verdict_;
-  }
 
  private:
   using DebitCredit = std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>>;
@@ -1895,21 +1894,11 @@ class BillingVerifier {
     ++lists_;
     return true;
   }
-  bool Broken(const char* kind) {
-    done_ = true;
-    verdict_.ok = false;
-    verdict_.broken_at = line_no_;
-    verdict_.kind = kind;
-    return false;
-  }
-  int64_t line_no_ = 0, cut_ms_ = 0, lists_ = 0;
-  bool trailer_ = false, done_ = false;
-  usage::Sha256 sha_;
+  int64_t cut_ms_ = 0, lists_ = 0;
   std::set<std::string> postings_, required_, seen_keys_, cf_keys_;
   std::map<std::string, int64_t> sums_;
   std::map<std::string, std::multiset<std::string>> entries_, seen_;  // posting id -> account|cp|currency|signed
   std::map<std::string, DebitCredit> list_;                           // account key -> its archived lines
-  FileVerdict verdict_;
 };
 
 }  // namespace

@@ -368,6 +368,24 @@ void RedisContextDeleter::operator()(redisContext* c) const {
 
 bool RedisConnectionIsStale(redisContext* c) { return IsStale(c); }
 
+absl::Status CheckRedisMaster(redisContext* c, const RedisAddress& node) {
+  ReplyPtr role(static_cast<redisReply*>(redisCommand(c, "ROLE")));
+  if (role != nullptr && role->type == REDIS_REPLY_ARRAY && role->elements >= 1 &&
+      role->element[0]->type == REDIS_REPLY_STRING &&
+      absl::string_view(role->element[0]->str, role->element[0]->len) == "master") {
+    return absl::OkStatus();
+  }
+  std::string what = "no reply";
+  if (role != nullptr && role->type == REDIS_REPLY_ERROR) what = std::string(role->str, role->len);
+  if (role != nullptr && role->type == REDIS_REPLY_ARRAY && role->elements >= 1 &&
+      role->element[0]->type == REDIS_REPLY_STRING) {
+    what = std::string(role->element[0]->str, role->element[0]->len);
+  }
+  LogWarning("redis node is not (or no longer) master; asking the sentinels again",
+             {{"node", RedisAddressText(node)}, {"role", what}});
+  return Unavailable();
+}
+
 std::string RedisAddressText(const RedisAddress& a) {
   if (a.host.find(':') != std::string::npos) return absl::StrCat("[", a.host, "]:", a.port);
   return absl::StrCat(a.host, ":", a.port);
@@ -390,6 +408,13 @@ absl::StatusOr<RedisContextPtr> ConnectRedisNode(const RedisAddress& node, const
   const int flags = fcntl(c->fd, F_GETFD);
   if (flags >= 0) fcntl(c->fd, F_SETFD, flags | FD_CLOEXEC);
   LS_RETURN_IF_ERROR(AuthenticateRedis(c.get(), options));
+  return c;
+}
+
+absl::StatusOr<RedisContextPtr> ConnectRedisMaster(const RedisAddress& node, const RedisOptions& options,
+                                                   bool master_only) {
+  LS_ASSIGN_OR_RETURN(RedisContextPtr c, ConnectRedisNode(node, options));
+  if (master_only) LS_RETURN_IF_ERROR(CheckRedisMaster(c.get(), node));
   return c;
 }
 
@@ -588,6 +613,7 @@ absl::Status RedisTopology::Refresh(std::unique_lock<std::mutex>& lock, Deadline
       map_ = *std::move(fresh);
       have_map_ = true;
       stale_ = false;
+      ++generation_;
     }
     resolved_.notify_all();
   } else if (!have_map_ && resolving_) {
@@ -634,6 +660,26 @@ absl::StatusOr<std::vector<std::pair<int, RedisAddress>>> RedisTopology::Masters
   return out;
 }
 
+uint64_t RedisTopology::generation() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return generation_;
+}
+
+std::vector<RedisAddress> RedisTopology::KnownMasters() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!have_map_) return {};
+  if (!cluster_) return {map_.master};
+  std::vector<bool> serving(map_.nodes.size(), false);
+  for (int16_t i : map_.slots) {
+    if (i >= 0) serving[static_cast<size_t>(i)] = true;
+  }
+  std::vector<RedisAddress> out;
+  for (size_t i = 0; i < map_.nodes.size(); ++i) {
+    if (serving[i]) out.push_back(map_.nodes[i]);
+  }
+  return out;
+}
+
 void RedisTopology::Invalidate() {
   if (!routed()) return;
   std::lock_guard<std::mutex> lock(mu_);
@@ -675,16 +721,7 @@ absl::StatusOr<RedisTopology::Map> RedisTopology::ResolveSentinel(Map current) c
     RedisAddress master{std::string(reply->element[0]->str, reply->element[0]->len), 0};
     if (!absl::SimpleAtoi(absl::string_view(reply->element[1]->str, reply->element[1]->len), &master.port)) continue;
     // A sentinel may be behind: believe only a node that says it is master.
-    auto m = ConnectRedisNode(master, options_);
-    if (!m.ok()) continue;
-    ReplyPtr role(static_cast<redisReply*>(redisCommand(m->get(), "ROLE")));
-    if (role == nullptr || role->type != REDIS_REPLY_ARRAY || role->elements < 1 ||
-        role->element[0]->type != REDIS_REPLY_STRING ||
-        absl::string_view(role->element[0]->str, role->element[0]->len) != "master") {
-      LogWarning("redis sentinel names a node that is not (yet) master",
-                 {{"sentinel", RedisAddressText(sentinel)}, {"node", RedisAddressText(master)}});
-      continue;
-    }
+    if (!ConnectRedisMaster(master, options_, true).ok()) continue;
     if (!Same(master, current.master)) {
       LogInfo("redis master found through sentinel",
               {{"sentinel", RedisAddressText(sentinel)}, {"master", RedisAddressText(master)}});
@@ -758,9 +795,11 @@ namespace {
 // caller at a time.
 class NodePool {
  public:
-  NodePool(RedisAddress address, const RedisOptions& options)
+  // master_only (Sentinel): every new connection is checked with ROLE.
+  NodePool(RedisAddress address, const RedisOptions& options, bool master_only = false)
       : address_(std::move(address)),
         options_(options),
+        master_only_(master_only),
         capacity_(static_cast<size_t>(options.pool_size > 0 ? options.pool_size : 1)) {}
 
   const RedisAddress& address() const { return address_; }
@@ -772,6 +811,7 @@ class NodePool {
  private:
   const RedisAddress address_;
   const RedisOptions& options_;
+  const bool master_only_;
   const size_t capacity_;
   std::mutex mu_;
   std::condition_variable slot_freed_;
@@ -832,7 +872,7 @@ absl::StatusOr<RedisContextPtr> NodePool::Acquire(RedisTopology::Deadline deadli
       timed_out = slot_freed_.wait_until(lock, deadline) == std::cv_status::timeout;
     }
   }
-  absl::StatusOr<RedisContextPtr> c = ConnectRedisNode(address_, options_);
+  absl::StatusOr<RedisContextPtr> c = ConnectRedisMaster(address_, options_, master_only_);
   if (!c.ok()) {
     Release(nullptr, false);
     if (unreachable != nullptr) *unreachable = true;
@@ -889,7 +929,7 @@ std::shared_ptr<NodePool> RedisPool::Impl::Node(const RedisAddress& node) {
   for (const auto& p : nodes_) {
     if (p->address().host == node.host && p->address().port == node.port) return p;
   }
-  nodes_.push_back(std::make_shared<NodePool>(node, options_));
+  nodes_.push_back(std::make_shared<NodePool>(node, options_, topology_.sentinel()));
   return nodes_.back();
 }
 

@@ -44,9 +44,11 @@ struct RedisAddress {
 // Where the data lives. Exactly one of three shapes:
 //   - one server at host:port (the default);
 //   - Sentinel: `sentinels` not empty. The master named `sentinel_master` is
-//     asked of the sentinels (in turn) and checked with ROLE; after a
-//     connection error or a READONLY/MASTERDOWN answer the pool asks again,
-//     so it follows a failover by itself. host/port are ignored.
+//     asked of the sentinels (in turn); every new connection is used only
+//     once ROLE says its node is master. After a connection error, a node
+//     that is not master (an old master back as a replica) or a
+//     READONLY/LOADING/MASTERDOWN answer the client asks again, so it
+//     follows a failover by itself. host/port are ignored.
 //   - Redis Cluster: `cluster` true. host:port and `cluster_seeds` are the
 //     seed nodes; every command goes to the master of its key's hash slot
 //     (the first key; every key of one call shares a hash tag), MOVED and

@@ -34,6 +34,15 @@ using RedisContextPtr = std::unique_ptr<redisContext, RedisContextDeleter>;
 // close-on-exec and AUTH. UNAVAILABLE/STORAGE_UNAVAILABLE (logged) on failure.
 absl::StatusOr<RedisContextPtr> ConnectRedisNode(const RedisAddress& node, const RedisOptions& options);
 
+// Sentinel: a node is used only once it says it is master (ROLE). OK when
+// it is; UNAVAILABLE/STORAGE_UNAVAILABLE (logged) when it is a replica, is
+// loading, or does not answer: ask the sentinels again.
+absl::Status CheckRedisMaster(redisContext* c, const RedisAddress& node);
+
+// ConnectRedisNode, then CheckRedisMaster when `master_only` (Sentinel).
+absl::StatusOr<RedisContextPtr> ConnectRedisMaster(const RedisAddress& node, const RedisOptions& options,
+                                                   bool master_only);
+
 // An idle connection with something to read was closed by the server.
 bool RedisConnectionIsStale(redisContext* c);
 
@@ -59,8 +68,8 @@ struct RedisRedirect {
 RedisRedirect ParseRedisRedirect(const RedisValue& reply, const RedisAddress& from);
 
 // Thread-safe. Standalone: always options.host:port. Sentinel: the master,
-// asked of the sentinels in turn and checked with ROLE, again after
-// Invalidate(). Cluster: the slot map from CLUSTER SLOTS (any reachable
+// asked of the sentinels in turn and checked with ROLE (CheckRedisMaster),
+// again after Invalidate(). Cluster: the slot map from CLUSTER SLOTS (any reachable
 // known node or seed), again after Invalidate(); Moved() patches one slot
 // at once and asks for a full refresh.
 // Resolution runs without the lock, one at a time, at most once per 100 ms;
@@ -74,6 +83,13 @@ class RedisTopology {
 
   bool routed() const { return cluster_ || sentinel_; }  // anything but one fixed server
   bool cluster() const { return cluster_; }
+  bool sentinel() const { return sentinel_; }
+
+  // Counts the maps resolved so far (each Sentinel or CLUSTER SLOTS answer).
+  uint64_t generation();
+  // The masters of the current map (for a cluster: those serving a slot),
+  // without resolving; empty before the first map.
+  std::vector<RedisAddress> KnownMasters();
 
   // The node for `slot` (-1: any master).
   absl::StatusOr<RedisAddress> NodeFor(int slot, Deadline deadline);
@@ -108,6 +124,7 @@ class RedisTopology {
   bool stale_ = true;             // guarded by mu_
   bool resolving_ = false;        // guarded by mu_
   std::optional<Deadline> last_attempt_;  // guarded by mu_
+  uint64_t generation_ = 0;               // guarded by mu_
 };
 
 // Lends connections by node to RunRedisCommand: a pool's leases, or a

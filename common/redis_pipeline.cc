@@ -55,32 +55,49 @@ absl::StatusOr<RedisValue> ScriptResult(absl::StatusOr<RedisValue> v) {
 }
 
 // A pipeline thread's own connections, one per node, kept across batches.
+// master_only (Sentinel): a new connection is used only once ROLE says
+// master, and a kept one is asked again when its last check is older than
+// kRoleRecheck (a master demoted while connected, without Sentinel closing
+// its clients, serves stale reads for at most that long).
+constexpr auto kRoleRecheck = std::chrono::seconds(1);
+
 class ThreadConnections final : public RedisConnections {
  public:
-  explicit ThreadConnections(const RedisOptions& options) : options_(options) {}
+  ThreadConnections(const RedisOptions& options, bool master_only) : options_(options), master_only_(master_only) {}
 
   absl::StatusOr<redisContext*> Get(const RedisAddress& node, RedisTopology::Deadline,
                                    bool* unreachable) override {
+    const auto now = std::chrono::steady_clock::now();
     for (auto it = open_.begin(); it != open_.end(); ++it) {
-      if (it->first.host != node.host || it->first.port != node.port) continue;
-      if (!RedisConnectionIsStale(it->second.get())) return it->second.get();
-      open_.erase(it);  // closed by the server while idle (restart, failover)
-      break;
+      if (it->node.host != node.host || it->node.port != node.port) continue;
+      if (RedisConnectionIsStale(it->context.get())) {
+        open_.erase(it);  // closed by the server while idle (restart, failover)
+        break;
+      }
+      if (master_only_ && now - it->checked >= kRoleRecheck) {
+        if (!CheckRedisMaster(it->context.get(), node).ok()) {
+          open_.erase(it);
+          if (unreachable != nullptr) *unreachable = true;
+          return StorageUnavailable();
+        }
+        it->checked = now;
+      }
+      return it->context.get();
     }
-    absl::StatusOr<RedisContextPtr> c = ConnectRedisNode(node, options_);
+    absl::StatusOr<RedisContextPtr> c = ConnectRedisMaster(node, options_, master_only_);
     if (!c.ok()) {
       if (unreachable != nullptr) *unreachable = true;
       return c.status();
     }
-    open_.emplace_back(node, *std::move(c));
-    return open_.back().second.get();
+    open_.push_back(Open{node, *std::move(c), now});
+    return open_.back().context.get();
   }
   void Put(const RedisAddress& node, redisContext*, bool healthy) override {
     if (!healthy) Drop(node);
   }
   void Drop(const RedisAddress& node) {
     for (auto it = open_.begin(); it != open_.end(); ++it) {
-      if (it->first.host == node.host && it->first.port == node.port) {
+      if (it->node.host == node.host && it->node.port == node.port) {
         open_.erase(it);
         return;
       }
@@ -88,8 +105,14 @@ class ThreadConnections final : public RedisConnections {
   }
 
  private:
+  struct Open {
+    RedisAddress node;
+    RedisContextPtr context;
+    std::chrono::steady_clock::time_point checked;  // last ROLE check (master_only)
+  };
   const RedisOptions& options_;
-  std::vector<std::pair<RedisAddress, RedisContextPtr>> open_;
+  const bool master_only_;
+  std::vector<Open> open_;
 };
 
 
@@ -134,17 +157,21 @@ struct RedisPipeline::Shard {
   std::condition_variable ready;
   std::vector<Call> queue;  // guarded by mu
   bool stopping = false;    // guarded by mu
+  bool retired = false;     // guarded by mu; calls enqueued now go to the router
+  size_t parked = 0;        // guarded by mu; router: calls waiting for the topology
   std::vector<std::thread> threads;
+  std::atomic<int> exited{0};  // threads that returned (a retired shard's are then joined)
 };
 
-RedisPipeline::RedisPipeline(RedisOptions options, int threads, size_t max_batch, size_t max_queue)
+RedisPipeline::RedisPipeline(RedisOptions options, int threads, size_t max_batch, size_t max_queue, int max_shards)
     : options_(std::move(options)),
       topology_(std::make_shared<RedisTopology>(options_)),
       routed_(topology_->routed()),
       cluster_(topology_->cluster()),
       threads_per_shard_(std::max(1, threads)),
       max_batch_(std::max<size_t>(1, max_batch)),
-      max_queue_(std::max<size_t>(1, max_queue)) {
+      max_queue_(std::max<size_t>(1, max_queue)),
+      max_shards_(std::clamp(max_shards, 1, kMaxShards)) {
   for (auto& s : slot_shard_) s.store(-1, std::memory_order_relaxed);
   if (routed_) {
     router_ = std::make_unique<Shard>();
@@ -175,10 +202,13 @@ RedisPipeline::~RedisPipeline() {
   {
     std::lock_guard<std::mutex> lock(shards_mu_);
     for (auto& s : shards_) all.push_back(s.get());
+    for (auto& s : retired_) all.push_back(s.get());
   }
   for (Shard* s : all) stop(s);
   for (Shard* s : all) {
-    for (auto& t : s->threads) t.join();
+    for (auto& t : s->threads) {
+      if (t.joinable()) t.join();
+    }
   }
   if (router_) all.push_back(router_.get());
   for (Shard* s : all) {
@@ -326,7 +356,11 @@ void RedisPipeline::Enqueue(Shard* shard, std::vector<Call> calls) {
   bool wake;
   {
     std::unique_lock<std::mutex> lock(shard->mu);
-    if (shard->stopping || shard->queue.size() + calls.size() > max_queue_) {
+    if (shard->retired) {
+      lock.unlock();
+      return Enqueue(router_.get(), std::move(calls));  // its node is gone: route again
+    }
+    if (shard->stopping || shard->queue.size() + shard->parked + calls.size() > max_queue_) {
       const bool full = !shard->stopping;
       lock.unlock();
       if (full) {
@@ -352,15 +386,78 @@ RedisPipeline::Shard* RedisPipeline::ShardFor(const RedisAddress& node) {
   for (auto& s : shards_) {
     if (s->node.host == node.host && s->node.port == node.port) return s.get();
   }
-  if (shards_.size() >= static_cast<size_t>(kMaxShards)) return nullptr;  // the router keeps them
+  if (shards_.size() >= static_cast<size_t>(max_shards_)) return nullptr;  // the router keeps them
+  int index = 0;
+  while (shard_by_index_[static_cast<size_t>(index)].load(std::memory_order_acquire) != nullptr) ++index;
   auto s = std::make_unique<Shard>();
-  s->index = static_cast<int>(shards_.size());
+  s->index = index;
   s->node = node;
   Shard* raw = s.get();
-  for (int i = 0; i < threads_per_shard_; ++i) raw->threads.emplace_back([this, raw] { RunShard(raw); });
+  for (int i = 0; i < threads_per_shard_; ++i) {
+    raw->threads.emplace_back([this, raw] {
+      RunShard(raw);
+      raw->exited.fetch_add(1, std::memory_order_acq_rel);
+    });
+  }
   shards_.push_back(std::move(s));
   shard_by_index_[static_cast<size_t>(raw->index)].store(raw, std::memory_order_release);
   return raw;
+}
+
+void RedisPipeline::RetireGone() {
+  std::vector<Call> moved;
+  {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    // Threads of shards retired before that have ended: join them.
+    for (auto& s : retired_) {
+      if (s->threads.empty() || s->exited.load(std::memory_order_acquire) != static_cast<int>(s->threads.size())) {
+        continue;
+      }
+      for (auto& t : s->threads) t.join();
+      s->threads.clear();
+    }
+    const uint64_t generation = topology_->generation();
+    if (generation == seen_generation_) return;
+    seen_generation_ = generation;
+    const std::vector<RedisAddress> masters = topology_->KnownMasters();
+    if (masters.empty()) return;  // no map: nothing to compare with
+    for (auto it = shards_.begin(); it != shards_.end();) {
+      Shard* s = it->get();
+      const bool gone = std::none_of(masters.begin(), masters.end(), [&](const RedisAddress& m) {
+        return m.host == s->node.host && m.port == s->node.port;
+      });
+      if (!gone) {
+        ++it;
+        continue;
+      }
+      LogInfo("redis pipeline: node no longer a master; retiring its queue",
+              {{"address", RedisAddressText(s->node)}});
+      Forget(s->index);
+      {
+        std::lock_guard<std::mutex> shard_lock(s->mu);
+        s->retired = true;
+        s->stopping = true;  // its threads end after their batch; their connections close
+        for (auto& call : s->queue) moved.push_back(std::move(call));
+        s->queue.clear();
+      }
+      s->ready.notify_all();
+      shard_by_index_[static_cast<size_t>(s->index)].store(nullptr, std::memory_order_release);
+      retired_.push_back(std::move(*it));
+      it = shards_.erase(it);
+    }
+  }
+  if (!moved.empty()) Enqueue(router_.get(), std::move(moved));
+}
+
+int RedisPipeline::live_shards() {
+  std::lock_guard<std::mutex> lock(shards_mu_);
+  return static_cast<int>(shards_.size());
+}
+
+size_t RedisPipeline::waiting_for_topology() {
+  if (!router_) return 0;
+  std::lock_guard<std::mutex> lock(router_->mu);
+  return router_->parked;
 }
 
 void RedisPipeline::Forget(int shard_index) {
@@ -384,11 +481,19 @@ namespace {
 // Takes about max_batch calls from the shard's queue, never part of a group
 // (what one Enqueue pushed goes out whole, in order, on one connection);
 // false when stopping.
+// With `until`, waits no longer than that and may return an empty batch.
 template <typename ShardT, typename CallT>
-bool TakeBatch(ShardT* shard, size_t max_batch, std::vector<CallT>* batch) {
+bool TakeBatch(ShardT* shard, size_t max_batch, std::vector<CallT>* batch,
+               const std::chrono::steady_clock::time_point* until = nullptr) {
   std::unique_lock<std::mutex> lock(shard->mu);
-  shard->ready.wait(lock, [&] { return shard->stopping || !shard->queue.empty(); });
+  auto ready = [&] { return shard->stopping || !shard->queue.empty(); };
+  if (until != nullptr) {
+    shard->ready.wait_until(lock, *until, ready);
+  } else {
+    shard->ready.wait(lock, ready);
+  }
   if (shard->stopping) return false;
+  if (shard->queue.empty()) return true;
   size_t cut = std::min(max_batch, shard->queue.size());
   while (cut < shard->queue.size() && !shard->queue[cut - 1].group_end) ++cut;
   if (cut == shard->queue.size()) {
@@ -404,12 +509,42 @@ bool TakeBatch(ShardT* shard, size_t max_batch, std::vector<CallT>* batch) {
 }  // namespace
 
 void RedisPipeline::RunRouter(Shard* router) {
+  constexpr auto kFirstWait = std::chrono::milliseconds(20);
+  constexpr auto kMaxWait = std::chrono::milliseconds(250);
   RedisTopology& topology = *topology_;
   std::vector<Call> batch;
+  // Calls the topology could not place yet: tried again at next_try, with
+  // backoff, until their deadline.
+  std::vector<Call> parked;
+  Deadline next_try{};
+  std::chrono::steady_clock::duration wait = kFirstWait;
   RedisNodeGroups groups;
   std::vector<size_t> unplaced;
   std::vector<int> slots;
-  while (TakeBatch(router, max_batch_, &batch)) {
+  while (TakeBatch(router, max_batch_, &batch, parked.empty() ? nullptr : &next_try)) {
+    Deadline now = std::chrono::steady_clock::now();
+    if (!parked.empty() && now >= next_try) {
+      // The parked calls are older: they go first.
+      for (auto& call : batch) parked.push_back(std::move(call));
+      batch.swap(parked);
+      parked.clear();
+    }
+    {
+      std::lock_guard<std::mutex> lock(router->mu);
+      router->parked = parked.size();
+    }
+    // Calls whose deadline passed while waiting fail unsent.
+    size_t kept = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (now >= batch[i].deadline) {
+        Finish(batch[i], Unavailable());
+      } else {
+        if (kept != i) batch[kept] = std::move(batch[i]);
+        ++kept;
+      }
+    }
+    batch.resize(kept);
+    if (batch.empty()) continue;
     Deadline deadline = batch.front().deadline;
     for (const auto& c : batch) deadline = std::min(deadline, c.deadline);
     groups.clear();
@@ -418,11 +553,13 @@ void RedisPipeline::RunRouter(Shard* router) {
     GroupRedisCommandsByNode(
         topology, batch.size(), [&](size_t i) -> const std::vector<std::string>& { return batch[i].argv; },
         deadline, &slots, &groups, &unplaced);
-    for (size_t i : unplaced) Finish(batch[i], Unavailable());  // no node until the deadline
+    RetireGone();  // a new map may have dropped masters
+    std::vector<size_t> wait_more = unplaced;
     for (auto& [node, indexes] : groups) {
       Shard* s = ShardFor(node);
       if (s == nullptr) {
-        for (size_t i : indexes) Finish(batch[i], Unavailable());
+        // Every shard serves a master of the map: wait for one to go.
+        wait_more.insert(wait_more.end(), indexes.begin(), indexes.end());
         continue;
       }
       std::vector<Call> share;
@@ -435,8 +572,28 @@ void RedisPipeline::RunRouter(Shard* router) {
       }
       Enqueue(s, std::move(share));
     }
+    if (!wait_more.empty()) {
+      std::sort(wait_more.begin(), wait_more.end());
+      const bool first = parked.empty();
+      for (size_t i : wait_more) parked.push_back(std::move(batch[i]));
+      if (first) {
+        now = std::chrono::steady_clock::now();
+        next_try = now + wait;
+        wait = std::min<std::chrono::steady_clock::duration>(wait * 2, kMaxWait);
+      }
+      topology.Invalidate();
+    } else if (parked.empty()) {
+      wait = kFirstWait;
+    }
+    {
+      std::lock_guard<std::mutex> lock(router->mu);
+      router->parked = parked.size();
+    }
     batch.clear();
   }
+  for (auto& call : parked) Finish(call, Unavailable());  // stopping
+  std::lock_guard<std::mutex> lock(router->mu);
+  router->parked = 0;
 }
 
 bool RedisPipeline::IsWrite(const Call& call) {
@@ -444,7 +601,7 @@ bool RedisPipeline::IsWrite(const Call& call) {
 }
 
 void RedisPipeline::RunShard(Shard* shard) {
-  ThreadConnections connections(options_);
+  ThreadConnections connections(options_, topology_->sentinel());
   RedisTopology& topology = *topology_;
   const RedisAddress node = shard->node;
   std::vector<Call> batch;
@@ -511,10 +668,30 @@ void RedisPipeline::RunShard(Shard* shard) {
         topology.Invalidate();
         Forget(shard->index);
       }
+      // A node that answered READONLY / LOADING / MASTERDOWN is no master
+      // (any more): the reads it answered in this batch may be stale, so
+      // they are read again where the topology now points.
+      bool demoted = false;
+      if (routed_ && !broken) {
+        for (const auto& reply : replies) {
+          if (reply.ok() && ParseRedisRedirect(*reply, node).kind == RedisRedirect::Kind::kNotMaster) demoted = true;
+        }
+      }
+      if (demoted) {
+        LogWarning("redis pipeline: node refuses as a non-master; asking the topology again",
+                   {{"address", RedisAddressText(node)}});
+        connections.Drop(node);  // the next connection is checked with ROLE (Sentinel)
+        topology.Invalidate();
+        Forget(shard->index);
+      }
       bool ack_logged = false;
       for (size_t i = 0; i < batch.size(); ++i) {
         absl::StatusOr<RedisValue>& reply = replies[i];
         Call& call = batch[i];
+        if (demoted && reply.ok() && !reply->is_error() && !IsWrite(call)) {
+          again.push_back(i);
+          continue;
+        }
         if (reply.ok() && reply->is_error()) {
           if (call.kind == Kind::kScript && absl::StartsWith(reply->str, "NOSCRIPT")) {
             // First use on this node: EVAL runs and caches the script.

@@ -13,7 +13,19 @@
 // enqueued), as RedisPool does; calls for other shards never queue behind
 // those retries. Calls whose shard is not known yet (first use of a slot,
 // after a MOVED or a failing node) go through a routing queue that asks the
-// topology, then join their shard's queue.
+// topology, then join their shard's queue. A call the topology cannot place
+// yet (no master known for its slot, no map while it is being resolved)
+// waits in the routing queue and is tried again, with backoff (20 ms to
+// 250 ms), until its deadline; those waiting count against max_queue.
+//
+// Sentinel: every connection is used only once ROLE says its node is
+// master, and asked again after a second of use; a node that is not master
+// (an old master back as a replica, a demotion, LOADING), like a READONLY
+// answer, sends its calls back to the topology, which asks the sentinels
+// again. Reads answered in a batch that saw such an answer are read again
+// from the master. A shard whose node is no longer a master of the map is
+// retired (its queued calls routed again, its threads and connections end),
+// so the shard count follows the topology instead of growing.
 //
 // Callbacks run on a pipeline thread: keep them short, never block on the
 // pipeline from inside one (enqueuing more calls from a callback is fine).
@@ -48,9 +60,11 @@ class RedisPipeline {
   // at once with UNAVAILABLE (STORAGE_UNAVAILABLE) instead of waiting
   // behind a backlog it would not outlive. A call whose deadline passed
   // while queued fails the same way without being sent.
+  // max_shards: masters served at once (1..kMaxShards); tests lower it.
   static constexpr size_t kDefaultMaxQueue = 10000;
+  static constexpr int kMaxShards = 64;
   explicit RedisPipeline(RedisOptions options, int threads = 1, size_t max_batch = 256,
-                         size_t max_queue = kDefaultMaxQueue);
+                         size_t max_queue = kDefaultMaxQueue, int max_shards = kMaxShards);
   // Stops the threads; calls still queued fail with UNAVAILABLE.
   ~RedisPipeline();
   RedisPipeline(const RedisPipeline&) = delete;
@@ -83,6 +97,11 @@ class RedisPipeline {
   using BatchCallback = std::function<void(std::vector<absl::StatusOr<RedisValue>>)>;
   void Batch(std::vector<Request> requests, BatchCallback done);
 
+  // For tests and metrics: shards serving a master now (retired ones not
+  // counted), and calls waiting in the routing queue for the topology.
+  int live_shards();
+  size_t waiting_for_topology();
+
  private:
   enum class Kind { kCommand, kScript };
   using Deadline = std::chrono::steady_clock::time_point;
@@ -96,14 +115,16 @@ class RedisPipeline {
     bool group_end = true;  // the last call of what one Enqueue pushed: a batch never splits a group
   };
   struct Shard;
-  static constexpr int kMaxShards = 64;
 
   void Submit(std::vector<Call> calls);
   void Enqueue(Shard* shard, std::vector<Call> calls);
   // The slot's cached shard, or the routing shard.
   Shard* ShardOf(const Call& call);
-  Shard* ShardFor(const RedisAddress& node);  // creates it on first use
+  Shard* ShardFor(const RedisAddress& node);  // creates it on first use; null at max_shards
   void Forget(int shard_index);               // its slots go through routing again
+  // Router thread: retires the shards whose node is no longer a master of
+  // the topology's map (once per new map).
+  void RetireGone();
   void RunShard(Shard* shard);
   void RunRouter(Shard* router);
   void Finish(Call& call, absl::StatusOr<RedisValue> reply);
@@ -116,9 +137,15 @@ class RedisPipeline {
   const int threads_per_shard_;
   const size_t max_batch_;
   const size_t max_queue_;
+  const int max_shards_;
   std::unique_ptr<Shard> router_;  // routed topologies only
-  std::mutex shards_mu_;           // creating shards
-  std::vector<std::unique_ptr<Shard>> shards_;  // guarded by shards_mu_; never shrinks
+  std::mutex shards_mu_;           // creating and retiring shards
+  std::vector<std::unique_ptr<Shard>> shards_;  // guarded by shards_mu_; live ones
+  // Guarded by shards_mu_. Kept (without threads once they ended) until
+  // destruction: a caller may still hold the pointer it read from
+  // shard_by_index_, and Enqueue then passes its calls to the router.
+  std::vector<std::unique_ptr<Shard>> retired_;
+  uint64_t seen_generation_ = 0;  // router thread only
   std::array<std::atomic<Shard*>, kMaxShards> shard_by_index_{};
   // Cluster: shard index per hash slot; Sentinel: entry 0; -1 unknown.
   std::array<std::atomic<int16_t>, 16384> slot_shard_;

@@ -442,6 +442,69 @@ TEST_F(RedisClusterClientTest, ScanWalksEveryMasterOnce) {
 
 // Last: a master dies. Calls on its slots fail UNAVAILABLE/STORAGE_UNAVAILABLE
 // until its replica is promoted, then succeed; acknowledged writes survive.
+// A call for a slot that no master serves (every node forgot it: CLUSTER
+// DELSLOTS) cannot be placed on a shard; it waits in the routing queue,
+// asking the topology again with backoff, and is answered once the slot is
+// served again (CLUSTER ADDSLOTS on its old master, which kept the key),
+// well within its deadline, instead of failing at once.
+TEST_F(RedisClusterClientTest, ACallForASlotWithoutMasterWaitsForTheTopology) {
+  const int owner = masters_[1];
+  const int slot = SlotOf(owner, 5000);
+  const std::string key = KeyTagForSlot(slot, "orphan") + ":k";
+  {
+    RedisPool pool(cluster().options());
+    ASSERT_TRUE(IsOkStatus(pool.Command({"SET", key, "kept"})));
+  }
+  struct ServeAgain {  // whatever happens below, the slot is served again
+    RedisCluster& c;
+    int owner;
+    int slot;
+    bool done = false;
+    ~ServeAgain() {
+      if (!done) (void)c.NodeCommand(owner, {"CLUSTER", "ADDSLOTS", std::to_string(slot)});
+    }
+  } serve_again{cluster(), owner, slot};
+  for (int n = 0; n < cluster().size(); ++n) {
+    auto r = cluster().NodeCommand(n, {"CLUSTER", "DELSLOTS", std::to_string(slot)});
+    ASSERT_TRUE(IsOkStatus(r)) << "node " << n << ": " << Describe(r);
+  }
+
+  RedisOptions options = cluster().options();
+  options.command_timeout = absl::Seconds(30);
+  RedisPipeline pipe(options);
+  std::promise<absl::StatusOr<RedisValue>> answer;
+  std::future<absl::StatusOr<RedisValue>> answered = answer.get_future();
+  pipe.Command({"GET", key}, [&](absl::StatusOr<RedisValue> v) { answer.set_value(std::move(v)); });
+  // The router found no master for the slot and keeps the call.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (pipe.waiting_for_topology() == 0 &&
+         answered.wait_for(std::chrono::seconds(0)) != std::future_status::ready && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));  // polling a condition, bounded
+  }
+  ASSERT_NE(answered.wait_for(std::chrono::seconds(0)), std::future_status::ready)
+      << "answered while no master serves the slot: " << Describe(answered.get());
+  ASSERT_EQ(pipe.waiting_for_topology(), 1u);
+
+  auto added = cluster().NodeCommand(owner, {"CLUSTER", "ADDSLOTS", std::to_string(slot)});
+  ASSERT_TRUE(IsOkStatus(added)) << Describe(added);
+  serve_again.done = true;
+  auto v = answered.get();
+  EXPECT_TRUE(IsString(v, "kept")) << Describe(v);
+  EXPECT_EQ(pipe.waiting_for_topology(), 0u);
+  EXPECT_EQ(pipe.live_shards(), 1);
+  // Calls for every master still work (the whole cluster was down while the
+  // slot had no master).
+  for (int m : masters_) {
+    const std::string k = KeyTagForSlot(SlotOf(m, 700), "after") + ":k";
+    std::promise<absl::StatusOr<RedisValue>> set;
+    pipe.Command({"SET", k, "v"}, [&](absl::StatusOr<RedisValue> r) { set.set_value(std::move(r)); });
+    auto r = set.get_future().get();
+    EXPECT_TRUE(IsOkStatus(r)) << "master " << m << ": " << Describe(r);
+  }
+  EXPECT_EQ(pipe.live_shards(), 3);
+  ASSERT_TRUE(cluster().WaitHealthy().ok());
+}
+
 TEST_F(RedisClusterClientTest, MasterKillFailsUnavailableThenSucceedsOnThePromotedReplica) {
   RedisOptions options = cluster().options();
   // Short enough that a call made right after the kill ends before the

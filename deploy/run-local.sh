@@ -82,7 +82,7 @@ wait_for() {  # file pattern what
 }
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$data" --aclfile "$secrets/redis/users.acl" \
-  --appendonly yes --appendfsync always --save '' >"$data/redis.log" 2>&1 &
+  --appendonly yes --appendfsync always --save '' --hash-max-listpack-value 1024 >"$data/redis.log" 2>&1 &
 pids+=($!)
 wait_for "$data/redis.log" "Ready to accept connections" Redis
 

@@ -29,7 +29,7 @@ export REDISCLI_AUTH; REDISCLI_AUTH="$(head -n1 "$work/acl/admin.password")"
 start_redis() {  # port dir
   mkdir -p "$2"
   redis-server --port "$1" --bind 127.0.0.1 --dir "$2" --aclfile "$work/acl/users.acl" \
-    --appendonly yes --appendfsync always --save '' > "$2.log" 2>&1 &
+    --appendonly yes --appendfsync always --save '' --hash-max-listpack-value 1024 > "$2.log" 2>&1 &
   pids+=($!)
   local deadline=$(( $(date +%s) + 600 ))
   until [ "$(redis-cli -p "$1" --user admin ping 2>/dev/null)" = PONG ]; do

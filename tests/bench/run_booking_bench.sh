@@ -142,7 +142,8 @@ run_ours() {
     rport="$(free_port)"
     # shellcheck disable=SC2086  # REDIS_EXTRA holds several flags
     redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir/redis" --save '' \
-      --appendonly yes --appendfsync "$fsync" --daemonize no ${REDIS_EXTRA:-} >"$dir/redis.log" 2>&1 &
+      --appendonly yes --appendfsync "$fsync" --daemonize no --hash-max-listpack-value 1024 \
+      ${REDIS_EXTRA:-} >"$dir/redis.log" 2>&1 &
     rpid=$!
     ok=0
     for _ in $(seq 50); do

@@ -77,7 +77,7 @@ tls() { echo "--tls_cert=$work/pki/$1.crt" "--tls_key=$work/pki/$1.key" "--tls_c
 mkdir -p "$work/redis"
 rport="$(free_port)"
 redis-server --port "$rport" --bind 127.0.0.1 --dir "$work/redis" --save '' --appendonly yes \
-  --appendfsync "$fsync" --daemonize no >"$work/redis.log" 2>&1 &
+  --appendfsync "$fsync" --daemonize no --hash-max-listpack-value 1024 >"$work/redis.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-cli -p "$rport" ping >/dev/null 2>&1 || { keep_logs=1; die "redis-server did not start"; }

@@ -241,7 +241,8 @@ absl::StatusOr<std::unique_ptr<RedisCluster>> RedisCluster::Start(const StartOpt
                    "--cluster-config-file", "nodes.conf",
                    "--cluster-node-timeout", "1000",
                    "--appendonly", "yes",
-                   "--appendfsync", "always"};
+                   "--appendfsync", "always",
+                   "--hash-max-listpack-value", "1024"};
       node.args.insert(node.args.end(), options.extra_args.begin(), options.extra_args.end());
       absl::Status started = c->StartNode(&node);
       if (started.ok()) break;

@@ -192,6 +192,9 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartImpl(
                                                "--save",       "",                   "--appendonly", "no",
                                                "--dir",        *dir,                 "--daemonize",  "no"};
     args.insert(args.end(), defaults.begin(), defaults.end());
+    // As deployed (deploy/): booking documents in listpack hashes. Not for
+    // a Sentinel (its configuration file only).
+    if (config_text.empty()) args.insert(args.end(), {"--hash-max-listpack-value", "1024"});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     absl::StatusOr<pid_t> pid = Spawn(args, log_path);
     if (!pid.ok()) {

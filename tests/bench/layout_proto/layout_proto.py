@@ -14,6 +14,8 @@ sequence to each, in alternating rounds, through that layout's Lua step:
                request's record is in the document)
   L0c config   today's keys and script, with hash-max-listpack-value 1024 and
                zset-max-listpack-entries 1024 (no code change)
+  L0h stage 1  today's keys and script, with hash-max-listpack-value 1024
+               only (what is shipped since stage 1 of section 6)
   L1 leaves    document as one string; calendar and every listing index in
                listpack leaves (split past --leaf-max members, 64, by a step
                of their own; zset-max-listpack-entries stays 128)
@@ -725,7 +727,7 @@ def main():
     ap.add_argument('--batch', type=int, default=64, help='creates per pipelined round trip')
     ap.add_argument('--seed', type=int, default=17)
     ap.add_argument('--layouts', default='L0,L4,L5,REF',
-                    help='any of L0,L0c,L1,L2,L3,L4,L4d,L5,L6,REF,L4x2,L4dx2')
+                    help='any of L0,L0c,L0h,L1,L2,L3,L4,L4d,L5,L6,REF,L4x2,L4dx2')
     ap.add_argument('--locality', type=float, default=0.9,
                     help='share of bookings a user makes on one of 3 personal instruments (0: any instrument)')
     ap.add_argument('--reads', type=int, default=20000)
@@ -743,6 +745,7 @@ def main():
     all_layouts = {
         'L0': Current(),
         'L0c': Current('L0c config only', ['--hash-max-listpack-value', '1024', '--zset-max-listpack-entries', '1024']),
+        'L0h': Current('L0h stage 1', ['--hash-max-listpack-value', '1024']),
         'L1': Leaves('L1 leaves', 's', False),
         'L2': Leaves('L2 compact', 'b', True, ['--hash-max-listpack-value', '1024']),
         'L3': Leaves('L3 merged', 's', True),

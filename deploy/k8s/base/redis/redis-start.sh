@@ -73,6 +73,9 @@ conf="$conf_dir/redis.conf"
   echo "appendonly yes"
   echo "appendfsync always"
   echo 'save ""'
+  # Booking documents live in listpack hashes of up to 1 KB values
+  # (docs/storage-layout-17.md).
+  echo "hash-max-listpack-value 1024"
   echo "min-replicas-to-write 1"
   echo "min-replicas-max-lag 10"
   echo "replica-announce-ip $announce"

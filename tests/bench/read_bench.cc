@@ -309,6 +309,21 @@ int main(int argc, char** argv) {
     kinds[4].requests.push_back(r.SerializeAsString());
   }
 
+  {
+    // What the search requests answer (that they find something).
+    auto booking = bk::BookingService::NewStub(channel);
+    for (size_t i = 0; i < 2 && i < kinds[4].requests.size(); ++i) {
+      bk::SearchAvailableInstrumentsRequest r;
+      r.ParseFromString(kinds[4].requests[i]);
+      bk::SearchAvailableInstrumentsResponse found;
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("authorization", auth);
+      grpc::Status s = booking->SearchAvailableInstruments(&ctx, r, &found);
+      fprintf(stderr, "search request %zu (%s): code %d, %d instruments\n", i,
+              r.has_min_duration() ? "90 min inside 8 h" : "one hour as a whole", static_cast<int>(s.error_code()),
+              found.instruments_size());
+    }
+  }
   grpc::GenericStub stub(channel);
   std::map<std::string, std::vector<double>> rates;
   std::map<std::string, std::vector<int64_t>> lat;

@@ -1384,7 +1384,7 @@ void BookingManager::QueryAvailabilityAsync(const Principal& p, const v1::QueryA
 
 v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
     const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
-    const std::vector<std::optional<StoredDoc>>& docs) {
+    const std::vector<std::optional<StoredDoc>>& docs, bool with_busy) {
   const absl::Time from = plan.from, to = plan.to;
   const absl::Duration lead = plan.lead, tail = plan.tail;
   const labshare::inventory::BookingWindow& window = plan.window;
@@ -1401,7 +1401,7 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
   for (size_t i = 0; i < entries.size(); ++i) {
     const absl::Time bs = FromMs(entries[i].start_ms), be = FromMs(entries[i].end_ms);
     busy.emplace_back(bs, be);
-    if (!(bs < to && from < be)) continue;  // only in the way of the range's edges
+    if (!with_busy || !(bs < to && from < be)) continue;  // only in the way of the range's edges
     v1::BusyInterval bi;
     *bi.mutable_interval()->mutable_start_time() = ToProto(bs);
     *bi.mutable_interval()->mutable_end_time() = ToProto(be);
@@ -1428,7 +1428,7 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
     const absl::Time ws = FromProto(w.interval().start_time()), we = FromProto(w.interval().end_time());
     if (!(ws < to + tail && from - lead < we)) continue;
     busy.emplace_back(ws, we);
-    if (!(ws < to && from < we)) continue;
+    if (!with_busy || !(ws < to && from < we)) continue;
     v1::BusyInterval bi;
     *bi.mutable_interval() = w.interval();
     bi.set_reason(v1::BusyInterval::MAINTENANCE);
@@ -1604,7 +1604,7 @@ void BookingManager::SearchNextPage(std::shared_ptr<Search> s) {
       for (size_t i = 0; i < page->candidates.size() && i < cals->size(); ++i) {
         const auto& [k, plan] = page->candidates[i];
         // Free time needs no documents (they only name why time is busy).
-        v1::QueryAvailabilityResponse free = AnswerAvailability(plan, (*cals)[i], {});
+        v1::QueryAvailabilityResponse free = AnswerAvailability(plan, (*cals)[i], {}, /*with_busy=*/false);
         if (free.free_intervals().empty()) continue;
         const inv::Instrument& in = page->instruments->instruments(k);
         auto* found = s->resp.add_instruments();

@@ -232,9 +232,11 @@ class BookingManager {
     InventoryClient::Shared<inv::ListMaintenanceWindowsResponse> windows;
   };
   absl::StatusOr<AvailabilityPlan> PlanAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
+  // with_busy false: the free intervals only (busy_intervals left empty).
   static v1::QueryAvailabilityResponse AnswerAvailability(const AvailabilityPlan& plan,
                                                           const std::vector<CalendarEntry>& entries,
-                                                          const std::vector<std::optional<StoredDoc>>& docs);
+                                                          const std::vector<std::optional<StoredDoc>>& docs,
+                                                          bool with_busy = true);
 
   // SearchAvailableInstrumentsAsync: the request's state across its pages,
   // and one page of candidates with their availability plans.

@@ -1349,31 +1349,42 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   return AnswerAvailability(plan, entries, docs);
 }
 
-void BookingManager::QueryAvailabilityAsync(const Principal& p, const v1::QueryAvailabilityRequest& r,
-                                            std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done) {
-  // The plan asks inventory (cached; a miss is a blocking call): on
-  // blocking_, never on this (gRPC callback) thread.
-  auto shared_done = std::make_shared<std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)>>(std::move(done));
-  absl::Status offloaded = Offload([this, p, r, shared_done] { QueryAvailabilityPlanned(p, r, std::move(*shared_done)); });
-  if (!offloaded.ok()) (*shared_done)(offloaded);
+template <typename T>
+void BookingManager::Planned(std::function<absl::StatusOr<T>()> plan, std::function<void(absl::StatusOr<T>)> then) {
+  std::optional<absl::StatusOr<T>> answer;
+  {
+    InventoryClient::CacheOnly cached;
+    absl::StatusOr<T> result = plan();
+    if (!cached.missed()) answer.emplace(std::move(result));
+  }
+  if (answer) return then(*std::move(answer));
+  // A miss: again where waiting on inventory holds up no other call.
+  auto shared = std::make_shared<std::pair<std::function<absl::StatusOr<T>()>, std::function<void(absl::StatusOr<T>)>>>(
+      std::move(plan), std::move(then));
+  absl::Status offloaded = Offload([shared] { shared->second(shared->first()); });
+  if (!offloaded.ok()) shared->second(offloaded);
 }
 
-void BookingManager::QueryAvailabilityPlanned(const Principal& p, const v1::QueryAvailabilityRequest& r,
-                                              std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done) {
-  auto plan = PlanAvailability(p, r);
-  if (!plan.ok()) return done(plan.status());
-  auto shared = std::make_shared<AvailabilityPlan>(*std::move(plan));
-  store_->CalendarWithDocsAsync(shared->partition, shared->instrument_id, Ms(shared->from - shared->lead),
-                                Ms(shared->to + shared->tail),
-                                [shared, done = std::move(done)](absl::StatusOr<BookingStore::CalendarWithDocs> cal) {
-                                  if (!cal.ok()) return done(cal.status());
-                                  done(AnswerAvailability(*shared, cal->entries, cal->docs));
-                                });
+void BookingManager::QueryAvailabilityAsync(const Principal& p, const v1::QueryAvailabilityRequest& r,
+                                            std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done) {
+  // The plan asks inventory: from its cache here, a miss on blocking_.
+  Planned<AvailabilityPlan>(
+      [this, p, r] { return PlanAvailability(p, r); },
+      [this, done = std::move(done)](absl::StatusOr<AvailabilityPlan> plan) {
+        if (!plan.ok()) return done(plan.status());
+        auto shared = std::make_shared<AvailabilityPlan>(*std::move(plan));
+        store_->CalendarWithDocsAsync(shared->partition, shared->instrument_id, Ms(shared->from - shared->lead),
+                                      Ms(shared->to + shared->tail),
+                                      [shared, done](absl::StatusOr<BookingStore::CalendarWithDocs> cal) {
+                                        if (!cal.ok()) return done(cal.status());
+                                        done(AnswerAvailability(*shared, cal->entries, cal->docs));
+                                      });
+      });
 }
 
 v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
     const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
-    const std::vector<std::optional<StoredDoc>>& docs) {
+    const std::vector<std::optional<StoredDoc>>& docs, bool with_busy) {
   const absl::Time from = plan.from, to = plan.to;
   const absl::Duration lead = plan.lead, tail = plan.tail;
   const labshare::inventory::BookingWindow& window = plan.window;
@@ -1390,7 +1401,7 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
   for (size_t i = 0; i < entries.size(); ++i) {
     const absl::Time bs = FromMs(entries[i].start_ms), be = FromMs(entries[i].end_ms);
     busy.emplace_back(bs, be);
-    if (!(bs < to && from < be)) continue;  // only in the way of the range's edges
+    if (!with_busy || !(bs < to && from < be)) continue;  // only in the way of the range's edges
     v1::BusyInterval bi;
     *bi.mutable_interval()->mutable_start_time() = ToProto(bs);
     *bi.mutable_interval()->mutable_end_time() = ToProto(be);
@@ -1417,7 +1428,7 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
     const absl::Time ws = FromProto(w.interval().start_time()), we = FromProto(w.interval().end_time());
     if (!(ws < to + tail && from - lead < we)) continue;
     busy.emplace_back(ws, we);
-    if (!(ws < to && from < we)) continue;
+    if (!with_busy || !(ws < to && from < we)) continue;
     v1::BusyInterval bi;
     *bi.mutable_interval() = w.interval();
     bi.set_reason(v1::BusyInterval::MAINTENANCE);
@@ -1510,6 +1521,104 @@ absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAva
   } while (!list.page_token().empty() && resp.instruments_size() < page.page_size);
   if (!list.page_token().empty()) resp.set_next_page_token(page_tokens_.Make(r, p, list.page_token()));
   return resp;
+}
+
+
+// The synchronous form above, one page of candidates at a time: the page
+// and the plans (PlanSearchPage: inventory, cached), then one batch of
+// calendar reads for the page; the answer keeps the page's order.
+void BookingManager::SearchAvailableInstrumentsAsync(
+    const Principal& p, const v1::SearchAvailableInstrumentsRequest& r,
+    std::function<void(absl::StatusOr<v1::SearchAvailableInstrumentsResponse>)> done) {
+  // The checks of the synchronous form, in its order; none asks inventory.
+  if (!r.organization().empty()) {
+    absl::Status scope = CheckScope("SearchAvailableInstruments", p, {"", {r.organization()}, {}});
+    if (!scope.ok()) return done(scope);
+  }
+  if (r.category().empty()) return done(InvalidField("category", "required, e.g. electron-microscopy"));
+  if (absl::Status range = ValidInterval(r.range(), "range"); !range.ok()) return done(range);
+  auto page = page_tokens_.Parse(r, p);
+  if (!page.ok()) return done(page.status());
+  auto s = std::make_shared<Search>();
+  s->p = p;
+  s->r = r;
+  s->page_size = page->page_size;
+  s->mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
+  s->org_name = r.organization().empty() ? ActorOrganization(p) : r.organization();
+  const absl::Duration span = FromProto(r.range().end_time()) - FromProto(r.range().start_time());
+  s->wanted = r.has_min_duration() ? FromProto(r.min_duration()) : span;
+  s->list.set_category(r.category());
+  s->list.set_facility(r.facility());
+  s->list.set_mode(s->mode);
+  s->list.set_state(inv::ACTIVE);
+  s->list.set_page_token(page->after);  // our token carries inventory's
+  s->done = std::move(done);
+  SearchNextPage(std::move(s));
+}
+
+absl::StatusOr<BookingManager::SearchPage> BookingManager::PlanSearchPage(const Search& s) {
+  SearchPage out;
+  out.org = s.org;
+  if (!s.org_loaded && !s.org_name.empty()) {
+    LS_ASSIGN_OR_RETURN(out.org, inventory_->Organization(s.org_name));
+  }
+  LS_ASSIGN_OR_RETURN(out.instruments, inventory_->Instruments(s.list));
+  const auto& instruments = out.instruments->instruments();
+  for (int k = 0; k < instruments.size(); ++k) {
+    const inv::Instrument& in = instruments[k];
+    if (out.org != nullptr) {
+      LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(in.facility()));
+      const bool owner = in.owner_organization() == out.org->name();
+      if (!owner && !labshare::inventory::PolicyAllows(labshare::inventory::EffectivePolicy(in, *facility), *out.org)) {
+        continue;
+      }
+    }
+    v1::QueryAvailabilityRequest q;
+    q.set_instrument(in.name());
+    *q.mutable_range() = s.r.range();
+    q.set_mode(s.mode);
+    *q.mutable_min_duration() = ToProto(s.wanted);
+    q.set_organization(s.org_name);
+    LS_ASSIGN_OR_RETURN(AvailabilityPlan plan, PlanAvailability(s.p, q));
+    out.candidates.emplace_back(k, std::move(plan));
+  }
+  return out;
+}
+
+void BookingManager::SearchNextPage(std::shared_ptr<Search> s) {
+  // Ask for no more than still fits: filtering only removes, so a page
+  // never exceeds page_size and inventory's token resumes exactly.
+  s->list.set_page_size(s->page_size - s->resp.instruments_size());
+  Planned<SearchPage>([this, s] { return PlanSearchPage(*s); }, [this, s](absl::StatusOr<SearchPage> planned) {
+    if (!planned.ok()) return s->done(planned.status());
+    auto page = std::make_shared<SearchPage>(*std::move(planned));
+    s->org = page->org;
+    s->org_loaded = true;
+    std::vector<BookingStore::CalendarRead> reads;
+    reads.reserve(page->candidates.size());
+    for (const auto& [k, plan] : page->candidates) {
+      reads.push_back({plan.partition, plan.instrument_id, Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)});
+    }
+    store_->CalendarsAsync(std::move(reads), [this, s, page](absl::StatusOr<std::vector<std::vector<CalendarEntry>>> cals) {
+      if (!cals.ok()) return s->done(cals.status());
+      for (size_t i = 0; i < page->candidates.size() && i < cals->size(); ++i) {
+        const auto& [k, plan] = page->candidates[i];
+        // Free time needs no documents (they only name why time is busy).
+        v1::QueryAvailabilityResponse free = AnswerAvailability(plan, (*cals)[i], {}, /*with_busy=*/false);
+        if (free.free_intervals().empty()) continue;
+        const inv::Instrument& in = page->instruments->instruments(k);
+        auto* found = s->resp.add_instruments();
+        found->set_instrument(in.name());
+        found->set_owner_organization(in.owner_organization());
+        found->set_facility(in.facility());
+        *found->mutable_free_intervals() = std::move(*free.mutable_free_intervals());
+      }
+      s->list.set_page_token(page->instruments->next_page_token());
+      if (!s->list.page_token().empty() && s->resp.instruments_size() < s->page_size) return SearchNextPage(s);
+      if (!s->list.page_token().empty()) s->resp.set_next_page_token(page_tokens_.Make(s->r, s->p, s->list.page_token()));
+      s->done(std::move(s->resp));
+    });
+  });
 }
 
 }  // namespace labshare::booking

@@ -89,6 +89,12 @@ class BookingManager {
   // (its access policy, horizon and notice), each with its free intervals.
   absl::StatusOr<v1::SearchAvailableInstrumentsResponse> SearchAvailableInstruments(
       const Principal& p, const v1::SearchAvailableInstrumentsRequest& r);
+  // The same on the store's pipeline: per page of candidates (from the
+  // inventory cache; a miss is read on blocking_), one batch of calendar
+  // reads for all of them (BookingStore::CalendarsAsync). Same answers,
+  // order, paging and errors as the synchronous form.
+  void SearchAvailableInstrumentsAsync(const Principal& p, const v1::SearchAvailableInstrumentsRequest& r,
+                                       std::function<void(absl::StatusOr<v1::SearchAvailableInstrumentsResponse>)> done);
 
   // Leases (booking_leases.cc). A lease and its calendar booking share an
   // id and change together in one step.
@@ -226,11 +232,40 @@ class BookingManager {
     InventoryClient::Shared<inv::ListMaintenanceWindowsResponse> windows;
   };
   absl::StatusOr<AvailabilityPlan> PlanAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
-  void QueryAvailabilityPlanned(const Principal& p, const v1::QueryAvailabilityRequest& r,
-                                std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done);
+  // with_busy false: the free intervals only (busy_intervals left empty).
   static v1::QueryAvailabilityResponse AnswerAvailability(const AvailabilityPlan& plan,
                                                           const std::vector<CalendarEntry>& entries,
-                                                          const std::vector<std::optional<StoredDoc>>& docs);
+                                                          const std::vector<std::optional<StoredDoc>>& docs,
+                                                          bool with_busy = true);
+
+  // SearchAvailableInstrumentsAsync: the request's state across its pages,
+  // and one page of candidates with their availability plans.
+  struct Search {
+    Principal p;
+    v1::SearchAvailableInstrumentsRequest r;
+    int page_size = 0;
+    labshare::type::v1::SharingMode mode = labshare::type::v1::ON_SITE;
+    std::string org_name;
+    absl::Duration wanted;
+    inv::ListInstrumentsRequest list;
+    std::shared_ptr<const inv::Organization> org;  // once the first page loaded it
+    bool org_loaded = false;
+    v1::SearchAvailableInstrumentsResponse resp;
+    std::function<void(absl::StatusOr<v1::SearchAvailableInstrumentsResponse>)> done;
+  };
+  struct SearchPage {
+    std::shared_ptr<const inv::Organization> org;
+    InventoryClient::Shared<inv::ListInstrumentsResponse> instruments;
+    std::vector<std::pair<int, AvailabilityPlan>> candidates;  // index in instruments, plan
+  };
+  absl::StatusOr<SearchPage> PlanSearchPage(const Search& s);
+  void SearchNextPage(std::shared_ptr<Search> s);
+
+  // Runs `plan` (read-only) here when every inventory fact it asks for is
+  // cached (InventoryClient::CacheOnly), else again on blocking_; then
+  // `then` with its answer, on the thread that ran it.
+  template <typename T>
+  void Planned(std::function<absl::StatusOr<T>()> plan, std::function<void(absl::StatusOr<T>)> then);
 
   struct Loaded {
     v1::Booking booking;

@@ -103,6 +103,8 @@ LABSHARE_BOOKING_ASYNC_RPC(GetBooking, GetBookingRequest, Booking, GetBookingAsy
 LABSHARE_BOOKING_ASYNC_RPC(ListBookings, ListBookingsRequest, ListBookingsResponse, ListBookingsAsync)
 LABSHARE_BOOKING_ASYNC_RPC(QueryAvailability, QueryAvailabilityRequest, QueryAvailabilityResponse,
                            QueryAvailabilityAsync)
+LABSHARE_BOOKING_ASYNC_RPC(SearchAvailableInstruments, SearchAvailableInstrumentsRequest,
+                           SearchAvailableInstrumentsResponse, SearchAvailableInstrumentsAsync)
 #undef LABSHARE_BOOKING_ASYNC_RPC
 
 #define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                      \

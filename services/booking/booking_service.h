@@ -1,7 +1,8 @@
 // gRPC adapter of the booking service. The role policy of every method is
 // declared in the .cc next to the methods (deny by default); methods not
 // built yet fall through to the generated base class (UNIMPLEMENTED).
-// CreateBooking, GetBooking, ListBookings and QueryAvailability run on the callback API
+// CreateBooking, GetBooking, ListBookings, QueryAvailability and
+// SearchAvailableInstruments run on the callback API
 // (common/unary.h HandleUnaryAsync): their Redis steps go through the
 // store's Redis pipeline, so no thread waits on Redis.
 #ifndef LABSHARE_SERVICES_BOOKING_BOOKING_SERVICE_H_
@@ -16,7 +17,9 @@ namespace labshare::booking {
 class BookingService final
     : public v1::BookingService::WithCallbackMethod_CreateBooking<
           v1::BookingService::WithCallbackMethod_GetBooking<v1::BookingService::WithCallbackMethod_ListBookings<
-              v1::BookingService::WithCallbackMethod_QueryAvailability<v1::BookingService::Service>>>> {
+              v1::BookingService::WithCallbackMethod_QueryAvailability<
+                  v1::BookingService::WithCallbackMethod_SearchAvailableInstruments<
+                      v1::BookingService::Service>>>>> {
  public:
   // manager and authorizer must outlive the service.
   BookingService(BookingManager* manager, const Authorizer* authorizer)
@@ -32,6 +35,9 @@ class BookingService final
   grpc::ServerUnaryReactor* QueryAvailability(grpc::CallbackServerContext* ctx,
                                               const v1::QueryAvailabilityRequest* req,
                                               v1::QueryAvailabilityResponse* resp) override;
+  grpc::ServerUnaryReactor* SearchAvailableInstruments(grpc::CallbackServerContext* ctx,
+                                                       const v1::SearchAvailableInstrumentsRequest* req,
+                                                       v1::SearchAvailableInstrumentsResponse* resp) override;
 
 #define LABSHARE_BOOKING_RPC(Method, Req, Resp) \
   grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;

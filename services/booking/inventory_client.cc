@@ -1,5 +1,6 @@
 #include "services/booking/inventory_client.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
 #include "common/grpc_status.h"
@@ -17,7 +18,16 @@ absl::Status Downstream(const grpc::Status& s) {
   return FromGrpcStatus(s);
 }
 
+// The innermost CacheOnly of this thread, if any.
+thread_local InventoryClient::CacheOnly* t_cache_only = nullptr;
+
+constexpr char kPagePrefix[] = "Instruments?";
+
 }  // namespace
+
+InventoryClient::CacheOnly::CacheOnly() : outer_(t_cache_only) { t_cache_only = this; }
+InventoryClient::CacheOnly::~CacheOnly() { t_cache_only = outer_; }
+bool InventoryClient::CacheOnly::missed() const { return missed_; }
 
 InventoryClient::InventoryClient(std::shared_ptr<grpc::Channel> channel, const Clock* clock, absl::Duration ttl)
     : stub_(inv::InventoryService::NewStub(std::move(channel))),
@@ -40,12 +50,34 @@ absl::StatusOr<InventoryClient::Any> InventoryClient::Cached(
     if (it != cache_.end() && now - it->second.fetched < ttl_) return it->second.message;
     generation = generation_;
   }
+  if (t_cache_only != nullptr) {
+    for (CacheOnly* scope = t_cache_only; scope != nullptr; scope = scope->outer_) scope->missed_ = true;
+    return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
+                     "the inventory service cannot be reached; retry the request");
+  }
   LS_ASSIGN_OR_RETURN(Any message, fetch());
   std::lock_guard<std::shared_mutex> lock(mu_);
   // An invalidation while fetching may concern what was fetched: use it
   // once, keep it not.
-  if (generation == generation_) cache_[key] = {message, now};
+  if (generation == generation_) {
+    const bool page = absl::StartsWith(key, kPagePrefix);
+    if (page && pages_ >= kMaxCachedPages && cache_.find(key) == cache_.end()) ForgetPagesLocked();
+    auto [it, added] = cache_.insert_or_assign(key, Entry{message, now});
+    (void)it;
+    if (page && added) ++pages_;
+  }
   return message;
+}
+
+void InventoryClient::ForgetPagesLocked() {
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    if (absl::StartsWith(it->first, kPagePrefix)) {
+      cache_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  pages_ = 0;
 }
 
 size_t InventoryClient::Invalidate(const inv::InventoryEvent& event) {
@@ -83,9 +115,15 @@ size_t InventoryClient::Invalidate(const inv::InventoryEvent& event) {
   if (keys.empty()) {  // an event this version does not know: forget everything
     const size_t n = cache_.size();
     cache_.clear();
+    pages_ = 0;
     return n;
   }
   size_t n = 0;
+  // An instrument's change may move it into or out of any cached page.
+  if (event.payload_case() == inv::InventoryEvent::kInstrumentChanged) {
+    n += pages_;
+    ForgetPagesLocked();
+  }
   for (const auto& k : keys) n += cache_.erase(k);
   return n;
 }
@@ -94,6 +132,7 @@ void InventoryClient::InvalidateAll() {
   std::lock_guard<std::shared_mutex> lock(mu_);
   ++generation_;
   cache_.clear();
+  pages_ = 0;
 }
 
 namespace {
@@ -209,6 +248,15 @@ absl::StatusOr<inv::ListInstrumentsResponse> InventoryClient::ListInstruments(
   grpc::Status s = stub_->ListInstruments(ctx.get(), request, &resp);
   if (!s.ok()) return Downstream(s);
   return resp;
+}
+
+absl::StatusOr<InventoryClient::Shared<inv::ListInstrumentsResponse>> InventoryClient::Instruments(
+    const inv::ListInstrumentsRequest& request) {
+  LS_ASSIGN_OR_RETURN(Any m, Cached(kPagePrefix + SerializeDeterministic(request), [&]() -> absl::StatusOr<Any> {
+    LS_ASSIGN_OR_RETURN(auto page, ListInstruments(request));
+    return Any(std::make_shared<inv::ListInstrumentsResponse>(std::move(page)));
+  }));
+  return As<inv::ListInstrumentsResponse>(m);
 }
 
 absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(const std::string& name) {

@@ -68,6 +68,32 @@ class InventoryClient {
 
   // Not cached: one page of instruments (category, facility, mode filters).
   absl::StatusOr<inv::ListInstrumentsResponse> ListInstruments(const inv::ListInstrumentsRequest& request);
+  // The same page, cached per request (page token and size included) like
+  // the objects above; any instrument event forgets every cached page, and
+  // at most kMaxCachedPages pages are kept (beyond: all are forgotten).
+  static constexpr size_t kMaxCachedPages = 1024;
+  absl::StatusOr<Shared<inv::ListInstrumentsResponse>> Instruments(const inv::ListInstrumentsRequest& request);
+
+  // While a CacheOnly lives on a thread, a lookup of that thread that would
+  // call inventory (a miss) does not: it fails at once (UNAVAILABLE
+  // INVENTORY_UNAVAILABLE) and missed() turns true. Code that must not
+  // block (a gRPC callback or pipeline thread) runs a read-only step under
+  // one and, when something was missed, runs the step again where it may
+  // block (BlockingExecutor). Scopes nest; each reports the misses made
+  // while it lived.
+  class CacheOnly {
+   public:
+    CacheOnly();
+    ~CacheOnly();
+    CacheOnly(const CacheOnly&) = delete;
+    CacheOnly& operator=(const CacheOnly&) = delete;
+    bool missed() const;
+
+   private:
+    CacheOnly* outer_;
+    bool missed_ = false;
+    friend class InventoryClient;
+  };
 
   // Not cached: the window as it is now.
   absl::StatusOr<inv::MaintenanceWindow> GetMaintenanceWindow(const std::string& name);
@@ -94,6 +120,8 @@ class InventoryClient {
     absl::Time fetched;
   };
   absl::flat_hash_map<std::string, Entry> cache_;  // guarded by mu_
+  size_t pages_ = 0;  // guarded by mu_: cache_'s "Instruments?" entries
+  void ForgetPagesLocked();  // mu_ held exclusively
   uint64_t generation_ = 0;  // guarded by mu_: invalidations so far
 };
 

@@ -712,6 +712,51 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
       });
 }
 
+void BookingStore::CalendarsAsync(std::vector<CalendarRead> reads,
+                                  Done<std::vector<std::vector<CalendarEntry>>> done) const {
+  using Lists = std::vector<std::vector<CalendarEntry>>;
+  if (pipeline_ == nullptr || reads.empty()) {
+    Lists out;
+    for (const auto& r : reads) {
+      auto entries = CalendarRange(r.partition, r.instrument_id, r.from_ms, r.to_ms);
+      if (!entries.ok()) return done(entries.status());
+      out.push_back(*std::move(entries));
+    }
+    return done(std::move(out));
+  }
+  std::vector<std::vector<std::string>> heads;
+  heads.reserve(2 * reads.size());
+  for (const auto& r : reads) {
+    for (auto& c : CalendarHeadCommands(r.partition, r.instrument_id, r.from_ms, r.to_ms)) heads.push_back(std::move(c));
+  }
+  RedisPipeline* pipe = pipeline_;
+  pipe->Pipeline(std::move(heads), [pipe, reads = std::move(reads),
+                                    done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> head) mutable {
+    if (!head.ok()) return done(head.status());
+    const size_t per = head->size() / std::max<size_t>(reads.size(), 1);  // commands per head
+    auto lists = std::make_shared<Lists>(reads.size());
+    std::vector<size_t> asked;  // reads whose ends are read
+    std::vector<std::vector<std::string>> ends;
+    for (size_t i = 0; i < reads.size(); ++i) {
+      (*lists)[i] = CalendarHead(std::vector<RedisValue>(std::make_move_iterator(head->begin() + static_cast<long>(i * per)),
+                                                         std::make_move_iterator(head->begin() + static_cast<long>((i + 1) * per))));
+      if ((*lists)[i].empty()) continue;
+      asked.push_back(i);
+      ends.push_back(CalendarEndsCommand(reads[i].partition, reads[i].instrument_id, (*lists)[i]));
+    }
+    if (ends.empty()) return done(std::move(*lists));
+    pipe->Pipeline(std::move(ends), [reads = std::move(reads), lists, asked = std::move(asked),
+                                     done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> r) mutable {
+      if (!r.ok()) return done(r.status());
+      for (size_t k = 0; k < asked.size() && k < r->size(); ++k) {
+        const size_t i = asked[k];
+        (*lists)[i] = WithEnds(std::move((*lists)[i]), (*r)[k], reads[i].from_ms);
+      }
+      done(std::move(*lists));
+    });
+  });
+}
+
 absl::StatusOr<std::vector<std::string>> BookingStore::Due(int partition, int64_t now_ms, int offset,
                                                            int limit) const {
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGEBYSCORE", keys::Due(partition), "-inf",

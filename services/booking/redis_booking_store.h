@@ -269,6 +269,15 @@ class BookingStore {
   };
   void CalendarWithDocsAsync(int partition, std::string instrument_id, int64_t from_ms, int64_t to_ms,
                              Done<CalendarWithDocs> done) const;
+  // CalendarRange of several instruments at once (SearchAvailableInstruments):
+  // every head in one pipelined batch, then every instrument's ends in one;
+  // two round trips whatever the number. One entry list per read, in order.
+  struct CalendarRead {
+    int partition = 0;
+    std::string instrument_id;
+    int64_t from_ms = 0, to_ms = 0;
+  };
+  void CalendarsAsync(std::vector<CalendarRead> reads, Done<std::vector<std::vector<CalendarEntry>>> done) const;
   // The due set: ids due strictly before `now_ms` in due order, skipping
   // the first `offset`, at most `limit`; adding one (or moving it to
   // `due_ms`); taking one off.

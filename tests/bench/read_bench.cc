@@ -1,16 +1,18 @@
 // read-bench: booking's read RPCs against the health Check of the same
 // server, under the same client, in alternating rounds (issue 17's rows
 // "GetBooking vs the health Check", "ListBookings, a page of 50",
-// "QueryAvailability, 7 days").
+// "QueryAvailability, 7 days", "SearchAvailableInstruments over the demo's
+// 30 instruments").
 //
-//   read-bench --target=HOST:PORT --token=JWT [--tls_ca=...] [--instruments=10]
+//   read-bench --target=HOST:PORT --token=JWT [--tls_ca=...] [--instruments=30]
 //       [--instrument_prefix=bench-ins-] [--user=bench-user] [--fill=5000]
 //       [--concurrency=64] [--seconds=3] [--warmup=0.5] [--rounds=3]
 //
 // First fills: --fill ON_SITE bookings of one hour, one every three hours
 // (8 a day), spread round-robin over --instruments instruments seeded by
-// `booking-load --seed` (run_read_bench.sh starts the stack and seeds it),
-// from now + 2 days. Then, per round and in this order (the order rotates
+// `booking-load --seed` (run_read_bench.sh starts the stack and seeds it;
+// category "bench"), from now + 2 days, instrument i's shifted by i % 3
+// hours (at any hour a third of them is booked). Then, per round and in this order (the order rotates
 // every round), --concurrency calls in flight for --seconds each (calls
 // started in the first --warmup seconds are not counted):
 //   check  grpc.health.v1.Health/Check (the whole server)
@@ -18,6 +20,10 @@
 //   list   ListBookings, page_size 50, no filter (consortium_admin: all)
 //   query  QueryAvailability of one instrument for 7 days (about 56
 //          bookings in the range), instruments in turn
+//   search SearchAvailableInstruments of category "bench" (every
+//          instrument, one page), in turn: one hour free as a whole (two
+//          thirds of the instruments answer) or 90 minutes inside 8 hours
+//          (all answer), on the filled days
 // One client thread with one completion queue and one channel, like
 // booking-load. Every answer must be OK (else counted as an error and the
 // first few printed). Prints per round one line per RPC, then
@@ -50,7 +56,8 @@
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50052", "HOST:PORT of labshare-booking.");
 ABSL_FLAG(std::string, token, "", "Bearer token (consortium_admin).");
-ABSL_FLAG(int, instruments, 10, "Instruments to fill and query (ids instrument_prefix + 0..N-1).");
+ABSL_FLAG(int, instruments, 30, "Instruments to fill and query (ids instrument_prefix + 0..N-1).");
+ABSL_FLAG(std::string, category, "bench", "Category of the seeded instruments (search).");
 ABSL_FLAG(std::string, instrument_prefix, "bench-ins-", "Instrument id prefix.");
 ABSL_FLAG(std::string, user, "bench-user", "User id the bookings are for.");
 ABSL_FLAG(int, fill, 5000, "Bookings to create before measuring.");
@@ -59,7 +66,7 @@ ABSL_FLAG(double, seconds, 3, "Measured seconds per RPC and round.");
 ABSL_FLAG(double, warmup, 0.5, "Seconds at the start of each measurement not counted.");
 ABSL_FLAG(int, rounds, 3, "Rounds; the order of the RPCs rotates every round.");
 ABSL_FLAG(int, print_errors, 5, "How many errors to print on stderr.");
-ABSL_FLAG(std::string, only, "", "Measure only these RPCs (comma-separated: check,get,list,query); for profiling.");
+ABSL_FLAG(std::string, only, "", "Measure only these RPCs (comma-separated: check,get,list,query,search); for profiling.");
 
 namespace {
 
@@ -182,7 +189,7 @@ std::vector<std::string> Fill(const std::shared_ptr<grpc::Channel>& channel, con
     b->set_instrument(instruments[ins]);
     b->set_mode(labshare::type::v1::ON_SITE);
     b->set_user("users/" + absl::GetFlag(FLAGS_user));
-    const int64_t start = base_s + k * 3 * 3600;
+    const int64_t start = base_s + k * 3 * 3600 + static_cast<int64_t>(ins % 3) * 3600;
     b->mutable_reserved_interval()->mutable_start_time()->set_seconds(start);
     b->mutable_reserved_interval()->mutable_end_time()->set_seconds(start + 3600);
     c->req.set_request_id(absl::StrCat("read-bench-", run, "-", i));
@@ -255,7 +262,7 @@ int main(int argc, char** argv) {
           LoadAvg().c_str());
   if (names.empty()) return 1;
 
-  std::vector<Kind> kinds(4);
+  std::vector<Kind> kinds(5);
   kinds[0].name = "check";
   kinds[0].method = "/grpc.health.v1.Health/Check";
   kinds[0].requests.push_back(grpc::health::v1::HealthCheckRequest().SerializeAsString());
@@ -283,7 +290,40 @@ int main(int argc, char** argv) {
     r.mutable_range()->mutable_end_time()->set_seconds(base_s + 7 * 86400);
     kinds[3].requests.push_back(r.SerializeAsString());
   }
+  kinds[4].name = "search";
+  kinds[4].method = "/labshare.booking.v1.BookingService/SearchAvailableInstruments";
+  const int64_t filled_days = std::max<int64_t>(1, absl::GetFlag(FLAGS_fill) / n_instruments / 8);
+  for (int64_t i = 0; i < 24; ++i) {
+    const int64_t day = base_s + (i % filled_days) * 86400;
+    bk::SearchAvailableInstrumentsRequest r;
+    r.set_category(absl::GetFlag(FLAGS_category));
+    r.set_mode(labshare::type::v1::ON_SITE);
+    if (i % 2 == 0) {  // one hour, free as a whole
+      r.mutable_range()->mutable_start_time()->set_seconds(day + (i % 24) * 3600);
+      r.mutable_range()->mutable_end_time()->set_seconds(day + (i % 24) * 3600 + 3600);
+    } else {  // 90 minutes inside 8 hours
+      r.mutable_range()->mutable_start_time()->set_seconds(day + 8 * 3600);
+      r.mutable_range()->mutable_end_time()->set_seconds(day + 16 * 3600);
+      r.mutable_min_duration()->set_seconds(90 * 60);
+    }
+    kinds[4].requests.push_back(r.SerializeAsString());
+  }
 
+  {
+    // What the search requests answer (that they find something).
+    auto booking = bk::BookingService::NewStub(channel);
+    for (size_t i = 0; i < 2 && i < kinds[4].requests.size(); ++i) {
+      bk::SearchAvailableInstrumentsRequest r;
+      r.ParseFromString(kinds[4].requests[i]);
+      bk::SearchAvailableInstrumentsResponse found;
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("authorization", auth);
+      grpc::Status s = booking->SearchAvailableInstruments(&ctx, r, &found);
+      fprintf(stderr, "search request %zu (%s): code %d, %d instruments\n", i,
+              r.has_min_duration() ? "90 min inside 8 h" : "one hour as a whole", static_cast<int>(s.error_code()),
+              found.instruments_size());
+    }
+  }
   grpc::GenericStub stub(channel);
   std::map<std::string, std::vector<double>> rates;
   std::map<std::string, std::vector<int64_t>> lat;
@@ -296,7 +336,7 @@ int main(int argc, char** argv) {
       const std::string load = LoadAvg();
       Result r = Measure(stub, kind, auth, conc, warmup, seconds);
       std::sort(r.lat_ns.begin(), r.lat_ns.end());
-      printf("round %d %-5s calls_per_s=%.0f p50_us=%.0f p99_us=%.0f errors=%ld loadavg %s\n", round + 1,
+      printf("round %d %-6s calls_per_s=%.0f p50_us=%.0f p99_us=%.0f errors=%ld loadavg %s\n", round + 1,
              kind.name.c_str(), r.calls_per_s, Pct(r.lat_ns, 50), Pct(r.lat_ns, 99), r.errors, load.c_str());
       fflush(stdout);
       rates[kind.name].push_back(r.calls_per_s);
@@ -314,7 +354,7 @@ int main(int argc, char** argv) {
     auto& l = lat[kind.name];
     std::sort(l.begin(), l.end());
     const double m = median(rates[kind.name]);
-    printf("RESULT %-5s calls_per_s=%.0f ratio_to_check=%.3f p50_us=%.0f p99_us=%.0f errors=%ld\n", kind.name.c_str(), m,
+    printf("RESULT %-6s calls_per_s=%.0f ratio_to_check=%.3f p50_us=%.0f p99_us=%.0f errors=%ld\n", kind.name.c_str(), m,
            check > 0 ? m / check : 0.0, Pct(l, 50), Pct(l, 99), errors[kind.name]);
   }
   printf("loadavg at the end: %s\n", LoadAvg().c_str());

@@ -2,8 +2,9 @@
 # booking's read RPCs against the health Check of the same server (issue 17):
 # starts redis-server, labshare-inventory and ONE labshare-booking, seeds
 # the catalogue (booking-load --seed), then runs read-bench (fill, then
-# alternating rounds of Check / GetBooking / ListBookings / QueryAvailability
-# at 64 in flight; see tests/bench/read_bench.cc), and prints its lines.
+# alternating rounds of Check / GetBooking / ListBookings / QueryAvailability /
+# SearchAvailableInstruments at 64 in flight; see tests/bench/read_bench.cc),
+# and prints its lines.
 #
 # usage: tests/bench/run_read_bench.sh [BUILD_DIR] [-- read-bench flags...]
 #   BUILD_DIR   the services' build (bin/labshare-inventory, bin/labshare-booking,
@@ -11,7 +12,7 @@
 #               Release build.
 # Environment: READ_BENCH (default BUILD_DIR/tests/read-bench, else this
 #   tree's build-release/tests/read-bench), BOOKING_LOAD (for seeding; same
-#   search), INSTRUMENTS (10), BOOKING_FLAGS (more labshare-booking flags),
+#   search), INSTRUMENTS (30, as the demo), BOOKING_FLAGS (more labshare-booking flags),
 #   APPENDFSYNC (everysec). "Before/after" comparisons: run it once with an
 #   old BUILD_DIR and once with a new one, both with the new read-bench.
 # Every process it starts is stopped on exit.
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
   pos+=("$1"); shift
 done
 build="${pos[0]:-${BUILD_DIR:-build-release}}"
-instruments="${INSTRUMENTS:-10}"
+instruments="${INSTRUMENTS:-30}"
 fsync="${APPENDFSYNC:-everysec}"
 die() { echo "run_read_bench: $*" >&2; exit 1; }
 

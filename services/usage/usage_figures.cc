@@ -33,7 +33,7 @@ std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') +
 
 // One Lua step folds a batch of events, each exactly once and each atomic on
 // its own (usage_aggregates.h describes the aggregate keys). Every key the
-// step touches is declared in KEYS (Redis Cluster: the caller computes them;
+// step touches is declared in KEYS, computed by the caller (Redis Cluster;
 // all under the hash tag {usage}, one slot).
 // KEYS: 1 applied, 2 {usage}:agg, 3 {usage}:agg:built, 4 {usage}:iattr,
 // 5 {usage}:orgs, 6 {usage}:agg:orgsseen, 7 {usage}:agg:unknown, then the op keys.
@@ -49,60 +49,40 @@ std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') +
 //                    {usage}:a:<id>:<pm|py>), and "ext|<mode>" for eff of an
 //                    organisation other than the owner; the instrument
 //                    counted in both periods (aim, aiy: {usage}:ai:<P>; ip:
-//                    {usage}:agg:ip:<id>)
+//                    {usage}:agg:ip:<id>; registered when new)
 //   srv ud um uy aum aom adm auy aoy ady | id mode org user
 //                    "<mode>|<org>|<user>" into the day, month and year sets;
 //                    the first-seen markers of user and organisation in the
-//                    month (instrument, platform; au, ao, ad of the month) and
-//                    the year (also owner, facility, category, mode), counting
-//                    each once
+//                    month (instrument, platform) and the year (also owner,
+//                    facility, category, mode), counting each once
 //   inst ip | id attrs   the instrument's owner/facility/category (a change
 //                    invalidates the aggregates of the periods it was
 //                    counted in, ip = {usage}:agg:ip:<id>)
 //   orgsz | org size a size class change of an organisation already counted
 //                    invalidates the aggregates (the hset op that follows stores it)
-// Per event: 1 folded, 0 folded before, 'E<error>' (nothing of it written).
-//
-// Cost: the step reads everything the batch needs first (one HMGET per hash
-// for all its fields: applied markers, attributes, size classes, counters,
-// first-seen markers, registrations), folds the events one after the other
-// in memory (each checked whole before it counts), then writes once per key
-// (one HSET per hash, one SADD per set, one HINCRBY per distinct count).
-// Redis runs the script alone, so the batch's end state is the state the
-// events folded one by one would leave; nothing else reads between.
+// Per event: 1 folded, 0 folded before, 'E<error>' (nothing written).
 const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local SME, STARTUP = ARGV[1], ARGV[2]
 local nev = tonumber(ARGV[3])
 local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {8, 7}, srv = {9, 4}, inst = {1, 2}, orgsz = {0, 2}}
+local function K(i) return KEYS[tonumber(ARGV[i])] end
 for i = 1, 7 do
   if not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
 end
 local layout = redis.call('HGET', KEYS[2], 'layout')
--- Caches of the step: attributes, size classes, key types ('hash' for a
--- hash or no key, 'set', 'bad' for a key of another type), hash values
--- (counters, registrations) and marker flags as the events before left them.
-local attrc, sizec, kind, val, flagc, regd, seenc, applied = {}, {}, {}, {}, {}, {}, {}, {}
-local function K(i) return KEYS[tonumber(ARGV[i])] end
-local function parse_attrs(v)
-  if not v then return false end
-  local o, f, c = string.match(v, '^(.-)\31(.-)\31(.*)$')
-  return {o or '', f or '', c or ''}
-end
--- HMGET in chunks; nil when the key is not a hash.
-local function hmget(key, fields)
-  local r = {}
-  for i = 1, #fields, 1000 do
-    local x = redis.pcall('HMGET', key, unpack(fields, i, math.min(#fields, i + 999)))
-    if x.err then return nil end
-    for j = 1, #x do r[i + j - 1] = x[j] end
-  end
-  return r
-end
+-- Caches of the step: attributes, size classes, key types, counter values
+-- and marker flags as the events before left them.
+local attrc, sizec, kind, val, flagc, regd, seenc = {}, {}, {}, {}, {}, {}, {}
 local function attrs(id)
   local a = attrc[id]
   if a == nil then
-    a = parse_attrs(redis.call('HGET', KEYS[4], id))
+    local v = redis.call('HGET', KEYS[4], id)
+    a = false
+    if v then
+      local o, f, c = string.match(v, '^(.-)\31(.-)\31(.*)$')
+      a = {o or '', f or '', c or ''}
+    end
     attrc[id] = a
   end
   return a
@@ -118,10 +98,7 @@ end
 local function typed(key, want)
   local k = kind[key]
   if k == nil then
-    if not ls_type_is(key, want) then
-      kind[key] = 'bad'
-      return 'WRONGTYPE ' .. key
-    end
+    if not ls_type_is(key, want) then return 'WRONGTYPE ' .. key end
     kind[key] = want
   elseif k ~= want then
     return 'WRONGTYPE ' .. key
@@ -137,198 +114,14 @@ local function add(a, b)
   if int15(a) and int15(b) then return string.format('%d', tonumber(a or '0') + tonumber(b)) end
   return ls_add(a, b)
 end
--- The writes of the step, made at its end: hash fields, set members, counts.
-local hw, hwk, sw, swk, aw, awk = {}, {}, {}, {}, {}, {}
-local function hput(key, f, v)
-  local t = hw[key]
-  if not t then
-    t = {o = {}, v = {}}
-    hw[key] = t
-    hwk[#hwk + 1] = key
-  end
-  if t.v[f] == nil then t.o[#t.o + 1] = f end
-  t.v[f] = v
-end
-local function sput(key, m)
-  local t = sw[key]
-  if not t then
-    t = {o = {}, s = {}}
-    sw[key] = t
-    swk[#swk + 1] = key
-  end
-  if not t.s[m] then
-    t.s[m] = true
-    t.o[#t.o + 1] = m
-  end
-end
-local function flush_hash(key)
-  local t = hw[key]
-  if not t then return end
-  local args = {}
-  for _, f in ipairs(t.o) do
-    args[#args + 1] = f
-    args[#args + 1] = t.v[f]
-    if #args >= 2000 then
-      redis.call('HSET', key, unpack(args))
-      args = {}
-    end
-  end
-  if #args > 0 then redis.call('HSET', key, unpack(args)) end
-  hw[key] = nil
-end
--- The reads: one HMGET per hash for every field the batch may need.
-local rc, rck, rf, rfk = {}, {}, {}, {}
-local function want_read(t, tk, key, f)
-  local l = t[key]
-  if not l then
-    l = {s = {}}
-    t[key] = l
-    tk[#tk + 1] = key
-  end
-  if not l.s[f] then
-    l.s[f] = true
-    l[#l + 1] = f
-  end
-end
-local marks, ids, orgs, seen_ = {}, {}, {}, {}
-local p = 4
-for e = 1, nev do
-  local marker, nargs = ARGV[p], tonumber(ARGV[p + 1])
-  local q, fin = p + 2, p + 2 + nargs
-  p = fin
-  if not seen_[marker] then
-    seen_[marker] = true
-    marks[#marks + 1] = marker
-  end
-  while q < fin do
-    local code = ARGV[q]
-    local ar = AR[code]
-    if not ar then break end
-    local a = q + 1 + ar[1]
-    if code == 'cnt' or code == 'srv' then
-      local id = ARGV[a]
-      if not seen_['\n' .. id] then
-        seen_['\n' .. id] = true
-        ids[#ids + 1] = id
-      end
-      if code == 'srv' then
-        local org = ARGV[a + 2]
-        if not seen_['\r' .. org] then
-          seen_['\r' .. org] = true
-          orgs[#orgs + 1] = org
-        end
-      end
-    end
-    q = a + ar[2]
-  end
-end
-if #marks > 0 then
-  local r = hmget(KEYS[1], marks)
-  for i, m in ipairs(marks) do applied[m] = r[i] ~= false end
-end
-if #ids > 0 then
-  local r = hmget(KEYS[4], ids)
-  for i, id in ipairs(ids) do attrc[id] = parse_attrs(r[i]) end
-end
-if #orgs > 0 then
-  local r, w = hmget(KEYS[5], orgs), hmget(KEYS[6], orgs)
-  for i, org in ipairs(orgs) do
-    sizec[org] = r[i] or '0'
-    seenc[org] = w[i] == '1'
-  end
-end
-p = 4
-for e = 1, nev do
-  local nargs = tonumber(ARGV[p + 1])
-  local q, fin = p + 2, p + 2 + nargs
-  p = fin
-  if not applied[ARGV[fin - nargs - 2]] then
-    while q < fin do
-      local code = ARGV[q]
-      local ar = AR[code]
-      if not ar then break end
-      local a = q + 1 + ar[1]
-      if code == 'cnt' then
-        local id, pm, py, c, mode, org = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-        local field, cf = c .. '|' .. mode .. '|' .. org, c .. '|' .. mode
-        want_read(rc, rck, K(q + 1), field)
-        want_read(rc, rck, K(q + 2), field)
-        want_read(rc, rck, K(q + 3), field)
-        want_read(rc, rck, K(q + 4), cf)
-        want_read(rc, rck, K(q + 5), cf)
-        if c == 'eff' then
-          want_read(rc, rck, K(q + 4), 'ext|' .. mode)
-          want_read(rc, rck, K(q + 5), 'ext|' .. mode)
-        end
-        want_read(rc, rck, K(q + 6), id)
-        want_read(rc, rck, K(q + 7), id)
-        want_read(rc, rck, K(q + 8), pm)
-        want_read(rc, rck, K(q + 8), py)
-      elseif code == 'srv' then
-        local id, mode, org, user = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-        local at = attrc[id] or {'', '', ''}
-        local si = 'i:' .. id
-        local aum, aom, auy, aoy = K(q + 4), K(q + 5), K(q + 7), K(q + 8)
-        want_read(rf, rfk, aum, si .. '|' .. user)
-        want_read(rf, rfk, aom, si .. '|' .. org)
-        want_read(rf, rfk, aum, 'p|' .. user)
-        want_read(rf, rfk, aom, 'p|' .. org)
-        for _, sc in ipairs({si, 'p', 'o:' .. at[1], 'f:' .. at[2], 'c:' .. at[3], 'md:' .. mode}) do
-          want_read(rf, rfk, auy, sc .. '|' .. user)
-          want_read(rf, rfk, aoy, sc .. '|' .. org)
-        end
-      end
-      q = a + ar[2]
-    end
-  end
-end
--- A key that is not a hash is marked 'bad': the events touching it fail
--- their check below, nothing of them written.
-for _, key in ipairs(rck) do
-  local l = rc[key]
-  local r = hmget(key, l)
-  if r then
-    kind[key] = 'hash'
-    local vk = {}
-    val[key] = vk
-    for i, f in ipairs(l) do vk[f] = r[i] end
-  else
-    kind[key] = 'bad'
-  end
-end
-for _, key in ipairs(rfk) do
-  local l = rf[key]
-  local r = hmget(key, l)
-  if r then
-    kind[key] = 'hash'
-    local fc = {}
-    flagc[key] = fc
-    for i, f in ipairs(l) do fc[f] = tonumber(r[i] or '0') or 0 end
-  else
-    kind[key] = 'bad'
-  end
-end
+local UN = {'users', 'ext_users', 'sme_users'}
+local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
 local function reg(P, id, kai, kip)
   local rk = kai .. '\n' .. id
   if not regd[rk] then
     regd[rk] = true
-    local va, vi = val[kai], val[kip]
-    if not va then
-      va = {}
-      val[kai] = va
-    end
-    if not vi then
-      vi = {}
-      val[kip] = vi
-    end
-    if va[id] ~= '1' then
-      va[id] = '1'
-      hput(kai, id, '1')
-    end
-    if vi[P] ~= '1' then
-      vi[P] = '1'
-      hput(kip, P, '1')
-    end
+    redis.call('HSET', kai, id, '1')
+    redis.call('HSET', kip, P, '1')
   end
   if not regd[P] then
     regd[P] = true
@@ -339,60 +132,36 @@ local function reg(P, id, kai, kip)
     end
   end
 end
-local UN = {'users', 'ext_users', 'sme_users'}
-local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
-local incs, order
-local function plan(key, f, d)
-  local x = incs[key]
-  if not x then
-    x = {f = {}, d = {}}
-    incs[key] = x
-    order[#order + 1] = key
-  end
-  local ds = x.d[f]
-  if not ds then
-    ds = {}
-    x.d[f] = ds
-    x.f[#x.f + 1] = f
-  end
-  ds[#ds + 1] = d
-end
-local bumped
-local function bump()
-  if not bumped then
-    redis.call('HINCRBY', KEYS[2], 'gen', 1)
-    bumped = true
-  end
-end
--- An instrument not known yet is recorded (once), not bumped: the
--- groupings across instruments fall back while it contributes (it is
--- not in service), and becoming known bumps gen (the inst op).
-local function known(id)
-  local at = attrs(id)
-  if not at then redis.call('HSETNX', KEYS[7], id, '1') end
-  return at
-end
--- The first-seen markers to set: flags key, distinct key, scope, member,
--- flags, names (parallel arrays).
-local mf, md, ms, mm, ml, mn, nm
-local function want(kf, kd, sc, member, fl, names)
-  nm = nm + 1
-  mf[nm], md[nm], ms[nm], mm[nm], ml[nm], mn[nm] = kf, kd, sc, sc .. '|' .. member, fl, names
-end
-local marked = {}
 local out = {}
-p = 4
+local p = 4
 for e = 1, nev do
   local marker, nargs = ARGV[p], tonumber(ARGV[p + 1])
   local s, fin = p + 2, p + 2 + nargs
   p = fin
-  if applied[marker] then
+  if redis.call('HEXISTS', KEYS[1], marker) == 1 then
     out[e] = '0'
   else
-    -- Every op is proven to succeed before the event counts (Redis does not
-    -- roll back): keys of the right type, counters that stay exact.
+    -- Every op is proven to succeed before the event's first write (Redis
+    -- does not roll back): keys of the right type, counters that stay exact
+    -- (each counter read once, by one HMGET per hash, which doubles as its
+    -- type check; written by one HSET per hash).
     local err, q = nil, s
-    incs, order = {}, {}
+    local incs, order = {}, {}
+    local function plan(key, f, d)
+      local x = incs[key]
+      if not x then
+        x = {f = {}, d = {}}
+        incs[key] = x
+        order[#order + 1] = key
+      end
+      local ds = x.d[f]
+      if not ds then
+        ds = {}
+        x.d[f] = ds
+        x.f[#x.f + 1] = f
+      end
+      ds[#ds + 1] = d
+    end
     while q < fin and not err do
       local code = ARGV[q]
       local ar = AR[code]
@@ -438,23 +207,19 @@ for e = 1, nev do
       for _, f in ipairs(x.f) do
         if vk[f] == nil then need[#need + 1] = f end
       end
+      local cur = {}
       if #need > 0 then
-        if kind[key] == 'bad' then err = 'WRONGTYPE ' .. key break end
-        local r = hmget(key, need)
-        if not r then
-          kind[key] = 'bad'
-          err = 'WRONGTYPE ' .. key
-          break
-        end
+        local k = kind[key]
+        if k ~= nil and k ~= 'hash' then err = 'WRONGTYPE ' .. key break end
+        local r = redis.pcall('HMGET', key, unpack(need))
+        if r.err then err = 'WRONGTYPE ' .. key break end
         kind[key] = 'hash'
-        for i, f in ipairs(need) do vk[f] = r[i] end
-      elseif kind[key] == 'bad' then
-        err = 'WRONGTYPE ' .. key
-        break
+        for i, f in ipairs(need) do cur[f] = r[i] end
       end
       x.v = {}
       for _, f in ipairs(x.f) do
         local v = vk[f]
+        if v == nil then v = cur[f] end
         for _, d in ipairs(x.d[f]) do
           v = add(v, d)
           if not v then err = 'ERR counter overflow in ' .. key break end
@@ -466,18 +231,36 @@ for e = 1, nev do
     if err then
       out[e] = 'E' .. err
     else
-      applied[marker] = true
-      marked[#marked + 1] = marker
+      redis.call('HSET', KEYS[1], marker, 1)
       for _, key in ipairs(order) do
         local x = incs[key]
-        local vk = val[key]
+        local args = {}
         for _, f in ipairs(x.f) do
-          vk[f] = x.v[f]
-          hput(key, f, x.v[f])
+          args[#args + 1] = f
+          args[#args + 1] = x.v[f]
+          val[key][f] = x.v[f]
         end
+        redis.call('HSET', key, unpack(args))
       end
-      bumped = false
-      mf, md, ms, mm, ml, mn, nm = {}, {}, {}, {}, {}, {}, 0
+      local bumped = false
+      local function bump()
+        if not bumped then redis.call('HINCRBY', KEYS[2], 'gen', 1) bumped = true end
+      end
+      -- An instrument not known yet is recorded (once), not bumped: the
+      -- groupings across instruments fall back while it contributes (it is
+      -- not in service), and becoming known bumps gen (the inst op).
+      local function known(id)
+        local at = attrs(id)
+        if not at then redis.call('HSETNX', KEYS[7], id, '1') end
+        return at
+      end
+      -- The first-seen markers to set: flags key, distinct key, scope,
+      -- member, flags, names (parallel arrays).
+      local mf, md, ms, mm, ml, mn, nm = {}, {}, {}, {}, {}, {}, 0
+      local function want(kf, kd, sc, member, fl, names)
+        nm = nm + 1
+        mf[nm], md[nm], ms[nm], mm[nm], ml[nm], mn[nm] = kf, kd, sc, sc .. '|' .. member, fl, names
+      end
       q = s
       while q < fin do
         local code = ARGV[q]
@@ -491,9 +274,9 @@ for e = 1, nev do
         elseif code == 'srv' then
           local id, mode, org, user = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
           local member = mode .. '|' .. org .. '|' .. user
-          sput(K(q + 1), member)
-          sput(K(q + 2), member)
-          sput(K(q + 3), member)
+          redis.call('SADD', K(q + 1), member)
+          redis.call('SADD', K(q + 2), member)
+          redis.call('SADD', K(q + 3), member)
           local at = known(id) or {'', '', ''}
           local sz = size(org)
           if not seenc[org] then
@@ -514,13 +297,13 @@ for e = 1, nev do
             want(aoy, ady, sc, org, of, ON)
           end
         elseif code == 'sadd' then
-          sput(K(q + 1), ARGV[a])
+          redis.call('SADD', K(q + 1), ARGV[a])
         elseif code == 'hset' then
           redis.call('HSET', K(q + 1), ARGV[a], ARGV[a + 1])
         elseif code == 'hdel' then
           redis.call('HDEL', K(q + 1), ARGV[a])
         elseif code == 'inst' then
-          local id, v, kip = ARGV[a], ARGV[a + 1], K(q + 1)
+          local id, v = ARGV[a], ARGV[a + 1]
           local old = redis.call('HGET', KEYS[4], id)
           if old ~= v then
             local stale = old ~= false and old ~= nil
@@ -535,8 +318,7 @@ for e = 1, nev do
               -- Only the periods the instrument was counted in (indexed once
               -- ipindex is set; before, every period).
               if redis.call('HGET', KEYS[2], 'ipindex') == '1' then
-                flush_hash(kip)
-                for _, P in ipairs(redis.call('HKEYS', kip)) do
+                for _, P in ipairs(redis.call('HKEYS', K(q + 1))) do
                   redis.call('HSET', KEYS[3], P, '-1')
                 end
               else
@@ -553,7 +335,8 @@ for e = 1, nev do
         end
         q = a + ar[2]
       end
-      -- The first-seen markers: read (once per step) where not read before,
+      -- The first-seen markers: one HMGET per flags hash for the markers not
+      -- read before in the step, one HSET per hash for the changed ones, and
       -- 1 added to a distinct count for every flag set for the first time.
       if nm > 0 then
         local need, needk = {}, {}
@@ -583,6 +366,7 @@ for e = 1, nev do
           local fc = flagc[kf]
           for i, field in ipairs(l) do fc[field] = tonumber(r[i] or '0') or 0 end
         end
+        local changed, changedk = {}, {}
         for i = 1, nm do
           local kf = mf[i]
           local fc = flagc[kf]
@@ -590,50 +374,34 @@ for e = 1, nev do
           local new = bit.bor(old, ml[i])
           if new ~= old then
             fc[mm[i]] = new
-            hput(kf, mm[i], new)
+            local c = changed[kf]
+            if not c then
+              c = {}
+              changed[kf] = c
+              changedk[#changedk + 1] = kf
+            end
+            c[mm[i]] = new
             local names = mn[i]
             for b = 1, #names do
               local bm = bit.lshift(1, b - 1)
               if bit.band(new, bm) ~= 0 and bit.band(old, bm) == 0 then
-                local kd = md[i]
-                local t = aw[kd]
-                if not t then
-                  t = {o = {}, v = {}}
-                  aw[kd] = t
-                  awk[#awk + 1] = kd
-                end
-                local c = ms[i] .. '|' .. names[b]
-                if not t.v[c] then
-                  t.v[c] = 0
-                  t.o[#t.o + 1] = c
-                end
-                t.v[c] = t.v[c] + 1
+                redis.call('HINCRBY', md[i], ms[i] .. '|' .. names[b], 1)
               end
             end
           end
+        end
+        for _, kf in ipairs(changedk) do
+          local args = {}
+          for field, v in pairs(changed[kf]) do
+            args[#args + 1] = field
+            args[#args + 1] = v
+          end
+          redis.call('HSET', kf, unpack(args))
         end
       end
       out[e] = '1'
     end
   end
-end
--- The writes.
-for i = 1, #marked, 1000 do
-  local args = {}
-  for j = i, math.min(#marked, i + 999) do
-    args[#args + 1] = marked[j]
-    args[#args + 1] = '1'
-  end
-  redis.call('HSET', KEYS[1], unpack(args))
-end
-for _, key in ipairs(hwk) do flush_hash(key) end
-for _, key in ipairs(swk) do
-  local l = sw[key].o
-  for i = 1, #l, 1000 do redis.call('SADD', key, unpack(l, i, math.min(#l, i + 999))) end
-end
-for _, key in ipairs(awk) do
-  local t = aw[key]
-  for _, c in ipairs(t.o) do redis.call('HINCRBY', key, c, t.v[c]) end
 end
 return out
 )lua");

@@ -285,12 +285,31 @@ const RedisScript& AppendBatchScript() {
 local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
 if (head[1] or '0') ~= ARGV[1] or (head[2] or '') ~= ARGV[2] then return {'STALE'} end
 local n = tonumber(ARGV[3])
+-- The markers and entry keys of the whole batch checked at once (one HMGET,
+-- one EXISTS); only when one is found, entry by entry for the reply.
+local markers, entry_keys = {}, {}
 local p, k = 8, 3
+for i = 1, n do
+  markers[i], entry_keys[i] = ARGV[p], KEYS[k]
+  k = k + 1 + tonumber(ARGV[p + 4])
+  p = p + 5
+end
+local found = false
+for i = 1, n, 1000 do
+  local j = math.min(n, i + 999)
+  for _, v in ipairs(redis.call('HMGET', KEYS[2], unpack(markers, i, j))) do
+    if v then found = true end
+  end
+  if redis.call('EXISTS', unpack(entry_keys, i, j)) > 0 then found = true end
+end
 local checked = {}
+p, k = 8, 3
 for i = 1, n do
   local nidx = tonumber(ARGV[p + 4])
-  if redis.call('HEXISTS', KEYS[2], ARGV[p]) == 1 then return {'STALE'} end
-  if redis.call('EXISTS', KEYS[k]) == 1 then return {'CORRUPT', ARGV[p + 1]} end
+  if found then
+    if redis.call('HEXISTS', KEYS[2], ARGV[p]) == 1 then return {'STALE'} end
+    if redis.call('EXISTS', KEYS[k]) == 1 then return {'CORRUPT', ARGV[p + 1]} end
+  end
   -- Nothing below may fail (Redis does not roll back): the indexes are sorted sets.
   for j = 1, nidx do
     local key = KEYS[k + j]
@@ -302,16 +321,34 @@ for i = 1, n do
   p = p + 5
   k = k + 1 + nidx
 end
+-- The writes: an entry key each, the markers in one HSET, one ZADD per index.
 local last_seq, last_hash
+local applied, zadds, zkeys = {}, {}, {}
 p, k = 8, 3
 for i = 1, n do
   local seq, nidx = ARGV[p + 1], tonumber(ARGV[p + 4])
   redis.call('SET', KEYS[k], ARGV[p + 2])
-  redis.call('HSET', KEYS[2], ARGV[p], seq)
-  for j = 1, nidx do redis.call('ZADD', KEYS[k + j], seq, seq) end
+  applied[#applied + 1] = ARGV[p]
+  applied[#applied + 1] = seq
+  for j = 1, nidx do
+    local key = KEYS[k + j]
+    local z = zadds[key]
+    if not z then
+      z = {}
+      zadds[key] = z
+      zkeys[#zkeys + 1] = key
+    end
+    z[#z + 1] = seq
+    z[#z + 1] = seq
+  end
   last_seq, last_hash = seq, ARGV[p + 3]
   p = p + 5
   k = k + 1 + nidx
+end
+for i = 1, #applied, 2000 do redis.call('HSET', KEYS[2], unpack(applied, i, math.min(#applied, i + 1999))) end
+for _, key in ipairs(zkeys) do
+  local z = zadds[key]
+  for i = 1, #z, 2000 do redis.call('ZADD', key, unpack(z, i, math.min(#z, i + 1999))) end
 end
 redis.call('HSET', KEYS[1], 'seq', last_seq, 'hash', last_hash, 'at_s', ARGV[4], 'at_n', ARGV[5])
 if ARGV[6] ~= '' then

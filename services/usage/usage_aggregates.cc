@@ -18,7 +18,7 @@ namespace iv = labshare::inventory::v1;
 
 // KEYS: 1 agg, 2 built, 3 iattr, 4 orgs, 5 ad, 6 au, 7 ao, 8 ai, 9 orgsseen,
 // 10 unknown, then per instrument: its counters hash, served set and
-// aggregate hash of the period. ARGV: 1 period, 2 full (1: every scope),
+// aggregate hash of the period and its periods hash ({usage}:agg:ip:<id>). ARGV: 1 period, 2 full (1: every scope),
 // 3 SME, 4 START_UP, 5 the gen read before the instruments were listed, then
 // the instrument ids. Returns 'CURRENT' (nothing done) when P is already
 // exact for gen; 'RETRY' (nothing done) when gen changed since or an
@@ -36,9 +36,9 @@ end
 if not ls_type_is(KEYS[5], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[5]) end
 local n = #ARGV - NA
 for j = 1, n do
-  local b = 10 + (j - 1) * 3
+  local b = 10 + (j - 1) * 4
   if not ls_type_is(KEYS[b + 1], 'hash') or not ls_type_is(KEYS[b + 2], 'set') or
-     not ls_type_is(KEYS[b + 3], 'hash') then
+     not ls_type_is(KEYS[b + 3], 'hash') or not ls_type_is(KEYS[b + 4], 'hash') then
     return redis.error_reply('WRONGTYPE usage counters of ' .. ARGV[NA + j])
   end
 end
@@ -61,14 +61,14 @@ local function add(t, sc, member, fl)
 end
 for j = 1, n do
   local id = ARGV[NA + j]
-  local b = 10 + (j - 1) * 3
-  local kb, ks, kc = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3]
+  local b = 10 + (j - 1) * 4
+  local kb, ks, kc, kip = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4]
   redis.call('DEL', kc)
   local h = redis.call('HGETALL', kb)
   local mem = redis.call('SMEMBERS', ks)
   if #h > 0 or #mem > 0 then
     redis.call('HSET', KEYS[8], id, '1')
-    redis.call('HSET', '{usage}:agg:ip:' .. id, P, '1')
+    redis.call('HSET', kip, P, '1')
     local v = redis.call('HGET', KEYS[3], id)
     local at = {'', '', ''}
     if v then
@@ -205,6 +205,7 @@ absl::StatusOr<bool> UsageFigures::RebuildPeriod(const std::string& period) {
       keys.push_back(absl::StrCat("{usage}:", year ? "y:" : "m:", id, ":", suffix));
       keys.push_back(absl::StrCat("{usage}:", year ? "uy:" : "um:", id, ":", suffix));
       keys.push_back(agg::InstrumentKey(id, period));
+      keys.push_back(agg::PeriodsKey(id));
       args.push_back(id);
     }
     LS_ASSIGN_OR_RETURN(RedisValue r, pool_->Eval(RebuildScript(), keys, args));

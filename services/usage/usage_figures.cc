@@ -32,39 +32,41 @@ using labshare::type::v1::SharingMode;
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
 // One Lua step folds a batch of events, each exactly once and each atomic on
-// its own (usage_aggregates.h describes the aggregate keys). The keys of the
-// counters, served sets and aggregates are named in the script from the
-// instrument id and the period strings of the ops (all under the hash tag
-// {usage}: one slot, as Redis Cluster needs); the others are KEYS.
+// its own (usage_aggregates.h describes the aggregate keys). Every key the
+// step touches is declared in KEYS, computed by the caller (Redis Cluster;
+// all under the hash tag {usage}, one slot).
 // KEYS: 1 applied, 2 {usage}:agg, 3 {usage}:agg:built, 4 {usage}:iattr,
 // 5 {usage}:orgs, 6 {usage}:agg:orgsseen, 7 {usage}:agg:unknown, then the op keys.
 // ARGV: 1 SME, 2 START_UP (size class numbers), 3 events, then per event:
 // marker, number of op arguments, then per op its code, the KEYS indexes of
-// its keys and its arguments (arity by code, table AR):
-//   sadd k m         member m
-//   hset k f v / hdel k f
-//   cnt id yyyy yyyymm yyyymmdd counter mode org d
-//                    "<counter>|<mode>|<org>" += d in the day, month and year
-//                    hashes; "<counter>|<mode>" += d in the instrument's
-//                    month and year aggregates, and "ext|<mode>" for eff of
-//                    an organisation other than the owner; the instrument
-//                    counted in both periods (registered when new)
-//   srv id yyyy yyyymm yyyymmdd mode org user
+// its keys and its arguments (numbers of each by code, table AR):
+//   sadd k | m       member m
+//   hset k | f v / hdel k | f
+//   cnt d m y am ay aim aiy ip | id pm py counter mode org delta
+//                    "<counter>|<mode>|<org>" += delta in the day, month and
+//                    year hashes (d, m, y); "<counter>|<mode>" += delta in
+//                    the instrument's month and year aggregates (am, ay:
+//                    {usage}:a:<id>:<pm|py>), and "ext|<mode>" for eff of an
+//                    organisation other than the owner; the instrument
+//                    counted in both periods (aim, aiy: {usage}:ai:<P>; ip:
+//                    {usage}:agg:ip:<id>; registered when new)
+//   srv ud um uy aum aom adm auy aoy ady | id mode org user
 //                    "<mode>|<org>|<user>" into the day, month and year sets;
 //                    the first-seen markers of user and organisation in the
 //                    month (instrument, platform) and the year (also owner,
 //                    facility, category, mode), counting each once
-//   inst id attrs    the instrument's owner/facility/category (a change
+//   inst ip | id attrs   the instrument's owner/facility/category (a change
 //                    invalidates the aggregates of the periods it was
-//                    counted in, {usage}:agg:ip:<id>)
-//   orgsz org size   a size class change of an organisation already counted
+//                    counted in, ip = {usage}:agg:ip:<id>)
+//   orgsz | org size a size class change of an organisation already counted
 //                    invalidates the aggregates (the hset op that follows stores it)
 // Per event: 1 folded, 0 folded before, 'E<error>' (nothing written).
 const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local SME, STARTUP = ARGV[1], ARGV[2]
 local nev = tonumber(ARGV[3])
-local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {0, 8}, srv = {0, 7}, inst = {0, 2}, orgsz = {0, 2}}
+local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {8, 7}, srv = {9, 4}, inst = {1, 2}, orgsz = {0, 2}}
+local function K(i) return KEYS[tonumber(ARGV[i])] end
 for i = 1, 7 do
   if not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
 end
@@ -114,13 +116,12 @@ local function add(a, b)
 end
 local UN = {'users', 'ext_users', 'sme_users'}
 local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
-local function reg(P, id)
-  local kai = '{usage}:ai:' .. P
+local function reg(P, id, kai, kip)
   local rk = kai .. '\n' .. id
   if not regd[rk] then
     regd[rk] = true
     redis.call('HSET', kai, id, '1')
-    redis.call('HSET', '{usage}:agg:ip:' .. id, P, '1')
+    redis.call('HSET', kip, P, '1')
   end
   if not regd[P] then
     regd[P] = true
@@ -167,13 +168,12 @@ for e = 1, nev do
       if not ar then err = 'ERR unknown op' break end
       local a = q + 1 + ar[1]
       if code == 'cnt' then
-        local id, y, m, d, c, mode, org, delta = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
-                                                 ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+        local id, c, mode, org, delta = ARGV[a], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
         local field, cf = c .. '|' .. mode .. '|' .. org, c .. '|' .. mode
-        local kam, kay = '{usage}:a:' .. id .. ':m' .. m, '{usage}:a:' .. id .. ':y' .. y
-        plan('{usage}:d:' .. id .. ':' .. d, field, delta)
-        plan('{usage}:m:' .. id .. ':' .. m, field, delta)
-        plan('{usage}:y:' .. id .. ':' .. y, field, delta)
+        local kam, kay = K(q + 4), K(q + 5)
+        plan(K(q + 1), field, delta)
+        plan(K(q + 2), field, delta)
+        plan(K(q + 3), field, delta)
         plan(kam, cf, delta)
         plan(kay, cf, delta)
         if c == 'eff' then
@@ -183,18 +183,15 @@ for e = 1, nev do
             plan(kay, 'ext|' .. mode, delta)
           end
         end
-        err = typed('{usage}:ai:m' .. m, 'hash') or typed('{usage}:ai:y' .. y, 'hash')
+        err = typed(K(q + 6), 'hash') or typed(K(q + 7), 'hash') or typed(K(q + 8), 'hash')
       elseif code == 'srv' then
-        local id, y, m, d = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-        err = typed('{usage}:ud:' .. id .. ':' .. d, 'set') or typed('{usage}:um:' .. id .. ':' .. m, 'set') or
-              typed('{usage}:uy:' .. id .. ':' .. y, 'set')
-        for _, P in ipairs({'m' .. m, 'y' .. y}) do
-          err = err or typed('{usage}:ad:' .. P, 'hash') or typed('{usage}:au:' .. P, 'hash') or
-                typed('{usage}:ao:' .. P, 'hash')
-        end
+        err = typed(K(q + 1), 'set') or typed(K(q + 2), 'set') or typed(K(q + 3), 'set') or
+              typed(K(q + 6), 'hash') or typed(K(q + 4), 'hash') or typed(K(q + 5), 'hash') or
+              typed(K(q + 9), 'hash') or typed(K(q + 7), 'hash') or typed(K(q + 8), 'hash')
+      elseif code == 'inst' then
+        err = typed(K(q + 1), 'hash')
       elseif ar[1] == 1 then
-        local k = KEYS[tonumber(ARGV[q + 1])]
-        err = typed(k, code == 'sadd' and 'set' or 'hash')
+        err = typed(K(q + 1), code == 'sadd' and 'set' or 'hash')
       end
       q = a + ar[2]
     end
@@ -270,17 +267,16 @@ for e = 1, nev do
         local ar = AR[code]
         local a = q + 1 + ar[1]
         if code == 'cnt' then
-          local id, y, m, c = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 4]
+          local id, c = ARGV[a], ARGV[a + 3]
           if c == 'eff' then known(id) end
-          reg('m' .. m, id)
-          reg('y' .. y, id)
+          reg(ARGV[a + 1], id, K(q + 6), K(q + 8))
+          reg(ARGV[a + 2], id, K(q + 7), K(q + 8))
         elseif code == 'srv' then
-          local id, y, m, d, mode, org, user = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
-                                               ARGV[a + 5], ARGV[a + 6]
+          local id, mode, org, user = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
           local member = mode .. '|' .. org .. '|' .. user
-          redis.call('SADD', '{usage}:ud:' .. id .. ':' .. d, member)
-          redis.call('SADD', '{usage}:um:' .. id .. ':' .. m, member)
-          redis.call('SADD', '{usage}:uy:' .. id .. ':' .. y, member)
+          redis.call('SADD', K(q + 1), member)
+          redis.call('SADD', K(q + 2), member)
+          redis.call('SADD', K(q + 3), member)
           local at = known(id) or {'', '', ''}
           local sz = size(org)
           if not seenc[org] then
@@ -290,9 +286,7 @@ for e = 1, nev do
           local ext = org ~= at[1]
           local uf = 1 + (ext and 2 or 0) + (sz == SME and 4 or 0)
           local of = uf + (sz == STARTUP and 8 or 0)
-          local pm, py = 'm' .. m, 'y' .. y
-          local aum, aom, adm = '{usage}:au:' .. pm, '{usage}:ao:' .. pm, '{usage}:ad:' .. pm
-          local auy, aoy, ady = '{usage}:au:' .. py, '{usage}:ao:' .. py, '{usage}:ad:' .. py
+          local aum, aom, adm, auy, aoy, ady = K(q + 4), K(q + 5), K(q + 6), K(q + 7), K(q + 8), K(q + 9)
           local si = 'i:' .. id
           want(aum, adm, si, user, uf, UN)
           want(aom, adm, si, org, of, ON)
@@ -303,11 +297,11 @@ for e = 1, nev do
             want(aoy, ady, sc, org, of, ON)
           end
         elseif code == 'sadd' then
-          redis.call('SADD', KEYS[tonumber(ARGV[q + 1])], ARGV[a])
+          redis.call('SADD', K(q + 1), ARGV[a])
         elseif code == 'hset' then
-          redis.call('HSET', KEYS[tonumber(ARGV[q + 1])], ARGV[a], ARGV[a + 1])
+          redis.call('HSET', K(q + 1), ARGV[a], ARGV[a + 1])
         elseif code == 'hdel' then
-          redis.call('HDEL', KEYS[tonumber(ARGV[q + 1])], ARGV[a])
+          redis.call('HDEL', K(q + 1), ARGV[a])
         elseif code == 'inst' then
           local id, v = ARGV[a], ARGV[a + 1]
           local old = redis.call('HGET', KEYS[4], id)
@@ -324,7 +318,7 @@ for e = 1, nev do
               -- Only the periods the instrument was counted in (indexed once
               -- ipindex is set; before, every period).
               if redis.call('HGET', KEYS[2], 'ipindex') == '1' then
-                for _, P in ipairs(redis.call('HKEYS', '{usage}:agg:ip:' .. id)) do
+                for _, P in ipairs(redis.call('HKEYS', K(q + 1))) do
                   redis.call('HSET', KEYS[3], P, '-1')
                 end
               else
@@ -476,10 +470,14 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
     if (!name_ok(instrument, "instruments", false) || !name_ok(org, "organizations", true)) return;
     const std::string id = IdOf(instrument);
     const absl::CivilDay d = absl::ToCivilDay(at, zone_);
-    ops.Raw("cnt", {},
-            {id, absl::StrFormat("%04d", d.year()), absl::StrFormat("%04d%02d", d.year(), d.month()),
-             absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()), std::string(counter),
-             std::to_string(static_cast<int>(mode)), org, std::to_string(delta)});
+    const std::string y = absl::StrFormat("%04d", d.year()), m = absl::StrFormat("%04d%02d", d.year(), d.month());
+    const std::string pm = "m" + m, py = "y" + y;
+    ops.Raw("cnt",
+            {absl::StrCat("{usage}:d:", id, ":", absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day())),
+             absl::StrCat("{usage}:m:", id, ":", m), absl::StrCat("{usage}:y:", id, ":", y),
+             agg::InstrumentKey(id, pm), agg::InstrumentKey(id, py), agg::ContributorsKey(pm),
+             agg::ContributorsKey(py), agg::PeriodsKey(id)},
+            {id, pm, py, std::string(counter), std::to_string(static_cast<int>(mode)), org, std::to_string(delta)});
   };
   auto served = [&](const std::string& instrument, absl::CivilDay d, SharingMode mode, const std::string& org,
                     const std::string& user) {
@@ -488,10 +486,14 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       return;
     }
     const std::string id = IdOf(instrument);
-    ops.Raw("srv", {},
-            {id, absl::StrFormat("%04d", d.year()), absl::StrFormat("%04d%02d", d.year(), d.month()),
-             absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()), std::to_string(static_cast<int>(mode)),
-             org, user});
+    const std::string y = absl::StrFormat("%04d", d.year()), m = absl::StrFormat("%04d%02d", d.year(), d.month());
+    const std::string pm = "m" + m, py = "y" + y;
+    ops.Raw("srv",
+            {absl::StrCat("{usage}:ud:", id, ":", absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day())),
+             absl::StrCat("{usage}:um:", id, ":", m), absl::StrCat("{usage}:uy:", id, ":", y),
+             agg::UserFlagsKey(pm), agg::OrgFlagsKey(pm), agg::DistinctKey(pm), agg::UserFlagsKey(py),
+             agg::OrgFlagsKey(py), agg::DistinctKey(py)},
+            {id, std::to_string(static_cast<int>(mode)), org, user});
   };
   if (source == "inventory") {
     iv::InventoryEvent e;
@@ -502,7 +504,7 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       if (name_ok(in.name(), "instruments", false) && name_ok(in.owner_organization(), "organizations", true) &&
           name_ok(in.facility(), "facilities", true)) {
         ops.Add("{usage}:instr", "hset", IdOf(in.name()), in.SerializeAsString());
-        ops.Raw("inst", {}, {IdOf(in.name()), agg::Attributes(in)});
+        ops.Raw("inst", {agg::PeriodsKey(IdOf(in.name()))}, {IdOf(in.name()), agg::Attributes(in)});
       }
     } else if (e.has_organization_changed()) {
       const auto& o = e.organization_changed().organization();
@@ -649,7 +651,7 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
     }
   }
   // Steps of at most kMaxArgs arguments (one event is never split).
-  constexpr size_t kMaxArgs = 20000;
+  constexpr size_t kMaxArgs = 60000;
   size_t i = 0;
   while (i < events.size()) {
     std::vector<std::string> keys = {"{usage}:applied", agg::kState, agg::kBuilt, agg::kAttributes, "{usage}:orgs",
@@ -678,6 +680,7 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
     }
     if (sent.empty()) continue;
     args[2] = std::to_string(sent.size());
+    if (fold_keys_hook_) fold_keys_hook_(keys);
     auto v = pool_->Eval(FoldScript(), keys, args);
     if (!v.ok()) {
       for (size_t j : sent) out[j] = v.status();

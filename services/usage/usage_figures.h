@@ -86,6 +86,10 @@ class UsageFigures {
   absl::StatusOr<bool> RebuildPeriod(const std::string& period);
   // Tests: runs between listing a period's instruments and its rebuild step.
   void set_rebuild_listed_hook_for_testing(std::function<void()> hook) { rebuild_listed_hook_ = std::move(hook); }
+  // Called with the KEYS of each fold step before it runs.
+  void set_fold_keys_hook_for_testing(std::function<void(const std::vector<std::string>&)> hook) {
+    fold_keys_hook_ = std::move(hook);
+  }
   // Tests and the benchmark: false computes every report from the counters
   // and sets as before the aggregates (the reference they are compared with).
   void set_use_aggregates(bool on) { use_aggregates_ = on; }
@@ -190,6 +194,7 @@ class UsageFigures {
   int batch_rows_ = 500;
   std::atomic<bool> use_aggregates_{true};
   std::function<void()> rebuild_listed_hook_;
+  std::function<void(const std::vector<std::string>&)> fold_keys_hook_;
   mutable std::atomic<int64_t> buckets_from_aggregates_{0};
 };
 

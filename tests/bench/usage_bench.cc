@@ -42,6 +42,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/clock.h"
 #include "common/proto_util.h"
 #include "labshare/billing/v1/billing_events.pb.h"
@@ -63,6 +65,7 @@ ABSL_FLAG(std::string, parts, "both",
           "What the batched part applies: both (ApplyEvents), audit (AppendBatch only) or fold (FoldBatch only), "
           "to see where the time goes.");
 ABSL_FLAG(bool, sign, true, "Sign the audit chain's head (Ed25519), as the service does.");
+ABSL_FLAG(int, slowlog_us, 5000, "SLOWLOG threshold (microseconds) during the batched ingest.");
 ABSL_FLAG(int, repeat, 5, "Rounds of each query (reference and aggregates alternating).");
 
 namespace {
@@ -285,12 +288,24 @@ int main(int argc, char** argv) {
   auto t1 = Clock::now();
   const double r1 = redis_cpu(), c1 = own_cpu();
   const size_t first = consumed;
+  // Where Redis spends its time in the batched part: INFO commandstats
+  // (commands run by the scripts included) and the SLOWLOG of steps over
+  // --slowlog_us; the client's stages timed.
+  (void)pool.Command({"CONFIG", "RESETSTAT"});
+  (void)pool.Command({"SLOWLOG", "RESET"});
+  (void)pool.Command({"CONFIG", "SET", "slowlog-log-slower-than", std::to_string(absl::GetFlag(FLAGS_slowlog_us))});
+  (void)pool.Command({"CONFIG", "SET", "slowlog-max-len", "100000"});
+  double t_read = 0, t_apply = 0, t_ack = 0;
   // Batched: ApplyEvents per read, one XACK per batch.
   for (bool any = true; any;) {
     any = false;
     for (const auto& [source, stream] : stream_of) {
-      if (!read(stream, &got)) continue;
+      const auto s0 = Clock::now();
+      const bool have = read(stream, &got);
+      t_read += Seconds(s0, Clock::now());
+      if (!have) continue;
       any = true;
+      const auto s1 = Clock::now();
       const std::string parts = absl::GetFlag(FLAGS_parts);
       if (parts == "audit") {
         for (const auto& st : audit.AppendBatch(source, got)) {
@@ -305,14 +320,53 @@ int main(int argc, char** argv) {
           if (!st.ok()) ++failures;
         }
       }
+      const auto s2 = Clock::now();
+      t_apply += Seconds(s1, s2);
       std::vector<std::string> ack = {"XACK", stream, "usage"};
       for (const auto& e : got) ack.push_back(e.stream_id);
       if (!pool.Command(ack).ok()) ++failures;
+      t_ack += Seconds(s2, Clock::now());
       consumed += got.size();
     }
   }
   auto t2 = Clock::now();
   const double r2 = redis_cpu(), c2 = own_cpu();
+  {
+    const double n = static_cast<double>(std::max<size_t>(consumed - first, 1));
+    std::printf("RESULT ingest_stages wall_us_per_event read=%.2f apply=%.2f ack=%.2f\n", t_read * 1e6 / n,
+                t_apply * 1e6 / n, t_ack * 1e6 / n);
+    auto stats = pool.Command({"INFO", "commandstats"});
+    if (stats.ok()) {
+      // cmdstat_hset:calls=1,usec=2,usec_per_call=2.00,...
+      for (absl::string_view line : absl::StrSplit(stats->str, absl::ByAnyChar("\r\n"), absl::SkipEmpty())) {
+        if (!absl::ConsumePrefix(&line, "cmdstat_")) continue;
+        const auto colon = line.find(':');
+        const auto calls_at = line.find("calls="), usec_at = line.find(",usec=");
+        if (colon == absl::string_view::npos || calls_at == absl::string_view::npos ||
+            usec_at == absl::string_view::npos) {
+          continue;
+        }
+        const double calls = std::atof(std::string(line.substr(calls_at + 6)).c_str());
+        const double usec = std::atof(std::string(line.substr(usec_at + 6)).c_str());
+        std::printf("RESULT ingest_commandstats command=%s calls_per_event=%.3f usec_per_event=%.2f "
+                    "usec_per_call=%.2f\n",
+                    std::string(line.substr(0, colon)).c_str(), calls / n, usec / n, usec / std::max(calls, 1.0));
+      }
+    }
+    auto slow = pool.Command({"SLOWLOG", "GET", "100000"});
+    if (slow.ok()) {
+      int64_t max_us = 0, total_us = 0;
+      for (const auto& e : slow->elements) {
+        if (e.elements.size() < 3) continue;
+        max_us = std::max(max_us, static_cast<int64_t>(e.elements[2].integer));
+        total_us += static_cast<int64_t>(e.elements[2].integer);
+      }
+      std::printf("RESULT ingest_slowlog over_us=%d entries=%zu max_us=%lld total_us=%lld\n",
+                  absl::GetFlag(FLAGS_slowlog_us), slow->elements.size(), static_cast<long long>(max_us),
+                  static_cast<long long>(total_us));
+    }
+    (void)pool.Command({"CONFIG", "SET", "slowlog-log-slower-than", "10000"});
+  }
   if (failures > 0 || consumed != total) {
     std::fprintf(stderr, "%d failures, %zu of %zu events consumed\n", failures, consumed, total);
     return 1;

@@ -626,6 +626,54 @@ std::shared_ptr<const AuditSigningKey> NewEd25519Key() {
   return *AuditSigningKey::FromPrivateKeyPem(pem);
 }
 
+// Review M4 (Redis Cluster): every key a fold step writes is one of its KEYS.
+// Each step's declared keys are recorded; the store before and after the
+// step are compared key by key (inventory, booking and billing events, in
+// batches, with an attribute change that invalidates periods).
+TEST_F(UsageAggregatesTest, EveryKeyAFoldStepWritesIsDeclared) {
+  Generate(120, 23);
+  std::vector<std::string> declared;
+  figures_->set_fold_keys_hook_for_testing([&](const std::vector<std::string>& keys) { declared = keys; });
+  int steps = 0;
+  auto fold = [&](const std::string& source, const std::vector<StreamEvent>& batch) {
+    const auto before = Contents(*pool_);
+    declared.clear();
+    for (const auto& st : figures_->FoldBatch(source, batch)) ASSERT_TRUE(st.ok()) << st;
+    ASSERT_FALSE(declared.empty());
+    ++steps;
+    const std::set<std::string> ks(declared.begin(), declared.end());
+    const auto after = Contents(*pool_);
+    for (const auto& [k, v] : after) {
+      auto it = before.find(k);
+      if (it == before.end() || it->second != v) {
+        EXPECT_EQ(ks.count(k), 1u) << "undeclared key written: " << k;
+      }
+    }
+    for (const auto& [k, v] : before) {
+      if (after.count(k) == 0) {
+        EXPECT_EQ(ks.count(k), 1u) << "undeclared key removed: " << k;
+      }
+    }
+  };
+  fold("inventory", inventory_);
+  for (size_t i = 0; i < booking_.size(); i += 40) {
+    fold("booking", std::vector<StreamEvent>(booking_.begin() + static_cast<std::ptrdiff_t>(i),
+                                             booking_.begin() + static_cast<std::ptrdiff_t>(
+                                                                    std::min(booking_.size(), i + 40))));
+  }
+  fold("billing", billing_);
+  iv::Instrument moved = Instrument(3);
+  moved.set_facility("facilities/f9");
+  fold("inventory", {InstrumentEvent(moved)});
+  EXPECT_GE(steps, 4);
+  // The attribute change invalidated the periods i3 was counted in.
+  auto built = pool_->Command({"HVALS", "{usage}:agg:built"});
+  ASSERT_TRUE(built.ok());
+  int stale = 0;
+  for (const auto& v : built->elements) stale += v.str == "-1" ? 1 : 0;
+  EXPECT_GT(stale, 0);
+}
+
 TEST_F(UsageAggregatesTest, ApplyEventsLeavesExactlyWhatApplyEventLeaves) {
   Generate(150, 5);
   // Redeliveries (in and across batches), an undecodable event, an event

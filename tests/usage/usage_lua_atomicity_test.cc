@@ -39,14 +39,14 @@ class UsageLuaAtomicityTest : public ::testing::Test {
 
   // A confirmed booking of i1 on 2026-03-02 (UTC): counts "bk" in the day,
   // the month and the year of i1.
-  StreamEvent Created(const std::string& event_id) {
+  StreamEvent Created(const std::string& event_id, const std::string& instrument = "i1") {
     bk::BookingEvent e;
     e.mutable_header()->set_event_id(event_id);
     e.mutable_header()->set_actor("users/u1");
     *e.mutable_header()->mutable_event_time() = ToProto(clock_.Now());
     bk::Booking* b = e.mutable_booking_created()->mutable_booking();
     b->set_name("bookings/b-" + event_id);
-    b->set_instrument("instruments/i1");
+    b->set_instrument("instruments/" + instrument);
     b->set_user("users/u1");
     b->set_payer_organization("organizations/o1");
     b->set_mode(labshare::type::v1::ON_SITE);
@@ -111,6 +111,44 @@ TEST_F(UsageLuaAtomicityTest, FoldWithTheYearCounterNotAnInteger) {
 TEST_F(UsageLuaAtomicityTest, FoldWithTheYearKeyOfTheWrongType) {
   Spoil("{usage}:y:i1:2026");
   ExpectFailsUnchanged([&] { return figures_->Fold("booking", Created("e1")); });
+}
+
+// A batch folds in one step: the event whose key is spoiled fails alone,
+// nothing of it written; the events before and after it count, once each
+// (a redelivery in the same batch counts nothing).
+TEST_F(UsageLuaAtomicityTest, FoldBatchFailsOnlyTheEventWithTheBadKey) {
+  Spoil("{usage}:y:i2:2026");
+  const auto before = testing::Snapshot(*pool_);
+  auto st = figures_->FoldBatch("booking", {Created("e1"), Created("e2", "i2"), Created("e3"), Created("e1")});
+  ASSERT_EQ(st.size(), 4u);
+  EXPECT_TRUE(st[0].ok()) << st[0];
+  EXPECT_EQ(st[1].code(), absl::StatusCode::kInternal) << st[1];
+  EXPECT_TRUE(st[2].ok()) << st[2];
+  EXPECT_TRUE(st[3].ok()) << st[3];
+  for (const char* key : {"{usage}:d:i1:20260302", "{usage}:m:i1:202603", "{usage}:y:i1:2026"}) {
+    auto v = pool_->Command({"HGET", key, BookedField()});
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(v->str, "3") << key;  // e0, e1, e3
+  }
+  auto a = pool_->Command({"HGET", "{usage}:a:i1:y2026", "bk|1"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->str, "3");
+  auto applied = pool_->Command({"HMGET", "{usage}:applied", "booking|e1", "booking|e2", "booking|e3"});
+  ASSERT_TRUE(applied.ok());
+  ASSERT_EQ(applied->elements.size(), 3u);
+  EXPECT_EQ(applied->elements[0].str, "1");
+  EXPECT_TRUE(applied->elements[1].is_nil());
+  EXPECT_EQ(applied->elements[2].str, "1");
+  // Nothing of i2 anywhere: only i1's keys and the markers changed.
+  const auto after = testing::Snapshot(*pool_);
+  for (const auto& [k, v] : after) {
+    auto it = before.find(k);
+    if (it != before.end() && it->second == v) continue;
+    EXPECT_EQ(k.find("i2"), std::string::npos) << k;
+  }
+  EXPECT_EQ(after.at("{usage}:y:i2:2026"), before.at("{usage}:y:i2:2026"));
+  EXPECT_EQ(after.count("{usage}:d:i2:20260302"), 0u);
+  EXPECT_EQ(after.count("{usage}:m:i2:202603"), 0u);
 }
 
 // ---------------------------------------------------------------- audit

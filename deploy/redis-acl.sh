@@ -112,10 +112,6 @@ selector[inventory]=""
 keys[booking]="~{booking}* ~{bk:*}*"
 cmds[booking]="$base del exists hdel hgetall hincrby sadd smembers scan zcard zcount zrank \
 zrangebyscore zrevrangebyscore zrangebylex zrevrangebylex $outbox"
-# The storage layout of issue 17 (docs/storage-layout-17.md): leaf splits
-# (ZRANGESTORE, ZREMRANGEBYSCORE), document buckets (HLEN), directory and
-# bucket-state counters (INCR), the swept-instrument check (SISMEMBER).
-cmds[booking]+=" zrangestore zremrangebyscore hlen incr sismember"
 # Inventory's outbox: the maintenance-window consumer (group) and the cache
 # watcher (XREAD, XREVRANGE).
 selector[booking]="(~{inventory}:outbox resetchannels -@all $consumer xread xrevrange)"

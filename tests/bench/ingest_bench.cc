@@ -43,6 +43,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/auth.h"
 #include "common/clock.h"
 #include "common/error.h"
@@ -64,6 +65,9 @@ ABSL_FLAG(int, organizations, 30, "Organisations.");
 ABSL_FLAG(int, missed_every, 10, "One session in n is missed (0: none).");
 ABSL_FLAG(bool, subsidy_pool, true, "A subsidy pool subsidises every charge.");
 ABSL_FLAG(std::string, modes, "old,per-event,batch", "Ways to time, comma-separated.");
+ABSL_FLAG(bool, commandstats, false,
+          "Print Redis's INFO commandstats per round: calls and microseconds per event of each command "
+          "(commands a script runs are counted under their own names and inside the script's time).");
 
 namespace {
 
@@ -392,13 +396,26 @@ int main(int argc, char** argv) {
       }
       auto stats = pool.Command({"INFO", "commandstats"});
       int64_t redis_calls = 0;
+      std::string per_command;
       if (stats.ok()) {
+        // cmdstat_hget:calls=N,usec=U,usec_per_call=...
         for (absl::string_view line : absl::StrSplit(stats->str, '\n')) {
           const size_t at = line.find(":calls=");
           if (at == absl::string_view::npos) continue;
-          int64_t c = 0;
+          int64_t c = 0, usec = 0;
           const absl::string_view rest = line.substr(at + 7);
           if (absl::SimpleAtoi(rest.substr(0, rest.find(',')), &c)) redis_calls += c;
+          const size_t u = rest.find("usec=");
+          if (u != absl::string_view::npos) {
+            const absl::string_view us = rest.substr(u + 5);
+            if (!absl::SimpleAtoi(us.substr(0, us.find(',')), &usec)) usec = 0;
+          }
+          absl::string_view name = line.substr(0, at);
+          absl::ConsumePrefix(&name, "cmdstat_");
+          if (name == "info" || name == "config|resetstat") continue;
+          absl::StrAppendFormat(&per_command, "    %-14s calls/event %6.3f  us/event %6.2f\n", name,
+                                static_cast<double>(c) / static_cast<double>(entries),
+                                static_cast<double>(usec) / static_cast<double>(entries));
         }
       }
       const double eps = static_cast<double>(entries) / secs;
@@ -409,6 +426,7 @@ int main(int argc, char** argv) {
                   static_cast<double>(redis_calls) / static_cast<double>(entries),
                   static_cast<double>(inventory.calls - inventory_before) / static_cast<double>(entries), redis_us,
                   own_us, static_cast<double>(Load1000()) / 100.0);
+      if (absl::GetFlag(FLAGS_commandstats)) std::printf("%s", per_command.c_str());
       std::fflush(stdout);
     }
   }

@@ -914,7 +914,15 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
     if (live) m.writes.push_back({keys::Stats(org, id), stats.SerializeAsString(), stats_doc ? stats_doc->version : 0});
     if (event) SetEvent(&m, *event);
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
-    if (o.kind == CommitOutcome::Kind::kApplied) return absl::OkStatus();
+    if (o.kind == CommitOutcome::Kind::kApplied) {
+      if (metrics_ != nullptr) {
+        metrics_->WebhookDelivery(result.ok                                                 ? "delivered"
+                                  : delivery.state() == v1::WebhookDelivery::DEAD ? "dead"
+                                                                                            : "retry");
+        if (event && event->has_webhook_disabled()) metrics_->WebhookDisabled();
+      }
+      return absl::OkStatus();
+    }
   }
   return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                    absl::StrCat(c.delivery.name(), " kept changing while its attempt was recorded"));

@@ -51,6 +51,7 @@
 #include "common/page_token.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "labshare/notify/v1/webhooks.pb.h"
+#include "services/notify/notify_metrics.h"
 
 namespace labshare::notify {
 
@@ -131,6 +132,10 @@ class WebhookManager {
   // of each webhook per call (oldest first). Returns how many went.
   absl::StatusOr<int> TrimDeliveries(int max_per_webhook);
 
+  // Counts every recorded attempt and automatic disabling; may be null.
+  // Set before the module starts.
+  void set_metrics(NotifyMetrics* metrics) { metrics_ = metrics; }
+
   const WebhookLimits& limits() const { return limits_; }
   const DocStore& docs() const { return docs_; }
 
@@ -160,6 +165,7 @@ class WebhookManager {
   DocStore docs_;
   std::mutex page_mu_;
   std::optional<PageTokenCodec> page_tokens_;  // guarded by page_mu_
+  NotifyMetrics* metrics_ = nullptr;
 };
 
 }  // namespace labshare::notify

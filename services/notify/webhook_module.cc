@@ -12,7 +12,9 @@ namespace labshare::notify {
 WebhookModule::WebhookModule(const NotifyContext& context, WebhookOptions options)
     : context_(context),
       options_(std::move(options)),
-      manager_(std::make_unique<WebhookManager>(context.redis, context.clock, context.wall, options_.limits)) {}
+      manager_(std::make_unique<WebhookManager>(context.redis, context.clock, context.wall, options_.limits)) {
+  manager_->set_metrics(context.metrics);
+}
 
 WebhookModule::~WebhookModule() { Stop(); }
 

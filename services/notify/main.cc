@@ -85,8 +85,12 @@ int main(int argc, char** argv) {
   // The modules: mail, webhooks, calendar feeds.
   std::vector<std::unique_ptr<labshare::notify::NotifyModule>> modules;
   modules.push_back(std::make_unique<labshare::notify::MailModule>(context, *std::move(mail_options)));
-  modules.push_back(
-      std::make_unique<labshare::notify::WebhookModule>(context, labshare::notify::WebhookOptionsFromFlags()));
+  auto webhook_options = labshare::notify::WebhookOptionsFromFlags();
+  if (!webhook_options.ok()) {
+    labshare::LogError("webhook settings", {{"error", webhook_options.status().ToString()}});
+    return 2;
+  }
+  modules.push_back(std::make_unique<labshare::notify::WebhookModule>(context, *std::move(webhook_options)));
   labshare::notify::FeedOptions feed_options = labshare::notify::FeedOptionsFromFlags();
   feed_options.default_language = mail_language;
   modules.push_back(std::make_unique<labshare::notify::FeedModule>(context, std::move(feed_options)));

@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/metrics.h"
+#include "labshare/notify/v1/notify.pb.h"
 
 namespace labshare::notify {
 namespace {
@@ -26,7 +27,8 @@ constexpr Family kCounters[] = {
     {"webhook_endpoints_disabled_total", "Webhooks disabled automatically after repeated failures."},
 };
 
-constexpr const char* kReasons[] = {"RETRIES_EXHAUSTED", "REJECTED", "DELIVERY_UNCERTAIN"};
+constexpr v1::DeadLetter::Reason kReasons[] = {v1::DeadLetter::RETRIES_EXHAUSTED, v1::DeadLetter::REJECTED,
+                                               v1::DeadLetter::DELIVERY_UNCERTAIN};
 
 // One read-only step: every gauge. KEYS: mail due, mail inflight, mail
 // dead-letter index, webhook due, webhook index; ARGV: the mail key prefix,
@@ -115,7 +117,7 @@ std::string NotifyMetrics::Render() const {
 
 std::string NotifyMetrics::RenderGauges() const {
   std::vector<std::string> args = {"{notify}:mail:"};
-  for (const char* r : kReasons) args.push_back(r);
+  for (const auto r : kReasons) args.push_back(v1::DeadLetter::Reason_Name(r));
   auto v = pool_->Eval(kGauges,
                        {"{notify}:mail:due", "{notify}:mail:inflight", "{notify}:mail:dl:all", "{notify}:wh:due",
                         "{notify}:wh:hooks"},
@@ -137,7 +139,8 @@ std::string NotifyMetrics::RenderGauges() const {
       Gauge("mail_in_flight", "Mails claimed by a sender, being attempted."), "labshare_notify_mail_in_flight ",
       e[2].integer, "\n", Gauge("mail_dead_letters", "Dead letters of mail kept, by reason."));
   for (size_t i = 0; i < std::size(kReasons); ++i) {
-    absl::StrAppend(&out, "labshare_notify_mail_dead_letters{reason=\"", kReasons[i], "\"} ", e[7 + i].integer, "\n");
+    absl::StrAppend(&out, "labshare_notify_mail_dead_letters{reason=\"", v1::DeadLetter::Reason_Name(kReasons[i]),
+                    "\"} ", e[7 + i].integer, "\n");
   }
   absl::StrAppend(&out, Gauge("webhook_queue_depth", "Webhook deliveries waiting for an attempt."),
                   "labshare_notify_webhook_queue_depth ", e[4].integer, "\n",

@@ -814,7 +814,7 @@ absl::StatusOr<std::vector<ClaimedDelivery>> WebhookManager::ClaimDue(int limit)
       if (box_ != nullptr) {
         LS_ASSIGN_OR_RETURN(c.secret, box_->Open(secret_doc->data, keys::Secret(org, id)));
       } else if (SecretBox::IsSealed(secret_doc->data)) {
-        return MakeError(absl::StatusCode::kFailedPrecondition, "SECRET_UNREADABLE",
+        return MakeError(absl::StatusCode::kFailedPrecondition, "WEBHOOK_SECRET_SEALED",
                          "webhook secrets are sealed but this process has no key (--webhook_secret_key_file)");
       } else {
         c.secret = secret_doc->data;

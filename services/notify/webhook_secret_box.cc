@@ -23,8 +23,13 @@ struct CtxFree {
 };
 using Ctx = std::unique_ptr<EVP_CIPHER_CTX, CtxFree>;
 
+// Sealing can only fail in OpenSSL itself; opening, when the stored bytes
+// are not what this key sealed under this name.
 absl::Status CryptoError(const char* what) {
-  return MakeError(absl::StatusCode::kInternal, "SECRET_UNREADABLE", what);
+  return MakeError(absl::StatusCode::kInternal, "TOKEN_CRYPTO_FAILURE", what);
+}
+absl::Status Unreadable(const char* what) {
+  return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", what);
 }
 
 const unsigned char* U(absl::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
@@ -78,7 +83,7 @@ absl::StatusOr<std::string> SecretBox::Open(absl::string_view stored, absl::stri
   std::string raw;
   if (!absl::Base64Unescape(stored.substr(sizeof(kSealedPrefix) - 1), &raw) ||
       raw.size() < static_cast<size_t>(kNonce + kTag)) {
-    return CryptoError("a stored webhook secret is malformed");
+    return Unreadable("a stored webhook secret is malformed");
   }
   const size_t n = raw.size() - kNonce - kTag;
   std::string plain(n, '\0');
@@ -93,7 +98,7 @@ absl::StatusOr<std::string> SecretBox::Open(absl::string_view stored, absl::stri
                         static_cast<int>(n)) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTag, r + kNonce + n) != 1 ||
       EVP_DecryptFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(plain.data()) + len, &len) != 1) {
-    return CryptoError("a stored webhook secret does not open with this key (another key, or altered)");
+    return Unreadable("a stored webhook secret does not open with this key (another key, or altered)");
   }
   return plain;
 }

@@ -33,7 +33,7 @@ class SecretBox {
 
   // The stored form of `secret` under the document key `aad`.
   absl::StatusOr<std::string> Seal(absl::string_view secret, absl::string_view aad) const;
-  // The secret: opened when sealed (INTERNAL, SECRET_UNREADABLE when the
+  // The secret: opened when sealed (INTERNAL, CORRUPT_DOCUMENT when the
   // tag does not verify: another key, or tampered), as it is otherwise.
   absl::StatusOr<std::string> Open(absl::string_view stored, absl::string_view aad) const;
   static bool IsSealed(absl::string_view stored);

@@ -12,6 +12,9 @@
 #                        its public key (deploy/verify_audit.py --public_key)
 #   smtp.password        the notifier's password at the SMTP relay: a random
 #                        placeholder; write your relay's password into it
+#   webhook-secret.key   the notifier's AES-256 key (64 hex digits) sealing
+#                        webhook signing secrets in Redis; keep it with the
+#                        backups of Redis but never in them
 # Private keys and passwords are mode 0600.
 #
 # usage: deploy/make-secrets.sh DIR [SAN...]   (SANs: see deploy/dev-pki.sh)
@@ -42,4 +45,7 @@ fi
 if [ ! -s "$dir/smtp.password" ]; then
   openssl rand -hex 16 > "$dir/smtp.password"
 fi
-echo "secrets in $dir: pki/, token-signing.pem, jwks.json, redis/, audit-signing.pem, smtp.password (replace with your relay's)"
+if [ ! -s "$dir/webhook-secret.key" ]; then
+  openssl rand -hex 32 > "$dir/webhook-secret.key"
+fi
+echo "secrets in $dir: pki/, token-signing.pem, jwks.json, redis/, audit-signing.pem, smtp.password (replace with your relay's), webhook-secret.key"

@@ -119,7 +119,8 @@ mkdir -p "$data/mail"
 pids+=($!)
 wait_for "$data/smtp.out" "^listening on" "the SMTP sink"
 start notify 6 --inventory="127.0.0.1:$base" --smtp="127.0.0.1:$((base + 7))" --console_url="$console_url" \
-  --mail_from=labshare@localhost ${LABSHARE_CLOCK_FILE:+--reminder_lead=1h --mail_retry_initial=1s}
+  --mail_from=labshare@localhost --webhook_secret_key_file="$secrets/webhook-secret.key" \
+  ${LABSHARE_CLOCK_FILE:+--reminder_lead=1h --mail_retry_initial=1s}
 # The console: the web app and the HTTP API, over mutual TLS to the services
 # with the signed-in person's token (plain HTTP on loopback only).
 node "$console/dist/server/main.js" --listen="127.0.0.1:$((base + 5))" --public_url="$console_url" \

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/error.h"
+#include "common/mail_address.h"
 #include "common/proto_util.h"
 #include "common/resource_name.h"
 
@@ -321,8 +322,10 @@ absl::Status ValidateInitialMembership(const v1::Organization& org) {
 absl::Status ValidateUser(const v1::User& user) {
   std::vector<FieldViolation> bad;
   if (user.display_name().empty()) bad.push_back({"user.display_name", "required"});
-  if (!user.email().empty() && !absl::StrContains(user.email(), "@")) {
-    bad.push_back({"user.email", "must be an e-mail address"});
+  // Mail headers are built from it (labshare-notify): nothing that could
+  // inject one (line breaks, '<', '>', spaces, a second '@') is stored.
+  if (std::string why; !user.email().empty() && !ValidMailAddress(user.email(), &why)) {
+    bad.push_back({"user.email", absl::StrCat("must be a plain e-mail address (", why, ")")});
   }
   if (user.external_subject().size() > 255 || absl::StrContains(user.external_subject(), '\n')) {
     bad.push_back({"user.external_subject", "at most 255 bytes, no line break"});

@@ -94,12 +94,48 @@ absl::StatusOr<fv1::CalendarFeed> ParseFeed(const std::string& data) {
   return feed;
 }
 
-const char* ModeLabel(SharingMode mode) {
+// The feed's text in its owner's language: zh-CN, or English.
+struct Words {
+  const char* lease;
+  const char* joint_research;
+  const char* service_run;
+  const char* booking;
+  const char* service_run_operated;
+  const char* pending;
+  const char* cancelled;
+  const char* rejected;
+  const char* expired;
+  const char* missed;
+  const char* busy;
+  const char* colon;  // after an instrument or a label
+  const char* user_for;
+  const char* user_for_end;
+  const char* d_booking;
+  const char* d_state;
+  const char* d_instrument;
+  const char* d_user;
+  const char* d_paid_by;
+  const char* d_lease;
+  const char* d_order;
+  const char* d_operator;
+  const char* d_purpose;
+};
+
+constexpr Words kEnglish = {"lease", "joint-research booking", "service run", "booking", "service run you operate",
+                            " (pending approval)", " (cancelled)", " (rejected)", " (expired)", " (missed)", "Busy",
+                            ": ", " for ", "", "Booking: ", "State: ", "Instrument: ", "User: ", "Paid by: ",
+                            "Lease: ", "Service order: ", "Operator: ", "Purpose: "};
+constexpr Words kChinese = {"租赁", "联合研究预约", "技术服务", "预约", "由您操作的技术服务", "（待审批）",
+                            "（已取消）", "（已拒绝）", "（已过期）", "（爽约）", "占用", "：", "（付款方 ",
+                            "）", "预约：", "状态：", "仪器：", "用户：", "付款方：", "租赁：", "服务订单：",
+                            "操作员：", "用途："};
+
+const char* ModeLabel(SharingMode mode, const Words& w) {
   switch (mode) {
-    case labshare::type::v1::LEASE: return "lease";
-    case labshare::type::v1::JOINT_RESEARCH: return "joint-research booking";
-    case labshare::type::v1::TECHNICAL_SERVICE: return "service run";
-    default: return "booking";
+    case labshare::type::v1::LEASE: return w.lease;
+    case labshare::type::v1::JOINT_RESEARCH: return w.joint_research;
+    case labshare::type::v1::TECHNICAL_SERVICE: return w.service_run;
+    default: return w.booking;
   }
 }
 
@@ -113,13 +149,13 @@ ical::Status StatusOf(bk::Booking::State s) {
   }
 }
 
-const char* StateSuffix(bk::Booking::State s) {
+const char* StateSuffix(bk::Booking::State s, const Words& w) {
   switch (s) {
-    case bk::Booking::PENDING_APPROVAL: return " (pending approval)";
-    case bk::Booking::CANCELLED: return " (cancelled)";
-    case bk::Booking::REJECTED: return " (rejected)";
-    case bk::Booking::EXPIRED: return " (expired)";
-    case bk::Booking::MISSED: return " (missed)";
+    case bk::Booking::PENDING_APPROVAL: return w.pending;
+    case bk::Booking::CANCELLED: return w.cancelled;
+    case bk::Booking::REJECTED: return w.rejected;
+    case bk::Booking::EXPIRED: return w.expired;
+    case bk::Booking::MISSED: return w.missed;
     default: return "";
   }
 }
@@ -133,6 +169,7 @@ struct RenderContext {
   std::string owner_organization;  // the feed's
   std::string console_url;
   std::string host;                // of the console URL: the UIDs' domain
+  const Words* words = &kEnglish;  // the feed owner's language
 };
 
 // The TZID for a stored zone name, adding its zone to the calendar once;
@@ -162,17 +199,17 @@ bool ShowsDetails(const FeedEntry& e, const RenderContext& ctx) {
                                              ctx.owner_organization == e.operator_organization);
 }
 
-std::string Description(const FeedEntry& e) {
+std::string Description(const FeedEntry& e, const Words& w) {
   const bk::Booking& b = e.booking;
   std::vector<std::string> lines = {
-      absl::StrCat("Booking: ", b.name()), absl::StrCat("State: ", StateName(b.state())),
-      absl::StrCat("Instrument: ", e.instrument_display_name, " (", b.instrument(), ")")};
-  if (!b.user().empty()) lines.push_back(absl::StrCat("User: ", b.user()));
-  if (!b.payer_organization().empty()) lines.push_back(absl::StrCat("Paid by: ", b.payer_organization()));
-  if (!b.lease().empty()) lines.push_back(absl::StrCat("Lease: ", b.lease()));
-  if (!b.service_order().empty()) lines.push_back(absl::StrCat("Service order: ", b.service_order()));
-  if (!b.operator_user().empty()) lines.push_back(absl::StrCat("Operator: ", b.operator_user()));
-  if (!b.purpose().empty()) lines.push_back(absl::StrCat("Purpose: ", b.purpose()));
+      absl::StrCat(w.d_booking, b.name()), absl::StrCat(w.d_state, StateName(b.state())),
+      absl::StrCat(w.d_instrument, e.instrument_display_name, " (", b.instrument(), ")")};
+  if (!b.user().empty()) lines.push_back(absl::StrCat(w.d_user, b.user()));
+  if (!b.payer_organization().empty()) lines.push_back(absl::StrCat(w.d_paid_by, b.payer_organization()));
+  if (!b.lease().empty()) lines.push_back(absl::StrCat(w.d_lease, b.lease()));
+  if (!b.service_order().empty()) lines.push_back(absl::StrCat(w.d_order, b.service_order()));
+  if (!b.operator_user().empty()) lines.push_back(absl::StrCat(w.d_operator, b.operator_user()));
+  if (!b.purpose().empty()) lines.push_back(absl::StrCat(w.d_purpose, b.purpose()));
   return absl::StrJoin(lines, "\n");
 }
 
@@ -202,21 +239,22 @@ ical::Event EventOf(const FeedEntry& e, const RenderContext& ctx) {
     ev.location = e.location.empty() ? e.instrument_display_name
                                      : absl::StrCat(e.instrument_display_name, ", ", e.location);
   }
+  const Words& w = *ctx.words;
   if (!ShowsDetails(e, ctx)) {
-    ev.summary = absl::StrCat("Busy", StateSuffix(b.state()));
+    ev.summary = absl::StrCat(w.busy, StateSuffix(b.state(), w));
     return ev;
   }
-  std::string label = ModeLabel(b.mode());
+  std::string label = ModeLabel(b.mode(), w);
   if (!ctx.instrument_feed && b.mode() == labshare::type::v1::TECHNICAL_SERVICE &&
       b.operator_user() == ctx.feed_user && b.user() != ctx.feed_user) {
-    label = "service run you operate";
+    label = w.service_run_operated;
   }
   ev.summary = ctx.instrument_feed
-                   ? absl::StrCat(label, ": ", b.user().empty() ? "-" : IdOf(b.user()), " for ",
+                   ? absl::StrCat(label, w.colon, b.user().empty() ? "-" : IdOf(b.user()), w.user_for,
                                   b.payer_organization().empty() ? "-" : IdOf(b.payer_organization()),
-                                  StateSuffix(b.state()))
-                   : absl::StrCat(e.instrument_display_name, ": ", label, StateSuffix(b.state()));
-  ev.description = Description(e);
+                                  w.user_for_end, StateSuffix(b.state(), w))
+                   : absl::StrCat(e.instrument_display_name, w.colon, label, StateSuffix(b.state(), w));
+  ev.description = Description(e, w);
   if (!ctx.console_url.empty()) {
     ev.url = b.service_order().empty()
                  ? absl::StrCat(ctx.console_url, "/#/lab/bookings")
@@ -521,6 +559,13 @@ absl::StatusOr<std::string> FeedManager::Render(const fv1::CalendarFeed& feed) c
   ctx.host = std::string(absl::StripPrefix(absl::StripPrefix(console_url_, "https://"), "http://"));
   ctx.host = ctx.host.substr(0, ctx.host.find('/'));
   if (ctx.host.empty()) ctx.host = "labshare";
+  // The owner's language: their notification settings (the mail module's
+  // "{notify}:settings:<user>"), otherwise the service's default.
+  LS_ASSIGN_OR_RETURN(RedisValue lang,
+                      redis_->Command({"HGET", absl::StrCat("{notify}:settings:", ids.first), "language"}));
+  if (lang.is_error()) return RedisErrorStatus(lang);
+  const std::string language = lang.is_nil() || lang.str.empty() ? options_.default_language : lang.str;
+  ctx.words = language == "zh-CN" ? &kChinese : &kEnglish;
   std::vector<FeedEntry> entries;
   if (ctx.instrument_feed) {
     LS_ASSIGN_OR_RETURN(entries, projection_->InstrumentEntries(IdOf(feed.instrument())));

@@ -59,6 +59,10 @@ struct FeedOptions {
   absl::Duration instrument_cache_ttl = absl::Minutes(10);
   // The zone of a facility that names none (records from before the field).
   std::string default_time_zone = "Asia/Shanghai";
+  // The language (zh-CN or en) of the feed text of owners whose
+  // notification settings name none; labshare-notify passes its
+  // --default_language.
+  std::string default_language = "en";
   // Consumer tuning.
   absl::Duration reclaim_idle = absl::Seconds(30);
 };

@@ -20,6 +20,7 @@
 #include "common/token_flags.h"
 #include "services/notify/feed_module.h"
 #include "services/notify/notify_mail_module.h"
+#include "services/notify/notify_metrics.h"
 #include "services/notify/notify_module.h"
 #include "services/notify/webhook_module.h"
 
@@ -57,7 +58,10 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Mail and webhook series on /metrics (notify_metrics.h).
+  labshare::notify::NotifyMetrics metrics(&redis, &wall);
   labshare::notify::NotifyContext context;
+  context.metrics = &metrics;
   context.redis = &redis;
   context.clock = clock_owner.get();
   context.wall = &wall;
@@ -76,12 +80,20 @@ int main(int argc, char** argv) {
     context.streams.push_back("{bk:" + std::to_string(p) + "}:outbox");
   }
 
+  // Feeds speak the owner's language like mail; the same default.
+  const std::string mail_language = mail_options->default_language;
   // The modules: mail, webhooks, calendar feeds.
   std::vector<std::unique_ptr<labshare::notify::NotifyModule>> modules;
   modules.push_back(std::make_unique<labshare::notify::MailModule>(context, *std::move(mail_options)));
-  modules.push_back(
-      std::make_unique<labshare::notify::WebhookModule>(context, labshare::notify::WebhookOptionsFromFlags()));
-  modules.push_back(std::make_unique<labshare::notify::FeedModule>(context, labshare::notify::FeedOptionsFromFlags()));
+  auto webhook_options = labshare::notify::WebhookOptionsFromFlags();
+  if (!webhook_options.ok()) {
+    labshare::LogError("webhook settings", {{"error", webhook_options.status().ToString()}});
+    return 2;
+  }
+  modules.push_back(std::make_unique<labshare::notify::WebhookModule>(context, *std::move(webhook_options)));
+  labshare::notify::FeedOptions feed_options = labshare::notify::FeedOptionsFromFlags();
+  feed_options.default_language = mail_language;
+  modules.push_back(std::make_unique<labshare::notify::FeedModule>(context, std::move(feed_options)));
 
   labshare::MethodPolicy policy;
   for (auto& m : modules) m->AddPolicy(&policy);

@@ -29,6 +29,10 @@ ABSL_FLAG(absl::Duration, mail_max_event_age, absl::Hours(24 * 7),
           "Events older than this make no mail (a notifier deployed on a long history does not mail it); 0: no limit.");
 ABSL_FLAG(absl::Duration, schedule_grace, absl::Hours(1),
           "A reminder, handover or return notice more than this late (domain clock) is dropped without a mail.");
+ABSL_FLAG(absl::Duration, mail_dead_letter_retention, absl::Hours(24 * 90),
+          "Dead letters that died longer ago than this (domain clock) are removed; 0: kept forever.");
+ABSL_FLAG(absl::Duration, unsubscribe_validity, absl::Hours(24 * 365),
+          "How long the unsubscribe link of a mail works (domain clock); then it says so and links the settings.");
 ABSL_FLAG(absl::Duration, mail_poll, absl::Milliseconds(200), "Pause of the sender when nothing is due.");
 
 namespace labshare::notify {
@@ -66,6 +70,11 @@ absl::StatusOr<MailOptions> MailOptionsFromFlags() {
   o.max_attempts = std::max(1, absl::GetFlag(FLAGS_mail_max_attempts));
   o.inflight_timeout = absl::GetFlag(FLAGS_mail_inflight_timeout);
   o.poll = absl::GetFlag(FLAGS_mail_poll);
+  o.dead_letter_retention = absl::GetFlag(FLAGS_mail_dead_letter_retention);
+  o.unsubscribe_validity = absl::GetFlag(FLAGS_unsubscribe_validity);
+  if (o.unsubscribe_validity <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--unsubscribe_validity must be positive");
+  }
   o.max_event_age = absl::GetFlag(FLAGS_mail_max_event_age);
   o.schedule_grace = absl::GetFlag(FLAGS_schedule_grace);
   if (o.schedule_grace < absl::ZeroDuration()) return absl::InvalidArgumentError("--schedule_grace must not be negative");

@@ -221,10 +221,14 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     std::string user;
     Kind kind;
     // The key unreadable (Redis down) is UNAVAILABLE, not a bad link.
-    LS_ASSIGN_OR_RETURN(bool valid, m_->ParseUnsubscribeToken(req.token(), &user, &kind));
-    if (!valid || IsLegalNotice(kind)) {
+    LS_ASSIGN_OR_RETURN(MailModule::TokenCheck check, m_->CheckUnsubscribeToken(req.token(), &user, &kind));
+    if (check == MailModule::TokenCheck::kInvalid || IsLegalNotice(kind)) {
       return MakeError(absl::StatusCode::kNotFound, "UNSUBSCRIBE_TOKEN_NOT_FOUND",
                        "this unsubscribe link is not valid; change your notification settings in the console");
+    }
+    if (check == MailModule::TokenCheck::kExpired) {
+      return MakeError(absl::StatusCode::kNotFound, "UNSUBSCRIBE_TOKEN_EXPIRED",
+                       "this unsubscribe link has expired; change your notification settings in the console");
     }
     resp->set_user("users/" + user);
     resp->set_kind(kind);
@@ -269,10 +273,10 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     }
     LS_ASSIGN_OR_RETURN(auto rows, m_->queue().ListDead(page.after, page.page_size, org, req.reason()));
     for (size_t i = 0; i < rows.size() && static_cast<int>(i) < page.page_size; ++i) {
-      *resp->add_dead_letters() = DeadLetterFromFields(rows[i].first, rows[i].second);
+      *resp->add_dead_letters() = DeadLetterFromFields(rows[i].id, rows[i].fields);
     }
     if (static_cast<int>(rows.size()) > page.page_size) {
-      resp->set_next_page_token(codec.Make(req, p, rows[static_cast<size_t>(page.page_size) - 1].first));
+      resp->set_next_page_token(codec.Make(req, p, rows[static_cast<size_t>(page.page_size) - 1].cursor));
     }
     return absl::OkStatus();
   }
@@ -318,7 +322,10 @@ const MethodPolicy& MailPolicy() {
 }
 
 MailModule::MailModule(const NotifyContext& context, MailOptions options, std::unique_ptr<People> people)
-    : context_(context), options_(std::move(options)), people_(std::move(people)), queue_(context.redis) {
+    : context_(context),
+      options_(std::move(options)),
+      people_(std::move(people)),
+      queue_(context.redis, context.metrics) {
   if (people_ == nullptr) people_ = InventoryPeople(context_.inventory, context_.wall, options_.people_cache_ttl);
 }
 
@@ -371,23 +378,53 @@ absl::StatusOr<std::string> MailModule::UnsubscribeKey() {
 
 absl::StatusOr<std::string> MailModule::UnsubscribeToken(const std::string& user_id, Kind kind) {
   LS_ASSIGN_OR_RETURN(std::string key, UnsubscribeKey());
-  const std::string payload = absl::StrCat(user_id, ":", KindName(kind));
+  // "<user>:<kind>:<expiry, unix seconds on the domain clock>", signed.
+  const int64_t expiry = absl::ToUnixSeconds(context_.clock->Now() + options_.unsubscribe_validity);
+  const std::string payload = absl::StrCat(user_id, ":", KindName(kind), ":", expiry);
   return absl::StrCat(absl::WebSafeBase64Escape(payload), ".", absl::BytesToHexString(Hmac(key, payload)));
 }
 
-absl::StatusOr<bool> MailModule::ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind) {
+absl::StatusOr<MailModule::TokenCheck> MailModule::CheckUnsubscribeToken(const std::string& token,
+                                                                         std::string* user_id, Kind* kind) {
   LS_ASSIGN_OR_RETURN(std::string key, UnsubscribeKey());
   std::pair<std::string, std::string> parts = absl::StrSplit(token, absl::MaxSplits('.', 1));
   std::string payload;
-  if (!absl::WebSafeBase64Unescape(parts.first, &payload)) return false;
+  if (!absl::WebSafeBase64Unescape(parts.first, &payload)) return TokenCheck::kInvalid;
   const std::string want = absl::BytesToHexString(Hmac(key, payload));
   if (parts.second.size() != want.size() || CRYPTO_memcmp(parts.second.data(), want.data(), want.size()) != 0) {
-    return false;
+    return TokenCheck::kInvalid;
   }
-  std::pair<std::string, std::string> uk = absl::StrSplit(payload, absl::MaxSplits(':', 1));
-  if (uk.first.empty() || !ParseKind(uk.second, kind)) return false;
-  *user_id = uk.first;
-  return true;
+  std::vector<std::string> f = absl::StrSplit(payload, ':');
+  if (f.size() < 2 || f.size() > 3 || f[0].empty() || !ParseKind(f[1], kind)) return TokenCheck::kInvalid;
+  *user_id = f[0];
+  absl::Time expiry;
+  if (f.size() == 3) {
+    int64_t s = 0;
+    if (!absl::SimpleAtoi(f[2], &s)) return TokenCheck::kInvalid;
+    expiry = absl::FromUnixSeconds(s);
+  } else {
+    // Made before tokens carried an expiry: valid for one validity from
+    // the first time this version read its key, then expired.
+    LS_ASSIGN_OR_RETURN(expiry, LegacyUnsubscribeExpiry());
+  }
+  return context_.clock->Now() < expiry ? TokenCheck::kValid : TokenCheck::kExpired;
+}
+
+absl::StatusOr<bool> MailModule::ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind) {
+  LS_ASSIGN_OR_RETURN(TokenCheck c, CheckUnsubscribeToken(token, user_id, kind));
+  return c == TokenCheck::kValid;
+}
+
+absl::StatusOr<absl::Time> MailModule::LegacyUnsubscribeExpiry() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (legacy_unsub_expiry_.has_value()) return *legacy_unsub_expiry_;
+  }
+  LS_ASSIGN_OR_RETURN(absl::Time t,
+                      queue_.LegacyUnsubscribeExpiry(context_.clock->Now() + options_.unsubscribe_validity));
+  std::lock_guard<std::mutex> lock(mu_);
+  legacy_unsub_expiry_ = t;
+  return t;
 }
 
 absl::StatusOr<MailModule::EffectiveSettings> MailModule::SettingsOf(const std::string& user_id,
@@ -486,10 +523,28 @@ absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_
                 {"tz", s.zone_name}};
     const bool digest = s.digest && !legal;
     const absl::Time due = NextLocalHour(context_.clock->Now(), s.zone, options_.digest_hour);
-    LS_RETURN_IF_ERROR(queue_
-                           .Enqueue(MessageId(event_id, KindName(notice.kind), person.name, notice.discriminator), f,
-                                    digest, due, context_.wall->Now(), context_.clock->Now())
-                           .status());
+    const std::string id = MessageId(event_id, KindName(notice.kind), person.name, notice.discriminator);
+    // An address stored before inventory checked it, and that could inject
+    // headers: never queued, a REJECTED dead letter staff can see.
+    std::optional<MailQueue::Refused> refused;
+    if (std::string why; !ValidMailAddress(person.email, &why)) {
+      refused.emplace();
+      refused->error = absl::StrCat("invalid recipient address (", why, "); not sent");
+      Fields dead = f;
+      dead["state"] = "DEAD";
+      dead["attempts"] = "0";
+      dead["reason"] = v1::DeadLetter::Reason_Name(refused->reason);
+      dead["error"] = refused->error;
+      dead["create_ms"] = dead["dead_ms"] = Ms(context_.clock->Now());
+      v1::NotifyEvent ev;
+      *ev.mutable_mail_dead_lettered()->mutable_dead_letter() = DeadLetterFromFields(id, dead);
+      refused->event_payload = NotifyEventPayload(ev, context_.clock->Now(), "services/notify", "");
+    }
+    LS_ASSIGN_OR_RETURN(bool written, queue_.Enqueue(id, f, digest && !refused, due, context_.wall->Now(),
+                                                     context_.clock->Now(), refused ? &*refused : nullptr));
+    if (written && refused) {
+      LogWarning("notify: a mail to an invalid address went to the dead letters", {{"message", id}});
+    }
   }
   return absl::OkStatus();
 }
@@ -589,6 +644,11 @@ absl::StatusOr<int> MailModule::MakeDigests() {
   return queue_.MakeDigests(context_.clock->Now(), context_.wall->Now(), options_.batch);
 }
 
+absl::StatusOr<int> MailModule::PruneDeadLetters() {
+  if (options_.dead_letter_retention <= absl::ZeroDuration()) return 0;
+  return queue_.PruneDead(context_.clock->Now() - options_.dead_letter_retention, options_.batch * 5);
+}
+
 absl::StatusOr<int> MailModule::RecoverInFlight(bool own_only) {
   const absl::Time wall = context_.wall->Now();
   return queue_.RecoverInFlight(context_.consumer, own_only ? absl::InfinitePast() : wall - options_.inflight_timeout,
@@ -610,6 +670,13 @@ void MailModule::Run() {
     }
     stop_.WaitForNotificationWithTimeout(absl::Seconds(1));
   }
+  // Dead letters from before the page indexes: indexed once.
+  while (!stop_.HasBeenNotified()) {
+    const absl::Status indexed = queue_.IndexDeadLetters();
+    if (indexed.ok()) break;
+    LogWarning("notify: indexing the dead letters failed", {{"error", indexed.ToString()}});
+    stop_.WaitForNotificationWithTimeout(absl::Seconds(1));
+  }
   absl::Time next_recover = absl::InfinitePast();
   while (!stop_.HasBeenNotified()) {
     int work = 0;
@@ -623,6 +690,8 @@ void MailModule::Run() {
     if (context_.wall->Now() >= next_recover) {
       step("recovering stale mails", RecoverInFlight(false));
       next_recover = context_.wall->Now() + absl::Seconds(30);
+      // Dead letters past the retention, a bounded number per round.
+      step("removing old dead letters", PruneDeadLetters());
     }
     step("firing reminders", FireSchedules());
     step("making digests", MakeDigests());

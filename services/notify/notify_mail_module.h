@@ -40,6 +40,11 @@ struct MailOptions {
   // that process's crash: DELIVERY_UNCERTAIN.
   absl::Duration inflight_timeout = absl::Minutes(10);
   absl::Duration retention = absl::Hours(24 * 30);  // of sent messages
+  // Dead letters that died longer ago than this (domain clock) are removed
+  // (PruneDeadLetters); 0: kept forever.
+  absl::Duration dead_letter_retention = absl::Hours(24 * 90);
+  // How long a mail's unsubscribe link works (domain clock).
+  absl::Duration unsubscribe_validity = absl::Hours(24 * 365);
   absl::Duration people_cache_ttl = absl::Seconds(30);
   // Events older than this (domain clock) make no mail: a notifier
   // deployed on a platform with a long history does not mail it all. Their
@@ -78,10 +83,19 @@ class MailModule final : public NotifyModule {
   absl::StatusOr<int> FireSchedules();
   absl::StatusOr<int> MakeDigests();
   absl::StatusOr<int> RecoverInFlight(bool own_only);
+  // Removes up to 5 x batch dead letters past dead_letter_retention.
+  absl::StatusOr<int> PruneDeadLetters();
 
-  // The unsubscribe token for (user id, kind), and back.
+  // The unsubscribe token for (user id, kind), valid for
+  // options.unsubscribe_validity from now (domain clock), and back.
   absl::StatusOr<std::string> UnsubscribeToken(const std::string& user_id, Kind kind);
-  // Not valid: false; the key unreadable (Redis down): that error.
+  enum class TokenCheck { kValid, kInvalid, kExpired };
+  // kExpired: signed by us, for user_id and kind, but past its expiry (a
+  // token without one, from before expiries: one validity after this
+  // version first read the key). The key unreadable (Redis down): that
+  // error.
+  absl::StatusOr<TokenCheck> CheckUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind);
+  // Valid (not expired): true.
   absl::StatusOr<bool> ParseUnsubscribeToken(const std::string& token, std::string* user_id, Kind* kind);
 
   MailQueue& queue() { return queue_; }
@@ -108,6 +122,7 @@ class MailModule final : public NotifyModule {
   absl::Status SendOne(const std::string& id);
   void Run();
   absl::StatusOr<std::string> UnsubscribeKey();
+  absl::StatusOr<absl::Time> LegacyUnsubscribeExpiry();
 
   NotifyContext context_;
   MailOptions options_;
@@ -115,6 +130,7 @@ class MailModule final : public NotifyModule {
   MailQueue queue_;
   std::mutex mu_;
   std::string unsub_key_;  // guarded by mu_
+  std::optional<absl::Time> legacy_unsub_expiry_;  // guarded by mu_
   std::optional<PageTokenCodec> page_tokens_;
   std::vector<std::unique_ptr<EventConsumer>> consumers_;
   std::unique_ptr<grpc::Service> service_;

@@ -3,9 +3,12 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/error.h"
@@ -36,15 +39,41 @@ absl::Status ScriptStatus(const absl::StatusOr<RedisValue>& r) {
   return absl::OkStatus();
 }
 
-const RedisScript kEnqueue(R"lua(
--- KEYS: msg, due, digest list, digests; ARGV: id, digest(0|1), wall_ms, digest_due_ms, user_id, domain_ms,
--- fields...
+// The dead-letter indexes (lex-ordered zsets, score 0, members
+// "<dead_ms, 13 digits>|<id>", dead_ms on the domain clock): every dead
+// letter, by organisation, by reason, and by both. A page of
+// ListDeadLetters is one ZRANGE ... BYLEX REV LIMIT on one of them.
+constexpr char kDeadIndexLua[] = R"lua(
+local function dl_member(ms, id)
+  ms = tostring(ms or '0')
+  if #ms < 13 then ms = string.rep('0', 13 - #ms) .. ms end
+  return ms .. '|' .. id
+end
+local function dl_index(p, id, org, reason, ms, add)
+  local m = dl_member(ms, id)
+  org = org or ''
+  reason = reason or ''
+  for _, k in ipairs({p .. 'dl:all', p .. 'dl:o:' .. org, p .. 'dl:r:' .. reason, p .. 'dl:or:' .. org .. '|' .. reason}) do
+    if add then redis.call('ZADD', k, 0, m) else redis.call('ZREM', k, m) end
+  end
+end
+)lua";
+
+const RedisScript kEnqueue(std::string(kDeadIndexLua) + R"lua(
+-- KEYS: msg, due, digest list, digests, dead, outbox; ARGV: id, digest(0|1), wall_ms, digest_due_ms, user_id,
+-- domain_ms, refused reason ('': queued), refused error, refused event payload, prefix, fields...
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local state = ARGV[2] == '1' and 'DIGEST' or 'QUEUED'
+local refused = ARGV[7] ~= ''
+local state = refused and 'DEAD' or (ARGV[2] == '1' and 'DIGEST' or 'QUEUED')
 local args = {'state', state, 'attempts', '0', 'create_ms', ARGV[6]}
-for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 11, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
-if ARGV[2] == '1' then
+if refused then
+  redis.call('HSET', KEYS[1], 'reason', ARGV[7], 'error', ARGV[8], 'dead_ms', ARGV[6])
+  redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+  dl_index(ARGV[10], ARGV[1], redis.call('HGET', KEYS[1], 'org'), ARGV[7], ARGV[6], true)
+  redis.call('XADD', KEYS[6], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[9])
+elseif ARGV[2] == '1' then
   redis.call('RPUSH', KEYS[3], ARGV[1])
   redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[5])
 else
@@ -66,12 +95,12 @@ end
 return ids
 )lua");
 
-const RedisScript kFinish(R"lua(
+const RedisScript kFinish(std::string(kDeadIndexLua) + R"lua(
 -- KEYS: msg, due, inflight, dead, outbox; ARGV: id, consumer, outcome, wall_ms, retry_ms, error, reason,
--- payload, retention_s, claim_ms ('' = any), domain_ms (dead_ms)
+-- payload, retention_s, claim_ms ('' = any), domain_ms (dead_ms), prefix
 local f = redis.call('HMGET', KEYS[1], 'state', 'owner', 'claim_ms')
-if f[1] ~= 'SENDING' or f[2] ~= ARGV[2] then return 0 end
-if ARGV[10] ~= '' and f[3] ~= ARGV[10] then return 0 end
+if f[1] ~= 'SENDING' or f[2] ~= ARGV[2] then return {0, ''} end
+if ARGV[10] ~= '' and f[3] ~= ARGV[10] then return {0, ''} end
 redis.call('ZREM', KEYS[3], ARGV[1])
 if ARGV[3] == 'sent' then
   redis.call('HSET', KEYS[1], 'state', 'SENT', 'sent_ms', ARGV[4])
@@ -85,23 +114,72 @@ else
   redis.call('HSET', KEYS[1], 'state', 'DEAD', 'error', ARGV[6], 'reason', ARGV[7], 'dead_ms', ARGV[11])
   redis.call('HDEL', KEYS[1], 'owner')
   redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+  dl_index(ARGV[12], ARGV[1], redis.call('HGET', KEYS[1], 'org'), ARGV[7], ARGV[11], true)
   redis.call('XADD', KEYS[5], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[8])
 end
-return 1
+return {1, redis.call('HGET', KEYS[1], 'kind') or ''}
 )lua");
 
-const RedisScript kReplay(R"lua(
--- KEYS: msg, due, dead, outbox; ARGV: id, actor, request_id, wall_ms, payload, domain_ms
+const RedisScript kReplay(std::string(kDeadIndexLua) + R"lua(
+-- KEYS: msg, due, dead, outbox; ARGV: id, actor, request_id, wall_ms, payload, domain_ms, prefix
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-local f = redis.call('HMGET', KEYS[1], 'state', 'replay_req')
+local f = redis.call('HMGET', KEYS[1], 'state', 'replay_req', 'org', 'reason', 'dead_ms')
 if ARGV[3] ~= '' and f[2] == ARGV[3] then return 'again' end
 if f[1] ~= 'DEAD' then return 'notdead' end
 redis.call('ZREM', KEYS[3], ARGV[1])
+dl_index(ARGV[7], ARGV[1], f[3], f[4], f[5], false)
 redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'attempts', '0', 'replay_ms', ARGV[6], 'replayed_by', ARGV[2],
            'replay_req', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('XADD', KEYS[4], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[5])
 return 'ok'
+)lua");
+
+// KEYS: dl:all, dead; ARGV: prefix, cutoff ("<13 digits>|"), limit.
+// Dead letters that died before the cutoff (domain clock) go, with their
+// message and index entries; an index entry of a message that is no longer
+// a dead letter only leaves the indexes.
+const RedisScript kPruneDead(std::string(kDeadIndexLua) + R"lua(
+local old = redis.call('ZRANGE', KEYS[1], '-', '(' .. ARGV[2], 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
+local removed = 0
+for _, m in ipairs(old) do
+  local id = string.sub(m, 15)
+  local msg = ARGV[1] .. 'msg:' .. id
+  local f = redis.call('HMGET', msg, 'state', 'org', 'reason', 'dead_ms')
+  if f[1] == 'DEAD' and dl_member(f[4], id) == m then
+    dl_index(ARGV[1], id, f[2], f[3], f[4], false)
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('DEL', msg)
+    removed = removed + 1
+  else
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+return {removed, #old}
+)lua");
+
+// KEYS: dead, marker; ARGV: prefix, offset, limit. Indexes dead letters
+// written before the indexes existed, `limit` of them per step; the marker
+// is set after the last.
+const RedisScript kIndexDead(std::string(kDeadIndexLua) + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local off = tonumber(ARGV[2])
+local ids = redis.call('ZRANGE', KEYS[1], off, off + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+for i = 1, #ids, 2 do
+  local f = redis.call('HMGET', ARGV[1] .. 'msg:' .. ids[i], 'state', 'org', 'reason', 'dead_ms')
+  if f[1] == 'DEAD' then
+    if not f[4] then
+      f[4] = ids[i + 1]
+      redis.call('HSET', ARGV[1] .. 'msg:' .. ids[i], 'dead_ms', f[4])
+    end
+    dl_index(ARGV[1], ids[i], f[2], f[3], f[4], true)
+  end
+end
+if #ids < 2 * tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[2], '1')
+  return -1
+end
+return off + #ids / 2
 )lua");
 
 const RedisScript kSchedule(std::string(kApplyOnceLua) + R"lua(
@@ -277,16 +355,36 @@ std::string NotifyEventPayload(v1::NotifyEvent event, absl::Time when, const std
 }
 
 absl::StatusOr<bool> MailQueue::Enqueue(const std::string& id, const Fields& fields, bool digest,
-                                        absl::Time digest_due, absl::Time wall_now, absl::Time domain_now) {
+                                        absl::Time digest_due, absl::Time wall_now, absl::Time domain_now,
+                                        const Refused* refused) {
   const std::string user = fields.count("user") ? fields.at("user") : "";
   const std::string user_id(absl::StripPrefix(user, "users/"));
-  std::vector<std::string> args = {id, digest ? "1" : "0", Ms(wall_now), Ms(digest_due), user_id, Ms(domain_now)};
+  std::vector<std::string> args = {id,
+                                   digest ? "1" : "0",
+                                   Ms(wall_now),
+                                   Ms(digest_due),
+                                   user_id,
+                                   Ms(domain_now),
+                                   refused ? v1::DeadLetter::Reason_Name(refused->reason) : "",
+                                   refused ? refused->error : "",
+                                   refused ? refused->event_payload : "",
+                                   kMailPrefix};
   for (const auto& [k, v] : fields) {
     args.push_back(k);
     args.push_back(v);
   }
-  auto r = redis_->Eval(kEnqueue, {K("msg:" + id), K("due"), K("digest:" + user_id), K("digests")}, args);
+  auto r = redis_->Eval(kEnqueue,
+                        {K("msg:" + id), K("due"), K("digest:" + user_id), K("digests"), K("dead"), kNotifyOutbox},
+                        args);
   LS_RETURN_IF_ERROR(ScriptStatus(r));
+  if (r->integer == 1 && metrics_ != nullptr) {
+    const std::string kind = fields.count("kind") ? fields.at("kind") : "";
+    if (refused != nullptr) {
+      metrics_->MailDeadLettered(kind, v1::DeadLetter::Reason_Name(refused->reason));
+    } else {
+      metrics_->MailQueued(kind);
+    }
+  }
   return r->integer == 1;
 }
 
@@ -312,8 +410,25 @@ absl::Status MailQueue::Finish(const std::string& id, const std::string& consume
   const char* o = outcome == Outcome::kSent ? "sent" : outcome == Outcome::kRetry ? "retry" : "dead";
   auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
                         {id, consumer, o, Ms(wall_now), Ms(retry_at), error, v1::DeadLetter::Reason_Name(reason),
-                         event_payload, absl::StrCat(absl::ToInt64Seconds(retention)), "", Ms(domain_now)});
-  return ScriptStatus(r);
+                         event_payload, absl::StrCat(absl::ToInt64Seconds(retention)), "", Ms(domain_now),
+                         kMailPrefix});
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  if (r->elements.size() != 2 || r->elements[0].integer != 1 || metrics_ == nullptr) return absl::OkStatus();
+  const std::string& kind = r->elements[1].str;
+  switch (outcome) {
+    case Outcome::kSent:
+      metrics_->MailSent(kind);
+      break;
+    case Outcome::kRetry:
+      metrics_->MailFailed(kind);
+      metrics_->MailRetried(kind);
+      break;
+    case Outcome::kDead:
+      metrics_->MailFailed(kind);
+      metrics_->MailDeadLettered(kind, v1::DeadLetter::Reason_Name(reason));
+      break;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int> MailQueue::RecoverInFlight(const std::string& consumer, absl::Time stale_before,
@@ -340,39 +455,68 @@ absl::StatusOr<int> MailQueue::RecoverInFlight(const std::string& consumer, absl
     const std::string payload = NotifyEventPayload(ev, domain_now, "services/notify", "");
     auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
                           {id, f["owner"], "dead", Ms(wall_now), "0", f["error"], uncertain, payload, "0",
-                           f["claim_ms"], Ms(domain_now)});
+                           f["claim_ms"], Ms(domain_now), kMailPrefix});
     LS_RETURN_IF_ERROR(ScriptStatus(r));
-    moved += static_cast<int>(r->integer);
+    if (r->elements.size() == 2 && r->elements[0].integer == 1) {
+      ++moved;
+      if (metrics_ != nullptr) metrics_->MailDeadLettered(r->elements[1].str, uncertain);
+    }
   }
   return moved;
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, Fields>>> MailQueue::ListDead(const std::string& after, int limit,
-                                                                                 const std::string& organization,
-                                                                                 v1::DeadLetter::Reason reason) {
-  std::string max = "+inf";
-  if (!after.empty()) {
-    LS_ASSIGN_OR_RETURN(RedisValue s, redis_->Command({"ZSCORE", K("dead"), after}));
-    if (s.is_error()) return RedisErrorStatus(s);
-    if (!s.is_nil()) max = s.str;
-  }
-  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"ZREVRANGEBYSCORE", K("dead"), max, "-inf"}));
+std::string DeadLetterCursor(absl::Time dead, const std::string& id) {
+  return absl::StrFormat("%013d|%s", std::max<int64_t>(absl::ToUnixMillis(dead), 0), id);
+}
+
+absl::StatusOr<std::vector<MailQueue::DeadRow>> MailQueue::ListDead(const std::string& after, int limit,
+                                                                    const std::string& organization,
+                                                                    v1::DeadLetter::Reason reason) {
+  const std::string r = reason == v1::DeadLetter::REASON_UNSPECIFIED ? "" : v1::DeadLetter::Reason_Name(reason);
+  const std::string index = organization.empty() && r.empty() ? K("dl:all")
+                            : r.empty()                       ? K("dl:o:" + organization)
+                            : organization.empty()            ? K("dl:r:" + r)
+                                                              : K(absl::StrCat("dl:or:", organization, "|", r));
+  // A page costs one range read of `limit` + 1 entries and their messages,
+  // whatever the number of dead letters. The cursor still works when its
+  // dead letter left meanwhile (replayed, or past the retention).
+  const std::string max = after.empty() ? "+" : "(" + after;
+  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"ZRANGE", index, max, "-", "BYLEX", "REV", "LIMIT", "0",
+                                                     absl::StrCat(limit + 1)}));
   if (v.is_error()) return RedisErrorStatus(v);
-  std::vector<std::pair<std::string, Fields>> out;
-  bool skipping = !after.empty();
+  std::vector<DeadRow> out;
   for (const auto& e : v.elements) {
-    if (skipping) {
-      if (e.str == after) skipping = false;
-      continue;
-    }
-    LS_ASSIGN_OR_RETURN(Fields f, Load(e.str));
-    if (f["state"] != "DEAD") continue;
-    if (!organization.empty() && f["org"] != organization) continue;
-    if (reason != v1::DeadLetter::REASON_UNSPECIFIED && f["reason"] != v1::DeadLetter::Reason_Name(reason)) continue;
-    out.emplace_back(e.str, std::move(f));
-    if (static_cast<int>(out.size()) > limit) break;
+    const size_t bar = e.str.find('|');
+    if (bar == std::string::npos) continue;
+    DeadRow row;
+    row.id = e.str.substr(bar + 1);
+    row.cursor = e.str;
+    LS_ASSIGN_OR_RETURN(row.fields, Load(row.id));
+    if (row.fields["state"] != "DEAD") continue;
+    out.push_back(std::move(row));
   }
   return out;
+}
+
+absl::StatusOr<int> MailQueue::PruneDead(absl::Time domain_cutoff, int limit) {
+  const std::string cutoff = DeadLetterCursor(domain_cutoff, "");
+  auto r = redis_->Eval(kPruneDead, {K("dl:all"), K("dead")}, {kMailPrefix, cutoff, absl::StrCat(limit)});
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  if (r->elements.size() != 2) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected reply");
+  const int removed = static_cast<int>(r->elements[0].integer);
+  if (removed > 0 && metrics_ != nullptr) metrics_->MailDeadLettersRemoved(removed);
+  return removed;
+}
+
+absl::Status MailQueue::IndexDeadLetters(int step) {
+  int64_t offset = 0;
+  while (true) {
+    auto r = redis_->Eval(kIndexDead, {K("dead"), K("dl:indexed")},
+                          {kMailPrefix, absl::StrCat(offset), absl::StrCat(step)});
+    LS_RETURN_IF_ERROR(ScriptStatus(r));
+    if (r->integer < 0) return absl::OkStatus();
+    offset = r->integer;
+  }
 }
 
 absl::StatusOr<Fields> MailQueue::Replay(const std::string& id, const std::string& actor,
@@ -388,7 +532,7 @@ absl::StatusOr<Fields> MailQueue::Replay(const std::string& id, const std::strin
   *ev.mutable_dead_letter_replayed()->mutable_dead_letter() = DeadLetterFromFields(id, after);
   const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id);
   auto r = redis_->Eval(kReplay, {K("msg:" + id), K("due"), K("dead"), kNotifyOutbox},
-                        {id, actor, request_id, Ms(wall_now), payload, Ms(domain_now)});
+                        {id, actor, request_id, Ms(wall_now), payload, Ms(domain_now), kMailPrefix});
   LS_RETURN_IF_ERROR(ScriptStatus(r));
   if (r->str == "missing") {
     return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
@@ -491,6 +635,14 @@ absl::StatusOr<std::string> MailQueue::UnsubscribeKey() {
   LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"GET", K("unsubkey")}));
   if (v.is_error() || v.is_nil()) return RedisErrorStatus(v);
   return absl::HexStringToBytes(v.str);
+}
+
+absl::StatusOr<absl::Time> MailQueue::LegacyUnsubscribeExpiry(absl::Time first) {
+  LS_ASSIGN_OR_RETURN(RedisValue set, redis_->Command({"SET", K("unsublegacy"), Ms(first), "NX"}));
+  if (set.is_error()) return RedisErrorStatus(set);
+  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"GET", K("unsublegacy")}));
+  if (v.is_error() || v.is_nil()) return RedisErrorStatus(v);
+  return FromMs(v.str);
 }
 
 }  // namespace labshare::notify

@@ -8,6 +8,11 @@
 //   inflight        zset id -> when claimed (wall clock, ms)
 //   dead            zset id -> when it died (wall clock, ms; the message's
 //                   create_ms, dead_ms, replay_ms are domain clock)
+//   dl:all, dl:o:<org>, dl:r:<reason>, dl:or:<org>|<reason>
+//                   the dead letters' page indexes: lex-ordered members
+//                   "<dead_ms, 13 digits>|<id>" (DeadLetterCursor)
+//   dl:indexed      set once the dead letters written before the indexes
+//                   are indexed (IndexDeadLetters)
 //   digest:<user>   list of ids waiting for the user's digest
 //   digests         zset user id -> when the digest is due (domain clock, ms)
 //   sched           zset member -> when to fire (domain clock, ms)
@@ -17,6 +22,7 @@
 //   schedclaimed    zset member -> when claimed (wall clock, ms)
 //   ev:<event id>   marker: the event's schedule changes were applied
 //   unsubkey        the HMAC key of unsubscribe tokens (32 random bytes)
+//   unsublegacy     when tokens without an expiry expire (domain ms)
 //   req:<actor>:<request id> request fingerprint (idempotency of settings
 //                   changes; request ids are the acting user's own)
 // A message id is derived from (event id, kind, recipient, discriminator):
@@ -36,6 +42,7 @@
 #include "common/redis.h"
 #include "labshare/notify/v1/notify.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
+#include "services/notify/notify_metrics.h"
 
 namespace labshare::notify {
 
@@ -55,16 +62,27 @@ v1::DeadLetter DeadLetterFromFields(const std::string& id, const Fields& f);
 std::string NotifyEventPayload(v1::NotifyEvent event, absl::Time when, const std::string& actor,
                                const std::string& request_id);
 
+// The cursor of a dead letter in the page indexes.
+std::string DeadLetterCursor(absl::Time dead, const std::string& id);
+
 class MailQueue {
  public:
-  explicit MailQueue(RedisPool* redis) : redis_(redis) {}
+  explicit MailQueue(RedisPool* redis, NotifyMetrics* metrics = nullptr) : redis_(redis), metrics_(metrics) {}
 
+  // A mail refused before it is queued (e.g. an address that could inject
+  // headers): it becomes a dead letter at once, with its MailDeadLettered.
+  struct Refused {
+    v1::DeadLetter::Reason reason = v1::DeadLetter::REJECTED;
+    std::string error;
+    std::string event_payload;
+  };
   // Queues `fields` (kind, user, org, email, name, subject, text, html,
   // unsub, event, lang, tz) as message `id` unless it exists. digest: waits
   // in the user's digest list, due at digest_due (domain). create_ms is
-  // domain_now, the sending order wall_now. True if queued.
+  // domain_now, the sending order wall_now. With `refused`: a dead letter
+  // instead, never sent. True if written.
   absl::StatusOr<bool> Enqueue(const std::string& id, const Fields& fields, bool digest, absl::Time digest_due,
-                               absl::Time wall_now, absl::Time domain_now);
+                               absl::Time wall_now, absl::Time domain_now, const Refused* refused = nullptr);
 
   // Claims up to `limit` due messages for `consumer` (state SENDING).
   absl::StatusOr<std::vector<std::string>> Claim(const std::string& consumer, absl::Time wall_now, int limit);
@@ -85,10 +103,24 @@ class MailQueue {
   absl::StatusOr<int> RecoverInFlight(const std::string& consumer, absl::Time stale_before, absl::Time wall_now,
                                       absl::Time domain_now);
 
-  // Dead letters, newest first, after `after` (an id; empty: from the top).
-  absl::StatusOr<std::vector<std::pair<std::string, Fields>>> ListDead(const std::string& after, int limit,
-                                                                        const std::string& organization,
-                                                                        v1::DeadLetter::Reason reason);
+  // Dead letters, newest first (by the domain time they died), after the
+  // cursor `after` (a DeadRow's; empty: from the top), up to limit + 1 of
+  // them, of one organisation and one reason when given. One index range
+  // read and one read per row: O(page), not O(dead letters).
+  struct DeadRow {
+    std::string id;
+    std::string cursor;  // DeadLetterCursor(dead_ms, id)
+    Fields fields;
+  };
+  absl::StatusOr<std::vector<DeadRow>> ListDead(const std::string& after, int limit, const std::string& organization,
+                                                v1::DeadLetter::Reason reason);
+  // Removes up to `limit` dead letters (message and index entries) that
+  // died before `domain_cutoff` (domain clock), oldest first; a replay of
+  // one of them then answers DEAD_LETTER_NOT_FOUND. Returns how many went.
+  absl::StatusOr<int> PruneDead(absl::Time domain_cutoff, int limit);
+  // Indexes the dead letters written before the indexes existed, `step`
+  // per Lua step; a no-op once done (marker dl:indexed).
+  absl::Status IndexDeadLetters(int step = 200);
   // DEAD -> QUEUED now. NOT_FOUND (DEAD_LETTER_NOT_FOUND), FAILED_PRECONDITION
   // (NOT_A_DEAD_LETTER); the same request_id again answers the same.
   absl::StatusOr<Fields> Replay(const std::string& id, const std::string& actor, const std::string& request_id,
@@ -131,9 +163,13 @@ class MailQueue {
 
   // The unsubscribe-token key (created on first use).
   absl::StatusOr<std::string> UnsubscribeKey();
+  // When tokens without an expiry (made before expiries) expire: `first`
+  // when this is first asked, the stored answer afterwards (unsublegacy).
+  absl::StatusOr<absl::Time> LegacyUnsubscribeExpiry(absl::Time first);
 
  private:
   RedisPool* redis_;
+  NotifyMetrics* metrics_;  // counts what the steps did; may be null
 };
 
 }  // namespace labshare::notify

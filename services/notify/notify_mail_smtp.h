@@ -7,6 +7,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/mail_address.h"
 
 namespace labshare::notify {
 
@@ -32,10 +33,8 @@ struct OutgoingMail {
   absl::Time date;
 };
 
-// Whether `address` may go into To: and RCPT TO: no CR, LF, other control
-// characters or spaces, no '<' or '>', exactly one '@' between a non-empty
-// local part and domain, at most 254 characters. `why` says what is wrong.
-bool ValidMailAddress(absl::string_view address, std::string* why = nullptr);
+// common/mail_address.h: SendSmtp refuses any other address for good.
+using ::labshare::ValidMailAddress;
 
 // The RFC 5322 message, CRLF line ends. The display name is a quoted-string
 // (printable ASCII) or RFC 2047 encoded words; a non-ASCII subject is

@@ -24,6 +24,8 @@ class Service;
 
 namespace labshare::notify {
 
+class NotifyMetrics;
+
 // The outbox every module's events go to.
 inline constexpr char kNotifyOutbox[] = "{notify}:outbox";
 
@@ -41,6 +43,8 @@ struct NotifyContext {
   std::string console_url;
   // Consumer name, unique per process and stable across its restarts.
   std::string consumer;
+  // The notifier's Prometheus series (notify_metrics.h); may be null.
+  NotifyMetrics* metrics = nullptr;
   // Every outbox to consume: inventory, booking, the booking partitions,
   // billing, usage and notify's own.
   std::vector<std::string> streams;

@@ -18,11 +18,19 @@ ABSL_FLAG(absl::Duration, webhook_poll_interval, absl::Seconds(1), "How often id
 ABSL_FLAG(absl::Duration, webhook_retention, absl::Hours(24 * 30),
           "Delivered webhook deliveries are removed this long after they were queued (dead letters stay).");
 ABSL_FLAG(int, webhook_max_per_organization, 20, "Webhooks one organisation may register.");
+ABSL_FLAG(std::string, webhook_secret_key_file, "",
+          "File (mode 0600) holding 64 hex digits (openssl rand -hex 32): the AES-256-GCM key that seals webhook "
+          "signing secrets in Redis; empty: secrets are stored in clear.");
 
 namespace labshare::notify {
 
-WebhookOptions WebhookOptionsFromFlags() {
+absl::StatusOr<WebhookOptions> WebhookOptionsFromFlags() {
   WebhookOptions o;
+  if (const std::string file = absl::GetFlag(FLAGS_webhook_secret_key_file); !file.empty()) {
+    absl::StatusOr<SecretBox> box = SecretBox::FromKeyFile(file);
+    if (!box.ok()) return box.status();
+    o.secret_box = std::make_shared<const SecretBox>(*std::move(box));
+  }
   o.limits.max_attempts = std::max(1, absl::GetFlag(FLAGS_webhook_max_attempts));
   o.limits.disable_after = std::max(1, absl::GetFlag(FLAGS_webhook_disable_after));
   o.limits.backoff_initial = absl::GetFlag(FLAGS_webhook_backoff_initial);

@@ -73,6 +73,12 @@ int64_t HookVersionOf(const std::string& member) {
 std::string OffData(int64_t version, v1::Webhook::DisabledReason reason) {
   return absl::StrCat(version, "|", static_cast<int>(reason));
 }
+// A signing secret as stored: sealed with the box when there is one.
+absl::StatusOr<std::string> StoredSecret(const SecretBox* box, const std::string& key, const std::string& secret) {
+  if (box == nullptr) return secret;
+  return box->Seal(secret, key);
+}
+
 std::string ListMember(absl::Time create, const std::string& d) {
   return absl::StrFormat("%013d|%s", std::max<int64_t>(Ms(create), 0), d);
 }
@@ -329,9 +335,10 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
     *answer.mutable_webhook() = w;
     answer.mutable_webhook()->set_etag(std::to_string(hook.version + 1));
     answer.set_secret(secret);
+    LS_ASSIGN_OR_RETURN(const std::string stored, StoredSecret(box_, keys::Secret(org, id), secret));
     Mutation m;
     m.writes.push_back({hook.key, w.SerializeAsString(), hook.version});
-    m.writes.push_back({keys::Secret(org, id), secret, docs[0] ? docs[0]->version : 0});
+    m.writes.push_back({keys::Secret(org, id), stored, docs[0] ? docs[0]->version : 0});
     m.writes.push_back({keys::Stats(org, id), v1::Webhook().SerializeAsString(), docs[1] ? docs[1]->version : 0});
     m.writes.push_back({keys::Count(org), std::to_string(live + 1), docs[2] ? docs[2]->version : 0});
     m.index_ops.push_back({keys::Org(org), id});
@@ -520,9 +527,10 @@ absl::StatusOr<v1::RotateWebhookSecretResponse> WebhookManager::RotateWebhookSec
     v1::RotateWebhookSecretResponse answer;
     LS_ASSIGN_OR_RETURN(*answer.mutable_webhook(), Present(after));
     answer.set_secret(secret);
+    LS_ASSIGN_OR_RETURN(const std::string stored, StoredSecret(box_, keys::Secret(ref.org, ref.id), secret));
     Mutation m;
     m.writes.push_back({hook.key, w.SerializeAsString(), hook.version});
-    m.writes.push_back({keys::Secret(ref.org, ref.id), secret, secret_doc ? secret_doc->version : 0});
+    m.writes.push_back({keys::Secret(ref.org, ref.id), stored, secret_doc ? secret_doc->version : 0});
     v1::NotifyEvent e = NewEvent(p, r.request_id());
     *e.mutable_webhook_secret_rotated()->mutable_webhook() = answer.webhook();
     SetEvent(&m, e);
@@ -803,7 +811,14 @@ absl::StatusOr<std::vector<ClaimedDelivery>> WebhookManager::ClaimDue(int limit)
       c.org_id = org;
       c.webhook_id = id;
       c.url = hook.webhook.url();
-      c.secret = secret_doc->data;
+      if (box_ != nullptr) {
+        LS_ASSIGN_OR_RETURN(c.secret, box_->Open(secret_doc->data, keys::Secret(org, id)));
+      } else if (SecretBox::IsSealed(secret_doc->data)) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "WEBHOOK_SECRET_SEALED",
+                         "webhook secrets are sealed but this process has no key (--webhook_secret_key_file)");
+      } else {
+        c.secret = secret_doc->data;
+      }
       c.delivery = std::move(delivery);
       taken.insert(key);
       out.push_back(std::move(c));
@@ -914,7 +929,15 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
     if (live) m.writes.push_back({keys::Stats(org, id), stats.SerializeAsString(), stats_doc ? stats_doc->version : 0});
     if (event) SetEvent(&m, *event);
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
-    if (o.kind == CommitOutcome::Kind::kApplied) return absl::OkStatus();
+    if (o.kind == CommitOutcome::Kind::kApplied) {
+      if (metrics_ != nullptr) {
+        metrics_->WebhookDelivery(result.ok                                                 ? "delivered"
+                                  : delivery.state() == v1::WebhookDelivery::DEAD ? "dead"
+                                                                                            : "retry");
+        if (event && event->has_webhook_disabled()) metrics_->WebhookDisabled();
+      }
+      return absl::OkStatus();
+    }
   }
   return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                    absl::StrCat(c.delivery.name(), " kept changing while its attempt was recorded"));
@@ -975,6 +998,30 @@ absl::StatusOr<int> WebhookManager::TrimDeliveries(int max_per_webhook) {
     }
   }
   return removed;
+}
+
+absl::StatusOr<int> WebhookManager::SealClearSecrets() {
+  if (box_ == nullptr) return 0;
+  int sealed = 0;
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(std::vector<std::string> hooks, docs_.IndexRange(keys::AllHooks(), after, 100));
+    if (hooks.empty()) break;
+    after = hooks.back();
+    for (const auto& hook : hooks) {
+      std::vector<std::string> f = absl::StrSplit(hook, '|');
+      if (f.size() != 2) continue;
+      const std::string key = keys::Secret(f[0], f[1]);
+      LS_ASSIGN_OR_RETURN(std::optional<StoredDoc> doc, docs_.Get(key));
+      if (!doc || doc->data.empty() || SecretBox::IsSealed(doc->data)) continue;
+      LS_ASSIGN_OR_RETURN(const std::string stored, box_->Seal(doc->data, key));
+      Mutation m;
+      m.writes.push_back({key, stored, doc->version});
+      LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
+      if (o.kind == CommitOutcome::Kind::kApplied) ++sealed;
+    }
+  }
+  return sealed;
 }
 
 }  // namespace labshare::notify

@@ -11,7 +11,9 @@
 //                                    last_attempt_time, last_success_time), kept
 //                                    apart so that deliveries never move the
 //                                    webhook's etag
-//   {notify}:wh:secret:{org}:{id}    the signing secret (document data)
+//   {notify}:wh:secret:{org}:{id}    the signing secret (document data),
+//                                    sealed with AES-256-GCM when the
+//                                    service has a key (webhook_secret_box.h)
 //   {notify}:wh:org:{org}            index of the organisation's webhook ids
 //   {notify}:wh:n:{org}              how many it has (decimal; written with
 //                                    every creation and deletion)
@@ -51,6 +53,8 @@
 #include "common/page_token.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "labshare/notify/v1/webhooks.pb.h"
+#include "services/notify/notify_metrics.h"
+#include "services/notify/webhook_secret_box.h"
 
 namespace labshare::notify {
 
@@ -131,6 +135,19 @@ class WebhookManager {
   // of each webhook per call (oldest first). Returns how many went.
   absl::StatusOr<int> TrimDeliveries(int max_per_webhook);
 
+  // Counts every recorded attempt and automatic disabling; may be null.
+  // Set before the module starts.
+  void set_metrics(NotifyMetrics* metrics) { metrics_ = metrics; }
+  // Seals the signing secrets it writes and opens them to sign; null: they
+  // are written in clear (and sealed ones cannot be used). Set before the
+  // module starts; outlives the manager.
+  void set_secret_box(const SecretBox* box) { box_ = box; }
+
+  // Seals the secrets still stored in clear (written before sealing, or
+  // without a key), each by compare-and-set: one that changed meanwhile is
+  // left for the next call. Returns how many it sealed; 0 without a box.
+  absl::StatusOr<int> SealClearSecrets();
+
   const WebhookLimits& limits() const { return limits_; }
   const DocStore& docs() const { return docs_; }
 
@@ -160,6 +177,8 @@ class WebhookManager {
   DocStore docs_;
   std::mutex page_mu_;
   std::optional<PageTokenCodec> page_tokens_;  // guarded by page_mu_
+  NotifyMetrics* metrics_ = nullptr;
+  const SecretBox* box_ = nullptr;
 };
 
 }  // namespace labshare::notify

@@ -12,7 +12,10 @@ namespace labshare::notify {
 WebhookModule::WebhookModule(const NotifyContext& context, WebhookOptions options)
     : context_(context),
       options_(std::move(options)),
-      manager_(std::make_unique<WebhookManager>(context.redis, context.clock, context.wall, options_.limits)) {}
+      manager_(std::make_unique<WebhookManager>(context.redis, context.clock, context.wall, options_.limits)) {
+  manager_->set_metrics(context.metrics);
+  manager_->set_secret_box(options_.secret_box.get());
+}
 
 WebhookModule::~WebhookModule() { Stop(); }
 
@@ -92,6 +95,13 @@ void WebhookModule::DeliveryThread(bool trims) {
   while (!stop_.HasBeenNotified()) {
     if (trims && context_.wall->Now() >= next_trim) {
       next_trim = context_.wall->Now() + options_.trim_interval;
+      // Secrets written in clear (before sealing): sealed now.
+      absl::StatusOr<int> sealed = manager_->SealClearSecrets();
+      if (!sealed.ok()) {
+        LogWarning("webhook secrets: cannot seal; later", {{"error", sealed.status().ToString()}});
+      } else if (*sealed > 0) {
+        LogInfo("webhook secrets stored in clear were sealed", {{"count", std::to_string(*sealed)}});
+      }
       absl::StatusOr<int> trimmed = manager_->TrimDeliveries(1000);
       if (!trimmed.ok()) {
         LogWarning("webhook deliveries: cannot trim; later", {{"error", trimmed.status().ToString()}});

@@ -5,7 +5,7 @@
 // proto/labshare/notify/v1/webhooks.proto.
 //
 // Wiring in main.cc:
-//   auto webhooks = std::make_unique<WebhookModule>(context, WebhookOptionsFromFlags());
+//   auto webhooks = std::make_unique<WebhookModule>(context, *WebhookOptionsFromFlags());
 #ifndef LABSHARE_SERVICES_NOTIFY_WEBHOOK_MODULE_H_
 #define LABSHARE_SERVICES_NOTIFY_WEBHOOK_MODULE_H_
 
@@ -44,10 +44,14 @@ struct WebhookOptions {
   // How often the first delivery thread removes DELIVERED deliveries past
   // limits.retention.
   absl::Duration trim_interval = absl::Hours(1);
+  // Seals the signing secrets in Redis (--webhook_secret_key_file); null:
+  // they are stored in clear.
+  std::shared_ptr<const SecretBox> secret_box;
 };
 
-// From the --webhook_* flags (webhook_flags.cc).
-WebhookOptions WebhookOptionsFromFlags();
+// From the --webhook_* flags (webhook_flags.cc); the secret key file is
+// read here: a missing, exposed or malformed one is the error.
+absl::StatusOr<WebhookOptions> WebhookOptionsFromFlags();
 
 class WebhookModule final : public NotifyModule {
  public:

@@ -197,6 +197,8 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"SECRET_FILE_NOT_FOUND", "secret loading at start"},
       {"SECRET_FILE_UNREADABLE", "secret loading at start"},
       {"SECRET_FILE_EXPOSED", "secret loading at start"},
+      {"SECRET_KEY_INVALID", "notify's --webhook_secret_key_file at start"},
+      {"WEBHOOK_SECRET_SEALED", "notify's delivery threads (no key for a sealed secret): logged, never an RPC answer"},
       {"UNKNOWN_ROLE", "labshare-token's --roles"},
       {"INVALID_JWKS", "key set loading at start (--jwks); later refreshes keep the old keys"},
       {"JWKS_UNAVAILABLE", "key set loading at start (--jwks); later refreshes keep the old keys"},

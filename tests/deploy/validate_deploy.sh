@@ -51,6 +51,13 @@ for name in ["inventory", "booking", "billing", "usage", "notify"]:
     mounted = {s["source"] for s in c["services"][name]["secrets"]}
     assert ("token_signing_key" in mounted) == (name == "inventory"), f"compose {name}: signing key is inventory's only"
 assert "--aclfile" in c["services"]["redis"]["command"], "compose redis: no ACL file"
+# Webhook signing secrets sealed in Redis with the notifier's key, which no
+# other service mounts.
+assert "--webhook_secret_key_file=/run/secrets/webhook_secret_key" in c["services"]["notify"]["command"], \
+    "compose notify: no --webhook_secret_key_file"
+for name, svc in c["services"].items():
+    mounted = {s["source"] if isinstance(s, dict) else s for s in svc.get("secrets", [])}
+    assert ("webhook_secret_key" in mounted) == (name == "notify"), f"compose {name}: the webhook key is notify's only"
 # The console gateway: mutual TLS to the services with its own certificate,
 # HTTPS to browsers, sign-in at the provider, and no key it does not need.
 con = c["services"]["console"]
@@ -212,6 +219,12 @@ for d in workloads:
 secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
 for name, s in secrets.items():
     assert ("token-signing.pem" in s["data"]) == (name == "labshare-inventory"), f"{name}: signing key is inventory's only"
+for name, s in secrets.items():
+    assert ("webhook-secret.key" in s["data"]) == (name == "labshare-notify"), f"{name}: the webhook key is notify's only"
+notify_pod = next(d for d in workloads if d["metadata"]["name"] == "notify")["spec"]["template"]["spec"]
+assert "--webhook_secret_key_file=/run/labshare/webhook-secret.key" in notify_pod["containers"][0]["args"], \
+    "notify: no --webhook_secret_key_file"
+assert "webhook-secret.key" in notify_pod["initContainers"][0]["command"], "notify: the webhook key is not copied 0600"
 assert set(secrets["labshare-console"]["data"]) == {"tls.crt", "tls.key", "ca.crt"}, \
     f"labshare-console: its certificate and the CA only, got {sorted(secrets['labshare-console']['data'])}"
 services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}

@@ -488,6 +488,19 @@ TEST(ValidateUser, RejectsEmailWithoutAt) {
   ExpectInvalidField(ValidateUser(u), "user.email");
 }
 
+TEST(ValidateUser, RejectsEmailsThatCouldInjectMailHeaders) {
+  for (const char* bad : {"alice@member.example\r\nBcc: eve@evil.example", "alice@member.example\nX: y",
+                          "alice@member.example>", "<alice@member.example", "alice @member.example",
+                          "alice@member@example", "alice\t@member.example"}) {
+    v1::User u = ValidUser();
+    u.set_email(bad);
+    ExpectInvalidField(ValidateUser(u), "user.email");
+  }
+  v1::User u = ValidUser();
+  u.set_email("alice.b+lab@member.example");
+  EXPECT_TRUE(ValidateUser(u).ok());
+}
+
 TEST(ValidateUser, RejectsEmptyDisplayName) {
   v1::User u = ValidUser();
   u.clear_display_name();

@@ -844,5 +844,64 @@ TEST_F(FeedModuleTest, ExactErrorsOfManagement) {
   EXPECT_EQ(page.next_page_token(), "");
 }
 
+TEST_F(FeedModuleTest, FeedTextIsInTheOwnersLanguage) {
+  Created("{bk:3}:outbox", "ev-b1-created", Onsite());
+  Created("{bk:7}:outbox", "ev-b2-created", Lease());
+  Cancelled("{bk:3}:outbox", "ev-b1-cancelled", Onsite(), Utc(2026, 11, 25, 0));
+  Drain();
+  // li-wei reads Chinese (their notification settings, as mail does).
+  ASSERT_TRUE(pool_->Command({"HSET", "{notify}:settings:li-wei", "language", "zh-CN"}).ok());
+  const v1::CalendarFeed feed = CreateFeed("li-wei", "lab-a", Role::kLabUser, v1::CalendarFeed::USER);
+  v1::CalendarFeedContent content;
+  ASSERT_TRUE(Content(TokenOf(feed.secret_url()), &content).ok());
+  const auto parsed = Parsed(content.body());
+  ASSERT_EQ(parsed.size(), 7u) << absl::StrJoin(parsed, "\n");
+  EXPECT_EQ(parsed[3],
+            R"j(["EV", "lease-b2@labshare.example.org", "TENTATIVE", "Europe/Berlin", "2026-10-20T08:00:00Z", "2026-11-05T08:00:00Z", 0, "NMR 600：租赁（待审批）", "NMR 600, Adlershof"])j");
+  EXPECT_EQ(parsed[4],
+            R"j(["DESC", "lease-b2@labshare.example.org", "预约：bookings/b2\n状态：PENDING_APPROVAL\n仪器：NMR 600 (instruments/nmr-2)\n用户：users/li-wei\n付款方：organizations/lab-a\n租赁：leases/b2\n用途：field campaign"])j");
+  EXPECT_TRUE(absl::StrContains(parsed[5], R"j("TEM Titan 冷冻电镜：预约（已取消）")j")) << parsed[5];
+  // Busy time of an instrument outside their organisation, in Chinese.
+  const v1::CalendarFeed outside =
+      CreateFeed("li-wei", "lab-a", Role::kLabUser, v1::CalendarFeed::INSTRUMENT, "instruments/tem-1");
+  ASSERT_TRUE(Content(TokenOf(outside.secret_url()), &content).ok());
+  const auto busy = Parsed(content.body());
+  ASSERT_EQ(busy.size(), 3u) << absl::StrJoin(busy, "\n");
+  EXPECT_TRUE(absl::StrContains(busy[2], R"j(1, "占用（已取消）", ")j")) << busy[2];
+  // Back to English: the next fetch says so.
+  ASSERT_TRUE(pool_->Command({"HSET", "{notify}:settings:li-wei", "language", "en"}).ok());
+  ASSERT_TRUE(Content(TokenOf(outside.secret_url()), &content).ok());
+  EXPECT_TRUE(absl::StrContains(Parsed(content.body())[2], R"j(1, "Busy (cancelled)", ")j"));
+}
+
+class FeedModuleChineseDefaultTest : public FeedModuleTest {
+ protected:
+  void SetUp() override {
+    options_.default_language = "zh-CN";
+    FeedModuleTest::SetUp();
+  }
+};
+
+TEST_F(FeedModuleChineseDefaultTest, OwnersWithoutALanguageReadTheServiceDefault) {
+  Created("{bk:3}:outbox", "ev-b1-created", Onsite());
+  Created("{bk:3}:outbox", "ev-r3-created", ServiceRun());
+  Drain();
+  const v1::CalendarFeed inside =
+      CreateFeed("wang-fang", "lab-b", Role::kFacilityStaff, v1::CalendarFeed::INSTRUMENT, "instruments/tem-1");
+  v1::CalendarFeedContent content;
+  ASSERT_TRUE(Content(TokenOf(inside.secret_url()), &content).ok());
+  auto parsed = Parsed(content.body());
+  ASSERT_EQ(parsed.size(), 6u) << absl::StrJoin(parsed, "\n");
+  EXPECT_TRUE(absl::StrContains(parsed[2], R"j(0, "预约：li-wei（付款方 lab-a）", ")j")) << parsed[2];
+  EXPECT_TRUE(absl::StrContains(parsed[4], R"j(0, "技术服务：zhang-san（付款方 lab-c）", ")j")) << parsed[4];
+  EXPECT_TRUE(absl::StrContains(parsed[5], "用途：XRD of 4 samples")) << parsed[5];
+  // Someone who chose English reads English.
+  ASSERT_TRUE(pool_->Command({"HSET", "{notify}:settings:wang-fang", "language", "en"}).ok());
+  ASSERT_TRUE(Content(TokenOf(inside.secret_url()), &content).ok());
+  parsed = Parsed(content.body());
+  ASSERT_EQ(parsed.size(), 6u);
+  EXPECT_TRUE(absl::StrContains(parsed[2], R"j(0, "booking: li-wei for lab-a", ")j")) << parsed[2];
+}
+
 }  // namespace
 }  // namespace labshare::notify

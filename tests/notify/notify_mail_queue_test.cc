@@ -3,19 +3,31 @@
 // attempt only by its claimer, in-flight mails of a dead sender to the dead
 // letters as DELIVERY_UNCERTAIN (its own at restart; anyone's once stale),
 // schedules fired once by several claimers, digests, and replay.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <set>
 #include <thread>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/error.h"
+#include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "common/proto_util.h"
 #include "services/notify/notify_mail_module.h"
 #include "services/notify/notify_mail_queue.h"
+#include "services/notify/notify_metrics.h"
 #include "tests/support/redis_server.h"
 
 namespace labshare::notify {
@@ -142,8 +154,8 @@ TEST_F(MailQueueTest, InFlightMailsOfADeadSenderBecomeUncertainDeadLetters) {
   auto dead = queue_->ListDead("", 10, "", v1::DeadLetter::DELIVERY_UNCERTAIN);
   ASSERT_TRUE(dead.ok());
   ASSERT_EQ(dead->size(), 2u);
-  for (const auto& [id, f] : *dead) {
-    const v1::DeadLetter d = DeadLetterFromFields(id, f);
+  for (const auto& row : *dead) {
+    const v1::DeadLetter d = DeadLetterFromFields(row.id, row.fields);
     EXPECT_EQ(d.reason(), v1::DeadLetter::DELIVERY_UNCERTAIN);
     EXPECT_EQ(d.attempts(), 1);
   }
@@ -154,7 +166,7 @@ TEST_F(MailQueueTest, InFlightMailsOfADeadSenderBecomeUncertainDeadLetters) {
   EXPECT_EQ(ev.payload_case(), v1::NotifyEvent::kMailDeadLettered);
   EXPECT_EQ(ev.header().actor(), "services/notify");
   // A late word of the dead sender changes nothing.
-  const std::string id = dead->front().first;
+  const std::string id = dead->front().id;
   ASSERT_TRUE(queue_->Finish(id, owner[id], MailQueue::Outcome::kSent, kWall, kWall, "",
                              v1::DeadLetter::REASON_UNSPECIFIED, "", absl::Hours(1), kDomain)
                   .ok());
@@ -365,6 +377,367 @@ TEST_F(MailQueueTest, AnUnreadableUnsubscribeKeyIsUnavailableNotABadLink) {
   auto parsed = fresh.ParseUnsubscribeToken(*token, &user, &kind);
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kUnavailable) << parsed.status();
   EXPECT_EQ(ErrorReason(parsed.status()), "STORAGE_UNAVAILABLE");
+}
+
+// ------------------------------------------------------------ dead letters
+
+// A dead letter of `org` for `reason` that died at `dead` (domain clock).
+void MakeDead(MailQueue* q, const std::string& id, const std::string& org, v1::DeadLetter::Reason reason,
+              absl::Time dead, const std::string& kind = "BOOKING_CONFIRMED") {
+  Fields f = {{"kind", kind}, {"user", "users/ana"}, {"org", org}, {"email", "ana@lab.test"}, {"name", "ana"},
+              {"subject", id}, {"text", "t"}, {"html", "h"}, {"unsub", ""}, {"event", "e-" + id},
+              {"lang", "en"}, {"tz", "UTC"}};
+  ASSERT_TRUE(q->Enqueue(id, f, false, kDomain, kWall, kDomain).ok());
+  auto claimed = q->Claim("s", kWall, 1);
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(*claimed, std::vector<std::string>{id});
+  ASSERT_TRUE(q->Finish(id, "s", MailQueue::Outcome::kDead, kWall, kWall, "550 no", reason, "payload", absl::Hours(1),
+                        dead)
+                  .ok());
+}
+
+std::vector<std::string> Ids(const std::vector<MailQueue::DeadRow>& rows) {
+  std::vector<std::string> ids;
+  for (const auto& r : rows) ids.push_back(r.id);
+  return ids;
+}
+
+// Calls of one Redis command since the last CONFIG RESETSTAT.
+int64_t Calls(RedisPool* pool, const std::string& command) {
+  auto info = pool->Command({"INFO", "commandstats"});
+  if (!info.ok()) return -1;
+  const std::string key = "cmdstat_" + command + ":calls=";
+  const size_t at = info->str.find(key);
+  if (at == std::string::npos) return 0;
+  return std::stoll(info->str.substr(at + key.size()));
+}
+
+TEST_F(MailQueueTest, DeadLetterPagesComeFromIndexesNewestFirstAndCostAPage) {
+  // 100 dead letters of another organisation, older and newer, around 3 of
+  // "lab" (two REJECTED, one RETRIES_EXHAUSTED).
+  for (int i = 0; i < 50; ++i) {
+    MakeDead(queue_.get(), absl::StrCat("old", i), "organizations/big", v1::DeadLetter::REJECTED,
+             kDomain + absl::Seconds(i));
+  }
+  MakeDead(queue_.get(), "a", "organizations/lab", v1::DeadLetter::REJECTED, kDomain + absl::Minutes(10));
+  MakeDead(queue_.get(), "b", "organizations/lab", v1::DeadLetter::RETRIES_EXHAUSTED, kDomain + absl::Minutes(11));
+  MakeDead(queue_.get(), "c", "organizations/lab", v1::DeadLetter::REJECTED, kDomain + absl::Minutes(11));
+  for (int i = 0; i < 50; ++i) {
+    MakeDead(queue_.get(), absl::StrCat("new", i), "organizations/big", v1::DeadLetter::REJECTED,
+             kDomain + absl::Minutes(20) + absl::Seconds(i));
+  }
+  ASSERT_TRUE(pool_->Command({"CONFIG", "RESETSTAT"}).ok());
+  auto first = queue_->ListDead("", 1, "organizations/lab", v1::DeadLetter::REASON_UNSPECIFIED);
+  ASSERT_TRUE(first.ok()) << first.status();
+  // Newest first; equal times by id, descending.
+  EXPECT_EQ(Ids(*first), (std::vector<std::string>{"c", "b"}));
+  // One page read the page (and one more), not 103 messages.
+  EXPECT_EQ(Calls(pool_.get(), "hgetall"), 2);
+  auto second = queue_->ListDead((*first)[0].cursor, 1, "organizations/lab", v1::DeadLetter::REASON_UNSPECIFIED);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(Ids(*second), (std::vector<std::string>{"b", "a"}));
+  auto rejected = queue_->ListDead("", 5, "organizations/lab", v1::DeadLetter::REJECTED);
+  EXPECT_EQ(Ids(*rejected), (std::vector<std::string>{"c", "a"}));
+  auto all_rejected = queue_->ListDead("", 2, "", v1::DeadLetter::REJECTED);
+  EXPECT_EQ(Ids(*all_rejected), (std::vector<std::string>{"new49", "new48", "new47"}));
+  // A cursor whose dead letter left meanwhile (replayed) still pages on.
+  ASSERT_TRUE(queue_->Replay("b", "users/admin", "r1", kWall, kDomain).ok());
+  auto after_b = queue_->ListDead((*second)[0].cursor, 5, "organizations/lab", v1::DeadLetter::REASON_UNSPECIFIED);
+  EXPECT_EQ(Ids(*after_b), (std::vector<std::string>{"a"}));
+  // The replayed one is in no index.
+  EXPECT_EQ(Ids(*queue_->ListDead("", 5, "organizations/lab", v1::DeadLetter::RETRIES_EXHAUSTED)),
+            std::vector<std::string>{});
+  EXPECT_EQ(Card("dl:all"), 102);
+}
+
+TEST_F(MailQueueTest, DeadLettersPastTheRetentionGoInBoundedStepsAndCannotBeReplayed) {
+  MakeDead(queue_.get(), "d1", "organizations/lab", v1::DeadLetter::REJECTED, kDomain);
+  MakeDead(queue_.get(), "d2", "organizations/lab", v1::DeadLetter::RETRIES_EXHAUSTED, kDomain + absl::Hours(1));
+  MakeDead(queue_.get(), "d3", "organizations/x", v1::DeadLetter::REJECTED, kDomain + absl::Hours(2));
+  MakeDead(queue_.get(), "d4", "organizations/lab", v1::DeadLetter::REJECTED, kDomain + absl::Hours(3));
+  const long long events = OutboxLen();
+  // Cut-off after d3: at most 2 per step, oldest first.
+  const absl::Time cutoff = kDomain + absl::Hours(2) + absl::Milliseconds(1);
+  EXPECT_EQ(*queue_->PruneDead(cutoff, 2), 2);
+  EXPECT_TRUE(queue_->Load("d1")->empty());
+  EXPECT_TRUE(queue_->Load("d2")->empty());
+  EXPECT_FALSE(queue_->Load("d3")->empty());
+  EXPECT_EQ(*queue_->PruneDead(cutoff, 2), 1);
+  EXPECT_EQ(*queue_->PruneDead(cutoff, 2), 0);
+  EXPECT_EQ(Ids(*queue_->ListDead("", 10, "", v1::DeadLetter::REASON_UNSPECIFIED)), std::vector<std::string>{"d4"});
+  EXPECT_EQ(Card("dl:all"), 1);
+  EXPECT_EQ(Card("dead"), 1);
+  EXPECT_EQ(Card("dl:o:organizations/lab"), 1);
+  EXPECT_EQ(Card("dl:r:REJECTED"), 1);
+  EXPECT_EQ(Card("dl:r:RETRIES_EXHAUSTED"), 0);
+  EXPECT_EQ(Card("dl:or:organizations/x|REJECTED"), 0);
+  EXPECT_EQ(OutboxLen(), events);
+  auto replay = queue_->Replay("d2", "users/admin", "r1", kWall, kDomain);
+  EXPECT_EQ(replay.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ErrorReason(replay.status()), "DEAD_LETTER_NOT_FOUND");
+}
+
+TEST_F(MailQueueTest, TheModuleRemovesDeadLettersByTheDomainClockAndItsRetention) {
+  FakeClock clock(kDomain + absl::Hours(24 * 90)), wall(kWall);
+  NotifyContext c;
+  c.redis = pool_.get();
+  c.clock = &clock;
+  c.wall = &wall;
+  MakeDead(queue_.get(), "old", "organizations/lab", v1::DeadLetter::REJECTED, kDomain - absl::Seconds(1));
+  MakeDead(queue_.get(), "young", "organizations/lab", v1::DeadLetter::REJECTED, kDomain);
+  MailOptions forever;
+  forever.dead_letter_retention = absl::ZeroDuration();
+  class NoOne final : public People {
+   public:
+    absl::StatusOr<Person> User(const std::string&) override { return absl::NotFoundError("no"); }
+    absl::StatusOr<std::vector<Person>> WithRole(const std::string&, Role) override { return std::vector<Person>(); }
+    std::string InstrumentName(const std::string& name) override { return name; }
+    std::string InstrumentZone(const std::string&) override { return ""; }
+    absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string&) override {
+      return absl::NotFoundError("no");
+    }
+  };
+  EXPECT_EQ(*MailModule(c, forever, std::make_unique<NoOne>()).PruneDeadLetters(), 0);
+  // The default: 90 days.
+  EXPECT_EQ(*MailModule(c, MailOptions(), std::make_unique<NoOne>()).PruneDeadLetters(), 1);
+  EXPECT_TRUE(queue_->Load("old")->empty());
+  EXPECT_FALSE(queue_->Load("young")->empty());
+}
+
+TEST_F(MailQueueTest, DeadLettersFromBeforeTheIndexesAreIndexedOnce) {
+  // Written the way the previous version did: message and "dead" only.
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = absl::StrCat("legacy", i);
+    ASSERT_TRUE(pool_->Command({"HSET", std::string(kMailPrefix) + "msg:" + id, "state", "DEAD", "org",
+                                "organizations/lab", "reason", "REJECTED", "dead_ms",
+                                absl::StrCat(absl::ToUnixMillis(kDomain) + i), "kind", "BOOKING_CONFIRMED"})
+                    .ok());
+    ASSERT_TRUE(pool_->Command({"ZADD", std::string(kMailPrefix) + "dead", absl::StrCat(absl::ToUnixMillis(kWall)),
+                                id})
+                    .ok());
+  }
+  EXPECT_TRUE(queue_->ListDead("", 10, "", v1::DeadLetter::REASON_UNSPECIFIED)->empty());
+  ASSERT_TRUE(queue_->IndexDeadLetters(2).ok());
+  EXPECT_EQ(Ids(*queue_->ListDead("", 10, "organizations/lab", v1::DeadLetter::REJECTED)),
+            (std::vector<std::string>{"legacy4", "legacy3", "legacy2", "legacy1", "legacy0"}));
+  // Done once: a later dead letter written without an index stays out.
+  ASSERT_TRUE(pool_->Command({"ZREM", std::string(kMailPrefix) + "dl:all", absl::StrCat(absl::ToUnixMillis(kDomain),
+                                                                                      "|legacy0")})
+                  .ok());
+  ASSERT_TRUE(queue_->IndexDeadLetters(2).ok());
+  EXPECT_EQ(Card("dl:all"), 4);
+}
+
+// ------------------------------------------------------------ metrics
+
+std::string Scrape(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+  if (write(fd, req.data(), req.size()) < 0) return "";
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
+
+TEST_F(MailQueueTest, MailFiguresAreOnTheMetricsPage) {
+  FakeClock wall(kWall + absl::Seconds(90));
+  NotifyMetrics metrics(pool_.get(), &wall);
+  MailQueue q(pool_.get(), &metrics);
+  auto served = Metrics::Create("notify", "127.0.0.1:0");
+  ASSERT_TRUE(served.ok()) << served.status();
+  Fields reminder = Mail("bo", "r");
+  reminder["kind"] = "BOOKING_REMINDER";
+  ASSERT_TRUE(*q.Enqueue("sent", Mail("ana", "s"), false, kDomain, kWall, kDomain));
+  ASSERT_TRUE(*q.Enqueue("retried", Mail("cy", "s"), false, kDomain, kWall + absl::Seconds(1), kDomain));
+  ASSERT_TRUE(*q.Enqueue("dead", reminder, false, kDomain, kWall + absl::Seconds(2), kDomain));
+  ASSERT_TRUE(*q.Enqueue("waiting", reminder, false, kDomain, kWall + absl::Seconds(30), kDomain));
+  EXPECT_FALSE(*q.Enqueue("sent", Mail("ana", "s"), false, kDomain, kWall, kDomain));  // not counted twice
+  ASSERT_EQ(q.Claim("s", kWall + absl::Seconds(2), 3)->size(), 3u);
+  const auto ok = v1::DeadLetter::REASON_UNSPECIFIED;
+  ASSERT_TRUE(q.Finish("sent", "s", MailQueue::Outcome::kSent, kWall, kWall, "", ok, "", absl::Hours(1), kDomain).ok());
+  ASSERT_TRUE(q.Finish("retried", "s", MailQueue::Outcome::kRetry, kWall, kWall + absl::Hours(1), "451", ok, "",
+                       absl::Hours(1), kDomain)
+                  .ok());
+  ASSERT_TRUE(q.Finish("dead", "s", MailQueue::Outcome::kDead, kWall, kWall, "550", v1::DeadLetter::REJECTED, "p",
+                       absl::Hours(1), kDomain)
+                  .ok());
+  // Another sender's late word is no second outcome.
+  ASSERT_TRUE(q.Finish("sent", "x", MailQueue::Outcome::kSent, kWall, kWall, "", ok, "", absl::Hours(1), kDomain).ok());
+  const std::string page = Scrape((*served)->port());
+  for (const char* line : {
+           "labshare_notify_mail_queued_total{kind=\"BOOKING_CONFIRMED\"} 2\n",
+           "labshare_notify_mail_queued_total{kind=\"BOOKING_REMINDER\"} 2\n",
+           "labshare_notify_mail_sent_total{kind=\"BOOKING_CONFIRMED\"} 1\n",
+           "labshare_notify_mail_failed_total{kind=\"BOOKING_CONFIRMED\"} 1\n",
+           "labshare_notify_mail_failed_total{kind=\"BOOKING_REMINDER\"} 1\n",
+           "labshare_notify_mail_retries_total{kind=\"BOOKING_CONFIRMED\"} 1\n",
+           "labshare_notify_mail_dead_lettered_total{kind=\"BOOKING_REMINDER\",reason=\"REJECTED\"} 1\n",
+           "labshare_notify_mail_dead_letters_removed_total 0\n",
+           // "retried" (due in an hour) and "waiting" (due 60 s ago).
+           "labshare_notify_mail_queue_depth 2\n",
+           "labshare_notify_mail_oldest_due_age_seconds 60\n",
+           "labshare_notify_mail_in_flight 0\n",
+           "labshare_notify_mail_dead_letters{reason=\"REJECTED\"} 1\n",
+           "labshare_notify_mail_dead_letters{reason=\"DELIVERY_UNCERTAIN\"} 0\n",
+           "labshare_notify_webhook_queue_depth 0\n",
+           "labshare_notify_webhook_dead_letters 0\n",
+           "labshare_notify_scrape_errors 0\n",
+       }) {
+    EXPECT_TRUE(absl::StrContains(page, line)) << line << " not in\n" << page;
+  }
+  EXPECT_TRUE(absl::StrContains(page, "# TYPE labshare_notify_mail_sent_total counter\n"));
+  ASSERT_EQ(*q.PruneDead(kDomain + absl::Seconds(1), 10), 1);
+  EXPECT_TRUE(absl::StrContains(Scrape((*served)->port()), "labshare_notify_mail_dead_letters_removed_total 1\n"));
+}
+
+// ------------------------------------------------------------ addresses
+
+class TwoPeople final : public People {
+ public:
+  absl::StatusOr<Person> User(const std::string& name) override {
+    if (name == "users/ana") return Person{name, "Ana", "ana@lab.test", "organizations/lab", false};
+    if (name == "users/eve") {
+      return Person{name, "Eve", "eve@lab.test\r\nBcc: all@evil.test", "organizations/lab", false};
+    }
+    return absl::NotFoundError("no");
+  }
+  absl::StatusOr<std::vector<Person>> WithRole(const std::string&, Role) override { return std::vector<Person>(); }
+  std::string InstrumentName(const std::string& name) override { return name; }
+  std::string InstrumentZone(const std::string&) override { return ""; }
+  absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string&) override {
+    return absl::NotFoundError("no");
+  }
+};
+
+StreamEvent Confirmed(const std::string& event_id, const std::string& user) {
+  labshare::booking::v1::BookingEvent e;
+  e.mutable_header()->set_event_id(event_id);
+  auto* b = e.mutable_booking_created()->mutable_booking();
+  b->set_name("bookings/" + event_id);
+  b->set_instrument("instruments/tem");
+  b->set_instrument_owner("organizations/owner");
+  b->set_mode(labshare::type::v1::ON_SITE);
+  b->set_user(user);
+  b->set_state(labshare::booking::v1::Booking::CONFIRMED);
+  *b->mutable_reserved_interval()->mutable_start_time() = ToProto(kDomain + absl::Hours(48));
+  *b->mutable_reserved_interval()->mutable_end_time() = ToProto(kDomain + absl::Hours(49));
+  return StreamEvent{"1-0", "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
+}
+
+TEST_F(MailQueueTest, AnAddressThatCouldInjectHeadersIsRefusedWhenTheMailWouldBeQueued) {
+  FakeClock clock(kDomain), wall(kWall);
+  NotifyMetrics metrics(pool_.get(), &wall);
+  NotifyContext c;
+  c.redis = pool_.get();
+  c.clock = &clock;
+  c.wall = &wall;
+  c.metrics = &metrics;
+  MailModule m(c, MailOptions(), std::make_unique<TwoPeople>());
+  const long long events = OutboxLen();
+  ASSERT_TRUE(m.HandleEvent(Confirmed("e-ana", "users/ana")).ok());
+  ASSERT_TRUE(m.HandleEvent(Confirmed("e-eve", "users/eve")).ok());
+  // Ana's is queued; Eve's is no mail to send but a REJECTED dead letter,
+  // with its event, that staff see.
+  EXPECT_EQ(Card("due"), 1);
+  EXPECT_EQ(OutboxLen(), events + 1);
+  auto dead = m.queue().ListDead("", 10, "", v1::DeadLetter::REASON_UNSPECIFIED);
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->size(), 1u);
+  const v1::DeadLetter d = DeadLetterFromFields((*dead)[0].id, (*dead)[0].fields);
+  EXPECT_EQ(d.recipient(), "users/eve");
+  EXPECT_EQ(d.reason(), v1::DeadLetter::REJECTED);
+  EXPECT_EQ(d.attempts(), 0);
+  EXPECT_EQ(d.last_error(), "invalid recipient address (contains a space, line break or control character); not sent");
+  EXPECT_EQ(FromProto(d.dead_time()), kDomain);
+  auto last = pool_->Command({"XREVRANGE", "{notify}:outbox", "+", "-", "COUNT", "1"});
+  v1::NotifyEvent ev;
+  ASSERT_TRUE(ev.ParseFromString(last->elements[0].elements[1].elements[3].str));
+  EXPECT_EQ(ev.mail_dead_lettered().dead_letter().name(), d.name());
+  const std::string page = metrics.Render();
+  EXPECT_TRUE(absl::StrContains(page, "labshare_notify_mail_queued_total{kind=\"BOOKING_CONFIRMED\"} 1\n")) << page;
+  EXPECT_TRUE(absl::StrContains(
+      page, "labshare_notify_mail_dead_lettered_total{kind=\"BOOKING_CONFIRMED\",reason=\"REJECTED\"} 1\n"));
+  // Redelivered: nothing new.
+  ASSERT_TRUE(m.HandleEvent(Confirmed("e-eve", "users/eve")).ok());
+  EXPECT_EQ(OutboxLen(), events + 1);
+  // Nothing to claim but Ana's.
+  auto claimed = m.queue().Claim("s", kWall, 10);
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*m.queue().Load((*claimed)[0]))["user"], "users/ana");
+}
+
+// ------------------------------------------------------------ unsubscribe links
+
+TEST_F(MailQueueTest, UnsubscribeLinksExpireAfterTheirValidity) {
+  FakeClock clock(kDomain), wall(kWall);
+  NotifyContext c;
+  c.redis = pool_.get();
+  c.clock = &clock;
+  c.wall = &wall;
+  MailOptions o;
+  EXPECT_EQ(o.unsubscribe_validity, absl::Hours(24 * 365));
+  MailModule m(c, o, std::make_unique<TwoPeople>());
+  auto token = m.UnsubscribeToken("ana", v1::BOOKING_REMINDER);
+  ASSERT_TRUE(token.ok()) << token.status();
+  std::string user;
+  Kind kind = v1::NOTIFICATION_KIND_UNSPECIFIED;
+  // Fresh mail: one click works.
+  EXPECT_EQ(*m.CheckUnsubscribeToken(*token, &user, &kind), MailModule::TokenCheck::kValid);
+  EXPECT_EQ(user, "ana");
+  EXPECT_EQ(kind, v1::BOOKING_REMINDER);
+  clock.Set(kDomain + absl::Hours(24 * 365) - absl::Seconds(1));
+  EXPECT_EQ(*m.CheckUnsubscribeToken(*token, &user, &kind), MailModule::TokenCheck::kValid);
+  clock.Set(kDomain + absl::Hours(24 * 365));
+  EXPECT_EQ(*m.CheckUnsubscribeToken(*token, &user, &kind), MailModule::TokenCheck::kExpired);
+  EXPECT_FALSE(*m.ParseUnsubscribeToken(*token, &user, &kind));
+  // The expiry is signed: moving it on breaks the signature.
+  std::pair<std::string, std::string> parts = absl::StrSplit(*token, absl::MaxSplits('.', 1));
+  std::string payload;
+  ASSERT_TRUE(absl::WebSafeBase64Unescape(parts.first, &payload));
+  const std::string later = absl::StrCat("ana:BOOKING_REMINDER:", absl::ToUnixSeconds(kDomain) + 10 * 365 * 86400);
+  EXPECT_EQ(*m.CheckUnsubscribeToken(absl::StrCat(absl::WebSafeBase64Escape(later), ".", parts.second), &user, &kind),
+            MailModule::TokenCheck::kInvalid);
+}
+
+TEST_F(MailQueueTest, UnsubscribeLinksFromBeforeExpiriesExpireOneValidityAfterTheUpgrade) {
+  FakeClock clock(kDomain), wall(kWall);
+  NotifyContext c;
+  c.redis = pool_.get();
+  c.clock = &clock;
+  c.wall = &wall;
+  MailModule m(c, MailOptions(), std::make_unique<TwoPeople>());
+  // A token as the previous version made it: "<user>:<kind>", signed.
+  auto key = queue_->UnsubscribeKey();
+  ASSERT_TRUE(key.ok());
+  const std::string payload = "ana:BOOKING_CONFIRMED";
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key->data(), static_cast<int>(key->size()), reinterpret_cast<const unsigned char*>(payload.data()),
+       payload.size(), mac, &len);
+  const std::string legacy = absl::StrCat(absl::WebSafeBase64Escape(payload), ".",
+                                          absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(mac), 16)));
+  std::string user;
+  Kind kind;
+  EXPECT_EQ(*m.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kValid);
+  EXPECT_EQ(kind, v1::BOOKING_CONFIRMED);
+  // Another replica started later agrees on the same deadline.
+  clock.Set(kDomain + absl::Hours(24 * 300));
+  MailModule later(c, MailOptions(), std::make_unique<TwoPeople>());
+  EXPECT_EQ(*later.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kValid);
+  clock.Set(kDomain + absl::Hours(24 * 365));
+  EXPECT_EQ(*later.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
+  EXPECT_EQ(*m.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
 }
 
 }  // namespace

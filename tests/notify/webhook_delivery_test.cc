@@ -111,6 +111,7 @@ class WebhookDeliveryTest : public WebhookFixture {
     o.before_attempt = [this](const ClaimedDelivery& c) {
       if (before_attempt_) before_attempt_(c);
     };
+    o.secret_box = secret_box_;
     SetUpModule(o);
   }
 
@@ -160,6 +161,7 @@ class WebhookDeliveryTest : public WebhookFixture {
 
   Receiver receiver_;
   std::function<void(const ClaimedDelivery&)> before_attempt_;
+  std::shared_ptr<const SecretBox> secret_box_;  // set before SetUp
 };
 
 void ExpectAllVerified(const std::vector<Request>& requests) {
@@ -266,6 +268,13 @@ TEST_F(WebhookDeliveryTest, RetriesWithBackoffThenDeadLettersThenReplays) {
   EXPECT_EQ(dead->deliveries(0).last_error(), "HTTP 500");
   EXPECT_EQ(GetHook(acme).consecutive_failures(), 3);
   EXPECT_EQ(GetHook(acme).state(), v1::Webhook::ENABLED);  // 3 < 4
+  // On /metrics: 1 delivered, 2 + 2 retried, 1 dead; one dead letter.
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_deliveries_total{outcome=\"delivered\"} 1"));
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_deliveries_total{outcome=\"retry\"} 4"));
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_deliveries_total{outcome=\"dead\"} 1"));
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters 1"));
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_queue_depth 0"));
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_endpoints_disabled_total 0"));
   auto events = NotifyEvents();
   ASSERT_EQ(CountIf(events, [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_dead(); }), 1);
   for (const auto& e : events) {
@@ -295,6 +304,8 @@ TEST_F(WebhookDeliveryTest, RetriesWithBackoffThenDeadLettersThenReplays) {
   ASSERT_TRUE(dead_after.ok());
   EXPECT_EQ(dead_after->deliveries_size(), 0);
   EXPECT_EQ(GetHook(acme).consecutive_failures(), 0);
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_deliveries_total{outcome=\"delivered\"} 2"));
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters 0"));
   // The same replay request again: answered from the record, not queued again.
   auto again = Call(Admin("acme"), &S::ReplayWebhookDelivery, replay);
   ASSERT_TRUE(again.ok());
@@ -323,6 +334,21 @@ TEST_F(WebhookDeliveryTest, DisablesAfterRepeatedFailuresAndTellsTheOrganisation
   auto dead = Deliveries(acme, {v1::WebhookDelivery::DEAD});
   ASSERT_TRUE(dead.ok());
   EXPECT_EQ(dead->deliveries_size(), 2);
+  // On /metrics: 4 failed attempts (which of them retried and which gave
+  // up depends on the order of the two deliveries' retries; a delivery
+  // still pending at the disabling dies without an attempt), one disabling,
+  // two dead letters.
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_endpoints_disabled_total 1"));
+  const std::string page = metrics_->Render();
+  auto count = [&](const std::string& outcome) {
+    const std::string series = "labshare_notify_webhook_deliveries_total{outcome=\"" + outcome + "\"} ";
+    const size_t at = page.find(series);
+    return at == std::string::npos ? 0 : std::stoi(page.substr(at + series.size()));
+  };
+  EXPECT_EQ(count("retry") + count("dead"), 4) << page;
+  EXPECT_GE(count("dead"), 1) << page;
+  EXPECT_EQ(count("delivered"), 0) << page;
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters 2"));
   auto events = NotifyEvents();
   ASSERT_EQ(CountIf(events, [](const v1::NotifyEvent& e) { return e.has_webhook_disabled(); }), 1);
   for (const auto& e : events) {
@@ -660,6 +686,101 @@ TEST_F(WebhookDeliveryTest, TheModulesOwnThreadsDeliver) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].id, "ev-threads");
   EXPECT_EQ(got[0].status, 204);
+  ExpectAllVerified(got);
+}
+
+// ------------------------------------------------------------ secrets at rest
+
+class WebhookSealedSecretsTest : public WebhookDeliveryTest {
+ protected:
+  WebhookSealedSecretsTest() {
+    secret_box_ = std::make_shared<const SecretBox>(*SecretBox::FromKey(std::string(32, '\x5a')));
+  }
+  // Every value Redis holds (hashes, strings, streams, sets), one string.
+  std::string EverythingInRedis() {
+    std::string all;
+    auto keys = pool_->Command({"KEYS", "*"});
+    EXPECT_TRUE(keys.ok());
+    for (const auto& k : keys->elements) {
+      auto type = pool_->Command({"TYPE", k.str});
+      std::vector<std::string> argv;
+      if (type->str == "hash") argv = {"HGETALL", k.str};
+      if (type->str == "string") argv = {"GET", k.str};
+      if (type->str == "stream") argv = {"XRANGE", k.str, "-", "+"};
+      if (type->str == "zset") argv = {"ZRANGE", k.str, "0", "-1"};
+      if (type->str == "list") argv = {"LRANGE", k.str, "0", "-1"};
+      if (argv.empty()) continue;
+      auto v = pool_->Command(argv);
+      all += v->DebugString();
+      all += "\n";
+      for (const auto& e : v->elements) {
+        all += e.str + "\n";
+        for (const auto& f : e.elements) {
+          all += f.str + "\n";
+          for (const auto& g : f.elements) all += g.str + "\n";
+        }
+      }
+    }
+    return all;
+  }
+  std::string StoredSecret(const std::string& org, const std::string& id) {
+    auto v = pool_->Command({"HGET", absl::StrCat("{notify}:wh:secret:", org, ":", id), "d"});
+    return v.ok() ? v->str : "";
+  }
+};
+
+TEST_F(WebhookSealedSecretsTest, RedisHoldsNoClearSecretAndDeliveriesStillVerify) {
+  auto created = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled});
+  ASSERT_TRUE(created.ok()) << created.status();
+  const std::string secret = created->secret();
+  ASSERT_GE(secret.size(), 32u);
+  receiver_.Control("/acme", secret, 0);
+  EXPECT_TRUE(absl::StartsWith(StoredSecret("acme", "erp"), "aesgcm1:")) << StoredSecret("acme", "erp");
+  Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  // Rotated: the new one sealed too, and signing with it.
+  v1::RotateWebhookSecretRequest rotate;
+  rotate.set_name(created->webhook().name());
+  auto rotated = Call(Admin("acme"), &S::RotateWebhookSecret, rotate);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  receiver_.Control("/acme", rotated->secret(), 0);
+  Publish(kBookingStream, BookingCancelled("ev-2", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].status, 204);
+  EXPECT_EQ(got[1].status, 204);
+  ExpectAllVerified(got);
+  const std::string redis = EverythingInRedis();
+  EXPECT_FALSE(absl::StrContains(redis, secret));
+  EXPECT_FALSE(absl::StrContains(redis, rotated->secret()));
+  EXPECT_TRUE(absl::StrContains(redis, "aesgcm1:"));
+}
+
+TEST_F(WebhookSealedSecretsTest, SecretsStoredInClearAreUsedThenSealed) {
+  auto created = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled});
+  ASSERT_TRUE(created.ok()) << created.status();
+  // As the previous version stored it: in clear, the same document version.
+  const std::string clear = "whsec_written_before_sealing_0123456789abcdef";
+  ASSERT_TRUE(pool_->Command({"HSET", "{notify}:wh:secret:acme:erp", "d", clear}).ok());
+  receiver_.Control("/acme", clear, 0);
+  Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  // Sealed in place, once; deliveries still verify with the same secret.
+  EXPECT_EQ(*module_->manager().SealClearSecrets(), 1);
+  EXPECT_EQ(*module_->manager().SealClearSecrets(), 0);
+  EXPECT_TRUE(absl::StartsWith(StoredSecret("acme", "erp"), "aesgcm1:"));
+  EXPECT_FALSE(absl::StrContains(EverythingInRedis(), clear));
+  Publish(kBookingStream, BookingCancelled("ev-2", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].id, "ev-2");
+  EXPECT_EQ(got[1].status, 204);
   ExpectAllVerified(got);
 }
 

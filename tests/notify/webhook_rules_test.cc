@@ -2,9 +2,13 @@
 // webhooks.proto on real event payloads, registration checks, the body and
 // the retry delays.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <fstream>
 
 #include <google/protobuf/util/json_util.h>
 
+#include "absl/strings/match.h"
 #include "common/error.h"
 #include "common/proto_util.h"
 #include "labshare/billing/v1/billing_events.pb.h"
@@ -14,6 +18,7 @@
 
 #include "services/notify/webhook_http.h"
 #include "services/notify/webhook_rules.h"
+#include "services/notify/webhook_secret_box.h"
 
 namespace labshare::notify {
 namespace {
@@ -258,6 +263,47 @@ TEST(WebhookAddresses, TransitionPrefixesLeadingToThePlatformsNetworksAreNoEndpo
   for (const char* ip : {"64:ff9b::8.8.8.8", "64:ff9b::808:404", "2002:808:808::1", "2001:4860::8888", "2001:470::1"}) {
     EXPECT_FALSE(Private(ip)) << ip;
   }
+}
+
+TEST(SecretBox, SealsWithAesGcmBoundToTheKeyName) {
+  auto box = SecretBox::FromKey(std::string(32, '\x01'));
+  ASSERT_TRUE(box.ok());
+  auto sealed = box->Seal("whsec_abc", "{notify}:wh:secret:acme:erp");
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_TRUE(absl::StartsWith(*sealed, "aesgcm1:"));
+  EXPECT_FALSE(absl::StrContains(*sealed, "whsec_abc"));
+  // 12-byte nonce + 9 bytes + 16-byte tag, base64.
+  EXPECT_EQ(sealed->size(), std::string("aesgcm1:").size() + 52);
+  EXPECT_NE(*sealed, *box->Seal("whsec_abc", "{notify}:wh:secret:acme:erp"));  // fresh nonce
+  EXPECT_EQ(*box->Open(*sealed, "{notify}:wh:secret:acme:erp"), "whsec_abc");
+  // Under another webhook's key, with another key, or altered: refused.
+  EXPECT_EQ(box->Open(*sealed, "{notify}:wh:secret:acme:crm").status().code(), absl::StatusCode::kInternal);
+  auto other = SecretBox::FromKey(std::string(32, '\x02'));
+  EXPECT_FALSE(other->Open(*sealed, "{notify}:wh:secret:acme:erp").ok());
+  std::string altered = *sealed;
+  altered[12] = altered[12] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(box->Open(altered, "{notify}:wh:secret:acme:erp").ok());
+  // A clear one (written before sealing) is used as it is.
+  EXPECT_EQ(*box->Open("whsec_old", "{notify}:wh:secret:acme:erp"), "whsec_old");
+  EXPECT_FALSE(SecretBox::FromKey("short").ok());
+}
+
+TEST(SecretBox, ReadsItsKeyFromAPrivateFileOfHexDigits) {
+  const std::string dir = ::testing::TempDir();
+  const std::string good = dir + "/webhook-key-good";
+  const std::string bad = dir + "/webhook-key-bad";
+  {
+    std::ofstream(good) << std::string(64, 'a') << "\n";
+    std::ofstream(bad) << "not hex\n";
+  }
+  chmod(good.c_str(), 0600);
+  chmod(bad.c_str(), 0600);
+  EXPECT_TRUE(SecretBox::FromKeyFile(good).ok());
+  auto b = SecretBox::FromKeyFile(bad);
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(b.status()), "SECRET_KEY_INVALID");
+  chmod(good.c_str(), 0644);
+  EXPECT_EQ(SecretBox::FromKeyFile(good).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

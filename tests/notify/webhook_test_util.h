@@ -20,6 +20,7 @@
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "labshare/notify/v1/webhooks.grpc.pb.h"
+#include "services/notify/notify_metrics.h"
 #include "services/notify/webhook_module.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/test_tokens.h"
@@ -47,6 +48,8 @@ class WebhookFixture : public ::testing::Test {
     context.consumer = "notify-test-1";
     context.streams = {"{inventory}:outbox", "{booking}:outbox", kBookingStream, kBillingStream, "{usage}:outbox",
                        kNotifyOutbox};
+    metrics_ = std::make_unique<NotifyMetrics>(pool_.get(), &wall_);
+    context.metrics = metrics_.get();
     module_ = std::make_unique<WebhookModule>(context, std::move(options));
     MethodPolicy policy;
     module_->AddPolicy(&policy);
@@ -147,6 +150,14 @@ class WebhookFixture : public ::testing::Test {
     return e;
   }
 
+  // Whether the metrics page has this exact line.
+  bool HasMetric(const std::string& line) {
+    const std::string page = metrics_->Render();
+    const bool found = page.find(line + "\n") != std::string::npos;
+    if (!found) ADD_FAILURE() << line << " not in\n" << page;
+    return found;
+  }
+
   // The notify outbox, decoded.
   std::vector<v1::NotifyEvent> NotifyEvents() {
     std::vector<v1::NotifyEvent> out;
@@ -169,6 +180,7 @@ class WebhookFixture : public ::testing::Test {
   std::unique_ptr<RedisPool> pool_;
   FakeClock clock_;
   SystemClock wall_;
+  std::unique_ptr<NotifyMetrics> metrics_;
   std::unique_ptr<WebhookModule> module_;
   std::unique_ptr<Authorizer> auth_;
   std::unique_ptr<Server> server_;

@@ -19,6 +19,7 @@
 // Neither forwards cookies or an Authorization header, and neither logs the
 // token.
 import { Code, ConnectError, type Client } from '@connectrpc/connect';
+import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import type { CalendarFeedService } from '../gen/labshare/notify/v1/feeds_pb.js';
 import { NotificationKind, type NotificationService } from '../gen/labshare/notify/v1/notify_pb.js';
 import { sendText, type Req, type Res } from './http-util.js';
@@ -43,6 +44,10 @@ const CALENDAR = 'text/calendar; charset=utf-8';
 
 const codeName = (c: Code) => Code[c].replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase();
 const gone = (err: unknown) => err instanceof ConnectError && (err.code === Code.NotFound || err.code === Code.InvalidArgument);
+// A genuine unsubscribe link past its expiry (notify.proto Unsubscribe).
+const expired = (err: unknown) =>
+  err instanceof ConnectError && err.code === Code.NotFound &&
+  err.findDetails(ErrorInfoSchema)[0]?.reason === 'UNSUBSCRIBE_TOKEN_EXPIRED';
 const passing = (err: unknown) => err instanceof ConnectError && (err.code === Code.Unavailable || err.code === Code.DeadlineExceeded);
 
 function logFailure(what: string, err: unknown): void {
@@ -145,7 +150,9 @@ const TEXT: Record<Lang, Record<string, string>> = {
     done: 'Done: you will no longer get mails about “{kind}”.',
     already: 'Mails about “{kind}” were already turned off.',
     settings: 'Change which mails you get in the console’s notification settings.',
+    settingsLink: 'Notification settings',
     invalid: 'This unsubscribe link is not valid (any more).',
+    expired: 'This unsubscribe link has expired. You can still turn these mails off in your notification settings:',
     unavailable: 'LabShare cannot be reached right now. Please try again in a few minutes.',
     bad: 'This request could not be understood.',
     other: '中文',
@@ -158,7 +165,9 @@ const TEXT: Record<Lang, Record<string, string>> = {
     done: '已退订：您将不再收到“{kind}”邮件。',
     already: '“{kind}”邮件此前已关闭。',
     settings: '可在控制台的通知设置中修改接收哪些邮件。',
+    settingsLink: '通知设置',
     invalid: '此退订链接无效（或已失效）。',
+    expired: '此退订链接已过期。您仍可在通知设置中关闭此类邮件：',
     unavailable: '暂时无法连接 LabShare，请几分钟后再试。',
     bad: '无法识别此请求。',
     other: 'English',
@@ -278,7 +287,10 @@ export async function serveUnsubscribe(deps: PublicDeps, req: Req, res: Res, url
     code = err instanceof ConnectError ? codeName(err.code) : 'internal';
     logFailure('unsubscribe', err);
     if (res.headersSent) res.end();
-    else if (gone(err)) page(res, 404, lang, `<h1>${escapeHtml(t.invalid!)}</h1>`, undefined, deps);
+    else if (expired(err)) {
+      page(res, 410, lang, `<h1>${escapeHtml(t.expired!)}</h1>
+<p><a href="${escapeHtml(deps.publicOrigin)}/#/settings/notifications">${escapeHtml(t.settingsLink!)}</a></p>`, undefined, deps);
+    } else if (gone(err)) page(res, 404, lang, `<h1>${escapeHtml(t.invalid!)}</h1>`, undefined, deps);
     else page(res, passing(err) ? 503 : 500, lang, `<h1>${escapeHtml(t.unavailable!)}</h1>`, undefined, deps);
   } finally {
     deps.access(`${post ? 'POST' : 'GET'} /unsubscribe`, code, performance.now() - start);

@@ -41,6 +41,8 @@ export const FEED_DOWN = 'downdowndowndowndowndowndowndowndowndowndow';
 export const FEED_BODY = 'BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//LabShare//Feeds//EN\r\nX-WR-CALNAME:LabShare: 李伟\r\nEND:VCALENDAR\r\n';
 export const FEED_ETAG = '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08';
 export const UNSUBSCRIBE_TOKEN = 'bGktd2VpOkJPT0tJTkdfUkVNSU5ERVI.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
+// A genuine token past its expiry: the stub answers UNSUBSCRIBE_TOKEN_EXPIRED.
+export const EXPIRED_UNSUBSCRIBE_TOKEN = 'bGktd2VpOkJPT0tJTkdfUkVNSU5ERVI6MTcwMDAwMDAwMA.00112233445566778899aabbccddeeff';
 
 export interface StubCall { method: string; authorization: string | null; request: unknown }
 
@@ -214,6 +216,11 @@ export class Stub {
       },
       unsubscribe: (req, ctx) => {
         this.record('Unsubscribe', ctx, req);
+        if (req.token === EXPIRED_UNSUBSCRIBE_TOKEN) {
+          throw new ConnectError('this unsubscribe link has expired', Code.NotFound, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'UNSUBSCRIBE_TOKEN_EXPIRED', domain: 'notify.labshare' } },
+          ]);
+        }
         if (req.token !== UNSUBSCRIBE_TOKEN) {
           throw new ConnectError('this unsubscribe link is not valid', Code.NotFound, undefined, [
             { desc: ErrorInfoSchema, value: { reason: 'UNSUBSCRIBE_TOKEN_NOT_FOUND', domain: 'notify.labshare' } },

@@ -9,8 +9,8 @@ import { setLogSink } from '../errors.js';
 import { CSP } from '../http-util.js';
 import { pageLanguage } from '../public.js';
 import {
-  closedPort, rpc, FEED_BODY, FEED_DOWN, FEED_ETAG, FEED_TOKEN, request, startGateway, Stub, testConfig, UNSUBSCRIBE_TOKEN,
-  type TestGateway,
+  closedPort, rpc, EXPIRED_UNSUBSCRIBE_TOKEN, FEED_BODY, FEED_DOWN, FEED_ETAG, FEED_TOKEN, request, startGateway, Stub,
+  testConfig, UNSUBSCRIBE_TOKEN, type TestGateway,
 } from './harness.js';
 
 const logs: string[] = [];
@@ -122,6 +122,23 @@ describe('public pages of labshare-notify', () => {
     assert.match(en.text, /<html lang="en">/);
     assert.equal(pageLanguage(null, 'de-DE, zh-TW;q=0.8'), 'zh-CN');
     assert.equal(pageLanguage(null, undefined), 'en');
+  });
+
+  it('says an expired unsubscribe link has expired and links the notification settings, GET and one-click POST', async () => {
+    const before = stub.unsubscribed;
+    const a = await request('GET', `${t.url}/unsubscribe?token=${EXPIRED_UNSUBSCRIBE_TOKEN}`, { headers: { 'accept-language': 'en' } });
+    assert.equal(a.status, 410);
+    assert.match(a.text, /<h1>This unsubscribe link has expired\. You can still turn these mails off in your notification settings:<\/h1>/);
+    assert.match(a.text, /<a href="[^"]*\/#\/settings\/notifications">Notification settings<\/a>/);
+    assert.doesNotMatch(a.text, /<form/);
+    assert.doesNotMatch(a.text, /not valid/);
+    const p = await request('POST', `${t.url}/unsubscribe?token=${EXPIRED_UNSUBSCRIBE_TOKEN}`, {
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'accept-language': 'zh-CN' }, body: 'List-Unsubscribe=One-Click',
+    });
+    assert.equal(p.status, 410);
+    assert.match(p.text, /<h1>此退订链接已过期。您仍可在通知设置中关闭此类邮件：<\/h1>/);
+    assert.match(p.text, /<a href="[^"]*\/#\/settings\/notifications">通知设置<\/a>/);
+    assert.equal(stub.unsubscribed, before);
   });
 
   it('unsubscribes on the RFC 8058 one-click POST without session or CSRF token; again: already off', async () => {

@@ -176,6 +176,7 @@ registerMessages({
     // ---------------------------------------------------------- notify (mail)
     'reason.LEGAL_NOTICE_REQUIRED': 'Invoices, payments, settlements and webhook notices are required notices and cannot be turned off.',
     'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': 'This unsubscribe link is not valid. Change your notification settings in the console instead.',
+    'reason.UNSUBSCRIBE_TOKEN_EXPIRED': 'This unsubscribe link has expired. Change your notification settings in the console instead.',
     'reason.DEAD_LETTER_NOT_FOUND': 'This undelivered mail no longer exists.',
     'reason.NOT_A_DEAD_LETTER': 'This mail is already queued again or was delivered; reload the list.',
     // --------------------------------------------------- notify: webhooks
@@ -349,6 +350,7 @@ registerMessages({
     // ---------------------------------------------------------- notify (mail)
     'reason.LEGAL_NOTICE_REQUIRED': '发票、付款、结算和 Webhook 通知属于必要通知，无法关闭。',
     'reason.UNSUBSCRIBE_TOKEN_NOT_FOUND': '该退订链接无效，请在控制台中修改通知设置。',
+    'reason.UNSUBSCRIBE_TOKEN_EXPIRED': '该退订链接已过期，请在控制台中修改通知设置。',
     'reason.DEAD_LETTER_NOT_FOUND': '该未投递邮件已不存在。',
     'reason.NOT_A_DEAD_LETTER': '该邮件已重新排队或已投递，请刷新列表。',
     // --------------------------------------------------- notify: webhooks

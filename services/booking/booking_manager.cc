@@ -1556,13 +1556,26 @@ void BookingManager::SearchAvailableInstrumentsAsync(
   SearchNextPage(std::move(s));
 }
 
-absl::StatusOr<BookingManager::SearchPage> BookingManager::PlanSearchPage(const Search& s) {
+absl::StatusOr<BookingManager::SearchPage> BookingManager::PlanSearchPage(Search& s) {
   SearchPage out;
   out.org = s.org;
   if (!s.org_loaded && !s.org_name.empty()) {
     LS_ASSIGN_OR_RETURN(out.org, inventory_->Organization(s.org_name));
   }
-  LS_ASSIGN_OR_RETURN(out.instruments, inventory_->Instruments(s.list));
+  // Pages without a candidate (all excluded by access policy) are passed
+  // over here, in one frame: the caller's continuation would otherwise
+  // recurse once per such page (CalendarsAsync of nothing answers inline).
+  // s.list's token moves past them; a rerun after a miss resumes there.
+  for (;;) {
+    LS_ASSIGN_OR_RETURN(out.instruments, inventory_->Instruments(s.list));
+    LS_RETURN_IF_ERROR(PlanCandidates(s, &out));
+    if (!out.candidates.empty() || out.instruments->next_page_token().empty()) return out;
+    s.list.set_page_token(out.instruments->next_page_token());
+  }
+}
+
+absl::Status BookingManager::PlanCandidates(const Search& s, SearchPage* page) {
+  SearchPage& out = *page;
   const auto& instruments = out.instruments->instruments();
   for (int k = 0; k < instruments.size(); ++k) {
     const inv::Instrument& in = instruments[k];
@@ -1582,7 +1595,7 @@ absl::StatusOr<BookingManager::SearchPage> BookingManager::PlanSearchPage(const 
     LS_ASSIGN_OR_RETURN(AvailabilityPlan plan, PlanAvailability(s.p, q));
     out.candidates.emplace_back(k, std::move(plan));
   }
-  return out;
+  return absl::OkStatus();
 }
 
 void BookingManager::SearchNextPage(std::shared_ptr<Search> s) {

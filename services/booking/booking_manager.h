@@ -258,7 +258,10 @@ class BookingManager {
     InventoryClient::Shared<inv::ListInstrumentsResponse> instruments;
     std::vector<std::pair<int, AvailabilityPlan>> candidates;  // index in instruments, plan
   };
-  absl::StatusOr<SearchPage> PlanSearchPage(const Search& s);
+  // The next page with a candidate, or the last page (s.list's token
+  // moves past pages without one).
+  absl::StatusOr<SearchPage> PlanSearchPage(Search& s);
+  absl::Status PlanCandidates(const Search& s, SearchPage* page);
   void SearchNextPage(std::shared_ptr<Search> s);
 
   // Runs `plan` (read-only) here when every inventory fact it asks for is

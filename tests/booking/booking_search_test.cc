@@ -7,6 +7,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <pthread.h>
+
 #include <future>
 
 #include "google/protobuf/util/message_differencer.h"
@@ -321,6 +323,52 @@ TEST_F(SearchTest, WarmCacheAnswersOnTheCallingThreadAsTheSynchronousForm) {
     EXPECT_TRUE(cached.missed());
   }
   EXPECT_EQ(Compare(ana, ana_, Query(absl::Hours(20), absl::Hours(8)), &warm), "error INVALID_INTERVAL");
+}
+
+TEST_F(SearchTest, ManyExcludedInstrumentsAreWalkedInOneFrame) {
+  // 300 instruments lab may not use (facility closed), then tem's copies:
+  // with page_size 1 every inventory page but the last has no candidate.
+  // Warm, the walk must not recurse per page: it runs on a thread with a
+  // 256 KiB stack (ASan's frames overflow it at a few frames per page).
+  for (int i = 0; i < 300; ++i) {
+    AddInstrument(absl::StrCat("c", 1000 + i), "facilities/closed", "blocked", "organizations/outsider");
+  }
+  AddInstrument("zz", "facilities/fac", "blocked", "organizations/owner");
+  InventoryClient warm_client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  BookingManager warm(store_.get(), &warm_client, &clock_, testing::TestPageTokens());
+  const Principal ana = Who("ana", "lab", {Role::kLabUser});
+  auto q = Query(absl::Hours(18), absl::Hours(19), "blocked");
+  q.set_page_size(1);
+  EXPECT_EQ(Compare(ana, ana_, q, &warm), "zz[ 18h-19h ] ");  // warms the cache
+  struct Run {
+    BookingManager* manager;
+    Principal p;
+    v1::SearchAvailableInstrumentsRequest q;
+    absl::StatusOr<v1::SearchAvailableInstrumentsResponse> answer;
+    bool missed = false;
+  } run{&warm, ana, q, absl::UnknownError("not run")};
+  pthread_attr_t attr;
+  ASSERT_EQ(pthread_attr_init(&attr), 0);
+  ASSERT_EQ(pthread_attr_setstacksize(&attr, 256 * 1024), 0);
+  pthread_t thread;
+  ASSERT_EQ(pthread_create(
+                &thread, &attr,
+                [](void* arg) -> void* {
+                  auto* r = static_cast<Run*>(arg);
+                  InventoryClient::CacheOnly cached;
+                  r->answer = Async(*r->manager, r->p, r->q);
+                  r->missed = cached.missed();
+                  return nullptr;
+                },
+                &run),
+            0);
+  ASSERT_EQ(pthread_join(thread, nullptr), 0);
+  pthread_attr_destroy(&attr);
+  ASSERT_TRUE(run.answer.ok()) << run.answer.status();
+  EXPECT_FALSE(run.missed);  // planned on that thread, from the cache
+  ASSERT_EQ(run.answer->instruments_size(), 1);
+  EXPECT_EQ(run.answer->instruments(0).instrument(), "instruments/zz");
+  EXPECT_EQ(run.answer->next_page_token(), "");
 }
 
 TEST_F(SearchTest, CalendarsOfSeveralInstrumentsAsEachAlone) {

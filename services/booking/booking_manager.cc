@@ -1465,6 +1465,17 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
   return resp;
 }
 
+namespace {
+// Before any candidate is planned: a category without one answers
+// RANGE_TOO_LONG too (each plan checks it again).
+absl::Status SearchRangeFits(const v1::SearchAvailableInstrumentsRequest& r) {
+  if (FromProto(r.range().end_time()) - FromProto(r.range().start_time()) > kMaxRange) {
+    return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
 absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAvailableInstruments(
     const Principal& p, const v1::SearchAvailableInstrumentsRequest& r) {
   // Authorization before validation: another organisation's view.
@@ -1473,6 +1484,7 @@ absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAva
   }
   if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
   LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
+  LS_RETURN_IF_ERROR(SearchRangeFits(r));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
   const std::string org_name = r.organization().empty() ? ActorOrganization(p) : r.organization();
@@ -1537,6 +1549,7 @@ void BookingManager::SearchAvailableInstrumentsAsync(
   }
   if (r.category().empty()) return done(InvalidField("category", "required, e.g. electron-microscopy"));
   if (absl::Status range = ValidInterval(r.range(), "range"); !range.ok()) return done(range);
+  if (absl::Status range = SearchRangeFits(r); !range.ok()) return done(range);
   auto page = page_tokens_.Parse(r, p);
   if (!page.ok()) return done(page.status());
   auto s = std::make_shared<Search>();

@@ -279,6 +279,9 @@ TEST_F(SearchTest, ErrorsAsTheSynchronousForm) {
   EXPECT_EQ(Compare(ana, ana_, q), "error INVALID_INTERVAL");
   q = Query(absl::Hours(8), absl::Hours(24 * 370));
   EXPECT_EQ(Compare(ana, ana_, q), "error RANGE_TOO_LONG");
+  // Checked before any candidate: also where the category has none.
+  q = Query(absl::Hours(8), absl::Hours(24 * 400), "nothing-like-this");
+  EXPECT_EQ(Compare(ana, ana_, q), "error RANGE_TOO_LONG");
   q = Query(absl::Hours(8), absl::Hours(20));
   q.set_page_token("not-a-token");
   EXPECT_EQ(Compare(ana, ana_, q), "error INVALID_PAGE_TOKEN");

@@ -1468,6 +1468,15 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
 namespace {
 // Before any candidate is planned: a category without one answers
 // RANGE_TOO_LONG too (each plan checks it again).
+// A listed instrument deleted or without the mode by the time it is planned
+// (a page and an instrument are read, or cached, apart): not a candidate,
+// as if the page had been read after the change.
+bool GoneSinceListed(const absl::Status& s) {
+  if (s.ok()) return false;
+  const std::string reason = ErrorReason(s);
+  return reason == "MODE_NOT_OFFERED" || reason == "INSTRUMENT_NOT_FOUND";
+}
+
 absl::Status SearchRangeFits(const v1::SearchAvailableInstrumentsRequest& r) {
   if (FromProto(r.range().end_time()) - FromProto(r.range().start_time()) > kMaxRange) {
     return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
@@ -1521,13 +1530,15 @@ absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAva
       q.set_mode(mode);
       *q.mutable_min_duration() = ToProto(wanted);
       q.set_organization(org_name);
-      LS_ASSIGN_OR_RETURN(auto free, QueryAvailability(p, q));
-      if (free.free_intervals().empty()) continue;
+      absl::StatusOr<v1::QueryAvailabilityResponse> free = QueryAvailability(p, q);
+      if (GoneSinceListed(free.status())) continue;
+      if (!free.ok()) return free.status();
+      if (free->free_intervals().empty()) continue;
       auto* found = resp.add_instruments();
       found->set_instrument(in.name());
       found->set_owner_organization(in.owner_organization());
       found->set_facility(in.facility());
-      *found->mutable_free_intervals() = free.free_intervals();
+      *found->mutable_free_intervals() = free->free_intervals();
     }
     list.set_page_token(instruments.next_page_token());
   } while (!list.page_token().empty() && resp.instruments_size() < page.page_size);
@@ -1605,8 +1616,10 @@ absl::Status BookingManager::PlanCandidates(const Search& s, SearchPage* page) {
     q.set_mode(s.mode);
     *q.mutable_min_duration() = ToProto(s.wanted);
     q.set_organization(s.org_name);
-    LS_ASSIGN_OR_RETURN(AvailabilityPlan plan, PlanAvailability(s.p, q));
-    out.candidates.emplace_back(k, std::move(plan));
+    absl::StatusOr<AvailabilityPlan> plan = PlanAvailability(s.p, q);
+    if (GoneSinceListed(plan.status())) continue;
+    if (!plan.ok()) return plan.status();
+    out.candidates.emplace_back(k, *std::move(plan));
   }
   return absl::OkStatus();
 }

@@ -374,6 +374,44 @@ TEST_F(SearchTest, ManyExcludedInstrumentsAreWalkedInOneFrame) {
   EXPECT_EQ(run.answer->next_page_token(), "");
 }
 
+TEST_F(SearchTest, ACachedPageListingAnInstrumentThatLostTheModeSkipsIt) {
+  // The page is cached (as listed), the instrument read afresh: sem no
+  // longer offers ON_SITE. Not a candidate, not FAILED_PRECONDITION.
+  InventoryClient warm_client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  BookingManager warm(store_.get(), &warm_client, &clock_, testing::TestPageTokens());
+  const Principal ana = Who("ana", "lab", {Role::kLabUser});
+  auto q = Query(absl::Hours(23) + absl::Minutes(30), absl::Hours(26));
+  q.set_page_size(10);
+  inv::ListInstrumentsRequest list;
+  list.set_category("electron-microscopy");
+  list.set_mode(labshare::type::v1::ON_SITE);
+  list.set_state(inv::ACTIVE);
+  list.set_page_size(10);
+  auto page = warm_client.Instruments(list);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ((*page)->instruments_size(), 4);  // ebl fib sem tem
+  iv::GetInstrumentRequest g;
+  g.set_name("instruments/sem");
+  iv::Instrument sem;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &sem, admin_).ok());
+  iv::UpdateInstrumentRequest u;
+  *u.mutable_instrument() = sem;
+  u.mutable_instrument()->clear_modes();
+  for (const auto& m : sem.modes()) {
+    if (m.mode() != labshare::type::v1::ON_SITE) *u.mutable_instrument()->add_modes() = m;
+  }
+  u.mutable_update_mask()->add_paths("modes");
+  u.set_request_id("sem-no-on-site");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  auto direct = Async(warm, ana, q);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  std::string names;
+  for (const auto& in : direct->instruments()) absl::StrAppend(&names, in.instrument(), " ");
+  EXPECT_EQ(names, "instruments/fib instruments/tem ");
+  // The synchronous form lists live: the same.
+  EXPECT_EQ(Compare(ana, ana_, q), "fib[ 23h30m-26h ] tem[ 23h30m-26h ] ");
+}
+
 TEST_F(SearchTest, CalendarsOfSeveralInstrumentsAsEachAlone) {
   // BookingStore::CalendarsAsync against CalendarRange, instrument by
   // instrument (one with nothing in range).

@@ -1468,6 +1468,16 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
 namespace {
 // Before any candidate is planned: a category without one answers
 // RANGE_TOO_LONG too (each plan checks it again).
+// Category and facility: inventory names are short, and a longer one only
+// grows the cached pages' keys (InventoryClient::Instruments).
+constexpr size_t kMaxSearchFilter = 200;
+absl::Status SearchFilters(const v1::SearchAvailableInstrumentsRequest& r) {
+  if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
+  if (r.category().size() > kMaxSearchFilter) return InvalidField("category", "may be at most 200 bytes");
+  if (r.facility().size() > kMaxSearchFilter) return InvalidField("facility", "may be at most 200 bytes");
+  return absl::OkStatus();
+}
+
 // A listed instrument deleted or without the mode by the time it is planned
 // (a page and an instrument are read, or cached, apart): not a candidate,
 // as if the page had been read after the change.
@@ -1491,7 +1501,7 @@ absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAva
   if (!r.organization().empty()) {
     LS_RETURN_IF_ERROR(CheckScope("SearchAvailableInstruments", p, {"", {r.organization()}, {}}));
   }
-  if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
+  LS_RETURN_IF_ERROR(SearchFilters(r));
   LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
   LS_RETURN_IF_ERROR(SearchRangeFits(r));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
@@ -1558,7 +1568,7 @@ void BookingManager::SearchAvailableInstrumentsAsync(
     absl::Status scope = CheckScope("SearchAvailableInstruments", p, {"", {r.organization()}, {}});
     if (!scope.ok()) return done(scope);
   }
-  if (r.category().empty()) return done(InvalidField("category", "required, e.g. electron-microscopy"));
+  if (absl::Status filters = SearchFilters(r); !filters.ok()) return done(filters);
   if (absl::Status range = ValidInterval(r.range(), "range"); !range.ok()) return done(range);
   if (absl::Status range = SearchRangeFits(r); !range.ok()) return done(range);
   auto page = page_tokens_.Parse(r, p);

@@ -59,14 +59,27 @@ absl::StatusOr<InventoryClient::Any> InventoryClient::Cached(
   std::lock_guard<std::shared_mutex> lock(mu_);
   // An invalidation while fetching may concern what was fetched: use it
   // once, keep it not.
-  if (generation == generation_) {
-    const bool page = absl::StartsWith(key, kPagePrefix);
-    if (page && pages_ >= kMaxCachedPages && cache_.find(key) == cache_.end()) ForgetPagesLocked();
-    auto [it, added] = cache_.insert_or_assign(key, Entry{message, now});
-    (void)it;
-    if (page && added) ++pages_;
+  if (generation != generation_) return message;
+  if (!absl::StartsWith(key, kPagePrefix)) {
+    cache_.insert_or_assign(key, Entry{message, now});
+    return message;
   }
+  const size_t bytes = PageBytes(key, message);
+  if (key.size() > kMaxPageKeyBytes || bytes > kMaxCachedPageBytes / 16) return message;
+  if (auto it = cache_.find(key); it != cache_.end()) {  // another thread's, as fresh
+    page_bytes_ -= PageBytes(key, it->second.message);
+    --pages_;
+    cache_.erase(it);
+  }
+  if (pages_ >= kMaxCachedPages || page_bytes_ + bytes > kMaxCachedPageBytes) ForgetPagesLocked();
+  cache_.emplace(key, Entry{message, now});
+  ++pages_;
+  page_bytes_ += bytes;
   return message;
+}
+
+size_t InventoryClient::PageBytes(const std::string& key, const Any& page) {
+  return key.size() + (page == nullptr ? 0 : page->ByteSizeLong());
 }
 
 void InventoryClient::ForgetPagesLocked() {
@@ -78,6 +91,7 @@ void InventoryClient::ForgetPagesLocked() {
     }
   }
   pages_ = 0;
+  page_bytes_ = 0;
 }
 
 size_t InventoryClient::Invalidate(const inv::InventoryEvent& event) {
@@ -116,6 +130,7 @@ size_t InventoryClient::Invalidate(const inv::InventoryEvent& event) {
     const size_t n = cache_.size();
     cache_.clear();
     pages_ = 0;
+    page_bytes_ = 0;
     return n;
   }
   size_t n = 0;
@@ -133,6 +148,7 @@ void InventoryClient::InvalidateAll() {
   ++generation_;
   cache_.clear();
   pages_ = 0;
+  page_bytes_ = 0;
 }
 
 namespace {

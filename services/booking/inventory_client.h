@@ -69,9 +69,14 @@ class InventoryClient {
   // Not cached: one page of instruments (category, facility, mode filters).
   absl::StatusOr<inv::ListInstrumentsResponse> ListInstruments(const inv::ListInstrumentsRequest& request);
   // The same page, cached per request (page token and size included) like
-  // the objects above; any instrument event forgets every cached page, and
-  // at most kMaxCachedPages pages are kept (beyond: all are forgotten).
+  // the objects above; any instrument event forgets every cached page. At
+  // most kMaxCachedPages pages of kMaxCachedPageBytes in all (key and
+  // page) are kept (beyond: all are forgotten); a request whose key is
+  // over kMaxPageKeyBytes, or a page over a sixteenth of the bytes, is
+  // answered but not kept.
   static constexpr size_t kMaxCachedPages = 1024;
+  static constexpr size_t kMaxCachedPageBytes = size_t{32} << 20;
+  static constexpr size_t kMaxPageKeyBytes = 1024;
   absl::StatusOr<Shared<inv::ListInstrumentsResponse>> Instruments(const inv::ListInstrumentsRequest& request);
 
   // While a CacheOnly lives on a thread, a lookup of that thread that would
@@ -121,7 +126,9 @@ class InventoryClient {
   };
   absl::flat_hash_map<std::string, Entry> cache_;  // guarded by mu_
   size_t pages_ = 0;  // guarded by mu_: cache_'s "Instruments?" entries
+  size_t page_bytes_ = 0;  // guarded by mu_: their keys and pages
   void ForgetPagesLocked();  // mu_ held exclusively
+  static size_t PageBytes(const std::string& key, const Any& page);
   uint64_t generation_ = 0;  // guarded by mu_: invalidations so far
 };
 

@@ -293,6 +293,13 @@ TEST_F(SearchTest, ErrorsAsTheSynchronousForm) {
   q = Query(absl::Hours(8), absl::Hours(20));
   q.set_page_size(-1);
   EXPECT_EQ(Compare(ana, ana_, q), "error INVALID_FIELD");
+  // Filters over 200 bytes (the cached pages' keys stay small).
+  q = Query(absl::Hours(8), absl::Hours(20), std::string(201, 'e'));
+  EXPECT_EQ(Compare(ana, ana_, q), "error INVALID_FIELD");
+  q = Query(absl::Hours(8), absl::Hours(20), std::string(200, 'e'));
+  EXPECT_EQ(Compare(ana, ana_, q), "");
+  q.set_facility("facilities/" + std::string(190, 'f'));
+  EXPECT_EQ(Compare(ana, ana_, q), "error INVALID_FIELD");
 }
 
 TEST_F(SearchTest, WarmCacheAnswersOnTheCallingThreadAsTheSynchronousForm) {
@@ -410,6 +417,33 @@ TEST_F(SearchTest, ACachedPageListingAnInstrumentThatLostTheModeSkipsIt) {
   EXPECT_EQ(names, "instruments/fib instruments/tem ");
   // The synchronous form lists live: the same.
   EXPECT_EQ(Compare(ana, ana_, q), "fib[ 23h30m-26h ] tem[ 23h30m-26h ] ");
+}
+
+TEST_F(SearchTest, OversizedPageRequestsAreAnsweredNotCached) {
+  InventoryClient client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  inv::ListInstrumentsRequest list;
+  list.set_category("electron-microscopy");
+  list.set_page_size(10);
+  ASSERT_TRUE(client.Instruments(list).ok());
+  {
+    InventoryClient::CacheOnly cached;
+    auto again = client.Instruments(list);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ((*again)->instruments_size(), 6);  // afm ebl fib old sem tem (any state)
+    EXPECT_FALSE(cached.missed());
+  }
+  list.set_page_token(std::string(InventoryClient::kMaxPageKeyBytes, 't'));
+  (void)client.Instruments(list);  // inventory's answer (a bad token) is not what matters
+  list.set_category(std::string(InventoryClient::kMaxPageKeyBytes, 'c'));
+  list.clear_page_token();
+  auto big = client.Instruments(list);
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_EQ((*big)->instruments_size(), 0);
+  {
+    InventoryClient::CacheOnly cached;
+    EXPECT_FALSE(client.Instruments(list).ok());
+    EXPECT_TRUE(cached.missed());
+  }
 }
 
 TEST_F(SearchTest, CalendarsOfSeveralInstrumentsAsEachAlone) {

@@ -1,5 +1,7 @@
 #include "services/booking/inventory_client.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
@@ -29,10 +31,12 @@ InventoryClient::CacheOnly::CacheOnly() : outer_(t_cache_only) { t_cache_only = 
 InventoryClient::CacheOnly::~CacheOnly() { t_cache_only = outer_; }
 bool InventoryClient::CacheOnly::missed() const { return missed_; }
 
-InventoryClient::InventoryClient(std::shared_ptr<grpc::Channel> channel, const Clock* clock, absl::Duration ttl)
+InventoryClient::InventoryClient(std::shared_ptr<grpc::Channel> channel, const Clock* clock, absl::Duration ttl,
+                                 absl::Duration page_ttl)
     : stub_(inv::InventoryService::NewStub(std::move(channel))),
       clock_(clock),
-      ttl_(ttl) {}
+      ttl_(ttl),
+      page_ttl_(std::min(ttl, page_ttl)) {}
 
 std::unique_ptr<grpc::ClientContext> InventoryClient::Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -47,7 +51,8 @@ absl::StatusOr<InventoryClient::Any> InventoryClient::Cached(
   {
     std::shared_lock<std::shared_mutex> lock(mu_);
     auto it = cache_.find(key);
-    if (it != cache_.end() && now - it->second.fetched < ttl_) return it->second.message;
+    const absl::Duration ttl = absl::StartsWith(key, kPagePrefix) ? page_ttl_ : ttl_;
+    if (it != cache_.end() && now - it->second.fetched < ttl) return it->second.message;
     generation = generation_;
   }
   if (t_cache_only != nullptr) {

@@ -30,8 +30,11 @@ class InventoryClient {
   // clock must outlive the client. Thread-safe. The channel proves
   // booking's identity to inventory (its client certificate); calls carry
   // no bearer token.
+  // Pages of instruments (Instruments) are kept for page_ttl (at most
+  // ttl): a new instrument, which no event removes from a cached page,
+  // shows in a search at most that late.
   InventoryClient(std::shared_ptr<grpc::Channel> channel, const Clock* clock,
-                  absl::Duration ttl = absl::Seconds(5));
+                  absl::Duration ttl = absl::Seconds(5), absl::Duration page_ttl = absl::Seconds(5));
 
   // Forgets the cached objects an inventory event changed (all of them for
   // an event it does not know). Returns how many entries went.
@@ -69,7 +72,8 @@ class InventoryClient {
   // Not cached: one page of instruments (category, facility, mode filters).
   absl::StatusOr<inv::ListInstrumentsResponse> ListInstruments(const inv::ListInstrumentsRequest& request);
   // The same page, cached per request (page token and size included) like
-  // the objects above; any instrument event forgets every cached page. At
+  // the objects above but for page_ttl; any instrument event forgets every
+  // cached page. At
   // most kMaxCachedPages pages of kMaxCachedPageBytes in all (key and
   // page) are kept (beyond: all are forgotten); a request whose key is
   // over kMaxPageKeyBytes, or a page over a sixteenth of the bytes, is
@@ -117,6 +121,7 @@ class InventoryClient {
   std::unique_ptr<inv::InventoryService::Stub> stub_;
   const Clock* clock_;
   const absl::Duration ttl_;
+  const absl::Duration page_ttl_;
   // Read on every booking request by several threads at once: readers
   // share the lock, and a lookup is one hash probe.
   std::shared_mutex mu_;

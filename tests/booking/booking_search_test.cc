@@ -446,6 +446,41 @@ TEST_F(SearchTest, OversizedPageRequestsAreAnsweredNotCached) {
   }
 }
 
+TEST_F(SearchTest, PagesExpireSoonerThanTheOtherFacts) {
+  // ttl 1 h, pages 5 s (the default): a new instrument shows within 5 s.
+  InventoryClient client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  inv::ListInstrumentsRequest list;
+  list.set_category("materials");
+  list.set_page_size(10);
+  auto first = client.Instruments(list);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ((*first)->instruments_size(), 1);  // xrd
+  ASSERT_TRUE(client.Instrument("instruments/xrd").ok());
+  AddInstrument("xrf", "facilities/fac", "materials", "organizations/owner");  // no event reaches this client
+  clock_.Advance(absl::Seconds(4));
+  {
+    InventoryClient::CacheOnly cached;
+    auto again = client.Instruments(list);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ((*again)->instruments_size(), 1);
+    EXPECT_FALSE(cached.missed());
+  }
+  clock_.Advance(absl::Seconds(1));
+  {
+    InventoryClient::CacheOnly cached;
+    EXPECT_FALSE(client.Instruments(list).ok());
+    EXPECT_TRUE(cached.missed());
+  }
+  {
+    InventoryClient::CacheOnly cached;
+    EXPECT_TRUE(client.Instrument("instruments/xrd").ok());  // still within its hour
+    EXPECT_FALSE(cached.missed());
+  }
+  auto later = client.Instruments(list);
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ((*later)->instruments_size(), 2);
+}
+
 TEST_F(SearchTest, CalendarsOfSeveralInstrumentsAsEachAlone) {
   // BookingStore::CalendarsAsync against CalendarRange, instrument by
   // instrument (one with nothing in range).

@@ -1,6 +1,8 @@
 #include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
 
+#include <limits>
+
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
 #include "services/booking/booking_lists.h"
@@ -642,8 +644,19 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(const Prin
   return std::move(plan->resp);
 }
 
+namespace {
+thread_local bool t_on_blocking = false;  // this thread is one of a blocking_'s
+}  // namespace
+
+bool BookingManager::OnBlockingThread() { return t_on_blocking; }
+
 absl::Status BookingManager::Offload(std::function<void()> work) {
-  if (blocking_->Submit(std::move(work))) return absl::OkStatus();
+  if (blocking_->Submit([work = std::move(work)] {
+        t_on_blocking = true;
+        work();
+      })) {
+    return absl::OkStatus();
+  }
   return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
                    "too many requests wait for the inventory service; try again");
 }
@@ -1590,7 +1603,7 @@ void BookingManager::SearchAvailableInstrumentsAsync(
   SearchNextPage(std::move(s));
 }
 
-absl::StatusOr<BookingManager::SearchPage> BookingManager::PlanSearchPage(Search& s) {
+absl::StatusOr<BookingManager::SearchPage> BookingManager::PlanSearchPage(Search& s, int max_pages) {
   SearchPage out;
   out.org = s.org;
   if (!s.org_loaded && !s.org_name.empty()) {
@@ -1600,10 +1613,10 @@ absl::StatusOr<BookingManager::SearchPage> BookingManager::PlanSearchPage(Search
   // over here, in one frame: the caller's continuation would otherwise
   // recurse once per such page (CalendarsAsync of nothing answers inline).
   // s.list's token moves past them; a rerun after a miss resumes there.
-  for (;;) {
+  for (int n = 1;; ++n) {
     LS_ASSIGN_OR_RETURN(out.instruments, inventory_->Instruments(s.list));
     LS_RETURN_IF_ERROR(PlanCandidates(s, &out));
-    if (!out.candidates.empty() || out.instruments->next_page_token().empty()) return out;
+    if (!out.candidates.empty() || out.instruments->next_page_token().empty() || n >= max_pages) return out;
     s.list.set_page_token(out.instruments->next_page_token());
   }
 }
@@ -1638,36 +1651,64 @@ void BookingManager::SearchNextPage(std::shared_ptr<Search> s) {
   // Ask for no more than still fits: filtering only removes, so a page
   // never exceeds page_size and inventory's token resumes exactly.
   s->list.set_page_size(s->page_size - s->resp.instruments_size());
-  Planned<SearchPage>([this, s] { return PlanSearchPage(*s); }, [this, s](absl::StatusOr<SearchPage> planned) {
-    if (!planned.ok()) return s->done(planned.status());
-    auto page = std::make_shared<SearchPage>(*std::move(planned));
-    s->org = page->org;
-    s->org_loaded = true;
-    std::vector<BookingStore::CalendarRead> reads;
-    reads.reserve(page->candidates.size());
-    for (const auto& [k, plan] : page->candidates) {
-      reads.push_back({plan.partition, plan.instrument_id, Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)});
-    }
-    store_->CalendarsAsync(std::move(reads), [this, s, page](absl::StatusOr<std::vector<std::vector<CalendarEntry>>> cals) {
-      if (!cals.ok()) return s->done(cals.status());
-      for (size_t i = 0; i < page->candidates.size() && i < cals->size(); ++i) {
-        const auto& [k, plan] = page->candidates[i];
-        // Free time needs no documents (they only name why time is busy).
-        v1::QueryAvailabilityResponse free = AnswerAvailability(plan, (*cals)[i], {}, /*with_busy=*/false);
-        if (free.free_intervals().empty()) continue;
-        const inv::Instrument& in = page->instruments->instruments(k);
-        auto* found = s->resp.add_instruments();
-        found->set_instrument(in.name());
-        found->set_owner_organization(in.owner_organization());
-        found->set_facility(in.facility());
-        *found->mutable_free_intervals() = std::move(*free.mutable_free_intervals());
-      }
-      s->list.set_page_token(page->instruments->next_page_token());
-      if (!s->list.page_token().empty() && s->resp.instruments_size() < s->page_size) return SearchNextPage(s);
-      if (!s->list.page_token().empty()) s->resp.set_next_page_token(page_tokens_.Make(s->r, s->p, s->list.page_token()));
-      s->done(std::move(s->resp));
-    });
+  if (s->list.page_size() > kInlineCandidates && !OnBlockingThread()) {
+    // Many plans to make: not on a gRPC or pipeline thread.
+    absl::Status offloaded = Offload([this, s] { SearchNextPage(s); });
+    if (!offloaded.ok()) s->done(offloaded);
+    return;
+  }
+  const int max_pages = OnBlockingThread() ? std::numeric_limits<int>::max() : kInlineCandidates;
+  Planned<SearchPage>([this, s, max_pages] { return PlanSearchPage(*s, max_pages); },
+                      [this, s](absl::StatusOr<SearchPage> planned) { SearchPlanned(s, std::move(planned)); });
+}
+
+void BookingManager::SearchPlanned(std::shared_ptr<Search> s, absl::StatusOr<SearchPage> planned) {
+  if (!planned.ok()) return s->done(planned.status());
+  auto page = std::make_shared<SearchPage>(*std::move(planned));
+  s->org = page->org;
+  s->org_loaded = true;
+  if (page->candidates.empty()) {
+    // The inline walk's page limit: go on from blocking_ (a new stack).
+    s->list.set_page_token(page->instruments->next_page_token());
+    if (s->list.page_token().empty()) return s->done(std::move(s->resp));
+    absl::Status offloaded = Offload([this, s] { SearchNextPage(s); });
+    if (!offloaded.ok()) s->done(offloaded);
+    return;
+  }
+  std::vector<BookingStore::CalendarRead> reads;
+  reads.reserve(page->candidates.size());
+  for (const auto& [k, plan] : page->candidates) {
+    reads.push_back({plan.partition, plan.instrument_id, Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)});
+  }
+  store_->CalendarsAsync(std::move(reads), [this, s, page](absl::StatusOr<std::vector<std::vector<CalendarEntry>>> cals) {
+    if (!cals.ok()) return s->done(cals.status());
+    auto shared = std::make_shared<std::vector<std::vector<CalendarEntry>>>(*std::move(cals));
+    auto answer = [this, s, page, shared] { SearchAnswered(s, *page, *shared); };
+    // The pipeline's callbacks must be short: many answers on blocking_.
+    if (page->candidates.size() <= kInlineCandidates || OnBlockingThread()) return answer();
+    absl::Status offloaded = Offload(answer);
+    if (!offloaded.ok()) s->done(offloaded);
   });
+}
+
+void BookingManager::SearchAnswered(const std::shared_ptr<Search>& s, const SearchPage& page,
+                                    const std::vector<std::vector<CalendarEntry>>& cals) {
+  for (size_t i = 0; i < page.candidates.size() && i < cals.size(); ++i) {
+    const auto& [k, plan] = page.candidates[i];
+    // Free time needs no documents (they only name why time is busy).
+    v1::QueryAvailabilityResponse free = AnswerAvailability(plan, cals[i], {}, /*with_busy=*/false);
+    if (free.free_intervals().empty()) continue;
+    const inv::Instrument& in = page.instruments->instruments(k);
+    auto* found = s->resp.add_instruments();
+    found->set_instrument(in.name());
+    found->set_owner_organization(in.owner_organization());
+    found->set_facility(in.facility());
+    *found->mutable_free_intervals() = std::move(*free.mutable_free_intervals());
+  }
+  s->list.set_page_token(page.instruments->next_page_token());
+  if (!s->list.page_token().empty() && s->resp.instruments_size() < s->page_size) return SearchNextPage(s);
+  if (!s->list.page_token().empty()) s->resp.set_next_page_token(page_tokens_.Make(s->r, s->p, s->list.page_token()));
+  s->done(std::move(s->resp));
 }
 
 }  // namespace labshare::booking

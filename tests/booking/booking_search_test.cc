@@ -481,6 +481,28 @@ TEST_F(SearchTest, PagesExpireSoonerThanTheOtherFacts) {
   EXPECT_EQ((*later)->instruments_size(), 2);
 }
 
+TEST_F(SearchTest, LargePagesArePlannedAndAnsweredOnBlocking) {
+  // 10 instruments free all day: a page of more than 8 is planned and
+  // answered on blocking_, a page of up to 8 where the calendars came back.
+  for (int i = 0; i < 10; ++i) AddInstrument(absl::StrCat("m", i), "facilities/fac", "many", "organizations/owner");
+  InventoryClient warm_client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  BookingManager warm(store_.get(), &warm_client, &clock_, testing::TestPageTokens());
+  const Principal ana = Who("ana", "lab", {Role::kLabUser});
+  for (int size : {10, 8}) {
+    SCOPED_TRACE(size);
+    auto q = Query(absl::Hours(18), absl::Hours(19), "many");
+    q.set_page_size(size);
+    (void)Compare(ana, ana_, q, &warm);  // warm
+    std::promise<std::pair<bool, int>> answer;
+    warm.SearchAvailableInstrumentsAsync(ana, q, [&](absl::StatusOr<v1::SearchAvailableInstrumentsResponse> r) {
+      answer.set_value({BookingManager::OnBlockingThread(), r.ok() ? r->instruments_size() : -1});
+    });
+    auto [on_blocking, found] = answer.get_future().get();
+    EXPECT_EQ(found, size);
+    EXPECT_EQ(on_blocking, size > 8);
+  }
+}
+
 TEST_F(SearchTest, CalendarsOfSeveralInstrumentsAsEachAlone) {
   // BookingStore::CalendarsAsync against CalendarRange, instrument by
   // instrument (one with nothing in range).

@@ -31,6 +31,13 @@ InventoryClient::CacheOnly::CacheOnly() : outer_(t_cache_only) { t_cache_only = 
 InventoryClient::CacheOnly::~CacheOnly() { t_cache_only = outer_; }
 bool InventoryClient::CacheOnly::missed() const { return missed_; }
 
+absl::Status InventoryClient::MayCall() {
+  if (t_cache_only == nullptr) return absl::OkStatus();
+  for (CacheOnly* scope = t_cache_only; scope != nullptr; scope = scope->outer_) scope->missed_ = true;
+  return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
+                   "the inventory service cannot be reached; retry the request");
+}
+
 InventoryClient::InventoryClient(std::shared_ptr<grpc::Channel> channel, const Clock* clock, absl::Duration ttl,
                                  absl::Duration page_ttl)
     : stub_(inv::InventoryService::NewStub(std::move(channel))),
@@ -55,11 +62,7 @@ absl::StatusOr<InventoryClient::Any> InventoryClient::Cached(
     if (it != cache_.end() && now - it->second.fetched < ttl) return it->second.message;
     generation = generation_;
   }
-  if (t_cache_only != nullptr) {
-    for (CacheOnly* scope = t_cache_only; scope != nullptr; scope = scope->outer_) scope->missed_ = true;
-    return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
-                     "the inventory service cannot be reached; retry the request");
-  }
+  LS_RETURN_IF_ERROR(MayCall());
   LS_ASSIGN_OR_RETURN(Any message, fetch());
   std::lock_guard<std::shared_mutex> lock(mu_);
   // An invalidation while fetching may concern what was fetched: use it
@@ -265,6 +268,7 @@ absl::StatusOr<std::vector<inv::MaintenanceWindow>> InventoryClient::ListMainten
 absl::StatusOr<inv::ListInstrumentsResponse> InventoryClient::ListInstruments(
     const inv::ListInstrumentsRequest& request) {
   inv::ListInstrumentsResponse resp;
+  LS_RETURN_IF_ERROR(MayCall());  // not cached: under CacheOnly, a miss
   auto ctx = Context();
   grpc::Status s = stub_->ListInstruments(ctx.get(), request, &resp);
   if (!s.ok()) return Downstream(s);
@@ -281,6 +285,7 @@ absl::StatusOr<InventoryClient::Shared<inv::ListInstrumentsResponse>> InventoryC
 }
 
 absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(const std::string& name) {
+  LS_RETURN_IF_ERROR(MayCall());  // not cached: under CacheOnly, a miss
   inv::GetMaintenanceWindowRequest req;
   req.set_name(name);
   inv::MaintenanceWindow resp;
@@ -296,6 +301,7 @@ absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(con
 absl::Status InventoryClient::RecordQualificationUse(const std::string& instrument,
                                                      const std::string& user, absl::Time use_time,
                                                      const std::string& request_id) {
+  LS_RETURN_IF_ERROR(MayCall());  // not cached: under CacheOnly, a miss
   inv::RecordQualificationUseRequest req;
   req.set_name(absl::StrCat(instrument, "/qualifications/", user.substr(user.find('/') + 1)));
   *req.mutable_use_time() = ToProto(use_time);

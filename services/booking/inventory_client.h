@@ -84,7 +84,7 @@ class InventoryClient {
   absl::StatusOr<Shared<inv::ListInstrumentsResponse>> Instruments(const inv::ListInstrumentsRequest& request);
 
   // While a CacheOnly lives on a thread, a lookup of that thread that would
-  // call inventory (a miss) does not: it fails at once (UNAVAILABLE
+  // call inventory (a miss, or any uncached method) does not: it fails at once (UNAVAILABLE
   // INVENTORY_UNAVAILABLE) and missed() turns true. Code that must not
   // block (a gRPC callback or pipeline thread) runs a read-only step under
   // one and, when something was missed, runs the step again where it may
@@ -117,6 +117,8 @@ class InventoryClient {
   using Any = std::shared_ptr<const google::protobuf::Message>;
   absl::StatusOr<Any> Cached(const std::string& key, const std::function<absl::StatusOr<Any>()>& fetch);
   std::unique_ptr<grpc::ClientContext> Context();
+  // INVENTORY_UNAVAILABLE and a miss under a CacheOnly; else OK.
+  static absl::Status MayCall();
 
   std::unique_ptr<inv::InventoryService::Stub> stub_;
   const Clock* clock_;

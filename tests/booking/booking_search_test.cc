@@ -503,6 +503,80 @@ TEST_F(SearchTest, LargePagesArePlannedAndAnsweredOnBlocking) {
   }
 }
 
+TEST_F(SearchTest, CachedPagesFollowInventoryEventsAndCallers) {
+  InventoryClient warm_client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  BookingManager warm(store_.get(), &warm_client, &clock_, testing::TestPageTokens());
+  const Principal ana = Who("ana", "lab", {Role::kLabUser});
+  const Principal admin = Who("admin", "", {Role::kConsortiumAdmin});
+  auto q = Query(absl::Hours(18), absl::Hours(19));
+  q.set_page_size(8);  // planned on the calling thread when cached
+  auto names = [&](const Principal& p, const v1::SearchAvailableInstrumentsRequest& r) {
+    InventoryClient::CacheOnly cached;
+    auto found = Async(warm, p, r);
+    std::string out = found.ok() ? "" : "error";
+    if (found.ok()) {
+      for (const auto& in : found->instruments()) absl::StrAppend(&out, in.instrument().substr(12), " ");
+    }
+    return std::make_pair(out, cached.missed());
+  };
+  // Warm as admin, then as lab with the same filters: the cached page is
+  // the same, what lab may not use (ebl) is not shown.
+  EXPECT_EQ(Compare(admin, admin_, q, &warm), "ebl[ 18h-19h ] fib[ 18h-19h ] tem[ 18h-19h ] ");
+  EXPECT_EQ(Compare(ana, ana_, q, &warm), "fib[ 18h-19h ] tem[ 18h-19h ] ");
+  EXPECT_EQ(names(ana, q), std::make_pair(std::string("fib tem "), false));
+  // Two categories warm at once.
+  auto m = Query(absl::Hours(18), absl::Hours(19), "materials");
+  m.set_page_size(8);
+  EXPECT_EQ(Compare(ana, ana_, m, &warm), "xrd[ 18h-19h ] ");
+  EXPECT_EQ(names(ana, m), std::make_pair(std::string("xrd "), false));
+  EXPECT_EQ(names(ana, q), std::make_pair(std::string("fib tem "), false));
+  // fib retired in inventory: still listed from the cache until its event
+  // is applied, then gone (a miss: the pages were forgotten).
+  iv::SetInstrumentStateRequest st;
+  st.set_name("instruments/fib");
+  st.set_state(iv::RETIRED);
+  st.set_reason("gone");
+  Inv(&iv::InventoryService::Stub::SetInstrumentState, st);
+  EXPECT_EQ(names(ana, q), std::make_pair(std::string("fib tem "), false));
+  inv::InventoryEvent event;
+  event.mutable_instrument_changed()->mutable_instrument()->set_name("instruments/fib");
+  EXPECT_GE(warm_client.Invalidate(event), 3u);  // both categories' pages and fib
+  EXPECT_EQ(names(ana, q), std::make_pair(std::string("tem "), true));  // read again on blocking_
+  EXPECT_EQ(names(ana, q), std::make_pair(std::string("tem "), false));
+  EXPECT_EQ(names(ana, m), std::make_pair(std::string("xrd "), true));
+}
+
+TEST_F(SearchTest, UncachedInventoryCallsMissUnderCacheOnly) {
+  InventoryClient client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  {
+    InventoryClient::CacheOnly cached;
+    inv::ListInstrumentsRequest list;
+    list.set_category("materials");
+    auto raw = client.ListInstruments(list);
+    EXPECT_EQ(raw.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ(ErrorReason(raw.status()), "INVENTORY_UNAVAILABLE");
+    EXPECT_TRUE(cached.missed());
+  }
+  {
+    InventoryClient::CacheOnly cached;
+    EXPECT_EQ(client.GetMaintenanceWindow("instruments/fib/maintenanceWindows/x").status().code(),
+              absl::StatusCode::kUnavailable);
+    EXPECT_TRUE(cached.missed());
+  }
+  {
+    InventoryClient::CacheOnly cached;
+    absl::Status used = client.RecordQualificationUse("instruments/tem", "users/ana", day_, "use-1");
+    EXPECT_EQ(ErrorReason(used), "INVENTORY_UNAVAILABLE");
+    EXPECT_TRUE(cached.missed());
+  }
+  // Outside a scope they call inventory.
+  inv::ListInstrumentsRequest list;
+  list.set_category("materials");
+  auto raw = client.ListInstruments(list);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_EQ(raw->instruments_size(), 1);
+}
+
 TEST_F(SearchTest, CalendarsOfSeveralInstrumentsAsEachAlone) {
   // BookingStore::CalendarsAsync against CalendarRange, instrument by
   // instrument (one with nothing in range).

@@ -1,6 +1,8 @@
 #include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
 
+#include <limits>
+
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
 #include "services/booking/booking_lists.h"
@@ -642,8 +644,19 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(const Prin
   return std::move(plan->resp);
 }
 
+namespace {
+thread_local bool t_on_blocking = false;  // this thread is one of a blocking_'s
+}  // namespace
+
+bool BookingManager::OnBlockingThread() { return t_on_blocking; }
+
 absl::Status BookingManager::Offload(std::function<void()> work) {
-  if (blocking_->Submit(std::move(work))) return absl::OkStatus();
+  if (blocking_->Submit([work = std::move(work)] {
+        t_on_blocking = true;
+        work();
+      })) {
+    return absl::OkStatus();
+  }
   return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
                    "too many requests wait for the inventory service; try again");
 }
@@ -1465,14 +1478,45 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
   return resp;
 }
 
+namespace {
+// Before any candidate is planned: a category without one answers
+// RANGE_TOO_LONG too (each plan checks it again).
+// Category and facility: inventory names are short, and a longer one only
+// grows the cached pages' keys (InventoryClient::Instruments).
+constexpr size_t kMaxSearchFilter = 200;
+absl::Status SearchFilters(const v1::SearchAvailableInstrumentsRequest& r) {
+  if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
+  if (r.category().size() > kMaxSearchFilter) return InvalidField("category", "may be at most 200 bytes");
+  if (r.facility().size() > kMaxSearchFilter) return InvalidField("facility", "may be at most 200 bytes");
+  return absl::OkStatus();
+}
+
+// A listed instrument deleted or without the mode by the time it is planned
+// (a page and an instrument are read, or cached, apart): not a candidate,
+// as if the page had been read after the change.
+bool GoneSinceListed(const absl::Status& s) {
+  if (s.ok()) return false;
+  const std::string reason = ErrorReason(s);
+  return reason == "MODE_NOT_OFFERED" || reason == "INSTRUMENT_NOT_FOUND";
+}
+
+absl::Status SearchRangeFits(const v1::SearchAvailableInstrumentsRequest& r) {
+  if (FromProto(r.range().end_time()) - FromProto(r.range().start_time()) > kMaxRange) {
+    return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
 absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAvailableInstruments(
     const Principal& p, const v1::SearchAvailableInstrumentsRequest& r) {
   // Authorization before validation: another organisation's view.
   if (!r.organization().empty()) {
     LS_RETURN_IF_ERROR(CheckScope("SearchAvailableInstruments", p, {"", {r.organization()}, {}}));
   }
-  if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
+  LS_RETURN_IF_ERROR(SearchFilters(r));
   LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
+  LS_RETURN_IF_ERROR(SearchRangeFits(r));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
   const std::string org_name = r.organization().empty() ? ActorOrganization(p) : r.organization();
@@ -1509,13 +1553,15 @@ absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAva
       q.set_mode(mode);
       *q.mutable_min_duration() = ToProto(wanted);
       q.set_organization(org_name);
-      LS_ASSIGN_OR_RETURN(auto free, QueryAvailability(p, q));
-      if (free.free_intervals().empty()) continue;
+      absl::StatusOr<v1::QueryAvailabilityResponse> free = QueryAvailability(p, q);
+      if (GoneSinceListed(free.status())) continue;
+      if (!free.ok()) return free.status();
+      if (free->free_intervals().empty()) continue;
       auto* found = resp.add_instruments();
       found->set_instrument(in.name());
       found->set_owner_organization(in.owner_organization());
       found->set_facility(in.facility());
-      *found->mutable_free_intervals() = free.free_intervals();
+      *found->mutable_free_intervals() = free->free_intervals();
     }
     list.set_page_token(instruments.next_page_token());
   } while (!list.page_token().empty() && resp.instruments_size() < page.page_size);
@@ -1535,8 +1581,9 @@ void BookingManager::SearchAvailableInstrumentsAsync(
     absl::Status scope = CheckScope("SearchAvailableInstruments", p, {"", {r.organization()}, {}});
     if (!scope.ok()) return done(scope);
   }
-  if (r.category().empty()) return done(InvalidField("category", "required, e.g. electron-microscopy"));
+  if (absl::Status filters = SearchFilters(r); !filters.ok()) return done(filters);
   if (absl::Status range = ValidInterval(r.range(), "range"); !range.ok()) return done(range);
+  if (absl::Status range = SearchRangeFits(r); !range.ok()) return done(range);
   auto page = page_tokens_.Parse(r, p);
   if (!page.ok()) return done(page.status());
   auto s = std::make_shared<Search>();
@@ -1556,13 +1603,26 @@ void BookingManager::SearchAvailableInstrumentsAsync(
   SearchNextPage(std::move(s));
 }
 
-absl::StatusOr<BookingManager::SearchPage> BookingManager::PlanSearchPage(const Search& s) {
+absl::StatusOr<BookingManager::SearchPage> BookingManager::PlanSearchPage(Search& s, int max_pages) {
   SearchPage out;
   out.org = s.org;
   if (!s.org_loaded && !s.org_name.empty()) {
     LS_ASSIGN_OR_RETURN(out.org, inventory_->Organization(s.org_name));
   }
-  LS_ASSIGN_OR_RETURN(out.instruments, inventory_->Instruments(s.list));
+  // Pages without a candidate (all excluded by access policy) are passed
+  // over here, in one frame: the caller's continuation would otherwise
+  // recurse once per such page (CalendarsAsync of nothing answers inline).
+  // s.list's token moves past them; a rerun after a miss resumes there.
+  for (int n = 1;; ++n) {
+    LS_ASSIGN_OR_RETURN(out.instruments, inventory_->Instruments(s.list));
+    LS_RETURN_IF_ERROR(PlanCandidates(s, &out));
+    if (!out.candidates.empty() || out.instruments->next_page_token().empty() || n >= max_pages) return out;
+    s.list.set_page_token(out.instruments->next_page_token());
+  }
+}
+
+absl::Status BookingManager::PlanCandidates(const Search& s, SearchPage* page) {
+  SearchPage& out = *page;
   const auto& instruments = out.instruments->instruments();
   for (int k = 0; k < instruments.size(); ++k) {
     const inv::Instrument& in = instruments[k];
@@ -1579,46 +1639,76 @@ absl::StatusOr<BookingManager::SearchPage> BookingManager::PlanSearchPage(const 
     q.set_mode(s.mode);
     *q.mutable_min_duration() = ToProto(s.wanted);
     q.set_organization(s.org_name);
-    LS_ASSIGN_OR_RETURN(AvailabilityPlan plan, PlanAvailability(s.p, q));
-    out.candidates.emplace_back(k, std::move(plan));
+    absl::StatusOr<AvailabilityPlan> plan = PlanAvailability(s.p, q);
+    if (GoneSinceListed(plan.status())) continue;
+    if (!plan.ok()) return plan.status();
+    out.candidates.emplace_back(k, *std::move(plan));
   }
-  return out;
+  return absl::OkStatus();
 }
 
 void BookingManager::SearchNextPage(std::shared_ptr<Search> s) {
   // Ask for no more than still fits: filtering only removes, so a page
   // never exceeds page_size and inventory's token resumes exactly.
   s->list.set_page_size(s->page_size - s->resp.instruments_size());
-  Planned<SearchPage>([this, s] { return PlanSearchPage(*s); }, [this, s](absl::StatusOr<SearchPage> planned) {
-    if (!planned.ok()) return s->done(planned.status());
-    auto page = std::make_shared<SearchPage>(*std::move(planned));
-    s->org = page->org;
-    s->org_loaded = true;
-    std::vector<BookingStore::CalendarRead> reads;
-    reads.reserve(page->candidates.size());
-    for (const auto& [k, plan] : page->candidates) {
-      reads.push_back({plan.partition, plan.instrument_id, Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)});
-    }
-    store_->CalendarsAsync(std::move(reads), [this, s, page](absl::StatusOr<std::vector<std::vector<CalendarEntry>>> cals) {
-      if (!cals.ok()) return s->done(cals.status());
-      for (size_t i = 0; i < page->candidates.size() && i < cals->size(); ++i) {
-        const auto& [k, plan] = page->candidates[i];
-        // Free time needs no documents (they only name why time is busy).
-        v1::QueryAvailabilityResponse free = AnswerAvailability(plan, (*cals)[i], {}, /*with_busy=*/false);
-        if (free.free_intervals().empty()) continue;
-        const inv::Instrument& in = page->instruments->instruments(k);
-        auto* found = s->resp.add_instruments();
-        found->set_instrument(in.name());
-        found->set_owner_organization(in.owner_organization());
-        found->set_facility(in.facility());
-        *found->mutable_free_intervals() = std::move(*free.mutable_free_intervals());
-      }
-      s->list.set_page_token(page->instruments->next_page_token());
-      if (!s->list.page_token().empty() && s->resp.instruments_size() < s->page_size) return SearchNextPage(s);
-      if (!s->list.page_token().empty()) s->resp.set_next_page_token(page_tokens_.Make(s->r, s->p, s->list.page_token()));
-      s->done(std::move(s->resp));
-    });
+  if (s->list.page_size() > kInlineCandidates && !OnBlockingThread()) {
+    // Many plans to make: not on a gRPC or pipeline thread.
+    absl::Status offloaded = Offload([this, s] { SearchNextPage(s); });
+    if (!offloaded.ok()) s->done(offloaded);
+    return;
+  }
+  const int max_pages = OnBlockingThread() ? std::numeric_limits<int>::max() : kInlineCandidates;
+  Planned<SearchPage>([this, s, max_pages] { return PlanSearchPage(*s, max_pages); },
+                      [this, s](absl::StatusOr<SearchPage> planned) { SearchPlanned(s, std::move(planned)); });
+}
+
+void BookingManager::SearchPlanned(std::shared_ptr<Search> s, absl::StatusOr<SearchPage> planned) {
+  if (!planned.ok()) return s->done(planned.status());
+  auto page = std::make_shared<SearchPage>(*std::move(planned));
+  s->org = page->org;
+  s->org_loaded = true;
+  if (page->candidates.empty()) {
+    // The inline walk's page limit: go on from blocking_ (a new stack).
+    s->list.set_page_token(page->instruments->next_page_token());
+    if (s->list.page_token().empty()) return s->done(std::move(s->resp));
+    absl::Status offloaded = Offload([this, s] { SearchNextPage(s); });
+    if (!offloaded.ok()) s->done(offloaded);
+    return;
+  }
+  std::vector<BookingStore::CalendarRead> reads;
+  reads.reserve(page->candidates.size());
+  for (const auto& [k, plan] : page->candidates) {
+    reads.push_back({plan.partition, plan.instrument_id, Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)});
+  }
+  store_->CalendarsAsync(std::move(reads), [this, s, page](absl::StatusOr<std::vector<std::vector<CalendarEntry>>> cals) {
+    if (!cals.ok()) return s->done(cals.status());
+    auto shared = std::make_shared<std::vector<std::vector<CalendarEntry>>>(*std::move(cals));
+    auto answer = [this, s, page, shared] { SearchAnswered(s, *page, *shared); };
+    // The pipeline's callbacks must be short: many answers on blocking_.
+    if (page->candidates.size() <= kInlineCandidates || OnBlockingThread()) return answer();
+    absl::Status offloaded = Offload(answer);
+    if (!offloaded.ok()) s->done(offloaded);
   });
+}
+
+void BookingManager::SearchAnswered(const std::shared_ptr<Search>& s, const SearchPage& page,
+                                    const std::vector<std::vector<CalendarEntry>>& cals) {
+  for (size_t i = 0; i < page.candidates.size() && i < cals.size(); ++i) {
+    const auto& [k, plan] = page.candidates[i];
+    // Free time needs no documents (they only name why time is busy).
+    v1::QueryAvailabilityResponse free = AnswerAvailability(plan, cals[i], {}, /*with_busy=*/false);
+    if (free.free_intervals().empty()) continue;
+    const inv::Instrument& in = page.instruments->instruments(k);
+    auto* found = s->resp.add_instruments();
+    found->set_instrument(in.name());
+    found->set_owner_organization(in.owner_organization());
+    found->set_facility(in.facility());
+    *found->mutable_free_intervals() = std::move(*free.mutable_free_intervals());
+  }
+  s->list.set_page_token(page.instruments->next_page_token());
+  if (!s->list.page_token().empty() && s->resp.instruments_size() < s->page_size) return SearchNextPage(s);
+  if (!s->list.page_token().empty()) s->resp.set_next_page_token(page_tokens_.Make(s->r, s->p, s->list.page_token()));
+  s->done(std::move(s->resp));
 }
 
 }  // namespace labshare::booking

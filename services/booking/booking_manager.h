@@ -258,7 +258,17 @@ class BookingManager {
     InventoryClient::Shared<inv::ListInstrumentsResponse> instruments;
     std::vector<std::pair<int, AvailabilityPlan>> candidates;  // index in instruments, plan
   };
-  absl::StatusOr<SearchPage> PlanSearchPage(const Search& s);
+  // The next page with a candidate, or the last page, or the max_pages-th
+  // page read (s.list's token moves past pages without one).
+  absl::StatusOr<SearchPage> PlanSearchPage(Search& s, int max_pages);
+  void SearchPlanned(std::shared_ptr<Search> s, absl::StatusOr<SearchPage> planned);
+  void SearchAnswered(const std::shared_ptr<Search>& s, const SearchPage& page,
+                      const std::vector<std::vector<CalendarEntry>>& cals);
+  // Pages of up to this many instruments are planned and answered on the
+  // calling (gRPC, pipeline) thread when cached, larger ones on blocking_;
+  // at most this many pages without a candidate are passed over there.
+  static constexpr int kInlineCandidates = 8;
+  absl::Status PlanCandidates(const Search& s, SearchPage* page);
   void SearchNextPage(std::shared_ptr<Search> s);
 
   // Runs `plan` (read-only) here when every inventory fact it asks for is
@@ -463,6 +473,12 @@ class BookingManager {
   std::unique_ptr<BlockingExecutor> blocking_;
   // Runs `work` on blocking_; INVENTORY_UNAVAILABLE when too much waits.
   absl::Status Offload(std::function<void()> work);
+
+ public:
+  // True on the threads of a manager's blocking_ (where Offload runs work).
+  static bool OnBlockingThread();
+
+ private:
 };
 
 }  // namespace labshare::booking

@@ -1,5 +1,7 @@
 #include "services/booking/inventory_client.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
@@ -29,10 +31,19 @@ InventoryClient::CacheOnly::CacheOnly() : outer_(t_cache_only) { t_cache_only = 
 InventoryClient::CacheOnly::~CacheOnly() { t_cache_only = outer_; }
 bool InventoryClient::CacheOnly::missed() const { return missed_; }
 
-InventoryClient::InventoryClient(std::shared_ptr<grpc::Channel> channel, const Clock* clock, absl::Duration ttl)
+absl::Status InventoryClient::MayCall() {
+  if (t_cache_only == nullptr) return absl::OkStatus();
+  for (CacheOnly* scope = t_cache_only; scope != nullptr; scope = scope->outer_) scope->missed_ = true;
+  return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
+                   "the inventory service cannot be reached; retry the request");
+}
+
+InventoryClient::InventoryClient(std::shared_ptr<grpc::Channel> channel, const Clock* clock, absl::Duration ttl,
+                                 absl::Duration page_ttl)
     : stub_(inv::InventoryService::NewStub(std::move(channel))),
       clock_(clock),
-      ttl_(ttl) {}
+      ttl_(ttl),
+      page_ttl_(std::min(ttl, page_ttl)) {}
 
 std::unique_ptr<grpc::ClientContext> InventoryClient::Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -47,26 +58,36 @@ absl::StatusOr<InventoryClient::Any> InventoryClient::Cached(
   {
     std::shared_lock<std::shared_mutex> lock(mu_);
     auto it = cache_.find(key);
-    if (it != cache_.end() && now - it->second.fetched < ttl_) return it->second.message;
+    const absl::Duration ttl = absl::StartsWith(key, kPagePrefix) ? page_ttl_ : ttl_;
+    if (it != cache_.end() && now - it->second.fetched < ttl) return it->second.message;
     generation = generation_;
   }
-  if (t_cache_only != nullptr) {
-    for (CacheOnly* scope = t_cache_only; scope != nullptr; scope = scope->outer_) scope->missed_ = true;
-    return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
-                     "the inventory service cannot be reached; retry the request");
-  }
+  LS_RETURN_IF_ERROR(MayCall());
   LS_ASSIGN_OR_RETURN(Any message, fetch());
   std::lock_guard<std::shared_mutex> lock(mu_);
   // An invalidation while fetching may concern what was fetched: use it
   // once, keep it not.
-  if (generation == generation_) {
-    const bool page = absl::StartsWith(key, kPagePrefix);
-    if (page && pages_ >= kMaxCachedPages && cache_.find(key) == cache_.end()) ForgetPagesLocked();
-    auto [it, added] = cache_.insert_or_assign(key, Entry{message, now});
-    (void)it;
-    if (page && added) ++pages_;
+  if (generation != generation_) return message;
+  if (!absl::StartsWith(key, kPagePrefix)) {
+    cache_.insert_or_assign(key, Entry{message, now});
+    return message;
   }
+  const size_t bytes = PageBytes(key, message);
+  if (key.size() > kMaxPageKeyBytes || bytes > kMaxCachedPageBytes / 16) return message;
+  if (auto it = cache_.find(key); it != cache_.end()) {  // another thread's, as fresh
+    page_bytes_ -= PageBytes(key, it->second.message);
+    --pages_;
+    cache_.erase(it);
+  }
+  if (pages_ >= kMaxCachedPages || page_bytes_ + bytes > kMaxCachedPageBytes) ForgetPagesLocked();
+  cache_.emplace(key, Entry{message, now});
+  ++pages_;
+  page_bytes_ += bytes;
   return message;
+}
+
+size_t InventoryClient::PageBytes(const std::string& key, const Any& page) {
+  return key.size() + (page == nullptr ? 0 : page->ByteSizeLong());
 }
 
 void InventoryClient::ForgetPagesLocked() {
@@ -78,6 +99,7 @@ void InventoryClient::ForgetPagesLocked() {
     }
   }
   pages_ = 0;
+  page_bytes_ = 0;
 }
 
 size_t InventoryClient::Invalidate(const inv::InventoryEvent& event) {
@@ -116,6 +138,7 @@ size_t InventoryClient::Invalidate(const inv::InventoryEvent& event) {
     const size_t n = cache_.size();
     cache_.clear();
     pages_ = 0;
+    page_bytes_ = 0;
     return n;
   }
   size_t n = 0;
@@ -133,6 +156,7 @@ void InventoryClient::InvalidateAll() {
   ++generation_;
   cache_.clear();
   pages_ = 0;
+  page_bytes_ = 0;
 }
 
 namespace {
@@ -244,6 +268,7 @@ absl::StatusOr<std::vector<inv::MaintenanceWindow>> InventoryClient::ListMainten
 absl::StatusOr<inv::ListInstrumentsResponse> InventoryClient::ListInstruments(
     const inv::ListInstrumentsRequest& request) {
   inv::ListInstrumentsResponse resp;
+  LS_RETURN_IF_ERROR(MayCall());  // not cached: under CacheOnly, a miss
   auto ctx = Context();
   grpc::Status s = stub_->ListInstruments(ctx.get(), request, &resp);
   if (!s.ok()) return Downstream(s);
@@ -260,6 +285,7 @@ absl::StatusOr<InventoryClient::Shared<inv::ListInstrumentsResponse>> InventoryC
 }
 
 absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(const std::string& name) {
+  LS_RETURN_IF_ERROR(MayCall());  // not cached: under CacheOnly, a miss
   inv::GetMaintenanceWindowRequest req;
   req.set_name(name);
   inv::MaintenanceWindow resp;
@@ -275,6 +301,7 @@ absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(con
 absl::Status InventoryClient::RecordQualificationUse(const std::string& instrument,
                                                      const std::string& user, absl::Time use_time,
                                                      const std::string& request_id) {
+  LS_RETURN_IF_ERROR(MayCall());  // not cached: under CacheOnly, a miss
   inv::RecordQualificationUseRequest req;
   req.set_name(absl::StrCat(instrument, "/qualifications/", user.substr(user.find('/') + 1)));
   *req.mutable_use_time() = ToProto(use_time);

@@ -30,8 +30,11 @@ class InventoryClient {
   // clock must outlive the client. Thread-safe. The channel proves
   // booking's identity to inventory (its client certificate); calls carry
   // no bearer token.
+  // Pages of instruments (Instruments) are kept for page_ttl (at most
+  // ttl): a new instrument, which no event removes from a cached page,
+  // shows in a search at most that late.
   InventoryClient(std::shared_ptr<grpc::Channel> channel, const Clock* clock,
-                  absl::Duration ttl = absl::Seconds(5));
+                  absl::Duration ttl = absl::Seconds(5), absl::Duration page_ttl = absl::Seconds(5));
 
   // Forgets the cached objects an inventory event changed (all of them for
   // an event it does not know). Returns how many entries went.
@@ -69,13 +72,19 @@ class InventoryClient {
   // Not cached: one page of instruments (category, facility, mode filters).
   absl::StatusOr<inv::ListInstrumentsResponse> ListInstruments(const inv::ListInstrumentsRequest& request);
   // The same page, cached per request (page token and size included) like
-  // the objects above; any instrument event forgets every cached page, and
-  // at most kMaxCachedPages pages are kept (beyond: all are forgotten).
+  // the objects above but for page_ttl; any instrument event forgets every
+  // cached page. At
+  // most kMaxCachedPages pages of kMaxCachedPageBytes in all (key and
+  // page) are kept (beyond: all are forgotten); a request whose key is
+  // over kMaxPageKeyBytes, or a page over a sixteenth of the bytes, is
+  // answered but not kept.
   static constexpr size_t kMaxCachedPages = 1024;
+  static constexpr size_t kMaxCachedPageBytes = size_t{32} << 20;
+  static constexpr size_t kMaxPageKeyBytes = 1024;
   absl::StatusOr<Shared<inv::ListInstrumentsResponse>> Instruments(const inv::ListInstrumentsRequest& request);
 
   // While a CacheOnly lives on a thread, a lookup of that thread that would
-  // call inventory (a miss) does not: it fails at once (UNAVAILABLE
+  // call inventory (a miss, or any uncached method) does not: it fails at once (UNAVAILABLE
   // INVENTORY_UNAVAILABLE) and missed() turns true. Code that must not
   // block (a gRPC callback or pipeline thread) runs a read-only step under
   // one and, when something was missed, runs the step again where it may
@@ -108,10 +117,13 @@ class InventoryClient {
   using Any = std::shared_ptr<const google::protobuf::Message>;
   absl::StatusOr<Any> Cached(const std::string& key, const std::function<absl::StatusOr<Any>()>& fetch);
   std::unique_ptr<grpc::ClientContext> Context();
+  // INVENTORY_UNAVAILABLE and a miss under a CacheOnly; else OK.
+  static absl::Status MayCall();
 
   std::unique_ptr<inv::InventoryService::Stub> stub_;
   const Clock* clock_;
   const absl::Duration ttl_;
+  const absl::Duration page_ttl_;
   // Read on every booking request by several threads at once: readers
   // share the lock, and a lookup is one hash probe.
   std::shared_mutex mu_;
@@ -121,7 +133,9 @@ class InventoryClient {
   };
   absl::flat_hash_map<std::string, Entry> cache_;  // guarded by mu_
   size_t pages_ = 0;  // guarded by mu_: cache_'s "Instruments?" entries
+  size_t page_bytes_ = 0;  // guarded by mu_: their keys and pages
   void ForgetPagesLocked();  // mu_ held exclusively
+  static size_t PageBytes(const std::string& key, const Any& page);
   uint64_t generation_ = 0;  // guarded by mu_: invalidations so far
 };
 

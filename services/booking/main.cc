@@ -33,6 +33,9 @@ ABSL_FLAG(int, redis_pipeline_max_queue, 10000,
 ABSL_FLAG(absl::Duration, inventory_cache_ttl, absl::Seconds(60),
           "Longest an inventory answer (instrument, user, rates, ...) is reused. Changes announced on "
           "inventory's outbox drop the answers they touch at once; this bounds anything else.");
+ABSL_FLAG(absl::Duration, inventory_page_ttl, absl::Seconds(5),
+          "Longest a page of instruments (SearchAvailableInstruments' candidates) is reused, at most "
+          "--inventory_cache_ttl: how late a new instrument may show in a search.");
 
 int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
@@ -52,7 +55,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   labshare::booking::InventoryClient inventory(*inventory_channel_or, &clock,
-                                               absl::GetFlag(FLAGS_inventory_cache_ttl));
+                                               absl::GetFlag(FLAGS_inventory_cache_ttl),
+                                               absl::GetFlag(FLAGS_inventory_page_ttl));
   // The callback-API methods pipeline their Redis steps (one queue per master).
   labshare::RedisPipeline pipeline(labshare::RedisOptionsFromFlags(), absl::GetFlag(FLAGS_redis_pipelines),
                                   static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_batch))),

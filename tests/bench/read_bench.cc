@@ -256,6 +256,28 @@ int main(int argc, char** argv) {
   }
   const int64_t now_s = absl::ToUnixSeconds(absl::Now());
   const int64_t base_s = (now_s / 3600 + 1) * 3600 + 2 * 86400;
+  {
+    // Every instrument measured must be seeded (booking-load --seed with the
+    // same --instruments): else the fill and the rates measure errors.
+    auto booking = bk::BookingService::NewStub(channel);
+    for (const auto& in : instruments) {
+      bk::QueryAvailabilityRequest r;
+      r.set_instrument(in);
+      r.mutable_range()->mutable_start_time()->set_seconds(base_s);
+      r.mutable_range()->mutable_end_time()->set_seconds(base_s + 3600);
+      bk::QueryAvailabilityResponse a;
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("authorization", auth);
+      grpc::Status s = booking->QueryAvailability(&ctx, r, &a);
+      if (!s.ok()) {
+        fprintf(stderr,
+                "%s is not usable (code %d: %s): seed --instruments=%d with the same --instrument_prefix "
+                "(run_read_bench.sh: INSTRUMENTS mismatch?)\n",
+                in.c_str(), static_cast<int>(s.error_code()), s.error_message().c_str(), n_instruments);
+        return 1;
+      }
+    }
+  }
   const int64_t t_fill = NowNs();
   std::vector<std::string> names = Fill(channel, auth, instruments, base_s, absl::GetFlag(FLAGS_fill));
   fprintf(stderr, "filled %zu bookings in %.1f s; loadavg %s\n", names.size(), static_cast<double>(NowNs() - t_fill) / 1e9,

@@ -7,6 +7,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <pthread.h>
+
 #include <future>
 
 #include "google/protobuf/util/message_differencer.h"
@@ -277,6 +279,9 @@ TEST_F(SearchTest, ErrorsAsTheSynchronousForm) {
   EXPECT_EQ(Compare(ana, ana_, q), "error INVALID_INTERVAL");
   q = Query(absl::Hours(8), absl::Hours(24 * 370));
   EXPECT_EQ(Compare(ana, ana_, q), "error RANGE_TOO_LONG");
+  // Checked before any candidate: also where the category has none.
+  q = Query(absl::Hours(8), absl::Hours(24 * 400), "nothing-like-this");
+  EXPECT_EQ(Compare(ana, ana_, q), "error RANGE_TOO_LONG");
   q = Query(absl::Hours(8), absl::Hours(20));
   q.set_page_token("not-a-token");
   EXPECT_EQ(Compare(ana, ana_, q), "error INVALID_PAGE_TOKEN");
@@ -287,6 +292,13 @@ TEST_F(SearchTest, ErrorsAsTheSynchronousForm) {
   EXPECT_EQ(Compare(admin, admin_, q), "error ORGANIZATION_NOT_FOUND");
   q = Query(absl::Hours(8), absl::Hours(20));
   q.set_page_size(-1);
+  EXPECT_EQ(Compare(ana, ana_, q), "error INVALID_FIELD");
+  // Filters over 200 bytes (the cached pages' keys stay small).
+  q = Query(absl::Hours(8), absl::Hours(20), std::string(201, 'e'));
+  EXPECT_EQ(Compare(ana, ana_, q), "error INVALID_FIELD");
+  q = Query(absl::Hours(8), absl::Hours(20), std::string(200, 'e'));
+  EXPECT_EQ(Compare(ana, ana_, q), "");
+  q.set_facility("facilities/" + std::string(190, 'f'));
   EXPECT_EQ(Compare(ana, ana_, q), "error INVALID_FIELD");
 }
 
@@ -321,6 +333,248 @@ TEST_F(SearchTest, WarmCacheAnswersOnTheCallingThreadAsTheSynchronousForm) {
     EXPECT_TRUE(cached.missed());
   }
   EXPECT_EQ(Compare(ana, ana_, Query(absl::Hours(20), absl::Hours(8)), &warm), "error INVALID_INTERVAL");
+}
+
+TEST_F(SearchTest, ManyExcludedInstrumentsAreWalkedInOneFrame) {
+  // 300 instruments lab may not use (facility closed), then tem's copies:
+  // with page_size 1 every inventory page but the last has no candidate.
+  // Warm, the walk must not recurse per page: it runs on a thread with a
+  // 256 KiB stack (ASan's frames overflow it at a few frames per page).
+  for (int i = 0; i < 300; ++i) {
+    AddInstrument(absl::StrCat("c", 1000 + i), "facilities/closed", "blocked", "organizations/outsider");
+  }
+  AddInstrument("zz", "facilities/fac", "blocked", "organizations/owner");
+  InventoryClient warm_client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  BookingManager warm(store_.get(), &warm_client, &clock_, testing::TestPageTokens());
+  const Principal ana = Who("ana", "lab", {Role::kLabUser});
+  auto q = Query(absl::Hours(18), absl::Hours(19), "blocked");
+  q.set_page_size(1);
+  EXPECT_EQ(Compare(ana, ana_, q, &warm), "zz[ 18h-19h ] ");  // warms the cache
+  struct Run {
+    BookingManager* manager;
+    Principal p;
+    v1::SearchAvailableInstrumentsRequest q;
+    absl::StatusOr<v1::SearchAvailableInstrumentsResponse> answer;
+    bool missed = false;
+  } run{&warm, ana, q, absl::UnknownError("not run")};
+  pthread_attr_t attr;
+  ASSERT_EQ(pthread_attr_init(&attr), 0);
+  ASSERT_EQ(pthread_attr_setstacksize(&attr, 256 * 1024), 0);
+  pthread_t thread;
+  ASSERT_EQ(pthread_create(
+                &thread, &attr,
+                [](void* arg) -> void* {
+                  auto* r = static_cast<Run*>(arg);
+                  InventoryClient::CacheOnly cached;
+                  r->answer = Async(*r->manager, r->p, r->q);
+                  r->missed = cached.missed();
+                  return nullptr;
+                },
+                &run),
+            0);
+  ASSERT_EQ(pthread_join(thread, nullptr), 0);
+  pthread_attr_destroy(&attr);
+  ASSERT_TRUE(run.answer.ok()) << run.answer.status();
+  EXPECT_FALSE(run.missed);  // planned on that thread, from the cache
+  ASSERT_EQ(run.answer->instruments_size(), 1);
+  EXPECT_EQ(run.answer->instruments(0).instrument(), "instruments/zz");
+  EXPECT_EQ(run.answer->next_page_token(), "");
+}
+
+TEST_F(SearchTest, ACachedPageListingAnInstrumentThatLostTheModeSkipsIt) {
+  // The page is cached (as listed), the instrument read afresh: sem no
+  // longer offers ON_SITE. Not a candidate, not FAILED_PRECONDITION.
+  InventoryClient warm_client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  BookingManager warm(store_.get(), &warm_client, &clock_, testing::TestPageTokens());
+  const Principal ana = Who("ana", "lab", {Role::kLabUser});
+  auto q = Query(absl::Hours(23) + absl::Minutes(30), absl::Hours(26));
+  q.set_page_size(10);
+  inv::ListInstrumentsRequest list;
+  list.set_category("electron-microscopy");
+  list.set_mode(labshare::type::v1::ON_SITE);
+  list.set_state(inv::ACTIVE);
+  list.set_page_size(10);
+  auto page = warm_client.Instruments(list);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ((*page)->instruments_size(), 4);  // ebl fib sem tem
+  iv::GetInstrumentRequest g;
+  g.set_name("instruments/sem");
+  iv::Instrument sem;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &sem, admin_).ok());
+  iv::UpdateInstrumentRequest u;
+  *u.mutable_instrument() = sem;
+  u.mutable_instrument()->clear_modes();
+  for (const auto& m : sem.modes()) {
+    if (m.mode() != labshare::type::v1::ON_SITE) *u.mutable_instrument()->add_modes() = m;
+  }
+  u.mutable_update_mask()->add_paths("modes");
+  u.set_request_id("sem-no-on-site");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  auto direct = Async(warm, ana, q);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  std::string names;
+  for (const auto& in : direct->instruments()) absl::StrAppend(&names, in.instrument(), " ");
+  EXPECT_EQ(names, "instruments/fib instruments/tem ");
+  // The synchronous form lists live: the same.
+  EXPECT_EQ(Compare(ana, ana_, q), "fib[ 23h30m-26h ] tem[ 23h30m-26h ] ");
+}
+
+TEST_F(SearchTest, OversizedPageRequestsAreAnsweredNotCached) {
+  InventoryClient client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  inv::ListInstrumentsRequest list;
+  list.set_category("electron-microscopy");
+  list.set_page_size(10);
+  ASSERT_TRUE(client.Instruments(list).ok());
+  {
+    InventoryClient::CacheOnly cached;
+    auto again = client.Instruments(list);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ((*again)->instruments_size(), 6);  // afm ebl fib old sem tem (any state)
+    EXPECT_FALSE(cached.missed());
+  }
+  list.set_page_token(std::string(InventoryClient::kMaxPageKeyBytes, 't'));
+  (void)client.Instruments(list);  // inventory's answer (a bad token) is not what matters
+  list.set_category(std::string(InventoryClient::kMaxPageKeyBytes, 'c'));
+  list.clear_page_token();
+  auto big = client.Instruments(list);
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_EQ((*big)->instruments_size(), 0);
+  {
+    InventoryClient::CacheOnly cached;
+    EXPECT_FALSE(client.Instruments(list).ok());
+    EXPECT_TRUE(cached.missed());
+  }
+}
+
+TEST_F(SearchTest, PagesExpireSoonerThanTheOtherFacts) {
+  // ttl 1 h, pages 5 s (the default): a new instrument shows within 5 s.
+  InventoryClient client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  inv::ListInstrumentsRequest list;
+  list.set_category("materials");
+  list.set_page_size(10);
+  auto first = client.Instruments(list);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ((*first)->instruments_size(), 1);  // xrd
+  ASSERT_TRUE(client.Instrument("instruments/xrd").ok());
+  AddInstrument("xrf", "facilities/fac", "materials", "organizations/owner");  // no event reaches this client
+  clock_.Advance(absl::Seconds(4));
+  {
+    InventoryClient::CacheOnly cached;
+    auto again = client.Instruments(list);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ((*again)->instruments_size(), 1);
+    EXPECT_FALSE(cached.missed());
+  }
+  clock_.Advance(absl::Seconds(1));
+  {
+    InventoryClient::CacheOnly cached;
+    EXPECT_FALSE(client.Instruments(list).ok());
+    EXPECT_TRUE(cached.missed());
+  }
+  {
+    InventoryClient::CacheOnly cached;
+    EXPECT_TRUE(client.Instrument("instruments/xrd").ok());  // still within its hour
+    EXPECT_FALSE(cached.missed());
+  }
+  auto later = client.Instruments(list);
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ((*later)->instruments_size(), 2);
+}
+
+TEST_F(SearchTest, LargePagesArePlannedAndAnsweredOnBlocking) {
+  // 10 instruments free all day: a page of more than 8 is planned and
+  // answered on blocking_, a page of up to 8 where the calendars came back.
+  for (int i = 0; i < 10; ++i) AddInstrument(absl::StrCat("m", i), "facilities/fac", "many", "organizations/owner");
+  InventoryClient warm_client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  BookingManager warm(store_.get(), &warm_client, &clock_, testing::TestPageTokens());
+  const Principal ana = Who("ana", "lab", {Role::kLabUser});
+  for (int size : {10, 8}) {
+    SCOPED_TRACE(size);
+    auto q = Query(absl::Hours(18), absl::Hours(19), "many");
+    q.set_page_size(size);
+    (void)Compare(ana, ana_, q, &warm);  // warm
+    std::promise<std::pair<bool, int>> answer;
+    warm.SearchAvailableInstrumentsAsync(ana, q, [&](absl::StatusOr<v1::SearchAvailableInstrumentsResponse> r) {
+      answer.set_value({BookingManager::OnBlockingThread(), r.ok() ? r->instruments_size() : -1});
+    });
+    auto [on_blocking, found] = answer.get_future().get();
+    EXPECT_EQ(found, size);
+    EXPECT_EQ(on_blocking, size > 8);
+  }
+}
+
+TEST_F(SearchTest, CachedPagesFollowInventoryEventsAndCallers) {
+  InventoryClient warm_client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  BookingManager warm(store_.get(), &warm_client, &clock_, testing::TestPageTokens());
+  const Principal ana = Who("ana", "lab", {Role::kLabUser});
+  const Principal admin = Who("admin", "", {Role::kConsortiumAdmin});
+  auto q = Query(absl::Hours(18), absl::Hours(19));
+  q.set_page_size(8);  // planned on the calling thread when cached
+  auto names = [&](const Principal& p, const v1::SearchAvailableInstrumentsRequest& r) {
+    InventoryClient::CacheOnly cached;
+    auto found = Async(warm, p, r);
+    std::string out = found.ok() ? "" : "error";
+    if (found.ok()) {
+      for (const auto& in : found->instruments()) absl::StrAppend(&out, in.instrument().substr(12), " ");
+    }
+    return std::make_pair(out, cached.missed());
+  };
+  // Warm as admin, then as lab with the same filters: the cached page is
+  // the same, what lab may not use (ebl) is not shown.
+  EXPECT_EQ(Compare(admin, admin_, q, &warm), "ebl[ 18h-19h ] fib[ 18h-19h ] tem[ 18h-19h ] ");
+  EXPECT_EQ(Compare(ana, ana_, q, &warm), "fib[ 18h-19h ] tem[ 18h-19h ] ");
+  EXPECT_EQ(names(ana, q), std::make_pair(std::string("fib tem "), false));
+  // Two categories warm at once.
+  auto m = Query(absl::Hours(18), absl::Hours(19), "materials");
+  m.set_page_size(8);
+  EXPECT_EQ(Compare(ana, ana_, m, &warm), "xrd[ 18h-19h ] ");
+  EXPECT_EQ(names(ana, m), std::make_pair(std::string("xrd "), false));
+  EXPECT_EQ(names(ana, q), std::make_pair(std::string("fib tem "), false));
+  // fib retired in inventory: still listed from the cache until its event
+  // is applied, then gone (a miss: the pages were forgotten).
+  iv::SetInstrumentStateRequest st;
+  st.set_name("instruments/fib");
+  st.set_state(iv::RETIRED);
+  st.set_reason("gone");
+  Inv(&iv::InventoryService::Stub::SetInstrumentState, st);
+  EXPECT_EQ(names(ana, q), std::make_pair(std::string("fib tem "), false));
+  inv::InventoryEvent event;
+  event.mutable_instrument_changed()->mutable_instrument()->set_name("instruments/fib");
+  EXPECT_GE(warm_client.Invalidate(event), 3u);  // both categories' pages and fib
+  EXPECT_EQ(names(ana, q), std::make_pair(std::string("tem "), true));  // read again on blocking_
+  EXPECT_EQ(names(ana, q), std::make_pair(std::string("tem "), false));
+  EXPECT_EQ(names(ana, m), std::make_pair(std::string("xrd "), true));
+}
+
+TEST_F(SearchTest, UncachedInventoryCallsMissUnderCacheOnly) {
+  InventoryClient client(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  {
+    InventoryClient::CacheOnly cached;
+    inv::ListInstrumentsRequest list;
+    list.set_category("materials");
+    auto raw = client.ListInstruments(list);
+    EXPECT_EQ(raw.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ(ErrorReason(raw.status()), "INVENTORY_UNAVAILABLE");
+    EXPECT_TRUE(cached.missed());
+  }
+  {
+    InventoryClient::CacheOnly cached;
+    EXPECT_EQ(client.GetMaintenanceWindow("instruments/fib/maintenanceWindows/x").status().code(),
+              absl::StatusCode::kUnavailable);
+    EXPECT_TRUE(cached.missed());
+  }
+  {
+    InventoryClient::CacheOnly cached;
+    absl::Status used = client.RecordQualificationUse("instruments/tem", "users/ana", day_, "use-1");
+    EXPECT_EQ(ErrorReason(used), "INVENTORY_UNAVAILABLE");
+    EXPECT_TRUE(cached.missed());
+  }
+  // Outside a scope they call inventory.
+  inv::ListInstrumentsRequest list;
+  list.set_category("materials");
+  auto raw = client.ListInstruments(list);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_EQ(raw->instruments_size(), 1);
 }
 
 TEST_F(SearchTest, CalendarsOfSeveralInstrumentsAsEachAlone) {

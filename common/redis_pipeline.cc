@@ -516,6 +516,7 @@ void RedisPipeline::RunRouter(Shard* router) {
   // Calls the topology could not place yet: tried again at next_try, with
   // backoff, until their deadline.
   std::vector<Call> parked;
+  std::vector<Call> late;  // past their deadline
   Deadline next_try{};
   std::chrono::steady_clock::duration wait = kFirstWait;
   RedisNodeGroups groups;
@@ -523,27 +524,42 @@ void RedisPipeline::RunRouter(Shard* router) {
   std::vector<int> slots;
   while (TakeBatch(router, max_batch_, &batch, parked.empty() ? nullptr : &next_try)) {
     Deadline now = std::chrono::steady_clock::now();
+    // Parked calls tried again are still waiting while this batch is routed
+    // (reading the map can take a while): waiting_for_topology() counts
+    // them until they are placed or parked again.
+    size_t retried = 0;
     if (!parked.empty() && now >= next_try) {
       // The parked calls are older: they go first.
+      retried = parked.size();
       for (auto& call : batch) parked.push_back(std::move(call));
       batch.swap(parked);
       parked.clear();
     }
     {
       std::lock_guard<std::mutex> lock(router->mu);
-      router->parked = parked.size();
+      router->parked = parked.size() + retried;
     }
-    // Calls whose deadline passed while waiting fail unsent.
+    // Calls whose deadline passed while waiting fail unsent (counted before
+    // they are answered).
     size_t kept = 0;
+    size_t expired = 0;  // of the retried ones
+    late.clear();
     for (size_t i = 0; i < batch.size(); ++i) {
       if (now >= batch[i].deadline) {
-        Finish(batch[i], Unavailable());
+        if (i < retried) ++expired;
+        late.push_back(std::move(batch[i]));
       } else {
         if (kept != i) batch[kept] = std::move(batch[i]);
         ++kept;
       }
     }
     batch.resize(kept);
+    if (expired > 0) {
+      timed_out_waiting_.fetch_add(expired, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> lock(router->mu);
+      router->parked = parked.size() + retried - expired;
+    }
+    for (auto& call : late) Finish(call, Unavailable());
     if (batch.empty()) continue;
     Deadline deadline = batch.front().deadline;
     for (const auto& c : batch) deadline = std::min(deadline, c.deadline);
@@ -575,12 +591,18 @@ void RedisPipeline::RunRouter(Shard* router) {
     if (!wait_more.empty()) {
       std::sort(wait_more.begin(), wait_more.end());
       const bool first = parked.empty();
-      for (size_t i : wait_more) parked.push_back(std::move(batch[i]));
+      Deadline earliest = Deadline::max();
+      for (size_t i : wait_more) {
+        earliest = std::min(earliest, batch[i].deadline);
+        parked.push_back(std::move(batch[i]));
+      }
       if (first) {
         now = std::chrono::steady_clock::now();
         next_try = now + wait;
         wait = std::min<std::chrono::steady_clock::duration>(wait * 2, kMaxWait);
       }
+      // Tried again no later than the first deadline, which then answers it.
+      next_try = std::min(next_try, earliest);
       topology.Invalidate();
     } else if (parked.empty()) {
       wait = kFirstWait;

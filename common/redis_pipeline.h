@@ -37,6 +37,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -98,9 +99,13 @@ class RedisPipeline {
   void Batch(std::vector<Request> requests, BatchCallback done);
 
   // For tests and metrics: shards serving a master now (retired ones not
-  // counted), and calls waiting in the routing queue for the topology.
+  // counted), calls waiting in the routing queue for the topology, and
+  // calls that waited there until their deadline (answered UNAVAILABLE).
   int live_shards();
   size_t waiting_for_topology();
+  uint64_t timed_out_waiting_for_topology() const {
+    return timed_out_waiting_.load(std::memory_order_relaxed);
+  }
 
  private:
   enum class Kind { kCommand, kScript };
@@ -149,6 +154,7 @@ class RedisPipeline {
   std::array<std::atomic<Shard*>, kMaxShards> shard_by_index_{};
   // Cluster: shard index per hash slot; Sentinel: entry 0; -1 unknown.
   std::array<std::atomic<int16_t>, 16384> slot_shard_;
+  std::atomic<uint64_t> timed_out_waiting_{0};
 };
 
 }  // namespace labshare

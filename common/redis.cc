@@ -510,7 +510,7 @@ bool RedisCommandIsReadOnly(std::string_view command) {
         "TTL", "PTTL", "STRLEN", "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX",
         "ZREVRANGEBYLEX", "ZCARD", "ZSCORE", "ZMSCORE", "ZCOUNT", "ZRANK", "ZREVRANK", "ZSCAN", "SMEMBERS",
         "SISMEMBER", "SMISMEMBER", "SCARD", "SUNION", "SINTER", "SDIFF", "SSCAN", "LRANGE", "LLEN", "LINDEX",
-        "XRANGE", "XREVRANGE", "XLEN", "XINFO", "XPENDING", "XREAD", "XREADGROUP", "SCAN", "PING", "INFO", "TIME",
+        "XRANGE", "XREVRANGE", "XLEN", "XINFO", "XPENDING", "XREAD", "SCAN", "PING", "INFO", "TIME",
         "ROLE", "DBSIZE", "MEMORY", "OBJECT", "EVALSHA_RO", "EVAL_RO", "CLUSTER", "WAIT", "ECHO", "KEYS"}) {
     if (Is(command, r)) return true;
   }

@@ -142,10 +142,23 @@ absl::StatusOr<RedisValue> CommandResult(const RedisOptions& options, const std:
   return v;
 }
 
+// Empty, or a transaction command: a pipeline's connections carry batches
+// of unrelated calls (and a batch may be sent again elsewhere), so MULTI,
+// EXEC, WATCH, UNWATCH and DISCARD would bind other callers' commands. An
+// atomic step goes through a Lua script (Eval) or RedisPool.
 bool ValidArgv(const std::vector<std::string>& argv) {
-  if (!argv.empty()) return true;
-  LogError("redis command with no arguments", {});
-  return false;
+  if (argv.empty()) {
+    LogError("redis command with no arguments", {});
+    return false;
+  }
+  for (absl::string_view tx : {"MULTI", "EXEC", "WATCH", "UNWATCH", "DISCARD"}) {
+    if (absl::EqualsIgnoreCase(argv[0], tx)) {
+      LogError("redis transaction commands cannot go through RedisPipeline; use a script or RedisPool",
+               {{"command", std::string(tx)}});
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace

@@ -727,6 +727,13 @@ void RedisPipeline::RunShard(Shard* shard) {
           again.push_back(i);
           continue;
         }
+        if (demoted && wait == 0 && reply.ok() && !reply->is_error() && IsWrite(call)) {
+          // Accepted before the node stopped being master: a demoted master
+          // drops what its successor never got. Outcome unknown; the caller
+          // retries with its request_id.
+          Finish(call, Unavailable());
+          continue;
+        }
         if (reply.ok() && reply->is_error()) {
           if (call.kind == Kind::kScript && absl::StartsWith(reply->str, "NOSCRIPT")) {
             // First use on this node: EVAL runs and caches the script.

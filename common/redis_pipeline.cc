@@ -57,13 +57,16 @@ absl::StatusOr<RedisValue> ScriptResult(absl::StatusOr<RedisValue> v) {
 // A pipeline thread's own connections, one per node, kept across batches.
 // master_only (Sentinel): a new connection is used only once ROLE says
 // master, and a kept one is asked again when its last check is older than
-// kRoleRecheck (a master demoted while connected, without Sentinel closing
-// its clients, serves stale reads for at most that long).
-constexpr auto kRoleRecheck = std::chrono::seconds(1);
+// options.role_recheck (a master demoted while connected, without Sentinel
+// closing its clients, serves stale reads for at most that long, unless a
+// write of the same batch meets READONLY first).
 
 class ThreadConnections final : public RedisConnections {
  public:
-  ThreadConnections(const RedisOptions& options, bool master_only) : options_(options), master_only_(master_only) {}
+  ThreadConnections(const RedisOptions& options, bool master_only)
+      : options_(options),
+        master_only_(master_only),
+        role_recheck_(absl::ToChronoNanoseconds(options.role_recheck)) {}
 
   absl::StatusOr<redisContext*> Get(const RedisAddress& node, RedisTopology::Deadline,
                                    bool* unreachable) override {
@@ -74,7 +77,7 @@ class ThreadConnections final : public RedisConnections {
         open_.erase(it);  // closed by the server while idle (restart, failover)
         break;
       }
-      if (master_only_ && now - it->checked >= kRoleRecheck) {
+      if (master_only_ && now - it->checked >= role_recheck_) {
         if (!CheckRedisMaster(it->context.get(), node).ok()) {
           open_.erase(it);
           if (unreachable != nullptr) *unreachable = true;
@@ -112,6 +115,7 @@ class ThreadConnections final : public RedisConnections {
   };
   const RedisOptions& options_;
   const bool master_only_;
+  const std::chrono::nanoseconds role_recheck_;
   std::vector<Open> open_;
 };
 

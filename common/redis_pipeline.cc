@@ -369,7 +369,7 @@ void RedisPipeline::Submit(std::vector<Call> calls) {
   for (auto& [s, share] : by_shard) Enqueue(s, std::move(share));
 }
 
-void RedisPipeline::Enqueue(Shard* shard, std::vector<Call> calls) {
+void RedisPipeline::Enqueue(Shard* shard, std::vector<Call> calls, bool admitted) {
   bool wake;
   {
     std::unique_lock<std::mutex> lock(shard->mu);
@@ -377,7 +377,7 @@ void RedisPipeline::Enqueue(Shard* shard, std::vector<Call> calls) {
       lock.unlock();
       return Enqueue(router_.get(), std::move(calls));  // its node is gone: route again
     }
-    if (shard->stopping || shard->queue.size() + shard->parked + calls.size() > max_queue_) {
+    if (shard->stopping || (!admitted && shard->queue.size() + shard->parked + calls.size() > max_queue_)) {
       const bool full = !shard->stopping;
       lock.unlock();
       if (full) {
@@ -404,8 +404,26 @@ RedisPipeline::Shard* RedisPipeline::ShardFor(const RedisAddress& node) {
     if (s->node.host == node.host && s->node.port == node.port) return s.get();
   }
   if (shards_.size() >= static_cast<size_t>(max_shards_)) return nullptr;  // the router keeps them
+  if (routed_) {
+    // A node the current map does not name as master (the map changed
+    // since the calls were grouped): the router tries them again.
+    const std::vector<RedisAddress> masters = topology_->KnownMasters();
+    if (!masters.empty() && std::none_of(masters.begin(), masters.end(), [&](const RedisAddress& m) {
+          return m.host == node.host && m.port == node.port;
+        })) {
+      return nullptr;
+    }
+  }
+  // Not the index of a retired shard whose threads still run (they may
+  // still Forget() it).
+  auto in_use = [&](int i) {
+    if (shard_by_index_[static_cast<size_t>(i)].load(std::memory_order_acquire) != nullptr) return true;
+    return std::any_of(retired_.begin(), retired_.end(),
+                       [&](const std::unique_ptr<Shard>& r) { return r->index == i && !r->threads.empty(); });
+  };
   int index = 0;
-  while (shard_by_index_[static_cast<size_t>(index)].load(std::memory_order_acquire) != nullptr) ++index;
+  while (index < kMaxShards && in_use(index)) ++index;
+  if (index >= kMaxShards) return nullptr;  // retired shards' threads still ending: the router keeps them
   auto s = std::make_unique<Shard>();
   s->index = index;
   s->node = node;
@@ -463,7 +481,8 @@ void RedisPipeline::RetireGone() {
       it = shards_.erase(it);
     }
   }
-  if (!moved.empty()) Enqueue(router_.get(), std::move(moved));
+  // Already admitted (queued on the retired shard): no capacity check.
+  if (!moved.empty()) Enqueue(router_.get(), std::move(moved), /*admitted=*/true);
 }
 
 int RedisPipeline::live_shards() {

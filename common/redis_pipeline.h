@@ -122,7 +122,9 @@ class RedisPipeline {
   struct Shard;
 
   void Submit(std::vector<Call> calls);
-  void Enqueue(Shard* shard, std::vector<Call> calls);
+  // admitted: calls already queued once (a retired shard's), not refused
+  // for capacity.
+  void Enqueue(Shard* shard, std::vector<Call> calls, bool admitted = false);
   // The slot's cached shard, or the routing shard.
   Shard* ShardOf(const Call& call);
   Shard* ShardFor(const RedisAddress& node);  // creates it on first use; null at max_shards

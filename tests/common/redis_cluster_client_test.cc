@@ -440,8 +440,6 @@ TEST_F(RedisClusterClientTest, ScanWalksEveryMasterOnce) {
   EXPECT_EQ(seen.size(), 111u);  // 1, 10-19, 100-199
 }
 
-// Last: a master dies. Calls on its slots fail UNAVAILABLE/STORAGE_UNAVAILABLE
-// until its replica is promoted, then succeed; acknowledged writes survive.
 // A call for a slot that no master serves (every node forgot it: CLUSTER
 // DELSLOTS) cannot be placed on a shard; it waits in the routing queue,
 // asking the topology again with backoff, and is answered once the slot is
@@ -523,6 +521,8 @@ TEST_F(RedisClusterClientTest, ACallForASlotWithoutMasterWaitsForTheTopology) {
   ASSERT_TRUE(cluster().WaitHealthy().ok());
 }
 
+// Last: a master dies. Calls on its slots fail UNAVAILABLE/STORAGE_UNAVAILABLE
+// until its replica is promoted, then succeed; acknowledged writes survive.
 TEST_F(RedisClusterClientTest, MasterKillFailsUnavailableThenSucceedsOnThePromotedReplica) {
   RedisOptions options = cluster().options();
   // Short enough that a call made right after the kill ends before the

@@ -9,6 +9,8 @@
 #include <array>
 #include <charconv>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <tuple>
 #include <cstdint>
@@ -368,11 +370,28 @@ void RedisContextDeleter::operator()(redisContext* c) const {
 
 bool RedisConnectionIsStale(redisContext* c) { return IsStale(c); }
 
+// Nodes found not master, with the role logged: every connection attempt
+// (and kept pipeline connection, every role_recheck) checks, and the warning
+// is logged once per node and role until the node is master again, not once
+// per connection while the sentinels catch up.
+namespace {
+std::mutex& NotMasterLoggedMu() {
+  static auto* mu = new std::mutex();
+  return *mu;
+}
+std::map<std::string, std::string>& NotMasterLogged() {
+  static auto* logged = new std::map<std::string, std::string>();
+  return *logged;
+}
+}  // namespace
+
 absl::Status CheckRedisMaster(redisContext* c, const RedisAddress& node) {
   ReplyPtr role(static_cast<redisReply*>(redisCommand(c, "ROLE")));
   if (role != nullptr && role->type == REDIS_REPLY_ARRAY && role->elements >= 1 &&
       role->element[0]->type == REDIS_REPLY_STRING &&
       absl::string_view(role->element[0]->str, role->element[0]->len) == "master") {
+    std::lock_guard<std::mutex> lock(NotMasterLoggedMu());
+    if (!NotMasterLogged().empty()) NotMasterLogged().erase(RedisAddressText(node));
     return absl::OkStatus();
   }
   std::string what = "no reply";
@@ -381,8 +400,19 @@ absl::Status CheckRedisMaster(redisContext* c, const RedisAddress& node) {
       role->element[0]->type == REDIS_REPLY_STRING) {
     what = std::string(role->element[0]->str, role->element[0]->len);
   }
-  LogWarning("redis node is not (or no longer) master; asking the sentinels again",
-             {{"node", RedisAddressText(node)}, {"role", what}});
+  const std::string address = RedisAddressText(node);
+  bool log = false;
+  {
+    std::lock_guard<std::mutex> lock(NotMasterLoggedMu());
+    auto* logged = &NotMasterLogged();
+    std::string& last = (*logged)[address];
+    log = last != what;
+    last = what;
+  }
+  if (log) {
+    LogWarning("redis node is not (or no longer) master; asking the sentinels again",
+               {{"node", address}, {"role", what}});
+  }
   return Unavailable();
 }
 
@@ -510,7 +540,7 @@ bool RedisCommandIsReadOnly(std::string_view command) {
         "TTL", "PTTL", "STRLEN", "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX",
         "ZREVRANGEBYLEX", "ZCARD", "ZSCORE", "ZMSCORE", "ZCOUNT", "ZRANK", "ZREVRANK", "ZSCAN", "SMEMBERS",
         "SISMEMBER", "SMISMEMBER", "SCARD", "SUNION", "SINTER", "SDIFF", "SSCAN", "LRANGE", "LLEN", "LINDEX",
-        "XRANGE", "XREVRANGE", "XLEN", "XINFO", "XPENDING", "XREAD", "XREADGROUP", "SCAN", "PING", "INFO", "TIME",
+        "XRANGE", "XREVRANGE", "XLEN", "XINFO", "XPENDING", "XREAD", "SCAN", "PING", "INFO", "TIME",
         "ROLE", "DBSIZE", "MEMORY", "OBJECT", "EVALSHA_RO", "EVAL_RO", "CLUSTER", "WAIT", "ECHO", "KEYS"}) {
     if (Is(command, r)) return true;
   }

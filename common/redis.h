@@ -75,6 +75,10 @@ struct RedisOptions {
   // Bounds each round trip and the wait for a free connection.
   absl::Duration command_timeout = absl::Seconds(5);
   int pool_size = 8;  // values below 1 mean 1
+  // Sentinel: RedisPipeline asks a kept connection's node ROLE again when
+  // its last check is older than this (a master demoted without its clients
+  // closed); new connections are always checked.
+  absl::Duration role_recheck = absl::Seconds(1);
   // Redis ACL credentials, sent with AUTH on every new connection (the
   // pool's, RedisPipeline's, after every reconnect). An empty password sends
   // no AUTH (the default user, as in tests); a password without a user

@@ -57,13 +57,16 @@ absl::StatusOr<RedisValue> ScriptResult(absl::StatusOr<RedisValue> v) {
 // A pipeline thread's own connections, one per node, kept across batches.
 // master_only (Sentinel): a new connection is used only once ROLE says
 // master, and a kept one is asked again when its last check is older than
-// kRoleRecheck (a master demoted while connected, without Sentinel closing
-// its clients, serves stale reads for at most that long).
-constexpr auto kRoleRecheck = std::chrono::seconds(1);
+// options.role_recheck (a master demoted while connected, without Sentinel
+// closing its clients, serves stale reads for at most that long, unless a
+// write of the same batch meets READONLY first).
 
 class ThreadConnections final : public RedisConnections {
  public:
-  ThreadConnections(const RedisOptions& options, bool master_only) : options_(options), master_only_(master_only) {}
+  ThreadConnections(const RedisOptions& options, bool master_only)
+      : options_(options),
+        master_only_(master_only),
+        role_recheck_(absl::ToChronoNanoseconds(options.role_recheck)) {}
 
   absl::StatusOr<redisContext*> Get(const RedisAddress& node, RedisTopology::Deadline,
                                    bool* unreachable) override {
@@ -74,7 +77,7 @@ class ThreadConnections final : public RedisConnections {
         open_.erase(it);  // closed by the server while idle (restart, failover)
         break;
       }
-      if (master_only_ && now - it->checked >= kRoleRecheck) {
+      if (master_only_ && now - it->checked >= role_recheck_) {
         if (!CheckRedisMaster(it->context.get(), node).ok()) {
           open_.erase(it);
           if (unreachable != nullptr) *unreachable = true;
@@ -112,6 +115,7 @@ class ThreadConnections final : public RedisConnections {
   };
   const RedisOptions& options_;
   const bool master_only_;
+  const std::chrono::nanoseconds role_recheck_;
   std::vector<Open> open_;
 };
 
@@ -142,10 +146,23 @@ absl::StatusOr<RedisValue> CommandResult(const RedisOptions& options, const std:
   return v;
 }
 
+// Empty, or a transaction command: a pipeline's connections carry batches
+// of unrelated calls (and a batch may be sent again elsewhere), so MULTI,
+// EXEC, WATCH, UNWATCH and DISCARD would bind other callers' commands. An
+// atomic step goes through a Lua script (Eval) or RedisPool.
 bool ValidArgv(const std::vector<std::string>& argv) {
-  if (!argv.empty()) return true;
-  LogError("redis command with no arguments", {});
-  return false;
+  if (argv.empty()) {
+    LogError("redis command with no arguments", {});
+    return false;
+  }
+  for (absl::string_view tx : {"MULTI", "EXEC", "WATCH", "UNWATCH", "DISCARD"}) {
+    if (absl::EqualsIgnoreCase(argv[0], tx)) {
+      LogError("redis transaction commands cannot go through RedisPipeline; use a script or RedisPool",
+               {{"command", std::string(tx)}});
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace
@@ -352,7 +369,7 @@ void RedisPipeline::Submit(std::vector<Call> calls) {
   for (auto& [s, share] : by_shard) Enqueue(s, std::move(share));
 }
 
-void RedisPipeline::Enqueue(Shard* shard, std::vector<Call> calls) {
+void RedisPipeline::Enqueue(Shard* shard, std::vector<Call> calls, bool admitted) {
   bool wake;
   {
     std::unique_lock<std::mutex> lock(shard->mu);
@@ -360,7 +377,7 @@ void RedisPipeline::Enqueue(Shard* shard, std::vector<Call> calls) {
       lock.unlock();
       return Enqueue(router_.get(), std::move(calls));  // its node is gone: route again
     }
-    if (shard->stopping || shard->queue.size() + shard->parked + calls.size() > max_queue_) {
+    if (shard->stopping || (!admitted && shard->queue.size() + shard->parked + calls.size() > max_queue_)) {
       const bool full = !shard->stopping;
       lock.unlock();
       if (full) {
@@ -387,8 +404,26 @@ RedisPipeline::Shard* RedisPipeline::ShardFor(const RedisAddress& node) {
     if (s->node.host == node.host && s->node.port == node.port) return s.get();
   }
   if (shards_.size() >= static_cast<size_t>(max_shards_)) return nullptr;  // the router keeps them
+  if (routed_) {
+    // A node the current map does not name as master (the map changed
+    // since the calls were grouped): the router tries them again.
+    const std::vector<RedisAddress> masters = topology_->KnownMasters();
+    if (!masters.empty() && std::none_of(masters.begin(), masters.end(), [&](const RedisAddress& m) {
+          return m.host == node.host && m.port == node.port;
+        })) {
+      return nullptr;
+    }
+  }
+  // Not the index of a retired shard whose threads still run (they may
+  // still Forget() it).
+  auto in_use = [&](int i) {
+    if (shard_by_index_[static_cast<size_t>(i)].load(std::memory_order_acquire) != nullptr) return true;
+    return std::any_of(retired_.begin(), retired_.end(),
+                       [&](const std::unique_ptr<Shard>& r) { return r->index == i && !r->threads.empty(); });
+  };
   int index = 0;
-  while (shard_by_index_[static_cast<size_t>(index)].load(std::memory_order_acquire) != nullptr) ++index;
+  while (index < kMaxShards && in_use(index)) ++index;
+  if (index >= kMaxShards) return nullptr;  // retired shards' threads still ending: the router keeps them
   auto s = std::make_unique<Shard>();
   s->index = index;
   s->node = node;
@@ -446,7 +481,8 @@ void RedisPipeline::RetireGone() {
       it = shards_.erase(it);
     }
   }
-  if (!moved.empty()) Enqueue(router_.get(), std::move(moved));
+  // Already admitted (queued on the retired shard): no capacity check.
+  if (!moved.empty()) Enqueue(router_.get(), std::move(moved), /*admitted=*/true);
 }
 
 int RedisPipeline::live_shards() {
@@ -516,6 +552,7 @@ void RedisPipeline::RunRouter(Shard* router) {
   // Calls the topology could not place yet: tried again at next_try, with
   // backoff, until their deadline.
   std::vector<Call> parked;
+  std::vector<Call> late;  // past their deadline
   Deadline next_try{};
   std::chrono::steady_clock::duration wait = kFirstWait;
   RedisNodeGroups groups;
@@ -523,27 +560,42 @@ void RedisPipeline::RunRouter(Shard* router) {
   std::vector<int> slots;
   while (TakeBatch(router, max_batch_, &batch, parked.empty() ? nullptr : &next_try)) {
     Deadline now = std::chrono::steady_clock::now();
+    // Parked calls tried again are still waiting while this batch is routed
+    // (reading the map can take a while): waiting_for_topology() counts
+    // them until they are placed or parked again.
+    size_t retried = 0;
     if (!parked.empty() && now >= next_try) {
       // The parked calls are older: they go first.
+      retried = parked.size();
       for (auto& call : batch) parked.push_back(std::move(call));
       batch.swap(parked);
       parked.clear();
     }
     {
       std::lock_guard<std::mutex> lock(router->mu);
-      router->parked = parked.size();
+      router->parked = parked.size() + retried;
     }
-    // Calls whose deadline passed while waiting fail unsent.
+    // Calls whose deadline passed while waiting fail unsent (counted before
+    // they are answered).
     size_t kept = 0;
+    size_t expired = 0;  // of the retried ones
+    late.clear();
     for (size_t i = 0; i < batch.size(); ++i) {
       if (now >= batch[i].deadline) {
-        Finish(batch[i], Unavailable());
+        if (i < retried) ++expired;
+        late.push_back(std::move(batch[i]));
       } else {
         if (kept != i) batch[kept] = std::move(batch[i]);
         ++kept;
       }
     }
     batch.resize(kept);
+    if (expired > 0) {
+      timed_out_waiting_.fetch_add(expired, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> lock(router->mu);
+      router->parked = parked.size() + retried - expired;
+    }
+    for (auto& call : late) Finish(call, Unavailable());
     if (batch.empty()) continue;
     Deadline deadline = batch.front().deadline;
     for (const auto& c : batch) deadline = std::min(deadline, c.deadline);
@@ -575,12 +627,18 @@ void RedisPipeline::RunRouter(Shard* router) {
     if (!wait_more.empty()) {
       std::sort(wait_more.begin(), wait_more.end());
       const bool first = parked.empty();
-      for (size_t i : wait_more) parked.push_back(std::move(batch[i]));
+      Deadline earliest = Deadline::max();
+      for (size_t i : wait_more) {
+        earliest = std::min(earliest, batch[i].deadline);
+        parked.push_back(std::move(batch[i]));
+      }
       if (first) {
         now = std::chrono::steady_clock::now();
         next_try = now + wait;
         wait = std::min<std::chrono::steady_clock::duration>(wait * 2, kMaxWait);
       }
+      // Tried again no later than the first deadline, which then answers it.
+      next_try = std::min(next_try, earliest);
       topology.Invalidate();
     } else if (parked.empty()) {
       wait = kFirstWait;
@@ -690,6 +748,13 @@ void RedisPipeline::RunShard(Shard* shard) {
         Call& call = batch[i];
         if (demoted && reply.ok() && !reply->is_error() && !IsWrite(call)) {
           again.push_back(i);
+          continue;
+        }
+        if (demoted && wait == 0 && reply.ok() && !reply->is_error() && IsWrite(call)) {
+          // Accepted before the node stopped being master: a demoted master
+          // drops what its successor never got. Outcome unknown; the caller
+          // retries with its request_id.
+          Finish(call, Unavailable());
           continue;
         }
         if (reply.ok() && reply->is_error()) {

@@ -37,6 +37,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -98,9 +99,13 @@ class RedisPipeline {
   void Batch(std::vector<Request> requests, BatchCallback done);
 
   // For tests and metrics: shards serving a master now (retired ones not
-  // counted), and calls waiting in the routing queue for the topology.
+  // counted), calls waiting in the routing queue for the topology, and
+  // calls that waited there until their deadline (answered UNAVAILABLE).
   int live_shards();
   size_t waiting_for_topology();
+  uint64_t timed_out_waiting_for_topology() const {
+    return timed_out_waiting_.load(std::memory_order_relaxed);
+  }
 
  private:
   enum class Kind { kCommand, kScript };
@@ -117,7 +122,9 @@ class RedisPipeline {
   struct Shard;
 
   void Submit(std::vector<Call> calls);
-  void Enqueue(Shard* shard, std::vector<Call> calls);
+  // admitted: calls already queued once (a retired shard's), not refused
+  // for capacity.
+  void Enqueue(Shard* shard, std::vector<Call> calls, bool admitted = false);
   // The slot's cached shard, or the routing shard.
   Shard* ShardOf(const Call& call);
   Shard* ShardFor(const RedisAddress& node);  // creates it on first use; null at max_shards
@@ -149,6 +156,7 @@ class RedisPipeline {
   std::array<std::atomic<Shard*>, kMaxShards> shard_by_index_{};
   // Cluster: shard index per hash slot; Sentinel: entry 0; -1 unknown.
   std::array<std::atomic<int16_t>, 16384> slot_shard_;
+  std::atomic<uint64_t> timed_out_waiting_{0};
 };
 
 }  // namespace labshare

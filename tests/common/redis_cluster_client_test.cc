@@ -440,8 +440,6 @@ TEST_F(RedisClusterClientTest, ScanWalksEveryMasterOnce) {
   EXPECT_EQ(seen.size(), 111u);  // 1, 10-19, 100-199
 }
 
-// Last: a master dies. Calls on its slots fail UNAVAILABLE/STORAGE_UNAVAILABLE
-// until its replica is promoted, then succeed; acknowledged writes survive.
 // A call for a slot that no master serves (every node forgot it: CLUSTER
 // DELSLOTS) cannot be placed on a shard; it waits in the routing queue,
 // asking the topology again with backoff, and is answered once the slot is
@@ -477,13 +475,31 @@ TEST_F(RedisClusterClientTest, ACallForASlotWithoutMasterWaitsForTheTopology) {
   pipe.Command({"GET", key}, [&](absl::StatusOr<RedisValue> v) { answer.set_value(std::move(v)); });
   // The router found no master for the slot and keeps the call.
   const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (pipe.waiting_for_topology() == 0 &&
+  bool waiting = false;
+  while (!(waiting = pipe.waiting_for_topology() == 1) &&
          answered.wait_for(std::chrono::seconds(0)) != std::future_status::ready && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(5));  // polling a condition, bounded
   }
   ASSERT_NE(answered.wait_for(std::chrono::seconds(0)), std::future_status::ready)
       << "answered while no master serves the slot: " << Describe(answered.get());
-  ASSERT_EQ(pipe.waiting_for_topology(), 1u);
+  ASSERT_TRUE(waiting) << "the call never waited in the routing queue";
+
+  // A call with a short deadline waiting for the same slot is answered by
+  // that deadline (tried again no later than it), UNAVAILABLE.
+  {
+    RedisOptions short_options = cluster().options();
+    short_options.command_timeout = absl::Milliseconds(300);
+    RedisPipeline short_pipe(short_options);
+    std::promise<absl::StatusOr<RedisValue>> short_answer;
+    short_pipe.Command({"GET", key},
+                       [&](absl::StatusOr<RedisValue> v) { short_answer.set_value(std::move(v)); });
+    auto r = short_answer.get_future().get();
+    ASSERT_FALSE(r.ok()) << Describe(r);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+    EXPECT_EQ(short_pipe.timed_out_waiting_for_topology(), 1u) << "not answered by the deadline of its wait";
+    EXPECT_EQ(short_pipe.waiting_for_topology(), 0u);
+  }
+  EXPECT_EQ(pipe.timed_out_waiting_for_topology(), 0u);
 
   auto added = cluster().NodeCommand(owner, {"CLUSTER", "ADDSLOTS", std::to_string(slot)});
   ASSERT_TRUE(IsOkStatus(added)) << Describe(added);
@@ -505,6 +521,8 @@ TEST_F(RedisClusterClientTest, ACallForASlotWithoutMasterWaitsForTheTopology) {
   ASSERT_TRUE(cluster().WaitHealthy().ok());
 }
 
+// Last: a master dies. Calls on its slots fail UNAVAILABLE/STORAGE_UNAVAILABLE
+// until its replica is promoted, then succeed; acknowledged writes survive.
 TEST_F(RedisClusterClientTest, MasterKillFailsUnavailableThenSucceedsOnThePromotedReplica) {
   RedisOptions options = cluster().options();
   // Short enough that a call made right after the kill ends before the

@@ -127,5 +127,73 @@ TEST(RedisPipelineSentinel, FollowsFailoversNeverReadsTheOldMasterAndRetiresItsS
   }
 }
 
+// A master demoted by hand (REPLICAOF, no CLIENT KILL, as an operator
+// would) while the pipeline keeps a connection to it. With the periodic
+// ROLE check off (role_recheck infinite), only the batch's own refusal
+// tells: a batch {GET, INCR} meets READONLY on the INCR; the GET is read
+// again and the INCR run again where the sentinels now point, once.
+TEST(RedisPipelineSentinel, AMasterDemotedUnderAKeptConnectionIsReadAgainAndWrittenOnceOnTheNewMaster) {
+  auto setup = RedisSentinelSetup::Start();
+  ASSERT_TRUE(setup.ok()) << setup.status();
+  RedisSentinelSetup& s = **setup;
+  RedisOptions options = s.options();
+  options.command_timeout = absl::Seconds(30);
+  options.role_recheck = absl::InfiniteDuration();
+  RedisPipeline pipe(options, /*threads=*/1);
+  ASSERT_TRUE(IsOk(Call(pipe, {"SET", "k", "old"})));  // the kept connection, to the master
+
+  RedisServer& old_master = s.master();
+  RedisServer* promoted = nullptr;
+  for (const auto& n : s.nodes()) {
+    if (n.get() != &old_master && n->running()) promoted = n.get();
+  }
+  ASSERT_NE(promoted, nullptr);
+  const std::string name = s.config().master_name;
+  // The sentinels forget the old master, the replica is promoted by hand,
+  // and the sentinels name it.
+  for (const auto& sentinel : s.sentinels()) {
+    RedisPool p(sentinel->options());
+    auto r = p.Command({"SENTINEL", "REMOVE", name});
+    ASSERT_TRUE(IsOk(r)) << Describe(r);
+  }
+  RedisPool new_master(promoted->options());
+  ASSERT_TRUE(IsOk(new_master.Command({"REPLICAOF", "NO", "ONE"})));
+  for (const auto& sentinel : s.sentinels()) {
+    RedisPool p(sentinel->options());
+    auto r = p.Command({"SENTINEL", "MONITOR", name, "127.0.0.1", std::to_string(promoted->port()),
+                        std::to_string(s.config().quorum)});
+    ASSERT_TRUE(IsOk(r)) << Describe(r);
+  }
+  RedisPool old_node(old_master.options());
+  ASSERT_TRUE(IsOk(old_node.Command({"REPLICAOF", "127.0.0.1", std::to_string(promoted->port())})));
+  // The new master's value, acknowledged by the old master (its replica now).
+  // Writes need a replica (min-replicas-to-write): once the old master is
+  // attached, the SET goes through.
+  absl::StatusOr<RedisValue> set;
+  const absl::Time until = absl::Now() + absl::Seconds(20);
+  while (!IsOk(set = new_master.Command({"SET", "k", "new"})) && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(20));  // polling a condition, bounded
+  }
+  ASSERT_TRUE(IsOk(set)) << Describe(set);
+  auto acked = new_master.Command({"WAIT", "1", "4000"});
+  ASSERT_TRUE(acked.ok() && acked->integer == 1) << Describe(acked);
+  // The old master then holds an older value of its own: a read it serves
+  // shows it.
+  ASSERT_TRUE(IsOk(old_node.Command({"CONFIG", "SET", "replica-read-only", "no"})));
+  ASSERT_TRUE(IsOk(old_node.Command({"SET", "k", "stale"})));
+  ASSERT_TRUE(IsOk(old_node.Command({"CONFIG", "SET", "replica-read-only", "yes"})));
+
+  std::promise<absl::StatusOr<std::vector<RedisValue>>> done;
+  pipe.Pipeline({{"GET", "k"}, {"INCR", "n"}},
+                [&](absl::StatusOr<std::vector<RedisValue>> v) { done.set_value(std::move(v)); });
+  auto batch = done.get_future().get();
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->size(), 2u);
+  EXPECT_EQ((*batch)[0].str, "new") << (*batch)[0].DebugString();
+  EXPECT_EQ((*batch)[1].type, RedisValue::Type::kInteger) << (*batch)[1].DebugString();
+  EXPECT_EQ((*batch)[1].integer, 1);
+  EXPECT_TRUE(IsString(new_master.Command({"GET", "n"}), "1"));
+}
+
 }  // namespace
 }  // namespace labshare

@@ -119,6 +119,34 @@ TEST(RedisPipeline, CommandsAnswerLikeThePool) {
   EXPECT_EQ(ErrorReason(empty.status()), "STORAGE_ERROR");
 }
 
+// Transaction commands would bind other callers' calls sharing the
+// connection: refused unsent, alone or in a group, the rest untouched.
+TEST(RedisPipeline, TransactionCommandsAreRefused) {
+  auto* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  testing::FlushAll(*server);
+  RedisPipeline pipe(server->options(), 2);
+  for (std::vector<std::string> argv : std::vector<std::vector<std::string>>{
+           {"MULTI"}, {"exec"}, {"WATCH", "{t}:a"}, {"UNWATCH"}, {"Discard"}}) {
+    auto r = CommandAndWait(pipe, argv);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal) << argv[0];
+    EXPECT_EQ(ErrorReason(r.status()), "STORAGE_ERROR") << argv[0];
+  }
+  std::promise<absl::StatusOr<std::vector<RedisValue>>> group;
+  pipe.Pipeline({{"MULTI"}, {"SET", "{t}:a", "1"}, {"EXEC"}},
+                [&](absl::StatusOr<std::vector<RedisValue>> v) { group.set_value(std::move(v)); });
+  auto g = group.get_future().get();
+  EXPECT_EQ(ErrorReason(g.status()), "STORAGE_ERROR");
+  // Nothing of the group was sent.
+  auto a = CommandAndWait(pipe, {"GET", "{t}:a"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->is_nil());
+  // The connections still answer.
+  auto set = CommandAndWait(pipe, {"SET", "{t}:a", "2"});
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->str, "OK");
+}
+
 // H2: WAIT's answer concerns the writes only. With no replica (WAIT acks 0
 // of 1) a read or a read-only script that shares the batch with a write
 // still answers; the write fails with REPLICA_ACK_TIMEOUT.

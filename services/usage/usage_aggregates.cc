@@ -346,6 +346,7 @@ absl::StatusOr<bool> UsageFigures::RebuildPeriod(const std::string& period) {
       keys.push_back(agg::InstrumentKey(id, period));
       args.push_back(id);
     }
+    if (rebuild_keys_hook_) rebuild_keys_hook_(keys);
     LS_ASSIGN_OR_RETURN(RedisValue r, pool_->Eval(RebuildStartScript(), keys, args));
     if (r.str == "CURRENT" || r.str == "BUSY") return false;
     if (r.str != "STARTED") continue;
@@ -398,6 +399,7 @@ absl::StatusOr<bool> UsageFigures::RebuildPeriod(const std::string& period) {
         ck.push_back(agg::PeriodsKey(id));
         ca.push_back(id);
       }
+      if (rebuild_keys_hook_) rebuild_keys_hook_(ck);
       LS_ASSIGN_OR_RETURN(RedisValue cr, pool_->Eval(RebuildChunkScript(), ck, ca));
       if (cr.elements.size() != 2) return absl::InternalError("bad rebuild step reply");
       const std::string& status = cr.elements[0].str;

@@ -94,8 +94,13 @@ class UsageFigures {
   void set_rebuild_chunk_hook_for_testing(std::function<bool(const std::string&, int64_t)> hook) {
     rebuild_chunk_hook_ = std::move(hook);
   }
-  // Source entries per rebuild step (default 4096) and the lease of a
+  // Source entries per rebuild step (default 1024) and the lease of a
   // rebuilder, renewed by each step (default 30 s, Redis TIME).
+  // Tests: called with the KEYS of each rebuild step (start and chunks)
+  // before it runs.
+  void set_rebuild_keys_hook_for_testing(std::function<void(const std::vector<std::string>&)> hook) {
+    rebuild_keys_hook_ = std::move(hook);
+  }
   void set_rebuild_chunk(int entries) { rebuild_chunk_ = entries; }
   void set_rebuild_lease_us(int64_t us) { rebuild_lease_us_ = us; }
   const std::string& rebuild_owner() const { return rebuild_owner_; }
@@ -208,7 +213,8 @@ class UsageFigures {
   std::atomic<bool> use_aggregates_{true};
   std::function<void()> rebuild_listed_hook_;
   std::function<bool(const std::string&, int64_t)> rebuild_chunk_hook_;
-  int rebuild_chunk_ = 4096;
+  std::function<void(const std::vector<std::string>&)> rebuild_keys_hook_;
+  int rebuild_chunk_ = 1024;
   int64_t rebuild_lease_us_ = 30'000'000;
   std::string rebuild_owner_ = NewRebuildOwner();
   std::function<void(const std::vector<std::string>&)> fold_keys_hook_;

@@ -68,7 +68,7 @@ ABSL_FLAG(std::string, parts, "both",
           "to see where the time goes.");
 ABSL_FLAG(bool, sign, true, "Sign the audit chain's head (Ed25519), as the service does.");
 ABSL_FLAG(int, slowlog_us, 5000, "SLOWLOG threshold (microseconds) during the batched ingest.");
-ABSL_FLAG(int, rebuild_chunk, 4096,
+ABSL_FLAG(int, rebuild_chunk, 1024,
           "Source entries per rebuild step (served-set members, counter fields); 0: one step for the whole period.");
 ABSL_FLAG(int, repeat, 5, "Rounds of each query (reference and aggregates alternating).");
 

@@ -891,6 +891,44 @@ TEST_F(UsageAggregatesTest, EveryKeyAFoldStepWritesIsDeclared) {
   EXPECT_GT(stale, 0);
 }
 
+// Every key a rebuild step (start or chunk) writes or removes is declared in
+// its KEYS (between the steps the client only reads).
+TEST_F(UsageAggregatesTest, EveryKeyARebuildStepWritesIsDeclared) {
+  Generate(120, 29);
+  FoldAll(*figures_);
+  ASSERT_TRUE(figures_->Fold("inventory", OrgEvent(2, iv::SME)).ok());
+  figures_->set_rebuild_chunk(30);
+  std::map<std::string, std::string> before;
+  std::vector<std::string> declared;
+  int checked = 0;
+  auto check = [&] {
+    const std::set<std::string> ks(declared.begin(), declared.end());
+    const auto after = Contents(*pool_);
+    for (const auto& [k, v] : after) {
+      auto it = before.find(k);
+      if (it == before.end() || it->second != v) EXPECT_EQ(ks.count(k), 1u) << "undeclared key written: " << k;
+    }
+    for (const auto& [k, v] : before) {
+      if (after.count(k) == 0) EXPECT_EQ(ks.count(k), 1u) << "undeclared key removed: " << k;
+    }
+    ++checked;
+  };
+  figures_->set_rebuild_keys_hook_for_testing([&](const std::vector<std::string>& keys) {
+    if (!declared.empty()) check();
+    before = Contents(*pool_);
+    declared = keys;
+  });
+  for (const char* period : {"y2026", "m202606"}) {
+    declared.clear();
+    auto done = figures_->RebuildPeriod(period);
+    ASSERT_TRUE(done.ok() && *done) << done.status();
+    check();
+  }
+  EXPECT_GT(checked, 10);
+  figures_->set_rebuild_keys_hook_for_testing(nullptr);
+}
+
+
 TEST_F(UsageAggregatesTest, ApplyEventsLeavesExactlyWhatApplyEventLeaves) {
   Generate(150, 5);
   // Redeliveries (in and across batches), an undecodable event, an event

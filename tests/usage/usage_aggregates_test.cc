@@ -906,10 +906,14 @@ TEST_F(UsageAggregatesTest, EveryKeyARebuildStepWritesIsDeclared) {
     const auto after = Contents(*pool_);
     for (const auto& [k, v] : after) {
       auto it = before.find(k);
-      if (it == before.end() || it->second != v) EXPECT_EQ(ks.count(k), 1u) << "undeclared key written: " << k;
+      if (it == before.end() || it->second != v) {
+        EXPECT_EQ(ks.count(k), 1u) << "undeclared key written: " << k;
+      }
     }
     for (const auto& [k, v] : before) {
-      if (after.count(k) == 0) EXPECT_EQ(ks.count(k), 1u) << "undeclared key removed: " << k;
+      if (after.count(k) == 0) {
+        EXPECT_EQ(ks.count(k), 1u) << "undeclared key removed: " << k;
+      }
     }
     ++checked;
   };

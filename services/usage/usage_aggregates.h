@@ -36,8 +36,11 @@
 //                           never built). Reports use the aggregates of P only
 //                           when it equals gen; otherwise they compute from the
 //                           counters and sets as before, and the service
-//                           rebuilds P (RebuildStaleAggregates) in one Lua step
-//                           from those counters and sets
+//                           rebuilds P (RebuildStaleAggregates) in bounded Lua
+//                           steps from those counters and sets, under a lease
+//                           ("r<gen>:<owner>" while a rebuild runs)
+//   {usage}:rb:<P>, {usage}:rb:<P>:pend  a rebuild in progress: its cursor and
+//                           lease (usage_aggregates.cc)
 //   {usage}:agg:orgsseen    HASH organisation -> 1: counted in some aggregate
 //   {usage}:agg:unknown     HASH instrument id -> 1: folded before its attributes
 #ifndef LABSHARE_SERVICES_USAGE_USAGE_AGGREGATES_H_

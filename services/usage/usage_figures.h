@@ -77,7 +77,9 @@ class UsageFigures {
   // several replicas and while events are folded), then
   // RebuildStaleAggregates.
   absl::Status MigrateAggregates();
-  // Rebuilds, each in one Lua step from the counters and served sets, every
+  // A random token naming this instance as a rebuilder (the lease owner).
+  static std::string NewRebuildOwner();
+  // Rebuilds, each in bounded Lua steps from the counters and served sets, every
   // period whose aggregates are not exact for the current attributes; how
   // many. Idempotent; replicas may run it concurrently.
   absl::StatusOr<int> RebuildStaleAggregates();
@@ -86,6 +88,22 @@ class UsageFigures {
   absl::StatusOr<bool> RebuildPeriod(const std::string& period);
   // Tests: runs between listing a period's instruments and its rebuild step.
   void set_rebuild_listed_hook_for_testing(std::function<void()> hook) { rebuild_listed_hook_ = std::move(hook); }
+  // Tests: runs after each rebuild chunk step with its status and the source
+  // entries it processed; false stops RebuildPeriod there (Aborted), as a
+  // crash would, leaving the state and the lease in Redis.
+  void set_rebuild_chunk_hook_for_testing(std::function<bool(const std::string&, int64_t)> hook) {
+    rebuild_chunk_hook_ = std::move(hook);
+  }
+  // Source entries per rebuild step (default 1024) and the lease of a
+  // rebuilder, renewed by each step (default 30 s, Redis TIME).
+  // Tests: called with the KEYS of each rebuild step (start and chunks)
+  // before it runs.
+  void set_rebuild_keys_hook_for_testing(std::function<void(const std::vector<std::string>&)> hook) {
+    rebuild_keys_hook_ = std::move(hook);
+  }
+  void set_rebuild_chunk(int entries) { rebuild_chunk_ = entries; }
+  void set_rebuild_lease_us(int64_t us) { rebuild_lease_us_ = us; }
+  const std::string& rebuild_owner() const { return rebuild_owner_; }
   // Called with the KEYS of each fold step before it runs.
   void set_fold_keys_hook_for_testing(std::function<void(const std::vector<std::string>&)> hook) {
     fold_keys_hook_ = std::move(hook);
@@ -194,6 +212,11 @@ class UsageFigures {
   int batch_rows_ = 500;
   std::atomic<bool> use_aggregates_{true};
   std::function<void()> rebuild_listed_hook_;
+  std::function<bool(const std::string&, int64_t)> rebuild_chunk_hook_;
+  std::function<void(const std::vector<std::string>&)> rebuild_keys_hook_;
+  int rebuild_chunk_ = 1024;
+  int64_t rebuild_lease_us_ = 30'000'000;
+  std::string rebuild_owner_ = NewRebuildOwner();
   std::function<void(const std::vector<std::string>&)> fold_keys_hook_;
   mutable std::atomic<int64_t> buckets_from_aggregates_{0};
 };

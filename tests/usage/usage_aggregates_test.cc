@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include <algorithm>
 #include <map>
 #include <random>
 #include <set>
@@ -577,6 +578,222 @@ TEST_F(UsageAggregatesTest, OldLayoutDataIsMigratedAtStartByConcurrentReplicas) 
   EXPECT_EQ(*figures_->RebuildStaleAggregates(), 0);
 }
 
+// The aggregate hashes of a period, sorted, to compare rebuilds field by field;
+// without_has drops the "has|<mode>" fields, which only a rebuild writes (a
+// fold never did: a mode served after its instrument's set was scanned has
+// its counters, so the reports are the same, as they check).
+std::map<std::string, std::map<std::string, std::string>> AggregatesOf(RedisPool& pool, const std::string& period,
+                                                                       bool without_has = false) {
+  std::vector<std::string> keys = {"{usage}:ad:" + period, "{usage}:au:" + period, "{usage}:ao:" + period,
+                                   "{usage}:ai:" + period};
+  for (int i = 0; i < 12; ++i) keys.push_back(absl::StrCat("{usage}:a:i", i, ":", period));
+  std::map<std::string, std::map<std::string, std::string>> out;
+  for (const auto& k : keys) {
+    auto r = pool.Command({"HGETALL", k});
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) continue;
+    for (size_t i = 0; i + 1 < r->elements.size(); i += 2) {
+      if (without_has && absl::StartsWith(r->elements[i].str, "has|")) continue;
+      out[k][r->elements[i].str] = r->elements[i + 1].str;
+    }
+  }
+  return out;
+}
+
+// Invalidates P and rebuilds it in one step (a budget larger than the data):
+// the aggregates of the one-step rebuild.
+std::map<std::string, std::map<std::string, std::string>> RebuiltAtOnce(RedisPool& pool, UsageFigures& f,
+                                                                        const std::string& period,
+                                                                        bool without_has = false) {
+  EXPECT_TRUE(pool.Command({"HSET", "{usage}:agg:built", period, "-1"}).ok());
+  f.set_rebuild_chunk(1 << 30);
+  int steps = 0;
+  f.set_rebuild_chunk_hook_for_testing([&](const std::string&, int64_t) {
+    ++steps;
+    return true;
+  });
+  auto done = f.RebuildPeriod(period);
+  EXPECT_TRUE(done.ok() && *done) << done.status();
+  EXPECT_EQ(steps, 1);
+  f.set_rebuild_chunk_hook_for_testing(nullptr);
+  return AggregatesOf(pool, period, without_has);
+}
+
+// A stale year rebuilt in steps of at most 40 source entries, stopped after 3
+// steps (as by a crash: state and lease left in Redis); reports fall back
+// meanwhile; another instance waits for the lease, then continues from the
+// cursor; the result equals a one-step rebuild field by field and every
+// report equals the reference.
+TEST_F(UsageAggregatesTest, AChunkedRebuildInterruptedIsResumedByAnotherInstance) {
+  Generate(300, 21);
+  FoldAll(*figures_);
+  iv::Instrument moved = Instrument(3);
+  moved.set_owner_organization(Org(6));
+  ASSERT_TRUE(figures_->Fold("inventory", InstrumentEvent(moved)).ok());
+  figures_->set_rebuild_chunk(40);
+  std::vector<std::string> statuses;
+  figures_->set_rebuild_chunk_hook_for_testing([&](const std::string& st, int64_t) {
+    statuses.push_back(st);
+    return statuses.size() < 3;
+  });
+  auto first = figures_->RebuildPeriod("y2026");
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(statuses, (std::vector<std::string>{"MORE", "MORE", "MORE"}));
+  auto built = pool_->Command({"HGET", "{usage}:agg:built", "y2026"});
+  EXPECT_EQ(built->str.substr(0, 1), "r");  // in progress: never equal to gen
+  EXPECT_EQ(pool_->Command({"HGET", "{usage}:rb:y2026", "owner"})->str, figures_->rebuild_owner());
+  const int64_t before = figures_->buckets_from_aggregates();
+  ExpectSameAsReference("while the rebuild is interrupted");
+  auto other = NewFigures();
+  other->set_rebuild_chunk(40);
+  int64_t steps = 0, max_step = 0;
+  other->set_rebuild_chunk_hook_for_testing([&](const std::string&, int64_t n) {
+    ++steps;
+    max_step = std::max(max_step, n);
+    return true;
+  });
+  EXPECT_EQ(*other->RebuildPeriod("y2026"), false);  // the lease is held
+  EXPECT_EQ(steps, 0);
+  // The lease expires (Redis TIME passed "until").
+  ASSERT_TRUE(pool_->Command({"HSET", "{usage}:rb:y2026", "until", "0"}).ok());
+  const std::string idx = pool_->Command({"HGET", "{usage}:rb:y2026", "idx"})->str;
+  auto resumed = other->RebuildPeriod("y2026");
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_TRUE(*resumed);
+  EXPECT_GT(steps, 1);
+  EXPECT_NE(idx, "1");  // continued after the instruments done, not started again
+  EXPECT_EQ(pool_->Command({"EXISTS", "{usage}:rb:y2026", "{usage}:rb:y2026:pend"})->integer, 0);
+  const auto chunked = AggregatesOf(*pool_, "y2026");
+  EXPECT_FALSE(chunked.empty());
+  figures_->set_rebuild_chunk_hook_for_testing(nullptr);
+  ASSERT_TRUE(figures_->RebuildStaleAggregates().ok());
+  ExpectSameAsReference("resumed");
+  EXPECT_GT(figures_->buckets_from_aggregates(), before);
+  EXPECT_EQ(RebuiltAtOnce(*pool_, *other, "y2026"), chunked);
+}
+
+// Events folded between the chunks of a rebuild (deterministically: three
+// after every step) are counted exactly once: the result equals a one-step
+// rebuild after all of them, field by field, and every report the reference.
+TEST_F(UsageAggregatesTest, FoldsBetweenRebuildChunksAreCountedOnce) {
+  Generate(300, 23);
+  for (const auto& e : inventory_) ASSERT_TRUE(figures_->Fold("inventory", e).ok());
+  std::vector<std::pair<const char*, const StreamEvent*>> rest;
+  for (size_t i = 0; i < booking_.size(); ++i) {
+    if (i % 2 == 0) {
+      ASSERT_TRUE(figures_->Fold("booking", booking_[i]).ok());
+    } else {
+      rest.emplace_back("booking", &booking_[i]);
+    }
+  }
+  for (size_t i = 0; i < billing_.size(); ++i) {
+    if (i % 2 == 0) {
+      ASSERT_TRUE(figures_->Fold("billing", billing_[i]).ok());
+    } else {
+      rest.emplace_back("billing", &billing_[i]);
+    }
+  }
+  iv::Instrument moved = Instrument(3);
+  moved.set_facility("facilities/f9");
+  ASSERT_TRUE(figures_->Fold("inventory", InstrumentEvent(moved)).ok());
+  figures_->set_rebuild_chunk(25);
+  size_t next = 0;
+  int steps = 0;
+  figures_->set_rebuild_chunk_hook_for_testing([&](const std::string& st, int64_t n) {
+    ++steps;
+    EXPECT_LE(n, 25 + 200) << st;  // bounded (the counters test checks the exact bound)
+    for (int k = 0; k < 3 && next < rest.size(); ++k, ++next) {
+      EXPECT_TRUE(figures_->Fold(rest[next].first, *rest[next].second).ok());
+    }
+    return true;
+  });
+  auto done = figures_->RebuildPeriod("y2026");
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(*done);
+  EXPECT_GT(steps, 10);
+  EXPECT_GT(next, 30u);  // folds did race the rebuild
+  figures_->set_rebuild_chunk_hook_for_testing(nullptr);
+  for (; next < rest.size(); ++next) ASSERT_TRUE(figures_->Fold(rest[next].first, *rest[next].second).ok());
+  const auto chunked = AggregatesOf(*pool_, "y2026", true);
+  ASSERT_TRUE(figures_->RebuildStaleAggregates().ok());
+  const int64_t before = figures_->buckets_from_aggregates();
+  ExpectSameAsReference("folds between chunks");
+  EXPECT_GT(figures_->buckets_from_aggregates(), before);
+  EXPECT_EQ(RebuiltAtOnce(*pool_, *figures_, "y2026", true), chunked);
+}
+
+// Two instances racing for one period's lease: the one that holds it rebuilds;
+// the other, trying between its steps, does no step at all; the result equals
+// a one-step rebuild.
+TEST_F(UsageAggregatesTest, TwoInstancesRacingForTheLeaseRebuildOnce) {
+  Generate(300, 25);
+  FoldAll(*figures_);
+  ASSERT_TRUE(figures_->Fold("inventory", OrgEvent(2, iv::SME)).ok());  // gen + 1: every period stale
+  auto other = NewFigures();
+  other->set_rebuild_chunk(30);
+  figures_->set_rebuild_chunk(30);
+  int mine = 0, theirs = 0;
+  std::vector<bool> other_results;
+  other->set_rebuild_chunk_hook_for_testing([&](const std::string&, int64_t) {
+    ++theirs;
+    return true;
+  });
+  figures_->set_rebuild_chunk_hook_for_testing([&](const std::string& st, int64_t) {
+    ++mine;
+    if (st == "MORE" && mine % 2 == 0) {
+      auto r = other->RebuildPeriod("y2026");
+      EXPECT_TRUE(r.ok()) << r.status();
+      other_results.push_back(r.ok() && *r);
+    }
+    return true;
+  });
+  auto done = figures_->RebuildPeriod("y2026");
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(*done);
+  EXPECT_GT(other_results.size(), 2u);
+  for (bool r : other_results) EXPECT_FALSE(r);
+  EXPECT_EQ(theirs, 0);
+  EXPECT_EQ(*other->RebuildPeriod("y2026"), false);  // exact now
+  figures_->set_rebuild_chunk_hook_for_testing(nullptr);
+  const auto chunked = AggregatesOf(*pool_, "y2026");
+  ASSERT_TRUE(figures_->RebuildStaleAggregates().ok());
+  ExpectSameAsReference("raced");
+  EXPECT_EQ(RebuiltAtOnce(*pool_, *figures_, "y2026"), chunked);
+}
+
+// No step processes more than the budget of source entries, except that an
+// instrument's counters hash is copied whole: with a budget above the largest
+// counters hash, every step stays within it, and all of them together saw at
+// least every counter field and served-set member.
+TEST_F(UsageAggregatesTest, ARebuildStepProcessesAtMostItsBudget) {
+  Generate(300, 27);
+  FoldAll(*figures_);
+  ASSERT_TRUE(figures_->Fold("inventory", OrgEvent(2, iv::SME)).ok());
+  long long largest = 0, total = 0;
+  for (int i = 0; i < kInstruments; ++i) {
+    largest = std::max(largest, pool_->Command({"HLEN", absl::StrCat("{usage}:y:i", i, ":2026")})->integer);
+    total += pool_->Command({"HLEN", absl::StrCat("{usage}:y:i", i, ":2026")})->integer +
+             pool_->Command({"SCARD", absl::StrCat("{usage}:uy:i", i, ":2026")})->integer;
+  }
+  ASSERT_GT(largest, 0);
+  const int budget = static_cast<int>(largest) + 3;
+  figures_->set_rebuild_chunk(budget);
+  int64_t seen = 0, max_step = 0, steps = 0;
+  figures_->set_rebuild_chunk_hook_for_testing([&](const std::string&, int64_t n) {
+    ++steps;
+    seen += n;
+    max_step = std::max(max_step, n);
+    return true;
+  });
+  ASSERT_TRUE(*figures_->RebuildPeriod("y2026"));
+  EXPECT_LE(max_step, budget);
+  EXPECT_GE(seen, total);
+  EXPECT_GE(steps, total / budget);
+  figures_->set_rebuild_chunk_hook_for_testing(nullptr);
+  ASSERT_TRUE(figures_->RebuildStaleAggregates().ok());
+  ExpectSameAsReference("bounded steps");
+}
+
 // A clock 1 ms later at every reading.
 class TickingClock : public Clock {
  public:
@@ -673,6 +890,48 @@ TEST_F(UsageAggregatesTest, EveryKeyAFoldStepWritesIsDeclared) {
   for (const auto& v : built->elements) stale += v.str == "-1" ? 1 : 0;
   EXPECT_GT(stale, 0);
 }
+
+// Every key a rebuild step (start or chunk) writes or removes is declared in
+// its KEYS (between the steps the client only reads).
+TEST_F(UsageAggregatesTest, EveryKeyARebuildStepWritesIsDeclared) {
+  Generate(120, 29);
+  FoldAll(*figures_);
+  ASSERT_TRUE(figures_->Fold("inventory", OrgEvent(2, iv::SME)).ok());
+  figures_->set_rebuild_chunk(30);
+  std::map<std::string, std::string> before;
+  std::vector<std::string> declared;
+  int checked = 0;
+  auto check = [&] {
+    const std::set<std::string> ks(declared.begin(), declared.end());
+    const auto after = Contents(*pool_);
+    for (const auto& [k, v] : after) {
+      auto it = before.find(k);
+      if (it == before.end() || it->second != v) {
+        EXPECT_EQ(ks.count(k), 1u) << "undeclared key written: " << k;
+      }
+    }
+    for (const auto& [k, v] : before) {
+      if (after.count(k) == 0) {
+        EXPECT_EQ(ks.count(k), 1u) << "undeclared key removed: " << k;
+      }
+    }
+    ++checked;
+  };
+  figures_->set_rebuild_keys_hook_for_testing([&](const std::vector<std::string>& keys) {
+    if (!declared.empty()) check();
+    before = Contents(*pool_);
+    declared = keys;
+  });
+  for (const char* period : {"y2026", "m202606"}) {
+    declared.clear();
+    auto done = figures_->RebuildPeriod(period);
+    ASSERT_TRUE(done.ok() && *done) << done.status();
+    check();
+  }
+  EXPECT_GT(checked, 10);
+  figures_->set_rebuild_keys_hook_for_testing(nullptr);
+}
+
 
 TEST_F(UsageAggregatesTest, ApplyEventsLeavesExactlyWhatApplyEventLeaves) {
   Generate(150, 5);

@@ -112,6 +112,7 @@ class WebhookDeliveryTest : public WebhookFixture {
       if (before_attempt_) before_attempt_(c);
     };
     o.secret_box = secret_box_;
+    o.seal_existing = seal_existing_;
     SetUpModule(o);
   }
 
@@ -160,6 +161,7 @@ class WebhookDeliveryTest : public WebhookFixture {
   }
 
   Receiver receiver_;
+  bool seal_existing_ = false;  // set before SetUp
   std::function<void(const ClaimedDelivery&)> before_attempt_;
   std::shared_ptr<const SecretBox> secret_box_;  // set before SetUp
 };
@@ -769,6 +771,10 @@ TEST_F(WebhookSealedSecretsTest, SecretsStoredInClearAreUsedThenSealed) {
   Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
   Consume();
   ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  // Not sealed by the periodic pass unless asked (an older notifier may still
+  // sign with what it reads).
+  module_->MaintainOnce();
+  EXPECT_EQ(StoredSecret("acme", "erp"), clear);
   // Sealed in place, once; deliveries still verify with the same secret.
   EXPECT_EQ(*module_->manager().SealClearSecrets(), 1);
   EXPECT_EQ(*module_->manager().SealClearSecrets(), 0);
@@ -781,6 +787,28 @@ TEST_F(WebhookSealedSecretsTest, SecretsStoredInClearAreUsedThenSealed) {
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[1].id, "ev-2");
   EXPECT_EQ(got[1].status, 204);
+  ExpectAllVerified(got);
+}
+
+class WebhookSealExistingTest : public WebhookSealedSecretsTest {
+ protected:
+  WebhookSealExistingTest() { seal_existing_ = true; }
+};
+
+TEST_F(WebhookSealExistingTest, ThePeriodicPassSealsClearSecretsWhenAsked) {
+  auto created = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled});
+  ASSERT_TRUE(created.ok()) << created.status();
+  const std::string clear = "whsec_written_before_sealing_0123456789abcdef";
+  ASSERT_TRUE(pool_->Command({"HSET", "{notify}:wh:secret:acme:erp", "d", clear}).ok());
+  module_->MaintainOnce();
+  EXPECT_TRUE(absl::StartsWith(StoredSecret("acme", "erp"), "aesgcm1:")) << StoredSecret("acme", "erp");
+  receiver_.Control("/acme", clear, 0);
+  Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].status, 204);
   ExpectAllVerified(got);
 }
 

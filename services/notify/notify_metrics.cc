@@ -25,6 +25,8 @@ constexpr Family kCounters[] = {
     {"mail_dead_letters_removed_total", "Dead letters removed after the retention."},
     {"webhook_deliveries_total", "Webhook delivery attempts by outcome (delivered, retry, dead)."},
     {"webhook_endpoints_disabled_total", "Webhooks disabled automatically after repeated failures."},
+    {"webhook_secret_unreadable_total",
+     "Due webhook deliveries left unclaimed: their secret does not open with this notifier's key (or it has none)."},
 };
 
 constexpr v1::DeadLetter::Reason kReasons[] = {v1::DeadLetter::RETRIES_EXHAUSTED, v1::DeadLetter::REJECTED,
@@ -103,7 +105,8 @@ std::string NotifyMetrics::Render() const {
       if (it == counters_.end()) {
         // Unlabelled families start at 0; labelled ones appear when used.
         if (absl::string_view(f.name) == "mail_dead_letters_removed_total" ||
-            absl::string_view(f.name) == "webhook_endpoints_disabled_total") {
+            absl::string_view(f.name) == "webhook_endpoints_disabled_total" ||
+            absl::string_view(f.name) == "webhook_secret_unreadable_total") {
           absl::StrAppend(&out, "labshare_notify_", f.name, " 0\n");
         }
         continue;

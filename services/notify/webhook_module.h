@@ -83,6 +83,9 @@ class WebhookModule final : public NotifyModule {
   // seals clear secrets (only with seal_existing) and trims deliveries past
   // their retention. Errors are logged and retried at the next pass.
   void MaintainOnce();
+  // Before Start: the key check of WebhookManager::CheckSecretKey (main
+  // refuses to start on an error).
+  absl::Status CheckSecretKey() { return manager_->CheckSecretKey(); }
 
   WebhookManager& manager() { return *manager_; }
 

@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "common/error.h"
 #include "common/http_client.h"
 #include "services/notify/webhook_rules.h"
 #include "tests/notify/webhook_test_util.h"
@@ -787,6 +788,69 @@ TEST_F(WebhookSealedSecretsTest, SecretsStoredInClearAreUsedThenSealed) {
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[1].id, "ev-2");
   EXPECT_EQ(got[1].status, 204);
+  ExpectAllVerified(got);
+}
+
+TEST_F(WebhookSealedSecretsTest, AnotherKeyOrNoKeyIsRefusedAtStart) {
+  ASSERT_TRUE(module_->CheckSecretKey().ok());
+  ASSERT_TRUE(module_->CheckSecretKey().ok());  // the same key again
+  const SecretBox other_box = *SecretBox::FromKey(std::string(32, '\x21'));
+  WebhookManager other(pool_.get(), &clock_, &wall_, WebhookLimits{});
+  other.set_secret_box(&other_box);
+  absl::Status s = other.CheckSecretKey();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(ErrorReason(s), "WEBHOOK_SECRET_KEY_MISMATCH");
+  WebhookManager keyless(pool_.get(), &clock_, &wall_, WebhookLimits{});
+  s = keyless.CheckSecretKey();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(ErrorReason(s), "WEBHOOK_SECRET_SEALED");
+  // Sealed secrets without the check value (sealed before it existed): refused too.
+  auto created = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled});
+  ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_TRUE(pool_->Command({"DEL", "{notify}:wh:keycheck"}).ok());
+  s = keyless.CheckSecretKey();
+  EXPECT_EQ(ErrorReason(s), "WEBHOOK_SECRET_SEALED") << s;
+}
+
+TEST_F(WebhookDeliveryTest, WithoutSealedSecretsAKeylessNotifierStarts) {
+  Hook("acme", "erp", "/acme", {kCancelled});
+  EXPECT_TRUE(module_->CheckSecretKey().ok());
+  EXPECT_EQ(pool_->Command({"EXISTS", "{notify}:wh:keycheck"})->integer, 0);
+}
+
+TEST_F(WebhookSealedSecretsTest, ADeliveryWhoseSecretDoesNotOpenIsNotClaimedAndIsCounted) {
+  auto created = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled});
+  ASSERT_TRUE(created.ok()) << created.status();
+  receiver_.Control("/acme", created->secret(), 0);
+  Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
+  Consume();
+  auto before = pool_->Command({"ZRANGE", "{notify}:wh:due", "0", "-1", "WITHSCORES"});
+  ASSERT_TRUE(before.ok());
+  ASSERT_EQ(before->elements.size(), 2u);
+  const SecretBox other_box = *SecretBox::FromKey(std::string(32, '\x21'));
+  WebhookManager other(pool_.get(), &clock_, &wall_, WebhookLimits{});
+  other.set_secret_box(&other_box);
+  other.set_metrics(metrics_.get());
+  WebhookManager keyless(pool_.get(), &clock_, &wall_, WebhookLimits{});
+  keyless.set_metrics(metrics_.get());
+  auto claimed = other.ClaimDue(5);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_TRUE(claimed->empty());
+  claimed = keyless.ClaimDue(5);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_TRUE(claimed->empty());
+  // Not leased: the entry is as it was, still due now.
+  auto after = pool_->Command({"ZRANGE", "{notify}:wh:due", "0", "-1", "WITHSCORES"});
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->elements.size(), 2u);
+  EXPECT_EQ(after->elements[0].str, before->elements[0].str);
+  EXPECT_EQ(after->elements[1].str, before->elements[1].str);
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_secret_unreadable_total 2"));
+  // The notifier with the key delivers it.
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].status, 204);
   ExpectAllVerified(got);
 }
 

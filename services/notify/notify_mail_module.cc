@@ -678,6 +678,7 @@ void MailModule::Run() {
     stop_.WaitForNotificationWithTimeout(absl::Seconds(1));
   }
   absl::Time next_recover = absl::InfinitePast();
+  std::string repair_cursor;
   while (!stop_.HasBeenNotified()) {
     int work = 0;
     auto step = [&](const char* what, absl::StatusOr<int> r) {
@@ -692,6 +693,14 @@ void MailModule::Run() {
       next_recover = context_.wall->Now() + absl::Seconds(30);
       // Dead letters past the retention, a bounded number per round.
       step("removing old dead letters", PruneDeadLetters());
+      // Dead letters an older replica wrote without the indexes: one
+      // bounded step of a walk of "dead" per round, then from the start.
+      absl::StatusOr<std::string> next = queue_.IndexDeadStep(repair_cursor, 200, false);
+      if (next.ok()) {
+        repair_cursor = *next;
+      } else {
+        LogWarning("notify: repairing the dead-letter indexes failed", {{"error", next.status().ToString()}});
+      }
     }
     step("firing reminders", FireSchedules());
     step("making digests", MakeDigests());

@@ -152,7 +152,13 @@ for _, m in ipairs(old) do
     redis.call('DEL', msg)
     removed = removed + 1
   else
+    -- Not that dead letter any more: the entry leaves every index.
     redis.call('ZREM', KEYS[1], m)
+    local o = f[2] or ''
+    local r = f[3] or ''
+    redis.call('ZREM', ARGV[1] .. 'dl:o:' .. o, m)
+    redis.call('ZREM', ARGV[1] .. 'dl:r:' .. r, m)
+    redis.call('ZREM', ARGV[1] .. 'dl:or:' .. o .. '|' .. r, m)
   end
 end
 return {removed, #old}
@@ -493,22 +499,40 @@ absl::StatusOr<std::vector<MailQueue::DeadRow>> MailQueue::ListDead(const std::s
                             : organization.empty()            ? K("dl:r:" + r)
                                                               : K(absl::StrCat("dl:or:", organization, "|", r));
   // A page costs one range read of `limit` + 1 entries and their messages,
-  // whatever the number of dead letters. The cursor still works when its
-  // dead letter left meanwhile (replayed, or past the retention).
-  const std::string max = after.empty() ? "+" : "(" + after;
-  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"ZRANGE", index, max, "-", "BYLEX", "REV", "LIMIT", "0",
-                                                     absl::StrCat(limit + 1)}));
-  if (v.is_error()) return RedisErrorStatus(v);
+  // whatever the number of dead letters (more reads only past stale
+  // entries). The cursor still works when its dead letter left meanwhile
+  // (replayed, or past the retention). An entry whose message is not that
+  // dead letter any more (not DEAD, another dead_ms, organisation or reason:
+  // a stale or duplicate entry) is skipped and removed from this index.
   std::vector<DeadRow> out;
-  for (const auto& e : v.elements) {
-    const size_t bar = e.str.find('|');
-    if (bar == std::string::npos) continue;
-    DeadRow row;
-    row.id = e.str.substr(bar + 1);
-    row.cursor = e.str;
-    LS_ASSIGN_OR_RETURN(row.fields, Load(row.id));
-    if (row.fields["state"] != "DEAD") continue;
-    out.push_back(std::move(row));
+  std::string max = after.empty() ? "+" : "(" + after;
+  while (static_cast<int>(out.size()) < limit + 1) {
+    const int want = limit + 1 - static_cast<int>(out.size());
+    LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"ZRANGE", index, max, "-", "BYLEX", "REV", "LIMIT", "0",
+                                                       absl::StrCat(want)}));
+    if (v.is_error()) return RedisErrorStatus(v);
+    for (const auto& e : v.elements) {
+      max = "(" + e.str;
+      const size_t bar = e.str.find('|');
+      DeadRow row;
+      bool valid = bar != std::string::npos;
+      if (valid) {
+        row.id = e.str.substr(bar + 1);
+        row.cursor = e.str;
+        LS_ASSIGN_OR_RETURN(row.fields, Load(row.id));
+        std::string ms = row.fields.count("dead_ms") ? row.fields["dead_ms"] : "0";
+        if (ms.size() < 13) ms = std::string(13 - ms.size(), '0') + ms;
+        valid = row.fields["state"] == "DEAD" && absl::StrCat(ms, "|", row.id) == e.str &&
+                (organization.empty() || row.fields["org"] == organization) &&
+                (r.empty() || row.fields["reason"] == r);
+      }
+      if (!valid) {
+        LS_RETURN_IF_ERROR(redis_->Command({"ZREM", index, e.str}).status());
+        continue;
+      }
+      out.push_back(std::move(row));
+    }
+    if (static_cast<int>(v.elements.size()) < want) break;  // the index's end
   }
   return out;
 }

@@ -655,7 +655,15 @@ absl::StatusOr<int> MailModule::RecoverInFlight(bool own_only) {
                                 wall, context_.clock->Now());
 }
 
+absl::Status MailModule::RecordUpgradeStart() { return LegacyUnsubscribeExpiry().status(); }
+
 void MailModule::Start() {
+  // At start, not at the first click: an old link first used years later
+  // is expired.
+  if (absl::Status s = RecordUpgradeStart(); !s.ok()) {
+    LogWarning("notify: cannot record the start for old unsubscribe links; at the first check",
+               {{"error", s.ToString()}});
+  }
   thread_ = std::thread([this] { Run(); });
 }
 

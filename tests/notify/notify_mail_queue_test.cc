@@ -829,5 +829,32 @@ TEST_F(MailQueueTest, UnsubscribeLinksFromBeforeExpiriesExpireOneValidityAfterTh
   EXPECT_EQ(*m.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
 }
 
+TEST_F(MailQueueTest, AnOldUnsubscribeLinkFirstUsedMoreThanOneValidityAfterTheStartIsExpired) {
+  FakeClock clock(kDomain), wall(kWall);
+  NotifyContext c;
+  c.redis = pool_.get();
+  c.clock = &clock;
+  c.wall = &wall;
+  MailModule m(c, MailOptions(), std::make_unique<TwoPeople>());
+  ASSERT_TRUE(m.RecordUpgradeStart().ok());  // what Start does
+  auto key = queue_->UnsubscribeKey();
+  ASSERT_TRUE(key.ok());
+  const std::string payload = "ana:BOOKING_CONFIRMED";
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key->data(), static_cast<int>(key->size()), reinterpret_cast<const unsigned char*>(payload.data()),
+       payload.size(), mac, &len);
+  const std::string legacy = absl::StrCat(absl::WebSafeBase64Escape(payload), ".",
+                                          absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(mac), 16)));
+  // First clicked two years after the start, on a replica started since.
+  clock.Set(kDomain + absl::Hours(24 * 730));
+  MailModule later(c, MailOptions(), std::make_unique<TwoPeople>());
+  ASSERT_TRUE(later.RecordUpgradeStart().ok());
+  std::string user;
+  Kind kind;
+  EXPECT_EQ(*later.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
+  EXPECT_EQ(*m.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
+}
+
 }  // namespace
 }  // namespace labshare::notify

@@ -278,6 +278,7 @@ TEST_F(WebhookDeliveryTest, RetriesWithBackoffThenDeadLettersThenReplays) {
   EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters 1"));
   EXPECT_TRUE(HasMetric("labshare_notify_webhook_queue_depth 0"));
   EXPECT_TRUE(HasMetric("labshare_notify_webhook_endpoints_disabled_total 0"));
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters_truncated 0"));
   auto events = NotifyEvents();
   ASSERT_EQ(CountIf(events, [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_dead(); }), 1);
   for (const auto& e : events) {
@@ -852,6 +853,19 @@ TEST_F(WebhookSealedSecretsTest, ADeliveryWhoseSecretDoesNotOpenIsNotClaimedAndI
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].status, 204);
   ExpectAllVerified(got);
+}
+
+TEST_F(WebhookDeliveryTest, TheDeadLetterGaugeReadsAtMostAThousandWebhooksAndSaysSo) {
+  std::vector<std::string> argv = {"ZADD", "{notify}:wh:hooks"};
+  for (int i = 0; i < 1001; ++i) {
+    argv.push_back("0");
+    argv.push_back(absl::StrCat("org", i, "|hook"));
+  }
+  ASSERT_TRUE(pool_->Command(argv).ok());
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters_truncated 1"));
+  EXPECT_TRUE(HasMetric("labshare_notify_scrape_errors 0"));
+  ASSERT_TRUE(pool_->Command({"ZREM", "{notify}:wh:hooks", "org999|hook"}).ok());
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters_truncated 0"));
 }
 
 class WebhookSealExistingTest : public WebhookSealedSecretsTest {

@@ -454,7 +454,7 @@ absl::StatusOr<v1::User> InventoryManager::UpdateUser(const Principal& p,
     LS_RETURN_IF_ERROR(CheckEtag(r.user().etag(), current.version));
     v1::User user = current.value;
     ApplyMask(r.user(), r.update_mask(), &user);
-    LS_RETURN_IF_ERROR(ValidateUser(user));
+    LS_RETURN_IF_ERROR(ValidateUser(user, user.email() != current.value.email()));
     *user.mutable_update_time() = ToProto(clock_->Now());
     user.set_etag(std::to_string(current.version + 1));
     Plan<v1::User> plan;

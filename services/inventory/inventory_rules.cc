@@ -319,12 +319,12 @@ absl::Status ValidateInitialMembership(const v1::Organization& org) {
 
 // ------------------------------------------------------------ users, facilities
 
-absl::Status ValidateUser(const v1::User& user) {
+absl::Status ValidateUser(const v1::User& user, bool check_email) {
   std::vector<FieldViolation> bad;
   if (user.display_name().empty()) bad.push_back({"user.display_name", "required"});
   // Mail headers are built from it (labshare-notify): nothing that could
   // inject one (line breaks, '<', '>', spaces, a second '@') is stored.
-  if (std::string why; !user.email().empty() && !ValidMailAddress(user.email(), &why)) {
+  if (std::string why; check_email && !user.email().empty() && !ValidMailAddress(user.email(), &why)) {
     bad.push_back({"user.email", absl::StrCat("must be a plain e-mail address (", why, ")")});
   }
   if (user.external_subject().size() > 255 || absl::StrContains(user.external_subject(), '\n')) {

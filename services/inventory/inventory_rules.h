@@ -47,7 +47,10 @@ std::string UnifiedSocialCreditCodeProblem(absl::string_view code);
 absl::Status ValidateInitialMembership(const v1::Organization& org);
 
 // ------------------------------------------------------------ users, facilities
-absl::Status ValidateUser(const v1::User& user);
+// `check_email`: the strict address check (UpdateUser: only when the
+// address changes, so a user stored with an old, now refused address can
+// still be disabled or renamed).
+absl::Status ValidateUser(const v1::User& user, bool check_email = true);
 // A facility created without a time zone gets the consortium's.
 inline constexpr char kDefaultFacilityTimeZone[] = "Asia/Shanghai";
 absl::Status ValidateFacility(const v1::Facility& facility);

@@ -90,7 +90,14 @@ int main(int argc, char** argv) {
     labshare::LogError("webhook settings", {{"error", webhook_options.status().ToString()}});
     return 2;
   }
-  modules.push_back(std::make_unique<labshare::notify::WebhookModule>(context, *std::move(webhook_options)));
+  auto webhooks = std::make_unique<labshare::notify::WebhookModule>(context, *std::move(webhook_options));
+  // A wrong key file, or none once secrets are sealed: refused here rather
+  // than deliveries that never go.
+  if (absl::Status key = webhooks->CheckSecretKey(); !key.ok()) {
+    labshare::LogError("webhook secret key", {{"error", key.ToString()}});
+    return 2;
+  }
+  modules.push_back(std::move(webhooks));
   labshare::notify::FeedOptions feed_options = labshare::notify::FeedOptionsFromFlags();
   feed_options.default_language = mail_language;
   modules.push_back(std::make_unique<labshare::notify::FeedModule>(context, std::move(feed_options)));

@@ -655,7 +655,15 @@ absl::StatusOr<int> MailModule::RecoverInFlight(bool own_only) {
                                 wall, context_.clock->Now());
 }
 
+absl::Status MailModule::RecordUpgradeStart() { return LegacyUnsubscribeExpiry().status(); }
+
 void MailModule::Start() {
+  // At start, not at the first click: an old link first used years later
+  // is expired.
+  if (absl::Status s = RecordUpgradeStart(); !s.ok()) {
+    LogWarning("notify: cannot record the start for old unsubscribe links; at the first check",
+               {{"error", s.ToString()}});
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -678,6 +686,7 @@ void MailModule::Run() {
     stop_.WaitForNotificationWithTimeout(absl::Seconds(1));
   }
   absl::Time next_recover = absl::InfinitePast();
+  std::string repair_cursor;
   while (!stop_.HasBeenNotified()) {
     int work = 0;
     auto step = [&](const char* what, absl::StatusOr<int> r) {
@@ -692,6 +701,14 @@ void MailModule::Run() {
       next_recover = context_.wall->Now() + absl::Seconds(30);
       // Dead letters past the retention, a bounded number per round.
       step("removing old dead letters", PruneDeadLetters());
+      // Dead letters an older replica wrote without the indexes: one
+      // bounded step of a walk of "dead" per round, then from the start.
+      absl::StatusOr<std::string> next = queue_.IndexDeadStep(repair_cursor, 200, false);
+      if (next.ok()) {
+        repair_cursor = *next;
+      } else {
+        LogWarning("notify: repairing the dead-letter indexes failed", {{"error", next.status().ToString()}});
+      }
     }
     step("firing reminders", FireSchedules());
     step("making digests", MakeDigests());

@@ -75,6 +75,10 @@ class MailModule final : public NotifyModule {
   void AddConsumers(ConsumerLoop* loop) override;
   void Start() override;
   void Stop() override;
+  // Records once (SET NX) when this version first started: unsubscribe
+  // links made before tokens carried an expiry expire one validity after
+  // it. Start calls it; on failure the first check records it instead.
+  absl::Status RecordUpgradeStart();
 
   // One outbox entry (the consumer's handler).
   absl::Status HandleEvent(const StreamEvent& e);

@@ -152,34 +152,55 @@ for _, m in ipairs(old) do
     redis.call('DEL', msg)
     removed = removed + 1
   else
+    -- Not that dead letter any more: the entry leaves every index.
     redis.call('ZREM', KEYS[1], m)
+    local o = f[2] or ''
+    local r = f[3] or ''
+    redis.call('ZREM', ARGV[1] .. 'dl:o:' .. o, m)
+    redis.call('ZREM', ARGV[1] .. 'dl:r:' .. r, m)
+    redis.call('ZREM', ARGV[1] .. 'dl:or:' .. o .. '|' .. r, m)
   end
 end
 return {removed, #old}
 )lua");
 
-// KEYS: dead, marker; ARGV: prefix, offset, limit. Indexes dead letters
-// written before the indexes existed, `limit` of them per step; the marker
-// is set after the last.
+// KEYS: dead, marker; ARGV: prefix, cursor score ('' = from the start),
+// cursor id, limit, migration ('1': a no-op once the marker is set, which
+// is set after the last). One step of a walk of "dead" in (score, id) order
+// (a replay between steps removes a member without shifting the rest):
+// indexes each DEAD member (adding is idempotent). Returns {score, id} of
+// the last member seen, or {} at the end.
 const RedisScript kIndexDead(std::string(kDeadIndexLua) + R"lua(
-if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-local off = tonumber(ARGV[2])
-local ids = redis.call('ZRANGE', KEYS[1], off, off + tonumber(ARGV[3]) - 1, 'WITHSCORES')
-for i = 1, #ids, 2 do
-  local f = redis.call('HMGET', ARGV[1] .. 'msg:' .. ids[i], 'state', 'org', 'reason', 'dead_ms')
+local migration = ARGV[5] == '1'
+if migration and redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+local lim = tonumber(ARGV[4])
+local batch = {}
+local min = '-inf'
+if ARGV[2] ~= '' then
+  -- Members of the cursor's score after its id (same score: by member).
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], ARGV[2])) do
+    if m > ARGV[3] then batch[#batch + 1] = {m, ARGV[2]} end
+  end
+  min = '(' .. ARGV[2]
+end
+local rest = redis.call('ZRANGEBYSCORE', KEYS[1], min, '+inf', 'WITHSCORES', 'LIMIT', 0, lim)
+for i = 1, #rest, 2 do batch[#batch + 1] = {rest[i], rest[i + 1]} end
+for _, e in ipairs(batch) do
+  local msg = ARGV[1] .. 'msg:' .. e[1]
+  local f = redis.call('HMGET', msg, 'state', 'org', 'reason', 'dead_ms')
   if f[1] == 'DEAD' then
     if not f[4] then
-      f[4] = ids[i + 1]
-      redis.call('HSET', ARGV[1] .. 'msg:' .. ids[i], 'dead_ms', f[4])
+      f[4] = e[2]
+      redis.call('HSET', msg, 'dead_ms', f[4])
     end
-    dl_index(ARGV[1], ids[i], f[2], f[3], f[4], true)
+    dl_index(ARGV[1], e[1], f[2], f[3], f[4], true)
   end
 end
-if #ids < 2 * tonumber(ARGV[3]) then
-  redis.call('SET', KEYS[2], '1')
-  return -1
+if #rest < 2 * lim then
+  if migration then redis.call('SET', KEYS[2], '1') end
+  return {}
 end
-return off + #ids / 2
+return {batch[#batch][2], batch[#batch][1]}
 )lua");
 
 const RedisScript kSchedule(std::string(kApplyOnceLua) + R"lua(
@@ -478,22 +499,40 @@ absl::StatusOr<std::vector<MailQueue::DeadRow>> MailQueue::ListDead(const std::s
                             : organization.empty()            ? K("dl:r:" + r)
                                                               : K(absl::StrCat("dl:or:", organization, "|", r));
   // A page costs one range read of `limit` + 1 entries and their messages,
-  // whatever the number of dead letters. The cursor still works when its
-  // dead letter left meanwhile (replayed, or past the retention).
-  const std::string max = after.empty() ? "+" : "(" + after;
-  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"ZRANGE", index, max, "-", "BYLEX", "REV", "LIMIT", "0",
-                                                     absl::StrCat(limit + 1)}));
-  if (v.is_error()) return RedisErrorStatus(v);
+  // whatever the number of dead letters (more reads only past stale
+  // entries). The cursor still works when its dead letter left meanwhile
+  // (replayed, or past the retention). An entry whose message is not that
+  // dead letter any more (not DEAD, another dead_ms, organisation or reason:
+  // a stale or duplicate entry) is skipped and removed from this index.
   std::vector<DeadRow> out;
-  for (const auto& e : v.elements) {
-    const size_t bar = e.str.find('|');
-    if (bar == std::string::npos) continue;
-    DeadRow row;
-    row.id = e.str.substr(bar + 1);
-    row.cursor = e.str;
-    LS_ASSIGN_OR_RETURN(row.fields, Load(row.id));
-    if (row.fields["state"] != "DEAD") continue;
-    out.push_back(std::move(row));
+  std::string max = after.empty() ? "+" : "(" + after;
+  while (static_cast<int>(out.size()) < limit + 1) {
+    const int want = limit + 1 - static_cast<int>(out.size());
+    LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"ZRANGE", index, max, "-", "BYLEX", "REV", "LIMIT", "0",
+                                                       absl::StrCat(want)}));
+    if (v.is_error()) return RedisErrorStatus(v);
+    for (const auto& e : v.elements) {
+      max = "(" + e.str;
+      const size_t bar = e.str.find('|');
+      DeadRow row;
+      bool valid = bar != std::string::npos;
+      if (valid) {
+        row.id = e.str.substr(bar + 1);
+        row.cursor = e.str;
+        LS_ASSIGN_OR_RETURN(row.fields, Load(row.id));
+        std::string ms = row.fields.count("dead_ms") ? row.fields["dead_ms"] : "0";
+        if (ms.size() < 13) ms = std::string(13 - ms.size(), '0') + ms;
+        valid = row.fields["state"] == "DEAD" && absl::StrCat(ms, "|", row.id) == e.str &&
+                (organization.empty() || row.fields["org"] == organization) &&
+                (r.empty() || row.fields["reason"] == r);
+      }
+      if (!valid) {
+        LS_RETURN_IF_ERROR(redis_->Command({"ZREM", index, e.str}).status());
+        continue;
+      }
+      out.push_back(std::move(row));
+    }
+    if (static_cast<int>(v.elements.size()) < want) break;  // the index's end
   }
   return out;
 }
@@ -508,14 +547,23 @@ absl::StatusOr<int> MailQueue::PruneDead(absl::Time domain_cutoff, int limit) {
   return removed;
 }
 
-absl::Status MailQueue::IndexDeadLetters(int step) {
-  int64_t offset = 0;
+absl::StatusOr<std::string> MailQueue::IndexDeadStep(const std::string& cursor, int step, bool migration) {
+  const size_t bar = cursor.find('|');
+  const std::string score = bar == std::string::npos ? "" : cursor.substr(0, bar);
+  const std::string id = bar == std::string::npos ? "" : cursor.substr(bar + 1);
+  auto r = redis_->Eval(kIndexDead, {K("dead"), K("dl:indexed")},
+                        {kMailPrefix, score, id, absl::StrCat(step), migration ? "1" : "0"});
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  if (r->elements.size() != 2) return std::string();
+  return absl::StrCat(r->elements[0].str, "|", r->elements[1].str);
+}
+
+absl::Status MailQueue::IndexDeadLetters(int step, const std::function<void()>& between_steps) {
+  std::string cursor;
   while (true) {
-    auto r = redis_->Eval(kIndexDead, {K("dead"), K("dl:indexed")},
-                          {kMailPrefix, absl::StrCat(offset), absl::StrCat(step)});
-    LS_RETURN_IF_ERROR(ScriptStatus(r));
-    if (r->integer < 0) return absl::OkStatus();
-    offset = r->integer;
+    LS_ASSIGN_OR_RETURN(cursor, IndexDeadStep(cursor, step, true));
+    if (cursor.empty()) return absl::OkStatus();
+    if (between_steps) between_steps();
   }
 }
 

@@ -31,6 +31,7 @@
 #ifndef LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_QUEUE_H_
 #define LABSHARE_SERVICES_NOTIFY_NOTIFY_MAIL_QUEUE_H_
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -119,8 +120,14 @@ class MailQueue {
   // one of them then answers DEAD_LETTER_NOT_FOUND. Returns how many went.
   absl::StatusOr<int> PruneDead(absl::Time domain_cutoff, int limit);
   // Indexes the dead letters written before the indexes existed, `step`
-  // per Lua step; a no-op once done (marker dl:indexed).
-  absl::Status IndexDeadLetters(int step = 200);
+  // per Lua step, walking "dead" by (score, id); a no-op once done (marker
+  // dl:indexed). `between_steps` (tests): called after each step but the last.
+  absl::Status IndexDeadLetters(int step = 200, const std::function<void()>& between_steps = nullptr);
+  // One step of that walk from `cursor` ("" = the start): indexes up to
+  // about `step` DEAD members of "dead" (idempotent; also those an older
+  // replica wrote without the indexes). Returns the next cursor, "" at the
+  // end. `migration`: a no-op once dl:indexed is set, which the last step sets.
+  absl::StatusOr<std::string> IndexDeadStep(const std::string& cursor, int step, bool migration);
   // DEAD -> QUEUED now. NOT_FOUND (DEAD_LETTER_NOT_FOUND), FAILED_PRECONDITION
   // (NOT_A_DEAD_LETTER); the same request_id again answers the same.
   absl::StatusOr<Fields> Replay(const std::string& id, const std::string& actor, const std::string& request_id,

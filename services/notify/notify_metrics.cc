@@ -25,12 +25,14 @@ constexpr Family kCounters[] = {
     {"mail_dead_letters_removed_total", "Dead letters removed after the retention."},
     {"webhook_deliveries_total", "Webhook delivery attempts by outcome (delivered, retry, dead)."},
     {"webhook_endpoints_disabled_total", "Webhooks disabled automatically after repeated failures."},
+    {"webhook_secret_unreadable_total",
+     "Due webhook deliveries left unclaimed: their secret does not open with this notifier's key (or it has none)."},
 };
 
 constexpr v1::DeadLetter::Reason kReasons[] = {v1::DeadLetter::RETRIES_EXHAUSTED, v1::DeadLetter::REJECTED,
                                                v1::DeadLetter::DELIVERY_UNCERTAIN};
 
-// One read-only step: every gauge. KEYS: mail due, mail inflight, mail
+// One read-only step (EVALSHA_RO, never waits for replicas): every gauge. KEYS: mail due, mail inflight, mail
 // dead-letter index, webhook due, webhook index; ARGV: the mail key prefix,
 // then the dead-letter reasons.
 const RedisScript kGauges(R"lua(
@@ -43,7 +45,14 @@ out[4] = redis.call('ZCARD', KEYS[3])
 out[5] = redis.call('ZCARD', KEYS[4])
 out[6] = redis.call('ZRANGE', KEYS[4], 0, 0)[1] or ''
 local dead = 0
-for _, h in ipairs(redis.call('ZRANGE', KEYS[5], 0, 9999)) do
+-- Bounded: the first 1000 webhooks; out[last] says whether there are more.
+local hooks = redis.call('ZRANGE', KEYS[5], 0, 1000)
+local truncated = 0
+if #hooks > 1000 then
+  truncated = 1
+  hooks[1001] = nil
+end
+for _, h in ipairs(hooks) do
   local sep = string.find(h, '|', 1, true)
   if sep then
     dead = dead + redis.call('ZCARD', '{notify}:wh:dead:' .. string.sub(h, 1, sep - 1) .. ':' .. string.sub(h, sep + 1))
@@ -51,8 +60,9 @@ for _, h in ipairs(redis.call('ZRANGE', KEYS[5], 0, 9999)) do
 end
 out[7] = dead
 for i = 2, #ARGV do out[#out + 1] = redis.call('ZCARD', ARGV[1] .. 'dl:r:' .. ARGV[i]) end
+out[#out + 1] = truncated
 return out
-)lua");
+)lua", RedisScript::Access::kReadOnly);
 
 std::string Gauge(const char* name, const char* help) {
   return absl::StrCat("# HELP labshare_notify_", name, " ", help, "\n# TYPE labshare_notify_", name, " gauge\n");
@@ -103,7 +113,8 @@ std::string NotifyMetrics::Render() const {
       if (it == counters_.end()) {
         // Unlabelled families start at 0; labelled ones appear when used.
         if (absl::string_view(f.name) == "mail_dead_letters_removed_total" ||
-            absl::string_view(f.name) == "webhook_endpoints_disabled_total") {
+            absl::string_view(f.name) == "webhook_endpoints_disabled_total" ||
+            absl::string_view(f.name) == "webhook_secret_unreadable_total") {
           absl::StrAppend(&out, "labshare_notify_", f.name, " 0\n");
         }
         continue;
@@ -124,7 +135,7 @@ std::string NotifyMetrics::RenderGauges() const {
                        args);
   const std::string errors = absl::StrCat(
       Gauge("scrape_errors", "1 when the queue figures could not be read from Redis."), "labshare_notify_scrape_errors ");
-  if (!v.ok() || v->is_error() || !v->is_array() || v->elements.size() != 7 + std::size(kReasons)) {
+  if (!v.ok() || v->is_error() || !v->is_array() || v->elements.size() != 8 + std::size(kReasons)) {
     return absl::StrCat(errors, "1\n");
   }
   const auto& e = v->elements;
@@ -148,7 +159,11 @@ std::string NotifyMetrics::RenderGauges() const {
                         "How long the longest-waiting due webhook delivery has been due (0: none due)."),
                   "labshare_notify_webhook_oldest_due_age_seconds ", AgeSeconds(wh_first, now), "\n",
                   Gauge("webhook_dead_letters", "Webhook deliveries in the dead letters (all webhooks)."),
-                  "labshare_notify_webhook_dead_letters ", e[6].integer, "\n", errors, "0\n");
+                  "labshare_notify_webhook_dead_letters ", e[6].integer, "\n",
+                  Gauge("webhook_dead_letters_truncated",
+                        "1 when webhook_dead_letters counts only the first 1000 webhooks."),
+                  "labshare_notify_webhook_dead_letters_truncated ", e[7 + std::size(kReasons)].integer, "\n", errors,
+                  "0\n");
   return out;
 }
 

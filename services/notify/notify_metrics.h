@@ -52,6 +52,7 @@ class NotifyMetrics {
     Add("webhook_deliveries_total", Label("outcome", outcome), 1);
   }
   void WebhookDisabled() { Add("webhook_endpoints_disabled_total", "", 1); }
+  void WebhookSecretUnreadable() { Add("webhook_secret_unreadable_total", "", 1); }
 
   // Every series, text exposition (what /metrics appends).
   std::string Render() const;

@@ -21,6 +21,9 @@ ABSL_FLAG(int, webhook_max_per_organization, 20, "Webhooks one organisation may 
 ABSL_FLAG(std::string, webhook_secret_key_file, "",
           "File (mode 0600) holding 64 hex digits (openssl rand -hex 32): the AES-256-GCM key that seals webhook "
           "signing secrets in Redis; empty: secrets are stored in clear.");
+ABSL_FLAG(bool, webhook_seal_existing, false,
+          "Also seal the secrets an older version stored in clear (at start and hourly; needs "
+          "--webhook_secret_key_file). Only once no older notifier runs: it would sign with the sealed text.");
 
 namespace labshare::notify {
 
@@ -31,6 +34,7 @@ absl::StatusOr<WebhookOptions> WebhookOptionsFromFlags() {
     if (!box.ok()) return box.status();
     o.secret_box = std::make_shared<const SecretBox>(*std::move(box));
   }
+  o.seal_existing = absl::GetFlag(FLAGS_webhook_seal_existing);
   o.limits.max_attempts = std::max(1, absl::GetFlag(FLAGS_webhook_max_attempts));
   o.limits.disable_after = std::max(1, absl::GetFlag(FLAGS_webhook_disable_after));
   o.limits.backoff_initial = absl::GetFlag(FLAGS_webhook_backoff_initial);

@@ -41,6 +41,8 @@ std::string Done(const std::string& org, const std::string& id) { return absl::S
 std::string Due() { return "{notify}:wh:due"; }
 std::string Off(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:off:", org, ":", id); }
 std::string AllHooks() { return "{notify}:wh:hooks"; }
+// A value sealed with the key in use (WebhookManager::CheckSecretKey).
+std::string KeyCheck() { return "{notify}:wh:keycheck"; }
 std::string Seen(const std::string& event_id) { return absl::StrCat("{notify}:wh:seen:", DeliveryIdOf(event_id)); }
 std::string Idem(const char* method, const std::string& request_id) {
   return absl::StrCat("{notify}:wh:idem:", method, ":", request_id);
@@ -734,6 +736,12 @@ absl::Status WebhookManager::Settle(const std::string& org, const std::string& i
   return absl::OkStatus();
 }
 
+void WebhookManager::SecretUnreadable(const std::string& delivery_key, const absl::Status& why) {
+  LogWarning("webhook delivery left due: its secret cannot be opened",
+             {{"delivery", delivery_key}, {"error", why.ToString()}});
+  if (metrics_ != nullptr) metrics_->WebhookSecretUnreadable();
+}
+
 absl::StatusOr<std::vector<ClaimedDelivery>> WebhookManager::ClaimDue(int limit) {
   std::vector<ClaimedDelivery> out;
   const int64_t now_ms = Ms(wall_->Now());
@@ -797,6 +805,25 @@ absl::StatusOr<std::vector<ClaimedDelivery>> WebhookManager::ClaimDue(int limit)
           continue;
         }
       }
+      // Opened before the claim: a secret this process cannot open (no key,
+      // another key) leaves the delivery due for a notifier that can, and is
+      // counted, instead of re-leasing it for ever.
+      std::string secret;
+      if (box_ != nullptr) {
+        absl::StatusOr<std::string> opened = box_->Open(secret_doc->data, keys::Secret(org, id));
+        if (!opened.ok()) {
+          SecretUnreadable(key, opened.status());
+          continue;
+        }
+        secret = *std::move(opened);
+      } else if (SecretBox::IsSealed(secret_doc->data)) {
+        SecretUnreadable(key, MakeError(absl::StatusCode::kFailedPrecondition, "WEBHOOK_SECRET_SEALED",
+                                        "webhook secrets are sealed but this process has no key "
+                                        "(--webhook_secret_key_file)"));
+        continue;
+      } else {
+        secret = secret_doc->data;
+      }
       ClaimedDelivery c;
       c.key = key;
       c.due_member = DueMember(Ms(wall_->Now() + limits_.claim_lease), org, id, d, HookVersionOf(member));
@@ -811,14 +838,7 @@ absl::StatusOr<std::vector<ClaimedDelivery>> WebhookManager::ClaimDue(int limit)
       c.org_id = org;
       c.webhook_id = id;
       c.url = hook.webhook.url();
-      if (box_ != nullptr) {
-        LS_ASSIGN_OR_RETURN(c.secret, box_->Open(secret_doc->data, keys::Secret(org, id)));
-      } else if (SecretBox::IsSealed(secret_doc->data)) {
-        return MakeError(absl::StatusCode::kFailedPrecondition, "WEBHOOK_SECRET_SEALED",
-                         "webhook secrets are sealed but this process has no key (--webhook_secret_key_file)");
-      } else {
-        c.secret = secret_doc->data;
-      }
+      c.secret = std::move(secret);
       c.delivery = std::move(delivery);
       taken.insert(key);
       out.push_back(std::move(c));
@@ -1022,6 +1042,40 @@ absl::StatusOr<int> WebhookManager::SealClearSecrets() {
     }
   }
   return sealed;
+}
+
+absl::Status WebhookManager::CheckSecretKey() {
+  constexpr char kCheck[] = "labshare webhook secret key check";
+  const std::string key = keys::KeyCheck();
+  if (box_ != nullptr) {
+    LS_ASSIGN_OR_RETURN(const std::string sealed, box_->Seal(kCheck, key));
+    LS_RETURN_IF_ERROR(pool_->Command({"SET", key, sealed, "NX"}).status());
+    LS_ASSIGN_OR_RETURN(RedisValue stored, pool_->Command({"GET", key}));
+    absl::StatusOr<std::string> opened = box_->Open(stored.str, key);
+    if (stored.is_nil() || !opened.ok() || *opened != kCheck) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "WEBHOOK_SECRET_KEY_MISMATCH",
+                       "--webhook_secret_key_file is not the key the webhook secrets were sealed with");
+    }
+    return absl::OkStatus();
+  }
+  const absl::Status sealed = MakeError(absl::StatusCode::kFailedPrecondition, "WEBHOOK_SECRET_SEALED",
+                                        "webhook secrets are sealed but this process has no key "
+                                        "(--webhook_secret_key_file)");
+  LS_ASSIGN_OR_RETURN(RedisValue check, pool_->Command({"EXISTS", key}));
+  if (check.integer > 0) return sealed;
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(std::vector<std::string> hooks, docs_.IndexRange(keys::AllHooks(), after, 100));
+    if (hooks.empty()) break;
+    after = hooks.back();
+    for (const auto& hook : hooks) {
+      std::vector<std::string> f = absl::StrSplit(hook, '|');
+      if (f.size() != 2) continue;
+      LS_ASSIGN_OR_RETURN(std::optional<StoredDoc> doc, docs_.Get(keys::Secret(f[0], f[1])));
+      if (doc && SecretBox::IsSealed(doc->data)) return sealed;
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace labshare::notify

@@ -148,10 +148,19 @@ class WebhookManager {
   // left for the next call. Returns how many it sealed; 0 without a box.
   absl::StatusOr<int> SealClearSecrets();
 
+  // At start, before any delivery: with a box, stores a sealed check value
+  // once ({notify}:wh:keycheck, SET NX) and requires it to open with this
+  // key (FAILED_PRECONDITION, WEBHOOK_SECRET_KEY_MISMATCH otherwise: another
+  // key file); without one, FAILED_PRECONDITION (WEBHOOK_SECRET_SEALED) when
+  // the check value or any sealed secret exists.
+  absl::Status CheckSecretKey();
+
   const WebhookLimits& limits() const { return limits_; }
   const DocStore& docs() const { return docs_; }
 
  private:
+  // Logs and counts a due delivery whose secret this process cannot open.
+  void SecretUnreadable(const std::string& delivery_key, const absl::Status& why);
   struct Hook {
     std::string org_id, id;
     std::string key;

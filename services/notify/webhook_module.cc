@@ -90,24 +90,31 @@ absl::StatusOr<int> WebhookModule::DeliverDueOnce() {
   return attempts;
 }
 
+void WebhookModule::MaintainOnce() {
+  // Secrets written in clear by an older version: sealed only when asked
+  // (--webhook_seal_existing), once no older notifier runs.
+  if (options_.seal_existing) {
+    absl::StatusOr<int> sealed = manager_->SealClearSecrets();
+    if (!sealed.ok()) {
+      LogWarning("webhook secrets: cannot seal; later", {{"error", sealed.status().ToString()}});
+    } else if (*sealed > 0) {
+      LogInfo("webhook secrets stored in clear were sealed", {{"count", std::to_string(*sealed)}});
+    }
+  }
+  absl::StatusOr<int> trimmed = manager_->TrimDeliveries(1000);
+  if (!trimmed.ok()) {
+    LogWarning("webhook deliveries: cannot trim; later", {{"error", trimmed.status().ToString()}});
+  } else if (*trimmed > 0) {
+    LogInfo("webhook deliveries past their retention removed", {{"count", std::to_string(*trimmed)}});
+  }
+}
+
 void WebhookModule::DeliveryThread(bool trims) {
   absl::Time next_trim = context_.wall->Now();
   while (!stop_.HasBeenNotified()) {
     if (trims && context_.wall->Now() >= next_trim) {
       next_trim = context_.wall->Now() + options_.trim_interval;
-      // Secrets written in clear (before sealing): sealed now.
-      absl::StatusOr<int> sealed = manager_->SealClearSecrets();
-      if (!sealed.ok()) {
-        LogWarning("webhook secrets: cannot seal; later", {{"error", sealed.status().ToString()}});
-      } else if (*sealed > 0) {
-        LogInfo("webhook secrets stored in clear were sealed", {{"count", std::to_string(*sealed)}});
-      }
-      absl::StatusOr<int> trimmed = manager_->TrimDeliveries(1000);
-      if (!trimmed.ok()) {
-        LogWarning("webhook deliveries: cannot trim; later", {{"error", trimmed.status().ToString()}});
-      } else if (*trimmed > 0) {
-        LogInfo("webhook deliveries past their retention removed", {{"count", std::to_string(*trimmed)}});
-      }
+      MaintainOnce();
     }
     absl::StatusOr<int> n = DeliverDueOnce();
     if (!n.ok()) {

@@ -47,6 +47,10 @@ struct WebhookOptions {
   // Seals the signing secrets in Redis (--webhook_secret_key_file); null:
   // they are stored in clear.
   std::shared_ptr<const SecretBox> secret_box;
+  // Seal the secrets stored in clear by an older version (at start and every
+  // trim_interval; needs secret_box). Off by default: an older notifier still
+  // running would sign with the sealed text (see the README's upgrade note).
+  bool seal_existing = false;
 };
 
 // From the --webhook_* flags (webhook_flags.cc); the secret key file is
@@ -74,6 +78,14 @@ class WebhookModule final : public NotifyModule {
   // one outcome does not stop the others; the first such error is returned
   // after the round). Returns how many attempts were made.
   absl::StatusOr<int> DeliverDueOnce();
+
+  // The first delivery thread's periodic work, on the calling thread:
+  // seals clear secrets (only with seal_existing) and trims deliveries past
+  // their retention. Errors are logged and retried at the next pass.
+  void MaintainOnce();
+  // Before Start: the key check of WebhookManager::CheckSecretKey (main
+  // refuses to start on an error).
+  absl::Status CheckSecretKey() { return manager_->CheckSecretKey(); }
 
   WebhookManager& manager() { return *manager_; }
 

@@ -1,5 +1,6 @@
 #include "services/notify/webhook_secret_box.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -47,6 +48,24 @@ absl::StatusOr<SecretBox> SecretBox::FromKeyFile(const std::string& path) {
                      absl::StrCat(path, ": must hold 64 hex digits (openssl rand -hex 32)"));
   }
   return FromKey(absl::HexStringToBytes(hex));
+}
+
+SecretBox::SecretBox(SecretBox&& other) noexcept : key_(std::move(other.key_)) { other.Wipe(); }
+
+SecretBox& SecretBox::operator=(SecretBox&& other) noexcept {
+  if (this != &other) {
+    Wipe();
+    key_ = std::move(other.key_);
+    other.Wipe();
+  }
+  return *this;
+}
+
+SecretBox::~SecretBox() { Wipe(); }
+
+void SecretBox::Wipe() {
+  if (!key_.empty()) OPENSSL_cleanse(key_.data(), key_.size());
+  key_.clear();
 }
 
 absl::StatusOr<SecretBox> SecretBox::FromKey(absl::string_view key) {

@@ -38,7 +38,17 @@ class SecretBox {
   absl::StatusOr<std::string> Open(absl::string_view stored, absl::string_view aad) const;
   static bool IsSealed(absl::string_view stored);
 
+ // Move-only; the key is wiped (OPENSSL_cleanse) when the box goes.
+  SecretBox(SecretBox&& other) noexcept;
+  SecretBox& operator=(SecretBox&& other) noexcept;
+  SecretBox(const SecretBox&) = delete;
+  SecretBox& operator=(const SecretBox&) = delete;
+  ~SecretBox();
+
  private:
+  SecretBox() = default;
+  void Wipe();
+
   std::string key_;
 };
 

@@ -573,6 +573,32 @@ TEST_F(InventoryServiceTest, UpdateAppliesOnlyTheMaskAndChecksEtag) {
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_UPDATE_MASK");
 }
 
+TEST_F(InventoryServiceTest, AUserStoredWithARefusedAddressCanStillBeDisabledButNotGiveItAgain) {
+  MakeOrg("lab", v1::MEMBER, "CORE");
+  MakeUser("ana", "lab");
+  // Stored before addresses were checked strictly.
+  auto doc = pool_->Command({"HGET", "{inventory}:user:ana", "d"});
+  ASSERT_TRUE(doc.ok() && !doc->str.empty());
+  v1::User stored;
+  ASSERT_TRUE(stored.ParseFromString(doc->str));
+  stored.set_email("ana lopez <ana@lab.example>");
+  ASSERT_TRUE(pool_->Command({"HSET", "{inventory}:user:ana", "d", stored.SerializeAsString()}).ok());
+  v1::UpdateUserRequest req;
+  req.mutable_user()->set_name("users/ana");
+  req.mutable_user()->set_disabled(true);
+  req.mutable_update_mask()->add_paths("disabled");
+  v1::User updated;
+  auto s = Call(&v1::InventoryService::Stub::UpdateUser, req, &updated, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(updated.disabled());
+  EXPECT_EQ(updated.email(), "ana lopez <ana@lab.example>");
+  // Setting that address (or another bad one) is still refused.
+  req.mutable_user()->set_email("eve@lab.example\r\nBcc: x@y.example");
+  req.mutable_update_mask()->add_paths("email");
+  s = Call(&v1::InventoryService::Stub::UpdateUser, req, &updated, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(InventoryServiceTest, RetiredInstrumentIsFinal) {
   MakeOrg("owner", v1::MEMBER, "CORE");
   MakeFacility("fac", "owner");

@@ -520,12 +520,101 @@ TEST_F(MailQueueTest, DeadLettersFromBeforeTheIndexesAreIndexedOnce) {
   ASSERT_TRUE(queue_->IndexDeadLetters(2).ok());
   EXPECT_EQ(Ids(*queue_->ListDead("", 10, "organizations/lab", v1::DeadLetter::REJECTED)),
             (std::vector<std::string>{"legacy4", "legacy3", "legacy2", "legacy1", "legacy0"}));
-  // Done once: a later dead letter written without an index stays out.
+  // The migration is done once: a dead letter an older replica writes
+  // later without the indexes is left to the repair walk.
   ASSERT_TRUE(pool_->Command({"ZREM", std::string(kMailPrefix) + "dl:all", absl::StrCat(absl::ToUnixMillis(kDomain),
                                                                                       "|legacy0")})
                   .ok());
   ASSERT_TRUE(queue_->IndexDeadLetters(2).ok());
   EXPECT_EQ(Card("dl:all"), 4);
+  ASSERT_TRUE(pool_->Command({"HSET", std::string(kMailPrefix) + "msg:late", "state", "DEAD", "org",
+                              "organizations/lab", "reason", "REJECTED", "dead_ms",
+                              absl::StrCat(absl::ToUnixMillis(kDomain) + 9), "kind", "BOOKING_CONFIRMED"})
+                  .ok());
+  ASSERT_TRUE(
+      pool_->Command({"ZADD", std::string(kMailPrefix) + "dead", absl::StrCat(absl::ToUnixMillis(kWall) + 1), "late"})
+          .ok());
+  std::string cursor;
+  int steps = 0;
+  do {
+    auto next = queue_->IndexDeadStep(cursor, 2, false);
+    ASSERT_TRUE(next.ok()) << next.status();
+    cursor = *next;
+    ++steps;
+  } while (!cursor.empty() && steps < 10);
+  EXPECT_EQ(steps, 2);  // legacy0-1; then the rest of their score (legacy2-4) and late, the end
+  EXPECT_EQ(Ids(*queue_->ListDead("", 10, "organizations/lab", v1::DeadLetter::REJECTED)),
+            (std::vector<std::string>{"late", "legacy4", "legacy3", "legacy2", "legacy1", "legacy0"}));
+}
+
+TEST_F(MailQueueTest, StaleAndDuplicateIndexEntriesNeitherEndAPageNorShowUp) {
+  const std::string p = kMailPrefix;
+  const int64_t ms = absl::ToUnixMillis(kDomain);
+  auto dead = [&](const std::string& id, int64_t at, const std::string& org) {
+    ASSERT_TRUE(pool_->Command({"HSET", p + "msg:" + id, "state", "DEAD", "org", org, "reason", "REJECTED", "dead_ms",
+                                absl::StrCat(at), "kind", "BOOKING_CONFIRMED"})
+                    .ok());
+    ASSERT_TRUE(pool_->Command({"ZADD", p + "dead", absl::StrCat(absl::ToUnixMillis(kWall)), id}).ok());
+  };
+  dead("a", ms + 1, "organizations/lab");
+  dead("b", ms + 2, "organizations/lab");
+  dead("c", ms + 3, "organizations/lab");
+  dead("z", ms + 6, "organizations/other");
+  ASSERT_TRUE(queue_->IndexDeadLetters().ok());
+  ASSERT_TRUE(pool_->Command({"HSET", p + "msg:x", "state", "QUEUED", "org", "organizations/lab"}).ok());
+  const std::string index = p + "dl:o:organizations/lab";
+  for (const auto& stale : {absl::StrCat(ms + 5, "|x"), absl::StrCat(ms + 4, "|b"), absl::StrCat(ms + 6, "|z")}) {
+    ASSERT_TRUE(pool_->Command({"ZADD", index, "0", stale}).ok());
+  }
+  auto first = queue_->ListDead("", 1, "organizations/lab", v1::DeadLetter::REASON_UNSPECIFIED);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(Ids(*first), (std::vector<std::string>{"c", "b"}));  // the page and the next one's first
+  EXPECT_EQ(Card("dl:o:organizations/lab"), 3);                   // x, the second b and z removed
+  auto second = queue_->ListDead((*first)[0].cursor, 2, "organizations/lab", v1::DeadLetter::REASON_UNSPECIFIED);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(Ids(*second), (std::vector<std::string>{"b", "a"}));
+}
+
+TEST_F(MailQueueTest, PruningRemovesAStaleEntryFromEveryIndex) {
+  const std::string p = kMailPrefix;
+  // Replayed, its entries left behind (as an older version could).
+  ASSERT_TRUE(
+      pool_->Command({"HSET", p + "msg:q", "state", "QUEUED", "org", "organizations/lab", "reason", "REJECTED"}).ok());
+  const std::string member = "0000000000001|q";
+  for (const std::string k : {"dl:all", "dl:o:organizations/lab", "dl:r:REJECTED", "dl:or:organizations/lab|REJECTED"}) {
+    ASSERT_TRUE(pool_->Command({"ZADD", p + k, "0", member}).ok());
+  }
+  EXPECT_EQ(*queue_->PruneDead(kDomain, 10), 0);
+  for (const std::string k : {"dl:all", "dl:o:organizations/lab", "dl:r:REJECTED", "dl:or:organizations/lab|REJECTED"}) {
+    EXPECT_EQ(Card(k), 0) << k;
+  }
+}
+
+TEST_F(MailQueueTest, AReplayBetweenMigrationStepsSkipsNoDeadLetter) {
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = absl::StrCat("legacy", i);
+    ASSERT_TRUE(pool_->Command({"HSET", std::string(kMailPrefix) + "msg:" + id, "state", "DEAD", "org",
+                                "organizations/lab", "reason", "REJECTED", "dead_ms",
+                                absl::StrCat(absl::ToUnixMillis(kDomain) + i), "kind", "BOOKING_CONFIRMED"})
+                    .ok());
+    ASSERT_TRUE(pool_->Command({"ZADD", std::string(kMailPrefix) + "dead",
+                                absl::StrCat(absl::ToUnixMillis(kWall) + i), id})
+                    .ok());
+  }
+  int calls = 0;
+  ASSERT_TRUE(queue_
+                  ->IndexDeadLetters(2,
+                                     [&] {
+                                       // After legacy0 and legacy1: legacy0 replayed (leaves "dead").
+                                       if (calls++ == 0) {
+                                         ASSERT_TRUE(
+                                             queue_->Replay("legacy0", "users/admin", "r1", kWall, kDomain).ok());
+                                       }
+                                     })
+                  .ok());
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(Ids(*queue_->ListDead("", 10, "organizations/lab", v1::DeadLetter::REJECTED)),
+            (std::vector<std::string>{"legacy4", "legacy3", "legacy2", "legacy1"}));
 }
 
 // ------------------------------------------------------------ metrics
@@ -736,6 +825,33 @@ TEST_F(MailQueueTest, UnsubscribeLinksFromBeforeExpiriesExpireOneValidityAfterTh
   MailModule later(c, MailOptions(), std::make_unique<TwoPeople>());
   EXPECT_EQ(*later.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kValid);
   clock.Set(kDomain + absl::Hours(24 * 365));
+  EXPECT_EQ(*later.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
+  EXPECT_EQ(*m.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
+}
+
+TEST_F(MailQueueTest, AnOldUnsubscribeLinkFirstUsedMoreThanOneValidityAfterTheStartIsExpired) {
+  FakeClock clock(kDomain), wall(kWall);
+  NotifyContext c;
+  c.redis = pool_.get();
+  c.clock = &clock;
+  c.wall = &wall;
+  MailModule m(c, MailOptions(), std::make_unique<TwoPeople>());
+  ASSERT_TRUE(m.RecordUpgradeStart().ok());  // what Start does
+  auto key = queue_->UnsubscribeKey();
+  ASSERT_TRUE(key.ok());
+  const std::string payload = "ana:BOOKING_CONFIRMED";
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key->data(), static_cast<int>(key->size()), reinterpret_cast<const unsigned char*>(payload.data()),
+       payload.size(), mac, &len);
+  const std::string legacy = absl::StrCat(absl::WebSafeBase64Escape(payload), ".",
+                                          absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(mac), 16)));
+  // First clicked two years after the start, on a replica started since.
+  clock.Set(kDomain + absl::Hours(24 * 730));
+  MailModule later(c, MailOptions(), std::make_unique<TwoPeople>());
+  ASSERT_TRUE(later.RecordUpgradeStart().ok());
+  std::string user;
+  Kind kind;
   EXPECT_EQ(*later.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
   EXPECT_EQ(*m.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
 }

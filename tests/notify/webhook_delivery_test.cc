@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "common/error.h"
 #include "common/http_client.h"
 #include "services/notify/webhook_rules.h"
 #include "tests/notify/webhook_test_util.h"
@@ -112,6 +113,7 @@ class WebhookDeliveryTest : public WebhookFixture {
       if (before_attempt_) before_attempt_(c);
     };
     o.secret_box = secret_box_;
+    o.seal_existing = seal_existing_;
     SetUpModule(o);
   }
 
@@ -160,6 +162,7 @@ class WebhookDeliveryTest : public WebhookFixture {
   }
 
   Receiver receiver_;
+  bool seal_existing_ = false;  // set before SetUp
   std::function<void(const ClaimedDelivery&)> before_attempt_;
   std::shared_ptr<const SecretBox> secret_box_;  // set before SetUp
 };
@@ -275,6 +278,7 @@ TEST_F(WebhookDeliveryTest, RetriesWithBackoffThenDeadLettersThenReplays) {
   EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters 1"));
   EXPECT_TRUE(HasMetric("labshare_notify_webhook_queue_depth 0"));
   EXPECT_TRUE(HasMetric("labshare_notify_webhook_endpoints_disabled_total 0"));
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters_truncated 0"));
   auto events = NotifyEvents();
   ASSERT_EQ(CountIf(events, [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_dead(); }), 1);
   for (const auto& e : events) {
@@ -769,6 +773,10 @@ TEST_F(WebhookSealedSecretsTest, SecretsStoredInClearAreUsedThenSealed) {
   Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
   Consume();
   ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  // Not sealed by the periodic pass unless asked (an older notifier may still
+  // sign with what it reads).
+  module_->MaintainOnce();
+  EXPECT_EQ(StoredSecret("acme", "erp"), clear);
   // Sealed in place, once; deliveries still verify with the same secret.
   EXPECT_EQ(*module_->manager().SealClearSecrets(), 1);
   EXPECT_EQ(*module_->manager().SealClearSecrets(), 0);
@@ -781,6 +789,104 @@ TEST_F(WebhookSealedSecretsTest, SecretsStoredInClearAreUsedThenSealed) {
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[1].id, "ev-2");
   EXPECT_EQ(got[1].status, 204);
+  ExpectAllVerified(got);
+}
+
+TEST_F(WebhookSealedSecretsTest, AnotherKeyOrNoKeyIsRefusedAtStart) {
+  ASSERT_TRUE(module_->CheckSecretKey().ok());
+  ASSERT_TRUE(module_->CheckSecretKey().ok());  // the same key again
+  const SecretBox other_box = *SecretBox::FromKey(std::string(32, '\x21'));
+  WebhookManager other(pool_.get(), &clock_, &wall_, WebhookLimits{});
+  other.set_secret_box(&other_box);
+  absl::Status s = other.CheckSecretKey();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(ErrorReason(s), "WEBHOOK_SECRET_KEY_MISMATCH");
+  WebhookManager keyless(pool_.get(), &clock_, &wall_, WebhookLimits{});
+  s = keyless.CheckSecretKey();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(ErrorReason(s), "WEBHOOK_SECRET_SEALED");
+  // Sealed secrets without the check value (sealed before it existed): refused too.
+  auto created = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled});
+  ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_TRUE(pool_->Command({"DEL", "{notify}:wh:keycheck"}).ok());
+  s = keyless.CheckSecretKey();
+  EXPECT_EQ(ErrorReason(s), "WEBHOOK_SECRET_SEALED") << s;
+}
+
+TEST_F(WebhookDeliveryTest, WithoutSealedSecretsAKeylessNotifierStarts) {
+  Hook("acme", "erp", "/acme", {kCancelled});
+  EXPECT_TRUE(module_->CheckSecretKey().ok());
+  EXPECT_EQ(pool_->Command({"EXISTS", "{notify}:wh:keycheck"})->integer, 0);
+}
+
+TEST_F(WebhookSealedSecretsTest, ADeliveryWhoseSecretDoesNotOpenIsNotClaimedAndIsCounted) {
+  auto created = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled});
+  ASSERT_TRUE(created.ok()) << created.status();
+  receiver_.Control("/acme", created->secret(), 0);
+  Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
+  Consume();
+  auto before = pool_->Command({"ZRANGE", "{notify}:wh:due", "0", "-1", "WITHSCORES"});
+  ASSERT_TRUE(before.ok());
+  ASSERT_EQ(before->elements.size(), 2u);
+  const SecretBox other_box = *SecretBox::FromKey(std::string(32, '\x21'));
+  WebhookManager other(pool_.get(), &clock_, &wall_, WebhookLimits{});
+  other.set_secret_box(&other_box);
+  other.set_metrics(metrics_.get());
+  WebhookManager keyless(pool_.get(), &clock_, &wall_, WebhookLimits{});
+  keyless.set_metrics(metrics_.get());
+  auto claimed = other.ClaimDue(5);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_TRUE(claimed->empty());
+  claimed = keyless.ClaimDue(5);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_TRUE(claimed->empty());
+  // Not leased: the entry is as it was, still due now.
+  auto after = pool_->Command({"ZRANGE", "{notify}:wh:due", "0", "-1", "WITHSCORES"});
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->elements.size(), 2u);
+  EXPECT_EQ(after->elements[0].str, before->elements[0].str);
+  EXPECT_EQ(after->elements[1].str, before->elements[1].str);
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_secret_unreadable_total 2"));
+  // The notifier with the key delivers it.
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].status, 204);
+  ExpectAllVerified(got);
+}
+
+TEST_F(WebhookDeliveryTest, TheDeadLetterGaugeReadsAtMostAThousandWebhooksAndSaysSo) {
+  std::vector<std::string> argv = {"ZADD", "{notify}:wh:hooks"};
+  for (int i = 0; i < 1001; ++i) {
+    argv.push_back("0");
+    argv.push_back(absl::StrCat("org", i, "|hook"));
+  }
+  ASSERT_TRUE(pool_->Command(argv).ok());
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters_truncated 1"));
+  EXPECT_TRUE(HasMetric("labshare_notify_scrape_errors 0"));
+  ASSERT_TRUE(pool_->Command({"ZREM", "{notify}:wh:hooks", "org999|hook"}).ok());
+  EXPECT_TRUE(HasMetric("labshare_notify_webhook_dead_letters_truncated 0"));
+}
+
+class WebhookSealExistingTest : public WebhookSealedSecretsTest {
+ protected:
+  WebhookSealExistingTest() { seal_existing_ = true; }
+};
+
+TEST_F(WebhookSealExistingTest, ThePeriodicPassSealsClearSecretsWhenAsked) {
+  auto created = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled});
+  ASSERT_TRUE(created.ok()) << created.status();
+  const std::string clear = "whsec_written_before_sealing_0123456789abcdef";
+  ASSERT_TRUE(pool_->Command({"HSET", "{notify}:wh:secret:acme:erp", "d", clear}).ok());
+  module_->MaintainOnce();
+  EXPECT_TRUE(absl::StartsWith(StoredSecret("acme", "erp"), "aesgcm1:")) << StoredSecret("acme", "erp");
+  receiver_.Control("/acme", clear, 0);
+  Publish(kBookingStream, BookingCancelled("ev-1", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].status, 204);
   ExpectAllVerified(got);
 }
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <type_traits>
 
 #include <google/protobuf/util/json_util.h>
 
@@ -286,6 +287,20 @@ TEST(SecretBox, SealsWithAesGcmBoundToTheKeyName) {
   // A clear one (written before sealing) is used as it is.
   EXPECT_EQ(*box->Open("whsec_old", "{notify}:wh:secret:acme:erp"), "whsec_old");
   EXPECT_FALSE(SecretBox::FromKey("short").ok());
+}
+
+static_assert(!std::is_copy_constructible_v<SecretBox> && !std::is_copy_assignable_v<SecretBox>,
+              "the key is not copied around");
+static_assert(std::is_nothrow_move_constructible_v<SecretBox>);
+
+TEST(SecretBox, AMovedBoxStillOpensWhatItSealed) {
+  SecretBox a = *SecretBox::FromKey(std::string(32, '\x11'));
+  const std::string sealed = *a.Seal("whsec_x", "k");
+  SecretBox b = std::move(a);
+  EXPECT_EQ(*b.Open(sealed, "k"), "whsec_x");
+  SecretBox c = *SecretBox::FromKey(std::string(32, '\x22'));
+  c = std::move(b);
+  EXPECT_EQ(*c.Open(sealed, "k"), "whsec_x");
 }
 
 TEST(SecretBox, ReadsItsKeyFromAPrivateFileOfHexDigits) {

@@ -128,6 +128,10 @@ zrangebyscore zrevrangebyscore $outbox"
 # HKEYS, DEL, SMEMBERS (their rebuild from the counters and sets); HSETNX (an
 # instrument not known yet, recorded once).
 cmds[usage]+=" hkeys del smembers hsetnx"
+# The chunked rebuild of a stale period (usage_aggregates.cc): UNLINK (the
+# old aggregates, freed in the background), SSCAN (a served set a chunk at
+# a time), LPOP / LLEN (the pending members past a step's budget), HLEN.
+cmds[usage]+=" unlink sscan lpop llen hlen"
 # Every other service's outbox (its own, {usage}:outbox, is under {usage}).
 selector[usage]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{notify}:outbox resetchannels -@all $consumer)"
 

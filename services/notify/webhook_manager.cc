@@ -991,56 +991,57 @@ return removed
 absl::StatusOr<int> WebhookManager::TrimDeliveries(int max_per_webhook) {
   const std::string cutoff = ListMember(clock_->Now() - limits_.retention, "");  // "<ms>|"
   int removed = 0;
+  LS_RETURN_IF_ERROR(ForEachWebhook([&](const std::string& org, const std::string& id) -> absl::Status {
+    // The DELIVERED ones only: dead letters and pending deliveries, which
+    // stay, never stand in the way.
+    const std::string done = keys::Done(org, id);
+    LS_ASSIGN_OR_RETURN(RedisValue old, pool_->Command({"ZRANGE", done, "-", "(" + cutoff, "BYLEX", "LIMIT", "0",
+                                                        std::to_string(max_per_webhook)}));
+    if (old.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot trim deliveries");
+    if (old.type != RedisValue::Type::kArray || old.elements.empty()) return absl::OkStatus();
+    std::vector<std::string> script_keys = {keys::Dlvs(org, id), keys::Dead(org, id), done};
+    std::vector<std::string> members;
+    for (const auto& m : old.elements) {
+      script_keys.push_back(keys::Dlv(org, id, m.str.substr(m.str.find('|') + 1)));
+      members.push_back(m.str);
+    }
+    LS_ASSIGN_OR_RETURN(RedisValue n, pool_->Eval(TrimScript(), script_keys, members));
+    if (n.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot trim deliveries");
+    removed += static_cast<int>(n.integer);
+    return absl::OkStatus();
+  }));
+  return removed;
+}
+
+absl::Status WebhookManager::ForEachWebhook(
+    const std::function<absl::Status(const std::string& org, const std::string& id)>& fn) const {
   std::string after;
   while (true) {
     LS_ASSIGN_OR_RETURN(std::vector<std::string> hooks, docs_.IndexRange(keys::AllHooks(), after, 100));
-    if (hooks.empty()) break;
+    if (hooks.empty()) return absl::OkStatus();
     after = hooks.back();
     for (const auto& hook : hooks) {
       std::vector<std::string> f = absl::StrSplit(hook, '|');
       if (f.size() != 2) continue;
-      // The DELIVERED ones only: dead letters and pending deliveries, which
-      // stay, never stand in the way.
-      const std::string done = keys::Done(f[0], f[1]);
-      LS_ASSIGN_OR_RETURN(RedisValue old, pool_->Command({"ZRANGE", done, "-", "(" + cutoff, "BYLEX", "LIMIT", "0",
-                                                          std::to_string(max_per_webhook)}));
-      if (old.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot trim deliveries");
-      if (old.type != RedisValue::Type::kArray || old.elements.empty()) continue;
-      std::vector<std::string> script_keys = {keys::Dlvs(f[0], f[1]), keys::Dead(f[0], f[1]), done};
-      std::vector<std::string> members;
-      for (const auto& m : old.elements) {
-        script_keys.push_back(keys::Dlv(f[0], f[1], m.str.substr(m.str.find('|') + 1)));
-        members.push_back(m.str);
-      }
-      LS_ASSIGN_OR_RETURN(RedisValue n, pool_->Eval(TrimScript(), script_keys, members));
-      if (n.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot trim deliveries");
-      removed += static_cast<int>(n.integer);
+      LS_RETURN_IF_ERROR(fn(f[0], f[1]));
     }
   }
-  return removed;
 }
 
 absl::StatusOr<int> WebhookManager::SealClearSecrets() {
   if (box_ == nullptr) return 0;
   int sealed = 0;
-  std::string after;
-  while (true) {
-    LS_ASSIGN_OR_RETURN(std::vector<std::string> hooks, docs_.IndexRange(keys::AllHooks(), after, 100));
-    if (hooks.empty()) break;
-    after = hooks.back();
-    for (const auto& hook : hooks) {
-      std::vector<std::string> f = absl::StrSplit(hook, '|');
-      if (f.size() != 2) continue;
-      const std::string key = keys::Secret(f[0], f[1]);
-      LS_ASSIGN_OR_RETURN(std::optional<StoredDoc> doc, docs_.Get(key));
-      if (!doc || doc->data.empty() || SecretBox::IsSealed(doc->data)) continue;
-      LS_ASSIGN_OR_RETURN(const std::string stored, box_->Seal(doc->data, key));
-      Mutation m;
-      m.writes.push_back({key, stored, doc->version});
-      LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
-      if (o.kind == CommitOutcome::Kind::kApplied) ++sealed;
-    }
-  }
+  LS_RETURN_IF_ERROR(ForEachWebhook([&](const std::string& org, const std::string& id) -> absl::Status {
+    const std::string key = keys::Secret(org, id);
+    LS_ASSIGN_OR_RETURN(std::optional<StoredDoc> doc, docs_.Get(key));
+    if (!doc || doc->data.empty() || SecretBox::IsSealed(doc->data)) return absl::OkStatus();
+    LS_ASSIGN_OR_RETURN(const std::string stored, box_->Seal(doc->data, key));
+    Mutation m;
+    m.writes.push_back({key, stored, doc->version});
+    LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
+    if (o.kind == CommitOutcome::Kind::kApplied) ++sealed;
+    return absl::OkStatus();
+  }));
   return sealed;
 }
 
@@ -1063,19 +1064,11 @@ absl::Status WebhookManager::CheckSecretKey() {
                                         "(--webhook_secret_key_file)");
   LS_ASSIGN_OR_RETURN(RedisValue check, pool_->Command({"EXISTS", key}));
   if (check.integer > 0) return sealed;
-  std::string after;
-  while (true) {
-    LS_ASSIGN_OR_RETURN(std::vector<std::string> hooks, docs_.IndexRange(keys::AllHooks(), after, 100));
-    if (hooks.empty()) break;
-    after = hooks.back();
-    for (const auto& hook : hooks) {
-      std::vector<std::string> f = absl::StrSplit(hook, '|');
-      if (f.size() != 2) continue;
-      LS_ASSIGN_OR_RETURN(std::optional<StoredDoc> doc, docs_.Get(keys::Secret(f[0], f[1])));
-      if (doc && SecretBox::IsSealed(doc->data)) return sealed;
-    }
-  }
-  return absl::OkStatus();
+  return ForEachWebhook([&](const std::string& org, const std::string& id) -> absl::Status {
+    LS_ASSIGN_OR_RETURN(std::optional<StoredDoc> doc, docs_.Get(keys::Secret(org, id)));
+    if (doc && SecretBox::IsSealed(doc->data)) return sealed;
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace labshare::notify

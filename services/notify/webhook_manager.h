@@ -38,6 +38,7 @@
 #ifndef LABSHARE_SERVICES_NOTIFY_WEBHOOK_MANAGER_H_
 #define LABSHARE_SERVICES_NOTIFY_WEBHOOK_MANAGER_H_
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -172,6 +173,10 @@ class WebhookManager {
   // The webhook as answered: admin fields, figures, etag.
   absl::StatusOr<v1::Webhook> Present(const Hook& hook) const;
   absl::StatusOr<PageTokenCodec> PageTokens();
+  // Calls fn(org, id) for every webhook, in pages of 100 of the all-webhooks
+  // index; stops at fn's first error.
+  absl::Status ForEachWebhook(
+      const std::function<absl::Status(const std::string& org, const std::string& id)>& fn) const;
   v1::NotifyEvent NewEvent(const Principal& p, const std::string& request_id) const;
   // A queued delivery given up without an attempt (its webhook is gone or
   // disabled): DEAD, out of the schedule; WebhookDeliveryDead if `publish`.

@@ -39,15 +39,20 @@ const unsigned char* U(absl::string_view s) { return reinterpret_cast<const unsi
 
 absl::StatusOr<SecretBox> SecretBox::FromKeyFile(const std::string& path) {
   LS_ASSIGN_OR_RETURN(std::string text, ReadSecretFile(path, "webhook secret key"));
-  const std::string hex(absl::StripAsciiWhitespace(text));
+  std::string hex(absl::StripAsciiWhitespace(text));
   WipeSecret(text);
   bool is_hex = hex.size() == 64;
   for (char c : hex) is_hex = is_hex && absl::ascii_isxdigit(static_cast<unsigned char>(c));
   if (!is_hex) {
+    WipeSecret(hex);
     return MakeError(absl::StatusCode::kInvalidArgument, "SECRET_KEY_INVALID",
                      absl::StrCat(path, ": must hold 64 hex digits (openssl rand -hex 32)"));
   }
-  return FromKey(absl::HexStringToBytes(hex));
+  std::string key = absl::HexStringToBytes(hex);
+  WipeSecret(hex);
+  absl::StatusOr<SecretBox> box = FromKey(key);
+  WipeSecret(key);
+  return box;
 }
 
 SecretBox::SecretBox(SecretBox&& other) noexcept : key_(std::move(other.key_)) { other.Wipe(); }

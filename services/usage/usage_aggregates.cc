@@ -127,6 +127,11 @@ end
 local n, idx, ph, cur = tonumber(st[5]), tonumber(st[6]), st[7], st[8]
 if idx ~= IDX0 then return {'MOVED', 0} end
 local m = #ARGV - NA
+-- The ids were read outside this step: a rebuild restarted meanwhile (by
+-- another owner, with another list) may have the same idx.
+for j = 1, m do
+  if redis.call('HGET', KEYS[11], 'id:' .. (IDX0 + j - 1)) ~= ARGV[NA + j] then return {'MOVED', 0} end
+end
 for j = 1, m do
   local b = 12 + (j - 1) * 4
   if not ls_type_is(KEYS[b + 1], 'hash') or not ls_type_is(KEYS[b + 2], 'set') or
@@ -390,7 +395,7 @@ absl::StatusOr<bool> UsageFigures::RebuildPeriod(const std::string& period) {
                                      std::to_string(static_cast<int>(iv::START_UP)),
                                      rebuild_owner_,
                                      lease_us,
-                                     std::to_string(rebuild_chunk_),
+                                     std::to_string(std::max(1, rebuild_chunk_)),
                                      std::to_string(idx)};
       for (const auto& id : step_ids) {
         ck.push_back(absl::StrCat("{usage}:", year ? "y:" : "m:", id, ":", suffix));

@@ -963,10 +963,21 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
                                                            {"HGETALL", agg::DistinctKey(period)},
                                                            {"HGET", agg::kState, "epoch"}};
         for (const Loaded& l : loaded) fast_cmds.push_back({"HGETALL", agg::InstrumentKey(*l.id, period)});
+        // A pipeline is not atomic: a rebuild's start step (which empties the
+        // aggregates) may run between its commands. Every move of built away
+        // from gen changes gen or epoch in the same step, so gen, built and
+        // epoch read again after the aggregates and found unchanged prove
+        // the aggregates read were the exact ones.
+        const size_t after = fast_cmds.size();
+        fast_cmds.push_back({"HGET", agg::kState, "gen"});
+        fast_cmds.push_back({"HGET", agg::kBuilt, period});
+        fast_cmds.push_back({"HGET", agg::kState, "epoch"});
         LS_ASSIGN_OR_RETURN(auto fr, pool_->Pipeline(fast_cmds));
         const std::string gen = fr[0].is_nil() ? "0" : fr[0].str;
         const std::string epoch = fr[4].is_nil() ? "0" : fr[4].str;
-        bool valid = !fr[1].is_nil() && fr[1].str == gen && gen == gen_before && epoch == epoch_before;
+        auto same = [](const RedisValue& a, const RedisValue& b) { return a.is_nil() == b.is_nil() && a.str == b.str; };
+        bool valid = !fr[1].is_nil() && fr[1].str == gen && gen == gen_before && epoch == epoch_before &&
+                     same(fr[0], fr[after]) && same(fr[1], fr[after + 1]) && same(fr[4], fr[after + 2]);
         if (valid && cross) {
           std::set<absl::string_view> in_service;
           for (const Loaded& l : loaded) in_service.insert(*l.id);

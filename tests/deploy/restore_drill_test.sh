@@ -397,7 +397,7 @@ start usage 3 --audit_signing_key_file="$secrets/audit-signing.pem"
 # The notifier too: its consumer groups are part of the restored state. Its
 # relay (base2 + 7) takes no connection: mails wait for their retries.
 start notify 6 --inventory="127.0.0.1:$base2" --smtp="127.0.0.1:$((base2 + 7))" \
-  --console_url="http://127.0.0.1:$((base2 + 5))"
+  --console_url="http://127.0.0.1:$((base2 + 5))" --webhook_secret_key_file="$secrets/webhook-secret.key"
 for off in 0 1 2 3 6; do
   deadline=$(( $(date +%s) + 180 ))
   until "$bin/labshare" --tls_ca="$pki/ca.crt" health "127.0.0.1:$((base2 + off))" >/dev/null 2>&1; do

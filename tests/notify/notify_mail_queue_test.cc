@@ -799,6 +799,16 @@ TEST_F(MailQueueTest, UnsubscribeLinksExpireAfterTheirValidity) {
             MailModule::TokenCheck::kInvalid);
 }
 
+// A token as the version before expiries made it: "<user>:<kind>", signed.
+std::string LegacyUnsubscribeToken(const std::string& key, const std::string& payload) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(payload.data()),
+       payload.size(), mac, &len);
+  return absl::StrCat(absl::WebSafeBase64Escape(payload), ".",
+                      absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(mac), 16)));
+}
+
 TEST_F(MailQueueTest, UnsubscribeLinksFromBeforeExpiriesExpireOneValidityAfterTheUpgrade) {
   FakeClock clock(kDomain), wall(kWall);
   NotifyContext c;
@@ -809,13 +819,7 @@ TEST_F(MailQueueTest, UnsubscribeLinksFromBeforeExpiriesExpireOneValidityAfterTh
   // A token as the previous version made it: "<user>:<kind>", signed.
   auto key = queue_->UnsubscribeKey();
   ASSERT_TRUE(key.ok());
-  const std::string payload = "ana:BOOKING_CONFIRMED";
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key->data(), static_cast<int>(key->size()), reinterpret_cast<const unsigned char*>(payload.data()),
-       payload.size(), mac, &len);
-  const std::string legacy = absl::StrCat(absl::WebSafeBase64Escape(payload), ".",
-                                          absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(mac), 16)));
+  const std::string legacy = LegacyUnsubscribeToken(*key, "ana:BOOKING_CONFIRMED");
   std::string user;
   Kind kind;
   EXPECT_EQ(*m.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kValid);
@@ -839,13 +843,7 @@ TEST_F(MailQueueTest, AnOldUnsubscribeLinkFirstUsedMoreThanOneValidityAfterTheSt
   ASSERT_TRUE(m.RecordUpgradeStart().ok());  // what Start does
   auto key = queue_->UnsubscribeKey();
   ASSERT_TRUE(key.ok());
-  const std::string payload = "ana:BOOKING_CONFIRMED";
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key->data(), static_cast<int>(key->size()), reinterpret_cast<const unsigned char*>(payload.data()),
-       payload.size(), mac, &len);
-  const std::string legacy = absl::StrCat(absl::WebSafeBase64Escape(payload), ".",
-                                          absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(mac), 16)));
+  const std::string legacy = LegacyUnsubscribeToken(*key, "ana:BOOKING_CONFIRMED");
   // First clicked two years after the start, on a replica started since.
   clock.Set(kDomain + absl::Hours(24 * 730));
   MailModule later(c, MailOptions(), std::make_unique<TwoPeople>());

@@ -44,6 +44,13 @@ bool IsOk(const absl::StatusOr<RedisValue>& v) {
   return v.ok() && v->type == RedisValue::Type::kStatus && v->str == "OK";
 }
 
+std::string RoleOf(RedisServer& node) {
+  RedisPool pool(node.options());
+  auto role = pool.Command({"ROLE"});
+  if (!role.ok() || !role->is_array() || role->elements.empty()) return Describe(role);
+  return role->elements[0].str;
+}
+
 RedisServer* NodeOfPort(RedisSentinelSetup& s, int port) {
   for (const auto& n : s.nodes()) {
     if (n->port() == port) return n.get();
@@ -86,6 +93,19 @@ TEST(RedisPipelineSentinel, FollowsFailoversNeverReadsTheOldMasterAndRetiresItsS
     ASSERT_TRUE(whole.ok()) << whole << "\n" << s.SentinelLogs(3000);
     RedisServer* old_master = NodeOfPort(s, old_port);
     ASSERT_NE(old_master, nullptr);
+    if (RoleOf(*old_master) != "slave") {
+      // On a loaded machine (down-after is 1 s) the sentinels may fail
+      // over once more by themselves, back to the restarted node. The
+      // setup follows the master they name; the stale value then goes to
+      // a node that is a replica now, which a read must not reach either.
+      old_master = nullptr;
+      for (const auto& n : s.nodes()) {
+        if (n->running() && n.get() != &s.master() && RoleOf(*n) == "slave") old_master = n.get();
+      }
+      ASSERT_NE(old_master, nullptr) << "no replica after the sentinels' own failover\n" << s.SentinelLogs(3000);
+      std::cout << "failover " << cycle << ": the sentinels failed over again by themselves; the stale value goes to "
+                << old_master->address() << std::endl;
+    }
 
     // A write acknowledged by the new master and both replicas (the old
     // master among them).

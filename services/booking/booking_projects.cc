@@ -172,6 +172,17 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   *project.mutable_update_time() = ToProto(now);
   project.set_etag("1");
   project.set_state(ProjectState(project));
+  // The id is taken when its document or its reservation exists: a project
+  // created before reservations has only its document, an archived one only
+  // its reservation. Asked before the budgets are written, so that a refused
+  // create leaves another project's counters alone; the commit checks both
+  // again in its step.
+  const absl::Status exists =
+      MakeError(absl::StatusCode::kAlreadyExists, "PROJECT_EXISTS",
+                project.name() + " is taken: a project has or had this id (an archived project keeps it); "
+                "choose another project_id");
+  LS_ASSIGN_OR_RETURN(auto taken, store_->docs().GetMany({keys::Project(id), keys::ProjectIdReservation(id)}));
+  if (taken[0] || taken[1]) return exists;
   // Budgets first: a crash before the commit leaves only counters of a
   // project that does not exist, which no booking can reach.
   for (const auto& b : project.instrument_budgets()) {
@@ -183,13 +194,15 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   m.idempotency_key = idem;
   m.fingerprint = fingerprint;
   m.response = SerializeDeterministic(project);
+  // The document and the id's reservation, both new, in one step with the
+  // event: either exists already, nothing is written (kConflict).
   m.writes.push_back({keys::Project(id), project.SerializeAsString(), 0});
+  m.writes.push_back({keys::ProjectIdReservation(id), project.name(), 0});
   m.index_ops.push_back({keys::Projects(), id});
   m.outbox_key = keys::ProjectOutbox();
   m.event_type = v1::BookingEvent::descriptor()->full_name();
   m.event_payload = event.SerializeAsString();
-  return CommitProject(m, project, MakeError(absl::StatusCode::kAlreadyExists, "PROJECT_EXISTS",
-                                            project.name() + " already exists"));
+  return CommitProject(m, project, exists);
 }
 
 absl::StatusOr<v1::Project> BookingManager::CommitProject(const Mutation& m, const v1::Project& project,

@@ -52,6 +52,7 @@ std::string QuotaCounters(int p, absl::string_view i, absl::string_view o) {
 std::string QuotaIndex(int p) { return absl::StrCat(Tag(p), ":quotaidx"); }
 std::string Project(absl::string_view id) { return absl::StrCat("{booking}:project:", id); }
 std::string Projects() { return "{booking}:projects"; }
+std::string ProjectIdReservation(absl::string_view id) { return absl::StrCat("{booking}:projectid:", id); }
 std::string ProjectOutbox() { return "{booking}:outbox"; }
 std::string ProjectIdempotency(absl::string_view method, absl::string_view request_id) {
   return absl::StrCat("{booking}:idem:", method, ":", request_id);

@@ -40,6 +40,14 @@
 //   {bk:P}:qc:<instr>:<org>       their counters; index {bk:P}:quotaidx
 //   {booking}:project:<id>   Project document; index {booking}:projects;
 //                            events on {booking}:outbox
+//   {booking}:projectid:<id> the reservation of a project id, written by
+//                            CreateProject in the step that writes the
+//                            document (a DocStore document {d: "projects/<id>",
+//                            v: 1}, never changed). It outlives the document:
+//                            labshare-archive removes an archived project's
+//                            document and leaves (or, for a project created
+//                            before reservations, writes) it, so an id once
+//                            used is never given to another project.
 //   {bk:P}:ls:...            listing indexes of ListBookings, ListLeases and
 //                            ListServiceOrders (b: bookings, l: leases, o:
 //                            orders; see booking_lists.h), written by the
@@ -94,6 +102,7 @@ std::string QuotaCounters(int p, absl::string_view instrument_id, absl::string_v
 std::string QuotaIndex(int p);
 std::string Project(absl::string_view project_id);
 std::string Projects();
+std::string ProjectIdReservation(absl::string_view project_id);
 std::string ProjectOutbox();
 std::string ProjectIdempotency(absl::string_view method, absl::string_view request_id);
 // Listing indexes (see booking_lists.h): kind 'b' bookings, 'l' leases,

@@ -114,15 +114,17 @@ class ArchiveTest : public ::testing::Test {
   // A booking of instrument i1 (partition p) from `start` for one hour,
   // through the real create step (listing indexes, outbox event); its
   // BookingCreated event is appended to the audit trail at the clock's time.
+  // With a project: a JOINT_RESEARCH booking within it.
   std::string Book(absl::Time start, bv1::Booking::State state, const std::string& instrument = "i1",
-                   const std::string& operator_org = "") {
+                   const std::string& operator_org = "", const std::string& project = "") {
     const int p = bk::keys::Partition(instrument);
     const std::string id = bk::NewBookingId(p);
     bv1::Booking b;
     b.set_name("bookings/" + id);
     b.set_instrument("instruments/" + instrument);
     b.set_instrument_owner("organizations/owner");
-    b.set_mode(labshare::type::v1::ON_SITE);
+    b.set_mode(project.empty() ? labshare::type::v1::ON_SITE : labshare::type::v1::JOINT_RESEARCH);
+    if (!project.empty()) b.set_project("projects/" + project);
     b.set_user("users/ana");
     b.set_payer_organization("organizations/lab");
     *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
@@ -580,6 +582,178 @@ TEST_F(ArchiveTest, FinalLeasesAndServiceOrdersOfTheYearGoTheOthersStay) {
   EXPECT_EQ(DbSize(), keys_done);
 }
 
+// ============================================================ projects
+
+// A joint-research project "projects/<id>" of lab and owner over [from, to)
+// with 3 h on i1, created at the clock's time as CreateProject writes it
+// (document, listing index, event, id reservation, budget counters);
+// without `reserved`, as a version before reservations wrote it.
+void ProjectOf(bk::BookingStore& store, FakeClock& clock, const std::string& id, absl::Time from, absl::Time to,
+               bool reserved = true) {
+  bv1::Project pr;
+  pr.set_name("projects/" + id);
+  pr.set_title("Cryo-EM of membrane proteins");
+  for (const char* org : {"organizations/lab", "organizations/owner"}) {
+    auto* part = pr.add_participants();
+    part->set_organization(org);
+    part->set_share_bps(5000);
+  }
+  pr.set_cost_share_template(bv1::Project::EQUAL_SPLIT);
+  *pr.mutable_period()->mutable_start_time() = ToProto(from);
+  *pr.mutable_period()->mutable_end_time() = ToProto(to);
+  auto* budget = pr.add_instrument_budgets();
+  budget->set_instrument("instruments/i1");
+  budget->set_instrument_owner("organizations/owner");
+  *budget->mutable_budget() = ToProto(absl::Hours(3));
+  *pr.mutable_create_time() = ToProto(clock.Now());
+  *pr.mutable_update_time() = ToProto(clock.Now());
+  pr.set_etag("1");
+  ASSERT_TRUE(store.SetBudget(id, "i1", absl::ToInt64Milliseconds(absl::Hours(3))).ok());
+  bv1::BookingEvent e;
+  e.mutable_header()->set_event_id("ev-" + id);
+  *e.mutable_project_created()->mutable_project() = pr;
+  Mutation m;
+  m.writes.push_back({bk::keys::Project(id), pr.SerializeAsString(), 0});
+  if (reserved) m.writes.push_back({bk::keys::ProjectIdReservation(id), pr.name(), 0});
+  m.index_ops.push_back({bk::keys::Projects(), id});
+  m.outbox_key = bk::keys::ProjectOutbox();
+  m.event_type = bv1::BookingEvent::descriptor()->full_name();
+  m.event_payload = e.SerializeAsString();
+  auto committed = store.docs().Commit(m);
+  ASSERT_TRUE(committed.ok() && committed->kind == CommitOutcome::Kind::kApplied) << committed.status();
+}
+
+// An UpdateProject at the clock's time (the title changes).
+void TouchProject(bk::BookingStore& store, FakeClock& clock, const std::string& id) {
+  auto doc = store.docs().Get(bk::keys::Project(id));
+  ASSERT_TRUE(doc.ok() && doc->has_value()) << doc.status();
+  bv1::Project pr;
+  ASSERT_TRUE(pr.ParseFromString((*doc)->data));
+  pr.set_title(pr.title() + " (extended)");
+  *pr.mutable_update_time() = ToProto(clock.Now());
+  pr.set_etag(std::to_string((*doc)->version + 1));
+  Mutation m;
+  m.writes.push_back({bk::keys::Project(id), pr.SerializeAsString(), (*doc)->version});
+  auto committed = store.docs().Commit(m);
+  ASSERT_TRUE(committed.ok() && committed->kind == CommitOutcome::Kind::kApplied) << committed.status();
+}
+
+TEST_F(ArchiveTest, FinishedProjectsGoTheirIdsStayReservedTheOthersStay) {
+  const int p = bk::keys::Partition("i1");
+  clock_.Set(At(kY, 2, 1));
+  ProjectOf(*store_, clock_, "p-cut", At(kY, 3, 1), At(kY + 1, 1, 1));  // ends at the cut: final
+  ProjectOf(*store_, clock_, "p-done", At(kY, 3, 1), At(kY, 6, 1));
+  ProjectOf(*store_, clock_, "p-old", At(kY, 3, 1), At(kY, 7, 1), /*reserved=*/false);  // an older version's
+  ProjectOf(*store_, clock_, "p-open", At(kY, 6, 1), At(kY + 1, 6, 1));  // not ended
+  ProjectOf(*store_, clock_, "p-later", At(kY, 3, 1), At(kY, 9, 1));     // a booking after the cut names it
+  ProjectOf(*store_, clock_, "p-spans", At(kY, 3, 1), At(kY, 9, 1));     // a booking across the cut names it
+  ProjectOf(*store_, clock_, "p-late", At(kY, 3, 1), At(kY, 5, 1));      // changed after the cut
+  ProjectOf(*store_, clock_, "p-held", At(kY, 3, 1), At(kY, 5, 1));      // an hour still committed
+  ASSERT_TRUE(pool_->Command({"HINCRBY", bk::keys::Budget(p, "p-old"), "i1:used", "5400000"}).ok());
+  ASSERT_TRUE(pool_->Command({"HINCRBY", bk::keys::Budget(p, "p-held"), "i1:committed", "3600000"}).ok());
+  clock_.Set(At(kY, 3, 5));
+  const std::string used = Book(At(kY, 3, 10), bv1::Booking::COMPLETED, "i1", "", "p-done");  // goes with Y
+  const std::string later = Book(At(kY + 1, 1, 10), bv1::Booking::CANCELLED, "i1", "", "p-later");
+  const std::string spans = Book(At(kY, 12, 31) + absl::Minutes(23 * 60 + 30), bv1::Booking::CONFIRMED, "i1", "",
+                                 "p-spans");
+  clock_.Set(At(kY + 1, 1, 5));
+  TouchProject(*store_, clock_, "p-late");
+  clock_.Set(At(kY + 1, 2, 1));
+
+  // Exported and recorded; then the crash, and p-done is updated (its
+  // document moves on: it stays, whole, for a later year).
+  ArchiveOptions crash = Options(kY);
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "manifest" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  TouchProject(*store_, clock_, "p-done");
+  // A crash after the first project's step: p-cut is gone, p-old not yet.
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "project_removed" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  EXPECT_FALSE(Exists(bk::keys::Project("p-cut")));
+  EXPECT_FALSE(Exists(bk::keys::Budget(p, "p-cut")));
+  EXPECT_TRUE(Exists(bk::keys::Project("p-old")));
+  EXPECT_FALSE(Exists(bk::keys::ProjectIdReservation("p-old")));
+
+  auto r = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->projects, 3);  // in the file: p-cut, p-done, p-old
+  EXPECT_EQ(r->projects_kept, 5);
+  EXPECT_EQ(r->projects_changed_kept, 1);  // p-done
+  EXPECT_EQ(r->bookings, 1);               // p-done's booking
+  EXPECT_FALSE(Exists(bk::keys::Booking(p, used)));
+  for (const std::string id : {"p-cut", "p-old"}) {
+    EXPECT_FALSE(Exists(bk::keys::Project(id))) << id;
+    EXPECT_TRUE(pool_->Command({"ZSCORE", bk::keys::Projects(), id})->is_nil()) << id;
+    EXPECT_FALSE(Exists(bk::keys::Budget(p, id))) << id;
+    // The id stays reserved (p-old's reservation written by the removal).
+    auto reservation = store_->docs().Get(bk::keys::ProjectIdReservation(id));
+    ASSERT_TRUE(reservation.ok() && reservation->has_value()) << id;
+    EXPECT_EQ((*reservation)->data, "projects/" + id);
+  }
+  for (const std::string id : {"p-done", "p-open", "p-later", "p-spans", "p-late", "p-held"}) {
+    EXPECT_TRUE(Exists(bk::keys::Project(id))) << id;
+    EXPECT_FALSE(pool_->Command({"ZSCORE", bk::keys::Projects(), id})->is_nil()) << id;
+    EXPECT_TRUE(Exists(bk::keys::Budget(p, id))) << id;
+  }
+  EXPECT_EQ(store_->docs().Get(bk::keys::Project("p-done"))->value().version, 2);
+  EXPECT_TRUE(Exists(bk::keys::Booking(p, later)));
+  EXPECT_TRUE(Exists(bk::keys::Booking(p, spans)));
+
+  const std::string path = absl::StrCat(dir_, "/projects-", kY, ".jsonl");
+  auto v = VerifyRecordsExportFile(path, "projects");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_TRUE(v->ok) << v->kind << " at " << v->broken_at;
+  EXPECT_EQ(v->entries, 3);
+  CommandResult py = Shell(absl::StrCat("/usr/bin/python3 '", RepoRoot(), "deploy/verify_archive.py' '", path, "'"));
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+  EXPECT_EQ(py.output, absl::StrCat("OK projects ", kY, ": 3 projects\n"));
+  const std::string file = ReadAll(path);
+  for (const std::string id : {"p-cut", "p-done", "p-old"}) {
+    EXPECT_TRUE(absl::StrContains(file, "\"project\":\"projects/" + id + "\"")) << id;
+  }
+  EXPECT_TRUE(absl::StrContains(file, "\"budget_counters\":{\"i1:budget\":10800000,\"i1:used\":5400000}")) << file;
+
+  // A record's counters rewritten to hold committed time, checksums made
+  // consistent again: both verifiers refuse it.
+  {
+    std::vector<std::string> lines = absl::StrSplit(file, '\n', absl::SkipEmpty());
+    ASSERT_EQ(lines.size(), 5u);
+    const size_t at = lines[1].find("\"i1:budget\"");
+    ASSERT_NE(at, std::string::npos);
+    lines[1].insert(at, "\"i1:committed\":60000,");
+    usage::Sha256 body;
+    for (size_t i = 0; i + 1 < lines.size(); ++i) body.Update(lines[i] + "\n");
+    const size_t ts = lines.back().find("\"sha256\":\"") + 10;
+    lines.back() = absl::StrCat(lines.back().substr(0, ts), body.HexDigest(), lines.back().substr(ts + 64));
+    const std::string forged_path = absl::StrCat(dir_, "/forged/projects-", kY, ".jsonl");
+    std::filesystem::create_directories(dir_ + "/forged");
+    WriteAll(forged_path, absl::StrCat(absl::StrJoin(lines, "\n"), "\n"));
+    auto fv = VerifyRecordsExportFile(forged_path, "projects");
+    ASSERT_TRUE(fv.ok());
+    EXPECT_FALSE(fv->ok);
+    EXPECT_EQ(fv->kind, "malformed");
+    EXPECT_EQ(fv->broken_at, 2);
+    CommandResult forged = Shell(absl::StrCat("/usr/bin/python3 '", RepoRoot(), "deploy/verify_archive.py' '",
+                                              forged_path, "'"));
+    EXPECT_EQ(forged.exit_code, 1) << forged.output;
+    EXPECT_EQ(forged.output, "BROKEN at line 2: MALFORMED\n");
+  }
+
+  // Rerun: nothing changes.
+  const int64_t keys_done = DbSize();
+  auto again = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->already_done);
+  EXPECT_EQ(again->projects, 3);
+  EXPECT_EQ(again->projects_kept, 5);
+  EXPECT_EQ(again->projects_changed_kept, 1);
+  EXPECT_EQ(DbSize(), keys_done);
+}
+
 // ============================================================ billing
 
 namespace bl = labshare::billing;
@@ -587,8 +761,9 @@ namespace blv1 = labshare::billing::v1;
 namespace iv = labshare::inventory::v1;
 
 // Billing's view of inventory for these tests: one instrument i1 of
-// organizations/owner, ON_SITE, billed on reserved time in 15-minute units,
-// the missed fee the full price; 100.00 CNY an hour for everybody.
+// organizations/owner, ON_SITE (and JOINT_RESEARCH alike), billed on
+// reserved time in 15-minute units, the missed fee the full price; 100.00
+// CNY an hour for everybody.
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
 class FakeInventory final : public bl::InventoryReader {
@@ -613,6 +788,8 @@ class FakeInventory final : public bl::InventoryReader {
     m->mutable_slot_rules()->set_billing_basis(iv::RESERVED_TIME);
     *m->mutable_slot_rules()->mutable_billing_unit() = ToProto(absl::Minutes(15));
     m->mutable_slot_rules()->set_missed_fee_bps(10000);
+    *i.add_modes() = i.modes(0);  // JOINT_RESEARCH alike (a project's bookings)
+    i.mutable_modes(1)->set_mode(labshare::type::v1::JOINT_RESEARCH);
     return i;
   }
   absl::StatusOr<iv::Organization> GetOrganization(const std::string& name) override {
@@ -644,13 +821,23 @@ class BillingArchiveTest : public ArchiveTest {
 
   // A one-hour booking of i1 paid by `payer`, missed: billing charges the
   // full price (10000) when it applies the event, at the clock's time.
-  std::string Missed(const std::string& payer, absl::Time start) {
+  // With a project: a JOINT_RESEARCH booking of it, payer and lab2 sharing.
+  std::string Missed(const std::string& payer, absl::Time start, const std::string& project = "") {
     const std::string id = absl::StrCat("b", ++bookings_);
     bv1::Booking b;
     b.set_name("bookings/" + id);
     b.set_instrument("instruments/i1");
     b.set_instrument_owner("organizations/owner");
     b.set_mode(labshare::type::v1::ON_SITE);
+    if (!project.empty()) {
+      b.set_mode(labshare::type::v1::JOINT_RESEARCH);
+      b.set_project(project);
+      for (const std::string& org : {payer, std::string("organizations/lab2")}) {
+        auto* share = b.add_cost_shares();
+        share->set_organization(org);
+        share->set_share_bps(5000);
+      }
+    }
     b.set_user("users/ana");
     b.set_payer_organization(payer);
     *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
@@ -1716,6 +1903,32 @@ TEST_F(BillingArchiveTest, ALeaseAStayingChargeNamesStaysWithItsBooking) {
   EXPECT_EQ(done->bookings_kept, 1);
   EXPECT_TRUE(Exists(bk::keys::Lease(p, id)));
   EXPECT_TRUE(Exists(bk::keys::Booking(p, id)));
+}
+
+TEST_F(BillingArchiveTest, AProjectAStayingChargeNamesStays) {
+  clock_.Set(Local(kY, 2, 1));
+  ProjectOf(*store_, clock_, "p-billed", Local(kY, 3, 1, 0), Local(kY, 4, 1, 0));
+  ProjectOf(*store_, clock_, "p-quiet", Local(kY, 3, 1, 0), Local(kY, 4, 1, 0));
+  // A missed booking of p-billed in March: its charge is never invoiced,
+  // so it stays in billing, and names the project.
+  clock_.Set(Local(kY, 3, 5));
+  const std::string charge = Missed("organizations/lab", Local(kY, 3, 2), "projects/p-billed");
+  ASSERT_FALSE(charge.empty());
+  clock_.Set(Local(kY + 1, 2, 1));
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_charges, 0);
+  EXPECT_EQ(done->billing_charges_kept, 1);
+  EXPECT_EQ(done->projects, 1);
+  EXPECT_EQ(done->projects_kept, 1);
+  EXPECT_TRUE(Exists(bk::keys::Project("p-billed")));
+  EXPECT_FALSE(Exists(bk::keys::Project("p-quiet")));
+  EXPECT_TRUE(Exists(bk::keys::ProjectIdReservation("p-quiet")));
+  blv1::GetChargeRequest g;
+  g.set_name(charge);
+  auto c = billing_->GetCharge(Admin(), g);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->project(), "projects/p-billed");
 }
 
 // A file rewritten with consistent checksums but a ledger line's amount

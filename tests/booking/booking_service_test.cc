@@ -1,6 +1,10 @@
 // BookingService (ON_SITE) through real gRPC channels against a real
 // redis-server, with a real inventory service in the same process; both
 // share one fake clock.
+#include <unistd.h>
+
+#include <filesystem>
+
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -10,6 +14,7 @@
 #include "common/server.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
+#include "services/archive/archive.h"
 #include "services/booking/booking_service.h"
 #include "services/booking/inventory_events.h"
 #include "services/inventory/inventory_service.h"
@@ -510,10 +515,13 @@ TEST_F(BookingServiceTest, MaintenanceWindowCancelsHitBookingsWithoutCharge) {
 
 class JointResearchTest : public BookingServiceTest {
  protected:
-  // lab and owner share "prj" one third / two thirds, 3 h on tem over days 2..4.
-  v1::Project MakeProject(v1::Project::CostShareTemplate tmpl, std::vector<int> shares, grpc::Status* status) {
+  // lab and owner share "prj" one third / two thirds, 3 h (`budget`) on tem
+  // over days 2..4.
+  v1::Project MakeProject(v1::Project::CostShareTemplate tmpl, std::vector<int> shares, grpc::Status* status,
+                          const std::string& request_id = "", absl::Duration budget_hours = absl::Hours(3)) {
     v1::CreateProjectRequest r;
     r.set_project_id("prj");
+    r.set_request_id(request_id);
     auto* pr = r.mutable_project();
     pr->set_title("Cryo-EM of membrane proteins");
     pr->set_cost_share_template(tmpl);
@@ -527,11 +535,29 @@ class JointResearchTest : public BookingServiceTest {
     *pr->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
     auto* budget = pr->add_instrument_budgets();
     budget->set_instrument("instruments/tem");
-    *budget->mutable_budget() = ToProto(absl::Hours(3));
+    *budget->mutable_budget() = ToProto(budget_hours);
     v1::Project out;
     *status = Call(stub_.get(), &v1::BookingService::Stub::CreateProject, r, &out, admin_);
     return out;
   }
+  // labshare-archive of the year the project's period ends in, run on the
+  // 2nd of January after it.
+  absl::StatusOr<archive::ArchiveResult> ArchiveTheProjectsYear() {
+    const int year = static_cast<int>(
+        absl::ToCivilYear(day_ + absl::Hours(48) - absl::Milliseconds(1), absl::UTCTimeZone()).year());
+    clock_.Set(absl::FromCivil(absl::CivilDay(year + 1, 1, 2), absl::UTCTimeZone()));
+    archive::ArchiveOptions o;
+    o.year = year;
+    o.dir = absl::StrCat(::testing::TempDir(), "/booking_archive_", getpid(), "_",
+                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(o.dir);
+    std::filesystem::create_directories(o.dir);
+    o.clock = &clock_;
+    auto r = archive::ArchiveYear(pool_.get(), o);
+    std::filesystem::remove_all(o.dir);
+    return r;
+  }
+  bool Exists(const std::string& key) { return pool_->Command({"EXISTS", key})->integer == 1; }
   grpc::Status BookJoint(absl::Duration from, absl::Duration to, v1::Booking* out,
                          const std::string& payer = "") {
     v1::CreateBookingRequest r;
@@ -608,6 +634,75 @@ TEST_F(JointResearchTest, BookingsStayWithinPeriodParticipantsAndBudget) {
   auto budget = Budget();
   EXPECT_EQ(FromProto(budget.committed()), absl::ZeroDuration());
   EXPECT_EQ(FromProto(budget.used()), absl::Minutes(90));
+}
+
+// A project id is reserved in the step that creates the project, for good:
+// a retry replays, any other request for the id is PROJECT_EXISTS (and
+// leaves the project's counters alone), also once labshare-archive has
+// removed the project's document.
+TEST_F(JointResearchTest, AProjectIdIsReservedForGoodArchivedOrNot) {
+  grpc::Status s;
+  const v1::Project created = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const auto reservation = pool_->Command({"HMGET", keys::ProjectIdReservation("prj"), "d", "v"});
+  ASSERT_TRUE(reservation.ok());
+  EXPECT_EQ(reservation->elements[0].str, "projects/prj");
+  EXPECT_EQ(reservation->elements[1].str, "1");
+  clock_.Advance(absl::Minutes(1));
+  v1::Project again = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), created.SerializeAsString());
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(3));  // the refused create wrote no counter
+
+  auto archived = ArchiveTheProjectsYear();
+  ASSERT_TRUE(archived.ok()) << archived.status();
+  EXPECT_EQ(archived->projects, 1);
+  EXPECT_FALSE(Exists(keys::Project("prj")));
+  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
+  v1::GetProjectRequest g;
+  g.set_name("projects/prj");
+  v1::Project gone;
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &gone, admin_)),
+            "PROJECT_NOT_FOUND");
+  // The id stays taken: no document, no counters for it.
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-3", absl::Hours(5));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);  // without a request id
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_FALSE(Exists(keys::Project("prj")));
+  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
+  // The first request's retry still gets its answer.
+  again = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), created.SerializeAsString());
+}
+
+// A project created before reservations (its document alone holds the id):
+// CreateProject refuses the id, and labshare-archive writes the reservation
+// in the step that removes the document.
+TEST_F(JointResearchTest, AProjectOfAnOlderVersionKeepsItsIdThroughItsArchival) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(pool_->Command({"DEL", keys::ProjectIdReservation("prj")})->integer, 1);
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(3));
+  EXPECT_FALSE(Exists(keys::ProjectIdReservation("prj")));
+
+  auto archived = ArchiveTheProjectsYear();
+  ASSERT_TRUE(archived.ok()) << archived.status();
+  EXPECT_EQ(archived->projects, 1);
+  EXPECT_FALSE(Exists(keys::Project("prj")));
+  EXPECT_TRUE(Exists(keys::ProjectIdReservation("prj")));
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-3");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
 }
 
 class LeaseTest : public BookingServiceTest {

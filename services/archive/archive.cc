@@ -2298,9 +2298,11 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     }));
     LS_RETURN_IF_ERROR(bw->Append(absl::StrCat("{\"trailer\":true,\"bookings\":", count, ",\"sha256\":\"",
                                                body.HexDigest(), "\"}\n")));
-    // The bookings after the cut, read only when a project may go (every
-    // booking of the new year is read: see the limit in archive.h).
-    if (!projects.projects.empty()) {
+    // The bookings after the cut, read only when a project may still go
+    // (every booking of the new year is read: see the limit in archive.h).
+    bool may_go = false;
+    for (const auto& sp : projects.projects) may_go |= named_projects.count(sp.id) == 0;
+    if (may_go) {
       LS_RETURN_IF_ERROR(ForEachListedBooking(pool, cut_ms, true, batch, [&](const StoredBooking& b) {
         name_project(b);
         return absl::OkStatus();

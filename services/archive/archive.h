@@ -147,7 +147,9 @@
 //          the same step writes the id's reservation
 //          ({booking}:projectid:<id>, see redis_booking_store.h) if it is
 //          missing (a project created before reservations), so the id is
-//          never free: CreateProject with it answers PROJECT_EXISTS. Then
+//          never free: CreateProject with it answers PROJECT_EXISTS (a
+//          booking replica of an older version checks only the document:
+//          none may run by then). Then
 //          its budget counters {bk:P}:budget:<id> (every partition). Its
 //          history is in the audit trail (ProjectCreated / ProjectUpdated).
 //          Limit: when a project may go, every booking starting after the

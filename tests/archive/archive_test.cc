@@ -3,7 +3,8 @@
 // exactly the archived items, the remaining trail verifies from the anchor
 // recorded at the cut (signed head included), a crash midway resumes, a
 // rerun is a no-op, an open year / an unfinished booking / a consumer behind
-// is refused, and a tampered archive is detected before anything is removed.
+// is refused, and a tampered archive is detected before anything is removed;
+// finished projects go, their ids staying reserved, the others stay.
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>

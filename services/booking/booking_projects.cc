@@ -7,6 +7,7 @@
 
 #include <google/protobuf/util/field_mask_util.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
@@ -139,7 +140,17 @@ absl::Status BookingManager::FillProjectUse(v1::Project& project) const {
 absl::StatusOr<v1::Project> BookingManager::LoadProject(const std::string& name, int64_t* version) const {
   LS_ASSIGN_OR_RETURN(std::string id, ParseName(name, "projects", "name"));
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Project(id)));
-  if (!doc) return MakeError(absl::StatusCode::kNotFound, "PROJECT_NOT_FOUND", name + " does not exist");
+  if (!doc) {
+    // A reservation made by a create (not a claim only) outlives an archived
+    // project's document.
+    LS_ASSIGN_OR_RETURN(auto reservation, store_->docs().Get(keys::ProjectIdReservation(id)));
+    if (reservation && !absl::StartsWith(reservation->data, "claim:")) {
+      return MakeError(absl::StatusCode::kNotFound, "PROJECT_NOT_FOUND",
+                       name + " was archived (labshare-archive moved it to a projects-<year>.jsonl file); "
+                       "its id stays taken");
+    }
+    return MakeError(absl::StatusCode::kNotFound, "PROJECT_NOT_FOUND", name + " does not exist");
+  }
   v1::Project project;
   if (!project.ParseFromString((*doc).data)) {
     return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored project is unreadable");
@@ -174,17 +185,29 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   project.set_state(ProjectState(project));
   // The id is taken when its document or its reservation exists: a project
   // created before reservations has only its document, an archived one only
-  // its reservation. Asked before the budgets are written, so that a refused
-  // create leaves another project's counters alone; the commit checks both
-  // again in its step.
+  // its reservation. The first step claims the reservation for this request
+  // (or answers its replay), so that only one of concurrent creates of an id
+  // writes budget counters: a refused create leaves the winner's alone. The
+  // same request_id resumes after a crash past the claim.
   const absl::Status exists =
       MakeError(absl::StatusCode::kAlreadyExists, "PROJECT_EXISTS",
                 project.name() + " is taken: a project has or had this id (an archived project keeps it); "
                 "choose another project_id");
-  LS_ASSIGN_OR_RETURN(auto taken, store_->docs().GetMany({keys::Project(id), keys::ProjectIdReservation(id)}));
-  if (taken[0] || taken[1]) return exists;
-  // Budgets first: a crash before the commit leaves only counters of a
-  // project that does not exist, which no booking can reach.
+  const std::string owner = idem.empty() ? labshare::inventory::NewId("claim") : idem;
+  LS_ASSIGN_OR_RETURN(auto claim, store_->ClaimProjectId(idem, fingerprint, id, owner));
+  switch (claim.kind) {
+    case BookingStore::ProjectClaim::Kind::kClaimed: break;
+    case BookingStore::ProjectClaim::Kind::kReplayed: {
+      v1::Project replay;
+      replay.ParseFromString(claim.response);
+      return replay;
+    }
+    case BookingStore::ProjectClaim::Kind::kRequestReused: return RequestIdReused();
+    case BookingStore::ProjectClaim::Kind::kTaken: return exists;
+  }
+  // Budgets before the commit: a crash between leaves counters of a project
+  // that does not exist, which no booking can reach, and a claim only this
+  // request_id can resume.
   for (const auto& b : project.instrument_budgets()) {
     LS_RETURN_IF_ERROR(store_->SetBudget(id, IdOf(b.instrument()), absl::ToInt64Milliseconds(FromProto(b.budget()))));
   }
@@ -194,10 +217,10 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   m.idempotency_key = idem;
   m.fingerprint = fingerprint;
   m.response = SerializeDeterministic(project);
-  // The document and the id's reservation, both new, in one step with the
-  // event: either exists already, nothing is written (kConflict).
+  // The new document and the id's reservation, claimed above (version 1),
+  // in one step with the event; otherwise nothing is written (kConflict).
   m.writes.push_back({keys::Project(id), project.SerializeAsString(), 0});
-  m.writes.push_back({keys::ProjectIdReservation(id), project.name(), 0});
+  m.writes.push_back({keys::ProjectIdReservation(id), project.name(), 1});
   m.index_ops.push_back({keys::Projects(), id});
   m.outbox_key = keys::ProjectOutbox();
   m.event_type = v1::BookingEvent::descriptor()->full_name();

@@ -390,6 +390,53 @@ absl::Status BookingStore::SetBudget(absl::string_view project_id, absl::string_
       .status();
 }
 
+absl::StatusOr<BookingStore::ProjectClaim> BookingStore::ClaimProjectId(const std::string& idempotency_key,
+                                                                      const std::string& fingerprint,
+                                                                      absl::string_view project_id,
+                                                                      absl::string_view owner) const {
+  // KEYS: idempotency record (or the document as placeholder), document,
+  // reservation. ARGV: has idempotency, fingerprint, owner.
+  static const RedisScript* script = new RedisScript(R"lua(
+if ARGV[1] == '1' then
+  local rec = redis.call('HMGET', KEYS[1], 'f', 'r')
+  if rec[1] then
+    if rec[1] == ARGV[2] then return {'REPLAY', rec[2]} end
+    return {'REUSED'}
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'TAKEN'} end
+local mine = 'claim:' .. ARGV[3]
+local d = redis.call('HGET', KEYS[3], 'd')
+if d then
+  if d == mine then return {'CLAIMED'} end
+  return {'TAKEN'}
+end
+redis.call('HSET', KEYS[3], 'v', 1, 'd', mine)
+return {'CLAIMED'}
+)lua");
+  const bool has_idem = !idempotency_key.empty();
+  const std::string doc = keys::Project(project_id);
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(*script, {has_idem ? idempotency_key : doc, doc,
+                                                          keys::ProjectIdReservation(project_id)},
+                                                {has_idem ? "1" : "0", fingerprint, std::string(owner)}));
+  if (v.type != RedisValue::Type::kArray || v.elements.empty()) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  ProjectClaim out;
+  const std::string& tag = v.elements[0].str;
+  if (tag == "REPLAY" && v.elements.size() > 1) {
+    out.kind = ProjectClaim::Kind::kReplayed;
+    out.response = v.elements[1].str;
+  } else if (tag == "REUSED") {
+    out.kind = ProjectClaim::Kind::kRequestReused;
+  } else if (tag == "TAKEN") {
+    out.kind = ProjectClaim::Kind::kTaken;
+  } else if (tag != "CLAIMED") {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  return out;
+}
+
 absl::StatusOr<BookingStore::BudgetUse> BookingStore::GetBudget(
     absl::string_view project_id, absl::string_view instrument_id) const {
   const std::string f(instrument_id);

@@ -40,10 +40,13 @@
 //   {bk:P}:qc:<instr>:<org>       their counters; index {bk:P}:quotaidx
 //   {booking}:project:<id>   Project document; index {booking}:projects;
 //                            events on {booking}:outbox
-//   {booking}:projectid:<id> the reservation of a project id, written by
-//                            CreateProject in the step that writes the
-//                            document (a DocStore document {d: "projects/<id>",
-//                            v: 1}, never changed). It outlives the document:
+//   {booking}:projectid:<id> the reservation of a project id: claimed by
+//                            CreateProject's first step ({d: "claim:<owner>",
+//                            v: 1}; owner: the request's idempotency key, or
+//                            a random token), before it writes budget
+//                            counters; the step that writes the document
+//                            makes it {d: "projects/<id>", v: 2}, never
+//                            changed after. It outlives the document:
 //                            labshare-archive removes an archived project's
 //                            document and leaves (or, for a project created
 //                            before reservations, writes) it, so an id once
@@ -323,6 +326,20 @@ class BookingStore {
   // Sets a project's budget on an instrument (committed and used untouched).
   absl::Status SetBudget(absl::string_view project_id, absl::string_view instrument_id,
                          int64_t budget_ms) const;
+  // CreateProject's first step, in {booking}: the request's idempotency
+  // record answers a replay (or REQUEST_REUSED); else an existing document,
+  // or a reservation held by another owner, means the id is taken; else the
+  // reservation is claimed for `owner` ({d: "claim:<owner>", v: 1}; kept
+  // when this owner claimed it already, e.g. before a crash). Only a
+  // request that claimed the id writes budget counters; its commit then
+  // expects the reservation at version 1.
+  struct ProjectClaim {
+    enum class Kind { kClaimed, kReplayed, kRequestReused, kTaken };
+    Kind kind = Kind::kClaimed;
+    std::string response;  // kReplayed
+  };
+  absl::StatusOr<ProjectClaim> ClaimProjectId(const std::string& idempotency_key, const std::string& fingerprint,
+                                              absl::string_view project_id, absl::string_view owner) const;
   struct BudgetUse {
     int64_t budget_ms = 0, committed_ms = 0, used_ms = 0;
   };

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -647,7 +648,7 @@ TEST_F(JointResearchTest, AProjectIdIsReservedForGoodArchivedOrNot) {
   const auto reservation = pool_->Command({"HMGET", keys::ProjectIdReservation("prj"), "d", "v"});
   ASSERT_TRUE(reservation.ok());
   EXPECT_EQ(reservation->elements[0].str, "projects/prj");
-  EXPECT_EQ(reservation->elements[1].str, "1");
+  EXPECT_EQ(reservation->elements[1].str, "2");  // claimed (1), then written with the document
   clock_.Advance(absl::Minutes(1));
   v1::Project again = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
   ASSERT_TRUE(s.ok()) << s.error_message();
@@ -665,8 +666,13 @@ TEST_F(JointResearchTest, AProjectIdIsReservedForGoodArchivedOrNot) {
   v1::GetProjectRequest g;
   g.set_name("projects/prj");
   v1::Project gone;
-  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &gone, admin_)),
-            "PROJECT_NOT_FOUND");
+  const grpc::Status not_found = Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &gone, admin_);
+  EXPECT_EQ(GrpcErrorReason(not_found), "PROJECT_NOT_FOUND");
+  EXPECT_NE(not_found.error_message().find("was archived"), std::string::npos) << not_found.error_message();
+  v1::Booking booking;
+  const grpc::Status booked = BookJoint(absl::Hours(30), absl::Hours(31), &booking);
+  EXPECT_EQ(GrpcErrorReason(booked), "PROJECT_NOT_FOUND");
+  EXPECT_NE(booked.error_message().find("was archived"), std::string::npos) << booked.error_message();
   // The id stays taken: no document, no counters for it.
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-3", absl::Hours(5));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
@@ -679,6 +685,66 @@ TEST_F(JointResearchTest, AProjectIdIsReservedForGoodArchivedOrNot) {
   again = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(again.SerializeAsString(), created.SerializeAsString());
+}
+
+// Concurrent creates of one new id with different budgets: one wins, and
+// only the winner writes budget counters (a loser claimed nothing, so it
+// cannot overwrite them); the losers write no event and no idempotency
+// record.
+TEST_F(JointResearchTest, ConcurrentCreatesOfOneIdLeaveTheWinnersBudget) {
+  constexpr int kCreates = 8;
+  std::vector<grpc::Status> statuses(kCreates);
+  std::vector<v1::Project> created(kCreates);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCreates; ++i) {
+    threads.emplace_back([&, i] {
+      created[i] = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &statuses[i],
+                               absl::StrCat("race-", i), absl::Hours(i + 1));
+    });
+  }
+  for (auto& t : threads) t.join();
+  int winner = -1;
+  for (int i = 0; i < kCreates; ++i) {
+    if (statuses[i].ok()) {
+      EXPECT_EQ(winner, -1) << "two creates of projects/prj succeeded";
+      winner = i;
+    } else {
+      EXPECT_EQ(GrpcErrorReason(statuses[i]), "PROJECT_EXISTS") << statuses[i].error_message();
+      EXPECT_FALSE(Exists(keys::ProjectIdempotency("CreateProject", absl::StrCat("race-", i))));
+    }
+  }
+  ASSERT_NE(winner, -1);
+  EXPECT_EQ(FromProto(created[winner].instrument_budgets(0).budget()), absl::Hours(winner + 1));
+  const auto counter = pool_->Command({"HGET", keys::Budget(keys::Partition("tem"), "prj"), "tem:budget"});
+  ASSERT_TRUE(counter.ok());
+  EXPECT_EQ(counter->str, std::to_string(absl::ToInt64Milliseconds(absl::Hours(winner + 1))));
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(winner + 1));
+  EXPECT_EQ(pool_->Command({"XLEN", keys::ProjectOutbox()})->integer, 1);
+  EXPECT_TRUE(Exists(keys::ProjectIdempotency("CreateProject", absl::StrCat("race-", winner))));
+}
+
+// A create that crashed after claiming the id (its claim holds the
+// reservation, no document): only the same request_id resumes it.
+TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
+  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("prj"), "v", "1", "d",
+                              "claim:" + keys::ProjectIdempotency("CreateProject", "create-1")})
+                  .ok());
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
+  v1::GetProjectRequest g;
+  g.set_name("projects/prj");
+  v1::Project none;
+  const grpc::Status missing = Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &none, admin_);
+  EXPECT_EQ(GrpcErrorReason(missing), "PROJECT_NOT_FOUND");
+  EXPECT_EQ(missing.error_message().find("archived"), std::string::npos) << missing.error_message();
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(3));
+  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "d"})->str, "projects/prj");
 }
 
 // A project created before reservations (its document alone holds the id):

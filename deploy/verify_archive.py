@@ -42,6 +42,9 @@ The projects file (labshare-projects-jsonl) also carries, per project, its
 budget counters ("budget_counters": {"<instrument>:budget|committed|used":
 milliseconds}); they must be an object of non-negative integers, committed
 zero (MALFORMED otherwise): a project that goes holds no booking's hours.
+Its "project" must be the document's name and "version" an integer >= 1
+(MALFORMED otherwise; the removal acts on them, and the SHA-256 covers only
+the document), and a project appears once (DUPLICATE).
 
 Every file: a name of the form <kind>-<year>.jsonl must match its header's
 format and year (MALFORMED at line 1 otherwise).
@@ -204,6 +207,25 @@ def _project_counters_ok(counters):
     return True
 
 
+def _project_line(line_no, obj, doc, seen):
+    """A projects record: counters as _project_counters_ok says; "project"
+    is the document's name (Project field 1; the removal acts on it, and
+    the record's SHA-256 covers only the document) and appears once;
+    "version" an integer >= 1."""
+    if not _project_counters_ok(obj.get("budget_counters")):
+        raise Broken(line_no, "MALFORMED")
+    try:
+        names = [v.decode("utf-8") for number, wire, v in _fields(doc) if number == 1 and wire == 2]
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise Broken(line_no, "MALFORMED")
+    project, version = obj.get("project"), obj.get("version")
+    if not names or names[-1] != project or type(version) is not int or version < 1:
+        raise Broken(line_no, "MALFORMED")
+    if project in seen:
+        raise Broken(line_no, "DUPLICATE")
+    seen.add(project)
+
+
 def verify(path):
     with open(path, "rb") as f:
         data = f.read()
@@ -222,6 +244,7 @@ def verify(path):
     required = set()  # posting ids archived charges name
     list_totals = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # account key -> (cp, cur) -> [debit, credit]
     cf_keys = set()
+    projects_seen = set()  # "project" of the projects file's records
     named = re.match(r"^(billing|bookings|leases|orders|projects)-(\d+)\.jsonl$", os.path.basename(path))
     for n, raw in enumerate(lines, start=1):
         try:
@@ -267,9 +290,9 @@ def verify(path):
             trailer = True
             continue
         elif fmt != "labshare-billing-jsonl":
-            _record(n, obj)
-            if fmt == "labshare-projects-jsonl" and not _project_counters_ok(obj.get("budget_counters")):
-                raise Broken(n, "MALFORMED")
+            doc = _record(n, obj)
+            if fmt == "labshare-projects-jsonl":
+                _project_line(n, obj, doc, projects_seen)
             counts["record"] += 1
         else:
             kind = obj.get("kind")

@@ -851,10 +851,18 @@ absl::Status SettleProjects(RedisPool* pool, const std::set<std::string>& named,
     for (int p = 0; p < bk::kPartitions; ++p) reads.push_back({"HGETALL", bk::keys::Budget(p, sp.id)});
     LS_ASSIGN_OR_RETURN(auto replies, pool->Pipeline(reads));
     bool holding = false;
-    for (const auto& h : replies) {
+    for (int p = 0; p < bk::kPartitions; ++p) {
+      const RedisValue& h = replies[p];
+      const std::string key = bk::keys::Budget(p, sp.id);
+      if (h.is_error() || !h.is_array()) {
+        return absl::DataLossError(absl::StrCat("reading ", key, ": ", h.is_error() ? h.str : "not a hash"));
+      }
       for (size_t i = 0; i + 1 < h.elements.size(); i += 2) {
         int64_t ms = 0;
-        absl::SimpleAtoi(h.elements[i + 1].str, &ms);
+        if (!absl::SimpleAtoi(h.elements[i + 1].str, &ms)) {
+          return absl::DataLossError(absl::StrCat(key, " field ", h.elements[i].str, " holds '",
+                                                  h.elements[i + 1].str, "', not a number of milliseconds"));
+        }
         sp.counters[h.elements[i].str] = ms;
         holding |= absl::EndsWith(h.elements[i].str, ":committed") && ms != 0;
       }
@@ -908,8 +916,13 @@ struct ProjectRemoval {
 // Removes the projects a verified projects file names, one Lua step each,
 // then the budget counters of those that went (a crash between leaves
 // counters no booking can reach; the rerun finds the project gone and
-// removes them).
-absl::StatusOr<ProjectRemoval> RemoveProjects(RedisPool* pool, const std::string& path, const ArchiveOptions& o) {
+// removes them). Runs after the billing removal: a project that a charge
+// of the billing file names stays (counted as changed) while that charge
+// is still in Redis (its group kept whole, e.g. corrected after the
+// export), so billing never names a project that is gone; the same answer
+// on every rerun. `charges`: project id -> charge keys (ChargeKeysByProject).
+absl::StatusOr<ProjectRemoval> RemoveProjects(RedisPool* pool, const std::string& path, const ArchiveOptions& o,
+                                              const std::map<std::string, std::vector<std::string>>& charges) {
   ProjectRemoval out;
   absl::Status bad = absl::OkStatus();
   int64_t line_no = 0;
@@ -922,6 +935,18 @@ absl::StatusOr<ProjectRemoval> RemoveProjects(RedisPool* pool, const std::string
       return absl::DataLossError("projects file: malformed line");
     }
     const std::string id = bk::IdOf(name);
+    if (auto it = charges.find(id); it != charges.end()) {
+      std::vector<std::vector<std::string>> exists;
+      for (const auto& key : it->second) exists.push_back({"EXISTS", key});
+      LS_ASSIGN_OR_RETURN(auto replies, pool->Pipeline(exists));
+      for (const auto& e : replies) {
+        if (e.is_error()) return absl::InternalError(absl::StrCat("EXISTS on a charge of ", name, ": ", e.str));
+        if (e.integer != 0) {
+          ++out.changed;
+          return absl::OkStatus();
+        }
+      }
+    }
     LS_ASSIGN_OR_RETURN(RedisValue r, pool->Eval(RemoveProjectScript(),
                                                  {bk::keys::Project(id), bk::keys::ProjectIdReservation(id),
                                                   bk::keys::Projects()},
@@ -935,6 +960,7 @@ absl::StatusOr<ProjectRemoval> RemoveProjects(RedisPool* pool, const std::string
       LS_ASSIGN_OR_RETURN(RedisValue left, pool->Command({"EXISTS", bk::keys::Projects()}));
       if (left.integer == 0) ++out.gone;
     }
+    LS_RETURN_IF_ERROR(Stop(o, "project_step"));
     std::vector<std::vector<std::string>> dels;
     for (int p = 0; p < bk::kPartitions; ++p) dels.push_back({"DEL", bk::keys::Budget(p, id)});
     LS_ASSIGN_OR_RETURN(auto deleted, pool->Pipeline(dels));
@@ -1721,6 +1747,28 @@ absl::StatusOr<BillingRemoval> RemoveBilling(RedisPool* pool, const std::string&
   return out;
 }
 
+// The charges of a verified billing file that name a project: project id
+// -> their document keys.
+absl::StatusOr<std::map<std::string, std::vector<std::string>>> ChargeKeysByProject(const std::string& path) {
+  std::map<std::string, std::vector<std::string>> out;
+  absl::Status bad = absl::OkStatus();
+  LS_RETURN_IF_ERROR(ForEachLine(path, [&](absl::string_view line) {
+                       Struct s;
+                       std::string kind, key, b64, doc;
+                       if (!ParseLine(line, &s) || !Str(Field(s, "kind"), &kind) || kind != "charge") return true;
+                       blv1::Charge c;
+                       if (!Str(Field(s, "key"), &key) || !Str(Field(s, "document"), &b64) ||
+                           !absl::Base64Unescape(b64, &doc) || !c.ParseFromString(doc)) {
+                         bad = absl::DataLossError("billing file: malformed charge record");
+                         return false;
+                       }
+                       if (!c.project().empty()) out[bk::IdOf(c.project())].push_back(key);
+                       return true;
+                     }).status());
+  LS_RETURN_IF_ERROR(bad);
+  return out;
+}
+
 // One Lua step in {usage}: the manifest, and the base moved forward.
 const RedisScript& CommitScript() {
   static const RedisScript* s = new RedisScript(R"lua(
@@ -1906,7 +1954,19 @@ class BookingsVerifier : public JsonlVerifierBase {
         return Broken("malformed");
       }
       if (Sha256Hex(doc) != sum) return Broken("hash_mismatch");
-      if (count_field_ == "projects" && !ProjectCountersOk(Field(o, "budget_counters"))) return Broken("malformed");
+      if (count_field_ == "projects") {
+        // The removal acts on "project" and "version", which the SHA-256
+        // does not cover: the name must be the document's, once.
+        bv1::Project project;
+        std::string name;
+        int64_t version = 0;
+        if (!ProjectCountersOk(Field(o, "budget_counters")) || !project.ParseFromString(doc) ||
+            !Str(Field(o, "project"), &name) || name != project.name() || !Int(Field(o, "version"), &version) ||
+            version < 1) {
+          return Broken("malformed");
+        }
+        if (!projects_seen_.insert(name).second) return Broken("duplicate");
+      }
       ++verdict_.entries;
     }
     sha_.Update(line);
@@ -1926,6 +1986,7 @@ class BookingsVerifier : public JsonlVerifierBase {
     return true;
   }
   std::string format_, count_field_;
+  std::set<std::string> projects_seen_;
 };
 
 // The billing file, line by line: header, each record's SHA-256, every
@@ -2586,17 +2647,21 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   if (!Get(manifest, "leases_file").empty()) {
     LS_RETURN_IF_ERROR(SweepLeaseAndOrderOrgIndexes(pool, cut_recorded, batch).status());
   }
-  int64_t projects_changed = 0;
-  if (!Get(manifest, "projects_file").empty()) {  // (a manifest of an older version has none)
-    LS_ASSIGN_OR_RETURN(ProjectRemoval pr, RemoveProjects(pool, Get(manifest, "projects_file"), o));
-    gone += pr.gone;
-    projects_changed = pr.changed;
-  }
   int64_t changed = 0;
+  std::map<std::string, std::vector<std::string>> project_charges;
   if (!Get(manifest, "billing_file").empty()) {
     LS_ASSIGN_OR_RETURN(BillingRemoval br, RemoveBilling(pool, Get(manifest, "billing_file"), o));
     gone += br.gone;
     changed = br.changed;
+    LS_ASSIGN_OR_RETURN(project_charges, ChargeKeysByProject(Get(manifest, "billing_file")));
+  }
+  // After billing: a project stays while a charge of the billing file that
+  // names it stays.
+  int64_t projects_changed = 0;
+  if (!Get(manifest, "projects_file").empty()) {  // (a manifest of an older version has none)
+    LS_ASSIGN_OR_RETURN(ProjectRemoval pr, RemoveProjects(pool, Get(manifest, "projects_file"), o, project_charges));
+    gone += pr.gone;
+    projects_changed = pr.changed;
   }
   // Outboxes below the cut: every group acknowledged them (checked before
   // the manifest was written; groups only move forward).

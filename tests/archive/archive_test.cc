@@ -456,7 +456,7 @@ TEST_F(ArchiveTest, BookingsStartingAtTheSameMomentAreAllTakenAcrossBatches) {
 // written through the real create step with its booking (as RequestLease
 // does), then set to `state` at the clock's time; its booking COMPLETED.
 std::string LeaseOf(ArchiveTest& t, bk::BookingStore& store, FakeClock& clock, absl::Time start,
-                    bv1::Lease::State state) {
+                    bv1::Lease::State state, const std::string& project = "") {
   const int p = bk::keys::Partition("i1");
   const std::string id = bk::NewBookingId(p);
   bv1::Booking b;
@@ -464,6 +464,7 @@ std::string LeaseOf(ArchiveTest& t, bk::BookingStore& store, FakeClock& clock, a
   b.set_instrument("instruments/i1");
   b.set_instrument_owner("organizations/owner");
   b.set_mode(labshare::type::v1::LEASE);
+  b.set_project(project);  // (only to name a project through a kept booking)
   b.set_user("users/ana");
   b.set_payer_organization("organizations/lab");
   *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
@@ -669,13 +670,15 @@ TEST_F(ArchiveTest, FinishedProjectsGoTheirIdsStayReservedTheOthersStay) {
   };
   ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
   TouchProject(*store_, clock_, "p-done");
-  // A crash after the first project's step: p-cut is gone, p-old not yet.
+  // A crash after the first project's step, before its counters go: p-cut
+  // is gone but its counters stay (the rerun finds it gone and removes
+  // them), p-old not yet.
   crash.stop_for_testing = [](absl::string_view stage) {
-    return stage == "project_removed" ? absl::AbortedError("crash") : absl::OkStatus();
+    return stage == "project_step" ? absl::AbortedError("crash") : absl::OkStatus();
   };
   ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
   EXPECT_FALSE(Exists(bk::keys::Project("p-cut")));
-  EXPECT_FALSE(Exists(bk::keys::Budget(p, "p-cut")));
+  EXPECT_TRUE(Exists(bk::keys::Budget(p, "p-cut")));
   EXPECT_TRUE(Exists(bk::keys::Project("p-old")));
   EXPECT_FALSE(Exists(bk::keys::ProjectIdReservation("p-old")));
 
@@ -718,14 +721,25 @@ TEST_F(ArchiveTest, FinishedProjectsGoTheirIdsStayReservedTheOthersStay) {
   }
   EXPECT_TRUE(absl::StrContains(file, "\"budget_counters\":{\"i1:budget\":10800000,\"i1:used\":5400000}")) << file;
 
-  // A record's counters rewritten to hold committed time, checksums made
-  // consistent again: both verifiers refuse it.
-  {
-    std::vector<std::string> lines = absl::StrSplit(file, '\n', absl::SkipEmpty());
-    ASSERT_EQ(lines.size(), 5u);
-    const size_t at = lines[1].find("\"i1:budget\"");
+  // Forged files, checksums made consistent again: both verifiers refuse
+  // them. A record's counters rewritten to hold committed time; the
+  // "project" and "version" the removal acts on (not covered by the
+  // document's SHA-256) changed; a record twice.
+  const std::vector<std::string> exported = absl::StrSplit(file, '\n', absl::SkipEmpty());
+  ASSERT_EQ(exported.size(), 5u);
+  auto forge = [&](const std::string& from, const std::string& to, bool twice, const char* kind,
+                   const std::string& py_kind, int line) {
+    SCOPED_TRACE(from + " -> " + to);
+    std::vector<std::string> lines = exported;
+    if (twice) lines.insert(lines.begin() + 2, lines[1]);
+    const size_t at = lines[1].find(from);
     ASSERT_NE(at, std::string::npos);
-    lines[1].insert(at, "\"i1:committed\":60000,");
+    lines[1].replace(at, from.size(), to);
+    if (twice) {
+      const size_t n = lines.back().find("\"projects\":3");
+      ASSERT_NE(n, std::string::npos);
+      lines.back().replace(n, 12, "\"projects\":4");
+    }
     usage::Sha256 body;
     for (size_t i = 0; i + 1 < lines.size(); ++i) body.Update(lines[i] + "\n");
     const size_t ts = lines.back().find("\"sha256\":\"") + 10;
@@ -736,13 +750,20 @@ TEST_F(ArchiveTest, FinishedProjectsGoTheirIdsStayReservedTheOthersStay) {
     auto fv = VerifyRecordsExportFile(forged_path, "projects");
     ASSERT_TRUE(fv.ok());
     EXPECT_FALSE(fv->ok);
-    EXPECT_EQ(fv->kind, "malformed");
-    EXPECT_EQ(fv->broken_at, 2);
+    EXPECT_EQ(fv->kind, kind);
+    EXPECT_EQ(fv->broken_at, line);
     CommandResult forged = Shell(absl::StrCat("/usr/bin/python3 '", RepoRoot(), "deploy/verify_archive.py' '",
                                               forged_path, "'"));
     EXPECT_EQ(forged.exit_code, 1) << forged.output;
-    EXPECT_EQ(forged.output, "BROKEN at line 2: MALFORMED\n");
-  }
+    EXPECT_EQ(forged.output, absl::StrCat("BROKEN at line ", line, ": ", py_kind, "\n"));
+  };
+  forge("\"i1:budget\"", "\"i1:committed\":60000,\"i1:budget\"", false, "malformed", "MALFORMED", 2);
+  const std::string first = exported[1].substr(0, exported[1].find("\",\"version\""));  // {"project":"projects/..."
+  forge(first, "{\"project\":\"projects/p-open\"", false, "malformed", "MALFORMED", 2);
+  const std::string version = exported[1].substr(exported[1].find("\"version\":"), 12);
+  forge(version, "\"version\":0,", false, "malformed", "MALFORMED", 2);
+  forge(version, "\"version\":\"1\",", false, "malformed", "MALFORMED", 2);
+  forge("\"budget_counters\"", "\"budget_counters\"", true, "duplicate", "DUPLICATE", 3);
 
   // Rerun: nothing changes.
   const int64_t keys_done = DbSize();
@@ -753,6 +774,36 @@ TEST_F(ArchiveTest, FinishedProjectsGoTheirIdsStayReservedTheOthersStay) {
   EXPECT_EQ(again->projects_kept, 5);
   EXPECT_EQ(again->projects_changed_kept, 1);
   EXPECT_EQ(DbSize(), keys_done);
+}
+
+// A project that only a booking kept with its lease names (the lease is
+// RETURNED, its deposit not settled) stays; a corrupt counter of a project
+// that would go stops the run (DATA_LOSS naming the key), nothing removed.
+TEST_F(ArchiveTest, AProjectABookingKeptWithItsLeaseNamesStaysACorruptCounterStops) {
+  const int p = bk::keys::Partition("i1");
+  clock_.Set(At(kY, 2, 1));
+  ProjectOf(*store_, clock_, "p-leased", At(kY, 3, 1), At(kY, 6, 1));
+  ProjectOf(*store_, clock_, "p-corrupt", At(kY, 3, 1), At(kY, 6, 1));
+  const std::string lease = LeaseOf(*this, *store_, clock_, At(kY, 4, 1), bv1::Lease::RETURNED, "projects/p-leased");
+  ASSERT_TRUE(pool_->Command({"HSET", bk::keys::Budget(p, "p-corrupt"), "i1:used", "5400000x"}).ok());
+  clock_.Set(At(kY + 1, 2, 1));
+  const int64_t keys_before = DbSize();
+  auto stopped = ArchiveYear(pool_.get(), Options(kY));
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(stopped.status().message(), bk::keys::Budget(p, "p-corrupt"))) << stopped.status();
+  EXPECT_EQ(DbSize(), keys_before);
+
+  ASSERT_TRUE(pool_->Command({"HSET", bk::keys::Budget(p, "p-corrupt"), "i1:used", "5400000"}).ok());
+  auto r = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->leases_kept, 1);
+  EXPECT_EQ(r->bookings_kept, 1);
+  EXPECT_EQ(r->projects, 1);  // p-corrupt, its counters now readable
+  EXPECT_EQ(r->projects_kept, 1);
+  EXPECT_TRUE(Exists(bk::keys::Booking(p, lease)));
+  EXPECT_TRUE(Exists(bk::keys::Project("p-leased")));
+  EXPECT_TRUE(Exists(bk::keys::Budget(p, "p-leased")));
+  EXPECT_FALSE(Exists(bk::keys::Project("p-corrupt")));
 }
 
 // ============================================================ billing
@@ -1930,6 +1981,43 @@ TEST_F(BillingArchiveTest, AProjectAStayingChargeNamesStays) {
   auto c = billing_->GetCharge(Admin(), g);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->project(), "projects/p-billed");
+}
+
+// A project's charge archived with it, then corrected between the export
+// and the removal: billing keeps the charge's group whole, so the project
+// it names stays too (counted as changed), also on a rerun.
+TEST_F(BillingArchiveTest, AProjectWhoseChargeIsCorrectedAfterTheExportStays) {
+  clock_.Set(Local(kY, 2, 1));
+  ProjectOf(*store_, clock_, "p-billed", Local(kY, 3, 1, 0), Local(kY, 4, 1, 0));
+  clock_.Set(Local(kY, 3, 5));
+  const std::string charge = Missed("organizations/lab", Local(kY, 3, 2), "projects/p-billed");
+  ASSERT_FALSE(charge.empty());
+  clock_.Set(Local(kY, 4, 2));
+  for (const std::string org : {"lab", "lab2"}) {
+    const blv1::Invoice inv = Issue("organizations/" + org, absl::StrCat(kY, "-03"), "issue-" + org);
+    ASSERT_TRUE(MarkPaid(inv.name(), "pay-" + org).ok());
+  }
+  clock_.Set(Local(kY + 1, 2, 1));
+  ArchiveOptions crash = Options(kY);
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "manifest" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  auto reversed = Reverse(charge, "reverse-project");
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_charges, 1);  // exported, then kept whole
+  EXPECT_GT(done->billing_changed_kept, 0);
+  EXPECT_EQ(done->projects, 1);
+  EXPECT_EQ(done->projects_changed_kept, 1);
+  EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(charge))));
+  EXPECT_TRUE(Exists(bk::keys::Project("p-billed")));
+  EXPECT_TRUE(Exists(bk::keys::Budget(bk::keys::Partition("i1"), "p-billed")));
+  auto again = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->projects_changed_kept, 1);
+  EXPECT_TRUE(Exists(bk::keys::Project("p-billed")));
 }
 
 // A file rewritten with consistent checksums but a ledger line's amount

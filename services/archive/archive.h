@@ -187,15 +187,19 @@
 //   2. state "removing": read the files again, check their SHA-256 against
 //      the manifest and verify them again (a file changed since is refused:
 //      DATA_LOSS, nothing removed), then remove in batches (each removal is
-//      idempotent: DEL, HDEL, ZREM), the projects one step each (stage
-//      "project_removed" after each; a rerun finds a removed one gone and
-//      removes its counters again), remove billing's groups (stage
+//      idempotent: DEL, HDEL, ZREM), remove billing's groups (stage
 //      "billing_removed_group" after each, "billing_removed" after all:
 //      a group with a member changed since the export stays whole and is
 //      counted in billing_changed_kept, by documents), fold the lists'
 //      lines of the groups that went (stage "billing_folded_list" after
-//      each list; folding
-//      changes no balance), trim the outboxes, set state "done".
+//      each list; folding changes no balance), then the projects one step
+//      each (a project that a charge of the billing file names stays while
+//      that charge is still in Redis, counted in projects_changed_kept:
+//      billing never names a project that is gone; stage "project_step"
+//      after the step, before the counters go, "project_removed" after; a
+//      rerun finds a removed one gone and removes its counters again),
+//      trim the outboxes, set state "done". A budget counter that does not
+//      read as a number stops the export (DATA_LOSS naming the key).
 //   3. state "done": nothing to do (ArchiveResult::already_done).
 // A crash anywhere resumes at the state recorded: rerun the same command.
 //
@@ -266,8 +270,8 @@ struct ArchiveOptions {
   // year there.
   std::string billing_time_zone = "Asia/Shanghai";
   // Tests: called with a stage name ("exported", "manifest", "removed_batch",
-  // "project_removed", "billing_removed_group", "billing_removed",
-  // "billing_folded_list");
+  // "billing_removed_group", "billing_removed", "billing_folded_list",
+  // "project_step", "project_removed");
   // a non-OK status stops the run there (a crash).
   std::function<absl::Status(absl::string_view stage)> stop_for_testing;
 };
@@ -333,7 +337,9 @@ absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, st
 FileVerdict VerifyBillingExport(absl::string_view file);
 // The leases / orders / projects file (kind "leases", "orders" or
 // "projects"): as the bookings file; a project record's budget_counters
-// must be non-negative integers, committed 0 (kind malformed).
+// must be non-negative integers, committed 0, its "project" the document's
+// name and its "version" an integer >= 1 (kind malformed), and no project
+// appears twice (kind duplicate).
 absl::StatusOr<FileVerdict> VerifyRecordsExportFile(const std::string& path, absl::string_view kind,
                                                     std::string* sha256_hex = nullptr);
 absl::StatusOr<FileVerdict> VerifyBillingExportFile(const std::string& path, std::string* sha256_hex = nullptr);

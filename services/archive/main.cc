@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
                          ")")
           : std::string("no audit entries (the audit file is empty)");
   std::printf("%s %d: %s, %lld bookings (%lld kept with their lease or order), %lld leases (%lld kept), "
-              "%lld service orders (%lld kept), %lld projects (%lld kept; changed since the export, kept: %lld), billing %lld charges, %lld postings, %lld ledger lines "
+              "%lld service orders (%lld kept), %lld projects (%lld kept; changed since the export, kept: %lld), "
+              "billing %lld charges, %lld postings, %lld ledger lines "
               "(%lld account lists carried forward; kept, not final: %lld charges, %lld postings; "
               "changed since the export, kept: %lld), %lld outbox entries trimmed, "
               "%lld keys deleted; files %s (sha256 %s), %s (sha256 %s), %s (sha256 %s), %s (sha256 %s), "

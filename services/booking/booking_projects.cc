@@ -8,6 +8,7 @@
 #include <google/protobuf/util/field_mask_util.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
@@ -208,9 +209,7 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   // Budgets before the commit: a crash between leaves counters of a project
   // that does not exist, which no booking can reach, and a claim only this
   // request_id can resume.
-  for (const auto& b : project.instrument_budgets()) {
-    LS_RETURN_IF_ERROR(store_->SetBudget(id, IdOf(b.instrument()), absl::ToInt64Milliseconds(FromProto(b.budget()))));
-  }
+  LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, 1));
   v1::BookingEvent event = Event(p, r.request_id());
   *event.mutable_project_created()->mutable_project() = project;
   Mutation m;
@@ -321,6 +320,10 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
   if (seen) {
     v1::Project replay;
     replay.ParseFromString(*seen);
+    // A crash after the commit may have left the counters behind: written
+    // again at the replayed version (a later version's stay).
+    int64_t at = 0;
+    if (absl::SimpleAtoi(replay.etag(), &at)) LS_RETURN_IF_ERROR(SetProjectBudgets(replay, {}, at));
     return replay;
   }
   int64_t version = 0;
@@ -351,9 +354,6 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
                                     " used or committed"));
     }
   }
-  for (const auto& [instrument, budget_ms] : budgets) {
-    LS_RETURN_IF_ERROR(store_->SetBudget(id, instrument, budget_ms));
-  }
   *project.mutable_update_time() = ToProto(clock_->Now());
   project.set_etag(std::to_string(version + 1));
   project.set_state(ProjectState(project));
@@ -370,8 +370,32 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
   m.outbox_key = keys::ProjectOutbox();
   m.event_type = v1::BookingEvent::descriptor()->full_name();
   m.event_payload = event.SerializeAsString();
-  return CommitProject(m, project, MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
-                                            "the project changed concurrently; read it again and retry"));
+  // The counters follow the committed document, at its version: a
+  // conflicted update writes none, and a late write of an older version
+  // never overwrites a newer budget. (Until they are written, bookings see
+  // the previous budget.)
+  std::vector<std::string> dropped;
+  for (const auto& b : current.instrument_budgets()) dropped.push_back(IdOf(b.instrument()));
+  LS_ASSIGN_OR_RETURN(v1::Project out,
+                      CommitProject(m, project, MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                                                          "the project changed concurrently; read it again and retry")));
+  int64_t at = 0;
+  if (absl::SimpleAtoi(out.etag(), &at)) LS_RETURN_IF_ERROR(SetProjectBudgets(out, dropped, at));
+  return out;
+}
+
+absl::Status BookingManager::SetProjectBudgets(const v1::Project& project, const std::vector<std::string>& dropped,
+                                               int64_t version) const {
+  const std::string id = IdOf(project.name());
+  std::map<std::string, int64_t> budgets;
+  for (const auto& b : project.instrument_budgets()) {
+    budgets[IdOf(b.instrument())] = absl::ToInt64Milliseconds(FromProto(b.budget()));
+  }
+  for (const auto& instrument : dropped) budgets.emplace(instrument, 0);  // no longer budgeted
+  for (const auto& [instrument, budget_ms] : budgets) {
+    LS_RETURN_IF_ERROR(store_->SetBudget(id, instrument, budget_ms, version));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace labshare::booking

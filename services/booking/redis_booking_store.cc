@@ -384,9 +384,20 @@ absl::Status BookingStore::Publish(int partition, const std::string& event) cons
 }
 
 absl::Status BookingStore::SetBudget(absl::string_view project_id, absl::string_view instrument_id,
-                                     int64_t budget_ms) const {
-  return pool_->Command({"HSET", keys::Budget(keys::Partition(instrument_id), project_id),
-                         absl::StrCat(instrument_id, ":budget"), std::to_string(budget_ms)})
+                                     int64_t budget_ms, int64_t project_version) const {
+  const std::string key = keys::Budget(keys::Partition(instrument_id), project_id);
+  if (project_version <= 0) {
+    return pool_->Command({"HSET", key, absl::StrCat(instrument_id, ":budget"), std::to_string(budget_ms)}).status();
+  }
+  // KEYS: the budget hash. ARGV: instrument id, budget (ms), project version.
+  static const RedisScript* script = new RedisScript(R"lua(
+local at = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':budget_version') or '0')
+if at and at >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1] .. ':budget', ARGV[2], ARGV[1] .. ':budget_version', ARGV[3])
+return 1
+)lua");
+  return pool_->Eval(*script, {key}, {std::string(instrument_id), std::to_string(budget_ms),
+                                      std::to_string(project_version)})
       .status();
 }
 

@@ -35,7 +35,9 @@
 //                            index {bk:P}:orders:<instr>; now {bk:P}:ls:o:...)
 //   {bk:P}:budget:<project>  HASH "<instr>:budget|committed|used" -> ms: a joint-
 //                            research project's hours on an instrument, kept
-//                            with the calendar so the create step checks them
+//                            with the calendar so the create step checks them;
+//                            "<instr>:budget_version" the project version the
+//                            budget was set from (CreateProject, UpdateProject)
 //   {bk:P}:quotas:<instr>:<org>   quotas of an organisation on an instrument
 //   {bk:P}:qc:<instr>:<org>       their counters; index {bk:P}:quotaidx
 //   {booking}:project:<id>   Project document; index {booking}:projects;
@@ -324,8 +326,11 @@ class BookingStore {
                                    absl::string_view entry) const;
   absl::Status Publish(int partition, const std::string& event) const;
   // Sets a project's budget on an instrument (committed and used untouched).
+  // With a project version (> 0): only if the budget was not set from that
+  // or a later version ("<instr>:budget_version"), so a late write of an
+  // older version never overwrites a newer budget.
   absl::Status SetBudget(absl::string_view project_id, absl::string_view instrument_id,
-                         int64_t budget_ms) const;
+                         int64_t budget_ms, int64_t project_version = 0) const;
   // CreateProject's first step, in {booking}: the request's idempotency
   // record answers a replay (or REQUEST_REUSED); else an existing document,
   // or a reservation held by another owner, means the id is taken; else the

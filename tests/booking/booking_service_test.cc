@@ -723,6 +723,51 @@ TEST_F(JointResearchTest, ConcurrentCreatesOfOneIdLeaveTheWinnersBudget) {
   EXPECT_TRUE(Exists(keys::ProjectIdempotency("CreateProject", absl::StrCat("race-", winner))));
 }
 
+// Concurrent updates of one project version with different budgets: one
+// wins, the counters hold its budget (a conflicted update writes none, and
+// no late write of an older version overwrites a newer one).
+TEST_F(JointResearchTest, ConcurrentUpdatesLeaveTheWinnersBudget) {
+  grpc::Status s;
+  const v1::Project created = MakeProject(v1::Project::CUSTOM, {5000, 5000}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  constexpr int kUpdates = 8;
+  std::vector<grpc::Status> statuses(kUpdates);
+  std::vector<v1::Project> updated(kUpdates);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kUpdates; ++i) {
+    threads.emplace_back([&, i] {
+      v1::UpdateProjectRequest r;
+      r.set_request_id(absl::StrCat("update-", i));
+      r.mutable_project()->set_name(created.name());
+      r.mutable_project()->set_etag(created.etag());
+      auto* budget = r.mutable_project()->add_instrument_budgets();
+      budget->set_instrument("instruments/tem");
+      *budget->mutable_budget() = ToProto(absl::Hours(10 + i));
+      r.mutable_update_mask()->add_paths("instrument_budgets");
+      statuses[i] = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &updated[i], admin_);
+    });
+  }
+  for (auto& t : threads) t.join();
+  int winner = -1;
+  for (int i = 0; i < kUpdates; ++i) {
+    if (statuses[i].ok()) {
+      EXPECT_EQ(winner, -1) << "two updates of version 1 succeeded";
+      winner = i;
+    } else {
+      EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::ABORTED) << statuses[i].error_message();
+      const std::string reason = GrpcErrorReason(statuses[i]);
+      EXPECT_TRUE(reason == "CONCURRENT_MODIFICATION" || reason == "ETAG_MISMATCH") << reason;
+    }
+  }
+  ASSERT_NE(winner, -1);
+  EXPECT_EQ(updated[winner].etag(), "2");
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(10 + winner));
+  const auto version =
+      pool_->Command({"HGET", keys::Budget(keys::Partition("tem"), "prj"), "tem:budget_version"});
+  ASSERT_TRUE(version.ok());
+  EXPECT_EQ(version->str, "2");
+}
+
 // A create that crashed after claiming the id (its claim holds the
 // reservation, no document): only the same request_id resumes it.
 TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {

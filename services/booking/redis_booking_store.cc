@@ -406,17 +406,12 @@ absl::StatusOr<BookingStore::ProjectClaim> BookingStore::ClaimProjectId(const st
                                                                       absl::string_view project_id,
                                                                       absl::string_view owner) const {
   // KEYS: idempotency record (or the document as placeholder), document,
-  // reservation. ARGV: has idempotency, fingerprint, owner.
-  static const RedisScript* script = new RedisScript(R"lua(
-if ARGV[1] == '1' then
-  local rec = redis.call('HMGET', KEYS[1], 'f', 'r')
-  if rec[1] then
-    if rec[1] == ARGV[2] then return {'REPLAY', rec[2]} end
-    return {'REUSED'}
-  end
-end
+  // reservation. ARGV: fingerprint ('' without an idempotency key), owner.
+  static const RedisScript* script = new RedisScript(std::string(kReplayLua) + R"lua(
+local answer = replay(KEYS[1], ARGV[1])
+if answer then return answer end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'TAKEN'} end
-local mine = 'claim:' .. ARGV[3]
+local mine = 'claim:' .. ARGV[2]
 local d = redis.call('HGET', KEYS[3], 'd')
 if d then
   if d == mine then return {'CLAIMED'} end
@@ -429,7 +424,7 @@ return {'CLAIMED'}
   const std::string doc = keys::Project(project_id);
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(*script, {has_idem ? idempotency_key : doc, doc,
                                                           keys::ProjectIdReservation(project_id)},
-                                                {has_idem ? "1" : "0", fingerprint, std::string(owner)}));
+                                                {has_idem ? fingerprint : "", std::string(owner)}));
   if (v.type != RedisValue::Type::kArray || v.elements.empty()) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }

@@ -4,7 +4,10 @@
 // recorded at the cut (signed head included), a crash midway resumes, a
 // rerun is a no-op, an open year / an unfinished booking / a consumer behind
 // is refused, and a tampered archive is detected before anything is removed;
-// finished projects go, their ids staying reserved, the others stay.
+// finished projects go, their ids staying reserved, the others stay (also
+// one whose charge is corrected between the export and the removal, and
+// one named only by a booking kept with its lease); forged projects files
+// and a corrupt budget counter are refused.
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>

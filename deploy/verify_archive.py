@@ -3,11 +3,11 @@
 trail (the audit file is deploy/verify_audit.py's).
 
     python3 deploy/verify_archive.py billing-2026.jsonl
-    python3 deploy/verify_archive.py bookings-2026.jsonl   # leases-, orders-2026.jsonl alike
+    python3 deploy/verify_archive.py bookings-2026.jsonl   # leases-, orders-, projects-2026.jsonl alike
 
 Python 3 standard library only. Prints one line and exits with
     0  "OK billing <year>: <c> charges, <p> postings, <l> ledger lines"
-       "OK bookings <year>: <n> bookings" (leases, orders alike)
+       "OK bookings <year>: <n> bookings" (leases, orders, projects alike)
     1  "BROKEN at line <n>: <kind>"   (the first break, in file order)
     2  the file cannot be read, or bad arguments.
 
@@ -38,6 +38,14 @@ debits and credits apart (CARRIED_FORWARD_MISMATCH); the trailer counts
 them ("lists"). The header also carries the audit anchor
 (audit_last_sequence, audit_last_hash: the audit file's last entry).
 
+The projects file (labshare-projects-jsonl) also carries, per project, its
+budget counters ("budget_counters": {"<instrument>:budget|committed|used":
+milliseconds}); they must be an object of non-negative integers, committed
+zero (MALFORMED otherwise): a project that goes holds no booking's hours.
+Its "project" must be the document's name and "version" an integer >= 1
+(MALFORMED otherwise; the removal acts on them, and the SHA-256 covers only
+the document), and a project appears once (DUPLICATE).
+
 Every file: a name of the form <kind>-<year>.jsonl must match its header's
 format and year (MALFORMED at line 1 otherwise).
 """
@@ -58,6 +66,7 @@ FORMATS = {
     "labshare-bookings-jsonl": "bookings",
     "labshare-leases-jsonl": "leases",
     "labshare-orders-jsonl": "orders",
+    "labshare-projects-jsonl": "projects",
 }
 
 
@@ -186,6 +195,37 @@ def _totals(value):
     return out
 
 
+def _project_counters_ok(counters):
+    """A project's budget counters: non-negative integers, nothing committed."""
+    if not isinstance(counters, dict):
+        return False
+    for field, ms in counters.items():
+        if type(ms) is not int or ms < 0:
+            return False
+        if field.endswith(":committed") and ms != 0:
+            return False
+    return True
+
+
+def _project_line(line_no, obj, doc, seen):
+    """A projects record: counters as _project_counters_ok says; "project"
+    is the document's name (Project field 1; the removal acts on it, and
+    the record's SHA-256 covers only the document) and appears once;
+    "version" an integer >= 1."""
+    if not _project_counters_ok(obj.get("budget_counters")):
+        raise Broken(line_no, "MALFORMED")
+    try:
+        names = [v.decode("utf-8") for number, wire, v in _fields(doc) if number == 1 and wire == 2]
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise Broken(line_no, "MALFORMED")
+    project, version = obj.get("project"), obj.get("version")
+    if not names or names[-1] != project or type(version) is not int or version < 1:
+        raise Broken(line_no, "MALFORMED")
+    if project in seen:
+        raise Broken(line_no, "DUPLICATE")
+    seen.add(project)
+
+
 def verify(path):
     with open(path, "rb") as f:
         data = f.read()
@@ -204,7 +244,8 @@ def verify(path):
     required = set()  # posting ids archived charges name
     list_totals = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # account key -> (cp, cur) -> [debit, credit]
     cf_keys = set()
-    named = re.match(r"^(billing|bookings|leases|orders)-(\d+)\.jsonl$", os.path.basename(path))
+    projects_seen = set()  # "project" of the projects file's records
+    named = re.match(r"^(billing|bookings|leases|orders|projects)-(\d+)\.jsonl$", os.path.basename(path))
     for n, raw in enumerate(lines, start=1):
         try:
             obj = json.loads(raw.decode("utf-8"))
@@ -249,7 +290,9 @@ def verify(path):
             trailer = True
             continue
         elif fmt != "labshare-billing-jsonl":
-            _record(n, obj)
+            doc = _record(n, obj)
+            if fmt == "labshare-projects-jsonl":
+                _project_line(n, obj, doc, projects_seen)
             counts["record"] += 1
         else:
             kind = obj.get("kind")
@@ -337,7 +380,8 @@ def verify(path):
 
 def main(argv):
     if len(argv) != 2 or argv[1].startswith("-"):
-        print("usage: verify_archive.py FILE (billing-, bookings-, leases- or orders-<year>.jsonl)", file=sys.stderr)
+        print("usage: verify_archive.py FILE (billing-, bookings-, leases-, orders- or projects-<year>.jsonl)",
+              file=sys.stderr)
         return 2
     try:
         print(verify(argv[1]))

@@ -316,18 +316,20 @@ struct StoredBooking {
   bv1::Booking booking;
 };
 
-// Calls fn for each booking whose reserved interval ended before the cut,
-// partition by partition, reading the listing index {bk:P}:ls:b:all (score:
-// reserved start) in batches from a (score, ids at that score) cursor.
-absl::Status ForEachBookingBefore(RedisPool* pool, int64_t cut_ms, int batch,
+// Calls fn for each booking whose reserved interval starts before the cut
+// (with from_cut: at or after it), partition by partition, reading the
+// listing index {bk:P}:ls:b:all (score: reserved start) in batches from a
+// (score, ids at that score) cursor. (The caller looks at the end.)
+absl::Status ForEachListedBooking(RedisPool* pool, int64_t cut_ms, bool from_cut, int batch,
                                   const std::function<absl::Status(const StoredBooking&)>& fn) {
+  const std::string max = from_cut ? "+inf" : absl::StrCat("(", cut_ms);
   for (int p = 0; p < bk::kPartitions; ++p) {
-    std::string min = "-inf";
+    std::string min = from_cut ? std::to_string(cut_ms) : "-inf";
     std::set<std::string> seen_at_min;
     while (true) {
       const size_t limit = seen_at_min.size() + static_cast<size_t>(batch);
       LS_ASSIGN_OR_RETURN(RedisValue r,
-                          pool->Command({"ZRANGEBYSCORE", bk::keys::ListAll(p, 'b'), min, absl::StrCat("(", cut_ms),
+                          pool->Command({"ZRANGEBYSCORE", bk::keys::ListAll(p, 'b'), min, max,
                                          "WITHSCORES", "LIMIT", "0", std::to_string(limit)}));
       if (!r.is_array() || r.elements.size() % 2 != 0) return absl::InternalError("unexpected ZRANGEBYSCORE reply");
       std::vector<std::pair<std::string, std::string>> fresh;  // (id, score)
@@ -351,7 +353,6 @@ absl::Status ForEachBookingBefore(RedisPool* pool, int64_t cut_ms, int batch,
         if (!b.booking.ParseFromString(b.data)) {
           return absl::DataLossError(absl::StrCat("booking ", b.id, " does not parse"));
         }
-        if (absl::ToUnixMillis(FromProto(b.booking.reserved_interval().end_time())) >= cut_ms) continue;
         LS_RETURN_IF_ERROR(fn(b));
       }
       const std::string last = fresh.back().second;
@@ -630,11 +631,11 @@ std::string RecordLine(const StoredRecord& r, absl::string_view field, absl::str
                       "\",\"sha256\":\"", Sha256Hex(r.data), "\"}\n");
 }
 
-// Writes a records file: header, lines, trailer with the count.
+// Writes a records file: header, one line per record (each ends in '\n'),
+// trailer with the count.
 absl::StatusOr<std::unique_ptr<FileWriter>> WriteRecords(const std::string& path, const std::string& format,
                                                          const std::string& count_field, int year, int64_t cut_ms,
-                                                         const std::vector<StoredRecord>& records,
-                                                         absl::string_view field, absl::string_view collection) {
+                                                         const std::vector<std::string>& lines) {
   LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> w, FileWriter::Open(path));
   usage::Sha256 sum;
   auto put = [&](const std::string& line) {
@@ -643,10 +644,17 @@ absl::StatusOr<std::unique_ptr<FileWriter>> WriteRecords(const std::string& path
   };
   LS_RETURN_IF_ERROR(put(absl::StrCat("{\"format\":\"", format, "\",\"version\":1,\"year\":", year,
                                       ",\"cut_ms\":", cut_ms, "}\n")));
-  for (const auto& r : records) LS_RETURN_IF_ERROR(put(RecordLine(r, field, collection)));
-  LS_RETURN_IF_ERROR(w->Append(absl::StrCat("{\"trailer\":true,\"", count_field, "\":", records.size(),
+  for (const auto& line : lines) LS_RETURN_IF_ERROR(put(line));
+  LS_RETURN_IF_ERROR(w->Append(absl::StrCat("{\"trailer\":true,\"", count_field, "\":", lines.size(),
                                             ",\"sha256\":\"", sum.HexDigest(), "\"}\n")));
   return w;
+}
+
+std::vector<std::string> RecordLines(const std::vector<StoredRecord>& records, absl::string_view field,
+                                     absl::string_view collection) {
+  std::vector<std::string> lines;
+  for (const auto& r : records) lines.push_back(RecordLine(r, field, collection));
+  return lines;
 }
 
 // A record line of a verified file: partition, id (after the collection),
@@ -777,6 +785,198 @@ absl::StatusOr<int64_t> SweepLeaseAndOrderOrgIndexes(RedisPool* pool, int64_t cu
   return removed;
 }
 
+// ------------------------------------------------------------ projects
+
+// A project as it is written to its file: the document, and its budget
+// counters ({bk:P}:budget:<id> of every partition, fields
+// "<instrument>:budget|committed|used" in ms), which go with it.
+struct StoredProject {
+  std::string id;
+  int64_t version = 0;
+  std::string data;
+  std::map<std::string, int64_t> counters;
+};
+
+struct ProjectSelection {
+  std::vector<StoredProject> projects;
+  int64_t kept = 0;
+};
+
+// The projects final by their own fields: the period ended at or before the
+// cut (half-open: it lies in the closed years), the last change before the
+// cut and applied by every consumer. `kept` counts the others.
+absl::StatusOr<ProjectSelection> FinalProjects(RedisPool* pool, int64_t cut_ms, int64_t safe_ms, int batch) {
+  ProjectSelection out;
+  std::string min = "-";
+  while (true) {
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYLEX", bk::keys::Projects(), min, "+", "LIMIT", "0",
+                                                     std::to_string(batch)}));
+    if (!r.is_array()) return absl::InternalError("unexpected ZRANGEBYLEX reply");
+    if (r.elements.empty()) return out;
+    std::vector<std::vector<std::string>> gets;
+    for (const auto& e : r.elements) gets.push_back({"HMGET", bk::keys::Project(e.str), "d", "v"});
+    LS_ASSIGN_OR_RETURN(auto docs, pool->Pipeline(gets));
+    for (size_t i = 0; i < docs.size(); ++i) {
+      if (!docs[i].is_array() || docs[i].elements.size() != 2 || docs[i].elements[0].is_nil()) continue;
+      StoredProject sp;
+      sp.id = r.elements[i].str;
+      sp.data = docs[i].elements[0].str;
+      absl::SimpleAtoi(docs[i].elements[1].str, &sp.version);
+      bv1::Project project;
+      if (!project.ParseFromString(sp.data)) return absl::DataLossError(absl::StrCat("project ", sp.id, " does not parse"));
+      const int64_t ended = absl::ToUnixMillis(FromProto(project.period().end_time()));
+      const int64_t changed = absl::ToUnixMillis(FromProto(project.update_time()));
+      if (ended <= cut_ms && changed < cut_ms && changed < safe_ms) {
+        out.projects.push_back(std::move(sp));
+      } else {
+        ++out.kept;
+      }
+    }
+    if (static_cast<int>(r.elements.size()) < batch) return out;
+    min = "(" + r.elements.back().str;
+  }
+}
+
+// Keeps the selected projects that something staying in Redis names
+// (`named`: bookings, charges) or whose counters still hold committed time
+// (a booking holding hours), and reads the budget counters of the others.
+absl::Status SettleProjects(RedisPool* pool, const std::set<std::string>& named, ProjectSelection* sel) {
+  std::vector<StoredProject> go;
+  for (auto& sp : sel->projects) {
+    if (named.count(sp.id) > 0) {
+      ++sel->kept;
+      continue;
+    }
+    std::vector<std::vector<std::string>> reads;
+    for (int p = 0; p < bk::kPartitions; ++p) reads.push_back({"HGETALL", bk::keys::Budget(p, sp.id)});
+    LS_ASSIGN_OR_RETURN(auto replies, pool->Pipeline(reads));
+    bool holding = false;
+    for (int p = 0; p < bk::kPartitions; ++p) {
+      const RedisValue& h = replies[p];
+      const std::string key = bk::keys::Budget(p, sp.id);
+      if (h.is_error() || !h.is_array()) {
+        return absl::DataLossError(absl::StrCat("reading ", key, ": ", h.is_error() ? h.str : "not a hash"));
+      }
+      for (size_t i = 0; i + 1 < h.elements.size(); i += 2) {
+        int64_t ms = 0;
+        if (!absl::SimpleAtoi(h.elements[i + 1].str, &ms)) {
+          return absl::DataLossError(absl::StrCat(key, " field ", h.elements[i].str, " holds '",
+                                                  h.elements[i + 1].str, "', not a number of milliseconds"));
+        }
+        sp.counters[h.elements[i].str] = ms;
+        holding |= absl::EndsWith(h.elements[i].str, ":committed") && ms != 0;
+      }
+    }
+    if (holding) {
+      ++sel->kept;
+      continue;
+    }
+    go.push_back(std::move(sp));
+  }
+  sel->projects = std::move(go);
+  return absl::OkStatus();
+}
+
+std::string ProjectLine(const StoredProject& sp) {
+  std::string counters;
+  for (const auto& [field, ms] : sp.counters) {
+    absl::StrAppend(&counters, counters.empty() ? "" : ",", "\"", JsonEscape(field), "\":", ms);
+  }
+  return absl::StrCat("{\"project\":\"projects/", JsonEscape(sp.id), "\",\"version\":", sp.version,
+                      ",\"document\":\"", absl::Base64Escape(sp.data), "\",\"sha256\":\"", Sha256Hex(sp.data),
+                      "\",\"budget_counters\":{", counters, "}}\n");
+}
+
+// One project, in {booking}: its id's reservation first (written when
+// missing: a project created before reservations), then, if the document
+// is still at the version archived, the document and its listing index
+// member. KEYS: document, reservation, index; ARGV: version, id, name.
+// Returns 1 removed, 2 gone already (an earlier run), 0 kept (changed since
+// the export, e.g. its period extended: a later year archives it).
+const RedisScript& RemoveProjectScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('HSET', KEYS[2], 'v', 1, 'd', ARGV[3]) end
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return 2 end
+if v ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+)lua");
+  return *s;
+}
+
+absl::Status Stop(const ArchiveOptions& o, absl::string_view stage);
+
+struct ProjectRemoval {
+  int64_t gone = 0;     // keys that went away
+  int64_t changed = 0;  // changed since the export: kept
+};
+
+// Removes the projects a verified projects file names, one Lua step each,
+// then the budget counters of those that went (a crash between leaves
+// counters no booking can reach; the rerun finds the project gone and
+// removes them). Runs after the billing removal: a project that a charge
+// of the billing file names stays (counted as changed) while that charge
+// is still in Redis (its group kept whole, e.g. corrected after the
+// export), so billing never names a project that is gone; the same answer
+// on every rerun. `charges`: project id -> charge keys (ChargeKeysByProject).
+absl::StatusOr<ProjectRemoval> RemoveProjects(RedisPool* pool, const std::string& path, const ArchiveOptions& o,
+                                              const std::map<std::string, std::vector<std::string>>& charges) {
+  ProjectRemoval out;
+  absl::Status bad = absl::OkStatus();
+  int64_t line_no = 0;
+  auto remove = [&](absl::string_view line) -> absl::Status {
+    Struct s;
+    std::string name;
+    int64_t version = 0;
+    if (!ParseLine(line, &s) || !Str(Field(s, "project"), &name) || !Int(Field(s, "version"), &version) ||
+        !absl::StartsWith(name, "projects/")) {
+      return absl::DataLossError("projects file: malformed line");
+    }
+    const std::string id = bk::IdOf(name);
+    if (auto it = charges.find(id); it != charges.end()) {
+      std::vector<std::vector<std::string>> exists;
+      for (const auto& key : it->second) exists.push_back({"EXISTS", key});
+      LS_ASSIGN_OR_RETURN(auto replies, pool->Pipeline(exists));
+      for (const auto& e : replies) {
+        if (e.is_error()) return absl::InternalError(absl::StrCat("EXISTS on a charge of ", name, ": ", e.str));
+        if (e.integer != 0) {
+          ++out.changed;
+          return absl::OkStatus();
+        }
+      }
+    }
+    LS_ASSIGN_OR_RETURN(RedisValue r, pool->Eval(RemoveProjectScript(),
+                                                 {bk::keys::Project(id), bk::keys::ProjectIdReservation(id),
+                                                  bk::keys::Projects()},
+                                                 {std::to_string(version), id, name}));
+    if (r.integer == 0) {
+      ++out.changed;
+      return absl::OkStatus();
+    }
+    if (r.integer == 1) {
+      ++out.gone;
+      LS_ASSIGN_OR_RETURN(RedisValue left, pool->Command({"EXISTS", bk::keys::Projects()}));
+      if (left.integer == 0) ++out.gone;
+    }
+    LS_RETURN_IF_ERROR(Stop(o, "project_step"));
+    std::vector<std::vector<std::string>> dels;
+    for (int p = 0; p < bk::kPartitions; ++p) dels.push_back({"DEL", bk::keys::Budget(p, id)});
+    LS_ASSIGN_OR_RETURN(auto deleted, pool->Pipeline(dels));
+    for (const auto& d : deleted) out.gone += d.integer;
+    return Stop(o, "project_removed");
+  };
+  LS_RETURN_IF_ERROR(ForEachLine(path, [&](absl::string_view line) {
+                       ++line_no;
+                       if (line_no == 1 || absl::StartsWith(line, "{\"trailer\"")) return true;
+                       bad = remove(line);
+                       return bad.ok();
+                     }).status());
+  LS_RETURN_IF_ERROR(bad);
+  return out;
+}
+
 // ------------------------------------------------------------ billing
 
 namespace bl = labshare::billing;
@@ -806,11 +1006,12 @@ struct BillingSelection {
   // Created before the cut but not final (an invoice line not on a paid
   // invoice, a held deposit, a lease still out, a correction after the cut).
   int64_t charges_kept = 0, postings_kept = 0;
-  // Ids of the leases, service orders and bookings that a charge or posting
-  // staying in Redis names (kept, or after the cut): they stay too, so
-  // billing never names a lease, order or booking that is gone. (A lease's
-  // booking id is the lease id.)
-  std::set<std::string> keep_leases, keep_orders, keep_bookings;
+  // Ids of the leases, service orders, bookings and projects that a charge
+  // or posting staying in Redis names (kept, or after the cut): they stay
+  // too, so billing never names a lease, order, booking or project that is
+  // gone. (A lease's booking id is the lease id; a posting names a project
+  // only through its charge, which stays with it.)
+  std::set<std::string> keep_leases, keep_orders, keep_bookings, keep_projects;
 };
 
 // Members of a "<ms, 15 digits>|<id>" index before cut_ms, in order.
@@ -1114,6 +1315,7 @@ absl::StatusOr<BillingSelection> SelectBilling(RedisPool* pool, int year, int64_
     if (!c.lease().empty()) out.keep_leases.insert(bk::IdOf(c.lease()));
     if (!c.service_order().empty()) out.keep_orders.insert(bk::IdOf(c.service_order()));
     if (!c.booking().empty()) out.keep_bookings.insert(bk::IdOf(c.booking()));
+    if (!c.project().empty()) out.keep_projects.insert(bk::IdOf(c.project()));
   };
   auto name_posting = [&](const blv1::Posting& p) {
     // A deposit's id is its lease's.
@@ -1545,6 +1747,28 @@ absl::StatusOr<BillingRemoval> RemoveBilling(RedisPool* pool, const std::string&
   return out;
 }
 
+// The charges of a verified billing file that name a project: project id
+// -> their document keys.
+absl::StatusOr<std::map<std::string, std::vector<std::string>>> ChargeKeysByProject(const std::string& path) {
+  std::map<std::string, std::vector<std::string>> out;
+  absl::Status bad = absl::OkStatus();
+  LS_RETURN_IF_ERROR(ForEachLine(path, [&](absl::string_view line) {
+                       Struct s;
+                       std::string kind, key, b64, doc;
+                       if (!ParseLine(line, &s) || !Str(Field(s, "kind"), &kind) || kind != "charge") return true;
+                       blv1::Charge c;
+                       if (!Str(Field(s, "key"), &key) || !Str(Field(s, "document"), &b64) ||
+                           !absl::Base64Unescape(b64, &doc) || !c.ParseFromString(doc)) {
+                         bad = absl::DataLossError("billing file: malformed charge record");
+                         return false;
+                       }
+                       if (!c.project().empty()) out[bk::IdOf(c.project())].push_back(key);
+                       return true;
+                     }).status());
+  LS_RETURN_IF_ERROR(bad);
+  return out;
+}
+
 // One Lua step in {usage}: the manifest, and the base moved forward.
 const RedisScript& CommitScript() {
   static const RedisScript* s = new RedisScript(R"lua(
@@ -1730,6 +1954,19 @@ class BookingsVerifier : public JsonlVerifierBase {
         return Broken("malformed");
       }
       if (Sha256Hex(doc) != sum) return Broken("hash_mismatch");
+      if (count_field_ == "projects") {
+        // The removal acts on "project" and "version", which the SHA-256
+        // does not cover: the name must be the document's, once.
+        bv1::Project project;
+        std::string name;
+        int64_t version = 0;
+        if (!ProjectCountersOk(Field(o, "budget_counters")) || !project.ParseFromString(doc) ||
+            !Str(Field(o, "project"), &name) || name != project.name() || !Int(Field(o, "version"), &version) ||
+            version < 1) {
+          return Broken("malformed");
+        }
+        if (!projects_seen_.insert(name).second) return Broken("duplicate");
+      }
       ++verdict_.entries;
     }
     sha_.Update(line);
@@ -1738,7 +1975,18 @@ class BookingsVerifier : public JsonlVerifierBase {
   }
 
  private:
+  // A project's budget counters: non-negative integers (ms), nothing
+  // committed (a project that goes holds no booking's hours).
+  static bool ProjectCountersOk(const Value* v) {
+    if (v == nullptr || v->kind_case() != Value::kStructValue) return false;
+    for (const auto& [field, ms] : v->struct_value().fields()) {
+      int64_t n = 0;
+      if (!Int(&ms, &n) || n < 0 || (absl::EndsWith(field, ":committed") && n != 0)) return false;
+    }
+    return true;
+  }
   std::string format_, count_field_;
+  std::set<std::string> projects_seen_;
 };
 
 // The billing file, line by line: header, each record's SHA-256, every
@@ -1982,6 +2230,7 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   result.billing_file = absl::StrCat(o.dir, "/billing-", o.year, ".jsonl");
   result.leases_file = absl::StrCat(o.dir, "/leases-", o.year, ".jsonl");
   result.orders_file = absl::StrCat(o.dir, "/orders-", o.year, ".jsonl");
+  result.projects_file = absl::StrCat(o.dir, "/projects-", o.year, ".jsonl");
   const std::string manifest_key = ManifestKey(o.year);
 
   auto read_manifest = [&]() -> absl::StatusOr<std::map<std::string, std::string>> {
@@ -2018,6 +2267,11 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     result.orders_sha256 = Get(m, "orders_sha256");
     if (!Get(m, "leases_file").empty()) result.leases_file = Get(m, "leases_file");
     if (!Get(m, "orders_file").empty()) result.orders_file = Get(m, "orders_file");
+    absl::SimpleAtoi(Get(m, "projects"), &result.projects);
+    absl::SimpleAtoi(Get(m, "projects_kept"), &result.projects_kept);
+    absl::SimpleAtoi(Get(m, "projects_changed_kept"), &result.projects_changed_kept);
+    result.projects_sha256 = Get(m, "projects_sha256");
+    if (!Get(m, "projects_file").empty()) result.projects_file = Get(m, "projects_file");
   };
   if (Get(manifest, "state") == "done") {
     fill(manifest);
@@ -2061,6 +2315,13 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     LS_ASSIGN_OR_RETURN(LeasesAndOrders lo, SelectLeasesAndOrders(pool, cut_ms, consumers.safe_ms, batch,
                                                                   billing.keep_leases, billing.keep_orders));
     lo.keep_bookings.insert(billing.keep_bookings.begin(), billing.keep_bookings.end());
+    // ---- projects final by their own fields; those something staying names
+    // stay (charges here, bookings below)
+    LS_ASSIGN_OR_RETURN(ProjectSelection projects, FinalProjects(pool, cut_ms, consumers.safe_ms, batch));
+    std::set<std::string> named_projects = billing.keep_projects;
+    auto name_project = [&](const StoredBooking& b) {
+      if (!b.booking.project().empty()) named_projects.insert(bk::IdOf(b.booking.project()));
+    };
 
     // ---- the bookings file, checking each booking as it goes (a refusal
     // leaves no file)
@@ -2074,8 +2335,13 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
                                         ",\"cut_ms\":", cut_ms, ",\"audit_last_sequence\":", audit.end - 1,
                                         ",\"audit_last_hash\":\"", last_hex, "\"}\n")));
     int64_t count = 0, bookings_kept = 0;
-    LS_RETURN_IF_ERROR(ForEachBookingBefore(pool, cut_ms, batch, [&](const StoredBooking& b) -> absl::Status {
+    LS_RETURN_IF_ERROR(ForEachListedBooking(pool, cut_ms, false, batch, [&](const StoredBooking& b) -> absl::Status {
+      if (absl::ToUnixMillis(FromProto(b.booking.reserved_interval().end_time())) >= cut_ms) {
+        name_project(b);  // spans the cut: stays
+        return absl::OkStatus();
+      }
       if (lo.keep_bookings.count(b.id) > 0) {
+        name_project(b);
         ++bookings_kept;
         return absl::OkStatus();
       }
@@ -2093,6 +2359,22 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     }));
     LS_RETURN_IF_ERROR(bw->Append(absl::StrCat("{\"trailer\":true,\"bookings\":", count, ",\"sha256\":\"",
                                                body.HexDigest(), "\"}\n")));
+    // The bookings after the cut, read only when a project may still go
+    // (every booking of the new year is read: see the limit in archive.h).
+    bool may_go = false;
+    for (const auto& sp : projects.projects) may_go |= named_projects.count(sp.id) == 0;
+    if (may_go) {
+      LS_RETURN_IF_ERROR(ForEachListedBooking(pool, cut_ms, true, batch, [&](const StoredBooking& b) {
+        name_project(b);
+        return absl::OkStatus();
+      }));
+    }
+    LS_RETURN_IF_ERROR(SettleProjects(pool, named_projects, &projects));
+    std::vector<std::string> project_lines;
+    for (const auto& sp : projects.projects) project_lines.push_back(ProjectLine(sp));
+    LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> projects_w,
+                        WriteRecords(result.projects_file, "labshare-projects-jsonl", "projects", o.year, cut_ms,
+                                     project_lines));
 
     // ---- the audit file: ExportAuditTrail's JSONL, streamed
     LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> aw, FileWriter::Open(result.audit_file));
@@ -2106,11 +2388,11 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     }
     // ---- leases and service orders (files written below)
     LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> leases_w,
-                        WriteRecords(result.leases_file, "labshare-leases-jsonl", "leases", o.year, cut_ms, lo.leases,
-                                     "lease", "leases"));
+                        WriteRecords(result.leases_file, "labshare-leases-jsonl", "leases", o.year, cut_ms,
+                                     RecordLines(lo.leases, "lease", "leases")));
     LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> orders_w,
-                        WriteRecords(result.orders_file, "labshare-orders-jsonl", "orders", o.year, cut_ms, lo.orders,
-                                     "service_order", "serviceOrders"));
+                        WriteRecords(result.orders_file, "labshare-orders-jsonl", "orders", o.year, cut_ms,
+                                     RecordLines(lo.orders, "service_order", "serviceOrders")));
 
     // ---- the billing file
     LS_ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> lw, FileWriter::Open(result.billing_file));
@@ -2140,6 +2422,7 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     LS_ASSIGN_OR_RETURN(const std::string billing_sha, lw->Commit());
     LS_ASSIGN_OR_RETURN(const std::string leases_sha, leases_w->Commit());
     LS_ASSIGN_OR_RETURN(const std::string orders_sha, orders_w->Commit());
+    LS_ASSIGN_OR_RETURN(const std::string projects_sha, projects_w->Commit());
 
     // ---- read back and verify
     if (audit.end > audit.start) {
@@ -2172,7 +2455,8 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     }
     for (const auto& [path, kind, count, want_sha] :
          {std::make_tuple(result.leases_file, "leases", lo.leases.size(), leases_sha),
-          std::make_tuple(result.orders_file, "orders", lo.orders.size(), orders_sha)}) {
+          std::make_tuple(result.orders_file, "orders", lo.orders.size(), orders_sha),
+          std::make_tuple(result.projects_file, "projects", projects.projects.size(), projects_sha)}) {
       std::string sha;
       LS_ASSIGN_OR_RETURN(FileVerdict rv, VerifyRecordsExportFile(path, kind, &sha));
       if (!rv.ok || rv.entries != static_cast<int64_t>(count) || sha != want_sha) {
@@ -2212,6 +2496,10 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
         {"orders_kept", std::to_string(lo.orders_kept)},
         {"orders_file", result.orders_file},
         {"orders_sha256", orders_sha},
+        {"projects", std::to_string(projects.projects.size())},
+        {"projects_kept", std::to_string(projects.kept)},
+        {"projects_file", result.projects_file},
+        {"projects_sha256", projects_sha},
     };
     for (const auto& [k, v] : fields) {
       args.push_back(k);
@@ -2254,7 +2542,8 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
       return absl::DataLossError("the bookings archive does not verify; nothing removed");
     }
     for (const auto& [kind, count, want_sha] : {std::make_tuple("leases", result.leases, result.leases_sha256),
-                                                std::make_tuple("orders", result.orders, result.orders_sha256)}) {
+                                                std::make_tuple("orders", result.orders, result.orders_sha256),
+                                                std::make_tuple("projects", result.projects, result.projects_sha256)}) {
       const std::string path = Get(manifest, absl::StrCat(kind, "_file"));
       if (path.empty()) continue;
       std::string sha;
@@ -2359,10 +2648,20 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     LS_RETURN_IF_ERROR(SweepLeaseAndOrderOrgIndexes(pool, cut_recorded, batch).status());
   }
   int64_t changed = 0;
+  std::map<std::string, std::vector<std::string>> project_charges;
   if (!Get(manifest, "billing_file").empty()) {
     LS_ASSIGN_OR_RETURN(BillingRemoval br, RemoveBilling(pool, Get(manifest, "billing_file"), o));
     gone += br.gone;
     changed = br.changed;
+    LS_ASSIGN_OR_RETURN(project_charges, ChargeKeysByProject(Get(manifest, "billing_file")));
+  }
+  // After billing: a project stays while a charge of the billing file that
+  // names it stays.
+  int64_t projects_changed = 0;
+  if (!Get(manifest, "projects_file").empty()) {  // (a manifest of an older version has none)
+    LS_ASSIGN_OR_RETURN(ProjectRemoval pr, RemoveProjects(pool, Get(manifest, "projects_file"), o, project_charges));
+    gone += pr.gone;
+    projects_changed = pr.changed;
   }
   // Outboxes below the cut: every group acknowledged them (checked before
   // the manifest was written; groups only move forward).
@@ -2390,11 +2689,13 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
     if (!f.is_nil()) absl::SimpleAtoi(f.str, &result.billing_lists_folded);
   }
   result.billing_changed_kept = changed;
+  result.projects_changed_kept = projects_changed;
   LS_RETURN_IF_ERROR(pool->Command({"HSET", manifest_key, "state", "done", "keys_deleted",
                                     std::to_string(result.keys_deleted), "outbox_entries_trimmed",
                                     std::to_string(result.outbox_entries_trimmed), "billing_lists_folded",
                                     std::to_string(result.billing_lists_folded), "billing_changed_kept",
-                                    std::to_string(result.billing_changed_kept)})
+                                    std::to_string(result.billing_changed_kept), "projects_changed_kept",
+                                    std::to_string(result.projects_changed_kept)})
                          .status());
   return result;
 }

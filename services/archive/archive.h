@@ -124,11 +124,37 @@
 //          index members (all, instrument, organisations, the older
 //          {bk:P}:orders:<instr>), operator indexes swept. An order not
 //          final (DISPUTED, in progress...) is kept with its booking.
-//   not archived: projects (a project id is chosen by the caller and not
-//          reserved anywhere else: removing the document would let a new
-//          project take the id that charges and bookings of the archived
-//          one name; that needs an id reservation in booking's
-//          CreateProject first), usage's figures.
+//   projects  (projects-<Y>.jsonl: the leases file's format without
+//          "partition", with "project": "projects/<id>" and
+//          "budget_counters": {"<instrument>:budget|committed|used": ms}
+//          (the project's counters, which go with it); header format
+//          "labshare-projects-jsonl", trailer count "projects") every
+//          joint-research project ({booking}:projects) that is final: its
+//          period ended at or before the cut (half-open: no booking of it
+//          can start any more), its last change (update_time) was before
+//          the cut and is applied by every consumer, no budget counter
+//          holds committed time, and nothing staying in Redis names it: a
+//          booking (Booking.project) that stays (it spans the cut or
+//          starts after it, or it is kept with its lease, order or a
+//          charge; leases and orders name a project only through their
+//          booking), or a charge (Charge.project) that stays in billing (a
+//          posting only through its charge, which stays with it). Kept
+//          otherwise, not refused (ongoing business). Removed, one Lua step
+//          per project in {booking}: the document and its member of
+//          {booking}:projects, if the document is still at the version
+//          archived (else it stays, counted in projects_changed_kept: e.g.
+//          its period extended after the export; a later year takes it);
+//          the same step writes the id's reservation
+//          ({booking}:projectid:<id>, see redis_booking_store.h) if it is
+//          missing (a project created before reservations), so the id is
+//          never free: CreateProject with it answers PROJECT_EXISTS (a
+//          booking replica of an older version checks only the document:
+//          none may run by then). Then
+//          its budget counters {bk:P}:budget:<id> (every partition). Its
+//          history is in the audit trail (ProjectCreated / ProjectUpdated).
+//          Limit: when a project may go, every booking starting after the
+//          cut is read once (only its project field is kept).
+//   not archived: usage's figures.
 //   outboxes  every "*:outbox" stream is trimmed below the cut (XTRIM
 //          MINID): the events of the year, already applied by every
 //          consumer group.
@@ -152,7 +178,7 @@
 //
 // Steps and reruns (idempotent; the manifest {usage}:archive:<Y> is a HASH
 // with state, ranges, file names and SHA-256s):
-//   1. no manifest: write the five files (to .tmp, fsync, rename), read
+//   1. no manifest: write the six files (to .tmp, fsync, rename), read
 //      them back and verify them (VerifyAuditExportFile: the chain from the
 //      base; the bookings and billing files' own checksums, the billing
 //      ledger balancing), then in one Lua step write the manifest (state
@@ -166,8 +192,14 @@
 //      a group with a member changed since the export stays whole and is
 //      counted in billing_changed_kept, by documents), fold the lists'
 //      lines of the groups that went (stage "billing_folded_list" after
-//      each list; folding
-//      changes no balance), trim the outboxes, set state "done".
+//      each list; folding changes no balance), then the projects one step
+//      each (a project that a charge of the billing file names stays while
+//      that charge is still in Redis, counted in projects_changed_kept:
+//      billing never names a project that is gone; stage "project_step"
+//      after the step, before the counters go, "project_removed" after; a
+//      rerun finds a removed one gone and removes its counters again),
+//      trim the outboxes, set state "done". A budget counter that does not
+//      read as a number stops the export (DATA_LOSS naming the key).
 //   3. state "done": nothing to do (ArchiveResult::already_done).
 // A crash anywhere resumes at the state recorded: rerun the same command.
 //
@@ -230,7 +262,7 @@ std::string ManifestKey(int year);  // {usage}:archive:<year>
 
 struct ArchiveOptions {
   int year = 0;
-  std::string dir;  // where audit-<Y>.jsonl, bookings-<Y>.jsonl and billing-<Y>.jsonl go
+  std::string dir;  // where audit-, bookings-, billing-, leases-, orders- and projects-<Y>.jsonl go
   const Clock* clock = nullptr;  // the platform clock; nullptr: system clock
   int batch = 256;
   // Billing's periods are months in the consortium time zone (the billing
@@ -238,7 +270,8 @@ struct ArchiveOptions {
   // year there.
   std::string billing_time_zone = "Asia/Shanghai";
   // Tests: called with a stage name ("exported", "manifest", "removed_batch",
-  // "billing_removed_group", "billing_removed", "billing_folded_list");
+  // "billing_removed_group", "billing_removed", "billing_folded_list",
+  // "project_step", "project_removed");
   // a non-OK status stops the run there (a crash).
   std::function<absl::Status(absl::string_view stage)> stop_for_testing;
 };
@@ -264,6 +297,10 @@ struct ArchiveResult {
   int64_t bookings_kept = 0;  // ended and final, but their lease or order is not
 
   std::string leases_file, orders_file, leases_sha256, orders_sha256;
+  // Projects (see "projects" above): archived, kept (not final, or named by
+  // what stays), in the file but changed since the export (left in Redis).
+  int64_t projects = 0, projects_kept = 0, projects_changed_kept = 0;
+  std::string projects_file, projects_sha256;
 };
 
 absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions& options);
@@ -298,7 +335,11 @@ absl::StatusOr<FileVerdict> VerifyBookingsExportFile(const std::string& path, st
 // ledger_mismatch, carried_forward_mismatch, after_cut, duplicate,
 // missing_posting, trailer_mismatch, data_after_trailer, no_trailer).
 FileVerdict VerifyBillingExport(absl::string_view file);
-// The leases / orders file (kind "leases" or "orders"): as the bookings file.
+// The leases / orders / projects file (kind "leases", "orders" or
+// "projects"): as the bookings file; a project record's budget_counters
+// must be non-negative integers, committed 0, its "project" the document's
+// name and its "version" an integer >= 1 (kind malformed), and no project
+// appears twice (kind duplicate).
 absl::StatusOr<FileVerdict> VerifyRecordsExportFile(const std::string& path, absl::string_view kind,
                                                     std::string* sha256_hex = nullptr);
 absl::StatusOr<FileVerdict> VerifyBillingExportFile(const std::string& path, std::string* sha256_hex = nullptr);

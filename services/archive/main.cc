@@ -9,7 +9,7 @@
 // after a crash), 2 for bad arguments. Check the audit file offline with
 //   python3 deploy/verify_audit.py <dir>/audit-<year>.jsonl
 // and, for the second and later years, --anchor <previous last sequence>:<hash>;
-// the bookings and billing files with
+// the bookings, billing, leases, orders and projects files with
 //   python3 deploy/verify_archive.py <dir>/billing-<year>.jsonl
 #include <cstdio>
 
@@ -23,7 +23,7 @@
 
 ABSL_FLAG(int, year, 0, "The closed year to archive (UTC).");
 ABSL_FLAG(std::string, dir, "",
-          "Directory for audit-, bookings-, billing-, leases- and orders-<year>.jsonl.");
+          "Directory for audit-, bookings-, billing-, leases-, orders- and projects-<year>.jsonl.");
 ABSL_FLAG(std::string, billing_time_zone, "Asia/Shanghai",
           "The consortium time zone of billing periods (the billing service's --time_zone): billing's year "
           "ends at 1 January of the next year there.");
@@ -53,15 +53,18 @@ int main(int argc, char** argv) {
                          ")")
           : std::string("no audit entries (the audit file is empty)");
   std::printf("%s %d: %s, %lld bookings (%lld kept with their lease or order), %lld leases (%lld kept), "
-              "%lld service orders (%lld kept), billing %lld charges, %lld postings, %lld ledger lines "
+              "%lld service orders (%lld kept), %lld projects (%lld kept; changed since the export, kept: %lld), "
+              "billing %lld charges, %lld postings, %lld ledger lines "
               "(%lld account lists carried forward; kept, not final: %lld charges, %lld postings; "
               "changed since the export, kept: %lld), %lld outbox entries trimmed, "
               "%lld keys deleted; files %s (sha256 %s), %s (sha256 %s), %s (sha256 %s), %s (sha256 %s), "
-              "%s (sha256 %s)\n",
+              "%s (sha256 %s), %s (sha256 %s)\n",
               r->already_done ? "already archived" : "archived", options.year, entries.c_str(),
               static_cast<long long>(r->bookings), static_cast<long long>(r->bookings_kept),
               static_cast<long long>(r->leases), static_cast<long long>(r->leases_kept),
               static_cast<long long>(r->orders), static_cast<long long>(r->orders_kept),
+              static_cast<long long>(r->projects), static_cast<long long>(r->projects_kept),
+              static_cast<long long>(r->projects_changed_kept),
               static_cast<long long>(r->billing_charges),
               static_cast<long long>(r->billing_postings), static_cast<long long>(r->billing_ledger_lines),
               static_cast<long long>(r->billing_lists_folded), static_cast<long long>(r->billing_charges_kept),
@@ -69,6 +72,7 @@ int main(int argc, char** argv) {
               static_cast<long long>(r->outbox_entries_trimmed), static_cast<long long>(r->keys_deleted),
               r->audit_file.c_str(), r->audit_sha256.c_str(), r->bookings_file.c_str(), r->bookings_sha256.c_str(),
               r->billing_file.c_str(), r->billing_sha256.c_str(), r->leases_file.c_str(), r->leases_sha256.c_str(),
-              r->orders_file.c_str(), r->orders_sha256.c_str());
+              r->orders_file.c_str(), r->orders_sha256.c_str(), r->projects_file.c_str(),
+              r->projects_sha256.c_str());
   return 0;
 }

@@ -456,6 +456,11 @@ class BookingManager {
   // Commits a project mutation; `on_conflict` answers a lost compare-and-set.
   absl::StatusOr<v1::Project> CommitProject(const Mutation& m, const v1::Project& project,
                                             absl::Status on_conflict);
+  // Writes the project's budget counters as of its `version` (an instrument
+  // in `dropped` but no longer budgeted gets 0); a counter already set from
+  // that or a later version stays.
+  absl::Status SetProjectBudgets(const v1::Project& project, const std::vector<std::string>& dropped,
+                                 int64_t version) const;
   // The project checks of a JOINT_RESEARCH booking; fills its cost shares.
   absl::Status CheckProject(v1::Booking& booking, const std::string& instrument_id);
 

@@ -7,6 +7,8 @@
 
 #include <google/protobuf/util/field_mask_util.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
@@ -139,7 +141,17 @@ absl::Status BookingManager::FillProjectUse(v1::Project& project) const {
 absl::StatusOr<v1::Project> BookingManager::LoadProject(const std::string& name, int64_t* version) const {
   LS_ASSIGN_OR_RETURN(std::string id, ParseName(name, "projects", "name"));
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Project(id)));
-  if (!doc) return MakeError(absl::StatusCode::kNotFound, "PROJECT_NOT_FOUND", name + " does not exist");
+  if (!doc) {
+    // A reservation made by a create (not a claim only) outlives an archived
+    // project's document.
+    LS_ASSIGN_OR_RETURN(auto reservation, store_->docs().Get(keys::ProjectIdReservation(id)));
+    if (reservation && !absl::StartsWith(reservation->data, "claim:")) {
+      return MakeError(absl::StatusCode::kNotFound, "PROJECT_NOT_FOUND",
+                       name + " was archived (labshare-archive moved it to a projects-<year>.jsonl file); "
+                       "its id stays taken");
+    }
+    return MakeError(absl::StatusCode::kNotFound, "PROJECT_NOT_FOUND", name + " does not exist");
+  }
   v1::Project project;
   if (!project.ParseFromString((*doc).data)) {
     return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored project is unreadable");
@@ -172,24 +184,47 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   *project.mutable_update_time() = ToProto(now);
   project.set_etag("1");
   project.set_state(ProjectState(project));
-  // Budgets first: a crash before the commit leaves only counters of a
-  // project that does not exist, which no booking can reach.
-  for (const auto& b : project.instrument_budgets()) {
-    LS_RETURN_IF_ERROR(store_->SetBudget(id, IdOf(b.instrument()), absl::ToInt64Milliseconds(FromProto(b.budget()))));
+  // The id is taken when its document or its reservation exists: a project
+  // created before reservations has only its document, an archived one only
+  // its reservation. The first step claims the reservation for this request
+  // (or answers its replay), so that only one of concurrent creates of an id
+  // writes budget counters: a refused create leaves the winner's alone. The
+  // same request_id resumes after a crash past the claim.
+  const absl::Status exists =
+      MakeError(absl::StatusCode::kAlreadyExists, "PROJECT_EXISTS",
+                project.name() + " is taken: a project has or had this id (an archived project keeps it); "
+                "choose another project_id");
+  const std::string owner = idem.empty() ? labshare::inventory::NewId("claim") : idem;
+  LS_ASSIGN_OR_RETURN(auto claim, store_->ClaimProjectId(idem, fingerprint, id, owner));
+  switch (claim.kind) {
+    case BookingStore::ProjectClaim::Kind::kClaimed: break;
+    case BookingStore::ProjectClaim::Kind::kReplayed: {
+      v1::Project replay;
+      replay.ParseFromString(claim.response);
+      return replay;
+    }
+    case BookingStore::ProjectClaim::Kind::kRequestReused: return RequestIdReused();
+    case BookingStore::ProjectClaim::Kind::kTaken: return exists;
   }
+  // Budgets before the commit: a crash between leaves counters of a project
+  // that does not exist, which no booking can reach, and a claim only this
+  // request_id can resume.
+  LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, 1));
   v1::BookingEvent event = Event(p, r.request_id());
   *event.mutable_project_created()->mutable_project() = project;
   Mutation m;
   m.idempotency_key = idem;
   m.fingerprint = fingerprint;
   m.response = SerializeDeterministic(project);
+  // The new document and the id's reservation, claimed above (version 1),
+  // in one step with the event; otherwise nothing is written (kConflict).
   m.writes.push_back({keys::Project(id), project.SerializeAsString(), 0});
+  m.writes.push_back({keys::ProjectIdReservation(id), project.name(), 1});
   m.index_ops.push_back({keys::Projects(), id});
   m.outbox_key = keys::ProjectOutbox();
   m.event_type = v1::BookingEvent::descriptor()->full_name();
   m.event_payload = event.SerializeAsString();
-  return CommitProject(m, project, MakeError(absl::StatusCode::kAlreadyExists, "PROJECT_EXISTS",
-                                            project.name() + " already exists"));
+  return CommitProject(m, project, exists);
 }
 
 absl::StatusOr<v1::Project> BookingManager::CommitProject(const Mutation& m, const v1::Project& project,
@@ -285,6 +320,10 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
   if (seen) {
     v1::Project replay;
     replay.ParseFromString(*seen);
+    // A crash after the commit may have left the counters behind: written
+    // again at the replayed version (a later version's stay).
+    int64_t at = 0;
+    if (absl::SimpleAtoi(replay.etag(), &at)) LS_RETURN_IF_ERROR(SetProjectBudgets(replay, {}, at));
     return replay;
   }
   int64_t version = 0;
@@ -315,9 +354,6 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
                                     " used or committed"));
     }
   }
-  for (const auto& [instrument, budget_ms] : budgets) {
-    LS_RETURN_IF_ERROR(store_->SetBudget(id, instrument, budget_ms));
-  }
   *project.mutable_update_time() = ToProto(clock_->Now());
   project.set_etag(std::to_string(version + 1));
   project.set_state(ProjectState(project));
@@ -334,8 +370,32 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
   m.outbox_key = keys::ProjectOutbox();
   m.event_type = v1::BookingEvent::descriptor()->full_name();
   m.event_payload = event.SerializeAsString();
-  return CommitProject(m, project, MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
-                                            "the project changed concurrently; read it again and retry"));
+  // The counters follow the committed document, at its version: a
+  // conflicted update writes none, and a late write of an older version
+  // never overwrites a newer budget. (Until they are written, bookings see
+  // the previous budget.)
+  std::vector<std::string> dropped;
+  for (const auto& b : current.instrument_budgets()) dropped.push_back(IdOf(b.instrument()));
+  LS_ASSIGN_OR_RETURN(v1::Project out,
+                      CommitProject(m, project, MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                                                          "the project changed concurrently; read it again and retry")));
+  int64_t at = 0;
+  if (absl::SimpleAtoi(out.etag(), &at)) LS_RETURN_IF_ERROR(SetProjectBudgets(out, dropped, at));
+  return out;
+}
+
+absl::Status BookingManager::SetProjectBudgets(const v1::Project& project, const std::vector<std::string>& dropped,
+                                               int64_t version) const {
+  const std::string id = IdOf(project.name());
+  std::map<std::string, int64_t> budgets;
+  for (const auto& b : project.instrument_budgets()) {
+    budgets[IdOf(b.instrument())] = absl::ToInt64Milliseconds(FromProto(b.budget()));
+  }
+  for (const auto& instrument : dropped) budgets.emplace(instrument, 0);  // no longer budgeted
+  for (const auto& [instrument, budget_ms] : budgets) {
+    LS_RETURN_IF_ERROR(store_->SetBudget(id, instrument, budget_ms, version));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace labshare::booking

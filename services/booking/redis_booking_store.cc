@@ -52,6 +52,7 @@ std::string QuotaCounters(int p, absl::string_view i, absl::string_view o) {
 std::string QuotaIndex(int p) { return absl::StrCat(Tag(p), ":quotaidx"); }
 std::string Project(absl::string_view id) { return absl::StrCat("{booking}:project:", id); }
 std::string Projects() { return "{booking}:projects"; }
+std::string ProjectIdReservation(absl::string_view id) { return absl::StrCat("{booking}:projectid:", id); }
 std::string ProjectOutbox() { return "{booking}:outbox"; }
 std::string ProjectIdempotency(absl::string_view method, absl::string_view request_id) {
   return absl::StrCat("{booking}:idem:", method, ":", request_id);
@@ -383,10 +384,63 @@ absl::Status BookingStore::Publish(int partition, const std::string& event) cons
 }
 
 absl::Status BookingStore::SetBudget(absl::string_view project_id, absl::string_view instrument_id,
-                                     int64_t budget_ms) const {
-  return pool_->Command({"HSET", keys::Budget(keys::Partition(instrument_id), project_id),
-                         absl::StrCat(instrument_id, ":budget"), std::to_string(budget_ms)})
+                                     int64_t budget_ms, int64_t project_version) const {
+  const std::string key = keys::Budget(keys::Partition(instrument_id), project_id);
+  if (project_version <= 0) {
+    return pool_->Command({"HSET", key, absl::StrCat(instrument_id, ":budget"), std::to_string(budget_ms)}).status();
+  }
+  // KEYS: the budget hash. ARGV: instrument id, budget (ms), project version.
+  static const RedisScript* script = new RedisScript(R"lua(
+local at = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':budget_version') or '0')
+if at and at >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1] .. ':budget', ARGV[2], ARGV[1] .. ':budget_version', ARGV[3])
+return 1
+)lua");
+  return pool_->Eval(*script, {key}, {std::string(instrument_id), std::to_string(budget_ms),
+                                      std::to_string(project_version)})
       .status();
+}
+
+absl::StatusOr<BookingStore::ProjectClaim> BookingStore::ClaimProjectId(const std::string& idempotency_key,
+                                                                      const std::string& fingerprint,
+                                                                      absl::string_view project_id,
+                                                                      absl::string_view owner) const {
+  // KEYS: idempotency record (or the document as placeholder), document,
+  // reservation. ARGV: fingerprint ('' without an idempotency key), owner.
+  static const RedisScript* script = new RedisScript(std::string(kReplayLua) + R"lua(
+local answer = replay(KEYS[1], ARGV[1])
+if answer then return answer end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'TAKEN'} end
+local mine = 'claim:' .. ARGV[2]
+local d = redis.call('HGET', KEYS[3], 'd')
+if d then
+  if d == mine then return {'CLAIMED'} end
+  return {'TAKEN'}
+end
+redis.call('HSET', KEYS[3], 'v', 1, 'd', mine)
+return {'CLAIMED'}
+)lua");
+  const bool has_idem = !idempotency_key.empty();
+  const std::string doc = keys::Project(project_id);
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(*script, {has_idem ? idempotency_key : doc, doc,
+                                                          keys::ProjectIdReservation(project_id)},
+                                                {has_idem ? fingerprint : "", std::string(owner)}));
+  if (v.type != RedisValue::Type::kArray || v.elements.empty()) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  ProjectClaim out;
+  const std::string& tag = v.elements[0].str;
+  if (tag == "REPLAY" && v.elements.size() > 1) {
+    out.kind = ProjectClaim::Kind::kReplayed;
+    out.response = v.elements[1].str;
+  } else if (tag == "REUSED") {
+    out.kind = ProjectClaim::Kind::kRequestReused;
+  } else if (tag == "TAKEN") {
+    out.kind = ProjectClaim::Kind::kTaken;
+  } else if (tag != "CLAIMED") {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  return out;
 }
 
 absl::StatusOr<BookingStore::BudgetUse> BookingStore::GetBudget(

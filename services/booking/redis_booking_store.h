@@ -35,11 +35,24 @@
 //                            index {bk:P}:orders:<instr>; now {bk:P}:ls:o:...)
 //   {bk:P}:budget:<project>  HASH "<instr>:budget|committed|used" -> ms: a joint-
 //                            research project's hours on an instrument, kept
-//                            with the calendar so the create step checks them
+//                            with the calendar so the create step checks them;
+//                            "<instr>:budget_version" the project version the
+//                            budget was set from (CreateProject, UpdateProject)
 //   {bk:P}:quotas:<instr>:<org>   quotas of an organisation on an instrument
 //   {bk:P}:qc:<instr>:<org>       their counters; index {bk:P}:quotaidx
 //   {booking}:project:<id>   Project document; index {booking}:projects;
 //                            events on {booking}:outbox
+//   {booking}:projectid:<id> the reservation of a project id: claimed by
+//                            CreateProject's first step ({d: "claim:<owner>",
+//                            v: 1}; owner: the request's idempotency key, or
+//                            a random token), before it writes budget
+//                            counters; the step that writes the document
+//                            makes it {d: "projects/<id>", v: 2}, never
+//                            changed after. It outlives the document:
+//                            labshare-archive removes an archived project's
+//                            document and leaves (or, for a project created
+//                            before reservations, writes) it, so an id once
+//                            used is never given to another project.
 //   {bk:P}:ls:...            listing indexes of ListBookings, ListLeases and
 //                            ListServiceOrders (b: bookings, l: leases, o:
 //                            orders; see booking_lists.h), written by the
@@ -94,6 +107,7 @@ std::string QuotaCounters(int p, absl::string_view instrument_id, absl::string_v
 std::string QuotaIndex(int p);
 std::string Project(absl::string_view project_id);
 std::string Projects();
+std::string ProjectIdReservation(absl::string_view project_id);
 std::string ProjectOutbox();
 std::string ProjectIdempotency(absl::string_view method, absl::string_view request_id);
 // Listing indexes (see booking_lists.h): kind 'b' bookings, 'l' leases,
@@ -312,8 +326,25 @@ class BookingStore {
                                    absl::string_view entry) const;
   absl::Status Publish(int partition, const std::string& event) const;
   // Sets a project's budget on an instrument (committed and used untouched).
+  // With a project version (> 0): only if the budget was not set from that
+  // or a later version ("<instr>:budget_version"), so a late write of an
+  // older version never overwrites a newer budget.
   absl::Status SetBudget(absl::string_view project_id, absl::string_view instrument_id,
-                         int64_t budget_ms) const;
+                         int64_t budget_ms, int64_t project_version = 0) const;
+  // CreateProject's first step, in {booking}: the request's idempotency
+  // record answers a replay (or REQUEST_REUSED); else an existing document,
+  // or a reservation held by another owner, means the id is taken; else the
+  // reservation is claimed for `owner` ({d: "claim:<owner>", v: 1}; kept
+  // when this owner claimed it already, e.g. before a crash). Only a
+  // request that claimed the id writes budget counters; its commit then
+  // expects the reservation at version 1.
+  struct ProjectClaim {
+    enum class Kind { kClaimed, kReplayed, kRequestReused, kTaken };
+    Kind kind = Kind::kClaimed;
+    std::string response;  // kReplayed
+  };
+  absl::StatusOr<ProjectClaim> ClaimProjectId(const std::string& idempotency_key, const std::string& fingerprint,
+                                              absl::string_view project_id, absl::string_view owner) const;
   struct BudgetUse {
     int64_t budget_ms = 0, committed_ms = 0, used_ms = 0;
   };

@@ -3,7 +3,11 @@
 // exactly the archived items, the remaining trail verifies from the anchor
 // recorded at the cut (signed head included), a crash midway resumes, a
 // rerun is a no-op, an open year / an unfinished booking / a consumer behind
-// is refused, and a tampered archive is detected before anything is removed.
+// is refused, and a tampered archive is detected before anything is removed;
+// finished projects go, their ids staying reserved, the others stay (also
+// one whose charge is corrected between the export and the removal, and
+// one named only by a booking kept with its lease); forged projects files
+// and a corrupt budget counter are refused.
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -114,15 +118,17 @@ class ArchiveTest : public ::testing::Test {
   // A booking of instrument i1 (partition p) from `start` for one hour,
   // through the real create step (listing indexes, outbox event); its
   // BookingCreated event is appended to the audit trail at the clock's time.
+  // With a project: a JOINT_RESEARCH booking within it.
   std::string Book(absl::Time start, bv1::Booking::State state, const std::string& instrument = "i1",
-                   const std::string& operator_org = "") {
+                   const std::string& operator_org = "", const std::string& project = "") {
     const int p = bk::keys::Partition(instrument);
     const std::string id = bk::NewBookingId(p);
     bv1::Booking b;
     b.set_name("bookings/" + id);
     b.set_instrument("instruments/" + instrument);
     b.set_instrument_owner("organizations/owner");
-    b.set_mode(labshare::type::v1::ON_SITE);
+    b.set_mode(project.empty() ? labshare::type::v1::ON_SITE : labshare::type::v1::JOINT_RESEARCH);
+    if (!project.empty()) b.set_project("projects/" + project);
     b.set_user("users/ana");
     b.set_payer_organization("organizations/lab");
     *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
@@ -453,7 +459,7 @@ TEST_F(ArchiveTest, BookingsStartingAtTheSameMomentAreAllTakenAcrossBatches) {
 // written through the real create step with its booking (as RequestLease
 // does), then set to `state` at the clock's time; its booking COMPLETED.
 std::string LeaseOf(ArchiveTest& t, bk::BookingStore& store, FakeClock& clock, absl::Time start,
-                    bv1::Lease::State state) {
+                    bv1::Lease::State state, const std::string& project = "") {
   const int p = bk::keys::Partition("i1");
   const std::string id = bk::NewBookingId(p);
   bv1::Booking b;
@@ -461,6 +467,7 @@ std::string LeaseOf(ArchiveTest& t, bk::BookingStore& store, FakeClock& clock, a
   b.set_instrument("instruments/i1");
   b.set_instrument_owner("organizations/owner");
   b.set_mode(labshare::type::v1::LEASE);
+  b.set_project(project);  // (only to name a project through a kept booking)
   b.set_user("users/ana");
   b.set_payer_organization("organizations/lab");
   *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
@@ -580,6 +587,228 @@ TEST_F(ArchiveTest, FinalLeasesAndServiceOrdersOfTheYearGoTheOthersStay) {
   EXPECT_EQ(DbSize(), keys_done);
 }
 
+// ============================================================ projects
+
+// A joint-research project "projects/<id>" of lab and owner over [from, to)
+// with 3 h on i1, created at the clock's time as CreateProject writes it
+// (document, listing index, event, id reservation, budget counters);
+// without `reserved`, as a version before reservations wrote it.
+void ProjectOf(bk::BookingStore& store, FakeClock& clock, const std::string& id, absl::Time from, absl::Time to,
+               bool reserved = true) {
+  bv1::Project pr;
+  pr.set_name("projects/" + id);
+  pr.set_title("Cryo-EM of membrane proteins");
+  for (const char* org : {"organizations/lab", "organizations/owner"}) {
+    auto* part = pr.add_participants();
+    part->set_organization(org);
+    part->set_share_bps(5000);
+  }
+  pr.set_cost_share_template(bv1::Project::EQUAL_SPLIT);
+  *pr.mutable_period()->mutable_start_time() = ToProto(from);
+  *pr.mutable_period()->mutable_end_time() = ToProto(to);
+  auto* budget = pr.add_instrument_budgets();
+  budget->set_instrument("instruments/i1");
+  budget->set_instrument_owner("organizations/owner");
+  *budget->mutable_budget() = ToProto(absl::Hours(3));
+  *pr.mutable_create_time() = ToProto(clock.Now());
+  *pr.mutable_update_time() = ToProto(clock.Now());
+  pr.set_etag("1");
+  ASSERT_TRUE(store.SetBudget(id, "i1", absl::ToInt64Milliseconds(absl::Hours(3))).ok());
+  bv1::BookingEvent e;
+  e.mutable_header()->set_event_id("ev-" + id);
+  *e.mutable_project_created()->mutable_project() = pr;
+  Mutation m;
+  m.writes.push_back({bk::keys::Project(id), pr.SerializeAsString(), 0});
+  if (reserved) m.writes.push_back({bk::keys::ProjectIdReservation(id), pr.name(), 0});
+  m.index_ops.push_back({bk::keys::Projects(), id});
+  m.outbox_key = bk::keys::ProjectOutbox();
+  m.event_type = bv1::BookingEvent::descriptor()->full_name();
+  m.event_payload = e.SerializeAsString();
+  auto committed = store.docs().Commit(m);
+  ASSERT_TRUE(committed.ok() && committed->kind == CommitOutcome::Kind::kApplied) << committed.status();
+}
+
+// An UpdateProject at the clock's time (the title changes).
+void TouchProject(bk::BookingStore& store, FakeClock& clock, const std::string& id) {
+  auto doc = store.docs().Get(bk::keys::Project(id));
+  ASSERT_TRUE(doc.ok() && doc->has_value()) << doc.status();
+  bv1::Project pr;
+  ASSERT_TRUE(pr.ParseFromString((*doc)->data));
+  pr.set_title(pr.title() + " (extended)");
+  *pr.mutable_update_time() = ToProto(clock.Now());
+  pr.set_etag(std::to_string((*doc)->version + 1));
+  Mutation m;
+  m.writes.push_back({bk::keys::Project(id), pr.SerializeAsString(), (*doc)->version});
+  auto committed = store.docs().Commit(m);
+  ASSERT_TRUE(committed.ok() && committed->kind == CommitOutcome::Kind::kApplied) << committed.status();
+}
+
+TEST_F(ArchiveTest, FinishedProjectsGoTheirIdsStayReservedTheOthersStay) {
+  const int p = bk::keys::Partition("i1");
+  clock_.Set(At(kY, 2, 1));
+  ProjectOf(*store_, clock_, "p-cut", At(kY, 3, 1), At(kY + 1, 1, 1));  // ends at the cut: final
+  ProjectOf(*store_, clock_, "p-done", At(kY, 3, 1), At(kY, 6, 1));
+  ProjectOf(*store_, clock_, "p-old", At(kY, 3, 1), At(kY, 7, 1), /*reserved=*/false);  // an older version's
+  ProjectOf(*store_, clock_, "p-open", At(kY, 6, 1), At(kY + 1, 6, 1));  // not ended
+  ProjectOf(*store_, clock_, "p-later", At(kY, 3, 1), At(kY, 9, 1));     // a booking after the cut names it
+  ProjectOf(*store_, clock_, "p-spans", At(kY, 3, 1), At(kY, 9, 1));     // a booking across the cut names it
+  ProjectOf(*store_, clock_, "p-late", At(kY, 3, 1), At(kY, 5, 1));      // changed after the cut
+  ProjectOf(*store_, clock_, "p-held", At(kY, 3, 1), At(kY, 5, 1));      // an hour still committed
+  ASSERT_TRUE(pool_->Command({"HINCRBY", bk::keys::Budget(p, "p-old"), "i1:used", "5400000"}).ok());
+  ASSERT_TRUE(pool_->Command({"HINCRBY", bk::keys::Budget(p, "p-held"), "i1:committed", "3600000"}).ok());
+  clock_.Set(At(kY, 3, 5));
+  const std::string used = Book(At(kY, 3, 10), bv1::Booking::COMPLETED, "i1", "", "p-done");  // goes with Y
+  const std::string later = Book(At(kY + 1, 1, 10), bv1::Booking::CANCELLED, "i1", "", "p-later");
+  const std::string spans = Book(At(kY, 12, 31) + absl::Minutes(23 * 60 + 30), bv1::Booking::CONFIRMED, "i1", "",
+                                 "p-spans");
+  clock_.Set(At(kY + 1, 1, 5));
+  TouchProject(*store_, clock_, "p-late");
+  clock_.Set(At(kY + 1, 2, 1));
+
+  // Exported and recorded; then the crash, and p-done is updated (its
+  // document moves on: it stays, whole, for a later year).
+  ArchiveOptions crash = Options(kY);
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "manifest" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  TouchProject(*store_, clock_, "p-done");
+  // A crash after the first project's step, before its counters go: p-cut
+  // is gone but its counters stay (the rerun finds it gone and removes
+  // them), p-old not yet.
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "project_step" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  EXPECT_FALSE(Exists(bk::keys::Project("p-cut")));
+  EXPECT_TRUE(Exists(bk::keys::Budget(p, "p-cut")));
+  EXPECT_TRUE(Exists(bk::keys::Project("p-old")));
+  EXPECT_FALSE(Exists(bk::keys::ProjectIdReservation("p-old")));
+
+  auto r = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->projects, 3);  // in the file: p-cut, p-done, p-old
+  EXPECT_EQ(r->projects_kept, 5);
+  EXPECT_EQ(r->projects_changed_kept, 1);  // p-done
+  EXPECT_EQ(r->bookings, 1);               // p-done's booking
+  EXPECT_FALSE(Exists(bk::keys::Booking(p, used)));
+  for (const std::string id : {"p-cut", "p-old"}) {
+    EXPECT_FALSE(Exists(bk::keys::Project(id))) << id;
+    EXPECT_TRUE(pool_->Command({"ZSCORE", bk::keys::Projects(), id})->is_nil()) << id;
+    EXPECT_FALSE(Exists(bk::keys::Budget(p, id))) << id;
+    // The id stays reserved (p-old's reservation written by the removal).
+    auto reservation = store_->docs().Get(bk::keys::ProjectIdReservation(id));
+    ASSERT_TRUE(reservation.ok() && reservation->has_value()) << id;
+    EXPECT_EQ((*reservation)->data, "projects/" + id);
+  }
+  for (const std::string id : {"p-done", "p-open", "p-later", "p-spans", "p-late", "p-held"}) {
+    EXPECT_TRUE(Exists(bk::keys::Project(id))) << id;
+    EXPECT_FALSE(pool_->Command({"ZSCORE", bk::keys::Projects(), id})->is_nil()) << id;
+    EXPECT_TRUE(Exists(bk::keys::Budget(p, id))) << id;
+  }
+  EXPECT_EQ(store_->docs().Get(bk::keys::Project("p-done"))->value().version, 2);
+  EXPECT_TRUE(Exists(bk::keys::Booking(p, later)));
+  EXPECT_TRUE(Exists(bk::keys::Booking(p, spans)));
+
+  const std::string path = absl::StrCat(dir_, "/projects-", kY, ".jsonl");
+  auto v = VerifyRecordsExportFile(path, "projects");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_TRUE(v->ok) << v->kind << " at " << v->broken_at;
+  EXPECT_EQ(v->entries, 3);
+  CommandResult py = Shell(absl::StrCat("/usr/bin/python3 '", RepoRoot(), "deploy/verify_archive.py' '", path, "'"));
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+  EXPECT_EQ(py.output, absl::StrCat("OK projects ", kY, ": 3 projects\n"));
+  const std::string file = ReadAll(path);
+  for (const std::string id : {"p-cut", "p-done", "p-old"}) {
+    EXPECT_TRUE(absl::StrContains(file, "\"project\":\"projects/" + id + "\"")) << id;
+  }
+  EXPECT_TRUE(absl::StrContains(file, "\"budget_counters\":{\"i1:budget\":10800000,\"i1:used\":5400000}")) << file;
+
+  // Forged files, checksums made consistent again: both verifiers refuse
+  // them. A record's counters rewritten to hold committed time; the
+  // "project" and "version" the removal acts on (not covered by the
+  // document's SHA-256) changed; a record twice.
+  const std::vector<std::string> exported = absl::StrSplit(file, '\n', absl::SkipEmpty());
+  ASSERT_EQ(exported.size(), 5u);
+  auto forge = [&](const std::string& from, const std::string& to, bool twice, const char* kind,
+                   const std::string& py_kind, int line) {
+    SCOPED_TRACE(from + " -> " + to);
+    std::vector<std::string> lines = exported;
+    if (twice) lines.insert(lines.begin() + 2, lines[1]);
+    const size_t at = lines[1].find(from);
+    ASSERT_NE(at, std::string::npos);
+    lines[1].replace(at, from.size(), to);
+    if (twice) {
+      const size_t n = lines.back().find("\"projects\":3");
+      ASSERT_NE(n, std::string::npos);
+      lines.back().replace(n, 12, "\"projects\":4");
+    }
+    usage::Sha256 body;
+    for (size_t i = 0; i + 1 < lines.size(); ++i) body.Update(lines[i] + "\n");
+    const size_t ts = lines.back().find("\"sha256\":\"") + 10;
+    lines.back() = absl::StrCat(lines.back().substr(0, ts), body.HexDigest(), lines.back().substr(ts + 64));
+    const std::string forged_path = absl::StrCat(dir_, "/forged/projects-", kY, ".jsonl");
+    std::filesystem::create_directories(dir_ + "/forged");
+    WriteAll(forged_path, absl::StrCat(absl::StrJoin(lines, "\n"), "\n"));
+    auto fv = VerifyRecordsExportFile(forged_path, "projects");
+    ASSERT_TRUE(fv.ok());
+    EXPECT_FALSE(fv->ok);
+    EXPECT_EQ(fv->kind, kind);
+    EXPECT_EQ(fv->broken_at, line);
+    CommandResult forged = Shell(absl::StrCat("/usr/bin/python3 '", RepoRoot(), "deploy/verify_archive.py' '",
+                                              forged_path, "'"));
+    EXPECT_EQ(forged.exit_code, 1) << forged.output;
+    EXPECT_EQ(forged.output, absl::StrCat("BROKEN at line ", line, ": ", py_kind, "\n"));
+  };
+  forge("\"i1:budget\"", "\"i1:committed\":60000,\"i1:budget\"", false, "malformed", "MALFORMED", 2);
+  const std::string first = exported[1].substr(0, exported[1].find("\",\"version\""));  // {"project":"projects/..."
+  forge(first, "{\"project\":\"projects/p-open\"", false, "malformed", "MALFORMED", 2);
+  const std::string version = exported[1].substr(exported[1].find("\"version\":"), 12);
+  forge(version, "\"version\":0,", false, "malformed", "MALFORMED", 2);
+  forge(version, "\"version\":\"1\",", false, "malformed", "MALFORMED", 2);
+  forge("\"budget_counters\"", "\"budget_counters\"", true, "duplicate", "DUPLICATE", 3);
+
+  // Rerun: nothing changes.
+  const int64_t keys_done = DbSize();
+  auto again = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->already_done);
+  EXPECT_EQ(again->projects, 3);
+  EXPECT_EQ(again->projects_kept, 5);
+  EXPECT_EQ(again->projects_changed_kept, 1);
+  EXPECT_EQ(DbSize(), keys_done);
+}
+
+// A project that only a booking kept with its lease names (the lease is
+// RETURNED, its deposit not settled) stays; a corrupt counter of a project
+// that would go stops the run (DATA_LOSS naming the key), nothing removed.
+TEST_F(ArchiveTest, AProjectABookingKeptWithItsLeaseNamesStaysACorruptCounterStops) {
+  const int p = bk::keys::Partition("i1");
+  clock_.Set(At(kY, 2, 1));
+  ProjectOf(*store_, clock_, "p-leased", At(kY, 3, 1), At(kY, 6, 1));
+  ProjectOf(*store_, clock_, "p-corrupt", At(kY, 3, 1), At(kY, 6, 1));
+  const std::string lease = LeaseOf(*this, *store_, clock_, At(kY, 4, 1), bv1::Lease::RETURNED, "projects/p-leased");
+  ASSERT_TRUE(pool_->Command({"HSET", bk::keys::Budget(p, "p-corrupt"), "i1:used", "5400000x"}).ok());
+  clock_.Set(At(kY + 1, 2, 1));
+  const int64_t keys_before = DbSize();
+  auto stopped = ArchiveYear(pool_.get(), Options(kY));
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(stopped.status().message(), bk::keys::Budget(p, "p-corrupt"))) << stopped.status();
+  EXPECT_EQ(DbSize(), keys_before);
+
+  ASSERT_TRUE(pool_->Command({"HSET", bk::keys::Budget(p, "p-corrupt"), "i1:used", "5400000"}).ok());
+  auto r = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->leases_kept, 1);
+  EXPECT_EQ(r->bookings_kept, 1);
+  EXPECT_EQ(r->projects, 1);  // p-corrupt, its counters now readable
+  EXPECT_EQ(r->projects_kept, 1);
+  EXPECT_TRUE(Exists(bk::keys::Booking(p, lease)));
+  EXPECT_TRUE(Exists(bk::keys::Project("p-leased")));
+  EXPECT_TRUE(Exists(bk::keys::Budget(p, "p-leased")));
+  EXPECT_FALSE(Exists(bk::keys::Project("p-corrupt")));
+}
+
 // ============================================================ billing
 
 namespace bl = labshare::billing;
@@ -587,8 +816,9 @@ namespace blv1 = labshare::billing::v1;
 namespace iv = labshare::inventory::v1;
 
 // Billing's view of inventory for these tests: one instrument i1 of
-// organizations/owner, ON_SITE, billed on reserved time in 15-minute units,
-// the missed fee the full price; 100.00 CNY an hour for everybody.
+// organizations/owner, ON_SITE (and JOINT_RESEARCH alike), billed on
+// reserved time in 15-minute units, the missed fee the full price; 100.00
+// CNY an hour for everybody.
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
 class FakeInventory final : public bl::InventoryReader {
@@ -613,6 +843,8 @@ class FakeInventory final : public bl::InventoryReader {
     m->mutable_slot_rules()->set_billing_basis(iv::RESERVED_TIME);
     *m->mutable_slot_rules()->mutable_billing_unit() = ToProto(absl::Minutes(15));
     m->mutable_slot_rules()->set_missed_fee_bps(10000);
+    *i.add_modes() = i.modes(0);  // JOINT_RESEARCH alike (a project's bookings)
+    i.mutable_modes(1)->set_mode(labshare::type::v1::JOINT_RESEARCH);
     return i;
   }
   absl::StatusOr<iv::Organization> GetOrganization(const std::string& name) override {
@@ -644,13 +876,23 @@ class BillingArchiveTest : public ArchiveTest {
 
   // A one-hour booking of i1 paid by `payer`, missed: billing charges the
   // full price (10000) when it applies the event, at the clock's time.
-  std::string Missed(const std::string& payer, absl::Time start) {
+  // With a project: a JOINT_RESEARCH booking of it, payer and lab2 sharing.
+  std::string Missed(const std::string& payer, absl::Time start, const std::string& project = "") {
     const std::string id = absl::StrCat("b", ++bookings_);
     bv1::Booking b;
     b.set_name("bookings/" + id);
     b.set_instrument("instruments/i1");
     b.set_instrument_owner("organizations/owner");
     b.set_mode(labshare::type::v1::ON_SITE);
+    if (!project.empty()) {
+      b.set_mode(labshare::type::v1::JOINT_RESEARCH);
+      b.set_project(project);
+      for (const std::string& org : {payer, std::string("organizations/lab2")}) {
+        auto* share = b.add_cost_shares();
+        share->set_organization(org);
+        share->set_share_bps(5000);
+      }
+    }
     b.set_user("users/ana");
     b.set_payer_organization(payer);
     *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
@@ -1716,6 +1958,69 @@ TEST_F(BillingArchiveTest, ALeaseAStayingChargeNamesStaysWithItsBooking) {
   EXPECT_EQ(done->bookings_kept, 1);
   EXPECT_TRUE(Exists(bk::keys::Lease(p, id)));
   EXPECT_TRUE(Exists(bk::keys::Booking(p, id)));
+}
+
+TEST_F(BillingArchiveTest, AProjectAStayingChargeNamesStays) {
+  clock_.Set(Local(kY, 2, 1));
+  ProjectOf(*store_, clock_, "p-billed", Local(kY, 3, 1, 0), Local(kY, 4, 1, 0));
+  ProjectOf(*store_, clock_, "p-quiet", Local(kY, 3, 1, 0), Local(kY, 4, 1, 0));
+  // A missed booking of p-billed in March: its charge is never invoiced,
+  // so it stays in billing, and names the project.
+  clock_.Set(Local(kY, 3, 5));
+  const std::string charge = Missed("organizations/lab", Local(kY, 3, 2), "projects/p-billed");
+  ASSERT_FALSE(charge.empty());
+  clock_.Set(Local(kY + 1, 2, 1));
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_charges, 0);
+  EXPECT_EQ(done->billing_charges_kept, 1);
+  EXPECT_EQ(done->projects, 1);
+  EXPECT_EQ(done->projects_kept, 1);
+  EXPECT_TRUE(Exists(bk::keys::Project("p-billed")));
+  EXPECT_FALSE(Exists(bk::keys::Project("p-quiet")));
+  EXPECT_TRUE(Exists(bk::keys::ProjectIdReservation("p-quiet")));
+  blv1::GetChargeRequest g;
+  g.set_name(charge);
+  auto c = billing_->GetCharge(Admin(), g);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->project(), "projects/p-billed");
+}
+
+// A project's charge archived with it, then corrected between the export
+// and the removal: billing keeps the charge's group whole, so the project
+// it names stays too (counted as changed), also on a rerun.
+TEST_F(BillingArchiveTest, AProjectWhoseChargeIsCorrectedAfterTheExportStays) {
+  clock_.Set(Local(kY, 2, 1));
+  ProjectOf(*store_, clock_, "p-billed", Local(kY, 3, 1, 0), Local(kY, 4, 1, 0));
+  clock_.Set(Local(kY, 3, 5));
+  const std::string charge = Missed("organizations/lab", Local(kY, 3, 2), "projects/p-billed");
+  ASSERT_FALSE(charge.empty());
+  clock_.Set(Local(kY, 4, 2));
+  for (const std::string org : {"lab", "lab2"}) {
+    const blv1::Invoice inv = Issue("organizations/" + org, absl::StrCat(kY, "-03"), "issue-" + org);
+    ASSERT_TRUE(MarkPaid(inv.name(), "pay-" + org).ok());
+  }
+  clock_.Set(Local(kY + 1, 2, 1));
+  ArchiveOptions crash = Options(kY);
+  crash.stop_for_testing = [](absl::string_view stage) {
+    return stage == "manifest" ? absl::AbortedError("crash") : absl::OkStatus();
+  };
+  ASSERT_EQ(ArchiveYear(pool_.get(), crash).status().code(), absl::StatusCode::kAborted);
+  auto reversed = Reverse(charge, "reverse-project");
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->billing_charges, 1);  // exported, then kept whole
+  EXPECT_GT(done->billing_changed_kept, 0);
+  EXPECT_EQ(done->projects, 1);
+  EXPECT_EQ(done->projects_changed_kept, 1);
+  EXPECT_TRUE(Exists(bl::keys::Doc("charge", IdOf(charge))));
+  EXPECT_TRUE(Exists(bk::keys::Project("p-billed")));
+  EXPECT_TRUE(Exists(bk::keys::Budget(bk::keys::Partition("i1"), "p-billed")));
+  auto again = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->projects_changed_kept, 1);
+  EXPECT_TRUE(Exists(bk::keys::Project("p-billed")));
 }
 
 // A file rewritten with consistent checksums but a ledger line's amount

@@ -1,6 +1,11 @@
 // BookingService (ON_SITE) through real gRPC channels against a real
 // redis-server, with a real inventory service in the same process; both
 // share one fake clock.
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -10,6 +15,7 @@
 #include "common/server.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
+#include "services/archive/archive.h"
 #include "services/booking/booking_service.h"
 #include "services/booking/inventory_events.h"
 #include "services/inventory/inventory_service.h"
@@ -510,10 +516,13 @@ TEST_F(BookingServiceTest, MaintenanceWindowCancelsHitBookingsWithoutCharge) {
 
 class JointResearchTest : public BookingServiceTest {
  protected:
-  // lab and owner share "prj" one third / two thirds, 3 h on tem over days 2..4.
-  v1::Project MakeProject(v1::Project::CostShareTemplate tmpl, std::vector<int> shares, grpc::Status* status) {
+  // lab and owner share "prj" one third / two thirds, 3 h (`budget`) on tem
+  // over days 2..4.
+  v1::Project MakeProject(v1::Project::CostShareTemplate tmpl, std::vector<int> shares, grpc::Status* status,
+                          const std::string& request_id = "", absl::Duration budget_hours = absl::Hours(3)) {
     v1::CreateProjectRequest r;
     r.set_project_id("prj");
+    r.set_request_id(request_id);
     auto* pr = r.mutable_project();
     pr->set_title("Cryo-EM of membrane proteins");
     pr->set_cost_share_template(tmpl);
@@ -527,11 +536,29 @@ class JointResearchTest : public BookingServiceTest {
     *pr->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
     auto* budget = pr->add_instrument_budgets();
     budget->set_instrument("instruments/tem");
-    *budget->mutable_budget() = ToProto(absl::Hours(3));
+    *budget->mutable_budget() = ToProto(budget_hours);
     v1::Project out;
     *status = Call(stub_.get(), &v1::BookingService::Stub::CreateProject, r, &out, admin_);
     return out;
   }
+  // labshare-archive of the year the project's period ends in, run on the
+  // 2nd of January after it.
+  absl::StatusOr<archive::ArchiveResult> ArchiveTheProjectsYear() {
+    const int year = static_cast<int>(
+        absl::ToCivilYear(day_ + absl::Hours(48) - absl::Milliseconds(1), absl::UTCTimeZone()).year());
+    clock_.Set(absl::FromCivil(absl::CivilDay(year + 1, 1, 2), absl::UTCTimeZone()));
+    archive::ArchiveOptions o;
+    o.year = year;
+    o.dir = absl::StrCat(::testing::TempDir(), "/booking_archive_", getpid(), "_",
+                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(o.dir);
+    std::filesystem::create_directories(o.dir);
+    o.clock = &clock_;
+    auto r = archive::ArchiveYear(pool_.get(), o);
+    std::filesystem::remove_all(o.dir);
+    return r;
+  }
+  bool Exists(const std::string& key) { return pool_->Command({"EXISTS", key})->integer == 1; }
   grpc::Status BookJoint(absl::Duration from, absl::Duration to, v1::Booking* out,
                          const std::string& payer = "") {
     v1::CreateBookingRequest r;
@@ -608,6 +635,185 @@ TEST_F(JointResearchTest, BookingsStayWithinPeriodParticipantsAndBudget) {
   auto budget = Budget();
   EXPECT_EQ(FromProto(budget.committed()), absl::ZeroDuration());
   EXPECT_EQ(FromProto(budget.used()), absl::Minutes(90));
+}
+
+// A project id is reserved in the step that creates the project, for good:
+// a retry replays, any other request for the id is PROJECT_EXISTS (and
+// leaves the project's counters alone), also once labshare-archive has
+// removed the project's document.
+TEST_F(JointResearchTest, AProjectIdIsReservedForGoodArchivedOrNot) {
+  grpc::Status s;
+  const v1::Project created = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const auto reservation = pool_->Command({"HMGET", keys::ProjectIdReservation("prj"), "d", "v"});
+  ASSERT_TRUE(reservation.ok());
+  EXPECT_EQ(reservation->elements[0].str, "projects/prj");
+  EXPECT_EQ(reservation->elements[1].str, "2");  // claimed (1), then written with the document
+  clock_.Advance(absl::Minutes(1));
+  v1::Project again = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), created.SerializeAsString());
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(3));  // the refused create wrote no counter
+
+  auto archived = ArchiveTheProjectsYear();
+  ASSERT_TRUE(archived.ok()) << archived.status();
+  EXPECT_EQ(archived->projects, 1);
+  EXPECT_FALSE(Exists(keys::Project("prj")));
+  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
+  v1::GetProjectRequest g;
+  g.set_name("projects/prj");
+  v1::Project gone;
+  const grpc::Status not_found = Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &gone, admin_);
+  EXPECT_EQ(GrpcErrorReason(not_found), "PROJECT_NOT_FOUND");
+  EXPECT_NE(not_found.error_message().find("was archived"), std::string::npos) << not_found.error_message();
+  v1::Booking booking;
+  const grpc::Status booked = BookJoint(absl::Hours(30), absl::Hours(31), &booking);
+  EXPECT_EQ(GrpcErrorReason(booked), "PROJECT_NOT_FOUND");
+  EXPECT_NE(booked.error_message().find("was archived"), std::string::npos) << booked.error_message();
+  // The id stays taken: no document, no counters for it.
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-3", absl::Hours(5));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);  // without a request id
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_FALSE(Exists(keys::Project("prj")));
+  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
+  // The first request's retry still gets its answer.
+  again = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), created.SerializeAsString());
+}
+
+// Concurrent creates of one new id with different budgets: one wins, and
+// only the winner writes budget counters (a loser claimed nothing, so it
+// cannot overwrite them); the losers write no event and no idempotency
+// record.
+TEST_F(JointResearchTest, ConcurrentCreatesOfOneIdLeaveTheWinnersBudget) {
+  constexpr int kCreates = 8;
+  std::vector<grpc::Status> statuses(kCreates);
+  std::vector<v1::Project> created(kCreates);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCreates; ++i) {
+    threads.emplace_back([&, i] {
+      created[i] = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &statuses[i],
+                               absl::StrCat("race-", i), absl::Hours(i + 1));
+    });
+  }
+  for (auto& t : threads) t.join();
+  int winner = -1;
+  for (int i = 0; i < kCreates; ++i) {
+    if (statuses[i].ok()) {
+      EXPECT_EQ(winner, -1) << "two creates of projects/prj succeeded";
+      winner = i;
+    } else {
+      EXPECT_EQ(GrpcErrorReason(statuses[i]), "PROJECT_EXISTS") << statuses[i].error_message();
+      EXPECT_FALSE(Exists(keys::ProjectIdempotency("CreateProject", absl::StrCat("race-", i))));
+    }
+  }
+  ASSERT_NE(winner, -1);
+  EXPECT_EQ(FromProto(created[winner].instrument_budgets(0).budget()), absl::Hours(winner + 1));
+  const auto counter = pool_->Command({"HGET", keys::Budget(keys::Partition("tem"), "prj"), "tem:budget"});
+  ASSERT_TRUE(counter.ok());
+  EXPECT_EQ(counter->str, std::to_string(absl::ToInt64Milliseconds(absl::Hours(winner + 1))));
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(winner + 1));
+  EXPECT_EQ(pool_->Command({"XLEN", keys::ProjectOutbox()})->integer, 1);
+  EXPECT_TRUE(Exists(keys::ProjectIdempotency("CreateProject", absl::StrCat("race-", winner))));
+}
+
+// Concurrent updates of one project version with different budgets: one
+// wins, the counters hold its budget (a conflicted update writes none, and
+// no late write of an older version overwrites a newer one).
+TEST_F(JointResearchTest, ConcurrentUpdatesLeaveTheWinnersBudget) {
+  grpc::Status s;
+  const v1::Project created = MakeProject(v1::Project::CUSTOM, {5000, 5000}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  constexpr int kUpdates = 8;
+  std::vector<grpc::Status> statuses(kUpdates);
+  std::vector<v1::Project> updated(kUpdates);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kUpdates; ++i) {
+    threads.emplace_back([&, i] {
+      v1::UpdateProjectRequest r;
+      r.set_request_id(absl::StrCat("update-", i));
+      r.mutable_project()->set_name(created.name());
+      r.mutable_project()->set_etag(created.etag());
+      auto* budget = r.mutable_project()->add_instrument_budgets();
+      budget->set_instrument("instruments/tem");
+      *budget->mutable_budget() = ToProto(absl::Hours(10 + i));
+      r.mutable_update_mask()->add_paths("instrument_budgets");
+      statuses[i] = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &updated[i], admin_);
+    });
+  }
+  for (auto& t : threads) t.join();
+  int winner = -1;
+  for (int i = 0; i < kUpdates; ++i) {
+    if (statuses[i].ok()) {
+      EXPECT_EQ(winner, -1) << "two updates of version 1 succeeded";
+      winner = i;
+    } else {
+      EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::ABORTED) << statuses[i].error_message();
+      const std::string reason = GrpcErrorReason(statuses[i]);
+      EXPECT_TRUE(reason == "CONCURRENT_MODIFICATION" || reason == "ETAG_MISMATCH") << reason;
+    }
+  }
+  ASSERT_NE(winner, -1);
+  EXPECT_EQ(updated[winner].etag(), "2");
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(10 + winner));
+  const auto version =
+      pool_->Command({"HGET", keys::Budget(keys::Partition("tem"), "prj"), "tem:budget_version"});
+  ASSERT_TRUE(version.ok());
+  EXPECT_EQ(version->str, "2");
+}
+
+// A create that crashed after claiming the id (its claim holds the
+// reservation, no document): only the same request_id resumes it.
+TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
+  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("prj"), "v", "1", "d",
+                              "claim:" + keys::ProjectIdempotency("CreateProject", "create-1")})
+                  .ok());
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
+  v1::GetProjectRequest g;
+  g.set_name("projects/prj");
+  v1::Project none;
+  const grpc::Status missing = Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &none, admin_);
+  EXPECT_EQ(GrpcErrorReason(missing), "PROJECT_NOT_FOUND");
+  EXPECT_EQ(missing.error_message().find("archived"), std::string::npos) << missing.error_message();
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(3));
+  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "d"})->str, "projects/prj");
+}
+
+// A project created before reservations (its document alone holds the id):
+// CreateProject refuses the id, and labshare-archive writes the reservation
+// in the step that removes the document.
+TEST_F(JointResearchTest, AProjectOfAnOlderVersionKeepsItsIdThroughItsArchival) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(pool_->Command({"DEL", keys::ProjectIdReservation("prj")})->integer, 1);
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(3));
+  EXPECT_FALSE(Exists(keys::ProjectIdReservation("prj")));
+
+  auto archived = ArchiveTheProjectsYear();
+  ASSERT_TRUE(archived.ok()) << archived.status();
+  EXPECT_EQ(archived->projects, 1);
+  EXPECT_FALSE(Exists(keys::Project("prj")));
+  EXPECT_TRUE(Exists(keys::ProjectIdReservation("prj")));
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-3");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
 }
 
 class LeaseTest : public BookingServiceTest {

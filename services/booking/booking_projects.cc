@@ -3,6 +3,7 @@
 // budget counters live in each instrument's partition (see
 // redis_booking_store.h) so that a booking checks and commits budget in the
 // same step that takes the slot.
+#include <algorithm>
 #include <set>
 
 #include <google/protobuf/util/field_mask_util.h>
@@ -336,6 +337,16 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
   options.set_replace_repeated_fields(true);
   options.set_replace_message_fields(true);
   google::protobuf::util::FieldMaskUtil::MergeMessageTo(r.project(), r.update_mask(), options, &project);
+  // Stored participants of a template project carry the shares the template
+  // computed: unless the caller sends participants, a template computes them
+  // again (a mask of title alone, or a switch to another template).
+  const bool sent_participants =
+      std::find(r.update_mask().paths().begin(), r.update_mask().paths().end(), "participants") !=
+      r.update_mask().paths().end();
+  if (!sent_participants && project.cost_share_template() != v1::Project::CUSTOM &&
+      project.cost_share_template() != v1::Project::COST_SHARE_TEMPLATE_UNSPECIFIED) {
+    for (auto& participant : *project.mutable_participants()) participant.set_share_bps(0);
+  }
   LS_RETURN_IF_ERROR(CompleteProject(project));
   // A budget never drops below what is used and committed; an instrument with
   // holding bookings stays.

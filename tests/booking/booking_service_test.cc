@@ -601,6 +601,44 @@ TEST_F(JointResearchTest, EqualSplitOfTwo) {
   EXPECT_EQ(p.participants(1).share_bps(), 5000);
 }
 
+// A template project's stored shares are computed: an update that does not
+// send participants keeps them computed (title alone), or computes them with
+// the new template; participants sent with shares are still refused.
+TEST_F(JointResearchTest, UpdatingATemplateProjectComputesItsSharesAgain) {
+  grpc::Status s;
+  const v1::Project created = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::UpdateProjectRequest r;
+  r.mutable_project()->set_name(created.name());
+  r.mutable_project()->set_title("Renamed");
+  r.mutable_update_mask()->add_paths("title");
+  v1::Project out;
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &out, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.title(), "Renamed");
+  ASSERT_EQ(out.participants_size(), 2);
+  EXPECT_EQ(out.participants(0).share_bps(), 3333);
+  EXPECT_EQ(out.participants(1).share_bps(), 6667);
+
+  r.Clear();
+  r.mutable_project()->set_name(created.name());
+  r.mutable_project()->set_cost_share_template(v1::Project::EQUAL_SPLIT);
+  r.mutable_update_mask()->add_paths("cost_share_template");
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &out, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.cost_share_template(), v1::Project::EQUAL_SPLIT);
+  EXPECT_EQ(out.participants(0).share_bps(), 5000);
+  EXPECT_EQ(out.participants(1).share_bps(), 5000);
+
+  r.Clear();
+  r.mutable_project()->set_name(created.name());
+  *r.mutable_project()->mutable_participants() = out.participants();  // shares 5000, 5000
+  r.mutable_update_mask()->add_paths("participants");
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+}
+
 TEST_F(JointResearchTest, BookingsStayWithinPeriodParticipantsAndBudget) {
   grpc::Status s;
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);

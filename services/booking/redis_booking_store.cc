@@ -689,11 +689,12 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
         std::vector<CalendarEntry> entries = CalendarHead(*head);
         if (entries.empty()) return done(CalendarWithDocs());
         // The ends and every entry's document in one round trip (the
-        // documents of entries the ends drop are read for nothing).
+        // documents of entries the ends drop are read for nothing). Only
+        // the bytes: the reader needs no version (one bulk reply each).
         std::vector<std::vector<std::string>> reads;
         reads.reserve(entries.size() + 1);
         reads.push_back(CalendarEndsCommand(partition, instrument_id, entries));
-        for (const auto& e : entries) reads.push_back({"HMGET", keys::Booking(partition, e.booking_id), "d", "v"});
+        for (const auto& e : entries) reads.push_back({"HGET", keys::Booking(partition, e.booking_id), "d"});
         pipe->Pipeline(std::move(reads), [from_ms, entries = std::move(entries),
                                           done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> r) mutable {
           if (!r.ok()) return done(r.status());
@@ -701,11 +702,20 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
           CalendarWithDocs out;
           const size_t n = entries.size();
           out.entries = WithEnds(std::move(entries), (*r)[0], from_ms, &kept);
+          out.docs.reserve(out.entries.size());
           for (size_t i = 0; i < n && i + 1 < r->size(); ++i) {
             if (!kept[i]) continue;
-            auto doc = DocOf(std::move((*r)[i + 1]));
-            if (!doc.ok()) return done(doc.status());
-            out.docs.push_back(*std::move(doc));
+            RedisValue& d = (*r)[i + 1];
+            if (d.is_nil()) {
+              out.docs.emplace_back();
+              continue;
+            }
+            if (d.type != RedisValue::Type::kString) {
+              return done(MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply"));
+            }
+            StoredDoc doc;  // version not read (0)
+            doc.data = std::move(d.str);
+            out.docs.emplace_back(std::move(doc));
           }
           done(std::move(out));
         });

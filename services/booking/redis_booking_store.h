@@ -265,7 +265,7 @@ class BookingStore {
   // round trips: the calendar head, then the ends and documents together.
   struct CalendarWithDocs {
     std::vector<CalendarEntry> entries;
-    std::vector<std::optional<StoredDoc>> docs;  // one per entry
+    std::vector<std::optional<StoredDoc>> docs;  // one per entry; on the pipeline, version 0 (not read)
   };
   void CalendarWithDocsAsync(int partition, std::string instrument_id, int64_t from_ms, int64_t to_ms,
                              Done<CalendarWithDocs> done) const;

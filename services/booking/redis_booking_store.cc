@@ -634,6 +634,19 @@ absl::StatusOr<std::optional<StoredDoc>> DocOf(RedisValue&& v) {
   return std::optional<StoredDoc>(std::move(doc));
 }
 
+// A document's bytes from an HGET d reply, for readers that need no version
+// (left 0): one bulk reply instead of DocOf's array.
+std::vector<std::string> DocBytesCommand(std::string key) { return {"HGET", std::move(key), "d"}; }
+absl::StatusOr<std::optional<StoredDoc>> DocBytesOf(RedisValue&& v) {
+  if (v.is_nil()) return std::optional<StoredDoc>();
+  if (v.type != RedisValue::Type::kString) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  StoredDoc doc;
+  doc.data = std::move(v.str);
+  return std::optional<StoredDoc>(std::move(doc));
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
@@ -694,7 +707,7 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
         std::vector<std::vector<std::string>> reads;
         reads.reserve(entries.size() + 1);
         reads.push_back(CalendarEndsCommand(partition, instrument_id, entries));
-        for (const auto& e : entries) reads.push_back({"HGET", keys::Booking(partition, e.booking_id), "d"});
+        for (const auto& e : entries) reads.push_back(DocBytesCommand(keys::Booking(partition, e.booking_id)));
         pipe->Pipeline(std::move(reads), [from_ms, entries = std::move(entries),
                                           done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> r) mutable {
           if (!r.ok()) return done(r.status());
@@ -705,17 +718,9 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
           out.docs.reserve(out.entries.size());
           for (size_t i = 0; i < n && i + 1 < r->size(); ++i) {
             if (!kept[i]) continue;
-            RedisValue& d = (*r)[i + 1];
-            if (d.is_nil()) {
-              out.docs.emplace_back();
-              continue;
-            }
-            if (d.type != RedisValue::Type::kString) {
-              return done(MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply"));
-            }
-            StoredDoc doc;  // version not read (0)
-            doc.data = std::move(d.str);
-            out.docs.emplace_back(std::move(doc));
+            auto doc = DocBytesOf(std::move((*r)[i + 1]));
+            if (!doc.ok()) return done(doc.status());
+            out.docs.push_back(*std::move(doc));
           }
           done(std::move(out));
         });
@@ -1136,13 +1141,13 @@ void BookingStore::GetDocsAsync(std::vector<std::string> doc_keys,
   if (pipeline_ == nullptr || doc_keys.empty()) return done(docs_.GetMany(doc_keys));
   std::vector<std::vector<std::string>> commands;
   commands.reserve(doc_keys.size());
-  for (auto& k : doc_keys) commands.push_back({"HMGET", std::move(k), "d", "v"});
+  for (auto& k : doc_keys) commands.push_back(DocBytesCommand(std::move(k)));
   pipeline_->Pipeline(std::move(commands), [done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> replies) {
     if (!replies.ok()) return done(replies.status());
     std::vector<std::optional<StoredDoc>> out;
     out.reserve(replies->size());
     for (auto& r : *replies) {
-      auto doc = DocOf(std::move(r));
+      auto doc = DocBytesOf(std::move(r));
       if (!doc.ok()) return done(doc.status());
       out.push_back(*std::move(doc));
     }

@@ -345,6 +345,8 @@ class BookingStore {
                          Done<std::vector<std::vector<ListingEntry>>> done) const;
   void ListingSizesAsync(std::vector<ListingSource> sources, Done<std::vector<int64_t>> done) const;
   void ListingSpansAsync(Done<std::vector<int64_t>> done) const;
+  // GetDocsAsync reads only the documents' bytes (HGET d): on the pipeline
+  // their version is 0 (not read).
   void GetDocsAsync(std::vector<std::string> keys, Done<std::vector<std::optional<StoredDoc>>> done) const;
   // Entries of each source (ZCARD), in one round trip.
   absl::StatusOr<std::vector<int64_t>> ListingSizes(const std::vector<ListingSource>& sources) const;

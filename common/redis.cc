@@ -535,13 +535,16 @@ int RedisCommandSlot(const std::vector<std::string>& argv) {
 }
 
 bool RedisCommandIsReadOnly(std::string_view command) {
-  for (std::string_view r :
-       {"GET", "MGET", "HGET", "HMGET", "HGETALL", "HLEN", "HEXISTS", "HKEYS", "HVALS", "HSCAN", "EXISTS", "TYPE",
-        "TTL", "PTTL", "STRLEN", "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX",
-        "ZREVRANGEBYLEX", "ZCARD", "ZSCORE", "ZMSCORE", "ZCOUNT", "ZRANK", "ZREVRANK", "ZSCAN", "SMEMBERS",
-        "SISMEMBER", "SMISMEMBER", "SCARD", "SUNION", "SINTER", "SDIFF", "SSCAN", "LRANGE", "LLEN", "LINDEX",
-        "XRANGE", "XREVRANGE", "XLEN", "XINFO", "XPENDING", "XREAD", "SCAN", "PING", "INFO", "TIME",
-        "ROLE", "DBSIZE", "MEMORY", "OBJECT", "EVALSHA_RO", "EVAL_RO", "CLUSTER", "WAIT", "ECHO", "KEYS"}) {
+  // A static table: its lengths are known once, not measured (strlen) on
+  // every call; the pipeline asks this for every command it sends.
+  static constexpr std::string_view kReadOnly[] = {
+      "GET", "MGET", "HGET", "HMGET", "HGETALL", "HLEN", "HEXISTS", "HKEYS", "HVALS", "HSCAN", "EXISTS", "TYPE",
+      "TTL", "PTTL", "STRLEN", "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX",
+      "ZREVRANGEBYLEX", "ZCARD", "ZSCORE", "ZMSCORE", "ZCOUNT", "ZRANK", "ZREVRANK", "ZSCAN", "SMEMBERS",
+      "SISMEMBER", "SMISMEMBER", "SCARD", "SUNION", "SINTER", "SDIFF", "SSCAN", "LRANGE", "LLEN", "LINDEX",
+      "XRANGE", "XREVRANGE", "XLEN", "XINFO", "XPENDING", "XREAD", "SCAN", "PING", "INFO", "TIME",
+      "ROLE", "DBSIZE", "MEMORY", "OBJECT", "EVALSHA_RO", "EVAL_RO", "CLUSTER", "WAIT", "ECHO", "KEYS"};
+  for (std::string_view r : kReadOnly) {
     if (Is(command, r)) return true;
   }
   return false;

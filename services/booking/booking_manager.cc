@@ -1402,7 +1402,7 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
   const absl::Duration lead = plan.lead, tail = plan.tail;
   const labshare::inventory::BookingWindow& window = plan.window;
   const bool names = plan.names;
-  std::set<std::string> windows_on_calendar;
+  std::set<std::string> windows_on_calendar;  // rare: only when a window is on the calendar
   for (const auto& e : entries) {
     if (IsWindowEntry(e.booking_id)) windows_on_calendar.insert(e.booking_id.substr(3));
   }
@@ -1411,48 +1411,60 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
   *resp.mutable_earliest_start() = ToProto(window.earliest_start);
   if (window.latest_end != absl::InfiniteFuture()) *resp.mutable_horizon_end() = ToProto(window.latest_end);
   std::vector<std::pair<absl::Time, absl::Time>> busy;
+  busy.reserve(entries.size() + 4);
+  // Whether the busy intervals added so far start strictly in order (the
+  // calendar's are by start): then sorting them changes nothing.
+  bool in_order = true;
+  absl::Time last_start = absl::InfinitePast();
+  auto add_busy = [&](absl::Time bs) {
+    if (resp.busy_intervals_size() > 0 && !(last_start < bs)) in_order = false;
+    last_start = bs;
+    return resp.add_busy_intervals();
+  };
+  if (with_busy) resp.mutable_busy_intervals()->Reserve(static_cast<int>(entries.size()));
   for (size_t i = 0; i < entries.size(); ++i) {
     const absl::Time bs = FromMs(entries[i].start_ms), be = FromMs(entries[i].end_ms);
     busy.emplace_back(bs, be);
     if (!with_busy || !(bs < to && from < be)) continue;  // only in the way of the range's edges
-    v1::BusyInterval bi;
-    *bi.mutable_interval()->mutable_start_time() = ToProto(bs);
-    *bi.mutable_interval()->mutable_end_time() = ToProto(be);
-    bi.set_reason(IsWindowEntry(entries[i].booking_id) ? v1::BusyInterval::MAINTENANCE
-                                                        : v1::BusyInterval::BOOKED);
+    v1::BusyInterval* bi = add_busy(bs);
+    *bi->mutable_interval()->mutable_start_time() = ToProto(bs);
+    *bi->mutable_interval()->mutable_end_time() = ToProto(be);
+    const bool window_entry = IsWindowEntry(entries[i].booking_id);
+    v1::BusyInterval::Reason reason = window_entry ? v1::BusyInterval::MAINTENANCE : v1::BusyInterval::BOOKED;
     int state = 0, mode = 0;
     if (i < docs.size() && docs[i] && ReadStateAndMode(docs[i]->data, &state, &mode)) {
       if (state == v1::Booking::PENDING_APPROVAL) {
-        bi.set_reason(v1::BusyInterval::AWAITING_APPROVAL);
+        reason = v1::BusyInterval::AWAITING_APPROVAL;
       } else if (mode == labshare::type::v1::LEASE) {
-        bi.set_reason(v1::BusyInterval::LEASED);
+        reason = v1::BusyInterval::LEASED;
       } else if (state == v1::Booking::CHECKED_IN) {
-        bi.set_reason(v1::BusyInterval::IN_USE);
+        reason = v1::BusyInterval::IN_USE;
       }
     }
-    if (names && !IsWindowEntry(entries[i].booking_id)) bi.set_resource("bookings/" + entries[i].booking_id);
-    *resp.add_busy_intervals() = std::move(bi);
+    bi->set_reason(reason);
+    if (names && !window_entry) bi->set_resource(absl::StrCat("bookings/", entries[i].booking_id));
   }
   for (const auto& w : plan.windows->maintenance_windows()) {
     if (w.state() != inv::SCHEDULED ||
-        windows_on_calendar.count(w.name().substr(w.name().rfind('/') + 1))) {
+        (!windows_on_calendar.empty() && windows_on_calendar.count(w.name().substr(w.name().rfind('/') + 1)))) {
       continue;
     }
     const absl::Time ws = FromProto(w.interval().start_time()), we = FromProto(w.interval().end_time());
     if (!(ws < to + tail && from - lead < we)) continue;
     busy.emplace_back(ws, we);
     if (!with_busy || !(ws < to && from < we)) continue;
-    v1::BusyInterval bi;
-    *bi.mutable_interval() = w.interval();
-    bi.set_reason(v1::BusyInterval::MAINTENANCE);
-    if (names) bi.set_resource(w.name());
-    *resp.add_busy_intervals() = std::move(bi);
+    v1::BusyInterval* bi = add_busy(ws);
+    *bi->mutable_interval() = w.interval();
+    bi->set_reason(v1::BusyInterval::MAINTENANCE);
+    if (names) bi->set_resource(w.name());
   }
-  std::sort(busy.begin(), busy.end());
-  std::sort(resp.mutable_busy_intervals()->begin(), resp.mutable_busy_intervals()->end(),
-            [](const v1::BusyInterval& a, const v1::BusyInterval& b) {
-              return FromProto(a.interval().start_time()) < FromProto(b.interval().start_time());
-            });
+  if (!std::is_sorted(busy.begin(), busy.end())) std::sort(busy.begin(), busy.end());
+  if (!in_order) {
+    std::sort(resp.mutable_busy_intervals()->begin(), resp.mutable_busy_intervals()->end(),
+              [](const v1::BusyInterval& a, const v1::BusyInterval& b) {
+                return FromProto(a.interval().start_time()) < FromProto(b.interval().start_time());
+              });
+  }
   // Free: in each gap [gap start, next taken start), where a reservation's
   // whole blocked interval fits: lead after the gap opens, tail before it
   // closes; clipped to the booking window and the range.

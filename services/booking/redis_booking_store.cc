@@ -688,6 +688,19 @@ absl::StatusOr<std::optional<StoredDoc>> DocOf(RedisValue&& v) {
   return std::optional<StoredDoc>(std::move(doc));
 }
 
+// A document's bytes from an HGET d reply, for readers that need no version
+// (left 0): one bulk reply instead of DocOf's array.
+std::vector<std::string> DocBytesCommand(std::string key) { return {"HGET", std::move(key), "d"}; }
+absl::StatusOr<std::optional<StoredDoc>> DocBytesOf(RedisValue&& v) {
+  if (v.is_nil()) return std::optional<StoredDoc>();
+  if (v.type != RedisValue::Type::kString) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  StoredDoc doc;
+  doc.data = std::move(v.str);
+  return std::optional<StoredDoc>(std::move(doc));
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
@@ -743,11 +756,12 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
         std::vector<CalendarEntry> entries = CalendarHead(*head);
         if (entries.empty()) return done(CalendarWithDocs());
         // The ends and every entry's document in one round trip (the
-        // documents of entries the ends drop are read for nothing).
+        // documents of entries the ends drop are read for nothing). Only
+        // the bytes: the reader needs no version (one bulk reply each).
         std::vector<std::vector<std::string>> reads;
         reads.reserve(entries.size() + 1);
         reads.push_back(CalendarEndsCommand(partition, instrument_id, entries));
-        for (const auto& e : entries) reads.push_back({"HMGET", keys::Booking(partition, e.booking_id), "d", "v"});
+        for (const auto& e : entries) reads.push_back(DocBytesCommand(keys::Booking(partition, e.booking_id)));
         pipe->Pipeline(std::move(reads), [from_ms, entries = std::move(entries),
                                           done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> r) mutable {
           if (!r.ok()) return done(r.status());
@@ -755,9 +769,10 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
           CalendarWithDocs out;
           const size_t n = entries.size();
           out.entries = WithEnds(std::move(entries), (*r)[0], from_ms, &kept);
+          out.docs.reserve(out.entries.size());
           for (size_t i = 0; i < n && i + 1 < r->size(); ++i) {
             if (!kept[i]) continue;
-            auto doc = DocOf(std::move((*r)[i + 1]));
+            auto doc = DocBytesOf(std::move((*r)[i + 1]));
             if (!doc.ok()) return done(doc.status());
             out.docs.push_back(*std::move(doc));
           }
@@ -1180,13 +1195,13 @@ void BookingStore::GetDocsAsync(std::vector<std::string> doc_keys,
   if (pipeline_ == nullptr || doc_keys.empty()) return done(docs_.GetMany(doc_keys));
   std::vector<std::vector<std::string>> commands;
   commands.reserve(doc_keys.size());
-  for (auto& k : doc_keys) commands.push_back({"HMGET", std::move(k), "d", "v"});
+  for (auto& k : doc_keys) commands.push_back(DocBytesCommand(std::move(k)));
   pipeline_->Pipeline(std::move(commands), [done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> replies) {
     if (!replies.ok()) return done(replies.status());
     std::vector<std::optional<StoredDoc>> out;
     out.reserve(replies->size());
     for (auto& r : *replies) {
-      auto doc = DocOf(std::move(r));
+      auto doc = DocBytesOf(std::move(r));
       if (!doc.ok()) return done(doc.status());
       out.push_back(*std::move(doc));
     }

@@ -279,7 +279,7 @@ class BookingStore {
   // round trips: the calendar head, then the ends and documents together.
   struct CalendarWithDocs {
     std::vector<CalendarEntry> entries;
-    std::vector<std::optional<StoredDoc>> docs;  // one per entry
+    std::vector<std::optional<StoredDoc>> docs;  // one per entry; on the pipeline, version 0 (not read)
   };
   void CalendarWithDocsAsync(int partition, std::string instrument_id, int64_t from_ms, int64_t to_ms,
                              Done<CalendarWithDocs> done) const;
@@ -376,6 +376,8 @@ class BookingStore {
                          Done<std::vector<std::vector<ListingEntry>>> done) const;
   void ListingSizesAsync(std::vector<ListingSource> sources, Done<std::vector<int64_t>> done) const;
   void ListingSpansAsync(Done<std::vector<int64_t>> done) const;
+  // GetDocsAsync reads only the documents' bytes (HGET d): on the pipeline
+  // their version is 0 (not read).
   void GetDocsAsync(std::vector<std::string> keys, Done<std::vector<std::optional<StoredDoc>>> done) const;
   // Entries of each source (ZCARD), in one round trip.
   absl::StatusOr<std::vector<int64_t>> ListingSizes(const std::vector<ListingSource>& sources) const;

@@ -854,6 +854,31 @@ TEST_F(JointResearchTest, AProjectOfAnOlderVersionKeepsItsIdThroughItsArchival) 
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
 }
 
+// A reservation still holding a claim next to the committed document (the
+// retry of a crashed claim committed by a replica of the previous version):
+// labshare-archive writes it in its committed form, so that the claim's
+// owner retrying with its request_id (its record expired) cannot claim the
+// id again once the document is gone.
+TEST_F(JointResearchTest, ArchivalCommitsAReservationLeftAsAClaim) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::string idem = keys::ProjectIdempotency("CreateProject", "create-1");
+  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("prj"), "v", "1", "d", "claim:" + idem}).ok());
+  ASSERT_EQ(pool_->Command({"DEL", idem})->integer, 1);
+
+  auto archived = ArchiveTheProjectsYear();
+  ASSERT_TRUE(archived.ok()) << archived.status();
+  EXPECT_EQ(archived->projects, 1);
+  EXPECT_FALSE(Exists(keys::Project("prj")));
+  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "d"})->str, "projects/prj");
+  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "v"})->str, "2");
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_FALSE(Exists(keys::Project("prj")));
+}
+
 class LeaseTest : public BookingServiceTest {
  protected:
   // A lease of afm by lab over [day + from days, day + to days).

@@ -209,8 +209,11 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   }
   // Budgets before the commit: a crash between leaves counters of a project
   // that does not exist, which no booking can reach, and a claim only this
-  // request_id can resume.
-  LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, 1));
+  // request_id can resume. Written whatever their stamp: the claim makes
+  // this request the id's only writer, and a resumed claim (possibly with
+  // another body, after the record's window) replaces the budgets of its
+  // crashed attempt, stamped 1 as well.
+  LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, 1, /*overwrite=*/true));
   v1::BookingEvent event = Event(p, r.request_id());
   *event.mutable_project_created()->mutable_project() = project;
   Mutation m;
@@ -396,7 +399,7 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
 }
 
 absl::Status BookingManager::SetProjectBudgets(const v1::Project& project, const std::vector<std::string>& dropped,
-                                               int64_t version) const {
+                                               int64_t version, bool overwrite) const {
   const std::string id = IdOf(project.name());
   std::map<std::string, int64_t> budgets;
   for (const auto& b : project.instrument_budgets()) {
@@ -404,7 +407,7 @@ absl::Status BookingManager::SetProjectBudgets(const v1::Project& project, const
   }
   for (const auto& instrument : dropped) budgets.emplace(instrument, 0);  // no longer budgeted
   for (const auto& [instrument, budget_ms] : budgets) {
-    LS_RETURN_IF_ERROR(store_->SetBudget(id, instrument, budget_ms, version));
+    LS_RETURN_IF_ERROR(store_->SetBudget(id, instrument, budget_ms, version, overwrite));
   }
   return absl::OkStatus();
 }

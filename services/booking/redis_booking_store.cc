@@ -384,10 +384,15 @@ absl::Status BookingStore::Publish(int partition, const std::string& event) cons
 }
 
 absl::Status BookingStore::SetBudget(absl::string_view project_id, absl::string_view instrument_id,
-                                     int64_t budget_ms, int64_t project_version) const {
+                                     int64_t budget_ms, int64_t project_version, bool overwrite) const {
   const std::string key = keys::Budget(keys::Partition(instrument_id), project_id);
   if (project_version <= 0) {
     return pool_->Command({"HSET", key, absl::StrCat(instrument_id, ":budget"), std::to_string(budget_ms)}).status();
+  }
+  if (overwrite) {
+    return pool_->Command({"HSET", key, absl::StrCat(instrument_id, ":budget"), std::to_string(budget_ms),
+                           absl::StrCat(instrument_id, ":budget_version"), std::to_string(project_version)})
+        .status();
   }
   // KEYS: the budget hash. ARGV: instrument id, budget (ms), project version.
   static const RedisScript* script = new RedisScript(R"lua(

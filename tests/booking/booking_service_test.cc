@@ -830,6 +830,28 @@ TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
   EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "d"})->str, "projects/prj");
 }
 
+// A claim resumed by its request_id (after a crash past the budget write,
+// here with another budget, as after the record's window) writes its own
+// budget over the crashed attempt's: the counters follow the document.
+TEST_F(JointResearchTest, AResumedClaimReplacesTheBudgetOfItsCrashedAttempt) {
+  const std::string counters = keys::Budget(keys::Partition("tem"), "prj");
+  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("prj"), "v", "1", "d",
+                              "claim:" + keys::ProjectIdempotency("CreateProject", "create-1")})
+                  .ok());
+  ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:budget", std::to_string(absl::ToInt64Milliseconds(absl::Hours(3))),
+                              "tem:budget_version", "1"})
+                  .ok());
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1", absl::Hours(5));
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(5));
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget"})->str,
+            std::to_string(absl::ToInt64Milliseconds(absl::Hours(5))));
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget_version"})->str, "1");
+  v1::Booking b;
+  EXPECT_TRUE(BookJoint(absl::Hours(9), absl::Hours(13), &b).ok());
+}
+
 // A project created before reservations (its document alone holds the id):
 // CreateProject refuses the id, and labshare-archive writes the reservation
 // in the step that removes the document.

@@ -205,7 +205,12 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
       return replay;
     }
     case BookingStore::ProjectClaim::Kind::kRequestReused: return RequestIdReused();
-    case BookingStore::ProjectClaim::Kind::kTaken: return exists;
+    case BookingStore::ProjectClaim::Kind::kTaken:
+      if (!claim.claim_only) return exists;
+      return MakeError(absl::StatusCode::kAlreadyExists, "PROJECT_EXISTS",
+                       project.name() + " is taken: another request is creating a project with this id, or a "
+                       "create of it failed (only that create's request_id can finish it); choose another "
+                       "project_id");
   }
   // Budgets before the commit: a crash between leaves counters of a project
   // that does not exist, which no booking can reach, and a claim only this

@@ -420,6 +420,7 @@ local mine = 'claim:' .. ARGV[2]
 local d = redis.call('HGET', KEYS[3], 'd')
 if d then
   if d == mine then return {'CLAIMED'} end
+  if string.sub(d, 1, 6) == 'claim:' then return {'TAKEN', 'claim'} end
   return {'TAKEN'}
 end
 redis.call('HSET', KEYS[3], 'v', 1, 'd', mine)
@@ -442,6 +443,7 @@ return {'CLAIMED'}
     out.kind = ProjectClaim::Kind::kRequestReused;
   } else if (tag == "TAKEN") {
     out.kind = ProjectClaim::Kind::kTaken;
+    out.claim_only = v.elements.size() > 1 && v.elements[1].str == "claim";
   } else if (tag != "CLAIMED") {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }

@@ -345,6 +345,9 @@ class BookingStore {
     enum class Kind { kClaimed, kReplayed, kRequestReused, kTaken };
     Kind kind = Kind::kClaimed;
     std::string response;  // kReplayed
+    // kTaken: the id has no document, only another request's claim (a
+    // create under way, or one that failed past its claim).
+    bool claim_only = false;
   };
   absl::StatusOr<ProjectClaim> ClaimProjectId(const std::string& idempotency_key, const std::string& fingerprint,
                                               absl::string_view project_id, absl::string_view owner) const;

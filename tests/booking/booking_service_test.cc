@@ -815,6 +815,11 @@ TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
   grpc::Status s;
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  // Only a claim holds the id: the message does not speak of a project.
+  EXPECT_NE(s.error_message().find("another request is creating a project with this id, or a create of it failed"),
+            std::string::npos)
+      << s.error_message();
+  EXPECT_EQ(s.error_message().find("has or had"), std::string::npos) << s.error_message();
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
   EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
@@ -828,6 +833,9 @@ TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(3));
   EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "d"})->str, "projects/prj");
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_NE(s.error_message().find("a project has or had this id"), std::string::npos) << s.error_message();
 }
 
 // A claim resumed by its request_id (after a crash past the budget write,

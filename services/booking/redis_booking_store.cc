@@ -454,10 +454,11 @@ absl::StatusOr<BookingStore::BudgetUse> BookingStore::GetBudget(
     absl::string_view project_id, absl::string_view instrument_id) const {
   const std::string f(instrument_id);
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", keys::Budget(keys::Partition(instrument_id), project_id),
-                                                    f + ":budget", f + ":committed", f + ":used"}));
+                                                    f + ":budget", f + ":committed", f + ":used",
+                                                    f + ":budget_version"}));
   BudgetUse out;
-  int64_t* fields[] = {&out.budget_ms, &out.committed_ms, &out.used_ms};
-  for (size_t i = 0; i < 3 && i < v.elements.size(); ++i) {
+  int64_t* fields[] = {&out.budget_ms, &out.committed_ms, &out.used_ms, &out.version};
+  for (size_t i = 0; i < 4 && i < v.elements.size(); ++i) {
     if (!v.elements[i].is_nil()) absl::SimpleAtoi(v.elements[i].str, fields[i]);
   }
   return out;

@@ -353,6 +353,7 @@ class BookingStore {
                                               absl::string_view project_id, absl::string_view owner) const;
   struct BudgetUse {
     int64_t budget_ms = 0, committed_ms = 0, used_ms = 0;
+    int64_t version = 0;  // "<instr>:budget_version": the project version of budget_ms
   };
   absl::StatusOr<BudgetUse> GetBudget(absl::string_view project_id,
                                       absl::string_view instrument_id) const;

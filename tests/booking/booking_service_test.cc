@@ -860,6 +860,38 @@ TEST_F(JointResearchTest, AResumedClaimReplacesTheBudgetOfItsCrashedAttempt) {
   EXPECT_TRUE(BookJoint(absl::Hours(9), absl::Hours(13), &b).ok());
 }
 
+// An UpdateProject whose counters never followed its commit (the process
+// died in between and nobody retried): the next booking of the project
+// writes them from the document, at its version, and is held to the new
+// budget.
+TEST_F(JointResearchTest, ABookingBringsCountersBehindTheDocumentUpToDate) {
+  grpc::Status s;
+  const v1::Project created = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::UpdateProjectRequest r;
+  r.set_request_id("update-1");
+  r.mutable_project()->set_name(created.name());
+  auto* budget = r.mutable_project()->add_instrument_budgets();
+  budget->set_instrument("instruments/tem");
+  *budget->mutable_budget() = ToProto(absl::Hours(5));
+  r.mutable_update_mask()->add_paths("instrument_budgets");
+  v1::Project updated;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &updated, admin_).ok());
+  EXPECT_EQ(updated.etag(), "2");
+  // The counters as the crash left them: version 1's budget.
+  const std::string counters = keys::Budget(keys::Partition("tem"), "prj");
+  ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:budget", std::to_string(absl::ToInt64Milliseconds(absl::Hours(3))),
+                              "tem:budget_version", "1"})
+                  .ok());
+  v1::Booking b, c;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(13), &b).ok());  // 4 h of the new 5 h
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget"})->str,
+            std::to_string(absl::ToInt64Milliseconds(absl::Hours(5))));
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget_version"})->str, "2");
+  EXPECT_EQ(GrpcErrorReason(BookJoint(absl::Hours(14), absl::Hours(16), &c)), "PROJECT_BUDGET_EXCEEDED");
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(4));
+}
+
 // A project created before reservations (its document alone holds the id):
 // CreateProject refuses the id, and labshare-archive writes the reservation
 // in the step that removes the document.

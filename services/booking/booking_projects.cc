@@ -330,9 +330,15 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
     v1::Project replay;
     replay.ParseFromString(*seen);
     // A crash after the commit may have left the counters behind: written
-    // again at the replayed version (a later version's stay).
+    // again at the replayed version (a later version's stay), unless the
+    // project was archived since (its counters went with it). An
+    // instrument the update dropped is not known here (the replay holds
+    // the new document only): its counter keeps its budget, which no
+    // booking reaches (the document no longer budgets it).
+    auto still = store_->docs().Get(keys::Project(IdOf(replay.name())));
+    if (!still.ok()) return still.status();
     int64_t at = 0;
-    if (absl::SimpleAtoi(replay.etag(), &at)) LS_RETURN_IF_ERROR(SetProjectBudgets(replay, {}, at));
+    if (*still && absl::SimpleAtoi(replay.etag(), &at)) LS_RETURN_IF_ERROR(SetProjectBudgets(replay, {}, at));
     return replay;
   }
   int64_t version = 0;

@@ -892,6 +892,33 @@ TEST_F(JointResearchTest, ABookingBringsCountersBehindTheDocumentUpToDate) {
   EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(4));
 }
 
+// A retry of an UpdateProject after the project was archived answers the
+// update it recorded but writes no counters: the archived project's went
+// with it.
+TEST_F(JointResearchTest, AnUpdateRetriedAfterTheArchivalWritesNoCounters) {
+  grpc::Status s;
+  const v1::Project created = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::UpdateProjectRequest r;
+  r.set_request_id("update-1");
+  r.mutable_project()->set_name(created.name());
+  auto* budget = r.mutable_project()->add_instrument_budgets();
+  budget->set_instrument("instruments/tem");
+  *budget->mutable_budget() = ToProto(absl::Hours(5));
+  r.mutable_update_mask()->add_paths("instrument_budgets");
+  v1::Project updated;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &updated, admin_).ok());
+  auto archived = ArchiveTheProjectsYear();
+  ASSERT_TRUE(archived.ok()) << archived.status();
+  EXPECT_EQ(archived->projects, 1);
+  const std::string counters = keys::Budget(keys::Partition("tem"), "prj");
+  EXPECT_FALSE(Exists(counters));
+  v1::Project again;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &again, admin_).ok());
+  EXPECT_EQ(again.etag(), "2");
+  EXPECT_FALSE(Exists(counters));
+}
+
 // A project created before reservations (its document alone holds the id):
 // CreateProject refuses the id, and labshare-archive writes the reservation
 // in the step that removes the document.

@@ -789,7 +789,9 @@ absl::StatusOr<int64_t> SweepLeaseAndOrderOrgIndexes(RedisPool* pool, int64_t cu
 
 // A project as it is written to its file: the document, and its budget
 // counters ({bk:P}:budget:<id> of every partition, fields
-// "<instrument>:budget|committed|used" in ms), which go with it.
+// "<instrument>:budget|committed|used" in ms and
+// "<instrument>:budget_version", the project version the budget was
+// written from), which go with it.
 struct StoredProject {
   std::string id;
   int64_t version = 0;

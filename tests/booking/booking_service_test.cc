@@ -559,6 +559,17 @@ class JointResearchTest : public BookingServiceTest {
     return r;
   }
   bool Exists(const std::string& key) { return pool_->Command({"EXISTS", key})->integer == 1; }
+  // An UpdateProject of prj's budget on tem.
+  v1::UpdateProjectRequest BudgetUpdate(const std::string& request_id, absl::Duration hours) {
+    v1::UpdateProjectRequest r;
+    r.set_request_id(request_id);
+    r.mutable_project()->set_name("projects/prj");
+    auto* budget = r.mutable_project()->add_instrument_budgets();
+    budget->set_instrument("instruments/tem");
+    *budget->mutable_budget() = ToProto(hours);
+    r.mutable_update_mask()->add_paths("instrument_budgets");
+    return r;
+  }
   grpc::Status BookJoint(absl::Duration from, absl::Duration to, v1::Booking* out,
                          const std::string& payer = "") {
     v1::CreateBookingRequest r;
@@ -866,15 +877,9 @@ TEST_F(JointResearchTest, AResumedClaimReplacesTheBudgetOfItsCrashedAttempt) {
 // budget.
 TEST_F(JointResearchTest, ABookingBringsCountersBehindTheDocumentUpToDate) {
   grpc::Status s;
-  const v1::Project created = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
   ASSERT_TRUE(s.ok()) << s.error_message();
-  v1::UpdateProjectRequest r;
-  r.set_request_id("update-1");
-  r.mutable_project()->set_name(created.name());
-  auto* budget = r.mutable_project()->add_instrument_budgets();
-  budget->set_instrument("instruments/tem");
-  *budget->mutable_budget() = ToProto(absl::Hours(5));
-  r.mutable_update_mask()->add_paths("instrument_budgets");
+  const v1::UpdateProjectRequest r = BudgetUpdate("update-1", absl::Hours(5));
   v1::Project updated;
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &updated, admin_).ok());
   EXPECT_EQ(updated.etag(), "2");
@@ -897,15 +902,9 @@ TEST_F(JointResearchTest, ABookingBringsCountersBehindTheDocumentUpToDate) {
 // with it.
 TEST_F(JointResearchTest, AnUpdateRetriedAfterTheArchivalWritesNoCounters) {
   grpc::Status s;
-  const v1::Project created = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
   ASSERT_TRUE(s.ok()) << s.error_message();
-  v1::UpdateProjectRequest r;
-  r.set_request_id("update-1");
-  r.mutable_project()->set_name(created.name());
-  auto* budget = r.mutable_project()->add_instrument_budgets();
-  budget->set_instrument("instruments/tem");
-  *budget->mutable_budget() = ToProto(absl::Hours(5));
-  r.mutable_update_mask()->add_paths("instrument_budgets");
+  const v1::UpdateProjectRequest r = BudgetUpdate("update-1", absl::Hours(5));
   v1::Project updated;
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &updated, admin_).ok());
   auto archived = ArchiveTheProjectsYear();

@@ -40,7 +40,8 @@ them ("lists"). The header also carries the audit anchor
 
 The projects file (labshare-projects-jsonl) also carries, per project, its
 budget counters ("budget_counters": {"<instrument>:budget|committed|used":
-milliseconds}); they must be an object of non-negative integers, committed
+milliseconds, "<instrument>:budget_version": the project version the budget
+was written from}); they must be an object of non-negative integers, committed
 zero (MALFORMED otherwise): a project that goes holds no booking's hours.
 Its "project" must be the document's name and "version" an integer >= 1
 (MALFORMED otherwise; the removal acts on them, and the SHA-256 covers only

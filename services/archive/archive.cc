@@ -789,7 +789,9 @@ absl::StatusOr<int64_t> SweepLeaseAndOrderOrgIndexes(RedisPool* pool, int64_t cu
 
 // A project as it is written to its file: the document, and its budget
 // counters ({bk:P}:budget:<id> of every partition, fields
-// "<instrument>:budget|committed|used" in ms), which go with it.
+// "<instrument>:budget|committed|used" in ms and
+// "<instrument>:budget_version", the project version the budget was
+// written from), which go with it.
 struct StoredProject {
   std::string id;
   int64_t version = 0;
@@ -887,15 +889,20 @@ std::string ProjectLine(const StoredProject& sp) {
                       "\",\"budget_counters\":{", counters, "}}\n");
 }
 
-// One project, in {booking}: its id's reservation first (written when
-// missing: a project created before reservations), then, if the document
-// is still at the version archived, the document and its listing index
-// member. KEYS: document, reservation, index; ARGV: version, id, name.
+// One project, in {booking}: its id's reservation first, in its committed
+// form (v 2, d = the project's name) when missing (a project created before
+// reservations) or still a claim next to the committed document (committed
+// by a replica of the previous version, e.g. the retry of a crashed claim):
+// a claim left behind would let its owner's request_id claim the id again
+// once the document is gone. Then, if the document is still at the version
+// archived, the document and its listing index member. KEYS: document,
+// reservation, index; ARGV: version, id, name.
 // Returns 1 removed, 2 gone already (an earlier run), 0 kept (changed since
 // the export, e.g. its period extended: a later year archives it).
 const RedisScript& RemoveProjectScript() {
   static const RedisScript* s = new RedisScript(R"lua(
-if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('HSET', KEYS[2], 'v', 1, 'd', ARGV[3]) end
+local held = redis.call('HGET', KEYS[2], 'd')
+if not held or string.sub(held, 1, 6) == 'claim:' then redis.call('HSET', KEYS[2], 'v', 2, 'd', ARGV[3]) end
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return 2 end
 if v ~= ARGV[1] then return 0 end

@@ -126,7 +126,8 @@
 //          final (DISPUTED, in progress...) is kept with its booking.
 //   projects  (projects-<Y>.jsonl: the leases file's format without
 //          "partition", with "project": "projects/<id>" and
-//          "budget_counters": {"<instrument>:budget|committed|used": ms}
+//          "budget_counters": {"<instrument>:budget|committed|used": ms,
+//                              "<instrument>:budget_version": version}
 //          (the project's counters, which go with it); header format
 //          "labshare-projects-jsonl", trailer count "projects") every
 //          joint-research project ({booking}:projects) that is final: its

@@ -428,7 +428,8 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
 }
 
 absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& instrument_id) {
-  LS_ASSIGN_OR_RETURN(v1::Project project, LoadProject(b.project(), nullptr));
+  int64_t version = 0;
+  LS_ASSIGN_OR_RETURN(v1::Project project, LoadProject(b.project(), &version));
   const absl::Time start = FromProto(b.reserved_interval().start_time());
   const absl::Time end = FromProto(b.reserved_interval().end_time());
   if (ProjectState(project) == v1::Project::ENDED) {
@@ -447,6 +448,12 @@ absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& ins
   if (!budgeted) {
     return Precondition("INSTRUMENT_NOT_IN_PROJECT", b.project() + " has no budget on " + b.instrument());
   }
+  // Counters behind the document (an UpdateProject whose process died
+  // between its commit and the counter write, never retried) follow it
+  // now, before the booking's step checks the budget; the version guard
+  // makes a repetition, or a race with a newer update, harmless.
+  LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(IdOf(b.project()), instrument_id));
+  if (use.version < version) LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, version));
   for (const auto& part : project.participants()) {
     auto* share = b.add_cost_shares();
     share->set_organization(part.organization());

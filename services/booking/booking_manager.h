@@ -458,9 +458,9 @@ class BookingManager {
                                             absl::Status on_conflict);
   // Writes the project's budget counters as of its `version` (an instrument
   // in `dropped` but no longer budgeted gets 0); a counter already set from
-  // that or a later version stays.
+  // that or a later version stays, unless `overwrite` (CreateProject).
   absl::Status SetProjectBudgets(const v1::Project& project, const std::vector<std::string>& dropped,
-                                 int64_t version) const;
+                                 int64_t version, bool overwrite = false) const;
   // The project checks of a JOINT_RESEARCH booking; fills its cost shares.
   absl::Status CheckProject(v1::Booking& booking, const std::string& instrument_id);
 

@@ -205,12 +205,20 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
       return replay;
     }
     case BookingStore::ProjectClaim::Kind::kRequestReused: return RequestIdReused();
-    case BookingStore::ProjectClaim::Kind::kTaken: return exists;
+    case BookingStore::ProjectClaim::Kind::kTaken:
+      if (!claim.claim_only) return exists;
+      return MakeError(absl::StatusCode::kAlreadyExists, "PROJECT_EXISTS",
+                       project.name() + " is taken: another request is creating a project with this id, or a "
+                       "create of it failed (only that create's request_id can finish it); choose another "
+                       "project_id");
   }
   // Budgets before the commit: a crash between leaves counters of a project
   // that does not exist, which no booking can reach, and a claim only this
-  // request_id can resume.
-  LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, 1));
+  // request_id can resume. Written whatever their stamp: the claim makes
+  // this request the id's only writer, and a resumed claim (possibly with
+  // another body, after the record's window) replaces the budgets of its
+  // crashed attempt, stamped 1 as well.
+  LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, 1, /*overwrite=*/true));
   v1::BookingEvent event = Event(p, r.request_id());
   *event.mutable_project_created()->mutable_project() = project;
   Mutation m;
@@ -322,9 +330,15 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
     v1::Project replay;
     replay.ParseFromString(*seen);
     // A crash after the commit may have left the counters behind: written
-    // again at the replayed version (a later version's stay).
+    // again at the replayed version (a later version's stay), unless the
+    // project was archived since (its counters went with it). An
+    // instrument the update dropped is not known here (the replay holds
+    // the new document only): its counter keeps its budget, which no
+    // booking reaches (the document no longer budgets it).
+    auto still = store_->docs().Get(keys::Project(IdOf(replay.name())));
+    if (!still.ok()) return still.status();
     int64_t at = 0;
-    if (absl::SimpleAtoi(replay.etag(), &at)) LS_RETURN_IF_ERROR(SetProjectBudgets(replay, {}, at));
+    if (*still && absl::SimpleAtoi(replay.etag(), &at)) LS_RETURN_IF_ERROR(SetProjectBudgets(replay, {}, at));
     return replay;
   }
   int64_t version = 0;
@@ -396,7 +410,7 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
 }
 
 absl::Status BookingManager::SetProjectBudgets(const v1::Project& project, const std::vector<std::string>& dropped,
-                                               int64_t version) const {
+                                               int64_t version, bool overwrite) const {
   const std::string id = IdOf(project.name());
   std::map<std::string, int64_t> budgets;
   for (const auto& b : project.instrument_budgets()) {
@@ -404,7 +418,7 @@ absl::Status BookingManager::SetProjectBudgets(const v1::Project& project, const
   }
   for (const auto& instrument : dropped) budgets.emplace(instrument, 0);  // no longer budgeted
   for (const auto& [instrument, budget_ms] : budgets) {
-    LS_RETURN_IF_ERROR(store_->SetBudget(id, instrument, budget_ms, version));
+    LS_RETURN_IF_ERROR(store_->SetBudget(id, instrument, budget_ms, version, overwrite));
   }
   return absl::OkStatus();
 }

@@ -384,10 +384,15 @@ absl::Status BookingStore::Publish(int partition, const std::string& event) cons
 }
 
 absl::Status BookingStore::SetBudget(absl::string_view project_id, absl::string_view instrument_id,
-                                     int64_t budget_ms, int64_t project_version) const {
+                                     int64_t budget_ms, int64_t project_version, bool overwrite) const {
   const std::string key = keys::Budget(keys::Partition(instrument_id), project_id);
   if (project_version <= 0) {
     return pool_->Command({"HSET", key, absl::StrCat(instrument_id, ":budget"), std::to_string(budget_ms)}).status();
+  }
+  if (overwrite) {
+    return pool_->Command({"HSET", key, absl::StrCat(instrument_id, ":budget"), std::to_string(budget_ms),
+                           absl::StrCat(instrument_id, ":budget_version"), std::to_string(project_version)})
+        .status();
   }
   // KEYS: the budget hash. ARGV: instrument id, budget (ms), project version.
   static const RedisScript* script = new RedisScript(R"lua(
@@ -415,6 +420,7 @@ local mine = 'claim:' .. ARGV[2]
 local d = redis.call('HGET', KEYS[3], 'd')
 if d then
   if d == mine then return {'CLAIMED'} end
+  if string.sub(d, 1, 6) == 'claim:' then return {'TAKEN', 'claim'} end
   return {'TAKEN'}
 end
 redis.call('HSET', KEYS[3], 'v', 1, 'd', mine)
@@ -437,6 +443,7 @@ return {'CLAIMED'}
     out.kind = ProjectClaim::Kind::kRequestReused;
   } else if (tag == "TAKEN") {
     out.kind = ProjectClaim::Kind::kTaken;
+    out.claim_only = v.elements.size() > 1 && v.elements[1].str == "claim";
   } else if (tag != "CLAIMED") {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }
@@ -447,10 +454,11 @@ absl::StatusOr<BookingStore::BudgetUse> BookingStore::GetBudget(
     absl::string_view project_id, absl::string_view instrument_id) const {
   const std::string f(instrument_id);
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", keys::Budget(keys::Partition(instrument_id), project_id),
-                                                    f + ":budget", f + ":committed", f + ":used"}));
+                                                    f + ":budget", f + ":committed", f + ":used",
+                                                    f + ":budget_version"}));
   BudgetUse out;
-  int64_t* fields[] = {&out.budget_ms, &out.committed_ms, &out.used_ms};
-  for (size_t i = 0; i < 3 && i < v.elements.size(); ++i) {
+  int64_t* fields[] = {&out.budget_ms, &out.committed_ms, &out.used_ms, &out.version};
+  for (size_t i = 0; i < 4 && i < v.elements.size(); ++i) {
     if (!v.elements[i].is_nil()) absl::SimpleAtoi(v.elements[i].str, fields[i]);
   }
   return out;

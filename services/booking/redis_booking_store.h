@@ -328,9 +328,12 @@ class BookingStore {
   // Sets a project's budget on an instrument (committed and used untouched).
   // With a project version (> 0): only if the budget was not set from that
   // or a later version ("<instr>:budget_version"), so a late write of an
-  // older version never overwrites a newer budget.
+  // older version never overwrites a newer budget. `overwrite`: written
+  // with the version whatever the stamp (CreateProject, whose claim on the
+  // id makes it the only writer: a resumed claim replaces the budget its
+  // crashed attempt wrote at version 1).
   absl::Status SetBudget(absl::string_view project_id, absl::string_view instrument_id,
-                         int64_t budget_ms, int64_t project_version = 0) const;
+                         int64_t budget_ms, int64_t project_version = 0, bool overwrite = false) const;
   // CreateProject's first step, in {booking}: the request's idempotency
   // record answers a replay (or REQUEST_REUSED); else an existing document,
   // or a reservation held by another owner, means the id is taken; else the
@@ -342,11 +345,15 @@ class BookingStore {
     enum class Kind { kClaimed, kReplayed, kRequestReused, kTaken };
     Kind kind = Kind::kClaimed;
     std::string response;  // kReplayed
+    // kTaken: the id has no document, only another request's claim (a
+    // create under way, or one that failed past its claim).
+    bool claim_only = false;
   };
   absl::StatusOr<ProjectClaim> ClaimProjectId(const std::string& idempotency_key, const std::string& fingerprint,
                                               absl::string_view project_id, absl::string_view owner) const;
   struct BudgetUse {
     int64_t budget_ms = 0, committed_ms = 0, used_ms = 0;
+    int64_t version = 0;  // "<instr>:budget_version": the project version of budget_ms
   };
   absl::StatusOr<BudgetUse> GetBudget(absl::string_view project_id,
                                       absl::string_view instrument_id) const;

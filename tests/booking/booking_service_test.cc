@@ -559,6 +559,17 @@ class JointResearchTest : public BookingServiceTest {
     return r;
   }
   bool Exists(const std::string& key) { return pool_->Command({"EXISTS", key})->integer == 1; }
+  // An UpdateProject of prj's budget on tem.
+  v1::UpdateProjectRequest BudgetUpdate(const std::string& request_id, absl::Duration hours) {
+    v1::UpdateProjectRequest r;
+    r.set_request_id(request_id);
+    r.mutable_project()->set_name("projects/prj");
+    auto* budget = r.mutable_project()->add_instrument_budgets();
+    budget->set_instrument("instruments/tem");
+    *budget->mutable_budget() = ToProto(hours);
+    r.mutable_update_mask()->add_paths("instrument_budgets");
+    return r;
+  }
   grpc::Status BookJoint(absl::Duration from, absl::Duration to, v1::Booking* out,
                          const std::string& payer = "") {
     v1::CreateBookingRequest r;
@@ -815,6 +826,11 @@ TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
   grpc::Status s;
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  // Only a claim holds the id: the message does not speak of a project.
+  EXPECT_NE(s.error_message().find("another request is creating a project with this id, or a create of it failed"),
+            std::string::npos)
+      << s.error_message();
+  EXPECT_EQ(s.error_message().find("has or had"), std::string::npos) << s.error_message();
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
   EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
@@ -828,6 +844,78 @@ TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(3));
   EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "d"})->str, "projects/prj");
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_NE(s.error_message().find("a project has or had this id"), std::string::npos) << s.error_message();
+}
+
+// A claim resumed by its request_id (after a crash past the budget write,
+// here with another budget, as after the record's window) writes its own
+// budget over the crashed attempt's: the counters follow the document.
+TEST_F(JointResearchTest, AResumedClaimReplacesTheBudgetOfItsCrashedAttempt) {
+  const std::string counters = keys::Budget(keys::Partition("tem"), "prj");
+  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("prj"), "v", "1", "d",
+                              "claim:" + keys::ProjectIdempotency("CreateProject", "create-1")})
+                  .ok());
+  ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:budget", std::to_string(absl::ToInt64Milliseconds(absl::Hours(3))),
+                              "tem:budget_version", "1"})
+                  .ok());
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1", absl::Hours(5));
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(5));
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget"})->str,
+            std::to_string(absl::ToInt64Milliseconds(absl::Hours(5))));
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget_version"})->str, "1");
+  v1::Booking b;
+  EXPECT_TRUE(BookJoint(absl::Hours(9), absl::Hours(13), &b).ok());
+}
+
+// An UpdateProject whose counters never followed its commit (the process
+// died in between and nobody retried): the next booking of the project
+// writes them from the document, at its version, and is held to the new
+// budget.
+TEST_F(JointResearchTest, ABookingBringsCountersBehindTheDocumentUpToDate) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const v1::UpdateProjectRequest r = BudgetUpdate("update-1", absl::Hours(5));
+  v1::Project updated;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &updated, admin_).ok());
+  EXPECT_EQ(updated.etag(), "2");
+  // The counters as the crash left them: version 1's budget.
+  const std::string counters = keys::Budget(keys::Partition("tem"), "prj");
+  ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:budget", std::to_string(absl::ToInt64Milliseconds(absl::Hours(3))),
+                              "tem:budget_version", "1"})
+                  .ok());
+  v1::Booking b, c;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(13), &b).ok());  // 4 h of the new 5 h
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget"})->str,
+            std::to_string(absl::ToInt64Milliseconds(absl::Hours(5))));
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget_version"})->str, "2");
+  EXPECT_EQ(GrpcErrorReason(BookJoint(absl::Hours(14), absl::Hours(16), &c)), "PROJECT_BUDGET_EXCEEDED");
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(4));
+}
+
+// A retry of an UpdateProject after the project was archived answers the
+// update it recorded but writes no counters: the archived project's went
+// with it.
+TEST_F(JointResearchTest, AnUpdateRetriedAfterTheArchivalWritesNoCounters) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const v1::UpdateProjectRequest r = BudgetUpdate("update-1", absl::Hours(5));
+  v1::Project updated;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &updated, admin_).ok());
+  auto archived = ArchiveTheProjectsYear();
+  ASSERT_TRUE(archived.ok()) << archived.status();
+  EXPECT_EQ(archived->projects, 1);
+  const std::string counters = keys::Budget(keys::Partition("tem"), "prj");
+  EXPECT_FALSE(Exists(counters));
+  v1::Project again;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &again, admin_).ok());
+  EXPECT_EQ(again.etag(), "2");
+  EXPECT_FALSE(Exists(counters));
 }
 
 // A project created before reservations (its document alone holds the id):
@@ -852,6 +940,31 @@ TEST_F(JointResearchTest, AProjectOfAnOlderVersionKeepsItsIdThroughItsArchival) 
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-3");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+}
+
+// A reservation still holding a claim next to the committed document (the
+// retry of a crashed claim committed by a replica of the previous version):
+// labshare-archive writes it in its committed form, so that the claim's
+// owner retrying with its request_id (its record expired) cannot claim the
+// id again once the document is gone.
+TEST_F(JointResearchTest, ArchivalCommitsAReservationLeftAsAClaim) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::string idem = keys::ProjectIdempotency("CreateProject", "create-1");
+  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("prj"), "v", "1", "d", "claim:" + idem}).ok());
+  ASSERT_EQ(pool_->Command({"DEL", idem})->integer, 1);
+
+  auto archived = ArchiveTheProjectsYear();
+  ASSERT_TRUE(archived.ok()) << archived.status();
+  EXPECT_EQ(archived->projects, 1);
+  EXPECT_FALSE(Exists(keys::Project("prj")));
+  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "d"})->str, "projects/prj");
+  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "v"})->str, "2");
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
+  EXPECT_FALSE(Exists(keys::Project("prj")));
 }
 
 class LeaseTest : public BookingServiceTest {

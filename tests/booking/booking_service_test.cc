@@ -582,11 +582,14 @@ class JointResearchTest : public BookingServiceTest {
     *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + to);
     return Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, out, payer.empty() ? ana_ : admin_);
   }
-  v1::InstrumentBudget Budget() {
+  grpc::Status GetPrj(v1::Project* out, const std::string& caller) {
     v1::GetProjectRequest g;
     g.set_name("projects/prj");
+    return Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, out, caller);
+  }
+  v1::InstrumentBudget Budget() {
     v1::Project pr;
-    EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &pr, ana_).ok());
+    EXPECT_TRUE(GetPrj(&pr, ana_).ok());
     return pr.instrument_budgets(0);
   }
 };
@@ -712,10 +715,8 @@ TEST_F(JointResearchTest, AProjectIdIsReservedForGoodArchivedOrNot) {
   EXPECT_EQ(archived->projects, 1);
   EXPECT_FALSE(Exists(keys::Project("prj")));
   EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
-  v1::GetProjectRequest g;
-  g.set_name("projects/prj");
   v1::Project gone;
-  const grpc::Status not_found = Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &gone, admin_);
+  const grpc::Status not_found = GetPrj(&gone, admin_);
   EXPECT_EQ(GrpcErrorReason(not_found), "PROJECT_NOT_FOUND");
   EXPECT_NE(not_found.error_message().find("was archived"), std::string::npos) << not_found.error_message();
   v1::Booking booking;
@@ -834,10 +835,8 @@ TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
   EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
-  v1::GetProjectRequest g;
-  g.set_name("projects/prj");
   v1::Project none;
-  const grpc::Status missing = Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &none, admin_);
+  const grpc::Status missing = GetPrj(&none, admin_);
   EXPECT_EQ(GrpcErrorReason(missing), "PROJECT_NOT_FOUND");
   EXPECT_EQ(missing.error_message().find("archived"), std::string::npos) << missing.error_message();
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -594,6 +595,21 @@ class JointResearchTest : public BookingServiceTest {
   }
 };
 
+// The index of the only call that succeeded (-1: none; two are a
+// failure); `loser` checks each of the others.
+int OnlyWinner(const std::vector<grpc::Status>& statuses, const std::function<void(int)>& loser) {
+  int winner = -1;
+  for (int i = 0; i < static_cast<int>(statuses.size()); ++i) {
+    if (statuses[i].ok()) {
+      EXPECT_EQ(winner, -1) << "calls " << winner << " and " << i << " both succeeded";
+      winner = i;
+    } else {
+      loser(i);
+    }
+  }
+  return winner;
+}
+
 TEST_F(JointResearchTest, SharesMustSumToExactlyTenThousand) {
   grpc::Status s;
   MakeProject(v1::Project::CUSTOM, {6000, 3000}, &s);
@@ -753,16 +769,10 @@ TEST_F(JointResearchTest, ConcurrentCreatesOfOneIdLeaveTheWinnersBudget) {
     });
   }
   for (auto& t : threads) t.join();
-  int winner = -1;
-  for (int i = 0; i < kCreates; ++i) {
-    if (statuses[i].ok()) {
-      EXPECT_EQ(winner, -1) << "two creates of projects/prj succeeded";
-      winner = i;
-    } else {
-      EXPECT_EQ(GrpcErrorReason(statuses[i]), "PROJECT_EXISTS") << statuses[i].error_message();
-      EXPECT_FALSE(Exists(keys::ProjectIdempotency("CreateProject", absl::StrCat("race-", i))));
-    }
-  }
+  const int winner = OnlyWinner(statuses, [&](int i) {
+    EXPECT_EQ(GrpcErrorReason(statuses[i]), "PROJECT_EXISTS") << statuses[i].error_message();
+    EXPECT_FALSE(Exists(keys::ProjectIdempotency("CreateProject", absl::StrCat("race-", i))));
+  });
   ASSERT_NE(winner, -1);
   EXPECT_EQ(FromProto(created[winner].instrument_budgets(0).budget()), absl::Hours(winner + 1));
   const auto counter = pool_->Command({"HGET", keys::Budget(keys::Partition("tem"), "prj"), "tem:budget"});
@@ -798,17 +808,11 @@ TEST_F(JointResearchTest, ConcurrentUpdatesLeaveTheWinnersBudget) {
     });
   }
   for (auto& t : threads) t.join();
-  int winner = -1;
-  for (int i = 0; i < kUpdates; ++i) {
-    if (statuses[i].ok()) {
-      EXPECT_EQ(winner, -1) << "two updates of version 1 succeeded";
-      winner = i;
-    } else {
-      EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::ABORTED) << statuses[i].error_message();
-      const std::string reason = GrpcErrorReason(statuses[i]);
-      EXPECT_TRUE(reason == "CONCURRENT_MODIFICATION" || reason == "ETAG_MISMATCH") << reason;
-    }
-  }
+  const int winner = OnlyWinner(statuses, [&](int i) {
+    EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::ABORTED) << statuses[i].error_message();
+    const std::string reason = GrpcErrorReason(statuses[i]);
+    EXPECT_TRUE(reason == "CONCURRENT_MODIFICATION" || reason == "ETAG_MISMATCH") << reason;
+  });
   ASSERT_NE(winner, -1);
   EXPECT_EQ(updated[winner].etag(), "2");
   EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(10 + winner));

@@ -130,7 +130,7 @@ absl::StatusOr<Resp> InventoryManager::Commit(
   auto replay = [](const std::string& bytes) -> absl::StatusOr<Resp> {
     Resp r;
     if (!r.ParseFromString(bytes)) {
-      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "stored answer unreadable");
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "stored answer unreadable");
     }
     return r;
   };

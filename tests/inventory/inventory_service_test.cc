@@ -1014,5 +1014,26 @@ TEST_F(InventoryServiceTest, CheckAccessReportsTheQualificationAlsoWhenNoneIsNee
   EXPECT_EQ(resp.qualification().state(), v1::VALID);
 }
 
+// A stored record that no longer parses is INTERNAL (CORRUPT_DOCUMENT), the
+// code types.proto gives it, on reads and on changes alike.
+TEST_F(InventoryServiceTest, AnUnreadableStoredRecordIsInternalCorruptDocument) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  // A length-delimited field claiming more bytes than follow.
+  ASSERT_EQ(Redis({"HSET", keys::Org("owner"), "d", std::string("\x0a\x05" "ab")}), 0);
+  v1::GetOrganizationRequest get;
+  get.set_name("organizations/owner");
+  v1::Organization out;
+  auto s = Call(&v1::InventoryService::Stub::GetOrganization, get, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(GrpcErrorReason(s), "CORRUPT_DOCUMENT");
+  v1::ChangeMembershipRequest change;
+  change.set_name("organizations/owner");
+  change.set_membership_state(v1::SUSPENDED);
+  change.set_reason("audit");
+  s = Call(&v1::InventoryService::Stub::ChangeMembership, change, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(GrpcErrorReason(s), "CORRUPT_DOCUMENT");
+}
+
 }  // namespace
 }  // namespace labshare::inventory

@@ -929,6 +929,13 @@ TEST_F(InventoryServiceTest, CheckAccessAnswersRateAndEveryReason) {
 
 // ------------------------------------------------------------------ contract audit
 
+// The code and ErrorInfo reason of a failed call (`what` names the case).
+void ExpectError(const grpc::Status& s, grpc::StatusCode code, const std::string& reason,
+                 const std::string& what = "") {
+  EXPECT_EQ(s.error_code(), code) << what << ": " << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), reason) << what;
+}
+
 // SetInstrumentState takes an etag like the other changes of an instrument;
 // a stale one is ABORTED (ETAG_MISMATCH), as its Errors list says.
 TEST_F(InventoryServiceTest, SetInstrumentStateWithAStaleEtagIsEtagMismatch) {
@@ -943,8 +950,7 @@ TEST_F(InventoryServiceTest, SetInstrumentStateWithAStaleEtagIsEtagMismatch) {
   req.set_etag("7");
   v1::Instrument out;
   auto s = Call(&v1::InventoryService::Stub::SetInstrumentState, req, &out, admin_);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::ABORTED);
-  EXPECT_EQ(GrpcErrorReason(s), "ETAG_MISMATCH");
+  ExpectError(s, grpc::StatusCode::ABORTED, "ETAG_MISMATCH");
   EXPECT_EQ(OutboxLength(), events);
   req.set_etag("1");
   s = Call(&v1::InventoryService::Stub::SetInstrumentState, req, &out, admin_);
@@ -966,15 +972,13 @@ TEST_F(InventoryServiceTest, QualificationOfAMissingInstrumentIsInstrumentNotFou
     get.set_name(name);
     v1::Qualification q;
     auto s = Call(&v1::InventoryService::Stub::GetQualification, get, &q, admin_);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << name;
-    EXPECT_EQ(GrpcErrorReason(s), reason) << name;
+    ExpectError(s, grpc::StatusCode::NOT_FOUND, reason, name);
     v1::RecordQualificationUseRequest use;
     use.set_name(name);
     *use.mutable_use_time() = ToProto(clock_.Now());
     grpc::ClientContext ctx;
     s = booking->RecordQualificationUse(&ctx, use, &q);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << name;
-    EXPECT_EQ(GrpcErrorReason(s), reason) << name;
+    ExpectError(s, grpc::StatusCode::NOT_FOUND, reason, name);
   };
   expect("instruments/nope/qualifications/ana", "INSTRUMENT_NOT_FOUND");
   expect("instruments/tem/qualifications/ana", "QUALIFICATION_NOT_FOUND");
@@ -1024,15 +1028,13 @@ TEST_F(InventoryServiceTest, AnUnreadableStoredRecordIsInternalCorruptDocument) 
   get.set_name("organizations/owner");
   v1::Organization out;
   auto s = Call(&v1::InventoryService::Stub::GetOrganization, get, &out, admin_);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
-  EXPECT_EQ(GrpcErrorReason(s), "CORRUPT_DOCUMENT");
+  ExpectError(s, grpc::StatusCode::INTERNAL, "CORRUPT_DOCUMENT");
   v1::ChangeMembershipRequest change;
   change.set_name("organizations/owner");
   change.set_membership_state(v1::SUSPENDED);
   change.set_reason("audit");
   s = Call(&v1::InventoryService::Stub::ChangeMembership, change, &out, admin_);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
-  EXPECT_EQ(GrpcErrorReason(s), "CORRUPT_DOCUMENT");
+  ExpectError(s, grpc::StatusCode::INTERNAL, "CORRUPT_DOCUMENT");
 }
 
 }  // namespace

@@ -130,7 +130,7 @@ absl::StatusOr<Resp> InventoryManager::Commit(
   auto replay = [](const std::string& bytes) -> absl::StatusOr<Resp> {
     Resp r;
     if (!r.ParseFromString(bytes)) {
-      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "stored answer unreadable");
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "stored answer unreadable");
     }
     return r;
   };
@@ -847,8 +847,9 @@ absl::StatusOr<v1::Qualification> InventoryManager::RevokeQualification(
 absl::StatusOr<v1::Qualification> InventoryManager::GetQualification(
     const Principal&, const v1::GetQualificationRequest& r) {
   LS_ASSIGN_OR_RETURN(auto ids, ParseChildName(r.name(), "instruments", "qualifications", "name"));
-  LS_ASSIGN_OR_RETURN(auto q, store_->Load<v1::Qualification>(keys::Qualification(ids.first, ids.second), "QUALIFICATION_NOT_FOUND", r.name()));
+  // The parent first: a missing instrument is INSTRUMENT_NOT_FOUND (contract).
   LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(ids.first), "INSTRUMENT_NOT_FOUND", "instruments/" + ids.first));
+  LS_ASSIGN_OR_RETURN(auto q, store_->Load<v1::Qualification>(keys::Qualification(ids.first, ids.second), "QUALIFICATION_NOT_FOUND", r.name()));
   ComputeQualificationState(q.value, QualificationValidityDays(in.value), clock_->Now());
   return std::move(q.value);
 }
@@ -899,9 +900,9 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
                                    [&]() -> absl::StatusOr<Plan<v1::Qualification>> {
     LS_ASSIGN_OR_RETURN(auto ids, ParseChildName(r.name(), "instruments", "qualifications", "name"));
     if (!r.has_use_time()) return InvalidField("use_time", "required");
+    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(ids.first), "INSTRUMENT_NOT_FOUND", "instruments/" + ids.first));
     const std::string key = keys::Qualification(ids.first, ids.second);
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Qualification>(key, "QUALIFICATION_NOT_FOUND", r.name()));
-    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(ids.first), "INSTRUMENT_NOT_FOUND", "instruments/" + ids.first));
     v1::Qualification q = current.value;
     if (q.has_last_use_time() && FromProto(r.use_time()) <= FromProto(q.last_use_time())) {
       // An older use changes nothing: answer with the current state.

@@ -693,21 +693,23 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
       }
       const absl::Duration threshold = FromProto(sr.approval_threshold());
       if (threshold > absl::ZeroDuration() && length > threshold) approval = true;
-      if (request.mode() == labshare::type::v1::ON_SITE && sr.qualification_validity_days() > 0) {
-        if (facts.qualification == nullptr) {
-          deny(v1::QUALIFICATION_MISSING,
-               "the user has no qualification on this instrument; ask the facility staff");
-        } else {
-          v1::Qualification q = *facts.qualification;
-          ComputeQualificationState(q, sr.qualification_validity_days(), now);
-          if (q.state() == v1::REVOKED) {
-            deny(v1::QUALIFICATION_REVOKED, "the user's qualification was revoked");
-          } else if (q.state() == v1::EXPIRED) {
-            deny(v1::QUALIFICATION_EXPIRED,
-                 "the user's qualification lapsed without use; ask the facility staff to renew it");
-          }
-          *out.mutable_qualification() = std::move(q);
+      // The user's qualification is reported whenever there is one; it is
+      // required (and its state denies) only when the ON_SITE rules give it
+      // a validity.
+      const int validity = sr.qualification_validity_days();
+      if (request.mode() == labshare::type::v1::ON_SITE && facts.qualification != nullptr) {
+        v1::Qualification q = *facts.qualification;
+        ComputeQualificationState(q, validity, now);
+        if (validity > 0 && q.state() == v1::REVOKED) {
+          deny(v1::QUALIFICATION_REVOKED, "the user's qualification was revoked");
+        } else if (validity > 0 && q.state() == v1::EXPIRED) {
+          deny(v1::QUALIFICATION_EXPIRED,
+               "the user's qualification lapsed without use; ask the facility staff to renew it");
         }
+        *out.mutable_qualification() = std::move(q);
+      } else if (request.mode() == labshare::type::v1::ON_SITE && validity > 0) {
+        deny(v1::QUALIFICATION_MISSING,
+             "the user has no qualification on this instrument; ask the facility staff");
       }
     }
     out.set_approval_required(approval);

@@ -104,7 +104,7 @@ class InventoryStore {
   static absl::StatusOr<Loaded<T>> Decode(const StoredDoc& doc) {
     Loaded<T> out;
     if (!out.value.ParseFromString(doc.data)) {
-      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored record is unreadable");
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored record is unreadable");
     }
     out.version = doc.version;
     return out;

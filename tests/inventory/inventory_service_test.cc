@@ -927,5 +927,115 @@ TEST_F(InventoryServiceTest, CheckAccessAnswersRateAndEveryReason) {
   EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
 }
 
+// ------------------------------------------------------------------ contract audit
+
+// The code and ErrorInfo reason of a failed call (`what` names the case).
+void ExpectError(const grpc::Status& s, grpc::StatusCode code, const std::string& reason,
+                 const std::string& what = "") {
+  EXPECT_EQ(s.error_code(), code) << what << ": " << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), reason) << what;
+}
+
+// SetInstrumentState takes an etag like the other changes of an instrument;
+// a stale one is ABORTED (ETAG_MISMATCH), as its Errors list says.
+TEST_F(InventoryServiceTest, SetInstrumentStateWithAStaleEtagIsEtagMismatch) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  const long long events = OutboxLength();
+  v1::SetInstrumentStateRequest req;
+  req.set_name("instruments/tem");
+  req.set_state(v1::MAINTENANCE);
+  req.set_reason("cleaning");
+  req.set_etag("7");
+  v1::Instrument out;
+  auto s = Call(&v1::InventoryService::Stub::SetInstrumentState, req, &out, admin_);
+  ExpectError(s, grpc::StatusCode::ABORTED, "ETAG_MISMATCH");
+  EXPECT_EQ(OutboxLength(), events);
+  req.set_etag("1");
+  s = Call(&v1::InventoryService::Stub::SetInstrumentState, req, &out, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.state(), v1::MAINTENANCE);
+  EXPECT_EQ(out.etag(), "2");
+}
+
+// Get and RecordQualificationUse name a missing parent instrument
+// INSTRUMENT_NOT_FOUND (as RevokeQualification does), a missing
+// qualification of an existing instrument QUALIFICATION_NOT_FOUND.
+TEST_F(InventoryServiceTest, QualificationOfAMissingInstrumentIsInstrumentNotFound) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  auto booking = v1::InventoryService::NewStub(testing::TlsChannel(server_->address(), "booking"));
+  auto expect = [&](const std::string& name, const std::string& reason) {
+    v1::GetQualificationRequest get;
+    get.set_name(name);
+    v1::Qualification q;
+    auto s = Call(&v1::InventoryService::Stub::GetQualification, get, &q, admin_);
+    ExpectError(s, grpc::StatusCode::NOT_FOUND, reason, name);
+    v1::RecordQualificationUseRequest use;
+    use.set_name(name);
+    *use.mutable_use_time() = ToProto(clock_.Now());
+    grpc::ClientContext ctx;
+    s = booking->RecordQualificationUse(&ctx, use, &q);
+    ExpectError(s, grpc::StatusCode::NOT_FOUND, reason, name);
+  };
+  expect("instruments/nope/qualifications/ana", "INSTRUMENT_NOT_FOUND");
+  expect("instruments/tem/qualifications/ana", "QUALIFICATION_NOT_FOUND");
+}
+
+// CheckAccess reports the user's qualification for ON_SITE whenever there
+// is one, also on an instrument whose on-site use needs none (validity 0).
+TEST_F(InventoryServiceTest, CheckAccessReportsTheQualificationAlsoWhenNoneIsNeeded) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  v1::CreateInstrumentRequest create;
+  create.set_instrument_id("tem");
+  *create.mutable_instrument() = InstrumentSpec("owner", "fac");
+  create.mutable_instrument()->mutable_modes(0)->mutable_slot_rules()->set_qualification_validity_days(0);
+  v1::Instrument in;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::CreateInstrument, create, &in, admin_).ok());
+  MakeUser("ana", "owner");
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  v1::Qualification q;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::GrantQualification, grant, &q, admin_).ok());
+
+  const absl::Time t0 = clock_.Now();
+  v1::CheckAccessRequest req;
+  req.set_user("users/ana");
+  req.set_instrument("instruments/tem");
+  req.set_mode(labshare::type::v1::ON_SITE);
+  *req.mutable_interval()->mutable_start_time() = ToProto(t0 + absl::Hours(24));
+  *req.mutable_interval()->mutable_end_time() = ToProto(t0 + absl::Hours(26));
+  v1::CheckAccessResponse resp;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::CheckAccess, req, &resp,
+                   Token("ana", "owner", {Role::kLabUser})).ok());
+  EXPECT_TRUE(resp.allowed());  // the owner's own use, free
+  ASSERT_TRUE(resp.has_qualification());
+  EXPECT_EQ(resp.qualification().name(), "instruments/tem/qualifications/ana");
+  EXPECT_EQ(resp.qualification().state(), v1::VALID);
+}
+
+// A stored record that no longer parses is INTERNAL (CORRUPT_DOCUMENT), the
+// code types.proto gives it, on reads and on changes alike.
+TEST_F(InventoryServiceTest, AnUnreadableStoredRecordIsInternalCorruptDocument) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  // A length-delimited field claiming more bytes than follow.
+  ASSERT_EQ(Redis({"HSET", keys::Org("owner"), "d", std::string("\x0a\x05" "ab")}), 0);
+  v1::GetOrganizationRequest get;
+  get.set_name("organizations/owner");
+  v1::Organization out;
+  auto s = Call(&v1::InventoryService::Stub::GetOrganization, get, &out, admin_);
+  ExpectError(s, grpc::StatusCode::INTERNAL, "CORRUPT_DOCUMENT");
+  v1::ChangeMembershipRequest change;
+  change.set_name("organizations/owner");
+  change.set_membership_state(v1::SUSPENDED);
+  change.set_reason("audit");
+  s = Call(&v1::InventoryService::Stub::ChangeMembership, change, &out, admin_);
+  ExpectError(s, grpc::StatusCode::INTERNAL, "CORRUPT_DOCUMENT");
+}
+
 }  // namespace
 }  // namespace labshare::inventory

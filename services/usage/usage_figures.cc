@@ -717,7 +717,10 @@ absl::Status UsageFigures::CheckRange(const labshare::type::v1::Interval& range,
   if (absl::FromCivil(*from, zone_) != s || absl::FromCivil(*to, zone_) != e) {
     return InvalidField("range", absl::StrCat("start and end must be midnight in ", zone_.name()), "RANGE_NOT_ALIGNED");
   }
-  if (*to - *from > 366 * 100) return InvalidField("range", "more than 100 years", "RANGE_TOO_LARGE");
+  // 100 calendar years from the start day (29 February: to 1 March).
+  if (*to > absl::CivilDay(from->year() + 100, from->month(), from->day())) {
+    return InvalidField("range", "more than 100 years", "RANGE_TOO_LARGE");
+  }
   return absl::OkStatus();
 }
 
@@ -1218,6 +1221,10 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
   LS_ASSIGN_OR_RETURN(std::vector<v1::Dimension> dims, ParseDims(r.group_by()));
   if (r.granularity() == v1::PERIOD_GRANULARITY_DAY && to - from > 400) {
     return InvalidField("range", "DAY over more than 400 days: use ExportUsage", "RANGE_TOO_LARGE");
+  }
+  if (r.granularity() == v1::PERIOD_GRANULARITY_MONTH &&
+      to > absl::CivilDay(from.year() + 10, from.month(), from.day())) {  // 120 months
+    return InvalidField("range", "MONTH over more than 120 months: use ExportUsage", "RANGE_TOO_LARGE");
   }
   const bool owner_view = p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}) ||
                           (r.filter().owner_organizations_size() == 1 &&

@@ -62,9 +62,9 @@ grpc::Status UsageService::ListAuditEntries(grpc::ServerContext* ctx, const v1::
 
 grpc::Status UsageService::VerifyAuditChain(grpc::ServerContext* ctx, const v1::VerifyAuditChainRequest* req,
                                             v1::VerifyAuditChainResponse* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) -> decltype(audit_->Verify(*req)) {
+  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal& p) -> decltype(audit_->Verify(*req)) {
     LS_RETURN_IF_ERROR(CheckInputRanges(*req));
-    return audit_->Verify(*req);
+    return figures_->VerifyAuditChain(p, *req, *audit_);
   });
 }
 
@@ -94,13 +94,21 @@ grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::
   // request was validated (INVALID_ARGUMENT / OUT_OF_RANGE come first).
   std::optional<ExportSlot> slot;
   const auto write = WriterSink(writer, &stats_);
-  absl::Status s = audit_->ExportAuditTrail(*req, [&](const v1::ExportAuditTrailResponse& chunk) -> absl::Status {
-    if (!slot) {
-      LS_ASSIGN_OR_RETURN(ExportSlot acquired, figures_->AcquireExport(*principal));
-      slot.emplace(std::move(acquired));
-    }
-    return write(chunk);
-  });
+  v1::ExportTrailer trailer;
+  AuditExportSummary summary;
+  absl::Status s = audit_->ExportAuditTrail(
+      *req,
+      [&](const v1::ExportAuditTrailResponse& chunk) -> absl::Status {
+        if (!slot) {
+          LS_ASSIGN_OR_RETURN(ExportSlot acquired, figures_->AcquireExport(*principal));
+          slot.emplace(std::move(acquired));
+        }
+        if (chunk.has_trailer()) trailer = chunk.trailer();
+        return write(chunk);
+      },
+      64 * 1024, &summary);
+  // Completed: ReportExported (EXPORT_KIND_AUDIT_TRAIL).
+  if (s.ok()) s = figures_->PublishAuditExport(*principal, summary.start_sequence, summary.end_sequence, trailer);
   return ToGrpcStatus(s, kDomain);
 }
 

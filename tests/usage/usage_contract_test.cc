@@ -1,0 +1,266 @@
+// The usage contract (proto/labshare/usage/v1/usage.proto) where the code
+// and the RPC comments once disagreed: the audit-trail RPCs publish their
+// events and VerifyAuditChain is idempotent through request_id; range limits
+// are exact (100 calendar years, 120 months for MONTH rows); the annual CSV
+// validates its request before it takes an export slot.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "common/server.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
+#include "labshare/usage/v1/usage.grpc.pb.h"
+#include "labshare/usage/v1/usage_events.pb.h"
+#include "services/usage/audit_chain.h"
+#include "services/usage/usage_figures.h"
+#include "services/usage/usage_service.h"
+#include "tests/support/page_tokens.h"
+#include "tests/support/redis_server.h"
+#include "tests/support/test_tokens.h"
+
+namespace labshare::usage {
+namespace {
+
+constexpr int kEntries = 3;
+
+class UsageContractTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetQuietLogging(true);
+    redis_ = testing::SharedRedisServer();
+    ASSERT_NE(redis_, nullptr);
+    testing::FlushAll(*redis_);
+    pool_ = std::make_unique<RedisPool>(redis_->options());
+    ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &zone_));
+    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone_));
+    AuditChainOptions o;
+    o.clock = &clock_;
+    audit_ = std::make_unique<AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), o);
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
+    for (int i = 0; i < kEntries; ++i) {
+      labshare::inventory::v1::InventoryEvent e;
+      e.mutable_header()->set_event_id(absl::StrCat("ev", i));
+      e.mutable_instrument_changed()->mutable_instrument()->set_name(absl::StrCat("instruments/i", i));
+      ASSERT_TRUE(audit_->Append("inventory", {"1-0", "labshare.inventory.v1.InventoryEvent",
+                                               e.SerializeAsString()}).ok());
+    }
+    auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), UsagePolicy(), &clock_);
+    service_ = std::make_unique<UsageService>(figures_.get(), audit_.get(), auth_.get());
+    ServerConfig config;
+    config.service_name = "usage";
+    config.redis = pool_.get();
+    config.authorizer = auth_.get();
+    auto server = Server::Start(config, {service_.get()});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    stub_ = v1::UsageService::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  }
+
+  void TearDown() override {
+    if (server_) server_->Shutdown(absl::ZeroDuration());
+  }
+
+  std::unique_ptr<grpc::ClientContext> Ctx() {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->AddMetadata("authorization",
+                   "Bearer " + labshare::testing::Mint(Principal{"audrey", "", {Role::kAuditor},
+                                                                 clock_.Now() + absl::Hours(1)},
+                                                       clock_.Now()));
+    return c;
+  }
+
+  // The UsageEvents on {usage}:outbox, oldest first.
+  std::vector<v1::UsageEvent> Outbox() {
+    std::vector<v1::UsageEvent> out;
+    auto v = pool_->Command({"XRANGE", "{usage}:outbox", "-", "+"});
+    EXPECT_TRUE(v.ok());
+    if (!v.ok()) return out;
+    for (const auto& entry : v->elements) {
+      const auto& fields = entry.elements[1].elements;
+      for (size_t i = 0; i + 1 < fields.size(); i += 2) {
+        if (fields[i].str != "payload") continue;
+        v1::UsageEvent e;
+        EXPECT_TRUE(e.ParseFromString(fields[i + 1].str));
+        out.push_back(std::move(e));
+      }
+    }
+    return out;
+  }
+
+  labshare::type::v1::Interval Range(absl::CivilDay from, absl::CivilDay to) {
+    labshare::type::v1::Interval r;
+    *r.mutable_start_time() = ToProto(absl::FromCivil(from, zone_));
+    *r.mutable_end_time() = ToProto(absl::FromCivil(to, zone_));
+    return r;
+  }
+
+  testing::RedisServer* redis_ = nullptr;
+  std::unique_ptr<RedisPool> pool_;
+  absl::TimeZone zone_;
+  FakeClock clock_;
+  std::unique_ptr<AuditChain> audit_;
+  std::unique_ptr<UsageFigures> figures_;
+  std::unique_ptr<Authorizer> auth_;
+  std::unique_ptr<UsageService> service_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<v1::UsageService::Stub> stub_;
+  Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
+};
+
+// "Publishes AuditVerificationRun"; mutations are idempotent through
+// request_id and list FAILED_PRECONDITION (REQUEST_ID_REUSED).
+TEST_F(UsageContractTest, VerifyAuditChainPublishesItsRunAndRetriesGiveTheSameAnswer) {
+  v1::VerifyAuditChainRequest req;
+  req.set_request_id("verify-1");
+  v1::VerifyAuditChainResponse first;
+  grpc::Status s = stub_->VerifyAuditChain(Ctx().get(), req, &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(first.result(), v1::VERIFIED);
+  EXPECT_EQ(first.start_sequence(), 1);
+  EXPECT_EQ(first.end_sequence(), kEntries + 1);
+  EXPECT_EQ(first.entries_checked(), kEntries);
+
+  std::vector<v1::UsageEvent> events = Outbox();
+  ASSERT_EQ(events.size(), 1u);
+  ASSERT_TRUE(events[0].has_audit_verification_run());
+  const v1::AuditVerificationRun& run = events[0].audit_verification_run();
+  EXPECT_EQ(run.start_sequence(), 1);
+  EXPECT_EQ(run.end_sequence(), kEntries + 1);
+  EXPECT_EQ(run.result(), v1::VERIFIED);
+  EXPECT_EQ(run.entries_checked(), kEntries);
+  EXPECT_EQ(run.head().sequence(), kEntries);
+  EXPECT_EQ(run.verify_time().seconds(), first.verify_time().seconds());
+  EXPECT_EQ(events[0].header().request_id(), "verify-1");
+  EXPECT_EQ(events[0].header().actor(), "users/audrey");
+
+  // A retry (later, the chain grown meanwhile) gives the first answer and no second event.
+  clock_.Advance(absl::Minutes(5));
+  labshare::inventory::v1::InventoryEvent more;
+  more.mutable_header()->set_event_id("ev-later");
+  ASSERT_TRUE(audit_->Append("inventory", {"1-0", "labshare.inventory.v1.InventoryEvent",
+                                           more.SerializeAsString()}).ok());
+  v1::VerifyAuditChainResponse again;
+  s = stub_->VerifyAuditChain(Ctx().get(), req, &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  EXPECT_EQ(Outbox().size(), 1u);
+
+  // The same request_id with other content.
+  req.set_start_sequence(2);
+  v1::VerifyAuditChainResponse reused;
+  s = stub_->VerifyAuditChain(Ctx().get(), req, &reused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+
+  // Without a request_id every call runs and publishes (a broken chain is a result too).
+  v1::VerifyAuditChainRequest plain;
+  plain.set_start_sequence(2);
+  v1::VerifyAuditChainResponse third;
+  s = stub_->VerifyAuditChain(Ctx().get(), plain, &third);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(third.start_sequence(), 2);
+  events = Outbox();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].audit_verification_run().start_sequence(), 2);
+  EXPECT_EQ(events[1].audit_verification_run().end_sequence(), kEntries + 2);
+}
+
+// "Publishes ReportExported (kind EXPORT_KIND_AUDIT_TRAIL) when the stream completes."
+TEST_F(UsageContractTest, ExportAuditTrailPublishesReportExported) {
+  v1::ExportAuditTrailRequest req;
+  req.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
+  req.set_start_sequence(2);
+  auto ctx = Ctx();
+  auto reader = stub_->ExportAuditTrail(ctx.get(), req);
+  v1::ExportAuditTrailResponse m;
+  v1::ExportTrailer trailer;
+  while (reader->Read(&m)) {
+    if (m.has_trailer()) trailer = m.trailer();
+  }
+  grpc::Status s = reader->Finish();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(trailer.row_count(), kEntries - 1);
+
+  std::vector<v1::UsageEvent> events = Outbox();
+  ASSERT_EQ(events.size(), 1u);
+  ASSERT_TRUE(events[0].has_report_exported());
+  const v1::ReportExported& x = events[0].report_exported();
+  EXPECT_EQ(x.kind(), v1::EXPORT_KIND_AUDIT_TRAIL);
+  EXPECT_EQ(x.start_sequence(), 2);
+  EXPECT_EQ(x.end_sequence(), kEntries + 1);
+  EXPECT_EQ(x.trailer().SerializeAsString(), trailer.SerializeAsString());
+  EXPECT_EQ(events[0].header().actor(), "users/audrey");
+
+  // A refused export publishes nothing.
+  req.set_format(v1::AUDIT_EXPORT_FORMAT_UNSPECIFIED);
+  auto ctx2 = Ctx();
+  auto bad = stub_->ExportAuditTrail(ctx2.get(), req);
+  while (bad->Read(&m)) {
+  }
+  EXPECT_EQ(bad->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Outbox().size(), 1u);
+}
+
+// QueryUsage: "RANGE_TOO_LARGE: ... MONTH over more than 120 months".
+TEST_F(UsageContractTest, QueryUsageByMonthIsLimitedTo120Months) {
+  v1::QueryUsageRequest q;
+  q.set_granularity(v1::PERIOD_GRANULARITY_MONTH);
+  *q.mutable_range() = Range(absl::CivilDay(2010, 1, 1), absl::CivilDay(2020, 1, 1));  // 120 months
+  EXPECT_TRUE(figures_->QueryUsage(auditor_, q).ok());
+  *q.mutable_range() = Range(absl::CivilDay(2010, 1, 1), absl::CivilDay(2020, 1, 2));  // 120 months and a day
+  auto r = figures_->QueryUsage(auditor_, q);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(r.status()), "RANGE_TOO_LARGE");
+  // The same range by year is fine.
+  q.set_granularity(v1::PERIOD_GRANULARITY_YEAR);
+  EXPECT_TRUE(figures_->QueryUsage(auditor_, q).ok());
+}
+
+// "RANGE_TOO_LARGE: more than 100 years": calendar years, not 36600 days.
+TEST_F(UsageContractTest, RangesAreLimitedToOneHundredCalendarYears) {
+  v1::GetUsageFiguresRequest g;
+  *g.mutable_range() = Range(absl::CivilDay(2000, 1, 1), absl::CivilDay(2100, 1, 1));
+  EXPECT_TRUE(figures_->GetUsageFigures(auditor_, g).ok());
+  *g.mutable_range() = Range(absl::CivilDay(2000, 1, 1), absl::CivilDay(2100, 1, 2));
+  auto r = figures_->GetUsageFigures(auditor_, g);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(r.status()), "RANGE_TOO_LARGE");
+
+  v1::QueryUsageRequest q;
+  q.set_granularity(v1::PERIOD_GRANULARITY_YEAR);
+  *q.mutable_range() = Range(absl::CivilDay(2000, 3, 1), absl::CivilDay(2100, 3, 2));
+  EXPECT_EQ(ErrorReason(figures_->QueryUsage(auditor_, q).status()), "RANGE_TOO_LARGE");
+  v1::ListIdleInstrumentsRequest idle;
+  *idle.mutable_range() = g.range();
+  EXPECT_EQ(ErrorReason(figures_->ListIdleInstruments(auditor_, idle).status()), "RANGE_TOO_LARGE");
+}
+
+// "beyond that the call ends with RESOURCE_EXHAUSTED ... (after the request
+// was validated)": a bad year or scope is INVALID_ARGUMENT even when no
+// export slot is free.
+TEST_F(UsageContractTest, AnnualReportCsvValidatesBeforeTakingAnExportSlot) {
+  figures_->set_max_concurrent_exports(/*total=*/0, /*per_caller=*/0);
+  auto sink = [](const v1::CsvChunk&) { return absl::OkStatus(); };
+  v1::ExportAnnualReportCsvRequest r;
+  r.set_year(1969);
+  absl::Status s = figures_->ExportAnnualReportCsv(auditor_, r, sink);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(s), "INVALID_YEAR");
+  r.set_year(2026);
+  r.mutable_scope()->add_facilities("facilities/Not_Valid");
+  s = figures_->ExportAnnualReportCsv(auditor_, r, sink);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(s), "INVALID_NAME");
+  r.clear_scope();
+  s = figures_->ExportAnnualReportCsv(auditor_, r, sink);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ErrorReason(s), "EXPORT_LIMIT");
+}
+
+}  // namespace
+}  // namespace labshare::usage

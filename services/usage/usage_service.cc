@@ -84,11 +84,21 @@ std::function<absl::Status(const Msg&)> WriterSink(grpc::ServerWriter<Msg>* writ
   };
 }
 
+// The caller of a streaming call, then the numbers of its request
+// range-checked before anything uses them (HandleUnary does both for the
+// unary methods).
+absl::StatusOr<Principal> AuthorizeStream(const Authorizer& auth, grpc::ServerContext* ctx,
+                                          const google::protobuf::Message& req) {
+  LS_ASSIGN_OR_RETURN(Principal p, auth.Authorize(ctx));
+  LS_RETURN_IF_ERROR(CheckInputRanges(req));
+  return p;
+}
+
 }  // namespace
 
 grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::ExportAuditTrailRequest* req,
                                             grpc::ServerWriter<v1::ExportAuditTrailResponse>* writer) {
-  auto principal = auth_->Authorize(ctx);
+  auto principal = AuthorizeStream(*auth_, ctx, *req);
   if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
   // The slot is taken when the first message is ready, i.e. after the
   // request was validated (INVALID_ARGUMENT / OUT_OF_RANGE come first).
@@ -114,14 +124,14 @@ grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::
 
 grpc::Status UsageService::ExportUsage(grpc::ServerContext* ctx, const v1::ExportUsageRequest* req,
                                        grpc::ServerWriter<v1::ExportUsageResponse>* writer) {
-  auto principal = auth_->Authorize(ctx);
+  auto principal = AuthorizeStream(*auth_, ctx, *req);
   if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
   return ToGrpcStatus(figures_->ExportUsage(*principal, *req, WriterSink(writer, &stats_)), kDomain);
 }
 
 grpc::Status UsageService::ExportAnnualReportCsv(grpc::ServerContext* ctx, const v1::ExportAnnualReportCsvRequest* req,
                                                  grpc::ServerWriter<v1::CsvChunk>* writer) {
-  auto principal = auth_->Authorize(ctx);
+  auto principal = AuthorizeStream(*auth_, ctx, *req);
   if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
   return ToGrpcStatus(figures_->ExportAnnualReportCsv(*principal, *req, WriterSink(writer, &stats_)), kDomain);
 }

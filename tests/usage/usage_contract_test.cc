@@ -28,6 +28,15 @@ namespace {
 
 constexpr int kEntries = 3;
 
+// Reads a whole stream; its final status.
+template <typename R>
+grpc::Status Drain(std::unique_ptr<grpc::ClientReader<R>> reader) {
+  R m;
+  while (reader->Read(&m)) {
+  }
+  return reader->Finish();
+}
+
 class UsageContractTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -260,6 +269,35 @@ TEST_F(UsageContractTest, AnnualReportCsvValidatesBeforeTakingAnExportSlot) {
   s = figures_->ExportAnnualReportCsv(auditor_, r, sink);
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(ErrorReason(s), "EXPORT_LIMIT");
+}
+
+// types.proto: "Numbers in requests are range-checked before anything else
+// uses them ... Outside: INVALID_ARGUMENT, reason INVALID_FIELD, naming the
+// field" holds for the streaming methods as for the unary ones.
+TEST_F(UsageContractTest, StreamingRequestsAreRangeCheckedFirst) {
+  v1::ExportAuditTrailRequest audit;
+  audit.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
+  audit.set_start_sequence(1000000000000001);  // above 10^15
+  auto c1 = Ctx();
+  grpc::Status s = Drain(stub_->ExportAuditTrail(c1.get(), audit));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+
+  v1::ExportAnnualReportCsvRequest csv;
+  csv.set_year(1000001);  // above 10^6
+  auto c2 = Ctx();
+  s = Drain(stub_->ExportAnnualReportCsv(c2.get(), csv));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+
+  v1::ExportUsageRequest usage;
+  usage.set_format(v1::EXPORT_FORMAT_ROWS);
+  *usage.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 2, 1));
+  usage.mutable_range()->mutable_start_time()->set_nanos(-1);  // not a valid Timestamp
+  auto c3 = Ctx();
+  s = Drain(stub_->ExportUsage(c3.get(), usage));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
 }
 
 }  // namespace

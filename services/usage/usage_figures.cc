@@ -858,6 +858,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     int64_t c[kCounters] = {};
     std::set<absl::string_view> instruments;  // the row's instrument set
     int64_t calendar = 0, maintenance = 0, available = 0, original_value = 0, without_value = 0;
+    int64_t valued_income = 0;  // service income of the instruments with a known value (revenue_rate)
     std::set<absl::string_view> users, ext_users, sme_users, orgs, ext_orgs, sme_orgs, startup_orgs;
   };
   std::vector<std::vector<v1::UsageRow>> all_rows(groupings.size());
@@ -1093,6 +1094,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
           const auto& [mode, org] = mo;
           Acc& a = row_for(mode, org);
           for (int i = 0; i < kCounters; ++i) a.c[i] += cell.c[i];
+          if (l.value_known) a.valued_income += cell.c[kInc];
           if (cell.users.empty()) continue;
           const bool external = org != ins.owner_organization();
           auto sc_it = size_class.find(org);
@@ -1130,7 +1132,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
           fig.set_maintenance_seconds(a.maintenance);
           fig.set_available_seconds(a.available);
           *fig.mutable_utilization() = MakeRatio(a.c[kEff], a.available);
-          *fig.mutable_revenue_rate() = MakeRatio(a.c[kInc], a.original_value);
+          *fig.mutable_revenue_rate() = MakeRatio(a.valued_income, a.original_value);
           fig.mutable_original_value()->set_currency_code(currency_);
           fig.mutable_original_value()->set_amount_minor(a.original_value);
           fig.set_instrument_count(static_cast<int64_t>(a.instruments.size()));

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/server.h"
+#include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 #include "labshare/usage/v1/usage.grpc.pb.h"
 #include "labshare/usage/v1/usage_events.pb.h"
@@ -51,6 +52,8 @@ class UsageContractTest : public ::testing::Test {
     o.clock = &clock_;
     audit_ = std::make_unique<AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), o);
     figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
+    // Reports from the aggregates wherever they apply (a fresh store: nothing to migrate).
+    ASSERT_TRUE(figures_->MigrateAggregates().ok());
     for (int i = 0; i < kEntries; ++i) {
       labshare::inventory::v1::InventoryEvent e;
       e.mutable_header()->set_event_id(absl::StrCat("ev", i));
@@ -298,6 +301,64 @@ TEST_F(UsageContractTest, StreamingRequestsAreRangeCheckedFirst) {
   s = Drain(stub_->ExportUsage(c3.get(), usage));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+}
+
+// UsageFigures.revenue_rate: "Minor units of service income (of instruments
+// with a known value) / minor units of original_value"; DOMAIN-level
+// definition: instruments without a value are "left out of both numerator
+// and denominator". service_income itself still counts every instrument.
+TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumerator) {
+  int next_id = 0;
+  auto fold = [&](const std::string& source, auto event) {
+    event.mutable_header()->set_event_id(absl::StrCat("fig", ++next_id));
+    StreamEvent e;
+    e.payload = event.SerializeAsString();
+    ASSERT_TRUE(figures_->Fold(source, e).ok());
+  };
+  const absl::Time jan1 = absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_);
+  for (const auto& [id, value] : std::vector<std::pair<std::string, int64_t>>{{"valued", 1000000}, {"novalue", 0}}) {
+    labshare::inventory::v1::InventoryEvent e;
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/" + id);
+    in->set_owner_organization("organizations/own");
+    in->set_daily_available_hours(24);
+    if (value > 0) {
+      in->mutable_original_value()->set_currency_code("CNY");
+      in->mutable_original_value()->set_amount_minor(value);
+    }
+    *in->mutable_create_time() = ToProto(jan1);
+    fold("inventory", e);
+  }
+  for (const auto& [id, income] : std::vector<std::pair<std::string, int64_t>>{{"valued", 10000}, {"novalue", 5000}}) {
+    labshare::billing::v1::BillingEvent e;
+    auto* f = e.mutable_charge_posted()->mutable_income();
+    f->set_owner_organization("organizations/own");
+    f->set_instrument("instruments/" + id);
+    f->set_mode(labshare::type::v1::ON_SITE);
+    *f->mutable_effective_time() = ToProto(jan1 + absl::Hours(24 * 40));
+    f->set_currency_code("CNY");
+    auto* share = f->add_shares();
+    share->set_payer_organization("organizations/other");
+    share->set_share_bps(10000);
+    share->mutable_service_income()->set_currency_code("CNY");
+    share->mutable_service_income()->set_amount_minor(income);
+    fold("billing", e);
+  }
+  for (bool aggregates : {true, false}) {  // from the aggregates and from the counters
+    figures_->set_use_aggregates(aggregates);
+    v1::GetUsageFiguresRequest g;
+    *g.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+    auto r = figures_->GetUsageFigures(auditor_, g);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const v1::UsageFigures& fig = r->figures();
+    EXPECT_EQ(fig.service_income().amount_minor(), 15000);
+    EXPECT_EQ(fig.original_value().amount_minor(), 1000000);
+    EXPECT_EQ(fig.instruments_without_value(), 1);
+    EXPECT_EQ(fig.revenue_rate().numerator(), 10000) << "aggregates " << aggregates;
+    EXPECT_EQ(fig.revenue_rate().denominator(), 1000000);
+    EXPECT_EQ(fig.revenue_rate().basis_points(), 100);
+  }
+  EXPECT_GT(figures_->buckets_from_aggregates(), 0);  // the first round was answered from the aggregates
 }
 
 }  // namespace

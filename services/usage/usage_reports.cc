@@ -432,7 +432,9 @@ absl::StatusOr<v1::VerifyAuditChainResponse> UsageFigures::VerifyAuditChain(cons
                                                                             const AuditChain& audit) const {
   constexpr char kMethod[] = "VerifyAuditChain";
   DocStore docs(pool_);
-  const std::string idem = r.request_id().empty() ? "" : absl::StrCat("{usage}:idem:", kMethod, ":", r.request_id());
+  // The caller's own request ids: another auditor's same id is another request.
+  const std::string idem =
+      r.request_id().empty() ? "" : absl::StrCat("{usage}:idem:", kMethod, ":", ActorName(p), ":", r.request_id());
   const std::string fingerprint = RequestFingerprint(kMethod, r);
   LS_ASSIGN_OR_RETURN(auto seen, docs.FindReplay(idem, fingerprint));
   if (seen) return StoredAnswer<v1::VerifyAuditChainResponse>(*seen);

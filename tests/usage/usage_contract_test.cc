@@ -77,10 +77,10 @@ class UsageContractTest : public ::testing::Test {
     if (server_) server_->Shutdown(absl::ZeroDuration());
   }
 
-  std::unique_ptr<grpc::ClientContext> Ctx() {
+  std::unique_ptr<grpc::ClientContext> Ctx(const std::string& user = "audrey") {
     auto c = std::make_unique<grpc::ClientContext>();
     c->AddMetadata("authorization",
-                   "Bearer " + labshare::testing::Mint(Principal{"audrey", "", {Role::kAuditor},
+                   "Bearer " + labshare::testing::Mint(Principal{user, "", {Role::kAuditor},
                                                                  clock_.Now() + absl::Hours(1)},
                                                        clock_.Now()));
     return c;
@@ -169,7 +169,15 @@ TEST_F(UsageContractTest, VerifyAuditChainPublishesItsRunAndRetriesGiveTheSameAn
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
 
-  // Without a request_id every call runs and publishes (a broken chain is a result too).
+  // Another auditor's same request_id is another request: it runs and publishes.
+  req.set_start_sequence(0);
+  v1::VerifyAuditChainResponse bobs;
+  s = stub_->VerifyAuditChain(Ctx("bob").get(), req, &bobs);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(bobs.end_sequence(), kEntries + 2);
+  ASSERT_EQ(Outbox().size(), 2u);
+
+  // Without a request_id every call runs and publishes.
   v1::VerifyAuditChainRequest plain;
   plain.set_start_sequence(2);
   v1::VerifyAuditChainResponse third;
@@ -177,9 +185,9 @@ TEST_F(UsageContractTest, VerifyAuditChainPublishesItsRunAndRetriesGiveTheSameAn
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(third.start_sequence(), 2);
   events = Outbox();
-  ASSERT_EQ(events.size(), 2u);
-  EXPECT_EQ(events[1].audit_verification_run().start_sequence(), 2);
-  EXPECT_EQ(events[1].audit_verification_run().end_sequence(), kEntries + 2);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[2].audit_verification_run().start_sequence(), 2);
+  EXPECT_EQ(events[2].audit_verification_run().end_sequence(), kEntries + 2);
 }
 
 // "Publishes ReportExported (kind EXPORT_KIND_AUDIT_TRAIL) when the stream completes."

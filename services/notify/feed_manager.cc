@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/escaping.h"
@@ -351,7 +352,7 @@ absl::StatusOr<fv1::CalendarFeed> FeedManager::Create(const Principal& p, const 
   LS_ASSIGN_OR_RETURN(const std::string user, CheckParent(p, M("CreateCalendarFeed"), r.parent(), "parent"));
   const fv1::CalendarFeed& in = r.calendar_feed();
   std::vector<FieldViolation> bad;
-  if (in.kind() == fv1::CalendarFeed::KIND_UNSPECIFIED) {
+  if (in.kind() != fv1::CalendarFeed::USER && in.kind() != fv1::CalendarFeed::INSTRUMENT) {
     bad.push_back({"calendar_feed.kind", "must be USER or INSTRUMENT"});
   }
   if (in.kind() == fv1::CalendarFeed::INSTRUMENT && !IsResourceName(in.instrument(), "instruments")) {
@@ -360,7 +361,10 @@ absl::StatusOr<fv1::CalendarFeed> FeedManager::Create(const Principal& p, const 
   if (in.kind() == fv1::CalendarFeed::USER && !in.instrument().empty()) {
     bad.push_back({"calendar_feed.instrument", "must be empty for a USER feed"});
   }
-  if (in.display_name().size() > 200) bad.push_back({"calendar_feed.display_name", "at most 200 characters"});
+  // Characters (UTF-8 lead bytes), not bytes.
+  const auto chars = std::count_if(in.display_name().begin(), in.display_name().end(),
+                                   [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
+  if (chars > 200) bad.push_back({"calendar_feed.display_name", "at most 200 characters"});
   if (!bad.empty()) return InvalidFields(std::move(bad));
 
   const std::string idem = r.request_id().empty() ? "" : IdemKey("CreateCalendarFeed", p, r.request_id());

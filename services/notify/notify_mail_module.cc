@@ -196,12 +196,15 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
       const std::string payload =
           NotifyEventPayload(ev, m_->context().clock->Now(), ActorName(p), req.request_id());
-      auto put =
-          m_->queue().PutSettings(user, fields, before.etag(), ActorName(p), req.request_id(), fingerprint, payload,
-                                  in.etag());
+      std::string replayed;
+      auto put = m_->queue().PutSettings(user, fields, before.etag(), ActorName(p), req.request_id(), fingerprint,
+                                         payload, in.etag(), after.SerializeAsString(), &replayed);
       if (!put.ok() && ErrorReason(put.status()) == "CONCURRENT_MODIFICATION" && attempt < 5) continue;
       LS_RETURN_IF_ERROR(put.status());
       if (!*put) {
+        // A retry: the first answer (records from before answers were
+        // kept: the settings as they are now).
+        if (!replayed.empty() && resp->ParseFromString(replayed)) return absl::OkStatus();
         LS_ASSIGN_OR_RETURN(Fields now, m_->queue().Settings(user));
         *resp = SettingsProto(user, now);
       } else {

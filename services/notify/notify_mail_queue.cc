@@ -306,11 +306,16 @@ return made
 )lua");
 
 const RedisScript kPutSettings(R"lua(
--- KEYS: settings, req, outbox; ARGV: expected_etag, request_id, fingerprint, payload, client_etag, fields...
+-- KEYS: settings, req, outbox; ARGV: expected_etag, request_id, fingerprint, payload, client_etag, answer,
+-- fields... The request record is "<fingerprint>\n<answer>" (records written before answers were kept:
+-- the fingerprint alone); a retry gets {'again', answer}.
 if ARGV[2] ~= '' then
   local seen = redis.call('GET', KEYS[2])
   if seen then
-    if seen == ARGV[3] then return 'again' end
+    local nl = string.find(seen, '\n', 1, true)
+    local fp, answer = seen, ''
+    if nl then fp, answer = string.sub(seen, 1, nl - 1), string.sub(seen, nl + 1) end
+    if fp == ARGV[3] then return {'again', answer} end
     return 'reused'
   end
 end
@@ -318,10 +323,10 @@ local etag = redis.call('HGET', KEYS[1], 'etag') or ''
 if ARGV[5] ~= '' and ARGV[5] ~= etag then return 'etag' end
 if etag ~= ARGV[1] then return 'conflict' end
 local args = {}
-for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(args))
-if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', 86400) end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[3] .. '\n' .. ARGV[6], 'EX', 86400) end
 redis.call('XADD', KEYS[3], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[4])
 return 'ok'
 )lua");
@@ -645,8 +650,9 @@ absl::StatusOr<bool> MailQueue::PutSettings(const std::string& user_id, const Fi
                                             const std::string& expected_etag, const std::string& actor,
                                             const std::string& request_id,
                                             const std::string& fingerprint, const std::string& event_payload,
-                                            const std::string& client_etag) {
-  std::vector<std::string> args = {expected_etag, request_id, fingerprint, event_payload, client_etag};
+                                            const std::string& client_etag, const std::string& answer,
+                                            std::string* replayed_answer) {
+  std::vector<std::string> args = {expected_etag, request_id, fingerprint, event_payload, client_etag, answer};
   for (const auto& [k, v] : fields) {
     args.push_back(k);
     args.push_back(v);
@@ -656,7 +662,10 @@ absl::StatusOr<bool> MailQueue::PutSettings(const std::string& user_id, const Fi
                          kNotifyOutbox},
                         args);
   LS_RETURN_IF_ERROR(ScriptStatus(r));
-  if (r->str == "again") return false;
+  if (r->is_array() && r->elements.size() == 2 && r->elements[0].str == "again") {
+    if (replayed_answer != nullptr) *replayed_answer = r->elements[1].str;
+    return false;
+  }
   if (r->str == "reused") {
     return MakeError(absl::StatusCode::kFailedPrecondition, "REQUEST_ID_REUSED",
                      "this request_id was used for a different request");

@@ -163,10 +163,13 @@ class MailQueue {
   // fingerprint again is a no-op (returns false), another one is
   // FAILED_PRECONDITION (REQUEST_ID_REUSED); then a client_etag (the
   // caller's, when given) other than the current one is FAILED_PRECONDITION
-  // (ETAG_MISMATCH).
+  // (ETAG_MISMATCH). `answer` (the caller's reply) is kept with the request
+  // id; a retry gets it back in `replayed_answer` (empty for records kept
+  // before answers were).
   absl::StatusOr<bool> PutSettings(const std::string& user_id, const Fields& fields, const std::string& expected_etag,
                                    const std::string& actor, const std::string& request_id, const std::string& fingerprint,
-                                   const std::string& event_payload, const std::string& client_etag = "");
+                                   const std::string& event_payload, const std::string& client_etag = "",
+                                   const std::string& answer = "", std::string* replayed_answer = nullptr);
 
   // The unsubscribe-token key (created on first use).
   absl::StatusOr<std::string> UnsubscribeKey();

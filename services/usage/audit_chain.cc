@@ -1321,7 +1321,8 @@ absl::StatusOr<std::string> AuditChain::ExportJsonlString(int64_t start_sequence
 
 absl::Status AuditChain::ExportAuditTrail(
     const v1::ExportAuditTrailRequest& request,
-    const std::function<absl::Status(const v1::ExportAuditTrailResponse&)>& send, size_t chunk_bytes) const {
+    const std::function<absl::Status(const v1::ExportAuditTrailResponse&)>& send, size_t chunk_bytes,
+    AuditExportSummary* summary_out) const {
   if (request.format() != v1::AUDIT_EXPORT_FORMAT_JSONL) {
     return InvalidField("format", "must be AUDIT_EXPORT_FORMAT_JSONL");
   }
@@ -1349,7 +1350,9 @@ absl::Status AuditChain::ExportAuditTrail(
   trailer->set_sha256_hex(summary.sha256_hex);
   pending->mutable_last_entry()->set_sequence(summary.last_sequence);
   pending->mutable_last_entry()->set_hash(summary.last_hash);
-  return send(*pending);
+  LS_RETURN_IF_ERROR(send(*pending));
+  if (summary_out != nullptr) *summary_out = std::move(summary);
+  return absl::OkStatus();
 }
 
 }  // namespace labshare::usage

@@ -340,11 +340,12 @@ class AuditChain {
   // ExportAuditTrail without the role check and event: the same file as
   // ExportAuditTrailResponse messages (data, offset; the last message also
   // carries the trailer and last_entry). INVALID_ARGUMENT (INVALID_FIELD)
-  // also when format is unspecified.
+  // also when format is unspecified. `summary`, when given, receives the
+  // range exported once the last message was sent.
   absl::Status ExportAuditTrail(
       const labshare::usage::v1::ExportAuditTrailRequest& request,
       const std::function<absl::Status(const labshare::usage::v1::ExportAuditTrailResponse&)>& send,
-      size_t chunk_bytes = 64 * 1024) const;
+      size_t chunk_bytes = 64 * 1024, AuditExportSummary* summary = nullptr) const;
 
   RedisPool* pool() const { return pool_; }
 

@@ -717,7 +717,10 @@ absl::Status UsageFigures::CheckRange(const labshare::type::v1::Interval& range,
   if (absl::FromCivil(*from, zone_) != s || absl::FromCivil(*to, zone_) != e) {
     return InvalidField("range", absl::StrCat("start and end must be midnight in ", zone_.name()), "RANGE_NOT_ALIGNED");
   }
-  if (*to - *from > 366 * 100) return InvalidField("range", "more than 100 years", "RANGE_TOO_LARGE");
+  // 100 calendar years from the start day (29 February: to 1 March).
+  if (*to > absl::CivilDay(from->year() + 100, from->month(), from->day())) {
+    return InvalidField("range", "more than 100 years", "RANGE_TOO_LARGE");
+  }
   return absl::OkStatus();
 }
 
@@ -855,6 +858,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     int64_t c[kCounters] = {};
     std::set<absl::string_view> instruments;  // the row's instrument set
     int64_t calendar = 0, maintenance = 0, available = 0, original_value = 0, without_value = 0;
+    int64_t valued_income = 0;  // service income of the instruments with a known value (revenue_rate)
     std::set<absl::string_view> users, ext_users, sme_users, orgs, ext_orgs, sme_orgs, startup_orgs;
   };
   std::vector<std::vector<v1::UsageRow>> all_rows(groupings.size());
@@ -1090,6 +1094,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
           const auto& [mode, org] = mo;
           Acc& a = row_for(mode, org);
           for (int i = 0; i < kCounters; ++i) a.c[i] += cell.c[i];
+          if (l.value_known) a.valued_income += cell.c[kInc];
           if (cell.users.empty()) continue;
           const bool external = org != ins.owner_organization();
           auto sc_it = size_class.find(org);
@@ -1127,7 +1132,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
           fig.set_maintenance_seconds(a.maintenance);
           fig.set_available_seconds(a.available);
           *fig.mutable_utilization() = MakeRatio(a.c[kEff], a.available);
-          *fig.mutable_revenue_rate() = MakeRatio(a.c[kInc], a.original_value);
+          *fig.mutable_revenue_rate() = MakeRatio(a.valued_income, a.original_value);
           fig.mutable_original_value()->set_currency_code(currency_);
           fig.mutable_original_value()->set_amount_minor(a.original_value);
           fig.set_instrument_count(static_cast<int64_t>(a.instruments.size()));
@@ -1218,6 +1223,10 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
   LS_ASSIGN_OR_RETURN(std::vector<v1::Dimension> dims, ParseDims(r.group_by()));
   if (r.granularity() == v1::PERIOD_GRANULARITY_DAY && to - from > 400) {
     return InvalidField("range", "DAY over more than 400 days: use ExportUsage", "RANGE_TOO_LARGE");
+  }
+  if (r.granularity() == v1::PERIOD_GRANULARITY_MONTH &&
+      to > absl::CivilDay(from.year() + 10, from.month(), from.day())) {  // 120 months
+    return InvalidField("range", "MONTH over more than 120 months: use ExportUsage", "RANGE_TOO_LARGE");
   }
   const bool owner_view = p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}) ||
                           (r.filter().owner_organizations_size() == 1 &&

@@ -55,6 +55,8 @@ namespace labshare::usage {
 
 namespace v1 = labshare::usage::v1;
 
+class AuditChain;
+
 class UsageFigures {
  public:
   // pool and clock must outlive this. Thread-safe.
@@ -133,6 +135,18 @@ class UsageFigures {
   absl::Status ExportUsage(const Principal& p, const v1::ExportUsageRequest& r,
                            const std::function<absl::Status(const v1::ExportUsageResponse&)>& sink);
 
+  // VerifyAuditChain over `audit` with what the RPC adds to AuditChain::Verify:
+  // idempotent through request_id (a retry replays the stored answer; the
+  // same id with other content is FAILED_PRECONDITION REQUEST_ID_REUSED),
+  // and AuditVerificationRun published in the step that stores the answer.
+  absl::StatusOr<v1::VerifyAuditChainResponse> VerifyAuditChain(const Principal& p,
+                                                                const v1::VerifyAuditChainRequest& r,
+                                                                const AuditChain& audit) const;
+  // ReportExported (EXPORT_KIND_AUDIT_TRAIL) of a completed audit export of
+  // [start_sequence, end_sequence) with the trailer that was sent.
+  absl::Status PublishAuditExport(const Principal& p, int64_t start_sequence, int64_t end_sequence,
+                                  const v1::ExportTrailer& trailer) const;
+
   // Concurrent exports (ExportUsage, ExportAnnualReportCsv and, through the
   // service, ExportAuditTrail) above `total` in the process or `per_caller`
   // for one caller are RESOURCE_EXHAUSTED (EXPORT_LIMIT).
@@ -197,6 +211,8 @@ class UsageFigures {
                                                                const v1::UsageFilter& f,
                                                                const v1::Thresholds& t,
                                                                const v1::ThresholdOverride& o) const;
+  // The annual report's scope (authorization) and then its year and names.
+  absl::Status CheckReport(const Principal& p, int year, const v1::ReportScope& scope) const;
   absl::Status BuildReport(const Principal& p, int year, const v1::ReportScope& scope, bool summaries,
                            v1::AnnualReport* out) const;
   absl::Status Publish(const Principal& p, v1::UsageEvent event) const;

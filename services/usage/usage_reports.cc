@@ -260,6 +260,26 @@ std::string KeyValue(const v1::UsageGroupKey& k, v1::Dimension d) {
   }
 }
 
+// The header of an event of `p`'s call, published now.
+void Stamp(const Principal& p, absl::Time now, const std::string& request_id, v1::UsageEvent* event) {
+  auto* h = event->mutable_header();
+  h->set_event_id(NewEventId());
+  *h->mutable_event_time() = ToProto(now);
+  h->set_request_id(request_id);
+  h->set_actor(ActorName(p));
+  h->set_actor_organization(ActorOrganization(p));
+}
+
+// An answer stored for replay by DocStore (request_id idempotency).
+template <typename Msg>
+absl::StatusOr<Msg> StoredAnswer(const std::string& bytes) {
+  Msg m;
+  if (!m.ParseFromString(bytes)) {
+    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "stored answer unreadable");
+  }
+  return m;
+}
+
 absl::Status BadResumeToken() {
   return InvalidField("resume_token", "not a resume_token of this same export; start again without it",
                       "INVALID_RESUME_TOKEN");
@@ -283,11 +303,7 @@ absl::StatusOr<UsageFigures::Names> UsageFigures::LoadNames() const {
 }
 
 absl::Status UsageFigures::Publish(const Principal& p, v1::UsageEvent event) const {
-  auto* h = event.mutable_header();
-  h->set_event_id(NewEventId());
-  *h->mutable_event_time() = ToProto(clock_->Now());
-  h->set_actor(ActorName(p));
-  h->set_actor_organization(ActorOrganization(p));
+  Stamp(p, clock_->Now(), "", &event);
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"XADD", kOutbox, "*", "type",
                                                     v1::UsageEvent::descriptor()->full_name(), "payload",
                                                     event.SerializeAsString()}));
@@ -346,13 +362,7 @@ absl::StatusOr<v1::Thresholds> UsageFigures::UpdateThresholds(const Principal& p
   DocStore docs(pool_);
   const std::string idem = r.request_id().empty() ? "" : absl::StrCat("{usage}:idem:", kMethod, ":", r.request_id());
   const std::string fingerprint = RequestFingerprint(kMethod, r);
-  auto replay = [](const std::string& bytes) -> absl::StatusOr<v1::Thresholds> {
-    v1::Thresholds t;
-    if (!t.ParseFromString(bytes)) {
-      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "stored answer unreadable");
-    }
-    return t;
-  };
+  auto replay = StoredAnswer<v1::Thresholds>;
   LS_ASSIGN_OR_RETURN(auto seen, docs.FindReplay(idem, fingerprint));
   if (seen) return replay(*seen);
   const bool conditional = !r.thresholds().etag().empty();
@@ -385,12 +395,7 @@ absl::StatusOr<v1::Thresholds> UsageFigures::UpdateThresholds(const Principal& p
     next.set_updated_by(ActorName(p));
     next.set_etag(std::to_string(version + 1));
     v1::UsageEvent event;
-    auto* h = event.mutable_header();
-    h->set_event_id(NewEventId());
-    *h->mutable_event_time() = ToProto(clock_->Now());
-    h->set_request_id(r.request_id());
-    h->set_actor(ActorName(p));
-    h->set_actor_organization(ActorOrganization(p));
+    Stamp(p, clock_->Now(), r.request_id(), &event);
     auto* changed = event.mutable_thresholds_changed();
     *changed->mutable_previous() = current;
     *changed->mutable_current() = next;
@@ -418,6 +423,60 @@ absl::StatusOr<v1::Thresholds> UsageFigures::UpdateThresholds(const Principal& p
   }
   return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                    "the thresholds are being changed concurrently; retry with the same request_id");
+}
+
+// ================================================================ audit trail
+
+absl::StatusOr<v1::VerifyAuditChainResponse> UsageFigures::VerifyAuditChain(const Principal& p,
+                                                                            const v1::VerifyAuditChainRequest& r,
+                                                                            const AuditChain& audit) const {
+  constexpr char kMethod[] = "VerifyAuditChain";
+  DocStore docs(pool_);
+  // The caller's own request ids: another auditor's same id is another request.
+  const std::string idem =
+      r.request_id().empty() ? "" : absl::StrCat("{usage}:idem:", kMethod, ":", ActorName(p), ":", r.request_id());
+  const std::string fingerprint = RequestFingerprint(kMethod, r);
+  LS_ASSIGN_OR_RETURN(auto seen, docs.FindReplay(idem, fingerprint));
+  if (seen) return StoredAnswer<v1::VerifyAuditChainResponse>(*seen);
+  LS_ASSIGN_OR_RETURN(v1::VerifyAuditChainResponse resp, audit.Verify(r));
+  v1::UsageEvent event;
+  Stamp(p, clock_->Now(), r.request_id(), &event);
+  auto* run = event.mutable_audit_verification_run();
+  run->set_start_sequence(resp.start_sequence());
+  run->set_end_sequence(resp.end_sequence());
+  run->set_result(resp.result());
+  run->set_entries_checked(resp.entries_checked());
+  run->set_anchors_checked(resp.anchors_checked());
+  if (resp.has_first_break()) *run->mutable_first_break() = resp.first_break();
+  *run->mutable_head() = resp.head();
+  *run->mutable_verify_time() = resp.verify_time();
+  // The answer and its event in one step: a retry replays the answer of the
+  // run that was published, a concurrent twin of the request is refused or
+  // replayed by the step, never published twice.
+  Mutation m;
+  m.idempotency_key = idem;
+  m.fingerprint = fingerprint;
+  m.response = SerializeDeterministic(resp);
+  m.outbox_key = kOutbox;
+  m.event_type = v1::UsageEvent::descriptor()->full_name();
+  m.event_payload = event.SerializeAsString();
+  LS_ASSIGN_OR_RETURN(CommitOutcome outcome, docs.Commit(m));
+  if (outcome.kind == CommitOutcome::Kind::kReplayed) {
+    return StoredAnswer<v1::VerifyAuditChainResponse>(outcome.response);
+  }
+  if (outcome.kind == CommitOutcome::Kind::kRequestReused) return RequestIdReused();
+  return resp;  // applied (no document is written, so no version conflict)
+}
+
+absl::Status UsageFigures::PublishAuditExport(const Principal& p, int64_t start_sequence, int64_t end_sequence,
+                                              const v1::ExportTrailer& trailer) const {
+  v1::UsageEvent e;
+  auto* x = e.mutable_report_exported();
+  x->set_kind(v1::EXPORT_KIND_AUDIT_TRAIL);
+  x->set_start_sequence(start_sequence);
+  x->set_end_sequence(end_sequence);
+  *x->mutable_trailer() = trailer;
+  return Publish(p, std::move(e));
 }
 
 // ================================================================ assessments
@@ -585,14 +644,18 @@ absl::StatusOr<v1::GetSharingMatrixResponse> UsageFigures::GetSharingMatrix(cons
 
 // ================================================================ annual report
 
-absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::ReportScope& scope, bool summaries,
-                                       v1::AnnualReport* out) const {
+absl::Status UsageFigures::CheckReport(const Principal& p, int year, const v1::ReportScope& scope) const {
   LS_RETURN_IF_ERROR(OwnerScope(p, scope.owner_organizations(), "scope.owner_organizations"));  // authorization first
   const int current = static_cast<int>(absl::ToCivilYear(clock_->Now(), zone_).year());
   if (year < 1970 || year > current) {
     return InvalidField("year", absl::StrCat("a calendar year from 1970 to ", current), "INVALID_YEAR");
   }
-  LS_RETURN_IF_ERROR(CheckFilterNames(scope, "scope"));
+  return CheckFilterNames(scope, "scope");
+}
+
+absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::ReportScope& scope, bool summaries,
+                                       v1::AnnualReport* out) const {
+  LS_RETURN_IF_ERROR(CheckReport(p, year, scope));
   const absl::CivilDay from(year, 1, 1), to(year + 1, 1, 1);
   v1::UsageFilter f;
   *f.mutable_owner_organizations() = scope.owner_organizations();
@@ -703,8 +766,9 @@ absl::StatusOr<v1::AnnualReport> UsageFigures::GetAnnualReport(const Principal& 
 
 absl::Status UsageFigures::ExportAnnualReportCsv(const Principal& p, const v1::ExportAnnualReportCsvRequest& r,
                                                  const std::function<absl::Status(const v1::CsvChunk&)>& sink) {
-  // Authorization before validation and before taking an export slot.
-  LS_RETURN_IF_ERROR(OwnerScope(p, r.scope().owner_organizations(), "scope.owner_organizations"));
+  // Authorization, then validation, then an export slot (EXPORT_LIMIT comes
+  // after the request was validated).
+  LS_RETURN_IF_ERROR(CheckReport(p, r.year(), r.scope()));
   LS_ASSIGN_OR_RETURN(ExportSlot slot, AcquireExport(p));
   v1::AnnualReport report;
   LS_RETURN_IF_ERROR(BuildReport(p, r.year(), r.scope(), true, &report));

@@ -62,9 +62,9 @@ grpc::Status UsageService::ListAuditEntries(grpc::ServerContext* ctx, const v1::
 
 grpc::Status UsageService::VerifyAuditChain(grpc::ServerContext* ctx, const v1::VerifyAuditChainRequest* req,
                                             v1::VerifyAuditChainResponse* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) -> decltype(audit_->Verify(*req)) {
+  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal& p) -> decltype(audit_->Verify(*req)) {
     LS_RETURN_IF_ERROR(CheckInputRanges(*req));
-    return audit_->Verify(*req);
+    return figures_->VerifyAuditChain(p, *req, *audit_);
   });
 }
 
@@ -84,36 +84,54 @@ std::function<absl::Status(const Msg&)> WriterSink(grpc::ServerWriter<Msg>* writ
   };
 }
 
+// The caller of a streaming call, then the numbers of its request
+// range-checked before anything uses them (HandleUnary does both for the
+// unary methods).
+absl::StatusOr<Principal> AuthorizeStream(const Authorizer& auth, grpc::ServerContext* ctx,
+                                          const google::protobuf::Message& req) {
+  LS_ASSIGN_OR_RETURN(Principal p, auth.Authorize(ctx));
+  LS_RETURN_IF_ERROR(CheckInputRanges(req));
+  return p;
+}
+
 }  // namespace
 
 grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::ExportAuditTrailRequest* req,
                                             grpc::ServerWriter<v1::ExportAuditTrailResponse>* writer) {
-  auto principal = auth_->Authorize(ctx);
+  auto principal = AuthorizeStream(*auth_, ctx, *req);
   if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
   // The slot is taken when the first message is ready, i.e. after the
   // request was validated (INVALID_ARGUMENT / OUT_OF_RANGE come first).
   std::optional<ExportSlot> slot;
   const auto write = WriterSink(writer, &stats_);
-  absl::Status s = audit_->ExportAuditTrail(*req, [&](const v1::ExportAuditTrailResponse& chunk) -> absl::Status {
-    if (!slot) {
-      LS_ASSIGN_OR_RETURN(ExportSlot acquired, figures_->AcquireExport(*principal));
-      slot.emplace(std::move(acquired));
-    }
-    return write(chunk);
-  });
+  v1::ExportTrailer trailer;
+  AuditExportSummary summary;
+  absl::Status s = audit_->ExportAuditTrail(
+      *req,
+      [&](const v1::ExportAuditTrailResponse& chunk) -> absl::Status {
+        if (!slot) {
+          LS_ASSIGN_OR_RETURN(ExportSlot acquired, figures_->AcquireExport(*principal));
+          slot.emplace(std::move(acquired));
+        }
+        if (chunk.has_trailer()) trailer = chunk.trailer();
+        return write(chunk);
+      },
+      64 * 1024, &summary);
+  // Completed: ReportExported (EXPORT_KIND_AUDIT_TRAIL).
+  if (s.ok()) s = figures_->PublishAuditExport(*principal, summary.start_sequence, summary.end_sequence, trailer);
   return ToGrpcStatus(s, kDomain);
 }
 
 grpc::Status UsageService::ExportUsage(grpc::ServerContext* ctx, const v1::ExportUsageRequest* req,
                                        grpc::ServerWriter<v1::ExportUsageResponse>* writer) {
-  auto principal = auth_->Authorize(ctx);
+  auto principal = AuthorizeStream(*auth_, ctx, *req);
   if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
   return ToGrpcStatus(figures_->ExportUsage(*principal, *req, WriterSink(writer, &stats_)), kDomain);
 }
 
 grpc::Status UsageService::ExportAnnualReportCsv(grpc::ServerContext* ctx, const v1::ExportAnnualReportCsvRequest* req,
                                                  grpc::ServerWriter<v1::CsvChunk>* writer) {
-  auto principal = auth_->Authorize(ctx);
+  auto principal = AuthorizeStream(*auth_, ctx, *req);
   if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
   return ToGrpcStatus(figures_->ExportAnnualReportCsv(*principal, *req, WriterSink(writer, &stats_)), kDomain);
 }

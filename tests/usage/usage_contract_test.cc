@@ -1,0 +1,373 @@
+// The usage contract (proto/labshare/usage/v1/usage.proto) where the code
+// and the RPC comments once disagreed: the audit-trail RPCs publish their
+// events and VerifyAuditChain is idempotent through request_id; range limits
+// are exact (100 calendar years, 120 months for MONTH rows); the annual CSV
+// validates its request before it takes an export slot.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "common/server.h"
+#include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
+#include "labshare/usage/v1/usage.grpc.pb.h"
+#include "labshare/usage/v1/usage_events.pb.h"
+#include "services/usage/audit_chain.h"
+#include "services/usage/usage_figures.h"
+#include "services/usage/usage_service.h"
+#include "tests/support/page_tokens.h"
+#include "tests/support/redis_server.h"
+#include "tests/support/test_tokens.h"
+
+namespace labshare::usage {
+namespace {
+
+constexpr int kEntries = 3;
+
+// Reads a whole stream; its final status.
+template <typename R>
+grpc::Status Drain(std::unique_ptr<grpc::ClientReader<R>> reader) {
+  R m;
+  while (reader->Read(&m)) {
+  }
+  return reader->Finish();
+}
+
+class UsageContractTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetQuietLogging(true);
+    redis_ = testing::SharedRedisServer();
+    ASSERT_NE(redis_, nullptr);
+    testing::FlushAll(*redis_);
+    pool_ = std::make_unique<RedisPool>(redis_->options());
+    ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &zone_));
+    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone_));
+    AuditChainOptions o;
+    o.clock = &clock_;
+    audit_ = std::make_unique<AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), o);
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
+    // Reports from the aggregates wherever they apply (a fresh store: nothing to migrate).
+    ASSERT_TRUE(figures_->MigrateAggregates().ok());
+    for (int i = 0; i < kEntries; ++i) {
+      labshare::inventory::v1::InventoryEvent e;
+      e.mutable_header()->set_event_id(absl::StrCat("ev", i));
+      e.mutable_instrument_changed()->mutable_instrument()->set_name(absl::StrCat("instruments/i", i));
+      ASSERT_TRUE(audit_->Append("inventory", {"1-0", "labshare.inventory.v1.InventoryEvent",
+                                               e.SerializeAsString()}).ok());
+    }
+    auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), UsagePolicy(), &clock_);
+    service_ = std::make_unique<UsageService>(figures_.get(), audit_.get(), auth_.get());
+    ServerConfig config;
+    config.service_name = "usage";
+    config.redis = pool_.get();
+    config.authorizer = auth_.get();
+    auto server = Server::Start(config, {service_.get()});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    stub_ = v1::UsageService::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  }
+
+  void TearDown() override {
+    if (server_) server_->Shutdown(absl::ZeroDuration());
+  }
+
+  std::unique_ptr<grpc::ClientContext> Ctx(const std::string& user = "audrey") {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->AddMetadata("authorization",
+                   "Bearer " + labshare::testing::Mint(Principal{user, "", {Role::kAuditor},
+                                                                 clock_.Now() + absl::Hours(1)},
+                                                       clock_.Now()));
+    return c;
+  }
+
+  // The UsageEvents on {usage}:outbox, oldest first.
+  std::vector<v1::UsageEvent> Outbox() {
+    std::vector<v1::UsageEvent> out;
+    auto v = pool_->Command({"XRANGE", "{usage}:outbox", "-", "+"});
+    EXPECT_TRUE(v.ok());
+    if (!v.ok()) return out;
+    for (const auto& entry : v->elements) {
+      const auto& fields = entry.elements[1].elements;
+      for (size_t i = 0; i + 1 < fields.size(); i += 2) {
+        if (fields[i].str != "payload") continue;
+        v1::UsageEvent e;
+        EXPECT_TRUE(e.ParseFromString(fields[i + 1].str));
+        out.push_back(std::move(e));
+      }
+    }
+    return out;
+  }
+
+  labshare::type::v1::Interval Range(absl::CivilDay from, absl::CivilDay to) {
+    labshare::type::v1::Interval r;
+    *r.mutable_start_time() = ToProto(absl::FromCivil(from, zone_));
+    *r.mutable_end_time() = ToProto(absl::FromCivil(to, zone_));
+    return r;
+  }
+
+  testing::RedisServer* redis_ = nullptr;
+  std::unique_ptr<RedisPool> pool_;
+  absl::TimeZone zone_;
+  FakeClock clock_;
+  std::unique_ptr<AuditChain> audit_;
+  std::unique_ptr<UsageFigures> figures_;
+  std::unique_ptr<Authorizer> auth_;
+  std::unique_ptr<UsageService> service_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<v1::UsageService::Stub> stub_;
+  Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
+};
+
+// "Publishes AuditVerificationRun"; mutations are idempotent through
+// request_id and list FAILED_PRECONDITION (REQUEST_ID_REUSED).
+TEST_F(UsageContractTest, VerifyAuditChainPublishesItsRunAndRetriesGiveTheSameAnswer) {
+  v1::VerifyAuditChainRequest req;
+  req.set_request_id("verify-1");
+  v1::VerifyAuditChainResponse first;
+  grpc::Status s = stub_->VerifyAuditChain(Ctx().get(), req, &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(first.result(), v1::VERIFIED);
+  EXPECT_EQ(first.start_sequence(), 1);
+  EXPECT_EQ(first.end_sequence(), kEntries + 1);
+  EXPECT_EQ(first.entries_checked(), kEntries);
+
+  std::vector<v1::UsageEvent> events = Outbox();
+  ASSERT_EQ(events.size(), 1u);
+  ASSERT_TRUE(events[0].has_audit_verification_run());
+  const v1::AuditVerificationRun& run = events[0].audit_verification_run();
+  EXPECT_EQ(run.start_sequence(), 1);
+  EXPECT_EQ(run.end_sequence(), kEntries + 1);
+  EXPECT_EQ(run.result(), v1::VERIFIED);
+  EXPECT_EQ(run.entries_checked(), kEntries);
+  EXPECT_EQ(run.head().sequence(), kEntries);
+  EXPECT_EQ(run.verify_time().seconds(), first.verify_time().seconds());
+  EXPECT_EQ(events[0].header().request_id(), "verify-1");
+  EXPECT_EQ(events[0].header().actor(), "users/audrey");
+
+  // A retry (later, the chain grown meanwhile) gives the first answer and no second event.
+  clock_.Advance(absl::Minutes(5));
+  labshare::inventory::v1::InventoryEvent more;
+  more.mutable_header()->set_event_id("ev-later");
+  ASSERT_TRUE(audit_->Append("inventory", {"1-0", "labshare.inventory.v1.InventoryEvent",
+                                           more.SerializeAsString()}).ok());
+  v1::VerifyAuditChainResponse again;
+  s = stub_->VerifyAuditChain(Ctx().get(), req, &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  EXPECT_EQ(Outbox().size(), 1u);
+
+  // The same request_id with other content.
+  req.set_start_sequence(2);
+  v1::VerifyAuditChainResponse reused;
+  s = stub_->VerifyAuditChain(Ctx().get(), req, &reused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+
+  // Another auditor's same request_id is another request: it runs and publishes.
+  req.set_start_sequence(0);
+  v1::VerifyAuditChainResponse bobs;
+  s = stub_->VerifyAuditChain(Ctx("bob").get(), req, &bobs);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(bobs.end_sequence(), kEntries + 2);
+  ASSERT_EQ(Outbox().size(), 2u);
+
+  // Without a request_id every call runs and publishes.
+  v1::VerifyAuditChainRequest plain;
+  plain.set_start_sequence(2);
+  v1::VerifyAuditChainResponse third;
+  s = stub_->VerifyAuditChain(Ctx().get(), plain, &third);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(third.start_sequence(), 2);
+  events = Outbox();
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[2].audit_verification_run().start_sequence(), 2);
+  EXPECT_EQ(events[2].audit_verification_run().end_sequence(), kEntries + 2);
+}
+
+// "Publishes ReportExported (kind EXPORT_KIND_AUDIT_TRAIL) when the stream completes."
+TEST_F(UsageContractTest, ExportAuditTrailPublishesReportExported) {
+  v1::ExportAuditTrailRequest req;
+  req.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
+  req.set_start_sequence(2);
+  auto ctx = Ctx();
+  auto reader = stub_->ExportAuditTrail(ctx.get(), req);
+  v1::ExportAuditTrailResponse m;
+  v1::ExportTrailer trailer;
+  while (reader->Read(&m)) {
+    if (m.has_trailer()) trailer = m.trailer();
+  }
+  grpc::Status s = reader->Finish();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(trailer.row_count(), kEntries - 1);
+
+  std::vector<v1::UsageEvent> events = Outbox();
+  ASSERT_EQ(events.size(), 1u);
+  ASSERT_TRUE(events[0].has_report_exported());
+  const v1::ReportExported& x = events[0].report_exported();
+  EXPECT_EQ(x.kind(), v1::EXPORT_KIND_AUDIT_TRAIL);
+  EXPECT_EQ(x.start_sequence(), 2);
+  EXPECT_EQ(x.end_sequence(), kEntries + 1);
+  EXPECT_EQ(x.trailer().SerializeAsString(), trailer.SerializeAsString());
+  EXPECT_EQ(events[0].header().actor(), "users/audrey");
+
+  // A refused export publishes nothing.
+  req.set_format(v1::AUDIT_EXPORT_FORMAT_UNSPECIFIED);
+  auto ctx2 = Ctx();
+  auto bad = stub_->ExportAuditTrail(ctx2.get(), req);
+  while (bad->Read(&m)) {
+  }
+  EXPECT_EQ(bad->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Outbox().size(), 1u);
+}
+
+// QueryUsage: "RANGE_TOO_LARGE: ... MONTH over more than 120 months".
+TEST_F(UsageContractTest, QueryUsageByMonthIsLimitedTo120Months) {
+  v1::QueryUsageRequest q;
+  q.set_granularity(v1::PERIOD_GRANULARITY_MONTH);
+  *q.mutable_range() = Range(absl::CivilDay(2010, 1, 1), absl::CivilDay(2020, 1, 1));  // 120 months
+  EXPECT_TRUE(figures_->QueryUsage(auditor_, q).ok());
+  *q.mutable_range() = Range(absl::CivilDay(2010, 1, 1), absl::CivilDay(2020, 1, 2));  // 120 months and a day
+  auto r = figures_->QueryUsage(auditor_, q);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(r.status()), "RANGE_TOO_LARGE");
+  // The same range by year is fine.
+  q.set_granularity(v1::PERIOD_GRANULARITY_YEAR);
+  EXPECT_TRUE(figures_->QueryUsage(auditor_, q).ok());
+}
+
+// "RANGE_TOO_LARGE: more than 100 years": calendar years, not 36600 days.
+TEST_F(UsageContractTest, RangesAreLimitedToOneHundredCalendarYears) {
+  v1::GetUsageFiguresRequest g;
+  *g.mutable_range() = Range(absl::CivilDay(2000, 1, 1), absl::CivilDay(2100, 1, 1));
+  EXPECT_TRUE(figures_->GetUsageFigures(auditor_, g).ok());
+  *g.mutable_range() = Range(absl::CivilDay(2000, 1, 1), absl::CivilDay(2100, 1, 2));
+  auto r = figures_->GetUsageFigures(auditor_, g);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(r.status()), "RANGE_TOO_LARGE");
+
+  v1::QueryUsageRequest q;
+  q.set_granularity(v1::PERIOD_GRANULARITY_YEAR);
+  *q.mutable_range() = Range(absl::CivilDay(2000, 3, 1), absl::CivilDay(2100, 3, 2));
+  EXPECT_EQ(ErrorReason(figures_->QueryUsage(auditor_, q).status()), "RANGE_TOO_LARGE");
+  v1::ListIdleInstrumentsRequest idle;
+  *idle.mutable_range() = g.range();
+  EXPECT_EQ(ErrorReason(figures_->ListIdleInstruments(auditor_, idle).status()), "RANGE_TOO_LARGE");
+}
+
+// "beyond that the call ends with RESOURCE_EXHAUSTED ... (after the request
+// was validated)": a bad year or scope is INVALID_ARGUMENT even when no
+// export slot is free.
+TEST_F(UsageContractTest, AnnualReportCsvValidatesBeforeTakingAnExportSlot) {
+  figures_->set_max_concurrent_exports(/*total=*/0, /*per_caller=*/0);
+  auto sink = [](const v1::CsvChunk&) { return absl::OkStatus(); };
+  v1::ExportAnnualReportCsvRequest r;
+  r.set_year(1969);
+  absl::Status s = figures_->ExportAnnualReportCsv(auditor_, r, sink);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(s), "INVALID_YEAR");
+  r.set_year(2026);
+  r.mutable_scope()->add_facilities("facilities/Not_Valid");
+  s = figures_->ExportAnnualReportCsv(auditor_, r, sink);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(s), "INVALID_NAME");
+  r.clear_scope();
+  s = figures_->ExportAnnualReportCsv(auditor_, r, sink);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ErrorReason(s), "EXPORT_LIMIT");
+}
+
+// types.proto: "Numbers in requests are range-checked before anything else
+// uses them ... Outside: INVALID_ARGUMENT, reason INVALID_FIELD, naming the
+// field" holds for the streaming methods as for the unary ones.
+TEST_F(UsageContractTest, StreamingRequestsAreRangeCheckedFirst) {
+  v1::ExportAuditTrailRequest audit;
+  audit.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
+  audit.set_start_sequence(1000000000000001);  // above 10^15
+  auto c1 = Ctx();
+  grpc::Status s = Drain(stub_->ExportAuditTrail(c1.get(), audit));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+
+  v1::ExportAnnualReportCsvRequest csv;
+  csv.set_year(1000001);  // above 10^6
+  auto c2 = Ctx();
+  s = Drain(stub_->ExportAnnualReportCsv(c2.get(), csv));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+
+  v1::ExportUsageRequest usage;
+  usage.set_format(v1::EXPORT_FORMAT_ROWS);
+  *usage.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 2, 1));
+  usage.mutable_range()->mutable_start_time()->set_nanos(-1);  // not a valid Timestamp
+  auto c3 = Ctx();
+  s = Drain(stub_->ExportUsage(c3.get(), usage));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+}
+
+// UsageFigures.revenue_rate: "Minor units of service income (of instruments
+// with a known value) / minor units of original_value"; DOMAIN-level
+// definition: instruments without a value are "left out of both numerator
+// and denominator". service_income itself still counts every instrument.
+TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumerator) {
+  int next_id = 0;
+  auto fold = [&](const std::string& source, auto event) {
+    event.mutable_header()->set_event_id(absl::StrCat("fig", ++next_id));
+    StreamEvent e;
+    e.payload = event.SerializeAsString();
+    ASSERT_TRUE(figures_->Fold(source, e).ok());
+  };
+  const absl::Time jan1 = absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_);
+  for (const auto& [id, value] : std::vector<std::pair<std::string, int64_t>>{{"valued", 1000000}, {"novalue", 0}}) {
+    labshare::inventory::v1::InventoryEvent e;
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/" + id);
+    in->set_owner_organization("organizations/own");
+    in->set_daily_available_hours(24);
+    if (value > 0) {
+      in->mutable_original_value()->set_currency_code("CNY");
+      in->mutable_original_value()->set_amount_minor(value);
+    }
+    *in->mutable_create_time() = ToProto(jan1);
+    fold("inventory", e);
+  }
+  for (const auto& [id, income] : std::vector<std::pair<std::string, int64_t>>{{"valued", 10000}, {"novalue", 5000}}) {
+    labshare::billing::v1::BillingEvent e;
+    auto* f = e.mutable_charge_posted()->mutable_income();
+    f->set_owner_organization("organizations/own");
+    f->set_instrument("instruments/" + id);
+    f->set_mode(labshare::type::v1::ON_SITE);
+    *f->mutable_effective_time() = ToProto(jan1 + absl::Hours(24 * 40));
+    f->set_currency_code("CNY");
+    auto* share = f->add_shares();
+    share->set_payer_organization("organizations/other");
+    share->set_share_bps(10000);
+    share->mutable_service_income()->set_currency_code("CNY");
+    share->mutable_service_income()->set_amount_minor(income);
+    fold("billing", e);
+  }
+  for (bool aggregates : {true, false}) {  // from the aggregates and from the counters
+    figures_->set_use_aggregates(aggregates);
+    v1::GetUsageFiguresRequest g;
+    *g.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+    auto r = figures_->GetUsageFigures(auditor_, g);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const v1::UsageFigures& fig = r->figures();
+    EXPECT_EQ(fig.service_income().amount_minor(), 15000);
+    EXPECT_EQ(fig.original_value().amount_minor(), 1000000);
+    EXPECT_EQ(fig.instruments_without_value(), 1);
+    EXPECT_EQ(fig.revenue_rate().numerator(), 10000) << "aggregates " << aggregates;
+    EXPECT_EQ(fig.revenue_rate().denominator(), 1000000);
+    EXPECT_EQ(fig.revenue_rate().basis_points(), 100);
+  }
+  EXPECT_GT(figures_->buckets_from_aggregates(), 0);  // the first round was answered from the aggregates
+}
+
+}  // namespace
+}  // namespace labshare::usage

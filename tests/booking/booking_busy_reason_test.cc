@@ -15,7 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "common/error.h"
 #include "services/booking/booking_common.h"
-#include "tests/booking/booking_fixture.h"
+#include "tests/booking/booking_flows.h"
 #include "tests/support/redis_snapshot.h"
 
 namespace labshare::booking {
@@ -23,7 +23,7 @@ namespace {
 
 using Reason = v1::BusyInterval::Reason;
 
-class BusyReasonTest : public BookingServiceTest {
+class BusyReasonTest : public BookingFlowsTest {
  protected:
   // QueryAvailability of `instrument` over [day_ - 1 day, day_ + 30 days),
   // as the consortium admin (who sees each interval's resource): the busy
@@ -90,6 +90,17 @@ class BusyReasonTest : public BookingServiceTest {
     EXPECT_EQ(Busy(instrument, mode).count(resource), 0u) << resource;
     EXPECT_FALSE(StoredEnd(instrument, entry).has_value()) << entry;
   }
+  // Checks b out now (release: the rest of its reservation).
+  v1::Booking CheckOut(const v1::Booking& b, bool release) {
+    v1::CheckOutRequest o;
+    o.set_name(b.name());
+    o.set_release_remaining(release);
+    v1::Booking out;
+    auto s = Call(stub_.get(), &v1::BookingService::Stub::CheckOut, o, &out, ana_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(out.state(), v1::Booking::COMPLETED);
+    return out;
+  }
   void CheckIn(const v1::Booking& b) {
     v1::CheckInRequest in;
     in.set_name(b.name());
@@ -127,57 +138,34 @@ TEST_F(BusyReasonTest, PendingApprovedCheckedInAndCheckedOut) {
   // Checked out early, the rest released: the end moves and the entry
   // stays (a finished booking), BOOKED as its document would say.
   clock_.Set(day_ + absl::Hours(12));
-  v1::CheckOutRequest o;
-  o.set_name(b.name());
-  o.set_release_remaining(true);
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckOut, o, &out, ana_).ok());
-  ASSERT_EQ(out.state(), v1::Booking::COMPLETED);
+  out = CheckOut(b, true);
   ASSERT_EQ(FromProto(out.blocked_interval().end_time()), day_ + absl::Hours(12) + absl::Minutes(30));
   ExpectBooking(b, v1::BusyInterval::BOOKED);
   EXPECT_EQ(SyncReason(b.name()), v1::BusyInterval::BOOKED);
 }
 
 TEST_F(BusyReasonTest, CheckOutKeepingTheCalendarEntryIsBookedAgain) {
-  v1::Booking b, out;
+  v1::Booking b;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(13), &b).ok());
   clock_.Set(day_ + absl::Hours(9));
   CheckIn(b);
   ExpectBooking(b, v1::BusyInterval::IN_USE);
   clock_.Set(day_ + absl::Hours(10));
-  v1::CheckOutRequest o;
-  o.set_name(b.name());
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckOut, o, &out, ana_).ok());
-  ASSERT_EQ(out.state(), v1::Booking::COMPLETED);
+  CheckOut(b, false);
   ExpectBooking(b, v1::BusyInterval::BOOKED);  // same end, the reason rewritten
 }
 
 TEST_F(BusyReasonTest, LeaseRequestedApprovedHandedOverExtendedAndCancelled) {
-  auto request = [&](int from_days, int to_days, v1::Lease* out) {
-    v1::RequestLeaseRequest r;
-    r.mutable_lease()->set_instrument("instruments/afm");
-    *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * from_days));
-    *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * to_days));
-    r.mutable_lease()->set_purpose("surface study");
-    return Call(stub_.get(), &v1::BookingService::Stub::RequestLease, r, out, ana_);
-  };
   const auto lease_mode = labshare::type::v1::LEASE;
   auto expect = [&](const v1::Lease& l, Reason want) {
     ExpectBusy(l.booking(), IdOf(l.booking()), want, "afm", lease_mode);
   };
   v1::Lease lease, other, out;
-  ASSERT_TRUE(request(1, 11, &lease).ok());
-  ASSERT_TRUE(request(16, 24, &other).ok());
+  ASSERT_TRUE(Request(1, 11, &lease).ok());
+  ASSERT_TRUE(Request(16, 24, &other).ok());
   expect(lease, v1::BusyInterval::AWAITING_APPROVAL);
   expect(other, v1::BusyInterval::AWAITING_APPROVAL);
-
-  v1::ApproveLeaseRequest a;
-  a.set_name(lease.name());
-  a.mutable_contract()->set_rate_basis(v1::LeaseContract::DAILY);
-  a.mutable_contract()->mutable_rate()->set_currency_code("CNY");
-  a.mutable_contract()->mutable_rate()->set_amount_minor(300000);
-  a.mutable_contract()->mutable_deposit()->set_currency_code("CNY");
-  a.mutable_contract()->mutable_deposit()->set_amount_minor(100000);
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+  ASSERT_TRUE(Approve(lease.name(), &out).ok());
   expect(lease, v1::BusyInterval::LEASED);
 
   clock_.Set(day_ + absl::Hours(24));
@@ -203,51 +191,24 @@ TEST_F(BusyReasonTest, LeaseRequestedApprovedHandedOverExtendedAndCancelled) {
   expect(lease, v1::BusyInterval::LEASED);
 }
 
-TEST_F(BusyReasonTest, ServiceRunScheduledAndStarted) {
-  v1::CreateServiceOrderRequest r;
-  r.mutable_service_order()->set_instrument("instruments/tem");
-  r.mutable_service_order()->set_service_entry_id("imaging");
-  r.mutable_service_order()->set_sample_count(1);
-  r.mutable_service_order()->set_sample_description("grids");
-  v1::ServiceOrder o, out;
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateServiceOrder, r, &o, ana_).ok());
-  v1::IssueQuoteRequest q;
-  q.set_name(o.name());
-  q.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
-  q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(20000);
-  q.mutable_quote()->mutable_staff_time_fee()->set_currency_code("CNY");
-  q.mutable_quote()->mutable_staff_time_fee()->set_amount_minor(30000);
-  q.mutable_quote()->mutable_consumables()->set_currency_code("CNY");
-  q.mutable_quote()->mutable_consumables()->set_amount_minor(5000);
-  *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24 * 14));
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::IssueQuote, q, &out, staff_).ok());
-  v1::AcceptQuoteRequest accept;
-  accept.set_name(o.name());
-  accept.set_quote_etag(out.quote().quote_etag());
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::AcceptQuote, accept, &out, ana_).ok());
-  v1::ReceiveSamplesRequest rs;
-  rs.set_name(o.name());
-  rs.set_received_sample_count(1);
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ReceiveSamples, rs, &out, staff_).ok());
-  v1::ScheduleServiceRequest sch;
-  sch.set_name(o.name());
-  *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
-  *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(11));
-  auto s = Call(stub_.get(), &v1::BookingService::Stub::ScheduleService, sch, &out, staff_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
+TEST_F(BusyReasonTest, ServiceRunScheduledRescheduledAndStarted) {
+  v1::ServiceOrder out = Scheduled();
   const std::string run = out.booking();
+  ASSERT_FALSE(run.empty());
   ExpectBusy(run, IdOf(run), v1::BusyInterval::BOOKED);
+  v1::ScheduleServiceRequest sch;
+  sch.set_name(out.name());
   // Rescheduled: the old run leaves the calendar, the new one is BOOKED.
   *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(13));
   *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(15));
-  s = Call(stub_.get(), &v1::BookingService::Stub::ScheduleService, sch, &out, staff_);
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::ScheduleService, sch, &out, staff_);
   ASSERT_TRUE(s.ok()) << s.error_message();
   ASSERT_NE(out.booking(), run);
   ExpectFree(run, IdOf(run));
   ExpectBusy(out.booking(), IdOf(out.booking()), v1::BusyInterval::BOOKED);
   clock_.Set(day_ + absl::Hours(13));
   v1::StartServiceRequest start;
-  start.set_name(o.name());
+  start.set_name(out.name());
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::StartService, start, &out, staff_).ok());
   ExpectBusy(out.booking(), IdOf(out.booking()), v1::BusyInterval::IN_USE);
 }

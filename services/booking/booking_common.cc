@@ -9,6 +9,13 @@
 
 namespace labshare::booking {
 
+v1::BusyInterval::Reason BusyReasonFor(int state, int mode) {
+  if (state == v1::Booking::PENDING_APPROVAL) return v1::BusyInterval::AWAITING_APPROVAL;
+  if (mode == labshare::type::v1::LEASE) return v1::BusyInterval::LEASED;
+  if (state == v1::Booking::CHECKED_IN) return v1::BusyInterval::IN_USE;
+  return v1::BusyInterval::BOOKED;
+}
+
 bool ScopeNeedsInventory(const char* method, const Principal& p, const ScopeFacts& facts) {
   const std::string full = BookingMethod(method);
   const MethodPolicy& policy = BookingPolicy();

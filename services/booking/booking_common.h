@@ -53,6 +53,14 @@ absl::Status CheckScopeOn(const char* method, const Principal& p, InventoryClien
 // The facts of the resources whose scope the booking methods check.
 ScopeFacts BookingFacts(const labshare::booking::v1::Booking& b);
 
+// The busy reason QueryAvailability shows for a booking on the calendar in
+// this state and mode: AWAITING_APPROVAL while pending, else LEASED for a
+// lease's booking, IN_USE once checked in, else BOOKED. Every step that
+// writes a booking stores it beside the calendar end (CreateStep and
+// UpdateStep busy_reason); read from the document for ends without one.
+labshare::booking::v1::BusyInterval::Reason BusyReasonFor(int state, int mode);
+inline int BusyReasonOf(const labshare::booking::v1::Booking& b) { return BusyReasonFor(b.state(), b.mode()); }
+
 // A resource id chosen by the client (booking_id, lease_id): it must be a
 // valid id and must not have the shape of the ids the service generates
 // ("p07-3f9a0c1d2e4b"), which name their partition.

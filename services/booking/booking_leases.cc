@@ -185,6 +185,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   step.idempotency_key = idem;
   step.fingerprint = fingerprint;
   step.booking = SerializeDeterministic(booking);
+  step.busy_reason = BusyReasonOf(booking);
   step.response = SerializeDeterministic(lease);
   step.blocked_start_ms = blocked_start;
   step.blocked_end_ms = blocked_end;
@@ -363,6 +364,7 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
         step.idempotency_key = idem;
         step.fingerprint = fingerprint;
         step.booking = SerializeDeterministic(c.booking);
+        step.busy_reason = BusyReasonOf(c.booking);
         step.response = SerializeDeterministic(c.lease);
         step.expected_version = cur.booking.version;
         step.extra_docs.push_back({keys::Lease(cur.booking.partition, IdOf(c.lease.name())),

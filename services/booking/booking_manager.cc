@@ -359,6 +359,7 @@ void BookingManager::SealCreate(PreparedCreate& out) const {
   const v1::Booking& b = out.booking;
   CreateStep& step = out.step;
   step.booking = SerializeDeterministic(b);
+  step.busy_reason = BusyReasonOf(b);
   step.swept = true;  // MISSED without check-in, EXPIRED if still pending at its start
   // One event, BookingCreated, in whichever state the booking starts
   // (CONFIRMED included), carrying the stored document's bytes.
@@ -735,6 +736,7 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
         step.idempotency_key = idem;
         step.fingerprint = fingerprint;
         step.booking = SerializeDeterministic(c.booking);
+        step.busy_reason = BusyReasonOf(c.booking);
         step.expected_version = cur.version;
         step.calendar = c.calendar;
         step.new_end_ms = c.new_end_ms;
@@ -1045,7 +1047,8 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   } else {
     const absl::Time ws = FromProto(window.interval().start_time());
     const absl::Time we = FromProto(window.interval().end_time());
-    LS_RETURN_IF_ERROR(store_->BlockWindow(partition, ids.first, ids.second, Ms(ws), Ms(we)));
+    LS_RETURN_IF_ERROR(store_->BlockWindow(partition, ids.first, ids.second, Ms(ws), Ms(we),
+                                           v1::BusyInterval::MAINTENANCE));
     // The window now wins every new booking; clear what it hits, again and
     // again until nothing is left (a booking may have slipped in meanwhile).
     std::set<std::string> left_alone;
@@ -1361,12 +1364,9 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
     const Principal& p, const v1::QueryAvailabilityRequest& r) {
   LS_ASSIGN_OR_RETURN(AvailabilityPlan plan, PlanAvailability(p, r));
   // Taken time: bookings (blocked intervals) and scheduled maintenance.
-  LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(plan.partition, plan.instrument_id,
-                                                          Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)));
-  std::vector<std::string> ids;
-  for (const auto& e : entries) ids.push_back(e.booking_id);
-  LS_ASSIGN_OR_RETURN(auto docs, store_->GetMany(plan.partition, ids));
-  return AnswerAvailability(plan, entries, docs);
+  LS_ASSIGN_OR_RETURN(auto cal, store_->ReadCalendarWithDocs(plan.partition, plan.instrument_id,
+                                                             Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)));
+  return AnswerAvailability(plan, cal.entries, cal.docs);
 }
 
 template <typename T>
@@ -1437,18 +1437,18 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
     *bi->mutable_interval()->mutable_start_time() = ToProto(bs);
     *bi->mutable_interval()->mutable_end_time() = ToProto(be);
     const bool window_entry = IsWindowEntry(entries[i].booking_id);
-    v1::BusyInterval::Reason reason = window_entry ? v1::BusyInterval::MAINTENANCE : v1::BusyInterval::BOOKED;
+    // The reason stored beside the end; for an end an older version wrote,
+    // the document's (a window's from its id).
+    int reason = entries[i].busy_reason;
     int state = 0, mode = 0;
-    if (i < docs.size() && docs[i] && ReadStateAndMode(docs[i]->data, &state, &mode)) {
-      if (state == v1::Booking::PENDING_APPROVAL) {
-        reason = v1::BusyInterval::AWAITING_APPROVAL;
-      } else if (mode == labshare::type::v1::LEASE) {
-        reason = v1::BusyInterval::LEASED;
-      } else if (state == v1::Booking::CHECKED_IN) {
-        reason = v1::BusyInterval::IN_USE;
-      }
+    if (window_entry) {
+      reason = v1::BusyInterval::MAINTENANCE;
+    } else if (reason == 0) {
+      reason = i < docs.size() && docs[i] && ReadStateAndMode(docs[i]->data, &state, &mode)
+                   ? BusyReasonFor(state, mode)
+                   : v1::BusyInterval::BOOKED;
     }
-    bi->set_reason(reason);
+    bi->set_reason(static_cast<v1::BusyInterval::Reason>(reason));
     if (names && !window_entry) bi->set_resource(absl::StrCat("bookings/", entries[i].booking_id));
   }
   for (const auto& w : plan.windows->maintenance_windows()) {

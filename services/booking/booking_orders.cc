@@ -105,6 +105,7 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
     step.booking = SerializeDeterministic(c.booking);
+    step.busy_reason = BusyReasonOf(c.booking);
     step.response = SerializeDeterministic(c.order);
     step.expected_version = c.booking_version;
     step.extra_docs.push_back({order_key, c.order.SerializeAsString(), cur.version});
@@ -532,6 +533,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   step.idempotency_key = idem;
   step.fingerprint = fingerprint;
   step.booking = SerializeDeterministic(b);
+  step.busy_reason = BusyReasonOf(b);
   step.response = SerializeDeterministic(o);
   step.blocked_start_ms = Ms(start);
   step.blocked_end_ms = Ms(blocked_end);

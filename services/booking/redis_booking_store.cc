@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -110,7 +111,8 @@ end
 //       8 reserved start ms (listing index score), 9 instrument id if the
 //       sweep must look at the booking ('' no), 10 guard version ('' none),
 //       11 replaced booking id ('' none), 12 response ('' = the doc), 13 n extra,
-//       14 n events, 15 n counters,
+//       14 n events, 15 n counters, 16 the busy reason's character after
+//       the end ('' none; CalendarEndValue),
 //       then per counter (field, limit ms or 'hash', ms, on over
 //       'fail'|'ask'|'allow', reason), then per extra document (expected
 //       version, 0: must not exist; data), then the events.
@@ -134,7 +136,7 @@ else
 end
 if ARGV[4] == '1' then return {'DENIED'} end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
-local xk, xa = 8 + nc, 15 + nc * 5
+local xk, xa = 8 + nc, 16 + nc * 5
 if not in_doc and redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
 if ARGV[10] ~= '' and tonumber(redis.call('HGET', KEYS[8], 'v') or '0') ~= tonumber(ARGV[10]) then
   return {'STALE'}
@@ -154,12 +156,14 @@ local s, e = tonumber(ARGV[5]), tonumber(ARGV[6])
 local before = redis.call('ZREVRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '-inf', 'LIMIT', '0', '2')
 local prev = before[1]
 if prev and prev == ARGV[11] then prev = before[2] end
+-- An end value may carry its busy reason, one whitespace character after
+-- the digits (CalendarEndValue): tonumber reads past it.
 if prev and tonumber(redis.call('HGET', KEYS[5], prev)) > s then
   return {'TAKEN', prev}
 end
 local ask = false
 for i = 1, nc do
-  local a = 15 + (i - 1) * 5
+  local a = 16 + (i - 1) * 5
   local f, mode = ARGV[a + 1], ARGV[a + 4]
   if mode ~= 'allow' then
     local c = redis.call('HMGET', KEYS[8 + i], f .. ':budget', f .. ':committed', f .. ':used')
@@ -191,7 +195,7 @@ if KEYS[ls] then
   end
 end
 for i = 1, nc do
-  local a = 15 + (i - 1) * 5
+  local a = 16 + (i - 1) * 5
   if not ls_add(redis.call('HGET', KEYS[8 + i], ARGV[a + 1] .. ':committed'), ARGV[a + 3]) then
     return redis.error_reply('ERR counter overflow in ' .. KEYS[8 + i])
   end
@@ -201,7 +205,7 @@ if ARGV[11] ~= '' then
   redis.call('HDEL', KEYS[5], ARGV[11])
 end
 for i = 1, nc do
-  local a = 15 + (i - 1) * 5
+  local a = 16 + (i - 1) * 5
   redis.call('HINCRBY', KEYS[8 + i], ARGV[a + 1] .. ':committed', ARGV[a + 3])
 end
 -- Arguments go to Redis as the strings they came in: a Lua number would be
@@ -218,7 +222,7 @@ for i = 1, n_extra do
   put(KEYS[xk + i], extra[i], expected + 1, ARGV[xa + (i - 1) * 2 + 2])
 end
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
-redis.call('HSET', KEYS[5], ARGV[7], ARGV[6])
+redis.call('HSET', KEYS[5], ARGV[7], ARGV[6] .. ARGV[16])
 redis.call('ZADD', KEYS[6], ARGV[8], ARGV[7])
 -- Usually already a member: then nothing is written (or logged to the AOF).
 if ARGV[9] ~= '' then redis.call('SADD', KEYS[7], ARGV[9]) end
@@ -240,7 +244,9 @@ return {'OK'}
 //       extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 expected version, 5 calendar op,
 //       6 id, 7 new end, 8 guard from, 9 guard to, 10 due op ('remove': off
-//       the older due set), 11 unused,
+//       the older due set), 11 the busy reason's character after the end
+//       ('' none; CalendarEndValue): written with a new end, and on 'keep'
+//       beside the end an entry on the calendar has,
 //       12 response ('' = the doc), 13 n extra, 14 n events, 15 n counters,
 //       then per counter (field, committed delta, used delta), then per
 //       extra document (expected version, data), then the events.
@@ -268,7 +274,7 @@ if ARGV[9] ~= '0' then
 end
 -- Nothing below may fail (Redis does not roll back).
 if not ((ARGV[5] ~= 'remove' or ls_type_is(KEYS[4], 'zset')) and
-        (ARGV[5] == 'keep' or ls_type_is(KEYS[5], 'hash')) and
+        ls_type_is(KEYS[5], 'hash') and
         (ARGV[10] ~= 'remove' or ls_type_is(KEYS[6], 'zset')) and
         (ARGV[14] == '0' or ls_type_is(KEYS[2], 'stream'))) then
   return redis.error_reply('WRONGTYPE a key of the booking step')
@@ -289,7 +295,12 @@ if ARGV[5] == 'remove' then
   redis.call('ZREM', KEYS[4], ARGV[6])
   redis.call('HDEL', KEYS[5], ARGV[6])
 elseif ARGV[5] == 'end' then
-  redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
+  redis.call('HSET', KEYS[5], ARGV[6], ARGV[7] .. ARGV[11])
+else
+  -- The entry stays (if on the calendar): its end with the new reason.
+  local was = redis.call('HGET', KEYS[5], ARGV[6])
+  local e = was and string.match(was, '^%-?%d+')
+  if e and was ~= e .. ARGV[11] then redis.call('HSET', KEYS[5], ARGV[6], e .. ARGV[11]) end
 end
 if ARGV[10] == 'remove' then
   redis.call('ZREM', KEYS[6], ARGV[6])
@@ -343,12 +354,40 @@ absl::StatusOr<StepOutcome> Outcome(const RedisValue& v) {
 
 }  // namespace
 
+// The busy reasons' characters after a calendar end (CalendarEndValue).
+constexpr char kBusyCodes[] = " \t\n\v\f\r";
+static_assert(sizeof(kBusyCodes) - 1 == kMaxBusyReason, "one character per busy reason");
+
+namespace {
+std::string BusyCode(int busy_reason) {
+  if (busy_reason < 1 || busy_reason > kMaxBusyReason) return "";
+  return std::string(1, kBusyCodes[busy_reason - 1]);
+}
+}  // namespace
+
+std::string CalendarEndValue(int64_t end_ms, int busy_reason) {
+  return absl::StrCat(end_ms, BusyCode(busy_reason));
+}
+
+bool ParseCalendarEnd(absl::string_view value, int64_t* end_ms, int* busy_reason) {
+  *busy_reason = 0;
+  const size_t code = value.empty() ? absl::string_view::npos : absl::string_view(kBusyCodes).find(value.back());
+  if (code != absl::string_view::npos) {
+    *busy_reason = static_cast<int>(code) + 1;
+    value.remove_suffix(1);
+  }
+  // Digits only around the number (SimpleAtoi alone would take whitespace).
+  return !value.empty() && absl::ascii_isdigit(static_cast<unsigned char>(value.back())) &&
+         (value[0] == '-' || absl::ascii_isdigit(static_cast<unsigned char>(value[0]))) &&
+         absl::SimpleAtoi(value, end_ms);
+}
+
 std::string WindowEntry(absl::string_view window_id) { return absl::StrCat("mw:", window_id); }
 bool IsWindowEntry(absl::string_view entry) { return entry.substr(0, 3) == "mw:"; }
 
 absl::Status BookingStore::BlockWindow(int partition, absl::string_view instrument_id,
                                        absl::string_view window_id, int64_t start_ms,
-                                       int64_t end_ms) const {
+                                       int64_t end_ms, int busy_reason) const {
   static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
 if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[2], 'hash')) then
   return redis.error_reply('WRONGTYPE calendar keys')
@@ -358,7 +397,7 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return 1
 )lua");
   return pool_->Eval(*script, {keys::Calendar(partition, instrument_id), keys::CalendarEnds(partition, instrument_id)},
-                     {WindowEntry(window_id), std::to_string(start_ms), std::to_string(end_ms)})
+                     {WindowEntry(window_id), std::to_string(start_ms), CalendarEndValue(end_ms, busy_reason)})
       .status();
 }
 
@@ -551,7 +590,8 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           s.response,  // empty: the document is the answer (sent once)
           std::to_string(s.extra_docs.size()),
           std::to_string(s.events.size()),
-          std::to_string(s.counters.size())};
+          std::to_string(s.counters.size()),
+          BusyCode(s.busy_reason)};
   for (const auto& c : s.counters) {
     keys.push_back(c.key);
     args.push_back(c.field);
@@ -608,7 +648,7 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    std::to_string(s.guard_from_ms),
                                    std::to_string(s.guard_to_ms),
                                    s.due == UpdateStep::Due::kRemove ? "remove" : "keep",
-                                   "",
+                                   BusyCode(s.busy_reason),
                                    s.response,  // empty: the document is the answer (sent once)
                                    std::to_string(s.extra_docs.size()),
                                    std::to_string(s.events.size()),
@@ -669,17 +709,15 @@ std::vector<std::string> CalendarEndsCommand(int partition, absl::string_view in
   return hmget;
 }
 
-// The entries with a known end after from_ms; kept[i]: entry i stayed.
-std::vector<CalendarEntry> WithEnds(std::vector<CalendarEntry> entries, const RedisValue& ends, int64_t from_ms,
-                                    std::vector<bool>* kept = nullptr) {
+// The entries with a known end after from_ms (and the busy reason beside it).
+std::vector<CalendarEntry> WithEnds(std::vector<CalendarEntry> entries, const RedisValue& ends, int64_t from_ms) {
   std::vector<CalendarEntry> out;
-  if (kept != nullptr) kept->assign(entries.size(), false);
   for (size_t i = 0; i < entries.size() && i < ends.elements.size(); ++i) {
-    if (ends.elements[i].is_nil() || !absl::SimpleAtoi(ends.elements[i].str, &entries[i].end_ms)) continue;
-    if (entries[i].end_ms > from_ms) {
-      out.push_back(std::move(entries[i]));
-      if (kept != nullptr) (*kept)[i] = true;
+    if (ends.elements[i].is_nil() ||
+        !ParseCalendarEnd(ends.elements[i].str, &entries[i].end_ms, &entries[i].busy_reason)) {
+      continue;
     }
+    if (entries[i].end_ms > from_ms) out.push_back(std::move(entries[i]));
   }
   return out;
 }
@@ -740,20 +778,37 @@ void BookingStore::GetDocAsync(std::string key, Done<std::optional<StoredDoc>> d
   });
 }
 
+namespace {
+// The entries whose busy reason only their document tells (an end an older
+// version wrote); a maintenance window's is known from its id.
+std::vector<size_t> WithoutReason(const std::vector<CalendarEntry>& entries) {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i].busy_reason == 0 && !IsWindowEntry(entries[i].booking_id)) out.push_back(i);
+  }
+  return out;
+}
+}  // namespace
+
+absl::StatusOr<BookingStore::CalendarWithDocs> BookingStore::ReadCalendarWithDocs(int partition,
+                                                                                  absl::string_view instrument_id,
+                                                                                  int64_t from_ms,
+                                                                                  int64_t to_ms) const {
+  CalendarWithDocs out;
+  LS_ASSIGN_OR_RETURN(out.entries, CalendarRange(partition, instrument_id, from_ms, to_ms));
+  out.docs.resize(out.entries.size());
+  const std::vector<size_t> missing = WithoutReason(out.entries);
+  if (missing.empty()) return out;
+  std::vector<std::string> ids;
+  for (size_t i : missing) ids.push_back(out.entries[i].booking_id);
+  LS_ASSIGN_OR_RETURN(auto docs, GetMany(partition, ids));
+  for (size_t k = 0; k < missing.size() && k < docs.size(); ++k) out.docs[missing[k]] = std::move(docs[k]);
+  return out;
+}
+
 void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_id, int64_t from_ms, int64_t to_ms,
                                          Done<CalendarWithDocs> done) const {
-  if (pipeline_ == nullptr) {
-    CalendarWithDocs out;
-    auto entries = CalendarRange(partition, instrument_id, from_ms, to_ms);
-    if (!entries.ok()) return done(entries.status());
-    std::vector<std::string> ids;
-    for (const auto& e : *entries) ids.push_back(e.booking_id);
-    auto docs = GetMany(partition, ids);
-    if (!docs.ok()) return done(docs.status());
-    out.entries = *std::move(entries);
-    out.docs = *std::move(docs);
-    return done(std::move(out));
-  }
+  if (pipeline_ == nullptr) return done(ReadCalendarWithDocs(partition, instrument_id, from_ms, to_ms));
   RedisPipeline* pipe = pipeline_;
   auto head_commands = CalendarHeadCommands(partition, instrument_id, from_ms, to_ms);  // before the move below
   pipe->Pipeline(
@@ -763,29 +818,33 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
         if (!head.ok()) return done(head.status());
         std::vector<CalendarEntry> entries = CalendarHead(*head);
         if (entries.empty()) return done(CalendarWithDocs());
-        // The ends and every entry's document in one round trip (the
-        // documents of entries the ends drop are read for nothing). Only
-        // the bytes: the reader needs no version (one bulk reply each).
-        std::vector<std::vector<std::string>> reads;
-        reads.reserve(entries.size() + 1);
-        reads.push_back(CalendarEndsCommand(partition, instrument_id, entries));
-        for (const auto& e : entries) reads.push_back(DocBytesCommand(keys::Booking(partition, e.booking_id)));
-        pipe->Pipeline(std::move(reads), [from_ms, entries = std::move(entries),
-                                          done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> r) mutable {
-          if (!r.ok()) return done(r.status());
-          std::vector<bool> kept;
-          CalendarWithDocs out;
-          const size_t n = entries.size();
-          out.entries = WithEnds(std::move(entries), (*r)[0], from_ms, &kept);
-          out.docs.reserve(out.entries.size());
-          for (size_t i = 0; i < n && i + 1 < r->size(); ++i) {
-            if (!kept[i]) continue;
-            auto doc = DocBytesOf(std::move((*r)[i + 1]));
-            if (!doc.ok()) return done(doc.status());
-            out.docs.push_back(*std::move(doc));
-          }
-          done(std::move(out));
-        });
+        auto ends_command = CalendarEndsCommand(partition, instrument_id, entries);  // before the move below
+        pipe->Command(std::move(ends_command),
+                      [pipe, partition, from_ms, entries = std::move(entries),
+                       done = std::move(done)](absl::StatusOr<RedisValue> ends) mutable {
+                        if (!ends.ok()) return done(ends.status());
+                        auto out = std::make_shared<CalendarWithDocs>();
+                        out->entries = WithEnds(std::move(entries), *ends, from_ms);
+                        out->docs.resize(out->entries.size());
+                        std::vector<size_t> missing = WithoutReason(out->entries);
+                        if (missing.empty()) return done(std::move(*out));
+                        // Ends an older version wrote: their documents tell the reason.
+                        std::vector<std::vector<std::string>> reads;
+                        reads.reserve(missing.size());
+                        for (size_t i : missing) {
+                          reads.push_back(DocBytesCommand(keys::Booking(partition, out->entries[i].booking_id)));
+                        }
+                        pipe->Pipeline(std::move(reads), [out, missing = std::move(missing), done = std::move(done)](
+                                                             absl::StatusOr<std::vector<RedisValue>> r) mutable {
+                          if (!r.ok()) return done(r.status());
+                          for (size_t k = 0; k < missing.size() && k < r->size(); ++k) {
+                            auto doc = DocBytesOf(std::move((*r)[k]));
+                            if (!doc.ok()) return done(doc.status());
+                            out->docs[missing[k]] = *std::move(doc);
+                          }
+                          done(std::move(*out));
+                        });
+                      });
       });
 }
 

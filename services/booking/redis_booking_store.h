@@ -8,7 +8,12 @@
 // Consumers read the kPartitions streams "{bk:P}:outbox".
 //
 //   {bk:P}:cal:<instr>       ZSET  booking id -> blocked start (ms)
-//   {bk:P}:calend:<instr>    HASH  booking id -> blocked end (ms)
+//   {bk:P}:calend:<instr>    HASH  booking id -> blocked end (ms), then one
+//                            character: the entry's busy reason (see
+//                            CalendarEndValue), so QueryAvailability needs
+//                            no document. Ends written by older versions
+//                            have none: their readers fall back to the
+//                            document.
 //   {bk:P}:booking:<id>      HASH  {d: Booking bytes, v: version}
 //   {bk:P}:bystart:<instr>   ZSET  id -> reserved start (ms): every booking of the
 //                            instrument, listed in (start, id) order. (Older
@@ -133,7 +138,22 @@ struct CalendarEntry {
   std::string booking_id;
   int64_t start_ms = 0;
   int64_t end_ms = 0;
+  // Stored beside the end: the BusyInterval.Reason number the entry shows
+  // (1..kMaxBusyReason); 0: none stored (an end an older version wrote).
+  int busy_reason = 0;
 };
+
+// A calendar end value: the end in decimal, then (busy_reason 1..
+// kMaxBusyReason) one ASCII whitespace character naming the reason, in the
+// order " \t\n\v\f\r" (1 is ' ', 2 '\t', ...); busy_reason 0: the end
+// alone. Whitespace because every reader of an older version parses the
+// end as a number that may be followed by whitespace (Lua's tonumber,
+// absl::SimpleAtoi): their overlap checks read the new values unchanged.
+constexpr int kMaxBusyReason = 6;
+std::string CalendarEndValue(int64_t end_ms, int busy_reason);
+// Parses CalendarEndValue's form (and an older version's end alone);
+// false when the value is not one.
+bool ParseCalendarEnd(absl::string_view value, int64_t* end_ms, int* busy_reason);
 
 // Reserved time checked against an allowance and added to a counter by a
 // create step: a joint-research project's budget on an instrument, or an
@@ -182,6 +202,9 @@ struct CreateStep {
   // committed); then ms is added to committed. kFail: kOverBudget or
   // kOverQuota; kAskApproval: kNeedsApproval (nothing written).
   std::vector<CounterCharge> counters;
+  // The busy reason stored beside the blocked end (CalendarEndValue); 0:
+  // the end alone.
+  int busy_reason = 0;
   // When set, the document guard_key must be at guard_version (0: absent),
   // else kGuardMoved: what the step was computed from changed.
   std::string guard_key;
@@ -212,6 +235,11 @@ struct UpdateStep {
   enum class Calendar { kKeep, kRemove, kSetEnd };
   Calendar calendar = Calendar::kKeep;
   int64_t new_end_ms = 0;  // kSetEnd
+  // The busy reason of the booking's calendar entry after the step (from
+  // the new document), stored beside its end (CalendarEndValue) by kSetEnd
+  // and, when the entry is on the calendar, kKeep. 0: the end alone (then
+  // QueryAvailability reads the document), never a stale reason.
+  int busy_reason = 0;
   // No other booking may start in (guard_from_ms, guard_to_ms); 0,0: none.
   // A violated guard is kSlotTaken (with the entry in the way).
   int64_t guard_from_ms = 0;
@@ -275,12 +303,16 @@ class BookingStore {
   void PartitionOfAsync(std::string booking_id, Done<std::optional<int>> done) const;
   // A document by key (DocStore::Get).
   void GetDocAsync(std::string key, Done<std::optional<StoredDoc>> done) const;
-  // CalendarRange and the entries' booking documents (GetMany), in two
-  // round trips: the calendar head, then the ends and documents together.
+  // CalendarRange, and the booking documents of the entries whose end has
+  // no busy reason beside it (written by an older version; maintenance
+  // windows need none): the calendar head, then the ends, then, only when
+  // some entry has no reason, those documents (only their bytes: version 0).
   struct CalendarWithDocs {
     std::vector<CalendarEntry> entries;
-    std::vector<std::optional<StoredDoc>> docs;  // one per entry; on the pipeline, version 0 (not read)
+    std::vector<std::optional<StoredDoc>> docs;  // one per entry; nullopt where not read
   };
+  absl::StatusOr<CalendarWithDocs> ReadCalendarWithDocs(int partition, absl::string_view instrument_id,
+                                                        int64_t from_ms, int64_t to_ms) const;
   void CalendarWithDocsAsync(int partition, std::string instrument_id, int64_t from_ms, int64_t to_ms,
                              Done<CalendarWithDocs> done) const;
   // CalendarRange of several instruments at once (SearchAvailableInstruments):
@@ -318,9 +350,11 @@ class BookingStore {
   };
   absl::StatusOr<std::vector<SweepRange>> SweepRanges(int partition, int64_t now_ms, int limit) const;
   absl::Status SetSweepCursor(int partition, absl::string_view instrument_id, int64_t ms) const;
-  // Puts a maintenance window on the calendar (or takes it off).
+  // Puts a maintenance window on the calendar (or takes it off), with its
+  // busy reason beside the end.
   absl::Status BlockWindow(int partition, absl::string_view instrument_id,
-                           absl::string_view window_id, int64_t start_ms, int64_t end_ms) const;
+                           absl::string_view window_id, int64_t start_ms, int64_t end_ms,
+                           int busy_reason) const;
   // Takes any entry (a window's, or a finished booking's) off the calendar.
   absl::Status RemoveCalendarEntry(int partition, absl::string_view instrument_id,
                                    absl::string_view entry) const;

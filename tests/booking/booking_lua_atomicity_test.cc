@@ -243,7 +243,7 @@ TEST_F(BookingLuaAtomicityTest, UpdateWithAConflictOnTheSecondExtraDocument) {
 
 TEST_F(BookingLuaAtomicityTest, BlockWindowWithTheCalendarEndsOfTheWrongType) {
   Spoil(keys::CalendarEnds(p_, kInstrument));
-  ExpectFailsUnchanged([&] { return store_->BlockWindow(p_, kInstrument, "w1", 5'000, 6'000); });
+  ExpectFailsUnchanged([&] { return store_->BlockWindow(p_, kInstrument, "w1", 5'000, 6'000, 5); });
 }
 
 TEST_F(BookingLuaAtomicityTest, RemoveCalendarEntryWithTheCalendarEndsOfTheWrongType) {

@@ -1449,7 +1449,12 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
                    : v1::BusyInterval::BOOKED;
     }
     bi->set_reason(static_cast<v1::BusyInterval::Reason>(reason));
-    if (names && !window_entry) bi->set_resource(absl::StrCat("bookings/", entries[i].booking_id));
+    if (names) {
+      // A window on the calendar is named as inventory names it.
+      bi->set_resource(window_entry ? absl::StrCat(plan.instrument, "/maintenanceWindows/",
+                                                   absl::string_view(entries[i].booking_id).substr(3))
+                                    : absl::StrCat("bookings/", entries[i].booking_id));
+    }
   }
   for (const auto& w : plan.windows->maintenance_windows()) {
     if (w.state() != inv::SCHEDULED ||

@@ -225,9 +225,9 @@ TEST_F(BusyReasonTest, MaintenanceWindowOnTheCalendar) {
   apply.set_maintenance_window(window.name());
   v1::ApplyMaintenanceWindowResponse result;
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, &result, admin_).ok());
-  // The calendar's entry for the window (shown without a resource, as
-  // before), once: not the inventory's copy too.
-  ExpectBusy("", WindowEntry(IdOf(window.name())), v1::BusyInterval::MAINTENANCE);
+  // The calendar's entry for the window, named as inventory names it (the
+  // admin sees names), once: not the inventory's copy too.
+  ExpectBusy(window.name(), WindowEntry(IdOf(window.name())), v1::BusyInterval::MAINTENANCE);
   EXPECT_EQ(Busy().size(), 1u);
 }
 

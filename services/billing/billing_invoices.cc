@@ -46,6 +46,25 @@ v1::InvoiceParty PartyOf(const inv::Organization& org) {
   return party;
 }
 
+// SubsidyPool.State, derived from validity, the clock and the balance:
+// SCHEDULED before validity, ENDED after it, else ACTIVE with a positive
+// balance and EXHAUSTED with none.
+v1::SubsidyPool::State PoolState(const v1::SubsidyPool& pool, int64_t balance, absl::Time now) {
+  const auto& v = pool.validity();
+  if (v.has_start_time() && now < FromProto(v.start_time())) return v1::SubsidyPool::SCHEDULED;
+  if (v.has_end_time() && now >= FromProto(v.end_time())) return v1::SubsidyPool::ENDED;
+  return balance > 0 ? v1::SubsidyPool::ACTIVE : v1::SubsidyPool::EXHAUSTED;
+}
+
+// The read-time fields of a pool answer: balance, granted total (top-ups
+// minus balance: subsidies net of reversals), state and etag.
+void DerivePool(v1::SubsidyPool& pool, int64_t balance, absl::Time now, int64_t version) {
+  *pool.mutable_balance() = MakeMoney(pool.currency_code(), balance);
+  *pool.mutable_granted_total() = MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - balance);
+  pool.set_state(PoolState(pool, balance, now));
+  pool.set_etag(std::to_string(version));
+}
+
 }  // namespace
 
 // ================================================================ pools
@@ -61,32 +80,33 @@ absl::StatusOr<int64_t> BillingManager::PoolBalance(const v1::SubsidyPool& pool)
 
 absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principal& p,
                                                                    const v1::CreateSubsidyPoolRequest& r) {
-  if (!labshare::inventory::ValidId(r.subsidy_pool_id())) {
-    return InvalidField("subsidy_pool_id", "must match [a-z0-9][a-z0-9-]{0,62}");
+  if (!r.subsidy_pool_id().empty() && !labshare::inventory::ValidId(r.subsidy_pool_id())) {
+    return InvalidField("subsidy_pool_id", "must match [a-z0-9][a-z0-9-]{0,62}, or be empty for a generated id");
   }
+  // Optional: generated when empty (a retry with the request_id gets the
+  // first answer, whatever id this attempt draws).
+  const std::string pool_id =
+      r.subsidy_pool_id().empty() ? labshare::inventory::NewId("pool") : r.subsidy_pool_id();
   v1::SubsidyPool pool = r.subsidy_pool();
-  pool.set_name("subsidyPools/" + r.subsidy_pool_id());
+  pool.set_name("subsidyPools/" + pool_id);
   if (pool.currency_code().empty()) pool.set_currency_code(kDefaultCurrency);
   LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
   if (!pool.funder_organization().empty()) {
     LS_RETURN_IF_ERROR(inventory_->GetOrganization(pool.funder_organization()).status());
   }
   const absl::Time now = clock_->Now();
-  pool.set_state(v1::SubsidyPool::ACTIVE);
-  *pool.mutable_balance() = MakeMoney(pool.currency_code(), 0);
   *pool.mutable_topped_up_total() = MakeMoney(pool.currency_code(), 0);
-  *pool.mutable_granted_total() = MakeMoney(pool.currency_code(), 0);
+  DerivePool(pool, 0, now, 1);
   *pool.mutable_create_time() = ToProto(now);
   *pool.mutable_update_time() = ToProto(now);
-  pool.set_etag("1");
   LedgerStep step;
   step.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency("CreateSubsidyPool", r.request_id());
   step.fingerprint = RequestFingerprint("CreateSubsidyPool", r);
   step.response = SerializeDeterministic(pool);
-  const std::string key = keys::Doc("pool", r.subsidy_pool_id());
+  const std::string key = keys::Doc("pool", pool_id);
   step.version_checks.push_back({key, 0});
   step.puts.push_back({key, pool.SerializeAsString(), 1});
-  step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), r.subsidy_pool_id())});
+  step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), pool_id)});
   step.incrs.push_back({keys::PoolGeneration(), "g", 1});  // charge steps priced before are stale
   v1::BillingEvent e = NewEvent(p, now, r.request_id());
   *e.mutable_subsidy_pool_changed()->mutable_subsidy_pool() = pool;
@@ -106,13 +126,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::GetSubsidyPool(const Principal&,
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
   LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
-  *pool.mutable_balance() = MakeMoney(pool.currency_code(), balance);
-  *pool.mutable_granted_total() =
-      MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - balance);  // top-ups minus balance
-  if (pool.state() == v1::SubsidyPool::ACTIVE && balance == 0 && pool.topped_up_total().amount_minor() > 0) {
-    pool.set_state(v1::SubsidyPool::EXHAUSTED);
-  }
-  pool.set_etag(std::to_string(doc->version));
+  DerivePool(pool, balance, clock_->Now(), doc->version);
   return pool;
 }
 
@@ -187,10 +201,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
     AddPosting(step, posting, now);
     LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
     v1::SubsidyPool answer = pool;
-    *answer.mutable_balance() = MakeMoney(pool.currency_code(), balance + r.amount().amount_minor());
-    *answer.mutable_granted_total() =
-        MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - answer.balance().amount_minor());
-    answer.set_etag(std::to_string(doc->version + 1));
+    DerivePool(answer, balance + r.amount().amount_minor(), now, doc->version + 1);
     step.response = SerializeDeterministic(answer);
     v1::BillingEvent e = NewEvent(p, now, r.request_id());
     *e.mutable_subsidy_pool_changed()->mutable_subsidy_pool() = answer;
@@ -266,8 +277,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     get.set_name(pool.name());
     v1::SubsidyPool answer = pool;
     LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
-    *answer.mutable_balance() = MakeMoney(pool.currency_code(), balance);
-    answer.set_etag(std::to_string(doc->version + 1));
+    DerivePool(answer, balance, now, doc->version + 1);
     step.response = SerializeDeterministic(answer);
     v1::BillingEvent e = NewEvent(p, now, r.request_id());
     auto* changed = e.mutable_subsidy_pool_changed();
@@ -627,6 +637,9 @@ absl::StatusOr<v1::InvoiceDocument> BillingManager::GetInvoiceDocument(const Pri
 absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal& p,
                                                                  const v1::ComputeSettlementRequest& r) {
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  if (!r.currency_code().empty() && !ValidCurrencyCode(r.currency_code())) {
+    return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
+  }
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   LS_ASSIGN_OR_RETURN(bool ended, PeriodEnded(r.period(), clock_->Now(), zone_));
   if (!ended) return MakeError(absl::StatusCode::kFailedPrecondition, "PERIOD_NOT_ENDED", r.period() + " has not ended");

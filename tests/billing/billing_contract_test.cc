@@ -11,6 +11,7 @@
 // accounts without any booking.
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
@@ -352,6 +353,70 @@ TEST_F(BillingContractTest, PoolAmountsAreInvalidFields) {
   EXPECT_EQ(billing_->GetSubsidyPool(admin_, get)->balance().amount_minor(), 1000000);
 }
 
+// SubsidyPool.State "Derived at read time from validity, the service clock
+// and balance": SCHEDULED before validity, ACTIVE with a positive balance,
+// EXHAUSTED with none, ENDED after validity; ListSubsidyPools filters on it.
+// CreateSubsidyPool's id is optional ("generated when empty").
+TEST_F(BillingContractTest, PoolStateIsDerivedFromValidityClockAndBalance) {
+  const absl::Time now = clock_.Now();
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("later");
+  cp.mutable_subsidy_pool()->set_display_name("Later");
+  cp.mutable_subsidy_pool()->set_percentage_bps(2000);
+  *cp.mutable_subsidy_pool()->mutable_validity()->mutable_start_time() = ToProto(now + absl::Hours(24));
+  *cp.mutable_subsidy_pool()->mutable_validity()->mutable_end_time() = ToProto(now + absl::Hours(48));
+  auto later = billing_->CreateSubsidyPool(admin_, cp);
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(later->state(), v1::SubsidyPool::SCHEDULED);
+  EXPECT_EQ(later->currency_code(), "CNY");  // empty: the consortium currency
+  cp.set_subsidy_pool_id("");
+  cp.mutable_subsidy_pool()->clear_validity();
+  auto unnamed = billing_->CreateSubsidyPool(admin_, cp);
+  ASSERT_TRUE(unnamed.ok()) << unnamed.status();
+  EXPECT_TRUE(absl::StartsWith(unnamed->name(), "subsidyPools/pool-")) << unnamed->name();
+  EXPECT_EQ(unnamed->state(), v1::SubsidyPool::EXHAUSTED);  // within validity, balance zero
+
+  auto state = [&](const std::string& name) {
+    v1::GetSubsidyPoolRequest get;
+    get.set_name(name);
+    auto pool = billing_->GetSubsidyPool(admin_, get);
+    EXPECT_TRUE(pool.ok()) << pool.status();
+    return pool.ok() ? pool->state() : v1::SubsidyPool::STATE_UNSPECIFIED;
+  };
+  EXPECT_EQ(state("subsidyPools/voucher"), v1::SubsidyPool::ACTIVE);
+  EXPECT_EQ(state("subsidyPools/later"), v1::SubsidyPool::SCHEDULED);
+  EXPECT_EQ(state(unnamed->name()), v1::SubsidyPool::EXHAUSTED);
+  clock_.Set(now + absl::Hours(30));
+  EXPECT_EQ(state("subsidyPools/later"), v1::SubsidyPool::EXHAUSTED);
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/later");
+  *top.mutable_amount() = MakeMoney("CNY", 500);
+  auto topped = billing_->TopUpSubsidyPool(admin_, top);
+  ASSERT_TRUE(topped.ok()) << topped.status();
+  EXPECT_EQ(topped->state(), v1::SubsidyPool::ACTIVE);
+  EXPECT_EQ(topped->balance().amount_minor(), 500);
+  clock_.Set(now + absl::Hours(48));
+  EXPECT_EQ(state("subsidyPools/later"), v1::SubsidyPool::ENDED);
+  v1::UpdateSubsidyPoolRequest up;
+  up.mutable_subsidy_pool()->set_name("subsidyPools/later");
+  up.mutable_subsidy_pool()->set_display_name("Later, renamed");
+  up.mutable_update_mask()->add_paths("display_name");
+  auto updated = billing_->UpdateSubsidyPool(admin_, up);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->state(), v1::SubsidyPool::ENDED);
+  EXPECT_EQ(updated->granted_total().amount_minor(), 0);
+  EXPECT_EQ(updated->balance().amount_minor(), 500);
+
+  v1::ListSubsidyPoolsRequest lp;
+  lp.set_state(v1::SubsidyPool::ENDED);
+  auto ended = billing_->ListSubsidyPools(admin_, lp);
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  ASSERT_EQ(ended->subsidy_pools_size(), 1);
+  EXPECT_EQ(ended->subsidy_pools(0).name(), "subsidyPools/later");
+  lp.set_state(v1::SubsidyPool::SCHEDULED);
+  EXPECT_EQ(billing_->ListSubsidyPools(admin_, lp)->subsidy_pools_size(), 0);
+}
+
 // ================================================================ list filters and balances
 
 TEST_F(BillingContractTest, ListFiltersAndBalancesFollowTheContract) {
@@ -370,6 +435,12 @@ TEST_F(BillingContractTest, ListFiltersAndBalancesFollowTheContract) {
   Issue(kLab);
   auto s = Compute();
   ASSERT_TRUE(s.ok()) << s.status();
+  // ComputeSettlement: a currency that is not ISO 4217 is INVALID_FIELD
+  // (empty is the consortium currency).
+  v1::ComputeSettlementRequest cs;
+  cs.set_period("2027-01");
+  cs.set_currency_code("yuan");
+  ExpectError(billing_->ComputeSettlement(admin_, cs).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
   v1::ListSettlementsRequest ls;
   ls.set_organization(kThird);
   auto listed = billing_->ListSettlements(admin_, ls);

@@ -520,18 +520,21 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       LS_RETURN_IF_ERROR(CheckBalanced({c.entries().begin(), c.entries().end()}, opts));
       return c;
     };
+    // Whether a posting was reversed already (by itself or with its charge).
+    auto reversed = [&](const v1::Posting& posting) -> absl::StatusOr<bool> {
+      for (const auto& by : posting.corrected_by()) {
+        LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("posting", IdOf(by))));
+        if (!cdoc) continue;
+        LS_ASSIGN_OR_RETURN(v1::Posting c, Parse<v1::Posting>(cdoc->data));
+        if (c.description().find("reversal") != std::string::npos) return true;
+      }
+      return false;
+    };
     std::vector<v1::Posting> corrections;
     if (r.mode() == v1::PostCorrectionRequest::REVERSE) {
-      if (!original.corrected_by().empty()) {
-        for (const auto& by : original.corrected_by()) {
-          LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("posting", IdOf(by))));
-          if (cdoc) {
-            LS_ASSIGN_OR_RETURN(v1::Posting c, Parse<v1::Posting>(cdoc->data));
-            if (c.description().find("reversal") != std::string::npos) {
-              return MakeError(absl::StatusCode::kFailedPrecondition, "ALREADY_REVERSED", r.posting() + " was reversed");
-            }
-          }
-        }
+      LS_ASSIGN_OR_RETURN(bool done, reversed(original));
+      if (done) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "ALREADY_REVERSED", r.posting() + " was reversed");
       }
       LS_ASSIGN_OR_RETURN(v1::Posting c, correction(original, ReverseEntries({original.entries().begin(),
                                                                                original.entries().end()}), 1));
@@ -551,12 +554,25 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         charge_version = cdoc->version;
       }
     }
+    // Reversing one SUBSIDY posting on its own gives its cap usage back too.
+    if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::SUBSIDY) {
+      for (const auto& line : charge->subsidy_lines()) {
+        if (line.posting() != original.name() || !line.has_cap_period()) continue;
+        step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
+                              absl::StrCat(line.beneficiary_organization(), "|",
+                                           Ms(FromProto(line.cap_period().start_time()))),
+                              -line.amount().amount_minor()});
+      }
+    }
     if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CHARGE) {
       int n = 2;
       for (const auto& line : charge->subsidy_lines()) {
         LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("posting", IdOf(line.posting()))));
         if (!sdoc) continue;
         LS_ASSIGN_OR_RETURN(v1::Posting sub, Parse<v1::Posting>(sdoc->data));
+        // Reversed on its own before: its pool and cap usage are restored already.
+        LS_ASSIGN_OR_RETURN(bool sub_reversed, reversed(sub));
+        if (sub_reversed) continue;
         LS_ASSIGN_OR_RETURN(v1::Posting c, correction(sub, ReverseEntries({sub.entries().begin(), sub.entries().end()}), n++));
         c.set_description("reversal of " + sub.name() + " with its charge");
         if (line.has_cap_period()) {

@@ -417,6 +417,72 @@ TEST_F(BillingContractTest, PoolStateIsDerivedFromValidityClockAndBalance) {
   EXPECT_EQ(billing_->ListSubsidyPools(admin_, lp)->subsidy_pools_size(), 0);
 }
 
+// PostCorrection REVERSE of a CHARGE posting "also reverses ... each SUBSIDY
+// posting of that charge (restoring pool balance and cap usage)": a subsidy
+// posting already reversed on its own is not reversed a second time (the
+// pool would get back more than it granted).
+TEST_F(BillingContractTest, ReversingAChargeDoesNotReverseAnAlreadyReversedSubsidyAgain) {
+  namespace bk = labshare::booking::v1;
+  v1::UpdateSubsidyPoolRequest cap;
+  cap.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
+  *cap.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", 1000000);
+  cap.mutable_subsidy_pool()->set_cap_period_kind(v1::YEARLY);
+  cap.mutable_update_mask()->add_paths("cap_per_organization");
+  cap.mutable_update_mask()->add_paths("cap_period_kind");
+  ASSERT_TRUE(billing_->UpdateSubsidyPool(admin_, cap).ok());
+  bk::Booking booking, done;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &booking).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  bk::CheckInRequest in;
+  in.set_name(booking.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, in, &done, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  bk::CheckOutRequest out;
+  out.set_name(booking.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, out, &done, ana_).ok());
+  for (const auto& e : Events()) {
+    StreamEvent event{e.header().event_id(), "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
+    ASSERT_TRUE(billing_->ApplyBookingEvent(event).ok());
+  }
+  auto charges = billing_->ListCharges(admin_, v1::ListChargesRequest());
+  ASSERT_TRUE(charges.ok() && charges->charges_size() == 1);
+  const v1::Charge charge = charges->charges(0);
+  ASSERT_EQ(charge.amount().amount_minor(), 50000);  // 1 h at 500.00
+  ASSERT_EQ(charge.subsidy_total().amount_minor(), 5000);  // 10 %
+  auto pool_balance = [&] {
+    v1::GetSubsidyPoolRequest get;
+    get.set_name("subsidyPools/voucher");
+    return billing_->GetSubsidyPool(admin_, get)->balance().amount_minor();
+  };
+  auto cap_used = [&] {
+    v1::GetSubsidyAllowanceRequest get;
+    get.set_name("subsidyPools/voucher/allowances/lab");
+    return billing_->GetSubsidyAllowance(admin_, get)->used().amount_minor();
+  };
+  EXPECT_EQ(pool_balance(), 995000);
+  EXPECT_EQ(cap_used(), 5000);
+
+  v1::PostCorrectionRequest fix;
+  fix.set_posting(charge.subsidy_postings(0));
+  fix.set_mode(v1::PostCorrectionRequest::REVERSE);
+  fix.set_reason("not eligible after all");
+  ASSERT_TRUE(billing_->PostCorrection(admin_, fix).ok());
+  EXPECT_EQ(pool_balance(), 1000000);
+  EXPECT_EQ(cap_used(), 0);  // "restoring pool balance and cap usage"
+  fix.set_posting(charge.posting());
+  fix.set_reason("instrument fault");
+  auto reversed = billing_->PostCorrection(admin_, fix);
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  EXPECT_EQ(reversed->charge().state(), v1::Charge::REVERSED);
+  EXPECT_EQ(reversed->related_corrections_size(), 0);
+  EXPECT_EQ(pool_balance(), 1000000);
+  EXPECT_EQ(cap_used(), 0);
+  v1::GetAccountBalanceRequest payable;
+  payable.set_name("organizations/lab/accounts/payable");
+  payable.set_counterparty(kOwner);
+  EXPECT_EQ(billing_->GetAccountBalance(admin_, payable)->balance().amount_minor(), 0);
+}
+
 // ================================================================ list filters and balances
 
 TEST_F(BillingContractTest, ListFiltersAndBalancesFollowTheContract) {

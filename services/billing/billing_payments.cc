@@ -55,6 +55,27 @@ std::vector<AccountLine> ParseLines(const std::vector<std::string>& raw) {
   return out;
 }
 
+// The stored invoice `name` that MarkInvoicePaid or VoidInvoice may change,
+// with its version: INVOICE_NOT_FOUND, ETAG_MISMATCH (when `etag` is set),
+// INVOICE_ALREADY_PAID or INVOICE_NOT_ISSUED otherwise.
+absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore& store, const std::string& name,
+                                                              const std::string& etag) {
+  LS_ASSIGN_OR_RETURN(auto doc, store.docs().Get(keys::Doc("invoice", IdOf(name))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", name + " does not exist");
+  LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
+  if (!etag.empty() && etag != inv.etag()) {
+    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", name + " changed; read it again");
+  }
+  if (inv.state() == v1::Invoice::PAID) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", name + " is paid");
+  }
+  if (inv.state() != v1::Invoice::ISSUED) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
+                     name + " is " + v1::Invoice::State_Name(inv.state()));
+  }
+  return std::make_pair(std::move(inv), doc->version);
+}
+
 }  // namespace
 
 // ================================================================ payments
@@ -294,18 +315,8 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
     if (seen) return Parse<v1::Invoice>(*seen);
-    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(key));
-    if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
-    LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
-    if (!r.etag().empty() && r.etag() != inv.etag()) {
-      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
-    }
-    if (inv.state() == v1::Invoice::PAID) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", r.name() + " is paid");
-    }
-    if (inv.state() != v1::Invoice::ISSUED) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED", r.name() + " is VOID");
-    }
+    LS_ASSIGN_OR_RETURN(auto loaded, IssuedInvoice(*store_, r.name(), r.etag()));
+    auto& [inv, version] = loaded;
     if (!inv.settlement().empty()) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
                        r.name() + " is settled through " + inv.settlement());
@@ -324,7 +335,7 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
       if (open == 0) continue;
       const std::string id = absl::StrFormat(
           "pay-%d-%s", Ms(now),
-          Hex(Fnv(absl::StrCat(inv.name(), "|", pb.organization(), "|", doc->version))).substr(0, 12));
+          Hex(Fnv(absl::StrCat(inv.name(), "|", pb.organization(), "|", version))).substr(0, 12));
       v1::Payment pay;
       pay.set_name("payments/" + id);
       pay.set_payer(open > 0 ? inv.payer_organization() : pb.organization());
@@ -367,9 +378,9 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
     inv.set_state(v1::Invoice::PAID);
     *inv.mutable_paid_time() = r.has_paid_time() ? r.paid_time() : ToProto(now);
     *inv.mutable_update_time() = ToProto(now);
-    inv.set_etag(std::to_string(doc->version + 1));
-    step.version_checks.push_back({key, doc->version});
-    step.puts.push_back({key, inv.SerializeAsString(), doc->version + 1});
+    inv.set_etag(std::to_string(version + 1));
+    step.version_checks.push_back({key, version});
+    step.puts.push_back({key, inv.SerializeAsString(), version + 1});
     step.response = SerializeDeterministic(inv);
     for (const auto& e : recorded) step.events.push_back(e.SerializeAsString());
     v1::BillingEvent paid = NewEvent(p, now, r.request_id());
@@ -390,18 +401,8 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
     if (seen) return Parse<v1::Invoice>(*seen);
-    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", IdOf(r.name()))));
-    if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
-    LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
-    if (!r.etag().empty() && r.etag() != inv.etag()) {
-      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
-    }
-    if (inv.state() == v1::Invoice::PAID) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", r.name() + " is paid");
-    }
-    if (inv.state() != v1::Invoice::ISSUED) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED", r.name() + " is already void");
-    }
+    LS_ASSIGN_OR_RETURN(auto loaded, IssuedInvoice(*store_, r.name(), r.etag()));
+    auto& [inv, version] = loaded;
     if (!inv.payments().empty()) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_HAS_PAYMENTS",
                        "payments were recorded against " + r.name());
@@ -449,11 +450,11 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
     *inv.mutable_void_time() = ToProto(now);
     inv.set_void_reason(r.reason());
     *inv.mutable_update_time() = ToProto(now);
-    inv.set_etag(std::to_string(doc->version + 1));
+    inv.set_etag(std::to_string(version + 1));
     step.response = SerializeDeterministic(inv);
     const std::string key = keys::Doc("invoice", IdOf(inv.name()));
-    step.version_checks.push_back({key, doc->version});
-    step.puts.push_back({key, inv.SerializeAsString(), doc->version + 1});
+    step.version_checks.push_back({key, version});
+    step.puts.push_back({key, inv.SerializeAsString(), version + 1});
     // Its lines return to the next issue; the slot frees for a re-issue.
     const std::string slot = absl::StrCat(inv.payer_organization(), "|", inv.period(), "|", inv.currency_code());
     step.hash_sets.push_back({keys::Invoiced(), slot, ""});

@@ -104,7 +104,11 @@ absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Prin
 absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Principal& p,
                                                                      const v1::ListPostingsRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "postings"));
-  if (!r.account().empty()) LS_RETURN_IF_ERROR(ParseAccountName(r.account()).status());
+  if (!r.account().empty()) {
+    LS_ASSIGN_OR_RETURN(AccountRef account, ParseAccountName(r.account()));
+    // A member names only its own accounts (another's is ORGANIZATION_SCOPE).
+    if (!SeesAll(p) && account.owner != org) return OrgScope("postings");
+  }
   LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListPostingsResponse resp;
   auto keep = [&](const v1::Posting& posting) {

@@ -494,6 +494,13 @@ TEST_F(BillingContractTest, ListFiltersAndBalancesFollowTheContract) {
   v1::ListPaymentsRequest lpay;
   *lpay.mutable_interval() = lp.interval();
   ExpectError(billing_->ListPayments(admin_, lpay).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  // A member's account filter naming another organisation's account.
+  v1::ListPostingsRequest by_account;
+  by_account.set_account("organizations/owner/accounts/income");
+  ExpectError(billing_->ListPostings(Member("lab"), by_account).status(), absl::StatusCode::kPermissionDenied,
+              "ORGANIZATION_SCOPE");
+  by_account.set_account("organizations/lab/accounts/payable");
+  EXPECT_TRUE(billing_->ListPostings(Member("lab"), by_account).ok());
 
   // ListSettlements: "Settlements with a position of this organisation";
   // a member is narrowed to its own and may not name another.

@@ -60,6 +60,15 @@ absl::StatusOr<std::string> KeepPage(const PageRequest& page, google::protobuf::
   return to < n ? std::to_string(to) : std::string();
 }
 
+// A list's `interval` filter, when set, must be a half-open interval with
+// start_time before end_time (INVALID_FIELD).
+inline absl::Status CheckIntervalFilter(bool has_interval, const labshare::type::v1::Interval& interval) {
+  if (has_interval && FromProto(interval.end_time()) <= FromProto(interval.start_time())) {
+    return InvalidField("interval", "needs start_time before end_time");
+  }
+  return absl::OkStatus();
+}
+
 inline absl::Status Conflict() {
   return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                    "the ledger changed concurrently; retry with the same request_id");

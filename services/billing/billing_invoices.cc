@@ -46,6 +46,25 @@ v1::InvoiceParty PartyOf(const inv::Organization& org) {
   return party;
 }
 
+// SubsidyPool.State, derived from validity, the clock and the balance:
+// SCHEDULED before validity, ENDED after it, else ACTIVE with a positive
+// balance and EXHAUSTED with none.
+v1::SubsidyPool::State PoolState(const v1::SubsidyPool& pool, int64_t balance, absl::Time now) {
+  const auto& v = pool.validity();
+  if (v.has_start_time() && now < FromProto(v.start_time())) return v1::SubsidyPool::SCHEDULED;
+  if (v.has_end_time() && now >= FromProto(v.end_time())) return v1::SubsidyPool::ENDED;
+  return balance > 0 ? v1::SubsidyPool::ACTIVE : v1::SubsidyPool::EXHAUSTED;
+}
+
+// The read-time fields of a pool answer: balance, granted total (top-ups
+// minus balance: subsidies net of reversals), state and etag.
+void DerivePool(v1::SubsidyPool& pool, int64_t balance, absl::Time now, int64_t version) {
+  *pool.mutable_balance() = MakeMoney(pool.currency_code(), balance);
+  *pool.mutable_granted_total() = MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - balance);
+  pool.set_state(PoolState(pool, balance, now));
+  pool.set_etag(std::to_string(version));
+}
+
 }  // namespace
 
 // ================================================================ pools
@@ -61,32 +80,33 @@ absl::StatusOr<int64_t> BillingManager::PoolBalance(const v1::SubsidyPool& pool)
 
 absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principal& p,
                                                                    const v1::CreateSubsidyPoolRequest& r) {
-  if (!labshare::inventory::ValidId(r.subsidy_pool_id())) {
-    return InvalidField("subsidy_pool_id", "must match [a-z0-9][a-z0-9-]{0,62}");
+  if (!r.subsidy_pool_id().empty() && !labshare::inventory::ValidId(r.subsidy_pool_id())) {
+    return InvalidField("subsidy_pool_id", "must match [a-z0-9][a-z0-9-]{0,62}, or be empty for a generated id");
   }
+  // Optional: generated when empty (a retry with the request_id gets the
+  // first answer, whatever id this attempt draws).
+  const std::string pool_id =
+      r.subsidy_pool_id().empty() ? labshare::inventory::NewId("pool") : r.subsidy_pool_id();
   v1::SubsidyPool pool = r.subsidy_pool();
-  pool.set_name("subsidyPools/" + r.subsidy_pool_id());
+  pool.set_name("subsidyPools/" + pool_id);
   if (pool.currency_code().empty()) pool.set_currency_code(kDefaultCurrency);
   LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
   if (!pool.funder_organization().empty()) {
     LS_RETURN_IF_ERROR(inventory_->GetOrganization(pool.funder_organization()).status());
   }
   const absl::Time now = clock_->Now();
-  pool.set_state(v1::SubsidyPool::ACTIVE);
-  *pool.mutable_balance() = MakeMoney(pool.currency_code(), 0);
   *pool.mutable_topped_up_total() = MakeMoney(pool.currency_code(), 0);
-  *pool.mutable_granted_total() = MakeMoney(pool.currency_code(), 0);
+  DerivePool(pool, 0, now, 1);
   *pool.mutable_create_time() = ToProto(now);
   *pool.mutable_update_time() = ToProto(now);
-  pool.set_etag("1");
   LedgerStep step;
   step.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency("CreateSubsidyPool", r.request_id());
   step.fingerprint = RequestFingerprint("CreateSubsidyPool", r);
   step.response = SerializeDeterministic(pool);
-  const std::string key = keys::Doc("pool", r.subsidy_pool_id());
+  const std::string key = keys::Doc("pool", pool_id);
   step.version_checks.push_back({key, 0});
   step.puts.push_back({key, pool.SerializeAsString(), 1});
-  step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), r.subsidy_pool_id())});
+  step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), pool_id)});
   step.incrs.push_back({keys::PoolGeneration(), "g", 1});  // charge steps priced before are stale
   v1::BillingEvent e = NewEvent(p, now, r.request_id());
   *e.mutable_subsidy_pool_changed()->mutable_subsidy_pool() = pool;
@@ -106,13 +126,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::GetSubsidyPool(const Principal&,
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
   LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
-  *pool.mutable_balance() = MakeMoney(pool.currency_code(), balance);
-  *pool.mutable_granted_total() =
-      MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - balance);  // top-ups minus balance
-  if (pool.state() == v1::SubsidyPool::ACTIVE && balance == 0 && pool.topped_up_total().amount_minor() > 0) {
-    pool.set_state(v1::SubsidyPool::EXHAUSTED);
-  }
-  pool.set_etag(std::to_string(doc->version));
+  DerivePool(pool, balance, clock_->Now(), doc->version);
   return pool;
 }
 
@@ -137,6 +151,8 @@ absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(co
 
 absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal& p,
                                                                   const v1::TopUpSubsidyPoolRequest& r) {
+  // Not positive: INVALID_FIELD, as the contract lists it.
+  if (r.amount().amount_minor() <= 0) return InvalidField("amount.amount_minor", "must be positive");
   LS_RETURN_IF_ERROR(ValidateAmount(r.amount(), "amount", true));
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(r.name()))));
@@ -185,10 +201,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
     AddPosting(step, posting, now);
     LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
     v1::SubsidyPool answer = pool;
-    *answer.mutable_balance() = MakeMoney(pool.currency_code(), balance + r.amount().amount_minor());
-    *answer.mutable_granted_total() =
-        MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - answer.balance().amount_minor());
-    answer.set_etag(std::to_string(doc->version + 1));
+    DerivePool(answer, balance + r.amount().amount_minor(), now, doc->version + 1);
     step.response = SerializeDeterministic(answer);
     v1::BillingEvent e = NewEvent(p, now, r.request_id());
     *e.mutable_subsidy_pool_changed()->mutable_subsidy_pool() = answer;
@@ -264,8 +277,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     get.set_name(pool.name());
     v1::SubsidyPool answer = pool;
     LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
-    *answer.mutable_balance() = MakeMoney(pool.currency_code(), balance);
-    answer.set_etag(std::to_string(doc->version + 1));
+    DerivePool(answer, balance, now, doc->version + 1);
     step.response = SerializeDeterministic(answer);
     v1::BillingEvent e = NewEvent(p, now, r.request_id());
     auto* changed = e.mutable_subsidy_pool_changed();
@@ -625,62 +637,115 @@ absl::StatusOr<v1::InvoiceDocument> BillingManager::GetInvoiceDocument(const Pri
 absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal& p,
                                                                  const v1::ComputeSettlementRequest& r) {
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  if (!r.currency_code().empty() && !ValidCurrencyCode(r.currency_code())) {
+    return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
+  }
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
-  const absl::Time now = clock_->Now();
-  LS_ASSIGN_OR_RETURN(bool ended, PeriodEnded(r.period(), now, zone_));
+  LS_ASSIGN_OR_RETURN(bool ended, PeriodEnded(r.period(), clock_->Now(), zone_));
   if (!ended) return MakeError(absl::StatusCode::kFailedPrecondition, "PERIOD_NOT_ENDED", r.period() + " has not ended");
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("ComputeSettlement", r.request_id());
   const std::string fingerprint = RequestFingerprint("ComputeSettlement", r);
-  LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
-  if (seen) return Parse<v1::Settlement>(*seen);
-  LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Index("invoice"), "", 100000));
-  std::vector<OpenAmount> open;
-  std::vector<std::string> invoices;
-  for (const auto& m : members) {
-    const std::vector<std::string> parts = absl::StrSplit(m, '|');
-    int64_t seq = 0;
-    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &seq)) continue;
-    const std::string id = absl::AsciiStrToLower(absl::StrFormat("%s-%06d", parts[0], seq));
-    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", id)));
-    if (!doc) continue;
-    LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
-    if (inv.state() != v1::Invoice::ISSUED || inv.period() != r.period() || inv.currency_code() != currency) continue;
-    invoices.push_back(inv.name());
-    for (const auto& pb : inv.payees()) {
-      if (pb.amount_outstanding().amount_minor() == 0) continue;
-      open.push_back({inv.payer_organization(), pb.organization(), pb.amount_outstanding().amount_minor()});
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+    if (seen) return Parse<v1::Settlement>(*seen);
+    const absl::Time now = clock_->Now();
+    // The COMPUTED settlements of this period and currency: superseded by
+    // this one, unless one of them already has paid transfers.
+    std::vector<std::pair<v1::Settlement, int64_t>> previous;
+    LS_ASSIGN_OR_RETURN(auto computed, store_->docs().IndexRange(keys::Index("settlement"), r.period() + "|", 100000));
+    for (const auto& m : computed) {
+      if (!absl::StartsWith(m, r.period() + "|")) break;
+      LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("settlement", m.substr(m.rfind('|') + 1))));
+      if (!sdoc) continue;
+      LS_ASSIGN_OR_RETURN(v1::Settlement old, Parse<v1::Settlement>(sdoc->data));
+      if (old.state() != v1::Settlement::COMPUTED || old.currency_code() != currency) continue;
+      for (const auto& t : old.transfers()) {
+        if (!t.payment().empty()) {
+          return MakeError(absl::StatusCode::kFailedPrecondition, "SETTLEMENT_IN_PROGRESS",
+                           old.name() + " already has paid transfers; pay the rest of its transfers");
+        }
+      }
+      previous.emplace_back(std::move(old), sdoc->version);
     }
+    LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Index("invoice"), "", 100000));
+    std::vector<OpenAmount> open;
+    std::vector<std::pair<v1::Invoice, int64_t>> invoices;
+    for (const auto& m : members) {
+      const std::vector<std::string> parts = absl::StrSplit(m, '|');
+      int64_t seq = 0;
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &seq)) continue;
+      const std::string id = absl::AsciiStrToLower(absl::StrFormat("%s-%06d", parts[0], seq));
+      LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", id)));
+      if (!doc) continue;
+      LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
+      if (inv.state() != v1::Invoice::ISSUED || inv.period() != r.period() || inv.currency_code() != currency) continue;
+      // Not in another COMPUTED or CLEARED settlement (those of this period
+      // are superseded now).
+      if (!inv.settlement().empty()) {
+        bool superseded = false;
+        for (const auto& [old, v] : previous) superseded |= old.name() == inv.settlement();
+        LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("settlement", IdOf(inv.settlement()))));
+        if (!superseded && sdoc) {
+          LS_ASSIGN_OR_RETURN(v1::Settlement in, Parse<v1::Settlement>(sdoc->data));
+          if (in.state() != v1::Settlement::SUPERSEDED) continue;
+        }
+      }
+      for (const auto& pb : inv.payees()) {
+        if (pb.amount_outstanding().amount_minor() == 0) continue;
+        open.push_back({inv.payer_organization(), pb.organization(), pb.amount_outstanding().amount_minor()});
+      }
+      invoices.emplace_back(std::move(inv), doc->version);
+    }
+    if (open.empty()) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "NOTHING_TO_SETTLE",
+                       "no issued invoice of " + r.period() + " has an open amount in " + currency);
+    }
+    LS_ASSIGN_OR_RETURN(v1::Settlement s, billing::ComputeSettlement(open, currency));
+    const std::string id = absl::StrFormat("%s-%s-%d", r.period(), absl::AsciiStrToLower(currency), Ms(now));
+    s.set_name("settlements/" + id);
+    s.set_state(v1::Settlement::COMPUTED);
+    s.set_period(r.period());
+    LS_ASSIGN_OR_RETURN(TimeRange range, PeriodRange(r.period(), zone_));
+    *s.mutable_period_interval() = ToInterval(range);
+    s.set_currency_code(currency);
+    for (const auto& [inv, v] : invoices) s.add_invoices(inv.name());
+    if (!previous.empty()) s.set_supersedes(previous.back().first.name());
+    s.set_computed_by(ActorName(p));
+    *s.mutable_create_time() = ToProto(now);
+    *s.mutable_update_time() = ToProto(now);
+    LedgerStep step;
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
+    step.response = SerializeDeterministic(s);
+    const std::string key = keys::Doc("settlement", id);
+    step.version_checks.push_back({key, 0});
+    step.puts.push_back({key, s.SerializeAsString(), 1});
+    step.index_adds.push_back({keys::Index("settlement"), absl::StrCat(r.period(), "|", keys::IndexMember(Ms(now), id))});
+    for (auto& [old, v] : previous) {
+      old.set_state(v1::Settlement::SUPERSEDED);
+      old.set_superseded_by(s.name());
+      *old.mutable_update_time() = ToProto(now);
+      const std::string old_key = keys::Doc("settlement", IdOf(old.name()));
+      step.version_checks.push_back({old_key, v});
+      step.puts.push_back({old_key, old.SerializeAsString(), v + 1});
+    }
+    // Each netted invoice is in this settlement: paid through its transfers.
+    for (auto& [inv, v] : invoices) {
+      inv.set_settlement(s.name());
+      *inv.mutable_update_time() = ToProto(now);
+      inv.set_etag(std::to_string(v + 1));
+      const std::string inv_key = keys::Doc("invoice", IdOf(inv.name()));
+      step.version_checks.push_back({inv_key, v});
+      step.puts.push_back({inv_key, inv.SerializeAsString(), v + 1});
+    }
+    v1::BillingEvent e = NewEvent(p, now, r.request_id());
+    *e.mutable_settlement_computed()->mutable_settlement() = s;
+    e.mutable_settlement_computed()->set_superseded_settlement(s.supersedes());
+    step.events.push_back(e.SerializeAsString());
+    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+    LS_ASSIGN_OR_RETURN(auto answer, Answer(result, std::move(s)));
+    if (answer) return *std::move(answer);  // else the state moved: look again
   }
-  if (open.empty()) {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "NOTHING_TO_SETTLE",
-                     "no issued invoice of " + r.period() + " has an open amount in " + currency);
-  }
-  LS_ASSIGN_OR_RETURN(v1::Settlement s, billing::ComputeSettlement(open, currency));
-  const std::string id = absl::StrFormat("%s-%s-%d", r.period(), absl::AsciiStrToLower(currency), Ms(now));
-  s.set_name("settlements/" + id);
-  s.set_state(v1::Settlement::COMPUTED);
-  s.set_period(r.period());
-  LS_ASSIGN_OR_RETURN(TimeRange range, PeriodRange(r.period(), zone_));
-  *s.mutable_period_interval() = ToInterval(range);
-  s.set_currency_code(currency);
-  for (const auto& i : invoices) s.add_invoices(i);
-  s.set_computed_by(ActorName(p));
-  *s.mutable_create_time() = ToProto(now);
-  *s.mutable_update_time() = ToProto(now);
-  LedgerStep step;
-  step.idempotency_key = idem;
-  step.fingerprint = fingerprint;
-  step.response = SerializeDeterministic(s);
-  const std::string key = keys::Doc("settlement", id);
-  step.version_checks.push_back({key, 0});
-  step.puts.push_back({key, s.SerializeAsString(), 1});
-  step.index_adds.push_back({keys::Index("settlement"), absl::StrCat(r.period(), "|", keys::IndexMember(Ms(now), id))});
-  v1::BillingEvent e = NewEvent(p, now, r.request_id());
-  *e.mutable_settlement_computed()->mutable_settlement() = s;
-  step.events.push_back(e.SerializeAsString());
-  LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
-  LS_ASSIGN_OR_RETURN(auto answer, Answer(result, std::move(s)));
-  if (answer) return *std::move(answer);
   return Conflict();
 }
 

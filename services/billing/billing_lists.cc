@@ -1,6 +1,7 @@
 // The listings over billing's indexes, and the remaining single reads.
 // Every list scans its index in order (create time, or series and number
 // for invoices), filters in process and pages by the last index member.
+#include <algorithm>
 #include <functional>
 
 #include "absl/strings/match.h"
@@ -66,8 +67,11 @@ absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Prin
                                                                      const v1::ListInvoicesRequest& r) {
   if (!r.period().empty()) LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
   const std::string own = ActorOrganization(p);
-  if (!SeesAll(p) && !r.payer_organization().empty() && r.payer_organization() != own &&
-      r.payee_organization() != own) {
+  // A member's filters: another organisation may be named only beside its
+  // own (invoices it pays to, or is paid by, that organisation).
+  if (!SeesAll(p) && ((!r.payer_organization().empty() && r.payer_organization() != own) ||
+                      (!r.payee_organization().empty() && r.payee_organization() != own)) &&
+      r.payer_organization() != own && r.payee_organization() != own) {
     return OrgScope("invoices");
   }
   v1::ListInvoicesResponse resp;
@@ -78,8 +82,8 @@ absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Prin
     return absl::AsciiStrToLower(absl::StrFormat("%s-%06d", f[0], seq));
   };
   auto keep = [&](const v1::Invoice& inv) {
-    bool payee = false;
-    for (const auto& pb : inv.payees()) payee |= pb.organization() == r.payee_organization() || pb.organization() == own;
+    bool payee = false;  // the caller's organisation is a payee
+    for (const auto& pb : inv.payees()) payee |= pb.organization() == own;
     if (!SeesAll(p) && inv.payer_organization() != own && !payee) return false;
     if (!r.payer_organization().empty() && inv.payer_organization() != r.payer_organization()) return false;
     if (!r.payee_organization().empty()) {
@@ -100,7 +104,12 @@ absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Prin
 absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Principal& p,
                                                                      const v1::ListPostingsRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "postings"));
-  if (!r.account().empty()) LS_RETURN_IF_ERROR(ParseAccountName(r.account()).status());
+  if (!r.account().empty()) {
+    LS_ASSIGN_OR_RETURN(AccountRef account, ParseAccountName(r.account()));
+    // A member names only its own accounts (another's is ORGANIZATION_SCOPE).
+    if (!SeesAll(p) && account.owner != org) return OrgScope("postings");
+  }
+  LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListPostingsResponse resp;
   auto keep = [&](const v1::Posting& posting) {
     bool org_hit = org.empty(), pool_hit = r.subsidy_pool().empty(), account_hit = r.account().empty(),
@@ -173,6 +182,7 @@ absl::StatusOr<v1::Payment> BillingManager::GetPayment(const Principal& p, const
 absl::StatusOr<v1::ListPaymentsResponse> BillingManager::ListPayments(const Principal& p,
                                                                      const v1::ListPaymentsRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "payments"));
+  LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListPaymentsResponse resp;
   auto keep = [&](const v1::Payment& pay) {
     if (!org.empty() && pay.payer() != org && pay.payee() != org) return false;
@@ -193,9 +203,15 @@ absl::StatusOr<v1::ListPaymentsResponse> BillingManager::ListPayments(const Prin
 
 absl::StatusOr<v1::ListSettlementsResponse> BillingManager::ListSettlements(const Principal& p,
                                                                            const v1::ListSettlementsRequest& r) {
+  // Settlements with a position of `organization`; a member's narrowed to its own.
+  LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "settlements"));
   if (!r.period().empty()) LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
   v1::ListSettlementsResponse resp;
   auto keep = [&](const v1::Settlement& s) {
+    if (!org.empty() && std::none_of(s.positions().begin(), s.positions().end(),
+                                     [&](const v1::OrganizationPosition& x) { return x.organization() == org; })) {
+      return false;
+    }
     if (!r.period().empty() && s.period() != r.period()) return false;
     if (r.state() != 0 && s.state() != r.state()) return false;
     return r.currency_code().empty() || s.currency_code() == r.currency_code();

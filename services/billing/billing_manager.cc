@@ -786,9 +786,7 @@ absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Princi
       if (!org->empty() && *org != own) return OrgScope("charges");
     }
   }
-  if (r.has_interval() && FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
-    return InvalidField("interval", "needs start_time before end_time");
-  }
+  LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListChargesResponse out;
   std::string after = page.after;
   while (true) {
@@ -845,6 +843,12 @@ absl::StatusOr<v1::Posting> BillingManager::GetPosting(const Principal& p, const
   return mine;
 }
 
+absl::Status BillingManager::PoolExists(const std::string& pool) const {
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(pool))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", pool + " does not exist");
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> BillingManager::AllBalances() const {
   LS_ASSIGN_OR_RETURN(auto all, store_->HashAll(keys::Balances()));
   std::vector<std::pair<std::string, int64_t>> out;
@@ -864,6 +868,7 @@ absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Princ
   const absl::Time now = clock_->Now();
   const absl::Time as_of = r.has_as_of_time() ? FromProto(r.as_of_time()) : now;
   if (as_of > now) return InvalidField("as_of_time", "must not be in the future");
+  if (IsSubsidyPoolName(ref.owner)) LS_RETURN_IF_ERROR(PoolExists(ref.owner));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   LS_ASSIGN_OR_RETURN(auto lines, store_->List(keys::Account(r.name())));
   int64_t debit = 0, credit = 0;

@@ -149,6 +149,8 @@ class BillingManager {
   // With each pool document's version and the pool-set generation
   // (keys::PoolGeneration), read before the index.
   absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools(std::vector<int64_t>* versions, int64_t* generation) const;
+  // OK, or NOT_FOUND SUBSIDY_POOL_NOT_FOUND for a "subsidyPools/{id}" not created.
+  absl::Status PoolExists(const std::string& pool) const;
   // A pool's POOL_FUNDS balance (what it can still grant).
   absl::StatusOr<int64_t> PoolBalance(const v1::SubsidyPool& pool) const;
   absl::StatusOr<v1::Invoice> Draft(const std::string& payer, const std::string& period,

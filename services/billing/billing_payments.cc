@@ -55,6 +55,27 @@ std::vector<AccountLine> ParseLines(const std::vector<std::string>& raw) {
   return out;
 }
 
+// The stored invoice `name` that MarkInvoicePaid or VoidInvoice may change,
+// with its version: INVOICE_NOT_FOUND, ETAG_MISMATCH (when `etag` is set),
+// INVOICE_ALREADY_PAID or INVOICE_NOT_ISSUED otherwise.
+absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore& store, const std::string& name,
+                                                              const std::string& etag) {
+  LS_ASSIGN_OR_RETURN(auto doc, store.docs().Get(keys::Doc("invoice", IdOf(name))));
+  if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", name + " does not exist");
+  LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
+  if (!etag.empty() && etag != inv.etag()) {
+    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", name + " changed; read it again");
+  }
+  if (inv.state() == v1::Invoice::PAID) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", name + " is paid");
+  }
+  if (inv.state() != v1::Invoice::ISSUED) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
+                     name + " is " + v1::Invoice::State_Name(inv.state()));
+  }
+  return std::make_pair(std::move(inv), doc->version);
+}
+
 }  // namespace
 
 // ================================================================ payments
@@ -66,6 +87,8 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      "a member billing admin confirms only payments its own organisation received");
   }
+  // Not positive: INVALID_FIELD, as the contract lists it.
+  if (pay.amount().amount_minor() <= 0) return InvalidField("payment.amount.amount_minor", "must be positive");
   LS_RETURN_IF_ERROR(ValidateAmount(pay.amount(), "payment.amount", true));
   if (!IsOrganizationName(pay.payer()) && !IsSubsidyPoolName(pay.payer())) {
     return InvalidField("payment.payer", "must be organizations/{organization} or subsidyPools/{subsidy_pool}");
@@ -74,6 +97,18 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
   if (pay.payer() == pay.payee()) return InvalidField("payment.payee", "payer and payee must differ");
   if (!pay.settlement().empty() && !pay.invoice().empty()) {
     return InvalidField("payment.invoice", "name an invoice or a settlement transfer, not both");
+  }
+  if (pay.settlement().empty() && pay.transfer_index() != 0) {
+    return InvalidField("payment.transfer_index", "a transfer index needs its settlement");
+  }
+  if (IsSubsidyPoolName(pay.payer())) {  // the pool must exist and pays in its own currency
+    LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(keys::Doc("pool", IdOf(pay.payer()))));
+    if (!pdoc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", pay.payer() + " does not exist");
+    LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(pdoc->data));
+    if (pool.currency_code() != pay.amount().currency_code()) {
+      return InvalidField("payment.amount.currency_code", "must be the pool's currency " + pool.currency_code(),
+                          "CURRENCY_MISMATCH");
+    }
   }
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("RecordPayment", r.request_id());
   const std::string fingerprint = RequestFingerprint("RecordPayment", r);
@@ -122,6 +157,10 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
                          pay.invoice() + " is settled through " + inv.settlement());
       }
       if (inv.payer_organization() != pay.payer()) return InvalidField("payment.payer", "must be the invoice's payer");
+      if (inv.currency_code() != pay.amount().currency_code()) {
+        return InvalidField("payment.amount.currency_code", "must be the invoice's currency " + inv.currency_code(),
+                            "CURRENCY_MISMATCH");
+      }
       v1::PayeeBalance* line = nullptr;
       for (auto& pb : *inv.mutable_payees()) {
         if (pb.organization() == pay.payee()) line = &pb;
@@ -236,6 +275,10 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
           step.version_checks.push_back({key, inv_v.second});
           step.puts.push_back({key, inv.SerializeAsString(), inv_v.second + 1});
           cleared.mutable_settlement_cleared()->add_paid_invoices(name);
+          v1::BillingEvent paid = NewEvent(p, now, r.request_id());  // each announced by InvoicePaid too
+          *paid.mutable_invoice_paid()->mutable_invoice() = inv;
+          paid.mutable_invoice_paid()->set_paid_by(v1::InvoicePaid::SETTLEMENT);
+          later_events.push_back(paid.SerializeAsString());
         }
         *cleared.mutable_settlement_cleared()->mutable_settlement() = s;
         if (net.entries_size() > 0) *cleared.mutable_settlement_cleared()->mutable_netting_posting() = net;
@@ -272,18 +315,8 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
     if (seen) return Parse<v1::Invoice>(*seen);
-    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(key));
-    if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
-    LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
-    if (!r.etag().empty() && r.etag() != inv.etag()) {
-      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
-    }
-    if (inv.state() == v1::Invoice::PAID) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", r.name() + " is paid");
-    }
-    if (inv.state() != v1::Invoice::ISSUED) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED", r.name() + " is VOID");
-    }
+    LS_ASSIGN_OR_RETURN(auto loaded, IssuedInvoice(*store_, r.name(), r.etag()));
+    auto& [inv, version] = loaded;
     if (!inv.settlement().empty()) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
                        r.name() + " is settled through " + inv.settlement());
@@ -302,7 +335,7 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
       if (open == 0) continue;
       const std::string id = absl::StrFormat(
           "pay-%d-%s", Ms(now),
-          Hex(Fnv(absl::StrCat(inv.name(), "|", pb.organization(), "|", doc->version))).substr(0, 12));
+          Hex(Fnv(absl::StrCat(inv.name(), "|", pb.organization(), "|", version))).substr(0, 12));
       v1::Payment pay;
       pay.set_name("payments/" + id);
       pay.set_payer(open > 0 ? inv.payer_organization() : pb.organization());
@@ -345,9 +378,9 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
     inv.set_state(v1::Invoice::PAID);
     *inv.mutable_paid_time() = r.has_paid_time() ? r.paid_time() : ToProto(now);
     *inv.mutable_update_time() = ToProto(now);
-    inv.set_etag(std::to_string(doc->version + 1));
-    step.version_checks.push_back({key, doc->version});
-    step.puts.push_back({key, inv.SerializeAsString(), doc->version + 1});
+    inv.set_etag(std::to_string(version + 1));
+    step.version_checks.push_back({key, version});
+    step.puts.push_back({key, inv.SerializeAsString(), version + 1});
     step.response = SerializeDeterministic(inv);
     for (const auto& e : recorded) step.events.push_back(e.SerializeAsString());
     v1::BillingEvent paid = NewEvent(p, now, r.request_id());
@@ -361,52 +394,80 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
 }
 
 absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, const v1::VoidInvoiceRequest& r) {
+  if (!absl::StartsWith(r.name(), "invoices/")) return InvalidField("name", "must be invoices/{invoice}", "INVALID_NAME");
   if (r.reason().empty()) return InvalidField("reason", "say why the invoice is void");
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("VoidInvoice", r.request_id());
   const std::string fingerprint = RequestFingerprint("VoidInvoice", r);
-  LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
-  if (seen) return Parse<v1::Invoice>(*seen);
-  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", IdOf(r.name()))));
-  if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
-  LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
-  if (!r.etag().empty() && r.etag() != inv.etag()) {
-    return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+    if (seen) return Parse<v1::Invoice>(*seen);
+    LS_ASSIGN_OR_RETURN(auto loaded, IssuedInvoice(*store_, r.name(), r.etag()));
+    auto& [inv, version] = loaded;
+    if (!inv.payments().empty()) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_HAS_PAYMENTS",
+                       "payments were recorded against " + r.name());
+    }
+    const absl::Time now = clock_->Now();
+    LedgerStep step;
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
+    v1::BillingEvent e = NewEvent(p, now, r.request_id());
+    // A COMPUTED settlement containing it becomes SUPERSEDED, and its other
+    // invoices are in no settlement any more (compute it again).
+    if (!inv.settlement().empty()) {
+      LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("settlement", IdOf(inv.settlement()))));
+      if (sdoc) {
+        LS_ASSIGN_OR_RETURN(v1::Settlement s, Parse<v1::Settlement>(sdoc->data));
+        if (s.state() == v1::Settlement::CLEARED) {
+          return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_CLEARED_SETTLEMENT",
+                           r.name() + " was paid through " + s.name());
+        }
+        if (s.state() == v1::Settlement::COMPUTED) {
+          s.set_state(v1::Settlement::SUPERSEDED);
+          *s.mutable_update_time() = ToProto(now);
+          const std::string skey = keys::Doc("settlement", IdOf(s.name()));
+          step.version_checks.push_back({skey, sdoc->version});
+          step.puts.push_back({skey, s.SerializeAsString(), sdoc->version + 1});
+          e.mutable_invoice_voided()->add_superseded_settlements(s.name());
+          for (const auto& name : s.invoices()) {
+            if (name == inv.name()) continue;
+            LS_ASSIGN_OR_RETURN(auto odoc, store_->docs().Get(keys::Doc("invoice", IdOf(name))));
+            if (!odoc) continue;
+            LS_ASSIGN_OR_RETURN(v1::Invoice other, Parse<v1::Invoice>(odoc->data));
+            if (other.settlement() != s.name()) continue;
+            other.clear_settlement();
+            *other.mutable_update_time() = ToProto(now);
+            other.set_etag(std::to_string(odoc->version + 1));
+            const std::string okey = keys::Doc("invoice", IdOf(name));
+            step.version_checks.push_back({okey, odoc->version});
+            step.puts.push_back({okey, other.SerializeAsString(), odoc->version + 1});
+          }
+        }
+      }
+      inv.clear_settlement();
+    }
+    inv.set_state(v1::Invoice::VOID);
+    *inv.mutable_void_time() = ToProto(now);
+    inv.set_void_reason(r.reason());
+    *inv.mutable_update_time() = ToProto(now);
+    inv.set_etag(std::to_string(version + 1));
+    step.response = SerializeDeterministic(inv);
+    const std::string key = keys::Doc("invoice", IdOf(inv.name()));
+    step.version_checks.push_back({key, version});
+    step.puts.push_back({key, inv.SerializeAsString(), version + 1});
+    // Its lines return to the next issue; the slot frees for a re-issue.
+    const std::string slot = absl::StrCat(inv.payer_organization(), "|", inv.period(), "|", inv.currency_code());
+    step.hash_sets.push_back({keys::Invoiced(), slot, ""});
+    step.hash_sets.push_back({keys::Voided(), slot, IdOf(inv.name())});  // the re-issue links to it
+    for (const auto& line : inv.lines()) {
+      step.hash_sets.push_back({"{billing}:invoicedpost", IdOf(line.posting()) + "|" + inv.payer_organization(), ""});
+    }
+    *e.mutable_invoice_voided()->mutable_invoice() = inv;
+    step.events.push_back(e.SerializeAsString());
+    LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
+    if (result.kind != StepResult::Kind::kStale) return Settle(result, inv);
   }
-  if (inv.state() == v1::Invoice::PAID) {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", r.name() + " is paid");
-  }
-  if (inv.state() != v1::Invoice::ISSUED) {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED", r.name() + " is already void");
-  }
-  if (!inv.payments().empty()) {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_HAS_PAYMENTS",
-                     "payments were recorded against " + r.name());
-  }
-  const absl::Time now = clock_->Now();
-  inv.set_state(v1::Invoice::VOID);
-  *inv.mutable_void_time() = ToProto(now);
-  inv.set_void_reason(r.reason());
-  *inv.mutable_update_time() = ToProto(now);
-  inv.set_etag(std::to_string(doc->version + 1));
-  LedgerStep step;
-  step.idempotency_key = idem;
-  step.fingerprint = fingerprint;
-  step.response = SerializeDeterministic(inv);
-  const std::string key = keys::Doc("invoice", IdOf(inv.name()));
-  step.version_checks.push_back({key, doc->version});
-  step.puts.push_back({key, inv.SerializeAsString(), doc->version + 1});
-  // Its lines return to the next issue; the slot frees for a re-issue.
-  const std::string slot = absl::StrCat(inv.payer_organization(), "|", inv.period(), "|", inv.currency_code());
-  step.hash_sets.push_back({keys::Invoiced(), slot, ""});
-  step.hash_sets.push_back({keys::Voided(), slot, IdOf(inv.name())});  // the re-issue links to it
-  for (const auto& line : inv.lines()) {
-    step.hash_sets.push_back({"{billing}:invoicedpost", IdOf(line.posting()) + "|" + inv.payer_organization(), ""});
-  }
-  v1::BillingEvent e = NewEvent(p, now, r.request_id());
-  *e.mutable_invoice_voided()->mutable_invoice() = inv;
-  step.events.push_back(e.SerializeAsString());
-  LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
-  return Settle(result, inv);
+  return Conflict();
 }
 
 // ================================================================ corrections
@@ -460,18 +521,21 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       LS_RETURN_IF_ERROR(CheckBalanced({c.entries().begin(), c.entries().end()}, opts));
       return c;
     };
+    // Whether a posting was reversed already (by itself or with its charge).
+    auto reversed = [&](const v1::Posting& posting) -> absl::StatusOr<bool> {
+      for (const auto& by : posting.corrected_by()) {
+        LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("posting", IdOf(by))));
+        if (!cdoc) continue;
+        LS_ASSIGN_OR_RETURN(v1::Posting c, Parse<v1::Posting>(cdoc->data));
+        if (c.description().find("reversal") != std::string::npos) return true;
+      }
+      return false;
+    };
     std::vector<v1::Posting> corrections;
     if (r.mode() == v1::PostCorrectionRequest::REVERSE) {
-      if (!original.corrected_by().empty()) {
-        for (const auto& by : original.corrected_by()) {
-          LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("posting", IdOf(by))));
-          if (cdoc) {
-            LS_ASSIGN_OR_RETURN(v1::Posting c, Parse<v1::Posting>(cdoc->data));
-            if (c.description().find("reversal") != std::string::npos) {
-              return MakeError(absl::StatusCode::kFailedPrecondition, "ALREADY_REVERSED", r.posting() + " was reversed");
-            }
-          }
-        }
+      LS_ASSIGN_OR_RETURN(bool done, reversed(original));
+      if (done) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "ALREADY_REVERSED", r.posting() + " was reversed");
       }
       LS_ASSIGN_OR_RETURN(v1::Posting c, correction(original, ReverseEntries({original.entries().begin(),
                                                                                original.entries().end()}), 1));
@@ -491,12 +555,25 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         charge_version = cdoc->version;
       }
     }
+    // Reversing one SUBSIDY posting on its own gives its cap usage back too.
+    if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::SUBSIDY) {
+      for (const auto& line : charge->subsidy_lines()) {
+        if (line.posting() != original.name() || !line.has_cap_period()) continue;
+        step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
+                              absl::StrCat(line.beneficiary_organization(), "|",
+                                           Ms(FromProto(line.cap_period().start_time()))),
+                              -line.amount().amount_minor()});
+      }
+    }
     if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CHARGE) {
       int n = 2;
       for (const auto& line : charge->subsidy_lines()) {
         LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("posting", IdOf(line.posting()))));
         if (!sdoc) continue;
         LS_ASSIGN_OR_RETURN(v1::Posting sub, Parse<v1::Posting>(sdoc->data));
+        // Reversed on its own before: its pool and cap usage are restored already.
+        LS_ASSIGN_OR_RETURN(bool sub_reversed, reversed(sub));
+        if (sub_reversed) continue;
         LS_ASSIGN_OR_RETURN(v1::Posting c, correction(sub, ReverseEntries({sub.entries().begin(), sub.entries().end()}), n++));
         c.set_description("reversal of " + sub.name() + " with its charge");
         if (line.has_cap_period()) {
@@ -702,11 +779,11 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
   if (!all && !IsOrganizationName(r.parent()) && !IsSubsidyPoolName(r.parent())) {
     return InvalidField("parent", "must be organizations/{organization}, subsidyPools/{subsidy_pool} or a '-' parent");
   }
-  if ((all || IsSubsidyPoolName(r.parent())) && !SeesAll(p) && !(IsSubsidyPoolName(r.parent()) && !all)) {
-    return OrgScope("balances");
-  }
-  if (IsOrganizationName(r.parent()) && !SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");
+  // As GetAccountBalance: a member reads only its own organisation's accounts
+  // (not a pool's, not the "-" parents).
+  if (!SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
+  if (!all && IsSubsidyPoolName(r.parent())) LS_RETURN_IF_ERROR(PoolExists(r.parent()));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string prefix = all ? r.parent().substr(0, r.parent().size() - 1) : r.parent() + "/";
   std::set<v1::AccountKind> kinds;

@@ -1216,10 +1216,14 @@ absl::Status ValidateSubsidyPool(const v1::SubsidyPool& pool) {
     return InvalidField("subsidy_pool.currency_code", "must be an ISO 4217 code such as CNY");
   }
   if (pool.has_cap_per_organization()) {
+    // CreateSubsidyPool and UpdateSubsidyPool list INVALID_FIELD for a bad
+    // cap (negative, or not in the pool's currency).
+    if (pool.cap_per_organization().amount_minor() < 0) {
+      return InvalidField("subsidy_pool.cap_per_organization.amount_minor", "must not be negative");
+    }
     LS_RETURN_IF_ERROR(ValidateAmount(pool.cap_per_organization(), "subsidy_pool.cap_per_organization"));
     if (pool.cap_per_organization().currency_code() != pool.currency_code()) {
-      return InvalidField("subsidy_pool.cap_per_organization.currency_code",
-                          "must be the pool's currency", "CURRENCY_MISMATCH");
+      return InvalidField("subsidy_pool.cap_per_organization.currency_code", "must be the pool's currency");
     }
     if (pool.cap_period_kind() == v1::PERIOD_KIND_UNSPECIFIED ||
         !v1::PeriodKind_IsValid(pool.cap_period_kind())) {

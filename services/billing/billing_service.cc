@@ -1,6 +1,7 @@
 #include "services/billing/billing_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/error.h"
 #include "common/grpc_status.h"
 #include "common/unary.h"
 #include "services/billing/billing_scope.h"
@@ -78,6 +79,12 @@ absl::StatusOr<Resp> Ask(const Req& req, Call call) {
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   Resp resp;
   grpc::Status s = call(&ctx, req, &resp);
+  // Inventory unreachable (or its storage): billing's callers read
+  // UNAVAILABLE (INVENTORY_UNAVAILABLE), as its contract lists it.
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
+                     "the inventory service cannot be reached; retry the request");
+  }
   if (!s.ok()) return FromGrpcStatus(s);
   return resp;
 }

@@ -1585,7 +1585,7 @@ TEST(Subsidies, PoolValidation) {
   EXPECT_EQ(FieldOf(ValidateSubsidyPool(p)), "subsidy_pool.validity");
   p = pool;
   *p.mutable_cap_per_organization() = Cny(-1);
-  ExpectInvalid(ValidateSubsidyPool(p), "INVALID_AMOUNT");
+  ExpectInvalid(ValidateSubsidyPool(p), "INVALID_FIELD");  // CreateSubsidyPool's list: "negative cap"
   p = pool;
   p.set_display_name("");
   ExpectInvalid(ValidateSubsidyPool(p));

@@ -1,0 +1,582 @@
+// Billing against the comments of billing.proto (contract audit): who may
+// see which invoices and settlements, the settlement life cycle (an invoice
+// in a COMPUTED settlement is paid through its transfers, a newer
+// computation or a void supersedes it), payments and pool amounts refused
+// with the reasons the contract lists, list filters, and inventory
+// unreachable answered as INVENTORY_UNAVAILABLE.
+//
+// Runs billing in process over the booking fixture (real Redis, inventory
+// over real gRPC, fake clock). Invoices are made from ADJUST corrections of a
+// pool top-up, which put exactly the amounts wanted on the payers' PAYABLE
+// accounts without any booking.
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "services/billing/billing_service.h"
+#include "tests/billing/direct_inventory.h"
+#include "tests/booking/booking_fixture.h"
+#include "tests/support/page_tokens.h"
+
+namespace labshare::billing {
+namespace {
+
+namespace iv = labshare::inventory::v1;
+using booking::BookingServiceTest;
+
+constexpr char kLab[] = "organizations/lab";
+constexpr char kOwner[] = "organizations/owner";
+constexpr char kThird[] = "organizations/third";
+
+class BillingContractTest : public BookingServiceTest {
+ protected:
+  void SetUp() override {
+    BookingServiceTest::SetUp();
+    iv::CreateOrganizationRequest org;
+    org.set_organization_id("third");
+    org.mutable_organization()->set_display_name("third");
+    org.mutable_organization()->set_type(iv::UNIVERSITY);
+    org.mutable_organization()->set_membership_state(iv::MEMBER);
+    org.mutable_organization()->set_tier("GENERAL");
+    Inv(&iv::InventoryService::Stub::CreateOrganization, org);
+    reader_ = std::make_unique<testing::DirectInventory>(inv_manager_.get());
+    bstore_ = std::make_unique<BillingStore>(pool_.get());
+    billing_ = std::make_unique<BillingManager>(bstore_.get(), reader_.get(), &clock_,
+                                                *LoadBillingTimeZone("Asia/Shanghai"),
+                                                labshare::testing::TestPageTokens());
+    v1::CreateSubsidyPoolRequest cp;
+    cp.set_subsidy_pool_id("voucher");
+    cp.mutable_subsidy_pool()->set_display_name("Voucher");
+    cp.mutable_subsidy_pool()->set_currency_code("CNY");
+    cp.mutable_subsidy_pool()->set_percentage_bps(1000);
+    ASSERT_TRUE(billing_->CreateSubsidyPool(admin_, cp).ok());
+    v1::TopUpSubsidyPoolRequest top;
+    top.set_name("subsidyPools/voucher");
+    *top.mutable_amount() = MakeMoney("CNY", 1000000);
+    ASSERT_TRUE(billing_->TopUpSubsidyPool(admin_, top).ok());
+    v1::ListPostingsRequest lp;
+    lp.set_kind(v1::POOL_TOP_UP);
+    auto postings = billing_->ListPostings(admin_, lp);
+    ASSERT_TRUE(postings.ok() && postings->postings_size() == 1);
+    top_up_ = postings->postings(0).name();
+  }
+
+  // `payer` owes `payee` `amount` CNY from now on: an ADJUST correction
+  // (Dr payer EXPENSE, Cr payer PAYABLE; Dr payee RECEIVABLE, Cr payee INCOME).
+  void Owe(const std::string& payer, const std::string& payee, int64_t amount) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(top_up_);
+    fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+    fix.set_reason("service outside the booking system");
+    auto entry = [&](const std::string& owner, const char* kind, const std::string& cp, bool debit) {
+      v1::Entry* e = fix.add_entries();
+      e->set_account(owner + "/accounts/" + kind);
+      e->set_counterparty(cp);
+      *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", amount);
+    };
+    entry(payer, "expense", payee, true);
+    entry(payer, "payable", payee, false);
+    entry(payee, "receivable", payer, true);
+    entry(payee, "income", payer, false);
+    auto posted = billing_->PostCorrection(admin_, fix);
+    ASSERT_TRUE(posted.ok()) << posted.status();
+  }
+
+  // Issues `payer`'s invoice of January 2027 (the clock moves to February).
+  v1::Invoice Issue(const std::string& payer) {
+    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+    v1::IssueInvoiceRequest r;
+    r.set_payer_organization(payer);
+    r.set_period("2027-01");
+    auto inv = billing_->IssueInvoice(admin_, r);
+    EXPECT_TRUE(inv.ok()) << inv.status();
+    return inv.ok() ? *inv : v1::Invoice();
+  }
+
+  v1::Invoice GetInvoice(const std::string& name) {
+    v1::GetInvoiceRequest r;
+    r.set_name(name);
+    auto inv = billing_->GetInvoice(admin_, r);
+    EXPECT_TRUE(inv.ok()) << inv.status();
+    return inv.ok() ? *inv : v1::Invoice();
+  }
+
+  v1::Settlement GetSettlement(const std::string& name) {
+    v1::GetSettlementRequest r;
+    r.set_name(name);
+    auto s = billing_->GetSettlement(admin_, r);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : v1::Settlement();
+  }
+
+  absl::StatusOr<v1::Settlement> Compute() {
+    clock_.Set(clock_.Now() + absl::Seconds(1));  // a new computation, a new name
+    v1::ComputeSettlementRequest r;
+    r.set_period("2027-01");
+    return billing_->ComputeSettlement(admin_, r);
+  }
+
+  absl::StatusOr<v1::Payment> PayTransfer(const v1::Settlement& s, int index) {
+    v1::RecordPaymentRequest r;
+    const v1::SettlementTransfer& t = s.transfers(index);
+    r.mutable_payment()->set_payer(t.from_organization());
+    r.mutable_payment()->set_payee(t.to_organization());
+    *r.mutable_payment()->mutable_amount() = t.amount();
+    r.mutable_payment()->set_settlement(s.name());
+    r.mutable_payment()->set_transfer_index(index);
+    return billing_->RecordPayment(admin_, r);
+  }
+
+  static v1::RecordPaymentRequest Payment(const std::string& payer, const std::string& payee,
+                                          const labshare::type::v1::Money& amount, const std::string& invoice = "") {
+    v1::RecordPaymentRequest r;
+    r.mutable_payment()->set_payer(payer);
+    r.mutable_payment()->set_payee(payee);
+    *r.mutable_payment()->mutable_amount() = amount;
+    r.mutable_payment()->set_invoice(invoice);
+    return r;
+  }
+
+  // The BillingEvents published so far.
+  std::vector<v1::BillingEvent> Published() {
+    std::vector<v1::BillingEvent> out;
+    auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+    EXPECT_TRUE(raw.ok());
+    if (!raw.ok()) return out;
+    for (const auto& entry : raw->elements) {
+      v1::BillingEvent e;
+      EXPECT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+
+  static Principal Member(const std::string& org) {
+    return Principal{"member-of-" + org, org, {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  }
+
+  std::unique_ptr<testing::DirectInventory> reader_;
+  std::unique_ptr<BillingStore> bstore_;
+  std::unique_ptr<BillingManager> billing_;
+  Principal admin_{"root", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
+  std::string top_up_;
+};
+
+void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& reason) {
+  EXPECT_EQ(s.code(), code) << s;
+  EXPECT_EQ(ErrorReason(s), reason) << s;
+}
+
+// ================================================================ visibility
+
+// "MEMBER_BILLING_ADMIN ... never sees another organisation's invoices ...
+// a filter naming another organisation fails with PERMISSION_DENIED
+// (ORGANIZATION_SCOPE)": a payee filter naming someone else's payee is no
+// way around it.
+TEST_F(BillingContractTest, AMemberNeverListsInvoicesOfOtherOrganisations) {
+  Owe(kLab, kOwner, 10000);
+  const v1::Invoice inv = Issue(kLab);
+  v1::ListInvoicesRequest r;
+  r.set_payee_organization(kOwner);
+  auto listed = billing_->ListInvoices(Member("third"), r);
+  ExpectError(listed.status(), absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE");
+  r.clear_payee_organization();
+  r.set_payer_organization(kLab);
+  ExpectError(billing_->ListInvoices(Member("third"), r).status(), absl::StatusCode::kPermissionDenied,
+              "ORGANIZATION_SCOPE");
+  r.clear_payer_organization();
+  listed = billing_->ListInvoices(Member("third"), r);  // narrowed to its own: none
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->invoices_size(), 0);
+  // The payee names the payer beside itself; the payer, its own payee.
+  r.set_payer_organization(kLab);
+  r.set_payee_organization(kOwner);
+  for (const char* org : {"owner", "lab"}) {
+    listed = billing_->ListInvoices(Member(org), r);
+    ASSERT_TRUE(listed.ok()) << org << " " << listed.status();
+    ASSERT_EQ(listed->invoices_size(), 1) << org;
+    EXPECT_EQ(listed->invoices(0).name(), inv.name());
+  }
+}
+
+// ================================================================ settlement life cycle
+
+// ComputeSettlement: the invoices it nets are in it (Invoice.settlement) and
+// are paid through its transfers (INVOICE_IN_SETTLEMENT otherwise); a new
+// computation supersedes a COMPUTED one without paid transfers (both linked)
+// and is refused (SETTLEMENT_IN_PROGRESS) once one has paid transfers; the
+// last transfer clears it and each invoice is announced PAID.
+TEST_F(BillingContractTest, AComputedSettlementHoldsItsInvoicesUntilSupersededOrCleared) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kThird, kOwner, 4000);
+  const v1::Invoice lab = Issue(kLab);
+  const v1::Invoice third = Issue(kThird);
+  auto first = Compute();
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->invoices_size(), 2);
+  EXPECT_EQ(GetInvoice(lab.name()).settlement(), first->name());
+  EXPECT_EQ(GetInvoice(third.name()).settlement(), first->name());
+
+  ExpectError(billing_->RecordPayment(admin_, Payment(kLab, kOwner, MakeMoney("CNY", 10000), lab.name())).status(),
+              absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT");
+  v1::MarkInvoicePaidRequest mark;
+  mark.set_name(lab.name());
+  ExpectError(billing_->MarkInvoicePaid(admin_, mark).status(), absl::StatusCode::kFailedPrecondition,
+              "INVOICE_IN_SETTLEMENT");
+
+  auto second = Compute();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->supersedes(), first->name());
+  const v1::Settlement old = GetSettlement(first->name());
+  EXPECT_EQ(old.state(), v1::Settlement::SUPERSEDED);
+  EXPECT_EQ(old.superseded_by(), second->name());
+  EXPECT_EQ(GetInvoice(lab.name()).settlement(), second->name());
+  ExpectError(PayTransfer(*first, 0).status(), absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED");
+
+  // lab -> owner 10000, third -> owner 4000 (by payer).
+  ASSERT_EQ(second->transfers_size(), 2);
+  EXPECT_EQ(second->transfers(0).from_organization(), kLab);
+  EXPECT_EQ(second->transfers(0).amount().amount_minor(), 10000);
+  EXPECT_EQ(second->transfers(1).from_organization(), kThird);
+  EXPECT_EQ(second->transfers(1).amount().amount_minor(), 4000);
+  ASSERT_TRUE(PayTransfer(*second, 0).ok());
+  ExpectError(Compute().status(), absl::StatusCode::kFailedPrecondition, "SETTLEMENT_IN_PROGRESS");
+  EXPECT_EQ(GetSettlement(second->name()).state(), v1::Settlement::COMPUTED);
+
+  ASSERT_TRUE(PayTransfer(*second, 1).ok());
+  EXPECT_EQ(GetSettlement(second->name()).state(), v1::Settlement::CLEARED);
+  int announced = 0;
+  for (const auto& e : Published()) {
+    if (e.has_invoice_paid() && e.invoice_paid().paid_by() == v1::InvoicePaid::SETTLEMENT) {
+      ++announced;
+      EXPECT_EQ(e.invoice_paid().invoice().state(), v1::Invoice::PAID);
+      EXPECT_EQ(e.invoice_paid().invoice().settlement(), second->name());
+    }
+  }
+  EXPECT_EQ(announced, 2);
+  for (const auto& name : {lab.name(), third.name()}) {
+    const v1::Invoice paid = GetInvoice(name);
+    EXPECT_EQ(paid.state(), v1::Invoice::PAID);
+    EXPECT_EQ(paid.amount_outstanding().amount_minor(), 0);
+  }
+}
+
+// VoidInvoice: "A COMPUTED settlement containing it becomes SUPERSEDED"; its
+// other invoices are then in no settlement and are paid directly.
+TEST_F(BillingContractTest, VoidingAnInvoiceSupersedesItsComputedSettlement) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kThird, kOwner, 4000);
+  const v1::Invoice lab = Issue(kLab);
+  const v1::Invoice third = Issue(kThird);
+  auto s = Compute();
+  ASSERT_TRUE(s.ok()) << s.status();
+  v1::VoidInvoiceRequest v;
+  v.set_name(lab.name());
+  v.set_reason("wrong payer contact");
+  auto voided = billing_->VoidInvoice(admin_, v);
+  ASSERT_TRUE(voided.ok()) << voided.status();
+  EXPECT_EQ(voided->settlement(), "");
+  EXPECT_EQ(GetSettlement(s->name()).state(), v1::Settlement::SUPERSEDED);
+  EXPECT_EQ(GetInvoice(third.name()).settlement(), "");
+  bool announced = false;
+  for (const auto& e : Published()) {
+    if (e.has_invoice_voided()) {
+      ASSERT_EQ(e.invoice_voided().superseded_settlements_size(), 1);
+      EXPECT_EQ(e.invoice_voided().superseded_settlements(0), s->name());
+      announced = true;
+    }
+  }
+  EXPECT_TRUE(announced);
+  ExpectError(PayTransfer(*s, 1).status(), absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED");
+  auto paid = billing_->RecordPayment(admin_, Payment(kThird, kOwner, MakeMoney("CNY", 4000), third.name()));
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  EXPECT_EQ(GetInvoice(third.name()).state(), v1::Invoice::PAID);
+  v.set_name("invoice-without-collection");
+  ExpectError(billing_->VoidInvoice(admin_, v).status(), absl::StatusCode::kInvalidArgument, "INVALID_NAME");
+}
+
+// ================================================================ amounts and currencies
+
+// RecordPayment: "INVALID_FIELD: amount not positive, ..., transfer_index
+// without settlement; CURRENCY_MISMATCH"; NOT_FOUND SUBSIDY_POOL_NOT_FOUND.
+// Nothing is posted for any of them.
+TEST_F(BillingContractTest, PaymentsAreRefusedWithTheListedReasons) {
+  Owe(kLab, kOwner, 10000);
+  const v1::Invoice inv = Issue(kLab);
+  ExpectError(billing_->RecordPayment(admin_, Payment(kLab, kOwner, MakeMoney("USD", 10000), inv.name())).status(),
+              absl::StatusCode::kInvalidArgument, "CURRENCY_MISMATCH");
+  ExpectError(billing_->RecordPayment(admin_, Payment(kLab, kOwner, MakeMoney("CNY", 0), inv.name())).status(),
+              absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  ExpectError(billing_->RecordPayment(admin_, Payment(kLab, kOwner, MakeMoney("CNY", -5))).status(),
+              absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  v1::RecordPaymentRequest indexed = Payment(kLab, kOwner, MakeMoney("CNY", 100));
+  indexed.mutable_payment()->set_transfer_index(1);
+  ExpectError(billing_->RecordPayment(admin_, indexed).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  ExpectError(billing_->RecordPayment(admin_, Payment("subsidyPools/nope", kOwner, MakeMoney("CNY", 100))).status(),
+              absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND");
+  ExpectError(billing_->RecordPayment(admin_, Payment("subsidyPools/voucher", kOwner, MakeMoney("USD", 100))).status(),
+              absl::StatusCode::kInvalidArgument, "CURRENCY_MISMATCH");
+  v1::ListPaymentsRequest lp;
+  auto payments = billing_->ListPayments(admin_, lp);
+  ASSERT_TRUE(payments.ok());
+  EXPECT_EQ(payments->payments_size(), 0);
+  const v1::Invoice after = GetInvoice(inv.name());
+  EXPECT_EQ(after.state(), v1::Invoice::ISSUED);
+  EXPECT_EQ(after.amount_outstanding().amount_minor(), 10000);
+}
+
+// TopUpSubsidyPool "INVALID_FIELD: amount not positive"; CreateSubsidyPool
+// "INVALID_FIELD: ... negative cap" (and a cap in another currency is a bad
+// field too: the method lists no other reason).
+TEST_F(BillingContractTest, PoolAmountsAreInvalidFields) {
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  for (int64_t amount : {0, -100}) {
+    *top.mutable_amount() = MakeMoney("CNY", amount);
+    ExpectError(billing_->TopUpSubsidyPool(admin_, top).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  }
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("capped");
+  cp.mutable_subsidy_pool()->set_display_name("Capped");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(1000);
+  cp.mutable_subsidy_pool()->set_cap_period_kind(v1::YEARLY);
+  for (const auto& cap : {MakeMoney("CNY", -1), MakeMoney("USD", 1000)}) {
+    *cp.mutable_subsidy_pool()->mutable_cap_per_organization() = cap;
+    ExpectError(billing_->CreateSubsidyPool(admin_, cp).status(), absl::StatusCode::kInvalidArgument,
+                "INVALID_FIELD");
+  }
+  v1::GetSubsidyPoolRequest get;
+  get.set_name("subsidyPools/voucher");
+  EXPECT_EQ(billing_->GetSubsidyPool(admin_, get)->balance().amount_minor(), 1000000);
+}
+
+// SubsidyPool.State "Derived at read time from validity, the service clock
+// and balance": SCHEDULED before validity, ACTIVE with a positive balance,
+// EXHAUSTED with none, ENDED after validity; ListSubsidyPools filters on it.
+// CreateSubsidyPool's id is optional ("generated when empty").
+TEST_F(BillingContractTest, PoolStateIsDerivedFromValidityClockAndBalance) {
+  const absl::Time now = clock_.Now();
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("later");
+  cp.mutable_subsidy_pool()->set_display_name("Later");
+  cp.mutable_subsidy_pool()->set_percentage_bps(2000);
+  *cp.mutable_subsidy_pool()->mutable_validity()->mutable_start_time() = ToProto(now + absl::Hours(24));
+  *cp.mutable_subsidy_pool()->mutable_validity()->mutable_end_time() = ToProto(now + absl::Hours(48));
+  auto later = billing_->CreateSubsidyPool(admin_, cp);
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(later->state(), v1::SubsidyPool::SCHEDULED);
+  EXPECT_EQ(later->currency_code(), "CNY");  // empty: the consortium currency
+  cp.set_subsidy_pool_id("");
+  cp.mutable_subsidy_pool()->clear_validity();
+  auto unnamed = billing_->CreateSubsidyPool(admin_, cp);
+  ASSERT_TRUE(unnamed.ok()) << unnamed.status();
+  EXPECT_TRUE(absl::StartsWith(unnamed->name(), "subsidyPools/pool-")) << unnamed->name();
+  EXPECT_EQ(unnamed->state(), v1::SubsidyPool::EXHAUSTED);  // within validity, balance zero
+
+  auto state = [&](const std::string& name) {
+    v1::GetSubsidyPoolRequest get;
+    get.set_name(name);
+    auto pool = billing_->GetSubsidyPool(admin_, get);
+    EXPECT_TRUE(pool.ok()) << pool.status();
+    return pool.ok() ? pool->state() : v1::SubsidyPool::STATE_UNSPECIFIED;
+  };
+  EXPECT_EQ(state("subsidyPools/voucher"), v1::SubsidyPool::ACTIVE);
+  EXPECT_EQ(state("subsidyPools/later"), v1::SubsidyPool::SCHEDULED);
+  EXPECT_EQ(state(unnamed->name()), v1::SubsidyPool::EXHAUSTED);
+  clock_.Set(now + absl::Hours(30));
+  EXPECT_EQ(state("subsidyPools/later"), v1::SubsidyPool::EXHAUSTED);
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/later");
+  *top.mutable_amount() = MakeMoney("CNY", 500);
+  auto topped = billing_->TopUpSubsidyPool(admin_, top);
+  ASSERT_TRUE(topped.ok()) << topped.status();
+  EXPECT_EQ(topped->state(), v1::SubsidyPool::ACTIVE);
+  EXPECT_EQ(topped->balance().amount_minor(), 500);
+  clock_.Set(now + absl::Hours(48));
+  EXPECT_EQ(state("subsidyPools/later"), v1::SubsidyPool::ENDED);
+  v1::UpdateSubsidyPoolRequest up;
+  up.mutable_subsidy_pool()->set_name("subsidyPools/later");
+  up.mutable_subsidy_pool()->set_display_name("Later, renamed");
+  up.mutable_update_mask()->add_paths("display_name");
+  auto updated = billing_->UpdateSubsidyPool(admin_, up);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->state(), v1::SubsidyPool::ENDED);
+  EXPECT_EQ(updated->granted_total().amount_minor(), 0);
+  EXPECT_EQ(updated->balance().amount_minor(), 500);
+
+  v1::ListSubsidyPoolsRequest lp;
+  lp.set_state(v1::SubsidyPool::ENDED);
+  auto ended = billing_->ListSubsidyPools(admin_, lp);
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  ASSERT_EQ(ended->subsidy_pools_size(), 1);
+  EXPECT_EQ(ended->subsidy_pools(0).name(), "subsidyPools/later");
+  lp.set_state(v1::SubsidyPool::SCHEDULED);
+  EXPECT_EQ(billing_->ListSubsidyPools(admin_, lp)->subsidy_pools_size(), 0);
+}
+
+// PostCorrection REVERSE of a CHARGE posting "also reverses ... each SUBSIDY
+// posting of that charge (restoring pool balance and cap usage)": a subsidy
+// posting already reversed on its own is not reversed a second time (the
+// pool would get back more than it granted).
+TEST_F(BillingContractTest, ReversingAChargeDoesNotReverseAnAlreadyReversedSubsidyAgain) {
+  namespace bk = labshare::booking::v1;
+  v1::UpdateSubsidyPoolRequest cap;
+  cap.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
+  *cap.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", 1000000);
+  cap.mutable_subsidy_pool()->set_cap_period_kind(v1::YEARLY);
+  cap.mutable_update_mask()->add_paths("cap_per_organization");
+  cap.mutable_update_mask()->add_paths("cap_period_kind");
+  ASSERT_TRUE(billing_->UpdateSubsidyPool(admin_, cap).ok());
+  bk::Booking booking, done;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &booking).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  bk::CheckInRequest in;
+  in.set_name(booking.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, in, &done, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  bk::CheckOutRequest out;
+  out.set_name(booking.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, out, &done, ana_).ok());
+  for (const auto& e : Events()) {
+    StreamEvent event{e.header().event_id(), "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
+    ASSERT_TRUE(billing_->ApplyBookingEvent(event).ok());
+  }
+  auto charges = billing_->ListCharges(admin_, v1::ListChargesRequest());
+  ASSERT_TRUE(charges.ok() && charges->charges_size() == 1);
+  const v1::Charge charge = charges->charges(0);
+  ASSERT_EQ(charge.amount().amount_minor(), 50000);  // 1 h at 500.00
+  ASSERT_EQ(charge.subsidy_total().amount_minor(), 5000);  // 10 %
+  auto pool_balance = [&] {
+    v1::GetSubsidyPoolRequest get;
+    get.set_name("subsidyPools/voucher");
+    return billing_->GetSubsidyPool(admin_, get)->balance().amount_minor();
+  };
+  auto cap_used = [&] {
+    v1::GetSubsidyAllowanceRequest get;
+    get.set_name("subsidyPools/voucher/allowances/lab");
+    return billing_->GetSubsidyAllowance(admin_, get)->used().amount_minor();
+  };
+  EXPECT_EQ(pool_balance(), 995000);
+  EXPECT_EQ(cap_used(), 5000);
+
+  v1::PostCorrectionRequest fix;
+  fix.set_posting(charge.subsidy_postings(0));
+  fix.set_mode(v1::PostCorrectionRequest::REVERSE);
+  fix.set_reason("not eligible after all");
+  ASSERT_TRUE(billing_->PostCorrection(admin_, fix).ok());
+  EXPECT_EQ(pool_balance(), 1000000);
+  EXPECT_EQ(cap_used(), 0);  // "restoring pool balance and cap usage"
+  fix.set_posting(charge.posting());
+  fix.set_reason("instrument fault");
+  auto reversed = billing_->PostCorrection(admin_, fix);
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  EXPECT_EQ(reversed->charge().state(), v1::Charge::REVERSED);
+  EXPECT_EQ(reversed->related_corrections_size(), 0);
+  EXPECT_EQ(pool_balance(), 1000000);
+  EXPECT_EQ(cap_used(), 0);
+  v1::GetAccountBalanceRequest payable;
+  payable.set_name("organizations/lab/accounts/payable");
+  payable.set_counterparty(kOwner);
+  EXPECT_EQ(billing_->GetAccountBalance(admin_, payable)->balance().amount_minor(), 0);
+}
+
+// ================================================================ list filters and balances
+
+TEST_F(BillingContractTest, ListFiltersAndBalancesFollowTheContract) {
+  // "INVALID_FIELD" for an inverted interval.
+  v1::ListPostingsRequest lp;
+  *lp.mutable_interval()->mutable_start_time() = ToProto(clock_.Now());
+  *lp.mutable_interval()->mutable_end_time() = ToProto(clock_.Now() - absl::Hours(1));
+  ExpectError(billing_->ListPostings(admin_, lp).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  v1::ListPaymentsRequest lpay;
+  *lpay.mutable_interval() = lp.interval();
+  ExpectError(billing_->ListPayments(admin_, lpay).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  // A member's account filter naming another organisation's account.
+  v1::ListPostingsRequest by_account;
+  by_account.set_account("organizations/owner/accounts/income");
+  ExpectError(billing_->ListPostings(Member("lab"), by_account).status(), absl::StatusCode::kPermissionDenied,
+              "ORGANIZATION_SCOPE");
+  by_account.set_account("organizations/lab/accounts/payable");
+  EXPECT_TRUE(billing_->ListPostings(Member("lab"), by_account).ok());
+
+  // ListSettlements: "Settlements with a position of this organisation";
+  // a member is narrowed to its own and may not name another.
+  Owe(kLab, kOwner, 10000);
+  Issue(kLab);
+  auto s = Compute();
+  ASSERT_TRUE(s.ok()) << s.status();
+  // ComputeSettlement: a currency that is not ISO 4217 is INVALID_FIELD
+  // (empty is the consortium currency).
+  v1::ComputeSettlementRequest cs;
+  cs.set_period("2027-01");
+  cs.set_currency_code("yuan");
+  ExpectError(billing_->ComputeSettlement(admin_, cs).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  v1::ListSettlementsRequest ls;
+  ls.set_organization(kThird);
+  auto listed = billing_->ListSettlements(admin_, ls);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->settlements_size(), 0);
+  ls.set_organization(kLab);
+  listed = billing_->ListSettlements(admin_, ls);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->settlements_size(), 1);
+  ls.set_organization(kOwner);
+  ExpectError(billing_->ListSettlements(Member("lab"), ls).status(), absl::StatusCode::kPermissionDenied,
+              "ORGANIZATION_SCOPE");
+  ls.clear_organization();
+  listed = billing_->ListSettlements(Member("third"), ls);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->settlements_size(), 0);
+  listed = billing_->ListSettlements(Member("lab"), ls);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->settlements_size(), 1);
+  ASSERT_EQ(listed->settlements(0).positions_size(), 1);  // reduced to its own position
+  EXPECT_EQ(listed->settlements(0).positions(0).net().amount_minor(), -10000);
+
+  // ListBalances "Roles: as GetAccountBalance": a member reads its own
+  // organisation's accounts, not a pool's (nor its per-owner sub-ledgers).
+  v1::ListBalancesRequest lb;
+  lb.set_parent("subsidyPools/voucher");
+  lb.set_group_by_counterparty(true);
+  ExpectError(billing_->ListBalances(Member("lab"), lb).status(), absl::StatusCode::kPermissionDenied,
+              "ORGANIZATION_SCOPE");
+  auto pool_balances = billing_->ListBalances(admin_, lb);
+  ASSERT_TRUE(pool_balances.ok()) << pool_balances.status();
+  EXPECT_GT(pool_balances->balances_size(), 0);
+  // NOT_FOUND (SUBSIDY_POOL_NOT_FOUND) for a pool that does not exist.
+  lb.set_parent("subsidyPools/nope");
+  ExpectError(billing_->ListBalances(admin_, lb).status(), absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND");
+  v1::GetAccountBalanceRequest gb;
+  gb.set_name("subsidyPools/nope/accounts/pool-funds");
+  ExpectError(billing_->GetAccountBalance(admin_, gb).status(), absl::StatusCode::kNotFound,
+              "SUBSIDY_POOL_NOT_FOUND");
+  gb.set_name("subsidyPools/voucher/accounts/pool-funds");
+  auto funds = billing_->GetAccountBalance(admin_, gb);
+  ASSERT_TRUE(funds.ok()) << funds.status();
+  EXPECT_EQ(funds->balance().amount_minor(), 1000000);
+}
+
+// ================================================================ inventory unreachable
+
+// CreateSubsidyPool "UNAVAILABLE (INVENTORY_UNAVAILABLE)" when the funder
+// cannot be looked up because inventory does not answer.
+TEST_F(BillingContractTest, InventoryUnreachableIsInventoryUnavailable) {
+  GrpcInventoryReader unreachable(
+      grpc::CreateChannel("unix:/nonexistent/labshare-inventory.sock", grpc::InsecureChannelCredentials()));
+  BillingManager billing(bstore_.get(), &unreachable, &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
+                         labshare::testing::TestPageTokens());
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("funded");
+  cp.mutable_subsidy_pool()->set_display_name("Funded");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(1000);
+  cp.mutable_subsidy_pool()->set_funder_organization(kThird);
+  ExpectError(billing.CreateSubsidyPool(admin_, cp).status(), absl::StatusCode::kUnavailable,
+              "INVENTORY_UNAVAILABLE");
+}
+
+}  // namespace
+}  // namespace labshare::billing

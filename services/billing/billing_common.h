@@ -78,7 +78,7 @@ template <typename T>
 absl::StatusOr<T> Parse(const std::string& bytes) {
   T out;
   if (!out.ParseFromString(bytes)) {
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored document is unreadable");
+    return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored document is unreadable");
   }
   return out;
 }

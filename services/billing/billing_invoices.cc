@@ -72,7 +72,7 @@ void DerivePool(v1::SubsidyPool& pool, int64_t balance, absl::Time now, int64_t 
 absl::StatusOr<int64_t> BillingManager::PoolBalance(const v1::SubsidyPool& pool) const {
   LS_ASSIGN_OR_RETURN(auto bal, store_->Counters(keys::Balances(), {PoolFundsField(pool)}));
   if (bal[0] > kMaxCounter || bal[0] < -kMaxCounter) {
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT",
+    return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT",
                      pool.name() + "'s stored balance is out of range");
   }
   return -bal[0];  // POOL_FUNDS is credit-normal; the hash keeps debit minus credit
@@ -537,7 +537,7 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     const std::string series = absl::StrCat("LS-", currency, "-", absl::FormatTime("%Y", now, zone_));
     LS_ASSIGN_OR_RETURN(auto seq, store_->Counters(keys::Sequences(), {series}));
     if (seq[0] < 0 || seq[0] >= kMaxCounter) {
-      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT",
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT",
                        "the counter of series " + series + " is out of range");
     }
     const int64_t number = seq[0] + 1;

@@ -214,7 +214,7 @@ absl::StatusOr<StepResult> StepReply(const LedgerStep& s, const RedisValue& v) {
                                                     kMaxCounter, " minor units; nothing was recorded"));
   } else if (tag == "TYPE" && v.elements.size() > 1) {
     LogWarning("billing step refused: a stored key has the wrong type", {{"key", v.elements[1].str}});
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT",
+    return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT",
                      "stored billing data is corrupt; nothing was recorded");
   } else {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");

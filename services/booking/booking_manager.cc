@@ -72,7 +72,7 @@ absl::Status ValidInterval(const labshare::type::v1::Interval& i, const std::str
 absl::StatusOr<v1::Booking> ParseBooking(const std::string& bytes) {
   v1::Booking b;
   if (!b.ParseFromString(bytes)) {
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored booking is unreadable");
+    return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored booking is unreadable");
   }
   return b;
 }

@@ -359,7 +359,7 @@ class BookingManager {
   static absl::StatusOr<T> ParseAnswer(const std::string& bytes) {
     T out;
     if (!out.ParseFromString(bytes)) {
-      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored document is unreadable");
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored document is unreadable");
     }
     return out;
   }

@@ -155,7 +155,7 @@ absl::StatusOr<v1::Project> BookingManager::LoadProject(const std::string& name,
   }
   v1::Project project;
   if (!project.ParseFromString((*doc).data)) {
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "a stored project is unreadable");
+    return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored project is unreadable");
   }
   if (version != nullptr) *version = doc->version;
   return project;

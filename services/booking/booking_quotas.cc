@@ -136,7 +136,7 @@ absl::StatusOr<std::shared_ptr<const BookingManager::QuotaGroup>> BookingManager
   if (doc) {
     v1::ListQuotasResponse stored;
     if (!stored.ParseFromString(doc->data)) {
-      return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "stored quotas are unreadable");
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "stored quotas are unreadable");
     }
     group->version = doc->version;
     group->quotas.assign(stored.quotas().begin(), stored.quotas().end());

@@ -275,7 +275,7 @@ template <typename Msg>
 absl::StatusOr<Msg> StoredAnswer(const std::string& bytes) {
   Msg m;
   if (!m.ParseFromString(bytes)) {
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "stored answer unreadable");
+    return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "stored answer unreadable");
   }
   return m;
 }
@@ -320,7 +320,7 @@ absl::StatusOr<v1::Thresholds> UsageFigures::LoadThresholds() const {
     if (doc) {
       v1::Thresholds t;
       if (!t.ParseFromString(doc->data)) {
-        return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_DOCUMENT", "stored thresholds unreadable");
+        return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "stored thresholds unreadable");
       }
       t.set_etag(std::to_string(doc->version));
       return t;

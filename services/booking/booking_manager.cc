@@ -766,6 +766,12 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
 absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
                                                           const v1::CancelBookingRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeBooking("CancelBooking", p, r.name()));
+  {
+    LS_ASSIGN_OR_RETURN(Loaded first, Load(r.name()));
+    if (first.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !first.booking.service_order().empty()) {
+      return CancelRun(p, r, first.booking);
+    }
+  }
   return Transition("CancelBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
@@ -801,6 +807,53 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     c.events.push_back(std::move(e));
     return c;
   });
+}
+
+absl::StatusOr<v1::Booking> BookingManager::CancelRun(const Principal& p, const v1::CancelBookingRequest& r,
+                                                      const v1::Booking& run) {
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(run.instrument()));
+  if (!IsOwnerStaff(p, instrument)) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     absl::StrCat(run.name(), " is the run of ", run.service_order(),
+                                  "; only the owner's staff cancel a run (the client cancels the order with "
+                                  "CancelOrder)"));
+  }
+  LS_RETURN_IF_ERROR(OrderTransition("CancelBooking", r, run.service_order(), r.request_id(),
+                                     [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    LS_ASSIGN_OR_RETURN(Loaded now, Load(r.name()));
+    const v1::Booking& b = now.booking;
+    if (b.state() != v1::Booking::PENDING_APPROVAL && b.state() != v1::Booking::CONFIRMED) {
+      return WrongState(b, "PENDING_APPROVAL or CONFIRMED");
+    }
+    if (cur.order.state() != v1::ServiceOrder::SCHEDULED || cur.order.booking() != b.name()) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
+                       absl::StrCat(cur.order.name(), " no longer runs in ", b.name()));
+    }
+    OrderChange c;
+    c.order = cur.order;
+    c.order.set_state(v1::ServiceOrder::SAMPLES_RECEIVED);
+    c.order.clear_booking();
+    c.order.clear_scheduled_interval();
+    c.with_booking = true;
+    c.booking = b;
+    c.booking_version = now.version;
+    c.calendar = UpdateStep::Calendar::kRemove;
+    c.booking.set_state(v1::Booking::CANCELLED);
+    auto* cancel = c.booking.mutable_cancellation();
+    *cancel->mutable_cancel_time() = ToProto(clock_->Now());
+    cancel->set_cancelled_by(ActorName(p));
+    cancel->set_initiator(v1::Booking::OWNER_STAFF);
+    cancel->set_reason(r.reason());
+    v1::BookingEvent cancelled = Event(p, r.request_id());
+    cancelled.mutable_booking_cancelled()->set_previous_state(b.state());
+    cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::OWNER_STAFF);
+    v1::BookingEvent unscheduled = Event(p, r.request_id());
+    unscheduled.mutable_service_order_unscheduled()->set_cancelled_booking(b.name());
+    c.events = {std::move(cancelled), std::move(unscheduled)};
+    return c;
+  }).status());
+  LS_ASSIGN_OR_RETURN(Loaded after, Load(r.name()));
+  return std::move(after.booking);
 }
 
 absl::StatusOr<inv::Instrument> BookingManager::CheckDecision(const Principal& p, const Loaded& cur,
@@ -880,6 +933,9 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
     const bool staff = IsOwnerStaff(p, instrument) || p.HasRole(Role::kService);
     if (!staff && !IsBookingUser(p, b)) return UserScope("only the booking's user checks in");
+    if (!staff && b.mode() == labshare::type::v1::TECHNICAL_SERVICE) {
+      return UserScope("a technical-service run is checked in by the owner's staff (StartService)");
+    }
     if (r.has_check_in_time() && !staff) {
       return MakeError(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
                        "only the owner's staff and badge readers may set check_in_time");
@@ -891,8 +947,17 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     const inv::SlotRules& rules = SlotRulesOf(instrument, b.mode());
     const absl::Time start = FromProto(b.reserved_interval().start_time());
     const absl::Time end = FromProto(b.reserved_interval().end_time());
-    if (t < start - FromProto(rules.buffer())) {
-      return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("check-in opens at ", absl::FormatTime(start - FromProto(rules.buffer()))));
+    // Check-in opens at the later of start - buffer and the end of the
+    // previous entry's blocked interval (entries never overlap this one's).
+    absl::Time opens = start - FromProto(rules.buffer());
+    if (t < start && opens < start) {
+      LS_ASSIGN_OR_RETURN(auto before, store_->CalendarRange(cur.partition, IdOf(b.instrument()), Ms(opens), Ms(start)));
+      for (const auto& e : before) {
+        if (e.booking_id != IdOf(b.name())) opens = std::max(opens, FromMs(e.end_ms));
+      }
+    }
+    if (t < opens) {
+      return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("check-in opens at ", absl::FormatTime(opens)));
     }
     const absl::Duration grace = FromProto(rules.no_show_grace());
     if (t >= end || (grace > absl::ZeroDuration() && t > start + grace)) {

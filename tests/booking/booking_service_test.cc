@@ -1668,5 +1668,203 @@ TEST_F(QuotaTest, PageTokenRefusedOnAnotherListForgedOrFromAnotherCaller) {
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
 }
 
+// ================================================================ contract audit (bookings, projects, quotas)
+
+// UpdateProject: a participant that pays for a holding booking of the
+// project stays (PARTICIPANT_HAS_BOOKINGS), and the period stays around the
+// holding bookings (BOOKINGS_OUTSIDE_PERIOD); nothing is written. Once the
+// booking is cancelled, both updates go through.
+TEST_F(JointResearchTest, UpdatesKeepTheHoldingBookingsPayerAndPeriod) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::Booking held, out;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(11), &held).ok());  // paid by lab
+  v1::UpdateProjectRequest drop;
+  drop.mutable_project()->set_name("projects/prj");
+  for (const char* org : {"organizations/outsider", "organizations/owner"}) {
+    drop.mutable_project()->add_participants()->set_organization(org);
+  }
+  drop.mutable_update_mask()->add_paths("participants");
+  v1::UpdateProjectRequest shrink;
+  shrink.mutable_project()->set_name("projects/prj");
+  *shrink.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_ + absl::Hours(12));
+  *shrink.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+  shrink.mutable_update_mask()->add_paths("period");
+  v1::Project pr;
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, drop, &pr, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "PARTICIPANT_HAS_BOOKINGS");
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, shrink, &pr, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "BOOKINGS_OUTSIDE_PERIOD");
+  ASSERT_TRUE(GetPrj(&pr, admin_).ok());
+  EXPECT_EQ(pr.etag(), "1");
+  EXPECT_EQ(pr.participants(0).organization(), "organizations/lab");
+  EXPECT_EQ(FromProto(pr.period().start_time()), day_);
+
+  v1::CancelBookingRequest cancel;
+  cancel.set_name(held.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, cancel, &out, ana_).ok());
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, drop, &pr, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(pr.participants(0).organization(), "organizations/outsider");
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, shrink, &pr, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(FromProto(pr.period().start_time()), day_ + absl::Hours(12));
+}
+
+// CreateProject with fewer than two participants is
+// TEMPLATE_PARTICIPANT_COUNT; ListProjects refuses an inverted time_range
+// (INVALID_INTERVAL), an unspecified state (INVALID_FIELD) and a
+// participant that is not an organisation's name (INVALID_NAME).
+TEST_F(JointResearchTest, ProjectRequestsFailWithTheContractsReasons) {
+  v1::CreateProjectRequest r;
+  r.set_project_id("solo");
+  r.mutable_project()->set_title("Alone");
+  auto* part = r.mutable_project()->add_participants();
+  part->set_organization("organizations/lab");
+  part->set_share_bps(10000);
+  *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
+  *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+  r.mutable_project()->add_instrument_budgets()->set_instrument("instruments/tem");
+  *r.mutable_project()->mutable_instrument_budgets(0)->mutable_budget() = ToProto(absl::Hours(3));
+  v1::Project pr;
+  grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::CreateProject, r, &pr, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "TEMPLATE_PARTICIPANT_COUNT");
+
+  v1::ListProjectsRequest list;
+  v1::ListProjectsResponse listed;
+  *list.mutable_time_range()->mutable_start_time() = ToProto(day_ + absl::Hours(1));
+  *list.mutable_time_range()->mutable_end_time() = ToProto(day_);
+  s = Call(stub_.get(), &v1::BookingService::Stub::ListProjects, list, &listed, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_INTERVAL");
+  list.clear_time_range();
+  list.add_states(v1::Project::STATE_UNSPECIFIED);
+  s = Call(stub_.get(), &v1::BookingService::Stub::ListProjects, list, &listed, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+  list.clear_states();
+  list.set_participant("lab");
+  s = Call(stub_.get(), &v1::BookingService::Stub::ListProjects, list, &listed, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_NAME");
+}
+
+// CancelBooking of a technical-service run is for owner staff only (the
+// client cancels the order); it unschedules the run: the booking is
+// CANCELLED, its slot free, and the order back in SAMPLES_RECEIVED, ready to
+// be scheduled again. A retry answers the same.
+TEST_F(ServiceOrderTest, CancellingTheRunUnschedulesItsOrder) {
+  v1::ServiceOrder o = Scheduled(), out;
+  v1::CancelBookingRequest c;
+  c.set_name(o.booking());
+  c.set_reason("the operator is ill");
+  c.set_request_id("cancel-run");
+  v1::Booking run, again;
+  grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &run, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  s = Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &run, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(run.state(), v1::Booking::CANCELLED);
+  EXPECT_EQ(run.cancellation().initiator(), v1::Booking::OWNER_STAFF);
+  EXPECT_FALSE(run.late_cancellation());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &again, staff_).ok());
+  EXPECT_EQ(again.state(), v1::Booking::CANCELLED);
+  v1::GetServiceOrderRequest g;
+  g.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetServiceOrder, g, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  EXPECT_TRUE(out.booking().empty());
+  int unscheduled = 0;
+  for (const auto& e : Events()) {
+    unscheduled += e.has_service_order_unscheduled() && e.service_order_unscheduled().cancelled_booking() == run.name();
+  }
+  EXPECT_EQ(unscheduled, 1);
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());  // the run's slot is free
+  v1::ScheduleServiceRequest sch;
+  sch.set_name(o.name());
+  *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(12));
+  *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(13));
+  s = Call(stub_.get(), &v1::BookingService::Stub::ScheduleService, sch, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.state(), v1::ServiceOrder::SCHEDULED);
+}
+
+// CheckIn admits the booking's user for ON_SITE and JOINT_RESEARCH only: the
+// client of a technical-service run may not check it in (USER_SCOPE).
+TEST_F(ServiceOrderTest, TheClientDoesNotCheckTheRunIn) {
+  v1::ServiceOrder o = Scheduled();
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(o.booking());
+  v1::Booking b;
+  const grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &b, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "USER_SCOPE");
+  v1::GetBookingRequest g;
+  g.set_name(o.booking());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &b, staff_).ok());
+  EXPECT_EQ(b.state(), v1::Booking::CONFIRMED);
+}
+
+// Check-in opens at the later of (reserved start - buffer) and the end of
+// the previous booking's blocked interval.
+TEST_F(BookingServiceTest, CheckInOpensAfterThePreviousBookingsBlockedInterval) {
+  v1::Booking first, second, out;
+  ASSERT_TRUE(Book(absl::Hours(6), absl::Hours(8) + absl::Minutes(45), &first).ok());  // blocked until 9:15
+  ASSERT_TRUE(Book(absl::Hours(9) + absl::Minutes(15), absl::Hours(11), &second).ok());
+  v1::CheckInRequest in;
+  in.set_name(second.name());
+  clock_.Set(day_ + absl::Hours(9));  // start - buffer has passed, the first booking's buffer has not
+  const grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "CHECK_IN_TOO_EARLY");
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15));
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::CHECKED_IN);
+}
+
+// ListQuotas is ordered by organisation name, then instrument, then period,
+// also where one id is a prefix of another ("lab" before "lab-two"), and
+// pages follow that order.
+TEST_F(QuotaTest, ListedByOrganisationThenInstrumentAcrossPages) {
+  iv::CreateOrganizationRequest org;
+  org.set_organization_id("lab-two");
+  org.mutable_organization()->set_display_name("lab-two");
+  org.mutable_organization()->set_type(iv::UNIVERSITY);
+  org.mutable_organization()->set_membership_state(iv::MEMBER);
+  org.mutable_organization()->set_tier("GENERAL");
+  Inv(&iv::InventoryService::Stub::CreateOrganization, org);
+  v1::Quota q;
+  v1::SetQuotaRequest r;
+  r.mutable_quota()->set_organization("organizations/lab-two");
+  r.mutable_quota()->set_instrument("instruments/tem");
+  r.mutable_quota()->set_period(v1::Quota::WEEK);
+  *r.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(2));
+  r.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::SetQuota, r, &q, admin_).ok());
+  ASSERT_TRUE(SetQuota(v1::Quota::WEEK, absl::Hours(5), v1::Quota::HARD_LIMIT, &q).ok());
+  v1::ListQuotasRequest list;
+  v1::ListQuotasResponse listed;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, admin_).ok());
+  ASSERT_EQ(listed.quotas_size(), 2);
+  EXPECT_EQ(listed.quotas(0).name(), "quotas/tem.lab.week");
+  EXPECT_EQ(listed.quotas(1).name(), "quotas/tem.lab-two.week");
+  list.set_page_size(1);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, admin_).ok());
+  ASSERT_EQ(listed.quotas_size(), 1);
+  EXPECT_EQ(listed.quotas(0).name(), "quotas/tem.lab.week");
+  list.set_page_token(listed.next_page_token());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, admin_).ok());
+  ASSERT_EQ(listed.quotas_size(), 1);
+  EXPECT_EQ(listed.quotas(0).name(), "quotas/tem.lab-two.week");
+  EXPECT_TRUE(listed.next_page_token().empty());
+}
+
 }  // namespace
 }  // namespace labshare::booking

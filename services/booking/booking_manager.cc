@@ -101,6 +101,15 @@ bool ReadStateAndMode(const std::string& bytes, int* state, int* mode) {
   return in.ConsumedEntireMessage();
 }
 
+absl::Status BookingExists(const std::string& name) {
+  return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", name + " already exists");
+}
+
+absl::Status OverBudget() {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "PROJECT_BUDGET_EXCEEDED",
+                   "the booking does not fit the project's remaining hours on this instrument");
+}
+
 const inv::SlotRules& SlotRulesOf(const inv::Instrument& in, SharingMode mode) {
   static const inv::SlotRules* kNone = new inv::SlotRules();
   const inv::ModeOffering* m = FindMode(in, mode);
@@ -307,9 +316,19 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   const int64_t blocked_end = Ms(FromProto(b.blocked_interval().end_time()));
 
   if (r.validate_only()) {
+    // The checks of the create step, read rather than written: the id, the
+    // slot, the project's budget, the quotas.
     if (!denial.ok()) return denial;
+    if (!r.booking_id().empty()) {
+      LS_ASSIGN_OR_RETURN(auto taken_id, store_->PartitionOf(booking_id));
+      if (taken_id) return BookingExists(b.name());
+    }
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
     if (!taken.empty()) return Precondition("SLOT_TAKEN", "the slot overlaps another booking");
+    if (joint) {
+      LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(IdOf(b.project()), instrument_id));
+      if (Ms(end) - Ms(start) > use.budget_ms - use.used_ms - use.committed_ms) return OverBudget();
+    }
     LS_RETURN_IF_ERROR(PreviewQuotas(b, instrument_id));
     b.clear_name();
     return b;
@@ -324,9 +343,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
     if (seen) return ParseBooking(*seen);
     LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(booking_id, partition));
-    if (!reserved_id) {
-      return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", b.name() + " already exists");
-    }
+    if (!reserved_id) return BookingExists(b.name());
   }
 
   CreateStep& step = out.step;
@@ -402,8 +419,7 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
     case StepOutcome::Kind::kReplayed: return ParseBooking(outcome->response);
     case StepOutcome::Kind::kRequestReused: return RequestIdReused();
     case StepOutcome::Kind::kDenied: return prepared.denial;
-    case StepOutcome::Kind::kExists:
-      return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", b.name() + " already exists");
+    case StepOutcome::Kind::kExists: return BookingExists(b.name());
     case StepOutcome::Kind::kSlotTaken:
       if (IsWindowEntry(outcome->conflicting)) {
         return Precondition("MAINTENANCE_CONFLICT", "the slot overlaps a maintenance window");
@@ -411,9 +427,7 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
       return Precondition("SLOT_TAKEN",
                           "the slot overlaps another booking of this instrument (buffers included); "
                           "QueryAvailability lists free time");
-    case StepOutcome::Kind::kOverBudget:
-      return Precondition("PROJECT_BUDGET_EXCEEDED",
-                          "the booking does not fit the project's remaining hours on this instrument");
+    case StepOutcome::Kind::kOverBudget: return OverBudget();
     case StepOutcome::Kind::kOverQuota:
       return Precondition("QUOTA_EXCEEDED",
                           absl::StrCat(b.payer_organization(), " has not enough hours left in its quota on ",

@@ -1866,5 +1866,42 @@ TEST_F(QuotaTest, ListedByOrganisationThenInstrumentAcrossPages) {
   EXPECT_TRUE(listed.next_page_token().empty());
 }
 
+// CreateBooking with validate_only runs every check of a create: a taken
+// booking_id is BOOKING_EXISTS and hours beyond the project's remaining
+// budget are PROJECT_BUDGET_EXCEEDED, as without validate_only; nothing is
+// written either way.
+TEST_F(JointResearchTest, ValidateOnlyChecksTheIdAndTheBudget) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::CreateBookingRequest r;
+  r.set_booking_id("joint-slot");
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+  r.mutable_booking()->set_project("projects/prj");
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(13));  // 4 h > 3 h
+  r.set_validate_only(true);
+  v1::Booking b;
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_BUDGET_EXCEEDED");
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(11));
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_TRUE(b.name().empty());
+  r.set_validate_only(false);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_).ok());
+  EXPECT_EQ(b.name(), "bookings/joint-slot");
+  // The same id at another time: taken.
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(14));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(15));
+  r.set_validate_only(true);
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "BOOKING_EXISTS");
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(2));
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -1173,7 +1173,6 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             interrupted = true;
             Change c = EndSession(p, b, std::max(FromProto(b.session().start_time()), ws), "");
             c.booking.set_interrupted_by_outage(true);
-            c.booking.mutable_session()->set_auto_checked_out(true);
             if (ws > FromProto(b.blocked_interval().start_time())) {
               c.calendar = UpdateStep::Calendar::kSetEnd;
               c.new_end_ms = Ms(ws);

@@ -1937,5 +1937,38 @@ TEST_F(BookingServiceTest, DISABLED_AWindowOnTheCalendarIsNamedToOwnerStaff) {
   }
 }
 
+// ApplyMaintenanceWindow checks a running session out at the window start
+// with interrupted_by_outage; session.auto_checked_out is the sweep's mark
+// ("the sweep checked the session out because nobody did") and stays unset.
+TEST_F(BookingServiceTest, AnOutageInterruptsASessionWithoutTheSweepsMark) {
+  v1::Booking running, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(12), &running).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(running.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  iv::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/tem");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(11));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(13));
+  mw.mutable_maintenance_window()->set_reason("chiller failure");
+  mw.mutable_maintenance_window()->set_outage(true);
+  iv::MaintenanceWindow window;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  v1::ApplyMaintenanceWindowRequest apply;
+  apply.set_maintenance_window(window.name());
+  v1::ApplyMaintenanceWindowResponse result;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, &result, staff_).ok());
+  ASSERT_EQ(result.interrupted_bookings_size(), 1);
+  v1::GetBookingRequest get;
+  get.set_name(running.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::COMPLETED);
+  EXPECT_TRUE(out.interrupted_by_outage());
+  EXPECT_EQ(FromProto(out.session().end_time()), day_ + absl::Hours(11));
+  EXPECT_FALSE(out.session().auto_checked_out());
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -826,7 +826,12 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
 absl::StatusOr<v1::Booking> BookingManager::CancelRun(const Principal& p, const v1::CancelBookingRequest& r,
                                                       const v1::Booking& run) {
   LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(run.instrument()));
-  if (!IsOwnerStaff(p, instrument)) {
+  // Not the client's side: it cancels the order (an administrator may act
+  // for the owner, as everywhere).
+  const auto initiator = IsAdmin(p)                      ? v1::Booking::PLATFORM_ADMIN
+                         : IsOwnerStaff(p, instrument) ? v1::Booking::OWNER_STAFF
+                                                        : v1::Booking::BOOKER;
+  if (initiator == v1::Booking::BOOKER) {
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      absl::StrCat(run.name(), " is the run of ", run.service_order(),
                                   "; only the owner's staff cancel a run (the client cancels the order with "
@@ -856,11 +861,11 @@ absl::StatusOr<v1::Booking> BookingManager::CancelRun(const Principal& p, const 
     auto* cancel = c.booking.mutable_cancellation();
     *cancel->mutable_cancel_time() = ToProto(clock_->Now());
     cancel->set_cancelled_by(ActorName(p));
-    cancel->set_initiator(v1::Booking::OWNER_STAFF);
+    cancel->set_initiator(initiator);
     cancel->set_reason(r.reason());
     v1::BookingEvent cancelled = Event(p, r.request_id());
     cancelled.mutable_booking_cancelled()->set_previous_state(b.state());
-    cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::OWNER_STAFF);
+    cancelled.mutable_booking_cancelled()->set_initiator(initiator);
     v1::BookingEvent unscheduled = Event(p, r.request_id());
     unscheduled.mutable_service_order_unscheduled()->set_cancelled_booking(b.name());
     c.events = {std::move(cancelled), std::move(unscheduled)};

@@ -1793,6 +1793,13 @@ TEST_F(ServiceOrderTest, CancellingTheRunUnschedulesItsOrder) {
   s = Call(stub_.get(), &v1::BookingService::Stub::ScheduleService, sch, &out, staff_);
   ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
   EXPECT_EQ(out.state(), v1::ServiceOrder::SCHEDULED);
+  // An administrator acts for the owner.
+  c.set_name(out.booking());
+  c.set_request_id("");
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &run, admin_).ok());
+  EXPECT_EQ(run.cancellation().initiator(), v1::Booking::PLATFORM_ADMIN);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetServiceOrder, g, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
 }
 
 // CheckIn admits the booking's user for ON_SITE and JOINT_RESEARCH only: the

@@ -1406,6 +1406,7 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
   if (plan.to - plan.from > kMaxRange) {
     return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
   }
+  if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a sharing mode");
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
   LS_ASSIGN_OR_RETURN(auto instrument_shared, inventory_->Instrument(r.instrument()));
   const inv::Instrument& instrument = *instrument_shared;

@@ -1977,5 +1977,28 @@ TEST_F(BookingServiceTest, AnOutageInterruptsASessionWithoutTheSweepsMark) {
   EXPECT_FALSE(out.session().auto_checked_out());
 }
 
+// A mode that is no sharing mode is INVALID_FIELD for QueryAvailability (it
+// was MODE_NOT_OFFERED, which is about an instrument) as for
+// SearchAvailableInstruments.
+TEST_F(BookingServiceTest, AvailabilityRefusesAModeThatIsNoSharingMode) {
+  v1::QueryAvailabilityRequest q;
+  q.set_instrument("instruments/tem");
+  *q.mutable_range()->mutable_start_time() = ToProto(day_ + absl::Hours(8));
+  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(18));
+  q.set_mode(static_cast<labshare::type::v1::SharingMode>(42));
+  v1::QueryAvailabilityResponse free;
+  grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &free, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+  v1::SearchAvailableInstrumentsRequest search;
+  search.set_category("electron-microscopy");
+  *search.mutable_range() = q.range();
+  search.set_mode(q.mode());
+  v1::SearchAvailableInstrumentsResponse found;
+  s = Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, search, &found, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -1911,6 +1911,26 @@ TEST_F(JointResearchTest, ValidateOnlyChecksTheIdAndTheBudget) {
   EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(2));
 }
 
+// A maintenance window [from, to) after day_ on tem, applied by `caller`.
+class MaintenanceAuditTest : public BookingServiceTest {
+ protected:
+  iv::MaintenanceWindow ApplyWindow(absl::Duration from, absl::Duration to, bool outage,
+                                    const std::string& caller, v1::ApplyMaintenanceWindowResponse* result) {
+    iv::CreateMaintenanceWindowRequest mw;
+    mw.set_parent("instruments/tem");
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + from);
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + to);
+    mw.mutable_maintenance_window()->set_reason(outage ? "chiller failure" : "alignment");
+    mw.mutable_maintenance_window()->set_outage(outage);
+    iv::MaintenanceWindow window;
+    EXPECT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+    v1::ApplyMaintenanceWindowRequest apply;
+    apply.set_maintenance_window(window.name());
+    EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, result, caller).ok());
+    return window;
+  }
+};
+
 // QueryAvailability names a maintenance window's busy interval with the
 // window's name for owner staff, CONSORTIUM_ADMIN and AUDITOR, also once
 // ApplyMaintenanceWindow has put it on the calendar; nobody else sees it.
@@ -1919,18 +1939,9 @@ TEST_F(JointResearchTest, ValidateOnlyChecksTheIdAndTheBudget) {
 // window entry to instrument + "/maintenanceWindows/" + the entry's id after
 // "mw:"), in the busy-reason code another branch (qa17) is changing; left
 // to that branch / the lead. Enable with the fix.
-TEST_F(BookingServiceTest, DISABLED_AWindowOnTheCalendarIsNamedToOwnerStaff) {
-  iv::CreateMaintenanceWindowRequest mw;
-  mw.set_parent("instruments/tem");
-  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(12));
-  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(13));
-  mw.mutable_maintenance_window()->set_reason("alignment");
-  iv::MaintenanceWindow window;
-  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
-  v1::ApplyMaintenanceWindowRequest apply;
-  apply.set_maintenance_window(window.name());
+TEST_F(MaintenanceAuditTest, DISABLED_AWindowOnTheCalendarIsNamedToOwnerStaff) {
   v1::ApplyMaintenanceWindowResponse applied;
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, &applied, admin_).ok());
+  const iv::MaintenanceWindow window = ApplyWindow(absl::Hours(12), absl::Hours(13), false, admin_, &applied);
   v1::QueryAvailabilityRequest q;
   q.set_instrument("instruments/tem");
   *q.mutable_range()->mutable_start_time() = ToProto(day_ + absl::Hours(8));
@@ -1947,7 +1958,7 @@ TEST_F(BookingServiceTest, DISABLED_AWindowOnTheCalendarIsNamedToOwnerStaff) {
 // ApplyMaintenanceWindow checks a running session out at the window start
 // with interrupted_by_outage; session.auto_checked_out is the sweep's mark
 // ("the sweep checked the session out because nobody did") and stays unset.
-TEST_F(BookingServiceTest, AnOutageInterruptsASessionWithoutTheSweepsMark) {
+TEST_F(MaintenanceAuditTest, AnOutageInterruptsASessionWithoutTheSweepsMark) {
   v1::Booking running, out;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(12), &running).ok());
   clock_.Set(day_ + absl::Hours(9));
@@ -1955,18 +1966,8 @@ TEST_F(BookingServiceTest, AnOutageInterruptsASessionWithoutTheSweepsMark) {
   in.set_name(running.name());
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
   clock_.Set(day_ + absl::Hours(10));
-  iv::CreateMaintenanceWindowRequest mw;
-  mw.set_parent("instruments/tem");
-  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(11));
-  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(13));
-  mw.mutable_maintenance_window()->set_reason("chiller failure");
-  mw.mutable_maintenance_window()->set_outage(true);
-  iv::MaintenanceWindow window;
-  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
-  v1::ApplyMaintenanceWindowRequest apply;
-  apply.set_maintenance_window(window.name());
   v1::ApplyMaintenanceWindowResponse result;
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, &result, staff_).ok());
+  ApplyWindow(absl::Hours(11), absl::Hours(13), true, staff_, &result);
   ASSERT_EQ(result.interrupted_bookings_size(), 1);
   v1::GetBookingRequest get;
   get.set_name(running.name());

@@ -101,6 +101,15 @@ bool ReadStateAndMode(const std::string& bytes, int* state, int* mode) {
   return in.ConsumedEntireMessage();
 }
 
+absl::Status BookingExists(const std::string& name) {
+  return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", name + " already exists");
+}
+
+absl::Status OverBudget() {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "PROJECT_BUDGET_EXCEEDED",
+                   "the booking does not fit the project's remaining hours on this instrument");
+}
+
 const inv::SlotRules& SlotRulesOf(const inv::Instrument& in, SharingMode mode) {
   static const inv::SlotRules* kNone = new inv::SlotRules();
   const inv::ModeOffering* m = FindMode(in, mode);
@@ -307,9 +316,19 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   const int64_t blocked_end = Ms(FromProto(b.blocked_interval().end_time()));
 
   if (r.validate_only()) {
+    // The checks of the create step, read rather than written: the id, the
+    // slot, the project's budget, the quotas.
     if (!denial.ok()) return denial;
+    if (!r.booking_id().empty()) {
+      LS_ASSIGN_OR_RETURN(auto taken_id, store_->PartitionOf(booking_id));
+      if (taken_id) return BookingExists(b.name());
+    }
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
     if (!taken.empty()) return Precondition("SLOT_TAKEN", "the slot overlaps another booking");
+    if (joint) {
+      LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(IdOf(b.project()), instrument_id));
+      if (Ms(end) - Ms(start) > use.budget_ms - use.used_ms - use.committed_ms) return OverBudget();
+    }
     LS_RETURN_IF_ERROR(PreviewQuotas(b, instrument_id));
     b.clear_name();
     return b;
@@ -324,9 +343,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
     if (seen) return ParseBooking(*seen);
     LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(booking_id, partition));
-    if (!reserved_id) {
-      return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", b.name() + " already exists");
-    }
+    if (!reserved_id) return BookingExists(b.name());
   }
 
   CreateStep& step = out.step;
@@ -403,8 +420,7 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
     case StepOutcome::Kind::kReplayed: return ParseBooking(outcome->response);
     case StepOutcome::Kind::kRequestReused: return RequestIdReused();
     case StepOutcome::Kind::kDenied: return prepared.denial;
-    case StepOutcome::Kind::kExists:
-      return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", b.name() + " already exists");
+    case StepOutcome::Kind::kExists: return BookingExists(b.name());
     case StepOutcome::Kind::kSlotTaken:
       if (IsWindowEntry(outcome->conflicting)) {
         return Precondition("MAINTENANCE_CONFLICT", "the slot overlaps a maintenance window");
@@ -412,9 +428,7 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
       return Precondition("SLOT_TAKEN",
                           "the slot overlaps another booking of this instrument (buffers included); "
                           "QueryAvailability lists free time");
-    case StepOutcome::Kind::kOverBudget:
-      return Precondition("PROJECT_BUDGET_EXCEEDED",
-                          "the booking does not fit the project's remaining hours on this instrument");
+    case StepOutcome::Kind::kOverBudget: return OverBudget();
     case StepOutcome::Kind::kOverQuota:
       return Precondition("QUOTA_EXCEEDED",
                           absl::StrCat(b.payer_organization(), " has not enough hours left in its quota on ",
@@ -768,6 +782,12 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
 absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
                                                           const v1::CancelBookingRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeBooking("CancelBooking", p, r.name()));
+  {
+    LS_ASSIGN_OR_RETURN(Loaded first, Load(r.name()));
+    if (first.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !first.booking.service_order().empty()) {
+      return CancelRun(p, r, first.booking);
+    }
+  }
   return Transition("CancelBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
@@ -803,6 +823,58 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     c.events.push_back(std::move(e));
     return c;
   });
+}
+
+absl::StatusOr<v1::Booking> BookingManager::CancelRun(const Principal& p, const v1::CancelBookingRequest& r,
+                                                      const v1::Booking& run) {
+  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(run.instrument()));
+  // Not the client's side: it cancels the order (an administrator may act
+  // for the owner, as everywhere).
+  const auto initiator = IsAdmin(p)                      ? v1::Booking::PLATFORM_ADMIN
+                         : IsOwnerStaff(p, instrument) ? v1::Booking::OWNER_STAFF
+                                                        : v1::Booking::BOOKER;
+  if (initiator == v1::Booking::BOOKER) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     absl::StrCat(run.name(), " is the run of ", run.service_order(),
+                                  "; only the owner's staff cancel a run (the client cancels the order with "
+                                  "CancelOrder)"));
+  }
+  LS_RETURN_IF_ERROR(OrderTransition("CancelBooking", r, run.service_order(), r.request_id(),
+                                     [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    LS_ASSIGN_OR_RETURN(Loaded now, Load(r.name()));
+    const v1::Booking& b = now.booking;
+    if (b.state() != v1::Booking::PENDING_APPROVAL && b.state() != v1::Booking::CONFIRMED) {
+      return WrongState(b, "PENDING_APPROVAL or CONFIRMED");
+    }
+    if (cur.order.state() != v1::ServiceOrder::SCHEDULED || cur.order.booking() != b.name()) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
+                       absl::StrCat(cur.order.name(), " no longer runs in ", b.name()));
+    }
+    OrderChange c;
+    c.order = cur.order;
+    c.order.set_state(v1::ServiceOrder::SAMPLES_RECEIVED);
+    c.order.clear_booking();
+    c.order.clear_scheduled_interval();
+    c.with_booking = true;
+    c.booking = b;
+    c.booking_version = now.version;
+    c.calendar = UpdateStep::Calendar::kRemove;
+    c.booking.set_state(v1::Booking::CANCELLED);
+    auto* cancel = c.booking.mutable_cancellation();
+    *cancel->mutable_cancel_time() = ToProto(clock_->Now());
+    cancel->set_cancelled_by(ActorName(p));
+    cancel->set_initiator(initiator);
+    cancel->set_reason(r.reason());
+    v1::BookingEvent cancelled = Event(p, r.request_id());
+    cancelled.mutable_booking_cancelled()->set_previous_state(b.state());
+    cancelled.mutable_booking_cancelled()->set_initiator(initiator);
+    v1::BookingEvent unscheduled = Event(p, r.request_id());
+    unscheduled.mutable_service_order_unscheduled()->set_cancelled_booking(b.name());
+    c.events = {std::move(cancelled), std::move(unscheduled)};
+    return c;
+  }).status());
+  LS_ASSIGN_OR_RETURN(Loaded after, Load(r.name()));
+  return std::move(after.booking);
 }
 
 absl::StatusOr<inv::Instrument> BookingManager::CheckDecision(const Principal& p, const Loaded& cur,
@@ -882,6 +954,9 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
     const bool staff = IsOwnerStaff(p, instrument) || p.HasRole(Role::kService);
     if (!staff && !IsBookingUser(p, b)) return UserScope("only the booking's user checks in");
+    if (!staff && b.mode() == labshare::type::v1::TECHNICAL_SERVICE) {
+      return UserScope("a technical-service run is checked in by the owner's staff (StartService)");
+    }
     if (r.has_check_in_time() && !staff) {
       return MakeError(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
                        "only the owner's staff and badge readers may set check_in_time");
@@ -893,8 +968,17 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     const inv::SlotRules& rules = SlotRulesOf(instrument, b.mode());
     const absl::Time start = FromProto(b.reserved_interval().start_time());
     const absl::Time end = FromProto(b.reserved_interval().end_time());
-    if (t < start - FromProto(rules.buffer())) {
-      return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("check-in opens at ", absl::FormatTime(start - FromProto(rules.buffer()))));
+    // Check-in opens at the later of start - buffer and the end of the
+    // previous entry's blocked interval (entries never overlap this one's).
+    absl::Time opens = start - FromProto(rules.buffer());
+    if (t < start && opens < start) {
+      LS_ASSIGN_OR_RETURN(auto before, store_->CalendarRange(cur.partition, IdOf(b.instrument()), Ms(opens), Ms(start)));
+      for (const auto& e : before) {
+        if (e.booking_id != IdOf(b.name())) opens = std::max(opens, FromMs(e.end_ms));
+      }
+    }
+    if (t < opens) {
+      return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("check-in opens at ", absl::FormatTime(opens)));
     }
     const absl::Duration grace = FromProto(rules.no_show_grace());
     if (t >= end || (grace > absl::ZeroDuration() && t > start + grace)) {
@@ -1097,7 +1181,6 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             interrupted = true;
             Change c = EndSession(p, b, std::max(FromProto(b.session().start_time()), ws), "");
             c.booking.set_interrupted_by_outage(true);
-            c.booking.mutable_session()->set_auto_checked_out(true);
             if (ws > FromProto(b.blocked_interval().start_time())) {
               c.calendar = UpdateStep::Calendar::kSetEnd;
               c.new_end_ms = Ms(ws);
@@ -1326,6 +1409,7 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
   if (plan.to - plan.from > kMaxRange) {
     return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
   }
+  if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a sharing mode");
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
   LS_ASSIGN_OR_RETURN(auto instrument_shared, inventory_->Instrument(r.instrument()));
   const inv::Instrument& instrument = *instrument_shared;

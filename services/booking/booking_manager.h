@@ -311,6 +311,10 @@ class BookingManager {
     out.partition = *partition;
     return out;
   }
+  // CancelBooking of a TECHNICAL_SERVICE run (owner staff only): the run is
+  // cancelled and its order goes back to SAMPLES_RECEIVED in one step.
+  absl::StatusOr<v1::Booking> CancelRun(const Principal& p, const v1::CancelBookingRequest& r,
+                                        const v1::Booking& run);
   // Approve/Reject: owner staff or admin, etag, PENDING_APPROVAL; the instrument.
   absl::StatusOr<inv::Instrument> CheckDecision(const Principal& p, const Loaded& cur,
                                                 const std::string& etag);

@@ -31,11 +31,19 @@ absl::Status Invalid(absl::string_view reason, std::string field, std::string me
   return InvalidFields({{std::move(field), std::move(message)}}, reason);
 }
 
+// A project's period or a filter's range: both ends set, start before end.
+absl::Status CheckInterval(const labshare::type::v1::Interval& i, const std::string& field) {
+  if (!i.has_start_time() || !i.has_end_time() || FromProto(i.end_time()) <= FromProto(i.start_time())) {
+    return InvalidField(field, "needs start_time before end_time (half-open [start, end))", "INVALID_INTERVAL");
+  }
+  return absl::OkStatus();
+}
+
 // Fills computed shares and checks the participants.
 absl::Status ComputeShares(v1::Project& project) {
   auto* ps = project.mutable_participants();
   if (ps->size() < 2) {
-    return Invalid("INVALID_FIELD", "project.participants", "a joint project has at least two participants");
+    return Invalid("TEMPLATE_PARTICIPANT_COUNT", "project.participants", "a joint project has at least two participants");
   }
   std::set<std::string> seen;
   int leads = 0;
@@ -84,16 +92,70 @@ absl::Status ComputeShares(v1::Project& project) {
   return absl::OkStatus();
 }
 
+// The project's holding bookings (PENDING_APPROVAL, CONFIRMED, CHECKED_IN)
+// on the instruments `project` budgets. They lie inside its period, so the
+// calendar over the period holds them all; an instrument whose budget
+// counter commits nothing has none and is not read.
+absl::StatusOr<std::vector<v1::Booking>> HoldingBookingsOf(const BookingStore& store, const v1::Project& project) {
+  std::vector<v1::Booking> out;
+  const std::string id = IdOf(project.name());
+  const int64_t from_ms = Ms(FromProto(project.period().start_time()));
+  const int64_t to_ms = Ms(FromProto(project.period().end_time()));
+  for (const auto& budget : project.instrument_budgets()) {
+    const std::string instrument_id = IdOf(budget.instrument());
+    LS_ASSIGN_OR_RETURN(auto use, store.GetBudget(id, instrument_id));
+    if (use.committed_ms <= 0) continue;
+    const int partition = keys::Partition(instrument_id);
+    LS_ASSIGN_OR_RETURN(auto entries, store.CalendarRange(partition, instrument_id, from_ms, to_ms));
+    std::vector<std::string> ids;
+    for (const auto& e : entries) ids.push_back(e.booking_id);
+    LS_ASSIGN_OR_RETURN(auto docs, store.GetMany(partition, ids));
+    for (const auto& doc : docs) {
+      v1::Booking b;
+      if (!doc || !b.ParseFromString(doc->data) || b.project() != project.name()) continue;
+      if (b.state() == v1::Booking::PENDING_APPROVAL || b.state() == v1::Booking::CONFIRMED ||
+          b.state() == v1::Booking::CHECKED_IN) {
+        out.push_back(std::move(b));
+      }
+    }
+  }
+  return out;
+}
+
+// UpdateProject's checks against the holding bookings of `current`: none
+// may be paid by a participant `updated` no longer has, nor lie outside its
+// period.
+absl::Status CheckHoldingBookings(const BookingStore& store, const v1::Project& current,
+                                  const v1::Project& updated) {
+  std::set<std::string> kept;
+  for (const auto& part : updated.participants()) kept.insert(part.organization());
+  const absl::Time start = FromProto(updated.period().start_time());
+  const absl::Time end = FromProto(updated.period().end_time());
+  LS_ASSIGN_OR_RETURN(std::vector<v1::Booking> holding, HoldingBookingsOf(store, current));
+  for (const auto& b : holding) {
+    if (!kept.count(b.payer_organization())) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "PARTICIPANT_HAS_BOOKINGS",
+                       absl::StrCat(b.payer_organization(), " pays for ", b.name(), " (",
+                                    v1::Booking::State_Name(b.state()),
+                                    "); it stays a participant until its bookings are finished or cancelled"),
+                       {{"booking", b.name()}});
+    }
+    if (FromProto(b.reserved_interval().start_time()) < start || FromProto(b.reserved_interval().end_time()) > end) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKINGS_OUTSIDE_PERIOD",
+                       absl::StrCat(b.name(), " (", v1::Booking::State_Name(b.state()),
+                                    ") would lie outside the new period; keep the period around it or cancel it"),
+                       {{"booking", b.name()}});
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status BookingManager::CompleteProject(v1::Project& project) {
   if (project.title().empty()) return InvalidField("project.title", "required");
   LS_RETURN_IF_ERROR(ComputeShares(project));
-  const auto& period = project.period();
-  if (!period.has_start_time() || !period.has_end_time() ||
-      FromProto(period.end_time()) <= FromProto(period.start_time())) {
-    return InvalidField("project.period", "needs start_time before end_time", "INVALID_INTERVAL");
-  }
+  LS_RETURN_IF_ERROR(CheckInterval(project.period(), "project.period"));
   if (project.instrument_budgets().empty()) {
     return InvalidField("project.instrument_budgets", "budget at least one instrument");
   }
@@ -273,6 +335,16 @@ absl::StatusOr<v1::Project> BookingManager::GetProject(const Principal& p, const
 
 absl::StatusOr<v1::ListProjectsResponse> BookingManager::ListProjects(const Principal& p,
                                                                       const v1::ListProjectsRequest& r) {
+  if (!r.participant().empty()) {
+    LS_RETURN_IF_ERROR(ParseName(r.participant(), "organizations", "participant").status());
+  }
+  if (!r.instrument().empty()) LS_RETURN_IF_ERROR(ParseName(r.instrument(), "instruments", "instrument").status());
+  for (int s : r.states()) {
+    if (s == v1::Project::STATE_UNSPECIFIED || !v1::Project::State_IsValid(s)) {
+      return InvalidField("states", "not a project state");
+    }
+  }
+  if (r.has_time_range()) LS_RETURN_IF_ERROR(CheckInterval(r.time_range(), "time_range"));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   v1::ListProjectsResponse resp;
   std::string after = page.after;
@@ -362,6 +434,12 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
     for (auto& participant : *project.mutable_participants()) participant.set_share_bps(0);
   }
   LS_RETURN_IF_ERROR(CompleteProject(project));
+  // Holding bookings keep their payer a participant and the period around them.
+  const auto& paths = r.update_mask().paths();
+  if (std::find(paths.begin(), paths.end(), "participants") != paths.end() ||
+      std::find(paths.begin(), paths.end(), "period") != paths.end()) {
+    LS_RETURN_IF_ERROR(CheckHoldingBookings(*store_, current, project));
+  }
   // A budget never drops below what is used and committed; an instrument with
   // holding bookings stays.
   const std::string id = IdOf(project.name());

@@ -384,7 +384,10 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      "you may list only your own organisation's quotas");
   }
-  // Index members "<org>|<instr>" of the partitions in question, in order.
+  // Index members "<org>|<instr>" of the partitions in question, in order
+  // of organisation, then instrument. Positions join the ids with ' ', which
+  // sorts before every id character, so that they order as the pairs do
+  // ("organizations/a" before "organizations/a-b"; '|' would sort after).
   std::vector<std::string> members;
   for (int partition = 0; partition < kPartitions; ++partition) {
     if (!instrument_id.empty() && partition != keys::Partition(instrument_id)) continue;
@@ -394,15 +397,15 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
       if (ids.size() != 2) continue;
       if (!org_id.empty() && ids[0] != org_id) continue;
       if (!instrument_id.empty() && ids[1] != instrument_id) continue;
-      members.push_back(std::move(m));
+      members.push_back(absl::StrCat(ids[0], " ", ids[1]));
     }
   }
   std::sort(members.begin(), members.end());
   v1::ListQuotasResponse out;
   std::string last;
   for (size_t i = 0; i < members.size(); ++i) {
-    if (!page.after.empty() && members[i] + "|~" <= page.after) continue;
-    const std::vector<std::string> ids = absl::StrSplit(members[i], '|');
+    if (!page.after.empty() && members[i] + " ~" <= page.after) continue;
+    const std::vector<std::string> ids = absl::StrSplit(members[i], ' ');
     const int partition = keys::Partition(ids[1]);
     LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::QuotaGroup(partition, ids[1], ids[0])));
     if (!doc) continue;
@@ -415,7 +418,7 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
     }
     if (!visible) continue;
     for (const auto& q : stored.quotas()) {
-      const std::string position = absl::StrCat(members[i], "|", static_cast<int>(q.period()));
+      const std::string position = absl::StrCat(members[i], " ", static_cast<int>(q.period()));
       if (!page.after.empty() && position <= page.after) continue;
       if (r.period() != Quota::PERIOD_UNSPECIFIED && q.period() != r.period()) continue;
       if (out.quotas_size() == page.page_size) {

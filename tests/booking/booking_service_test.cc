@@ -1596,5 +1596,314 @@ TEST_F(QuotaTest, PageTokenRefusedOnAnotherListForgedOrFromAnotherCaller) {
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
 }
 
+// ================================================================ contract audit (bookings, projects, quotas)
+
+// UpdateProject: a participant that pays for a holding booking of the
+// project stays (PARTICIPANT_HAS_BOOKINGS), and the period stays around the
+// holding bookings (BOOKINGS_OUTSIDE_PERIOD); nothing is written. Once the
+// booking is cancelled, both updates go through.
+TEST_F(JointResearchTest, UpdatesKeepTheHoldingBookingsPayerAndPeriod) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::Booking held, out;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(11), &held).ok());  // paid by lab
+  v1::UpdateProjectRequest drop;
+  drop.mutable_project()->set_name("projects/prj");
+  for (const char* org : {"organizations/outsider", "organizations/owner"}) {
+    drop.mutable_project()->add_participants()->set_organization(org);
+  }
+  drop.mutable_update_mask()->add_paths("participants");
+  v1::UpdateProjectRequest shrink;
+  shrink.mutable_project()->set_name("projects/prj");
+  *shrink.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_ + absl::Hours(12));
+  *shrink.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+  shrink.mutable_update_mask()->add_paths("period");
+  v1::Project pr;
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, drop, &pr, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "PARTICIPANT_HAS_BOOKINGS");
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, shrink, &pr, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "BOOKINGS_OUTSIDE_PERIOD");
+  ASSERT_TRUE(GetPrj(&pr, admin_).ok());
+  EXPECT_EQ(pr.etag(), "1");
+  EXPECT_EQ(pr.participants(0).organization(), "organizations/lab");
+  EXPECT_EQ(FromProto(pr.period().start_time()), day_);
+
+  v1::CancelBookingRequest cancel;
+  cancel.set_name(held.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, cancel, &out, ana_).ok());
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, drop, &pr, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(pr.participants(0).organization(), "organizations/outsider");
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, shrink, &pr, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(FromProto(pr.period().start_time()), day_ + absl::Hours(12));
+}
+
+// CreateProject with fewer than two participants is
+// TEMPLATE_PARTICIPANT_COUNT; ListProjects refuses an inverted time_range
+// (INVALID_INTERVAL), an unspecified state (INVALID_FIELD) and a
+// participant that is not an organisation's name (INVALID_NAME).
+TEST_F(JointResearchTest, ProjectRequestsFailWithTheContractsReasons) {
+  v1::CreateProjectRequest r;
+  r.set_project_id("solo");
+  r.mutable_project()->set_title("Alone");
+  auto* part = r.mutable_project()->add_participants();
+  part->set_organization("organizations/lab");
+  part->set_share_bps(10000);
+  *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
+  *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+  r.mutable_project()->add_instrument_budgets()->set_instrument("instruments/tem");
+  *r.mutable_project()->mutable_instrument_budgets(0)->mutable_budget() = ToProto(absl::Hours(3));
+  v1::Project pr;
+  grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::CreateProject, r, &pr, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "TEMPLATE_PARTICIPANT_COUNT");
+
+  v1::ListProjectsRequest list;
+  v1::ListProjectsResponse listed;
+  *list.mutable_time_range()->mutable_start_time() = ToProto(day_ + absl::Hours(1));
+  *list.mutable_time_range()->mutable_end_time() = ToProto(day_);
+  s = Call(stub_.get(), &v1::BookingService::Stub::ListProjects, list, &listed, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_INTERVAL");
+  list.clear_time_range();
+  list.add_states(v1::Project::STATE_UNSPECIFIED);
+  s = Call(stub_.get(), &v1::BookingService::Stub::ListProjects, list, &listed, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+  list.clear_states();
+  list.set_participant("lab");
+  s = Call(stub_.get(), &v1::BookingService::Stub::ListProjects, list, &listed, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_NAME");
+}
+
+// CancelBooking of a technical-service run is for owner staff only (the
+// client cancels the order); it unschedules the run: the booking is
+// CANCELLED, its slot free, and the order back in SAMPLES_RECEIVED, ready to
+// be scheduled again. A retry answers the same.
+TEST_F(ServiceOrderTest, CancellingTheRunUnschedulesItsOrder) {
+  v1::ServiceOrder o = Scheduled(), out;
+  v1::CancelBookingRequest c;
+  c.set_name(o.booking());
+  c.set_reason("the operator is ill");
+  c.set_request_id("cancel-run");
+  v1::Booking run, again;
+  grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &run, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  s = Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &run, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(run.state(), v1::Booking::CANCELLED);
+  EXPECT_EQ(run.cancellation().initiator(), v1::Booking::OWNER_STAFF);
+  EXPECT_FALSE(run.late_cancellation());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &again, staff_).ok());
+  EXPECT_EQ(again.state(), v1::Booking::CANCELLED);
+  v1::GetServiceOrderRequest g;
+  g.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetServiceOrder, g, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  EXPECT_TRUE(out.booking().empty());
+  int unscheduled = 0;
+  for (const auto& e : Events()) {
+    unscheduled += e.has_service_order_unscheduled() && e.service_order_unscheduled().cancelled_booking() == run.name();
+  }
+  EXPECT_EQ(unscheduled, 1);
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());  // the run's slot is free
+  v1::ScheduleServiceRequest sch;
+  sch.set_name(o.name());
+  *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(12));
+  *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(13));
+  s = Call(stub_.get(), &v1::BookingService::Stub::ScheduleService, sch, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.state(), v1::ServiceOrder::SCHEDULED);
+  // An administrator acts for the owner.
+  c.set_name(out.booking());
+  c.set_request_id("");
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &run, admin_).ok());
+  EXPECT_EQ(run.cancellation().initiator(), v1::Booking::PLATFORM_ADMIN);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetServiceOrder, g, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+}
+
+// CheckIn admits the booking's user for ON_SITE and JOINT_RESEARCH only: the
+// client of a technical-service run may not check it in (USER_SCOPE).
+TEST_F(ServiceOrderTest, TheClientDoesNotCheckTheRunIn) {
+  v1::ServiceOrder o = Scheduled();
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(o.booking());
+  v1::Booking b;
+  const grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &b, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "USER_SCOPE");
+  v1::GetBookingRequest g;
+  g.set_name(o.booking());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &b, staff_).ok());
+  EXPECT_EQ(b.state(), v1::Booking::CONFIRMED);
+}
+
+// Check-in opens at the later of (reserved start - buffer) and the end of
+// the previous booking's blocked interval.
+TEST_F(BookingServiceTest, CheckInOpensAfterThePreviousBookingsBlockedInterval) {
+  v1::Booking first, second, out;
+  ASSERT_TRUE(Book(absl::Hours(6), absl::Hours(8) + absl::Minutes(45), &first).ok());  // blocked until 9:15
+  ASSERT_TRUE(Book(absl::Hours(9) + absl::Minutes(15), absl::Hours(11), &second).ok());
+  v1::CheckInRequest in;
+  in.set_name(second.name());
+  clock_.Set(day_ + absl::Hours(9));  // start - buffer has passed, the first booking's buffer has not
+  const grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "CHECK_IN_TOO_EARLY");
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15));
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::CHECKED_IN);
+}
+
+// ListQuotas is ordered by organisation name, then instrument, then period,
+// also where one id is a prefix of another ("lab" before "lab-two"), and
+// pages follow that order.
+TEST_F(QuotaTest, ListedByOrganisationThenInstrumentAcrossPages) {
+  iv::CreateOrganizationRequest org;
+  org.set_organization_id("lab-two");
+  org.mutable_organization()->set_display_name("lab-two");
+  org.mutable_organization()->set_type(iv::UNIVERSITY);
+  org.mutable_organization()->set_membership_state(iv::MEMBER);
+  org.mutable_organization()->set_tier("GENERAL");
+  Inv(&iv::InventoryService::Stub::CreateOrganization, org);
+  v1::Quota q;
+  v1::SetQuotaRequest r;
+  r.mutable_quota()->set_organization("organizations/lab-two");
+  r.mutable_quota()->set_instrument("instruments/tem");
+  r.mutable_quota()->set_period(v1::Quota::WEEK);
+  *r.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(2));
+  r.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::SetQuota, r, &q, admin_).ok());
+  ASSERT_TRUE(SetQuota(v1::Quota::WEEK, absl::Hours(5), v1::Quota::HARD_LIMIT, &q).ok());
+  // The names on one page of `list` (as the administrator); its next page.
+  v1::ListQuotasRequest list;
+  auto page = [&]() {
+    v1::ListQuotasResponse listed;
+    EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, list, &listed, admin_).ok());
+    std::vector<std::string> names;
+    for (const auto& quota : listed.quotas()) names.push_back(quota.name());
+    list.set_page_token(listed.next_page_token());
+    return names;
+  };
+  using Names = std::vector<std::string>;
+  EXPECT_EQ(page(), (Names{"quotas/tem.lab.week", "quotas/tem.lab-two.week"}));
+  list.set_page_size(1);
+  EXPECT_EQ(page(), (Names{"quotas/tem.lab.week"}));
+  EXPECT_EQ(page(), (Names{"quotas/tem.lab-two.week"}));
+  EXPECT_TRUE(list.page_token().empty());
+}
+
+// CreateBooking with validate_only runs every check of a create: a taken
+// booking_id is BOOKING_EXISTS and hours beyond the project's remaining
+// budget are PROJECT_BUDGET_EXCEEDED, as without validate_only; nothing is
+// written either way.
+TEST_F(JointResearchTest, ValidateOnlyChecksTheIdAndTheBudget) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::CreateBookingRequest r;
+  r.set_booking_id("joint-slot");
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+  r.mutable_booking()->set_project("projects/prj");
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(13));  // 4 h > 3 h
+  r.set_validate_only(true);
+  v1::Booking b;
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_BUDGET_EXCEEDED");
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(11));
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_TRUE(b.name().empty());
+  r.set_validate_only(false);
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_).ok());
+  EXPECT_EQ(b.name(), "bookings/joint-slot");
+  // The same id at another time: taken.
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(14));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(15));
+  r.set_validate_only(true);
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "BOOKING_EXISTS");
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(2));
+}
+
+// A maintenance window [from, to) after day_ on tem, applied by `caller`.
+class MaintenanceAuditTest : public BookingServiceTest {
+ protected:
+  iv::MaintenanceWindow ApplyWindow(absl::Duration from, absl::Duration to, bool outage,
+                                    const std::string& caller, v1::ApplyMaintenanceWindowResponse* result) {
+    iv::CreateMaintenanceWindowRequest mw;
+    mw.set_parent("instruments/tem");
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + from);
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + to);
+    mw.mutable_maintenance_window()->set_reason(outage ? "chiller failure" : "alignment");
+    mw.mutable_maintenance_window()->set_outage(outage);
+    iv::MaintenanceWindow window;
+    EXPECT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+    v1::ApplyMaintenanceWindowRequest apply;
+    apply.set_maintenance_window(window.name());
+    EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, result, caller).ok());
+    return window;
+  }
+};
+
+// ApplyMaintenanceWindow checks a running session out at the window start
+// with interrupted_by_outage; session.auto_checked_out is the sweep's mark
+// ("the sweep checked the session out because nobody did") and stays unset.
+TEST_F(MaintenanceAuditTest, AnOutageInterruptsASessionWithoutTheSweepsMark) {
+  v1::Booking running, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(12), &running).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(running.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  v1::ApplyMaintenanceWindowResponse result;
+  ApplyWindow(absl::Hours(11), absl::Hours(13), true, staff_, &result);
+  ASSERT_EQ(result.interrupted_bookings_size(), 1);
+  v1::GetBookingRequest get;
+  get.set_name(running.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Booking::COMPLETED);
+  EXPECT_TRUE(out.interrupted_by_outage());
+  EXPECT_EQ(FromProto(out.session().end_time()), day_ + absl::Hours(11));
+  EXPECT_FALSE(out.session().auto_checked_out());
+}
+
+// A mode that is no sharing mode is INVALID_FIELD for QueryAvailability (it
+// was MODE_NOT_OFFERED, which is about an instrument) as for
+// SearchAvailableInstruments.
+TEST_F(BookingServiceTest, AvailabilityRefusesAModeThatIsNoSharingMode) {
+  v1::QueryAvailabilityRequest q;
+  q.set_instrument("instruments/tem");
+  *q.mutable_range()->mutable_start_time() = ToProto(day_ + absl::Hours(8));
+  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(18));
+  q.set_mode(static_cast<labshare::type::v1::SharingMode>(42));
+  v1::QueryAvailabilityResponse free;
+  grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &free, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+  v1::SearchAvailableInstrumentsRequest search;
+  search.set_category("electron-microscopy");
+  *search.mutable_range() = q.range();
+  search.set_mode(q.mode());
+  v1::SearchAvailableInstrumentsResponse found;
+  s = Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, search, &found, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -45,7 +45,11 @@ ScopeFacts BookingFacts(const v1::Booking& b) {
 }
 
 absl::Status CheckChosenId(const std::string& field, absl::string_view id) {
-  if (!labshare::inventory::ValidId(id)) return InvalidField(field, "must match [a-z0-9][a-z0-9-]{0,62}");
+  // The contract's pattern, [a-z][a-z0-9-]{3,62}: a letter first and at
+  // least 4 characters (ValidId alone admits "7" or "ab").
+  if (!labshare::inventory::ValidId(id) || id.size() < 4 || id[0] < 'a' || id[0] > 'z') {
+    return InvalidField(field, "must match [a-z][a-z0-9-]{3,62}");
+  }
   if (IsGeneratedId(id)) {
     return InvalidField(field, "ids of the form pNN- and 12 or 16 hex digits are the service's own; choose another");
   }

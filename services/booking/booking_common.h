@@ -61,9 +61,10 @@ ScopeFacts BookingFacts(const labshare::booking::v1::Booking& b);
 labshare::booking::v1::BusyInterval::Reason BusyReasonFor(int state, int mode);
 inline int BusyReasonOf(const labshare::booking::v1::Booking& b) { return BusyReasonFor(b.state(), b.mode()); }
 
-// A resource id chosen by the client (booking_id, lease_id): it must be a
-// valid id and must not have the shape of the ids the service generates
-// ("p07-3f9a0c1d2e4b"), which name their partition.
+// A resource id chosen by the client (booking_id, lease_id,
+// service_order_id): it must match [a-z][a-z0-9-]{3,62} and must not have
+// the shape of the ids the service generates ("p07-3f9a0c1d2e4b"), which
+// name their partition.
 absl::Status CheckChosenId(const std::string& field, absl::string_view id);
 
 // Every event carries its resources as they are after the change: fills

@@ -615,13 +615,15 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
     checked_out.mutable_booking_checked_out();
     c.events = {std::move(returned), std::move(checked_out)};
     if (t < term_end) {
-      // Early return: the block shrinks to return + return buffer.
+      // Early return: the term (the booking's reserved interval) ends at the
+      // return, and the block shrinks to return + return buffer.
       const absl::Time new_end = t + FromProto(cur.lease.return_buffer());
       v1::BookingEvent changed = Event(p, r.request_id());
       changed.mutable_booking_interval_changed()->set_cause(v1::BookingIntervalChanged::EARLY_RETURN);
       *changed.mutable_booking_interval_changed()->mutable_previous_reserved_interval() = c.booking.reserved_interval();
       *changed.mutable_booking_interval_changed()->mutable_previous_blocked_interval() = c.booking.blocked_interval();
       *c.lease.mutable_term()->mutable_end_time() = ToProto(t);
+      *c.booking.mutable_reserved_interval()->mutable_end_time() = ToProto(t);
       *c.lease.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       c.calendar = UpdateStep::Calendar::kSetEnd;

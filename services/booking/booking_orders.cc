@@ -151,6 +151,30 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   }
   LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(client));
   const int partition = keys::Partition(instrument_id);
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateServiceOrder", r.request_id());
+  const std::string fingerprint = RequestFingerprint("CreateServiceOrder", r);
+  // The instrument's access rules, for the client as payer (as for any
+  // booking): no orders on an instrument out of service, nor from an
+  // organisation its facility's access policy does not admit (the owner's
+  // own are always admitted). A retry of an order placed before the rules
+  // changed still gets its first answer.
+  absl::Status access;
+  if (instrument->state() != inv::ACTIVE) {
+    access = Precondition("INSTRUMENT_NOT_ACTIVE", absl::StrCat(in.instrument(), " is ",
+                                                                inv::InstrumentState_Name(instrument->state()),
+                                                                "; it takes no orders"));
+  } else if (labshare::inventory::PayerClassFor(*org, *instrument) != labshare::type::v1::OWNER) {
+    LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(instrument->facility()));
+    if (!labshare::inventory::PolicyAllows(labshare::inventory::EffectivePolicy(*instrument, *facility), *org)) {
+      access = Precondition("ACCESS_POLICY_FORBIDS",
+                            "the facility's access policy does not admit " + client + " to order this service");
+    }
+  }
+  if (!access.ok()) {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+    if (seen) return ParseAnswer<Order>(*seen);
+    return access;
+  }
   const std::string& chosen = r.service_order_id();
   const std::string id = chosen.empty() ? NewBookingId(partition) : chosen;
   const absl::Time now = clock_->Now();
@@ -173,8 +197,8 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   v1::BookingEvent event = Event(p, r.request_id());
   *event.mutable_service_order_created()->mutable_service_order() = o;
   Mutation m;
-  m.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateServiceOrder", r.request_id());
-  m.fingerprint = RequestFingerprint("CreateServiceOrder", r);
+  m.idempotency_key = idem;
+  m.fingerprint = fingerprint;
   m.response = SerializeDeterministic(o);
   m.writes.push_back({keys::Order(partition, id), o.SerializeAsString(), 0});
   m.index_ops = OrderListingOps(partition, o, instrument->operator_organization());
@@ -361,7 +385,7 @@ absl::StatusOr<Order> BookingManager::AcceptQuote(const Principal& p, const v1::
       return InvalidField("quote_etag", "does not name the current quote; read the order again");
     }
     const absl::Time now = clock_->Now();
-    if (now > FromProto(cur.order.quote().valid_until())) {
+    if (now >= FromProto(cur.order.quote().valid_until())) {  // valid over [quote_time, valid_until)
       return Precondition("QUOTE_EXPIRED", "the quote is no longer valid; ask for a new one");
     }
     OrderChange c;
@@ -377,6 +401,10 @@ absl::StatusOr<Order> BookingManager::AcceptQuote(const Principal& p, const v1::
 
 absl::StatusOr<Order> BookingManager::ReceiveSamples(const Principal& p, const v1::ReceiveSamplesRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("ReceiveSamples", p, r.name()));
+  if (r.received_sample_count() < 1) return InvalidField("received_sample_count", "at least one sample arrives");
+  if (r.has_receive_time() && FromProto(r.receive_time()) > clock_->Now()) {
+    return InvalidField("receive_time", "must not be in the future");
+  }
   return OrderTransition("ReceiveSamples", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
@@ -514,7 +542,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
     auto* cancel = old.mutable_cancellation();
     *cancel->mutable_cancel_time() = ToProto(now);
     cancel->set_cancelled_by(ActorName(p));
-    cancel->set_initiator(v1::Booking::OWNER_STAFF);
+    cancel->set_initiator(v1::Booking::PARENT_RESOURCE);  // its order was rescheduled
     cancel->set_reason("service run rescheduled to " + b.name());
     *old.mutable_update_time() = ToProto(now);
     old.set_etag(std::to_string(previous.version + 1));
@@ -523,7 +551,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
                                previous.version});
     v1::BookingEvent cancelled = Event(p, r.request_id());
     cancelled.mutable_booking_cancelled()->set_previous_state(v1::Booking::CONFIRMED);
-    cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::OWNER_STAFF);
+    cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::PARENT_RESOURCE);
     AttachSnapshot(cancelled, r.request_id(), old);
     events.push_back(cancelled.SerializeAsString());
   }
@@ -621,10 +649,14 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
     LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
     const absl::Time now = clock_->Now();
     const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
-    const absl::Duration buffer = FromProto(FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules().buffer());
-    if (now < start - buffer) return Precondition("CHECK_IN_TOO_EARLY", "the run has not started yet");
-    if (now >= FromProto(run.booking.reserved_interval().end_time())) {
-      return Precondition("CHECK_IN_WINDOW_CLOSED", "the run's time is over; schedule it again");
+    // CheckIn's window: from the buffer before the run until its start +
+    // no_show_grace (without a grace period, until its end).
+    const inv::SlotRules& rules = FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules();
+    if (now < start - FromProto(rules.buffer())) return Precondition("CHECK_IN_TOO_EARLY", "the run has not started yet");
+    const absl::Duration grace = FromProto(rules.no_show_grace());
+    if (now >= FromProto(run.booking.reserved_interval().end_time()) ||
+        (grace > absl::ZeroDuration() && now > start + grace)) {
+      return Precondition("CHECK_IN_WINDOW_CLOSED", "the run's check-in window has closed; schedule it again");
     }
     OrderChange c;
     c.order = cur.order;

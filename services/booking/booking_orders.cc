@@ -10,6 +10,7 @@
 #include "common/auth.h"
 #include "common/error.h"
 #include "common/events.h"
+#include "common/input_limits.h"
 #include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
@@ -356,6 +357,15 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
     if (s != Order::REQUESTED && s != Order::QUOTED && s != Order::QUOTE_ACCEPTED) {
       return OrderState(cur.order, "REQUESTED, QUOTED or QUOTE_ACCEPTED");
     }
+    // Each amount is within the input limits, their total may not be (an
+    // int64 product could even overflow): it must be a Money as well.
+    const __int128 total = static_cast<__int128>(q.per_sample_fee().amount_minor()) * cur.order.sample_count() +
+                           q.staff_time_fee().amount_minor() + q.consumables().amount_minor();
+    if (total > kMaxAmountMinor) {
+      return InvalidField("quote.per_sample_fee", absl::StrCat("the total for ", cur.order.sample_count(),
+                                                               " samples would exceed ", kMaxAmountMinor,
+                                                               " minor units"));
+    }
     OrderChange c;
     c.order = cur.order;
     v1::Quote* quote = c.order.mutable_quote();
@@ -363,8 +373,7 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
     quote->mutable_staff_time_fee()->set_currency_code(currency);
     quote->mutable_consumables()->set_currency_code(currency);
     quote->mutable_total()->set_currency_code(currency);
-    quote->mutable_total()->set_amount_minor(q.per_sample_fee().amount_minor() * c.order.sample_count() +
-                                             q.staff_time_fee().amount_minor() + q.consumables().amount_minor());
+    quote->mutable_total()->set_amount_minor(static_cast<int64_t>(total));
     quote->set_quoted_by(ActorName(p));
     *quote->mutable_quote_time() = ToProto(clock_->Now());
     quote->set_quote_etag(NewEventId().substr(0, 16));

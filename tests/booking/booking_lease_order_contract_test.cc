@@ -26,13 +26,13 @@ class LeaseOrderContractTest : public BookingServiceTest {
     EXPECT_EQ(GrpcErrorReason(s), reason) << what << ": " << s.error_message();
   }
 
-  // An order of two "imaging" samples on tem, by `token` for themselves.
+  // An order of `samples` "imaging" samples on tem, by `token` for themselves.
   grpc::Status PlaceOrder(const std::string& token, v1::ServiceOrder* out, const std::string& id = "",
-                          const std::string& request_id = "") {
+                          const std::string& request_id = "", int samples = 2) {
     v1::CreateServiceOrderRequest r;
     r.mutable_service_order()->set_instrument("instruments/tem");
     r.mutable_service_order()->set_service_entry_id("imaging");
-    r.mutable_service_order()->set_sample_count(2);
+    r.mutable_service_order()->set_sample_count(samples);
     r.set_service_order_id(id);
     r.set_request_id(request_id);
     return Call(stub_.get(), &Stub::CreateServiceOrder, r, out, token);
@@ -215,6 +215,25 @@ TEST_F(LeaseOrderContractTest, ReceiveSamplesRefusesNoSamplesAndAFutureTime) {
   ASSERT_TRUE(Call(stub_.get(), &Stub::ReceiveSamples, rs, &out, staff_).ok());
   EXPECT_EQ(out.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
   EXPECT_EQ(FromProto(out.samples_receive_time()), clock_.Now() - absl::Hours(1));
+}
+
+// IssueQuote computes total = per_sample_fee * sample_count + staff_time_fee
+// + consumables; each input is within the limits of types.proto, the total
+// must be too: INVALID_FIELD (which the contract lists), not an overflow.
+TEST_F(LeaseOrderContractTest, AQuoteWhoseTotalWouldExceedTheMoneyLimitIsAnInvalidField) {
+  v1::ServiceOrder o, out;
+  ASSERT_TRUE(PlaceOrder(ana_, &o, "", "", 1000000).ok());
+  v1::IssueQuoteRequest q;
+  q.set_name(o.name());
+  q.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
+  q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(1'000'000'000'000'000);
+  *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24));
+  ExpectError(Call(stub_.get(), &Stub::IssueQuote, q, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a total of 10^21 minor units");
+  // The largest total there is still fits.
+  q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(1'000'000'000);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::IssueQuote, q, &out, staff_).ok());
+  EXPECT_EQ(out.quote().total().amount_minor(), 1'000'000'000'000'000);
 }
 
 // A quote "may be accepted until" valid_until: times are half-open, so at

@@ -4,6 +4,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/wire_format_lite.h>
 
+#include "absl/strings/str_cat.h"
 #include "services/booking/redis_booking_store.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -42,6 +43,15 @@ ScopeFacts BookingFacts(const v1::Booking& b) {
   facts.parties.push_back(b.payer_organization());
   for (const auto& share : b.cost_shares()) facts.parties.push_back(share.organization());
   return facts;
+}
+
+absl::Status CheckOwnOrganization(const Principal& p, const std::string& named, absl::string_view what) {
+  if (named.empty() || p.HasAnyRole({Role::kConsortiumAdmin, Role::kFacilityStaff}) ||
+      named == ActorOrganization(p)) {
+    return absl::OkStatus();
+  }
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   absl::StrCat("you may name only your own organisation as ", what));
 }
 
 absl::Status CheckChosenId(const std::string& field, absl::string_view id) {

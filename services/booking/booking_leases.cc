@@ -53,6 +53,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   // Authorization before validation: for whom the caller asks.
   LS_RETURN_IF_ERROR(CheckScopeOn("RequestLease", p, *inventory_, in.instrument(),
                                   {in.contact_user().empty() ? ActorName(p) : in.contact_user(), {}, {}}));
+  LS_RETURN_IF_ERROR(CheckOwnOrganization(p, in.lessee_organization(), "lessee"));
   if (!lease_id.empty()) LS_RETURN_IF_ERROR(CheckChosenId("lease_id", lease_id));
   const auto& term = in.term();
   if (!term.has_start_time() || !term.has_end_time() ||

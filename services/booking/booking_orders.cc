@@ -127,6 +127,7 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   // Authorization before validation: for whom the caller orders.
   LS_RETURN_IF_ERROR(CheckScopeOn("CreateServiceOrder", p, *inventory_, in.instrument(),
                                   {in.requester().empty() ? ActorName(p) : in.requester(), {}, {}}));
+  LS_RETURN_IF_ERROR(CheckOwnOrganization(p, in.client_organization(), "client"));
   if (!r.service_order_id().empty()) LS_RETURN_IF_ERROR(CheckChosenId("service_order_id", r.service_order_id()));
   if (in.sample_count() < 1) return InvalidField("service_order.sample_count", "order at least one sample");
   LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(in.instrument()));

@@ -159,6 +159,30 @@ TEST_F(LeaseOrderContractTest, CreateServiceOrderRefusesAClientTheAccessPolicyDo
   EXPECT_EQ(o.client_organization(), "organizations/owner");
 }
 
+// "A role or organisation that may not call a method: PERMISSION_DENIED
+// ..., checked before validation" (types.proto): a LAB_USER naming another
+// organisation as lessee or client is told so even when the request is
+// incomplete as well.
+TEST_F(LeaseOrderContractTest, ALabUserNamingAnotherOrganisationIsRefusedBeforeValidation) {
+  v1::RequestLeaseRequest lease;  // no term
+  lease.mutable_lease()->set_instrument("instruments/afm");
+  lease.mutable_lease()->set_lessee_organization("organizations/outsider");
+  v1::Lease l;
+  ExpectError(Call(stub_.get(), &Stub::RequestLease, lease, &l, ana_), grpc::StatusCode::PERMISSION_DENIED,
+              "ORGANIZATION_SCOPE", "ana leasing for outsider without a term");
+  v1::CreateServiceOrderRequest order;  // no samples
+  order.mutable_service_order()->set_instrument("instruments/tem");
+  order.mutable_service_order()->set_service_entry_id("imaging");
+  order.mutable_service_order()->set_client_organization("organizations/outsider");
+  v1::ServiceOrder o;
+  ExpectError(Call(stub_.get(), &Stub::CreateServiceOrder, order, &o, ana_), grpc::StatusCode::PERMISSION_DENIED,
+              "ORGANIZATION_SCOPE", "ana ordering for outsider without samples");
+  // Her own organisation named explicitly is fine.
+  order.mutable_service_order()->set_client_organization("organizations/lab");
+  order.mutable_service_order()->set_sample_count(1);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CreateServiceOrder, order, &o, ana_).ok());
+}
+
 // StartService checks the run in "same window as CheckIn": it closes at the
 // run's start + no_show_grace (15 min for tem), not at the run's end.
 TEST_F(LeaseOrderContractTest, StartServiceClosesAfterTheNoShowGraceAsCheckInDoes) {

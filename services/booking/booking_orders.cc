@@ -659,10 +659,19 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
     LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
     const absl::Time now = clock_->Now();
     const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
-    // CheckIn's window: from the buffer before the run until its start +
+    // CheckIn's window: from the later of the buffer before the run and the
+    // end of the previous entry's blocked interval, until the run's start +
     // no_show_grace (without a grace period, until its end).
     const inv::SlotRules& rules = FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules();
-    if (now < start - FromProto(rules.buffer())) return Precondition("CHECK_IN_TOO_EARLY", "the run has not started yet");
+    absl::Time opens = start - FromProto(rules.buffer());
+    LS_ASSIGN_OR_RETURN(auto before, store_->CalendarRange(cur.partition, IdOf(cur.order.instrument()), Ms(opens),
+                                                           Ms(start)));
+    for (const auto& e : before) {
+      if (e.booking_id != IdOf(run.booking.name()) && e.start_ms < Ms(start)) opens = std::max(opens, FromMs(e.end_ms));
+    }
+    if (now < opens) {
+      return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("the run may start from ", absl::FormatTime(opens)));
+    }
     const absl::Duration grace = FromProto(rules.no_show_grace());
     if (now >= FromProto(run.booking.reserved_interval().end_time()) ||
         (grace > absl::ZeroDuration() && now > start + grace)) {

@@ -197,6 +197,24 @@ TEST_F(LeaseOrderContractTest, StartServiceClosesAfterTheNoShowGraceAsCheckInDoe
   EXPECT_EQ(out.state(), v1::ServiceOrder::IN_PROGRESS);
 }
 
+// ... and it opens at "the later of (reserved start - the instrument's
+// buffer) and the end of the previous booking's blocked interval": not
+// while the booking before is still in its buffer.
+TEST_F(LeaseOrderContractTest, StartServiceOpensAfterThePreviousBookingsBlockedInterval) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), out;
+  v1::Booking before;  // [7:00, 8:30), blocked until 9:00 by its 30 min buffer
+  ASSERT_TRUE(Book(absl::Hours(7), absl::Hours(8) + absl::Minutes(30), &before).ok());
+  ASSERT_EQ(FromProto(before.blocked_interval().end_time()), day_ + absl::Hours(9));
+  v1::StartServiceRequest start;
+  start.set_name(o.name());
+  clock_.Set(day_ + absl::Hours(8) + absl::Minutes(45));  // inside the run's own 30 min buffer
+  ExpectError(Call(stub_.get(), &Stub::StartService, start, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "CHECK_IN_TOO_EARLY", "starting while the booking before is in its buffer");
+  clock_.Set(day_ + absl::Hours(9));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::StartService, start, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::IN_PROGRESS);
+}
+
 // lease_id, service_order_id and ScheduleService's booking_id are
 // "[a-z][a-z0-9-]{3,62}": a letter first, at least four characters.
 TEST_F(LeaseOrderContractTest, ChosenIdsFollowTheContractPattern) {

@@ -768,6 +768,13 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
 absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
                                                           const v1::CancelBookingRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeBooking("CancelBooking", p, r.name()));
+  {
+    // A technical-service run is unscheduled with its order (booking_orders.cc).
+    LS_ASSIGN_OR_RETURN(Loaded run, Load(r.name()));
+    if (run.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !run.booking.service_order().empty()) {
+      return CancelRun(p, r, run.booking);
+    }
+  }
   return Transition("CancelBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;

@@ -614,9 +614,27 @@ absl::StatusOr<Order> BookingManager::UnscheduleForOutage(const Principal& p, co
                                                           const inv::MaintenanceWindow& window) {
   v1::GetServiceOrderRequest key;
   key.set_name(name);
-  return OrderTransition("ApplyMaintenanceWindow", key, name, "", [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
-    if (cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
-    LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
+  return UnscheduleRun(p, "ApplyMaintenanceWindow", key, name, "", "", "", &window);
+}
+
+absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::string_view method,
+                                                    const google::protobuf::Message& request,
+                                                    const std::string& name, const std::string& request_id,
+                                                    const std::string& run_name, const std::string& reason,
+                                                    const inv::MaintenanceWindow* window) {
+  const bool outage = window != nullptr;
+  return OrderTransition(method, request, name, request_id, [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    if (outage && cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
+    LS_ASSIGN_OR_RETURN(Loaded run, Load(outage ? cur.order.booking() : run_name));
+    if (!outage && (cur.order.state() != Order::SCHEDULED || cur.order.booking() != run_name ||
+                    run.booking.state() != v1::Booking::CONFIRMED)) {
+      // CancelBooking's answer: the run is no longer a CONFIRMED run of its order.
+      const std::string state = v1::Booking::State_Name(run.booking.state());
+      return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
+                       absl::StrCat(run_name, " is ", state, " (", cur.order.name(), " ",
+                                    Order::State_Name(cur.order.state()), "); only a run not started yet is cancelled"),
+                       {{"state", state}});
+    }
     const absl::Time now = clock_->Now();
     OrderChange c;
     c.order = cur.order;
@@ -628,25 +646,41 @@ absl::StatusOr<Order> BookingManager::UnscheduleForOutage(const Principal& p, co
     c.booking_version = run.version;
     c.calendar = UpdateStep::Calendar::kRemove;
     c.booking.set_state(v1::Booking::CANCELLED);
-    c.booking.set_cancelled_by_outage(true);
+    c.booking.set_cancelled_by_outage(outage);
+    const auto initiator = outage ? v1::Booking::MAINTENANCE_OUTAGE : v1::Booking::OWNER_STAFF;
     auto* cancel = c.booking.mutable_cancellation();
     *cancel->mutable_cancel_time() = ToProto(now);
     cancel->set_cancelled_by(ActorName(p));
-    cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
-    cancel->set_reason(window.reason());
-    cancel->set_maintenance_window(window.name());
-    v1::BookingEvent cancelled = Event(p, "");
+    cancel->set_initiator(initiator);
+    cancel->set_reason(outage ? window->reason() : reason);
+    if (outage) cancel->set_maintenance_window(window->name());
+    v1::BookingEvent cancelled = Event(p, request_id);
     auto* bc = cancelled.mutable_booking_cancelled();
     bc->set_previous_state(run.booking.state());
-    bc->set_cancelled_by_outage(true);
-    bc->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
-    bc->set_maintenance_window(window.name());
-    v1::BookingEvent unscheduled = Event(p, "");
+    bc->set_cancelled_by_outage(outage);
+    bc->set_initiator(initiator);
+    if (outage) bc->set_maintenance_window(window->name());
+    v1::BookingEvent unscheduled = Event(p, request_id);
     unscheduled.mutable_service_order_unscheduled()->set_cancelled_booking(run.booking.name());
-    unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(true);
+    unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(outage);
     c.events = {std::move(cancelled), std::move(unscheduled)};
     return c;
   });
+}
+
+absl::StatusOr<v1::Booking> BookingManager::CancelRun(const Principal& p, const v1::CancelBookingRequest& r,
+                                                     const v1::Booking& run) {
+  LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(run.instrument()));
+  if (!IsOwnerStaff(p, *instrument)) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+                     "a technical-service run is cancelled by the owner's staff; the client cancels the order "
+                     "(CancelOrder)");
+  }
+  LS_RETURN_IF_ERROR(
+      UnscheduleRun(p, "CancelBooking", r, run.service_order(), r.request_id(), run.name(), r.reason(), nullptr)
+          .status());
+  LS_ASSIGN_OR_RETURN(Loaded after, Load(run.name()));  // cancelled is final: a retry reads the same
+  return after.booking;
 }
 
 absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1::StartServiceRequest& r) {

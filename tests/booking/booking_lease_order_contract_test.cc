@@ -360,5 +360,57 @@ TEST_F(LeaseOrderContractTest, ARescheduleCancelsTheOldRunAsItsParentResource) {
   EXPECT_EQ(cancelled, 1);
 }
 
+// CancelBooking: "Cancelling a TECHNICAL_SERVICE booking (owner staff only)
+// unschedules the run: the order returns to SAMPLES_RECEIVED; clients cancel
+// with CancelOrder."
+TEST_F(LeaseOrderContractTest, CancellingARunUnschedulesItsOrderAndIsForOwnerStaffOnly) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), got;
+  const std::string run = o.booking();
+  v1::CancelBookingRequest c;
+  c.set_name(run);
+  c.set_reason("operator ill");
+  c.set_request_id("cancel-run");
+  v1::Booking b;
+  for (const std::string& token : {ana_, admin_}) {
+    ExpectError(Call(stub_.get(), &Stub::CancelBooking, c, &b, token), grpc::StatusCode::PERMISSION_DENIED,
+                "ROLE_NOT_ALLOWED", "cancelling the run as its client or an administrator");
+  }
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_).ok());
+  EXPECT_EQ(b.state(), v1::Booking::CANCELLED);
+  EXPECT_EQ(b.cancellation().initiator(), v1::Booking::OWNER_STAFF);
+  EXPECT_FALSE(b.late_cancellation());
+  v1::Booking again;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, c, &again, staff_).ok());  // a retry: the same answer
+  EXPECT_EQ(again.SerializeAsString(), b.SerializeAsString());
+  v1::GetServiceOrderRequest g;
+  g.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetServiceOrder, g, &got, ana_).ok());
+  EXPECT_EQ(got.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  EXPECT_TRUE(got.booking().empty());
+  int unscheduled = 0;
+  for (const auto& e : Events()) {
+    if (!e.has_service_order_unscheduled()) continue;
+    ++unscheduled;
+    EXPECT_EQ(e.service_order_unscheduled().cancelled_booking(), run);
+    EXPECT_FALSE(e.service_order_unscheduled().cancelled_by_outage());
+    EXPECT_EQ(e.service_order_unscheduled().service_order().state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  }
+  EXPECT_EQ(unscheduled, 1);
+  // The slot is free, and the order can be scheduled again.
+  v1::Booking slot;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &slot).ok());
+  v1::ServiceOrder moved;
+  v1::ScheduleServiceRequest sch;
+  sch.set_name(o.name());
+  *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(13));
+  *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(14));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ScheduleService, sch, &moved, staff_).ok());
+  EXPECT_EQ(moved.state(), v1::ServiceOrder::SCHEDULED);
+  // A cancelled run is not cancelled twice (another request).
+  c.set_request_id("cancel-run-2");
+  ExpectError(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "BOOKING_STATE", "cancelling a cancelled run");
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -691,6 +691,21 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
     if (cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
     if (instrument->state() != inv::ACTIVE) return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
     LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
+    if (run.booking.state() == v1::Booking::CHECKED_IN) {
+      // Checked in already (CheckIn on the run, in its window): the run has
+      // started; its session stands.
+      OrderChange c;
+      c.order = cur.order;
+      c.order.set_state(Order::IN_PROGRESS);
+      v1::BookingEvent started = Event(p, r.request_id());
+      started.mutable_service_order_started();
+      c.events.push_back(std::move(started));
+      return c;
+    }
+    if (run.booking.state() != v1::Booking::CONFIRMED) {  // checked out already: never started as a run
+      return OrderState(cur.order, absl::StrCat("a run not ended yet (", run.booking.name(), " is ",
+                                                v1::Booking::State_Name(run.booking.state()), ")"));
+    }
     const absl::Time now = clock_->Now();
     const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
     // CheckIn's window: from the later of the buffer before the run and the

@@ -360,6 +360,54 @@ TEST_F(LeaseOrderContractTest, ARescheduleCancelsTheOldRunAsItsParentResource) {
   EXPECT_EQ(cancelled, 1);
 }
 
+// StartService "checks in the run's booking"; CheckIn may have done so
+// already ("TECHNICAL_SERVICE runs usually by StartService"): the run has
+// started then, and its session is not begun a second time. A run checked
+// out already does not start again.
+TEST_F(LeaseOrderContractTest, StartServiceOfARunCheckedInAlreadyKeepsItsSession) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), out;
+  v1::CheckInRequest in;
+  in.set_name(o.booking());
+  v1::Booking run;
+  clock_.Set(day_ + absl::Hours(9));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckIn, in, &run, staff_).ok());
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(5));
+  v1::StartServiceRequest start;
+  start.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::StartService, start, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::IN_PROGRESS);
+  v1::GetBookingRequest g;
+  g.set_name(o.booking());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &run, staff_).ok());
+  EXPECT_EQ(run.state(), v1::Booking::CHECKED_IN);
+  EXPECT_EQ(FromProto(run.session().start_time()), day_ + absl::Hours(9));
+  int checked_in = 0;
+  for (const auto& e : Events()) {
+    checked_in += e.has_booking_checked_in() && e.booking_checked_in().booking().name() == run.name();
+  }
+  EXPECT_EQ(checked_in, 1);
+
+  // Checked in and out before StartService: not a run to start.
+  v1::ServiceOrder other = OrderIn(v1::ServiceOrder::SAMPLES_RECEIVED), moved;
+  v1::ScheduleServiceRequest sch;
+  sch.set_name(other.name());
+  *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(24 + 9));
+  *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(24 + 10));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ScheduleService, sch, &moved, staff_).ok());
+  clock_.Set(day_ + absl::Hours(24 + 9));
+  in.set_name(moved.booking());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckIn, in, &run, staff_).ok());
+  v1::CheckOutRequest co;
+  co.set_name(moved.booking());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckOut, co, &run, staff_).ok());
+  start.set_name(other.name());
+  ExpectError(Call(stub_.get(), &Stub::StartService, start, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "ORDER_STATE", "starting a run checked out already");
+  g.set_name(moved.booking());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &run, staff_).ok());
+  EXPECT_EQ(run.state(), v1::Booking::COMPLETED);
+}
+
 // CancelBooking: "Cancelling a TECHNICAL_SERVICE booking (owner staff only)
 // unschedules the run: the order returns to SAMPLES_RECEIVED; clients cancel
 // with CancelOrder."

@@ -153,7 +153,8 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   }
   LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(client));
   const int partition = keys::Partition(instrument_id);
-  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateServiceOrder", r.request_id());
+  const std::string idem =
+      r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateServiceOrder", r.request_id());
   const std::string fingerprint = RequestFingerprint("CreateServiceOrder", r);
   // The instrument's access rules, for the client as payer (as for any
   // booking): no orders on an instrument out of service, nor from an
@@ -691,55 +692,52 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
     if (cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
     if (instrument->state() != inv::ACTIVE) return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
     LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
-    if (run.booking.state() == v1::Booking::CHECKED_IN) {
-      // Checked in already (CheckIn on the run, in its window): the run has
-      // started; its session stands.
-      OrderChange c;
-      c.order = cur.order;
-      c.order.set_state(Order::IN_PROGRESS);
-      v1::BookingEvent started = Event(p, r.request_id());
-      started.mutable_service_order_started();
-      c.events.push_back(std::move(started));
-      return c;
-    }
-    if (run.booking.state() != v1::Booking::CONFIRMED) {  // checked out already: never started as a run
+    // Checked in already (CheckIn on the run, in its window): the run has
+    // started and its session stands. Checked out already: no run to start.
+    const bool checked_in = run.booking.state() == v1::Booking::CHECKED_IN;
+    if (!checked_in && run.booking.state() != v1::Booking::CONFIRMED) {
       return OrderState(cur.order, absl::StrCat("a run not ended yet (", run.booking.name(), " is ",
                                                 v1::Booking::State_Name(run.booking.state()), ")"));
-    }
-    const absl::Time now = clock_->Now();
-    const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
-    // CheckIn's window: from the later of the buffer before the run and the
-    // end of the previous entry's blocked interval, until the run's start +
-    // no_show_grace (without a grace period, until its end).
-    const inv::SlotRules& rules = FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules();
-    absl::Time opens = start - FromProto(rules.buffer());
-    LS_ASSIGN_OR_RETURN(auto before, store_->CalendarRange(cur.partition, IdOf(cur.order.instrument()), Ms(opens),
-                                                           Ms(start)));
-    for (const auto& e : before) {
-      if (e.booking_id != IdOf(run.booking.name()) && e.start_ms < Ms(start)) opens = std::max(opens, FromMs(e.end_ms));
-    }
-    if (now < opens) {
-      return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("the run may start from ", absl::FormatTime(opens)));
-    }
-    const absl::Duration grace = FromProto(rules.no_show_grace());
-    if (now >= FromProto(run.booking.reserved_interval().end_time()) ||
-        (grace > absl::ZeroDuration() && now > start + grace)) {
-      return Precondition("CHECK_IN_WINDOW_CLOSED", "the run's check-in window has closed; schedule it again");
     }
     OrderChange c;
     c.order = cur.order;
     c.order.set_state(Order::IN_PROGRESS);
-    c.with_booking = true;
-    c.booking = run.booking;
-    c.booking_version = run.version;
-    c.booking.set_state(v1::Booking::CHECKED_IN);
-    *c.booking.mutable_session()->mutable_start_time() = ToProto(now);
-    c.booking.mutable_session()->set_checked_in_by(ActorName(p));
-    v1::BookingEvent checked_in = Event(p, r.request_id());
-    checked_in.mutable_booking_checked_in();
+    if (!checked_in) {
+      const absl::Time now = clock_->Now();
+      const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
+      // CheckIn's window: from the later of the buffer before the run and
+      // the end of the previous entry's blocked interval, until the run's
+      // start + no_show_grace (without a grace period, until its end).
+      const inv::SlotRules& rules = FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules();
+      absl::Time opens = start - FromProto(rules.buffer());
+      LS_ASSIGN_OR_RETURN(auto before, store_->CalendarRange(cur.partition, IdOf(cur.order.instrument()), Ms(opens),
+                                                             Ms(start)));
+      for (const auto& e : before) {
+        if (e.booking_id != IdOf(run.booking.name()) && e.start_ms < Ms(start)) {
+          opens = std::max(opens, FromMs(e.end_ms));
+        }
+      }
+      if (now < opens) {
+        return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("the run may start from ", absl::FormatTime(opens)));
+      }
+      const absl::Duration grace = FromProto(rules.no_show_grace());
+      if (now >= FromProto(run.booking.reserved_interval().end_time()) ||
+          (grace > absl::ZeroDuration() && now > start + grace)) {
+        return Precondition("CHECK_IN_WINDOW_CLOSED", "the run's check-in window has closed; schedule it again");
+      }
+      c.with_booking = true;
+      c.booking = run.booking;
+      c.booking_version = run.version;
+      c.booking.set_state(v1::Booking::CHECKED_IN);
+      auto* session = c.booking.mutable_session();  // as CheckIn
+      *session->mutable_start_time() = ToProto(now);
+      session->set_checked_in_by(ActorName(p));
+      c.events.emplace_back(Event(p, r.request_id()));
+      c.events.back().mutable_booking_checked_in();
+    }
     v1::BookingEvent started = Event(p, r.request_id());
     started.mutable_service_order_started();
-    c.events = {std::move(checked_in), std::move(started)};
+    c.events.push_back(std::move(started));
     return c;
   });
 }

@@ -4,6 +4,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/wire_format_lite.h>
 
+#include "absl/strings/str_cat.h"
 #include "services/booking/redis_booking_store.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -44,8 +45,21 @@ ScopeFacts BookingFacts(const v1::Booking& b) {
   return facts;
 }
 
+absl::Status CheckOwnOrganization(const Principal& p, const std::string& named, absl::string_view what) {
+  if (named.empty() || p.HasAnyRole({Role::kConsortiumAdmin, Role::kFacilityStaff}) ||
+      named == ActorOrganization(p)) {
+    return absl::OkStatus();
+  }
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   absl::StrCat("you may name only your own organisation as ", what));
+}
+
 absl::Status CheckChosenId(const std::string& field, absl::string_view id) {
-  if (!labshare::inventory::ValidId(id)) return InvalidField(field, "must match [a-z0-9][a-z0-9-]{0,62}");
+  // The contract's pattern, [a-z][a-z0-9-]{3,62}: a letter first and at
+  // least 4 characters (ValidId alone admits "7" or "ab").
+  if (!labshare::inventory::ValidId(id) || id.size() < 4 || id[0] < 'a' || id[0] > 'z') {
+    return InvalidField(field, "must match [a-z][a-z0-9-]{3,62}");
+  }
   if (IsGeneratedId(id)) {
     return InvalidField(field, "ids of the form pNN- and 12 or 16 hex digits are the service's own; choose another");
   }

@@ -61,9 +61,17 @@ ScopeFacts BookingFacts(const labshare::booking::v1::Booking& b);
 labshare::booking::v1::BusyInterval::Reason BusyReasonFor(int state, int mode);
 inline int BusyReasonOf(const labshare::booking::v1::Booking& b) { return BusyReasonFor(b.state(), b.mode()); }
 
-// A resource id chosen by the client (booking_id, lease_id): it must be a
-// valid id and must not have the shape of the ids the service generates
-// ("p07-3f9a0c1d2e4b"), which name their partition.
+// The organisation a request names for whom it acts (a lease's lessee, an
+// order's client): a caller who can never act for another one (neither
+// CONSORTIUM_ADMIN nor FACILITY_STAFF) may name only their own, refused
+// (ORGANIZATION_SCOPE) with the authorization, before the request is
+// validated. Whether staff are the instrument's is decided once it is read.
+absl::Status CheckOwnOrganization(const Principal& p, const std::string& named, absl::string_view what);
+
+// A resource id chosen by the client (booking_id, lease_id,
+// service_order_id): it must match [a-z][a-z0-9-]{3,62} and must not have
+// the shape of the ids the service generates ("p07-3f9a0c1d2e4b"), which
+// name their partition.
 absl::Status CheckChosenId(const std::string& field, absl::string_view id);
 
 // Every event carries its resources as they are after the change: fills

@@ -53,6 +53,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   // Authorization before validation: for whom the caller asks.
   LS_RETURN_IF_ERROR(CheckScopeOn("RequestLease", p, *inventory_, in.instrument(),
                                   {in.contact_user().empty() ? ActorName(p) : in.contact_user(), {}, {}}));
+  LS_RETURN_IF_ERROR(CheckOwnOrganization(p, in.lessee_organization(), "lessee"));
   if (!lease_id.empty()) LS_RETURN_IF_ERROR(CheckChosenId("lease_id", lease_id));
   const auto& term = in.term();
   if (!term.has_start_time() || !term.has_end_time() ||
@@ -615,13 +616,15 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
     checked_out.mutable_booking_checked_out();
     c.events = {std::move(returned), std::move(checked_out)};
     if (t < term_end) {
-      // Early return: the block shrinks to return + return buffer.
+      // Early return: the term (the booking's reserved interval) ends at the
+      // return, and the block shrinks to return + return buffer.
       const absl::Time new_end = t + FromProto(cur.lease.return_buffer());
       v1::BookingEvent changed = Event(p, r.request_id());
       changed.mutable_booking_interval_changed()->set_cause(v1::BookingIntervalChanged::EARLY_RETURN);
       *changed.mutable_booking_interval_changed()->mutable_previous_reserved_interval() = c.booking.reserved_interval();
       *changed.mutable_booking_interval_changed()->mutable_previous_blocked_interval() = c.booking.blocked_interval();
       *c.lease.mutable_term()->mutable_end_time() = ToProto(t);
+      *c.booking.mutable_reserved_interval()->mutable_end_time() = ToProto(t);
       *c.lease.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       c.calendar = UpdateStep::Calendar::kSetEnd;

@@ -783,9 +783,10 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
                                                           const v1::CancelBookingRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeBooking("CancelBooking", p, r.name()));
   {
-    LS_ASSIGN_OR_RETURN(Loaded first, Load(r.name()));
-    if (first.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !first.booking.service_order().empty()) {
-      return CancelRun(p, r, first.booking);
+    // A technical-service run is unscheduled with its order (booking_orders.cc).
+    LS_ASSIGN_OR_RETURN(Loaded run, Load(r.name()));
+    if (run.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !run.booking.service_order().empty()) {
+      return CancelRun(p, r, run.booking);
     }
   }
   return Transition("CancelBooking", r, r.name(), r.request_id(),
@@ -823,58 +824,6 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     c.events.push_back(std::move(e));
     return c;
   });
-}
-
-absl::StatusOr<v1::Booking> BookingManager::CancelRun(const Principal& p, const v1::CancelBookingRequest& r,
-                                                      const v1::Booking& run) {
-  LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(run.instrument()));
-  // Not the client's side: it cancels the order (an administrator may act
-  // for the owner, as everywhere).
-  const auto initiator = IsAdmin(p)                      ? v1::Booking::PLATFORM_ADMIN
-                         : IsOwnerStaff(p, instrument) ? v1::Booking::OWNER_STAFF
-                                                        : v1::Booking::BOOKER;
-  if (initiator == v1::Booking::BOOKER) {
-    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                     absl::StrCat(run.name(), " is the run of ", run.service_order(),
-                                  "; only the owner's staff cancel a run (the client cancels the order with "
-                                  "CancelOrder)"));
-  }
-  LS_RETURN_IF_ERROR(OrderTransition("CancelBooking", r, run.service_order(), r.request_id(),
-                                     [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
-    LS_ASSIGN_OR_RETURN(Loaded now, Load(r.name()));
-    const v1::Booking& b = now.booking;
-    if (b.state() != v1::Booking::PENDING_APPROVAL && b.state() != v1::Booking::CONFIRMED) {
-      return WrongState(b, "PENDING_APPROVAL or CONFIRMED");
-    }
-    if (cur.order.state() != v1::ServiceOrder::SCHEDULED || cur.order.booking() != b.name()) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
-                       absl::StrCat(cur.order.name(), " no longer runs in ", b.name()));
-    }
-    OrderChange c;
-    c.order = cur.order;
-    c.order.set_state(v1::ServiceOrder::SAMPLES_RECEIVED);
-    c.order.clear_booking();
-    c.order.clear_scheduled_interval();
-    c.with_booking = true;
-    c.booking = b;
-    c.booking_version = now.version;
-    c.calendar = UpdateStep::Calendar::kRemove;
-    c.booking.set_state(v1::Booking::CANCELLED);
-    auto* cancel = c.booking.mutable_cancellation();
-    *cancel->mutable_cancel_time() = ToProto(clock_->Now());
-    cancel->set_cancelled_by(ActorName(p));
-    cancel->set_initiator(initiator);
-    cancel->set_reason(r.reason());
-    v1::BookingEvent cancelled = Event(p, r.request_id());
-    cancelled.mutable_booking_cancelled()->set_previous_state(b.state());
-    cancelled.mutable_booking_cancelled()->set_initiator(initiator);
-    v1::BookingEvent unscheduled = Event(p, r.request_id());
-    unscheduled.mutable_service_order_unscheduled()->set_cancelled_booking(b.name());
-    c.events = {std::move(cancelled), std::move(unscheduled)};
-    return c;
-  }).status());
-  LS_ASSIGN_OR_RETURN(Loaded after, Load(r.name()));
-  return std::move(after.booking);
 }
 
 absl::StatusOr<inv::Instrument> BookingManager::CheckDecision(const Principal& p, const Loaded& cur,

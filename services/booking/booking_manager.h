@@ -311,10 +311,6 @@ class BookingManager {
     out.partition = *partition;
     return out;
   }
-  // CancelBooking of a TECHNICAL_SERVICE run (owner staff only): the run is
-  // cancelled and its order goes back to SAMPLES_RECEIVED in one step.
-  absl::StatusOr<v1::Booking> CancelRun(const Principal& p, const v1::CancelBookingRequest& r,
-                                        const v1::Booking& run);
   // Approve/Reject: owner staff or admin, etag, PENDING_APPROVAL; the instrument.
   absl::StatusOr<inv::Instrument> CheckDecision(const Principal& p, const Loaded& cur,
                                                 const std::string& etag);
@@ -446,6 +442,18 @@ class BookingManager {
   absl::StatusOr<LoadedOrder> LoadOrder(const std::string& name);
   absl::StatusOr<v1::ServiceOrder> UnscheduleForOutage(const Principal& p, const std::string& order,
                                                        const inv::MaintenanceWindow& window);
+  // The run of a SCHEDULED order cancelled, the order back in
+  // SAMPLES_RECEIVED, in one step: by an outage (`window`) or, without one,
+  // by owner staff (or an administrator for them) cancelling the run
+  // `run_name` (CancelBooking).
+  absl::StatusOr<v1::ServiceOrder> UnscheduleRun(const Principal& p, absl::string_view method,
+                                                 const google::protobuf::Message& request, const std::string& order,
+                                                 const std::string& request_id, const std::string& run_name,
+                                                 const std::string& reason, const inv::MaintenanceWindow* window);
+  // CancelBooking of a TECHNICAL_SERVICE run: owner staff (or an
+  // administrator for them); unschedules it.
+  absl::StatusOr<v1::Booking> CancelRun(const Principal& p, const v1::CancelBookingRequest& r,
+                                        const v1::Booking& run);
   absl::StatusOr<v1::ServiceOrder> OrderTransition(
       absl::string_view method, const google::protobuf::Message& request, const std::string& name,
       const std::string& request_id,

@@ -10,6 +10,7 @@
 #include "common/auth.h"
 #include "common/error.h"
 #include "common/events.h"
+#include "common/input_limits.h"
 #include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
@@ -126,6 +127,7 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   // Authorization before validation: for whom the caller orders.
   LS_RETURN_IF_ERROR(CheckScopeOn("CreateServiceOrder", p, *inventory_, in.instrument(),
                                   {in.requester().empty() ? ActorName(p) : in.requester(), {}, {}}));
+  LS_RETURN_IF_ERROR(CheckOwnOrganization(p, in.client_organization(), "client"));
   if (!r.service_order_id().empty()) LS_RETURN_IF_ERROR(CheckChosenId("service_order_id", r.service_order_id()));
   if (in.sample_count() < 1) return InvalidField("service_order.sample_count", "order at least one sample");
   LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(in.instrument()));
@@ -151,6 +153,31 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   }
   LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(client));
   const int partition = keys::Partition(instrument_id);
+  const std::string idem =
+      r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateServiceOrder", r.request_id());
+  const std::string fingerprint = RequestFingerprint("CreateServiceOrder", r);
+  // The instrument's access rules, for the client as payer (as for any
+  // booking): no orders on an instrument out of service, nor from an
+  // organisation its facility's access policy does not admit (the owner's
+  // own are always admitted). A retry of an order placed before the rules
+  // changed still gets its first answer.
+  absl::Status access;
+  if (instrument->state() != inv::ACTIVE) {
+    access = Precondition("INSTRUMENT_NOT_ACTIVE", absl::StrCat(in.instrument(), " is ",
+                                                                inv::InstrumentState_Name(instrument->state()),
+                                                                "; it takes no orders"));
+  } else if (labshare::inventory::PayerClassFor(*org, *instrument) != labshare::type::v1::OWNER) {
+    LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(instrument->facility()));
+    if (!labshare::inventory::PolicyAllows(labshare::inventory::EffectivePolicy(*instrument, *facility), *org)) {
+      access = Precondition("ACCESS_POLICY_FORBIDS",
+                            "the facility's access policy does not admit " + client + " to order this service");
+    }
+  }
+  if (!access.ok()) {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+    if (seen) return ParseAnswer<Order>(*seen);
+    return access;
+  }
   const std::string& chosen = r.service_order_id();
   const std::string id = chosen.empty() ? NewBookingId(partition) : chosen;
   const absl::Time now = clock_->Now();
@@ -173,8 +200,8 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   v1::BookingEvent event = Event(p, r.request_id());
   *event.mutable_service_order_created()->mutable_service_order() = o;
   Mutation m;
-  m.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateServiceOrder", r.request_id());
-  m.fingerprint = RequestFingerprint("CreateServiceOrder", r);
+  m.idempotency_key = idem;
+  m.fingerprint = fingerprint;
   m.response = SerializeDeterministic(o);
   m.writes.push_back({keys::Order(partition, id), o.SerializeAsString(), 0});
   m.index_ops = OrderListingOps(partition, o, instrument->operator_organization());
@@ -332,6 +359,15 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
     if (s != Order::REQUESTED && s != Order::QUOTED && s != Order::QUOTE_ACCEPTED) {
       return OrderState(cur.order, "REQUESTED, QUOTED or QUOTE_ACCEPTED");
     }
+    // Each amount is within the input limits, their total may not be (an
+    // int64 product could even overflow): it must be a Money as well.
+    const __int128 total = static_cast<__int128>(q.per_sample_fee().amount_minor()) * cur.order.sample_count() +
+                           q.staff_time_fee().amount_minor() + q.consumables().amount_minor();
+    if (total > kMaxAmountMinor) {
+      return InvalidField("quote.per_sample_fee", absl::StrCat("the total for ", cur.order.sample_count(),
+                                                               " samples would exceed ", kMaxAmountMinor,
+                                                               " minor units"));
+    }
     OrderChange c;
     c.order = cur.order;
     v1::Quote* quote = c.order.mutable_quote();
@@ -339,8 +375,7 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
     quote->mutable_staff_time_fee()->set_currency_code(currency);
     quote->mutable_consumables()->set_currency_code(currency);
     quote->mutable_total()->set_currency_code(currency);
-    quote->mutable_total()->set_amount_minor(q.per_sample_fee().amount_minor() * c.order.sample_count() +
-                                             q.staff_time_fee().amount_minor() + q.consumables().amount_minor());
+    quote->mutable_total()->set_amount_minor(static_cast<int64_t>(total));
     quote->set_quoted_by(ActorName(p));
     *quote->mutable_quote_time() = ToProto(clock_->Now());
     quote->set_quote_etag(NewEventId().substr(0, 16));
@@ -361,7 +396,7 @@ absl::StatusOr<Order> BookingManager::AcceptQuote(const Principal& p, const v1::
       return InvalidField("quote_etag", "does not name the current quote; read the order again");
     }
     const absl::Time now = clock_->Now();
-    if (now > FromProto(cur.order.quote().valid_until())) {
+    if (now >= FromProto(cur.order.quote().valid_until())) {  // valid over [quote_time, valid_until)
       return Precondition("QUOTE_EXPIRED", "the quote is no longer valid; ask for a new one");
     }
     OrderChange c;
@@ -377,6 +412,10 @@ absl::StatusOr<Order> BookingManager::AcceptQuote(const Principal& p, const v1::
 
 absl::StatusOr<Order> BookingManager::ReceiveSamples(const Principal& p, const v1::ReceiveSamplesRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("ReceiveSamples", p, r.name()));
+  if (r.received_sample_count() < 1) return InvalidField("received_sample_count", "at least one sample arrives");
+  if (r.has_receive_time() && FromProto(r.receive_time()) > clock_->Now()) {
+    return InvalidField("receive_time", "must not be in the future");
+  }
   return OrderTransition("ReceiveSamples", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
@@ -514,7 +553,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
     auto* cancel = old.mutable_cancellation();
     *cancel->mutable_cancel_time() = ToProto(now);
     cancel->set_cancelled_by(ActorName(p));
-    cancel->set_initiator(v1::Booking::OWNER_STAFF);
+    cancel->set_initiator(v1::Booking::PARENT_RESOURCE);  // its order was rescheduled
     cancel->set_reason("service run rescheduled to " + b.name());
     *old.mutable_update_time() = ToProto(now);
     old.set_etag(std::to_string(previous.version + 1));
@@ -523,7 +562,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
                                previous.version});
     v1::BookingEvent cancelled = Event(p, r.request_id());
     cancelled.mutable_booking_cancelled()->set_previous_state(v1::Booking::CONFIRMED);
-    cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::OWNER_STAFF);
+    cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::PARENT_RESOURCE);
     AttachSnapshot(cancelled, r.request_id(), old);
     events.push_back(cancelled.SerializeAsString());
   }
@@ -576,9 +615,27 @@ absl::StatusOr<Order> BookingManager::UnscheduleForOutage(const Principal& p, co
                                                           const inv::MaintenanceWindow& window) {
   v1::GetServiceOrderRequest key;
   key.set_name(name);
-  return OrderTransition("ApplyMaintenanceWindow", key, name, "", [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
-    if (cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
-    LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
+  return UnscheduleRun(p, "ApplyMaintenanceWindow", key, name, "", "", "", &window);
+}
+
+absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::string_view method,
+                                                    const google::protobuf::Message& request,
+                                                    const std::string& name, const std::string& request_id,
+                                                    const std::string& run_name, const std::string& reason,
+                                                    const inv::MaintenanceWindow* window) {
+  const bool outage = window != nullptr;
+  return OrderTransition(method, request, name, request_id, [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+    if (outage && cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
+    LS_ASSIGN_OR_RETURN(Loaded run, Load(outage ? cur.order.booking() : run_name));
+    if (!outage && (cur.order.state() != Order::SCHEDULED || cur.order.booking() != run_name ||
+                    run.booking.state() != v1::Booking::CONFIRMED)) {
+      // CancelBooking's answer: the run is no longer a CONFIRMED run of its order.
+      const std::string state = v1::Booking::State_Name(run.booking.state());
+      return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
+                       absl::StrCat(run_name, " is ", state, " (", cur.order.name(), " ",
+                                    Order::State_Name(cur.order.state()), "); only a run not started yet is cancelled"),
+                       {{"state", state}});
+    }
     const absl::Time now = clock_->Now();
     OrderChange c;
     c.order = cur.order;
@@ -590,25 +647,46 @@ absl::StatusOr<Order> BookingManager::UnscheduleForOutage(const Principal& p, co
     c.booking_version = run.version;
     c.calendar = UpdateStep::Calendar::kRemove;
     c.booking.set_state(v1::Booking::CANCELLED);
-    c.booking.set_cancelled_by_outage(true);
+    c.booking.set_cancelled_by_outage(outage);
+    const auto initiator = outage         ? v1::Booking::MAINTENANCE_OUTAGE
+                           : IsAdmin(p) ? v1::Booking::PLATFORM_ADMIN
+                                        : v1::Booking::OWNER_STAFF;
     auto* cancel = c.booking.mutable_cancellation();
     *cancel->mutable_cancel_time() = ToProto(now);
     cancel->set_cancelled_by(ActorName(p));
-    cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
-    cancel->set_reason(window.reason());
-    cancel->set_maintenance_window(window.name());
-    v1::BookingEvent cancelled = Event(p, "");
+    cancel->set_initiator(initiator);
+    cancel->set_reason(outage ? window->reason() : reason);
+    if (outage) cancel->set_maintenance_window(window->name());
+    v1::BookingEvent cancelled = Event(p, request_id);
     auto* bc = cancelled.mutable_booking_cancelled();
     bc->set_previous_state(run.booking.state());
-    bc->set_cancelled_by_outage(true);
-    bc->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
-    bc->set_maintenance_window(window.name());
-    v1::BookingEvent unscheduled = Event(p, "");
+    bc->set_cancelled_by_outage(outage);
+    bc->set_initiator(initiator);
+    if (outage) bc->set_maintenance_window(window->name());
+    v1::BookingEvent unscheduled = Event(p, request_id);
     unscheduled.mutable_service_order_unscheduled()->set_cancelled_booking(run.booking.name());
-    unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(true);
+    unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(outage);
     c.events = {std::move(cancelled), std::move(unscheduled)};
     return c;
   });
+}
+
+absl::StatusOr<v1::Booking> BookingManager::CancelRun(const Principal& p, const v1::CancelBookingRequest& r,
+                                                     const v1::Booking& run) {
+  LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(run.instrument()));
+  // Not the client's side: it cancels the order. An administrator may act
+  // for the owner, as everywhere.
+  if (!IsAdmin(p) && !IsOwnerStaff(p, *instrument)) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     absl::StrCat(run.name(), " is the run of ", run.service_order(),
+                                  "; only the owner's staff cancel a run (the client cancels the order with "
+                                  "CancelOrder)"));
+  }
+  LS_RETURN_IF_ERROR(
+      UnscheduleRun(p, "CancelBooking", r, run.service_order(), r.request_id(), run.name(), r.reason(), nullptr)
+          .status());
+  LS_ASSIGN_OR_RETURN(Loaded after, Load(run.name()));  // cancelled is final: a retry reads the same
+  return after.booking;
 }
 
 absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1::StartServiceRequest& r) {
@@ -619,27 +697,52 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
     if (cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
     if (instrument->state() != inv::ACTIVE) return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
     LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
-    const absl::Time now = clock_->Now();
-    const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
-    const absl::Duration buffer = FromProto(FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules().buffer());
-    if (now < start - buffer) return Precondition("CHECK_IN_TOO_EARLY", "the run has not started yet");
-    if (now >= FromProto(run.booking.reserved_interval().end_time())) {
-      return Precondition("CHECK_IN_WINDOW_CLOSED", "the run's time is over; schedule it again");
+    // Checked in already (CheckIn on the run, in its window): the run has
+    // started and its session stands. Checked out already: no run to start.
+    const bool checked_in = run.booking.state() == v1::Booking::CHECKED_IN;
+    if (!checked_in && run.booking.state() != v1::Booking::CONFIRMED) {
+      return OrderState(cur.order, absl::StrCat("a run not ended yet (", run.booking.name(), " is ",
+                                                v1::Booking::State_Name(run.booking.state()), ")"));
     }
     OrderChange c;
     c.order = cur.order;
     c.order.set_state(Order::IN_PROGRESS);
-    c.with_booking = true;
-    c.booking = run.booking;
-    c.booking_version = run.version;
-    c.booking.set_state(v1::Booking::CHECKED_IN);
-    *c.booking.mutable_session()->mutable_start_time() = ToProto(now);
-    c.booking.mutable_session()->set_checked_in_by(ActorName(p));
-    v1::BookingEvent checked_in = Event(p, r.request_id());
-    checked_in.mutable_booking_checked_in();
+    if (!checked_in) {
+      const absl::Time now = clock_->Now();
+      const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
+      // CheckIn's window: from the later of the buffer before the run and
+      // the end of the previous entry's blocked interval, until the run's
+      // start + no_show_grace (without a grace period, until its end).
+      const inv::SlotRules& rules = FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules();
+      absl::Time opens = start - FromProto(rules.buffer());
+      LS_ASSIGN_OR_RETURN(auto before, store_->CalendarRange(cur.partition, IdOf(cur.order.instrument()), Ms(opens),
+                                                             Ms(start)));
+      for (const auto& e : before) {
+        if (e.booking_id != IdOf(run.booking.name()) && e.start_ms < Ms(start)) {
+          opens = std::max(opens, FromMs(e.end_ms));
+        }
+      }
+      if (now < opens) {
+        return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("the run may start from ", absl::FormatTime(opens)));
+      }
+      const absl::Duration grace = FromProto(rules.no_show_grace());
+      if (now >= FromProto(run.booking.reserved_interval().end_time()) ||
+          (grace > absl::ZeroDuration() && now > start + grace)) {
+        return Precondition("CHECK_IN_WINDOW_CLOSED", "the run's check-in window has closed; schedule it again");
+      }
+      c.with_booking = true;
+      c.booking = run.booking;
+      c.booking_version = run.version;
+      c.booking.set_state(v1::Booking::CHECKED_IN);
+      auto* session = c.booking.mutable_session();  // as CheckIn
+      *session->mutable_start_time() = ToProto(now);
+      session->set_checked_in_by(ActorName(p));
+      c.events.emplace_back(Event(p, r.request_id()));
+      c.events.back().mutable_booking_checked_in();
+    }
     v1::BookingEvent started = Event(p, r.request_id());
     started.mutable_service_order_started();
-    c.events = {std::move(checked_in), std::move(started)};
+    c.events.push_back(std::move(started));
     return c;
   });
 }

@@ -1274,7 +1274,7 @@ TEST_F(ServiceOrderTest, RescheduleMovesTheRunInOneStepAndCreateBookingBooksRuns
   v1::Booking old;
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, get, &old, staff_).ok());
   EXPECT_EQ(old.state(), v1::Booking::CANCELLED);
-  EXPECT_EQ(old.cancellation().initiator(), v1::Booking::OWNER_STAFF);
+  EXPECT_EQ(old.cancellation().initiator(), v1::Booking::PARENT_RESOURCE);  // its order was rescheduled
   EXPECT_FALSE(old.late_cancellation());
   v1::Booking b;
   ASSERT_TRUE(Book(absl::Hours(8), absl::Hours(9) + absl::Minutes(30), &b).ok());  // the old slot is free

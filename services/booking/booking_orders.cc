@@ -648,9 +648,9 @@ absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::st
     c.calendar = UpdateStep::Calendar::kRemove;
     c.booking.set_state(v1::Booking::CANCELLED);
     c.booking.set_cancelled_by_outage(outage);
-    const auto initiator = outage         ? v1::Booking::MAINTENANCE_OUTAGE
-                           : IsAdmin(p) ? v1::Booking::PLATFORM_ADMIN
-                                        : v1::Booking::OWNER_STAFF;
+    const auto initiator = outage                              ? v1::Booking::MAINTENANCE_OUTAGE
+                           : p.HasRole(Role::kConsortiumAdmin) ? v1::Booking::PLATFORM_ADMIN
+                                                               : v1::Booking::OWNER_STAFF;
     auto* cancel = c.booking.mutable_cancellation();
     *cancel->mutable_cancel_time() = ToProto(now);
     cancel->set_cancelled_by(ActorName(p));
@@ -676,7 +676,7 @@ absl::StatusOr<v1::Booking> BookingManager::CancelRun(const Principal& p, const 
   LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(run.instrument()));
   // Not the client's side: it cancels the order. An administrator may act
   // for the owner, as everywhere.
-  if (!IsAdmin(p) && !IsOwnerStaff(p, *instrument)) {
+  if (!p.HasRole(Role::kConsortiumAdmin) && !IsOwnerStaff(p, *instrument)) {
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      absl::StrCat(run.name(), " is the run of ", run.service_order(),
                                   "; only the owner's staff cancel a run (the client cancels the order with "

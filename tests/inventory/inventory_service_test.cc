@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <set>
 #include <thread>
 
@@ -1207,6 +1208,43 @@ TEST_F(OperatorChangeTest, InstrumentsRegisteredBeforeTheFacilityIndexMoveAfterT
   ASSERT_TRUE(ChangeOperator("newop", "op-1", &changed).ok());
   EXPECT_EQ(Get("tem").operator_organization(), "organizations/newop");
   EXPECT_EQ(Get("sem").operator_organization(), "organizations/newop");
+}
+
+// Not a check: how long UpdateFacility's step blocks Redis when it moves
+// LABSHARE_MEASURE_N (default 2000) more instruments; prints the script's time from
+// SLOWLOG. Run with --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Measure*'.
+TEST_F(OperatorChangeTest, DISABLED_MeasureTheStepOfALargeFacility) {
+  const int n = std::atoi(std::getenv("LABSHARE_MEASURE_N") ? std::getenv("LABSHARE_MEASURE_N") : "2000");
+  Principal admin;
+  admin.user_id = "admin";
+  admin.roles = {Role::kConsortiumAdmin};
+  size_t bytes = 0;
+  for (int i = 0; i < n; ++i) {
+    v1::CreateInstrumentRequest req;
+    req.set_instrument_id(absl::StrFormat("m%05d", i));
+    *req.mutable_instrument() = InstrumentSpec("owner", "fac");
+    auto in = manager_->CreateInstrument(admin, req);
+    ASSERT_TRUE(in.ok()) << in.status();
+    bytes = in->ByteSizeLong();
+  }
+  Redis({"CONFIG", "SET", "slowlog-log-slower-than", "0"});
+  Redis({"SLOWLOG", "RESET"});
+  v1::UpdateFacilityRequest req;
+  req.mutable_facility()->set_name("facilities/fac");
+  req.mutable_facility()->set_operator_organization("organizations/newop");
+  req.mutable_update_mask()->add_paths("operator_organization");
+  const absl::Time t0 = absl::Now();
+  auto out = manager_->UpdateFacility(admin, req);
+  const absl::Duration total = absl::Now() - t0;
+  ASSERT_TRUE(out.ok()) << out.status();
+  auto log = pool_->Command({"SLOWLOG", "GET", "1000"});
+  int64_t lua_us = 0;
+  for (const auto& e : log->elements) {
+    if (e.elements[3].elements[0].str == "EVALSHA" || e.elements[3].elements[0].str == "EVAL") lua_us = std::max<int64_t>(lua_us, e.elements[2].integer);
+  }
+  Redis({"CONFIG", "SET", "slowlog-log-slower-than", "10000"});
+  std::printf("MEASURE n=%d instrument_bytes=%zu lua_us=%lld call_ms=%lld\n", n + 2, bytes,
+              static_cast<long long>(lua_us), static_cast<long long>(absl::ToInt64Milliseconds(total)));
 }
 
 }  // namespace

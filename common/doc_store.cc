@@ -10,10 +10,12 @@ namespace {
 // Every check (idempotency, versions, key types) comes before the first
 // write: Redis does not roll a script back.
 // KEYS: idempotency (or placeholder), outbox (or placeholder), documents,
-//       index keys, list keys.
+//       index keys, list keys, guarded keys.
 // ARGV: has_idem, fingerprint, response, ttl, n_writes, n_index, n_append,
-//       has_event, event_type, event_payload, then per write (expected, data),
-//       per index op (op, member), per append (value).
+//       has_event, event_type, event_payload, n_guards, n_more_events, then
+//       per write (expected, data), per index op (op, member), per append
+//       (value), per guard (expected, 'v' version or 'n' zset members), per
+//       further event (type, payload).
 const RedisScript& CommitScript() {
   static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
 local has_idem = ARGV[1] == '1'
@@ -25,7 +27,20 @@ if has_idem then
   end
 end
 local nw, ni, na = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local base = 11
+local ng, ne = tonumber(ARGV[11]), tonumber(ARGV[12])
+local gbase = 13 + nw * 2 + ni * 2 + na
+for i = 1, ng do
+  local key = KEYS[2 + nw + ni + na + i]
+  local expected = tonumber(ARGV[gbase + (i - 1) * 2])
+  local current
+  if ARGV[gbase + (i - 1) * 2 + 1] == 'n' then
+    current = redis.call('ZCARD', key)
+  else
+    current = tonumber(redis.call('HGET', key, 'v') or '0')
+  end
+  if current ~= expected then return {'CONFLICT', key} end
+end
+local base = 13
 for i = 1, nw do
   local key = KEYS[2 + i]
   local expected = tonumber(ARGV[base + (i - 1) * 2])
@@ -65,6 +80,10 @@ end
 local id = ''
 if ARGV[8] == '1' then
   id = redis.call('XADD', KEYS[2], '*', 'type', ARGV[9], 'payload', ARGV[10])
+  local ebase = gbase + ng * 2
+  for i = 1, ne do
+    redis.call('XADD', KEYS[2], '*', 'type', ARGV[ebase + (i - 1) * 2], 'payload', ARGV[ebase + (i - 1) * 2 + 1])
+  end
 end
 if has_idem then
   redis.call('HSET', KEYS[1], 'f', ARGV[2], 'r', ARGV[3])
@@ -170,7 +189,9 @@ absl::StatusOr<CommitOutcome> DocStore::Commit(const Mutation& m) const {
                                    std::to_string(m.appends.size()),
                                    has_event ? "1" : "0",
                                    m.event_type,
-                                   m.event_payload};
+                                   m.event_payload,
+                                   std::to_string(m.guards.size()),
+                                   std::to_string(has_event ? m.more_events.size() : 0)};
   for (const auto& w : m.writes) {
     keys.push_back(w.key);
     args.push_back(std::to_string(w.expected_version));
@@ -184,6 +205,17 @@ absl::StatusOr<CommitOutcome> DocStore::Commit(const Mutation& m) const {
   for (const auto& a : m.appends) {
     keys.push_back(a.key);
     args.push_back(a.value);
+  }
+  for (const auto& g : m.guards) {
+    keys.push_back(g.key);
+    args.push_back(std::to_string(g.expected));
+    args.push_back(g.count ? "n" : "v");
+  }
+  if (has_event) {
+    for (const auto& e : m.more_events) {
+      args.push_back(e.type);
+      args.push_back(e.payload);
+    }
   }
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(CommitScript(), keys, args));
   if (v.type != RedisValue::Type::kArray || v.elements.empty()) return BadReply();

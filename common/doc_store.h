@@ -48,6 +48,20 @@ struct ListAppend {
   std::string value;
 };
 
+// A precondition the step checks and does not write: a document still at
+// `expected` (its version; 0: absent), or, with `count`, a sorted set that
+// still has `expected` members. Failing, the commit is a kConflict on `key`.
+struct DocGuard {
+  std::string key;
+  int64_t expected = 0;
+  bool count = false;
+};
+
+struct OutboxEvent {
+  std::string type;
+  std::string payload;
+};
+
 struct Mutation {
   std::string idempotency_key;  // empty: not idempotent
   std::string fingerprint;      // of the request, to detect reuse of an id
@@ -58,6 +72,9 @@ struct Mutation {
   std::string outbox_key;  // stream; empty: no event
   std::string event_type;
   std::string event_payload;
+  // Further events on outbox_key, after event_payload's, in this order.
+  std::vector<OutboxEvent> more_events;
+  std::vector<DocGuard> guards;
 };
 
 struct CommitOutcome {

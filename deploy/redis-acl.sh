@@ -89,8 +89,9 @@ mkdir -p "$dir"
 
 # Commands every service runs: readiness (PING, EVAL of a keyless script),
 # Lua steps (EVALSHA, EVAL on NOSCRIPT), its page-token key (SET NX, GET) and
-# common/doc_store.cc (documents, idempotency records, indexes).
-base="ping eval evalsha get set type hmget hget hset expire rpush lrange zadd zrem zrange xadd"
+# common/doc_store.cc (documents, idempotency records, indexes; ZCARD for an
+# index guard, e.g. inventory's facility instruments).
+base="ping eval evalsha get set type hmget hget hset expire rpush lrange zadd zrem zrange zcard xadd"
 # The client's own: Sentinel (ROLE), WAIT for replicas, Redis Cluster routing.
 base+=" role wait cluster|slots asking"
 # Consumer-group commands (common/events.cc EventConsumer).

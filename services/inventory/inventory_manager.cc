@@ -140,13 +140,21 @@ absl::StatusOr<Resp> InventoryManager::Commit(
   for (int attempt = 0; attempt < kCommitAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(Plan<Resp> plan, plan_fn());
     if (plan.write_nothing) return std::move(plan.response);
-    auto* header = plan.event.mutable_header();
-    header->set_event_id(NewEventId());
-    *header->mutable_event_time() = ToProto(clock_->Now());
-    header->set_request_id(request_id);
-    header->set_actor(ActorName(p));
-    header->set_actor_organization(ActorOrganization(p));
+    const auto event_time = ToProto(clock_->Now());
+    auto fill_header = [&](v1::InventoryEvent& event) {
+      auto* header = event.mutable_header();
+      header->set_event_id(NewEventId());
+      *header->mutable_event_time() = event_time;
+      header->set_request_id(request_id);
+      header->set_actor(ActorName(p));
+      header->set_actor_organization(ActorOrganization(p));
+    };
+    fill_header(plan.event);
     Mutation& m = plan.mutation;
+    for (auto& more : plan.more_events) {
+      fill_header(more);
+      m.more_events.push_back({v1::InventoryEvent::descriptor()->full_name(), more.SerializeAsString()});
+    }
     m.idempotency_key = idem;
     m.fingerprint = fingerprint;
     m.response = SerializeDeterministic(plan.response);
@@ -159,12 +167,53 @@ absl::StatusOr<Resp> InventoryManager::Commit(
       case CommitOutcome::Kind::kReplayed: return replay(outcome.response);
       case CommitOutcome::Kind::kRequestReused: return RequestIdReused();
       case CommitOutcome::Kind::kConflict:
-        if (!plan.on_conflict.ok()) return plan.on_conflict;
+        if (!plan.on_conflict.ok() && !m.writes.empty() && outcome.conflict_key == m.writes.front().key) {
+          return plan.on_conflict;
+        }
         break;  // somebody else wrote first: read again
     }
   }
   return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                    "the resource is being changed concurrently; retry with the same request_id");
+}
+
+template <typename Resp>
+absl::Status InventoryManager::MoveInstrumentsToOperator(const std::string& facility_id,
+                                                         const std::string& operator_org, absl::Time now,
+                                                         Plan<Resp>* plan) {
+  const std::string index = keys::FacilityInstruments(facility_id);
+  int64_t members = 0;
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(index, after, kIndexBatch));
+    if (ids.empty()) break;
+    members += static_cast<int64_t>(ids.size());
+    after = ids.back();
+    std::vector<std::string> doc_keys;
+    doc_keys.reserve(ids.size());
+    for (const auto& id : ids) doc_keys.push_back(keys::Instrument(id));
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (!docs[i]) continue;
+      v1::Instrument in;
+      if (!in.ParseFromString(docs[i]->data)) {
+        return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored record is unreadable");
+      }
+      if (in.operator_organization() == operator_org) continue;
+      in.set_operator_organization(operator_org);
+      *in.mutable_update_time() = ToProto(now);
+      in.set_etag(std::to_string(docs[i]->version + 1));
+      plan->mutation.writes.push_back({doc_keys[i], in.SerializeAsString(), docs[i]->version});
+      v1::InventoryEvent event;
+      auto* changed = event.mutable_instrument_changed();
+      changed->set_kind(v1::UPDATED);
+      *changed->mutable_instrument() = std::move(in);
+      plan->more_events.push_back(std::move(event));
+    }
+    if (static_cast<int>(ids.size()) < kIndexBatch) break;
+  }
+  plan->mutation.guards.push_back({index, members, /*count=*/true});
+  return absl::OkStatus();
 }
 
 template <typename T, typename Resp>
@@ -530,10 +579,16 @@ absl::StatusOr<v1::Facility> InventoryManager::UpdateFacility(const Principal& p
     LS_ASSIGN_OR_RETURN(std::string op, ParseName(f.operator_organization(), "organizations", "facility.operator_organization"));
     LS_RETURN_IF_ERROR(ValidateFacility(f));
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(op), "ORGANIZATION_NOT_FOUND", f.operator_organization()).status());
-    *f.mutable_update_time() = ToProto(clock_->Now());
+    const absl::Time now = clock_->Now();
+    *f.mutable_update_time() = ToProto(now);
     f.set_etag(std::to_string(current.version + 1));
     Plan<v1::Facility> plan;
     plan.mutation.writes.push_back({keys::Facility(id), f.SerializeAsString(), current.version});
+    // An instrument's operator is its facility's: a new operator takes over
+    // every instrument in this same step.
+    if (f.operator_organization() != current.value.operator_organization()) {
+      LS_RETURN_IF_ERROR(MoveInstrumentsToOperator(id, f.operator_organization(), now, &plan));
+    }
     auto* ev = plan.event.mutable_facility_changed();
     ev->set_kind(v1::UPDATED);
     *ev->mutable_facility() = f;
@@ -567,6 +622,9 @@ absl::StatusOr<v1::Instrument> InventoryManager::CreateInstrument(
     Plan<v1::Instrument> plan;
     plan.mutation.writes.push_back({keys::Instrument(id), in.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Instruments(), id});
+    plan.mutation.index_ops.push_back({keys::FacilityInstruments(fac), id});
+    // The operator copied above is still the facility's when this commits.
+    plan.mutation.guards.push_back({keys::Facility(fac), facility.version});
     auto* ev = plan.event.mutable_instrument_changed();
     ev->set_kind(v1::CREATED);
     *ev->mutable_instrument() = in;
@@ -1072,6 +1130,42 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
   for (auto& l : rates) facts.rates.push_back(std::move(l.value));
   for (auto& l : windows) facts.windows.push_back(std::move(l.value));
   return EvaluateAccess(facts, r, clock_->Now());
+}
+
+// ================================================================ migration
+
+absl::StatusOr<int> InventoryManager::BackfillFacilityInstruments() {
+  int examined = 0;
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Instruments(), after, kIndexBatch));
+    if (ids.empty()) break;
+    after = ids.back();
+    std::vector<std::string> doc_keys;
+    doc_keys.reserve(ids.size());
+    for (const auto& id : ids) doc_keys.push_back(keys::Instrument(id));
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
+    std::vector<std::vector<std::string>> adds;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      ++examined;
+      v1::Instrument in;
+      if (!docs[i] || !in.ParseFromString(docs[i]->data)) continue;
+      auto fac = ParseName(in.facility(), "facilities", "facility");
+      if (!fac.ok()) continue;
+      adds.push_back({"ZADD", keys::FacilityInstruments(*fac), "0", ids[i]});
+    }
+    std::vector<RedisValue> replies;
+    if (!adds.empty()) {
+      LS_ASSIGN_OR_RETURN(replies, store_->docs().pool()->Pipeline(adds));
+    }
+    for (const auto& reply : replies) {
+      if (reply.is_error()) {
+        return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "a facility's instrument index could not be written");
+      }
+    }
+    if (static_cast<int>(ids.size()) < kIndexBatch) break;
+  }
+  return examined;
 }
 
 }  // namespace labshare::inventory

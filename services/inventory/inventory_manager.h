@@ -77,6 +77,13 @@ class InventoryManager {
   // Access.
   absl::StatusOr<v1::CheckAccessResponse> CheckAccess(const Principal& p, const v1::CheckAccessRequest& r);
 
+  // Start-up migration: puts every instrument into its facility's index
+  // (keys::FacilityInstruments), which UpdateFacility reads to move a
+  // facility's instruments to a new operator. Instruments registered before
+  // the index existed are missing from it; adding is idempotent. Returns
+  // how many instruments were examined.
+  absl::StatusOr<int> BackfillFacilityInstruments();
+
  private:
   // What a mutation will write, decided from the state it read.
   template <typename Resp>
@@ -84,8 +91,11 @@ class InventoryManager {
     Mutation mutation;  // documents, indexes, appends
     Resp response;
     v1::InventoryEvent event;  // payload set; header filled by Commit
-    // Returned instead of retrying when a document moved (e.g. ALREADY_EXISTS
-    // on create, ETAG_MISMATCH when the caller named an etag).
+    // Further events of the same step (headers filled by Commit too).
+    std::vector<v1::InventoryEvent> more_events;
+    // Returned instead of retrying when the first written document moved
+    // (e.g. ALREADY_EXISTS on create, ETAG_MISMATCH when the caller named an
+    // etag); any other conflict is read again.
     absl::Status on_conflict;
     // The request changes nothing: answer `response`, write no event.
     bool write_nothing = false;
@@ -98,6 +108,15 @@ class InventoryManager {
                               const google::protobuf::Message& request,
                               const std::string& request_id,
                               const std::function<absl::StatusOr<Plan<Resp>>()>& plan_fn);
+
+  // Moves every instrument of a facility to `operator_org` within `plan`
+  // (the facility's own write comes first): a compare-and-set write and an
+  // InstrumentChanged UPDATED event per instrument whose operator differs,
+  // and a guard on the facility's instrument index, so an instrument
+  // registered meanwhile makes the step read again.
+  template <typename Resp>
+  absl::Status MoveInstrumentsToOperator(const std::string& facility_id, const std::string& operator_org,
+                                         absl::Time now, Plan<Resp>* plan);
 
   template <typename T, typename Resp>
   absl::StatusOr<Resp> ListFromIndex(const Principal& caller, const google::protobuf::Message& request,

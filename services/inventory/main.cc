@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   labshare::inventory::InventoryManager manager(&store, &clock, *std::move(page_tokens));
+  // Instruments registered before facilities indexed theirs (idempotent).
+  if (auto examined = manager.BackfillFacilityInstruments(); !examined.ok()) {
+    labshare::LogError("cannot index the facilities' instruments", {{"error", examined.status().ToString()}});
+    return 2;
+  }
   labshare::MethodPolicy policy = labshare::inventory::InventoryPolicy();
   labshare::inventory::AddIdentityPolicy(&policy);
   labshare::Authorizer authorizer(verifier.get(), std::move(policy), &wall);

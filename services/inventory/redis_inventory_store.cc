@@ -18,6 +18,7 @@ std::string LookupMember(absl::string_view value, absl::string_view user_id) {
 }
 std::string Facility(absl::string_view id) { return absl::StrCat(kTag, "facility:", id); }
 std::string Facilities() { return absl::StrCat(kTag, "facilities"); }
+std::string FacilityInstruments(absl::string_view id) { return absl::StrCat(kTag, "facility:", id, ":instruments"); }
 std::string Instrument(absl::string_view id) { return absl::StrCat(kTag, "instr:", id); }
 std::string Instruments() { return absl::StrCat(kTag, "instruments"); }
 std::string Rate(absl::string_view i, absl::string_view r) { return absl::StrCat(kTag, "rate:", i, ":", r); }

@@ -12,6 +12,9 @@
 //   {inventory}:refresh:<sha256 hex>     refresh token record   (identity_store.h)
 //   {inventory}:refresh_family:<id>      live sign-in session   (identity_store.h)
 //   {inventory}:facility:<id>            Facility         index {inventory}:facilities
+//   {inventory}:facility:<id>:instruments  ids of the facility's instruments (sorted set;
+//                                        CreateInstrument adds, BackfillFacilityInstruments
+//                                        fills it for instruments registered before it)
 //   {inventory}:instr:<id>               Instrument       index {inventory}:instruments
 //   {inventory}:rate:<instr>:<id>        Rate             index {inventory}:instr:<id>:rates
 //   {inventory}:qual:<instr>:<user>      Qualification    indexes ...:instr:<id>:quals, ...:user:<id>:quals
@@ -42,6 +45,7 @@ std::string UsersByEmail();
 std::string LookupMember(absl::string_view value, absl::string_view user_id);
 std::string Facility(absl::string_view id);
 std::string Facilities();
+std::string FacilityInstruments(absl::string_view facility_id);
 std::string Instrument(absl::string_view id);
 std::string Instruments();
 std::string Rate(absl::string_view instrument_id, absl::string_view rate_id);

@@ -225,6 +225,58 @@ TEST_F(BookingServiceTest, InventoryChangesReachTheCacheWhenPublishedNotWhenItEx
   EXPECT_EQ(cached.Invalidate(labshare::inventory::v1::InventoryEvent()), 0u);
 }
 
+TEST_F(BookingServiceTest, AFacilitysNewOperatorApprovesItsInstrumentsBookingsAndCachesFollow) {
+  InventoryClient cached(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  InventoryCacheWatcher watcher(pool_.get(), &cached);
+  ASSERT_TRUE(watcher.Poll(absl::ZeroDuration()).ok());
+  auto in = cached.Instrument("instruments/tem");
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ((*in)->operator_organization(), "organizations/owner");
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(24 + 9), &b).ok());
+  ASSERT_EQ(b.state(), v1::Booking::PENDING_APPROVAL);
+
+  iv::CreateOrganizationRequest org;
+  org.set_organization_id("runner");
+  org.mutable_organization()->set_display_name("runner");
+  org.mutable_organization()->set_type(iv::UNIVERSITY);
+  org.mutable_organization()->set_membership_state(iv::MEMBER);
+  org.mutable_organization()->set_tier("CORE");
+  Inv(&iv::InventoryService::Stub::CreateOrganization, org);
+  iv::CreateUserRequest rita;
+  rita.set_user_id("rita");
+  rita.mutable_user()->set_display_name("rita");
+  rita.mutable_user()->set_organization("organizations/runner");
+  rita.mutable_user()->add_roles(labshare::type::v1::FACILITY_STAFF);
+  Inv(&iv::InventoryService::Stub::CreateUser, rita);
+  const std::string runner_staff = Token("rita", "runner", {Role::kFacilityStaff});
+  v1::ApproveBookingRequest approve;
+  approve.set_name(b.name());
+  v1::Booking out;
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::ApproveBooking, approve, &out, runner_staff);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);  // not yet its operator
+
+  iv::UpdateFacilityRequest hand_over;
+  hand_over.mutable_facility()->set_name("facilities/fac");
+  hand_over.mutable_facility()->set_operator_organization("organizations/runner");
+  hand_over.mutable_update_mask()->add_paths("operator_organization");
+  hand_over.set_request_id("hand-over-1");
+  Inv(&iv::InventoryService::Stub::UpdateFacility, hand_over);
+  // The replica's cache learns it from the outbox (org, user, facility,
+  // and one event per instrument of the facility: tem and afm)...
+  auto read = watcher.Poll(absl::ZeroDuration());
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, 5);
+  in = cached.Instrument("instruments/tem");
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ((*in)->operator_organization(), "organizations/runner");
+  // ...and booking's scope checks use the new operator.
+  s = Call(stub_.get(), &v1::BookingService::Stub::ApproveBooking, approve, &out, runner_staff);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(out.decision().decided_by(), "users/rita");
+}
+
 TEST_F(BookingServiceTest, AccessRulesAreCheckedBeforeTheSlot) {
   v1::Booking b;
   auto s = Book(absl::Hours(9), absl::Hours(10), &b, "", "users/bob");

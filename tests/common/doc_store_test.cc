@@ -98,5 +98,39 @@ TEST_F(DocStoreTest, IndexRangeResumesAfterMember) {
   EXPECT_EQ(*store_->IndexRange("{t}:index", "", 1), std::vector<std::string>{"{t}:a"});
 }
 
+TEST_F(DocStoreTest, GuardsAreCheckedAndNotWritten) {
+  ASSERT_TRUE(store_->Commit(Create("{t}:a", "one")).ok());  // {t}:a at 1, {t}:index has 1 member
+  Mutation m = Create("{t}:b", "two");
+  m.guards.push_back({"{t}:a", 1});
+  m.guards.push_back({"{t}:index", 1, /*count=*/true});
+  auto out = store_->Commit(m);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->kind, CommitOutcome::Kind::kApplied);
+  EXPECT_EQ((*store_->Get("{t}:a"))->version, 1);  // guarded, not written
+  for (const DocGuard& stale : {DocGuard{"{t}:a", 2}, DocGuard{"{t}:index", 1, true}, DocGuard{"{t}:none", 1}}) {
+    Mutation late = Create("{t}:c", "three");
+    late.guards.push_back(stale);
+    out = store_->Commit(late);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(out->kind, CommitOutcome::Kind::kConflict) << stale.key;
+    EXPECT_EQ(out->conflict_key, stale.key);
+    EXPECT_FALSE((*store_->Get("{t}:c")).has_value());
+  }
+  EXPECT_EQ(Int({"XLEN", "{t}:outbox"}), 2);
+}
+
+TEST_F(DocStoreTest, FurtherEventsFollowTheFirstInOneStep) {
+  Mutation m = Create("{t}:a", "one", "{t}:idem:1");
+  m.more_events = {{"test.Moved", "x"}, {"test.Moved", "y"}};
+  ASSERT_EQ(store_->Commit(m)->kind, CommitOutcome::Kind::kApplied);
+  auto v = pool_->Command({"XRANGE", "{t}:outbox", "-", "+"});
+  ASSERT_TRUE(v.ok());
+  std::vector<std::string> got;
+  for (const auto& e : v->elements) got.push_back(e.elements[1].elements[1].str + ":" + e.elements[1].elements[3].str);
+  EXPECT_EQ(got, (std::vector<std::string>{"test.Created:one", "test.Moved:x", "test.Moved:y"}));
+  EXPECT_EQ(store_->Commit(m)->kind, CommitOutcome::Kind::kReplayed);  // nothing published again
+  EXPECT_EQ(Int({"XLEN", "{t}:outbox"}), 3);
+}
+
 }  // namespace
 }  // namespace labshare

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -51,6 +52,67 @@ std::vector<AccountLine> ParseLines(const std::vector<std::string>& raw) {
     l.counterparty = f[2];
     l.currency = f[3];
     out.push_back(std::move(l));
+  }
+  return out;
+}
+
+// The income report's figures (IncomeRow) and the owner's ledger lines that
+// make them.
+enum class IncomeFigure { kService, kInKind, kInternal, kCompensation, kSubsidised };
+struct IncomeLine {
+  std::string posting, counterparty;
+  int64_t amount = 0;  // credits to the income accounts, debits of a pool's receivable: positive
+  IncomeFigure figure;
+};
+
+void Bump(labshare::type::v1::Money* m, int64_t v) { m->set_amount_minor(m->amount_minor() + v); }
+
+void ZeroIncomeFigures(const std::string& currency, v1::IncomeRow* row) {
+  for (auto* m : {row->mutable_service_income(), row->mutable_subsidised_amount(), row->mutable_in_kind_amount(),
+                  row->mutable_internal_amount(), row->mutable_compensation_amount(),
+                  row->mutable_corrections_amount()}) {
+    *m = MakeMoney(currency, 0);
+  }
+}
+
+void BumpIncomeFigure(IncomeFigure figure, int64_t amount, v1::IncomeRow* row) {
+  switch (figure) {
+    case IncomeFigure::kService: return Bump(row->mutable_service_income(), amount);
+    case IncomeFigure::kInKind: return Bump(row->mutable_in_kind_amount(), amount);
+    case IncomeFigure::kInternal: return Bump(row->mutable_internal_amount(), amount);
+    case IncomeFigure::kCompensation: return Bump(row->mutable_compensation_amount(), amount);
+    case IncomeFigure::kSubsidised: return Bump(row->mutable_subsidised_amount(), amount);
+  }
+}
+
+// Whether `correction` is the exact mirror of `of` (a reversal).
+bool IsMirror(const v1::Posting& correction, const v1::Posting& of) {
+  if (correction.entries_size() != of.entries_size()) return false;
+  for (int i = 0; i < of.entries_size(); ++i) {
+    const v1::Entry &a = correction.entries(i), &b = of.entries(i);
+    if (a.account() != b.account() || a.counterparty() != b.counterparty() ||
+        a.debit().amount_minor() != b.credit().amount_minor() || a.credit().amount_minor() != b.debit().amount_minor()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The stored documents of `kind` named in `names` ("postings/p1", ...), by
+// name, in one round trip; those not stored are left out.
+template <typename T>
+absl::StatusOr<std::map<std::string, T>> LoadDocs(const BillingStore& store, absl::string_view kind,
+                                                  const std::set<std::string>& names) {
+  std::vector<std::string> doc_keys;
+  for (const auto& name : names) doc_keys.push_back(keys::Doc(kind, IdOf(name)));
+  std::map<std::string, T> out;
+  if (doc_keys.empty()) return out;
+  LS_ASSIGN_OR_RETURN(auto docs, store.docs().GetMany(doc_keys));
+  auto name = names.begin();
+  for (size_t i = 0; i < docs.size(); ++i, ++name) {
+    if (!docs[i]) continue;
+    LS_ASSIGN_OR_RETURN(T doc, Parse<T>(docs[i]->data));
+    out.emplace(*name, std::move(doc));
   }
   return out;
 }
@@ -711,63 +773,133 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
   }
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
-  v1::ListChargesRequest list;
-  list.set_owner_organization(r.owner_organization());
-  list.set_instrument(r.instrument());
-  list.set_mode(r.mode());
-  *list.mutable_interval() = r.interval();
-  list.set_page_size(500);
-  Principal all;
-  all.user_id = "billing";
-  all.roles = {Role::kService};
-  std::map<std::tuple<std::string, int, std::string, int>, v1::IncomeRow> rows;
-  v1::IncomeRow totals;
-  auto add = [&](v1::IncomeRow& row, const v1::Charge& c, int64_t income, int64_t subsidised, int64_t in_kind,
-                 int64_t internal, int64_t compensation, int64_t corrections) {
-    auto bump = [&](labshare::type::v1::Money* m, int64_t v) {
-      m->set_currency_code(currency);
-      m->set_amount_minor(m->amount_minor() + v);
-    };
-    row.set_charge_count(row.charge_count() + 1);
-    row.set_quantity_milli(row.quantity_milli() + c.quantity_milli());
-    row.set_unit(c.rate().unit());
-    bump(row.mutable_service_income(), income);
-    bump(row.mutable_subsidised_amount(), subsidised);
-    bump(row.mutable_in_kind_amount(), in_kind);
-    bump(row.mutable_internal_amount(), internal);
-    bump(row.mutable_compensation_amount(), compensation);
-    bump(row.mutable_corrections_amount(), corrections);
-  };
-  while (true) {
-    LS_ASSIGN_OR_RETURN(v1::ListChargesResponse page, ListCharges(all, list));
-    for (const auto& c : page.charges()) {
-      if (c.amount().currency_code() != currency || c.fee_kind() == v1::DEPOSIT) continue;
-      const bool reversed = c.state() == v1::Charge::REVERSED;
-      const bool internal = c.payer_organization() == c.owner_organization() && c.splits().empty();
-      int64_t in_kind = 0;
-      for (const auto& s : c.splits()) in_kind += s.in_kind() ? s.amount().amount_minor() : 0;
-      const int64_t damage = c.fee_kind() == v1::DAMAGE ? c.amount().amount_minor() : 0;
-      const int64_t income = c.fee_kind() == v1::DAMAGE ? 0 : c.service_income().amount_minor();
-      const int64_t correction = reversed ? -(income + damage) : 0;
-      auto& row = rows[{c.instrument(), static_cast<int>(c.mode()), c.payer_organization(), static_cast<int>(c.fee_kind())}];
-      row.set_instrument(c.instrument());
-      row.set_mode(c.mode());
-      row.set_payer_organization(c.payer_organization());
-      row.set_fee_kind(c.fee_kind());
-      add(row, c, income, c.subsidy_total().amount_minor(), in_kind, internal ? c.amount().amount_minor() : 0, damage,
-          correction);
-      add(totals, c, income, c.subsidy_total().amount_minor(), in_kind, internal ? c.amount().amount_minor() : 0,
-          damage, correction);
+  const std::string& owner = r.owner_organization();
+  const int64_t from = Ms(FromProto(r.interval().start_time())), to = Ms(FromProto(r.interval().end_time()));
+
+  // The owner's ledger lines posted in the interval, in the report's
+  // currency, that make its figures: credits to INCOME, IN_KIND_CONTRIBUTION,
+  // INTERNAL_USE and COMPENSATION (debits count negative), and the debits on
+  // RECEIVABLE with a pool as counterparty (what pools pay of the income).
+  const std::vector<std::pair<v1::AccountKind, IncomeFigure>> accounts = {
+      {v1::INCOME, IncomeFigure::kService},
+      {v1::IN_KIND_CONTRIBUTION, IncomeFigure::kInKind},
+      {v1::INTERNAL_USE, IncomeFigure::kInternal},
+      {v1::COMPENSATION, IncomeFigure::kCompensation},
+      {v1::RECEIVABLE, IncomeFigure::kSubsidised}};
+  std::vector<IncomeLine> lines;
+  std::set<std::string> posting_names;
+  for (const auto& [kind, figure] : accounts) {
+    LS_ASSIGN_OR_RETURN(auto raw, store_->List(keys::Account(AccountName(owner, kind))));
+    for (auto& l : ParseLines(raw)) {
+      if (l.currency != currency || l.ms < from || l.ms >= to) continue;
+      if (figure == IncomeFigure::kSubsidised && !IsSubsidyPoolName(l.counterparty)) continue;
+      const int64_t amount = figure == IncomeFigure::kSubsidised ? l.amount : -l.amount;
+      posting_names.insert("postings/" + l.posting);
+      lines.push_back({"postings/" + l.posting, l.counterparty, amount, figure});
     }
-    if (page.next_page_token().empty()) break;
-    list.set_page_token(page.next_page_token());
+  }
+  // Their postings (an archived year's carried-forward lines have none and
+  // are not counted), the postings they correct, the deposits of deposit
+  // applications and the charges that give the keys.
+  LS_ASSIGN_OR_RETURN(auto postings, LoadDocs<v1::Posting>(*store_, "posting", posting_names));
+  std::set<std::string> corrected_names, deposit_names, charge_names;
+  for (const auto& [name, posting] : postings) {
+    if (!posting.corrects().empty()) corrected_names.insert(posting.corrects());
+    if (posting.kind() == v1::DEPOSIT_APPLICATION && !posting.deposit().empty()) deposit_names.insert(posting.deposit());
+    if (!posting.charge().empty()) charge_names.insert(posting.charge());
+  }
+  LS_ASSIGN_OR_RETURN(auto corrected, LoadDocs<v1::Posting>(*store_, "posting", corrected_names));
+  LS_ASSIGN_OR_RETURN(auto deposits, LoadDocs<v1::Deposit>(*store_, "deposit", deposit_names));
+  for (const auto& [name, d] : deposits) {
+    if (!d.hold_charge().empty()) charge_names.insert(d.hold_charge());
+  }
+  LS_ASSIGN_OR_RETURN(auto charges, LoadDocs<v1::Charge>(*store_, "charge", charge_names));
+  auto find = [](const auto& docs, const std::string& name) -> const auto* {
+    auto it = docs.find(name);
+    return it == docs.end() ? nullptr : &it->second;
+  };
+
+  using Key = std::tuple<std::string, int, std::string, int, int>;  // instrument, mode, payer, fee kind, unit
+  std::map<Key, v1::IncomeRow> rows;
+  std::set<std::pair<std::string, Key>> counted;  // (posting, row): a charge counts once per row
+  for (const IncomeLine& line : lines) {
+    const v1::Posting* posting = find(postings, line.posting);
+    if (posting == nullptr) continue;
+    const v1::Posting* of = posting->kind() == v1::CORRECTION ? find(corrected, posting->corrects()) : nullptr;
+    if (line.figure == IncomeFigure::kSubsidised &&
+        (posting->kind() == v1::CORRECTION ? of == nullptr || of->kind() != v1::SUBSIDY
+                                           : posting->kind() != v1::SUBSIDY)) {
+      continue;  // a pool's payment, not a subsidy
+    }
+    const v1::Charge* charge = find(charges, posting->charge());
+    if (posting->kind() == v1::DEPOSIT_APPLICATION) {
+      const v1::Deposit* d = find(deposits, posting->deposit());
+      if (d != nullptr) charge = find(charges, d->hold_charge());
+    }
+    Key key;
+    auto& [instrument, mode, payer, fee_kind, unit] = key;
+    if (charge != nullptr) {
+      instrument = charge->instrument();
+      mode = charge->mode();
+      payer = charge->payer_organization();
+      fee_kind = charge->fee_kind();
+      unit = charge->rate().unit();
+    }
+    switch (line.figure) {
+      case IncomeFigure::kInKind:
+      case IncomeFigure::kInternal:
+        payer = owner;
+        break;
+      case IncomeFigure::kSubsidised:  // the beneficiary: whose receivable the pool relieves
+        for (const auto& e : posting->entries()) {
+          if (e.account() == AccountName(owner, v1::RECEIVABLE) && IsOrganizationName(e.counterparty())) {
+            payer = e.counterparty();
+          }
+        }
+        break;
+      default:  // the participant credited (joint research: each its own share)
+        if (IsOrganizationName(line.counterparty)) payer = line.counterparty;
+    }
+    if ((!r.instrument().empty() && instrument != r.instrument()) || (r.mode() != 0 && mode != r.mode())) continue;
+    v1::IncomeRow& row = rows[key];
+    if (!row.has_service_income()) {
+      row.set_instrument(instrument);
+      row.set_mode(static_cast<labshare::type::v1::SharingMode>(mode));
+      row.set_payer_organization(payer);
+      row.set_fee_kind(static_cast<v1::FeeKind>(fee_kind));
+      row.set_unit(static_cast<v1::ChargeUnit>(unit));
+      ZeroIncomeFigures(currency, &row);
+    }
+    BumpIncomeFigure(line.figure, line.amount, &row);
+    if (posting->kind() == v1::CORRECTION && line.figure != IncomeFigure::kSubsidised) {
+      Bump(row.mutable_corrections_amount(), line.amount);
+    }
+    // Charges: +1 for the CHARGE posting, -1 for its reversal.
+    if (charge == nullptr || line.figure == IncomeFigure::kSubsidised) continue;
+    int sign = 0;
+    if (posting->kind() == v1::CHARGE && posting->charge() == charge->name()) sign = 1;
+    if (of != nullptr && of->kind() == v1::CHARGE && IsMirror(*posting, *of)) sign = -1;
+    if (sign == 0 || !counted.insert({posting->name(), key}).second) continue;
+    row.set_charge_count(row.charge_count() + sign);
+    row.set_quantity_milli(row.quantity_milli() + sign * charge->quantity_milli());
   }
   v1::OwnerIncomeReport out;
-  out.set_owner_organization(r.owner_organization());
+  out.set_owner_organization(owner);
   *out.mutable_interval() = r.interval();
   out.set_currency_code(currency);
-  for (auto& [key, row] : rows) *out.add_rows() = std::move(row);
-  *out.mutable_totals() = totals;
+  v1::IncomeRow* totals = out.mutable_totals();
+  ZeroIncomeFigures(currency, totals);
+  for (auto& [key, row] : rows) {
+    totals->set_charge_count(totals->charge_count() + row.charge_count());
+    totals->set_quantity_milli(totals->quantity_milli() + row.quantity_milli());
+    Bump(totals->mutable_service_income(), row.service_income().amount_minor());
+    Bump(totals->mutable_subsidised_amount(), row.subsidised_amount().amount_minor());
+    Bump(totals->mutable_in_kind_amount(), row.in_kind_amount().amount_minor());
+    Bump(totals->mutable_internal_amount(), row.internal_amount().amount_minor());
+    Bump(totals->mutable_compensation_amount(), row.compensation_amount().amount_minor());
+    Bump(totals->mutable_corrections_amount(), row.corrections_amount().amount_minor());
+    *out.add_rows() = std::move(row);
+  }
   LS_ASSIGN_OR_RETURN(std::string next, KeepPage(page, out.mutable_rows()));
   if (!next.empty()) out.set_next_page_token(page_tokens_.Make(r, p, next));
   return out;

@@ -578,5 +578,385 @@ TEST_F(BillingContractTest, InventoryUnreachableIsInventoryUnavailable) {
               "INVENTORY_UNAVAILABLE");
 }
 
+// ================================================================ owner income report
+
+// GetOwnerIncomeReport: "An instrument owner's income over an interval (by
+// posting time), grouped by instrument, mode, payer organisation and fee
+// kind" from the owner's ledger accounts (IncomeRow: net credits to INCOME,
+// IN_KIND_CONTRIBUTION, INTERNAL_USE, COMPENSATION; corrections counted in
+// the interval of their posting). tem: 500.00 per hour for members, billed
+// on actual time; the voucher pool pays 10 % of every non-owner part.
+class OwnerIncomeReportTest : public BillingContractTest {
+ protected:
+  // Bills every booking event so far, at the current clock (its posting time).
+  void Bill() {
+    for (const auto& e : Events()) {
+      StreamEvent event{e.header().event_id(), "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
+      ASSERT_TRUE(billing_->ApplyBookingEvent(event).ok());
+    }
+  }
+
+  // Checks `b` in at its start and out at its end, then bills it.
+  void Use(const booking::v1::Booking& b, const std::string& token) {
+    namespace bk = labshare::booking::v1;
+    bk::Booking done;
+    clock_.Set(FromProto(b.reserved_interval().start_time()));
+    bk::CheckInRequest in;
+    in.set_name(b.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, in, &done, token).ok());
+    clock_.Set(FromProto(b.reserved_interval().end_time()));
+    bk::CheckOutRequest out;
+    out.set_name(b.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, out, &done, token).ok());
+    Bill();
+  }
+
+  booking::v1::Booking Booked(absl::Duration from, absl::Duration to) {
+    booking::v1::Booking b;
+    EXPECT_TRUE(Book(from, to, &b).ok());
+    return b;
+  }
+
+  // The charge of a booking, lease or project.
+  v1::Charge ChargeOf(const std::string& reference) {
+    v1::ListChargesRequest r;
+    r.set_reference(reference);
+    auto charges = billing_->ListCharges(admin_, r);
+    EXPECT_TRUE(charges.ok() && charges->charges_size() == 1) << charges.status();
+    return charges.ok() && charges->charges_size() == 1 ? charges->charges(0) : v1::Charge();
+  }
+
+  // Reverses a charge (with its subsidies) now.
+  void Reverse(const v1::Charge& c) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(c.posting());
+    fix.set_mode(v1::PostCorrectionRequest::REVERSE);
+    fix.set_reason("instrument fault during the session");
+    auto reversed = billing_->PostCorrection(admin_, fix);
+    ASSERT_TRUE(reversed.ok()) << reversed.status();
+  }
+
+  absl::StatusOr<v1::OwnerIncomeReport> Report(absl::Duration from, absl::Duration to, int page_size = 0,
+                                               const Principal* who = nullptr) {
+    v1::GetOwnerIncomeReportRequest r;
+    r.set_owner_organization(kOwner);
+    *r.mutable_interval()->mutable_start_time() = ToProto(day_ + from);
+    *r.mutable_interval()->mutable_end_time() = ToProto(day_ + to);
+    r.set_page_size(page_size);
+    return billing_->GetOwnerIncomeReport(who != nullptr ? *who : admin_, r);
+  }
+
+  struct Want {
+    std::string instrument;
+    labshare::type::v1::SharingMode mode;
+    std::string payer;
+    v1::FeeKind fee_kind;
+    int32_t charge_count;
+    int64_t quantity_milli;
+    int64_t service_income, subsidised, in_kind, internal, compensation, corrections;
+  };
+  static void ExpectRow(const v1::IncomeRow& got, const Want& want, const std::string& currency = "CNY") {
+    SCOPED_TRACE(got.ShortDebugString());
+    EXPECT_EQ(got.instrument(), want.instrument);
+    EXPECT_EQ(got.mode(), want.mode);
+    EXPECT_EQ(got.payer_organization(), want.payer);
+    EXPECT_EQ(got.fee_kind(), want.fee_kind);
+    EXPECT_EQ(got.charge_count(), want.charge_count);
+    EXPECT_EQ(got.quantity_milli(), want.quantity_milli);
+    const std::pair<const labshare::type::v1::Money*, int64_t> money[] = {
+        {&got.service_income(), want.service_income}, {&got.subsidised_amount(), want.subsidised},
+        {&got.in_kind_amount(), want.in_kind},        {&got.internal_amount(), want.internal},
+        {&got.compensation_amount(), want.compensation}, {&got.corrections_amount(), want.corrections}};
+    for (const auto& [m, amount] : money) {
+      EXPECT_EQ(m->currency_code(), currency);
+      EXPECT_EQ(m->amount_minor(), amount);
+    }
+  }
+  // Totals: key fields empty.
+  static Want Totals(int32_t count, int64_t quantity, int64_t income, int64_t subsidised, int64_t in_kind,
+                     int64_t internal, int64_t compensation, int64_t corrections) {
+    return {"", labshare::type::v1::SHARING_MODE_UNSPECIFIED, "", v1::FEE_KIND_UNSPECIFIED, count, quantity,
+            income, subsidised, in_kind, internal, compensation, corrections};
+  }
+};
+
+constexpr char kTem[] = "instruments/tem";
+constexpr char kAfm[] = "instruments/afm";
+constexpr char kOutsider[] = "organizations/outsider";
+
+// "a charge of 150000 reversed and re-charged at 50000 within the interval
+// nets to 50000": the reversal (posted in the interval) takes the charge and
+// its subsidy back out; the row counts one charge. Another currency has no
+// rows and zero totals in that currency.
+TEST_F(OwnerIncomeReportTest, AChargeReversedAndRechargedInTheIntervalNetsToTheNewCharge) {
+  const auto wrong = Booked(absl::Hours(11), absl::Hours(14));
+  const auto again = Booked(absl::Hours(15), absl::Hours(16));
+  Use(wrong, ana_);
+  const v1::Charge first = ChargeOf(wrong.name());
+  ASSERT_EQ(first.amount().amount_minor(), 150000);
+  ASSERT_EQ(first.subsidy_total().amount_minor(), 15000);
+  clock_.Set(day_ + absl::Hours(14) + absl::Minutes(30));
+  Reverse(first);
+  Use(again, ana_);
+  ASSERT_EQ(ChargeOf(again.name()).amount().amount_minor(), 50000);
+
+  auto report = Report(absl::ZeroDuration(), absl::Hours(24));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->owner_organization(), kOwner);
+  EXPECT_EQ(report->currency_code(), "CNY");
+  ASSERT_EQ(report->rows_size(), 1);
+  ExpectRow(report->rows(0), {kTem, labshare::type::v1::ON_SITE, kLab, v1::USAGE, 1, 1000, 50000, 5000, 0, 0, 0,
+                              -150000});
+  EXPECT_EQ(report->rows(0).unit(), v1::UNIT_HOUR);
+  ExpectRow(report->totals(), Totals(1, 1000, 50000, 5000, 0, 0, 0, -150000));
+
+  v1::GetOwnerIncomeReportRequest usd;
+  usd.set_owner_organization(kOwner);
+  *usd.mutable_interval()->mutable_start_time() = ToProto(day_);
+  *usd.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(24));
+  usd.set_currency_code("USD");
+  auto none = billing_->GetOwnerIncomeReport(admin_, usd);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->rows_size(), 0);
+  ExpectRow(none->totals(), Totals(0, 0, 0, 0, 0, 0, 0, 0), "USD");
+}
+
+// "by posting time": a charge reversed after the interval's end counts in
+// full in its own interval, and its reversal (subsidy included, one charge
+// less) in the interval where the reversal was posted.
+TEST_F(OwnerIncomeReportTest, PostingTimeDecidesTheIntervalOfAReversal) {
+  const auto session = Booked(absl::Hours(9), absl::Hours(10));
+  Use(session, ana_);
+  clock_.Set(day_ + absl::Hours(30));  // the next day
+  Reverse(ChargeOf(session.name()));
+
+  auto day0 = Report(absl::ZeroDuration(), absl::Hours(24));
+  ASSERT_TRUE(day0.ok()) << day0.status();
+  ASSERT_EQ(day0->rows_size(), 1);
+  ExpectRow(day0->rows(0), {kTem, labshare::type::v1::ON_SITE, kLab, v1::USAGE, 1, 1000, 50000, 5000, 0, 0, 0, 0});
+  ExpectRow(day0->totals(), Totals(1, 1000, 50000, 5000, 0, 0, 0, 0));
+
+  auto day1 = Report(absl::Hours(24), absl::Hours(48));
+  ASSERT_TRUE(day1.ok()) << day1.status();
+  ASSERT_EQ(day1->rows_size(), 1);
+  ExpectRow(day1->rows(0),
+            {kTem, labshare::type::v1::ON_SITE, kLab, v1::USAGE, -1, -1000, -50000, -5000, 0, 0, 0, -50000});
+  ExpectRow(day1->totals(), Totals(-1, -1000, -50000, -5000, 0, 0, 0, -50000));
+
+  auto both = Report(absl::ZeroDuration(), absl::Hours(48));
+  ASSERT_TRUE(both.ok()) << both.status();
+  ASSERT_EQ(both->rows_size(), 1);
+  ExpectRow(both->rows(0), {kTem, labshare::type::v1::ON_SITE, kLab, v1::USAGE, 0, 0, 0, 0, 0, 0, 0, -50000});
+}
+
+// An ADJUST correction counts with the keys of its charge in the interval
+// of its posting; one without a charge (here of a pool top-up) has
+// instrument empty and fee kind unspecified.
+TEST_F(OwnerIncomeReportTest, AnAdjustmentCountsWithItsChargeInTheIntervalOfItsPosting) {
+  const auto session = Booked(absl::Hours(9), absl::Hours(11));
+  Use(session, ana_);
+  const v1::Charge charge = ChargeOf(session.name());
+  ASSERT_EQ(charge.amount().amount_minor(), 100000);
+  clock_.Set(day_ + absl::Hours(12));
+  v1::PostCorrectionRequest fix;  // 200.00 too much
+  fix.set_posting(charge.posting());
+  fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+  fix.set_reason("rate card error");
+  auto entry = [&](const std::string& account, const std::string& cp, bool debit) {
+    v1::Entry* e = fix.add_entries();
+    e->set_account(account);
+    e->set_counterparty(cp);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", 20000);
+  };
+  entry("organizations/owner/accounts/income", kLab, true);
+  entry("organizations/owner/accounts/receivable", kLab, false);
+  entry("organizations/lab/accounts/payable", kOwner, true);
+  entry("organizations/lab/accounts/expense", "", false);
+  auto adjusted = billing_->PostCorrection(admin_, fix);
+  ASSERT_TRUE(adjusted.ok()) << adjusted.status();
+  clock_.Set(day_ + absl::Hours(13));
+  Owe(kLab, kOwner, 7000);
+
+  auto report = Report(absl::ZeroDuration(), absl::Hours(24));
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->rows_size(), 2);
+  ExpectRow(report->rows(0), {"", labshare::type::v1::SHARING_MODE_UNSPECIFIED, kLab, v1::FEE_KIND_UNSPECIFIED, 0, 0,
+                              7000, 0, 0, 0, 0, 7000});
+  ExpectRow(report->rows(1), {kTem, labshare::type::v1::ON_SITE, kLab, v1::USAGE, 1, 2000, 80000, 10000, 0, 0, 0,
+                              -20000});
+  ExpectRow(report->totals(), Totals(1, 2000, 87000, 10000, 0, 0, 0, -13000));
+  // Before the adjustment was posted: the charge as charged.
+  auto morning = Report(absl::ZeroDuration(), absl::Hours(12));
+  ASSERT_TRUE(morning.ok()) << morning.status();
+  ASSERT_EQ(morning->rows_size(), 1);
+  ExpectRow(morning->rows(0), {kTem, labshare::type::v1::ON_SITE, kLab, v1::USAGE, 1, 2000, 100000, 10000, 0, 0, 0,
+                               0});
+}
+
+// Joint research: "each participant a payer row of its own share"; the
+// owner's share is its in-kind contribution (payer: the owner). Every page
+// carries the whole report's totals and the pages give the same rows.
+TEST_F(OwnerIncomeReportTest, JointResearchParticipantsArePayerRowsOfTheirShares) {
+  namespace bk = labshare::booking::v1;
+  bk::CreateProjectRequest r;
+  r.set_project_id("prj");
+  r.mutable_project()->set_title("three-way");
+  r.mutable_project()->set_cost_share_template(bk::Project::CUSTOM);
+  for (const auto& [org, bps] : {std::pair<const char*, int>{kOwner, 2000}, {kLab, 5000}, {kOutsider, 3000}}) {
+    auto* part = r.mutable_project()->add_participants();
+    part->set_organization(org);
+    part->set_share_bps(bps);
+  }
+  *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
+  *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+  auto* budget = r.mutable_project()->add_instrument_budgets();
+  budget->set_instrument(kTem);
+  *budget->mutable_budget() = ToProto(absl::Hours(10));
+  bk::Project project;
+  auto s = Call(stub_.get(), &bk::BookingService::Stub::CreateProject, r, &project, BookingServiceTest::admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  bk::CreateBookingRequest jr;
+  jr.mutable_booking()->set_instrument(kTem);
+  jr.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+  jr.mutable_booking()->set_project("projects/prj");
+  *jr.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *jr.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
+  bk::Booking b;
+  s = Call(stub_.get(), &bk::BookingService::Stub::CreateBooking, jr, &b, ana_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  Use(b, ana_);
+  const v1::Charge charge = ChargeOf(b.name());
+  ASSERT_EQ(charge.amount().amount_minor(), 50000);
+  ASSERT_EQ(charge.payer_organization(), kLab);
+
+  auto whole = Report(absl::ZeroDuration(), absl::Hours(24));
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_EQ(whole->rows_size(), 3);
+  const auto jrm = labshare::type::v1::JOINT_RESEARCH;
+  ExpectRow(whole->rows(0), {kTem, jrm, kLab, v1::USAGE, 1, 1000, 25000, 2500, 0, 0, 0, 0});
+  ExpectRow(whole->rows(1), {kTem, jrm, kOutsider, v1::USAGE, 1, 1000, 15000, 1500, 0, 0, 0, 0});
+  ExpectRow(whole->rows(2), {kTem, jrm, kOwner, v1::USAGE, 1, 1000, 0, 0, 10000, 0, 0, 0});
+  ExpectRow(whole->totals(), Totals(3, 3000, 40000, 4000, 10000, 0, 0, 0));
+
+  v1::GetOwnerIncomeReportRequest paged;
+  paged.set_owner_organization(kOwner);
+  *paged.mutable_interval()->mutable_start_time() = ToProto(day_);
+  *paged.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(24));
+  paged.set_page_size(1);
+  std::vector<std::string> rows;
+  for (int guard = 0; guard < 10; ++guard) {
+    auto page = billing_->GetOwnerIncomeReport(admin_, paged);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ASSERT_EQ(page->rows_size(), 1);
+    rows.push_back(page->rows(0).SerializeAsString());
+    EXPECT_EQ(page->totals().SerializeAsString(), whole->totals().SerializeAsString());
+    if (page->next_page_token().empty()) break;
+    paged.set_page_token(page->next_page_token());
+  }
+  ASSERT_EQ(rows.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(rows[i], whole->rows(i).SerializeAsString()) << i;
+}
+
+// Internal use (the owner's own organisation pays) and damage compensation
+// (the deposit applied and the damage beyond it) are kept apart from the
+// service income; the optional narrowing by instrument and mode; the roles.
+TEST_F(OwnerIncomeReportTest, InternalUseAndDamageCompensationAreKeptApart) {
+  namespace bk = labshare::booking::v1;
+  iv::CreateRateRequest rate;  // internal use of tem: 200.00 per hour
+  rate.set_parent(kTem);
+  rate.mutable_rate()->set_mode(labshare::type::v1::ON_SITE);
+  rate.mutable_rate()->set_payer_class(labshare::type::v1::OWNER);
+  rate.mutable_rate()->set_unit(iv::PER_HOUR);
+  *rate.mutable_rate()->mutable_price() = MakeMoney("CNY", 20000);
+  Inv(&iv::InventoryService::Stub::CreateRate, rate);
+  iv::CreateUserRequest cu;
+  cu.set_user_id("olga");
+  cu.mutable_user()->set_display_name("olga");
+  cu.mutable_user()->set_organization(kOwner);
+  cu.mutable_user()->add_roles(labshare::type::v1::LAB_USER);
+  Inv(&iv::InventoryService::Stub::CreateUser, cu);
+  iv::GrantQualificationRequest g;
+  g.set_instrument(kTem);
+  g.set_user("users/olga");
+  Inv(&iv::InventoryService::Stub::GrantQualification, g);
+  // afm leased to lab: deposit 1000.00, returned with 1500.00 of damage.
+  bk::RequestLeaseRequest lr;
+  lr.mutable_lease()->set_instrument(kAfm);
+  *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+  *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
+  bk::Lease lease, out;
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, lr, &lease, ana_).ok());
+  bk::ApproveLeaseRequest a;
+  a.set_name(lease.name());
+  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+  bk::Booking own;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &own, "", "users/olga").ok());
+  Use(own, Token("olga", "owner", {Role::kLabUser}));
+  ASSERT_EQ(ChargeOf(own.name()).amount().amount_minor(), 20000);
+
+  bk::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("tip new");
+  clock_.Set(day_ + absl::Hours(24));
+  auto handed = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
+  ASSERT_TRUE(handed.ok()) << handed.error_message();
+  Bill();
+  clock_.Set(day_ + absl::Hours(24 * 6));
+  bk::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("stage scratched");
+  *ret.mutable_damage_amount() = MakeMoney("CNY", 150000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+  bk::CloseLeaseRequest close;
+  close.set_name(lease.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  Bill();
+
+  auto report = Report(absl::ZeroDuration(), absl::Hours(24 * 30));
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->rows_size(), 4);
+  const auto lease_mode = labshare::type::v1::LEASE;
+  // Six calendar days of rent at 3000.00, 10 % from the pool.
+  ExpectRow(report->rows(0), {kAfm, lease_mode, kLab, v1::LEASE_PERIOD, 1, 6000, 1800000, 180000, 0, 0, 0, 0});
+  // The deposit applied to the damage: compensation, no charge of its own.
+  ExpectRow(report->rows(1), {kAfm, lease_mode, kLab, v1::DEPOSIT, 0, 0, 0, 0, 0, 0, 100000, 0});
+  // The damage beyond the deposit.
+  ExpectRow(report->rows(2), {kAfm, lease_mode, kLab, v1::DAMAGE, 1, 1000, 0, 0, 0, 0, 50000, 0});
+  ExpectRow(report->rows(3), {kTem, labshare::type::v1::ON_SITE, kOwner, v1::USAGE, 1, 1000, 0, 0, 0, 20000, 0, 0});
+  ExpectRow(report->totals(), Totals(3, 8000, 1800000, 180000, 0, 20000, 150000, 0));
+
+  v1::GetOwnerIncomeReportRequest narrow;
+  narrow.set_owner_organization(kOwner);
+  *narrow.mutable_interval()->mutable_start_time() = ToProto(day_);
+  *narrow.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 30));
+  narrow.set_instrument(kTem);
+  auto tem = billing_->GetOwnerIncomeReport(admin_, narrow);
+  ASSERT_TRUE(tem.ok()) << tem.status();
+  ASSERT_EQ(tem->rows_size(), 1);
+  EXPECT_EQ(tem->rows(0).SerializeAsString(), report->rows(3).SerializeAsString());
+  ExpectRow(tem->totals(), Totals(1, 1000, 0, 0, 0, 20000, 0, 0));
+  narrow.clear_instrument();
+  narrow.set_mode(lease_mode);
+  auto leases = billing_->GetOwnerIncomeReport(admin_, narrow);
+  ASSERT_TRUE(leases.ok()) << leases.status();
+  ASSERT_EQ(leases->rows_size(), 3);
+  ExpectRow(leases->totals(), Totals(2, 7000, 1800000, 180000, 0, 0, 150000, 0));
+
+  // Roles: the owner's billing admin and staff; another member never.
+  const Principal owner_admin = Member("owner");
+  const Principal staff{"sam", "owner", {Role::kFacilityStaff}, absl::InfiniteFuture()};
+  const Principal lab_admin = Member("lab");
+  for (const Principal* who : {&owner_admin, &staff}) {
+    auto theirs = Report(absl::ZeroDuration(), absl::Hours(24 * 30), 0, who);
+    ASSERT_TRUE(theirs.ok()) << theirs.status();
+    EXPECT_EQ(theirs->totals().SerializeAsString(), report->totals().SerializeAsString());
+  }
+  ExpectError(Report(absl::ZeroDuration(), absl::Hours(24 * 30), 0, &lab_admin).status(),
+              absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE");
+}
+
 }  // namespace
 }  // namespace labshare::billing

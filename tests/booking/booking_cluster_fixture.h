@@ -64,6 +64,7 @@ using testing::BookingTestClusterOptions;
 using testing::RedisCluster;
 
 using namespace testing::booking_checks;  // NOLINT(build/namespaces): Interval, Fmt, FindOverlap, the checks
+using testing::booking_checks::OutboxEvent;  // not labshare::OutboxEvent (common/doc_store.h)
 
 static_assert(kOutboxPartitions == kPartitions, "booking_history_checks.h reads the store's outbox partitions");
 inline constexpr char kOrg[] = "org-a";

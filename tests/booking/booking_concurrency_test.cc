@@ -46,6 +46,7 @@ namespace bv1 = labshare::booking::v1;
 using testing::BookingTestCluster;
 
 using namespace testing::booking_checks;  // NOLINT(build/namespaces): Interval, Fmt, FindOverlap, ...
+using testing::booking_checks::OutboxEvent;  // not labshare::OutboxEvent (common/doc_store.h)
 
 constexpr char kOrg[] = "org-a";
 constexpr char kFacility[] = "fac-a";

@@ -171,8 +171,8 @@ class CliTest : public ::testing::Test {
     const std::string liwei = tokens_->Mint("li-wei", "nanocraft", {Role::kLabUser});
     for (const auto& [id, instrument, start, end] :
          std::vector<std::tuple<std::string, std::string, std::string, std::string>>{
-             {"b1", "sem-1", "2027-03-02T09:00:00+08:00", "2027-03-02T11:00:00+08:00"},
-             {"b2", "afm-1", "2027-03-03T10:00:00+01:00", "2027-03-03T12:30:00+01:00"}}) {
+             {"bk01", "sem-1", "2027-03-02T09:00:00+08:00", "2027-03-02T11:00:00+08:00"},
+             {"bk02", "afm-1", "2027-03-03T10:00:00+01:00", "2027-03-03T12:30:00+01:00"}}) {
       const CliRun r = Labshare({"--token=" + liwei, "booking", "CreateBooking", "--booking_id=" + id,
                               "--request_id=" + id, "--booking.instrument=instruments/" + instrument,
                               "--booking.mode=ON_SITE",
@@ -221,10 +221,10 @@ TEST_F(CliTest, BookingsTableShowsTimesInTheFacilitysZone) {
   CliRun r = Admin({"booking", "ListBookings", "--instrument=instruments/sem-1"}, "America/New_York");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out,
-            "NAME         INSTRUMENT         INSTRUMENT_OWNER   MODE     USER          PAYER_ORGANIZATION       "
+            "NAME           INSTRUMENT         INSTRUMENT_OWNER   MODE     USER          PAYER_ORGANIZATION       "
             "RESERVED_INTERVAL (Asia/Shanghai)                       BLOCKED_INTERVAL (Asia/Shanghai)                        "
             "STATE      PAYER_CLASS\n"
-            "bookings/b1  instruments/sem-1  organizations/zju  ON_SITE  users/li-wei  organizations/nanocraft  "
+            "bookings/bk01  instruments/sem-1  organizations/zju  ON_SITE  users/li-wei  organizations/nanocraft  "
             "2027-03-02T09:00:00+08:00 .. 2027-03-02T11:00:00+08:00  2027-03-02T09:00:00+08:00 .. 2027-03-02T11:00:00+08:00  "
             "CONFIRMED  MEMBER\n"
             "(1 row)\n");
@@ -242,7 +242,7 @@ TEST_F(CliTest, BookingsTableShowsTimesInTheFacilitysZone) {
 
 // One resource as "field: value" lines: the caller's zone.
 TEST_F(CliTest, SingleAnswerShowsTimesInTheCallersZone) {
-  CliRun r = Admin({"booking", "GetBooking", "bookings/b1"}, "Europe/Berlin");
+  CliRun r = Admin({"booking", "GetBooking", "bookings/bk01"}, "Europe/Berlin");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("\nreserved_interval: 2027-03-02T02:00:00+01:00 .. 2027-03-02T04:00:00+01:00\n"),
             std::string::npos)
@@ -274,19 +274,19 @@ TEST_F(CliTest, FacilityTimeZoneDefaultsToTheConsortiumsAndCanBeUpdated) {
 TEST_F(CliTest, BooleanFlagsNeedNoValue) {
   const std::string interval = R"(--booking.reserved_interval={"start_time":"2027-03-05T09:00:00+08:00",)"
                                R"("end_time":"2027-03-05T10:00:00+08:00"})";
-  CliRun r = Admin({"booking", "CreateBooking", "--validate_only", "--booking_id=dry", "--request_id=dry",
+  CliRun r = Admin({"booking", "CreateBooking", "--validate_only", "--booking_id=dry-run", "--request_id=dry",
                  "--booking.instrument=instruments/sem-1", "--booking.mode=ON_SITE", "--booking.user=users/li-wei",
                  interval});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  r = Admin({"booking", "GetBooking", "bookings/dry"});
+  r = Admin({"booking", "GetBooking", "bookings/dry-run"});
   EXPECT_EQ(r.exit_code, 15) << r.out << r.err;  // NOT_FOUND: validate only
   // A boolean flag last, and the client's own --json anywhere.
-  r = Admin({"--json", "booking", "CreateBooking", "--booking_id=dry", "--request_id=dry",
+  r = Admin({"--json", "booking", "CreateBooking", "--booking_id=dry-run", "--request_id=dry",
              "--booking.instrument=instruments/sem-1", "--booking.mode=ON_SITE", "--booking.user=users/li-wei",
              interval, "--validate_only"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(r.out.rfind("{", 0), 0u) << r.out;
-  r = Admin({"booking", "GetBooking", "bookings/dry", "--json=false"});
+  r = Admin({"booking", "GetBooking", "bookings/dry-run", "--json=false"});
   EXPECT_EQ(r.exit_code, 15) << r.out << r.err;
   EXPECT_EQ(r.err.rfind("error: NOT_FOUND BOOKING_NOT_FOUND: ", 0), 0u) << r.err;
   // A field that is not boolean still needs its value.

@@ -485,6 +485,16 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
                            r.name() + " was paid through " + s.name());
         }
         if (s.state() == v1::Settlement::COMPUTED) {
+          // Paid transfers settle its invoices only when the last one clears
+          // it: superseding it now would leave them paying for nothing.
+          for (const auto& t : s.transfers()) {
+            if (!t.payment().empty()) {
+              return MakeError(absl::StatusCode::kFailedPrecondition, "SETTLEMENT_IN_PROGRESS",
+                               absl::StrCat(r.name(), " is in ", s.name(),
+                                            ", which already has paid transfers; pay its remaining transfers "
+                                            "first"));
+            }
+          }
           s.set_state(v1::Settlement::SUPERSEDED);
           *s.mutable_update_time() = ToProto(now);
           const std::string skey = keys::Doc("settlement", IdOf(s.name()));
@@ -589,7 +599,9 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("posting", IdOf(by))));
         if (!cdoc) continue;
         LS_ASSIGN_OR_RETURN(v1::Posting c, Parse<v1::Posting>(cdoc->data));
-        if (c.description().find("reversal") != std::string::npos) return true;
+        // A reversal's description starts so (set here, never by the caller);
+        // an ADJUST's starts "correction of ", whatever reason it carries.
+        if (absl::StartsWith(c.description(), "reversal of ")) return true;
       }
       return false;
     };

@@ -25,6 +25,7 @@ namespace {
 
 using labshare::inventory::EvaluateAccess;
 using labshare::inventory::FindMode;
+using labshare::inventory::SlotRulesOf;
 using labshare::inventory::ParseName;
 using labshare::type::v1::SharingMode;
 using State = v1::Booking::State;
@@ -108,12 +109,6 @@ absl::Status BookingExists(const std::string& name) {
 absl::Status OverBudget() {
   return MakeError(absl::StatusCode::kFailedPrecondition, "PROJECT_BUDGET_EXCEEDED",
                    "the booking does not fit the project's remaining hours on this instrument");
-}
-
-const inv::SlotRules& SlotRulesOf(const inv::Instrument& in, SharingMode mode) {
-  static const inv::SlotRules* kNone = new inv::SlotRules();
-  const inv::ModeOffering* m = FindMode(in, mode);
-  return m ? m->slot_rules() : *kNone;
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ namespace labshare::booking {
 namespace {
 
 using labshare::inventory::FindMode;
+using labshare::inventory::SlotRulesOf;
 using labshare::inventory::ParseName;
 using labshare::type::v1::Money;
 using Order = v1::ServiceOrder;
@@ -713,7 +714,7 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
       // CheckIn's window: from the later of the buffer before the run and
       // the end of the previous entry's blocked interval, until the run's
       // start + no_show_grace (without a grace period, until its end).
-      const inv::SlotRules& rules = FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules();
+      const inv::SlotRules& rules = SlotRulesOf(*instrument, labshare::type::v1::TECHNICAL_SERVICE);
       absl::Time opens = start - FromProto(rules.buffer());
       LS_ASSIGN_OR_RETURN(auto before, store_->CalendarRange(cur.partition, IdOf(cur.order.instrument()), Ms(opens),
                                                              Ms(start)));
@@ -853,7 +854,8 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
     c.order.set_cancelled_in_state(s);
     if (s == Order::SCHEDULED) {
       LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
-      const absl::Duration notice = FromProto(FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE)->slot_rules().late_cancel_notice());
+      const absl::Duration notice =
+          FromProto(SlotRulesOf(*instrument, labshare::type::v1::TECHNICAL_SERVICE).late_cancel_notice());
       c.order.set_late_cancellation(client && !staff && !admin &&
                                     now > FromProto(run.booking.reserved_interval().start_time()) - notice);
       c.with_booking = true;

@@ -444,6 +444,12 @@ const v1::ModeOffering* FindMode(const v1::Instrument& instrument, SharingMode m
   return nullptr;
 }
 
+const v1::SlotRules& SlotRulesOf(const v1::Instrument& instrument, SharingMode mode) {
+  static const v1::SlotRules* kNone = new v1::SlotRules();
+  const v1::ModeOffering* m = FindMode(instrument, mode);
+  return m ? m->slot_rules() : *kNone;
+}
+
 const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
                                         const v1::Facility& facility) {
   return instrument.has_access_policy() ? instrument.access_policy() : facility.access_policy();

@@ -62,6 +62,9 @@ absl::Status ValidateInstrument(const v1::Instrument& instrument);
 bool InstrumentTransitionAllowed(v1::InstrumentState from, v1::InstrumentState to);
 // The offering for a mode, or nullptr.
 const v1::ModeOffering* FindMode(const v1::Instrument& instrument, SharingMode mode);
+// The slot rules of `mode`'s offering; empty rules (all defaults) when the
+// instrument no longer offers it (an order or booking made before).
+const v1::SlotRules& SlotRulesOf(const v1::Instrument& instrument, SharingMode mode);
 const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
                                         const v1::Facility& facility);
 

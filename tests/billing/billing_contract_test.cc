@@ -297,6 +297,34 @@ TEST_F(BillingContractTest, VoidingAnInvoiceSupersedesItsComputedSettlement) {
   ExpectError(billing_->VoidInvoice(admin_, v).status(), absl::StatusCode::kInvalidArgument, "INVALID_NAME");
 }
 
+// VoidInvoice: a COMPUTED settlement with a paid transfer is not superseded
+// (its paid transfers settle its invoices only when it clears):
+// SETTLEMENT_IN_PROGRESS, nothing changed; paying the rest clears it.
+TEST_F(BillingContractTest, AnInvoiceOfASettlementWithPaidTransfersIsNotVoided) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kThird, kOwner, 4000);
+  const v1::Invoice lab = Issue(kLab);
+  const v1::Invoice third = Issue(kThird);
+  auto s = Compute();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->transfers_size(), 2);
+  ASSERT_TRUE(PayTransfer(*s, 0).ok());
+  for (const v1::Invoice& inv : {lab, third}) {
+    v1::VoidInvoiceRequest v;
+    v.set_name(inv.name());
+    v.set_reason("wrong payer contact");
+    ExpectError(billing_->VoidInvoice(admin_, v).status(), absl::StatusCode::kFailedPrecondition,
+                "SETTLEMENT_IN_PROGRESS");
+    EXPECT_EQ(GetInvoice(inv.name()).state(), v1::Invoice::ISSUED);
+    EXPECT_EQ(GetInvoice(inv.name()).settlement(), s->name());
+  }
+  EXPECT_EQ(GetSettlement(s->name()).state(), v1::Settlement::COMPUTED);
+  ASSERT_TRUE(PayTransfer(*s, 1).ok());
+  EXPECT_EQ(GetSettlement(s->name()).state(), v1::Settlement::CLEARED);
+  EXPECT_EQ(GetInvoice(lab.name()).state(), v1::Invoice::PAID);
+  EXPECT_EQ(GetInvoice(third.name()).state(), v1::Invoice::PAID);
+}
+
 // ================================================================ amounts and currencies
 
 // RecordPayment: "INVALID_FIELD: amount not positive, ..., transfer_index

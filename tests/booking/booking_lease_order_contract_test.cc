@@ -197,6 +197,34 @@ TEST_F(LeaseOrderContractTest, StartServiceClosesAfterTheNoShowGraceAsCheckInDoe
   EXPECT_EQ(out.state(), v1::ServiceOrder::IN_PROGRESS);
 }
 
+// An instrument that stopped offering TECHNICAL_SERVICE after the run was
+// scheduled: StartService still answers (the mode's rules default), it does
+// not take the server down.
+TEST_F(LeaseOrderContractTest, StartServiceAfterTheModeWasWithdrawnStillAnswers) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), out;
+  iv::GetInstrumentRequest g;
+  g.set_name("instruments/tem");
+  iv::Instrument tem;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
+  iv::UpdateInstrumentRequest u;
+  *u.mutable_instrument() = tem;
+  u.mutable_instrument()->clear_modes();
+  for (const auto& m : tem.modes()) {
+    if (m.mode() != labshare::type::v1::TECHNICAL_SERVICE) *u.mutable_instrument()->add_modes() = m;
+  }
+  ASSERT_LT(u.instrument().modes_size(), tem.modes_size());
+  u.mutable_instrument()->clear_service_catalogue();  // it needs the mode
+  u.mutable_update_mask()->add_paths("modes");
+  u.mutable_update_mask()->add_paths("service_catalogue");
+  u.set_request_id("tem-no-service");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  v1::StartServiceRequest start;
+  start.set_name(o.name());
+  clock_.Set(day_ + absl::Hours(9));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::StartService, start, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::IN_PROGRESS);
+}
+
 // ... and it opens at "the later of (reserved start - the instrument's
 // buffer) and the end of the previous booking's blocked interval": not
 // while the booking before is still in its buffer.

@@ -95,21 +95,17 @@ class BillingContractTest : public BookingServiceTest {
     return inv.ok() ? *inv : v1::Invoice();
   }
 
-  v1::Invoice GetInvoice(const std::string& name) {
-    v1::GetInvoiceRequest r;
+  // One resource by name through the manager's Get method, as the admin.
+  template <typename Resp, typename Req>
+  Resp Got(absl::StatusOr<Resp> (BillingManager::*get)(const Principal&, const Req&), const std::string& name) {
+    Req r;
     r.set_name(name);
-    auto inv = billing_->GetInvoice(admin_, r);
-    EXPECT_TRUE(inv.ok()) << inv.status();
-    return inv.ok() ? *inv : v1::Invoice();
+    auto got = (billing_.get()->*get)(admin_, r);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : Resp();
   }
-
-  v1::Settlement GetSettlement(const std::string& name) {
-    v1::GetSettlementRequest r;
-    r.set_name(name);
-    auto s = billing_->GetSettlement(admin_, r);
-    EXPECT_TRUE(s.ok()) << s.status();
-    return s.ok() ? *s : v1::Settlement();
-  }
+  v1::Invoice GetInvoice(const std::string& name) { return Got(&BillingManager::GetInvoice, name); }
+  v1::Settlement GetSettlement(const std::string& name) { return Got(&BillingManager::GetSettlement, name); }
 
   absl::StatusOr<v1::Settlement> Compute() {
     clock_.Set(clock_.Now() + absl::Seconds(1));  // a new computation, a new name

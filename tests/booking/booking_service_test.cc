@@ -624,6 +624,14 @@ class JointResearchTest : public BookingServiceTest {
     r.mutable_update_mask()->add_paths("instrument_budgets");
     return r;
   }
+  // The template project "prj" created (request "create-1"), then `update`
+  // applied to it.
+  void CreateThenUpdate(const v1::UpdateProjectRequest& update, v1::Project* updated) {
+    grpc::Status s;
+    MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, update, updated, admin_).ok());
+  }
   grpc::Status BookJoint(absl::Duration from, absl::Duration to, v1::Booking* out,
                          const std::string& payer = "") {
     v1::CreateBookingRequest r;
@@ -932,12 +940,9 @@ TEST_F(JointResearchTest, AResumedClaimReplacesTheBudgetOfItsCrashedAttempt) {
 // writes them from the document, at its version, and is held to the new
 // budget.
 TEST_F(JointResearchTest, ABookingBringsCountersBehindTheDocumentUpToDate) {
-  grpc::Status s;
-  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
-  ASSERT_TRUE(s.ok()) << s.error_message();
   const v1::UpdateProjectRequest r = BudgetUpdate("update-1", absl::Hours(5));
   v1::Project updated;
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &updated, admin_).ok());
+  ASSERT_NO_FATAL_FAILURE(CreateThenUpdate(r, &updated));
   EXPECT_EQ(updated.etag(), "2");
   // The counters as the crash left them: version 1's budget.
   const std::string counters = keys::Budget(keys::Partition("tem"), "prj");
@@ -957,12 +962,9 @@ TEST_F(JointResearchTest, ABookingBringsCountersBehindTheDocumentUpToDate) {
 // update it recorded but writes no counters: the archived project's went
 // with it.
 TEST_F(JointResearchTest, AnUpdateRetriedAfterTheArchivalWritesNoCounters) {
-  grpc::Status s;
-  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
-  ASSERT_TRUE(s.ok()) << s.error_message();
   const v1::UpdateProjectRequest r = BudgetUpdate("update-1", absl::Hours(5));
   v1::Project updated;
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &updated, admin_).ok());
+  ASSERT_NO_FATAL_FAILURE(CreateThenUpdate(r, &updated));
   auto archived = ArchiveTheProjectsYear();
   ASSERT_TRUE(archived.ok()) << archived.status();
   EXPECT_EQ(archived->projects, 1);

@@ -48,20 +48,7 @@ if [ "${1:-}" != --inner ]; then
     exit 1
   fi
   echo "the CronJob's backup.sh is deploy/backup.sh"
-  read -r base redis_port < <(python3 - <<'PY'
-import socket, random
-def free(p):
-    s = socket.socket()
-    try: s.bind(("127.0.0.1", p)); return True
-    except OSError: return False
-    finally: s.close()
-while True:
-    b = random.randint(20000, 40000)
-    if all(free(p) for p in [b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 100, b + 101, b + 102, b + 103, b + 106]): break
-s = socket.socket(); s.bind(("127.0.0.1", 0)); r = s.getsockname()[1]; s.close()
-print(b, r)
-PY
-)
+  read -r base redis_port < <(python3 "$root/tests/support/free_ports.py" 0 1 2 3 4 5 6 7 100 101 102 103 106)
   rc=0
   LABSHARE_BUILD_DIR="$build" LABSHARE_NO_BUILD=1 LABSHARE_BASE_PORT="$base" LABSHARE_REDIS_PORT="$redis_port" \
   LABSHARE_DATA_DIR="$work/data" LABSHARE_CLOCK_FILE="$work/clock" \
@@ -70,6 +57,7 @@ PY
   if [ "$rc" != 0 ]; then
     echo "the restore drill failed (exit $rc); logs:"
     for f in "$work"/data/*.log "$work"/restored-run/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done
+    [ -f "$work/not-serving.txt" ] && cat "$work/not-serving.txt"
     exit 1
   fi
   exit 0
@@ -351,20 +339,7 @@ echo "--force: the old contents moved into $(basename "$work"/forced/before-rest
 
 run2="$work/restored-run"
 mkdir -p "$run2"
-read -r base2 redis2 < <(python3 - <<'PY'
-import socket, random
-def free(p):
-    s = socket.socket()
-    try: s.bind(("127.0.0.1", p)); return True
-    except OSError: return False
-    finally: s.close()
-while True:
-    b = random.randint(40001, 60000)
-    if all(free(p) for p in [b, b + 1, b + 2, b + 3, b + 6, b + 7, b + 100, b + 101, b + 102, b + 103, b + 106]): break
-s = socket.socket(); s.bind(("127.0.0.1", 0)); r = s.getsockname()[1]; s.close()
-print(b, r)
-PY
-)
+read -r base2 redis2 < <(python3 "$root/tests/support/free_ports.py" 0 1 2 3 6 7 100 101 102 103 106)
 t0=$(now)
 redis-server --port "$redis2" --bind 127.0.0.1 --dir "$restored" --aclfile "$secrets/redis/users.acl" \
   --appendonly yes --appendfsync always --save '' > "$run2/redis.log" 2>&1 &
@@ -381,6 +356,7 @@ echo "restored Redis on 127.0.0.1:$redis2: $keys2 keys (loaded from $(ls "$resto
 caught_up "$redis2" || fail "the snapshot holds outbox entries not yet consumed"
 
 clock=(--clock_file="$LABSHARE_CLOCK_FILE")
+declare -A svc_pid svc_name
 start() {  # name port_offset [extra flags] (as run-local.sh starts them)
   local name=$1 off=$2; shift 2
   "$bin/labshare-$name" --listen="127.0.0.1:$((base2 + off))" --metrics_listen="127.0.0.1:$((base2 + 100 + off))" \
@@ -388,6 +364,7 @@ start() {  # name port_offset [extra flags] (as run-local.sh starts them)
     --redis="127.0.0.1:$redis2" --redis_user="$name" --redis_password_file="$secrets/redis/$name.password" \
     "${clock[@]}" "$@" > "$run2/$name.out" 2> "$run2/$name.log" &
   pids+=($!)
+  svc_pid[$off]=$! svc_name[$off]=$name
 }
 start inventory 0 --token_signing_key_file="$secrets/token-signing.pem" \
   --oidc_issuer="$LABSHARE_ISSUER" --oidc_ca_file="$pki/ca.crt"
@@ -401,7 +378,15 @@ start notify 6 --inventory="127.0.0.1:$base2" --smtp="127.0.0.1:$((base2 + 7))" 
 for off in 0 1 2 3 6; do
   deadline=$(( $(date +%s) + 180 ))
   until "$bin/labshare" --tls_ca="$pki/ca.crt" health "127.0.0.1:$((base2 + off))" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || fail "the restored service on port $((base2 + off)) is not serving after 180s"
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      # Its whole log, printed last by the outer part (the end of a long
+      # output is what CI shows).
+      name="${svc_name[$off]}" state="still running"
+      kill -0 "${svc_pid[$off]}" 2>/dev/null || { wait "${svc_pid[$off]}" && state="exited (0)" || state="exited ($?)"; }
+      { echo "--- the restored $name (port $((base2 + off)), $state): $run2/$name.log"; tail -n 200 "$run2/$name.log"
+        echo "--- its standard output"; cat "$run2/$name.out"; } > "$work/not-serving.txt"
+      fail "the restored $name on port $((base2 + off)) is not serving after 180s ($state)"
+    fi
     sleep 0.2
   done
 done

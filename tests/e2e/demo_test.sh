@@ -12,24 +12,9 @@ root="$(cd "$here/../.." && pwd)"
 build="$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-read -r base redis_port < <(python3 - <<'PY'
-import socket
-def free():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-# five consecutive free ports for the services and the OpenID provider (and +100 metrics ports)
-import random
-while True:
-    b = random.randint(20000, 40000)
-    ok = True
-    for p in [b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 100, b + 101, b + 102, b + 103, b + 106]:
-        s = socket.socket()
-        try: s.bind(("127.0.0.1", p))
-        except OSError: ok = False
-        finally: s.close()
-    if ok: break
-print(b, free())
-PY
-)
+# free loopback ports below the ephemeral range for the services, the OpenID
+# provider and their metrics ports (tests/support/free_ports.py)
+read -r base redis_port < <(python3 "$root/tests/support/free_ports.py" 0 1 2 3 4 5 6 7 100 101 102 103 106)
 LABSHARE_BUILD_DIR="$build" LABSHARE_NO_BUILD=1 LABSHARE_BASE_PORT="$base" LABSHARE_REDIS_PORT="$redis_port" \
 LABSHARE_DATA_DIR="$work/data" LABSHARE_CLOCK_FILE="$work/clock" \
   "$root/deploy/run-local.sh" --fresh --then "$root/deploy/demo-scenario.sh" > "$work/out" 2>&1 || {

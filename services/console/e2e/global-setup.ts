@@ -22,7 +22,10 @@ async function portFree(port: number): Promise<boolean> {
 // Redis as scripts/dev-platform.sh places it).
 async function freeBase(): Promise<number> {
   for (let i = 0; i < 200; i++) {
-    const base = 20000 + Math.floor(Math.random() * 20000);
+    // Below the kernel's ephemeral ports (32768 and up by default): a port in
+    // that range can be taken by any outgoing connection before the
+    // platform binds it.
+    const base = 10000 + Math.floor(Math.random() * 22000);
     const ports = [0, 1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102, 103, 104, 105, 106].map((d) => base + d);
     let ok = true;
     for (const p of ports) if (!(await portFree(p))) { ok = false; break; }

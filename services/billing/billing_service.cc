@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
 #include "common/grpc_status.h"
+#include "common/input_limits.h"
 #include "common/unary.h"
 #include "services/billing/billing_scope.h"
 
@@ -67,7 +68,10 @@ ScopeFacts DepositFacts(const v1::Deposit& d) { return {"", {d.lessee_organizati
 #define LABSHARE_BILLING_RPC(Method, Req, Resp)                                                      \
   grpc::Status BillingService::Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) { \
     return HandleUnary(*auth_, ctx, kDomain, resp,                                                    \
-                       [&](const Principal& p) { return manager_->Method(p, *req); });                \
+                       [&](const Principal& p) -> absl::StatusOr<v1::Resp> {                         \
+                         LS_RETURN_IF_ERROR(CheckInputRanges(*req)); /* types.proto: first */         \
+                         return manager_->Method(p, *req);                                            \
+                       });                                                                            \
   }
 #include "services/billing/billing_methods.inc"
 #undef LABSHARE_BILLING_RPC

@@ -794,6 +794,7 @@ absl::StatusOr<v1::Rate> InventoryManager::GetRate(const Principal&, const v1::G
 absl::StatusOr<v1::ListRatesResponse> InventoryManager::ListRates(const Principal& p,
                                                                   const v1::ListRatesRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
+  LS_RETURN_IF_ERROR(page_tokens_.Parse(r, p).status());  // the request first, then the lookup
   LS_RETURN_IF_ERROR(store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()).status());
   return ListFromIndex<v1::Rate, v1::ListRatesResponse>(
       p, r, keys::Rates(instr_id),
@@ -1023,7 +1024,6 @@ absl::StatusOr<v1::MaintenanceWindow> InventoryManager::GetMaintenanceWindow(
 absl::StatusOr<v1::ListMaintenanceWindowsResponse> InventoryManager::ListMaintenanceWindows(
     const Principal& p, const v1::ListMaintenanceWindowsRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
-  LS_RETURN_IF_ERROR(store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()).status());
   const bool ranged = r.has_range();
   absl::Time from = absl::InfinitePast(), to = absl::InfiniteFuture();
   if (ranged) {
@@ -1034,6 +1034,8 @@ absl::StatusOr<v1::ListMaintenanceWindowsResponse> InventoryManager::ListMainten
     from = FromProto(r.range().start_time());
     to = FromProto(r.range().end_time());
   }
+  LS_RETURN_IF_ERROR(page_tokens_.Parse(r, p).status());  // the request first, then the lookup
+  LS_RETURN_IF_ERROR(store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()).status());
   return ListFromIndex<v1::MaintenanceWindow, v1::ListMaintenanceWindowsResponse>(
       p, r, keys::Windows(instr_id),
       [&](const std::string& member) {

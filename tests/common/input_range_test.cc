@@ -1,8 +1,11 @@
 // Every amount, count, duration and time a request carries is range-checked
 // before anything computes with it: INT64_MAX / INT64_MIN (INT32_* for int32
-// fields) in any such field of any unary RPC of inventory, booking and usage
-// is INVALID_ARGUMENT / INVALID_FIELD naming that field, and nothing
-// overflows on the way (this binary runs under UBSan with halt_on_error).
+// fields) in any such field of any unary RPC of inventory, booking, billing
+// and usage is INVALID_ARGUMENT / INVALID_FIELD naming that field, and
+// nothing overflows on the way (this binary runs under UBSan with
+// halt_on_error). And every List method of those services keeps types.proto's
+// paging rules: a negative page_size is INVALID_FIELD naming page_size, a
+// made-up page_token INVALID_PAGE_TOKEN.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -10,6 +13,7 @@
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/dynamic_message.h>
+#include <google/protobuf/text_format.h>
 
 #include "absl/strings/match.h"
 #include "common/error.h"
@@ -19,9 +23,14 @@
 #include "common/proto_util.h"
 #include "common/server.h"
 #include "google/rpc/error_details.pb.h"
+#include "labshare/billing/v1/billing.grpc.pb.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/usage/v1/usage.grpc.pb.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "services/billing/billing_service.h"
+#include "services/billing/billing_store.h"
 #include "services/booking/booking_service.h"
 #include "services/booking/inventory_client.h"
 #include "services/inventory/inventory_service.h"
@@ -175,6 +184,15 @@ class InputRangeTest : public ::testing::Test {
     us_auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), usage::UsagePolicy(), &clock_);
     us_service_ = std::make_unique<usage::UsageService>(figures_.get(), audit_.get(), us_auth_.get());
     us_server_ = Start("usage", us_auth_.get(), us_service_.get());
+    bl_reader_ = std::make_unique<billing::GrpcInventoryReader>(
+        labshare::testing::TlsChannel(inv_server_->address(), "billing"));
+    bl_store_ = std::make_unique<billing::BillingStore>(pool_.get());
+    bl_manager_ = std::make_unique<billing::BillingManager>(bl_store_.get(), bl_reader_.get(), &clock_,
+                                                            *billing::LoadBillingTimeZone("Asia/Shanghai"),
+                                                            labshare::testing::TestPageTokens());
+    bl_auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), billing::BillingPolicy(), &clock_);
+    bl_service_ = std::make_unique<billing::BillingService>(bl_manager_.get(), bl_auth_.get());
+    bl_server_ = Start("billing", bl_auth_.get(), bl_service_.get());
     // Every role at once: the role check passes, so the range check answers.
     Principal p{"root", "org1",
                 {Role::kLabUser, Role::kFacilityStaff, Role::kMemberBillingAdmin, Role::kConsortiumAdmin,
@@ -183,6 +201,7 @@ class InputRangeTest : public ::testing::Test {
     token_ = labshare::testing::Mint(p, clock_.Now());
   }
   void TearDown() override {
+    bl_server_.reset();
     us_server_.reset();
     bk_server_.reset();
     inv_server_.reset();
@@ -199,39 +218,46 @@ class InputRangeTest : public ::testing::Test {
     return *std::move(server);
   }
 
+  // Calls `method` of the service behind `server` with `req`, as a holder of
+  // every role; SERVICE-only methods (RecordQualificationUse) as booking
+  // calls them: its certificate, no token.
+  grpc::Status Call(const Server& server, const google::protobuf::MethodDescriptor* method, const Message& req) {
+    const std::string full = absl::StrCat("/", method->service()->full_name(), "/", method->name());
+    auto call = [&](const std::string& as, bool with_token) {
+      auto channel = labshare::testing::TlsChannel(server.address(), as);
+      grpc::ClientContext ctx;
+      if (with_token) ctx.AddMetadata("authorization", "Bearer " + token_);
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      grpc::Slice slice(req.SerializeAsString());
+      grpc::ByteBuffer request(&slice, 1), response;
+      return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+          channel.get(), grpc::internal::RpcMethod(full.c_str(), grpc::internal::RpcMethod::NORMAL_RPC), &ctx,
+          request, &response);
+    };
+    grpc::Status s = call("", true);
+    if (GrpcErrorReason(s) == "ROLE_NOT_ALLOWED") s = call("booking", false);
+    return s;
+  }
+
+  static const Message& Prototype(const google::protobuf::MethodDescriptor* method) {
+    return *google::protobuf::MessageFactory::generated_factory()->GetPrototype(method->input_type());
+  }
+
   // Every unary method of `service`, every numeric leaf, both extremes.
   // Returns how many calls were checked.
   int CheckService(const Server& server, const google::protobuf::ServiceDescriptor* service) {
-    auto channel = labshare::testing::TlsChannel(server.address());
-    // SERVICE-only methods (RecordQualificationUse) are called as booking
-    // calls them: its certificate, no token.
-    auto service_channel = labshare::testing::TlsChannel(server.address(), "booking");
     int checked = 0;
     for (int i = 0; i < service->method_count(); ++i) {
       const auto* method = service->method(i);
       if (method->client_streaming() || method->server_streaming()) continue;
-      const Message* prototype =
-          google::protobuf::MessageFactory::generated_factory()->GetPrototype(method->input_type());
       std::vector<Leaf> leaves;
       std::vector<const FieldDescriptor*> path;
       CollectLeaves(method->input_type(), path, "", 0, &leaves);
       for (const Leaf& leaf : leaves) {
         for (bool max : {true, false}) {
-          auto req = RequestWith(*prototype, leaf, max);
-          const std::string full = absl::StrCat("/", service->full_name(), "/", method->name());
-          auto call = [&](grpc::Channel* ch, bool with_token) {
-            grpc::ClientContext ctx;
-            if (with_token) ctx.AddMetadata("authorization", "Bearer " + token_);
-            ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-            grpc::Slice slice(req->SerializeAsString());
-            grpc::ByteBuffer request(&slice, 1), response;
-            return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
-                ch, grpc::internal::RpcMethod(full.c_str(), grpc::internal::RpcMethod::NORMAL_RPC), &ctx, request,
-                &response);
-          };
-          grpc::Status s = call(channel.get(), true);
-          if (GrpcErrorReason(s) == "ROLE_NOT_ALLOWED") s = call(service_channel.get(), false);
-          const std::string what = absl::StrCat(full, " ", leaf.name, "=", max ? "MAX" : "MIN");
+          auto req = RequestWith(Prototype(method), leaf, max);
+          const grpc::Status s = Call(server, method, *req);
+          const std::string what = absl::StrCat(method->full_name(), " ", leaf.name, "=", max ? "MAX" : "MIN");
           if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED) continue;
           EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << what << ": " << s.error_message();
           EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD") << what;
@@ -241,6 +267,64 @@ class InputRangeTest : public ::testing::Test {
           ++checked;
         }
       }
+    }
+    return checked;
+  }
+
+  static inline const std::map<std::string, std::string> kRequired = {
+      {"labshare.inventory.v1.InventoryService.ListRates", "parent: 'instruments/sem-1'"},
+      {"labshare.inventory.v1.InventoryService.ListQualifications", "parent: 'instruments/sem-1'"},
+      {"labshare.inventory.v1.InventoryService.ListMaintenanceWindows", "parent: 'instruments/sem-1'"},
+      {"labshare.inventory.v1.InventoryService.ListMembershipChanges", "parent: 'organizations/org1'"},
+      {"labshare.booking.v1.BookingService.SearchAvailableInstruments",
+       "category: 'electron-microscopy' range { start_time { seconds: 1798761600 } end_time { seconds: 1798848000 } }"},
+      {"labshare.usage.v1.UsageService.QueryUsage",
+       "range { start_time { seconds: 1798761600 } end_time { seconds: 1801440000 } }"},
+      {"labshare.usage.v1.UsageService.GetSharingMatrix",
+       "range { start_time { seconds: 1798761600 } end_time { seconds: 1801440000 } }"},
+      {"labshare.billing.v1.BillingService.ListBalances", "parent: 'organizations/org1'"},
+      {"labshare.billing.v1.BillingService.GetOwnerIncomeReport",
+       "owner_organization: 'organizations/org1' interval { start_time { seconds: 1798761600 } end_time { seconds: 1801440000 } }"},
+      {"labshare.billing.v1.BillingService.GetOrganizationStatement",
+       "organization: 'organizations/org1' interval { start_time { seconds: 1798761600 } end_time { seconds: 1801440000 } }"},
+  };
+
+  // types.proto's paging rules on every method whose request has page_size:
+  // page_size -1 is INVALID_ARGUMENT / INVALID_FIELD naming page_size; a
+  // page_token that no server issued is INVALID_ARGUMENT /
+  // INVALID_PAGE_TOKEN. Returns how many methods were checked.
+  int CheckPaging(const Server& server, const google::protobuf::ServiceDescriptor* service) {
+    int checked = 0;
+    for (int i = 0; i < service->method_count(); ++i) {
+      const auto* method = service->method(i);
+      const Descriptor* in = method->input_type();
+      const FieldDescriptor* size = in->FindFieldByName("page_size");
+      const FieldDescriptor* token = in->FindFieldByName("page_token");
+      if (size == nullptr || method->client_streaming() || method->server_streaming()) continue;
+      // The fields a request needs before paging matters (a parent, a
+      // category, a range), so the answer is about paging.
+      auto fresh = [&] {
+        std::unique_ptr<Message> m(Prototype(method).New());
+        if (auto it = kRequired.find(method->full_name()); it != kRequired.end()) {
+          EXPECT_TRUE(google::protobuf::TextFormat::MergeFromString(it->second, m.get())) << method->full_name();
+        }
+        return m;
+      };
+      std::unique_ptr<Message> req = fresh();
+      req->GetReflection()->SetInt32(req.get(), size, -1);
+      grpc::Status s = Call(server, method, *req);
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method->full_name() << ": " << s.error_message();
+      EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD") << method->full_name();
+      const auto md = ErrorMetadataOf(FromGrpcStatus(s));
+      EXPECT_EQ(md.count("field") ? md.at("field") : "", "page_size") << method->full_name();
+      if (token != nullptr) {
+        req = fresh();
+        req->GetReflection()->SetString(req.get(), token, "bm90LWEtdG9rZW4");  // "not-a-token", base64url
+        s = Call(server, method, *req);
+        EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method->full_name() << ": " << s.error_message();
+        EXPECT_EQ(GrpcErrorReason(s), "INVALID_PAGE_TOKEN") << method->full_name() << ": " << s.error_message();
+      }
+      ++checked;
     }
     return checked;
   }
@@ -264,6 +348,12 @@ class InputRangeTest : public ::testing::Test {
   std::unique_ptr<Authorizer> us_auth_;
   std::unique_ptr<usage::UsageService> us_service_;
   std::unique_ptr<Server> us_server_;
+  std::unique_ptr<billing::GrpcInventoryReader> bl_reader_;
+  std::unique_ptr<billing::BillingStore> bl_store_;
+  std::unique_ptr<billing::BillingManager> bl_manager_;
+  std::unique_ptr<Authorizer> bl_auth_;
+  std::unique_ptr<billing::BillingService> bl_service_;
+  std::unique_ptr<Server> bl_server_;
   std::string token_;
 };
 
@@ -277,6 +367,21 @@ TEST_F(InputRangeTest, BookingRefusesEveryExtremeNumber) {
   EXPECT_GT(CheckService(*bk_server_, google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
                                           labshare::booking::v1::BookingService::service_full_name())),
             20);
+}
+
+const google::protobuf::ServiceDescriptor* ServiceNamed(const std::string& name) {
+  return google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
+}
+
+TEST_F(InputRangeTest, BillingRefusesEveryExtremeNumber) {
+  EXPECT_GT(CheckService(*bl_server_, ServiceNamed(labshare::billing::v1::BillingService::service_full_name())), 20);
+}
+
+TEST_F(InputRangeTest, EveryListKeepsThePagingRules) {
+  EXPECT_GE(CheckPaging(*inv_server_, ServiceNamed(labshare::inventory::v1::InventoryService::service_full_name())), 8);
+  EXPECT_GE(CheckPaging(*bk_server_, ServiceNamed(labshare::booking::v1::BookingService::service_full_name())), 6);
+  EXPECT_GE(CheckPaging(*bl_server_, ServiceNamed(labshare::billing::v1::BillingService::service_full_name())), 10);
+  EXPECT_GE(CheckPaging(*us_server_, ServiceNamed(labshare::usage::v1::UsageService::service_full_name())), 5);
 }
 
 TEST_F(InputRangeTest, UsageRefusesEveryExtremeNumber) {

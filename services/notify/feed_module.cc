@@ -1,5 +1,7 @@
 #include "services/notify/feed_module.h"
 
+#include "common/error.h"
+#include "common/input_limits.h"
 #include "common/unary.h"
 
 namespace labshare::notify {
@@ -7,33 +9,42 @@ namespace {
 
 constexpr char kDomain[] = "notify.labshare";
 
+// The role check, then types.proto's range check of every number, then `f`.
+template <typename Req, typename Resp, typename F>
+grpc::Status Unary(const Authorizer& auth, grpc::ServerContext* ctx, const Req& req, Resp* resp, F f) {
+  return HandleUnary(auth, ctx, kDomain, resp, [&](const Principal& p) -> absl::StatusOr<Resp> {
+    LS_RETURN_IF_ERROR(CheckInputRanges(req));
+    return f(p);
+  });
+}
+
 }  // namespace
 
 grpc::Status FeedService::CreateCalendarFeed(grpc::ServerContext* ctx, const fv1::CreateCalendarFeedRequest* req,
                                              fv1::CalendarFeed* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal& p) { return manager_->Create(p, *req); });
+  return Unary(*auth_, ctx, *req, resp, [&](const Principal& p) { return manager_->Create(p, *req); });
 }
 
 grpc::Status FeedService::ListCalendarFeeds(grpc::ServerContext* ctx, const fv1::ListCalendarFeedsRequest* req,
                                             fv1::ListCalendarFeedsResponse* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal& p) { return manager_->List(p, *req); });
+  return Unary(*auth_, ctx, *req, resp, [&](const Principal& p) { return manager_->List(p, *req); });
 }
 
 grpc::Status FeedService::RotateCalendarFeed(grpc::ServerContext* ctx, const fv1::RotateCalendarFeedRequest* req,
                                              fv1::CalendarFeed* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal& p) { return manager_->Rotate(p, *req); });
+  return Unary(*auth_, ctx, *req, resp, [&](const Principal& p) { return manager_->Rotate(p, *req); });
 }
 
 grpc::Status FeedService::DeleteCalendarFeed(grpc::ServerContext* ctx, const fv1::DeleteCalendarFeedRequest* req,
                                              fv1::CalendarFeed* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal& p) { return manager_->Delete(p, *req); });
+  return Unary(*auth_, ctx, *req, resp, [&](const Principal& p) { return manager_->Delete(p, *req); });
 }
 
 grpc::Status FeedService::GetCalendarFeedContent(grpc::ServerContext* ctx,
                                                  const fv1::GetCalendarFeedContentRequest* req,
                                                  fv1::CalendarFeedContent* resp) {
   // The token is the credential; the policy admits the call unauthenticated.
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) { return manager_->Content(*req); });
+  return Unary(*auth_, ctx, *req, resp, [&](const Principal&) { return manager_->Content(*req); });
 }
 
 FeedModule::FeedModule(const NotifyContext& context, FeedOptions options)

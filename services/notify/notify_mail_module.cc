@@ -15,6 +15,7 @@
 #include "absl/strings/strip.h"
 #include "common/error.h"
 #include "common/grpc_status.h"
+#include "common/input_limits.h"
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "labshare/notify/v1/notify_events.pb.h"
@@ -137,6 +138,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
   absl::Status Get(grpc::ServerContext* ctx, const v1::GetNotificationSettingsRequest& req,
                    v1::NotificationSettings* resp) {
     LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
+    LS_RETURN_IF_ERROR(CheckInputRanges(req));  // types.proto: numbers first
     LS_ASSIGN_OR_RETURN(std::string user, SettingsUser(M("GetNotificationSettings"), p, req.name(), "name"));
     LS_ASSIGN_OR_RETURN(Fields f, m_->queue().Settings(user));
     *resp = SettingsProto(user, f);
@@ -146,6 +148,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
   absl::Status Update(grpc::ServerContext* ctx, const v1::UpdateNotificationSettingsRequest& req,
                       v1::NotificationSettings* resp) {
     LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
+    LS_RETURN_IF_ERROR(CheckInputRanges(req));  // types.proto: numbers first
     LS_ASSIGN_OR_RETURN(std::string user,
                         SettingsUser(M("UpdateNotificationSettings"), p, req.settings().name(), "settings.name"));
     std::set<std::string> mask(req.update_mask().paths().begin(), req.update_mask().paths().end());
@@ -217,6 +220,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
   absl::Status DoUnsubscribe(grpc::ServerContext* ctx, const v1::UnsubscribeRequest& req,
                              v1::UnsubscribeResponse* resp) {
     LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
+    LS_RETURN_IF_ERROR(CheckInputRanges(req));  // types.proto: numbers first
     (void)p;
     if (req.token().empty() || req.token().size() > 512 || req.token().find('.') == std::string::npos) {
       return InvalidField("token", "must be the token of a mail's unsubscribe link");
@@ -263,6 +267,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
   absl::Status List(grpc::ServerContext* ctx, const v1::ListDeadLettersRequest& req,
                     v1::ListDeadLettersResponse* resp) {
     LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
+    LS_RETURN_IF_ERROR(CheckInputRanges(req));  // types.proto: numbers first
     if (!v1::DeadLetter::Reason_IsValid(req.reason())) {
       return InvalidField("reason", "must be a DeadLetter.Reason");
     }
@@ -286,6 +291,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
 
   absl::Status Replay(grpc::ServerContext* ctx, const v1::ReplayDeadLetterRequest& req, v1::DeadLetter* resp) {
     LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
+    LS_RETURN_IF_ERROR(CheckInputRanges(req));  // types.proto: numbers first
     std::vector<std::string> parts = absl::StrSplit(req.name(), '/');
     if (parts.size() != 2 || parts[0] != "deadLetters" || parts[1].empty() || parts[1].size() > 200) {
       return InvalidName("name", "\"deadLetters/{message}\"");

@@ -26,12 +26,18 @@
 #include "labshare/billing/v1/billing.grpc.pb.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "labshare/notify/v1/feeds.grpc.pb.h"
+#include "labshare/notify/v1/notify.grpc.pb.h"
+#include "labshare/notify/v1/webhooks.grpc.pb.h"
 #include "labshare/usage/v1/usage.grpc.pb.h"
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
 #include "services/billing/billing_service.h"
 #include "services/billing/billing_store.h"
 #include "services/booking/booking_service.h"
+#include "services/notify/feed_module.h"
+#include "services/notify/notify_mail_module.h"
+#include "services/notify/webhook_module.h"
 #include "services/booking/inventory_client.h"
 #include "services/inventory/inventory_service.h"
 #include "services/usage/audit_chain.h"
@@ -193,6 +199,33 @@ class InputRangeTest : public ::testing::Test {
     bl_auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), billing::BillingPolicy(), &clock_);
     bl_service_ = std::make_unique<billing::BillingService>(bl_manager_.get(), bl_auth_.get());
     bl_server_ = Start("billing", bl_auth_.get(), bl_service_.get());
+    // notify: its three modules on one server, as labshare-notify runs them.
+    notify::NotifyContext nc;
+    nc.redis = pool_.get();
+    nc.clock = &clock_;
+    nc.wall = &clock_;
+    nc.inventory = labshare::testing::TlsChannel(inv_server_->address(), "notify");
+    nc.console_url = "https://labshare.example.org";
+    nc.consumer = "input-range-test";
+    mail_ = std::make_unique<notify::MailModule>(nc, notify::MailOptions());
+    feeds_ = std::make_unique<notify::FeedModule>(nc, notify::FeedOptions());
+    hooks_ = std::make_unique<notify::WebhookModule>(nc, notify::WebhookOptions());
+    std::vector<grpc::Service*> services;
+    for (notify::NotifyModule* m : std::initializer_list<notify::NotifyModule*>{mail_.get(), feeds_.get(), hooks_.get()}) {
+      m->AddPolicy(&nt_policy_);
+    }
+    nt_auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), nt_policy_, &clock_);
+    for (notify::NotifyModule* m : std::initializer_list<notify::NotifyModule*>{mail_.get(), feeds_.get(), hooks_.get()}) {
+      for (grpc::Service* svc : m->Services(nt_auth_.get())) services.push_back(svc);
+    }
+    ServerConfig config;
+    config.service_name = "notify";
+    config.redis = pool_.get();
+    config.authorizer = nt_auth_.get();
+    config.tls = labshare::testing::TestPki::Shared().ServerTls("notify");
+    auto server = Server::Start(config, services);
+    ASSERT_TRUE(server.ok()) << server.status();
+    nt_server_ = *std::move(server);
     // Every role at once: the role check passes, so the range check answers.
     Principal p{"root", "org1",
                 {Role::kLabUser, Role::kFacilityStaff, Role::kMemberBillingAdmin, Role::kConsortiumAdmin,
@@ -201,6 +234,7 @@ class InputRangeTest : public ::testing::Test {
     token_ = labshare::testing::Mint(p, clock_.Now());
   }
   void TearDown() override {
+    nt_server_.reset();
     bl_server_.reset();
     us_server_.reset();
     bk_server_.reset();
@@ -283,6 +317,9 @@ class InputRangeTest : public ::testing::Test {
       {"labshare.usage.v1.UsageService.GetSharingMatrix",
        "range { start_time { seconds: 1798761600 } end_time { seconds: 1801440000 } }"},
       {"labshare.billing.v1.BillingService.ListBalances", "parent: 'organizations/org1'"},
+      {"labshare.notify.v1.WebhookService.ListWebhooks", "parent: 'organizations/org1'"},
+      {"labshare.notify.v1.WebhookService.ListWebhookDeliveries", "parent: 'organizations/org1/webhooks/erp'"},
+      {"labshare.notify.v1.CalendarFeedService.ListCalendarFeeds", "parent: 'users/root'"},
       {"labshare.billing.v1.BillingService.GetOwnerIncomeReport",
        "owner_organization: 'organizations/org1' interval { start_time { seconds: 1798761600 } end_time { seconds: 1801440000 } }"},
       {"labshare.billing.v1.BillingService.GetOrganizationStatement",
@@ -354,6 +391,12 @@ class InputRangeTest : public ::testing::Test {
   std::unique_ptr<Authorizer> bl_auth_;
   std::unique_ptr<billing::BillingService> bl_service_;
   std::unique_ptr<Server> bl_server_;
+  std::unique_ptr<notify::MailModule> mail_;
+  std::unique_ptr<notify::FeedModule> feeds_;
+  std::unique_ptr<notify::WebhookModule> hooks_;
+  MethodPolicy nt_policy_;
+  std::unique_ptr<Authorizer> nt_auth_;
+  std::unique_ptr<Server> nt_server_;
   std::string token_;
 };
 
@@ -377,11 +420,26 @@ TEST_F(InputRangeTest, BillingRefusesEveryExtremeNumber) {
   EXPECT_GT(CheckService(*bl_server_, ServiceNamed(labshare::billing::v1::BillingService::service_full_name())), 20);
 }
 
+TEST_F(InputRangeTest, NotifyRefusesEveryExtremeNumber) {
+  int checked = 0;
+  for (const char* name : {"labshare.notify.v1.NotificationService", "labshare.notify.v1.CalendarFeedService",
+                           "labshare.notify.v1.WebhookService"}) {
+    checked += CheckService(*nt_server_, ServiceNamed(name));
+  }
+  EXPECT_GT(checked, 10);
+}
+
 TEST_F(InputRangeTest, EveryListKeepsThePagingRules) {
   EXPECT_GE(CheckPaging(*inv_server_, ServiceNamed(labshare::inventory::v1::InventoryService::service_full_name())), 8);
   EXPECT_GE(CheckPaging(*bk_server_, ServiceNamed(labshare::booking::v1::BookingService::service_full_name())), 6);
   EXPECT_GE(CheckPaging(*bl_server_, ServiceNamed(labshare::billing::v1::BillingService::service_full_name())), 10);
   EXPECT_GE(CheckPaging(*us_server_, ServiceNamed(labshare::usage::v1::UsageService::service_full_name())), 5);
+  int notify = 0;
+  for (const char* name : {"labshare.notify.v1.NotificationService", "labshare.notify.v1.CalendarFeedService",
+                           "labshare.notify.v1.WebhookService"}) {
+    notify += CheckPaging(*nt_server_, ServiceNamed(name));
+  }
+  EXPECT_GE(notify, 4);
 }
 
 TEST_F(InputRangeTest, UsageRefusesEveryExtremeNumber) {

@@ -400,32 +400,29 @@ class InputRangeTest : public ::testing::Test {
   std::string token_;
 };
 
+const google::protobuf::ServiceDescriptor* ServiceNamed(const std::string& name) {
+  return google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
+}
+
 TEST_F(InputRangeTest, InventoryRefusesEveryExtremeNumber) {
-  EXPECT_GT(CheckService(*inv_server_, google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
-                                           labshare::inventory::v1::InventoryService::service_full_name())),
-            20);
+  EXPECT_GT(CheckService(*inv_server_, ServiceNamed(labshare::inventory::v1::InventoryService::service_full_name())), 20);
 }
 
 TEST_F(InputRangeTest, BookingRefusesEveryExtremeNumber) {
-  EXPECT_GT(CheckService(*bk_server_, google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
-                                          labshare::booking::v1::BookingService::service_full_name())),
-            20);
-}
-
-const google::protobuf::ServiceDescriptor* ServiceNamed(const std::string& name) {
-  return google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
+  EXPECT_GT(CheckService(*bk_server_, ServiceNamed(labshare::booking::v1::BookingService::service_full_name())), 20);
 }
 
 TEST_F(InputRangeTest, BillingRefusesEveryExtremeNumber) {
   EXPECT_GT(CheckService(*bl_server_, ServiceNamed(labshare::billing::v1::BillingService::service_full_name())), 20);
 }
 
+constexpr const char* kNotifyServices[] = {"labshare.notify.v1.NotificationService",
+                                           "labshare.notify.v1.CalendarFeedService",
+                                           "labshare.notify.v1.WebhookService"};
+
 TEST_F(InputRangeTest, NotifyRefusesEveryExtremeNumber) {
   int checked = 0;
-  for (const char* name : {"labshare.notify.v1.NotificationService", "labshare.notify.v1.CalendarFeedService",
-                           "labshare.notify.v1.WebhookService"}) {
-    checked += CheckService(*nt_server_, ServiceNamed(name));
-  }
+  for (const char* name : kNotifyServices) checked += CheckService(*nt_server_, ServiceNamed(name));
   EXPECT_GT(checked, 10);
 }
 
@@ -435,17 +432,12 @@ TEST_F(InputRangeTest, EveryListKeepsThePagingRules) {
   EXPECT_GE(CheckPaging(*bl_server_, ServiceNamed(labshare::billing::v1::BillingService::service_full_name())), 10);
   EXPECT_GE(CheckPaging(*us_server_, ServiceNamed(labshare::usage::v1::UsageService::service_full_name())), 5);
   int notify = 0;
-  for (const char* name : {"labshare.notify.v1.NotificationService", "labshare.notify.v1.CalendarFeedService",
-                           "labshare.notify.v1.WebhookService"}) {
-    notify += CheckPaging(*nt_server_, ServiceNamed(name));
-  }
+  for (const char* name : kNotifyServices) notify += CheckPaging(*nt_server_, ServiceNamed(name));
   EXPECT_GE(notify, 4);
 }
 
 TEST_F(InputRangeTest, UsageRefusesEveryExtremeNumber) {
-  EXPECT_GT(CheckService(*us_server_, google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
-                                          labshare::usage::v1::UsageService::service_full_name())),
-            10);
+  EXPECT_GT(CheckService(*us_server_, ServiceNamed(labshare::usage::v1::UsageService::service_full_name())), 10);
 }
 
 }  // namespace

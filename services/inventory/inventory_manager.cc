@@ -117,6 +117,12 @@ void Stamp(google::protobuf::Timestamp* create, google::protobuf::Timestamp* upd
   if (update != nullptr) *update = ToProto(now);
 }
 
+// types.proto: damaged data is INTERNAL CORRUPT_DOCUMENT, never skipped.
+absl::Status Parse(google::protobuf::Message& out, const std::string& bytes) {
+  if (out.ParseFromString(bytes)) return absl::OkStatus();
+  return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored record is unreadable");
+}
+
 }  // namespace
 
 // ================================================================ plumbing
@@ -139,7 +145,9 @@ absl::StatusOr<Resp> InventoryManager::Commit(
 
   for (int attempt = 0; attempt < kCommitAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(Plan<Resp> plan, plan_fn());
-    if (plan.write_nothing) return std::move(plan.response);
+    // Nothing to change: no event, but a request_id still keeps this answer
+    // (a retry gets it, other content under the id REQUEST_ID_REUSED).
+    if (plan.write_nothing && idem.empty()) return std::move(plan.response);
     const auto event_time = ToProto(clock_->Now());
     auto fill_header = [&](v1::InventoryEvent& event) {
       auto* header = event.mutable_header();
@@ -158,9 +166,11 @@ absl::StatusOr<Resp> InventoryManager::Commit(
     m.idempotency_key = idem;
     m.fingerprint = fingerprint;
     m.response = SerializeDeterministic(plan.response);
-    m.outbox_key = keys::Outbox();
-    m.event_type = v1::InventoryEvent::descriptor()->full_name();
-    m.event_payload = plan.event.SerializeAsString();
+    if (!plan.write_nothing) {
+      m.outbox_key = keys::Outbox();
+      m.event_type = v1::InventoryEvent::descriptor()->full_name();
+      m.event_payload = plan.event.SerializeAsString();
+    }
     LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
     switch (outcome.kind) {
       case CommitOutcome::Kind::kApplied: return std::move(plan.response);
@@ -196,9 +206,7 @@ absl::Status InventoryManager::MoveInstrumentsToOperator(const std::string& faci
     for (size_t i = 0; i < ids.size(); ++i) {
       if (!docs[i]) continue;
       v1::Instrument in;
-      if (!in.ParseFromString(docs[i]->data)) {
-        return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored record is unreadable");
-      }
+      LS_RETURN_IF_ERROR(Parse(in, docs[i]->data));
       if (in.operator_organization() == operator_org) continue;
       in.set_operator_organization(operator_org);
       *in.mutable_update_time() = ToProto(now);
@@ -239,7 +247,7 @@ absl::StatusOr<Resp> InventoryManager::ListFromIndex(
       after = members[i];
       if (!docs[i]) continue;
       T value;
-      if (!value.ParseFromString(docs[i]->data)) continue;
+      LS_RETURN_IF_ERROR(Parse(value, docs[i]->data));
       if (!keep(value)) continue;
       add(resp, std::move(value));
       ++count;
@@ -301,10 +309,11 @@ absl::StatusOr<v1::Organization> InventoryManager::GetOrganization(
 
 absl::StatusOr<v1::ListOrganizationsResponse> InventoryManager::ListOrganizations(
     const Principal& p, const v1::ListOrganizationsRequest& r) {
-  if (!v1::MembershipState_IsValid(r.membership_state()) ||
-      !v1::OrganizationType_IsValid(r.type()) || !v1::SizeClass_IsValid(r.size_class())) {
-    return InvalidField("filter", "unknown enum value in a filter");
+  if (!v1::MembershipState_IsValid(r.membership_state())) {
+    return InvalidField("membership_state", "not a MembershipState value");
   }
+  if (!v1::OrganizationType_IsValid(r.type())) return InvalidField("type", "not an OrganizationType value");
+  if (!v1::SizeClass_IsValid(r.size_class())) return InvalidField("size_class", "not a SizeClass value");
   return ListFromIndex<v1::Organization, v1::ListOrganizationsResponse>(
       p, r, keys::Orgs(), [](const std::string& id) { return keys::Org(id); },
       [&](const v1::Organization& o) {
@@ -429,7 +438,7 @@ absl::StatusOr<v1::ListMembershipChangesResponse> InventoryManager::ListMembersh
   LS_ASSIGN_OR_RETURN(auto items, store_->docs().ListRange(keys::Membership(id), start, page.page_size + 1));
   v1::ListMembershipChangesResponse resp;
   for (size_t i = 0; i < items.size() && static_cast<int>(i) < page.page_size; ++i) {
-    resp.add_membership_changes()->ParseFromString(items[i]);
+    LS_RETURN_IF_ERROR(Parse(*resp.add_membership_changes(), items[i]));
   }
   if (static_cast<int>(items.size()) > page.page_size) {
     resp.set_next_page_token(page_tokens_.Make(r, p, std::to_string(start + page.page_size)));
@@ -643,9 +652,8 @@ absl::StatusOr<v1::Instrument> InventoryManager::GetInstrument(const Principal&,
 
 absl::StatusOr<v1::ListInstrumentsResponse> InventoryManager::ListInstruments(
     const Principal& p, const v1::ListInstrumentsRequest& r) {
-  if (!labshare::type::v1::SharingMode_IsValid(r.mode()) || !v1::InstrumentState_IsValid(r.state())) {
-    return InvalidField("filter", "unknown enum value in a filter");
-  }
+  if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a SharingMode value");
+  if (!v1::InstrumentState_IsValid(r.state())) return InvalidField("state", "not an InstrumentState value");
   return ListFromIndex<v1::Instrument, v1::ListInstrumentsResponse>(
       p, r, keys::Instruments(), [](const std::string& id) { return keys::Instrument(id); },
       [&](const v1::Instrument& in) {
@@ -947,7 +955,7 @@ absl::StatusOr<v1::ListQualificationsResponse> InventoryManager::ListQualificati
   const absl::Time now = clock_->Now();
   for (int i = 0; i < resp.qualifications_size(); ++i) {
     v1::Instrument in;
-    if (docs[static_cast<size_t>(i)]) in.ParseFromString(docs[static_cast<size_t>(i)]->data);
+    if (docs[static_cast<size_t>(i)]) LS_RETURN_IF_ERROR(Parse(in, docs[static_cast<size_t>(i)]->data));
     ComputeQualificationState(*resp.mutable_qualifications(i), QualificationValidityDays(in), now);
   }
   return resp;
@@ -1106,9 +1114,9 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
   v1::Organization payer;
   v1::Facility facility;
   v1::Qualification qualification;
-  payer.ParseFromString(docs[0]->data);
-  if (docs[1]) facility.ParseFromString(docs[1]->data);
-  if (docs[2]) qualification.ParseFromString(docs[2]->data);
+  LS_RETURN_IF_ERROR(Parse(payer, docs[0]->data));
+  if (docs[1]) LS_RETURN_IF_ERROR(Parse(facility, docs[1]->data));
+  if (docs[2]) LS_RETURN_IF_ERROR(Parse(qualification, docs[2]->data));
 
   LS_ASSIGN_OR_RETURN(auto rate_members, store_->docs().IndexRange(keys::Rates(instr_id), "", 10000));
   LS_ASSIGN_OR_RETURN(auto window_members, store_->docs().IndexRange(keys::Windows(instr_id), "", 10000));

@@ -867,6 +867,71 @@ TEST_F(InventoryServiceTest, QualificationLapsesWithoutUseAndUseRenewsIt) {
   EXPECT_EQ(OutboxLength(), events);
 }
 
+// types.proto: INVALID_FIELD names the field; an enum filter outside its
+// enum is that filter's field.
+TEST_F(InventoryServiceTest, AnUnknownEnumFilterNamesItsField) {
+  v1::ListOrganizationsRequest orgs;
+  orgs.set_membership_state(static_cast<v1::MembershipState>(42));
+  v1::ListOrganizationsResponse orgs_out;
+  auto s = Call(&v1::InventoryService::Stub::ListOrganizations, orgs, &orgs_out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+  EXPECT_EQ(Violations(s), std::vector<std::string>{"membership_state"});
+  v1::ListInstrumentsRequest instruments;
+  instruments.set_state(static_cast<v1::InstrumentState>(42));
+  v1::ListInstrumentsResponse instruments_out;
+  s = Call(&v1::InventoryService::Stub::ListInstruments, instruments, &instruments_out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+  EXPECT_EQ(Violations(s), std::vector<std::string>{"state"});
+}
+
+// types.proto: a retry with the same request_id returns the first answer,
+// other content under it is REQUEST_ID_REUSED; also when the first answer
+// was "an older use changes nothing".
+TEST_F(InventoryServiceTest, RecordQualificationUseKeepsAnUnchangedAnswerForItsRequestId) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  MakeUser("ana", "owner");
+  const absl::Time t0 = clock_.Now();
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  v1::Qualification q;
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::GrantQualification, grant, &q,
+                   Token("staff", "owner", {Role::kFacilityStaff})).ok());
+  auto booking = v1::InventoryService::NewStub(testing::TlsChannel(server_->address(), "booking"));
+  auto use_at = [&](absl::Duration after, const std::string& request_id, v1::Qualification* out) {
+    v1::RecordQualificationUseRequest use;
+    use.set_name(q.name());
+    use.set_request_id(request_id);
+    *use.mutable_use_time() = ToProto(t0 + after);
+    grpc::ClientContext ctx;
+    return booking->RecordQualificationUse(&ctx, use, out);
+  };
+  v1::Qualification out;
+  ASSERT_TRUE(use_at(absl::Hours(24 * 20), "use-20", &out).ok());
+  const long long events = OutboxLength();
+  ASSERT_TRUE(use_at(absl::Hours(24 * 10), "use-10", &out).ok());  // older: unchanged
+  EXPECT_EQ(FromProto(out.last_use_time()), t0 + absl::Hours(24 * 20));
+  EXPECT_EQ(OutboxLength(), events);
+  // A later use moves last_use on; the retry of "use-10" still answers 20 days.
+  ASSERT_TRUE(use_at(absl::Hours(24 * 40), "use-40", &out).ok());
+  ASSERT_TRUE(use_at(absl::Hours(24 * 10), "use-10", &out).ok());
+  EXPECT_EQ(FromProto(out.last_use_time()), t0 + absl::Hours(24 * 20));
+  // Other content under "use-10": refused, nothing recorded.
+  grpc::Status reused = use_at(absl::Hours(24 * 50), "use-10", &out);
+  EXPECT_EQ(reused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(reused), "REQUEST_ID_REUSED");
+  v1::GetQualificationRequest get;
+  get.set_name(q.name());
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::GetQualification, get, &out,
+                   Token("admin", "", {Role::kConsortiumAdmin})).ok());
+  EXPECT_EQ(FromProto(out.last_use_time()), t0 + absl::Hours(24 * 40));
+  EXPECT_EQ(OutboxLength(), events + 1);
+}
+
 // ------------------------------------------------------------------ access
 
 TEST_F(InventoryServiceTest, CheckAccessAnswersRateAndEveryReason) {
@@ -1035,6 +1100,24 @@ TEST_F(InventoryServiceTest, AnUnreadableStoredRecordIsInternalCorruptDocument) 
   change.set_membership_state(v1::SUSPENDED);
   change.set_reason("audit");
   s = Call(&v1::InventoryService::Stub::ChangeMembership, change, &out, admin_);
+  ExpectError(s, grpc::StatusCode::INTERNAL, "CORRUPT_DOCUMENT");
+  // A list does not leave it out silently, CheckAccess does not read it as empty.
+  v1::ListOrganizationsResponse listed;
+  s = Call(&v1::InventoryService::Stub::ListOrganizations, v1::ListOrganizationsRequest(), &listed, admin_);
+  ExpectError(s, grpc::StatusCode::INTERNAL, "CORRUPT_DOCUMENT");
+  MakeOrg("lab", v1::MEMBER, "GENERAL");
+  MakeFacility("fac", "lab");
+  MakeInstrument("tem", "lab", "fac");
+  MakeUser("ana", "lab");
+  v1::CheckAccessRequest check;
+  check.set_user("users/ana");
+  check.set_instrument("instruments/tem");
+  check.set_payer_organization("organizations/owner");
+  check.set_mode(labshare::type::v1::ON_SITE);
+  *check.mutable_interval()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(48));
+  *check.mutable_interval()->mutable_end_time() = ToProto(clock_.Now() + absl::Hours(49));
+  v1::CheckAccessResponse access;
+  s = Call(&v1::InventoryService::Stub::CheckAccess, check, &access, admin_);
   ExpectError(s, grpc::StatusCode::INTERNAL, "CORRUPT_DOCUMENT");
 }
 

@@ -392,6 +392,23 @@ TEST(MimeTest, OnlyPlainAddressesAreValid) {
   EXPECT_FALSE(ValidMailAddress("ana\t@lab.test", &why));
   EXPECT_FALSE(ValidMailAddress("", &why));
   EXPECT_EQ(why, "empty or longer than 254 characters");
+  // Unicode line and paragraph separators, C1 controls and spaces are line
+  // breaks, controls and spaces too; the limit counts characters.
+  for (const char* bad : {"a\u2028b@lab.test", "a\u2029b@lab.test", "a\u0085b@lab.test", "a\u00a0b@lab.test",
+                          "a\u3000b@lab.test"}) {
+    EXPECT_FALSE(ValidMailAddress(bad, &why)) << bad;
+    EXPECT_EQ(why, "contains a space, line break or control character") << bad;
+  }
+  EXPECT_FALSE(ValidMailAddress("a\xff" "b@lab.test", &why));
+  EXPECT_EQ(why, "is not UTF-8 text");
+  EXPECT_FALSE(ValidMailAddress("a\xc0\xa0" "b@lab.test", &why));  // an overlong space
+  EXPECT_EQ(why, "is not UTF-8 text");
+  std::string chinese;  // 100 three-byte characters: 300 bytes
+  for (int i = 0; i < 100; ++i) chinese += "\u90ae";
+  EXPECT_TRUE(ValidMailAddress(chinese + "@lab.test"));  // 109 characters
+  EXPECT_FALSE(ValidMailAddress(std::string(246, 'a') + "@lab.test", &why));  // 255
+  EXPECT_EQ(why, "empty or longer than 254 characters");
+  EXPECT_TRUE(ValidMailAddress(std::string(245, 'a') + "@lab.test"));  // 254
 }
 
 }  // namespace

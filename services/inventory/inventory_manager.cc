@@ -740,7 +740,10 @@ absl::StatusOr<v1::Instrument> InventoryManager::SetInstrumentState(
 // ================================================================ rate cards
 
 namespace {
-std::string RateIdOf(const std::string& member) { return member.substr(member.rfind('|') + 1); }
+// The id after the last separator (either index format: see RateSortKey).
+std::string RateIdOf(const std::string& member) {
+  return member.substr(member.find_last_of(std::string("|") + kRateKeySeparator) + 1);
+}
 }  // namespace
 
 absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
@@ -774,7 +777,7 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
     }
     // The id is derived from the line's key and time, so two lines for the
     // same key and effective time collide (RATE_EXISTS) atomically.
-    const std::string key_without_id = RateSortKey(rate, "");
+    const std::string key_without_id = RateIdSeed(rate);
     const std::string rate_id =
         "r-" + RequestFingerprint(key_without_id, rate.effective_time()).substr(0, 16);
     rate.set_name(absl::StrCat(r.parent(), "/rates/", rate_id));
@@ -1143,6 +1146,35 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
 }
 
 // ================================================================ migration
+
+absl::StatusOr<int> InventoryManager::MigrateRateIndexes() {
+  // Members of the first format ('|'-separated) become RateSortKey's, one
+  // index per step; an index already migrated is left as it is.
+  static const RedisScript kMigrate(R"lua(
+local moved = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.find(m, '|', 1, true) then
+    redis.call('ZREM', KEYS[1], m)
+    redis.call('ZADD', KEYS[1], 0, (string.gsub(m, '|', '\1')))
+    moved = moved + 1
+  end
+end
+return moved
+)lua");
+  int moved = 0;
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Instruments(), after, kIndexBatch));
+    if (ids.empty()) break;
+    after = ids.back();
+    for (const auto& id : ids) {
+      LS_ASSIGN_OR_RETURN(RedisValue reply, store_->docs().pool()->Eval(kMigrate, {keys::Rates(id)}, {}));
+      moved += static_cast<int>(reply.integer);
+    }
+    if (static_cast<int>(ids.size()) < kIndexBatch) break;
+  }
+  return moved;
+}
 
 absl::StatusOr<int> InventoryManager::BackfillFacilityInstruments() {
   int examined = 0;

@@ -83,6 +83,9 @@ class InventoryManager {
   // the index existed are missing from it; adding is idempotent. Returns
   // how many instruments were examined.
   absl::StatusOr<int> BackfillFacilityInstruments();
+  // Rewrites rate index members of the first format into RateSortKey's
+  // (ListRates' order); returns how many moved. Idempotent.
+  absl::StatusOr<int> MigrateRateIndexes();
 
  private:
   // What a mutation will write, decided from the state it read.

@@ -506,12 +506,20 @@ absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument
   return absl::OkStatus();
 }
 
-std::string RateSortKey(const v1::Rate& rate, absl::string_view rate_id) {
-  return absl::StrCat(absl::StrFormat("%02d", static_cast<int>(rate.mode())), "|",
-                      static_cast<int>(rate.payer_class()), "|", rate.tier(), "|",
-                      rate.service_entry_id(), "|", Pad(rate.effective_time().seconds()), "|",
-                      rate_id);
+namespace {
+std::string RateKey(const v1::Rate& rate, absl::string_view rate_id, char sep) {
+  const absl::string_view s(&sep, 1);
+  return absl::StrCat(absl::StrFormat("%02d", static_cast<int>(rate.mode())), s,
+                      static_cast<int>(rate.payer_class()), s, rate.tier(), s, rate.service_entry_id(), s,
+                      Pad(rate.effective_time().seconds()), s, rate_id);
 }
+}  // namespace
+
+std::string RateSortKey(const v1::Rate& rate, absl::string_view rate_id) {
+  return RateKey(rate, rate_id, kRateKeySeparator);
+}
+
+std::string RateIdSeed(const v1::Rate& rate) { return RateKey(rate, "", '|'); }
 
 PayerClass PayerClassFor(const v1::Organization& payer, const v1::Instrument& instrument) {
   if (payer.name() == instrument.owner_organization()) return labshare::type::v1::OWNER;

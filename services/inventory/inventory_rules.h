@@ -70,8 +70,15 @@ const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
 
 // ------------------------------------------------------------ rates
 absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument);
-// Index member ordering rates by key, then effective time, then id.
+// Index member ordering rates by key (mode, payer class, tier, entry), then
+// effective time, then id. Fields are separated by kRateKeySeparator, a byte
+// below every character a tier or entry id holds, so a key sorts before its
+// extensions ("" before "CORE" before "CORE2"; "xrd" before "xrd-fast").
+inline constexpr char kRateKeySeparator = '\x01';
 std::string RateSortKey(const v1::Rate& rate, absl::string_view rate_id);
+// What a rate's id is derived from: the key and time as the first index
+// format wrote them ('|'-separated), so ids and RATE_EXISTS stay as they were.
+std::string RateIdSeed(const v1::Rate& rate);
 // OWNER if the payer owns the instrument, MEMBER if its membership_state
 // is MEMBER, NON_MEMBER otherwise.
 PayerClass PayerClassFor(const v1::Organization& payer, const v1::Instrument& instrument);

@@ -36,6 +36,13 @@ int main(int argc, char** argv) {
     labshare::LogError("cannot index the facilities' instruments", {{"error", examined.status().ToString()}});
     return 2;
   }
+  // Rate lines indexed in the first format, ordered by key as ListRates says.
+  if (auto moved = manager.MigrateRateIndexes(); !moved.ok()) {
+    labshare::LogError("cannot migrate the rate indexes", {{"error", moved.status().ToString()}});
+    return 2;
+  } else if (*moved > 0) {
+    labshare::LogInfo("rate indexes migrated", {{"members", std::to_string(*moved)}});
+  }
   labshare::MethodPolicy policy = labshare::inventory::InventoryPolicy();
   labshare::inventory::AddIdentityPolicy(&policy);
   labshare::Authorizer authorizer(verifier.get(), std::move(policy), &wall);

@@ -15,6 +15,7 @@
 #include "google/rpc/error_details.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
+#include "services/inventory/inventory_rules.h"
 #include "services/inventory/inventory_service.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
@@ -865,6 +866,67 @@ TEST_F(InventoryServiceTest, QualificationLapsesWithoutUseAndUseRenewsIt) {
   EXPECT_EQ(FromProto(q.last_use_time()), granted + absl::Hours(24 * 20));
   EXPECT_EQ(FromProto(q.expire_time()), granted + absl::Hours(24 * 50));
   EXPECT_EQ(OutboxLength(), events);
+}
+
+// ListRates: "ordered by key then effective_time" (key: mode, payer class,
+// tier, entry): a tier sorts after no tier and before its extensions; rate
+// indexes written in the first format are rewritten at start-up
+// (MigrateRateIndexes) and keep their ids.
+TEST_F(InventoryServiceTest, ListRatesIsOrderedByKeyThenEffectiveTime) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  const absl::Time t0 = clock_.Now() + absl::Hours(1);
+  const v1::Rate core = MakeRate("tem", labshare::type::v1::MEMBER, "CORE", 60000, t0);
+  const v1::Rate core2 = MakeRate("tem", labshare::type::v1::MEMBER, "CORE2", 50000, t0);
+  const v1::Rate later = MakeRate("tem", labshare::type::v1::MEMBER, "", 90000, t0 + absl::Hours(24));
+  const v1::Rate plain = MakeRate("tem", labshare::type::v1::MEMBER, "", 80000, t0);
+  const std::vector<std::string> expected = {plain.name(), later.name(), core.name(), core2.name()};
+  auto listed = [&] {
+    v1::ListRatesRequest list;
+    list.set_parent("instruments/tem");
+    list.set_page_size(3);  // across a page boundary
+    std::vector<std::string> names;
+    do {
+      v1::ListRatesResponse out;
+      EXPECT_TRUE(Call(&v1::InventoryService::Stub::ListRates, list, &out, admin_).ok());
+      for (const auto& r : out.rates()) names.push_back(r.name());
+      list.set_page_token(out.next_page_token());
+    } while (!list.page_token().empty());
+    return names;
+  };
+  EXPECT_EQ(listed(), expected);
+
+  // The first format: '|' between the fields.
+  auto members = pool_->Command({"ZRANGE", keys::Rates("tem"), "0", "-1"});
+  ASSERT_TRUE(members.ok());
+  ASSERT_EQ(members->elements.size(), 4u);
+  for (const auto& m : members->elements) {
+    std::string old = m.str;
+    std::replace(old.begin(), old.end(), kRateKeySeparator, '|');
+    ASSERT_EQ(Redis({"ZREM", keys::Rates("tem"), m.str}), 1);
+    ASSERT_EQ(Redis({"ZADD", keys::Rates("tem"), "0", old}), 1);
+  }
+  EXPECT_NE(listed(), expected);  // '|' sorts after letters: CORE before no tier
+  auto moved = manager_->MigrateRateIndexes();
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(*moved, 4);
+  EXPECT_EQ(listed(), expected);
+  EXPECT_EQ(*manager_->MigrateRateIndexes(), 0);
+  // Ids did not change: the same line again is RATE_EXISTS.
+  v1::CreateRateRequest again;
+  again.set_parent("instruments/tem");
+  auto* r = again.mutable_rate();
+  r->set_mode(labshare::type::v1::ON_SITE);
+  r->set_payer_class(labshare::type::v1::MEMBER);
+  r->set_tier("CORE");
+  r->set_unit(v1::PER_HOUR);
+  *r->mutable_price() = core.price();
+  *r->mutable_effective_time() = ToProto(t0);
+  v1::Rate out;
+  auto s = Call(&v1::InventoryService::Stub::CreateRate, again, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GrpcErrorReason(s), "RATE_EXISTS");
 }
 
 // types.proto: INVALID_FIELD names the field; an enum filter outside its

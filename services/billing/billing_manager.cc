@@ -384,10 +384,18 @@ void BillingManager::AddPosting(LedgerStep& step, const v1::Posting& posting, ab
   step.puts.push_back({keys::Doc("posting", id), posting.SerializeAsString(), 1});
   step.version_checks.push_back({keys::Doc("posting", id), 0});
   step.index_adds.push_back({keys::Index("posting"), keys::IndexMember(Ms(now), id)});
+  std::set<std::string> pools_changed;
   for (const auto& e : posting.entries()) {
     step.incrs.push_back({keys::Balances(), BalanceField(e), Signed(e)});
     step.appends.push_back({keys::Account(e.account()), absl::StrCat(Ms(now), "|", id, "|", e.counterparty(), "|",
                                                                      EntryCurrency(e), "|", Signed(e))});
+    // A subsidy, its reversal or an adjustment changes the pool (its
+    // balance) and so its etag; a top-up moves the pool document itself.
+    auto ref = ParseAccountName(e.account());
+    if (posting.kind() != v1::POOL_TOP_UP && ref.ok() && ref->kind == v1::POOL_FUNDS &&
+        pools_changed.insert(IdOf(ref->owner)).second) {
+      step.incrs.push_back({keys::PoolChanges(), IdOf(ref->owner), 1});
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 #ifndef LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
 #define LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -153,9 +154,20 @@ class BillingManager {
   absl::Status PoolExists(const std::string& pool) const;
   // A pool's POOL_FUNDS balance (what it can still grant).
   absl::StatusOr<int64_t> PoolBalance(const v1::SubsidyPool& pool) const;
+  // How many postings other than top-ups changed the pool (keys::PoolChanges).
+  absl::StatusOr<int64_t> PoolChangeCount(const std::string& pool_id) const;
   absl::StatusOr<v1::Invoice> Draft(const std::string& payer, const std::string& period,
                                     const std::string& currency);
   absl::StatusOr<std::vector<v1::Posting>> PostingsBetween(absl::Time from, absl::Time to) const;
+  // The COMPUTED settlements of a period (any currency), oldest first.
+  absl::StatusOr<std::vector<v1::Settlement>> ComputedSettlements(const std::string& period) const;
+  // The settlement an invoice is in (Invoice.settlement; an ISSUED invoice
+  // is paid only through its transfers): the one it names, or, for a
+  // settlement computed before settlements named their invoices, the newest
+  // COMPUTED settlement of its period and currency that lists it; "" when
+  // none. `computed` caches ComputedSettlements by period across calls.
+  using ComputedCache = std::map<std::string, std::vector<v1::Settlement>>;
+  absl::StatusOr<std::string> HeldBy(const v1::Invoice& inv, ComputedCache* computed = nullptr) const;
 
   BillingStore* store_;
   InventoryReader* inventory_;

@@ -507,6 +507,7 @@ absl::StatusOr<v1::Invoice> BillingManager::PreviewInvoice(const Principal& p, c
   }
   if (!SeesAll(p) && r.payer_organization() != ActorOrganization(p)) return OrgScope("invoices");
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  LS_RETURN_IF_ERROR(PartiesExist({r.payer_organization()}));  // ORGANIZATION_NOT_FOUND
   return Draft(r.payer_organization(), r.period(), r.currency_code().empty() ? kDefaultCurrency : r.currency_code());
 }
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@ namespace labshare::billing {
 
 namespace v1 = labshare::billing::v1;
 namespace inv = labshare::inventory::v1;
+struct AccountRef;  // billing_rules.h
 
 // The owner's figures from a charge posted at `now` (billing_events.proto
 // IncomeFigures), and the same with every amount negated (a reversal).
@@ -152,6 +154,12 @@ class BillingManager {
   absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools(std::vector<int64_t>* versions, int64_t* generation) const;
   // OK, or NOT_FOUND SUBSIDY_POOL_NOT_FOUND for a "subsidyPools/{id}" not created.
   absl::Status PoolExists(const std::string& pool) const;
+  // OK, or NOT_FOUND for a party that does not exist: SUBSIDY_POOL_NOT_FOUND
+  // for a pool not created, ORGANIZATION_NOT_FOUND (from inventory;
+  // INVENTORY_UNAVAILABLE when it cannot answer) for an organisation.
+  absl::Status PartiesExist(const std::set<std::string>& parties) const;
+  // GetAccountBalance once the account is parsed and its reader allowed.
+  absl::StatusOr<v1::AccountBalance> ReadBalance(const AccountRef& ref, const v1::GetAccountBalanceRequest& r) const;
   // A pool's POOL_FUNDS balance (what it can still grant).
   absl::StatusOr<int64_t> PoolBalance(const v1::SubsidyPool& pool) const;
   // How many postings other than top-ups changed the pool (keys::PoolChanges).

@@ -237,7 +237,9 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
   if (pay.settlement().empty() && pay.transfer_index() != 0) {
     return InvalidField("payment.transfer_index", "a transfer index needs its settlement");
   }
-  if (IsSubsidyPoolName(pay.payer())) {  // the pool must exist and pays in its own currency
+  // Both parties exist (ORGANIZATION_NOT_FOUND, SUBSIDY_POOL_NOT_FOUND).
+  LS_RETURN_IF_ERROR(PartiesExist({pay.payer(), pay.payee()}));
+  if (IsSubsidyPoolName(pay.payer())) {  // the pool pays in its own currency
     LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(keys::Doc("pool", IdOf(pay.payer()))));
     if (!pdoc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", pay.payer() + " does not exist");
     LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(pdoc->data));
@@ -696,6 +698,15 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       corrections.push_back(std::move(c));
     } else {
       LS_ASSIGN_OR_RETURN(v1::Posting c, correction(original, {r.entries().begin(), r.entries().end()}, 1));
+      // Every account owner and counterparty named exists
+      // (ORGANIZATION_NOT_FOUND, SUBSIDY_POOL_NOT_FOUND).
+      std::set<std::string> parties;
+      for (const auto& e : c.entries()) {
+        LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(e.account()));
+        parties.insert(ref.owner);
+        if (!e.counterparty().empty()) parties.insert(e.counterparty());
+      }
+      LS_RETURN_IF_ERROR(PartiesExist(parties));
       corrections.push_back(std::move(c));
     }
     // The charge, and (reversing a CHARGE posting) its subsidies too.
@@ -1010,7 +1021,7 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
   // (not a pool's, not the "-" parents).
   if (!SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
-  if (!all && IsSubsidyPoolName(r.parent())) LS_RETURN_IF_ERROR(PoolExists(r.parent()));
+  if (!all) LS_RETURN_IF_ERROR(PartiesExist({r.parent()}));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string prefix = all ? r.parent().substr(0, r.parent().size() - 1) : r.parent() + "/";
   std::set<v1::AccountKind> kinds;
@@ -1032,10 +1043,8 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
     get.set_counterparty(counterparty);
     get.set_currency_code(currency);
     if (r.has_as_of_time()) *get.mutable_as_of_time() = r.as_of_time();
-    Principal reader;
-    reader.user_id = "billing";
-    reader.roles = {Role::kService};
-    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, GetAccountBalance(reader, get));
+    LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(account));
+    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, ReadBalance(ref, get));
     if (r.skip_empty() && b.debit_total().amount_minor() == 0 && b.credit_total().amount_minor() == 0) continue;
     *out.add_balances() = std::move(b);
   }

@@ -824,10 +824,13 @@ TEST_F(BillingContractTest, InventoryUnreachableIsInventoryUnavailable) {
               "INVENTORY_UNAVAILABLE");
 }
 
-// GetOwnerIncomeReport and GetOrganizationStatement: "NOT_FOUND
-// (ORGANIZATION_NOT_FOUND)" for an organisation inventory does not know;
-// UNAVAILABLE (INVENTORY_UNAVAILABLE) when inventory cannot answer.
-TEST_F(BillingContractTest, ReportsOfAnUnknownOrganisationAreOrganizationNotFound) {
+// "NOT_FOUND (ORGANIZATION_NOT_FOUND)" (and SUBSIDY_POOL_NOT_FOUND) where
+// the methods list it, for an organisation inventory does not know:
+// GetOwnerIncomeReport, GetOrganizationStatement, GetAccountBalance,
+// ListBalances, PreviewInvoice, RecordPayment (payer or payee) and
+// PostCorrection (an ADJUST entry's account or counterparty); nothing is
+// posted. UNAVAILABLE (INVENTORY_UNAVAILABLE) when inventory cannot answer.
+TEST_F(BillingContractTest, UnknownOrganisationsAreOrganizationNotFound) {
   GrpcInventoryReader unreachable(
       grpc::CreateChannel("unix:/nonexistent/labshare-inventory.sock", grpc::InsecureChannelCredentials()));
   BillingManager cut_off(bstore_.get(), &unreachable, &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
@@ -851,6 +854,53 @@ TEST_F(BillingContractTest, ReportsOfAnUnknownOrganisationAreOrganizationNotFoun
               "INVENTORY_UNAVAILABLE");
   ExpectError(cut_off.GetOrganizationStatement(admin_, statement).status(), absl::StatusCode::kUnavailable,
               "INVENTORY_UNAVAILABLE");
+
+  constexpr char kGhost[] = "organizations/ghost";
+  v1::GetAccountBalanceRequest balance;
+  balance.set_name(std::string(kGhost) + "/accounts/receivable");
+  ExpectError(billing_->GetAccountBalance(admin_, balance).status(), absl::StatusCode::kNotFound,
+              "ORGANIZATION_NOT_FOUND");
+  v1::ListBalancesRequest balances;
+  balances.set_parent(kGhost);
+  ExpectError(billing_->ListBalances(admin_, balances).status(), absl::StatusCode::kNotFound,
+              "ORGANIZATION_NOT_FOUND");
+  v1::PreviewInvoiceRequest preview;
+  preview.set_payer_organization(kGhost);
+  preview.set_period("2027-01");
+  ExpectError(billing_->PreviewInvoice(admin_, preview).status(), absl::StatusCode::kNotFound,
+              "ORGANIZATION_NOT_FOUND");
+  preview.set_payer_organization(kLab);
+  ExpectError(cut_off.PreviewInvoice(admin_, preview).status(), absl::StatusCode::kUnavailable,
+              "INVENTORY_UNAVAILABLE");
+  for (const auto& [payer, payee] : {std::pair<std::string, std::string>{kLab, kGhost}, {kGhost, kOwner}}) {
+    ExpectError(billing_->RecordPayment(admin_, Payment(payer, payee, MakeMoney("CNY", 100))).status(),
+                absl::StatusCode::kNotFound, "ORGANIZATION_NOT_FOUND");
+  }
+  v1::PostCorrectionRequest fix;
+  fix.set_posting(top_up_);
+  fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+  fix.set_reason("booked to the wrong party");
+  auto entry = [&](const std::string& account, const std::string& cp, bool debit) {
+    v1::Entry* e = fix.add_entries();
+    e->set_account(account);
+    e->set_counterparty(cp);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", 100);
+  };
+  entry(std::string(kGhost) + "/accounts/expense", "", true);
+  entry(std::string(kGhost) + "/accounts/payable", kOwner, false);
+  ExpectError(billing_->PostCorrection(admin_, fix).status(), absl::StatusCode::kNotFound, "ORGANIZATION_NOT_FOUND");
+  fix.clear_entries();
+  entry("organizations/owner/accounts/receivable", "subsidyPools/nope", true);
+  entry("organizations/owner/accounts/income", "", false);
+  ExpectError(billing_->PostCorrection(admin_, fix).status(), absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND");
+  v1::ListPostingsRequest corrections;
+  corrections.set_kind(v1::CORRECTION);
+  auto posted = billing_->ListPostings(admin_, corrections);
+  ASSERT_TRUE(posted.ok()) << posted.status();
+  EXPECT_EQ(posted->postings_size(), 0);
+  auto payments = billing_->ListPayments(admin_, v1::ListPaymentsRequest());
+  ASSERT_TRUE(payments.ok()) << payments.status();
+  EXPECT_EQ(payments->payments_size(), 0);
 }
 
 // ================================================================ owner income report

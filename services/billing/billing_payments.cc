@@ -139,22 +139,23 @@ absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore
 }
 
 // The open amounts of `inv` as they stood when `s` was computed: what it
-// has outstanding now plus the payments recorded against it since (an
-// invoice paid directly while in a settlement that did not hold it). These
-// are what the settlement's transfers pay for.
+// was due, less the payments recorded against it up to then. These are
+// what the settlement's transfers pay for, also when the invoice was
+// voided, paid directly or cleared by another settlement since (possible
+// only while settlements did not name their invoices).
 absl::StatusOr<std::vector<OpenAmount>> OpenWhenComputed(const BillingStore& store, const v1::Invoice& inv,
                                                          const v1::Settlement& s) {
   std::map<std::string, int64_t> open;
-  for (const auto& pb : inv.payees()) open[pb.organization()] = pb.amount_outstanding().amount_minor();
+  for (const auto& pb : inv.payees()) open[pb.organization()] = pb.amount_due().amount_minor();
   const std::set<std::string> names(inv.payments().begin(), inv.payments().end());
   LS_ASSIGN_OR_RETURN(auto payments, LoadDocs<v1::Payment>(store, "payment", names));
   for (const auto& [name, pay] : payments) {
-    if (FromProto(pay.create_time()) < FromProto(s.create_time())) continue;
+    if (FromProto(pay.create_time()) > FromProto(s.create_time())) continue;
     // Payer to payee, or a payee refunding the payer (a negative amount).
     if (pay.payer() == inv.payer_organization()) {
-      open[pay.payee()] += pay.amount().amount_minor();
+      open[pay.payee()] -= pay.amount().amount_minor();
     } else {
-      open[pay.payer()] -= pay.amount().amount_minor();
+      open[pay.payer()] += pay.amount().amount_minor();
     }
   }
   std::vector<OpenAmount> out;

@@ -408,10 +408,13 @@ TEST_F(BillingContractTest, ClearingPaysOnlyTheInvoicesStillIssuedInTheSettlemen
   Owe(kOwner, kLab, 3000);
   const auto [lab, third] = IssueLabAndThird();
   const v1::Invoice owner = Issue(kOwner);
+  // third pays 1000 of its 4000 before the computation.
+  ASSERT_TRUE(billing_->RecordPayment(admin_, Payment(kThird, kOwner, MakeMoney("CNY", 1000), third.name())).ok());
   auto s = Compute();
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_EQ(s->invoices_size(), 3);
-  ASSERT_EQ(s->transfers_size(), 2);  // lab -> owner 7000, third -> owner 4000
+  ASSERT_EQ(s->transfers_size(), 2);  // lab -> owner 7000, third -> owner 3000
+  EXPECT_EQ(s->transfers(1).amount().amount_minor(), 3000);
   for (const auto& name : {lab.name(), third.name(), owner.name()}) Unlock(name);
   // lab's invoice voided and owner's paid directly, as the earlier release
   // let them be (the settlement hides them meanwhile).

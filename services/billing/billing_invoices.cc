@@ -56,13 +56,19 @@ v1::SubsidyPool::State PoolState(const v1::SubsidyPool& pool, int64_t balance, a
   return balance > 0 ? v1::SubsidyPool::ACTIVE : v1::SubsidyPool::EXHAUSTED;
 }
 
+// A pool's etag: its document version (updates, top-ups) plus the count of
+// the other postings that changed its balance (subsidies, their reversals,
+// adjustments; keys::PoolChanges). Both only grow, so every change of the
+// pool gives a new etag.
+std::string PoolEtag(int64_t version, int64_t changes) { return std::to_string(version + changes); }
+
 // The read-time fields of a pool answer: balance, granted total (top-ups
 // minus balance: subsidies net of reversals), state and etag.
-void DerivePool(v1::SubsidyPool& pool, int64_t balance, absl::Time now, int64_t version) {
+void DerivePool(v1::SubsidyPool& pool, int64_t balance, absl::Time now, const std::string& etag) {
   *pool.mutable_balance() = MakeMoney(pool.currency_code(), balance);
   *pool.mutable_granted_total() = MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - balance);
   pool.set_state(PoolState(pool, balance, now));
-  pool.set_etag(std::to_string(version));
+  pool.set_etag(etag);
 }
 
 }  // namespace
@@ -76,6 +82,11 @@ absl::StatusOr<int64_t> BillingManager::PoolBalance(const v1::SubsidyPool& pool)
                      pool.name() + "'s stored balance is out of range");
   }
   return -bal[0];  // POOL_FUNDS is credit-normal; the hash keeps debit minus credit
+}
+
+absl::StatusOr<int64_t> BillingManager::PoolChangeCount(const std::string& pool_id) const {
+  LS_ASSIGN_OR_RETURN(auto changes, store_->Counters(keys::PoolChanges(), {pool_id}));
+  return changes[0];
 }
 
 absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principal& p,
@@ -96,7 +107,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
   }
   const absl::Time now = clock_->Now();
   *pool.mutable_topped_up_total() = MakeMoney(pool.currency_code(), 0);
-  DerivePool(pool, 0, now, 1);
+  DerivePool(pool, 0, now, PoolEtag(1, 0));
   *pool.mutable_create_time() = ToProto(now);
   *pool.mutable_update_time() = ToProto(now);
   LedgerStep step;
@@ -125,8 +136,10 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::GetSubsidyPool(const Principal&,
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(r.name()))));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
+  // The etag is read before the balance: never newer than what it shows.
+  LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(IdOf(r.name())));
   LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
-  DerivePool(pool, balance, clock_->Now(), doc->version);
+  DerivePool(pool, balance, clock_->Now(), PoolEtag(doc->version, changes));
   return pool;
 }
 
@@ -144,6 +157,13 @@ absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(co
     if (r.state() != 0 && full.state() != r.state()) continue;
     *out.add_subsidy_pools() = std::move(full);
   }
+  // "Ordered by priority then name", numerically: the index orders its
+  // members as text, which puts priority -1 before -5.
+  std::stable_sort(out.mutable_subsidy_pools()->begin(), out.mutable_subsidy_pools()->end(),
+                   [](const v1::SubsidyPool& a, const v1::SubsidyPool& b) {
+                     if (a.priority() != b.priority()) return a.priority() < b.priority();
+                     return a.name() < b.name();
+                   });
   LS_ASSIGN_OR_RETURN(std::string next, KeepPage(page, out.mutable_subsidy_pools()));
   if (!next.empty()) out.set_next_page_token(page_tokens_.Make(r, p, next));
   return out;
@@ -154,7 +174,13 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
   // Not positive: INVALID_FIELD, as the contract lists it.
   if (r.amount().amount_minor() <= 0) return InvalidField("amount.amount_minor", "must be positive");
   LS_RETURN_IF_ERROR(ValidateAmount(r.amount(), "amount", true));
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("TopUpSubsidyPool", r.request_id());
+  const std::string fingerprint = RequestFingerprint("TopUpSubsidyPool", r);
   for (int attempt = 0; attempt < 5; ++attempt) {
+    // A retry of a call that succeeded gets its first answer, whatever has
+    // moved since (its own top-up moved the etag).
+    LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+    if (seen) return Parse<v1::SubsidyPool>(*seen);
     LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(r.name()))));
     if (!doc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.name() + " does not exist");
     LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
@@ -162,7 +188,8 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
       return InvalidField("amount.currency_code", "must be the pool's currency " + pool.currency_code(),
                           "CURRENCY_MISMATCH");
     }
-    if (!r.etag().empty() && r.etag() != std::to_string(doc->version)) {
+    LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(IdOf(r.name())));
+    if (!r.etag().empty() && r.etag() != PoolEtag(doc->version, changes)) {
       return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
     }
     const absl::Time now = clock_->Now();
@@ -193,15 +220,17 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
     LS_ASSIGN_OR_RETURN(auto entries, PoolTopUpEntries(pool.name(), r.amount()));
     for (auto& e : entries) *posting.add_entries() = std::move(e);
     LedgerStep step;
-    step.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency("TopUpSubsidyPool", r.request_id());
-    step.fingerprint = RequestFingerprint("TopUpSubsidyPool", r);
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
     const std::string key = keys::Doc("pool", IdOf(r.name()));
     step.version_checks.push_back({key, doc->version});
+    // The etag matched: no subsidy may change the pool before this step.
+    if (!r.etag().empty()) step.field_checks.push_back({keys::PoolChanges(), IdOf(r.name()), std::to_string(changes)});
     step.puts.push_back({key, pool.SerializeAsString(), doc->version + 1});
     AddPosting(step, posting, now);
     LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
     v1::SubsidyPool answer = pool;
-    DerivePool(answer, balance + r.amount().amount_minor(), now, doc->version + 1);
+    DerivePool(answer, balance + r.amount().amount_minor(), now, PoolEtag(doc->version + 1, changes));
     step.response = SerializeDeterministic(answer);
     v1::BillingEvent e = NewEvent(p, now, r.request_id());
     *e.mutable_subsidy_pool_changed()->mutable_subsidy_pool() = answer;
@@ -232,13 +261,19 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
   }
   const std::string id = IdOf(r.subsidy_pool().name());
   const std::string key = keys::Doc("pool", id);
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("UpdateSubsidyPool", r.request_id());
+  const std::string fingerprint = RequestFingerprint("UpdateSubsidyPool", r);
   for (int attempt = 0; attempt < 5; ++attempt) {
+    // The replay first: a retry of a call that succeeded gets its answer.
+    LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+    if (seen) return Parse<v1::SubsidyPool>(*seen);
     LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(key));
     if (!doc) {
       return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.subsidy_pool().name() + " does not exist");
     }
     LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
-    if (!r.subsidy_pool().etag().empty() && r.subsidy_pool().etag() != std::to_string(doc->version)) {
+    LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(id));
+    if (!r.subsidy_pool().etag().empty() && r.subsidy_pool().etag() != PoolEtag(doc->version, changes)) {
       return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", pool.name() + " changed; read it again");
     }
     const v1::SubsidyPool previous = pool;
@@ -264,9 +299,10 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     const absl::Time now = clock_->Now();
     *pool.mutable_update_time() = ToProto(now);
     LedgerStep step;
-    step.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency("UpdateSubsidyPool", r.request_id());
-    step.fingerprint = RequestFingerprint("UpdateSubsidyPool", r);
+    step.idempotency_key = idem;
+    step.fingerprint = fingerprint;
     step.version_checks.push_back({key, doc->version});
+    if (!r.subsidy_pool().etag().empty()) step.field_checks.push_back({keys::PoolChanges(), id, std::to_string(changes)});
     step.puts.push_back({key, pool.SerializeAsString(), doc->version + 1});
     step.incrs.push_back({keys::PoolGeneration(), "g", 1});  // charge steps priced before are stale
     if (pool.priority() != previous.priority()) {
@@ -277,7 +313,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     get.set_name(pool.name());
     v1::SubsidyPool answer = pool;
     LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
-    DerivePool(answer, balance, now, doc->version + 1);
+    DerivePool(answer, balance, now, PoolEtag(doc->version + 1, changes));
     step.response = SerializeDeterministic(answer);
     v1::BillingEvent e = NewEvent(p, now, r.request_id());
     auto* changed = e.mutable_subsidy_pool_changed();
@@ -471,6 +507,7 @@ absl::StatusOr<v1::Invoice> BillingManager::PreviewInvoice(const Principal& p, c
   }
   if (!SeesAll(p) && r.payer_organization() != ActorOrganization(p)) return OrgScope("invoices");
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  LS_RETURN_IF_ERROR(PartiesExist({r.payer_organization()}));  // ORGANIZATION_NOT_FOUND
   return Draft(r.payer_organization(), r.period(), r.currency_code().empty() ? kDefaultCurrency : r.currency_code());
 }
 
@@ -600,6 +637,8 @@ absl::StatusOr<v1::Invoice> BillingManager::GetInvoice(const Principal& p, const
     for (const auto& pb : inv.payees()) mine |= pb.organization() == own;
     if (!mine) return OrgScope("invoices");
   }
+  LS_ASSIGN_OR_RETURN(std::string held, HeldBy(inv));
+  inv.set_settlement(std::move(held));
   return inv;
 }
 

@@ -98,6 +98,11 @@ absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Prin
   };
   LS_RETURN_IF_ERROR(
       (Scan<v1::Invoice>(*store_, page_tokens_, p, "invoice", r, id, keep, resp.mutable_invoices(), &resp)));
+  ComputedCache computed;  // the settlements each invoice may be in, read once per period
+  for (auto& inv : *resp.mutable_invoices()) {
+    LS_ASSIGN_OR_RETURN(std::string held, HeldBy(inv, &computed));
+    inv.set_settlement(std::move(held));
+  }
   return resp;
 }
 

@@ -384,10 +384,18 @@ void BillingManager::AddPosting(LedgerStep& step, const v1::Posting& posting, ab
   step.puts.push_back({keys::Doc("posting", id), posting.SerializeAsString(), 1});
   step.version_checks.push_back({keys::Doc("posting", id), 0});
   step.index_adds.push_back({keys::Index("posting"), keys::IndexMember(Ms(now), id)});
+  std::set<std::string> pools_changed;
   for (const auto& e : posting.entries()) {
     step.incrs.push_back({keys::Balances(), BalanceField(e), Signed(e)});
     step.appends.push_back({keys::Account(e.account()), absl::StrCat(Ms(now), "|", id, "|", e.counterparty(), "|",
                                                                      EntryCurrency(e), "|", Signed(e))});
+    // A subsidy, its reversal or an adjustment changes the pool (its
+    // balance) and so its etag; a top-up moves the pool document itself.
+    auto ref = ParseAccountName(e.account());
+    if (posting.kind() != v1::POOL_TOP_UP && ref.ok() && ref->kind == v1::POOL_FUNDS &&
+        pools_changed.insert(IdOf(ref->owner)).second) {
+      step.incrs.push_back({keys::PoolChanges(), IdOf(ref->owner), 1});
+    }
   }
 }
 
@@ -849,6 +857,17 @@ absl::Status BillingManager::PoolExists(const std::string& pool) const {
   return absl::OkStatus();
 }
 
+absl::Status BillingManager::PartiesExist(const std::set<std::string>& parties) const {
+  for (const auto& party : parties) {
+    if (IsSubsidyPoolName(party)) {
+      LS_RETURN_IF_ERROR(PoolExists(party));
+    } else if (IsOrganizationName(party)) {
+      LS_RETURN_IF_ERROR(inventory_->GetOrganization(party).status());
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> BillingManager::AllBalances() const {
   LS_ASSIGN_OR_RETURN(auto all, store_->HashAll(keys::Balances()));
   std::vector<std::pair<std::string, int64_t>> out;
@@ -865,10 +884,17 @@ absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Princ
                                                                      const v1::GetAccountBalanceRequest& r) {
   LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(r.name()));
   if (!SeesAll(p) && ref.owner != ActorOrganization(p)) return OrgScope("accounts");
+  // NOT_FOUND (ORGANIZATION_NOT_FOUND, SUBSIDY_POOL_NOT_FOUND) for an owner
+  // that does not exist.
+  LS_RETURN_IF_ERROR(PartiesExist({ref.owner}));
+  return ReadBalance(ref, r);
+}
+
+absl::StatusOr<v1::AccountBalance> BillingManager::ReadBalance(const AccountRef& ref,
+                                                               const v1::GetAccountBalanceRequest& r) const {
   const absl::Time now = clock_->Now();
   const absl::Time as_of = r.has_as_of_time() ? FromProto(r.as_of_time()) : now;
   if (as_of > now) return InvalidField("as_of_time", "must not be in the future");
-  if (IsSubsidyPoolName(ref.owner)) LS_RETURN_IF_ERROR(PoolExists(ref.owner));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   LS_ASSIGN_OR_RETURN(auto lines, store_->List(keys::Account(r.name())));
   int64_t debit = 0, credit = 0;

@@ -5,8 +5,10 @@
 #ifndef LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
 #define LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
 
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,7 @@ namespace labshare::billing {
 
 namespace v1 = labshare::billing::v1;
 namespace inv = labshare::inventory::v1;
+struct AccountRef;  // billing_rules.h
 
 // The owner's figures from a charge posted at `now` (billing_events.proto
 // IncomeFigures), and the same with every amount negated (a reversal).
@@ -151,11 +154,28 @@ class BillingManager {
   absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools(std::vector<int64_t>* versions, int64_t* generation) const;
   // OK, or NOT_FOUND SUBSIDY_POOL_NOT_FOUND for a "subsidyPools/{id}" not created.
   absl::Status PoolExists(const std::string& pool) const;
+  // OK, or NOT_FOUND for a party that does not exist: SUBSIDY_POOL_NOT_FOUND
+  // for a pool not created, ORGANIZATION_NOT_FOUND (from inventory;
+  // INVENTORY_UNAVAILABLE when it cannot answer) for an organisation.
+  absl::Status PartiesExist(const std::set<std::string>& parties) const;
+  // GetAccountBalance once the account is parsed and its reader allowed.
+  absl::StatusOr<v1::AccountBalance> ReadBalance(const AccountRef& ref, const v1::GetAccountBalanceRequest& r) const;
   // A pool's POOL_FUNDS balance (what it can still grant).
   absl::StatusOr<int64_t> PoolBalance(const v1::SubsidyPool& pool) const;
+  // How many postings other than top-ups changed the pool (keys::PoolChanges).
+  absl::StatusOr<int64_t> PoolChangeCount(const std::string& pool_id) const;
   absl::StatusOr<v1::Invoice> Draft(const std::string& payer, const std::string& period,
                                     const std::string& currency);
   absl::StatusOr<std::vector<v1::Posting>> PostingsBetween(absl::Time from, absl::Time to) const;
+  // The COMPUTED settlements of a period (any currency), oldest first.
+  absl::StatusOr<std::vector<v1::Settlement>> ComputedSettlements(const std::string& period) const;
+  // The settlement an invoice is in (Invoice.settlement; an ISSUED invoice
+  // is paid only through its transfers): the one it names, or, for a
+  // settlement computed before settlements named their invoices, the newest
+  // COMPUTED settlement of its period and currency that lists it; "" when
+  // none. `computed` caches ComputedSettlements by period across calls.
+  using ComputedCache = std::map<std::string, std::vector<v1::Settlement>>;
+  absl::StatusOr<std::string> HeldBy(const v1::Invoice& inv, ComputedCache* computed = nullptr) const;
 
   BillingStore* store_;
   InventoryReader* inventory_;

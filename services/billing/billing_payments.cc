@@ -138,7 +138,82 @@ absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore
   return std::make_pair(std::move(inv), doc->version);
 }
 
+// The open amounts of `inv` as they stood when `s` was computed: what it
+// was due, less the payments recorded against it up to then. These are
+// what the settlement's transfers pay for, also when the invoice was
+// voided, paid directly or cleared by another settlement since (possible
+// only while settlements did not name their invoices).
+absl::StatusOr<std::vector<OpenAmount>> OpenWhenComputed(const BillingStore& store, const v1::Invoice& inv,
+                                                         const v1::Settlement& s) {
+  std::map<std::string, int64_t> open;
+  for (const auto& pb : inv.payees()) open[pb.organization()] = pb.amount_due().amount_minor();
+  const std::set<std::string> names(inv.payments().begin(), inv.payments().end());
+  LS_ASSIGN_OR_RETURN(auto payments, LoadDocs<v1::Payment>(store, "payment", names));
+  for (const auto& [name, pay] : payments) {
+    if (FromProto(pay.create_time()) > FromProto(s.create_time())) continue;
+    // Payer to payee, or a payee refunding the payer (a negative amount).
+    if (pay.payer() == inv.payer_organization()) {
+      open[pay.payee()] -= pay.amount().amount_minor();
+    } else {
+      open[pay.payer()] += pay.amount().amount_minor();
+    }
+  }
+  std::vector<OpenAmount> out;
+  for (const auto& [payee, amount] : open) {
+    if (amount != 0) out.push_back({inv.payer_organization(), payee, amount});
+  }
+  return out;
+}
+
 }  // namespace
+
+// ================================================================ settlements holding invoices
+
+absl::StatusOr<std::vector<v1::Settlement>> BillingManager::ComputedSettlements(const std::string& period) const {
+  LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Index("settlement"), period + "|", 100000));
+  std::vector<std::string> doc_keys;
+  for (const auto& m : members) {
+    if (!absl::StartsWith(m, period + "|")) break;
+    doc_keys.push_back(keys::Doc("settlement", m.substr(m.rfind('|') + 1)));
+  }
+  std::vector<v1::Settlement> out;
+  if (doc_keys.empty()) return out;
+  LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
+  for (const auto& doc : docs) {
+    if (!doc) continue;
+    LS_ASSIGN_OR_RETURN(v1::Settlement s, Parse<v1::Settlement>(doc->data));
+    if (s.state() == v1::Settlement::COMPUTED) out.push_back(std::move(s));
+  }
+  return out;
+}
+
+// Settlements computed before the life cycle did not name themselves on
+// their invoices. Such an invoice is found in its settlement here, when it
+// is read or changed, rather than by rewriting the stored invoices once at
+// start-up: replicas start one by one (and a replica of the earlier release
+// may still compute settlements meanwhile), so a one-off migration could
+// miss some, while this holds for every document whoever wrote it. A
+// mutation that relies on the answer changes the invoice (version-checked)
+// or the settlement (version-checked), so a concurrent computation, void or
+// clearing makes its step stale and it reads again.
+absl::StatusOr<std::string> BillingManager::HeldBy(const v1::Invoice& inv, ComputedCache* computed) const {
+  if (!inv.settlement().empty() || inv.state() != v1::Invoice::ISSUED) return inv.settlement();
+  ComputedCache local;
+  ComputedCache& cache = computed != nullptr ? *computed : local;
+  auto found = cache.find(inv.period());
+  if (found == cache.end()) {
+    LS_ASSIGN_OR_RETURN(auto settlements, ComputedSettlements(inv.period()));
+    found = cache.emplace(inv.period(), std::move(settlements)).first;
+  }
+  std::string held;
+  for (const auto& s : found->second) {  // oldest first: the newest wins
+    if (s.currency_code() == inv.currency_code() &&
+        std::find(s.invoices().begin(), s.invoices().end(), inv.name()) != s.invoices().end()) {
+      held = s.name();
+    }
+  }
+  return held;
+}
 
 // ================================================================ payments
 
@@ -163,7 +238,9 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
   if (pay.settlement().empty() && pay.transfer_index() != 0) {
     return InvalidField("payment.transfer_index", "a transfer index needs its settlement");
   }
-  if (IsSubsidyPoolName(pay.payer())) {  // the pool must exist and pays in its own currency
+  // Both parties exist (ORGANIZATION_NOT_FOUND, SUBSIDY_POOL_NOT_FOUND).
+  LS_RETURN_IF_ERROR(PartiesExist({pay.payer(), pay.payee()}));
+  if (IsSubsidyPoolName(pay.payer())) {  // the pool pays in its own currency
     LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(keys::Doc("pool", IdOf(pay.payer()))));
     if (!pdoc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", pay.payer() + " does not exist");
     LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(pdoc->data));
@@ -214,9 +291,10 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
         return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
                          pay.invoice() + " is " + v1::Invoice::State_Name(inv.state()));
       }
-      if (!inv.settlement().empty()) {
+      LS_ASSIGN_OR_RETURN(const std::string held, HeldBy(inv));
+      if (!held.empty()) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
-                         pay.invoice() + " is settled through " + inv.settlement());
+                         pay.invoice() + " is settled through " + held + "; pay its transfers");
       }
       if (inv.payer_organization() != pay.payer()) return InvalidField("payment.payer", "must be the invoice's payer");
       if (inv.currency_code() != pay.amount().currency_code()) {
@@ -288,19 +366,21 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       bool all_paid = true;
       for (const auto& x : s.transfers()) all_paid &= !x.payment().empty();
       if (all_paid) {
-        // Clear: the netting posting, and every invoice of it PAID.
+        // Clear: the netting posting over the open amounts the transfers
+        // were computed from, and every invoice still ISSUED in it PAID. One
+        // voided or paid directly meanwhile (possible only while
+        // settlements did not name their invoices) keeps its state and is
+        // not announced again.
         std::vector<OpenAmount> open;
         std::vector<std::pair<std::string, std::pair<v1::Invoice, int64_t>>> invoices;
         for (const auto& name : s.invoices()) {
           LS_ASSIGN_OR_RETURN(auto idoc, store_->docs().Get(keys::Doc("invoice", IdOf(name))));
           if (!idoc) continue;
           LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(idoc->data));
-          for (const auto& pb : inv.payees()) {
-            if (pb.amount_outstanding().amount_minor() != 0) {
-              open.push_back({inv.payer_organization(), pb.organization(), pb.amount_outstanding().amount_minor()});
-            }
-          }
-          invoices.push_back({name, {std::move(inv), idoc->version}});
+          LS_ASSIGN_OR_RETURN(std::vector<OpenAmount> when, OpenWhenComputed(*store_, inv, s));
+          open.insert(open.end(), when.begin(), when.end());
+          const bool in_it = inv.settlement() == s.name() || inv.settlement().empty();
+          if (inv.state() == v1::Invoice::ISSUED && in_it) invoices.push_back({name, {std::move(inv), idoc->version}});
         }
         std::vector<v1::SettlementTransfer> transfers(s.transfers().begin(), s.transfers().end());
         LS_ASSIGN_OR_RETURN(auto netting, SettlementNettingEntries(open, transfers, s.currency_code()));
@@ -379,9 +459,10 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
     if (seen) return Parse<v1::Invoice>(*seen);
     LS_ASSIGN_OR_RETURN(auto loaded, IssuedInvoice(*store_, r.name(), r.etag()));
     auto& [inv, version] = loaded;
-    if (!inv.settlement().empty()) {
+    LS_ASSIGN_OR_RETURN(const std::string held, HeldBy(inv));
+    if (!held.empty()) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
-                       r.name() + " is settled through " + inv.settlement());
+                       r.name() + " is settled through " + held + "; pay its transfers");
     }
     // One payment per payee with an open amount (direction by sign) and the
     // invoice PAID, all in one step: either everything is recorded or nothing.
@@ -476,8 +557,9 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
     v1::BillingEvent e = NewEvent(p, now, r.request_id());
     // A COMPUTED settlement containing it becomes SUPERSEDED, and its other
     // invoices are in no settlement any more (compute it again).
-    if (!inv.settlement().empty()) {
-      LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("settlement", IdOf(inv.settlement()))));
+    LS_ASSIGN_OR_RETURN(const std::string held, HeldBy(inv));
+    if (!held.empty()) {
+      LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("settlement", IdOf(held))));
       if (sdoc) {
         LS_ASSIGN_OR_RETURN(v1::Settlement s, Parse<v1::Settlement>(sdoc->data));
         if (s.state() == v1::Settlement::CLEARED) {
@@ -617,6 +699,15 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       corrections.push_back(std::move(c));
     } else {
       LS_ASSIGN_OR_RETURN(v1::Posting c, correction(original, {r.entries().begin(), r.entries().end()}, 1));
+      // Every account owner and counterparty named exists
+      // (ORGANIZATION_NOT_FOUND, SUBSIDY_POOL_NOT_FOUND).
+      std::set<std::string> parties;
+      for (const auto& e : c.entries()) {
+        LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(e.account()));
+        parties.insert(ref.owner);
+        if (!e.counterparty().empty()) parties.insert(e.counterparty());
+      }
+      LS_RETURN_IF_ERROR(PartiesExist(parties));
       corrections.push_back(std::move(c));
     }
     // The charge, and (reversing a CHARGE posting) its subsidies too.
@@ -709,6 +800,8 @@ absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStateme
     return InvalidField("interval", "needs start_time before end_time");
   }
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
+  // NOT_FOUND (ORGANIZATION_NOT_FOUND) for one inventory does not know.
+  LS_RETURN_IF_ERROR(inventory_->GetOrganization(r.organization()).status());
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const int64_t from = Ms(FromProto(r.interval().start_time())), to = Ms(FromProto(r.interval().end_time()));
   std::vector<v1::AccountKind> kinds;
@@ -784,6 +877,8 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
     return InvalidField("interval", "needs start_time before end_time");
   }
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
+  // NOT_FOUND (ORGANIZATION_NOT_FOUND) for an owner inventory does not know.
+  LS_RETURN_IF_ERROR(inventory_->GetOrganization(r.owner_organization()).status());
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string& owner = r.owner_organization();
   const int64_t from = Ms(FromProto(r.interval().start_time())), to = Ms(FromProto(r.interval().end_time()));
@@ -927,7 +1022,7 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
   // (not a pool's, not the "-" parents).
   if (!SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
-  if (!all && IsSubsidyPoolName(r.parent())) LS_RETURN_IF_ERROR(PoolExists(r.parent()));
+  if (!all) LS_RETURN_IF_ERROR(PartiesExist({r.parent()}));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string prefix = all ? r.parent().substr(0, r.parent().size() - 1) : r.parent() + "/";
   std::set<v1::AccountKind> kinds;
@@ -949,10 +1044,8 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
     get.set_counterparty(counterparty);
     get.set_currency_code(currency);
     if (r.has_as_of_time()) *get.mutable_as_of_time() = r.as_of_time();
-    Principal reader;
-    reader.user_id = "billing";
-    reader.roles = {Role::kService};
-    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, GetAccountBalance(reader, get));
+    LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(account));
+    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, ReadBalance(ref, get));
     if (r.skip_empty() && b.debit_total().amount_minor() == 0 && b.credit_total().amount_minor() == 0) continue;
     *out.add_balances() = std::move(b);
   }

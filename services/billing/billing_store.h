@@ -22,6 +22,8 @@
 //   {billing}:acct:<account>       LIST "<ms>|<posting id>|<counterparty>|<signed>"
 //                                  (postings are never back-dated: time order)
 //   {billing}:cap:<pool>           HASH "<org>|<cap period start ms>" -> granted
+//   {billing}:poolchg              HASH pool id -> postings other than top-ups that
+//                                  changed its balance (part of its etag)
 //   {billing}:seq                  HASH invoice series -> last number
 //   {billing}:idem:<method>:<id>   idempotency record
 //   {billing}:outbox               STREAM of BillingEvent
@@ -48,6 +50,10 @@ std::string Cap(absl::string_view pool_id);
 // Hash, field "g": bumped by every step that creates or updates a subsidy
 // pool (the pool set and terms); a charge step checks it.
 std::string PoolGeneration();
+// Hash, field "<pool id>": how many postings other than top-ups (subsidies,
+// their reversals, adjustments) changed that pool's balance; bumped in the
+// posting's own step. A pool's etag is its document version plus this.
+std::string PoolChanges();
 std::string Sequences();
 std::string Invoiced();
 std::string Voided();

@@ -11,6 +11,8 @@
 // accounts without any booking.
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/billing/billing_manager.h"
@@ -29,6 +31,8 @@ using booking::BookingServiceTest;
 constexpr char kLab[] = "organizations/lab";
 constexpr char kOwner[] = "organizations/owner";
 constexpr char kThird[] = "organizations/third";
+
+void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& reason);
 
 class BillingContractTest : public BookingServiceTest {
  protected:
@@ -95,6 +99,28 @@ class BillingContractTest : public BookingServiceTest {
     return inv.ok() ? *inv : v1::Invoice();
   }
 
+  // lab's invoice (10000 to owner) and third's (4000 to owner) of January.
+  std::pair<v1::Invoice, v1::Invoice> IssueLabAndThird() {
+    Owe(kLab, kOwner, 10000);
+    Owe(kThird, kOwner, 4000);
+    v1::Invoice lab = Issue(kLab);
+    return {std::move(lab), Issue(kThird)};
+  }
+
+  // An invoice held by a settlement is paid only through its transfers:
+  // neither a payment against it nor MarkInvoicePaid (INVOICE_IN_SETTLEMENT).
+  void ExpectHeldBySettlement(const v1::Invoice& inv) {
+    const v1::PayeeBalance& owed = inv.payees(0);
+    ExpectError(billing_->RecordPayment(admin_, Payment(inv.payer_organization(), owed.organization(),
+                                                        owed.amount_outstanding(), inv.name()))
+                    .status(),
+                absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT");
+    v1::MarkInvoicePaidRequest mark;
+    mark.set_name(inv.name());
+    ExpectError(billing_->MarkInvoicePaid(admin_, mark).status(), absl::StatusCode::kFailedPrecondition,
+                "INVOICE_IN_SETTLEMENT");
+  }
+
   // One resource by name through the manager's Get method, as the admin.
   template <typename Resp, typename Req>
   Resp Got(absl::StatusOr<Resp> (BillingManager::*get)(const Principal&, const Req&), const std::string& name) {
@@ -147,6 +173,33 @@ class BillingContractTest : public BookingServiceTest {
       out.push_back(std::move(e));
     }
     return out;
+  }
+
+  // Rewrites the stored document `name` ("invoices/x": kind "invoice") as
+  // `edit` leaves it, keeping its version: how a document written by an
+  // earlier release looks.
+  template <typename T>
+  void Rewrite(const std::string& kind, const std::string& name, const std::function<void(T&)>& edit) {
+    const std::string key = keys::Doc(kind, name.substr(name.rfind('/') + 1));
+    auto doc = bstore_->docs().Get(key);
+    ASSERT_TRUE(doc.ok() && doc->has_value()) << name;
+    T stored;
+    ASSERT_TRUE(stored.ParseFromString((*doc)->data));
+    edit(stored);
+    ASSERT_TRUE(pool_->Command({"HSET", key, "d", stored.SerializeAsString()}).ok());
+  }
+  // A settlement computed before the settlement life cycle: its invoices
+  // do not name it (Invoice.settlement empty).
+  void Unlock(const std::string& invoice) {
+    Rewrite<v1::Invoice>("invoice", invoice, [](v1::Invoice& inv) { inv.clear_settlement(); });
+  }
+
+  v1::SubsidyPool Pool(const std::string& name) {
+    v1::GetSubsidyPoolRequest get;
+    get.set_name(name);
+    auto pool = billing_->GetSubsidyPool(admin_, get);
+    EXPECT_TRUE(pool.ok()) << pool.status();
+    return pool.ok() ? *pool : v1::SubsidyPool();
   }
 
   static Principal Member(const std::string& org) {
@@ -205,22 +258,13 @@ TEST_F(BillingContractTest, AMemberNeverListsInvoicesOfOtherOrganisations) {
 // and is refused (SETTLEMENT_IN_PROGRESS) once one has paid transfers; the
 // last transfer clears it and each invoice is announced PAID.
 TEST_F(BillingContractTest, AComputedSettlementHoldsItsInvoicesUntilSupersededOrCleared) {
-  Owe(kLab, kOwner, 10000);
-  Owe(kThird, kOwner, 4000);
-  const v1::Invoice lab = Issue(kLab);
-  const v1::Invoice third = Issue(kThird);
+  const auto [lab, third] = IssueLabAndThird();
   auto first = Compute();
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(first->invoices_size(), 2);
   EXPECT_EQ(GetInvoice(lab.name()).settlement(), first->name());
   EXPECT_EQ(GetInvoice(third.name()).settlement(), first->name());
-
-  ExpectError(billing_->RecordPayment(admin_, Payment(kLab, kOwner, MakeMoney("CNY", 10000), lab.name())).status(),
-              absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT");
-  v1::MarkInvoicePaidRequest mark;
-  mark.set_name(lab.name());
-  ExpectError(billing_->MarkInvoicePaid(admin_, mark).status(), absl::StatusCode::kFailedPrecondition,
-              "INVOICE_IN_SETTLEMENT");
+  ExpectHeldBySettlement(lab);
 
   auto second = Compute();
   ASSERT_TRUE(second.ok()) << second.status();
@@ -319,6 +363,115 @@ TEST_F(BillingContractTest, AnInvoiceOfASettlementWithPaidTransfersIsNotVoided) 
   EXPECT_EQ(GetSettlement(s->name()).state(), v1::Settlement::CLEARED);
   EXPECT_EQ(GetInvoice(lab.name()).state(), v1::Invoice::PAID);
   EXPECT_EQ(GetInvoice(third.name()).state(), v1::Invoice::PAID);
+}
+
+// A settlement computed before the life cycle (its invoices do not name
+// it) holds its invoices as a current one does: no direct payment
+// (INVOICE_IN_SETTLEMENT), the invoice reads as in it, and voiding one
+// supersedes the settlement.
+TEST_F(BillingContractTest, ASettlementComputedBeforeTheLifeCycleHoldsItsInvoices) {
+  const auto [lab, third] = IssueLabAndThird();
+  auto s = Compute();
+  ASSERT_TRUE(s.ok()) << s.status();
+  Unlock(lab.name());
+  Unlock(third.name());
+  ExpectHeldBySettlement(lab);
+  ExpectHeldBySettlement(third);
+  EXPECT_EQ(GetInvoice(lab.name()).state(), v1::Invoice::ISSUED);
+  EXPECT_EQ(GetInvoice(lab.name()).settlement(), s->name());  // "The COMPUTED ... settlement it is in"
+  v1::ListInvoicesRequest li;
+  li.set_payer_organization(kThird);
+  auto listed = billing_->ListInvoices(admin_, li);
+  ASSERT_TRUE(listed.ok() && listed->invoices_size() == 1) << listed.status();
+  EXPECT_EQ(listed->invoices(0).settlement(), s->name());
+
+  v1::VoidInvoiceRequest v;
+  v.set_name(third.name());
+  v.set_reason("wrong payer contact");
+  auto voided = billing_->VoidInvoice(admin_, v);
+  ASSERT_TRUE(voided.ok()) << voided.status();
+  EXPECT_EQ(voided->settlement(), "");
+  EXPECT_EQ(GetSettlement(s->name()).state(), v1::Settlement::SUPERSEDED);
+  ExpectError(PayTransfer(*s, 0).status(), absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED");
+  EXPECT_EQ(GetInvoice(lab.name()).settlement(), "");
+  auto paid = billing_->RecordPayment(admin_, Payment(kLab, kOwner, MakeMoney("CNY", 10000), lab.name()));
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  EXPECT_EQ(GetInvoice(lab.name()).state(), v1::Invoice::PAID);
+}
+
+// RecordPayment: "when every transfer of a settlement is paid the settlement
+// becomes CLEARED ... and its invoices PAID" -- the invoices still ISSUED
+// in it. One voided or paid directly meanwhile (stored so by an earlier
+// release, which did not hold a settlement's invoices) keeps its state and
+// is not announced again; the rest are paid and announced once.
+TEST_F(BillingContractTest, ClearingPaysOnlyTheInvoicesStillIssuedInTheSettlement) {
+  Owe(kOwner, kLab, 3000);
+  const auto [lab, third] = IssueLabAndThird();
+  const v1::Invoice owner = Issue(kOwner);
+  // third pays 1000 of its 4000 before the computation.
+  ASSERT_TRUE(billing_->RecordPayment(admin_, Payment(kThird, kOwner, MakeMoney("CNY", 1000), third.name())).ok());
+  auto s = Compute();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->invoices_size(), 3);
+  ASSERT_EQ(s->transfers_size(), 2);  // lab -> owner 7000, third -> owner 3000
+  EXPECT_EQ(s->transfers(1).amount().amount_minor(), 3000);
+  for (const auto& name : {lab.name(), third.name(), owner.name()}) Unlock(name);
+  // lab's invoice voided and owner's paid directly, as the earlier release
+  // let them be (the settlement hides them meanwhile).
+  Rewrite<v1::Settlement>("settlement", s->name(), [&](v1::Settlement& x) {
+    x.clear_invoices();
+    x.add_invoices(third.name());
+  });
+  clock_.Set(clock_.Now() + absl::Seconds(1));
+  v1::VoidInvoiceRequest v;
+  v.set_name(lab.name());
+  v.set_reason("wrong payer contact");
+  ASSERT_TRUE(billing_->VoidInvoice(admin_, v).ok());
+  v1::MarkInvoicePaidRequest mark;
+  mark.set_name(owner.name());
+  ASSERT_TRUE(billing_->MarkInvoicePaid(admin_, mark).ok());
+  Rewrite<v1::Settlement>("settlement", s->name(), [&](v1::Settlement& x) { *x.mutable_invoices() = s->invoices(); });
+  const v1::Invoice owner_paid = GetInvoice(owner.name());
+  ASSERT_EQ(owner_paid.state(), v1::Invoice::PAID);
+  const size_t published_before = Published().size();
+
+  ASSERT_TRUE(PayTransfer(*s, 0).ok());
+  auto last = PayTransfer(*s, 1);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(GetSettlement(s->name()).state(), v1::Settlement::CLEARED);
+  const v1::Invoice lab_after = GetInvoice(lab.name());
+  EXPECT_EQ(lab_after.state(), v1::Invoice::VOID);
+  EXPECT_EQ(lab_after.settlement(), "");
+  EXPECT_EQ(GetInvoice(owner.name()).SerializeAsString(), owner_paid.SerializeAsString());
+  const v1::Invoice third_after = GetInvoice(third.name());
+  EXPECT_EQ(third_after.state(), v1::Invoice::PAID);
+  EXPECT_EQ(third_after.settlement(), s->name());
+  EXPECT_EQ(third_after.amount_outstanding().amount_minor(), 0);
+
+  std::vector<std::string> announced, cleared;
+  const std::vector<v1::BillingEvent> events = Published();
+  for (size_t i = published_before; i < events.size(); ++i) {
+    if (events[i].has_invoice_paid()) announced.push_back(events[i].invoice_paid().invoice().name());
+    if (events[i].has_settlement_cleared()) {
+      for (const auto& name : events[i].settlement_cleared().paid_invoices()) cleared.push_back(name);
+    }
+  }
+  EXPECT_EQ(announced, std::vector<std::string>{third.name()});
+  EXPECT_EQ(cleared, std::vector<std::string>{third.name()});
+  // The netting is over what the transfers paid for: lab's debt is cleared
+  // by its transfer; owner, having paid lab directly as well, is owed 3000
+  // back by lab (its payable to lab is 3000 on the debit side).
+  auto payable = [&](const std::string& org, const std::string& counterparty) {
+    v1::GetAccountBalanceRequest r;
+    r.set_name(org + "/accounts/payable");
+    r.set_counterparty(counterparty);
+    auto got = billing_->GetAccountBalance(admin_, r);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? got->balance().amount_minor() : -1;
+  };
+  EXPECT_EQ(payable(kLab, kOwner), 0);
+  EXPECT_EQ(payable(kThird, kOwner), 0);
+  EXPECT_EQ(payable(kOwner, kLab), -3000);
 }
 
 // ================================================================ amounts and currencies
@@ -439,6 +592,78 @@ TEST_F(BillingContractTest, PoolStateIsDerivedFromValidityClockAndBalance) {
   EXPECT_EQ(ended->subsidy_pools(0).name(), "subsidyPools/later");
   lp.set_state(v1::SubsidyPool::SCHEDULED);
   EXPECT_EQ(billing_->ListSubsidyPools(admin_, lp)->subsidy_pools_size(), 0);
+}
+
+// TopUpSubsidyPool and UpdateSubsidyPool are idempotent through request_id
+// like every mutation: a retry of a call that succeeded gets its first
+// answer, although the etag it carries no longer matches (the call itself
+// moved it), and changes nothing twice.
+TEST_F(BillingContractTest, APoolCallRetriedAfterItMovedTheEtagGetsTheFirstAnswer) {
+  const v1::SubsidyPool before = Pool("subsidyPools/voucher");
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name(before.name());
+  *top.mutable_amount() = MakeMoney("CNY", 500);
+  top.set_etag(before.etag());
+  top.set_request_id("top-up-once");
+  auto first = billing_->TopUpSubsidyPool(admin_, top);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_NE(first->etag(), before.etag());
+  auto again = billing_->TopUpSubsidyPool(admin_, top);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->SerializeAsString(), first->SerializeAsString());
+  EXPECT_EQ(Pool(before.name()).balance().amount_minor(), 1000500);
+
+  v1::UpdateSubsidyPoolRequest up;
+  up.mutable_subsidy_pool()->set_name(before.name());
+  up.mutable_subsidy_pool()->set_display_name("Voucher, renamed");
+  up.mutable_subsidy_pool()->set_etag(first->etag());
+  up.mutable_update_mask()->add_paths("display_name");
+  up.set_request_id("rename-once");
+  auto renamed = billing_->UpdateSubsidyPool(admin_, up);
+  ASSERT_TRUE(renamed.ok()) << renamed.status();
+  auto renamed_again = billing_->UpdateSubsidyPool(admin_, up);
+  ASSERT_TRUE(renamed_again.ok()) << renamed_again.status();
+  EXPECT_EQ(renamed_again->SerializeAsString(), renamed->SerializeAsString());
+  EXPECT_EQ(Pool(before.name()).etag(), renamed->etag());
+  // Without the request_id the stale etag is refused, as documented.
+  up.clear_request_id();
+  ExpectError(billing_->UpdateSubsidyPool(admin_, up).status(), absl::StatusCode::kAborted, "ETAG_MISMATCH");
+}
+
+// ListSubsidyPools: "Ordered by priority then name" -- numerically, negative
+// priorities included, also after UpdateSubsidyPool changes one, and
+// across pages.
+TEST_F(BillingContractTest, PoolsAreListedByPriorityThenName) {
+  const std::vector<std::pair<std::string, int>> made = {
+      {"minus-one", -1}, {"minus-five-b", -5}, {"minus-five-a", -5}, {"plus-three", 3}, {"minus-twelve", -12},
+      {"zero-a", 0}};
+  for (const auto& [id, priority] : made) {
+    v1::CreateSubsidyPoolRequest cp;
+    cp.set_subsidy_pool_id(id);
+    cp.mutable_subsidy_pool()->set_display_name(id);
+    cp.mutable_subsidy_pool()->set_percentage_bps(1000);
+    cp.mutable_subsidy_pool()->set_priority(priority);
+    ASSERT_TRUE(billing_->CreateSubsidyPool(admin_, cp).ok()) << id;
+  }
+  v1::UpdateSubsidyPoolRequest up;  // -12 -> -2
+  up.mutable_subsidy_pool()->set_name("subsidyPools/minus-twelve");
+  up.mutable_subsidy_pool()->set_priority(-2);
+  up.mutable_update_mask()->add_paths("priority");
+  ASSERT_TRUE(billing_->UpdateSubsidyPool(admin_, up).ok());
+  std::vector<std::string> listed;
+  v1::ListSubsidyPoolsRequest lp;
+  lp.set_page_size(3);
+  do {
+    auto page = billing_->ListSubsidyPools(admin_, lp);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const auto& pool : page->subsidy_pools()) listed.push_back(pool.name());
+    lp.set_page_token(page->next_page_token());
+  } while (!lp.page_token().empty());
+  const std::vector<std::string> want = {
+      "subsidyPools/minus-five-a", "subsidyPools/minus-five-b", "subsidyPools/minus-twelve",
+      "subsidyPools/minus-one",    "subsidyPools/voucher",      "subsidyPools/zero-a",
+      "subsidyPools/plus-three"};
+  EXPECT_EQ(listed, want);
 }
 
 // PostCorrection REVERSE of a CHARGE posting "also reverses ... each SUBSIDY
@@ -602,6 +827,85 @@ TEST_F(BillingContractTest, InventoryUnreachableIsInventoryUnavailable) {
               "INVENTORY_UNAVAILABLE");
 }
 
+// "NOT_FOUND (ORGANIZATION_NOT_FOUND)" (and SUBSIDY_POOL_NOT_FOUND) where
+// the methods list it, for an organisation inventory does not know:
+// GetOwnerIncomeReport, GetOrganizationStatement, GetAccountBalance,
+// ListBalances, PreviewInvoice, RecordPayment (payer or payee) and
+// PostCorrection (an ADJUST entry's account or counterparty); nothing is
+// posted. UNAVAILABLE (INVENTORY_UNAVAILABLE) when inventory cannot answer.
+TEST_F(BillingContractTest, UnknownOrganisationsAreOrganizationNotFound) {
+  GrpcInventoryReader unreachable(
+      grpc::CreateChannel("unix:/nonexistent/labshare-inventory.sock", grpc::InsecureChannelCredentials()));
+  BillingManager cut_off(bstore_.get(), &unreachable, &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
+                         labshare::testing::TestPageTokens());
+  v1::GetOwnerIncomeReportRequest income;
+  *income.mutable_interval()->mutable_start_time() = ToProto(clock_.Now() - absl::Hours(24));
+  *income.mutable_interval()->mutable_end_time() = ToProto(clock_.Now());
+  v1::GetOrganizationStatementRequest statement;
+  *statement.mutable_interval() = income.interval();
+  income.set_owner_organization("organizations/nobody");
+  statement.set_organization("organizations/nobody");
+  ExpectError(billing_->GetOwnerIncomeReport(admin_, income).status(), absl::StatusCode::kNotFound,
+              "ORGANIZATION_NOT_FOUND");
+  ExpectError(billing_->GetOrganizationStatement(admin_, statement).status(), absl::StatusCode::kNotFound,
+              "ORGANIZATION_NOT_FOUND");
+  income.set_owner_organization(kOwner);
+  statement.set_organization(kOwner);
+  EXPECT_TRUE(billing_->GetOwnerIncomeReport(admin_, income).ok());
+  EXPECT_TRUE(billing_->GetOrganizationStatement(admin_, statement).ok());
+  ExpectError(cut_off.GetOwnerIncomeReport(admin_, income).status(), absl::StatusCode::kUnavailable,
+              "INVENTORY_UNAVAILABLE");
+  ExpectError(cut_off.GetOrganizationStatement(admin_, statement).status(), absl::StatusCode::kUnavailable,
+              "INVENTORY_UNAVAILABLE");
+
+  constexpr char kGhost[] = "organizations/ghost";
+  v1::GetAccountBalanceRequest balance;
+  balance.set_name(std::string(kGhost) + "/accounts/receivable");
+  ExpectError(billing_->GetAccountBalance(admin_, balance).status(), absl::StatusCode::kNotFound,
+              "ORGANIZATION_NOT_FOUND");
+  v1::ListBalancesRequest balances;
+  balances.set_parent(kGhost);
+  ExpectError(billing_->ListBalances(admin_, balances).status(), absl::StatusCode::kNotFound,
+              "ORGANIZATION_NOT_FOUND");
+  v1::PreviewInvoiceRequest preview;
+  preview.set_payer_organization(kGhost);
+  preview.set_period("2027-01");
+  ExpectError(billing_->PreviewInvoice(admin_, preview).status(), absl::StatusCode::kNotFound,
+              "ORGANIZATION_NOT_FOUND");
+  preview.set_payer_organization(kLab);
+  ExpectError(cut_off.PreviewInvoice(admin_, preview).status(), absl::StatusCode::kUnavailable,
+              "INVENTORY_UNAVAILABLE");
+  for (const auto& [payer, payee] : {std::pair<std::string, std::string>{kLab, kGhost}, {kGhost, kOwner}}) {
+    ExpectError(billing_->RecordPayment(admin_, Payment(payer, payee, MakeMoney("CNY", 100))).status(),
+                absl::StatusCode::kNotFound, "ORGANIZATION_NOT_FOUND");
+  }
+  v1::PostCorrectionRequest fix;
+  fix.set_posting(top_up_);
+  fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+  fix.set_reason("booked to the wrong party");
+  auto entry = [&](const std::string& account, const std::string& cp, bool debit) {
+    v1::Entry* e = fix.add_entries();
+    e->set_account(account);
+    e->set_counterparty(cp);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", 100);
+  };
+  entry(std::string(kGhost) + "/accounts/expense", "", true);
+  entry(std::string(kGhost) + "/accounts/payable", kOwner, false);
+  ExpectError(billing_->PostCorrection(admin_, fix).status(), absl::StatusCode::kNotFound, "ORGANIZATION_NOT_FOUND");
+  fix.clear_entries();
+  entry("organizations/owner/accounts/receivable", "subsidyPools/nope", true);
+  entry("organizations/owner/accounts/income", "", false);
+  ExpectError(billing_->PostCorrection(admin_, fix).status(), absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND");
+  v1::ListPostingsRequest corrections;
+  corrections.set_kind(v1::CORRECTION);
+  auto posted = billing_->ListPostings(admin_, corrections);
+  ASSERT_TRUE(posted.ok()) << posted.status();
+  EXPECT_EQ(posted->postings_size(), 0);
+  auto payments = billing_->ListPayments(admin_, v1::ListPaymentsRequest());
+  ASSERT_TRUE(payments.ok()) << payments.status();
+  EXPECT_EQ(payments->payments_size(), 0);
+}
+
 // ================================================================ owner income report
 
 // GetOwnerIncomeReport: "An instrument owner's income over an interval (by
@@ -703,6 +1007,54 @@ class OwnerIncomeReportTest : public BillingContractTest {
             income, subsidised, in_kind, internal, compensation, corrections};
   }
 };
+
+// SubsidyPool.etag "Changes on every update, top-up and subsidy": a grant
+// and its reversal each move it (as read by GetSubsidyPool and
+// ListSubsidyPools), so an etag read before either no longer passes
+// UpdateSubsidyPool or TopUpSubsidyPool.
+using PoolGrantTest = OwnerIncomeReportTest;
+TEST_F(PoolGrantTest, APoolsEtagChangesWithEveryGrantAndReversal) {
+  const v1::SubsidyPool before = Pool("subsidyPools/voucher");
+  const auto session = Booked(absl::Hours(9), absl::Hours(10));
+  Use(session, ana_);
+  const v1::Charge charge = ChargeOf(session.name());
+  ASSERT_EQ(charge.subsidy_total().amount_minor(), 5000);
+  const v1::SubsidyPool granted = Pool(before.name());
+  EXPECT_EQ(granted.balance().amount_minor(), before.balance().amount_minor() - 5000);
+  EXPECT_NE(granted.etag(), before.etag());
+  auto listed = billing_->ListSubsidyPools(admin_, v1::ListSubsidyPoolsRequest());
+  ASSERT_TRUE(listed.ok() && listed->subsidy_pools_size() == 1) << listed.status();
+  EXPECT_EQ(listed->subsidy_pools(0).etag(), granted.etag());
+
+  v1::UpdateSubsidyPoolRequest up;
+  up.mutable_subsidy_pool()->set_name(before.name());
+  up.mutable_subsidy_pool()->set_description("terms reviewed");
+  up.mutable_subsidy_pool()->set_etag(before.etag());
+  up.mutable_update_mask()->add_paths("description");
+  ExpectError(billing_->UpdateSubsidyPool(admin_, up).status(), absl::StatusCode::kAborted, "ETAG_MISMATCH");
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name(before.name());
+  *top.mutable_amount() = MakeMoney("CNY", 100);
+  top.set_etag(before.etag());
+  ExpectError(billing_->TopUpSubsidyPool(admin_, top).status(), absl::StatusCode::kAborted, "ETAG_MISMATCH");
+
+  Reverse(charge);
+  const v1::SubsidyPool reversed = Pool(before.name());
+  EXPECT_EQ(reversed.balance().amount_minor(), before.balance().amount_minor());
+  EXPECT_NE(reversed.etag(), granted.etag());
+  EXPECT_NE(reversed.etag(), before.etag());
+  up.mutable_subsidy_pool()->set_etag(granted.etag());
+  ExpectError(billing_->UpdateSubsidyPool(admin_, up).status(), absl::StatusCode::kAborted, "ETAG_MISMATCH");
+  up.mutable_subsidy_pool()->set_etag(reversed.etag());
+  auto updated = billing_->UpdateSubsidyPool(admin_, up);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_NE(updated->etag(), reversed.etag());
+  EXPECT_EQ(Pool(before.name()).etag(), updated->etag());
+  top.set_etag(updated->etag());
+  auto topped = billing_->TopUpSubsidyPool(admin_, top);
+  ASSERT_TRUE(topped.ok()) << topped.status();
+  EXPECT_EQ(Pool(before.name()).etag(), topped->etag());
+}
 
 constexpr char kTem[] = "instruments/tem";
 constexpr char kAfm[] = "instruments/afm";

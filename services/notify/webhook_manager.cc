@@ -203,6 +203,24 @@ void SetIdempotency(Mutation* m, const char* method, const std::string& request_
   m->response = SerializeDeterministic(response);
 }
 
+// The idempotency record of an answer carrying a signing secret (CreateWebhook,
+// RotateWebhookSecret): the secret sealed like the secret document, under
+// the record's key, so Redis holds it in clear nowhere; opened on replay.
+template <typename T>
+absl::StatusOr<T> SealedRecord(const SecretBox* box, const char* method, const std::string& request_id, T answer) {
+  if (box == nullptr || request_id.empty()) return answer;
+  LS_ASSIGN_OR_RETURN(std::string sealed, box->Seal(answer.secret(), keys::Idem(method, request_id)));
+  answer.set_secret(std::move(sealed));
+  return answer;
+}
+template <typename T>
+absl::StatusOr<T> OpenedRecord(const SecretBox* box, const char* method, const std::string& request_id, T answer) {
+  if (box == nullptr || !SecretBox::IsSealed(answer.secret())) return answer;
+  LS_ASSIGN_OR_RETURN(std::string secret, box->Open(answer.secret(), keys::Idem(method, request_id)));
+  answer.set_secret(std::move(secret));
+  return answer;
+}
+
 void SetEvent(Mutation* m, const v1::NotifyEvent& e) {
   m->outbox_key = kNotifyOutbox;
   m->event_type = "labshare.notify.v1.NotifyEvent";
@@ -296,7 +314,7 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
   LS_ASSIGN_OR_RETURN(std::string org, ParseOrg(r.parent(), "parent"));
   LS_RETURN_IF_ERROR(Scope("CreateWebhook", p, org));
   LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::CreateWebhookResponse>(docs_, "CreateWebhook", r.request_id(), r));
-  if (replay) return *std::move(replay);
+  if (replay) return OpenedRecord(box_, "CreateWebhook", r.request_id(), *std::move(replay));
   if (!r.webhook_id().empty() && !ValidResourceId(r.webhook_id())) {
     return InvalidField("webhook_id", "use [a-z0-9][a-z0-9-]{0,62}", "INVALID_NAME");
   }
@@ -348,10 +366,11 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
     v1::NotifyEvent e = NewEvent(p, r.request_id());
     *e.mutable_webhook_created()->mutable_webhook() = answer.webhook();
     SetEvent(&m, e);
-    SetIdempotency(&m, "CreateWebhook", r.request_id(), r, answer);
+    LS_ASSIGN_OR_RETURN(auto record, SealedRecord(box_, "CreateWebhook", r.request_id(), answer));
+    SetIdempotency(&m, "CreateWebhook", r.request_id(), r, record);
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
     LS_ASSIGN_OR_RETURN(auto done, Outcome(o, std::move(answer)));
-    if (done) return *std::move(done);
+    if (done) return OpenedRecord(box_, "CreateWebhook", r.request_id(), *std::move(done));
   }
   return Conflict();
 }
@@ -512,7 +531,7 @@ absl::StatusOr<v1::RotateWebhookSecretResponse> WebhookManager::RotateWebhookSec
   LS_RETURN_IF_ERROR(Scope("RotateWebhookSecret", p, ref.org));
   LS_ASSIGN_OR_RETURN(auto replay,
                       FindReplayOf<v1::RotateWebhookSecretResponse>(docs_, "RotateWebhookSecret", r.request_id(), r));
-  if (replay) return *std::move(replay);
+  if (replay) return OpenedRecord(box_, "RotateWebhookSecret", r.request_id(), *std::move(replay));
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(Hook hook, LoadHook(ref.org, ref.id));
     if (hook.version == 0 || hook.tombstone) return HookNotFound(r.name());
@@ -536,10 +555,11 @@ absl::StatusOr<v1::RotateWebhookSecretResponse> WebhookManager::RotateWebhookSec
     v1::NotifyEvent e = NewEvent(p, r.request_id());
     *e.mutable_webhook_secret_rotated()->mutable_webhook() = answer.webhook();
     SetEvent(&m, e);
-    SetIdempotency(&m, "RotateWebhookSecret", r.request_id(), r, answer);
+    LS_ASSIGN_OR_RETURN(auto record, SealedRecord(box_, "RotateWebhookSecret", r.request_id(), answer));
+    SetIdempotency(&m, "RotateWebhookSecret", r.request_id(), r, record);
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
     LS_ASSIGN_OR_RETURN(auto done, Outcome(o, std::move(answer)));
-    if (done) return *std::move(done);
+    if (done) return OpenedRecord(box_, "RotateWebhookSecret", r.request_id(), *std::move(done));
   }
   return Conflict();
 }

@@ -763,6 +763,28 @@ TEST_F(WebhookSealedSecretsTest, RedisHoldsNoClearSecretAndDeliveriesStillVerify
   EXPECT_TRUE(absl::StrContains(redis, "aesgcm1:"));
 }
 
+// The idempotency records of CreateWebhook and RotateWebhookSecret hold the
+// answer, secret included (a retry answers the same secret): sealed too.
+TEST_F(WebhookSealedSecretsTest, RetryRecordsHoldNoClearSecret) {
+  auto created = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled}, "create-1");
+  ASSERT_TRUE(created.ok()) << created.status();
+  v1::RotateWebhookSecretRequest rotate;
+  rotate.set_name(created->webhook().name());
+  rotate.set_request_id("rotate-1");
+  auto rotated = Call(Admin("acme"), &S::RotateWebhookSecret, rotate);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  const std::string redis = EverythingInRedis();
+  EXPECT_FALSE(absl::StrContains(redis, created->secret()));
+  EXPECT_FALSE(absl::StrContains(redis, rotated->secret()));
+  // Retries still answer the secrets of the first answers.
+  auto created_again = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled}, "create-1");
+  ASSERT_TRUE(created_again.ok()) << created_again.status();
+  EXPECT_EQ(created_again->secret(), created->secret());
+  auto rotated_again = Call(Admin("acme"), &S::RotateWebhookSecret, rotate);
+  ASSERT_TRUE(rotated_again.ok()) << rotated_again.status();
+  EXPECT_EQ(rotated_again->secret(), rotated->secret());
+}
+
 TEST_F(WebhookSealedSecretsTest, SecretsStoredInClearAreUsedThenSealed) {
   auto created = Create(Admin("acme"), "acme", "erp", receiver_.Url("/acme"), {kCancelled});
   ASSERT_TRUE(created.ok()) << created.status();

@@ -198,7 +198,8 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       *ev.mutable_notification_settings_changed()->mutable_settings() = after;
       if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
       const std::string payload =
-          NotifyEventPayload(ev, m_->context().clock->Now(), ActorName(p), req.request_id());
+          NotifyEventPayload(ev, m_->context().clock->Now(), ActorName(p), req.request_id(),
+                             ActorOrganization(p));
       std::string replayed;
       auto put = m_->queue().PutSettings(user, fields, before.etag(), ActorName(p), req.request_id(), fingerprint,
                                          payload, in.etag(), after.SerializeAsString(), &replayed);
@@ -302,7 +303,8 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     facts.parties = {f["org"]};
     LS_RETURN_IF_ERROR(auth_->policy().CheckScope(M("ReplayDeadLetter"), p, facts));
     LS_ASSIGN_OR_RETURN(Fields after, m_->queue().Replay(parts[1], ActorName(p), req.request_id(),
-                                                         m_->context().wall->Now(), m_->context().clock->Now()));
+                                                         m_->context().wall->Now(), m_->context().clock->Now(),
+                                                         ActorOrganization(p)));
     *resp = DeadLetterFromFields(parts[1], after);
     return absl::OkStatus();
   }

@@ -371,11 +371,12 @@ v1::DeadLetter DeadLetterFromFields(const std::string& id, const Fields& f) {
 }
 
 std::string NotifyEventPayload(v1::NotifyEvent event, absl::Time when, const std::string& actor,
-                               const std::string& request_id) {
+                               const std::string& request_id, const std::string& actor_organization) {
   auto* h = event.mutable_header();
   h->set_event_id(NewEventId());
   *h->mutable_event_time() = ToProto(when);
   h->set_actor(actor);
+  h->set_actor_organization(actor_organization);
   h->set_request_id(request_id);
   return event.SerializeAsString();
 }
@@ -573,7 +574,8 @@ absl::Status MailQueue::IndexDeadLetters(int step, const std::function<void()>& 
 }
 
 absl::StatusOr<Fields> MailQueue::Replay(const std::string& id, const std::string& actor,
-                                         const std::string& request_id, absl::Time wall_now, absl::Time domain_now) {
+                                         const std::string& request_id, absl::Time wall_now, absl::Time domain_now,
+                                         const std::string& actor_organization) {
   LS_ASSIGN_OR_RETURN(Fields f, Load(id));
   if (f.empty()) {
     return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
@@ -583,7 +585,7 @@ absl::StatusOr<Fields> MailQueue::Replay(const std::string& id, const std::strin
   after["replayed_by"] = actor;
   v1::NotifyEvent ev;
   *ev.mutable_dead_letter_replayed()->mutable_dead_letter() = DeadLetterFromFields(id, after);
-  const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id);
+  const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id, actor_organization);
   auto r = redis_->Eval(kReplay, {K("msg:" + id), K("due"), K("dead"), kNotifyOutbox},
                         {id, actor, request_id, Ms(wall_now), payload, Ms(domain_now), kMailPrefix});
   LS_RETURN_IF_ERROR(ScriptStatus(r));

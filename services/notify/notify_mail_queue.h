@@ -59,9 +59,10 @@ std::string MessageId(absl::string_view event_id, absl::string_view kind, absl::
 // A dead letter as the API shows it, from a message's fields.
 v1::DeadLetter DeadLetterFromFields(const std::string& id, const Fields& f);
 
-// "labshare.notify.v1.NotifyEvent" payload with a fresh event id.
+// "labshare.notify.v1.NotifyEvent" payload with a fresh event id;
+// `actor_organization`: the caller's "organizations/{org}", if any.
 std::string NotifyEventPayload(v1::NotifyEvent event, absl::Time when, const std::string& actor,
-                               const std::string& request_id);
+                               const std::string& request_id, const std::string& actor_organization = "");
 
 // The cursor of a dead letter in the page indexes.
 std::string DeadLetterCursor(absl::Time dead, const std::string& id);
@@ -131,7 +132,7 @@ class MailQueue {
   // DEAD -> QUEUED now. NOT_FOUND (DEAD_LETTER_NOT_FOUND), FAILED_PRECONDITION
   // (NOT_A_DEAD_LETTER); the same request_id again answers the same.
   absl::StatusOr<Fields> Replay(const std::string& id, const std::string& actor, const std::string& request_id,
-                                absl::Time wall_now, absl::Time domain_now);
+                                absl::Time wall_now, absl::Time domain_now, const std::string& actor_organization = "");
 
   // Schedule changes of one event, applied once (marker per event id).
   // `version` is the update_time of the booking or lease in the event

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/server.h"
 #include "labshare/notify/v1/notify.grpc.pb.h"
+#include "labshare/notify/v1/notify_events.pb.h"
 #include "services/notify/feed_manager.h"
 #include "services/notify/notify_mail_module.h"
 #include "tests/support/redis_server.h"
@@ -123,6 +124,22 @@ TEST_F(NotifyContractTest, SettingsRetryAnswersTheFirstAnswer) {
   v1::NotificationSettings second;
   ASSERT_TRUE(call(chinese, &second).ok());
   EXPECT_EQ(second.language(), "zh-CN");
+
+  // The event names the caller and the caller's organisation (EventHeader).
+  auto last = pool_->Command({"XREVRANGE", "{notify}:outbox", "+", "-", "COUNT", "1"});
+  ASSERT_TRUE(last.ok());
+  ASSERT_EQ(last->elements.size(), 1u);
+  v1::NotifyEvent changed;
+  const auto& fields = last->elements[0].elements[1].elements;
+  for (size_t i = 0; i + 1 < fields.size(); i += 2) {
+    if (fields[i].str == "payload") {
+      ASSERT_TRUE(changed.ParseFromString(fields[i + 1].str));
+    }
+  }
+  ASSERT_TRUE(changed.has_notification_settings_changed());
+  EXPECT_EQ(changed.header().actor(), "users/ana");
+  EXPECT_EQ(changed.header().actor_organization(), "organizations/lab");
+  EXPECT_EQ(changed.header().request_id(), "ana-2");
 
   v1::NotificationSettings again;
   s = call(english, &again);

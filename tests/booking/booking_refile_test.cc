@@ -1,0 +1,252 @@
+// An instrument's operator changes (inventory's UpdateFacility moves every
+// instrument of the facility; booking reads one InstrumentChanged each):
+// the bookings, leases and service orders made before the change are
+// listed by the new operator's staff (ListBookings, ListLeases,
+// ListServiceOrders: FACILITY_STAFF see those on instruments their
+// organisation owns or operates), no longer by the old operator's; the same
+// event twice, or a change of something else, moves nothing.
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "services/booking/booking_common.h"
+#include "tests/booking/booking_fixture.h"
+
+namespace labshare::booking {
+namespace {
+
+using Names = std::vector<std::string>;
+
+class RefileTest : public BookingServiceTest {
+ protected:
+  void SetUp() override {
+    BookingServiceTest::SetUp();
+    iv::CreateOrganizationRequest o;
+    o.set_organization_id("ops");
+    o.mutable_organization()->set_display_name("ops");
+    o.mutable_organization()->set_type(iv::UNIVERSITY);
+    o.mutable_organization()->set_membership_state(iv::MEMBER);
+    o.mutable_organization()->set_tier("GENERAL");
+    Inv(&iv::InventoryService::Stub::CreateOrganization, o);
+    outsider_staff_ = Token("olga", "outsider", {Role::kFacilityStaff});
+    ops_staff_ = Token("otto", "ops", {Role::kFacilityStaff});
+    ConsumerOptions options;
+    options.stream = "{inventory}:outbox";
+    options.group = kInventoryEventsGroup;
+    options.consumer = "test";
+    options.block = absl::ZeroDuration();
+    consumer_ = std::make_unique<EventConsumer>(pool_.get(), options);
+    ASSERT_TRUE(consumer_->EnsureGroup().ok());
+    Deliver();  // the seed's events
+  }
+
+  // ana's booking on tem, her lease of afm and her service order on tem
+  // (all paid by lab, on instruments owner owns, in facility fac).
+  void SeedDocs() {
+    v1::Booking b;
+    ASSERT_TRUE(Book(absl::Hours(10), absl::Hours(11), &b).ok());
+    booking_ = IdOf(b.name());
+    v1::RequestLeaseRequest lr;
+    lr.mutable_lease()->set_instrument("instruments/afm");
+    *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 3));
+    *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 13));
+    v1::Lease l;
+    auto s = Call(stub_.get(), &v1::BookingService::Stub::RequestLease, lr, &l, ana_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    lease_ = IdOf(l.name());
+    v1::CreateServiceOrderRequest orq;
+    orq.set_service_order_id("ord-ana-1");
+    orq.mutable_service_order()->set_instrument("instruments/tem");
+    orq.mutable_service_order()->set_service_entry_id("imaging");
+    orq.mutable_service_order()->set_sample_count(2);
+    v1::ServiceOrder o;
+    s = Call(stub_.get(), &v1::BookingService::Stub::CreateServiceOrder, orq, &o, ana_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  // UpdateFacility: fac's operator (and so tem's and afm's) becomes `org`.
+  void Operate(const std::string& org) {
+    iv::UpdateFacilityRequest r;
+    r.mutable_facility()->set_name("facilities/fac");
+    r.mutable_facility()->set_operator_organization("organizations/" + org);
+    r.mutable_update_mask()->add_paths("operator_organization");
+    Inv(&iv::InventoryService::Stub::UpdateFacility, r);
+  }
+
+  // Every inventory event not yet handled, through booking's handler.
+  void Deliver() {
+    for (int round = 0; round < 10; ++round) {
+      auto handled = consumer_->PollOnce(InventoryEventHandler(manager_.get()));
+      ASSERT_TRUE(handled.ok()) << handled.status();
+      if (*handled == 0) return;
+    }
+  }
+
+  Names Bookings(const std::string& token) {
+    Names out;
+    v1::ListBookingsRequest r;
+    r.set_page_size(1);
+    for (int page = 0; page < 100; ++page) {
+      v1::ListBookingsResponse resp;
+      auto s = Call(stub_.get(), &v1::BookingService::Stub::ListBookings, r, &resp, token);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (!s.ok()) break;
+      for (const auto& b : resp.bookings()) out.push_back(IdOf(b.name()));
+      if (resp.next_page_token().empty()) break;
+      r.set_page_token(resp.next_page_token());
+    }
+    return out;
+  }
+  Names Leases(const std::string& token) {
+    Names out;
+    v1::ListLeasesRequest r;
+    r.set_page_size(1);
+    for (int page = 0; page < 100; ++page) {
+      v1::ListLeasesResponse resp;
+      auto s = Call(stub_.get(), &v1::BookingService::Stub::ListLeases, r, &resp, token);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (!s.ok()) break;
+      for (const auto& l : resp.leases()) out.push_back(IdOf(l.name()));
+      if (resp.next_page_token().empty()) break;
+      r.set_page_token(resp.next_page_token());
+    }
+    return out;
+  }
+  Names Orders(const std::string& token) {
+    Names out;
+    v1::ListServiceOrdersRequest r;
+    r.set_page_size(1);
+    for (int page = 0; page < 100; ++page) {
+      v1::ListServiceOrdersResponse resp;
+      auto s = Call(stub_.get(), &v1::BookingService::Stub::ListServiceOrders, r, &resp, token);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (!s.ok()) break;
+      for (const auto& o : resp.service_orders()) out.push_back(IdOf(o.name()));
+      if (resp.next_page_token().empty()) break;
+      r.set_page_token(resp.next_page_token());
+    }
+    return out;
+  }
+
+  // Bookings (by reserved start: the booking at day+10h, then the lease's
+  // from day+3d), leases and orders a staff token lists.
+  void ExpectSeesAll(const std::string& token, const std::string& who) {
+    EXPECT_EQ(Bookings(token), (Names{booking_, lease_})) << who;
+    EXPECT_EQ(Leases(token), Names{lease_}) << who;
+    EXPECT_EQ(Orders(token), Names{"ord-ana-1"}) << who;
+  }
+  void ExpectSeesNone(const std::string& token, const std::string& who) {
+    EXPECT_EQ(Bookings(token), Names{}) << who;
+    EXPECT_EQ(Leases(token), Names{}) << who;
+    EXPECT_EQ(Orders(token), Names{}) << who;
+  }
+
+  // Every listing index of every partition: key -> [(member, score)].
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> Indexes() {
+    std::map<std::string, std::vector<std::pair<std::string, std::string>>> out;
+    std::string cursor = "0";
+    do {
+      auto v = pool_->Command({"SCAN", cursor, "MATCH", "{bk:*}:ls:*", "COUNT", "1000"});
+      EXPECT_TRUE(v.ok());
+      if (!v.ok()) break;
+      cursor = v->elements[0].str;
+      for (const auto& k : v->elements[1].elements) {
+        auto type = pool_->Command({"TYPE", k.str});
+        if (type->str != "zset") continue;
+        auto members = pool_->Command({"ZRANGE", k.str, "0", "-1", "WITHSCORES"});
+        auto& entries = out[k.str];
+        for (size_t i = 0; i + 1 < members->elements.size(); i += 2) {
+          entries.push_back({members->elements[i].str, members->elements[i + 1].str});
+        }
+      }
+    } while (cursor != "0");
+    return out;
+  }
+  // Entries of one organisation's indexes, over all partitions and kinds.
+  int64_t OrgEntries(const std::string& org) {
+    int64_t n = 0;
+    for (int p = 0; p < kPartitions; ++p) {
+      for (char kind : {'b', 'l', 'o'}) n += pool_->Command({"ZCARD", keys::ListBy(p, kind, "org", org)})->integer;
+    }
+    return n;
+  }
+
+  std::unique_ptr<EventConsumer> consumer_;
+  std::string outsider_staff_, ops_staff_;
+  std::string booking_, lease_;
+};
+
+TEST_F(RefileTest, NewOperatorsStaffListEarlierBookingsLeasesAndOrders) {
+  SeedDocs();
+  ExpectSeesAll(staff_, "owner staff");
+  ExpectSeesNone(outsider_staff_, "outsider staff, before");
+
+  Operate("outsider");
+  Deliver();
+  ExpectSeesAll(outsider_staff_, "outsider staff, operator");
+  ExpectSeesAll(staff_, "owner staff, still the owner");
+
+  Operate("ops");
+  Deliver();
+  ExpectSeesAll(ops_staff_, "ops staff, operator");
+  ExpectSeesNone(outsider_staff_, "outsider staff, operator no more");
+  ExpectSeesAll(staff_, "owner staff, still the owner");
+  // Off the old operator's indexes, not only filtered out.
+  EXPECT_EQ(OrgEntries("outsider"), 0);
+  EXPECT_EQ(OrgEntries("ops"), 4);  // the booking, the lease's booking, the lease, the order
+  // lab pays: its entries stay whoever operates.
+  EXPECT_EQ(OrgEntries("lab"), 4);
+
+  // Back to the owner: the owner's entries stay, ops's go.
+  Operate("owner");
+  Deliver();
+  ExpectSeesNone(ops_staff_, "ops staff, operator no more");
+  ExpectSeesAll(staff_, "owner staff");
+  EXPECT_EQ(OrgEntries("ops"), 0);
+  EXPECT_EQ(OrgEntries("owner"), 4);
+}
+
+TEST_F(RefileTest, RedeliveredOrUnrelatedEventsMoveNothing) {
+  SeedDocs();
+  Operate("outsider");
+  Deliver();
+  ExpectSeesAll(outsider_staff_, "outsider staff");
+  const auto before = Indexes();
+  ASSERT_FALSE(before.empty());
+
+  // Every inventory event once more (a redelivery after a lost ack).
+  auto all = pool_->Command({"XRANGE", "{inventory}:outbox", "-", "+"});
+  ASSERT_TRUE(all.ok());
+  auto handler = InventoryEventHandler(manager_.get());
+  int instrument_events = 0;
+  for (const auto& entry : all->elements) {
+    StreamEvent e;
+    e.stream_id = entry.elements[0].str;
+    const auto& fields = entry.elements[1].elements;
+    for (size_t i = 0; i + 1 < fields.size(); i += 2) {
+      if (fields[i].str == "type") e.type = fields[i + 1].str;
+      if (fields[i].str == "payload") e.payload = fields[i + 1].str;
+    }
+    labshare::inventory::v1::InventoryEvent ie;
+    ASSERT_TRUE(ie.ParseFromString(e.payload));
+    instrument_events += ie.has_instrument_changed();
+    ASSERT_TRUE(handler(e).ok());
+  }
+  EXPECT_GE(instrument_events, 4);  // tem, afm created; both moved
+  EXPECT_EQ(Indexes(), before);
+  ExpectSeesAll(outsider_staff_, "outsider staff, after the redelivery");
+
+  // Something else of tem changes (its etag moves, its operator does not).
+  iv::UpdateInstrumentRequest u;
+  u.mutable_instrument()->set_name("instruments/tem");
+  u.mutable_instrument()->set_display_name("TEM 2");
+  u.mutable_update_mask()->add_paths("display_name");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  Deliver();
+  EXPECT_EQ(Indexes(), before);
+  ExpectSeesAll(outsider_staff_, "outsider staff, after another change");
+  ExpectSeesAll(staff_, "owner staff, after another change");
+}
+
+}  // namespace
+}  // namespace labshare::booking

@@ -138,6 +138,33 @@ class OwnsOrOperates {
 absl::StatusOr<int64_t> MigrateListings(
     const BookingStore& store, const std::function<absl::StatusOr<std::string>(const std::string&)>& operator_of);
 
+// An instrument's operator changed (or may have): re-files the "org"
+// listing entries of its bookings, leases and orders from the operator
+// its record (keys::ListOperator) names to `operator_org`, inventory's
+// operator at instrument etag `etag` (InstrumentChanged). The documents
+// are the source of truth: each one's entries are those BookingListingKeys,
+// LeaseListingKeys and OrderListingOps give it with the new operator, less
+// those the old one gave it, so an organisation that is also the owner,
+// payer, cost-share participant, lessee or client keeps its entries. The
+// instrument's documents are read in batches of `batch` (by reserved start
+// from {bk:P}:bystart, orders from {bk:P}:ls:o:instr), each batch written
+// by one step that first checks the record has not moved; the last step
+// sets the record. Idempotent and safe to repeat after a failure at any
+// point (every write is a ZADD or ZREM); an event older than the record
+// (etag) changes nothing, and a record with the same operator only takes
+// the new etag. Without a record (the instrument's first change handled)
+// the old operator is unknown: the new entries are added, nothing is
+// removed (an entry left under the old operator is filtered out per
+// document when listed). Returns how many documents were looked at.
+struct RefileOptions {
+  int batch = 256;
+  // Tests: stop with UNAVAILABLE after this many steps, as a crash would
+  // (0: no limit).
+  int max_steps = 0;
+};
+absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::string& instrument_id, int64_t etag,
+                                       const std::string& operator_org, const RefileOptions& options = {});
+
 }  // namespace labshare::booking
 
 #endif  // LABSHARE_SERVICES_BOOKING_BOOKING_LISTS_H_

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
@@ -718,6 +719,18 @@ absl::StatusOr<int64_t> BookingManager::MigrateListings() {
     LS_RETURN_IF_ERROR(in.status());
     return (*in)->operator_organization();
   });
+}
+
+absl::Status BookingManager::FollowInstrumentOperator(const inv::Instrument& instrument,
+                                                     const RefileOptions& options) {
+  int64_t etag = 0;
+  const std::string id = IdOf(instrument.name());
+  if (id.empty() || !absl::SimpleAtoi(instrument.etag(), &etag)) {
+    LogWarning("inventory event: instrument without a numeric etag; listings not re-filed",
+               {{"instrument", instrument.name()}, {"etag", instrument.etag()}});
+    return absl::OkStatus();
+  }
+  return RefileOperator(*store_, id, etag, instrument.operator_organization(), options).status();
 }
 
 // ================================================================ transitions

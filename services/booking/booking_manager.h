@@ -160,6 +160,12 @@ class BookingManager {
   // idempotent, then a marker. Returns how many documents it indexed.
   absl::StatusOr<int64_t> MigrateListings();
 
+  // An InstrumentChanged from inventory: the instrument's bookings, leases
+  // and orders are re-filed under its operator as of the event
+  // (RefileOperator, booking_lists.h). Idempotent; OK only once complete.
+  absl::Status FollowInstrumentOperator(const labshare::inventory::v1::Instrument& instrument,
+                                        const RefileOptions& options = {});
+
  private:
   // What CreateBooking decided before its Lua step.
   struct PreparedCreate {

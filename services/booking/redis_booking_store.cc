@@ -63,6 +63,7 @@ std::string ListBy(int p, char kind, absl::string_view dimension, absl::string_v
   return absl::StrCat(Tag(p), ":ls:", std::string(1, kind), ":", dimension, ":", id);
 }
 std::string ListSpan(int p) { return absl::StrCat(Tag(p), ":ls:span"); }
+std::string ListOperator(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":ls:op:", i); }
 std::string IndexMember(int64_t start_ms, absl::string_view id) {
   return absl::StrFormat("%015d|%s", start_ms, id);
 }
@@ -1304,6 +1305,64 @@ if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then redis.ca
 return 1
 )lua");
   return pool_->Eval(*script, {keys::ListSpan(partition)}, {std::to_string(ms)}).status();
+}
+
+absl::StatusOr<ListingOperator> BookingStore::GetListingOperator(int partition,
+                                                                absl::string_view instrument_id) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v,
+                      pool_->Command({"HMGET", keys::ListOperator(partition, instrument_id), "org", "etag"}));
+  ListingOperator out;
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected HMGET reply");
+  }
+  if (v.elements[1].is_nil()) return out;
+  if (!absl::SimpleAtoi(v.elements[1].str, &out.etag)) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected listing operator record");
+  }
+  out.known = true;
+  out.org = v.elements[0].str;
+  return out;
+}
+
+absl::StatusOr<BookingStore::RefileOutcome> BookingStore::RefileStep(
+    int partition, absl::string_view instrument_id, const ListingOperator& seen, const std::string& to_org,
+    int64_t etag, const std::vector<RefileOp>& ops, bool finish) const {
+  // KEYS: the record, then one index per op. ARGV: etag, seen known (1/0),
+  // seen org, seen etag, to org, finish (1/0), then per op: +/-, score, member.
+  static const RedisScript* script = new RedisScript(R"lua(
+local cur = redis.call('HMGET', KEYS[1], 'org', 'etag')
+if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[1]) then return 1 end
+if (cur[2] and ARGV[2] ~= '1') or (not cur[2] and ARGV[2] == '1') then return 2 end
+if cur[2] and (cur[1] ~= ARGV[3] or cur[2] ~= ARGV[4]) then return 2 end
+local k = 2
+for i = 7, #ARGV, 3 do
+  if ARGV[i] == '-' then
+    redis.call('ZREM', KEYS[k], ARGV[i + 2])
+  else
+    redis.call('ZADD', KEYS[k], ARGV[i + 1], ARGV[i + 2])
+  end
+  k = k + 1
+end
+if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'org', ARGV[5], 'etag', ARGV[1]) end
+return 0
+)lua");
+  std::vector<std::string> keys = {keys::ListOperator(partition, instrument_id)};
+  std::vector<std::string> args = {std::to_string(etag), seen.known ? "1" : "0", seen.org,
+                                   std::to_string(seen.etag), to_org, finish ? "1" : "0"};
+  for (const RefileOp& op : ops) {
+    keys.push_back(op.key);
+    args.insert(args.end(), {op.remove ? "-" : "+", std::to_string(op.score), op.member});
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(*script, keys, args));
+  if (v.type != RedisValue::Type::kInteger) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected re-filing reply");
+  }
+  switch (v.integer) {
+    case 0: return RefileOutcome::kApplied;
+    case 1: return RefileOutcome::kDone;
+    case 2: return RefileOutcome::kMoved;
+    default: return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected re-filing reply");
+  }
 }
 
 absl::Status BookingStore::AddListings(const std::vector<std::pair<ListingSource, ListingEntry>>& entries) const {

@@ -66,6 +66,13 @@
 //                            any booking of the partition (time-range bound).
 //                            MigrateListings fills them for older data, then
 //                            sets {booking}:migrated:lists.
+//   {bk:P}:ls:op:<instr>     HASH {org: operator organisation name, etag:
+//                            inventory's instrument etag}: the operator the
+//                            "org" listing entries of the instrument's
+//                            bookings, leases and orders are filed under,
+//                            as of that etag (RefileOperator, booking_lists.h;
+//                            absent until the first InstrumentChanged of
+//                            the instrument is handled).
 // A scheduled maintenance window sits on the calendar as entry "mw:<id>": it
 // always wins; the bookings it hits are then cancelled one by one.
 // Blocked intervals of bookings on one calendar never overlap: the create
@@ -121,6 +128,7 @@ std::string ProjectIdempotency(absl::string_view method, absl::string_view reque
 std::string ListAll(int p, char kind);
 std::string ListBy(int p, char kind, absl::string_view dimension, absl::string_view id);
 std::string ListSpan(int p);
+std::string ListOperator(int p, absl::string_view instrument_id);
 // A listing position "<reserved start ms, 15 digits>|<id>": what IndexRange
 // returns and takes as `after` (and what page tokens carry).
 std::string IndexMember(int64_t start_ms, absl::string_view booking_id);
@@ -264,6 +272,22 @@ struct ListingEntry {
   int64_t ms = 0;
   std::string id;
   int partition = 0;
+};
+
+// An instrument's ListOperator record.
+struct ListingOperator {
+  bool known = false;  // false: no record yet
+  std::string org;     // "organizations/{id}"
+  int64_t etag = 0;
+};
+// One index write of a re-filing step: the member (an id at score `score`,
+// or with lex "<ms, 15 digits>|<id>" at score 0) added to or removed from
+// `key` (of the step's partition).
+struct RefileOp {
+  std::string key;
+  std::string member;
+  int64_t score = 0;
+  bool remove = false;
 };
 
 struct StepOutcome {
@@ -426,6 +450,17 @@ class BookingStore {
   absl::StatusOr<std::vector<int64_t>> ListingSpans() const;
   // Grows a partition's span to at least ms (a booking's end moved later).
   absl::Status RaiseListingSpan(int partition, int64_t ms) const;
+  // The instrument's ListOperator record.
+  absl::StatusOr<ListingOperator> GetListingOperator(int partition, absl::string_view instrument_id) const;
+  // One step of RefileOperator, atomic: when the record is still `seen`
+  // and older than `etag`, applies `ops` (idempotent index writes) and,
+  // with `finish`, sets the record to (to_org, etag). kApplied; kDone: the
+  // record is at `etag` or later already (nothing written); kMoved: the
+  // record differs from `seen` (nothing written; read it again).
+  enum class RefileOutcome { kApplied, kDone, kMoved };
+  absl::StatusOr<RefileOutcome> RefileStep(int partition, absl::string_view instrument_id,
+                                           const ListingOperator& seen, const std::string& to_org, int64_t etag,
+                                           const std::vector<RefileOp>& ops, bool finish) const;
   // Adds entries (migration; idempotent), one round trip.
   absl::Status AddListings(const std::vector<std::pair<ListingSource, ListingEntry>>& entries) const;
   // One SCAN step over keys matching pattern: the next cursor ("0": done).

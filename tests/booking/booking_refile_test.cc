@@ -40,12 +40,15 @@ class RefileTest : public BookingServiceTest {
     Deliver();  // the seed's events
   }
 
-  // ana's booking on tem, her lease of afm and her service order on tem
-  // (all paid by lab, on instruments owner owns, in facility fac).
-  void SeedDocs() {
-    v1::Booking b;
-    ASSERT_TRUE(Book(absl::Hours(10), absl::Hours(11), &b).ok());
-    booking_ = IdOf(b.name());
+  // ana's booking on tem (and `more` after it), her lease of afm and her
+  // service order on tem (all paid by lab, on instruments owner owns, in
+  // facility fac).
+  void SeedDocs(int more = 0) {
+    for (int i = 0; i <= more; ++i) {
+      v1::Booking b;
+      ASSERT_TRUE(Book(absl::Hours(10 + 2 * i), absl::Hours(11 + 2 * i), &b).ok());
+      bookings_.push_back(IdOf(b.name()));
+    }
     v1::RequestLeaseRequest lr;
     lr.mutable_lease()->set_instrument("instruments/afm");
     *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 3));
@@ -54,6 +57,7 @@ class RefileTest : public BookingServiceTest {
     auto s = Call(stub_.get(), &v1::BookingService::Stub::RequestLease, lr, &l, ana_);
     ASSERT_TRUE(s.ok()) << s.error_message();
     lease_ = IdOf(l.name());
+    bookings_.push_back(lease_);  // its booking starts days after the others
     v1::CreateServiceOrderRequest orq;
     orq.set_service_order_id("ord-ana-1");
     orq.mutable_service_order()->set_instrument("instruments/tem");
@@ -128,10 +132,9 @@ class RefileTest : public BookingServiceTest {
     return out;
   }
 
-  // Bookings (by reserved start: the booking at day+10h, then the lease's
-  // from day+3d), leases and orders a staff token lists.
+  // Bookings, leases and orders a staff token lists.
   void ExpectSeesAll(const std::string& token, const std::string& who) {
-    EXPECT_EQ(Bookings(token), (Names{booking_, lease_})) << who;
+    EXPECT_EQ(Bookings(token), bookings_) << who;
     EXPECT_EQ(Leases(token), Names{lease_}) << who;
     EXPECT_EQ(Orders(token), Names{"ord-ana-1"}) << who;
   }
@@ -173,7 +176,8 @@ class RefileTest : public BookingServiceTest {
 
   std::unique_ptr<EventConsumer> consumer_;
   std::string outsider_staff_, ops_staff_;
-  std::string booking_, lease_;
+  Names bookings_;  // by reserved start
+  std::string lease_;
 };
 
 TEST_F(RefileTest, NewOperatorsStaffListEarlierBookingsLeasesAndOrders) {
@@ -246,6 +250,63 @@ TEST_F(RefileTest, RedeliveredOrUnrelatedEventsMoveNothing) {
   EXPECT_EQ(Indexes(), before);
   ExpectSeesAll(outsider_staff_, "outsider staff, after another change");
   ExpectSeesAll(staff_, "owner staff, after another change");
+}
+
+TEST_F(RefileTest, AStopBetweenStepsLeavesTheEventPendingAndItsRetryCompletes) {
+  SeedDocs(3);  // four bookings on tem
+  Operate("outsider");
+  Deliver();
+  ExpectSeesAll(outsider_staff_, "outsider staff");
+
+  Operate("ops");
+  // Batches of one document, and a stop after the second step: afm (one
+  // booking with its lease, then the record) completes, tem does not.
+  RefileOptions stop;
+  stop.batch = 1;
+  stop.max_steps = 2;
+  auto handled = consumer_->PollOnce(InventoryEventHandler(manager_.get(), stop));
+  ASSERT_TRUE(handled.ok()) << handled.status();
+  auto pending = pool_->Command({"XPENDING", "{inventory}:outbox", kInventoryEventsGroup});
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(pending->elements[0].integer, 1);  // tem's InstrumentChanged, not acknowledged
+  const int tem = keys::Partition("tem");
+  EXPECT_EQ(pool_->Command({"HGET", keys::ListOperator(tem, "tem"), "org"})->str, "organizations/outsider");
+  EXPECT_EQ(pool_->Command({"HGET", keys::ListOperator(keys::Partition("afm"), "afm"), "org"})->str,
+            "organizations/ops");
+  // Half way: two of tem's bookings moved, the lease's too.
+  EXPECT_EQ(Bookings(ops_staff_), (Names{bookings_[0], bookings_[1], lease_}));
+  EXPECT_EQ(Bookings(outsider_staff_), Names{});  // filtered out per document meanwhile
+
+  // The consumer comes back: its pending event first, from the start.
+  Deliver();
+  pending = pool_->Command({"XPENDING", "{inventory}:outbox", kInventoryEventsGroup});
+  EXPECT_EQ(pending->elements[0].integer, 0);
+  ExpectSeesAll(ops_staff_, "ops staff");
+  ExpectSeesNone(outsider_staff_, "outsider staff");
+  EXPECT_EQ(OrgEntries("outsider"), 0);
+  EXPECT_EQ(OrgEntries("ops"), 7);  // four bookings, the lease's booking, the lease, the order
+  EXPECT_EQ(pool_->Command({"HGET", keys::ListOperator(tem, "tem"), "org"})->str, "organizations/ops");
+}
+
+TEST_F(RefileTest, WithoutARecordTheNewOperatorIsAddedAndTheOldOneFilteredOut) {
+  SeedDocs();
+  Operate("outsider");
+  Deliver();
+  // As if booking had never handled an event of tem and afm (documents of
+  // a version before the records): the old operator is unknown.
+  for (const char* in : {"tem", "afm"}) {
+    ASSERT_TRUE(pool_->Command({"DEL", keys::ListOperator(keys::Partition(in), in)}).ok());
+  }
+  Operate("ops");
+  Deliver();
+  ExpectSeesAll(ops_staff_, "ops staff");
+  ExpectSeesNone(outsider_staff_, "outsider staff");
+  EXPECT_EQ(OrgEntries("outsider"), 4);  // left in its indexes, never listed
+  EXPECT_EQ(OrgEntries("ops"), 4);
+  // Known from then on.
+  Operate("lab");
+  Deliver();
+  EXPECT_EQ(OrgEntries("ops"), 0);
 }
 
 }  // namespace

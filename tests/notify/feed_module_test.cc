@@ -512,13 +512,26 @@ TEST_F(FeedModuleTest, AnOperatorChangeShowsEarlierEntriesToTheNewOperatorOnly) 
     EXPECT_NE(people, absl::StrContains(content.body(), "SUMMARY:Busy")) << content.body();
     return people;
   };
+  // What ListCalendarFeeds says of the user's one feed.
+  auto shows = [&](const std::string& user, const std::string& org) {
+    v1::ListCalendarFeedsRequest req;
+    req.set_parent("users/" + user);
+    v1::ListCalendarFeedsResponse resp;
+    auto ctx = As(user, org, Role::kFacilityStaff);
+    EXPECT_TRUE(stub_->ListCalendarFeeds(ctx.get(), req, &resp).ok());
+    EXPECT_EQ(resp.calendar_feeds_size(), 1);
+    return resp.calendar_feeds_size() == 1 && resp.calendar_feeds(0).shows_details();
+  };
   EXPECT_FALSE(detailed(c));
   EXPECT_FALSE(detailed(d));
+  EXPECT_FALSE(shows("chen-jie", "lab-c"));
 
   Operated("lab-c", "2");
   Drain();
   EXPECT_TRUE(detailed(c));
   EXPECT_FALSE(detailed(d));
+  EXPECT_TRUE(shows("chen-jie", "lab-c"));
+  EXPECT_FALSE(shows("zhou-min", "lab-d"));
   // A late event of an earlier state, and the same event again: no change.
   Operated("lab-b", "1");
   Operated("lab-c", "2");
@@ -529,6 +542,8 @@ TEST_F(FeedModuleTest, AnOperatorChangeShowsEarlierEntriesToTheNewOperatorOnly) 
   Drain();
   EXPECT_FALSE(detailed(c));
   EXPECT_TRUE(detailed(d));
+  EXPECT_FALSE(shows("chen-jie", "lab-c"));
+  EXPECT_TRUE(shows("zhou-min", "lab-d"));
 }
 
 TEST_F(FeedModuleTest, AFeedLivesAsLongAsItsUserAndShowsPeopleOnlyWhileTheyStayInTheOwner) {

@@ -1329,11 +1329,17 @@ absl::StatusOr<BookingStore::RefileOutcome> BookingStore::RefileStep(
     int64_t etag, const std::vector<RefileOp>& ops, bool finish) const {
   // KEYS: the record, then one index per op. ARGV: etag, seen known (1/0),
   // seen org, seen etag, to org, finish (1/0), then per op: +/-, score, member.
-  static const RedisScript* script = new RedisScript(R"lua(
+  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
 local cur = redis.call('HMGET', KEYS[1], 'org', 'etag')
 if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[1]) then return 1 end
 if (cur[2] and ARGV[2] ~= '1') or (not cur[2] and ARGV[2] == '1') then return 2 end
 if cur[2] and (cur[1] ~= ARGV[3] or cur[2] ~= ARGV[4]) then return 2 end
+-- Every write below must succeed once begun.
+for i = 2, #KEYS do
+  if not ls_type_is(KEYS[i], 'zset') then
+    return redis.error_reply('WRONGTYPE a listing index of the re-filing step')
+  end
+end
 local k = 2
 for i = 7, #ARGV, 3 do
   if ARGV[i] == '-' then

@@ -522,28 +522,28 @@ TEST_F(FeedModuleTest, AnOperatorChangeShowsEarlierEntriesToTheNewOperatorOnly) 
     EXPECT_EQ(resp.calendar_feeds_size(), 1);
     return resp.calendar_feeds_size() == 1 && resp.calendar_feeds(0).shows_details();
   };
-  EXPECT_FALSE(detailed(c));
-  EXPECT_FALSE(detailed(d));
-  EXPECT_FALSE(shows("chen-jie", "lab-c"));
+  // Whether lab-c's and lab-d's feeds show details, in their content and
+  // in shows_details.
+  auto expect = [&](bool to_c, bool to_d) {
+    EXPECT_EQ(detailed(c), to_c);
+    EXPECT_EQ(shows("chen-jie", "lab-c"), to_c);
+    EXPECT_EQ(detailed(d), to_d);
+    EXPECT_EQ(shows("zhou-min", "lab-d"), to_d);
+  };
+  expect(false, false);
 
   Operated("lab-c", "2");
   Drain();
-  EXPECT_TRUE(detailed(c));
-  EXPECT_FALSE(detailed(d));
-  EXPECT_TRUE(shows("chen-jie", "lab-c"));
-  EXPECT_FALSE(shows("zhou-min", "lab-d"));
+  expect(true, false);
   // A late event of an earlier state, and the same event again: no change.
   Operated("lab-b", "1");
   Operated("lab-c", "2");
   Drain();
-  EXPECT_TRUE(detailed(c));
+  expect(true, false);
 
   Operated("lab-d", "3");
   Drain();
-  EXPECT_FALSE(detailed(c));
-  EXPECT_TRUE(detailed(d));
-  EXPECT_FALSE(shows("chen-jie", "lab-c"));
-  EXPECT_TRUE(shows("zhou-min", "lab-d"));
+  expect(false, true);
 }
 
 TEST_F(FeedModuleTest, AFeedLivesAsLongAsItsUserAndShowsPeopleOnlyWhileTheyStayInTheOwner) {

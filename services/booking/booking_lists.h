@@ -5,7 +5,8 @@
 // {bk:P}, and the one Lua step that creates it runs there; so the listing
 // indexes it writes in that same step are per partition too:
 //   bookings {bk:P}:ls:b:all, :ls:b:user:<user>, :ls:b:org:<org> for each of
-//            the instrument's owner and operator (at booking time), the payer
+//            the instrument's owner and operator (at booking time, then
+//            re-filed on each operator change), the payer
 //            and every cost-share participant. Score: reserved start (ms),
 //            member: the id; Redis orders ties by member, i.e. by name.
 //   leases   {bk:P}:ls:l:all, :ls:l:org:<org> (owner, operator, lessee).
@@ -24,7 +25,10 @@
 // those that hold every possible answer (one per filter that names an
 // instrument, user or organisation, and the caller's scope), the one with
 // the fewest entries (ZCARD). Index membership never changes after creation
-// (user, payer, owner and start are fixed); state and end do, so state,
+// (user, payer, owner and start are fixed), except the operator's "org"
+// entries, which RefileOperator moves when the instrument's operator
+// changes (so the "org" index may lag the operator: staff scope is checked
+// on every document, OwnsOrOperates); state and end do change, so state,
 // time range and the rest are checked on the documents read, and a call
 // reads at most kListScanBudget index entries: a page may be short, with a
 // token to go on. A time range bounds the scores to [range start - the

@@ -499,16 +499,17 @@ absl::StatusOr<std::vector<RefileOp>> RefileBatch(const BookingStore& store, int
 absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::string& instrument_id, int64_t etag,
                                        const std::string& operator_org, const RefileOptions& options) {
   using Outcome = BookingStore::RefileOutcome;
+  using Phase = BookingStore::RefilePhase;
   const int p = keys::Partition(instrument_id);
   const int batch = std::max(options.batch, 1);
   int steps = 0;
   auto step = [&](const ListingOperator& seen, const std::vector<RefileOp>& ops,
-                  bool finish) -> absl::StatusOr<Outcome> {
+                  Phase phase) -> absl::StatusOr<Outcome> {
     if (options.max_steps > 0 && steps == options.max_steps) {
       return MakeError(absl::StatusCode::kUnavailable, "STORAGE_UNAVAILABLE", "re-filing stopped (test)");
     }
     ++steps;
-    return store.RefileStep(p, instrument_id, seen, operator_org, etag, ops, finish);
+    return store.RefileStep(p, instrument_id, seen, operator_org, etag, ops, phase);
   };
   const ListingSource sources[] = {{p, keys::ByInstrument(p, instrument_id), false},
                                    {p, keys::ListBy(p, 'o', "instr", instrument_id), true}};
@@ -520,6 +521,13 @@ absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::str
     int64_t looked = 0;
     bool moved = false;
     const bool same = seen.known && seen.org == operator_org;  // only the etag moves
+    if (!same) {
+      // From here on a create from an operator read earlier is refused,
+      // so none lands behind the scan.
+      LS_ASSIGN_OR_RETURN(Outcome outcome, step(seen, {}, Phase::kAnnounce));
+      if (outcome == Outcome::kDone) return 0;
+      if (outcome == Outcome::kMoved) continue;
+    }
     for (size_t s = 0; s < 2 && !same && !moved; ++s) {
       const char kind = s == 0 ? 'b' : 'o';
       std::optional<ListingEntry> after;
@@ -530,7 +538,7 @@ absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::str
         const std::vector<ListingEntry>& entries = pages[0];
         LS_ASSIGN_OR_RETURN(std::vector<RefileOp> ops, RefileBatch(store, p, kind, entries, seen, operator_org));
         looked += static_cast<int64_t>(entries.size());
-        LS_ASSIGN_OR_RETURN(Outcome outcome, step(seen, ops, false));
+        LS_ASSIGN_OR_RETURN(Outcome outcome, step(seen, ops, Phase::kBatch));
         if (outcome == Outcome::kDone) return looked;
         if (outcome == Outcome::kMoved) {
           moved = true;
@@ -541,7 +549,7 @@ absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::str
       }
     }
     if (moved) continue;
-    LS_ASSIGN_OR_RETURN(Outcome outcome, step(seen, {}, true));
+    LS_ASSIGN_OR_RETURN(Outcome outcome, step(seen, {}, Phase::kFinish));
     if (outcome != Outcome::kMoved) return looked;
   }
   return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",

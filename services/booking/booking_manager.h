@@ -167,6 +167,14 @@ class BookingManager {
                                         const RefileOptions& options = {});
 
  private:
+  // The operator a create step's listing keys name, as read from inventory
+  // (CreateStep::operator_org, operator_etag).
+  static void NameOperator(const labshare::inventory::v1::Instrument& instrument, CreateStep* step);
+  // A create step answered kOperatorMoved: the cached instrument predates
+  // an operator change; it is forgotten and the request is ABORTED
+  // (CONCURRENT_MODIFICATION; a retry reads the instrument anew).
+  absl::Status OperatorMoved(const std::string& instrument);
+
   // What CreateBooking decided before its Lua step.
   struct PreparedCreate {
     CreateStep step;

@@ -580,6 +580,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   step.reserved_start_ms = Ms(start);
   step.extra_docs.push_back({keys::Order(cur.partition, IdOf(o.name())), o.SerializeAsString(), cur.version});
   step.listing_keys = BookingListingKeys(cur.partition, b, instrument->operator_organization());
+  NameOperator(*instrument, &step);
   v1::BookingEvent created = Event(p, r.request_id());
   *created.mutable_booking_created()->mutable_booking() = b;
   v1::BookingEvent scheduled = Event(p, r.request_id());
@@ -607,6 +608,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
     case StepOutcome::Kind::kConflict:
       return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                        "the order changed while scheduling; retry with the same request_id");
+    case StepOutcome::Kind::kOperatorMoved: return OperatorMoved(b.instrument());
     default: break;
   }
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");

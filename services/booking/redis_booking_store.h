@@ -72,7 +72,12 @@
 //                            bookings, leases and orders are filed under,
 //                            as of that etag (RefileOperator, booking_lists.h;
 //                            absent until the first InstrumentChanged of
-//                            the instrument is handled).
+//                            the instrument is handled); while a change is
+//                            re-filed also {next, next_org}: its etag and
+//                            operator. A create step whose listing keys
+//                            name an operator read at an earlier etag than
+//                            either, and another operator, answers
+//                            kOperatorMoved.
 // A scheduled maintenance window sits on the calendar as entry "mw:<id>": it
 // always wins; the bookings it hits are then cancelled one by one.
 // Blocked intervals of bookings on one calendar never overlap: the create
@@ -228,6 +233,13 @@ struct CreateStep {
   // booking at its reserved start; with any, the partition's span
   // (keys::ListSpan) grows to blocked end - reserved start if longer.
   std::vector<std::string> listing_keys;
+  // The operator organisation ("organizations/{id}") listing_keys were
+  // computed with, and the inventory etag of the instrument it was read
+  // from (> 0: checked against the instrument's keys::ListOperator record:
+  // kOperatorMoved when the record names another operator at a later etag,
+  // re-filed or being re-filed; nothing written).
+  std::string operator_org;
+  int64_t operator_etag = 0;
 };
 
 struct UpdateStep {
@@ -292,7 +304,7 @@ struct RefileOp {
 
 struct StepOutcome {
   enum class Kind { kApplied, kReplayed, kRequestReused, kSlotTaken, kExists, kDenied, kConflict,
-                    kOverBudget, kOverQuota, kNeedsApproval, kGuardMoved };
+                    kOverBudget, kOverQuota, kNeedsApproval, kGuardMoved, kOperatorMoved };
   Kind kind = Kind::kApplied;
   std::string response;     // kReplayed
   std::string conflicting;  // kSlotTaken: the booking id in the way
@@ -453,14 +465,17 @@ class BookingStore {
   // The instrument's ListOperator record.
   absl::StatusOr<ListingOperator> GetListingOperator(int partition, absl::string_view instrument_id) const;
   // One step of RefileOperator, atomic: when the record is still `seen`
-  // and older than `etag`, applies `ops` (idempotent index writes) and,
-  // with `finish`, sets the record to (to_org, etag). kApplied; kDone: the
-  // record is at `etag` or later already (nothing written); kMoved: the
-  // record differs from `seen` (nothing written; read it again).
+  // and older than `etag`: kAnnounce notes (etag, to_org) as the change
+  // under way (next, next_org; create steps check it); kBatch applies `ops`
+  // (idempotent index writes); kFinish applies them and sets the record to
+  // (to_org, etag). kApplied; kDone: the record is at `etag` or later
+  // already (nothing written); kMoved: the record's operator or etag
+  // differs from `seen` (nothing written; read it again).
   enum class RefileOutcome { kApplied, kDone, kMoved };
+  enum class RefilePhase { kAnnounce, kBatch, kFinish };
   absl::StatusOr<RefileOutcome> RefileStep(int partition, absl::string_view instrument_id,
                                            const ListingOperator& seen, const std::string& to_org, int64_t etag,
-                                           const std::vector<RefileOp>& ops, bool finish) const;
+                                           const std::vector<RefileOp>& ops, RefilePhase phase) const;
   // Adds entries (migration; idempotent), one round trip.
   absl::Status AddListings(const std::vector<std::pair<ListingSource, ListingEntry>>& entries) const;
   // One SCAN step over keys matching pattern: the next cursor ("0": done).

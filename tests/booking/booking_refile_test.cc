@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/error.h"
 #include "services/booking/booking_common.h"
 #include "tests/booking/booking_fixture.h"
 
@@ -234,11 +235,12 @@ TEST_F(RefileTest, AStopBetweenStepsLeavesTheEventPendingAndItsRetryCompletes) {
   ExpectSeesAll(outsider_staff_, "outsider staff");
 
   Operate("ops");
-  // Batches of one document, and a stop after the second step: afm (one
-  // booking with its lease, then the record) completes, tem does not.
+  // Batches of one document, and a stop after the third step: afm (the
+  // announcement, its one booking with its lease, the record) completes,
+  // tem does not.
   RefileOptions stop;
   stop.batch = 1;
-  stop.max_steps = 2;
+  stop.max_steps = 3;
   auto handled = consumer_->PollOnce(InventoryEventHandler(manager_.get(), stop));
   ASSERT_TRUE(handled.ok()) << handled.status();
   auto pending = pool_->Command({"XPENDING", "{inventory}:outbox", kInventoryEventsGroup});
@@ -282,6 +284,67 @@ TEST_F(RefileTest, WithoutARecordTheNewOperatorIsAddedAndTheOldOneFilteredOut) {
   Operate("lab");
   Deliver();
   EXPECT_EQ(OrgEntries("ops"), 0);
+}
+
+// A replica whose inventory cache still holds the instrument from before
+// the change (up to its TTL, or until its outbox watcher drops it) would
+// file a new booking under the old operator once the instrument was
+// re-filed, or behind the re-filing's scan: its create step answers
+// ABORTED instead, forgets the instrument, and the retry files it right.
+TEST_F(RefileTest, ACreateFromAnOperatorCachedBeforeTheChangeIsRefusedUntilReadAgain) {
+  SeedDocs();
+  InventoryClient cached(ServiceChannel(*inv_server_, "booking"), &clock_, absl::Hours(1));
+  BookingManager replica(store_.get(), &cached, &clock_, testing::TestPageTokens());
+  const Principal ana{"ana", "lab", {Role::kLabUser}, clock_.Now() + absl::Hours(24)};
+  auto request = [&](int from) {
+    v1::CreateBookingRequest r;
+    r.set_request_id(absl::StrCat("stale-", from));
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+    r.mutable_booking()->set_user("users/ana");
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(from));
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(from + 1));
+    return r;
+  };
+  ASSERT_TRUE(cached.Instrument("instruments/tem").ok());  // owner operates, as cached
+
+  // While the change is re-filed (announced, stopped before any batch).
+  Operate("outsider");
+  RefileOptions stop;
+  stop.max_steps = 1;
+  ASSERT_TRUE(consumer_->PollOnce(InventoryEventHandler(manager_.get(), stop)).ok());
+  auto refused = replica.CreateBooking(ana, request(14));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAborted) << refused.status();
+  EXPECT_EQ(ErrorReason(refused.status()), "CONCURRENT_MODIFICATION");
+  auto again = replica.CreateBooking(ana, request(14));  // the instrument read anew
+  ASSERT_TRUE(again.ok()) << again.status();
+  Deliver();
+  bookings_.insert(bookings_.begin() + 1, IdOf(again->name()));
+  ExpectSeesAll(outsider_staff_, "outsider staff");
+
+  // After the change was re-filed.
+  ASSERT_TRUE(cached.Instrument("instruments/tem").ok());  // outsider operates, as cached
+  Operate("ops");
+  Deliver();
+  refused = replica.CreateBooking(ana, request(16));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAborted) << refused.status();
+  again = replica.CreateBooking(ana, request(16));
+  ASSERT_TRUE(again.ok()) << again.status();
+  bookings_.insert(bookings_.begin() + 2, IdOf(again->name()));
+  ExpectSeesAll(ops_staff_, "ops staff");
+  ExpectSeesNone(outsider_staff_, "outsider staff");
+  EXPECT_EQ(OrgEntries("outsider"), 0);
+
+  // Another change of tem (not its operator): the cached operator is still
+  // right, nothing is refused.
+  iv::UpdateInstrumentRequest u;
+  u.mutable_instrument()->set_name("instruments/tem");
+  u.mutable_instrument()->set_display_name("TEM 2");
+  u.mutable_update_mask()->add_paths("display_name");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  Deliver();
+  auto kept = replica.CreateBooking(ana, request(18));
+  EXPECT_TRUE(kept.ok()) << kept.status();
 }
 
 }  // namespace

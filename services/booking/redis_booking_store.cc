@@ -1327,19 +1327,25 @@ return 1
 
 absl::StatusOr<ListingOperator> BookingStore::GetListingOperator(int partition,
                                                                 absl::string_view instrument_id) const {
-  LS_ASSIGN_OR_RETURN(RedisValue v,
-                      pool_->Command({"HMGET", keys::ListOperator(partition, instrument_id), "org", "etag"}));
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", keys::ListOperator(partition, instrument_id), "org",
+                                                    "etag", "next_org", "next", "v"}));
   ListingOperator out;
-  if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 5) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected HMGET reply");
   }
-  if (v.elements[1].is_nil()) return out;
-  if (!absl::SimpleAtoi(v.elements[1].str, &out.etag)) {
+  auto number = [&](size_t i, int64_t* n) { return v.elements[i].is_nil() || absl::SimpleAtoi(v.elements[i].str, n); };
+  if (!number(1, &out.etag) || !number(3, &out.next_etag) || !number(4, &out.version)) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected listing operator record");
   }
-  out.known = true;
+  out.known = !v.elements[1].is_nil();
   out.org = v.elements[0].str;
+  out.next_org = v.elements[2].str;
   return out;
+}
+
+bool ListingOperator::Outdates(const std::string& operator_org, int64_t read_etag) const {
+  return (known && etag > read_etag && org != operator_org) ||
+         (next_etag > read_etag && next_org != operator_org);
 }
 
 absl::StatusOr<BookingStore::RefileOutcome> BookingStore::RefileStep(
@@ -1364,6 +1370,7 @@ if ARGV[6] == 'a' then
   local nx = redis.call('HGET', KEYS[1], 'next')
   if not nx or tonumber(nx) < tonumber(ARGV[1]) then
     redis.call('HSET', KEYS[1], 'next', ARGV[1], 'next_org', ARGV[5])
+    redis.call('HINCRBY', KEYS[1], 'v', 1)
   end
   return 0
 end
@@ -1378,6 +1385,7 @@ for i = 7, #ARGV, 3 do
 end
 if ARGV[6] == 'f' then
   redis.call('HSET', KEYS[1], 'org', ARGV[5], 'etag', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
   local nx = redis.call('HGET', KEYS[1], 'next')
   if nx and tonumber(nx) <= tonumber(ARGV[1]) then redis.call('HDEL', KEYS[1], 'next', 'next_org') end
 end

@@ -74,7 +74,8 @@
 //                            absent until the first InstrumentChanged of
 //                            the instrument is handled); while a change is
 //                            re-filed also {next, next_org}: its etag and
-//                            operator. A create step whose listing keys
+//                            operator; v: a version (each announcement and
+//                            completion). A create step whose listing keys
 //                            name an operator read at an earlier etag than
 //                            either, and another operator, answers
 //                            kOperatorMoved.
@@ -291,6 +292,15 @@ struct ListingOperator {
   bool known = false;  // false: no record yet
   std::string org;     // "organizations/{id}"
   int64_t etag = 0;
+  // The change being re-filed (0: none).
+  int64_t next_etag = 0;
+  std::string next_org;
+  // Moves with every announcement and every completed re-filing (a
+  // DocGuard of a create that is no Lua create step).
+  int64_t version = 0;
+  // Whether an operator `org` read at instrument etag `etag` is older than
+  // a change this record has re-filed or announced for another operator.
+  bool Outdates(const std::string& operator_org, int64_t read_etag) const;
 };
 // One index write of a re-filing step: the member (an id at score `score`,
 // or with lex "<ms, 15 digits>|<id>" at score 0) added to or removed from

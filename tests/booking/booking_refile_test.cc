@@ -345,6 +345,30 @@ TEST_F(RefileTest, ACreateFromAnOperatorCachedBeforeTheChangeIsRefusedUntilReadA
   Deliver();
   auto kept = replica.CreateBooking(ana, request(18));
   EXPECT_TRUE(kept.ok()) << kept.status();
+
+  // A service order (no create step of its own: a guarded commit) alike.
+  ASSERT_TRUE(cached.Instrument("instruments/tem").ok());  // ops operates, as cached
+  Operate("outsider");
+  Deliver();
+  v1::CreateServiceOrderRequest order;
+  order.set_service_order_id("ord-ana-2");
+  order.set_request_id("stale-order");
+  order.mutable_service_order()->set_instrument("instruments/tem");
+  order.mutable_service_order()->set_service_entry_id("imaging");
+  order.mutable_service_order()->set_sample_count(1);
+  auto refused_order = replica.CreateServiceOrder(ana, order);
+  EXPECT_EQ(refused_order.status().code(), absl::StatusCode::kAborted) << refused_order.status();
+  EXPECT_EQ(ErrorReason(refused_order.status()), "CONCURRENT_MODIFICATION");
+  auto placed = replica.CreateServiceOrder(ana, order);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(Orders(outsider_staff_), (Names{"ord-ana-2", "ord-ana-1"}));
+  // Its retry, from a cache that is stale again: the first answer.
+  ASSERT_TRUE(cached.Instrument("instruments/tem").ok());
+  Operate("ops");
+  Deliver();
+  auto replayed = replica.CreateServiceOrder(ana, order);
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  EXPECT_EQ(replayed->SerializeAsString(), placed->SerializeAsString());
 }
 
 }  // namespace

@@ -78,6 +78,17 @@ class RefileTest : public BookingServiceTest {
     Inv(&iv::InventoryService::Stub::UpdateFacility, r);
   }
 
+  // Something else of tem changes (its etag moves, its operator does not),
+  // and booking handles it.
+  void RenameTem() {
+    iv::UpdateInstrumentRequest u;
+    u.mutable_instrument()->set_name("instruments/tem");
+    u.mutable_instrument()->set_display_name("TEM renamed");
+    u.mutable_update_mask()->add_paths("display_name");
+    Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+    Deliver();
+  }
+
   // Every inventory event not yet handled, through booking's handler;
   // how many were acknowledged.
   int Deliver() {
@@ -216,13 +227,7 @@ TEST_F(RefileTest, RedeliveredOrUnrelatedEventsMoveNothing) {
   EXPECT_EQ(Indexes(), before);
   ExpectSeesAll(outsider_staff_, "outsider staff, after the redelivery");
 
-  // Something else of tem changes (its etag moves, its operator does not).
-  iv::UpdateInstrumentRequest u;
-  u.mutable_instrument()->set_name("instruments/tem");
-  u.mutable_instrument()->set_display_name("TEM 2");
-  u.mutable_update_mask()->add_paths("display_name");
-  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
-  Deliver();
+  RenameTem();
   EXPECT_EQ(Indexes(), before);
   ExpectSeesAll(outsider_staff_, "outsider staff, after another change");
   ExpectSeesAll(staff_, "owner staff, after another change");
@@ -337,12 +342,7 @@ TEST_F(RefileTest, ACreateFromAnOperatorCachedBeforeTheChangeIsRefusedUntilReadA
 
   // Another change of tem (not its operator): the cached operator is still
   // right, nothing is refused.
-  iv::UpdateInstrumentRequest u;
-  u.mutable_instrument()->set_name("instruments/tem");
-  u.mutable_instrument()->set_display_name("TEM 2");
-  u.mutable_update_mask()->add_paths("display_name");
-  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
-  Deliver();
+  RenameTem();
   auto kept = replica.CreateBooking(ana, request(18));
   EXPECT_TRUE(kept.ok()) << kept.status();
 

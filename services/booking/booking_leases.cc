@@ -197,6 +197,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   for (auto& k : LeaseListingKeys(partition, lease, instrument.operator_organization())) {
     step.listing_keys.push_back(std::move(k));
   }
+  NameOperator(instrument, &step);
   v1::BookingEvent requested = Event(p, request_id);
   *requested.mutable_lease_requested()->mutable_lease() = lease;
   v1::BookingEvent created = Event(p, request_id);
@@ -223,6 +224,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
         return Precondition("MAINTENANCE_CONFLICT", "the term overlaps a maintenance window");
       }
       return Precondition("SLOT_TAKEN", "the term (with handover and return buffers) overlaps another booking");
+    case StepOutcome::Kind::kOperatorMoved: return OperatorMoved(lease.instrument());
     default: break;
   }
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");

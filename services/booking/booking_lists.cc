@@ -428,4 +428,132 @@ absl::StatusOr<int64_t> MigrateListings(
   return indexed;
 }
 
+namespace {
+
+// The index writes that take one document's entries from `before` (the
+// keys the old operator gave it; unknown: none removed) to `after`.
+void Refile(const std::vector<std::string>& before, bool before_known, const std::vector<std::string>& after,
+            const std::string& member, int64_t score, std::vector<RefileOp>* ops) {
+  auto in = [](const std::vector<std::string>& keys, const std::string& k) {
+    return std::find(keys.begin(), keys.end(), k) != keys.end();
+  };
+  for (const auto& k : after) {
+    if (!before_known || !in(before, k)) ops->push_back({k, member, score, false});
+  }
+  if (!before_known) return;
+  for (const auto& k : before) {
+    if (!in(after, k)) ops->push_back({k, member, score, true});
+  }
+}
+
+std::vector<std::string> KeysOf(const std::vector<IndexOp>& ops) {
+  std::vector<std::string> out;
+  for (const auto& op : ops) out.push_back(op.key);
+  return out;
+}
+
+// One batch's writes: `entries` of the instrument's booking index (kind
+// 'b': each booking and, when it is one, its lease) or order index ('o').
+absl::StatusOr<std::vector<RefileOp>> RefileBatch(const BookingStore& store, int p, char kind,
+                                                  const std::vector<ListingEntry>& entries,
+                                                  const ListingOperator& seen, const std::string& to) {
+  std::vector<std::string> doc_keys;
+  for (const auto& e : entries) {
+    if (kind == 'b') {
+      doc_keys.push_back(keys::Booking(p, e.id));
+      doc_keys.push_back(keys::Lease(p, e.id));
+    } else {
+      doc_keys.push_back(keys::Order(p, e.id));
+    }
+  }
+  LS_ASSIGN_OR_RETURN(auto docs, store.docs().GetMany(doc_keys));
+  if (docs.size() != doc_keys.size()) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected document read");
+  }
+  const std::string& from = seen.org;
+  std::vector<RefileOp> ops;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    if (!docs[i]) continue;  // no lease of this booking
+    if (kind == 'o') {
+      v1::ServiceOrder o;
+      if (!o.ParseFromString(docs[i]->data) || o.name().empty()) continue;
+      const std::string member = keys::IndexMember(Ms(FromProto(o.create_time())), IdOf(o.name()));
+      Refile(KeysOf(OrderListingOps(p, o, from)), seen.known, KeysOf(OrderListingOps(p, o, to)), member, 0, &ops);
+    } else if (i % 2 == 0) {
+      v1::Booking b;
+      if (!b.ParseFromString(docs[i]->data) || b.name().empty()) continue;
+      Refile(BookingListingKeys(p, b, from), seen.known, BookingListingKeys(p, b, to), IdOf(b.name()),
+             Ms(FromProto(b.reserved_interval().start_time())), &ops);
+    } else {
+      v1::Lease l;
+      if (!l.ParseFromString(docs[i]->data) || l.name().empty()) continue;
+      Refile(LeaseListingKeys(p, l, from), seen.known, LeaseListingKeys(p, l, to), IdOf(l.name()),
+             Ms(FromProto(l.term().start_time())), &ops);
+    }
+  }
+  return ops;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::string& instrument_id, int64_t etag,
+                                       const std::string& operator_org, const RefileOptions& options) {
+  using Outcome = BookingStore::RefileOutcome;
+  using Phase = BookingStore::RefilePhase;
+  const int p = keys::Partition(instrument_id);
+  const int batch = std::max(options.batch, 1);
+  int steps = 0;
+  auto step = [&](const ListingOperator& seen, const std::vector<RefileOp>& ops,
+                  Phase phase) -> absl::StatusOr<Outcome> {
+    if (options.max_steps > 0 && steps == options.max_steps) {
+      return MakeError(absl::StatusCode::kUnavailable, "STORAGE_UNAVAILABLE", "re-filing stopped (test)");
+    }
+    ++steps;
+    return store.RefileStep(p, instrument_id, seen, operator_org, etag, ops, phase);
+  };
+  const ListingSource sources[] = {{p, keys::ByInstrument(p, instrument_id), false},
+                                   {p, keys::ListBy(p, 'o', "instr", instrument_id), true}};
+  // A record that moved meanwhile (another replica handled a later event,
+  // or the same one): read it again and start over.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(ListingOperator seen, store.GetListingOperator(p, instrument_id));
+    if (seen.known && seen.etag >= etag) return 0;
+    int64_t looked = 0;
+    bool moved = false;
+    const bool same = seen.known && seen.org == operator_org;  // only the etag moves
+    if (!same) {
+      // From here on a create from an operator read earlier is refused,
+      // so none lands behind the scan.
+      LS_ASSIGN_OR_RETURN(Outcome outcome, step(seen, {}, Phase::kAnnounce));
+      if (outcome == Outcome::kDone) return 0;
+      if (outcome == Outcome::kMoved) continue;
+    }
+    for (size_t s = 0; s < 2 && !same && !moved; ++s) {
+      const char kind = s == 0 ? 'b' : 'o';
+      std::optional<ListingEntry> after;
+      while (true) {
+        LS_ASSIGN_OR_RETURN(auto pages, store.ListingPages({sources[s]}, false, std::numeric_limits<int64_t>::min(),
+                                                           std::numeric_limits<int64_t>::max(), after, batch));
+        if (pages.empty() || pages[0].empty()) break;
+        const std::vector<ListingEntry>& entries = pages[0];
+        LS_ASSIGN_OR_RETURN(std::vector<RefileOp> ops, RefileBatch(store, p, kind, entries, seen, operator_org));
+        looked += static_cast<int64_t>(entries.size());
+        LS_ASSIGN_OR_RETURN(Outcome outcome, step(seen, ops, Phase::kBatch));
+        if (outcome == Outcome::kDone) return looked;
+        if (outcome == Outcome::kMoved) {
+          moved = true;
+          break;
+        }
+        if (static_cast<int>(entries.size()) < batch) break;
+        after = entries.back();
+      }
+    }
+    if (moved) continue;
+    LS_ASSIGN_OR_RETURN(Outcome outcome, step(seen, {}, Phase::kFinish));
+    if (outcome != Outcome::kMoved) return looked;
+  }
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the instrument's listing operator kept moving; the event is retried");
+}
+
 }  // namespace labshare::booking

@@ -5,7 +5,8 @@
 // {bk:P}, and the one Lua step that creates it runs there; so the listing
 // indexes it writes in that same step are per partition too:
 //   bookings {bk:P}:ls:b:all, :ls:b:user:<user>, :ls:b:org:<org> for each of
-//            the instrument's owner and operator (at booking time), the payer
+//            the instrument's owner and operator (at booking time, then
+//            re-filed on each operator change), the payer
 //            and every cost-share participant. Score: reserved start (ms),
 //            member: the id; Redis orders ties by member, i.e. by name.
 //   leases   {bk:P}:ls:l:all, :ls:l:org:<org> (owner, operator, lessee).
@@ -24,7 +25,10 @@
 // those that hold every possible answer (one per filter that names an
 // instrument, user or organisation, and the caller's scope), the one with
 // the fewest entries (ZCARD). Index membership never changes after creation
-// (user, payer, owner and start are fixed); state and end do, so state,
+// (user, payer, owner and start are fixed), except the operator's "org"
+// entries, which RefileOperator moves when the instrument's operator
+// changes (so the "org" index may lag the operator: staff scope is checked
+// on every document, OwnsOrOperates); state and end do change, so state,
 // time range and the rest are checked on the documents read, and a call
 // reads at most kListScanBudget index entries: a page may be short, with a
 // token to go on. A time range bounds the scores to [range start - the
@@ -137,6 +141,33 @@ class OwnsOrOperates {
 // they create later is not indexed). Returns how many documents it indexed.
 absl::StatusOr<int64_t> MigrateListings(
     const BookingStore& store, const std::function<absl::StatusOr<std::string>(const std::string&)>& operator_of);
+
+// An instrument's operator changed (or may have): re-files the "org"
+// listing entries of its bookings, leases and orders from the operator
+// its record (keys::ListOperator) names to `operator_org`, inventory's
+// operator at instrument etag `etag` (InstrumentChanged). The documents
+// are the source of truth: each one's entries are those BookingListingKeys,
+// LeaseListingKeys and OrderListingOps give it with the new operator, less
+// those the old one gave it, so an organisation that is also the owner,
+// payer, cost-share participant, lessee or client keeps its entries. The
+// instrument's documents are read in batches of `batch` (by reserved start
+// from {bk:P}:bystart, orders from {bk:P}:ls:o:instr), each batch written
+// by one step that first checks the record has not moved; the last step
+// sets the record. Idempotent and safe to repeat after a failure at any
+// point (every write is a ZADD or ZREM); an event older than the record
+// (etag) changes nothing, and a record with the same operator only takes
+// the new etag. Without a record (the instrument's first change handled)
+// the old operator is unknown: the new entries are added, nothing is
+// removed (an entry left under the old operator is filtered out per
+// document when listed). Returns how many documents were looked at.
+struct RefileOptions {
+  int batch = 256;
+  // Tests: stop with UNAVAILABLE after this many steps, as a crash would
+  // (0: no limit).
+  int max_steps = 0;
+};
+absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::string& instrument_id, int64_t etag,
+                                       const std::string& operator_org, const RefileOptions& options = {});
 
 }  // namespace labshare::booking
 

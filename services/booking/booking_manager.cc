@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
@@ -352,6 +353,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   step.reserved_start_ms = Ms(start);
   step.denied = !denial.ok();
   step.listing_keys = BookingListingKeys(partition, b, instrument.operator_organization());
+  NameOperator(instrument, &step);
   if (joint) {
     CounterCharge budget;
     budget.key = keys::Budget(partition, IdOf(b.project()));
@@ -428,6 +430,7 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
       return Precondition("QUOTA_EXCEEDED",
                           absl::StrCat(b.payer_organization(), " has not enough hours left in its quota on ",
                                        b.instrument(), " for this period; GetQuotaUsage shows what remains"));
+    case StepOutcome::Kind::kOperatorMoved: return OperatorMoved(b.instrument());
     case StepOutcome::Kind::kGuardMoved:
     case StepOutcome::Kind::kNeedsApproval:
       return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
@@ -718,6 +721,32 @@ absl::StatusOr<int64_t> BookingManager::MigrateListings() {
     LS_RETURN_IF_ERROR(in.status());
     return (*in)->operator_organization();
   });
+}
+
+void BookingManager::NameOperator(const inv::Instrument& instrument, CreateStep* step) {
+  step->operator_org = instrument.operator_organization();
+  int64_t etag = 0;
+  step->operator_etag = absl::SimpleAtoi(instrument.etag(), &etag) && etag > 0 ? etag : 0;
+}
+
+absl::Status BookingManager::OperatorMoved(const std::string& instrument) {
+  inv::InventoryEvent changed;
+  changed.mutable_instrument_changed()->mutable_instrument()->set_name(instrument);
+  inventory_->Invalidate(changed);
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the instrument's operator changed meanwhile; retry with the same request_id");
+}
+
+absl::Status BookingManager::FollowInstrumentOperator(const inv::Instrument& instrument,
+                                                     const RefileOptions& options) {
+  int64_t etag = 0;
+  const std::string id = IdOf(instrument.name());
+  if (id.empty() || !absl::SimpleAtoi(instrument.etag(), &etag)) {
+    LogWarning("inventory event: instrument without a numeric etag; listings not re-filed",
+               {{"instrument", instrument.name()}, {"etag", instrument.etag()}});
+    return absl::OkStatus();
+  }
+  return RefileOperator(*store_, id, etag, instrument.operator_organization(), options).status();
 }
 
 // ================================================================ transitions

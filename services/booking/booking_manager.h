@@ -160,7 +160,21 @@ class BookingManager {
   // idempotent, then a marker. Returns how many documents it indexed.
   absl::StatusOr<int64_t> MigrateListings();
 
+  // An InstrumentChanged from inventory: the instrument's bookings, leases
+  // and orders are re-filed under its operator as of the event
+  // (RefileOperator, booking_lists.h). Idempotent; OK only once complete.
+  absl::Status FollowInstrumentOperator(const labshare::inventory::v1::Instrument& instrument,
+                                        const RefileOptions& options = {});
+
  private:
+  // The operator a create step's listing keys name, as read from inventory
+  // (CreateStep::operator_org, operator_etag).
+  static void NameOperator(const labshare::inventory::v1::Instrument& instrument, CreateStep* step);
+  // A create step answered kOperatorMoved: the cached instrument predates
+  // an operator change; it is forgotten and the request is ABORTED
+  // (CONCURRENT_MODIFICATION; a retry reads the instrument anew).
+  absl::Status OperatorMoved(const std::string& instrument);
+
   // What CreateBooking decided before its Lua step.
   struct PreparedCreate {
     CreateStep step;

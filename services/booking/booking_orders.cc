@@ -5,6 +5,7 @@
 // so an order and its run's booking change together in one Lua step.
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
@@ -223,11 +224,41 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
       LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(id, partition));
     }
   }
-  absl::StatusOr<CommitOutcome> committed = store_->docs().Commit(m);
+  // The operator the listing entries name must not be older than a change
+  // the instrument's record re-filed or announced (as a create step checks,
+  // BookingStore::CreateStep::operator_etag); the record is guarded.
+  const std::string record = keys::ListOperator(partition, instrument_id);
+  absl::StatusOr<CommitOutcome> committed = absl::AbortedError("not committed");
+  for (int attempt = 0; attempt < 3; ++attempt) {  // the record moved meanwhile: read it again
+    auto rec = store_->GetListingOperator(partition, instrument_id);
+    if (!rec.ok()) {
+      committed = rec.status();
+      break;
+    }
+    int64_t read_etag = 0;
+    if (absl::SimpleAtoi(instrument->etag(), &read_etag) &&
+        rec->Outdates(instrument->operator_organization(), read_etag)) {
+      auto seen = store_->FindReplay(m.idempotency_key, m.fingerprint);
+      if (seen.ok() && *seen) {
+        committed = CommitOutcome{CommitOutcome::Kind::kReplayed, **seen, "", ""};
+      } else {
+        committed = seen.ok() ? OperatorMoved(in.instrument()) : seen.status();
+      }
+      break;
+    }
+    m.guards = {{record, rec->version, false}};
+    committed = store_->docs().Commit(m);
+    if (!committed.ok() || committed->kind != CommitOutcome::Kind::kConflict || committed->conflict_key != record) {
+      break;
+    }
+  }
   if (reserved_id && (!committed.ok() || committed->kind != CommitOutcome::Kind::kApplied)) {
     store_->ReleaseId(id).IgnoreError();  // best effort: the id was never used
   }
   LS_ASSIGN_OR_RETURN(CommitOutcome outcome, std::move(committed));
+  if (outcome.kind == CommitOutcome::Kind::kConflict && outcome.conflict_key == record) {
+    return OperatorMoved(in.instrument());
+  }
   if (outcome.kind == CommitOutcome::Kind::kConflict) return exists();
   if (outcome.kind == CommitOutcome::Kind::kReplayed) {
     Order replay;
@@ -580,6 +611,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   step.reserved_start_ms = Ms(start);
   step.extra_docs.push_back({keys::Order(cur.partition, IdOf(o.name())), o.SerializeAsString(), cur.version});
   step.listing_keys = BookingListingKeys(cur.partition, b, instrument->operator_organization());
+  NameOperator(*instrument, &step);
   v1::BookingEvent created = Event(p, r.request_id());
   *created.mutable_booking_created()->mutable_booking() = b;
   v1::BookingEvent scheduled = Event(p, r.request_id());
@@ -607,6 +639,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
     case StepOutcome::Kind::kConflict:
       return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                        "the order changed while scheduling; retry with the same request_id");
+    case StepOutcome::Kind::kOperatorMoved: return OperatorMoved(b.instrument());
     default: break;
   }
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");

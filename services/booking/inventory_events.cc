@@ -5,12 +5,15 @@
 
 namespace labshare::booking {
 
-EventConsumer::Handler InventoryEventHandler(BookingManager* manager) {
-  return [manager](const StreamEvent& e) -> absl::Status {
+EventConsumer::Handler InventoryEventHandler(BookingManager* manager, RefileOptions refile) {
+  return [manager, refile](const StreamEvent& e) -> absl::Status {
     labshare::inventory::v1::InventoryEvent event;
     if (e.type != labshare::inventory::v1::InventoryEvent::descriptor()->full_name() ||
         !event.ParseFromString(e.payload)) {
       return absl::OkStatus();  // not ours to understand: acknowledge and move on
+    }
+    if (event.has_instrument_changed()) {
+      return manager->FollowInstrumentOperator(event.instrument_changed().instrument(), refile);
     }
     if (!event.has_maintenance_window_changed()) return absl::OkStatus();
     Principal service;

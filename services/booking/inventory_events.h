@@ -1,6 +1,8 @@
 // Booking's reaction to inventory events: a maintenance window declared or
 // cancelled is applied to the calendar (BookingManager::ApplyMaintenanceWindow,
-// once per event through the consumer group), and every replica drops from
+// once per event through the consumer group), an instrument's operator
+// change re-files its listings (BookingManager::FollowInstrumentOperator),
+// and every replica drops from
 // its inventory cache what an event changed (InventoryCacheWatcher).
 #ifndef LABSHARE_SERVICES_BOOKING_INVENTORY_EVENTS_H_
 #define LABSHARE_SERVICES_BOOKING_INVENTORY_EVENTS_H_
@@ -14,8 +16,11 @@ namespace labshare::booking {
 // The consumer group booking reads "{inventory}:outbox" with.
 constexpr char kInventoryEventsGroup[] = "booking";
 
-// Idempotent: applying a window twice changes nothing the second time.
-EventConsumer::Handler InventoryEventHandler(BookingManager* manager);
+// Idempotent: applying a window twice changes nothing the second time; an
+// InstrumentChanged re-files the instrument's listing entries under its
+// operator (BookingManager::FollowInstrumentOperator), the event
+// acknowledged only once that is complete (an error leaves it pending).
+EventConsumer::Handler InventoryEventHandler(BookingManager* manager, RefileOptions refile = {});
 
 // Follows "{inventory}:outbox" for one replica's cache: not as a consumer
 // group (each event goes to one group member; every replica must see every

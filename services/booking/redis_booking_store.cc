@@ -63,6 +63,7 @@ std::string ListBy(int p, char kind, absl::string_view dimension, absl::string_v
   return absl::StrCat(Tag(p), ":ls:", std::string(1, kind), ":", dimension, ":", id);
 }
 std::string ListSpan(int p) { return absl::StrCat(Tag(p), ":ls:span"); }
+std::string ListOperator(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":ls:op:", i); }
 std::string IndexMember(int64_t start_ms, absl::string_view id) {
   return absl::StrFormat("%015d|%s", start_ms, id);
 }
@@ -115,9 +116,12 @@ end
 //       the end ('' none; CalendarEndValue),
 //       then per counter (field, limit ms or 'hash', ms, on over
 //       'fail'|'ask'|'allow', reason), then per extra document (expected
-//       version, 0: must not exist; data), then the events.
+//       version, 0: must not exist; data), then the events, then (always
+//       the last two) the instrument etag the listing keys' operator was
+//       read at ('' not checked) and that operator.
 // KEYS after the extra documents, if any: the partition's listing span,
-// then the listing indexes (no ARGV of their own).
+// the instrument's listing operator record, then the listing indexes (no
+// ARGV of their own).
 // Every check comes before the first write.
 const RedisScript& CreateScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kReplayLua + R"lua(
@@ -184,13 +188,23 @@ if not (ls_type_is(KEYS[5], 'hash') and ls_type_is(KEYS[6], 'zset') and
   return redis.error_reply('WRONGTYPE a key of the booking step')
 end
 local ls = xk + n_extra + 1
+if KEYS[ls] and ARGV[#ARGV - 1] ~= '' then
+  -- The operator the listing keys name was read before a change the record
+  -- has re-filed (or announced) for another operator.
+  local rec = redis.call('HMGET', KEYS[ls + 1], 'org', 'etag', 'next_org', 'next')
+  local seen, op = tonumber(ARGV[#ARGV - 1]), ARGV[#ARGV]
+  if (rec[2] and tonumber(rec[2]) > seen and rec[1] ~= op) or
+     (rec[4] and tonumber(rec[4]) > seen and rec[3] ~= op) then
+    return {'OPERATOR'}
+  end
+end
 if KEYS[ls] then
   local span = redis.call('TYPE', KEYS[ls])['ok']
   if (span ~= 'none' and span ~= 'string') or
      (span == 'string' and not string.match(redis.call('GET', KEYS[ls]), '^%d+$')) then
     return redis.error_reply('WRONGTYPE a listing span of the booking step')
   end
-  for i = ls + 1, #KEYS do
+  for i = ls + 2, #KEYS do
     if not ls_type_is(KEYS[i], 'zset') then return redis.error_reply('WRONGTYPE a listing index of the booking step') end
   end
 end
@@ -231,7 +245,7 @@ if ARGV[9] ~= '' then redis.call('SADD', KEYS[7], ARGV[9]) end
 if KEYS[ls] then
   local span = tonumber(ARGV[6]) - tonumber(ARGV[8])
   if span > tonumber(redis.call('GET', KEYS[ls]) or '0') then redis.call('SET', KEYS[ls], string.format('%d', span)) end
-  for i = ls + 1, #KEYS do redis.call('ZADD', KEYS[i], ARGV[8], ARGV[7]) end
+  for i = ls + 2, #KEYS do redis.call('ZADD', KEYS[i], ARGV[8], ARGV[7]) end
 end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
 if not in_doc then remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3]) end
@@ -346,6 +360,8 @@ absl::StatusOr<StepOutcome> Outcome(const RedisValue& v) {
     out.kind = StepOutcome::Kind::kNeedsApproval;
   } else if (tag == "STALE") {
     out.kind = StepOutcome::Kind::kGuardMoved;
+  } else if (tag == "OPERATOR") {
+    out.kind = StepOutcome::Kind::kOperatorMoved;
   } else {
     out.kind = StepOutcome::Kind::kConflict;
   }
@@ -601,8 +617,11 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
     args.push_back(c.over_reason);
   }
   AppendDocsAndEvents(s.extra_docs, s.events, keys, args);
+  args.push_back(s.operator_etag > 0 ? std::to_string(s.operator_etag) : "");
+  args.push_back(s.operator_org);
   if (!s.listing_keys.empty()) {
     keys.push_back(keys::ListSpan(s.partition));
+    keys.push_back(keys::ListOperator(s.partition, s.instrument_id));
     keys.insert(keys.end(), s.listing_keys.begin(), s.listing_keys.end());
   }
 }
@@ -1304,6 +1323,92 @@ if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then redis.ca
 return 1
 )lua");
   return pool_->Eval(*script, {keys::ListSpan(partition)}, {std::to_string(ms)}).status();
+}
+
+absl::StatusOr<ListingOperator> BookingStore::GetListingOperator(int partition,
+                                                                absl::string_view instrument_id) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", keys::ListOperator(partition, instrument_id), "org",
+                                                    "etag", "next_org", "next", "v"}));
+  ListingOperator out;
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 5) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected HMGET reply");
+  }
+  auto number = [&](size_t i, int64_t* n) { return v.elements[i].is_nil() || absl::SimpleAtoi(v.elements[i].str, n); };
+  if (!number(1, &out.etag) || !number(3, &out.next_etag) || !number(4, &out.version)) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected listing operator record");
+  }
+  out.known = !v.elements[1].is_nil();
+  out.org = v.elements[0].str;
+  out.next_org = v.elements[2].str;
+  return out;
+}
+
+bool ListingOperator::Outdates(const std::string& operator_org, int64_t read_etag) const {
+  return (known && etag > read_etag && org != operator_org) ||
+         (next_etag > read_etag && next_org != operator_org);
+}
+
+absl::StatusOr<BookingStore::RefileOutcome> BookingStore::RefileStep(
+    int partition, absl::string_view instrument_id, const ListingOperator& seen, const std::string& to_org,
+    int64_t etag, const std::vector<RefileOp>& ops, RefilePhase phase) const {
+  // KEYS: the record, then one index per op. ARGV: etag, seen known (1/0),
+  // seen org, seen etag, to org, phase (a: announce, b: batch, f: finish),
+  // then per op: +/-, score, member.
+  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
+local cur = redis.call('HMGET', KEYS[1], 'org', 'etag')
+if cur[2] and tonumber(cur[2]) >= tonumber(ARGV[1]) then return 1 end
+if (cur[2] and ARGV[2] ~= '1') or (not cur[2] and ARGV[2] == '1') then return 2 end
+if cur[2] and (cur[1] ~= ARGV[3] or cur[2] ~= ARGV[4]) then return 2 end
+-- Every write below must succeed once begun.
+for i = 2, #KEYS do
+  if not ls_type_is(KEYS[i], 'zset') then
+    return redis.error_reply('WRONGTYPE a listing index of the re-filing step')
+  end
+end
+if ARGV[6] == 'a' then
+  -- Creates from an operator read before this change answer OPERATOR.
+  local nx = redis.call('HGET', KEYS[1], 'next')
+  if not nx or tonumber(nx) < tonumber(ARGV[1]) then
+    redis.call('HSET', KEYS[1], 'next', ARGV[1], 'next_org', ARGV[5])
+    redis.call('HINCRBY', KEYS[1], 'v', 1)
+  end
+  return 0
+end
+local k = 2
+for i = 7, #ARGV, 3 do
+  if ARGV[i] == '-' then
+    redis.call('ZREM', KEYS[k], ARGV[i + 2])
+  else
+    redis.call('ZADD', KEYS[k], ARGV[i + 1], ARGV[i + 2])
+  end
+  k = k + 1
+end
+if ARGV[6] == 'f' then
+  redis.call('HSET', KEYS[1], 'org', ARGV[5], 'etag', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
+  local nx = redis.call('HGET', KEYS[1], 'next')
+  if nx and tonumber(nx) <= tonumber(ARGV[1]) then redis.call('HDEL', KEYS[1], 'next', 'next_org') end
+end
+return 0
+)lua");
+  std::vector<std::string> keys = {keys::ListOperator(partition, instrument_id)};
+  const char* phase_arg = phase == RefilePhase::kAnnounce ? "a" : phase == RefilePhase::kBatch ? "b" : "f";
+  std::vector<std::string> args = {std::to_string(etag), seen.known ? "1" : "0", seen.org,
+                                   std::to_string(seen.etag), to_org, phase_arg};
+  for (const RefileOp& op : ops) {
+    keys.push_back(op.key);
+    args.insert(args.end(), {op.remove ? "-" : "+", std::to_string(op.score), op.member});
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(*script, keys, args));
+  if (v.type != RedisValue::Type::kInteger) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected re-filing reply");
+  }
+  switch (v.integer) {
+    case 0: return RefileOutcome::kApplied;
+    case 1: return RefileOutcome::kDone;
+    case 2: return RefileOutcome::kMoved;
+    default: return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected re-filing reply");
+  }
 }
 
 absl::Status BookingStore::AddListings(const std::vector<std::pair<ListingSource, ListingEntry>>& entries) const {

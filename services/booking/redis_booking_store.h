@@ -66,6 +66,19 @@
 //                            any booking of the partition (time-range bound).
 //                            MigrateListings fills them for older data, then
 //                            sets {booking}:migrated:lists.
+//   {bk:P}:ls:op:<instr>     HASH {org: operator organisation name, etag:
+//                            inventory's instrument etag}: the operator the
+//                            "org" listing entries of the instrument's
+//                            bookings, leases and orders are filed under,
+//                            as of that etag (RefileOperator, booking_lists.h;
+//                            absent until the first InstrumentChanged of
+//                            the instrument is handled); while a change is
+//                            re-filed also {next, next_org}: its etag and
+//                            operator; v: a version (each announcement and
+//                            completion). A create step whose listing keys
+//                            name an operator read at an earlier etag than
+//                            either, and another operator, answers
+//                            kOperatorMoved.
 // A scheduled maintenance window sits on the calendar as entry "mw:<id>": it
 // always wins; the bookings it hits are then cancelled one by one.
 // Blocked intervals of bookings on one calendar never overlap: the create
@@ -121,6 +134,7 @@ std::string ProjectIdempotency(absl::string_view method, absl::string_view reque
 std::string ListAll(int p, char kind);
 std::string ListBy(int p, char kind, absl::string_view dimension, absl::string_view id);
 std::string ListSpan(int p);
+std::string ListOperator(int p, absl::string_view instrument_id);
 // A listing position "<reserved start ms, 15 digits>|<id>": what IndexRange
 // returns and takes as `after` (and what page tokens carry).
 std::string IndexMember(int64_t start_ms, absl::string_view booking_id);
@@ -220,6 +234,13 @@ struct CreateStep {
   // booking at its reserved start; with any, the partition's span
   // (keys::ListSpan) grows to blocked end - reserved start if longer.
   std::vector<std::string> listing_keys;
+  // The operator organisation ("organizations/{id}") listing_keys were
+  // computed with, and the inventory etag of the instrument it was read
+  // from (> 0: checked against the instrument's keys::ListOperator record:
+  // kOperatorMoved when the record names another operator at a later etag,
+  // re-filed or being re-filed; nothing written).
+  std::string operator_org;
+  int64_t operator_etag = 0;
 };
 
 struct UpdateStep {
@@ -266,9 +287,34 @@ struct ListingEntry {
   int partition = 0;
 };
 
+// An instrument's ListOperator record.
+struct ListingOperator {
+  bool known = false;  // false: no record yet
+  std::string org;     // "organizations/{id}"
+  int64_t etag = 0;
+  // The change being re-filed (0: none).
+  int64_t next_etag = 0;
+  std::string next_org;
+  // Moves with every announcement and every completed re-filing (a
+  // DocGuard of a create that is no Lua create step).
+  int64_t version = 0;
+  // Whether an operator `org` read at instrument etag `etag` is older than
+  // a change this record has re-filed or announced for another operator.
+  bool Outdates(const std::string& operator_org, int64_t read_etag) const;
+};
+// One index write of a re-filing step: the member (an id at score `score`,
+// or with lex "<ms, 15 digits>|<id>" at score 0) added to or removed from
+// `key` (of the step's partition).
+struct RefileOp {
+  std::string key;
+  std::string member;
+  int64_t score = 0;
+  bool remove = false;
+};
+
 struct StepOutcome {
   enum class Kind { kApplied, kReplayed, kRequestReused, kSlotTaken, kExists, kDenied, kConflict,
-                    kOverBudget, kOverQuota, kNeedsApproval, kGuardMoved };
+                    kOverBudget, kOverQuota, kNeedsApproval, kGuardMoved, kOperatorMoved };
   Kind kind = Kind::kApplied;
   std::string response;     // kReplayed
   std::string conflicting;  // kSlotTaken: the booking id in the way
@@ -426,6 +472,20 @@ class BookingStore {
   absl::StatusOr<std::vector<int64_t>> ListingSpans() const;
   // Grows a partition's span to at least ms (a booking's end moved later).
   absl::Status RaiseListingSpan(int partition, int64_t ms) const;
+  // The instrument's ListOperator record.
+  absl::StatusOr<ListingOperator> GetListingOperator(int partition, absl::string_view instrument_id) const;
+  // One step of RefileOperator, atomic: when the record is still `seen`
+  // and older than `etag`: kAnnounce notes (etag, to_org) as the change
+  // under way (next, next_org; create steps check it); kBatch applies `ops`
+  // (idempotent index writes); kFinish applies them and sets the record to
+  // (to_org, etag). kApplied; kDone: the record is at `etag` or later
+  // already (nothing written); kMoved: the record's operator or etag
+  // differs from `seen` (nothing written; read it again).
+  enum class RefileOutcome { kApplied, kDone, kMoved };
+  enum class RefilePhase { kAnnounce, kBatch, kFinish };
+  absl::StatusOr<RefileOutcome> RefileStep(int partition, absl::string_view instrument_id,
+                                           const ListingOperator& seen, const std::string& to_org, int64_t etag,
+                                           const std::vector<RefileOp>& ops, RefilePhase phase) const;
   // Adds entries (migration; idempotent), one round trip.
   absl::Status AddListings(const std::vector<std::pair<ListingSource, ListingEntry>>& entries) const;
   // One SCAN step over keys matching pattern: the next cursor ("0": done).

@@ -386,6 +386,7 @@ absl::StatusOr<fv1::CalendarFeed> FeedManager::Create(const Principal& p, const 
     feed.set_shows_details(!feed.owner_organization().empty() &&
                            (feed.owner_organization() == info.owner_organization ||
                             feed.owner_organization() == info.operator_organization));
+    LS_RETURN_IF_ERROR(Freshen(&feed));  // the cached info may predate an operator change
   } else {
     feed.set_display_name(in.display_name().empty() ? absl::StrCat("LabShare: ", user) : in.display_name());
   }
@@ -439,6 +440,7 @@ absl::StatusOr<fv1::ListCalendarFeedsResponse> FeedManager::List(const Principal
   for (const auto& doc : docs) {
     if (!doc) continue;
     LS_ASSIGN_OR_RETURN(fv1::CalendarFeed feed, ParseFeed(doc->data));
+    LS_RETURN_IF_ERROR(Freshen(&feed));
     *out.add_calendar_feeds() = std::move(feed);
   }
   if (more && !members.empty()) out.set_next_page_token(codec.Make(r, p, members.back()));
@@ -459,6 +461,7 @@ absl::StatusOr<fv1::CalendarFeed> FeedManager::Rotate(const Principal& p, const 
   if (!docs[0] || !docs[1]) return FeedNotFound();
   LS_ASSIGN_OR_RETURN(fv1::CalendarFeed feed, ParseFeed(docs[0]->data));
   if (feed.has_delete_time()) return FeedNotFound();
+  LS_RETURN_IF_ERROR(Freshen(&feed));
   const std::string old_hash = docs[1]->data;
   LS_ASSIGN_OR_RETURN(std::optional<StoredDoc> old_token, docs_.Get(TokenKey(old_hash)));
   LS_ASSIGN_OR_RETURN(const std::string token, NewToken());
@@ -496,6 +499,7 @@ absl::StatusOr<fv1::CalendarFeed> FeedManager::Delete(const Principal& p, const 
   if (!docs[0] || !docs[1]) return FeedNotFound();
   LS_ASSIGN_OR_RETURN(fv1::CalendarFeed feed, ParseFeed(docs[0]->data));
   if (feed.has_delete_time()) return FeedNotFound();
+  LS_RETURN_IF_ERROR(Freshen(&feed));
   const std::string old_hash = docs[1]->data;
   LS_ASSIGN_OR_RETURN(std::optional<StoredDoc> old_token, docs_.Get(TokenKey(old_hash)));
   const int64_t live = docs[2] ? std::strtoll(docs[2]->data.c_str(), nullptr, 10) : 1;
@@ -515,6 +519,16 @@ absl::StatusOr<fv1::CalendarFeed> FeedManager::Delete(const Principal& p, const 
   LS_RETURN_IF_ERROR(Committed(outcome));
   if (outcome.kind == CommitOutcome::Kind::kReplayed) return ParseFeed(outcome.response);
   return feed;
+}
+
+absl::Status FeedManager::Freshen(fv1::CalendarFeed* feed) const {
+  if (feed->kind() != fv1::CalendarFeed::INSTRUMENT) return absl::OkStatus();
+  LS_ASSIGN_OR_RETURN(std::optional<InstrumentParties> parties,
+                      projection_->LatestParties(IdOf(feed->instrument())));
+  if (!parties) return absl::OkStatus();
+  const std::string& org = feed->owner_organization();
+  feed->set_shows_details(!org.empty() && (org == parties->owner || org == parties->op));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<fv1::CalendarFeedContent> FeedManager::Content(const fv1::GetCalendarFeedContentRequest& r) {

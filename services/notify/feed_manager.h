@@ -61,6 +61,9 @@ class FeedManager {
   std::string Url(const std::string& token) const;
   absl::Status Publish(Mutation* m, const Principal& p, const std::string& request_id,
                        const fv1::CalendarFeed& feed, int kind) const;
+  // An INSTRUMENT feed's shows_details as of the instrument's latest
+  // InstrumentChanged (FeedProjection::LatestParties), when there is one.
+  absl::Status Freshen(fv1::CalendarFeed* feed) const;
 
   RedisPool* redis_;
   DocStore docs_;

@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/error.h"
@@ -17,6 +18,7 @@
 #include "common/resource_name.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
 
 namespace labshare::notify {
 namespace {
@@ -244,7 +246,40 @@ FeedProjection::FeedProjection(RedisPool* redis, const Clock* clock, InstrumentD
                                FeedOptions options)
     : redis_(redis), clock_(clock), instruments_(instruments), options_(std::move(options)) {}
 
+absl::Status FeedProjection::FollowOperator(const StreamEvent& event) {
+  inv::InventoryEvent e;
+  if (!e.ParseFromString(event.payload)) {
+    LogWarning("feeds: undecodable inventory event skipped", {{"stream_id", event.stream_id}});
+    return absl::OkStatus();
+  }
+  if (!e.has_instrument_changed()) return absl::OkStatus();
+  const inv::Instrument& in = e.instrument_changed().instrument();
+  int64_t etag = 0;
+  if (!IsResourceName(in.name(), "instruments") || !absl::SimpleAtoi(in.etag(), &etag)) {
+    LogWarning("feeds: instrument event without a name or a numeric etag skipped",
+               {{"stream_id", event.stream_id}, {"instrument", in.name()}});
+    return absl::OkStatus();
+  }
+  // The record only moves forward (a redelivered or late older event
+  // changes nothing).
+  static const RedisScript* const kScript = new RedisScript(R"lua(
+local cur = redis.call('HGET', KEYS[1], 'etag')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'etag', ARGV[1], 'op', ARGV[2], 'own', ARGV[3])
+return 1
+)lua");
+  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Eval(*kScript, {OperatorKey(IdOf(in.name()))},
+                                                 {std::to_string(etag), in.operator_organization(),
+                                                  in.owner_organization()}));
+  if (v.is_error()) {
+    LogError("feeds: operator script failed", {{"error", v.str}, {"stream_id", event.stream_id}});
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "the instrument's operator could not be stored");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FeedProjection::Apply(const StreamEvent& event) {
+  if (event.type == "labshare.inventory.v1.InventoryEvent") return FollowOperator(event);
   if (event.type != "labshare.booking.v1.BookingEvent") return absl::OkStatus();
   bk::BookingEvent e;
   if (!e.ParseFromString(event.payload)) {
@@ -312,7 +347,28 @@ absl::StatusOr<std::vector<FeedEntry>> FeedProjection::UserEntries(const std::st
 }
 
 absl::StatusOr<std::vector<FeedEntry>> FeedProjection::InstrumentEntries(const std::string& instrument_id) const {
-  return Entries(absl::StrCat("{notify}:feed:i:", instrument_id));
+  LS_ASSIGN_OR_RETURN(std::vector<FeedEntry> entries, Entries(absl::StrCat("{notify}:feed:i:", instrument_id)));
+  // The operator as of the latest InstrumentChanged, over what each entry
+  // recorded when its booking last changed.
+  LS_ASSIGN_OR_RETURN(std::optional<InstrumentParties> parties, LatestParties(instrument_id));
+  if (parties) {
+    for (FeedEntry& e : entries) e.operator_organization = parties->op;
+  }
+  return entries;
+}
+
+absl::StatusOr<std::optional<InstrumentParties>> FeedProjection::LatestParties(
+    const std::string& instrument_id) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"HMGET", OperatorKey(instrument_id), "etag", "op", "own"}));
+  if (!v.is_array() || v.elements.size() != 3) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "the instrument's operator could not be read");
+  }
+  if (v.elements[0].is_nil()) return std::optional<InstrumentParties>();
+  return std::optional<InstrumentParties>(InstrumentParties{v.elements[2].str, v.elements[1].str});
+}
+
+std::string FeedProjection::OperatorKey(const std::string& instrument_id) {
+  return absl::StrCat("{notify}:feed:op:", instrument_id);
 }
 
 absl::StatusOr<std::vector<FeedEntry>> FeedProjection::Entries(const std::string& index) const {

@@ -15,6 +15,16 @@
 // blocked interval in seconds): "{notify}:feed:u:<user id>" for the
 // booking's user and its run's operator, "{notify}:feed:i:<instrument id>".
 //
+// The operator organisation an instrument feed's details depend on: each
+// entry records its instrument's operator when its booking's event is
+// applied; "{notify}:feed:op:<instrument id>" (hash: op, etag) holds the
+// operator of the latest InstrumentChanged applied (inventory's outbox is
+// one of the streams; an event with an etag not above the stored one
+// changes nothing) and, when present, is the operator of every entry of the
+// instrument as read (InstrumentEntries): a change of operator shows the
+// earlier entries to the new operator's feeds at once, and no longer to
+// the old one's (and a feed's shows_details follows, FeedManager).
+//
 // Each event is applied once, in one Lua step with its marker
 // "{notify}:feed:done:<event id>" (kept 30 days). A snapshot older than the
 // stored one (update_time) changes nothing, so events applied out of order
@@ -29,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -80,6 +91,13 @@ struct InstrumentInfo {
   std::string location;   // "<facility display name>, <address>"
 };
 
+// An instrument's owner and operator as of the latest InstrumentChanged
+// the projection applied.
+struct InstrumentParties {
+  std::string owner;
+  std::string op;
+};
+
 // A feed owner as inventory knows them now.
 struct FeedUserInfo {
   std::string organization;  // "organizations/{id}"
@@ -119,20 +137,29 @@ class FeedProjection {
   // All pointers must outlive the projection. Thread-safe.
   FeedProjection(RedisPool* redis, const Clock* clock, InstrumentDirectory* instruments, FeedOptions options);
 
-  // The handler of group "notify-feeds" on every stream. Events that are
-  // not booking events, or name no valid booking, are acknowledged as they
-  // are. An error (Redis, inventory unreachable) leaves the entry pending.
+  // The handler of group "notify-feeds" on every stream. An inventory
+  // InstrumentChanged sets the instrument's operator (see above); other
+  // events that are not booking events, or name no valid booking, are
+  // acknowledged as they are. An error (Redis, inventory unreachable)
+  // leaves the entry pending.
   absl::Status Apply(const StreamEvent& event);
 
   // The entries of a user's or an instrument's index inside the window,
-  // latest max_events, ordered by start time then booking name.
+  // latest max_events, ordered by start time then booking name; an
+  // instrument's with the operator of its latest InstrumentChanged.
   absl::StatusOr<std::vector<FeedEntry>> UserEntries(const std::string& user_id) const;
   absl::StatusOr<std::vector<FeedEntry>> InstrumentEntries(const std::string& instrument_id) const;
+
+  // Nullopt until an InstrumentChanged of the instrument was applied.
+  absl::StatusOr<std::optional<InstrumentParties>> LatestParties(const std::string& instrument_id) const;
 
   const FeedOptions& options() const { return options_; }
 
  private:
   absl::StatusOr<std::vector<FeedEntry>> Entries(const std::string& index) const;
+  // An InventoryEvent: an InstrumentChanged sets the instrument's operator.
+  absl::Status FollowOperator(const StreamEvent& event);
+  static std::string OperatorKey(const std::string& instrument_id);
 
   RedisPool* redis_;
   const Clock* clock_;

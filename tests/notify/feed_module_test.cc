@@ -28,6 +28,7 @@
 #include "common/server.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
 #include "labshare/notify/v1/feeds.grpc.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "services/notify/feed_module.h"
@@ -206,7 +207,7 @@ class FeedModuleTest : public ::testing::Test {
         grpc::CreateChannel(absl::StrCat("127.0.0.1:", inventory_port), grpc::InsecureChannelCredentials());
     ctx.console_url = "https://labshare.example.org";
     ctx.consumer = "feeds-test";
-    ctx.streams = {"{bk:3}:outbox", "{bk:7}:outbox", "{booking}:outbox", "{notify}:outbox"};
+    ctx.streams = {"{bk:3}:outbox", "{bk:7}:outbox", "{booking}:outbox", "{notify}:outbox", "{inventory}:outbox"};
     streams_ = ctx.streams;
     module_ = std::make_unique<FeedModule>(ctx, options_);
     MethodPolicy policy;
@@ -252,6 +253,20 @@ class FeedModuleTest : public ::testing::Test {
     auto e = Event(event_id, s.updated);
     *e.mutable_booking_created()->mutable_booking() = MakeBooking(s);
     Publish(stream, e);
+  }
+  // Inventory's InstrumentChanged: tem-1, at `etag`, now run by `org`.
+  void Operated(const std::string& org, const std::string& etag) {
+    labshare::inventory::v1::InventoryEvent e;
+    e.mutable_header()->set_event_id("inv-" + org + "-" + etag);
+    auto* changed = e.mutable_instrument_changed();
+    changed->set_kind(labshare::inventory::v1::UPDATED);
+    changed->mutable_instrument()->set_name("instruments/tem-1");
+    changed->mutable_instrument()->set_owner_organization("organizations/lab-b");
+    changed->mutable_instrument()->set_operator_organization("organizations/" + org);
+    changed->mutable_instrument()->set_etag(etag);
+    auto v = pool_->Command({"XADD", "{inventory}:outbox", "*", "type", "labshare.inventory.v1.InventoryEvent",
+                             "payload", e.SerializeAsString()});
+    EXPECT_TRUE(v.ok() && !v->is_error());
   }
   void Cancelled(const std::string& stream, const std::string& event_id, BookingSpec s, absl::Time at) {
     s.state = bk::Booking::CANCELLED;
@@ -475,6 +490,60 @@ TEST_F(FeedModuleTest, InstrumentFeedShowsBusyTimeOnlyOutsideTheOwner) {
   EXPECT_EQ(parsed[4],
             absl::StrCat(R"j(["EV", ")j", Busy("r3"), R"j(", "CONFIRMED", "Asia/Shanghai", "2026-12-11T06:00:00Z", "2026-12-11T08:30:00Z", 0, "service run: zhang-san for lab-c", "Zhangjiang Lab, 100 Haike Rd, Shanghai"])j"));
   EXPECT_TRUE(absl::StrContains(parsed[5], "Purpose: XRD of 4 samples")) << parsed[5];
+}
+
+// feeds.proto: details only for a feed owner that owns or operates the
+// instrument. After an operator change the new operator's feeds show them
+// for the entries projected before it, the old operator's no longer; an
+// older or repeated change event moves nothing back.
+TEST_F(FeedModuleTest, AnOperatorChangeShowsEarlierEntriesToTheNewOperatorOnly) {
+  Created("{bk:3}:outbox", "ev-b1-created", Onsite());
+  Drain();
+  inventory_.SetUser("chen-jie", "lab-c", false);
+  inventory_.SetUser("zhou-min", "lab-d", false);
+  const v1::CalendarFeed c =
+      CreateFeed("chen-jie", "lab-c", Role::kFacilityStaff, v1::CalendarFeed::INSTRUMENT, "instruments/tem-1");
+  const v1::CalendarFeed d =
+      CreateFeed("zhou-min", "lab-d", Role::kFacilityStaff, v1::CalendarFeed::INSTRUMENT, "instruments/tem-1");
+  auto detailed = [&](const v1::CalendarFeed& feed) {
+    v1::CalendarFeedContent content;
+    EXPECT_TRUE(Content(TokenOf(feed.secret_url()), &content).ok());
+    const bool people = absl::StrContains(content.body(), "li-wei");
+    EXPECT_NE(people, absl::StrContains(content.body(), "SUMMARY:Busy")) << content.body();
+    return people;
+  };
+  // What ListCalendarFeeds says of the user's one feed.
+  auto shows = [&](const std::string& user, const std::string& org) {
+    v1::ListCalendarFeedsRequest req;
+    req.set_parent("users/" + user);
+    v1::ListCalendarFeedsResponse resp;
+    auto ctx = As(user, org, Role::kFacilityStaff);
+    EXPECT_TRUE(stub_->ListCalendarFeeds(ctx.get(), req, &resp).ok());
+    EXPECT_EQ(resp.calendar_feeds_size(), 1);
+    return resp.calendar_feeds_size() == 1 && resp.calendar_feeds(0).shows_details();
+  };
+  // Whether lab-c's and lab-d's feeds show details, in their content and
+  // in shows_details.
+  auto expect = [&](bool to_c, bool to_d) {
+    EXPECT_EQ(detailed(c), to_c);
+    EXPECT_EQ(shows("chen-jie", "lab-c"), to_c);
+    EXPECT_EQ(detailed(d), to_d);
+    EXPECT_EQ(shows("zhou-min", "lab-d"), to_d);
+  };
+  expect(false, false);
+
+  Operated("lab-c", "2");
+  Drain();
+  expect(true, false);
+  // A late event of an earlier state, and the same event again: no change.
+  Operated("lab-b", "1");
+  Operated("lab-c", "2");
+  Drain();
+  expect(true, false);
+
+  Operated("lab-d", "3");
+  Drain();
+  expect(false, true);
 }
 
 TEST_F(FeedModuleTest, AFeedLivesAsLongAsItsUserAndShowsPeopleOnlyWhileTheyStayInTheOwner) {

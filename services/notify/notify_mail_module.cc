@@ -230,6 +230,9 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     Kind kind;
     // The key unreadable (Redis down) is UNAVAILABLE, not a bad link.
     LS_ASSIGN_OR_RETURN(MailModule::TokenCheck check, m_->CheckUnsubscribeToken(req.token(), &user, &kind));
+    if (check == MailModule::TokenCheck::kMalformed) {
+      return InvalidField("token", "is not the token of a mail's unsubscribe link (base64url, '.', 64 hex digits)");
+    }
     if (check == MailModule::TokenCheck::kInvalid || IsLegalNotice(kind)) {
       return MakeError(absl::StatusCode::kNotFound, "UNSUBSCRIBE_TOKEN_NOT_FOUND",
                        "this unsubscribe link is not valid; change your notification settings in the console");
@@ -400,11 +403,14 @@ absl::StatusOr<MailModule::TokenCheck> MailModule::CheckUnsubscribeToken(const s
   LS_ASSIGN_OR_RETURN(std::string key, UnsubscribeKey());
   std::pair<std::string, std::string> parts = absl::StrSplit(token, absl::MaxSplits('.', 1));
   std::string payload;
-  if (!absl::WebSafeBase64Unescape(parts.first, &payload)) return TokenCheck::kInvalid;
+  if (parts.first.empty() || !absl::WebSafeBase64Unescape(parts.first, &payload)) return TokenCheck::kMalformed;
   const std::string want = absl::BytesToHexString(Hmac(key, payload));
-  if (parts.second.size() != want.size() || CRYPTO_memcmp(parts.second.data(), want.data(), want.size()) != 0) {
-    return TokenCheck::kInvalid;
+  if (parts.second.size() != want.size() ||
+      !std::all_of(parts.second.begin(), parts.second.end(),
+                   [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); })) {
+    return TokenCheck::kMalformed;
   }
+  if (CRYPTO_memcmp(parts.second.data(), want.data(), want.size()) != 0) return TokenCheck::kInvalid;
   std::vector<std::string> f = absl::StrSplit(payload, ':');
   if (f.size() < 2 || f.size() > 3 || f[0].empty() || !ParseKind(f[1], kind)) return TokenCheck::kInvalid;
   *user_id = f[0];

@@ -535,6 +535,10 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
     s = notify_stub_->Unsubscribe(Ctx("").get(), forged, &out);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
     EXPECT_EQ(GrpcErrorReason(s), "UNSUBSCRIBE_TOKEN_NOT_FOUND");
+    forged.set_token("%%%.zz");  // not a link's token at all
+    s = notify_stub_->Unsubscribe(Ctx("").get(), forged, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
   }
   const bk::Booking cy2 = Book("cy", "tem", kT0 + absl::Hours(192 + 2), absl::Hours(1));  // no mail now
   ASSERT_EQ(cy2.state(), bk::Booking::CONFIRMED);

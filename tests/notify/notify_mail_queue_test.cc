@@ -797,6 +797,11 @@ TEST_F(MailQueueTest, UnsubscribeLinksExpireAfterTheirValidity) {
   const std::string later = absl::StrCat("ana:BOOKING_REMINDER:", absl::ToUnixSeconds(kDomain) + 10 * 365 * 86400);
   EXPECT_EQ(*m.CheckUnsubscribeToken(absl::StrCat(absl::WebSafeBase64Escape(later), ".", parts.second), &user, &kind),
             MailModule::TokenCheck::kInvalid);
+  // Not of a link's form at all (Unsubscribe: INVALID_FIELD, not "unknown").
+  for (const std::string& bad : {std::string("%%%.zz"), "." + parts.second, parts.first + ".zz",
+                                 parts.first + "." + std::string(64, 'G')}) {
+    EXPECT_EQ(*m.CheckUnsubscribeToken(bad, &user, &kind), MailModule::TokenCheck::kMalformed) << bad;
+  }
 }
 
 // A token as the version before expiries made it: "<user>:<kind>", signed.

@@ -369,5 +369,58 @@ TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumera
   EXPECT_GT(figures_->buckets_from_aggregates(), 0);  // the first round was answered from the aggregates
 }
 
+// "Streaming exports": ReportExported is published before the last message;
+// when it cannot be, the stream ends with the error instead of the trailer
+// (a client never holds a trailer of an export that was not recorded).
+TEST_F(UsageContractTest, ExportsWhoseEventCannotBePublishedEndWithoutTheirTrailer) {
+  // The outbox is broken (a string where the stream should be): XADD fails.
+  ASSERT_TRUE(pool_->Command({"SET", "{usage}:outbox", "broken"}).ok());
+
+  v1::ExportAuditTrailRequest audit;
+  audit.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
+  auto ctx = Ctx();
+  auto reader = stub_->ExportAuditTrail(ctx.get(), audit);
+  v1::ExportAuditTrailResponse m;
+  int trailers = 0;
+  while (reader->Read(&m)) trailers += m.has_trailer() ? 1 : 0;
+  grpc::Status s = reader->Finish();
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(trailers, 0);
+
+  v1::ExportUsageRequest usage;
+  usage.set_format(v1::EXPORT_FORMAT_CSV);
+  *usage.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 2, 1));
+  trailers = 0;
+  absl::Status st = figures_->ExportUsage(auditor_, usage, [&](const v1::ExportUsageResponse& r) {
+    trailers += r.has_trailer() ? 1 : 0;
+    return absl::OkStatus();
+  });
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(trailers, 0);
+
+  v1::ExportAnnualReportCsvRequest annual;
+  annual.set_year(2026);
+  st = figures_->ExportAnnualReportCsv(auditor_, annual, [&](const v1::CsvChunk& c) {
+    trailers += c.has_trailer() ? 1 : 0;
+    return absl::OkStatus();
+  });
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(trailers, 0);
+
+  // Repaired: the same exports end with their trailer, each recorded once.
+  ASSERT_TRUE(pool_->Command({"DEL", "{usage}:outbox"}).ok());
+  trailers = 0;
+  auto ctx2 = Ctx();
+  reader = stub_->ExportAuditTrail(ctx2.get(), audit);
+  while (reader->Read(&m)) trailers += m.has_trailer() ? 1 : 0;
+  s = reader->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(trailers, 1);
+  std::vector<v1::UsageEvent> events = Outbox();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].report_exported().kind(), v1::EXPORT_KIND_AUDIT_TRAIL);
+  EXPECT_EQ(events[0].report_exported().trailer().row_count(), kEntries);
+}
+
 }  // namespace
 }  // namespace labshare::usage

@@ -208,7 +208,8 @@ while idx <= n and j <= m and used < BUDGET do
     local at = attrs(id)
     for k = 1, #h, 2 do
       local c, md, o = string.match(h[k], '^([^|]*)|([^|]*)|([^|]*)$')
-      if c and KNOWN[c] and string.match(md, '^%-?%d+$') and string.match(h[k + 1], '^%-?%d+$') then
+      if c and (KNOWN[c] or string.match(c, '^oc%.%u%u%u$')) and string.match(md, '^%-?%d+$') and
+         string.match(h[k + 1], '^%-?%d+$') then
         redis.call('HINCRBY', kc, c .. '|' .. md, h[k + 1])
         if c == 'eff' and at and o ~= at[1] then redis.call('HINCRBY', kc, 'ext|' .. md, h[k + 1]) end
       end

@@ -31,6 +31,19 @@ using labshare::type::v1::SharingMode;
 
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
+// ISO 4217 shape: three capital letters (the only currency codes that become
+// part of a counter name).
+bool IsCurrencyCode(absl::string_view c) {
+  return c.size() == 3 && std::all_of(c.begin(), c.end(), [](char x) { return x >= 'A' && x <= 'Z'; });
+}
+// The counter of service income in another currency, and back.
+std::string OtherCurrencyCounter(absl::string_view code) { return absl::StrCat("oc.", code); }
+bool OtherCurrencyOf(absl::string_view counter, std::string* code) {
+  if (counter.size() != 6 || counter.substr(0, 3) != "oc." || !IsCurrencyCode(counter.substr(3))) return false;
+  *code = std::string(counter.substr(3));
+  return true;
+}
+
 // One Lua step folds a batch of events, each exactly once and each atomic on
 // its own (usage_aggregates.h describes the aggregate keys). Every key the
 // step touches is declared in KEYS, computed by the caller (Redis Cluster;
@@ -603,7 +616,19 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       for (const auto& f : e.correction_posted().income_deltas()) figures.push_back(&f);
     }
     for (const bl::IncomeFigures* f : figures) {
-      if (f->instrument().empty() || f->currency_code() != currency_) continue;
+      if (f->instrument().empty()) continue;
+      if (f->currency_code() != currency_) {
+        // other_currency_income: the service income in its own currency
+        // ("oc.<CODE>"), never converted, in no rate.
+        if (!IsCurrencyCode(f->currency_code())) continue;
+        for (const auto& s : f->shares()) {
+          if (s.service_income().amount_minor() != 0 && s.service_income().currency_code() == f->currency_code()) {
+            count(f->instrument(), FromProto(f->effective_time()), OtherCurrencyCounter(f->currency_code()), f->mode(),
+                  s.payer_organization(), s.service_income().amount_minor());
+          }
+        }
+        continue;
+      }
       const absl::Time at = FromProto(f->effective_time());
       const bool fee = f->fee_kind() == bl::MISSED_BOOKING_FEE || f->fee_kind() == bl::LATE_CANCELLATION_FEE;
       for (const auto& s : f->shares()) {
@@ -844,6 +869,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     int mode = 0;
     std::string org;
     int64_t c[kCounters] = {};
+    std::map<std::string, int64_t> other;  // other_currency_income by currency code
     std::vector<std::string> users;
   };
   struct Loaded {
@@ -859,6 +885,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     std::set<absl::string_view> instruments;  // the row's instrument set
     int64_t calendar = 0, maintenance = 0, available = 0, original_value = 0, without_value = 0;
     int64_t valued_income = 0;  // service income of the instruments with a known value (revenue_rate)
+    std::map<std::string, int64_t> other;  // other_currency_income by currency code
     std::set<absl::string_view> users, ext_users, sme_users, orgs, ext_orgs, sme_orgs, startup_orgs;
   };
   std::vector<std::vector<v1::UsageRow>> all_rows(groupings.size());
@@ -1009,10 +1036,13 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
               }
               const absl::string_view name = absl::string_view(field).substr(0, bar);
               Cell& cell = loaded[i].cells[{mode, std::string()}];
+              std::string code;
               if (name == "ext") {
                 cell.c[kExt] += v;
               } else if (const int counter = CounterIndex(name); counter >= 0) {
                 cell.c[counter] += v;
+              } else if (OtherCurrencyOf(name, &code)) {
+                cell.other[code] += v;
               }
             }
           }
@@ -1037,6 +1067,11 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
             continue;
           }
           const int counter = CounterIndex(fp[0]);
+          std::string code;
+          if (counter < 0 && OtherCurrencyOf(fp[0], &code) && user_ok(mode, fp[2])) {
+            l.cells[{mode, std::string(fp[2])}].other[code] += v;
+            continue;
+          }
           if (counter < 0 || !user_ok(mode, fp[2])) continue;
           Cell& cell = l.cells[{mode, std::string(fp[2])}];
           cell.c[counter] += v;
@@ -1094,6 +1129,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
           const auto& [mode, org] = mo;
           Acc& a = row_for(mode, org);
           for (int i = 0; i < kCounters; ++i) a.c[i] += cell.c[i];
+          for (const auto& [code, v] : cell.other) a.other[code] += v;
           if (l.value_known) a.valued_income += cell.c[kInc];
           if (cell.users.empty()) continue;
           const bool external = org != ins.owner_organization();
@@ -1147,6 +1183,12 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         money(fig.mutable_penalty_income(), a.c[kPen]);
         money(fig.mutable_subsidized_income(), a.c[kSub]);
         money(fig.mutable_in_kind_contribution(), a.c[kInk]);
+        for (const auto& [code, v] : a.other) {  // by currency code
+          if (v == 0) continue;
+          labshare::type::v1::Money* m = fig.add_other_currency_income();
+          m->set_currency_code(code);
+          m->set_amount_minor(v);
+        }
         fig.set_bookings(a.c[kBk]);
         fig.set_completed_bookings(a.c[kDone]);
         fig.set_missed_bookings(a.c[kMiss]);

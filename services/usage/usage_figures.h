@@ -15,7 +15,8 @@
 //        miss, late, canc (user-side cancellations), out (outage
 //        cancellations), rej (rejected requests), inc (service income,
 //        minor units), pen (of which fees), sub (of which subsidised),
-//        ink (in-kind contribution)
+//        ink (in-kind contribution), oc.<CODE> (service income posted in
+//        currency CODE other than the reporting one: other_currency_income)
 //   {usage}:y:<instr>:<YYYY>          HASH the same counters per year (rollup)
 //   {usage}:ud:<instr>:<YYYYMMDD>, {usage}:um:<instr>:<YYYYMM>, {usage}:uy:<instr>:<YYYY>
 //                                     SET "<mode>|<user org>|<user>" served

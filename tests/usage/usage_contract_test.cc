@@ -104,6 +104,52 @@ class UsageContractTest : public ::testing::Test {
     return out;
   }
 
+  // Folds one event of `source` under a fresh event id.
+  template <typename Event>
+  void Fold(const std::string& source, Event event) {
+    event.mutable_header()->set_event_id(absl::StrCat("fig", ++next_event_));
+    StreamEvent e;
+    e.payload = event.SerializeAsString();
+    ASSERT_TRUE(figures_->Fold(source, e).ok());
+  }
+  // An instrument of `owner` registered on 1 January 2026.
+  void Register(const std::string& id, const std::string& owner, const std::string& category = "sem") {
+    labshare::inventory::v1::InventoryEvent e;
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/" + id);
+    in->set_owner_organization(owner);
+    in->set_category(category);
+    in->set_daily_available_hours(24);
+    *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
+    Fold("inventory", e);
+  }
+  // A posted charge: `amount` of service income of `payer` in `currency` at `at`.
+  void Charge(const std::string& id, const std::string& payer, const std::string& currency, int64_t amount,
+              absl::Time at, bool correction = false) {
+    labshare::billing::v1::BillingEvent e;
+    auto* f = correction ? e.mutable_correction_posted()->add_income_deltas() : e.mutable_charge_posted()->mutable_income();
+    f->set_owner_organization("organizations/own");
+    f->set_instrument("instruments/" + id);
+    f->set_mode(labshare::type::v1::ON_SITE);
+    *f->mutable_effective_time() = ToProto(at);
+    f->set_currency_code(currency);
+    auto* share = f->add_shares();
+    share->set_payer_organization(payer);
+    share->set_share_bps(10000);
+    share->mutable_service_income()->set_currency_code(currency);
+    share->mutable_service_income()->set_amount_minor(amount);
+    *f->mutable_service_income() = share->service_income();
+    Fold("billing", e);
+  }
+  v1::UsageFigures Figures(absl::CivilDay from, absl::CivilDay to, const v1::UsageFilter& filter = {}) {
+    v1::GetUsageFiguresRequest g;
+    *g.mutable_range() = Range(from, to);
+    *g.mutable_filter() = filter;
+    auto r = figures_->GetUsageFigures(auditor_, g);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->figures() : v1::UsageFigures();
+  }
+
   labshare::type::v1::Interval Range(absl::CivilDay from, absl::CivilDay to) {
     labshare::type::v1::Interval r;
     *r.mutable_start_time() = ToProto(absl::FromCivil(from, zone_));
@@ -122,6 +168,7 @@ class UsageContractTest : public ::testing::Test {
   std::unique_ptr<Server> server_;
   std::unique_ptr<v1::UsageService::Stub> stub_;
   Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
+  int next_event_ = 0;
 };
 
 // "Publishes AuditVerificationRun"; mutations are idempotent through
@@ -316,13 +363,6 @@ TEST_F(UsageContractTest, StreamingRequestsAreRangeCheckedFirst) {
 // definition: instruments without a value are "left out of both numerator
 // and denominator". service_income itself still counts every instrument.
 TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumerator) {
-  int next_id = 0;
-  auto fold = [&](const std::string& source, auto event) {
-    event.mutable_header()->set_event_id(absl::StrCat("fig", ++next_id));
-    StreamEvent e;
-    e.payload = event.SerializeAsString();
-    ASSERT_TRUE(figures_->Fold(source, e).ok());
-  };
   const absl::Time jan1 = absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_);
   for (const auto& [id, value] : std::vector<std::pair<std::string, int64_t>>{{"valued", 1000000}, {"novalue", 0}}) {
     labshare::inventory::v1::InventoryEvent e;
@@ -335,7 +375,7 @@ TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumera
       in->mutable_original_value()->set_amount_minor(value);
     }
     *in->mutable_create_time() = ToProto(jan1);
-    fold("inventory", e);
+    Fold("inventory", e);
   }
   for (const auto& [id, income] : std::vector<std::pair<std::string, int64_t>>{{"valued", 10000}, {"novalue", 5000}}) {
     labshare::billing::v1::BillingEvent e;
@@ -350,7 +390,7 @@ TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumera
     share->set_share_bps(10000);
     share->mutable_service_income()->set_currency_code("CNY");
     share->mutable_service_income()->set_amount_minor(income);
-    fold("billing", e);
+    Fold("billing", e);
   }
   for (bool aggregates : {true, false}) {  // from the aggregates and from the counters
     figures_->set_use_aggregates(aggregates);
@@ -420,6 +460,61 @@ TEST_F(UsageContractTest, ExportsWhoseEventCannotBePublishedEndWithoutTheirTrail
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].report_exported().kind(), v1::EXPORT_KIND_AUDIT_TRAIL);
   EXPECT_EQ(events[0].report_exported().trailer().row_count(), kEntries);
+}
+
+// UsageFigures.other_currency_income: "Postings in currencies other than the
+// reporting currency, one entry per currency, never converted and not part of
+// service_income or any rate."
+TEST_F(UsageContractTest, OtherCurrencyIncomeIsReportedPerCurrency) {
+  Register("sem1", "organizations/own");
+  const absl::Time feb = absl::FromCivil(absl::CivilDay(2026, 2, 10), zone_);
+  Charge("sem1", "organizations/lab", "CNY", 10000, feb);
+  Charge("sem1", "organizations/lab", "USD", 2500, feb);
+  Charge("sem1", "organizations/uni", "USD", 1200, feb + absl::Hours(2));
+  Charge("sem1", "organizations/uni", "USD", -200, feb + absl::Hours(3), /*correction=*/true);
+  Charge("sem1", "organizations/lab", "EUR", 700, feb);
+  Charge("sem1", "organizations/lab", "JPY", 300, feb);
+  Charge("sem1", "organizations/lab", "JPY", -300, feb, /*correction=*/true);  // nets to nothing
+  auto other = [](const v1::UsageFigures& f) {
+    std::vector<std::string> out;
+    for (const auto& m : f.other_currency_income()) out.push_back(absl::StrCat(m.currency_code(), ":", m.amount_minor()));
+    return out;
+  };
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    v1::UsageFigures f = Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+    EXPECT_EQ(f.service_income().amount_minor(), 10000);
+    EXPECT_EQ(other(f), (std::vector<std::string>{"EUR:700", "USD:3500"})) << "aggregates " << aggregates;
+    EXPECT_EQ(f.revenue_rate().numerator(), 0);  // no value, and never another currency
+    // A month from the aggregates, and a user-side filter from the counters.
+    f = Figures(absl::CivilDay(2026, 2, 1), absl::CivilDay(2026, 3, 1));
+    EXPECT_EQ(other(f), (std::vector<std::string>{"EUR:700", "USD:3500"}));
+    v1::UsageFilter uni;
+    uni.add_user_organizations("organizations/uni");
+    f = Figures(absl::CivilDay(2026, 2, 1), absl::CivilDay(2026, 3, 1), uni);
+    EXPECT_EQ(f.service_income().amount_minor(), 0);
+    EXPECT_EQ(other(f), (std::vector<std::string>{"USD:1000"}));
+  }
+  // EXPORT_FORMAT_CSV: other_currency_income as "CODE:amount" joined by ";".
+  v1::ExportUsageRequest csv;
+  csv.set_format(v1::EXPORT_FORMAT_CSV);
+  *csv.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  std::string file;
+  ASSERT_TRUE(figures_->ExportUsage(auditor_, csv, [&](const v1::ExportUsageResponse& m) {
+                        file += m.csv();
+                        return absl::OkStatus();
+                      }).ok());
+  EXPECT_NE(file.find(",10000,0,0,0,EUR:700;USD:3500,"), std::string::npos) << file;
+  // The aggregates rebuilt after an attribute change carry them too.
+  figures_->set_use_aggregates(true);
+  Register("sem1", "organizations/own", "tem");
+  auto rebuilt = figures_->RebuildStaleAggregates();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_GT(*rebuilt, 0);
+  const int64_t before = figures_->buckets_from_aggregates();
+  EXPECT_EQ(other(Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1))),
+            (std::vector<std::string>{"EUR:700", "USD:3500"}));
+  EXPECT_GT(figures_->buckets_from_aggregates(), before);
 }
 
 }  // namespace

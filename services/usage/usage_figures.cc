@@ -31,6 +31,8 @@ using labshare::type::v1::SharingMode;
 
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
+constexpr char kOpenSessions[] = "{usage}:open";
+
 // ISO 4217 shape: three capital letters (the only currency codes that become
 // part of a counter name).
 bool IsCurrencyCode(absl::string_view c) {
@@ -561,6 +563,18 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
           e.has_booking_rejected() ? &e.booking_rejected().booking() : nullptr}) {
       if (candidate != nullptr) b = candidate;
     }
+    // Checked in (check-in, lease handover, start of a service run): the
+    // session is open and counts at query time (OpenSessions) until its
+    // BookingCheckedOut.
+    if (e.has_booking_checked_in()) {
+      const bk::Booking& ci = e.booking_checked_in().booking();
+      if (any_name_ok(ci.name()) && name_ok(ci.instrument(), "instruments", false) &&
+          name_ok(ci.payer_organization(), "organizations", true) && name_ok(ci.user(), "users", true) &&
+          ci.has_session() && ci.session().has_start_time()) {
+        LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(ci, /*at_handover=*/true));
+        ops.Add(kOpenSessions, "hset", ci.name(), absl::StrCat(cap, "|", ci.SerializeAsString()));
+      }
+    }
     if (b != nullptr) {
       const absl::Time start = FromProto(b->reserved_interval().start_time());
       const std::string& org = b->payer_organization();
@@ -576,30 +590,16 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
           if (c.late_cancellation()) count(b->instrument(), start, "late", b->mode(), org, 1);
         }
       }
+      // A session that ended (or a booking cancelled) is no longer open.
+      if ((e.has_booking_checked_out() || e.has_booking_cancelled()) && any_name_ok(b->name())) {
+        ops.Add(kOpenSessions, "hdel", b->name());
+      }
       if (e.has_booking_checked_out() && b->has_session() && b->session().has_start_time() &&
           b->session().has_end_time()) {
         count(b->instrument(), start, "done", b->mode(), org, 1);
         const absl::Time s = FromProto(b->session().start_time()), en = FromProto(b->session().end_time());
-        int64_t cap = 24 * 3600;
-        if (b->mode() == labshare::type::v1::LEASE && IsResourceName(b->instrument(), "instruments")) {
-          // Thresholds.default_lease_counted_hours_per_day in force now,
-          // unless the instrument counts its own hours.
-          cap = default_lease_hours_ * 3600;
-          LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", IdOf(b->instrument())},
-                                                       {"HGET", "{usage}:thresholds", "d"}}));
-          v1::Thresholds t;
-          if (!v[1].is_nil() && t.ParseFromString(v[1].str) && t.default_lease_counted_hours_per_day() > 0) {
-            cap = int64_t{t.default_lease_counted_hours_per_day()} * 3600;
-          }
-          iv::Instrument in;
-          if (!v[0].is_nil() && in.ParseFromString(v[0].str)) {
-            for (const auto& m : in.modes()) {
-              if (m.mode() == labshare::type::v1::LEASE && m.lease_rules().counted_hours_per_day() > 0) {
-                cap = m.lease_rules().counted_hours_per_day() * 3600;
-              }
-            }
-          }
-        }
+        // LEASE: the cap recorded at handover (open session), else as now.
+        LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(*b, /*at_handover=*/false));
         for (const auto& [day, seconds] : SplitByDay(s, en, zone_)) {
           count(b->instrument(), absl::FromCivil(day, zone_), "eff", b->mode(), org, std::min(seconds, cap));
           served(b->instrument(), day, b->mode(), org, b->user());
@@ -656,6 +656,64 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
   out.marker = absl::StrCat(source, "|", event_id);
   for (auto& op : ops.ops) {
     out.ops.push_back(PreparedFold::Op{op.code, std::move(op.keys), std::move(op.args)});
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> UsageFigures::DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const {
+  if (b.mode() != labshare::type::v1::LEASE || !IsResourceName(b.instrument(), "instruments")) return 24 * 3600;
+  LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", IdOf(b.instrument())},
+                                               {"HGET", "{usage}:thresholds", "d"},
+                                               {"HGET", kOpenSessions, b.name()}}));
+  // The cap recorded when the lease was handed over ("in force at handover").
+  int64_t recorded = 0;
+  if (!at_handover && !v[2].is_nil() &&
+      absl::SimpleAtoi(absl::string_view(v[2].str).substr(0, v[2].str.find('|')), &recorded) && recorded > 0) {
+    return recorded;
+  }
+  // Thresholds.default_lease_counted_hours_per_day in force now, unless the
+  // instrument counts its own hours.
+  int64_t cap = default_lease_hours_ * 3600;
+  v1::Thresholds t;
+  if (!v[1].is_nil() && t.ParseFromString(v[1].str) && t.default_lease_counted_hours_per_day() > 0) {
+    cap = int64_t{t.default_lease_counted_hours_per_day()} * 3600;
+  }
+  iv::Instrument in;
+  if (!v[0].is_nil() && in.ParseFromString(v[0].str)) {
+    for (const auto& m : in.modes()) {
+      if (m.mode() == labshare::type::v1::LEASE && m.lease_rules().counted_hours_per_day() > 0) {
+        cap = m.lease_rules().counted_hours_per_day() * 3600;
+      }
+    }
+  }
+  return cap;
+}
+
+absl::StatusOr<std::map<std::string, std::vector<UsageFigures::OpenSession>>> UsageFigures::OpenSessions(
+    absl::Time now) const {
+  LS_ASSIGN_OR_RETURN(RedisValue all, pool_->Command({"HGETALL", kOpenSessions}));
+  std::map<std::string, std::vector<OpenSession>> out;
+  for (size_t i = 0; i + 1 < all.elements.size(); i += 2) {
+    const std::string& v = all.elements[i + 1].str;
+    const size_t bar = v.find('|');
+    OpenSession o;
+    bk::Booking b;
+    if (bar == std::string::npos || !absl::SimpleAtoi(absl::string_view(v).substr(0, bar), &o.cap) ||
+        !b.ParseFromString(v.substr(bar + 1)) || !IsResourceName(b.instrument(), "instruments")) {
+      continue;
+    }
+    o.mode = static_cast<int>(b.mode());
+    o.org = b.payer_organization();
+    o.user = b.user();
+    o.start = FromProto(b.session().start_time());
+    o.reserved_start = FromProto(b.reserved_interval().start_time());
+    // Up to the computation time; ON_SITE, JOINT_RESEARCH and
+    // TECHNICAL_SERVICE also at most to the reserved (scheduled) end.
+    o.end = now;
+    if (b.mode() != labshare::type::v1::LEASE && b.reserved_interval().has_end_time()) {
+      o.end = std::min(o.end, FromProto(b.reserved_interval().end_time()));
+    }
+    out[IdOf(b.instrument())].push_back(std::move(o));
   }
   return out;
 }
@@ -841,6 +899,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
   const std::string gen_before = before[0].is_nil() ? "0" : before[0].str;
   const std::string epoch_before = before[1].is_nil() ? "0" : before[1].str;
   LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f));
+  LS_ASSIGN_OR_RETURN(auto open_sessions, OpenSessions(clock_->Now()));
   LS_ASSIGN_OR_RETURN(RedisValue orgs_raw, pool_->Command({"HGETALL", "{usage}:orgs"}));
   std::map<std::string, int, std::less<>> size_class;
   for (size_t i = 0; i + 1 < orgs_raw.elements.size(); i += 2) {
@@ -963,8 +1022,21 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     // attributes (built == gen) to which only instruments in service in the
     // bucket contributed.
     std::map<std::string, int64_t, std::less<>> distinct;  // "<scope>|<name>" -> count
+    // Open sessions of the bucket's instruments that count in it (time in
+    // use so far, or a completed booking by its reserved start): not in the
+    // aggregates, so such a bucket is computed from the counters.
+    bool open_here = false;
+    for (const Loaded& l : loaded) {
+      auto it = open_sessions.find(*l.id);
+      if (it == open_sessions.end()) continue;
+      for (const OpenSession& o : it->second) {
+        if ((o.start < bend && bstart < o.end) || (bstart <= o.reserved_start && o.reserved_start < bend)) {
+          open_here = true;
+        }
+      }
+    }
     bool fast = false;
-    if (use_aggregates_ && f.user_organizations().empty() && f.modes().empty()) {
+    if (use_aggregates_ && !open_here && f.user_organizations().empty() && f.modes().empty()) {
       std::string period;
       bool full = false;
       if (absl::CivilDay(absl::CivilYear(bfrom)) == bfrom && absl::CivilDay(absl::CivilYear(bfrom) + 1) == bto) {
@@ -1083,6 +1155,25 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         int mode = 0;
         if (fp.size() != 3 || !absl::SimpleAtoi(fp[0], &mode) || !user_ok(mode, fp[1])) continue;
         l.cells[{mode, std::string(fp[1])}].users.emplace_back(fp[2]);
+      }
+      // Open sessions: a use record up to the computation time ("Use
+      // record"), split by day and capped per day like a closed one.
+      auto open = open_here ? open_sessions.find(*l.id) : open_sessions.end();
+      if (open == open_sessions.end()) continue;
+      for (const OpenSession& o : open->second) {
+        if (!user_ok(o.mode, o.org)) continue;
+        const bool done = bstart <= o.reserved_start && o.reserved_start < bend;
+        int64_t eff = 0;
+        for (const auto& [day, seconds] : SplitByDay(std::max(o.start, bstart), std::min(o.end, bend), zone_)) {
+          eff += std::min(seconds, o.cap);
+        }
+        if (!done && eff <= 0) continue;
+        Cell& cell = l.cells[{o.mode, o.org}];
+        cell.c[kDone] += done ? 1 : 0;
+        if (eff <= 0) continue;
+        cell.c[kEff] += eff;
+        if (o.org != l.ins->owner_organization()) cell.c[kExt] += eff;
+        cell.users.push_back(o.user);
       }
     }
     std::vector<std::vector<v1::UsageRow>> bucket_rows(groupings.size());

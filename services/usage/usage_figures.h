@@ -20,6 +20,12 @@
 //   {usage}:y:<instr>:<YYYY>          HASH the same counters per year (rollup)
 //   {usage}:ud:<instr>:<YYYYMMDD>, {usage}:um:<instr>:<YYYYMM>, {usage}:uy:<instr>:<YYYY>
 //                                     SET "<mode>|<user org>|<user>" served
+//   {usage}:open                      HASH booking name -> "<day cap s>|<Booking>": sessions
+//                                     checked in and not checked out yet (added at
+//                                     BookingCheckedIn, removed at check-out or
+//                                     cancellation); they count at query time, up to
+//                                     the computation time (OpenSessions), not in the
+//                                     counters or the aggregates
 // Figures of a range read whole years from the year hashes, whole months from
 // the month hashes and the remaining days from the day hashes, all
 // instruments in one pipelined round trip per bucket.
@@ -47,6 +53,7 @@
 #include "common/events.h"
 #include "common/page_token.h"
 #include "common/redis.h"
+#include "labshare/booking/v1/booking.pb.h"
 #include "labshare/inventory/v1/inventory.pb.h"
 #include "labshare/usage/v1/usage.pb.h"
 #include "labshare/usage/v1/usage_events.pb.h"
@@ -179,6 +186,19 @@ class UsageFigures {
     std::vector<Op> ops;
   };
   absl::StatusOr<PreparedFold> PrepareFold(absl::string_view source, const StreamEvent& event) const;
+  // Seconds a day of the booking's session counts at most: LEASE the
+  // counted hours per day in force at handover (at_handover: now; else the
+  // cap its open session recorded, or as now), other modes 24 h.
+  absl::StatusOr<int64_t> DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const;
+  // A checked-in session not checked out yet, as it counts at `now`.
+  struct OpenSession {
+    int mode = 0;
+    std::string org, user;
+    absl::Time start, end, reserved_start;  // end: min(now, reserved end); LEASE: now
+    int64_t cap = 24 * 3600;                // per calendar day
+  };
+  // The open sessions by instrument id.
+  absl::StatusOr<std::map<std::string, std::vector<OpenSession>>> OpenSessions(absl::Time now) const;
   struct Partial;  // the figures of one instrument, bucket and user-side key, before ratios
   absl::StatusOr<std::map<std::string, Instr>> Instruments(const v1::UsageFilter& f) const;
   absl::Status CheckRange(const labshare::type::v1::Interval& range, absl::CivilDay* from, absl::CivilDay* to) const;

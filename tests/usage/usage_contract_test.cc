@@ -14,6 +14,7 @@
 #include "common/proto_util.h"
 #include "common/server.h"
 #include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 #include "labshare/usage/v1/usage.grpc.pb.h"
 #include "labshare/usage/v1/usage_events.pb.h"
@@ -407,6 +408,115 @@ TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumera
     EXPECT_EQ(fig.revenue_rate().basis_points(), 100);
   }
   EXPECT_GT(figures_->buckets_from_aggregates(), 0);  // the first round was answered from the aggregates
+}
+
+// "Use record": "A session not yet closed counts up to min(computed_time,
+// reserved end)"; a lease not yet returned "up to computed_time", each day at
+// most the counted hours "in force at handover"; completed_bookings counts
+// bookings "with at least one check-in, a handover".
+TEST_F(UsageContractTest, OpenSessionsCountUpToTheComputationTime) {
+  namespace bk = labshare::booking::v1;
+  Register("tem", "organizations/own");
+  {
+    labshare::inventory::v1::InventoryEvent e;  // a leasable instrument counting 6 h a day
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/lathe");
+    in->set_owner_organization("organizations/own");
+    in->set_daily_available_hours(24);
+    auto* m = in->add_modes();
+    m->set_mode(labshare::type::v1::LEASE);
+    m->mutable_lease_rules()->set_counted_hours_per_day(6);
+    *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
+    Fold("inventory", e);
+  }
+  auto at = [&](int month, int day, int hour, int minute = 0) {
+    return absl::FromCivil(absl::CivilSecond(2027, month, day, hour, minute, 0), zone_);
+  };
+  auto booking = [&](const std::string& id, const std::string& instrument, labshare::type::v1::SharingMode mode,
+                     absl::Time start, absl::Time end) {
+    bk::Booking b;
+    b.set_name("bookings/" + id);
+    b.set_instrument("instruments/" + instrument);
+    b.set_mode(mode);
+    b.set_payer_organization("organizations/lab");
+    b.set_user("users/ana");
+    b.set_state(bk::Booking::CONFIRMED);
+    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(end);
+    bk::BookingEvent created;
+    *created.mutable_booking_created()->mutable_booking() = b;
+    Fold("booking", created);
+    return b;
+  };
+  // On-site, reserved 28 Feb 20:00 - 1 Mar 04:00, checked in at 22:00.
+  bk::Booking b = booking("b1", "tem", labshare::type::v1::ON_SITE, at(2, 28, 20), at(3, 1, 4));
+  *b.mutable_session()->mutable_start_time() = ToProto(at(2, 28, 22));
+  bk::BookingEvent in;
+  *in.mutable_booking_checked_in()->mutable_booking() = b;
+  Fold("booking", in);
+  // A lease handed over on 27 Feb 00:00 (no reserved cap: up to now).
+  bk::Booking lease = booking("l1", "lathe", labshare::type::v1::LEASE, at(2, 27, 0), at(3, 10, 0));
+  *lease.mutable_session()->mutable_start_time() = ToProto(at(2, 27, 0));
+  *in.mutable_booking_checked_in()->mutable_booking() = lease;
+  Fold("booking", in);
+
+  v1::UsageFilter tem, lathe;
+  tem.add_instruments("instruments/tem");
+  lathe.add_instruments("instruments/lathe");
+  const absl::CivilDay feb(2027, 2, 1), mar(2027, 3, 1), apr(2027, 4, 1);
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    clock_.Set(at(3, 1, 1, 30));
+    v1::UsageFigures f = Figures(feb, mar, tem);
+    EXPECT_EQ(f.effective_seconds(), 2 * 3600);
+    EXPECT_EQ(f.external_seconds(), 2 * 3600);
+    EXPECT_EQ(f.users_served(), 1);
+    EXPECT_EQ(f.bookings(), 1);
+    EXPECT_EQ(f.completed_bookings(), 1);
+    EXPECT_EQ(Figures(mar, apr, tem).effective_seconds(), 5400);
+    EXPECT_EQ(Figures(mar, apr, tem).completed_bookings(), 0);
+    // Lease: 27 and 28 Feb at 6 h each, 1 Mar 1.5 h so far.
+    EXPECT_EQ(Figures(feb, mar, lathe).effective_seconds(), 12 * 3600);
+    EXPECT_EQ(Figures(mar, apr, lathe).effective_seconds(), 5400);
+    EXPECT_EQ(Figures(feb, apr).effective_seconds(), 2 * 3600 + 5400 + 12 * 3600 + 5400);
+    // Past the reserved end the on-site session stops growing; the lease does not.
+    clock_.Set(at(3, 1, 6));
+    EXPECT_EQ(Figures(mar, apr, tem).effective_seconds(), 4 * 3600);
+    EXPECT_EQ(Figures(mar, apr, lathe).effective_seconds(), 6 * 3600);
+  }
+  // Checked out at 03:30: the actual session, counted once.
+  *b.mutable_session()->mutable_end_time() = ToProto(at(3, 1, 3, 30));
+  bk::BookingEvent out;
+  *out.mutable_booking_checked_out()->mutable_booking() = b;
+  Fold("booking", out);
+  // The lathe's rules change after the handover; the lease is returned on 2 Mar 12:00.
+  {
+    labshare::inventory::v1::InventoryEvent e;
+    auto* in2 = e.mutable_instrument_changed()->mutable_instrument();
+    in2->set_name("instruments/lathe");
+    in2->set_owner_organization("organizations/own");
+    in2->set_daily_available_hours(24);
+    auto* m = in2->add_modes();
+    m->set_mode(labshare::type::v1::LEASE);
+    m->mutable_lease_rules()->set_counted_hours_per_day(12);
+    *in2->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
+    Fold("inventory", e);
+  }
+  *lease.mutable_session()->mutable_end_time() = ToProto(at(3, 2, 12));
+  *out.mutable_booking_checked_out()->mutable_booking() = lease;
+  Fold("booking", out);
+  clock_.Set(at(3, 5, 0));
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    EXPECT_EQ(Figures(feb, mar, tem).effective_seconds(), 2 * 3600);
+    EXPECT_EQ(Figures(feb, mar, tem).completed_bookings(), 1);
+    EXPECT_EQ(Figures(mar, apr, tem).effective_seconds(), 3 * 3600 + 1800);
+    // 6 h a day (in force at handover) for 27 Feb - 2 Mar: 4 days.
+    EXPECT_EQ(Figures(feb, apr, lathe).effective_seconds(), 4 * 6 * 3600);
+    EXPECT_EQ(Figures(feb, apr, lathe).completed_bookings(), 1);
+  }
 }
 
 // "Streaming exports": ReportExported is published before the last message;

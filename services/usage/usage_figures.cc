@@ -32,6 +32,7 @@ using labshare::type::v1::SharingMode;
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
 constexpr char kOpenSessions[] = "{usage}:open";
+const std::string kVersionsPrefix = "{usage}:ih:";
 
 // ISO 4217 shape: three capital letters (the only currency codes that become
 // part of a counter name).
@@ -519,6 +520,12 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       if (name_ok(in.name(), "instruments", false) && name_ok(in.owner_organization(), "organizations", true) &&
           name_ok(in.facility(), "facilities", true)) {
         ops.Add("{usage}:instr", "hset", IdOf(in.name()), in.SerializeAsString());
+        // The version, by the time it took effect.
+        const absl::Time effective = in.has_update_time()   ? FromProto(in.update_time())
+                                     : in.has_create_time() ? FromProto(in.create_time())
+                                                            : FromProto(e.header().event_time());
+        ops.Add(kVersionsPrefix + IdOf(in.name()), "hset", std::to_string(absl::ToUnixMillis(effective)),
+                in.SerializeAsString());
         ops.Raw("inst", {agg::PeriodsKey(IdOf(in.name()))}, {IdOf(in.name()), agg::Attributes(in)});
       }
     } else if (e.has_organization_changed()) {
@@ -822,7 +829,18 @@ absl::Status UsageFigures::Scope(const Principal& p, const v1::UsageFilter& f) c
   return CheckFilterNames(f, "filter");
 }
 
-absl::StatusOr<std::map<std::string, UsageFigures::Instr>> UsageFigures::Instruments(const v1::UsageFilter& f) const {
+const labshare::inventory::v1::Instrument* UsageFigures::Instr::VersionAt(absl::Time t) const {
+  if (versions.empty()) return &instrument;
+  const iv::Instrument* v = &versions.front().second;
+  for (const auto& [from, version] : versions) {
+    if (from > t) break;
+    v = &version;
+  }
+  return v;
+}
+
+absl::StatusOr<std::map<std::string, UsageFigures::Instr>> UsageFigures::Instruments(const v1::UsageFilter& f,
+                                                                                     bool history) const {
   LS_ASSIGN_OR_RETURN(RedisValue all, pool_->Command({"HGETALL", "{usage}:instr"}));
   auto in = [](const auto& list, const std::string& v) {
     return list.empty() || std::find(list.begin(), list.end(), v) != list.end();
@@ -832,20 +850,38 @@ absl::StatusOr<std::map<std::string, UsageFigures::Instr>> UsageFigures::Instrum
     Instr x;
     if (!x.instrument.ParseFromString(all.elements[i + 1].str)) continue;
     const auto& ins = x.instrument;
-    if (!in(f.instruments(), ins.name()) || !in(f.owner_organizations(), ins.owner_organization()) ||
-        !in(f.facilities(), ins.facility()) || !in(f.categories(), ins.category())) {
+    if (!in(f.instruments(), ins.name()) ||
+        (!history && (!in(f.owner_organizations(), ins.owner_organization()) || !in(f.facilities(), ins.facility()) ||
+                      !in(f.categories(), ins.category())))) {
       continue;
     }
     out.emplace(all.elements[i].str, std::move(x));
   }
-  // Maintenance windows of all of them in one round trip.
+  // Maintenance windows (and versions) of all of them in one round trip.
   std::vector<std::vector<std::string>> cmds;
-  for (const auto& [id, x] : out) cmds.push_back({"HVALS", "{usage}:mw:" + id});
+  for (const auto& [id, x] : out) {
+    cmds.push_back({"HVALS", "{usage}:mw:" + id});
+    if (history) cmds.push_back({"HGETALL", kVersionsPrefix + id});
+  }
   if (cmds.empty()) return out;
   LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(cmds));
   size_t i = 0;
   for (auto& [id, x] : out) {
-    for (const auto& v : replies[i++].elements) {
+    if (history) {
+      const RedisValue& h = replies[i + 1];
+      for (size_t j = 0; j + 1 < h.elements.size(); j += 2) {
+        int64_t ms = 0;
+        iv::Instrument v;
+        if (absl::SimpleAtoi(h.elements[j].str, &ms) && v.ParseFromString(h.elements[j + 1].str)) {
+          x.versions.emplace_back(absl::FromUnixMillis(ms), std::move(v));
+        }
+      }
+      std::sort(x.versions.begin(), x.versions.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+    }
+    const RedisValue& windows = replies[i];
+    i += history ? 2 : 1;
+    for (const auto& v : windows.elements) {
       std::vector<absl::string_view> se = absl::StrSplit(v.str, '|');
       int64_t s = 0, e = 0;
       if (se.size() == 2 && absl::SimpleAtoi(se[0], &s) && absl::SimpleAtoi(se[1], &e)) {
@@ -898,8 +934,16 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
   LS_ASSIGN_OR_RETURN(auto before, pool_->Pipeline({{"HGET", agg::kState, "gen"}, {"HGET", agg::kState, "epoch"}}));
   const std::string gen_before = before[0].is_nil() ? "0" : before[0].str;
   const std::string epoch_before = before[1].is_nil() ? "0" : before[1].str;
-  LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f));
+  LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f, /*history=*/true));
   LS_ASSIGN_OR_RETURN(auto open_sessions, OpenSessions(clock_->Now()));
+  // Instrument-side filters, applied to the version of each stretch.
+  auto in = [](const auto& list, const std::string& v) {
+    return list.empty() || std::find(list.begin(), list.end(), v) != list.end();
+  };
+  auto matches = [&](const iv::Instrument& v) {
+    return in(f.owner_organizations(), v.owner_organization()) && in(f.facilities(), v.facility()) &&
+           in(f.categories(), v.category());
+  };
   LS_ASSIGN_OR_RETURN(RedisValue orgs_raw, pool_->Command({"HGETALL", "{usage}:orgs"}));
   std::map<std::string, int, std::less<>> size_class;
   for (size_t i = 0; i + 1 < orgs_raw.elements.size(); i += 2) {
@@ -931,11 +975,16 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     std::map<std::string, int64_t> other;  // other_currency_income by currency code
     std::vector<std::string> users;
   };
+  // One stretch of days of the bucket in which the instrument's attributes
+  // stayed the same (usually the whole bucket): ins is the version in force.
   struct Loaded {
     const std::string* id = nullptr;
     const labshare::inventory::v1::Instrument* ins = nullptr;
     int64_t calendar = 0, maintenance = 0, available = 0;
     bool value_known = false;
+    bool in_set = false;  // the last stretch, in the row's instrument set (capacity, value, count)
+    bool whole = true;    // the only stretch, with the attributes the aggregates were built for
+    size_t nparts = 0;    // counter hashes read (then one SUNION)
     std::map<std::pair<int, std::string>, Cell> cells;  // by (mode, user org), filtered
   };
   struct Acc {
@@ -950,23 +999,26 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
   std::vector<std::vector<v1::UsageRow>> all_rows(groupings.size());
   for (const auto& [bfrom, bto] : buckets) {
     const absl::Time bstart = absl::FromCivil(bfrom, zone_), bend = absl::FromCivil(bto, zone_);
-    // Hash and set keys of the bucket: whole years from year hashes, whole
+    // Hash and set keys of [from, to): whole years from year hashes, whole
     // months from month hashes, the rest from days.
-    std::vector<std::pair<char, std::string>> parts;  // ('y', 'm' or 'd', suffix)
-    for (absl::CivilDay d = bfrom; d < bto;) {
-      const absl::CivilYear y(d);
-      const absl::CivilMonth m(d);
-      if (absl::CivilDay(y) == d && absl::CivilDay(y + 1) <= bto) {
-        parts.emplace_back('y', absl::StrFormat("%04d", y.year()));
-        d = absl::CivilDay(y + 1);
-      } else if (absl::CivilDay(m) == d && absl::CivilDay(m + 1) <= bto) {
-        parts.emplace_back('m', absl::StrFormat("%04d%02d", m.year(), m.month()));
-        d = absl::CivilDay(m + 1);
-      } else {
-        parts.emplace_back('d', absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()));
-        d = d + 1;
+    auto parts_of = [](absl::CivilDay from, absl::CivilDay to) {
+      std::vector<std::pair<char, std::string>> parts;  // ('y', 'm' or 'd', suffix)
+      for (absl::CivilDay d = from; d < to;) {
+        const absl::CivilYear y(d);
+        const absl::CivilMonth m(d);
+        if (absl::CivilDay(y) == d && absl::CivilDay(y + 1) <= to) {
+          parts.emplace_back('y', absl::StrFormat("%04d", y.year()));
+          d = absl::CivilDay(y + 1);
+        } else if (absl::CivilDay(m) == d && absl::CivilDay(m + 1) <= to) {
+          parts.emplace_back('m', absl::StrFormat("%04d%02d", m.year(), m.month()));
+          d = absl::CivilDay(m + 1);
+        } else {
+          parts.emplace_back('d', absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()));
+          d = d + 1;
+        }
       }
-    }
+      return parts;
+    };
     std::vector<Loaded> loaded;
     std::vector<std::vector<std::string>> cmds;
     // The bucket's day boundaries, shared by every instrument's capacity.
@@ -979,41 +1031,65 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
                                                                                   : absl::InfiniteFuture();
       const absl::Time in_from = std::max(created, bstart), in_to = std::min(retired, bend);
       if (in_from >= in_to) continue;  // not in service in this bucket
-      Loaded l;
-      l.id = &id;
-      l.ins = &ins;
-      // Capacity of this instrument in the bucket.
-      for (size_t k = 0; k + 1 < day_starts.size(); ++k) {
-        const absl::Time ds = std::max(in_from, day_starts[k]);
-        const absl::Time de = std::min(in_to, day_starts[k + 1]);
-        if (ds >= de) continue;  // outside [in_from, in_to)
-        const int64_t secs = absl::ToInt64Seconds(de - ds);
-        // Union of the windows inside [ds, de).
-        std::vector<std::pair<absl::Time, absl::Time>> cut;
-        for (const auto& [ws, we] : x.windows) {
-          if (ws < de && ds < we) cut.emplace_back(std::max(ws, ds), std::min(we, de));
-        }
-        std::sort(cut.begin(), cut.end());
-        int64_t m = 0;
-        absl::Time reach = absl::InfinitePast();
-        for (const auto& [s, e] : cut) {
-          const absl::Time s2 = std::max(s, reach);
-          if (e > s2) m += absl::ToInt64Seconds(e - s2);
-          reach = std::max(reach, e);
-        }
-        l.calendar += secs;
-        l.maintenance += m;
-        const int hours = ins.daily_available_hours() > 0 ? ins.daily_available_hours() : 24;
-        l.available += (secs - m) * hours / 24;
+      // The version in force at the start of each day of the bucket, as
+      // stretches of days: use counts with the attributes of its stretch
+      // ("as of the time of use"), the instrument set with those of the
+      // last ("as of the end of the period").
+      std::vector<std::pair<absl::CivilDay, const iv::Instrument*>> stretches;
+      for (absl::CivilDay d = bfrom; d < bto; ++d) {
+        const iv::Instrument* v = x.VersionAt(day_starts[d - bfrom]);
+        if (stretches.empty() || stretches.back().second != v) stretches.emplace_back(d, v);
       }
-      l.value_known = ins.has_original_value() && ins.original_value().currency_code() == currency_;
-      std::vector<std::string> sunion = {"SUNION"};
-      for (const auto& [kind, suffix] : parts) {
-        cmds.push_back({"HGETALL", absl::StrCat("{usage}:", std::string(1, kind), ":", id, ":", suffix)});
-        sunion.push_back(absl::StrCat("{usage}:u", std::string(1, kind), ":", id, ":", suffix));
+      for (size_t si = 0; si < stretches.size(); ++si) {
+        const iv::Instrument& version = *stretches[si].second;
+        if (!matches(version)) continue;
+        const absl::CivilDay sfrom = stretches[si].first;
+        const absl::CivilDay sto = si + 1 < stretches.size() ? stretches[si + 1].first : bto;
+        Loaded l;
+        l.id = &id;
+        l.ins = &version;
+        l.in_set = si + 1 == stretches.size();
+        l.whole = stretches.size() == 1 && agg::Attributes(version) == agg::Attributes(ins);
+        const auto end_version = stretches.back().second;
+        l.value_known =
+            end_version->has_original_value() && end_version->original_value().currency_code() == currency_;
+        std::vector<std::string> sunion = {"SUNION"};
+        for (const auto& [kind, suffix] : parts_of(sfrom, sto)) {
+          cmds.push_back({"HGETALL", absl::StrCat("{usage}:", std::string(1, kind), ":", id, ":", suffix)});
+          sunion.push_back(absl::StrCat("{usage}:u", std::string(1, kind), ":", id, ":", suffix));
+          ++l.nparts;
+        }
+        cmds.push_back(std::move(sunion));
+        if (l.in_set) {
+          // Capacity of this instrument in the bucket.
+          for (size_t k = 0; k + 1 < day_starts.size(); ++k) {
+            const absl::Time ds = std::max(in_from, day_starts[k]);
+            const absl::Time de = std::min(in_to, day_starts[k + 1]);
+            if (ds >= de) continue;  // outside [in_from, in_to)
+            const int64_t secs = absl::ToInt64Seconds(de - ds);
+            // Union of the windows inside [ds, de).
+            std::vector<std::pair<absl::Time, absl::Time>> cut;
+            for (const auto& [ws, we] : x.windows) {
+              if (ws < de && ds < we) cut.emplace_back(std::max(ws, ds), std::min(we, de));
+            }
+            std::sort(cut.begin(), cut.end());
+            int64_t m = 0;
+            absl::Time reach = absl::InfinitePast();
+            for (const auto& [s, e] : cut) {
+              const absl::Time s2 = std::max(s, reach);
+              if (e > s2) m += absl::ToInt64Seconds(e - s2);
+              reach = std::max(reach, e);
+            }
+            l.calendar += secs;
+            l.maintenance += m;
+            // daily_available_hours in force at the start of the day.
+            const iv::Instrument& day_version = *x.VersionAt(day_starts[k]);
+            const int hours = day_version.daily_available_hours() > 0 ? day_version.daily_available_hours() : 24;
+            l.available += (secs - m) * hours / 24;
+          }
+        }
+        loaded.push_back(std::move(l));
       }
-      cmds.push_back(std::move(sunion));
-      loaded.push_back(std::move(l));
     }
     // From the aggregates when they answer this bucket exactly: a whole
     // month or year, no user-side filter, groupings by instrument (any
@@ -1035,8 +1111,13 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         }
       }
     }
+    // The aggregates hold an instrument's use under its current attributes:
+    // only buckets in which no instrument's attributes differ from them.
+    const bool current_attributes =
+        std::all_of(loaded.begin(), loaded.end(), [](const Loaded& l) { return l.whole; });
     bool fast = false;
-    if (use_aggregates_ && !open_here && f.user_organizations().empty() && f.modes().empty()) {
+    if (use_aggregates_ && !open_here && current_attributes && f.user_organizations().empty() &&
+        f.modes().empty()) {
       std::string period;
       bool full = false;
       if (absl::CivilDay(absl::CivilYear(bfrom)) == bfrom && absl::CivilDay(absl::CivilYear(bfrom) + 1) == bto) {
@@ -1129,7 +1210,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     size_t r = 0;
     for (Loaded& l : loaded) {
       if (fast) break;
-      for (size_t p = 0; p < parts.size(); ++p) {
+      for (size_t p = 0; p < l.nparts; ++p) {
         const RedisValue& h = replies[r++];
         for (size_t j = 0; j + 1 < h.elements.size(); j += 2) {
           std::vector<absl::string_view> fp = absl::StrSplit(h.elements[j].str, '|');
@@ -1158,7 +1239,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
       }
       // Open sessions: a use record up to the computation time ("Use
       // record"), split by day and capped per day like a closed one.
-      auto open = open_here ? open_sessions.find(*l.id) : open_sessions.end();
+      auto open = open_here && l.in_set ? open_sessions.find(*l.id) : open_sessions.end();
       if (open == open_sessions.end()) continue;
       for (const OpenSession& o : open->second) {
         if (!user_ok(o.mode, o.org)) continue;
@@ -1203,7 +1284,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
             if (has(v1::DIMENSION_USER_ORGANIZATION)) a.key.set_user_organization(org);
             if (has(v1::DIMENSION_SHARING_MODE)) a.key.set_mode(static_cast<SharingMode>(mode));
           }
-          if (a.instruments.insert(*l.id).second) {
+          if (l.in_set && a.instruments.insert(*l.id).second) {
             a.calendar += l.calendar;
             a.maintenance += l.maintenance;
             a.available += l.available;
@@ -1215,7 +1296,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
           }
           return a;
         };
-        if (!user_dims) row_for(0, "");
+        if (!user_dims && l.in_set) row_for(0, "");
         for (const auto& [mo, cell] : l.cells) {
           const auto& [mode, org] = mo;
           Acc& a = row_for(mode, org);

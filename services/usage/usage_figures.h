@@ -6,6 +6,11 @@
 // Redis layout (hash tag {usage}):
 //   {usage}:applied                   HASH "<source>|<event id>" -> 1: folded once
 //   {usage}:instr                     HASH instrument id -> Instrument (latest)
+//   {usage}:ih:<instr>                HASH "<unix ms>" -> Instrument: every version, by the time
+//                                     it took effect (update_time, else create_time, else the
+//                                     event time); figures take owner, facility, category and
+//                                     daily hours of use from the version in force at the start
+//                                     of its day, the instrument set's from the bucket's last day
 //   {usage}:orgs                      HASH organisation name -> size class
 //   {usage}:mw:<instr>                HASH window id -> "<start ms>|<end ms>" (scheduled windows)
 //   {usage}:d:<instr>:<YYYYMMDD>      HASH counters of one day, fields
@@ -172,8 +177,14 @@ class UsageFigures {
 
  private:
   struct Instr {
-    labshare::inventory::v1::Instrument instrument;
+    labshare::inventory::v1::Instrument instrument;  // the latest
     std::vector<std::pair<absl::Time, absl::Time>> windows;
+    // Its versions by the time they took effect, ascending (history: true;
+    // empty for instruments folded before versions were kept).
+    std::vector<std::pair<absl::Time, labshare::inventory::v1::Instrument>> versions;
+    // The version in force at t: the last one in effect at or before t (the
+    // first one before it took effect; the latest when there are none).
+    const labshare::inventory::v1::Instrument* VersionAt(absl::Time t) const;
   };
   struct PreparedFold {
     struct Op {
@@ -200,7 +211,9 @@ class UsageFigures {
   // The open sessions by instrument id.
   absl::StatusOr<std::map<std::string, std::vector<OpenSession>>> OpenSessions(absl::Time now) const;
   struct Partial;  // the figures of one instrument, bucket and user-side key, before ratios
-  absl::StatusOr<std::map<std::string, Instr>> Instruments(const v1::UsageFilter& f) const;
+  // The instruments matching f. history: with their versions, filtered by
+  // f.instruments only (the caller matches each version).
+  absl::StatusOr<std::map<std::string, Instr>> Instruments(const v1::UsageFilter& f, bool history = false) const;
   absl::Status CheckRange(const labshare::type::v1::Interval& range, absl::CivilDay* from, absl::CivilDay* to) const;
   absl::Status Scope(const Principal& p, const v1::UsageFilter& f) const;
   // Rows of [from, to) grouped by `dims`, bucketed by `granularity`.

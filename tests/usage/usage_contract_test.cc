@@ -519,6 +519,100 @@ TEST_F(UsageContractTest, OpenSessionsCountUpToTheComputationTime) {
   }
 }
 
+// Definitions: "Instrument attributes that can change (category, original
+// value) are taken as of the time of use for time and money, and as of the
+// end of the period for the instrument set"; external_seconds compares with
+// the owner of the instrument then; available_seconds uses the
+// daily_available_hours "in force at the start of d".
+TEST_F(UsageContractTest, AttributesAreTakenAsOfTheTimeOfUse) {
+  namespace bk = labshare::booking::v1;
+  auto version = [&](const std::string& owner, const std::string& category, int hours, absl::CivilDay from) {
+    labshare::inventory::v1::InventoryEvent e;
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/sem1");
+    in->set_owner_organization(owner);
+    in->set_category(category);
+    in->set_daily_available_hours(hours);
+    *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
+    *in->mutable_update_time() = ToProto(absl::FromCivil(from, zone_));
+    Fold("inventory", e);
+  };
+  auto session = [&](const std::string& id, absl::CivilDay day, int hours) {
+    bk::Booking b;
+    b.set_name("bookings/" + id);
+    b.set_instrument("instruments/sem1");
+    b.set_mode(labshare::type::v1::ON_SITE);
+    b.set_payer_organization("organizations/lab");
+    b.set_user("users/ana");
+    const absl::Time start = absl::FromCivil(day, zone_) + absl::Hours(9);
+    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(start + absl::Hours(hours));
+    *b.mutable_session()->mutable_start_time() = ToProto(start);
+    *b.mutable_session()->mutable_end_time() = ToProto(start + absl::Hours(hours));
+    bk::BookingEvent out;
+    *out.mutable_booking_checked_out()->mutable_booking() = b;
+    Fold("booking", out);
+  };
+  // Owned by "own", category sem, 24 h a day; in January the lab uses it 2 h
+  // and pays 1000. From 1 February the lab owns it (tem, 12 h a day) and
+  // uses it 3 h.
+  version("organizations/own", "sem", 24, absl::CivilDay(2026, 1, 1));
+  session("s1", absl::CivilDay(2026, 1, 10), 2);
+  Charge("sem1", "organizations/lab", "CNY", 1000, absl::FromCivil(absl::CivilDay(2026, 1, 10), zone_) + absl::Hours(12));
+  version("organizations/lab", "tem", 12, absl::CivilDay(2026, 2, 1));
+  session("s2", absl::CivilDay(2026, 2, 10), 3);
+
+  const absl::CivilDay jan(2026, 1, 1), mar(2026, 3, 1), next_year(2027, 1, 1);
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    v1::UsageFigures f = Figures(jan, next_year);
+    EXPECT_EQ(f.effective_seconds(), 5 * 3600);
+    EXPECT_EQ(f.external_seconds(), 2 * 3600);  // January's use was external, February's internal
+    EXPECT_EQ(f.external_users_served(), 1);
+    f = Figures(jan, mar);
+    EXPECT_EQ(f.available_seconds(), 31 * 86400 + 28 * 43200);
+
+    v1::QueryUsageRequest q;
+    *q.mutable_range() = Range(jan, next_year);
+    q.add_group_by(v1::DIMENSION_CATEGORY);
+    auto r = figures_->QueryUsage(auditor_, q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->rows_size(), 2);
+    EXPECT_EQ(r->rows(0).key().category(), "sem");
+    EXPECT_EQ(r->rows(0).figures().effective_seconds(), 2 * 3600);
+    EXPECT_EQ(r->rows(0).figures().service_income().amount_minor(), 1000);
+    EXPECT_EQ(r->rows(0).figures().instrument_count(), 0);  // the set: as of the end of the period
+    EXPECT_EQ(r->rows(1).key().category(), "tem");
+    EXPECT_EQ(r->rows(1).figures().effective_seconds(), 3 * 3600);
+    EXPECT_EQ(r->rows(1).figures().service_income().amount_minor(), 0);
+    EXPECT_EQ(r->rows(1).figures().instrument_count(), 1);
+
+    q.clear_group_by();
+    q.add_group_by(v1::DIMENSION_OWNER_ORGANIZATION);
+    r = figures_->QueryUsage(auditor_, q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->rows_size(), 2);
+    EXPECT_EQ(r->rows(0).key().owner_organization(), "organizations/lab");
+    EXPECT_EQ(r->rows(0).figures().effective_seconds(), 3 * 3600);
+    EXPECT_EQ(r->rows(0).figures().external_seconds(), 0);
+    EXPECT_EQ(r->rows(1).key().owner_organization(), "organizations/own");
+    EXPECT_EQ(r->rows(1).figures().effective_seconds(), 2 * 3600);
+    EXPECT_EQ(r->rows(1).figures().external_seconds(), 2 * 3600);
+
+    v1::UsageFilter sem;
+    sem.add_categories("sem");
+    f = Figures(jan, next_year, sem);
+    EXPECT_EQ(f.effective_seconds(), 2 * 3600);
+    EXPECT_EQ(f.service_income().amount_minor(), 1000);
+    EXPECT_EQ(f.instrument_count(), 0);
+    // January alone: the instrument was sem then, in the set too.
+    f = Figures(jan, absl::CivilDay(2026, 2, 1), sem);
+    EXPECT_EQ(f.effective_seconds(), 2 * 3600);
+    EXPECT_EQ(f.instrument_count(), 1);
+  }
+}
+
 // "Streaming exports": ReportExported is published before the last message;
 // when it cannot be, the stream ends with the error instead of the trailer
 // (a client never holds a trailer of an export that was not recorded).

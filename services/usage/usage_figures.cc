@@ -1035,24 +1035,30 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
       // stretches of days: use counts with the attributes of its stretch
       // ("as of the time of use"), the instrument set with those of the
       // last ("as of the end of the period").
+      // A stretch ends where owner, facility or category change (other
+      // changes, e.g. of state, do not split it).
       std::vector<std::pair<absl::CivilDay, const iv::Instrument*>> stretches;
+      std::string last_attributes;
       for (absl::CivilDay d = bfrom; d < bto; ++d) {
         const iv::Instrument* v = x.VersionAt(day_starts[d - bfrom]);
-        if (stretches.empty() || stretches.back().second != v) stretches.emplace_back(d, v);
+        std::string a = agg::Attributes(*v);
+        if (stretches.empty() || a != last_attributes) stretches.emplace_back(d, v);
+        last_attributes = std::move(a);
       }
+      // The version of the bucket's last day: the instrument set's (value too).
+      const iv::Instrument& end_version = *x.VersionAt(day_starts[bto - bfrom - 1]);
       for (size_t si = 0; si < stretches.size(); ++si) {
-        const iv::Instrument& version = *stretches[si].second;
+        const bool last = si + 1 == stretches.size();
+        const iv::Instrument& version = last ? end_version : *stretches[si].second;
         if (!matches(version)) continue;
         const absl::CivilDay sfrom = stretches[si].first;
-        const absl::CivilDay sto = si + 1 < stretches.size() ? stretches[si + 1].first : bto;
+        const absl::CivilDay sto = last ? bto : stretches[si + 1].first;
         Loaded l;
         l.id = &id;
         l.ins = &version;
-        l.in_set = si + 1 == stretches.size();
-        l.whole = stretches.size() == 1 && agg::Attributes(version) == agg::Attributes(ins);
-        const auto end_version = stretches.back().second;
-        l.value_known =
-            end_version->has_original_value() && end_version->original_value().currency_code() == currency_;
+        l.in_set = last;
+        l.whole = stretches.size() == 1 && last_attributes == agg::Attributes(ins);
+        l.value_known = end_version.has_original_value() && end_version.original_value().currency_code() == currency_;
         std::vector<std::string> sunion = {"SUNION"};
         for (const auto& [kind, suffix] : parts_of(sfrom, sto)) {
           cmds.push_back({"HGETALL", absl::StrCat("{usage}:", std::string(1, kind), ":", id, ":", suffix)});

@@ -611,6 +611,15 @@ TEST_F(UsageContractTest, AttributesAreTakenAsOfTheTimeOfUse) {
     EXPECT_EQ(f.effective_seconds(), 2 * 3600);
     EXPECT_EQ(f.instrument_count(), 1);
   }
+  // A change of something else (here the daily hours, from 15 February)
+  // keeps the month answerable from the aggregates.
+  figures_->set_use_aggregates(true);
+  version("organizations/lab", "tem", 10, absl::CivilDay(2026, 2, 15));
+  const int64_t before = figures_->buckets_from_aggregates();
+  v1::UsageFigures feb = Figures(absl::CivilDay(2026, 2, 1), mar);
+  EXPECT_EQ(feb.available_seconds(), 14 * 43200 + 14 * 36000);
+  EXPECT_EQ(feb.effective_seconds(), 3 * 3600);
+  EXPECT_EQ(figures_->buckets_from_aggregates(), before + 1);
 }
 
 // "Streaming exports": ReportExported is published before the last message;

@@ -1037,9 +1037,16 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
       // last ("as of the end of the period").
       // A stretch ends where owner, facility or category change (other
       // changes, e.g. of state, do not split it).
+      // Only the first day and the first days of versions can start one.
+      std::vector<absl::CivilDay> starts = {bfrom};
+      for (const auto& [t, v] : x.versions) {
+        absl::CivilDay d = absl::ToCivilDay(t, zone_);
+        if (absl::FromCivil(d, zone_) < t) ++d;
+        if (d > bfrom && d < bto && d != starts.back()) starts.push_back(d);
+      }
       std::vector<std::pair<absl::CivilDay, const iv::Instrument*>> stretches;
       std::string last_attributes;
-      for (absl::CivilDay d = bfrom; d < bto; ++d) {
+      for (absl::CivilDay d : starts) {
         const iv::Instrument* v = x.VersionAt(day_starts[d - bfrom]);
         std::string a = agg::Attributes(*v);
         if (stretches.empty() || a != last_attributes) stretches.emplace_back(d, v);

@@ -582,10 +582,22 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         ops.Add(kOpenSessions, "hset", ci.name(), absl::StrCat(cap, "|", ci.SerializeAsString()));
       }
     }
+    // A service order is confirmed when its client accepts the quote: one
+    // booking of TECHNICAL_SERVICE in the period of that time.
+    if (e.has_service_order_quote_accepted()) {
+      const bk::ServiceOrder& o = e.service_order_quote_accepted().service_order();
+      const absl::Time at = o.has_quote_accept_time() ? FromProto(o.quote_accept_time())
+                                                      : FromProto(e.header().event_time());
+      count(o.instrument(), at, "bk", labshare::type::v1::TECHNICAL_SERVICE, o.client_organization(), 1);
+    }
     if (b != nullptr) {
       const absl::Time start = FromProto(b->reserved_interval().start_time());
       const std::string& org = b->payer_organization();
-      if (confirmed) count(b->instrument(), start, "bk", b->mode(), org, 1);
+      // A TECHNICAL_SERVICE run is not the booking: its service order counts
+      // once, when confirmed (below), however often its run is rescheduled.
+      if (confirmed && b->mode() != labshare::type::v1::TECHNICAL_SERVICE) {
+        count(b->instrument(), start, "bk", b->mode(), org, 1);
+      }
       if (e.has_booking_missed()) count(b->instrument(), start, "miss", b->mode(), org, 1);
       if (e.has_booking_rejected()) count(b->instrument(), FromProto(b->create_time()), "rej", b->mode(), org, 1);
       if (e.has_booking_cancelled()) {

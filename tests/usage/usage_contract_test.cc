@@ -622,6 +622,56 @@ TEST_F(UsageContractTest, AttributesAreTakenAsOfTheTimeOfUse) {
   EXPECT_EQ(figures_->buckets_from_aggregates(), before + 1);
 }
 
+// bookings: "a booking counts in the period containing ... the time its
+// service order was confirmed (TECHNICAL_SERVICE)": one per order, however
+// often its run is rescheduled, in the month the quote was accepted.
+TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
+  namespace bk = labshare::booking::v1;
+  Register("nmr", "organizations/own");
+  const absl::Time accepted = absl::FromCivil(absl::CivilSecond(2026, 3, 30, 10, 0, 0), zone_);
+  bk::ServiceOrder o;
+  o.set_name("serviceOrders/o1");
+  o.set_instrument("instruments/nmr");
+  o.set_client_organization("organizations/lab");
+  o.set_requester("users/ana");
+  o.set_state(bk::ServiceOrder::QUOTE_ACCEPTED);
+  *o.mutable_quote_accept_time() = ToProto(accepted);
+  bk::BookingEvent qa;
+  *qa.mutable_service_order_quote_accepted()->mutable_service_order() = o;
+  Fold("booking", qa);
+  // Its run scheduled on 6 April, then moved to 8 April (the first run
+  // cancelled by its order, a new one created).
+  auto run = [&](const std::string& id, int day) {
+    bk::Booking b;
+    b.set_name("bookings/" + id);
+    b.set_instrument("instruments/nmr");
+    b.set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+    b.set_payer_organization("organizations/lab");
+    b.set_user("users/ana");
+    b.set_state(bk::Booking::CONFIRMED);
+    const absl::Time start = absl::FromCivil(absl::CivilDay(2026, 4, day), zone_) + absl::Hours(9);
+    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(start + absl::Hours(2));
+    bk::BookingEvent created;
+    *created.mutable_booking_created()->mutable_booking() = b;
+    Fold("booking", created);
+    return b;
+  };
+  bk::Booking first = run("r1", 6);
+  bk::BookingEvent moved;
+  *moved.mutable_booking_cancelled()->mutable_booking() = first;
+  moved.mutable_booking_cancelled()->set_initiator(bk::Booking::PARENT_RESOURCE);
+  Fold("booking", moved);
+  run("r2", 8);
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1)).bookings(), 1);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).bookings(), 0);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1)).bookings(), 1);
+  }
+}
+
 // "Streaming exports": ReportExported is published before the last message;
 // when it cannot be, the stream ends with the error instead of the trailer
 // (a client never holds a trailer of an export that was not recorded).

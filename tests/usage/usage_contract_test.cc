@@ -142,6 +142,21 @@ class UsageContractTest : public ::testing::Test {
     *f->mutable_service_income() = share->service_income();
     Fold("billing", e);
   }
+  // A CONFIRMED booking of users/ana paid by organizations/lab, reserved [start, end).
+  static labshare::booking::v1::Booking LabBooking(const std::string& id, const std::string& instrument,
+                                                   labshare::type::v1::SharingMode mode, absl::Time start,
+                                                   absl::Time end) {
+    labshare::booking::v1::Booking b;
+    b.set_name("bookings/" + id);
+    b.set_instrument("instruments/" + instrument);
+    b.set_mode(mode);
+    b.set_payer_organization("organizations/lab");
+    b.set_user("users/ana");
+    b.set_state(labshare::booking::v1::Booking::CONFIRMED);
+    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(end);
+    return b;
+  }
   v1::UsageFigures Figures(absl::CivilDay from, absl::CivilDay to, const v1::UsageFilter& filter = {}) {
     v1::GetUsageFiguresRequest g;
     *g.mutable_range() = Range(from, to);
@@ -417,32 +432,25 @@ TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumera
 TEST_F(UsageContractTest, OpenSessionsCountUpToTheComputationTime) {
   namespace bk = labshare::booking::v1;
   Register("tem", "organizations/own");
-  {
-    labshare::inventory::v1::InventoryEvent e;  // a leasable instrument counting 6 h a day
+  auto register_lathe = [&](int counted_hours) {  // a leasable instrument
+    labshare::inventory::v1::InventoryEvent e;
     auto* in = e.mutable_instrument_changed()->mutable_instrument();
     in->set_name("instruments/lathe");
     in->set_owner_organization("organizations/own");
     in->set_daily_available_hours(24);
     auto* m = in->add_modes();
     m->set_mode(labshare::type::v1::LEASE);
-    m->mutable_lease_rules()->set_counted_hours_per_day(6);
+    m->mutable_lease_rules()->set_counted_hours_per_day(counted_hours);
     *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
     Fold("inventory", e);
-  }
+  };
+  register_lathe(6);
   auto at = [&](int month, int day, int hour, int minute = 0) {
     return absl::FromCivil(absl::CivilSecond(2027, month, day, hour, minute, 0), zone_);
   };
   auto booking = [&](const std::string& id, const std::string& instrument, labshare::type::v1::SharingMode mode,
                      absl::Time start, absl::Time end) {
-    bk::Booking b;
-    b.set_name("bookings/" + id);
-    b.set_instrument("instruments/" + instrument);
-    b.set_mode(mode);
-    b.set_payer_organization("organizations/lab");
-    b.set_user("users/ana");
-    b.set_state(bk::Booking::CONFIRMED);
-    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
-    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(end);
+    bk::Booking b = LabBooking(id, instrument, mode, start, end);
     bk::BookingEvent created;
     *created.mutable_booking_created()->mutable_booking() = b;
     Fold("booking", created);
@@ -491,18 +499,7 @@ TEST_F(UsageContractTest, OpenSessionsCountUpToTheComputationTime) {
   *out.mutable_booking_checked_out()->mutable_booking() = b;
   Fold("booking", out);
   // The lathe's rules change after the handover; the lease is returned on 2 Mar 12:00.
-  {
-    labshare::inventory::v1::InventoryEvent e;
-    auto* in2 = e.mutable_instrument_changed()->mutable_instrument();
-    in2->set_name("instruments/lathe");
-    in2->set_owner_organization("organizations/own");
-    in2->set_daily_available_hours(24);
-    auto* m = in2->add_modes();
-    m->set_mode(labshare::type::v1::LEASE);
-    m->mutable_lease_rules()->set_counted_hours_per_day(12);
-    *in2->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
-    Fold("inventory", e);
-  }
+  register_lathe(12);
   *lease.mutable_session()->mutable_end_time() = ToProto(at(3, 2, 12));
   *out.mutable_booking_checked_out()->mutable_booking() = lease;
   Fold("booking", out);
@@ -538,15 +535,8 @@ TEST_F(UsageContractTest, AttributesAreTakenAsOfTheTimeOfUse) {
     Fold("inventory", e);
   };
   auto session = [&](const std::string& id, absl::CivilDay day, int hours) {
-    bk::Booking b;
-    b.set_name("bookings/" + id);
-    b.set_instrument("instruments/sem1");
-    b.set_mode(labshare::type::v1::ON_SITE);
-    b.set_payer_organization("organizations/lab");
-    b.set_user("users/ana");
     const absl::Time start = absl::FromCivil(day, zone_) + absl::Hours(9);
-    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
-    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(start + absl::Hours(hours));
+    bk::Booking b = LabBooking(id, "sem1", labshare::type::v1::ON_SITE, start, start + absl::Hours(hours));
     *b.mutable_session()->mutable_start_time() = ToProto(start);
     *b.mutable_session()->mutable_end_time() = ToProto(start + absl::Hours(hours));
     bk::BookingEvent out;
@@ -642,16 +632,8 @@ TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
   // Its run scheduled on 6 April, then moved to 8 April (the first run
   // cancelled by its order, a new one created).
   auto run = [&](const std::string& id, int day) {
-    bk::Booking b;
-    b.set_name("bookings/" + id);
-    b.set_instrument("instruments/nmr");
-    b.set_mode(labshare::type::v1::TECHNICAL_SERVICE);
-    b.set_payer_organization("organizations/lab");
-    b.set_user("users/ana");
-    b.set_state(bk::Booking::CONFIRMED);
     const absl::Time start = absl::FromCivil(absl::CivilDay(2026, 4, day), zone_) + absl::Hours(9);
-    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
-    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(start + absl::Hours(2));
+    bk::Booking b = LabBooking(id, "nmr", labshare::type::v1::TECHNICAL_SERVICE, start, start + absl::Hours(2));
     bk::BookingEvent created;
     *created.mutable_booking_created()->mutable_booking() = b;
     Fold("booking", created);

@@ -173,10 +173,17 @@ local function member(id, kc, kip, x)
   register(id, kip)
   redis.call('HSET', kc, 'has|' .. md, '1')
   local at = attrs(id) or {'', '', ''}
-  local sz = sizes[o]
-  if sz == nil then
-    sz = redis.call('HGET', KEYS[4], o) or '0'
-    sizes[o] = sz
+  -- The size class at the time of use, recorded in the member ("...|<size>");
+  -- members folded before it was recorded: the size class now.
+  local user, sz = string.match(u, '^(.*)|(%-?%d+)$')
+  if user then
+    u = user
+  else
+    sz = sizes[o]
+    if sz == nil then
+      sz = redis.call('HGET', KEYS[4], o) or '0'
+      sizes[o] = sz
+    end
   end
   if not seen[o] then
     seen[o] = true

@@ -289,12 +289,13 @@ for e = 1, nev do
           reg(ARGV[a + 2], id, K(q + 7), K(q + 8))
         elseif code == 'srv' then
           local id, mode, org, user = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-          local member = mode .. '|' .. org .. '|' .. user
+          -- The organisation's size class now, i.e. at the time of use.
+          local sz = size(org)
+          local member = mode .. '|' .. org .. '|' .. user .. '|' .. sz
           redis.call('SADD', K(q + 1), member)
           redis.call('SADD', K(q + 2), member)
           redis.call('SADD', K(q + 3), member)
           local at = known(id) or {'', '', ''}
-          local sz = size(org)
           if not seenc[org] then
             seenc[org] = true
             redis.call('HSET', KEYS[6], org, '1')
@@ -985,7 +986,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     std::string org;
     int64_t c[kCounters] = {};
     std::map<std::string, int64_t> other;  // other_currency_income by currency code
-    std::vector<std::string> users;
+    std::vector<std::pair<std::string, int>> users;  // served users, size class of the organisation then
   };
   // One stretch of days of the bucket in which the instrument's attributes
   // stayed the same (usually the whole bucket): ins is the version in force.
@@ -1260,7 +1261,18 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         std::vector<absl::string_view> fp = absl::StrSplit(m.str, absl::MaxSplits('|', 2));
         int mode = 0;
         if (fp.size() != 3 || !absl::SimpleAtoi(fp[0], &mode) || !user_ok(mode, fp[1])) continue;
-        l.cells[{mode, std::string(fp[1])}].users.emplace_back(fp[2]);
+        // "<user>|<size class at the time of use>" (without the size:
+        // folded before it was recorded; the size class now).
+        absl::string_view user = fp[2];
+        int sc = 0;
+        const size_t bar = user.rfind('|');
+        if (bar != absl::string_view::npos && absl::SimpleAtoi(user.substr(bar + 1), &sc)) {
+          user = user.substr(0, bar);
+        } else {
+          auto it = size_class.find(fp[1]);
+          sc = it == size_class.end() ? 0 : it->second;
+        }
+        l.cells[{mode, std::string(fp[1])}].users.emplace_back(std::string(user), sc);
       }
       // Open sessions: a use record up to the computation time ("Use
       // record"), split by day and capped per day like a closed one.
@@ -1279,7 +1291,8 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         if (eff <= 0) continue;
         cell.c[kEff] += eff;
         if (o.org != l.ins->owner_organization()) cell.c[kExt] += eff;
-        cell.users.push_back(o.user);
+        auto sc = size_class.find(o.org);
+        cell.users.emplace_back(o.user, sc == size_class.end() ? 0 : sc->second);
       }
     }
     std::vector<std::vector<v1::UsageRow>> bucket_rows(groupings.size());
@@ -1330,17 +1343,16 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
           if (l.value_known) a.valued_income += cell.c[kInc];
           if (cell.users.empty()) continue;
           const bool external = org != ins.owner_organization();
-          auto sc_it = size_class.find(org);
-          const int sc = sc_it == size_class.end() ? 0 : sc_it->second;
-          for (const std::string& user : cell.users) {
+          // SME and start-up by the size class at the time of each use.
+          for (const auto& [user, sc] : cell.users) {
             a.users.insert(user);
             if (external) a.ext_users.insert(user);
             if (sc == iv::SME) a.sme_users.insert(user);
+            if (sc == iv::SME) a.sme_orgs.insert(org);
+            if (sc == iv::START_UP) a.startup_orgs.insert(org);
           }
           a.orgs.insert(org);
           if (external) a.ext_orgs.insert(org);
-          if (sc == iv::SME) a.sme_orgs.insert(org);
-          if (sc == iv::START_UP) a.startup_orgs.insert(org);
         }
       }
       for (auto& [k, a] : accs) {

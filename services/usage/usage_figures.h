@@ -24,7 +24,10 @@
 //        currency CODE other than the reporting one: other_currency_income)
 //   {usage}:y:<instr>:<YYYY>          HASH the same counters per year (rollup)
 //   {usage}:ud:<instr>:<YYYYMMDD>, {usage}:um:<instr>:<YYYYMM>, {usage}:uy:<instr>:<YYYY>
-//                                     SET "<mode>|<user org>|<user>" served
+//                                     SET "<mode>|<user org>|<user>|<size class>" served, the
+//                                     organisation's size class when the use was folded (members
+//                                     folded before it was recorded lack "|<size class>": the
+//                                     size class now)
 //   {usage}:open                      HASH booking name -> "<day cap s>|<Booking>": sessions
 //                                     checked in and not checked out yet (added at
 //                                     BookingCheckedIn, removed at check-out or

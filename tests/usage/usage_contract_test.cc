@@ -612,6 +612,51 @@ TEST_F(UsageContractTest, AttributesAreTakenAsOfTheTimeOfUse) {
   EXPECT_EQ(figures_->buckets_from_aggregates(), before + 1);
 }
 
+// users / organisations served: "SME and start-up counts use the
+// organisation's size class (inventory) at the time of use."
+TEST_F(UsageContractTest, SmeCountsUseTheSizeClassAtTheTimeOfUse) {
+  namespace bk = labshare::booking::v1;
+  namespace iv = labshare::inventory::v1;
+  auto size = [&](iv::SizeClass c) {
+    iv::InventoryEvent e;
+    auto* o = e.mutable_organization_changed()->mutable_organization();
+    o->set_name("organizations/lab");
+    o->set_display_name("Lab");
+    o->set_size_class(c);
+    Fold("inventory", e);
+  };
+  Register("sem1", "organizations/own");
+  size(iv::SME);
+  const absl::Time start = absl::FromCivil(absl::CivilSecond(2026, 3, 2, 9, 0, 0), zone_);
+  bk::Booking b = LabBooking("b1", "sem1", labshare::type::v1::ON_SITE, start, start + absl::Hours(2));
+  *b.mutable_session()->mutable_start_time() = ToProto(start);
+  *b.mutable_session()->mutable_end_time() = ToProto(start + absl::Hours(2));
+  bk::BookingEvent out;
+  *out.mutable_booking_checked_out()->mutable_booking() = b;
+  Fold("booking", out);
+  size(iv::LARGE);  // grew after the use
+  auto expect_sme = [&](const char* how) {
+    SCOPED_TRACE(how);
+    for (const auto& [from, to] : std::vector<std::pair<absl::CivilDay, absl::CivilDay>>{
+             {absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1)},
+             {absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1)}}) {
+      v1::UsageFigures f = Figures(from, to);
+      EXPECT_EQ(f.users_served(), 1);
+      EXPECT_EQ(f.sme_users_served(), 1);
+      EXPECT_EQ(f.sme_organizations_served(), 1);
+      EXPECT_EQ(f.startup_organizations_served(), 0);
+    }
+  };
+  figures_->set_use_aggregates(false);
+  expect_sme("counters");
+  figures_->set_use_aggregates(true);
+  auto rebuilt = figures_->RebuildStaleAggregates();  // the size change made every period stale
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  const int64_t before = figures_->buckets_from_aggregates();
+  expect_sme("rebuilt aggregates");
+  EXPECT_GT(figures_->buckets_from_aggregates(), before);
+}
+
 // bookings: "a booking counts in the period containing ... the time its
 // service order was confirmed (TECHNICAL_SERVICE)": one per order, however
 // often its run is rescheduled, in the month the quote was accepted.

@@ -591,6 +591,28 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
                                                       : FromProto(e.header().event_time());
       count(o.instrument(), at, "bk", labshare::type::v1::TECHNICAL_SERVICE, o.client_organization(), 1);
     }
+    // A cancelled service order: after confirmation by the client side a
+    // cancellation (late when booking says so) of that booking; before it,
+    // by the owner side, a declined request (in the period of the request).
+    if (e.has_service_order_cancelled()) {
+      const auto& c = e.service_order_cancelled();
+      const bk::ServiceOrder& o = c.service_order();
+      const bool client_side = !e.header().actor_organization().empty() &&
+                               e.header().actor_organization() == o.client_organization();
+      const auto prev = c.previous_state();
+      const bool confirmed_order = prev == bk::ServiceOrder::QUOTE_ACCEPTED ||
+                                   prev == bk::ServiceOrder::SAMPLES_RECEIVED ||
+                                   prev == bk::ServiceOrder::SCHEDULED;
+      const auto ts = labshare::type::v1::TECHNICAL_SERVICE;
+      if (confirmed_order && client_side && o.has_quote_accept_time()) {
+        const absl::Time at = FromProto(o.quote_accept_time());
+        count(o.instrument(), at, "canc", ts, o.client_organization(), 1);
+        if (c.late_cancellation()) count(o.instrument(), at, "late", ts, o.client_organization(), 1);
+      } else if ((prev == bk::ServiceOrder::REQUESTED || prev == bk::ServiceOrder::QUOTED) && !client_side &&
+                 o.has_create_time()) {
+        count(o.instrument(), FromProto(o.create_time()), "rej", ts, o.client_organization(), 1);
+      }
+    }
     if (b != nullptr) {
       const absl::Time start = FromProto(b->reserved_interval().start_time());
       const std::string& org = b->payer_organization();

@@ -659,7 +659,10 @@ TEST_F(UsageContractTest, SmeCountsUseTheSizeClassAtTheTimeOfUse) {
 
 // bookings: "a booking counts in the period containing ... the time its
 // service order was confirmed (TECHNICAL_SERVICE)": one per order, however
-// often its run is rescheduled, in the month the quote was accepted.
+// often its run is rescheduled, in the month the quote was accepted; its
+// cancellation by the client is a (late) cancelled booking; an order the
+// owner declined is a rejected request "in the period containing the request
+// time".
 TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
   namespace bk = labshare::booking::v1;
   Register("nmr", "organizations/own");
@@ -690,9 +693,33 @@ TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
   moved.mutable_booking_cancelled()->set_initiator(bk::Booking::PARENT_RESOURCE);
   Fold("booking", moved);
   run("r2", 8);
+  // The client cancels the order late; another order is declined by the
+  // owner's staff before any quote was accepted (requested in March).
+  bk::BookingEvent cancelled;
+  cancelled.mutable_header()->set_actor_organization("organizations/lab");
+  auto* c = cancelled.mutable_service_order_cancelled();
+  *c->mutable_service_order() = o;
+  c->mutable_service_order()->set_state(bk::ServiceOrder::CANCELLED);
+  c->set_previous_state(bk::ServiceOrder::SCHEDULED);
+  c->set_late_cancellation(true);
+  Fold("booking", cancelled);
+  bk::BookingEvent declined;
+  declined.mutable_header()->set_actor_organization("organizations/own");
+  auto* d = declined.mutable_service_order_cancelled();
+  d->mutable_service_order()->set_name("serviceOrders/o2");
+  d->mutable_service_order()->set_instrument("instruments/nmr");
+  d->mutable_service_order()->set_client_organization("organizations/lab");
+  *d->mutable_service_order()->mutable_create_time() = ToProto(accepted - absl::Hours(24));
+  d->set_previous_state(bk::ServiceOrder::QUOTED);
+  Fold("booking", declined);
   for (bool aggregates : {true, false}) {
     figures_->set_use_aggregates(aggregates);
     SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    const v1::UsageFigures march = Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+    EXPECT_EQ(march.cancelled_bookings(), 1);
+    EXPECT_EQ(march.late_cancelled_bookings(), 1);
+    EXPECT_EQ(march.rejected_requests(), 1);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).cancelled_bookings(), 0);
     EXPECT_EQ(Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1)).bookings(), 1);
     EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).bookings(), 0);
     EXPECT_EQ(Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1)).bookings(), 1);

@@ -573,15 +573,24 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
     }
     // Checked in (check-in, lease handover, start of a service run): the
     // session is open and counts at query time (OpenSessions) until its
-    // BookingCheckedOut.
-    if (e.has_booking_checked_in()) {
-      const bk::Booking& ci = e.booking_checked_in().booking();
-      if (any_name_ok(ci.name()) && name_ok(ci.instrument(), "instruments", false) &&
-          name_ok(ci.payer_organization(), "organizations", true) && name_ok(ci.user(), "users", true) &&
-          ci.has_session() && ci.session().has_start_time()) {
-        LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(ci, /*at_handover=*/true));
-        ops.Add(kOpenSessions, "hset", ci.name(), absl::StrCat(cap, "|", ci.SerializeAsString()));
+    // BookingCheckedOut. When the block of a running session moves (lease
+    // extended, a maintenance cut), it counts to the new reserved end, with
+    // the cap recorded at check-in.
+    auto open_session = [&](const bk::Booking& ob, bool at_handover) -> absl::Status {
+      if (any_name_ok(ob.name()) && name_ok(ob.instrument(), "instruments", false) &&
+          name_ok(ob.payer_organization(), "organizations", true) && name_ok(ob.user(), "users", true) &&
+          ob.has_session() && ob.session().has_start_time()) {
+        LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(ob, at_handover));
+        ops.Add(kOpenSessions, "hset", ob.name(), absl::StrCat(cap, "|", ob.SerializeAsString()));
       }
+      return absl::OkStatus();
+    };
+    if (e.has_booking_checked_in()) {
+      LS_RETURN_IF_ERROR(open_session(e.booking_checked_in().booking(), /*at_handover=*/true));
+    }
+    if (e.has_booking_interval_changed() &&
+        e.booking_interval_changed().booking().state() == bk::Booking::CHECKED_IN) {
+      LS_RETURN_IF_ERROR(open_session(e.booking_interval_changed().booking(), /*at_handover=*/false));
     }
     // A service order is confirmed when its client accepts the quote: one
     // booking of TECHNICAL_SERVICE in the period of that time.

@@ -32,6 +32,7 @@ using labshare::type::v1::SharingMode;
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
 constexpr char kOpenSessions[] = "{usage}:open";
+constexpr char kOrdersConfirmed[] = "{usage}:tsorder";
 const std::string kVersionsPrefix = "{usage}:ih:";
 
 // ISO 4217 shape: three capital letters (the only currency codes that become
@@ -599,6 +600,10 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       const absl::Time at = o.has_quote_accept_time() ? FromProto(o.quote_accept_time())
                                                       : FromProto(e.header().event_time());
       count(o.instrument(), at, "bk", labshare::type::v1::TECHNICAL_SERVICE, o.client_organization(), 1);
+      // Where its runs count as completed.
+      if (IsResourceName(o.name(), "serviceOrders")) {
+        ops.Add(kOrdersConfirmed, "hset", o.name(), std::to_string(absl::ToUnixMillis(at)));
+      }
     }
     // A cancelled service order: after confirmation by the client side a
     // cancellation (late when booking says so) of that booking; before it,
@@ -647,7 +652,8 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       }
       if (e.has_booking_checked_out() && b->has_session() && b->session().has_start_time() &&
           b->session().has_end_time()) {
-        count(b->instrument(), start, "done", b->mode(), org, 1);
+        LS_ASSIGN_OR_RETURN(absl::Time counted_at, BookingPeriodTime(*b));
+        count(b->instrument(), counted_at, "done", b->mode(), org, 1);
         const absl::Time s = FromProto(b->session().start_time()), en = FromProto(b->session().end_time());
         // LEASE: the cap recorded at handover (open session), else as now.
         LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(*b, /*at_handover=*/false));
@@ -711,6 +717,14 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
   return out;
 }
 
+absl::StatusOr<absl::Time> UsageFigures::BookingPeriodTime(const labshare::booking::v1::Booking& b) const {
+  const absl::Time start = FromProto(b.reserved_interval().start_time());
+  if (b.mode() != labshare::type::v1::TECHNICAL_SERVICE || b.service_order().empty()) return start;
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HGET", kOrdersConfirmed, b.service_order()}));
+  int64_t ms = 0;
+  return !v.is_nil() && absl::SimpleAtoi(v.str, &ms) ? absl::FromUnixMillis(ms) : start;
+}
+
 absl::StatusOr<int64_t> UsageFigures::DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const {
   if (b.mode() != labshare::type::v1::LEASE || !IsResourceName(b.instrument(), "instruments")) return 24 * 3600;
   LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", IdOf(b.instrument())},
@@ -757,7 +771,7 @@ absl::StatusOr<std::map<std::string, std::vector<UsageFigures::OpenSession>>> Us
     o.org = b.payer_organization();
     o.user = b.user();
     o.start = FromProto(b.session().start_time());
-    o.reserved_start = FromProto(b.reserved_interval().start_time());
+    LS_ASSIGN_OR_RETURN(o.reserved_start, BookingPeriodTime(b));
     // Up to the computation time; ON_SITE, JOINT_RESEARCH and
     // TECHNICAL_SERVICE also at most to the reserved (scheduled) end.
     o.end = now;

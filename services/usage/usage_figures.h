@@ -34,6 +34,8 @@
 //                                     cancellation); they count at query time, up to
 //                                     the computation time (OpenSessions), not in the
 //                                     counters or the aggregates
+//   {usage}:tsorder                   HASH service order name -> unix ms its quote was accepted
+//                                     (the period its booking and its run's completion count in)
 // Figures of a range read whole years from the year hashes, whole months from
 // the month hashes and the remaining days from the day hashes, all
 // instruments in one pipelined round trip per bucket.
@@ -204,11 +206,15 @@ class UsageFigures {
   // counted hours per day in force at handover (at_handover: now; else the
   // cap its open session recorded, or as now), other modes 24 h.
   absl::StatusOr<int64_t> DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const;
+  // When a booking counts (bookings, completed_bookings): its reserved
+  // start; a TECHNICAL_SERVICE run, when its service order was confirmed.
+  absl::StatusOr<absl::Time> BookingPeriodTime(const labshare::booking::v1::Booking& b) const;
   // A checked-in session not checked out yet, as it counts at `now`.
   struct OpenSession {
     int mode = 0;
     std::string org, user;
-    absl::Time start, end, reserved_start;  // end: min(now, reserved end); LEASE: now
+    // end: min(now, reserved end), LEASE: now; reserved_start: BookingPeriodTime.
+    absl::Time start, end, reserved_start;
     int64_t cap = 24 * 3600;                // per calendar day
   };
   // The open sessions by instrument id.

@@ -695,6 +695,7 @@ TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
   auto run = [&](const std::string& id, int day) {
     const absl::Time start = absl::FromCivil(absl::CivilDay(2026, 4, day), zone_) + absl::Hours(9);
     bk::Booking b = LabBooking(id, "nmr", labshare::type::v1::TECHNICAL_SERVICE, start, start + absl::Hours(2));
+    b.set_service_order(o.name());
     bk::BookingEvent created;
     *created.mutable_booking_created()->mutable_booking() = b;
     Fold("booking", created);
@@ -705,13 +706,33 @@ TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
   *moved.mutable_booking_cancelled()->mutable_booking() = first;
   moved.mutable_booking_cancelled()->set_initiator(bk::Booking::PARENT_RESOURCE);
   Fold("booking", moved);
-  run("r2", 8);
-  // The client cancels the order late; another order is declined by the
-  // owner's staff before any quote was accepted (requested in March).
+  bk::Booking second = run("r2", 8);
+  // The run starts (and later ends): completed, in the order's month too.
+  clock_.Set(absl::FromCivil(absl::CivilSecond(2026, 4, 8, 10, 0, 0), zone_));
+  *second.mutable_session()->mutable_start_time() = second.reserved_interval().start_time();
+  bk::BookingEvent started;
+  *started.mutable_booking_checked_in()->mutable_booking() = second;
+  Fold("booking", started);
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1)).completed_bookings(), 1);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).effective_seconds(), 3600);
+  }
+  *second.mutable_session()->mutable_end_time() = second.reserved_interval().end_time();
+  bk::BookingEvent ended;
+  *ended.mutable_booking_checked_out()->mutable_booking() = second;
+  Fold("booking", ended);
+  // A second order, also accepted in March, the client cancels late before
+  // its run; a third is declined by the owner's staff before any quote was
+  // accepted (requested in March).
+  bk::ServiceOrder o2 = o;
+  o2.set_name("serviceOrders/o2");
+  *qa.mutable_service_order_quote_accepted()->mutable_service_order() = o2;
+  Fold("booking", qa);
   bk::BookingEvent cancelled;
   cancelled.mutable_header()->set_actor_organization("organizations/lab");
   auto* c = cancelled.mutable_service_order_cancelled();
-  *c->mutable_service_order() = o;
+  *c->mutable_service_order() = o2;
   c->mutable_service_order()->set_state(bk::ServiceOrder::CANCELLED);
   c->set_previous_state(bk::ServiceOrder::SCHEDULED);
   c->set_late_cancellation(true);
@@ -719,7 +740,7 @@ TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
   bk::BookingEvent declined;
   declined.mutable_header()->set_actor_organization("organizations/own");
   auto* d = declined.mutable_service_order_cancelled();
-  d->mutable_service_order()->set_name("serviceOrders/o2");
+  d->mutable_service_order()->set_name("serviceOrders/o3");
   d->mutable_service_order()->set_instrument("instruments/nmr");
   d->mutable_service_order()->set_client_organization("organizations/lab");
   *d->mutable_service_order()->mutable_create_time() = ToProto(accepted - absl::Hours(24));
@@ -733,9 +754,12 @@ TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
     EXPECT_EQ(march.late_cancelled_bookings(), 1);
     EXPECT_EQ(march.rejected_requests(), 1);
     EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).cancelled_bookings(), 0);
-    EXPECT_EQ(Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1)).bookings(), 1);
+    EXPECT_EQ(march.completed_bookings(), 1);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).completed_bookings(), 0);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).effective_seconds(), 7200);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1)).bookings(), 2);  // o1, o2
     EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).bookings(), 0);
-    EXPECT_EQ(Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1)).bookings(), 1);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1)).bookings(), 2);
   }
 }
 

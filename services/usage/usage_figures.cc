@@ -639,9 +639,13 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       if (e.has_booking_rejected()) count(b->instrument(), FromProto(b->create_time()), "rej", b->mode(), org, 1);
       if (e.has_booking_cancelled()) {
         const auto& c = e.booking_cancelled();
+        // A TECHNICAL_SERVICE run is booked by the owner's staff: its
+        // client's cancellations are the order's (ServiceOrderCancelled).
+        const bool run = b->mode() == labshare::type::v1::TECHNICAL_SERVICE;
         if (c.cancelled_by_outage()) {
-          count(b->instrument(), start, "out", b->mode(), org, 1);
-        } else if (c.initiator() == bk::Booking::BOOKER) {
+          LS_ASSIGN_OR_RETURN(absl::Time counted_at, BookingPeriodTime(*b));
+          count(b->instrument(), counted_at, "out", b->mode(), org, 1);
+        } else if (c.initiator() == bk::Booking::BOOKER && !run) {
           count(b->instrument(), start, "canc", b->mode(), org, 1);
           if (c.late_cancellation()) count(b->instrument(), start, "late", b->mode(), org, 1);
         }

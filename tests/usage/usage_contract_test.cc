@@ -706,6 +706,11 @@ TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
   *moved.mutable_booking_cancelled()->mutable_booking() = first;
   moved.mutable_booking_cancelled()->set_initiator(bk::Booking::PARENT_RESOURCE);
   Fold("booking", moved);
+  // A spare run the staff booked and cancelled themselves (its booker): not
+  // a cancellation by the user side.
+  *moved.mutable_booking_cancelled()->mutable_booking() = run("r3", 9);
+  moved.mutable_booking_cancelled()->set_initiator(bk::Booking::BOOKER);
+  Fold("booking", moved);
   bk::Booking second = run("r2", 8);
   // The run starts (and later ends): completed, in the order's month too.
   clock_.Set(absl::FromCivil(absl::CivilSecond(2026, 4, 8, 10, 0, 0), zone_));

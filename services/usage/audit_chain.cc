@@ -1350,9 +1350,8 @@ absl::Status AuditChain::ExportAuditTrail(
   trailer->set_sha256_hex(summary.sha256_hex);
   pending->mutable_last_entry()->set_sequence(summary.last_sequence);
   pending->mutable_last_entry()->set_hash(summary.last_hash);
-  LS_RETURN_IF_ERROR(send(*pending));
   if (summary_out != nullptr) *summary_out = std::move(summary);
-  return absl::OkStatus();
+  return send(*pending);
 }
 
 }  // namespace labshare::usage

@@ -341,7 +341,8 @@ class AuditChain {
   // ExportAuditTrailResponse messages (data, offset; the last message also
   // carries the trailer and last_entry). INVALID_ARGUMENT (INVALID_FIELD)
   // also when format is unspecified. `summary`, when given, receives the
-  // range exported once the last message was sent.
+  // range exported before the last message is sent (so that `send` can
+  // record the export before the client gets the trailer).
   absl::Status ExportAuditTrail(
       const labshare::usage::v1::ExportAuditTrailRequest& request,
       const std::function<absl::Status(const labshare::usage::v1::ExportAuditTrailResponse&)>& send,

@@ -173,10 +173,17 @@ local function member(id, kc, kip, x)
   register(id, kip)
   redis.call('HSET', kc, 'has|' .. md, '1')
   local at = attrs(id) or {'', '', ''}
-  local sz = sizes[o]
-  if sz == nil then
-    sz = redis.call('HGET', KEYS[4], o) or '0'
-    sizes[o] = sz
+  -- The size class at the time of use, recorded in the member ("...|<size>");
+  -- members folded before it was recorded: the size class now.
+  local user, sz = string.match(u, '^(.*)|(%-?%d+)$')
+  if user then
+    u = user
+  else
+    sz = sizes[o]
+    if sz == nil then
+      sz = redis.call('HGET', KEYS[4], o) or '0'
+      sizes[o] = sz
+    end
   end
   if not seen[o] then
     seen[o] = true
@@ -208,7 +215,8 @@ while idx <= n and j <= m and used < BUDGET do
     local at = attrs(id)
     for k = 1, #h, 2 do
       local c, md, o = string.match(h[k], '^([^|]*)|([^|]*)|([^|]*)$')
-      if c and KNOWN[c] and string.match(md, '^%-?%d+$') and string.match(h[k + 1], '^%-?%d+$') then
+      if c and (KNOWN[c] or string.match(c, '^oc%.%u%u%u$')) and string.match(md, '^%-?%d+$') and
+         string.match(h[k + 1], '^%-?%d+$') then
         redis.call('HINCRBY', kc, c .. '|' .. md, h[k + 1])
         if c == 'eff' and at and o ~= at[1] then redis.call('HINCRBY', kc, 'ext|' .. md, h[k + 1]) end
       end

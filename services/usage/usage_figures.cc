@@ -31,6 +31,23 @@ using labshare::type::v1::SharingMode;
 
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
+constexpr char kOpenSessions[] = "{usage}:open";
+constexpr char kOrdersConfirmed[] = "{usage}:tsorder";
+const std::string kVersionsPrefix = "{usage}:ih:";
+
+// ISO 4217 shape: three capital letters (the only currency codes that become
+// part of a counter name).
+bool IsCurrencyCode(absl::string_view c) {
+  return c.size() == 3 && std::all_of(c.begin(), c.end(), [](char x) { return x >= 'A' && x <= 'Z'; });
+}
+// The counter of service income in another currency, and back.
+std::string OtherCurrencyCounter(absl::string_view code) { return absl::StrCat("oc.", code); }
+bool OtherCurrencyOf(absl::string_view counter, std::string* code) {
+  if (counter.size() != 6 || counter.substr(0, 3) != "oc." || !IsCurrencyCode(counter.substr(3))) return false;
+  *code = std::string(counter.substr(3));
+  return true;
+}
+
 // One Lua step folds a batch of events, each exactly once and each atomic on
 // its own (usage_aggregates.h describes the aggregate keys). Every key the
 // step touches is declared in KEYS, computed by the caller (Redis Cluster;
@@ -273,12 +290,13 @@ for e = 1, nev do
           reg(ARGV[a + 2], id, K(q + 7), K(q + 8))
         elseif code == 'srv' then
           local id, mode, org, user = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-          local member = mode .. '|' .. org .. '|' .. user
+          -- The organisation's size class now, i.e. at the time of use.
+          local sz = size(org)
+          local member = mode .. '|' .. org .. '|' .. user .. '|' .. sz
           redis.call('SADD', K(q + 1), member)
           redis.call('SADD', K(q + 2), member)
           redis.call('SADD', K(q + 3), member)
           local at = known(id) or {'', '', ''}
-          local sz = size(org)
           if not seenc[org] then
             seenc[org] = true
             redis.call('HSET', KEYS[6], org, '1')
@@ -504,6 +522,12 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       if (name_ok(in.name(), "instruments", false) && name_ok(in.owner_organization(), "organizations", true) &&
           name_ok(in.facility(), "facilities", true)) {
         ops.Add("{usage}:instr", "hset", IdOf(in.name()), in.SerializeAsString());
+        // The version, by the time it took effect.
+        const absl::Time effective = in.has_update_time()   ? FromProto(in.update_time())
+                                     : in.has_create_time() ? FromProto(in.create_time())
+                                                            : FromProto(e.header().event_time());
+        ops.Add(kVersionsPrefix + IdOf(in.name()), "hset", std::to_string(absl::ToUnixMillis(effective)),
+                in.SerializeAsString());
         ops.Raw("inst", {agg::PeriodsKey(IdOf(in.name()))}, {IdOf(in.name()), agg::Attributes(in)});
       }
     } else if (e.has_organization_changed()) {
@@ -548,45 +572,95 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
           e.has_booking_rejected() ? &e.booking_rejected().booking() : nullptr}) {
       if (candidate != nullptr) b = candidate;
     }
+    // Checked in (check-in, lease handover, start of a service run): the
+    // session is open and counts at query time (OpenSessions) until its
+    // BookingCheckedOut. When the block of a running session moves (lease
+    // extended, a maintenance cut), it counts to the new reserved end, with
+    // the cap recorded at check-in.
+    auto open_session = [&](const bk::Booking& ob, bool at_handover) -> absl::Status {
+      if (any_name_ok(ob.name()) && name_ok(ob.instrument(), "instruments", false) &&
+          name_ok(ob.payer_organization(), "organizations", true) && name_ok(ob.user(), "users", true) &&
+          ob.has_session() && ob.session().has_start_time()) {
+        LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(ob, at_handover));
+        ops.Add(kOpenSessions, "hset", ob.name(), absl::StrCat(cap, "|", ob.SerializeAsString()));
+      }
+      return absl::OkStatus();
+    };
+    if (e.has_booking_checked_in()) {
+      LS_RETURN_IF_ERROR(open_session(e.booking_checked_in().booking(), /*at_handover=*/true));
+    }
+    if (e.has_booking_interval_changed() &&
+        e.booking_interval_changed().booking().state() == bk::Booking::CHECKED_IN) {
+      LS_RETURN_IF_ERROR(open_session(e.booking_interval_changed().booking(), /*at_handover=*/false));
+    }
+    // A service order is confirmed when its client accepts the quote: one
+    // booking of TECHNICAL_SERVICE in the period of that time.
+    if (e.has_service_order_quote_accepted()) {
+      const bk::ServiceOrder& o = e.service_order_quote_accepted().service_order();
+      const absl::Time at = o.has_quote_accept_time() ? FromProto(o.quote_accept_time())
+                                                      : FromProto(e.header().event_time());
+      count(o.instrument(), at, "bk", labshare::type::v1::TECHNICAL_SERVICE, o.client_organization(), 1);
+      // Where its runs count as completed.
+      if (IsResourceName(o.name(), "serviceOrders")) {
+        ops.Add(kOrdersConfirmed, "hset", o.name(), std::to_string(absl::ToUnixMillis(at)));
+      }
+    }
+    // A cancelled service order: after confirmation by the client side a
+    // cancellation (late when booking says so) of that booking; before it,
+    // by the owner side, a declined request (in the period of the request).
+    if (e.has_service_order_cancelled()) {
+      const auto& c = e.service_order_cancelled();
+      const bk::ServiceOrder& o = c.service_order();
+      const bool client_side = !e.header().actor_organization().empty() &&
+                               e.header().actor_organization() == o.client_organization();
+      const auto prev = c.previous_state();
+      const bool confirmed_order = prev == bk::ServiceOrder::QUOTE_ACCEPTED ||
+                                   prev == bk::ServiceOrder::SAMPLES_RECEIVED ||
+                                   prev == bk::ServiceOrder::SCHEDULED;
+      const auto ts = labshare::type::v1::TECHNICAL_SERVICE;
+      if (confirmed_order && client_side && o.has_quote_accept_time()) {
+        const absl::Time at = FromProto(o.quote_accept_time());
+        count(o.instrument(), at, "canc", ts, o.client_organization(), 1);
+        if (c.late_cancellation()) count(o.instrument(), at, "late", ts, o.client_organization(), 1);
+      } else if ((prev == bk::ServiceOrder::REQUESTED || prev == bk::ServiceOrder::QUOTED) && !client_side &&
+                 o.has_create_time()) {
+        count(o.instrument(), FromProto(o.create_time()), "rej", ts, o.client_organization(), 1);
+      }
+    }
     if (b != nullptr) {
       const absl::Time start = FromProto(b->reserved_interval().start_time());
       const std::string& org = b->payer_organization();
-      if (confirmed) count(b->instrument(), start, "bk", b->mode(), org, 1);
+      // A TECHNICAL_SERVICE run is not the booking: its service order counts
+      // once, when confirmed (below), however often its run is rescheduled.
+      if (confirmed && b->mode() != labshare::type::v1::TECHNICAL_SERVICE) {
+        count(b->instrument(), start, "bk", b->mode(), org, 1);
+      }
       if (e.has_booking_missed()) count(b->instrument(), start, "miss", b->mode(), org, 1);
       if (e.has_booking_rejected()) count(b->instrument(), FromProto(b->create_time()), "rej", b->mode(), org, 1);
       if (e.has_booking_cancelled()) {
         const auto& c = e.booking_cancelled();
+        // A TECHNICAL_SERVICE run is booked by the owner's staff: its
+        // client's cancellations are the order's (ServiceOrderCancelled).
+        const bool run = b->mode() == labshare::type::v1::TECHNICAL_SERVICE;
         if (c.cancelled_by_outage()) {
-          count(b->instrument(), start, "out", b->mode(), org, 1);
-        } else if (c.initiator() == bk::Booking::BOOKER) {
+          LS_ASSIGN_OR_RETURN(absl::Time counted_at, BookingPeriodTime(*b));
+          count(b->instrument(), counted_at, "out", b->mode(), org, 1);
+        } else if (c.initiator() == bk::Booking::BOOKER && !run) {
           count(b->instrument(), start, "canc", b->mode(), org, 1);
           if (c.late_cancellation()) count(b->instrument(), start, "late", b->mode(), org, 1);
         }
       }
+      // A session that ended (or a booking cancelled) is no longer open.
+      if ((e.has_booking_checked_out() || e.has_booking_cancelled()) && any_name_ok(b->name())) {
+        ops.Add(kOpenSessions, "hdel", b->name());
+      }
       if (e.has_booking_checked_out() && b->has_session() && b->session().has_start_time() &&
           b->session().has_end_time()) {
-        count(b->instrument(), start, "done", b->mode(), org, 1);
+        LS_ASSIGN_OR_RETURN(absl::Time counted_at, BookingPeriodTime(*b));
+        count(b->instrument(), counted_at, "done", b->mode(), org, 1);
         const absl::Time s = FromProto(b->session().start_time()), en = FromProto(b->session().end_time());
-        int64_t cap = 24 * 3600;
-        if (b->mode() == labshare::type::v1::LEASE && IsResourceName(b->instrument(), "instruments")) {
-          // Thresholds.default_lease_counted_hours_per_day in force now,
-          // unless the instrument counts its own hours.
-          cap = default_lease_hours_ * 3600;
-          LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", IdOf(b->instrument())},
-                                                       {"HGET", "{usage}:thresholds", "d"}}));
-          v1::Thresholds t;
-          if (!v[1].is_nil() && t.ParseFromString(v[1].str) && t.default_lease_counted_hours_per_day() > 0) {
-            cap = int64_t{t.default_lease_counted_hours_per_day()} * 3600;
-          }
-          iv::Instrument in;
-          if (!v[0].is_nil() && in.ParseFromString(v[0].str)) {
-            for (const auto& m : in.modes()) {
-              if (m.mode() == labshare::type::v1::LEASE && m.lease_rules().counted_hours_per_day() > 0) {
-                cap = m.lease_rules().counted_hours_per_day() * 3600;
-              }
-            }
-          }
-        }
+        // LEASE: the cap recorded at handover (open session), else as now.
+        LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(*b, /*at_handover=*/false));
         for (const auto& [day, seconds] : SplitByDay(s, en, zone_)) {
           count(b->instrument(), absl::FromCivil(day, zone_), "eff", b->mode(), org, std::min(seconds, cap));
           served(b->instrument(), day, b->mode(), org, b->user());
@@ -603,7 +677,19 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       for (const auto& f : e.correction_posted().income_deltas()) figures.push_back(&f);
     }
     for (const bl::IncomeFigures* f : figures) {
-      if (f->instrument().empty() || f->currency_code() != currency_) continue;
+      if (f->instrument().empty()) continue;
+      if (f->currency_code() != currency_) {
+        // other_currency_income: the service income in its own currency
+        // ("oc.<CODE>"), never converted, in no rate.
+        if (!IsCurrencyCode(f->currency_code())) continue;
+        for (const auto& s : f->shares()) {
+          if (s.service_income().amount_minor() != 0 && s.service_income().currency_code() == f->currency_code()) {
+            count(f->instrument(), FromProto(f->effective_time()), OtherCurrencyCounter(f->currency_code()), f->mode(),
+                  s.payer_organization(), s.service_income().amount_minor());
+          }
+        }
+        continue;
+      }
       const absl::Time at = FromProto(f->effective_time());
       const bool fee = f->fee_kind() == bl::MISSED_BOOKING_FEE || f->fee_kind() == bl::LATE_CANCELLATION_FEE;
       for (const auto& s : f->shares()) {
@@ -631,6 +717,72 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
   out.marker = absl::StrCat(source, "|", event_id);
   for (auto& op : ops.ops) {
     out.ops.push_back(PreparedFold::Op{op.code, std::move(op.keys), std::move(op.args)});
+  }
+  return out;
+}
+
+absl::StatusOr<absl::Time> UsageFigures::BookingPeriodTime(const labshare::booking::v1::Booking& b) const {
+  const absl::Time start = FromProto(b.reserved_interval().start_time());
+  if (b.mode() != labshare::type::v1::TECHNICAL_SERVICE || b.service_order().empty()) return start;
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HGET", kOrdersConfirmed, b.service_order()}));
+  int64_t ms = 0;
+  return !v.is_nil() && absl::SimpleAtoi(v.str, &ms) ? absl::FromUnixMillis(ms) : start;
+}
+
+absl::StatusOr<int64_t> UsageFigures::DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const {
+  if (b.mode() != labshare::type::v1::LEASE || !IsResourceName(b.instrument(), "instruments")) return 24 * 3600;
+  LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", IdOf(b.instrument())},
+                                               {"HGET", "{usage}:thresholds", "d"},
+                                               {"HGET", kOpenSessions, b.name()}}));
+  // The cap recorded when the lease was handed over ("in force at handover").
+  int64_t recorded = 0;
+  if (!at_handover && !v[2].is_nil() &&
+      absl::SimpleAtoi(absl::string_view(v[2].str).substr(0, v[2].str.find('|')), &recorded) && recorded > 0) {
+    return recorded;
+  }
+  // Thresholds.default_lease_counted_hours_per_day in force now, unless the
+  // instrument counts its own hours.
+  int64_t cap = default_lease_hours_ * 3600;
+  v1::Thresholds t;
+  if (!v[1].is_nil() && t.ParseFromString(v[1].str) && t.default_lease_counted_hours_per_day() > 0) {
+    cap = int64_t{t.default_lease_counted_hours_per_day()} * 3600;
+  }
+  iv::Instrument in;
+  if (!v[0].is_nil() && in.ParseFromString(v[0].str)) {
+    for (const auto& m : in.modes()) {
+      if (m.mode() == labshare::type::v1::LEASE && m.lease_rules().counted_hours_per_day() > 0) {
+        cap = m.lease_rules().counted_hours_per_day() * 3600;
+      }
+    }
+  }
+  return cap;
+}
+
+absl::StatusOr<std::map<std::string, std::vector<UsageFigures::OpenSession>>> UsageFigures::OpenSessions(
+    absl::Time now) const {
+  LS_ASSIGN_OR_RETURN(RedisValue all, pool_->Command({"HGETALL", kOpenSessions}));
+  std::map<std::string, std::vector<OpenSession>> out;
+  for (size_t i = 0; i + 1 < all.elements.size(); i += 2) {
+    const std::string& v = all.elements[i + 1].str;
+    const size_t bar = v.find('|');
+    OpenSession o;
+    bk::Booking b;
+    if (bar == std::string::npos || !absl::SimpleAtoi(absl::string_view(v).substr(0, bar), &o.cap) ||
+        !b.ParseFromString(v.substr(bar + 1)) || !IsResourceName(b.instrument(), "instruments")) {
+      continue;
+    }
+    o.mode = static_cast<int>(b.mode());
+    o.org = b.payer_organization();
+    o.user = b.user();
+    o.start = FromProto(b.session().start_time());
+    LS_ASSIGN_OR_RETURN(o.reserved_start, BookingPeriodTime(b));
+    // Up to the computation time; ON_SITE, JOINT_RESEARCH and
+    // TECHNICAL_SERVICE also at most to the reserved (scheduled) end.
+    o.end = now;
+    if (b.mode() != labshare::type::v1::LEASE && b.reserved_interval().has_end_time()) {
+      o.end = std::min(o.end, FromProto(b.reserved_interval().end_time()));
+    }
+    out[IdOf(b.instrument())].push_back(std::move(o));
   }
   return out;
 }
@@ -739,7 +891,18 @@ absl::Status UsageFigures::Scope(const Principal& p, const v1::UsageFilter& f) c
   return CheckFilterNames(f, "filter");
 }
 
-absl::StatusOr<std::map<std::string, UsageFigures::Instr>> UsageFigures::Instruments(const v1::UsageFilter& f) const {
+const labshare::inventory::v1::Instrument* UsageFigures::Instr::VersionAt(absl::Time t) const {
+  if (versions.empty()) return &instrument;
+  const iv::Instrument* v = &versions.front().second;
+  for (const auto& [from, version] : versions) {
+    if (from > t) break;
+    v = &version;
+  }
+  return v;
+}
+
+absl::StatusOr<std::map<std::string, UsageFigures::Instr>> UsageFigures::Instruments(const v1::UsageFilter& f,
+                                                                                     bool history) const {
   LS_ASSIGN_OR_RETURN(RedisValue all, pool_->Command({"HGETALL", "{usage}:instr"}));
   auto in = [](const auto& list, const std::string& v) {
     return list.empty() || std::find(list.begin(), list.end(), v) != list.end();
@@ -749,20 +912,38 @@ absl::StatusOr<std::map<std::string, UsageFigures::Instr>> UsageFigures::Instrum
     Instr x;
     if (!x.instrument.ParseFromString(all.elements[i + 1].str)) continue;
     const auto& ins = x.instrument;
-    if (!in(f.instruments(), ins.name()) || !in(f.owner_organizations(), ins.owner_organization()) ||
-        !in(f.facilities(), ins.facility()) || !in(f.categories(), ins.category())) {
+    if (!in(f.instruments(), ins.name()) ||
+        (!history && (!in(f.owner_organizations(), ins.owner_organization()) || !in(f.facilities(), ins.facility()) ||
+                      !in(f.categories(), ins.category())))) {
       continue;
     }
     out.emplace(all.elements[i].str, std::move(x));
   }
-  // Maintenance windows of all of them in one round trip.
+  // Maintenance windows (and versions) of all of them in one round trip.
   std::vector<std::vector<std::string>> cmds;
-  for (const auto& [id, x] : out) cmds.push_back({"HVALS", "{usage}:mw:" + id});
+  for (const auto& [id, x] : out) {
+    cmds.push_back({"HVALS", "{usage}:mw:" + id});
+    if (history) cmds.push_back({"HGETALL", kVersionsPrefix + id});
+  }
   if (cmds.empty()) return out;
   LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(cmds));
   size_t i = 0;
   for (auto& [id, x] : out) {
-    for (const auto& v : replies[i++].elements) {
+    if (history) {
+      const RedisValue& h = replies[i + 1];
+      for (size_t j = 0; j + 1 < h.elements.size(); j += 2) {
+        int64_t ms = 0;
+        iv::Instrument v;
+        if (absl::SimpleAtoi(h.elements[j].str, &ms) && v.ParseFromString(h.elements[j + 1].str)) {
+          x.versions.emplace_back(absl::FromUnixMillis(ms), std::move(v));
+        }
+      }
+      std::sort(x.versions.begin(), x.versions.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+    }
+    const RedisValue& windows = replies[i];
+    i += history ? 2 : 1;
+    for (const auto& v : windows.elements) {
       std::vector<absl::string_view> se = absl::StrSplit(v.str, '|');
       int64_t s = 0, e = 0;
       if (se.size() == 2 && absl::SimpleAtoi(se[0], &s) && absl::SimpleAtoi(se[1], &e)) {
@@ -815,7 +996,16 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
   LS_ASSIGN_OR_RETURN(auto before, pool_->Pipeline({{"HGET", agg::kState, "gen"}, {"HGET", agg::kState, "epoch"}}));
   const std::string gen_before = before[0].is_nil() ? "0" : before[0].str;
   const std::string epoch_before = before[1].is_nil() ? "0" : before[1].str;
-  LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f));
+  LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f, /*history=*/true));
+  LS_ASSIGN_OR_RETURN(auto open_sessions, OpenSessions(clock_->Now()));
+  // Instrument-side filters, applied to the version of each stretch.
+  auto in = [](const auto& list, const std::string& v) {
+    return list.empty() || std::find(list.begin(), list.end(), v) != list.end();
+  };
+  auto matches = [&](const iv::Instrument& v) {
+    return in(f.owner_organizations(), v.owner_organization()) && in(f.facilities(), v.facility()) &&
+           in(f.categories(), v.category());
+  };
   LS_ASSIGN_OR_RETURN(RedisValue orgs_raw, pool_->Command({"HGETALL", "{usage}:orgs"}));
   std::map<std::string, int, std::less<>> size_class;
   for (size_t i = 0; i + 1 < orgs_raw.elements.size(); i += 2) {
@@ -844,13 +1034,19 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     int mode = 0;
     std::string org;
     int64_t c[kCounters] = {};
-    std::vector<std::string> users;
+    std::map<std::string, int64_t> other;  // other_currency_income by currency code
+    std::vector<std::pair<std::string, int>> users;  // served users, size class of the organisation then
   };
+  // One stretch of days of the bucket in which the instrument's attributes
+  // stayed the same (usually the whole bucket): ins is the version in force.
   struct Loaded {
     const std::string* id = nullptr;
     const labshare::inventory::v1::Instrument* ins = nullptr;
     int64_t calendar = 0, maintenance = 0, available = 0;
     bool value_known = false;
+    bool in_set = false;  // the last stretch, in the row's instrument set (capacity, value, count)
+    bool whole = true;    // the only stretch, with the attributes the aggregates were built for
+    size_t nparts = 0;    // counter hashes read (then one SUNION)
     std::map<std::pair<int, std::string>, Cell> cells;  // by (mode, user org), filtered
   };
   struct Acc {
@@ -859,28 +1055,32 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     std::set<absl::string_view> instruments;  // the row's instrument set
     int64_t calendar = 0, maintenance = 0, available = 0, original_value = 0, without_value = 0;
     int64_t valued_income = 0;  // service income of the instruments with a known value (revenue_rate)
+    std::map<std::string, int64_t> other;  // other_currency_income by currency code
     std::set<absl::string_view> users, ext_users, sme_users, orgs, ext_orgs, sme_orgs, startup_orgs;
   };
   std::vector<std::vector<v1::UsageRow>> all_rows(groupings.size());
   for (const auto& [bfrom, bto] : buckets) {
     const absl::Time bstart = absl::FromCivil(bfrom, zone_), bend = absl::FromCivil(bto, zone_);
-    // Hash and set keys of the bucket: whole years from year hashes, whole
+    // Hash and set keys of [from, to): whole years from year hashes, whole
     // months from month hashes, the rest from days.
-    std::vector<std::pair<char, std::string>> parts;  // ('y', 'm' or 'd', suffix)
-    for (absl::CivilDay d = bfrom; d < bto;) {
-      const absl::CivilYear y(d);
-      const absl::CivilMonth m(d);
-      if (absl::CivilDay(y) == d && absl::CivilDay(y + 1) <= bto) {
-        parts.emplace_back('y', absl::StrFormat("%04d", y.year()));
-        d = absl::CivilDay(y + 1);
-      } else if (absl::CivilDay(m) == d && absl::CivilDay(m + 1) <= bto) {
-        parts.emplace_back('m', absl::StrFormat("%04d%02d", m.year(), m.month()));
-        d = absl::CivilDay(m + 1);
-      } else {
-        parts.emplace_back('d', absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()));
-        d = d + 1;
+    auto parts_of = [](absl::CivilDay from, absl::CivilDay to) {
+      std::vector<std::pair<char, std::string>> parts;  // ('y', 'm' or 'd', suffix)
+      for (absl::CivilDay d = from; d < to;) {
+        const absl::CivilYear y(d);
+        const absl::CivilMonth m(d);
+        if (absl::CivilDay(y) == d && absl::CivilDay(y + 1) <= to) {
+          parts.emplace_back('y', absl::StrFormat("%04d", y.year()));
+          d = absl::CivilDay(y + 1);
+        } else if (absl::CivilDay(m) == d && absl::CivilDay(m + 1) <= to) {
+          parts.emplace_back('m', absl::StrFormat("%04d%02d", m.year(), m.month()));
+          d = absl::CivilDay(m + 1);
+        } else {
+          parts.emplace_back('d', absl::StrFormat("%04d%02d%02d", d.year(), d.month(), d.day()));
+          d = d + 1;
+        }
       }
-    }
+      return parts;
+    };
     std::vector<Loaded> loaded;
     std::vector<std::vector<std::string>> cmds;
     // The bucket's day boundaries, shared by every instrument's capacity.
@@ -893,41 +1093,78 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
                                                                                   : absl::InfiniteFuture();
       const absl::Time in_from = std::max(created, bstart), in_to = std::min(retired, bend);
       if (in_from >= in_to) continue;  // not in service in this bucket
-      Loaded l;
-      l.id = &id;
-      l.ins = &ins;
-      // Capacity of this instrument in the bucket.
-      for (size_t k = 0; k + 1 < day_starts.size(); ++k) {
-        const absl::Time ds = std::max(in_from, day_starts[k]);
-        const absl::Time de = std::min(in_to, day_starts[k + 1]);
-        if (ds >= de) continue;  // outside [in_from, in_to)
-        const int64_t secs = absl::ToInt64Seconds(de - ds);
-        // Union of the windows inside [ds, de).
-        std::vector<std::pair<absl::Time, absl::Time>> cut;
-        for (const auto& [ws, we] : x.windows) {
-          if (ws < de && ds < we) cut.emplace_back(std::max(ws, ds), std::min(we, de));
-        }
-        std::sort(cut.begin(), cut.end());
-        int64_t m = 0;
-        absl::Time reach = absl::InfinitePast();
-        for (const auto& [s, e] : cut) {
-          const absl::Time s2 = std::max(s, reach);
-          if (e > s2) m += absl::ToInt64Seconds(e - s2);
-          reach = std::max(reach, e);
-        }
-        l.calendar += secs;
-        l.maintenance += m;
-        const int hours = ins.daily_available_hours() > 0 ? ins.daily_available_hours() : 24;
-        l.available += (secs - m) * hours / 24;
+      // The version in force at the start of each day of the bucket, as
+      // stretches of days: use counts with the attributes of its stretch
+      // ("as of the time of use"), the instrument set with those of the
+      // last ("as of the end of the period").
+      // A stretch ends where owner, facility or category change (other
+      // changes, e.g. of state, do not split it).
+      // Only the first day and the first days of versions can start one.
+      std::vector<absl::CivilDay> starts = {bfrom};
+      for (const auto& [t, v] : x.versions) {
+        absl::CivilDay d = absl::ToCivilDay(t, zone_);
+        if (absl::FromCivil(d, zone_) < t) ++d;
+        if (d > bfrom && d < bto && d != starts.back()) starts.push_back(d);
       }
-      l.value_known = ins.has_original_value() && ins.original_value().currency_code() == currency_;
-      std::vector<std::string> sunion = {"SUNION"};
-      for (const auto& [kind, suffix] : parts) {
-        cmds.push_back({"HGETALL", absl::StrCat("{usage}:", std::string(1, kind), ":", id, ":", suffix)});
-        sunion.push_back(absl::StrCat("{usage}:u", std::string(1, kind), ":", id, ":", suffix));
+      std::vector<std::pair<absl::CivilDay, const iv::Instrument*>> stretches;
+      std::string last_attributes;
+      for (absl::CivilDay d : starts) {
+        const iv::Instrument* v = x.VersionAt(day_starts[d - bfrom]);
+        std::string a = agg::Attributes(*v);
+        if (stretches.empty() || a != last_attributes) stretches.emplace_back(d, v);
+        last_attributes = std::move(a);
       }
-      cmds.push_back(std::move(sunion));
-      loaded.push_back(std::move(l));
+      // The version of the bucket's last day: the instrument set's (value too).
+      const iv::Instrument& end_version = *x.VersionAt(day_starts[bto - bfrom - 1]);
+      for (size_t si = 0; si < stretches.size(); ++si) {
+        const bool last = si + 1 == stretches.size();
+        const iv::Instrument& version = last ? end_version : *stretches[si].second;
+        if (!matches(version)) continue;
+        const absl::CivilDay sfrom = stretches[si].first;
+        const absl::CivilDay sto = last ? bto : stretches[si + 1].first;
+        Loaded l;
+        l.id = &id;
+        l.ins = &version;
+        l.in_set = last;
+        l.whole = stretches.size() == 1 && last_attributes == agg::Attributes(ins);
+        l.value_known = end_version.has_original_value() && end_version.original_value().currency_code() == currency_;
+        std::vector<std::string> sunion = {"SUNION"};
+        for (const auto& [kind, suffix] : parts_of(sfrom, sto)) {
+          cmds.push_back({"HGETALL", absl::StrCat("{usage}:", std::string(1, kind), ":", id, ":", suffix)});
+          sunion.push_back(absl::StrCat("{usage}:u", std::string(1, kind), ":", id, ":", suffix));
+          ++l.nparts;
+        }
+        cmds.push_back(std::move(sunion));
+        if (l.in_set) {
+          // Capacity of this instrument in the bucket.
+          for (size_t k = 0; k + 1 < day_starts.size(); ++k) {
+            const absl::Time ds = std::max(in_from, day_starts[k]);
+            const absl::Time de = std::min(in_to, day_starts[k + 1]);
+            if (ds >= de) continue;  // outside [in_from, in_to)
+            const int64_t secs = absl::ToInt64Seconds(de - ds);
+            // Union of the windows inside [ds, de).
+            std::vector<std::pair<absl::Time, absl::Time>> cut;
+            for (const auto& [ws, we] : x.windows) {
+              if (ws < de && ds < we) cut.emplace_back(std::max(ws, ds), std::min(we, de));
+            }
+            std::sort(cut.begin(), cut.end());
+            int64_t m = 0;
+            absl::Time reach = absl::InfinitePast();
+            for (const auto& [s, e] : cut) {
+              const absl::Time s2 = std::max(s, reach);
+              if (e > s2) m += absl::ToInt64Seconds(e - s2);
+              reach = std::max(reach, e);
+            }
+            l.calendar += secs;
+            l.maintenance += m;
+            // daily_available_hours in force at the start of the day.
+            const iv::Instrument& day_version = *x.VersionAt(day_starts[k]);
+            const int hours = day_version.daily_available_hours() > 0 ? day_version.daily_available_hours() : 24;
+            l.available += (secs - m) * hours / 24;
+          }
+        }
+        loaded.push_back(std::move(l));
+      }
     }
     // From the aggregates when they answer this bucket exactly: a whole
     // month or year, no user-side filter, groupings by instrument (any
@@ -936,8 +1173,26 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     // attributes (built == gen) to which only instruments in service in the
     // bucket contributed.
     std::map<std::string, int64_t, std::less<>> distinct;  // "<scope>|<name>" -> count
+    // Open sessions of the bucket's instruments that count in it (time in
+    // use so far, or a completed booking by its reserved start): not in the
+    // aggregates, so such a bucket is computed from the counters.
+    bool open_here = false;
+    for (const Loaded& l : loaded) {
+      auto it = open_sessions.find(*l.id);
+      if (it == open_sessions.end()) continue;
+      for (const OpenSession& o : it->second) {
+        if ((o.start < bend && bstart < o.end) || (bstart <= o.reserved_start && o.reserved_start < bend)) {
+          open_here = true;
+        }
+      }
+    }
+    // The aggregates hold an instrument's use under its current attributes:
+    // only buckets in which no instrument's attributes differ from them.
+    const bool current_attributes =
+        std::all_of(loaded.begin(), loaded.end(), [](const Loaded& l) { return l.whole; });
     bool fast = false;
-    if (use_aggregates_ && f.user_organizations().empty() && f.modes().empty()) {
+    if (use_aggregates_ && !open_here && current_attributes && f.user_organizations().empty() &&
+        f.modes().empty()) {
       std::string period;
       bool full = false;
       if (absl::CivilDay(absl::CivilYear(bfrom)) == bfrom && absl::CivilDay(absl::CivilYear(bfrom) + 1) == bto) {
@@ -1009,10 +1264,13 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
               }
               const absl::string_view name = absl::string_view(field).substr(0, bar);
               Cell& cell = loaded[i].cells[{mode, std::string()}];
+              std::string code;
               if (name == "ext") {
                 cell.c[kExt] += v;
               } else if (const int counter = CounterIndex(name); counter >= 0) {
                 cell.c[counter] += v;
+              } else if (OtherCurrencyOf(name, &code)) {
+                cell.other[code] += v;
               }
             }
           }
@@ -1027,7 +1285,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     size_t r = 0;
     for (Loaded& l : loaded) {
       if (fast) break;
-      for (size_t p = 0; p < parts.size(); ++p) {
+      for (size_t p = 0; p < l.nparts; ++p) {
         const RedisValue& h = replies[r++];
         for (size_t j = 0; j + 1 < h.elements.size(); j += 2) {
           std::vector<absl::string_view> fp = absl::StrSplit(h.elements[j].str, '|');
@@ -1037,6 +1295,11 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
             continue;
           }
           const int counter = CounterIndex(fp[0]);
+          std::string code;
+          if (counter < 0 && OtherCurrencyOf(fp[0], &code) && user_ok(mode, fp[2])) {
+            l.cells[{mode, std::string(fp[2])}].other[code] += v;
+            continue;
+          }
           if (counter < 0 || !user_ok(mode, fp[2])) continue;
           Cell& cell = l.cells[{mode, std::string(fp[2])}];
           cell.c[counter] += v;
@@ -1047,7 +1310,38 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         std::vector<absl::string_view> fp = absl::StrSplit(m.str, absl::MaxSplits('|', 2));
         int mode = 0;
         if (fp.size() != 3 || !absl::SimpleAtoi(fp[0], &mode) || !user_ok(mode, fp[1])) continue;
-        l.cells[{mode, std::string(fp[1])}].users.emplace_back(fp[2]);
+        // "<user>|<size class at the time of use>" (without the size:
+        // folded before it was recorded; the size class now).
+        absl::string_view user = fp[2];
+        int sc = 0;
+        const size_t bar = user.rfind('|');
+        if (bar != absl::string_view::npos && absl::SimpleAtoi(user.substr(bar + 1), &sc)) {
+          user = user.substr(0, bar);
+        } else {
+          auto it = size_class.find(fp[1]);
+          sc = it == size_class.end() ? 0 : it->second;
+        }
+        l.cells[{mode, std::string(fp[1])}].users.emplace_back(std::string(user), sc);
+      }
+      // Open sessions: a use record up to the computation time ("Use
+      // record"), split by day and capped per day like a closed one.
+      auto open = open_here && l.in_set ? open_sessions.find(*l.id) : open_sessions.end();
+      if (open == open_sessions.end()) continue;
+      for (const OpenSession& o : open->second) {
+        if (!user_ok(o.mode, o.org)) continue;
+        const bool done = bstart <= o.reserved_start && o.reserved_start < bend;
+        int64_t eff = 0;
+        for (const auto& [day, seconds] : SplitByDay(std::max(o.start, bstart), std::min(o.end, bend), zone_)) {
+          eff += std::min(seconds, o.cap);
+        }
+        if (!done && eff <= 0) continue;
+        Cell& cell = l.cells[{o.mode, o.org}];
+        cell.c[kDone] += done ? 1 : 0;
+        if (eff <= 0) continue;
+        cell.c[kEff] += eff;
+        if (o.org != l.ins->owner_organization()) cell.c[kExt] += eff;
+        auto sc = size_class.find(o.org);
+        cell.users.emplace_back(o.user, sc == size_class.end() ? 0 : sc->second);
       }
     }
     std::vector<std::vector<v1::UsageRow>> bucket_rows(groupings.size());
@@ -1077,7 +1371,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
             if (has(v1::DIMENSION_USER_ORGANIZATION)) a.key.set_user_organization(org);
             if (has(v1::DIMENSION_SHARING_MODE)) a.key.set_mode(static_cast<SharingMode>(mode));
           }
-          if (a.instruments.insert(*l.id).second) {
+          if (l.in_set && a.instruments.insert(*l.id).second) {
             a.calendar += l.calendar;
             a.maintenance += l.maintenance;
             a.available += l.available;
@@ -1089,25 +1383,25 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
           }
           return a;
         };
-        if (!user_dims) row_for(0, "");
+        if (!user_dims && l.in_set) row_for(0, "");
         for (const auto& [mo, cell] : l.cells) {
           const auto& [mode, org] = mo;
           Acc& a = row_for(mode, org);
           for (int i = 0; i < kCounters; ++i) a.c[i] += cell.c[i];
+          for (const auto& [code, v] : cell.other) a.other[code] += v;
           if (l.value_known) a.valued_income += cell.c[kInc];
           if (cell.users.empty()) continue;
           const bool external = org != ins.owner_organization();
-          auto sc_it = size_class.find(org);
-          const int sc = sc_it == size_class.end() ? 0 : sc_it->second;
-          for (const std::string& user : cell.users) {
+          // SME and start-up by the size class at the time of each use.
+          for (const auto& [user, sc] : cell.users) {
             a.users.insert(user);
             if (external) a.ext_users.insert(user);
             if (sc == iv::SME) a.sme_users.insert(user);
+            if (sc == iv::SME) a.sme_orgs.insert(org);
+            if (sc == iv::START_UP) a.startup_orgs.insert(org);
           }
           a.orgs.insert(org);
           if (external) a.ext_orgs.insert(org);
-          if (sc == iv::SME) a.sme_orgs.insert(org);
-          if (sc == iv::START_UP) a.startup_orgs.insert(org);
         }
       }
       for (auto& [k, a] : accs) {
@@ -1147,6 +1441,12 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         money(fig.mutable_penalty_income(), a.c[kPen]);
         money(fig.mutable_subsidized_income(), a.c[kSub]);
         money(fig.mutable_in_kind_contribution(), a.c[kInk]);
+        for (const auto& [code, v] : a.other) {  // by currency code
+          if (v == 0) continue;
+          labshare::type::v1::Money* m = fig.add_other_currency_income();
+          m->set_currency_code(code);
+          m->set_amount_minor(v);
+        }
         fig.set_bookings(a.c[kBk]);
         fig.set_completed_bookings(a.c[kDone]);
         fig.set_missed_bookings(a.c[kMiss]);

@@ -6,6 +6,11 @@
 // Redis layout (hash tag {usage}):
 //   {usage}:applied                   HASH "<source>|<event id>" -> 1: folded once
 //   {usage}:instr                     HASH instrument id -> Instrument (latest)
+//   {usage}:ih:<instr>                HASH "<unix ms>" -> Instrument: every version, by the time
+//                                     it took effect (update_time, else create_time, else the
+//                                     event time); figures take owner, facility, category and
+//                                     daily hours of use from the version in force at the start
+//                                     of its day, the instrument set's from the bucket's last day
 //   {usage}:orgs                      HASH organisation name -> size class
 //   {usage}:mw:<instr>                HASH window id -> "<start ms>|<end ms>" (scheduled windows)
 //   {usage}:d:<instr>:<YYYYMMDD>      HASH counters of one day, fields
@@ -15,10 +20,22 @@
 //        miss, late, canc (user-side cancellations), out (outage
 //        cancellations), rej (rejected requests), inc (service income,
 //        minor units), pen (of which fees), sub (of which subsidised),
-//        ink (in-kind contribution)
+//        ink (in-kind contribution), oc.<CODE> (service income posted in
+//        currency CODE other than the reporting one: other_currency_income)
 //   {usage}:y:<instr>:<YYYY>          HASH the same counters per year (rollup)
 //   {usage}:ud:<instr>:<YYYYMMDD>, {usage}:um:<instr>:<YYYYMM>, {usage}:uy:<instr>:<YYYY>
-//                                     SET "<mode>|<user org>|<user>" served
+//                                     SET "<mode>|<user org>|<user>|<size class>" served, the
+//                                     organisation's size class when the use was folded (members
+//                                     folded before it was recorded lack "|<size class>": the
+//                                     size class now)
+//   {usage}:open                      HASH booking name -> "<day cap s>|<Booking>": sessions
+//                                     checked in and not checked out yet (added at
+//                                     BookingCheckedIn, removed at check-out or
+//                                     cancellation); they count at query time, up to
+//                                     the computation time (OpenSessions), not in the
+//                                     counters or the aggregates
+//   {usage}:tsorder                   HASH service order name -> unix ms its quote was accepted
+//                                     (the period its booking and its run's completion count in)
 // Figures of a range read whole years from the year hashes, whole months from
 // the month hashes and the remaining days from the day hashes, all
 // instruments in one pipelined round trip per bucket.
@@ -46,6 +63,7 @@
 #include "common/events.h"
 #include "common/page_token.h"
 #include "common/redis.h"
+#include "labshare/booking/v1/booking.pb.h"
 #include "labshare/inventory/v1/inventory.pb.h"
 #include "labshare/usage/v1/usage.pb.h"
 #include "labshare/usage/v1/usage_events.pb.h"
@@ -164,8 +182,14 @@ class UsageFigures {
 
  private:
   struct Instr {
-    labshare::inventory::v1::Instrument instrument;
+    labshare::inventory::v1::Instrument instrument;  // the latest
     std::vector<std::pair<absl::Time, absl::Time>> windows;
+    // Its versions by the time they took effect, ascending (history: true;
+    // empty for instruments folded before versions were kept).
+    std::vector<std::pair<absl::Time, labshare::inventory::v1::Instrument>> versions;
+    // The version in force at t: the last one in effect at or before t (the
+    // first one before it took effect; the latest when there are none).
+    const labshare::inventory::v1::Instrument* VersionAt(absl::Time t) const;
   };
   struct PreparedFold {
     struct Op {
@@ -178,8 +202,27 @@ class UsageFigures {
     std::vector<Op> ops;
   };
   absl::StatusOr<PreparedFold> PrepareFold(absl::string_view source, const StreamEvent& event) const;
+  // Seconds a day of the booking's session counts at most: LEASE the
+  // counted hours per day in force at handover (at_handover: now; else the
+  // cap its open session recorded, or as now), other modes 24 h.
+  absl::StatusOr<int64_t> DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const;
+  // When a booking counts (bookings, completed_bookings): its reserved
+  // start; a TECHNICAL_SERVICE run, when its service order was confirmed.
+  absl::StatusOr<absl::Time> BookingPeriodTime(const labshare::booking::v1::Booking& b) const;
+  // A checked-in session not checked out yet, as it counts at `now`.
+  struct OpenSession {
+    int mode = 0;
+    std::string org, user;
+    // end: min(now, reserved end), LEASE: now; reserved_start: BookingPeriodTime.
+    absl::Time start, end, reserved_start;
+    int64_t cap = 24 * 3600;                // per calendar day
+  };
+  // The open sessions by instrument id.
+  absl::StatusOr<std::map<std::string, std::vector<OpenSession>>> OpenSessions(absl::Time now) const;
   struct Partial;  // the figures of one instrument, bucket and user-side key, before ratios
-  absl::StatusOr<std::map<std::string, Instr>> Instruments(const v1::UsageFilter& f) const;
+  // The instruments matching f. history: with their versions, filtered by
+  // f.instruments only (the caller matches each version).
+  absl::StatusOr<std::map<std::string, Instr>> Instruments(const v1::UsageFilter& f, bool history = false) const;
   absl::Status CheckRange(const labshare::type::v1::Interval& range, absl::CivilDay* from, absl::CivilDay* to) const;
   absl::Status Scope(const Principal& p, const v1::UsageFilter& f) const;
   // Rows of [from, to) grouped by `dims`, bucketed by `granularity`.

@@ -840,14 +840,15 @@ absl::Status UsageFigures::ExportAnnualReportCsv(const Principal& p, const v1::E
   trailer->set_total_bytes(offset);
   trailer->set_sha256_hex(sha.HexDigest());
   *trailer->mutable_computation() = report.computation();
-  LS_RETURN_IF_ERROR(sink(*pending));
+  // Recorded before the last message (see ExportAuditTrail in the service).
   v1::UsageEvent e;
   auto* x = e.mutable_report_exported();
   x->set_kind(v1::EXPORT_KIND_ANNUAL_REPORT_CSV);
   x->set_year(r.year());
   *x->mutable_scope() = r.scope();
   *x->mutable_trailer() = *trailer;
-  return Publish(p, std::move(e));
+  LS_RETURN_IF_ERROR(Publish(p, std::move(e)));
+  return sink(*pending);
 }
 
 // ================================================================ usage export
@@ -956,14 +957,15 @@ absl::Status UsageFigures::ExportUsage(const Principal& p, const v1::ExportUsage
     trailer->set_sha256_hex(sha.HexDigest());
   }
   *trailer->mutable_computation() = Info(FromProto(r.range().end_time()));
-  LS_RETURN_IF_ERROR(sink(*pending));
+  // Recorded before the last message (see ExportAuditTrail in the service).
   v1::UsageEvent e;
   auto* x = e.mutable_report_exported();
   x->set_kind(v1::EXPORT_KIND_USAGE);
   *x->mutable_usage_request() = base;
   *x->mutable_trailer() = *trailer;
   x->set_resumed(resumed);
-  return Publish(p, std::move(e));
+  LS_RETURN_IF_ERROR(Publish(p, std::move(e)));
+  return sink(*pending);
 }
 
 }  // namespace labshare::usage

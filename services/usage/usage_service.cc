@@ -104,7 +104,6 @@ grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::
   // request was validated (INVALID_ARGUMENT / OUT_OF_RANGE come first).
   std::optional<ExportSlot> slot;
   const auto write = WriterSink(writer, &stats_);
-  v1::ExportTrailer trailer;
   AuditExportSummary summary;
   absl::Status s = audit_->ExportAuditTrail(
       *req,
@@ -113,12 +112,17 @@ grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::
           LS_ASSIGN_OR_RETURN(ExportSlot acquired, figures_->AcquireExport(*principal));
           slot.emplace(std::move(acquired));
         }
-        if (chunk.has_trailer()) trailer = chunk.trailer();
+        // The whole file is ready: ReportExported (EXPORT_KIND_AUDIT_TRAIL)
+        // is recorded before the last message, so a stream that ends with
+        // the trailer always has its event, and one whose event could not be
+        // recorded ends with that error instead of the trailer.
+        if (chunk.has_trailer()) {
+          LS_RETURN_IF_ERROR(figures_->PublishAuditExport(*principal, summary.start_sequence,
+                                                          summary.end_sequence, chunk.trailer()));
+        }
         return write(chunk);
       },
       64 * 1024, &summary);
-  // Completed: ReportExported (EXPORT_KIND_AUDIT_TRAIL).
-  if (s.ok()) s = figures_->PublishAuditExport(*principal, summary.start_sequence, summary.end_sequence, trailer);
   return ToGrpcStatus(s, kDomain);
 }
 

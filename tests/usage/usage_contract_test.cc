@@ -14,6 +14,7 @@
 #include "common/proto_util.h"
 #include "common/server.h"
 #include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 #include "labshare/usage/v1/usage.grpc.pb.h"
 #include "labshare/usage/v1/usage_events.pb.h"
@@ -104,6 +105,67 @@ class UsageContractTest : public ::testing::Test {
     return out;
   }
 
+  // Folds one event of `source` under a fresh event id.
+  template <typename Event>
+  void Fold(const std::string& source, Event event) {
+    event.mutable_header()->set_event_id(absl::StrCat("fig", ++next_event_));
+    StreamEvent e;
+    e.payload = event.SerializeAsString();
+    ASSERT_TRUE(figures_->Fold(source, e).ok());
+  }
+  // An instrument of `owner` registered on 1 January 2026.
+  void Register(const std::string& id, const std::string& owner, const std::string& category = "sem") {
+    labshare::inventory::v1::InventoryEvent e;
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/" + id);
+    in->set_owner_organization(owner);
+    in->set_category(category);
+    in->set_daily_available_hours(24);
+    *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
+    Fold("inventory", e);
+  }
+  // A posted charge: `amount` of service income of `payer` in `currency` at `at`.
+  void Charge(const std::string& id, const std::string& payer, const std::string& currency, int64_t amount,
+              absl::Time at, bool correction = false) {
+    labshare::billing::v1::BillingEvent e;
+    auto* f = correction ? e.mutable_correction_posted()->add_income_deltas() : e.mutable_charge_posted()->mutable_income();
+    f->set_owner_organization("organizations/own");
+    f->set_instrument("instruments/" + id);
+    f->set_mode(labshare::type::v1::ON_SITE);
+    *f->mutable_effective_time() = ToProto(at);
+    f->set_currency_code(currency);
+    auto* share = f->add_shares();
+    share->set_payer_organization(payer);
+    share->set_share_bps(10000);
+    share->mutable_service_income()->set_currency_code(currency);
+    share->mutable_service_income()->set_amount_minor(amount);
+    *f->mutable_service_income() = share->service_income();
+    Fold("billing", e);
+  }
+  // A CONFIRMED booking of users/ana paid by organizations/lab, reserved [start, end).
+  static labshare::booking::v1::Booking LabBooking(const std::string& id, const std::string& instrument,
+                                                   labshare::type::v1::SharingMode mode, absl::Time start,
+                                                   absl::Time end) {
+    labshare::booking::v1::Booking b;
+    b.set_name("bookings/" + id);
+    b.set_instrument("instruments/" + instrument);
+    b.set_mode(mode);
+    b.set_payer_organization("organizations/lab");
+    b.set_user("users/ana");
+    b.set_state(labshare::booking::v1::Booking::CONFIRMED);
+    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(end);
+    return b;
+  }
+  v1::UsageFigures Figures(absl::CivilDay from, absl::CivilDay to, const v1::UsageFilter& filter = {}) {
+    v1::GetUsageFiguresRequest g;
+    *g.mutable_range() = Range(from, to);
+    *g.mutable_filter() = filter;
+    auto r = figures_->GetUsageFigures(auditor_, g);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->figures() : v1::UsageFigures();
+  }
+
   labshare::type::v1::Interval Range(absl::CivilDay from, absl::CivilDay to) {
     labshare::type::v1::Interval r;
     *r.mutable_start_time() = ToProto(absl::FromCivil(from, zone_));
@@ -122,6 +184,7 @@ class UsageContractTest : public ::testing::Test {
   std::unique_ptr<Server> server_;
   std::unique_ptr<v1::UsageService::Stub> stub_;
   Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
+  int next_event_ = 0;
 };
 
 // "Publishes AuditVerificationRun"; mutations are idempotent through
@@ -316,13 +379,6 @@ TEST_F(UsageContractTest, StreamingRequestsAreRangeCheckedFirst) {
 // definition: instruments without a value are "left out of both numerator
 // and denominator". service_income itself still counts every instrument.
 TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumerator) {
-  int next_id = 0;
-  auto fold = [&](const std::string& source, auto event) {
-    event.mutable_header()->set_event_id(absl::StrCat("fig", ++next_id));
-    StreamEvent e;
-    e.payload = event.SerializeAsString();
-    ASSERT_TRUE(figures_->Fold(source, e).ok());
-  };
   const absl::Time jan1 = absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_);
   for (const auto& [id, value] : std::vector<std::pair<std::string, int64_t>>{{"valued", 1000000}, {"novalue", 0}}) {
     labshare::inventory::v1::InventoryEvent e;
@@ -335,7 +391,7 @@ TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumera
       in->mutable_original_value()->set_amount_minor(value);
     }
     *in->mutable_create_time() = ToProto(jan1);
-    fold("inventory", e);
+    Fold("inventory", e);
   }
   for (const auto& [id, income] : std::vector<std::pair<std::string, int64_t>>{{"valued", 10000}, {"novalue", 5000}}) {
     labshare::billing::v1::BillingEvent e;
@@ -350,7 +406,7 @@ TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumera
     share->set_share_bps(10000);
     share->mutable_service_income()->set_currency_code("CNY");
     share->mutable_service_income()->set_amount_minor(income);
-    fold("billing", e);
+    Fold("billing", e);
   }
   for (bool aggregates : {true, false}) {  // from the aggregates and from the counters
     figures_->set_use_aggregates(aggregates);
@@ -367,6 +423,457 @@ TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumera
     EXPECT_EQ(fig.revenue_rate().basis_points(), 100);
   }
   EXPECT_GT(figures_->buckets_from_aggregates(), 0);  // the first round was answered from the aggregates
+}
+
+// "Use record": "A session not yet closed counts up to min(computed_time,
+// reserved end)"; a lease not yet returned "up to computed_time", each day at
+// most the counted hours "in force at handover"; completed_bookings counts
+// bookings "with at least one check-in, a handover".
+TEST_F(UsageContractTest, OpenSessionsCountUpToTheComputationTime) {
+  namespace bk = labshare::booking::v1;
+  Register("tem", "organizations/own");
+  auto register_lathe = [&](int counted_hours) {  // a leasable instrument
+    labshare::inventory::v1::InventoryEvent e;
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/lathe");
+    in->set_owner_organization("organizations/own");
+    in->set_daily_available_hours(24);
+    auto* m = in->add_modes();
+    m->set_mode(labshare::type::v1::LEASE);
+    m->mutable_lease_rules()->set_counted_hours_per_day(counted_hours);
+    *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
+    Fold("inventory", e);
+  };
+  register_lathe(6);
+  auto at = [&](int month, int day, int hour, int minute = 0) {
+    return absl::FromCivil(absl::CivilSecond(2027, month, day, hour, minute, 0), zone_);
+  };
+  auto booking = [&](const std::string& id, const std::string& instrument, labshare::type::v1::SharingMode mode,
+                     absl::Time start, absl::Time end) {
+    bk::Booking b = LabBooking(id, instrument, mode, start, end);
+    bk::BookingEvent created;
+    *created.mutable_booking_created()->mutable_booking() = b;
+    Fold("booking", created);
+    return b;
+  };
+  // On-site, reserved 28 Feb 20:00 - 1 Mar 04:00, checked in at 22:00.
+  bk::Booking b = booking("b1", "tem", labshare::type::v1::ON_SITE, at(2, 28, 20), at(3, 1, 4));
+  *b.mutable_session()->mutable_start_time() = ToProto(at(2, 28, 22));
+  bk::BookingEvent in;
+  *in.mutable_booking_checked_in()->mutable_booking() = b;
+  Fold("booking", in);
+  // A lease handed over on 27 Feb 00:00 (no reserved cap: up to now).
+  bk::Booking lease = booking("l1", "lathe", labshare::type::v1::LEASE, at(2, 27, 0), at(3, 10, 0));
+  *lease.mutable_session()->mutable_start_time() = ToProto(at(2, 27, 0));
+  *in.mutable_booking_checked_in()->mutable_booking() = lease;
+  Fold("booking", in);
+
+  v1::UsageFilter tem, lathe;
+  tem.add_instruments("instruments/tem");
+  lathe.add_instruments("instruments/lathe");
+  const absl::CivilDay feb(2027, 2, 1), mar(2027, 3, 1), apr(2027, 4, 1);
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    clock_.Set(at(3, 1, 1, 30));
+    v1::UsageFigures f = Figures(feb, mar, tem);
+    EXPECT_EQ(f.effective_seconds(), 2 * 3600);
+    EXPECT_EQ(f.external_seconds(), 2 * 3600);
+    EXPECT_EQ(f.users_served(), 1);
+    EXPECT_EQ(f.bookings(), 1);
+    EXPECT_EQ(f.completed_bookings(), 1);
+    EXPECT_EQ(Figures(mar, apr, tem).effective_seconds(), 5400);
+    EXPECT_EQ(Figures(mar, apr, tem).completed_bookings(), 0);
+    // Lease: 27 and 28 Feb at 6 h each, 1 Mar 1.5 h so far.
+    EXPECT_EQ(Figures(feb, mar, lathe).effective_seconds(), 12 * 3600);
+    EXPECT_EQ(Figures(mar, apr, lathe).effective_seconds(), 5400);
+    EXPECT_EQ(Figures(feb, apr).effective_seconds(), 2 * 3600 + 5400 + 12 * 3600 + 5400);
+    // Past the reserved end the on-site session stops growing; the lease does not.
+    clock_.Set(at(3, 1, 6));
+    EXPECT_EQ(Figures(mar, apr, tem).effective_seconds(), 4 * 3600);
+    EXPECT_EQ(Figures(mar, apr, lathe).effective_seconds(), 6 * 3600);
+  }
+  // A maintenance window from 02:00 cuts the running session's block: it
+  // counts up to the new reserved end.
+  b.set_state(bk::Booking::CHECKED_IN);
+  *b.mutable_reserved_interval()->mutable_end_time() = ToProto(at(3, 1, 2));
+  bk::BookingEvent cut;
+  *cut.mutable_booking_interval_changed()->mutable_booking() = b;
+  cut.mutable_booking_interval_changed()->set_cause(bk::BookingIntervalChanged::MAINTENANCE_CUT);
+  Fold("booking", cut);
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    EXPECT_EQ(Figures(mar, apr, tem).effective_seconds(), 2 * 3600);
+  }
+  // Checked out (clamped to 02:00): the actual session, counted once.
+  b.set_state(bk::Booking::COMPLETED);
+  *b.mutable_session()->mutable_end_time() = ToProto(at(3, 1, 2));
+  bk::BookingEvent out;
+  *out.mutable_booking_checked_out()->mutable_booking() = b;
+  Fold("booking", out);
+  // The lathe's rules change after the handover; the lease is returned on 2 Mar 12:00.
+  register_lathe(12);
+  *lease.mutable_session()->mutable_end_time() = ToProto(at(3, 2, 12));
+  *out.mutable_booking_checked_out()->mutable_booking() = lease;
+  Fold("booking", out);
+  clock_.Set(at(3, 5, 0));
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    EXPECT_EQ(Figures(feb, mar, tem).effective_seconds(), 2 * 3600);
+    EXPECT_EQ(Figures(feb, mar, tem).completed_bookings(), 1);
+    EXPECT_EQ(Figures(mar, apr, tem).effective_seconds(), 2 * 3600);
+    // 6 h a day (in force at handover) for 27 Feb - 2 Mar: 4 days.
+    EXPECT_EQ(Figures(feb, apr, lathe).effective_seconds(), 4 * 6 * 3600);
+    EXPECT_EQ(Figures(feb, apr, lathe).completed_bookings(), 1);
+  }
+}
+
+// Definitions: "Instrument attributes that can change (category, original
+// value) are taken as of the time of use for time and money, and as of the
+// end of the period for the instrument set"; external_seconds compares with
+// the owner of the instrument then; available_seconds uses the
+// daily_available_hours "in force at the start of d".
+TEST_F(UsageContractTest, AttributesAreTakenAsOfTheTimeOfUse) {
+  namespace bk = labshare::booking::v1;
+  auto version = [&](const std::string& owner, const std::string& category, int hours, absl::CivilDay from) {
+    labshare::inventory::v1::InventoryEvent e;
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/sem1");
+    in->set_owner_organization(owner);
+    in->set_category(category);
+    in->set_daily_available_hours(hours);
+    *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
+    *in->mutable_update_time() = ToProto(absl::FromCivil(from, zone_));
+    Fold("inventory", e);
+  };
+  auto session = [&](const std::string& id, absl::CivilDay day, int hours) {
+    const absl::Time start = absl::FromCivil(day, zone_) + absl::Hours(9);
+    bk::Booking b = LabBooking(id, "sem1", labshare::type::v1::ON_SITE, start, start + absl::Hours(hours));
+    *b.mutable_session()->mutable_start_time() = ToProto(start);
+    *b.mutable_session()->mutable_end_time() = ToProto(start + absl::Hours(hours));
+    bk::BookingEvent out;
+    *out.mutable_booking_checked_out()->mutable_booking() = b;
+    Fold("booking", out);
+  };
+  // Owned by "own", category sem, 24 h a day; in January the lab uses it 2 h
+  // and pays 1000. From 1 February the lab owns it (tem, 12 h a day) and
+  // uses it 3 h.
+  version("organizations/own", "sem", 24, absl::CivilDay(2026, 1, 1));
+  session("s1", absl::CivilDay(2026, 1, 10), 2);
+  Charge("sem1", "organizations/lab", "CNY", 1000, absl::FromCivil(absl::CivilDay(2026, 1, 10), zone_) + absl::Hours(12));
+  version("organizations/lab", "tem", 12, absl::CivilDay(2026, 2, 1));
+  session("s2", absl::CivilDay(2026, 2, 10), 3);
+
+  const absl::CivilDay jan(2026, 1, 1), mar(2026, 3, 1), next_year(2027, 1, 1);
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    v1::UsageFigures f = Figures(jan, next_year);
+    EXPECT_EQ(f.effective_seconds(), 5 * 3600);
+    EXPECT_EQ(f.external_seconds(), 2 * 3600);  // January's use was external, February's internal
+    EXPECT_EQ(f.external_users_served(), 1);
+    f = Figures(jan, mar);
+    EXPECT_EQ(f.available_seconds(), 31 * 86400 + 28 * 43200);
+
+    v1::QueryUsageRequest q;
+    *q.mutable_range() = Range(jan, next_year);
+    q.add_group_by(v1::DIMENSION_CATEGORY);
+    auto r = figures_->QueryUsage(auditor_, q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->rows_size(), 2);
+    EXPECT_EQ(r->rows(0).key().category(), "sem");
+    EXPECT_EQ(r->rows(0).figures().effective_seconds(), 2 * 3600);
+    EXPECT_EQ(r->rows(0).figures().service_income().amount_minor(), 1000);
+    EXPECT_EQ(r->rows(0).figures().instrument_count(), 0);  // the set: as of the end of the period
+    EXPECT_EQ(r->rows(1).key().category(), "tem");
+    EXPECT_EQ(r->rows(1).figures().effective_seconds(), 3 * 3600);
+    EXPECT_EQ(r->rows(1).figures().service_income().amount_minor(), 0);
+    EXPECT_EQ(r->rows(1).figures().instrument_count(), 1);
+
+    q.clear_group_by();
+    q.add_group_by(v1::DIMENSION_OWNER_ORGANIZATION);
+    r = figures_->QueryUsage(auditor_, q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->rows_size(), 2);
+    EXPECT_EQ(r->rows(0).key().owner_organization(), "organizations/lab");
+    EXPECT_EQ(r->rows(0).figures().effective_seconds(), 3 * 3600);
+    EXPECT_EQ(r->rows(0).figures().external_seconds(), 0);
+    EXPECT_EQ(r->rows(1).key().owner_organization(), "organizations/own");
+    EXPECT_EQ(r->rows(1).figures().effective_seconds(), 2 * 3600);
+    EXPECT_EQ(r->rows(1).figures().external_seconds(), 2 * 3600);
+
+    v1::UsageFilter sem;
+    sem.add_categories("sem");
+    f = Figures(jan, next_year, sem);
+    EXPECT_EQ(f.effective_seconds(), 2 * 3600);
+    EXPECT_EQ(f.service_income().amount_minor(), 1000);
+    EXPECT_EQ(f.instrument_count(), 0);
+    // January alone: the instrument was sem then, in the set too.
+    f = Figures(jan, absl::CivilDay(2026, 2, 1), sem);
+    EXPECT_EQ(f.effective_seconds(), 2 * 3600);
+    EXPECT_EQ(f.instrument_count(), 1);
+  }
+  // A change of something else (here the daily hours, from 15 February)
+  // keeps the month answerable from the aggregates.
+  figures_->set_use_aggregates(true);
+  version("organizations/lab", "tem", 10, absl::CivilDay(2026, 2, 15));
+  const int64_t before = figures_->buckets_from_aggregates();
+  v1::UsageFigures feb = Figures(absl::CivilDay(2026, 2, 1), mar);
+  EXPECT_EQ(feb.available_seconds(), 14 * 43200 + 14 * 36000);
+  EXPECT_EQ(feb.effective_seconds(), 3 * 3600);
+  EXPECT_EQ(figures_->buckets_from_aggregates(), before + 1);
+}
+
+// users / organisations served: "SME and start-up counts use the
+// organisation's size class (inventory) at the time of use."
+TEST_F(UsageContractTest, SmeCountsUseTheSizeClassAtTheTimeOfUse) {
+  namespace bk = labshare::booking::v1;
+  namespace iv = labshare::inventory::v1;
+  auto size = [&](iv::SizeClass c) {
+    iv::InventoryEvent e;
+    auto* o = e.mutable_organization_changed()->mutable_organization();
+    o->set_name("organizations/lab");
+    o->set_display_name("Lab");
+    o->set_size_class(c);
+    Fold("inventory", e);
+  };
+  Register("sem1", "organizations/own");
+  size(iv::SME);
+  const absl::Time start = absl::FromCivil(absl::CivilSecond(2026, 3, 2, 9, 0, 0), zone_);
+  bk::Booking b = LabBooking("b1", "sem1", labshare::type::v1::ON_SITE, start, start + absl::Hours(2));
+  *b.mutable_session()->mutable_start_time() = ToProto(start);
+  *b.mutable_session()->mutable_end_time() = ToProto(start + absl::Hours(2));
+  bk::BookingEvent out;
+  *out.mutable_booking_checked_out()->mutable_booking() = b;
+  Fold("booking", out);
+  size(iv::LARGE);  // grew after the use
+  auto expect_sme = [&](const char* how) {
+    SCOPED_TRACE(how);
+    for (const auto& [from, to] : std::vector<std::pair<absl::CivilDay, absl::CivilDay>>{
+             {absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1)},
+             {absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1)}}) {
+      v1::UsageFigures f = Figures(from, to);
+      EXPECT_EQ(f.users_served(), 1);
+      EXPECT_EQ(f.sme_users_served(), 1);
+      EXPECT_EQ(f.sme_organizations_served(), 1);
+      EXPECT_EQ(f.startup_organizations_served(), 0);
+    }
+  };
+  figures_->set_use_aggregates(false);
+  expect_sme("counters");
+  figures_->set_use_aggregates(true);
+  auto rebuilt = figures_->RebuildStaleAggregates();  // the size change made every period stale
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  const int64_t before = figures_->buckets_from_aggregates();
+  expect_sme("rebuilt aggregates");
+  EXPECT_GT(figures_->buckets_from_aggregates(), before);
+}
+
+// bookings: "a booking counts in the period containing ... the time its
+// service order was confirmed (TECHNICAL_SERVICE)": one per order, however
+// often its run is rescheduled, in the month the quote was accepted; its
+// cancellation by the client is a (late) cancelled booking; an order the
+// owner declined is a rejected request "in the period containing the request
+// time".
+TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
+  namespace bk = labshare::booking::v1;
+  Register("nmr", "organizations/own");
+  const absl::Time accepted = absl::FromCivil(absl::CivilSecond(2026, 3, 30, 10, 0, 0), zone_);
+  bk::ServiceOrder o;
+  o.set_name("serviceOrders/o1");
+  o.set_instrument("instruments/nmr");
+  o.set_client_organization("organizations/lab");
+  o.set_requester("users/ana");
+  o.set_state(bk::ServiceOrder::QUOTE_ACCEPTED);
+  *o.mutable_quote_accept_time() = ToProto(accepted);
+  bk::BookingEvent qa;
+  *qa.mutable_service_order_quote_accepted()->mutable_service_order() = o;
+  Fold("booking", qa);
+  // Its run scheduled on 6 April, then moved to 8 April (the first run
+  // cancelled by its order, a new one created).
+  auto run = [&](const std::string& id, int day) {
+    const absl::Time start = absl::FromCivil(absl::CivilDay(2026, 4, day), zone_) + absl::Hours(9);
+    bk::Booking b = LabBooking(id, "nmr", labshare::type::v1::TECHNICAL_SERVICE, start, start + absl::Hours(2));
+    b.set_service_order(o.name());
+    bk::BookingEvent created;
+    *created.mutable_booking_created()->mutable_booking() = b;
+    Fold("booking", created);
+    return b;
+  };
+  bk::Booking first = run("r1", 6);
+  bk::BookingEvent moved;
+  *moved.mutable_booking_cancelled()->mutable_booking() = first;
+  moved.mutable_booking_cancelled()->set_initiator(bk::Booking::PARENT_RESOURCE);
+  Fold("booking", moved);
+  // A spare run the staff booked and cancelled themselves (its booker): not
+  // a cancellation by the user side.
+  *moved.mutable_booking_cancelled()->mutable_booking() = run("r3", 9);
+  moved.mutable_booking_cancelled()->set_initiator(bk::Booking::BOOKER);
+  Fold("booking", moved);
+  bk::Booking second = run("r2", 8);
+  // The run starts (and later ends): completed, in the order's month too.
+  clock_.Set(absl::FromCivil(absl::CivilSecond(2026, 4, 8, 10, 0, 0), zone_));
+  *second.mutable_session()->mutable_start_time() = second.reserved_interval().start_time();
+  bk::BookingEvent started;
+  *started.mutable_booking_checked_in()->mutable_booking() = second;
+  Fold("booking", started);
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1)).completed_bookings(), 1);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).effective_seconds(), 3600);
+  }
+  *second.mutable_session()->mutable_end_time() = second.reserved_interval().end_time();
+  bk::BookingEvent ended;
+  *ended.mutable_booking_checked_out()->mutable_booking() = second;
+  Fold("booking", ended);
+  // A second order, also accepted in March, the client cancels late before
+  // its run; a third is declined by the owner's staff before any quote was
+  // accepted (requested in March).
+  bk::ServiceOrder o2 = o;
+  o2.set_name("serviceOrders/o2");
+  *qa.mutable_service_order_quote_accepted()->mutable_service_order() = o2;
+  Fold("booking", qa);
+  bk::BookingEvent cancelled;
+  cancelled.mutable_header()->set_actor_organization("organizations/lab");
+  auto* c = cancelled.mutable_service_order_cancelled();
+  *c->mutable_service_order() = o2;
+  c->mutable_service_order()->set_state(bk::ServiceOrder::CANCELLED);
+  c->set_previous_state(bk::ServiceOrder::SCHEDULED);
+  c->set_late_cancellation(true);
+  Fold("booking", cancelled);
+  bk::BookingEvent declined;
+  declined.mutable_header()->set_actor_organization("organizations/own");
+  auto* d = declined.mutable_service_order_cancelled();
+  d->mutable_service_order()->set_name("serviceOrders/o3");
+  d->mutable_service_order()->set_instrument("instruments/nmr");
+  d->mutable_service_order()->set_client_organization("organizations/lab");
+  *d->mutable_service_order()->mutable_create_time() = ToProto(accepted - absl::Hours(24));
+  d->set_previous_state(bk::ServiceOrder::QUOTED);
+  Fold("booking", declined);
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    const v1::UsageFigures march = Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+    EXPECT_EQ(march.cancelled_bookings(), 1);
+    EXPECT_EQ(march.late_cancelled_bookings(), 1);
+    EXPECT_EQ(march.rejected_requests(), 1);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).cancelled_bookings(), 0);
+    EXPECT_EQ(march.completed_bookings(), 1);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).completed_bookings(), 0);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).effective_seconds(), 7200);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1)).bookings(), 2);  // o1, o2
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).bookings(), 0);
+    EXPECT_EQ(Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1)).bookings(), 2);
+  }
+}
+
+// "Streaming exports": ReportExported is published before the last message;
+// when it cannot be, the stream ends with the error instead of the trailer
+// (a client never holds a trailer of an export that was not recorded).
+TEST_F(UsageContractTest, ExportsWhoseEventCannotBePublishedEndWithoutTheirTrailer) {
+  // The outbox is broken (a string where the stream should be): XADD fails.
+  ASSERT_TRUE(pool_->Command({"SET", "{usage}:outbox", "broken"}).ok());
+
+  v1::ExportAuditTrailRequest audit;
+  audit.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
+  auto ctx = Ctx();
+  auto reader = stub_->ExportAuditTrail(ctx.get(), audit);
+  v1::ExportAuditTrailResponse m;
+  int trailers = 0;
+  while (reader->Read(&m)) trailers += m.has_trailer() ? 1 : 0;
+  grpc::Status s = reader->Finish();
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(trailers, 0);
+
+  v1::ExportUsageRequest usage;
+  usage.set_format(v1::EXPORT_FORMAT_CSV);
+  *usage.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 2, 1));
+  trailers = 0;
+  absl::Status st = figures_->ExportUsage(auditor_, usage, [&](const v1::ExportUsageResponse& r) {
+    trailers += r.has_trailer() ? 1 : 0;
+    return absl::OkStatus();
+  });
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(trailers, 0);
+
+  v1::ExportAnnualReportCsvRequest annual;
+  annual.set_year(2026);
+  st = figures_->ExportAnnualReportCsv(auditor_, annual, [&](const v1::CsvChunk& c) {
+    trailers += c.has_trailer() ? 1 : 0;
+    return absl::OkStatus();
+  });
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(trailers, 0);
+
+  // Repaired: the same exports end with their trailer, each recorded once.
+  ASSERT_TRUE(pool_->Command({"DEL", "{usage}:outbox"}).ok());
+  trailers = 0;
+  auto ctx2 = Ctx();
+  reader = stub_->ExportAuditTrail(ctx2.get(), audit);
+  while (reader->Read(&m)) trailers += m.has_trailer() ? 1 : 0;
+  s = reader->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(trailers, 1);
+  std::vector<v1::UsageEvent> events = Outbox();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].report_exported().kind(), v1::EXPORT_KIND_AUDIT_TRAIL);
+  EXPECT_EQ(events[0].report_exported().trailer().row_count(), kEntries);
+}
+
+// UsageFigures.other_currency_income: "Postings in currencies other than the
+// reporting currency, one entry per currency, never converted and not part of
+// service_income or any rate."
+TEST_F(UsageContractTest, OtherCurrencyIncomeIsReportedPerCurrency) {
+  Register("sem1", "organizations/own");
+  const absl::Time feb = absl::FromCivil(absl::CivilDay(2026, 2, 10), zone_);
+  Charge("sem1", "organizations/lab", "CNY", 10000, feb);
+  Charge("sem1", "organizations/lab", "USD", 2500, feb);
+  Charge("sem1", "organizations/uni", "USD", 1200, feb + absl::Hours(2));
+  Charge("sem1", "organizations/uni", "USD", -200, feb + absl::Hours(3), /*correction=*/true);
+  Charge("sem1", "organizations/lab", "EUR", 700, feb);
+  Charge("sem1", "organizations/lab", "JPY", 300, feb);
+  Charge("sem1", "organizations/lab", "JPY", -300, feb, /*correction=*/true);  // nets to nothing
+  auto other = [](const v1::UsageFigures& f) {
+    std::vector<std::string> out;
+    for (const auto& m : f.other_currency_income()) out.push_back(absl::StrCat(m.currency_code(), ":", m.amount_minor()));
+    return out;
+  };
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    v1::UsageFigures f = Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+    EXPECT_EQ(f.service_income().amount_minor(), 10000);
+    EXPECT_EQ(other(f), (std::vector<std::string>{"EUR:700", "USD:3500"})) << "aggregates " << aggregates;
+    EXPECT_EQ(f.revenue_rate().numerator(), 0);  // no value, and never another currency
+    // A month from the aggregates, and a user-side filter from the counters.
+    f = Figures(absl::CivilDay(2026, 2, 1), absl::CivilDay(2026, 3, 1));
+    EXPECT_EQ(other(f), (std::vector<std::string>{"EUR:700", "USD:3500"}));
+    v1::UsageFilter uni;
+    uni.add_user_organizations("organizations/uni");
+    f = Figures(absl::CivilDay(2026, 2, 1), absl::CivilDay(2026, 3, 1), uni);
+    EXPECT_EQ(f.service_income().amount_minor(), 0);
+    EXPECT_EQ(other(f), (std::vector<std::string>{"USD:1000"}));
+  }
+  // EXPORT_FORMAT_CSV: other_currency_income as "CODE:amount" joined by ";".
+  v1::ExportUsageRequest csv;
+  csv.set_format(v1::EXPORT_FORMAT_CSV);
+  *csv.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  std::string file;
+  ASSERT_TRUE(figures_->ExportUsage(auditor_, csv, [&](const v1::ExportUsageResponse& m) {
+                        file += m.csv();
+                        return absl::OkStatus();
+                      }).ok());
+  EXPECT_NE(file.find(",10000,0,0,0,EUR:700;USD:3500,"), std::string::npos) << file;
+  // The aggregates rebuilt after an attribute change carry them too.
+  figures_->set_use_aggregates(true);
+  Register("sem1", "organizations/own", "tem");
+  auto rebuilt = figures_->RebuildStaleAggregates();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_GT(*rebuilt, 0);
+  const int64_t before = figures_->buckets_from_aggregates();
+  EXPECT_EQ(other(Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1))),
+            (std::vector<std::string>{"EUR:700", "USD:3500"}));
+  EXPECT_GT(figures_->buckets_from_aggregates(), before);
 }
 
 }  // namespace

@@ -140,6 +140,14 @@ class UsageReportsTest : public ::testing::Test {
     bk::BookingEvent created;  // created straight into CONFIRMED
     *created.mutable_booking_created()->mutable_booking() = b;
     Fold("booking", created);
+    if (mode == TECHNICAL_SERVICE) {  // its order, confirmed when the run starts
+      bk::BookingEvent accepted;
+      auto* o = accepted.mutable_service_order_quote_accepted()->mutable_service_order();
+      o->set_instrument(b.instrument());
+      o->set_client_organization(b.payer_organization());
+      *o->mutable_quote_accept_time() = ToProto(start);
+      Fold("booking", accepted);
+    }
     *b.mutable_session()->mutable_start_time() = ToProto(start);
     *b.mutable_session()->mutable_end_time() = ToProto(end);
     bk::BookingEvent out;

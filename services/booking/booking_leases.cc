@@ -54,12 +54,21 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   LS_RETURN_IF_ERROR(CheckScopeOn("RequestLease", p, *inventory_, in.instrument(),
                                   {in.contact_user().empty() ? ActorName(p) : in.contact_user(), {}, {}}));
   LS_RETURN_IF_ERROR(CheckOwnOrganization(p, in.lessee_organization(), "lessee"));
-  if (!lease_id.empty()) LS_RETURN_IF_ERROR(CheckChosenId("lease_id", lease_id));
+  // CreateBooking (mode LEASE) answers in its own request's terms: its
+  // booking_id, its booking's reserved interval, BOOKING_EXISTS.
+  const bool as_booking = method == "CreateBooking";
+  if (!lease_id.empty()) LS_RETURN_IF_ERROR(CheckChosenId(as_booking ? "booking_id" : "lease_id", lease_id));
   const auto& term = in.term();
   if (!term.has_start_time() || !term.has_end_time() ||
       FromProto(term.end_time()) <= FromProto(term.start_time())) {
-    return InvalidField("lease.term", "needs start_time before end_time", "INVALID_INTERVAL");
+    return InvalidField(as_booking ? "booking.reserved_interval" : "lease.term", "needs start_time before end_time",
+                        "INVALID_INTERVAL");
   }
+  const auto exists = [&](const std::string& name) {
+    return as_booking ? MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS",
+                                  "bookings/" + IdOf(name) + " already exists")
+                      : MakeError(absl::StatusCode::kAlreadyExists, "LEASE_EXISTS", name + " already exists");
+  };
   const std::string contact = in.contact_user().empty() ? "users/" + p.user_id : in.contact_user();
   LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(in.instrument()));
   const bool privileged = p.HasRole(Role::kConsortiumAdmin) || IsOwnerStaff(p, instrument);
@@ -175,9 +184,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
       return replay;
     }
     LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(id, partition));
-    if (!reserved_id) {
-      return MakeError(absl::StatusCode::kAlreadyExists, "LEASE_EXISTS", lease.name() + " already exists");
-    }
+    if (!reserved_id) return exists(lease.name());
   }
   CreateStep step;
   step.partition = partition;
@@ -216,8 +223,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
     }
     case StepOutcome::Kind::kRequestReused: return RequestIdReused();
     case StepOutcome::Kind::kDenied: return denial;
-    case StepOutcome::Kind::kExists:
-      return MakeError(absl::StatusCode::kAlreadyExists, "LEASE_EXISTS", lease.name() + " already exists");
+    case StepOutcome::Kind::kExists: return exists(lease.name());
     case StepOutcome::Kind::kSlotTaken:
       if (IsWindowEntry(outcome->conflicting)) {
         return Precondition("MAINTENANCE_CONFLICT", "the term overlaps a maintenance window");

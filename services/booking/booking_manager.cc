@@ -124,26 +124,102 @@ v1::BookingEvent BookingManager::Event(const Principal& p, const std::string& re
   return e;
 }
 
+// ================================================================ request ids
+
+BookingManager::Claim BookingManager::ClaimOf(absl::string_view method, const std::string& request_id,
+                                              const google::protobuf::Message& request) {
+  Claim c;
+  if (request_id.empty()) return c;
+  c.key = keys::RequestClaim(method, request_id);
+  c.fingerprint = RequestFingerprint(method, request);
+  return c;
+}
+
+absl::Status BookingManager::HeldBy(Claim& claim, const std::optional<std::string>& holder) {
+  if (holder && *holder != claim.fingerprint) return RequestIdReused();
+  claim.made = !holder;
+  return absl::OkStatus();
+}
+
+absl::Status BookingManager::TakeClaim(Claim& claim) const {
+  if (claim.key.empty()) return absl::OkStatus();
+  LS_ASSIGN_OR_RETURN(auto holder, store_->ClaimRequest(claim.key, claim.fingerprint));
+  return HeldBy(claim, holder);
+}
+
+void BookingManager::SettleClaim(const Claim& claim, const absl::Status& outcome, bool async) const {
+  if (!claim.made || outcome.ok()) return;
+  switch (outcome.code()) {
+    case absl::StatusCode::kUnavailable:  // may have been kept: a retry must find the claim
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kCancelled:
+      return;
+    default:
+      break;
+  }
+  if (async) return store_->ReleaseRequestAsync(claim.key, claim.fingerprint);
+  store_->ReleaseRequest(claim.key, claim.fingerprint).IgnoreError();  // best effort: it expires anyway
+}
+
 // ================================================================ create
+
+namespace {
+
+// Whether PrepareCreate writes before the step (a chosen id's reservation,
+// a lease's or a run's whole step): the request_id is claimed before it.
+bool WritesWhilePreparing(const v1::CreateBookingRequest& r) {
+  return !r.booking_id().empty() || r.booking().mode() == labshare::type::v1::LEASE ||
+         r.booking().mode() == labshare::type::v1::TECHNICAL_SERVICE;
+}
+
+}  // namespace
 
 absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
                                                           const v1::CreateBookingRequest& r) {
+  const Claim claim = ClaimOf("CreateBooking", r.validate_only() ? "" : r.request_id(), r);
   PreparedCreate prepared;
+  if (WritesWhilePreparing(r)) {
+    return Claimed<v1::Booking>(claim, [&]() -> absl::StatusOr<v1::Booking> {
+      LS_ASSIGN_OR_RETURN(auto early, PrepareCreate(p, r, prepared));
+      if (early) return *std::move(early);
+      return FinishCreate(prepared, store_->Create(prepared.step));
+    });
+  }
   LS_ASSIGN_OR_RETURN(auto early, PrepareCreate(p, r, prepared));
   if (early) return *std::move(early);
-  return FinishCreate(prepared, store_->Create(prepared.step));
+  return Claimed<v1::Booking>(claim, [&] { return FinishCreate(prepared, store_->Create(prepared.step)); });
 }
 
 void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBookingRequest& r,
                                         std::function<void(absl::StatusOr<v1::Booking>)> done) {
+  // A chosen id, a lease or a run writes while preparing, synchronously as
+  // before: the claim is taken the same way.
+  if (WritesWhilePreparing(r) && !r.request_id().empty() && !r.validate_only()) return done(CreateBooking(p, r));
   auto prepared = std::make_shared<PreparedCreate>();
   auto early = PrepareCreate(p, r, *prepared);
   if (!early.ok()) return done(early.status());
   if (*early) return done(**std::move(early));
-  store_->CreateAsync(prepared->step, [this, prepared, done = std::move(done)](
-                                          absl::StatusOr<StepOutcome> outcome) {
-    done(FinishCreate(*prepared, std::move(outcome)));
-  });
+  auto claim = std::make_shared<Claim>(ClaimOf("CreateBooking", r.request_id(), r));
+  auto step = [this, prepared, claim](std::function<void(absl::StatusOr<v1::Booking>)> done) {
+    store_->CreateAsync(prepared->step, [this, prepared, claim, done = std::move(done)](
+                                            absl::StatusOr<StepOutcome> outcome) {
+      absl::StatusOr<v1::Booking> answer = FinishCreate(*prepared, std::move(outcome));
+      SettleClaim(*claim, answer.status(), true);
+      done(std::move(answer));
+    });
+  };
+  if (claim->key.empty()) return step(std::move(done));
+  // One more command on the pipeline before the step (the claim's slot is
+  // not the partition's: it cannot be part of the step's script).
+  store_->ClaimRequestAsync(claim->key, claim->fingerprint,
+                            [claim, step = std::move(step), done = std::move(done)](
+                                absl::StatusOr<std::optional<std::string>> holder) mutable {
+                              absl::Status held = holder.ok() ? HeldBy(*claim, *holder) : holder.status();
+                              if (!held.ok()) return done(held);  // nothing was written on this path
+                              step(std::move(done));
+                            });
 }
 
 absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
@@ -729,7 +805,7 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
   LS_ASSIGN_OR_RETURN(Loaded cur, Load(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
   const std::string fingerprint = RequestFingerprint(method, request);
-  return ReplayOrRetry<v1::Booking>(
+  return Claimed<v1::Booking>(ClaimOf(method, request_id, request), [&] { return ReplayOrRetry<v1::Booking>(
       idem, fingerprint, "booking",
       [&](int attempt) -> absl::StatusOr<std::optional<v1::Booking>> {
         if (attempt > 0) {
@@ -771,7 +847,7 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
         }
         LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
         return Settle(outcome, std::move(c.booking));
-      });
+      }); });
 }
 
 absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,

@@ -364,6 +364,32 @@ class BookingManager {
     return out;
   }
 
+  // A mutation's request_id, claimed in one slot for all partitions
+  // (keys::RequestClaim): another content under it is REQUEST_ID_REUSED
+  // wherever its first request went. Empty request_id: no claim.
+  struct Claim {
+    std::string key;
+    std::string fingerprint;
+    bool made = false;  // this call made the claim (and may drop it)
+  };
+  static Claim ClaimOf(absl::string_view method, const std::string& request_id,
+                       const google::protobuf::Message& request);
+  // Takes the claim (sync): REQUEST_ID_REUSED when another content holds it.
+  absl::Status TakeClaim(Claim& claim) const;
+  // The claim's answer: nullopt holder (made now) or the same fingerprint.
+  static absl::Status HeldBy(Claim& claim, const std::optional<std::string>& holder);
+  // After the step: a claim this call made is dropped again when the step
+  // refused for good (not on an answer that may have been kept, such as a
+  // storage failure), so a refused request's request_id stays free.
+  void SettleClaim(const Claim& claim, const absl::Status& outcome, bool async) const;
+  template <typename T>
+  absl::StatusOr<T> Claimed(Claim claim, const std::function<absl::StatusOr<T>()>& step) {
+    LS_RETURN_IF_ERROR(TakeClaim(claim));
+    absl::StatusOr<T> out = step();
+    SettleClaim(claim, out.status(), false);
+    return out;
+  }
+
   // A request seen before (same request id and content) gets its first
   // answer; else `attempt` runs until it answers. An attempt answers nullopt
   // when a compare-and-set lost and the state must be read again.

@@ -255,6 +255,7 @@ absl::StatusOr<v1::Quota> BookingManager::SetQuota(const Principal& p, const v1:
   const int partition = keys::Partition(instrument_id);
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(partition, "SetQuota", r.request_id());
   const std::string fingerprint = RequestFingerprint("SetQuota", r);
+  return Claimed<Quota>(ClaimOf("SetQuota", r.request_id(), r), [&] {
   return ReplayOrRetry<Quota>(idem, fingerprint, "quota", [&](int) -> absl::StatusOr<std::optional<Quota>> {
     LS_ASSIGN_OR_RETURN(auto group, LoadQuotas(instrument_id, org_id));
     const std::string name = "quotas/" + QuotaId(instrument_id, org_id, in.period());
@@ -305,6 +306,7 @@ absl::StatusOr<v1::Quota> BookingManager::SetQuota(const Principal& p, const v1:
     if (outcome.kind == CommitOutcome::Kind::kRequestReused) return RequestIdReused();
     return std::optional<Quota>(std::move(q));
   });
+  });
 }
 
 absl::StatusOr<google::protobuf::Empty> BookingManager::DeleteQuota(const Principal& p, const v1::DeleteQuotaRequest& r) {
@@ -313,6 +315,7 @@ absl::StatusOr<google::protobuf::Empty> BookingManager::DeleteQuota(const Princi
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(partition, "DeleteQuota", r.request_id());
   const std::string fingerprint = RequestFingerprint("DeleteQuota", r);
   google::protobuf::Empty none;
+  return Claimed<google::protobuf::Empty>(ClaimOf("DeleteQuota", r.request_id(), r), [&] {
   return ReplayOrRetry<google::protobuf::Empty>(
       idem, fingerprint, "quota", [&](int) -> absl::StatusOr<std::optional<google::protobuf::Empty>> {
         LS_ASSIGN_OR_RETURN(auto group, LoadQuotas(key.instrument_id, key.org_id));
@@ -353,6 +356,7 @@ absl::StatusOr<google::protobuf::Empty> BookingManager::DeleteQuota(const Princi
         if (outcome.kind == CommitOutcome::Kind::kRequestReused) return RequestIdReused();
         return std::optional<google::protobuf::Empty>(none);
       });
+  });
 }
 
 absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principal& p, const v1::ListQuotasRequest& r) {

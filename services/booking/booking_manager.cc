@@ -249,18 +249,12 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     if (r.lease_terms().has_handover_buffer()) *lease.mutable_handover_buffer() = r.lease_terms().handover_buffer();
     if (r.lease_terms().has_return_buffer()) *lease.mutable_return_buffer() = r.lease_terms().return_buffer();
     lease.set_purpose(in.purpose());
+    // The answer is the booking as created (or previewed), a retry's too.
+    v1::Booking answer;
     LS_ASSIGN_OR_RETURN(v1::Lease created, RequestLeaseAs(p, "CreateBooking", r, lease, r.booking_id(),
-                                                          r.request_id(), r.validate_only()));
-    if (r.validate_only()) {
-      v1::Booking preview;
-      preview.set_instrument(created.instrument());
-      preview.set_mode(labshare::type::v1::LEASE);
-      *preview.mutable_reserved_interval() = created.term();
-      *preview.mutable_blocked_interval() = created.blocked_interval();
-      preview.set_state(v1::Booking::PENDING_APPROVAL);
-      return preview;
-    }
-    LS_ASSIGN_OR_RETURN(Loaded booking, Load(created.booking()));
+                                                          r.request_id(), r.validate_only(), &answer));
+    if (r.validate_only() || !answer.name().empty()) return answer;
+    LS_ASSIGN_OR_RETURN(Loaded booking, Load(created.booking()));  // the record of an older version
     return std::move(booking.booking);
   }
   if (in.mode() == labshare::type::v1::TECHNICAL_SERVICE) {
@@ -269,18 +263,15 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
       return InvalidField("booking.service_order", "a TECHNICAL_SERVICE booking names its service_order and takes "
                           "no project or lease_terms", "MODE_FIELDS_MISMATCH");
     }
-    if (r.validate_only()) {
-      return InvalidField("validate_only", "not available for TECHNICAL_SERVICE runs; the order's state decides");
-    }
     v1::ScheduleServiceRequest schedule;
     schedule.set_name(in.service_order());
     *schedule.mutable_interval() = in.reserved_interval();
     schedule.set_operator_user(in.operator_user());
     schedule.set_booking_id(r.booking_id());
     schedule.set_request_id(r.request_id());
-    LS_ASSIGN_OR_RETURN(v1::ServiceOrder order, ScheduleService(p, schedule));
-    LS_ASSIGN_OR_RETURN(Loaded run, Load(order.booking()));
-    return std::move(run.booking);
+    v1::Booking run;
+    LS_RETURN_IF_ERROR(ScheduleRun(p, schedule, "CreateBooking", r, r.validate_only(), &run).status());
+    return run;
   }
   const bool joint = in.mode() == labshare::type::v1::JOINT_RESEARCH;
   if (r.has_lease_terms() || !in.service_order().empty() || !in.operator_user().empty() ||

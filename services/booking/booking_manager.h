@@ -426,7 +426,8 @@ class BookingManager {
   absl::StatusOr<v1::Lease> RequestLeaseAs(const Principal& p, absl::string_view method,
                                            const google::protobuf::Message& request,
                                            const v1::Lease& in, const std::string& lease_id,
-                                           const std::string& request_id, bool validate_only);
+                                           const std::string& request_id, bool validate_only,
+                                           v1::Booking* booking_answer = nullptr);
   struct LeaseChange {
     v1::Lease lease;
     v1::Booking booking;
@@ -466,6 +467,13 @@ class BookingManager {
     UpdateStep::Calendar calendar = UpdateStep::Calendar::kKeep;
   };
   absl::StatusOr<LoadedOrder> LoadOrder(const std::string& name);
+  // ScheduleService under any method name: CreateBooking (mode
+  // TECHNICAL_SERVICE) passes booking_answer, which gets the run as booked
+  // (or previewed, with validate_only), a retry's first answer too; it books
+  // an order in SAMPLES_RECEIVED only (no reschedule).
+  absl::StatusOr<v1::ServiceOrder> ScheduleRun(const Principal& p, const v1::ScheduleServiceRequest& r,
+                                               absl::string_view method, const google::protobuf::Message& request,
+                                               bool validate_only, v1::Booking* booking_answer);
   absl::StatusOr<v1::ServiceOrder> UnscheduleForOutage(const Principal& p, const std::string& order,
                                                        const inv::MaintenanceWindow& window);
   // The run of a SCHEDULED order cancelled, the order back in

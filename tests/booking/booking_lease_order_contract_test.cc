@@ -634,5 +634,103 @@ TEST_F(CreateBookingContractTest, ARequestIdIsOneRequestWithOrWithoutABookingId)
   EXPECT_EQ(created, 2);
 }
 
+
+// The run of `order` over [day + from h, day + to h) through CreateBooking.
+static v1::CreateBookingRequest RunOf(const std::string& order, absl::Time from, absl::Time to,
+                                      const std::string& request_id) {
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+  r.mutable_booking()->set_service_order(order);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(from);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(to);
+  r.set_request_id(request_id);
+  return r;
+}
+
+// Item 3: "A retry with the same request_id and the same content returns
+// the first answer": the booking as created, not as it is now.
+TEST_F(CreateBookingContractTest, ALeaseOrRunRetryReturnsTheFirstAnswer) {
+  v1::Booking first, again;
+  ASSERT_TRUE(Create(Lease("lease-r"), &first).ok());
+  EXPECT_EQ(first.state(), v1::Booking::PENDING_APPROVAL);
+  v1::ApproveLeaseRequest a;
+  a.set_name(first.lease());
+  a.mutable_contract()->set_rate_basis(v1::LeaseContract::DAILY);
+  a.mutable_contract()->mutable_rate()->set_currency_code("CNY");
+  a.mutable_contract()->mutable_rate()->set_amount_minor(300000);
+  a.mutable_contract()->mutable_deposit()->set_currency_code("CNY");
+  a.mutable_contract()->mutable_deposit()->set_amount_minor(100000);
+  v1::Lease approved;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, a, &approved, staff_).ok());
+  ASSERT_TRUE(Create(Lease("lease-r"), &again).ok());
+  EXPECT_EQ(again.state(), v1::Booking::PENDING_APPROVAL);
+  EXPECT_EQ(again.etag(), "1");
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SAMPLES_RECEIVED), moved;
+  const auto run = RunOf(o.name(), day_ + absl::Hours(9), day_ + absl::Hours(11), "run-r");
+  ASSERT_TRUE(Create(run, &first, staff_).ok());
+  ASSERT_TRUE(Schedule(o.name(), "run-moved", &moved).ok());  // [9:00, 11:00) again, another booking
+  ASSERT_TRUE(Create(run, &again, staff_).ok());
+  EXPECT_EQ(again.state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+}
+
+// Item 4: TECHNICAL_SERVICE books "the run of booking.service_order (in
+// SAMPLES_RECEIVED)", "ORDER_STATE: the service order is not in
+// SAMPLES_RECEIVED": a scheduled order is not rescheduled by CreateBooking.
+TEST_F(CreateBookingContractTest, ARunIsBookedOnlyForAnOrderWithItsSamples) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), got;
+  v1::Booking b;
+  ExpectError(Create(RunOf(o.name(), day_ + absl::Hours(13), day_ + absl::Hours(14), "run-x"), &b, staff_),
+              grpc::StatusCode::FAILED_PRECONDITION, "ORDER_STATE", "booking a run of a scheduled order");
+  v1::GetServiceOrderRequest g;
+  g.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetServiceOrder, g, &got, staff_).ok());
+  EXPECT_EQ(got.booking(), o.booking());
+  EXPECT_EQ(got.etag(), o.etag());
+}
+
+// Item 5: "With validate_only, every check runs and nothing is written; the
+// returned booking has no name", for runs and leases as for the others.
+TEST_F(CreateBookingContractTest, ValidateOnlyPreviewsRunsAndLeasesAsTheyWouldBeStored) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SAMPLES_RECEIVED), got;
+  const size_t events = Events().size();
+  auto run = RunOf(o.name(), day_ + absl::Hours(9), day_ + absl::Hours(11), "");
+  run.set_validate_only(true);
+  v1::Booking preview;
+  grpc::Status s = Create(run, &preview, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_TRUE(preview.name().empty());
+  EXPECT_EQ(preview.mode(), labshare::type::v1::TECHNICAL_SERVICE);
+  EXPECT_EQ(preview.state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(preview.service_order(), o.name());
+  EXPECT_EQ(preview.user(), "users/ana");
+  EXPECT_EQ(preview.operator_user(), "users/sam");
+  EXPECT_EQ(preview.payer_organization(), "organizations/lab");
+  v1::GetServiceOrderRequest g;
+  g.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetServiceOrder, g, &got, staff_).ok());
+  EXPECT_EQ(got.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  EXPECT_EQ(Events().size(), events);
+  // Every check: a taken slot is refused as the real request would be.
+  v1::Booking taken;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &taken).ok());
+  ExpectError(Create(run, &preview, staff_), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN",
+              "previewing a run on a taken slot");
+
+  auto lease = Lease("");
+  lease.set_validate_only(true);
+  ASSERT_TRUE(Create(lease, &preview).ok());
+  EXPECT_TRUE(preview.name().empty());
+  EXPECT_TRUE(preview.lease().empty());
+  EXPECT_EQ(preview.user(), "users/ana");
+  EXPECT_EQ(preview.payer_organization(), "organizations/lab");
+  EXPECT_EQ(preview.instrument_owner(), "organizations/owner");
+  EXPECT_EQ(preview.payer_class(), labshare::type::v1::MEMBER);
+  EXPECT_EQ(preview.approval_reason(), v1::Booking::LEASE_CONTRACT);
+  EXPECT_EQ(preview.state(), v1::Booking::PENDING_APPROVAL);
+}
+
 }  // namespace
 }  // namespace labshare::booking

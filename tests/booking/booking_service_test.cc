@@ -1342,13 +1342,20 @@ TEST_F(ServiceOrderTest, RescheduleMovesTheRunInOneStepAndCreateBookingBooksRuns
   EXPECT_EQ(cancelled, 1);
   EXPECT_EQ(previous, first);
 
-  // CreateBooking with mode TECHNICAL_SERVICE is ScheduleService.
+  // CreateBooking with mode TECHNICAL_SERVICE is ScheduleService for an
+  // order in SAMPLES_RECEIVED; a scheduled one is not moved by it
+  // (ORDER_STATE), its run is cancelled first.
   v1::CreateBookingRequest r;
   r.mutable_booking()->set_instrument("instruments/tem");
   r.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
   r.mutable_booking()->set_service_order(o.name());
   *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(14));
   *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(15));
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, staff_)),
+            "ORDER_STATE");
+  v1::CancelBookingRequest unschedule;
+  unschedule.set_name(out.booking());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, unschedule, &b, staff_).ok());
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, staff_).ok());
   EXPECT_EQ(b.mode(), labshare::type::v1::TECHNICAL_SERVICE);
   EXPECT_EQ(b.service_order(), o.name());

@@ -102,6 +102,11 @@ bool ReadStateAndMode(const std::string& bytes, int* state, int* mode) {
   return in.ConsumedEntireMessage();
 }
 
+absl::Status PayerScope() {
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   "only the owner's staff or an administrator may name another paying organisation");
+}
+
 absl::Status BookingExists(const std::string& name) {
   return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", name + " already exists");
 }
@@ -279,9 +284,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     return InvalidField("booking", "ON_SITE bookings take no project, JOINT_RESEARCH bookings need one; "
                         "neither takes lease_terms, service_order or operator_user", "MODE_FIELDS_MISMATCH");
   }
-  if (!r.booking_id().empty()) LS_RETURN_IF_ERROR(CheckChosenId("booking_id", r.booking_id()));
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "booking.instrument"));
-  LS_RETURN_IF_ERROR(ValidInterval(in.reserved_interval(), "booking.reserved_interval"));
   const std::string user_name = in.user().empty() ? "users/" + p.user_id : in.user();
   LS_RETURN_IF_ERROR(ParseName(user_name, "users", "booking.user").status());
 
@@ -292,13 +295,18 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   if (!privileged && user_name != "users/" + p.user_id) {
     return UserScope("you may book only for yourself");
   }
+  // The scope of the payer, before validation (types.proto): a caller who
+  // may not name another payer hears so whatever else is wrong.
+  if (!privileged && !in.payer_organization().empty() && in.payer_organization() != ActorOrganization(p)) {
+    LS_ASSIGN_OR_RETURN(auto self, inventory_->User(user_name));
+    if (in.payer_organization() != self->organization()) return PayerScope();
+  }
+  if (!r.booking_id().empty()) LS_RETURN_IF_ERROR(CheckChosenId("booking_id", r.booking_id()));
+  LS_RETURN_IF_ERROR(ValidInterval(in.reserved_interval(), "booking.reserved_interval"));
   LS_ASSIGN_OR_RETURN(auto user_ptr, inventory_->User(user_name));
   const inv::User& user = *user_ptr;
   const std::string payer_name = in.payer_organization().empty() ? user.organization() : in.payer_organization();
-  if (!privileged && payer_name != user.organization()) {
-    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                     "only the owner's staff or an administrator may name another paying organisation");
-  }
+  if (!privileged && payer_name != user.organization()) return PayerScope();
   LS_ASSIGN_OR_RETURN(auto payer_ptr, inventory_->Organization(payer_name));
   const inv::Organization& payer = *payer_ptr;
   LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(instrument.facility()));
@@ -360,7 +368,20 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   b.set_purpose(in.purpose());
   if (joint) {
     b.set_project(in.project());
-    LS_RETURN_IF_ERROR(CheckProject(b, instrument_id));
+    if (absl::Status project = CheckProject(b, instrument_id); !project.ok()) {
+      // A retry of a request answered before gets its first answer, whatever
+      // became of the project since.
+      if (!r.request_id().empty() && !r.validate_only()) {
+        const std::string fingerprint = RequestFingerprint("CreateBooking", r);
+        LS_ASSIGN_OR_RETURN(auto seen, derived_id ? store_->FindReplayInDocument(keys::Booking(partition, booking_id),
+                                                                                 fingerprint)
+                                                  : store_->FindReplay(keys::Idempotency(partition, "CreateBooking",
+                                                                                         r.request_id()),
+                                                                       fingerprint));
+        if (seen) return ParseBooking(*seen);
+      }
+      return project;
+    }
   }
   if (access.approval_required()) {
     b.set_state(v1::Booking::PENDING_APPROVAL);

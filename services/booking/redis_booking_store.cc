@@ -1399,6 +1399,17 @@ absl::Status BookingStore::ReleaseRequest(const std::string& key, const std::str
   return pool_->Eval(ReleaseClaimScript(), {key}, {fingerprint}).status();
 }
 
+absl::StatusOr<std::optional<std::string>> BookingStore::FindReplayInDocument(const std::string& key,
+                                                                              const std::string& fingerprint) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", key, "f", "r", "d"}));
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 3) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected reply to a record read");
+  }
+  if (v.elements[0].is_nil() || fingerprint.empty()) return std::optional<std::string>();
+  if (v.elements[0].str != fingerprint) return RequestIdReused();
+  return std::optional<std::string>(v.elements[v.elements[1].is_nil() ? 2 : 1].str);
+}
+
 void BookingStore::ReleaseRequestAsync(const std::string& key, const std::string& fingerprint) const {
   if (pipeline_ == nullptr) return ReleaseRequest(key, fingerprint).IgnoreError();
   pipeline_->Eval(ReleaseClaimScript(), {key}, {fingerprint}, [](absl::StatusOr<RedisValue>) {});

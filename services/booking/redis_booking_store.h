@@ -454,6 +454,12 @@ class BookingStore {
   // leaves its request_id free); fire and forget on the pipeline.
   absl::Status ReleaseRequest(const std::string& key, const std::string& fingerprint) const;
   void ReleaseRequestAsync(const std::string& key, const std::string& fingerprint) const;
+  // The first answer kept in a document that is its own request's record
+  // (a derived id: field f the fingerprint, r the first state, else d):
+  // nullopt when the document is not there or holds no record;
+  // REQUEST_ID_REUSED when it is another request's.
+  absl::StatusOr<std::optional<std::string>> FindReplayInDocument(const std::string& key,
+                                                                  const std::string& fingerprint) const;
   absl::StatusOr<std::optional<std::string>> FindReplay(const std::string& key,
                                                         const std::string& fingerprint) const {
     return docs_.FindReplay(key, fingerprint);

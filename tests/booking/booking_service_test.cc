@@ -1966,5 +1966,72 @@ TEST_F(BookingServiceTest, AvailabilityRefusesAModeThatIsNoSharingMode) {
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
 }
 
+
+// ================================================================ second audit (CreateBooking)
+
+// Item 6: "A retry with the same request_id and the same content returns the
+// first answer", also once the project has moved on (here: the paying
+// organisation left it), with and without a chosen booking_id.
+TEST_F(JointResearchTest, ARetryGetsItsFirstAnswerWhateverBecameOfTheProject) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  auto joint = [&](int from, const std::string& request_id, const std::string& booking_id) {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    r.mutable_booking()->set_project("projects/prj");
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(from));
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(from + 1));
+    r.set_request_id(request_id);
+    r.set_booking_id(booking_id);
+    return r;
+  };
+  v1::Booking derived, chosen, again, out;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, joint(9, "jr-1", ""), &derived, ana_).ok());
+  ASSERT_TRUE(
+      Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, joint(11, "jr-2", "joint-b"), &chosen, ana_).ok());
+  for (const auto* b : {&derived, &chosen}) {
+    v1::CancelBookingRequest cancel;
+    cancel.set_name(b->name());
+    ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, cancel, &out, ana_).ok());
+  }
+  v1::UpdateProjectRequest drop;
+  drop.mutable_project()->set_name("projects/prj");
+  for (const char* org : {"organizations/outsider", "organizations/owner"}) {
+    drop.mutable_project()->add_participants()->set_organization(org);
+  }
+  drop.mutable_update_mask()->add_paths("participants");
+  v1::Project pr;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, drop, &pr, admin_).ok());
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, joint(9, "jr-1", ""), &again, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), derived.SerializeAsString());
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, joint(11, "jr-2", "joint-b"), &again, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), chosen.SerializeAsString());
+  // A new request is held to the project as it is now.
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, joint(13, "jr-3", ""), &out,
+                                 ana_)),
+            "NOT_PROJECT_PARTICIPANT");
+}
+
+// Item 7: a role's organisation scope is "checked before validation"
+// (types.proto): a LAB_USER naming another paying organisation is
+// ORGANIZATION_SCOPE even when the request is invalid too.
+TEST_F(BookingServiceTest, ALabUsersOtherPayerIsRefusedBeforeValidation) {
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  r.mutable_booking()->set_payer_organization("organizations/owner");
+  v1::Booking b;
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  r.set_booking_id("Not An Id");
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -522,32 +522,6 @@ class CreateBookingContractTest : public LeaseOrderContractTest {
     return Request("instruments/afm", labshare::type::v1::LEASE, day_ + absl::Hours(24), day_ + absl::Hours(24 * 11),
                    request_id, booking_id);
   }
-  // "sem": tem's copy in another partition, ana qualified on it.
-  void AddSem() {
-    ASSERT_NE(keys::Partition("sem"), keys::Partition("tem"));
-    iv::GetInstrumentRequest g;
-    g.set_name("instruments/tem");
-    iv::Instrument tem;
-    ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
-    iv::CreateInstrumentRequest i;
-    i.set_instrument_id("sem");
-    *i.mutable_instrument() = tem;
-    i.mutable_instrument()->clear_name();
-    i.mutable_instrument()->clear_etag();
-    Inv(&iv::InventoryService::Stub::CreateInstrument, i);
-    iv::CreateRateRequest rate;
-    rate.set_parent("instruments/sem");
-    rate.mutable_rate()->set_mode(labshare::type::v1::ON_SITE);
-    rate.mutable_rate()->set_payer_class(labshare::type::v1::MEMBER);
-    rate.mutable_rate()->set_unit(iv::PER_HOUR);
-    rate.mutable_rate()->mutable_price()->set_currency_code("CNY");
-    rate.mutable_rate()->mutable_price()->set_amount_minor(50000);
-    Inv(&iv::InventoryService::Stub::CreateRate, rate);
-    iv::GrantQualificationRequest q;
-    q.set_instrument("instruments/sem");
-    q.set_user("users/ana");
-    Inv(&iv::InventoryService::Stub::GrantQualification, q);
-  }
   static std::string FirstField(const grpc::Status& s) {
     const google::rpc::Status rpc = ToRpcStatus(s);
     for (const auto& any : rpc.details()) {
@@ -585,7 +559,8 @@ TEST_F(CreateBookingContractTest, ALeaseBookingAnswersInCreateBookingsTerms) {
 // FAILED_PRECONDITION, reason REQUEST_ID_REUSED", whichever instrument (and
 // so partition) each names; a refused request leaves its request_id free.
 TEST_F(CreateBookingContractTest, ARequestIdIsReusedAcrossPartitions) {
-  AddSem();
+  ASSERT_NE(keys::Partition("sem"), keys::Partition("tem"));
+  AddTemCopy("sem");
   v1::Booking first, b;
   ASSERT_TRUE(Create(OnSite(9, 10, "r"), &first).ok());
   v1::CreateBookingRequest other = OnSite(9, 10, "r");

@@ -2033,5 +2033,106 @@ TEST_F(BookingServiceTest, ALabUsersOtherPayerIsRefusedBeforeValidation) {
   EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
 }
 
+
+// Item 8: CancelBooking's roles name "MEMBER_BILLING_ADMIN of the paying
+// organisation" only (GetBooking's add "or a cost-sharing participant"):
+// owner shares the cost of lab's joint booking, its billing admin reads it
+// but may not cancel it; lab's may.
+TEST_F(JointResearchTest, OnlyThePayersBillingAdminCancels) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::Booking b, out;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(10), &b).ok());
+  ASSERT_EQ(b.cost_shares(1).organization(), "organizations/owner");
+  const std::string sharer = Token("olga", "owner", {Role::kMemberBillingAdmin});
+  const std::string payer = Token("lena", "lab", {Role::kMemberBillingAdmin});
+  v1::GetBookingRequest g;
+  g.set_name(b.name());
+  EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &out, sharer).ok());
+  v1::CancelBookingRequest c;
+  c.set_name(b.name());
+  s = Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &out, sharer);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  s = Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &out, payer);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.state(), v1::Booking::CANCELLED);
+}
+
+
+// Item 9: UpdateProject answers the Project as GetProject does, with each
+// InstrumentBudget's used and committed hours: in its answer, its event and
+// a retry's answer.
+TEST_F(JointResearchTest, UpdateProjectAnswersTheBudgetsUse) {
+  v1::Project updated, again, got;
+  v1::UpdateProjectRequest retitle;
+  retitle.set_request_id("retitle");
+  retitle.mutable_project()->set_name("projects/prj");
+  retitle.mutable_project()->set_title("Cryo-EM, second year");
+  retitle.mutable_update_mask()->add_paths("title");
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::Booking b;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(11), &b).ok());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, retitle, &updated, admin_).ok());
+  ASSERT_TRUE(GetPrj(&got, admin_).ok());
+  ASSERT_EQ(updated.instrument_budgets_size(), 1);
+  EXPECT_TRUE(updated.instrument_budgets(0).has_used());
+  EXPECT_EQ(FromProto(updated.instrument_budgets(0).committed()), absl::Hours(2));
+  EXPECT_EQ(updated.SerializeAsString(), got.SerializeAsString());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, retitle, &again, admin_).ok());
+  EXPECT_EQ(again.SerializeAsString(), updated.SerializeAsString());
+  int seen = 0;
+  const auto outbox = pool_->Command({"XRANGE", keys::ProjectOutbox(), "-", "+"});
+  ASSERT_TRUE(outbox.ok());
+  for (const auto& entry : outbox->elements) {
+    v1::BookingEvent e;
+    ASSERT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+    if (!e.has_project_updated()) continue;
+    ++seen;
+    EXPECT_EQ(FromProto(e.project_updated().project().instrument_budgets(0).committed()), absl::Hours(2));
+  }
+  EXPECT_EQ(seen, 1);
+}
+
+// Item 10: BUDGET_BELOW_COMMITTED is for "a removed instrument with holding
+// bookings": one whose bookings are all done (used hours only) may go.
+TEST_F(JointResearchTest, AnInstrumentWithUsedHoursOnlyMayLeaveTheProject) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  AddTemCopy("sem");
+  v1::Booking done, held, out;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(11), &done).ok());
+  ASSERT_TRUE(BookJoint(absl::Hours(13), absl::Hours(14), &held).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(done.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10) + absl::Minutes(30));
+  v1::CheckOutRequest co;
+  co.set_name(done.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+  v1::UpdateProjectRequest move;
+  move.mutable_project()->set_name("projects/prj");
+  auto* budget = move.mutable_project()->add_instrument_budgets();
+  budget->set_instrument("instruments/sem");
+  *budget->mutable_budget() = ToProto(absl::Hours(3));
+  move.mutable_update_mask()->add_paths("instrument_budgets");
+  v1::Project pr;
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, move, &pr, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "BUDGET_BELOW_COMMITTED");  // tem still holds a booking
+  v1::CancelBookingRequest cancel;
+  cancel.set_name(held.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, cancel, &out, ana_).ok());
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, move, &pr, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  ASSERT_EQ(pr.instrument_budgets_size(), 1);
+  EXPECT_EQ(pr.instrument_budgets(0).instrument(), "instruments/sem");
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -10,6 +10,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_replace.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
 #include "common/proto_util.h"
@@ -2132,6 +2133,43 @@ TEST_F(JointResearchTest, AnInstrumentWithUsedHoursOnlyMayLeaveTheProject) {
   ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
   ASSERT_EQ(pr.instrument_budgets_size(), 1);
   EXPECT_EQ(pr.instrument_budgets(0).instrument(), "instruments/sem");
+}
+
+
+// Item 11: ListQuotas and GetQuotaUsage check the caller's organisation
+// scope before validation and lookup (types.proto); SetQuota takes an unset
+// allowance as zero ("Zero forbids counted bookings"; only a negative one is
+// INVALID_FIELD).
+TEST_F(QuotaTest, ScopeComesFirstAndAnUnsetAllowanceIsZero) {
+  v1::Quota q;
+  v1::SetQuotaRequest r;
+  r.mutable_quota()->set_organization("organizations/lab");
+  r.mutable_quota()->set_instrument("instruments/tem");
+  r.mutable_quota()->set_period(v1::Quota::WEEK);
+  r.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::SetQuota, r, &q, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(FromProto(q.allowance()), absl::ZeroDuration());
+  v1::Booking b;
+  EXPECT_EQ(GrpcErrorReason(Book(absl::Hours(9), absl::Hours(10), &b)), "QUOTA_EXCEEDED");
+
+  v1::ListQuotasRequest l;
+  l.set_organization("organizations/owner");
+  l.set_instrument("not-a-name");
+  v1::ListQuotasResponse listed;
+  s = Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, l, &listed, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+
+  v1::GetQuotaUsageRequest u;
+  u.set_quota(absl::StrReplaceAll(q.name(), {{".lab.", ".owner."}}));
+  ASSERT_NE(u.quota(), q.name());
+  v1::QuotaUsage usage;
+  s = Call(stub_.get(), &v1::BookingService::Stub::GetQuotaUsage, u, &usage, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  s = Call(stub_.get(), &v1::BookingService::Stub::GetQuotaUsage, u, &usage, admin_);
+  EXPECT_EQ(GrpcErrorReason(s), "QUOTA_NOT_FOUND");
 }
 
 }  // namespace

@@ -2034,7 +2034,6 @@ TEST_F(BookingServiceTest, ALabUsersOtherPayerIsRefusedBeforeValidation) {
   EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
 }
 
-
 // Item 8: CancelBooking's roles name "MEMBER_BILLING_ADMIN of the paying
 // organisation" only (GetBooking's add "or a cost-sharing participant"):
 // owner shares the cost of lab's joint booking, its billing admin reads it

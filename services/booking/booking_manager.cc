@@ -869,7 +869,8 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     // A technical-service run is unscheduled with its order (booking_orders.cc).
     LS_ASSIGN_OR_RETURN(Loaded run, Load(r.name()));
     if (run.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !run.booking.service_order().empty()) {
-      return CancelRun(p, r, run.booking);
+      return Claimed<v1::Booking>(ClaimOf("CancelBooking", r.request_id(), r),
+                                  [&] { return CancelRun(p, r, run.booking); });
     }
   }
   return Transition("CancelBooking", r, r.name(), r.request_id(),

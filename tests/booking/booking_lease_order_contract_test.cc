@@ -592,6 +592,15 @@ TEST_F(CreateBookingContractTest, ARequestIdIsReusedAcrossPartitions) {
   c.set_name(first.name());
   ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_).ok());  // its retry
   EXPECT_EQ(b.state(), v1::Booking::CANCELLED);
+  // A technical-service run (unscheduled with its order) likewise.
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED);
+  c.set_name(on_sem.name());
+  c.set_request_id("cancel-2");
+  grpc::Status cancelled = Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_);  // on_sem, in sem's partition
+  ASSERT_TRUE(cancelled.ok()) << GrpcErrorReason(cancelled) << ": " << cancelled.error_message();
+  c.set_name(o.booking());
+  ExpectError(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "REQUEST_ID_REUSED", "cancelling a run of another partition with the same request_id");
 }
 
 // Item 1b: a create naming its booking_id keeps its record apart from one

@@ -140,32 +140,29 @@ BookingManager::Claim BookingManager::ClaimOf(absl::string_view method, const st
   return c;
 }
 
-absl::Status BookingManager::HeldBy(Claim& claim, const std::optional<std::string>& holder) {
+absl::Status BookingManager::HeldBy(const Claim& claim, const std::optional<std::string>& holder) {
   if (holder && *holder != claim.fingerprint) return RequestIdReused();
-  claim.made = !holder;
   return absl::OkStatus();
 }
 
-absl::Status BookingManager::TakeClaim(Claim& claim) const {
+absl::Status BookingManager::TakeClaim(const Claim& claim) const {
   if (claim.key.empty()) return absl::OkStatus();
   LS_ASSIGN_OR_RETURN(auto holder, store_->ClaimRequest(claim.key, claim.fingerprint));
   return HeldBy(claim, holder);
 }
 
-void BookingManager::SettleClaim(const Claim& claim, const absl::Status& outcome, bool async) const {
-  if (!claim.made || outcome.ok()) return;
+bool BookingManager::DropsClaim(const Claim& claim, const absl::Status& outcome) {
+  if (claim.key.empty() || outcome.ok()) return false;
   switch (outcome.code()) {
     case absl::StatusCode::kUnavailable:  // may have been kept: a retry must find the claim
     case absl::StatusCode::kDeadlineExceeded:
     case absl::StatusCode::kInternal:
     case absl::StatusCode::kUnknown:
     case absl::StatusCode::kCancelled:
-      return;
+      return false;
     default:
-      break;
+      return true;
   }
-  if (async) return store_->ReleaseRequestAsync(claim.key, claim.fingerprint);
-  store_->ReleaseRequest(claim.key, claim.fingerprint).IgnoreError();  // best effort: it expires anyway
 }
 
 // ================================================================ create
@@ -211,8 +208,11 @@ void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBook
     store_->CreateAsync(prepared->step, [this, prepared, claim, done = std::move(done)](
                                             absl::StatusOr<StepOutcome> outcome) {
       absl::StatusOr<v1::Booking> answer = FinishCreate(*prepared, std::move(outcome));
-      SettleClaim(*claim, answer.status(), true);
-      done(std::move(answer));
+      if (!DropsClaim(*claim, answer.status())) return done(std::move(answer));
+      // Answered once the claim is gone: the client may reuse the request_id at once.
+      auto refused = std::make_shared<absl::StatusOr<v1::Booking>>(std::move(answer));
+      store_->ReleaseRequestAsync(claim->key, claim->fingerprint,
+                                  [refused, done = std::move(done)]() mutable { done(std::move(*refused)); });
     });
   };
   if (claim->key.empty()) return step(std::move(done));

@@ -370,23 +370,28 @@ class BookingManager {
   struct Claim {
     std::string key;
     std::string fingerprint;
-    bool made = false;  // this call made the claim (and may drop it)
   };
   static Claim ClaimOf(absl::string_view method, const std::string& request_id,
                        const google::protobuf::Message& request);
   // Takes the claim (sync): REQUEST_ID_REUSED when another content holds it.
-  absl::Status TakeClaim(Claim& claim) const;
-  // The claim's answer: nullopt holder (made now) or the same fingerprint.
-  static absl::Status HeldBy(Claim& claim, const std::optional<std::string>& holder);
-  // After the step: a claim this call made is dropped again when the step
-  // refused for good (not on an answer that may have been kept, such as a
-  // storage failure), so a refused request's request_id stays free.
-  void SettleClaim(const Claim& claim, const absl::Status& outcome, bool async) const;
+  absl::Status TakeClaim(const Claim& claim) const;
+  // The claim's answer: OK for no holder (claimed now) or the same
+  // fingerprint, else REQUEST_ID_REUSED.
+  static absl::Status HeldBy(const Claim& claim, const std::optional<std::string>& holder);
+  // After the step: the claim is dropped again when the step refused for
+  // good (not on an answer that may have been kept, such as a storage
+  // failure), so a refused request's request_id stays free. Also when an
+  // earlier attempt made it (a replica killed mid-request, retried on
+  // another): the same content goes to the same partition, whose record
+  // the step checked first, so a refusal means nothing was kept.
+  static bool DropsClaim(const Claim& claim, const absl::Status& outcome);
   template <typename T>
   absl::StatusOr<T> Claimed(Claim claim, const std::function<absl::StatusOr<T>()>& step) {
     LS_RETURN_IF_ERROR(TakeClaim(claim));
     absl::StatusOr<T> out = step();
-    SettleClaim(claim, out.status(), false);
+    if (DropsClaim(claim, out.status())) {
+      store_->ReleaseRequest(claim.key, claim.fingerprint).IgnoreError();  // best effort: it expires anyway
+    }
     return out;
   }
 

@@ -1410,9 +1410,14 @@ absl::StatusOr<std::optional<std::string>> BookingStore::FindReplayInDocument(co
   return std::optional<std::string>(v.elements[v.elements[1].is_nil() ? 2 : 1].str);
 }
 
-void BookingStore::ReleaseRequestAsync(const std::string& key, const std::string& fingerprint) const {
-  if (pipeline_ == nullptr) return ReleaseRequest(key, fingerprint).IgnoreError();
-  pipeline_->Eval(ReleaseClaimScript(), {key}, {fingerprint}, [](absl::StatusOr<RedisValue>) {});
+void BookingStore::ReleaseRequestAsync(const std::string& key, const std::string& fingerprint,
+                                       std::function<void()> then) const {
+  if (pipeline_ == nullptr) {
+    ReleaseRequest(key, fingerprint).IgnoreError();
+    return then();
+  }
+  pipeline_->Eval(ReleaseClaimScript(), {key}, {fingerprint},
+                  [then = std::move(then)](absl::StatusOr<RedisValue>) { then(); });
 }
 
 }  // namespace labshare::booking

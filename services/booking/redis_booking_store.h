@@ -451,9 +451,11 @@ class BookingStore {
   void ClaimRequestAsync(const std::string& key, const std::string& fingerprint,
                          std::function<void(absl::StatusOr<std::optional<std::string>>)> done) const;
   // Drops the claim if `fingerprint` still holds it (a refused request
-  // leaves its request_id free); fire and forget on the pipeline.
+  // leaves its request_id free); the async form calls `then` once it ran
+  // (whatever its outcome: the claim expires anyway).
   absl::Status ReleaseRequest(const std::string& key, const std::string& fingerprint) const;
-  void ReleaseRequestAsync(const std::string& key, const std::string& fingerprint) const;
+  void ReleaseRequestAsync(const std::string& key, const std::string& fingerprint,
+                           std::function<void()> then) const;
   // The first answer kept in a document that is its own request's record
   // (a derived id: field f the fingerprint, r the first state, else d):
   // nullopt when the document is not there or holds no record;

@@ -64,9 +64,12 @@ absl::Status MethodPolicy::CheckScope(absl::string_view method, const Principal&
     return absl::OkStatus();
   }
   if ((scopes & kScopeParty) && among(facts.parties)) return absl::OkStatus();
+  if ((scopes & kScopePayer) && !org.empty() && !facts.parties.empty() && facts.parties.front() == org) {
+    return absl::OkStatus();
+  }
   if ((scopes & kScopeOwner) && among(facts.owners)) return absl::OkStatus();
   const absl::string_view name = method.substr(method.rfind('/') + 1);
-  if ((scopes & (kScopeParty | kScopeOwner)) == 0) {
+  if ((scopes & (kScopeParty | kScopePayer | kScopeOwner)) == 0) {
     return MakeError(absl::StatusCode::kPermissionDenied, "USER_SCOPE",
                      absl::StrCat("your role may call ", name, " only for yourself"),
                      {{"method", std::string(method)}});
@@ -74,6 +77,7 @@ absl::Status MethodPolicy::CheckScope(absl::string_view method, const Principal&
   std::vector<std::string> whom;
   if (scopes & kScopeSelf) whom.push_back("its own user");
   if (scopes & kScopeParty) whom.push_back("its parties' organisations");
+  if ((scopes & kScopePayer) && !(scopes & kScopeParty)) whom.push_back("its paying organisation");
   if (scopes & kScopeOwner) whom.push_back("the instrument's owner or operator organisation");
   return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                    absl::StrCat("with your role, ", name, " serves only ", absl::StrJoin(whom, ", "),

@@ -46,6 +46,9 @@ enum Scope : unsigned {
   kScopeOwner = 4,
   // Every caller holding the role.
   kScopeAny = 8,
+  // The caller's organisation is the resource's paying organisation, the
+  // first of ScopeFacts.parties (not any party: not a cost-sharing one).
+  kScopePayer = 16,
 };
 
 // What a scope check compares the caller with.

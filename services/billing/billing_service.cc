@@ -33,10 +33,12 @@ const MethodPolicy& BillingPolicy() {
     }
     for (const char* m : {"GetSubsidyPool", "ListSubsidyPools"}) readers(m).Allow(M(m), {kBilling, kStaff});
     for (const char* m : {"GetSubsidyAllowance", "GetPosting", "ListPostings", "GetAccountBalance", "ListBalances",
-                          "GetPayment", "ListPayments", "PreviewInvoice", "GetInvoice", "GetInvoiceDocument", "ListInvoices",
+                          "GetPayment", "ListPayments", "GetInvoice", "GetInvoiceDocument", "ListInvoices",
                           "GetOrganizationStatement"}) {
       readers(m).Allow(M(m), {kBilling}, kScopeParty);
     }
+    // "MEMBER_BILLING_ADMIN of the paying organisation": the one it names.
+    readers("PreviewInvoice").Allow(M("PreviewInvoice"), {kBilling}, kScopePayer);
     // A settlement is shown to a billing admin reduced to its own organisation.
     for (const char* m : {"GetSettlement", "ListSettlements"}) readers(m).Allow(M(m), {kBilling});
     p->Allow(M("GetOwnerIncomeReport"), {kAdmin, kAuditor, kService})

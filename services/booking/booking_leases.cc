@@ -4,6 +4,7 @@
 // [term start - handover buffer, term end + return buffer).
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
@@ -48,18 +49,28 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLease(const Principal& p,
 absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, absl::string_view method,
                                                          const google::protobuf::Message& request,
                                                          const v1::Lease& in, const std::string& lease_id,
-                                                         const std::string& request_id, bool validate_only) {
+                                                         const std::string& request_id, bool validate_only,
+                                                         v1::Booking* booking_answer) {
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "lease.instrument"));
   // Authorization before validation: for whom the caller asks.
   LS_RETURN_IF_ERROR(CheckScopeOn("RequestLease", p, *inventory_, in.instrument(),
                                   {in.contact_user().empty() ? ActorName(p) : in.contact_user(), {}, {}}));
   LS_RETURN_IF_ERROR(CheckOwnOrganization(p, in.lessee_organization(), "lessee"));
-  if (!lease_id.empty()) LS_RETURN_IF_ERROR(CheckChosenId("lease_id", lease_id));
+  // CreateBooking (mode LEASE) answers in its own request's terms: its
+  // booking_id, its booking's reserved interval, BOOKING_EXISTS.
+  const bool as_booking = booking_answer != nullptr;
+  if (!lease_id.empty()) LS_RETURN_IF_ERROR(CheckChosenId(as_booking ? "booking_id" : "lease_id", lease_id));
   const auto& term = in.term();
   if (!term.has_start_time() || !term.has_end_time() ||
       FromProto(term.end_time()) <= FromProto(term.start_time())) {
-    return InvalidField("lease.term", "needs start_time before end_time", "INVALID_INTERVAL");
+    return InvalidField(as_booking ? "booking.reserved_interval" : "lease.term", "needs start_time before end_time",
+                        "INVALID_INTERVAL");
   }
+  const auto exists = [&](const std::string& name) {
+    return as_booking ? MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS",
+                                  "bookings/" + IdOf(name) + " already exists")
+                      : MakeError(absl::StatusCode::kAlreadyExists, "LEASE_EXISTS", name + " already exists");
+  };
   const std::string contact = in.contact_user().empty() ? "users/" + p.user_id : in.contact_user();
   LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(in.instrument()));
   const bool privileged = p.HasRole(Role::kConsortiumAdmin) || IsOwnerStaff(p, instrument);
@@ -158,26 +169,47 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   const int64_t blocked_end = Ms(end + ret);
   if (validate_only) {
     if (!denial.ok()) return denial;
+    if (!lease_id.empty()) {
+      LS_ASSIGN_OR_RETURN(auto taken_id, store_->PartitionOf(id));
+      if (taken_id) return exists(lease.name());
+    }
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
     if (!taken.empty()) return Precondition("SLOT_TAKEN", "the term (with buffers) overlaps another booking");
     lease.clear_name();
     lease.clear_booking();
+    if (as_booking) {
+      *booking_answer = std::move(booking);
+      booking_answer->clear_name();
+      booking_answer->clear_lease();
+    }
     return lease;
   }
+  // The first answer: the lease, or for CreateBooking the booking as created
+  // (a record of an older version holds the lease: booking_answer stays
+  // empty and the caller reads the booking).
+  const auto replayed = [&](const std::string& bytes) -> absl::StatusOr<v1::Lease> {
+    v1::Lease first;
+    if (as_booking) {
+      v1::Booking answer;
+      if (answer.ParseFromString(bytes) && absl::StartsWith(answer.name(), "bookings/")) {
+        *booking_answer = std::move(answer);
+        return first;
+      }
+      booking_answer->Clear();
+    }
+    if (!first.ParseFromString(bytes)) {
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored answer is unreadable");
+    }
+    return first;
+  };
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(partition, method, request_id);
   const std::string fingerprint = RequestFingerprint(method, request);
   bool reserved_id = false;
   if (!lease_id.empty()) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
-    if (seen) {
-      v1::Lease replay;
-      replay.ParseFromString(*seen);
-      return replay;
-    }
+    if (seen) return replayed(*seen);
     LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(id, partition));
-    if (!reserved_id) {
-      return MakeError(absl::StatusCode::kAlreadyExists, "LEASE_EXISTS", lease.name() + " already exists");
-    }
+    if (!reserved_id) return exists(lease.name());
   }
   CreateStep step;
   step.partition = partition;
@@ -187,7 +219,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   step.fingerprint = fingerprint;
   step.booking = SerializeDeterministic(booking);
   step.busy_reason = BusyReasonOf(booking);
-  step.response = SerializeDeterministic(lease);
+  step.response = as_booking ? SerializeDeterministic(booking) : SerializeDeterministic(lease);
   step.blocked_start_ms = blocked_start;
   step.blocked_end_ms = blocked_end;
   step.reserved_start_ms = Ms(start);
@@ -209,16 +241,13 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   }
   LS_RETURN_IF_ERROR(outcome.status());
   switch (outcome->kind) {
-    case StepOutcome::Kind::kApplied: return lease;
-    case StepOutcome::Kind::kReplayed: {
-      v1::Lease replay;
-      replay.ParseFromString(outcome->response);
-      return replay;
-    }
+    case StepOutcome::Kind::kApplied:
+      if (as_booking) *booking_answer = std::move(booking);
+      return lease;
+    case StepOutcome::Kind::kReplayed: return replayed(outcome->response);
     case StepOutcome::Kind::kRequestReused: return RequestIdReused();
     case StepOutcome::Kind::kDenied: return denial;
-    case StepOutcome::Kind::kExists:
-      return MakeError(absl::StatusCode::kAlreadyExists, "LEASE_EXISTS", lease.name() + " already exists");
+    case StepOutcome::Kind::kExists: return exists(lease.name());
     case StepOutcome::Kind::kSlotTaken:
       if (IsWindowEntry(outcome->conflicting)) {
         return Precondition("MAINTENANCE_CONFLICT", "the term overlaps a maintenance window");

@@ -103,6 +103,11 @@ bool ReadStateAndMode(const std::string& bytes, int* state, int* mode) {
   return in.ConsumedEntireMessage();
 }
 
+absl::Status PayerScope() {
+  return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                   "only the owner's staff or an administrator may name another paying organisation");
+}
+
 absl::Status BookingExists(const std::string& name) {
   return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", name + " already exists");
 }
@@ -125,26 +130,102 @@ v1::BookingEvent BookingManager::Event(const Principal& p, const std::string& re
   return e;
 }
 
+// ================================================================ request ids
+
+BookingManager::Claim BookingManager::ClaimOf(absl::string_view method, const std::string& request_id,
+                                              const google::protobuf::Message& request) {
+  Claim c;
+  if (request_id.empty()) return c;
+  c.key = keys::RequestClaim(method, request_id);
+  c.fingerprint = RequestFingerprint(method, request);
+  return c;
+}
+
+absl::Status BookingManager::HeldBy(const Claim& claim, const std::optional<std::string>& holder) {
+  if (holder && *holder != claim.fingerprint) return RequestIdReused();
+  return absl::OkStatus();
+}
+
+absl::Status BookingManager::TakeClaim(const Claim& claim) const {
+  if (claim.key.empty()) return absl::OkStatus();
+  LS_ASSIGN_OR_RETURN(auto holder, store_->ClaimRequest(claim.key, claim.fingerprint));
+  return HeldBy(claim, holder);
+}
+
+bool BookingManager::DropsClaim(const Claim& claim, const absl::Status& outcome) {
+  if (claim.key.empty() || outcome.ok()) return false;
+  switch (outcome.code()) {
+    case absl::StatusCode::kUnavailable:  // may have been kept: a retry must find the claim
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kCancelled:
+      return false;
+    default:
+      return true;
+  }
+}
+
 // ================================================================ create
+
+namespace {
+
+// Whether PrepareCreate writes before the step (a chosen id's reservation,
+// a lease's or a run's whole step): the request_id is claimed before it.
+bool WritesWhilePreparing(const v1::CreateBookingRequest& r) {
+  return !r.booking_id().empty() || r.booking().mode() == labshare::type::v1::LEASE ||
+         r.booking().mode() == labshare::type::v1::TECHNICAL_SERVICE;
+}
+
+}  // namespace
 
 absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
                                                           const v1::CreateBookingRequest& r) {
+  const Claim claim = ClaimOf("CreateBooking", r.validate_only() ? "" : r.request_id(), r);
   PreparedCreate prepared;
+  if (WritesWhilePreparing(r)) {
+    return Claimed<v1::Booking>(claim, [&]() -> absl::StatusOr<v1::Booking> {
+      LS_ASSIGN_OR_RETURN(auto early, PrepareCreate(p, r, prepared));
+      if (early) return *std::move(early);
+      return FinishCreate(prepared, store_->Create(prepared.step));
+    });
+  }
   LS_ASSIGN_OR_RETURN(auto early, PrepareCreate(p, r, prepared));
   if (early) return *std::move(early);
-  return FinishCreate(prepared, store_->Create(prepared.step));
+  return Claimed<v1::Booking>(claim, [&] { return FinishCreate(prepared, store_->Create(prepared.step)); });
 }
 
 void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBookingRequest& r,
                                         std::function<void(absl::StatusOr<v1::Booking>)> done) {
+  // A chosen id, a lease or a run writes while preparing, synchronously as
+  // before: the claim is taken the same way.
+  if (WritesWhilePreparing(r) && !r.request_id().empty() && !r.validate_only()) return done(CreateBooking(p, r));
   auto prepared = std::make_shared<PreparedCreate>();
   auto early = PrepareCreate(p, r, *prepared);
   if (!early.ok()) return done(early.status());
   if (*early) return done(**std::move(early));
-  store_->CreateAsync(prepared->step, [this, prepared, done = std::move(done)](
-                                          absl::StatusOr<StepOutcome> outcome) {
-    done(FinishCreate(*prepared, std::move(outcome)));
-  });
+  auto claim = std::make_shared<Claim>(ClaimOf("CreateBooking", r.request_id(), r));
+  auto step = [this, prepared, claim](std::function<void(absl::StatusOr<v1::Booking>)> done) {
+    store_->CreateAsync(prepared->step, [this, prepared, claim, done = std::move(done)](
+                                            absl::StatusOr<StepOutcome> outcome) {
+      absl::StatusOr<v1::Booking> answer = FinishCreate(*prepared, std::move(outcome));
+      if (!DropsClaim(*claim, answer.status())) return done(std::move(answer));
+      // Answered once the claim is gone: the client may reuse the request_id at once.
+      auto refused = std::make_shared<absl::StatusOr<v1::Booking>>(std::move(answer));
+      store_->ReleaseRequestAsync(claim->key, claim->fingerprint,
+                                  [refused, done = std::move(done)]() mutable { done(std::move(*refused)); });
+    });
+  };
+  if (claim->key.empty()) return step(std::move(done));
+  // One more command on the pipeline before the step (the claim's slot is
+  // not the partition's: it cannot be part of the step's script).
+  store_->ClaimRequestAsync(claim->key, claim->fingerprint,
+                            [claim, step = std::move(step), done = std::move(done)](
+                                absl::StatusOr<std::optional<std::string>> holder) mutable {
+                              absl::Status held = holder.ok() ? HeldBy(*claim, *holder) : holder.status();
+                              if (!held.ok()) return done(held);  // nothing was written on this path
+                              step(std::move(done));
+                            });
 }
 
 absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
@@ -174,18 +255,12 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     if (r.lease_terms().has_handover_buffer()) *lease.mutable_handover_buffer() = r.lease_terms().handover_buffer();
     if (r.lease_terms().has_return_buffer()) *lease.mutable_return_buffer() = r.lease_terms().return_buffer();
     lease.set_purpose(in.purpose());
+    // The answer is the booking as created (or previewed), a retry's too.
+    v1::Booking answer;
     LS_ASSIGN_OR_RETURN(v1::Lease created, RequestLeaseAs(p, "CreateBooking", r, lease, r.booking_id(),
-                                                          r.request_id(), r.validate_only()));
-    if (r.validate_only()) {
-      v1::Booking preview;
-      preview.set_instrument(created.instrument());
-      preview.set_mode(labshare::type::v1::LEASE);
-      *preview.mutable_reserved_interval() = created.term();
-      *preview.mutable_blocked_interval() = created.blocked_interval();
-      preview.set_state(v1::Booking::PENDING_APPROVAL);
-      return preview;
-    }
-    LS_ASSIGN_OR_RETURN(Loaded booking, Load(created.booking()));
+                                                          r.request_id(), r.validate_only(), &answer));
+    if (r.validate_only() || !answer.name().empty()) return answer;
+    LS_ASSIGN_OR_RETURN(Loaded booking, Load(created.booking()));  // the record of an older version
     return std::move(booking.booking);
   }
   if (in.mode() == labshare::type::v1::TECHNICAL_SERVICE) {
@@ -194,18 +269,15 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
       return InvalidField("booking.service_order", "a TECHNICAL_SERVICE booking names its service_order and takes "
                           "no project or lease_terms", "MODE_FIELDS_MISMATCH");
     }
-    if (r.validate_only()) {
-      return InvalidField("validate_only", "not available for TECHNICAL_SERVICE runs; the order's state decides");
-    }
     v1::ScheduleServiceRequest schedule;
     schedule.set_name(in.service_order());
     *schedule.mutable_interval() = in.reserved_interval();
     schedule.set_operator_user(in.operator_user());
     schedule.set_booking_id(r.booking_id());
     schedule.set_request_id(r.request_id());
-    LS_ASSIGN_OR_RETURN(v1::ServiceOrder order, ScheduleService(p, schedule));
-    LS_ASSIGN_OR_RETURN(Loaded run, Load(order.booking()));
-    return std::move(run.booking);
+    v1::Booking run;
+    LS_RETURN_IF_ERROR(ScheduleRun(p, schedule, "CreateBooking", r, r.validate_only(), &run).status());
+    return run;
   }
   const bool joint = in.mode() == labshare::type::v1::JOINT_RESEARCH;
   if (r.has_lease_terms() || !in.service_order().empty() || !in.operator_user().empty() ||
@@ -213,9 +285,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     return InvalidField("booking", "ON_SITE bookings take no project, JOINT_RESEARCH bookings need one; "
                         "neither takes lease_terms, service_order or operator_user", "MODE_FIELDS_MISMATCH");
   }
-  if (!r.booking_id().empty()) LS_RETURN_IF_ERROR(CheckChosenId("booking_id", r.booking_id()));
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "booking.instrument"));
-  LS_RETURN_IF_ERROR(ValidInterval(in.reserved_interval(), "booking.reserved_interval"));
   const std::string user_name = in.user().empty() ? "users/" + p.user_id : in.user();
   LS_RETURN_IF_ERROR(ParseName(user_name, "users", "booking.user").status());
 
@@ -226,13 +296,18 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   if (!privileged && user_name != "users/" + p.user_id) {
     return UserScope("you may book only for yourself");
   }
+  // The scope of the payer, before validation (types.proto): a caller who
+  // may not name another payer hears so whatever else is wrong.
+  if (!privileged && !in.payer_organization().empty() && in.payer_organization() != ActorOrganization(p)) {
+    LS_ASSIGN_OR_RETURN(auto self, inventory_->User(user_name));
+    if (in.payer_organization() != self->organization()) return PayerScope();
+  }
+  if (!r.booking_id().empty()) LS_RETURN_IF_ERROR(CheckChosenId("booking_id", r.booking_id()));
+  LS_RETURN_IF_ERROR(ValidInterval(in.reserved_interval(), "booking.reserved_interval"));
   LS_ASSIGN_OR_RETURN(auto user_ptr, inventory_->User(user_name));
   const inv::User& user = *user_ptr;
   const std::string payer_name = in.payer_organization().empty() ? user.organization() : in.payer_organization();
-  if (!privileged && payer_name != user.organization()) {
-    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                     "only the owner's staff or an administrator may name another paying organisation");
-  }
+  if (!privileged && payer_name != user.organization()) return PayerScope();
   LS_ASSIGN_OR_RETURN(auto payer_ptr, inventory_->Organization(payer_name));
   const inv::Organization& payer = *payer_ptr;
   LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(instrument.facility()));
@@ -294,7 +369,20 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   b.set_purpose(in.purpose());
   if (joint) {
     b.set_project(in.project());
-    LS_RETURN_IF_ERROR(CheckProject(b, instrument_id));
+    if (absl::Status project = CheckProject(b, instrument_id); !project.ok()) {
+      // A retry of a request answered before gets its first answer, whatever
+      // became of the project since.
+      if (!r.request_id().empty() && !r.validate_only()) {
+        const std::string fingerprint = RequestFingerprint("CreateBooking", r);
+        LS_ASSIGN_OR_RETURN(auto seen, derived_id ? store_->FindReplayInDocument(keys::Booking(partition, booking_id),
+                                                                                 fingerprint)
+                                                  : store_->FindReplay(keys::Idempotency(partition, "CreateBooking",
+                                                                                         r.request_id()),
+                                                                       fingerprint));
+        if (seen) return ParseBooking(*seen);
+      }
+      return project;
+    }
   }
   if (access.approval_required()) {
     b.set_state(v1::Booking::PENDING_APPROVAL);
@@ -758,7 +846,7 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
   LS_ASSIGN_OR_RETURN(Loaded cur, Load(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
   const std::string fingerprint = RequestFingerprint(method, request);
-  return ReplayOrRetry<v1::Booking>(
+  return Claimed<v1::Booking>(ClaimOf(method, request_id, request), [&] { return ReplayOrRetry<v1::Booking>(
       idem, fingerprint, "booking",
       [&](int attempt) -> absl::StatusOr<std::optional<v1::Booking>> {
         if (attempt > 0) {
@@ -800,7 +888,7 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
         }
         LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
         return Settle(outcome, std::move(c.booking));
-      });
+      }); });
 }
 
 absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
@@ -810,7 +898,8 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     // A technical-service run is unscheduled with its order (booking_orders.cc).
     LS_ASSIGN_OR_RETURN(Loaded run, Load(r.name()));
     if (run.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !run.booking.service_order().empty()) {
-      return CancelRun(p, r, run.booking);
+      return Claimed<v1::Booking>(ClaimOf("CancelBooking", r.request_id(), r),
+                                  [&] { return CancelRun(p, r, run.booking); });
     }
   }
   return Transition("CancelBooking", r, r.name(), r.request_id(),

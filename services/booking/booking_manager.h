@@ -378,6 +378,37 @@ class BookingManager {
     return out;
   }
 
+  // A mutation's request_id, claimed in one slot for all partitions
+  // (keys::RequestClaim): another content under it is REQUEST_ID_REUSED
+  // wherever its first request went. Empty request_id: no claim.
+  struct Claim {
+    std::string key;
+    std::string fingerprint;
+  };
+  static Claim ClaimOf(absl::string_view method, const std::string& request_id,
+                       const google::protobuf::Message& request);
+  // Takes the claim (sync): REQUEST_ID_REUSED when another content holds it.
+  absl::Status TakeClaim(const Claim& claim) const;
+  // The claim's answer: OK for no holder (claimed now) or the same
+  // fingerprint, else REQUEST_ID_REUSED.
+  static absl::Status HeldBy(const Claim& claim, const std::optional<std::string>& holder);
+  // After the step: the claim is dropped again when the step refused for
+  // good (not on an answer that may have been kept, such as a storage
+  // failure), so a refused request's request_id stays free. Also when an
+  // earlier attempt made it (a replica killed mid-request, retried on
+  // another): the same content goes to the same partition, whose record
+  // the step checked first, so a refusal means nothing was kept.
+  static bool DropsClaim(const Claim& claim, const absl::Status& outcome);
+  template <typename T>
+  absl::StatusOr<T> Claimed(Claim claim, const std::function<absl::StatusOr<T>()>& step) {
+    LS_RETURN_IF_ERROR(TakeClaim(claim));
+    absl::StatusOr<T> out = step();
+    if (DropsClaim(claim, out.status())) {
+      store_->ReleaseRequest(claim.key, claim.fingerprint).IgnoreError();  // best effort: it expires anyway
+    }
+    return out;
+  }
+
   // A request seen before (same request id and content) gets its first
   // answer; else `attempt` runs until it answers. An attempt answers nullopt
   // when a compare-and-set lost and the state must be read again.
@@ -414,7 +445,8 @@ class BookingManager {
   absl::StatusOr<v1::Lease> RequestLeaseAs(const Principal& p, absl::string_view method,
                                            const google::protobuf::Message& request,
                                            const v1::Lease& in, const std::string& lease_id,
-                                           const std::string& request_id, bool validate_only);
+                                           const std::string& request_id, bool validate_only,
+                                           v1::Booking* booking_answer = nullptr);
   struct LeaseChange {
     v1::Lease lease;
     v1::Booking booking;
@@ -454,6 +486,13 @@ class BookingManager {
     UpdateStep::Calendar calendar = UpdateStep::Calendar::kKeep;
   };
   absl::StatusOr<LoadedOrder> LoadOrder(const std::string& name);
+  // ScheduleService under any method name: CreateBooking (mode
+  // TECHNICAL_SERVICE) passes booking_answer, which gets the run as booked
+  // (or previewed, with validate_only), a retry's first answer too; it books
+  // an order in SAMPLES_RECEIVED only (no reschedule).
+  absl::StatusOr<v1::ServiceOrder> ScheduleRun(const Principal& p, const v1::ScheduleServiceRequest& r,
+                                               absl::string_view method, const google::protobuf::Message& request,
+                                               bool validate_only, v1::Booking* booking_answer);
   absl::StatusOr<v1::ServiceOrder> UnscheduleForOutage(const Principal& p, const std::string& order,
                                                        const inv::MaintenanceWindow& window);
   // The run of a SCHEDULED order cancelled, the order back in

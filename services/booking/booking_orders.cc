@@ -473,28 +473,43 @@ absl::StatusOr<Order> BookingManager::ReceiveSamples(const Principal& p, const v
 // ================================================================ the run
 
 absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const v1::ScheduleServiceRequest& r) {
+  return ScheduleRun(p, r, "ScheduleService", r, false, nullptr);
+}
+
+absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::ScheduleServiceRequest& r,
+                                                  absl::string_view method, const google::protobuf::Message& request,
+                                                  bool validate_only, v1::Booking* booking_answer) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("ScheduleService", p, r.name()));
+  // CreateBooking (mode TECHNICAL_SERVICE) books the run of an order in
+  // SAMPLES_RECEIVED only, may preview it, and answers the booking.
+  const bool as_booking = booking_answer != nullptr;
   const auto& interval = r.interval();
   if (!interval.has_start_time() || !interval.has_end_time() ||
       FromProto(interval.end_time()) <= FromProto(interval.start_time())) {
-    return InvalidField("interval", "needs start_time before end_time", "INVALID_INTERVAL");
+    return InvalidField(as_booking ? "booking.reserved_interval" : "interval", "needs start_time before end_time",
+                        "INVALID_INTERVAL");
   }
   LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(r.name()));
   LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
   LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
-  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(cur.partition, "ScheduleService", r.request_id());
-  const std::string fingerprint = RequestFingerprint("ScheduleService", r);
+  const std::string idem =
+      r.request_id().empty() || validate_only ? "" : keys::Idempotency(cur.partition, method, r.request_id());
+  const std::string fingerprint = RequestFingerprint(method, request);
+  // The first answer: the order, or for CreateBooking the run as created.
+  const auto replayed = [&](const std::string& bytes) -> absl::StatusOr<Order> {
+    Order first;
+    if (!(as_booking ? booking_answer->ParseFromString(bytes) : first.ParseFromString(bytes))) {
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored answer is unreadable");
+    }
+    return first;
+  };
   LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
-  if (seen) {
-    Order replay;
-    replay.ParseFromString(*seen);
-    return replay;
-  }
+  if (seen) return replayed(*seen);
   // In SCHEDULED the run moves: its booking (not started) is cancelled
   // without charge and the new one created in the same step.
-  const bool reschedule = cur.order.state() == Order::SCHEDULED;
+  const bool reschedule = !as_booking && cur.order.state() == Order::SCHEDULED;
   if (cur.order.state() != Order::SAMPLES_RECEIVED && !reschedule) {
-    return OrderState(cur.order, "SAMPLES_RECEIVED or SCHEDULED");
+    return OrderState(cur.order, as_booking ? "SAMPLES_RECEIVED" : "SAMPLES_RECEIVED or SCHEDULED");
   }
   Loaded previous;
   if (reschedule) {
@@ -546,7 +561,12 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   if (!r.booking_id().empty()) {
     LS_RETURN_IF_ERROR(CheckChosenId("booking_id", r.booking_id()));
     booking_id = r.booking_id();
-    LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(booking_id, cur.partition));
+    if (validate_only) {
+      LS_ASSIGN_OR_RETURN(auto taken, store_->PartitionOf(booking_id));
+      reserved_id = !taken;
+    } else {
+      LS_ASSIGN_OR_RETURN(reserved_id, store_->ReserveId(booking_id, cur.partition));
+    }
     if (!reserved_id) {
       return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", "bookings/" + booking_id + " already exists");
     }
@@ -570,6 +590,20 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   *b.mutable_create_time() = ToProto(now);
   *b.mutable_update_time() = ToProto(now);
   b.set_etag("1");
+  if (validate_only) {
+    // The step's checks, read rather than written: the slot.
+    LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(cur.partition, IdOf(cur.order.instrument()), Ms(start),
+                                                          Ms(blocked_end)));
+    if (!taken.empty()) {
+      if (IsWindowEntry(taken.front().booking_id)) {
+        return Precondition("MAINTENANCE_CONFLICT", "the run overlaps a maintenance window");
+      }
+      return Precondition("SLOT_TAKEN", "the run overlaps another booking of this instrument");
+    }
+    *booking_answer = std::move(b);
+    booking_answer->clear_name();
+    return cur.order;
+  }
   Order o = cur.order;
   o.set_state(Order::SCHEDULED);
   o.set_booking(b.name());
@@ -605,7 +639,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   step.fingerprint = fingerprint;
   step.booking = SerializeDeterministic(b);
   step.busy_reason = BusyReasonOf(b);
-  step.response = SerializeDeterministic(o);
+  step.response = as_booking ? SerializeDeterministic(b) : SerializeDeterministic(o);
   step.blocked_start_ms = Ms(start);
   step.blocked_end_ms = Ms(blocked_end);
   step.reserved_start_ms = Ms(start);
@@ -626,12 +660,10 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   }
   LS_ASSIGN_OR_RETURN(StepOutcome outcome, std::move(stepped));
   switch (outcome.kind) {
-    case StepOutcome::Kind::kApplied: return o;
-    case StepOutcome::Kind::kReplayed: {
-      Order replay;
-      replay.ParseFromString(outcome.response);
-      return replay;
-    }
+    case StepOutcome::Kind::kApplied:
+      if (as_booking) *booking_answer = std::move(b);
+      return o;
+    case StepOutcome::Kind::kReplayed: return replayed(outcome.response);
     case StepOutcome::Kind::kRequestReused: return RequestIdReused();
     case StepOutcome::Kind::kSlotTaken:
       if (IsWindowEntry(outcome.conflicting)) return Precondition("MAINTENANCE_CONFLICT", "the run overlaps a maintenance window");

@@ -4,7 +4,10 @@
 // redis_booking_store.h) so that a booking checks and commits budget in the
 // same step that takes the slot.
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <set>
+#include <utility>
 
 #include <google/protobuf/util/field_mask_util.h>
 
@@ -441,21 +444,33 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
     LS_RETURN_IF_ERROR(CheckHoldingBookings(*store_, current, project));
   }
   // A budget never drops below what is used and committed; an instrument with
-  // holding bookings stays.
+  // holding bookings stays (one with used hours only may go: its use is
+  // history).
   const std::string id = IdOf(project.name());
-  std::map<std::string, int64_t> budgets;
+  std::map<std::string, std::optional<int64_t>> budgets;  // nullopt: removed
   for (const auto& b : project.instrument_budgets()) {
     budgets[IdOf(b.instrument())] = absl::ToInt64Milliseconds(FromProto(b.budget()));
   }
-  for (const auto& b : current.instrument_budgets()) budgets.emplace(IdOf(b.instrument()), 0);
+  for (const auto& b : current.instrument_budgets()) budgets.emplace(IdOf(b.instrument()), std::nullopt);
+  std::map<std::string, std::pair<int64_t, int64_t>> use_of;  // used, committed
   for (const auto& [instrument, budget_ms] : budgets) {
     LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(id, instrument));
-    if (budget_ms < use.used_ms + use.committed_ms) {
+    use_of[instrument] = {use.used_ms, use.committed_ms};
+    const int64_t held = budget_ms ? use.used_ms + use.committed_ms : use.committed_ms;
+    if (budget_ms.value_or(0) < held) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "BUDGET_BELOW_COMMITTED",
-                       absl::StrCat("instruments/", instrument, " has ",
-                                    absl::FormatDuration(absl::Milliseconds(use.used_ms + use.committed_ms)),
-                                    " used or committed"));
+                       budget_ms ? absl::StrCat("instruments/", instrument, " has ",
+                                                absl::FormatDuration(absl::Milliseconds(held)), " used or committed")
+                                 : absl::StrCat("instruments/", instrument, " has holding bookings (",
+                                                absl::FormatDuration(absl::Milliseconds(held)),
+                                                " committed); it stays in the project"));
     }
+  }
+  // The answer (its event and its replay too) shows the use, as GetProject.
+  for (auto& b : *project.mutable_instrument_budgets()) {
+    const auto& [used_ms, committed_ms] = use_of[IdOf(b.instrument())];
+    *b.mutable_used() = ToProto(absl::Milliseconds(used_ms));
+    *b.mutable_committed() = ToProto(absl::Milliseconds(committed_ms));
   }
   *project.mutable_update_time() = ToProto(clock_->Now());
   project.set_etag(std::to_string(version + 1));
@@ -469,7 +484,12 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
   m.idempotency_key = idem;
   m.fingerprint = fingerprint;
   m.response = SerializeDeterministic(project);
-  m.writes.push_back({keys::Project(id), project.SerializeAsString(), version});
+  v1::Project stored = project;  // the use lives in the counters, not in the document
+  for (auto& b : *stored.mutable_instrument_budgets()) {
+    b.clear_used();
+    b.clear_committed();
+  }
+  m.writes.push_back({keys::Project(id), stored.SerializeAsString(), version});
   m.outbox_key = keys::ProjectOutbox();
   m.event_type = v1::BookingEvent::descriptor()->full_name();
   m.event_payload = event.SerializeAsString();

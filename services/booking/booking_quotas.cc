@@ -244,9 +244,11 @@ absl::StatusOr<v1::Quota> BookingManager::SetQuota(const Principal& p, const v1:
   if (in.enforcement() == Quota::ENFORCEMENT_UNSPECIFIED || !Quota::Enforcement_IsValid(in.enforcement())) {
     return InvalidField("quota.enforcement", "choose HARD_LIMIT or REQUIRE_APPROVAL");
   }
-  if (!in.has_allowance() || FromProto(in.allowance()) < absl::ZeroDuration()) {
+  // Unset is zero, which forbids counted bookings (the comment on Quota).
+  if (in.has_allowance() && FromProto(in.allowance()) < absl::ZeroDuration()) {
     return InvalidField("quota.allowance", "must be zero or more hours");
   }
+  if (!in.has_allowance()) *in.mutable_allowance() = ToProto(absl::ZeroDuration());
   if (in.time_zone().empty()) in.set_time_zone(kDefaultTimeZone);
   LS_RETURN_IF_ERROR(PeriodAround(in.period(), in.time_zone(), clock_->Now()).status());
   LS_RETURN_IF_ERROR(inventory_->Instrument(in.instrument()).status());
@@ -255,6 +257,7 @@ absl::StatusOr<v1::Quota> BookingManager::SetQuota(const Principal& p, const v1:
   const int partition = keys::Partition(instrument_id);
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(partition, "SetQuota", r.request_id());
   const std::string fingerprint = RequestFingerprint("SetQuota", r);
+  return Claimed<Quota>(ClaimOf("SetQuota", r.request_id(), r), [&] {
   return ReplayOrRetry<Quota>(idem, fingerprint, "quota", [&](int) -> absl::StatusOr<std::optional<Quota>> {
     LS_ASSIGN_OR_RETURN(auto group, LoadQuotas(instrument_id, org_id));
     const std::string name = "quotas/" + QuotaId(instrument_id, org_id, in.period());
@@ -305,6 +308,7 @@ absl::StatusOr<v1::Quota> BookingManager::SetQuota(const Principal& p, const v1:
     if (outcome.kind == CommitOutcome::Kind::kRequestReused) return RequestIdReused();
     return std::optional<Quota>(std::move(q));
   });
+  });
 }
 
 absl::StatusOr<google::protobuf::Empty> BookingManager::DeleteQuota(const Principal& p, const v1::DeleteQuotaRequest& r) {
@@ -313,6 +317,7 @@ absl::StatusOr<google::protobuf::Empty> BookingManager::DeleteQuota(const Princi
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(partition, "DeleteQuota", r.request_id());
   const std::string fingerprint = RequestFingerprint("DeleteQuota", r);
   google::protobuf::Empty none;
+  return Claimed<google::protobuf::Empty>(ClaimOf("DeleteQuota", r.request_id(), r), [&] {
   return ReplayOrRetry<google::protobuf::Empty>(
       idem, fingerprint, "quota", [&](int) -> absl::StatusOr<std::optional<google::protobuf::Empty>> {
         LS_ASSIGN_OR_RETURN(auto group, LoadQuotas(key.instrument_id, key.org_id));
@@ -353,6 +358,7 @@ absl::StatusOr<google::protobuf::Empty> BookingManager::DeleteQuota(const Princi
         if (outcome.kind == CommitOutcome::Kind::kRequestReused) return RequestIdReused();
         return std::optional<google::protobuf::Empty>(none);
       });
+  });
 }
 
 absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principal& p, const v1::ListQuotasRequest& r) {
@@ -360,11 +366,12 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
   // caller's scope fails rather than answering an empty page (FACILITY_STAFF
   // may name another organisation on an instrument its organisation owns or
   // operates).
+  // (A malformed instrument names no owner: the scope is checked without
+  // one, the name afterwards.)
   if (!r.organization().empty()) {
-    if (r.instrument().empty()) {
+    if (r.instrument().empty() || !ParseName(r.instrument(), "instruments", "instrument").ok()) {
       LS_RETURN_IF_ERROR(CheckScope("ListQuotas", p, {"", {r.organization()}, {}}));
     } else {
-      LS_RETURN_IF_ERROR(ParseName(r.instrument(), "instruments", "instrument").status());
       LS_RETURN_IF_ERROR(CheckScopeOn("ListQuotas", p, *inventory_, r.instrument(), {"", {r.organization()}, {}}));
     }
   }
@@ -434,13 +441,18 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
 
 absl::StatusOr<v1::QuotaUsage> BookingManager::GetQuotaUsage(const Principal& p, const v1::GetQuotaUsageRequest& r) {
   LS_ASSIGN_OR_RETURN(QuotaKey key, ParseQuotaName(r.quota(), "quota"));
+  // Authorization before the lookup: the name says whose quota it is (an
+  // instrument that is gone has no quota either).
+  absl::Status scope = CheckScopeOn("GetQuotaUsage", p, *inventory_, "instruments/" + key.instrument_id,
+                                    {"", {"organizations/" + key.org_id}, {}});
+  if (scope.code() == absl::StatusCode::kNotFound) return QuotaNotFound(r.quota());
+  LS_RETURN_IF_ERROR(scope);
   LS_ASSIGN_OR_RETURN(auto group, LoadQuotas(key.instrument_id, key.org_id));
   const Quota* quota = nullptr;
   for (const auto& q : group->quotas) {
     if (q.name() == r.quota()) quota = &q;
   }
   if (quota == nullptr) return QuotaNotFound(r.quota());
-  LS_RETURN_IF_ERROR(CheckScopeOn("GetQuotaUsage", p, *inventory_, quota->instrument(), {"", {quota->organization()}, {}}));
   const absl::Time at = r.has_time() ? FromProto(r.time()) : clock_->Now();
   LS_ASSIGN_OR_RETURN(auto period, PeriodAround(quota->period(), quota->time_zone(), at));
   const int partition = keys::Partition(key.instrument_id);

@@ -31,7 +31,7 @@ const MethodPolicy& BookingPolicy() {
       p->Allow(M(m), {kUser}, kScopeSelf).Allow(M(m), {kBilling}, kScopeParty).Allow(M(m), {kStaff}, kScopeOwner);
     }
     p->Allow(M("ListBookings"), {kStaff}, kScopeParty);
-    p->Allow(M("CancelBooking"), {kUser}, kScopeSelf).Allow(M("CancelBooking"), {kBilling}, kScopeParty)
+    p->Allow(M("CancelBooking"), {kUser}, kScopeSelf).Allow(M("CancelBooking"), {kBilling}, kScopePayer)
         .Allow(M("CancelBooking"), {kStaff}, kScopeOwner).Allow(M("CancelBooking"), {kAdmin});
     for (const char* m : {"ApproveBooking", "RejectBooking"}) p->Allow(M(m), {kStaff}, kScopeOwner).Allow(M(m), {kAdmin});
     for (const char* m : {"CheckIn", "CheckOut"}) {

@@ -40,6 +40,10 @@ std::string Due(int p) { return absl::StrCat(Tag(p), ":due"); }
 std::string SweepInstruments(int p) { return absl::StrCat(Tag(p), ":sweep:instruments"); }
 std::string SweepCursors(int p) { return absl::StrCat(Tag(p), ":sweep:cursor"); }
 std::string IdLookup(absl::string_view id) { return absl::StrCat("{bk:ids}:", id); }
+std::string RequestClaim(absl::string_view method, absl::string_view request_id) {
+  // Booking ids match [a-z0-9-]: a ':' keeps claims apart from them.
+  return absl::StrCat("{bk:ids}:req:", method, ":", request_id);
+}
 std::string Budget(int p, absl::string_view project_id) { return absl::StrCat(Tag(p), ":budget:", project_id); }
 std::string Lease(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":lease:", id); }
 std::string Order(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":order:", id); }
@@ -1455,6 +1459,70 @@ absl::StatusOr<bool> BookingStore::ReserveId(absl::string_view id, int partition
 
 absl::Status BookingStore::ReleaseId(absl::string_view id) const {
   return pool_->Command({"DEL", keys::IdLookup(id)}).status();
+}
+
+namespace {
+
+std::vector<std::string> ClaimCommand(const std::string& key, const std::string& fingerprint) {
+  return {"SET", key, fingerprint, "NX", "GET", "EX", std::to_string(kIdempotencyTtlSeconds)};
+}
+
+absl::StatusOr<std::optional<std::string>> ClaimHolder(const RedisValue& v) {
+  if (v.is_nil()) return std::optional<std::string>();
+  if (v.type != RedisValue::Type::kString && v.type != RedisValue::Type::kStatus) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected reply to a request_id claim");
+  }
+  return std::optional<std::string>(v.str);
+}
+
+const RedisScript& ReleaseClaimScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+)lua");
+  return *s;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<std::string>> BookingStore::ClaimRequest(const std::string& key,
+                                                                      const std::string& fingerprint) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(ClaimCommand(key, fingerprint)));
+  return ClaimHolder(v);
+}
+
+void BookingStore::ClaimRequestAsync(const std::string& key, const std::string& fingerprint,
+                                     std::function<void(absl::StatusOr<std::optional<std::string>>)> done) const {
+  if (pipeline_ == nullptr) return done(ClaimRequest(key, fingerprint));
+  pipeline_->Command(ClaimCommand(key, fingerprint), [done = std::move(done)](absl::StatusOr<RedisValue> v) {
+    if (!v.ok()) return done(v.status());
+    done(ClaimHolder(*v));
+  });
+}
+
+absl::Status BookingStore::ReleaseRequest(const std::string& key, const std::string& fingerprint) const {
+  return pool_->Eval(ReleaseClaimScript(), {key}, {fingerprint}).status();
+}
+
+absl::StatusOr<std::optional<std::string>> BookingStore::FindReplayInDocument(const std::string& key,
+                                                                              const std::string& fingerprint) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", key, "f", "r", "d"}));
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 3) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected reply to a record read");
+  }
+  if (v.elements[0].is_nil() || fingerprint.empty()) return std::optional<std::string>();
+  if (v.elements[0].str != fingerprint) return RequestIdReused();
+  return std::optional<std::string>(v.elements[v.elements[1].is_nil() ? 2 : 1].str);
+}
+
+void BookingStore::ReleaseRequestAsync(const std::string& key, const std::string& fingerprint,
+                                       std::function<void()> then) const {
+  if (pipeline_ == nullptr) {
+    ReleaseRequest(key, fingerprint).IgnoreError();
+    return then();
+  }
+  pipeline_->Eval(ReleaseClaimScript(), {key}, {fingerprint},
+                  [then = std::move(then)](absl::StatusOr<RedisValue>) { then(); });
 }
 
 }  // namespace labshare::booking

@@ -113,6 +113,11 @@ std::string Due(int p);
 std::string SweepInstruments(int p);
 std::string SweepCursors(int p);
 std::string IdLookup(absl::string_view booking_id);
+// A mutation's claim of its request_id, in the one slot of IdLookup: the
+// per-partition records ({bk:P}:idem:..., or the document a derived id
+// names) answer a retry, the claim finds the same request_id reused in
+// another partition or by a record kept elsewhere. Holds the fingerprint.
+std::string RequestClaim(absl::string_view method, absl::string_view request_id);
 std::string Budget(int p, absl::string_view project_id);
 std::string Lease(int p, absl::string_view lease_id);
 std::string Order(int p, absl::string_view order_id);
@@ -497,6 +502,26 @@ class BookingStore {
   // Records the partition of a client-chosen id; false if the id is taken.
   absl::StatusOr<bool> ReserveId(absl::string_view booking_id, int partition) const;
   absl::Status ReleaseId(absl::string_view booking_id) const;
+  // Claims a request_id for `fingerprint` (SET NX GET, kept as long as the
+  // idempotency records): nullopt when this call made the claim, else the
+  // fingerprint that holds it. The async form runs on the pipeline (one
+  // command), synchronously on the pool without one.
+  absl::StatusOr<std::optional<std::string>> ClaimRequest(const std::string& key,
+                                                          const std::string& fingerprint) const;
+  void ClaimRequestAsync(const std::string& key, const std::string& fingerprint,
+                         std::function<void(absl::StatusOr<std::optional<std::string>>)> done) const;
+  // Drops the claim if `fingerprint` still holds it (a refused request
+  // leaves its request_id free); the async form calls `then` once it ran
+  // (whatever its outcome: the claim expires anyway).
+  absl::Status ReleaseRequest(const std::string& key, const std::string& fingerprint) const;
+  void ReleaseRequestAsync(const std::string& key, const std::string& fingerprint,
+                           std::function<void()> then) const;
+  // The first answer kept in a document that is its own request's record
+  // (a derived id: field f the fingerprint, r the first state, else d):
+  // nullopt when the document is not there or holds no record;
+  // REQUEST_ID_REUSED when it is another request's.
+  absl::StatusOr<std::optional<std::string>> FindReplayInDocument(const std::string& key,
+                                                                  const std::string& fingerprint) const;
   absl::StatusOr<std::optional<std::string>> FindReplay(const std::string& key,
                                                         const std::string& fingerprint) const {
     return docs_.FindReplay(key, fingerprint);

@@ -58,6 +58,7 @@ std::string Show(const Entry& e) {
     if (scope & kScopeSelf) s.push_back("self");
     if (scope & kScopeParty) s.push_back("party");
     if (scope & kScopeOwner) s.push_back("owner");
+    if (scope & kScopePayer) s.push_back("payer");
     parts.push_back(absl::StrCat(RoleName(role), ":", absl::StrJoin(s, "|")));
   }
   return parts.empty() ? "(nobody)" : absl::StrJoin(parts, " ");
@@ -70,7 +71,8 @@ std::optional<unsigned> Qualifier(absl::string_view q) {
       {"for anyone", kScopeAny},
       {"for themselves", kScopeSelf},
       // The caller's organisation is a party of the resource or of the filter.
-      {"of the paying organisation", kScopeParty},
+      // The caller's organisation pays (a cost-sharing participant does not).
+      {"of the paying organisation", kScopePayer},
       {"of the paying organisation or a cost-sharing participant", kScopeParty},
       {"of the lessee organisation", kScopeParty},
       {"of the client organisation", kScopeParty},

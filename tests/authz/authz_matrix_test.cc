@@ -145,9 +145,9 @@ class AuthzMatrix : public booking::BookingServiceTest {
     if (scopes & kScopeAny) return "";
     const std::string org = side.org;
     if ((scopes & kScopeSelf) && std::string(side.user) == "ana" && role != Role::kService) return "";
-    if ((scopes & kScopeParty) && org == "lab") return "";
+    if ((scopes & (kScopeParty | kScopePayer)) && org == "lab") return "";  // lab pays
     if ((scopes & kScopeOwner) && org == "owner") return "";
-    return (scopes & (kScopeParty | kScopeOwner)) ? "ORGANIZATION_SCOPE" : "USER_SCOPE";
+    return (scopes & (kScopeParty | kScopePayer | kScopeOwner)) ? "ORGANIZATION_SCOPE" : "USER_SCOPE";
   }
 
   // Part 2: one method on one resource, every role from every side.

@@ -220,6 +220,34 @@ class BookingServiceTest : public ::testing::Test {
     day_ = absl::FromUnixSeconds((absl::ToUnixSeconds(clock_.Now()) / 86400 + 2) * 86400);  // 2 days ahead, 00:00Z
   }
 
+  // A copy of tem named `id` (its rates for members, ana qualified on it).
+  void AddTemCopy(const std::string& id) {
+    iv::GetInstrumentRequest g;
+    g.set_name("instruments/tem");
+    iv::Instrument tem;
+    ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
+    iv::CreateInstrumentRequest i;
+    i.set_instrument_id(id);
+    *i.mutable_instrument() = tem;
+    i.mutable_instrument()->clear_name();
+    i.mutable_instrument()->clear_etag();
+    Inv(&iv::InventoryService::Stub::CreateInstrument, i);
+    for (auto mode : {labshare::type::v1::ON_SITE, labshare::type::v1::JOINT_RESEARCH}) {
+      iv::CreateRateRequest rate;
+      rate.set_parent("instruments/" + id);
+      rate.mutable_rate()->set_mode(mode);
+      rate.mutable_rate()->set_payer_class(labshare::type::v1::MEMBER);
+      rate.mutable_rate()->set_unit(iv::PER_HOUR);
+      rate.mutable_rate()->mutable_price()->set_currency_code("CNY");
+      rate.mutable_rate()->mutable_price()->set_amount_minor(50000);
+      Inv(&iv::InventoryService::Stub::CreateRate, rate);
+    }
+    iv::GrantQualificationRequest q;
+    q.set_instrument("instruments/" + id);
+    q.set_user("users/ana");
+    Inv(&iv::InventoryService::Stub::GrantQualification, q);
+  }
+
   grpc::Status Book(absl::Duration from, absl::Duration to, v1::Booking* out,
                     const std::string& request_id = "", const std::string& user = "users/ana") {
     v1::CreateBookingRequest r;

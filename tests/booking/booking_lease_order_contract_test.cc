@@ -10,6 +10,7 @@
 
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
+#include "google/rpc/error_details.pb.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "tests/booking/booking_fixture.h"
 
@@ -485,6 +486,234 @@ TEST_F(LeaseOrderContractTest, CancellingARunUnschedulesItsOrderAndIsForOwnerSta
   c.set_request_id("cancel-run-2");
   ExpectError(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_), grpc::StatusCode::FAILED_PRECONDITION,
               "BOOKING_STATE", "cancelling a cancelled run");
+}
+
+
+// CreateBooking held to its own comment and to types.proto's conventions
+// (second audit): its LEASE path answers in CreateBooking's terms, and a
+// request_id is one request whichever partition its instrument is in.
+class CreateBookingContractTest : public LeaseOrderContractTest {
+ protected:
+  // A CreateBooking of `mode` on `instrument` by `token` over [day + from, day + to).
+  static v1::CreateBookingRequest Request(const std::string& instrument, labshare::type::v1::SharingMode mode,
+                                          absl::Time from, absl::Time to, const std::string& request_id,
+                                          const std::string& booking_id = "") {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument(instrument);
+    r.mutable_booking()->set_mode(mode);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(from);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(to);
+    if (mode == labshare::type::v1::LEASE) r.mutable_lease_terms();
+    r.set_request_id(request_id);
+    r.set_booking_id(booking_id);
+    return r;
+  }
+  grpc::Status Create(const v1::CreateBookingRequest& r, v1::Booking* out, const std::string& token = "") {
+    return Call(stub_.get(), &Stub::CreateBooking, r, out, token.empty() ? ana_ : token);
+  }
+  // ana's ON_SITE booking of tem over [day + from h, day + to h).
+  v1::CreateBookingRequest OnSite(int from, int to, const std::string& request_id,
+                                  const std::string& booking_id = "") const {
+    return Request("instruments/tem", labshare::type::v1::ON_SITE, day_ + absl::Hours(from), day_ + absl::Hours(to),
+                   request_id, booking_id);
+  }
+  // ana's LEASE of afm over [day + 1 d, day + 11 d).
+  v1::CreateBookingRequest Lease(const std::string& request_id, const std::string& booking_id = "") const {
+    return Request("instruments/afm", labshare::type::v1::LEASE, day_ + absl::Hours(24), day_ + absl::Hours(24 * 11),
+                   request_id, booking_id);
+  }
+  static std::string FirstField(const grpc::Status& s) {
+    const google::rpc::Status rpc = ToRpcStatus(s);
+    for (const auto& any : rpc.details()) {
+      google::rpc::BadRequest bad;
+      if (any.UnpackTo(&bad) && bad.field_violations_size() > 0) return bad.field_violations(0).field();
+    }
+    return "";
+  }
+};
+
+// Item 1: "ALREADY_EXISTS (BOOKING_EXISTS: booking_id taken)"; INVALID_FIELD
+// and INVALID_INTERVAL name CreateBooking's fields, not RequestLease's.
+TEST_F(CreateBookingContractTest, ALeaseBookingAnswersInCreateBookingsTerms) {
+  v1::Booking b;
+  ASSERT_TRUE(Create(OnSite(9, 10, "", "slot-a"), &b).ok());
+  grpc::Status s = Create(Lease("", "slot-a"), &b);
+  ExpectError(s, grpc::StatusCode::ALREADY_EXISTS, "BOOKING_EXISTS", "a lease booking of a taken booking_id");
+  s = Create(Lease("taken-lease", "slot-a"), &b);
+  ExpectError(s, grpc::StatusCode::ALREADY_EXISTS, "BOOKING_EXISTS", "the same, with a request_id");
+  s = Create(Lease("", "Bad_Id"), &b);
+  ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a lease booking of a malformed booking_id");
+  EXPECT_EQ(FirstField(s), "booking_id");
+  v1::CreateBookingRequest unset = Lease("");
+  unset.mutable_booking()->clear_reserved_interval();
+  s = Create(unset, &b);
+  ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_INTERVAL", "a lease booking without a term");
+  EXPECT_EQ(FirstField(s), "booking.reserved_interval");
+  // RequestLease keeps its own terms.
+  v1::Lease l;
+  ASSERT_TRUE(LeaseAfm(&l, "lease-a").ok());
+  ExpectError(LeaseAfm(&l, "lease-a"), grpc::StatusCode::ALREADY_EXISTS, "LEASE_EXISTS", "RequestLease of a taken id");
+}
+
+// Item 2: "the same request_id with different content fails with
+// FAILED_PRECONDITION, reason REQUEST_ID_REUSED", whichever instrument (and
+// so partition) each names; a refused request leaves its request_id free.
+TEST_F(CreateBookingContractTest, ARequestIdIsReusedAcrossPartitions) {
+  ASSERT_NE(keys::Partition("sem"), keys::Partition("tem"));
+  AddTemCopy("sem");
+  v1::Booking first, b;
+  ASSERT_TRUE(Create(OnSite(9, 10, "r"), &first).ok());
+  v1::CreateBookingRequest other = OnSite(9, 10, "r");
+  other.mutable_booking()->set_instrument("instruments/sem");
+  ExpectError(Create(other, &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+              "the same request_id on an instrument of another partition");
+  ExpectError(Create(Lease("r"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+              "the same request_id for a lease of another partition");
+  ASSERT_TRUE(Create(OnSite(9, 10, "r"), &b).ok());
+  EXPECT_EQ(b.SerializeAsString(), first.SerializeAsString());  // the first answer still comes back
+  // A refusal (the slot is taken) keeps nothing: the request_id is free again.
+  ExpectError(Create(OnSite(9, 10, "s"), &b), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "a taken slot");
+  other.set_request_id("s");
+  v1::Booking on_sem;
+  ASSERT_TRUE(Create(other, &on_sem).ok());
+  int created = 0;
+  for (const auto& e : Events()) created += e.has_booking_created();
+  EXPECT_EQ(created, 2);
+
+  // CancelBooking of two bookings in different partitions with one request_id.
+  v1::CancelBookingRequest c;
+  c.set_name(first.name());
+  c.set_request_id("cancel");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_).ok());
+  EXPECT_EQ(b.state(), v1::Booking::CANCELLED);
+  c.set_name(on_sem.name());
+  ExpectError(Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "REQUEST_ID_REUSED", "cancelling a booking of another partition with the same request_id");
+  c.set_name(first.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_).ok());  // its retry
+  EXPECT_EQ(b.state(), v1::Booking::CANCELLED);
+  // A technical-service run (unscheduled with its order) likewise.
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED);
+  c.set_name(on_sem.name());
+  c.set_request_id("cancel-2");
+  grpc::Status cancelled = Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_);  // on_sem, in sem's partition
+  ASSERT_TRUE(cancelled.ok()) << GrpcErrorReason(cancelled) << ": " << cancelled.error_message();
+  c.set_name(o.booking());
+  ExpectError(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "REQUEST_ID_REUSED", "cancelling a run of another partition with the same request_id");
+}
+
+// Item 1b: a create naming its booking_id keeps its record apart from one
+// whose id the request_id derives; one request_id is one request all the same.
+TEST_F(CreateBookingContractTest, ARequestIdIsOneRequestWithOrWithoutABookingId) {
+  v1::Booking first, b;
+  ASSERT_TRUE(Create(OnSite(9, 10, "q", "slot-q"), &first).ok());
+  ExpectError(Create(OnSite(12, 13, "q"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+              "the request_id of a create with a booking_id, without one");
+  ASSERT_TRUE(Create(OnSite(14, 15, "p"), &first).ok());
+  ExpectError(Create(OnSite(16, 17, "p", "slot-p"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+              "the request_id of a create without a booking_id, with one");
+  int created = 0;
+  for (const auto& e : Events()) created += e.has_booking_created();
+  EXPECT_EQ(created, 2);
+}
+
+
+// The run of `order` over [day + from h, day + to h) through CreateBooking.
+static v1::CreateBookingRequest RunOf(const std::string& order, absl::Time from, absl::Time to,
+                                      const std::string& request_id) {
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+  r.mutable_booking()->set_service_order(order);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(from);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(to);
+  r.set_request_id(request_id);
+  return r;
+}
+
+// Item 3: "A retry with the same request_id and the same content returns
+// the first answer": the booking as created, not as it is now.
+TEST_F(CreateBookingContractTest, ALeaseOrRunRetryReturnsTheFirstAnswer) {
+  v1::Booking first, again;
+  ASSERT_TRUE(Create(Lease("lease-r"), &first).ok());
+  EXPECT_EQ(first.state(), v1::Booking::PENDING_APPROVAL);
+  v1::ApproveLeaseRequest a;
+  a.set_name(first.lease());
+  a.mutable_contract()->set_rate_basis(v1::LeaseContract::DAILY);
+  a.mutable_contract()->mutable_rate()->set_currency_code("CNY");
+  a.mutable_contract()->mutable_rate()->set_amount_minor(300000);
+  a.mutable_contract()->mutable_deposit()->set_currency_code("CNY");
+  a.mutable_contract()->mutable_deposit()->set_amount_minor(100000);
+  v1::Lease approved;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, a, &approved, staff_).ok());
+  ASSERT_TRUE(Create(Lease("lease-r"), &again).ok());
+  EXPECT_EQ(again.state(), v1::Booking::PENDING_APPROVAL);
+  EXPECT_EQ(again.etag(), "1");
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SAMPLES_RECEIVED), moved;
+  const auto run = RunOf(o.name(), day_ + absl::Hours(9), day_ + absl::Hours(11), "run-r");
+  ASSERT_TRUE(Create(run, &first, staff_).ok());
+  ASSERT_TRUE(Schedule(o.name(), "run-moved", &moved).ok());  // [9:00, 11:00) again, another booking
+  ASSERT_TRUE(Create(run, &again, staff_).ok());
+  EXPECT_EQ(again.state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+}
+
+// Item 4: TECHNICAL_SERVICE books "the run of booking.service_order (in
+// SAMPLES_RECEIVED)", "ORDER_STATE: the service order is not in
+// SAMPLES_RECEIVED": a scheduled order is not rescheduled by CreateBooking.
+TEST_F(CreateBookingContractTest, ARunIsBookedOnlyForAnOrderWithItsSamples) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), got;
+  v1::Booking b;
+  ExpectError(Create(RunOf(o.name(), day_ + absl::Hours(13), day_ + absl::Hours(14), "run-x"), &b, staff_),
+              grpc::StatusCode::FAILED_PRECONDITION, "ORDER_STATE", "booking a run of a scheduled order");
+  v1::GetServiceOrderRequest g;
+  g.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetServiceOrder, g, &got, staff_).ok());
+  EXPECT_EQ(got.booking(), o.booking());
+  EXPECT_EQ(got.etag(), o.etag());
+}
+
+// Item 5: "With validate_only, every check runs and nothing is written; the
+// returned booking has no name", for runs and leases as for the others.
+TEST_F(CreateBookingContractTest, ValidateOnlyPreviewsRunsAndLeasesAsTheyWouldBeStored) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SAMPLES_RECEIVED), got;
+  const size_t events = Events().size();
+  auto run = RunOf(o.name(), day_ + absl::Hours(9), day_ + absl::Hours(11), "");
+  run.set_validate_only(true);
+  v1::Booking preview;
+  grpc::Status s = Create(run, &preview, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_TRUE(preview.name().empty());
+  EXPECT_EQ(preview.mode(), labshare::type::v1::TECHNICAL_SERVICE);
+  EXPECT_EQ(preview.state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(preview.service_order(), o.name());
+  EXPECT_EQ(preview.user(), "users/ana");
+  EXPECT_EQ(preview.operator_user(), "users/sam");
+  EXPECT_EQ(preview.payer_organization(), "organizations/lab");
+  v1::GetServiceOrderRequest g;
+  g.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetServiceOrder, g, &got, staff_).ok());
+  EXPECT_EQ(got.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  EXPECT_EQ(Events().size(), events);
+  // Every check: a taken slot is refused as the real request would be.
+  v1::Booking taken;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &taken).ok());
+  ExpectError(Create(run, &preview, staff_), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN",
+              "previewing a run on a taken slot");
+
+  auto lease = Lease("");
+  lease.set_validate_only(true);
+  ASSERT_TRUE(Create(lease, &preview).ok());
+  EXPECT_TRUE(preview.name().empty());
+  EXPECT_TRUE(preview.lease().empty());
+  EXPECT_EQ(preview.user(), "users/ana");
+  EXPECT_EQ(preview.payer_organization(), "organizations/lab");
+  EXPECT_EQ(preview.instrument_owner(), "organizations/owner");
+  EXPECT_EQ(preview.payer_class(), labshare::type::v1::MEMBER);
+  EXPECT_EQ(preview.approval_reason(), v1::Booking::LEASE_CONTRACT);
+  EXPECT_EQ(preview.state(), v1::Booking::PENDING_APPROVAL);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_replace.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
 #include "common/proto_util.h"
@@ -1342,13 +1343,20 @@ TEST_F(ServiceOrderTest, RescheduleMovesTheRunInOneStepAndCreateBookingBooksRuns
   EXPECT_EQ(cancelled, 1);
   EXPECT_EQ(previous, first);
 
-  // CreateBooking with mode TECHNICAL_SERVICE is ScheduleService.
+  // CreateBooking with mode TECHNICAL_SERVICE is ScheduleService for an
+  // order in SAMPLES_RECEIVED; a scheduled one is not moved by it
+  // (ORDER_STATE), its run is cancelled first.
   v1::CreateBookingRequest r;
   r.mutable_booking()->set_instrument("instruments/tem");
   r.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
   r.mutable_booking()->set_service_order(o.name());
   *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(14));
   *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(15));
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, staff_)),
+            "ORDER_STATE");
+  v1::CancelBookingRequest unschedule;
+  unschedule.set_name(out.booking());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, unschedule, &b, staff_).ok());
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, staff_).ok());
   EXPECT_EQ(b.mode(), labshare::type::v1::TECHNICAL_SERVICE);
   EXPECT_EQ(b.service_order(), o.name());
@@ -1957,6 +1965,210 @@ TEST_F(BookingServiceTest, AvailabilityRefusesAModeThatIsNoSharingMode) {
   s = Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, search, &found, ana_);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+}
+
+
+// ================================================================ second audit (CreateBooking)
+
+// Item 6: "A retry with the same request_id and the same content returns the
+// first answer", also once the project has moved on (here: the paying
+// organisation left it), with and without a chosen booking_id.
+TEST_F(JointResearchTest, ARetryGetsItsFirstAnswerWhateverBecameOfTheProject) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  auto joint = [&](int from, const std::string& request_id, const std::string& booking_id) {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    r.mutable_booking()->set_project("projects/prj");
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(from));
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(from + 1));
+    r.set_request_id(request_id);
+    r.set_booking_id(booking_id);
+    return r;
+  };
+  v1::Booking derived, chosen, again, out;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, joint(9, "jr-1", ""), &derived, ana_).ok());
+  ASSERT_TRUE(
+      Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, joint(11, "jr-2", "joint-b"), &chosen, ana_).ok());
+  for (const auto* b : {&derived, &chosen}) {
+    v1::CancelBookingRequest cancel;
+    cancel.set_name(b->name());
+    ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, cancel, &out, ana_).ok());
+  }
+  v1::UpdateProjectRequest drop;
+  drop.mutable_project()->set_name("projects/prj");
+  for (const char* org : {"organizations/outsider", "organizations/owner"}) {
+    drop.mutable_project()->add_participants()->set_organization(org);
+  }
+  drop.mutable_update_mask()->add_paths("participants");
+  v1::Project pr;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, drop, &pr, admin_).ok());
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, joint(9, "jr-1", ""), &again, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), derived.SerializeAsString());
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, joint(11, "jr-2", "joint-b"), &again, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), chosen.SerializeAsString());
+  // A new request is held to the project as it is now.
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, joint(13, "jr-3", ""), &out,
+                                 ana_)),
+            "NOT_PROJECT_PARTICIPANT");
+}
+
+// Item 7: a role's organisation scope is "checked before validation"
+// (types.proto): a LAB_USER naming another paying organisation is
+// ORGANIZATION_SCOPE even when the request is invalid too.
+TEST_F(BookingServiceTest, ALabUsersOtherPayerIsRefusedBeforeValidation) {
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  r.mutable_booking()->set_payer_organization("organizations/owner");
+  v1::Booking b;
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  r.set_booking_id("Not An Id");
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+}
+
+// Item 8: CancelBooking's roles name "MEMBER_BILLING_ADMIN of the paying
+// organisation" only (GetBooking's add "or a cost-sharing participant"):
+// owner shares the cost of lab's joint booking, its billing admin reads it
+// but may not cancel it; lab's may.
+TEST_F(JointResearchTest, OnlyThePayersBillingAdminCancels) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::Booking b, out;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(10), &b).ok());
+  ASSERT_EQ(b.cost_shares(1).organization(), "organizations/owner");
+  const std::string sharer = Token("olga", "owner", {Role::kMemberBillingAdmin});
+  const std::string payer = Token("lena", "lab", {Role::kMemberBillingAdmin});
+  v1::GetBookingRequest g;
+  g.set_name(b.name());
+  EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &out, sharer).ok());
+  v1::CancelBookingRequest c;
+  c.set_name(b.name());
+  s = Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &out, sharer);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  s = Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, c, &out, payer);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.state(), v1::Booking::CANCELLED);
+}
+
+
+// Item 9: UpdateProject answers the Project as GetProject does, with each
+// InstrumentBudget's used and committed hours: in its answer, its event and
+// a retry's answer.
+TEST_F(JointResearchTest, UpdateProjectAnswersTheBudgetsUse) {
+  v1::Project updated, again, got;
+  v1::UpdateProjectRequest retitle;
+  retitle.set_request_id("retitle");
+  retitle.mutable_project()->set_name("projects/prj");
+  retitle.mutable_project()->set_title("Cryo-EM, second year");
+  retitle.mutable_update_mask()->add_paths("title");
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::Booking b;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(11), &b).ok());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, retitle, &updated, admin_).ok());
+  ASSERT_TRUE(GetPrj(&got, admin_).ok());
+  ASSERT_EQ(updated.instrument_budgets_size(), 1);
+  EXPECT_TRUE(updated.instrument_budgets(0).has_used());
+  EXPECT_EQ(FromProto(updated.instrument_budgets(0).committed()), absl::Hours(2));
+  EXPECT_EQ(updated.SerializeAsString(), got.SerializeAsString());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, retitle, &again, admin_).ok());
+  EXPECT_EQ(again.SerializeAsString(), updated.SerializeAsString());
+  int seen = 0;
+  const auto outbox = pool_->Command({"XRANGE", keys::ProjectOutbox(), "-", "+"});
+  ASSERT_TRUE(outbox.ok());
+  for (const auto& entry : outbox->elements) {
+    v1::BookingEvent e;
+    ASSERT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+    if (!e.has_project_updated()) continue;
+    ++seen;
+    EXPECT_EQ(FromProto(e.project_updated().project().instrument_budgets(0).committed()), absl::Hours(2));
+  }
+  EXPECT_EQ(seen, 1);
+}
+
+// Item 10: BUDGET_BELOW_COMMITTED is for "a removed instrument with holding
+// bookings": one whose bookings are all done (used hours only) may go.
+TEST_F(JointResearchTest, AnInstrumentWithUsedHoursOnlyMayLeaveTheProject) {
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  AddTemCopy("sem");
+  v1::Booking done, held, out;
+  ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(11), &done).ok());
+  ASSERT_TRUE(BookJoint(absl::Hours(13), absl::Hours(14), &held).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(done.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10) + absl::Minutes(30));
+  v1::CheckOutRequest co;
+  co.set_name(done.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+  v1::UpdateProjectRequest move;
+  move.mutable_project()->set_name("projects/prj");
+  auto* budget = move.mutable_project()->add_instrument_budgets();
+  budget->set_instrument("instruments/sem");
+  *budget->mutable_budget() = ToProto(absl::Hours(3));
+  move.mutable_update_mask()->add_paths("instrument_budgets");
+  v1::Project pr;
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, move, &pr, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "BUDGET_BELOW_COMMITTED");  // tem still holds a booking
+  v1::CancelBookingRequest cancel;
+  cancel.set_name(held.name());
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, cancel, &out, ana_).ok());
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, move, &pr, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  ASSERT_EQ(pr.instrument_budgets_size(), 1);
+  EXPECT_EQ(pr.instrument_budgets(0).instrument(), "instruments/sem");
+}
+
+
+// Item 11: ListQuotas and GetQuotaUsage check the caller's organisation
+// scope before validation and lookup (types.proto); SetQuota takes an unset
+// allowance as zero ("Zero forbids counted bookings"; only a negative one is
+// INVALID_FIELD).
+TEST_F(QuotaTest, ScopeComesFirstAndAnUnsetAllowanceIsZero) {
+  v1::Quota q;
+  v1::SetQuotaRequest r;
+  r.mutable_quota()->set_organization("organizations/lab");
+  r.mutable_quota()->set_instrument("instruments/tem");
+  r.mutable_quota()->set_period(v1::Quota::WEEK);
+  r.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::SetQuota, r, &q, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(FromProto(q.allowance()), absl::ZeroDuration());
+  v1::Booking b;
+  EXPECT_EQ(GrpcErrorReason(Book(absl::Hours(9), absl::Hours(10), &b)), "QUOTA_EXCEEDED");
+
+  v1::ListQuotasRequest l;
+  l.set_organization("organizations/owner");
+  l.set_instrument("not-a-name");
+  v1::ListQuotasResponse listed;
+  s = Call(stub_.get(), &v1::BookingService::Stub::ListQuotas, l, &listed, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+
+  v1::GetQuotaUsageRequest u;
+  u.set_quota(absl::StrReplaceAll(q.name(), {{".lab.", ".owner."}}));
+  ASSERT_NE(u.quota(), q.name());
+  v1::QuotaUsage usage;
+  s = Call(stub_.get(), &v1::BookingService::Stub::GetQuotaUsage, u, &usage, ana_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  s = Call(stub_.get(), &v1::BookingService::Stub::GetQuotaUsage, u, &usage, admin_);
+  EXPECT_EQ(GrpcErrorReason(s), "QUOTA_NOT_FOUND");
 }
 
 }  // namespace

@@ -138,13 +138,27 @@ absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore
   return std::make_pair(std::move(inv), doc->version);
 }
 
-// The open amounts of `inv` as they stood when `s` was computed: what it
-// was due, less the payments recorded against it up to then. These are
+// The open amounts of `inv` as they stood when `s` was computed: for an
+// invoice `s` marked, what it still owes; for one of a settlement computed
+// before settlements marked their invoices, what it was due less the
+// payments recorded against it up to the computation. These are
 // what the settlement's transfers pay for, also when the invoice was
 // voided, paid directly or cleared by another settlement since (possible
 // only while settlements did not name their invoices).
 absl::StatusOr<std::vector<OpenAmount>> OpenWhenComputed(const BillingStore& store, const v1::Invoice& inv,
                                                          const v1::Settlement& s) {
+  if (inv.settlement() == s.name()) {
+    // Marked by the computation's own step (version-checked against the
+    // invoice it read), and refused any direct payment since: its open
+    // amounts are still those the transfers were computed from. Timestamps
+    // would misplace a payment committed during the computation's scan.
+    std::vector<OpenAmount> out;
+    for (const auto& pb : inv.payees()) {
+      const int64_t amount = pb.amount_outstanding().amount_minor();
+      if (amount != 0) out.push_back({inv.payer_organization(), pb.organization(), amount});
+    }
+    return out;
+  }
   std::map<std::string, int64_t> open;
   for (const auto& pb : inv.payees()) open[pb.organization()] = pb.amount_due().amount_minor();
   const std::set<std::string> names(inv.payments().begin(), inv.payments().end());

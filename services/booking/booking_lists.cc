@@ -454,9 +454,13 @@ std::vector<std::string> KeysOf(const std::vector<IndexOp>& ops) {
 
 // One batch's writes: `entries` of the instrument's booking index (kind
 // 'b': each booking and, when it is one, its lease) or order index ('o').
+// `froms`: the operators the entries may be filed under now (the record's,
+// and the target of a re-filing that stopped part-way); with `seen.known`
+// false, none is known and entries are only added.
 absl::StatusOr<std::vector<RefileOp>> RefileBatch(const BookingStore& store, int p, char kind,
                                                   const std::vector<ListingEntry>& entries,
-                                                  const ListingOperator& seen, const std::string& to) {
+                                                  const ListingOperator& seen, const std::vector<std::string>& froms,
+                                                  const std::string& to) {
   std::vector<std::string> doc_keys;
   for (const auto& e : entries) {
     if (kind == 'b') {
@@ -470,25 +474,26 @@ absl::StatusOr<std::vector<RefileOp>> RefileBatch(const BookingStore& store, int
   if (docs.size() != doc_keys.size()) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected document read");
   }
-  const std::string& from = seen.org;
   std::vector<RefileOp> ops;
   for (size_t i = 0; i < docs.size(); ++i) {
     if (!docs[i]) continue;  // no lease of this booking
-    if (kind == 'o') {
-      v1::ServiceOrder o;
-      if (!o.ParseFromString(docs[i]->data) || o.name().empty()) continue;
-      const std::string member = keys::IndexMember(Ms(FromProto(o.create_time())), IdOf(o.name()));
-      Refile(KeysOf(OrderListingOps(p, o, from)), seen.known, KeysOf(OrderListingOps(p, o, to)), member, 0, &ops);
-    } else if (i % 2 == 0) {
-      v1::Booking b;
-      if (!b.ParseFromString(docs[i]->data) || b.name().empty()) continue;
-      Refile(BookingListingKeys(p, b, from), seen.known, BookingListingKeys(p, b, to), IdOf(b.name()),
-             Ms(FromProto(b.reserved_interval().start_time())), &ops);
-    } else {
-      v1::Lease l;
-      if (!l.ParseFromString(docs[i]->data) || l.name().empty()) continue;
-      Refile(LeaseListingKeys(p, l, from), seen.known, LeaseListingKeys(p, l, to), IdOf(l.name()),
-             Ms(FromProto(l.term().start_time())), &ops);
+    for (const std::string& from : froms) {
+      if (kind == 'o') {
+        v1::ServiceOrder o;
+        if (!o.ParseFromString(docs[i]->data) || o.name().empty()) continue;
+        const std::string member = keys::IndexMember(Ms(FromProto(o.create_time())), IdOf(o.name()));
+        Refile(KeysOf(OrderListingOps(p, o, from)), seen.known, KeysOf(OrderListingOps(p, o, to)), member, 0, &ops);
+      } else if (i % 2 == 0) {
+        v1::Booking b;
+        if (!b.ParseFromString(docs[i]->data) || b.name().empty()) continue;
+        Refile(BookingListingKeys(p, b, from), seen.known, BookingListingKeys(p, b, to), IdOf(b.name()),
+               Ms(FromProto(b.reserved_interval().start_time())), &ops);
+      } else {
+        v1::Lease l;
+        if (!l.ParseFromString(docs[i]->data) || l.name().empty()) continue;
+        Refile(LeaseListingKeys(p, l, from), seen.known, LeaseListingKeys(p, l, to), IdOf(l.name()),
+               Ms(FromProto(l.term().start_time())), &ops);
+      }
     }
   }
   return ops;
@@ -520,7 +525,13 @@ absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::str
     if (seen.known && seen.etag >= etag) return 0;
     int64_t looked = 0;
     bool moved = false;
-    const bool same = seen.known && seen.org == operator_org;  // only the etag moves
+    // A re-filing towards another operator that stopped part-way left some
+    // entries under its target: they are re-filed from both.
+    const bool half_done = seen.known && seen.next_etag != 0 && seen.next_org != seen.org;
+    std::vector<std::string> froms = {seen.org};
+    if (half_done) froms.push_back(seen.next_org);
+    // Only the etag moves (nothing half done towards another operator).
+    const bool same = seen.known && seen.org == operator_org && (!half_done || seen.next_org == operator_org);
     if (!same) {
       // From here on a create from an operator read earlier is refused,
       // so none lands behind the scan.
@@ -536,7 +547,7 @@ absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::str
                                                            std::numeric_limits<int64_t>::max(), after, batch));
         if (pages.empty() || pages[0].empty()) break;
         const std::vector<ListingEntry>& entries = pages[0];
-        LS_ASSIGN_OR_RETURN(std::vector<RefileOp> ops, RefileBatch(store, p, kind, entries, seen, operator_org));
+        LS_ASSIGN_OR_RETURN(std::vector<RefileOp> ops, RefileBatch(store, p, kind, entries, seen, froms, operator_org));
         looked += static_cast<int64_t>(entries.size());
         LS_ASSIGN_OR_RETURN(Outcome outcome, step(seen, ops, Phase::kBatch));
         if (outcome == Outcome::kDone) return looked;

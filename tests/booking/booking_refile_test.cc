@@ -270,6 +270,38 @@ TEST_F(RefileTest, AStopBetweenStepsLeavesTheEventPendingAndItsRetryCompletes) {
   EXPECT_EQ(pool_->Command({"HGET", keys::ListOperator(tem, "tem"), "org"})->str, "organizations/ops");
 }
 
+// A change reverted while the first re-filing stopped part-way, the revert
+// handled first (by another replica: the stopped event stays pending with
+// the first): the entries the first one moved come back, none stays behind.
+TEST_F(RefileTest, ARevertHandledBeforeAStoppedRefilingRestoresEveryEntry) {
+  SeedDocs(3);
+  Operate("outsider");
+  Deliver();
+  Operate("ops");
+  RefileOptions stop;
+  stop.batch = 1;
+  stop.max_steps = 3;
+  ASSERT_TRUE(consumer_->PollOnce(InventoryEventHandler(manager_.get(), stop)).ok());
+  EXPECT_EQ(Bookings(ops_staff_), (Names{bookings_[0], bookings_[1], lease_}));  // half way
+  Operate("outsider");  // reverted
+  ConsumerOptions other;
+  other.stream = "{inventory}:outbox";
+  other.group = kInventoryEventsGroup;
+  other.consumer = "another-replica";
+  EventConsumer replica(pool_.get(), other);
+  auto handled = replica.PollOnce(InventoryEventHandler(manager_.get()));
+  ASSERT_TRUE(handled.ok()) << handled.status();
+  ExpectSeesAll(outsider_staff_, "outsider staff, after the revert");
+  ExpectSeesNone(ops_staff_, "ops staff, after the revert");
+  EXPECT_EQ(OrgEntries("ops"), 0);
+  EXPECT_EQ(OrgEntries("outsider"), 7);
+  // The stopped event, retried: older than the record, it moves nothing.
+  Deliver();
+  ExpectSeesAll(outsider_staff_, "outsider staff, after the retry");
+  EXPECT_EQ(OrgEntries("ops"), 0);
+  EXPECT_EQ(OrgEntries("outsider"), 7);
+}
+
 TEST_F(RefileTest, WithoutARecordTheNewOperatorIsAddedAndTheOldOneFilteredOut) {
   SeedDocs();
   Operate("outsider");

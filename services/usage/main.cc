@@ -57,6 +57,14 @@ int main(int argc, char** argv) {
   }
   const labshare::PageTokenCodec page_tokens = *std::move(page_tokens_or);
   labshare::usage::UsageFigures figures(&redis, &clock, zone, page_tokens, absl::GetFlag(FLAGS_currency));
+  // Instruments folded before attribute versions were kept: their current
+  // record as their first version, before any event is folded.
+  if (auto seeded = figures.SeedInstrumentVersions(); !seeded.ok()) {
+    labshare::LogError("cannot seed the instruments' attribute versions", {{"error", seeded.status().ToString()}});
+    return 2;
+  } else if (*seeded > 0) {
+    labshare::LogInfo("instrument attribute versions seeded", {{"instruments", std::to_string(*seeded)}});
+  }
   labshare::usage::AuditChainOptions audit_options;
   audit_options.clock = &clock;
   if (const std::string key_file = absl::GetFlag(FLAGS_audit_signing_key_file); !key_file.empty()) {

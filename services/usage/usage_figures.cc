@@ -1560,4 +1560,26 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
   return out;
 }
 
+absl::StatusOr<int> UsageFigures::SeedInstrumentVersions() {
+  static const RedisScript kSeed(R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+)lua");
+  LS_ASSIGN_OR_RETURN(RedisValue ids, pool_->Command({"HKEYS", "{usage}:instr"}));
+  int seeded = 0;
+  for (const RedisValue& id : ids.elements) {
+    LS_ASSIGN_OR_RETURN(RedisValue record, pool_->Command({"HGET", "{usage}:instr", id.str}));
+    iv::Instrument in;
+    if (record.is_nil() || !in.ParseFromString(record.str)) continue;
+    const absl::Time effective = in.has_update_time()   ? FromProto(in.update_time())
+                                 : in.has_create_time() ? FromProto(in.create_time())
+                                                        : absl::UnixEpoch();
+    LS_ASSIGN_OR_RETURN(RedisValue done, pool_->Eval(kSeed, {kVersionsPrefix + id.str},
+                                                     {std::to_string(absl::ToUnixMillis(effective)), record.str}));
+    seeded += static_cast<int>(done.integer);
+  }
+  return seeded;
+}
+
 }  // namespace labshare::usage

@@ -97,6 +97,12 @@ class UsageFigures {
   // several replicas and while events are folded), then
   // RebuildStaleAggregates.
   absl::Status MigrateAggregates();
+  // Gives every instrument known before attribute versions were kept
+  // ({usage}:instr without {usage}:ih:<id>) its current record as its first
+  // version, dated by its update_time (else create_time), so days before its
+  // next change keep the attributes in force then. Run at start before any
+  // event is folded; idempotent. Returns how many were seeded.
+  absl::StatusOr<int> SeedInstrumentVersions();
   // A random token naming this instance as a rebuilder (the lease owner).
   static std::string NewRebuildOwner();
   // Rebuilds, each in bounded Lua steps from the counters and served sets, every

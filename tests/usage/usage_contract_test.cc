@@ -625,6 +625,39 @@ TEST_F(UsageContractTest, AttributesAreTakenAsOfTheTimeOfUse) {
   EXPECT_EQ(figures_->buckets_from_aggregates(), before + 1);
 }
 
+// An instrument folded before versions were kept has no history: its record
+// as it stood becomes its first version at start (SeedInstrumentVersions),
+// so a change after the upgrade does not move its earlier use.
+TEST_F(UsageContractTest, InstrumentsFromBeforeVersionsKeepTheirEarlierAttributes) {
+  labshare::inventory::v1::InventoryEvent e;
+  auto* in = e.mutable_instrument_changed()->mutable_instrument();
+  in->set_name("instruments/sem1");
+  in->set_owner_organization("organizations/own");
+  in->set_category("sem");
+  in->set_daily_available_hours(24);
+  *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
+  *in->mutable_update_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
+  Fold("inventory", e);
+  ASSERT_TRUE(pool_->Command({"DEL", "{usage}:ih:sem1"}).ok());  // as an older version left it
+  Charge("sem1", "organizations/lab", "CNY", 1000, absl::FromCivil(absl::CivilDay(2026, 1, 10), zone_));
+  auto seeded = figures_->SeedInstrumentVersions();
+  ASSERT_TRUE(seeded.ok()) << seeded.status();
+  EXPECT_EQ(*seeded, 1);
+  EXPECT_EQ(*figures_->SeedInstrumentVersions(), 0);  // once
+  in->set_category("tem");
+  *in->mutable_update_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 2, 1), zone_));
+  Fold("inventory", e);
+  v1::UsageFilter sem;
+  sem.add_categories("sem");
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    v1::UsageFigures f = Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 2, 1), sem);
+    EXPECT_EQ(f.service_income().amount_minor(), 1000);
+    EXPECT_EQ(f.instrument_count(), 1);
+  }
+}
+
 // users / organisations served: "SME and start-up counts use the
 // organisation's size class (inventory) at the time of use."
 TEST_F(UsageContractTest, SmeCountsUseTheSizeClassAtTheTimeOfUse) {

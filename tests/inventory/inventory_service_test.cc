@@ -177,6 +177,20 @@ class InventoryServiceTest : public Test {
     return out;
   }
 
+  // owner's instrument tem in facility fac; its user ana qualified on it by
+  // owner staff now.
+  void GrantAnaOnTem(v1::Qualification* q) {
+    MakeOrg("owner", v1::MEMBER, "CORE");
+    MakeFacility("fac", "owner");
+    MakeInstrument("tem", "owner", "fac");
+    MakeUser("ana", "owner");
+    v1::GrantQualificationRequest grant;
+    grant.set_instrument("instruments/tem");
+    grant.set_user("users/ana");
+    ASSERT_TRUE(Call(&v1::InventoryService::Stub::GrantQualification, grant, q,
+                     Token("staff", "owner", {Role::kFacilityStaff})).ok());
+  }
+
   long long Redis(const std::vector<std::string>& cmd) {
     auto v = pool_->Command(cmd);
     EXPECT_TRUE(v.ok());
@@ -819,17 +833,9 @@ TEST_F(InventoryServiceTest, RateLinesAreNeverBackdatedOrDuplicated) {
 // ------------------------------------------------------------------ qualifications
 
 TEST_F(InventoryServiceTest, QualificationLapsesWithoutUseAndUseRenewsIt) {
-  MakeOrg("owner", v1::MEMBER, "CORE");
-  MakeFacility("fac", "owner");
-  MakeInstrument("tem", "owner", "fac");
-  MakeUser("ana", "owner");
   const absl::Time granted = clock_.Now();
-  v1::GrantQualificationRequest grant;
-  grant.set_instrument("instruments/tem");
-  grant.set_user("users/ana");
   v1::Qualification q;
-  ASSERT_TRUE(Call(&v1::InventoryService::Stub::GrantQualification, grant, &q,
-                   Token("staff", "owner", {Role::kFacilityStaff})).ok());
+  ASSERT_NO_FATAL_FAILURE(GrantAnaOnTem(&q));
   EXPECT_EQ(q.name(), "instruments/tem/qualifications/ana");
   EXPECT_EQ(q.state(), v1::VALID);
   EXPECT_EQ(FromProto(q.expire_time()), granted + absl::Hours(24 * 30));
@@ -952,17 +958,9 @@ TEST_F(InventoryServiceTest, AnUnknownEnumFilterNamesItsField) {
 // other content under it is REQUEST_ID_REUSED; also when the first answer
 // was "an older use changes nothing".
 TEST_F(InventoryServiceTest, RecordQualificationUseKeepsAnUnchangedAnswerForItsRequestId) {
-  MakeOrg("owner", v1::MEMBER, "CORE");
-  MakeFacility("fac", "owner");
-  MakeInstrument("tem", "owner", "fac");
-  MakeUser("ana", "owner");
   const absl::Time t0 = clock_.Now();
-  v1::GrantQualificationRequest grant;
-  grant.set_instrument("instruments/tem");
-  grant.set_user("users/ana");
   v1::Qualification q;
-  ASSERT_TRUE(Call(&v1::InventoryService::Stub::GrantQualification, grant, &q,
-                   Token("staff", "owner", {Role::kFacilityStaff})).ok());
+  ASSERT_NO_FATAL_FAILURE(GrantAnaOnTem(&q));
   auto booking = v1::InventoryService::NewStub(testing::TlsChannel(server_->address(), "booking"));
   auto use_at = [&](absl::Duration after, const std::string& request_id, v1::Qualification* out) {
     v1::RecordQualificationUseRequest use;

@@ -160,6 +160,9 @@ bool BookingManager::DropsClaim(const Claim& claim, const absl::Status& outcome)
     case absl::StatusCode::kInternal:
     case absl::StatusCode::kUnknown:
     case absl::StatusCode::kCancelled:
+    // A chosen id taken: maybe by a copy of this very request still in its
+    // step, whose answer is not stored yet (review of 2026-12-04): keep.
+    case absl::StatusCode::kAlreadyExists:
       return false;
     default:
       return true;

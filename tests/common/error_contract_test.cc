@@ -181,6 +181,7 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"PENDING_APPROVAL", "booking state in a message"},
       {"QUOTE_ACCEPTED", "order state in a message"},
       {"REPORT_DELIVERED", "order state in a message"},
+      {"SAMPLES_RECEIVED", "order state in a message"},
       {"OTHER_ORGANIZATION", "organisation type in a message"},
       {"NOT_SERVING", "health status in a log line"},
       // Environment variables.

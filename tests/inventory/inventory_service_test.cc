@@ -161,6 +161,15 @@ class InventoryServiceTest : public Test {
 
   v1::Rate MakeRate(const std::string& instrument, labshare::type::v1::PayerClass cls,
                     const std::string& tier, int64_t price, absl::Time effective) {
+    v1::Rate out;
+    auto s = Call(&v1::InventoryService::Stub::CreateRate, RateRequest(instrument, cls, tier, price, effective), &out,
+                  admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+  // An ON_SITE per-hour CNY line.
+  static v1::CreateRateRequest RateRequest(const std::string& instrument, labshare::type::v1::PayerClass cls,
+                                           const std::string& tier, int64_t price, absl::Time effective) {
     v1::CreateRateRequest req;
     req.set_parent("instruments/" + instrument);
     auto* r = req.mutable_rate();
@@ -171,10 +180,7 @@ class InventoryServiceTest : public Test {
     r->mutable_price()->set_currency_code("CNY");
     r->mutable_price()->set_amount_minor(price);
     *r->mutable_effective_time() = ToProto(effective);
-    v1::Rate out;
-    auto s = Call(&v1::InventoryService::Stub::CreateRate, req, &out, admin_);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return out;
+    return req;
   }
 
   // owner's instrument tem in facility fac; its user ana qualified on it by
@@ -920,17 +926,9 @@ TEST_F(InventoryServiceTest, ListRatesIsOrderedByKeyThenEffectiveTime) {
   EXPECT_EQ(listed(), expected);
   EXPECT_EQ(*manager_->MigrateRateIndexes(), 0);
   // Ids did not change: the same line again is RATE_EXISTS.
-  v1::CreateRateRequest again;
-  again.set_parent("instruments/tem");
-  auto* r = again.mutable_rate();
-  r->set_mode(labshare::type::v1::ON_SITE);
-  r->set_payer_class(labshare::type::v1::MEMBER);
-  r->set_tier("CORE");
-  r->set_unit(v1::PER_HOUR);
-  *r->mutable_price() = core.price();
-  *r->mutable_effective_time() = ToProto(t0);
   v1::Rate out;
-  auto s = Call(&v1::InventoryService::Stub::CreateRate, again, &out, admin_);
+  auto s = Call(&v1::InventoryService::Stub::CreateRate,
+                RateRequest("tem", labshare::type::v1::MEMBER, "CORE", core.price().amount_minor(), t0), &out, admin_);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_EQ(GrpcErrorReason(s), "RATE_EXISTS");
 }

@@ -387,18 +387,29 @@ for tool in ("redis-server", "nodejs", "npm", "docker-compose", "systemd", "chro
     assert tool not in build_pkgs, f"build stage: {tool} is not needed to build"
 assert runtime_pkgs and not [p for p in runtime_pkgs if p.endswith("-dev")], f"runtime stage: {sorted(runtime_pkgs)}"
 # Every shared library the built binaries load, by Debian package (less the
-# sanitizers' runtimes of a test build and the slim base's libc).
+# sanitizers' runtimes of a test build and the slim base's libc). The test
+# build links the project's own libraries shared (LABSHARE_SHARED_LIBS; the
+# image's are static): their own needs count in their place.
+def needed(path):
+    return re.findall(r"NEEDED.*\[(.*)\]", subprocess.run(["readelf", "-d", path], capture_output=True, text=True).stdout)
 libs = {}  # resolved path -> the sonames that name it
 for b in ["labshare", "labshare-inventory", "labshare-booking", "labshare-billing", "labshare-usage", "labshare-notify", "labshare-token",
           "labshare-demo-seed"]:
     path = f"{build}/bin/{b}"
     assert os.path.exists(path), f"{path}: build it first"
-    names = re.findall(r"NEEDED.*\[(.*)\]", subprocess.run(["readelf", "-d", path], capture_output=True, text=True).stdout)
     ldd = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
     resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", ldd, re.M))
-    for n in names:
+    names, seen = needed(path), set()
+    while names:
+        n = names.pop()
+        if n in seen:
+            continue
+        seen.add(n)
         assert n in resolved, f"{b}: ldd does not find {n}"
-        libs.setdefault(os.path.realpath(resolved[n]), set()).add(n)
+        if n.startswith("liblabshare_"):
+            names += needed(resolved[n])
+        else:
+            libs.setdefault(os.path.realpath(resolved[n]), set()).add(n)
 # dpkg -S, once: "package[:arch]: path" per file (merged /usr: the package
 # may list /lib/... for /usr/lib/...).
 queries = {q: real for real in libs for q in (real, real.replace("/usr/lib/", "/lib/", 1))}

@@ -906,6 +906,30 @@ TEST_F(BillingContractTest, UnknownOrganisationsAreOrganizationNotFound) {
   EXPECT_EQ(payments->payments_size(), 0);
 }
 
+// RecordPayment retried with its request_id answers the recorded payment
+// before inventory is asked whether the parties exist: the retry of an
+// acknowledged payment succeeds during an inventory outage (it answered
+// UNAVAILABLE INVENTORY_UNAVAILABLE), and records nothing more.
+TEST_F(BillingContractTest, RecordPaymentRetryIsAnsweredWithoutInventory) {
+  GrpcInventoryReader unreachable(
+      grpc::CreateChannel("unix:/nonexistent/labshare-inventory.sock", grpc::InsecureChannelCredentials()));
+  BillingManager cut_off(bstore_.get(), &unreachable, &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
+                         labshare::testing::TestPageTokens());
+  v1::RecordPaymentRequest pay = Payment(kLab, kOwner, MakeMoney("CNY", 250));
+  pay.set_request_id("pay-once");
+  auto first = billing_->RecordPayment(admin_, pay);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto retry = cut_off.RecordPayment(admin_, pay);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->name(), first->name());
+  EXPECT_EQ(retry->posting(), first->posting());
+  pay.set_request_id("pay-other");  // a new request still needs inventory
+  ExpectError(cut_off.RecordPayment(admin_, pay).status(), absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE");
+  auto payments = billing_->ListPayments(admin_, v1::ListPaymentsRequest());
+  ASSERT_TRUE(payments.ok()) << payments.status();
+  EXPECT_EQ(payments->payments_size(), 1);
+}
+
 // ================================================================ owner income report
 
 // GetOwnerIncomeReport: "An instrument owner's income over an interval (by

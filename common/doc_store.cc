@@ -164,12 +164,13 @@ absl::StatusOr<std::vector<std::string>> DocStore::ListRange(const std::string& 
 }
 
 absl::StatusOr<std::optional<std::string>> DocStore::FindReplay(
-    const std::string& idempotency_key, const std::string& fingerprint) const {
+    const std::string& idempotency_key, const std::string& fingerprint, const std::string& also_accepted) const {
   if (idempotency_key.empty()) return std::optional<std::string>();
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", idempotency_key, "f", "r"}));
   if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) return BadReply();
   if (v.elements[0].is_nil()) return std::optional<std::string>();
-  if (v.elements[0].str != fingerprint) return RequestIdReused();
+  const std::string& stored = v.elements[0].str;
+  if (stored != fingerprint && (also_accepted.empty() || stored != also_accepted)) return RequestIdReused();
   return std::optional<std::string>(v.elements[1].str);
 }
 

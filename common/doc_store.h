@@ -101,10 +101,13 @@ class DocStore {
   // Elements [start, start+count) of a list.
   absl::StatusOr<std::vector<std::string>> ListRange(const std::string& key, int64_t start,
                                                      int64_t count) const;
-  // The stored response for an idempotency key, if the fingerprint matches;
-  // FAILED_PRECONDITION REQUEST_ID_REUSED if it does not; nullopt if none.
+  // The stored response for an idempotency key, if the fingerprint matches
+  // (or `also_accepted`, when not empty: a record of an earlier fingerprint
+  // form); FAILED_PRECONDITION REQUEST_ID_REUSED if it does not; nullopt if
+  // none.
   absl::StatusOr<std::optional<std::string>> FindReplay(const std::string& idempotency_key,
-                                                        const std::string& fingerprint) const;
+                                                        const std::string& fingerprint,
+                                                        const std::string& also_accepted = "") const;
 
   absl::StatusOr<CommitOutcome> Commit(const Mutation& mutation) const;
 

@@ -132,7 +132,14 @@ absl::StatusOr<Resp> InventoryManager::Commit(
     const Principal& p, absl::string_view method, const google::protobuf::Message& request,
     const std::string& request_id, const std::function<absl::StatusOr<Plan<Resp>>()>& plan_fn) {
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(method, request_id);
-  const std::string fingerprint = RequestFingerprint(method, request);
+  // The answer is kept for its caller: the fingerprint binds the request to
+  // the actor and its organisation, so another caller presenting the same
+  // request_id and content is REQUEST_ID_REUSED, never given an answer its
+  // own scope may forbid. Records written before the binding (fingerprint
+  // of the request alone) are still replayed until they expire (TTL).
+  const std::string fingerprint =
+      RequestFingerprint(absl::StrCat(method, "\n", ActorName(p), "\n", ActorOrganization(p)), request);
+  const std::string unbound_fingerprint = RequestFingerprint(method, request);
   auto replay = [](const std::string& bytes) -> absl::StatusOr<Resp> {
     Resp r;
     if (!r.ParseFromString(bytes)) {
@@ -140,7 +147,7 @@ absl::StatusOr<Resp> InventoryManager::Commit(
     }
     return r;
   };
-  LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+  LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint, unbound_fingerprint));
   if (seen) return replay(*seen);
 
   for (int attempt = 0; attempt < kCommitAttempts; ++attempt) {

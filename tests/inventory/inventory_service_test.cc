@@ -487,6 +487,40 @@ TEST_F(InventoryServiceTest, SameRequestIdWithOtherContentIsRejected) {
   EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
 }
 
+// A stored answer is kept for its caller: the same request_id and content
+// from another caller (here staff of another organisation, whom the scope
+// check refuses) is REQUEST_ID_REUSED, not the first caller's answer; the
+// first caller's retry still gets it. A record written before answers were
+// bound to the caller (its fingerprint covers the request alone) is still
+// replayed.
+TEST_F(InventoryServiceTest, StoredAnswerIsKeptForItsCaller) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeOrg("rival", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  v1::SetInstrumentStateRequest req;
+  req.set_name("instruments/tem");
+  req.set_state(v1::MAINTENANCE);
+  req.set_reason("cleaning");
+  req.set_request_id("state-1");
+  const std::string staff = Token("staff", "owner", {Role::kFacilityStaff});
+  v1::Instrument first, again;
+  const long long events_before = OutboxLength();
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::SetInstrumentState, req, &first, staff).ok());
+  auto s = Call(&v1::InventoryService::Stub::SetInstrumentState, req, &again,
+                Token("staff", "rival", {Role::kFacilityStaff}));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::SetInstrumentState, req, &again, staff).ok());
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  // The record as the previous release wrote it: fingerprint of the request.
+  const std::string idem = keys::Idempotency("SetInstrumentState", "state-1");
+  ASSERT_EQ(Redis({"HSET", idem, "f", RequestFingerprint("SetInstrumentState", req)}), 0);
+  ASSERT_TRUE(Call(&v1::InventoryService::Stub::SetInstrumentState, req, &again, staff).ok());
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  EXPECT_EQ(OutboxLength(), events_before + 1);
+}
+
 TEST_F(InventoryServiceTest, EveryMutationPublishesOneEventWithItsRequestId) {
   MakeOrg("owner", v1::MEMBER, "CORE");
   v1::ChangeMembershipRequest req;

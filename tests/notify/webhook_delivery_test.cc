@@ -150,6 +150,18 @@ class WebhookDeliveryTest : public WebhookFixture {
     for (auto s : states) r.add_states(s);
     return Call(Root(), &S::ListWebhookDeliveries, r);
   }
+  // UpdateWebhook of the state alone, by the organisation's billing admin.
+  absl::StatusOr<v1::Webhook> SetState(const std::string& name, v1::Webhook::State state,
+                                       const std::string& request_id = "") {
+    v1::UpdateWebhookRequest u;
+    u.mutable_webhook()->set_name(name);
+    u.mutable_webhook()->set_state(state);
+    u.mutable_update_mask()->add_paths("state");
+    u.set_request_id(request_id);
+    const size_t at = sizeof("organizations/") - 1;
+    const std::string org = name.substr(at, name.find("/webhooks/") - at);
+    return Call(Admin(org), &S::UpdateWebhook, u);
+  }
   v1::Webhook GetHook(const std::string& name) {
     v1::GetWebhookRequest r;
     r.set_name(name);
@@ -410,11 +422,7 @@ TEST_F(WebhookDeliveryTest, WhatWasQueuedBeforeADisablingIsNeverSentAfterItIsEna
   ASSERT_EQ(Due(), 1);
   // Disabled and enabled again before the delivery step came to it.
   for (auto state : {v1::Webhook::DISABLED, v1::Webhook::ENABLED}) {
-    v1::UpdateWebhookRequest u;
-    u.mutable_webhook()->set_name(acme);
-    u.mutable_webhook()->set_state(state);
-    u.mutable_update_mask()->add_paths("state");
-    auto updated = Call(Admin("acme"), &S::UpdateWebhook, u);
+    auto updated = SetState(acme, state);
     ASSERT_TRUE(updated.ok()) << updated.status();
     EXPECT_EQ(updated->state(), state);
   }
@@ -477,12 +485,7 @@ TEST_F(WebhookDisablingTest, DisablingByAnAdminMakesTheQueuedDeliveriesDeadLette
   Consume();
   ASSERT_EQ(EventIds(Deliveries(acme, {v1::WebhookDelivery::PENDING})), queued);
   clock_.Advance(absl::Minutes(1));
-  v1::UpdateWebhookRequest off;
-  off.mutable_webhook()->set_name(acme);
-  off.mutable_webhook()->set_state(v1::Webhook::DISABLED);
-  off.mutable_update_mask()->add_paths("state");
-  off.set_request_id("off-1");
-  auto disabled = Call(Admin("acme"), &S::UpdateWebhook, off);
+  auto disabled = SetState(acme, v1::Webhook::DISABLED, "off-1");
   ASSERT_TRUE(disabled.ok()) << disabled.status();
   EXPECT_EQ(disabled->state(), v1::Webhook::DISABLED);
   // No delivery step ran: the dead-letter list has them all already.
@@ -509,7 +512,7 @@ TEST_F(WebhookDisablingTest, DisablingByAnAdminMakesTheQueuedDeliveriesDeadLette
   for (const auto& id : queued) want.push_back(acme + "/deliveries/" + id);
   EXPECT_EQ(told, want);
   // A retry of the disabling answers the same and changes nothing more.
-  auto again = Call(Admin("acme"), &S::UpdateWebhook, off);
+  auto again = SetState(acme, v1::Webhook::DISABLED, "off-1");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->SerializeAsString(), disabled->SerializeAsString());
   EXPECT_EQ(CountIf(NotifyEvents(), [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_dead(); }), 5);
@@ -517,11 +520,7 @@ TEST_F(WebhookDisablingTest, DisablingByAnAdminMakesTheQueuedDeliveriesDeadLette
   ASSERT_TRUE(module_->DeliverDueOnce().ok());
   EXPECT_EQ(CountIf(NotifyEvents(), [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_dead(); }), 5);
   // Enabled again, a dead letter is replayed and sent.
-  v1::UpdateWebhookRequest on;
-  on.mutable_webhook()->set_name(acme);
-  on.mutable_webhook()->set_state(v1::Webhook::ENABLED);
-  on.mutable_update_mask()->add_paths("state");
-  ASSERT_TRUE(Call(Admin("acme"), &S::UpdateWebhook, on).ok());
+  ASSERT_TRUE(SetState(acme, v1::Webhook::ENABLED).ok());
   v1::ReplayWebhookDeliveryRequest replay;
   replay.set_name(acme + "/deliveries/ev-3");
   ASSERT_TRUE(Call(Admin("acme"), &S::ReplayWebhookDelivery, replay).ok());
@@ -807,13 +806,7 @@ TEST_F(WebhookDeliveryTest, DeadLettersOlderThanTheRetentionDoNotHoldUpTheDelive
   // delivered, all queued at the same instant: the dead ones sort first.
   for (const char* id : {"ev-a1", "ev-a2", "ev-a3"}) Publish(kBookingStream, BookingCancelled(id, "organizations/acme"));
   Consume();
-  for (auto state : {v1::Webhook::DISABLED, v1::Webhook::ENABLED}) {
-    v1::UpdateWebhookRequest u;
-    u.mutable_webhook()->set_name(acme);
-    u.mutable_webhook()->set_state(state);
-    u.mutable_update_mask()->add_paths("state");
-    ASSERT_TRUE(Call(Admin("acme"), &S::UpdateWebhook, u).ok());
-  }
+  for (auto state : {v1::Webhook::DISABLED, v1::Webhook::ENABLED}) ASSERT_TRUE(SetState(acme, state).ok());
   Publish(kBookingStream, BookingCancelled("ev-z", "organizations/acme"));
   Consume();
   ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));

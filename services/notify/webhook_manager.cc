@@ -832,38 +832,29 @@ absl::StatusOr<int> WebhookManager::AddDeadOnDisable(const std::string& org, con
                                                      int64_t off_version, bool publish, int limit,
                                                      const std::string& skip, std::string* after,
                                                      Mutation* m) const {
-  int added = 0;
   const int page = std::max(limit, 1);
-  while (added < limit) {
-    LS_ASSIGN_OR_RETURN(std::vector<std::string> members, docs_.IndexRange(keys::Pend(org, id), *after, page));
-    if (members.empty()) {
-      after->clear();
-      break;
+  LS_ASSIGN_OR_RETURN(std::vector<std::string> members, docs_.IndexRange(keys::Pend(org, id), *after, page));
+  // Fewer than a page: the index is read to its end.
+  *after = static_cast<int>(members.size()) < page ? "" : members.back();
+  std::vector<std::string> dkeys;
+  for (const auto& member : members) dkeys.push_back(keys::Dlv(org, id, member.substr(member.find('|') + 1)));
+  LS_ASSIGN_OR_RETURN(auto docs, docs_.GetMany(dkeys));
+  int added = 0;
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (dkeys[i] == skip) continue;
+    std::string due;
+    v1::WebhookDelivery delivery;
+    if (!docs[i] || !DecodeDelivery(docs[i]->data, &due, &delivery) ||
+        delivery.state() != v1::WebhookDelivery::PENDING) {
+      m->index_ops.push_back({keys::Pend(org, id), members[i], true});  // not pending: out of the index
+      continue;
     }
-    std::vector<std::string> dkeys;
-    for (const auto& member : members) dkeys.push_back(keys::Dlv(org, id, member.substr(member.find('|') + 1)));
-    LS_ASSIGN_OR_RETURN(auto docs, docs_.GetMany(dkeys));
-    for (size_t i = 0; i < members.size(); ++i) {
-      *after = members[i];
-      if (dkeys[i] == skip) continue;
-      std::string due;
-      v1::WebhookDelivery delivery;
-      if (!docs[i] || !DecodeDelivery(docs[i]->data, &due, &delivery) ||
-          delivery.state() != v1::WebhookDelivery::PENDING) {
-        m->index_ops.push_back({keys::Pend(org, id), members[i], true});  // not pending: out of the index
-        continue;
-      }
-      // Queued or replayed after the disabling (the webhook was enabled
-      // again meanwhile): it stays.
-      if (HookVersionOf(due) >= off_version) continue;
-      AddSettled(org, id, members[i].substr(members[i].find('|') + 1), due, docs[i]->version, std::move(delivery),
-                 "the webhook was disabled", publish, m);
-      if (++added >= limit) break;
-    }
-    if (static_cast<int>(members.size()) < page && *after == members.back()) {
-      after->clear();  // read to its end
-      break;
-    }
+    // Queued or replayed after the disabling (the webhook was enabled
+    // again meanwhile): it stays.
+    if (HookVersionOf(due) >= off_version) continue;
+    AddSettled(org, id, members[i].substr(members[i].find('|') + 1), due, docs[i]->version, std::move(delivery),
+               "the webhook was disabled", publish, m);
+    ++added;
   }
   return added;
 }

@@ -207,13 +207,14 @@ class WebhookManager {
   void AddSettled(const std::string& org, const std::string& id, const std::string& d,
                   const std::string& due_member, int64_t version, v1::WebhookDelivery delivery,
                   const std::string& why, bool publish, Mutation* m) const;
-  // Adds to `m` up to `limit` deliveries of webhook (org, id) still queued
+  // Reads one page (`limit` members) of webhook (org, id)'s pending index
+  // after `*after` and adds to `m` those of its deliveries still queued
   // from before the disabling at webhook version `off_version` (DEAD,
-  // "the webhook was disabled"; WebhookDeliveryDead each if `publish`),
-  // reading its pending index after `*after` and leaving `*after` at the
-  // last member read (empty once the index was read to its end). Entries of
-  // deliveries no longer pending leave the index. `skip`: a delivery key
-  // the caller writes itself. Returns how many it added.
+  // "the webhook was disabled"; WebhookDeliveryDead each if `publish`);
+  // entries of deliveries no longer pending leave the index. Leaves
+  // `*after` at the page's last member, empty once the index was read to
+  // its end. `skip`: a delivery key the caller writes itself. Returns how
+  // many it made DEAD.
   absl::StatusOr<int> AddDeadOnDisable(const std::string& org, const std::string& id, int64_t off_version,
                                        bool publish, int limit, const std::string& skip, std::string* after,
                                        Mutation* m) const;

@@ -627,14 +627,16 @@ absl::StatusOr<v1::DeadLetter> MailQueue::Replay(const std::string& id, const st
   const std::string fingerprint = absl::StrCat("ReplayDeadLetter:", id);
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(Fields f, Load(id));
-    // The answer as the step makes it (kept with the request id).
+    // The event shows the dead letter replayed (its attempts as it died);
+    // the answer, kept with the request id, the message as the step
+    // leaves it (attempts start over).
     Fields after = f;
-    after["attempts"] = "0";
     after["replay_ms"] = Ms(domain_now);
     after["replayed_by"] = actor;
-    const v1::DeadLetter answer = DeadLetterFromFields(id, after);
     v1::NotifyEvent ev;
-    *ev.mutable_dead_letter_replayed()->mutable_dead_letter() = answer;
+    *ev.mutable_dead_letter_replayed()->mutable_dead_letter() = DeadLetterFromFields(id, after);
+    after["attempts"] = "0";
+    const v1::DeadLetter answer = DeadLetterFromFields(id, after);
     const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id, actor_organization);
     auto r = redis_->Eval(kReplay, {K("msg:" + id), K("due"), K("dead"), kNotifyOutbox, RequestKey(actor, request_id)},
                           {id, actor, request_id, Ms(wall_now), payload, Ms(domain_now), kMailPrefix, fingerprint,
@@ -643,7 +645,7 @@ absl::StatusOr<v1::DeadLetter> MailQueue::Replay(const std::string& id, const st
     std::string replayed;
     LS_ASSIGN_OR_RETURN(const bool ran, RequestOutcome(*r, &replayed));
     v1::DeadLetter first;
-    if (!ran && first.ParseFromString(replayed)) return first;
+    if (!ran && !replayed.empty() && first.ParseFromString(replayed)) return first;
     if (r->str == "conflict") continue;  // it died again meanwhile: the answer from the new fields
     if (r->str == "missing") {
       return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
@@ -652,7 +654,7 @@ absl::StatusOr<v1::DeadLetter> MailQueue::Replay(const std::string& id, const st
       return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_A_DEAD_LETTER",
                        "the message is not a dead letter (queued or delivered)");
     }
-    if (r->str == "legacy") {  // replayed by an older version: the message as it is now
+    if (!ran || r->str == "legacy") {  // a record without its answer: the message as it is now
       LS_ASSIGN_OR_RETURN(Fields now, Load(id));
       return DeadLetterFromFields(id, now);
     }

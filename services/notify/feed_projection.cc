@@ -100,8 +100,12 @@ class InventoryDirectory final : public InstrumentDirectory {
     return info;
   }
 
-  // A short cache: a disabled user's or a leaver's feed stops within a
-  // minute.
+  // A short cache (feeds.proto: inventory is asked at most once a minute
+  // per user): a disabled user's or a leaver's feed stops within a minute.
+  // A user inventory no longer has is kept as such for that minute too (a
+  // removed user's feed URL, still polled by calendar applications, does
+  // not ask inventory on every fetch); one added back is asked about again
+  // after it. At most 10000 users, cleared when full.
   absl::StatusOr<FeedUserInfo> LookupUser(const std::string& user) override {
     if (stub_ == nullptr) {
       return MakeError(absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
@@ -111,21 +115,25 @@ class InventoryDirectory final : public InstrumentDirectory {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = users_.find(user);
-      if (it != users_.end() && now - it->second.fetched < absl::Minutes(1)) return it->second.info;
+      if (it != users_.end() && now - it->second.fetched < absl::Minutes(1)) {
+        if (!it->second.found) return UserNotFound();
+        return it->second.info;
+      }
     }
     inv::GetUserRequest req;
     req.set_name(user);
     inv::User u;
     auto ctx = Context();
     grpc::Status s = stub_->GetUser(ctx.get(), req, &u);
-    if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
-      return MakeError(absl::StatusCode::kNotFound, "USER_NOT_FOUND", "inventory has no such user");
-    }
-    if (!s.ok()) return Downstream(s);
+    if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND) return Downstream(s);
+    const bool found = s.ok();
     FeedUserInfo info{u.organization(), u.disabled()};
-    std::lock_guard<std::mutex> lock(mu_);
-    if (users_.size() > 10000) users_.clear();
-    users_[user] = {info, now};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (users_.size() > 10000) users_.clear();
+      users_[user] = {info, now, found};
+    }
+    if (!found) return UserNotFound();
     return info;
   }
 
@@ -146,9 +154,13 @@ class InventoryDirectory final : public InstrumentDirectory {
   FeedOptions options_;
   std::mutex mu_;
   std::map<std::string, Cached> cache_;
+  static absl::Status UserNotFound() {
+    return MakeError(absl::StatusCode::kNotFound, "USER_NOT_FOUND", "inventory has no such user");
+  }
   struct CachedUser {
     FeedUserInfo info;
     absl::Time fetched;
+    bool found = true;  // false: inventory answered NOT_FOUND
   };
   std::map<std::string, CachedUser> users_;
 };

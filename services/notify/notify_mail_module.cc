@@ -244,12 +244,26 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     resp->set_user("users/" + user);
     resp->set_kind(kind);
     if (req.validate_only()) return absl::OkStatus();
+    // The request record is the token's user's (types.proto: a retry with
+    // the same request_id answers the first answer; other content under it
+    // is REQUEST_ID_REUSED), kept like UpdateNotificationSettings' own.
+    const std::string actor = "users/" + user;
+    const std::string fingerprint = RequestFingerprint(M("Unsubscribe"), req);
+    auto first_answer = [&](const std::string& replayed) {
+      v1::UnsubscribeResponse first;
+      if (!replayed.empty() && first.ParseFromString(replayed)) *resp = first;
+      return absl::OkStatus();
+    };
     for (int attempt = 0;; ++attempt) {
       LS_ASSIGN_OR_RETURN(Fields current, m_->queue().Settings(user));
       const v1::NotificationSettings before = SettingsProto(user, current);
       if (std::find(before.disabled_kinds().begin(), before.disabled_kinds().end(), kind) !=
           before.disabled_kinds().end()) {
         resp->set_changed(false);
+        std::string replayed;
+        LS_ASSIGN_OR_RETURN(const bool kept, m_->queue().KeepRequest(actor, req.request_id(), fingerprint,
+                                                                     resp->SerializeAsString(), &replayed));
+        if (!kept) return first_answer(replayed);
         return absl::OkStatus();
       }
       v1::NotificationSettings after = before;
@@ -259,11 +273,16 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       v1::NotifyEvent ev;
       *ev.mutable_notification_settings_changed()->mutable_settings() = after;
       if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
-      const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), "users/" + user, req.request_id());
-      auto put = m_->queue().PutSettings(user, fields, before.etag(), "", "", "", payload);
+      const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), actor, req.request_id());
+      v1::UnsubscribeResponse answer = *resp;
+      answer.set_changed(true);
+      std::string replayed;
+      auto put = m_->queue().PutSettings(user, fields, before.etag(), actor, req.request_id(), fingerprint, payload, "",
+                                         answer.SerializeAsString(), &replayed);
       if (!put.ok() && ErrorReason(put.status()) == "CONCURRENT_MODIFICATION" && attempt < 5) continue;
       LS_RETURN_IF_ERROR(put.status());
-      resp->set_changed(true);
+      if (!*put) return first_answer(replayed);
+      *resp = answer;
       return absl::OkStatus();
     }
   }
@@ -305,10 +324,9 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     ScopeFacts facts;
     facts.parties = {f["org"]};
     LS_RETURN_IF_ERROR(auth_->policy().CheckScope(M("ReplayDeadLetter"), p, facts));
-    LS_ASSIGN_OR_RETURN(Fields after, m_->queue().Replay(parts[1], ActorName(p), req.request_id(),
-                                                         m_->context().wall->Now(), m_->context().clock->Now(),
-                                                         ActorOrganization(p)));
-    *resp = DeadLetterFromFields(parts[1], after);
+    LS_ASSIGN_OR_RETURN(*resp, m_->queue().Replay(parts[1], ActorName(p), req.request_id(),
+                                                  m_->context().wall->Now(), m_->context().clock->Now(),
+                                                  ActorOrganization(p)));
     return absl::OkStatus();
   }
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/doc_store.h"
 #include "common/error.h"
 #include "common/proto_util.h"
 #include "labshare/notify/v1/notify_events.pb.h"
@@ -58,6 +59,45 @@ local function dl_index(p, id, org, reason, ms, add)
   end
 end
 )lua";
+
+// The request records of the mail mutations (UpdateNotificationSettings,
+// Unsubscribe, ReplayDeadLetter): key req:<actor>:<request id> holds
+// "<fingerprint>\n<answer>" for a day (records written before answers were
+// kept: the fingerprint alone). request_seen answers nil when there is no
+// record (or no request id), {'again', answer} for the same request and
+// 'reused' for other content; request_keep writes the record.
+constexpr char kRequestRecordLua[] = R"lua(
+local function request_seen(key, rid, fp)
+  if rid == '' then return nil end
+  local seen = redis.call('GET', key)
+  if not seen then return nil end
+  local nl = string.find(seen, '\n', 1, true)
+  local f, answer = seen, ''
+  if nl then f, answer = string.sub(seen, 1, nl - 1), string.sub(seen, nl + 1) end
+  if f == fp then return {'again', answer} end
+  return 'reused'
+end
+local function request_keep(key, rid, fp, answer)
+  if rid ~= '' then redis.call('SET', key, fp .. '\n' .. answer, 'EX', 86400) end
+end
+)lua";
+
+std::string RequestKey(const std::string& actor, const std::string& request_id) {
+  return K(absl::StrCat("req:", actor, ":", request_id));
+}
+
+// The reply of a step that checks a request record first: true when the
+// step ran; false for a retry of the same request, its first answer in
+// `*replayed_answer` (empty for records kept before answers were);
+// FAILED_PRECONDITION (REQUEST_ID_REUSED) for other content.
+absl::StatusOr<bool> RequestOutcome(const RedisValue& r, std::string* replayed_answer) {
+  if (r.is_array() && r.elements.size() == 2 && r.elements[0].str == "again") {
+    if (replayed_answer != nullptr) *replayed_answer = r.elements[1].str;
+    return false;
+  }
+  if (r.str == "reused") return RequestIdReused();
+  return true;
+}
 
 const RedisScript kEnqueue(std::string(kDeadIndexLua) + R"lua(
 -- KEYS: msg, due, digest list, digests, dead, outbox; ARGV: id, digest(0|1), wall_ms, digest_due_ms, user_id,
@@ -120,12 +160,18 @@ end
 return {1, redis.call('HGET', KEYS[1], 'kind') or ''}
 )lua");
 
-const RedisScript kReplay(std::string(kDeadIndexLua) + R"lua(
--- KEYS: msg, due, dead, outbox; ARGV: id, actor, request_id, wall_ms, payload, domain_ms, prefix
+const RedisScript kReplay(std::string(kDeadIndexLua) + kRequestRecordLua + R"lua(
+-- KEYS: msg, due, dead, outbox, request record; ARGV: id, actor, request_id, wall_ms, payload, domain_ms,
+-- prefix, fingerprint, answer, dead_ms the answer was made from
+local seen = request_seen(KEYS[5], ARGV[3], ARGV[8])
+if seen then return seen end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local f = redis.call('HMGET', KEYS[1], 'state', 'replay_req', 'org', 'reason', 'dead_ms')
-if ARGV[3] ~= '' and f[2] == ARGV[3] then return 'again' end
+-- Replayed by a version that kept the request id in the message only.
+if ARGV[3] ~= '' and f[2] == ARGV[3] then return 'legacy' end
 if f[1] ~= 'DEAD' then return 'notdead' end
+if (f[5] or '') ~= ARGV[10] then return 'conflict' end
+request_keep(KEYS[5], ARGV[3], ARGV[8], ARGV[9])
 redis.call('ZREM', KEYS[3], ARGV[1])
 dl_index(ARGV[7], ARGV[1], f[3], f[4], f[5], false)
 redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'attempts', '0', 'replay_ms', ARGV[6], 'replayed_by', ARGV[2],
@@ -305,20 +351,11 @@ end
 return made
 )lua");
 
-const RedisScript kPutSettings(R"lua(
+const RedisScript kPutSettings(std::string(kRequestRecordLua) + R"lua(
 -- KEYS: settings, req, outbox; ARGV: expected_etag, request_id, fingerprint, payload, client_etag, answer,
--- fields... The request record is "<fingerprint>\n<answer>" (records written before answers were kept:
--- the fingerprint alone); a retry gets {'again', answer}.
-if ARGV[2] ~= '' then
-  local seen = redis.call('GET', KEYS[2])
-  if seen then
-    local nl = string.find(seen, '\n', 1, true)
-    local fp, answer = seen, ''
-    if nl then fp, answer = string.sub(seen, 1, nl - 1), string.sub(seen, nl + 1) end
-    if fp == ARGV[3] then return {'again', answer} end
-    return 'reused'
-  end
-end
+-- fields...
+local seen = request_seen(KEYS[2], ARGV[2], ARGV[3])
+if seen then return seen end
 local etag = redis.call('HGET', KEYS[1], 'etag') or ''
 if ARGV[5] ~= '' and ARGV[5] ~= etag then return 'etag' end
 if etag ~= ARGV[1] then return 'conflict' end
@@ -326,8 +363,17 @@ local args = {}
 for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(args))
-if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[3] .. '\n' .. ARGV[6], 'EX', 86400) end
+request_keep(KEYS[2], ARGV[2], ARGV[3], ARGV[6])
 redis.call('XADD', KEYS[3], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[4])
+return 'ok'
+)lua");
+
+// KEYS: request record; ARGV: request_id, fingerprint, answer. The record
+// of a mutation that found nothing to change.
+const RedisScript kKeepRequest(std::string(kRequestRecordLua) + R"lua(
+local seen = request_seen(KEYS[1], ARGV[1], ARGV[2])
+if seen then return seen end
+request_keep(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return 'ok'
 )lua");
 
@@ -573,30 +619,49 @@ absl::Status MailQueue::IndexDeadLetters(int step, const std::function<void()>& 
   }
 }
 
-absl::StatusOr<Fields> MailQueue::Replay(const std::string& id, const std::string& actor,
-                                         const std::string& request_id, absl::Time wall_now, absl::Time domain_now,
-                                         const std::string& actor_organization) {
-  LS_ASSIGN_OR_RETURN(Fields f, Load(id));
-  if (f.empty()) {
-    return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
+absl::StatusOr<v1::DeadLetter> MailQueue::Replay(const std::string& id, const std::string& actor,
+                                                 const std::string& request_id, absl::Time wall_now,
+                                                 absl::Time domain_now, const std::string& actor_organization) {
+  // The request's content is the message it names (ReplayDeadLetterRequest:
+  // name and request_id).
+  const std::string fingerprint = absl::StrCat("ReplayDeadLetter:", id);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    LS_ASSIGN_OR_RETURN(Fields f, Load(id));
+    // The event shows the dead letter replayed (its attempts as it died);
+    // the answer, kept with the request id, the message as the step
+    // leaves it (attempts start over).
+    Fields after = f;
+    after["replay_ms"] = Ms(domain_now);
+    after["replayed_by"] = actor;
+    v1::NotifyEvent ev;
+    *ev.mutable_dead_letter_replayed()->mutable_dead_letter() = DeadLetterFromFields(id, after);
+    after["attempts"] = "0";
+    const v1::DeadLetter answer = DeadLetterFromFields(id, after);
+    const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id, actor_organization);
+    auto r = redis_->Eval(kReplay, {K("msg:" + id), K("due"), K("dead"), kNotifyOutbox, RequestKey(actor, request_id)},
+                          {id, actor, request_id, Ms(wall_now), payload, Ms(domain_now), kMailPrefix, fingerprint,
+                           answer.SerializeAsString(), f.count("dead_ms") ? f["dead_ms"] : ""});
+    LS_RETURN_IF_ERROR(ScriptStatus(r));
+    std::string replayed;
+    LS_ASSIGN_OR_RETURN(const bool ran, RequestOutcome(*r, &replayed));
+    v1::DeadLetter first;
+    if (!ran && !replayed.empty() && first.ParseFromString(replayed)) return first;
+    if (r->str == "conflict") continue;  // it died again meanwhile: the answer from the new fields
+    if (r->str == "missing") {
+      return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
+    }
+    if (r->str == "notdead") {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_A_DEAD_LETTER",
+                       "the message is not a dead letter (queued or delivered)");
+    }
+    if (!ran || r->str == "legacy") {  // a record without its answer: the message as it is now
+      LS_ASSIGN_OR_RETURN(Fields now, Load(id));
+      return DeadLetterFromFields(id, now);
+    }
+    return answer;
   }
-  Fields after = f;
-  after["replay_ms"] = Ms(domain_now);
-  after["replayed_by"] = actor;
-  v1::NotifyEvent ev;
-  *ev.mutable_dead_letter_replayed()->mutable_dead_letter() = DeadLetterFromFields(id, after);
-  const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id, actor_organization);
-  auto r = redis_->Eval(kReplay, {K("msg:" + id), K("due"), K("dead"), kNotifyOutbox},
-                        {id, actor, request_id, Ms(wall_now), payload, Ms(domain_now), kMailPrefix});
-  LS_RETURN_IF_ERROR(ScriptStatus(r));
-  if (r->str == "missing") {
-    return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
-  }
-  if (r->str == "notdead") {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_A_DEAD_LETTER",
-                     "the message is not a dead letter (queued or delivered)");
-  }
-  return Load(id);
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   "the dead letter changed meanwhile; retry with the same request_id");
 }
 
 absl::Status MailQueue::ApplySchedule(const std::string& event_id, const StreamEvent& e,
@@ -659,19 +724,11 @@ absl::StatusOr<bool> MailQueue::PutSettings(const std::string& user_id, const Fi
     args.push_back(k);
     args.push_back(v);
   }
-  auto r = redis_->Eval(kPutSettings,
-                        {absl::StrCat(kSettingsPrefix, user_id), K(absl::StrCat("req:", actor, ":", request_id)),
-                         kNotifyOutbox},
+  auto r = redis_->Eval(kPutSettings, {absl::StrCat(kSettingsPrefix, user_id), RequestKey(actor, request_id), kNotifyOutbox},
                         args);
   LS_RETURN_IF_ERROR(ScriptStatus(r));
-  if (r->is_array() && r->elements.size() == 2 && r->elements[0].str == "again") {
-    if (replayed_answer != nullptr) *replayed_answer = r->elements[1].str;
-    return false;
-  }
-  if (r->str == "reused") {
-    return MakeError(absl::StatusCode::kFailedPrecondition, "REQUEST_ID_REUSED",
-                     "this request_id was used for a different request");
-  }
+  LS_ASSIGN_OR_RETURN(const bool ran, RequestOutcome(*r, replayed_answer));
+  if (!ran) return false;
   if (r->str == "etag") {
     return MakeError(absl::StatusCode::kFailedPrecondition, "ETAG_MISMATCH",
                      "the settings changed since they were read; read them again");
@@ -681,6 +738,15 @@ absl::StatusOr<bool> MailQueue::PutSettings(const std::string& user_id, const Fi
                      "the settings changed meanwhile; retry with the same request_id");
   }
   return true;
+}
+
+absl::StatusOr<bool> MailQueue::KeepRequest(const std::string& actor, const std::string& request_id,
+                                            const std::string& fingerprint, const std::string& answer,
+                                            std::string* replayed_answer) {
+  if (request_id.empty()) return true;
+  auto r = redis_->Eval(kKeepRequest, {RequestKey(actor, request_id)}, {request_id, fingerprint, answer});
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  return RequestOutcome(*r, replayed_answer);
 }
 
 absl::StatusOr<std::string> MailQueue::UnsubscribeKey() {

@@ -23,8 +23,10 @@
 //   ev:<event id>   marker: the event's schedule changes were applied
 //   unsubkey        the HMAC key of unsubscribe tokens (32 random bytes)
 //   unsublegacy     when tokens without an expiry expire (domain ms)
-//   req:<actor>:<request id> request fingerprint (idempotency of settings
-//                   changes; request ids are the acting user's own)
+//   req:<actor>:<request id> request fingerprint and first answer
+//                   (idempotency of settings changes, unsubscribes and
+//                   replays; request ids are the acting user's own: for an
+//                   unsubscribe, the user of the token)
 // A message id is derived from (event id, kind, recipient, discriminator):
 // queueing checks and creates msg:<id> in one step, so one event never
 // queues two mails for one person, whatever the redeliveries.
@@ -129,10 +131,14 @@ class MailQueue {
   // replica wrote without the indexes). Returns the next cursor, "" at the
   // end. `migration`: a no-op once dl:indexed is set, which the last step sets.
   absl::StatusOr<std::string> IndexDeadStep(const std::string& cursor, int step, bool migration);
-  // DEAD -> QUEUED now. NOT_FOUND (DEAD_LETTER_NOT_FOUND), FAILED_PRECONDITION
-  // (NOT_A_DEAD_LETTER); the same request_id again answers the same.
-  absl::StatusOr<Fields> Replay(const std::string& id, const std::string& actor, const std::string& request_id,
-                                absl::Time wall_now, absl::Time domain_now, const std::string& actor_organization = "");
+  // DEAD -> QUEUED now; answers the dead letter as replayed. NOT_FOUND
+  // (DEAD_LETTER_NOT_FOUND), FAILED_PRECONDITION (NOT_A_DEAD_LETTER). With
+  // a request_id (one of `actor`'s): a replay of the same message again
+  // answers the first answer, whatever happened since; of another message,
+  // or another mutation's id, FAILED_PRECONDITION (REQUEST_ID_REUSED).
+  absl::StatusOr<v1::DeadLetter> Replay(const std::string& id, const std::string& actor,
+                                        const std::string& request_id, absl::Time wall_now, absl::Time domain_now,
+                                        const std::string& actor_organization = "");
 
   // Schedule changes of one event, applied once (marker per event id).
   // `version` is the update_time of the booking or lease in the event
@@ -171,6 +177,14 @@ class MailQueue {
                                    const std::string& actor, const std::string& request_id, const std::string& fingerprint,
                                    const std::string& event_payload, const std::string& client_etag = "",
                                    const std::string& answer = "", std::string* replayed_answer = nullptr);
+
+  // The request record of a mutation that found nothing to change (an
+  // Unsubscribe of a kind already off): true when kept (or no request_id);
+  // false for a retry, its first answer in `*replayed_answer`;
+  // FAILED_PRECONDITION (REQUEST_ID_REUSED) for other content.
+  absl::StatusOr<bool> KeepRequest(const std::string& actor, const std::string& request_id,
+                                   const std::string& fingerprint, const std::string& answer,
+                                   std::string* replayed_answer);
 
   // The unsubscribe-token key (created on first use).
   absl::StatusOr<std::string> UnsubscribeKey();

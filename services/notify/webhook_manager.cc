@@ -1,8 +1,10 @@
 #include "services/notify/webhook_manager.h"
 
 #include <algorithm>
+#include <limits>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -38,6 +40,7 @@ std::string Dlv(const std::string& org, const std::string& id, const std::string
 std::string Dlvs(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:dlvs:", org, ":", id); }
 std::string Dead(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:dead:", org, ":", id); }
 std::string Done(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:done:", org, ":", id); }
+std::string Pend(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:pend:", org, ":", id); }
 std::string Due() { return "{notify}:wh:due"; }
 std::string Off(const std::string& org, const std::string& id) { return absl::StrCat("{notify}:wh:off:", org, ":", id); }
 std::string AllHooks() { return "{notify}:wh:hooks"; }
@@ -74,6 +77,21 @@ int64_t HookVersionOf(const std::string& member) {
 // commit that last disabled it.
 std::string OffData(int64_t version, v1::Webhook::DisabledReason reason) {
   return absl::StrCat(version, "|", static_cast<int>(reason));
+}
+// The "off" document's commit version and whether an admin disabled it;
+// nullopt when the webhook was never disabled (or the document is damaged).
+struct OffRecord {
+  int64_t version = 0;
+  bool by_admin = false;
+};
+std::optional<OffRecord> ParseOff(const std::optional<StoredDoc>& doc) {
+  if (!doc || doc->data.empty()) return std::nullopt;
+  std::vector<std::string> f = absl::StrSplit(doc->data, '|');
+  OffRecord off;
+  int reason = 0;
+  if (f.size() != 2 || !absl::SimpleAtoi(f[0], &off.version) || !absl::SimpleAtoi(f[1], &reason)) return std::nullopt;
+  off.by_admin = reason != v1::Webhook::REPEATED_FAILURES;
+  return off;
 }
 // A signing secret as stored: sealed with the box when there is one.
 absl::StatusOr<std::string> StoredSecret(const SecretBox* box, const std::string& key, const std::string& secret) {
@@ -119,6 +137,19 @@ absl::Status Scope(const char* method, const Principal& p, const std::string& or
   ScopeFacts facts;
   facts.parties.push_back(absl::StrCat("organizations/", org));
   return WebhookPolicy().CheckScope(M(method), p, facts);
+}
+
+// Authorization before validation (types.proto; webhooks.proto: "checked
+// before anything else"): the scope on the {organization} segment of a name
+// or parent as written, before the name itself is checked, so that a
+// caller outside that organisation learns nothing of the request's own
+// errors. A name under no "organizations/" names no organisation's
+// resource: its parse answers INVALID_NAME to anyone.
+absl::Status ScopeOfName(const char* method, const Principal& p, const std::string& name) {
+  constexpr absl::string_view kPrefix = "organizations/";
+  if (!absl::StartsWith(name, kPrefix)) return absl::OkStatus();
+  const std::string rest = name.substr(kPrefix.size());
+  return Scope(method, p, rest.substr(0, rest.find('/')));
 }
 
 absl::Status HookNotFound(const std::string& name) {
@@ -226,6 +257,11 @@ void SetEvent(Mutation* m, const v1::NotifyEvent& e) {
   m->event_type = "labshare.notify.v1.NotifyEvent";
   m->event_payload = e.SerializeAsString();
 }
+// Another event of the same step, after those already in `m`.
+void AddEvent(Mutation* m, const v1::NotifyEvent& e) {
+  if (m->outbox_key.empty()) return SetEvent(m, e);
+  m->more_events.push_back({"labshare.notify.v1.NotifyEvent", e.SerializeAsString()});
+}
 
 // The stored form of a webhook: admin fields only.
 v1::Webhook AdminFields(v1::Webhook w) {
@@ -311,8 +347,8 @@ absl::StatusOr<v1::Webhook> WebhookManager::Present(const Hook& hook) const {
 
 absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Principal& p,
                                                                        const v1::CreateWebhookRequest& r) {
+  LS_RETURN_IF_ERROR(ScopeOfName("CreateWebhook", p, r.parent()));
   LS_ASSIGN_OR_RETURN(std::string org, ParseOrg(r.parent(), "parent"));
-  LS_RETURN_IF_ERROR(Scope("CreateWebhook", p, org));
   LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::CreateWebhookResponse>(docs_, "CreateWebhook", r.request_id(), r));
   if (replay) return OpenedRecord(box_, "CreateWebhook", r.request_id(), *std::move(replay));
   if (!r.webhook_id().empty() && !ValidResourceId(r.webhook_id())) {
@@ -376,8 +412,8 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
 }
 
 absl::StatusOr<v1::Webhook> WebhookManager::GetWebhook(const Principal& p, const v1::GetWebhookRequest& r) {
+  LS_RETURN_IF_ERROR(ScopeOfName("GetWebhook", p, r.name()));
   LS_ASSIGN_OR_RETURN(WebhookRef ref, ParseWebhookName(r.name(), "name"));
-  LS_RETURN_IF_ERROR(Scope("GetWebhook", p, ref.org));
   LS_ASSIGN_OR_RETURN(Hook hook, LoadHook(ref.org, ref.id));
   if (hook.version == 0 || hook.tombstone) return HookNotFound(r.name());
   return Present(hook);
@@ -385,8 +421,8 @@ absl::StatusOr<v1::Webhook> WebhookManager::GetWebhook(const Principal& p, const
 
 absl::StatusOr<v1::ListWebhooksResponse> WebhookManager::ListWebhooks(const Principal& p,
                                                                      const v1::ListWebhooksRequest& r) {
+  LS_RETURN_IF_ERROR(ScopeOfName("ListWebhooks", p, r.parent()));
   LS_ASSIGN_OR_RETURN(std::string org, ParseOrg(r.parent(), "parent"));
-  LS_RETURN_IF_ERROR(Scope("ListWebhooks", p, org));
   LS_ASSIGN_OR_RETURN(PageTokenCodec codec, PageTokens());
   LS_ASSIGN_OR_RETURN(PageRequest page, codec.Parse(r, p));
   LS_ASSIGN_OR_RETURN(std::vector<std::string> ids, docs_.IndexRange(keys::Org(org), page.after, page.page_size + 1));
@@ -403,8 +439,8 @@ absl::StatusOr<v1::ListWebhooksResponse> WebhookManager::ListWebhooks(const Prin
 }
 
 absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, const v1::UpdateWebhookRequest& r) {
+  LS_RETURN_IF_ERROR(ScopeOfName("UpdateWebhook", p, r.webhook().name()));
   LS_ASSIGN_OR_RETURN(WebhookRef ref, ParseWebhookName(r.webhook().name(), "webhook.name"));
-  LS_RETURN_IF_ERROR(Scope("UpdateWebhook", p, ref.org));
   LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::Webhook>(docs_, "UpdateWebhook", r.request_id(), r));
   if (replay) return *std::move(replay);
   static const std::set<std::string> kPaths = {"url", "event_types", "description", "state"};
@@ -460,8 +496,8 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
     Mutation m;
     m.writes.push_back({hook.key, AdminFields(w).SerializeAsString(), hook.version});
     if (disable) {
-      // What was queued before this commit is never sent (ClaimDue makes
-      // it DEAD), also when the webhook is enabled again first.
+      // What was queued before this commit is never sent, also when the
+      // webhook is enabled again first: the off record says so to ClaimDue.
       LS_ASSIGN_OR_RETURN(auto off_doc, docs_.Get(keys::Off(ref.org, ref.id)));
       m.writes.push_back({keys::Off(ref.org, ref.id), OffData(hook.version + 1, v1::Webhook::BY_ADMIN),
                           off_doc ? off_doc->version : 0});
@@ -485,18 +521,30 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
     *e.mutable_webhook_updated()->mutable_webhook() = answer;
     for (const auto& path : r.update_mask().paths()) e.mutable_webhook_updated()->add_update_mask(path);
     SetEvent(&m, e);
+    // Its queued deliveries are DEAD in the same step (dead letters, each
+    // with its WebhookDeliveryDead), the first dead_on_disable_batch of
+    // them; the rest in the steps after the commit.
+    std::string rest;
+    if (disable) {
+      LS_RETURN_IF_ERROR(AddDeadOnDisable(ref.org, ref.id, hook.version + 1, /*publish=*/true,
+                                          std::max(1, limits_.dead_on_disable_batch), "", &rest, &m)
+                             .status());
+    }
     SetIdempotency(&m, "UpdateWebhook", r.request_id(), r, answer);
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
+    const bool applied = o.kind == CommitOutcome::Kind::kApplied;
     LS_ASSIGN_OR_RETURN(auto done, Outcome(o, std::move(answer)));
-    if (done) return *std::move(done);
+    if (!done) continue;
+    if (applied && !rest.empty()) FinishDisablingOrLog(ref.org, ref.id, hook.version + 1, true);
+    return *std::move(done);
   }
   return Conflict();
 }
 
 absl::StatusOr<v1::DeleteWebhookResponse> WebhookManager::DeleteWebhook(const Principal& p,
                                                                        const v1::DeleteWebhookRequest& r) {
+  LS_RETURN_IF_ERROR(ScopeOfName("DeleteWebhook", p, r.name()));
   LS_ASSIGN_OR_RETURN(WebhookRef ref, ParseWebhookName(r.name(), "name"));
-  LS_RETURN_IF_ERROR(Scope("DeleteWebhook", p, ref.org));
   LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::DeleteWebhookResponse>(docs_, "DeleteWebhook", r.request_id(), r));
   if (replay) return *std::move(replay);
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
@@ -527,8 +575,8 @@ absl::StatusOr<v1::DeleteWebhookResponse> WebhookManager::DeleteWebhook(const Pr
 
 absl::StatusOr<v1::RotateWebhookSecretResponse> WebhookManager::RotateWebhookSecret(
     const Principal& p, const v1::RotateWebhookSecretRequest& r) {
+  LS_RETURN_IF_ERROR(ScopeOfName("RotateWebhookSecret", p, r.name()));
   LS_ASSIGN_OR_RETURN(WebhookRef ref, ParseWebhookName(r.name(), "name"));
-  LS_RETURN_IF_ERROR(Scope("RotateWebhookSecret", p, ref.org));
   LS_ASSIGN_OR_RETURN(auto replay,
                       FindReplayOf<v1::RotateWebhookSecretResponse>(docs_, "RotateWebhookSecret", r.request_id(), r));
   if (replay) return OpenedRecord(box_, "RotateWebhookSecret", r.request_id(), *std::move(replay));
@@ -566,8 +614,8 @@ absl::StatusOr<v1::RotateWebhookSecretResponse> WebhookManager::RotateWebhookSec
 
 absl::StatusOr<v1::ListWebhookDeliveriesResponse> WebhookManager::ListWebhookDeliveries(
     const Principal& p, const v1::ListWebhookDeliveriesRequest& r) {
+  LS_RETURN_IF_ERROR(ScopeOfName("ListWebhookDeliveries", p, r.parent()));
   LS_ASSIGN_OR_RETURN(WebhookRef ref, ParseWebhookName(r.parent(), "parent"));
-  LS_RETURN_IF_ERROR(Scope("ListWebhookDeliveries", p, ref.org));
   std::set<int> states;
   for (int i = 0; i < r.states_size(); ++i) {
     const int s = r.states(i);
@@ -614,8 +662,8 @@ absl::StatusOr<v1::ListWebhookDeliveriesResponse> WebhookManager::ListWebhookDel
 
 absl::StatusOr<v1::WebhookDelivery> WebhookManager::ReplayWebhookDelivery(
     const Principal& p, const v1::ReplayWebhookDeliveryRequest& r) {
+  LS_RETURN_IF_ERROR(ScopeOfName("ReplayWebhookDelivery", p, r.name()));
   LS_ASSIGN_OR_RETURN(DeliveryRef ref, ParseDeliveryName(r.name(), "name"));
-  LS_RETURN_IF_ERROR(Scope("ReplayWebhookDelivery", p, ref.org));
   LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::WebhookDelivery>(docs_, "ReplayWebhookDelivery", r.request_id(), r));
   if (replay) return *std::move(replay);
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
@@ -648,7 +696,9 @@ absl::StatusOr<v1::WebhookDelivery> WebhookManager::ReplayWebhookDelivery(
     const std::string member = DueMember(Ms(wall_->Now()), ref.org, ref.id, ref.d, hook.version);
     Mutation m;
     m.writes.push_back({key, EncodeDelivery(member, d), doc->version});
+    m.guards.push_back({hook.key, hook.version});  // still enabled at the commit
     m.index_ops.push_back({keys::Due(), member});
+    m.index_ops.push_back({keys::Pend(ref.org, ref.id), ListMember(FromProto(d.create_time()), ref.d)});
     if (was_dead) m.index_ops.push_back({keys::Dead(ref.org, ref.id), ListMember(FromProto(d.create_time()), ref.d), true});
     if (!was_dead) {
       m.index_ops.push_back({keys::Done(ref.org, ref.id), ListMember(FromProto(d.create_time()), ref.d), true});
@@ -679,6 +729,17 @@ absl::StatusOr<int> WebhookManager::QueueDeliveries(const StreamEvent& entry) {
   }
   if (!*decoded) return 0;
   const WebhookEvent& event = **decoded;
+  // A webhook that changed between its read and the commit (a disabling,
+  // whose step made its queued deliveries DEAD) is read again.
+  for (int pass = 0; pass < kAttempts; ++pass) {
+    LS_ASSIGN_OR_RETURN(std::optional<int> queued, QueueDeliveriesOnce(event));
+    if (queued) return *queued;
+  }
+  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                   absl::StrCat("deliveries of event ", event.event_id, " kept changing; will retry"));
+}
+
+absl::StatusOr<std::optional<int>> WebhookManager::QueueDeliveriesOnce(const WebhookEvent& event) {
   const std::string d = DeliveryIdOf(event.event_id);
   const absl::Time now = clock_->Now();
   const int64_t due_ms = Ms(wall_->Now());
@@ -705,7 +766,10 @@ absl::StatusOr<int> WebhookManager::QueueDeliveries(const StreamEvent& entry) {
       const std::string member = DueMember(due_ms, org, id, d, hook.version);
       m.writes.push_back({keys::Dlv(org, id, d), EncodeDelivery(member, delivery), 0});
       m.index_ops.push_back({keys::Dlvs(org, id), ListMember(now, d)});
+      m.index_ops.push_back({keys::Pend(org, id), ListMember(now, d)});
       m.index_ops.push_back({keys::Due(), member});
+      // Still that version at the commit.
+      m.guards.push_back({hook.key, hook.version});
     }
   }
   if (m.writes.empty()) return 0;
@@ -716,31 +780,32 @@ absl::StatusOr<int> WebhookManager::QueueDeliveries(const StreamEvent& entry) {
     if (o.kind == CommitOutcome::Kind::kApplied) return static_cast<int>(m.writes.size());
     if (o.kind != CommitOutcome::Kind::kConflict) return 0;  // seen before
     auto it = std::find_if(m.writes.begin(), m.writes.end(), [&](const DocWrite& w) { return w.key == o.conflict_key; });
-    if (it == m.writes.end()) break;
+    if (it == m.writes.end()) return std::optional<int>();  // a webhook changed: read again
     const size_t i = static_cast<size_t>(it - m.writes.begin());
     m.writes.erase(it);
-    m.index_ops.erase(m.index_ops.begin() + static_cast<std::ptrdiff_t>(2 * i),
-                      m.index_ops.begin() + static_cast<std::ptrdiff_t>(2 * i + 2));
+    m.index_ops.erase(m.index_ops.begin() + static_cast<std::ptrdiff_t>(3 * i),
+                      m.index_ops.begin() + static_cast<std::ptrdiff_t>(3 * i + 3));
+    m.guards.erase(m.guards.begin() + static_cast<std::ptrdiff_t>(i));
     if (m.writes.empty()) return 0;
   }
-  return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
-                   absl::StrCat("deliveries of event ", event.event_id, " kept changing; will retry"));
+  return std::optional<int>();
 }
 
 // ================================================================ attempts
 
-absl::Status WebhookManager::Settle(const std::string& org, const std::string& id, const std::string& d,
-                                    const std::string& due_member, int64_t version, v1::WebhookDelivery delivery,
-                                    const std::string& why, bool publish) {
+void WebhookManager::AddSettled(const std::string& org, const std::string& id, const std::string& d,
+                                const std::string& due_member, int64_t version, v1::WebhookDelivery delivery,
+                                const std::string& why, bool publish, Mutation* m) const {
   const absl::Time now = clock_->Now();
   delivery.set_state(v1::WebhookDelivery::DEAD);
   delivery.set_last_error(why);
   *delivery.mutable_dead_time() = ToProto(now);
   delivery.clear_next_attempt_time();
-  Mutation m;
-  m.writes.push_back({keys::Dlv(org, id, d), EncodeDelivery("", delivery), version});
-  m.index_ops.push_back({keys::Due(), due_member, true});
-  m.index_ops.push_back({keys::Dead(org, id), ListMember(FromProto(delivery.create_time()), d)});
+  const std::string member = ListMember(FromProto(delivery.create_time()), d);
+  m->writes.push_back({keys::Dlv(org, id, d), EncodeDelivery("", delivery), version});
+  if (!due_member.empty()) m->index_ops.push_back({keys::Due(), due_member, true});
+  m->index_ops.push_back({keys::Pend(org, id), member, true});
+  m->index_ops.push_back({keys::Dead(org, id), member});
   if (publish) {
     v1::NotifyEvent e = NewEvent(Principal{}, "");
     auto* dead = e.mutable_webhook_delivery_dead();
@@ -749,11 +814,100 @@ absl::Status WebhookManager::Settle(const std::string& org, const std::string& i
     dead->set_event_type(delivery.event_type());
     dead->set_attempts(delivery.attempts());
     dead->set_last_error(why);
-    SetEvent(&m, e);
+    AddEvent(m, e);
   }
+}
+
+absl::Status WebhookManager::Settle(const std::string& org, const std::string& id, const std::string& d,
+                                    const std::string& due_member, int64_t version, v1::WebhookDelivery delivery,
+                                    const std::string& why, bool publish) {
+  Mutation m;
+  AddSettled(org, id, d, due_member, version, std::move(delivery), why, publish, &m);
   LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
   (void)o;  // a conflict: someone else settled or replayed it
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> WebhookManager::AddDeadOnDisable(const std::string& org, const std::string& id,
+                                                     int64_t off_version, bool publish, int limit,
+                                                     const std::string& skip, std::string* after,
+                                                     Mutation* m) const {
+  const int page = std::max(limit, 1);
+  LS_ASSIGN_OR_RETURN(std::vector<std::string> members, docs_.IndexRange(keys::Pend(org, id), *after, page));
+  // Fewer than a page: the index is read to its end.
+  *after = static_cast<int>(members.size()) < page ? "" : members.back();
+  std::vector<std::string> dkeys;
+  for (const auto& member : members) dkeys.push_back(keys::Dlv(org, id, member.substr(member.find('|') + 1)));
+  LS_ASSIGN_OR_RETURN(auto docs, docs_.GetMany(dkeys));
+  int added = 0;
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (dkeys[i] == skip) continue;
+    std::string due;
+    v1::WebhookDelivery delivery;
+    if (!docs[i] || !DecodeDelivery(docs[i]->data, &due, &delivery) ||
+        delivery.state() != v1::WebhookDelivery::PENDING) {
+      m->index_ops.push_back({keys::Pend(org, id), members[i], true});  // not pending: out of the index
+      continue;
+    }
+    // Queued or replayed after the disabling (the webhook was enabled
+    // again meanwhile): it stays.
+    if (HookVersionOf(due) >= off_version) continue;
+    AddSettled(org, id, members[i].substr(members[i].find('|') + 1), due, docs[i]->version, std::move(delivery),
+               "the webhook was disabled", publish, m);
+    ++added;
+  }
+  return added;
+}
+
+absl::StatusOr<int> WebhookManager::FinishDisabling(const std::string& org, const std::string& id,
+                                                    int64_t off_version, bool publish, int max_steps) {
+  int total = 0;
+  std::string after;
+  int conflicts = 0;
+  for (int step = 0; step < max_steps; ++step) {
+    std::string next = after;
+    Mutation m;
+    LS_ASSIGN_OR_RETURN(const int n, AddDeadOnDisable(org, id, off_version, publish,
+                                                      std::max(1, limits_.dead_on_disable_batch), "", &next, &m));
+    if (!m.writes.empty() || !m.index_ops.empty()) {
+      LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
+      if (o.kind == CommitOutcome::Kind::kConflict) {
+        // One of them moved (claimed, recorded, replayed): read that part
+        // again.
+        if (++conflicts >= kAttempts) return Conflict();
+        continue;
+      }
+      total += n;
+    }
+    if (next.empty()) return total;  // the whole index was read
+    after = next;
+  }
+  return total;
+}
+
+void WebhookManager::FinishDisablingOrLog(const std::string& org, const std::string& id, int64_t off_version,
+                                          bool publish) {
+  absl::StatusOr<int> n = FinishDisabling(org, id, off_version, publish, std::numeric_limits<int>::max());
+  if (!n.ok()) {
+    // The disabling stands; what is left is made DEAD by ClaimDue when it
+    // comes up and by SettleDisabled in the maintenance pass.
+    LogWarning("webhook disabled; some queued deliveries are left for the maintenance pass",
+               {{"webhook", WebhookName(org, id)}, {"error", n.status().ToString()}});
+  }
+}
+
+absl::StatusOr<int> WebhookManager::SettleDisabled(int max_per_webhook) {
+  int settled = 0;
+  LS_RETURN_IF_ERROR(ForEachWebhook([&](const std::string& org, const std::string& id) -> absl::Status {
+    LS_ASSIGN_OR_RETURN(auto off_doc, docs_.Get(keys::Off(org, id)));
+    const std::optional<OffRecord> off = ParseOff(off_doc);
+    if (!off) return absl::OkStatus();
+    const int steps = std::max(1, max_per_webhook / std::max(1, limits_.dead_on_disable_batch));
+    LS_ASSIGN_OR_RETURN(const int n, FinishDisabling(org, id, off->version, off->by_admin, steps));
+    settled += n;
+    return absl::OkStatus();
+  }));
+  return settled;
 }
 
 void WebhookManager::SecretUnreadable(const std::string& delivery_key, const absl::Status& why) {
@@ -813,17 +967,11 @@ absl::StatusOr<std::vector<ClaimedDelivery>> WebhookManager::ClaimDue(int limit)
       // Queued before the webhook was last disabled (and enabled again
       // since): DEAD, as if the delivery step had come while it was off.
       LS_ASSIGN_OR_RETURN(auto off_doc, docs_.Get(keys::Off(org, id)));
-      if (off_doc && !off_doc->data.empty()) {
-        std::vector<std::string> off = absl::StrSplit(off_doc->data, '|');
-        int64_t off_version = 0;
-        int reason = 0;
-        if (off.size() == 2 && absl::SimpleAtoi(off[0], &off_version) && absl::SimpleAtoi(off[1], &reason) &&
-            HookVersionOf(member) < off_version) {
-          const bool by_admin = reason != v1::Webhook::REPEATED_FAILURES;
-          LS_RETURN_IF_ERROR(
-              Settle(org, id, d, member, doc->version, delivery, "the webhook was disabled", by_admin));
-          continue;
-        }
+      const std::optional<OffRecord> off = ParseOff(off_doc);
+      if (off && HookVersionOf(member) < off->version) {
+        LS_RETURN_IF_ERROR(
+            Settle(org, id, d, member, doc->version, delivery, "the webhook was disabled", off->by_admin));
+        continue;
       }
       // Opened before the claim: a secret this process cannot open (no key,
       // another key) leaves the delivery due for a notifier that can, and is
@@ -911,6 +1059,7 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
       if (was_dead) {
         m.index_ops.push_back({keys::Dead(org, id), ListMember(FromProto(delivery.create_time()), d), true});
       }
+      m.index_ops.push_back({keys::Pend(org, id), ListMember(FromProto(delivery.create_time()), d), true});
       m.index_ops.push_back({keys::Done(org, id), ListMember(FromProto(delivery.create_time()), d)});
       stats.set_consecutive_failures(0);
       stats.clear_last_error();
@@ -931,6 +1080,7 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
         delivery.set_state(v1::WebhookDelivery::DEAD);
         *delivery.mutable_dead_time() = ToProto(now);
         delivery.clear_next_attempt_time();
+        m.index_ops.push_back({keys::Pend(org, id), ListMember(FromProto(delivery.create_time()), d), true});
         m.index_ops.push_back({keys::Dead(org, id), ListMember(FromProto(delivery.create_time()), d)});
         event = NewEvent(Principal{}, "");
         if (disable) {
@@ -968,14 +1118,25 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
     m.writes.push_back({c.key, EncodeDelivery(next_due, delivery), doc->version});
     if (live) m.writes.push_back({keys::Stats(org, id), stats.SerializeAsString(), stats_doc ? stats_doc->version : 0});
     if (event) SetEvent(&m, *event);
+    // The automatic disabling makes the webhook's other queued deliveries
+    // DEAD in the same step (told by WebhookDisabled alone), the first
+    // dead_on_disable_batch of them; the rest in the steps after it.
+    const bool disabling = event && event->has_webhook_disabled();
+    std::string rest;
+    if (disabling) {
+      LS_RETURN_IF_ERROR(AddDeadOnDisable(org, id, hook.version + 1, /*publish=*/false,
+                                          std::max(1, limits_.dead_on_disable_batch), c.key, &rest, &m)
+                             .status());
+    }
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
     if (o.kind == CommitOutcome::Kind::kApplied) {
       if (metrics_ != nullptr) {
         metrics_->WebhookDelivery(result.ok                                                 ? "delivered"
                                   : delivery.state() == v1::WebhookDelivery::DEAD ? "dead"
                                                                                             : "retry");
-        if (event && event->has_webhook_disabled()) metrics_->WebhookDisabled();
+        if (disabling) metrics_->WebhookDisabled();
       }
+      if (disabling && !rest.empty()) FinishDisablingOrLog(org, id, hook.version + 1, false);
       return absl::OkStatus();
     }
   }

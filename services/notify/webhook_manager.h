@@ -26,6 +26,10 @@
 //   {notify}:wh:dead:{org}:{id}      the dead letters, same members
 //   {notify}:wh:done:{org}:{id}      the DELIVERED ones, same members: what
 //                                    the retention sweep removes
+//   {notify}:wh:pend:{org}:{id}      the PENDING ones, same members: what a
+//                                    disabling makes DEAD (deliveries queued
+//                                    before the index existed are not in it;
+//                                    ClaimDue makes those DEAD on sight)
 //   {notify}:wh:due                  what to attempt: "<due wall-clock ms, 13
 //                                    digits>|<org>|<id>|<d>|<webhook version>"
 //   {notify}:wh:off:{org}:{id}       "<version>|<DisabledReason>" of the commit
@@ -33,6 +37,9 @@
 //                                    member carries the webhook's version
 //                                    when it was queued or replayed, and one
 //                                    older than this is made DEAD, not sent
+//                                    (the disabling commit and the steps
+//                                    after it do so at once; ClaimDue and
+//                                    SettleDisabled catch what a crash left)
 //   {notify}:wh:seen:{event id}      the consumer's once-per-event marker
 //   {notify}:wh:idem:{method}:{rid}  idempotency records of the RPCs
 #ifndef LABSHARE_SERVICES_NOTIFY_WEBHOOK_MANAGER_H_
@@ -55,6 +62,7 @@
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "labshare/notify/v1/webhooks.pb.h"
 #include "services/notify/notify_metrics.h"
+#include "services/notify/webhook_rules.h"
 #include "services/notify/webhook_secret_box.h"
 
 namespace labshare::notify {
@@ -77,6 +85,9 @@ struct WebhookLimits {
   // DELIVERED deliveries queued longer ago than this (domain clock) are
   // removed by TrimDeliveries; DEAD and PENDING ones stay.
   absl::Duration retention = absl::Hours(24 * 30);
+  // Queued deliveries a disabling makes DEAD per atomic step (the first
+  // step is the disabling commit itself).
+  int dead_on_disable_batch = 50;
 };
 
 // A delivery claimed for one attempt.
@@ -136,6 +147,12 @@ class WebhookManager {
   // of each webhook per call (oldest first). Returns how many went.
   absl::StatusOr<int> TrimDeliveries(int max_per_webhook);
 
+  // The backstop of a disabling: every webhook with a disabling on record
+  // whose queued deliveries from before it are not all DEAD yet (the
+  // process that disabled it died between its steps) gets up to
+  // `max_per_webhook` of them made DEAD. Returns how many.
+  absl::StatusOr<int> SettleDisabled(int max_per_webhook);
+
   // Counts every recorded attempt and automatic disabling; may be null.
   // Set before the module starts.
   void set_metrics(NotifyMetrics* metrics) { metrics_ = metrics; }
@@ -178,11 +195,36 @@ class WebhookManager {
   absl::Status ForEachWebhook(
       const std::function<absl::Status(const std::string& org, const std::string& id)>& fn) const;
   v1::NotifyEvent NewEvent(const Principal& p, const std::string& request_id) const;
+  // One pass of QueueDeliveries; nullopt when a webhook changed between its
+  // read and the commit (read them again).
+  absl::StatusOr<std::optional<int>> QueueDeliveriesOnce(const WebhookEvent& event);
   // A queued delivery given up without an attempt (its webhook is gone or
   // disabled): DEAD, out of the schedule; WebhookDeliveryDead if `publish`.
   absl::Status Settle(const std::string& org, const std::string& id, const std::string& d,
                       const std::string& due_member, int64_t version, v1::WebhookDelivery delivery,
                       const std::string& why, bool publish);
+  // Settle's changes, added to `m` (events after m's own).
+  void AddSettled(const std::string& org, const std::string& id, const std::string& d,
+                  const std::string& due_member, int64_t version, v1::WebhookDelivery delivery,
+                  const std::string& why, bool publish, Mutation* m) const;
+  // Reads one page (`limit` members) of webhook (org, id)'s pending index
+  // after `*after` and adds to `m` those of its deliveries still queued
+  // from before the disabling at webhook version `off_version` (DEAD,
+  // "the webhook was disabled"; WebhookDeliveryDead each if `publish`);
+  // entries of deliveries no longer pending leave the index. Leaves
+  // `*after` at the page's last member, empty once the index was read to
+  // its end. `skip`: a delivery key the caller writes itself. Returns how
+  // many it made DEAD.
+  absl::StatusOr<int> AddDeadOnDisable(const std::string& org, const std::string& id, int64_t off_version,
+                                       bool publish, int limit, const std::string& skip, std::string* after,
+                                       Mutation* m) const;
+  // After the commit that disabled webhook (org, id): the rest of its
+  // queued deliveries DEAD, dead_on_disable_batch per atomic step, until
+  // none is left. Returns how many.
+  absl::StatusOr<int> FinishDisabling(const std::string& org, const std::string& id, int64_t off_version,
+                                      bool publish, int max_steps);
+  // FinishDisabling to the end, a failure logged (the disabling stands).
+  void FinishDisablingOrLog(const std::string& org, const std::string& id, int64_t off_version, bool publish);
 
   RedisPool* pool_;
   const Clock* clock_;

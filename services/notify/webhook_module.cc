@@ -101,6 +101,15 @@ void WebhookModule::MaintainOnce() {
       LogInfo("webhook secrets stored in clear were sealed", {{"count", std::to_string(*sealed)}});
     }
   }
+  // Queued deliveries of a disabled webhook that its disabling left (the
+  // process died between its steps) are made DEAD here.
+  absl::StatusOr<int> settled = manager_->SettleDisabled(1000);
+  if (!settled.ok()) {
+    LogWarning("webhook deliveries of disabled webhooks: cannot settle; later",
+               {{"error", settled.status().ToString()}});
+  } else if (*settled > 0) {
+    LogInfo("queued deliveries of disabled webhooks made DEAD", {{"count", std::to_string(*settled)}});
+  }
   absl::StatusOr<int> trimmed = manager_->TrimDeliveries(1000);
   if (!trimmed.ok()) {
     LogWarning("webhook deliveries: cannot trim; later", {{"error", trimmed.status().ToString()}});

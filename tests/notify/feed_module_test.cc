@@ -102,6 +102,7 @@ class FakeInventory final : public inv::InventoryService::Service {
   }
   // The people the tests create feeds for, as inventory has them now.
   grpc::Status GetUser(grpc::ServerContext*, const inv::GetUserRequest* r, inv::User* out) override {
+    ++user_calls;
     std::lock_guard<std::mutex> lock(users_mu);
     auto it = users.find(r->name());
     if (it == users.end()) {
@@ -119,6 +120,7 @@ class FakeInventory final : public inv::InventoryService::Service {
     u.set_disabled(disabled);
   }
   std::atomic<int> calls{0};
+  std::atomic<int> user_calls{0};
   std::atomic<bool> down{false};
   std::mutex users_mu;
   std::map<std::string, inv::User> users;
@@ -193,7 +195,7 @@ class FeedModuleTest : public ::testing::Test {
     pool_ = std::make_unique<RedisPool>(redis_server_->options());
 
     grpc::ServerBuilder builder;
-    int inventory_port = 0;
+    int& inventory_port = inventory_port_;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &inventory_port);
     builder.RegisterService(&inventory_);
     inventory_server_ = builder.BuildAndStart();
@@ -354,6 +356,7 @@ class FeedModuleTest : public ::testing::Test {
   FakeClock loop_clock_;
   SystemClock wall_;
   FakeInventory inventory_;
+  int inventory_port_ = 0;
   std::unique_ptr<grpc::Server> inventory_server_;
   std::unique_ptr<RedisServer> redis_server_;
   std::unique_ptr<RedisPool> pool_;
@@ -577,6 +580,37 @@ TEST_F(FeedModuleTest, AFeedLivesAsLongAsItsUserAndShowsPeopleOnlyWhileTheyStayI
   s = Content(TokenOf(theirs.secret_url()), &none);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(ReasonOf(s), "FEED_NOT_FOUND");
+}
+
+// feeds.proto: "inventory is asked at most once a minute per user", also
+// about a user it no longer has (a removed user's URL polled by calendar
+// applications does not reach inventory on every fetch); one added back is
+// served again once that minute is over.
+TEST_F(FeedModuleTest, ARemovedUserIsAskedAboutAtMostOnceAMinuteAndServedAgainWhenBack) {
+  FakeClock wall(Utc(2026, 12, 1, 0));
+  auto directory = NewInventoryDirectory(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", inventory_port_), grpc::InsecureChannelCredentials()), &wall,
+      options_);
+  auto expect_gone = [&] {
+    auto gone = directory->LookupUser("users/nobody");
+    EXPECT_EQ(gone.status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(ErrorReason(gone.status()), "USER_NOT_FOUND");
+  };
+  expect_gone();  // 0 s: asked
+  wall.Advance(absl::Seconds(30));
+  expect_gone();  // kept
+  wall.Advance(absl::Seconds(29));
+  expect_gone();  // 59 s: kept
+  EXPECT_EQ(inventory_.user_calls, 1);
+  inventory_.SetUser("nobody", "lab-a", false);
+  expect_gone();  // added back, the answer is kept to the end of its minute
+  EXPECT_EQ(inventory_.user_calls, 1);
+  wall.Advance(absl::Seconds(1));  // 60 s
+  auto back = directory->LookupUser("users/nobody");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->organization, "organizations/lab-a");
+  EXPECT_FALSE(back->disabled);
+  EXPECT_EQ(inventory_.user_calls, 2);
 }
 
 TEST_F(FeedModuleTest, EachEventAppliesOnceAndSequenceFollowsChanges) {

@@ -2,7 +2,9 @@
 // comments once disagreed: CalendarFeed.display_name is "at most 200
 // characters" (not bytes: a Chinese calendar name of 200 characters is
 // fine); a feed's kind is USER or INSTRUMENT, nothing else; a retry of
-// UpdateNotificationSettings with its request_id answers the first answer.
+// UpdateNotificationSettings, Unsubscribe or ReplayDeadLetter with its
+// request_id answers the first answer, and other content under the id is
+// REQUEST_ID_REUSED.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -10,6 +12,7 @@
 #include "common/error.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
+#include "common/proto_util.h"
 #include "common/server.h"
 #include "labshare/notify/v1/notify.grpc.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
@@ -44,6 +47,70 @@ class NotifyContractTest : public ::testing::Test {
     return feeds_->Create(user_, r);
   }
 
+  // The mail module behind a real gRPC server (plaintext loopback).
+  void StartMail() {
+    NotifyContext ctx;
+    ctx.redis = pool_.get();
+    ctx.clock = &clock_;
+    ctx.wall = &clock_;
+    ctx.inventory = grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials());  // never called here
+    ctx.console_url = "https://labshare.example.org";
+    ctx.consumer = "contract-test";
+    mail_ = std::make_unique<MailModule>(ctx, MailOptions());
+    MethodPolicy policy;
+    mail_->AddPolicy(&policy);
+    auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), policy, &clock_);
+    ServerConfig config;
+    config.service_name = "notify";
+    config.redis = pool_.get();
+    config.authorizer = auth_.get();
+    auto server = Server::Start(config, mail_->Services(auth_.get()));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    stub_ = v1::NotificationService::NewStub(
+        grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown(absl::ZeroDuration());
+  }
+  // A client context with `p`'s bearer token (none for an empty user).
+  std::unique_ptr<grpc::ClientContext> As(const Principal& p) {
+    auto c = std::make_unique<grpc::ClientContext>();
+    if (!p.user_id.empty()) {
+      c->AddMetadata("authorization", "Bearer " + labshare::testing::Mint(p, clock_.Now()));
+    }
+    return c;
+  }
+  // The events on {notify}:outbox, oldest first.
+  std::vector<v1::NotifyEvent> OutboxEvents() {
+    std::vector<v1::NotifyEvent> out;
+    auto entries = pool_->Command({"XRANGE", "{notify}:outbox", "-", "+"});
+    EXPECT_TRUE(entries.ok());
+    if (!entries.ok()) return out;
+    for (const auto& entry : entries->elements) {
+      const auto& fields = entry.elements[1].elements;
+      for (size_t i = 0; i + 1 < fields.size(); i += 2) {
+        if (fields[i].str != "payload") continue;
+        out.emplace_back();
+        EXPECT_TRUE(out.back().ParseFromString(fields[i + 1].str));
+      }
+    }
+    return out;
+  }
+  // A mail to `user` that died after one attempt.
+  void MakeDeadLetter(const std::string& id, const std::string& user, const std::string& error) {
+    const Fields mail = {{"kind", "BOOKING_CONFIRMED"}, {"user", "users/" + user}, {"org", "organizations/lab"},
+                         {"email", user + "@lab.test"}, {"name", user}, {"subject", "s"}, {"text", "t"},
+                         {"html", "h"}, {"unsub", ""}, {"event", "e-" + id}, {"lang", "en"}, {"tz", "UTC"}};
+    MailQueue& q = mail_->queue();
+    ASSERT_TRUE(q.Enqueue(id, mail, false, clock_.Now(), clock_.Now(), clock_.Now()).ok());
+    auto claimed = q.Claim("sender", clock_.Now(), 10);
+    ASSERT_TRUE(claimed.ok());
+    ASSERT_TRUE(q.Finish(id, "sender", MailQueue::Outcome::kDead, clock_.Now(), clock_.Now(), error,
+                         v1::DeadLetter::REJECTED, "payload", absl::Hours(1), clock_.Now())
+                    .ok());
+  }
+
   static std::string Repeat(absl::string_view piece, int n) {
     std::string out;
     for (int i = 0; i < n; ++i) out.append(piece.data(), piece.size());
@@ -55,6 +122,10 @@ class NotifyContractTest : public ::testing::Test {
   FakeClock clock_;
   std::unique_ptr<FeedManager> feeds_;
   Principal user_{"li-wei", "lab-a", {Role::kLabUser}, absl::InfiniteFuture()};
+  std::unique_ptr<MailModule> mail_;
+  std::unique_ptr<Authorizer> auth_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<v1::NotificationService::Stub> stub_;
 };
 
 // CreateCalendarFeed: "INVALID_FIELD: ... display_name over 200 characters".
@@ -82,31 +153,10 @@ TEST_F(NotifyContractTest, FeedKindMustBeUserOrInstrument) {
 // types.proto: "A retry with the same request_id and the same content
 // returns the first answer", also after the settings changed meanwhile.
 TEST_F(NotifyContractTest, SettingsRetryAnswersTheFirstAnswer) {
-  NotifyContext ctx;
-  ctx.redis = pool_.get();
-  ctx.clock = &clock_;
-  ctx.wall = &clock_;
-  ctx.inventory = grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials());  // never called here
-  ctx.console_url = "https://labshare.example.org";
-  ctx.consumer = "contract-test";
-  MailModule mail(ctx, MailOptions());
-  MethodPolicy policy;
-  mail.AddPolicy(&policy);
-  Authorizer auth(labshare::testing::TestVerifier(), policy, &clock_);
-  ServerConfig config;
-  config.service_name = "notify";
-  config.redis = pool_.get();
-  config.authorizer = &auth;
-  auto server = Server::Start(config, mail.Services(&auth));
-  ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = v1::NotificationService::NewStub(
-      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  StartMail();
   auto call = [&](const v1::UpdateNotificationSettingsRequest& r, v1::NotificationSettings* out) {
-    grpc::ClientContext c;
-    c.AddMetadata("authorization", "Bearer " + labshare::testing::Mint(
-                                                   Principal{"ana", "lab", {Role::kLabUser}, clock_.Now() + absl::Hours(1)},
-                                                   clock_.Now()));
-    return stub->UpdateNotificationSettings(&c, r, out);
+    return stub_->UpdateNotificationSettings(
+        As(Principal{"ana", "lab", {Role::kLabUser}, clock_.Now() + absl::Hours(1)}).get(), r, out);
   };
   v1::UpdateNotificationSettingsRequest english;
   english.set_request_id("ana-1");
@@ -126,16 +176,9 @@ TEST_F(NotifyContractTest, SettingsRetryAnswersTheFirstAnswer) {
   EXPECT_EQ(second.language(), "zh-CN");
 
   // The event names the caller and the caller's organisation (EventHeader).
-  auto last = pool_->Command({"XREVRANGE", "{notify}:outbox", "+", "-", "COUNT", "1"});
-  ASSERT_TRUE(last.ok());
-  ASSERT_EQ(last->elements.size(), 1u);
-  v1::NotifyEvent changed;
-  const auto& fields = last->elements[0].elements[1].elements;
-  for (size_t i = 0; i + 1 < fields.size(); i += 2) {
-    if (fields[i].str == "payload") {
-      ASSERT_TRUE(changed.ParseFromString(fields[i + 1].str));
-    }
-  }
+  const std::vector<v1::NotifyEvent> events = OutboxEvents();
+  ASSERT_FALSE(events.empty());
+  const v1::NotifyEvent& changed = events.back();
   ASSERT_TRUE(changed.has_notification_settings_changed());
   EXPECT_EQ(changed.header().actor(), "users/ana");
   EXPECT_EQ(changed.header().actor_organization(), "organizations/lab");
@@ -149,7 +192,95 @@ TEST_F(NotifyContractTest, SettingsRetryAnswersTheFirstAnswer) {
   s = call(english, &again);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
-  (*server)->Shutdown(absl::ZeroDuration());
+}
+
+// Unsubscribe keeps its request_id like every mutation: the retry of a
+// click that turned the kind off answers changed=true (not "already off"),
+// and the same id with another link is REQUEST_ID_REUSED.
+TEST_F(NotifyContractTest, UnsubscribeRetryAnswersTheFirstAnswer) {
+  StartMail();
+  auto reminder = mail_->UnsubscribeToken("ana", v1::BOOKING_REMINDER);
+  auto missed = mail_->UnsubscribeToken("ana", v1::BOOKING_MISSED);
+  ASSERT_TRUE(reminder.ok() && missed.ok());
+  auto call = [&](const std::string& token, const std::string& request_id, v1::UnsubscribeResponse* out) {
+    v1::UnsubscribeRequest r;
+    r.set_token(token);
+    r.set_request_id(request_id);
+    return stub_->Unsubscribe(As(Principal{}).get(), r, out);  // no LabShare token
+  };
+  v1::UnsubscribeResponse first;
+  grpc::Status s = call(*reminder, "click-1", &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(first.user(), "users/ana");
+  EXPECT_EQ(first.kind(), v1::BOOKING_REMINDER);
+  EXPECT_TRUE(first.changed());
+  v1::UnsubscribeResponse again;
+  s = call(*reminder, "click-1", &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  s = call(*missed, "click-1", &again);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+  // A new click on the same link: nothing left to change.
+  v1::UnsubscribeResponse later;
+  ASSERT_TRUE(call(*reminder, "click-2", &later).ok());
+  EXPECT_FALSE(later.changed());
+  // Its record too: that id with the other link is another request.
+  s = call(*missed, "click-2", &again);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+  // One settings change only, under the first click's request id.
+  const std::vector<v1::NotifyEvent> events = OutboxEvents();
+  ASSERT_EQ(events.size(), 1u);
+  ASSERT_TRUE(events[0].has_notification_settings_changed());
+  EXPECT_EQ(events[0].header().request_id(), "click-1");
+  EXPECT_EQ(events[0].header().actor(), "users/ana");
+}
+
+// ReplayDeadLetter keeps its request_id like every mutation: a retry
+// answers the first answer also after the message died again meanwhile (it
+// is not replayed twice), and the same id for another dead letter is
+// REQUEST_ID_REUSED (that one is not replayed).
+TEST_F(NotifyContractTest, ReplayDeadLetterRetryAnswersTheFirstAnswer) {
+  StartMail();
+  MakeDeadLetter("m1", "ana", "550 no such user");
+  MakeDeadLetter("m2", "bo", "550 mailbox full");
+  const Principal admin{"root", "", {Role::kConsortiumAdmin}, clock_.Now() + absl::Hours(1)};
+  auto call = [&](const std::string& name, const std::string& request_id, v1::DeadLetter* out) {
+    v1::ReplayDeadLetterRequest r;
+    r.set_name(name);
+    r.set_request_id(request_id);
+    return stub_->ReplayDeadLetter(As(admin).get(), r, out);
+  };
+  clock_.Advance(absl::Minutes(5));
+  v1::DeadLetter first;
+  grpc::Status s = call("deadLetters/m1", "replay-1", &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(first.name(), "deadLetters/m1");
+  EXPECT_EQ(first.attempts(), 0);
+  EXPECT_EQ(first.replayed_by(), "users/root");
+  EXPECT_EQ(FromProto(first.replay_time()), clock_.Now());
+  EXPECT_EQ(first.last_error(), "550 no such user");
+  // It fails again and goes back to the dead letters.
+  clock_.Advance(absl::Minutes(5));
+  auto claimed = mail_->queue().Claim("sender", clock_.Now(), 10);
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(*claimed, std::vector<std::string>{"m1"});
+  ASSERT_TRUE(mail_->queue()
+                  .Finish("m1", "sender", MailQueue::Outcome::kDead, clock_.Now(), clock_.Now(), "550 still no",
+                          v1::DeadLetter::REJECTED, "payload", absl::Hours(1), clock_.Now())
+                  .ok());
+  v1::DeadLetter again;
+  s = call("deadLetters/m1", "replay-1", &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  EXPECT_EQ((*mail_->queue().Load("m1"))["state"], "DEAD");  // not replayed by the retry
+  s = call("deadLetters/m2", "replay-1", &again);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+  EXPECT_EQ((*mail_->queue().Load("m2"))["state"], "DEAD");
+  // Another id replays it.
+  ASSERT_TRUE(call("deadLetters/m2", "replay-2", &again).ok());
+  EXPECT_EQ((*mail_->queue().Load("m2"))["state"], "QUEUED");
 }
 
 }  // namespace

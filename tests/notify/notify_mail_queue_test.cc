@@ -175,11 +175,16 @@ TEST_F(MailQueueTest, InFlightMailsOfADeadSenderBecomeUncertainDeadLetters) {
   // answers the same; a second replay with another id is refused.
   auto replayed = queue_->Replay(id, "users/admin", "r1", kWall, kDomain);
   ASSERT_TRUE(replayed.ok()) << replayed.status();
-  EXPECT_EQ((*replayed)["state"], "QUEUED");
-  EXPECT_EQ((*replayed)["attempts"], "0");
-  EXPECT_TRUE(queue_->Replay(id, "users/admin", "r1", kWall, kDomain).ok());
+  EXPECT_EQ((*queue_->Load(id))["state"], "QUEUED");
+  EXPECT_EQ((*queue_->Load(id))["attempts"], "0");
+  EXPECT_EQ(replayed->attempts(), 0);
+  EXPECT_EQ(replayed->replayed_by(), "users/admin");
+  auto again = queue_->Replay(id, "users/admin", "r1", kWall, kDomain);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->SerializeAsString(), replayed->SerializeAsString());
   auto other = queue_->Replay(id, "users/admin", "r2", kWall, kDomain);
   EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorReason(other.status()), "NOT_A_DEAD_LETTER");
   EXPECT_EQ(queue_->Replay("nope", "users/admin", "r3", kWall, kDomain).status().code(), absl::StatusCode::kNotFound);
 }
 
@@ -312,7 +317,7 @@ TEST_F(MailQueueTest, DeadLetterTimesAreDomainTimes) {
                   .ok());
   auto replayed = queue_->Replay("x", "users/admin", "r1", kWall + absl::Minutes(2), kDomain + absl::Minutes(2));
   ASSERT_TRUE(replayed.ok()) << replayed.status();
-  const v1::DeadLetter d = DeadLetterFromFields("x", *replayed);
+  const v1::DeadLetter& d = *replayed;
   EXPECT_EQ(FromProto(d.create_time()), kDomain);
   EXPECT_EQ(FromProto(d.dead_time()), kDomain + absl::Minutes(1));
   EXPECT_EQ(FromProto(d.replay_time()), kDomain + absl::Minutes(2));

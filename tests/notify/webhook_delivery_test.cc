@@ -101,8 +101,9 @@ class WebhookDeliveryTest : public WebhookFixture {
     WebhookOptions o;
     o.limits.max_attempts = 3;
     o.limits.disable_after = 4;
-    o.limits.backoff_initial = absl::Milliseconds(20);
-    o.limits.backoff_max = absl::Milliseconds(80);
+    o.limits.backoff_initial = backoff_initial_;
+    o.limits.backoff_max = std::max(backoff_initial_, absl::Milliseconds(80));
+    o.limits.dead_on_disable_batch = dead_on_disable_batch_;
     o.limits.claim_lease = absl::Seconds(30);
     o.timeout = absl::Seconds(10);
     o.ca_file = receiver_.ca_file();
@@ -149,6 +150,18 @@ class WebhookDeliveryTest : public WebhookFixture {
     for (auto s : states) r.add_states(s);
     return Call(Root(), &S::ListWebhookDeliveries, r);
   }
+  // UpdateWebhook of the state alone, by the organisation's billing admin.
+  absl::StatusOr<v1::Webhook> SetState(const std::string& name, v1::Webhook::State state,
+                                       const std::string& request_id = "") {
+    v1::UpdateWebhookRequest u;
+    u.mutable_webhook()->set_name(name);
+    u.mutable_webhook()->set_state(state);
+    u.mutable_update_mask()->add_paths("state");
+    u.set_request_id(request_id);
+    const size_t at = sizeof("organizations/") - 1;
+    const std::string org = name.substr(at, name.find("/webhooks/") - at);
+    return Call(Admin(org), &S::UpdateWebhook, u);
+  }
   v1::Webhook GetHook(const std::string& name) {
     v1::GetWebhookRequest r;
     r.set_name(name);
@@ -163,6 +176,8 @@ class WebhookDeliveryTest : public WebhookFixture {
 
   Receiver receiver_;
   bool seal_existing_ = false;  // set before SetUp
+  absl::Duration backoff_initial_ = absl::Milliseconds(20);  // set before SetUp
+  int dead_on_disable_batch_ = 50;                           // set before SetUp
   std::function<void(const ClaimedDelivery&)> before_attempt_;
   std::shared_ptr<const SecretBox> secret_box_;  // set before SetUp
 };
@@ -407,11 +422,7 @@ TEST_F(WebhookDeliveryTest, WhatWasQueuedBeforeADisablingIsNeverSentAfterItIsEna
   ASSERT_EQ(Due(), 1);
   // Disabled and enabled again before the delivery step came to it.
   for (auto state : {v1::Webhook::DISABLED, v1::Webhook::ENABLED}) {
-    v1::UpdateWebhookRequest u;
-    u.mutable_webhook()->set_name(acme);
-    u.mutable_webhook()->set_state(state);
-    u.mutable_update_mask()->add_paths("state");
-    auto updated = Call(Admin("acme"), &S::UpdateWebhook, u);
+    auto updated = SetState(acme, state);
     ASSERT_TRUE(updated.ok()) << updated.status();
     EXPECT_EQ(updated->state(), state);
   }
@@ -444,6 +455,150 @@ TEST_F(WebhookDeliveryTest, WhatWasQueuedBeforeADisablingIsNeverSentAfterItIsEna
   EXPECT_EQ(all[1].id, "ev-before");
   EXPECT_EQ(all[1].status, 204);
   ExpectAllVerified(all);
+}
+
+// Five deliveries queued, none due for an attempt yet, two per step: the
+// disabling itself makes the first two DEAD, the steps after it the rest,
+// before UpdateWebhook answers.
+class WebhookDisablingTest : public WebhookDeliveryTest {
+ protected:
+  void SetUp() override {
+    backoff_initial_ = absl::Hours(1);  // a failed delivery waits long
+    dead_on_disable_batch_ = 2;
+    WebhookDeliveryTest::SetUp();
+  }
+  std::vector<std::string> EventIds(const absl::StatusOr<v1::ListWebhookDeliveriesResponse>& list) {
+    std::vector<std::string> ids;
+    EXPECT_TRUE(list.ok()) << list.status();
+    if (list.ok()) {
+      for (const auto& d : list->deliveries()) ids.push_back(d.event_id());
+    }
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+};
+
+TEST_F(WebhookDisablingTest, DisablingByAnAdminMakesTheQueuedDeliveriesDeadLettersAtOnce) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  const std::vector<std::string> queued = {"ev-1", "ev-2", "ev-3", "ev-4", "ev-5"};
+  for (const auto& id : queued) Publish(kBookingStream, BookingCancelled(id, "organizations/acme"));
+  Consume();
+  ASSERT_EQ(EventIds(Deliveries(acme, {v1::WebhookDelivery::PENDING})), queued);
+  clock_.Advance(absl::Minutes(1));
+  auto disabled = SetState(acme, v1::Webhook::DISABLED, "off-1");
+  ASSERT_TRUE(disabled.ok()) << disabled.status();
+  EXPECT_EQ(disabled->state(), v1::Webhook::DISABLED);
+  // No delivery step ran: the dead-letter list has them all already.
+  EXPECT_EQ(EventIds(Deliveries(acme, {v1::WebhookDelivery::PENDING})), std::vector<std::string>{});
+  auto dead = Deliveries(acme, {v1::WebhookDelivery::DEAD});
+  EXPECT_EQ(EventIds(dead), queued);
+  for (const auto& d : dead->deliveries()) {
+    EXPECT_EQ(d.attempts(), 0);
+    EXPECT_EQ(d.last_error(), "the webhook was disabled");
+    EXPECT_EQ(FromProto(d.dead_time()), clock_.Now());
+    EXPECT_FALSE(d.has_next_attempt_time());
+  }
+  EXPECT_EQ(Due(), 0);
+  // Each with its WebhookDeliveryDead, after the WebhookUpdated.
+  std::vector<std::string> told;
+  bool updated_first = false;
+  for (const auto& e : NotifyEvents()) {
+    if (e.has_webhook_updated()) updated_first = told.empty();
+    if (e.has_webhook_delivery_dead()) told.push_back(e.webhook_delivery_dead().delivery());
+  }
+  EXPECT_TRUE(updated_first);
+  std::sort(told.begin(), told.end());
+  std::vector<std::string> want;
+  for (const auto& id : queued) want.push_back(acme + "/deliveries/" + id);
+  EXPECT_EQ(told, want);
+  // A retry of the disabling answers the same and changes nothing more.
+  auto again = SetState(acme, v1::Webhook::DISABLED, "off-1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->SerializeAsString(), disabled->SerializeAsString());
+  EXPECT_EQ(CountIf(NotifyEvents(), [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_dead(); }), 5);
+  // The delivery loop finds nothing left to settle.
+  ASSERT_TRUE(module_->DeliverDueOnce().ok());
+  EXPECT_EQ(CountIf(NotifyEvents(), [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_dead(); }), 5);
+  // Enabled again, a dead letter is replayed and sent.
+  ASSERT_TRUE(SetState(acme, v1::Webhook::ENABLED).ok());
+  v1::ReplayWebhookDeliveryRequest replay;
+  replay.set_name(acme + "/deliveries/ev-3");
+  ASSERT_TRUE(Call(Admin("acme"), &S::ReplayWebhookDelivery, replay).ok());
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const auto got = receiver_.Requests("/acme");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].id, "ev-3");
+  EXPECT_EQ(got[0].status, 204);
+  EXPECT_EQ(EventIds(Deliveries(acme, {v1::WebhookDelivery::DEAD})),
+            (std::vector<std::string>{"ev-1", "ev-2", "ev-4", "ev-5"}));
+}
+
+TEST_F(WebhookDisablingTest, TheAutomaticDisablingMakesTheOthersQueuedDeadLettersAtOnce) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  receiver_.Control("/acme", "", -1);
+  // Four failed attempts (disable_after 4): the first three wait an hour
+  // for their next one; the fourth disables the webhook. Two more are
+  // queued behind them, never attempted.
+  for (const char* id : {"ev-1", "ev-2", "ev-3", "ev-4"}) {
+    Publish(kBookingStream, BookingCancelled(id, "organizations/acme"));
+  }
+  Consume();
+  before_attempt_ = [&](const ClaimedDelivery& c) {
+    if (c.delivery.event_id() != "ev-4") return;
+    Publish(kBookingStream, BookingCancelled("ev-5", "organizations/acme"));
+    Publish(kBookingStream, BookingCancelled("ev-6", "organizations/acme"));
+    Consume();
+  };
+  ASSERT_TRUE(DeliverUntil([&] { return GetHook(acme).state() == v1::Webhook::DISABLED; }));
+  EXPECT_EQ(receiver_.Requests("/acme").size(), 4u);
+  EXPECT_EQ(GetHook(acme).disabled_reason(), v1::Webhook::REPEATED_FAILURES);
+  EXPECT_EQ(EventIds(Deliveries(acme, {v1::WebhookDelivery::PENDING})), std::vector<std::string>{});
+  auto dead = Deliveries(acme, {v1::WebhookDelivery::DEAD});
+  EXPECT_EQ(EventIds(dead), (std::vector<std::string>{"ev-1", "ev-2", "ev-3", "ev-4", "ev-5", "ev-6"}));
+  std::map<std::string, int> attempts;
+  for (const auto& d : dead->deliveries()) attempts[d.event_id()] = d.attempts();
+  EXPECT_EQ(attempts, (std::map<std::string, int>{
+                          {"ev-1", 1}, {"ev-2", 1}, {"ev-3", 1}, {"ev-4", 1}, {"ev-5", 0}, {"ev-6", 0}}));
+  EXPECT_EQ(Due(), 0);
+  // Told by WebhookDisabled alone.
+  auto events = NotifyEvents();
+  EXPECT_EQ(CountIf(events, [](const v1::NotifyEvent& e) { return e.has_webhook_disabled(); }), 1);
+  EXPECT_EQ(CountIf(events, [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_dead(); }), 0);
+}
+
+TEST_F(WebhookDisablingTest, WhatADisablingLeftIsSettledByTheMaintenancePass) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  for (const char* id : {"ev-1", "ev-2", "ev-3"}) Publish(kBookingStream, BookingCancelled(id, "organizations/acme"));
+  Consume();
+  // As if the disabling process died after its own step: the webhook is
+  // disabled with its record, the deliveries still queued.
+  auto hook = pool_->Command({"HGET", "{notify}:wh:hook:acme:erp", "v"});
+  ASSERT_TRUE(hook.ok());
+  auto pend = pool_->Command({"ZRANGE", "{notify}:wh:pend:acme:erp", "0", "-1"});
+  ASSERT_TRUE(pend.ok());
+  ASSERT_EQ(pend->elements.size(), 3u);
+  v1::Webhook w = GetHook(acme);
+  w.set_state(v1::Webhook::DISABLED);
+  w.set_disabled_reason(v1::Webhook::BY_ADMIN);
+  w.clear_etag();
+  const int64_t version = std::stoll(hook->str);
+  ASSERT_TRUE(pool_->Command({"HSET", "{notify}:wh:hook:acme:erp", "v", std::to_string(version + 1), "d",
+                              w.SerializeAsString()})
+                  .ok());
+  ASSERT_TRUE(pool_->Command({"HSET", "{notify}:wh:off:acme:erp", "v", "1", "d",
+                              absl::StrCat(version + 1, "|", static_cast<int>(v1::Webhook::BY_ADMIN))})
+                  .ok());
+  ASSERT_EQ(EventIds(Deliveries(acme, {v1::WebhookDelivery::PENDING})).size(), 3u);
+  auto settled = module_->manager().SettleDisabled(1000);
+  ASSERT_TRUE(settled.ok()) << settled.status();
+  EXPECT_EQ(*settled, 3);
+  EXPECT_EQ(EventIds(Deliveries(acme, {v1::WebhookDelivery::DEAD})),
+            (std::vector<std::string>{"ev-1", "ev-2", "ev-3"}));
+  EXPECT_EQ(Due(), 0);
+  EXPECT_EQ(CountIf(NotifyEvents(), [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_dead(); }), 3);
+  auto none = module_->manager().SettleDisabled(1000);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, 0);
 }
 
 TEST_F(WebhookDeliveryTest, UnreachableEndpointsCountAsFailures) {
@@ -651,13 +806,7 @@ TEST_F(WebhookDeliveryTest, DeadLettersOlderThanTheRetentionDoNotHoldUpTheDelive
   // delivered, all queued at the same instant: the dead ones sort first.
   for (const char* id : {"ev-a1", "ev-a2", "ev-a3"}) Publish(kBookingStream, BookingCancelled(id, "organizations/acme"));
   Consume();
-  for (auto state : {v1::Webhook::DISABLED, v1::Webhook::ENABLED}) {
-    v1::UpdateWebhookRequest u;
-    u.mutable_webhook()->set_name(acme);
-    u.mutable_webhook()->set_state(state);
-    u.mutable_update_mask()->add_paths("state");
-    ASSERT_TRUE(Call(Admin("acme"), &S::UpdateWebhook, u).ok());
-  }
+  for (auto state : {v1::Webhook::DISABLED, v1::Webhook::ENABLED}) ASSERT_TRUE(SetState(acme, state).ok());
   Publish(kBookingStream, BookingCancelled("ev-z", "organizations/acme"));
   Consume();
   ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));

@@ -122,6 +122,38 @@ TEST_F(WebhookServiceTest, OnlyTheOrganisationsBillingAdminAndConsortiumAdmins) 
   v1::ListWebhooksRequest list;
   list.set_parent("organizations/acme");
   EXPECT_ERROR(Call(Admin("beta"), &S::ListWebhooks, list), kPermissionDenied, "ORGANIZATION_SCOPE");
+  // Also when the rest of the name or the request is malformed: the scope
+  // on the organisation the name is under comes first (types.proto), so an
+  // outsider learns nothing of the request's own errors.
+  for (const std::string& bad : {std::string("organizations/acme/webhooks/Bad_Id"),
+                                  std::string("organizations/acme/webhooks"), std::string("organizations/acme"),
+                                  std::string("organizations/Not An Org/webhooks/erp")}) {
+    SCOPED_TRACE(bad);
+    EXPECT_ERROR(Get(Admin("beta"), bad), kPermissionDenied, "ORGANIZATION_SCOPE");
+    EXPECT_ERROR(Deliveries(Admin("beta"), bad), kPermissionDenied, "ORGANIZATION_SCOPE");
+    v1::Webhook w;
+    w.set_name(bad);
+    EXPECT_ERROR(Update(Admin("beta"), w, {}), kPermissionDenied, "ORGANIZATION_SCOPE");
+    v1::DeleteWebhookRequest del;
+    del.set_name(bad);
+    EXPECT_ERROR(Call(Admin("beta"), &S::DeleteWebhook, del), kPermissionDenied, "ORGANIZATION_SCOPE");
+    v1::RotateWebhookSecretRequest rotate;
+    rotate.set_name(bad);
+    EXPECT_ERROR(Call(Admin("beta"), &S::RotateWebhookSecret, rotate), kPermissionDenied, "ORGANIZATION_SCOPE");
+    v1::ReplayWebhookDeliveryRequest replay;
+    replay.set_name(bad + "/deliveries/Bad!");
+    EXPECT_ERROR(Call(Admin("beta"), &S::ReplayWebhookDelivery, replay), kPermissionDenied, "ORGANIZATION_SCOPE");
+    // The organisation's own admin and a consortium admin hear what is wrong.
+    EXPECT_ERROR(Get(Root(), bad), kInvalidArgument, "INVALID_NAME");
+  }
+  v1::CreateWebhookRequest odd_parent;
+  odd_parent.set_parent("organizations/acme/extra");
+  EXPECT_ERROR(Call(Admin("beta"), &S::CreateWebhook, odd_parent), kPermissionDenied, "ORGANIZATION_SCOPE");
+  EXPECT_ERROR(Call(Admin("acme"), &S::CreateWebhook, odd_parent), kInvalidArgument, "INVALID_NAME");
+  v1::ListWebhooksRequest odd_list;
+  odd_list.set_parent("organizations/acme/");
+  EXPECT_ERROR(Call(Admin("beta"), &S::ListWebhooks, odd_list), kPermissionDenied, "ORGANIZATION_SCOPE");
+  EXPECT_ERROR(Get(Admin("acme"), "organizations/acme/webhooks/Bad_Id"), kInvalidArgument, "INVALID_NAME");
   // Other roles of the same organisation.
   for (Role role : {Role::kLabUser, Role::kFacilityStaff, Role::kAuditor}) {
     EXPECT_ERROR(Get(As("u", "acme", role), name), kPermissionDenied, "ROLE_NOT_ALLOWED");

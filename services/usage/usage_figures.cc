@@ -700,10 +700,15 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         }
       }
       // A session that ended (or a booking cancelled) is no longer open,
-      // and stays closed: a check-in folded after it opens nothing.
+      // and stays closed: a check-in folded after it opens nothing. (A
+      // booking cancelled without a session was never checked in: no marker.)
       if ((e.has_booking_checked_out() || e.has_booking_cancelled()) && any_name_ok(b->name())) {
-        ops.Raw("close", {kOpenSessions, kClosedSessions},
-                {b->name(), std::to_string(absl::ToUnixMillis(FromProto(e.header().event_time())))});
+        if (e.has_booking_checked_out() || b->session().has_start_time()) {
+          ops.Raw("close", {kOpenSessions, kClosedSessions},
+                  {b->name(), std::to_string(absl::ToUnixMillis(FromProto(e.header().event_time())))});
+        } else {
+          ops.Add(kOpenSessions, "hdel", b->name());
+        }
       }
       if (e.has_booking_checked_out() && b->has_session() && b->session().has_start_time() &&
           b->session().has_end_time()) {

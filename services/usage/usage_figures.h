@@ -34,10 +34,11 @@
 //                                     cancellation); they count at query time, up to
 //                                     the computation time (OpenSessions), not in the
 //                                     counters or the aggregates
-//   {usage}:closed                    HASH booking name -> unix ms of the event that closed it
-//                                     (BookingCheckedOut or BookingCancelled): written with the
-//                                     HDEL from {usage}:open; a check-in or block change folded
-//                                     after it (two replicas on one stream) opens nothing.
+//   {usage}:closed                    HASH booking name -> unix ms of the event that closed its
+//                                     session (BookingCheckedOut, or BookingCancelled of a
+//                                     booking with a session): written with the HDEL from
+//                                     {usage}:open; a check-in or block change folded after it
+//                                     (two replicas on one stream) opens nothing.
 //                                     labshare-archive removes the field with the booking
 //   {usage}:tsorder                   HASH service order name -> unix ms its quote was first
 //                                     accepted (the period its booking, its client's

@@ -852,6 +852,11 @@ TEST_F(UsageContractTest, ACheckInFoldedAfterItsCheckOutOpensNothing) {
                                 at(10, 9, 30), at(10, 11));
   const auto lease = lifecycle(LabBooking("l1", "lathe", labshare::type::v1::LEASE, at(11, 0), at(20, 0)),
                                at(11, 0), at(13, 12));
+  // A booking its booker cancels, never checked in: no closed marker.
+  bk::BookingEvent cancelled;
+  *cancelled.mutable_booking_cancelled()->mutable_booking() =
+      LabBooking("b2", "tem", labshare::type::v1::ON_SITE, at(14, 9), at(14, 10));
+  cancelled.mutable_booking_cancelled()->set_initiator(bk::Booking::BOOKER);
   v1::UsageFilter tem, lathe;
   tem.add_instruments("instruments/tem");
   lathe.add_instruments("instruments/lathe");
@@ -866,6 +871,7 @@ TEST_F(UsageContractTest, ACheckInFoldedAfterItsCheckOutOpensNothing) {
     RegisterLeasable("lathe", 6);
     for (int i : order) Fold("booking", onsite[static_cast<size_t>(i)]);
     for (int i : order) Fold("booking", lease[static_cast<size_t>(i)]);
+    Fold("booking", cancelled);
     EXPECT_EQ(pool_->Command({"HLEN", "{usage}:open"})->integer, 0);
     EXPECT_EQ(pool_->Command({"HLEN", "{usage}:closed"})->integer, 2);
     for (bool aggregates : {true, false}) {
@@ -879,6 +885,7 @@ TEST_F(UsageContractTest, ACheckInFoldedAfterItsCheckOutOpensNothing) {
       EXPECT_EQ(february.external_seconds(), 5400 + 3 * 6 * 3600);
       EXPECT_EQ(february.bookings(), 2);
       EXPECT_EQ(february.completed_bookings(), 2);
+      EXPECT_EQ(february.cancelled_bookings(), 1);
       EXPECT_EQ(february.users_served(), 1);
       EXPECT_EQ(february.organizations_served(), 1);
       const v1::UsageFigures march = Figures(mar, apr);

@@ -406,6 +406,10 @@ absl::StatusOr<int64_t> RemoveBooking(RedisPool* pool, const StoredBooking& b) {
   for (const auto& k : bk::BookingListingKeys(p, b.booking, "")) cmds.push_back({"ZREM", k, b.id});
   std::vector<std::string> touched;
   for (const auto& c : cmds) touched.push_back(c[1]);
+  // Usage's closed marker of its session (services/usage/usage_figures.h):
+  // every event of an archived booking was applied by usage, and the
+  // outboxes are trimmed below the cut, so no check-in of it can come back.
+  cmds.push_back({"HDEL", "{usage}:closed", b.booking.name()});
   LS_ASSIGN_OR_RETURN(auto replies, pool->Pipeline(cmds));
   for (const auto& r : replies) {
     if (r.is_error()) return absl::InternalError(absl::StrCat("removing booking ", b.id, ": ", r.str));

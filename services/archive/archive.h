@@ -14,7 +14,8 @@
 //          below). Removed with it: the document, its calendar entry
 //          (ZSET and end), its by-instrument and listing index members
 //          (all, user, owner, payer and cost-share organisations), its due
-//          entry and its {bk:ids} lookup; then every organisation listing
+//          entry, its {bk:ids} lookup and usage's closed marker of its
+//          session ({usage}:closed, usage_figures.h); then every organisation listing
 //          index ({bk:P}:ls:b:org:*, which includes the operator's, not
 //          named by the document) loses its members before the cut whose
 //          document is gone.

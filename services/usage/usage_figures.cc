@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/lua_guards.h"
@@ -31,7 +32,11 @@ using labshare::type::v1::SharingMode;
 
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
+// A field of a hash, as PreparedFold::reads names it.
+std::string Dependency(absl::string_view key, absl::string_view field) { return absl::StrCat(key, "\n", field); }
+
 constexpr char kOpenSessions[] = "{usage}:open";
+constexpr char kClosedSessions[] = "{usage}:closed";
 constexpr char kOrdersConfirmed[] = "{usage}:tsorder";
 const std::string kVersionsPrefix = "{usage}:ih:";
 
@@ -77,12 +82,18 @@ bool OtherCurrencyOf(absl::string_view counter, std::string* code) {
 //                    counted in, ip = {usage}:agg:ip:<id>)
 //   orgsz | org size a size class change of an organisation already counted
 //                    invalidates the aggregates (the hset op that follows stores it)
+//   open k c | f v   HSET k f v unless c holds f (a session whose check-out or
+//                    cancellation was folded first stays closed)
+//   close k c | f v  HDEL k f and HSET c f v (the closed marker)
+//   once k | f v     the event changes nothing but its marker when k holds f
+//                    already (checked before its first write); else HSET k f v
 // Per event: 1 folded, 0 folded before, 'E<error>' (nothing written).
 const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local SME, STARTUP = ARGV[1], ARGV[2]
 local nev = tonumber(ARGV[3])
-local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {8, 7}, srv = {9, 4}, inst = {1, 2}, orgsz = {0, 2}}
+local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {8, 7}, srv = {9, 4}, inst = {1, 2}, orgsz = {0, 2},
+            open = {2, 2}, close = {2, 2}, once = {1, 2}}
 local function K(i) return KEYS[tonumber(ARGV[i])] end
 for i = 1, 7 do
   if not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
@@ -162,7 +173,7 @@ for e = 1, nev do
     -- does not roll back): keys of the right type, counters that stay exact
     -- (each counter read once, by one HMGET per hash, which doubles as its
     -- type check; written by one HSET per hash).
-    local err, q = nil, s
+    local err, q, done = nil, s, false
     local incs, order = {}, {}
     local function plan(key, f, d)
       local x = incs[key]
@@ -207,6 +218,11 @@ for e = 1, nev do
               typed(K(q + 9), 'hash') or typed(K(q + 7), 'hash') or typed(K(q + 8), 'hash')
       elseif code == 'inst' then
         err = typed(K(q + 1), 'hash')
+      elseif code == 'open' or code == 'close' then
+        err = typed(K(q + 1), 'hash') or typed(K(q + 2), 'hash')
+      elseif code == 'once' then
+        err = typed(K(q + 1), 'hash')
+        if not err and redis.call('HEXISTS', K(q + 1), ARGV[a]) == 1 then done = true end
       elseif ar[1] == 1 then
         err = typed(K(q + 1), code == 'sadd' and 'set' or 'hash')
       end
@@ -247,6 +263,11 @@ for e = 1, nev do
     end
     if err then
       out[e] = 'E' .. err
+    elseif done then
+      -- A once op found its field: the event counted before (e.g. a quote
+      -- accepted again after a new quote); only its marker is written.
+      redis.call('HSET', KEYS[1], marker, 1)
+      out[e] = '1'
     else
       redis.call('HSET', KEYS[1], marker, 1)
       for _, key in ipairs(order) do
@@ -320,6 +341,13 @@ for e = 1, nev do
           redis.call('HSET', K(q + 1), ARGV[a], ARGV[a + 1])
         elseif code == 'hdel' then
           redis.call('HDEL', K(q + 1), ARGV[a])
+        elseif code == 'open' then
+          if redis.call('HEXISTS', K(q + 2), ARGV[a]) == 0 then redis.call('HSET', K(q + 1), ARGV[a], ARGV[a + 1]) end
+        elseif code == 'close' then
+          redis.call('HDEL', K(q + 1), ARGV[a])
+          redis.call('HSET', K(q + 2), ARGV[a], ARGV[a + 1])
+        elseif code == 'once' then
+          redis.call('HSET', K(q + 1), ARGV[a], ARGV[a + 1])
         elseif code == 'inst' then
           local id, v = ARGV[a], ARGV[a + 1]
           local old = redis.call('HGET', KEYS[4], id)
@@ -468,6 +496,8 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
                                                                      const StreamEvent& event) const {
   Ops ops;
   std::string event_id;
+  // The fields of state this event's preparation reads (Dependency).
+  std::vector<std::string> reads;
   // Every name that becomes part of a key, a field or a stored attribute is
   // checked first; an event naming a malformed one ("instruments/../x",
   // "organizations/*") changes no figure: it is only marked as seen.
@@ -572,6 +602,17 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
           e.has_booking_rejected() ? &e.booking_rejected().booking() : nullptr}) {
       if (candidate != nullptr) b = candidate;
     }
+    // What BookingPeriodTime and DayCap read.
+    auto period_reads = [&](const bk::Booking& rb) {
+      if (rb.mode() == labshare::type::v1::TECHNICAL_SERVICE && !rb.service_order().empty()) {
+        reads.push_back(Dependency(kOrdersConfirmed, rb.service_order()));
+      }
+    };
+    auto lease_cap_reads = [&](const bk::Booking& rb, bool at_handover) {
+      if (rb.mode() != labshare::type::v1::LEASE) return;
+      reads.push_back(Dependency("{usage}:instr", IdOf(rb.instrument())));
+      if (!at_handover) reads.push_back(Dependency(kOpenSessions, rb.name()));
+    };
     // Checked in (check-in, lease handover, start of a service run): the
     // session is open and counts at query time (OpenSessions) until its
     // BookingCheckedOut. When the block of a running session moves (lease
@@ -581,8 +622,11 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       if (any_name_ok(ob.name()) && name_ok(ob.instrument(), "instruments", false) &&
           name_ok(ob.payer_organization(), "organizations", true) && name_ok(ob.user(), "users", true) &&
           ob.has_session() && ob.session().has_start_time()) {
+        lease_cap_reads(ob, at_handover);
         LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(ob, at_handover));
-        ops.Add(kOpenSessions, "hset", ob.name(), absl::StrCat(cap, "|", ob.SerializeAsString()));
+        // Not when its check-out (or cancellation) was folded first (two
+        // replicas on one stream): the closed marker, checked in the step.
+        ops.Raw("open", {kOpenSessions, kClosedSessions}, {ob.name(), absl::StrCat(cap, "|", ob.SerializeAsString())});
       }
       return absl::OkStatus();
     };
@@ -599,11 +643,12 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       const bk::ServiceOrder& o = e.service_order_quote_accepted().service_order();
       const absl::Time at = o.has_quote_accept_time() ? FromProto(o.quote_accept_time())
                                                       : FromProto(e.header().event_time());
-      count(o.instrument(), at, "bk", labshare::type::v1::TECHNICAL_SERVICE, o.client_organization(), 1);
-      // Where its runs count as completed.
+      // Where its runs count as completed; counted at the first acceptance
+      // only: a quote accepted again after a new quote changes nothing.
       if (IsResourceName(o.name(), "serviceOrders")) {
-        ops.Add(kOrdersConfirmed, "hset", o.name(), std::to_string(absl::ToUnixMillis(at)));
+        ops.Raw("once", {kOrdersConfirmed}, {o.name(), std::to_string(absl::ToUnixMillis(at))});
       }
+      count(o.instrument(), at, "bk", labshare::type::v1::TECHNICAL_SERVICE, o.client_organization(), 1);
     }
     // A cancelled service order: after confirmation by the client side a
     // cancellation (late when booking says so) of that booking; before it,
@@ -619,7 +664,10 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
                                    prev == bk::ServiceOrder::SCHEDULED;
       const auto ts = labshare::type::v1::TECHNICAL_SERVICE;
       if (confirmed_order && client_side && o.has_quote_accept_time()) {
-        const absl::Time at = FromProto(o.quote_accept_time());
+        // In the period its booking counts in: its first acceptance (a
+        // quote accepted again carries the later time).
+        reads.push_back(Dependency(kOrdersConfirmed, o.name()));
+        LS_ASSIGN_OR_RETURN(const absl::Time at, OrderConfirmedTime(o.name(), FromProto(o.quote_accept_time())));
         count(o.instrument(), at, "canc", ts, o.client_organization(), 1);
         if (c.late_cancellation()) count(o.instrument(), at, "late", ts, o.client_organization(), 1);
       } else if ((prev == bk::ServiceOrder::REQUESTED || prev == bk::ServiceOrder::QUOTED) && !client_side &&
@@ -643,6 +691,7 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         // client's cancellations are the order's (ServiceOrderCancelled).
         const bool run = b->mode() == labshare::type::v1::TECHNICAL_SERVICE;
         if (c.cancelled_by_outage()) {
+          period_reads(*b);
           LS_ASSIGN_OR_RETURN(absl::Time counted_at, BookingPeriodTime(*b));
           count(b->instrument(), counted_at, "out", b->mode(), org, 1);
         } else if (c.initiator() == bk::Booking::BOOKER && !run) {
@@ -650,12 +699,21 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
           if (c.late_cancellation()) count(b->instrument(), start, "late", b->mode(), org, 1);
         }
       }
-      // A session that ended (or a booking cancelled) is no longer open.
+      // A session that ended (or a booking cancelled) is no longer open,
+      // and stays closed: a check-in folded after it opens nothing. (A
+      // booking cancelled without a session was never checked in: no marker.)
       if ((e.has_booking_checked_out() || e.has_booking_cancelled()) && any_name_ok(b->name())) {
-        ops.Add(kOpenSessions, "hdel", b->name());
+        if (e.has_booking_checked_out() || b->session().has_start_time()) {
+          ops.Raw("close", {kOpenSessions, kClosedSessions},
+                  {b->name(), std::to_string(absl::ToUnixMillis(FromProto(e.header().event_time())))});
+        } else {
+          ops.Add(kOpenSessions, "hdel", b->name());
+        }
       }
       if (e.has_booking_checked_out() && b->has_session() && b->session().has_start_time() &&
           b->session().has_end_time()) {
+        period_reads(*b);
+        lease_cap_reads(*b, /*at_handover=*/false);
         LS_ASSIGN_OR_RETURN(absl::Time counted_at, BookingPeriodTime(*b));
         count(b->instrument(), counted_at, "done", b->mode(), org, 1);
         const absl::Time s = FromProto(b->session().start_time()), en = FromProto(b->session().end_time());
@@ -715,6 +773,7 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
   PreparedFold out;
   out.send = true;
   out.marker = absl::StrCat(source, "|", event_id);
+  out.reads = std::move(reads);
   for (auto& op : ops.ops) {
     out.ops.push_back(PreparedFold::Op{op.code, std::move(op.keys), std::move(op.args)});
   }
@@ -724,9 +783,13 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
 absl::StatusOr<absl::Time> UsageFigures::BookingPeriodTime(const labshare::booking::v1::Booking& b) const {
   const absl::Time start = FromProto(b.reserved_interval().start_time());
   if (b.mode() != labshare::type::v1::TECHNICAL_SERVICE || b.service_order().empty()) return start;
-  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HGET", kOrdersConfirmed, b.service_order()}));
+  return OrderConfirmedTime(b.service_order(), start);
+}
+
+absl::StatusOr<absl::Time> UsageFigures::OrderConfirmedTime(const std::string& order, absl::Time otherwise) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HGET", kOrdersConfirmed, order}));
   int64_t ms = 0;
-  return !v.is_nil() && absl::SimpleAtoi(v.str, &ms) ? absl::FromUnixMillis(ms) : start;
+  return !v.is_nil() && absl::SimpleAtoi(v.str, &ms) ? absl::FromUnixMillis(ms) : otherwise;
 }
 
 absl::StatusOr<int64_t> UsageFigures::DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const {
@@ -791,21 +854,78 @@ absl::Status UsageFigures::Fold(absl::string_view source, const StreamEvent& eve
   return FoldBatch(source, {event})[0];
 }
 
-std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, const std::vector<StreamEvent>& events) {
-  std::vector<absl::Status> out(events.size());
-  std::vector<PreparedFold> prepared(events.size());
-  for (size_t i = 0; i < events.size(); ++i) {
-    auto p = PrepareFold(source, events[i]);
-    if (!p.ok()) {
-      out[i] = p.status();
-    } else {
-      prepared[i] = *std::move(p);
+namespace {
+
+// The hash fields ("<key>\n<field>") an event's step writes.
+template <typename OpList>
+std::vector<std::string> FieldsWritten(const OpList& ops) {
+  std::vector<std::string> out;
+  for (const auto& op : ops) {
+    if (op.args.empty()) continue;
+    if (op.code == "hset" || op.code == "hdel" || op.code == "open" || op.code == "close" || op.code == "once") {
+      for (const auto& k : op.keys) out.push_back(Dependency(k, op.args[0]));
     }
   }
+  return out;
+}
+
+}  // namespace
+
+std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, const std::vector<StreamEvent>& events) {
+  std::vector<absl::Status> out(events.size());
+  // Fields written by an event whose fold failed, with its status: an event
+  // prepared from one fails the same way (it stays pending and comes back
+  // after the event it depends on).
+  absl::flat_hash_map<std::string, absl::Status> failed;
+  size_t next = 0;
+  while (next < events.size()) {
+    // A group: the events from `next` up to the first that reads a field an
+    // earlier event of the group writes; that one is prepared again (and
+    // starts the next group) once the group is folded, so it sees the
+    // writes (a run's check-out after its order's acceptance, a lease's
+    // return after its handover).
+    std::vector<PreparedFold> group;
+    std::vector<size_t> index;
+    std::vector<std::vector<std::string>> writes;
+    absl::flat_hash_set<std::string> written;
+    for (; next < events.size(); ++next) {
+      auto p = PrepareFold(source, events[next]);
+      if (!p.ok()) {
+        out[next] = p.status();
+        continue;
+      }
+      if (!p->send) continue;
+      const bool waits = std::any_of(p->reads.begin(), p->reads.end(),
+                                     [&](const std::string& r) { return written.contains(r); });
+      if (waits) break;
+      std::vector<std::string> w = FieldsWritten(p->ops);
+      const auto blocked = std::find_if(p->reads.begin(), p->reads.end(),
+                                        [&](const std::string& r) { return failed.contains(r); });
+      if (blocked != p->reads.end()) {
+        out[next] = failed.at(*blocked);
+        for (auto& f : w) failed.emplace(std::move(f), out[next]);
+        continue;
+      }
+      written.insert(w.begin(), w.end());
+      writes.push_back(std::move(w));
+      group.push_back(*std::move(p));
+      index.push_back(next);
+    }
+    FoldPrepared(&group, index, &out);
+    for (size_t j = 0; j < index.size(); ++j) {
+      if (out[index[j]].ok()) continue;
+      for (auto& f : writes[j]) failed.emplace(std::move(f), out[index[j]]);
+    }
+  }
+  return out;
+}
+
+void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
+                                std::vector<absl::Status>* out) {
   // Steps of at most kMaxArgs arguments (one event is never split).
   constexpr size_t kMaxArgs = 60000;
   size_t i = 0;
-  while (i < events.size()) {
+  while (i < prepared->size()) {
     std::vector<std::string> keys = {"{usage}:applied", agg::kState, agg::kBuilt, agg::kAttributes, "{usage}:orgs",
                                      agg::kOrgsSeen, agg::kUnknown};
     absl::flat_hash_map<std::string, int> key_index;
@@ -813,12 +933,12 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
     std::vector<std::string> args = {std::to_string(static_cast<int>(iv::SME)),
                                      std::to_string(static_cast<int>(iv::START_UP)), "0"};
     std::vector<size_t> sent;
-    for (; i < events.size() && (sent.empty() || args.size() < kMaxArgs); ++i) {
-      if (!out[i].ok() || !prepared[i].send) continue;
-      args.push_back(prepared[i].marker);
+    for (; i < prepared->size() && (sent.empty() || args.size() < kMaxArgs); ++i) {
+      PreparedFold& p = (*prepared)[i];
+      args.push_back(p.marker);
       const size_t count_at = args.size();
       args.push_back("");
-      for (auto& op : prepared[i].ops) {
+      for (auto& op : p.ops) {
         args.push_back(op.code);
         for (auto& k : op.keys) {
           auto [it, fresh] = key_index.try_emplace(k, static_cast<int>(keys.size()) + 1);
@@ -828,29 +948,29 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
         for (auto& a : op.args) args.push_back(std::move(a));
       }
       args[count_at] = std::to_string(args.size() - count_at - 1);
-      sent.push_back(i);
+      sent.push_back(index[i]);
     }
-    if (sent.empty()) continue;
     args[2] = std::to_string(sent.size());
     if (fold_keys_hook_) fold_keys_hook_(keys);
     auto v = pool_->Eval(FoldScript(), keys, args);
     if (!v.ok()) {
-      for (size_t j : sent) out[j] = v.status();
+      for (size_t j : sent) (*out)[j] = v.status();
       continue;
     }
     if (!v->is_array() || v->elements.size() != sent.size()) {
-      for (size_t j : sent) out[j] = MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+      for (size_t j : sent) {
+        (*out)[j] = MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+      }
       continue;
     }
     for (size_t j = 0; j < sent.size(); ++j) {
       const std::string& r = v->elements[j].str;
       if (!r.empty() && r[0] == 'E') {
         LogError("redis script failed", {{"script", "usage fold"}, {"error", r.substr(1)}});
-        out[sent[j]] = MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "the figures could not be updated");
+        (*out)[sent[j]] = MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "the figures could not be updated");
       }
     }
   }
-  return out;
 }
 
 // ================================================================ figures

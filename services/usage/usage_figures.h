@@ -34,8 +34,16 @@
 //                                     cancellation); they count at query time, up to
 //                                     the computation time (OpenSessions), not in the
 //                                     counters or the aggregates
-//   {usage}:tsorder                   HASH service order name -> unix ms its quote was accepted
-//                                     (the period its booking and its run's completion count in)
+//   {usage}:closed                    HASH booking name -> unix ms of the event that closed its
+//                                     session (BookingCheckedOut, or BookingCancelled of a
+//                                     booking with a session): written with the HDEL from
+//                                     {usage}:open; a check-in or block change folded after it
+//                                     (two replicas on one stream) opens nothing.
+//                                     labshare-archive removes the field with the booking
+//   {usage}:tsorder                   HASH service order name -> unix ms its quote was first
+//                                     accepted (the period its booking, its client's
+//                                     cancellation and its run's completion count in); an
+//                                     acceptance folded when the field exists changes nothing
 // Figures of a range read whole years from the year hashes, whole months from
 // the month hashes and the remaining days from the day hashes, all
 // instruments in one pipelined round trip per bucket.
@@ -206,8 +214,16 @@ class UsageFigures {
     bool send = false;  // false: nothing to record (no event id, or it does not parse)
     std::string marker;
     std::vector<Op> ops;
+    // The hash fields ("<key>\n<field>") the preparation read: FoldBatch
+    // prepares an event that reads a field an earlier event of the batch
+    // writes only once that event is folded.
+    std::vector<std::string> reads;
   };
   absl::StatusOr<PreparedFold> PrepareFold(absl::string_view source, const StreamEvent& event) const;
+  // Folds prepared events (their statuses at out[index[i]]) in as few Lua
+  // steps as the argument budget allows; consumes their ops.
+  void FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
+                    std::vector<absl::Status>* out);
   // Seconds a day of the booking's session counts at most: LEASE the
   // counted hours per day in force at handover (at_handover: now; else the
   // cap its open session recorded, or as now), other modes 24 h.
@@ -215,6 +231,9 @@ class UsageFigures {
   // When a booking counts (bookings, completed_bookings): its reserved
   // start; a TECHNICAL_SERVICE run, when its service order was confirmed.
   absl::StatusOr<absl::Time> BookingPeriodTime(const labshare::booking::v1::Booking& b) const;
+  // When the service order was confirmed (its first acceptance,
+  // {usage}:tsorder); `otherwise` when it was not folded.
+  absl::StatusOr<absl::Time> OrderConfirmedTime(const std::string& order, absl::Time otherwise) const;
   // A checked-in session not checked out yet, as it counts at `now`.
   struct OpenSession {
     int mode = 0;

@@ -258,6 +258,11 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
   SetState(ids_[4], bv1::Booking::MISSED);
   clock_.Set(At(kY + 1, 2, 1));
   const int p = bk::keys::Partition("i1");
+  // Usage's closed markers of the sessions (usage_figures.h): an archived
+  // booking's goes with it.
+  for (size_t k = 0; k < 6; ++k) {
+    ASSERT_TRUE(pool_->Command({"HSET", "{usage}:closed", "bookings/" + ids_[k], "1"}).ok());
+  }
   const int64_t keys_before = DbSize();
   const int64_t memory_before = UsedMemory();
   auto head_before = chain_->Head();
@@ -315,6 +320,8 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
     EXPECT_FALSE(Exists(usage::audit_keys::Index("resource", "bookings/" + ids_[static_cast<size_t>(k)])));
   }
   EXPECT_TRUE(Exists(bk::keys::Booking(p, ids_[5])));
+  EXPECT_EQ(pool_->Command({"HLEN", "{usage}:closed"})->integer, 1);
+  EXPECT_EQ(pool_->Command({"HEXISTS", "{usage}:closed", "bookings/" + ids_[5]})->integer, 1);
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::Calendar(p, "i1")})->integer, 4);  // ids_[5] and later_
   EXPECT_EQ(pool_->Command({"HLEN", bk::keys::CalendarEnds(p, "i1")})->integer, 4);
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ByInstrument(p, "i1")})->integer, 4);

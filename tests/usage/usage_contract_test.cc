@@ -105,13 +105,18 @@ class UsageContractTest : public ::testing::Test {
     return out;
   }
 
-  // Folds one event of `source` under a fresh event id.
+  // The outbox entry of `event` under a fresh event id.
   template <typename Event>
-  void Fold(const std::string& source, Event event) {
+  StreamEvent Entry(Event event) {
     event.mutable_header()->set_event_id(absl::StrCat("fig", ++next_event_));
     StreamEvent e;
     e.payload = event.SerializeAsString();
-    ASSERT_TRUE(figures_->Fold(source, e).ok());
+    return e;
+  }
+  // Folds one event of `source` under a fresh event id.
+  template <typename Event>
+  void Fold(const std::string& source, Event event) {
+    ASSERT_TRUE(figures_->Fold(source, Entry(std::move(event))).ok());
   }
   // An instrument of `owner` registered on 1 January 2026.
   void Register(const std::string& id, const std::string& owner, const std::string& category = "sem") {
@@ -123,6 +128,25 @@ class UsageContractTest : public ::testing::Test {
     in->set_daily_available_hours(24);
     *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
     Fold("inventory", e);
+  }
+  // A leasable instrument of organizations/own counting `counted_hours` a
+  // day of a lease, registered (or changed) with a create_time of 1 January 2026.
+  void RegisterLeasable(const std::string& id, int counted_hours) {
+    labshare::inventory::v1::InventoryEvent e;
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/" + id);
+    in->set_owner_organization("organizations/own");
+    in->set_daily_available_hours(24);
+    auto* m = in->add_modes();
+    m->set_mode(labshare::type::v1::LEASE);
+    m->mutable_lease_rules()->set_counted_hours_per_day(counted_hours);
+    *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
+    Fold("inventory", e);
+  }
+  // An empty store, as SetUp leaves it before its audit entries.
+  void Reset() {
+    testing::FlushAll(*redis_);
+    ASSERT_TRUE(figures_->MigrateAggregates().ok());
   }
   // A posted charge: `amount` of service income of `payer` in `currency` at `at`.
   void Charge(const std::string& id, const std::string& payer, const std::string& currency, int64_t amount,
@@ -432,19 +456,7 @@ TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumera
 TEST_F(UsageContractTest, OpenSessionsCountUpToTheComputationTime) {
   namespace bk = labshare::booking::v1;
   Register("tem", "organizations/own");
-  auto register_lathe = [&](int counted_hours) {  // a leasable instrument
-    labshare::inventory::v1::InventoryEvent e;
-    auto* in = e.mutable_instrument_changed()->mutable_instrument();
-    in->set_name("instruments/lathe");
-    in->set_owner_organization("organizations/own");
-    in->set_daily_available_hours(24);
-    auto* m = in->add_modes();
-    m->set_mode(labshare::type::v1::LEASE);
-    m->mutable_lease_rules()->set_counted_hours_per_day(counted_hours);
-    *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
-    Fold("inventory", e);
-  };
-  register_lathe(6);
+  RegisterLeasable("lathe", 6);
   auto at = [&](int month, int day, int hour, int minute = 0) {
     return absl::FromCivil(absl::CivilSecond(2027, month, day, hour, minute, 0), zone_);
   };
@@ -512,7 +524,7 @@ TEST_F(UsageContractTest, OpenSessionsCountUpToTheComputationTime) {
   *out.mutable_booking_checked_out()->mutable_booking() = b;
   Fold("booking", out);
   // The lathe's rules change after the handover; the lease is returned on 2 Mar 12:00.
-  register_lathe(12);
+  RegisterLeasable("lathe", 12);
   *lease.mutable_session()->mutable_end_time() = ToProto(at(3, 2, 12));
   *out.mutable_booking_checked_out()->mutable_booking() = lease;
   Fold("booking", out);
@@ -798,6 +810,239 @@ TEST_F(UsageContractTest, AServiceOrderCountsOnceWhenConfirmed) {
     EXPECT_EQ(Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1)).bookings(), 2);  // o1, o2
     EXPECT_EQ(Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1)).bookings(), 0);
     EXPECT_EQ(Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1)).bookings(), 2);
+  }
+}
+
+// Sessions stay in {usage}:open until their check-out. Two usage replicas on
+// one stream (a catch-up) can fold a check-out before its check-in, or
+// before a block change of the running session: the closed marker keeps the
+// session closed, and every figure is the one of the events in order.
+TEST_F(UsageContractTest, ACheckInFoldedAfterItsCheckOutOpensNothing) {
+  namespace bk = labshare::booking::v1;
+  auto at = [&](int day, int hour, int minute = 0) {
+    return absl::FromCivil(absl::CivilSecond(2027, 2, day, hour, minute, 0), zone_);
+  };
+  auto lifecycle = [&](bk::Booking b, absl::Time in_at, absl::Time out_at) {
+    std::vector<bk::BookingEvent> events;
+    bk::BookingEvent created;
+    *created.mutable_booking_created()->mutable_booking() = b;
+    events.push_back(created);
+    b.set_state(bk::Booking::CHECKED_IN);
+    *b.mutable_session()->mutable_start_time() = ToProto(in_at);
+    bk::BookingEvent in;
+    *in.mutable_booking_checked_in()->mutable_booking() = b;
+    events.push_back(in);
+    // The running session's block cut by 30 minutes (a maintenance window).
+    *b.mutable_reserved_interval()->mutable_end_time() =
+        ToProto(FromProto(b.reserved_interval().end_time()) - absl::Minutes(30));
+    bk::BookingEvent cut;
+    *cut.mutable_booking_interval_changed()->mutable_booking() = b;
+    events.push_back(cut);
+    b.set_state(bk::Booking::COMPLETED);
+    *b.mutable_session()->mutable_end_time() = ToProto(out_at);
+    bk::BookingEvent out;
+    *out.mutable_booking_checked_out()->mutable_booking() = b;
+    events.push_back(out);
+    return events;  // created, in, cut, out
+  };
+  // On-site on the tem, reserved 10 Feb 09:00-12:00, used 09:30-11:00; a
+  // lease of the lathe (6 counted hours a day) handed over 11 Feb 00:00,
+  // returned 13 Feb 12:00.
+  const auto onsite = lifecycle(LabBooking("b1", "tem", labshare::type::v1::ON_SITE, at(10, 9), at(10, 12)),
+                                at(10, 9, 30), at(10, 11));
+  const auto lease = lifecycle(LabBooking("l1", "lathe", labshare::type::v1::LEASE, at(11, 0), at(20, 0)),
+                               at(11, 0), at(13, 12));
+  // A booking its booker cancels, never checked in: no closed marker.
+  bk::BookingEvent cancelled;
+  *cancelled.mutable_booking_cancelled()->mutable_booking() =
+      LabBooking("b2", "tem", labshare::type::v1::ON_SITE, at(14, 9), at(14, 10));
+  cancelled.mutable_booking_cancelled()->set_initiator(bk::Booking::BOOKER);
+  v1::UsageFilter tem, lathe;
+  tem.add_instruments("instruments/tem");
+  lathe.add_instruments("instruments/lathe");
+  const absl::CivilDay feb(2027, 2, 1), mar(2027, 3, 1), apr(2027, 4, 1);
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 5), zone_));
+  // The events in the order given by `order` (indexes into created, in, cut, out).
+  for (const std::vector<int>& order : {std::vector<int>{0, 1, 2, 3}, std::vector<int>{0, 3, 1, 2},
+                                        std::vector<int>{0, 3, 2, 1}, std::vector<int>{0, 1, 3, 2}}) {
+    SCOPED_TRACE(absl::StrCat("order ", order[1], order[2], order[3]));
+    Reset();
+    Register("tem", "organizations/own");
+    RegisterLeasable("lathe", 6);
+    for (int i : order) Fold("booking", onsite[static_cast<size_t>(i)]);
+    for (int i : order) Fold("booking", lease[static_cast<size_t>(i)]);
+    Fold("booking", cancelled);
+    EXPECT_EQ(pool_->Command({"HLEN", "{usage}:open"})->integer, 0);
+    EXPECT_EQ(pool_->Command({"HLEN", "{usage}:closed"})->integer, 2);
+    for (bool aggregates : {true, false}) {
+      figures_->set_use_aggregates(aggregates);
+      SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+      const v1::UsageFigures february = Figures(feb, mar);
+      EXPECT_EQ(Figures(feb, mar, tem).effective_seconds(), 5400);
+      // 6 h on each of 11, 12 and 13 Feb.
+      EXPECT_EQ(Figures(feb, mar, lathe).effective_seconds(), 3 * 6 * 3600);
+      EXPECT_EQ(february.effective_seconds(), 5400 + 3 * 6 * 3600);
+      EXPECT_EQ(february.external_seconds(), 5400 + 3 * 6 * 3600);
+      EXPECT_EQ(february.bookings(), 2);
+      EXPECT_EQ(february.completed_bookings(), 2);
+      EXPECT_EQ(february.cancelled_bookings(), 1);
+      EXPECT_EQ(february.users_served(), 1);
+      EXPECT_EQ(february.organizations_served(), 1);
+      const v1::UsageFigures march = Figures(mar, apr);
+      EXPECT_EQ(march.effective_seconds(), 0);
+      EXPECT_EQ(march.completed_bookings(), 0);
+      EXPECT_EQ(march.bookings(), 0);
+    }
+  }
+}
+
+// bookings: one per service order "when its service order was confirmed":
+// a quote accepted again after a new quote (IssueQuote on a QUOTE_ACCEPTED
+// order) counts nothing more, and the order's period stays that of its
+// first acceptance (its run's completion, its client's cancellation).
+TEST_F(UsageContractTest, AQuoteAcceptedAgainCountsTheOrderOnce) {
+  namespace bk = labshare::booking::v1;
+  Register("nmr", "organizations/own");
+  auto time = [&](int month, int day, int hour) {
+    return absl::FromCivil(absl::CivilSecond(2026, month, day, hour, 0, 0), zone_);
+  };
+  auto accept = [&](bk::ServiceOrder o, absl::Time when) {
+    o.set_state(bk::ServiceOrder::QUOTE_ACCEPTED);
+    *o.mutable_quote_accept_time() = ToProto(when);
+    bk::BookingEvent qa;
+    *qa.mutable_service_order_quote_accepted()->mutable_service_order() = o;
+    Fold("booking", qa);
+    return o;
+  };
+  bk::ServiceOrder o;
+  o.set_name("serviceOrders/o1");
+  o.set_instrument("instruments/nmr");
+  o.set_client_organization("organizations/lab");
+  o.set_requester("users/ana");
+  *o.mutable_create_time() = ToProto(time(3, 20, 9));
+  accept(o, time(3, 30, 10));
+  bk::BookingEvent quoted;
+  *quoted.mutable_service_order_quoted()->mutable_service_order() = o;
+  Fold("booking", quoted);
+  o = accept(o, time(4, 2, 10));
+  // Its run on 6 April 09:00-11:00.
+  bk::Booking run = LabBooking("r1", "nmr", labshare::type::v1::TECHNICAL_SERVICE, time(4, 6, 9), time(4, 6, 11));
+  run.set_service_order(o.name());
+  bk::BookingEvent created;
+  *created.mutable_booking_created()->mutable_booking() = run;
+  Fold("booking", created);
+  *run.mutable_session()->mutable_start_time() = run.reserved_interval().start_time();
+  *run.mutable_session()->mutable_end_time() = run.reserved_interval().end_time();
+  bk::BookingEvent ended;
+  *ended.mutable_booking_checked_out()->mutable_booking() = run;
+  Fold("booking", ended);
+  // A second order, accepted on 30 March and again on 2 April, cancelled
+  // late by its client.
+  bk::ServiceOrder o2 = o;
+  o2.set_name("serviceOrders/o2");
+  accept(o2, time(3, 30, 11));
+  *quoted.mutable_service_order_quoted()->mutable_service_order() = o2;
+  Fold("booking", quoted);
+  o2 = accept(o2, time(4, 2, 11));
+  bk::BookingEvent cancelled;
+  cancelled.mutable_header()->set_actor_organization("organizations/lab");
+  auto* c = cancelled.mutable_service_order_cancelled();
+  *c->mutable_service_order() = o2;
+  c->mutable_service_order()->set_state(bk::ServiceOrder::CANCELLED);
+  c->set_previous_state(bk::ServiceOrder::QUOTE_ACCEPTED);
+  c->set_late_cancellation(true);
+  Fold("booking", cancelled);
+  EXPECT_EQ(pool_->Command({"HGET", "{usage}:tsorder", "serviceOrders/o1"})->str,
+            std::to_string(absl::ToUnixMillis(time(3, 30, 10))));
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    const v1::UsageFigures march = Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+    EXPECT_EQ(march.bookings(), 2);
+    EXPECT_EQ(march.completed_bookings(), 1);
+    EXPECT_EQ(march.cancelled_bookings(), 1);
+    EXPECT_EQ(march.late_cancelled_bookings(), 1);
+    EXPECT_EQ(march.rejected_requests(), 0);
+    const v1::UsageFigures april = Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1));
+    EXPECT_EQ(april.bookings(), 0);
+    EXPECT_EQ(april.completed_bookings(), 0);
+    EXPECT_EQ(april.cancelled_bookings(), 0);
+    EXPECT_EQ(april.late_cancelled_bookings(), 0);
+    EXPECT_EQ(april.rejected_requests(), 0);
+    EXPECT_EQ(april.effective_seconds(), 7200);
+    const v1::UsageFigures year = Figures(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+    EXPECT_EQ(year.bookings(), 2);
+    EXPECT_EQ(year.completed_bookings(), 1);
+    EXPECT_EQ(year.cancelled_bookings(), 1);
+  }
+}
+
+// A consumer read is folded as one batch (FoldBatch): an event prepared from
+// what an earlier event of the same batch writes (a run's completion counts
+// when its order's quote was accepted; a lease's return, the counted hours
+// recorded at its handover) sees that write, so a batch gives the figures of
+// its events folded one by one.
+TEST_F(UsageContractTest, ABatchFoldsLikeItsEventsOneByOne) {
+  namespace bk = labshare::booking::v1;
+  auto time = [&](int month, int day, int hour) {
+    return absl::FromCivil(absl::CivilSecond(2026, month, day, hour, 0, 0), zone_);
+  };
+  std::vector<bk::BookingEvent> events;
+  bk::ServiceOrder o;
+  o.set_name("serviceOrders/o1");
+  o.set_instrument("instruments/nmr");
+  o.set_client_organization("organizations/lab");
+  o.set_state(bk::ServiceOrder::QUOTE_ACCEPTED);
+  *o.mutable_quote_accept_time() = ToProto(time(3, 30, 10));
+  events.emplace_back();
+  *events.back().mutable_service_order_quote_accepted()->mutable_service_order() = o;
+  // The run on 6 April 09:00-11:00 and the lease of the lathe (handed over
+  // 6 April 00:00, returned 7 April 12:00), each created, started, ended.
+  for (bk::Booking b : {LabBooking("r1", "nmr", labshare::type::v1::TECHNICAL_SERVICE, time(4, 6, 9), time(4, 6, 11)),
+                        LabBooking("l1", "lathe", labshare::type::v1::LEASE, time(4, 6, 0), time(4, 9, 0))}) {
+    if (b.mode() == labshare::type::v1::TECHNICAL_SERVICE) b.set_service_order(o.name());
+    events.emplace_back();
+    *events.back().mutable_booking_created()->mutable_booking() = b;
+    *b.mutable_session()->mutable_start_time() = b.reserved_interval().start_time();
+    events.emplace_back();
+    *events.back().mutable_booking_checked_in()->mutable_booking() = b;
+    *b.mutable_session()->mutable_end_time() =
+        b.mode() == labshare::type::v1::LEASE ? ToProto(time(4, 7, 12)) : b.reserved_interval().end_time();
+    events.emplace_back();
+    *events.back().mutable_booking_checked_out()->mutable_booking() = b;
+  }
+  v1::UsageFilter nmr, lathe;
+  nmr.add_instruments("instruments/nmr");
+  lathe.add_instruments("instruments/lathe");
+  clock_.Set(time(5, 1, 0));
+  for (bool batch : {false, true}) {
+    SCOPED_TRACE(batch ? "one batch" : "one by one");
+    Reset();
+    Register("nmr", "organizations/own");
+    RegisterLeasable("lathe", 6);
+    if (batch) {
+      std::vector<StreamEvent> entries;
+      for (const auto& e : events) entries.push_back(Entry(e));
+      for (const absl::Status& s : figures_->FoldBatch("booking", entries)) EXPECT_TRUE(s.ok()) << s;
+    } else {
+      for (const auto& e : events) Fold("booking", e);
+    }
+    for (bool aggregates : {true, false}) {
+      figures_->set_use_aggregates(aggregates);
+      SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+      const v1::UsageFigures march = Figures(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1), nmr);
+      EXPECT_EQ(march.bookings(), 1);
+      EXPECT_EQ(march.completed_bookings(), 1);
+      const v1::UsageFigures april = Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1), nmr);
+      EXPECT_EQ(april.bookings(), 0);
+      EXPECT_EQ(april.completed_bookings(), 0);
+      EXPECT_EQ(april.effective_seconds(), 7200);
+      const v1::UsageFigures leased = Figures(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1), lathe);
+      EXPECT_EQ(leased.effective_seconds(), 2 * 6 * 3600);
+      EXPECT_EQ(leased.bookings(), 1);
+      EXPECT_EQ(leased.completed_bookings(), 1);
+    }
+    EXPECT_EQ(pool_->Command({"HLEN", "{usage}:open"})->integer, 0);
   }
 }
 

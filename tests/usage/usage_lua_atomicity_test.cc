@@ -61,6 +61,45 @@ class UsageLuaAtomicityTest : public ::testing::Test {
     return out;
   }
 
+  // Service order o-<event id> of `instrument`, its quote accepted on
+  // 2026-03-01 (UTC).
+  StreamEvent QuoteAccepted(const std::string& event_id, const std::string& instrument) {
+    bk::BookingEvent e;
+    e.mutable_header()->set_event_id(event_id);
+    bk::ServiceOrder* o = e.mutable_service_order_quote_accepted()->mutable_service_order();
+    o->set_name("serviceOrders/o-" + event_id);
+    o->set_instrument("instruments/" + instrument);
+    o->set_client_organization("organizations/o1");
+    o->set_state(bk::ServiceOrder::QUOTE_ACCEPTED);
+    *o->mutable_quote_accept_time() =
+        ToProto(absl::FromCivil(absl::CivilSecond(2026, 3, 1, 10, 0, 0), absl::UTCTimeZone()));
+    StreamEvent out;
+    out.payload = e.SerializeAsString();
+    return out;
+  }
+  // The run of service order `order` on `instrument`, 2026-04-02 10:00-11:00
+  // (UTC), checked out.
+  StreamEvent RunCheckedOut(const std::string& event_id, const std::string& order, const std::string& instrument) {
+    bk::BookingEvent e;
+    e.mutable_header()->set_event_id(event_id);
+    bk::Booking* b = e.mutable_booking_checked_out()->mutable_booking();
+    b->set_name("bookings/run-" + event_id);
+    b->set_instrument("instruments/" + instrument);
+    b->set_user("users/u1");
+    b->set_payer_organization("organizations/o1");
+    b->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+    b->set_service_order(order);
+    b->set_state(bk::Booking::COMPLETED);
+    const absl::Time start = absl::FromCivil(absl::CivilSecond(2026, 4, 2, 10, 0, 0), absl::UTCTimeZone());
+    *b->mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b->mutable_reserved_interval()->mutable_end_time() = ToProto(start + absl::Hours(1));
+    *b->mutable_session()->mutable_start_time() = ToProto(start);
+    *b->mutable_session()->mutable_end_time() = ToProto(start + absl::Hours(1));
+    StreamEvent out;
+    out.payload = e.SerializeAsString();
+    return out;
+  }
+
   void Redis(const std::vector<std::string>& cmd) {
     auto v = pool_->Command(cmd);
     ASSERT_TRUE(v.ok()) << v.status();
@@ -149,6 +188,49 @@ TEST_F(UsageLuaAtomicityTest, FoldBatchFailsOnlyTheEventWithTheBadKey) {
   EXPECT_EQ(after.at("{usage}:y:i2:2026"), before.at("{usage}:y:i2:2026"));
   EXPECT_EQ(after.count("{usage}:d:i2:20260302"), 0u);
   EXPECT_EQ(after.count("{usage}:m:i2:202603"), 0u);
+}
+
+// The closed markers and the confirmation times are checked with the
+// counters, before the first write.
+TEST_F(UsageLuaAtomicityTest, FoldWithTheClosedMarkersOfTheWrongType) {
+  Spoil("{usage}:closed");
+  ExpectFailsUnchanged([&] { return figures_->Fold("booking", RunCheckedOut("e1", "serviceOrders/x", "i1")); });
+}
+
+TEST_F(UsageLuaAtomicityTest, FoldWithTheConfirmationTimesOfTheWrongType) {
+  Spoil("{usage}:tsorder");
+  ExpectFailsUnchanged([&] { return figures_->Fold("booking", QuoteAccepted("e1", "i1")); });
+}
+
+// A batch event prepared from what an earlier one of the batch writes (a
+// run's completion from its order's acceptance) is prepared after that one
+// is folded; when that fold failed, the dependent event fails too (nothing
+// written, left for redelivery) while the others fold. Redelivered once the
+// key is repaired, the run's completion counts in the acceptance's month.
+TEST_F(UsageLuaAtomicityTest, ABatchEventDependingOnAFailedOneFailsToo) {
+  // Written by the acceptance only (the run's own keys are fine).
+  Spoil("{usage}:d:i2:20260301");
+  const std::vector<StreamEvent> batch = {QuoteAccepted("e1", "i2"), RunCheckedOut("e2", "serviceOrders/o-e1", "i2"),
+                                          Created("e3")};
+  auto st = figures_->FoldBatch("booking", batch);
+  ASSERT_EQ(st.size(), 3u);
+  EXPECT_EQ(st[0].code(), absl::StatusCode::kInternal) << st[0];
+  EXPECT_EQ(st[1].code(), absl::StatusCode::kInternal) << st[1];
+  EXPECT_TRUE(st[2].ok()) << st[2];
+  auto applied = pool_->Command({"HMGET", "{usage}:applied", "booking|e1", "booking|e2", "booking|e3"});
+  ASSERT_TRUE(applied.ok());
+  ASSERT_EQ(applied->elements.size(), 3u);
+  EXPECT_TRUE(applied->elements[0].is_nil());
+  EXPECT_TRUE(applied->elements[1].is_nil());
+  EXPECT_EQ(applied->elements[2].str, "1");
+  EXPECT_EQ(pool_->Command({"EXISTS", "{usage}:m:i2:202604", "{usage}:m:i2:202603"})->integer, 0);
+
+  Redis({"DEL", "{usage}:d:i2:20260301"});
+  for (const absl::Status& s : figures_->FoldBatch("booking", batch)) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(pool_->Command({"HGET", "{usage}:m:i2:202603", "done|4|organizations/o1"})->str, "1");
+  EXPECT_EQ(pool_->Command({"HGET", "{usage}:m:i2:202603", "bk|4|organizations/o1"})->str, "1");
+  EXPECT_EQ(pool_->Command({"HGET", "{usage}:m:i2:202604", "eff|4|organizations/o1"})->str, "3600");
+  EXPECT_EQ(pool_->Command({"HEXISTS", "{usage}:m:i2:202604", "done|4|organizations/o1"})->integer, 0);
 }
 
 // ---------------------------------------------------------------- audit

@@ -841,6 +841,20 @@ absl::Status BookingManager::FollowInstrumentOperator(const inv::Instrument& ins
   return RefileOperator(*store_, id, etag, instrument.operator_organization(), options).status();
 }
 
+absl::StatusOr<int64_t> BookingManager::RefileStaleOperators(const RefileOptions& options) {
+  return labshare::booking::RefileStaleOperators(
+      *store_,
+      [this](const std::string& id) -> absl::StatusOr<std::optional<CurrentOperator>> {
+        auto in = inventory_->Instrument("instruments/" + id);
+        if (!in.ok() && in.status().code() == absl::StatusCode::kNotFound) return std::optional<CurrentOperator>();
+        LS_RETURN_IF_ERROR(in.status());
+        CurrentOperator now{(*in)->operator_organization(), 0};
+        if (!absl::SimpleAtoi((*in)->etag(), &now.etag)) return std::optional<CurrentOperator>();
+        return std::optional<CurrentOperator>(std::move(now));
+      },
+      options);
+}
+
 // ================================================================ transitions
 
 absl::StatusOr<v1::Booking> BookingManager::Transition(

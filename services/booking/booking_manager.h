@@ -165,6 +165,11 @@ class BookingManager {
   // (RefileOperator, booking_lists.h). Idempotent; OK only once complete.
   absl::Status FollowInstrumentOperator(const labshare::inventory::v1::Instrument& instrument,
                                         const RefileOptions& options = {});
+  // Start-up, after MigrateListings: re-files the instruments whose
+  // listing entries an older version left under a former operator
+  // (RefileStaleOperators, booking_lists.h; the operator from the
+  // inventory cache). Once, then a marker; returns how many it re-filed.
+  absl::StatusOr<int64_t> RefileStaleOperators(const RefileOptions& options = {});
 
  private:
   // The operator a create step's listing keys name, as read from inventory

@@ -65,7 +65,10 @@
 //                            the longest blocked end - reserved start (ms) of
 //                            any booking of the partition (time-range bound).
 //                            MigrateListings fills them for older data, then
-//                            sets {booking}:migrated:lists.
+//                            sets {booking}:migrated:lists;
+//                            RefileStaleOperators then re-files those under
+//                            a former operator, and sets
+//                            {booking}:migrated:refile.
 //   {bk:P}:ls:op:<instr>     HASH {org: operator organisation name, etag:
 //                            inventory's instrument etag}: the operator the
 //                            "org" listing entries of the instrument's

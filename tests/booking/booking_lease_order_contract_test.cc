@@ -722,6 +722,31 @@ TEST_F(CreateBookingContractTest, ALeaseOrRunRetryReturnsTheFirstAnswer) {
 // Item 4: TECHNICAL_SERVICE books "the run of booking.service_order (in
 // SAMPLES_RECEIVED)", "ORDER_STATE: the service order is not in
 // SAMPLES_RECEIVED": a scheduled order is not rescheduled by CreateBooking.
+// A TECHNICAL_SERVICE create acknowledged by a version that booked the run
+// through ScheduleService (its record under that method, holding the
+// order), retried after the upgrade: the run, not ORDER_STATE.
+TEST_F(CreateBookingContractTest, ARunRetriedAcrossTheUpgradeFindsTheOlderVersionsRecord) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SAMPLES_RECEIVED), scheduled;
+  const auto run = RunOf(o.name(), day_ + absl::Hours(9), day_ + absl::Hours(11), "run-u");
+  v1::ScheduleServiceRequest older;  // what that version's CreateBooking sent to ScheduleService
+  older.set_name(o.name());
+  *older.mutable_interval() = run.booking().reserved_interval();
+  older.set_request_id("run-u");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ScheduleService, older, &scheduled, staff_).ok());
+  v1::Booking b;
+  grpc::Status s = Create(run, &b, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(b.name(), scheduled.booking());
+  EXPECT_EQ(b.service_order(), o.name());
+  EXPECT_EQ(b.state(), v1::Booking::CONFIRMED);
+  int created = 0;
+  for (const auto& e : Events()) created += e.has_booking_created();
+  EXPECT_EQ(created, 1);
+  // Not a retry (other content): the order is booked already.
+  ExpectError(Create(RunOf(o.name(), day_ + absl::Hours(12), day_ + absl::Hours(13), "run-v"), &b, staff_),
+              grpc::StatusCode::FAILED_PRECONDITION, "ORDER_STATE", "another run of the order");
+}
+
 TEST_F(CreateBookingContractTest, ARunIsBookedOnlyForAnOrderWithItsSamples) {
   v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), got;
   v1::Booking b;

@@ -651,7 +651,7 @@ absl::StatusOr<int64_t> RefileStaleOperators(
   LS_ASSIGN_OR_RETURN(RedisValue marker, store.docs().pool()->Command({"EXISTS", done}));
   if (marker.integer == 1) return 0;
   std::set<std::string> instruments;
-  for (const std::string index : {":bystart:", ":ls:o:instr:"}) {
+  for (const std::string& index : {std::string(":bystart:"), std::string(":ls:o:instr:")}) {
     std::string cursor = "0";
     do {
       LS_ASSIGN_OR_RETURN(auto step, store.ScanKeys(cursor, absl::StrCat("{bk:*}", index, "*")));

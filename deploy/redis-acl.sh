@@ -113,6 +113,10 @@ selector[inventory]=""
 keys[booking]="~{booking}* ~{bk:*}*"
 cmds[booking]="$base del exists hdel hgetall hincrby sadd smembers scan zcard zcount zrank \
 zrangebyscore zrevrangebyscore zrangebylex zrevrangebylex $outbox"
+# ZMSCORE: re-filing an instrument without a listing-operator record asks
+# which organisations' "org" listing indexes hold its entries
+# (booking_lists.h RefileOperator).
+cmds[booking]+=" zmscore"
 # Inventory's outbox: the maintenance-window consumer (group) and the cache
 # watcher (XREAD, XREVRANGE).
 selector[booking]="(~{inventory}:outbox resetchannels -@all $consumer xread xrevrange)"

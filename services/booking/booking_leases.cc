@@ -46,11 +46,59 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLease(const Principal& p,
   return RequestLeaseAs(p, "RequestLease", r, r.lease(), r.lease_id(), r.request_id(), r.validate_only());
 }
 
+namespace {
+
+// A stored first answer of a lease request: the lease, or for CreateBooking
+// (`booking_answer` set) the booking as created (a record of an older
+// version holds the lease: booking_answer stays empty and the caller reads
+// the booking).
+absl::StatusOr<v1::Lease> ReplayedLease(const std::string& bytes, v1::Booking* booking_answer) {
+  v1::Lease first;
+  if (booking_answer != nullptr) {
+    v1::Booking answer;
+    if (answer.ParseFromString(bytes) && absl::StartsWith(answer.name(), "bookings/")) {
+      *booking_answer = std::move(answer);
+      return first;
+    }
+    booking_answer->Clear();
+  }
+  if (!first.ParseFromString(bytes)) {
+    return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored answer is unreadable");
+  }
+  return first;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, absl::string_view method,
                                                          const google::protobuf::Message& request,
                                                          const v1::Lease& in, const std::string& lease_id,
                                                          const std::string& request_id, bool validate_only,
                                                          v1::Booking* booking_answer) {
+  absl::StatusOr<v1::Lease> out =
+      RequestLeaseChecked(p, method, request, in, lease_id, request_id, validate_only, booking_answer);
+  // A refusal from a check that runs before the step reads the stored answer
+  // (the instrument no longer offers LEASE, its buffers grew, ...): a retry
+  // of a request answered before gets its first answer all the same
+  // (types.proto), whatever became of the instrument since.
+  const absl::StatusCode code = out.status().code();
+  if (out.ok() || validate_only || request_id.empty() ||
+      (code != absl::StatusCode::kFailedPrecondition && code != absl::StatusCode::kNotFound)) {
+    return out;
+  }
+  auto instrument_id = ParseName(in.instrument(), "instruments", "lease.instrument");
+  if (!instrument_id.ok()) return out;
+  auto seen = store_->FindReplay(keys::Idempotency(keys::Partition(*instrument_id), method, request_id),
+                                 RequestFingerprint(method, request));
+  if (!seen.ok() || !*seen) return out;  // another request's record: refused as it was
+  return ReplayedLease(**seen, booking_answer);
+}
+
+absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p, absl::string_view method,
+                                                              const google::protobuf::Message& request,
+                                                              const v1::Lease& in, const std::string& lease_id,
+                                                              const std::string& request_id, bool validate_only,
+                                                              v1::Booking* booking_answer) {
   LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "lease.instrument"));
   // Authorization before validation: for whom the caller asks.
   LS_RETURN_IF_ERROR(CheckScopeOn("RequestLease", p, *inventory_, in.instrument(),
@@ -184,24 +232,8 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
     }
     return lease;
   }
-  // The first answer: the lease, or for CreateBooking the booking as created
-  // (a record of an older version holds the lease: booking_answer stays
-  // empty and the caller reads the booking).
-  const auto replayed = [&](const std::string& bytes) -> absl::StatusOr<v1::Lease> {
-    v1::Lease first;
-    if (as_booking) {
-      v1::Booking answer;
-      if (answer.ParseFromString(bytes) && absl::StartsWith(answer.name(), "bookings/")) {
-        *booking_answer = std::move(answer);
-        return first;
-      }
-      booking_answer->Clear();
-    }
-    if (!first.ParseFromString(bytes)) {
-      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored answer is unreadable");
-    }
-    return first;
-  };
+  // The first answer (ReplayedLease).
+  const auto replayed = [&](const std::string& bytes) { return ReplayedLease(bytes, booking_answer); };
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(partition, method, request_id);
   const std::string fingerprint = RequestFingerprint(method, request);
   bool reserved_id = false;

@@ -4,6 +4,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -431,16 +432,15 @@ absl::StatusOr<int64_t> MigrateListings(
 namespace {
 
 // The index writes that take one document's entries from `before` (the
-// keys the old operator gave it; unknown: none removed) to `after`.
-void Refile(const std::vector<std::string>& before, bool before_known, const std::vector<std::string>& after,
+// keys the old operator gave it) to `after`.
+void Refile(const std::vector<std::string>& before, const std::vector<std::string>& after,
             const std::string& member, int64_t score, std::vector<RefileOp>* ops) {
   auto in = [](const std::vector<std::string>& keys, const std::string& k) {
     return std::find(keys.begin(), keys.end(), k) != keys.end();
   };
   for (const auto& k : after) {
-    if (!before_known || !in(before, k)) ops->push_back({k, member, score, false});
+    if (!in(before, k)) ops->push_back({k, member, score, false});
   }
-  if (!before_known) return;
   for (const auto& k : before) {
     if (!in(after, k)) ops->push_back({k, member, score, true});
   }
@@ -452,15 +452,20 @@ std::vector<std::string> KeysOf(const std::vector<IndexOp>& ops) {
   return out;
 }
 
+// The member an entry of the instrument's booking ('b') or order ('o')
+// index has in the other listing indexes of its kind.
+std::string MemberOf(char kind, const ListingEntry& e) {
+  return kind == 'o' ? keys::IndexMember(e.ms, e.id) : e.id;
+}
+
 // One batch's writes: `entries` of the instrument's booking index (kind
 // 'b': each booking and, when it is one, its lease) or order index ('o').
 // `froms`: the operators the entries may be filed under now (the record's,
-// and the target of a re-filing that stopped part-way); with `seen.known`
-// false, none is known and entries are only added.
+// and the target of a re-filing that stopped part-way; without a record,
+// those FiledUnder finds).
 absl::StatusOr<std::vector<RefileOp>> RefileBatch(const BookingStore& store, int p, char kind,
                                                   const std::vector<ListingEntry>& entries,
-                                                  const ListingOperator& seen, const std::vector<std::string>& froms,
-                                                  const std::string& to) {
+                                                  const std::vector<std::string>& froms, const std::string& to) {
   std::vector<std::string> doc_keys;
   for (const auto& e : entries) {
     if (kind == 'b') {
@@ -482,16 +487,16 @@ absl::StatusOr<std::vector<RefileOp>> RefileBatch(const BookingStore& store, int
         v1::ServiceOrder o;
         if (!o.ParseFromString(docs[i]->data) || o.name().empty()) continue;
         const std::string member = keys::IndexMember(Ms(FromProto(o.create_time())), IdOf(o.name()));
-        Refile(KeysOf(OrderListingOps(p, o, from)), seen.known, KeysOf(OrderListingOps(p, o, to)), member, 0, &ops);
+        Refile(KeysOf(OrderListingOps(p, o, from)), KeysOf(OrderListingOps(p, o, to)), member, 0, &ops);
       } else if (i % 2 == 0) {
         v1::Booking b;
         if (!b.ParseFromString(docs[i]->data) || b.name().empty()) continue;
-        Refile(BookingListingKeys(p, b, from), seen.known, BookingListingKeys(p, b, to), IdOf(b.name()),
+        Refile(BookingListingKeys(p, b, from), BookingListingKeys(p, b, to), IdOf(b.name()),
                Ms(FromProto(b.reserved_interval().start_time())), &ops);
       } else {
         v1::Lease l;
         if (!l.ParseFromString(docs[i]->data) || l.name().empty()) continue;
-        Refile(LeaseListingKeys(p, l, from), seen.known, LeaseListingKeys(p, l, to), IdOf(l.name()),
+        Refile(LeaseListingKeys(p, l, from), LeaseListingKeys(p, l, to), IdOf(l.name()),
                Ms(FromProto(l.term().start_time())), &ops);
       }
     }
@@ -499,7 +504,54 @@ absl::StatusOr<std::vector<RefileOp>> RefileBatch(const BookingStore& store, int
   return ops;
 }
 
+// Without a record: of the `candidates` (organisation names), those whose
+// "org" index of the batch's kind holds any of its entries, after "" (the
+// keys every operator gives a document: the new operator's are added).
+absl::StatusOr<std::vector<std::string>> FiledUnder(const BookingStore& store, int p, char kind,
+                                                    const std::vector<ListingEntry>& entries,
+                                                    const std::vector<std::string>& candidates) {
+  std::vector<std::string> members;
+  for (const auto& e : entries) members.push_back(MemberOf(kind, e));
+  std::vector<std::pair<std::string, std::vector<std::string>>> sets;
+  for (const auto& org : candidates) {
+    for (char k : kind == 'o' ? std::string("o") : std::string("bl")) {
+      sets.push_back({keys::ListBy(p, k, "org", OrgId(org)), members});
+    }
+  }
+  LS_ASSIGN_OR_RETURN(std::vector<bool> hold, store.HoldAny(sets));
+  std::vector<std::string> out = {""};
+  for (size_t i = 0; i < sets.size(); ++i) {
+    const std::string& org = candidates[i / (kind == 'o' ? 1 : 2)];
+    if (hold[i] && std::find(out.begin(), out.end(), org) == out.end()) out.push_back(org);
+  }
+  return out;
+}
+
 }  // namespace
+
+absl::StatusOr<std::vector<std::vector<std::string>>> ListingOrgs(const BookingStore& store, int partition) {
+  std::vector<std::vector<std::string>> out(kPartitions);
+  const std::string pattern = absl::StrCat(partition < 0 ? "{bk:*}" : keys::Tag(partition), ":ls:?:org:*");
+  std::string cursor = "0";
+  do {
+    LS_ASSIGN_OR_RETURN(auto step, store.ScanKeys(cursor, pattern));
+    cursor = step.first;
+    for (const auto& key : step.second) {
+      // "{bk:<p>}:ls:<kind>:org:<org id>"
+      const size_t close = key.find('}');
+      int p = -1;
+      if (key.rfind("{bk:", 0) != 0 || close == std::string::npos || !absl::SimpleAtoi(key.substr(4, close - 4), &p) ||
+          p < 0 || p >= kPartitions || key.size() <= close + 11 || key.compare(close + 1, 4, ":ls:") != 0 ||
+          key.compare(close + 6, 5, ":org:") != 0) {
+        continue;
+      }
+      const std::string org = "organizations/" + key.substr(close + 11);
+      auto& orgs = out[static_cast<size_t>(p)];
+      if (std::find(orgs.begin(), orgs.end(), org) == orgs.end()) orgs.push_back(org);
+    }
+  } while (cursor != "0");
+  return out;
+}
 
 absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::string& instrument_id, int64_t etag,
                                        const std::string& operator_org, const RefileOptions& options) {
@@ -539,6 +591,26 @@ absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::str
       if (outcome == Outcome::kDone) return 0;
       if (outcome == Outcome::kMoved) continue;
     }
+    // Without a record (data of a version before the records) the operators
+    // the entries are filed under are found in the partition's "org"
+    // indexes: every organisation that has one, and every operator another
+    // re-filing announced (read after this one's announcement, so whatever
+    // such a re-filing wrote before is seen; after it, that one writes no
+    // more, or this one does not: the later change wins).
+    std::vector<std::string> candidates;
+    if (!seen.known) {
+      LS_ASSIGN_OR_RETURN(ListingOperator now, store.GetListingOperator(p, instrument_id));
+      if (now.known) continue;  // completed meanwhile
+      if (options.orgs != nullptr) {
+        candidates = (*options.orgs)[static_cast<size_t>(p)];
+      } else {
+        LS_ASSIGN_OR_RETURN(auto orgs, ListingOrgs(store, p));
+        candidates = std::move(orgs[static_cast<size_t>(p)]);
+      }
+      for (auto& org : now.announced) {
+        if (std::find(candidates.begin(), candidates.end(), org) == candidates.end()) candidates.push_back(org);
+      }
+    }
     for (size_t s = 0; s < 2 && !same && !moved; ++s) {
       const char kind = s == 0 ? 'b' : 'o';
       std::optional<ListingEntry> after;
@@ -547,7 +619,11 @@ absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::str
                                                            std::numeric_limits<int64_t>::max(), after, batch));
         if (pages.empty() || pages[0].empty()) break;
         const std::vector<ListingEntry>& entries = pages[0];
-        LS_ASSIGN_OR_RETURN(std::vector<RefileOp> ops, RefileBatch(store, p, kind, entries, seen, froms, operator_org));
+        std::vector<std::string> filed = froms;
+        if (!seen.known) {
+          LS_ASSIGN_OR_RETURN(filed, FiledUnder(store, p, kind, entries, candidates));
+        }
+        LS_ASSIGN_OR_RETURN(std::vector<RefileOp> ops, RefileBatch(store, p, kind, entries, filed, operator_org));
         looked += static_cast<int64_t>(entries.size());
         LS_ASSIGN_OR_RETURN(Outcome outcome, step(seen, ops, Phase::kBatch));
         if (outcome == Outcome::kDone) return looked;
@@ -565,6 +641,50 @@ absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::str
   }
   return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                    "the instrument's listing operator kept moving; the event is retried");
+}
+
+absl::StatusOr<int64_t> RefileStaleOperators(
+    const BookingStore& store,
+    const std::function<absl::StatusOr<std::optional<CurrentOperator>>(const std::string&)>& current,
+    const RefileOptions& options) {
+  const std::string done = "{booking}:migrated:refile";
+  LS_ASSIGN_OR_RETURN(RedisValue marker, store.docs().pool()->Command({"EXISTS", done}));
+  if (marker.integer == 1) return 0;
+  std::set<std::string> instruments;
+  for (const std::string& index : {std::string(":bystart:"), std::string(":ls:o:instr:")}) {
+    std::string cursor = "0";
+    do {
+      LS_ASSIGN_OR_RETURN(auto step, store.ScanKeys(cursor, absl::StrCat("{bk:*}", index, "*")));
+      cursor = step.first;
+      for (const auto& key : step.second) {
+        // "{bk:<p>}<index><instrument id>", p the id's partition.
+        const size_t close = key.find('}');
+        if (key.rfind("{bk:", 0) != 0 || close == std::string::npos ||
+            key.compare(close + 1, index.size(), index) != 0) {
+          continue;
+        }
+        std::string id = key.substr(close + 1 + index.size());
+        if (!id.empty() && key.compare(0, close + 1, keys::Tag(keys::Partition(id))) == 0) {
+          instruments.insert(std::move(id));
+        }
+      }
+    } while (cursor != "0");
+  }
+  LS_ASSIGN_OR_RETURN(auto orgs, ListingOrgs(store));
+  RefileOptions with = options;
+  with.orgs = &orgs;
+  int64_t refiled = 0;
+  for (const std::string& id : instruments) {
+    LS_ASSIGN_OR_RETURN(std::optional<CurrentOperator> now, current(id));
+    if (!now || now->etag <= 0) continue;  // gone, or no etag to file it at
+    LS_ASSIGN_OR_RETURN(ListingOperator seen, store.GetListingOperator(keys::Partition(id), id));
+    const bool half_done = seen.known && seen.next_etag != 0 && seen.next_org != seen.org;
+    if (seen.known && seen.org == now->org && !half_done) continue;
+    LS_RETURN_IF_ERROR(RefileOperator(store, id, now->etag, now->org, with).status());
+    ++refiled;
+  }
+  LS_RETURN_IF_ERROR(store.docs().pool()->Command({"SET", done, "1"}).status());
+  return refiled;
 }
 
 }  // namespace labshare::booking

@@ -156,18 +156,45 @@ absl::StatusOr<int64_t> MigrateListings(
 // sets the record. Idempotent and safe to repeat after a failure at any
 // point (every write is a ZADD or ZREM); an event older than the record
 // (etag) changes nothing, and a record with the same operator only takes
-// the new etag. Without a record (the instrument's first change handled)
-// the old operator is unknown: the new entries are added, nothing is
-// removed (an entry left under the old operator is filtered out per
-// document when listed). Returns how many documents were looked at.
+// the new etag. Without a record (data of a version before the records)
+// the old operators are looked for: each batch asks which organisations
+// having "org" indexes in the partition (ListingOrgs), or announced by a
+// re-filing of the instrument since, hold its entries (ZMSCORE), and
+// re-files from those. A later change announced meanwhile stops an earlier
+// one (that one re-files every document). Returns how many documents were
+// looked at.
 struct RefileOptions {
   int batch = 256;
   // Tests: stop with UNAVAILABLE after this many steps, as a crash would
   // (0: no limit).
   int max_steps = 0;
+  // ListingOrgs of every partition, read once by a caller re-filing many
+  // instruments; null: read (one SCAN) when an instrument has no record.
+  const std::vector<std::vector<std::string>>* orgs = nullptr;
 };
 absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::string& instrument_id, int64_t etag,
                                        const std::string& operator_org, const RefileOptions& options = {});
+// Per partition, the organisations (names) that have an "org" listing
+// index there (SCAN over the keys; partition -1: all partitions).
+absl::StatusOr<std::vector<std::vector<std::string>>> ListingOrgs(const BookingStore& store, int partition = -1);
+
+// Start-up (data of versions before the re-filing, or before the
+// ListOperator records): every instrument with bookings or orders
+// (SCAN of the {bk:P}:bystart: and :ls:o:instr: indexes) whose record is
+// missing or names another operator than inventory's now (`current`:
+// operator and etag; nullopt: the instrument is gone, skipped) is re-filed
+// by RefileOperator at that etag. Once: then the marker
+// {booking}:migrated:refile; idempotent, and safe beside another replica's
+// pass and InstrumentChanged re-filings (each step checks the record).
+// Returns how many instruments it re-filed.
+struct CurrentOperator {
+  std::string org;
+  int64_t etag = 0;
+};
+absl::StatusOr<int64_t> RefileStaleOperators(
+    const BookingStore& store,
+    const std::function<absl::StatusOr<std::optional<CurrentOperator>>(const std::string&)>& current,
+    const RefileOptions& options = {});
 
 }  // namespace labshare::booking
 

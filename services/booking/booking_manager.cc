@@ -146,14 +146,15 @@ absl::Status BookingManager::HeldBy(const Claim& claim, const std::optional<std:
   return absl::OkStatus();
 }
 
-absl::Status BookingManager::TakeClaim(const Claim& claim) const {
-  if (claim.key.empty()) return absl::OkStatus();
+absl::StatusOr<bool> BookingManager::TakeClaim(const Claim& claim) const {
+  if (claim.key.empty()) return false;
   LS_ASSIGN_OR_RETURN(auto holder, store_->ClaimRequest(claim.key, claim.fingerprint));
-  return HeldBy(claim, holder);
+  LS_RETURN_IF_ERROR(HeldBy(claim, holder));
+  return !holder.has_value();
 }
 
-bool BookingManager::DropsClaim(const Claim& claim, const absl::Status& outcome) {
-  if (claim.key.empty() || outcome.ok()) return false;
+bool BookingManager::DropsClaim(const Claim& claim, bool made, const absl::Status& outcome) {
+  if (claim.key.empty() || !made || outcome.ok()) return false;
   switch (outcome.code()) {
     case absl::StatusCode::kUnavailable:  // may have been kept: a retry must find the claim
     case absl::StatusCode::kDeadlineExceeded:
@@ -208,18 +209,18 @@ void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBook
   if (!early.ok()) return done(early.status());
   if (*early) return done(**std::move(early));
   auto claim = std::make_shared<Claim>(ClaimOf("CreateBooking", r.request_id(), r));
-  auto step = [this, prepared, claim](std::function<void(absl::StatusOr<v1::Booking>)> done) {
-    store_->CreateAsync(prepared->step, [this, prepared, claim, done = std::move(done)](
+  auto step = [this, prepared, claim](bool made, std::function<void(absl::StatusOr<v1::Booking>)> done) {
+    store_->CreateAsync(prepared->step, [this, prepared, claim, made, done = std::move(done)](
                                             absl::StatusOr<StepOutcome> outcome) {
       absl::StatusOr<v1::Booking> answer = FinishCreate(*prepared, std::move(outcome));
-      if (!DropsClaim(*claim, answer.status())) return done(std::move(answer));
+      if (!DropsClaim(*claim, made, answer.status())) return done(std::move(answer));
       // Answered once the claim is gone: the client may reuse the request_id at once.
       auto refused = std::make_shared<absl::StatusOr<v1::Booking>>(std::move(answer));
       store_->ReleaseRequestAsync(claim->key, claim->fingerprint,
                                   [refused, done = std::move(done)]() mutable { done(std::move(*refused)); });
     });
   };
-  if (claim->key.empty()) return step(std::move(done));
+  if (claim->key.empty()) return step(false, std::move(done));
   // One more command on the pipeline before the step (the claim's slot is
   // not the partition's: it cannot be part of the step's script).
   store_->ClaimRequestAsync(claim->key, claim->fingerprint,
@@ -227,7 +228,7 @@ void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBook
                                 absl::StatusOr<std::optional<std::string>> holder) mutable {
                               absl::Status held = holder.ok() ? HeldBy(*claim, *holder) : holder.status();
                               if (!held.ok()) return done(held);  // nothing was written on this path
-                              step(std::move(done));
+                              step(!holder->has_value(), std::move(done));  // made by this call?
                             });
 }
 
@@ -838,6 +839,20 @@ absl::Status BookingManager::FollowInstrumentOperator(const inv::Instrument& ins
     return absl::OkStatus();
   }
   return RefileOperator(*store_, id, etag, instrument.operator_organization(), options).status();
+}
+
+absl::StatusOr<int64_t> BookingManager::RefileStaleOperators(const RefileOptions& options) {
+  return labshare::booking::RefileStaleOperators(
+      *store_,
+      [this](const std::string& id) -> absl::StatusOr<std::optional<CurrentOperator>> {
+        auto in = inventory_->Instrument("instruments/" + id);
+        if (!in.ok() && in.status().code() == absl::StatusCode::kNotFound) return std::optional<CurrentOperator>();
+        LS_RETURN_IF_ERROR(in.status());
+        CurrentOperator now{(*in)->operator_organization(), 0};
+        if (!absl::SimpleAtoi((*in)->etag(), &now.etag)) return std::optional<CurrentOperator>();
+        return std::optional<CurrentOperator>(std::move(now));
+      },
+      options);
 }
 
 // ================================================================ transitions

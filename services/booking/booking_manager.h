@@ -165,6 +165,11 @@ class BookingManager {
   // (RefileOperator, booking_lists.h). Idempotent; OK only once complete.
   absl::Status FollowInstrumentOperator(const labshare::inventory::v1::Instrument& instrument,
                                         const RefileOptions& options = {});
+  // Start-up, after MigrateListings: re-files the instruments whose
+  // listing entries an older version left under a former operator
+  // (RefileStaleOperators, booking_lists.h; the operator from the
+  // inventory cache). Once, then a marker; returns how many it re-filed.
+  absl::StatusOr<int64_t> RefileStaleOperators(const RefileOptions& options = {});
 
  private:
   // The operator a create step's listing keys name, as read from inventory
@@ -387,23 +392,28 @@ class BookingManager {
   };
   static Claim ClaimOf(absl::string_view method, const std::string& request_id,
                        const google::protobuf::Message& request);
-  // Takes the claim (sync): REQUEST_ID_REUSED when another content holds it.
-  absl::Status TakeClaim(const Claim& claim) const;
+  // Takes the claim (sync): REQUEST_ID_REUSED when another content holds it;
+  // else whether this call made it (false: an earlier attempt of the same
+  // request holds it, or there is no request_id).
+  absl::StatusOr<bool> TakeClaim(const Claim& claim) const;
   // The claim's answer: OK for no holder (claimed now) or the same
   // fingerprint, else REQUEST_ID_REUSED.
   static absl::Status HeldBy(const Claim& claim, const std::optional<std::string>& holder);
   // After the step: the claim is dropped again when the step refused for
   // good (not on an answer that may have been kept, such as a storage
-  // failure), so a refused request's request_id stays free. Also when an
-  // earlier attempt made it (a replica killed mid-request, retried on
-  // another): the same content goes to the same partition, whose record
-  // the step checked first, so a refusal means nothing was kept.
-  static bool DropsClaim(const Claim& claim, const absl::Status& outcome);
+  // failure), so a refused request's request_id stays free; and only by
+  // the call that made it (`made`). A claim an earlier attempt made may
+  // belong to an acknowledged request whose retry is refused by a check
+  // that runs before its stored answer is read (review of 2026-12-04: a
+  // LEASE retry after the mode was withdrawn): dropping it would let other
+  // content reuse the request_id in another partition. A crashed attempt's
+  // claim is therefore kept until it expires, like a storage failure's.
+  static bool DropsClaim(const Claim& claim, bool made, const absl::Status& outcome);
   template <typename T>
   absl::StatusOr<T> Claimed(Claim claim, const std::function<absl::StatusOr<T>()>& step) {
-    LS_RETURN_IF_ERROR(TakeClaim(claim));
+    LS_ASSIGN_OR_RETURN(const bool made, TakeClaim(claim));
     absl::StatusOr<T> out = step();
-    if (DropsClaim(claim, out.status())) {
+    if (DropsClaim(claim, made, out.status())) {
       store_->ReleaseRequest(claim.key, claim.fingerprint).IgnoreError();  // best effort: it expires anyway
     }
     return out;
@@ -447,6 +457,11 @@ class BookingManager {
                                            const v1::Lease& in, const std::string& lease_id,
                                            const std::string& request_id, bool validate_only,
                                            v1::Booking* booking_answer = nullptr);
+  // RequestLeaseAs without its retry's first answer on a refusal.
+  absl::StatusOr<v1::Lease> RequestLeaseChecked(const Principal& p, absl::string_view method,
+                                                const google::protobuf::Message& request, const v1::Lease& in,
+                                                const std::string& lease_id, const std::string& request_id,
+                                                bool validate_only, v1::Booking* booking_answer);
   struct LeaseChange {
     v1::Lease lease;
     v1::Booking booking;

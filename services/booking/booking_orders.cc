@@ -509,6 +509,25 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   // without charge and the new one created in the same step.
   const bool reschedule = !as_booking && cur.order.state() == Order::SCHEDULED;
   if (cur.order.state() != Order::SAMPLES_RECEIVED && !reschedule) {
+    if (as_booking && !idem.empty()) {
+      // A version before CreateBooking kept its own record booked the run
+      // through ScheduleService, under that method's record (the order as
+      // answered): a retry across the upgrade finds it there and answers
+      // the run, as it is now. Another request's record under that key
+      // (request_ids are per method) is not this one's.
+      auto older = store_->FindReplay(keys::Idempotency(cur.partition, "ScheduleService", r.request_id()),
+                                      RequestFingerprint("ScheduleService", r));
+      if (!older.ok() && ErrorReason(older.status()) != "REQUEST_ID_REUSED") return older.status();
+      if (older.ok() && *older) {
+        Order first;
+        if (!first.ParseFromString(**older)) {
+          return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored answer is unreadable");
+        }
+        LS_ASSIGN_OR_RETURN(Loaded run, Load(first.booking()));
+        *booking_answer = std::move(run.booking);
+        return first;
+      }
+    }
     return OrderState(cur.order, as_booking ? "SAMPLES_RECEIVED" : "SAMPLES_RECEIVED or SCHEDULED");
   }
   Loaded previous;

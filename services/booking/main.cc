@@ -78,7 +78,15 @@ int main(int argc, char** argv) {
         auto moved = store.MigrateIndexes();
         auto listed = manager.MigrateListings();  // cross-instrument listing indexes
         if (!listed.ok()) labshare::LogWarning("listing migration failed", {{"error", listed.status().ToString()}});
-        migrated = moved.ok() && listed.ok();
+        // Entries an older version left under a former operator (booking_lists.h).
+        absl::StatusOr<int64_t> refiled = listed.ok() ? manager.RefileStaleOperators() : listed.status();
+        if (listed.ok() && !refiled.ok()) {
+          labshare::LogWarning("operator re-filing at start failed", {{"error", refiled.status().ToString()}});
+        }
+        if (refiled.ok() && *refiled > 0) {
+          labshare::LogInfo("listings re-filed to current operators", {{"instruments", std::to_string(*refiled)}});
+        }
+        migrated = moved.ok() && listed.ok() && refiled.ok();
         if (!moved.ok()) labshare::LogWarning("index migration failed", {{"error", moved.status().ToString()}});
         if (moved.ok() && *moved > 0) labshare::LogInfo("listing indexes migrated", {{"bookings", std::to_string(*moved)}});
       }

@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "common/error.h"
 #include "common/lua_guards.h"
 
@@ -1332,9 +1333,9 @@ return 1
 absl::StatusOr<ListingOperator> BookingStore::GetListingOperator(int partition,
                                                                 absl::string_view instrument_id) const {
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", keys::ListOperator(partition, instrument_id), "org",
-                                                    "etag", "next_org", "next", "v"}));
+                                                    "etag", "next_org", "next", "v", "cand"}));
   ListingOperator out;
-  if (v.type != RedisValue::Type::kArray || v.elements.size() != 5) {
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 6) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected HMGET reply");
   }
   auto number = [&](size_t i, int64_t* n) { return v.elements[i].is_nil() || absl::SimpleAtoi(v.elements[i].str, n); };
@@ -1344,6 +1345,7 @@ absl::StatusOr<ListingOperator> BookingStore::GetListingOperator(int partition,
   out.known = !v.elements[1].is_nil();
   out.org = v.elements[0].str;
   out.next_org = v.elements[2].str;
+  if (!v.elements[5].is_nil()) out.announced = absl::StrSplit(v.elements[5].str, '\n', absl::SkipEmpty());
   return out;
 }
 
@@ -1369,15 +1371,26 @@ for i = 2, #KEYS do
     return redis.error_reply('WRONGTYPE a listing index of the re-filing step')
   end
 end
+local nx = redis.call('HGET', KEYS[1], 'next')
 if ARGV[6] == 'a' then
   -- Creates from an operator read before this change answer OPERATOR.
-  local nx = redis.call('HGET', KEYS[1], 'next')
   if not nx or tonumber(nx) < tonumber(ARGV[1]) then
     redis.call('HSET', KEYS[1], 'next', ARGV[1], 'next_org', ARGV[5])
     redis.call('HINCRBY', KEYS[1], 'v', 1)
   end
+  -- Without a record, every operator announced until one completes (the
+  -- re-filings that may have filed entries under it meanwhile).
+  if not cur[2] then
+    local cand = redis.call('HGET', KEYS[1], 'cand') or ''
+    if not string.find('\n' .. cand .. '\n', '\n' .. ARGV[5] .. '\n', 1, true) then
+      redis.call('HSET', KEYS[1], 'cand', cand .. '\n' .. ARGV[5])
+    end
+  end
   return 0
 end
+-- A later change is under way: it re-files every document (from what this
+-- one wrote so far too), nothing more to do here.
+if nx and tonumber(nx) > tonumber(ARGV[1]) then return 1 end
 local k = 2
 for i = 7, #ARGV, 3 do
   if ARGV[i] == '-' then
@@ -1390,7 +1403,7 @@ end
 if ARGV[6] == 'f' then
   redis.call('HSET', KEYS[1], 'org', ARGV[5], 'etag', ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'v', 1)
-  local nx = redis.call('HGET', KEYS[1], 'next')
+  redis.call('HDEL', KEYS[1], 'cand')
   if nx and tonumber(nx) <= tonumber(ARGV[1]) then redis.call('HDEL', KEYS[1], 'next', 'next_org') end
 end
 return 0
@@ -1441,6 +1454,29 @@ absl::StatusOr<std::pair<std::string, std::vector<std::string>>> BookingStore::S
   std::vector<std::string> found;
   for (auto& k : v.elements[1].elements) found.push_back(std::move(k.str));
   return std::make_pair(v.elements[0].str, std::move(found));
+}
+
+absl::StatusOr<std::vector<bool>> BookingStore::HoldAny(
+    const std::vector<std::pair<std::string, std::vector<std::string>>>& sets) const {
+  std::vector<std::vector<std::string>> commands;
+  for (const auto& [key, members] : sets) {
+    if (members.empty()) continue;
+    commands.push_back({"ZMSCORE", key});
+    commands.back().insert(commands.back().end(), members.begin(), members.end());
+  }
+  std::vector<bool> out(sets.size(), false);
+  if (commands.empty()) return out;
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
+  size_t r = 0;
+  for (size_t i = 0; i < sets.size(); ++i) {
+    if (sets[i].second.empty()) continue;
+    if (r >= replies.size() || replies[r].type != RedisValue::Type::kArray) {
+      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected ZMSCORE reply");
+    }
+    for (const auto& score : replies[r].elements) out[i] = out[i] || !score.is_nil();
+    ++r;
+  }
+  return out;
 }
 
 absl::StatusOr<std::optional<int>> BookingStore::PartitionOf(absl::string_view id) const {

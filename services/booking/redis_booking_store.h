@@ -65,7 +65,10 @@
 //                            the longest blocked end - reserved start (ms) of
 //                            any booking of the partition (time-range bound).
 //                            MigrateListings fills them for older data, then
-//                            sets {booking}:migrated:lists.
+//                            sets {booking}:migrated:lists;
+//                            RefileStaleOperators then re-files those under
+//                            a former operator, and sets
+//                            {booking}:migrated:refile.
 //   {bk:P}:ls:op:<instr>     HASH {org: operator organisation name, etag:
 //                            inventory's instrument etag}: the operator the
 //                            "org" listing entries of the instrument's
@@ -75,7 +78,8 @@
 //                            the instrument is handled); while a change is
 //                            re-filed also {next, next_org}: its etag and
 //                            operator; v: a version (each announcement and
-//                            completion). A create step whose listing keys
+//                            completion); cand: without org and etag, the
+//                            operators announced so far, one a line. A create step whose listing keys
 //                            name an operator read at an earlier etag than
 //                            either, and another operator, answers
 //                            kOperatorMoved.
@@ -303,6 +307,9 @@ struct ListingOperator {
   // Moves with every announcement and every completed re-filing (a
   // DocGuard of a create that is no Lua create step).
   int64_t version = 0;
+  // Without a record: every operator a re-filing announced since (field
+  // cand, dropped when one completes).
+  std::vector<std::string> announced;
   // Whether an operator `org` read at instrument etag `etag` is older than
   // a change this record has re-filed or announced for another operator.
   bool Outdates(const std::string& operator_org, int64_t read_etag) const;
@@ -481,11 +488,13 @@ class BookingStore {
   absl::StatusOr<ListingOperator> GetListingOperator(int partition, absl::string_view instrument_id) const;
   // One step of RefileOperator, atomic: when the record is still `seen`
   // and older than `etag`: kAnnounce notes (etag, to_org) as the change
-  // under way (next, next_org; create steps check it); kBatch applies `ops`
-  // (idempotent index writes); kFinish applies them and sets the record to
-  // (to_org, etag). kApplied; kDone: the record is at `etag` or later
-  // already (nothing written); kMoved: the record's operator or etag
-  // differs from `seen` (nothing written; read it again).
+  // under way (next, next_org; create steps check it; without a record
+  // to_org also joins `announced`); kBatch applies `ops` (idempotent index
+  // writes); kFinish applies them and sets the record to (to_org, etag).
+  // kApplied; kDone: the record is at `etag` or later already, or a later
+  // change is announced (kBatch, kFinish: that one re-files everything;
+  // nothing written); kMoved: the record's operator or etag differs from
+  // `seen` (nothing written; read it again).
   enum class RefileOutcome { kApplied, kDone, kMoved };
   enum class RefilePhase { kAnnounce, kBatch, kFinish };
   absl::StatusOr<RefileOutcome> RefileStep(int partition, absl::string_view instrument_id,
@@ -493,6 +502,10 @@ class BookingStore {
                                            const std::vector<RefileOp>& ops, RefilePhase phase) const;
   // Adds entries (migration; idempotent), one round trip.
   absl::Status AddListings(const std::vector<std::pair<ListingSource, ListingEntry>>& entries) const;
+  // For each (zset key, members): whether the key holds any of them
+  // (ZMSCORE, pipelined; an empty member list: false).
+  absl::StatusOr<std::vector<bool>> HoldAny(
+      const std::vector<std::pair<std::string, std::vector<std::string>>>& sets) const;
   // One SCAN step over keys matching pattern: the next cursor ("0": done).
   absl::StatusOr<std::pair<std::string, std::vector<std::string>>> ScanKeys(const std::string& cursor,
                                                                           const std::string& pattern) const;

@@ -619,6 +619,65 @@ TEST_F(CreateBookingContractTest, ARequestIdIsOneRequestWithOrWithoutABookingId)
 }
 
 
+// A LEASE create retried after afm stopped offering LEASE (its check runs
+// before the step reads the stored answer): "A retry with the same
+// request_id and the same content returns the first answer", and the
+// request_id stays that request's (review of 2026-12-04: the refused retry
+// dropped the claim, and other content took the request_id in another
+// partition).
+TEST_F(CreateBookingContractTest, ALeaseRetryAfterTheModeWasWithdrawnAnswersTheFirstAnswer) {
+  ASSERT_NE(keys::Partition("afm"), keys::Partition("tem"));
+  v1::Booking first, b;
+  ASSERT_TRUE(Create(Lease("lease-w"), &first).ok());
+  iv::GetInstrumentRequest g;  // afm offers tem's ON_SITE instead of LEASE
+  g.set_name("instruments/tem");
+  iv::Instrument tem;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
+  iv::UpdateInstrumentRequest u;
+  u.mutable_instrument()->set_name("instruments/afm");
+  *u.mutable_instrument()->add_modes() = tem.modes(0);
+  ASSERT_EQ(tem.modes(0).mode(), labshare::type::v1::ON_SITE);
+  u.mutable_update_mask()->add_paths("modes");
+  u.set_request_id("afm-no-lease");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  ExpectError(Create(Lease("lease-x"), &b), grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED",
+              "a new lease request");
+
+  grpc::Status s = Create(Lease("lease-w"), &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(b.SerializeAsString(), first.SerializeAsString());
+  ExpectError(Create(OnSite(9, 10, "lease-w"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+              "the lease's request_id for a booking of tem (another partition)");
+  // RequestLease alike.
+  v1::RequestLeaseRequest lr;
+  lr.mutable_lease()->set_instrument("instruments/afm");
+  *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 20));
+  *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 30));
+  lr.set_request_id("lease-rl");
+  v1::Lease refused;
+  ExpectError(Call(stub_.get(), &Stub::RequestLease, lr, &refused, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "MODE_NOT_OFFERED", "RequestLease of a new request");
+}
+
+// The claim of a request_id is dropped on a refusal only by the call that
+// made it: one an earlier attempt of the same request made (a replica
+// stopped after claiming; or an acknowledged request whose retry is
+// refused) is kept, so other content cannot take the request_id.
+TEST_F(CreateBookingContractTest, ARefusalKeepsAClaimItDidNotMake) {
+  v1::Booking b;
+  ASSERT_TRUE(Create(OnSite(9, 10, ""), &b).ok());
+  const v1::CreateBookingRequest refused = OnSite(9, 10, "held");  // SLOT_TAKEN
+  const std::string claim = keys::RequestClaim("CreateBooking", "held");
+  ASSERT_TRUE(pool_->Command({"SET", claim, RequestFingerprint("CreateBooking", refused), "EX", "600"}).ok());
+  ExpectError(Create(refused, &b), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "the retry");
+  EXPECT_EQ(pool_->Command({"GET", claim})->str, RequestFingerprint("CreateBooking", refused));
+  ExpectError(Create(OnSite(12, 13, "held"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+              "other content with the request_id");
+  // A refusal of a request that made the claim itself still frees it.
+  ExpectError(Create(OnSite(9, 10, "free"), &b), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "a new request");
+  EXPECT_TRUE(pool_->Command({"GET", keys::RequestClaim("CreateBooking", "free")})->is_nil());
+}
+
 // The run of `order` over [day + from h, day + to h) through CreateBooking.
 static v1::CreateBookingRequest RunOf(const std::string& order, absl::Time from, absl::Time to,
                                       const std::string& request_id) {
@@ -663,6 +722,31 @@ TEST_F(CreateBookingContractTest, ALeaseOrRunRetryReturnsTheFirstAnswer) {
 // Item 4: TECHNICAL_SERVICE books "the run of booking.service_order (in
 // SAMPLES_RECEIVED)", "ORDER_STATE: the service order is not in
 // SAMPLES_RECEIVED": a scheduled order is not rescheduled by CreateBooking.
+// A TECHNICAL_SERVICE create acknowledged by a version that booked the run
+// through ScheduleService (its record under that method, holding the
+// order), retried after the upgrade: the run, not ORDER_STATE.
+TEST_F(CreateBookingContractTest, ARunRetriedAcrossTheUpgradeFindsTheOlderVersionsRecord) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SAMPLES_RECEIVED), scheduled;
+  const auto run = RunOf(o.name(), day_ + absl::Hours(9), day_ + absl::Hours(11), "run-u");
+  v1::ScheduleServiceRequest older;  // what that version's CreateBooking sent to ScheduleService
+  older.set_name(o.name());
+  *older.mutable_interval() = run.booking().reserved_interval();
+  older.set_request_id("run-u");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ScheduleService, older, &scheduled, staff_).ok());
+  v1::Booking b;
+  grpc::Status s = Create(run, &b, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(b.name(), scheduled.booking());
+  EXPECT_EQ(b.service_order(), o.name());
+  EXPECT_EQ(b.state(), v1::Booking::CONFIRMED);
+  int created = 0;
+  for (const auto& e : Events()) created += e.has_booking_created();
+  EXPECT_EQ(created, 1);
+  // Not a retry (other content): the order is booked already.
+  ExpectError(Create(RunOf(o.name(), day_ + absl::Hours(12), day_ + absl::Hours(13), "run-v"), &b, staff_),
+              grpc::StatusCode::FAILED_PRECONDITION, "ORDER_STATE", "another run of the order");
+}
+
 TEST_F(CreateBookingContractTest, ARunIsBookedOnlyForAnOrderWithItsSamples) {
   v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), got;
   v1::Booking b;

@@ -6,6 +6,7 @@
 // organisation owns or operates), no longer by the old operator's; the same
 // event twice, or a change of something else, moves nothing.
 #include <map>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -22,13 +23,7 @@ class RefileTest : public BookingServiceTest {
  protected:
   void SetUp() override {
     BookingServiceTest::SetUp();
-    iv::CreateOrganizationRequest o;
-    o.set_organization_id("ops");
-    o.mutable_organization()->set_display_name("ops");
-    o.mutable_organization()->set_type(iv::UNIVERSITY);
-    o.mutable_organization()->set_membership_state(iv::MEMBER);
-    o.mutable_organization()->set_tier("GENERAL");
-    Inv(&iv::InventoryService::Stub::CreateOrganization, o);
+    AddOrganization("ops");
     outsider_staff_ = Token("olga", "outsider", {Role::kFacilityStaff});
     ops_staff_ = Token("otto", "ops", {Role::kFacilityStaff});
     ConsumerOptions options;
@@ -39,6 +34,16 @@ class RefileTest : public BookingServiceTest {
     consumer_ = std::make_unique<EventConsumer>(pool_.get(), options);
     ASSERT_TRUE(consumer_->EnsureGroup().ok());
     Deliver();  // the seed's events
+  }
+
+  void AddOrganization(const std::string& id) {
+    iv::CreateOrganizationRequest o;
+    o.set_organization_id(id);
+    o.mutable_organization()->set_display_name(id);
+    o.mutable_organization()->set_type(iv::UNIVERSITY);
+    o.mutable_organization()->set_membership_state(iv::MEMBER);
+    o.mutable_organization()->set_tier("GENERAL");
+    Inv(&iv::InventoryService::Stub::CreateOrganization, o);
   }
 
   // ana's booking on tem (and `more` after it), her lease of afm and her
@@ -176,6 +181,35 @@ class RefileTest : public BookingServiceTest {
     return n;
   }
 
+  // tem's and afm's ListOperator records gone, as a version before them
+  // left the instruments.
+  void DropRecords() {
+    for (const char* in : {"tem", "afm"}) {
+      ASSERT_TRUE(pool_->Command({"DEL", keys::ListOperator(keys::Partition(in), in)}).ok());
+    }
+  }
+  // Documents an older version (no re-filing, no records) filed under
+  // outsider, then did not follow the change of operator to ops.
+  void SeedAsAnOlderVersionLeftThem() {
+    Operate("outsider");
+    Deliver();
+    SeedDocs();
+    DropRecords();
+    Operate("ops");  // its events stay unread, as the older version left them
+  }
+  void ExpectFiledUnderOps() {
+    ExpectSeesAll(ops_staff_, "ops staff");
+    ExpectSeesNone(outsider_staff_, "outsider staff");
+    EXPECT_EQ(OrgEntries("outsider"), 0);
+    EXPECT_EQ(OrgEntries("ops"), 4);  // the booking, the lease's booking, the lease, the order
+    EXPECT_EQ(OrgEntries("lab"), 4);
+    for (const char* in : {"tem", "afm"}) {
+      EXPECT_EQ(pool_->Command({"HGET", keys::ListOperator(keys::Partition(in), in), "org"})->str,
+                "organizations/ops")
+          << in;
+    }
+  }
+
   std::unique_ptr<EventConsumer> consumer_;
   std::string outsider_staff_, ops_staff_;
   Names bookings_;  // by reserved start
@@ -302,25 +336,92 @@ TEST_F(RefileTest, ARevertHandledBeforeAStoppedRefilingRestoresEveryEntry) {
   EXPECT_EQ(OrgEntries("outsider"), 7);
 }
 
-TEST_F(RefileTest, WithoutARecordTheNewOperatorIsAddedAndTheOldOneFilteredOut) {
+// As if booking had never handled an event of tem and afm (documents of a
+// version before the records): the old operator is not in a record, it is
+// found in the partition's "org" indexes.
+TEST_F(RefileTest, WithoutARecordTheOldOperatorIsFoundInItsIndexes) {
   SeedDocs();
   Operate("outsider");
   Deliver();
-  // As if booking had never handled an event of tem and afm (documents of
-  // a version before the records): the old operator is unknown.
-  for (const char* in : {"tem", "afm"}) {
-    ASSERT_TRUE(pool_->Command({"DEL", keys::ListOperator(keys::Partition(in), in)}).ok());
-  }
+  DropRecords();
   Operate("ops");
   Deliver();
   ExpectSeesAll(ops_staff_, "ops staff");
   ExpectSeesNone(outsider_staff_, "outsider staff");
-  EXPECT_EQ(OrgEntries("outsider"), 4);  // left in its indexes, never listed
+  EXPECT_EQ(OrgEntries("outsider"), 0);
   EXPECT_EQ(OrgEntries("ops"), 4);
+  EXPECT_EQ(OrgEntries("lab"), 4);  // the payer's stay
+  EXPECT_EQ(OrgEntries("owner"), 4);
   // Known from then on.
   Operate("lab");
   Deliver();
   EXPECT_EQ(OrgEntries("ops"), 0);
+}
+
+// Booking starts on data an older version left: the instruments whose
+// entries are filed under a former operator are re-filed to inventory's
+// operator by the start-up pass, before any event is read.
+TEST_F(RefileTest, TheStartUpPassRefilesEntriesAnOlderVersionLeftUnderAFormerOperator) {
+  SeedAsAnOlderVersionLeftThem();
+  ExpectSeesNone(ops_staff_, "ops staff, before");
+  auto refiled = manager_->RefileStaleOperators();
+  ASSERT_TRUE(refiled.ok()) << refiled.status();
+  EXPECT_EQ(*refiled, 2);  // tem and afm
+  ExpectFiledUnderOps();
+  // Once: another start does nothing.
+  const auto after = Indexes();
+  refiled = manager_->RefileStaleOperators();
+  ASSERT_TRUE(refiled.ok()) << refiled.status();
+  EXPECT_EQ(*refiled, 0);
+  // The events the older version left unread move nothing.
+  Deliver();
+  EXPECT_EQ(Indexes(), after);
+}
+
+// Two replicas start at once, while a third follows the events: one of
+// them from an inventory read before a later change (late operates now).
+// Whatever the interleaving (batches of one document), every entry ends
+// under the latest operator and none under a former one.
+TEST_F(RefileTest, StartUpPassesBesideEachOtherAndAnEventEndUnderTheLatestOperator) {
+  SeedAsAnOlderVersionLeftThem();
+  std::map<std::string, CurrentOperator> before_lab;
+  for (const char* in : {"tem", "afm"}) {
+    iv::GetInstrumentRequest g;
+    g.set_name(absl::StrCat("instruments/", in));
+    iv::Instrument got;
+    ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &got, admin_).ok());
+    before_lab[in] = {got.operator_organization(), std::stoll(got.etag())};
+  }
+  AddOrganization("late");
+  Operate("late");
+  RefileOptions small;
+  small.batch = 1;
+  std::vector<std::thread> threads;
+  std::vector<absl::Status> passes(2);
+  threads.emplace_back([&] {
+    passes[0] = RefileStaleOperators(
+        *store_,
+        [&](const std::string& id) -> absl::StatusOr<std::optional<CurrentOperator>> { return before_lab.at(id); },
+        small).status();
+  });
+  threads.emplace_back([&] { passes[1] = manager_->RefileStaleOperators(small).status(); });
+  threads.emplace_back([&] { Deliver(); });
+  for (auto& t : threads) t.join();
+  for (const auto& s : passes) EXPECT_TRUE(s.ok()) << s;
+  Deliver();  // an event refused meanwhile (CONCURRENT_MODIFICATION) is retried
+  ExpectSeesAll(Token("lena", "late", {Role::kFacilityStaff}), "late staff");
+  ExpectSeesAll(staff_, "owner staff");
+  ExpectSeesNone(outsider_staff_, "outsider staff");
+  ExpectSeesNone(ops_staff_, "ops staff");
+  EXPECT_EQ(OrgEntries("outsider"), 0);
+  EXPECT_EQ(OrgEntries("ops"), 0);
+  EXPECT_EQ(OrgEntries("late"), 4);
+  EXPECT_EQ(OrgEntries("lab"), 4);
+  for (const char* in : {"tem", "afm"}) {
+    EXPECT_EQ(pool_->Command({"HGET", keys::ListOperator(keys::Partition(in), in), "org"})->str,
+              "organizations/late")
+        << in;
+  }
 }
 
 // A replica whose inventory cache still holds the instrument from before

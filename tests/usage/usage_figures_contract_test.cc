@@ -187,8 +187,11 @@ TEST_F(UsageFiguresContractTest, ReversalAfterRetirementCountsInItsMonth) {
   Income("i1", 100000, At(2026, 2, 20), /*correction=*/false);
   Income("i1", -100000, At(2026, 3, 15), /*correction=*/true);
   for (const v1::UsageFilter& filter : {v1::UsageFilter(), OnlyInstrument("i1")}) {
+    const int64_t from_aggregates = figures_->buckets_from_aggregates();
     v1::QueryUsageResponse r =
         Query(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1), v1::PERIOD_GRANULARITY_MONTH, {}, filter);
+    // Unfiltered, the months come from the aggregates; filtered, from the counters.
+    EXPECT_EQ(figures_->buckets_from_aggregates() > from_aggregates, filter.instruments().empty());
     int64_t sum = 0;
     std::map<int, int64_t> by_month;
     std::map<int, int64_t> count_by_month;

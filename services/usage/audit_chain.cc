@@ -1289,7 +1289,11 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
     for (int64_t s = first; s < range.end && s < first + options_.export_batch_size; ++s) seqs.push_back(s);
     LS_ASSIGN_OR_RETURN(auto entries, GetMany(seqs));
     for (size_t i = 0; i < seqs.size(); ++i) {
-      if (!entries[i]) continue;
+      // A gap would leave the file and its trailer disagreeing on what was
+      // exported: the chain is damaged, as for a missing link entry.
+      if (!entries[i] || entries[i]->sequence() != seqs[i]) {
+        return Corrupted(absl::StrCat("audit entry ", seqs[i], " (inside the exported range) is missing or unreadable"));
+      }
       if (seqs[i] == range.end - 1) summary.last_hash = entries[i]->hash();
       ++summary.entries;
       LS_RETURN_IF_ERROR(line(EntryLine(*entries[i])));

@@ -329,7 +329,8 @@ class AuditChain {
   // first line. `sink` receives consecutive pieces of the file, each made of
   // whole lines (at most about chunk_bytes unless one line is longer); a
   // failing sink stops the export with its status. Entries are written as
-  // stored: a missing entry is skipped (the verifier then reports a gap).
+  // stored; a missing or unreadable entry of the range stops the export with
+  // INTERNAL (AUDIT_CORRUPTED), as a missing link entry does.
   absl::StatusOr<AuditExportSummary> ExportJsonl(
       int64_t start_sequence, int64_t end_sequence,
       const std::function<absl::Status(absl::string_view piece)>& sink,

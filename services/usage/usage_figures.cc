@@ -38,6 +38,9 @@ std::string Dependency(absl::string_view key, absl::string_view field) { return 
 constexpr char kOpenSessions[] = "{usage}:open";
 constexpr char kClosedSessions[] = "{usage}:closed";
 constexpr char kOrdersConfirmed[] = "{usage}:tsorder";
+// Service orders counted once in outage_cancelled_bookings (keyed like
+// kOrdersConfirmed: by order name).
+constexpr char kOrdersOutageCancelled[] = "{usage}:tsout";
 const std::string kVersionsPrefix = "{usage}:ih:";
 
 // ISO 4217 shape: three capital letters (the only currency codes that become
@@ -87,13 +90,15 @@ bool OtherCurrencyOf(absl::string_view counter, std::string* code) {
 //   close k c | f v  HDEL k f and HSET c f v (the closed marker)
 //   once k | f v     the event changes nothing but its marker when k holds f
 //                    already (checked before its first write); else HSET k f v
+//   first k | f      the next op applies only if field f is not in hash k
+//                    yet, and f is set (counted at most once per f)
 // Per event: 1 folded, 0 folded before, 'E<error>' (nothing written).
 const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local SME, STARTUP = ARGV[1], ARGV[2]
 local nev = tonumber(ARGV[3])
 local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {8, 7}, srv = {9, 4}, inst = {1, 2}, orgsz = {0, 2},
-            open = {2, 2}, close = {2, 2}, once = {1, 2}}
+            open = {2, 2}, close = {2, 2}, once = {1, 2}, first = {1, 1}}
 local function K(i) return KEYS[tonumber(ARGV[i])] end
 for i = 1, 7 do
   if not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
@@ -175,6 +180,7 @@ for e = 1, nev do
     -- type check; written by one HSET per hash).
     local err, q, done = nil, s, false
     local incs, order = {}, {}
+    local skip = {}  -- ops (by position) a 'first' op found counted before
     local function plan(key, f, d)
       local x = incs[key]
       if not x then
@@ -195,7 +201,12 @@ for e = 1, nev do
       local ar = AR[code]
       if not ar then err = 'ERR unknown op' break end
       local a = q + 1 + ar[1]
-      if code == 'cnt' then
+      if code == 'first' then
+        err = typed(K(q + 1), 'hash')
+        if not err and redis.call('HEXISTS', K(q + 1), ARGV[a]) == 1 then skip[a + ar[2]] = true end
+      elseif skip[q] then
+        -- counted before (first)
+      elseif code == 'cnt' then
         local id, c, mode, org, delta = ARGV[a], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
         local field, cf = c .. '|' .. mode .. '|' .. org, c .. '|' .. mode
         local kam, kay = K(q + 4), K(q + 5)
@@ -304,7 +315,11 @@ for e = 1, nev do
         local code = ARGV[q]
         local ar = AR[code]
         local a = q + 1 + ar[1]
-        if code == 'cnt' then
+        if skip[q] then
+          -- counted before (first)
+        elseif code == 'first' then
+          redis.call('HSET', K(q + 1), ARGV[a], '1')
+        elseif code == 'cnt' then
           local id, c = ARGV[a], ARGV[a + 3]
           if c == 'eff' then known(id) end
           reg(ARGV[a + 1], id, K(q + 6), K(q + 8))
@@ -690,11 +705,27 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         // A TECHNICAL_SERVICE run is booked by the owner's staff: its
         // client's cancellations are the order's (ServiceOrderCancelled).
         const bool run = b->mode() == labshare::type::v1::TECHNICAL_SERVICE;
-        if (c.cancelled_by_outage()) {
+        // Of the confirmed bookings only (UNSPECIFIED: older streams, which
+        // published confirmed cancellations only).
+        const bool was_confirmed = c.previous_state() == bk::Booking::CONFIRMED ||
+                                   c.previous_state() == bk::Booking::STATE_UNSPECIFIED;
+        // Booking names the lease as initiator whoever cancels it (CancelLease):
+        // the lessee's own cancellation is told by the actor's organisation.
+        const bool by_lessee = b->mode() == labshare::type::v1::LEASE &&
+                               c.initiator() == bk::Booking::PARENT_RESOURCE &&
+                               c.previous_state() == bk::Booking::CONFIRMED &&
+                               !e.header().actor_organization().empty() && e.header().actor_organization() == org;
+        if (!was_confirmed) {
+          // A request withdrawn or cancelled before confirmation: no booking.
+        } else if (c.cancelled_by_outage()) {
           period_reads(*b);
           LS_ASSIGN_OR_RETURN(absl::Time counted_at, BookingPeriodTime(*b));
+          // A run: its service order (the booking) at most once.
+          if (run && IsResourceName(b->service_order(), "serviceOrders")) {
+            ops.Raw("first", {kOrdersOutageCancelled}, {b->service_order()});
+          }
           count(b->instrument(), counted_at, "out", b->mode(), org, 1);
-        } else if (c.initiator() == bk::Booking::BOOKER && !run) {
+        } else if ((c.initiator() == bk::Booking::BOOKER || by_lessee) && !run) {
           count(b->instrument(), start, "canc", b->mode(), org, 1);
           if (c.late_cancellation()) count(b->instrument(), start, "late", b->mode(), org, 1);
         }
@@ -1011,6 +1042,36 @@ absl::Status UsageFigures::Scope(const Principal& p, const v1::UsageFilter& f) c
   return CheckFilterNames(f, "filter");
 }
 
+std::vector<std::pair<absl::Time, absl::Time>> UsageFigures::Instr::StateIntervals(int state) const {
+  std::vector<std::pair<absl::Time, absl::Time>> out;
+  if (versions.empty()) {
+    if (instrument.state() == state && instrument.has_update_time()) {
+      out.emplace_back(FromProto(instrument.update_time()), absl::InfiniteFuture());
+    }
+    return out;
+  }
+  for (size_t i = 0; i < versions.size(); ++i) {
+    if (versions[i].second.state() != state) continue;
+    const absl::Time end = i + 1 < versions.size() ? versions[i + 1].first : absl::InfiniteFuture();
+    if (!out.empty() && out.back().second == versions[i].first) {
+      out.back().second = end;  // consecutive versions in the state (another attribute changed)
+    } else {
+      out.emplace_back(versions[i].first, end);
+    }
+  }
+  return out;
+}
+
+absl::Time UsageFigures::Instr::RetiredAt() const {
+  if (instrument.state() != iv::RETIRED) return absl::InfiniteFuture();
+  // The first version RETIRED: later changes of a retired instrument (a new
+  // facility operator) move its update_time, not its retirement.
+  for (const auto& [from, version] : versions) {
+    if (version.state() == iv::RETIRED) return from;
+  }
+  return instrument.has_update_time() ? FromProto(instrument.update_time()) : absl::InfiniteFuture();
+}
+
 const labshare::inventory::v1::Instrument* UsageFigures::Instr::VersionAt(absl::Time t) const {
   if (versions.empty()) return &instrument;
   const iv::Instrument* v = &versions.front().second;
@@ -1164,16 +1225,22 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     const labshare::inventory::v1::Instrument* ins = nullptr;
     int64_t calendar = 0, maintenance = 0, available = 0;
     bool value_known = false;
-    bool in_set = false;  // the last stretch, in the row's instrument set (capacity, value, count)
+    bool last = false;    // the last stretch (open sessions count in it)
+    bool in_set = false;  // the last stretch and in service: in the row's instrument set (capacity, value, count)
     bool whole = true;    // the only stretch, with the attributes the aggregates were built for
     size_t nparts = 0;    // counter hashes read (then one SUNION)
     std::map<std::pair<int, std::string>, Cell> cells;  // by (mode, user org), filtered
   };
+  // The instrument set of one instrument-side key: shared by every row of
+  // that key, whatever its user-side keys.
+  struct Set {
+    std::set<absl::string_view> instruments;
+    int64_t calendar = 0, maintenance = 0, available = 0, original_value = 0, without_value = 0;
+  };
   struct Acc {
     v1::UsageGroupKey key;
+    std::string ikey;  // its instrument-side key (Set)
     int64_t c[kCounters] = {};
-    std::set<absl::string_view> instruments;  // the row's instrument set
-    int64_t calendar = 0, maintenance = 0, available = 0, original_value = 0, without_value = 0;
     int64_t valued_income = 0;  // service income of the instruments with a known value (revenue_rate)
     std::map<std::string, int64_t> other;  // other_currency_income by currency code
     std::set<absl::string_view> users, ext_users, sme_users, orgs, ext_orgs, sme_orgs, startup_orgs;
@@ -1209,10 +1276,10 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     for (const auto& [id, x] : instruments) {
       const auto& ins = x.instrument;
       const absl::Time created = ins.has_create_time() ? FromProto(ins.create_time()) : absl::InfinitePast();
-      const absl::Time retired = ins.state() == iv::RETIRED && ins.has_update_time() ? FromProto(ins.update_time())
-                                                                                  : absl::InfiniteFuture();
-      const absl::Time in_from = std::max(created, bstart), in_to = std::min(retired, bend);
-      if (in_from >= in_to) continue;  // not in service in this bucket
+      const absl::Time in_from = std::max(created, bstart), in_to = std::min(x.RetiredAt(), bend);
+      // Not in service in this bucket: no capacity and not in any instrument
+      // set, but its use and postings (a late correction) still count.
+      const bool in_service = in_from < in_to;
       // The version in force at the start of each day of the bucket, as
       // stretches of days: use counts with the attributes of its stretch
       // ("as of the time of use"), the instrument set with those of the
@@ -1245,7 +1312,8 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         Loaded l;
         l.id = &id;
         l.ins = &version;
-        l.in_set = last;
+        l.last = last;
+        l.in_set = last && in_service;
         l.whole = stretches.size() == 1 && last_attributes == agg::Attributes(ins);
         l.value_known = end_version.has_original_value() && end_version.original_value().currency_code() == currency_;
         std::vector<std::string> sunion = {"SUNION"};
@@ -1256,16 +1324,19 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         }
         cmds.push_back(std::move(sunion));
         if (l.in_set) {
+          const auto maintenance_states = x.StateIntervals(iv::MAINTENANCE);
           // Capacity of this instrument in the bucket.
           for (size_t k = 0; k + 1 < day_starts.size(); ++k) {
             const absl::Time ds = std::max(in_from, day_starts[k]);
             const absl::Time de = std::min(in_to, day_starts[k + 1]);
             if (ds >= de) continue;  // outside [in_from, in_to)
             const int64_t secs = absl::ToInt64Seconds(de - ds);
-            // Union of the windows inside [ds, de).
+            // Union of the windows and the time in state MAINTENANCE inside [ds, de).
             std::vector<std::pair<absl::Time, absl::Time>> cut;
-            for (const auto& [ws, we] : x.windows) {
-              if (ws < de && ds < we) cut.emplace_back(std::max(ws, ds), std::min(we, de));
+            for (const auto* list : {&x.windows, &maintenance_states}) {
+              for (const auto& [ws, we] : *list) {
+                if (ws < de && ds < we) cut.emplace_back(std::max(ws, ds), std::min(we, de));
+              }
             }
             std::sort(cut.begin(), cut.end());
             int64_t m = 0;
@@ -1290,8 +1361,8 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     // month or year, no user-side filter, groupings by instrument (any
     // instrument filter), or, unfiltered, the platform, and for years the
     // owner, facility, category or mode; and aggregates exact for the current
-    // attributes (built == gen) to which only instruments in service in the
-    // bucket contributed.
+    // attributes (built == gen) to which only instruments loaded for the
+    // bucket (matching the filter, in service or not) contributed.
     std::map<std::string, int64_t, std::less<>> distinct;  // "<scope>|<name>" -> count
     // Open sessions of the bucket's instruments that count in it (time in
     // use so far, or a completed booking by its reserved start): not in the
@@ -1358,10 +1429,10 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         bool valid = !fr[1].is_nil() && fr[1].str == gen && gen == gen_before && epoch == epoch_before &&
                      same(fr[0], fr[after]) && same(fr[1], fr[after + 1]) && same(fr[4], fr[after + 2]);
         if (valid && cross) {
-          std::set<absl::string_view> in_service;
-          for (const Loaded& l : loaded) in_service.insert(*l.id);
+          std::set<absl::string_view> ids;
+          for (const Loaded& l : loaded) ids.insert(*l.id);
           for (const auto& id : fr[2].elements) {
-            if (in_service.count(id.str) == 0) valid = false;
+            if (ids.count(id.str) == 0) valid = false;
           }
         }
         if (valid) {
@@ -1445,7 +1516,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
       }
       // Open sessions: a use record up to the computation time ("Use
       // record"), split by day and capped per day like a closed one.
-      auto open = open_here && l.in_set ? open_sessions.find(*l.id) : open_sessions.end();
+      auto open = open_here && l.last ? open_sessions.find(*l.id) : open_sessions.end();
       if (open == open_sessions.end()) continue;
       for (const OpenSession& o : open->second) {
         if (!user_ok(o.mode, o.org)) continue;
@@ -1470,6 +1541,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
       auto has = [&](v1::Dimension d) { return std::find(dims.begin(), dims.end(), d) != dims.end(); };
       const bool user_dims = has(v1::DIMENSION_USER_ORGANIZATION) || has(v1::DIMENSION_SHARING_MODE);
       std::map<std::string, Acc> accs;  // by key
+      std::map<std::string, Set> sets;  // by instrument-side key
       for (const Loaded& l : loaded) {
         const auto& ins = *l.ins;
         std::string ikey_str;
@@ -1480,6 +1552,19 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         if (has(v1::DIMENSION_CATEGORY)) ikey.set_category(ins.category());
         ikey_str = absl::StrCat(ikey.instrument(), "\x1f", ikey.owner_organization(), "\x1f", ikey.facility(), "\x1f",
                                 ikey.category());
+        if (l.in_set) {
+          Set& set = sets[ikey_str];
+          if (set.instruments.insert(*l.id).second) {
+            set.calendar += l.calendar;
+            set.maintenance += l.maintenance;
+            set.available += l.available;
+            if (l.value_known) {
+              set.original_value += ins.original_value().amount_minor();
+            } else {
+              ++set.without_value;
+            }
+          }
+        }
         auto row_for = [&](int mode, const std::string& org) -> Acc& {
           std::string k = ikey_str;
           if (has(v1::DIMENSION_USER_ORGANIZATION)) absl::StrAppend(&k, "\x1f", org);
@@ -1488,18 +1573,9 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
           Acc& a = it->second;
           if (fresh) {
             a.key = ikey;
+            a.ikey = ikey_str;
             if (has(v1::DIMENSION_USER_ORGANIZATION)) a.key.set_user_organization(org);
             if (has(v1::DIMENSION_SHARING_MODE)) a.key.set_mode(static_cast<SharingMode>(mode));
-          }
-          if (l.in_set && a.instruments.insert(*l.id).second) {
-            a.calendar += l.calendar;
-            a.maintenance += l.maintenance;
-            a.available += l.available;
-            if (l.value_known) {
-              a.original_value += ins.original_value().amount_minor();
-            } else {
-              ++a.without_value;
-            }
           }
           return a;
         };
@@ -1542,15 +1618,18 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         fig.set_effective_seconds(a.c[kEff]);
         fig.set_external_seconds(a.c[kExt]);
         if (owner_view) {
-          fig.set_calendar_seconds(a.calendar);
-          fig.set_maintenance_seconds(a.maintenance);
-          fig.set_available_seconds(a.available);
-          *fig.mutable_utilization() = MakeRatio(a.c[kEff], a.available);
-          *fig.mutable_revenue_rate() = MakeRatio(a.valued_income, a.original_value);
+          static const Set kNone;
+          auto set_it = sets.find(a.ikey);
+          const Set& set = set_it == sets.end() ? kNone : set_it->second;
+          fig.set_calendar_seconds(set.calendar);
+          fig.set_maintenance_seconds(set.maintenance);
+          fig.set_available_seconds(set.available);
+          *fig.mutable_utilization() = MakeRatio(a.c[kEff], set.available);
+          *fig.mutable_revenue_rate() = MakeRatio(a.valued_income, set.original_value);
           fig.mutable_original_value()->set_currency_code(currency_);
-          fig.mutable_original_value()->set_amount_minor(a.original_value);
-          fig.set_instrument_count(static_cast<int64_t>(a.instruments.size()));
-          fig.set_instruments_without_value(a.without_value);
+          fig.mutable_original_value()->set_amount_minor(set.original_value);
+          fig.set_instrument_count(static_cast<int64_t>(set.instruments.size()));
+          fig.set_instruments_without_value(set.without_value);
         }
         *fig.mutable_sharing_rate() = MakeRatio(a.c[kExt], a.c[kEff]);
         auto money = [&](labshare::type::v1::Money* m, int64_t v) {
@@ -1641,6 +1720,9 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
   LS_ASSIGN_OR_RETURN(std::vector<v1::Dimension> dims, ParseDims(r.group_by()));
+  if (!v1::PeriodGranularity_IsValid(r.granularity())) {
+    return InvalidField("granularity", "not a PeriodGranularity value (DAY, MONTH, YEAR or RANGE)");
+  }
   if (r.granularity() == v1::PERIOD_GRANULARITY_DAY && to - from > 400) {
     return InvalidField("range", "DAY over more than 400 days: use ExportUsage", "RANGE_TOO_LARGE");
   }

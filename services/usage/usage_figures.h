@@ -44,6 +44,8 @@
 //                                     accepted (the period its booking, its client's
 //                                     cancellation and its run's completion count in); an
 //                                     acceptance folded when the field exists changes nothing
+//   {usage}:tsout                     HASH service order name -> "1": counted in outage_cancelled_bookings
+//                                     (once per order, however many of its runs an outage cancels)
 // Figures of a range read whole years from the year hashes, whole months from
 // the month hashes and the remaining days from the day hashes, all
 // instruments in one pipelined round trip per bucket.
@@ -204,6 +206,12 @@ class UsageFigures {
     // The version in force at t: the last one in effect at or before t (the
     // first one before it took effect; the latest when there are none).
     const labshare::inventory::v1::Instrument* VersionAt(absl::Time t) const;
+    // When it was retired: the time the first RETIRED version took effect
+    // (update_time when there are no versions); InfiniteFuture if in service.
+    absl::Time RetiredAt() const;
+    // The intervals in which its versions had state `state` (an
+    // inventory::v1::Instrument::State), [took effect, next version not in it).
+    std::vector<std::pair<absl::Time, absl::Time>> StateIntervals(int state) const;
   };
   struct PreparedFold {
     struct Op {
@@ -249,6 +257,10 @@ class UsageFigures {
   // f.instruments only (the caller matches each version).
   absl::StatusOr<std::map<std::string, Instr>> Instruments(const v1::UsageFilter& f, bool history = false) const;
   absl::Status CheckRange(const labshare::type::v1::Interval& range, absl::CivilDay* from, absl::CivilDay* to) const;
+  // The version an instrument row of [.., to) is assessed with: in force at
+  // the start of the last day; nullptr when the row has no instrument set.
+  const labshare::inventory::v1::Instrument* EndVersion(const std::map<std::string, Instr>& instruments,
+                                                        const v1::UsageRow& row, absl::CivilDay to) const;
   absl::Status Scope(const Principal& p, const v1::UsageFilter& f) const;
   // Rows of [from, to) grouped by `dims`, bucketed by `granularity`.
   absl::StatusOr<std::vector<v1::UsageRow>> Compute(absl::CivilDay from, absl::CivilDay to,

@@ -493,18 +493,30 @@ absl::Status UsageFigures::CheckOverride(const v1::ThresholdOverride& o) const {
   return absl::OkStatus();
 }
 
+const iv::Instrument* UsageFigures::EndVersion(const std::map<std::string, Instr>& instruments,
+                                              const v1::UsageRow& row, absl::CivilDay to) const {
+  // A row of use or postings only (the instrument not in service in the
+  // range, or its version at the end outside the filter) is not assessed.
+  if (row.figures().instrument_count() == 0) return nullptr;
+  auto it = instruments.find(row.key().instrument().substr(row.key().instrument().rfind('/') + 1));
+  if (it == instruments.end()) return nullptr;
+  // As the row's instrument set: the version in force at the start of the
+  // range's last day (owner, facility, category, value, display name).
+  return it->second.VersionAt(absl::FromCivil(to - 1, zone_));
+}
+
 absl::StatusOr<std::vector<v1::InstrumentAssessment>> UsageFigures::Assess(absl::CivilDay from, absl::CivilDay to,
                                                                            const v1::UsageFilter& f,
                                                                            const v1::Thresholds& t,
                                                                            const v1::ThresholdOverride& o) const {
   LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_INSTRUMENT}, f, true));
-  LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f));
+  LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f, /*history=*/true));
   LS_ASSIGN_OR_RETURN(Names names, LoadNames());
   std::vector<v1::InstrumentAssessment> out;
   for (const auto& row : rows) {
-    auto it = instruments.find(row.key().instrument().substr(row.key().instrument().rfind('/') + 1));
-    if (it == instruments.end()) continue;
-    out.push_back(AssessOne(row.figures(), it->second.instrument, t, o, names.orgs, names.facilities, currency_));
+    const iv::Instrument* version = EndVersion(instruments, row, to);
+    if (version == nullptr) continue;
+    out.push_back(AssessOne(row.figures(), *version, t, o, names.orgs, names.facilities, currency_));
   }
   return out;
 }
@@ -669,7 +681,7 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
     groupings.push_back({v1::DIMENSION_SHARING_MODE});
   }
   LS_ASSIGN_OR_RETURN(auto rows, ComputeMany(from, to, v1::PERIOD_GRANULARITY_RANGE, groupings, f, true));
-  LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f));
+  LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f, /*history=*/true));
   LS_ASSIGN_OR_RETURN(Names names, LoadNames());
   LS_ASSIGN_OR_RETURN(v1::Thresholds t, LoadThresholds());
   out->set_year(year);
@@ -679,11 +691,10 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
   *out->mutable_thresholds() = t;
   std::vector<v1::InstrumentAssessment> assessed;
   for (const auto& row : rows[0]) {
-    auto it = instruments.find(row.key().instrument().substr(row.key().instrument().rfind('/') + 1));
-    if (it == instruments.end()) continue;
+    const iv::Instrument* version = EndVersion(instruments, row, to);
+    if (version == nullptr) continue;
     assessed.push_back(
-        AssessOne(row.figures(), it->second.instrument, t, v1::ThresholdOverride(), names.orgs, names.facilities,
-                  currency_));
+        AssessOne(row.figures(), *version, t, v1::ThresholdOverride(), names.orgs, names.facilities, currency_));
   }
   std::sort(assessed.begin(), assessed.end(), [](const auto& a, const auto& b) {
     return std::tie(a.owner_organization(), a.instrument()) < std::tie(b.owner_organization(), b.instrument());
@@ -859,6 +870,9 @@ absl::Status UsageFigures::ExportUsage(const Principal& p, const v1::ExportUsage
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
   LS_ASSIGN_OR_RETURN(std::vector<v1::Dimension> dims, ParseDims(r.group_by()));
+  if (!v1::PeriodGranularity_IsValid(r.granularity())) {
+    return InvalidField("granularity", "not a PeriodGranularity value (DAY, MONTH, YEAR or RANGE)");
+  }
   if (r.format() != v1::EXPORT_FORMAT_ROWS && r.format() != v1::EXPORT_FORMAT_CSV) {
     return InvalidField("format", "required: EXPORT_FORMAT_ROWS or EXPORT_FORMAT_CSV");
   }

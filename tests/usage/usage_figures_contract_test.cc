@@ -1,0 +1,448 @@
+// The figures as usage.proto ("Definitions", UsageFigures, Dimension) and
+// DOMAIN.md define them, where ComputeMany, the reports and the counting
+// once disagreed with them (Asia/Shanghai, 2026; every instrument registered
+// 2026-01-01 00:00, 24 available hours a day; March has 31 days =
+// 2,678,400 s):
+//   - use and postings of an instrument not in service in a bucket (retired)
+//     still count there; retirement is when the instrument became RETIRED,
+//     not its latest update;
+//   - user-side keys (sharing mode, user organisation) do not narrow the
+//     instrument set;
+//   - time in instrument state MAINTENANCE is maintenance, united with the
+//     windows;
+//   - assessments use the instrument's version at the end of the range;
+//   - cancellations count only for confirmed bookings, a lessee's own lease
+//     cancellation counts, an outage counts a service order once;
+//   - an export with a missing audit entry fails; an unknown granularity is
+//     rejected.
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/proto_util.h"
+#include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
+#include "labshare/usage/v1/usage.pb.h"
+#include "services/usage/audit_chain.h"
+#include "services/usage/usage_figures.h"
+#include "tests/support/page_tokens.h"
+#include "tests/support/redis_server.h"
+
+namespace labshare::usage {
+namespace {
+
+namespace bk = labshare::booking::v1;
+namespace iv = labshare::inventory::v1;
+using labshare::type::v1::SharingMode;
+
+constexpr int64_t kDay = 86400;
+constexpr int64_t kMarch = 31 * kDay;  // 2,678,400
+
+class UsageFiguresContractTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetQuietLogging(true);
+    redis_ = testing::SharedRedisServer();
+    ASSERT_NE(redis_, nullptr);
+    testing::FlushAll(*redis_);
+    pool_ = std::make_unique<RedisPool>(redis_->options());
+    ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &zone_));
+    clock_.Set(At(2027, 3, 1));
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
+    ASSERT_TRUE(figures_->MigrateAggregates().ok());  // the aggregates answer wherever they apply
+  }
+
+  absl::Time At(int y, int m, int d, int h = 0) const { return absl::FromCivil(absl::CivilSecond(y, m, d, h, 0, 0), zone_); }
+
+  template <typename Event>
+  StreamEvent Stream(Event event) {
+    event.mutable_header()->set_event_id(absl::StrCat("ev", ++next_event_));
+    StreamEvent e;
+    e.payload = event.SerializeAsString();
+    return e;
+  }
+  template <typename Event>
+  void Fold(const std::string& source, Event event) {
+    ASSERT_TRUE(figures_->Fold(source, Stream(std::move(event))).ok());
+  }
+
+  // A version of instrument `id` (owner organizations/own unless given),
+  // taking effect at `at`.
+  void Version(const std::string& id, iv::InstrumentState state, absl::Time at,
+               const std::string& owner = "organizations/own", const std::string& category = "sem") {
+    iv::InventoryEvent e;
+    auto* in = e.mutable_instrument_changed()->mutable_instrument();
+    in->set_name("instruments/" + id);
+    in->set_owner_organization(owner);
+    in->set_category(category);
+    in->set_state(state);
+    in->set_daily_available_hours(24);
+    *in->mutable_create_time() = ToProto(At(2026, 1, 1));
+    *in->mutable_update_time() = ToProto(at);
+    Fold("inventory", e);
+  }
+  void Register(const std::string& id, const std::string& owner = "organizations/own") {
+    Version(id, iv::ACTIVE, At(2026, 1, 1), owner);
+  }
+
+  // Service income of organizations/lab on i<id>, ON_SITE.
+  void Income(const std::string& id, int64_t amount, absl::Time at, bool correction) {
+    labshare::billing::v1::BillingEvent e;
+    auto* f = correction ? e.mutable_correction_posted()->add_income_deltas()
+                         : e.mutable_charge_posted()->mutable_income();
+    f->set_owner_organization("organizations/own");
+    f->set_instrument("instruments/" + id);
+    f->set_mode(labshare::type::v1::ON_SITE);
+    f->set_currency_code("CNY");
+    *f->mutable_effective_time() = ToProto(at);
+    auto* share = f->add_shares();
+    share->set_payer_organization("organizations/lab");
+    share->set_share_bps(10000);
+    share->mutable_service_income()->set_currency_code("CNY");
+    share->mutable_service_income()->set_amount_minor(amount);
+    *f->mutable_service_income() = share->service_income();
+    Fold("billing", e);
+  }
+
+  static bk::Booking Booking(const std::string& name, const std::string& instrument, SharingMode mode,
+                             const std::string& payer, absl::Time start, absl::Time end) {
+    bk::Booking b;
+    b.set_name("bookings/" + name);
+    b.set_instrument("instruments/" + instrument);
+    b.set_mode(mode);
+    b.set_payer_organization(payer);
+    b.set_user("users/u-" + name);
+    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
+    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(end);
+    return b;
+  }
+  // A session [start, end) checked out.
+  void Used(bk::Booking b) {
+    b.set_state(bk::Booking::COMPLETED);
+    *b.mutable_session()->mutable_start_time() = b.reserved_interval().start_time();
+    *b.mutable_session()->mutable_end_time() = b.reserved_interval().end_time();
+    bk::BookingEvent e;
+    *e.mutable_booking_checked_out()->mutable_booking() = b;
+    Fold("booking", e);
+  }
+  bk::BookingEvent Cancelled(bk::Booking b, bk::Booking::State previous, bk::Booking::CancellationInitiator initiator,
+                             bool outage, const std::string& actor_organization = "") {
+    b.set_state(bk::Booking::CANCELLED);
+    bk::BookingEvent e;
+    e.mutable_header()->set_actor_organization(actor_organization);
+    auto* c = e.mutable_booking_cancelled();
+    *c->mutable_booking() = b;
+    c->set_previous_state(previous);
+    c->set_initiator(initiator);
+    c->set_cancelled_by_outage(outage);
+    return e;
+  }
+
+  labshare::type::v1::Interval Range(absl::CivilDay from, absl::CivilDay to) const {
+    labshare::type::v1::Interval r;
+    *r.mutable_start_time() = ToProto(absl::FromCivil(from, zone_));
+    *r.mutable_end_time() = ToProto(absl::FromCivil(to, zone_));
+    return r;
+  }
+  v1::QueryUsageResponse Query(absl::CivilDay from, absl::CivilDay to, v1::PeriodGranularity g,
+                               std::vector<v1::Dimension> dims = {}, const v1::UsageFilter& filter = {}) {
+    v1::QueryUsageRequest q;
+    *q.mutable_range() = Range(from, to);
+    q.set_granularity(g);
+    for (auto d : dims) q.add_group_by(d);
+    *q.mutable_filter() = filter;
+    q.set_page_size(1000);
+    auto r = figures_->QueryUsage(auditor_, q);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : v1::QueryUsageResponse();
+  }
+  v1::UsageFigures March(const v1::UsageFilter& filter = {}) {
+    return Query(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1), v1::PERIOD_GRANULARITY_RANGE, {}, filter)
+        .totals();
+  }
+  static v1::UsageFilter OnlyInstrument(const std::string& id) {
+    v1::UsageFilter f;
+    f.add_instruments("instruments/" + id);
+    return f;
+  }
+
+  testing::RedisServer* redis_ = nullptr;
+  std::unique_ptr<RedisPool> pool_;
+  absl::TimeZone zone_;
+  FakeClock clock_;
+  std::unique_ptr<UsageFigures> figures_;
+  Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
+  int next_event_ = 0;
+};
+
+// A charge in February, its reversal in March after the instrument was
+// retired (1 March): March carries the reversal, the months add up to the
+// year, with and without the aggregates.
+TEST_F(UsageFiguresContractTest, ReversalAfterRetirementCountsInItsMonth) {
+  Register("i1");
+  Version("i1", iv::RETIRED, At(2026, 3, 1));
+  Income("i1", 100000, At(2026, 2, 20), /*correction=*/false);
+  Income("i1", -100000, At(2026, 3, 15), /*correction=*/true);
+  for (const v1::UsageFilter& filter : {v1::UsageFilter(), OnlyInstrument("i1")}) {
+    const int64_t from_aggregates = figures_->buckets_from_aggregates();
+    v1::QueryUsageResponse r =
+        Query(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1), v1::PERIOD_GRANULARITY_MONTH, {}, filter);
+    // Unfiltered, the months come from the aggregates; filtered, from the counters.
+    EXPECT_EQ(figures_->buckets_from_aggregates() > from_aggregates, filter.instruments().empty());
+    int64_t sum = 0;
+    std::map<int, int64_t> by_month;
+    std::map<int, int64_t> count_by_month;
+    for (const auto& row : r.rows()) {
+      const int month = absl::ToCivilMonth(FromProto(row.period().start_time()), zone_).month();
+      by_month[month] = row.figures().service_income().amount_minor();
+      count_by_month[month] = row.figures().instrument_count();
+      sum += row.figures().service_income().amount_minor();
+    }
+    EXPECT_EQ(by_month[2], 100000);
+    EXPECT_EQ(by_month[3], -100000);
+    EXPECT_EQ(count_by_month[2], 1);
+    EXPECT_EQ(count_by_month[3], 0);  // not in service in March: no instrument set
+    EXPECT_EQ(sum, r.totals().service_income().amount_minor());
+    EXPECT_EQ(r.totals().service_income().amount_minor(), 0);
+    EXPECT_EQ(March(filter).service_income().amount_minor(), -100000);
+    EXPECT_EQ(March(filter).calendar_seconds(), 0);
+  }
+}
+
+// Retired 1 March; a facility operator change on 1 June sets update_time on
+// the retired instrument: April still has no i1 in service.
+TEST_F(UsageFiguresContractTest, RetirementIsTheFirstRetiredVersionNotTheLatestUpdate) {
+  Register("i1");
+  Version("i1", iv::RETIRED, At(2026, 3, 1));
+  Version("i1", iv::RETIRED, At(2026, 6, 1));  // operator change
+  v1::UsageFigures april =
+      Query(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1), v1::PERIOD_GRANULARITY_RANGE, {},
+            OnlyInstrument("i1"))
+          .totals();
+  EXPECT_EQ(april.instrument_count(), 0);
+  EXPECT_EQ(april.calendar_seconds(), 0);
+  v1::UsageFigures february =
+      Query(absl::CivilDay(2026, 2, 1), absl::CivilDay(2026, 3, 1), v1::PERIOD_GRANULARITY_RANGE, {},
+            OnlyInstrument("i1"))
+          .totals();
+  EXPECT_EQ(february.instrument_count(), 1);
+  EXPECT_EQ(february.calendar_seconds(), 28 * kDay);
+}
+
+// i1 ON_SITE 2 h by organisation x, i2 TECHNICAL_SERVICE 3 h for client y:
+// each mode's (and each user organisation's) row has the instrument set of
+// both, so the rows add up to the total utilization.
+TEST_F(UsageFiguresContractTest, UserSideRowsKeepTheWholeInstrumentSet) {
+  Register("i1");
+  Register("i2");
+  Used(Booking("b1", "i1", labshare::type::v1::ON_SITE, "organizations/x", At(2026, 3, 5, 10), At(2026, 3, 5, 12)));
+  Used(Booking("b2", "i2", labshare::type::v1::TECHNICAL_SERVICE, "organizations/y", At(2026, 3, 6, 10),
+               At(2026, 3, 6, 13)));
+  for (v1::Dimension d : {v1::DIMENSION_SHARING_MODE, v1::DIMENSION_USER_ORGANIZATION}) {
+    v1::QueryUsageResponse r =
+        Query(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1), v1::PERIOD_GRANULARITY_RANGE, {d});
+    ASSERT_EQ(r.rows_size(), 2) << d;
+    int64_t eff = 0;
+    for (const auto& row : r.rows()) {
+      EXPECT_EQ(row.figures().instrument_count(), 2) << d;
+      EXPECT_EQ(row.figures().calendar_seconds(), 2 * kMarch) << d;
+      EXPECT_EQ(row.figures().available_seconds(), 2 * kMarch) << d;
+      EXPECT_EQ(row.figures().utilization().numerator(), row.figures().effective_seconds());
+      EXPECT_EQ(row.figures().utilization().denominator(), 2 * kMarch);
+      eff += row.figures().effective_seconds();
+    }
+    EXPECT_EQ(r.rows(0).figures().effective_seconds() + r.rows(1).figures().effective_seconds(), 5 * 3600);
+    EXPECT_EQ(r.totals().instrument_count(), 2);
+    EXPECT_EQ(r.totals().calendar_seconds(), 2 * kMarch);
+    EXPECT_EQ(eff, r.totals().effective_seconds());
+  }
+  // An instrument-side key still narrows: i1's row has i1 alone.
+  v1::QueryUsageResponse by_instrument =
+      Query(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1), v1::PERIOD_GRANULARITY_RANGE,
+            {v1::DIMENSION_INSTRUMENT, v1::DIMENSION_SHARING_MODE});
+  ASSERT_EQ(by_instrument.rows_size(), 2);
+  for (const auto& row : by_instrument.rows()) {
+    EXPECT_EQ(row.figures().instrument_count(), 1);
+    EXPECT_EQ(row.figures().calendar_seconds(), kMarch);
+  }
+}
+
+// MAINTENANCE from 10 March 00:00 to 12 March 00:00 (+08): 2 days of
+// maintenance. i2 also has a window 11 March 12:00 .. 13 March 00:00,
+// overlapping: the union is 10 March .. 13 March, 3 days.
+TEST_F(UsageFiguresContractTest, TimeInStateMaintenanceIsMaintenance) {
+  for (const std::string id : {"i1", "i2"}) {
+    Register(id);
+    Version(id, iv::MAINTENANCE, At(2026, 3, 10));
+    Version(id, iv::ACTIVE, At(2026, 3, 12));
+  }
+  iv::InventoryEvent w;
+  w.mutable_maintenance_window_changed()->set_instrument("instruments/i2");
+  auto* mw = w.mutable_maintenance_window_changed()->mutable_maintenance_window();
+  mw->set_name("instruments/i2/maintenanceWindows/w1");
+  mw->set_state(iv::SCHEDULED);
+  *mw->mutable_interval()->mutable_start_time() = ToProto(At(2026, 3, 11, 12));
+  *mw->mutable_interval()->mutable_end_time() = ToProto(At(2026, 3, 13));
+  Fold("inventory", w);
+  v1::UsageFigures i1 = March(OnlyInstrument("i1"));
+  EXPECT_EQ(i1.calendar_seconds(), kMarch);
+  EXPECT_EQ(i1.maintenance_seconds(), 172800);
+  EXPECT_EQ(i1.available_seconds(), 2505600);
+  v1::UsageFigures i2 = March(OnlyInstrument("i2"));
+  EXPECT_EQ(i2.maintenance_seconds(), 3 * kDay);
+  EXPECT_EQ(i2.available_seconds(), kMarch - 3 * kDay);
+  // Still in MAINTENANCE at the end of a range: to its end.
+  Register("i3");
+  Version("i3", iv::MAINTENANCE, At(2026, 3, 30));
+  EXPECT_EQ(March(OnlyInstrument("i3")).maintenance_seconds(), 2 * kDay);
+}
+
+// Transferred from organisation a to b (and from category sem to xrd) on
+// 1 February 2027: the 2026 assessments are of the 2026 version.
+TEST_F(UsageFiguresContractTest, AssessmentsUseTheVersionAtTheEndOfTheRange) {
+  Version("i1", iv::ACTIVE, At(2026, 1, 1), "organizations/a", "sem");
+  Version("i1", iv::ACTIVE, At(2027, 2, 1), "organizations/b", "xrd");
+  v1::ListIdleInstrumentsRequest idle;
+  *idle.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 7, 1));
+  idle.mutable_filter()->add_owner_organizations("organizations/a");
+  auto listed = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->instruments_size(), 1);
+  EXPECT_EQ(listed->instruments(0).owner_organization(), "organizations/a");
+  EXPECT_EQ(listed->instruments(0).category(), "sem");
+  EXPECT_TRUE(listed->instruments(0).idle());
+  idle.mutable_filter()->set_owner_organizations(0, "organizations/b");
+  listed = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->instruments_size(), 0);
+
+  v1::GetAnnualReportRequest report;
+  report.set_year(2026);
+  report.set_page_size(100);
+  auto annual = figures_->GetAnnualReport(auditor_, report);
+  ASSERT_TRUE(annual.ok()) << annual.status();
+  ASSERT_EQ(annual->instruments_size(), 1);
+  EXPECT_EQ(annual->instruments(0).owner_organization(), "organizations/a");
+  EXPECT_EQ(annual->instruments(0).category(), "sem");
+  ASSERT_EQ(annual->category_summaries_size(), 1);
+  EXPECT_EQ(annual->category_summaries(0).key().category(), "sem");
+  EXPECT_EQ(annual->category_summaries(0).counts().idle(), 1);
+  report.mutable_scope()->add_owner_organizations("organizations/a");
+  annual = figures_->GetAnnualReport(auditor_, report);
+  ASSERT_TRUE(annual.ok()) << annual.status();
+  ASSERT_EQ(annual->instruments_size(), 1);
+  EXPECT_EQ(annual->instruments(0).instrument(), "instruments/i1");
+}
+
+// cancelled_bookings and outage_cancelled_bookings are "Of those"
+// (confirmed bookings): a request cancelled while pending is none of them;
+// UNSPECIFIED (older streams) is confirmed.
+TEST_F(UsageFiguresContractTest, OnlyConfirmedBookingsCountAsCancelled) {
+  Register("i1");
+  const auto on_site = labshare::type::v1::ON_SITE;
+  auto b = [&](const std::string& name) {
+    return Booking(name, "i1", on_site, "organizations/lab", At(2026, 3, 20, 9), At(2026, 3, 20, 10));
+  };
+  Fold("booking", Cancelled(b("p1"), bk::Booking::PENDING_APPROVAL, bk::Booking::BOOKER, false));
+  Fold("booking", Cancelled(b("p2"), bk::Booking::PENDING_APPROVAL, bk::Booking::PARENT_RESOURCE, true));
+  Fold("booking", Cancelled(b("c1"), bk::Booking::CONFIRMED, bk::Booking::BOOKER, false));
+  Fold("booking", Cancelled(b("c2"), bk::Booking::STATE_UNSPECIFIED, bk::Booking::BOOKER, false));
+  Fold("booking", Cancelled(b("c3"), bk::Booking::CONFIRMED, bk::Booking::PARENT_RESOURCE, true));
+  v1::UsageFigures m = March();
+  EXPECT_EQ(m.cancelled_bookings(), 2);
+  EXPECT_EQ(m.outage_cancelled_bookings(), 1);
+}
+
+// CancelLease names the lease (PARENT_RESOURCE) as initiator whoever cancels:
+// the lessee's own cancellation after approval is a cancellation by the user
+// side, the owner's is not.
+TEST_F(UsageFiguresContractTest, ALesseeCancellingAnApprovedLeaseCounts) {
+  Register("i1");
+  const auto lease = labshare::type::v1::LEASE;
+  auto b = [&](const std::string& name) {
+    return Booking(name, "i1", lease, "organizations/lab", At(2026, 3, 20), At(2026, 3, 25));
+  };
+  Fold("booking", Cancelled(b("l1"), bk::Booking::CONFIRMED, bk::Booking::PARENT_RESOURCE, false, "organizations/lab"));
+  Fold("booking", Cancelled(b("l2"), bk::Booking::CONFIRMED, bk::Booking::PARENT_RESOURCE, false, "organizations/own"));
+  Fold("booking",
+       Cancelled(b("l3"), bk::Booking::PENDING_APPROVAL, bk::Booking::PARENT_RESOURCE, false, "organizations/lab"));
+  EXPECT_EQ(March().cancelled_bookings(), 1);
+}
+
+// A service order is one booking however often its run is rescheduled: two
+// runs of order o1 cancelled by outages count once (in the month its quote
+// was accepted); two runs of o2 cancelled in one fold step, once too.
+TEST_F(UsageFiguresContractTest, AnOutageCountsAServiceOrderOnce) {
+  Register("i1");
+  const auto ts = labshare::type::v1::TECHNICAL_SERVICE;
+  for (const std::string order : {"o1", "o2"}) {
+    bk::BookingEvent e;
+    auto* o = e.mutable_service_order_quote_accepted()->mutable_service_order();
+    o->set_name("serviceOrders/" + order);
+    o->set_instrument("instruments/i1");
+    o->set_client_organization("organizations/lab");
+    *o->mutable_quote_accept_time() = ToProto(At(2026, 3, 2));
+    Fold("booking", e);
+  }
+  auto run = [&](const std::string& name, const std::string& order, int day) {
+    bk::Booking b = Booking(name, "i1", ts, "organizations/lab", At(2026, 4, day, 9), At(2026, 4, day, 12));
+    b.set_service_order("serviceOrders/" + order);
+    return Cancelled(b, bk::Booking::CONFIRMED, bk::Booking::PARENT_RESOURCE, true);
+  };
+  Fold("booking", run("r1", "o1", 10));
+  Fold("booking", run("r2", "o1", 15));
+  std::vector<absl::Status> batch =
+      figures_->FoldBatch("booking", {Stream(run("r3", "o2", 10)), Stream(run("r4", "o2", 15))});
+  for (const auto& s : batch) EXPECT_TRUE(s.ok()) << s;
+  v1::UsageFigures m = March();
+  EXPECT_EQ(m.bookings(), 2);
+  EXPECT_EQ(m.outage_cancelled_bookings(), 2);
+}
+
+// An unknown granularity is not treated as RANGE.
+TEST_F(UsageFiguresContractTest, AnOutOfEnumGranularityIsRejected) {
+  v1::QueryUsageRequest q;
+  *q.mutable_range() = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+  q.set_granularity(static_cast<v1::PeriodGranularity>(7));
+  auto r = figures_->QueryUsage(auditor_, q);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(r.status()), "INVALID_FIELD");
+  v1::ExportUsageRequest x;
+  *x.mutable_range() = q.range();
+  x.set_granularity(static_cast<v1::PeriodGranularity>(7));
+  x.set_format(v1::EXPORT_FORMAT_ROWS);
+  int messages = 0;
+  absl::Status s = figures_->ExportUsage(auditor_, x, [&](const v1::ExportUsageResponse&) {
+    ++messages;
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(s), "INVALID_FIELD");
+  EXPECT_EQ(messages, 0);
+}
+
+// An entry missing inside the exported range: AUDIT_CORRUPTED, as for the
+// link entry before it, not a file whose trailer skips it.
+TEST_F(UsageFiguresContractTest, AnAuditExportWithAMissingEntryFails) {
+  AuditChainOptions o;
+  o.clock = &clock_;
+  AuditChain chain(pool_.get(), labshare::testing::TestPageTokens(), o);
+  for (int i = 0; i < 3; ++i) {
+    iv::InventoryEvent e;
+    e.mutable_header()->set_event_id(absl::StrCat("audit", i));
+    ASSERT_TRUE(chain.Append("inventory", {"1-0", "labshare.inventory.v1.InventoryEvent", e.SerializeAsString()}).ok());
+  }
+  ASSERT_TRUE(chain.ExportJsonlString(0, 0).ok());
+  ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(2)}).ok());
+  auto text = chain.ExportJsonlString(0, 0);
+  EXPECT_EQ(text.status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(ErrorReason(text.status()), "AUDIT_CORRUPTED");
+  ASSERT_TRUE(pool_->Command({"SET", audit_keys::Entry(2), "not an entry"}).ok());
+  EXPECT_EQ(ErrorReason(chain.ExportJsonlString(0, 0).status()), "AUDIT_CORRUPTED");
+}
+
+}  // namespace
+}  // namespace labshare::usage

@@ -102,6 +102,14 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
   pool.set_name("subsidyPools/" + pool_id);
   if (pool.currency_code().empty()) pool.set_currency_code(kDefaultCurrency);
   LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
+  const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("CreateSubsidyPool", r.request_id());
+  const std::string fingerprint = RequestFingerprint("CreateSubsidyPool", r);
+  // A retry of a created pool gets the first answer before inventory is
+  // asked (the same during an inventory outage).
+  {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
+    if (seen) return Parse<v1::SubsidyPool>(*seen);
+  }
   if (!pool.funder_organization().empty()) {
     LS_RETURN_IF_ERROR(inventory_->GetOrganization(pool.funder_organization()).status());
   }
@@ -111,8 +119,8 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
   *pool.mutable_create_time() = ToProto(now);
   *pool.mutable_update_time() = ToProto(now);
   LedgerStep step;
-  step.idempotency_key = r.request_id().empty() ? "" : keys::Idempotency("CreateSubsidyPool", r.request_id());
-  step.fingerprint = RequestFingerprint("CreateSubsidyPool", r);
+  step.idempotency_key = idem;
+  step.fingerprint = fingerprint;
   step.response = SerializeDeterministic(pool);
   const std::string key = keys::Doc("pool", pool_id);
   step.version_checks.push_back({key, 0});
@@ -201,8 +209,9 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
     if (pool.topped_up_total().amount_minor() < 0 ||
         r.amount().amount_minor() > kMaxAmountMinor - pool.topped_up_total().amount_minor()) {
       return InvalidField("amount.amount_minor",
-                          absl::StrCat("would take the top-ups of ", r.name(), " beyond ", kMaxAmountMinor,
-                                       " minor units; at most ",
+                          absl::StrCat("a pool's top-ups total at most 10^15 (", kMaxAmountMinor,
+                                       ") minor units, the largest amount of money; ", r.name(), " has ",
+                                       pool.topped_up_total().amount_minor(), ", so at most ",
                                        std::max<int64_t>(0, kMaxAmountMinor - pool.topped_up_total().amount_minor()),
                                        " more can be added"));
     }
@@ -691,9 +700,11 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
     // The COMPUTED settlements of this period and currency: superseded by
     // this one, unless one of them already has paid transfers.
     std::vector<std::pair<v1::Settlement, int64_t>> previous;
+    int64_t of_period = 0;  // settlements of the period computed so far, any state and currency
     LS_ASSIGN_OR_RETURN(auto computed, store_->docs().IndexRange(keys::Index("settlement"), r.period() + "|", 100000));
     for (const auto& m : computed) {
       if (!absl::StartsWith(m, r.period() + "|")) break;
+      ++of_period;
       LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("settlement", m.substr(m.rfind('|') + 1))));
       if (!sdoc) continue;
       LS_ASSIGN_OR_RETURN(v1::Settlement old, Parse<v1::Settlement>(sdoc->data));
@@ -740,7 +751,12 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
                        "no issued invoice of " + r.period() + " has an open amount in " + currency);
     }
     LS_ASSIGN_OR_RETURN(v1::Settlement s, billing::ComputeSettlement(open, currency));
-    const std::string id = absl::StrFormat("%s-%s-%d", r.period(), absl::AsciiStrToLower(currency), Ms(now));
+    // Unique also for a recomputation in the same millisecond: the
+    // period's sequence number follows the time (the index orders by time,
+    // then id). A concurrent computation taking the same number makes this
+    // step stale (the document exists) and it reads again.
+    const std::string id =
+        absl::StrFormat("%s-%s-%d-%04d", r.period(), absl::AsciiStrToLower(currency), Ms(now), of_period + 1);
     s.set_name("settlements/" + id);
     s.set_state(v1::Settlement::COMPUTED);
     s.set_period(r.period());

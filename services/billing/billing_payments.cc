@@ -1,9 +1,12 @@
 // Payments, invoice payment and voiding, corrections, statements, income
 // reports and the remaining listings.
 //
-// A payment is one PAYMENT posting. Against an invoice it reduces that
-// payee's outstanding amount (the invoice becomes PAID when nothing is
-// outstanding); against a settlement transfer it marks the transfer paid,
+// A payment is one PAYMENT posting, of at most the open amount from payer
+// to payee. Against an invoice it reduces that payee's outstanding amount
+// towards zero, from either side (a payee refunding a negative amount; the
+// invoice becomes PAID when nothing is outstanding); against an open
+// balance it is at most what the payer's PAYABLE (a pool's POOL_PAYABLE)
+// owes the payee; against a settlement transfer it marks the transfer paid,
 // and the last paid transfer clears the settlement: its SETTLEMENT_NETTING
 // posting moves the open receivables and payables onto the transfer
 // counterparties and its invoices become PAID, all in the same step.
@@ -316,30 +319,39 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
         return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
                          pay.invoice() + " is settled through " + held + "; pay its transfers");
       }
-      if (inv.payer_organization() != pay.payer()) return InvalidField("payment.payer", "must be the invoice's payer");
+      // The invoice's payer paying one of its payees, or a payee the payer
+      // is owed by (a negative outstanding amount) refunding it.
+      const bool refund = inv.payer_organization() != pay.payer();
+      if (refund && inv.payer_organization() != pay.payee()) {
+        return InvalidField("payment.payer", "must be the invoice's payer, or one of its payees refunding the payer");
+      }
       if (inv.currency_code() != pay.amount().currency_code()) {
         return InvalidField("payment.amount.currency_code", "must be the invoice's currency " + inv.currency_code(),
                             "CURRENCY_MISMATCH");
       }
+      const std::string& payee_org = refund ? pay.payer() : pay.payee();
       v1::PayeeBalance* line = nullptr;
       for (auto& pb : *inv.mutable_payees()) {
-        if (pb.organization() == pay.payee()) line = &pb;
+        if (pb.organization() == payee_org) line = &pb;
       }
       if (line == nullptr) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "PAYEE_NOT_ON_INVOICE",
-                         pay.payee() + " is owed nothing on " + pay.invoice());
+                         payee_org + " is not a payee of " + pay.invoice());
       }
-      if (pay.amount().amount_minor() > line->amount_outstanding().amount_minor()) {
+      // Signed by direction: what the payer of the invoice still owes this
+      // payee, negative when the payee owes the payer.
+      const int64_t outstanding = line->amount_outstanding().amount_minor();
+      const int64_t open = refund ? -outstanding : outstanding;  // from this payment's payer to its payee
+      if (pay.amount().amount_minor() > open) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "OVERPAYMENT",
-                         absl::StrCat("only ", line->amount_outstanding().amount_minor(), " is outstanding to ",
-                                      pay.payee()));
+                         absl::StrCat("only ", std::max<int64_t>(open, 0), " is open from ", pay.payer(), " to ",
+                                      pay.payee(), " on ", pay.invoice()));
       }
-      line->mutable_amount_paid()->set_amount_minor(line->amount_paid().amount_minor() + pay.amount().amount_minor());
-      line->mutable_amount_outstanding()->set_amount_minor(line->amount_outstanding().amount_minor() -
-                                                           pay.amount().amount_minor());
-      inv.mutable_amount_paid()->set_amount_minor(inv.amount_paid().amount_minor() + pay.amount().amount_minor());
-      inv.mutable_amount_outstanding()->set_amount_minor(inv.amount_outstanding().amount_minor() -
-                                                         pay.amount().amount_minor());
+      const int64_t paid = refund ? -pay.amount().amount_minor() : pay.amount().amount_minor();
+      line->mutable_amount_paid()->set_amount_minor(line->amount_paid().amount_minor() + paid);
+      line->mutable_amount_outstanding()->set_amount_minor(outstanding - paid);
+      inv.mutable_amount_paid()->set_amount_minor(inv.amount_paid().amount_minor() + paid);
+      inv.mutable_amount_outstanding()->set_amount_minor(inv.amount_outstanding().amount_minor() - paid);
       inv.add_payments(pay.name());
       bool all_paid = true;
       for (const auto& pb : inv.payees()) all_paid &= pb.amount_outstanding().amount_minor() == 0;
@@ -363,7 +375,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
         return MakeError(absl::StatusCode::kNotFound, "SETTLEMENT_NOT_FOUND", pay.settlement() + " does not exist");
       }
       LS_ASSIGN_OR_RETURN(v1::Settlement s, Parse<v1::Settlement>(doc->data));
-      if (s.state() != v1::Settlement::COMPUTED) {
+      if (s.state() != v1::Settlement::COMPUTED && s.state() != v1::Settlement::CLEARED) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED",
                          pay.settlement() + " is " + v1::Settlement::State_Name(s.state()));
       }
@@ -372,8 +384,11 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
                          absl::StrCat(pay.settlement(), " has no transfer ", pay.transfer_index()));
       }
       v1::SettlementTransfer& t = *s.mutable_transfers(pay.transfer_index());
-      if (!t.payment().empty()) {
-        return MakeError(absl::StatusCode::kAlreadyExists, "TRANSFER_ALREADY_PAID", "paid by " + t.payment());
+      // A CLEARED settlement has every transfer paid.
+      if (!t.payment().empty() || s.state() == v1::Settlement::CLEARED) {
+        return MakeError(absl::StatusCode::kAlreadyExists, "TRANSFER_ALREADY_PAID",
+                         absl::StrCat("transfer ", pay.transfer_index(), " of ", pay.settlement(), " was paid by ",
+                                      t.payment().empty() ? "an earlier payment" : t.payment()));
       }
       if (t.from_organization() != pay.payer() || t.to_organization() != pay.payee() ||
           t.amount().amount_minor() != pay.amount().amount_minor() ||
@@ -450,6 +465,22 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       const std::string key = keys::Doc("settlement", IdOf(s.name()));
       step.version_checks.push_back({key, doc->version});
       step.puts.push_back({key, s.SerializeAsString(), doc->version + 1});
+    } else {
+      // An open balance, or a pool paying granted subsidies: at most what
+      // the payer owes the payee on its ledger (PAYABLE, a pool's
+      // POOL_PAYABLE, with the payee as counterparty; credit-normal), and the
+      // step applies only while that balance is still the one read.
+      const v1::AccountKind owed_on = IsSubsidyPoolName(pay.payer()) ? v1::POOL_PAYABLE : v1::PAYABLE;
+      const std::string field =
+          absl::StrCat(AccountName(pay.payer(), owed_on), "|", pay.payee(), "|", pay.amount().currency_code());
+      LS_ASSIGN_OR_RETURN(auto balance, store_->Counters(keys::Balances(), {field}));
+      const int64_t open = -balance[0];
+      if (pay.amount().amount_minor() > open) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "OVERPAYMENT",
+                         absl::StrCat(pay.payer(), " owes ", pay.payee(), " only ", std::max<int64_t>(open, 0), " ",
+                                      pay.amount().currency_code(), " minor units"));
+      }
+      step.field_checks.push_back({keys::Balances(), field, std::to_string(balance[0])});
     }
     AddPosting(step, posting, now);
     const std::string key = keys::Doc("payment", id);

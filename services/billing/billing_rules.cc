@@ -1215,6 +1215,9 @@ absl::Status ValidateSubsidyPool(const v1::SubsidyPool& pool) {
   if (!ValidCurrencyCode(pool.currency_code())) {
     return InvalidField("subsidy_pool.currency_code", "must be an ISO 4217 code such as CNY");
   }
+  if (!pool.funder_organization().empty() && !IsOrganizationName(pool.funder_organization())) {
+    return InvalidField("subsidy_pool.funder_organization", "must be organizations/{organization}, or empty");
+  }
   if (pool.has_cap_per_organization()) {
     // CreateSubsidyPool and UpdateSubsidyPool list INVALID_FIELD for a bad
     // cap (negative, or not in the pool's currency).

@@ -915,6 +915,7 @@ TEST_F(BillingContractTest, RecordPaymentRetryIsAnsweredWithoutInventory) {
       grpc::CreateChannel("unix:/nonexistent/labshare-inventory.sock", grpc::InsecureChannelCredentials()));
   BillingManager cut_off(bstore_.get(), &unreachable, &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
                          labshare::testing::TestPageTokens());
+  Owe(kLab, kOwner, 250);  // an open balance to pay (OVERPAYMENT otherwise)
   v1::RecordPaymentRequest pay = Payment(kLab, kOwner, MakeMoney("CNY", 250));
   pay.set_request_id("pay-once");
   auto first = billing_->RecordPayment(admin_, pay);

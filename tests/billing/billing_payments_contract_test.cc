@@ -1,0 +1,391 @@
+// Payments, settlements and pools against the comments of billing.proto
+// (second contract audit): a payee refunding what it owes back on an
+// invoice, OVERPAYMENT for open-balance and pool payments (also when
+// payments race), TRANSFER_ALREADY_PAID for a cleared settlement, two
+// computations in one millisecond, CreateSubsidyPool's retry during an
+// inventory outage and its funder's name, and the pool top-up limit.
+//
+// Runs billing in process over the booking fixture (real Redis, inventory
+// in process, fake clock). Amounts owed are put on the ledger by ADJUST
+// corrections of the pool's top-up, without any booking.
+#include <grpcpp/grpcpp.h>
+
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "services/billing/billing_service.h"
+#include "tests/billing/direct_inventory.h"
+#include "tests/booking/booking_fixture.h"
+#include "tests/support/page_tokens.h"
+
+namespace labshare::billing {
+namespace {
+
+using booking::BookingServiceTest;
+using labshare::type::v1::Money;
+
+constexpr char kLab[] = "organizations/lab";
+constexpr char kOwner[] = "organizations/owner";
+constexpr char kVoucher[] = "subsidyPools/voucher";
+
+void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& reason) {
+  EXPECT_EQ(s.code(), code) << s;
+  EXPECT_EQ(ErrorReason(s), reason) << s;
+}
+
+class BillingPaymentsContractTest : public BookingServiceTest {
+ protected:
+  void SetUp() override {
+    BookingServiceTest::SetUp();
+    reader_ = std::make_unique<testing::DirectInventory>(inv_manager_.get());
+    bstore_ = std::make_unique<BillingStore>(pool_.get());
+    billing_ = NewBilling(reader_.get());
+    v1::CreateSubsidyPoolRequest create;
+    create.set_subsidy_pool_id("voucher");
+    create.mutable_subsidy_pool()->set_display_name("Voucher");
+    create.mutable_subsidy_pool()->set_percentage_bps(1000);
+    ASSERT_TRUE(billing_->CreateSubsidyPool(admin_, create).ok());
+    v1::TopUpSubsidyPoolRequest top;
+    top.set_name(kVoucher);
+    *top.mutable_amount() = Cny(1000000);
+    ASSERT_TRUE(billing_->TopUpSubsidyPool(admin_, top).ok());
+    v1::ListPostingsRequest list;
+    list.set_kind(v1::POOL_TOP_UP);
+    auto postings = billing_->ListPostings(admin_, list);
+    ASSERT_TRUE(postings.ok() && postings->postings_size() == 1);
+    top_up_ = postings->postings(0).name();
+  }
+
+  std::unique_ptr<BillingManager> NewBilling(InventoryReader* inventory) {
+    return std::make_unique<BillingManager>(bstore_.get(), inventory, &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
+                                            labshare::testing::TestPageTokens());
+  }
+  // A billing manager whose inventory never answers.
+  std::unique_ptr<BillingManager> CutOff() {
+    unreachable_ = std::make_unique<GrpcInventoryReader>(
+        grpc::CreateChannel("unix:/nonexistent/labshare-inventory.sock", grpc::InsecureChannelCredentials()));
+    return NewBilling(unreachable_.get());
+  }
+
+  static Money Cny(int64_t amount) { return MakeMoney("CNY", amount); }
+
+  // An ADJUST correction of the top-up with `entries` (account, counterparty,
+  // signed amount: positive debits).
+  void Adjust(const std::vector<std::tuple<std::string, std::string, int64_t>>& entries) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(top_up_);
+    fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+    fix.set_reason("settled outside the booking system");
+    for (const auto& [account, counterparty, amount] : entries) {
+      v1::Entry* e = fix.add_entries();
+      e->set_account(account);
+      e->set_counterparty(counterparty);
+      *(amount > 0 ? e->mutable_debit() : e->mutable_credit()) = Cny(std::abs(amount));
+    }
+    auto posted = billing_->PostCorrection(admin_, fix);
+    ASSERT_TRUE(posted.ok()) << posted.status();
+  }
+  // `payer` owes `payee` `amount` (negative: `payee` owes `payer` back, a
+  // credit on `payer`'s PAYABLE).
+  void Owe(const std::string& payer, const std::string& payee, int64_t amount) {
+    Adjust({{payer + "/accounts/expense", payee, amount},
+            {payer + "/accounts/payable", payee, -amount},
+            {payee + "/accounts/receivable", payer, amount},
+            {payee + "/accounts/income", payer, -amount}});
+  }
+
+  v1::Invoice IssueJanuary(const std::string& payer) {
+    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+    v1::IssueInvoiceRequest r;
+    r.set_payer_organization(payer);
+    r.set_period("2027-01");
+    auto inv = billing_->IssueInvoice(admin_, r);
+    EXPECT_TRUE(inv.ok()) << inv.status();
+    return inv.ok() ? *inv : v1::Invoice();
+  }
+
+  absl::StatusOr<v1::Settlement> ComputeJanuary() {
+    v1::ComputeSettlementRequest r;
+    r.set_period("2027-01");
+    return billing_->ComputeSettlement(admin_, r);
+  }
+
+  absl::StatusOr<v1::Payment> Record(const v1::Payment& pay, const Principal* by = nullptr) {
+    v1::RecordPaymentRequest r;
+    *r.mutable_payment() = pay;
+    return billing_->RecordPayment(by != nullptr ? *by : admin_, r);
+  }
+  absl::StatusOr<v1::Payment> Pay(const std::string& payer, const std::string& payee, int64_t amount,
+                                  const std::string& invoice = "", const Principal* by = nullptr) {
+    v1::Payment pay;
+    pay.set_payer(payer);
+    pay.set_payee(payee);
+    *pay.mutable_amount() = Cny(amount);
+    pay.set_invoice(invoice);
+    return Record(pay, by);
+  }
+  // Transfer `index` of `s`, as computed.
+  absl::StatusOr<v1::Payment> PayTransfer(const v1::Settlement& s, int index) {
+    const v1::SettlementTransfer& t = s.transfers(index);
+    v1::Payment pay;
+    pay.set_settlement(s.name());
+    pay.set_transfer_index(index);
+    pay.set_payer(t.from_organization());
+    pay.set_payee(t.to_organization());
+    *pay.mutable_amount() = t.amount();
+    return Record(pay);
+  }
+
+  // Debit minus credit of `account` with `counterparty`, in CNY.
+  int64_t Balance(const std::string& account, const std::string& counterparty) {
+    auto b = bstore_->Counters(keys::Balances(), {absl::StrCat(account, "|", counterparty, "|CNY")});
+    EXPECT_TRUE(b.ok()) << b.status();
+    return b.ok() ? (*b)[0] : 0;
+  }
+
+  int PaymentCount() {
+    auto payments = billing_->ListPayments(admin_, v1::ListPaymentsRequest());
+    EXPECT_TRUE(payments.ok()) << payments.status();
+    return payments.ok() ? payments->payments_size() : -1;
+  }
+
+  std::unique_ptr<testing::DirectInventory> reader_;
+  std::unique_ptr<GrpcInventoryReader> unreachable_;
+  std::unique_ptr<BillingStore> bstore_;
+  std::unique_ptr<BillingManager> billing_;
+  Principal admin_{"root", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
+  std::string top_up_;
+};
+
+// ================================================================ refunds on an invoice
+
+// Payment.invoice: "payer is the invoice's payer, payee one of its payees;
+// the reverse when a payee refunds a negative amount"; PayeeBalance
+// amount_paid "signed by direction"; OVERPAYMENT "more than the open amount
+// from payer to payee". The owner owes lab 30.00 back on lab's invoice: the
+// owner refunds it (confirmed by lab, the payee of the refund), the invoice
+// becomes PAID with the payee's amount_paid -3000.
+TEST_F(BillingPaymentsContractTest, APayeeRefundsWhatItOwesBackOnTheInvoice) {
+  Owe(kLab, kOwner, -3000);
+  const v1::Invoice inv = IssueJanuary(kLab);
+  ASSERT_EQ(inv.payees_size(), 1);
+  ASSERT_EQ(inv.payees(0).organization(), kOwner);
+  ASSERT_EQ(inv.payees(0).amount_due().amount_minor(), -3000);
+  ASSERT_EQ(inv.amount_outstanding().amount_minor(), -3000);
+
+  // Nothing is open from lab to the owner; the owner refunds at most 3000;
+  // someone who is not the invoice's payer is paid nothing on it.
+  ExpectError(Pay(kLab, kOwner, 100, inv.name()).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  ExpectError(Pay(kOwner, kLab, 3001, inv.name()).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  ExpectError(Pay(kVoucher, kOwner, 100, inv.name()).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  EXPECT_EQ(PaymentCount(), 0);
+
+  const Principal lab_admin{"member-of-lab", "lab", {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  auto first = Pay(kOwner, kLab, 1000, inv.name(), &lab_admin);
+  ASSERT_TRUE(first.ok()) << first.status();
+  v1::GetInvoiceRequest get;
+  get.set_name(inv.name());
+  auto part = billing_->GetInvoice(admin_, get);
+  ASSERT_TRUE(part.ok()) << part.status();
+  EXPECT_EQ(part->state(), v1::Invoice::ISSUED);
+  EXPECT_EQ(part->payees(0).amount_paid().amount_minor(), -1000);
+  EXPECT_EQ(part->payees(0).amount_outstanding().amount_minor(), -2000);
+  EXPECT_EQ(part->amount_outstanding().amount_minor(), -2000);
+
+  auto rest = Pay(kOwner, kLab, 2000, inv.name(), &lab_admin);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  auto paid = billing_->GetInvoice(admin_, get);
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  EXPECT_EQ(paid->state(), v1::Invoice::PAID);
+  EXPECT_EQ(paid->payees(0).amount_paid().amount_minor(), -3000);
+  EXPECT_EQ(paid->payees(0).amount_outstanding().amount_minor(), 0);
+  EXPECT_EQ(paid->amount_paid().amount_minor(), -3000);
+  EXPECT_EQ(paid->amount_outstanding().amount_minor(), 0);
+  EXPECT_EQ(paid->payments_size(), 2);
+  // The money went from the owner to lab: "payment O -> P".
+  EXPECT_EQ(Balance("organizations/owner/accounts/cash", kLab), -3000);
+  EXPECT_EQ(Balance("organizations/lab/accounts/cash", kOwner), 3000);
+  ExpectError(Pay(kOwner, kLab, 1, inv.name()).status(), absl::StatusCode::kFailedPrecondition,
+              "INVOICE_NOT_ISSUED");
+}
+
+// ================================================================ open balances and pools
+
+// RecordPayment "OVERPAYMENT: more than the open amount from payer to
+// payee" for a payment against an open balance (neither invoice nor
+// settlement): what the payer's PAYABLE owes the payee. Nothing is posted.
+TEST_F(BillingPaymentsContractTest, AnOpenBalancePaymentIsAtMostWhatThePayerOwes) {
+  ExpectError(Pay(kLab, kOwner, 250).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  ExpectError(Pay(kOwner, kLab, 250).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  EXPECT_EQ(Balance("organizations/lab/accounts/payable", kOwner), 0);
+  EXPECT_EQ(PaymentCount(), 0);
+
+  Owe(kLab, kOwner, 1000);
+  ASSERT_TRUE(Pay(kLab, kOwner, 600).ok());
+  ExpectError(Pay(kLab, kOwner, 401).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  ExpectError(Pay(kOwner, kLab, 1).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  auto rest = Pay(kLab, kOwner, 400);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(Balance("organizations/lab/accounts/payable", kOwner), 0);
+  EXPECT_EQ(Balance("organizations/owner/accounts/receivable", kLab), 0);
+  EXPECT_EQ(PaymentCount(), 2);
+}
+
+// "a pool paying an owner its granted subsidies": at most what its
+// POOL_PAYABLE owes that owner.
+TEST_F(BillingPaymentsContractTest, APoolPaysAnOwnerAtMostWhatItGranted) {
+  ExpectError(Pay(kVoucher, kOwner, 1000000000000).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  // A grant of 500 to the owner (the subsidy pattern's pool side).
+  Adjust({{std::string(kVoucher) + "/accounts/pool-funds", "", 500},
+          {std::string(kVoucher) + "/accounts/pool-payable", kOwner, -500}});
+  ExpectError(Pay(kVoucher, kOwner, 501).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  ExpectError(Pay(kVoucher, kLab, 1).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  auto paid = Pay(kVoucher, kOwner, 500);
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  EXPECT_EQ(Balance(std::string(kVoucher) + "/accounts/pool-payable", kOwner), 0);
+  ExpectError(Pay(kVoucher, kOwner, 1).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  EXPECT_EQ(PaymentCount(), 1);
+}
+
+// The open amount holds when payments race: four payments of 300 against
+// 1000 owed, at once; each is checked in the step that posts it, so three
+// are recorded and the fourth is OVERPAYMENT (never the ledger overpaid).
+TEST_F(BillingPaymentsContractTest, RacingPaymentsNeverPayMoreThanIsOwed) {
+  Owe(kLab, kOwner, 1000);
+  std::vector<absl::Status> results(4);
+  std::vector<std::thread> payers;
+  for (size_t i = 0; i < results.size(); ++i) {
+    payers.emplace_back([&, i] { results[i] = Pay(kLab, kOwner, 300).status(); });
+  }
+  for (auto& t : payers) t.join();
+  int recorded = 0;
+  for (const auto& s : results) {
+    if (s.ok()) {
+      ++recorded;
+    } else {
+      ExpectError(s, absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+    }
+  }
+  EXPECT_EQ(recorded, 3);
+  EXPECT_EQ(Balance("organizations/lab/accounts/payable", kOwner), -100);
+  EXPECT_EQ(PaymentCount(), 3);
+}
+
+// ================================================================ settlements
+
+// RecordPayment: "ALREADY_EXISTS (TRANSFER_ALREADY_PAID)" for a transfer of
+// a CLEARED settlement (naming the payment that paid it); a SUPERSEDED
+// settlement's transfer stays SETTLEMENT_SUPERSEDED.
+TEST_F(BillingPaymentsContractTest, PayingATransferOfAClearedSettlementIsTransferAlreadyPaid) {
+  Owe(kLab, kOwner, 10000);
+  IssueJanuary(kLab);
+  auto first = ComputeJanuary();
+  ASSERT_TRUE(first.ok()) << first.status();
+  clock_.Set(clock_.Now() + absl::Seconds(1));
+  auto second = ComputeJanuary();
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->transfers_size(), 1);
+  ExpectError(PayTransfer(*first, 0).status(), absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED");
+  auto paid = PayTransfer(*second, 0);
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  v1::GetSettlementRequest get;
+  get.set_name(second->name());
+  auto cleared = billing_->GetSettlement(admin_, get);
+  ASSERT_TRUE(cleared.ok()) << cleared.status();
+  ASSERT_EQ(cleared->state(), v1::Settlement::CLEARED);
+  auto again = PayTransfer(*second, 0);
+  ExpectError(again.status(), absl::StatusCode::kAlreadyExists, "TRANSFER_ALREADY_PAID");
+  EXPECT_TRUE(absl::StrContains(again.status().message(), paid->name())) << again.status();
+  EXPECT_EQ(PaymentCount(), 1);
+}
+
+// ComputeSettlement recomputed in the same millisecond stores a new
+// settlement (it answered ABORTED CONCURRENT_MODIFICATION: the name was the
+// period, currency and millisecond), superseding the first; ListSettlements
+// keeps them in compute order.
+TEST_F(BillingPaymentsContractTest, ARecomputationInTheSameMillisecondIsANewSettlement) {
+  Owe(kLab, kOwner, 10000);
+  IssueJanuary(kLab);
+  auto first = ComputeJanuary();
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = ComputeJanuary();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(second->name(), first->name());
+  EXPECT_EQ(second->supersedes(), first->name());
+  auto third = ComputeJanuary();
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->supersedes(), second->name());
+  v1::ListSettlementsRequest list;
+  list.set_period("2027-01");
+  auto listed = billing_->ListSettlements(admin_, list);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->settlements_size(), 3);
+  EXPECT_EQ(listed->settlements(0).name(), first->name());
+  EXPECT_EQ(listed->settlements(0).state(), v1::Settlement::SUPERSEDED);
+  EXPECT_EQ(listed->settlements(1).name(), second->name());
+  EXPECT_EQ(listed->settlements(2).name(), third->name());
+  EXPECT_EQ(listed->settlements(2).state(), v1::Settlement::COMPUTED);
+}
+
+// ================================================================ pools
+
+// CreateSubsidyPool retried with its request_id answers the first pool
+// before inventory is asked about the funder (it answered UNAVAILABLE
+// INVENTORY_UNAVAILABLE during an outage); a new request still asks.
+TEST_F(BillingPaymentsContractTest, CreateSubsidyPoolRetryIsAnsweredWithoutInventory) {
+  v1::CreateSubsidyPoolRequest create;
+  create.set_request_id("create-funded");
+  create.mutable_subsidy_pool()->set_display_name("Funded");
+  create.mutable_subsidy_pool()->set_percentage_bps(500);
+  create.mutable_subsidy_pool()->set_funder_organization(kLab);
+  auto first = billing_->CreateSubsidyPool(admin_, create);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto cut_off = CutOff();
+  auto retry = cut_off->CreateSubsidyPool(admin_, create);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->name(), first->name());
+  EXPECT_EQ(retry->create_time().seconds(), first->create_time().seconds());
+  create.set_request_id("create-other");
+  ExpectError(cut_off->CreateSubsidyPool(admin_, create).status(), absl::StatusCode::kUnavailable,
+              "INVENTORY_UNAVAILABLE");
+}
+
+// CreateSubsidyPool: a funder_organization that is not
+// "organizations/{organization}" is INVALID_FIELD naming it (inventory's
+// INVALID_NAME came through, which the method does not list), whether or
+// not inventory answers.
+TEST_F(BillingPaymentsContractTest, AMalformedFunderIsAnInvalidField) {
+  v1::CreateSubsidyPoolRequest create;
+  create.mutable_subsidy_pool()->set_display_name("Funded");
+  create.mutable_subsidy_pool()->set_percentage_bps(500);
+  create.mutable_subsidy_pool()->set_funder_organization("third");
+  auto cut_off = CutOff();
+  for (BillingManager* billing : {billing_.get(), cut_off.get()}) {
+    auto created = billing->CreateSubsidyPool(admin_, create);
+    ExpectError(created.status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    const auto violations = FieldViolationsOf(created.status());
+    ASSERT_EQ(violations.size(), 1u) << created.status();
+    EXPECT_EQ(violations[0].field, "subsidy_pool.funder_organization");
+  }
+}
+
+// "a pool's total of top-ups" is at most 10^15 minor units (the money
+// limit), and the refusal says so.
+TEST_F(BillingPaymentsContractTest, APoolsTopUpsTotalAtMostTheMoneyLimit) {
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name(kVoucher);
+  *top.mutable_amount() = Cny(kMaxAmountMinor - 1000000);
+  auto full = billing_->TopUpSubsidyPool(admin_, top);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->topped_up_total().amount_minor(), kMaxAmountMinor);
+  *top.mutable_amount() = Cny(1);
+  auto over = billing_->TopUpSubsidyPool(admin_, top);
+  ExpectError(over.status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  EXPECT_TRUE(absl::StrContains(over.status().message(), "at most 10^15")) << over.status();
+}
+
+}  // namespace
+}  // namespace labshare::billing

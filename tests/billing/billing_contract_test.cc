@@ -12,6 +12,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <functional>
+#include <initializer_list>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -969,6 +971,43 @@ class OwnerIncomeReportTest : public BillingContractTest {
     return b;
   }
 
+  // ana's JOINT_RESEARCH session on tem, 09:00-10:00 of day_, in a new
+  // project `id` whose participants bear `shares` (basis points), used and
+  // billed: its charge.
+  v1::Charge JointResearchCharge(const std::string& id,
+                                 std::initializer_list<std::pair<const char*, int>> shares) {
+    namespace bk = labshare::booking::v1;
+    bk::CreateProjectRequest r;
+    r.set_project_id(id);
+    r.mutable_project()->set_title("joint research " + id);
+    r.mutable_project()->set_cost_share_template(bk::Project::CUSTOM);
+    for (const auto& [org, bps] : shares) {
+      auto* part = r.mutable_project()->add_participants();
+      part->set_organization(org);
+      part->set_share_bps(bps);
+    }
+    *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
+    *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+    auto* budget = r.mutable_project()->add_instrument_budgets();
+    budget->set_instrument("instruments/tem");
+    *budget->mutable_budget() = ToProto(absl::Hours(10));
+    bk::Project project;
+    auto s = Call(stub_.get(), &bk::BookingService::Stub::CreateProject, r, &project, BookingServiceTest::admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    bk::CreateBookingRequest jr;
+    jr.mutable_booking()->set_instrument("instruments/tem");
+    jr.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    jr.mutable_booking()->set_project("projects/" + id);
+    *jr.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+    *jr.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
+    bk::Booking b;
+    s = Call(stub_.get(), &bk::BookingService::Stub::CreateBooking, jr, &b, ana_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (!s.ok()) return v1::Charge();
+    Use(b, ana_);
+    return ChargeOf(b.name());
+  }
+
   // The charge of a booking, lease or project.
   v1::Charge ChargeOf(const std::string& reference) {
     v1::ListChargesRequest r;
@@ -1197,35 +1236,7 @@ TEST_F(OwnerIncomeReportTest, AnAdjustmentCountsWithItsChargeInTheIntervalOfItsP
 // owner's share is its in-kind contribution (payer: the owner). Every page
 // carries the whole report's totals and the pages give the same rows.
 TEST_F(OwnerIncomeReportTest, JointResearchParticipantsArePayerRowsOfTheirShares) {
-  namespace bk = labshare::booking::v1;
-  bk::CreateProjectRequest r;
-  r.set_project_id("prj");
-  r.mutable_project()->set_title("three-way");
-  r.mutable_project()->set_cost_share_template(bk::Project::CUSTOM);
-  for (const auto& [org, bps] : {std::pair<const char*, int>{kOwner, 2000}, {kLab, 5000}, {kOutsider, 3000}}) {
-    auto* part = r.mutable_project()->add_participants();
-    part->set_organization(org);
-    part->set_share_bps(bps);
-  }
-  *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
-  *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
-  auto* budget = r.mutable_project()->add_instrument_budgets();
-  budget->set_instrument(kTem);
-  *budget->mutable_budget() = ToProto(absl::Hours(10));
-  bk::Project project;
-  auto s = Call(stub_.get(), &bk::BookingService::Stub::CreateProject, r, &project, BookingServiceTest::admin_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  bk::CreateBookingRequest jr;
-  jr.mutable_booking()->set_instrument(kTem);
-  jr.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
-  jr.mutable_booking()->set_project("projects/prj");
-  *jr.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
-  *jr.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
-  bk::Booking b;
-  s = Call(stub_.get(), &bk::BookingService::Stub::CreateBooking, jr, &b, ana_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  Use(b, ana_);
-  const v1::Charge charge = ChargeOf(b.name());
+  const v1::Charge charge = JointResearchCharge("prj", {{kOwner, 2000}, {kLab, 5000}, {kOutsider, 3000}});
   ASSERT_EQ(charge.amount().amount_minor(), 50000);
   ASSERT_EQ(charge.payer_organization(), kLab);
 
@@ -1367,35 +1378,7 @@ TEST_F(OwnerIncomeReportTest, InternalUseAndDamageCompensationAreKeptApart) {
 // bears a split part of": a joint-research participant finds the charge it
 // bears a part of, as the admin and as its own billing admin.
 TEST_F(OwnerIncomeReportTest, ThePayerFilterFindsChargesASplitParticipantBearsAPartOf) {
-  namespace bk = labshare::booking::v1;
-  bk::CreateProjectRequest r;
-  r.set_project_id("pair");
-  r.mutable_project()->set_title("lab and third");
-  r.mutable_project()->set_cost_share_template(bk::Project::CUSTOM);
-  for (const auto& [org, bps] : {std::pair<const char*, int>{kLab, 6000}, {kThird, 4000}}) {
-    auto* part = r.mutable_project()->add_participants();
-    part->set_organization(org);
-    part->set_share_bps(bps);
-  }
-  *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
-  *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
-  auto* budget = r.mutable_project()->add_instrument_budgets();
-  budget->set_instrument(kTem);
-  *budget->mutable_budget() = ToProto(absl::Hours(10));
-  bk::Project project;
-  auto s = Call(stub_.get(), &bk::BookingService::Stub::CreateProject, r, &project, BookingServiceTest::admin_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  bk::CreateBookingRequest jr;
-  jr.mutable_booking()->set_instrument(kTem);
-  jr.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
-  jr.mutable_booking()->set_project("projects/pair");
-  *jr.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
-  *jr.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
-  bk::Booking b;
-  s = Call(stub_.get(), &bk::BookingService::Stub::CreateBooking, jr, &b, ana_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  Use(b, ana_);
-  const v1::Charge charge = ChargeOf(b.name());
+  const v1::Charge charge = JointResearchCharge("pair", {{kLab, 6000}, {kThird, 4000}});
   ASSERT_EQ(charge.payer_organization(), kLab);
   ASSERT_EQ(charge.splits_size(), 2);
 

@@ -814,8 +814,10 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
 
 absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStatement(
     const Principal& p, const v1::GetOrganizationStatementRequest& r) {
-  if (!IsOrganizationName(r.organization())) return InvalidField("organization", "must be organizations/{organization}");
+  // Scope before validation (types.proto): a member naming anything but its
+  // own organisation is refused first.
   if (!SeesAll(p) && r.organization() != ActorOrganization(p)) return OrgScope("statement");
+  if (!IsOrganizationName(r.organization())) return InvalidField("organization", "must be organizations/{organization}");
   if (!r.has_interval() || FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
     return InvalidField("interval", "needs start_time before end_time");
   }
@@ -1037,13 +1039,13 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
 
 absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Principal& p,
                                                                      const v1::ListBalancesRequest& r) {
+  // As GetAccountBalance: a member reads only its own organisation's accounts
+  // (not a pool's, not the "-" parents); scope before validation (types.proto).
+  if (!SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");
   const bool all = r.parent() == "organizations/-" || r.parent() == "subsidyPools/-";
   if (!all && !IsOrganizationName(r.parent()) && !IsSubsidyPoolName(r.parent())) {
     return InvalidField("parent", "must be organizations/{organization}, subsidyPools/{subsidy_pool} or a '-' parent");
   }
-  // As GetAccountBalance: a member reads only its own organisation's accounts
-  // (not a pool's, not the "-" parents).
-  if (!SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   // Checked here, not only per account read: a parent without accounts to
   // read answers it all the same.

@@ -1445,6 +1445,18 @@ TEST_F(BillingContractTest, ScopeIsCheckedBeforeValidation) {
               "ORGANIZATION_SCOPE");
   ExpectError(billing_->GetInvoiceDocument(Member("third"), doc).status(), absl::StatusCode::kInvalidArgument,
               "INVALID_FIELD");
+  // A statement or balances of anything but its own organisation, malformed
+  // names included.
+  v1::GetOrganizationStatementRequest st;
+  st.set_organization("third");
+  ExpectError(billing_->GetOrganizationStatement(lab, st).status(), absl::StatusCode::kPermissionDenied,
+              "ORGANIZATION_SCOPE");
+  ExpectError(billing_->GetOrganizationStatement(admin_, st).status(), absl::StatusCode::kInvalidArgument,
+              "INVALID_FIELD");
+  v1::ListBalancesRequest lb;
+  lb.set_parent("organizations/Third");
+  ExpectError(billing_->ListBalances(lab, lb).status(), absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE");
+  ExpectError(billing_->ListBalances(admin_, lb).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
 }
 
 // File header: "a filter ... naming another organisation fails with

@@ -1008,6 +1008,53 @@ class OwnerIncomeReportTest : public BillingContractTest {
     return ChargeOf(b.name());
   }
 
+  // afm leased to lab from day_ + 1 to day_ + 11 days at 3000.00 a day,
+  // deposit 1000.00, approved by the owner's staff: the lease's name.
+  std::string ApprovedAfmLease() {
+    namespace bk = labshare::booking::v1;
+    bk::RequestLeaseRequest lr;
+    lr.mutable_lease()->set_instrument("instruments/afm");
+    *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+    *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
+    bk::Lease lease, out;
+    EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, lr, &lease, ana_).ok());
+    bk::ApproveLeaseRequest a;
+    a.set_name(lease.name());
+    a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+    *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+    *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+    EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+    return lease.name();
+  }
+
+  // The owner's staff hands the lease over, takes it back with `damage`
+  // (CNY minor units) assessed, closes it: each at the current clock.
+  void HandOver(const std::string& lease) {
+    namespace bk = labshare::booking::v1;
+    bk::RecordHandoverRequest h;
+    h.set_name(lease);
+    h.set_condition_notes("tip new");
+    bk::Lease out;
+    auto s = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  void TakeBack(const std::string& lease, int64_t damage) {
+    namespace bk = labshare::booking::v1;
+    bk::RecordReturnRequest ret;
+    ret.set_name(lease);
+    ret.set_condition_notes("stage scratched");
+    *ret.mutable_damage_amount() = MakeMoney("CNY", damage);
+    bk::Lease out;
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+  }
+  void CloseLease(const std::string& lease) {
+    namespace bk = labshare::booking::v1;
+    bk::CloseLeaseRequest close;
+    close.set_name(lease);
+    bk::Lease out;
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  }
+
   // The charge of a booking, lease or project.
   v1::Charge ChargeOf(const std::string& reference) {
     v1::ListChargesRequest r;
@@ -1291,39 +1338,18 @@ TEST_F(OwnerIncomeReportTest, InternalUseAndDamageCompensationAreKeptApart) {
   g.set_user("users/olga");
   Inv(&iv::InventoryService::Stub::GrantQualification, g);
   // afm leased to lab: deposit 1000.00, returned with 1500.00 of damage.
-  bk::RequestLeaseRequest lr;
-  lr.mutable_lease()->set_instrument(kAfm);
-  *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
-  *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
-  bk::Lease lease, out;
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, lr, &lease, ana_).ok());
-  bk::ApproveLeaseRequest a;
-  a.set_name(lease.name());
-  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
-  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
-  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+  const std::string lease = ApprovedAfmLease();
   bk::Booking own;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &own, "", "users/olga").ok());
   Use(own, Token("olga", "owner", {Role::kLabUser}));
   ASSERT_EQ(ChargeOf(own.name()).amount().amount_minor(), 20000);
 
-  bk::RecordHandoverRequest h;
-  h.set_name(lease.name());
-  h.set_condition_notes("tip new");
   clock_.Set(day_ + absl::Hours(24));
-  auto handed = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
-  ASSERT_TRUE(handed.ok()) << handed.error_message();
+  HandOver(lease);
   Bill();
   clock_.Set(day_ + absl::Hours(24 * 6));
-  bk::RecordReturnRequest ret;
-  ret.set_name(lease.name());
-  ret.set_condition_notes("stage scratched");
-  *ret.mutable_damage_amount() = MakeMoney("CNY", 150000);
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
-  bk::CloseLeaseRequest close;
-  close.set_name(lease.name());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  TakeBack(lease, 150000);
+  CloseLease(lease);
   Bill();
 
   auto report = Report(absl::ZeroDuration(), absl::Hours(24 * 30));
@@ -1679,48 +1705,27 @@ TEST_F(BillingContractTest, AMembersSettlementKeepsOnlyItsInvoicesAndTotals) {
 // DEPOSIT_APPLIED memo line: the owner named by it is a payee (GetInvoice,
 // ListInvoices), and with nothing outstanding the invoice is PAID at issue.
 TEST_F(OwnerIncomeReportTest, ADepositKeptForDamage) {
-  namespace bk = labshare::booking::v1;
-  bk::RequestLeaseRequest lr;
-  lr.mutable_lease()->set_instrument(kAfm);
-  *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
-  *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
-  bk::Lease lease, out;
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, lr, &lease, ana_).ok());
-  bk::ApproveLeaseRequest a;
-  a.set_name(lease.name());
-  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
-  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
-  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+  const std::string lease = ApprovedAfmLease();
   const absl::Time handover = day_ + absl::Hours(24);
   clock_.Set(handover);
-  bk::RecordHandoverRequest h;
-  h.set_name(lease.name());
-  h.set_condition_notes("tip new");
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
+  HandOver(lease);
   clock_.Set(handover + absl::Hours(2));
   Bill();
   clock_.Set(day_ + absl::Hours(24 * 6));
-  bk::RecordReturnRequest ret;
-  ret.set_name(lease.name());
-  ret.set_condition_notes("stage scratched");
-  *ret.mutable_damage_amount() = MakeMoney("CNY", 100000);  // the deposit, exactly
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+  TakeBack(lease, 100000);  // the deposit, exactly
   Bill();
   const absl::TimeZone zone = *LoadBillingTimeZone("Asia/Shanghai");
   const std::string returned_in = absl::FormatTime("%Y-%m", clock_.Now(), zone);
   const absl::Time closed = day_ + absl::Hours(24 * 45);
   clock_.Set(closed);
-  bk::CloseLeaseRequest close;
-  close.set_name(lease.name());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  CloseLease(lease);
   clock_.Set(closed + absl::Hours(3));
   Bill();
   const std::string closed_in = absl::FormatTime("%Y-%m", clock_.Now(), zone);
   ASSERT_NE(returned_in, closed_in);
 
   v1::GetDepositRequest gd;
-  gd.set_name("deposits/" + lease.name().substr(lease.name().rfind('/') + 1));
+  gd.set_name("deposits/" + lease.substr(lease.rfind('/') + 1));
   auto deposit = billing_->GetDeposit(admin_, gd);
   ASSERT_TRUE(deposit.ok()) << deposit.status();
   EXPECT_EQ(deposit->state(), v1::Deposit::APPLIED);

@@ -18,6 +18,7 @@
 #include "common/events.h"
 #include "common/page_token.h"
 #include "common/proto_util.h"
+#include "common/resource_name.h"
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "services/billing/billing_rules.h"
 #include "services/billing/billing_scope.h"
@@ -28,11 +29,29 @@ namespace labshare::billing {
 inline constexpr char kDefaultCurrency[] = "CNY";
 
 inline int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
-// The last segment of a resource name: "charges/c1" -> "c1".
+// The last segment of a resource name: "charges/c1" -> "c1". For names
+// billing made or checked; a name from a request goes through NameId.
 inline std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
+
+// The id of a request's `name`, "{collection}/{id}" with a valid resource id
+// ("charges/c1" -> "c1"); INVALID_ARGUMENT (INVALID_NAME) naming `name`
+// otherwise ("charges/", "charges/x/c1", "invoices/A").
+inline absl::StatusOr<std::string> NameId(const std::string& name, absl::string_view collection) {
+  return ParseResourceName(name, collection, "name");
+}
 
 inline bool SeesAll(const Principal& p) {
   return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
+}
+
+// `org` is a payee of the invoice: it has a PayeeBalance, or a line is owed
+// to it (also a memo line only, such as a deposit it kept: Invoice's "payees
+// named only by memo lines").
+inline bool IsInvoicePayee(const v1::Invoice& inv, const std::string& org) {
+  return std::any_of(inv.payees().begin(), inv.payees().end(),
+                     [&](const v1::PayeeBalance& pb) { return pb.organization() == org; }) ||
+         std::any_of(inv.lines().begin(), inv.lines().end(),
+                     [&](const v1::InvoiceLine& l) { return l.payee_organization() == org; });
 }
 
 inline absl::Status OrgScope(absl::string_view what) {

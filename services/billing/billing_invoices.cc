@@ -138,14 +138,12 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
 }
 
 absl::StatusOr<v1::SubsidyPool> BillingManager::GetSubsidyPool(const Principal&, const v1::GetSubsidyPoolRequest& r) {
-  if (!absl::StartsWith(r.name(), "subsidyPools/")) {
-    return InvalidField("name", "must be subsidyPools/{subsidy_pool}", "INVALID_NAME");
-  }
-  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(r.name()))));
+  LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "subsidyPools"));
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
   // The etag is read before the balance: never newer than what it shows.
-  LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(IdOf(r.name())));
+  LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(id));
   LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
   DerivePool(pool, balance, clock_->Now(), PoolEtag(doc->version, changes));
   return pool;
@@ -594,8 +592,18 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     inv.set_sequence(number);
     inv.set_number(id);
     *inv.mutable_issue_time() = ToProto(now);
-    *inv.mutable_due_time() = ToProto(now + absl::Hours(24 * 30));
+    *inv.mutable_due_time() = ToProto(now + payment_term_);  // the configured payment term
     inv.set_issued_by(ActorName(p));
+    // PAID is "every payee's outstanding amount is zero": an invoice owing
+    // nothing (only memo lines, or lines netting to zero per payee) is paid
+    // as it is issued, announced by InvoicePaid in the same step.
+    const bool nothing_owed = std::all_of(inv.payees().begin(), inv.payees().end(), [](const v1::PayeeBalance& pb) {
+      return pb.amount_outstanding().amount_minor() == 0;
+    });
+    if (nothing_owed) {
+      inv.set_state(v1::Invoice::PAID);
+      *inv.mutable_paid_time() = ToProto(now);
+    }
     if (voided_doc) inv.set_replaces(voided.name());
     *inv.mutable_create_time() = ToProto(now);
     *inv.mutable_update_time() = ToProto(now);
@@ -628,6 +636,12 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     v1::BillingEvent e = NewEvent(p, now, r.request_id());
     *e.mutable_invoice_issued()->mutable_invoice() = inv;
     step.events.push_back(e.SerializeAsString());
+    if (nothing_owed) {
+      v1::BillingEvent paid = NewEvent(p, now, r.request_id());
+      *paid.mutable_invoice_paid()->mutable_invoice() = inv;
+      paid.mutable_invoice_paid()->set_paid_by(v1::InvoicePaid::PAYMENTS);
+      step.events.push_back(paid.SerializeAsString());
+    }
     LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
     LS_ASSIGN_OR_RETURN(auto answer, Answer(result, std::move(inv)));
     if (answer) return *std::move(answer);  // else the state moved: look again
@@ -636,15 +650,13 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
 }
 
 absl::StatusOr<v1::Invoice> BillingManager::GetInvoice(const Principal& p, const v1::GetInvoiceRequest& r) {
-  if (!absl::StartsWith(r.name(), "invoices/")) return InvalidField("name", "must be invoices/{invoice}", "INVALID_NAME");
-  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", IdOf(r.name()))));
+  LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "invoices"));
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
   if (!SeesAll(p)) {
     const std::string own = ActorOrganization(p);
-    bool mine = inv.payer_organization() == own;
-    for (const auto& pb : inv.payees()) mine |= pb.organization() == own;
-    if (!mine) return OrgScope("invoices");
+    if (inv.payer_organization() != own && !IsInvoicePayee(inv, own)) return OrgScope("invoices");
   }
   LS_ASSIGN_OR_RETURN(std::string held, HeldBy(inv));
   inv.set_settlement(std::move(held));
@@ -653,15 +665,14 @@ absl::StatusOr<v1::Invoice> BillingManager::GetInvoice(const Principal& p, const
 
 absl::StatusOr<v1::InvoiceDocument> BillingManager::GetInvoiceDocument(const Principal& p,
                                                                        const v1::GetInvoiceDocumentRequest& r) {
-  if (r.format() != v1::GetInvoiceDocumentRequest::PDF && r.format() != v1::GetInvoiceDocumentRequest::CSV) {
-    if (!absl::StartsWith(r.name(), "invoices/")) {
-      return InvalidField("name", "must be invoices/{invoice}", "INVALID_NAME");
-    }
-    return InvalidField("format", "choose PDF or CSV");
-  }
   v1::GetInvoiceRequest get;
   get.set_name(r.name());
-  LS_ASSIGN_OR_RETURN(v1::Invoice inv, GetInvoice(p, get));  // name, existence and scope as GetInvoice
+  // Name, existence and scope as GetInvoice; the format after the scope
+  // (types.proto: permission is checked before validation).
+  LS_ASSIGN_OR_RETURN(v1::Invoice inv, GetInvoice(p, get));
+  if (r.format() != v1::GetInvoiceDocumentRequest::PDF && r.format() != v1::GetInvoiceDocumentRequest::CSV) {
+    return InvalidField("format", "choose PDF or CSV");
+  }
   if (inv.state() != v1::Invoice::ISSUED && inv.state() != v1::Invoice::PAID && inv.state() != v1::Invoice::VOID) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
                      r.name() + " is not issued; only issued, paid and void invoices have a document");
@@ -805,28 +816,45 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
 }
 
 absl::StatusOr<v1::Settlement> BillingManager::GetSettlement(const Principal& p, const v1::GetSettlementRequest& r) {
-  if (!absl::StartsWith(r.name(), "settlements/")) {
-    return InvalidField("name", "must be settlements/{settlement}", "INVALID_NAME");
-  }
-  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("settlement", IdOf(r.name()))));
+  LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "settlements"));
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("settlement", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "SETTLEMENT_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::Settlement s, Parse<v1::Settlement>(doc->data));
   if (SeesAll(p)) return s;
-  // Reduced to what involves the caller's organisation.
+  // Reduced to what involves the caller's organisation: its position, pairs
+  // and transfers, the invoices it pays or is paid by (it never sees another
+  // organisation's invoices), and the totals over what remains (its pairs'
+  // gross open amounts, its transfers).
   const std::string own = ActorOrganization(p);
   v1::Settlement mine = s;
   mine.clear_positions();
   mine.clear_pair_balances();
   mine.clear_transfers();
+  mine.clear_invoices();
+  int64_t gross = 0, moved = 0;
   for (const auto& x : s.positions()) {
     if (x.organization() == own) *mine.add_positions() = x;
   }
   for (const auto& x : s.pair_balances()) {
-    if (x.debtor_organization() == own || x.creditor_organization() == own) *mine.add_pair_balances() = x;
+    if (x.debtor_organization() != own && x.creditor_organization() != own) continue;
+    gross += x.debtor_owes().amount_minor() + x.creditor_owes().amount_minor();
+    *mine.add_pair_balances() = x;
   }
   for (const auto& x : s.transfers()) {
-    if (x.from_organization() == own || x.to_organization() == own) *mine.add_transfers() = x;
+    if (x.from_organization() != own && x.to_organization() != own) continue;
+    moved += x.amount().amount_minor();
+    *mine.add_transfers() = x;
   }
+  std::vector<std::string> invoice_keys;
+  for (const auto& name : s.invoices()) invoice_keys.push_back(keys::Doc("invoice", IdOf(name)));
+  LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(invoice_keys));
+  for (int i = 0; i < s.invoices_size(); ++i) {
+    if (!docs[i]) continue;
+    LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(docs[i]->data));
+    if (inv.payer_organization() == own || IsInvoicePayee(inv, own)) mine.add_invoices(s.invoices(i));
+  }
+  *mine.mutable_gross_total() = MakeMoney(s.currency_code(), gross);
+  *mine.mutable_transfer_total() = MakeMoney(s.currency_code(), moved);
   return mine;
 }
 

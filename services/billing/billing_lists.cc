@@ -3,6 +3,7 @@
 // for invoices), filters in process and pages by the last index member.
 #include <algorithm>
 #include <functional>
+#include <initializer_list>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -30,6 +31,20 @@ absl::StatusOr<std::string> Narrow(const Principal& p, const std::string& filter
   return own;
 }
 
+// A member's organisation filters: another organisation may be named only
+// beside its own (what it pays to, or is paid by, that organisation).
+absl::Status OthersBesideOwn(const Principal& p, std::initializer_list<const std::string*> filters,
+                             absl::string_view what) {
+  if (SeesAll(p)) return absl::OkStatus();
+  const std::string own = ActorOrganization(p);
+  bool other = false, mine = false;
+  for (const std::string* f : filters) {
+    other |= !f->empty() && *f != own;
+    mine |= *f == own;
+  }
+  return other && !mine ? OrgScope(what) : absl::OkStatus();
+}
+
 // Scans the index of `kind` after the page token, parsing each document as
 // T and keeping those `keep` accepts, up to the page size.
 template <typename T, typename Resp>
@@ -47,8 +62,11 @@ absl::Status Scan(const BillingStore& store, const PageTokenCodec& page_tokens, 
     LS_ASSIGN_OR_RETURN(auto docs, store.docs().GetMany(k));
     for (size_t i = 0; i < members.size(); ++i) {
       after = members[i];
-      T item;
-      if (!docs[i] || !item.ParseFromString(docs[i]->data) || !keep(item)) continue;
+      if (!docs[i]) continue;
+      // An unreadable document is CORRUPT_DOCUMENT, as ListCharges answers,
+      // never silently left out of the list.
+      LS_ASSIGN_OR_RETURN(T item, Parse<T>(docs[i]->data));
+      if (!keep(item)) continue;
       *out->Add() = std::move(item);
       if (out->size() == page.page_size) {
         resp->set_next_page_token(page_tokens.Make(request, caller, after));
@@ -65,15 +83,10 @@ std::string AfterBar(const std::string& m) { return m.substr(m.rfind('|') + 1); 
 
 absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Principal& p,
                                                                      const v1::ListInvoicesRequest& r) {
+  // Scope before validation (types.proto).
+  LS_RETURN_IF_ERROR(OthersBesideOwn(p, {&r.payer_organization(), &r.payee_organization()}, "invoices"));
   if (!r.period().empty()) LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
   const std::string own = ActorOrganization(p);
-  // A member's filters: another organisation may be named only beside its
-  // own (invoices it pays to, or is paid by, that organisation).
-  if (!SeesAll(p) && ((!r.payer_organization().empty() && r.payer_organization() != own) ||
-                      (!r.payee_organization().empty() && r.payee_organization() != own)) &&
-      r.payer_organization() != own && r.payee_organization() != own) {
-    return OrgScope("invoices");
-  }
   v1::ListInvoicesResponse resp;
   auto id = [](const std::string& m) {
     const std::vector<std::string> f = absl::StrSplit(m, '|');
@@ -82,15 +95,9 @@ absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Prin
     return absl::AsciiStrToLower(absl::StrFormat("%s-%06d", f[0], seq));
   };
   auto keep = [&](const v1::Invoice& inv) {
-    bool payee = false;  // the caller's organisation is a payee
-    for (const auto& pb : inv.payees()) payee |= pb.organization() == own;
-    if (!SeesAll(p) && inv.payer_organization() != own && !payee) return false;
+    if (!SeesAll(p) && inv.payer_organization() != own && !IsInvoicePayee(inv, own)) return false;
     if (!r.payer_organization().empty() && inv.payer_organization() != r.payer_organization()) return false;
-    if (!r.payee_organization().empty()) {
-      bool found = false;
-      for (const auto& pb : inv.payees()) found |= pb.organization() == r.payee_organization();
-      if (!found) return false;
-    }
+    if (!r.payee_organization().empty() && !IsInvoicePayee(inv, r.payee_organization())) return false;
     if (!r.period().empty() && inv.period() != r.period()) return false;
     if (r.state() != 0 && inv.state() != r.state()) return false;
     if (!r.currency_code().empty() && inv.currency_code() != r.currency_code()) return false;
@@ -110,9 +117,12 @@ absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Prin
                                                                      const v1::ListPostingsRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "postings"));
   if (!r.account().empty()) {
-    LS_ASSIGN_OR_RETURN(AccountRef account, ParseAccountName(r.account()));
+    // A malformed account is a bad filter value: INVALID_FIELD (the contract's
+    // "account name malformed"), not INVALID_NAME.
+    auto account = ParseAccountName(r.account());
+    if (!account.ok()) return InvalidField("account", std::string(account.status().message()));
     // A member names only its own accounts (another's is ORGANIZATION_SCOPE).
-    if (!SeesAll(p) && account.owner != org) return OrgScope("postings");
+    if (!SeesAll(p) && account->owner != org) return OrgScope("postings");
   }
   LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListPostingsResponse resp;
@@ -174,11 +184,10 @@ absl::StatusOr<v1::ListDepositsResponse> BillingManager::ListDeposits(const Prin
 }
 
 absl::StatusOr<v1::Payment> BillingManager::GetPayment(const Principal& p, const v1::GetPaymentRequest& r) {
-  if (!absl::StartsWith(r.name(), "payments/")) return InvalidField("name", "must be payments/{payment}", "INVALID_NAME");
-  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("payment", IdOf(r.name()))));
+  LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "payments"));
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("payment", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "PAYMENT_NOT_FOUND", r.name() + " does not exist");
-  v1::Payment pay;
-  pay.ParseFromString(doc->data);
+  LS_ASSIGN_OR_RETURN(v1::Payment pay, Parse<v1::Payment>(doc->data));
   const std::string own = ActorOrganization(p);
   if (!SeesAll(p) && pay.payer() != own && pay.payee() != own) return OrgScope("payments");
   return pay;
@@ -187,6 +196,9 @@ absl::StatusOr<v1::Payment> BillingManager::GetPayment(const Principal& p, const
 absl::StatusOr<v1::ListPaymentsResponse> BillingManager::ListPayments(const Principal& p,
                                                                      const v1::ListPaymentsRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "payments"));
+  // Payer and payee: another organisation only beside the member's own (an
+  // explicit organisation filter, necessarily its own, counts as beside it).
+  LS_RETURN_IF_ERROR(OthersBesideOwn(p, {&r.payer(), &r.payee(), &r.organization()}, "payments"));
   LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListPaymentsResponse resp;
   auto keep = [&](const v1::Payment& pay) {

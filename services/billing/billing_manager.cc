@@ -113,8 +113,13 @@ v1::IncomeFigures NegatedIncome(v1::IncomeFigures f) {
 }
 
 BillingManager::BillingManager(BillingStore* store, InventoryReader* inventory, const Clock* clock,
-                               absl::TimeZone zone, PageTokenCodec page_tokens)
-    : store_(store), inventory_(inventory), clock_(clock), zone_(zone), page_tokens_(std::move(page_tokens)) {}
+                               absl::TimeZone zone, PageTokenCodec page_tokens, int payment_term_days)
+    : store_(store),
+      inventory_(inventory),
+      clock_(clock),
+      zone_(zone),
+      page_tokens_(std::move(page_tokens)),
+      payment_term_(absl::Hours(24) * payment_term_days) {}
 
 // ================================================================ consuming booking events
 
@@ -259,6 +264,10 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
     d.set_lessee_organization(lease.lessee_organization());
     *d.mutable_amount() = out.charges[0].amount();
     *d.mutable_held_amount() = out.charges[0].amount();
+    // Booking's handover time (the contract's hold_time), not billing's clock.
+    if (lease.has_handover() && lease.handover().has_handover_time()) {
+      *d.mutable_hold_time() = lease.handover().handover_time();
+    }
     out.deposit = std::move(d);
     out.lease_out = lease;
     return out;
@@ -298,6 +307,14 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
     *d.mutable_applied_amount() = settled.applied;
     *d.mutable_released_amount() = settled.released;
     d.mutable_held_amount()->set_amount_minor(0);  // nothing is held once the lease is closed
+    // Deposit.postings: the release and application postings only (the hold
+    // posting is the hold charge's; a deposit stored by an earlier release
+    // listed it here too).
+    d.clear_postings();
+    // Booking's close time (the contract's settle_time), not billing's clock.
+    if (lease.has_settlement() && lease.settlement().has_close_time()) {
+      *d.mutable_settle_time() = lease.settlement().close_time();
+    }
     if (lease.has_return_record()) {
       *d.mutable_assessed_damage() = lease.return_record().damage_amount();
       d.set_damage_note(lease.return_record().damage_notes());
@@ -588,13 +605,12 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
     for (const auto& c : priced.charges) {
       if (c.fee_kind() == v1::DEPOSIT) {
         d.set_hold_charge(c.name());
-        d.add_postings(c.posting());
-        *d.mutable_hold_time() = ToProto(now);
+        if (!d.has_hold_time()) *d.mutable_hold_time() = ToProto(now);  // an event without the handover time
       }
       if (c.fee_kind() == v1::DAMAGE) d.set_excess_damage_charge(c.name());
     }
     for (const auto& p : priced.postings) d.add_postings(p.name());
-    if (priced.deposit_version > 0) *d.mutable_settle_time() = ToProto(now);
+    if (priced.deposit_version > 0 && !d.has_settle_time()) *d.mutable_settle_time() = ToProto(now);
     if (priced.deposit_version == 0) *d.mutable_create_time() = ToProto(now);
     *d.mutable_update_time() = ToProto(now);
     const std::string key = keys::Doc("deposit", IdOf(d.name()));
@@ -775,10 +791,8 @@ absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
 // ================================================================ charges, postings, balances
 
 absl::StatusOr<v1::Charge> BillingManager::GetCharge(const Principal& p, const v1::GetChargeRequest& r) {
-  if (!absl::StartsWith(r.name(), "charges/") || r.name().size() <= 8) {
-    return InvalidField("name", "must be charges/{charge}", "INVALID_NAME");
-  }
-  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("charge", IdOf(r.name()))));
+  LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "charges"));
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("charge", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "CHARGE_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::Charge c, Parse<v1::Charge>(doc->data));
   LS_RETURN_IF_ERROR(CheckScope("GetCharge", p, ChargeFacts(c)));
@@ -787,13 +801,15 @@ absl::StatusOr<v1::Charge> BillingManager::GetCharge(const Principal& p, const v
 
 absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Principal& p,
                                                                    const v1::ListChargesRequest& r) {
-  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
+  // Scope before validation (types.proto): a filter naming another
+  // organisation is refused whatever else is wrong with the request.
   const std::string own = ActorOrganization(p);
   if (!SeesAll(p)) {
     for (const std::string* org : {&r.payer_organization(), &r.owner_organization()}) {
       if (!org->empty() && *org != own) return OrgScope("charges");
     }
   }
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListChargesResponse out;
   std::string after = page.after;
@@ -807,7 +823,12 @@ absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Princi
       if (!docs[i]) continue;
       LS_ASSIGN_OR_RETURN(v1::Charge c, Parse<v1::Charge>(docs[i]->data));
       if (!SeesAll(p) && !CheckScope("ListCharges", p, ChargeFacts(c)).ok()) continue;
-      if (!r.payer_organization().empty() && c.payer_organization() != r.payer_organization()) continue;
+      // The payer filter: the charge's payer or a participant bearing a split part.
+      if (!r.payer_organization().empty() && c.payer_organization() != r.payer_organization() &&
+          std::none_of(c.splits().begin(), c.splits().end(),
+                       [&](const v1::ChargeSplit& x) { return x.organization() == r.payer_organization(); })) {
+        continue;
+      }
       if (!r.owner_organization().empty() && c.owner_organization() != r.owner_organization()) continue;
       if (!r.instrument().empty() && c.instrument() != r.instrument()) continue;
       if (r.mode() != 0 && c.mode() != r.mode()) continue;
@@ -834,10 +855,8 @@ absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Princi
 }
 
 absl::StatusOr<v1::Posting> BillingManager::GetPosting(const Principal& p, const v1::GetPostingRequest& r) {
-  if (!absl::StartsWith(r.name(), "postings/") || r.name().size() <= 9) {
-    return InvalidField("name", "must be postings/{posting}", "INVALID_NAME");
-  }
-  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", IdOf(r.name()))));
+  LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "postings"));
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "POSTING_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::Posting posting, Parse<v1::Posting>(doc->data));
   if (SeesAll(p)) return posting;
@@ -882,7 +901,7 @@ absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> BillingManager::All
 
 absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Principal& p,
                                                                      const v1::GetAccountBalanceRequest& r) {
-  LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(r.name()));
+  LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(r.name(), "name"));
   if (!SeesAll(p) && ref.owner != ActorOrganization(p)) return OrgScope("accounts");
   // NOT_FOUND (ORGANIZATION_NOT_FOUND, SUBSIDY_POOL_NOT_FOUND) for an owner
   // that does not exist.
@@ -920,10 +939,8 @@ absl::StatusOr<v1::AccountBalance> BillingManager::ReadBalance(const AccountRef&
 }
 
 absl::StatusOr<v1::Deposit> BillingManager::GetDeposit(const Principal& p, const v1::GetDepositRequest& r) {
-  if (!absl::StartsWith(r.name(), "deposits/") || r.name().size() <= 9) {
-    return InvalidField("name", "must be deposits/{deposit}", "INVALID_NAME");
-  }
-  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("deposit", IdOf(r.name()))));
+  LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "deposits"));
+  LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("deposit", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "DEPOSIT_NOT_FOUND", r.name() + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::Deposit d, Parse<v1::Deposit>(doc->data));
   LS_RETURN_IF_ERROR(CheckScope("GetDeposit", p, DepositFacts(d)));

@@ -44,12 +44,19 @@ class InventoryReader {
   virtual absl::StatusOr<inv::Organization> GetOrganization(const std::string& name) = 0;
 };
 
+// The payment term: an invoice is due this many days after its issue
+// (Invoice.due_time); labshare-billing --payment_term_days, checked at
+// start-up to be within 1..kMaxPaymentTermDays.
+inline constexpr int kDefaultPaymentTermDays = 30;
+inline constexpr int kMaxPaymentTermDays = 365;
+
 class BillingManager {
  public:
   // All pointers must outlive the manager. `zone`: the consortium time zone
-  // of billing periods.
+  // of billing periods; `payment_term_days`: see kDefaultPaymentTermDays.
   BillingManager(BillingStore* store, InventoryReader* inventory, const Clock* clock,
-                 absl::TimeZone zone, PageTokenCodec page_tokens);
+                 absl::TimeZone zone, PageTokenCodec page_tokens,
+                 int payment_term_days = kDefaultPaymentTermDays);
 
   // Applies one entry of a booking outbox exactly once (keyed by the
   // event's id, in the same atomic step as its charges and postings).
@@ -182,6 +189,7 @@ class BillingManager {
   const Clock* clock_;
   absl::TimeZone zone_;
   PageTokenCodec page_tokens_;
+  absl::Duration payment_term_;
 };
 
 }  // namespace labshare::billing

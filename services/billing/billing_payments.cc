@@ -588,7 +588,7 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
 }
 
 absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, const v1::VoidInvoiceRequest& r) {
-  if (!absl::StartsWith(r.name(), "invoices/")) return InvalidField("name", "must be invoices/{invoice}", "INVALID_NAME");
+  LS_RETURN_IF_ERROR(NameId(r.name(), "invoices").status());
   if (r.reason().empty()) return InvalidField("reason", "say why the invoice is void");
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("VoidInvoice", r.request_id());
   const std::string fingerprint = RequestFingerprint("VoidInvoice", r);
@@ -845,8 +845,10 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
 
 absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStatement(
     const Principal& p, const v1::GetOrganizationStatementRequest& r) {
-  if (!IsOrganizationName(r.organization())) return InvalidField("organization", "must be organizations/{organization}");
+  // Scope before validation (types.proto): a member naming anything but its
+  // own organisation is refused first.
   if (!SeesAll(p) && r.organization() != ActorOrganization(p)) return OrgScope("statement");
+  if (!IsOrganizationName(r.organization())) return InvalidField("organization", "must be organizations/{organization}");
   if (!r.has_interval() || FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
     return InvalidField("interval", "needs start_time before end_time");
   }
@@ -856,7 +858,10 @@ absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStateme
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const int64_t from = Ms(FromProto(r.interval().start_time())), to = Ms(FromProto(r.interval().end_time()));
   std::vector<v1::AccountKind> kinds;
-  for (int k : r.account_kinds()) kinds.push_back(static_cast<v1::AccountKind>(k));
+  for (int k : r.account_kinds()) {  // each kind once, in the order first asked for
+    const auto kind = static_cast<v1::AccountKind>(k);
+    if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) kinds.push_back(kind);
+  }
   if (kinds.empty()) kinds = {v1::RECEIVABLE, v1::PAYABLE};
   v1::OrganizationStatement out;
   out.set_organization(r.organization());
@@ -1065,14 +1070,19 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
 
 absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Principal& p,
                                                                      const v1::ListBalancesRequest& r) {
+  // As GetAccountBalance: a member reads only its own organisation's accounts
+  // (not a pool's, not the "-" parents); scope before validation (types.proto).
+  if (!SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");
   const bool all = r.parent() == "organizations/-" || r.parent() == "subsidyPools/-";
   if (!all && !IsOrganizationName(r.parent()) && !IsSubsidyPoolName(r.parent())) {
     return InvalidField("parent", "must be organizations/{organization}, subsidyPools/{subsidy_pool} or a '-' parent");
   }
-  // As GetAccountBalance: a member reads only its own organisation's accounts
-  // (not a pool's, not the "-" parents).
-  if (!SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
+  // Checked here, not only per account read: a parent without accounts to
+  // read answers it all the same.
+  if (r.has_as_of_time() && FromProto(r.as_of_time()) > clock_->Now()) {
+    return InvalidField("as_of_time", "must not be in the future");
+  }
   if (!all) LS_RETURN_IF_ERROR(PartiesExist({r.parent()}));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string prefix = all ? r.parent().substr(0, r.parent().size() - 1) : r.parent() + "/";
@@ -1087,6 +1097,17 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
     auto ref = ParseAccountName(f[0]);
     if (!ref.ok() || (!kinds.empty() && !kinds.count(ref->kind))) continue;
     accounts.insert({f[0], r.group_by_counterparty() ? f[1] : ""});
+  }
+  // "Accounts exist implicitly": a named parent, one balance per account, has
+  // every kind asked for (every kind of the parent when none is), at zero
+  // when it never had an entry (left out by skip_empty below).
+  if (!all && !r.group_by_counterparty()) {
+    const bool pool = IsSubsidyPoolName(r.parent());
+    for (int k = v1::AccountKind_MIN; k <= v1::AccountKind_MAX; ++k) {
+      const auto kind = static_cast<v1::AccountKind>(k);
+      if (!v1::AccountKind_IsValid(k) || !(pool ? IsPoolAccountKind(kind) : IsOrganizationAccountKind(kind))) continue;
+      if (kinds.empty() || kinds.count(kind)) accounts.insert({AccountName(r.parent(), kind), ""});
+    }
   }
   v1::ListBalancesResponse out;
   for (const auto& [account, counterparty] : accounts) {

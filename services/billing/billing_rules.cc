@@ -1455,9 +1455,9 @@ std::string AccountName(absl::string_view owner, v1::AccountKind kind) {
 bool IsOrganizationName(absl::string_view name) { return IsName(name, "organizations"); }
 bool IsSubsidyPoolName(absl::string_view name) { return IsName(name, "subsidyPools"); }
 
-absl::StatusOr<AccountRef> ParseAccountName(absl::string_view account) {
+absl::StatusOr<AccountRef> ParseAccountName(absl::string_view account, absl::string_view field) {
   auto bad = [&](absl::string_view why) {
-    return InvalidField("account", absl::StrCat("'", account, "' ", why), "INVALID_NAME");
+    return InvalidField(std::string(field), absl::StrCat("'", account, "' ", why), "INVALID_NAME");
   };
   std::vector<absl::string_view> parts = absl::StrSplit(account, '/');
   if (parts.size() != 4 || parts[2] != "accounts" || !ValidId(parts[1])) {

@@ -342,9 +342,9 @@ struct AccountRef {
   std::string owner;  // "organizations/{o}" or "subsidyPools/{f}"
   v1::AccountKind kind = v1::ACCOUNT_KIND_UNSPECIFIED;
 };
-// INVALID_ARGUMENT (INVALID_NAME) when malformed or the kind does not belong
-// to the owner's type.
-absl::StatusOr<AccountRef> ParseAccountName(absl::string_view account);
+// INVALID_ARGUMENT (INVALID_NAME, naming the request field `field`) when
+// malformed or the kind does not belong to the owner's type.
+absl::StatusOr<AccountRef> ParseAccountName(absl::string_view account, absl::string_view field = "account");
 bool IsOrganizationName(absl::string_view name);
 bool IsSubsidyPoolName(absl::string_view name);
 

@@ -26,6 +26,8 @@ ABSL_FLAG(std::string, time_zone, "Asia/Shanghai", "IANA time zone of billing pe
 ABSL_FLAG(absl::Duration, lease_period_interval, absl::Minutes(1),
           "How often lease rent of ended billing periods is posted.");
 ABSL_FLAG(int, booking_partitions, 16, "Number of booking outbox streams {bk:P}:outbox.");
+ABSL_FLAG(int, payment_term_days, labshare::billing::kDefaultPaymentTermDays,
+          "Payment term: an issued invoice is due this many days after its issue (1 to 365).");
 
 int main(int argc, char** argv) {
   labshare::InitProcess(argc, argv,
@@ -50,6 +52,12 @@ int main(int argc, char** argv) {
     labshare::LogError("bad --time_zone", {{"error", zone.status().ToString()}});
     return 2;
   }
+  const int payment_term_days = absl::GetFlag(FLAGS_payment_term_days);
+  if (payment_term_days < 1 || payment_term_days > labshare::billing::kMaxPaymentTermDays) {
+    labshare::LogError("bad --payment_term_days", {{"error", "must be 1 to 365 days"},
+                                                   {"value", std::to_string(payment_term_days)}});
+    return 2;
+  }
   labshare::billing::BillingStore store(&redis);
   auto page_tokens = labshare::PageTokenCodec::FromRedis(&redis, "{billing}");
   if (!page_tokens.ok()) {
@@ -57,7 +65,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   labshare::billing::BillingManager manager(&store, &inventory, &clock, *zone,
-                                           *std::move(page_tokens));
+                                           *std::move(page_tokens), payment_term_days);
   labshare::Authorizer authorizer(verifier.get(), labshare::billing::BillingPolicy(), &wall);
   labshare::billing::BillingService service(&manager, &authorizer);
   absl::Notification stop;

@@ -12,6 +12,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <functional>
+#include <initializer_list>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -970,6 +972,90 @@ class OwnerIncomeReportTest : public BillingContractTest {
     return b;
   }
 
+  // ana's JOINT_RESEARCH session on tem, 09:00-10:00 of day_, in a new
+  // project `id` whose participants bear `shares` (basis points), used and
+  // billed: its charge.
+  v1::Charge JointResearchCharge(const std::string& id,
+                                 std::initializer_list<std::pair<const char*, int>> shares) {
+    namespace bk = labshare::booking::v1;
+    bk::CreateProjectRequest r;
+    r.set_project_id(id);
+    r.mutable_project()->set_title("joint research " + id);
+    r.mutable_project()->set_cost_share_template(bk::Project::CUSTOM);
+    for (const auto& [org, bps] : shares) {
+      auto* part = r.mutable_project()->add_participants();
+      part->set_organization(org);
+      part->set_share_bps(bps);
+    }
+    *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
+    *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+    auto* budget = r.mutable_project()->add_instrument_budgets();
+    budget->set_instrument("instruments/tem");
+    *budget->mutable_budget() = ToProto(absl::Hours(10));
+    bk::Project project;
+    auto s = Call(stub_.get(), &bk::BookingService::Stub::CreateProject, r, &project, BookingServiceTest::admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    bk::CreateBookingRequest jr;
+    jr.mutable_booking()->set_instrument("instruments/tem");
+    jr.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    jr.mutable_booking()->set_project("projects/" + id);
+    *jr.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+    *jr.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
+    bk::Booking b;
+    s = Call(stub_.get(), &bk::BookingService::Stub::CreateBooking, jr, &b, ana_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (!s.ok()) return v1::Charge();
+    Use(b, ana_);
+    return ChargeOf(b.name());
+  }
+
+  // afm leased to lab from day_ + 1 to day_ + 11 days at 3000.00 a day,
+  // deposit 1000.00, approved by the owner's staff: the lease's name.
+  std::string ApprovedAfmLease() {
+    namespace bk = labshare::booking::v1;
+    bk::RequestLeaseRequest lr;
+    lr.mutable_lease()->set_instrument("instruments/afm");
+    *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+    *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
+    bk::Lease lease, out;
+    EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, lr, &lease, ana_).ok());
+    bk::ApproveLeaseRequest a;
+    a.set_name(lease.name());
+    a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+    *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+    *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+    EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+    return lease.name();
+  }
+
+  // The owner's staff hands the lease over, takes it back with `damage`
+  // (CNY minor units) assessed, closes it: each at the current clock.
+  void HandOver(const std::string& lease) {
+    namespace bk = labshare::booking::v1;
+    bk::RecordHandoverRequest h;
+    h.set_name(lease);
+    h.set_condition_notes("tip new");
+    bk::Lease out;
+    auto s = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  void TakeBack(const std::string& lease, int64_t damage) {
+    namespace bk = labshare::booking::v1;
+    bk::RecordReturnRequest ret;
+    ret.set_name(lease);
+    ret.set_condition_notes("stage scratched");
+    *ret.mutable_damage_amount() = MakeMoney("CNY", damage);
+    bk::Lease out;
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+  }
+  void CloseLease(const std::string& lease) {
+    namespace bk = labshare::booking::v1;
+    bk::CloseLeaseRequest close;
+    close.set_name(lease);
+    bk::Lease out;
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  }
+
   // The charge of a booking, lease or project.
   v1::Charge ChargeOf(const std::string& reference) {
     v1::ListChargesRequest r;
@@ -1198,35 +1284,7 @@ TEST_F(OwnerIncomeReportTest, AnAdjustmentCountsWithItsChargeInTheIntervalOfItsP
 // owner's share is its in-kind contribution (payer: the owner). Every page
 // carries the whole report's totals and the pages give the same rows.
 TEST_F(OwnerIncomeReportTest, JointResearchParticipantsArePayerRowsOfTheirShares) {
-  namespace bk = labshare::booking::v1;
-  bk::CreateProjectRequest r;
-  r.set_project_id("prj");
-  r.mutable_project()->set_title("three-way");
-  r.mutable_project()->set_cost_share_template(bk::Project::CUSTOM);
-  for (const auto& [org, bps] : {std::pair<const char*, int>{kOwner, 2000}, {kLab, 5000}, {kOutsider, 3000}}) {
-    auto* part = r.mutable_project()->add_participants();
-    part->set_organization(org);
-    part->set_share_bps(bps);
-  }
-  *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
-  *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
-  auto* budget = r.mutable_project()->add_instrument_budgets();
-  budget->set_instrument(kTem);
-  *budget->mutable_budget() = ToProto(absl::Hours(10));
-  bk::Project project;
-  auto s = Call(stub_.get(), &bk::BookingService::Stub::CreateProject, r, &project, BookingServiceTest::admin_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  bk::CreateBookingRequest jr;
-  jr.mutable_booking()->set_instrument(kTem);
-  jr.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
-  jr.mutable_booking()->set_project("projects/prj");
-  *jr.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
-  *jr.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
-  bk::Booking b;
-  s = Call(stub_.get(), &bk::BookingService::Stub::CreateBooking, jr, &b, ana_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  Use(b, ana_);
-  const v1::Charge charge = ChargeOf(b.name());
+  const v1::Charge charge = JointResearchCharge("prj", {{kOwner, 2000}, {kLab, 5000}, {kOutsider, 3000}});
   ASSERT_EQ(charge.amount().amount_minor(), 50000);
   ASSERT_EQ(charge.payer_organization(), kLab);
 
@@ -1281,39 +1339,18 @@ TEST_F(OwnerIncomeReportTest, InternalUseAndDamageCompensationAreKeptApart) {
   g.set_user("users/olga");
   Inv(&iv::InventoryService::Stub::GrantQualification, g);
   // afm leased to lab: deposit 1000.00, returned with 1500.00 of damage.
-  bk::RequestLeaseRequest lr;
-  lr.mutable_lease()->set_instrument(kAfm);
-  *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
-  *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
-  bk::Lease lease, out;
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, lr, &lease, ana_).ok());
-  bk::ApproveLeaseRequest a;
-  a.set_name(lease.name());
-  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
-  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
-  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+  const std::string lease = ApprovedAfmLease();
   bk::Booking own;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &own, "", "users/olga").ok());
   Use(own, Token("olga", "owner", {Role::kLabUser}));
   ASSERT_EQ(ChargeOf(own.name()).amount().amount_minor(), 20000);
 
-  bk::RecordHandoverRequest h;
-  h.set_name(lease.name());
-  h.set_condition_notes("tip new");
   clock_.Set(day_ + absl::Hours(24));
-  auto handed = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
-  ASSERT_TRUE(handed.ok()) << handed.error_message();
+  HandOver(lease);
   Bill();
   clock_.Set(day_ + absl::Hours(24 * 6));
-  bk::RecordReturnRequest ret;
-  ret.set_name(lease.name());
-  ret.set_condition_notes("stage scratched");
-  *ret.mutable_damage_amount() = MakeMoney("CNY", 150000);
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
-  bk::CloseLeaseRequest close;
-  close.set_name(lease.name());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  TakeBack(lease, 150000);
+  CloseLease(lease);
   Bill();
 
   auto report = Report(absl::ZeroDuration(), absl::Hours(24 * 30));
@@ -1357,6 +1394,390 @@ TEST_F(OwnerIncomeReportTest, InternalUseAndDamageCompensationAreKeptApart) {
   }
   ExpectError(Report(absl::ZeroDuration(), absl::Hours(24 * 30), 0, &lab_admin).status(),
               absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE");
+}
+
+// ================================================================ contract audit, round 3b
+//
+// Each test below failed on the code before its fix (see the commit that
+// added it).
+
+// ListChargesRequest.payer_organization: "Charges this organisation pays or
+// bears a split part of": a joint-research participant finds the charge it
+// bears a part of, as the admin and as its own billing admin.
+TEST_F(OwnerIncomeReportTest, ThePayerFilterFindsChargesASplitParticipantBearsAPartOf) {
+  const v1::Charge charge = JointResearchCharge("pair", {{kLab, 6000}, {kThird, 4000}});
+  ASSERT_EQ(charge.payer_organization(), kLab);
+  ASSERT_EQ(charge.splits_size(), 2);
+
+  v1::ListChargesRequest byThird;
+  byThird.set_payer_organization(kThird);
+  for (const Principal& who : {admin_, Member("third")}) {
+    auto listed = billing_->ListCharges(who, byThird);
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    ASSERT_EQ(listed->charges_size(), 1) << who.user_id;
+    EXPECT_EQ(listed->charges(0).name(), charge.name());
+  }
+  v1::ListChargesRequest byLab;  // the payer itself, as before
+  byLab.set_payer_organization(kLab);
+  auto listed = billing_->ListCharges(admin_, byLab);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->charges_size(), 1);
+  v1::ListChargesRequest byOutsider;  // no part of it
+  byOutsider.set_payer_organization(kOutsider);
+  listed = billing_->ListCharges(admin_, byOutsider);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->charges_size(), 0);
+}
+
+// ListPostings: "INVALID_FIELD: ... account name malformed" (not
+// INVALID_NAME, which the method does not list); GetAccountBalance's
+// violation names its request field `name`.
+TEST_F(BillingContractTest, AMalformedAccountIsAnInvalidFieldOfListPostingsAndNamesTheField) {
+  v1::ListPostingsRequest lp;
+  lp.set_account("organizations/lab/accounts/nothing");
+  auto listed = billing_->ListPostings(admin_, lp);
+  ExpectError(listed.status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  ASSERT_EQ(FieldViolationsOf(listed.status()).size(), 1u);
+  EXPECT_EQ(FieldViolationsOf(listed.status())[0].field, "account");
+  v1::GetAccountBalanceRequest get;
+  get.set_name("organizations/lab/accounts/pool-funds");
+  auto balance = billing_->GetAccountBalance(admin_, get);
+  ExpectError(balance.status(), absl::StatusCode::kInvalidArgument, "INVALID_NAME");
+  ASSERT_EQ(FieldViolationsOf(balance.status()).size(), 1u);
+  EXPECT_EQ(FieldViolationsOf(balance.status())[0].field, "name");
+}
+
+// types.proto: PERMISSION_DENIED (ORGANIZATION_SCOPE) is "checked before
+// validation": a member naming another organisation is refused whatever
+// else is wrong with the request.
+TEST_F(BillingContractTest, ScopeIsCheckedBeforeValidation) {
+  Owe(kThird, kOwner, 4000);
+  const v1::Invoice third = Issue(kThird);
+  const Principal lab = Member("lab");
+  v1::ListInvoicesRequest li;
+  li.set_payer_organization(kThird);
+  li.set_period("2027-13");
+  ExpectError(billing_->ListInvoices(lab, li).status(), absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE");
+  li.clear_payer_organization();  // its own: the period is checked
+  ExpectError(billing_->ListInvoices(lab, li).status(), absl::StatusCode::kInvalidArgument, "INVALID_PERIOD");
+  v1::ListChargesRequest lc;
+  lc.set_payer_organization(kThird);
+  lc.set_page_token("not-a-token");
+  ExpectError(billing_->ListCharges(lab, lc).status(), absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE");
+  lc.clear_payer_organization();
+  ExpectError(billing_->ListCharges(lab, lc).status(), absl::StatusCode::kInvalidArgument, "INVALID_PAGE_TOKEN");
+  v1::GetInvoiceDocumentRequest doc;
+  doc.set_name(third.name());  // format unspecified
+  ExpectError(billing_->GetInvoiceDocument(lab, doc).status(), absl::StatusCode::kPermissionDenied,
+              "ORGANIZATION_SCOPE");
+  ExpectError(billing_->GetInvoiceDocument(Member("third"), doc).status(), absl::StatusCode::kInvalidArgument,
+              "INVALID_FIELD");
+  // A statement or balances of anything but its own organisation, malformed
+  // names included.
+  v1::GetOrganizationStatementRequest st;
+  st.set_organization("third");
+  ExpectError(billing_->GetOrganizationStatement(lab, st).status(), absl::StatusCode::kPermissionDenied,
+              "ORGANIZATION_SCOPE");
+  ExpectError(billing_->GetOrganizationStatement(admin_, st).status(), absl::StatusCode::kInvalidArgument,
+              "INVALID_FIELD");
+  v1::ListBalancesRequest lb;
+  lb.set_parent("organizations/Third");
+  ExpectError(billing_->ListBalances(lab, lb).status(), absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE");
+  ExpectError(billing_->ListBalances(admin_, lb).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+}
+
+// File header: "a filter ... naming another organisation fails with
+// PERMISSION_DENIED (ORGANIZATION_SCOPE)": ListPayments' payer and payee
+// filters too; another organisation is named only beside the member's own.
+TEST_F(BillingContractTest, AMembersPaymentFiltersNameAnotherOrganisationOnlyBesideItsOwn) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kThird, kOwner, 4000);
+  ASSERT_TRUE(billing_->RecordPayment(admin_, Payment(kLab, kOwner, MakeMoney("CNY", 1000))).ok());
+  ASSERT_TRUE(billing_->RecordPayment(admin_, Payment(kThird, kOwner, MakeMoney("CNY", 400))).ok());
+  const Principal lab = Member("lab");
+  auto refused = [&](const std::string& payer, const std::string& payee) {
+    v1::ListPaymentsRequest r;
+    r.set_payer(payer);
+    r.set_payee(payee);
+    ExpectError(billing_->ListPayments(lab, r).status(), absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE");
+  };
+  refused(kThird, "");
+  refused("", kOwner);
+  refused(kThird, kOwner);
+  v1::ListPaymentsRequest r;
+  r.set_payer(kLab);
+  r.set_payee(kOwner);  // beside its own
+  auto listed = billing_->ListPayments(lab, r);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->payments_size(), 1);
+  EXPECT_EQ(listed->payments(0).payer(), kLab);
+  r.clear_payer();
+  r.set_organization(kLab);
+  listed = billing_->ListPayments(lab, r);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->payments_size(), 1);
+  listed = billing_->ListPayments(Member("owner"), v1::ListPaymentsRequest());
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->payments_size(), 2);
+}
+
+// ListBalances: "Accounts exist implicitly", account_kinds "Empty = every
+// kind of the parent", skip_empty leaves out "accounts ... with no entries":
+// an organisation without entries has every account at zero; a future
+// as_of_time is INVALID_FIELD even then.
+TEST_F(BillingContractTest, ListBalancesListsAccountsThatNeverHadAnEntry) {
+  v1::ListBalancesRequest r;
+  r.set_parent(kThird);
+  auto listed = billing_->ListBalances(admin_, r);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->balances_size(), 11);  // RECEIVABLE .. CASH
+  std::string previous;
+  for (const auto& b : listed->balances()) {
+    EXPECT_TRUE(absl::StartsWith(b.account(), std::string(kThird) + "/accounts/")) << b.account();
+    EXPECT_GT(b.account(), previous);
+    previous = b.account();
+    EXPECT_EQ(b.balance().amount_minor(), 0);
+    EXPECT_EQ(b.currency_code(), "CNY");
+  }
+  r.add_account_kinds(v1::CASH);
+  r.add_account_kinds(v1::PAYABLE);
+  listed = billing_->ListBalances(Member("third"), r);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->balances_size(), 2);
+  EXPECT_EQ(listed->balances(0).account(), std::string(kThird) + "/accounts/cash");
+  EXPECT_EQ(listed->balances(1).account(), std::string(kThird) + "/accounts/payable");
+  r.set_skip_empty(true);
+  listed = billing_->ListBalances(admin_, r);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->balances_size(), 0);
+  // The pool: its three accounts, pool-payable at zero (no grant yet).
+  v1::ListBalancesRequest pool;
+  pool.set_parent("subsidyPools/voucher");
+  listed = billing_->ListBalances(admin_, pool);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->balances_size(), 3);
+  EXPECT_EQ(listed->balances(1).account(), "subsidyPools/voucher/accounts/pool-funds");
+  EXPECT_EQ(listed->balances(1).balance().amount_minor(), 1000000);
+  EXPECT_EQ(listed->balances(2).account(), "subsidyPools/voucher/accounts/pool-payable");
+  EXPECT_EQ(listed->balances(2).balance().amount_minor(), 0);
+  r.set_skip_empty(false);
+  *r.mutable_as_of_time() = ToProto(clock_.Now() + absl::Hours(1));
+  ExpectError(billing_->ListBalances(admin_, r).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+}
+
+// GetOrganizationStatement: a kind asked for twice is one account, counted
+// once.
+TEST_F(BillingContractTest, AStatementCountsAnAccountKindAskedForTwiceOnce) {
+  const absl::Time from = clock_.Now();
+  Owe(kLab, kOwner, 10000);
+  v1::GetOrganizationStatementRequest r;
+  r.set_organization(kLab);
+  *r.mutable_interval()->mutable_start_time() = ToProto(from);
+  *r.mutable_interval()->mutable_end_time() = ToProto(from + absl::Hours(1));
+  r.add_account_kinds(v1::PAYABLE);
+  auto once = billing_->GetOrganizationStatement(admin_, r);
+  ASSERT_TRUE(once.ok()) << once.status();
+  r.add_account_kinds(v1::PAYABLE);
+  auto twice = billing_->GetOrganizationStatement(admin_, r);
+  ASSERT_TRUE(twice.ok()) << twice.status();
+  EXPECT_EQ(once->lines_size(), 1);
+  EXPECT_EQ(twice->lines_size(), 1);
+  EXPECT_EQ(twice->closing_balance().amount_minor(), -10000);
+  EXPECT_EQ(twice->account_kinds_size(), 1);
+}
+
+// Resource names: "{collection}/{id}" exactly, with a valid id (INVALID_NAME
+// otherwise, never another resource found by its last segment); a stored
+// document that cannot be read is CORRUPT_DOCUMENT, on a Get and in a list.
+TEST_F(BillingContractTest, ResourceNamesAreParsedStrictlyAndUnreadableDocumentsAreCorrupt) {
+  Owe(kLab, kOwner, 10000);
+  const v1::Invoice inv = Issue(kLab);
+  auto s = Compute();
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto invalid = [&](const absl::Status& status, const std::string& what) {
+    SCOPED_TRACE(what);
+    ExpectError(status, absl::StatusCode::kInvalidArgument, "INVALID_NAME");
+  };
+  const std::string inv_id = inv.name().substr(inv.name().rfind('/') + 1);
+  const std::string s_id = s->name().substr(s->name().rfind('/') + 1);
+  for (const std::string& name : {std::string("invoices/"), "invoices/x/" + inv_id, "invoices/" + inv_id + "/"}) {
+    v1::GetInvoiceRequest get;
+    get.set_name(name);
+    invalid(billing_->GetInvoice(admin_, get).status(), name);
+    v1::VoidInvoiceRequest v;
+    v.set_name(name);
+    v.set_reason("wrong");
+    invalid(billing_->VoidInvoice(admin_, v).status(), name);
+  }
+  for (const std::string& name : {std::string("settlements/"), "settlements/x/" + s_id}) {
+    v1::GetSettlementRequest get;
+    get.set_name(name);
+    invalid(billing_->GetSettlement(admin_, get).status(), name);
+  }
+  for (const char* name : {"subsidyPools/", "subsidyPools/x/voucher", "subsidyPools/Voucher"}) {
+    v1::GetSubsidyPoolRequest get;
+    get.set_name(name);
+    invalid(billing_->GetSubsidyPool(admin_, get).status(), name);
+  }
+  v1::ListPostingsRequest lp;
+  lp.set_kind(v1::CORRECTION);
+  auto postings = billing_->ListPostings(admin_, lp);
+  ASSERT_TRUE(postings.ok() && postings->postings_size() == 1) << postings.status();
+  v1::GetPostingRequest gp;
+  gp.set_name("postings/x/" + postings->postings(0).name().substr(9));
+  invalid(billing_->GetPosting(admin_, gp).status(), gp.name());
+  v1::GetChargeRequest gc;
+  gc.set_name("charges/a/b");
+  invalid(billing_->GetCharge(admin_, gc).status(), gc.name());
+  v1::GetDepositRequest gd;
+  gd.set_name("deposits/x/y");
+  invalid(billing_->GetDeposit(admin_, gd).status(), gd.name());
+
+  // A payment stored unreadable: CORRUPT_DOCUMENT from GetPayment and
+  // ListPayments, not an empty payment or a shorter list.
+  Owe(kThird, kOwner, 4000);
+  auto pay = billing_->RecordPayment(admin_, Payment(kThird, kOwner, MakeMoney("CNY", 400)));
+  ASSERT_TRUE(pay.ok()) << pay.status();
+  v1::GetPaymentRequest get;
+  for (const char* name : {"payments/", "payments/a/b"}) {
+    get.set_name(name);
+    invalid(billing_->GetPayment(admin_, get).status(), name);
+  }
+  const std::string key = keys::Doc("payment", pay->name().substr(pay->name().rfind('/') + 1));
+  ASSERT_TRUE(pool_->Command({"HSET", key, "d", std::string("\x0a\xff", 2)}).ok());
+  get.set_name(pay->name());
+  ExpectError(billing_->GetPayment(admin_, get).status(), absl::StatusCode::kInternal, "CORRUPT_DOCUMENT");
+  ExpectError(billing_->ListPayments(admin_, v1::ListPaymentsRequest()).status(), absl::StatusCode::kInternal,
+              "CORRUPT_DOCUMENT");
+}
+
+// Invoice.due_time: "issue_time plus the configured payment term".
+TEST_F(BillingContractTest, TheDueTimeIsTheConfiguredPaymentTermAfterIssue) {
+  BillingManager billing(bstore_.get(), reader_.get(), &clock_, *LoadBillingTimeZone("Asia/Shanghai"),
+                         labshare::testing::TestPageTokens(), 45);
+  Owe(kLab, kOwner, 10000);
+  Owe(kThird, kOwner, 4000);
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  v1::IssueInvoiceRequest r;
+  r.set_payer_organization(kLab);
+  r.set_period("2027-01");
+  auto inv = billing.IssueInvoice(admin_, r);
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(FromProto(inv->due_time()), FromProto(inv->issue_time()) + absl::Hours(24 * 45));
+  const v1::Invoice third = Issue(kThird);  // the default term: 30 days
+  EXPECT_EQ(FromProto(third.due_time()), FromProto(third.issue_time()) + absl::Hours(24 * 30));
+}
+
+// A member's settlement: "reduced to the positions, pairs and transfers that
+// involve its own organisation", and it "never sees another organisation's
+// invoices": its invoices only, the totals over what remains.
+TEST_F(BillingContractTest, AMembersSettlementKeepsOnlyItsInvoicesAndTotals) {
+  const auto [lab, third] = IssueLabAndThird();
+  auto s = Compute();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->invoices_size(), 2);
+  EXPECT_EQ(s->gross_total().amount_minor(), 14000);
+  EXPECT_EQ(s->transfer_total().amount_minor(), 14000);
+  v1::GetSettlementRequest get;
+  get.set_name(s->name());
+  auto mine = billing_->GetSettlement(Member("lab"), get);
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  ASSERT_EQ(mine->invoices_size(), 1);
+  EXPECT_EQ(mine->invoices(0), lab.name());
+  ASSERT_EQ(mine->transfers_size(), 1);
+  EXPECT_EQ(mine->gross_total().amount_minor(), 10000);
+  EXPECT_EQ(mine->transfer_total().amount_minor(), 10000);
+  auto listed = billing_->ListSettlements(Member("third"), v1::ListSettlementsRequest());
+  ASSERT_TRUE(listed.ok() && listed->settlements_size() == 1) << listed.status();
+  ASSERT_EQ(listed->settlements(0).invoices_size(), 1);
+  EXPECT_EQ(listed->settlements(0).invoices(0), third.name());
+  EXPECT_EQ(listed->settlements(0).gross_total().amount_minor(), 4000);
+  EXPECT_EQ(listed->settlements(0).transfer_total().amount_minor(), 4000);
+  auto owner = billing_->GetSettlement(Member("owner"), get);  // payee of both
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  EXPECT_EQ(owner->invoices_size(), 2);
+  EXPECT_EQ(owner->gross_total().amount_minor(), 14000);
+}
+
+// A lease whose deposit is kept whole for damage, closed a month after its
+// return. Deposit: hold_time and settle_time are booking's handover and
+// close times (billing consumes the events later), postings the
+// application only. The lessee's invoice of the close's month has only the
+// DEPOSIT_APPLIED memo line: the owner named by it is a payee (GetInvoice,
+// ListInvoices), and with nothing outstanding the invoice is PAID at issue.
+TEST_F(OwnerIncomeReportTest, ADepositKeptForDamage) {
+  const std::string lease = ApprovedAfmLease();
+  const absl::Time handover = day_ + absl::Hours(24);
+  clock_.Set(handover);
+  HandOver(lease);
+  clock_.Set(handover + absl::Hours(2));
+  Bill();
+  clock_.Set(day_ + absl::Hours(24 * 6));
+  TakeBack(lease, 100000);  // the deposit, exactly
+  Bill();
+  const absl::TimeZone zone = *LoadBillingTimeZone("Asia/Shanghai");
+  const std::string returned_in = absl::FormatTime("%Y-%m", clock_.Now(), zone);
+  const absl::Time closed = day_ + absl::Hours(24 * 45);
+  clock_.Set(closed);
+  CloseLease(lease);
+  clock_.Set(closed + absl::Hours(3));
+  Bill();
+  const std::string closed_in = absl::FormatTime("%Y-%m", clock_.Now(), zone);
+  ASSERT_NE(returned_in, closed_in);
+
+  v1::GetDepositRequest gd;
+  gd.set_name("deposits/" + lease.substr(lease.rfind('/') + 1));
+  auto deposit = billing_->GetDeposit(admin_, gd);
+  ASSERT_TRUE(deposit.ok()) << deposit.status();
+  EXPECT_EQ(deposit->state(), v1::Deposit::APPLIED);
+  EXPECT_EQ(FromProto(deposit->hold_time()), handover);
+  EXPECT_EQ(FromProto(deposit->settle_time()), closed);
+  EXPECT_EQ(deposit->postings_size(), 1);  // the application only, not the hold
+  ASSERT_GE(deposit->postings_size(), 1);
+  v1::GetPostingRequest gp;
+  gp.set_name(deposit->postings(deposit->postings_size() - 1));
+  auto applied = billing_->GetPosting(admin_, gp);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->kind(), v1::DEPOSIT_APPLICATION);
+
+  clock_.Set(day_ + absl::Hours(24 * 100));  // both months ended
+  v1::IssueInvoiceRequest ir;
+  ir.set_payer_organization(kLab);
+  ir.set_period(returned_in);
+  ASSERT_TRUE(billing_->IssueInvoice(admin_, ir).ok());
+  ir.set_period(closed_in);
+  auto memo = billing_->IssueInvoice(admin_, ir);
+  ASSERT_TRUE(memo.ok()) << memo.status();
+  ASSERT_EQ(memo->lines_size(), 1);
+  EXPECT_EQ(memo->lines(0).kind(), v1::InvoiceLine::DEPOSIT_APPLIED);
+  EXPECT_EQ(memo->lines(0).payee_organization(), kOwner);
+  EXPECT_EQ(memo->state(), v1::Invoice::PAID);
+  EXPECT_EQ(FromProto(memo->paid_time()), clock_.Now());
+  int announced = 0;
+  for (const auto& e : Published()) {
+    if (e.has_invoice_paid() && e.invoice_paid().invoice().name() == memo->name()) {
+      ++announced;
+      EXPECT_EQ(e.invoice_paid().invoice().state(), v1::Invoice::PAID);
+    }
+  }
+  EXPECT_EQ(announced, 1);
+
+  const Principal owner = Member("owner");
+  v1::GetInvoiceRequest gi;
+  gi.set_name(memo->name());
+  auto got = billing_->GetInvoice(owner, gi);
+  ASSERT_TRUE(got.ok()) << got.status();
+  v1::ListInvoicesRequest li;
+  li.set_period(closed_in);
+  for (const std::string& payee : {std::string(), std::string(kOwner)}) {
+    li.set_payee_organization(payee);
+    auto listed = billing_->ListInvoices(owner, li);
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    ASSERT_EQ(listed->invoices_size(), 1) << payee;
+    EXPECT_EQ(listed->invoices(0).name(), memo->name());
+  }
+  ExpectError(billing_->GetInvoice(Member("third"), gi).status(), absl::StatusCode::kPermissionDenied,
+              "ORGANIZATION_SCOPE");
 }
 
 }  // namespace

@@ -470,17 +470,25 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       // the payer owes the payee on its ledger (PAYABLE, a pool's
       // POOL_PAYABLE, with the payee as counterparty; credit-normal), and the
       // step applies only while that balance is still the one read.
-      const v1::AccountKind owed_on = IsSubsidyPoolName(pay.payer()) ? v1::POOL_PAYABLE : v1::PAYABLE;
-      const std::string field =
-          absl::StrCat(AccountName(pay.payer(), owed_on), "|", pay.payee(), "|", pay.amount().currency_code());
-      LS_ASSIGN_OR_RETURN(auto balance, store_->Counters(keys::Balances(), {field}));
-      const int64_t open = -balance[0];
+      // An organisation's debt to the payee is net of what the payee owes it
+      // back on its RECEIVABLE (debit-normal): a refund or a negative
+      // invoice line cleared through the receivable leaves its credit there.
+      const bool pool = IsSubsidyPoolName(pay.payer());
+      auto field_of = [&](v1::AccountKind kind) {
+        return absl::StrCat(AccountName(pay.payer(), kind), "|", pay.payee(), "|", pay.amount().currency_code());
+      };
+      std::vector<std::string> fields = {field_of(pool ? v1::POOL_PAYABLE : v1::PAYABLE)};
+      if (!pool) fields.push_back(field_of(v1::RECEIVABLE));
+      LS_ASSIGN_OR_RETURN(auto balance, store_->Counters(keys::Balances(), fields));
+      const int64_t open = -balance[0] - (pool ? 0 : balance[1]);
       if (pay.amount().amount_minor() > open) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "OVERPAYMENT",
                          absl::StrCat(pay.payer(), " owes ", pay.payee(), " only ", std::max<int64_t>(open, 0), " ",
                                       pay.amount().currency_code(), " minor units"));
       }
-      step.field_checks.push_back({keys::Balances(), field, std::to_string(balance[0])});
+      for (size_t i = 0; i < fields.size(); ++i) {
+        step.field_checks.push_back({keys::Balances(), fields[i], std::to_string(balance[i])});
+      }
     }
     AddPosting(step, posting, now);
     const std::string key = keys::Doc("payment", id);

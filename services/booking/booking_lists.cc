@@ -597,6 +597,16 @@ absl::StatusOr<int64_t> RefileOperator(const BookingStore& store, const std::str
     // re-filing announced (read after this one's announcement, so whatever
     // such a re-filing wrote before is seen; after it, that one writes no
     // more, or this one does not: the later change wins).
+    // With a record: the operators other re-filings announced since it was
+    // last completed (read after this one's announcement, as below). An
+    // earlier one that moved entries to its target stops at this one's
+    // announcement, maybe part-way, and this one takes them from there.
+    if (seen.known && !same) {
+      LS_ASSIGN_OR_RETURN(ListingOperator now, store.GetListingOperator(p, instrument_id));
+      for (auto& org : now.announced) {
+        if (org != operator_org && std::find(froms.begin(), froms.end(), org) == froms.end()) froms.push_back(org);
+      }
+    }
     std::vector<std::string> candidates;
     if (!seen.known) {
       LS_ASSIGN_OR_RETURN(ListingOperator now, store.GetListingOperator(p, instrument_id));

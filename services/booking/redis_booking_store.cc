@@ -1378,13 +1378,12 @@ if ARGV[6] == 'a' then
     redis.call('HSET', KEYS[1], 'next', ARGV[1], 'next_org', ARGV[5])
     redis.call('HINCRBY', KEYS[1], 'v', 1)
   end
-  -- Without a record, every operator announced until one completes (the
-  -- re-filings that may have filed entries under it meanwhile).
-  if not cur[2] then
-    local cand = redis.call('HGET', KEYS[1], 'cand') or ''
-    if not string.find('\n' .. cand .. '\n', '\n' .. ARGV[5] .. '\n', 1, true) then
-      redis.call('HSET', KEYS[1], 'cand', cand .. '\n' .. ARGV[5])
-    end
+  -- Every operator announced until one completes (the re-filings that may
+  -- have filed entries under it meanwhile, and stop once a later one is
+  -- announced: the later one re-files from them too).
+  local cand = redis.call('HGET', KEYS[1], 'cand') or ''
+  if not string.find('\n' .. cand .. '\n', '\n' .. ARGV[5] .. '\n', 1, true) then
+    redis.call('HSET', KEYS[1], 'cand', cand .. '\n' .. ARGV[5])
   end
   return 0
 end

@@ -171,13 +171,14 @@ local f = redis.call('HMGET', KEYS[1], 'state', 'replay_req', 'org', 'reason', '
 if ARGV[3] ~= '' and f[2] == ARGV[3] then return 'legacy' end
 if f[1] ~= 'DEAD' then return 'notdead' end
 if (f[5] or '') ~= ARGV[10] then return 'conflict' end
-request_keep(KEYS[5], ARGV[3], ARGV[8], ARGV[9])
 redis.call('ZREM', KEYS[3], ARGV[1])
 dl_index(ARGV[7], ARGV[1], f[3], f[4], f[5], false)
 redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'attempts', '0', 'replay_ms', ARGV[6], 'replayed_by', ARGV[2],
            'replay_req', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('XADD', KEYS[4], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[5])
+-- Last: a write above failing on a damaged key keeps no answer to replay.
+request_keep(KEYS[5], ARGV[3], ARGV[8], ARGV[9])
 return 'ok'
 )lua");
 

@@ -234,6 +234,22 @@ TEST_F(BillingPaymentsContractTest, AnOpenBalancePaymentIsAtMostWhatThePayerOwes
   EXPECT_EQ(PaymentCount(), 2);
 }
 
+// What a payer owes on an open balance is net of what the payee owes it
+// back: a refund on an invoice clears through the payer's RECEIVABLE, so a
+// later debt sits beside that credit. Lab is refunded 3000, then owes 3000
+// anew: it may pay exactly 3000 (it was refused, "owes only 0").
+TEST_F(BillingPaymentsContractTest, AnOpenBalanceNetsWhatWasRefunded) {
+  Owe(kLab, kOwner, -3000);
+  const v1::Invoice inv = IssueJanuary(kLab);
+  ASSERT_TRUE(Pay(kOwner, kLab, 3000, inv.name()).ok());
+  Owe(kLab, kOwner, 3000);
+  auto pay = Pay(kLab, kOwner, 3000);
+  ASSERT_TRUE(pay.ok()) << pay.status();
+  ExpectError(Pay(kLab, kOwner, 1).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  ExpectError(Pay(kOwner, kLab, 1).status(), absl::StatusCode::kFailedPrecondition, "OVERPAYMENT");
+  EXPECT_EQ(PaymentCount(), 2);
+}
+
 // "a pool paying an owner its granted subsidies": at most what its
 // POOL_PAYABLE owes that owner.
 TEST_F(BillingPaymentsContractTest, APoolPaysAnOwnerAtMostWhatItGranted) {

@@ -40,6 +40,14 @@ inline absl::StatusOr<std::string> NameId(const std::string& name, absl::string_
   return ParseResourceName(name, collection, "name");
 }
 
+// A name in a request whose Errors list it under INVALID_FIELD (a pool to
+// top up or update, the invoice or settlement a payment is for): `field`
+// must be "{collection}/{id}".
+inline absl::Status NameField(const std::string& name, absl::string_view collection, const std::string& field) {
+  if (ParseResourceName(name, collection, field).ok()) return absl::OkStatus();
+  return InvalidField(field, absl::StrCat("must be ", collection, "/{id}"));
+}
+
 inline bool SeesAll(const Principal& p) {
   return p.HasAnyRole({Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
 }

@@ -177,6 +177,7 @@ absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(co
 
 absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal& p,
                                                                   const v1::TopUpSubsidyPoolRequest& r) {
+  LS_RETURN_IF_ERROR(NameField(r.name(), "subsidyPools", "name"));
   // Not positive: INVALID_FIELD, as the contract lists it.
   if (r.amount().amount_minor() <= 0) return InvalidField("amount.amount_minor", "must be positive");
   LS_RETURN_IF_ERROR(ValidateAmount(r.amount(), "amount", true));
@@ -266,6 +267,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
                           "INVALID_UPDATE_MASK");
     }
   }
+  LS_RETURN_IF_ERROR(NameField(r.subsidy_pool().name(), "subsidyPools", "subsidy_pool.name"));
   const std::string id = IdOf(r.subsidy_pool().name());
   const std::string key = keys::Doc("pool", id);
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("UpdateSubsidyPool", r.request_id());

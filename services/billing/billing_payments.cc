@@ -252,6 +252,8 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
   if (!pay.settlement().empty() && !pay.invoice().empty()) {
     return InvalidField("payment.invoice", "name an invoice or a settlement transfer, not both");
   }
+  if (!pay.invoice().empty()) LS_RETURN_IF_ERROR(NameField(pay.invoice(), "invoices", "payment.invoice"));
+  if (!pay.settlement().empty()) LS_RETURN_IF_ERROR(NameField(pay.settlement(), "settlements", "payment.settlement"));
   if (pay.settlement().empty() && pay.transfer_index() != 0) {
     return InvalidField("payment.transfer_index", "a transfer index needs its settlement");
   }

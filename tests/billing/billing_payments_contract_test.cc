@@ -388,6 +388,50 @@ TEST_F(BillingPaymentsContractTest, AMalformedFunderIsAnInvalidField) {
   }
 }
 
+// A pool or document a mutation names is "{collection}/{id}" exactly
+// (INVALID_FIELD naming the field, as these methods list it): the last
+// segment alone found subsidyPools/voucher under "subsidyPools/x/voucher"
+// and topped it up.
+TEST_F(BillingPaymentsContractTest, NamesInMutationsAreCheckedWhole) {
+  auto field_of = [](const absl::Status& s) {
+    const auto violations = FieldViolationsOf(s);
+    return violations.size() == 1 ? violations[0].field : "(" + std::to_string(violations.size()) + " violations)";
+  };
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/x/voucher");
+  *top.mutable_amount() = Cny(100);
+  auto topped = billing_->TopUpSubsidyPool(admin_, top);
+  ExpectError(topped.status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  EXPECT_EQ(field_of(topped.status()), "name");
+  v1::UpdateSubsidyPoolRequest update;
+  update.mutable_subsidy_pool()->set_name("voucher");
+  update.mutable_subsidy_pool()->set_display_name("Renamed");
+  update.mutable_update_mask()->add_paths("display_name");
+  auto updated = billing_->UpdateSubsidyPool(admin_, update);
+  ExpectError(updated.status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  EXPECT_EQ(field_of(updated.status()), "subsidy_pool.name");
+  Owe(kLab, kOwner, 1000);
+  const v1::Invoice inv = IssueJanuary(kLab);
+  auto paid = Pay(kLab, kOwner, 100, "invoices/x/" + inv.name().substr(inv.name().rfind('/') + 1));
+  ExpectError(paid.status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  EXPECT_EQ(field_of(paid.status()), "payment.invoice");
+  v1::Payment to_settlement;
+  to_settlement.set_payer(kLab);
+  to_settlement.set_payee(kOwner);
+  *to_settlement.mutable_amount() = Cny(100);
+  to_settlement.set_settlement("settlements/");
+  auto transferred = Record(to_settlement);
+  ExpectError(transferred.status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  EXPECT_EQ(field_of(transferred.status()), "payment.settlement");
+  v1::GetSubsidyPoolRequest get;
+  get.set_name(kVoucher);
+  auto pool = billing_->GetSubsidyPool(admin_, get);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->balance().amount_minor(), 1000000);
+  EXPECT_EQ(pool->display_name(), "Voucher");
+  EXPECT_EQ(PaymentCount(), 0);
+}
+
 // "a pool's total of top-ups" is at most 10^15 minor units (the money
 // limit), and the refusal says so.
 TEST_F(BillingPaymentsContractTest, APoolsTopUpsTotalAtMostTheMoneyLimit) {

@@ -400,15 +400,25 @@ TEST_F(InventoryServiceTest, RoleCheckComesBeforeValidation) {
   EXPECT_EQ(GrpcErrorReason(s), "ROLE_NOT_ALLOWED");
 }
 
-TEST_F(InventoryServiceTest, StaffOfAnotherOrganizationCannotManageInstrument) {
-  MakeOrg("owner", v1::MEMBER, "CORE");
-  MakeOrg("rival", v1::MEMBER, "CORE");
-  MakeFacility("fac", "owner");
-  MakeInstrument("tem", "owner", "fac");
-  v1::SetInstrumentStateRequest req;
-  req.set_name("instruments/tem");
-  req.set_state(v1::MAINTENANCE);
-  req.set_reason("cleaning");
+// Owner's instrument tem (facility fac), a rival organisation beside it,
+// and a request putting tem into maintenance.
+class InventoryScopeTest : public InventoryServiceTest {
+ protected:
+  v1::SetInstrumentStateRequest TemOfOwnerBesideRival() {
+    MakeOrg("owner", v1::MEMBER, "CORE");
+    MakeOrg("rival", v1::MEMBER, "CORE");
+    MakeFacility("fac", "owner");
+    MakeInstrument("tem", "owner", "fac");
+    v1::SetInstrumentStateRequest req;
+    req.set_name("instruments/tem");
+    req.set_state(v1::MAINTENANCE);
+    req.set_reason("cleaning");
+    return req;
+  }
+};
+
+TEST_F(InventoryScopeTest, StaffOfAnotherOrganizationCannotManageInstrument) {
+  v1::SetInstrumentStateRequest req = TemOfOwnerBesideRival();
   v1::Instrument out;
   auto s = Call(&v1::InventoryService::Stub::SetInstrumentState, req, &out,
                 Token("staff", "rival", {Role::kFacilityStaff}));
@@ -493,15 +503,8 @@ TEST_F(InventoryServiceTest, SameRequestIdWithOtherContentIsRejected) {
 // first caller's retry still gets it. A record written before answers were
 // bound to the caller (its fingerprint covers the request alone) is still
 // replayed.
-TEST_F(InventoryServiceTest, StoredAnswerIsKeptForItsCaller) {
-  MakeOrg("owner", v1::MEMBER, "CORE");
-  MakeOrg("rival", v1::MEMBER, "CORE");
-  MakeFacility("fac", "owner");
-  MakeInstrument("tem", "owner", "fac");
-  v1::SetInstrumentStateRequest req;
-  req.set_name("instruments/tem");
-  req.set_state(v1::MAINTENANCE);
-  req.set_reason("cleaning");
+TEST_F(InventoryScopeTest, StoredAnswerIsKeptForItsCaller) {
+  v1::SetInstrumentStateRequest req = TemOfOwnerBesideRival();
   req.set_request_id("state-1");
   const std::string staff = Token("staff", "owner", {Role::kFacilityStaff});
   v1::Instrument first, again;

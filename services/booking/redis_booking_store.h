@@ -78,8 +78,9 @@
 //                            the instrument is handled); while a change is
 //                            re-filed also {next, next_org}: its etag and
 //                            operator; v: a version (each announcement and
-//                            completion); cand: without org and etag, the
-//                            operators announced so far, one a line. A create step whose listing keys
+//                            completion); cand: the operators announced
+//                            since the last completion, one a line. A create
+//                            step whose listing keys
 //                            name an operator read at an earlier etag than
 //                            either, and another operator, answers
 //                            kOperatorMoved.
@@ -307,7 +308,7 @@ struct ListingOperator {
   // Moves with every announcement and every completed re-filing (a
   // DocGuard of a create that is no Lua create step).
   int64_t version = 0;
-  // Without a record: every operator a re-filing announced since (field
+  // Every operator a re-filing announced since the last completion (field
   // cand, dropped when one completes).
   std::vector<std::string> announced;
   // Whether an operator `org` read at instrument etag `etag` is older than

@@ -26,8 +26,10 @@ class LeaseContractTest : public BookingFlowsTest {
   }
 
   // A second instrument offered for lease like afm, named `id`, with afm's
-  // member rate.
-  void AddLeasedInstrument(const std::string& id) {
+  // member rate unless `rate` is false; its lease terms end within
+  // `horizon` from now when one is given.
+  void AddLeasedInstrument(const std::string& id, bool rate = true,
+                           absl::Duration horizon = absl::ZeroDuration()) {
     iv::GetInstrumentRequest g;
     g.set_name("instruments/afm");
     iv::Instrument afm;
@@ -37,7 +39,11 @@ class LeaseContractTest : public BookingFlowsTest {
     *i.mutable_instrument() = afm;
     i.mutable_instrument()->clear_name();
     i.mutable_instrument()->clear_etag();
+    if (horizon > absl::ZeroDuration()) {
+      *i.mutable_instrument()->mutable_modes(0)->mutable_lease_rules()->mutable_horizon() = ToProto(horizon);
+    }
     Inv(&iv::InventoryService::Stub::CreateInstrument, i);
+    if (!rate) return;
     iv::CreateRateRequest rate;
     rate.set_parent("instruments/" + id);
     rate.mutable_rate()->set_mode(labshare::type::v1::LEASE);
@@ -86,6 +92,28 @@ class LeaseContractTest : public BookingFlowsTest {
     apply.set_maintenance_window(window.name());
     v1::ApplyMaintenanceWindowResponse result;
     ASSERT_TRUE(Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, &result, admin_).ok());
+  }
+
+  // A person of `org` known to inventory.
+  void AddUser(const std::string& id, const std::string& org, labshare::type::v1::Role role) {
+    iv::CreateUserRequest cu;
+    cu.set_user_id(id);
+    cu.mutable_user()->set_display_name(id);
+    cu.mutable_user()->set_organization(org);
+    cu.mutable_user()->add_roles(role);
+    Inv(&iv::InventoryService::Stub::CreateUser, cu);
+  }
+
+  // ana's lease of afm over [day + 1 d, day + 11 d), approved unless
+  // `approve` is false.
+  v1::Lease LeaseOfAfm(bool approve = true) {
+    v1::Lease lease, approved;
+    grpc::Status s = Request(1, 11, &lease);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    if (!approve) return lease;
+    s = Approve(lease.name(), &approved);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    return approved;
   }
 
   int CountEvents(bool (v1::BookingEvent::*has)() const) {
@@ -167,6 +195,262 @@ TEST_F(LeaseContractTest, ValidateOnlyNamesAMaintenanceWindowInTheBuffers) {
   preview.set_validate_only(true);
   ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, preview, &lease, ana_).ok());
   EXPECT_TRUE(lease.name().empty());
+}
+
+// RequestLease: each FAILED_PRECONDITION, NOT_FOUND and PERMISSION_DENIED
+// reason of its comment, in the situation the comment describes.
+TEST_F(LeaseContractTest, RequestLeaseRefusesAsItsCommentSays) {
+  AddLeasedInstrument("xrd", /*rate=*/false);
+  AddLeasedInstrument("spm", /*rate=*/true, absl::Hours(24 * 30));
+  v1::Lease out;
+  const auto request = [&](v1::RequestLeaseRequest r, const std::string& token) {
+    return Call(stub_.get(), &Stub::RequestLease, r, &out, token);
+  };
+  auto r = LeaseRequest("instruments/afm", 1, 11, "");
+  *r.mutable_lease()->mutable_handover_buffer() = ToProto(absl::Hours(12));  // afm's rules: 24 h
+  ExpectError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "BUFFER_TOO_SHORT", "a handover buffer below afm's");
+  r = LeaseRequest("instruments/afm", 1, 11, "");
+  *r.mutable_lease()->mutable_return_buffer() = ToProto(absl::Hours(47));  // afm's rules: 48 h
+  ExpectError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "BUFFER_TOO_SHORT", "a return buffer below afm's");
+  // "INSUFFICIENT_NOTICE: the term starts less than the instrument's
+  // handover buffer from now", also when the request asks for a longer one.
+  r = LeaseRequest("instruments/afm", 1, 11, "");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(23));
+  ExpectError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "INSUFFICIENT_NOTICE", "a term 23 h ahead");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(24));
+  *r.mutable_lease()->mutable_handover_buffer() = ToProto(absl::Hours(30));
+  ASSERT_TRUE(request(r, ana_).ok()) << "a term the instrument's handover buffer ahead";
+  // "BEYOND_HORIZON: the term ends after now + the lease rules' horizon".
+  ExpectError(request(LeaseRequest("instruments/spm", 20, 40, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "BEYOND_HORIZON", "a term past spm's 30-day horizon");
+  // "NO_RATE: no LEASE rate line for the lessee's class"; the owner's own
+  // lease needs none.
+  ExpectError(request(LeaseRequest("instruments/xrd", 1, 11, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "NO_RATE", "a member lessee of an instrument without a member rate");
+  ASSERT_TRUE(request(LeaseRequest("instruments/xrd", 1, 11, ""), staff_).ok()) << "the owner's own lease";
+  EXPECT_EQ(out.lessee_organization(), "organizations/owner");
+  EXPECT_EQ(out.payer_class(), labshare::type::v1::OWNER);
+  // "PERMISSION_DENIED (USER_SCOPE: a LAB_USER naming another contact)";
+  // owner staff request for any lessee and contact.
+  r = LeaseRequest("instruments/spm", 1, 11, "");
+  r.mutable_lease()->set_contact_user("users/bob");
+  ExpectError(request(r, ana_), grpc::StatusCode::PERMISSION_DENIED, "USER_SCOPE", "ana naming bob");
+  ASSERT_TRUE(request(r, staff_).ok()) << "owner staff naming bob";
+  EXPECT_EQ(out.contact_user(), "users/bob");
+  EXPECT_EQ(out.lessee_organization(), "organizations/lab");
+  // NOT_FOUND: the instrument, the contact, the lessee.
+  r = LeaseRequest("instruments/nope", 1, 11, "");
+  ExpectError(request(r, ana_), grpc::StatusCode::NOT_FOUND, "INSTRUMENT_NOT_FOUND", "an unknown instrument");
+  r = LeaseRequest("instruments/spm", 12, 22, "");
+  r.mutable_lease()->set_contact_user("users/nobody");
+  ExpectError(request(r, staff_), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND", "an unknown contact");
+  r.mutable_lease()->set_contact_user("users/ana");
+  r.mutable_lease()->set_lessee_organization("organizations/nowhere");
+  ExpectError(request(r, staff_), grpc::StatusCode::NOT_FOUND, "ORGANIZATION_NOT_FOUND", "an unknown lessee");
+}
+
+// ApproveLease and RejectLease: the fields, the etag, the state and the
+// start, as their comments list them; a rejection frees the slot.
+TEST_F(LeaseContractTest, ApproveAndRejectLeaseAsTheirCommentsSay) {
+  const v1::Lease lease = LeaseOfAfm(/*approve=*/false);
+  v1::Lease out;
+  const auto approve = [&](const v1::ApproveLeaseRequest& a) {
+    return Call(stub_.get(), &Stub::ApproveLease, a, &out, staff_);
+  };
+  auto a = Approval(lease.name(), "");
+  a.mutable_contract()->set_rate_basis(v1::LeaseContract::RATE_BASIS_UNSPECIFIED);
+  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "no rate basis");
+  a = Approval(lease.name(), "");
+  a.mutable_contract()->mutable_rate()->set_amount_minor(0);
+  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a rate of zero");
+  a = Approval(lease.name(), "");
+  a.mutable_contract()->mutable_deposit()->set_amount_minor(-1);
+  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a negative deposit");
+  a = Approval(lease.name(), "");
+  a.mutable_contract()->mutable_deposit()->set_currency_code("USD");
+  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "CURRENCY_MISMATCH", "a deposit in another currency");
+  a = Approval(lease.name(), "");
+  a.set_etag("7");
+  ExpectError(approve(a), grpc::StatusCode::ABORTED, "ETAG_MISMATCH", "a stale etag");
+  // "LEASE_STARTED: the term (handover buffer included) has begun".
+  clock_.Set(FromProto(lease.blocked_interval().start_time()));
+  ExpectError(approve(Approval(lease.name(), "")), grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STARTED",
+              "approving at the start of the handover buffer");
+  clock_.Set(FromProto(lease.blocked_interval().start_time()) - absl::Milliseconds(1));
+
+  v1::RejectLeaseRequest rej;
+  rej.set_name(lease.name());
+  ExpectError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a rejection without a reason");
+  rej.set_reason("the instrument is needed in house that month");
+  rej.set_etag("7");
+  ExpectError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::ABORTED, "ETAG_MISMATCH",
+              "a rejection with a stale etag");
+  rej.set_etag(lease.etag());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::REJECTED);
+  EXPECT_EQ(out.end_reason(), rej.reason());
+  const v1::Booking booking = BookingOf(lease);
+  EXPECT_EQ(booking.state(), v1::Booking::REJECTED);
+  EXPECT_EQ(booking.decision().note(), rej.reason());
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_rejected), 1);
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_booking_rejected), 1);
+  rej.clear_etag();
+  rej.set_reason("again");
+  ExpectError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "rejecting a rejected lease");
+  ExpectError(approve(Approval(lease.name(), "")), grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STATE",
+              "approving a rejected lease");
+  // The slot is free: the same term is requested again (an hour before its
+  // handover buffer begins, so with enough notice).
+  clock_.Set(FromProto(lease.blocked_interval().start_time()) - absl::Hours(1));
+  v1::Lease again;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 2, 11, ""), &again, ana_).ok());
+}
+
+// RecordHandover, RecordReturn, ExtendLease, CancelLease and CloseLease:
+// the INVALID_FIELD cases of their comments, their states, a late return
+// and the settlement of a lease returned without damage.
+TEST_F(LeaseContractTest, HandoverReturnExtendAndCloseAsTheirCommentsSay) {
+  const v1::Lease lease = LeaseOfAfm();
+  v1::Lease out;
+  v1::ExtendLeaseRequest ext;
+  ext.set_name(lease.name());
+  *ext.mutable_new_end_time() = lease.term().end_time();
+  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "an extension to the current end");
+  *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 62));  // 61 days from day + 1 d
+  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_TERM_TOO_LONG", "an extension past afm's 60 days");
+  *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 12));
+  ext.set_etag("1");  // approval made it 2
+  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::ABORTED, "ETAG_MISMATCH",
+              "an extension with a stale etag");
+
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  clock_.Set(day_);  // the handover buffer begins
+  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a handover without condition notes");
+  h.set_condition_notes("probe holder complete");
+  *h.mutable_handover_time() = ToProto(day_ + absl::Minutes(1));
+  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a handover time still to come");
+  h.clear_handover_time();
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_).ok());
+  EXPECT_EQ(FromProto(out.handover().handover_time()), day_);
+  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "a second handover");
+  v1::CancelLeaseRequest cancel;
+  cancel.set_name(lease.name());
+  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "cancelling after the handover");
+  v1::CloseLeaseRequest close;
+  close.set_name(lease.name());
+  ExpectError(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "closing a lease not returned");
+
+  // A late return: recorded, the term and the block kept.
+  clock_.Set(day_ + absl::Hours(24 * 12));
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a return without condition notes");
+  ret.set_condition_notes("as handed over");
+  ret.mutable_damage_amount()->set_currency_code("CNY");
+  ret.mutable_damage_amount()->set_amount_minor(-1);
+  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a negative damage amount");
+  ret.mutable_damage_amount()->set_currency_code("USD");
+  ret.mutable_damage_amount()->set_amount_minor(100);
+  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "CURRENCY_MISMATCH", "damage in another currency than the contract's");
+  ret.clear_damage_amount();
+  *ret.mutable_return_time() = ToProto(day_ - absl::Minutes(1));
+  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a return before the handover");
+  *ret.mutable_return_time() = ToProto(clock_.Now() + absl::Minutes(1));
+  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a return still to come");
+  ret.clear_return_time();
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::RETURNED);
+  EXPECT_TRUE(out.return_record().late_return());
+  EXPECT_FALSE(out.return_record().early_return());
+  EXPECT_EQ(out.term().SerializeAsString(), lease.term().SerializeAsString());
+  EXPECT_EQ(out.blocked_interval().SerializeAsString(), lease.blocked_interval().SerializeAsString());
+  EXPECT_EQ(out.return_record().damage_amount().currency_code(), "CNY");
+  EXPECT_EQ(out.return_record().damage_amount().amount_minor(), 0);
+  const v1::Booking booking = BookingOf(lease);
+  EXPECT_EQ(booking.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(FromProto(booking.session().end_time()), day_ + absl::Hours(24 * 12));
+  ext.clear_etag();
+  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "extending a returned lease");
+
+  // No damage: the whole deposit is released.
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::CLOSED);
+  const auto& settled = out.settlement();
+  EXPECT_EQ(settled.deposit_applied().amount_minor(), 0);
+  EXPECT_EQ(settled.deposit_released().amount_minor(), 100000);
+  EXPECT_EQ(settled.deposit_released().currency_code(), "CNY");
+  EXPECT_EQ(settled.damage_outstanding().amount_minor(), 0);
+  EXPECT_EQ(settled.damage_outstanding().currency_code(), "CNY");
+  EXPECT_EQ(settled.closed_by(), "users/sam");
+  ExpectError(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "closing a closed lease");
+}
+
+// RecordHandover: "must lie in [term start - handover_buffer, term end)":
+// at the term end the window has closed.
+TEST_F(LeaseContractTest, TheHandoverWindowClosesAtTheTermEnd) {
+  const v1::Lease lease = LeaseOfAfm();
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("complete");
+  clock_.Set(FromProto(lease.term().end_time()));
+  v1::Lease out;
+  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "HANDOVER_WINDOW", "a handover at the term end");
+  *h.mutable_handover_time() = ToProto(FromProto(lease.term().end_time()) - absl::Milliseconds(1));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::HANDED_OVER);
+}
+
+// CancelLease: "LAB_USER and MEMBER_BILLING_ADMIN of the lessee
+// organisation; owner staff; CONSORTIUM_ADMIN", "PERMISSION_DENIED
+// (ORGANIZATION_SCOPE)"; the booking is cancelled with the lease, nothing
+// charged.
+TEST_F(LeaseContractTest, CancelLeaseServesTheLesseeOrganisation) {
+  AddUser("cy", "organizations/outsider", labshare::type::v1::LAB_USER);
+  const v1::Lease lease = LeaseOfAfm();
+  v1::CancelLeaseRequest cancel;
+  cancel.set_name(lease.name());
+  cancel.set_reason("project postponed");
+  v1::Lease out;
+  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, Token("cy", "outsider", {Role::kLabUser})),
+              grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "a LAB_USER of another organisation");
+  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out,
+                   Token("cy", "outsider", {Role::kMemberBillingAdmin})),
+              grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "a billing admin of another organisation");
+  // bob is of the lessee organisation, not the lease's contact.
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelLease, cancel, &out, Token("bob", "lab", {Role::kLabUser})).ok());
+  EXPECT_EQ(out.state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(out.end_reason(), "project postponed");
+  const v1::Booking booking = BookingOf(lease);
+  EXPECT_EQ(booking.state(), v1::Booking::CANCELLED);
+  EXPECT_FALSE(booking.late_cancellation());
+  int cancelled = 0;
+  for (const auto& e : Events()) {
+    if (!e.has_lease_cancelled()) continue;
+    ++cancelled;
+    EXPECT_EQ(e.lease_cancelled().previous_state(), v1::Lease::APPROVED);
+    EXPECT_EQ(e.lease_cancelled().reason(), "project postponed");
+  }
+  EXPECT_EQ(cancelled, 1);
+  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "cancelling a cancelled lease");
 }
 
 // ---------------------------------------------------------------- projects

@@ -457,20 +457,24 @@ TEST_F(LeaseContractTest, CancelLeaseServesTheLesseeOrganisation) {
 
 class ProjectContractTest : public LeaseContractTest {
  protected:
-  // A CUSTOM project of owner and lab (5000 each) budgeting 40 h of tem over
-  // [day, day + 30 d).
-  v1::Project MakeProject() {
+  // A CUSTOM project `id` of `orgs` (5000 each) budgeting 40 h of tem over
+  // [from, to); by default owner and lab over [day, day + 30 d).
+  v1::Project MakeProject(const std::string& id = "prj",
+                          std::pair<std::string, std::string> orgs = {"organizations/owner", "organizations/lab"},
+                          absl::Time from = absl::InfinitePast(), absl::Time to = absl::InfinitePast()) {
+    if (from == absl::InfinitePast()) from = day_;
+    if (to == absl::InfinitePast()) to = day_ + absl::Hours(24 * 30);
     v1::CreateProjectRequest r;
-    r.set_project_id("prj");
+    r.set_project_id(id);
     auto* p = r.mutable_project();
     p->set_title("thin films");
-    for (const char* org : {"organizations/owner", "organizations/lab"}) {
+    for (const std::string& org : {orgs.first, orgs.second}) {
       auto* part = p->add_participants();
       part->set_organization(org);
       part->set_share_bps(5000);
     }
-    *p->mutable_period()->mutable_start_time() = ToProto(day_);
-    *p->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 30));
+    *p->mutable_period()->mutable_start_time() = ToProto(from);
+    *p->mutable_period()->mutable_end_time() = ToProto(to);
     auto* b = p->add_instrument_budgets();
     b->set_instrument("instruments/tem");
     *b->mutable_budget() = ToProto(absl::Hours(40));
@@ -519,6 +523,77 @@ TEST_F(ProjectContractTest, ProjectUpdatedCarriesPreviousParticipantsOnlyWhenThe
   EXPECT_EQ(updates[1].previous_participants(0).share_bps(), 5000);
   ASSERT_EQ(updates[2].previous_participants_size(), 2);
   EXPECT_EQ(updates[2].previous_participants(0).share_bps(), 4000);
+}
+
+// ListProjects: "Projects matching every filter, ordered by name; scoped as
+// GetProject" (participants' users and billing admins, staff of a budgeted
+// instrument's owner, the wider roles), page by page; a page token is bound
+// to its filters. GetProject refuses anyone else with ORGANIZATION_SCOPE.
+TEST_F(ProjectContractTest, ListProjectsOrdersByNameWithinTheCallersScope) {
+  const absl::Time now = clock_.Now();
+  MakeProject("p-c", {"organizations/lab", "organizations/outsider"}, now - absl::Hours(24), now + absl::Hours(240));
+  MakeProject("p-a", {"organizations/owner", "organizations/outsider"}, now - absl::Hours(240), now - absl::Hours(24));
+  MakeProject("p-b");  // owner and lab, from day (ahead)
+  using Names = std::vector<std::string>;
+  const auto list = [&](v1::ListProjectsRequest r, const std::string& token) {
+    Names names;
+    for (int page = 0; page < 10; ++page) {
+      v1::ListProjectsResponse resp;
+      grpc::Status s = Call(stub_.get(), &Stub::ListProjects, r, &resp, token);
+      EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+      for (const auto& p : resp.projects()) names.push_back(p.name().substr(p.name().rfind('/') + 1));
+      if (!s.ok() || resp.next_page_token().empty()) break;
+      r.set_page_token(resp.next_page_token());
+    }
+    return names;
+  };
+  v1::ListProjectsRequest r;
+  r.set_page_size(1);
+  const std::string outsider = Token("cy", "outsider", {Role::kLabUser});
+  const std::string other_staff = Token("sue", "outsider", {Role::kFacilityStaff});
+  EXPECT_EQ(list(r, admin_), (Names{"p-a", "p-b", "p-c"}));
+  EXPECT_EQ(list(r, Token("aud", "", {Role::kAuditor})), (Names{"p-a", "p-b", "p-c"}));
+  EXPECT_EQ(list(r, staff_), (Names{"p-a", "p-b", "p-c"}));  // tem's owner
+  EXPECT_EQ(list(r, ana_), (Names{"p-b", "p-c"}));
+  EXPECT_EQ(list(r, Token("lb", "lab", {Role::kMemberBillingAdmin})), (Names{"p-b", "p-c"}));
+  EXPECT_EQ(list(r, outsider), (Names{"p-a", "p-c"}));
+  EXPECT_EQ(list(r, other_staff), Names{});  // a participant's staff, not an owner's
+  // Filters.
+  r.add_states(v1::Project::ACTIVE);
+  EXPECT_EQ(list(r, admin_), Names{"p-c"});
+  r.clear_states();
+  r.add_states(v1::Project::PLANNED);
+  r.add_states(v1::Project::ENDED);
+  EXPECT_EQ(list(r, admin_), (Names{"p-a", "p-b"}));
+  r.clear_states();
+  r.set_participant("organizations/outsider");
+  EXPECT_EQ(list(r, ana_), Names{"p-c"});
+  r.clear_participant();
+  *r.mutable_time_range()->mutable_start_time() = ToProto(now - absl::Hours(24));  // p-a ends there
+  *r.mutable_time_range()->mutable_end_time() = ToProto(day_);                    // p-b starts there
+  EXPECT_EQ(list(r, admin_), Names{"p-c"});
+  r.clear_time_range();
+  r.set_instrument("instruments/afm");
+  EXPECT_EQ(list(r, admin_), Names{});
+  r.clear_instrument();
+  // A token of one filter presented with another.
+  v1::ListProjectsResponse first, next;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ListProjects, r, &first, admin_).ok());
+  ASSERT_FALSE(first.next_page_token().empty());
+  r.set_page_token(first.next_page_token());
+  r.set_participant("organizations/lab");
+  ExpectError(Call(stub_.get(), &Stub::ListProjects, r, &next, admin_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_PAGE_TOKEN", "a page token under another participant filter");
+  // GetProject: the same scope.
+  v1::GetProjectRequest g;
+  g.set_name("projects/p-b");
+  v1::Project got;
+  ExpectError(Call(stub_.get(), &Stub::GetProject, g, &got, outsider), grpc::StatusCode::PERMISSION_DENIED,
+              "ORGANIZATION_SCOPE", "a LAB_USER of no participant");
+  ExpectError(Call(stub_.get(), &Stub::GetProject, g, &got, other_staff), grpc::StatusCode::PERMISSION_DENIED,
+              "ORGANIZATION_SCOPE", "staff of no budgeted instrument's owner");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetProject, g, &got, ana_).ok());
+  EXPECT_EQ(got.state(), v1::Project::PLANNED);
 }
 
 }  // namespace

@@ -65,19 +65,6 @@ class LeaseContractTest : public BookingFlowsTest {
     return r;
   }
 
-  // The approval of Approve() (daily 3000.00, deposit 1000.00) with a request_id.
-  static v1::ApproveLeaseRequest Approval(const std::string& name, const std::string& request_id) {
-    v1::ApproveLeaseRequest a;
-    a.set_name(name);
-    a.mutable_contract()->set_rate_basis(v1::LeaseContract::DAILY);
-    a.mutable_contract()->mutable_rate()->set_currency_code("CNY");
-    a.mutable_contract()->mutable_rate()->set_amount_minor(300000);
-    a.mutable_contract()->mutable_deposit()->set_currency_code("CNY");
-    a.mutable_contract()->mutable_deposit()->set_amount_minor(100000);
-    a.set_request_id(request_id);
-    return a;
-  }
-
   // A maintenance window [day + from, day + to) on `instrument`, applied to
   // the calendar.
   void ApplyWindowOn(const std::string& instrument, absl::Duration from, absl::Duration to) {

@@ -440,6 +440,41 @@ TEST_F(LeaseContractTest, CancelLeaseServesTheLesseeOrganisation) {
               "LEASE_STATE", "cancelling a cancelled lease");
 }
 
+// ListLeases: "Leases whose term overlaps this range" with the term as it
+// is now: grown by ExtendLease, cut by an early return.
+TEST_F(LeaseContractTest, ListLeasesFiltersByTheTermAsExtendedOrCut) {
+  const v1::Lease lease = LeaseOfAfm();
+  v1::Lease out;
+  v1::ExtendLeaseRequest ext;
+  ext.set_name(lease.name());
+  *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 55));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_).ok());
+  const auto listed = [&](int from_days, int to_days) {
+    v1::ListLeasesRequest r;
+    *r.mutable_time_range()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * from_days));
+    *r.mutable_time_range()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * to_days));
+    v1::ListLeasesResponse resp;
+    grpc::Status s = Call(stub_.get(), &Stub::ListLeases, r, &resp, ana_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    return resp.leases_size();
+  };
+  EXPECT_EQ(listed(50, 51), 1) << "inside the extension";
+  EXPECT_EQ(listed(55, 56), 0) << "from the new end on";
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("complete");
+  clock_.Set(day_ + absl::Hours(24));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_).ok());
+  clock_.Set(day_ + absl::Hours(24 * 6));
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("as handed over");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_).ok());
+  ASSERT_TRUE(out.return_record().early_return());
+  EXPECT_EQ(listed(5, 7), 1) << "around the return";
+  EXPECT_EQ(listed(6, 7), 0) << "from the return on";
+}
+
 // ---------------------------------------------------------------- projects
 
 class ProjectContractTest : public LeaseContractTest {

@@ -723,7 +723,12 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     const absl::Time new_end = FromProto(r.new_end_time());
     if (new_end <= old_end) return InvalidField("new_end_time", "must be after the current term end");
     const inv::ModeOffering* offering = FindMode(instrument, labshare::type::v1::LEASE);
-    const int max_days = offering ? offering->lease_rules().max_term_days() : 0;
+    if (offering == nullptr) {
+      // Its lease rules (the longest term) went with the mode.
+      return Precondition("MODE_NOT_OFFERED", absl::StrCat(cur.lease.instrument(),
+                                                           " no longer offers LEASE: a lease on it cannot be extended"));
+    }
+    const int max_days = offering->lease_rules().max_term_days();
     if (new_end - FromProto(cur.lease.term().start_time()) > absl::Hours(24) * max_days) {
       return Precondition("LEASE_TERM_TOO_LONG", absl::StrCat("a lease runs at most ", max_days, " days"));
     }

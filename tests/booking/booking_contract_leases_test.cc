@@ -617,6 +617,36 @@ TEST_F(ProjectContractTest, ListProjectsOrdersByNameWithinTheCallersScope) {
   ASSERT_TRUE(Call(stub_.get(), &Stub::GetProject, g, &got, ana_).ok());
   EXPECT_EQ(got.state(), v1::Project::PLANNED);
 }
+// ExtendLease on an instrument that no longer offers LEASE: its lease rules
+// (the longest term) went with the mode, so MODE_NOT_OFFERED, not
+// LEASE_TERM_TOO_LONG "at most 0 days".
+TEST_F(LeaseContractTest, ExtendingALeaseAfterTheModeWasWithdrawnIsModeNotOffered) {
+  const v1::Lease lease = LeaseOfAfm();
+  iv::GetInstrumentRequest g;
+  g.set_name("instruments/afm");
+  iv::Instrument afm;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &afm, admin_).ok());
+  // afm offers only LEASE: it is offered for on-site use as tem is instead.
+  g.set_name("instruments/tem");
+  iv::Instrument tem;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
+  iv::UpdateInstrumentRequest u;
+  *u.mutable_instrument() = afm;
+  u.mutable_instrument()->clear_modes();
+  for (const auto& m : tem.modes()) {
+    if (m.mode() == labshare::type::v1::ON_SITE) *u.mutable_instrument()->add_modes() = m;
+  }
+  ASSERT_EQ(u.instrument().modes_size(), 1);
+  u.mutable_update_mask()->add_paths("modes");
+  u.set_request_id("afm-no-lease");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  v1::ExtendLeaseRequest ext;
+  ext.set_name(lease.name());
+  *ext.mutable_new_end_time() = ToProto(FromProto(lease.term().end_time()) + absl::Hours(24));
+  v1::Lease out;
+  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "MODE_NOT_OFFERED", "extending after LEASE was withdrawn");
+}
 
 }  // namespace
 }  // namespace labshare::booking

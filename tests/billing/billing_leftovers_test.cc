@@ -1,0 +1,91 @@
+// What the last billing review left (README, "Known limits"), held to
+// billing.proto and types.proto: an invoice issued PAID because nothing was
+// outstanding can be voided; a member's settlement gross_total counts pairs
+// that net to zero; an open-balance payment of a busy pair is not refused
+// because charges kept moving the balance; GetAccountBalance and
+// ListPostings check the organisation scope before the account name's form;
+// a payee's refund leaves the ledger as MarkInvoicePaid's does.
+//
+// Runs on the payments fixture (billing in process, real Redis, amounts
+// owed put on the ledger by ADJUST corrections).
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include "tests/billing/billing_payments_fixture.h"
+
+namespace labshare::billing {
+namespace {
+
+class BillingLeftoversTest : public BillingPaymentsContractTest {
+ protected:
+  static Principal Member(const std::string& org) {
+    return Principal{"member-of-" + org, org, {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  }
+
+  absl::StatusOr<v1::Invoice> Void(const std::string& name) {
+    v1::VoidInvoiceRequest r;
+    r.set_name(name);
+    r.set_reason("issued by mistake");
+    r.set_request_id("void-" + name.substr(name.rfind('/') + 1));
+    return billing_->VoidInvoice(admin_, r);
+  }
+
+  // Lab's invoice of February 2027, which owes the owner `amount` (posted
+  // on 10 February; the clock moves to March).
+  absl::StatusOr<v1::Invoice> IssueFebruary(int64_t amount) {
+    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 10), absl::UTCTimeZone()));
+    Owe(kLab, kOwner, amount);
+    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 2), absl::UTCTimeZone()));
+    v1::IssueInvoiceRequest r;
+    r.set_payer_organization(kLab);
+    r.set_period("2027-02");
+    return billing_->IssueInvoice(admin_, r);
+  }
+
+  // The type of the last event billing published.
+  v1::BillingEvent::PayloadCase LastEvent() {
+    auto raw = pool_->Command({"XREVRANGE", keys::Outbox(), "+", "-", "COUNT", "1"});
+    v1::BillingEvent e;
+    EXPECT_TRUE(raw.ok() && raw->elements.size() == 1);
+    if (raw.ok() && raw->elements.size() == 1) {
+      EXPECT_TRUE(e.ParseFromString(raw->elements[0].elements[1].elements[3].str));
+    }
+    return e.payload_case();
+  }
+};
+
+// ================================================================ 4. scope before validation
+
+// types.proto: ORGANIZATION_SCOPE is "checked before validation".
+// GetAccountBalance and ListPostings refuse a member's account name of
+// another organisation (or of nobody) before its form is checked; its own
+// malformed name is still INVALID_NAME / INVALID_FIELD, as for the admin.
+TEST_F(BillingLeftoversTest, AccountReadsCheckTheScopeBeforeTheNamesForm) {
+  const Principal lab = Member("lab");
+  for (const char* other : {"organizations/owner/accounts/nothing", "organizations/owner/accounts/pool-funds",
+                            "nonsense", "subsidyPools/voucher/accounts/nothing"}) {
+    v1::GetAccountBalanceRequest get;
+    get.set_name(other);
+    ExpectError(billing_->GetAccountBalance(lab, get).status(), absl::StatusCode::kPermissionDenied,
+                "ORGANIZATION_SCOPE");
+    ExpectError(billing_->GetAccountBalance(admin_, get).status(), absl::StatusCode::kInvalidArgument,
+                "INVALID_NAME");
+    v1::ListPostingsRequest list;
+    list.set_account(other);
+    ExpectError(billing_->ListPostings(lab, list).status(), absl::StatusCode::kPermissionDenied,
+                "ORGANIZATION_SCOPE");
+    ExpectError(billing_->ListPostings(admin_, list).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  }
+  v1::GetAccountBalanceRequest own;
+  own.set_name("organizations/lab/accounts/nothing");
+  ExpectError(billing_->GetAccountBalance(lab, own).status(), absl::StatusCode::kInvalidArgument, "INVALID_NAME");
+  v1::ListPostingsRequest own_list;
+  own_list.set_account("organizations/lab/accounts/nothing");
+  ExpectError(billing_->ListPostings(lab, own_list).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  own.set_name("organizations/lab/accounts/payable");
+  EXPECT_TRUE(billing_->GetAccountBalance(lab, own).ok());
+}
+
+}  // namespace
+}  // namespace labshare::billing

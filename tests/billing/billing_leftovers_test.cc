@@ -55,6 +55,31 @@ class BillingLeftoversTest : public BillingPaymentsContractTest {
   }
 };
 
+// ================================================================ 2. a member's gross_total
+
+// billing.proto: a member's settlement has "gross_total ... summing what
+// remains (its pairs' gross amounts)". Lab and the owner owe each other
+// 10000: their pair nets to zero (no PairBalance) but its gross is 20000,
+// all of the settlement's.
+TEST_F(BillingLeftoversTest, AMembersGrossTotalCountsAPairThatNetsToZero) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kOwner, kLab, 10000);
+  IssueJanuary(kLab);
+  IssueJanuary(kOwner);
+  auto s = ComputeJanuary();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->gross_total().amount_minor(), 20000);
+  EXPECT_EQ(s->pair_balances_size(), 0);
+  for (const char* org : {"lab", "owner"}) {
+    v1::GetSettlementRequest get;
+    get.set_name(s->name());
+    auto mine = billing_->GetSettlement(Member(org), get);
+    ASSERT_TRUE(mine.ok()) << mine.status();
+    EXPECT_EQ(mine->gross_total().amount_minor(), 20000) << org;
+    EXPECT_EQ(mine->transfer_total().amount_minor(), 0) << org;
+  }
+}
+
 // ================================================================ 4. scope before validation
 
 // types.proto: ORGANIZATION_SCOPE is "checked before validation".

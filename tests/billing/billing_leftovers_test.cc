@@ -55,6 +55,43 @@ class BillingLeftoversTest : public BillingPaymentsContractTest {
   }
 };
 
+// ================================================================ 1. voiding an invoice issued PAID
+
+// VoidInvoice: an invoice issued PAID because nothing was outstanding (its
+// lines net to zero for its payee) was never paid by anyone; voiding it
+// (issued by mistake) is allowed: VOID, announced, its lines on the next
+// issue, which replaces it. Retried with its request_id it answers the same.
+// An invoice paid by payments stays INVOICE_ALREADY_PAID.
+TEST_F(BillingLeftoversTest, AnInvoiceIssuedPaidWithNothingOutstandingIsVoided) {
+  Owe(kLab, kOwner, 2500);
+  Owe(kLab, kOwner, -2500);
+  const v1::Invoice zero = IssueJanuary(kLab);
+  ASSERT_EQ(zero.state(), v1::Invoice::PAID);
+  ASSERT_EQ(zero.lines_size(), 2);
+  ASSERT_TRUE(zero.payments().empty());
+
+  auto voided = Void(zero.name());
+  ASSERT_TRUE(voided.ok()) << voided.status();
+  EXPECT_EQ(voided->state(), v1::Invoice::VOID);
+  EXPECT_EQ(voided->void_reason(), "issued by mistake");
+  EXPECT_EQ(LastEvent(), v1::BillingEvent::kInvoiceVoided);
+  auto again = Void(zero.name());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->etag(), voided->etag());
+
+  // Its lines return: the re-issue carries them and replaces it.
+  const v1::Invoice reissued = IssueJanuary(kLab);
+  EXPECT_EQ(reissued.lines_size(), 2);
+  EXPECT_EQ(reissued.replaces(), zero.name());
+  EXPECT_EQ(reissued.state(), v1::Invoice::PAID);
+
+  // Paid by a payment: never voided.
+  auto owed = IssueFebruary(700);
+  ASSERT_TRUE(owed.ok()) << owed.status();
+  ASSERT_TRUE(Pay(kLab, kOwner, 700, owed->name()).ok());
+  ExpectError(Void(owed->name()).status(), absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID");
+}
+
 // ================================================================ 2. a member's gross_total
 
 // billing.proto: a member's settlement has "gross_total ... summing what

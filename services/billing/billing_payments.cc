@@ -484,7 +484,11 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       // An open balance, or a pool paying granted subsidies: at most what
       // the payer owes the payee on its ledger (PAYABLE, a pool's
       // POOL_PAYABLE, with the payee as counterparty; credit-normal), and the
-      // step applies only while that balance is still the one read.
+      // step applies only while that is still at least the amount (the
+      // fields, debit minus credit, sum to at most -amount). A charge to the
+      // pair posted meanwhile only raises the debt and leaves the step
+      // valid; a payment or correction that took the debt below the amount
+      // makes it read again (and answer OVERPAYMENT).
       // An organisation's debt to the payee is net of what the payee owes it
       // back on its RECEIVABLE (debit-normal): a refund or a negative
       // invoice line cleared through the receivable leaves its credit there.
@@ -501,9 +505,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
                          absl::StrCat(pay.payer(), " owes ", pay.payee(), " only ", std::max<int64_t>(open, 0), " ",
                                       pay.amount().currency_code(), " minor units"));
       }
-      for (size_t i = 0; i < fields.size(); ++i) {
-        step.field_checks.push_back({keys::Balances(), fields[i], std::to_string(balance[i])});
-      }
+      step.sum_checks.push_back({keys::Balances(), fields, -pay.amount().amount_minor()});
     }
     AddPosting(step, posting, now);
     const std::string key = keys::Doc("payment", id);

@@ -117,6 +117,44 @@ TEST_F(BillingLeftoversTest, AMembersGrossTotalCountsAPairThatNetsToZero) {
   }
 }
 
+// ================================================================ 3. a busy pair
+
+// An open-balance payment is at most what the payer owes, checked in the
+// step that posts it. Charges to the same pair posted all the while (each
+// raising what lab owes) never make it answer CONCURRENT_MODIFICATION:
+// every payment is recorded, and the ledger holds every charge and payment.
+TEST_F(BillingLeftoversTest, ChargesToABusyPairNeverRefuseAnOpenBalancePayment) {
+  Owe(kLab, kOwner, 1000);
+  const std::string payable = absl::StrCat(kLab, "/accounts/payable|", kOwner, "|CNY");
+  const std::string receivable = absl::StrCat(kOwner, "/accounts/receivable|", kLab, "|CNY");
+  std::atomic<bool> paying{true};
+  std::atomic<int64_t> charged{0};
+  auto charge = [&] {  // one charge of 1 per step, as the charge step moves the pair's balances
+    while (paying) {
+      LedgerStep step;
+      step.incrs = {{keys::Balances(), payable, -1}, {keys::Balances(), receivable, 1}};
+      auto applied = bstore_->Apply(step);
+      ASSERT_TRUE(applied.ok()) << applied.status();
+      ++charged;
+    }
+  };
+  std::vector<std::thread> chargers;
+  for (int i = 0; i < 2; ++i) chargers.emplace_back(charge);
+  std::vector<absl::Status> paid;
+  for (int i = 0; i < 40; ++i) paid.push_back(Pay(kLab, kOwner, 10).status());
+  paying = false;
+  for (auto& t : chargers) t.join();
+  int recorded = 0;
+  for (const auto& s : paid) {
+    EXPECT_TRUE(s.ok()) << s;
+    recorded += s.ok() ? 1 : 0;
+  }
+  EXPECT_EQ(recorded, 40);
+  EXPECT_EQ(Balance(absl::StrCat(kLab, "/accounts/payable"), kOwner), -1000 - charged + 10 * recorded);
+  EXPECT_EQ(Balance(absl::StrCat(kOwner, "/accounts/receivable"), kLab), 1000 + charged - 10 * recorded);
+  EXPECT_EQ(PaymentCount(), recorded);
+}
+
 // ================================================================ 4. scope before validation
 
 // types.proto: ORGANIZATION_SCOPE is "checked before validation".

@@ -187,5 +187,37 @@ TEST_F(BillingLeftoversTest, AccountReadsCheckTheScopeBeforeTheNamesForm) {
   EXPECT_TRUE(billing_->GetAccountBalance(lab, own).ok());
 }
 
+// ================================================================ 5. a payee's refund
+
+// The owner owes lab 3000 back on lab's invoice. Refunded by RecordPayment
+// (January) and by MarkInvoicePaid (February), the four accounts between
+// them move alike: both post the contract's one payment pattern (payer
+// O -> payee P), so each leaves the same balances behind.
+TEST_F(BillingLeftoversTest, ARefundMovesTheLedgerAsMarkInvoicePaidDoes) {
+  const std::vector<std::pair<std::string, std::string>> accounts = {
+      {absl::StrCat(kLab, "/accounts/payable"), kOwner},
+      {absl::StrCat(kLab, "/accounts/receivable"), kOwner},
+      {absl::StrCat(kOwner, "/accounts/payable"), kLab},
+      {absl::StrCat(kOwner, "/accounts/receivable"), kLab}};
+  auto balances = [&] {
+    std::map<std::string, int64_t> out;
+    for (const auto& [account, counterparty] : accounts) out[account] = Balance(account, counterparty);
+    return out;
+  };
+  Owe(kLab, kOwner, -3000);
+  const v1::Invoice jan = IssueJanuary(kLab);
+  ASSERT_TRUE(Pay(kOwner, kLab, 3000, jan.name()).ok());
+  const std::map<std::string, int64_t> after_payment = balances();
+
+  auto inv = IssueFebruary(-3000);
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  v1::MarkInvoicePaidRequest mark;
+  mark.set_name(inv->name());
+  ASSERT_TRUE(billing_->MarkInvoicePaid(admin_, mark).ok());
+  for (const auto& [account, balance] : balances()) {
+    EXPECT_EQ(balance, 2 * after_payment.at(account)) << account;
+  }
+}
+
 }  // namespace
 }  // namespace labshare::billing

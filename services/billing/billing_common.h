@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -60,6 +61,13 @@ inline bool IsInvoicePayee(const v1::Invoice& inv, const std::string& org) {
                      [&](const v1::PayeeBalance& pb) { return pb.organization() == org; }) ||
          std::any_of(inv.lines().begin(), inv.lines().end(),
                      [&](const v1::InvoiceLine& l) { return l.payee_organization() == org; });
+}
+
+// `account` names, or at least begins like, an account of the caller's own
+// organisation ("organizations/{own}/..."): what a member may name, checked
+// before the name's form (a malformed name of its own is then INVALID_*).
+inline bool IsOwnAccountName(const Principal& p, absl::string_view account) {
+  return absl::StartsWith(account, absl::StrCat(ActorOrganization(p), "/"));
 }
 
 inline absl::Status OrgScope(absl::string_view what) {

@@ -826,7 +826,9 @@ absl::StatusOr<v1::Settlement> BillingManager::GetSettlement(const Principal& p,
   // Reduced to what involves the caller's organisation: its position, pairs
   // and transfers, the invoices it pays or is paid by (it never sees another
   // organisation's invoices), and the totals over what remains (its pairs'
-  // gross open amounts, its transfers).
+  // gross open amounts, its transfers). Its pairs' gross amounts are what
+  // its position is owed and owes: that also counts a pair netting to zero,
+  // which has no PairBalance.
   const std::string own = ActorOrganization(p);
   v1::Settlement mine = s;
   mine.clear_positions();
@@ -835,12 +837,12 @@ absl::StatusOr<v1::Settlement> BillingManager::GetSettlement(const Principal& p,
   mine.clear_invoices();
   int64_t gross = 0, moved = 0;
   for (const auto& x : s.positions()) {
-    if (x.organization() == own) *mine.add_positions() = x;
+    if (x.organization() != own) continue;
+    gross += x.owed_to().amount_minor() + x.owed_by().amount_minor();
+    *mine.add_positions() = x;
   }
   for (const auto& x : s.pair_balances()) {
-    if (x.debtor_organization() != own && x.creditor_organization() != own) continue;
-    gross += x.debtor_owes().amount_minor() + x.creditor_owes().amount_minor();
-    *mine.add_pair_balances() = x;
+    if (x.debtor_organization() == own || x.creditor_organization() == own) *mine.add_pair_balances() = x;
   }
   for (const auto& x : s.transfers()) {
     if (x.from_organization() != own && x.to_organization() != own) continue;

@@ -117,12 +117,13 @@ absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Prin
                                                                      const v1::ListPostingsRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "postings"));
   if (!r.account().empty()) {
+    // A member names only its own accounts: another's, or a name of nobody,
+    // is ORGANIZATION_SCOPE, checked before the form (types.proto).
+    if (!SeesAll(p) && !IsOwnAccountName(p, r.account())) return OrgScope("postings");
     // A malformed account is a bad filter value: INVALID_FIELD (the contract's
     // "account name malformed"), not INVALID_NAME.
     auto account = ParseAccountName(r.account());
     if (!account.ok()) return InvalidField("account", std::string(account.status().message()));
-    // A member names only its own accounts (another's is ORGANIZATION_SCOPE).
-    if (!SeesAll(p) && account->owner != org) return OrgScope("postings");
   }
   LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListPostingsResponse resp;

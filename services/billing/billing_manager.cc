@@ -901,8 +901,11 @@ absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> BillingManager::All
 
 absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Principal& p,
                                                                      const v1::GetAccountBalanceRequest& r) {
+  // Scope before validation (types.proto): a member naming anything but an
+  // account of its own organisation, malformed names included, is refused
+  // before the name's form is checked.
+  if (!SeesAll(p) && !IsOwnAccountName(p, r.name())) return OrgScope("accounts");
   LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(r.name(), "name"));
-  if (!SeesAll(p) && ref.owner != ActorOrganization(p)) return OrgScope("accounts");
   // NOT_FOUND (ORGANIZATION_NOT_FOUND, SUBSIDY_POOL_NOT_FOUND) for an owner
   // that does not exist.
   LS_RETURN_IF_ERROR(PartiesExist({ref.owner}));

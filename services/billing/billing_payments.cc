@@ -120,17 +120,26 @@ absl::StatusOr<std::map<std::string, T>> LoadDocs(const BillingStore& store, abs
   return out;
 }
 
+// An invoice PAID without being paid: issued PAID because nothing was
+// outstanding (only memo lines, or lines netting to zero per payee). One
+// paid by payments lists them, one cleared by a settlement names it.
+bool PaidAtIssue(const v1::Invoice& inv) {
+  return inv.state() == v1::Invoice::PAID && inv.payments().empty() && inv.settlement().empty();
+}
+
 // The stored invoice `name` that MarkInvoicePaid or VoidInvoice may change,
 // with its version: INVOICE_NOT_FOUND, ETAG_MISMATCH (when `etag` is set),
-// INVOICE_ALREADY_PAID or INVOICE_NOT_ISSUED otherwise.
+// INVOICE_ALREADY_PAID or INVOICE_NOT_ISSUED otherwise. With
+// `or_paid_at_issue` (VoidInvoice) also an invoice PAID at issue.
 absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore& store, const std::string& name,
-                                                              const std::string& etag) {
+                                                              const std::string& etag, bool or_paid_at_issue = false) {
   LS_ASSIGN_OR_RETURN(auto doc, store.docs().Get(keys::Doc("invoice", IdOf(name))));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", name + " does not exist");
   LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
   if (!etag.empty() && etag != inv.etag()) {
     return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", name + " changed; read it again");
   }
+  if (or_paid_at_issue && PaidAtIssue(inv)) return std::make_pair(std::move(inv), doc->version);
   if (inv.state() == v1::Invoice::PAID) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", name + " is paid");
   }
@@ -475,7 +484,11 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       // An open balance, or a pool paying granted subsidies: at most what
       // the payer owes the payee on its ledger (PAYABLE, a pool's
       // POOL_PAYABLE, with the payee as counterparty; credit-normal), and the
-      // step applies only while that balance is still the one read.
+      // step applies only while that is still at least the amount (the
+      // fields, debit minus credit, sum to at most -amount). A charge to the
+      // pair posted meanwhile only raises the debt and leaves the step
+      // valid; a payment or correction that took the debt below the amount
+      // makes it read again (and answer OVERPAYMENT).
       // An organisation's debt to the payee is net of what the payee owes it
       // back on its RECEIVABLE (debit-normal): a refund or a negative
       // invoice line cleared through the receivable leaves its credit there.
@@ -492,9 +505,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
                          absl::StrCat(pay.payer(), " owes ", pay.payee(), " only ", std::max<int64_t>(open, 0), " ",
                                       pay.amount().currency_code(), " minor units"));
       }
-      for (size_t i = 0; i < fields.size(); ++i) {
-        step.field_checks.push_back({keys::Balances(), fields[i], std::to_string(balance[i])});
-      }
+      step.sum_checks.push_back({keys::Balances(), fields, -pay.amount().amount_minor()});
     }
     AddPosting(step, posting, now);
     const std::string key = keys::Doc("payment", id);
@@ -609,7 +620,9 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
     if (seen) return Parse<v1::Invoice>(*seen);
-    LS_ASSIGN_OR_RETURN(auto loaded, IssuedInvoice(*store_, r.name(), r.etag()));
+    // ISSUED, or PAID at issue with nothing outstanding (never paid by
+    // anyone: voided like an issued one, its lines return to the next issue).
+    LS_ASSIGN_OR_RETURN(auto loaded, IssuedInvoice(*store_, r.name(), r.etag(), /*or_paid_at_issue=*/true));
     auto& [inv, version] = loaded;
     if (!inv.payments().empty()) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_HAS_PAYMENTS",

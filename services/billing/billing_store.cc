@@ -3,6 +3,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -36,7 +37,8 @@ constexpr int64_t kIdempotencyTtlSeconds = 30 * 24 * 3600;
 // ARGV: 1 event id ('' none), 2 stream id, 3 fingerprint ('' none),
 //       4 response, 5 ttl, 6 n ops, 7 n events, 8 counter limit,
 //       then per op (code, a, b), then the events.
-// Op codes: 'fld' field == value; 'ver' version == a; 'put' data a at
+// Op codes: 'fld' field == value; 'sum' the fields a ('\n'-separated, absent
+// 0) sum to at most b; 'ver' version == a; 'put' data a at
 // version b; 'inc' field a += b; 'hset' field a = b; 'zrem' / 'zadd' member a;
 // 'push' value a.
 //
@@ -79,6 +81,15 @@ local function step(K, A)
     if code == 'fld' then
       if not kind_ok(k, 'hash') then return {'TYPE', k} end
       if (redis.call('HGET', k, a) or '0') ~= b then return {'STALE', k .. ' ' .. a} end
+    elseif code == 'sum' then
+      if not kind_ok(k, 'hash') then return {'TYPE', k} end
+      local total = 0
+      for f in string.gmatch(a, '[^\n]+') do
+        local v = redis.call('HGET', k, f) or '0'
+        if not string.match(v, '^%-?%d+$') then return {'TYPE', k} end
+        total = total + tonumber(v)
+      end
+      if total > tonumber(b) then return {'STALE', k .. ' ' .. a} end
     elseif code == 'ver' then
       if not kind_ok(k, 'hash') then return {'TYPE', k} end
       if tonumber(redis.call('HGET', k, 'v') or '0') ~= tonumber(a) then return {'STALE', k} end
@@ -171,6 +182,7 @@ void StepArgs(const LedgerStep& s, std::vector<std::string>& k, std::vector<std:
     ops.push_back(std::move(b));
   };
   for (const auto& c : s.field_checks) op(c.key, "fld", c.field, c.value);
+  for (const auto& c : s.sum_checks) op(c.key, "sum", absl::StrJoin(c.fields, "\n"), std::to_string(c.max));
   for (const auto& c : s.version_checks) op(c.key, "ver", std::to_string(c.version), "");
   for (const auto& p : s.puts) op(p.key, "put", p.data, std::to_string(p.version));
   for (const auto& i : s.incrs) op(i.key, "inc", i.field, std::to_string(i.delta));

@@ -69,8 +69,8 @@ std::string IndexMember(int64_t ms, absl::string_view id);
 inline constexpr int64_t kMaxCounter = (int64_t{1} << 53) - 1;
 
 // One atomic change of the ledger. Checks run first; if any fails nothing is
-// written: the applied event, the idempotency record, the field and version
-// checks, the type of every key written, and every counter's range after all
+// written: the applied event, the idempotency record, the field, sum and
+// version checks, the type of every key written, and every counter's range after all
 // of the step's increments. Then every write, in order.
 struct LedgerStep {
   // Booking event applied once: when set and already in {billing}:applied,
@@ -87,6 +87,16 @@ struct LedgerStep {
     std::string key, field, value;
   };
   std::vector<FieldIs> field_checks;
+  // The sum of hash fields (each absent: 0, each an integer) is at most
+  // `max`: a bound that still holds after a change that only lowered the
+  // sum (a charge raising what a payer owes the payee leaves a payment's
+  // bound valid, where an exact FieldIs would make the step stale).
+  struct SumAtMost {
+    std::string key;
+    std::vector<std::string> fields;  // no field contains a newline
+    int64_t max = 0;
+  };
+  std::vector<SumAtMost> sum_checks;
   struct VersionIs {  // a document's version (0: absent)
     std::string key;
     int64_t version = 0;

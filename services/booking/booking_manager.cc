@@ -1079,7 +1079,9 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     if (instrument.state() != inv::ACTIVE) {
       return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
     }
-    if (rules.qualification_validity_days() > 0) {
+    // The qualification CreateBooking checked: ON_SITE only (inventory's
+    // qualification_validity_days is an ON_SITE rule).
+    if (b.mode() == labshare::type::v1::ON_SITE && rules.qualification_validity_days() > 0) {
       LS_ASSIGN_OR_RETURN(auto q, inventory_->FindQualification(b.instrument(), b.user()));
       if (!q) return Precondition("QUALIFICATION_MISSING", "the user has no qualification on this instrument");
       inv::Qualification copy = *q;

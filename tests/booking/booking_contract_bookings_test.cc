@@ -1,0 +1,74 @@
+// Bookings, availability, quotas and maintenance against their proto
+// comments (second contract read): what the earlier tests do not prove.
+#include <gtest/gtest.h>
+
+#include "services/booking/redis_booking_store.h"
+#include "tests/booking/booking_flows.h"
+
+namespace labshare::booking {
+namespace {
+
+using Stub = v1::BookingService::Stub;
+
+class BookingContractTest : public BookingFlowsTest {
+ protected:
+  // A maintenance window on tem over [day + from, day + to), created in
+  // inventory (not applied).
+  iv::MaintenanceWindow Window(absl::Duration from, absl::Duration to) {
+    iv::CreateMaintenanceWindowRequest mw;
+    mw.set_parent("instruments/tem");
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + from);
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + to);
+    mw.mutable_maintenance_window()->set_reason("alignment");
+    iv::MaintenanceWindow window;
+    EXPECT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+    return window;
+  }
+  grpc::Status Apply(const std::string& window, const std::string& request_id,
+                     v1::ApplyMaintenanceWindowResponse* out) {
+    v1::ApplyMaintenanceWindowRequest apply;
+    apply.set_maintenance_window(window);
+    apply.set_request_id(request_id);
+    return Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, out, admin_);
+  }
+  // MaintenanceApplied events in the outboxes.
+  int MaintenanceAppliedEvents() {
+    int n = 0;
+    for (const auto& e : Events()) n += e.has_maintenance_applied() ? 1 : 0;
+    return n;
+  }
+};
+
+// CheckIn: "The qualification is checked again (it may have lapsed since
+// booking)" -- the one CreateBooking checked, which only ON_SITE needs
+// (inventory: qualification_validity_days is "ON_SITE only"). A run of a
+// technical service is checked in by the owner's staff whatever the client's
+// qualification.
+TEST_F(BookingContractTest, CheckInChecksTheQualificationOfOnSiteBookingsOnly) {
+  v1::ServiceOrder order = Scheduled();
+  iv::GetInstrumentRequest g;
+  g.set_name("instruments/tem");
+  iv::Instrument tem;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
+  iv::UpdateInstrumentRequest u;
+  *u.mutable_instrument() = tem;
+  for (auto& m : *u.mutable_instrument()->mutable_modes()) {
+    if (m.mode() != labshare::type::v1::ON_SITE) m.mutable_slot_rules()->set_qualification_validity_days(90);
+  }
+  u.mutable_update_mask()->add_paths("modes");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  iv::RevokeQualificationRequest revoke;
+  revoke.set_name("instruments/tem/qualifications/ana");
+  revoke.set_reason("safety briefing missed");
+  Inv(&iv::InventoryService::Stub::RevokeQualification, revoke);
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(order.booking());
+  v1::Booking out;
+  grpc::Status s = Call(stub_.get(), &Stub::CheckIn, in, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.state(), v1::Booking::CHECKED_IN);
+}
+
+}  // namespace
+}  // namespace labshare::booking

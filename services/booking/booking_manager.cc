@@ -412,6 +412,10 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
       if (taken_id) return BookingExists(b.name());
     }
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
+    // Named as the step names it: by the last entry in the way (FinishCreate).
+    if (!taken.empty() && IsWindowEntry(taken.back().booking_id)) {
+      return Precondition("MAINTENANCE_CONFLICT", "the slot overlaps a maintenance window");
+    }
     if (!taken.empty()) return Precondition("SLOT_TAKEN", "the slot overlaps another booking");
     if (joint) {
       LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(IdOf(b.project()), instrument_id));

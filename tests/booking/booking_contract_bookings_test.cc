@@ -70,5 +70,30 @@ TEST_F(BookingContractTest, CheckInChecksTheQualificationOfOnSiteBookingsOnly) {
   EXPECT_EQ(out.state(), v1::Booking::CHECKED_IN);
 }
 
+// CreateBooking: "With validate_only, every check runs" -- and answers as
+// the create would: a maintenance window still on the calendar (cancelled in
+// inventory, not yet applied) is MAINTENANCE_CONFLICT, not SLOT_TAKEN.
+TEST_F(BookingContractTest, ValidateOnlyNamesAWindowOnTheCalendarAsTheCreateDoes) {
+  iv::MaintenanceWindow window = Window(absl::Hours(11), absl::Hours(13));
+  v1::ApplyMaintenanceWindowResponse applied;
+  ASSERT_TRUE(Apply(window.name(), "", &applied).ok());
+  iv::CancelMaintenanceWindowRequest cancel;
+  cancel.set_name(window.name());
+  cancel.set_reason("engineer rescheduled");
+  Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(11));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(12));
+  v1::Booking out;
+  grpc::Status created = Call(stub_.get(), &Stub::CreateBooking, r, &out, ana_);
+  EXPECT_EQ(GrpcErrorReason(created), "MAINTENANCE_CONFLICT");
+  r.set_validate_only(true);
+  grpc::Status checked = Call(stub_.get(), &Stub::CreateBooking, r, &out, ana_);
+  EXPECT_EQ(checked.error_code(), created.error_code());
+  EXPECT_EQ(GrpcErrorReason(checked), GrpcErrorReason(created));
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -1217,8 +1217,18 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      "only the owner's staff, an administrator or a service apply maintenance");
   }
-  LS_ASSIGN_OR_RETURN(inv::MaintenanceWindow window, inventory_->GetMaintenanceWindow(r.maintenance_window()));
+  // Like every mutation (types.proto): a retry with the same request_id gets
+  // the first answer, other content with it REQUEST_ID_REUSED. The answer is
+  // kept with the MaintenanceApplied event, in one step.
+  using Response = v1::ApplyMaintenanceWindowResponse;
   const int partition = keys::Partition(ids.first);
+  const std::string idem =
+      r.request_id().empty() ? "" : keys::Idempotency(partition, "ApplyMaintenanceWindow", r.request_id());
+  const std::string fingerprint = RequestFingerprint("ApplyMaintenanceWindow", r);
+  return Claimed<Response>(ClaimOf("ApplyMaintenanceWindow", r.request_id(), r), [&]() -> absl::StatusOr<Response> {
+  LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+  if (seen) return ParseAnswer<Response>(*seen);
+  LS_ASSIGN_OR_RETURN(inv::MaintenanceWindow window, inventory_->GetMaintenanceWindow(r.maintenance_window()));
   v1::ApplyMaintenanceWindowResponse resp;
   resp.set_maintenance_window(window.name());
   resp.set_instrument(instrument_name);
@@ -1333,8 +1343,22 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   *applied.mutable_maintenance_applied()->mutable_result() = resp;
   applied.mutable_maintenance_applied()->set_outage(window.outage());
   applied.mutable_maintenance_applied()->set_reason(window.reason());
-  LS_RETURN_IF_ERROR(store_->Publish(partition, applied.SerializeAsString()));
+  if (idem.empty()) {
+    LS_RETURN_IF_ERROR(store_->Publish(partition, applied.SerializeAsString()));
+    return resp;
+  }
+  Mutation m;
+  m.idempotency_key = idem;
+  m.fingerprint = fingerprint;
+  m.response = SerializeDeterministic(resp);
+  m.outbox_key = keys::Outbox(partition);
+  m.event_type = v1::BookingEvent::descriptor()->full_name();
+  m.event_payload = applied.SerializeAsString();
+  LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
+  if (outcome.kind == CommitOutcome::Kind::kReplayed) return ParseAnswer<Response>(outcome.response);
+  if (outcome.kind == CommitOutcome::Kind::kRequestReused) return RequestIdReused();
   return resp;
+  });
 }
 
 // ================================================================ sweep

@@ -95,5 +95,27 @@ TEST_F(BookingContractTest, ValidateOnlyNamesAWindowOnTheCalendarAsTheCreateDoes
   EXPECT_EQ(GrpcErrorReason(checked), GrpcErrorReason(created));
 }
 
+// types.proto: "A retry with the same request_id and the same content returns
+// the first answer; the same request_id with different content fails with
+// FAILED_PRECONDITION, reason REQUEST_ID_REUSED" -- ApplyMaintenanceWindow
+// takes a request_id like every mutation.
+TEST_F(BookingContractTest, ApplyMaintenanceWindowRetryGetsItsFirstAnswer) {
+  v1::Booking hit;
+  ASSERT_TRUE(Book(absl::Hours(14), absl::Hours(15), &hit).ok());
+  iv::MaintenanceWindow window = Window(absl::Hours(13), absl::Hours(16));
+  v1::ApplyMaintenanceWindowResponse first, again;
+  ASSERT_TRUE(Apply(window.name(), "mw-apply-1", &first).ok());
+  ASSERT_EQ(first.cancelled_bookings_size(), 1);
+  EXPECT_EQ(first.cancelled_bookings(0), hit.name());
+  grpc::Status s = Apply(window.name(), "mw-apply-1", &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  EXPECT_EQ(MaintenanceAppliedEvents(), 1);  // the retry announced nothing new
+  iv::MaintenanceWindow other = Window(absl::Hours(20), absl::Hours(21));
+  s = Apply(other.name(), "mw-apply-1", &again);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -1273,6 +1273,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
           if (lease.state() == v1::Lease::REQUESTED || lease.state() == v1::Lease::APPROVED) {
             LS_RETURN_IF_ERROR(CancelLeaseForOutage(p, lease.name(), window).status());
             resp.add_cancelled_leases(lease.name());
+            resp.add_cancelled_bookings(lease.booking());  // cancelled with it, as a run's booking is
             continue;
           }
         }

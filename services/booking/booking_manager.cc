@@ -1182,7 +1182,10 @@ BookingManager::Change BookingManager::EndSession(const Principal& p, const v1::
 }
 
 void BookingManager::RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument) {
-  if (ended.state() != v1::Booking::COMPLETED || SlotRulesOf(instrument, ended.mode()).qualification_validity_days() <= 0) {
+  // The ON_SITE qualification (the only mode that needs one), renewed by the
+  // user's own use on site.
+  if (ended.state() != v1::Booking::COMPLETED || ended.mode() != labshare::type::v1::ON_SITE ||
+      SlotRulesOf(instrument, ended.mode()).qualification_validity_days() <= 0) {
     return;
   }
   // The use renews the qualification; inventory ignores older uses, so a

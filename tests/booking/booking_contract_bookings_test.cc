@@ -31,6 +31,21 @@ class BookingContractTest : public BookingFlowsTest {
     apply.set_request_id(request_id);
     return Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, out, admin_);
   }
+  // tem's slot rules of every mode, not only ON_SITE's, with a qualification
+  // validity (inventory allows it; the field is "ON_SITE only").
+  void GiveEveryModeAQualificationValidity() {
+    iv::GetInstrumentRequest g;
+    g.set_name("instruments/tem");
+    iv::Instrument tem;
+    ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
+    iv::UpdateInstrumentRequest u;
+    *u.mutable_instrument() = tem;
+    for (auto& m : *u.mutable_instrument()->mutable_modes()) {
+      if (m.mode() != labshare::type::v1::ON_SITE) m.mutable_slot_rules()->set_qualification_validity_days(90);
+    }
+    u.mutable_update_mask()->add_paths("modes");
+    Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  }
   // MaintenanceApplied events in the outboxes.
   int MaintenanceAppliedEvents() {
     int n = 0;
@@ -46,17 +61,7 @@ class BookingContractTest : public BookingFlowsTest {
 // qualification.
 TEST_F(BookingContractTest, CheckInChecksTheQualificationOfOnSiteBookingsOnly) {
   v1::ServiceOrder order = Scheduled();
-  iv::GetInstrumentRequest g;
-  g.set_name("instruments/tem");
-  iv::Instrument tem;
-  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
-  iv::UpdateInstrumentRequest u;
-  *u.mutable_instrument() = tem;
-  for (auto& m : *u.mutable_instrument()->mutable_modes()) {
-    if (m.mode() != labshare::type::v1::ON_SITE) m.mutable_slot_rules()->set_qualification_validity_days(90);
-  }
-  u.mutable_update_mask()->add_paths("modes");
-  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  GiveEveryModeAQualificationValidity();
   iv::RevokeQualificationRequest revoke;
   revoke.set_name("instruments/tem/qualifications/ana");
   revoke.set_reason("safety briefing missed");
@@ -68,6 +73,30 @@ TEST_F(BookingContractTest, CheckInChecksTheQualificationOfOnSiteBookingsOnly) {
   grpc::Status s = Call(stub_.get(), &Stub::CheckIn, in, &out, staff_);
   ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
   EXPECT_EQ(out.state(), v1::Booking::CHECKED_IN);
+}
+
+// CheckOut: "Records the use of the user's qualification in inventory" --
+// the ON_SITE qualification, renewed by the user's own use: a technical
+// service run the owner's staff operate is no use by the client.
+TEST_F(BookingContractTest, AStaffRunDoesNotRenewTheClientsQualification) {
+  v1::ServiceOrder order = Scheduled();
+  GiveEveryModeAQualificationValidity();
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(order.booking());
+  v1::Booking out;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckIn, in, &out, staff_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  v1::CheckOutRequest done;
+  done.set_name(order.booking());
+  grpc::Status s = Call(stub_.get(), &Stub::CheckOut, done, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  ASSERT_EQ(out.state(), v1::Booking::COMPLETED);
+  iv::GetQualificationRequest g;
+  g.set_name("instruments/tem/qualifications/ana");
+  iv::Qualification q;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetQualification, g, &q, admin_).ok());
+  EXPECT_FALSE(q.has_last_use_time()) << q.DebugString();
 }
 
 // CreateBooking: "With validate_only, every check runs" -- and answers as

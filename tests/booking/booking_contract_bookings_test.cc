@@ -75,6 +75,35 @@ TEST_F(BookingContractTest, CheckInChecksTheQualificationOfOnSiteBookingsOnly) {
   EXPECT_EQ(out.state(), v1::Booking::CHECKED_IN);
 }
 
+// CheckIn: "until reserved start + no_show_grace (an instrument without a
+// grace: until the reserved end)"; the sweep leaves such a booking alone
+// until then.
+TEST_F(BookingContractTest, WithoutAGraceCheckInStaysOpenUntilTheReservedEnd) {
+  iv::GetInstrumentRequest g;
+  g.set_name("instruments/tem");
+  iv::Instrument tem;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
+  iv::UpdateInstrumentRequest u;
+  *u.mutable_instrument() = tem;
+  for (auto& m : *u.mutable_instrument()->mutable_modes()) m.mutable_slot_rules()->clear_no_show_grace();
+  u.mutable_update_mask()->add_paths("modes");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  v1::Booking late, closed, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &late).ok());
+  ASSERT_TRUE(Book(absl::Hours(11), absl::Hours(12), &closed).ok());
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(50));
+  ASSERT_TRUE(manager_->Sweep().ok());
+  v1::CheckInRequest in;
+  in.set_name(late.name());
+  grpc::Status s = Call(stub_.get(), &Stub::CheckIn, in, &out, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.state(), v1::Booking::CHECKED_IN);
+  clock_.Set(day_ + absl::Hours(12));
+  in.set_name(closed.name());
+  s = Call(stub_.get(), &Stub::CheckIn, in, &out, staff_);
+  EXPECT_EQ(GrpcErrorReason(s), "CHECK_IN_WINDOW_CLOSED");
+}
+
 // CheckOut: "Records the use of the user's qualification in inventory" --
 // the ON_SITE qualification, renewed by the user's own use: a technical
 // service run the owner's staff operate is no use by the client.

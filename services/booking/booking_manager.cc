@@ -412,6 +412,10 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
       if (taken_id) return BookingExists(b.name());
     }
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
+    // Named as the step names it: by the last entry in the way (FinishCreate).
+    if (!taken.empty() && IsWindowEntry(taken.back().booking_id)) {
+      return Precondition("MAINTENANCE_CONFLICT", "the slot overlaps a maintenance window");
+    }
     if (!taken.empty()) return Precondition("SLOT_TAKEN", "the slot overlaps another booking");
     if (joint) {
       LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(IdOf(b.project()), instrument_id));
@@ -1079,7 +1083,9 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     if (instrument.state() != inv::ACTIVE) {
       return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
     }
-    if (rules.qualification_validity_days() > 0) {
+    // The qualification CreateBooking checked: ON_SITE only (inventory's
+    // qualification_validity_days is an ON_SITE rule).
+    if (b.mode() == labshare::type::v1::ON_SITE && rules.qualification_validity_days() > 0) {
       LS_ASSIGN_OR_RETURN(auto q, inventory_->FindQualification(b.instrument(), b.user()));
       if (!q) return Precondition("QUALIFICATION_MISSING", "the user has no qualification on this instrument");
       inv::Qualification copy = *q;
@@ -1176,7 +1182,10 @@ BookingManager::Change BookingManager::EndSession(const Principal& p, const v1::
 }
 
 void BookingManager::RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument) {
-  if (ended.state() != v1::Booking::COMPLETED || SlotRulesOf(instrument, ended.mode()).qualification_validity_days() <= 0) {
+  // The ON_SITE qualification (the only mode that needs one), renewed by the
+  // user's own use on site.
+  if (ended.state() != v1::Booking::COMPLETED || ended.mode() != labshare::type::v1::ON_SITE ||
+      SlotRulesOf(instrument, ended.mode()).qualification_validity_days() <= 0) {
     return;
   }
   // The use renews the qualification; inventory ignores older uses, so a
@@ -1211,8 +1220,18 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      "only the owner's staff, an administrator or a service apply maintenance");
   }
-  LS_ASSIGN_OR_RETURN(inv::MaintenanceWindow window, inventory_->GetMaintenanceWindow(r.maintenance_window()));
+  // Like every mutation (types.proto): a retry with the same request_id gets
+  // the first answer, other content with it REQUEST_ID_REUSED. The answer is
+  // kept with the MaintenanceApplied event, in one step.
+  using Response = v1::ApplyMaintenanceWindowResponse;
   const int partition = keys::Partition(ids.first);
+  const std::string idem =
+      r.request_id().empty() ? "" : keys::Idempotency(partition, "ApplyMaintenanceWindow", r.request_id());
+  const std::string fingerprint = RequestFingerprint("ApplyMaintenanceWindow", r);
+  return Claimed<Response>(ClaimOf("ApplyMaintenanceWindow", r.request_id(), r), [&]() -> absl::StatusOr<Response> {
+  LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+  if (seen) return ParseAnswer<Response>(*seen);
+  LS_ASSIGN_OR_RETURN(inv::MaintenanceWindow window, inventory_->GetMaintenanceWindow(r.maintenance_window()));
   v1::ApplyMaintenanceWindowResponse resp;
   resp.set_maintenance_window(window.name());
   resp.set_instrument(instrument_name);
@@ -1257,6 +1276,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
           if (lease.state() == v1::Lease::REQUESTED || lease.state() == v1::Lease::APPROVED) {
             LS_RETURN_IF_ERROR(CancelLeaseForOutage(p, lease.name(), window).status());
             resp.add_cancelled_leases(lease.name());
+            resp.add_cancelled_bookings(lease.booking());  // cancelled with it, as a run's booking is
             continue;
           }
         }
@@ -1327,8 +1347,22 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   *applied.mutable_maintenance_applied()->mutable_result() = resp;
   applied.mutable_maintenance_applied()->set_outage(window.outage());
   applied.mutable_maintenance_applied()->set_reason(window.reason());
-  LS_RETURN_IF_ERROR(store_->Publish(partition, applied.SerializeAsString()));
+  if (idem.empty()) {
+    LS_RETURN_IF_ERROR(store_->Publish(partition, applied.SerializeAsString()));
+    return resp;
+  }
+  Mutation m;
+  m.idempotency_key = idem;
+  m.fingerprint = fingerprint;
+  m.response = SerializeDeterministic(resp);
+  m.outbox_key = keys::Outbox(partition);
+  m.event_type = v1::BookingEvent::descriptor()->full_name();
+  m.event_payload = applied.SerializeAsString();
+  LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
+  if (outcome.kind == CommitOutcome::Kind::kReplayed) return ParseAnswer<Response>(outcome.response);
+  if (outcome.kind == CommitOutcome::Kind::kRequestReused) return RequestIdReused();
   return resp;
+  });
 }
 
 // ================================================================ sweep

@@ -393,12 +393,15 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
   if (FromProto(q.staff_time()) < absl::ZeroDuration()) {
     return InvalidField("quote.staff_time", "planned staff time must not be negative");
   }
-  if (!q.has_valid_until() || FromProto(q.valid_until()) <= clock_->Now()) {
-    return InvalidField("quote.valid_until", "must be in the future");
-  }
+  if (!q.has_valid_until()) return InvalidField("quote.valid_until", "required: until when the quote may be accepted");
   return OrderTransition("IssueQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
+    // Checked once the stored answer was looked up: a retry after
+    // valid_until has passed still gets its first answer.
+    if (FromProto(q.valid_until()) <= clock_->Now()) {
+      return InvalidField("quote.valid_until", "must be in the future");
+    }
     if (!r.etag().empty() && r.etag() != std::to_string(cur.version)) {
       return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the order changed; read it again");
     }

@@ -247,5 +247,29 @@ TEST_F(OrderContractTest, ARequoteIsNotAcceptedUntilTheClientAcceptsIt) {
   EXPECT_EQ(Get(o.name()).state(), Order::QUOTE_ACCEPTED);
 }
 
+// types.proto: "A retry with the same request_id and the same content
+// returns the first answer": also an IssueQuote retried once its
+// valid_until has passed (it was refused INVALID_FIELD, valid_until in the
+// past, before the stored answer was looked up). Another request is still
+// held to a valid_until in the future.
+TEST_F(OrderContractTest, AQuoteRetriedAfterItsValidityAnswersTheFirstAnswer) {
+  Order o, first, retry;
+  ASSERT_TRUE(Place("instruments/tem", "", &o).ok());
+  v1::IssueQuoteRequest q;
+  q.set_name(o.name());
+  q.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
+  q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(15000);
+  *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(1));
+  q.set_request_id("quote-once");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::IssueQuote, q, &first, staff_).ok());
+  clock_.Set(clock_.Now() + absl::Hours(2));
+  grpc::Status s = Call(stub_.get(), &Stub::IssueQuote, q, &retry, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(retry.SerializeAsString(), first.SerializeAsString());
+  q.set_request_id("quote-twice");
+  ExpectError(Call(stub_.get(), &Stub::IssueQuote, q, &retry, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a new quote valid until a time past");
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -9,6 +9,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
@@ -22,10 +23,11 @@ using Order = v1::ServiceOrder;
 
 class OrderContractTest : public BookingFlowsTest {
  protected:
+  // The answer's code (its number) and reason, compared as one.
   static void ExpectError(const grpc::Status& s, grpc::StatusCode code, const std::string& reason,
                           const std::string& what) {
-    EXPECT_EQ(s.error_code(), code) << what << ": " << s.error_message();
-    EXPECT_EQ(GrpcErrorReason(s), reason) << what << ": " << s.error_message();
+    EXPECT_EQ(absl::StrCat(s.error_code(), " ", GrpcErrorReason(s)), absl::StrCat(code, " ", reason))
+        << what << ": " << s.error_message();
   }
   static void ExpectOk(const grpc::Status& s, const std::string& what) {
     EXPECT_TRUE(s.ok()) << what << ": " << GrpcErrorReason(s) << ": " << s.error_message();

@@ -11,7 +11,9 @@
 #define LABSHARE_COMMON_UNARY_H_
 
 #include <grpcpp/server_context.h>
+#include <grpcpp/support/message_allocator.h>
 #include <grpcpp/support/server_callback.h>
+#include <google/protobuf/arena.h>
 
 #include <functional>
 #include <utility>
@@ -62,6 +64,54 @@ grpc::ServerUnaryReactor* HandleUnaryAsync(const Authorizer& auth, grpc::Callbac
      }));
   return reactor;
 }
+
+// The in-place form, for a use case that writes its answer into `resp`
+// itself (typically a response on the call's arena, ArenaMessages below,
+// where building a separate answer and moving it in would copy it whole):
+// fn(const Principal&, StatusDone) starts the use case, which fills the
+// call's response and calls done(OK) exactly once, or done(error) (then
+// whatever it wrote is not sent).
+using StatusDone = std::function<void(absl::Status)>;
+template <typename Fn>
+grpc::ServerUnaryReactor* HandleUnaryAsyncInPlace(const Authorizer& auth, grpc::CallbackServerContext* ctx,
+                                                  absl::string_view domain, Fn&& fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto principal = auth.Authorize(ctx);
+  if (!principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status(), domain));
+    return reactor;
+  }
+  fn(*principal, StatusDone([reactor, domain](absl::Status status) {
+       reactor->Finish(status.ok() ? grpc::Status::OK : ToGrpcStatus(status, domain));
+     }));
+  return reactor;
+}
+
+// A callback method's request and response on one protobuf Arena per call,
+// freed in one go when gRPC is done with the call: a large answer (many
+// nested messages) costs no allocation and no destructor per message.
+// Install with the generated SetMessageAllocatorFor_<Method>(&allocator)
+// (it must outlive the server), and answer through HandleUnaryAsyncInPlace:
+// the response must be built in place, as moving a heap message into an
+// arena one copies it.
+template <typename Req, typename Resp>
+class ArenaMessages final : public grpc::MessageAllocator<Req, Resp> {
+ public:
+  grpc::MessageHolder<Req, Resp>* AllocateMessages() override { return new Holder(); }
+
+ private:
+  class Holder final : public grpc::MessageHolder<Req, Resp> {
+   public:
+    Holder() {
+      this->set_request(google::protobuf::Arena::CreateMessage<Req>(&arena_));
+      this->set_response(google::protobuf::Arena::CreateMessage<Resp>(&arena_));
+    }
+    void Release() override { delete this; }
+
+   private:
+    google::protobuf::Arena arena_;
+  };
+};
 
 }  // namespace labshare
 

@@ -43,7 +43,11 @@ Money Minus(const Money& a, const Money& b) {
 
 absl::StatusOr<v1::Lease> BookingManager::RequestLease(const Principal& p,
                                                        const v1::RequestLeaseRequest& r) {
-  return RequestLeaseAs(p, "RequestLease", r, r.lease(), r.lease_id(), r.request_id(), r.validate_only());
+  // The request_id is one request in every partition (types.proto): claimed
+  // in one slot, as CreateBooking claims its own.
+  return Claimed<v1::Lease>(ClaimOf("RequestLease", r.validate_only() ? "" : r.request_id(), r), [&] {
+    return RequestLeaseAs(p, "RequestLease", r, r.lease(), r.lease_id(), r.request_id(), r.validate_only());
+  });
 }
 
 namespace {
@@ -215,6 +219,15 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
 
   const int64_t blocked_start = Ms(start - handover);
   const int64_t blocked_end = Ms(end + ret);
+  // The calendar entry in the way: a maintenance window or another booking
+  // (validate_only reads it as the step would meet it).
+  const auto slot_taken = [](const std::string& conflicting) {
+    if (IsWindowEntry(conflicting)) {
+      return Precondition("MAINTENANCE_CONFLICT", "the term (with handover and return buffers) overlaps a "
+                          "maintenance window");
+    }
+    return Precondition("SLOT_TAKEN", "the term (with handover and return buffers) overlaps another booking");
+  };
   if (validate_only) {
     if (!denial.ok()) return denial;
     if (!lease_id.empty()) {
@@ -222,7 +235,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
       if (taken_id) return exists(lease.name());
     }
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
-    if (!taken.empty()) return Precondition("SLOT_TAKEN", "the term (with buffers) overlaps another booking");
+    if (!taken.empty()) return slot_taken(taken.front().booking_id);
     lease.clear_name();
     lease.clear_booking();
     if (as_booking) {
@@ -280,11 +293,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
     case StepOutcome::Kind::kRequestReused: return RequestIdReused();
     case StepOutcome::Kind::kDenied: return denial;
     case StepOutcome::Kind::kExists: return exists(lease.name());
-    case StepOutcome::Kind::kSlotTaken:
-      if (IsWindowEntry(outcome->conflicting)) {
-        return Precondition("MAINTENANCE_CONFLICT", "the term overlaps a maintenance window");
-      }
-      return Precondition("SLOT_TAKEN", "the term (with handover and return buffers) overlaps another booking");
+    case StepOutcome::Kind::kSlotTaken: return slot_taken(outcome->conflicting);
     case StepOutcome::Kind::kOperatorMoved: return OperatorMoved(lease.instrument());
     default: break;
   }
@@ -409,7 +418,9 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
   LS_ASSIGN_OR_RETURN(LoadedLease cur, LoadLease(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.booking.partition, method, request_id);
   const std::string fingerprint = RequestFingerprint(method, request);
-  return ReplayOrRetry<v1::Lease>(
+  // The partition's record answers a retry; the claim refuses another
+  // content under the request_id whichever partition its lease is in.
+  return Claimed<v1::Lease>(ClaimOf(method, request_id, request), [&] { return ReplayOrRetry<v1::Lease>(
       idem, fingerprint, "lease",
       [&](int attempt) -> absl::StatusOr<std::optional<v1::Lease>> {
         if (attempt > 0) {
@@ -449,7 +460,7 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
           return Precondition("SLOT_TAKEN", "the new term overlaps another booking");
         }
         return Settle(outcome, std::move(c.lease));
-      });
+      }); });
 }
 
 namespace {

@@ -708,6 +708,21 @@ absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager:
 }
 
 absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, const std::string& data) {
+  // Parsed in place, on the page (the call's arena): taken back unless it
+  // belongs there.
+  auto* page = l.Out().mutable_bookings();
+  v1::Booking& b = *page->Add();
+  absl::StatusOr<bool> wanted = [&]() -> absl::StatusOr<bool> {
+    if (!b.ParseFromString(data)) {
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored booking is unreadable");
+    }
+    return Wanted(l, b);
+  }();
+  if (!wanted.ok() || !*wanted) page->RemoveLast();
+  return wanted;
+}
+
+absl::StatusOr<bool> BookingManager::Wanted(BookingsListing& l, const v1::Booking& b) {
   const v1::ListBookingsRequest& r = l.r;
   const ListScope& scope = l.scope;
   auto pays = [](const v1::Booking& b, const std::string& org) {
@@ -724,7 +739,6 @@ absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, const std::
     return false;
   };
   const absl::Time range_start = l.range_start, range_end = l.range_end;
-  LS_ASSIGN_OR_RETURN(v1::Booking b, ParseBooking(data));
   if (!r.instrument().empty() && b.instrument() != r.instrument()) return false;
   if (!r.user().empty() && b.user() != r.user()) return false;
   if (!r.payer_organization().empty() && !pays(b, r.payer_organization())) return false;
@@ -740,10 +754,7 @@ absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, const std::
   if (!r.project().empty() && b.project() != r.project()) return false;
   if (!r.service_order().empty() && b.service_order() != r.service_order()) return false;
   if (!r.lease().empty() && b.lease() != r.lease()) return false;
-  LS_ASSIGN_OR_RETURN(bool visible, in_scope(b));
-  if (!visible) return false;
-  *l.resp.add_bookings() = std::move(b);
-  return true;
+  return in_scope(b);
 }
 
 absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(const Principal& p,
@@ -774,26 +785,27 @@ absl::Status BookingManager::Offload(std::function<void()> work) {
 }
 
 void BookingManager::ListBookingsAsync(const Principal& p, const v1::ListBookingsRequest& r,
-                                       std::function<void(absl::StatusOr<v1::ListBookingsResponse>)> done) {
+                                       v1::ListBookingsResponse* out, std::function<void(absl::Status)> done) {
   // A lease or order filter reads its document synchronously: the plan then
   // runs on blocking_, not on this (gRPC callback) thread.
   if (!r.lease().empty() || !r.service_order().empty()) {
-    auto shared = std::make_shared<std::function<void(absl::StatusOr<v1::ListBookingsResponse>)>>(std::move(done));
-    absl::Status offloaded = Offload([this, p, r, shared] { ListBookingsPlanned(p, r, std::move(*shared)); });
+    auto shared = std::make_shared<std::function<void(absl::Status)>>(std::move(done));
+    absl::Status offloaded = Offload([this, p, r, out, shared] { ListBookingsPlanned(p, r, out, std::move(*shared)); });
     if (!offloaded.ok()) (*shared)(offloaded);
     return;
   }
-  ListBookingsPlanned(p, r, std::move(done));
+  ListBookingsPlanned(p, r, out, std::move(done));
 }
 
 void BookingManager::ListBookingsPlanned(const Principal& p, const v1::ListBookingsRequest& r,
-                                         std::function<void(absl::StatusOr<v1::ListBookingsResponse>)> done) {
+                                         v1::ListBookingsResponse* out, std::function<void(absl::Status)> done) {
   // The checks and the choice of index here; the pages and documents on the
   // pipeline.
   auto plan = PlanListBookings(p, r);
   if (!plan.ok()) return done(plan.status());
   std::shared_ptr<BookingsListing> l = *std::move(plan);
-  if (l->nothing) return done(std::move(l->resp));
+  if (l->nothing) return done(absl::OkStatus());
+  l->out = out;
   ListQuery q = l->q;
   // A staff caller's scope may ask inventory who operates an instrument
   // (OwnsOrOperates): each page's documents are then taken on blocking_.
@@ -801,8 +813,8 @@ void BookingManager::ListBookingsPlanned(const Principal& p, const v1::ListBooki
   RunListingAsync(*store_, std::move(q), [this, l](const std::string& data) { return TakeBooking(*l, data); },
                   [this, l, done = std::move(done)](absl::StatusOr<std::string> next) {
                     if (!next.ok()) return done(next.status());
-                    if (!next->empty()) l->resp.set_next_page_token(page_tokens_.Make(l->r, l->p, *next));
-                    done(std::move(l->resp));
+                    if (!next->empty()) l->Out().set_next_page_token(page_tokens_.Make(l->r, l->p, *next));
+                    done(absl::OkStatus());
                   });
 }
 
@@ -1530,7 +1542,9 @@ absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
   // Taken time: bookings (blocked intervals) and scheduled maintenance.
   LS_ASSIGN_OR_RETURN(auto cal, store_->ReadCalendarWithDocs(plan.partition, plan.instrument_id,
                                                              Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)));
-  return AnswerAvailability(plan, cal.entries, cal.docs);
+  v1::QueryAvailabilityResponse resp;
+  AnswerAvailability(plan, cal.entries, cal.docs, &resp);
+  return resp;
 }
 
 template <typename T>
@@ -1550,25 +1564,27 @@ void BookingManager::Planned(std::function<absl::StatusOr<T>()> plan, std::funct
 }
 
 void BookingManager::QueryAvailabilityAsync(const Principal& p, const v1::QueryAvailabilityRequest& r,
-                                            std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done) {
+                                            v1::QueryAvailabilityResponse* out,
+                                            std::function<void(absl::Status)> done) {
   // The plan asks inventory: from its cache here, a miss on blocking_.
   Planned<AvailabilityPlan>(
       [this, p, r] { return PlanAvailability(p, r); },
-      [this, done = std::move(done)](absl::StatusOr<AvailabilityPlan> plan) {
+      [this, out, done = std::move(done)](absl::StatusOr<AvailabilityPlan> plan) {
         if (!plan.ok()) return done(plan.status());
         auto shared = std::make_shared<AvailabilityPlan>(*std::move(plan));
         store_->CalendarWithDocsAsync(shared->partition, shared->instrument_id, Ms(shared->from - shared->lead),
                                       Ms(shared->to + shared->tail),
-                                      [shared, done](absl::StatusOr<BookingStore::CalendarWithDocs> cal) {
+                                      [shared, out, done](absl::StatusOr<BookingStore::CalendarWithDocs> cal) {
                                         if (!cal.ok()) return done(cal.status());
-                                        done(AnswerAvailability(*shared, cal->entries, cal->docs));
+                                        AnswerAvailability(*shared, cal->entries, cal->docs, out);
+                                        done(absl::OkStatus());
                                       });
       });
 }
 
-v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
-    const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
-    const std::vector<std::optional<StoredDoc>>& docs, bool with_busy) {
+void BookingManager::AnswerAvailability(const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
+                                        const std::vector<std::optional<StoredDoc>>& docs,
+                                        v1::QueryAvailabilityResponse* out, bool with_busy) {
   const absl::Time from = plan.from, to = plan.to;
   const absl::Duration lead = plan.lead, tail = plan.tail;
   const labshare::inventory::BookingWindow& window = plan.window;
@@ -1577,7 +1593,7 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
   for (const auto& e : entries) {
     if (IsWindowEntry(e.booking_id)) windows_on_calendar.insert(e.booking_id.substr(3));
   }
-  v1::QueryAvailabilityResponse resp;
+  v1::QueryAvailabilityResponse& resp = *out;
   resp.set_instrument(plan.instrument);
   *resp.mutable_earliest_start() = ToProto(window.earliest_start);
   if (window.latest_end != absl::InfiniteFuture()) *resp.mutable_horizon_end() = ToProto(window.latest_end);
@@ -1663,7 +1679,6 @@ v1::QueryAvailabilityResponse BookingManager::AnswerAvailability(
     if (gap_start >= hi) break;
   }
   emit(gap_start + lead, absl::InfiniteFuture());
-  return resp;
 }
 
 namespace {
@@ -1884,7 +1899,8 @@ void BookingManager::SearchAnswered(const std::shared_ptr<Search>& s, const Sear
   for (size_t i = 0; i < page.candidates.size() && i < cals.size(); ++i) {
     const auto& [k, plan] = page.candidates[i];
     // Free time needs no documents (they only name why time is busy).
-    v1::QueryAvailabilityResponse free = AnswerAvailability(plan, cals[i], {}, /*with_busy=*/false);
+    v1::QueryAvailabilityResponse free;
+    AnswerAvailability(plan, cals[i], {}, &free, /*with_busy=*/false);
     if (free.free_intervals().empty()) continue;
     const inv::Instrument& in = page.instruments->instruments(k);
     auto* found = s->resp.add_instruments();

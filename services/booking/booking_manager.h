@@ -75,16 +75,20 @@ class BookingManager {
   void GetBookingAsync(const Principal& p, const v1::GetBookingRequest& r,
                        std::function<void(absl::StatusOr<v1::Booking>)> done);
   absl::StatusOr<v1::ListBookingsResponse> ListBookings(const Principal& p, const v1::ListBookingsRequest& r);
-  void ListBookingsAsync(const Principal& p, const v1::ListBookingsRequest& r,
-                         std::function<void(absl::StatusOr<v1::ListBookingsResponse>)> done);
+  // Answers into *out (the call's response, on its arena): done(OK) once it
+  // is complete, else done(the error) with *out to be ignored.
+  void ListBookingsAsync(const Principal& p, const v1::ListBookingsRequest& r, v1::ListBookingsResponse* out,
+                         std::function<void(absl::Status)> done);
   absl::StatusOr<v1::Booking> CancelBooking(const Principal& p, const v1::CancelBookingRequest& r);
   absl::StatusOr<v1::Booking> ApproveBooking(const Principal& p, const v1::ApproveBookingRequest& r);
   absl::StatusOr<v1::Booking> RejectBooking(const Principal& p, const v1::RejectBookingRequest& r);
   absl::StatusOr<v1::Booking> CheckIn(const Principal& p, const v1::CheckInRequest& r);
   absl::StatusOr<v1::Booking> CheckOut(const Principal& p, const v1::CheckOutRequest& r);
   absl::StatusOr<v1::QueryAvailabilityResponse> QueryAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
+  // Answers into *out (the call's response, on its arena): done(OK) once it
+  // is complete, else done(the error) with *out to be ignored.
   void QueryAvailabilityAsync(const Principal& p, const v1::QueryAvailabilityRequest& r,
-                              std::function<void(absl::StatusOr<v1::QueryAvailabilityResponse>)> done);
+                              v1::QueryAvailabilityResponse* out, std::function<void(absl::Status)> done);
   // Instruments of a category with free time in a range for an organisation
   // (its access policy, horizon and notice), each with its free intervals.
   absl::StatusOr<v1::SearchAvailableInstrumentsResponse> SearchAvailableInstruments(
@@ -230,13 +234,19 @@ class BookingManager {
     ListQuery q;
     absl::Time range_start, range_end;
     v1::ListBookingsResponse resp;
+    // Where the page goes: the call's response (built in place), else resp.
+    v1::ListBookingsResponse* out = nullptr;
+    v1::ListBookingsResponse& Out() { return out != nullptr ? *out : resp; }
     bool nothing = false;  // an unknown lease or order: the empty answer
   };
   absl::StatusOr<std::shared_ptr<BookingsListing>> PlanListBookings(const Principal& p,
                                                                     const v1::ListBookingsRequest& r);
+  // Parses a document onto the page; keeps it there if it matches the
+  // filters and the caller's scope (Wanted).
   absl::StatusOr<bool> TakeBooking(BookingsListing& l, const std::string& data);
-  void ListBookingsPlanned(const Principal& p, const v1::ListBookingsRequest& r,
-                           std::function<void(absl::StatusOr<v1::ListBookingsResponse>)> done);
+  absl::StatusOr<bool> Wanted(BookingsListing& l, const v1::Booking& b);
+  void ListBookingsPlanned(const Principal& p, const v1::ListBookingsRequest& r, v1::ListBookingsResponse* out,
+                           std::function<void(absl::Status)> done);
 
   // QueryAvailability before and after its calendar read: the checks and
   // the inventory's facts (cached), then the answer from the calendar.
@@ -252,10 +262,10 @@ class BookingManager {
   };
   absl::StatusOr<AvailabilityPlan> PlanAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
   // with_busy false: the free intervals only (busy_intervals left empty).
-  static v1::QueryAvailabilityResponse AnswerAvailability(const AvailabilityPlan& plan,
-                                                          const std::vector<CalendarEntry>& entries,
-                                                          const std::vector<std::optional<StoredDoc>>& docs,
-                                                          bool with_busy = true);
+  // The answer into *out (empty before).
+  static void AnswerAvailability(const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
+                                 const std::vector<std::optional<StoredDoc>>& docs, v1::QueryAvailabilityResponse* out,
+                                 bool with_busy = true);
 
   // SearchAvailableInstrumentsAsync: the request's state across its pages,
   // and one page of candidates with their availability plans.

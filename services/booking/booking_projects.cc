@@ -479,7 +479,10 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
   auto* updated = event.mutable_project_updated();
   *updated->mutable_project() = project;
   *updated->mutable_update_mask() = r.update_mask();
-  *updated->mutable_previous_participants() = current.participants();
+  // Set when the shares may have changed (booking_events.proto).
+  if (sent_participants || std::find(paths.begin(), paths.end(), "cost_share_template") != paths.end()) {
+    *updated->mutable_previous_participants() = current.participants();
+  }
   Mutation m;
   m.idempotency_key = idem;
   m.fingerprint = fingerprint;

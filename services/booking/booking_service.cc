@@ -100,12 +100,23 @@ std::string BookingMethod(const char* method) { return M(method); }
   }
 LABSHARE_BOOKING_ASYNC_RPC(CreateBooking, CreateBookingRequest, Booking, CreateBookingAsync)
 LABSHARE_BOOKING_ASYNC_RPC(GetBooking, GetBookingRequest, Booking, GetBookingAsync)
-LABSHARE_BOOKING_ASYNC_RPC(ListBookings, ListBookingsRequest, ListBookingsResponse, ListBookingsAsync)
-LABSHARE_BOOKING_ASYNC_RPC(QueryAvailability, QueryAvailabilityRequest, QueryAvailabilityResponse,
-                           QueryAvailabilityAsync)
 LABSHARE_BOOKING_ASYNC_RPC(SearchAvailableInstruments, SearchAvailableInstrumentsRequest,
                            SearchAvailableInstrumentsResponse, SearchAvailableInstrumentsAsync)
 #undef LABSHARE_BOOKING_ASYNC_RPC
+
+// Built in place on the call's arena: 50 bookings a page, about 56 busy
+// intervals for a week.
+#define LABSHARE_BOOKING_IN_PLACE_RPC(Method, Req, Resp)                                           \
+  grpc::ServerUnaryReactor* BookingService::Method(grpc::CallbackServerContext* ctx, const v1::Req* req, \
+                                                   v1::Resp* resp) {                                \
+    return HandleUnaryAsyncInPlace(*auth_, ctx, kDomain, [&](const Principal& p, StatusDone done) { \
+      if (absl::Status range = CheckInputRanges(*req); !range.ok()) return done(range);            \
+      manager_->Method##Async(p, *req, resp, std::move(done));                                     \
+    });                                                                                            \
+  }
+LABSHARE_BOOKING_IN_PLACE_RPC(ListBookings, ListBookingsRequest, ListBookingsResponse)
+LABSHARE_BOOKING_IN_PLACE_RPC(QueryAvailability, QueryAvailabilityRequest, QueryAvailabilityResponse)
+#undef LABSHARE_BOOKING_IN_PLACE_RPC
 
 #define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                      \
   grpc::Status BookingService::Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) { \

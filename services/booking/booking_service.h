@@ -4,11 +4,14 @@
 // CreateBooking, GetBooking, ListBookings, QueryAvailability and
 // SearchAvailableInstruments run on the callback API
 // (common/unary.h HandleUnaryAsync): their Redis steps go through the
-// store's Redis pipeline, so no thread waits on Redis.
+// store's Redis pipeline, so no thread waits on Redis. ListBookings' and
+// QueryAvailability's messages live on an arena per call (ArenaMessages) and
+// their answers are built in place (HandleUnaryAsyncInPlace).
 #ifndef LABSHARE_SERVICES_BOOKING_BOOKING_SERVICE_H_
 #define LABSHARE_SERVICES_BOOKING_BOOKING_SERVICE_H_
 
 #include "common/auth.h"
+#include "common/unary.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
 #include "services/booking/booking_manager.h"
 
@@ -23,7 +26,10 @@ class BookingService final
  public:
   // manager and authorizer must outlive the service.
   BookingService(BookingManager* manager, const Authorizer* authorizer)
-      : manager_(manager), auth_(authorizer) {}
+      : manager_(manager), auth_(authorizer) {
+    SetMessageAllocatorFor_ListBookings(&list_messages_);
+    SetMessageAllocatorFor_QueryAvailability(&availability_messages_);
+  }
 
   grpc::ServerUnaryReactor* CreateBooking(grpc::CallbackServerContext* ctx,
                                           const v1::CreateBookingRequest* req,
@@ -47,6 +53,10 @@ class BookingService final
  private:
   BookingManager* manager_;
   const Authorizer* auth_;
+  // ListBookings' and QueryAvailability's request and response on one arena
+  // per call.
+  ArenaMessages<v1::ListBookingsRequest, v1::ListBookingsResponse> list_messages_;
+  ArenaMessages<v1::QueryAvailabilityRequest, v1::QueryAvailabilityResponse> availability_messages_;
 };
 
 }  // namespace labshare::booking

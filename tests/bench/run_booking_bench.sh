@@ -17,7 +17,9 @@
 #   APPENDFSYNC (everysec), REDIS_EXTRA (more redis-server flags for our stack only,
 #   e.g. "--auto-aof-rewrite-min-size 4gb"), REPEAT (1: rounds of ours-then-reference; the ratio
 #   is of the medians), PERF_REFERENCE_DIR (where build.sh/run.sh live),
-#   PERF_REFERENCE_OUT (reuse built reference binaries; default: a temp dir).
+#   PERF_REFERENCE_OUT (reuse built reference binaries; default: a temp dir),
+#   COMMANDSTATS (non-empty: print Redis's INFO commandstats of each of our
+#   rounds, counted from the end of the seeding).
 #
 # What it does: builds the reference (perf-reference/build.sh) into a temp
 # dir; starts its own redis-server on a free loopback port (appendonly yes,
@@ -178,6 +180,7 @@ run_ours() {
 
   echo "[$round] ours ($shape): booking $bk_addr, redis $rport; $instruments instruments, concurrency $conc, ${secs}s after ${warmup}s warmup; loadavg $(loadavg)" >&2
   local c_b0 c_i0 c_r0
+  [ -z "${COMMANDSTATS:-}" ] || redis-cli -p "$rport" CONFIG RESETSTAT >/dev/null
   c_b0="$(cpu_of "$bpid")"; c_i0="$(cpu_of "$ipid")"; c_r0="$(cpu_of "$rpid")"
   set +e
   "$load" --target="$bk_addr" --tls_ca="$work/pki/ca.crt" --token="$token" --instruments="$instruments" --concurrency="$conc" \
@@ -187,6 +190,10 @@ run_ours() {
   set -e
   local c_b1 c_i1 c_r1 q
   c_b1="$(cpu_of "$bpid")"; c_i1="$(cpu_of "$ipid")"; c_r1="$(cpu_of "$rpid")"
+  if [ -n "${COMMANDSTATS:-}" ]; then
+    # Redis's own account of the round (since the seeding): calls and usec per command.
+    redis-cli -p "$rport" INFO commandstats | grep '^cmdstat_' | tr -d '\r' | sed "s/^/[$round] redis commandstats: /" >&2
+  fi
   ours="$(grep -m1 '^RESULT' "$dir/load.out" || true)"
   q="$(qps_of "$ours")"
   cpu_ours_server="$(per_call_us "$c_b0" "$c_b1" "$q" "$((secs + warmup))")"

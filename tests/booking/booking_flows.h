@@ -21,7 +21,8 @@ class BookingFlowsTest : public BookingServiceTest {
     r.mutable_lease()->set_purpose("surface study at our site");
     return Call(stub_.get(), &v1::BookingService::Stub::RequestLease, r, out, ana_);
   }
-  grpc::Status Approve(const std::string& name, v1::Lease* out) {
+  // The approval of lease `name`: 3000.00 a day, deposit 1000.00.
+  static v1::ApproveLeaseRequest Approval(const std::string& name, const std::string& request_id = "") {
     v1::ApproveLeaseRequest a;
     a.set_name(name);
     a.mutable_contract()->set_rate_basis(v1::LeaseContract::DAILY);
@@ -29,7 +30,11 @@ class BookingFlowsTest : public BookingServiceTest {
     a.mutable_contract()->mutable_rate()->set_amount_minor(300000);
     a.mutable_contract()->mutable_deposit()->set_currency_code("CNY");
     a.mutable_contract()->mutable_deposit()->set_amount_minor(100000);
-    return Call(stub_.get(), &v1::BookingService::Stub::ApproveLease, a, out, staff_);
+    a.set_request_id(request_id);
+    return a;
+  }
+  grpc::Status Approve(const std::string& name, v1::Lease* out) {
+    return Call(stub_.get(), &v1::BookingService::Stub::ApproveLease, Approval(name), out, staff_);
   }
   v1::Booking BookingOf(const v1::Lease& l) {
     v1::GetBookingRequest g;

@@ -24,6 +24,7 @@
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/test_tokens.h"
+#include "tests/usage/usage_test_events.h"
 
 namespace labshare::usage {
 namespace {
@@ -108,10 +109,7 @@ class UsageContractTest : public ::testing::Test {
   // The outbox entry of `event` under a fresh event id.
   template <typename Event>
   StreamEvent Entry(Event event) {
-    event.mutable_header()->set_event_id(absl::StrCat("fig", ++next_event_));
-    StreamEvent e;
-    e.payload = event.SerializeAsString();
-    return e;
+    return test_events::Entry(std::move(event), absl::StrCat("fig", ++next_event_));
   }
   // Folds one event of `source` under a fresh event id.
   template <typename Event>
@@ -120,14 +118,15 @@ class UsageContractTest : public ::testing::Test {
   }
   // An instrument of `owner` registered on 1 January 2026.
   void Register(const std::string& id, const std::string& owner, const std::string& category = "sem") {
-    labshare::inventory::v1::InventoryEvent e;
-    auto* in = e.mutable_instrument_changed()->mutable_instrument();
-    in->set_name("instruments/" + id);
-    in->set_owner_organization(owner);
-    in->set_category(category);
-    in->set_daily_available_hours(24);
-    *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
-    Fold("inventory", e);
+    Fold("inventory", test_events::InstrumentChanged(id, Facts(owner, category)));
+  }
+  // Facts of an instrument registered on 1 January 2026.
+  test_events::InstrumentFacts Facts(const std::string& owner, const std::string& category = "") const {
+    test_events::InstrumentFacts f;
+    f.owner = owner;
+    f.category = category;
+    f.create_time = absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_);
+    return f;
   }
   // A leasable instrument of organizations/own counting `counted_hours` a
   // day of a lease, registered (or changed) with a create_time of 1 January 2026.
@@ -151,20 +150,7 @@ class UsageContractTest : public ::testing::Test {
   // A posted charge: `amount` of service income of `payer` in `currency` at `at`.
   void Charge(const std::string& id, const std::string& payer, const std::string& currency, int64_t amount,
               absl::Time at, bool correction = false) {
-    labshare::billing::v1::BillingEvent e;
-    auto* f = correction ? e.mutable_correction_posted()->add_income_deltas() : e.mutable_charge_posted()->mutable_income();
-    f->set_owner_organization("organizations/own");
-    f->set_instrument("instruments/" + id);
-    f->set_mode(labshare::type::v1::ON_SITE);
-    *f->mutable_effective_time() = ToProto(at);
-    f->set_currency_code(currency);
-    auto* share = f->add_shares();
-    share->set_payer_organization(payer);
-    share->set_share_bps(10000);
-    share->mutable_service_income()->set_currency_code(currency);
-    share->mutable_service_income()->set_amount_minor(amount);
-    *f->mutable_service_income() = share->service_income();
-    Fold("billing", e);
+    Fold("billing", test_events::ServiceIncome(id, payer, currency, amount, at, correction));
   }
   // A CONFIRMED booking of users/ana paid by organizations/lab, reserved [start, end).
   static labshare::booking::v1::Booking LabBooking(const std::string& id, const std::string& instrument,
@@ -405,32 +391,12 @@ TEST_F(UsageContractTest, StreamingRequestsAreRangeCheckedFirst) {
 TEST_F(UsageContractTest, RevenueRateLeavesInstrumentsWithoutValueOutOfTheNumerator) {
   const absl::Time jan1 = absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_);
   for (const auto& [id, value] : std::vector<std::pair<std::string, int64_t>>{{"valued", 1000000}, {"novalue", 0}}) {
-    labshare::inventory::v1::InventoryEvent e;
-    auto* in = e.mutable_instrument_changed()->mutable_instrument();
-    in->set_name("instruments/" + id);
-    in->set_owner_organization("organizations/own");
-    in->set_daily_available_hours(24);
-    if (value > 0) {
-      in->mutable_original_value()->set_currency_code("CNY");
-      in->mutable_original_value()->set_amount_minor(value);
-    }
-    *in->mutable_create_time() = ToProto(jan1);
-    Fold("inventory", e);
+    test_events::InstrumentFacts f = Facts("organizations/own");
+    f.original_value_cny = value;
+    Fold("inventory", test_events::InstrumentChanged(id, f));
   }
   for (const auto& [id, income] : std::vector<std::pair<std::string, int64_t>>{{"valued", 10000}, {"novalue", 5000}}) {
-    labshare::billing::v1::BillingEvent e;
-    auto* f = e.mutable_charge_posted()->mutable_income();
-    f->set_owner_organization("organizations/own");
-    f->set_instrument("instruments/" + id);
-    f->set_mode(labshare::type::v1::ON_SITE);
-    *f->mutable_effective_time() = ToProto(jan1 + absl::Hours(24 * 40));
-    f->set_currency_code("CNY");
-    auto* share = f->add_shares();
-    share->set_payer_organization("organizations/other");
-    share->set_share_bps(10000);
-    share->mutable_service_income()->set_currency_code("CNY");
-    share->mutable_service_income()->set_amount_minor(income);
-    Fold("billing", e);
+    Fold("billing", test_events::ServiceIncome(id, "organizations/other", "CNY", income, jan1 + absl::Hours(24 * 40)));
   }
   for (bool aggregates : {true, false}) {  // from the aggregates and from the counters
     figures_->set_use_aggregates(aggregates);
@@ -549,15 +515,10 @@ TEST_F(UsageContractTest, OpenSessionsCountUpToTheComputationTime) {
 TEST_F(UsageContractTest, AttributesAreTakenAsOfTheTimeOfUse) {
   namespace bk = labshare::booking::v1;
   auto version = [&](const std::string& owner, const std::string& category, int hours, absl::CivilDay from) {
-    labshare::inventory::v1::InventoryEvent e;
-    auto* in = e.mutable_instrument_changed()->mutable_instrument();
-    in->set_name("instruments/sem1");
-    in->set_owner_organization(owner);
-    in->set_category(category);
-    in->set_daily_available_hours(hours);
-    *in->mutable_create_time() = ToProto(absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_));
-    *in->mutable_update_time() = ToProto(absl::FromCivil(from, zone_));
-    Fold("inventory", e);
+    test_events::InstrumentFacts f = Facts(owner, category);
+    f.daily_available_hours = hours;
+    f.update_time = absl::FromCivil(from, zone_);
+    Fold("inventory", test_events::InstrumentChanged("sem1", f));
   };
   auto session = [&](const std::string& id, absl::CivilDay day, int hours) {
     const absl::Time start = absl::FromCivil(day, zone_) + absl::Hours(9);

@@ -30,6 +30,7 @@
 #include "services/usage/usage_figures.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
+#include "tests/usage/usage_test_events.h"
 
 namespace labshare::usage {
 namespace {
@@ -59,10 +60,7 @@ class UsageFiguresContractTest : public ::testing::Test {
 
   template <typename Event>
   StreamEvent Stream(Event event) {
-    event.mutable_header()->set_event_id(absl::StrCat("ev", ++next_event_));
-    StreamEvent e;
-    e.payload = event.SerializeAsString();
-    return e;
+    return test_events::Entry(std::move(event), absl::StrCat("ev", ++next_event_));
   }
   template <typename Event>
   void Fold(const std::string& source, Event event) {
@@ -73,16 +71,13 @@ class UsageFiguresContractTest : public ::testing::Test {
   // taking effect at `at`.
   void Version(const std::string& id, iv::InstrumentState state, absl::Time at,
                const std::string& owner = "organizations/own", const std::string& category = "sem") {
-    iv::InventoryEvent e;
-    auto* in = e.mutable_instrument_changed()->mutable_instrument();
-    in->set_name("instruments/" + id);
-    in->set_owner_organization(owner);
-    in->set_category(category);
-    in->set_state(state);
-    in->set_daily_available_hours(24);
-    *in->mutable_create_time() = ToProto(At(2026, 1, 1));
-    *in->mutable_update_time() = ToProto(at);
-    Fold("inventory", e);
+    test_events::InstrumentFacts f;
+    f.owner = owner;
+    f.category = category;
+    f.state = state;
+    f.create_time = At(2026, 1, 1);
+    f.update_time = at;
+    Fold("inventory", test_events::InstrumentChanged(id, f));
   }
   void Register(const std::string& id, const std::string& owner = "organizations/own") {
     Version(id, iv::ACTIVE, At(2026, 1, 1), owner);
@@ -90,21 +85,7 @@ class UsageFiguresContractTest : public ::testing::Test {
 
   // Service income of organizations/lab on i<id>, ON_SITE.
   void Income(const std::string& id, int64_t amount, absl::Time at, bool correction) {
-    labshare::billing::v1::BillingEvent e;
-    auto* f = correction ? e.mutable_correction_posted()->add_income_deltas()
-                         : e.mutable_charge_posted()->mutable_income();
-    f->set_owner_organization("organizations/own");
-    f->set_instrument("instruments/" + id);
-    f->set_mode(labshare::type::v1::ON_SITE);
-    f->set_currency_code("CNY");
-    *f->mutable_effective_time() = ToProto(at);
-    auto* share = f->add_shares();
-    share->set_payer_organization("organizations/lab");
-    share->set_share_bps(10000);
-    share->mutable_service_income()->set_currency_code("CNY");
-    share->mutable_service_income()->set_amount_minor(amount);
-    *f->mutable_service_income() = share->service_income();
-    Fold("billing", e);
+    Fold("billing", test_events::ServiceIncome(id, "organizations/lab", "CNY", amount, at, correction));
   }
 
   static bk::Booking Booking(const std::string& name, const std::string& instrument, SharingMode mode,

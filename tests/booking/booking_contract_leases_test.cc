@@ -1,0 +1,622 @@
+// Leases and joint-research projects held to the words of their proto
+// comments (proto/labshare/booking/v1/booking.proto, "leases" and "joint
+// research", and booking_events.proto), second reading: what the earlier
+// audits and booking_lease_order_contract_test do not prove. Every answer
+// also passes the strict error-contract check when ctest runs it
+// (LABSHARE_STRICT_REASONS=1).
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "common/grpc_status.h"
+#include "common/proto_util.h"
+#include "labshare/booking/v1/booking.grpc.pb.h"
+#include "tests/booking/booking_flows.h"
+
+namespace labshare::booking {
+namespace {
+
+using Stub = v1::BookingService::Stub;
+
+class LeaseContractTest : public BookingFlowsTest {
+ protected:
+  static void ExpectError(const grpc::Status& s, grpc::StatusCode code, const std::string& reason,
+                          const std::string& what) {
+    EXPECT_EQ(s.error_code(), code) << what << ": " << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), reason) << what << ": " << s.error_message();
+  }
+
+  // A second instrument offered for lease like afm, named `id`, with afm's
+  // member rate unless `rate` is false; its lease terms end within
+  // `horizon` from now when one is given.
+  void AddLeasedInstrument(const std::string& id, bool rate = true,
+                           absl::Duration horizon = absl::ZeroDuration()) {
+    iv::GetInstrumentRequest g;
+    g.set_name("instruments/afm");
+    iv::Instrument afm;
+    ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &afm, admin_).ok());
+    iv::CreateInstrumentRequest i;
+    i.set_instrument_id(id);
+    *i.mutable_instrument() = afm;
+    i.mutable_instrument()->clear_name();
+    i.mutable_instrument()->clear_etag();
+    if (horizon > absl::ZeroDuration()) {
+      *i.mutable_instrument()->mutable_modes(0)->mutable_lease_rules()->mutable_horizon() = ToProto(horizon);
+    }
+    Inv(&iv::InventoryService::Stub::CreateInstrument, i);
+    if (!rate) return;
+    iv::CreateRateRequest rate;
+    rate.set_parent("instruments/" + id);
+    rate.mutable_rate()->set_mode(labshare::type::v1::LEASE);
+    rate.mutable_rate()->set_payer_class(labshare::type::v1::MEMBER);
+    rate.mutable_rate()->set_unit(iv::RATE_PER_DAY);
+    rate.mutable_rate()->mutable_price()->set_currency_code("CNY");
+    rate.mutable_rate()->mutable_price()->set_amount_minor(300000);
+    Inv(&iv::InventoryService::Stub::CreateRate, rate);
+  }
+
+  // ana's request for a lease of `instrument` over [day + from d, day + to d).
+  v1::RequestLeaseRequest LeaseRequest(const std::string& instrument, int from_days, int to_days,
+                                       const std::string& request_id) const {
+    v1::RequestLeaseRequest r;
+    r.mutable_lease()->set_instrument(instrument);
+    *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * from_days));
+    *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * to_days));
+    r.set_request_id(request_id);
+    return r;
+  }
+
+  // A maintenance window [day + from, day + to) on `instrument`, applied to
+  // the calendar.
+  void ApplyWindowOn(const std::string& instrument, absl::Duration from, absl::Duration to) {
+    iv::CreateMaintenanceWindowRequest mw;
+    mw.set_parent(instrument);
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + from);
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + to);
+    mw.mutable_maintenance_window()->set_reason("stage alignment");
+    iv::MaintenanceWindow window;
+    ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+    v1::ApplyMaintenanceWindowRequest apply;
+    apply.set_maintenance_window(window.name());
+    v1::ApplyMaintenanceWindowResponse result;
+    ASSERT_TRUE(Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, &result, admin_).ok());
+  }
+
+  // A person of `org` known to inventory.
+  void AddUser(const std::string& id, const std::string& org, labshare::type::v1::Role role) {
+    iv::CreateUserRequest cu;
+    cu.set_user_id(id);
+    cu.mutable_user()->set_display_name(id);
+    cu.mutable_user()->set_organization(org);
+    cu.mutable_user()->add_roles(role);
+    Inv(&iv::InventoryService::Stub::CreateUser, cu);
+  }
+
+  // ana's lease of afm over [day + 1 d, day + 11 d), approved unless
+  // `approve` is false.
+  v1::Lease LeaseOfAfm(bool approve = true) {
+    v1::Lease lease, approved;
+    grpc::Status s = Request(1, 11, &lease);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    if (!approve) return lease;
+    s = Approve(lease.name(), &approved);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    return approved;
+  }
+
+  int CountEvents(bool (v1::BookingEvent::*has)() const) {
+    int n = 0;
+    for (const auto& e : Events()) n += (e.*has)();
+    return n;
+  }
+};
+
+// types.proto: "the same request_id with different content fails with
+// FAILED_PRECONDITION, reason REQUEST_ID_REUSED": also when the other
+// request's lease is on an instrument of another partition (its record
+// lived in the instrument's partition only, so the second request was
+// carried out: a second lease, a second approval).
+TEST_F(LeaseContractTest, ARequestIdIsOneRequestAcrossPartitions) {
+  ASSERT_NE(keys::Partition("spm"), keys::Partition("afm"));
+  AddLeasedInstrument("spm");
+  v1::Lease first, other, again;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 11, "lr"), &first, ana_).ok());
+  ExpectError(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/spm", 1, 11, "lr"), &other, ana_),
+              grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED", "RequestLease of spm with afm's request_id");
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_requested), 1);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 11, "lr"), &again, ana_).ok());
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());  // the retry gets the first answer
+
+  // The lease transitions alike: one approval per request_id.
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/spm", 1, 11, "ls"), &other, ana_).ok());
+  v1::Lease approved, out;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, Approval(first.name(), "ap"), &approved, staff_).ok());
+  ExpectError(Call(stub_.get(), &Stub::ApproveLease, Approval(other.name(), "ap"), &out, staff_),
+              grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED", "approving spm's lease with afm's request_id");
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_approved), 1);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, Approval(first.name(), "ap"), &out, staff_).ok());
+  EXPECT_EQ(out.SerializeAsString(), approved.SerializeAsString());
+  v1::CancelLeaseRequest cancel;
+  cancel.set_name(first.name());
+  cancel.set_request_id("cl");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelLease, cancel, &out, ana_).ok());
+  cancel.set_name(other.name());
+  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "REQUEST_ID_REUSED", "cancelling spm's lease with the request_id that cancelled afm's");
+  v1::GetLeaseRequest g;
+  g.set_name(other.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetLease, g, &out, ana_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::REQUESTED);
+
+  // A refused request keeps nothing: its request_id is free again.
+  ExpectError(Call(stub_.get(), &Stub::ApproveLease, Approval(first.name(), "free"), &out, staff_),
+              grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STATE", "approving a cancelled lease");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, Approval(other.name(), "free"), &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::APPROVED);
+}
+
+// RequestLease's validate_only checks everything and writes nothing: a
+// maintenance window on the calendar in the handover buffer (outside the
+// term) is MAINTENANCE_CONFLICT, as the request itself answers, not
+// SLOT_TAKEN; CreateBooking of mode LEASE alike.
+TEST_F(LeaseContractTest, ValidateOnlyNamesAMaintenanceWindowInTheBuffers) {
+  ApplyWindowOn("instruments/afm", absl::Hours(2), absl::Hours(4));  // term from day + 1 d, handover buffer 1 d
+  v1::Lease lease;
+  auto preview = LeaseRequest("instruments/afm", 1, 11, "");
+  preview.set_validate_only(true);
+  ExpectError(Call(stub_.get(), &Stub::RequestLease, preview, &lease, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "MAINTENANCE_CONFLICT", "previewing a lease whose handover buffer meets a window");
+  v1::CreateBookingRequest b;
+  b.mutable_booking()->set_instrument("instruments/afm");
+  b.mutable_booking()->set_mode(labshare::type::v1::LEASE);
+  *b.mutable_booking()->mutable_reserved_interval() = preview.lease().term();
+  b.mutable_lease_terms();
+  b.set_validate_only(true);
+  v1::Booking booking;
+  ExpectError(Call(stub_.get(), &Stub::CreateBooking, b, &booking, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "MAINTENANCE_CONFLICT", "previewing the same lease through CreateBooking");
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_requested), 0);
+  ExpectError(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 11, ""), &lease, ana_),
+              grpc::StatusCode::FAILED_PRECONDITION, "MAINTENANCE_CONFLICT", "the request itself");
+  // A lease clear of the window previews and is requested.
+  preview = LeaseRequest("instruments/afm", 2, 12, "");
+  preview.set_validate_only(true);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, preview, &lease, ana_).ok());
+  EXPECT_TRUE(lease.name().empty());
+}
+
+// RequestLease: each FAILED_PRECONDITION, NOT_FOUND and PERMISSION_DENIED
+// reason of its comment, in the situation the comment describes.
+TEST_F(LeaseContractTest, RequestLeaseRefusesAsItsCommentSays) {
+  AddLeasedInstrument("xrd", /*rate=*/false);
+  AddLeasedInstrument("spm", /*rate=*/true, absl::Hours(24 * 30));
+  v1::Lease out;
+  const auto request = [&](v1::RequestLeaseRequest r, const std::string& token) {
+    return Call(stub_.get(), &Stub::RequestLease, r, &out, token);
+  };
+  auto r = LeaseRequest("instruments/afm", 1, 11, "");
+  *r.mutable_lease()->mutable_handover_buffer() = ToProto(absl::Hours(12));  // afm's rules: 24 h
+  ExpectError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "BUFFER_TOO_SHORT", "a handover buffer below afm's");
+  r = LeaseRequest("instruments/afm", 1, 11, "");
+  *r.mutable_lease()->mutable_return_buffer() = ToProto(absl::Hours(47));  // afm's rules: 48 h
+  ExpectError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "BUFFER_TOO_SHORT", "a return buffer below afm's");
+  // "INSUFFICIENT_NOTICE: the term starts less than the instrument's
+  // handover buffer from now", also when the request asks for a longer one.
+  r = LeaseRequest("instruments/afm", 1, 11, "");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(23));
+  ExpectError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "INSUFFICIENT_NOTICE", "a term 23 h ahead");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(24));
+  *r.mutable_lease()->mutable_handover_buffer() = ToProto(absl::Hours(30));
+  ASSERT_TRUE(request(r, ana_).ok()) << "a term the instrument's handover buffer ahead";
+  // "BEYOND_HORIZON: the term ends after now + the lease rules' horizon".
+  ExpectError(request(LeaseRequest("instruments/spm", 20, 40, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "BEYOND_HORIZON", "a term past spm's 30-day horizon");
+  // "NO_RATE: no LEASE rate line for the lessee's class"; the owner's own
+  // lease needs none.
+  ExpectError(request(LeaseRequest("instruments/xrd", 1, 11, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "NO_RATE", "a member lessee of an instrument without a member rate");
+  ASSERT_TRUE(request(LeaseRequest("instruments/xrd", 1, 11, ""), staff_).ok()) << "the owner's own lease";
+  EXPECT_EQ(out.lessee_organization(), "organizations/owner");
+  EXPECT_EQ(out.payer_class(), labshare::type::v1::OWNER);
+  // "PERMISSION_DENIED (USER_SCOPE: a LAB_USER naming another contact)";
+  // owner staff request for any lessee and contact.
+  r = LeaseRequest("instruments/spm", 1, 11, "");
+  r.mutable_lease()->set_contact_user("users/bob");
+  ExpectError(request(r, ana_), grpc::StatusCode::PERMISSION_DENIED, "USER_SCOPE", "ana naming bob");
+  ASSERT_TRUE(request(r, staff_).ok()) << "owner staff naming bob";
+  EXPECT_EQ(out.contact_user(), "users/bob");
+  EXPECT_EQ(out.lessee_organization(), "organizations/lab");
+  // NOT_FOUND: the instrument, the contact, the lessee.
+  r = LeaseRequest("instruments/nope", 1, 11, "");
+  ExpectError(request(r, ana_), grpc::StatusCode::NOT_FOUND, "INSTRUMENT_NOT_FOUND", "an unknown instrument");
+  r = LeaseRequest("instruments/spm", 12, 22, "");
+  r.mutable_lease()->set_contact_user("users/nobody");
+  ExpectError(request(r, staff_), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND", "an unknown contact");
+  r.mutable_lease()->set_contact_user("users/ana");
+  r.mutable_lease()->set_lessee_organization("organizations/nowhere");
+  ExpectError(request(r, staff_), grpc::StatusCode::NOT_FOUND, "ORGANIZATION_NOT_FOUND", "an unknown lessee");
+}
+
+// ApproveLease and RejectLease: the fields, the etag, the state and the
+// start, as their comments list them; a rejection frees the slot.
+TEST_F(LeaseContractTest, ApproveAndRejectLeaseAsTheirCommentsSay) {
+  const v1::Lease lease = LeaseOfAfm(/*approve=*/false);
+  v1::Lease out;
+  const auto approve = [&](const v1::ApproveLeaseRequest& a) {
+    return Call(stub_.get(), &Stub::ApproveLease, a, &out, staff_);
+  };
+  auto a = Approval(lease.name(), "");
+  a.mutable_contract()->set_rate_basis(v1::LeaseContract::RATE_BASIS_UNSPECIFIED);
+  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "no rate basis");
+  a = Approval(lease.name(), "");
+  a.mutable_contract()->mutable_rate()->set_amount_minor(0);
+  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a rate of zero");
+  a = Approval(lease.name(), "");
+  a.mutable_contract()->mutable_deposit()->set_amount_minor(-1);
+  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a negative deposit");
+  a = Approval(lease.name(), "");
+  a.mutable_contract()->mutable_deposit()->set_currency_code("USD");
+  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "CURRENCY_MISMATCH", "a deposit in another currency");
+  a = Approval(lease.name(), "");
+  a.set_etag("7");
+  ExpectError(approve(a), grpc::StatusCode::ABORTED, "ETAG_MISMATCH", "a stale etag");
+  // "LEASE_STARTED: the term (handover buffer included) has begun".
+  clock_.Set(FromProto(lease.blocked_interval().start_time()));
+  ExpectError(approve(Approval(lease.name(), "")), grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STARTED",
+              "approving at the start of the handover buffer");
+  clock_.Set(FromProto(lease.blocked_interval().start_time()) - absl::Milliseconds(1));
+
+  v1::RejectLeaseRequest rej;
+  rej.set_name(lease.name());
+  ExpectError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a rejection without a reason");
+  rej.set_reason("the instrument is needed in house that month");
+  rej.set_etag("7");
+  ExpectError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::ABORTED, "ETAG_MISMATCH",
+              "a rejection with a stale etag");
+  rej.set_etag(lease.etag());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::REJECTED);
+  EXPECT_EQ(out.end_reason(), rej.reason());
+  const v1::Booking booking = BookingOf(lease);
+  EXPECT_EQ(booking.state(), v1::Booking::REJECTED);
+  EXPECT_EQ(booking.decision().note(), rej.reason());
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_rejected), 1);
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_booking_rejected), 1);
+  rej.clear_etag();
+  rej.set_reason("again");
+  ExpectError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "rejecting a rejected lease");
+  ExpectError(approve(Approval(lease.name(), "")), grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STATE",
+              "approving a rejected lease");
+  // The slot is free: the same term is requested again (an hour before its
+  // handover buffer begins, so with enough notice).
+  clock_.Set(FromProto(lease.blocked_interval().start_time()) - absl::Hours(1));
+  v1::Lease again;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 2, 11, ""), &again, ana_).ok());
+}
+
+// RecordHandover, RecordReturn, ExtendLease, CancelLease and CloseLease:
+// the INVALID_FIELD cases of their comments, their states, a late return
+// and the settlement of a lease returned without damage.
+TEST_F(LeaseContractTest, HandoverReturnExtendAndCloseAsTheirCommentsSay) {
+  const v1::Lease lease = LeaseOfAfm();
+  v1::Lease out;
+  v1::ExtendLeaseRequest ext;
+  ext.set_name(lease.name());
+  *ext.mutable_new_end_time() = lease.term().end_time();
+  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "an extension to the current end");
+  *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 62));  // 61 days from day + 1 d
+  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_TERM_TOO_LONG", "an extension past afm's 60 days");
+  *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 12));
+  ext.set_etag("1");  // approval made it 2
+  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::ABORTED, "ETAG_MISMATCH",
+              "an extension with a stale etag");
+
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  clock_.Set(day_);  // the handover buffer begins
+  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a handover without condition notes");
+  h.set_condition_notes("probe holder complete");
+  *h.mutable_handover_time() = ToProto(day_ + absl::Minutes(1));
+  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a handover time still to come");
+  h.clear_handover_time();
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_).ok());
+  EXPECT_EQ(FromProto(out.handover().handover_time()), day_);
+  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "a second handover");
+  v1::CancelLeaseRequest cancel;
+  cancel.set_name(lease.name());
+  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "cancelling after the handover");
+  v1::CloseLeaseRequest close;
+  close.set_name(lease.name());
+  ExpectError(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "closing a lease not returned");
+
+  // A late return: recorded, the term and the block kept.
+  clock_.Set(day_ + absl::Hours(24 * 12));
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a return without condition notes");
+  ret.set_condition_notes("as handed over");
+  ret.mutable_damage_amount()->set_currency_code("CNY");
+  ret.mutable_damage_amount()->set_amount_minor(-1);
+  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a negative damage amount");
+  ret.mutable_damage_amount()->set_currency_code("USD");
+  ret.mutable_damage_amount()->set_amount_minor(100);
+  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "CURRENCY_MISMATCH", "damage in another currency than the contract's");
+  ret.clear_damage_amount();
+  *ret.mutable_return_time() = ToProto(day_ - absl::Minutes(1));
+  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a return before the handover");
+  *ret.mutable_return_time() = ToProto(clock_.Now() + absl::Minutes(1));
+  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_FIELD", "a return still to come");
+  ret.clear_return_time();
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::RETURNED);
+  EXPECT_TRUE(out.return_record().late_return());
+  EXPECT_FALSE(out.return_record().early_return());
+  EXPECT_EQ(out.term().SerializeAsString(), lease.term().SerializeAsString());
+  EXPECT_EQ(out.blocked_interval().SerializeAsString(), lease.blocked_interval().SerializeAsString());
+  EXPECT_EQ(out.return_record().damage_amount().currency_code(), "CNY");
+  EXPECT_EQ(out.return_record().damage_amount().amount_minor(), 0);
+  const v1::Booking booking = BookingOf(lease);
+  EXPECT_EQ(booking.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(FromProto(booking.session().end_time()), day_ + absl::Hours(24 * 12));
+  ext.clear_etag();
+  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "extending a returned lease");
+
+  // No damage: the whole deposit is released.
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::CLOSED);
+  const auto& settled = out.settlement();
+  EXPECT_EQ(settled.deposit_applied().amount_minor(), 0);
+  EXPECT_EQ(settled.deposit_released().amount_minor(), 100000);
+  EXPECT_EQ(settled.deposit_released().currency_code(), "CNY");
+  EXPECT_EQ(settled.damage_outstanding().amount_minor(), 0);
+  EXPECT_EQ(settled.damage_outstanding().currency_code(), "CNY");
+  EXPECT_EQ(settled.closed_by(), "users/sam");
+  ExpectError(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "closing a closed lease");
+}
+
+// RecordHandover: "must lie in [term start - handover_buffer, term end)":
+// at the term end the window has closed.
+TEST_F(LeaseContractTest, TheHandoverWindowClosesAtTheTermEnd) {
+  const v1::Lease lease = LeaseOfAfm();
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("complete");
+  clock_.Set(FromProto(lease.term().end_time()));
+  v1::Lease out;
+  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "HANDOVER_WINDOW", "a handover at the term end");
+  *h.mutable_handover_time() = ToProto(FromProto(lease.term().end_time()) - absl::Milliseconds(1));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::HANDED_OVER);
+}
+
+// CancelLease: "LAB_USER and MEMBER_BILLING_ADMIN of the lessee
+// organisation; owner staff; CONSORTIUM_ADMIN", "PERMISSION_DENIED
+// (ORGANIZATION_SCOPE)"; the booking is cancelled with the lease, nothing
+// charged.
+TEST_F(LeaseContractTest, CancelLeaseServesTheLesseeOrganisation) {
+  AddUser("cy", "organizations/outsider", labshare::type::v1::LAB_USER);
+  const v1::Lease lease = LeaseOfAfm();
+  v1::CancelLeaseRequest cancel;
+  cancel.set_name(lease.name());
+  cancel.set_reason("project postponed");
+  v1::Lease out;
+  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, Token("cy", "outsider", {Role::kLabUser})),
+              grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "a LAB_USER of another organisation");
+  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out,
+                   Token("cy", "outsider", {Role::kMemberBillingAdmin})),
+              grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "a billing admin of another organisation");
+  // bob is of the lessee organisation, not the lease's contact.
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelLease, cancel, &out, Token("bob", "lab", {Role::kLabUser})).ok());
+  EXPECT_EQ(out.state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(out.end_reason(), "project postponed");
+  const v1::Booking booking = BookingOf(lease);
+  EXPECT_EQ(booking.state(), v1::Booking::CANCELLED);
+  EXPECT_FALSE(booking.late_cancellation());
+  int cancelled = 0;
+  for (const auto& e : Events()) {
+    if (!e.has_lease_cancelled()) continue;
+    ++cancelled;
+    EXPECT_EQ(e.lease_cancelled().previous_state(), v1::Lease::APPROVED);
+    EXPECT_EQ(e.lease_cancelled().reason(), "project postponed");
+  }
+  EXPECT_EQ(cancelled, 1);
+  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+              "LEASE_STATE", "cancelling a cancelled lease");
+}
+
+// ListLeases: "Leases whose term overlaps this range" with the term as it
+// is now: grown by ExtendLease, cut by an early return.
+TEST_F(LeaseContractTest, ListLeasesFiltersByTheTermAsExtendedOrCut) {
+  const v1::Lease lease = LeaseOfAfm();
+  v1::Lease out;
+  v1::ExtendLeaseRequest ext;
+  ext.set_name(lease.name());
+  *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 55));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_).ok());
+  const auto listed = [&](int from_days, int to_days) {
+    v1::ListLeasesRequest r;
+    *r.mutable_time_range()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * from_days));
+    *r.mutable_time_range()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * to_days));
+    v1::ListLeasesResponse resp;
+    grpc::Status s = Call(stub_.get(), &Stub::ListLeases, r, &resp, ana_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    return resp.leases_size();
+  };
+  EXPECT_EQ(listed(50, 51), 1) << "inside the extension";
+  EXPECT_EQ(listed(55, 56), 0) << "from the new end on";
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("complete");
+  clock_.Set(day_ + absl::Hours(24));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_).ok());
+  clock_.Set(day_ + absl::Hours(24 * 6));
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("as handed over");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_).ok());
+  ASSERT_TRUE(out.return_record().early_return());
+  EXPECT_EQ(listed(5, 7), 1) << "around the return";
+  EXPECT_EQ(listed(6, 7), 0) << "from the return on";
+}
+
+// ---------------------------------------------------------------- projects
+
+class ProjectContractTest : public LeaseContractTest {
+ protected:
+  // A CUSTOM project `id` of `orgs` (5000 each) budgeting 40 h of tem over
+  // [from, to); by default owner and lab over [day, day + 30 d).
+  v1::Project MakeProject(const std::string& id = "prj",
+                          std::pair<std::string, std::string> orgs = {"organizations/owner", "organizations/lab"},
+                          absl::Time from = absl::InfinitePast(), absl::Time to = absl::InfinitePast()) {
+    if (from == absl::InfinitePast()) from = day_;
+    if (to == absl::InfinitePast()) to = day_ + absl::Hours(24 * 30);
+    v1::CreateProjectRequest r;
+    r.set_project_id(id);
+    auto* p = r.mutable_project();
+    p->set_title("thin films");
+    for (const std::string& org : {orgs.first, orgs.second}) {
+      auto* part = p->add_participants();
+      part->set_organization(org);
+      part->set_share_bps(5000);
+    }
+    *p->mutable_period()->mutable_start_time() = ToProto(from);
+    *p->mutable_period()->mutable_end_time() = ToProto(to);
+    auto* b = p->add_instrument_budgets();
+    b->set_instrument("instruments/tem");
+    *b->mutable_budget() = ToProto(absl::Hours(40));
+    v1::Project out;
+    grpc::Status s = Call(stub_.get(), &Stub::CreateProject, r, &out, admin_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    return out;
+  }
+  grpc::Status Update(const v1::Project& project, std::vector<std::string> paths, v1::Project* out) {
+    v1::UpdateProjectRequest u;
+    *u.mutable_project() = project;
+    for (auto& path : paths) u.mutable_update_mask()->add_paths(std::move(path));
+    return Call(stub_.get(), &Stub::UpdateProject, u, out, admin_);
+  }
+  std::vector<v1::ProjectUpdated> Updates() {
+    std::vector<v1::ProjectUpdated> out;
+    auto v = pool_->Command({"XRANGE", keys::ProjectOutbox(), "-", "+"});
+    for (const auto& entry : v->elements) {
+      v1::BookingEvent e;
+      e.ParseFromString(entry.elements[1].elements[3].str);
+      if (e.has_project_updated()) out.push_back(e.project_updated());
+    }
+    return out;
+  }
+};
+
+// ProjectUpdated.previous_participants: "Participants and shares before the
+// change (set when participants or cost_share_template was in the mask)":
+// a title-only update announces none.
+TEST_F(ProjectContractTest, ProjectUpdatedCarriesPreviousParticipantsOnlyWhenTheyMayHaveChanged) {
+  v1::Project project = MakeProject(), out;
+  project.set_title("thin films II");
+  ASSERT_TRUE(Update(project, {"title"}, &out).ok());
+  project = out;
+  project.mutable_participants(0)->set_share_bps(4000);
+  project.mutable_participants(1)->set_share_bps(6000);
+  ASSERT_TRUE(Update(project, {"participants"}, &out).ok());
+  project = out;
+  project.set_cost_share_template(v1::Project::EQUAL_SPLIT);
+  ASSERT_TRUE(Update(project, {"cost_share_template"}, &out).ok());
+  EXPECT_EQ(out.participants(0).share_bps(), 5000);
+  const auto updates = Updates();
+  ASSERT_EQ(updates.size(), 3u);
+  EXPECT_EQ(updates[0].previous_participants_size(), 0) << "title only";
+  ASSERT_EQ(updates[1].previous_participants_size(), 2);
+  EXPECT_EQ(updates[1].previous_participants(0).share_bps(), 5000);
+  ASSERT_EQ(updates[2].previous_participants_size(), 2);
+  EXPECT_EQ(updates[2].previous_participants(0).share_bps(), 4000);
+}
+
+// ListProjects: "Projects matching every filter, ordered by name; scoped as
+// GetProject" (participants' users and billing admins, staff of a budgeted
+// instrument's owner, the wider roles), page by page; a page token is bound
+// to its filters. GetProject refuses anyone else with ORGANIZATION_SCOPE.
+TEST_F(ProjectContractTest, ListProjectsOrdersByNameWithinTheCallersScope) {
+  const absl::Time now = clock_.Now();
+  MakeProject("p-c", {"organizations/lab", "organizations/outsider"}, now - absl::Hours(24), now + absl::Hours(240));
+  MakeProject("p-a", {"organizations/owner", "organizations/outsider"}, now - absl::Hours(240), now - absl::Hours(24));
+  MakeProject("p-b");  // owner and lab, from day (ahead)
+  using Names = std::vector<std::string>;
+  const auto list = [&](v1::ListProjectsRequest r, const std::string& token) {
+    Names names;
+    for (int page = 0; page < 10; ++page) {
+      v1::ListProjectsResponse resp;
+      grpc::Status s = Call(stub_.get(), &Stub::ListProjects, r, &resp, token);
+      EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+      for (const auto& p : resp.projects()) names.push_back(p.name().substr(p.name().rfind('/') + 1));
+      if (!s.ok() || resp.next_page_token().empty()) break;
+      r.set_page_token(resp.next_page_token());
+    }
+    return names;
+  };
+  v1::ListProjectsRequest r;
+  r.set_page_size(1);
+  const std::string outsider = Token("cy", "outsider", {Role::kLabUser});
+  const std::string other_staff = Token("sue", "outsider", {Role::kFacilityStaff});
+  EXPECT_EQ(list(r, admin_), (Names{"p-a", "p-b", "p-c"}));
+  EXPECT_EQ(list(r, Token("aud", "", {Role::kAuditor})), (Names{"p-a", "p-b", "p-c"}));
+  EXPECT_EQ(list(r, staff_), (Names{"p-a", "p-b", "p-c"}));  // tem's owner
+  EXPECT_EQ(list(r, ana_), (Names{"p-b", "p-c"}));
+  EXPECT_EQ(list(r, Token("lb", "lab", {Role::kMemberBillingAdmin})), (Names{"p-b", "p-c"}));
+  EXPECT_EQ(list(r, outsider), (Names{"p-a", "p-c"}));
+  EXPECT_EQ(list(r, other_staff), Names{});  // a participant's staff, not an owner's
+  // Filters.
+  r.add_states(v1::Project::ACTIVE);
+  EXPECT_EQ(list(r, admin_), Names{"p-c"});
+  r.clear_states();
+  r.add_states(v1::Project::PLANNED);
+  r.add_states(v1::Project::ENDED);
+  EXPECT_EQ(list(r, admin_), (Names{"p-a", "p-b"}));
+  r.clear_states();
+  r.set_participant("organizations/outsider");
+  EXPECT_EQ(list(r, ana_), Names{"p-c"});
+  r.clear_participant();
+  *r.mutable_time_range()->mutable_start_time() = ToProto(now - absl::Hours(24));  // p-a ends there
+  *r.mutable_time_range()->mutable_end_time() = ToProto(day_);                    // p-b starts there
+  EXPECT_EQ(list(r, admin_), Names{"p-c"});
+  r.clear_time_range();
+  r.set_instrument("instruments/afm");
+  EXPECT_EQ(list(r, admin_), Names{});
+  r.clear_instrument();
+  // A token of one filter presented with another.
+  v1::ListProjectsResponse first, next;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ListProjects, r, &first, admin_).ok());
+  ASSERT_FALSE(first.next_page_token().empty());
+  r.set_page_token(first.next_page_token());
+  r.set_participant("organizations/lab");
+  ExpectError(Call(stub_.get(), &Stub::ListProjects, r, &next, admin_), grpc::StatusCode::INVALID_ARGUMENT,
+              "INVALID_PAGE_TOKEN", "a page token under another participant filter");
+  // GetProject: the same scope.
+  v1::GetProjectRequest g;
+  g.set_name("projects/p-b");
+  v1::Project got;
+  ExpectError(Call(stub_.get(), &Stub::GetProject, g, &got, outsider), grpc::StatusCode::PERMISSION_DENIED,
+              "ORGANIZATION_SCOPE", "a LAB_USER of no participant");
+  ExpectError(Call(stub_.get(), &Stub::GetProject, g, &got, other_staff), grpc::StatusCode::PERMISSION_DENIED,
+              "ORGANIZATION_SCOPE", "staff of no budgeted instrument's owner");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetProject, g, &got, ana_).ok());
+  EXPECT_EQ(got.state(), v1::Project::PLANNED);
+}
+
+}  // namespace
+}  // namespace labshare::booking

@@ -509,8 +509,14 @@ class BookingManager {
     v1::Booking booking;
     int64_t booking_version = 0;
     UpdateStep::Calendar calendar = UpdateStep::Calendar::kKeep;
+    // As UpdateStep's: no other booking may start in (from, to); 0,0: none.
+    int64_t guard_from_ms = 0;
+    int64_t guard_to_ms = 0;
   };
   absl::StatusOr<LoadedOrder> LoadOrder(const std::string& name);
+  // CreateServiceOrder once authorized and its request_id claimed.
+  absl::StatusOr<v1::ServiceOrder> PlaceServiceOrder(const Principal& p, const v1::CreateServiceOrderRequest& r,
+                                                     const std::string& instrument_id);
   // ScheduleService under any method name: CreateBooking (mode
   // TECHNICAL_SERVICE) passes booking_answer, which gets the run as booked
   // (or previewed, with validate_only), a retry's first answer too; it books

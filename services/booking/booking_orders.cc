@@ -75,6 +75,8 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
   LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
   const std::string fingerprint = RequestFingerprint(method, request);
+  // A request_id spans partitions (types.proto): claimed as for bookings.
+  return Claimed<Order>(ClaimOf(method, request_id, request), [&] {
   return ReplayOrRetry<Order>(idem, fingerprint, "order", [&](int attempt) -> absl::StatusOr<std::optional<Order>> {
     if (attempt > 0) {
       LS_ASSIGN_OR_RETURN(cur, LoadOrder(name));
@@ -113,11 +115,13 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
     step.expected_version = c.booking_version;
     step.extra_docs.push_back({order_key, c.order.SerializeAsString(), cur.version});
     step.calendar = c.calendar;
+    step.guard_from_ms = c.guard_from_ms;
+    step.guard_to_ms = c.guard_to_ms;
     if (c.calendar == UpdateStep::Calendar::kRemove) step.due = UpdateStep::Due::kRemove;
     for (const auto& e : c.events) step.events.push_back(e.SerializeAsString());
     LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
     return Settle(outcome, std::move(c.order));
-  });
+  }); });
 }
 
 // ================================================================ create and read
@@ -130,6 +134,14 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
   LS_RETURN_IF_ERROR(CheckScopeOn("CreateServiceOrder", p, *inventory_, in.instrument(),
                                   {in.requester().empty() ? ActorName(p) : in.requester(), {}, {}}));
   LS_RETURN_IF_ERROR(CheckOwnOrganization(p, in.client_organization(), "client"));
+  // A request_id spans partitions (types.proto): claimed as for bookings.
+  return Claimed<Order>(ClaimOf("CreateServiceOrder", r.request_id(), r),
+                        [&] { return PlaceServiceOrder(p, r, instrument_id); });
+}
+
+absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, const v1::CreateServiceOrderRequest& r,
+                                                        const std::string& instrument_id) {
+  const Order& in = r.service_order();
   if (!r.service_order_id().empty()) LS_RETURN_IF_ERROR(CheckChosenId("service_order_id", r.service_order_id()));
   if (in.sample_count() < 1) return InvalidField("service_order.sample_count", "order at least one sample");
   LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(in.instrument()));
@@ -378,12 +390,18 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
   const std::string currency = q.per_sample_fee().currency_code();
   LS_RETURN_IF_ERROR(SameCurrency(q.staff_time_fee(), currency, "quote.staff_time_fee"));
   LS_RETURN_IF_ERROR(SameCurrency(q.consumables(), currency, "quote.consumables"));
-  if (!q.has_valid_until() || FromProto(q.valid_until()) <= clock_->Now()) {
-    return InvalidField("quote.valid_until", "must be in the future");
+  if (FromProto(q.staff_time()) < absl::ZeroDuration()) {
+    return InvalidField("quote.staff_time", "planned staff time must not be negative");
   }
+  if (!q.has_valid_until()) return InvalidField("quote.valid_until", "required: until when the quote may be accepted");
   return OrderTransition("IssueQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
+    // Checked once the stored answer was looked up: a retry after
+    // valid_until has passed still gets its first answer.
+    if (FromProto(q.valid_until()) <= clock_->Now()) {
+      return InvalidField("quote.valid_until", "must be in the future");
+    }
     if (!r.etag().empty() && r.etag() != std::to_string(cur.version)) {
       return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", "the order changed; read it again");
     }
@@ -412,6 +430,7 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
     *quote->mutable_quote_time() = ToProto(clock_->Now());
     quote->set_quote_etag(NewEventId().substr(0, 16));
     c.order.set_state(Order::QUOTED);
+    c.order.clear_quote_accept_time();  // a re-quote is accepted anew
     v1::BookingEvent e = Event(p, r.request_id());
     e.mutable_service_order_quoted();
     c.events.push_back(std::move(e));
@@ -473,7 +492,11 @@ absl::StatusOr<Order> BookingManager::ReceiveSamples(const Principal& p, const v
 // ================================================================ the run
 
 absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const v1::ScheduleServiceRequest& r) {
-  return ScheduleRun(p, r, "ScheduleService", r, false, nullptr);
+  // Authorized before its request_id is claimed (across partitions, as for
+  // bookings); ScheduleRun checks again (CreateBooking comes there directly).
+  LS_RETURN_IF_ERROR(AuthorizeOrder("ScheduleService", p, r.name()));
+  return Claimed<Order>(ClaimOf("ScheduleService", r.request_id(), r),
+                        [&] { return ScheduleRun(p, r, "ScheduleService", r, false, nullptr); });
 }
 
 absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::ScheduleServiceRequest& r,
@@ -853,13 +876,25 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
     delivered.mutable_service_order_report_delivered();
     LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
     if (run.booking.state() == v1::Booking::CHECKED_IN) {
-      // The run ends with its report at the latest.
+      // The run ends with its report at the latest; as a check-out, the
+      // session never runs into the next entry on the calendar (CheckOut).
+      absl::Time end = now;
+      LS_ASSIGN_OR_RETURN(auto next, store_->NextCalendarStart(
+                                         cur.partition, IdOf(run.booking.instrument()),
+                                         Ms(FromProto(run.booking.blocked_interval().start_time())),
+                                         IdOf(run.booking.name())));
+      const bool clamped = next && FromMs(*next) < end;
+      if (clamped) end = std::max(FromMs(*next), FromProto(run.booking.session().start_time()));
       c.with_booking = true;
       c.booking = run.booking;
       c.booking_version = run.version;
       c.booking.set_state(v1::Booking::COMPLETED);
-      *c.booking.mutable_session()->mutable_end_time() = ToProto(now);
+      *c.booking.mutable_session()->mutable_end_time() = ToProto(end);
       c.booking.mutable_session()->set_checked_out_by(ActorName(p));
+      c.booking.mutable_session()->set_end_clamped(clamped);
+      // No booking may have slipped in before the recorded end.
+      c.guard_from_ms = Ms(FromProto(run.booking.blocked_interval().start_time()));
+      c.guard_to_ms = Ms(end);
       v1::BookingEvent checked_out = Event(p, r.request_id());
       checked_out.mutable_booking_checked_out();
       c.events.push_back(std::move(checked_out));
@@ -929,6 +964,21 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
                        s == Order::DISPUTED && related ? "ROLE_NOT_ALLOWED" : "ORGANIZATION_SCOPE",
                        "before the run the client or the owner's staff cancel; a dispute is settled by an administrator");
     }
+    // A run checked in already (CheckIn, before StartService) has begun:
+    // as IN_PROGRESS, not cancellable. One checked out already is over: the
+    // order is cancelled (late when the client side cancels it), its
+    // COMPLETED booking stays as it is.
+    std::optional<Loaded> run;
+    if (s == Order::SCHEDULED) {
+      LS_ASSIGN_OR_RETURN(run, Load(cur.order.booking()));
+      if (run->booking.state() == v1::Booking::CHECKED_IN) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "ORDER_NOT_CANCELLABLE",
+                         absl::StrCat(cur.order.name(), "'s run ", run->booking.name(),
+                                      " is checked in: it has begun; start the service (StartService) and "
+                                      "deliver its report"),
+                         {{"state", Order::State_Name(s)}});
+      }
+    }
     const absl::Time now = clock_->Now();
     OrderChange c;
     c.order = cur.order;
@@ -936,15 +986,16 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
     c.order.set_cancel_reason(r.reason());
     *c.order.mutable_cancel_time() = ToProto(now);
     c.order.set_cancelled_in_state(s);
-    if (s == Order::SCHEDULED) {
-      LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
+    if (run) {
       const absl::Duration notice =
           FromProto(SlotRulesOf(*instrument, labshare::type::v1::TECHNICAL_SERVICE).late_cancel_notice());
       c.order.set_late_cancellation(client && !staff && !admin &&
-                                    now > FromProto(run.booking.reserved_interval().start_time()) - notice);
+                                    now > FromProto(run->booking.reserved_interval().start_time()) - notice);
+    }
+    if (run && run->booking.state() == v1::Booking::CONFIRMED) {
       c.with_booking = true;
-      c.booking = run.booking;
-      c.booking_version = run.version;
+      c.booking = run->booking;
+      c.booking_version = run->version;
       c.calendar = UpdateStep::Calendar::kRemove;
       c.booking.set_state(v1::Booking::CANCELLED);
       auto* cancel = c.booking.mutable_cancellation();
@@ -953,7 +1004,7 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
       cancel->set_initiator(v1::Booking::PARENT_RESOURCE);
       cancel->set_reason(r.reason());
       v1::BookingEvent booking_cancelled = Event(p, r.request_id());
-      booking_cancelled.mutable_booking_cancelled()->set_previous_state(run.booking.state());
+      booking_cancelled.mutable_booking_cancelled()->set_previous_state(run->booking.state());
       booking_cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::PARENT_RESOURCE);
       c.events.push_back(std::move(booking_cancelled));
     }

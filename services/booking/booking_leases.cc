@@ -43,6 +43,12 @@ Money Minus(const Money& a, const Money& b) {
 
 absl::StatusOr<v1::Lease> BookingManager::RequestLease(const Principal& p,
                                                        const v1::RequestLeaseRequest& r) {
+  // Authorization before anything else (types.proto), the claim included:
+  // a caller who may not ask hears so, whatever its request_id.
+  if (ParseName(r.lease().instrument(), "instruments", "lease.instrument").ok()) {
+    LS_RETURN_IF_ERROR(CheckScopeOn("RequestLease", p, *inventory_, r.lease().instrument(),
+                                    {r.lease().contact_user().empty() ? ActorName(p) : r.lease().contact_user(), {}, {}}));
+  }
   // The request_id is one request in every partition (types.proto): claimed
   // in one slot, as CreateBooking claims its own.
   return Claimed<v1::Lease>(ClaimOf("RequestLease", r.validate_only() ? "" : r.request_id(), r), [&] {
@@ -235,7 +241,8 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
       if (taken_id) return exists(lease.name());
     }
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
-    if (!taken.empty()) return slot_taken(taken.front().booking_id);
+    // Named as the step names it: by the last entry in the way.
+    if (!taken.empty()) return slot_taken(taken.back().booking_id);
     lease.clear_name();
     lease.clear_booking();
     if (as_booking) {

@@ -188,6 +188,9 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
   const Claim claim = ClaimOf("CreateBooking", r.validate_only() ? "" : r.request_id(), r);
   PreparedCreate prepared;
   if (WritesWhilePreparing(r)) {
+    // Authorization before the claim too (types.proto); PrepareCreate checks
+    // it again where it always did.
+    LS_RETURN_IF_ERROR(CreateScope(p, r));
     return Claimed<v1::Booking>(claim, [&]() -> absl::StatusOr<v1::Booking> {
       LS_ASSIGN_OR_RETURN(auto early, PrepareCreate(p, r, prepared));
       if (early) return *std::move(early);
@@ -232,8 +235,7 @@ void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBook
                             });
 }
 
-absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
-    const Principal& p, const v1::CreateBookingRequest& r, PreparedCreate& out) {
+absl::Status BookingManager::CreateScope(const Principal& p, const v1::CreateBookingRequest& r) {
   const v1::Booking& in = r.booking();
   // Authorization before validation: the instrument (a technical-service run
   // is ScheduleService's, which checks its own), then whom the caller books for.
@@ -242,6 +244,13 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     LS_RETURN_IF_ERROR(CheckScopeOn("CreateBooking", p, *inventory_, in.instrument(),
                                     {in.user().empty() ? ActorName(p) : in.user(), {}, {}}));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
+    const Principal& p, const v1::CreateBookingRequest& r, PreparedCreate& out) {
+  const v1::Booking& in = r.booking();
+  LS_RETURN_IF_ERROR(CreateScope(p, r));
   if (in.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
       !labshare::type::v1::SharingMode_IsValid(in.mode())) {
     return InvalidField("booking.mode", "choose ON_SITE, LEASE, JOINT_RESEARCH or TECHNICAL_SERVICE");

@@ -195,6 +195,8 @@ class BookingManager {
   };
   // An answer without a step (errors, validate_only, leases, replays), or
   // nullopt with `out` filled.
+  // CreateBooking's authorization: the instrument's scope, for whom.
+  absl::Status CreateScope(const Principal& p, const v1::CreateBookingRequest& r);
   absl::StatusOr<std::optional<v1::Booking>> PrepareCreate(const Principal& p,
                                                            const v1::CreateBookingRequest& r,
                                                            PreparedCreate& out);

@@ -806,8 +806,11 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
     if (instrument->state() != inv::ACTIVE) return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
     LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
     // Checked in already (CheckIn on the run, in its window): the run has
-    // started and its session stands. Checked out already: no run to start.
-    const bool checked_in = run.booking.state() == v1::Booking::CHECKED_IN;
+    // started and its session stands. Checked out already (CheckIn and
+    // CheckOut before StartService): the run is over, its session stands
+    // too, and the order goes on to its report (it could not be cancelled).
+    const bool checked_in = run.booking.state() == v1::Booking::CHECKED_IN ||
+                            run.booking.state() == v1::Booking::COMPLETED;
     if (!checked_in && run.booking.state() != v1::Booking::CONFIRMED) {
       return OrderState(cur.order, absl::StrCat("a run not ended yet (", run.booking.name(), " is ",
                                                 v1::Booking::State_Name(run.booking.state()), ")"));
@@ -964,18 +967,19 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
                        s == Order::DISPUTED && related ? "ROLE_NOT_ALLOWED" : "ORGANIZATION_SCOPE",
                        "before the run the client or the owner's staff cancel; a dispute is settled by an administrator");
     }
-    // A run checked in already (CheckIn, before StartService) has begun:
-    // as IN_PROGRESS, not cancellable. One checked out already is over: the
-    // order is cancelled (late when the client side cancels it), its
-    // COMPLETED booking stays as it is.
+    // A run checked in already (CheckIn, before StartService) has begun, one
+    // checked out already has run: as IN_PROGRESS, not cancellable (the
+    // service was given: its report is delivered and accepted, and charged).
     std::optional<Loaded> run;
     if (s == Order::SCHEDULED) {
       LS_ASSIGN_OR_RETURN(run, Load(cur.order.booking()));
-      if (run->booking.state() == v1::Booking::CHECKED_IN) {
+      const v1::Booking::State rs = run->booking.state();
+      if (rs == v1::Booking::CHECKED_IN || rs == v1::Booking::COMPLETED) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "ORDER_NOT_CANCELLABLE",
                          absl::StrCat(cur.order.name(), "'s run ", run->booking.name(),
-                                      " is checked in: it has begun; start the service (StartService) and "
-                                      "deliver its report"),
+                                      rs == v1::Booking::CHECKED_IN ? " is checked in: it has begun"
+                                                                    : " was checked out: it has run",
+                                      "; start the service (StartService) and deliver its report"),
                          {{"state", Order::State_Name(s)}});
       }
     }

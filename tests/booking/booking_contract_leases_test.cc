@@ -184,6 +184,22 @@ TEST_F(LeaseContractTest, ValidateOnlyNamesAMaintenanceWindowInTheBuffers) {
   EXPECT_TRUE(lease.name().empty());
 }
 
+// With a window in the handover buffer and a lease later in the term, the
+// request's step names the last entry in its way (the lease: SLOT_TAKEN);
+// the preview answers the same.
+TEST_F(LeaseContractTest, ValidateOnlyNamesTheLastEntryInTheWayAsTheRequestDoes) {
+  ApplyWindowOn("instruments/afm", absl::Hours(2), absl::Hours(4));  // in the handover buffer of a term from day + 1 d
+  v1::Lease lease;
+  const grpc::Status later = Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 5, 12, ""), &lease, ana_);
+  ASSERT_TRUE(later.ok()) << GrpcErrorReason(later) << ": " << later.error_message();
+  auto preview = LeaseRequest("instruments/afm", 1, 20, "");
+  preview.set_validate_only(true);
+  ExpectError(Call(stub_.get(), &Stub::RequestLease, preview, &lease, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+              "SLOT_TAKEN", "previewing a lease in the way of a window and, later, a lease");
+  ExpectError(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 20, ""), &lease, ana_),
+              grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "the request itself");
+}
+
 // RequestLease: each FAILED_PRECONDITION, NOT_FOUND and PERMISSION_DENIED
 // reason of its comment, in the situation the comment describes.
 TEST_F(LeaseContractTest, RequestLeaseRefusesAsItsCommentSays) {

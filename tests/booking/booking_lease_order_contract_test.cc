@@ -392,7 +392,8 @@ TEST_F(LeaseOrderContractTest, ARescheduleCancelsTheOldRunAsItsParentResource) {
 // StartService "checks in the run's booking"; CheckIn may have done so
 // already ("TECHNICAL_SERVICE runs usually by StartService"): the run has
 // started then, and its session is not begun a second time. A run checked
-// out already does not start again.
+// out already is not started again either: its session stands and the order
+// moves on to its report (it can no longer be cancelled).
 TEST_F(LeaseOrderContractTest, StartServiceOfARunCheckedInAlreadyKeepsItsSession) {
   v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), out;
   v1::CheckInRequest in;
@@ -416,7 +417,7 @@ TEST_F(LeaseOrderContractTest, StartServiceOfARunCheckedInAlreadyKeepsItsSession
   }
   EXPECT_EQ(checked_in, 1);
 
-  // Checked in and out before StartService: not a run to start.
+  // Checked in and out before StartService: the session stands.
   v1::ServiceOrder other = OrderIn(v1::ServiceOrder::SAMPLES_RECEIVED), moved;
   v1::ScheduleServiceRequest sch;
   sch.set_name(other.name());
@@ -430,11 +431,14 @@ TEST_F(LeaseOrderContractTest, StartServiceOfARunCheckedInAlreadyKeepsItsSession
   co.set_name(moved.booking());
   ASSERT_TRUE(Call(stub_.get(), &Stub::CheckOut, co, &run, staff_).ok());
   start.set_name(other.name());
-  ExpectError(Call(stub_.get(), &Stub::StartService, start, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "ORDER_STATE", "starting a run checked out already");
+  clock_.Set(day_ + absl::Hours(24 + 11));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::StartService, start, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::IN_PROGRESS);
   g.set_name(moved.booking());
   ASSERT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &run, staff_).ok());
   EXPECT_EQ(run.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(FromProto(run.session().start_time()), day_ + absl::Hours(24 + 9));
+  EXPECT_EQ(FromProto(run.session().end_time()), day_ + absl::Hours(24 + 9));
 }
 
 // CancelBooking: "Cancelling a TECHNICAL_SERVICE booking (owner staff, or

@@ -437,15 +437,21 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
         const absl::Time now = clock_->Now();
         *c.lease.mutable_update_time() = ToProto(now);
         c.lease.set_etag(std::to_string(cur.lease_version + 1));
-        *c.booking.mutable_update_time() = ToProto(now);
-        c.booking.set_etag(std::to_string(cur.booking.version + 1));
+        // A booking the change leaves as it is (CloseLease) is not rewritten:
+        // its etag and update_time stay, and its version still guards the step.
+        const bool booking_changed =
+            SerializeDeterministic(c.booking) != SerializeDeterministic(cur.booking.booking);
+        if (booking_changed) {
+          *c.booking.mutable_update_time() = ToProto(now);
+          c.booking.set_etag(std::to_string(cur.booking.version + 1));
+        }
         UpdateStep step;
         step.partition = cur.booking.partition;
         step.instrument_id = IdOf(c.booking.instrument());
         step.booking_id = IdOf(c.booking.name());
         step.idempotency_key = idem;
         step.fingerprint = fingerprint;
-        step.booking = SerializeDeterministic(c.booking);
+        if (booking_changed) step.booking = SerializeDeterministic(c.booking);
         step.busy_reason = BusyReasonOf(c.booking);
         step.response = SerializeDeterministic(c.lease);
         step.expected_version = cur.booking.version;

@@ -5,6 +5,7 @@
 // so an order and its run's booking change together in one Lua step.
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -861,6 +862,13 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
 absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1::DeliverReportRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("DeliverReport", p, r.name()));
   if (r.report().uri().empty()) return InvalidField("report.uri", "say where the report is stored");
+  // Optional; when given, the hex SHA-256 of the report file.
+  const std::string& sha256 = r.report().sha256();
+  if (!sha256.empty() && (sha256.size() != 64 || !std::all_of(sha256.begin(), sha256.end(), [](char ch) {
+                            return absl::ascii_isxdigit(static_cast<unsigned char>(ch));
+                          }))) {
+    return InvalidField("report.sha256", "give the report file's SHA-256 as 64 hex digits, or leave it empty");
+  }
   return OrderTransition("DeliverReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));

@@ -261,8 +261,9 @@ return {'OK'}
 
 // KEYS: 1 idem, 2 outbox, 3 doc, 4 cal, 5 calend, 6 due, 7.. counters, then
 //       extra documents
-// ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 expected version, 5 calendar op,
-//       6 id, 7 new end, 8 guard from, 9 guard to, 10 due op ('remove': off
+// ARGV: 1 fingerprint, 2 doc ('' the doc stays as it is: checked against
+//       the expected version, not rewritten; then 12 is set), 3 ttl,
+//       4 expected version, 5 calendar op, 6 id, 7 new end, 8 guard from, 9 guard to, 10 due op ('remove': off
 //       the older due set), 11 the busy reason's character after the end
 //       ('' none; CalendarEndValue): written with a new end, and on 'keep'
 //       beside the end an entry on the calendar has,
@@ -305,7 +306,7 @@ for i = 1, nc do
     return redis.error_reply('ERR counter overflow in ' .. KEYS[6 + i])
   end
 end
-put(KEYS[3], cur, tonumber(ARGV[4]) + 1, ARGV[2])
+if ARGV[2] ~= '' then put(KEYS[3], cur, tonumber(ARGV[4]) + 1, ARGV[2]) end
 for i = 1, n_extra do
   local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
   put(KEYS[xk + i], extra[i], expected + 1, ARGV[xa + (i - 1) * 2 + 2])

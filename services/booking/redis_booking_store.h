@@ -259,7 +259,9 @@ struct UpdateStep {
   std::string booking_id;
   std::string idempotency_key;
   std::string fingerprint;
-  std::string booking;   // the new document
+  // The new document; empty: the booking stays as it is (not rewritten, its
+  // version unchanged, still checked against expected_version).
+  std::string booking;
   std::string response;  // the answer to a replay; empty: the document
   int64_t expected_version = 0;
   std::vector<ExtraDoc> extra_docs;

@@ -736,6 +736,36 @@ TEST_F(BillingConformanceTest, AdjustmentEntriesAboveTheMaximumAreRejected) {
 
 // The one Lua step every billing change goes through, driven into each of
 // its failure paths directly.
+// A sum check (RecordPayment's bound on what a payer owes a payee): at the
+// bound the step writes; one unit past it the step is stale and writes
+// nothing; a field that is not an integer is a type error, nothing written.
+TEST_F(BillingConformanceTest, ASumCheckAdmitsUpToItsBoundAndNotOneUnitMore) {
+  const std::string payable = "organizations/lab|PAYABLE|organizations/own|CNY";
+  const std::string receivable = "organizations/lab|RECEIVABLE|organizations/own|CNY";
+  ASSERT_TRUE(pool_->Command({"HSET", keys::Balances(), payable, "-15000", receivable, "2000"}).ok());
+  auto step = [&](int64_t max) {
+    LedgerStep s;
+    s.sum_checks.push_back({keys::Balances(), {payable, receivable}, max});
+    s.incrs.push_back({keys::Balances(), payable, 1000});
+    s.events.push_back("event");
+    return s;
+  };
+  const Snapshot before = Take();
+  auto stale = bstore_->Apply(step(-13001));  // the sum is -13000: one unit past the bound
+  ASSERT_TRUE(stale.ok()) << stale.status();
+  EXPECT_EQ(stale->kind, StepResult::Kind::kStale);
+  EXPECT_TRUE(Take() == before);
+  auto applied = bstore_->Apply(step(-13000));  // at the bound
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->kind, StepResult::Kind::kApplied);
+  EXPECT_EQ(pool_->Command({"HGET", keys::Balances(), payable})->str, "-14000");
+  // A field missing counts 0; one that is not an integer fails the step.
+  ASSERT_TRUE(pool_->Command({"HSET", keys::Balances(), receivable, "2.5"}).ok());
+  const Snapshot typed = Take();
+  EXPECT_FALSE(bstore_->Apply(step(0)).ok());
+  EXPECT_TRUE(Take() == typed);
+}
+
 TEST_F(BillingConformanceTest, TheLedgerStepChecksEverythingBeforeItsFirstWrite) {
   auto full_step = [] {
     LedgerStep s;

@@ -46,6 +46,7 @@
 //                                     acceptance folded when the field exists changes nothing
 //   {usage}:tsout                     HASH service order name -> "1": counted in outage_cancelled_bookings
 //                                     (once per order, however many of its runs an outage cancels)
+//                                     labshare-archive removes both fields with the order
 // Figures of a range read whole years from the year hashes, whole months from
 // the month hashes and the remaining days from the day hashes, all
 // instruments in one pipelined round trip per bucket.

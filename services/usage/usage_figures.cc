@@ -687,7 +687,14 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         if (c.late_cancellation()) count(o.instrument(), at, "late", ts, o.client_organization(), 1);
       } else if ((prev == bk::ServiceOrder::REQUESTED || prev == bk::ServiceOrder::QUOTED) && !client_side &&
                  o.has_create_time()) {
-        count(o.instrument(), FromProto(o.create_time()), "rej", ts, o.client_organization(), 1);
+        // Not an order whose quote was accepted before a re-quote (which
+        // clears quote_accept_time): it counted as a booking then, and a
+        // rejected request is one cancelled before its quote was accepted.
+        reads.push_back(Dependency(kOrdersConfirmed, o.name()));
+        LS_ASSIGN_OR_RETURN(const absl::Time accepted, OrderConfirmedTime(o.name(), absl::InfiniteFuture()));
+        if (accepted == absl::InfiniteFuture()) {
+          count(o.instrument(), FromProto(o.create_time()), "rej", ts, o.client_organization(), 1);
+        }
       }
     }
     if (b != nullptr) {

@@ -405,6 +405,40 @@ TEST_F(UsageFiguresContractTest, AnOwnerCancellingAfterAReQuoteRejectsNothing) {
   EXPECT_EQ(m.cancelled_bookings(), 0);
 }
 
+// Queries keep an instrument's parsed versions while {usage}:ihv names the
+// same writer: a version folded after a query (a new owner from 16 March)
+// is in the next one, also with the aggregates off; a store emptied and
+// refilled with the same number of versions (other events) is read again.
+TEST_F(UsageFiguresContractTest, AVersionFoldedAfterAQueryIsInTheNext) {
+  const auto on_site = labshare::type::v1::ON_SITE;
+  auto effective_of = [&](const std::string& owner) {
+    const v1::QueryUsageResponse r = Query(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1),
+                                           v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_OWNER_ORGANIZATION});
+    int64_t s = 0;
+    for (const auto& row : r.rows()) {
+      if (row.key().owner_organization() == owner) s += row.figures().effective_seconds();
+    }
+    return s;
+  };
+  Register("i1");
+  Used(Booking("b1", "i1", on_site, "organizations/lab", At(2026, 3, 20, 9), At(2026, 3, 20, 11)));
+  EXPECT_EQ(effective_of("organizations/own"), 2 * 3600);
+  Version("i1", iv::ACTIVE, At(2026, 3, 16), "organizations/other");
+  EXPECT_EQ(effective_of("organizations/own"), 0);
+  EXPECT_EQ(effective_of("organizations/other"), 2 * 3600);
+  figures_->set_use_aggregates(false);
+  EXPECT_EQ(effective_of("organizations/other"), 2 * 3600);
+  figures_->set_use_aggregates(true);
+
+  testing::FlushAll(*redis_);
+  ASSERT_TRUE(figures_->MigrateAggregates().ok());
+  Register("i1", "organizations/third");
+  Version("i1", iv::ACTIVE, At(2026, 3, 2), "organizations/third");
+  Used(Booking("b2", "i1", on_site, "organizations/lab", At(2026, 3, 20, 9), At(2026, 3, 20, 12)));
+  EXPECT_EQ(effective_of("organizations/other"), 0);
+  EXPECT_EQ(effective_of("organizations/third"), 3 * 3600);
+}
+
 // An unknown granularity is not treated as RANGE.
 TEST_F(UsageFiguresContractTest, AnOutOfEnumGranularityIsRejected) {
   v1::QueryUsageRequest q;

@@ -1811,6 +1811,8 @@ absl::StatusOr<int> UsageFigures::SeedInstrumentVersions() {
   static const RedisScript kSeed(R"lua(
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+-- A seeded history has no writer: queries read it every time.
+redis.call('HDEL', KEYS[2], ARGV[3])
 return 1
 )lua");
   LS_ASSIGN_OR_RETURN(RedisValue ids, pool_->Command({"HKEYS", "{usage}:instr"}));
@@ -1822,8 +1824,8 @@ return 1
     const absl::Time effective = in.has_update_time()   ? FromProto(in.update_time())
                                  : in.has_create_time() ? FromProto(in.create_time())
                                                         : absl::UnixEpoch();
-    LS_ASSIGN_OR_RETURN(RedisValue done, pool_->Eval(kSeed, {kVersionsPrefix + id.str},
-                                                     {std::to_string(absl::ToUnixMillis(effective)), record.str}));
+    LS_ASSIGN_OR_RETURN(RedisValue done, pool_->Eval(kSeed, {kVersionsPrefix + id.str, kVersionsWrittenBy},
+                                                     {std::to_string(absl::ToUnixMillis(effective)), record.str, id.str}));
     seeded += static_cast<int>(done.integer);
   }
   return seeded;

@@ -695,6 +695,7 @@ absl::StatusOr<int64_t> RemoveRecords(RedisPool* pool, const std::string& path, 
                        }
                        const int p = r->partition;
                        std::vector<std::vector<std::string>> cmds;
+                       std::string order_name;
                        if (orders) {
                          bv1::ServiceOrder o;
                          if (!o.ParseFromString(r->data)) {
@@ -706,6 +707,7 @@ absl::StatusOr<int64_t> RemoveRecords(RedisPool* pool, const std::string& path, 
                              absl::ToUnixMillis(FromProto(o.create_time())), r->id);
                          for (const auto& op : bk::OrderListingOps(p, o, "")) cmds.push_back({"ZREM", op.key, member});
                          cmds.push_back({"ZREM", bk::keys::Orders(p, bk::IdOf(o.instrument())), member});
+                         order_name = o.name();
                        } else {
                          bv1::Lease l;
                          if (!l.ParseFromString(r->data)) {
@@ -715,6 +717,15 @@ absl::StatusOr<int64_t> RemoveRecords(RedisPool* pool, const std::string& path, 
                          cmds.push_back({"DEL", bk::keys::Lease(p, r->id)});
                          for (const auto& k : bk::LeaseListingKeys(p, l, "")) cmds.push_back({"ZREM", k, r->id});
                        }
+                       const size_t indexes = cmds.size();
+                       if (orders) {
+                         // Usage's markers of the order (services/usage/usage_figures.h):
+                         // its first acceptance and its outage count. A final order's
+                         // events were all applied by usage and the outboxes are trimmed
+                         // below the cut, so none of its events can come back.
+                         cmds.push_back({"HDEL", "{usage}:tsorder", order_name});
+                         cmds.push_back({"HDEL", "{usage}:tsout", order_name});
+                       }
                        absl::StatusOr<std::vector<RedisValue>> replies = pool->Pipeline(cmds);
                        if (!replies.ok()) {
                          bad = replies.status();
@@ -722,7 +733,7 @@ absl::StatusOr<int64_t> RemoveRecords(RedisPool* pool, const std::string& path, 
                        }
                        gone += (*replies)[0].integer;
                        std::vector<std::vector<std::string>> exists;
-                       for (size_t i = 1; i < cmds.size(); ++i) {
+                       for (size_t i = 1; i < indexes; ++i) {
                          if ((*replies)[i].integer > 0) exists.push_back({"EXISTS", cmds[i][1]});
                        }
                        if (!exists.empty()) {

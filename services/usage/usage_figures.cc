@@ -42,6 +42,7 @@ constexpr char kOrdersConfirmed[] = "{usage}:tsorder";
 // kOrdersConfirmed: by order name).
 constexpr char kOrdersOutageCancelled[] = "{usage}:tsout";
 const std::string kVersionsPrefix = "{usage}:ih:";
+constexpr char kVersionsWrittenBy[] = "{usage}:ihv";
 
 // ISO 4217 shape: three capital letters (the only currency codes that become
 // part of a counter name).
@@ -573,6 +574,7 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
                                                             : FromProto(e.header().event_time());
         ops.Add(kVersionsPrefix + IdOf(in.name()), "hset", std::to_string(absl::ToUnixMillis(effective)),
                 in.SerializeAsString());
+        ops.Add(kVersionsWrittenBy, "hset", IdOf(in.name()), event_id);
         ops.Raw("inst", {agg::PeriodsKey(IdOf(in.name()))}, {IdOf(in.name()), agg::Attributes(in)});
       }
     } else if (e.has_organization_changed()) {
@@ -687,7 +689,14 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         if (c.late_cancellation()) count(o.instrument(), at, "late", ts, o.client_organization(), 1);
       } else if ((prev == bk::ServiceOrder::REQUESTED || prev == bk::ServiceOrder::QUOTED) && !client_side &&
                  o.has_create_time()) {
-        count(o.instrument(), FromProto(o.create_time()), "rej", ts, o.client_organization(), 1);
+        // Not an order whose quote was accepted before a re-quote (which
+        // clears quote_accept_time): it counted as a booking then, and a
+        // rejected request is one cancelled before its quote was accepted.
+        reads.push_back(Dependency(kOrdersConfirmed, o.name()));
+        LS_ASSIGN_OR_RETURN(const absl::Time accepted, OrderConfirmedTime(o.name(), absl::InfiniteFuture()));
+        if (accepted == absl::InfiniteFuture()) {
+          count(o.instrument(), FromProto(o.create_time()), "rej", ts, o.client_organization(), 1);
+        }
       }
     }
     if (b != nullptr) {
@@ -1042,7 +1051,13 @@ absl::Status UsageFigures::Scope(const Principal& p, const v1::UsageFilter& f) c
   return CheckFilterNames(f, "filter");
 }
 
+const UsageFigures::Instr::Versions& UsageFigures::Instr::versions() const {
+  static const Versions* const kNone = new Versions();
+  return history ? *history : *kNone;
+}
+
 std::vector<std::pair<absl::Time, absl::Time>> UsageFigures::Instr::StateIntervals(int state) const {
+  const Versions& versions = this->versions();
   std::vector<std::pair<absl::Time, absl::Time>> out;
   if (versions.empty()) {
     if (instrument.state() == state && instrument.has_update_time()) {
@@ -1066,25 +1081,31 @@ absl::Time UsageFigures::Instr::RetiredAt() const {
   if (instrument.state() != iv::RETIRED) return absl::InfiniteFuture();
   // The first version RETIRED: later changes of a retired instrument (a new
   // facility operator) move its update_time, not its retirement.
-  for (const auto& [from, version] : versions) {
+  for (const auto& [from, version] : versions()) {
     if (version.state() == iv::RETIRED) return from;
   }
   return instrument.has_update_time() ? FromProto(instrument.update_time()) : absl::InfiniteFuture();
 }
 
 const labshare::inventory::v1::Instrument* UsageFigures::Instr::VersionAt(absl::Time t) const {
+  const Versions& versions = this->versions();
   if (versions.empty()) return &instrument;
-  const iv::Instrument* v = &versions.front().second;
-  for (const auto& [from, version] : versions) {
-    if (from > t) break;
-    v = &version;
-  }
-  return v;
+  // The last one in effect at or before t (binary search: histories grow).
+  auto after = std::upper_bound(versions.begin(), versions.end(), t,
+                                [](absl::Time x, const auto& v) { return x < v.first; });
+  return after == versions.begin() ? &versions.front().second : &std::prev(after)->second;
 }
 
 absl::StatusOr<std::map<std::string, UsageFigures::Instr>> UsageFigures::Instruments(const v1::UsageFilter& f,
                                                                                      bool history) const {
-  LS_ASSIGN_OR_RETURN(RedisValue all, pool_->Command({"HGETALL", "{usage}:instr"}));
+  // The writers of the versions first: versions read after them are at
+  // least as new, so a cached parse is never newer than its writer says.
+  LS_ASSIGN_OR_RETURN(auto first, pool_->Pipeline({{"HGETALL", "{usage}:instr"}, {"HGETALL", kVersionsWrittenBy}}));
+  const RedisValue& all = first[0];
+  std::map<absl::string_view, absl::string_view> written_by;
+  for (size_t i = 0; i + 1 < first[1].elements.size(); i += 2) {
+    written_by.emplace(first[1].elements[i].str, first[1].elements[i + 1].str);
+  }
   auto in = [](const auto& list, const std::string& v) {
     return list.empty() || std::find(list.begin(), list.end(), v) != list.end();
   };
@@ -1100,30 +1121,54 @@ absl::StatusOr<std::map<std::string, UsageFigures::Instr>> UsageFigures::Instrum
     }
     out.emplace(all.elements[i].str, std::move(x));
   }
-  // Maintenance windows (and versions) of all of them in one round trip.
+  // Versions parsed before whose writer is unchanged (none when it is not
+  // recorded: versions written before it was, or seeded).
+  std::vector<bool> reread(out.size(), false);
+  if (history) {
+    absl::MutexLock lock(&versions_mu_);
+    size_t k = 0;
+    for (auto& [id, x] : out) {
+      auto w = written_by.find(id);
+      auto c = versions_cache_.find(id);
+      if (w != written_by.end() && c != versions_cache_.end() && c->second.written_by == w->second) {
+        x.history = c->second.versions;
+      } else {
+        reread[k] = true;
+      }
+      ++k;
+    }
+  }
+  // Maintenance windows (and versions not cached) of all of them in one
+  // round trip.
   std::vector<std::vector<std::string>> cmds;
+  size_t k = 0;
   for (const auto& [id, x] : out) {
     cmds.push_back({"HVALS", "{usage}:mw:" + id});
-    if (history) cmds.push_back({"HGETALL", kVersionsPrefix + id});
+    if (reread[k++]) cmds.push_back({"HGETALL", kVersionsPrefix + id});
   }
   if (cmds.empty()) return out;
   LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(cmds));
   size_t i = 0;
+  k = 0;
   for (auto& [id, x] : out) {
-    if (history) {
-      const RedisValue& h = replies[i + 1];
+    const RedisValue& windows = replies[i++];
+    if (reread[k++]) {
+      const RedisValue& h = replies[i++];
+      auto versions = std::make_shared<Instr::Versions>();
       for (size_t j = 0; j + 1 < h.elements.size(); j += 2) {
         int64_t ms = 0;
         iv::Instrument v;
         if (absl::SimpleAtoi(h.elements[j].str, &ms) && v.ParseFromString(h.elements[j + 1].str)) {
-          x.versions.emplace_back(absl::FromUnixMillis(ms), std::move(v));
+          versions->emplace_back(absl::FromUnixMillis(ms), std::move(v));
         }
       }
-      std::sort(x.versions.begin(), x.versions.end(),
-                [](const auto& a, const auto& b) { return a.first < b.first; });
+      std::sort(versions->begin(), versions->end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      x.history = versions;
+      if (auto w = written_by.find(id); w != written_by.end()) {
+        absl::MutexLock lock(&versions_mu_);
+        versions_cache_[id] = CachedVersions{std::string(w->second), std::move(versions)};
+      }
     }
-    const RedisValue& windows = replies[i];
-    i += history ? 2 : 1;
     for (const auto& v : windows.elements) {
       std::vector<absl::string_view> se = absl::StrSplit(v.str, '|');
       int64_t s = 0, e = 0;
@@ -1288,7 +1333,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
       // changes, e.g. of state, do not split it).
       // Only the first day and the first days of versions can start one.
       std::vector<absl::CivilDay> starts = {bfrom};
-      for (const auto& [t, v] : x.versions) {
+      for (const auto& [t, v] : x.versions()) {
         absl::CivilDay d = absl::ToCivilDay(t, zone_);
         if (absl::FromCivil(d, zone_) < t) ++d;
         if (d > bfrom && d < bto && d != starts.back()) starts.push_back(d);
@@ -1766,6 +1811,8 @@ absl::StatusOr<int> UsageFigures::SeedInstrumentVersions() {
   static const RedisScript kSeed(R"lua(
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+-- A seeded history has no writer: queries read it every time.
+redis.call('HDEL', KEYS[2], ARGV[3])
 return 1
 )lua");
   LS_ASSIGN_OR_RETURN(RedisValue ids, pool_->Command({"HKEYS", "{usage}:instr"}));
@@ -1777,8 +1824,8 @@ return 1
     const absl::Time effective = in.has_update_time()   ? FromProto(in.update_time())
                                  : in.has_create_time() ? FromProto(in.create_time())
                                                         : absl::UnixEpoch();
-    LS_ASSIGN_OR_RETURN(RedisValue done, pool_->Eval(kSeed, {kVersionsPrefix + id.str},
-                                                     {std::to_string(absl::ToUnixMillis(effective)), record.str}));
+    LS_ASSIGN_OR_RETURN(RedisValue done, pool_->Eval(kSeed, {kVersionsPrefix + id.str, kVersionsWrittenBy},
+                                                     {std::to_string(absl::ToUnixMillis(effective)), record.str, id.str}));
     seeded += static_cast<int>(done.integer);
   }
   return seeded;

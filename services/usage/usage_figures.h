@@ -11,6 +11,9 @@
 //                                     event time); figures take owner, facility, category and
 //                                     daily hours of use from the version in force at the start
 //                                     of its day, the instrument set's from the bucket's last day
+//   {usage}:ihv                       HASH instrument id -> event id of the last version written to
+//                                     {usage}:ih:<instr> (same fold step): a query parses an
+//                                     instrument's versions again only when it changed
 //   {usage}:orgs                      HASH organisation name -> size class
 //   {usage}:mw:<instr>                HASH window id -> "<start ms>|<end ms>" (scheduled windows)
 //   {usage}:d:<instr>:<YYYYMMDD>      HASH counters of one day, fields
@@ -46,6 +49,7 @@
 //                                     acceptance folded when the field exists changes nothing
 //   {usage}:tsout                     HASH service order name -> "1": counted in outage_cancelled_bookings
 //                                     (once per order, however many of its runs an outage cancels)
+//                                     labshare-archive removes both fields with the order
 // Figures of a range read whole years from the year hashes, whole months from
 // the month hashes and the remaining days from the day hashes, all
 // instruments in one pipelined round trip per bucket.
@@ -62,10 +66,12 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
@@ -201,8 +207,11 @@ class UsageFigures {
     labshare::inventory::v1::Instrument instrument;  // the latest
     std::vector<std::pair<absl::Time, absl::Time>> windows;
     // Its versions by the time they took effect, ascending (history: true;
-    // empty for instruments folded before versions were kept).
-    std::vector<std::pair<absl::Time, labshare::inventory::v1::Instrument>> versions;
+    // empty for instruments folded before versions were kept). Shared with
+    // the cache of parsed versions (versions_cache_), never changed.
+    using Versions = std::vector<std::pair<absl::Time, labshare::inventory::v1::Instrument>>;
+    std::shared_ptr<const Versions> history;
+    const Versions& versions() const;
     // The version in force at t: the last one in effect at or before t (the
     // first one before it took effect; the latest when there are none).
     const labshare::inventory::v1::Instrument* VersionAt(absl::Time t) const;
@@ -315,6 +324,14 @@ class UsageFigures {
   std::string rebuild_owner_ = NewRebuildOwner();
   std::function<void(const std::vector<std::string>&)> fold_keys_hook_;
   mutable std::atomic<int64_t> buckets_from_aggregates_{0};
+  // Parsed versions by instrument id, with the {usage}:ihv value they were
+  // read at: reused while it is unchanged.
+  struct CachedVersions {
+    std::string written_by;
+    std::shared_ptr<const Instr::Versions> versions;
+  };
+  mutable absl::Mutex versions_mu_;
+  mutable std::map<std::string, CachedVersions> versions_cache_ ABSL_GUARDED_BY(versions_mu_);
 };
 
 }  // namespace labshare::usage

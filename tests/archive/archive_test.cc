@@ -543,6 +543,12 @@ TEST_F(ArchiveTest, FinalLeasesAndServiceOrdersOfTheYearGoTheOthersStay) {
   clock_.Set(At(kY + 1, 1, 5));
   const std::string later = OrderOf(*store_, clock_, bv1::ServiceOrder::COMPLETED);  // of Y + 1
   clock_.Set(At(kY + 1, 2, 1));
+  // Usage's markers of the orders (usage_figures.h): first acceptance and
+  // outage count; an archived order's go with it.
+  for (const auto& id : {done, cancelled, disputed, later}) {
+    ASSERT_TRUE(pool_->Command({"HSET", "{usage}:tsorder", "serviceOrders/" + id, "1"}).ok());
+    ASSERT_TRUE(pool_->Command({"HSET", "{usage}:tsout", "serviceOrders/" + id, "1"}).ok());
+  }
   const int64_t keys_before = DbSize();
 
   auto r = ArchiveYear(pool_.get(), Options(kY));
@@ -565,6 +571,12 @@ TEST_F(ArchiveTest, FinalLeasesAndServiceOrdersOfTheYearGoTheOthersStay) {
   EXPECT_TRUE(Exists(bk::keys::Lease(p, next)));
   for (const auto& id : {done, cancelled}) EXPECT_FALSE(Exists(bk::keys::Order(p, id))) << id;
   for (const auto& id : {disputed, later}) EXPECT_TRUE(Exists(bk::keys::Order(p, id))) << id;
+  for (const char* marker : {"{usage}:tsorder", "{usage}:tsout"}) {
+    EXPECT_EQ(pool_->Command({"HLEN", marker})->integer, 2) << marker;
+    for (const auto& id : {disputed, later}) {
+      EXPECT_EQ(pool_->Command({"HEXISTS", marker, "serviceOrders/" + id})->integer, 1) << marker << " " << id;
+    }
+  }
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListAll(p, 'l')})->integer, 2);
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'l', "org", "lab")})->integer, 2);
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'l', "org", "operator")})->integer, 2);  // swept

@@ -1,8 +1,9 @@
 // usage-bench: ingest and query cost of the usage figures at consortium scale.
 //
 // Registers --instruments instruments (InstrumentChanged events folded into
-// UsageFigures), then generates --events synthetic booking and billing events
-// of one year (2026, Asia/Shanghai): per session a BookingCreated
+// UsageFigures; --versions each, the earlier ones of 2025), then generates
+// --events synthetic booking and billing events of one year (2026,
+// Asia/Shanghai): per session a BookingCreated
 // (CONFIRMED), a BookingCheckedOut (1..3 h, within one day) and a
 // ChargePosted with IncomeFigures. They are XADDed to {booking}:outbox and
 // {billing}:outbox (not timed) and consumed with consumer group "usage"
@@ -25,7 +26,7 @@
 // Prints RESULT lines. Starts its own redis-server unless --redis is given
 // (that Redis is FLUSHALLed!).
 //
-//   usage-bench [--redis=HOST:PORT] [--events=1000000] [--instruments=200] [--batch=256]
+//   usage-bench [--redis=HOST:PORT] [--events=1000000] [--instruments=200] [--versions=1] [--batch=256]
 #include <openssl/evp.h>
 #include <sys/resource.h>
 #include <openssl/pem.h>
@@ -61,6 +62,9 @@ ABSL_FLAG(std::string, redis, "", "HOST:PORT of a Redis to use (FLUSHALLed); emp
 ABSL_FLAG(int, events, 1000000, "Booking and billing events to fold.");
 ABSL_FLAG(int, instruments, 200, "Instruments.");
 ABSL_FLAG(int, organizations, 30, "Organisations.");
+ABSL_FLAG(int, versions, 1,
+          "Versions per instrument (InstrumentChanged): the current one and versions - 1 earlier ones of 2025 that "
+          "only rename it (the history every query reads).");
 ABSL_FLAG(int, per_event, 50000, "Events applied one by one (ApplyEvent + XACK each) before the batched part.");
 ABSL_FLAG(int, batch, 256, "XREADGROUP COUNT, and events per ApplyEvents call.");
 ABSL_FLAG(std::string, parts, "both",
@@ -147,19 +151,23 @@ int main(int argc, char** argv) {
     if (!fold("inventory", e.SerializeAsString()).ok()) return 1;
   }
   for (int i = 0; i < n_instr; ++i) {
-    iv::InventoryEvent e;
-    e.mutable_header()->set_event_id(absl::StrCat("inv", ++id));
-    auto* in = e.mutable_instrument_changed()->mutable_instrument();
-    in->set_name(absl::StrCat("instruments/i", i));
-    in->set_display_name(absl::StrCat("Instrument ", i));
-    in->set_owner_organization(absl::StrCat("organizations/o", i % n_org));
-    in->set_facility(absl::StrCat("facilities/f", i % 10));
-    in->set_category(absl::StrCat("category-", i % 7));
-    in->mutable_original_value()->set_currency_code("CNY");
-    in->mutable_original_value()->set_amount_minor(int64_t{100000000} * (1 + i % 50));
-    in->set_daily_available_hours(24);
-    *in->mutable_create_time() = ToProto(year_start);
-    if (!fold("inventory", e.SerializeAsString()).ok()) return 1;
+    // --versions - 1 earlier versions (renamed, in 2025), then the current one.
+    for (int k = absl::GetFlag(FLAGS_versions) - 1; k >= 0; --k) {
+      iv::InventoryEvent e;
+      e.mutable_header()->set_event_id(absl::StrCat("inv", ++id));
+      auto* in = e.mutable_instrument_changed()->mutable_instrument();
+      in->set_name(absl::StrCat("instruments/i", i));
+      in->set_display_name(k == 0 ? absl::StrCat("Instrument ", i) : absl::StrCat("Instrument ", i, " (", k, ")"));
+      if (k > 0) *in->mutable_update_time() = ToProto(year_start - absl::Hours(24 * k));
+      in->set_owner_organization(absl::StrCat("organizations/o", i % n_org));
+      in->set_facility(absl::StrCat("facilities/f", i % 10));
+      in->set_category(absl::StrCat("category-", i % 7));
+      in->mutable_original_value()->set_currency_code("CNY");
+      in->mutable_original_value()->set_amount_minor(int64_t{100000000} * (1 + i % 50));
+      in->set_daily_available_hours(24);
+      *in->mutable_create_time() = ToProto(year_start);
+      if (!fold("inventory", e.SerializeAsString()).ok()) return 1;
+    }
   }
 
   // The events, generated before timing: 3 per session.

@@ -360,13 +360,9 @@ TEST_F(UsageFiguresContractTest, AnOutageCountsAServiceOrderOnce) {
   Register("i1");
   const auto ts = labshare::type::v1::TECHNICAL_SERVICE;
   for (const std::string order : {"o1", "o2"}) {
-    bk::BookingEvent e;
-    auto* o = e.mutable_service_order_quote_accepted()->mutable_service_order();
-    o->set_name("serviceOrders/" + order);
-    o->set_instrument("instruments/i1");
-    o->set_client_organization("organizations/lab");
-    *o->mutable_quote_accept_time() = ToProto(At(2026, 3, 2));
-    Fold("booking", e);
+    Fold("booking",
+         test_events::QuoteAccepted(test_events::ServiceOrder(order, "i1", "organizations/lab", At(2026, 3, 1)),
+                                    At(2026, 3, 2)));
   }
   auto run = [&](const std::string& name, const std::string& order, int day) {
     bk::Booking b = Booking(name, "i1", ts, "organizations/lab", At(2026, 4, day, 9), At(2026, 4, day, 12));
@@ -381,6 +377,66 @@ TEST_F(UsageFiguresContractTest, AnOutageCountsAServiceOrderOnce) {
   v1::UsageFigures m = March();
   EXPECT_EQ(m.bookings(), 2);
   EXPECT_EQ(m.outage_cancelled_bookings(), 2);
+}
+
+// rejected_requests counts a service order the owner's side cancels "before
+// its quote was accepted". o1's quote was accepted, then re-quoted (booking
+// clears quote_accept_time, state QUOTED) and the owner cancels it: it
+// counted as a booking at the acceptance and is no rejected request; o3 the
+// same with its acceptance and cancellation in one batch. o2, never
+// accepted, is one.
+TEST_F(UsageFiguresContractTest, AnOwnerCancellingAfterAReQuoteRejectsNothing) {
+  Register("i1");
+  const auto quoted = bk::ServiceOrder::QUOTED;
+  const std::string lab = "organizations/lab", own = "organizations/own";
+  const bk::ServiceOrder o1 = test_events::ServiceOrder("o1", "i1", lab, At(2026, 3, 1));
+  const bk::ServiceOrder o2 = test_events::ServiceOrder("o2", "i1", lab, At(2026, 3, 3));
+  const bk::ServiceOrder o3 = test_events::ServiceOrder("o3", "i1", lab, At(2026, 3, 5));
+  Fold("booking", test_events::QuoteAccepted(o1, At(2026, 3, 2)));
+  Fold("booking", test_events::OrderCancelled(o1, quoted, own));
+  Fold("booking", test_events::OrderCancelled(o2, quoted, own));
+  std::vector<absl::Status> batch =
+      figures_->FoldBatch("booking", {Stream(test_events::QuoteAccepted(o3, At(2026, 3, 6))),
+                                      Stream(test_events::OrderCancelled(o3, quoted, own))});
+  for (const auto& s : batch) EXPECT_TRUE(s.ok()) << s;
+  v1::UsageFigures m = March();
+  EXPECT_EQ(m.bookings(), 2);
+  EXPECT_EQ(m.rejected_requests(), 1);
+  EXPECT_EQ(m.cancelled_bookings(), 0);
+}
+
+// Queries keep an instrument's parsed versions while {usage}:ihv names the
+// same writer: a version folded after a query (a new owner from 16 March)
+// is in the next one, also with the aggregates off; a store emptied and
+// refilled with the same number of versions (other events) is read again.
+TEST_F(UsageFiguresContractTest, AVersionFoldedAfterAQueryIsInTheNext) {
+  const auto on_site = labshare::type::v1::ON_SITE;
+  auto effective_of = [&](const std::string& owner) {
+    const v1::QueryUsageResponse r = Query(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1),
+                                           v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_OWNER_ORGANIZATION});
+    int64_t s = 0;
+    for (const auto& row : r.rows()) {
+      if (row.key().owner_organization() == owner) s += row.figures().effective_seconds();
+    }
+    return s;
+  };
+  Register("i1");
+  Used(Booking("b1", "i1", on_site, "organizations/lab", At(2026, 3, 20, 9), At(2026, 3, 20, 11)));
+  EXPECT_EQ(effective_of("organizations/own"), 2 * 3600);
+  Version("i1", iv::ACTIVE, At(2026, 3, 16), "organizations/other");
+  EXPECT_EQ(effective_of("organizations/own"), 0);
+  EXPECT_EQ(effective_of("organizations/other"), 2 * 3600);
+  figures_->set_use_aggregates(false);
+  EXPECT_EQ(effective_of("organizations/other"), 2 * 3600);
+  figures_->set_use_aggregates(true);
+
+  testing::FlushAll(*redis_);
+  ASSERT_TRUE(figures_->MigrateAggregates().ok());
+  Register("i1", "organizations/third");
+  Version("i1", iv::ACTIVE, At(2026, 3, 2), "organizations/third");
+  Used(Booking("b2", "i1", on_site, "organizations/lab", At(2026, 3, 20, 9), At(2026, 3, 20, 12)));
+  EXPECT_EQ(effective_of("organizations/other"), 0);
+  EXPECT_EQ(effective_of("organizations/third"), 3 * 3600);
 }
 
 // An unknown granularity is not treated as RANGE.

@@ -1,6 +1,7 @@
 // Events the usage tests fold, built in one place: an instrument's version
 // (inventory's InstrumentChanged), service income of a posted charge or of a
-// correction (billing), and the outbox entry that carries an event.
+// correction (billing), a service order's acceptance and cancellation
+// (booking), and the outbox entry that carries an event.
 #ifndef LABSHARE_TESTS_USAGE_USAGE_TEST_EVENTS_H_
 #define LABSHARE_TESTS_USAGE_USAGE_TEST_EVENTS_H_
 
@@ -12,6 +13,7 @@
 #include "common/events.h"
 #include "common/proto_util.h"
 #include "labshare/billing/v1/billing_events.pb.h"
+#include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 
 namespace labshare::usage::test_events {
@@ -64,6 +66,41 @@ inline labshare::billing::v1::BillingEvent ServiceIncome(const std::string& id, 
   share->mutable_service_income()->set_currency_code(currency);
   share->mutable_service_income()->set_amount_minor(amount);
   *f->mutable_service_income() = share->service_income();
+  return e;
+}
+
+// Service order serviceOrders/<id> on instruments/<instrument> for
+// `client`, requested at `create_time`.
+inline labshare::booking::v1::ServiceOrder ServiceOrder(const std::string& id, const std::string& instrument,
+                                                        const std::string& client, absl::Time create_time) {
+  labshare::booking::v1::ServiceOrder o;
+  o.set_name("serviceOrders/" + id);
+  o.set_instrument("instruments/" + instrument);
+  o.set_client_organization(client);
+  *o.mutable_create_time() = ToProto(create_time);
+  return o;
+}
+
+// Its client accepts its quote at `at`.
+inline labshare::booking::v1::BookingEvent QuoteAccepted(labshare::booking::v1::ServiceOrder o, absl::Time at) {
+  o.set_state(labshare::booking::v1::ServiceOrder::QUOTE_ACCEPTED);
+  *o.mutable_quote_accept_time() = ToProto(at);
+  labshare::booking::v1::BookingEvent e;
+  *e.mutable_service_order_quote_accepted()->mutable_service_order() = std::move(o);
+  return e;
+}
+
+// Cancelled from `previous` by a member of `actor_organization` (the order
+// as it stands: a re-quote has cleared its quote_accept_time).
+inline labshare::booking::v1::BookingEvent OrderCancelled(labshare::booking::v1::ServiceOrder o,
+                                                          labshare::booking::v1::ServiceOrder::State previous,
+                                                          const std::string& actor_organization) {
+  o.set_state(labshare::booking::v1::ServiceOrder::CANCELLED);
+  labshare::booking::v1::BookingEvent e;
+  e.mutable_header()->set_actor_organization(actor_organization);
+  auto* c = e.mutable_service_order_cancelled();
+  *c->mutable_service_order() = std::move(o);
+  c->set_previous_state(previous);
   return e;
 }
 

@@ -19,12 +19,6 @@ using Stub = v1::BookingService::Stub;
 
 class LeaseContractTest : public BookingFlowsTest {
  protected:
-  static void ExpectError(const grpc::Status& s, grpc::StatusCode code, const std::string& reason,
-                          const std::string& what) {
-    EXPECT_EQ(s.error_code(), code) << what << ": " << s.error_message();
-    EXPECT_EQ(GrpcErrorReason(s), reason) << what << ": " << s.error_message();
-  }
-
   // A second instrument offered for lease like afm, named `id`, with afm's
   // member rate unless `rate` is false; its lease terms end within
   // `horizon` from now when one is given.
@@ -120,8 +114,8 @@ TEST_F(LeaseContractTest, ARequestIdIsOneRequestAcrossPartitions) {
   AddLeasedInstrument("spm");
   v1::Lease first, other, again;
   ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 11, "lr"), &first, ana_).ok());
-  ExpectError(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/spm", 1, 11, "lr"), &other, ana_),
-              grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED", "RequestLease of spm with afm's request_id");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/spm", 1, 11, "lr"), &other, ana_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED", "RequestLease of spm with afm's request_id");
   EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_requested), 1);
   ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 11, "lr"), &again, ana_).ok());
   EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());  // the retry gets the first answer
@@ -130,8 +124,8 @@ TEST_F(LeaseContractTest, ARequestIdIsOneRequestAcrossPartitions) {
   ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/spm", 1, 11, "ls"), &other, ana_).ok());
   v1::Lease approved, out;
   ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, Approval(first.name(), "ap"), &approved, staff_).ok());
-  ExpectError(Call(stub_.get(), &Stub::ApproveLease, Approval(other.name(), "ap"), &out, staff_),
-              grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED", "approving spm's lease with afm's request_id");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ApproveLease, Approval(other.name(), "ap"), &out, staff_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED", "approving spm's lease with afm's request_id");
   EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_approved), 1);
   ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, Approval(first.name(), "ap"), &out, staff_).ok());
   EXPECT_EQ(out.SerializeAsString(), approved.SerializeAsString());
@@ -140,16 +134,16 @@ TEST_F(LeaseContractTest, ARequestIdIsOneRequestAcrossPartitions) {
   cancel.set_request_id("cl");
   ASSERT_TRUE(Call(stub_.get(), &Stub::CancelLease, cancel, &out, ana_).ok());
   cancel.set_name(other.name());
-  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, ana_), grpc::StatusCode::FAILED_PRECONDITION,
-              "REQUEST_ID_REUSED", "cancelling spm's lease with the request_id that cancelled afm's");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "REQUEST_ID_REUSED", "cancelling spm's lease with the request_id that cancelled afm's");
   v1::GetLeaseRequest g;
   g.set_name(other.name());
   ASSERT_TRUE(Call(stub_.get(), &Stub::GetLease, g, &out, ana_).ok());
   EXPECT_EQ(out.state(), v1::Lease::REQUESTED);
 
   // A refused request keeps nothing: its request_id is free again.
-  ExpectError(Call(stub_.get(), &Stub::ApproveLease, Approval(first.name(), "free"), &out, staff_),
-              grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STATE", "approving a cancelled lease");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ApproveLease, Approval(first.name(), "free"), &out, staff_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STATE", "approving a cancelled lease");
   ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, Approval(other.name(), "free"), &out, staff_).ok());
   EXPECT_EQ(out.state(), v1::Lease::APPROVED);
 }
@@ -163,8 +157,8 @@ TEST_F(LeaseContractTest, ValidateOnlyNamesAMaintenanceWindowInTheBuffers) {
   v1::Lease lease;
   auto preview = LeaseRequest("instruments/afm", 1, 11, "");
   preview.set_validate_only(true);
-  ExpectError(Call(stub_.get(), &Stub::RequestLease, preview, &lease, ana_), grpc::StatusCode::FAILED_PRECONDITION,
-              "MAINTENANCE_CONFLICT", "previewing a lease whose handover buffer meets a window");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, preview, &lease, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "MAINTENANCE_CONFLICT", "previewing a lease whose handover buffer meets a window");
   v1::CreateBookingRequest b;
   b.mutable_booking()->set_instrument("instruments/afm");
   b.mutable_booking()->set_mode(labshare::type::v1::LEASE);
@@ -172,11 +166,11 @@ TEST_F(LeaseContractTest, ValidateOnlyNamesAMaintenanceWindowInTheBuffers) {
   b.mutable_lease_terms();
   b.set_validate_only(true);
   v1::Booking booking;
-  ExpectError(Call(stub_.get(), &Stub::CreateBooking, b, &booking, ana_), grpc::StatusCode::FAILED_PRECONDITION,
-              "MAINTENANCE_CONFLICT", "previewing the same lease through CreateBooking");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateBooking, b, &booking, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "MAINTENANCE_CONFLICT", "previewing the same lease through CreateBooking");
   EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_requested), 0);
-  ExpectError(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 11, ""), &lease, ana_),
-              grpc::StatusCode::FAILED_PRECONDITION, "MAINTENANCE_CONFLICT", "the request itself");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 11, ""), &lease, ana_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "MAINTENANCE_CONFLICT", "the request itself");
   // A lease clear of the window previews and is requested.
   preview = LeaseRequest("instruments/afm", 2, 12, "");
   preview.set_validate_only(true);
@@ -194,10 +188,10 @@ TEST_F(LeaseContractTest, ValidateOnlyNamesTheLastEntryInTheWayAsTheRequestDoes)
   ASSERT_TRUE(later.ok()) << GrpcErrorReason(later) << ": " << later.error_message();
   auto preview = LeaseRequest("instruments/afm", 1, 20, "");
   preview.set_validate_only(true);
-  ExpectError(Call(stub_.get(), &Stub::RequestLease, preview, &lease, ana_), grpc::StatusCode::FAILED_PRECONDITION,
-              "SLOT_TAKEN", "previewing a lease in the way of a window and, later, a lease");
-  ExpectError(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 20, ""), &lease, ana_),
-              grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "the request itself");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, preview, &lease, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "SLOT_TAKEN", "previewing a lease in the way of a window and, later, a lease");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 20, ""), &lease, ana_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "the request itself");
 }
 
 // RequestLease: each FAILED_PRECONDITION, NOT_FOUND and PERMISSION_DENIED
@@ -211,25 +205,25 @@ TEST_F(LeaseContractTest, RequestLeaseRefusesAsItsCommentSays) {
   };
   auto r = LeaseRequest("instruments/afm", 1, 11, "");
   *r.mutable_lease()->mutable_handover_buffer() = ToProto(absl::Hours(12));  // afm's rules: 24 h
-  ExpectError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "BUFFER_TOO_SHORT", "a handover buffer below afm's");
+  ExpectGrpcError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "BUFFER_TOO_SHORT", "a handover buffer below afm's");
   r = LeaseRequest("instruments/afm", 1, 11, "");
   *r.mutable_lease()->mutable_return_buffer() = ToProto(absl::Hours(47));  // afm's rules: 48 h
-  ExpectError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "BUFFER_TOO_SHORT", "a return buffer below afm's");
+  ExpectGrpcError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "BUFFER_TOO_SHORT", "a return buffer below afm's");
   // "INSUFFICIENT_NOTICE: the term starts less than the instrument's
   // handover buffer from now", also when the request asks for a longer one.
   r = LeaseRequest("instruments/afm", 1, 11, "");
   *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(23));
-  ExpectError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "INSUFFICIENT_NOTICE", "a term 23 h ahead");
+  ExpectGrpcError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "INSUFFICIENT_NOTICE", "a term 23 h ahead");
   *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(24));
   *r.mutable_lease()->mutable_handover_buffer() = ToProto(absl::Hours(30));
   ASSERT_TRUE(request(r, ana_).ok()) << "a term the instrument's handover buffer ahead";
   // "BEYOND_HORIZON: the term ends after now + the lease rules' horizon".
-  ExpectError(request(LeaseRequest("instruments/spm", 20, 40, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
-              "BEYOND_HORIZON", "a term past spm's 30-day horizon");
+  ExpectGrpcError(request(LeaseRequest("instruments/spm", 20, 40, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "BEYOND_HORIZON", "a term past spm's 30-day horizon");
   // "NO_RATE: no LEASE rate line for the lessee's class"; the owner's own
   // lease needs none.
-  ExpectError(request(LeaseRequest("instruments/xrd", 1, 11, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
-              "NO_RATE", "a member lessee of an instrument without a member rate");
+  ExpectGrpcError(request(LeaseRequest("instruments/xrd", 1, 11, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "NO_RATE", "a member lessee of an instrument without a member rate");
   ASSERT_TRUE(request(LeaseRequest("instruments/xrd", 1, 11, ""), staff_).ok()) << "the owner's own lease";
   EXPECT_EQ(out.lessee_organization(), "organizations/owner");
   EXPECT_EQ(out.payer_class(), labshare::type::v1::OWNER);
@@ -237,19 +231,19 @@ TEST_F(LeaseContractTest, RequestLeaseRefusesAsItsCommentSays) {
   // owner staff request for any lessee and contact.
   r = LeaseRequest("instruments/spm", 1, 11, "");
   r.mutable_lease()->set_contact_user("users/bob");
-  ExpectError(request(r, ana_), grpc::StatusCode::PERMISSION_DENIED, "USER_SCOPE", "ana naming bob");
+  ExpectGrpcError(request(r, ana_), grpc::StatusCode::PERMISSION_DENIED, "USER_SCOPE", "ana naming bob");
   ASSERT_TRUE(request(r, staff_).ok()) << "owner staff naming bob";
   EXPECT_EQ(out.contact_user(), "users/bob");
   EXPECT_EQ(out.lessee_organization(), "organizations/lab");
   // NOT_FOUND: the instrument, the contact, the lessee.
   r = LeaseRequest("instruments/nope", 1, 11, "");
-  ExpectError(request(r, ana_), grpc::StatusCode::NOT_FOUND, "INSTRUMENT_NOT_FOUND", "an unknown instrument");
+  ExpectGrpcError(request(r, ana_), grpc::StatusCode::NOT_FOUND, "INSTRUMENT_NOT_FOUND", "an unknown instrument");
   r = LeaseRequest("instruments/spm", 12, 22, "");
   r.mutable_lease()->set_contact_user("users/nobody");
-  ExpectError(request(r, staff_), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND", "an unknown contact");
+  ExpectGrpcError(request(r, staff_), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND", "an unknown contact");
   r.mutable_lease()->set_contact_user("users/ana");
   r.mutable_lease()->set_lessee_organization("organizations/nowhere");
-  ExpectError(request(r, staff_), grpc::StatusCode::NOT_FOUND, "ORGANIZATION_NOT_FOUND", "an unknown lessee");
+  ExpectGrpcError(request(r, staff_), grpc::StatusCode::NOT_FOUND, "ORGANIZATION_NOT_FOUND", "an unknown lessee");
 }
 
 // ApproveLease and RejectLease: the fields, the etag, the state and the
@@ -262,33 +256,33 @@ TEST_F(LeaseContractTest, ApproveAndRejectLeaseAsTheirCommentsSay) {
   };
   auto a = Approval(lease.name(), "");
   a.mutable_contract()->set_rate_basis(v1::LeaseContract::RATE_BASIS_UNSPECIFIED);
-  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "no rate basis");
+  ExpectGrpcError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "no rate basis");
   a = Approval(lease.name(), "");
   a.mutable_contract()->mutable_rate()->set_amount_minor(0);
-  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a rate of zero");
+  ExpectGrpcError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a rate of zero");
   a = Approval(lease.name(), "");
   a.mutable_contract()->mutable_deposit()->set_amount_minor(-1);
-  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a negative deposit");
+  ExpectGrpcError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a negative deposit");
   a = Approval(lease.name(), "");
   a.mutable_contract()->mutable_deposit()->set_currency_code("USD");
-  ExpectError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "CURRENCY_MISMATCH", "a deposit in another currency");
+  ExpectGrpcError(approve(a), grpc::StatusCode::INVALID_ARGUMENT, "CURRENCY_MISMATCH", "a deposit in another currency");
   a = Approval(lease.name(), "");
   a.set_etag("7");
-  ExpectError(approve(a), grpc::StatusCode::ABORTED, "ETAG_MISMATCH", "a stale etag");
+  ExpectGrpcError(approve(a), grpc::StatusCode::ABORTED, "ETAG_MISMATCH", "a stale etag");
   // "LEASE_STARTED: the term (handover buffer included) has begun".
   clock_.Set(FromProto(lease.blocked_interval().start_time()));
-  ExpectError(approve(Approval(lease.name(), "")), grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STARTED",
-              "approving at the start of the handover buffer");
+  ExpectGrpcError(approve(Approval(lease.name(), "")), grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STARTED",
+                  "approving at the start of the handover buffer");
   clock_.Set(FromProto(lease.blocked_interval().start_time()) - absl::Milliseconds(1));
 
   v1::RejectLeaseRequest rej;
   rej.set_name(lease.name());
-  ExpectError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "a rejection without a reason");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "a rejection without a reason");
   rej.set_reason("the instrument is needed in house that month");
   rej.set_etag("7");
-  ExpectError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::ABORTED, "ETAG_MISMATCH",
-              "a rejection with a stale etag");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::ABORTED, "ETAG_MISMATCH",
+                  "a rejection with a stale etag");
   rej.set_etag(lease.etag());
   ASSERT_TRUE(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_).ok());
   EXPECT_EQ(out.state(), v1::Lease::REJECTED);
@@ -300,10 +294,10 @@ TEST_F(LeaseContractTest, ApproveAndRejectLeaseAsTheirCommentsSay) {
   EXPECT_EQ(CountEvents(&v1::BookingEvent::has_booking_rejected), 1);
   rej.clear_etag();
   rej.set_reason("again");
-  ExpectError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "LEASE_STATE", "rejecting a rejected lease");
-  ExpectError(approve(Approval(lease.name(), "")), grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STATE",
-              "approving a rejected lease");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "LEASE_STATE", "rejecting a rejected lease");
+  ExpectGrpcError(approve(Approval(lease.name(), "")), grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STATE",
+                  "approving a rejected lease");
   // The slot is free: the same term is requested again (an hour before its
   // handover buffer begins, so with enough notice).
   clock_.Set(FromProto(lease.blocked_interval().start_time()) - absl::Hours(1));
@@ -320,61 +314,61 @@ TEST_F(LeaseContractTest, HandoverReturnExtendAndCloseAsTheirCommentsSay) {
   v1::ExtendLeaseRequest ext;
   ext.set_name(lease.name());
   *ext.mutable_new_end_time() = lease.term().end_time();
-  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "an extension to the current end");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "an extension to the current end");
   *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 62));  // 61 days from day + 1 d
-  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "LEASE_TERM_TOO_LONG", "an extension past afm's 60 days");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "LEASE_TERM_TOO_LONG", "an extension past afm's 60 days");
   *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 12));
   ext.set_etag("1");  // approval made it 2
-  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::ABORTED, "ETAG_MISMATCH",
-              "an extension with a stale etag");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::ABORTED, "ETAG_MISMATCH",
+                  "an extension with a stale etag");
 
   v1::RecordHandoverRequest h;
   h.set_name(lease.name());
   clock_.Set(day_);  // the handover buffer begins
-  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "a handover without condition notes");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "a handover without condition notes");
   h.set_condition_notes("probe holder complete");
   *h.mutable_handover_time() = ToProto(day_ + absl::Minutes(1));
-  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "a handover time still to come");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "a handover time still to come");
   h.clear_handover_time();
   ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_).ok());
   EXPECT_EQ(FromProto(out.handover().handover_time()), day_);
-  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "LEASE_STATE", "a second handover");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "LEASE_STATE", "a second handover");
   v1::CancelLeaseRequest cancel;
   cancel.set_name(lease.name());
-  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, ana_), grpc::StatusCode::FAILED_PRECONDITION,
-              "LEASE_STATE", "cancelling after the handover");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "LEASE_STATE", "cancelling after the handover");
   v1::CloseLeaseRequest close;
   close.set_name(lease.name());
-  ExpectError(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "LEASE_STATE", "closing a lease not returned");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "LEASE_STATE", "closing a lease not returned");
 
   // A late return: recorded, the term and the block kept.
   clock_.Set(day_ + absl::Hours(24 * 12));
   v1::RecordReturnRequest ret;
   ret.set_name(lease.name());
-  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "a return without condition notes");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "a return without condition notes");
   ret.set_condition_notes("as handed over");
   ret.mutable_damage_amount()->set_currency_code("CNY");
   ret.mutable_damage_amount()->set_amount_minor(-1);
-  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "a negative damage amount");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "a negative damage amount");
   ret.mutable_damage_amount()->set_currency_code("USD");
   ret.mutable_damage_amount()->set_amount_minor(100);
-  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "CURRENCY_MISMATCH", "damage in another currency than the contract's");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "CURRENCY_MISMATCH", "damage in another currency than the contract's");
   ret.clear_damage_amount();
   *ret.mutable_return_time() = ToProto(day_ - absl::Minutes(1));
-  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "a return before the handover");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "a return before the handover");
   *ret.mutable_return_time() = ToProto(clock_.Now() + absl::Minutes(1));
-  ExpectError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "a return still to come");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "a return still to come");
   ret.clear_return_time();
   ASSERT_TRUE(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_).ok());
   EXPECT_EQ(out.state(), v1::Lease::RETURNED);
@@ -388,8 +382,8 @@ TEST_F(LeaseContractTest, HandoverReturnExtendAndCloseAsTheirCommentsSay) {
   EXPECT_EQ(booking.state(), v1::Booking::COMPLETED);
   EXPECT_EQ(FromProto(booking.session().end_time()), day_ + absl::Hours(24 * 12));
   ext.clear_etag();
-  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "LEASE_STATE", "extending a returned lease");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "LEASE_STATE", "extending a returned lease");
 
   // No damage: the whole deposit is released.
   ASSERT_TRUE(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_).ok());
@@ -401,8 +395,8 @@ TEST_F(LeaseContractTest, HandoverReturnExtendAndCloseAsTheirCommentsSay) {
   EXPECT_EQ(settled.damage_outstanding().amount_minor(), 0);
   EXPECT_EQ(settled.damage_outstanding().currency_code(), "CNY");
   EXPECT_EQ(settled.closed_by(), "users/sam");
-  ExpectError(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "LEASE_STATE", "closing a closed lease");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "LEASE_STATE", "closing a closed lease");
 }
 
 // RecordHandover: "must lie in [term start - handover_buffer, term end)":
@@ -414,8 +408,8 @@ TEST_F(LeaseContractTest, TheHandoverWindowClosesAtTheTermEnd) {
   h.set_condition_notes("complete");
   clock_.Set(FromProto(lease.term().end_time()));
   v1::Lease out;
-  ExpectError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "HANDOVER_WINDOW", "a handover at the term end");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "HANDOVER_WINDOW", "a handover at the term end");
   *h.mutable_handover_time() = ToProto(FromProto(lease.term().end_time()) - absl::Milliseconds(1));
   ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_).ok());
   EXPECT_EQ(out.state(), v1::Lease::HANDED_OVER);
@@ -432,11 +426,11 @@ TEST_F(LeaseContractTest, CancelLeaseServesTheLesseeOrganisation) {
   cancel.set_name(lease.name());
   cancel.set_reason("project postponed");
   v1::Lease out;
-  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, Token("cy", "outsider", {Role::kLabUser})),
-              grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "a LAB_USER of another organisation");
-  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out,
+  ExpectGrpcError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, Token("cy", "outsider", {Role::kLabUser})),
+                  grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "a LAB_USER of another organisation");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CancelLease, cancel, &out,
                    Token("cy", "outsider", {Role::kMemberBillingAdmin})),
-              grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "a billing admin of another organisation");
+                  grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "a billing admin of another organisation");
   // bob is of the lessee organisation, not the lease's contact.
   ASSERT_TRUE(Call(stub_.get(), &Stub::CancelLease, cancel, &out, Token("bob", "lab", {Role::kLabUser})).ok());
   EXPECT_EQ(out.state(), v1::Lease::CANCELLED);
@@ -452,8 +446,8 @@ TEST_F(LeaseContractTest, CancelLeaseServesTheLesseeOrganisation) {
     EXPECT_EQ(e.lease_cancelled().reason(), "project postponed");
   }
   EXPECT_EQ(cancelled, 1);
-  ExpectError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "LEASE_STATE", "cancelling a cancelled lease");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "LEASE_STATE", "cancelling a cancelled lease");
 }
 
 // ListLeases: "Leases whose term overlaps this range" with the term as it
@@ -620,16 +614,16 @@ TEST_F(ProjectContractTest, ListProjectsOrdersByNameWithinTheCallersScope) {
   ASSERT_FALSE(first.next_page_token().empty());
   r.set_page_token(first.next_page_token());
   r.set_participant("organizations/lab");
-  ExpectError(Call(stub_.get(), &Stub::ListProjects, r, &next, admin_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_PAGE_TOKEN", "a page token under another participant filter");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ListProjects, r, &next, admin_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_PAGE_TOKEN", "a page token under another participant filter");
   // GetProject: the same scope.
   v1::GetProjectRequest g;
   g.set_name("projects/p-b");
   v1::Project got;
-  ExpectError(Call(stub_.get(), &Stub::GetProject, g, &got, outsider), grpc::StatusCode::PERMISSION_DENIED,
-              "ORGANIZATION_SCOPE", "a LAB_USER of no participant");
-  ExpectError(Call(stub_.get(), &Stub::GetProject, g, &got, other_staff), grpc::StatusCode::PERMISSION_DENIED,
-              "ORGANIZATION_SCOPE", "staff of no budgeted instrument's owner");
+  ExpectGrpcError(Call(stub_.get(), &Stub::GetProject, g, &got, outsider), grpc::StatusCode::PERMISSION_DENIED,
+                  "ORGANIZATION_SCOPE", "a LAB_USER of no participant");
+  ExpectGrpcError(Call(stub_.get(), &Stub::GetProject, g, &got, other_staff), grpc::StatusCode::PERMISSION_DENIED,
+                  "ORGANIZATION_SCOPE", "staff of no budgeted instrument's owner");
   ASSERT_TRUE(Call(stub_.get(), &Stub::GetProject, g, &got, ana_).ok());
   EXPECT_EQ(got.state(), v1::Project::PLANNED);
 }
@@ -660,8 +654,8 @@ TEST_F(LeaseContractTest, ExtendingALeaseAfterTheModeWasWithdrawnIsModeNotOffere
   ext.set_name(lease.name());
   *ext.mutable_new_end_time() = ToProto(FromProto(lease.term().end_time()) + absl::Hours(24));
   v1::Lease out;
-  ExpectError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "MODE_NOT_OFFERED", "extending after LEASE was withdrawn");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "MODE_NOT_OFFERED", "extending after LEASE was withdrawn");
 }
 
 }  // namespace

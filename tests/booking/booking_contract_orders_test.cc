@@ -23,12 +23,6 @@ using Order = v1::ServiceOrder;
 
 class OrderContractTest : public BookingFlowsTest {
  protected:
-  // The answer's code (its number) and reason, compared as one.
-  static void ExpectError(const grpc::Status& s, grpc::StatusCode code, const std::string& reason,
-                          const std::string& what) {
-    EXPECT_EQ(absl::StrCat(s.error_code(), " ", GrpcErrorReason(s)), absl::StrCat(code, " ", reason))
-        << what << ": " << s.error_message();
-  }
   static void ExpectOk(const grpc::Status& s, const std::string& what) {
     EXPECT_TRUE(s.ok()) << what << ": " << GrpcErrorReason(s) << ": " << s.error_message();
   }
@@ -105,8 +99,8 @@ TEST_F(OrderContractTest, ARequestIdIsOneRequestAcrossPartitions) {
   AddTemCopy("sem");
   Order first, again, other;
   ASSERT_TRUE(Place("instruments/tem", "order-r", &first).ok());
-  ExpectError(Place("instruments/sem", "order-r", &other), grpc::StatusCode::FAILED_PRECONDITION,
-              "REQUEST_ID_REUSED", "CreateServiceOrder on an instrument of another partition");
+  ExpectGrpcError(Place("instruments/sem", "order-r", &other), grpc::StatusCode::FAILED_PRECONDITION,
+                  "REQUEST_ID_REUSED", "CreateServiceOrder on an instrument of another partition");
   ASSERT_TRUE(Place("instruments/tem", "order-r", &again).ok());
   EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());  // its retry: the first answer
   ASSERT_TRUE(Place("instruments/sem", "order-s", &other).ok());    // a refusal left nothing behind
@@ -114,15 +108,15 @@ TEST_F(OrderContractTest, ARequestIdIsOneRequestAcrossPartitions) {
   // A transition of the order alone (IssueQuote), and CancelOrder.
   Order quoted;
   ASSERT_TRUE(QuoteOf(first.name(), "quote-r", &quoted).ok());
-  ExpectError(QuoteOf(other.name(), "quote-r", &again), grpc::StatusCode::FAILED_PRECONDITION,
-              "REQUEST_ID_REUSED", "IssueQuote of an order in another partition");
+  ExpectGrpcError(QuoteOf(other.name(), "quote-r", &again), grpc::StatusCode::FAILED_PRECONDITION,
+                  "REQUEST_ID_REUSED", "IssueQuote of an order in another partition");
   EXPECT_EQ(Get(other.name()).state(), Order::REQUESTED);
   ASSERT_TRUE(QuoteOf(first.name(), "quote-r", &again).ok());
   EXPECT_EQ(again.SerializeAsString(), quoted.SerializeAsString());
   Order cancelled;
   ASSERT_TRUE(Cancel(first.name(), ana_, &cancelled, "cancel-r").ok());
-  ExpectError(Cancel(other.name(), ana_, &again, "cancel-r"), grpc::StatusCode::FAILED_PRECONDITION,
-              "REQUEST_ID_REUSED", "CancelOrder of an order in another partition");
+  ExpectGrpcError(Cancel(other.name(), ana_, &again, "cancel-r"), grpc::StatusCode::FAILED_PRECONDITION,
+                  "REQUEST_ID_REUSED", "CancelOrder of an order in another partition");
   EXPECT_EQ(Get(other.name()).state(), Order::REQUESTED);
 
   // ScheduleService, which books the run in the order's partition.
@@ -135,8 +129,8 @@ TEST_F(OrderContractTest, ARequestIdIsOneRequestAcrossPartitions) {
   Order scheduled;
   ASSERT_TRUE(Call(stub_.get(), &Stub::ScheduleService, sch, &scheduled, staff_).ok());
   sch.set_name(on_sem.name());
-  ExpectError(Call(stub_.get(), &Stub::ScheduleService, sch, &again, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "REQUEST_ID_REUSED", "ScheduleService of an order in another partition");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ScheduleService, sch, &again, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "REQUEST_ID_REUSED", "ScheduleService of an order in another partition");
   EXPECT_EQ(Get(on_sem.name()).state(), Order::SAMPLES_RECEIVED);
 }
 
@@ -155,8 +149,8 @@ TEST_F(OrderContractTest, AnOrderWhoseRunHasBegunOrRunIsNotCancellable) {
   ASSERT_TRUE(Call(stub_.get(), &Stub::CheckIn, in, &run, staff_).ok());
   Order out;
   for (const std::string* token : {&ana_, &staff_, &admin_}) {
-    ExpectError(Cancel(o.name(), *token, &out), grpc::StatusCode::FAILED_PRECONDITION, "ORDER_NOT_CANCELLABLE",
-                "cancelling an order whose run is checked in");
+    ExpectGrpcError(Cancel(o.name(), *token, &out), grpc::StatusCode::FAILED_PRECONDITION, "ORDER_NOT_CANCELLABLE",
+                    "cancelling an order whose run is checked in");
   }
   EXPECT_EQ(Run(o.booking()).state(), v1::Booking::CHECKED_IN);
   EXPECT_EQ(Get(o.name()).state(), Order::SCHEDULED);
@@ -169,8 +163,8 @@ TEST_F(OrderContractTest, AnOrderWhoseRunHasBegunOrRunIsNotCancellable) {
   co.set_name(o.booking());
   ASSERT_TRUE(Call(stub_.get(), &Stub::CheckOut, co, &run, staff_).ok());
   for (const std::string* token : {&ana_, &staff_, &admin_}) {
-    ExpectError(Cancel(o.name(), *token, &out), grpc::StatusCode::FAILED_PRECONDITION, "ORDER_NOT_CANCELLABLE",
-                "cancelling an order whose run was checked out");
+    ExpectGrpcError(Cancel(o.name(), *token, &out), grpc::StatusCode::FAILED_PRECONDITION, "ORDER_NOT_CANCELLABLE",
+                    "cancelling an order whose run was checked out");
   }
   v1::StartServiceRequest start;
   start.set_name(o.name());
@@ -257,8 +251,8 @@ TEST_F(OrderContractTest, ARequoteIsNotAcceptedUntilTheClientAcceptsIt) {
   *q.mutable_quote()->mutable_staff_time() = ToProto(-absl::Hours(2));
   *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24));
   Order refused;
-  ExpectError(Call(stub_.get(), &Stub::IssueQuote, q, &refused, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "a negative staff time");
+  ExpectGrpcError(Call(stub_.get(), &Stub::IssueQuote, q, &refused, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "a negative staff time");
   EXPECT_EQ(Get(o.name()).state(), Order::QUOTE_ACCEPTED);
 }
 
@@ -282,8 +276,8 @@ TEST_F(OrderContractTest, AQuoteRetriedAfterItsValidityAnswersTheFirstAnswer) {
   ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
   EXPECT_EQ(retry.SerializeAsString(), first.SerializeAsString());
   q.set_request_id("quote-twice");
-  ExpectError(Call(stub_.get(), &Stub::IssueQuote, q, &retry, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "a new quote valid until a time past");
+  ExpectGrpcError(Call(stub_.get(), &Stub::IssueQuote, q, &retry, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "a new quote valid until a time past");
 }
 
 }  // namespace

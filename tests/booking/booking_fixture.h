@@ -29,6 +29,13 @@ namespace iv = labshare::inventory::v1;
 
 class BookingServiceTest : public ::testing::Test {
  protected:
+  // `s` failed with `code` and ErrorInfo `reason`; `what` names the case.
+  static void ExpectGrpcError(const grpc::Status& s, grpc::StatusCode code, const std::string& reason,
+                          const std::string& what) {
+    EXPECT_EQ(s.error_code(), code) << what << ": " << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), reason) << what << ": " << s.error_message();
+  }
+
   void SetUp() override {
     SetQuietLogging(true);
     redis_ = testing::SharedRedisServer();

@@ -21,12 +21,6 @@ using Stub = v1::BookingService::Stub;
 
 class LeaseOrderContractTest : public BookingServiceTest {
  protected:
-  static void ExpectError(const grpc::Status& s, grpc::StatusCode code, const std::string& reason,
-                          const std::string& what) {
-    EXPECT_EQ(s.error_code(), code) << what << ": " << s.error_message();
-    EXPECT_EQ(GrpcErrorReason(s), reason) << what << ": " << s.error_message();
-  }
-
   // An order of `samples` "imaging" samples on tem, by `token` for themselves.
   grpc::Status PlaceOrder(const std::string& token, v1::ServiceOrder* out, const std::string& id = "",
                           const std::string& request_id = "", int samples = 2) {
@@ -121,10 +115,10 @@ TEST_F(LeaseOrderContractTest, CreateServiceOrderRefusesAnInstrumentOutOfService
   SetTemState(iv::MAINTENANCE);
   ASSERT_TRUE(PlaceOrder(ana_, &retry, "", "order-1").ok());
   EXPECT_EQ(retry.SerializeAsString(), first.SerializeAsString());
-  ExpectError(PlaceOrder(ana_, &refused, "", "order-2"), grpc::StatusCode::FAILED_PRECONDITION,
-              "INSTRUMENT_NOT_ACTIVE", "ordering on tem under maintenance");
-  ExpectError(PlaceOrder(ana_, &refused, "chosen-order"), grpc::StatusCode::FAILED_PRECONDITION,
-              "INSTRUMENT_NOT_ACTIVE", "ordering a chosen id on tem under maintenance");
+  ExpectGrpcError(PlaceOrder(ana_, &refused, "", "order-2"), grpc::StatusCode::FAILED_PRECONDITION,
+                  "INSTRUMENT_NOT_ACTIVE", "ordering on tem under maintenance");
+  ExpectGrpcError(PlaceOrder(ana_, &refused, "chosen-order"), grpc::StatusCode::FAILED_PRECONDITION,
+                  "INSTRUMENT_NOT_ACTIVE", "ordering a chosen id on tem under maintenance");
   SetTemState(iv::ACTIVE);
   EXPECT_TRUE(PlaceOrder(ana_, &refused, "chosen-order").ok());
 }
@@ -146,15 +140,15 @@ TEST_F(LeaseOrderContractTest, CreateServiceOrderRefusesAClientTheAccessPolicyDo
   user.mutable_user()->add_roles(labshare::type::v1::LAB_USER);
   Inv(&iv::InventoryService::Stub::CreateUser, user);
   v1::ServiceOrder o;
-  ExpectError(PlaceOrder(Token("gil", "guest", {Role::kLabUser}), &o), grpc::StatusCode::FAILED_PRECONDITION,
-              "ACCESS_POLICY_FORBIDS", "a non-member ordering for itself");
+  ExpectGrpcError(PlaceOrder(Token("gil", "guest", {Role::kLabUser}), &o), grpc::StatusCode::FAILED_PRECONDITION,
+                  "ACCESS_POLICY_FORBIDS", "a non-member ordering for itself");
   v1::CreateServiceOrderRequest r;
   r.mutable_service_order()->set_instrument("instruments/tem");
   r.mutable_service_order()->set_service_entry_id("imaging");
   r.mutable_service_order()->set_sample_count(1);
   r.mutable_service_order()->set_requester("users/gil");
-  ExpectError(Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "ACCESS_POLICY_FORBIDS", "owner staff ordering for a non-member");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "ACCESS_POLICY_FORBIDS", "owner staff ordering for a non-member");
   r.mutable_service_order()->clear_requester();  // sam, for the owner itself
   ASSERT_TRUE(Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, staff_).ok());
   EXPECT_EQ(o.client_organization(), "organizations/owner");
@@ -169,15 +163,15 @@ TEST_F(LeaseOrderContractTest, ALabUserNamingAnotherOrganisationIsRefusedBeforeV
   lease.mutable_lease()->set_instrument("instruments/afm");
   lease.mutable_lease()->set_lessee_organization("organizations/outsider");
   v1::Lease l;
-  ExpectError(Call(stub_.get(), &Stub::RequestLease, lease, &l, ana_), grpc::StatusCode::PERMISSION_DENIED,
-              "ORGANIZATION_SCOPE", "ana leasing for outsider without a term");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, lease, &l, ana_), grpc::StatusCode::PERMISSION_DENIED,
+                  "ORGANIZATION_SCOPE", "ana leasing for outsider without a term");
   v1::CreateServiceOrderRequest order;  // no samples
   order.mutable_service_order()->set_instrument("instruments/tem");
   order.mutable_service_order()->set_service_entry_id("imaging");
   order.mutable_service_order()->set_client_organization("organizations/outsider");
   v1::ServiceOrder o;
-  ExpectError(Call(stub_.get(), &Stub::CreateServiceOrder, order, &o, ana_), grpc::StatusCode::PERMISSION_DENIED,
-              "ORGANIZATION_SCOPE", "ana ordering for outsider without samples");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, order, &o, ana_), grpc::StatusCode::PERMISSION_DENIED,
+                  "ORGANIZATION_SCOPE", "ana ordering for outsider without samples");
   // Her own organisation named explicitly is fine.
   order.mutable_service_order()->set_client_organization("organizations/lab");
   order.mutable_service_order()->set_sample_count(1);
@@ -191,8 +185,8 @@ TEST_F(LeaseOrderContractTest, StartServiceClosesAfterTheNoShowGraceAsCheckInDoe
   v1::StartServiceRequest start;
   start.set_name(o.name());
   clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15) + absl::Seconds(1));
-  ExpectError(Call(stub_.get(), &Stub::StartService, start, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "CHECK_IN_WINDOW_CLOSED", "starting a run past its grace");
+  ExpectGrpcError(Call(stub_.get(), &Stub::StartService, start, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "CHECK_IN_WINDOW_CLOSED", "starting a run past its grace");
   clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15));
   ASSERT_TRUE(Call(stub_.get(), &Stub::StartService, start, &out, staff_).ok());
   EXPECT_EQ(out.state(), v1::ServiceOrder::IN_PROGRESS);
@@ -237,8 +231,8 @@ TEST_F(LeaseOrderContractTest, StartServiceOpensAfterThePreviousBookingsBlockedI
   v1::StartServiceRequest start;
   start.set_name(o.name());
   clock_.Set(day_ + absl::Hours(8) + absl::Minutes(45));  // inside the run's own 30 min buffer
-  ExpectError(Call(stub_.get(), &Stub::StartService, start, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "CHECK_IN_TOO_EARLY", "starting while the booking before is in its buffer");
+  ExpectGrpcError(Call(stub_.get(), &Stub::StartService, start, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "CHECK_IN_TOO_EARLY", "starting while the booking before is in its buffer");
   clock_.Set(day_ + absl::Hours(9));
   ASSERT_TRUE(Call(stub_.get(), &Stub::StartService, start, &out, staff_).ok());
   EXPECT_EQ(out.state(), v1::ServiceOrder::IN_PROGRESS);
@@ -249,21 +243,21 @@ TEST_F(LeaseOrderContractTest, StartServiceOpensAfterThePreviousBookingsBlockedI
 TEST_F(LeaseOrderContractTest, ChosenIdsFollowTheContractPattern) {
   v1::Lease lease;
   for (const char* bad : {"abc", "9afm-lease", "-afm"}) {
-    ExpectError(LeaseAfm(&lease, bad), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD",
-                std::string("lease_id ") + bad);
+    ExpectGrpcError(LeaseAfm(&lease, bad), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD",
+                    std::string("lease_id ") + bad);
   }
   ASSERT_TRUE(LeaseAfm(&lease, "afmq").ok());
   EXPECT_EQ(lease.name(), "leases/afmq");
   v1::ServiceOrder o;
   for (const char* bad : {"ord", "7-order"}) {
-    ExpectError(PlaceOrder(ana_, &o, bad), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD",
-                std::string("service_order_id ") + bad);
+    ExpectGrpcError(PlaceOrder(ana_, &o, bad), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD",
+                    std::string("service_order_id ") + bad);
   }
   o = OrderIn(v1::ServiceOrder::SAMPLES_RECEIVED);
   v1::ServiceOrder out;
   for (const char* bad : {"run", "1run"}) {
-    ExpectError(Schedule(o.name(), bad, &out), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD",
-                std::string("booking_id ") + bad);
+    ExpectGrpcError(Schedule(o.name(), bad, &out), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD",
+                    std::string("booking_id ") + bad);
   }
   ASSERT_TRUE(Schedule(o.name(), "run1", &out).ok());
   EXPECT_EQ(out.booking(), "bookings/run1");
@@ -276,12 +270,12 @@ TEST_F(LeaseOrderContractTest, ReceiveSamplesRefusesNoSamplesAndAFutureTime) {
   v1::ReceiveSamplesRequest rs;
   rs.set_name(o.name());
   rs.set_received_sample_count(0);
-  ExpectError(Call(stub_.get(), &Stub::ReceiveSamples, rs, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "no samples received");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ReceiveSamples, rs, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "no samples received");
   rs.set_received_sample_count(2);
   *rs.mutable_receive_time() = ToProto(clock_.Now() + absl::Hours(1));
-  ExpectError(Call(stub_.get(), &Stub::ReceiveSamples, rs, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "samples received in an hour");
+  ExpectGrpcError(Call(stub_.get(), &Stub::ReceiveSamples, rs, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "samples received in an hour");
   *rs.mutable_receive_time() = ToProto(clock_.Now() - absl::Hours(1));
   ASSERT_TRUE(Call(stub_.get(), &Stub::ReceiveSamples, rs, &out, staff_).ok());
   EXPECT_EQ(out.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
@@ -299,8 +293,8 @@ TEST_F(LeaseOrderContractTest, AQuoteWhoseTotalWouldExceedTheMoneyLimitIsAnInval
   q.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
   q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(1'000'000'000'000'000);
   *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24));
-  ExpectError(Call(stub_.get(), &Stub::IssueQuote, q, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
-              "INVALID_FIELD", "a total of 10^21 minor units");
+  ExpectGrpcError(Call(stub_.get(), &Stub::IssueQuote, q, &out, staff_), grpc::StatusCode::INVALID_ARGUMENT,
+                  "INVALID_FIELD", "a total of 10^21 minor units");
   // The largest total there is still fits.
   q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(1'000'000'000);
   ASSERT_TRUE(Call(stub_.get(), &Stub::IssueQuote, q, &out, staff_).ok());
@@ -316,8 +310,8 @@ TEST_F(LeaseOrderContractTest, AQuoteExpiresAtItsValidUntil) {
   a.set_name(o.name());
   a.set_quote_etag(o.quote().quote_etag());
   clock_.Set(FromProto(o.quote().valid_until()));
-  ExpectError(Call(stub_.get(), &Stub::AcceptQuote, a, &out, ana_), grpc::StatusCode::FAILED_PRECONDITION,
-              "QUOTE_EXPIRED", "accepting at valid_until");
+  ExpectGrpcError(Call(stub_.get(), &Stub::AcceptQuote, a, &out, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "QUOTE_EXPIRED", "accepting at valid_until");
   clock_.Set(FromProto(o.quote().valid_until()) - absl::Milliseconds(1));
   ASSERT_TRUE(Call(stub_.get(), &Stub::AcceptQuote, a, &out, ana_).ok());
   EXPECT_EQ(out.state(), v1::ServiceOrder::QUOTE_ACCEPTED);
@@ -453,8 +447,8 @@ TEST_F(LeaseOrderContractTest, CancellingARunUnschedulesItsOrderAndIsForOwnerSta
   c.set_reason("operator ill");
   c.set_request_id("cancel-run");
   v1::Booking b;
-  ExpectError(Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_), grpc::StatusCode::PERMISSION_DENIED,
-              "ORGANIZATION_SCOPE", "cancelling the run as its client");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_), grpc::StatusCode::PERMISSION_DENIED,
+                  "ORGANIZATION_SCOPE", "cancelling the run as its client");
   ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_).ok());
   EXPECT_EQ(b.state(), v1::Booking::CANCELLED);
   EXPECT_EQ(b.cancellation().initiator(), v1::Booking::OWNER_STAFF);
@@ -488,8 +482,8 @@ TEST_F(LeaseOrderContractTest, CancellingARunUnschedulesItsOrderAndIsForOwnerSta
   EXPECT_EQ(moved.state(), v1::ServiceOrder::SCHEDULED);
   // A cancelled run is not cancelled twice (another request).
   c.set_request_id("cancel-run-2");
-  ExpectError(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "BOOKING_STATE", "cancelling a cancelled run");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "BOOKING_STATE", "cancelling a cancelled run");
 }
 
 
@@ -542,21 +536,21 @@ TEST_F(CreateBookingContractTest, ALeaseBookingAnswersInCreateBookingsTerms) {
   v1::Booking b;
   ASSERT_TRUE(Create(OnSite(9, 10, "", "slot-a"), &b).ok());
   grpc::Status s = Create(Lease("", "slot-a"), &b);
-  ExpectError(s, grpc::StatusCode::ALREADY_EXISTS, "BOOKING_EXISTS", "a lease booking of a taken booking_id");
+  ExpectGrpcError(s, grpc::StatusCode::ALREADY_EXISTS, "BOOKING_EXISTS", "a lease booking of a taken booking_id");
   s = Create(Lease("taken-lease", "slot-a"), &b);
-  ExpectError(s, grpc::StatusCode::ALREADY_EXISTS, "BOOKING_EXISTS", "the same, with a request_id");
+  ExpectGrpcError(s, grpc::StatusCode::ALREADY_EXISTS, "BOOKING_EXISTS", "the same, with a request_id");
   s = Create(Lease("", "Bad_Id"), &b);
-  ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a lease booking of a malformed booking_id");
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a lease booking of a malformed booking_id");
   EXPECT_EQ(FirstField(s), "booking_id");
   v1::CreateBookingRequest unset = Lease("");
   unset.mutable_booking()->clear_reserved_interval();
   s = Create(unset, &b);
-  ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_INTERVAL", "a lease booking without a term");
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_INTERVAL", "a lease booking without a term");
   EXPECT_EQ(FirstField(s), "booking.reserved_interval");
   // RequestLease keeps its own terms.
   v1::Lease l;
   ASSERT_TRUE(LeaseAfm(&l, "lease-a").ok());
-  ExpectError(LeaseAfm(&l, "lease-a"), grpc::StatusCode::ALREADY_EXISTS, "LEASE_EXISTS", "RequestLease of a taken id");
+  ExpectGrpcError(LeaseAfm(&l, "lease-a"), grpc::StatusCode::ALREADY_EXISTS, "LEASE_EXISTS", "RequestLease of a taken id");
 }
 
 // Item 2: "the same request_id with different content fails with
@@ -569,14 +563,14 @@ TEST_F(CreateBookingContractTest, ARequestIdIsReusedAcrossPartitions) {
   ASSERT_TRUE(Create(OnSite(9, 10, "r"), &first).ok());
   v1::CreateBookingRequest other = OnSite(9, 10, "r");
   other.mutable_booking()->set_instrument("instruments/sem");
-  ExpectError(Create(other, &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
-              "the same request_id on an instrument of another partition");
-  ExpectError(Create(Lease("r"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
-              "the same request_id for a lease of another partition");
+  ExpectGrpcError(Create(other, &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+                  "the same request_id on an instrument of another partition");
+  ExpectGrpcError(Create(Lease("r"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+                  "the same request_id for a lease of another partition");
   ASSERT_TRUE(Create(OnSite(9, 10, "r"), &b).ok());
   EXPECT_EQ(b.SerializeAsString(), first.SerializeAsString());  // the first answer still comes back
   // A refusal (the slot is taken) keeps nothing: the request_id is free again.
-  ExpectError(Create(OnSite(9, 10, "s"), &b), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "a taken slot");
+  ExpectGrpcError(Create(OnSite(9, 10, "s"), &b), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "a taken slot");
   other.set_request_id("s");
   v1::Booking on_sem;
   ASSERT_TRUE(Create(other, &on_sem).ok());
@@ -591,8 +585,8 @@ TEST_F(CreateBookingContractTest, ARequestIdIsReusedAcrossPartitions) {
   ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_).ok());
   EXPECT_EQ(b.state(), v1::Booking::CANCELLED);
   c.set_name(on_sem.name());
-  ExpectError(Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_), grpc::StatusCode::FAILED_PRECONDITION,
-              "REQUEST_ID_REUSED", "cancelling a booking of another partition with the same request_id");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "REQUEST_ID_REUSED", "cancelling a booking of another partition with the same request_id");
   c.set_name(first.name());
   ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_).ok());  // its retry
   EXPECT_EQ(b.state(), v1::Booking::CANCELLED);
@@ -603,8 +597,8 @@ TEST_F(CreateBookingContractTest, ARequestIdIsReusedAcrossPartitions) {
   grpc::Status cancelled = Call(stub_.get(), &Stub::CancelBooking, c, &b, ana_);  // on_sem, in sem's partition
   ASSERT_TRUE(cancelled.ok()) << GrpcErrorReason(cancelled) << ": " << cancelled.error_message();
   c.set_name(o.booking());
-  ExpectError(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_), grpc::StatusCode::FAILED_PRECONDITION,
-              "REQUEST_ID_REUSED", "cancelling a run of another partition with the same request_id");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "REQUEST_ID_REUSED", "cancelling a run of another partition with the same request_id");
 }
 
 // Item 1b: a create naming its booking_id keeps its record apart from one
@@ -612,11 +606,11 @@ TEST_F(CreateBookingContractTest, ARequestIdIsReusedAcrossPartitions) {
 TEST_F(CreateBookingContractTest, ARequestIdIsOneRequestWithOrWithoutABookingId) {
   v1::Booking first, b;
   ASSERT_TRUE(Create(OnSite(9, 10, "q", "slot-q"), &first).ok());
-  ExpectError(Create(OnSite(12, 13, "q"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
-              "the request_id of a create with a booking_id, without one");
+  ExpectGrpcError(Create(OnSite(12, 13, "q"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+                  "the request_id of a create with a booking_id, without one");
   ASSERT_TRUE(Create(OnSite(14, 15, "p"), &first).ok());
-  ExpectError(Create(OnSite(16, 17, "p", "slot-p"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
-              "the request_id of a create without a booking_id, with one");
+  ExpectGrpcError(Create(OnSite(16, 17, "p", "slot-p"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+                  "the request_id of a create without a booking_id, with one");
   int created = 0;
   for (const auto& e : Events()) created += e.has_booking_created();
   EXPECT_EQ(created, 2);
@@ -644,14 +638,14 @@ TEST_F(CreateBookingContractTest, ALeaseRetryAfterTheModeWasWithdrawnAnswersTheF
   u.mutable_update_mask()->add_paths("modes");
   u.set_request_id("afm-no-lease");
   Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
-  ExpectError(Create(Lease("lease-x"), &b), grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED",
-              "a new lease request");
+  ExpectGrpcError(Create(Lease("lease-x"), &b), grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED",
+                  "a new lease request");
 
   grpc::Status s = Create(Lease("lease-w"), &b);
   ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
   EXPECT_EQ(b.SerializeAsString(), first.SerializeAsString());
-  ExpectError(Create(OnSite(9, 10, "lease-w"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
-              "the lease's request_id for a booking of tem (another partition)");
+  ExpectGrpcError(Create(OnSite(9, 10, "lease-w"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+                  "the lease's request_id for a booking of tem (another partition)");
   // RequestLease alike.
   v1::RequestLeaseRequest lr;
   lr.mutable_lease()->set_instrument("instruments/afm");
@@ -659,8 +653,8 @@ TEST_F(CreateBookingContractTest, ALeaseRetryAfterTheModeWasWithdrawnAnswersTheF
   *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 30));
   lr.set_request_id("lease-rl");
   v1::Lease refused;
-  ExpectError(Call(stub_.get(), &Stub::RequestLease, lr, &refused, ana_), grpc::StatusCode::FAILED_PRECONDITION,
-              "MODE_NOT_OFFERED", "RequestLease of a new request");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, lr, &refused, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "MODE_NOT_OFFERED", "RequestLease of a new request");
 }
 
 // The claim of a request_id is dropped on a refusal only by the call that
@@ -673,12 +667,12 @@ TEST_F(CreateBookingContractTest, ARefusalKeepsAClaimItDidNotMake) {
   const v1::CreateBookingRequest refused = OnSite(9, 10, "held");  // SLOT_TAKEN
   const std::string claim = keys::RequestClaim("CreateBooking", "held");
   ASSERT_TRUE(pool_->Command({"SET", claim, RequestFingerprint("CreateBooking", refused), "EX", "600"}).ok());
-  ExpectError(Create(refused, &b), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "the retry");
+  ExpectGrpcError(Create(refused, &b), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "the retry");
   EXPECT_EQ(pool_->Command({"GET", claim})->str, RequestFingerprint("CreateBooking", refused));
-  ExpectError(Create(OnSite(12, 13, "held"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
-              "other content with the request_id");
+  ExpectGrpcError(Create(OnSite(12, 13, "held"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
+                  "other content with the request_id");
   // A refusal of a request that made the claim itself still frees it.
-  ExpectError(Create(OnSite(9, 10, "free"), &b), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "a new request");
+  ExpectGrpcError(Create(OnSite(9, 10, "free"), &b), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "a new request");
   EXPECT_TRUE(pool_->Command({"GET", keys::RequestClaim("CreateBooking", "free")})->is_nil());
 }
 
@@ -747,15 +741,15 @@ TEST_F(CreateBookingContractTest, ARunRetriedAcrossTheUpgradeFindsTheOlderVersio
   for (const auto& e : Events()) created += e.has_booking_created();
   EXPECT_EQ(created, 1);
   // Not a retry (other content): the order is booked already.
-  ExpectError(Create(RunOf(o.name(), day_ + absl::Hours(12), day_ + absl::Hours(13), "run-v"), &b, staff_),
-              grpc::StatusCode::FAILED_PRECONDITION, "ORDER_STATE", "another run of the order");
+  ExpectGrpcError(Create(RunOf(o.name(), day_ + absl::Hours(12), day_ + absl::Hours(13), "run-v"), &b, staff_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "ORDER_STATE", "another run of the order");
 }
 
 TEST_F(CreateBookingContractTest, ARunIsBookedOnlyForAnOrderWithItsSamples) {
   v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), got;
   v1::Booking b;
-  ExpectError(Create(RunOf(o.name(), day_ + absl::Hours(13), day_ + absl::Hours(14), "run-x"), &b, staff_),
-              grpc::StatusCode::FAILED_PRECONDITION, "ORDER_STATE", "booking a run of a scheduled order");
+  ExpectGrpcError(Create(RunOf(o.name(), day_ + absl::Hours(13), day_ + absl::Hours(14), "run-x"), &b, staff_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "ORDER_STATE", "booking a run of a scheduled order");
   v1::GetServiceOrderRequest g;
   g.set_name(o.name());
   ASSERT_TRUE(Call(stub_.get(), &Stub::GetServiceOrder, g, &got, staff_).ok());
@@ -788,8 +782,8 @@ TEST_F(CreateBookingContractTest, ValidateOnlyPreviewsRunsAndLeasesAsTheyWouldBe
   // Every check: a taken slot is refused as the real request would be.
   v1::Booking taken;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &taken).ok());
-  ExpectError(Create(run, &preview, staff_), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN",
-              "previewing a run on a taken slot");
+  ExpectGrpcError(Create(run, &preview, staff_), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN",
+                  "previewing a run on a taken slot");
 
   auto lease = Lease("");
   lease.set_validate_only(true);

@@ -24,10 +24,7 @@ class LeaseContractTest : public BookingFlowsTest {
   // `horizon` from now when one is given.
   void AddLeasedInstrument(const std::string& id, bool rate = true,
                            absl::Duration horizon = absl::ZeroDuration()) {
-    iv::GetInstrumentRequest g;
-    g.set_name("instruments/afm");
-    iv::Instrument afm;
-    ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &afm, admin_).ok());
+    const iv::Instrument afm = InventoryInstrument("afm");
     iv::CreateInstrumentRequest i;
     i.set_instrument_id(id);
     *i.mutable_instrument() = afm;
@@ -38,14 +35,14 @@ class LeaseContractTest : public BookingFlowsTest {
     }
     Inv(&iv::InventoryService::Stub::CreateInstrument, i);
     if (!rate) return;
-    iv::CreateRateRequest rate;
-    rate.set_parent("instruments/" + id);
-    rate.mutable_rate()->set_mode(labshare::type::v1::LEASE);
-    rate.mutable_rate()->set_payer_class(labshare::type::v1::MEMBER);
-    rate.mutable_rate()->set_unit(iv::RATE_PER_DAY);
-    rate.mutable_rate()->mutable_price()->set_currency_code("CNY");
-    rate.mutable_rate()->mutable_price()->set_amount_minor(300000);
-    Inv(&iv::InventoryService::Stub::CreateRate, rate);
+    iv::CreateRateRequest line;
+    line.set_parent("instruments/" + id);
+    line.mutable_rate()->set_mode(labshare::type::v1::LEASE);
+    line.mutable_rate()->set_payer_class(labshare::type::v1::MEMBER);
+    line.mutable_rate()->set_unit(iv::RATE_PER_DAY);
+    line.mutable_rate()->mutable_price()->set_currency_code("CNY");
+    line.mutable_rate()->mutable_price()->set_amount_minor(300000);
+    Inv(&iv::InventoryService::Stub::CreateRate, line);
   }
 
   // ana's request for a lease of `instrument` over [day + from d, day + to d).
@@ -627,29 +624,16 @@ TEST_F(ProjectContractTest, ListProjectsOrdersByNameWithinTheCallersScope) {
   ASSERT_TRUE(Call(stub_.get(), &Stub::GetProject, g, &got, ana_).ok());
   EXPECT_EQ(got.state(), v1::Project::PLANNED);
 }
+
 // ExtendLease on an instrument that no longer offers LEASE: its lease rules
 // (the longest term) went with the mode, so MODE_NOT_OFFERED, not
 // LEASE_TERM_TOO_LONG "at most 0 days".
 TEST_F(LeaseContractTest, ExtendingALeaseAfterTheModeWasWithdrawnIsModeNotOffered) {
   const v1::Lease lease = LeaseOfAfm();
-  iv::GetInstrumentRequest g;
-  g.set_name("instruments/afm");
-  iv::Instrument afm;
-  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &afm, admin_).ok());
   // afm offers only LEASE: it is offered for on-site use as tem is instead.
-  g.set_name("instruments/tem");
-  iv::Instrument tem;
-  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
-  iv::UpdateInstrumentRequest u;
-  *u.mutable_instrument() = afm;
-  u.mutable_instrument()->clear_modes();
-  for (const auto& m : tem.modes()) {
-    if (m.mode() == labshare::type::v1::ON_SITE) *u.mutable_instrument()->add_modes() = m;
-  }
-  ASSERT_EQ(u.instrument().modes_size(), 1);
-  u.mutable_update_mask()->add_paths("modes");
-  u.set_request_id("afm-no-lease");
-  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  const iv::Instrument tem = InventoryInstrument("tem");
+  ASSERT_EQ(tem.modes(0).mode(), labshare::type::v1::ON_SITE);
+  OfferModes("afm", {tem.modes(0)}, "afm-no-lease");
   v1::ExtendLeaseRequest ext;
   ext.set_name(lease.name());
   *ext.mutable_new_end_time() = ToProto(FromProto(lease.term().end_time()) + absl::Hours(24));

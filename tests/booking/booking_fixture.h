@@ -105,6 +105,25 @@ class BookingServiceTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.error_message();
   }
 
+  // instruments/<id> as inventory answers it.
+  iv::Instrument InventoryInstrument(const std::string& id) {
+    iv::GetInstrumentRequest g;
+    g.set_name("instruments/" + id);
+    iv::Instrument in;
+    grpc::Status s = Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &in, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return in;
+  }
+  // instruments/<id> offers exactly `modes` from now on.
+  void OfferModes(const std::string& id, const std::vector<iv::ModeOffering>& modes, const std::string& request_id) {
+    iv::UpdateInstrumentRequest u;
+    u.mutable_instrument()->set_name("instruments/" + id);
+    for (const auto& m : modes) *u.mutable_instrument()->add_modes() = m;
+    u.mutable_update_mask()->add_paths("modes");
+    u.set_request_id(request_id);
+    Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  }
+
   // owner (CORE member) runs "tem" (buffer 30 min, qualification needed,
   // min notice 2 h, residency approval above 8 h, late cancel notice 24 h);
   // lab (GENERAL member) has users ana (qualified) and bob (not).

@@ -197,10 +197,7 @@ TEST_F(LeaseOrderContractTest, StartServiceClosesAfterTheNoShowGraceAsCheckInDoe
 // not take the server down.
 TEST_F(LeaseOrderContractTest, StartServiceAfterTheModeWasWithdrawnStillAnswers) {
   v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), out;
-  iv::GetInstrumentRequest g;
-  g.set_name("instruments/tem");
-  iv::Instrument tem;
-  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
+  const iv::Instrument tem = InventoryInstrument("tem");
   iv::UpdateInstrumentRequest u;
   *u.mutable_instrument() = tem;
   u.mutable_instrument()->clear_modes();
@@ -627,17 +624,9 @@ TEST_F(CreateBookingContractTest, ALeaseRetryAfterTheModeWasWithdrawnAnswersTheF
   ASSERT_NE(keys::Partition("afm"), keys::Partition("tem"));
   v1::Booking first, b;
   ASSERT_TRUE(Create(Lease("lease-w"), &first).ok());
-  iv::GetInstrumentRequest g;  // afm offers tem's ON_SITE instead of LEASE
-  g.set_name("instruments/tem");
-  iv::Instrument tem;
-  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
-  iv::UpdateInstrumentRequest u;
-  u.mutable_instrument()->set_name("instruments/afm");
-  *u.mutable_instrument()->add_modes() = tem.modes(0);
+  const iv::Instrument tem = InventoryInstrument("tem");  // afm offers tem's ON_SITE instead of LEASE
   ASSERT_EQ(tem.modes(0).mode(), labshare::type::v1::ON_SITE);
-  u.mutable_update_mask()->add_paths("modes");
-  u.set_request_id("afm-no-lease");
-  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  OfferModes("afm", {tem.modes(0)}, "afm-no-lease");
   ExpectGrpcError(Create(Lease("lease-x"), &b), grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED",
                   "a new lease request");
 

@@ -558,6 +558,7 @@ void RedisPipeline::RunRouter(Shard* router) {
   RedisNodeGroups groups;
   std::vector<size_t> unplaced;
   std::vector<int> slots;
+  std::vector<std::pair<Shard*, std::vector<Call>>> placed;
   while (TakeBatch(router, max_batch_, &batch, parked.empty() ? nullptr : &next_try)) {
     Deadline now = std::chrono::steady_clock::now();
     // Parked calls tried again are still waiting while this batch is routed
@@ -607,6 +608,10 @@ void RedisPipeline::RunRouter(Shard* router) {
         deadline, &slots, &groups, &unplaced);
     RetireGone();  // a new map may have dropped masters
     std::vector<size_t> wait_more = unplaced;
+    // Placed calls are handed to their shards only after the count of calls
+    // still waiting is updated: a shard may answer at once, and whoever sees
+    // that answer must not still count the call as waiting.
+    placed.clear();
     for (auto& [node, indexes] : groups) {
       Shard* s = ShardFor(node);
       if (s == nullptr) {
@@ -622,7 +627,7 @@ void RedisPipeline::RunRouter(Shard* router) {
         if (key >= 0) slot_shard_[static_cast<size_t>(key)].store(static_cast<int16_t>(s->index), std::memory_order_release);
         share.push_back(std::move(batch[i]));
       }
-      Enqueue(s, std::move(share));
+      placed.emplace_back(s, std::move(share));
     }
     if (!wait_more.empty()) {
       std::sort(wait_more.begin(), wait_more.end());
@@ -647,6 +652,8 @@ void RedisPipeline::RunRouter(Shard* router) {
       std::lock_guard<std::mutex> lock(router->mu);
       router->parked = parked.size();
     }
+    for (auto& [s, share] : placed) Enqueue(s, std::move(share));
+    placed.clear();
     batch.clear();
   }
   for (auto& call : parked) Finish(call, Unavailable());  // stopping

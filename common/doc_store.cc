@@ -10,12 +10,13 @@ namespace {
 // Every check (idempotency, versions, key types) comes before the first
 // write: Redis does not roll a script back.
 // KEYS: idempotency (or placeholder), outbox (or placeholder), documents,
-//       index keys, list keys, guarded keys.
+//       index keys, list keys, guarded keys, incremented hashes.
 // ARGV: has_idem, fingerprint, response, ttl, n_writes, n_index, n_append,
 //       has_event, event_type, event_payload, n_guards, n_more_events, then
 //       per write (expected, data), per index op (op, member), per append
 //       (value), per guard (expected, 'v' version or 'n' zset members), per
-//       further event (type, payload).
+//       further event (type, payload), per increment (field, delta): the
+//       increments are what follows the events.
 const RedisScript& CommitScript() {
   static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
 local has_idem = ARGV[1] == '1'
@@ -60,6 +61,13 @@ for i = 1, na do
   end
 end
 if ARGV[8] == '1' and not ls_type_is(KEYS[2], 'stream') then return redis.error_reply('WRONGTYPE outbox ' .. KEYS[2]) end
+local ibase = gbase + ng * 2 + (ARGV[8] == '1' and ne * 2 or 0)
+local nc = (#ARGV - ibase + 1) / 2
+local kbase = 2 + nw + ni + na + ng
+for i = 1, nc do
+  if not ls_type_is(KEYS[kbase + i], 'hash') then return redis.error_reply('WRONGTYPE counters ' .. KEYS[kbase + i]) end
+  if not tonumber(ARGV[ibase + (i - 1) * 2 + 1]) then return redis.error_reply('ERR increment ' .. KEYS[kbase + i]) end
+end
 for i = 1, nw do
   local expected = tonumber(ARGV[base + (i - 1) * 2])
   redis.call('HSET', KEYS[2 + i], 'v', expected + 1, 'd', ARGV[base + (i - 1) * 2 + 1])
@@ -76,6 +84,9 @@ end
 base = base + ni * 2
 for i = 1, na do
   redis.call('RPUSH', KEYS[2 + nw + ni + i], ARGV[base + i - 1])
+end
+for i = 1, nc do
+  redis.call('HINCRBY', KEYS[kbase + i], ARGV[ibase + (i - 1) * 2], ARGV[ibase + (i - 1) * 2 + 1])
 end
 local id = ''
 if ARGV[8] == '1' then
@@ -217,6 +228,11 @@ absl::StatusOr<CommitOutcome> DocStore::Commit(const Mutation& m) const {
       args.push_back(e.type);
       args.push_back(e.payload);
     }
+  }
+  for (const auto& c : m.increments) {
+    keys.push_back(c.key);
+    args.push_back(c.field);
+    args.push_back(std::to_string(c.delta));
   }
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(CommitScript(), keys, args));
   if (v.type != RedisValue::Type::kArray || v.elements.empty()) return BadReply();

@@ -57,6 +57,13 @@ struct DocGuard {
   bool count = false;
 };
 
+// A counter in a hash field moved by the step (HINCRBY).
+struct HashIncrement {
+  std::string key;
+  std::string field;
+  int64_t delta = 0;
+};
+
 struct OutboxEvent {
   std::string type;
   std::string payload;
@@ -75,6 +82,8 @@ struct Mutation {
   // Further events on outbox_key, after event_payload's, in this order.
   std::vector<OutboxEvent> more_events;
   std::vector<DocGuard> guards;
+  // Applied after the writes, in this order.
+  std::vector<HashIncrement> increments;
 };
 
 struct CommitOutcome {

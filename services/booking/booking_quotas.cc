@@ -109,6 +109,82 @@ std::string CounterField(Quota::Period period, absl::Time period_start) {
   return absl::StrCat(PeriodWord(period), ":", Ms(period_start));
 }
 
+// A booking the quotas of its paying organisation count (SetQuota's "What
+// counts"), and whether its time is used rather than committed.
+bool Counted(const v1::Booking& b, bool* used) {
+  if (b.mode() != labshare::type::v1::ON_SITE && b.mode() != labshare::type::v1::JOINT_RESEARCH) return false;
+  switch (b.state()) {
+    case v1::Booking::PENDING_APPROVAL:
+    case v1::Booking::CONFIRMED:
+    case v1::Booking::CHECKED_IN:
+      *used = false;
+      return true;
+    case v1::Booking::COMPLETED:
+    case v1::Booking::MISSED:
+      *used = true;
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Charges quota `q` with the bookings made before it (or while it did not
+// exist) that it counts: those of its organisation on its instrument that
+// start in its period instance around `now` or later and carry no charge of
+// it yet. Each gains the charge in its document (written at the version
+// read, etag and update_time renewed) and its reserved time goes to the
+// counters, as committed or, once COMPLETED or MISSED, as used: as if the
+// quota had been there when it was created. A booking created meanwhile
+// under the quotas before this step would escape the charge: the step
+// requires the instrument's booking index to hold as many bookings as when
+// it was read (counted first, then read: a booking added in between makes
+// the step a conflict, tried again).
+absl::Status ChargeEarlierBookings(const DocStore& docs, const Quota& q, int partition,
+                                   const std::string& instrument_id, const std::string& org_id, absl::Time now,
+                                   Mutation* m) {
+  LS_ASSIGN_OR_RETURN(auto current, PeriodAround(q.period(), q.time_zone(), now));
+  const std::string index = keys::ByInstrument(partition, instrument_id);
+  LS_ASSIGN_OR_RETURN(auto replies,
+                      docs.pool()->Pipeline({{"ZCARD", index},
+                                             {"ZRANGEBYSCORE", index, std::to_string(Ms(current.first)), "+inf"}}));
+  if (replies.size() != 2 || replies[1].type != RedisValue::Type::kArray) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  m->guards.push_back({index, replies[0].integer, /*count=*/true});
+  std::vector<std::string> doc_keys;
+  doc_keys.reserve(replies[1].elements.size());
+  for (const auto& id : replies[1].elements) doc_keys.push_back(keys::Booking(partition, id.str));
+  LS_ASSIGN_OR_RETURN(auto found, docs.GetMany(doc_keys));
+  const std::string organization = "organizations/" + org_id;
+  const std::string counters = keys::QuotaCounters(partition, instrument_id, org_id);
+  for (size_t i = 0; i < found.size(); ++i) {
+    if (!found[i]) continue;  // archived meanwhile: no longer counted
+    v1::Booking b;
+    if (!b.ParseFromString(found[i]->data)) {
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", doc_keys[i] + " is unreadable");
+    }
+    bool used = false;
+    if (b.payer_organization() != organization || !Counted(b, &used)) continue;
+    if (std::any_of(b.quota_charges().begin(), b.quota_charges().end(),
+                    [&](const v1::QuotaCharge& c) { return c.quota() == q.name(); })) {
+      continue;
+    }
+    const absl::Time start = FromProto(b.reserved_interval().start_time());
+    LS_ASSIGN_OR_RETURN(auto period, PeriodAround(q.period(), q.time_zone(), start));
+    auto* charge = b.add_quota_charges();
+    charge->set_quota(q.name());
+    *charge->mutable_period_interval()->mutable_start_time() = ToProto(period.first);
+    *charge->mutable_period_interval()->mutable_end_time() = ToProto(period.second);
+    b.set_etag(std::to_string(found[i]->version + 1));
+    *b.mutable_update_time() = ToProto(now);
+    m->writes.push_back({doc_keys[i], SerializeDeterministic(b), found[i]->version});
+    const int64_t ms = Ms(FromProto(b.reserved_interval().end_time())) - Ms(start);
+    m->increments.push_back(
+        {counters, absl::StrCat(CounterField(q.period(), period.first), used ? ":used" : ":committed"), ms});
+  }
+  return absl::OkStatus();
+}
+
 bool IsStaffOf(const Principal& p, const inv::Instrument& instrument) { return IsOwnerStaff(p, instrument); }
 
 bool SeesAllQuotas(const Principal& p) {
@@ -292,6 +368,7 @@ absl::StatusOr<v1::Quota> BookingManager::SetQuota(const Principal& p, const v1:
     m.fingerprint = fingerprint;
     m.response = SerializeDeterministic(q);
     m.writes.push_back({keys::QuotaGroup(partition, instrument_id, org_id), stored.SerializeAsString(), group->version});
+    LS_RETURN_IF_ERROR(ChargeEarlierBookings(store_->docs(), q, partition, instrument_id, org_id, now, &m));
     m.index_ops.push_back({keys::QuotaIndex(partition), absl::StrCat(org_id, "|", instrument_id)});
     m.outbox_key = keys::Outbox(partition);
     m.event_type = v1::BookingEvent::descriptor()->full_name();

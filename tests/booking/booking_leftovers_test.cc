@@ -2,7 +2,11 @@
 // the proto comment that settles it: a quota set mid-period, an outage
 // during a technical-service run, CloseLease and its booking, and the
 // report's sha256 in DeliverReport.
+#include <atomic>
+#include <map>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "tests/booking/booking_flows.h"
@@ -77,23 +81,145 @@ class LeftoversTest : public BookingFlowsTest {
   }
 };
 
-// SetQuota: "A new allowance applies to bookings created afterwards"; the
-// comment now says exactly that bookings made before the quota existed are
-// not counted against it (they carry no charge of it), in any period.
-TEST_F(LeftoversTest, QuotaSetMidPeriodCountsOnlyBookingsCreatedAfterIt) {
-  v1::Booking before, after;
+// SetQuota charges the counted bookings that exist and start in the quota's
+// current period or later (its comment): they count in GetQuotaUsage and
+// against the allowance left for later bookings, as used once COMPLETED;
+// they are not refused themselves; a cancellation releases what was
+// charged; a retry charges nothing twice. (It counted only bookings made
+// after the quota.)
+TEST_F(LeftoversTest, QuotaSetMidPeriodChargesTheBookingsMadeBeforeIt) {
+  v1::Booking done, before, later;
+  ASSERT_TRUE(Book(absl::Hours(7), absl::Hours(8), &done).ok());
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(11), &before).ok());
+  ASSERT_TRUE(Book(absl::Hours(14), absl::Hours(17), &later).ok());
+  clock_.Set(day_ + absl::Hours(7));
+  v1::CheckInRequest in;
+  in.set_name(done.name());
+  v1::Booking b;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckIn, in, &b, ana_).ok());
+  clock_.Set(day_ + absl::Hours(7) + absl::Minutes(30));
+  v1::CheckOutRequest out;
+  out.set_name(done.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckOut, out, &b, ana_).ok());
+  ASSERT_EQ(b.state(), v1::Booking::COMPLETED);
+
+  // 10 hours a month, HARD_LIMIT: 1 h used, 5 h committed when it is set.
+  v1::Quota q;
+  v1::SetQuotaRequest set;
+  set.mutable_quota()->set_instrument("instruments/tem");
+  set.mutable_quota()->set_organization("organizations/lab");
+  set.mutable_quota()->set_period(v1::Quota::MONTH);
+  set.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
+  *set.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(7));
+  set.set_request_id("quota-1");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::SetQuota, set, &q, admin_).ok());
+  for (const auto& name : {done.name(), before.name(), later.name()}) {
+    const v1::Booking charged = Get(name);
+    ASSERT_EQ(charged.quota_charges_size(), 1) << name;
+    EXPECT_EQ(charged.quota_charges(0).quota(), q.name());
+    EXPECT_EQ(FromProto(charged.quota_charges(0).period_interval().start_time()),
+              FromProto(Usage(q.name()).period_interval().start_time()));
+  }
+  EXPECT_NE(Get(before.name()).etag(), before.etag());
+  v1::QuotaUsage u = Usage(q.name());
+  EXPECT_EQ(FromProto(u.used()), absl::Hours(1));
+  EXPECT_EQ(FromProto(u.committed()), absl::Hours(5));
+  EXPECT_EQ(FromProto(u.remaining()), absl::Hours(1));
+
+  // The same request again: its first answer, nothing charged twice.
+  v1::Quota again;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::SetQuota, set, &again, admin_).ok());
+  EXPECT_EQ(again.etag(), q.etag());
+  EXPECT_EQ(FromProto(Usage(q.name()).committed()), absl::Hours(5));
+
+  // What is left is 1 hour: a 2-hour booking is refused, a 1-hour one fits.
+  v1::Booking refused, fits;
+  auto s = Book(absl::Hours(18), absl::Hours(20), &refused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "QUOTA_EXCEEDED");
+  ASSERT_TRUE(Book(absl::Hours(18), absl::Hours(19), &fits).ok());
+  EXPECT_EQ(FromProto(Usage(q.name()).remaining()), absl::ZeroDuration());
+
+  // Cancelling a booking charged by SetQuota gives its hours back.
+  v1::CancelBookingRequest cancel;
+  cancel.set_name(later.name());
+  cancel.set_reason("plans changed");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, cancel, &b, admin_).ok());
+  u = Usage(q.name());
+  EXPECT_EQ(FromProto(u.used()), absl::Hours(1));
+  EXPECT_EQ(FromProto(u.committed()), absl::Hours(3));
+  EXPECT_EQ(FromProto(u.remaining()), absl::Hours(3));
+}
+
+// Bookings of an earlier period instance are history: a quota set later
+// does not charge them; nor bookings of another paying organisation.
+TEST_F(LeftoversTest, QuotaSetLaterLeavesEarlierPeriodsUncharged) {
+  v1::Booking earlier;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(11), &earlier).ok());
+  clock_.Set(day_ + absl::Hours(24 * 40));  // a later month
   v1::Quota q;
   ASSERT_TRUE(SetLabQuota(10, &q).ok());
-  EXPECT_EQ(Get(before.name()).quota_charges_size(), 0);
-  v1::QuotaUsage u = Usage(q.name());
-  EXPECT_EQ(FromProto(u.committed()), absl::ZeroDuration());
-  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(13), &after).ok());
-  ASSERT_EQ(after.quota_charges_size(), 1);
-  EXPECT_EQ(after.quota_charges(0).quota(), q.name());
-  u = Usage(q.name());
-  EXPECT_EQ(FromProto(u.committed()), absl::Hours(1));
-  EXPECT_EQ(FromProto(u.remaining()), absl::Hours(9));
+  EXPECT_EQ(Get(earlier.name()).quota_charges_size(), 0);
+  EXPECT_EQ(Get(earlier.name()).etag(), earlier.etag());
+  EXPECT_EQ(FromProto(Usage(q.name()).committed()), absl::ZeroDuration());
+}
+
+// SetQuota while bookings are being created: every booking ends up charged
+// exactly once by each quota, by its create step (made after the quota) or
+// by SetQuota (made before), and the counters hold exactly the charged
+// hours. Four quotas are set one after another while the creates run.
+TEST_F(LeftoversTest, QuotaSetDuringCreatesChargesEveryBookingOnce) {
+  constexpr int kThreads = 4, kEach = 16;
+  std::atomic<int> created{0};
+  std::vector<std::thread> threads;
+  std::vector<std::vector<std::string>> made(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        const absl::Duration from = absl::Hours(24 * i + 2 * t);  // a slot of its own
+        v1::Booking b;
+        auto s = Book(from, from + absl::Hours(1), &b);
+        EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << " " << s.error_message();
+        if (s.ok()) made[t].push_back(b.name());
+        created.fetch_add(1);
+      }
+    });
+  }
+  while (created.load() < kThreads) std::this_thread::yield();  // the creates are under way
+  std::vector<v1::Quota> quotas;
+  for (auto period : {v1::Quota::WEEK, v1::Quota::MONTH, v1::Quota::QUARTER, v1::Quota::YEAR}) {
+    v1::SetQuotaRequest r;
+    r.mutable_quota()->set_instrument("instruments/tem");
+    r.mutable_quota()->set_organization("organizations/lab");
+    r.mutable_quota()->set_period(period);
+    r.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
+    *r.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(1000));
+    v1::Quota q;
+    auto s = Call(stub_.get(), &Stub::SetQuota, r, &q, admin_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << " " << s.error_message();
+    quotas.push_back(q);
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_LT(created.load() - kThreads, kThreads * kEach) << "every booking was made before the quotas";
+  // Hours charged per (quota, period instance).
+  std::map<std::pair<std::string, absl::Time>, absl::Duration> charged;
+  for (const auto& names : made) {
+    for (const auto& name : names) {
+      const v1::Booking b = Get(name);
+      ASSERT_EQ(b.quota_charges_size(), 4) << name;
+      for (const auto& c : b.quota_charges()) {
+        charged[{c.quota(), FromProto(c.period_interval().start_time())}] += absl::Hours(1);
+      }
+    }
+  }
+  for (const auto& [at, hours] : charged) {
+    v1::GetQuotaUsageRequest r;
+    r.set_quota(at.first);
+    *r.mutable_time() = ToProto(at.second);
+    v1::QuotaUsage u;
+    ASSERT_TRUE(Call(stub_.get(), &Stub::GetQuotaUsage, r, &u, admin_).ok());
+    EXPECT_EQ(FromProto(u.committed()), hours) << at.first << " " << at.second;
+  }
 }
 
 // ApplyMaintenanceWindow during a run IN_PROGRESS: the run's session is

@@ -10,13 +10,14 @@ namespace {
 // Every check (idempotency, versions, key types) comes before the first
 // write: Redis does not roll a script back.
 // KEYS: idempotency (or placeholder), outbox (or placeholder), documents,
-//       index keys, list keys, guarded keys, incremented hashes.
+//       index keys, list keys, guarded keys, incremented hashes, documents
+//       keeping their first answer.
 // ARGV: has_idem, fingerprint, response, ttl, n_writes, n_index, n_append,
 //       has_event, event_type, event_payload, n_guards, n_more_events, then
 //       per write (expected, data), per index op (op, member), per append
 //       (value), per guard (expected, 'v' version or 'n' zset members), per
-//       further event (type, payload), per increment (field, delta): the
-//       increments are what follows the events.
+//       further event (type, payload), n_increments, per increment (field,
+//       delta).
 const RedisScript& CommitScript() {
   static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
 local has_idem = ARGV[1] == '1'
@@ -61,12 +62,18 @@ for i = 1, na do
   end
 end
 if ARGV[8] == '1' and not ls_type_is(KEYS[2], 'stream') then return redis.error_reply('WRONGTYPE outbox ' .. KEYS[2]) end
-local ibase = gbase + ng * 2 + (ARGV[8] == '1' and ne * 2 or 0)
-local nc = (#ARGV - ibase + 1) / 2
+local ibase = gbase + ng * 2 + (ARGV[8] == '1' and ne * 2 or 0) + 1
+local nc = tonumber(ARGV[ibase - 1])
 local kbase = 2 + nw + ni + na + ng
+local nk = #KEYS - kbase - nc
 for i = 1, nc do
   if not ls_type_is(KEYS[kbase + i], 'hash') then return redis.error_reply('WRONGTYPE counters ' .. KEYS[kbase + i]) end
   if not tonumber(ARGV[ibase + (i - 1) * 2 + 1]) then return redis.error_reply('ERR increment ' .. KEYS[kbase + i]) end
+end
+for i = 1, nk do
+  local key = KEYS[kbase + nc + i]
+  local rec = redis.call('HMGET', key, 'f', 'r', 'd')
+  if rec[1] and not rec[2] and rec[3] then redis.call('HSET', key, 'r', rec[3]) end
 end
 for i = 1, nw do
   local expected = tonumber(ARGV[base + (i - 1) * 2])
@@ -229,11 +236,13 @@ absl::StatusOr<CommitOutcome> DocStore::Commit(const Mutation& m) const {
       args.push_back(e.payload);
     }
   }
+  args.push_back(std::to_string(m.increments.size()));
   for (const auto& c : m.increments) {
     keys.push_back(c.key);
     args.push_back(c.field);
     args.push_back(std::to_string(c.delta));
   }
+  for (const auto& k : m.keep_first_answer) keys.push_back(k);
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(CommitScript(), keys, args));
   if (v.type != RedisValue::Type::kArray || v.elements.empty()) return BadReply();
   const std::string& tag = v.elements[0].str;

@@ -84,6 +84,11 @@ struct Mutation {
   std::vector<DocGuard> guards;
   // Applied after the writes, in this order.
   std::vector<HashIncrement> increments;
+  // Documents among `writes` that may be their own request's record (field
+  // f, as booking's create step writes them): one whose record holds no
+  // answer yet (no field r) keeps its state before this write as that
+  // answer, so a retry of the request still gets its first answer.
+  std::vector<std::string> keep_first_answer;
 };
 
 struct CommitOutcome {

@@ -178,6 +178,7 @@ absl::Status ChargeEarlierBookings(const DocStore& docs, const Quota& q, int par
     b.set_etag(std::to_string(found[i]->version + 1));
     *b.mutable_update_time() = ToProto(now);
     m->writes.push_back({doc_keys[i], SerializeDeterministic(b), found[i]->version});
+    m->keep_first_answer.push_back(doc_keys[i]);  // a retry of its CreateBooking answers as first
     const int64_t ms = Ms(FromProto(b.reserved_interval().end_time())) - Ms(start);
     m->increments.push_back(
         {counters, absl::StrCat(CounterField(q.period(), period.first), used ? ":used" : ":committed"), ms});

@@ -90,7 +90,7 @@ class LeftoversTest : public BookingFlowsTest {
 TEST_F(LeftoversTest, QuotaSetMidPeriodChargesTheBookingsMadeBeforeIt) {
   v1::Booking done, before, later;
   ASSERT_TRUE(Book(absl::Hours(7), absl::Hours(8), &done).ok());
-  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(11), &before).ok());
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(11), &before, "before-1").ok());
   ASSERT_TRUE(Book(absl::Hours(14), absl::Hours(17), &later).ok());
   clock_.Set(day_ + absl::Hours(7));
   v1::CheckInRequest in;
@@ -121,6 +121,10 @@ TEST_F(LeftoversTest, QuotaSetMidPeriodChargesTheBookingsMadeBeforeIt) {
               FromProto(Usage(q.name()).period_interval().start_time()));
   }
   EXPECT_NE(Get(before.name()).etag(), before.etag());
+  // A retry of the booking's own request still gets its first answer.
+  v1::Booking retried;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(11), &retried, "before-1").ok());
+  EXPECT_EQ(retried.SerializeAsString(), before.SerializeAsString());
   v1::QuotaUsage u = Usage(q.name());
   EXPECT_EQ(FromProto(u.used()), absl::Hours(1));
   EXPECT_EQ(FromProto(u.committed()), absl::Hours(5));

@@ -11,7 +11,7 @@ data="${LABSHARE_DATA_DIR:?}"
 cli() { "$build_bin/labshare" "$@" >/dev/null; }
 cli billing CreateSubsidyPool --subsidy_pool_id=sme-voucher --request_id=demo-pool \
   --subsidy_pool.display_name="SME innovation voucher" --subsidy_pool.funder_display_name="Provincial S&T Department" \
-  --subsidy_pool.percentage_bps=5000 --subsidy_pool.eligibility.size_classes=SME \
+  --subsidy_pool.currency_code=CNY --subsidy_pool.percentage_bps=5000 --subsidy_pool.eligibility.size_classes=SME \
   --subsidy_pool.cap_per_organization="20000.00 CNY" --subsidy_pool.cap_period_kind=MONTHLY
 cli billing TopUpSubsidyPool subsidyPools/sme-voucher --amount="100000.00 CNY" --request_id=demo-pool-funds
 now="$("$build_bin/labshare" inventory GetInstrument instruments/sem-1 --json |

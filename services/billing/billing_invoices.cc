@@ -100,7 +100,6 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
       r.subsidy_pool_id().empty() ? labshare::inventory::NewId("pool") : r.subsidy_pool_id();
   v1::SubsidyPool pool = r.subsidy_pool();
   pool.set_name("subsidyPools/" + pool_id);
-  if (pool.currency_code().empty()) pool.set_currency_code(kDefaultCurrency);
   LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("CreateSubsidyPool", r.request_id());
   const std::string fingerprint = RequestFingerprint("CreateSubsidyPool", r);

@@ -614,7 +614,12 @@ BookingWindow BookingWindowFor(const v1::ModeOffering& offering, PayerClass cls,
   if (offering.mode() == labshare::type::v1::LEASE) {
     const auto& lr = offering.lease_rules();
     w.earliest_start = now + FromProto(lr.handover_buffer());
-    w.latest_end = lr.has_horizon() ? now + FromProto(lr.horizon()) : absl::InfiniteFuture();
+    if (lr.has_horizon()) {
+      w.latest_start = now + FromProto(lr.horizon());
+      w.latest_end = w.latest_start + absl::Hours(24) * std::max(lr.max_term_days(), 0);
+    } else {
+      w.latest_end = absl::InfiniteFuture();
+    }
     return w;
   }
   const auto& sr = offering.slot_rules();
@@ -673,8 +678,8 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
         deny(v1::BLOCK_TOO_LONG, absl::StrCat("a lease runs at most ", lr.max_term_days(), " days"));
       }
       const BookingWindow window = BookingWindowFor(*offering, cls, now);
-      if (end > window.latest_end) {
-        deny(v1::BEYOND_HORIZON, absl::StrCat("a lease term must end within ",
+      if (start > window.latest_start) {
+        deny(v1::BEYOND_HORIZON, absl::StrCat("a lease may start at most ",
                                               absl::FormatDuration(FromProto(lr.horizon())),
                                               " from now"));
       }

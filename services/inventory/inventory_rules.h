@@ -117,11 +117,14 @@ struct AccessFacts {
 // must start at or after earliest_start and end at or before latest_end.
 // Slot modes: now + min_notice; now + member_horizon (OWNER, MEMBER) or
 // non_member_horizon (NON_MEMBER). LEASE: now + the handover buffer (the
-// calendar block may not begin in the past); now + horizon, or no limit
-// (absl::InfiniteFuture()) when the lease rules set none.
+// calendar block may not begin in the past); the horizon is how far ahead a
+// lease may start (latest_start = now + horizon), so the latest end is that
+// plus the longest term (max_term_days); no limit (absl::InfiniteFuture())
+// when the lease rules set no horizon.
 struct BookingWindow {
   absl::Time earliest_start;
   absl::Time latest_end;
+  absl::Time latest_start = absl::InfiniteFuture();  // LEASE only
 };
 BookingWindow BookingWindowFor(const v1::ModeOffering& offering, PayerClass cls, absl::Time now);
 

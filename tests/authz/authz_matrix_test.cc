@@ -402,7 +402,7 @@ TEST_F(AuthzMatrix, ProjectsAreTheParticipantsAndTheBudgetedOwnersStaffs) {
   Inv(&iv::InventoryService::Stub::CreateOrganization, partner);
   // lab and partner share a project with hours on tem (owned by owner).
   bk::CreateProjectRequest r;
-  r.set_project_id("prj");
+  r.set_project_id("proj");
   r.mutable_project()->set_title("membranes");
   r.mutable_project()->set_cost_share_template(bk::Project::EQUAL_SPLIT);
   for (const char* org : {"organizations/lab", "organizations/partner"}) {

@@ -138,6 +138,7 @@ class BillingConformanceTest : public BookingServiceTest {
     v1::CreateSubsidyPoolRequest cp;
     cp.set_subsidy_pool_id(id);
     cp.mutable_subsidy_pool()->set_display_name(id);
+    cp.mutable_subsidy_pool()->set_currency_code("CNY");
     cp.mutable_subsidy_pool()->set_percentage_bps(bps);
     *cp.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", 1000000000);
     cp.mutable_subsidy_pool()->set_cap_period_kind(v1::YEARLY);
@@ -690,6 +691,7 @@ TEST_F(BillingConformanceTest, MoneyInputsAboveTheMaximumAreInvalidArguments) {
   v1::CreateSubsidyPoolRequest cp;
   cp.set_subsidy_pool_id("big");
   cp.mutable_subsidy_pool()->set_display_name("big");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
   cp.mutable_subsidy_pool()->set_percentage_bps(1000);
   *cp.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", kInt64Max);
   cp.mutable_subsidy_pool()->set_cap_period_kind(v1::YEARLY);
@@ -932,6 +934,7 @@ TEST_F(BillingConformanceTest, PoolCreationAndUpdateWriteNothingWhenRejected) {
   cp.set_subsidy_pool_id("voucher");
   cp.set_request_id("create");
   cp.mutable_subsidy_pool()->set_display_name("voucher");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
   cp.mutable_subsidy_pool()->set_percentage_bps(1000);
   ExpectRejectedStepsWriteNothing("CreateSubsidyPool",
                                   [&] { return billing_->CreateSubsidyPool(admin_p_, cp).status(); });

@@ -527,6 +527,14 @@ TEST_F(BillingContractTest, PoolAmountsAreInvalidFields) {
     ExpectError(billing_->CreateSubsidyPool(admin_, cp).status(), absl::StatusCode::kInvalidArgument,
                 "INVALID_FIELD");
   }
+  // "INVALID_FIELD: ... currency_code empty or not ISO 4217".
+  cp.mutable_subsidy_pool()->clear_cap_per_organization();
+  cp.mutable_subsidy_pool()->clear_cap_period_kind();
+  for (const char* code : {"", "cny", "CNYX"}) {
+    cp.mutable_subsidy_pool()->set_currency_code(code);
+    ExpectError(billing_->CreateSubsidyPool(admin_, cp).status(), absl::StatusCode::kInvalidArgument,
+                "INVALID_FIELD");
+  }
   v1::GetSubsidyPoolRequest get;
   get.set_name("subsidyPools/voucher");
   EXPECT_EQ(billing_->GetSubsidyPool(admin_, get)->balance().amount_minor(), 1000000);
@@ -541,13 +549,14 @@ TEST_F(BillingContractTest, PoolStateIsDerivedFromValidityClockAndBalance) {
   v1::CreateSubsidyPoolRequest cp;
   cp.set_subsidy_pool_id("later");
   cp.mutable_subsidy_pool()->set_display_name("Later");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
   cp.mutable_subsidy_pool()->set_percentage_bps(2000);
   *cp.mutable_subsidy_pool()->mutable_validity()->mutable_start_time() = ToProto(now + absl::Hours(24));
   *cp.mutable_subsidy_pool()->mutable_validity()->mutable_end_time() = ToProto(now + absl::Hours(48));
   auto later = billing_->CreateSubsidyPool(admin_, cp);
   ASSERT_TRUE(later.ok()) << later.status();
   EXPECT_EQ(later->state(), v1::SubsidyPool::SCHEDULED);
-  EXPECT_EQ(later->currency_code(), "CNY");  // empty: the consortium currency
+  EXPECT_EQ(later->currency_code(), "CNY");
   cp.set_subsidy_pool_id("");
   cp.mutable_subsidy_pool()->clear_validity();
   auto unnamed = billing_->CreateSubsidyPool(admin_, cp);
@@ -643,6 +652,7 @@ TEST_F(BillingContractTest, PoolsAreListedByPriorityThenName) {
     v1::CreateSubsidyPoolRequest cp;
     cp.set_subsidy_pool_id(id);
     cp.mutable_subsidy_pool()->set_display_name(id);
+    cp.mutable_subsidy_pool()->set_currency_code("CNY");
     cp.mutable_subsidy_pool()->set_percentage_bps(1000);
     cp.mutable_subsidy_pool()->set_priority(priority);
     ASSERT_TRUE(billing_->CreateSubsidyPool(admin_, cp).ok()) << id;
@@ -1284,7 +1294,7 @@ TEST_F(OwnerIncomeReportTest, AnAdjustmentCountsWithItsChargeInTheIntervalOfItsP
 // owner's share is its in-kind contribution (payer: the owner). Every page
 // carries the whole report's totals and the pages give the same rows.
 TEST_F(OwnerIncomeReportTest, JointResearchParticipantsArePayerRowsOfTheirShares) {
-  const v1::Charge charge = JointResearchCharge("prj", {{kOwner, 2000}, {kLab, 5000}, {kOutsider, 3000}});
+  const v1::Charge charge = JointResearchCharge("proj", {{kOwner, 2000}, {kLab, 5000}, {kOutsider, 3000}});
   ASSERT_EQ(charge.amount().amount_minor(), 50000);
   ASSERT_EQ(charge.payer_organization(), kLab);
 

@@ -211,6 +211,7 @@ TEST_F(BillingPaymentsContractTest, CreateSubsidyPoolRetryIsAnsweredWithoutInven
   v1::CreateSubsidyPoolRequest create;
   create.set_request_id("create-funded");
   create.mutable_subsidy_pool()->set_display_name("Funded");
+  create.mutable_subsidy_pool()->set_currency_code("CNY");
   create.mutable_subsidy_pool()->set_percentage_bps(500);
   create.mutable_subsidy_pool()->set_funder_organization(kLab);
   auto first = billing_->CreateSubsidyPool(admin_, create);
@@ -232,6 +233,7 @@ TEST_F(BillingPaymentsContractTest, CreateSubsidyPoolRetryIsAnsweredWithoutInven
 TEST_F(BillingPaymentsContractTest, AMalformedFunderIsAnInvalidField) {
   v1::CreateSubsidyPoolRequest create;
   create.mutable_subsidy_pool()->set_display_name("Funded");
+  create.mutable_subsidy_pool()->set_currency_code("CNY");
   create.mutable_subsidy_pool()->set_percentage_bps(500);
   create.mutable_subsidy_pool()->set_funder_organization("third");
   auto cut_off = CutOff();

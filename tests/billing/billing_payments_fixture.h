@@ -45,6 +45,7 @@ class BillingPaymentsContractTest : public BookingServiceTest {
     v1::CreateSubsidyPoolRequest create;
     create.set_subsidy_pool_id("voucher");
     create.mutable_subsidy_pool()->set_display_name("Voucher");
+    create.mutable_subsidy_pool()->set_currency_code("CNY");
     create.mutable_subsidy_pool()->set_percentage_bps(1000);
     ASSERT_TRUE(billing_->CreateSubsidyPool(admin_, create).ok());
     v1::TopUpSubsidyPoolRequest top;

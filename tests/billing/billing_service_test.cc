@@ -524,7 +524,7 @@ TEST_F(BillingTest, MissedBookingAndLateCancellationFees) {
 
 TEST_F(BillingTest, JointResearchSplitsAnAwkwardAmountByLargestRemainder) {
   bk::CreateProjectRequest r;
-  r.set_project_id("prj");
+  r.set_project_id("proj");
   r.mutable_project()->set_title("three-way");
   r.mutable_project()->set_cost_share_template(bk::Project::CUSTOM);
   const std::pair<const char*, int> parts[] = {
@@ -545,7 +545,7 @@ TEST_F(BillingTest, JointResearchSplitsAnAwkwardAmountByLargestRemainder) {
   bk::CreateBookingRequest jr;
   jr.mutable_booking()->set_instrument("instruments/tem");
   jr.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
-  jr.mutable_booking()->set_project("projects/prj");
+  jr.mutable_booking()->set_project("projects/proj");
   *jr.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
   *jr.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
   bk::Booking b, done;
@@ -1224,6 +1224,7 @@ TEST_F(BillingTest, PaymentsVoidsCorrectionsStatementsAndSettlementClearing) {
   v1::CreateSubsidyPoolRequest cp;
   cp.set_subsidy_pool_id("voucher");
   cp.mutable_subsidy_pool()->set_display_name("Voucher");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
   cp.mutable_subsidy_pool()->set_percentage_bps(1000);
   ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
   v1::TopUpSubsidyPoolRequest top;

@@ -214,9 +214,12 @@ TEST_F(LeaseContractTest, RequestLeaseRefusesAsItsCommentSays) {
   *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(24));
   *r.mutable_lease()->mutable_handover_buffer() = ToProto(absl::Hours(30));
   ASSERT_TRUE(request(r, ana_).ok()) << "a term the instrument's handover buffer ahead";
-  // "BEYOND_HORIZON: the term ends after now + the lease rules' horizon".
-  ExpectGrpcError(request(LeaseRequest("instruments/spm", 20, 40, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
-                  "BEYOND_HORIZON", "a term past spm's 30-day horizon");
+  // "BEYOND_HORIZON: the term starts after now + the lease rules' horizon"
+  // (LeaseRules.horizon: how far ahead a lease may start); a term starting
+  // inside it may run on past it.
+  ExpectGrpcError(request(LeaseRequest("instruments/spm", 31, 41, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "BEYOND_HORIZON", "a term starting past spm's 30-day horizon");
+  ASSERT_TRUE(request(LeaseRequest("instruments/spm", 25, 35, ""), ana_).ok()) << "a term running past the horizon";
   // "NO_RATE: no LEASE rate line for the lessee's class"; the owner's own
   // lease needs none.
   ExpectGrpcError(request(LeaseRequest("instruments/xrd", 1, 11, ""), ana_), grpc::StatusCode::FAILED_PRECONDITION,
@@ -488,9 +491,16 @@ class ProjectContractTest : public LeaseContractTest {
  protected:
   // A CUSTOM project `id` of `orgs` (5000 each) budgeting 40 h of tem over
   // [from, to); by default owner and lab over [day, day + 30 d).
-  v1::Project MakeProject(const std::string& id = "prj",
+  v1::Project MakeProject(const std::string& id = "proj",
                           std::pair<std::string, std::string> orgs = {"organizations/owner", "organizations/lab"},
                           absl::Time from = absl::InfinitePast(), absl::Time to = absl::InfinitePast()) {
+    v1::Project out;
+    grpc::Status s = Call(stub_.get(), &Stub::CreateProject, ProjectRequest(id, orgs, from, to), &out, admin_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    return out;
+  }
+  v1::CreateProjectRequest ProjectRequest(const std::string& id, std::pair<std::string, std::string> orgs,
+                                          absl::Time from, absl::Time to) {
     if (from == absl::InfinitePast()) from = day_;
     if (to == absl::InfinitePast()) to = day_ + absl::Hours(24 * 30);
     v1::CreateProjectRequest r;
@@ -507,10 +517,7 @@ class ProjectContractTest : public LeaseContractTest {
     auto* b = p->add_instrument_budgets();
     b->set_instrument("instruments/tem");
     *b->mutable_budget() = ToProto(absl::Hours(40));
-    v1::Project out;
-    grpc::Status s = Call(stub_.get(), &Stub::CreateProject, r, &out, admin_);
-    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
-    return out;
+    return r;
   }
   grpc::Status Update(const v1::Project& project, std::vector<std::string> paths, v1::Project* out) {
     v1::UpdateProjectRequest u;
@@ -529,6 +536,20 @@ class ProjectContractTest : public LeaseContractTest {
     return out;
   }
 };
+
+// CreateProjectRequest.project_id: "Optional id: [a-z][a-z0-9-]{3,62}
+// (INVALID_FIELD otherwise)": a letter first, at least 4 characters.
+TEST_F(ProjectContractTest, ChosenProjectIdFollowsItsPattern) {
+  const std::pair<std::string, std::string> orgs = {"organizations/owner", "organizations/lab"};
+  for (const std::string& id : std::vector<std::string>{"prj", "ab", "1abc", "-abc", "Abcd", std::string(64, 'a')}) {
+    v1::Project out;
+    ExpectGrpcError(Call(stub_.get(), &Stub::CreateProject,
+                         ProjectRequest(id, orgs, absl::InfinitePast(), absl::InfinitePast()), &out, admin_),
+                    grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", id);
+  }
+  EXPECT_EQ(MakeProject("abcd").name(), "projects/abcd");
+  EXPECT_EQ(MakeProject(std::string(63, 'b')).name(), "projects/" + std::string(63, 'b'));
+}
 
 // ProjectUpdated.previous_participants: "Participants and shares before the
 // change (set when participants or cost_share_template was in the mask)":
@@ -560,9 +581,9 @@ TEST_F(ProjectContractTest, ProjectUpdatedCarriesPreviousParticipantsOnlyWhenThe
 // to its filters. GetProject refuses anyone else with ORGANIZATION_SCOPE.
 TEST_F(ProjectContractTest, ListProjectsOrdersByNameWithinTheCallersScope) {
   const absl::Time now = clock_.Now();
-  MakeProject("p-c", {"organizations/lab", "organizations/outsider"}, now - absl::Hours(24), now + absl::Hours(240));
-  MakeProject("p-a", {"organizations/owner", "organizations/outsider"}, now - absl::Hours(240), now - absl::Hours(24));
-  MakeProject("p-b");  // owner and lab, from day (ahead)
+  MakeProject("proj-c", {"organizations/lab", "organizations/outsider"}, now - absl::Hours(24), now + absl::Hours(240));
+  MakeProject("proj-a", {"organizations/owner", "organizations/outsider"}, now - absl::Hours(240), now - absl::Hours(24));
+  MakeProject("proj-b");  // owner and lab, from day (ahead)
   using Names = std::vector<std::string>;
   const auto list = [&](v1::ListProjectsRequest r, const std::string& token) {
     Names names;
@@ -580,27 +601,27 @@ TEST_F(ProjectContractTest, ListProjectsOrdersByNameWithinTheCallersScope) {
   r.set_page_size(1);
   const std::string outsider = Token("cy", "outsider", {Role::kLabUser});
   const std::string other_staff = Token("sue", "outsider", {Role::kFacilityStaff});
-  EXPECT_EQ(list(r, admin_), (Names{"p-a", "p-b", "p-c"}));
-  EXPECT_EQ(list(r, Token("aud", "", {Role::kAuditor})), (Names{"p-a", "p-b", "p-c"}));
-  EXPECT_EQ(list(r, staff_), (Names{"p-a", "p-b", "p-c"}));  // tem's owner
-  EXPECT_EQ(list(r, ana_), (Names{"p-b", "p-c"}));
-  EXPECT_EQ(list(r, Token("lb", "lab", {Role::kMemberBillingAdmin})), (Names{"p-b", "p-c"}));
-  EXPECT_EQ(list(r, outsider), (Names{"p-a", "p-c"}));
+  EXPECT_EQ(list(r, admin_), (Names{"proj-a", "proj-b", "proj-c"}));
+  EXPECT_EQ(list(r, Token("aud", "", {Role::kAuditor})), (Names{"proj-a", "proj-b", "proj-c"}));
+  EXPECT_EQ(list(r, staff_), (Names{"proj-a", "proj-b", "proj-c"}));  // tem's owner
+  EXPECT_EQ(list(r, ana_), (Names{"proj-b", "proj-c"}));
+  EXPECT_EQ(list(r, Token("lb", "lab", {Role::kMemberBillingAdmin})), (Names{"proj-b", "proj-c"}));
+  EXPECT_EQ(list(r, outsider), (Names{"proj-a", "proj-c"}));
   EXPECT_EQ(list(r, other_staff), Names{});  // a participant's staff, not an owner's
   // Filters.
   r.add_states(v1::Project::ACTIVE);
-  EXPECT_EQ(list(r, admin_), Names{"p-c"});
+  EXPECT_EQ(list(r, admin_), Names{"proj-c"});
   r.clear_states();
   r.add_states(v1::Project::PLANNED);
   r.add_states(v1::Project::ENDED);
-  EXPECT_EQ(list(r, admin_), (Names{"p-a", "p-b"}));
+  EXPECT_EQ(list(r, admin_), (Names{"proj-a", "proj-b"}));
   r.clear_states();
   r.set_participant("organizations/outsider");
-  EXPECT_EQ(list(r, ana_), Names{"p-c"});
+  EXPECT_EQ(list(r, ana_), Names{"proj-c"});
   r.clear_participant();
   *r.mutable_time_range()->mutable_start_time() = ToProto(now - absl::Hours(24));  // p-a ends there
   *r.mutable_time_range()->mutable_end_time() = ToProto(day_);                    // p-b starts there
-  EXPECT_EQ(list(r, admin_), Names{"p-c"});
+  EXPECT_EQ(list(r, admin_), Names{"proj-c"});
   r.clear_time_range();
   r.set_instrument("instruments/afm");
   EXPECT_EQ(list(r, admin_), Names{});
@@ -615,7 +636,7 @@ TEST_F(ProjectContractTest, ListProjectsOrdersByNameWithinTheCallersScope) {
                   "INVALID_PAGE_TOKEN", "a page token under another participant filter");
   // GetProject: the same scope.
   v1::GetProjectRequest g;
-  g.set_name("projects/p-b");
+  g.set_name("projects/proj-b");
   v1::Project got;
   ExpectGrpcError(Call(stub_.get(), &Stub::GetProject, g, &got, outsider), grpc::StatusCode::PERMISSION_DENIED,
                   "ORGANIZATION_SCOPE", "a LAB_USER of no participant");

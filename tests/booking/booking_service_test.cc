@@ -571,12 +571,12 @@ TEST_F(BookingServiceTest, MaintenanceWindowCancelsHitBookingsWithoutCharge) {
 
 class JointResearchTest : public BookingServiceTest {
  protected:
-  // lab and owner share "prj" one third / two thirds, 3 h (`budget`) on tem
+  // lab and owner share "proj" one third / two thirds, 3 h (`budget`) on tem
   // over days 2..4.
   v1::Project MakeProject(v1::Project::CostShareTemplate tmpl, std::vector<int> shares, grpc::Status* status,
                           const std::string& request_id = "", absl::Duration budget_hours = absl::Hours(3)) {
     v1::CreateProjectRequest r;
-    r.set_project_id("prj");
+    r.set_project_id("proj");
     r.set_request_id(request_id);
     auto* pr = r.mutable_project();
     pr->set_title("Cryo-EM of membrane proteins");
@@ -618,14 +618,14 @@ class JointResearchTest : public BookingServiceTest {
   v1::UpdateProjectRequest BudgetUpdate(const std::string& request_id, absl::Duration hours) {
     v1::UpdateProjectRequest r;
     r.set_request_id(request_id);
-    r.mutable_project()->set_name("projects/prj");
+    r.mutable_project()->set_name("projects/proj");
     auto* budget = r.mutable_project()->add_instrument_budgets();
     budget->set_instrument("instruments/tem");
     *budget->mutable_budget() = ToProto(hours);
     r.mutable_update_mask()->add_paths("instrument_budgets");
     return r;
   }
-  // The template project "prj" created (request "create-1"), then `update`
+  // The template project "proj" created (request "create-1"), then `update`
   // applied to it.
   void CreateThenUpdate(const v1::UpdateProjectRequest& update, v1::Project* updated) {
     grpc::Status s;
@@ -638,7 +638,7 @@ class JointResearchTest : public BookingServiceTest {
     v1::CreateBookingRequest r;
     r.mutable_booking()->set_instrument("instruments/tem");
     r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
-    r.mutable_booking()->set_project("projects/prj");
+    r.mutable_booking()->set_project("projects/proj");
     r.mutable_booking()->set_user("users/ana");
     r.mutable_booking()->set_payer_organization(payer);
     *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + from);
@@ -647,7 +647,7 @@ class JointResearchTest : public BookingServiceTest {
   }
   grpc::Status GetPrj(v1::Project* out, const std::string& caller) {
     v1::GetProjectRequest g;
-    g.set_name("projects/prj");
+    g.set_name("projects/proj");
     return Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, out, caller);
   }
   v1::InstrumentBudget Budget() {
@@ -775,9 +775,9 @@ TEST_F(JointResearchTest, AProjectIdIsReservedForGoodArchivedOrNot) {
   grpc::Status s;
   const v1::Project created = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
   ASSERT_TRUE(s.ok()) << s.error_message();
-  const auto reservation = pool_->Command({"HMGET", keys::ProjectIdReservation("prj"), "d", "v"});
+  const auto reservation = pool_->Command({"HMGET", keys::ProjectIdReservation("proj"), "d", "v"});
   ASSERT_TRUE(reservation.ok());
-  EXPECT_EQ(reservation->elements[0].str, "projects/prj");
+  EXPECT_EQ(reservation->elements[0].str, "projects/proj");
   EXPECT_EQ(reservation->elements[1].str, "2");  // claimed (1), then written with the document
   clock_.Advance(absl::Minutes(1));
   v1::Project again = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
@@ -791,8 +791,8 @@ TEST_F(JointResearchTest, AProjectIdIsReservedForGoodArchivedOrNot) {
   auto archived = ArchiveTheProjectsYear();
   ASSERT_TRUE(archived.ok()) << archived.status();
   EXPECT_EQ(archived->projects, 1);
-  EXPECT_FALSE(Exists(keys::Project("prj")));
-  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
+  EXPECT_FALSE(Exists(keys::Project("proj")));
+  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "proj")));
   v1::Project gone;
   const grpc::Status not_found = GetPrj(&gone, admin_);
   EXPECT_EQ(GrpcErrorReason(not_found), "PROJECT_NOT_FOUND");
@@ -807,8 +807,8 @@ TEST_F(JointResearchTest, AProjectIdIsReservedForGoodArchivedOrNot) {
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);  // without a request id
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
-  EXPECT_FALSE(Exists(keys::Project("prj")));
-  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
+  EXPECT_FALSE(Exists(keys::Project("proj")));
+  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "proj")));
   // The first request's retry still gets its answer.
   again = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
   ASSERT_TRUE(s.ok()) << s.error_message();
@@ -837,7 +837,7 @@ TEST_F(JointResearchTest, ConcurrentCreatesOfOneIdLeaveTheWinnersBudget) {
   });
   ASSERT_NE(winner, -1);
   EXPECT_EQ(FromProto(created[winner].instrument_budgets(0).budget()), absl::Hours(winner + 1));
-  const auto counter = pool_->Command({"HGET", keys::Budget(keys::Partition("tem"), "prj"), "tem:budget"});
+  const auto counter = pool_->Command({"HGET", keys::Budget(keys::Partition("tem"), "proj"), "tem:budget"});
   ASSERT_TRUE(counter.ok());
   EXPECT_EQ(counter->str, std::to_string(absl::ToInt64Milliseconds(absl::Hours(winner + 1))));
   EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(winner + 1));
@@ -879,7 +879,7 @@ TEST_F(JointResearchTest, ConcurrentUpdatesLeaveTheWinnersBudget) {
   EXPECT_EQ(updated[winner].etag(), "2");
   EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(10 + winner));
   const auto version =
-      pool_->Command({"HGET", keys::Budget(keys::Partition("tem"), "prj"), "tem:budget_version"});
+      pool_->Command({"HGET", keys::Budget(keys::Partition("tem"), "proj"), "tem:budget_version"});
   ASSERT_TRUE(version.ok());
   EXPECT_EQ(version->str, "2");
 }
@@ -887,7 +887,7 @@ TEST_F(JointResearchTest, ConcurrentUpdatesLeaveTheWinnersBudget) {
 // A create that crashed after claiming the id (its claim holds the
 // reservation, no document): only the same request_id resumes it.
 TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
-  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("prj"), "v", "1", "d",
+  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("proj"), "v", "1", "d",
                               "claim:" + keys::ProjectIdempotency("CreateProject", "create-1")})
                   .ok());
   grpc::Status s;
@@ -900,7 +900,7 @@ TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
   EXPECT_EQ(s.error_message().find("has or had"), std::string::npos) << s.error_message();
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
-  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "prj")));
+  EXPECT_FALSE(Exists(keys::Budget(keys::Partition("tem"), "proj")));
   v1::Project none;
   const grpc::Status missing = GetPrj(&none, admin_);
   EXPECT_EQ(GrpcErrorReason(missing), "PROJECT_NOT_FOUND");
@@ -908,7 +908,7 @@ TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(3));
-  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "d"})->str, "projects/prj");
+  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("proj"), "d"})->str, "projects/proj");
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
   EXPECT_NE(s.error_message().find("a project has or had this id"), std::string::npos) << s.error_message();
@@ -918,8 +918,8 @@ TEST_F(JointResearchTest, AClaimedIdResumesOnlyForItsRequest) {
 // here with another budget, as after the record's window) writes its own
 // budget over the crashed attempt's: the counters follow the document.
 TEST_F(JointResearchTest, AResumedClaimReplacesTheBudgetOfItsCrashedAttempt) {
-  const std::string counters = keys::Budget(keys::Partition("tem"), "prj");
-  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("prj"), "v", "1", "d",
+  const std::string counters = keys::Budget(keys::Partition("tem"), "proj");
+  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("proj"), "v", "1", "d",
                               "claim:" + keys::ProjectIdempotency("CreateProject", "create-1")})
                   .ok());
   ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:budget", std::to_string(absl::ToInt64Milliseconds(absl::Hours(3))),
@@ -946,7 +946,7 @@ TEST_F(JointResearchTest, ABookingBringsCountersBehindTheDocumentUpToDate) {
   ASSERT_NO_FATAL_FAILURE(CreateThenUpdate(r, &updated));
   EXPECT_EQ(updated.etag(), "2");
   // The counters as the crash left them: version 1's budget.
-  const std::string counters = keys::Budget(keys::Partition("tem"), "prj");
+  const std::string counters = keys::Budget(keys::Partition("tem"), "proj");
   ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:budget", std::to_string(absl::ToInt64Milliseconds(absl::Hours(3))),
                               "tem:budget_version", "1"})
                   .ok());
@@ -969,7 +969,7 @@ TEST_F(JointResearchTest, AnUpdateRetriedAfterTheArchivalWritesNoCounters) {
   auto archived = ArchiveTheProjectsYear();
   ASSERT_TRUE(archived.ok()) << archived.status();
   EXPECT_EQ(archived->projects, 1);
-  const std::string counters = keys::Budget(keys::Partition("tem"), "prj");
+  const std::string counters = keys::Budget(keys::Partition("tem"), "proj");
   EXPECT_FALSE(Exists(counters));
   v1::Project again;
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &again, admin_).ok());
@@ -984,18 +984,18 @@ TEST_F(JointResearchTest, AProjectOfAnOlderVersionKeepsItsIdThroughItsArchival) 
   grpc::Status s;
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
   ASSERT_TRUE(s.ok()) << s.error_message();
-  ASSERT_EQ(pool_->Command({"DEL", keys::ProjectIdReservation("prj")})->integer, 1);
+  ASSERT_EQ(pool_->Command({"DEL", keys::ProjectIdReservation("proj")})->integer, 1);
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-2", absl::Hours(5));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
   EXPECT_EQ(FromProto(Budget().budget()), absl::Hours(3));
-  EXPECT_FALSE(Exists(keys::ProjectIdReservation("prj")));
+  EXPECT_FALSE(Exists(keys::ProjectIdReservation("proj")));
 
   auto archived = ArchiveTheProjectsYear();
   ASSERT_TRUE(archived.ok()) << archived.status();
   EXPECT_EQ(archived->projects, 1);
-  EXPECT_FALSE(Exists(keys::Project("prj")));
-  EXPECT_TRUE(Exists(keys::ProjectIdReservation("prj")));
+  EXPECT_FALSE(Exists(keys::Project("proj")));
+  EXPECT_TRUE(Exists(keys::ProjectIdReservation("proj")));
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-3");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
@@ -1011,19 +1011,19 @@ TEST_F(JointResearchTest, ArchivalCommitsAReservationLeftAsAClaim) {
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
   ASSERT_TRUE(s.ok()) << s.error_message();
   const std::string idem = keys::ProjectIdempotency("CreateProject", "create-1");
-  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("prj"), "v", "1", "d", "claim:" + idem}).ok());
+  ASSERT_TRUE(pool_->Command({"HSET", keys::ProjectIdReservation("proj"), "v", "1", "d", "claim:" + idem}).ok());
   ASSERT_EQ(pool_->Command({"DEL", idem})->integer, 1);
 
   auto archived = ArchiveTheProjectsYear();
   ASSERT_TRUE(archived.ok()) << archived.status();
   EXPECT_EQ(archived->projects, 1);
-  EXPECT_FALSE(Exists(keys::Project("prj")));
-  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "d"})->str, "projects/prj");
-  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("prj"), "v"})->str, "2");
+  EXPECT_FALSE(Exists(keys::Project("proj")));
+  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("proj"), "d"})->str, "projects/proj");
+  EXPECT_EQ(pool_->Command({"HGET", keys::ProjectIdReservation("proj"), "v"})->str, "2");
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_EQ(GrpcErrorReason(s), "PROJECT_EXISTS");
-  EXPECT_FALSE(Exists(keys::Project("prj")));
+  EXPECT_FALSE(Exists(keys::Project("proj")));
 }
 
 class LeaseTest : public BookingFlowsTest {};
@@ -1672,13 +1672,13 @@ TEST_F(JointResearchTest, UpdatesKeepTheHoldingBookingsPayerAndPeriod) {
   v1::Booking held, out;
   ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(11), &held).ok());  // paid by lab
   v1::UpdateProjectRequest drop;
-  drop.mutable_project()->set_name("projects/prj");
+  drop.mutable_project()->set_name("projects/proj");
   for (const char* org : {"organizations/outsider", "organizations/owner"}) {
     drop.mutable_project()->add_participants()->set_organization(org);
   }
   drop.mutable_update_mask()->add_paths("participants");
   v1::UpdateProjectRequest shrink;
-  shrink.mutable_project()->set_name("projects/prj");
+  shrink.mutable_project()->set_name("projects/proj");
   *shrink.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_ + absl::Hours(12));
   *shrink.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
   shrink.mutable_update_mask()->add_paths("period");
@@ -1877,7 +1877,7 @@ TEST_F(JointResearchTest, ValidateOnlyChecksTheIdAndTheBudget) {
   r.set_booking_id("joint-slot");
   r.mutable_booking()->set_instrument("instruments/tem");
   r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
-  r.mutable_booking()->set_project("projects/prj");
+  r.mutable_booking()->set_project("projects/proj");
   *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
   *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(13));  // 4 h > 3 h
   r.set_validate_only(true);
@@ -1982,7 +1982,7 @@ TEST_F(JointResearchTest, ARetryGetsItsFirstAnswerWhateverBecameOfTheProject) {
     v1::CreateBookingRequest r;
     r.mutable_booking()->set_instrument("instruments/tem");
     r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
-    r.mutable_booking()->set_project("projects/prj");
+    r.mutable_booking()->set_project("projects/proj");
     *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(from));
     *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(from + 1));
     r.set_request_id(request_id);
@@ -1999,7 +1999,7 @@ TEST_F(JointResearchTest, ARetryGetsItsFirstAnswerWhateverBecameOfTheProject) {
     ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CancelBooking, cancel, &out, ana_).ok());
   }
   v1::UpdateProjectRequest drop;
-  drop.mutable_project()->set_name("projects/prj");
+  drop.mutable_project()->set_name("projects/proj");
   for (const char* org : {"organizations/outsider", "organizations/owner"}) {
     drop.mutable_project()->add_participants()->set_organization(org);
   }
@@ -2069,7 +2069,7 @@ TEST_F(JointResearchTest, UpdateProjectAnswersTheBudgetsUse) {
   v1::Project updated, again, got;
   v1::UpdateProjectRequest retitle;
   retitle.set_request_id("retitle");
-  retitle.mutable_project()->set_name("projects/prj");
+  retitle.mutable_project()->set_name("projects/proj");
   retitle.mutable_project()->set_title("Cryo-EM, second year");
   retitle.mutable_update_mask()->add_paths("title");
   grpc::Status s;
@@ -2117,7 +2117,7 @@ TEST_F(JointResearchTest, AnInstrumentWithUsedHoursOnlyMayLeaveTheProject) {
   co.set_name(done.name());
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CheckOut, co, &out, ana_).ok());
   v1::UpdateProjectRequest move;
-  move.mutable_project()->set_name("projects/prj");
+  move.mutable_project()->set_name("projects/proj");
   auto* budget = move.mutable_project()->add_instrument_budgets();
   budget->set_instrument("instruments/sem");
   *budget->mutable_budget() = ToProto(absl::Hours(3));

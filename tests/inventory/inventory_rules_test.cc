@@ -1741,8 +1741,9 @@ TEST(EvaluateAccess, DeniesLeaseShorterThanMinimumTerm) {
 TEST(EvaluateAccess, DeniesLeaseLongerThanMaximumTerm) {
   LeaseWorld w;
   w.Book(At(2025, 3, 20), absl::Hours(24 * 90) + absl::Seconds(1));
-  // Such a term also reaches past the 60-day horizon.
-  EXPECT_THAT(Denials(w.Evaluate()), ElementsAre(v1::BLOCK_TOO_LONG, v1::BEYOND_HORIZON));
+  // It ends past the 60-day horizon, which bounds how far ahead a lease may
+  // start, not where it ends.
+  EXPECT_THAT(Denials(w.Evaluate()), ElementsAre(v1::BLOCK_TOO_LONG));
 }
 
 TEST(EvaluateAccess, DeniesLeaseStartingWithinItsHandoverBufferFromNow) {
@@ -1754,6 +1755,16 @@ TEST(EvaluateAccess, DeniesLeaseStartingWithinItsHandoverBufferFromNow) {
 TEST(EvaluateAccess, DeniesLeaseStartingBeyondLeaseHorizon) {
   LeaseWorld w;
   w.Book(kNow + absl::Hours(24 * 61), absl::Hours(24 * 14));
+  EXPECT_THAT(Denials(w.Evaluate()), ElementsAre(v1::BEYOND_HORIZON));
+}
+
+// LeaseRules.horizon: "How far ahead a lease may start": a term starting on
+// the horizon's last moment may run on past it; one second later may not.
+TEST(EvaluateAccess, LeaseHorizonBoundsTheStartNotTheEnd) {
+  LeaseWorld w;
+  w.Book(kNow + absl::Hours(24 * 60), absl::Hours(24 * 30));
+  EXPECT_THAT(Denials(w.Evaluate()), IsEmpty());
+  w.Book(kNow + absl::Hours(24 * 60) + absl::Seconds(1), absl::Hours(24 * 30));
   EXPECT_THAT(Denials(w.Evaluate()), ElementsAre(v1::BEYOND_HORIZON));
 }
 

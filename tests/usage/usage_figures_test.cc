@@ -96,7 +96,7 @@ class UsageMonthTest : public BookingServiceTest {
     Bill();
     // 3. Joint research, lab and owner half each, used 1 h on day 4.
     bk::CreateProjectRequest pr;
-    pr.set_project_id("prj");
+    pr.set_project_id("proj");
     pr.mutable_project()->set_title("shared");
     pr.mutable_project()->set_cost_share_template(bk::Project::CUSTOM);
     for (const char* org : {"organizations/lab", "organizations/owner"}) {
@@ -115,7 +115,7 @@ class UsageMonthTest : public BookingServiceTest {
     bk::CreateBookingRequest jr;
     jr.mutable_booking()->set_instrument("instruments/tem");
     jr.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
-    jr.mutable_booking()->set_project("projects/prj");
+    jr.mutable_booking()->set_project("projects/proj");
     *jr.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(33));
     *jr.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(34));
     bk::Booking j;

@@ -117,13 +117,7 @@ TEST_F(InventoryDriftTest, AnInstrumentOfAnOrganizationNotOwningOrRunningTheFaci
   MakeOrg("owner", v1::MEMBER, "CORE");
   MakeOrg("opco", v1::MEMBER, "CORE");
   MakeOrg("rival", v1::MEMBER, "CORE");
-  v1::CreateFacilityRequest fac;
-  fac.set_facility_id("fac");
-  fac.mutable_facility()->set_display_name("Cryo centre");
-  fac.mutable_facility()->set_owner_organization("organizations/owner");
-  fac.mutable_facility()->set_operator_organization("organizations/opco");
-  v1::Facility facility;
-  ASSERT_TRUE(Call(&Stub::CreateFacility, fac, &facility, admin_).ok());
+  ASSERT_EQ(MakeFacility("fac", "owner", "opco").operator_organization(), "organizations/opco");
 
   auto create = [&](const std::string& id, const std::string& owner, const std::string& token) {
     v1::CreateInstrumentRequest req;

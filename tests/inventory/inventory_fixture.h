@@ -102,12 +102,14 @@ class InventoryServiceTest : public ::testing::Test {
     return out;
   }
 
-  v1::Facility MakeFacility(const std::string& id, const std::string& owner) {
+  // Run by `operator_org` when given, else by its owner.
+  v1::Facility MakeFacility(const std::string& id, const std::string& owner, const std::string& operator_org = "") {
     v1::CreateFacilityRequest req;
     req.set_facility_id(id);
     auto* f = req.mutable_facility();
     f->set_display_name("Facility " + id);
     f->set_owner_organization("organizations/" + owner);
+    if (!operator_org.empty()) f->set_operator_organization("organizations/" + operator_org);
     f->mutable_access_policy()->set_allow_members(true);
     f->mutable_access_policy()->set_allow_non_members(true);
     v1::Facility out;

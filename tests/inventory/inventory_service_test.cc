@@ -1015,13 +1015,7 @@ class OperatorChangeTest : public InventoryServiceTest {
     MakeOrg("owner", v1::MEMBER, "CORE");
     MakeOrg("oldop", v1::MEMBER, "CORE");
     MakeOrg("newop", v1::MEMBER, "CORE");
-    v1::CreateFacilityRequest fac;
-    fac.set_facility_id("fac");
-    fac.mutable_facility()->set_display_name("Cryo centre");
-    fac.mutable_facility()->set_owner_organization("organizations/owner");
-    fac.mutable_facility()->set_operator_organization("organizations/oldop");
-    v1::Facility created;
-    ASSERT_TRUE(Call(&v1::InventoryService::Stub::CreateFacility, fac, &created, admin_).ok());
+    ASSERT_EQ(MakeFacility("fac", "owner", "oldop").operator_organization(), "organizations/oldop");
     MakeFacility("fac2", "owner");
     EXPECT_EQ(MakeInstrument("tem", "owner", "fac").operator_organization(), "organizations/oldop");
     MakeInstrument("sem", "owner", "fac");

@@ -43,11 +43,16 @@ class InventoryDriftTest : public InventoryServiceTest {
     admin_ = Token("admin", "", {Role::kConsortiumAdmin});
   }
 
-  void OwnerFacilityAndOutsider() {
+  // owner's instrument tem in its facility fac.
+  v1::Instrument OwnersTem() {
     MakeOrg("owner", v1::MEMBER, "CORE");
-    MakeOrg("outsider", v1::NON_MEMBER);
     MakeFacility("fac", "owner");
-    MakeInstrument("tem", "owner", "fac");
+    return MakeInstrument("tem", "owner", "fac");
+  }
+
+  void OwnerFacilityAndOutsider() {
+    OwnersTem();
+    MakeOrg("outsider", v1::NON_MEMBER);
   }
 };
 
@@ -192,9 +197,7 @@ TEST_F(InventoryDriftTest, ABillingAdminUpdatingAnotherPathIsRoleNotAllowed) {
 // The original lists update_mask paths but never calls an empty mask an
 // error: AIP-134's implied mask (the listed fields the request sets).
 TEST_F(InventoryDriftTest, AnEmptyUpdateMaskChangesTheListedFieldsTheRequestSets) {
-  MakeOrg("owner", v1::MEMBER, "CORE");
-  MakeFacility("fac", "owner");
-  v1::Instrument created = MakeInstrument("tem", "owner", "fac");
+  const v1::Instrument created = OwnersTem();
   v1::UpdateInstrumentRequest req;
   *req.mutable_instrument() = created;  // as read: output-only fields are not paths
   req.mutable_instrument()->set_display_name("Cryo-TEM Krios G4");
@@ -254,9 +257,7 @@ TEST_F(InventoryDriftTest, SlotRulesWithoutBillingUnitAreAccepted) {
 // SetInstrumentState and CreateMaintenanceWindow: the original lists no
 // reason among their INVALID_FIELD cases.
 TEST_F(InventoryDriftTest, StateChangesAndMaintenanceWindowsNeedNoReason) {
-  MakeOrg("owner", v1::MEMBER, "CORE");
-  MakeFacility("fac", "owner");
-  MakeInstrument("tem", "owner", "fac");
+  OwnersTem();
   v1::SetInstrumentStateRequest state;
   state.set_name("instruments/tem");
   state.set_state(v1::MAINTENANCE);

@@ -287,7 +287,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   Seeder s(*channel, token);
-  // Rate lines may not be backdated: they take effect a minute from now.
+  // The demo's rate card starts a minute from now (a line may also be
+  // back-dated; the demo keeps no earlier price history).
   s.set_effective(absl::FromUnixSeconds(absl::ToUnixSeconds(now) + 60));
 
   using namespace labshare::inventory::v1;  // NOLINT: enum values read better

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/types/span.h"
 #include "common/auth.h"
 #include "common/events.h"
 #include "common/page_token.h"
@@ -70,9 +71,31 @@ absl::Status NoChange(std::string message) {
   return MakeError(absl::StatusCode::kFailedPrecondition, "NO_CHANGE", message);
 }
 
-absl::Status ValidateMask(const FieldMask& mask, std::initializer_list<const char*> allowed) {
+using UpdatePaths = absl::Span<const char* const>;
+
+// The paths an update changes: its update_mask, or, when that is empty, the
+// listed paths whose field the request sets (AIP-134's implied mask; a field
+// left at its default, e.g. false or "", is not touched: to clear one, name
+// it in the mask).
+FieldMask MaskOrImplied(const google::protobuf::Message& update, const FieldMask& mask, UpdatePaths allowed) {
+  if (!mask.paths().empty()) return mask;
+  FieldMask implied;
+  const auto* descriptor = update.GetDescriptor();
+  const auto* reflection = update.GetReflection();
+  for (const char* path : allowed) {
+    const auto* field = descriptor->FindFieldByName(path);
+    if (field == nullptr) continue;
+    if (field->is_repeated() ? reflection->FieldSize(update, field) > 0 : reflection->HasField(update, field)) {
+      implied.add_paths(path);
+    }
+  }
+  return implied;
+}
+
+absl::Status ValidateMask(const FieldMask& mask, UpdatePaths allowed) {
   if (mask.paths().empty()) {
-    return InvalidField("update_mask", absl::StrCat("name the fields to update, any of: ",
+    return InvalidField("update_mask", absl::StrCat("nothing to update: name the fields in update_mask or set "
+                                                    "at least one of: ",
                                                     absl::StrJoin(allowed, ", ")),
                         "INVALID_UPDATE_MASK");
   }
@@ -339,24 +362,29 @@ absl::StatusOr<v1::Organization> InventoryManager::UpdateOrganization(
   return Commit<v1::Organization>(p, "UpdateOrganization", r, r.request_id(),
                                   [&]() -> absl::StatusOr<Plan<v1::Organization>> {
     LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.organization().name(), "organizations", "organization.name"));
-    // A member's billing admin keeps its own organisation's fapiao details.
+    static constexpr const char* kPaths[] = {"display_name", "type",   "size_class",       "state_owned",
+                                             "foreign",      "sector", "invoicing_details"};
+    const FieldMask mask = MaskOrImplied(r.organization(), r.update_mask(), kPaths);
+    // A member's billing admin keeps its own organisation's fapiao details;
+    // every other path is the consortium admin's (the role may not).
     if (!p.HasRole(Role::kConsortiumAdmin)) {
+      for (const auto& path : mask.paths()) {
+        if (path != "invoicing_details") {
+          return MakeError(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+                           "a billing admin may update only invoicing_details; '" + path +
+                               "' is the consortium admin's",
+                           {{"method", "/labshare.inventory.v1.InventoryService/UpdateOrganization"}, {"path", path}});
+        }
+      }
       if (r.organization().name() != ActorOrganization(p)) {
         return ScopeDenied("a billing admin may update only its own organisation's invoicing details");
       }
-      for (const auto& path : r.update_mask().paths()) {
-        if (path != "invoicing_details") {
-          return ScopeDenied("a billing admin may update only invoicing_details; '" + path +
-                             "' is the consortium admin's");
-        }
-      }
     }
-    LS_RETURN_IF_ERROR(ValidateMask(r.update_mask(), {"display_name", "type", "size_class",
-                                                      "state_owned", "foreign", "sector", "invoicing_details"}));
+    LS_RETURN_IF_ERROR(ValidateMask(mask, kPaths));
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Organization>(keys::Org(id), "ORGANIZATION_NOT_FOUND", r.organization().name()));
     LS_RETURN_IF_ERROR(CheckEtag(r.organization().etag(), current.version));
     v1::Organization org = current.value;
-    ApplyMask(r.organization(), r.update_mask(), &org);
+    ApplyMask(r.organization(), mask, &org);
     LS_RETURN_IF_ERROR(ValidateOrganization(org));
     *org.mutable_update_time() = ToProto(clock_->Now());
     org.set_etag(std::to_string(current.version + 1));
@@ -513,12 +541,13 @@ absl::StatusOr<v1::User> InventoryManager::UpdateUser(const Principal& p,
   return Commit<v1::User>(p, "UpdateUser", r, r.request_id(),
                           [&]() -> absl::StatusOr<Plan<v1::User>> {
     LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.user().name(), "users", "user.name"));
-    LS_RETURN_IF_ERROR(
-        ValidateMask(r.update_mask(), {"display_name", "email", "roles", "disabled", "external_subject"}));
+    static constexpr const char* kPaths[] = {"display_name", "email", "roles", "disabled", "external_subject"};
+    const FieldMask mask = MaskOrImplied(r.user(), r.update_mask(), kPaths);
+    LS_RETURN_IF_ERROR(ValidateMask(mask, kPaths));
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::User>(keys::User(id), "USER_NOT_FOUND", r.user().name()));
     LS_RETURN_IF_ERROR(CheckEtag(r.user().etag(), current.version));
     v1::User user = current.value;
-    ApplyMask(r.user(), r.update_mask(), &user);
+    ApplyMask(r.user(), mask, &user);
     LS_RETURN_IF_ERROR(ValidateUser(user, user.email() != current.value.email()));
     *user.mutable_update_time() = ToProto(clock_->Now());
     user.set_etag(std::to_string(current.version + 1));
@@ -586,12 +615,14 @@ absl::StatusOr<v1::Facility> InventoryManager::UpdateFacility(const Principal& p
   return Commit<v1::Facility>(p, "UpdateFacility", r, r.request_id(),
                               [&]() -> absl::StatusOr<Plan<v1::Facility>> {
     LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.facility().name(), "facilities", "facility.name"));
-    LS_RETURN_IF_ERROR(ValidateMask(r.update_mask(), {"display_name", "address", "operator_organization",
-                                                      "funder", "access_policy", "time_zone"}));
+    static constexpr const char* kPaths[] = {"display_name", "address",       "operator_organization",
+                                             "funder",       "access_policy", "time_zone"};
+    const FieldMask mask = MaskOrImplied(r.facility(), r.update_mask(), kPaths);
+    LS_RETURN_IF_ERROR(ValidateMask(mask, kPaths));
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Facility>(keys::Facility(id), "FACILITY_NOT_FOUND", r.facility().name()));
     LS_RETURN_IF_ERROR(CheckEtag(r.facility().etag(), current.version));
     v1::Facility f = current.value;
-    ApplyMask(r.facility(), r.update_mask(), &f);
+    ApplyMask(r.facility(), mask, &f);
     LS_ASSIGN_OR_RETURN(std::string op, ParseName(f.operator_organization(), "organizations", "facility.operator_organization"));
     LS_RETURN_IF_ERROR(ValidateFacility(f));
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(op), "ORGANIZATION_NOT_FOUND", f.operator_organization()).status());
@@ -630,6 +661,19 @@ absl::StatusOr<v1::Instrument> InventoryManager::CreateInstrument(
     LS_RETURN_IF_ERROR(ValidateInstrument(in));
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(owner), "ORGANIZATION_NOT_FOUND", in.owner_organization()).status());
     LS_ASSIGN_OR_RETURN(auto facility, store_->Load<v1::Facility>(keys::Facility(fac), "FACILITY_NOT_FOUND", in.facility()));
+    // An organisation registers instruments only in a facility it owns or
+    // runs (the guard below keeps the operator read here until the commit).
+    const v1::Facility& site = facility.value;
+    if (in.owner_organization() != site.owner_organization() &&
+        in.owner_organization() != site.operator_organization()) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "FACILITY_OWNER_MISMATCH",
+                       absl::StrCat(in.facility(), " is owned by ", site.owner_organization(), " and run by ",
+                                    site.operator_organization(), ", not by ", in.owner_organization(),
+                                    "; register the instrument in a facility of its owner"),
+                       {{"facility", in.facility()},
+                        {"owner_organization", site.owner_organization()},
+                        {"operator_organization", site.operator_organization()}});
+    }
     in.set_name("instruments/" + id);
     in.set_operator_organization(facility.value.operator_organization());
     in.set_state(v1::ACTIVE);
@@ -682,16 +726,17 @@ absl::StatusOr<v1::Instrument> InventoryManager::UpdateInstrument(
     LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.instrument().name(), "instruments", "instrument.name"));
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Instrument>(keys::Instrument(id), "INSTRUMENT_NOT_FOUND", r.instrument().name()));
     LS_RETURN_IF_ERROR(RequireStaffOf(p, current.value));
-    LS_RETURN_IF_ERROR(ValidateMask(r.update_mask(), {"display_name", "category", "original_value", "modes",
-                                                      "service_catalogue", "access_policy",
-                                                      "daily_available_hours"}));
+    static constexpr const char* kPaths[] = {"display_name",      "category",      "original_value",       "modes",
+                                             "service_catalogue", "access_policy", "daily_available_hours"};
+    const FieldMask mask = MaskOrImplied(r.instrument(), r.update_mask(), kPaths);
+    LS_RETURN_IF_ERROR(ValidateMask(mask, kPaths));
     LS_RETURN_IF_ERROR(CheckEtag(r.instrument().etag(), current.version));
     if (current.value.state() == v1::RETIRED) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "INSTRUMENT_RETIRED",
                        r.instrument().name() + " is retired and cannot change");
     }
     v1::Instrument in = current.value;
-    ApplyMask(r.instrument(), r.update_mask(), &in);
+    ApplyMask(r.instrument(), mask, &in);
     LS_RETURN_IF_ERROR(ValidateInstrument(in));
     *in.mutable_update_time() = ToProto(clock_->Now());
     in.set_etag(std::to_string(current.version + 1));
@@ -716,7 +761,6 @@ absl::StatusOr<v1::Instrument> InventoryManager::SetInstrumentState(
     if (r.state() == v1::INSTRUMENT_STATE_UNSPECIFIED || !v1::InstrumentState_IsValid(r.state())) {
       return InvalidField("state", "choose ACTIVE, MAINTENANCE or RETIRED");
     }
-    if (r.reason().empty()) return InvalidField("reason", "say why the state changes");
     LS_RETURN_IF_ERROR(CheckEtag(r.etag(), current.version));
     const v1::InstrumentState from = current.value.state();
     if (from == r.state()) {
@@ -762,12 +806,10 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
     const absl::Time now = clock_->Now();
     v1::Rate rate = r.rate();
     if (!rate.has_effective_time()) *rate.mutable_effective_time() = ToProto(now);
+    // A line may take effect in the past (a rate history, a correction):
+    // billing stores the price of every charge it posts, so charges already
+    // posted keep theirs; uses priced later read the line in force then.
     LS_RETURN_IF_ERROR(ValidateRate(rate, in.value));
-    if (FromProto(rate.effective_time()) < now) {
-      return InvalidField("rate.effective_time",
-                          "must not be in the past: prices already charged stay as they were; a "
-                          "correction takes effect from now on");
-    }
     if (FindMode(in.value, rate.mode()) == nullptr) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
                        absl::StrCat(r.parent(), " does not offer ",
@@ -826,7 +868,6 @@ absl::StatusOr<v1::LookupRateResponse> InventoryManager::LookupRate(
   LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.instrument(), "instruments", "instrument"));
   LS_ASSIGN_OR_RETURN(std::string payer_id, ParseName(r.payer_organization(), "organizations", "payer_organization"));
   if (r.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED) return InvalidField("mode", "required");
-  if (!r.has_time()) return InvalidField("time", "required: the time of use");
   LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.instrument()));
   LS_ASSIGN_OR_RETURN(auto payer, store_->Load<v1::Organization>(keys::Org(payer_id), "ORGANIZATION_NOT_FOUND", r.payer_organization()));
   LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Rates(instr_id), "", 10000));
@@ -836,8 +877,9 @@ absl::StatusOr<v1::LookupRateResponse> InventoryManager::LookupRate(
   std::vector<v1::Rate> rates;
   for (auto& l : loaded) rates.push_back(std::move(l.value));
   const PayerClass cls = PayerClassFor(payer.value, in.value);
-  const v1::Rate* rate = FindRate(rates, r.mode(), cls, payer.value.tier(), r.service_entry_id(),
-                                  FromProto(r.time()));
+  // An unset time means now.
+  const absl::Time at = r.has_time() ? FromProto(r.time()) : clock_->Now();
+  const v1::Rate* rate = FindRate(rates, r.mode(), cls, payer.value.tier(), r.service_entry_id(), at);
   if (rate == nullptr) {
     return MakeError(absl::StatusCode::kNotFound, "NO_RATE",
                      absl::StrCat("no ", labshare::type::v1::PayerClass_Name(cls), " rate for ",

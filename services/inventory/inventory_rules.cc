@@ -83,9 +83,7 @@ absl::Status ValidateSlotRules(const v1::SlotRules& r, const std::string& f) {
     return InvalidField(f + ".billing_basis",
                         "choose RESERVED_TIME, ACTUAL_TIME or GREATER_OF_RESERVED_AND_ACTUAL");
   }
-  if (FromProto(r.billing_unit()) <= absl::ZeroDuration()) {
-    return InvalidField(f + ".billing_unit", "must be positive, e.g. 15 minutes");
-  }
+  // billing_unit: 0 (unset) bills the time as measured, without rounding.
   for (const auto& [bps, name] : std::vector<std::pair<int32_t, std::string>>{
            {r.missed_fee_bps(), "missed_fee_bps"}, {r.late_cancel_fee_bps(), "late_cancel_fee_bps"}}) {
     if (bps < 0 || bps > 10000) {
@@ -175,9 +173,6 @@ absl::Status ValidateOrganization(const v1::Organization& org) {
   }
   if (!v1::SizeClass_IsValid(org.size_class())) {
     bad.push_back({"organization.size_class", "unknown size class"});
-  } else if (org.type() == v1::ENTERPRISE && org.size_class() == v1::SIZE_CLASS_UNSPECIFIED) {
-    bad.push_back({"organization.size_class",
-                   "required for enterprises: LEADING, LARGE, SME or START_UP"});
   } else if (org.type() != v1::ENTERPRISE && org.size_class() != v1::SIZE_CLASS_UNSPECIFIED) {
     bad.push_back({"organization.size_class", "only enterprises have a size class"});
   }
@@ -586,7 +581,6 @@ absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& w) {
     return InvalidField("maintenance_window.interval.end_time",
                         "must be after start_time (intervals are half-open [start, end))");
   }
-  if (w.reason().empty()) return InvalidField("maintenance_window.reason", "required");
   return absl::OkStatus();
 }
 
@@ -738,8 +732,8 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
     const absl::Time ws = FromProto(w.interval().start_time());
     const absl::Time we = FromProto(w.interval().end_time());
     if (ws < end && start < we) {
-      deny(v1::DURING_MAINTENANCE, absl::StrCat("overlaps maintenance window ", w.name(), ": ",
-                                                w.reason()));
+      deny(v1::DURING_MAINTENANCE, absl::StrCat("overlaps maintenance window ", w.name(),
+                                                w.reason().empty() ? "" : ": ", w.reason()));
       break;
     }
   }

@@ -331,7 +331,7 @@ TEST_F(InvoiceDocumentTest, IssuedDocumentCarriesFapiaoDetailsAndTaxAndNeverChan
   ASSERT_TRUE(SetDetails(lab_admin, "lab", LabDetails(), "d-1").ok());
   EXPECT_EQ(ErrorReason(SetDetails(lab_admin, "owner", LabDetails(), "d-2").status()), "ORGANIZATION_SCOPE");
   EXPECT_EQ(ErrorReason(SetDetails(lab_admin, "lab", LabDetails(), "d-3", "display_name").status()),
-            "ORGANIZATION_SCOPE");
+            "ROLE_NOT_ALLOWED");
   ASSERT_TRUE(SetDetails(root_, "owner", OwnerDetails(), "d-4").ok());
   // Through gRPC (the interceptor's role table, then the manager's scope):
   // the lab's billing admin may, a lab user may not (ROLE_NOT_ALLOWED).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <limits>
 #include <set>
 
@@ -492,7 +493,8 @@ bool ParseCalendarEnd(absl::string_view value, int64_t* end_ms, int* busy_reason
 }
 
 std::string CalendarMember(absl::string_view entry_id, int64_t start_ms, int64_t end_ms, int busy_reason) {
-  return absl::StrCat(entry_id, absl::string_view(&kCalendarSeparator, 1), CalendarEndValue(end_ms - start_ms, busy_reason));
+  return absl::StrCat(entry_id, absl::string_view(&kCalendarSeparator, 1),
+                      CalendarEndValue(end_ms - start_ms, busy_reason));
 }
 
 bool ParseCalendarMember(absl::string_view member, int64_t start_ms, CalendarEntry* entry) {
@@ -508,6 +510,44 @@ bool ParseCalendarMember(absl::string_view member, int64_t start_ms, CalendarEnt
 }
 
 namespace {
+// A start-up migration over keys of an older layout, one per instrument:
+// unless `marker` is set, `each` (partition, instrument, key) for every key
+// of type `type` that SCAN matches with `pattern` and `shape` names, then
+// the marker (so later starts skip the keyspace scan). The sum of `each`.
+absl::StatusOr<int64_t> ForEachOlderKey(
+    RedisPool* pool, const std::string& marker, const std::string& pattern, const std::string& type,
+    std::string (*shape)(int, absl::string_view),
+    const std::function<absl::StatusOr<int64_t>(int, const std::string&, const std::string&)>& each) {
+  LS_ASSIGN_OR_RETURN(RedisValue done, pool->Command({"EXISTS", marker}));
+  if (done.integer == 1) return 0;
+  int64_t sum = 0;
+  std::string cursor = "0";
+  do {
+    LS_ASSIGN_OR_RETURN(RedisValue v,
+                        pool->Command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000", "TYPE", type}));
+    if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
+      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected SCAN reply");
+    }
+    cursor = v.elements[0].str;
+    for (const auto& key : v.elements[1].elements) {
+      // "{bk:<p>}:<word>:<instrument>"
+      const size_t close = key.str.find('}');
+      int p = 0;
+      if (close == std::string::npos || !absl::SimpleAtoi(key.str.substr(4, close - 4), &p) || p < 0 ||
+          p >= kPartitions) {
+        continue;
+      }
+      const size_t prefix = shape(p, "").size();
+      const std::string instrument = key.str.size() > prefix ? key.str.substr(prefix) : "";
+      if (instrument.empty() || key.str != shape(p, instrument)) continue;  // not one of ours
+      LS_ASSIGN_OR_RETURN(int64_t n, each(p, instrument, key.str));
+      sum += n;
+    }
+  } while (cursor != "0");
+  LS_RETURN_IF_ERROR(pool->Command({"SET", marker, "1"}).status());
+  return sum;
+}
+
 // A calendar step's keys: the calendar, then the older version's two.
 std::vector<std::string> CalendarKeys(int partition, absl::string_view instrument_id) {
   return {keys::Calendar(partition, instrument_id), keys::LegacyCalendar(partition, instrument_id),
@@ -518,43 +558,42 @@ std::vector<std::string> CalendarKeys(int partition, absl::string_view instrumen
 std::string WindowEntry(absl::string_view window_id) { return absl::StrCat("mw:", window_id); }
 bool IsWindowEntry(absl::string_view entry) { return entry.substr(0, 3) == "mw:"; }
 
-absl::Status BookingStore::BlockWindow(int partition, absl::string_view instrument_id,
-                                       absl::string_view window_id, int64_t start_ms,
-                                       int64_t end_ms, int busy_reason) const {
-  // KEYS: calendar, older calendar, older calendar ends. ARGV: entry id,
-  // start, member. A window placed again may have moved: its member goes
-  // wherever it is.
+namespace {
+// One calendar entry put on (a member given) or taken off (none), after the
+// fold. KEYS: CalendarKeys. ARGV: entry id, where it starts ('' unknown),
+// the member ('' take it off). An entry placed again may have moved: its
+// member goes wherever it is.
+absl::Status PutCalendarEntry(RedisPool* pool, int partition, absl::string_view instrument_id,
+                              std::string entry, std::string start, std::string member) {
   static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
 local folded, fresh = cal_fold(KEYS[1], KEYS[2], KEYS[3])
 if folded then return redis.error_reply(folded) end
 if not ls_type_is(KEYS[1], 'zset') then return redis.error_reply('WRONGTYPE calendar keys') end
 local m = cal_find(KEYS[1], ARGV[1], ARGV[2], true)
 if m then redis.call('ZREM', KEYS[1], m) end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3]) end
 if fresh then cal_plant(KEYS[1], KEYS[2], KEYS[3]) end
 return 1
 )lua");
-  const std::string entry = WindowEntry(window_id);
-  return pool_->Eval(*script, CalendarKeys(partition, instrument_id),
-                     {entry, std::to_string(start_ms), CalendarMember(entry, start_ms, end_ms, busy_reason)})
+  return pool->Eval(*script, CalendarKeys(partition, instrument_id),
+                    {std::move(entry), std::move(start), std::move(member)})
       .status();
+}
+}  // namespace
+
+absl::Status BookingStore::BlockWindow(int partition, absl::string_view instrument_id,
+                                       absl::string_view window_id, int64_t start_ms,
+                                       int64_t end_ms, int busy_reason) const {
+  std::string entry = WindowEntry(window_id);
+  std::string member = CalendarMember(entry, start_ms, end_ms, busy_reason);
+  return PutCalendarEntry(pool_, partition, instrument_id, std::move(entry), std::to_string(start_ms),
+                          std::move(member));
 }
 
 absl::Status BookingStore::RemoveCalendarEntry(int partition, absl::string_view instrument_id,
                                                absl::string_view entry, int64_t start_ms) const {
-  // KEYS as BlockWindow's. ARGV: entry id, where it starts ('' unknown).
-  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
-local folded, fresh = cal_fold(KEYS[1], KEYS[2], KEYS[3])
-if folded then return redis.error_reply(folded) end
-if not ls_type_is(KEYS[1], 'zset') then return redis.error_reply('WRONGTYPE calendar keys') end
-local m = cal_find(KEYS[1], ARGV[1], ARGV[2], true)
-if m then redis.call('ZREM', KEYS[1], m) end
-if fresh then cal_plant(KEYS[1], KEYS[2], KEYS[3]) end
-return 1
-)lua");
-  return pool_->Eval(*script, CalendarKeys(partition, instrument_id),
-                     {std::string(entry), start_ms > 0 ? std::to_string(start_ms) : ""})
-      .status();
+  return PutCalendarEntry(pool_, partition, instrument_id, std::string(entry),
+                          start_ms > 0 ? std::to_string(start_ms) : "", "");
 }
 
 namespace {
@@ -577,33 +616,10 @@ absl::StatusOr<int64_t> BookingStore::FoldCalendar(int partition, absl::string_v
 }
 
 absl::StatusOr<int64_t> BookingStore::MigrateCalendars() const {
-  const std::string done = "{booking}:migrated:calendar";
-  LS_ASSIGN_OR_RETURN(RedisValue marker, pool_->Command({"EXISTS", done}));
-  if (marker.integer == 1) return 0;
-  int64_t moved = 0;
-  std::string cursor = "0";
-  do {
-    LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"SCAN", cursor, "MATCH", "{bk:*}:cal:*", "COUNT", "1000",
-                                                      "TYPE", "zset"}));
-    if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
-      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected SCAN reply");
-    }
-    cursor = v.elements[0].str;
-    for (const auto& key : v.elements[1].elements) {
-      // "{bk:<p>}:cal:<instrument>"
-      const size_t close = key.str.find('}');
-      int p = 0;
-      if (close == std::string::npos || !absl::SimpleAtoi(key.str.substr(4, close - 4), &p) || p < 0 ||
-          p >= kPartitions || key.str.size() <= close + 6 ||
-          key.str != keys::LegacyCalendar(p, key.str.substr(close + 6))) {
-        continue;  // not one of ours
-      }
-      LS_ASSIGN_OR_RETURN(int64_t n, FoldCalendar(p, key.str.substr(close + 6)));
-      moved += n;
-    }
-  } while (cursor != "0");
-  LS_RETURN_IF_ERROR(pool_->Command({"SET", done, "1"}).status());
-  return moved;
+  return ForEachOlderKey(pool_, "{booking}:migrated:calendar", "{bk:*}:cal:*", "zset", keys::LegacyCalendar,
+                         [this](int p, const std::string& instrument, const std::string&) {
+                           return FoldCalendar(p, instrument);
+                         });
 }
 
 absl::Status BookingStore::Publish(int partition, const std::string& event) const {
@@ -1250,33 +1266,12 @@ end
 redis.call('DEL', KEYS[1])
 return #members
 )lua");
-  // Once every older index has moved, later starts skip the keyspace scan.
-  const std::string done = "{booking}:migrated:bystart";
-  LS_ASSIGN_OR_RETURN(RedisValue marker, pool_->Command({"EXISTS", done}));
-  if (marker.integer == 1) return 0;
-  int64_t moved = 0;
-  std::string cursor = "0";
-  do {
-    LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"SCAN", cursor, "MATCH", "{bk:*}:byinstr:*", "COUNT", "1000"}));
-    if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
-      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected SCAN reply");
-    }
-    cursor = v.elements[0].str;
-    for (const auto& key : v.elements[1].elements) {
-      // "{bk:<p>}:byinstr:<instrument>"
-      const size_t close = key.str.find('}');
-      int p = 0;
-      if (close == std::string::npos || !absl::SimpleAtoi(key.str.substr(4, close - 4), &p) || p < 0 ||
-          p >= kPartitions || key.str != keys::LegacyByInstrument(p, key.str.substr(close + 10))) {
-        continue;  // not one of ours
-      }
-      const std::string instrument = key.str.substr(close + 10);
-      LS_ASSIGN_OR_RETURN(RedisValue n, pool_->Eval(*script, {key.str, keys::ByInstrument(p, instrument)}, {}));
-      moved += n.integer;
-    }
-  } while (cursor != "0");
-  LS_RETURN_IF_ERROR(pool_->Command({"SET", done, "1"}).status());
-  return moved;
+  auto move = [this](int p, const std::string& instrument, const std::string& key) -> absl::StatusOr<int64_t> {
+    LS_ASSIGN_OR_RETURN(RedisValue n, pool_->Eval(*script, {key, keys::ByInstrument(p, instrument)}, {}));
+    return n.integer;
+  };
+  return ForEachOlderKey(pool_, "{booking}:migrated:bystart", "{bk:*}:byinstr:*", "zset", keys::LegacyByInstrument,
+                         move);
 }
 
 namespace {

@@ -51,8 +51,10 @@ class CalendarMigrationTest : public ::testing::Test {
     return s;
   }
   UpdateStep Update(const std::string& instrument, const std::string& id, int64_t version,
-                    UpdateStep::Calendar op) {
+                    UpdateStep::Calendar op, int64_t start_ms, int64_t new_end_ms = 0) {
     UpdateStep u;
+    u.blocked_start_ms = start_ms;
+    u.new_end_ms = new_end_ms;
     u.partition = keys::Partition(instrument);
     u.instrument_id = instrument;
     u.booking_id = id;
@@ -165,13 +167,10 @@ TEST_F(CalendarMigrationTest, ACreateFoldsFirstAndNeverOverlapsAnOlderEntry) {
 TEST_F(CalendarMigrationTest, UpdatesFindOlderEntriesAfterTheFold) {
   OlderCalendar();
   // Cancel b1 (its entry goes), shorten b2, then another step keeps w1.
-  UpdateStep cancel = Update("i1", "b1", 1, UpdateStep::Calendar::kRemove);
-  cancel.blocked_start_ms = 1'000;
-  ASSERT_EQ(store_->Update(cancel)->kind, StepOutcome::Kind::kApplied);
-  UpdateStep shorten = Update("i1", "b2", 1, UpdateStep::Calendar::kSetEnd);
-  shorten.blocked_start_ms = 3'000;
-  shorten.new_end_ms = 3'500;
-  ASSERT_EQ(store_->Update(shorten)->kind, StepOutcome::Kind::kApplied);
+  ASSERT_EQ(store_->Update(Update("i1", "b1", 1, UpdateStep::Calendar::kRemove, 1'000))->kind,
+            StepOutcome::Kind::kApplied);
+  ASSERT_EQ(store_->Update(Update("i1", "b2", 1, UpdateStep::Calendar::kSetEnd, 3'000, 3'500))->kind,
+            StepOutcome::Kind::kApplied);
   auto cal = Range("i1", 0, 100'000);
   ASSERT_EQ(cal.size(), 2u);
   EXPECT_EQ(cal[0].booking_id, "b2");
@@ -204,22 +203,18 @@ TEST_F(CalendarMigrationTest, WindowStepsFoldAndMoveAWindowWhereverItStarts) {
 // keeping it (a change of reason) leaves an entry not at the given start.
 TEST_F(CalendarMigrationTest, EntriesAreFoundByIdWhenNotAtTheGivenStart) {
   ASSERT_EQ(store_->Create(Create("i1", "b1", 1'000, 2'000))->kind, StepOutcome::Kind::kApplied);
-  UpdateStep keep = Update("i1", "b1", 1, UpdateStep::Calendar::kKeep);
-  keep.blocked_start_ms = 1'500;
-  ASSERT_EQ(store_->Update(keep)->kind, StepOutcome::Kind::kApplied);
+  ASSERT_EQ(store_->Update(Update("i1", "b1", 1, UpdateStep::Calendar::kKeep, 1'500))->kind,
+            StepOutcome::Kind::kApplied);
   EXPECT_EQ(Range("i1", 0, 10'000).at(0).busy_reason, 1);
-  UpdateStep end = Update("i1", "b1", 2, UpdateStep::Calendar::kSetEnd);
-  end.blocked_start_ms = 1'500;
-  end.new_end_ms = 1'800;
-  ASSERT_EQ(store_->Update(end)->kind, StepOutcome::Kind::kApplied);
+  ASSERT_EQ(store_->Update(Update("i1", "b1", 2, UpdateStep::Calendar::kSetEnd, 1'500, 1'800))->kind,
+            StepOutcome::Kind::kApplied);
   auto cal = Range("i1", 0, 10'000);
   ASSERT_EQ(cal.size(), 1u);
   EXPECT_EQ(cal[0].start_ms, 1'000);
   EXPECT_EQ(cal[0].end_ms, 1'800);
   EXPECT_EQ(cal[0].busy_reason, 2);
-  UpdateStep off = Update("i1", "b1", 3, UpdateStep::Calendar::kRemove);
-  off.blocked_start_ms = 1'500;
-  ASSERT_EQ(store_->Update(off)->kind, StepOutcome::Kind::kApplied);
+  ASSERT_EQ(store_->Update(Update("i1", "b1", 3, UpdateStep::Calendar::kRemove, 1'500))->kind,
+            StepOutcome::Kind::kApplied);
   EXPECT_TRUE(Range("i1", 0, 10'000).empty());
 }
 

@@ -145,10 +145,11 @@ local function cal_find(key, id, start, anywhere)
   return nil
 end
 -- What an older version's step meets instead of its calendar (c, e): a
--- string, so it fails (WRONGTYPE) before it writes anything.
+-- string, so it fails (WRONGTYPE) before it writes anything. The shortest
+-- value that says why (88 B of MEMORY USAGE a key; the calendar is n).
 local function cal_plant(n, c, e)
-  redis.call('SET', c, 'moved to ' .. n)
-  redis.call('SET', e, 'moved to ' .. n)
+  redis.call('SET', c, 'moved')
+  redis.call('SET', e, 'moved')
 end
 -- An older version's calendar (c: id -> start, e: id -> end value) moves
 -- into n once, and both become sentinels (cal_plant). Returns an error, or

@@ -117,6 +117,11 @@ zrangebyscore zrevrangebyscore zrangebylex zrevrangebylex $outbox"
 # which organisations' "org" listing indexes hold its entries
 # (booking_lists.h RefileOperator).
 cmds[booking]+=" zmscore"
+# ZSCAN: a calendar step looks for an entry that is not where its document
+# says it starts (a window placed again, an id without a known start), and
+# HGETALL folds an older version's calendar into one sorted set
+# (redis_booking_store.h keys::Calendar).
+cmds[booking]+=" zscan"
 # Inventory's outbox: the maintenance-window consumer (group) and the cache
 # watcher (XREAD, XREVRANGE).
 selector[booking]="(~{inventory}:outbox resetchannels -@all $consumer xread xrevrange)"

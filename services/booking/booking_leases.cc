@@ -458,6 +458,7 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
         step.extra_docs.push_back({keys::Lease(cur.booking.partition, IdOf(c.lease.name())),
                                    c.lease.SerializeAsString(), cur.lease_version});
         step.calendar = c.calendar;
+        step.blocked_start_ms = Ms(FromProto(cur.booking.booking.blocked_interval().start_time()));
         step.new_end_ms = c.new_end_ms;
         step.guard_from_ms = c.guard_from_ms;
         step.guard_to_ms = c.guard_to_ms;

@@ -908,6 +908,7 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
         step.busy_reason = BusyReasonOf(c.booking);
         step.expected_version = cur.version;
         step.calendar = c.calendar;
+        step.blocked_start_ms = Ms(FromProto(cur.booking.blocked_interval().start_time()));
         step.new_end_ms = c.new_end_ms;
         step.guard_from_ms = c.guard_from_ms;
         step.guard_to_ms = c.guard_to_ms;
@@ -1339,7 +1340,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         });
         if (!result.ok() && ErrorReason(result.status()) == "FINISHED") {
           // A finished booking keeps its record; only its calendar entry goes.
-          LS_RETURN_IF_ERROR(store_->RemoveCalendarEntry(partition, ids.first, e.booking_id));
+          LS_RETURN_IF_ERROR(store_->RemoveCalendarEntry(partition, ids.first, e.booking_id, e.start_ms));
           continue;
         }
         LS_RETURN_IF_ERROR(result.status());

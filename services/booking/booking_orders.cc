@@ -116,6 +116,7 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
     step.expected_version = c.booking_version;
     step.extra_docs.push_back({order_key, c.order.SerializeAsString(), cur.version});
     step.calendar = c.calendar;
+    step.blocked_start_ms = Ms(FromProto(c.booking.blocked_interval().start_time()));
     step.guard_from_ms = c.guard_from_ms;
     step.guard_to_ms = c.guard_to_ms;
     if (c.calendar == UpdateStep::Calendar::kRemove) step.due = UpdateStep::Due::kRemove;
@@ -667,6 +668,7 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
     *old.mutable_update_time() = ToProto(now);
     old.set_etag(std::to_string(previous.version + 1));
     step.replaces_booking_id = IdOf(old.name());
+    step.replaces_start_ms = Ms(FromProto(old.blocked_interval().start_time()));
     step.extra_docs.push_back({keys::Booking(cur.partition, IdOf(old.name())), SerializeDeterministic(old),
                                previous.version});
     v1::BookingEvent cancelled = Event(p, r.request_id());

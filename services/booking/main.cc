@@ -76,6 +76,10 @@ int main(int argc, char** argv) {
     do {
       if (!migrated) {  // listing indexes of older versions (see redis_booking_store.h)
         auto moved = store.MigrateIndexes();
+        // Calendars of older versions (two keys each) into one sorted set.
+        auto folded = store.MigrateCalendars();
+        if (!folded.ok()) labshare::LogWarning("calendar migration failed", {{"error", folded.status().ToString()}});
+        if (folded.ok() && *folded > 0) labshare::LogInfo("calendars migrated", {{"entries", std::to_string(*folded)}});
         auto listed = manager.MigrateListings();  // cross-instrument listing indexes
         if (!listed.ok()) labshare::LogWarning("listing migration failed", {{"error", listed.status().ToString()}});
         // Entries an older version left under a former operator (booking_lists.h).
@@ -86,7 +90,7 @@ int main(int argc, char** argv) {
         if (refiled.ok() && *refiled > 0) {
           labshare::LogInfo("listings re-filed to current operators", {{"instruments", std::to_string(*refiled)}});
         }
-        migrated = moved.ok() && listed.ok() && refiled.ok();
+        migrated = moved.ok() && folded.ok() && listed.ok() && refiled.ok();
         if (!moved.ok()) labshare::LogWarning("index migration failed", {{"error", moved.status().ToString()}});
         if (moved.ok() && *moved > 0) labshare::LogInfo("listing indexes migrated", {{"bookings", std::to_string(*moved)}});
       }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <limits>
 #include <set>
 
@@ -28,8 +29,9 @@ int Partition(absl::string_view instrument_id) {
   return static_cast<int>(h % kPartitions);
 }
 std::string Tag(int p) { return absl::StrCat("{bk:", p, "}"); }
-std::string Calendar(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":cal:", i); }
-std::string CalendarEnds(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":calend:", i); }
+std::string Calendar(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":cl:", i); }
+std::string LegacyCalendar(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":cal:", i); }
+std::string LegacyCalendarEnds(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":calend:", i); }
 std::string Booking(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":booking:", id); }
 std::string ByInstrument(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":bystart:", i); }
 std::string LegacyByInstrument(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":byinstr:", i); }
@@ -110,15 +112,90 @@ local function publish(outbox, first, count)
 end
 )lua";
 
+// The calendar (keys::Calendar): members "<entry id>!<end - start><reason>"
+// at score start (CalendarMember). Entry ids never hold '!'. Needs
+// kLuaGuards.
+constexpr char kCalendarLua[] = R"lua(
+local function cal_id(m)
+  local i = string.find(m, '!', 1, true)
+  if not i then return m end
+  return string.sub(m, 1, i - 1)
+end
+-- The end of member m at score start (tonumber reads past the reason).
+local function cal_end(m, start)
+  local i = string.find(m, '!', 1, true)
+  return tonumber(start) + (i and tonumber(string.sub(m, i + 1)) or 0)
+end
+-- The member of entry `id` and its score: at `start` ('' unknown); when
+-- not there and `anywhere`, through the whole calendar.
+local function cal_find(key, id, start, anywhere)
+  local p = id .. '!'
+  if start ~= '' then
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, start, start)) do
+      if string.sub(m, 1, #p) == p then return m, start end
+    end
+  end
+  if not anywhere then return nil end
+  local cursor = '0'
+  repeat
+    local r = redis.call('ZSCAN', key, cursor, 'MATCH', p .. '*', 'COUNT', '1000')
+    cursor = r[1]
+    if r[2][1] then return r[2][1], r[2][2] end
+  until cursor == '0'
+  return nil
+end
+-- What an older version's step meets instead of its calendar (c, e): a
+-- string, so it fails (WRONGTYPE) before it writes anything. The shortest
+-- value that says why (88 B of MEMORY USAGE a key; the calendar is n).
+local function cal_plant(n, c, e)
+  redis.call('SET', c, 'moved')
+  redis.call('SET', e, 'moved')
+end
+-- An older version's calendar (c: id -> start, e: id -> end value) moves
+-- into n once, and both become sentinels (cal_plant). Returns an error, or
+-- whether the instrument has no calendar of either form yet: then the
+-- caller plants the sentinels once it writes (so an older replica cannot
+-- start one beside n).
+local function cal_fold(n, c, e)
+  local te = redis.call('TYPE', e)['ok']
+  if te == 'string' then return nil, false end
+  local tc = redis.call('TYPE', c)['ok']
+  if (te ~= 'none' and te ~= 'hash') or (tc ~= 'none' and tc ~= 'zset') or not ls_type_is(n, 'zset') then
+    return 'WRONGTYPE calendar keys'
+  end
+  if te == 'none' and tc == 'none' then return nil, true end
+  local ends = {}
+  if te == 'hash' then
+    local h = redis.call('HGETALL', e)
+    for i = 1, #h, 2 do ends[h[i]] = h[i + 1] end
+  end
+  if tc == 'zset' then
+    local m = redis.call('ZRANGE', c, 0, -1, 'WITHSCORES')
+    for i = 1, #m, 2 do
+      -- An entry without an end was on no older reader's calendar either.
+      local v = ends[m[i]]
+      local digits = v and string.match(v, '^%-?%d+')
+      if digits then
+        local delta = string.format('%d', tonumber(digits) - tonumber(m[i + 1]))
+        redis.call('ZADD', n, m[i + 1], m[i] .. '!' .. delta .. string.sub(v, #digits + 1, #digits + 1))
+      end
+    end
+  end
+  cal_plant(n, c, e)
+  return nil, false
+end
+)lua";
+
 // KEYS: 1 idem (the doc itself: the record is in the document), 2 outbox,
-//       3 doc, 4 cal, 5 calend, 6 bystart, 7 the partition's swept instruments,
-//       8 guard document (or placeholder), 9.. counters, then extra documents
+//       3 doc, 4 calendar, 5 older calendar, 6 bystart, 7 the partition's swept
+//       instruments, 8 guard document (or placeholder), 9 older calendar ends,
+//       10.. counters, then extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 denied, 5 start, 6 end, 7 id,
 //       8 reserved start ms (listing index score), 9 instrument id if the
 //       sweep must look at the booking ('' no), 10 guard version ('' none),
 //       11 replaced booking id ('' none), 12 response ('' = the doc), 13 n extra,
-//       14 n events, 15 n counters, 16 the busy reason's character after
-//       the end ('' none; CalendarEndValue),
+//       14 n events, 15 n counters, 16 the calendar member (CalendarMember),
+//       17 the replaced booking's start ('' unknown),
 //       then per counter (field, limit ms or 'hash', ms, on over
 //       'fail'|'ask'|'allow', reason), then per extra document (expected
 //       version, 0: must not exist; data), then the events, then (always
@@ -129,7 +206,7 @@ end
 // ARGV of their own).
 // Every check comes before the first write.
 const RedisScript& CreateScript() {
-  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kReplayLua + R"lua(
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kReplayLua + kCalendarLua + R"lua(
 local in_doc = KEYS[1] == KEYS[3]
 if in_doc then
   -- The id was derived from the request id: the document is the record.
@@ -145,7 +222,7 @@ else
 end
 if ARGV[4] == '1' then return {'DENIED'} end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
-local xk, xa = 8 + nc, 16 + nc * 5
+local xk, xa = 9 + nc, 17 + nc * 5
 if not in_doc and redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
 if ARGV[10] ~= '' and tonumber(redis.call('HGET', KEYS[8], 'v') or '0') ~= tonumber(ARGV[10]) then
   return {'STALE'}
@@ -159,23 +236,24 @@ for i = 1, n_extra do
     return {'CONFLICT'}
   end
 end
-local s, e = tonumber(ARGV[5]), tonumber(ARGV[6])
+local s = tonumber(ARGV[5])
+local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[9])
+if folded then return redis.error_reply(folded) end
 -- Blocked intervals are disjoint, so only the last one starting before e
--- can reach past s (not counting the booking this one replaces).
-local before = redis.call('ZREVRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '-inf', 'LIMIT', '0', '2')
-local prev = before[1]
-if prev and prev == ARGV[11] then prev = before[2] end
--- An end value may carry its busy reason, one whitespace character after
--- the digits (CalendarEndValue): tonumber reads past it.
-if prev and tonumber(redis.call('HGET', KEYS[5], prev)) > s then
-  return {'TAKEN', prev}
+-- can reach past s (not counting the booking this one replaces); its end
+-- is in its member.
+local before = redis.call('ZREVRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '-inf', 'WITHSCORES', 'LIMIT', '0', '2')
+local prev, at = before[1], before[2]
+if prev and ARGV[11] ~= '' and cal_id(prev) == ARGV[11] then prev, at = before[3], before[4] end
+if prev and cal_end(prev, at) > s then
+  return {'TAKEN', cal_id(prev)}
 end
 local ask = false
 for i = 1, nc do
-  local a = 16 + (i - 1) * 5
+  local a = 17 + (i - 1) * 5
   local f, mode = ARGV[a + 1], ARGV[a + 4]
   if mode ~= 'allow' then
-    local c = redis.call('HMGET', KEYS[8 + i], f .. ':budget', f .. ':committed', f .. ':used')
+    local c = redis.call('HMGET', KEYS[9 + i], f .. ':budget', f .. ':committed', f .. ':used')
     local limit = ARGV[a + 2]
     if limit == 'hash' then limit = c[1] end
     if not limit or tonumber(ARGV[a + 3]) > tonumber(limit) - tonumber(c[2] or '0') - tonumber(c[3] or '0') then
@@ -187,7 +265,7 @@ end
 if ask then return {'ASK'} end
 -- Nothing below may fail (Redis does not roll back): keys of the types they
 -- are written as, counters that stay exact int64s.
-if not (ls_type_is(KEYS[5], 'hash') and ls_type_is(KEYS[6], 'zset') and
+if not (ls_type_is(KEYS[4], 'zset') and ls_type_is(KEYS[6], 'zset') and
         (ARGV[9] == '' or ls_type_is(KEYS[7], 'set')) and
         (ARGV[14] == '0' or ls_type_is(KEYS[2], 'stream'))) then
   return redis.error_reply('WRONGTYPE a key of the booking step')
@@ -214,18 +292,18 @@ if KEYS[ls] then
   end
 end
 for i = 1, nc do
-  local a = 16 + (i - 1) * 5
-  if not ls_add(redis.call('HGET', KEYS[8 + i], ARGV[a + 1] .. ':committed'), ARGV[a + 3]) then
-    return redis.error_reply('ERR counter overflow in ' .. KEYS[8 + i])
+  local a = 17 + (i - 1) * 5
+  if not ls_add(redis.call('HGET', KEYS[9 + i], ARGV[a + 1] .. ':committed'), ARGV[a + 3]) then
+    return redis.error_reply('ERR counter overflow in ' .. KEYS[9 + i])
   end
 end
 if ARGV[11] ~= '' then
-  redis.call('ZREM', KEYS[4], ARGV[11])
-  redis.call('HDEL', KEYS[5], ARGV[11])
+  local m = cal_find(KEYS[4], ARGV[11], ARGV[17], true)
+  if m then redis.call('ZREM', KEYS[4], m) end
 end
 for i = 1, nc do
-  local a = 16 + (i - 1) * 5
-  redis.call('HINCRBY', KEYS[8 + i], ARGV[a + 1] .. ':committed', ARGV[a + 3])
+  local a = 17 + (i - 1) * 5
+  redis.call('HINCRBY', KEYS[9 + i], ARGV[a + 1] .. ':committed', ARGV[a + 3])
 end
 -- Arguments go to Redis as the strings they came in: a Lua number would be
 -- printed with %.17g on each call (measurably slower on this hot path).
@@ -240,8 +318,8 @@ for i = 1, n_extra do
   local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
   put(KEYS[xk + i], extra[i], expected + 1, ARGV[xa + (i - 1) * 2 + 2])
 end
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
-redis.call('HSET', KEYS[5], ARGV[7], ARGV[6] .. ARGV[16])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[16])
+if fresh then cal_plant(KEYS[4], KEYS[5], KEYS[9]) end
 redis.call('ZADD', KEYS[6], ARGV[8], ARGV[7])
 -- Usually already a member: then nothing is written (or logged to the AOF).
 if ARGV[9] ~= '' then redis.call('SADD', KEYS[7], ARGV[9]) end
@@ -259,8 +337,8 @@ return {'OK'}
   return *s;
 }
 
-// KEYS: 1 idem, 2 outbox, 3 doc, 4 cal, 5 calend, 6 due, 7.. counters, then
-//       extra documents
+// KEYS: 1 idem, 2 outbox, 3 doc, 4 calendar, 5 older calendar, 6 due, 7 older
+//       calendar ends, 8.. counters, then extra documents
 // ARGV: 1 fingerprint, 2 doc ('' the doc stays as it is: checked against
 //       the expected version, not rewritten; then 12 is set), 3 ttl,
 //       4 expected version, 5 calendar op, 6 id, 7 new end, 8 guard from, 9 guard to, 10 due op ('remove': off
@@ -268,14 +346,17 @@ return {'OK'}
 //       ('' none; CalendarEndValue): written with a new end, and on 'keep'
 //       beside the end an entry on the calendar has,
 //       12 response ('' = the doc), 13 n extra, 14 n events, 15 n counters,
+//       16 where the entry starts ('' unknown: looked for through the
+//       calendar; known, 'remove' and 'end' still look there when it is
+//       not at that start, 'keep' leaves it),
 //       then per counter (field, committed delta, used delta), then per
 //       extra document (expected version, data), then the events.
 const RedisScript& UpdateScript() {
-  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kReplayLua + R"lua(
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kReplayLua + kCalendarLua + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
 if seen then return seen end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
-local xk, xa = 6 + nc, 15 + nc * 3
+local xk, xa = 7 + nc, 16 + nc * 3
 local cur = redis.call('HMGET', KEYS[3], 'v', 'f', 'r', 'd')
 if tonumber(cur[1] or '0') ~= tonumber(ARGV[4]) then
   return {'CONFLICT'}
@@ -286,24 +367,26 @@ for i = 1, n_extra do
   extra[i] = redis.call('HMGET', KEYS[xk + i], 'v', 'f', 'r', 'd')
   if tonumber(extra[i][1] or '0') ~= expected then return {'CONFLICT'} end
 end
+local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[7])
+if folded then return redis.error_reply(folded) end
 if ARGV[9] ~= '0' then
   local inside = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[8], '(' .. ARGV[9], 'LIMIT', 0, 2)
   for _, other in ipairs(inside) do
-    if other ~= ARGV[6] then return {'TAKEN', other} end
+    local id = cal_id(other)
+    if id ~= ARGV[6] then return {'TAKEN', id} end
   end
 end
 -- Nothing below may fail (Redis does not roll back).
-if not ((ARGV[5] ~= 'remove' or ls_type_is(KEYS[4], 'zset')) and
-        ls_type_is(KEYS[5], 'hash') and
+if not (ls_type_is(KEYS[4], 'zset') and
         (ARGV[10] ~= 'remove' or ls_type_is(KEYS[6], 'zset')) and
         (ARGV[14] == '0' or ls_type_is(KEYS[2], 'stream'))) then
   return redis.error_reply('WRONGTYPE a key of the booking step')
 end
 for i = 1, nc do
-  local a = 15 + (i - 1) * 3
-  local c = redis.call('HMGET', KEYS[6 + i], ARGV[a + 1] .. ':committed', ARGV[a + 1] .. ':used')
+  local a = 16 + (i - 1) * 3
+  local c = redis.call('HMGET', KEYS[7 + i], ARGV[a + 1] .. ':committed', ARGV[a + 1] .. ':used')
   if not ls_add(c[1], ARGV[a + 2]) or not ls_add(c[2], ARGV[a + 3]) then
-    return redis.error_reply('ERR counter overflow in ' .. KEYS[6 + i])
+    return redis.error_reply('ERR counter overflow in ' .. KEYS[7 + i])
   end
 end
 if ARGV[2] ~= '' then put(KEYS[3], cur, tonumber(ARGV[4]) + 1, ARGV[2]) end
@@ -311,24 +394,30 @@ for i = 1, n_extra do
   local expected = tonumber(ARGV[xa + (i - 1) * 2 + 1])
   put(KEYS[xk + i], extra[i], expected + 1, ARGV[xa + (i - 1) * 2 + 2])
 end
-if ARGV[5] == 'remove' then
-  redis.call('ZREM', KEYS[4], ARGV[6])
-  redis.call('HDEL', KEYS[5], ARGV[6])
-elseif ARGV[5] == 'end' then
-  redis.call('HSET', KEYS[5], ARGV[6], ARGV[7] .. ARGV[11])
-else
-  -- The entry stays (if on the calendar): its end with the new reason.
-  local was = redis.call('HGET', KEYS[5], ARGV[6])
-  local e = was and string.match(was, '^%-?%d+')
-  if e and was ~= e .. ARGV[11] then redis.call('HSET', KEYS[5], ARGV[6], e .. ARGV[11]) end
+-- The booking's entry: found at its start, or (to take it off or move its
+-- end, or with no start given) wherever it is; 'keep' leaves an entry not
+-- at its known start alone.
+local m, at = cal_find(KEYS[4], ARGV[6], ARGV[16], ARGV[5] ~= 'keep' or ARGV[16] == '')
+if m and ARGV[5] == 'remove' then
+  redis.call('ZREM', KEYS[4], m)
+elseif m then
+  -- 'end': the new end; 'keep': the end it has. Either with the new reason.
+  local delta = ARGV[5] == 'end' and string.format('%d', tonumber(ARGV[7]) - tonumber(at))
+                or string.match(string.sub(m, #ARGV[6] + 2), '^%-?%d+')
+  local now = delta and ARGV[6] .. '!' .. delta .. ARGV[11]
+  if now and now ~= m then
+    redis.call('ZREM', KEYS[4], m)
+    redis.call('ZADD', KEYS[4], at, now)
+  end
 end
+if fresh then cal_plant(KEYS[4], KEYS[5], KEYS[7]) end
 if ARGV[10] == 'remove' then
   redis.call('ZREM', KEYS[6], ARGV[6])
 end
 for i = 1, nc do
-  local a = 15 + (i - 1) * 3
-  redis.call('HINCRBY', KEYS[6 + i], ARGV[a + 1] .. ':committed', ARGV[a + 2])
-  redis.call('HINCRBY', KEYS[6 + i], ARGV[a + 1] .. ':used', ARGV[a + 3])
+  local a = 16 + (i - 1) * 3
+  redis.call('HINCRBY', KEYS[7 + i], ARGV[a + 1] .. ':committed', ARGV[a + 2])
+  redis.call('HINCRBY', KEYS[7 + i], ARGV[a + 1] .. ':used', ARGV[a + 3])
 end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
 remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3])
@@ -404,38 +493,134 @@ bool ParseCalendarEnd(absl::string_view value, int64_t* end_ms, int* busy_reason
          absl::SimpleAtoi(value, end_ms);
 }
 
+std::string CalendarMember(absl::string_view entry_id, int64_t start_ms, int64_t end_ms, int busy_reason) {
+  return absl::StrCat(entry_id, absl::string_view(&kCalendarSeparator, 1),
+                      CalendarEndValue(end_ms - start_ms, busy_reason));
+}
+
+bool ParseCalendarMember(absl::string_view member, int64_t start_ms, CalendarEntry* entry) {
+  const size_t sep = member.find(kCalendarSeparator);
+  int64_t length = 0;
+  if (sep == absl::string_view::npos || !ParseCalendarEnd(member.substr(sep + 1), &length, &entry->busy_reason)) {
+    return false;
+  }
+  entry->booking_id = std::string(member.substr(0, sep));
+  entry->start_ms = start_ms;
+  entry->end_ms = start_ms + length;
+  return true;
+}
+
+namespace {
+// A start-up migration over keys of an older layout, one per instrument:
+// unless `marker` is set, `each` (partition, instrument, key) for every key
+// of type `type` that SCAN matches with `pattern` and `shape` names, then
+// the marker (so later starts skip the keyspace scan). The sum of `each`.
+absl::StatusOr<int64_t> ForEachOlderKey(
+    RedisPool* pool, const std::string& marker, const std::string& pattern, const std::string& type,
+    std::string (*shape)(int, absl::string_view),
+    const std::function<absl::StatusOr<int64_t>(int, const std::string&, const std::string&)>& each) {
+  LS_ASSIGN_OR_RETURN(RedisValue done, pool->Command({"EXISTS", marker}));
+  if (done.integer == 1) return 0;
+  int64_t sum = 0;
+  std::string cursor = "0";
+  do {
+    LS_ASSIGN_OR_RETURN(RedisValue v,
+                        pool->Command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000", "TYPE", type}));
+    if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
+      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected SCAN reply");
+    }
+    cursor = v.elements[0].str;
+    for (const auto& key : v.elements[1].elements) {
+      // "{bk:<p>}:<word>:<instrument>"
+      const size_t close = key.str.find('}');
+      int p = 0;
+      if (close == std::string::npos || !absl::SimpleAtoi(key.str.substr(4, close - 4), &p) || p < 0 ||
+          p >= kPartitions) {
+        continue;
+      }
+      const size_t prefix = shape(p, "").size();
+      const std::string instrument = key.str.size() > prefix ? key.str.substr(prefix) : "";
+      if (instrument.empty() || key.str != shape(p, instrument)) continue;  // not one of ours
+      LS_ASSIGN_OR_RETURN(int64_t n, each(p, instrument, key.str));
+      sum += n;
+    }
+  } while (cursor != "0");
+  LS_RETURN_IF_ERROR(pool->Command({"SET", marker, "1"}).status());
+  return sum;
+}
+
+// A calendar step's keys: the calendar, then the older version's two.
+std::vector<std::string> CalendarKeys(int partition, absl::string_view instrument_id) {
+  return {keys::Calendar(partition, instrument_id), keys::LegacyCalendar(partition, instrument_id),
+          keys::LegacyCalendarEnds(partition, instrument_id)};
+}
+}  // namespace
+
 std::string WindowEntry(absl::string_view window_id) { return absl::StrCat("mw:", window_id); }
 bool IsWindowEntry(absl::string_view entry) { return entry.substr(0, 3) == "mw:"; }
+
+namespace {
+// One calendar entry put on (a member given) or taken off (none), after the
+// fold. KEYS: CalendarKeys. ARGV: entry id, where it starts ('' unknown),
+// the member ('' take it off). An entry placed again may have moved: its
+// member goes wherever it is.
+absl::Status PutCalendarEntry(RedisPool* pool, int partition, absl::string_view instrument_id,
+                              std::string entry, std::string start, std::string member) {
+  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
+local folded, fresh = cal_fold(KEYS[1], KEYS[2], KEYS[3])
+if folded then return redis.error_reply(folded) end
+if not ls_type_is(KEYS[1], 'zset') then return redis.error_reply('WRONGTYPE calendar keys') end
+local m = cal_find(KEYS[1], ARGV[1], ARGV[2], true)
+if m then redis.call('ZREM', KEYS[1], m) end
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3]) end
+if fresh then cal_plant(KEYS[1], KEYS[2], KEYS[3]) end
+return 1
+)lua");
+  return pool->Eval(*script, CalendarKeys(partition, instrument_id),
+                    {std::move(entry), std::move(start), std::move(member)})
+      .status();
+}
+}  // namespace
 
 absl::Status BookingStore::BlockWindow(int partition, absl::string_view instrument_id,
                                        absl::string_view window_id, int64_t start_ms,
                                        int64_t end_ms, int busy_reason) const {
-  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
-if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[2], 'hash')) then
-  return redis.error_reply('WRONGTYPE calendar keys')
-end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-return 1
-)lua");
-  return pool_->Eval(*script, {keys::Calendar(partition, instrument_id), keys::CalendarEnds(partition, instrument_id)},
-                     {WindowEntry(window_id), std::to_string(start_ms), CalendarEndValue(end_ms, busy_reason)})
-      .status();
+  std::string entry = WindowEntry(window_id);
+  std::string member = CalendarMember(entry, start_ms, end_ms, busy_reason);
+  return PutCalendarEntry(pool_, partition, instrument_id, std::move(entry), std::to_string(start_ms),
+                          std::move(member));
 }
 
 absl::Status BookingStore::RemoveCalendarEntry(int partition, absl::string_view instrument_id,
-                                               absl::string_view entry) const {
-  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + R"lua(
-if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[2], 'hash')) then
-  return redis.error_reply('WRONGTYPE calendar keys')
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1
+                                               absl::string_view entry, int64_t start_ms) const {
+  return PutCalendarEntry(pool_, partition, instrument_id, std::string(entry),
+                          start_ms > 0 ? std::to_string(start_ms) : "", "");
+}
+
+namespace {
+// KEYS as BlockWindow's; returns the entries the older calendar held.
+const RedisScript& FoldScript() {
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
+local n = 0
+if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then n = redis.call('ZCARD', KEYS[2]) end
+local folded = cal_fold(KEYS[1], KEYS[2], KEYS[3])
+if folded then return redis.error_reply(folded) end
+return n
 )lua");
-  return pool_->Eval(*script, {keys::Calendar(partition, instrument_id), keys::CalendarEnds(partition, instrument_id)},
-                     {std::string(entry)})
-      .status();
+  return *s;
+}
+}  // namespace
+
+absl::StatusOr<int64_t> BookingStore::FoldCalendar(int partition, absl::string_view instrument_id) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(FoldScript(), CalendarKeys(partition, instrument_id), {}));
+  return v.integer;
+}
+
+absl::StatusOr<int64_t> BookingStore::MigrateCalendars() const {
+  return ForEachOlderKey(pool_, "{booking}:migrated:calendar", "{bk:*}:cal:*", "zset", keys::LegacyCalendar,
+                         [this](int p, const std::string& instrument, const std::string&) {
+                           return FoldCalendar(p, instrument);
+                         });
 }
 
 absl::Status BookingStore::Publish(int partition, const std::string& event) const {
@@ -594,10 +779,11 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           keys::Outbox(s.partition),
           std::move(doc),
           keys::Calendar(s.partition, s.instrument_id),
-          keys::CalendarEnds(s.partition, s.instrument_id),
+          keys::LegacyCalendar(s.partition, s.instrument_id),
           keys::ByInstrument(s.partition, s.instrument_id),
           swept,
-          s.guard_key.empty() ? swept : s.guard_key};
+          s.guard_key.empty() ? swept : s.guard_key,
+          keys::LegacyCalendarEnds(s.partition, s.instrument_id)};
   args = {s.idempotency_key.empty() && !in_doc ? "" : s.fingerprint,
           s.booking,
           std::to_string(kIdempotencyTtlSeconds),
@@ -613,7 +799,8 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           std::to_string(s.extra_docs.size()),
           std::to_string(s.events.size()),
           std::to_string(s.counters.size()),
-          BusyCode(s.busy_reason)};
+          CalendarMember(s.booking_id, s.blocked_start_ms, s.blocked_end_ms, s.busy_reason),
+          s.replaces_start_ms > 0 ? std::to_string(s.replaces_start_ms) : ""};
   for (const auto& c : s.counters) {
     keys.push_back(c.key);
     args.push_back(c.field);
@@ -658,8 +845,9 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    keys::Outbox(s.partition),
                                    keys::Booking(s.partition, s.booking_id),
                                    keys::Calendar(s.partition, s.instrument_id),
-                                   keys::CalendarEnds(s.partition, s.instrument_id),
-                                   due};
+                                   keys::LegacyCalendar(s.partition, s.instrument_id),
+                                   due,
+                                   keys::LegacyCalendarEnds(s.partition, s.instrument_id)};
   const char* op = s.calendar == UpdateStep::Calendar::kRemove   ? "remove"
                    : s.calendar == UpdateStep::Calendar::kSetEnd ? "end"
                                                                  : "keep";
@@ -677,7 +865,8 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    s.response,  // empty: the document is the answer (sent once)
                                    std::to_string(s.extra_docs.size()),
                                    std::to_string(s.events.size()),
-                                   std::to_string(s.counters.size())};
+                                   std::to_string(s.counters.size()),
+                                   s.blocked_start_ms > 0 ? std::to_string(s.blocked_start_ms) : ""};
   for (const auto& c : s.counters) {
     keys.push_back(c.key);
     args.push_back(c.field);
@@ -704,47 +893,64 @@ absl::StatusOr<std::vector<std::optional<StoredDoc>>> BookingStore::GetMany(
 
 namespace {
 
-// CalendarRange in steps shared by the synchronous and the pipelined reads:
-// the head (the entry before from_ms, the entries starting in the range),
-// then each entry's end from the ends hash.
+// A score as whole milliseconds (written as integers; one written otherwise
+// is read too).
+int64_t ScoreMs(const std::string& score) {
+  int64_t ms = 0;
+  if (!absl::SimpleAtoi(score, &ms)) ms = static_cast<int64_t>(std::stod(score));
+  return ms;
+}
+
+// CalendarRange's commands, shared by the synchronous and the pipelined
+// reads: the entry before from_ms, the entries starting in the range, and
+// (always last) whether an older version's calendar is still to be folded.
+// One round trip.
+std::vector<std::string> LegacyProbe(int partition, absl::string_view instrument_id) {
+  return {"TYPE", keys::LegacyCalendar(partition, instrument_id)};
+}
+bool NeedsFold(const RedisValue& probe) { return probe.str == "zset"; }
+
 std::vector<std::vector<std::string>> CalendarHeadCommands(int partition, absl::string_view instrument_id,
                                                            int64_t from_ms, int64_t to_ms) {
   const std::string cal = keys::Calendar(partition, instrument_id);
   return {{"ZREVRANGEBYSCORE", cal, "(" + std::to_string(from_ms), "-inf", "WITHSCORES", "LIMIT", "0", "1"},
-          {"ZRANGEBYSCORE", cal, std::to_string(from_ms), "(" + std::to_string(to_ms), "WITHSCORES"}};
+          {"ZRANGEBYSCORE", cal, std::to_string(from_ms), "(" + std::to_string(to_ms), "WITHSCORES"},
+          LegacyProbe(partition, instrument_id)};
 }
+constexpr size_t kCalendarCommands = 3;
 
-std::vector<CalendarEntry> CalendarHead(const std::vector<RedisValue>& replies) {
+// The entries of CalendarHeadCommands' replies that end after from_ms.
+std::vector<CalendarEntry> CalendarHead(const RedisValue* replies, int64_t from_ms) {
   std::vector<CalendarEntry> entries;
-  for (const auto& reply : replies) {
-    for (size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
-      CalendarEntry e;
-      e.booking_id = reply.elements[i].str;
-      e.start_ms = static_cast<int64_t>(std::stod(reply.elements[i + 1].str));
-      entries.push_back(std::move(e));
+  for (size_t r = 0; r + 1 < kCalendarCommands; ++r) {
+    const auto& e = replies[r].elements;
+    for (size_t i = 0; i + 1 < e.size(); i += 2) {
+      CalendarEntry entry;
+      if (ParseCalendarMember(e[i].str, ScoreMs(e[i + 1].str), &entry) && entry.end_ms > from_ms) {
+        entries.push_back(std::move(entry));
+      }
     }
   }
   return entries;
 }
 
-std::vector<std::string> CalendarEndsCommand(int partition, absl::string_view instrument_id,
-                                             const std::vector<CalendarEntry>& entries) {
-  std::vector<std::string> hmget = {"HMGET", keys::CalendarEnds(partition, instrument_id)};
-  for (const auto& e : entries) hmget.push_back(e.booking_id);
-  return hmget;
-}
-
-// The entries with a known end after from_ms (and the busy reason beside it).
-std::vector<CalendarEntry> WithEnds(std::vector<CalendarEntry> entries, const RedisValue& ends, int64_t from_ms) {
-  std::vector<CalendarEntry> out;
-  for (size_t i = 0; i < entries.size() && i < ends.elements.size(); ++i) {
-    if (ends.elements[i].is_nil() ||
-        !ParseCalendarEnd(ends.elements[i].str, &entries[i].end_ms, &entries[i].busy_reason)) {
-      continue;
+// Runs reads of one calendar with LegacyProbe last, in one round trip;
+// when the probe finds an older calendar, folds it and reads once more.
+// The probe's reply stays in the answer.
+absl::StatusOr<std::vector<RedisValue>> ReadCalendar(RedisPool* pool, const BookingStore& store, int partition,
+                                                     absl::string_view instrument_id,
+                                                     const std::vector<std::vector<std::string>>& commands) {
+  for (int round = 0;; ++round) {
+    LS_ASSIGN_OR_RETURN(auto replies, pool->Pipeline(commands));
+    if (replies.size() != commands.size()) {
+      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
     }
-    if (entries[i].end_ms > from_ms) out.push_back(std::move(entries[i]));
+    for (const auto& r : replies) {
+      if (r.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", r.str);
+    }
+    if (round > 0 || !NeedsFold(replies.back())) return replies;
+    LS_RETURN_IF_ERROR(store.FoldCalendar(partition, instrument_id).status());
   }
-  return out;
 }
 
 // A document's HMGET d v reply (as DocStore reads it).
@@ -776,11 +982,9 @@ absl::StatusOr<std::optional<StoredDoc>> DocBytesOf(RedisValue&& v) {
 
 absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
     int partition, absl::string_view instrument_id, int64_t from_ms, int64_t to_ms) const {
-  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(CalendarHeadCommands(partition, instrument_id, from_ms, to_ms)));
-  std::vector<CalendarEntry> entries = CalendarHead(replies);
-  if (entries.empty()) return entries;
-  LS_ASSIGN_OR_RETURN(RedisValue ends, pool_->Command(CalendarEndsCommand(partition, instrument_id, entries)));
-  return WithEnds(std::move(entries), ends, from_ms);
+  LS_ASSIGN_OR_RETURN(auto replies, ReadCalendar(pool_, *this, partition, instrument_id,
+                                                 CalendarHeadCommands(partition, instrument_id, from_ms, to_ms)));
+  return CalendarHead(replies.data(), from_ms);
 }
 
 void BookingStore::PartitionOfAsync(std::string id, Done<std::optional<int>> done) const {
@@ -838,38 +1042,42 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
   auto head_commands = CalendarHeadCommands(partition, instrument_id, from_ms, to_ms);  // before the move below
   pipe->Pipeline(
       std::move(head_commands),
-      [pipe, partition, instrument_id = std::move(instrument_id), from_ms,
+      [this, pipe, partition, instrument_id = std::move(instrument_id), from_ms, to_ms,
        done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> head) mutable {
         if (!head.ok()) return done(head.status());
-        std::vector<CalendarEntry> entries = CalendarHead(*head);
-        if (entries.empty()) return done(CalendarWithDocs());
-        auto ends_command = CalendarEndsCommand(partition, instrument_id, entries);  // before the move below
-        pipe->Command(std::move(ends_command),
-                      [pipe, partition, from_ms, entries = std::move(entries),
-                       done = std::move(done)](absl::StatusOr<RedisValue> ends) mutable {
-                        if (!ends.ok()) return done(ends.status());
-                        auto out = std::make_shared<CalendarWithDocs>();
-                        out->entries = WithEnds(std::move(entries), *ends, from_ms);
-                        out->docs.resize(out->entries.size());
-                        std::vector<size_t> missing = WithoutReason(out->entries);
-                        if (missing.empty()) return done(std::move(*out));
-                        // Ends an older version wrote: their documents tell the reason.
-                        std::vector<std::vector<std::string>> reads;
-                        reads.reserve(missing.size());
-                        for (size_t i : missing) {
-                          reads.push_back(DocBytesCommand(keys::Booking(partition, out->entries[i].booking_id)));
-                        }
-                        pipe->Pipeline(std::move(reads), [out, missing = std::move(missing), done = std::move(done)](
-                                                             absl::StatusOr<std::vector<RedisValue>> r) mutable {
-                          if (!r.ok()) return done(r.status());
-                          for (size_t k = 0; k < missing.size() && k < r->size(); ++k) {
-                            auto doc = DocBytesOf(std::move((*r)[k]));
-                            if (!doc.ok()) return done(doc.status());
-                            out->docs[missing[k]] = *std::move(doc);
-                          }
-                          done(std::move(*out));
-                        });
-                      });
+        if (head->size() != kCalendarCommands) {
+          return done(MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply"));
+        }
+        if (NeedsFold(head->back())) {
+          // An older version's calendar: folded, then read again.
+          auto keys = CalendarKeys(partition, instrument_id);  // before the move below
+          return pipe->Eval(FoldScript(), std::move(keys), {},
+                            [this, partition, instrument_id = std::move(instrument_id), from_ms, to_ms,
+                             done = std::move(done)](absl::StatusOr<RedisValue> folded) mutable {
+                              if (!folded.ok()) return done(folded.status());
+                              CalendarWithDocsAsync(partition, std::move(instrument_id), from_ms, to_ms,
+                                                    std::move(done));
+                            });
+        }
+        auto out = std::make_shared<CalendarWithDocs>();
+        out->entries = CalendarHead(head->data(), from_ms);
+        out->docs.resize(out->entries.size());
+        std::vector<size_t> missing = WithoutReason(out->entries);
+        if (missing.empty()) return done(std::move(*out));
+        // Ends an older version wrote: their documents tell the reason.
+        std::vector<std::vector<std::string>> reads;
+        reads.reserve(missing.size());
+        for (size_t i : missing) reads.push_back(DocBytesCommand(keys::Booking(partition, out->entries[i].booking_id)));
+        pipe->Pipeline(std::move(reads), [out, missing = std::move(missing), done = std::move(done)](
+                                             absl::StatusOr<std::vector<RedisValue>> r) mutable {
+          if (!r.ok()) return done(r.status());
+          for (size_t k = 0; k < missing.size() && k < r->size(); ++k) {
+            auto doc = DocBytesOf(std::move((*r)[k]));
+            if (!doc.ok()) return done(doc.status());
+            out->docs[missing[k]] = *std::move(doc);
+          }
+          done(std::move(*out));
+        });
       });
 }
 
@@ -886,35 +1094,38 @@ void BookingStore::CalendarsAsync(std::vector<CalendarRead> reads,
     return done(std::move(out));
   }
   std::vector<std::vector<std::string>> heads;
-  heads.reserve(2 * reads.size());
+  heads.reserve(kCalendarCommands * reads.size());
   for (const auto& r : reads) {
     for (auto& c : CalendarHeadCommands(r.partition, r.instrument_id, r.from_ms, r.to_ms)) heads.push_back(std::move(c));
   }
   RedisPipeline* pipe = pipeline_;
-  pipe->Pipeline(std::move(heads), [pipe, reads = std::move(reads),
+  pipe->Pipeline(std::move(heads), [this, pipe, reads = std::move(reads),
                                     done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> head) mutable {
     if (!head.ok()) return done(head.status());
-    const size_t per = head->size() / std::max<size_t>(reads.size(), 1);  // commands per head
-    auto lists = std::make_shared<Lists>(reads.size());
-    std::vector<size_t> asked;  // reads whose ends are read
-    std::vector<std::vector<std::string>> ends;
-    for (size_t i = 0; i < reads.size(); ++i) {
-      (*lists)[i] = CalendarHead(std::vector<RedisValue>(std::make_move_iterator(head->begin() + static_cast<long>(i * per)),
-                                                         std::make_move_iterator(head->begin() + static_cast<long>((i + 1) * per))));
-      if ((*lists)[i].empty()) continue;
-      asked.push_back(i);
-      ends.push_back(CalendarEndsCommand(reads[i].partition, reads[i].instrument_id, (*lists)[i]));
+    if (head->size() != kCalendarCommands * reads.size()) {
+      return done(MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply"));
     }
-    if (ends.empty()) return done(std::move(*lists));
-    pipe->Pipeline(std::move(ends), [reads = std::move(reads), lists, asked = std::move(asked),
-                                     done = std::move(done)](absl::StatusOr<std::vector<RedisValue>> r) mutable {
-      if (!r.ok()) return done(r.status());
-      for (size_t k = 0; k < asked.size() && k < r->size(); ++k) {
-        const size_t i = asked[k];
-        (*lists)[i] = WithEnds(std::move((*lists)[i]), (*r)[k], reads[i].from_ms);
-      }
-      done(std::move(*lists));
-    });
+    std::vector<size_t> unfolded;  // reads that met an older version's calendar
+    Lists lists(reads.size());
+    for (size_t i = 0; i < reads.size(); ++i) {
+      const RedisValue* replies = head->data() + i * kCalendarCommands;
+      if (NeedsFold(replies[kCalendarCommands - 1])) unfolded.push_back(i);
+      lists[i] = CalendarHead(replies, reads[i].from_ms);
+    }
+    if (unfolded.empty()) return done(std::move(lists));
+    // Folded, then everything read again (once: a fold leaves sentinels).
+    auto left = std::make_shared<std::atomic<size_t>>(unfolded.size());
+    auto failed = std::make_shared<std::atomic<bool>>(false);
+    auto again = std::make_shared<std::vector<CalendarRead>>(std::move(reads));
+    auto finish = std::make_shared<Done<Lists>>(std::move(done));
+    for (size_t i : unfolded) {
+      pipe->Eval(FoldScript(), CalendarKeys((*again)[i].partition, (*again)[i].instrument_id), {},
+                 [this, left, failed, again, finish](absl::StatusOr<RedisValue> folded) {
+                   if (!folded.ok() && !failed->exchange(true)) (*finish)(folded.status());
+                   if (left->fetch_sub(1) != 1 || failed->load()) return;
+                   CalendarsAsync(std::move(*again), std::move(*finish));
+                 });
+    }
   });
 }
 
@@ -937,17 +1148,19 @@ absl::StatusOr<std::optional<int64_t>> BookingStore::NextCalendarStart(int parti
                                                                        int64_t after_ms,
                                                                        absl::string_view except) const {
   // Two at most: `except` itself may be the first.
-  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGEBYSCORE", keys::Calendar(partition, instrument_id),
-                                                    "(" + std::to_string(after_ms), "+inf", "WITHSCORES",
-                                                    "LIMIT", "0", "2"}));
+  LS_ASSIGN_OR_RETURN(auto replies,
+                      ReadCalendar(pool_, *this, partition, instrument_id,
+                                   {{"ZRANGEBYSCORE", keys::Calendar(partition, instrument_id),
+                                     "(" + std::to_string(after_ms), "+inf", "WITHSCORES", "LIMIT", "0", "2"},
+                                    LegacyProbe(partition, instrument_id)}));
+  const auto& v = replies[0];
   for (size_t i = 0; i + 1 < v.elements.size(); i += 2) {
-    if (v.elements[i].str == except) continue;
-    int64_t start = 0;
-    if (!absl::SimpleAtoi(v.elements[i + 1].str, &start)) {
-      // Scores are written as integers; read one written otherwise too.
-      start = static_cast<int64_t>(std::stod(v.elements[i + 1].str));
+    CalendarEntry entry;
+    if (!ParseCalendarMember(v.elements[i].str, ScoreMs(v.elements[i + 1].str), &entry) ||
+        entry.booking_id == except) {
+      continue;
     }
-    return std::optional<int64_t>(start);
+    return std::optional<int64_t>(entry.start_ms);
   }
   return std::optional<int64_t>();
 }
@@ -1054,33 +1267,12 @@ end
 redis.call('DEL', KEYS[1])
 return #members
 )lua");
-  // Once every older index has moved, later starts skip the keyspace scan.
-  const std::string done = "{booking}:migrated:bystart";
-  LS_ASSIGN_OR_RETURN(RedisValue marker, pool_->Command({"EXISTS", done}));
-  if (marker.integer == 1) return 0;
-  int64_t moved = 0;
-  std::string cursor = "0";
-  do {
-    LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"SCAN", cursor, "MATCH", "{bk:*}:byinstr:*", "COUNT", "1000"}));
-    if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) {
-      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected SCAN reply");
-    }
-    cursor = v.elements[0].str;
-    for (const auto& key : v.elements[1].elements) {
-      // "{bk:<p>}:byinstr:<instrument>"
-      const size_t close = key.str.find('}');
-      int p = 0;
-      if (close == std::string::npos || !absl::SimpleAtoi(key.str.substr(4, close - 4), &p) || p < 0 ||
-          p >= kPartitions || key.str != keys::LegacyByInstrument(p, key.str.substr(close + 10))) {
-        continue;  // not one of ours
-      }
-      const std::string instrument = key.str.substr(close + 10);
-      LS_ASSIGN_OR_RETURN(RedisValue n, pool_->Eval(*script, {key.str, keys::ByInstrument(p, instrument)}, {}));
-      moved += n.integer;
-    }
-  } while (cursor != "0");
-  LS_RETURN_IF_ERROR(pool_->Command({"SET", done, "1"}).status());
-  return moved;
+  auto move = [this](int p, const std::string& instrument, const std::string& key) -> absl::StatusOr<int64_t> {
+    LS_ASSIGN_OR_RETURN(RedisValue n, pool_->Eval(*script, {key, keys::ByInstrument(p, instrument)}, {}));
+    return n.integer;
+  };
+  return ForEachOlderKey(pool_, "{booking}:migrated:bystart", "{bk:*}:byinstr:*", "zset", keys::LegacyByInstrument,
+                         move);
 }
 
 namespace {

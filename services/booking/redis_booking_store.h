@@ -7,13 +7,27 @@
 // booking is one Lua step, and on Redis Cluster a partition is one slot.
 // Consumers read the kPartitions streams "{bk:P}:outbox".
 //
-//   {bk:P}:cal:<instr>       ZSET  booking id -> blocked start (ms)
-//   {bk:P}:calend:<instr>    HASH  booking id -> blocked end (ms), then one
-//                            character: the entry's busy reason (see
-//                            CalendarEndValue), so QueryAvailability needs
-//                            no document. Ends written by older versions
-//                            have none: their readers fall back to the
-//                            document.
+//   {bk:P}:cl:<instr>        ZSET  the calendar: one member per entry,
+//                            "<entry id>!<blocked end - start, ms><reason>"
+//                            at score blocked start (ms); the reason is one
+//                            whitespace character (CalendarMember), absent
+//                            for an end an older version wrote (then readers
+//                            fall back to the document). Entry ids never hold
+//                            '!', which sorts below every id character, so
+//                            members of one start rank as their ids do.
+//                            A calendar read is one round trip; the create
+//                            step reads the entry before the new one and
+//                            finds its end in the member.
+//   {bk:P}:cal:<instr>, {bk:P}:calend:<instr>   the calendar of older
+//                            versions (ZSET id -> start, HASH id -> end and
+//                            reason). Every step that writes a calendar folds
+//                            them into {bk:P}:cl: first (and reads fold them
+//                            when they meet them; MigrateCalendars folds
+//                            them all at start-up), then leaves both as
+//                            STRING sentinels: any older version's step on
+//                            that instrument fails (WRONGTYPE) before it
+//                            writes, so it never books past an entry it
+//                            cannot see. See README "Rolling upgrade".
 //   {bk:P}:booking:<id>      HASH  {d: Booking bytes, v: version}
 //   {bk:P}:bystart:<instr>   ZSET  id -> reserved start (ms): every booking of the
 //                            instrument, listed in (start, id) order. (Older
@@ -107,8 +121,12 @@ constexpr int kPartitions = 16;
 namespace keys {
 int Partition(absl::string_view instrument_id);
 std::string Tag(int partition);
+// The calendar (one sorted set, members CalendarMember).
 std::string Calendar(int p, absl::string_view instrument_id);
-std::string CalendarEnds(int p, absl::string_view instrument_id);
+// The older versions' calendar: entry id -> start, entry id -> end value
+// (CalendarEndValue); string sentinels once folded.
+std::string LegacyCalendar(int p, absl::string_view instrument_id);
+std::string LegacyCalendarEnds(int p, absl::string_view instrument_id);
 std::string Booking(int p, absl::string_view booking_id);
 std::string ByInstrument(int p, absl::string_view instrument_id);
 std::string LegacyByInstrument(int p, absl::string_view instrument_id);
@@ -179,6 +197,14 @@ std::string CalendarEndValue(int64_t end_ms, int busy_reason);
 // false when the value is not one.
 bool ParseCalendarEnd(absl::string_view value, int64_t* end_ms, int* busy_reason);
 
+// A calendar member (keys::Calendar): "<entry id>!" then
+// CalendarEndValue(end_ms - start_ms, busy_reason), at score start_ms.
+constexpr char kCalendarSeparator = '!';
+std::string CalendarMember(absl::string_view entry_id, int64_t start_ms, int64_t end_ms, int busy_reason);
+// The entry a member at score start_ms stands for; false when the member
+// is not of CalendarMember's form.
+bool ParseCalendarMember(absl::string_view member, int64_t start_ms, CalendarEntry* entry);
+
 // Reserved time checked against an allowance and added to a counter by a
 // create step: a joint-research project's budget on an instrument, or an
 // organisation's quota in one period. The hash `key` holds
@@ -237,6 +263,9 @@ struct CreateStep {
   // it does not count as in the way, and its calendar and due entries go.
   // The caller writes its new document as an extra document.
   std::string replaces_booking_id;
+  // Where the replaced booking's calendar entry starts (its document's
+  // blocked start); 0: unknown (then the step looks through the calendar).
+  int64_t replaces_start_ms = 0;
   // The access check said no: the step only answers a replay, else DENIED.
   bool denied = false;
   std::vector<std::string> events;  // serialized BookingEvent, in order
@@ -267,6 +296,12 @@ struct UpdateStep {
   std::vector<ExtraDoc> extra_docs;
   enum class Calendar { kKeep, kRemove, kSetEnd };
   Calendar calendar = Calendar::kKeep;
+  // Where the booking's calendar entry starts: its document's blocked start
+  // (a booking's blocked start never moves). 0: unknown, then the step
+  // looks for the entry through the whole calendar (ZSCAN); so do kRemove
+  // and kSetEnd when it is not at this start. kKeep takes an entry not at
+  // a known start as off the calendar.
+  int64_t blocked_start_ms = 0;
   int64_t new_end_ms = 0;  // kSetEnd
   // The busy reason of the booking's calendar entry after the step (from
   // the new document), stored beside its end (CalendarEndValue) by kSetEnd
@@ -417,8 +452,19 @@ class BookingStore {
                            absl::string_view window_id, int64_t start_ms, int64_t end_ms,
                            int busy_reason) const;
   // Takes any entry (a window's, or a finished booking's) off the calendar.
+  // start_ms: where it is expected to start (0: unknown; either way an
+  // entry elsewhere is found through the calendar).
   absl::Status RemoveCalendarEntry(int partition, absl::string_view instrument_id,
-                                   absl::string_view entry) const;
+                                   absl::string_view entry, int64_t start_ms = 0) const;
+  // Folds an instrument's calendar of an older version (keys::
+  // LegacyCalendar, LegacyCalendarEnds) into keys::Calendar and leaves the
+  // sentinels; nothing when folded already. Returns the entries moved.
+  absl::StatusOr<int64_t> FoldCalendar(int partition, absl::string_view instrument_id) const;
+  // FoldCalendar of every instrument with an older calendar (SCAN), then
+  // the marker {booking}:migrated:calendar, after which later starts skip
+  // the scan (steps and reads still fold what they meet: an older replica
+  // may still write during a rolling upgrade). Returns the entries moved.
+  absl::StatusOr<int64_t> MigrateCalendars() const;
   absl::Status Publish(int partition, const std::string& event) const;
   // Sets a project's budget on an instrument (committed and used untouched).
   // With a project version (> 0): only if the budget was not set from that

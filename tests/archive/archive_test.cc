@@ -323,7 +323,6 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
   EXPECT_EQ(pool_->Command({"HLEN", "{usage}:closed"})->integer, 1);
   EXPECT_EQ(pool_->Command({"HEXISTS", "{usage}:closed", "bookings/" + ids_[5]})->integer, 1);
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::Calendar(p, "i1")})->integer, 4);  // ids_[5] and later_
-  EXPECT_EQ(pool_->Command({"HLEN", bk::keys::CalendarEnds(p, "i1")})->integer, 4);
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ByInstrument(p, "i1")})->integer, 4);
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListAll(p, 'b')})->integer, 4);
   EXPECT_EQ(pool_->Command({"ZCARD", bk::keys::ListBy(p, 'b', "user", "ana")})->integer, 4);

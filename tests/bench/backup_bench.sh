@@ -52,7 +52,7 @@ for i = base, base + count - 1 do
     redis.sha1hex(h .. "8") .. redis.sha1hex(h .. "9")
   redis.call("HSET", "{bk:" .. p .. "}:doc:" .. id, "v", "7", "instrument", "instruments/i" .. (i % 200),
     "payer", "organizations/o" .. (i % 50), "state", "COMPLETED", "data", pad)
-  redis.call("ZADD", "{bk:" .. p .. "}:cal:i" .. (i % 200), i * 900, id)
+  redis.call("ZADD", "{bk:" .. p .. "}:cl:i" .. (i % 200), i * 900, id .. "!900 ")
   redis.call("XADD", "{bk:" .. p .. "}:outbox", "*", "type", "BookingChanged", "id", id)
 end
 return count'

@@ -67,7 +67,7 @@ std::string Shape(const std::string& key) {
   s = std::regex_replace(s, seq, "$1<seq>");
   std::vector<std::string> parts = absl::StrSplit(s, ':');
   // Known fixed words stay; the last part of a per-item key is an id.
-  static const std::vector<std::string> per_item = {"booking", "cal", "calend", "bystart", "idem", "entry",
+  static const std::vector<std::string> per_item = {"booking", "cl", "cal", "calend", "bystart", "idem", "entry",
                                                      "user", "org", "instr", "event", "actor", "request",
                                                      "resource", "charge", "posting", "acct"};
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
@@ -76,7 +76,7 @@ std::string Shape(const std::string& key) {
         // Everything after the word is the id (ids may contain ':').
         parts.resize(i + 1);
         static const std::map<std::string, std::string> label = {
-            {"cal", "<instr>"}, {"calend", "<instr>"}, {"bystart", "<instr>"}, {"instr", "<instr>"},
+            {"cl", "<instr>"}, {"cal", "<instr>"}, {"calend", "<instr>"}, {"bystart", "<instr>"}, {"instr", "<instr>"},
             {"idem", "<method>:<request_id>"}, {"user", "<user>"}, {"org", "<org>"}, {"entry", "<seq>"},
             {"actor", "<actor>"}, {"request", "<request_id>"}, {"resource", "<name>"}, {"event", "<event_id>"},
             {"acct", "<account>"}};

@@ -1,7 +1,7 @@
 // QueryAvailability's busy reasons come from the calendar alone (issue 17):
 // every step that puts a booking on the calendar or changes the state of
-// one that stays there stores the reason beside its end ({bk:P}:calend:
-// <instr>, CalendarEndValue), and the answer reads no document for it. An
+// one that stays there stores the reason beside its end (in its member of
+// {bk:P}:cl:<instr>, CalendarMember), and the answer reads no document for it. An
 // end without a reason (written by an older version) still answers the
 // document's reason. Each test drives the real service (gRPC, inventory,
 // Redis) through one booking's transitions and checks, after each, the
@@ -16,6 +16,7 @@
 #include "common/error.h"
 #include "services/booking/booking_common.h"
 #include "tests/booking/booking_flows.h"
+#include "tests/booking/calendar_keys.h"
 #include "tests/support/redis_snapshot.h"
 
 namespace labshare::booking {
@@ -58,15 +59,10 @@ class BusyReasonTest : public BookingFlowsTest {
     }
     return v1::BusyInterval::REASON_UNSPECIFIED;
   }
-  std::string CalendEnds(const std::string& instrument) {
-    return keys::CalendarEnds(keys::Partition(instrument), instrument);
-  }
-  // The calendar end value stored for `entry` (a booking id or "mw:<id>").
+  // The end and reason stored for `entry` (a booking id or "mw:<id>") in
+  // its calendar member, as CalendarEndValue writes them.
   std::optional<std::string> StoredEnd(const std::string& instrument, const std::string& entry) {
-    auto v = pool_->Command({"HGET", CalendEnds(instrument), entry});
-    EXPECT_TRUE(v.ok()) << v.status();
-    if (!v.ok() || v->is_nil()) return std::nullopt;
-    return v->str;
+    return testing::StoredCalendarEnd(*pool_, keys::Partition(instrument), instrument, entry);
   }
   // QueryAvailability shows `resource` busy for `want`, and that reason is
   // the one stored beside its end on the calendar (entry: its calendar id).
@@ -241,7 +237,7 @@ TEST_F(BusyReasonTest, AnEndWithoutAReasonFallsBackToTheDocument) {
   ASSERT_TRUE(Book(absl::Hours(24 + 12), absl::Hours(24 + 13), &confirmed).ok());
   for (const v1::Booking* b : {&pending, &confirmed}) {
     const int64_t end = Ms(FromProto(b->blocked_interval().end_time()));
-    ASSERT_FALSE(pool_->Command({"HSET", CalendEnds("tem"), IdOf(b->name()), std::to_string(end)})->is_error());
+    testing::RewriteCalendarEnd(*pool_, keys::Partition("tem"), "tem", IdOf(b->name()), end, 0);
   }
   auto busy = Busy();
   EXPECT_EQ(busy[pending.name()].reason(), v1::BusyInterval::AWAITING_APPROVAL);
@@ -334,8 +330,7 @@ class BusyReasonStoreTest : public ::testing::Test {
     return u;
   }
   std::string End(const std::string& id) {
-    auto v = pool_->Command({"HGET", keys::CalendarEnds(p_, "i1"), id});
-    return v.ok() && !v->is_nil() ? v->str : "(nil)";
+    return testing::StoredCalendarEnd(*pool_, p_, "i1", id).value_or("(nil)");
   }
   StepOutcome::Kind Kind(absl::StatusOr<StepOutcome> o) {
     EXPECT_TRUE(o.ok()) << o.status();
@@ -370,7 +365,7 @@ TEST_F(BusyReasonStoreTest, UpdatesKeepTheEndAndRewriteTheReason) {
   ASSERT_EQ(Kind(store_->Update(Keep("b1", 1, 1))), StepOutcome::Kind::kApplied);
   EXPECT_EQ(End("b1"), CalendarEndValue(2'000, 1));
   // An older version's end alone: kept, the reason added.
-  ASSERT_FALSE(pool_->Command({"HSET", keys::CalendarEnds(p_, "i1"), "b1", "2000"})->is_error());
+  testing::RewriteCalendarEnd(*pool_, p_, "i1", "b1", 2'000, 0);
   ASSERT_EQ(Kind(store_->Update(Keep("b1", 2, 3))), StepOutcome::Kind::kApplied);
   EXPECT_EQ(End("b1"), CalendarEndValue(2'000, 3));
   UpdateStep end = Keep("b1", 3, 1);
@@ -390,10 +385,10 @@ TEST_F(BusyReasonStoreTest, UpdatesKeepTheEndAndRewriteTheReason) {
   EXPECT_EQ(pool_->Command({"ZCARD", keys::Calendar(p_, "i1")})->integer, 0);
 }
 
-TEST_F(BusyReasonStoreTest, AKeepingUpdateWithTheEndsOfTheWrongTypeWritesNothing) {
+TEST_F(BusyReasonStoreTest, AKeepingUpdateWithTheCalendarOfTheWrongTypeWritesNothing) {
   ASSERT_EQ(Kind(store_->Create(Create("b1", 1'000, 2'000, 2))), StepOutcome::Kind::kApplied);
-  ASSERT_FALSE(pool_->Command({"DEL", keys::CalendarEnds(p_, "i1")})->is_error());
-  ASSERT_FALSE(pool_->Command({"SET", keys::CalendarEnds(p_, "i1"), "not a hash"})->is_error());
+  ASSERT_FALSE(pool_->Command({"DEL", keys::Calendar(p_, "i1")})->is_error());
+  ASSERT_FALSE(pool_->Command({"SET", keys::Calendar(p_, "i1"), "not a sorted set"})->is_error());
   const auto before = testing::Snapshot(*pool_);
   absl::Status status = store_->Update(Keep("b1", 1, 1)).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;

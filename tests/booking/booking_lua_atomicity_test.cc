@@ -166,10 +166,26 @@ TEST_F(BookingLuaAtomicityTest, CreateWithAListingSpanThatIsNotANumber) {
   ExpectFailsUnchanged([&] { return CreateStatus(s); });
 }
 
-TEST_F(BookingLuaAtomicityTest, CreateWithTheCalendarEndsOfTheWrongType) {
-  Spoil(keys::CalendarEnds(p_, kInstrument));
+TEST_F(BookingLuaAtomicityTest, CreateWithTheCalendarOfTheWrongType) {
+  Spoil(keys::Calendar(p_, kInstrument));
   CreateStep s = Step("b1", 3'000, 4'000);
   ExpectFailsUnchanged([&] { return CreateStatus(s); });
+}
+
+// An older version's calendar that is neither its two keys nor the
+// sentinels a fold leaves: nothing folded, nothing written.
+TEST_F(BookingLuaAtomicityTest, CreateWithAnOlderCalendarOfTheWrongType) {
+  Redis({"DEL", keys::LegacyCalendarEnds(p_, kInstrument)});
+  Redis({"RPUSH", keys::LegacyCalendarEnds(p_, kInstrument), "x"});
+  ExpectFailsUnchanged([&] { return CreateStatus(Step("b1", 3'000, 4'000)); });
+}
+
+// On an instrument without any calendar, a failing step leaves no sentinel.
+TEST_F(BookingLuaAtomicityTest, CreateOnAFreshInstrumentThatFailsPlantsNothing) {
+  Redis({"HSET", keys::QuotaCounters(p_, kInstrument, "o1"), "q2:committed", kNearMax});
+  Redis({"DEL", keys::LegacyCalendar(p_, kInstrument), keys::LegacyCalendarEnds(p_, kInstrument),
+         keys::Calendar(p_, kInstrument)});
+  ExpectFailsUnchanged([&] { return CreateStatus(Step("b1", 3'000, 4'000)); });
 }
 
 TEST_F(BookingLuaAtomicityTest, CreateWithTheSweepSetOfTheWrongType) {
@@ -205,8 +221,14 @@ TEST_F(BookingLuaAtomicityTest, UpdateWithTheCommittedCounterNearTheLowerLimit) 
   ExpectFailsUnchanged([&] { return UpdateStatus(Update("b0", 1)); });
 }
 
-TEST_F(BookingLuaAtomicityTest, UpdateWithTheCalendarEndsOfTheWrongType) {
-  Spoil(keys::CalendarEnds(p_, kInstrument));
+TEST_F(BookingLuaAtomicityTest, UpdateWithTheCalendarOfTheWrongType) {
+  Spoil(keys::Calendar(p_, kInstrument));
+  ExpectFailsUnchanged([&] { return UpdateStatus(Update("b0", 1)); });
+}
+
+TEST_F(BookingLuaAtomicityTest, UpdateWithAnOlderCalendarOfTheWrongType) {
+  Redis({"DEL", keys::LegacyCalendarEnds(p_, kInstrument)});
+  Redis({"SADD", keys::LegacyCalendarEnds(p_, kInstrument), "x"});
   ExpectFailsUnchanged([&] { return UpdateStatus(Update("b0", 1)); });
 }
 
@@ -241,14 +263,21 @@ TEST_F(BookingLuaAtomicityTest, UpdateWithAConflictOnTheSecondExtraDocument) {
 
 // ------------------------------------------------ maintenance window steps
 
-TEST_F(BookingLuaAtomicityTest, BlockWindowWithTheCalendarEndsOfTheWrongType) {
-  Spoil(keys::CalendarEnds(p_, kInstrument));
+TEST_F(BookingLuaAtomicityTest, BlockWindowWithTheCalendarOfTheWrongType) {
+  Spoil(keys::Calendar(p_, kInstrument));
   ExpectFailsUnchanged([&] { return store_->BlockWindow(p_, kInstrument, "w1", 5'000, 6'000, 5); });
 }
 
-TEST_F(BookingLuaAtomicityTest, RemoveCalendarEntryWithTheCalendarEndsOfTheWrongType) {
-  Spoil(keys::CalendarEnds(p_, kInstrument));
+TEST_F(BookingLuaAtomicityTest, RemoveCalendarEntryWithTheCalendarOfTheWrongType) {
+  Spoil(keys::Calendar(p_, kInstrument));
   ExpectFailsUnchanged([&] { return store_->RemoveCalendarEntry(p_, kInstrument, "b0"); });
+}
+
+TEST_F(BookingLuaAtomicityTest, BlockWindowWithAnOlderCalendarOfTheWrongType) {
+  Redis({"DEL", keys::LegacyCalendar(p_, kInstrument)});
+  Redis({"HSET", keys::LegacyCalendar(p_, kInstrument), "b0", "1"});
+  Redis({"DEL", keys::LegacyCalendarEnds(p_, kInstrument)});
+  ExpectFailsUnchanged([&] { return store_->BlockWindow(p_, kInstrument, "w1", 5'000, 6'000, 5); });
 }
 
 }  // namespace

@@ -293,8 +293,9 @@ def extract_lua(path, start_marker):
 def current_create_lua():
     guards = extract_lua('common/lua_guards.h', 'kLuaGuards[]')
     replay = extract_lua('services/booking/redis_booking_store.cc', 'constexpr char kReplayLua[]')
+    calendar = extract_lua('services/booking/redis_booking_store.cc', 'constexpr char kCalendarLua[]')
     create = extract_lua('services/booking/redis_booking_store.cc', 'const RedisScript& CreateScript()')
-    return guards + replay + create
+    return guards + replay + calendar + create
 
 
 def current_listing_lua():
@@ -353,10 +354,13 @@ class Current(Layout):
         t = tag(q.p)
         doc = t + ':booking:' + q.id
         swept = t + ':sweep:instruments'
-        keys = [doc, t + ':outbox', doc, t + ':cal:' + q.instr, t + ':calend:' + q.instr,
-                t + ':bystart:' + q.instr, swept, swept]
+        # Today's create step (redis_booking_store.cc CreateScript): the
+        # calendar is one sorted set ({bk:P}:cl:, member "<id>!<end - start>"),
+        # the older two keys are declared for its fold (KEYS 5 and 9).
+        keys = [doc, t + ':outbox', doc, t + ':cl:' + q.instr, t + ':cal:' + q.instr,
+                t + ':bystart:' + q.instr, swept, swept, t + ':calend:' + q.instr]
         args = [q.fp.hex(), q.doc, str(7 * 86400), '0', str(q.s), str(q.e), q.id, str(q.rs), q.instr,
-                '', '', '', '0', '1', '0', q.event]
+                '', '', '', '0', '1', '0', '%s!%d' % (q.id, q.e - q.s), '', q.event, '', '']
         keys.append(t + ':ls:span')
         keys.append(t + ':ls:b:all')
         keys.append(t + ':ls:b:user:' + q.user)
@@ -370,7 +374,8 @@ class Current(Layout):
 
     def key_class(self, k):
         k = re.sub(r'^\{bk:\d+\}', '{bk:P}', k)
-        for pat, name in ((r':booking:', 'document'), (r':cal:', 'calendar'), (r':calend:', 'calendar ends'),
+        for pat, name in ((r':booking:', 'document'), (r':cl:', 'calendar'), (r':cal:', 'calendar (older)'),
+                          (r':calend:', 'calendar ends (older)'),
                           (r':bystart:', 'by instrument'), (r':ls:b:all', 'listing all'),
                           (r':ls:b:user:', 'listing user'), (r':ls:b:org:', 'listing org'),
                           (r':outbox', 'outbox')):
@@ -383,10 +388,12 @@ class Current(Layout):
 
     def calendar(self, p, instr):
         t = tag(p)
-        z = self.r.call('ZRANGE', t + ':cal:' + instr, 0, -1, 'WITHSCORES')
-        ends = self.r.call('HGETALL', t + ':calend:' + instr)
-        e = {ends[i]: int(ends[i + 1]) for i in range(0, len(ends), 2)}
-        return [(int(z[i + 1]), e[z[i]], z[i].decode()) for i in range(0, len(z), 2)]
+        z = self.r.call('ZRANGE', t + ':cl:' + instr, 0, -1, 'WITHSCORES')
+        out = []
+        for i in range(0, len(z), 2):
+            ident, length = z[i].decode().split('!', 1)
+            out.append((int(z[i + 1]), int(z[i + 1]) + int(length.rstrip()), ident))
+        return out
 
     def page(self, p, kind, ident, cursor, limit):
         t = tag(p)

@@ -15,7 +15,8 @@ namespace {
 // ARGV: has_idem, fingerprint, response, ttl, n_writes, n_index, n_append,
 //       has_event, event_type, event_payload, n_guards, n_more_events, then
 //       per write (expected, data), per index op (op, member), per append
-//       (value), per guard (expected, 'v' version or 'n' zset members), per
+//       (value), per guard (expected, 'v' version, 'n' zset members or
+//       'c<min score>' zset members of that score or more), per
 //       further event (type, payload), n_increments, per increment (field,
 //       delta).
 const RedisScript& CommitScript() {
@@ -35,8 +36,11 @@ for i = 1, ng do
   local key = KEYS[2 + nw + ni + na + i]
   local expected = tonumber(ARGV[gbase + (i - 1) * 2])
   local current
-  if ARGV[gbase + (i - 1) * 2 + 1] == 'n' then
+  local kind = ARGV[gbase + (i - 1) * 2 + 1]
+  if kind == 'n' then
     current = redis.call('ZCARD', key)
+  elseif string.sub(kind, 1, 1) == 'c' then
+    current = redis.call('ZCOUNT', key, string.sub(kind, 2), '+inf')
   else
     current = tonumber(redis.call('HGET', key, 'v') or '0')
   end
@@ -66,9 +70,15 @@ local ibase = gbase + ng * 2 + (ARGV[8] == '1' and ne * 2 or 0) + 1
 local nc = tonumber(ARGV[ibase - 1])
 local kbase = 2 + nw + ni + na + ng
 local nk = #KEYS - kbase - nc
+-- Every counter stays an exact int64 after all its increments.
+local sums = {}
 for i = 1, nc do
-  if not ls_type_is(KEYS[kbase + i], 'hash') then return redis.error_reply('WRONGTYPE counters ' .. KEYS[kbase + i]) end
-  if not tonumber(ARGV[ibase + (i - 1) * 2 + 1]) then return redis.error_reply('ERR increment ' .. KEYS[kbase + i]) end
+  local key, field = KEYS[kbase + i], ARGV[ibase + (i - 1) * 2]
+  if not ls_type_is(key, 'hash') then return redis.error_reply('WRONGTYPE counters ' .. key) end
+  local slot = key .. '\0' .. field
+  if sums[slot] == nil then sums[slot] = redis.call('HGET', key, field) or '0' end
+  sums[slot] = ls_add(sums[slot], ARGV[ibase + (i - 1) * 2 + 1])
+  if not sums[slot] then return redis.error_reply('ERR counter ' .. field .. ' of ' .. key .. ' would not stay an integer') end
 end
 for i = 1, nk do
   local key = KEYS[kbase + nc + i]
@@ -228,7 +238,7 @@ absl::StatusOr<CommitOutcome> DocStore::Commit(const Mutation& m) const {
   for (const auto& g : m.guards) {
     keys.push_back(g.key);
     args.push_back(std::to_string(g.expected));
-    args.push_back(g.count ? "n" : "v");
+    args.push_back(!g.count ? "v" : g.min_score ? absl::StrCat("c", *g.min_score) : "n");
   }
   if (has_event) {
     for (const auto& e : m.more_events) {

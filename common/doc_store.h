@@ -50,11 +50,13 @@ struct ListAppend {
 
 // A precondition the step checks and does not write: a document still at
 // `expected` (its version; 0: absent), or, with `count`, a sorted set that
-// still has `expected` members. Failing, the commit is a kConflict on `key`.
+// still has `expected` members (with `min_score`, members of score
+// min_score or more). Failing, the commit is a kConflict on `key`.
 struct DocGuard {
   std::string key;
   int64_t expected = 0;
   bool count = false;
+  std::optional<int64_t> min_score = std::nullopt;
 };
 
 // A counter in a hash field moved by the step (HINCRBY).

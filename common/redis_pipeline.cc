@@ -621,12 +621,7 @@ void RedisPipeline::RunRouter(Shard* router) {
       }
       std::vector<Call> share;
       share.reserve(indexes.size());
-      for (size_t i : indexes) {
-        // Later calls for this slot go straight to the shard.
-        const int key = cluster_ ? batch[i].slot : 0;
-        if (key >= 0) slot_shard_[static_cast<size_t>(key)].store(static_cast<int16_t>(s->index), std::memory_order_release);
-        share.push_back(std::move(batch[i]));
-      }
+      for (size_t i : indexes) share.push_back(std::move(batch[i]));
       placed.emplace_back(s, std::move(share));
     }
     if (!wait_more.empty()) {
@@ -652,7 +647,14 @@ void RedisPipeline::RunRouter(Shard* router) {
       std::lock_guard<std::mutex> lock(router->mu);
       router->parked = parked.size();
     }
-    for (auto& [s, share] : placed) Enqueue(s, std::move(share));
+    for (auto& [s, share] : placed) {
+      // Later calls for these slots go straight to the shard, behind these.
+      for (const auto& call : share) {
+        const int key = cluster_ ? call.slot : 0;
+        if (key >= 0) slot_shard_[static_cast<size_t>(key)].store(static_cast<int16_t>(s->index), std::memory_order_release);
+      }
+      Enqueue(s, std::move(share));
+    }
     placed.clear();
     batch.clear();
   }

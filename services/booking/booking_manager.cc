@@ -1247,7 +1247,8 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   resp.set_instrument(instrument_name);
   *resp.mutable_interval() = window.interval();
   if (window.state() != inv::SCHEDULED) {
-    LS_RETURN_IF_ERROR(store_->RemoveCalendarEntry(partition, ids.first, WindowEntry(ids.second)));
+    LS_RETURN_IF_ERROR(store_->RemoveCalendarEntry(partition, ids.first, WindowEntry(ids.second),
+                                                   Ms(FromProto(window.interval().start_time()))));
     resp.set_window_cancelled(true);
   } else {
     const absl::Time ws = FromProto(window.interval().start_time());

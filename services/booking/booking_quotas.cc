@@ -137,20 +137,23 @@ bool Counted(const v1::Booking& b, bool* used) {
 // quota had been there when it was created. A booking created meanwhile
 // under the quotas before this step would escape the charge: the step
 // requires the instrument's booking index to hold as many bookings as when
-// it was read (counted first, then read: a booking added in between makes
-// the step a conflict, tried again).
+// it was read, counting those that start in the period or later (which
+// only creates change: the archive removes bookings of closed years); it is
+// counted first, then read: a booking added in between makes the step a
+// conflict, tried again.
 absl::Status ChargeEarlierBookings(const DocStore& docs, const Quota& q, int partition,
                                    const std::string& instrument_id, const std::string& org_id, absl::Time now,
                                    Mutation* m) {
   LS_ASSIGN_OR_RETURN(auto current, PeriodAround(q.period(), q.time_zone(), now));
   const std::string index = keys::ByInstrument(partition, instrument_id);
+  const int64_t from = Ms(current.first);
   LS_ASSIGN_OR_RETURN(auto replies,
-                      docs.pool()->Pipeline({{"ZCARD", index},
-                                             {"ZRANGEBYSCORE", index, std::to_string(Ms(current.first)), "+inf"}}));
+                      docs.pool()->Pipeline({{"ZCOUNT", index, std::to_string(from), "+inf"},
+                                             {"ZRANGEBYSCORE", index, std::to_string(from), "+inf"}}));
   if (replies.size() != 2 || replies[1].type != RedisValue::Type::kArray) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }
-  m->guards.push_back({index, replies[0].integer, /*count=*/true});
+  m->guards.push_back({index, replies[0].integer, /*count=*/true, from});
   std::vector<std::string> doc_keys;
   doc_keys.reserve(replies[1].elements.size());
   for (const auto& id : replies[1].elements) doc_keys.push_back(keys::Booking(partition, id.str));

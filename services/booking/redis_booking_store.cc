@@ -602,7 +602,15 @@ namespace {
 const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
 local n = 0
-if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then n = redis.call('ZCARD', KEYS[2]) end
+if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
+  n = redis.call('ZCARD', KEYS[2])
+  -- An older calendar beside a sentinel end key is no state either version
+  -- writes (keys changed by hand): an error, not a fold that leaves it be
+  -- and a reader that asks again.
+  if redis.call('TYPE', KEYS[3])['ok'] == 'string' then
+    return redis.error_reply('WRONGTYPE calendar keys: ' .. KEYS[2] .. ' beside the sentinel ' .. KEYS[3])
+  end
+end
 local folded = cal_fold(KEYS[1], KEYS[2], KEYS[3])
 if folded then return redis.error_reply(folded) end
 return n

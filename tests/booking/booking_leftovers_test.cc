@@ -204,7 +204,17 @@ TEST_F(LeftoversTest, QuotaSetDuringCreatesChargesEveryBookingOnce) {
     quotas.push_back(q);
   }
   for (auto& th : threads) th.join();
-  EXPECT_LT(created.load() - kThreads, kThreads * kEach) << "every booking was made before the quotas";
+  // And one booking made after all four: charged by its own create step.
+  v1::Booking last;
+  ASSERT_TRUE(Book(absl::Hours(24 * kEach), absl::Hours(24 * kEach + 1), &last).ok());
+  EXPECT_EQ(last.quota_charges_size(), 4);
+  EXPECT_EQ(last.etag(), "1");
+  made[0].push_back(last.name());
+  int charged_later = 0;  // by SetQuota, after their creation
+  for (const auto& names : made) {
+    for (const auto& name : names) charged_later += Get(name).etag() != "1";
+  }
+  EXPECT_GE(charged_later, kThreads) << "the bookings made before the first quota";
   // Hours charged per (quota, period instance).
   std::map<std::pair<std::string, absl::Time>, absl::Duration> charged;
   for (const auto& names : made) {

@@ -132,5 +132,74 @@ TEST_F(DocStoreTest, FurtherEventsFollowTheFirstInOneStep) {
   EXPECT_EQ(Int({"XLEN", "{t}:outbox"}), 3);
 }
 
+// Increments land after the writes, with or without events (their count
+// follows the further events, which only a step with an event sends); a
+// counter that would leave int64, or a field that holds no integer, fails
+// the step before its first write.
+TEST_F(DocStoreTest, IncrementsMoveCountersOnlyWhenEveryOneStaysAnInteger) {
+  Mutation m = Create("{t}:a", "one");
+  m.more_events = {{"test.Moved", "x"}};
+  m.increments = {{"{t}:c", "f", 5}, {"{t}:c", "f", -2}, {"{t}:c", "g", 7}};
+  ASSERT_EQ(store_->Commit(m)->kind, CommitOutcome::Kind::kApplied);
+  EXPECT_EQ(pool_->Command({"HGET", "{t}:c", "f"})->str, "3");
+  EXPECT_EQ(pool_->Command({"HGET", "{t}:c", "g"})->str, "7");
+  Mutation quiet;  // no event, no idempotency record
+  quiet.writes.push_back({"{t}:b", "two", 0});
+  quiet.increments = {{"{t}:c", "g", 1}};
+  ASSERT_EQ(store_->Commit(quiet)->kind, CommitOutcome::Kind::kApplied);
+  EXPECT_EQ(pool_->Command({"HGET", "{t}:c", "g"})->str, "8");
+  EXPECT_EQ(Int({"XLEN", "{t}:outbox"}), 2);
+
+  ASSERT_TRUE(pool_->Command({"HSET", "{t}:c", "big", "9223372036854775800", "text", "x"}).ok());
+  for (const HashIncrement& bad : {HashIncrement{"{t}:c", "big", 8}, HashIncrement{"{t}:c", "text", 1}}) {
+    Mutation over = Create("{t}:d", "four");
+    over.increments = {{"{t}:c", "f", 1}, bad};
+    EXPECT_FALSE(store_->Commit(over).ok()) << bad.field;
+    EXPECT_FALSE((*store_->Get("{t}:d")).has_value()) << bad.field;
+    EXPECT_EQ(pool_->Command({"HGET", "{t}:c", "f"})->str, "3") << bad.field;
+  }
+  // Two increments of one field are summed before the check.
+  Mutation pair = Create("{t}:d", "four");
+  pair.increments = {{"{t}:c", "big", 7}, {"{t}:c", "big", 1}};
+  EXPECT_FALSE(store_->Commit(pair).ok());
+  EXPECT_EQ(Int({"XLEN", "{t}:outbox"}), 2);
+}
+
+// keep_first_answer: a document holding its own request's record (field f)
+// without an answer (no r) keeps its state before the write as r; one that
+// has r, or no record, is written as usual.
+TEST_F(DocStoreTest, KeepFirstAnswerStoresTheStateBeforeTheFirstRewrite) {
+  ASSERT_TRUE(pool_->Command({"HSET", "{t}:own", "v", "1", "d", "first", "f", "fp"}).ok());
+  ASSERT_TRUE(pool_->Command({"HSET", "{t}:plain", "v", "1", "d", "plain"}).ok());
+  for (const char* next : {"second", "third"}) {
+    Mutation m;
+    m.writes = {{"{t}:own", next, std::string(next) == "second" ? 1 : 2}, {"{t}:plain", next, std::string(next) == "second" ? 1 : 2}};
+    m.keep_first_answer = {"{t}:own", "{t}:plain"};
+    ASSERT_EQ(store_->Commit(m)->kind, CommitOutcome::Kind::kApplied) << next;
+  }
+  EXPECT_EQ(pool_->Command({"HGET", "{t}:own", "r"})->str, "first");
+  EXPECT_EQ(pool_->Command({"HGET", "{t}:own", "d"})->str, "third");
+  EXPECT_EQ(Int({"HEXISTS", "{t}:plain", "r"}), 0);
+}
+
+// A count guard with a minimum score counts only the members from there.
+TEST_F(DocStoreTest, ACountGuardFromAScoreIgnoresEarlierMembers) {
+  ASSERT_TRUE(pool_->Command({"ZADD", "{t}:z", "10", "a", "20", "b", "30", "c"}).ok());
+  Mutation m = Create("{t}:a", "one");
+  m.guards.push_back({"{t}:z", 2, /*count=*/true, 20});
+  ASSERT_EQ(store_->Commit(m)->kind, CommitOutcome::Kind::kApplied);
+  ASSERT_TRUE(pool_->Command({"ZADD", "{t}:z", "5", "early"}).ok());
+  Mutation again = Create("{t}:b", "two");
+  again.guards.push_back({"{t}:z", 2, true, 20});
+  ASSERT_EQ(store_->Commit(again)->kind, CommitOutcome::Kind::kApplied);
+  ASSERT_TRUE(pool_->Command({"ZADD", "{t}:z", "25", "late"}).ok());
+  Mutation stale = Create("{t}:c", "three");
+  stale.guards.push_back({"{t}:z", 2, true, 20});
+  auto out = store_->Commit(stale);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->kind, CommitOutcome::Kind::kConflict);
+  EXPECT_FALSE((*store_->Get("{t}:c")).has_value());
+}
+
 }  // namespace
 }  // namespace labshare

@@ -54,12 +54,17 @@ absl::Status CheckOwnOrganization(const Principal& p, const std::string& named, 
                    absl::StrCat("you may name only your own organisation as ", what));
 }
 
-absl::Status CheckChosenId(const std::string& field, absl::string_view id) {
+absl::Status CheckIdPattern(const std::string& field, absl::string_view id) {
   // The contract's pattern, [a-z][a-z0-9-]{3,62}: a letter first and at
   // least 4 characters (ValidId alone admits "7" or "ab").
   if (!labshare::inventory::ValidId(id) || id.size() < 4 || id[0] < 'a' || id[0] > 'z') {
     return InvalidField(field, "must match [a-z][a-z0-9-]{3,62}");
   }
+  return absl::OkStatus();
+}
+
+absl::Status CheckChosenId(const std::string& field, absl::string_view id) {
+  LS_RETURN_IF_ERROR(CheckIdPattern(field, id));
   if (IsGeneratedId(id)) {
     return InvalidField(field, "ids of the form pNN- and 12 or 16 hex digits are the service's own; choose another");
   }

@@ -68,6 +68,9 @@ inline int BusyReasonOf(const labshare::booking::v1::Booking& b) { return BusyRe
 // validated. Whether staff are the instrument's is decided once it is read.
 absl::Status CheckOwnOrganization(const Principal& p, const std::string& named, absl::string_view what);
 
+// INVALID_FIELD unless `id` matches [a-z][a-z0-9-]{3,62} (a chosen
+// project_id; CheckChosenId for the partitioned resources).
+absl::Status CheckIdPattern(const std::string& field, absl::string_view id);
 // A resource id chosen by the client (booking_id, lease_id,
 // service_order_id): it must match [a-z][a-z0-9-]{3,62} and must not have
 // the shape of the ids the service generates ("p07-3f9a0c1d2e4b"), which

@@ -231,10 +231,8 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   std::string id = r.project_id();
   if (id.empty()) {
     id = labshare::inventory::NewId("prj");
-  } else if (!labshare::inventory::ValidId(id) || id.size() < 4 || id[0] < 'a' || id[0] > 'z') {
-    // The contract's pattern: a letter first and at least 4 characters
-    // (ValidId alone admits "7" or "ab").
-    return InvalidField("project_id", "must match [a-z][a-z0-9-]{3,62}");
+  } else {
+    LS_RETURN_IF_ERROR(CheckIdPattern("project_id", id));
   }
   const std::string idem = r.request_id().empty() ? "" : keys::ProjectIdempotency("CreateProject", r.request_id());
   const std::string fingerprint = RequestFingerprint("CreateProject", r);

@@ -49,12 +49,14 @@ class LeftoversTest : public BookingFlowsTest {
     }
     return kinds;
   }
-  // lab's MONTH quota of `hours` on tem.
-  grpc::Status SetLabQuota(int hours, v1::Quota* out) {
+  // lab's HARD_LIMIT quota of `hours` per `period` on tem.
+  grpc::Status SetLabQuota(int hours, v1::Quota* out, const std::string& request_id = "",
+                           v1::Quota::Period period = v1::Quota::MONTH) {
     v1::SetQuotaRequest r;
+    r.set_request_id(request_id);
     r.mutable_quota()->set_instrument("instruments/tem");
     r.mutable_quota()->set_organization("organizations/lab");
-    r.mutable_quota()->set_period(v1::Quota::MONTH);
+    r.mutable_quota()->set_period(period);
     r.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
     *r.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(hours));
     return Call(stub_.get(), &Stub::SetQuota, r, out, admin_);
@@ -103,16 +105,9 @@ TEST_F(LeftoversTest, QuotaSetMidPeriodChargesTheBookingsMadeBeforeIt) {
   ASSERT_TRUE(Call(stub_.get(), &Stub::CheckOut, out, &b, ana_).ok());
   ASSERT_EQ(b.state(), v1::Booking::COMPLETED);
 
-  // 10 hours a month, HARD_LIMIT: 1 h used, 5 h committed when it is set.
+  // 7 hours a month, HARD_LIMIT: 1 h used, 5 h committed when it is set.
   v1::Quota q;
-  v1::SetQuotaRequest set;
-  set.mutable_quota()->set_instrument("instruments/tem");
-  set.mutable_quota()->set_organization("organizations/lab");
-  set.mutable_quota()->set_period(v1::Quota::MONTH);
-  set.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
-  *set.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(7));
-  set.set_request_id("quota-1");
-  ASSERT_TRUE(Call(stub_.get(), &Stub::SetQuota, set, &q, admin_).ok());
+  ASSERT_TRUE(SetLabQuota(7, &q, "quota-1").ok());
   for (const auto& name : {done.name(), before.name(), later.name()}) {
     const v1::Booking charged = Get(name);
     ASSERT_EQ(charged.quota_charges_size(), 1) << name;
@@ -132,7 +127,7 @@ TEST_F(LeftoversTest, QuotaSetMidPeriodChargesTheBookingsMadeBeforeIt) {
 
   // The same request again: its first answer, nothing charged twice.
   v1::Quota again;
-  ASSERT_TRUE(Call(stub_.get(), &Stub::SetQuota, set, &again, admin_).ok());
+  ASSERT_TRUE(SetLabQuota(7, &again, "quota-1").ok());
   EXPECT_EQ(again.etag(), q.etag());
   EXPECT_EQ(FromProto(Usage(q.name()).committed()), absl::Hours(5));
 
@@ -190,18 +185,10 @@ TEST_F(LeftoversTest, QuotaSetDuringCreatesChargesEveryBookingOnce) {
     });
   }
   while (created.load() < kThreads) std::this_thread::yield();  // the creates are under way
-  std::vector<v1::Quota> quotas;
   for (auto period : {v1::Quota::WEEK, v1::Quota::MONTH, v1::Quota::QUARTER, v1::Quota::YEAR}) {
-    v1::SetQuotaRequest r;
-    r.mutable_quota()->set_instrument("instruments/tem");
-    r.mutable_quota()->set_organization("organizations/lab");
-    r.mutable_quota()->set_period(period);
-    r.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
-    *r.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(1000));
     v1::Quota q;
-    auto s = Call(stub_.get(), &Stub::SetQuota, r, &q, admin_);
+    auto s = SetLabQuota(1000, &q, "", period);
     EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << " " << s.error_message();
-    quotas.push_back(q);
   }
   for (auto& th : threads) th.join();
   // And one booking made after all four: charged by its own create step.

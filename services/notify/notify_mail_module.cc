@@ -237,13 +237,8 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       return MakeError(absl::StatusCode::kNotFound, "UNSUBSCRIBE_TOKEN_NOT_FOUND",
                        "this unsubscribe link is not valid; change your notification settings in the console");
     }
-    if (check == MailModule::TokenCheck::kExpired) {
-      return MakeError(absl::StatusCode::kNotFound, "UNSUBSCRIBE_TOKEN_EXPIRED",
-                       "this unsubscribe link has expired; change your notification settings in the console");
-    }
     resp->set_user("users/" + user);
     resp->set_kind(kind);
-    if (req.validate_only()) return absl::OkStatus();
     // The request record is the token's user's (types.proto: a retry with
     // the same request_id answers the first answer; other content under it
     // is REQUEST_ID_REUSED), kept like UpdateNotificationSettings' own.
@@ -254,6 +249,18 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       if (!replayed.empty() && first.ParseFromString(replayed)) *resp = first;
       return absl::OkStatus();
     };
+    if (check == MailModule::TokenCheck::kExpired) {
+      // The retry of a click made before the expiry answers its first
+      // answer (the kind was turned off); any other use is expired.
+      std::string replayed;
+      absl::StatusOr<bool> fresh = req.validate_only() ? true
+                                   : m_->queue().FindRequest(actor, req.request_id(), fingerprint, &replayed);
+      if (!fresh.ok() && ErrorReason(fresh.status()) != "REQUEST_ID_REUSED") return fresh.status();
+      if (fresh.ok() && !*fresh) return first_answer(replayed);
+      return MakeError(absl::StatusCode::kNotFound, "UNSUBSCRIBE_TOKEN_EXPIRED",
+                       "this unsubscribe link has expired; change your notification settings in the console");
+    }
+    if (req.validate_only()) return absl::OkStatus();
     for (int attempt = 0;; ++attempt) {
       LS_ASSIGN_OR_RETURN(Fields current, m_->queue().Settings(user));
       const v1::NotificationSettings before = SettingsProto(user, current);

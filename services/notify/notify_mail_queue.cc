@@ -378,6 +378,11 @@ request_keep(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return 'ok'
 )lua");
 
+// The request record, read only ('none': no record).
+const RedisScript kFindRequest(std::string(kRequestRecordLua) + R"lua(
+return request_seen(KEYS[1], ARGV[1], ARGV[2]) or 'none'
+)lua");
+
 }  // namespace
 
 std::string MessageId(absl::string_view event_id, absl::string_view kind, absl::string_view recipient,
@@ -746,6 +751,14 @@ absl::StatusOr<bool> MailQueue::KeepRequest(const std::string& actor, const std:
                                             std::string* replayed_answer) {
   if (request_id.empty()) return true;
   auto r = redis_->Eval(kKeepRequest, {RequestKey(actor, request_id)}, {request_id, fingerprint, answer});
+  LS_RETURN_IF_ERROR(ScriptStatus(r));
+  return RequestOutcome(*r, replayed_answer);
+}
+
+absl::StatusOr<bool> MailQueue::FindRequest(const std::string& actor, const std::string& request_id,
+                                            const std::string& fingerprint, std::string* replayed_answer) {
+  if (request_id.empty()) return true;
+  auto r = redis_->Eval(kFindRequest, {RequestKey(actor, request_id)}, {request_id, fingerprint});
   LS_RETURN_IF_ERROR(ScriptStatus(r));
   return RequestOutcome(*r, replayed_answer);
 }

@@ -186,6 +186,11 @@ class MailQueue {
                                    const std::string& fingerprint, const std::string& answer,
                                    std::string* replayed_answer);
 
+  // The same answers as KeepRequest, keeping nothing: true when there is
+  // no record (or no request_id).
+  absl::StatusOr<bool> FindRequest(const std::string& actor, const std::string& request_id,
+                                   const std::string& fingerprint, std::string* replayed_answer);
+
   // The unsubscribe-token key (created on first use).
   absl::StatusOr<std::string> UnsubscribeKey();
   // When tokens without an expiry (made before expiries) expire: `first`

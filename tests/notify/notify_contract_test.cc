@@ -4,10 +4,13 @@
 // fine); a feed's kind is USER or INSTRUMENT, nothing else; a retry of
 // UpdateNotificationSettings, Unsubscribe or ReplayDeadLetter with its
 // request_id answers the first answer, and other content under the id is
-// REQUEST_ID_REUSED.
+// REQUEST_ID_REUSED; an unsubscribe link past its expiry is
+// UNSUBSCRIBE_TOKEN_EXPIRED and changes nothing.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/grpc_status.h"
@@ -234,6 +237,82 @@ TEST_F(NotifyContractTest, UnsubscribeRetryAnswersTheFirstAnswer) {
   ASSERT_TRUE(events[0].has_notification_settings_changed());
   EXPECT_EQ(events[0].header().request_id(), "click-1");
   EXPECT_EQ(events[0].header().actor(), "users/ana");
+}
+
+// Unsubscribe: "UNSUBSCRIBE_TOKEN_EXPIRED: a genuine token past its expiry"
+// (--unsubscribe_validity, default 365 days on the domain clock, after the
+// mail was made), with validate_only too; it changes nothing and keeps no
+// request record. A token whose expiry was altered is not genuine
+// (UNSUBSCRIBE_TOKEN_NOT_FOUND).
+TEST_F(NotifyContractTest, UnsubscribeExpiredTokenIsTokenExpired) {
+  StartMail();
+  auto token = mail_->UnsubscribeToken("ana", v1::BOOKING_REMINDER);
+  ASSERT_TRUE(token.ok());
+  auto call = [&](const std::string& t, bool validate_only, v1::UnsubscribeResponse* out) {
+    v1::UnsubscribeRequest r;
+    r.set_token(t);
+    r.set_validate_only(validate_only);
+    if (!validate_only) r.set_request_id("click-1");
+    return stub_->Unsubscribe(As(Principal{}).get(), r, out);  // no LabShare token
+  };
+  v1::UnsubscribeResponse out;
+  clock_.Advance(absl::Hours(24 * 365) - absl::Seconds(1));
+  grpc::Status s = call(*token, true, &out);
+  ASSERT_TRUE(s.ok()) << "still valid one second before its expiry: " << s.error_message();
+  EXPECT_EQ(out.kind(), v1::BOOKING_REMINDER);
+  clock_.Advance(absl::Seconds(1));
+  for (bool validate_only : {true, false}) {
+    s = call(*token, validate_only, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << validate_only << ": " << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), "UNSUBSCRIBE_TOKEN_EXPIRED") << validate_only;
+  }
+  // Its expiry moved a year on, the signature kept: not a token of ours.
+  std::string payload;
+  ASSERT_TRUE(absl::WebSafeBase64Unescape(token->substr(0, token->find('.')), &payload));
+  const std::string later = absl::StrCat(payload.substr(0, payload.rfind(':') + 1),
+                                         absl::ToUnixSeconds(clock_.Now() + absl::Hours(24 * 365)));
+  s = call(absl::StrCat(absl::WebSafeBase64Escape(later), token->substr(token->find('.'))), false, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GrpcErrorReason(s), "UNSUBSCRIBE_TOKEN_NOT_FOUND");
+  EXPECT_TRUE(OutboxEvents().empty());
+  // Nothing was turned off and click-1 kept no answer: a fresh link's
+  // click under it turns the kind off now.
+  auto fresh = mail_->UnsubscribeToken("ana", v1::BOOKING_REMINDER);
+  ASSERT_TRUE(fresh.ok());
+  s = call(*fresh, false, &out);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(out.changed());
+  EXPECT_EQ(OutboxEvents().size(), 1u);
+}
+
+// The retry of a click made just before the link expired (its answer lost,
+// e.g. REPLICA_ACK_TIMEOUT) answers the first answer, not
+// UNSUBSCRIBE_TOKEN_EXPIRED: the kind was turned off. A new request with
+// the expired link is UNSUBSCRIBE_TOKEN_EXPIRED.
+TEST_F(NotifyContractTest, UnsubscribeRetryAfterExpiryAnswersTheFirstAnswer) {
+  StartMail();
+  auto token = mail_->UnsubscribeToken("ana", v1::BOOKING_REMINDER);
+  ASSERT_TRUE(token.ok());
+  auto call = [&](const std::string& request_id, v1::UnsubscribeResponse* out) {
+    v1::UnsubscribeRequest r;
+    r.set_token(*token);
+    r.set_request_id(request_id);
+    return stub_->Unsubscribe(As(Principal{}).get(), r, out);  // no LabShare token
+  };
+  clock_.Advance(absl::Hours(24 * 365) - absl::Seconds(1));
+  v1::UnsubscribeResponse first;
+  grpc::Status s = call("click-1", &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(first.changed());
+  clock_.Advance(absl::Seconds(1));
+  v1::UnsubscribeResponse again;
+  s = call("click-1", &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  s = call("click-2", &again);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GrpcErrorReason(s), "UNSUBSCRIBE_TOKEN_EXPIRED");
+  EXPECT_EQ(OutboxEvents().size(), 1u);
 }
 
 // ReplayDeadLetter keeps its request_id like every mutation: a retry

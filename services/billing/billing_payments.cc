@@ -130,7 +130,8 @@ bool PaidAtIssue(const v1::Invoice& inv) {
 // The stored invoice `name` that MarkInvoicePaid or VoidInvoice may change,
 // with its version: INVOICE_NOT_FOUND, ETAG_MISMATCH (when `etag` is set),
 // INVOICE_ALREADY_PAID or INVOICE_NOT_ISSUED otherwise. With
-// `or_paid_at_issue` (VoidInvoice) also an invoice PAID at issue.
+// `or_paid_at_issue` (VoidInvoice) also an invoice PAID at issue, and
+// INVOICE_IN_CLEARED_SETTLEMENT for one paid by its settlement.
 absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore& store, const std::string& name,
                                                               const std::string& etag, bool or_paid_at_issue = false) {
   LS_ASSIGN_OR_RETURN(auto doc, store.docs().Get(keys::Doc("invoice", IdOf(name))));
@@ -140,6 +141,13 @@ absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore
     return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", name + " changed; read it again");
   }
   if (or_paid_at_issue && PaidAtIssue(inv)) return std::make_pair(std::move(inv), doc->version);
+  // Only clearing pays an invoice that names its settlement (a direct
+  // payment of one is INVOICE_IN_SETTLEMENT): VoidInvoice says where it
+  // was paid.
+  if (or_paid_at_issue && inv.state() == v1::Invoice::PAID && !inv.settlement().empty()) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_CLEARED_SETTLEMENT",
+                     name + " was paid through " + inv.settlement() + ", which is cleared");
+  }
   if (inv.state() == v1::Invoice::PAID) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", name + " is paid");
   }
@@ -706,6 +714,8 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
 
 absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const Principal& p,
                                                                           const v1::PostCorrectionRequest& r) {
+  // The whole name: its last segment alone would find another posting.
+  LS_RETURN_IF_ERROR(NameField(r.posting(), "postings", "posting"));
   if (r.reason().empty()) return InvalidField("reason", "say why the posting is corrected");
   if (r.mode() == v1::PostCorrectionRequest::CORRECTION_MODE_UNSPECIFIED) {
     return InvalidField("mode", "choose REVERSE or ADJUST");

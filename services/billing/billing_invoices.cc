@@ -509,12 +509,25 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
   return inv;
 }
 
+namespace {
+
+// The currency of a draft to preview or issue: empty (the consortium
+// currency) or an ISO 4217 code; another drafted an invoice of nothing
+// (NOTHING_TO_INVOICE) and numbered its series after it.
+absl::Status DraftCurrency(const std::string& code) {
+  if (code.empty() || ValidCurrencyCode(code)) return absl::OkStatus();
+  return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Invoice> BillingManager::PreviewInvoice(const Principal& p, const v1::PreviewInvoiceRequest& r) {
   if (!IsOrganizationName(r.payer_organization())) {
     return InvalidField("payer_organization", "must be organizations/{organization}");
   }
   if (!SeesAll(p) && r.payer_organization() != ActorOrganization(p)) return OrgScope("invoices");
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  LS_RETURN_IF_ERROR(DraftCurrency(r.currency_code()));
   LS_RETURN_IF_ERROR(PartiesExist({r.payer_organization()}));  // ORGANIZATION_NOT_FOUND
   return Draft(r.payer_organization(), r.period(), r.currency_code().empty() ? kDefaultCurrency : r.currency_code());
 }
@@ -524,6 +537,7 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     return InvalidField("payer_organization", "must be organizations/{organization}");
   }
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  LS_RETURN_IF_ERROR(DraftCurrency(r.currency_code()));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("IssueInvoice", r.request_id());
   const std::string fingerprint = RequestFingerprint("IssueInvoice", r);

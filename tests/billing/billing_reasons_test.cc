@@ -394,6 +394,36 @@ TEST_F(BillingReasonsTest, AnInvoiceWhoseDraftChangedSinceItsPreviewIsNotIssued)
   EXPECT_EQ(issued->amount_due().amount_minor(), 1500);
 }
 
+// IssueInvoice's and PreviewInvoice's currency_code ("Default: the
+// consortium currency") is an ISO 4217 code: another is their INVALID_FIELD
+// `currency_code` (IssueInvoice answered NOTHING_TO_INVOICE, PreviewInvoice
+// an empty draft), not an invoice of nothing.
+TEST_F(BillingReasonsTest, AnInvoicesCurrencyIsAnIsoCode) {
+  Owe(kLab, kOwner, 1000);
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  for (const char* code : {"cny", "YUAN", "C1Y"}) {
+    SCOPED_TRACE(code);
+    v1::PreviewInvoiceRequest preview;
+    preview.set_payer_organization(kLab);
+    preview.set_period("2027-01");
+    preview.set_currency_code(code);
+    const absl::Status previewed = billing_->PreviewInvoice(admin_, preview).status();
+    ExpectError(previewed, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    v1::IssueInvoiceRequest issue;
+    issue.set_payer_organization(kLab);
+    issue.set_period("2027-01");
+    issue.set_currency_code(code);
+    const absl::Status issued = billing_->IssueInvoice(admin_, issue).status();
+    ExpectError(issued, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    for (const absl::Status& s : {previewed, issued}) {
+      const auto violations = FieldViolationsOf(s);
+      ASSERT_EQ(violations.size(), 1u);
+      EXPECT_EQ(violations[0].field, "currency_code");
+    }
+  }
+  EXPECT_EQ(IssueJanuary(kLab).currency_code(), "CNY");
+}
+
 // ================================================================ ComputeSettlement
 
 // ComputeSettlement "FAILED_PRECONDITION (NOTHING_TO_SETTLE)": no ISSUED

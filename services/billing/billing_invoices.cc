@@ -797,6 +797,25 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
+    v1::BillingEvent e = NewEvent(p, now, r.request_id());
+    *e.mutable_settlement_computed()->mutable_settlement() = s;
+    e.mutable_settlement_computed()->set_superseded_settlement(s.supersedes());
+    step.events.push_back(e.SerializeAsString());
+    // Each netted invoice is in this settlement: paid through its transfers.
+    for (auto& [inv, v] : invoices) inv.set_settlement(s.name());
+    if (s.transfers().empty()) {
+      // Every position nets to zero: no transfer is needed, so all of them
+      // are paid and it clears in this step (its invoices PAID).
+      LS_RETURN_IF_ERROR(ClearSettlement(p, now, r.request_id(), s, std::move(invoices), step, step.events));
+    } else {
+      for (auto& [inv, v] : invoices) {
+        *inv.mutable_update_time() = ToProto(now);
+        inv.set_etag(std::to_string(v + 1));
+        const std::string inv_key = keys::Doc("invoice", IdOf(inv.name()));
+        step.version_checks.push_back({inv_key, v});
+        step.puts.push_back({inv_key, inv.SerializeAsString(), v + 1});
+      }
+    }
     step.response = SerializeDeterministic(s);
     const std::string key = keys::Doc("settlement", id);
     step.version_checks.push_back({key, 0});
@@ -810,19 +829,6 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
       step.version_checks.push_back({old_key, v});
       step.puts.push_back({old_key, old.SerializeAsString(), v + 1});
     }
-    // Each netted invoice is in this settlement: paid through its transfers.
-    for (auto& [inv, v] : invoices) {
-      inv.set_settlement(s.name());
-      *inv.mutable_update_time() = ToProto(now);
-      inv.set_etag(std::to_string(v + 1));
-      const std::string inv_key = keys::Doc("invoice", IdOf(inv.name()));
-      step.version_checks.push_back({inv_key, v});
-      step.puts.push_back({inv_key, inv.SerializeAsString(), v + 1});
-    }
-    v1::BillingEvent e = NewEvent(p, now, r.request_id());
-    *e.mutable_settlement_computed()->mutable_settlement() = s;
-    e.mutable_settlement_computed()->set_superseded_settlement(s.supersedes());
-    step.events.push_back(e.SerializeAsString());
     LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
     LS_ASSIGN_OR_RETURN(auto answer, Answer(result, std::move(s)));
     if (answer) return *std::move(answer);  // else the state moved: look again

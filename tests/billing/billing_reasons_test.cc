@@ -456,6 +456,54 @@ TEST_F(BillingReasonsTest, APeriodWithNoOpenInvoiceHasNothingToSettle) {
   EXPECT_EQ(Events(), events);
 }
 
+// Settlement CLEARED: "Every transfer paid; netting posted; its invoices
+// PAID". Lab and the owner owe each other 10000 in January: their positions
+// net to zero, so the settlement has no transfer and clears as it is
+// computed (it stayed COMPUTED with nothing to pay: its invoices ISSUED for
+// good, each payment of them INVOICE_IN_SETTLEMENT and every transfer
+// TRANSFER_NOT_FOUND). The netting posting closes both sides of the pair;
+// the invoices are PAID through it and announced; the period then has
+// nothing to settle.
+TEST_F(BillingReasonsTest, ASettlementWithNothingToTransferClearsAsItIsComputed) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kOwner, kLab, 10000);
+  const v1::Invoice lab = IssueJanuary(kLab);
+  const v1::Invoice owner = IssueJanuary(kOwner);
+  auto s = ComputeJanuary();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->transfers_size(), 0);
+  EXPECT_EQ(s->gross_total().amount_minor(), 20000);
+  EXPECT_EQ(s->state(), v1::Settlement::CLEARED);
+  EXPECT_FALSE(s->netting_posting().empty());
+  const v1::Settlement stored = Settlement(s->name());
+  EXPECT_EQ(stored.state(), v1::Settlement::CLEARED);
+  EXPECT_EQ(stored.netting_posting(), s->netting_posting());
+  for (const v1::Invoice* inv : {&lab, &owner}) {
+    const v1::Invoice now = Invoice(inv->name());
+    EXPECT_EQ(now.state(), v1::Invoice::PAID) << inv->name();
+    EXPECT_EQ(now.settlement(), s->name());
+    EXPECT_EQ(now.amount_outstanding().amount_minor(), 0);
+  }
+  EXPECT_EQ(Balance("organizations/lab/accounts/payable", kOwner), 0);
+  EXPECT_EQ(Balance("organizations/lab/accounts/receivable", kOwner), 0);
+  EXPECT_EQ(Balance("organizations/owner/accounts/payable", kLab), 0);
+  EXPECT_EQ(Balance("organizations/owner/accounts/receivable", kLab), 0);
+  int paid_events = 0, cleared_events = 0;
+  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  for (const auto& entry : raw->elements) {
+    v1::BillingEvent e;
+    ASSERT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+    paid_events += e.has_invoice_paid() && e.invoice_paid().paid_by() == v1::InvoicePaid::SETTLEMENT;
+    cleared_events += e.has_settlement_cleared() && e.settlement_cleared().paid_invoices_size() == 2;
+  }
+  EXPECT_EQ(paid_events, 2);
+  EXPECT_EQ(cleared_events, 1);
+  ExpectError(Pay(kLab, kOwner, 1, lab.name()).status(), absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED");
+  ExpectError(ComputeJanuary().status(), absl::StatusCode::kFailedPrecondition, "NOTHING_TO_SETTLE");
+  EXPECT_EQ(PaymentCount(), 0);
+}
+
 TEST_F(BillingReasonsTest, AClearedPeriodHasNothingToSettle) {
   const v1::Settlement s = ClearedJanuary();
   const int64_t events = Events();

@@ -11,6 +11,11 @@
 // Runs on the payments fixture (tests/billing/billing_payments_fixture.h:
 // billing in process over real Redis, amounts owed put on the ledger by
 // ADJUST corrections of the pool's top-up, clock at 2027-01-01Z).
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 
 #include "absl/strings/match.h"
@@ -564,6 +569,40 @@ TEST_F(BillingReasonsTest, APoolWhoseValidityIsOverTakesNoTopUp) {
   auto retry = billing_->TopUpSubsidyPool(admin_, top);
   ASSERT_TRUE(retry.ok()) << retry.status();
   EXPECT_EQ(retry->etag(), first->etag());
+}
+
+// ================================================================ GetInvoiceDocument
+
+// GetInvoiceDocument "INTERNAL (DOCUMENT_RENDER_FAILED: ... no installed
+// font has Chinese characters)": fontconfig pointed (FONTCONFIG_FILE) at a
+// configuration without any font directory, as on a host without
+// fonts-noto-cjk. The PDF is refused rather than printed with empty boxes
+// for every Chinese name and label; the CSV needs no font and is served.
+// Fontconfig reads its configuration once per process: this must be the
+// first test of the binary to lay out text (no other test here renders).
+TEST_F(BillingReasonsTest, APdfWithoutAChineseFontIsDocumentRenderFailed) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/billing_reasons_fonts_", getpid());
+  std::filesystem::create_directories(dir + "/none");
+  const std::string conf = dir + "/fonts.conf";
+  {
+    std::ofstream out(conf);
+    out << "<?xml version=\"1.0\"?>\n<!DOCTYPE fontconfig SYSTEM \"fonts.dtd\">\n<fontconfig><dir>" << dir
+        << "/none</dir><cachedir>" << dir << "/cache</cachedir></fontconfig>\n";
+  }
+  ASSERT_EQ(setenv("FONTCONFIG_FILE", conf.c_str(), 1), 0);
+  Owe(kLab, kOwner, 1000);
+  const v1::Invoice inv = IssueJanuary(kLab);
+  v1::GetInvoiceDocumentRequest r;
+  r.set_name(inv.name());
+  r.set_format(v1::GetInvoiceDocumentRequest::PDF);
+  auto pdf = billing_->GetInvoiceDocument(admin_, r);
+  ExpectError(pdf.status(), absl::StatusCode::kInternal, "DOCUMENT_RENDER_FAILED");
+  EXPECT_TRUE(absl::StrContains(pdf.status().message(), "Chinese")) << pdf.status();
+  r.set_format(v1::GetInvoiceDocumentRequest::CSV);
+  auto csv = billing_->GetInvoiceDocument(admin_, r);
+  EXPECT_TRUE(csv.ok()) << csv.status();
+  unsetenv("FONTCONFIG_FILE");
+  std::filesystem::remove_all(dir);
 }
 
 // ================================================================ the Get methods

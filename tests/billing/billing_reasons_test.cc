@@ -192,10 +192,11 @@ TEST_F(BillingReasonsTest, APaymentOfATransferTheSettlementDoesNotHaveIsTransfer
 }
 
 // RecordPayment, "a pool paying an owner its granted subsidies": at most
-// what the pool's "POOL_PAYABLE" owes the owner ("pool pays O: Dr
-// F.POOL_PAYABLE(cp O), Cr F.POOL_CASH; Dr O.CASH(cp F), Cr O.RECEIVABLE(cp
-// F)"), and recorded by CONSORTIUM_ADMIN only ("not for pool payments": the
-// owner's billing admin confirming it is ORGANIZATION_SCOPE).
+// what the pool's "POOL_PAYABLE" (an account kind, not a reason) owes the
+// owner ("pool pays O: Dr F.POOL_PAYABLE(cp O), Cr F.POOL_CASH; Dr
+// O.CASH(cp F), Cr O.RECEIVABLE(cp F)"), and recorded by CONSORTIUM_ADMIN
+// only ("not for pool payments": the owner's billing admin confirming it is
+// ORGANIZATION_SCOPE).
 TEST_F(BillingReasonsTest, APoolPaysItsPoolPayableToTheOwner) {
   Adjust({{std::string(kVoucher) + "/accounts/pool-funds", "", 700},
           {std::string(kVoucher) + "/accounts/pool-payable", kOwner, -700},
@@ -243,7 +244,8 @@ TEST_F(BillingReasonsTest, CorrectingAnUnknownPostingIsPostingNotFound) {
 // last segment happens to name (it corrected the pool's top-up).
 TEST_F(BillingReasonsTest, ACorrectionsPostingNameIsCheckedWhole) {
   const std::string id = top_up_.substr(top_up_.rfind('/') + 1);
-  for (const std::string& name : std::vector<std::string>{"organizations/lab/" + top_up_, "payments/" + id, "postings/", ""}) {
+  const std::vector<std::string> names = {"organizations/lab/" + top_up_, "payments/" + id, "postings/", ""};
+  for (const std::string& name : names) {
     v1::PostCorrectionRequest fix;
     fix.set_posting(name);
     fix.set_mode(v1::PostCorrectionRequest::REVERSE);
@@ -260,7 +262,8 @@ TEST_F(BillingReasonsTest, ACorrectionsPostingNameIsCheckedWhole) {
 }
 
 // PostCorrection "FAILED_PRECONDITION (NOT_CORRECTABLE: SETTLEMENT_NETTING
-// postings are corrected by voiding)": the netting posting of a cleared
+// postings are corrected by voiding)": the netting posting (kind
+// "SETTLEMENT_NETTING", a posting kind, not a reason) of a cleared
 // settlement is neither reversed nor adjusted; nothing is posted, the
 // posting has no correction and the netted balances stay.
 TEST_F(BillingReasonsTest, ASettlementNettingPostingIsNotCorrectable) {

@@ -509,12 +509,25 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
   return inv;
 }
 
+namespace {
+
+// The currency of a draft to preview or issue: empty (the consortium
+// currency) or an ISO 4217 code; another drafted an invoice of nothing
+// (NOTHING_TO_INVOICE) and numbered its series after it.
+absl::Status DraftCurrency(const std::string& code) {
+  if (code.empty() || ValidCurrencyCode(code)) return absl::OkStatus();
+  return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Invoice> BillingManager::PreviewInvoice(const Principal& p, const v1::PreviewInvoiceRequest& r) {
   if (!IsOrganizationName(r.payer_organization())) {
     return InvalidField("payer_organization", "must be organizations/{organization}");
   }
   if (!SeesAll(p) && r.payer_organization() != ActorOrganization(p)) return OrgScope("invoices");
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  LS_RETURN_IF_ERROR(DraftCurrency(r.currency_code()));
   LS_RETURN_IF_ERROR(PartiesExist({r.payer_organization()}));  // ORGANIZATION_NOT_FOUND
   return Draft(r.payer_organization(), r.period(), r.currency_code().empty() ? kDefaultCurrency : r.currency_code());
 }
@@ -524,6 +537,7 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     return InvalidField("payer_organization", "must be organizations/{organization}");
   }
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
+  LS_RETURN_IF_ERROR(DraftCurrency(r.currency_code()));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("IssueInvoice", r.request_id());
   const std::string fingerprint = RequestFingerprint("IssueInvoice", r);
@@ -783,6 +797,25 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
+    v1::BillingEvent e = NewEvent(p, now, r.request_id());
+    *e.mutable_settlement_computed()->mutable_settlement() = s;
+    e.mutable_settlement_computed()->set_superseded_settlement(s.supersedes());
+    step.events.push_back(e.SerializeAsString());
+    // Each netted invoice is in this settlement: paid through its transfers.
+    for (auto& [inv, v] : invoices) inv.set_settlement(s.name());
+    if (s.transfers().empty()) {
+      // Every position nets to zero: no transfer is needed, so all of them
+      // are paid and it clears in this step (its invoices PAID).
+      LS_RETURN_IF_ERROR(ClearSettlement(p, now, r.request_id(), s, std::move(invoices), step, step.events));
+    } else {
+      for (auto& [inv, v] : invoices) {
+        *inv.mutable_update_time() = ToProto(now);
+        inv.set_etag(std::to_string(v + 1));
+        const std::string inv_key = keys::Doc("invoice", IdOf(inv.name()));
+        step.version_checks.push_back({inv_key, v});
+        step.puts.push_back({inv_key, inv.SerializeAsString(), v + 1});
+      }
+    }
     step.response = SerializeDeterministic(s);
     const std::string key = keys::Doc("settlement", id);
     step.version_checks.push_back({key, 0});
@@ -796,19 +829,6 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
       step.version_checks.push_back({old_key, v});
       step.puts.push_back({old_key, old.SerializeAsString(), v + 1});
     }
-    // Each netted invoice is in this settlement: paid through its transfers.
-    for (auto& [inv, v] : invoices) {
-      inv.set_settlement(s.name());
-      *inv.mutable_update_time() = ToProto(now);
-      inv.set_etag(std::to_string(v + 1));
-      const std::string inv_key = keys::Doc("invoice", IdOf(inv.name()));
-      step.version_checks.push_back({inv_key, v});
-      step.puts.push_back({inv_key, inv.SerializeAsString(), v + 1});
-    }
-    v1::BillingEvent e = NewEvent(p, now, r.request_id());
-    *e.mutable_settlement_computed()->mutable_settlement() = s;
-    e.mutable_settlement_computed()->set_superseded_settlement(s.supersedes());
-    step.events.push_back(e.SerializeAsString());
     LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
     LS_ASSIGN_OR_RETURN(auto answer, Answer(result, std::move(s)));
     if (answer) return *std::move(answer);  // else the state moved: look again

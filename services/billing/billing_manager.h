@@ -184,6 +184,14 @@ class BillingManager {
   using ComputedCache = std::map<std::string, std::vector<v1::Settlement>>;
   absl::StatusOr<std::string> HeldBy(const v1::Invoice& inv, ComputedCache* computed = nullptr) const;
 
+  // Clears `s` in `step` (every transfer paid, or none to pay): CLEARED,
+  // its SETTLEMENT_NETTING posting, each of `invoices` (its invoices, with
+  // their versions) still ISSUED in it PAID; the InvoicePaid and
+  // SettlementCleared events appended to `events`.
+  absl::Status ClearSettlement(const Principal& p, absl::Time now, const std::string& request_id, v1::Settlement& s,
+                               std::vector<std::pair<v1::Invoice, int64_t>> invoices, LedgerStep& step,
+                               std::vector<std::string>& events);
+
   BillingStore* store_;
   InventoryReader* inventory_;
   const Clock* clock_;

@@ -130,7 +130,8 @@ bool PaidAtIssue(const v1::Invoice& inv) {
 // The stored invoice `name` that MarkInvoicePaid or VoidInvoice may change,
 // with its version: INVOICE_NOT_FOUND, ETAG_MISMATCH (when `etag` is set),
 // INVOICE_ALREADY_PAID or INVOICE_NOT_ISSUED otherwise. With
-// `or_paid_at_issue` (VoidInvoice) also an invoice PAID at issue.
+// `or_paid_at_issue` (VoidInvoice) also an invoice PAID at issue, and
+// INVOICE_IN_CLEARED_SETTLEMENT for one paid by its settlement.
 absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore& store, const std::string& name,
                                                               const std::string& etag, bool or_paid_at_issue = false) {
   LS_ASSIGN_OR_RETURN(auto doc, store.docs().Get(keys::Doc("invoice", IdOf(name))));
@@ -140,6 +141,13 @@ absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore
     return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", name + " changed; read it again");
   }
   if (or_paid_at_issue && PaidAtIssue(inv)) return std::make_pair(std::move(inv), doc->version);
+  // Only clearing pays an invoice that names its settlement (a direct
+  // payment of one is INVOICE_IN_SETTLEMENT): VoidInvoice says where it
+  // was paid.
+  if (or_paid_at_issue && inv.state() == v1::Invoice::PAID && !inv.settlement().empty()) {
+    return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_CLEARED_SETTLEMENT",
+                     name + " was paid through " + inv.settlement() + ", which is cleared");
+  }
   if (inv.state() == v1::Invoice::PAID) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_ALREADY_PAID", name + " is paid");
   }
@@ -239,6 +247,68 @@ absl::StatusOr<std::string> BillingManager::HeldBy(const v1::Invoice& inv, Compu
     }
   }
   return held;
+}
+
+// ================================================================ clearing
+
+absl::Status BillingManager::ClearSettlement(const Principal& p, absl::Time now, const std::string& request_id,
+                                             v1::Settlement& s, std::vector<std::pair<v1::Invoice, int64_t>> invoices,
+                                             LedgerStep& step, std::vector<std::string>& events) {
+  // The netting posting over the open amounts the transfers were computed
+  // from, and every invoice still ISSUED in it PAID. One voided or paid
+  // directly meanwhile (possible only while settlements did not name their
+  // invoices) keeps its state and is not announced again.
+  std::vector<OpenAmount> open;
+  std::vector<std::pair<v1::Invoice, int64_t>> paid_now;
+  for (auto& [inv, version] : invoices) {
+    LS_ASSIGN_OR_RETURN(std::vector<OpenAmount> when, OpenWhenComputed(*store_, inv, s));
+    open.insert(open.end(), when.begin(), when.end());
+    const bool in_it = inv.settlement() == s.name() || inv.settlement().empty();
+    if (inv.state() == v1::Invoice::ISSUED && in_it) paid_now.emplace_back(std::move(inv), version);
+  }
+  std::vector<v1::SettlementTransfer> transfers(s.transfers().begin(), s.transfers().end());
+  LS_ASSIGN_OR_RETURN(auto netting, SettlementNettingEntries(open, transfers, s.currency_code()));
+  v1::Posting net;
+  net.set_name("postings/" + IdOf(s.name()) + "-netting");
+  net.set_kind(v1::SETTLEMENT_NETTING);
+  net.set_currency_code(s.currency_code());
+  net.set_settlement(s.name());
+  net.set_description("netting of " + s.name());
+  net.set_actor(ActorName(p));
+  *net.mutable_create_time() = ToProto(now);
+  for (auto& e : netting) *net.add_entries() = std::move(e);
+  if (net.entries_size() > 0) {
+    AddPosting(step, net, now);
+    s.set_netting_posting(net.name());
+  }
+  s.set_state(v1::Settlement::CLEARED);
+  *s.mutable_clear_time() = ToProto(now);
+  v1::BillingEvent cleared = NewEvent(p, now, request_id);
+  for (auto& [inv, version] : paid_now) {
+    inv.set_state(v1::Invoice::PAID);
+    *inv.mutable_paid_time() = ToProto(now);
+    for (auto& pb : *inv.mutable_payees()) {
+      *pb.mutable_amount_paid() = pb.amount_due();
+      pb.mutable_amount_outstanding()->set_amount_minor(0);
+    }
+    *inv.mutable_amount_paid() = inv.amount_due();
+    inv.mutable_amount_outstanding()->set_amount_minor(0);
+    inv.set_settlement(s.name());
+    *inv.mutable_update_time() = ToProto(now);
+    inv.set_etag(std::to_string(version + 1));
+    const std::string key = keys::Doc("invoice", IdOf(inv.name()));
+    step.version_checks.push_back({key, version});
+    step.puts.push_back({key, inv.SerializeAsString(), version + 1});
+    cleared.mutable_settlement_cleared()->add_paid_invoices(inv.name());
+    v1::BillingEvent paid = NewEvent(p, now, request_id);  // each announced by InvoicePaid too
+    *paid.mutable_invoice_paid()->mutable_invoice() = inv;
+    paid.mutable_invoice_paid()->set_paid_by(v1::InvoicePaid::SETTLEMENT);
+    events.push_back(paid.SerializeAsString());
+  }
+  *cleared.mutable_settlement_cleared()->mutable_settlement() = s;
+  if (net.entries_size() > 0) *cleared.mutable_settlement_cleared()->mutable_netting_posting() = net;
+  events.push_back(cleared.SerializeAsString());
+  return absl::OkStatus();
 }
 
 // ================================================================ payments
@@ -416,65 +486,14 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       bool all_paid = true;
       for (const auto& x : s.transfers()) all_paid &= !x.payment().empty();
       if (all_paid) {
-        // Clear: the netting posting over the open amounts the transfers
-        // were computed from, and every invoice still ISSUED in it PAID. One
-        // voided or paid directly meanwhile (possible only while
-        // settlements did not name their invoices) keeps its state and is
-        // not announced again.
-        std::vector<OpenAmount> open;
-        std::vector<std::pair<std::string, std::pair<v1::Invoice, int64_t>>> invoices;
+        std::vector<std::pair<v1::Invoice, int64_t>> invoices;
         for (const auto& name : s.invoices()) {
           LS_ASSIGN_OR_RETURN(auto idoc, store_->docs().Get(keys::Doc("invoice", IdOf(name))));
           if (!idoc) continue;
           LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(idoc->data));
-          LS_ASSIGN_OR_RETURN(std::vector<OpenAmount> when, OpenWhenComputed(*store_, inv, s));
-          open.insert(open.end(), when.begin(), when.end());
-          const bool in_it = inv.settlement() == s.name() || inv.settlement().empty();
-          if (inv.state() == v1::Invoice::ISSUED && in_it) invoices.push_back({name, {std::move(inv), idoc->version}});
+          invoices.emplace_back(std::move(inv), idoc->version);
         }
-        std::vector<v1::SettlementTransfer> transfers(s.transfers().begin(), s.transfers().end());
-        LS_ASSIGN_OR_RETURN(auto netting, SettlementNettingEntries(open, transfers, s.currency_code()));
-        v1::Posting net;
-        net.set_name("postings/" + IdOf(s.name()) + "-netting");
-        net.set_kind(v1::SETTLEMENT_NETTING);
-        net.set_currency_code(s.currency_code());
-        net.set_settlement(s.name());
-        net.set_description("netting of " + s.name());
-        net.set_actor(ActorName(p));
-        *net.mutable_create_time() = ToProto(now);
-        for (auto& e : netting) *net.add_entries() = std::move(e);
-        if (net.entries_size() > 0) {
-          AddPosting(step, net, now);
-          s.set_netting_posting(net.name());
-        }
-        s.set_state(v1::Settlement::CLEARED);
-        *s.mutable_clear_time() = ToProto(now);
-        v1::BillingEvent cleared = NewEvent(p, now, r.request_id());
-        for (auto& [name, inv_v] : invoices) {
-          v1::Invoice& inv = inv_v.first;
-          inv.set_state(v1::Invoice::PAID);
-          *inv.mutable_paid_time() = ToProto(now);
-          for (auto& pb : *inv.mutable_payees()) {
-            *pb.mutable_amount_paid() = pb.amount_due();
-            pb.mutable_amount_outstanding()->set_amount_minor(0);
-          }
-          *inv.mutable_amount_paid() = inv.amount_due();
-          inv.mutable_amount_outstanding()->set_amount_minor(0);
-          inv.set_settlement(s.name());
-          *inv.mutable_update_time() = ToProto(now);
-          inv.set_etag(std::to_string(inv_v.second + 1));
-          const std::string key = keys::Doc("invoice", IdOf(name));
-          step.version_checks.push_back({key, inv_v.second});
-          step.puts.push_back({key, inv.SerializeAsString(), inv_v.second + 1});
-          cleared.mutable_settlement_cleared()->add_paid_invoices(name);
-          v1::BillingEvent paid = NewEvent(p, now, r.request_id());  // each announced by InvoicePaid too
-          *paid.mutable_invoice_paid()->mutable_invoice() = inv;
-          paid.mutable_invoice_paid()->set_paid_by(v1::InvoicePaid::SETTLEMENT);
-          later_events.push_back(paid.SerializeAsString());
-        }
-        *cleared.mutable_settlement_cleared()->mutable_settlement() = s;
-        if (net.entries_size() > 0) *cleared.mutable_settlement_cleared()->mutable_netting_posting() = net;
-        later_events.push_back(cleared.SerializeAsString());
+        LS_RETURN_IF_ERROR(ClearSettlement(p, now, r.request_id(), s, std::move(invoices), step, later_events));
       }
       *s.mutable_update_time() = ToProto(now);
       const std::string key = keys::Doc("settlement", IdOf(s.name()));
@@ -706,6 +725,8 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
 
 absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const Principal& p,
                                                                           const v1::PostCorrectionRequest& r) {
+  // The whole name: its last segment alone would find another posting.
+  LS_RETURN_IF_ERROR(NameField(r.posting(), "postings", "posting"));
   if (r.reason().empty()) return InvalidField("reason", "say why the posting is corrected");
   if (r.mode() == v1::PostCorrectionRequest::CORRECTION_MODE_UNSPECIFIED) {
     return InvalidField("mode", "choose REVERSE or ADJUST");

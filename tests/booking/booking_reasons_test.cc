@@ -156,17 +156,26 @@ TEST_F(ReasonsTest, CreateBookingWithARevokedQualificationIsQualificationRevoked
 }
 
 // "PROJECT_NOT_ACTIVE": the project's period has ended; nothing is booked
-// and its budget commits nothing.
+// and its budget commits nothing more. A retry of a booking made before
+// gets its first answer ("whatever became of the project since").
 TEST_F(ReasonsTest, CreateBookingOnAnEndedProjectIsProjectNotActive) {
   MakeTemProject();
+  v1::CreateBookingRequest before = Joint("instruments/tem", absl::Hours(9), absl::Hours(10));
+  before.set_request_id("jr-1");
+  v1::Booking first, b;
+  ASSERT_TRUE(Create(before, ana_, &first).ok());
   const size_t events = Events().size();
   clock_.Set(day_ + absl::Hours(48));  // the period's end
-  v1::Booking b;
   ExpectGrpcError(Create(Joint("instruments/tem", absl::Hours(51), absl::Hours(52)), ana_, &b),
                   StatusCode::FAILED_PRECONDITION, "PROJECT_NOT_ACTIVE", "after the period");
-  EXPECT_EQ(TemBookings(), 0);
+  ExpectGrpcError(Create(Joint("instruments/tem", absl::Hours(12), absl::Hours(13)), ana_, &b),
+                  StatusCode::FAILED_PRECONDITION, "PROJECT_NOT_ACTIVE", "inside the ended period");
+  EXPECT_EQ(TemBookings(), 1);
   EXPECT_EQ(Events().size(), events);
-  EXPECT_EQ(FromProto(TemBudget().committed()), absl::ZeroDuration());
+  EXPECT_EQ(FromProto(TemBudget().committed()) + FromProto(TemBudget().used()), absl::Hours(1));
+  grpc::Status s = Create(before, ana_, &b);
+  ASSERT_TRUE(s.ok()) << "the retry: " << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(b.name(), first.name());
 }
 
 // "INSTRUMENT_NOT_IN_PROJECT": the project budgets tem, not sem.
@@ -401,9 +410,12 @@ TEST_F(ReasonsTest, ApplyMaintenanceWindowOfAMissingWindowIsMaintenanceWindowNot
 // NOT_FOUND with the collection's reason, twice with one request_id (a
 // refusal keeps nothing). Two names each: an id nothing has, and the id of
 // something else (the ON_SITE booking's id as a lease or an order; a
-// lease's id as an order). The resource is looked up before the caller's
-// scope on it (there is no organisation to check against): a caller of
-// another organisation, in a role the method admits, hears NOT_FOUND too.
+// lease's id as an order). The caller's role is checked first (types.proto:
+// "checked before validation"): a role the method does not admit hears
+// ROLE_NOT_ALLOWED, missing resource or not. The resource is looked up
+// before the caller's organisation scope on it (there is no organisation to
+// check against): a caller of another organisation, in a role the method
+// admits, hears NOT_FOUND too.
 TEST_F(ReasonsTest, LeaseAndOrderMethodsOfMissingResourcesAreNotFound) {
   v1::Booking booking;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &booking).ok());
@@ -421,6 +433,7 @@ TEST_F(ReasonsTest, LeaseAndOrderMethodsOfMissingResourcesAreNotFound) {
     std::vector<std::string> names;
     std::string caller, other;  // admitted; of another organisation
     Run run;
+    std::string refused = "";  // a role the method does not admit ("": none here)
   };
   // A call of `method` with `req` (its name and request_id set).
   auto lease_call = [&](auto method, auto req) -> Run {
@@ -483,32 +496,32 @@ TEST_F(ReasonsTest, LeaseAndOrderMethodsOfMissingResourcesAreNotFound) {
   const std::vector<Case> cases = {
       {"GetLease", "LEASE_NOT_FOUND", leases, ana_, other_user, get_lease},
       {"ApproveLease", "LEASE_NOT_FOUND", leases, staff_, other_staff,
-       lease_call(&Stub::ApproveLease, Approval(""))},
-      {"RejectLease", "LEASE_NOT_FOUND", leases, staff_, other_staff, lease_call(&Stub::RejectLease, reject)},
+       lease_call(&Stub::ApproveLease, Approval("")), ana_},
+      {"RejectLease", "LEASE_NOT_FOUND", leases, staff_, other_staff, lease_call(&Stub::RejectLease, reject), ana_},
       {"CancelLease", "LEASE_NOT_FOUND", leases, ana_, other_user, lease_call(&Stub::CancelLease, cancel_lease)},
       {"RecordHandover", "LEASE_NOT_FOUND", leases, staff_, other_staff,
-       lease_call(&Stub::RecordHandover, handover)},
-      {"RecordReturn", "LEASE_NOT_FOUND", leases, staff_, other_staff, lease_call(&Stub::RecordReturn, ret)},
-      {"ExtendLease", "LEASE_NOT_FOUND", leases, staff_, other_staff, lease_call(&Stub::ExtendLease, extend)},
+       lease_call(&Stub::RecordHandover, handover), ana_},
+      {"RecordReturn", "LEASE_NOT_FOUND", leases, staff_, other_staff, lease_call(&Stub::RecordReturn, ret), ana_},
+      {"ExtendLease", "LEASE_NOT_FOUND", leases, staff_, other_staff, lease_call(&Stub::ExtendLease, extend), ana_},
       {"CloseLease", "LEASE_NOT_FOUND", leases, staff_, other_staff,
-       lease_call(&Stub::CloseLease, v1::CloseLeaseRequest())},
+       lease_call(&Stub::CloseLease, v1::CloseLeaseRequest()), ana_},
       {"GetServiceOrder", "SERVICE_ORDER_NOT_FOUND", orders, ana_, other_user,
        order_call(&Stub::GetServiceOrder, v1::GetServiceOrderRequest())},
-      {"IssueQuote", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff, order_call(&Stub::IssueQuote, quote)},
+      {"IssueQuote", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff, order_call(&Stub::IssueQuote, quote), ana_},
       {"AcceptQuote", "SERVICE_ORDER_NOT_FOUND", orders, ana_, other_user,
-       order_call(&Stub::AcceptQuote, accept_quote)},
+       order_call(&Stub::AcceptQuote, accept_quote), staff_},
       {"ReceiveSamples", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff,
-       order_call(&Stub::ReceiveSamples, samples)},
+       order_call(&Stub::ReceiveSamples, samples), ana_},
       {"ScheduleService", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff,
-       order_call(&Stub::ScheduleService, schedule)},
+       order_call(&Stub::ScheduleService, schedule), ana_},
       {"StartService", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff,
-       order_call(&Stub::StartService, v1::StartServiceRequest())},
+       order_call(&Stub::StartService, v1::StartServiceRequest()), ana_},
       {"DeliverReport", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff,
-       order_call(&Stub::DeliverReport, deliver)},
+       order_call(&Stub::DeliverReport, deliver), ana_},
       {"AcceptReport", "SERVICE_ORDER_NOT_FOUND", orders, ana_, other_user,
-       order_call(&Stub::AcceptReport, v1::AcceptReportRequest())},
+       order_call(&Stub::AcceptReport, v1::AcceptReportRequest()), staff_},
       {"DisputeReport", "SERVICE_ORDER_NOT_FOUND", orders, ana_, other_user,
-       order_call(&Stub::DisputeReport, dispute)},
+       order_call(&Stub::DisputeReport, dispute), staff_},
       {"CancelOrder", "SERVICE_ORDER_NOT_FOUND", orders, ana_, other_user,
        order_call(&Stub::CancelOrder, cancel_order)},
   };
@@ -522,6 +535,10 @@ TEST_F(ReasonsTest, LeaseAndOrderMethodsOfMissingResourcesAreNotFound) {
       }
       ExpectGrpcError(c.run(name, c.other, ""), StatusCode::NOT_FOUND, c.reason,
                       std::string(c.method) + " " + name + " by a caller of another organisation");
+      if (!c.refused.empty()) {
+        ExpectGrpcError(c.run(name, c.refused, ""), StatusCode::PERMISSION_DENIED, "ROLE_NOT_ALLOWED",
+                        std::string(c.method) + " " + name + " by a role it does not admit");
+      }
     }
   }
   EXPECT_EQ(Events().size(), events);

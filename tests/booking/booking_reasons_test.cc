@@ -151,8 +151,21 @@ TEST_F(ReasonsTest, CreateBookingWithARevokedQualificationIsQualificationRevoked
   for_ana.mutable_booking()->set_user("users/ana");
   ExpectGrpcError(Create(for_ana, staff_, &b), StatusCode::FAILED_PRECONDITION, "QUALIFICATION_REVOKED",
                   "owner staff booking for ana");
+  v1::CreateBookingRequest chosen = OnSite(absl::Hours(9), absl::Hours(10));
+  chosen.set_booking_id("ana-morning");
+  chosen.set_request_id("ana-morning-1");
+  ExpectGrpcError(Create(chosen, ana_, &b), StatusCode::FAILED_PRECONDITION, "QUALIFICATION_REVOKED",
+                  "with a chosen booking_id and a request_id");
   EXPECT_EQ(TemBookings(), 0);
   EXPECT_TRUE(Events().empty());
+  // Granted again, the same request books: its id and request_id were left free.
+  iv::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  Inv(&iv::InventoryService::Stub::GrantQualification, grant);
+  grpc::Status s = Create(chosen, ana_, &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(b.name(), "bookings/ana-morning");
 }
 
 // "PROJECT_NOT_ACTIVE": the project's period has ended; nothing is booked
@@ -195,7 +208,8 @@ TEST_F(ReasonsTest, CreateBookingOfAnInstrumentWithoutBudgetIsInstrumentNotInPro
 
 // "SERVICE_ORDER_NOT_FOUND": owner staff book the run of an order that does
 // not exist. Refused, its request_id is free again: the same request_id then
-// books the run of a real order (in SAMPLES_RECEIVED).
+// books the run of a real order (in SAMPLES_RECEIVED), on the order's
+// instrument; a booking.instrument naming another one is INVALID_FIELD.
 TEST_F(ReasonsTest, CreateBookingOfARunOfAMissingOrderIsServiceOrderNotFound) {
   v1::ServiceOrder order = Scheduled();
   v1::CancelBookingRequest unschedule;  // back to SAMPLES_RECEIVED
@@ -218,9 +232,17 @@ TEST_F(ReasonsTest, CreateBookingOfARunOfAMissingOrderIsServiceOrderNotFound) {
   ExpectGrpcError(Create(run, staff_, &b), StatusCode::NOT_FOUND, "SERVICE_ORDER_NOT_FOUND", "its preview");
   EXPECT_EQ(Events().size(), events);
 
+  // The run is the order's: on the order's instrument (tem), not on
+  // another one the request names (it was booked on tem all the same).
   run.set_validate_only(false);
   run.set_request_id("run-1");
   run.mutable_booking()->set_service_order(order.name());
+  run.mutable_booking()->set_instrument("instruments/afm");
+  ExpectGrpcError(Create(run, staff_, &b), StatusCode::INVALID_ARGUMENT, "INVALID_FIELD",
+                  "booking.instrument other than the order's");
+  EXPECT_EQ(Events().size(), events);
+  EXPECT_EQ(GetOrder(order.name()).state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  run.mutable_booking()->set_instrument("instruments/tem");
   grpc::Status s = Create(run, staff_, &b);
   ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
   EXPECT_EQ(b.service_order(), order.name());

@@ -382,6 +382,51 @@ TEST_F(ReasonsTest, CreateServiceOrderOfAnUnknownEntryIsServiceEntryNotFound) {
   EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
 }
 
+// types.proto: "A retry with the same request_id and the same content
+// returns the first answer" -- also after the catalogue entry was taken
+// off the instrument (a new order of it is SERVICE_ENTRY_NOT_FOUND), or
+// the instrument stopped offering TECHNICAL_SERVICE (MODE_NOT_OFFERED), as
+// it does after an access policy change.
+TEST_F(ReasonsTest, CreateServiceOrderRetriedAfterTheEntryWentAnswersFirst) {
+  v1::CreateServiceOrderRequest r;
+  r.mutable_service_order()->set_instrument("instruments/tem");
+  r.mutable_service_order()->set_service_entry_id("imaging");
+  r.mutable_service_order()->set_sample_count(2);
+  r.set_request_id("order-1");
+  v1::ServiceOrder first, again;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CreateServiceOrder, r, &first, ana_).ok());
+  iv::UpdateInstrumentRequest u;
+  u.mutable_instrument()->set_name("instruments/tem");
+  auto* entry = u.mutable_instrument()->add_service_catalogue();
+  entry->set_entry_id("sectioning");
+  entry->set_display_name("Ultramicrotome sectioning, per sample");
+  entry->set_unit(iv::PER_SAMPLE);
+  u.mutable_update_mask()->add_paths("service_catalogue");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  grpc::Status s = Call(stub_.get(), &Stub::CreateServiceOrder, r, &again, ana_);
+  ASSERT_TRUE(s.ok()) << "entry gone: " << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  r.set_request_id("order-2");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, r, &again, ana_), StatusCode::NOT_FOUND,
+                  "SERVICE_ENTRY_NOT_FOUND", "a new order of the entry gone");
+
+  // The mode goes with its catalogue.
+  u.mutable_instrument()->clear_service_catalogue();
+  const iv::Instrument tem = InventoryInstrument("tem");
+  for (const auto& m : tem.modes()) {
+    if (m.mode() != labshare::type::v1::TECHNICAL_SERVICE) *u.mutable_instrument()->add_modes() = m;
+  }
+  u.mutable_update_mask()->add_paths("modes");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  r.set_request_id("order-1");
+  s = Call(stub_.get(), &Stub::CreateServiceOrder, r, &again, ana_);
+  ASSERT_TRUE(s.ok()) << "mode gone: " << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  r.set_request_id("order-3");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, r, &again, ana_), StatusCode::FAILED_PRECONDITION,
+                  "MODE_NOT_OFFERED", "a new order once the mode is gone");
+}
+
 // ================================================================ ApplyMaintenanceWindow
 
 // "MAINTENANCE_WINDOW_NOT_FOUND": no such window on tem (also a window id of

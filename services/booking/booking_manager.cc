@@ -282,6 +282,18 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
       return InvalidField("booking.service_order", "a TECHNICAL_SERVICE booking names its service_order and takes "
                           "no project or lease_terms", "MODE_FIELDS_MISMATCH");
     }
+    if (!in.instrument().empty()) {
+      // The run is on the order's instrument: a request naming another one
+      // is refused, not booked there (after the caller's authorization).
+      LS_RETURN_IF_ERROR(AuthorizeOrder("ScheduleService", p, in.service_order()));
+      LS_ASSIGN_OR_RETURN(LoadedOrder order, LoadOrder(in.service_order()));
+      if (order.order.instrument() != in.instrument()) {
+        return InvalidField("booking.instrument", absl::StrCat(in.service_order(), " is an order on ",
+                                                               order.order.instrument(),
+                                                               ": its run is booked there (name it, or leave "
+                                                               "booking.instrument empty)"));
+      }
+    }
     v1::ScheduleServiceRequest schedule;
     schedule.set_name(in.service_order());
     *schedule.mutable_interval() = in.reserved_interval();

@@ -146,15 +146,26 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
   const Order& in = r.service_order();
   if (!r.service_order_id().empty()) LS_RETURN_IF_ERROR(CheckChosenId("service_order_id", r.service_order_id()));
   if (in.sample_count() < 1) return InvalidField("service_order.sample_count", "order at least one sample");
+  const int partition = keys::Partition(instrument_id);
+  const std::string idem =
+      r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateServiceOrder", r.request_id());
+  const std::string fingerprint = RequestFingerprint("CreateServiceOrder", r);
+  // A refusal because the instrument changed since an order was placed: a
+  // retry of that order still gets its first answer.
+  const auto refused = [&](absl::Status refusal) -> absl::StatusOr<Order> {
+    LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
+    if (seen) return ParseAnswer<Order>(*seen);
+    return refusal;
+  };
   LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(in.instrument()));
   if (FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE) == nullptr) {
-    return Precondition("MODE_NOT_OFFERED", in.instrument() + " offers no technical service");
+    return refused(Precondition("MODE_NOT_OFFERED", in.instrument() + " offers no technical service"));
   }
   const bool known_entry = std::any_of(instrument->service_catalogue().begin(), instrument->service_catalogue().end(),
                                        [&](const auto& e) { return e.entry_id() == in.service_entry_id(); });
   if (!known_entry) {
-    return MakeError(absl::StatusCode::kNotFound, "SERVICE_ENTRY_NOT_FOUND",
-                     absl::StrCat(in.instrument(), " has no catalogue entry '", in.service_entry_id(), "'"));
+    return refused(MakeError(absl::StatusCode::kNotFound, "SERVICE_ENTRY_NOT_FOUND",
+                             absl::StrCat(in.instrument(), " has no catalogue entry '", in.service_entry_id(), "'")));
   }
   const bool privileged = p.HasRole(Role::kConsortiumAdmin) || IsOwnerStaff(p, *instrument);
   const std::string requester = in.requester().empty() ? "users/" + p.user_id : in.requester();
@@ -168,10 +179,6 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
                      "only the owner's staff or an administrator may order for another organisation");
   }
   LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(client));
-  const int partition = keys::Partition(instrument_id);
-  const std::string idem =
-      r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateServiceOrder", r.request_id());
-  const std::string fingerprint = RequestFingerprint("CreateServiceOrder", r);
   // The instrument's access rules, for the client as payer (as for any
   // booking): no orders on an instrument out of service, nor from an
   // organisation its facility's access policy does not admit (the owner's
@@ -189,11 +196,7 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
                             "the facility's access policy does not admit " + client + " to order this service");
     }
   }
-  if (!access.ok()) {
-    LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
-    if (seen) return ParseAnswer<Order>(*seen);
-    return access;
-  }
+  if (!access.ok()) return refused(access);
   const std::string& chosen = r.service_order_id();
   const std::string id = chosen.empty() ? NewBookingId(partition) : chosen;
   const absl::Time now = clock_->Now();

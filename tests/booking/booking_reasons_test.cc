@@ -1,0 +1,617 @@
+// Error reasons of booking methods that no test named before, each in the
+// situation its proto comment (proto/labshare/booking/v1/booking.proto)
+// describes, with what must not have happened: nothing written, no event.
+// Every answer also passes the strict error-contract check when ctest runs
+// it (LABSHARE_STRICT_REASONS=1).
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "common/grpc_status.h"
+#include "common/proto_util.h"
+#include "labshare/booking/v1/booking.grpc.pb.h"
+#include "tests/booking/booking_flows.h"
+
+namespace labshare::booking {
+namespace {
+
+using Stub = v1::BookingService::Stub;
+using grpc::StatusCode;
+
+class ReasonsTest : public BookingFlowsTest {
+ protected:
+  // An ON_SITE booking of tem for ana over [day + from, day + to), as
+  // CreateBooking is asked for it (validate_only: a preview).
+  v1::CreateBookingRequest OnSite(absl::Duration from, absl::Duration to, bool validate_only = false) {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + from);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + to);
+    r.set_validate_only(validate_only);
+    return r;
+  }
+  grpc::Status Create(const v1::CreateBookingRequest& r, const std::string& token, v1::Booking* out) {
+    return Call(stub_.get(), &Stub::CreateBooking, r, out, token);
+  }
+  // Project `id` of `orgs` (template `tmpl`, shares computed), 3 h on each
+  // of `instruments`, over [day, day + 2 days).
+  grpc::Status MakeProject(const std::string& id, const std::vector<std::string>& orgs,
+                           v1::Project::CostShareTemplate tmpl, const std::vector<std::string>& instruments,
+                           v1::Project* out) {
+    v1::CreateProjectRequest r;
+    r.set_project_id(id);
+    r.mutable_project()->set_title("Cryo-EM of membrane proteins");
+    r.mutable_project()->set_cost_share_template(tmpl);
+    for (const auto& org : orgs) r.mutable_project()->add_participants()->set_organization(org);
+    *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
+    *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+    for (const auto& instrument : instruments) {
+      auto* budget = r.mutable_project()->add_instrument_budgets();
+      budget->set_instrument(instrument);
+      *budget->mutable_budget() = ToProto(absl::Hours(3));
+    }
+    return Call(stub_.get(), &Stub::CreateProject, r, out, admin_);
+  }
+  // lab and owner share "proj" (one third / two thirds), 3 h on tem.
+  void MakeTemProject() {
+    v1::Project p;
+    grpc::Status s = MakeProject("proj", {"organizations/lab", "organizations/owner"}, v1::Project::ONE_THIRD_TWO_THIRDS,
+                                 {"instruments/tem"}, &p);
+    ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  }
+  // ana's JOINT_RESEARCH booking of `instrument` on "proj" over [day + from, day + to).
+  v1::CreateBookingRequest Joint(const std::string& instrument, absl::Duration from, absl::Duration to) {
+    v1::CreateBookingRequest r = OnSite(from, to);
+    r.mutable_booking()->set_instrument(instrument);
+    r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    r.mutable_booking()->set_project("projects/proj");
+    return r;
+  }
+  v1::InstrumentBudget TemBudget() {
+    v1::GetProjectRequest g;
+    g.set_name("projects/proj");
+    v1::Project p;
+    EXPECT_TRUE(Call(stub_.get(), &Stub::GetProject, g, &p, admin_).ok());
+    return p.instrument_budgets(0);
+  }
+  v1::Booking GetBooking(const std::string& name) {
+    v1::GetBookingRequest g;
+    g.set_name(name);
+    v1::Booking b;
+    grpc::Status s = Call(stub_.get(), &Stub::GetBooking, g, &b, admin_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    return b;
+  }
+  v1::ServiceOrder GetOrder(const std::string& name) {
+    v1::GetServiceOrderRequest g;
+    g.set_name(name);
+    v1::ServiceOrder o;
+    grpc::Status s = Call(stub_.get(), &Stub::GetServiceOrder, g, &o, admin_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    return o;
+  }
+  // `b` is as it was (state, etag) and no event came after the first `events`.
+  void ExpectUnchanged(const v1::Booking& b, size_t events) {
+    const v1::Booking now = GetBooking(b.name());
+    EXPECT_EQ(now.state(), b.state());
+    EXPECT_EQ(now.etag(), b.etag());
+    EXPECT_EQ(Events().size(), events);
+  }
+  // Bookings of tem, as an administrator lists them.
+  int TemBookings() {
+    v1::ListBookingsRequest l;
+    l.set_instrument("instruments/tem");
+    v1::ListBookingsResponse resp;
+    EXPECT_TRUE(Call(stub_.get(), &Stub::ListBookings, l, &resp, admin_).ok());
+    return resp.bookings_size();
+  }
+  void Revoke() {
+    iv::RevokeQualificationRequest revoke;
+    revoke.set_name("instruments/tem/qualifications/ana");
+    revoke.set_reason("safety briefing missed");
+    Inv(&iv::InventoryService::Stub::RevokeQualification, revoke);
+  }
+};
+
+// ================================================================ CreateBooking
+
+// "BLOCK_TOO_LONG": longer than the mode's max_block (tem: 30 days); exactly
+// max_block is allowed. The refusal books nothing.
+TEST_F(ReasonsTest, CreateBookingLongerThanTheMaxBlockIsBlockTooLong) {
+  const absl::Duration from = absl::Hours(9), max_block = absl::Hours(24 * 30);
+  v1::Booking b;
+  ExpectGrpcError(Create(OnSite(from, from + max_block + absl::Minutes(15)), ana_, &b),
+                  StatusCode::FAILED_PRECONDITION, "BLOCK_TOO_LONG", "30 days and 15 minutes");
+  ExpectGrpcError(Create(OnSite(from, from + max_block + absl::Minutes(15), true), ana_, &b),
+                  StatusCode::FAILED_PRECONDITION, "BLOCK_TOO_LONG", "its preview");
+  EXPECT_EQ(TemBookings(), 0);
+  EXPECT_TRUE(Events().empty());
+  grpc::Status s = Create(OnSite(from, from + max_block, true), ana_, &b);
+  EXPECT_TRUE(s.ok()) << "exactly max_block: " << GrpcErrorReason(s) << ": " << s.error_message();
+}
+
+// "QUALIFICATION_EXPIRED": ana's qualification (90 days' validity, never
+// used) has lapsed; she books nothing until staff renew it.
+TEST_F(ReasonsTest, CreateBookingWithALapsedQualificationIsQualificationExpired) {
+  clock_.Set(clock_.Now() + absl::Hours(24 * 91));
+  day_ += absl::Hours(24 * 91);
+  v1::Booking b;
+  ExpectGrpcError(Create(OnSite(absl::Hours(9), absl::Hours(10)), ana_, &b), StatusCode::FAILED_PRECONDITION,
+                  "QUALIFICATION_EXPIRED", "91 days after the grant");
+  EXPECT_EQ(TemBookings(), 0);
+  EXPECT_TRUE(Events().empty());
+}
+
+// "QUALIFICATION_REVOKED": staff revoked ana's qualification.
+TEST_F(ReasonsTest, CreateBookingWithARevokedQualificationIsQualificationRevoked) {
+  Revoke();
+  v1::Booking b;
+  ExpectGrpcError(Create(OnSite(absl::Hours(9), absl::Hours(10)), ana_, &b), StatusCode::FAILED_PRECONDITION,
+                  "QUALIFICATION_REVOKED", "revoked");
+  // Owner staff booking for her are refused the same way.
+  v1::CreateBookingRequest for_ana = OnSite(absl::Hours(9), absl::Hours(10));
+  for_ana.mutable_booking()->set_user("users/ana");
+  ExpectGrpcError(Create(for_ana, staff_, &b), StatusCode::FAILED_PRECONDITION, "QUALIFICATION_REVOKED",
+                  "owner staff booking for ana");
+  v1::CreateBookingRequest chosen = OnSite(absl::Hours(9), absl::Hours(10));
+  chosen.set_booking_id("ana-morning");
+  chosen.set_request_id("ana-morning-1");
+  ExpectGrpcError(Create(chosen, ana_, &b), StatusCode::FAILED_PRECONDITION, "QUALIFICATION_REVOKED",
+                  "with a chosen booking_id and a request_id");
+  EXPECT_EQ(TemBookings(), 0);
+  EXPECT_TRUE(Events().empty());
+  // Granted again, the same request books: its id and request_id were left free.
+  iv::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  Inv(&iv::InventoryService::Stub::GrantQualification, grant);
+  grpc::Status s = Create(chosen, ana_, &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(b.name(), "bookings/ana-morning");
+}
+
+// "PROJECT_NOT_ACTIVE": the project's period has ended; nothing is booked
+// and its budget commits nothing more. A retry of a booking made before
+// gets its first answer ("whatever became of the project since").
+TEST_F(ReasonsTest, CreateBookingOnAnEndedProjectIsProjectNotActive) {
+  MakeTemProject();
+  v1::CreateBookingRequest before = Joint("instruments/tem", absl::Hours(9), absl::Hours(10));
+  before.set_request_id("jr-1");
+  v1::Booking first, b;
+  ASSERT_TRUE(Create(before, ana_, &first).ok());
+  const size_t events = Events().size();
+  clock_.Set(day_ + absl::Hours(48));  // the period's end
+  ExpectGrpcError(Create(Joint("instruments/tem", absl::Hours(51), absl::Hours(52)), ana_, &b),
+                  StatusCode::FAILED_PRECONDITION, "PROJECT_NOT_ACTIVE", "after the period");
+  ExpectGrpcError(Create(Joint("instruments/tem", absl::Hours(12), absl::Hours(13)), ana_, &b),
+                  StatusCode::FAILED_PRECONDITION, "PROJECT_NOT_ACTIVE", "inside the ended period");
+  EXPECT_EQ(TemBookings(), 1);
+  EXPECT_EQ(Events().size(), events);
+  EXPECT_EQ(FromProto(TemBudget().committed()) + FromProto(TemBudget().used()), absl::Hours(1));
+  grpc::Status s = Create(before, ana_, &b);
+  ASSERT_TRUE(s.ok()) << "the retry: " << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(b.name(), first.name());
+}
+
+// "INSTRUMENT_NOT_IN_PROJECT": the project budgets tem, not sem.
+TEST_F(ReasonsTest, CreateBookingOfAnInstrumentWithoutBudgetIsInstrumentNotInProject) {
+  MakeTemProject();
+  AddTemCopy("sem");
+  const size_t events = Events().size();
+  v1::Booking b;
+  ExpectGrpcError(Create(Joint("instruments/sem", absl::Hours(9), absl::Hours(10)), ana_, &b),
+                  StatusCode::FAILED_PRECONDITION, "INSTRUMENT_NOT_IN_PROJECT", "sem");
+  EXPECT_EQ(Events().size(), events);
+  EXPECT_EQ(FromProto(TemBudget().committed()), absl::ZeroDuration());
+  // The project's own instrument books.
+  grpc::Status s = Create(Joint("instruments/tem", absl::Hours(9), absl::Hours(10)), ana_, &b);
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+}
+
+// "SERVICE_ORDER_NOT_FOUND": owner staff book the run of an order that does
+// not exist. Refused, its request_id is free again: the same request_id then
+// books the run of a real order (in SAMPLES_RECEIVED), on the order's
+// instrument; a booking.instrument naming another one is INVALID_FIELD.
+TEST_F(ReasonsTest, CreateBookingOfARunOfAMissingOrderIsServiceOrderNotFound) {
+  v1::ServiceOrder order = Scheduled();
+  v1::CancelBookingRequest unschedule;  // back to SAMPLES_RECEIVED
+  unschedule.set_name(order.booking());
+  v1::Booking cancelled;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, unschedule, &cancelled, staff_).ok());
+  ASSERT_EQ(GetOrder(order.name()).state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  const size_t events = Events().size();
+
+  v1::CreateBookingRequest run = OnSite(absl::Hours(13), absl::Hours(15));
+  run.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+  run.mutable_booking()->set_service_order("serviceOrders/no-such-order");
+  run.mutable_booking()->set_operator_user("users/sam");
+  v1::Booking b;
+  ExpectGrpcError(Create(run, staff_, &b), StatusCode::NOT_FOUND, "SERVICE_ORDER_NOT_FOUND", "no request_id");
+  run.set_request_id("run-1");
+  ExpectGrpcError(Create(run, staff_, &b), StatusCode::NOT_FOUND, "SERVICE_ORDER_NOT_FOUND", "with a request_id");
+  run.set_validate_only(true);
+  run.set_request_id("");
+  ExpectGrpcError(Create(run, staff_, &b), StatusCode::NOT_FOUND, "SERVICE_ORDER_NOT_FOUND", "its preview");
+  EXPECT_EQ(Events().size(), events);
+
+  // The run is the order's: on the order's instrument (tem), not on
+  // another one the request names (it was booked on tem all the same).
+  run.set_validate_only(false);
+  run.set_request_id("run-1");
+  run.mutable_booking()->set_service_order(order.name());
+  run.mutable_booking()->set_instrument("instruments/afm");
+  ExpectGrpcError(Create(run, staff_, &b), StatusCode::INVALID_ARGUMENT, "INVALID_FIELD",
+                  "booking.instrument other than the order's");
+  EXPECT_EQ(Events().size(), events);
+  EXPECT_EQ(GetOrder(order.name()).state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  run.mutable_booking()->set_instrument("instruments/tem");
+  grpc::Status s = Create(run, staff_, &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(b.service_order(), order.name());
+  EXPECT_EQ(GetOrder(order.name()).state(), v1::ServiceOrder::SCHEDULED);
+}
+
+// ================================================================ ApproveBooking, CheckIn
+
+// "BOOKING_STARTED: the reserved start has passed": a pending booking
+// (9 h, above tem's 8 h approval threshold) not decided before its start
+// stays as it was.
+TEST_F(ReasonsTest, ApproveBookingAtOrAfterTheReservedStartIsBookingStarted) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(18), &b).ok());
+  ASSERT_EQ(b.state(), v1::Booking::PENDING_APPROVAL);
+  const size_t events = Events().size();
+  v1::ApproveBookingRequest a;
+  a.set_name(b.name());
+  v1::Booking out;
+  clock_.Set(day_ + absl::Hours(9));
+  ExpectGrpcError(Call(stub_.get(), &Stub::ApproveBooking, a, &out, staff_), StatusCode::FAILED_PRECONDITION,
+                  "BOOKING_STARTED", "at the reserved start");
+  clock_.Set(day_ + absl::Hours(10));
+  a.set_etag(b.etag());
+  ExpectGrpcError(Call(stub_.get(), &Stub::ApproveBooking, a, &out, admin_), StatusCode::FAILED_PRECONDITION,
+                  "BOOKING_STARTED", "an hour later, by an administrator");
+  ExpectUnchanged(b, events);
+}
+
+// CheckIn: "The ON_SITE qualification is checked again (it may have lapsed
+// since booking)": valid when ana booked, lapsed (90 days after the grant,
+// never used) by the check-in. A revoked one is refused the same way (the
+// list names QUALIFICATION_EXPIRED only).
+TEST_F(ReasonsTest, CheckInAfterTheQualificationLapsedIsQualificationExpired) {
+  clock_.Set(day_ + absl::Hours(24 * 78));
+  const absl::Duration start = absl::Hours(24 * 90 + 9);
+  v1::Booking b;
+  grpc::Status s = Book(start, start + absl::Hours(1), &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  ASSERT_EQ(b.state(), v1::Booking::CONFIRMED);
+  const size_t events = Events().size();
+  clock_.Set(day_ + start);
+  v1::CheckInRequest in;
+  in.set_name(b.name());
+  v1::Booking out;
+  ExpectGrpcError(Call(stub_.get(), &Stub::CheckIn, in, &out, ana_), StatusCode::FAILED_PRECONDITION,
+                  "QUALIFICATION_EXPIRED", "ana, 90 days after the grant");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CheckIn, in, &out, staff_), StatusCode::FAILED_PRECONDITION,
+                  "QUALIFICATION_EXPIRED", "owner staff checking ana in");
+  Revoke();
+  ExpectGrpcError(Call(stub_.get(), &Stub::CheckIn, in, &out, ana_), StatusCode::FAILED_PRECONDITION,
+                  "QUALIFICATION_EXPIRED", "revoked as well");
+  ExpectUnchanged(b, events);
+}
+
+// ================================================================ ScheduleService
+
+// "BLOCK_TOO_LONG" when rescheduling a SCHEDULED run: the old run stays
+// booked, the order as it was (the reschedule is one step, or nothing).
+TEST_F(ReasonsTest, ScheduleServiceLongerThanTheMaxBlockIsBlockTooLong) {
+  const v1::ServiceOrder order = Scheduled();
+  const size_t events = Events().size();
+  v1::ScheduleServiceRequest sch;
+  sch.set_name(order.name());
+  *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(12));
+  *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(12 + 24 * 30) + absl::Minutes(15));
+  v1::ServiceOrder out;
+  ExpectGrpcError(Call(stub_.get(), &Stub::ScheduleService, sch, &out, staff_), StatusCode::FAILED_PRECONDITION,
+                  "BLOCK_TOO_LONG", "a reschedule of 30 days and 15 minutes");
+  EXPECT_EQ(GetOrder(order.name()).SerializeAsString(), order.SerializeAsString());
+  EXPECT_EQ(GetBooking(order.booking()).state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(TemBookings(), 1);
+  EXPECT_EQ(Events().size(), events);
+}
+
+// ================================================================ CreateProject
+
+// "DUPLICATE_PARTICIPANT", "DUPLICATE_INSTRUMENT", TEMPLATE_PARTICIPANT_COUNT
+// ("ONE_THIRD_TWO_THIRDS needs exactly two participants") and
+// MODE_NOT_OFFERED ("an instrument without JOINT_RESEARCH": afm is leased
+// only). None takes the project id: a valid create of it succeeds after.
+TEST_F(ReasonsTest, CreateProjectRefusalsNameTheirReasonsAndLeaveTheIdFree) {
+  const std::string lab = "organizations/lab", owner = "organizations/owner", outsider = "organizations/outsider";
+  const size_t events = Events().size();
+  v1::Project p;
+  ExpectGrpcError(MakeProject("proj", {lab, owner, lab}, v1::Project::EQUAL_SPLIT, {"instruments/tem"}, &p),
+                  StatusCode::INVALID_ARGUMENT, "DUPLICATE_PARTICIPANT", "lab twice");
+  ExpectGrpcError(MakeProject("proj", {lab, owner}, v1::Project::EQUAL_SPLIT, {"instruments/tem", "instruments/tem"},
+                              &p),
+                  StatusCode::INVALID_ARGUMENT, "DUPLICATE_INSTRUMENT", "tem twice");
+  ExpectGrpcError(MakeProject("proj", {lab, owner, outsider}, v1::Project::ONE_THIRD_TWO_THIRDS, {"instruments/tem"},
+                              &p),
+                  StatusCode::INVALID_ARGUMENT, "TEMPLATE_PARTICIPANT_COUNT", "ONE_THIRD_TWO_THIRDS");
+  ExpectGrpcError(MakeProject("proj", {lab, owner}, v1::Project::EQUAL_SPLIT, {"instruments/tem", "instruments/afm"},
+                              &p),
+                  StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED", "JOINT_RESEARCH");
+  EXPECT_EQ(Events().size(), events);
+  v1::GetProjectRequest g;
+  g.set_name("projects/proj");
+  ExpectGrpcError(Call(stub_.get(), &Stub::GetProject, g, &p, admin_), StatusCode::NOT_FOUND, "PROJECT_NOT_FOUND",
+                  "after the refusals");
+  grpc::Status s = MakeProject("proj", {lab, owner, outsider}, v1::Project::EQUAL_SPLIT, {"instruments/tem"}, &p);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(p.participants(0).share_bps(), 3334);
+}
+
+// ================================================================ CreateServiceOrder
+
+// "SERVICE_ENTRY_NOT_FOUND": tem's catalogue has "imaging" only. No order,
+// no event; the request_id is free again.
+TEST_F(ReasonsTest, CreateServiceOrderOfAnUnknownEntryIsServiceEntryNotFound) {
+  v1::CreateServiceOrderRequest r;
+  r.mutable_service_order()->set_instrument("instruments/tem");
+  r.mutable_service_order()->set_service_entry_id("sectioning");
+  r.mutable_service_order()->set_sample_count(2);
+  r.set_request_id("order-1");
+  v1::ServiceOrder o;
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, ana_), StatusCode::NOT_FOUND,
+                  "SERVICE_ENTRY_NOT_FOUND", "ana");
+  r.mutable_service_order()->set_requester("users/ana");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, staff_), StatusCode::NOT_FOUND,
+                  "SERVICE_ENTRY_NOT_FOUND", "owner staff for ana");
+  v1::ListServiceOrdersRequest l;
+  v1::ListServiceOrdersResponse listed;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ListServiceOrders, l, &listed, admin_).ok());
+  EXPECT_EQ(listed.service_orders_size(), 0);
+  EXPECT_TRUE(Events().empty());
+  r.mutable_service_order()->set_service_entry_id("imaging");
+  grpc::Status s = Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, ana_);
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+}
+
+// types.proto: "A retry with the same request_id and the same content
+// returns the first answer" -- also after the catalogue entry was taken
+// off the instrument (a new order of it is SERVICE_ENTRY_NOT_FOUND), or
+// the instrument stopped offering TECHNICAL_SERVICE (MODE_NOT_OFFERED), as
+// it does after an access policy change.
+TEST_F(ReasonsTest, CreateServiceOrderRetriedAfterTheEntryWentAnswersFirst) {
+  v1::CreateServiceOrderRequest r;
+  r.mutable_service_order()->set_instrument("instruments/tem");
+  r.mutable_service_order()->set_service_entry_id("imaging");
+  r.mutable_service_order()->set_sample_count(2);
+  r.set_request_id("order-1");
+  v1::ServiceOrder first, again;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CreateServiceOrder, r, &first, ana_).ok());
+  iv::UpdateInstrumentRequest u;
+  u.mutable_instrument()->set_name("instruments/tem");
+  auto* entry = u.mutable_instrument()->add_service_catalogue();
+  entry->set_entry_id("sectioning");
+  entry->set_display_name("Ultramicrotome sectioning, per sample");
+  entry->set_unit(iv::PER_SAMPLE);
+  u.mutable_update_mask()->add_paths("service_catalogue");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  grpc::Status s = Call(stub_.get(), &Stub::CreateServiceOrder, r, &again, ana_);
+  ASSERT_TRUE(s.ok()) << "entry gone: " << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  r.set_request_id("order-2");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, r, &again, ana_), StatusCode::NOT_FOUND,
+                  "SERVICE_ENTRY_NOT_FOUND", "a new order of the entry gone");
+
+  // The mode goes with its catalogue.
+  u.mutable_instrument()->clear_service_catalogue();
+  const iv::Instrument tem = InventoryInstrument("tem");
+  for (const auto& m : tem.modes()) {
+    if (m.mode() != labshare::type::v1::TECHNICAL_SERVICE) *u.mutable_instrument()->add_modes() = m;
+  }
+  u.mutable_update_mask()->add_paths("modes");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  r.set_request_id("order-1");
+  s = Call(stub_.get(), &Stub::CreateServiceOrder, r, &again, ana_);
+  ASSERT_TRUE(s.ok()) << "mode gone: " << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  r.set_request_id("order-3");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, r, &again, ana_), StatusCode::FAILED_PRECONDITION,
+                  "MODE_NOT_OFFERED", "a new order once the mode is gone");
+}
+
+// ================================================================ ApplyMaintenanceWindow
+
+// "MAINTENANCE_WINDOW_NOT_FOUND": no such window on tem (also a window id of
+// another instrument); the booking in its place stays, nothing is
+// announced, and the request_id is free again.
+TEST_F(ReasonsTest, ApplyMaintenanceWindowOfAMissingWindowIsMaintenanceWindowNotFound) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  iv::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/afm");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(8));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(12));
+  mw.mutable_maintenance_window()->set_reason("alignment");
+  iv::MaintenanceWindow afm_window;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &afm_window, admin_).ok());
+  const std::string afm_window_id = afm_window.name().substr(afm_window.name().rfind('/') + 1);
+  const size_t events = Events().size();
+
+  for (const std::string& name : {std::string("instruments/tem/maintenanceWindows/no-such-window"),
+                                  "instruments/tem/maintenanceWindows/" + afm_window_id}) {
+    for (const std::string& token : {admin_, staff_}) {
+      v1::ApplyMaintenanceWindowRequest apply;
+      apply.set_maintenance_window(name);
+      apply.set_request_id("apply-1");
+      v1::ApplyMaintenanceWindowResponse resp;
+      ExpectGrpcError(Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, &resp, token), StatusCode::NOT_FOUND,
+                      "MAINTENANCE_WINDOW_NOT_FOUND", name);
+    }
+  }
+  EXPECT_EQ(GetBooking(b.name()).state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(Events().size(), events);
+  // The same request_id applies a real window.
+  mw.set_parent("instruments/tem");
+  iv::MaintenanceWindow tem_window;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &tem_window, admin_).ok());
+  v1::ApplyMaintenanceWindowRequest apply;
+  apply.set_maintenance_window(tem_window.name());
+  apply.set_request_id("apply-1");
+  v1::ApplyMaintenanceWindowResponse resp;
+  grpc::Status s = Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, &resp, admin_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(GetBooking(b.name()).state(), v1::Booking::CANCELLED);
+}
+
+// ================================================================ NOT_FOUND of leases and orders
+
+// Every lease and order method named with a well-formed name that does not
+// exist, by a caller the comment admits, with a request otherwise valid:
+// NOT_FOUND with the collection's reason, twice with one request_id (a
+// refusal keeps nothing). Two names each: an id nothing has, and the id of
+// something else (the ON_SITE booking's id as a lease or an order; a
+// lease's id as an order). The caller's role is checked first (types.proto:
+// "checked before validation"): a role the method does not admit hears
+// ROLE_NOT_ALLOWED, missing resource or not. The resource is looked up
+// before the caller's organisation scope on it (there is no organisation to
+// check against): a caller of another organisation, in a role the method
+// admits, hears NOT_FOUND too.
+TEST_F(ReasonsTest, LeaseAndOrderMethodsOfMissingResourcesAreNotFound) {
+  v1::Booking booking;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &booking).ok());
+  v1::Lease lease;
+  ASSERT_TRUE(Request(7, 14, &lease).ok());
+  const std::string booking_id = booking.name().substr(booking.name().find('/') + 1);
+  const std::string lease_id = lease.name().substr(lease.name().find('/') + 1);
+  const std::string other_user = Token("oli", "outsider", {Role::kLabUser});
+  const std::string other_staff = Token("zed", "outsider", {Role::kFacilityStaff});
+
+  using Run = std::function<grpc::Status(const std::string& name, const std::string& token, const std::string& request_id)>;
+  struct Case {
+    const char* method;
+    const char* reason;
+    std::vector<std::string> names;
+    std::string caller, other;  // admitted; of another organisation
+    Run run;
+    std::string refused = "";  // a role the method does not admit ("": none here)
+  };
+  // A call of `method` with `req` (its name and request_id set).
+  auto lease_call = [&](auto method, auto req) -> Run {
+    return [this, method, req](const std::string& name, const std::string& token, const std::string& request_id) {
+      auto r = req;
+      r.set_name(name);
+      r.set_request_id(request_id);
+      v1::Lease out;
+      return Call(stub_.get(), method, r, &out, token);
+    };
+  };
+  auto order_call = [&](auto method, auto req) -> Run {
+    return [this, method, req](const std::string& name, const std::string& token, const std::string& request_id) {
+      auto r = req;
+      r.set_name(name);
+      if constexpr (!std::is_same_v<decltype(r), v1::GetServiceOrderRequest>) r.set_request_id(request_id);
+      v1::ServiceOrder out;
+      return Call(stub_.get(), method, r, &out, token);
+    };
+  };
+  const std::vector<std::string> leases = {"leases/no-such-lease", "leases/" + booking_id};
+  const std::vector<std::string> orders = {"serviceOrders/no-such-order", "serviceOrders/" + booking_id,
+                                           "serviceOrders/" + lease_id};
+  v1::RejectLeaseRequest reject;
+  reject.set_reason("the instrument is needed in house");
+  v1::CancelLeaseRequest cancel_lease;
+  cancel_lease.set_reason("plans changed");
+  v1::RecordHandoverRequest handover;
+  handover.set_condition_notes("clean, calibrated");
+  v1::RecordReturnRequest ret;
+  ret.set_condition_notes("clean");
+  v1::ExtendLeaseRequest extend;
+  *extend.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 21));
+  v1::IssueQuoteRequest quote;
+  quote.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
+  quote.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(20000);
+  *quote.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24 * 14));
+  v1::AcceptQuoteRequest accept_quote;
+  accept_quote.set_quote_etag("0123456789abcdef");
+  v1::ReceiveSamplesRequest samples;
+  samples.set_received_sample_count(3);
+  v1::ScheduleServiceRequest schedule;
+  *schedule.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(13));
+  *schedule.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(15));
+  v1::DeliverReportRequest deliver;
+  deliver.mutable_report()->set_uri("dms://reports/1");
+  v1::DisputeReportRequest dispute;
+  dispute.set_reason("grid 2 missing");
+  v1::CancelOrderRequest cancel_order;
+  cancel_order.set_reason("no longer needed");
+
+  // GetLease and GetServiceOrder take no request_id: the lambdas give it
+  // only to requests that have one.
+  auto get_lease = [this](const std::string& name, const std::string& token, const std::string&) {
+    v1::GetLeaseRequest g;
+    g.set_name(name);
+    v1::Lease out;
+    return Call(stub_.get(), &Stub::GetLease, g, &out, token);
+  };
+  const std::vector<Case> cases = {
+      {"GetLease", "LEASE_NOT_FOUND", leases, ana_, other_user, get_lease},
+      {"ApproveLease", "LEASE_NOT_FOUND", leases, staff_, other_staff,
+       lease_call(&Stub::ApproveLease, Approval("")), ana_},
+      {"RejectLease", "LEASE_NOT_FOUND", leases, staff_, other_staff, lease_call(&Stub::RejectLease, reject), ana_},
+      {"CancelLease", "LEASE_NOT_FOUND", leases, ana_, other_user, lease_call(&Stub::CancelLease, cancel_lease)},
+      {"RecordHandover", "LEASE_NOT_FOUND", leases, staff_, other_staff,
+       lease_call(&Stub::RecordHandover, handover), ana_},
+      {"RecordReturn", "LEASE_NOT_FOUND", leases, staff_, other_staff, lease_call(&Stub::RecordReturn, ret), ana_},
+      {"ExtendLease", "LEASE_NOT_FOUND", leases, staff_, other_staff, lease_call(&Stub::ExtendLease, extend), ana_},
+      {"CloseLease", "LEASE_NOT_FOUND", leases, staff_, other_staff,
+       lease_call(&Stub::CloseLease, v1::CloseLeaseRequest()), ana_},
+      {"GetServiceOrder", "SERVICE_ORDER_NOT_FOUND", orders, ana_, other_user,
+       order_call(&Stub::GetServiceOrder, v1::GetServiceOrderRequest())},
+      {"IssueQuote", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff, order_call(&Stub::IssueQuote, quote), ana_},
+      {"AcceptQuote", "SERVICE_ORDER_NOT_FOUND", orders, ana_, other_user,
+       order_call(&Stub::AcceptQuote, accept_quote), staff_},
+      {"ReceiveSamples", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff,
+       order_call(&Stub::ReceiveSamples, samples), ana_},
+      {"ScheduleService", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff,
+       order_call(&Stub::ScheduleService, schedule), ana_},
+      {"StartService", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff,
+       order_call(&Stub::StartService, v1::StartServiceRequest()), ana_},
+      {"DeliverReport", "SERVICE_ORDER_NOT_FOUND", orders, staff_, other_staff,
+       order_call(&Stub::DeliverReport, deliver), ana_},
+      {"AcceptReport", "SERVICE_ORDER_NOT_FOUND", orders, ana_, other_user,
+       order_call(&Stub::AcceptReport, v1::AcceptReportRequest()), staff_},
+      {"DisputeReport", "SERVICE_ORDER_NOT_FOUND", orders, ana_, other_user,
+       order_call(&Stub::DisputeReport, dispute), staff_},
+      {"CancelOrder", "SERVICE_ORDER_NOT_FOUND", orders, ana_, other_user,
+       order_call(&Stub::CancelOrder, cancel_order)},
+  };
+  const size_t events = Events().size();
+  for (const Case& c : cases) {
+    for (const std::string& name : c.names) {
+      const std::string request_id = std::string("nf-") + c.method;
+      for (int attempt = 0; attempt < 2; ++attempt) {
+        ExpectGrpcError(c.run(name, c.caller, request_id), StatusCode::NOT_FOUND, c.reason,
+                        std::string(c.method) + " " + name + " by an admitted caller");
+      }
+      ExpectGrpcError(c.run(name, c.other, ""), StatusCode::NOT_FOUND, c.reason,
+                      std::string(c.method) + " " + name + " by a caller of another organisation");
+      if (!c.refused.empty()) {
+        ExpectGrpcError(c.run(name, c.refused, ""), StatusCode::PERMISSION_DENIED, "ROLE_NOT_ALLOWED",
+                        std::string(c.method) + " " + name + " by a role it does not admit");
+      }
+    }
+  }
+  EXPECT_EQ(Events().size(), events);
+  EXPECT_EQ(GetBooking(booking.name()).etag(), booking.etag());
+}
+
+}  // namespace
+}  // namespace labshare::booking

@@ -19,17 +19,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/grpc_status.h"
-#include "common/log.h"
-#include "common/proto_util.h"
-#include "common/server.h"
-#include "labshare/usage/v1/usage.grpc.pb.h"
-#include "labshare/usage/v1/usage_events.pb.h"
-#include "services/usage/audit_chain.h"
-#include "services/usage/usage_figures.h"
-#include "services/usage/usage_service.h"
-#include "tests/support/page_tokens.h"
-#include "tests/support/redis_server.h"
-#include "tests/support/test_tokens.h"
+#include "tests/usage/usage_service_fixture.h"
 #include "tests/usage/usage_test_events.h"
 
 namespace labshare::usage {
@@ -58,21 +48,10 @@ class InterferingClock final : public Clock {
   std::function<void()> interfere_;
 };
 
-class UsageReasonsTest : public ::testing::Test {
+class UsageReasonsTest : public UsageServiceFixture {
  protected:
   void SetUp() override {
-    SetQuietLogging(true);
-    redis_ = testing::SharedRedisServer();
-    ASSERT_NE(redis_, nullptr);
-    testing::FlushAll(*redis_);
-    pool_ = std::make_unique<RedisPool>(redis_->options());
-    ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &zone_));
-    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone_));
-    AuditChainOptions o;
-    o.clock = &clock_;
-    audit_ = std::make_unique<AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), o);
-    figures_ = std::make_unique<UsageFigures>(pool_.get(), &usage_clock_, zone_, labshare::testing::TestPageTokens());
-    ASSERT_TRUE(figures_->MigrateAggregates().ok());
+    ASSERT_NO_FATAL_FAILURE(StartUsage(&usage_clock_));
     // One audited event: instruments/sem of organizations/own, never used.
     test_events::InstrumentFacts sem;
     sem.category = "sem";
@@ -81,51 +60,28 @@ class UsageReasonsTest : public ::testing::Test {
     registered.stream_id = "1-0";
     registered.type = "labshare.inventory.v1.InventoryEvent";
     ASSERT_TRUE(ApplyEvent(audit_.get(), figures_.get(), "inventory", registered).ok());
-    auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), UsagePolicy(), &clock_);
-    service_ = std::make_unique<UsageService>(figures_.get(), audit_.get(), auth_.get());
-    ServerConfig config;
-    config.service_name = "usage";
-    config.redis = pool_.get();
-    config.authorizer = auth_.get();
-    auto server = Server::Start(config, {service_.get()});
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    stub_ = v1::UsageService::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
   }
 
   void TearDown() override {
     usage_clock_.Disarm();
-    if (server_) server_->Shutdown(absl::ZeroDuration());
+    UsageServiceFixture::TearDown();
     if (pool_) pool_->Command({"CONFIG", "SET", "maxmemory", "0"}).IgnoreError();  // the server is shared
     SetQuietLogging(false);
   }
 
-  std::unique_ptr<grpc::ClientContext> Ctx(Role role = Role::kAuditor, const std::string& user = "audrey",
-                                           const std::string& organization_id = "") {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->AddMetadata("authorization",
-                   "Bearer " + labshare::testing::Mint(Principal{user, organization_id, {role},
-                                                                 clock_.Now() + absl::Hours(1)},
-                                                       clock_.Now()));
-    return c;
-  }
-
-  labshare::type::v1::Interval Range(absl::Time start, absl::Time end) const {
+  labshare::type::v1::Interval Between(absl::Time start, absl::Time end) const {
     labshare::type::v1::Interval r;
     *r.mutable_start_time() = ToProto(start);
     *r.mutable_end_time() = ToProto(end);
     return r;
   }
-  labshare::type::v1::Interval Days(absl::CivilDay from, absl::CivilDay to) const {
-    return Range(absl::FromCivil(from, zone_), absl::FromCivil(to, zone_));
-  }
   // Ranges that are not whole days in Asia/Shanghai: midnight UTC (08:00
-  // there) at the start, or one second short of midnight at the end.
+  // there) at the start, one second short of midnight at the end, an hour off.
   std::vector<labshare::type::v1::Interval> MisalignedRanges() const {
     const absl::Time jan = absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_);
     const absl::Time feb = absl::FromCivil(absl::CivilDay(2026, 2, 1), zone_);
-    return {Range(absl::FromCivil(absl::CivilDay(2026, 1, 1), absl::UTCTimeZone()), feb),
-            Range(jan, feb - absl::Seconds(1)), Range(jan + absl::Hours(1), feb + absl::Hours(1))};
+    return {Between(absl::FromCivil(absl::CivilDay(2026, 1, 1), absl::UTCTimeZone()), feb),
+            Between(jan, feb - absl::Seconds(1)), Between(jan + absl::Hours(1), feb + absl::Hours(1))};
   }
 
   int64_t OutboxLength() {
@@ -133,33 +89,8 @@ class UsageReasonsTest : public ::testing::Test {
     EXPECT_TRUE(v.ok()) << v.status();
     return v.ok() ? v->integer : -1;
   }
-  // The UsageEvents on {usage}:outbox, oldest first.
-  std::vector<v1::UsageEvent> Outbox() {
-    std::vector<v1::UsageEvent> out;
-    auto v = pool_->Command({"XRANGE", "{usage}:outbox", "-", "+"});
-    EXPECT_TRUE(v.ok());
-    if (!v.ok()) return out;
-    for (const auto& entry : v->elements) {
-      const auto& fields = entry.elements[1].elements;
-      for (size_t i = 0; i + 1 < fields.size(); i += 2) {
-        if (fields[i].str != "payload") continue;
-        EXPECT_TRUE(out.emplace_back().ParseFromString(fields[i + 1].str));
-      }
-    }
-    return out;
-  }
 
-  testing::RedisServer* redis_ = nullptr;
-  std::unique_ptr<RedisPool> pool_;
-  absl::TimeZone zone_;
-  FakeClock clock_;
   InterferingClock usage_clock_{&clock_};
-  std::unique_ptr<AuditChain> audit_;
-  std::unique_ptr<UsageFigures> figures_;
-  std::unique_ptr<Authorizer> auth_;
-  std::unique_ptr<UsageService> service_;
-  std::unique_ptr<Server> server_;
-  std::unique_ptr<v1::UsageService::Stub> stub_;
 };
 
 void ExpectReason(const grpc::Status& s, grpc::StatusCode code, const std::string& reason) {
@@ -185,7 +116,7 @@ TEST_F(UsageReasonsTest, ExportUsageRefusesARangeThatIsNotWholeDays) {
   }
   EXPECT_EQ(OutboxLength(), 0);
   // No slot was kept by the refused calls: the one slot exports the aligned month.
-  *r.mutable_range() = Days(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 2, 1));
+  *r.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2026, 2, 1));
   auto ctx = Ctx();
   auto reader = stub_->ExportUsage(ctx.get(), r);
   v1::ExportUsageResponse m;
@@ -220,7 +151,7 @@ TEST_F(UsageReasonsTest, ListIdleInstrumentsRefusesARangeThatIsNotWholeDays) {
   ExpectReason(stub_->ListIdleInstruments(other.get(), r, &resp), grpc::StatusCode::PERMISSION_DENIED,
                "ORGANIZATION_SCOPE");
 
-  *r.mutable_range() = Days(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  *r.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
   auto ctx = Ctx();
   grpc::Status s = stub_->ListIdleInstruments(ctx.get(), r, &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
@@ -258,7 +189,7 @@ TEST_F(UsageReasonsTest, GetSharingMatrixRefusesRangesNotWholeDaysOrOverAHundred
       {absl::CivilDay(1970, 1, 1), absl::CivilDay(2100, 1, 1), false},
   };
   for (const auto& c : kCases) {
-    *r.mutable_range() = Days(c.from, c.to);
+    *r.mutable_range() = Range(c.from, c.to);
     auto ctx = Ctx();
     grpc::Status s = stub_->GetSharingMatrix(ctx.get(), r, &resp);
     if (c.ok) {

@@ -24,6 +24,7 @@
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/test_tokens.h"
+#include "tests/usage/usage_service_fixture.h"
 #include "tests/usage/usage_test_events.h"
 
 namespace labshare::usage {
@@ -40,22 +41,10 @@ grpc::Status Drain(std::unique_ptr<grpc::ClientReader<R>> reader) {
   return reader->Finish();
 }
 
-class UsageContractTest : public ::testing::Test {
+class UsageContractTest : public UsageServiceFixture {
  protected:
   void SetUp() override {
-    SetQuietLogging(true);
-    redis_ = testing::SharedRedisServer();
-    ASSERT_NE(redis_, nullptr);
-    testing::FlushAll(*redis_);
-    pool_ = std::make_unique<RedisPool>(redis_->options());
-    ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &zone_));
-    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone_));
-    AuditChainOptions o;
-    o.clock = &clock_;
-    audit_ = std::make_unique<AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), o);
-    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
-    // Reports from the aggregates wherever they apply (a fresh store: nothing to migrate).
-    ASSERT_TRUE(figures_->MigrateAggregates().ok());
+    ASSERT_NO_FATAL_FAILURE(StartUsage());
     for (int i = 0; i < kEntries; ++i) {
       labshare::inventory::v1::InventoryEvent e;
       e.mutable_header()->set_event_id(absl::StrCat("ev", i));
@@ -63,47 +52,6 @@ class UsageContractTest : public ::testing::Test {
       ASSERT_TRUE(audit_->Append("inventory", {"1-0", "labshare.inventory.v1.InventoryEvent",
                                                e.SerializeAsString()}).ok());
     }
-    auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), UsagePolicy(), &clock_);
-    service_ = std::make_unique<UsageService>(figures_.get(), audit_.get(), auth_.get());
-    ServerConfig config;
-    config.service_name = "usage";
-    config.redis = pool_.get();
-    config.authorizer = auth_.get();
-    auto server = Server::Start(config, {service_.get()});
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    stub_ = v1::UsageService::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
-  }
-
-  void TearDown() override {
-    if (server_) server_->Shutdown(absl::ZeroDuration());
-  }
-
-  std::unique_ptr<grpc::ClientContext> Ctx(const std::string& user = "audrey") {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->AddMetadata("authorization",
-                   "Bearer " + labshare::testing::Mint(Principal{user, "", {Role::kAuditor},
-                                                                 clock_.Now() + absl::Hours(1)},
-                                                       clock_.Now()));
-    return c;
-  }
-
-  // The UsageEvents on {usage}:outbox, oldest first.
-  std::vector<v1::UsageEvent> Outbox() {
-    std::vector<v1::UsageEvent> out;
-    auto v = pool_->Command({"XRANGE", "{usage}:outbox", "-", "+"});
-    EXPECT_TRUE(v.ok());
-    if (!v.ok()) return out;
-    for (const auto& entry : v->elements) {
-      const auto& fields = entry.elements[1].elements;
-      for (size_t i = 0; i + 1 < fields.size(); i += 2) {
-        if (fields[i].str != "payload") continue;
-        v1::UsageEvent e;
-        EXPECT_TRUE(e.ParseFromString(fields[i + 1].str));
-        out.push_back(std::move(e));
-      }
-    }
-    return out;
   }
 
   // The outbox entry of `event` under a fresh event id.
@@ -176,24 +124,6 @@ class UsageContractTest : public ::testing::Test {
     return r.ok() ? r->figures() : v1::UsageFigures();
   }
 
-  labshare::type::v1::Interval Range(absl::CivilDay from, absl::CivilDay to) {
-    labshare::type::v1::Interval r;
-    *r.mutable_start_time() = ToProto(absl::FromCivil(from, zone_));
-    *r.mutable_end_time() = ToProto(absl::FromCivil(to, zone_));
-    return r;
-  }
-
-  testing::RedisServer* redis_ = nullptr;
-  std::unique_ptr<RedisPool> pool_;
-  absl::TimeZone zone_;
-  FakeClock clock_;
-  std::unique_ptr<AuditChain> audit_;
-  std::unique_ptr<UsageFigures> figures_;
-  std::unique_ptr<Authorizer> auth_;
-  std::unique_ptr<UsageService> service_;
-  std::unique_ptr<Server> server_;
-  std::unique_ptr<v1::UsageService::Stub> stub_;
-  Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
   int next_event_ = 0;
 };
 

@@ -551,8 +551,8 @@ TEST_F(InventoryReasonsTest, GrantQualificationToAnUnknownUserIsUserNotFound) {
 // CreateOrganization: INVALID_ARGUMENT (INVALID_TAXPAYER_ID) for
 // invoicing_details whose taxpayer_id is not a unified social credit code
 // (wrong length, lower case, a letter the code does not use, a letter in
-// the division code, a mistyped check character) or is missing while other
-// details are set; the message says what is wrong. No organisation, no
+// the division code, a mistyped check character, a full-width digit) or is
+// missing while other details are set; the message says what is wrong. No organisation, no
 // event. The same details with the right code register it.
 TEST_F(InventoryReasonsTest, CreateOrganizationWithABadTaxpayerIdIsInvalidTaxpayerId) {
   const long long outbox = OutboxLength();
@@ -580,6 +580,9 @@ TEST_F(InventoryReasonsTest, CreateOrganizationWithABadTaxpayerIdIsInvalidTaxpay
       {"91330110MA2H3K5O7B", "character 16 'O' is not used"},
       {"913301A0MA2H3K5L7B", "character 7 'A' must be a digit"},
       {"91330110MA2H3K5L7C", "expected 'B'"},
+      // A full-width digit (3 bytes in UTF-8): 18 characters, one not the code's.
+      {"91330110MA2H3K5L\xEF\xBC\x97" "B", "character 17 must be a digit or an upper-case letter"},
+      {"\xEF\xBC\x99" "1330110MA2H3K5L7B", "character 1 must be a digit or an upper-case letter"},
   };
   v1::Organization out;
   for (const Case& c : cases) {

@@ -71,11 +71,16 @@ class InventoryReasonsTest : public InventoryServiceTest {
     EXPECT_EQ(OutboxLength(), outbox) << reason;
   }
 
-  // owner's tem in fac, RETIRED by the consortium admin.
-  v1::Instrument RetiredTem() {
+  // owner's instrument tem in its facility fac.
+  void OwnersTem() {
     MakeOrg("owner", v1::MEMBER, "CORE");
     MakeFacility("fac", "owner");
     MakeInstrument("tem", "owner", "fac");
+  }
+
+  // owner's tem in fac, RETIRED by the consortium admin.
+  v1::Instrument RetiredTem() {
+    OwnersTem();
     return Retire("tem");
   }
 
@@ -424,9 +429,7 @@ TEST_F(InventoryReasonsTest, CancelMaintenanceWindowUnknownIsNotFound) {
 // NO_CHANGE, writes nothing (no event, no request record) and the window
 // stays as the first cancel left it.
 TEST_F(InventoryReasonsTest, CancellingACancelledWindowIsNoChange) {
-  MakeOrg("owner", v1::MEMBER, "CORE");
-  MakeFacility("fac", "owner");
-  MakeInstrument("tem", "owner", "fac");
+  OwnersTem();
   v1::MaintenanceWindow w;
   ASSERT_TRUE(Call(&Stub::CreateMaintenanceWindow, WindowRequest("tem", clock_.Now() + absl::Hours(24)), &w, admin_)
                   .ok());
@@ -519,9 +522,7 @@ TEST_F(InventoryReasonsTest, GrantQualificationToADisabledUserIsUserDisabled) {
 // qualification written. An unknown instrument is INSTRUMENT_NOT_FOUND
 // whatever the user.
 TEST_F(InventoryReasonsTest, GrantQualificationToAnUnknownUserIsUserNotFound) {
-  MakeOrg("owner", v1::MEMBER, "CORE");
-  MakeFacility("fac", "owner");
-  MakeInstrument("tem", "owner", "fac");
+  OwnersTem();
   const long long outbox = OutboxLength();
   const long long keys = KeyCount();
   v1::GrantQualificationRequest req;
@@ -692,9 +693,7 @@ TEST_F(InventoryReasonsTest, CreateFacilityForAnUnknownOrganizationIsOrganizatio
 // names an id inventory does not have) for themselves; also with a payer
 // named and with an unknown instrument (the user is looked up first).
 TEST_F(InventoryReasonsTest, CheckAccessForAnUnknownUserIsUserNotFound) {
-  MakeOrg("owner", v1::MEMBER, "CORE");
-  MakeFacility("fac", "owner");
-  MakeInstrument("tem", "owner", "fac");
+  OwnersTem();
   v1::CheckAccessRequest req;
   req.set_user("users/ghost");
   req.set_instrument("instruments/tem");

@@ -770,7 +770,10 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       for (auto& e : entries) *c.add_entries() = std::move(e);
       BalanceCheckOptions opts;
       opts.currency_code = of.currency_code();
-      opts.per_owner = r.mode() == v1::PostCorrectionRequest::REVERSE;
+      // The overall balance only: an ADJUST may move amounts between owners,
+      // and a reversal mirrors a posting accepted before (one such ADJUST
+      // too), so its per-owner nets are that posting's, negated.
+      opts.per_owner = false;
       LS_RETURN_IF_ERROR(CheckBalanced({c.entries().begin(), c.entries().end()}, opts));
       return c;
     };

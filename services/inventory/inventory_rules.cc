@@ -196,7 +196,14 @@ std::string UnifiedSocialCreditCodeProblem(absl::string_view code) {
   static constexpr char kAlphabet[] = "0123456789ABCDEFGHJKLMNPQRTUWXY";
   static constexpr int kWeights[17] = {1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28};
   if (code.size() != 18) {
-    return absl::StrCat("must be 18 characters (统一社会信用代码), got ", Utf8Chars(code));
+    const size_t chars = Utf8Chars(code);
+    if (chars != 18) return absl::StrCat("must be 18 characters (统一社会信用代码), got ", chars);
+    // 18 characters, some not ASCII (e.g. a full-width digit): name the first.
+    const size_t at = static_cast<size_t>(
+        std::find_if(code.begin(), code.end(), [](char c) { return (static_cast<unsigned char>(c) & 0x80) != 0; }) -
+        code.begin());
+    return absl::StrCat("character ", Utf8Chars(code.substr(0, at)) + 1,
+                        " must be a digit or an upper-case letter (ASCII, not full-width)");
   }
   int sum = 0;
   for (size_t i = 0; i < 18; ++i) {

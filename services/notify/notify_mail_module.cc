@@ -326,14 +326,19 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     if (parts.size() != 2 || parts[0] != "deadLetters" || parts[1].empty() || parts[1].size() > 200) {
       return InvalidName("name", "\"deadLetters/{message}\"");
     }
-    LS_ASSIGN_OR_RETURN(Fields f, m_->queue().Load(parts[1]));
-    if (f.empty()) return MakeError(absl::StatusCode::kNotFound, "DEAD_LETTER_NOT_FOUND", "no such dead letter");
-    ScopeFacts facts;
-    facts.parties = {f["org"]};
-    LS_RETURN_IF_ERROR(auth_->policy().CheckScope(M("ReplayDeadLetter"), p, facts));
+    // Scoped by the message's organisation each time the step loads it. A
+    // message that is gone (never was, or removed after the retention) has
+    // none: the step answers DEAD_LETTER_NOT_FOUND, or the first answer to
+    // the retry of a replay made before it went (the request record is the
+    // caller's own).
+    auto allowed = [&](const Fields& f) {
+      ScopeFacts facts;
+      facts.parties = {f.count("org") ? f.at("org") : ""};
+      return auth_->policy().CheckScope(M("ReplayDeadLetter"), p, facts);
+    };
     LS_ASSIGN_OR_RETURN(*resp, m_->queue().Replay(parts[1], ActorName(p), req.request_id(),
                                                   m_->context().wall->Now(), m_->context().clock->Now(),
-                                                  ActorOrganization(p)));
+                                                  ActorOrganization(p), allowed));
     return absl::OkStatus();
   }
 

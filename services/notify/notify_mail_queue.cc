@@ -627,12 +627,14 @@ absl::Status MailQueue::IndexDeadLetters(int step, const std::function<void()>& 
 
 absl::StatusOr<v1::DeadLetter> MailQueue::Replay(const std::string& id, const std::string& actor,
                                                  const std::string& request_id, absl::Time wall_now,
-                                                 absl::Time domain_now, const std::string& actor_organization) {
+                                                 absl::Time domain_now, const std::string& actor_organization,
+                                                 const std::function<absl::Status(const Fields&)>& allowed) {
   // The request's content is the message it names (ReplayDeadLetterRequest:
   // name and request_id).
   const std::string fingerprint = absl::StrCat("ReplayDeadLetter:", id);
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(Fields f, Load(id));
+    if (allowed && !f.empty()) LS_RETURN_IF_ERROR(allowed(f));
     // The event shows the dead letter replayed (its attempts as it died);
     // the answer, kept with the request id, the message as the step
     // leaves it (attempts start over).
@@ -646,7 +648,9 @@ absl::StatusOr<v1::DeadLetter> MailQueue::Replay(const std::string& id, const st
     const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id, actor_organization);
     auto r = redis_->Eval(kReplay, {K("msg:" + id), K("due"), K("dead"), kNotifyOutbox, RequestKey(actor, request_id)},
                           {id, actor, request_id, Ms(wall_now), payload, Ms(domain_now), kMailPrefix, fingerprint,
-                           answer.SerializeAsString(), f.count("dead_ms") ? f["dead_ms"] : ""});
+                           answer.SerializeAsString(),
+                           // Gone when loaded: one written since is a conflict (loaded and scoped again).
+                           f.empty() ? "gone" : f.count("dead_ms") ? f["dead_ms"] : ""});
     LS_RETURN_IF_ERROR(ScriptStatus(r));
     std::string replayed;
     LS_ASSIGN_OR_RETURN(const bool ran, RequestOutcome(*r, &replayed));

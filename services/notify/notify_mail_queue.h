@@ -136,9 +136,13 @@ class MailQueue {
   // a request_id (one of `actor`'s): a replay of the same message again
   // answers the first answer, whatever happened since; of another message,
   // or another mutation's id, FAILED_PRECONDITION (REQUEST_ID_REUSED).
+  // `allowed` (the caller's scope; none: anyone) is asked about the message
+  // each time it is loaded, before anything else; a message that is gone is
+  // not asked about (only the caller's own request record can answer for it).
   absl::StatusOr<v1::DeadLetter> Replay(const std::string& id, const std::string& actor,
                                         const std::string& request_id, absl::Time wall_now, absl::Time domain_now,
-                                        const std::string& actor_organization = "");
+                                        const std::string& actor_organization = "",
+                                        const std::function<absl::Status(const Fields&)>& allowed = nullptr);
 
   // Schedule changes of one event, applied once (marker per event id).
   // `version` is the update_time of the booking or lease in the event

@@ -1,8 +1,11 @@
 // The error reasons of billing.proto that no test named, each in the
 // situation its RPC's comment describes: RecordPayment (a payee not on the
 // invoice, an unknown settlement or transfer, a pool paying its
-// POOL_PAYABLE), PostCorrection (an unknown posting, a SETTLEMENT_NETTING
-// posting not correctable), VoidInvoice (an invoice with payments, one in a
+// POOL_PAYABLE, an unknown invoice), PostCorrection (an unknown posting, a
+// SETTLEMENT_NETTING posting not correctable, ADJUST entries with a
+// malformed account or counterparty, or unbalanced; the reversal of an
+// ADJUST balanced only overall), MarkInvoicePaid (an unknown invoice),
+// VoidInvoice (an invoice with payments, one in a
 // cleared settlement), IssueInvoice (a draft changed since its preview),
 // ComputeSettlement (nothing to settle), TopUpSubsidyPool (a pool that
 // ended) and the NOT_FOUNDs of the Get methods. Each refusal is checked
@@ -83,6 +86,54 @@ class BillingReasonsTest : public BillingPaymentsContractTest {
     auto postings = billing_->ListPostings(admin_, list);
     EXPECT_TRUE(postings.ok()) << postings.status();
     return postings.ok() ? postings->postings_size() : -1;
+  }
+
+  // An ADJUST correction of the pool's top-up with `entries` (account,
+  // counterparty, signed amount: positive debits); its answer.
+  absl::StatusOr<v1::PostCorrectionResponse> TryAdjust(
+      const std::vector<std::tuple<std::string, std::string, int64_t>>& entries) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(top_up_);
+    fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+    fix.set_reason("mis-keyed transfer");
+    for (const auto& [account, counterparty, amount] : entries) {
+      v1::Entry* e = fix.add_entries();
+      e->set_account(account);
+      e->set_counterparty(counterparty);
+      *(amount > 0 ? e->mutable_debit() : e->mutable_credit()) = Cny(std::abs(amount));
+    }
+    return billing_->PostCorrection(admin_, fix);
+  }
+
+  // What a refused correction of the top-up must leave as it was.
+  struct Ledger {
+    int corrections;
+    int64_t events;
+    int64_t lab_payable;
+    int64_t lab_expense;
+    int64_t pool_cash;
+    std::string top_up;  // the posting, serialized
+  };
+  Ledger LedgerNow() {
+    v1::GetPostingRequest get;
+    get.set_name(top_up_);
+    auto top_up = billing_->GetPosting(admin_, get);
+    EXPECT_TRUE(top_up.ok()) << top_up.status();
+    return Ledger{Postings(v1::CORRECTION),
+                  Events(),
+                  Balance("organizations/lab/accounts/payable", kOwner),
+                  Balance("organizations/lab/accounts/expense", kOwner),
+                  Balance(std::string(kVoucher) + "/accounts/pool-cash", ""),
+                  top_up.ok() ? top_up->SerializeAsString() : ""};
+  }
+  void ExpectLedger(const Ledger& before) {
+    const Ledger now = LedgerNow();
+    EXPECT_EQ(now.corrections, before.corrections);
+    EXPECT_EQ(now.events, before.events);
+    EXPECT_EQ(now.lab_payable, before.lab_payable);
+    EXPECT_EQ(now.lab_expense, before.lab_expense);
+    EXPECT_EQ(now.pool_cash, before.pool_cash);
+    EXPECT_EQ(now.top_up, before.top_up);  // no corrected_by
   }
 
   // A CLEARED settlement of January 2027: lab owes the owner 10000 and the
@@ -297,6 +348,146 @@ TEST_F(BillingReasonsTest, ASettlementNettingPostingIsNotCorrectable) {
   EXPECT_TRUE(again->corrected_by().empty());
   EXPECT_EQ(Balance("organizations/lab/accounts/payable", kOwner), payable);
   EXPECT_EQ(Balance("organizations/lab/accounts/receivable", kOwner), receivable);
+}
+
+// PostCorrection "INVALID_ARGUMENT (INVALID_ACCOUNT: malformed account,
+// counterparty missing where required)": ADJUST entries naming an account
+// that is not "{organizations|subsidyPools}/{id}/accounts/{kind}" (no such
+// kind, no owner collection, a pool's kind on an organisation and the
+// reverse), a PAYABLE entry without its counterparty, a counterparty that
+// is neither an organisation nor a pool, or the account's own owner. The
+// field violation names the entry. Nothing is posted: no correction, no
+// event, the top-up without corrected_by, the balances as they were.
+TEST_F(BillingReasonsTest, AnAdjustmentWithAMalformedAccountIsInvalidAccount) {
+  const Ledger before = LedgerNow();
+  struct Case {
+    std::string account;
+    std::string counterparty;
+    std::string field;  // of the violation
+  };
+  const std::vector<Case> cases = {
+      {"organizations/lab/accounts/nope", kOwner, "entries[1].account"},
+      {"lab/accounts/payable", kOwner, "entries[1].account"},
+      {"organizations/lab/payable", kOwner, "entries[1].account"},
+      {"organizations/lab/accounts/pool-cash", kOwner, "entries[1].account"},
+      {std::string(kVoucher) + "/accounts/payable", kOwner, "entries[1].account"},
+      {"users/ana/accounts/payable", kOwner, "entries[1].account"},
+      {"organizations/lab/accounts/payable", "", "entries[1].counterparty"},
+      {"organizations/lab/accounts/payable", "owner", "entries[1].counterparty"},
+      {"organizations/lab/accounts/payable", "users/ana", "entries[1].counterparty"},
+      {"organizations/lab/accounts/payable", kLab, "entries[1].counterparty"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.account + " cp " + c.counterparty);
+    const absl::Status answer =
+        TryAdjust({{"organizations/lab/accounts/expense", kOwner, 100}, {c.account, c.counterparty, -100}}).status();
+    ExpectError(answer, absl::StatusCode::kInvalidArgument, "INVALID_ACCOUNT");
+    const auto violations = FieldViolationsOf(answer);
+    ASSERT_EQ(violations.size(), 1u);
+    EXPECT_EQ(violations[0].field, c.field);
+  }
+  ExpectLedger(before);
+  // The well-formed entries post.
+  auto posted = TryAdjust({{"organizations/lab/accounts/expense", kOwner, 100},
+                           {"organizations/lab/accounts/payable", kOwner, -100}});
+  ASSERT_TRUE(posted.ok()) << posted.status();
+  EXPECT_EQ(Balance("organizations/lab/accounts/payable", kOwner), before.lab_payable - 100);
+}
+
+// PostCorrection "INVALID_ARGUMENT (UNBALANCED_POSTING)": ADJUST entries
+// whose debits and credits differ, or a single entry. Nothing is posted.
+TEST_F(BillingReasonsTest, AnAdjustmentWhoseDebitsAndCreditsDifferIsUnbalancedPosting) {
+  const Ledger before = LedgerNow();
+  const std::string expense = "organizations/lab/accounts/expense";
+  const std::string payable = "organizations/lab/accounts/payable";
+  const std::vector<std::vector<std::tuple<std::string, std::string, int64_t>>> cases = {
+      {{expense, kOwner, 100}, {payable, kOwner, -99}},
+      {{expense, kOwner, 100}, {payable, kOwner, -101}},
+      {{expense, kOwner, 100}, {payable, kOwner, -60}, {payable, kOwner, -30}},
+      {{expense, kOwner, 100}},
+      {{payable, kOwner, -100}},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(i);
+    ExpectError(TryAdjust(cases[i]).status(), absl::StatusCode::kInvalidArgument, "UNBALANCED_POSTING");
+  }
+  ExpectLedger(before);
+}
+
+// An ADJUST needs only the overall balance ("caller ADJUST corrections may
+// need only the overall balance"): one moving 5 from lab's cash with the
+// owner to the owner's cash with lab posts. REVERSE "writes the exact
+// mirror of the corrected posting", so that adjustment is reversed too (it
+// was UNBALANCED_POSTING: the mirror was held to balance per owner, which
+// an accepted adjustment need not), and both balances come back.
+TEST_F(BillingReasonsTest, AnAdjustmentBalancedOnlyOverallIsReversed) {
+  auto moved = TryAdjust({{"organizations/lab/accounts/cash", kOwner, -5},
+                          {"organizations/owner/accounts/cash", kLab, 5}});
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(Balance("organizations/lab/accounts/cash", kOwner), -5);
+  EXPECT_EQ(Balance("organizations/owner/accounts/cash", kLab), 5);
+  v1::PostCorrectionRequest undo;
+  undo.set_posting(moved->correction().name());
+  undo.set_mode(v1::PostCorrectionRequest::REVERSE);
+  undo.set_reason("moved the wrong way");
+  auto reversed = billing_->PostCorrection(admin_, undo);
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  EXPECT_EQ(reversed->correction().corrects(), moved->correction().name());
+  EXPECT_EQ(Balance("organizations/lab/accounts/cash", kOwner), 0);
+  EXPECT_EQ(Balance("organizations/owner/accounts/cash", kLab), 0);
+  ExpectError(billing_->PostCorrection(admin_, undo).status(), absl::StatusCode::kFailedPrecondition,
+              "ALREADY_REVERSED");
+}
+
+// ================================================================ invoices not found
+
+// RecordPayment "NOT_FOUND (INVOICE_NOT_FOUND)": a well-formed invoice name
+// no issue stored (also the id of a stored posting), from the admin and
+// from the payee's billing admin. No payment, no event, the balance owed
+// as it was; the invoice issued later is paid.
+TEST_F(BillingReasonsTest, APaymentOfAnUnknownInvoiceIsInvoiceNotFound) {
+  Owe(kLab, kOwner, 1000);
+  const int64_t events = Events();
+  const Principal owner_admin = Member("owner");
+  const std::string stored = top_up_.substr(top_up_.rfind('/') + 1);
+  for (const std::string& name : {std::string("invoices/never-issued"), "invoices/" + stored}) {
+    SCOPED_TRACE(name);
+    ExpectError(Pay(kLab, kOwner, 1000, name).status(), absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND");
+    ExpectError(Pay(kLab, kOwner, 1000, name, &owner_admin).status(), absl::StatusCode::kNotFound,
+                "INVOICE_NOT_FOUND");
+  }
+  EXPECT_EQ(PaymentCount(), 0);
+  EXPECT_EQ(Events(), events);
+  EXPECT_EQ(Balance("organizations/lab/accounts/payable", kOwner), -1000);
+  const v1::Invoice inv = IssueJanuary(kLab);
+  ASSERT_TRUE(Pay(kLab, kOwner, 1000, inv.name()).ok());
+}
+
+// MarkInvoicePaid "NOT_FOUND (INVOICE_NOT_FOUND)": a well-formed name no
+// issue stored (with an etag and a request_id too); no payment, no event,
+// lab's issued invoice untouched.
+TEST_F(BillingReasonsTest, MarkingAnUnknownInvoicePaidIsInvoiceNotFound) {
+  Owe(kLab, kOwner, 1000);
+  const v1::Invoice inv = IssueJanuary(kLab);
+  const int64_t events = Events();
+  const std::string stored = top_up_.substr(top_up_.rfind('/') + 1);
+  v1::MarkInvoicePaidRequest r;
+  for (const std::string& name : {std::string("invoices/never-issued"), "invoices/" + stored}) {
+    SCOPED_TRACE(name);
+    r.set_name(name);
+    r.clear_etag();
+    r.clear_request_id();
+    ExpectError(billing_->MarkInvoicePaid(admin_, r).status(), absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND");
+    r.set_etag(inv.etag());
+    r.set_request_id("paid-" + name);
+    ExpectError(billing_->MarkInvoicePaid(admin_, r).status(), absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND");
+  }
+  EXPECT_EQ(PaymentCount(), 0);
+  EXPECT_EQ(Events(), events);
+  const v1::Invoice same = Invoice(inv.name());
+  EXPECT_EQ(same.state(), v1::Invoice::ISSUED);
+  EXPECT_EQ(same.etag(), inv.etag());
+  EXPECT_EQ(Balance("organizations/lab/accounts/payable", kOwner), -1000);
 }
 
 // ================================================================ VoidInvoice

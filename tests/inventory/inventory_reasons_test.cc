@@ -4,8 +4,12 @@
 // the first answer, another request with the id the reason), INSTRUMENT_RETIRED
 // on UpdateInstrument, GrantQualification and CreateMaintenanceWindow,
 // SERVICE_ENTRY_NOT_FOUND on CreateRate, RATE_NOT_FOUND on GetRate and
-// MAINTENANCE_WINDOW_NOT_FOUND on Get/CancelMaintenanceWindow. Each case
-// also checks that nothing was written (no event, no key, the record as it was).
+// MAINTENANCE_WINDOW_NOT_FOUND on Get/CancelMaintenanceWindow, NO_CHANGE on
+// CancelMaintenanceWindow, USER_DISABLED and USER_NOT_FOUND on
+// GrantQualification, INVALID_TAXPAYER_ID on CreateOrganization and the
+// NOT_FOUNDs of UpdateOrganization, UpdateUser, CreateFacility and
+// CheckAccess. Each case also checks that nothing was written (no event, no
+// key, the record as it was).
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -67,11 +71,16 @@ class InventoryReasonsTest : public InventoryServiceTest {
     EXPECT_EQ(OutboxLength(), outbox) << reason;
   }
 
-  // owner's tem in fac, RETIRED by the consortium admin.
-  v1::Instrument RetiredTem() {
+  // owner's instrument tem in its facility fac.
+  void OwnersTem() {
     MakeOrg("owner", v1::MEMBER, "CORE");
     MakeFacility("fac", "owner");
     MakeInstrument("tem", "owner", "fac");
+  }
+
+  // owner's tem in fac, RETIRED by the consortium admin.
+  v1::Instrument RetiredTem() {
+    OwnersTem();
     return Retire("tem");
   }
 
@@ -412,6 +421,299 @@ TEST_F(InventoryReasonsTest, CancelMaintenanceWindowUnknownIsNotFound) {
   EXPECT_EQ(KeyCount(), keys);
   ASSERT_TRUE(GetWindow(w.name(), &out).ok());
   EXPECT_EQ(out.state(), v1::SCHEDULED);
+}
+
+// CancelMaintenanceWindow: FAILED_PRECONDITION (NO_CHANGE) for a window
+// already cancelled. The retry of the cancel that did it answers its first
+// answer; another request (with a request_id of its own or none) is
+// NO_CHANGE, writes nothing (no event, no request record) and the window
+// stays as the first cancel left it.
+TEST_F(InventoryReasonsTest, CancellingACancelledWindowIsNoChange) {
+  OwnersTem();
+  v1::MaintenanceWindow w;
+  ASSERT_TRUE(Call(&Stub::CreateMaintenanceWindow, WindowRequest("tem", clock_.Now() + absl::Hours(24)), &w, admin_)
+                  .ok());
+  v1::MaintenanceWindow cancelled;
+  grpc::Status s = CancelWindow(w.name(), "cancel-1", &cancelled);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(cancelled.state(), v1::CANCELLED);
+  const long long outbox = OutboxLength();
+  const long long keys = KeyCount();
+
+  v1::MaintenanceWindow out;
+  s = CancelWindow(w.name(), "cancel-1", &out);
+  ASSERT_TRUE(s.ok()) << "the retry: " << s.error_message();
+  EXPECT_EQ(out.SerializeAsString(), cancelled.SerializeAsString());
+  ExpectError(CancelWindow(w.name(), "cancel-2", &out), grpc::StatusCode::FAILED_PRECONDITION, "NO_CHANGE",
+              "another request");
+  ExpectError(CancelWindow(w.name(), "", &out), grpc::StatusCode::FAILED_PRECONDITION, "NO_CHANGE",
+              "without request_id");
+  v1::CancelMaintenanceWindowRequest by_admin;
+  by_admin.set_name(w.name());
+  ExpectError(Call(&Stub::CancelMaintenanceWindow, by_admin, &out, admin_), grpc::StatusCode::FAILED_PRECONDITION,
+              "NO_CHANGE", "the consortium admin");
+  // cancel-2 kept no answer: sent again it is NO_CHANGE again.
+  ExpectError(CancelWindow(w.name(), "cancel-2", &out), grpc::StatusCode::FAILED_PRECONDITION, "NO_CHANGE",
+              "another request again");
+  EXPECT_EQ(OutboxLength(), outbox);
+  EXPECT_EQ(KeyCount(), keys);
+  ASSERT_TRUE(GetWindow(w.name(), &out).ok());
+  EXPECT_EQ(out.SerializeAsString(), cancelled.SerializeAsString());
+}
+
+// ------------------------------------------------------------ qualifications
+
+// GrantQualification: FAILED_PRECONDITION (USER_DISABLED) for a disabled
+// user, a new grant as well as the renewal of one granted before the user
+// was disabled; nothing written (bo has no qualification, ana's keeps its
+// grant time). Enabled again, the grant goes through.
+TEST_F(InventoryReasonsTest, GrantQualificationToADisabledUserIsUserDisabled) {
+  v1::Qualification before;
+  GrantAnaOnTem(&before);
+  MakeUser("bo", "owner");
+  auto set_disabled = [&](const std::string& user, bool disabled) {
+    v1::UpdateUserRequest req;
+    req.mutable_user()->set_name("users/" + user);
+    req.mutable_user()->set_disabled(disabled);
+    req.mutable_update_mask()->add_paths("disabled");
+    v1::User out;
+    grpc::Status s = Call(&Stub::UpdateUser, req, &out, admin_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(out.disabled(), disabled);
+  };
+  set_disabled("ana", true);
+  set_disabled("bo", true);
+  clock_.Advance(absl::Hours(1));
+  admin_ = Token("admin", "", {Role::kConsortiumAdmin});
+  const long long outbox = OutboxLength();
+  const long long keys = KeyCount();
+  const std::string staff = Token("staff", "owner", {Role::kFacilityStaff});
+  auto grant = [&](const std::string& user, const std::string& token, v1::Qualification* out) {
+    v1::GrantQualificationRequest req;
+    req.set_instrument("instruments/tem");
+    req.set_user("users/" + user);
+    req.set_request_id("grant-" + user);
+    return Call(&Stub::GrantQualification, req, out, token);
+  };
+  v1::Qualification out;
+  for (const std::string user : {"bo", "ana"}) {
+    ExpectError(grant(user, staff, &out), grpc::StatusCode::FAILED_PRECONDITION, "USER_DISABLED", user + ", staff");
+    ExpectError(grant(user, admin_, &out), grpc::StatusCode::FAILED_PRECONDITION, "USER_DISABLED", user + ", admin");
+  }
+  EXPECT_EQ(OutboxLength(), outbox);
+  EXPECT_EQ(KeyCount(), keys);
+  v1::GetQualificationRequest get;
+  get.set_name("instruments/tem/qualifications/bo");
+  ExpectError(Call(&Stub::GetQualification, get, &out, admin_), grpc::StatusCode::NOT_FOUND,
+              "QUALIFICATION_NOT_FOUND", "bo's");
+  get.set_name("instruments/tem/qualifications/ana");
+  ASSERT_TRUE(Call(&Stub::GetQualification, get, &out, admin_).ok());
+  EXPECT_EQ(out.grant_time().SerializeAsString(), before.grant_time().SerializeAsString());  // not renewed
+
+  // The failed grant kept no answer: enabled again, the same request grants.
+  set_disabled("bo", false);
+  grpc::Status s = grant("bo", staff, &out);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(FromProto(out.grant_time()), clock_.Now());
+}
+
+// GrantQualification: NOT_FOUND (USER_NOT_FOUND) for a user inventory does
+// not know, by the owner's staff and by the consortium admin; no
+// qualification written. An unknown instrument is INSTRUMENT_NOT_FOUND
+// whatever the user.
+TEST_F(InventoryReasonsTest, GrantQualificationToAnUnknownUserIsUserNotFound) {
+  OwnersTem();
+  const long long outbox = OutboxLength();
+  const long long keys = KeyCount();
+  v1::GrantQualificationRequest req;
+  req.set_instrument("instruments/tem");
+  req.set_user("users/nobody");
+  req.set_request_id("grant-nobody");
+  v1::Qualification out;
+  ExpectError(Call(&Stub::GrantQualification, req, &out, Token("staff", "owner", {Role::kFacilityStaff})),
+              grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND", "owner staff");
+  req.clear_request_id();
+  ExpectError(Call(&Stub::GrantQualification, req, &out, admin_), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND",
+              "admin");
+  req.set_instrument("instruments/nope");
+  ExpectError(Call(&Stub::GrantQualification, req, &out, admin_), grpc::StatusCode::NOT_FOUND,
+              "INSTRUMENT_NOT_FOUND", "unknown instrument");
+  EXPECT_EQ(OutboxLength(), outbox);
+  EXPECT_EQ(KeyCount(), keys);
+  v1::ListQualificationsRequest list;
+  list.set_parent("instruments/tem");
+  v1::ListQualificationsResponse qualifications;
+  ASSERT_TRUE(Call(&Stub::ListQualifications, list, &qualifications, admin_).ok());
+  EXPECT_EQ(qualifications.qualifications_size(), 0);
+}
+
+// ------------------------------------------------------------ organisations
+
+// CreateOrganization: INVALID_ARGUMENT (INVALID_TAXPAYER_ID) for
+// invoicing_details whose taxpayer_id is not a unified social credit code
+// (wrong length, lower case, a letter the code does not use, a letter in
+// the division code, a mistyped check character, a full-width digit) or is
+// missing while other details are set; the message says what is wrong. No organisation, no
+// event. The same details with the right code register it.
+TEST_F(InventoryReasonsTest, CreateOrganizationWithABadTaxpayerIdIsInvalidTaxpayerId) {
+  const long long outbox = OutboxLength();
+  const long long keys = KeyCount();
+  v1::CreateOrganizationRequest req;
+  req.set_organization_id("nano");
+  auto* o = req.mutable_organization();
+  o->set_display_name("Nano Works");
+  o->set_type(v1::ENTERPRISE);
+  o->set_size_class(v1::SME);
+  auto* d = o->mutable_invoicing_details();
+  d->set_legal_name("纳米工坊材料科技（杭州）有限公司");
+  d->set_registered_address("浙江省杭州市余杭区文一西路1818号");
+  d->set_bank_name("中国工商银行杭州余杭支行");
+  d->set_bank_account("1202 0215 0910 0123 456");
+  struct Case {
+    std::string taxpayer_id;
+    std::string says;  // a piece of the message
+  };
+  const std::vector<Case> cases = {
+      {"", "required"},
+      {"91330110MA2H3K5L7", "18 characters"},
+      {"91330110MA2H3K5L7BB", "18 characters"},
+      {"91330110ma2H3K5L7B", "character 9 'm' must be upper case"},
+      {"91330110MA2H3K5O7B", "character 16 'O' is not used"},
+      {"913301A0MA2H3K5L7B", "character 7 'A' must be a digit"},
+      {"91330110MA2H3K5L7C", "expected 'B'"},
+      // A full-width digit (3 bytes in UTF-8): 18 characters, one not the code's.
+      {"91330110MA2H3K5L\xEF\xBC\x97" "B", "character 17 must be a digit or an upper-case letter"},
+      {"\xEF\xBC\x99" "1330110MA2H3K5L7B", "character 1 must be a digit or an upper-case letter"},
+  };
+  v1::Organization out;
+  for (const Case& c : cases) {
+    d->set_taxpayer_id(c.taxpayer_id);
+    req.set_request_id("nano-" + std::to_string(&c - cases.data()));
+    grpc::Status s = Call(&Stub::CreateOrganization, req, &out, admin_);
+    ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_TAXPAYER_ID", c.taxpayer_id);
+    EXPECT_NE(s.error_message().find(c.says), std::string::npos) << c.taxpayer_id << ": " << s.error_message();
+    EXPECT_EQ(Violations(s), std::vector<std::string>{"organization.invoicing_details.taxpayer_id"}) << c.taxpayer_id;
+  }
+  EXPECT_EQ(OutboxLength(), outbox);
+  EXPECT_EQ(KeyCount(), keys);
+  v1::GetOrganizationRequest get;
+  get.set_name("organizations/nano");
+  ExpectError(Call(&Stub::GetOrganization, get, &out, admin_), grpc::StatusCode::NOT_FOUND,
+              "ORGANIZATION_NOT_FOUND", "not registered");
+
+  // A failed request kept no answer: the first one's id with the right code
+  // registers the organisation.
+  d->set_taxpayer_id("91330110MA2H3K5L7B");
+  req.set_request_id("nano-0");
+  grpc::Status s = Call(&Stub::CreateOrganization, req, &out, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.invoicing_details().taxpayer_id(), "91330110MA2H3K5L7B");
+}
+
+// UpdateOrganization: NOT_FOUND (ORGANIZATION_NOT_FOUND) for an
+// organisation never registered, with a mask or an implied one, with an
+// etag too; nothing written.
+TEST_F(InventoryReasonsTest, UpdateOrganizationUnknownIsOrganizationNotFound) {
+  MakeOrg("pku", v1::MEMBER, "CORE");
+  const long long outbox = OutboxLength();
+  const long long keys = KeyCount();
+  v1::UpdateOrganizationRequest req;
+  req.mutable_organization()->set_name("organizations/nobody");
+  req.mutable_organization()->set_display_name("Nobody");
+  v1::Organization out;
+  ExpectError(Call(&Stub::UpdateOrganization, req, &out, admin_), grpc::StatusCode::NOT_FOUND,
+              "ORGANIZATION_NOT_FOUND", "implied mask");
+  req.mutable_update_mask()->add_paths("display_name");
+  req.mutable_organization()->set_etag("1");
+  req.set_request_id("rename-nobody");
+  ExpectError(Call(&Stub::UpdateOrganization, req, &out, admin_), grpc::StatusCode::NOT_FOUND,
+              "ORGANIZATION_NOT_FOUND", "mask and etag");
+  EXPECT_EQ(OutboxLength(), outbox);
+  EXPECT_EQ(KeyCount(), keys);
+}
+
+// ------------------------------------------------------------ users
+
+// UpdateUser: NOT_FOUND (USER_NOT_FOUND) for a user never created (also one
+// whose id another organisation's name uses); nothing written, no sign-in
+// index entry for the email it names.
+TEST_F(InventoryReasonsTest, UpdateUserUnknownIsUserNotFound) {
+  MakeOrg("lab", v1::MEMBER, "CORE");
+  MakeUser("ana", "lab");
+  const long long outbox = OutboxLength();
+  const long long keys = KeyCount();
+  v1::UpdateUserRequest req;
+  v1::User out;
+  for (const std::string id : {"nobody", "lab"}) {
+    req.mutable_user()->set_name("users/" + id);
+    req.mutable_user()->set_email(id + "@lab.test");
+    req.mutable_update_mask()->Clear();
+    ExpectError(Call(&Stub::UpdateUser, req, &out, admin_), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND",
+                id + ", implied mask");
+    req.mutable_update_mask()->add_paths("email");
+    req.mutable_user()->set_etag("1");
+    ExpectError(Call(&Stub::UpdateUser, req, &out, admin_), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND",
+                id + ", mask and etag");
+  }
+  EXPECT_EQ(OutboxLength(), outbox);
+  EXPECT_EQ(KeyCount(), keys);
+}
+
+// ------------------------------------------------------------ facilities
+
+// CreateFacility: NOT_FOUND (ORGANIZATION_NOT_FOUND) for an owner or an
+// operator organisation never registered; no facility, no event.
+TEST_F(InventoryReasonsTest, CreateFacilityForAnUnknownOrganizationIsOrganizationNotFound) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  const long long outbox = OutboxLength();
+  const long long keys = KeyCount();
+  v1::CreateFacilityRequest req;
+  req.set_facility_id("fac");
+  req.mutable_facility()->set_display_name("Cryo-EM centre");
+  v1::Facility out;
+  const std::vector<std::pair<std::string, std::string>> parties = {
+      {"nobody", ""}, {"nobody", "owner"}, {"owner", "nobody"}};
+  for (const auto& [owner, op] : parties) {
+    req.mutable_facility()->set_owner_organization("organizations/" + owner);
+    req.mutable_facility()->set_operator_organization(op.empty() ? "" : "organizations/" + op);
+    ExpectError(Call(&Stub::CreateFacility, req, &out, admin_), grpc::StatusCode::NOT_FOUND, "ORGANIZATION_NOT_FOUND",
+                owner + " run by " + op);
+  }
+  EXPECT_EQ(OutboxLength(), outbox);
+  EXPECT_EQ(KeyCount(), keys);
+  v1::GetFacilityRequest get;
+  get.set_name("facilities/fac");
+  ExpectError(Call(&Stub::GetFacility, get, &out, admin_), grpc::StatusCode::NOT_FOUND, "FACILITY_NOT_FOUND");
+}
+
+// ------------------------------------------------------------ access
+
+// CheckAccess: NOT_FOUND (USER_NOT_FOUND) for a user inventory does not
+// know, asked by staff or admin for anyone and by a lab user (whose token
+// names an id inventory does not have) for themselves; also with a payer
+// named and with an unknown instrument (the user is looked up first).
+TEST_F(InventoryReasonsTest, CheckAccessForAnUnknownUserIsUserNotFound) {
+  OwnersTem();
+  v1::CheckAccessRequest req;
+  req.set_user("users/ghost");
+  req.set_instrument("instruments/tem");
+  req.set_mode(tv1::ON_SITE);
+  *req.mutable_interval()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(24));
+  *req.mutable_interval()->mutable_end_time() = ToProto(clock_.Now() + absl::Hours(26));
+  v1::CheckAccessResponse out;
+  const std::vector<std::pair<std::string, std::string>> callers = {
+      {"admin", admin_},
+      {"staff", Token("staff", "owner", {Role::kFacilityStaff})},
+      {"ghost", Token("ghost", "owner", {Role::kLabUser})}};
+  for (const auto& [who, token] : callers) {
+    ExpectError(Call(&Stub::CheckAccess, req, &out, token), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND", who);
+  }
+  req.set_payer_organization("organizations/owner");
+  ExpectError(Call(&Stub::CheckAccess, req, &out, admin_), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND",
+              "payer named");
+  req.set_instrument("instruments/nope");
+  ExpectError(Call(&Stub::CheckAccess, req, &out, admin_), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND",
+              "unknown instrument");
 }
 
 }  // namespace

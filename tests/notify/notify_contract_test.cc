@@ -3,9 +3,12 @@
 // characters" (not bytes: a Chinese calendar name of 200 characters is
 // fine); a feed's kind is USER or INSTRUMENT, nothing else; a retry of
 // UpdateNotificationSettings, Unsubscribe or ReplayDeadLetter with its
-// request_id answers the first answer, and other content under the id is
+// request_id answers the first answer (a replay's also after the dead
+// letter was removed), and other content under the id is
 // REQUEST_ID_REUSED; an unsubscribe link past its expiry is
-// UNSUBSCRIBE_TOKEN_EXPIRED and changes nothing.
+// UNSUBSCRIBE_TOKEN_EXPIRED and changes nothing; ReplayDeadLetter of a
+// message queued or delivered is NOT_A_DEAD_LETTER, of one that does not
+// exist (or was removed after the retention) DEAD_LETTER_NOT_FOUND.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -100,18 +103,48 @@ class NotifyContractTest : public ::testing::Test {
     }
     return out;
   }
-  // A mail to `user` that died after one attempt.
-  void MakeDeadLetter(const std::string& id, const std::string& user, const std::string& error) {
+  // A mail to `user` of organizations/lab, queued now.
+  void QueueMail(const std::string& id, const std::string& user) {
     const Fields mail = {{"kind", "BOOKING_CONFIRMED"}, {"user", "users/" + user}, {"org", "organizations/lab"},
                          {"email", user + "@lab.test"}, {"name", user}, {"subject", "s"}, {"text", "t"},
                          {"html", "h"}, {"unsub", ""}, {"event", "e-" + id}, {"lang", "en"}, {"tz", "UTC"}};
+    ASSERT_TRUE(mail_->queue().Enqueue(id, mail, false, clock_.Now(), clock_.Now(), clock_.Now()).ok()) << id;
+  }
+  // Claims the due messages (it expects exactly those of `outcomes`, in
+  // that order) and ends each attempt with its outcome (a dead one with
+  // `error` and a MailDeadLettered payload the test does not parse).
+  void Attempt(const std::vector<std::pair<std::string, MailQueue::Outcome>>& outcomes, const std::string& error) {
     MailQueue& q = mail_->queue();
-    ASSERT_TRUE(q.Enqueue(id, mail, false, clock_.Now(), clock_.Now(), clock_.Now()).ok());
     auto claimed = q.Claim("sender", clock_.Now(), 10);
     ASSERT_TRUE(claimed.ok());
-    ASSERT_TRUE(q.Finish(id, "sender", MailQueue::Outcome::kDead, clock_.Now(), clock_.Now(), error,
-                         v1::DeadLetter::REJECTED, "payload", absl::Hours(1), clock_.Now())
-                    .ok());
+    std::vector<std::string> ids;
+    for (const auto& o : outcomes) ids.push_back(o.first);
+    ASSERT_EQ(*claimed, ids);
+    for (const auto& [id, outcome] : outcomes) {
+      ASSERT_TRUE(q.Finish(id, "sender", outcome, clock_.Now(), clock_.Now(), error, v1::DeadLetter::REJECTED,
+                           "payload", absl::Hours(1), clock_.Now())
+                      .ok());
+    }
+  }
+  // A mail to `user` that died after one attempt.
+  void MakeDeadLetter(const std::string& id, const std::string& user, const std::string& error) {
+    QueueMail(id, user);
+    Attempt({{id, MailQueue::Outcome::kDead}}, error);
+  }
+  // Entries on {notify}:outbox (the dead letters' payloads included).
+  int64_t OutboxLength() {
+    auto n = pool_->Command({"XLEN", "{notify}:outbox"});
+    EXPECT_TRUE(n.ok());
+    return n.ok() ? n->integer : -1;
+  }
+  // A principal whose token is valid for an hour from the clock's now.
+  Principal Now(const std::string& user, const std::string& org, Role role) {
+    return Principal{user, org, {role}, clock_.Now() + absl::Hours(1)};
+  }
+  std::string State(const std::string& id) {
+    auto f = mail_->queue().Load(id);
+    EXPECT_TRUE(f.ok()) << f.status();
+    return f.ok() && f->count("state") ? (*f)["state"] : "";
   }
 
   static std::string Repeat(absl::string_view piece, int n) {
@@ -341,13 +374,7 @@ TEST_F(NotifyContractTest, ReplayDeadLetterRetryAnswersTheFirstAnswer) {
   EXPECT_EQ(first.last_error(), "550 no such user");
   // It fails again and goes back to the dead letters.
   clock_.Advance(absl::Minutes(5));
-  auto claimed = mail_->queue().Claim("sender", clock_.Now(), 10);
-  ASSERT_TRUE(claimed.ok());
-  ASSERT_EQ(*claimed, std::vector<std::string>{"m1"});
-  ASSERT_TRUE(mail_->queue()
-                  .Finish("m1", "sender", MailQueue::Outcome::kDead, clock_.Now(), clock_.Now(), "550 still no",
-                          v1::DeadLetter::REJECTED, "payload", absl::Hours(1), clock_.Now())
-                  .ok());
+  Attempt({{"m1", MailQueue::Outcome::kDead}}, "550 still no");
   v1::DeadLetter again;
   s = call("deadLetters/m1", "replay-1", &again);
   ASSERT_TRUE(s.ok()) << s.error_message();
@@ -360,6 +387,157 @@ TEST_F(NotifyContractTest, ReplayDeadLetterRetryAnswersTheFirstAnswer) {
   // Another id replays it.
   ASSERT_TRUE(call("deadLetters/m2", "replay-2", &again).ok());
   EXPECT_EQ((*mail_->queue().Load("m2"))["state"], "QUEUED");
+}
+
+// ReplayDeadLetter "FAILED_PRECONDITION (NOT_A_DEAD_LETTER: the message is
+// queued or was delivered)": a dead letter queued again by a replay, a
+// message that never died and a delivered one, by the admin and by the
+// organisation's facility staff, with a request_id or none. Nothing is
+// written: no event, the state as it was, and the request kept no answer
+// (its id replays the message once it has died again). The first replay's
+// retry still answers its first answer.
+TEST_F(NotifyContractTest, ReplayingAMessageThatIsNotDeadIsNotADeadLetter) {
+  StartMail();
+  MakeDeadLetter("m1", "ana", "550 no such user");
+  QueueMail("m2", "bo");
+  auto call = [&](const Principal& by, const std::string& name, const std::string& request_id, v1::DeadLetter* out) {
+    v1::ReplayDeadLetterRequest r;
+    r.set_name(name);
+    r.set_request_id(request_id);
+    return stub_->ReplayDeadLetter(As(by).get(), r, out);
+  };
+  auto expect_not_dead = [&](const std::string& name, const std::string& request_id) {
+    for (const Principal& by : {Now("root", "", Role::kConsortiumAdmin), Now("fs", "lab", Role::kFacilityStaff)}) {
+      v1::DeadLetter out;
+      grpc::Status s = call(by, name, request_id, &out);
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+          << name << " " << request_id << " by " << by.user_id << ": " << s.error_message();
+      EXPECT_EQ(GrpcErrorReason(s), "NOT_A_DEAD_LETTER") << name << " " << request_id << " by " << by.user_id;
+    }
+  };
+  const Principal admin = Now("root", "", Role::kConsortiumAdmin);
+  v1::DeadLetter first;
+  grpc::Status s = call(admin, "deadLetters/m1", "replay-1", &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(State("m1"), "QUEUED");
+  const int64_t events = OutboxLength();
+
+  // Queued again by the replay, and queued from the start.
+  expect_not_dead("deadLetters/m1", "replay-2");
+  expect_not_dead("deadLetters/m1", "");
+  expect_not_dead("deadLetters/m2", "replay-3");
+  v1::DeadLetter again;
+  s = call(admin, "deadLetters/m1", "replay-1", &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  EXPECT_EQ(OutboxLength(), events);
+  EXPECT_EQ(State("m1"), "QUEUED");
+  EXPECT_EQ(State("m2"), "QUEUED");
+
+  // m1 dies again, m2 is delivered.
+  clock_.Advance(absl::Minutes(5));
+  Attempt({{"m1", MailQueue::Outcome::kDead}, {"m2", MailQueue::Outcome::kSent}}, "550 still no");
+  ASSERT_EQ(State("m1"), "DEAD");
+  ASSERT_EQ(State("m2"), "SENT");
+  const int64_t died = OutboxLength();
+  expect_not_dead("deadLetters/m2", "replay-3");
+  expect_not_dead("deadLetters/m2", "replay-4");
+  EXPECT_EQ(State("m2"), "SENT");
+  EXPECT_EQ(OutboxLength(), died);
+  v1::ListDeadLettersResponse dead;
+  ASSERT_TRUE(stub_->ListDeadLetters(As(admin).get(), v1::ListDeadLettersRequest(), &dead).ok());
+  ASSERT_EQ(dead.dead_letters_size(), 1);
+  EXPECT_EQ(dead.dead_letters(0).name(), "deadLetters/m1");
+
+  // replay-2, refused above, kept no answer: it replays m1 now.
+  v1::DeadLetter second;
+  s = call(admin, "deadLetters/m1", "replay-2", &second);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(second.last_error(), "550 still no");
+  EXPECT_EQ(State("m1"), "QUEUED");
+  EXPECT_EQ(OutboxLength(), died + 1);
+}
+
+// ReplayDeadLetter "NOT_FOUND (DEAD_LETTER_NOT_FOUND: no such message, or a
+// dead letter removed after the retention)": an id no message has (to the
+// admin and to facility staff alike), and a dead letter once
+// --mail_dead_letter_retention (90 days on the domain clock) after it died
+// has passed and the clean-up removed it. Nothing written, no event.
+TEST_F(NotifyContractTest, ReplayingAMessageThatDoesNotExistIsDeadLetterNotFound) {
+  StartMail();
+  MakeDeadLetter("m1", "ana", "550 no such user");
+  auto expect_not_found = [&](const std::string& name, const std::string& request_id) {
+    for (const Principal& by : {Now("root", "", Role::kConsortiumAdmin), Now("fs", "lab", Role::kFacilityStaff)}) {
+      v1::ReplayDeadLetterRequest r;
+      r.set_name(name);
+      r.set_request_id(request_id);
+      v1::DeadLetter out;
+      grpc::Status s = stub_->ReplayDeadLetter(As(by).get(), r, &out);
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << name << " by " << by.user_id << ": "
+                                                             << s.error_message();
+      EXPECT_EQ(GrpcErrorReason(s), "DEAD_LETTER_NOT_FOUND") << name << " by " << by.user_id;
+    }
+  };
+  const int64_t events = OutboxLength();
+  expect_not_found("deadLetters/never-queued", "replay-1");
+  expect_not_found("deadLetters/never-queued", "");
+  EXPECT_EQ(State("m1"), "DEAD");
+
+  // Still there one second before the retention ends; removed after it.
+  clock_.Advance(absl::Hours(24 * 90) - absl::Seconds(1));
+  auto removed = mail_->PruneDeadLetters();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 0);
+  clock_.Advance(absl::Seconds(2));
+  removed = mail_->PruneDeadLetters();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(*removed, 1);
+  expect_not_found("deadLetters/m1", "replay-2");
+  expect_not_found("deadLetters/m1", "");
+  EXPECT_EQ(OutboxLength(), events);
+  auto gone = mail_->queue().Load("m1");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_TRUE(gone->empty());
+}
+
+// The retry of a replay (its answer lost) after the message died again and
+// the clean-up removed it answers the first answer, as every retry with its
+// request_id does, not DEAD_LETTER_NOT_FOUND: the replay was made. A new
+// request for it is DEAD_LETTER_NOT_FOUND.
+TEST_F(NotifyContractTest, ReplayRetryAfterTheDeadLetterWentAnswersTheFirstAnswer) {
+  StartMail();
+  MakeDeadLetter("m1", "ana", "550 no such user");
+  auto call = [&](const Principal& by, const std::string& request_id, v1::DeadLetter* out) {
+    v1::ReplayDeadLetterRequest r;
+    r.set_name("deadLetters/m1");
+    r.set_request_id(request_id);
+    return stub_->ReplayDeadLetter(As(by).get(), r, out);
+  };
+  v1::DeadLetter first;
+  grpc::Status s = call(Now("fs", "lab", Role::kFacilityStaff), "replay-1", &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  Attempt({{"m1", MailQueue::Outcome::kDead}}, "550 still no");
+  clock_.Advance(absl::Hours(24 * 90) + absl::Seconds(1));
+  auto removed = mail_->PruneDeadLetters();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(*removed, 1);
+  const int64_t events = OutboxLength();
+
+  v1::DeadLetter again;
+  s = call(Now("fs", "lab", Role::kFacilityStaff), "replay-1", &again);
+  ASSERT_TRUE(s.ok()) << s.error_code() << " " << GrpcErrorReason(s) << " " << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  // Someone else's request, or another of the same person's, finds nothing.
+  for (const auto& [by, request_id] : {std::pair<Principal, std::string>{Now("fs", "lab", Role::kFacilityStaff), "replay-2"},
+                                       {Now("root", "", Role::kConsortiumAdmin), "replay-1"}}) {
+    s = call(by, request_id, &again);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << by.user_id << " " << request_id;
+    EXPECT_EQ(GrpcErrorReason(s), "DEAD_LETTER_NOT_FOUND") << by.user_id << " " << request_id;
+  }
+  EXPECT_EQ(OutboxLength(), events);
+  auto gone = mail_->queue().Load("m1");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_TRUE(gone->empty());
 }
 
 }  // namespace

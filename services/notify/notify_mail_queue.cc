@@ -166,6 +166,8 @@ const RedisScript kReplay(std::string(kDeadIndexLua) + kRequestRecordLua + R"lua
 local seen = request_seen(KEYS[5], ARGV[3], ARGV[8])
 if seen then return seen end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+-- Gone when the caller loaded it (and so not scoped): loaded and scoped again.
+if ARGV[10] == 'gone' then return 'conflict' end
 local f = redis.call('HMGET', KEYS[1], 'state', 'replay_req', 'org', 'reason', 'dead_ms')
 -- Replayed by a version that kept the request id in the message only.
 if ARGV[3] ~= '' and f[2] == ARGV[3] then return 'legacy' end

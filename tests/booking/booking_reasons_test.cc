@@ -224,13 +224,21 @@ TEST_F(ReasonsTest, CreateBookingWithARevokedQualificationIsQualificationRevoked
 
 // "USER_DISABLED": an administrator disabled ana's account (her token is
 // still valid): she books nothing, nor do owner staff for her, nor does a
-// preview pass. The refusal keeps nothing: enabled again, the same request
-// (its request_id) books.
+// preview pass. A retry of a booking she made before gets its first
+// answer (types.proto). The refusal keeps nothing: enabled again, the same
+// request (its request_id) books.
 TEST_F(ReasonsTest, CreateBookingForADisabledUserIsUserDisabled) {
+  v1::CreateBookingRequest before = OnSite(absl::Hours(12), absl::Hours(13));
+  before.set_request_id("ana-0");
+  v1::Booking first, b;
+  ASSERT_TRUE(Create(before, ana_, &first).ok());
+  const size_t events = Events().size();
   SetDisabled("users/ana", true);
+  grpc::Status retry = Create(before, ana_, &b);
+  ASSERT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
+  EXPECT_EQ(b.name(), first.name());
   v1::CreateBookingRequest r = OnSite(absl::Hours(9), absl::Hours(10));
   r.set_request_id("ana-1");
-  v1::Booking b;
   ExpectGrpcError(Create(r, ana_, &b), StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "ana herself");
   ExpectGrpcError(Create(OnSite(absl::Hours(9), absl::Hours(10), true), ana_, &b), StatusCode::FAILED_PRECONDITION,
                   "USER_DISABLED", "her preview");
@@ -241,8 +249,8 @@ TEST_F(ReasonsTest, CreateBookingForADisabledUserIsUserDisabled) {
                   "owner staff booking for ana");
   ExpectGrpcError(Create(for_ana, admin_, &b), StatusCode::FAILED_PRECONDITION, "USER_DISABLED",
                   "an administrator booking for ana");
-  EXPECT_EQ(TemBookings(), 0);
-  EXPECT_TRUE(Events().empty());
+  EXPECT_EQ(TemBookings(), 1);
+  EXPECT_EQ(Events().size(), events);
   SetDisabled("users/ana", false);
   grpc::Status s = Create(r, ana_, &b);
   ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
@@ -371,10 +379,21 @@ TEST_F(ReasonsTest, RequestLeaseShorterThanTheMinimumTermIsLeaseTermTooShort) {
 }
 
 // "USER_DISABLED": the contact (ana) is disabled: neither she nor owner
-// staff for her request a lease; nothing is held on afm's calendar.
+// staff for her request a lease; nothing is held on afm's calendar. A
+// retry of a request made before gets its first answer.
 TEST_F(ReasonsTest, RequestLeaseForADisabledContactIsUserDisabled) {
+  v1::RequestLeaseRequest before;
+  before.mutable_lease()->set_instrument("instruments/afm");
+  *before.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 30));
+  *before.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 37));
+  before.set_request_id("lease-0");
+  v1::Lease first, l;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, before, &first, ana_).ok());
+  const size_t events = Events().size();
   SetDisabled("users/ana", true);
-  v1::Lease l;
+  grpc::Status retry = Call(stub_.get(), &Stub::RequestLease, before, &l, ana_);
+  ASSERT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
+  EXPECT_EQ(l.name(), first.name());
   ExpectGrpcError(Request(7, 14, &l), StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "ana herself");
   v1::RequestLeaseRequest r;
   r.mutable_lease()->set_instrument("instruments/afm");
@@ -386,12 +405,12 @@ TEST_F(ReasonsTest, RequestLeaseForADisabledContactIsUserDisabled) {
                   "USER_DISABLED", "owner staff for ana");
   ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, r, &l, admin_), StatusCode::FAILED_PRECONDITION,
                   "USER_DISABLED", "an administrator for ana");
-  EXPECT_EQ(Leases(), 0);
-  EXPECT_TRUE(Events().empty());
-  v1::QueryAvailabilityRequest q;
+  EXPECT_EQ(Leases(), 1);
+  EXPECT_EQ(Events().size(), events);
+  v1::QueryAvailabilityRequest q;  // before the first lease's handover
   q.set_instrument("instruments/afm");
   *q.mutable_range()->mutable_start_time() = ToProto(day_);
-  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 30));
+  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 28));
   q.set_mode(labshare::type::v1::LEASE);
   v1::QueryAvailabilityResponse free;
   ASSERT_TRUE(Call(stub_.get(), &Stub::QueryAvailability, q, &free, admin_).ok());
@@ -516,13 +535,20 @@ TEST_F(ReasonsTest, ScheduleServiceWithAnOperatorNotStaffIsOperatorNotStaff) {
 
 // "USER_DISABLED: the order's requester": ana was disabled after ordering;
 // staff schedule neither her received order's run nor a new time for her
-// scheduled one (the old run stays booked).
+// scheduled one (the old run stays booked). A retry of a schedule made
+// before gets its first answer.
 TEST_F(ReasonsTest, ScheduleServiceOfADisabledRequestersOrderIsUserDisabled) {
   const v1::ServiceOrder scheduled = Scheduled();
+  v1::ScheduleServiceRequest before = Run(Received().name(), absl::Hours(20), absl::Hours(22));
+  before.set_request_id("run-0");
+  v1::ServiceOrder first, out;
+  ASSERT_TRUE(Schedule(before, &first).ok());
   const v1::ServiceOrder received = Received();
   const size_t events = Events().size();
   SetDisabled("users/ana", true);
-  v1::ServiceOrder out;
+  grpc::Status retry = Schedule(before, &out);
+  ASSERT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
+  EXPECT_EQ(out.booking(), first.booking());
   ExpectGrpcError(Schedule(Run(received.name(), absl::Hours(13), absl::Hours(15)), &out),
                   StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "a first schedule");
   ExpectGrpcError(Schedule(Run(scheduled.name(), absl::Hours(13), absl::Hours(15)), &out),
@@ -530,7 +556,7 @@ TEST_F(ReasonsTest, ScheduleServiceOfADisabledRequestersOrderIsUserDisabled) {
   EXPECT_EQ(GetOrder(received.name()).etag(), received.etag());
   EXPECT_EQ(GetOrder(scheduled.name()).SerializeAsString(), scheduled.SerializeAsString());
   EXPECT_EQ(GetBooking(scheduled.booking()).state(), v1::Booking::CONFIRMED);
-  EXPECT_EQ(TemBookings(), 1);
+  EXPECT_EQ(TemBookings(), 2);
   EXPECT_EQ(Events().size(), events);
   SetDisabled("users/ana", false);
   grpc::Status s = Schedule(Run(received.name(), absl::Hours(13), absl::Hours(15)), &out);

@@ -135,12 +135,17 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   if (!privileged && contact != "users/" + p.user_id) {
     return MakeError(absl::StatusCode::kPermissionDenied, "USER_SCOPE", "you may request leases only as yourself");
   }
+  // Malformed names are named as the request names them (inventory's answer would say "name").
+  LS_RETURN_IF_ERROR(ParseName(contact, "users", as_booking ? "booking.user" : "lease.contact_user").status());
   LS_ASSIGN_OR_RETURN(inv::User user, inventory_->GetUser(contact));
   const std::string lessee = in.lessee_organization().empty() ? user.organization() : in.lessee_organization();
   if (!privileged && lessee != user.organization()) {
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      "only the owner's staff or an administrator may name another lessee");
   }
+  LS_RETURN_IF_ERROR(
+      ParseName(lessee, "organizations", as_booking ? "booking.payer_organization" : "lease.lessee_organization")
+          .status());
   const inv::ModeOffering* offering = FindMode(instrument, labshare::type::v1::LEASE);
   if (offering == nullptr) {
     return Precondition("MODE_NOT_OFFERED", in.instrument() + " is not offered for lease");

@@ -333,6 +333,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   const inv::User& user = *user_ptr;
   const std::string payer_name = in.payer_organization().empty() ? user.organization() : in.payer_organization();
   if (!privileged && payer_name != user.organization()) return PayerScope();
+  LS_RETURN_IF_ERROR(ParseName(payer_name, "organizations", "booking.payer_organization").status());
   LS_ASSIGN_OR_RETURN(auto payer_ptr, inventory_->Organization(payer_name));
   const inv::Organization& payer = *payer_ptr;
   LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(instrument.facility()));
@@ -1551,6 +1552,9 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
   if (!r.organization().empty()) LS_RETURN_IF_ERROR(CheckScope("QueryAvailability", p, {"", {r.organization()}, {}}));
   AvailabilityPlan plan;
   LS_ASSIGN_OR_RETURN(plan.instrument_id, ParseName(r.instrument(), "instruments", "instrument"));
+  if (!r.organization().empty()) {
+    LS_RETURN_IF_ERROR(ParseName(r.organization(), "organizations", "organization").status());
+  }
   LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
   plan.instrument = r.instrument();
   plan.from = FromProto(r.range().start_time());
@@ -1748,6 +1752,7 @@ absl::Status SearchFilters(const v1::SearchAvailableInstrumentsRequest& r) {
   if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
   if (r.category().size() > kMaxSearchFilter) return InvalidField("category", "may be at most 200 bytes");
   if (r.facility().size() > kMaxSearchFilter) return InvalidField("facility", "may be at most 200 bytes");
+  if (!r.organization().empty()) return ParseName(r.organization(), "organizations", "organization").status();
   return absl::OkStatus();
 }
 

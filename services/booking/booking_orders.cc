@@ -172,12 +172,15 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
   if (!privileged && requester != "users/" + p.user_id) {
     return MakeError(absl::StatusCode::kPermissionDenied, "USER_SCOPE", "you may order only as yourself");
   }
+  // Malformed names are named as the request names them (inventory's answer would say "name").
+  LS_RETURN_IF_ERROR(ParseName(requester, "users", "service_order.requester").status());
   LS_ASSIGN_OR_RETURN(auto user, inventory_->User(requester));
   const std::string client = in.client_organization().empty() ? user->organization() : in.client_organization();
   if (!privileged && client != user->organization()) {
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      "only the owner's staff or an administrator may order for another organisation");
   }
+  LS_RETURN_IF_ERROR(ParseName(client, "organizations", "service_order.client_organization").status());
   LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(client));
   // The instrument's access rules, for the client as payer (as for any
   // booking): no orders on an instrument out of service, nor from an
@@ -566,6 +569,9 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
     }
   }
   const std::string operator_user = r.operator_user().empty() ? "users/" + p.user_id : r.operator_user();
+  // Named as the request names it (inventory's answer would say "name").
+  LS_RETURN_IF_ERROR(
+      ParseName(operator_user, "users", as_booking ? "booking.operator_user" : "operator_user").status());
   LS_ASSIGN_OR_RETURN(auto op, inventory_->User(operator_user));
   const bool staff = std::find(op->roles().begin(), op->roles().end(), labshare::type::v1::FACILITY_STAFF) != op->roles().end();
   if (!staff || (op->organization() != instrument->owner_organization() &&

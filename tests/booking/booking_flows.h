@@ -66,8 +66,8 @@ class BookingFlowsTest : public BookingServiceTest {
     *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24 * 14));
     return Call(stub_.get(), &v1::BookingService::Stub::IssueQuote, q, out, token);
   }
-  // Order -> quote -> accept -> samples -> scheduled run [9:00, 11:00).
-  v1::ServiceOrder Scheduled() {
+  // Order -> quote -> accept -> samples: in SAMPLES_RECEIVED.
+  v1::ServiceOrder Received() {
     v1::ServiceOrder o = Order3(), out;
     EXPECT_TRUE(Quote(o.name(), &out, staff_).ok());
     v1::AcceptQuoteRequest a;
@@ -78,6 +78,11 @@ class BookingFlowsTest : public BookingServiceTest {
     rs.set_name(o.name());
     rs.set_received_sample_count(3);
     EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ReceiveSamples, rs, &out, staff_).ok());
+    return out;
+  }
+  // Order -> quote -> accept -> samples -> scheduled run [9:00, 11:00).
+  v1::ServiceOrder Scheduled() {
+    v1::ServiceOrder o = Received(), out;
     v1::ScheduleServiceRequest sch;
     sch.set_name(o.name());
     *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));

@@ -110,6 +110,53 @@ class ReasonsTest : public BookingFlowsTest {
     EXPECT_TRUE(Call(stub_.get(), &Stub::ListBookings, l, &resp, admin_).ok());
     return resp.bookings_size();
   }
+  // A call of a method that takes a name and a request_id, with `req`
+  // (Resp: its answer's type), for the NOT_FOUND tables.
+  using NamedCall =
+      std::function<grpc::Status(const std::string& name, const std::string& token, const std::string& request_id)>;
+  template <typename Req, typename Resp>
+  NamedCall Named(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req) {
+    return [this, method, req](const std::string& name, const std::string& token, const std::string& request_id) {
+      Req r = req;
+      r.set_name(name);
+      r.set_request_id(request_id);
+      Resp out;
+      return Call(stub_.get(), method, r, &out, token);
+    };
+  }
+  // An administrator disables (or enables again) `user` in inventory.
+  void SetDisabled(const std::string& user, bool disabled) {
+    iv::UpdateUserRequest u;
+    u.mutable_user()->set_name(user);
+    u.mutable_user()->set_disabled(disabled);
+    u.mutable_update_mask()->add_paths("disabled");
+    Inv(&iv::InventoryService::Stub::UpdateUser, u);
+  }
+  int Leases() {
+    v1::ListLeasesRequest l;
+    v1::ListLeasesResponse resp;
+    EXPECT_TRUE(Call(stub_.get(), &Stub::ListLeases, l, &resp, admin_).ok());
+    return resp.leases_size();
+  }
+  int Orders() {
+    v1::ListServiceOrdersRequest l;
+    v1::ListServiceOrdersResponse resp;
+    EXPECT_TRUE(Call(stub_.get(), &Stub::ListServiceOrders, l, &resp, admin_).ok());
+    return resp.service_orders_size();
+  }
+  // The run of `order` over [day + from, day + to), by `op` ("": the caller).
+  v1::ScheduleServiceRequest Run(const std::string& order, absl::Duration from, absl::Duration to,
+                                 const std::string& op = "") {
+    v1::ScheduleServiceRequest sch;
+    sch.set_name(order);
+    *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + from);
+    *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + to);
+    sch.set_operator_user(op);
+    return sch;
+  }
+  grpc::Status Schedule(const v1::ScheduleServiceRequest& r, v1::ServiceOrder* out) {
+    return Call(stub_.get(), &Stub::ScheduleService, r, out, staff_);
+  }
   void Revoke() {
     iv::RevokeQualificationRequest revoke;
     revoke.set_name("instruments/tem/qualifications/ana");
@@ -173,6 +220,41 @@ TEST_F(ReasonsTest, CreateBookingWithARevokedQualificationIsQualificationRevoked
   grpc::Status s = Create(chosen, ana_, &b);
   ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
   EXPECT_EQ(b.name(), "bookings/ana-morning");
+}
+
+// "USER_DISABLED": an administrator disabled ana's account (her token is
+// still valid): she books nothing, nor do owner staff for her, nor does a
+// preview pass. A retry of a booking she made before gets its first
+// answer (types.proto). The refusal keeps nothing: enabled again, the same
+// request (its request_id) books.
+TEST_F(ReasonsTest, CreateBookingForADisabledUserIsUserDisabled) {
+  v1::CreateBookingRequest before = OnSite(absl::Hours(12), absl::Hours(13));
+  before.set_request_id("ana-0");
+  v1::Booking first, b;
+  ASSERT_TRUE(Create(before, ana_, &first).ok());
+  const size_t events = Events().size();
+  SetDisabled("users/ana", true);
+  grpc::Status retry = Create(before, ana_, &b);
+  ASSERT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
+  EXPECT_EQ(b.name(), first.name());
+  v1::CreateBookingRequest r = OnSite(absl::Hours(9), absl::Hours(10));
+  r.set_request_id("ana-1");
+  ExpectGrpcError(Create(r, ana_, &b), StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "ana herself");
+  ExpectGrpcError(Create(OnSite(absl::Hours(9), absl::Hours(10), true), ana_, &b), StatusCode::FAILED_PRECONDITION,
+                  "USER_DISABLED", "her preview");
+  v1::CreateBookingRequest for_ana = r;
+  for_ana.mutable_booking()->set_user("users/ana");
+  for_ana.set_request_id("");
+  ExpectGrpcError(Create(for_ana, staff_, &b), StatusCode::FAILED_PRECONDITION, "USER_DISABLED",
+                  "owner staff booking for ana");
+  ExpectGrpcError(Create(for_ana, admin_, &b), StatusCode::FAILED_PRECONDITION, "USER_DISABLED",
+                  "an administrator booking for ana");
+  EXPECT_EQ(TemBookings(), 1);
+  EXPECT_EQ(Events().size(), events);
+  SetDisabled("users/ana", false);
+  grpc::Status s = Create(r, ana_, &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(b.state(), v1::Booking::CONFIRMED);
 }
 
 // "PROJECT_NOT_ACTIVE": the project's period has ended; nothing is booked
@@ -256,6 +338,88 @@ TEST_F(ReasonsTest, CreateBookingOfARunOfAMissingOrderIsServiceOrderNotFound) {
   EXPECT_EQ(GetOrder(order.name()).state(), v1::ServiceOrder::SCHEDULED);
 }
 
+// ================================================================ RequestLease
+
+// "LEASE_TERM_TOO_SHORT": afm's lease rules ask for at least 7 days; a term
+// of 6 days (and of 7 days less a minute) is refused, as a lease request
+// and as a LEASE CreateBooking; exactly 7 days passes. No lease, no booking,
+// no event.
+TEST_F(ReasonsTest, RequestLeaseShorterThanTheMinimumTermIsLeaseTermTooShort) {
+  v1::Lease l;
+  ExpectGrpcError(Request(7, 13, &l), StatusCode::FAILED_PRECONDITION, "LEASE_TERM_TOO_SHORT", "6 days");
+  v1::RequestLeaseRequest r;
+  r.mutable_lease()->set_instrument("instruments/afm");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 7));
+  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 14) - absl::Minutes(1));
+  r.set_request_id("lease-1");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, r, &l, ana_), StatusCode::FAILED_PRECONDITION,
+                  "LEASE_TERM_TOO_SHORT", "7 days less a minute");
+  r.mutable_lease()->set_contact_user("users/ana");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, r, &l, staff_), StatusCode::FAILED_PRECONDITION,
+                  "LEASE_TERM_TOO_SHORT", "owner staff for ana");
+  r.set_validate_only(true);
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, r, &l, staff_), StatusCode::FAILED_PRECONDITION,
+                  "LEASE_TERM_TOO_SHORT", "its preview");
+  v1::CreateBookingRequest as_booking;
+  as_booking.mutable_booking()->set_instrument("instruments/afm");
+  as_booking.mutable_booking()->set_mode(labshare::type::v1::LEASE);
+  *as_booking.mutable_booking()->mutable_reserved_interval() = r.lease().term();
+  as_booking.mutable_lease_terms();
+  v1::Booking b;
+  ExpectGrpcError(Create(as_booking, ana_, &b), StatusCode::FAILED_PRECONDITION, "LEASE_TERM_TOO_SHORT",
+                  "CreateBooking with mode LEASE");
+  EXPECT_EQ(Leases(), 0);
+  EXPECT_TRUE(Events().empty());
+  // Seven days exactly, with the same request_id: requested.
+  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 14));
+  r.set_validate_only(false);
+  grpc::Status s = Call(stub_.get(), &Stub::RequestLease, r, &l, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(l.state(), v1::Lease::REQUESTED);
+}
+
+// "USER_DISABLED": the contact (ana) is disabled: neither she nor owner
+// staff for her request a lease; nothing is held on afm's calendar. A
+// retry of a request made before gets its first answer.
+TEST_F(ReasonsTest, RequestLeaseForADisabledContactIsUserDisabled) {
+  v1::RequestLeaseRequest before;
+  before.mutable_lease()->set_instrument("instruments/afm");
+  *before.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 30));
+  *before.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 37));
+  before.set_request_id("lease-0");
+  v1::Lease first, l;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, before, &first, ana_).ok());
+  const size_t events = Events().size();
+  SetDisabled("users/ana", true);
+  grpc::Status retry = Call(stub_.get(), &Stub::RequestLease, before, &l, ana_);
+  ASSERT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
+  EXPECT_EQ(l.name(), first.name());
+  ExpectGrpcError(Request(7, 14, &l), StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "ana herself");
+  v1::RequestLeaseRequest r;
+  r.mutable_lease()->set_instrument("instruments/afm");
+  r.mutable_lease()->set_contact_user("users/ana");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 7));
+  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 14));
+  r.set_request_id("lease-1");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, r, &l, staff_), StatusCode::FAILED_PRECONDITION,
+                  "USER_DISABLED", "owner staff for ana");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, r, &l, admin_), StatusCode::FAILED_PRECONDITION,
+                  "USER_DISABLED", "an administrator for ana");
+  EXPECT_EQ(Leases(), 1);
+  EXPECT_EQ(Events().size(), events);
+  v1::QueryAvailabilityRequest q;  // before the first lease's handover
+  q.set_instrument("instruments/afm");
+  *q.mutable_range()->mutable_start_time() = ToProto(day_);
+  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 28));
+  q.set_mode(labshare::type::v1::LEASE);
+  v1::QueryAvailabilityResponse free;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::QueryAvailability, q, &free, admin_).ok());
+  EXPECT_EQ(free.busy_intervals_size(), 0);
+  SetDisabled("users/ana", false);
+  grpc::Status s = Call(stub_.get(), &Stub::RequestLease, r, &l, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+}
+
 // ================================================================ ApproveBooking, CheckIn
 
 // "BOOKING_STARTED: the reserved start has passed": a pending booking
@@ -323,6 +487,233 @@ TEST_F(ReasonsTest, ScheduleServiceLongerThanTheMaxBlockIsBlockTooLong) {
   EXPECT_EQ(GetBooking(order.booking()).state(), v1::Booking::CONFIRMED);
   EXPECT_EQ(TemBookings(), 1);
   EXPECT_EQ(Events().size(), events);
+}
+
+// "OPERATOR_NOT_STAFF": the run's operator must be FACILITY_STAFF of tem's
+// owner or operator: ana (a LAB_USER) is not, nor is zed (staff, of
+// another organisation). Neither a first schedule nor a reschedule
+// happens: the order, its run and the calendar stay as they were. The
+// request_id is free again: with sam, the same request books the run.
+TEST_F(ReasonsTest, ScheduleServiceWithAnOperatorNotStaffIsOperatorNotStaff) {
+  iv::CreateUserRequest zed;
+  zed.set_user_id("zed");
+  zed.mutable_user()->set_display_name("zed");
+  zed.mutable_user()->set_organization("organizations/outsider");
+  zed.mutable_user()->add_roles(labshare::type::v1::FACILITY_STAFF);
+  Inv(&iv::InventoryService::Stub::CreateUser, zed);
+  const v1::ServiceOrder scheduled = Scheduled();
+  const v1::ServiceOrder received = Received();
+  const size_t events = Events().size();
+  v1::ServiceOrder out;
+  for (const std::string op : {"users/ana", "users/zed"}) {
+    v1::ScheduleServiceRequest run = Run(received.name(), absl::Hours(13), absl::Hours(15), op);
+    run.set_request_id("run-1");
+    ExpectGrpcError(Schedule(run, &out), StatusCode::FAILED_PRECONDITION, "OPERATOR_NOT_STAFF", op);
+    ExpectGrpcError(Schedule(Run(scheduled.name(), absl::Hours(13), absl::Hours(15), op), &out),
+                    StatusCode::FAILED_PRECONDITION, "OPERATOR_NOT_STAFF", op + ", a reschedule");
+    v1::CreateBookingRequest as_booking;
+    as_booking.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+    as_booking.mutable_booking()->set_service_order(received.name());
+    as_booking.mutable_booking()->set_operator_user(op);
+    *as_booking.mutable_booking()->mutable_reserved_interval() = run.interval();
+    v1::Booking b;
+    ExpectGrpcError(Create(as_booking, staff_, &b), StatusCode::FAILED_PRECONDITION, "OPERATOR_NOT_STAFF",
+                    op + ", as CreateBooking");
+  }
+  EXPECT_EQ(GetOrder(received.name()).etag(), received.etag());
+  EXPECT_EQ(GetOrder(received.name()).state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  EXPECT_EQ(GetOrder(scheduled.name()).SerializeAsString(), scheduled.SerializeAsString());
+  EXPECT_EQ(GetBooking(scheduled.booking()).state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(TemBookings(), 1);
+  EXPECT_EQ(Events().size(), events);
+  v1::ScheduleServiceRequest run = Run(received.name(), absl::Hours(13), absl::Hours(15), "users/sam");
+  run.set_request_id("run-1");
+  grpc::Status s = Schedule(run, &out);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.operator_user(), "users/sam");
+}
+
+// "USER_DISABLED: the order's requester": ana was disabled after ordering;
+// staff schedule neither her received order's run nor a new time for her
+// scheduled one (the old run stays booked). A retry of a schedule made
+// before gets its first answer.
+TEST_F(ReasonsTest, ScheduleServiceOfADisabledRequestersOrderIsUserDisabled) {
+  const v1::ServiceOrder scheduled = Scheduled();
+  v1::ScheduleServiceRequest before = Run(Received().name(), absl::Hours(20), absl::Hours(22));
+  before.set_request_id("run-0");
+  v1::ServiceOrder first, out;
+  ASSERT_TRUE(Schedule(before, &first).ok());
+  const v1::ServiceOrder received = Received();
+  const size_t events = Events().size();
+  SetDisabled("users/ana", true);
+  grpc::Status retry = Schedule(before, &out);
+  ASSERT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
+  EXPECT_EQ(out.booking(), first.booking());
+  ExpectGrpcError(Schedule(Run(received.name(), absl::Hours(13), absl::Hours(15)), &out),
+                  StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "a first schedule");
+  ExpectGrpcError(Schedule(Run(scheduled.name(), absl::Hours(13), absl::Hours(15)), &out),
+                  StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "a reschedule");
+  EXPECT_EQ(GetOrder(received.name()).etag(), received.etag());
+  EXPECT_EQ(GetOrder(scheduled.name()).SerializeAsString(), scheduled.SerializeAsString());
+  EXPECT_EQ(GetBooking(scheduled.booking()).state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(TemBookings(), 2);
+  EXPECT_EQ(Events().size(), events);
+  SetDisabled("users/ana", false);
+  grpc::Status s = Schedule(Run(received.name(), absl::Hours(13), absl::Hours(15)), &out);
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+}
+
+// "USER_NOT_FOUND": the operator_user named does not exist. A malformed
+// one is INVALID_NAME (booking.proto's header) naming operator_user. The
+// request_id is free again.
+TEST_F(ReasonsTest, ScheduleServiceWithAMissingOperatorIsUserNotFound) {
+  const v1::ServiceOrder received = Received();
+  const size_t events = Events().size();
+  v1::ScheduleServiceRequest run = Run(received.name(), absl::Hours(13), absl::Hours(15), "users/nobody");
+  run.set_request_id("run-1");
+  v1::ServiceOrder out;
+  ExpectGrpcError(Schedule(run, &out), StatusCode::NOT_FOUND, "USER_NOT_FOUND", "users/nobody");
+  ExpectGrpcError(Schedule(run, &out), StatusCode::NOT_FOUND, "USER_NOT_FOUND", "users/nobody, again");
+  run.set_operator_user("sam");
+  grpc::Status malformed = Schedule(run, &out);
+  ExpectGrpcError(malformed, StatusCode::INVALID_ARGUMENT, "INVALID_NAME", "sam without users/");
+  EXPECT_EQ(malformed.error_message().rfind("operator_user:", 0), 0u) << malformed.error_message();
+  EXPECT_EQ(GetOrder(received.name()).etag(), received.etag());
+  EXPECT_EQ(TemBookings(), 0);
+  EXPECT_EQ(Events().size(), events);
+  run.set_operator_user("");
+  grpc::Status s = Schedule(run, &out);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.state(), v1::ServiceOrder::SCHEDULED);
+}
+
+// ================================================================ QueryAvailability, SearchAvailableInstruments
+
+// "MODE_NOT_OFFERED": tem is not leased, afm offers nothing but LEASE; the
+// mode defaults to ON_SITE.
+TEST_F(ReasonsTest, QueryAvailabilityOfAModeNotOfferedIsModeNotOffered) {
+  struct Case {
+    const char* instrument;
+    labshare::type::v1::SharingMode mode;
+  };
+  for (const Case& c : {Case{"instruments/tem", labshare::type::v1::LEASE},
+                        Case{"instruments/afm", labshare::type::v1::SHARING_MODE_UNSPECIFIED},
+                        Case{"instruments/afm", labshare::type::v1::ON_SITE},
+                        Case{"instruments/afm", labshare::type::v1::JOINT_RESEARCH},
+                        Case{"instruments/afm", labshare::type::v1::TECHNICAL_SERVICE}}) {
+    v1::QueryAvailabilityRequest q;
+    q.set_instrument(c.instrument);
+    *q.mutable_range()->mutable_start_time() = ToProto(day_);
+    *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(24));
+    q.set_mode(c.mode);
+    const std::string what = std::string(c.instrument) + " " + labshare::type::v1::SharingMode_Name(c.mode);
+    v1::QueryAvailabilityResponse resp;
+    for (const std::string& token : {ana_, staff_, admin_}) {
+      ExpectGrpcError(Call(stub_.get(), &Stub::QueryAvailability, q, &resp, token), StatusCode::FAILED_PRECONDITION,
+                      "MODE_NOT_OFFERED", what);
+    }
+  }
+}
+
+// "RANGE_TOO_LONG": a range over 366 days (by a second) is refused before
+// anything is searched, in a category with instruments or without;
+// exactly 366 days is searched.
+TEST_F(ReasonsTest, SearchAvailableInstrumentsOverARangeTooLongIsRangeTooLong) {
+  v1::SearchAvailableInstrumentsRequest r;
+  r.set_category("electron-microscopy");
+  *r.mutable_range()->mutable_start_time() = ToProto(day_);
+  *r.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 366) + absl::Seconds(1));
+  v1::SearchAvailableInstrumentsResponse resp;
+  ExpectGrpcError(Call(stub_.get(), &Stub::SearchAvailableInstruments, r, &resp, ana_), StatusCode::INVALID_ARGUMENT,
+                  "RANGE_TOO_LONG", "366 days and a second");
+  r.set_category("x-ray");
+  ExpectGrpcError(Call(stub_.get(), &Stub::SearchAvailableInstruments, r, &resp, admin_),
+                  StatusCode::INVALID_ARGUMENT, "RANGE_TOO_LONG", "a category without instruments");
+  r.set_category("electron-microscopy");
+  *r.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 366));
+  grpc::Status s = Call(stub_.get(), &Stub::SearchAvailableInstruments, r, &resp, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+}
+
+// booking.proto's header: "INVALID_NAME: a resource name in the request
+// ... is not {collection}/{id}": the error names the request's field, not
+// the field of the inventory request booking made with it ("name").
+// Admitted callers who may name anyone, so that validation is reached.
+TEST_F(ReasonsTest, MalformedReferencesAreInvalidNameNamingTheirField) {
+  const auto expect = [](const grpc::Status& s, const std::string& field) {
+    ExpectGrpcError(s, StatusCode::INVALID_ARGUMENT, "INVALID_NAME", field);
+    EXPECT_EQ(s.error_message().rfind(field + ": ", 0), 0u) << s.error_message();
+  };
+  v1::QueryAvailabilityRequest q;
+  q.set_instrument("instruments/tem");
+  *q.mutable_range()->mutable_start_time() = ToProto(day_);
+  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(24));
+  q.set_organization("lab");
+  v1::QueryAvailabilityResponse free;
+  expect(Call(stub_.get(), &Stub::QueryAvailability, q, &free, staff_), "organization");
+  v1::SearchAvailableInstrumentsRequest search;
+  search.set_category("electron-microscopy");
+  *search.mutable_range() = q.range();
+  search.set_organization("lab");
+  v1::SearchAvailableInstrumentsResponse found;
+  expect(Call(stub_.get(), &Stub::SearchAvailableInstruments, search, &found, admin_), "organization");
+
+  v1::RequestLeaseRequest lease;
+  lease.mutable_lease()->set_instrument("instruments/afm");
+  *lease.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 7));
+  *lease.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 14));
+  lease.mutable_lease()->set_contact_user("ana");
+  v1::Lease l;
+  expect(Call(stub_.get(), &Stub::RequestLease, lease, &l, admin_), "lease.contact_user");
+  lease.mutable_lease()->set_contact_user("users/ana");
+  lease.mutable_lease()->set_lessee_organization("lab");
+  expect(Call(stub_.get(), &Stub::RequestLease, lease, &l, staff_), "lease.lessee_organization");
+  v1::CreateBookingRequest as_booking;
+  as_booking.mutable_booking()->set_instrument("instruments/afm");
+  as_booking.mutable_booking()->set_mode(labshare::type::v1::LEASE);
+  as_booking.mutable_booking()->set_user("ana");
+  *as_booking.mutable_booking()->mutable_reserved_interval() = lease.lease().term();
+  as_booking.mutable_lease_terms();
+  v1::Booking b;
+  expect(Create(as_booking, admin_, &b), "booking.user");
+  as_booking.mutable_booking()->set_user("users/ana");
+  as_booking.mutable_booking()->set_payer_organization("lab");
+  expect(Create(as_booking, admin_, &b), "booking.payer_organization");
+  v1::CreateBookingRequest on_site = OnSite(absl::Hours(9), absl::Hours(10));
+  on_site.mutable_booking()->set_user("users/ana");
+  on_site.mutable_booking()->set_payer_organization("lab");
+  expect(Create(on_site, staff_, &b), "booking.payer_organization");
+  EXPECT_TRUE(Events().empty());
+}
+
+// "ORGANIZATION_NOT_FOUND": the organisation whose view is asked for does
+// not exist (a caller's own organisation too, if it went); a LAB_USER
+// naming another organisation hears ORGANIZATION_SCOPE first.
+TEST_F(ReasonsTest, SearchAvailableInstrumentsForAMissingOrganizationIsOrganizationNotFound) {
+  v1::SearchAvailableInstrumentsRequest r;
+  r.set_category("electron-microscopy");
+  *r.mutable_range()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *r.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
+  r.set_organization("organizations/ghost");
+  v1::SearchAvailableInstrumentsResponse resp;
+  for (const std::string& token : {staff_, admin_}) {
+    ExpectGrpcError(Call(stub_.get(), &Stub::SearchAvailableInstruments, r, &resp, token), StatusCode::NOT_FOUND,
+                    "ORGANIZATION_NOT_FOUND", "organizations/ghost");
+  }
+  r.set_category("x-ray");
+  ExpectGrpcError(Call(stub_.get(), &Stub::SearchAvailableInstruments, r, &resp, admin_), StatusCode::NOT_FOUND,
+                  "ORGANIZATION_NOT_FOUND", "a category without instruments");
+  r.set_category("electron-microscopy");
+  ExpectGrpcError(Call(stub_.get(), &Stub::SearchAvailableInstruments, r, &resp, ana_),
+                  StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "ana naming another organisation");
+  r.clear_organization();
+  const std::string gil = Token("gil", "ghost", {Role::kLabUser});
+  ExpectGrpcError(Call(stub_.get(), &Stub::SearchAvailableInstruments, r, &resp, gil), StatusCode::NOT_FOUND, "ORGANIZATION_NOT_FOUND", "the caller's own, gone");
+  r.set_organization("organizations/lab");
+  grpc::Status s = Call(stub_.get(), &Stub::SearchAvailableInstruments, r, &resp, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  ASSERT_EQ(resp.instruments_size(), 1);
+  EXPECT_EQ(resp.instruments(0).instrument(), "instruments/tem");
 }
 
 // ================================================================ CreateProject
@@ -427,6 +818,66 @@ TEST_F(ReasonsTest, CreateServiceOrderRetriedAfterTheEntryWentAnswersFirst) {
                   "MODE_NOT_OFFERED", "a new order once the mode is gone");
 }
 
+// NOT_FOUND "INSTRUMENT_NOT_FOUND" (no such instrument, for ana, owner staff
+// and an administrator), "ORGANIZATION_NOT_FOUND" (a client_organization
+// that does not exist, named by staff or an administrator) and
+// "USER_NOT_FOUND" (a requester that does not exist). No order, no event,
+// and the request_id is free again.
+TEST_F(ReasonsTest, CreateServiceOrderOfMissingThingsIsNotFound) {
+  v1::CreateServiceOrderRequest valid;
+  valid.mutable_service_order()->set_instrument("instruments/tem");
+  valid.mutable_service_order()->set_service_entry_id("imaging");
+  valid.mutable_service_order()->set_sample_count(2);
+  valid.set_request_id("order-1");
+  struct Case {
+    std::string what, reason;
+    std::vector<std::string> tokens;
+    std::string instrument, requester, client;
+  };
+  const std::vector<Case> cases = {
+      {"a missing instrument", "INSTRUMENT_NOT_FOUND", {ana_, staff_, admin_}, "instruments/no-such-instrument",
+       "users/ana", ""},
+      {"a missing client", "ORGANIZATION_NOT_FOUND", {staff_, admin_}, "instruments/tem", "users/ana",
+       "organizations/ghost"},
+      {"a missing requester", "USER_NOT_FOUND", {staff_, admin_}, "instruments/tem", "users/nobody", ""},
+  };
+  for (const Case& c : cases) {
+    v1::CreateServiceOrderRequest r = valid;
+    r.mutable_service_order()->set_instrument(c.instrument);
+    r.mutable_service_order()->set_requester(c.requester);
+    r.mutable_service_order()->set_client_organization(c.client);
+    v1::ServiceOrder o;
+    for (const std::string& token : c.tokens) {
+      for (int attempt = 0; attempt < 2; ++attempt) {
+        ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, token), StatusCode::NOT_FOUND, c.reason,
+                        c.what);
+      }
+    }
+  }
+  // Malformed names are INVALID_NAME (booking.proto's header), naming the field.
+  for (const auto& [field, change] :
+       std::vector<std::pair<std::string, std::function<void(v1::ServiceOrder*)>>>{
+           {"service_order.instrument", [](v1::ServiceOrder* o) { o->set_instrument("tem"); }},
+           {"service_order.requester", [](v1::ServiceOrder* o) { o->set_requester("ana"); }},
+           {"service_order.client_organization", [](v1::ServiceOrder* o) {
+              o->set_requester("users/ana");
+              o->set_client_organization("lab");
+            }}}) {
+    v1::CreateServiceOrderRequest r = valid;
+    change(r.mutable_service_order());
+    v1::ServiceOrder o;
+    grpc::Status malformed = Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, admin_);
+    ExpectGrpcError(malformed, StatusCode::INVALID_ARGUMENT, "INVALID_NAME", field);
+    EXPECT_EQ(malformed.error_message().rfind(field + ":", 0), 0u) << malformed.error_message();
+  }
+  EXPECT_EQ(Orders(), 0);
+  EXPECT_TRUE(Events().empty());
+  v1::ServiceOrder o;
+  grpc::Status s = Call(stub_.get(), &Stub::CreateServiceOrder, valid, &o, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(o.client_organization(), "organizations/lab");
+}
+
 // ================================================================ ApplyMaintenanceWindow
 
 // "MAINTENANCE_WINDOW_NOT_FOUND": no such window on tem (also a window id of
@@ -494,7 +945,7 @@ TEST_F(ReasonsTest, LeaseAndOrderMethodsOfMissingResourcesAreNotFound) {
   const std::string other_user = Token("oli", "outsider", {Role::kLabUser});
   const std::string other_staff = Token("zed", "outsider", {Role::kFacilityStaff});
 
-  using Run = std::function<grpc::Status(const std::string& name, const std::string& token, const std::string& request_id)>;
+  using Run = NamedCall;
   struct Case {
     const char* method;
     const char* reason;
@@ -504,15 +955,7 @@ TEST_F(ReasonsTest, LeaseAndOrderMethodsOfMissingResourcesAreNotFound) {
     std::string refused = "";  // a role the method does not admit ("": none here)
   };
   // A call of `method` with `req` (its name and request_id set).
-  auto lease_call = [&](auto method, auto req) -> Run {
-    return [this, method, req](const std::string& name, const std::string& token, const std::string& request_id) {
-      auto r = req;
-      r.set_name(name);
-      r.set_request_id(request_id);
-      v1::Lease out;
-      return Call(stub_.get(), method, r, &out, token);
-    };
-  };
+  auto lease_call = [&](auto method, auto req) -> Run { return Named(method, req); };
   auto order_call = [&](auto method, auto req) -> Run {
     return [this, method, req](const std::string& name, const std::string& token, const std::string& request_id) {
       auto r = req;
@@ -611,6 +1054,74 @@ TEST_F(ReasonsTest, LeaseAndOrderMethodsOfMissingResourcesAreNotFound) {
   }
   EXPECT_EQ(Events().size(), events);
   EXPECT_EQ(GetBooking(booking.name()).etag(), booking.etag());
+}
+
+// ================================================================ NOT_FOUND of bookings
+
+// CancelBooking, ApproveBooking, RejectBooking, CheckIn and CheckOut of a
+// well-formed booking name that does not exist, in a request otherwise
+// valid: NOT_FOUND BOOKING_NOT_FOUND, as the lease and order table above:
+// twice with one request_id, also for a caller of another organisation in
+// an admitted role; a role the method does not admit hears
+// ROLE_NOT_ALLOWED. Two names: an id nothing has, and a service order's id
+// (orders and their runs have ids of their own). Nothing changes.
+TEST_F(ReasonsTest, BookingMethodsOfMissingBookingsAreBookingNotFound) {
+  v1::Booking booking;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(18), &booking).ok());  // pending approval
+  const v1::ServiceOrder order = Order3();
+  const std::vector<std::string> names = {"bookings/no-such-booking",
+                                          "bookings/" + order.name().substr(order.name().find('/') + 1)};
+  const std::string other_user = Token("oli", "outsider", {Role::kLabUser});
+  const std::string other_staff = Token("zed", "outsider", {Role::kFacilityStaff});
+  const std::string auditor = Token("aud", "", {Role::kAuditor});
+  const std::string billing = Token("bea", "lab", {Role::kMemberBillingAdmin});
+
+  struct Case {
+    const char* method;
+    std::vector<std::string> callers;  // admitted roles (the first retries with one request_id)
+    std::string other;                 // an admitted role, of another organisation
+    std::vector<std::string> refused;  // roles the method does not admit
+    NamedCall run;
+  };
+  v1::CancelBookingRequest cancel;
+  cancel.set_reason("plans changed");
+  v1::ApproveBookingRequest approve;
+  approve.set_note("fine");
+  v1::RejectBookingRequest reject;
+  reject.set_reason("the instrument is needed in house");
+  v1::CheckInRequest in;
+  in.set_notes("arrived");
+  v1::CheckOutRequest out;
+  out.set_notes("done");
+  const std::vector<Case> cases = {
+      {"CancelBooking", {ana_, staff_, admin_}, other_user, {auditor}, Named(&Stub::CancelBooking, cancel)},
+      {"ApproveBooking", {staff_, admin_}, other_staff, {ana_, auditor}, Named(&Stub::ApproveBooking, approve)},
+      {"RejectBooking", {staff_, admin_}, other_staff, {ana_, auditor}, Named(&Stub::RejectBooking, reject)},
+      {"CheckIn", {ana_, staff_}, other_user, {billing, admin_}, Named(&Stub::CheckIn, in)},
+      {"CheckOut", {ana_, staff_}, other_user, {billing, admin_}, Named(&Stub::CheckOut, out)},
+  };
+  const size_t events = Events().size();
+  for (const Case& c : cases) {
+    for (const std::string& name : names) {
+      const std::string what = std::string(c.method) + " " + name;
+      const std::string request_id = std::string("nf-") + c.method;
+      ExpectGrpcError(c.run(name, c.callers[0], request_id), StatusCode::NOT_FOUND, "BOOKING_NOT_FOUND",
+                      what + ", a retry of one request_id");
+      for (const std::string& token : c.callers) {
+        ExpectGrpcError(c.run(name, token, request_id), StatusCode::NOT_FOUND, "BOOKING_NOT_FOUND",
+                        what + " by an admitted caller");
+      }
+      ExpectGrpcError(c.run(name, c.other, ""), StatusCode::NOT_FOUND, "BOOKING_NOT_FOUND",
+                      what + " by a caller of another organisation");
+      for (const std::string& token : c.refused) {
+        ExpectGrpcError(c.run(name, token, ""), StatusCode::PERMISSION_DENIED, "ROLE_NOT_ALLOWED",
+                        what + " by a role it does not admit");
+      }
+    }
+  }
+  EXPECT_EQ(Events().size(), events);
+  EXPECT_EQ(GetBooking(booking.name()).etag(), booking.etag());
+  EXPECT_EQ(GetOrder(order.name()).etag(), order.etag());
 }
 
 }  // namespace

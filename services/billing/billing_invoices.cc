@@ -522,10 +522,14 @@ absl::Status DraftCurrency(const std::string& code) {
 }  // namespace
 
 absl::StatusOr<v1::Invoice> BillingManager::PreviewInvoice(const Principal& p, const v1::PreviewInvoiceRequest& r) {
+  // The scope before the name's form (types.proto: authorization before
+  // validation): a malformed name is never the caller's own organisation.
+  if (!SeesAll(p) && !r.payer_organization().empty() && r.payer_organization() != ActorOrganization(p)) {
+    return OrgScope("invoices");
+  }
   if (!IsOrganizationName(r.payer_organization())) {
     return InvalidField("payer_organization", "must be organizations/{organization}");
   }
-  if (!SeesAll(p) && r.payer_organization() != ActorOrganization(p)) return OrgScope("invoices");
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
   LS_RETURN_IF_ERROR(DraftCurrency(r.currency_code()));
   LS_RETURN_IF_ERROR(PartiesExist({r.payer_organization()}));  // ORGANIZATION_NOT_FOUND

@@ -142,8 +142,8 @@ absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore
   }
   if (or_paid_at_issue && PaidAtIssue(inv)) return std::make_pair(std::move(inv), doc->version);
   // Only clearing pays an invoice that names its settlement (a direct
-  // payment of one is INVOICE_IN_SETTLEMENT): VoidInvoice says where it
-  // was paid.
+  // payment of one is INVOICE_IN_SETTLEMENT, MarkInvoicePaid refuses it
+  // too), so that settlement is CLEARED: VoidInvoice says where it was paid.
   if (or_paid_at_issue && inv.state() == v1::Invoice::PAID && !inv.settlement().empty()) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_CLEARED_SETTLEMENT",
                      name + " was paid through " + inv.settlement() + ", which is cleared");

@@ -158,15 +158,8 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
     return refusal;
   };
   LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(in.instrument()));
-  if (FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE) == nullptr) {
-    return refused(Precondition("MODE_NOT_OFFERED", in.instrument() + " offers no technical service"));
-  }
-  const bool known_entry = std::any_of(instrument->service_catalogue().begin(), instrument->service_catalogue().end(),
-                                       [&](const auto& e) { return e.entry_id() == in.service_entry_id(); });
-  if (!known_entry) {
-    return refused(MakeError(absl::StatusCode::kNotFound, "SERVICE_ENTRY_NOT_FOUND",
-                             absl::StrCat(in.instrument(), " has no catalogue entry '", in.service_entry_id(), "'")));
-  }
+  // For whom the caller orders first (authorization before validation; the
+  // stored answer `refused` may give goes only to a caller who may order so).
   const bool privileged = p.HasRole(Role::kConsortiumAdmin) || IsOwnerStaff(p, *instrument);
   const std::string requester = in.requester().empty() ? "users/" + p.user_id : in.requester();
   if (!privileged && requester != "users/" + p.user_id) {
@@ -181,6 +174,15 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
                      "only the owner's staff or an administrator may order for another organisation");
   }
   LS_RETURN_IF_ERROR(ParseName(client, "organizations", "service_order.client_organization").status());
+  if (FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE) == nullptr) {
+    return refused(Precondition("MODE_NOT_OFFERED", in.instrument() + " offers no technical service"));
+  }
+  const bool known_entry = std::any_of(instrument->service_catalogue().begin(), instrument->service_catalogue().end(),
+                                       [&](const auto& e) { return e.entry_id() == in.service_entry_id(); });
+  if (!known_entry) {
+    return refused(MakeError(absl::StatusCode::kNotFound, "SERVICE_ENTRY_NOT_FOUND",
+                             absl::StrCat(in.instrument(), " has no catalogue entry '", in.service_entry_id(), "'")));
+  }
   LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(client));
   // The instrument's access rules, for the client as payer (as for any
   // booking): no orders on an instrument out of service, nor from an

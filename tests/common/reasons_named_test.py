@@ -73,7 +73,8 @@ def main():
         quoted = '"%s"' % reason
         if reason in GENERIC:
             return quoted in tests
-        return any(quoted in t and rpc in t for t in texts)
+        word = re.compile(r'\b%s\b' % rpc)
+        return any(quoted in t and word.search(t) for t in texts)
 
     missing = []
     for proto in sorted(glob.glob(os.path.join(root, 'proto/labshare/**/*.proto'), recursive=True)):
@@ -85,6 +86,9 @@ def main():
                     comment.append(stripped[2:])
                     continue
                 m = re.match(r'rpc (\w+)\(', stripped)
+                if not m:
+                    comment = []  # only the comment right above an rpc is its contract
+                    continue
                 if m:
                     text = ' '.join(comment)
                     at = text.find('Errors:')

@@ -324,5 +324,31 @@ TEST_F(UsageReasonsTest, ExportAuditTrailWhoseEventRedisRefusesEndsUnavailableWi
   EXPECT_EQ(events[0].report_exported().trailer().SerializeAsString(), trailer.SerializeAsString());
 }
 
+// OUT_OF_RANGE "SEQUENCE_OUT_OF_RANGE" through gRPC: a start_sequence or an
+// anchor beyond the chain head (one entry here). Nothing is published (no
+// AuditVerificationRun); the range up to the head still verifies.
+TEST_F(UsageReasonsTest, VerifyAuditChainBeyondTheHeadIsSequenceOutOfRange) {
+  const size_t events = Outbox().size();
+  v1::VerifyAuditChainRequest r;
+  v1::VerifyAuditChainResponse resp;
+  r.set_start_sequence(5);
+  auto ctx = Ctx();
+  ExpectReason(stub_->VerifyAuditChain(ctx.get(), r, &resp), grpc::StatusCode::OUT_OF_RANGE,
+               "SEQUENCE_OUT_OF_RANGE");
+  r.set_start_sequence(0);
+  v1::AuditAnchor* anchor = r.add_anchors();
+  anchor->set_sequence(2);
+  anchor->set_hash(std::string(32, 'x'));
+  auto admin = Ctx(Role::kConsortiumAdmin, "root");
+  ExpectReason(stub_->VerifyAuditChain(admin.get(), r, &resp), grpc::StatusCode::OUT_OF_RANGE,
+               "SEQUENCE_OUT_OF_RANGE");
+  EXPECT_EQ(Outbox().size(), events) << "a refused verification publishes nothing";
+  r.clear_anchors();
+  auto again = Ctx();
+  grpc::Status s = stub_->VerifyAuditChain(again.get(), r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.result(), v1::VERIFIED);
+}
+
 }  // namespace
 }  // namespace labshare::usage

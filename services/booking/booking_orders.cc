@@ -190,7 +190,9 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
   // own are always admitted). A retry of an order placed before the rules
   // changed still gets its first answer.
   absl::Status access;
-  if (instrument->state() != inv::ACTIVE) {
+  if (user->disabled()) {
+    access = Precondition("USER_DISABLED", requester + " is disabled; an administrator can enable the account");
+  } else if (instrument->state() != inv::ACTIVE) {
     access = Precondition("INSTRUMENT_NOT_ACTIVE", absl::StrCat(in.instrument(), " is ",
                                                                 inv::InstrumentState_Name(instrument->state()),
                                                                 "; it takes no orders"));
@@ -579,6 +581,9 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   if (!staff || (op->organization() != instrument->owner_organization() &&
                  op->organization() != instrument->operator_organization())) {
     return Precondition("OPERATOR_NOT_STAFF", operator_user + " is not staff of the instrument's owner or operator");
+  }
+  if (op->disabled()) {
+    return Precondition("USER_DISABLED", operator_user + " is disabled; name another operator");
   }
   // The same rules as any booking, for the client as payer.
   LS_ASSIGN_OR_RETURN(auto requester, inventory_->User(cur.order.requester()));

@@ -576,6 +576,64 @@ TEST_F(ReasonsTest, ScheduleServiceOfADisabledRequestersOrderIsUserDisabled) {
   EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
 }
 
+// "USER_DISABLED: the operator's account": sam (owner staff, the caller
+// and operator) was disabled by an administrator; his token still works,
+// but he runs nothing. A retry of a schedule made before answers first.
+TEST_F(ReasonsTest, ScheduleServiceWithADisabledOperatorIsUserDisabled) {
+  v1::ScheduleServiceRequest before = Run(Received().name(), absl::Hours(20), absl::Hours(22));
+  before.set_request_id("run-0");
+  v1::ServiceOrder first, out;
+  ASSERT_TRUE(Schedule(before, &first).ok());
+  const v1::ServiceOrder received = Received();
+  const size_t events = Events().size();
+  SetDisabled("users/sam", true);
+  grpc::Status retry = Schedule(before, &out);
+  ASSERT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
+  EXPECT_EQ(out.booking(), first.booking());
+  v1::ScheduleServiceRequest run = Run(received.name(), absl::Hours(13), absl::Hours(15), "users/sam");
+  run.set_request_id("run-1");
+  ExpectGrpcError(Schedule(run, &out), StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "a disabled operator");
+  EXPECT_EQ(GetOrder(received.name()).etag(), received.etag());
+  EXPECT_EQ(Events().size(), events);
+  SetDisabled("users/sam", false);
+  grpc::Status s = Schedule(run, &out);
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+}
+
+// CreateServiceOrder "USER_DISABLED: the requester's account is disabled":
+// ana (her token still valid) and owner staff ordering for her are
+// refused; nothing is ordered; a retry of an order placed before answers
+// first; enabled again, the refused request_id orders.
+TEST_F(ReasonsTest, CreateServiceOrderForADisabledRequesterIsUserDisabled) {
+  v1::CreateServiceOrderRequest r;
+  r.mutable_service_order()->set_instrument("instruments/tem");
+  r.mutable_service_order()->set_service_entry_id("imaging");
+  r.mutable_service_order()->set_sample_count(2);
+  r.set_request_id("order-1");
+  v1::ServiceOrder first, out;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CreateServiceOrder, r, &first, ana_).ok());
+  const int orders = Orders();
+  const size_t events = Events().size();
+  SetDisabled("users/ana", true);
+  grpc::Status retry = Call(stub_.get(), &Stub::CreateServiceOrder, r, &out, ana_);
+  ASSERT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
+  EXPECT_EQ(out.SerializeAsString(), first.SerializeAsString());
+  r.set_request_id("order-2");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, r, &out, ana_), StatusCode::FAILED_PRECONDITION,
+                  "USER_DISABLED", "ana herself");
+  v1::CreateServiceOrderRequest for_ana = r;
+  for_ana.mutable_service_order()->set_requester("users/ana");
+  for_ana.set_request_id("order-3");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateServiceOrder, for_ana, &out, staff_),
+                  StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "owner staff for ana");
+  EXPECT_EQ(Orders(), orders);
+  EXPECT_EQ(Events().size(), events);
+  SetDisabled("users/ana", false);
+  grpc::Status s = Call(stub_.get(), &Stub::CreateServiceOrder, r, &out, ana_);
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(Orders(), orders + 1);
+}
+
 // "USER_NOT_FOUND": the operator_user named does not exist. A malformed
 // one is INVALID_NAME (booking.proto's header) naming operator_user. The
 // request_id is free again.

@@ -169,6 +169,22 @@ class ReasonsTest : public BookingFlowsTest {
   grpc::Status Schedule(const v1::ScheduleServiceRequest& r, v1::ServiceOrder* out) {
     return Call(stub_.get(), &Stub::ScheduleService, r, out, staff_);
   }
+  // Schedules a received order's run (request_id "run-0") and receives
+  // another order (returned; *events: the events so far), then disables
+  // `user`: the retry of that schedule still answers its first answer.
+  v1::ServiceOrder ScheduleReceiveAndDisable(const std::string& user, size_t* events) {
+    v1::ScheduleServiceRequest before = Run(Received().name(), absl::Hours(20), absl::Hours(22));
+    before.set_request_id("run-0");
+    v1::ServiceOrder first, again;
+    EXPECT_TRUE(Schedule(before, &first).ok());
+    const v1::ServiceOrder received = Received();
+    *events = Events().size();
+    SetDisabled(user, true);
+    grpc::Status retry = Schedule(before, &again);
+    EXPECT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
+    EXPECT_EQ(again.booking(), first.booking());
+    return received;
+  }
   void Revoke() {
     iv::RevokeQualificationRequest revoke;
     revoke.set_name("instruments/tem/qualifications/ana");
@@ -552,16 +568,9 @@ TEST_F(ReasonsTest, ScheduleServiceWithAnOperatorNotStaffIsOperatorNotStaff) {
 // before gets its first answer.
 TEST_F(ReasonsTest, ScheduleServiceOfADisabledRequestersOrderIsUserDisabled) {
   const v1::ServiceOrder scheduled = Scheduled();
-  v1::ScheduleServiceRequest before = Run(Received().name(), absl::Hours(20), absl::Hours(22));
-  before.set_request_id("run-0");
-  v1::ServiceOrder first, out;
-  ASSERT_TRUE(Schedule(before, &first).ok());
-  const v1::ServiceOrder received = Received();
-  const size_t events = Events().size();
-  SetDisabled("users/ana", true);
-  grpc::Status retry = Schedule(before, &out);
-  ASSERT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
-  EXPECT_EQ(out.booking(), first.booking());
+  v1::ServiceOrder out;
+  size_t events = 0;
+  const v1::ServiceOrder received = ScheduleReceiveAndDisable("users/ana", &events);
   ExpectGrpcError(Schedule(Run(received.name(), absl::Hours(13), absl::Hours(15)), &out),
                   StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "a first schedule");
   ExpectGrpcError(Schedule(Run(scheduled.name(), absl::Hours(13), absl::Hours(15)), &out),
@@ -580,16 +589,9 @@ TEST_F(ReasonsTest, ScheduleServiceOfADisabledRequestersOrderIsUserDisabled) {
 // and operator) was disabled by an administrator; his token still works,
 // but he runs nothing. A retry of a schedule made before answers first.
 TEST_F(ReasonsTest, ScheduleServiceWithADisabledOperatorIsUserDisabled) {
-  v1::ScheduleServiceRequest before = Run(Received().name(), absl::Hours(20), absl::Hours(22));
-  before.set_request_id("run-0");
-  v1::ServiceOrder first, out;
-  ASSERT_TRUE(Schedule(before, &first).ok());
-  const v1::ServiceOrder received = Received();
-  const size_t events = Events().size();
-  SetDisabled("users/sam", true);
-  grpc::Status retry = Schedule(before, &out);
-  ASSERT_TRUE(retry.ok()) << "a retry: " << GrpcErrorReason(retry) << ": " << retry.error_message();
-  EXPECT_EQ(out.booking(), first.booking());
+  v1::ServiceOrder out;
+  size_t events = 0;
+  const v1::ServiceOrder received = ScheduleReceiveAndDisable("users/sam", &events);
   v1::ScheduleServiceRequest run = Run(received.name(), absl::Hours(13), absl::Hours(15), "users/sam");
   run.set_request_id("run-1");
   ExpectGrpcError(Schedule(run, &out), StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "a disabled operator");

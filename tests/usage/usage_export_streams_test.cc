@@ -21,17 +21,10 @@ extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/grpc_status.h"
-#include "common/log.h"
 #include "common/proto_util.h"
-#include "common/server.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 #include "labshare/usage/v1/usage.grpc.pb.h"
-#include "services/usage/audit_chain.h"
-#include "services/usage/usage_figures.h"
-#include "services/usage/usage_service.h"
-#include "tests/support/page_tokens.h"
-#include "tests/support/redis_server.h"
-#include "tests/support/test_tokens.h"
+#include "tests/usage/usage_service_fixture.h"
 
 namespace labshare::usage {
 namespace {
@@ -60,22 +53,10 @@ int64_t HeapBytes() {
 #endif
 }
 
-class ExportStreamsTest : public ::testing::Test {
+class ExportStreamsTest : public UsageServiceFixture {
  protected:
   void SetUp() override {
-    SetQuietLogging(true);
-    redis_ = testing::SharedRedisServer();
-    ASSERT_NE(redis_, nullptr);
-    testing::FlushAll(*redis_);
-    pool_ = std::make_unique<RedisPool>(redis_->options());
-    ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &zone_));
-    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone_));
-    AuditChainOptions o;
-    o.clock = &clock_;
-    audit_ = std::make_unique<AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), o);
-    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
-    // Reports from the aggregates wherever they apply (a fresh store: nothing to migrate).
-    ASSERT_TRUE(figures_->MigrateAggregates().ok());
+    ASSERT_NO_FATAL_FAILURE(StartUsage());
     // 600 entries of about 2 KiB: a JSONL file of about 2 MB, 30-odd chunks.
     for (int i = 0; i < kEntries; ++i) {
       labshare::inventory::v1::InventoryEvent e;
@@ -87,27 +68,6 @@ class ExportStreamsTest : public ::testing::Test {
       ASSERT_TRUE(audit_->Append("inventory", {"1-0", "labshare.inventory.v1.InventoryEvent",
                                                e.SerializeAsString()}).ok());
     }
-    auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), UsagePolicy(), &clock_);
-    service_ = std::make_unique<UsageService>(figures_.get(), audit_.get(), auth_.get());
-    ServerConfig config;
-    config.service_name = "usage";
-    config.redis = pool_.get();
-    config.authorizer = auth_.get();
-    auto server = Server::Start(config, {service_.get()});
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-  }
-
-  void TearDown() override {
-    if (server_) server_->Shutdown(absl::ZeroDuration());
-  }
-
-  std::unique_ptr<grpc::ClientContext> Ctx(const std::string& user) {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->AddMetadata("authorization",
-                   "Bearer " + labshare::testing::Mint(Principal{user, "", {Role::kAuditor}, clock_.Now() + absl::Hours(1)},
-                                             clock_.Now()));
-    return c;
   }
 
   // A stream of its own channel (its own HTTP/2 connection, as separate
@@ -136,16 +96,6 @@ class ExportStreamsTest : public ::testing::Test {
     s->reader = s->stub->ExportAuditTrail(s->ctx.get(), r);
     return s;
   }
-
-  testing::RedisServer* redis_ = nullptr;
-  std::unique_ptr<RedisPool> pool_;
-  absl::TimeZone zone_;
-  FakeClock clock_;
-  std::unique_ptr<AuditChain> audit_;
-  std::unique_ptr<UsageFigures> figures_;
-  std::unique_ptr<Authorizer> auth_;
-  std::unique_ptr<UsageService> service_;
-  std::unique_ptr<Server> server_;
 };
 
 TEST_F(ExportStreamsTest, FiftySlowReadersAreCappedAndMemoryStaysBounded) {

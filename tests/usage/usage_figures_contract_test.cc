@@ -28,8 +28,7 @@
 #include "labshare/usage/v1/usage.pb.h"
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
-#include "tests/support/page_tokens.h"
-#include "tests/support/redis_server.h"
+#include "tests/usage/usage_service_fixture.h"
 #include "tests/usage/usage_test_events.h"
 
 namespace labshare::usage {
@@ -42,19 +41,9 @@ using labshare::type::v1::SharingMode;
 constexpr int64_t kDay = 86400;
 constexpr int64_t kMarch = 31 * kDay;  // 2,678,400
 
-class UsageFiguresContractTest : public ::testing::Test {
+class UsageFiguresContractTest : public UsageServiceFixture {
  protected:
-  void SetUp() override {
-    SetQuietLogging(true);
-    redis_ = testing::SharedRedisServer();
-    ASSERT_NE(redis_, nullptr);
-    testing::FlushAll(*redis_);
-    pool_ = std::make_unique<RedisPool>(redis_->options());
-    ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &zone_));
-    clock_.Set(At(2027, 3, 1));
-    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
-    ASSERT_TRUE(figures_->MigrateAggregates().ok());  // the aggregates answer wherever they apply
-  }
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(StartStore()); }  // 1 March 2027, aggregates on
 
   absl::Time At(int y, int m, int d, int h = 0) const { return absl::FromCivil(absl::CivilSecond(y, m, d, h, 0, 0), zone_); }
 
@@ -122,12 +111,6 @@ class UsageFiguresContractTest : public ::testing::Test {
     return e;
   }
 
-  labshare::type::v1::Interval Range(absl::CivilDay from, absl::CivilDay to) const {
-    labshare::type::v1::Interval r;
-    *r.mutable_start_time() = ToProto(absl::FromCivil(from, zone_));
-    *r.mutable_end_time() = ToProto(absl::FromCivil(to, zone_));
-    return r;
-  }
   v1::QueryUsageResponse Query(absl::CivilDay from, absl::CivilDay to, v1::PeriodGranularity g,
                                std::vector<v1::Dimension> dims = {}, const v1::UsageFilter& filter = {}) {
     v1::QueryUsageRequest q;
@@ -150,12 +133,6 @@ class UsageFiguresContractTest : public ::testing::Test {
     return f;
   }
 
-  testing::RedisServer* redis_ = nullptr;
-  std::unique_ptr<RedisPool> pool_;
-  absl::TimeZone zone_;
-  FakeClock clock_;
-  std::unique_ptr<UsageFigures> figures_;
-  Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
   int next_event_ = 0;
 };
 

@@ -18,8 +18,7 @@
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
-#include "tests/support/page_tokens.h"
-#include "tests/support/redis_server.h"
+#include "tests/usage/usage_service_fixture.h"
 
 namespace labshare::usage {
 namespace {
@@ -66,23 +65,9 @@ TEST(ResourceNameTest, RejectsTraversalWildcardsAndJunk) {
 
 // ------------------------------------------------------------ on Redis
 
-class UsageNamesTest : public ::testing::Test {
+class UsageNamesTest : public UsageServiceFixture {
  protected:
-  void SetUp() override {
-    SetQuietLogging(true);
-    redis_ = testing::SharedRedisServer();
-    ASSERT_NE(redis_, nullptr);
-    testing::FlushAll(*redis_);
-    pool_ = std::make_unique<RedisPool>(redis_->options());
-    ASSERT_TRUE(absl::LoadTimeZone("Asia/Shanghai", &zone_));
-    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone_));
-    AuditChainOptions o;
-    o.clock = &clock_;
-    audit_ = std::make_unique<AuditChain>(pool_.get(), labshare::testing::TestPageTokens(), o);
-    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
-    // Reports from the aggregates wherever they apply (a fresh store: nothing to migrate).
-    ASSERT_TRUE(figures_->MigrateAggregates().ok());
-  }
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(StartStore()); }
 
   // A checked-out ON_SITE session of one hour on `instrument`, booked by
   // `payer` for `user`.
@@ -131,14 +116,6 @@ class UsageNamesTest : public ::testing::Test {
     *r.mutable_end_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 3, 1), zone_));
     return r;
   }
-
-  testing::RedisServer* redis_ = nullptr;
-  std::unique_ptr<RedisPool> pool_;
-  absl::TimeZone zone_;
-  FakeClock clock_;
-  std::unique_ptr<AuditChain> audit_;
-  std::unique_ptr<UsageFigures> figures_;
-  Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
 };
 
 TEST_F(UsageNamesTest, BadNamesInAnEventAreRecordedButNeverIndexed) {

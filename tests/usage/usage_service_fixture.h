@@ -1,7 +1,8 @@
 // The usage service over gRPC on an emptied shared Redis, for the tests of
 // its RPC comments: the reporting zone Asia/Shanghai, a fake clock at 1
 // March 2027, the audit chain and the figures (aggregates on), tokens for
-// any role and the UsageEvents usage published.
+// any role and the UsageEvents usage published. StartStore alone gives the
+// chain and the figures without the server.
 #ifndef LABSHARE_TESTS_USAGE_USAGE_SERVICE_FIXTURE_H_
 #define LABSHARE_TESTS_USAGE_USAGE_SERVICE_FIXTURE_H_
 
@@ -30,9 +31,11 @@ namespace labshare::usage {
 
 class UsageServiceFixture : public ::testing::Test {
  protected:
-  // Call from SetUp (with ASSERT_NO_FATAL_FAILURE). The figures read
-  // `figures_clock` (clock_ when null); the chain and the tokens read clock_.
-  void StartUsage(const Clock* figures_clock = nullptr) {
+  // The store alone (for tests of the chain and the figures without the
+  // server). Call from SetUp (with ASSERT_NO_FATAL_FAILURE). The figures
+  // read `figures_clock` (clock_ when null); the chain and the tokens read
+  // clock_.
+  void StartStore(const Clock* figures_clock = nullptr) {
     SetQuietLogging(true);
     redis_ = testing::SharedRedisServer();
     ASSERT_NE(redis_, nullptr);
@@ -47,6 +50,11 @@ class UsageServiceFixture : public ::testing::Test {
                                               labshare::testing::TestPageTokens());
     // Reports from the aggregates wherever they apply (a fresh store: nothing to migrate).
     ASSERT_TRUE(figures_->MigrateAggregates().ok());
+  }
+
+  // The store and the usage service over gRPC on it (stub_).
+  void StartUsage(const Clock* figures_clock = nullptr) {
+    ASSERT_NO_FATAL_FAILURE(StartStore(figures_clock));
     auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), UsagePolicy(), &clock_);
     service_ = std::make_unique<UsageService>(figures_.get(), audit_.get(), auth_.get());
     ServerConfig config;

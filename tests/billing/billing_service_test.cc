@@ -1407,5 +1407,51 @@ TEST_F(BillingTest, PaymentsVoidsCorrectionsStatementsAndSettlementClearing) {
   EXPECT_EQ(ErrorReason(billing_->GetSubsidyAllowance(lab_admin, ga).status()), "ORGANIZATION_SCOPE");
 }
 
+// Charge.invoices: "Issued invoices carrying its lines (one per paying
+// participant; more after a void and re-issue)", and update_time: "Last
+// change of state, corrections or invoices". Issuing names the invoice on
+// each charge it carries; voiding keeps it; the re-issue adds the new one.
+TEST_F(BillingTest, AChargeNamesTheIssuedInvoicesCarryingItsLines) {
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  EXPECT_EQ(charges[0].invoices_size(), 0);
+  v1::GetChargeRequest gc;
+  gc.set_name(charges[0].name());
+
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  v1::IssueInvoiceRequest issue;
+  issue.set_payer_organization("organizations/lab");
+  issue.set_period("2027-01");
+  auto first = billing_->IssueInvoice(billing_admin_, issue);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto charge = billing_->GetCharge(billing_admin_, gc);
+  ASSERT_TRUE(charge.ok()) << charge.status();
+  ASSERT_EQ(charge->invoices_size(), 1);
+  EXPECT_EQ(charge->invoices(0), first->name());
+  EXPECT_EQ(FromProto(charge->update_time()), FromProto(first->issue_time()));
+  EXPECT_EQ(charge->state(), v1::Charge::POSTED);
+
+  clock_.Advance(absl::Minutes(5));
+  v1::VoidInvoiceRequest v;
+  v.set_name(first->name());
+  v.set_reason("wrong contact on the invoice");
+  ASSERT_TRUE(billing_->VoidInvoice(billing_admin_, v).ok());
+  clock_.Advance(absl::Minutes(5));
+  auto second = billing_->IssueInvoice(billing_admin_, issue);
+  ASSERT_TRUE(second.ok()) << second.status();
+  charge = billing_->GetCharge(billing_admin_, gc);
+  ASSERT_TRUE(charge.ok());
+  ASSERT_EQ(charge->invoices_size(), 2);
+  EXPECT_EQ(charge->invoices(0), first->name());
+  EXPECT_EQ(charge->invoices(1), second->name());
+  EXPECT_EQ(FromProto(charge->update_time()), FromProto(second->issue_time()));
+  // ListCharges shows the same.
+  charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  EXPECT_EQ(charges[0].invoices_size(), 2);
+}
+
 }  // namespace
 }  // namespace labshare::billing

@@ -433,6 +433,10 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   // checks they have not moved.
   std::vector<SubsidyBeneficiary> beneficiaries = BeneficiariesOf(charge);
   std::vector<v1::SubsidyLine> lines;
+  // Each pool's balance and each (pool, beneficiary) cap use before this
+  // charge's lines, for SubsidyApplied's figures "after it".
+  std::map<std::string, int64_t> balance_before;
+  std::map<std::pair<std::string, std::string>, int64_t> cap_used_before;
   if (!beneficiaries.empty() && FeeKindSubsidisable(charge.fee_kind())) {
     for (auto& b : beneficiaries) {
       LS_ASSIGN_OR_RETURN(inv::Organization org, Inventory(batch).GetOrganization(b.organization));
@@ -499,6 +503,10 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
     sc.currency_code = charge.amount().currency_code();
     sc.posting_time = now;
     LS_ASSIGN_OR_RETURN(lines, ApplySubsidies(sc, beneficiaries, funds, zone_));
+    for (const auto& f : funds) {
+      balance_before[f.pool.name()] = f.balance;
+      for (const auto& [org, used] : f.cap_used) cap_used_before[{f.pool.name(), org}] = used;
+    }
   }
   for (auto& l : lines) *charge.add_subsidy_lines() = l;
   LS_RETURN_IF_ERROR(FillChargeTotals(charge));
@@ -558,6 +566,15 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
     applied->set_mode(charge.mode());
     applied->set_fee_kind(charge.fee_kind());
     *applied->mutable_posting() = posting;
+    // The figures after this line (and the charge's lines before it).
+    const std::string currency = charge.amount().currency_code();
+    balance_before[line.subsidy_pool()] -= line.amount().amount_minor();
+    *applied->mutable_pool_balance() = MakeMoney(currency, balance_before[line.subsidy_pool()]);
+    if (line.has_cap_period()) {
+      int64_t& used = cap_used_before[{line.subsidy_pool(), line.beneficiary_organization()}];
+      used += line.amount().amount_minor();
+      *applied->mutable_allowance_used() = MakeMoney(currency, used);
+    }
     step.events.push_back(ev.SerializeAsString());
   }
   step.version_checks.push_back({keys::Doc("charge", id), 0});

@@ -1453,5 +1453,47 @@ TEST_F(BillingTest, AChargeNamesTheIssuedInvoicesCarryingItsLines) {
   EXPECT_EQ(charges[0].invoices_size(), 2);
 }
 
+// SubsidyApplied (billing_events.proto): "pool_balance: The pool's balance
+// after it" and "allowance_used: The beneficiary's use of its cap in
+// line.cap_period after it" (notify's SUBSIDY_POOL_LOW mail reads the
+// balance). 50 % up to 40000 a month from a pool of 50000: 25000, then
+// 15000 (the cap).
+TEST_F(BillingTest, SubsidyAppliedCarriesThePoolBalanceAndTheCapUseAfterIt) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  auto* pool = cp.mutable_subsidy_pool();
+  pool->set_display_name("Innovation voucher");
+  pool->set_currency_code("CNY");
+  pool->set_percentage_bps(5000);
+  *pool->mutable_cap_per_organization() = MakeMoney("CNY", 40000);
+  pool->set_cap_period_kind(v1::MONTHLY);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  *top.mutable_amount() = MakeMoney("CNY", 50000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  Session(absl::Hours(12), absl::Hours(14), absl::Hours(12), absl::Hours(14));
+  Drain();
+  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<v1::SubsidyApplied> applied;
+  for (const auto& entry : raw->elements) {
+    v1::BillingEvent e;
+    ASSERT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+    if (e.has_subsidy_applied()) applied.push_back(e.subsidy_applied());
+  }
+  ASSERT_EQ(applied.size(), 2u);
+  EXPECT_EQ(applied[0].line().amount().amount_minor(), 25000);
+  EXPECT_EQ(applied[0].pool_balance().currency_code(), "CNY");
+  EXPECT_EQ(applied[0].pool_balance().amount_minor(), 25000);
+  EXPECT_EQ(applied[0].allowance_used().amount_minor(), 25000);
+  EXPECT_EQ(applied[1].line().amount().amount_minor(), 15000);
+  EXPECT_EQ(applied[1].pool_balance().amount_minor(), 10000);
+  EXPECT_EQ(applied[1].allowance_used().currency_code(), "CNY");
+  EXPECT_EQ(applied[1].allowance_used().amount_minor(), 40000);
+}
+
 }  // namespace
 }  // namespace labshare::billing

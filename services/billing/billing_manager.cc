@@ -112,6 +112,102 @@ v1::IncomeFigures NegatedIncome(v1::IncomeFigures f) {
   return f;
 }
 
+std::vector<v1::IncomeFigures> IncomeDeltasOf(const std::vector<v1::Posting>& postings, const v1::Charge* charge,
+                                              absl::Time now) {
+  std::map<std::string, v1::IncomeFigures> by_owner;
+  std::map<std::string, std::map<std::string, int64_t>> shares;  // owner -> payer -> service income
+  for (const auto& posting : postings) {
+    for (const auto& e : posting.entries()) {
+      auto ref = ParseAccountName(e.account());
+      if (!ref.ok() || !IsOrganizationName(ref->owner)) continue;
+      if (ref->kind != v1::INCOME && ref->kind != v1::IN_KIND_CONTRIBUTION && ref->kind != v1::INTERNAL_USE &&
+          ref->kind != v1::COMPENSATION) {
+        continue;
+      }
+      const int64_t credit = -Signed(e);  // the accounts are credit-normal
+      const std::string currency = posting.currency_code();
+      auto [it, fresh] = by_owner.try_emplace(ref->owner);
+      v1::IncomeFigures& f = it->second;
+      if (fresh) {
+        f.set_owner_organization(ref->owner);
+        if (charge != nullptr) {
+          f.set_instrument(charge->instrument());
+          f.set_mode(charge->mode());
+          f.set_fee_kind(charge->fee_kind());
+          f.set_charge(charge->name());
+          *f.mutable_service_interval() = charge->service_interval();
+        }
+        *f.mutable_effective_time() = ToProto(now);
+        f.set_currency_code(currency);
+        for (auto* m : {f.mutable_service_income(), f.mutable_subsidised(), f.mutable_in_kind(),
+                        f.mutable_internal_use(), f.mutable_compensation()}) {
+          *m = MakeMoney(currency, 0);
+        }
+      }
+      auto bump = [credit](labshare::type::v1::Money* m) { m->set_amount_minor(m->amount_minor() + credit); };
+      switch (ref->kind) {
+        case v1::INCOME:
+          bump(f.mutable_service_income());
+          shares[ref->owner][e.counterparty()] += credit;
+          break;
+        case v1::IN_KIND_CONTRIBUTION: bump(f.mutable_in_kind()); break;
+        case v1::INTERNAL_USE: bump(f.mutable_internal_use()); break;
+        default: bump(f.mutable_compensation()); break;
+      }
+    }
+  }
+  std::vector<v1::IncomeFigures> out;
+  for (auto& [owner, f] : by_owner) {
+    for (const auto& [payer, amount] : shares[owner]) {
+      auto* s = f.add_shares();
+      s->set_payer_organization(payer);
+      int32_t bps = 10000;
+      if (charge != nullptr) {
+        for (const auto& sp : charge->splits()) {
+          if (sp.organization() == payer) bps = sp.share_bps();
+        }
+      }
+      s->set_share_bps(bps);
+      *s->mutable_service_income() = MakeMoney(f.currency_code(), amount);
+      *s->mutable_subsidised() = MakeMoney(f.currency_code(), 0);
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::PoolBalance>> BillingManager::PoolBalancesAfter(
+    LedgerStep& step, const std::vector<v1::Posting>& postings) const {
+  std::map<std::string, std::string> pools;  // pool -> its POOL_FUNDS balance field
+  for (const auto& posting : postings) {
+    for (const auto& e : posting.entries()) {
+      auto ref = ParseAccountName(e.account());
+      if (!ref.ok() || ref->kind != v1::POOL_FUNDS) continue;
+      LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(ref->owner))));
+      if (!doc) continue;
+      LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
+      pools.emplace(ref->owner, PoolFundsField(pool));
+    }
+  }
+  std::vector<v1::PoolBalance> out;
+  for (const auto& [pool, field] : pools) {
+    LS_ASSIGN_OR_RETURN(auto counters, store_->Counters(keys::Balances(), {field}));
+    step.field_checks.push_back({keys::Balances(), field, std::to_string(counters[0])});
+    int64_t after = counters[0];
+    for (const auto& posting : postings) {
+      for (const auto& e : posting.entries()) {
+        if (BalanceField(e) == field) after += Signed(e);
+      }
+    }
+    v1::PoolBalance b;
+    b.set_subsidy_pool(pool);
+    // POOL_FUNDS is credit-normal; the field keeps debit minus credit.
+    *b.mutable_balance() = MakeMoney(field.substr(field.rfind('|') + 1), -after);
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
 BillingManager::BillingManager(BillingStore* store, InventoryReader* inventory, const Clock* clock,
                                absl::TimeZone zone, PageTokenCodec page_tokens, int payment_term_days)
     : store_(store),

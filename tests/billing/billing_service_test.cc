@@ -1495,5 +1495,81 @@ TEST_F(BillingTest, SubsidyAppliedCarriesThePoolBalanceAndTheCapUseAfterIt) {
   EXPECT_EQ(applied[1].allowance_used().amount_minor(), 40000);
 }
 
+// CorrectionPosted (billing_events.proto): "income_deltas: Signed changes to
+// each owner's figures, one per owner organisation whose income accounts the
+// corrections touch" (an ADJUST of a mis-priced charge too, not only a
+// reversal: usage's service income reads them) and "pool_balances: Pools
+// whose balance the corrections changed, with the balance after".
+TEST_F(BillingTest, CorrectionPostedCarriesIncomeDeltasAndPoolBalances) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  cp.mutable_subsidy_pool()->set_display_name("Voucher");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(1000);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  *top.mutable_amount() = MakeMoney("CNY", 1000000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));  // 50000, pool 5000
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  const v1::Charge charge = charges[0];
+
+  // ADJUST: the charge should have been 10000 more (the owner earns it).
+  v1::PostCorrectionRequest adjust;
+  adjust.set_posting(charge.posting());
+  adjust.set_mode(v1::PostCorrectionRequest::ADJUST);
+  adjust.set_reason("priced at the old rate");
+  auto entry = [&](const std::string& account, const std::string& cp, bool debit) {
+    v1::Entry* e = adjust.add_entries();
+    e->set_account(account);
+    e->set_counterparty(cp);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", 10000);
+  };
+  entry("organizations/lab/accounts/expense", "organizations/owner", true);
+  entry("organizations/lab/accounts/payable", "organizations/owner", false);
+  entry("organizations/owner/accounts/receivable", "organizations/lab", true);
+  entry("organizations/owner/accounts/income", "organizations/lab", false);
+  ASSERT_TRUE(billing_->PostCorrection(billing_admin_, adjust).ok());
+  // REVERSE the charge: its subsidy goes back to the pool.
+  v1::PostCorrectionRequest reverse;
+  reverse.set_posting(charge.posting());
+  reverse.set_mode(v1::PostCorrectionRequest::REVERSE);
+  reverse.set_reason("instrument fault");
+  ASSERT_TRUE(billing_->PostCorrection(billing_admin_, reverse).ok());
+
+  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<v1::CorrectionPosted> posted;
+  for (const auto& e : raw->elements) {
+    v1::BillingEvent ev;
+    ASSERT_TRUE(ev.ParseFromString(e.elements[1].elements[3].str));
+    if (ev.has_correction_posted()) posted.push_back(ev.correction_posted());
+  }
+  ASSERT_EQ(posted.size(), 2u);
+  ASSERT_EQ(posted[0].income_deltas_size(), 1);
+  const v1::IncomeFigures& delta = posted[0].income_deltas(0);
+  EXPECT_EQ(delta.owner_organization(), "organizations/owner");
+  EXPECT_EQ(delta.instrument(), charge.instrument());
+  EXPECT_EQ(delta.mode(), charge.mode());
+  EXPECT_EQ(delta.fee_kind(), v1::USAGE);
+  EXPECT_EQ(delta.charge(), charge.name());
+  EXPECT_EQ(delta.currency_code(), "CNY");
+  EXPECT_EQ(delta.service_income().amount_minor(), 10000);
+  ASSERT_EQ(delta.shares_size(), 1);
+  EXPECT_EQ(delta.shares(0).payer_organization(), "organizations/lab");
+  EXPECT_EQ(delta.shares(0).service_income().amount_minor(), 10000);
+  EXPECT_EQ(posted[0].pool_balances_size(), 0);  // no pool touched
+
+  ASSERT_EQ(posted[1].income_deltas_size(), 1);
+  EXPECT_EQ(posted[1].income_deltas(0).service_income().amount_minor(), -50000);
+  ASSERT_EQ(posted[1].pool_balances_size(), 1);
+  EXPECT_EQ(posted[1].pool_balances(0).subsidy_pool(), "subsidyPools/voucher");
+  EXPECT_EQ(posted[1].pool_balances(0).balance().currency_code(), "CNY");
+  EXPECT_EQ(posted[1].pool_balances(0).balance().amount_minor(), 1000000);
+}
+
 }  // namespace
 }  // namespace labshare::billing

@@ -733,6 +733,38 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
     if (priced.deposit_version == 0) {
       step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
     }
+    // DepositChanged, after the ChargePosted of its charge (billing_events.proto).
+    v1::BillingEvent ev;
+    ev.mutable_header()->set_event_id(NewEventId());
+    *ev.mutable_header()->mutable_event_time() = ToProto(now);
+    ev.mutable_header()->set_actor("services/billing");
+    auto* changed = ev.mutable_deposit_changed();
+    const bool held = priced.deposit_version == 0;
+    changed->set_kind(held ? v1::DepositChanged::HELD : v1::DepositChanged::SETTLED);
+    *changed->mutable_deposit() = d;
+    for (const auto& c : priced.charges) {
+      if (c.fee_kind() == (held ? v1::DEPOSIT : v1::DAMAGE)) *changed->mutable_charge() = c;
+    }
+    if (!held) {
+      for (const auto& p : priced.postings) *changed->add_postings() = p;
+      // The owner's compensation from the deposit applied, keyed as the
+      // income report keys a DEPOSIT_APPLICATION (its DEPOSIT charge).
+      v1::IncomeFigures* income = changed->mutable_income();
+      const std::string currency = d.amount().currency_code();
+      income->set_owner_organization(d.owner_organization());
+      income->set_instrument(d.instrument());
+      income->set_mode(labshare::type::v1::LEASE);
+      income->set_fee_kind(v1::DEPOSIT);
+      income->set_charge(d.hold_charge());
+      *income->mutable_effective_time() = ToProto(now);
+      income->set_currency_code(currency);
+      for (auto* m : {income->mutable_service_income(), income->mutable_subsidised(), income->mutable_in_kind(),
+                      income->mutable_internal_use()}) {
+        *m = MakeMoney(currency, 0);
+      }
+      *income->mutable_compensation() = MakeMoney(currency, d.applied_amount().amount_minor());
+    }
+    step.events.push_back(ev.SerializeAsString());
   }
   // Leases out: rent is charged at each period's end (ChargeEndedLeasePeriods).
   if (priced.lease_out) {

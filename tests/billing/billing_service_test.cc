@@ -1571,5 +1571,81 @@ TEST_F(BillingTest, CorrectionPostedCarriesIncomeDeltasAndPoolBalances) {
   EXPECT_EQ(posted[1].pool_balances(0).balance().amount_minor(), 1000000);
 }
 
+// DepositChanged (billing_events.proto): "A deposit was taken or settled":
+// HELD with the DEPOSIT charge at handover; SETTLED at close with the
+// DAMAGE charge for the damage beyond the deposit, the application (and
+// release) postings and the owner's compensation from the deposit applied.
+// Each after the ChargePosted of its charge.
+TEST_F(BillingTest, DepositsAreAnnouncedWhenHeldAndWhenSettled) {
+  bk::RequestLeaseRequest r;
+  r.mutable_lease()->set_instrument("instruments/afm");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
+  bk::Lease lease, out;
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_).ok());
+  bk::ApproveLeaseRequest a;
+  a.set_name(lease.name());
+  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+  bk::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("tip new");
+  clock_.Set(day_ + absl::Hours(24));
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
+  Drain();
+  clock_.Set(day_ + absl::Hours(24 * 6));
+  bk::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("stage scratched");
+  *ret.mutable_damage_amount() = MakeMoney("CNY", 150000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+  bk::CloseLeaseRequest close;
+  close.set_name(lease.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  Drain();
+
+  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<v1::BillingEvent> events;
+  for (const auto& entry : raw->elements) {
+    v1::BillingEvent e;
+    ASSERT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+    events.push_back(std::move(e));
+  }
+  std::vector<size_t> at;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i].has_deposit_changed()) at.push_back(i);
+  }
+  ASSERT_EQ(at.size(), 2u);
+  const v1::DepositChanged& held = events[at[0]].deposit_changed();
+  EXPECT_EQ(held.kind(), v1::DepositChanged::HELD);
+  EXPECT_EQ(held.deposit().state(), v1::Deposit::HELD);
+  EXPECT_EQ(held.deposit().held_amount().amount_minor(), 100000);
+  EXPECT_EQ(held.charge().fee_kind(), v1::DEPOSIT);
+  EXPECT_EQ(held.charge().name(), held.deposit().hold_charge());
+  ASSERT_GT(at[0], 0u);
+  EXPECT_EQ(events[at[0] - 1].charge_posted().charge().name(), held.charge().name());
+
+  const v1::DepositChanged& settled = events[at[1]].deposit_changed();
+  EXPECT_EQ(settled.kind(), v1::DepositChanged::SETTLED);
+  EXPECT_EQ(settled.deposit().state(), v1::Deposit::APPLIED);
+  EXPECT_EQ(settled.deposit().held_amount().amount_minor(), 0);
+  EXPECT_EQ(settled.charge().fee_kind(), v1::DAMAGE);
+  EXPECT_EQ(settled.charge().amount().amount_minor(), 50000);
+  EXPECT_EQ(settled.charge().name(), settled.deposit().excess_damage_charge());
+  ASSERT_EQ(settled.postings_size(), 1);  // all of it applied, nothing released
+  EXPECT_EQ(settled.postings(0).kind(), v1::DEPOSIT_APPLICATION);
+  EXPECT_EQ(settled.income().owner_organization(), "organizations/owner");
+  EXPECT_EQ(settled.income().compensation().amount_minor(), 100000);
+  EXPECT_EQ(settled.income().service_income().amount_minor(), 0);
+  bool damage_announced_before = false;
+  for (size_t i = at[0] + 1; i < at[1]; ++i) {
+    damage_announced_before |= events[i].charge_posted().charge().name() == settled.charge().name();
+  }
+  EXPECT_TRUE(damage_announced_before);
+}
+
 }  // namespace
 }  // namespace labshare::billing

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "services/billing/billing_rules.h"
+#include "services/billing/invoice_document.h"
 
 namespace labshare::billing {
 namespace {
@@ -522,6 +523,12 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   charge.set_state(v1::Charge::POSTED);
   charge.set_source_event_id(event_id);
   charge.set_source_event_type("labshare.booking.v1.BookingEvent");
+  // Charge.description: "Free text for invoices" (its CHARGE posting and
+  // invoice lines carry it), in the words invoice documents print.
+  if (charge.description().empty()) {
+    charge.set_description(ChargeText(charge.fee_kind(), charge.mode(), charge.instrument(),
+                                      charge.has_service_interval() ? &charge.service_interval() : nullptr, zone_));
+  }
   *charge.mutable_create_time() = ToProto(now);
   *charge.mutable_update_time() = ToProto(now);
 

@@ -1647,5 +1647,31 @@ TEST_F(BillingTest, DepositsAreAnnouncedWhenHeldAndWhenSettled) {
   EXPECT_TRUE(damage_announced_before);
 }
 
+// Charge.description: "Output only. Free text for invoices": every charge
+// billing prices says what it is (fee kind, mode, instrument, service time),
+// and its CHARGE posting and invoice line carry that text.
+TEST_F(BillingTest, AChargeDescribesItselfForInvoices) {
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  const v1::Charge& c = charges[0];
+  EXPECT_TRUE(absl::StrContains(c.description(), "Instrument time")) << c.description();
+  EXPECT_TRUE(absl::StrContains(c.description(), "tem")) << c.description();
+  v1::GetPostingRequest gp;
+  gp.set_name(c.posting());
+  auto posting = billing_->GetPosting(billing_admin_, gp);
+  ASSERT_TRUE(posting.ok()) << posting.status();
+  EXPECT_EQ(posting->description(), c.description());
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  v1::PreviewInvoiceRequest preview;
+  preview.set_payer_organization("organizations/lab");
+  preview.set_period("2027-01");
+  auto draft = billing_->PreviewInvoice(billing_admin_, preview);
+  ASSERT_TRUE(draft.ok()) << draft.status();
+  ASSERT_EQ(draft->lines_size(), 1);
+  EXPECT_EQ(draft->lines(0).description(), c.description());
+}
+
 }  // namespace
 }  // namespace labshare::billing

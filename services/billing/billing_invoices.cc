@@ -649,8 +649,25 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     step.version_checks.push_back({key, 0});
     step.puts.push_back({key, inv.SerializeAsString(), 1});
     step.index_adds.push_back({keys::Index("invoice"), absl::StrCat(series, "|", absl::StrFormat("%010d", number))});
+    std::set<std::string> charged;  // the charges whose lines it carries
     for (const auto& line : inv.lines()) {
       step.hash_sets.push_back({kInvoicedPostings, IdOf(line.posting()) + "|" + r.payer_organization(), IdOf(inv.name())});
+      if (!line.charge().empty()) charged.insert(line.charge());
+    }
+    // Charge.invoices: "issued invoices carrying its lines", written in the
+    // step that issues it (a charge changed meanwhile makes the step stale).
+    for (const auto& charge_name : charged) {
+      const std::string ckey = keys::Doc("charge", IdOf(charge_name));
+      LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(ckey));
+      if (!cdoc) continue;  // archived
+      LS_ASSIGN_OR_RETURN(v1::Charge charge, Parse<v1::Charge>(cdoc->data));
+      if (std::find(charge.invoices().begin(), charge.invoices().end(), inv.name()) != charge.invoices().end()) {
+        continue;
+      }
+      charge.add_invoices(inv.name());
+      *charge.mutable_update_time() = ToProto(now);
+      step.version_checks.push_back({ckey, cdoc->version});
+      step.puts.push_back({ckey, charge.SerializeAsString(), cdoc->version + 1});
     }
     v1::BillingEvent e = NewEvent(p, now, r.request_id());
     *e.mutable_invoice_issued()->mutable_invoice() = inv;

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "services/billing/billing_rules.h"
+#include "services/billing/invoice_document.h"
 
 namespace labshare::billing {
 namespace {
@@ -110,6 +111,102 @@ v1::IncomeFigures NegatedIncome(v1::IncomeFigures f) {
     neg(m);
   }
   return f;
+}
+
+std::vector<v1::IncomeFigures> IncomeDeltasOf(const std::vector<v1::Posting>& postings, const v1::Charge* charge,
+                                              absl::Time now) {
+  std::map<std::string, v1::IncomeFigures> by_owner;
+  std::map<std::string, std::map<std::string, int64_t>> shares;  // owner -> payer -> service income
+  for (const auto& posting : postings) {
+    for (const auto& e : posting.entries()) {
+      auto ref = ParseAccountName(e.account());
+      if (!ref.ok() || !IsOrganizationName(ref->owner)) continue;
+      if (ref->kind != v1::INCOME && ref->kind != v1::IN_KIND_CONTRIBUTION && ref->kind != v1::INTERNAL_USE &&
+          ref->kind != v1::COMPENSATION) {
+        continue;
+      }
+      const int64_t credit = -Signed(e);  // the accounts are credit-normal
+      const std::string currency = posting.currency_code();
+      auto [it, fresh] = by_owner.try_emplace(ref->owner);
+      v1::IncomeFigures& f = it->second;
+      if (fresh) {
+        f.set_owner_organization(ref->owner);
+        if (charge != nullptr) {
+          f.set_instrument(charge->instrument());
+          f.set_mode(charge->mode());
+          f.set_fee_kind(charge->fee_kind());
+          f.set_charge(charge->name());
+          *f.mutable_service_interval() = charge->service_interval();
+        }
+        *f.mutable_effective_time() = ToProto(now);
+        f.set_currency_code(currency);
+        for (auto* m : {f.mutable_service_income(), f.mutable_subsidised(), f.mutable_in_kind(),
+                        f.mutable_internal_use(), f.mutable_compensation()}) {
+          *m = MakeMoney(currency, 0);
+        }
+      }
+      auto bump = [credit](labshare::type::v1::Money* m) { m->set_amount_minor(m->amount_minor() + credit); };
+      switch (ref->kind) {
+        case v1::INCOME:
+          bump(f.mutable_service_income());
+          shares[ref->owner][e.counterparty()] += credit;
+          break;
+        case v1::IN_KIND_CONTRIBUTION: bump(f.mutable_in_kind()); break;
+        case v1::INTERNAL_USE: bump(f.mutable_internal_use()); break;
+        default: bump(f.mutable_compensation()); break;
+      }
+    }
+  }
+  std::vector<v1::IncomeFigures> out;
+  for (auto& [owner, f] : by_owner) {
+    for (const auto& [payer, amount] : shares[owner]) {
+      auto* s = f.add_shares();
+      s->set_payer_organization(payer);
+      int32_t bps = 10000;
+      if (charge != nullptr) {
+        for (const auto& sp : charge->splits()) {
+          if (sp.organization() == payer) bps = sp.share_bps();
+        }
+      }
+      s->set_share_bps(bps);
+      *s->mutable_service_income() = MakeMoney(f.currency_code(), amount);
+      *s->mutable_subsidised() = MakeMoney(f.currency_code(), 0);
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::PoolBalance>> BillingManager::PoolBalancesAfter(
+    LedgerStep& step, const std::vector<v1::Posting>& postings) const {
+  std::map<std::string, std::string> pools;  // pool -> its POOL_FUNDS balance field
+  for (const auto& posting : postings) {
+    for (const auto& e : posting.entries()) {
+      auto ref = ParseAccountName(e.account());
+      if (!ref.ok() || ref->kind != v1::POOL_FUNDS) continue;
+      LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(ref->owner))));
+      if (!doc) continue;
+      LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
+      pools.emplace(ref->owner, PoolFundsField(pool));
+    }
+  }
+  std::vector<v1::PoolBalance> out;
+  for (const auto& [pool, field] : pools) {
+    LS_ASSIGN_OR_RETURN(auto counters, store_->Counters(keys::Balances(), {field}));
+    step.field_checks.push_back({keys::Balances(), field, std::to_string(counters[0])});
+    int64_t after = counters[0];
+    for (const auto& posting : postings) {
+      for (const auto& e : posting.entries()) {
+        if (BalanceField(e) == field) after += Signed(e);
+      }
+    }
+    v1::PoolBalance b;
+    b.set_subsidy_pool(pool);
+    // POOL_FUNDS is credit-normal; the field keeps debit minus credit.
+    *b.mutable_balance() = MakeMoney(field.substr(field.rfind('|') + 1), -after);
+    out.push_back(std::move(b));
+  }
+  return out;
 }
 
 BillingManager::BillingManager(BillingStore* store, InventoryReader* inventory, const Clock* clock,
@@ -426,6 +523,12 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   charge.set_state(v1::Charge::POSTED);
   charge.set_source_event_id(event_id);
   charge.set_source_event_type("labshare.booking.v1.BookingEvent");
+  // Charge.description: "Free text for invoices" (its CHARGE posting and
+  // invoice lines carry it), in the words invoice documents print.
+  if (charge.description().empty()) {
+    charge.set_description(ChargeText(charge.fee_kind(), charge.mode(), charge.instrument(),
+                                      charge.has_service_interval() ? &charge.service_interval() : nullptr, zone_));
+  }
   *charge.mutable_create_time() = ToProto(now);
   *charge.mutable_update_time() = ToProto(now);
 
@@ -433,6 +536,10 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   // checks they have not moved.
   std::vector<SubsidyBeneficiary> beneficiaries = BeneficiariesOf(charge);
   std::vector<v1::SubsidyLine> lines;
+  // Each pool's balance and each (pool, beneficiary) cap use before this
+  // charge's lines, for SubsidyApplied's figures "after it".
+  std::map<std::string, int64_t> balance_before;
+  std::map<std::pair<std::string, std::string>, int64_t> cap_used_before;
   if (!beneficiaries.empty() && FeeKindSubsidisable(charge.fee_kind())) {
     for (auto& b : beneficiaries) {
       LS_ASSIGN_OR_RETURN(inv::Organization org, Inventory(batch).GetOrganization(b.organization));
@@ -499,6 +606,10 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
     sc.currency_code = charge.amount().currency_code();
     sc.posting_time = now;
     LS_ASSIGN_OR_RETURN(lines, ApplySubsidies(sc, beneficiaries, funds, zone_));
+    for (const auto& f : funds) {
+      balance_before[f.pool.name()] = f.balance;
+      for (const auto& [org, used] : f.cap_used) cap_used_before[{f.pool.name(), org}] = used;
+    }
   }
   for (auto& l : lines) *charge.add_subsidy_lines() = l;
   LS_RETURN_IF_ERROR(FillChargeTotals(charge));
@@ -558,6 +669,15 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
     applied->set_mode(charge.mode());
     applied->set_fee_kind(charge.fee_kind());
     *applied->mutable_posting() = posting;
+    // The figures after this line (and the charge's lines before it).
+    const std::string currency = charge.amount().currency_code();
+    balance_before[line.subsidy_pool()] -= line.amount().amount_minor();
+    *applied->mutable_pool_balance() = MakeMoney(currency, balance_before[line.subsidy_pool()]);
+    if (line.has_cap_period()) {
+      int64_t& used = cap_used_before[{line.subsidy_pool(), line.beneficiary_organization()}];
+      used += line.amount().amount_minor();
+      *applied->mutable_allowance_used() = MakeMoney(currency, used);
+    }
     step.events.push_back(ev.SerializeAsString());
   }
   step.version_checks.push_back({keys::Doc("charge", id), 0});
@@ -620,6 +740,38 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
     if (priced.deposit_version == 0) {
       step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
     }
+    // DepositChanged, after the ChargePosted of its charge (billing_events.proto).
+    v1::BillingEvent ev;
+    ev.mutable_header()->set_event_id(NewEventId());
+    *ev.mutable_header()->mutable_event_time() = ToProto(now);
+    ev.mutable_header()->set_actor("services/billing");
+    auto* changed = ev.mutable_deposit_changed();
+    const bool held = priced.deposit_version == 0;
+    changed->set_kind(held ? v1::DepositChanged::HELD : v1::DepositChanged::SETTLED);
+    *changed->mutable_deposit() = d;
+    for (const auto& c : priced.charges) {
+      if (c.fee_kind() == (held ? v1::DEPOSIT : v1::DAMAGE)) *changed->mutable_charge() = c;
+    }
+    if (!held) {
+      for (const auto& p : priced.postings) *changed->add_postings() = p;
+      // The owner's compensation from the deposit applied, keyed as the
+      // income report keys a DEPOSIT_APPLICATION (its DEPOSIT charge).
+      v1::IncomeFigures* income = changed->mutable_income();
+      const std::string currency = d.amount().currency_code();
+      income->set_owner_organization(d.owner_organization());
+      income->set_instrument(d.instrument());
+      income->set_mode(labshare::type::v1::LEASE);
+      income->set_fee_kind(v1::DEPOSIT);
+      income->set_charge(d.hold_charge());
+      *income->mutable_effective_time() = ToProto(now);
+      income->set_currency_code(currency);
+      for (auto* m : {income->mutable_service_income(), income->mutable_subsidised(), income->mutable_in_kind(),
+                      income->mutable_internal_use()}) {
+        *m = MakeMoney(currency, 0);
+      }
+      *income->mutable_compensation() = MakeMoney(currency, d.applied_amount().amount_minor());
+    }
+    step.events.push_back(ev.SerializeAsString());
   }
   // Leases out: rent is charged at each period's end (ChargeEndedLeasePeriods).
   if (priced.lease_out) {

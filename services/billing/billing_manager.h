@@ -34,6 +34,13 @@ struct AccountRef;  // billing_rules.h
 // IncomeFigures), and the same with every amount negated (a reversal).
 v1::IncomeFigures IncomeOf(const v1::Charge& charge, absl::Time now);
 v1::IncomeFigures NegatedIncome(v1::IncomeFigures figures);
+// The signed changes the entries of `postings` (corrections posted at `now`)
+// make to the owners' INCOME, IN_KIND_CONTRIBUTION, INTERNAL_USE and
+// COMPENSATION accounts: one IncomeFigures per owner organisation whose
+// income accounts they touch, keyed by `charge` when they correct one
+// (CorrectionPosted.income_deltas).
+std::vector<v1::IncomeFigures> IncomeDeltasOf(const std::vector<v1::Posting>& postings, const v1::Charge* charge,
+                                              absl::Time now);
 
 // What billing reads from inventory.
 class InventoryReader {
@@ -155,6 +162,11 @@ class BillingManager {
   absl::Status PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id, absl::Time now,
                           IngestBatch* batch = nullptr);
   void AddPosting(LedgerStep& step, const v1::Posting& posting, absl::Time now);
+  // The balance, after `postings` are added to `step`, of every pool whose
+  // POOL_FUNDS they touch (CorrectionPosted.pool_balances, by pool name);
+  // the step checks each balance is still the one read.
+  absl::StatusOr<std::vector<v1::PoolBalance>> PoolBalancesAfter(LedgerStep& step,
+                                                                 const std::vector<v1::Posting>& postings) const;
   absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools() const;
   // With each pool document's version and the pool-set generation
   // (keys::PoolGeneration), read before the index.

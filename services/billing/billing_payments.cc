@@ -883,7 +883,15 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     if (charge) *ev->mutable_charge() = *charge;
     if (charge && charge->state() == v1::Charge::REVERSED) {
       *ev->add_income_deltas() = NegatedIncome(IncomeOf(*charge, now));
+    } else {
+      // An ADJUST (or the reversal of another posting) changes the owners'
+      // figures by its entries on their income accounts.
+      for (auto& f : IncomeDeltasOf(corrections, charge ? &*charge : nullptr, now)) {
+        *ev->add_income_deltas() = std::move(f);
+      }
     }
+    LS_ASSIGN_OR_RETURN(auto pool_balances, PoolBalancesAfter(step, corrections));
+    for (auto& b : pool_balances) *ev->add_pool_balances() = std::move(b);
     ev->set_reason(r.reason());
     step.events.push_back(e.SerializeAsString());
     LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));

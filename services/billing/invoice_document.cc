@@ -160,18 +160,10 @@ std::string LineDescription(const v1::InvoiceLine& l, absl::string_view currency
   if (l.kind() == v1::InvoiceLine::SUBSIDY) {
     d = absl::StrCat("补贴 Subsidy · ", LastSegment(l.subsidy_pool()));
   } else if (l.kind() == v1::InvoiceLine::CHARGE && d.empty()) {
-    std::vector<std::string> parts;
-    for (const std::string& p : {FeeWord(l.fee_kind()), ModeWord(l.mode()), LastSegment(l.instrument())}) {
-      if (!p.empty()) parts.push_back(p);
-    }
-    if (l.has_service_interval() && l.service_interval().has_start_time() && l.service_interval().has_end_time()) {
-      const absl::Time a = FromProto(l.service_interval().start_time());
-      const absl::Time b = FromProto(l.service_interval().end_time());
-      const bool same_day = absl::FormatTime("%Y-%m-%d", a, zone) == absl::FormatTime("%Y-%m-%d", b, zone);
-      parts.push_back(absl::StrCat(absl::FormatTime("%Y-%m-%d %H:%M", a, zone), "–",
-                                   absl::FormatTime(same_day ? "%H:%M" : "%Y-%m-%d %H:%M", b, zone)));
-    }
-    if (!parts.empty()) d = absl::StrJoin(parts, " · ");
+    // A charge priced before charges carried their description.
+    const std::string text = ChargeText(l.fee_kind(), l.mode(), l.instrument(),
+                                        l.has_service_interval() ? &l.service_interval() : nullptr, zone);
+    if (!text.empty()) d = text;
   }
   if (l.share_bps() > 0 && l.share_bps() < 10000) absl::StrAppend(&d, " (", FormatTaxRate(l.share_bps()), " 分摊 share)");
   if (l.kind() == v1::InvoiceLine::DEPOSIT_APPLIED) {
@@ -476,6 +468,22 @@ absl::StatusOr<std::string> PdfWriter::Render() {
 }
 
 }  // namespace
+
+std::string ChargeText(v1::FeeKind fee_kind, labshare::type::v1::SharingMode mode, const std::string& instrument,
+                       const labshare::type::v1::Interval* service_interval, absl::TimeZone zone) {
+  std::vector<std::string> parts;
+  for (const std::string& p : {FeeWord(fee_kind), ModeWord(mode), LastSegment(instrument)}) {
+    if (!p.empty()) parts.push_back(p);
+  }
+  if (service_interval != nullptr && service_interval->has_start_time() && service_interval->has_end_time()) {
+    const absl::Time a = FromProto(service_interval->start_time());
+    const absl::Time b = FromProto(service_interval->end_time());
+    const bool same_day = absl::FormatTime("%Y-%m-%d", a, zone) == absl::FormatTime("%Y-%m-%d", b, zone);
+    parts.push_back(absl::StrCat(absl::FormatTime("%Y-%m-%d %H:%M", a, zone), "–",
+                                 absl::FormatTime(same_day ? "%H:%M" : "%Y-%m-%d %H:%M", b, zone)));
+  }
+  return absl::StrJoin(parts, " · ");
+}
 
 std::string FormatAmount(int64_t minor, absl::string_view currency) {
   const int digits = MinorDigits(currency);

@@ -27,6 +27,12 @@ std::string FormatQuantity(int64_t milli);
 // a quote, CR or LF; quotes doubled).
 std::string CsvField(absl::string_view value);
 
+// What a charge is, in the words invoices print (Charge.description when
+// billing prices it): fee kind, mode, instrument and service time in `zone`,
+// e.g. "仪器机时 Instrument time · 现场使用 on site · tem · 2025-03-02 09:00–11:00".
+std::string ChargeText(v1::FeeKind fee_kind, labshare::type::v1::SharingMode mode, const std::string& instrument,
+                       const labshare::type::v1::Interval* service_interval, absl::TimeZone zone);
+
 std::string InvoiceCsv(const v1::Invoice& invoice, absl::TimeZone zone);
 // INTERNAL (DOCUMENT_RENDER_FAILED) when cairo fails.
 absl::StatusOr<std::string> InvoicePdf(const v1::Invoice& invoice, absl::TimeZone zone);

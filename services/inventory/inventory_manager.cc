@@ -623,6 +623,9 @@ absl::StatusOr<v1::Facility> InventoryManager::UpdateFacility(const Principal& p
     LS_RETURN_IF_ERROR(CheckEtag(r.facility().etag(), current.version));
     v1::Facility f = current.value;
     ApplyMask(r.facility(), mask, &f);
+    // Facility.operator_organization "defaults to the owner": cleared (named
+    // in the mask, left empty), the owner runs the site again, as at creation.
+    if (f.operator_organization().empty()) f.set_operator_organization(f.owner_organization());
     LS_ASSIGN_OR_RETURN(std::string op, ParseName(f.operator_organization(), "organizations", "facility.operator_organization"));
     LS_RETURN_IF_ERROR(ValidateFacility(f));
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(op), "ORGANIZATION_NOT_FOUND", f.operator_organization()).status());

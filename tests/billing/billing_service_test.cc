@@ -1407,5 +1407,271 @@ TEST_F(BillingTest, PaymentsVoidsCorrectionsStatementsAndSettlementClearing) {
   EXPECT_EQ(ErrorReason(billing_->GetSubsidyAllowance(lab_admin, ga).status()), "ORGANIZATION_SCOPE");
 }
 
+// Charge.invoices: "Issued invoices carrying its lines (one per paying
+// participant; more after a void and re-issue)", and update_time: "Last
+// change of state, corrections or invoices". Issuing names the invoice on
+// each charge it carries; voiding keeps it; the re-issue adds the new one.
+TEST_F(BillingTest, AChargeNamesTheIssuedInvoicesCarryingItsLines) {
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  EXPECT_EQ(charges[0].invoices_size(), 0);
+  v1::GetChargeRequest gc;
+  gc.set_name(charges[0].name());
+
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  v1::IssueInvoiceRequest issue;
+  issue.set_payer_organization("organizations/lab");
+  issue.set_period("2027-01");
+  auto first = billing_->IssueInvoice(billing_admin_, issue);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto charge = billing_->GetCharge(billing_admin_, gc);
+  ASSERT_TRUE(charge.ok()) << charge.status();
+  ASSERT_EQ(charge->invoices_size(), 1);
+  EXPECT_EQ(charge->invoices(0), first->name());
+  EXPECT_EQ(FromProto(charge->update_time()), FromProto(first->issue_time()));
+  EXPECT_EQ(charge->state(), v1::Charge::POSTED);
+
+  clock_.Advance(absl::Minutes(5));
+  v1::VoidInvoiceRequest v;
+  v.set_name(first->name());
+  v.set_reason("wrong contact on the invoice");
+  ASSERT_TRUE(billing_->VoidInvoice(billing_admin_, v).ok());
+  clock_.Advance(absl::Minutes(5));
+  auto second = billing_->IssueInvoice(billing_admin_, issue);
+  ASSERT_TRUE(second.ok()) << second.status();
+  charge = billing_->GetCharge(billing_admin_, gc);
+  ASSERT_TRUE(charge.ok());
+  ASSERT_EQ(charge->invoices_size(), 2);
+  EXPECT_EQ(charge->invoices(0), first->name());
+  EXPECT_EQ(charge->invoices(1), second->name());
+  EXPECT_EQ(FromProto(charge->update_time()), FromProto(second->issue_time()));
+  // ListCharges shows the same.
+  charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  EXPECT_EQ(charges[0].invoices_size(), 2);
+}
+
+// SubsidyApplied (billing_events.proto): "pool_balance: The pool's balance
+// after it" and "allowance_used: The beneficiary's use of its cap in
+// line.cap_period after it" (notify's SUBSIDY_POOL_LOW mail reads the
+// balance). 50 % up to 40000 a month from a pool of 50000: 25000, then
+// 15000 (the cap).
+TEST_F(BillingTest, SubsidyAppliedCarriesThePoolBalanceAndTheCapUseAfterIt) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  auto* pool = cp.mutable_subsidy_pool();
+  pool->set_display_name("Innovation voucher");
+  pool->set_currency_code("CNY");
+  pool->set_percentage_bps(5000);
+  *pool->mutable_cap_per_organization() = MakeMoney("CNY", 40000);
+  pool->set_cap_period_kind(v1::MONTHLY);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  *top.mutable_amount() = MakeMoney("CNY", 50000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  Session(absl::Hours(12), absl::Hours(14), absl::Hours(12), absl::Hours(14));
+  Drain();
+  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<v1::SubsidyApplied> applied;
+  for (const auto& entry : raw->elements) {
+    v1::BillingEvent e;
+    ASSERT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+    if (e.has_subsidy_applied()) applied.push_back(e.subsidy_applied());
+  }
+  ASSERT_EQ(applied.size(), 2u);
+  EXPECT_EQ(applied[0].line().amount().amount_minor(), 25000);
+  EXPECT_EQ(applied[0].pool_balance().currency_code(), "CNY");
+  EXPECT_EQ(applied[0].pool_balance().amount_minor(), 25000);
+  EXPECT_EQ(applied[0].allowance_used().amount_minor(), 25000);
+  EXPECT_EQ(applied[1].line().amount().amount_minor(), 15000);
+  EXPECT_EQ(applied[1].pool_balance().amount_minor(), 10000);
+  EXPECT_EQ(applied[1].allowance_used().currency_code(), "CNY");
+  EXPECT_EQ(applied[1].allowance_used().amount_minor(), 40000);
+}
+
+// CorrectionPosted (billing_events.proto): "income_deltas: Signed changes to
+// each owner's figures, one per owner organisation whose income accounts the
+// corrections touch" (an ADJUST of a mis-priced charge too, not only a
+// reversal: usage's service income reads them) and "pool_balances: Pools
+// whose balance the corrections changed, with the balance after".
+TEST_F(BillingTest, CorrectionPostedCarriesIncomeDeltasAndPoolBalances) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  cp.mutable_subsidy_pool()->set_display_name("Voucher");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(1000);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  *top.mutable_amount() = MakeMoney("CNY", 1000000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));  // 50000, pool 5000
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  const v1::Charge charge = charges[0];
+
+  // ADJUST: the charge should have been 10000 more (the owner earns it).
+  v1::PostCorrectionRequest adjust;
+  adjust.set_posting(charge.posting());
+  adjust.set_mode(v1::PostCorrectionRequest::ADJUST);
+  adjust.set_reason("priced at the old rate");
+  auto entry = [&](const std::string& account, const std::string& cp, bool debit) {
+    v1::Entry* e = adjust.add_entries();
+    e->set_account(account);
+    e->set_counterparty(cp);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", 10000);
+  };
+  entry("organizations/lab/accounts/expense", "organizations/owner", true);
+  entry("organizations/lab/accounts/payable", "organizations/owner", false);
+  entry("organizations/owner/accounts/receivable", "organizations/lab", true);
+  entry("organizations/owner/accounts/income", "organizations/lab", false);
+  ASSERT_TRUE(billing_->PostCorrection(billing_admin_, adjust).ok());
+  // REVERSE the charge: its subsidy goes back to the pool.
+  v1::PostCorrectionRequest reverse;
+  reverse.set_posting(charge.posting());
+  reverse.set_mode(v1::PostCorrectionRequest::REVERSE);
+  reverse.set_reason("instrument fault");
+  ASSERT_TRUE(billing_->PostCorrection(billing_admin_, reverse).ok());
+
+  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<v1::CorrectionPosted> posted;
+  for (const auto& e : raw->elements) {
+    v1::BillingEvent ev;
+    ASSERT_TRUE(ev.ParseFromString(e.elements[1].elements[3].str));
+    if (ev.has_correction_posted()) posted.push_back(ev.correction_posted());
+  }
+  ASSERT_EQ(posted.size(), 2u);
+  ASSERT_EQ(posted[0].income_deltas_size(), 1);
+  const v1::IncomeFigures& delta = posted[0].income_deltas(0);
+  EXPECT_EQ(delta.owner_organization(), "organizations/owner");
+  EXPECT_EQ(delta.instrument(), charge.instrument());
+  EXPECT_EQ(delta.mode(), charge.mode());
+  EXPECT_EQ(delta.fee_kind(), v1::USAGE);
+  EXPECT_EQ(delta.charge(), charge.name());
+  EXPECT_EQ(delta.currency_code(), "CNY");
+  EXPECT_EQ(delta.service_income().amount_minor(), 10000);
+  ASSERT_EQ(delta.shares_size(), 1);
+  EXPECT_EQ(delta.shares(0).payer_organization(), "organizations/lab");
+  EXPECT_EQ(delta.shares(0).service_income().amount_minor(), 10000);
+  EXPECT_EQ(posted[0].pool_balances_size(), 0);  // no pool touched
+
+  ASSERT_EQ(posted[1].income_deltas_size(), 1);
+  EXPECT_EQ(posted[1].income_deltas(0).service_income().amount_minor(), -50000);
+  ASSERT_EQ(posted[1].pool_balances_size(), 1);
+  EXPECT_EQ(posted[1].pool_balances(0).subsidy_pool(), "subsidyPools/voucher");
+  EXPECT_EQ(posted[1].pool_balances(0).balance().currency_code(), "CNY");
+  EXPECT_EQ(posted[1].pool_balances(0).balance().amount_minor(), 1000000);
+}
+
+// DepositChanged (billing_events.proto): "A deposit was taken or settled":
+// HELD with the DEPOSIT charge at handover; SETTLED at close with the
+// DAMAGE charge for the damage beyond the deposit, the application (and
+// release) postings and the owner's compensation from the deposit applied.
+// Each after the ChargePosted of its charge.
+TEST_F(BillingTest, DepositsAreAnnouncedWhenHeldAndWhenSettled) {
+  bk::RequestLeaseRequest r;
+  r.mutable_lease()->set_instrument("instruments/afm");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
+  bk::Lease lease, out;
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_).ok());
+  bk::ApproveLeaseRequest a;
+  a.set_name(lease.name());
+  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+  bk::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("tip new");
+  clock_.Set(day_ + absl::Hours(24));
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
+  Drain();
+  clock_.Set(day_ + absl::Hours(24 * 6));
+  bk::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("stage scratched");
+  *ret.mutable_damage_amount() = MakeMoney("CNY", 150000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+  bk::CloseLeaseRequest close;
+  close.set_name(lease.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  Drain();
+
+  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<v1::BillingEvent> events;
+  for (const auto& entry : raw->elements) {
+    v1::BillingEvent e;
+    ASSERT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+    events.push_back(std::move(e));
+  }
+  std::vector<size_t> at;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i].has_deposit_changed()) at.push_back(i);
+  }
+  ASSERT_EQ(at.size(), 2u);
+  const v1::DepositChanged& held = events[at[0]].deposit_changed();
+  EXPECT_EQ(held.kind(), v1::DepositChanged::HELD);
+  EXPECT_EQ(held.deposit().state(), v1::Deposit::HELD);
+  EXPECT_EQ(held.deposit().held_amount().amount_minor(), 100000);
+  EXPECT_EQ(held.charge().fee_kind(), v1::DEPOSIT);
+  EXPECT_EQ(held.charge().name(), held.deposit().hold_charge());
+  ASSERT_GT(at[0], 0u);
+  EXPECT_EQ(events[at[0] - 1].charge_posted().charge().name(), held.charge().name());
+
+  const v1::DepositChanged& settled = events[at[1]].deposit_changed();
+  EXPECT_EQ(settled.kind(), v1::DepositChanged::SETTLED);
+  EXPECT_EQ(settled.deposit().state(), v1::Deposit::APPLIED);
+  EXPECT_EQ(settled.deposit().held_amount().amount_minor(), 0);
+  EXPECT_EQ(settled.charge().fee_kind(), v1::DAMAGE);
+  EXPECT_EQ(settled.charge().amount().amount_minor(), 50000);
+  EXPECT_EQ(settled.charge().name(), settled.deposit().excess_damage_charge());
+  ASSERT_EQ(settled.postings_size(), 1);  // all of it applied, nothing released
+  EXPECT_EQ(settled.postings(0).kind(), v1::DEPOSIT_APPLICATION);
+  EXPECT_EQ(settled.income().owner_organization(), "organizations/owner");
+  EXPECT_EQ(settled.income().compensation().amount_minor(), 100000);
+  EXPECT_EQ(settled.income().service_income().amount_minor(), 0);
+  bool damage_announced_before = false;
+  for (size_t i = at[0] + 1; i < at[1]; ++i) {
+    damage_announced_before |= events[i].charge_posted().charge().name() == settled.charge().name();
+  }
+  EXPECT_TRUE(damage_announced_before);
+}
+
+// Charge.description: "Output only. Free text for invoices": every charge
+// billing prices says what it is (fee kind, mode, instrument, service time),
+// and its CHARGE posting and invoice line carry that text.
+TEST_F(BillingTest, AChargeDescribesItselfForInvoices) {
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  const v1::Charge& c = charges[0];
+  EXPECT_TRUE(absl::StrContains(c.description(), "Instrument time")) << c.description();
+  EXPECT_TRUE(absl::StrContains(c.description(), "tem")) << c.description();
+  v1::GetPostingRequest gp;
+  gp.set_name(c.posting());
+  auto posting = billing_->GetPosting(billing_admin_, gp);
+  ASSERT_TRUE(posting.ok()) << posting.status();
+  EXPECT_EQ(posting->description(), c.description());
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  v1::PreviewInvoiceRequest preview;
+  preview.set_payer_organization("organizations/lab");
+  preview.set_period("2027-01");
+  auto draft = billing_->PreviewInvoice(billing_admin_, preview);
+  ASSERT_TRUE(draft.ok()) << draft.status();
+  ASSERT_EQ(draft->lines_size(), 1);
+  EXPECT_EQ(draft->lines(0).description(), c.description());
+}
+
 }  // namespace
 }  // namespace labshare::billing

@@ -1152,6 +1152,21 @@ TEST_F(OperatorChangeTest, TheNewOperatorsStaffManageTheInstrumentsAndTheOldOper
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
+// Facility.operator_organization "defaults to the owner": named in the mask
+// and left empty, the owner runs the site again (as CreateFacility without
+// one), and takes over its instruments in the same step.
+TEST_F(OperatorChangeTest, AClearedOperatorIsTheOwnerAgain) {
+  v1::UpdateFacilityRequest req;
+  req.mutable_facility()->set_name("facilities/fac");
+  req.mutable_update_mask()->add_paths("operator_organization");
+  v1::Facility changed;
+  grpc::Status s = Call(&v1::InventoryService::Stub::UpdateFacility, req, &changed, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(changed.operator_organization(), "organizations/owner");
+  EXPECT_EQ(Get("tem").operator_organization(), "organizations/owner");
+  EXPECT_EQ(Get("sem").operator_organization(), "organizations/owner");
+}
+
 TEST_F(OperatorChangeTest, InstrumentsRegisteredBeforeTheFacilityIndexMoveAfterTheBackfill) {
   // As stored by a version without the facility's instrument index.
   ASSERT_EQ(Redis({"DEL", keys::FacilityInstruments("fac")}), 1);

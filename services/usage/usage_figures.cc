@@ -470,6 +470,254 @@ return out
   return *s;
 }
 
+// The fold of a run of events in one step, the client having computed what
+// the per-event step (FoldScript) works out in Lua: used for runs whose
+// events are all new and only count (cnt), serve (srv) and open or close
+// sessions (open, close, hdel of {usage}:open), each session once in the
+// run. Its result is exactly FoldScript's over the same events in order; the
+// increments of a run are summed per field, the served members, registered
+// instruments and periods and the first-seen markers deduplicated. What the
+// client computed from state (the instruments' attributes, the
+// organisations' size classes) is checked against that state first. Nothing
+// is written unless every write is proven to succeed; then it answers 'SLOW'
+// (a marker present, a key of another type, a counter past 15 digits: fold
+// the run with FoldScript, which says which event fails) or 'STALE' (an
+// attribute or size class changed: compute again). 'OK': every event folded.
+// KEYS: as FoldScript (1 applied, 2 agg, 3 built, 4 iattr, 5 orgs, 6
+// orgsseen, 7 unknown, then the run's keys). ARGV, blocks of a count and its
+// items (k: a KEYS index):
+//   n, markers
+//   n, instrument ids, then for each '0' (no attributes) or '1' .. attributes
+//   n, organisations, then for each its size class ('0' when unknown)
+//   n counter hashes: k, nf, fields, then their increments (at most 15 digits
+//     summed in absolute value)
+//   n sets: k, nm, members
+//   n hashes whose fields are set to 1 (ai, agg:ip, orgsseen): k, nf, fields
+//   n, periods to register in agg:built
+//   n, instrument ids to record in agg:unknown
+//   n flags hashes: k, k of its distinct counts, 'u' (users) or 'o'
+//     (organisations), nf, fields ("<scope>|<member>"), their flags, their scopes
+//   k open, k closed (0 when neither is used), then n, fields, values to open;
+//     n, fields, values to close; n, fields to delete from open
+const RedisScript& FastFoldScript() {
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
+for i = 1, 7 do
+  if not ls_type_is(KEYS[i], 'hash') then return {'SLOW'} end
+end
+local p = 1
+local function num()
+  local v = tonumber(ARGV[p])
+  p = p + 1
+  return v
+end
+-- HMGET of ARGV[a .. a + n - 1]; nil when the key is not a hash.
+local function hmget(key, a, n)
+  local out, i = {}, 0
+  while i < n do
+    local m = math.min(n - i, 4000)
+    local r = redis.pcall('HMGET', key, unpack(ARGV, a + i, a + i + m - 1))
+    if r.err then return nil end
+    for j = 1, m do out[i + j] = r[j] end
+    i = i + m
+  end
+  return out
+end
+local function many(cmd, key, list)
+  for i = 1, #list, 4000 do redis.call(cmd, key, unpack(list, i, math.min(#list, i + 3999))) end
+end
+local typed = {}
+local function is(k, want)
+  local t = typed[k]
+  if t == nil then
+    t = ls_type_is(KEYS[k], want) and want or ''
+    typed[k] = t
+  end
+  return t == want
+end
+for i = 1, 7 do typed[i] = 'hash' end
+-- Reads and checks.
+local nm = num()
+local am = p
+p = p + nm
+local r = hmget(KEYS[1], am, nm)
+for i = 1, nm do
+  if r[i] then return {'SLOW'} end
+end
+local ni = num()
+local ai = p
+p = p + 2 * ni
+r = hmget(KEYS[4], ai, ni)
+for i = 1, ni do
+  local v = r[i]
+  if (v and ('1' .. v) or '0') ~= ARGV[ai + ni + i - 1] then return {'STALE'} end
+end
+local no = num()
+local ao = p
+p = p + 2 * no
+r = hmget(KEYS[5], ao, no)
+for i = 1, no do
+  if (r[i] or '0') ~= ARGV[ao + no + i - 1] then return {'STALE'} end
+end
+local counters = {}
+for c = 1, num() do
+  local k, nf = num(), num()
+  local a = p
+  p = p + 2 * nf
+  r = hmget(KEYS[k], a, nf)
+  if not r then return {'SLOW'} end
+  local args = {}
+  for i = 1, nf do
+    local v = r[i]
+    if v and not (#v <= 15 and (v == '0' or string.find(v, '^%-?[1-9]%d*$'))) then return {'SLOW'} end
+    args[2 * i - 1] = ARGV[a + i - 1]
+    args[2 * i] = string.format('%d', tonumber(v or '0') + tonumber(ARGV[a + nf + i - 1]))
+  end
+  counters[c] = {k, args}
+end
+local sets = {}
+for c = 1, num() do
+  local k, n = num(), num()
+  if not is(k, 'set') then return {'SLOW'} end
+  sets[c] = {k, p, n}
+  p = p + n
+end
+local ones = {}
+for c = 1, num() do
+  local k, n = num(), num()
+  if not is(k, 'hash') then return {'SLOW'} end
+  ones[c] = {k, p, n}
+  p = p + n
+end
+local nb = num()
+local ab = p
+p = p + nb
+local nu = num()
+local au = p
+p = p + nu
+local flags = {}
+for c = 1, num() do
+  local k = num()
+  local kd = num()
+  local kind = ARGV[p]
+  p = p + 1
+  local n = num()
+  if not is(kd, 'hash') then return {'SLOW'} end
+  r = hmget(KEYS[k], p, n)
+  if not r then return {'SLOW'} end
+  typed[k] = 'hash'
+  flags[c] = {k, kd, kind, p, n, r}
+  p = p + 3 * n
+end
+local kopen, kclosed = num(), num()
+local nop = num()
+local aop = p
+p = p + 2 * nop
+local ncl = num()
+local acl = p
+p = p + 2 * ncl
+local nhd = num()
+local ahd = p
+p = p + nhd
+local closed = {}
+if nop + ncl + nhd > 0 then
+  if not is(kopen, 'hash') or not is(kclosed, 'hash') then return {'SLOW'} end
+  closed = hmget(KEYS[kclosed], aop, nop)
+end
+-- The writes.
+local list = {}
+for i = 1, nm do
+  list[2 * i - 1] = ARGV[am + i - 1]
+  list[2 * i] = '1'
+end
+many('HSET', KEYS[1], list)
+for _, c in ipairs(counters) do many('HSET', KEYS[c[1]], c[2]) end
+for _, c in ipairs(sets) do
+  for i = 0, c[3] - 1, 4000 do
+    redis.call('SADD', KEYS[c[1]], unpack(ARGV, c[2] + i, c[2] + math.min(c[3], i + 4000) - 1))
+  end
+end
+for _, c in ipairs(ones) do
+  list = {}
+  for i = 1, c[3] do
+    list[2 * i - 1] = ARGV[c[2] + i - 1]
+    list[2 * i] = '1'
+  end
+  many('HSET', KEYS[c[1]], list)
+end
+if nb > 0 then
+  local layout = redis.call('HGET', KEYS[2], 'layout')
+  for i = ab, ab + nb - 1 do
+    if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 0 then
+      local v = '-1'
+      if layout == '2' then v = redis.call('HGET', KEYS[2], 'gen') or '0' end
+      redis.call('HSET', KEYS[3], ARGV[i], v)
+    end
+  end
+end
+for i = au, au + nu - 1 do redis.call('HSETNX', KEYS[7], ARGV[i], '1') end
+-- The first-seen markers: a flag set for the first time adds 1 to its count.
+local UN = {'users', 'ext_users', 'sme_users'}
+local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
+local counts, countk = {}, {}
+for _, c in ipairs(flags) do
+  local k, kd, names, a, n, old = c[1], c[2], c[3] == 'u' and UN or ON, c[4], c[5], c[6]
+  local changed = {}
+  local dc = counts[kd]
+  if not dc then
+    dc = {}
+    counts[kd] = dc
+    countk[#countk + 1] = kd
+  end
+  for i = 1, n do
+    local o = tonumber(old[i] or '0') or 0
+    local new = bit.bor(o, tonumber(ARGV[a + n + i - 1]))
+    if new ~= o then
+      changed[#changed + 1] = ARGV[a + i - 1]
+      changed[#changed + 1] = new
+      local sc = ARGV[a + 2 * n + i - 1]
+      for b = 1, #names do
+        local bm = bit.lshift(1, b - 1)
+        if bit.band(new, bm) ~= 0 and bit.band(o, bm) == 0 then
+          local f = sc .. '|' .. names[b]
+          dc[f] = (dc[f] or 0) + 1
+        end
+      end
+    end
+  end
+  if #changed > 0 then many('HSET', KEYS[k], changed) end
+end
+for _, kd in ipairs(countk) do
+  for f, d in pairs(counts[kd]) do redis.call('HINCRBY', KEYS[kd], f, d) end
+end
+if nop > 0 then
+  list = {}
+  for i = 1, nop do
+    if not closed[i] then
+      list[#list + 1] = ARGV[aop + i - 1]
+      list[#list + 1] = ARGV[aop + nop + i - 1]
+    end
+  end
+  if #list > 0 then many('HSET', KEYS[kopen], list) end
+end
+if ncl > 0 then
+  for i = 0, ncl - 1, 4000 do
+    redis.call('HDEL', KEYS[kopen], unpack(ARGV, acl + i, acl + math.min(ncl, i + 4000) - 1))
+  end
+  list = {}
+  for i = 1, ncl do
+    list[2 * i - 1] = ARGV[acl + i - 1]
+    list[2 * i] = ARGV[acl + ncl + i - 1]
+  end
+  many('HSET', KEYS[kclosed], list)
+end
+for i = 0, nhd - 1, 4000 do
+  redis.call('HDEL', KEYS[kopen], unpack(ARGV, ahd + i, ahd + math.min(nhd, i + 4000) - 1))
+end
+return {'OK'}
+)lua");
+  return *s;
+}
+
 struct Ops {
   struct Op {
     const char* code;
@@ -962,10 +1210,333 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
 
 void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
                                 std::vector<absl::Status>* out) {
+  // At most this many events per FoldFast step.
+  constexpr size_t kMaxFastEvents = 1024;
+  auto fast_ops = [](const PreparedFold& p) {
+    for (const auto& op : p.ops) {
+      if (op.code == "cnt" || op.code == "srv") continue;
+      if ((op.code == "open" || op.code == "close") && op.keys.size() == 2 && op.keys[0] == kOpenSessions &&
+          op.keys[1] == kClosedSessions && op.args.size() == 2) {
+        continue;
+      }
+      if (op.code == "hdel" && op.keys.size() == 1 && op.keys[0] == kOpenSessions && op.args.size() == 1) continue;
+      return false;
+    }
+    return true;
+  };
+  const size_t n = prepared->size();
+  size_t i = 0;
+  while (i < n) {
+    size_t j = i;
+    if (fast_fold_) {
+      // A run: each event once, each session opened or closed by one event.
+      absl::flat_hash_set<std::string> markers, sessions;
+      for (; j < n && j - i < kMaxFastEvents; ++j) {
+        const PreparedFold& p = (*prepared)[j];
+        if (!fast_ops(p) || !markers.insert(p.marker).second) break;
+        bool again = false;
+        for (const auto& op : p.ops) {
+          if (op.code != "cnt" && op.code != "srv" && !sessions.insert(op.args[0]).second) again = true;
+        }
+        if (again) break;
+      }
+    }
+    if (j > i) {
+      absl::StatusOr<bool> folded = FoldFast(*prepared, i, j);
+      if (!folded.ok()) {
+        for (size_t k = i; k < j; ++k) (*out)[index[k]] = folded.status();
+      } else if (!*folded) {
+        FoldSteps(prepared, index, i, j, out);
+      }
+      i = j;
+      continue;
+    }
+    // The events up to the next one FoldFast takes.
+    for (j = i + 1; j < n && !(fast_fold_ && fast_ops((*prepared)[j])); ++j) {
+    }
+    FoldSteps(prepared, index, i, j, out);
+    i = j;
+  }
+}
+
+absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to) {
+  // Every increment below 1e15 in absolute value summed per field: with a
+  // stored value of at most 15 digits the sum stays exact in Lua's doubles.
+  constexpr int64_t kMaxAbs = 1'000'000'000'000'000;
+  // The instruments whose attributes and the organisations whose size
+  // classes the step depends on.
+  std::set<std::string> ids, orgs;
+  for (size_t e = from; e < to; ++e) {
+    for (const auto& op : prepared[e].ops) {
+      if (op.code == "cnt" && op.args.size() == 7 && op.args[3] == "eff") ids.insert(op.args[0]);
+      if (op.code == "srv" && op.args.size() == 4) {
+        ids.insert(op.args[0]);
+        orgs.insert(op.args[2]);
+      }
+    }
+  }
+  const std::string sme = std::to_string(static_cast<int>(iv::SME));
+  const std::string startup = std::to_string(static_cast<int>(iv::START_UP));
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    // What is not cached is read first.
+    std::map<std::string, std::string> attrs, sizes;
+    {
+      std::vector<std::string> want_ids = {"HMGET", agg::kAttributes}, want_orgs = {"HMGET", "{usage}:orgs"};
+      {
+        absl::MutexLock lock(&fast_mu_);
+        for (const auto& id : ids) {
+          auto it = attr_cache_.find(id);
+          if (it == attr_cache_.end()) {
+            want_ids.push_back(id);
+          } else {
+            attrs[id] = it->second;
+          }
+        }
+        for (const auto& org : orgs) {
+          auto it = size_cache_.find(org);
+          if (it == size_cache_.end()) {
+            want_orgs.push_back(org);
+          } else {
+            sizes[org] = it->second;
+          }
+        }
+      }
+      std::vector<std::vector<std::string>> reads;
+      if (want_ids.size() > 2) reads.push_back(want_ids);
+      if (want_orgs.size() > 2) reads.push_back(want_orgs);
+      if (!reads.empty()) {
+        LS_ASSIGN_OR_RETURN(std::vector<RedisValue> got, pool_->Pipeline(reads));
+        size_t r = 0;
+        absl::MutexLock lock(&fast_mu_);
+        if (attr_cache_.size() > 100000) attr_cache_.clear();
+        if (size_cache_.size() > 100000) size_cache_.clear();
+        for (const auto* want : {&want_ids, &want_orgs}) {
+          if (want->size() <= 2) continue;
+          const RedisValue& v = got[r++];
+          if (!v.is_array() || v.elements.size() != want->size() - 2) return false;  // FoldSteps says why
+          for (size_t k = 2; k < want->size(); ++k) {
+            const RedisValue& x = v.elements[k - 2];
+            if (!x.is_nil() && x.type != RedisValue::Type::kString) return false;
+            if (want == &want_ids) {
+              attrs[(*want)[k]] = attr_cache_[(*want)[k]] = x.is_nil() ? "0" : "1" + x.str;
+            } else {
+              sizes[(*want)[k]] = size_cache_[(*want)[k]] = x.is_nil() ? "0" : x.str;
+            }
+          }
+        }
+      }
+    }
+    std::vector<std::string> keys = {"{usage}:applied", agg::kState, agg::kBuilt, agg::kAttributes, "{usage}:orgs",
+                                     agg::kOrgsSeen, agg::kUnknown};
+    absl::flat_hash_map<std::string, int> key_index;
+    for (size_t k = 0; k < keys.size(); ++k) key_index[keys[k]] = static_cast<int>(k) + 1;
+    auto key = [&](const std::string& k) {
+      auto [it, fresh] = key_index.try_emplace(k, static_cast<int>(keys.size()) + 1);
+      if (fresh) keys.push_back(k);
+      return it->second;
+    };
+    struct Sum {
+      int64_t sum = 0, abs = 0;
+    };
+    struct Counters {
+      std::vector<std::string> fields;
+      std::vector<Sum> sums;
+      absl::flat_hash_map<std::string, size_t> at;
+    };
+    struct Members {
+      std::vector<std::string> items;
+      absl::flat_hash_set<std::string> seen;
+      void Add(std::string m) {
+        if (seen.insert(m).second) items.push_back(std::move(m));
+      }
+    };
+    struct Flags {
+      int distinct = 0;
+      char kind = 'u';
+      std::vector<std::string> fields, scopes;
+      std::vector<int> want;
+      absl::flat_hash_map<std::string, size_t> at;
+    };
+    std::map<int, Counters> counters;
+    std::map<int, Members> sets, ones;
+    std::map<int, Flags> flags;
+    Members periods, unknown;
+    std::vector<std::string> markers, open_f, open_v, close_f, close_v, hdel_f;
+    bool overflow = false;
+    auto add = [&](const std::string& k, const std::string& field, int64_t delta) {
+      Counters& c = counters[key(k)];
+      auto [it, fresh] = c.at.try_emplace(field, c.fields.size());
+      if (fresh) {
+        c.fields.push_back(field);
+        c.sums.emplace_back();
+      }
+      Sum& s = c.sums[it->second];
+      s.sum += delta;
+      s.abs += delta < 0 ? -delta : delta;
+      if (s.abs >= kMaxAbs) overflow = true;
+    };
+    auto want = [&](const std::string& kf, const std::string& kd, const std::string& scope, const std::string& member,
+                    int fl, char kind) {
+      Flags& f = flags[key(kf)];
+      f.distinct = key(kd);
+      f.kind = kind;
+      std::string field = absl::StrCat(scope, "|", member);
+      auto [it, fresh] = f.at.try_emplace(field, f.fields.size());
+      if (fresh) {
+        f.fields.push_back(std::move(field));
+        f.scopes.push_back(scope);
+        f.want.push_back(fl);
+      } else {
+        f.want[it->second] |= fl;
+      }
+    };
+    // The attributes as the step reads them (owner, facility, category).
+    auto attributes = [&](const std::string& id, std::string parts[3]) {
+      const std::string& a = attrs.at(id);
+      if (a == "0") return false;
+      const absl::string_view v = absl::string_view(a).substr(1);
+      const size_t x = v.find('\x1f');
+      const size_t y = x == absl::string_view::npos ? x : v.find('\x1f', x + 1);
+      if (y != absl::string_view::npos) {
+        parts[0] = std::string(v.substr(0, x));
+        parts[1] = std::string(v.substr(x + 1, y - x - 1));
+        parts[2] = std::string(v.substr(y + 1));
+      }
+      return true;
+    };
+    for (size_t e = from; e < to && !overflow; ++e) {
+      const PreparedFold& p = prepared[e];
+      markers.push_back(p.marker);
+      for (const auto& op : p.ops) {
+        if (op.code == "cnt") {
+          // keys: d m y am ay aim aiy ip; args: id pm py counter mode org delta.
+          if (op.keys.size() != 8 || op.args.size() != 7) return false;
+          const std::string &id = op.args[0], &c = op.args[3], &mode = op.args[4], &org = op.args[5];
+          int64_t delta = 0;
+          if (!absl::SimpleAtoi(op.args[6], &delta) || delta <= -kMaxAbs || delta >= kMaxAbs) return false;
+          const std::string field = absl::StrCat(c, "|", mode, "|", org), cf = absl::StrCat(c, "|", mode);
+          for (int k = 0; k < 3; ++k) add(op.keys[k], field, delta);
+          add(op.keys[3], cf, delta);
+          add(op.keys[4], cf, delta);
+          if (c == "eff") {
+            std::string at[3];
+            if (!attributes(id, at)) {
+              unknown.Add(id);
+            } else if (at[0] != org) {
+              add(op.keys[3], "ext|" + mode, delta);
+              add(op.keys[4], "ext|" + mode, delta);
+            }
+          }
+          ones[key(op.keys[5])].Add(id);
+          ones[key(op.keys[6])].Add(id);
+          ones[key(op.keys[7])].Add(op.args[1]);
+          ones[key(op.keys[7])].Add(op.args[2]);
+          periods.Add(op.args[1]);
+          periods.Add(op.args[2]);
+        } else if (op.code == "srv") {
+          // keys: ud um uy aum aom adm auy aoy ady; args: id mode org user.
+          if (op.keys.size() != 9 || op.args.size() != 4) return false;
+          const std::string &id = op.args[0], &mode = op.args[1], &org = op.args[2], &user = op.args[3];
+          const std::string& sz = sizes.at(org);
+          const std::string member = absl::StrCat(mode, "|", org, "|", user, "|", sz);
+          for (int k = 0; k < 3; ++k) sets[key(op.keys[k])].Add(member);
+          std::string at[3];
+          if (!attributes(id, at)) unknown.Add(id);
+          ones[key(agg::kOrgsSeen)].Add(org);
+          const bool ext = org != at[0];
+          const int uf = 1 + (ext ? 2 : 0) + (sz == sme ? 4 : 0);
+          const int of = uf + (sz == startup ? 8 : 0);
+          const std::string si = "i:" + id;
+          for (const std::string& sc : {si, std::string("p")}) {
+            want(op.keys[3], op.keys[5], sc, user, uf, 'u');
+            want(op.keys[4], op.keys[5], sc, org, of, 'o');
+          }
+          for (const std::string& sc : {si, std::string("p"), "o:" + at[0], "f:" + at[1], "c:" + at[2], "md:" + mode}) {
+            want(op.keys[6], op.keys[8], sc, user, uf, 'u');
+            want(op.keys[7], op.keys[8], sc, org, of, 'o');
+          }
+        } else if (op.code == "open") {
+          open_f.push_back(op.args[0]);
+          open_v.push_back(op.args[1]);
+        } else if (op.code == "close") {
+          close_f.push_back(op.args[0]);
+          close_v.push_back(op.args[1]);
+        } else if (op.code == "hdel") {
+          hdel_f.push_back(op.args[0]);
+        } else {
+          return false;
+        }
+      }
+    }
+    if (overflow) return false;
+    std::vector<std::string> args;
+    args.push_back(std::to_string(markers.size()));
+    for (auto& m : markers) args.push_back(std::move(m));
+    args.push_back(std::to_string(ids.size()));
+    for (const auto& id : ids) args.push_back(id);
+    for (const auto& id : ids) args.push_back(attrs.at(id));
+    args.push_back(std::to_string(orgs.size()));
+    for (const auto& org : orgs) args.push_back(org);
+    for (const auto& org : orgs) args.push_back(sizes.at(org));
+    args.push_back(std::to_string(counters.size()));
+    for (auto& [k, c] : counters) {
+      args.push_back(std::to_string(k));
+      args.push_back(std::to_string(c.fields.size()));
+      for (auto& f : c.fields) args.push_back(std::move(f));
+      for (const auto& s : c.sums) args.push_back(std::to_string(s.sum));
+    }
+    for (auto* m : {&sets, &ones}) {
+      args.push_back(std::to_string(m->size()));
+      for (auto& [k, s] : *m) {
+        args.push_back(std::to_string(k));
+        args.push_back(std::to_string(s.items.size()));
+        for (auto& x : s.items) args.push_back(std::move(x));
+      }
+    }
+    for (auto* m : {&periods, &unknown}) {
+      args.push_back(std::to_string(m->items.size()));
+      for (auto& x : m->items) args.push_back(std::move(x));
+    }
+    args.push_back(std::to_string(flags.size()));
+    for (auto& [k, f] : flags) {
+      args.push_back(std::to_string(k));
+      args.push_back(std::to_string(f.distinct));
+      args.push_back(std::string(1, f.kind));
+      args.push_back(std::to_string(f.fields.size()));
+      for (auto& x : f.fields) args.push_back(std::move(x));
+      for (int w : f.want) args.push_back(std::to_string(w));
+      for (auto& x : f.scopes) args.push_back(std::move(x));
+    }
+    const bool sessions = !open_f.empty() || !close_f.empty() || !hdel_f.empty();
+    args.push_back(sessions ? std::to_string(key(kOpenSessions)) : "0");
+    args.push_back(sessions ? std::to_string(key(kClosedSessions)) : "0");
+    for (const auto& fv : {std::pair{&open_f, &open_v}, std::pair{&close_f, &close_v}}) {
+      args.push_back(std::to_string(fv.first->size()));
+      for (auto& x : *fv.first) args.push_back(std::move(x));
+      for (auto& x : *fv.second) args.push_back(std::move(x));
+    }
+    args.push_back(std::to_string(hdel_f.size()));
+    for (auto& x : hdel_f) args.push_back(std::move(x));
+    if (fold_keys_hook_) fold_keys_hook_(keys);
+    LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(FastFoldScript(), keys, args));
+    const std::string tag = v.is_array() && !v.elements.empty() ? v.elements[0].str : "";
+    if (tag == "OK") return true;
+    if (tag != "STALE") return false;
+    // An attribute or size class changed since it was read: read again.
+    absl::MutexLock lock(&fast_mu_);
+    for (const auto& id : ids) attr_cache_.erase(id);
+    for (const auto& org : orgs) size_cache_.erase(org);
+  }
+  return false;
+}
+
+void UsageFigures::FoldSteps(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index, size_t from,
+                             size_t to, std::vector<absl::Status>* out) {
   // Steps of at most kMaxArgs arguments (one event is never split).
   constexpr size_t kMaxArgs = 60000;
-  size_t i = 0;
-  while (i < prepared->size()) {
+  size_t i = from;
+  bool attributes = false;  // an event changes attributes or size classes (FoldFast's cache)
+  while (i < to) {
     std::vector<std::string> keys = {"{usage}:applied", agg::kState, agg::kBuilt, agg::kAttributes, "{usage}:orgs",
                                      agg::kOrgsSeen, agg::kUnknown};
     absl::flat_hash_map<std::string, int> key_index;
@@ -973,8 +1544,9 @@ void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::
     std::vector<std::string> args = {std::to_string(static_cast<int>(iv::SME)),
                                      std::to_string(static_cast<int>(iv::START_UP)), "0"};
     std::vector<size_t> sent;
-    for (; i < prepared->size() && (sent.empty() || args.size() < kMaxArgs); ++i) {
+    for (; i < to && (sent.empty() || args.size() < kMaxArgs); ++i) {
       PreparedFold& p = (*prepared)[i];
+      for (const auto& op : p.ops) attributes = attributes || op.code == "inst" || op.code == "orgsz";
       args.push_back(p.marker);
       const size_t count_at = args.size();
       args.push_back("");
@@ -1010,6 +1582,11 @@ void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::
         (*out)[sent[j]] = MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "the figures could not be updated");
       }
     }
+  }
+  if (attributes) {
+    absl::MutexLock lock(&fast_mu_);
+    attr_cache_.clear();
+    size_cache_.clear();
   }
 }
 

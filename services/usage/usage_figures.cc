@@ -496,7 +496,8 @@ return out
 //   n, periods to register in agg:built
 //   n, instrument ids to record in agg:unknown
 //   n flags hashes: k, k of its distinct counts, 'u' (users) or 'o'
-//     (organisations), nf, fields ("<scope>|<member>"), their flags, their scopes
+//     (organisations), ng, ng pairs (flags, how many fields want them), nf,
+//     the fields ("<scope>|<member>") in the order of those groups
 //   k open, k closed (0 when neither is used), then n, fields, values to open;
 //     n, fields, values to close; n, fields to delete from open
 const RedisScript& FastFoldScript() {
@@ -600,13 +601,16 @@ for c = 1, num() do
   local kd = num()
   local kind = ARGV[p]
   p = p + 1
+  local ng = num()
+  local ag = p
+  p = p + 2 * ng
   local n = num()
   if not is(kd, 'hash') then return {'SLOW'} end
   r = hmget(KEYS[k], p, n)
   if not r then return {'SLOW'} end
   typed[k] = 'hash'
-  flags[c] = {k, kd, kind, p, n, r}
-  p = p + 3 * n
+  flags[c] = {k, kd, kind, ag, ng, p, r}
+  p = p + n
 end
 local kopen, kclosed = num(), num()
 local nop = num()
@@ -660,7 +664,7 @@ local UN = {'users', 'ext_users', 'sme_users'}
 local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
 local counts, countk = {}, {}
 for _, c in ipairs(flags) do
-  local k, kd, names, a, n, old = c[1], c[2], c[3] == 'u' and UN or ON, c[4], c[5], c[6]
+  local k, kd, names, ag, ng, a, old = c[1], c[2], c[3] == 'u' and UN or ON, c[4], c[5], c[6], c[7]
   local changed = {}
   local dc = counts[kd]
   if not dc then
@@ -668,18 +672,25 @@ for _, c in ipairs(flags) do
     counts[kd] = dc
     countk[#countk + 1] = kd
   end
-  for i = 1, n do
-    local o = tonumber(old[i] or '0') or 0
-    local new = bit.bor(o, tonumber(ARGV[a + n + i - 1]))
-    if new ~= o then
-      changed[#changed + 1] = ARGV[a + i - 1]
-      changed[#changed + 1] = new
-      local sc = ARGV[a + 2 * n + i - 1]
-      for b = 1, #names do
-        local bm = bit.lshift(1, b - 1)
-        if bit.band(new, bm) ~= 0 and bit.band(o, bm) == 0 then
-          local f = sc .. '|' .. names[b]
-          dc[f] = (dc[f] or 0) + 1
+  local i = 0
+  for g = 0, ng - 1 do
+    local w = tonumber(ARGV[ag + 2 * g])
+    for _ = 1, tonumber(ARGV[ag + 2 * g + 1]) do
+      i = i + 1
+      local o = tonumber(old[i] or '0') or 0
+      local new = bit.bor(o, w)
+      if new ~= o then
+        local field = ARGV[a + i - 1]
+        changed[#changed + 1] = field
+        changed[#changed + 1] = new
+        -- The scope: the field up to its last '|' (members have none).
+        local sc = string.match(field, '^(.*)|')
+        for b = 1, #names do
+          local bm = bit.lshift(1, b - 1)
+          if bit.band(new, bm) ~= 0 and bit.band(o, bm) == 0 then
+            local f = sc .. '|' .. names[b]
+            dc[f] = (dc[f] or 0) + 1
+          end
         end
       end
     end
@@ -1160,6 +1171,13 @@ std::vector<std::string> FieldsWritten(const OpList& ops) {
 }  // namespace
 
 std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, const std::vector<StreamEvent>& events) {
+  return FoldBatch(source, events, nullptr);
+}
+
+std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, const std::vector<StreamEvent>& events,
+                                                  const std::function<bool()>& before_first_write) {
+  Gate gate;
+  if (before_first_write) gate.ask = &before_first_write;
   std::vector<absl::Status> out(events.size());
   // Fields written by an event whose fold failed, with its status: an event
   // prepared from one fails the same way (it stays pending and comes back
@@ -1199,7 +1217,10 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
       group.push_back(*std::move(p));
       index.push_back(next);
     }
-    FoldPrepared(&group, index, &out);
+    if (!FoldPrepared(&group, index, &out, &gate)) {
+      for (auto& st : out) st = absl::AbortedError("not folded: the audit append failed");
+      return out;
+    }
     for (size_t j = 0; j < index.size(); ++j) {
       if (out[index[j]].ok()) continue;
       for (auto& f : writes[j]) failed.emplace(std::move(f), out[index[j]]);
@@ -1208,8 +1229,8 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
   return out;
 }
 
-void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
-                                std::vector<absl::Status>* out) {
+bool UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
+                                std::vector<absl::Status>* out, Gate* gate) {
   // At most this many events per FoldFast step.
   constexpr size_t kMaxFastEvents = 1024;
   auto fast_ops = [](const PreparedFold& p) {
@@ -1242,11 +1263,12 @@ void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::
       }
     }
     if (j > i) {
-      absl::StatusOr<bool> folded = FoldFast(*prepared, i, j);
+      absl::StatusOr<bool> folded = FoldFast(*prepared, i, j, gate);
+      if (gate->state == 2) return false;
       if (!folded.ok()) {
         for (size_t k = i; k < j; ++k) (*out)[index[k]] = folded.status();
       } else if (!*folded) {
-        FoldSteps(prepared, index, i, j, out);
+        FoldSteps(prepared, index, i, j, out, gate);
       }
       i = j;
       continue;
@@ -1254,12 +1276,15 @@ void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::
     // The events up to the next one FoldFast takes.
     for (j = i + 1; j < n && !(fast_fold_ && fast_ops((*prepared)[j])); ++j) {
     }
-    FoldSteps(prepared, index, i, j, out);
+    FoldSteps(prepared, index, i, j, out, gate);
+    if (gate->state == 2) return false;
     i = j;
   }
+  return true;
 }
 
-absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to) {
+absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to,
+                                            Gate* gate) {
   // Every increment below 1e15 in absolute value summed per field: with a
   // stored value of at most 15 digits the sum stays exact in Lua's doubles.
   constexpr int64_t kMaxAbs = 1'000'000'000'000'000;
@@ -1328,67 +1353,87 @@ absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& pre
     }
     std::vector<std::string> keys = {"{usage}:applied", agg::kState, agg::kBuilt, agg::kAttributes, "{usage}:orgs",
                                      agg::kOrgsSeen, agg::kUnknown};
-    absl::flat_hash_map<std::string, int> key_index;
-    for (size_t k = 0; k < keys.size(); ++k) key_index[keys[k]] = static_cast<int>(k) + 1;
-    auto key = [&](const std::string& k) {
-      auto [it, fresh] = key_index.try_emplace(k, static_cast<int>(keys.size()) + 1);
-      if (fresh) keys.push_back(k);
-      return it->second;
-    };
+    // KEYS index by name (views of the ops' keys and of constants, which
+    // outlive the step).
+    absl::flat_hash_map<absl::string_view, int> key_index;
+    key_index.reserve(1024);
+    {
+      // Views of the constants (not of `keys`, whose strings move as it grows).
+      static const char* const kFixed[] = {"{usage}:applied", agg::kState,    agg::kBuilt,  agg::kAttributes,
+                                           "{usage}:orgs",    agg::kOrgsSeen, agg::kUnknown};
+      for (size_t k = 0; k < keys.size(); ++k) key_index[kFixed[k]] = static_cast<int>(k) + 1;
+    }
+    // What the step writes per key (by KEYS index - 1).
     struct Sum {
+      std::string field;
       int64_t sum = 0, abs = 0;
     };
-    struct Counters {
-      std::vector<std::string> fields;
-      std::vector<Sum> sums;
-      absl::flat_hash_map<std::string, size_t> at;
+    struct PerKey {
+      std::vector<Sum> counters;                 // counter hashes: few fields each
+      std::vector<std::string> members;          // sets, or hashes whose fields are set to 1
+      absl::flat_hash_map<std::string, int> flags;  // flags hashes: field -> flags
+      int distinct = 0;                          // flags hashes: KEYS index of the counts
+      char kind = 0;                             // 'c' counters, 's' set, '1' fields to 1, 'u'/'o' flags
     };
-    struct Members {
-      std::vector<std::string> items;
-      absl::flat_hash_set<std::string> seen;
-      void Add(std::string m) {
-        if (seen.insert(m).second) items.push_back(std::move(m));
+    std::vector<PerKey> per_key(keys.size());
+    std::vector<int> used;  // KEYS indexes with writes, in order
+    auto key = [&](absl::string_view k, char kind) -> PerKey& {
+      auto [it, fresh] = key_index.try_emplace(k, static_cast<int>(keys.size()) + 1);
+      if (fresh) {
+        keys.emplace_back(k);
+        per_key.emplace_back();
       }
+      PerKey& pk = per_key[static_cast<size_t>(it->second - 1)];
+      if (pk.kind == 0) {
+        pk.kind = kind;
+        used.push_back(it->second);
+      }
+      return pk;
     };
-    struct Flags {
-      int distinct = 0;
-      char kind = 'u';
-      std::vector<std::string> fields, scopes;
-      std::vector<int> want;
-      absl::flat_hash_map<std::string, size_t> at;
+    auto index_of = [&](absl::string_view k) {
+      auto [it, fresh] = key_index.try_emplace(k, static_cast<int>(keys.size()) + 1);
+      if (fresh) {
+        keys.emplace_back(k);
+        per_key.emplace_back();
+      }
+      return it->second;
     };
-    std::map<int, Counters> counters;
-    std::map<int, Members> sets, ones;
-    std::map<int, Flags> flags;
-    Members periods, unknown;
+    auto member = [](std::vector<std::string>& v, absl::string_view m) {
+      for (const auto& x : v) {
+        if (x == m) return;
+      }
+      v.emplace_back(m);
+    };
+    std::vector<std::string> periods, unknown;
     std::vector<std::string> markers, open_f, open_v, close_f, close_v, hdel_f;
+    markers.reserve(to - from);
     bool overflow = false;
-    auto add = [&](const std::string& k, const std::string& field, int64_t delta) {
-      Counters& c = counters[key(k)];
-      auto [it, fresh] = c.at.try_emplace(field, c.fields.size());
-      if (fresh) {
-        c.fields.push_back(field);
-        c.sums.emplace_back();
+    bool kinds_ok = true;
+    auto add = [&](const std::string& k, absl::string_view field, int64_t delta) {
+      PerKey& pk = key(k, 'c');
+      if (pk.kind != 'c') kinds_ok = false;
+      Sum* s = nullptr;
+      for (auto& x : pk.counters) {
+        if (x.field == field) {
+          s = &x;
+          break;
+        }
       }
-      Sum& s = c.sums[it->second];
-      s.sum += delta;
-      s.abs += delta < 0 ? -delta : delta;
-      if (s.abs >= kMaxAbs) overflow = true;
+      if (s == nullptr) {
+        pk.counters.push_back(Sum{std::string(field)});
+        s = &pk.counters.back();
+      }
+      s->sum += delta;
+      s->abs += delta < 0 ? -delta : delta;
+      if (s->abs >= kMaxAbs) overflow = true;
     };
-    auto want = [&](const std::string& kf, const std::string& kd, const std::string& scope, const std::string& member,
+    auto want = [&](const std::string& kf, const std::string& kd, absl::string_view scope, absl::string_view m,
                     int fl, char kind) {
-      Flags& f = flags[key(kf)];
-      f.distinct = key(kd);
-      f.kind = kind;
-      std::string field = absl::StrCat(scope, "|", member);
-      auto [it, fresh] = f.at.try_emplace(field, f.fields.size());
-      if (fresh) {
-        f.fields.push_back(std::move(field));
-        f.scopes.push_back(scope);
-        f.want.push_back(fl);
-      } else {
-        f.want[it->second] |= fl;
-      }
+      const int distinct = index_of(kd);
+      PerKey& pk = key(kf, kind);
+      if (pk.kind != kind) kinds_ok = false;
+      pk.distinct = distinct;
+      pk.flags[absl::StrCat(scope, "|", m)] |= fl;
     };
     // The attributes as the step reads them (owner, facility, category).
     auto attributes = [&](const std::string& id, std::string parts[3]) {
@@ -1404,6 +1449,7 @@ absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& pre
       }
       return true;
     };
+    std::string field, cf, ext;
     for (size_t e = from; e < to && !overflow; ++e) {
       const PreparedFold& p = prepared[e];
       markers.push_back(p.marker);
@@ -1414,44 +1460,61 @@ absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& pre
           const std::string &id = op.args[0], &c = op.args[3], &mode = op.args[4], &org = op.args[5];
           int64_t delta = 0;
           if (!absl::SimpleAtoi(op.args[6], &delta) || delta <= -kMaxAbs || delta >= kMaxAbs) return false;
-          const std::string field = absl::StrCat(c, "|", mode, "|", org), cf = absl::StrCat(c, "|", mode);
+          field.clear();
+          absl::StrAppend(&field, c, "|", mode, "|", org);
+          cf.clear();
+          absl::StrAppend(&cf, c, "|", mode);
           for (int k = 0; k < 3; ++k) add(op.keys[k], field, delta);
           add(op.keys[3], cf, delta);
           add(op.keys[4], cf, delta);
           if (c == "eff") {
             std::string at[3];
             if (!attributes(id, at)) {
-              unknown.Add(id);
+              member(unknown, id);
             } else if (at[0] != org) {
-              add(op.keys[3], "ext|" + mode, delta);
-              add(op.keys[4], "ext|" + mode, delta);
+              ext = "ext|" + mode;
+              add(op.keys[3], ext, delta);
+              add(op.keys[4], ext, delta);
             }
           }
-          ones[key(op.keys[5])].Add(id);
-          ones[key(op.keys[6])].Add(id);
-          ones[key(op.keys[7])].Add(op.args[1]);
-          ones[key(op.keys[7])].Add(op.args[2]);
-          periods.Add(op.args[1]);
-          periods.Add(op.args[2]);
+          for (int k = 5; k < 8; ++k) {
+            PerKey& pk = key(op.keys[k], '1');
+            if (pk.kind != '1') kinds_ok = false;
+            if (k < 7) {
+              member(pk.members, id);
+            } else {
+              member(pk.members, op.args[1]);
+              member(pk.members, op.args[2]);
+            }
+          }
+          member(periods, op.args[1]);
+          member(periods, op.args[2]);
         } else if (op.code == "srv") {
           // keys: ud um uy aum aom adm auy aoy ady; args: id mode org user.
           if (op.keys.size() != 9 || op.args.size() != 4) return false;
           const std::string &id = op.args[0], &mode = op.args[1], &org = op.args[2], &user = op.args[3];
           const std::string& sz = sizes.at(org);
-          const std::string member = absl::StrCat(mode, "|", org, "|", user, "|", sz);
-          for (int k = 0; k < 3; ++k) sets[key(op.keys[k])].Add(member);
+          const std::string m = absl::StrCat(mode, "|", org, "|", user, "|", sz);
+          for (int k = 0; k < 3; ++k) {
+            PerKey& pk = key(op.keys[k], 's');
+            if (pk.kind != 's') kinds_ok = false;
+            member(pk.members, m);
+          }
           std::string at[3];
-          if (!attributes(id, at)) unknown.Add(id);
-          ones[key(agg::kOrgsSeen)].Add(org);
-          const bool ext = org != at[0];
-          const int uf = 1 + (ext ? 2 : 0) + (sz == sme ? 4 : 0);
+          if (!attributes(id, at)) member(unknown, id);
+          member(key(agg::kOrgsSeen, '1').members, org);
+          const bool is_ext = org != at[0];
+          const int uf = 1 + (is_ext ? 2 : 0) + (sz == sme ? 4 : 0);
           const int of = uf + (sz == startup ? 8 : 0);
           const std::string si = "i:" + id;
-          for (const std::string& sc : {si, std::string("p")}) {
+          for (absl::string_view sc : {absl::string_view(si), absl::string_view("p")}) {
             want(op.keys[3], op.keys[5], sc, user, uf, 'u');
             want(op.keys[4], op.keys[5], sc, org, of, 'o');
           }
-          for (const std::string& sc : {si, std::string("p"), "o:" + at[0], "f:" + at[1], "c:" + at[2], "md:" + mode}) {
+          const std::string scopes[] = {"o:" + at[0], "f:" + at[1], "c:" + at[2], "md:" + mode};
+          for (absl::string_view sc : {absl::string_view(si), absl::string_view("p"), absl::string_view(scopes[0]),
+                                       absl::string_view(scopes[1]), absl::string_view(scopes[2]),
+                                       absl::string_view(scopes[3])}) {
             want(op.keys[6], op.keys[8], sc, user, uf, 'u');
             want(op.keys[7], op.keys[8], sc, org, of, 'o');
           }
@@ -1468,56 +1531,83 @@ absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& pre
         }
       }
     }
-    if (overflow) return false;
+    // A key written two ways (a counters hash that is also a set...) is
+    // left to FoldSteps, which says which event fails.
+    if (overflow || !kinds_ok) return false;
+    const bool sessions = !open_f.empty() || !close_f.empty() || !hdel_f.empty();
+    const int k_open = sessions ? index_of(kOpenSessions) : 0, k_closed = sessions ? index_of(kClosedSessions) : 0;
     std::vector<std::string> args;
-    args.push_back(std::to_string(markers.size()));
+    args.reserve(markers.size() * 24);
+    auto count = [&](size_t n) { args.push_back(std::to_string(n)); };
+    count(markers.size());
     for (auto& m : markers) args.push_back(std::move(m));
-    args.push_back(std::to_string(ids.size()));
+    count(ids.size());
     for (const auto& id : ids) args.push_back(id);
     for (const auto& id : ids) args.push_back(attrs.at(id));
-    args.push_back(std::to_string(orgs.size()));
+    count(orgs.size());
     for (const auto& org : orgs) args.push_back(org);
     for (const auto& org : orgs) args.push_back(sizes.at(org));
-    args.push_back(std::to_string(counters.size()));
-    for (auto& [k, c] : counters) {
+    size_t n = 0;
+    for (int k : used) n += per_key[static_cast<size_t>(k - 1)].kind == 'c';
+    count(n);
+    for (int k : used) {
+      PerKey& pk = per_key[static_cast<size_t>(k - 1)];
+      if (pk.kind != 'c') continue;
       args.push_back(std::to_string(k));
-      args.push_back(std::to_string(c.fields.size()));
-      for (auto& f : c.fields) args.push_back(std::move(f));
-      for (const auto& s : c.sums) args.push_back(std::to_string(s.sum));
+      count(pk.counters.size());
+      for (auto& s : pk.counters) args.push_back(std::move(s.field));
+      for (const auto& s : pk.counters) args.push_back(std::to_string(s.sum));
     }
-    for (auto* m : {&sets, &ones}) {
-      args.push_back(std::to_string(m->size()));
-      for (auto& [k, s] : *m) {
+    for (char kind : {'s', '1'}) {
+      n = 0;
+      for (int k : used) n += per_key[static_cast<size_t>(k - 1)].kind == kind;
+      count(n);
+      for (int k : used) {
+        PerKey& pk = per_key[static_cast<size_t>(k - 1)];
+        if (pk.kind != kind) continue;
         args.push_back(std::to_string(k));
-        args.push_back(std::to_string(s.items.size()));
-        for (auto& x : s.items) args.push_back(std::move(x));
+        count(pk.members.size());
+        for (auto& m : pk.members) args.push_back(std::move(m));
       }
     }
-    for (auto* m : {&periods, &unknown}) {
-      args.push_back(std::to_string(m->items.size()));
-      for (auto& x : m->items) args.push_back(std::move(x));
+    for (auto* list : {&periods, &unknown}) {
+      count(list->size());
+      for (auto& x : *list) args.push_back(std::move(x));
     }
-    args.push_back(std::to_string(flags.size()));
-    for (auto& [k, f] : flags) {
+    // Flags hashes: their fields grouped by the flags wanted (the scope is
+    // the field up to its last '|': members are resource names, which have none).
+    n = 0;
+    for (int k : used) n += per_key[static_cast<size_t>(k - 1)].kind == 'u' || per_key[static_cast<size_t>(k - 1)].kind == 'o';
+    count(n);
+    for (int k : used) {
+      PerKey& pk = per_key[static_cast<size_t>(k - 1)];
+      if (pk.kind != 'u' && pk.kind != 'o') continue;
       args.push_back(std::to_string(k));
-      args.push_back(std::to_string(f.distinct));
-      args.push_back(std::string(1, f.kind));
-      args.push_back(std::to_string(f.fields.size()));
-      for (auto& x : f.fields) args.push_back(std::move(x));
-      for (int w : f.want) args.push_back(std::to_string(w));
-      for (auto& x : f.scopes) args.push_back(std::move(x));
+      args.push_back(std::to_string(pk.distinct));
+      args.push_back(std::string(1, pk.kind));
+      std::map<int, std::vector<const std::string*>> by_flags;
+      for (const auto& [f, fl] : pk.flags) by_flags[fl].push_back(&f);
+      count(by_flags.size());
+      for (const auto& [fl, fields] : by_flags) {
+        args.push_back(std::to_string(fl));
+        count(fields.size());
+      }
+      count(pk.flags.size());
+      for (const auto& [fl, fields] : by_flags) {
+        for (const std::string* f : fields) args.push_back(*f);
+      }
     }
-    const bool sessions = !open_f.empty() || !close_f.empty() || !hdel_f.empty();
-    args.push_back(sessions ? std::to_string(key(kOpenSessions)) : "0");
-    args.push_back(sessions ? std::to_string(key(kClosedSessions)) : "0");
+    args.push_back(std::to_string(k_open));
+    args.push_back(std::to_string(k_closed));
     for (const auto& fv : {std::pair{&open_f, &open_v}, std::pair{&close_f, &close_v}}) {
-      args.push_back(std::to_string(fv.first->size()));
+      count(fv.first->size());
       for (auto& x : *fv.first) args.push_back(std::move(x));
       for (auto& x : *fv.second) args.push_back(std::move(x));
     }
-    args.push_back(std::to_string(hdel_f.size()));
+    count(hdel_f.size());
     for (auto& x : hdel_f) args.push_back(std::move(x));
     if (fold_keys_hook_) fold_keys_hook_(keys);
+    if (!gate->Open()) return false;
     LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(FastFoldScript(), keys, args));
     const std::string tag = v.is_array() && !v.elements.empty() ? v.elements[0].str : "";
     if (tag == "OK") return true;
@@ -1531,7 +1621,7 @@ absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& pre
 }
 
 void UsageFigures::FoldSteps(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index, size_t from,
-                             size_t to, std::vector<absl::Status>* out) {
+                             size_t to, std::vector<absl::Status>* out, Gate* gate) {
   // Steps of at most kMaxArgs arguments (one event is never split).
   constexpr size_t kMaxArgs = 60000;
   size_t i = from;
@@ -1564,6 +1654,7 @@ void UsageFigures::FoldSteps(std::vector<PreparedFold>* prepared, const std::vec
     }
     args[2] = std::to_string(sent.size());
     if (fold_keys_hook_) fold_keys_hook_(keys);
+    if (!gate->Open()) return;
     auto v = pool_->Eval(FoldScript(), keys, args);
     if (!v.ok()) {
       for (size_t j : sent) (*out)[j] = v.status();

@@ -513,6 +513,11 @@ local function num()
 end
 -- HMGET of ARGV[a .. a + n - 1]; nil when the key is not a hash.
 local function hmget(key, a, n)
+  if n > 0 and n <= 4000 then
+    local r = redis.pcall('HMGET', key, unpack(ARGV, a, a + n - 1))
+    if r.err then return nil end
+    return r
+  end
   local out, i = {}, 0
   while i < n do
     local m = math.min(n - i, 4000)
@@ -627,6 +632,66 @@ if nop + ncl + nhd > 0 then
   if not is(kopen, 'hash') or not is(kclosed, 'hash') then return {'SLOW'} end
   closed = hmget(KEYS[kclosed], aop, nop)
 end
+-- The first-seen markers: a flag set for the first time adds 1 to its
+-- count (the counts read, checked and written like the counters).
+local UN = {'users', 'ext_users', 'sme_users'}
+local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
+local counts, countk, changed = {}, {}, {}
+for c, fc in ipairs(flags) do
+  local kd, names, ag, ng, a, old = fc[2], fc[3] == 'u' and UN or ON, fc[4], fc[5], fc[6], fc[7]
+  local ch = {}
+  changed[c] = ch
+  local dc = counts[kd]
+  if not dc then
+    dc = {}
+    counts[kd] = dc
+    countk[#countk + 1] = kd
+  end
+  local i = 0
+  for g = 0, ng - 1 do
+    local w = tonumber(ARGV[ag + 2 * g])
+    for _ = 1, tonumber(ARGV[ag + 2 * g + 1]) do
+      i = i + 1
+      local o = tonumber(old[i] or '0') or 0
+      local new = bit.bor(o, w)
+      if new ~= o then
+        local field = ARGV[a + i - 1]
+        ch[#ch + 1] = field
+        ch[#ch + 1] = new
+        -- The scope: the field up to its last '|' (members have none).
+        local sc = string.match(field, '^(.*)|')
+        for b = 1, #names do
+          local bm = bit.lshift(1, b - 1)
+          if bit.band(new, bm) ~= 0 and bit.band(o, bm) == 0 then
+            local f = sc .. '|' .. names[b]
+            dc[f] = (dc[f] or 0) + 1
+          end
+        end
+      end
+    end
+  end
+end
+local count_writes = {}
+for _, kd in ipairs(countk) do
+  local fields, incs = {}, {}
+  for f, d in pairs(counts[kd]) do
+    fields[#fields + 1] = f
+    incs[#incs + 1] = d
+  end
+  local args = {}
+  for i = 1, #fields, 4000 do
+    local r = redis.pcall('HMGET', KEYS[kd], unpack(fields, i, math.min(#fields, i + 3999)))
+    if r.err then return {'SLOW'} end
+    for j = 1, #r do
+      local v = r[j]
+      if v and not (#v <= 15 and (v == '0' or string.find(v, '^%-?[1-9]%d*$'))) then return {'SLOW'} end
+      local f = i + j - 1
+      args[2 * f - 1] = fields[f]
+      args[2 * f] = string.format('%d', tonumber(v or '0') + incs[f])
+    end
+  end
+  if #args > 0 then count_writes[#count_writes + 1] = {kd, args} end
+end
 -- The writes.
 local list = {}
 for i = 1, nm do
@@ -659,47 +724,10 @@ if nb > 0 then
   end
 end
 for i = au, au + nu - 1 do redis.call('HSETNX', KEYS[7], ARGV[i], '1') end
--- The first-seen markers: a flag set for the first time adds 1 to its count.
-local UN = {'users', 'ext_users', 'sme_users'}
-local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
-local counts, countk = {}, {}
-for _, c in ipairs(flags) do
-  local k, kd, names, ag, ng, a, old = c[1], c[2], c[3] == 'u' and UN or ON, c[4], c[5], c[6], c[7]
-  local changed = {}
-  local dc = counts[kd]
-  if not dc then
-    dc = {}
-    counts[kd] = dc
-    countk[#countk + 1] = kd
-  end
-  local i = 0
-  for g = 0, ng - 1 do
-    local w = tonumber(ARGV[ag + 2 * g])
-    for _ = 1, tonumber(ARGV[ag + 2 * g + 1]) do
-      i = i + 1
-      local o = tonumber(old[i] or '0') or 0
-      local new = bit.bor(o, w)
-      if new ~= o then
-        local field = ARGV[a + i - 1]
-        changed[#changed + 1] = field
-        changed[#changed + 1] = new
-        -- The scope: the field up to its last '|' (members have none).
-        local sc = string.match(field, '^(.*)|')
-        for b = 1, #names do
-          local bm = bit.lshift(1, b - 1)
-          if bit.band(new, bm) ~= 0 and bit.band(o, bm) == 0 then
-            local f = sc .. '|' .. names[b]
-            dc[f] = (dc[f] or 0) + 1
-          end
-        end
-      end
-    end
-  end
-  if #changed > 0 then many('HSET', KEYS[k], changed) end
+for c, fc in ipairs(flags) do
+  if #changed[c] > 0 then many('HSET', KEYS[fc[1]], changed[c]) end
 end
-for _, kd in ipairs(countk) do
-  for f, d in pairs(counts[kd]) do redis.call('HINCRBY', KEYS[kd], f, d) end
-end
+for _, w in ipairs(count_writes) do many('HSET', KEYS[w[1]], w[2]) end
 if nop > 0 then
   list = {}
   for i = 1, nop do
@@ -1610,8 +1638,12 @@ absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& pre
     if (!gate->Open()) return false;
     LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(FastFoldScript(), keys, args));
     const std::string tag = v.is_array() && !v.elements.empty() ? v.elements[0].str : "";
-    if (tag == "OK") return true;
+    if (tag == "OK") {
+      ++fast_steps_;
+      return true;
+    }
     if (tag != "STALE") return false;
+    ++fast_stale_;
     // An attribute or size class changed since it was read: read again.
     absl::MutexLock lock(&fast_mu_);
     for (const auto& id : ids) attr_cache_.erase(id);

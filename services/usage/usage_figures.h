@@ -157,6 +157,9 @@ class UsageFigures {
   // Tests: false folds every event with the per-event step (the reference
   // the one-step fold of a run is compared with).
   void set_fast_fold_for_testing(bool on) { fast_fold_ = on; }
+  // Steps FoldFast folded, and those its state check refused (read again).
+  int64_t fast_fold_steps() const { return fast_steps_; }
+  int64_t fast_fold_stale() const { return fast_stale_; }
   void set_fold_keys_hook_for_testing(std::function<void(const std::vector<std::string>&)> hook) {
     fold_keys_hook_ = std::move(hook);
   }
@@ -352,6 +355,7 @@ class UsageFigures {
   std::string rebuild_owner_ = NewRebuildOwner();
   std::function<void(const std::vector<std::string>&)> fold_keys_hook_;
   std::atomic<bool> fast_fold_{true};
+  std::atomic<int64_t> fast_steps_{0}, fast_stale_{0};
   // What FoldFast last read of the instruments' attributes ({usage}:iattr:
   // '0' none, else '1' and the value) and the organisations' size classes
   // ({usage}:orgs, '0' when unknown); its step checks each value it used.

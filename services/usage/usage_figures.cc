@@ -1199,13 +1199,6 @@ std::vector<std::string> FieldsWritten(const OpList& ops) {
 }  // namespace
 
 std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, const std::vector<StreamEvent>& events) {
-  return FoldBatch(source, events, nullptr);
-}
-
-std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, const std::vector<StreamEvent>& events,
-                                                  const std::function<bool()>& before_first_write) {
-  Gate gate;
-  if (before_first_write) gate.ask = &before_first_write;
   std::vector<absl::Status> out(events.size());
   // Fields written by an event whose fold failed, with its status: an event
   // prepared from one fails the same way (it stays pending and comes back
@@ -1245,10 +1238,7 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
       group.push_back(*std::move(p));
       index.push_back(next);
     }
-    if (!FoldPrepared(&group, index, &out, &gate)) {
-      for (auto& st : out) st = absl::AbortedError("not folded: the audit append failed");
-      return out;
-    }
+    FoldPrepared(&group, index, &out);
     for (size_t j = 0; j < index.size(); ++j) {
       if (out[index[j]].ok()) continue;
       for (auto& f : writes[j]) failed.emplace(std::move(f), out[index[j]]);
@@ -1257,8 +1247,8 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
   return out;
 }
 
-bool UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
-                                std::vector<absl::Status>* out, Gate* gate) {
+void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
+                                std::vector<absl::Status>* out) {
   // At most this many events per FoldFast step.
   constexpr size_t kMaxFastEvents = 1024;
   auto fast_ops = [](const PreparedFold& p) {
@@ -1291,12 +1281,11 @@ bool UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::
       }
     }
     if (j > i) {
-      absl::StatusOr<bool> folded = FoldFast(*prepared, i, j, gate);
-      if (gate->state == 2) return false;
+      absl::StatusOr<bool> folded = FoldFast(*prepared, i, j);
       if (!folded.ok()) {
         for (size_t k = i; k < j; ++k) (*out)[index[k]] = folded.status();
       } else if (!*folded) {
-        FoldSteps(prepared, index, i, j, out, gate);
+        FoldSteps(prepared, index, i, j, out);
       }
       i = j;
       continue;
@@ -1304,15 +1293,12 @@ bool UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::
     // The events up to the next one FoldFast takes.
     for (j = i + 1; j < n && !(fast_fold_ && fast_ops((*prepared)[j])); ++j) {
     }
-    FoldSteps(prepared, index, i, j, out, gate);
-    if (gate->state == 2) return false;
+    FoldSteps(prepared, index, i, j, out);
     i = j;
   }
-  return true;
 }
 
-absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to,
-                                            Gate* gate) {
+absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to) {
   // Every increment below 1e15 in absolute value summed per field: with a
   // stored value of at most 15 digits the sum stays exact in Lua's doubles.
   constexpr int64_t kMaxAbs = 1'000'000'000'000'000;
@@ -1635,7 +1621,6 @@ absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& pre
     count(hdel_f.size());
     for (auto& x : hdel_f) args.push_back(std::move(x));
     if (fold_keys_hook_) fold_keys_hook_(keys);
-    if (!gate->Open()) return false;
     LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(FastFoldScript(), keys, args));
     const std::string tag = v.is_array() && !v.elements.empty() ? v.elements[0].str : "";
     if (tag == "OK") {
@@ -1653,7 +1638,7 @@ absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& pre
 }
 
 void UsageFigures::FoldSteps(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index, size_t from,
-                             size_t to, std::vector<absl::Status>* out, Gate* gate) {
+                             size_t to, std::vector<absl::Status>* out) {
   // Steps of at most kMaxArgs arguments (one event is never split).
   constexpr size_t kMaxArgs = 60000;
   size_t i = from;
@@ -1686,7 +1671,6 @@ void UsageFigures::FoldSteps(std::vector<PreparedFold>* prepared, const std::vec
     }
     args[2] = std::to_string(sent.size());
     if (fold_keys_hook_) fold_keys_hook_(keys);
-    if (!gate->Open()) return;
     auto v = pool_->Eval(FoldScript(), keys, args);
     if (!v.ok()) {
       for (size_t j : sent) (*out)[j] = v.status();

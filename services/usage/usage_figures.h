@@ -107,13 +107,6 @@ class UsageFigures {
   // status per event, in order; each event folded exactly once and atomically
   // on its own, exactly as Fold would.
   std::vector<absl::Status> FoldBatch(absl::string_view source, const std::vector<StreamEvent>& events);
-  // FoldBatch with `before_first_write` called once, after the preparation
-  // of the first events and before the first step that writes: when it
-  // answers false nothing is written and every event answers ABORTED (to
-  // be folded again). ApplyEvents prepares the fold while the audit append
-  // runs and writes only once every append succeeded.
-  std::vector<absl::Status> FoldBatch(absl::string_view source, const std::vector<StreamEvent>& events,
-                                      const std::function<bool()>& before_first_write);
 
   // usage_aggregates.cc. Registers the periods and instrument attributes of
   // data folded before the aggregates existed (once; idempotent, safe with
@@ -254,24 +247,14 @@ class UsageFigures {
   // steps as the argument budget allows; consumes their ops.
   // Runs of events that only count, serve and open or close sessions go
   // through FoldFast, the others (and a run FoldFast leaves) through FoldSteps.
-  // gate (may be null): asked before the first write; false when it closed
-  // (nothing written).
-  struct Gate {
-    const std::function<bool()>* ask = nullptr;
-    int state = 0;  // 0 not asked, 1 open, 2 closed
-    bool Open() {
-      if (state == 0) state = ask == nullptr || (*ask)() ? 1 : 2;
-      return state == 1;
-    }
-  };
-  bool FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
-                    std::vector<absl::Status>* out, Gate* gate);
+  void FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
+                    std::vector<absl::Status>* out);
   // prepared[from, to) with the per-event step (FoldScript).
   void FoldSteps(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index, size_t from, size_t to,
-                 std::vector<absl::Status>* out, Gate* gate);
+                 std::vector<absl::Status>* out);
   // prepared[from, to) in one step (FastFoldScript): true when every event
   // was folded, false when nothing was written (FoldSteps folds them).
-  absl::StatusOr<bool> FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to, Gate* gate);
+  absl::StatusOr<bool> FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to);
   // Seconds a day of the booking's session counts at most: LEASE the
   // counted hours per day in force at handover (at_handover: now; else the
   // cap its open session recorded, or as now), other modes 24 h.

@@ -1,8 +1,6 @@
 #include "services/usage/usage_service.h"
 
-#include <functional>
 #include <optional>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
@@ -153,38 +151,19 @@ absl::Status ApplyEvent(AuditChain* audit, UsageFigures* figures, absl::string_v
 std::vector<absl::Status> ApplyEvents(AuditChain* audit, UsageFigures* figures, absl::string_view source,
                                       const std::vector<StreamEvent>& events) {
   std::vector<absl::Status> out(events.size());
-  // The fold is prepared (events decoded, the step's arguments computed)
-  // while the audit append runs, and writes only once every append
-  // succeeded; otherwise it is folded again without the failed events.
-  std::vector<absl::StatusOr<AppendResult>> appended;
-  std::thread append([&] { appended = audit->AppendBatch(source, events); });
-  bool joined = false;
-  auto fold_this = [&](size_t i) {
-    return appended[i].ok() || ErrorReason(appended[i].status()) == "UNDECODABLE_EVENT";
-  };
-  bool all = false;
-  const std::function<bool()> gate = [&] {
-    append.join();
-    joined = true;
-    all = true;
-    for (size_t i = 0; i < events.size(); ++i) all = all && fold_this(i);
-    return all;
-  };
-  std::vector<absl::Status> folded = figures->FoldBatch(source, events, gate);
-  if (!joined) gate();
-  if (all) return folded;
+  auto appended = audit->AppendBatch(source, events);
   std::vector<StreamEvent> to_fold;
   std::vector<size_t> index;
   to_fold.reserve(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
-    if (!fold_this(i)) {
+    if (!appended[i].ok() && ErrorReason(appended[i].status()) != "UNDECODABLE_EVENT") {
       out[i] = appended[i].status();
       continue;
     }
     to_fold.push_back(events[i]);
     index.push_back(i);
   }
-  folded = figures->FoldBatch(source, to_fold);
+  std::vector<absl::Status> folded = figures->FoldBatch(source, to_fold);
   for (size_t j = 0; j < index.size(); ++j) out[index[j]] = std::move(folded[j]);
   return out;
 }

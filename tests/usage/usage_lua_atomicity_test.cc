@@ -234,10 +234,9 @@ TEST_F(UsageLuaAtomicityTest, ABatchEventDependingOnAFailedOneFailsToo) {
   EXPECT_EQ(pool_->Command({"HEXISTS", "{usage}:m:i2:202604", "done|4|organizations/o1"})->integer, 0);
 }
 
-// ApplyEvents prepares the fold while the audit append runs; the fold writes
-// only once every append succeeded. An append that fails (an index of the
-// wrong type) leaves the batch unfolded: nothing of it anywhere. Once the
-// index is repaired the redelivered batch counts once.
+// ApplyEvents folds only what the audit append took: an append that fails
+// (an index of the wrong type) leaves the batch unfolded, nothing of it
+// anywhere. Once the index is repaired the redelivered batch counts once.
 TEST_F(UsageLuaAtomicityTest, ApplyEventsFoldsNothingWhenTheAuditAppendFails) {
   Spoil(audit_keys::Index("actor", "users/u1"));
   const std::vector<StreamEvent> batch = {Created("e1"), Created("e2", "i2"), Created("e3")};

@@ -146,13 +146,13 @@ class UsageFigures {
   void set_rebuild_chunk(int entries) { rebuild_chunk_ = entries; }
   void set_rebuild_lease_us(int64_t us) { rebuild_lease_us_ = us; }
   const std::string& rebuild_owner() const { return rebuild_owner_; }
-  // Called with the KEYS of each fold step before it runs.
   // Tests: false folds every event with the per-event step (the reference
   // the one-step fold of a run is compared with).
   void set_fast_fold_for_testing(bool on) { fast_fold_ = on; }
   // Steps FoldFast folded, and those its state check refused (read again).
   int64_t fast_fold_steps() const { return fast_steps_; }
   int64_t fast_fold_stale() const { return fast_stale_; }
+  // Called with the KEYS of each fold step before it runs.
   void set_fold_keys_hook_for_testing(std::function<void(const std::vector<std::string>&)> hook) {
     fold_keys_hook_ = std::move(hook);
   }
@@ -244,9 +244,9 @@ class UsageFigures {
   };
   absl::StatusOr<PreparedFold> PrepareFold(absl::string_view source, const StreamEvent& event) const;
   // Folds prepared events (their statuses at out[index[i]]) in as few Lua
-  // steps as the argument budget allows; consumes their ops.
-  // Runs of events that only count, serve and open or close sessions go
-  // through FoldFast, the others (and a run FoldFast leaves) through FoldSteps.
+  // steps as the argument budget allows; consumes their ops. Runs of events
+  // that only count, serve and open or close sessions go through FoldFast,
+  // the others (and a run FoldFast leaves) through FoldSteps.
   void FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
                     std::vector<absl::Status>* out);
   // prepared[from, to) with the per-event step (FoldScript).

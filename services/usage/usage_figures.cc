@@ -470,6 +470,293 @@ return out
   return *s;
 }
 
+// The fold of a run of events in one step, the client having computed what
+// the per-event step (FoldScript) works out in Lua: used for runs whose
+// events are all new and only count (cnt), serve (srv) and open or close
+// sessions (open, close, hdel of {usage}:open), each session once in the
+// run. Its result is exactly FoldScript's over the same events in order; the
+// increments of a run are summed per field, the served members, registered
+// instruments and periods and the first-seen markers deduplicated. What the
+// client computed from state (the instruments' attributes, the
+// organisations' size classes) is checked against that state first. Nothing
+// is written unless every write is proven to succeed; then it answers 'SLOW'
+// (a marker present, a key of another type, a counter past 15 digits: fold
+// the run with FoldScript, which says which event fails) or 'STALE' (an
+// attribute or size class changed: compute again). 'OK': every event folded.
+// KEYS: as FoldScript (1 applied, 2 agg, 3 built, 4 iattr, 5 orgs, 6
+// orgsseen, 7 unknown, then the run's keys). ARGV, blocks of a count and its
+// items (k: a KEYS index):
+//   n, markers
+//   n, instrument ids, then for each '0' (no attributes) or '1' .. attributes
+//   n, organisations, then for each its size class ('0' when unknown)
+//   n counter hashes: k, nf, fields, then their increments (at most 15 digits
+//     summed in absolute value)
+//   n sets: k, nm, members
+//   n hashes whose fields are set to 1 (ai, agg:ip, orgsseen): k, nf, fields
+//   n, periods to register in agg:built
+//   n, instrument ids to record in agg:unknown
+//   n flags hashes: k, k of its distinct counts, 'u' (users) or 'o'
+//     (organisations), ng, ng pairs (flags, how many fields want them), nf,
+//     the fields ("<scope>|<member>") in the order of those groups
+//   k open, k closed (0 when neither is used), then n, fields, values to open;
+//     n, fields, values to close; n, fields to delete from open
+const RedisScript& FastFoldScript() {
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
+for i = 1, 7 do
+  if not ls_type_is(KEYS[i], 'hash') then return {'SLOW'} end
+end
+local p = 1
+local function num()
+  local v = tonumber(ARGV[p])
+  p = p + 1
+  return v
+end
+-- HMGET of ARGV[a .. a + n - 1]; nil when the key is not a hash.
+local function hmget(key, a, n)
+  if n > 0 and n <= 4000 then
+    local r = redis.pcall('HMGET', key, unpack(ARGV, a, a + n - 1))
+    if r.err then return nil end
+    return r
+  end
+  local out, i = {}, 0
+  while i < n do
+    local m = math.min(n - i, 4000)
+    local r = redis.pcall('HMGET', key, unpack(ARGV, a + i, a + i + m - 1))
+    if r.err then return nil end
+    for j = 1, m do out[i + j] = r[j] end
+    i = i + m
+  end
+  return out
+end
+local function many(cmd, key, list)
+  for i = 1, #list, 4000 do redis.call(cmd, key, unpack(list, i, math.min(#list, i + 3999))) end
+end
+local typed = {}
+local function is(k, want)
+  local t = typed[k]
+  if t == nil then
+    t = ls_type_is(KEYS[k], want) and want or ''
+    typed[k] = t
+  end
+  return t == want
+end
+for i = 1, 7 do typed[i] = 'hash' end
+-- Reads and checks.
+local nm = num()
+local am = p
+p = p + nm
+local r = hmget(KEYS[1], am, nm)
+for i = 1, nm do
+  if r[i] then return {'SLOW'} end
+end
+local ni = num()
+local ai = p
+p = p + 2 * ni
+r = hmget(KEYS[4], ai, ni)
+for i = 1, ni do
+  local v = r[i]
+  if (v and ('1' .. v) or '0') ~= ARGV[ai + ni + i - 1] then return {'STALE'} end
+end
+local no = num()
+local ao = p
+p = p + 2 * no
+r = hmget(KEYS[5], ao, no)
+for i = 1, no do
+  if (r[i] or '0') ~= ARGV[ao + no + i - 1] then return {'STALE'} end
+end
+local counters = {}
+for c = 1, num() do
+  local k, nf = num(), num()
+  local a = p
+  p = p + 2 * nf
+  r = hmget(KEYS[k], a, nf)
+  if not r then return {'SLOW'} end
+  local args = {}
+  for i = 1, nf do
+    local v = r[i]
+    if v and not (#v <= 15 and (v == '0' or string.find(v, '^%-?[1-9]%d*$'))) then return {'SLOW'} end
+    args[2 * i - 1] = ARGV[a + i - 1]
+    args[2 * i] = string.format('%d', tonumber(v or '0') + tonumber(ARGV[a + nf + i - 1]))
+  end
+  counters[c] = {k, args}
+end
+local sets = {}
+for c = 1, num() do
+  local k, n = num(), num()
+  if not is(k, 'set') then return {'SLOW'} end
+  sets[c] = {k, p, n}
+  p = p + n
+end
+local ones = {}
+for c = 1, num() do
+  local k, n = num(), num()
+  if not is(k, 'hash') then return {'SLOW'} end
+  ones[c] = {k, p, n}
+  p = p + n
+end
+local nb = num()
+local ab = p
+p = p + nb
+local nu = num()
+local au = p
+p = p + nu
+local flags = {}
+for c = 1, num() do
+  local k = num()
+  local kd = num()
+  local kind = ARGV[p]
+  p = p + 1
+  local ng = num()
+  local ag = p
+  p = p + 2 * ng
+  local n = num()
+  if not is(kd, 'hash') then return {'SLOW'} end
+  r = hmget(KEYS[k], p, n)
+  if not r then return {'SLOW'} end
+  typed[k] = 'hash'
+  flags[c] = {k, kd, kind, ag, ng, p, r}
+  p = p + n
+end
+local kopen, kclosed = num(), num()
+local nop = num()
+local aop = p
+p = p + 2 * nop
+local ncl = num()
+local acl = p
+p = p + 2 * ncl
+local nhd = num()
+local ahd = p
+p = p + nhd
+local closed = {}
+if nop + ncl + nhd > 0 then
+  if not is(kopen, 'hash') or not is(kclosed, 'hash') then return {'SLOW'} end
+  closed = hmget(KEYS[kclosed], aop, nop)
+end
+-- The first-seen markers: a flag set for the first time adds 1 to its
+-- count (the counts read, checked and written like the counters).
+local UN = {'users', 'ext_users', 'sme_users'}
+local ON = {'orgs', 'ext_orgs', 'sme_orgs', 'startup_orgs'}
+local counts, countk, changed = {}, {}, {}
+for c, fc in ipairs(flags) do
+  local kd, names, ag, ng, a, old = fc[2], fc[3] == 'u' and UN or ON, fc[4], fc[5], fc[6], fc[7]
+  local ch = {}
+  changed[c] = ch
+  local dc = counts[kd]
+  if not dc then
+    dc = {}
+    counts[kd] = dc
+    countk[#countk + 1] = kd
+  end
+  local i = 0
+  for g = 0, ng - 1 do
+    local w = tonumber(ARGV[ag + 2 * g])
+    for _ = 1, tonumber(ARGV[ag + 2 * g + 1]) do
+      i = i + 1
+      local o = tonumber(old[i] or '0') or 0
+      local new = bit.bor(o, w)
+      if new ~= o then
+        local field = ARGV[a + i - 1]
+        ch[#ch + 1] = field
+        ch[#ch + 1] = new
+        -- The scope: the field up to its last '|' (members have none).
+        local sc = string.match(field, '^(.*)|')
+        for b = 1, #names do
+          local bm = bit.lshift(1, b - 1)
+          if bit.band(new, bm) ~= 0 and bit.band(o, bm) == 0 then
+            local f = sc .. '|' .. names[b]
+            dc[f] = (dc[f] or 0) + 1
+          end
+        end
+      end
+    end
+  end
+end
+local count_writes = {}
+for _, kd in ipairs(countk) do
+  local fields, incs = {}, {}
+  for f, d in pairs(counts[kd]) do
+    fields[#fields + 1] = f
+    incs[#incs + 1] = d
+  end
+  local args = {}
+  for i = 1, #fields, 4000 do
+    local r = redis.pcall('HMGET', KEYS[kd], unpack(fields, i, math.min(#fields, i + 3999)))
+    if r.err then return {'SLOW'} end
+    for j = 1, #r do
+      local v = r[j]
+      if v and not (#v <= 15 and (v == '0' or string.find(v, '^%-?[1-9]%d*$'))) then return {'SLOW'} end
+      local f = i + j - 1
+      args[2 * f - 1] = fields[f]
+      args[2 * f] = string.format('%d', tonumber(v or '0') + incs[f])
+    end
+  end
+  if #args > 0 then count_writes[#count_writes + 1] = {kd, args} end
+end
+-- The writes.
+local list = {}
+for i = 1, nm do
+  list[2 * i - 1] = ARGV[am + i - 1]
+  list[2 * i] = '1'
+end
+many('HSET', KEYS[1], list)
+for _, c in ipairs(counters) do many('HSET', KEYS[c[1]], c[2]) end
+for _, c in ipairs(sets) do
+  for i = 0, c[3] - 1, 4000 do
+    redis.call('SADD', KEYS[c[1]], unpack(ARGV, c[2] + i, c[2] + math.min(c[3], i + 4000) - 1))
+  end
+end
+for _, c in ipairs(ones) do
+  list = {}
+  for i = 1, c[3] do
+    list[2 * i - 1] = ARGV[c[2] + i - 1]
+    list[2 * i] = '1'
+  end
+  many('HSET', KEYS[c[1]], list)
+end
+if nb > 0 then
+  local layout = redis.call('HGET', KEYS[2], 'layout')
+  for i = ab, ab + nb - 1 do
+    if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 0 then
+      local v = '-1'
+      if layout == '2' then v = redis.call('HGET', KEYS[2], 'gen') or '0' end
+      redis.call('HSET', KEYS[3], ARGV[i], v)
+    end
+  end
+end
+for i = au, au + nu - 1 do redis.call('HSETNX', KEYS[7], ARGV[i], '1') end
+for c, fc in ipairs(flags) do
+  if #changed[c] > 0 then many('HSET', KEYS[fc[1]], changed[c]) end
+end
+for _, w in ipairs(count_writes) do many('HSET', KEYS[w[1]], w[2]) end
+if nop > 0 then
+  list = {}
+  for i = 1, nop do
+    if not closed[i] then
+      list[#list + 1] = ARGV[aop + i - 1]
+      list[#list + 1] = ARGV[aop + nop + i - 1]
+    end
+  end
+  if #list > 0 then many('HSET', KEYS[kopen], list) end
+end
+if ncl > 0 then
+  for i = 0, ncl - 1, 4000 do
+    redis.call('HDEL', KEYS[kopen], unpack(ARGV, acl + i, acl + math.min(ncl, i + 4000) - 1))
+  end
+  list = {}
+  for i = 1, ncl do
+    list[2 * i - 1] = ARGV[acl + i - 1]
+    list[2 * i] = ARGV[acl + ncl + i - 1]
+  end
+  many('HSET', KEYS[kclosed], list)
+end
+for i = 0, nhd - 1, 4000 do
+  redis.call('HDEL', KEYS[kopen], unpack(ARGV, ahd + i, ahd + math.min(nhd, i + 4000) - 1))
+end
+return {'OK'}
+)lua");
+  return *s;
+}
+
 struct Ops {
   struct Op {
     const char* code;
@@ -962,10 +1249,401 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
 
 void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
                                 std::vector<absl::Status>* out) {
+  // At most this many events per FoldFast step.
+  constexpr size_t kMaxFastEvents = 1024;
+  auto fast_ops = [](const PreparedFold& p) {
+    for (const auto& op : p.ops) {
+      if (op.code == "cnt" || op.code == "srv") continue;
+      if ((op.code == "open" || op.code == "close") && op.keys.size() == 2 && op.keys[0] == kOpenSessions &&
+          op.keys[1] == kClosedSessions && op.args.size() == 2) {
+        continue;
+      }
+      if (op.code == "hdel" && op.keys.size() == 1 && op.keys[0] == kOpenSessions && op.args.size() == 1) continue;
+      return false;
+    }
+    return true;
+  };
+  const size_t n = prepared->size();
+  size_t i = 0;
+  while (i < n) {
+    size_t j = i;
+    if (fast_fold_) {
+      // A run: each event once, each session opened or closed by one event.
+      absl::flat_hash_set<std::string> markers, sessions;
+      for (; j < n && j - i < kMaxFastEvents; ++j) {
+        const PreparedFold& p = (*prepared)[j];
+        if (!fast_ops(p) || !markers.insert(p.marker).second) break;
+        bool again = false;
+        for (const auto& op : p.ops) {
+          if (op.code != "cnt" && op.code != "srv" && !sessions.insert(op.args[0]).second) again = true;
+        }
+        if (again) break;
+      }
+    }
+    if (j > i) {
+      absl::StatusOr<bool> folded = FoldFast(*prepared, i, j);
+      if (!folded.ok()) {
+        for (size_t k = i; k < j; ++k) (*out)[index[k]] = folded.status();
+      } else if (!*folded) {
+        FoldSteps(prepared, index, i, j, out);
+      }
+      i = j;
+      continue;
+    }
+    // The events up to the next one FoldFast takes.
+    for (j = i + 1; j < n && !(fast_fold_ && fast_ops((*prepared)[j])); ++j) {
+    }
+    FoldSteps(prepared, index, i, j, out);
+    i = j;
+  }
+}
+
+absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to) {
+  // Every increment below 1e15 in absolute value summed per field: with a
+  // stored value of at most 15 digits the sum stays exact in Lua's doubles.
+  constexpr int64_t kMaxAbs = 1'000'000'000'000'000;
+  // The instruments whose attributes and the organisations whose size
+  // classes the step depends on.
+  std::set<std::string> ids, orgs;
+  for (size_t e = from; e < to; ++e) {
+    for (const auto& op : prepared[e].ops) {
+      if (op.code == "cnt" && op.args.size() == 7 && op.args[3] == "eff") ids.insert(op.args[0]);
+      if (op.code == "srv" && op.args.size() == 4) {
+        ids.insert(op.args[0]);
+        orgs.insert(op.args[2]);
+      }
+    }
+  }
+  const std::string sme = std::to_string(static_cast<int>(iv::SME));
+  const std::string startup = std::to_string(static_cast<int>(iv::START_UP));
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    // What is not cached is read first.
+    std::map<std::string, std::string> attrs, sizes;
+    {
+      std::vector<std::string> want_ids = {"HMGET", agg::kAttributes}, want_orgs = {"HMGET", "{usage}:orgs"};
+      {
+        absl::MutexLock lock(&fast_mu_);
+        for (const auto& id : ids) {
+          auto it = attr_cache_.find(id);
+          if (it == attr_cache_.end()) {
+            want_ids.push_back(id);
+          } else {
+            attrs[id] = it->second;
+          }
+        }
+        for (const auto& org : orgs) {
+          auto it = size_cache_.find(org);
+          if (it == size_cache_.end()) {
+            want_orgs.push_back(org);
+          } else {
+            sizes[org] = it->second;
+          }
+        }
+      }
+      std::vector<std::vector<std::string>> reads;
+      if (want_ids.size() > 2) reads.push_back(want_ids);
+      if (want_orgs.size() > 2) reads.push_back(want_orgs);
+      if (!reads.empty()) {
+        LS_ASSIGN_OR_RETURN(std::vector<RedisValue> got, pool_->Pipeline(reads));
+        size_t r = 0;
+        absl::MutexLock lock(&fast_mu_);
+        if (attr_cache_.size() > 100000) attr_cache_.clear();
+        if (size_cache_.size() > 100000) size_cache_.clear();
+        for (const auto* want : {&want_ids, &want_orgs}) {
+          if (want->size() <= 2) continue;
+          const RedisValue& v = got[r++];
+          if (!v.is_array() || v.elements.size() != want->size() - 2) return false;  // FoldSteps says why
+          for (size_t k = 2; k < want->size(); ++k) {
+            const RedisValue& x = v.elements[k - 2];
+            if (!x.is_nil() && x.type != RedisValue::Type::kString) return false;
+            if (want == &want_ids) {
+              attrs[(*want)[k]] = attr_cache_[(*want)[k]] = x.is_nil() ? "0" : "1" + x.str;
+            } else {
+              sizes[(*want)[k]] = size_cache_[(*want)[k]] = x.is_nil() ? "0" : x.str;
+            }
+          }
+        }
+      }
+    }
+    std::vector<std::string> keys = {"{usage}:applied", agg::kState, agg::kBuilt, agg::kAttributes, "{usage}:orgs",
+                                     agg::kOrgsSeen, agg::kUnknown};
+    // KEYS index by name (views of the ops' keys and of constants, which
+    // outlive the step).
+    absl::flat_hash_map<absl::string_view, int> key_index;
+    key_index.reserve(1024);
+    {
+      // Views of the constants (not of `keys`, whose strings move as it grows).
+      static const char* const kFixed[] = {"{usage}:applied", agg::kState,    agg::kBuilt,  agg::kAttributes,
+                                           "{usage}:orgs",    agg::kOrgsSeen, agg::kUnknown};
+      for (size_t k = 0; k < keys.size(); ++k) key_index[kFixed[k]] = static_cast<int>(k) + 1;
+    }
+    // What the step writes per key (by KEYS index - 1).
+    struct Sum {
+      std::string field;
+      int64_t sum = 0, abs = 0;
+    };
+    struct PerKey {
+      std::vector<Sum> counters;                 // counter hashes: few fields each
+      std::vector<std::string> members;          // sets, or hashes whose fields are set to 1
+      absl::flat_hash_map<std::string, int> flags;  // flags hashes: field -> flags
+      int distinct = 0;                          // flags hashes: KEYS index of the counts
+      char kind = 0;                             // 'c' counters, 's' set, '1' fields to 1, 'u'/'o' flags
+    };
+    std::vector<PerKey> per_key(keys.size());
+    std::vector<int> used;  // KEYS indexes with writes, in order
+    auto key = [&](absl::string_view k, char kind) -> PerKey& {
+      auto [it, fresh] = key_index.try_emplace(k, static_cast<int>(keys.size()) + 1);
+      if (fresh) {
+        keys.emplace_back(k);
+        per_key.emplace_back();
+      }
+      PerKey& pk = per_key[static_cast<size_t>(it->second - 1)];
+      if (pk.kind == 0) {
+        pk.kind = kind;
+        used.push_back(it->second);
+      }
+      return pk;
+    };
+    auto index_of = [&](absl::string_view k) {
+      auto [it, fresh] = key_index.try_emplace(k, static_cast<int>(keys.size()) + 1);
+      if (fresh) {
+        keys.emplace_back(k);
+        per_key.emplace_back();
+      }
+      return it->second;
+    };
+    auto member = [](std::vector<std::string>& v, absl::string_view m) {
+      for (const auto& x : v) {
+        if (x == m) return;
+      }
+      v.emplace_back(m);
+    };
+    std::vector<std::string> periods, unknown;
+    std::vector<std::string> markers, open_f, open_v, close_f, close_v, hdel_f;
+    markers.reserve(to - from);
+    bool overflow = false;
+    bool kinds_ok = true;
+    auto add = [&](const std::string& k, absl::string_view field, int64_t delta) {
+      PerKey& pk = key(k, 'c');
+      if (pk.kind != 'c') kinds_ok = false;
+      Sum* s = nullptr;
+      for (auto& x : pk.counters) {
+        if (x.field == field) {
+          s = &x;
+          break;
+        }
+      }
+      if (s == nullptr) {
+        pk.counters.push_back(Sum{std::string(field)});
+        s = &pk.counters.back();
+      }
+      s->sum += delta;
+      s->abs += delta < 0 ? -delta : delta;
+      if (s->abs >= kMaxAbs) overflow = true;
+    };
+    auto want = [&](const std::string& kf, const std::string& kd, absl::string_view scope, absl::string_view m,
+                    int fl, char kind) {
+      const int distinct = index_of(kd);
+      PerKey& pk = key(kf, kind);
+      if (pk.kind != kind) kinds_ok = false;
+      pk.distinct = distinct;
+      pk.flags[absl::StrCat(scope, "|", m)] |= fl;
+    };
+    // The attributes as the step reads them (owner, facility, category).
+    auto attributes = [&](const std::string& id, std::string parts[3]) {
+      const std::string& a = attrs.at(id);
+      if (a == "0") return false;
+      const absl::string_view v = absl::string_view(a).substr(1);
+      const size_t x = v.find('\x1f');
+      const size_t y = x == absl::string_view::npos ? x : v.find('\x1f', x + 1);
+      if (y != absl::string_view::npos) {
+        parts[0] = std::string(v.substr(0, x));
+        parts[1] = std::string(v.substr(x + 1, y - x - 1));
+        parts[2] = std::string(v.substr(y + 1));
+      }
+      return true;
+    };
+    std::string field, cf, ext;
+    for (size_t e = from; e < to && !overflow; ++e) {
+      const PreparedFold& p = prepared[e];
+      markers.push_back(p.marker);
+      for (const auto& op : p.ops) {
+        if (op.code == "cnt") {
+          // keys: d m y am ay aim aiy ip; args: id pm py counter mode org delta.
+          if (op.keys.size() != 8 || op.args.size() != 7) return false;
+          const std::string &id = op.args[0], &c = op.args[3], &mode = op.args[4], &org = op.args[5];
+          int64_t delta = 0;
+          if (!absl::SimpleAtoi(op.args[6], &delta) || delta <= -kMaxAbs || delta >= kMaxAbs) return false;
+          field.clear();
+          absl::StrAppend(&field, c, "|", mode, "|", org);
+          cf.clear();
+          absl::StrAppend(&cf, c, "|", mode);
+          for (int k = 0; k < 3; ++k) add(op.keys[k], field, delta);
+          add(op.keys[3], cf, delta);
+          add(op.keys[4], cf, delta);
+          if (c == "eff") {
+            std::string at[3];
+            if (!attributes(id, at)) {
+              member(unknown, id);
+            } else if (at[0] != org) {
+              ext = "ext|" + mode;
+              add(op.keys[3], ext, delta);
+              add(op.keys[4], ext, delta);
+            }
+          }
+          for (int k = 5; k < 8; ++k) {
+            PerKey& pk = key(op.keys[k], '1');
+            if (pk.kind != '1') kinds_ok = false;
+            if (k < 7) {
+              member(pk.members, id);
+            } else {
+              member(pk.members, op.args[1]);
+              member(pk.members, op.args[2]);
+            }
+          }
+          member(periods, op.args[1]);
+          member(periods, op.args[2]);
+        } else if (op.code == "srv") {
+          // keys: ud um uy aum aom adm auy aoy ady; args: id mode org user.
+          if (op.keys.size() != 9 || op.args.size() != 4) return false;
+          const std::string &id = op.args[0], &mode = op.args[1], &org = op.args[2], &user = op.args[3];
+          const std::string& sz = sizes.at(org);
+          const std::string m = absl::StrCat(mode, "|", org, "|", user, "|", sz);
+          for (int k = 0; k < 3; ++k) {
+            PerKey& pk = key(op.keys[k], 's');
+            if (pk.kind != 's') kinds_ok = false;
+            member(pk.members, m);
+          }
+          std::string at[3];
+          if (!attributes(id, at)) member(unknown, id);
+          member(key(agg::kOrgsSeen, '1').members, org);
+          const bool is_ext = org != at[0];
+          const int uf = 1 + (is_ext ? 2 : 0) + (sz == sme ? 4 : 0);
+          const int of = uf + (sz == startup ? 8 : 0);
+          const std::string si = "i:" + id;
+          for (absl::string_view sc : {absl::string_view(si), absl::string_view("p")}) {
+            want(op.keys[3], op.keys[5], sc, user, uf, 'u');
+            want(op.keys[4], op.keys[5], sc, org, of, 'o');
+          }
+          const std::string scopes[] = {"o:" + at[0], "f:" + at[1], "c:" + at[2], "md:" + mode};
+          for (absl::string_view sc : {absl::string_view(si), absl::string_view("p"), absl::string_view(scopes[0]),
+                                       absl::string_view(scopes[1]), absl::string_view(scopes[2]),
+                                       absl::string_view(scopes[3])}) {
+            want(op.keys[6], op.keys[8], sc, user, uf, 'u');
+            want(op.keys[7], op.keys[8], sc, org, of, 'o');
+          }
+        } else if (op.code == "open") {
+          open_f.push_back(op.args[0]);
+          open_v.push_back(op.args[1]);
+        } else if (op.code == "close") {
+          close_f.push_back(op.args[0]);
+          close_v.push_back(op.args[1]);
+        } else if (op.code == "hdel") {
+          hdel_f.push_back(op.args[0]);
+        } else {
+          return false;
+        }
+      }
+    }
+    // A key written two ways (a counters hash that is also a set...) is
+    // left to FoldSteps, which says which event fails.
+    if (overflow || !kinds_ok) return false;
+    const bool sessions = !open_f.empty() || !close_f.empty() || !hdel_f.empty();
+    const int k_open = sessions ? index_of(kOpenSessions) : 0, k_closed = sessions ? index_of(kClosedSessions) : 0;
+    std::vector<std::string> args;
+    args.reserve(markers.size() * 24);
+    auto count = [&](size_t n) { args.push_back(std::to_string(n)); };
+    count(markers.size());
+    for (auto& m : markers) args.push_back(std::move(m));
+    count(ids.size());
+    for (const auto& id : ids) args.push_back(id);
+    for (const auto& id : ids) args.push_back(attrs.at(id));
+    count(orgs.size());
+    for (const auto& org : orgs) args.push_back(org);
+    for (const auto& org : orgs) args.push_back(sizes.at(org));
+    size_t n = 0;
+    for (int k : used) n += per_key[static_cast<size_t>(k - 1)].kind == 'c';
+    count(n);
+    for (int k : used) {
+      PerKey& pk = per_key[static_cast<size_t>(k - 1)];
+      if (pk.kind != 'c') continue;
+      args.push_back(std::to_string(k));
+      count(pk.counters.size());
+      for (auto& s : pk.counters) args.push_back(std::move(s.field));
+      for (const auto& s : pk.counters) args.push_back(std::to_string(s.sum));
+    }
+    for (char kind : {'s', '1'}) {
+      n = 0;
+      for (int k : used) n += per_key[static_cast<size_t>(k - 1)].kind == kind;
+      count(n);
+      for (int k : used) {
+        PerKey& pk = per_key[static_cast<size_t>(k - 1)];
+        if (pk.kind != kind) continue;
+        args.push_back(std::to_string(k));
+        count(pk.members.size());
+        for (auto& m : pk.members) args.push_back(std::move(m));
+      }
+    }
+    for (auto* list : {&periods, &unknown}) {
+      count(list->size());
+      for (auto& x : *list) args.push_back(std::move(x));
+    }
+    // Flags hashes: their fields grouped by the flags wanted (the scope is
+    // the field up to its last '|': members are resource names, which have none).
+    n = 0;
+    for (int k : used) n += per_key[static_cast<size_t>(k - 1)].kind == 'u' || per_key[static_cast<size_t>(k - 1)].kind == 'o';
+    count(n);
+    for (int k : used) {
+      PerKey& pk = per_key[static_cast<size_t>(k - 1)];
+      if (pk.kind != 'u' && pk.kind != 'o') continue;
+      args.push_back(std::to_string(k));
+      args.push_back(std::to_string(pk.distinct));
+      args.push_back(std::string(1, pk.kind));
+      std::map<int, std::vector<const std::string*>> by_flags;
+      for (const auto& [f, fl] : pk.flags) by_flags[fl].push_back(&f);
+      count(by_flags.size());
+      for (const auto& [fl, fields] : by_flags) {
+        args.push_back(std::to_string(fl));
+        count(fields.size());
+      }
+      count(pk.flags.size());
+      for (const auto& [fl, fields] : by_flags) {
+        for (const std::string* f : fields) args.push_back(*f);
+      }
+    }
+    args.push_back(std::to_string(k_open));
+    args.push_back(std::to_string(k_closed));
+    for (const auto& fv : {std::pair{&open_f, &open_v}, std::pair{&close_f, &close_v}}) {
+      count(fv.first->size());
+      for (auto& x : *fv.first) args.push_back(std::move(x));
+      for (auto& x : *fv.second) args.push_back(std::move(x));
+    }
+    count(hdel_f.size());
+    for (auto& x : hdel_f) args.push_back(std::move(x));
+    if (fold_keys_hook_) fold_keys_hook_(keys);
+    LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(FastFoldScript(), keys, args));
+    const std::string tag = v.is_array() && !v.elements.empty() ? v.elements[0].str : "";
+    if (tag == "OK") {
+      ++fast_steps_;
+      return true;
+    }
+    if (tag != "STALE") return false;
+    ++fast_stale_;
+    // An attribute or size class changed since it was read: read again.
+    absl::MutexLock lock(&fast_mu_);
+    for (const auto& id : ids) attr_cache_.erase(id);
+    for (const auto& org : orgs) size_cache_.erase(org);
+  }
+  return false;
+}
+
+void UsageFigures::FoldSteps(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index, size_t from,
+                             size_t to, std::vector<absl::Status>* out) {
   // Steps of at most kMaxArgs arguments (one event is never split).
   constexpr size_t kMaxArgs = 60000;
-  size_t i = 0;
-  while (i < prepared->size()) {
+  size_t i = from;
+  bool attributes = false;  // an event changes attributes or size classes (FoldFast's cache)
+  while (i < to) {
     std::vector<std::string> keys = {"{usage}:applied", agg::kState, agg::kBuilt, agg::kAttributes, "{usage}:orgs",
                                      agg::kOrgsSeen, agg::kUnknown};
     absl::flat_hash_map<std::string, int> key_index;
@@ -973,8 +1651,9 @@ void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::
     std::vector<std::string> args = {std::to_string(static_cast<int>(iv::SME)),
                                      std::to_string(static_cast<int>(iv::START_UP)), "0"};
     std::vector<size_t> sent;
-    for (; i < prepared->size() && (sent.empty() || args.size() < kMaxArgs); ++i) {
+    for (; i < to && (sent.empty() || args.size() < kMaxArgs); ++i) {
       PreparedFold& p = (*prepared)[i];
+      for (const auto& op : p.ops) attributes = attributes || op.code == "inst" || op.code == "orgsz";
       args.push_back(p.marker);
       const size_t count_at = args.size();
       args.push_back("");
@@ -1010,6 +1689,11 @@ void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::
         (*out)[sent[j]] = MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "the figures could not be updated");
       }
     }
+  }
+  if (attributes) {
+    absl::MutexLock lock(&fast_mu_);
+    attr_cache_.clear();
+    size_cache_.clear();
   }
 }
 

@@ -146,6 +146,12 @@ class UsageFigures {
   void set_rebuild_chunk(int entries) { rebuild_chunk_ = entries; }
   void set_rebuild_lease_us(int64_t us) { rebuild_lease_us_ = us; }
   const std::string& rebuild_owner() const { return rebuild_owner_; }
+  // Tests: false folds every event with the per-event step (the reference
+  // the one-step fold of a run is compared with).
+  void set_fast_fold_for_testing(bool on) { fast_fold_ = on; }
+  // Steps FoldFast folded, and those its state check refused (read again).
+  int64_t fast_fold_steps() const { return fast_steps_; }
+  int64_t fast_fold_stale() const { return fast_stale_; }
   // Called with the KEYS of each fold step before it runs.
   void set_fold_keys_hook_for_testing(std::function<void(const std::vector<std::string>&)> hook) {
     fold_keys_hook_ = std::move(hook);
@@ -238,9 +244,17 @@ class UsageFigures {
   };
   absl::StatusOr<PreparedFold> PrepareFold(absl::string_view source, const StreamEvent& event) const;
   // Folds prepared events (their statuses at out[index[i]]) in as few Lua
-  // steps as the argument budget allows; consumes their ops.
+  // steps as the argument budget allows; consumes their ops. Runs of events
+  // that only count, serve and open or close sessions go through FoldFast,
+  // the others (and a run FoldFast leaves) through FoldSteps.
   void FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
                     std::vector<absl::Status>* out);
+  // prepared[from, to) with the per-event step (FoldScript).
+  void FoldSteps(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index, size_t from, size_t to,
+                 std::vector<absl::Status>* out);
+  // prepared[from, to) in one step (FastFoldScript): true when every event
+  // was folded, false when nothing was written (FoldSteps folds them).
+  absl::StatusOr<bool> FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to);
   // Seconds a day of the booking's session counts at most: LEASE the
   // counted hours per day in force at handover (at_handover: now; else the
   // cap its open session recorded, or as now), other modes 24 h.
@@ -323,6 +337,14 @@ class UsageFigures {
   int64_t rebuild_lease_us_ = 30'000'000;
   std::string rebuild_owner_ = NewRebuildOwner();
   std::function<void(const std::vector<std::string>&)> fold_keys_hook_;
+  std::atomic<bool> fast_fold_{true};
+  std::atomic<int64_t> fast_steps_{0}, fast_stale_{0};
+  // What FoldFast last read of the instruments' attributes ({usage}:iattr:
+  // '0' none, else '1' and the value) and the organisations' size classes
+  // ({usage}:orgs, '0' when unknown); its step checks each value it used.
+  absl::Mutex fast_mu_;
+  std::map<std::string, std::string> attr_cache_ ABSL_GUARDED_BY(fast_mu_);
+  std::map<std::string, std::string> size_cache_ ABSL_GUARDED_BY(fast_mu_);
   mutable std::atomic<int64_t> buckets_from_aggregates_{0};
   // Parsed versions by instrument id, with the {usage}:ihv value they were
   // read at: reused while it is unchanged.

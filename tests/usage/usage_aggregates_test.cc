@@ -1011,5 +1011,88 @@ TEST_F(UsageAggregatesTest, ApplyEventsLeavesExactlyWhatApplyEventLeaves) {
   EXPECT_EQ(Reports(*figures_), single_reports);
 }
 
+// The one-step fold of a run (FoldFast: increments summed per field, served
+// members and first-seen markers deduplicated) leaves exactly what the
+// per-event step leaves, event by event: check-ins (open sessions), sessions
+// left open, check-outs across midnight, cancellations with and without a
+// session, redeliveries in and across batches, and attribute and size class
+// changes folded by another replica between batches (the first replica's
+// cached attributes are then stale: its step refuses them and it reads
+// again).
+TEST_F(UsageAggregatesTest, AFastFoldLeavesExactlyWhatThePerEventStepLeaves) {
+  Generate(240, 13);
+  std::vector<StreamEvent> booking;
+  for (size_t i = 0; i < booking_.size(); ++i) {
+    bk::BookingEvent e;
+    ASSERT_TRUE(e.ParseFromString(booking_[i].payload));
+    if (e.has_booking_checked_out() && i % 3 == 1) {
+      // Checked in first (an open session), sometimes in the batch before.
+      bk::BookingEvent in;
+      in.mutable_header()->set_event_id(absl::StrCat("in", i));
+      *in.mutable_booking_checked_in()->mutable_booking() = e.booking_checked_out().booking();
+      in.mutable_booking_checked_in()->mutable_booking()->clear_state();
+      booking.push_back(Event("labshare.booking.v1.BookingEvent", in.SerializeAsString()));
+      if (i % 4 == 1) {
+        // A session still open at the end.
+        in.mutable_header()->set_event_id(absl::StrCat("in-open", i));
+        in.mutable_booking_checked_in()->mutable_booking()->set_name(absl::StrCat("bookings/open", i));
+        booking.push_back(Event("labshare.booking.v1.BookingEvent", in.SerializeAsString()));
+      }
+    }
+    booking.push_back(booking_[i]);
+    if (i % 23 == 4) booking.push_back(booking_[i]);      // redelivered in the batch
+    if (i % 31 == 9) booking.push_back(booking_[i / 2]);  // and later
+  }
+  iv::Instrument moved = Instrument(2);
+  moved.set_owner_organization(Org(6));
+  moved.set_category("category-9");
+  const std::vector<StreamEvent> changes = {InstrumentEvent(moved), OrgEvent(3, iv::SME), OrgEvent(5, iv::START_UP)};
+  auto run = [&](bool fast) {
+    testing::FlushAll(*redis_);
+    auto figures = NewFigures();
+    auto other = NewFigures();  // another replica
+    figures->set_fast_fold_for_testing(fast);
+    other->set_fast_fold_for_testing(fast);
+    EXPECT_TRUE(figures->MigrateAggregates().ok());
+    std::vector<std::string> status;
+    auto fold = [&](UsageFigures& f, const std::string& source, const std::vector<StreamEvent>& events,
+                    size_t first_size) {
+      size_t size = first_size;
+      for (size_t i = 0; i < events.size();) {
+        std::vector<StreamEvent> batch(events.begin() + static_cast<std::ptrdiff_t>(i),
+                                       events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), i + size)));
+        i += batch.size();
+        for (const auto& st : f.FoldBatch(source, batch)) status.push_back(st.ToString());
+        size = size % 61 + 1;
+      }
+    };
+    fold(*figures, "inventory", inventory_, 5);
+    const size_t half = booking.size() / 2;
+    fold(*figures, "booking", std::vector<StreamEvent>(booking.begin(), booking.begin() + static_cast<std::ptrdiff_t>(half)), 7);
+    fold(*figures, "billing", std::vector<StreamEvent>(billing_.begin(), billing_.begin() + 100), 40);
+    fold(*other, "inventory", changes, 3);
+    fold(*figures, "booking", std::vector<StreamEvent>(booking.begin() + static_cast<std::ptrdiff_t>(half), booking.end()), 50);
+    fold(*figures, "billing", std::vector<StreamEvent>(billing_.begin() + 100, billing_.end()), 61);
+    if (fast) {
+      EXPECT_GT(figures->fast_fold_steps(), 20);
+      EXPECT_GT(figures->fast_fold_stale(), 0);
+    } else {
+      EXPECT_EQ(figures->fast_fold_steps(), 0);
+    }
+    return std::make_pair(status, Contents(*pool_));
+  };
+  const auto [step_status, step] = run(false);
+  const auto [fast_status, fast] = run(true);
+  EXPECT_EQ(fast_status, step_status);
+  EXPECT_EQ(fast.size(), step.size());
+  for (const auto& [k, v] : step) {
+    auto it = fast.find(k);
+    ASSERT_NE(it, fast.end()) << k;
+    EXPECT_EQ(it->second, v) << k;
+  }
+  EXPECT_GT(step.count("{usage}:open"), 0u);
+  EXPECT_GT(step.count("{usage}:closed"), 0u);
+}
+
 }  // namespace
 }  // namespace labshare::usage

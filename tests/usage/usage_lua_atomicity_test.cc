@@ -10,6 +10,7 @@
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
+#include "services/usage/usage_service.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/redis_snapshot.h"
@@ -231,6 +232,29 @@ TEST_F(UsageLuaAtomicityTest, ABatchEventDependingOnAFailedOneFailsToo) {
   EXPECT_EQ(pool_->Command({"HGET", "{usage}:m:i2:202603", "bk|4|organizations/o1"})->str, "1");
   EXPECT_EQ(pool_->Command({"HGET", "{usage}:m:i2:202604", "eff|4|organizations/o1"})->str, "3600");
   EXPECT_EQ(pool_->Command({"HEXISTS", "{usage}:m:i2:202604", "done|4|organizations/o1"})->integer, 0);
+}
+
+// ApplyEvents folds only what the audit append took: an append that fails
+// (an index of the wrong type) leaves the batch unfolded, nothing of it
+// anywhere. Once the index is repaired the redelivered batch counts once.
+TEST_F(UsageLuaAtomicityTest, ApplyEventsFoldsNothingWhenTheAuditAppendFails) {
+  Spoil(audit_keys::Index("actor", "users/u1"));
+  const std::vector<StreamEvent> batch = {Created("e1"), Created("e2", "i2"), Created("e3")};
+  const auto before = testing::Snapshot(*pool_);
+  for (const absl::Status& s : ApplyEvents(audit_.get(), figures_.get(), "booking", batch)) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  }
+  EXPECT_EQ(testing::SnapshotDiff(before, testing::Snapshot(*pool_)), "");
+
+  Redis({"DEL", audit_keys::Index("actor", "users/u1")});
+  for (int round = 0; round < 2; ++round) {
+    for (const absl::Status& s : ApplyEvents(audit_.get(), figures_.get(), "booking", batch)) {
+      EXPECT_TRUE(s.ok()) << s;
+    }
+  }
+  EXPECT_EQ(pool_->Command({"HGET", "{usage}:y:i1:2026", BookedField()})->str, "3");  // e0, e1, e3
+  EXPECT_EQ(pool_->Command({"HGET", "{usage}:y:i2:2026", BookedField()})->str, "1");
+  EXPECT_EQ(audit_->Head()->sequence(), 4);
 }
 
 // ---------------------------------------------------------------- audit

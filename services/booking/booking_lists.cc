@@ -47,28 +47,33 @@ int PerSource(int want, size_t sources) {
 // source may hold entries after the returned ones.
 std::vector<ListingEntry> MergePages(std::vector<std::vector<ListingEntry>> pages, int per, int want,
                                      bool descending, bool* more) {
-  auto in_order = [descending](const ListingEntry& a, const ListingEntry& b) {
-    return descending ? Before(b, a) : Before(a, b);
+  auto in_order = [descending](const ListingEntry* a, const ListingEntry* b) {
+    return descending ? Before(*b, *a) : Before(*a, *b);
   };
-  std::vector<ListingEntry> merged;
-  std::optional<ListingEntry> cutoff;
+  // Sorted as pointers (about 130 entries a page of 50): no entry moves
+  // until the page is known.
+  std::vector<ListingEntry*> order;
+  const ListingEntry* cutoff = nullptr;
   *more = false;
   for (auto& page : pages) {
     if (!page.empty() && static_cast<int>(page.size()) == per) {
       *more = true;
-      if (!cutoff || in_order(page.back(), *cutoff)) cutoff = page.back();
+      if (cutoff == nullptr || in_order(&page.back(), cutoff)) cutoff = &page.back();
     }
-    for (auto& e : page) merged.push_back(std::move(e));
+    for (auto& e : page) order.push_back(&e);
   }
-  std::sort(merged.begin(), merged.end(), in_order);
-  merged.erase(std::unique(merged.begin(), merged.end(),
-                           [](const ListingEntry& a, const ListingEntry& b) { return a.ms == b.ms && a.id == b.id; }),
-               merged.end());
-  if (cutoff) merged.erase(std::upper_bound(merged.begin(), merged.end(), *cutoff, in_order), merged.end());
-  if (static_cast<int>(merged.size()) > want) {
-    merged.resize(static_cast<size_t>(want));  // beyond this, another source may come first
+  std::sort(order.begin(), order.end(), in_order);
+  order.erase(std::unique(order.begin(), order.end(),
+                          [](const ListingEntry* a, const ListingEntry* b) { return a->ms == b->ms && a->id == b->id; }),
+              order.end());
+  if (cutoff != nullptr) order.erase(std::upper_bound(order.begin(), order.end(), cutoff, in_order), order.end());
+  if (static_cast<int>(order.size()) > want) {
+    order.resize(static_cast<size_t>(want));  // beyond this, another source may come first
     *more = true;
   }
+  std::vector<ListingEntry> merged;
+  merged.reserve(order.size());
+  for (ListingEntry* e : order) merged.push_back(std::move(*e));
   return merged;
 }
 

@@ -151,7 +151,7 @@ ListScope ScopeOf(const Principal& p) {
 }
 
 absl::StatusOr<std::string> RunListing(const BookingStore& store, const ListQuery& q,
-                                       const std::function<absl::StatusOr<bool>(const std::string& data)>& take) {
+                                       const std::function<absl::StatusOr<bool>(std::string& data)>& take) {
   LS_ASSIGN_OR_RETURN(std::optional<ListingEntry> cursor, ParsePosition(q.after));
   // The smallest candidate (one round trip of ZCARDs when there is a choice).
   std::vector<ListingSource> sources;
@@ -215,7 +215,7 @@ namespace {
 // order, each one read on the pipeline.
 class ListingRun : public std::enable_shared_from_this<ListingRun> {
  public:
-  ListingRun(const BookingStore& store, ListQuery q, std::function<absl::StatusOr<bool>(const std::string&)> take,
+  ListingRun(const BookingStore& store, ListQuery q, std::function<absl::StatusOr<bool>(std::string&)> take,
              std::function<void(absl::StatusOr<std::string>)> done)
       : store_(store), q_(std::move(q)), take_(std::move(take)), done_(std::move(done)) {}
 
@@ -299,7 +299,7 @@ class ListingRun : public std::enable_shared_from_this<ListingRun> {
                         });
   }
 
-  void Take(const std::vector<std::optional<StoredDoc>>& docs, size_t n) {
+  void Take(std::vector<std::optional<StoredDoc>>& docs, size_t n) {
     for (size_t j = 0; j < n; ++j, ++i_) {
       if (kept_ == q_.page_size) return done_(Position());
       ++scanned_;
@@ -314,7 +314,7 @@ class ListingRun : public std::enable_shared_from_this<ListingRun> {
 
   const BookingStore& store_;
   const ListQuery q_;
-  const std::function<absl::StatusOr<bool>(const std::string&)> take_;
+  const std::function<absl::StatusOr<bool>(std::string&)> take_;
   const std::function<void(absl::StatusOr<std::string>)> done_;
   std::optional<ListingEntry> cursor_;
   std::vector<ListingSource> sources_;
@@ -328,7 +328,7 @@ class ListingRun : public std::enable_shared_from_this<ListingRun> {
 }  // namespace
 
 void RunListingAsync(const BookingStore& store, ListQuery q,
-                     std::function<absl::StatusOr<bool>(const std::string& data)> take,
+                     std::function<absl::StatusOr<bool>(std::string& data)> take,
                      std::function<void(absl::StatusOr<std::string>)> done) {
   std::make_shared<ListingRun>(store, std::move(q), std::move(take), std::move(done))->Start();
 }

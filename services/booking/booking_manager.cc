@@ -733,7 +733,7 @@ absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager:
   return plan;
 }
 
-absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, const std::string& data) {
+absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, std::string& data) {
   auto corrupt = [] { return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored booking is unreadable"); };
   if (l.raw) {
     // The stored bytes as they are: the filter reads its fields off the
@@ -743,7 +743,10 @@ absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, const std::
     ListedBooking b;
     if (!ListedFromBytes(data, &b)) return corrupt();
     LS_ASSIGN_OR_RETURN(bool wanted, Wanted(l, b));
-    if (wanted) l.Out().GetReflection()->MutableUnknownFields(&l.Out())->AddLengthDelimited(v1::ListBookingsResponse::kBookingsFieldNumber, data);
+    if (wanted) {
+      auto* page = l.Out().GetReflection()->MutableUnknownFields(&l.Out());
+      *page->AddLengthDelimited(v1::ListBookingsResponse::kBookingsFieldNumber) = std::move(data);
+    }
     return wanted;
   }
   // Parsed in place, on the page (the call's arena): taken back unless it
@@ -795,7 +798,7 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(const Prin
   LS_ASSIGN_OR_RETURN(std::shared_ptr<BookingsListing> plan, PlanListBookings(p, r));
   if (plan->nothing) return std::move(plan->resp);
   LS_ASSIGN_OR_RETURN(std::string next,
-                      RunListing(*store_, plan->q, [&](const std::string& data) { return TakeBooking(*plan, data); }));
+                      RunListing(*store_, plan->q, [&](std::string& data) { return TakeBooking(*plan, data); }));
   if (!next.empty()) plan->resp.set_next_page_token(page_tokens_.Make(r, p, next));
   return std::move(plan->resp);
 }
@@ -844,7 +847,7 @@ void BookingManager::ListBookingsPlanned(const Principal& p, const v1::ListBooki
   // A staff caller's scope may ask inventory who operates an instrument
   // (OwnsOrOperates): each page's documents are then taken on blocking_.
   if (l->scope.staff && !l->scope.all) q.offload = [this](std::function<void()> work) { return Offload(std::move(work)); };
-  RunListingAsync(*store_, std::move(q), [this, l](const std::string& data) { return TakeBooking(*l, data); },
+  RunListingAsync(*store_, std::move(q), [this, l](std::string& data) { return TakeBooking(*l, data); },
                   [this, l, done = std::move(done)](absl::StatusOr<std::string> next) {
                     if (!next.ok()) return done(next.status());
                     if (!next->empty()) {

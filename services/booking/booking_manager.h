@@ -252,7 +252,7 @@ class BookingManager {
                                                                     const v1::ListBookingsRequest& r);
   // Parses a document onto the page; keeps it there if it matches the
   // filters and the caller's scope (Wanted).
-  absl::StatusOr<bool> TakeBooking(BookingsListing& l, const std::string& data);
+  absl::StatusOr<bool> TakeBooking(BookingsListing& l, std::string& data);  // raw: moves the bytes
   absl::StatusOr<bool> Wanted(BookingsListing& l, const ListedBooking& b);
   void ListBookingsPlanned(const Principal& p, const v1::ListBookingsRequest& r, v1::ListBookingsResponse* out,
                            std::function<void(absl::Status)> done);

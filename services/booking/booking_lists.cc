@@ -63,9 +63,8 @@ std::vector<ListingEntry> MergePages(std::vector<std::vector<ListingEntry>> page
     for (auto& e : page) order.push_back(&e);
   }
   std::sort(order.begin(), order.end(), in_order);
-  order.erase(std::unique(order.begin(), order.end(),
-                          [](const ListingEntry* a, const ListingEntry* b) { return a->ms == b->ms && a->id == b->id; }),
-              order.end());
+  auto same = [](const ListingEntry* a, const ListingEntry* b) { return a->ms == b->ms && a->id == b->id; };
+  order.erase(std::unique(order.begin(), order.end(), same), order.end());
   if (cutoff != nullptr) order.erase(std::upper_bound(order.begin(), order.end(), cutoff, in_order), order.end());
   if (static_cast<int>(order.size()) > want) {
     order.resize(static_cast<size_t>(want));  // beyond this, another source may come first

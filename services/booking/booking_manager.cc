@@ -734,7 +734,9 @@ absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager:
 }
 
 absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, std::string& data) {
-  auto corrupt = [] { return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored booking is unreadable"); };
+  auto corrupt = [] {
+    return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored booking is unreadable");
+  };
   if (l.raw) {
     // The stored bytes as they are: the filter reads its fields off the
     // wire, and a wanted booking is appended as one more `bookings` element
@@ -851,15 +853,10 @@ void BookingManager::ListBookingsPlanned(const Principal& p, const v1::ListBooki
                   [this, l, done = std::move(done)](absl::StatusOr<std::string> next) {
                     if (!next.ok()) return done(next.status());
                     if (!next->empty()) {
-                      // After the raw bookings (field order as serialization
-                      // gives it).
-                      const std::string token = page_tokens_.Make(l->r, l->p, *next);
-                      if (l->raw) {
-                        l->Out().GetReflection()->MutableUnknownFields(&l->Out())->AddLengthDelimited(
-                            v1::ListBookingsResponse::kNextPageTokenFieldNumber, token);
-                      } else {
-                        l->Out().set_next_page_token(token);
-                      }
+                      // Raw too, after the bookings: the field order
+                      // serialization gives.
+                      l->Out().GetReflection()->MutableUnknownFields(&l->Out())->AddLengthDelimited(
+                          v1::ListBookingsResponse::kNextPageTokenFieldNumber, page_tokens_.Make(l->r, l->p, *next));
                     }
                     done(absl::OkStatus());
                   });

@@ -22,13 +22,70 @@
 
 namespace labshare {
 
+// HMAC-SHA-256 (RFC 2104) with the key's padded blocks made once and
+// SHA-256 fetched once: EVP_Q_mac looks both up by name and sets the key up
+// again on every call, which cost about as much as the rest of a token. The
+// constructor checks the result against EVP_Q_mac.
 struct PageTokenCodec::Key {
-  explicit Key(std::string b) : bytes(std::move(b)) {}
-  ~Key() { OPENSSL_cleanse(bytes.data(), bytes.size()); }
+  static constexpr size_t kBlock = 64;  // SHA-256's block
+
+  explicit Key(std::string b) : bytes(std::move(b)), sha256(EVP_MD_fetch(nullptr, "SHA256", nullptr)) {
+    if (sha256 == nullptr) Fail();
+    unsigned char block[kBlock] = {};
+    if (bytes.size() > kBlock) {
+      unsigned int n = 0;
+      if (EVP_Digest(bytes.data(), bytes.size(), block, &n, sha256, nullptr) != 1) Fail();
+    } else {
+      std::copy(bytes.begin(), bytes.end(), block);
+    }
+    for (size_t i = 0; i < kBlock; ++i) {
+      inner[i] = static_cast<unsigned char>(block[i] ^ 0x36);
+      outer[i] = static_cast<unsigned char>(block[i] ^ 0x5c);
+    }
+    OPENSSL_cleanse(block, sizeof block);
+    const std::string probe = "labshare page token key check";
+    unsigned char want[EVP_MAX_MD_SIZE], got[32];
+    size_t size = 0;
+    if (EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, bytes.data(), bytes.size(),
+                  reinterpret_cast<const unsigned char*>(probe.data()), probe.size(), want, sizeof want,
+                  &size) == nullptr ||
+        size != sizeof got || !Mac(probe, got) || CRYPTO_memcmp(want, got, sizeof got) != 0) {
+      Fail();
+    }
+  }
+  ~Key() {
+    OPENSSL_cleanse(bytes.data(), bytes.size());
+    OPENSSL_cleanse(inner, sizeof inner);
+    OPENSSL_cleanse(outer, sizeof outer);
+    EVP_MD_free(sha256);
+  }
   Key(const Key&) = delete;
   Key& operator=(const Key&) = delete;
 
+  // HMAC-SHA-256 of `message` into out (32 bytes).
+  bool Mac(absl::string_view message, unsigned char out[32]) const {
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> c(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    unsigned char inner_hash[32];
+    unsigned int n = 0;
+    return c != nullptr && EVP_DigestInit_ex2(c.get(), sha256, nullptr) == 1 &&
+           EVP_DigestUpdate(c.get(), inner, kBlock) == 1 &&
+           EVP_DigestUpdate(c.get(), message.data(), message.size()) == 1 &&
+           EVP_DigestFinal_ex(c.get(), inner_hash, &n) == 1 && n == sizeof inner_hash &&
+           EVP_DigestInit_ex2(c.get(), sha256, nullptr) == 1 && EVP_DigestUpdate(c.get(), outer, kBlock) == 1 &&
+           EVP_DigestUpdate(c.get(), inner_hash, sizeof inner_hash) == 1 &&
+           EVP_DigestFinal_ex(c.get(), out, &n) == 1 && n == 32;
+  }
+
+  // Only a broken OpenSSL installation gets here; the token service fails
+  // the same way when it starts (FromRedis makes the key with OpenSSL).
+  [[noreturn]] static void Fail() {
+    std::fprintf(stderr, "labshare: HMAC-SHA-256 failed while making a page token\n");
+    std::abort();
+  }
+
   std::string bytes;
+  EVP_MD* sha256;
+  unsigned char inner[kBlock], outer[kBlock];  // the key's block xor 0x36, xor 0x5c
 };
 
 namespace {
@@ -112,17 +169,8 @@ std::string PageTokenCodec::Mac(const google::protobuf::Message& request, const 
   AppendPart(&binding, role_list);
   AppendPart(&binding, last);
 
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  size_t size = 0;
-  if (EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, key_->bytes.data(), key_->bytes.size(),
-                reinterpret_cast<const unsigned char*>(binding.data()), binding.size(), mac, sizeof mac,
-                &size) == nullptr ||
-      size < kMacBytes) {
-    // Only a broken OpenSSL installation gets here; the token service fails
-    // the same way when it starts (FromRedis makes the key with OpenSSL).
-    std::fprintf(stderr, "labshare: HMAC-SHA-256 failed while making a page token\n");
-    std::abort();
-  }
+  unsigned char mac[32];
+  if (!key_->Mac(binding, mac)) Key::Fail();
   return std::string(reinterpret_cast<const char*>(mac), kMacBytes);
 }
 

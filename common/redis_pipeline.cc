@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -25,17 +26,41 @@ absl::Status StorageError() {
 // hiredis once, instead of hiredis formatting each command and copying it
 // into its output buffer again.
 void Format(std::string* out, const std::vector<std::string>& argv) {
-  size_t size = 16;
-  for (const auto& a : argv) size += a.size() + 16;
-  out->reserve(out->size() + size);
-  absl::StrAppend(out, "*", argv.size(), "\r\n");
+  // Sized once and written in place: at about 70 commands a ListBookings
+  // page, StrAppend's per-piece conversions were a tenth of the call.
+  auto digits = [](size_t n) {
+    size_t d = 1;
+    while (n >= 10) {
+      n /= 10;
+      ++d;
+    }
+    return d;
+  };
+  size_t size = 3 + digits(argv.size());
+  for (const auto& a : argv) size += 5 + digits(a.size()) + a.size();
+  const size_t at = out->size();
+  out->resize(at + size);
+  char* p = out->data() + at;
+  auto number = [&](char lead, size_t n) {
+    *p++ = lead;
+    const size_t d = digits(n);
+    for (size_t i = d; i > 0; --i) {
+      p[i - 1] = static_cast<char>('0' + n % 10);
+      n /= 10;
+    }
+    p += d;
+    *p++ = '\r';
+    *p++ = '\n';
+  };
+  number('*', argv.size());
   for (const auto& a : argv) {
-    absl::StrAppend(out, "$", a.size(), "\r\n");
-    out->append(a);
-    out->append("\r\n");
+    number('$', a.size());
+    if (!a.empty()) std::memcpy(p, a.data(), a.size());
+    p += a.size();
+    *p++ = '\r';
+    *p++ = '\n';
   }
 }
-
 
 // One reply, or UNAVAILABLE when the connection broke.
 absl::StatusOr<RedisValue> Read(redisContext* c) {

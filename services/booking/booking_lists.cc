@@ -47,28 +47,32 @@ int PerSource(int want, size_t sources) {
 // source may hold entries after the returned ones.
 std::vector<ListingEntry> MergePages(std::vector<std::vector<ListingEntry>> pages, int per, int want,
                                      bool descending, bool* more) {
-  auto in_order = [descending](const ListingEntry& a, const ListingEntry& b) {
-    return descending ? Before(b, a) : Before(a, b);
+  auto in_order = [descending](const ListingEntry* a, const ListingEntry* b) {
+    return descending ? Before(*b, *a) : Before(*a, *b);
   };
-  std::vector<ListingEntry> merged;
-  std::optional<ListingEntry> cutoff;
+  // Sorted as pointers (about 130 entries a page of 50): no entry moves
+  // until the page is known.
+  std::vector<ListingEntry*> order;
+  const ListingEntry* cutoff = nullptr;
   *more = false;
   for (auto& page : pages) {
     if (!page.empty() && static_cast<int>(page.size()) == per) {
       *more = true;
-      if (!cutoff || in_order(page.back(), *cutoff)) cutoff = page.back();
+      if (cutoff == nullptr || in_order(&page.back(), cutoff)) cutoff = &page.back();
     }
-    for (auto& e : page) merged.push_back(std::move(e));
+    for (auto& e : page) order.push_back(&e);
   }
-  std::sort(merged.begin(), merged.end(), in_order);
-  merged.erase(std::unique(merged.begin(), merged.end(),
-                           [](const ListingEntry& a, const ListingEntry& b) { return a.ms == b.ms && a.id == b.id; }),
-               merged.end());
-  if (cutoff) merged.erase(std::upper_bound(merged.begin(), merged.end(), *cutoff, in_order), merged.end());
-  if (static_cast<int>(merged.size()) > want) {
-    merged.resize(static_cast<size_t>(want));  // beyond this, another source may come first
+  std::sort(order.begin(), order.end(), in_order);
+  auto same = [](const ListingEntry* a, const ListingEntry* b) { return a->ms == b->ms && a->id == b->id; };
+  order.erase(std::unique(order.begin(), order.end(), same), order.end());
+  if (cutoff != nullptr) order.erase(std::upper_bound(order.begin(), order.end(), cutoff, in_order), order.end());
+  if (static_cast<int>(order.size()) > want) {
+    order.resize(static_cast<size_t>(want));  // beyond this, another source may come first
     *more = true;
   }
+  std::vector<ListingEntry> merged;
+  merged.reserve(order.size());
+  for (ListingEntry* e : order) merged.push_back(std::move(*e));
   return merged;
 }
 
@@ -146,7 +150,7 @@ ListScope ScopeOf(const Principal& p) {
 }
 
 absl::StatusOr<std::string> RunListing(const BookingStore& store, const ListQuery& q,
-                                       const std::function<absl::StatusOr<bool>(const std::string& data)>& take) {
+                                       const std::function<absl::StatusOr<bool>(std::string& data)>& take) {
   LS_ASSIGN_OR_RETURN(std::optional<ListingEntry> cursor, ParsePosition(q.after));
   // The smallest candidate (one round trip of ZCARDs when there is a choice).
   std::vector<ListingSource> sources;
@@ -210,7 +214,7 @@ namespace {
 // order, each one read on the pipeline.
 class ListingRun : public std::enable_shared_from_this<ListingRun> {
  public:
-  ListingRun(const BookingStore& store, ListQuery q, std::function<absl::StatusOr<bool>(const std::string&)> take,
+  ListingRun(const BookingStore& store, ListQuery q, std::function<absl::StatusOr<bool>(std::string&)> take,
              std::function<void(absl::StatusOr<std::string>)> done)
       : store_(store), q_(std::move(q)), take_(std::move(take)), done_(std::move(done)) {}
 
@@ -294,7 +298,7 @@ class ListingRun : public std::enable_shared_from_this<ListingRun> {
                         });
   }
 
-  void Take(const std::vector<std::optional<StoredDoc>>& docs, size_t n) {
+  void Take(std::vector<std::optional<StoredDoc>>& docs, size_t n) {
     for (size_t j = 0; j < n; ++j, ++i_) {
       if (kept_ == q_.page_size) return done_(Position());
       ++scanned_;
@@ -309,7 +313,7 @@ class ListingRun : public std::enable_shared_from_this<ListingRun> {
 
   const BookingStore& store_;
   const ListQuery q_;
-  const std::function<absl::StatusOr<bool>(const std::string&)> take_;
+  const std::function<absl::StatusOr<bool>(std::string&)> take_;
   const std::function<void(absl::StatusOr<std::string>)> done_;
   std::optional<ListingEntry> cursor_;
   std::vector<ListingSource> sources_;
@@ -323,7 +327,7 @@ class ListingRun : public std::enable_shared_from_this<ListingRun> {
 }  // namespace
 
 void RunListingAsync(const BookingStore& store, ListQuery q,
-                     std::function<absl::StatusOr<bool>(const std::string& data)> take,
+                     std::function<absl::StatusOr<bool>(std::string& data)> take,
                      std::function<void(absl::StatusOr<std::string>)> done) {
   std::make_shared<ListingRun>(store, std::move(q), std::move(take), std::move(done))->Start();
 }

@@ -92,16 +92,17 @@ struct ListQuery {
 };
 
 // Runs a query: `take` gets each document in list order and answers whether
-// it went on the page (parsing and filtering are the caller's). Returns the
-// position for the next page token ("" at the end).
+// it went on the page (parsing and filtering are the caller's; it may move
+// the bytes away). Returns the position for the next page token ("" at the
+// end).
 absl::StatusOr<std::string> RunListing(const BookingStore& store, const ListQuery& q,
-                                       const std::function<absl::StatusOr<bool>(const std::string& data)>& take);
+                                       const std::function<absl::StatusOr<bool>(std::string& data)>& take);
 
 // The same on the store's pipeline: every step is one round trip (per
 // shard), `take` and `done` run on pipeline threads (inline without a
 // pipeline); `take` is called in list order, one call at a time.
 void RunListingAsync(const BookingStore& store, ListQuery q,
-                     std::function<absl::StatusOr<bool>(const std::string& data)> take,
+                     std::function<absl::StatusOr<bool>(std::string& data)> take,
                      std::function<void(absl::StatusOr<std::string>)> done);
 
 // "start_time" / "start_time asc" / "start_time desc" (field `what`; ""

@@ -733,53 +733,65 @@ absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager:
   return plan;
 }
 
-absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, const std::string& data) {
+absl::StatusOr<bool> BookingManager::TakeBooking(BookingsListing& l, std::string& data) {
+  auto corrupt = [] {
+    return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored booking is unreadable");
+  };
+  if (l.raw) {
+    // The stored bytes as they are: the filter reads its fields off the
+    // wire, and a wanted booking is appended as one more `bookings` element
+    // (field 1, length-delimited): on the wire the same as parsing it onto
+    // the page and serializing it again.
+    ListedBooking b;
+    if (!ListedFromBytes(data, &b)) return corrupt();
+    LS_ASSIGN_OR_RETURN(bool wanted, Wanted(l, b));
+    if (wanted) {
+      auto* page = l.Out().GetReflection()->MutableUnknownFields(&l.Out());
+      *page->AddLengthDelimited(v1::ListBookingsResponse::kBookingsFieldNumber) = std::move(data);
+    }
+    return wanted;
+  }
   // Parsed in place, on the page (the call's arena): taken back unless it
   // belongs there.
   auto* page = l.Out().mutable_bookings();
   v1::Booking& b = *page->Add();
   absl::StatusOr<bool> wanted = [&]() -> absl::StatusOr<bool> {
-    if (!b.ParseFromString(data)) {
-      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored booking is unreadable");
-    }
-    return Wanted(l, b);
+    if (!b.ParseFromString(data)) return corrupt();
+    return Wanted(l, ListedOf(b));
   }();
   if (!wanted.ok() || !*wanted) page->RemoveLast();
   return wanted;
 }
 
-absl::StatusOr<bool> BookingManager::Wanted(BookingsListing& l, const v1::Booking& b) {
+absl::StatusOr<bool> BookingManager::Wanted(BookingsListing& l, const ListedBooking& b) {
   const v1::ListBookingsRequest& r = l.r;
   const ListScope& scope = l.scope;
-  auto pays = [](const v1::Booking& b, const std::string& org) {
-    return b.payer_organization() == org ||
-           std::any_of(b.cost_shares().begin(), b.cost_shares().end(),
-                       [&](const auto& s) { return s.organization() == org; });
+  auto pays = [](const ListedBooking& b, const std::string& org) {
+    return b.payer_organization == org ||
+           std::any_of(b.cost_share_orgs.begin(), b.cost_share_orgs.end(),
+                       [&](absl::string_view s) { return s == org; });
   };
   OwnsOrOperates& operates = *l.operates;
-  auto in_scope = [&](const v1::Booking& b) -> absl::StatusOr<bool> {
-    if (scope.all || (scope.lab_user && b.user() == scope.self)) return true;
+  auto in_scope = [&](const ListedBooking& b) -> absl::StatusOr<bool> {
+    if (scope.all || (scope.lab_user && b.user == scope.self)) return true;
     if ((scope.billing || scope.staff) && !scope.org.empty() && pays(b, scope.org)) return true;
-    if (scope.staff && (b.instrument_owner() == scope.org && !scope.org.empty())) return true;
-    if (scope.staff) return operates(b.instrument());
+    if (scope.staff && (b.instrument_owner == scope.org && !scope.org.empty())) return true;
+    if (scope.staff) return operates(std::string(b.instrument));
     return false;
   };
   const absl::Time range_start = l.range_start, range_end = l.range_end;
-  if (!r.instrument().empty() && b.instrument() != r.instrument()) return false;
-  if (!r.user().empty() && b.user() != r.user()) return false;
+  if (!r.instrument().empty() && b.instrument != r.instrument()) return false;
+  if (!r.user().empty() && b.user != r.user()) return false;
   if (!r.payer_organization().empty() && !pays(b, r.payer_organization())) return false;
-  if (!r.instrument_owner().empty() && b.instrument_owner() != r.instrument_owner()) return false;
-  if (r.mode() != 0 && b.mode() != r.mode()) return false;
-  if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), b.state()) == r.states().end()) {
+  if (!r.instrument_owner().empty() && b.instrument_owner != r.instrument_owner()) return false;
+  if (r.mode() != 0 && b.mode != r.mode()) return false;
+  if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), b.state) == r.states().end()) {
     return false;
   }
-  if (!(FromProto(b.reserved_interval().start_time()) < range_end &&
-        range_start < FromProto(b.reserved_interval().end_time()))) {
-    return false;
-  }
-  if (!r.project().empty() && b.project() != r.project()) return false;
-  if (!r.service_order().empty() && b.service_order() != r.service_order()) return false;
-  if (!r.lease().empty() && b.lease() != r.lease()) return false;
+  if (!(b.start < range_end && range_start < b.end)) return false;
+  if (!r.project().empty() && b.project != r.project()) return false;
+  if (!r.service_order().empty() && b.service_order != r.service_order()) return false;
+  if (!r.lease().empty() && b.lease != r.lease()) return false;
   return in_scope(b);
 }
 
@@ -788,7 +800,7 @@ absl::StatusOr<v1::ListBookingsResponse> BookingManager::ListBookings(const Prin
   LS_ASSIGN_OR_RETURN(std::shared_ptr<BookingsListing> plan, PlanListBookings(p, r));
   if (plan->nothing) return std::move(plan->resp);
   LS_ASSIGN_OR_RETURN(std::string next,
-                      RunListing(*store_, plan->q, [&](const std::string& data) { return TakeBooking(*plan, data); }));
+                      RunListing(*store_, plan->q, [&](std::string& data) { return TakeBooking(*plan, data); }));
   if (!next.empty()) plan->resp.set_next_page_token(page_tokens_.Make(r, p, next));
   return std::move(plan->resp);
 }
@@ -832,14 +844,20 @@ void BookingManager::ListBookingsPlanned(const Principal& p, const v1::ListBooki
   std::shared_ptr<BookingsListing> l = *std::move(plan);
   if (l->nothing) return done(absl::OkStatus());
   l->out = out;
+  l->raw = true;
   ListQuery q = l->q;
   // A staff caller's scope may ask inventory who operates an instrument
   // (OwnsOrOperates): each page's documents are then taken on blocking_.
   if (l->scope.staff && !l->scope.all) q.offload = [this](std::function<void()> work) { return Offload(std::move(work)); };
-  RunListingAsync(*store_, std::move(q), [this, l](const std::string& data) { return TakeBooking(*l, data); },
+  RunListingAsync(*store_, std::move(q), [this, l](std::string& data) { return TakeBooking(*l, data); },
                   [this, l, done = std::move(done)](absl::StatusOr<std::string> next) {
                     if (!next.ok()) return done(next.status());
-                    if (!next->empty()) l->Out().set_next_page_token(page_tokens_.Make(l->r, l->p, *next));
+                    if (!next->empty()) {
+                      // Raw too, after the bookings: the field order
+                      // serialization gives.
+                      l->Out().GetReflection()->MutableUnknownFields(&l->Out())->AddLengthDelimited(
+                          v1::ListBookingsResponse::kNextPageTokenFieldNumber, page_tokens_.Make(l->r, l->p, *next));
+                    }
                     done(absl::OkStatus());
                   });
 }

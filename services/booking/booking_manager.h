@@ -35,6 +35,7 @@
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "services/booking/booking_lists.h"
 #include "services/booking/inventory_client.h"
+#include "services/booking/listed_booking.h"
 #include "services/inventory/inventory_rules.h"
 #include "services/booking/redis_booking_store.h"
 
@@ -238,6 +239,12 @@ class BookingManager {
     v1::ListBookingsResponse resp;
     // Where the page goes: the call's response (built in place), else resp.
     v1::ListBookingsResponse* out = nullptr;
+    // The callback path (ListBookingsAsync): the page's bookings, and then
+    // its next_page_token, go into the response's unknown fields as the
+    // stored bytes (fields 1 and 2 on the wire, which a client parses as the
+    // bookings and the token); its known fields stay empty. Only for a
+    // response that is serialized, never read here.
+    bool raw = false;
     v1::ListBookingsResponse& Out() { return out != nullptr ? *out : resp; }
     bool nothing = false;  // an unknown lease or order: the empty answer
   };
@@ -245,8 +252,8 @@ class BookingManager {
                                                                     const v1::ListBookingsRequest& r);
   // Parses a document onto the page; keeps it there if it matches the
   // filters and the caller's scope (Wanted).
-  absl::StatusOr<bool> TakeBooking(BookingsListing& l, const std::string& data);
-  absl::StatusOr<bool> Wanted(BookingsListing& l, const v1::Booking& b);
+  absl::StatusOr<bool> TakeBooking(BookingsListing& l, std::string& data);  // raw: moves the bytes
+  absl::StatusOr<bool> Wanted(BookingsListing& l, const ListedBooking& b);
   void ListBookingsPlanned(const Principal& p, const v1::ListBookingsRequest& r, v1::ListBookingsResponse* out,
                            std::function<void(absl::Status)> done);
 

@@ -1367,14 +1367,32 @@ std::vector<std::vector<std::string>> ListingCommands(const std::vector<ListingS
   return commands;
 }
 
+// A score as Redis formats one ("%.17g" of a whole number of ms): plain
+// digits read here, anything else by SimpleAtoi (which refuses what is not
+// a whole number).
+bool ScoreMs(const std::string& text, int64_t* ms) {
+  const size_t sign = !text.empty() && text[0] == '-' ? 1 : 0;
+  if (text.size() <= sign || text.size() - sign > 18) return absl::SimpleAtoi(text, ms);
+  int64_t v = 0;
+  for (size_t i = sign; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c < '0' || c > '9') return absl::SimpleAtoi(text, ms);
+    v = v * 10 + (c - '0');
+  }
+  *ms = sign != 0 ? -v : v;
+  return true;
+}
+
+// The replies' strings are moved into the entries.
 absl::StatusOr<std::vector<std::vector<ListingEntry>>> ParseListingPages(const std::vector<ListingSource>& sources,
                                                                           bool descending,
-                                                                          const std::vector<RedisValue>& replies) {
+                                                                          std::vector<RedisValue>& replies) {
   auto unexpected = [] { return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected listing reply"); };
   std::vector<std::vector<ListingEntry>> out(sources.size());
   for (size_t i = 0; i < sources.size(); ++i) {
     if (i >= replies.size() || replies[i].type != RedisValue::Type::kArray) return unexpected();
-    const auto& e = replies[i].elements;
+    auto& e = replies[i].elements;
+    out[i].reserve(sources[i].lex ? e.size() : e.size() / 2);
     if (sources[i].lex) {
       for (const auto& m : e) {
         const size_t bar = m.str.find('|');
@@ -1388,8 +1406,8 @@ absl::StatusOr<std::vector<std::vector<ListingEntry>>> ParseListingPages(const s
       if (e.size() % 2 != 0) return unexpected();
       for (size_t j = 0; j + 1 < e.size(); j += 2) {
         ListingEntry entry;
-        entry.id = e[j].str;
-        if (!absl::SimpleAtoi(e[j + 1].str, &entry.ms)) return unexpected();
+        entry.id = std::move(e[j].str);
+        if (!ScoreMs(e[j + 1].str, &entry.ms)) return unexpected();
         entry.partition = sources[i].partition;
         out[i].push_back(std::move(entry));
       }

@@ -424,5 +424,50 @@ TEST_F(BookingContractTest, ReleasingTheRemainderAnnouncesTheShorterBlock) {
   EXPECT_EQ(changed, 1);
 }
 
+// CreateBooking: "With validate_only, every check runs and nothing is
+// written" -- the quotas too, on any replica: one that has not read the
+// payer's quotas yet (a fresh cache) previews a HARD_LIMIT it would exceed
+// as QUOTA_EXCEEDED and a REQUIRE_APPROVAL one as PENDING_APPROVAL
+// (OVER_QUOTA). The preview carries the quota_charges the booking would get.
+TEST_F(BookingContractTest, ValidateOnlyChecksTheQuotasOnAFreshReplica) {
+  v1::SetQuotaRequest sq;
+  sq.mutable_quota()->set_organization("organizations/lab");
+  sq.mutable_quota()->set_instrument("instruments/tem");
+  sq.mutable_quota()->set_period(v1::Quota::MONTH);
+  sq.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
+  *sq.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(2));
+  v1::Quota q;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::SetQuota, sq, &q, admin_).ok());
+  const Principal ana{"ana", "lab", {Role::kLabUser}, clock_.Now() + absl::Hours(24)};
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(12));
+  r.set_validate_only(true);
+  {
+    BookingManager fresh(store_.get(), inv_client_.get(), &clock_, testing::TestPageTokens());
+    auto preview = fresh.CreateBooking(ana, r);
+    EXPECT_EQ(ErrorReason(preview.status()), "QUOTA_EXCEEDED") << preview.status();
+  }
+  sq.mutable_quota()->set_enforcement(v1::Quota::REQUIRE_APPROVAL);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::SetQuota, sq, &q, admin_).ok());
+  {
+    BookingManager fresh(store_.get(), inv_client_.get(), &clock_, testing::TestPageTokens());
+    auto preview = fresh.CreateBooking(ana, r);
+    ASSERT_TRUE(preview.ok()) << preview.status();
+    EXPECT_EQ(preview->state(), v1::Booking::PENDING_APPROVAL);
+    EXPECT_EQ(preview->approval_reason(), v1::Booking::OVER_QUOTA);
+    EXPECT_TRUE(preview->name().empty());
+    v1::Booking created;
+    r.set_validate_only(false);
+    ASSERT_TRUE(Call(stub_.get(), &Stub::CreateBooking, r, &created, ana_).ok());
+    ASSERT_EQ(created.quota_charges_size(), 1);
+    ASSERT_EQ(preview->quota_charges_size(), 1);
+    EXPECT_EQ(preview->quota_charges(0).SerializeAsString(), created.quota_charges(0).SerializeAsString());
+    EXPECT_EQ(preview->state(), created.state());
+  }
+}
+
 }  // namespace
 }  // namespace labshare::booking

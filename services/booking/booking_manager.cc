@@ -1190,6 +1190,13 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
     if (!r.notes().empty()) session->set_notes(absl::StrCat(session->notes(), session->notes().empty() ? "" : "\n", r.notes()));
     const absl::Duration buffer = FromProto(SlotRulesOf(instrument, b.mode()).buffer());
     if (r.release_remaining() && t + buffer < blocked_end) {
+      // The shorter block is announced with the check-out, in its step.
+      v1::BookingEvent changed = Event(p, r.request_id());
+      auto* ic = changed.mutable_booking_interval_changed();
+      ic->set_cause(v1::BookingIntervalChanged::REMAINDER_RELEASED);
+      *ic->mutable_previous_reserved_interval() = b.reserved_interval();
+      *ic->mutable_previous_blocked_interval() = b.blocked_interval();
+      c.events.push_back(std::move(changed));
       c.calendar = UpdateStep::Calendar::kSetEnd;
       c.new_end_ms = Ms(t + buffer);
       *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(t + buffer);

@@ -647,6 +647,10 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   b.set_sample_count(cur.order.received_sample_count());
   b.set_payer_class(cur.order.payer_class());
   b.set_payer_tier(cur.order.payer_tier());
+  if (request.GetDescriptor() == v1::CreateBookingRequest::descriptor()) {
+    // CreateBooking's settable purpose (ScheduleService has none).
+    b.set_purpose(static_cast<const v1::CreateBookingRequest&>(request).booking().purpose());
+  }
   *b.mutable_create_time() = ToProto(now);
   *b.mutable_update_time() = ToProto(now);
   b.set_etag("1");

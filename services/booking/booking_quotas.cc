@@ -285,11 +285,19 @@ std::vector<CounterMove> BookingManager::QuotaMoves(const v1::Booking& before, v
 
 absl::Status BookingManager::PreviewQuotas(v1::Booking& b, const std::string& instrument_id) {
   const std::string org_id = IdOf(b.payer_organization());
-  const auto group = CachedQuotas(instrument_id, org_id);
+  // The stored quotas, not this replica's cache (which may not hold them
+  // yet): a preview has no step whose guard would catch a stale cache.
+  LS_ASSIGN_OR_RETURN(const auto group, LoadQuotas(instrument_id, org_id));
   const absl::Time start = FromProto(b.reserved_interval().start_time());
   const int64_t ms = Ms(FromProto(b.reserved_interval().end_time())) - Ms(start);
+  b.clear_quota_charges();
   for (const Quota& q : group->quotas) {
     LS_ASSIGN_OR_RETURN(auto period, PeriodAround(q.period(), q.time_zone(), start));
+    // As ChargeQuotas charges it.
+    auto* charge = b.add_quota_charges();
+    charge->set_quota(q.name());
+    *charge->mutable_period_interval()->mutable_start_time() = ToProto(period.first);
+    *charge->mutable_period_interval()->mutable_end_time() = ToProto(period.second);
     const std::string field = CounterField(q.period(), period.first);
     LS_ASSIGN_OR_RETURN(RedisValue v, store_->docs().pool()->Command(
                                           {"HMGET", keys::QuotaCounters(keys::Partition(instrument_id), instrument_id, org_id),

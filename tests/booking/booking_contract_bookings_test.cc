@@ -374,5 +374,100 @@ TEST_F(BookingContractTest, ValidateOnlyWritesNothing) {
   EXPECT_TRUE(s.ok()) << GrpcErrorReason(s);
 }
 
+// BookingIntervalChanged.Cause REMAINDER_RELEASED: "CheckOut with
+// release_remaining freed the rest of the slot" -- published with the
+// check-out's event, in its step, with the intervals before the release.
+TEST_F(BookingContractTest, ReleasingTheRemainderAnnouncesTheShorterBlock) {
+  v1::Booking b, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(12), &b).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(b.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(30));
+  v1::CheckOutRequest o;
+  o.set_name(b.name());
+  o.set_release_remaining(true);
+  o.set_request_id("release-rest");
+  grpc::Status s = Call(stub_.get(), &Stub::CheckOut, o, &out, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s);
+  ASSERT_TRUE(out.session().remaining_released());
+  int changed = 0, checked_out = 0;
+  for (const auto& e : Events()) {
+    checked_out += e.has_booking_checked_out() ? 1 : 0;
+    if (!e.has_booking_interval_changed()) continue;
+    ++changed;
+    const auto& c = e.booking_interval_changed();
+    EXPECT_EQ(c.cause(), v1::BookingIntervalChanged::REMAINDER_RELEASED);
+    EXPECT_EQ(e.header().request_id(), "release-rest");
+    EXPECT_EQ(FromProto(c.previous_reserved_interval().end_time()), day_ + absl::Hours(12));
+    EXPECT_EQ(FromProto(c.previous_blocked_interval().end_time()), day_ + absl::Hours(12) + absl::Minutes(30));
+    EXPECT_EQ(c.booking().state(), v1::Booking::COMPLETED);
+    EXPECT_EQ(FromProto(c.booking().blocked_interval().end_time()), day_ + absl::Hours(10));
+    EXPECT_EQ(c.booking().etag(), out.etag());
+  }
+  EXPECT_EQ(checked_out, 1);
+  EXPECT_EQ(changed, 1);
+  // A check-out that keeps the block announces no interval change.
+  v1::Booking b2;
+  ASSERT_TRUE(Book(absl::Hours(13), absl::Hours(14), &b2).ok());
+  clock_.Set(day_ + absl::Hours(13));
+  in.set_name(b2.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckIn, in, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(13) + absl::Minutes(50));
+  o.set_name(b2.name());
+  o.set_request_id("");
+  o.set_release_remaining(false);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckOut, o, &out, ana_).ok());
+  changed = 0;
+  for (const auto& e : Events()) changed += e.has_booking_interval_changed() ? 1 : 0;
+  EXPECT_EQ(changed, 1);
+}
+
+// CreateBooking: "With validate_only, every check runs and nothing is
+// written" -- the quotas too, on any replica: one that has not read the
+// payer's quotas yet (a fresh cache) previews a HARD_LIMIT it would exceed
+// as QUOTA_EXCEEDED and a REQUIRE_APPROVAL one as PENDING_APPROVAL
+// (OVER_QUOTA). The preview carries the quota_charges the booking would get.
+TEST_F(BookingContractTest, ValidateOnlyChecksTheQuotasOnAFreshReplica) {
+  v1::SetQuotaRequest sq;
+  sq.mutable_quota()->set_organization("organizations/lab");
+  sq.mutable_quota()->set_instrument("instruments/tem");
+  sq.mutable_quota()->set_period(v1::Quota::MONTH);
+  sq.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
+  *sq.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(2));
+  v1::Quota q;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::SetQuota, sq, &q, admin_).ok());
+  const Principal ana{"ana", "lab", {Role::kLabUser}, clock_.Now() + absl::Hours(24)};
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(12));
+  r.set_validate_only(true);
+  {
+    BookingManager fresh(store_.get(), inv_client_.get(), &clock_, testing::TestPageTokens());
+    auto preview = fresh.CreateBooking(ana, r);
+    EXPECT_EQ(ErrorReason(preview.status()), "QUOTA_EXCEEDED") << preview.status();
+  }
+  sq.mutable_quota()->set_enforcement(v1::Quota::REQUIRE_APPROVAL);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::SetQuota, sq, &q, admin_).ok());
+  {
+    BookingManager fresh(store_.get(), inv_client_.get(), &clock_, testing::TestPageTokens());
+    auto preview = fresh.CreateBooking(ana, r);
+    ASSERT_TRUE(preview.ok()) << preview.status();
+    EXPECT_EQ(preview->state(), v1::Booking::PENDING_APPROVAL);
+    EXPECT_EQ(preview->approval_reason(), v1::Booking::OVER_QUOTA);
+    EXPECT_TRUE(preview->name().empty());
+    v1::Booking created;
+    r.set_validate_only(false);
+    ASSERT_TRUE(Call(stub_.get(), &Stub::CreateBooking, r, &created, ana_).ok());
+    ASSERT_EQ(created.quota_charges_size(), 1);
+    ASSERT_EQ(preview->quota_charges_size(), 1);
+    EXPECT_EQ(preview->quota_charges(0).SerializeAsString(), created.quota_charges(0).SerializeAsString());
+    EXPECT_EQ(preview->state(), created.state());
+  }
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -706,6 +706,32 @@ TEST_F(CreateBookingContractTest, ALeaseOrRunRetryReturnsTheFirstAnswer) {
   EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
 }
 
+// CreateBookingRequest: "Settable: ... purpose" for every mode -- a
+// TECHNICAL_SERVICE run keeps it too (preview, answer, document, event).
+TEST_F(CreateBookingContractTest, ARunBookedThroughCreateBookingKeepsItsPurpose) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SAMPLES_RECEIVED);
+  auto run = RunOf(o.name(), day_ + absl::Hours(9), day_ + absl::Hours(11), "run-purpose");
+  run.mutable_booking()->set_purpose("XRD of three powders");
+  run.set_validate_only(true);
+  v1::Booking preview, created, stored;
+  ASSERT_TRUE(Create(run, &preview, staff_).ok());
+  EXPECT_EQ(preview.purpose(), "XRD of three powders");
+  run.set_validate_only(false);
+  ASSERT_TRUE(Create(run, &created, staff_).ok());
+  EXPECT_EQ(created.purpose(), "XRD of three powders");
+  v1::GetBookingRequest g;
+  g.set_name(created.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &stored, admin_).ok());
+  EXPECT_EQ(stored.purpose(), "XRD of three powders");
+  int announced = 0;
+  for (const auto& e : Events()) {
+    if (!e.has_booking_created() || e.booking_created().booking().name() != created.name()) continue;
+    ++announced;
+    EXPECT_EQ(e.booking_created().booking().purpose(), "XRD of three powders");
+  }
+  EXPECT_EQ(announced, 1);
+}
+
 // Item 4: TECHNICAL_SERVICE books "the run of booking.service_order (in
 // SAMPLES_RECEIVED)", "ORDER_STATE: the service order is not in
 // SAMPLES_RECEIVED": a scheduled order is not rescheduled by CreateBooking.

@@ -147,10 +147,19 @@ std::vector<v1::IncomeFigures> IncomeDeltasOf(const std::vector<v1::Posting>& po
       }
       auto bump = [credit](labshare::type::v1::Money* m) { m->set_amount_minor(m->amount_minor() + credit); };
       switch (ref->kind) {
-        case v1::INCOME:
+        case v1::INCOME: {
           bump(f.mutable_service_income());
-          shares[ref->owner][e.counterparty()] += credit;
+          // Whose income: the entry's counterparty when it names an
+          // organisation (a charge's entries always do); an ADJUST may
+          // leave it empty or name a pool: then the corrected charge's
+          // payer. Without either the delta has no payer to count under.
+          const std::string& payer =
+              IsOrganizationName(e.counterparty()) ? e.counterparty()
+              : charge != nullptr                  ? charge->payer_organization()
+                                                   : e.counterparty();
+          if (IsOrganizationName(payer)) shares[ref->owner][payer] += credit;
           break;
+        }
         case v1::IN_KIND_CONTRIBUTION: bump(f.mutable_in_kind()); break;
         case v1::INTERNAL_USE: bump(f.mutable_internal_use()); break;
         default: bump(f.mutable_compensation()); break;

@@ -77,7 +77,10 @@ class BookingManager {
                        std::function<void(absl::StatusOr<v1::Booking>)> done);
   absl::StatusOr<v1::ListBookingsResponse> ListBookings(const Principal& p, const v1::ListBookingsRequest& r);
   // Answers into *out (the call's response, on its arena): done(OK) once it
-  // is complete, else done(the error) with *out to be ignored.
+  // is complete, else done(the error) with *out to be ignored. The page is
+  // in *out's unknown fields (the stored documents' bytes as field 1, the
+  // token as field 2): bookings() and next_page_token() stay empty, so *out
+  // is for serializing only; parse its bytes to read it in-process.
   void ListBookingsAsync(const Principal& p, const v1::ListBookingsRequest& r, v1::ListBookingsResponse* out,
                          std::function<void(absl::Status)> done);
   absl::StatusOr<v1::Booking> CancelBooking(const Principal& p, const v1::CancelBookingRequest& r);
@@ -87,7 +90,10 @@ class BookingManager {
   absl::StatusOr<v1::Booking> CheckOut(const Principal& p, const v1::CheckOutRequest& r);
   absl::StatusOr<v1::QueryAvailabilityResponse> QueryAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
   // Answers into *out (the call's response, on its arena): done(OK) once it
-  // is complete, else done(the error) with *out to be ignored.
+  // is complete, else done(the error) with *out to be ignored. The page is
+  // in *out's unknown fields (the stored documents' bytes as field 1, the
+  // token as field 2): bookings() and next_page_token() stay empty, so *out
+  // is for serializing only; parse its bytes to read it in-process.
   void QueryAvailabilityAsync(const Principal& p, const v1::QueryAvailabilityRequest& r,
                               v1::QueryAvailabilityResponse* out, std::function<void(absl::Status)> done);
   // Instruments of a category with free time in a range for an organisation
@@ -250,8 +256,8 @@ class BookingManager {
   };
   absl::StatusOr<std::shared_ptr<BookingsListing>> PlanListBookings(const Principal& p,
                                                                     const v1::ListBookingsRequest& r);
-  // Parses a document onto the page; keeps it there if it matches the
-  // filters and the caller's scope (Wanted).
+  // Puts a document on the page (raw: its bytes, read off the wire; else
+  // parsed) if it matches the filters and the caller's scope (Wanted).
   absl::StatusOr<bool> TakeBooking(BookingsListing& l, std::string& data);  // raw: moves the bytes
   absl::StatusOr<bool> Wanted(BookingsListing& l, const ListedBooking& b);
   void ListBookingsPlanned(const Principal& p, const v1::ListBookingsRequest& r, v1::ListBookingsResponse* out,

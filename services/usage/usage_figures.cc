@@ -1249,8 +1249,12 @@ std::vector<absl::Status> UsageFigures::FoldBatch(absl::string_view source, cons
 
 void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::vector<size_t>& index,
                                 std::vector<absl::Status>* out) {
-  // At most this many events per FoldFast step.
+  // At most this many events per FoldFast step, and (as FoldSteps' argument
+  // budget) at most about this many ops: a run of long multi-day sessions
+  // (a day's ops each) must not make one step hold Redis for long. An event
+  // is never split.
   constexpr size_t kMaxFastEvents = 1024;
+  constexpr size_t kMaxFastOps = 20000;
   auto fast_ops = [](const PreparedFold& p) {
     for (const auto& op : p.ops) {
       if (op.code == "cnt" || op.code == "srv") continue;
@@ -1270,9 +1274,11 @@ void UsageFigures::FoldPrepared(std::vector<PreparedFold>* prepared, const std::
     if (fast_fold_) {
       // A run: each event once, each session opened or closed by one event.
       absl::flat_hash_set<std::string> markers, sessions;
-      for (; j < n && j - i < kMaxFastEvents; ++j) {
+      size_t ops = 0;
+      for (; j < n && j - i < kMaxFastEvents && (j == i || ops < kMaxFastOps); ++j) {
         const PreparedFold& p = (*prepared)[j];
         if (!fast_ops(p) || !markers.insert(p.marker).second) break;
+        ops += p.ops.size();
         bool again = false;
         for (const auto& op : p.ops) {
           if (op.code != "cnt" && op.code != "srv" && !sessions.insert(op.args[0]).second) again = true;

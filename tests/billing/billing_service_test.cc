@@ -1571,6 +1571,45 @@ TEST_F(BillingTest, CorrectionPostedCarriesIncomeDeltasAndPoolBalances) {
   EXPECT_EQ(posted[1].pool_balances(0).balance().amount_minor(), 1000000);
 }
 
+// An ADJUST may credit the owner's income without a counterparty (or with a
+// pool): the delta is the corrected charge's payer's, so usage counts it
+// under an organisation (it counts income per payer share only).
+TEST_F(BillingTest, AnAdjustedIncomeWithoutCounterpartyIsThePayersIncome) {
+  Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));
+  Drain();
+  auto charges = Charges();
+  ASSERT_EQ(charges.size(), 1u);
+  const v1::Charge charge = charges[0];
+  v1::PostCorrectionRequest adjust;
+  adjust.set_posting(charge.posting());
+  adjust.set_mode(v1::PostCorrectionRequest::ADJUST);
+  adjust.set_reason("priced at the old rate");
+  auto entry = [&](const std::string& account, const std::string& cp, bool debit) {
+    v1::Entry* e = adjust.add_entries();
+    e->set_account(account);
+    e->set_counterparty(cp);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", 7000);
+  };
+  entry("organizations/owner/accounts/receivable", "organizations/lab", true);
+  entry("organizations/owner/accounts/income", "", false);
+  ASSERT_TRUE(billing_->PostCorrection(billing_admin_, adjust).ok());
+  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+  ASSERT_TRUE(raw.ok());
+  std::vector<v1::CorrectionPosted> posted;
+  for (const auto& e : raw->elements) {
+    v1::BillingEvent ev;
+    ASSERT_TRUE(ev.ParseFromString(e.elements[1].elements[3].str));
+    if (ev.has_correction_posted()) posted.push_back(ev.correction_posted());
+  }
+  ASSERT_EQ(posted.size(), 1u);
+  ASSERT_EQ(posted[0].income_deltas_size(), 1);
+  const v1::IncomeFigures& delta = posted[0].income_deltas(0);
+  EXPECT_EQ(delta.service_income().amount_minor(), 7000);
+  ASSERT_EQ(delta.shares_size(), 1);
+  EXPECT_EQ(delta.shares(0).payer_organization(), charge.payer_organization());
+  EXPECT_EQ(delta.shares(0).service_income().amount_minor(), 7000);
+}
+
 // DepositChanged (billing_events.proto): "A deposit was taken or settled":
 // HELD with the DEPOSIT charge at handover; SETTLED at close with the
 // DAMAGE charge for the damage beyond the deposit, the application (and

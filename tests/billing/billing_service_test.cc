@@ -96,6 +96,37 @@ class BillingTest : public BookingServiceTest {
                     : std::vector<v1::Charge>();
   }
 
+  // Every event in billing's outbox, in order.
+  std::vector<v1::BillingEvent> OutboxEvents() {
+    auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+    EXPECT_TRUE(raw.ok()) << raw.status();
+    std::vector<v1::BillingEvent> events;
+    if (!raw.ok()) return events;
+    for (const auto& entry : raw->elements) {
+      v1::BillingEvent e;
+      EXPECT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+      events.push_back(std::move(e));
+    }
+    return events;
+  }
+
+  std::vector<v1::CorrectionPosted> CorrectionsPosted() {
+    std::vector<v1::CorrectionPosted> out;
+    for (const auto& e : OutboxEvents()) {
+      if (e.has_correction_posted()) out.push_back(e.correction_posted());
+    }
+    return out;
+  }
+
+  // One entry of an ADJUST: `amount` CNY on the debit or credit side.
+  static void AddEntry(v1::PostCorrectionRequest& r, const std::string& account, const std::string& counterparty,
+                       bool debit, int64_t amount) {
+    v1::Entry* e = r.add_entries();
+    e->set_account(account);
+    e->set_counterparty(counterparty);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", amount);
+  }
+
   int64_t AccountBalance(const std::string& account, const std::string& counterparty = "") {
     v1::GetAccountBalanceRequest r;
     r.set_name(account);
@@ -1476,12 +1507,8 @@ TEST_F(BillingTest, SubsidyAppliedCarriesThePoolBalanceAndTheCapUseAfterIt) {
   Drain();
   Session(absl::Hours(12), absl::Hours(14), absl::Hours(12), absl::Hours(14));
   Drain();
-  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
-  ASSERT_TRUE(raw.ok());
   std::vector<v1::SubsidyApplied> applied;
-  for (const auto& entry : raw->elements) {
-    v1::BillingEvent e;
-    ASSERT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+  for (const auto& e : OutboxEvents()) {
     if (e.has_subsidy_applied()) applied.push_back(e.subsidy_applied());
   }
   ASSERT_EQ(applied.size(), 2u);
@@ -1523,10 +1550,7 @@ TEST_F(BillingTest, CorrectionPostedCarriesIncomeDeltasAndPoolBalances) {
   adjust.set_mode(v1::PostCorrectionRequest::ADJUST);
   adjust.set_reason("priced at the old rate");
   auto entry = [&](const std::string& account, const std::string& cp, bool debit) {
-    v1::Entry* e = adjust.add_entries();
-    e->set_account(account);
-    e->set_counterparty(cp);
-    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", 10000);
+    AddEntry(adjust, account, cp, debit, 10000);
   };
   entry("organizations/lab/accounts/expense", "organizations/owner", true);
   entry("organizations/lab/accounts/payable", "organizations/owner", false);
@@ -1540,14 +1564,7 @@ TEST_F(BillingTest, CorrectionPostedCarriesIncomeDeltasAndPoolBalances) {
   reverse.set_reason("instrument fault");
   ASSERT_TRUE(billing_->PostCorrection(billing_admin_, reverse).ok());
 
-  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
-  ASSERT_TRUE(raw.ok());
-  std::vector<v1::CorrectionPosted> posted;
-  for (const auto& e : raw->elements) {
-    v1::BillingEvent ev;
-    ASSERT_TRUE(ev.ParseFromString(e.elements[1].elements[3].str));
-    if (ev.has_correction_posted()) posted.push_back(ev.correction_posted());
-  }
+  const std::vector<v1::CorrectionPosted> posted = CorrectionsPosted();
   ASSERT_EQ(posted.size(), 2u);
   ASSERT_EQ(posted[0].income_deltas_size(), 1);
   const v1::IncomeFigures& delta = posted[0].income_deltas(0);
@@ -1585,22 +1602,12 @@ TEST_F(BillingTest, AnAdjustedIncomeWithoutCounterpartyIsThePayersIncome) {
   adjust.set_mode(v1::PostCorrectionRequest::ADJUST);
   adjust.set_reason("priced at the old rate");
   auto entry = [&](const std::string& account, const std::string& cp, bool debit) {
-    v1::Entry* e = adjust.add_entries();
-    e->set_account(account);
-    e->set_counterparty(cp);
-    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", 7000);
+    AddEntry(adjust, account, cp, debit, 7000);
   };
   entry("organizations/owner/accounts/receivable", "organizations/lab", true);
   entry("organizations/owner/accounts/income", "", false);
   ASSERT_TRUE(billing_->PostCorrection(billing_admin_, adjust).ok());
-  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
-  ASSERT_TRUE(raw.ok());
-  std::vector<v1::CorrectionPosted> posted;
-  for (const auto& e : raw->elements) {
-    v1::BillingEvent ev;
-    ASSERT_TRUE(ev.ParseFromString(e.elements[1].elements[3].str));
-    if (ev.has_correction_posted()) posted.push_back(ev.correction_posted());
-  }
+  const std::vector<v1::CorrectionPosted> posted = CorrectionsPosted();
   ASSERT_EQ(posted.size(), 1u);
   ASSERT_EQ(posted[0].income_deltas_size(), 1);
   const v1::IncomeFigures& delta = posted[0].income_deltas(0);
@@ -1645,14 +1652,7 @@ TEST_F(BillingTest, DepositsAreAnnouncedWhenHeldAndWhenSettled) {
   ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
   Drain();
 
-  auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
-  ASSERT_TRUE(raw.ok());
-  std::vector<v1::BillingEvent> events;
-  for (const auto& entry : raw->elements) {
-    v1::BillingEvent e;
-    ASSERT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
-    events.push_back(std::move(e));
-  }
+  const std::vector<v1::BillingEvent> events = OutboxEvents();
   std::vector<size_t> at;
   for (size_t i = 0; i < events.size(); ++i) {
     if (events[i].has_deposit_changed()) at.push_back(i);

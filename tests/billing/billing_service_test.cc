@@ -96,6 +96,31 @@ class BillingTest : public BookingServiceTest {
                     : std::vector<v1::Charge>();
   }
 
+  // Ana's ten-day lease of the AFM (3,000.00 CNY a day, deposit 1,000.00),
+  // approved and handed over at day_ + 24 h (the clock set there); billing
+  // has drained the handover.
+  void HandOverLease(bk::Lease* lease) {
+    bk::RequestLeaseRequest r;
+    r.mutable_lease()->set_instrument("instruments/afm");
+    *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+    *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
+    bk::Lease out;
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, lease, ana_).ok());
+    bk::ApproveLeaseRequest a;
+    a.set_name(lease->name());
+    a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+    *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+    *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
+    bk::RecordHandoverRequest h;
+    h.set_name(lease->name());
+    h.set_condition_notes("tip new");
+    clock_.Set(day_ + absl::Hours(24));
+    auto handed = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
+    ASSERT_TRUE(handed.ok()) << handed.error_code() << " " << GrpcErrorReason(handed) << " " << handed.error_message();
+    Drain();
+  }
+
   // Every event in billing's outbox, in order.
   std::vector<v1::BillingEvent> OutboxEvents() {
     auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
@@ -770,25 +795,8 @@ TEST_F(BillingTest, InvoicesAreIssuedOnceNumberedWithoutGapsAndNeverChange) {
 }
 
 TEST_F(BillingTest, LeaseDepositIsHeldThenAppliedToDamageAndRentIsCharged) {
-  bk::RequestLeaseRequest r;
-  r.mutable_lease()->set_instrument("instruments/afm");
-  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
-  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
   bk::Lease lease, out;
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_).ok());
-  bk::ApproveLeaseRequest a;
-  a.set_name(lease.name());
-  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
-  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
-  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
-  bk::RecordHandoverRequest h;
-  h.set_name(lease.name());
-  h.set_condition_notes("tip new");
-  clock_.Set(day_ + absl::Hours(24));
-  auto handed = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
-  ASSERT_TRUE(handed.ok()) << handed.error_code() << " " << GrpcErrorReason(handed) << " " << handed.error_message();
-  Drain();
+  ASSERT_NO_FATAL_FAILURE(HandOverLease(&lease));
   v1::GetDepositRequest gd;
   gd.set_name("deposits/" + lease.name().substr(lease.name().rfind('/') + 1));
   auto held = billing_->GetDeposit(billing_admin_, gd);
@@ -1623,24 +1631,8 @@ TEST_F(BillingTest, AnAdjustedIncomeWithoutCounterpartyIsThePayersIncome) {
 // release) postings and the owner's compensation from the deposit applied.
 // Each after the ChargePosted of its charge.
 TEST_F(BillingTest, DepositsAreAnnouncedWhenHeldAndWhenSettled) {
-  bk::RequestLeaseRequest r;
-  r.mutable_lease()->set_instrument("instruments/afm");
-  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
-  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
   bk::Lease lease, out;
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_).ok());
-  bk::ApproveLeaseRequest a;
-  a.set_name(lease.name());
-  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
-  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
-  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_).ok());
-  bk::RecordHandoverRequest h;
-  h.set_name(lease.name());
-  h.set_condition_notes("tip new");
-  clock_.Set(day_ + absl::Hours(24));
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
-  Drain();
+  ASSERT_NO_FATAL_FAILURE(HandOverLease(&lease));
   clock_.Set(day_ + absl::Hours(24 * 6));
   bk::RecordReturnRequest ret;
   ret.set_name(lease.name());

@@ -656,9 +656,12 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     }
     // Charge.invoices: "issued invoices carrying its lines", written in the
     // step that issues it (a charge changed meanwhile makes the step stale).
-    for (const auto& charge_name : charged) {
-      const std::string ckey = keys::Doc("charge", IdOf(charge_name));
-      LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(ckey));
+    std::vector<std::string> ckeys;
+    for (const auto& charge_name : charged) ckeys.push_back(keys::Doc("charge", IdOf(charge_name)));
+    LS_ASSIGN_OR_RETURN(auto cdocs, store_->docs().GetMany(ckeys));  // one round trip
+    for (size_t i = 0; i < ckeys.size() && i < cdocs.size(); ++i) {
+      const std::string& ckey = ckeys[i];
+      const auto& cdoc = cdocs[i];
       if (!cdoc) continue;  // archived
       LS_ASSIGN_OR_RETURN(v1::Charge charge, Parse<v1::Charge>(cdoc->data));
       if (std::find(charge.invoices().begin(), charge.invoices().end(), inv.name()) != charge.invoices().end()) {

@@ -192,7 +192,7 @@ absl::StatusOr<std::vector<v1::PoolBalance>> BillingManager::PoolBalancesAfter(
   for (const auto& posting : postings) {
     for (const auto& e : posting.entries()) {
       auto ref = ParseAccountName(e.account());
-      if (!ref.ok() || ref->kind != v1::POOL_FUNDS) continue;
+      if (!ref.ok() || ref->kind != v1::POOL_FUNDS || pools.count(ref->owner) != 0) continue;
       LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("pool", IdOf(ref->owner))));
       if (!doc) continue;
       LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));

@@ -143,6 +143,15 @@ class BillingTest : public BookingServiceTest {
     return out;
   }
 
+  // An ADJUST of the charge's posting, entries to be added (AddEntry).
+  static v1::PostCorrectionRequest Adjustment(const v1::Charge& charge) {
+    v1::PostCorrectionRequest r;
+    r.set_posting(charge.posting());
+    r.set_mode(v1::PostCorrectionRequest::ADJUST);
+    r.set_reason("priced at the old rate");
+    return r;
+  }
+
   // One entry of an ADJUST: `amount` CNY on the debit or credit side.
   static void AddEntry(v1::PostCorrectionRequest& r, const std::string& account, const std::string& counterparty,
                        bool debit, int64_t amount) {
@@ -1553,17 +1562,11 @@ TEST_F(BillingTest, CorrectionPostedCarriesIncomeDeltasAndPoolBalances) {
   const v1::Charge charge = charges[0];
 
   // ADJUST: the charge should have been 10000 more (the owner earns it).
-  v1::PostCorrectionRequest adjust;
-  adjust.set_posting(charge.posting());
-  adjust.set_mode(v1::PostCorrectionRequest::ADJUST);
-  adjust.set_reason("priced at the old rate");
-  auto entry = [&](const std::string& account, const std::string& cp, bool debit) {
-    AddEntry(adjust, account, cp, debit, 10000);
-  };
-  entry("organizations/lab/accounts/expense", "organizations/owner", true);
-  entry("organizations/lab/accounts/payable", "organizations/owner", false);
-  entry("organizations/owner/accounts/receivable", "organizations/lab", true);
-  entry("organizations/owner/accounts/income", "organizations/lab", false);
+  v1::PostCorrectionRequest adjust = Adjustment(charge);
+  AddEntry(adjust, "organizations/lab/accounts/expense", "organizations/owner", true, 10000);
+  AddEntry(adjust, "organizations/lab/accounts/payable", "organizations/owner", false, 10000);
+  AddEntry(adjust, "organizations/owner/accounts/receivable", "organizations/lab", true, 10000);
+  AddEntry(adjust, "organizations/owner/accounts/income", "organizations/lab", false, 10000);
   ASSERT_TRUE(billing_->PostCorrection(billing_admin_, adjust).ok());
   // REVERSE the charge: its subsidy goes back to the pool.
   v1::PostCorrectionRequest reverse;
@@ -1605,15 +1608,9 @@ TEST_F(BillingTest, AnAdjustedIncomeWithoutCounterpartyIsThePayersIncome) {
   auto charges = Charges();
   ASSERT_EQ(charges.size(), 1u);
   const v1::Charge charge = charges[0];
-  v1::PostCorrectionRequest adjust;
-  adjust.set_posting(charge.posting());
-  adjust.set_mode(v1::PostCorrectionRequest::ADJUST);
-  adjust.set_reason("priced at the old rate");
-  auto entry = [&](const std::string& account, const std::string& cp, bool debit) {
-    AddEntry(adjust, account, cp, debit, 7000);
-  };
-  entry("organizations/owner/accounts/receivable", "organizations/lab", true);
-  entry("organizations/owner/accounts/income", "", false);
+  v1::PostCorrectionRequest adjust = Adjustment(charge);
+  AddEntry(adjust, "organizations/owner/accounts/receivable", "organizations/lab", true, 7000);
+  AddEntry(adjust, "organizations/owner/accounts/income", "", false, 7000);
   ASSERT_TRUE(billing_->PostCorrection(billing_admin_, adjust).ok());
   const std::vector<v1::CorrectionPosted> posted = CorrectionsPosted();
   ASSERT_EQ(posted.size(), 1u);

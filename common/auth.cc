@@ -161,8 +161,10 @@ absl::StatusOr<Principal> Authorizer::VerifyToken(absl::string_view token) const
 }
 
 void Authorizer::Begin(const grpc::ServerContextBase* call, absl::string_view method,
-                       absl::string_view authorization, absl::string_view peer_service) {
+                       absl::string_view authorization, absl::string_view peer_service,
+                       absl::string_view trace_id) {
   auto decision = Decide(method, authorization, peer_service);
+  if (decision.ok()) decision->trace_id = std::string(trace_id);
   std::lock_guard<std::mutex> lock(mu_);
   calls_.insert_or_assign(call, std::move(decision));
 }

@@ -114,9 +114,11 @@ class Authorizer {
   absl::StatusOr<Principal> Decide(absl::string_view method, absl::string_view authorization,
                                    absl::string_view peer_service = {}) const;
 
-  // Interceptor side: remember / forget the decision for a call.
+  // Interceptor side: remember / forget the decision for a call. A decided
+  // principal carries the call's trace_id (EventHeader.trace_id).
   void Begin(const grpc::ServerContextBase* call, absl::string_view method,
-             absl::string_view authorization, absl::string_view peer_service = {});
+             absl::string_view authorization, absl::string_view peer_service = {},
+             absl::string_view trace_id = {});
   void End(const grpc::ServerContextBase* call);
 
   // Handler side. UNAUTHENTICATED when no decision was recorded.

@@ -142,7 +142,8 @@ class CallInterceptor final : public grpc::experimental::Interceptor {
         if (auto context = info_->server_context()->auth_context(); context != nullptr) {
           peer_service = PeerServiceName(*context, *trust_domain_);
         }
-        auth_->Begin(info_->server_context(), method_, HeaderValue(*md, "authorization"), peer_service);
+        auth_->Begin(info_->server_context(), method_, HeaderValue(*md, "authorization"), peer_service,
+                     trace_id_);
         began_ = true;
         info_->server_context()->AddTrailingMetadata("x-trace-id", trace_id_);
       }

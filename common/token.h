@@ -48,6 +48,10 @@ struct Principal {
   std::string organization_id;  // "org" claim, may be empty for consortium-wide people
   std::vector<Role> roles;
   absl::Time expires_at;        // "exp" claim; whole seconds once through a token
+  // Not a claim: the trace id of the call this principal was decided for
+  // (set by Authorizer::Begin from the call's traceparent / x-trace-id, or
+  // generated), copied into the header of every event the call publishes.
+  std::string trace_id = {};
 
   bool HasRole(Role role) const;
   bool HasAnyRole(std::initializer_list<Role> roles) const;

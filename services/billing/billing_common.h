@@ -158,6 +158,19 @@ inline v1::BillingEvent NewEvent(const Principal& p, absl::Time now, const std::
   e.mutable_header()->set_actor(ActorName(p));
   e.mutable_header()->set_actor_organization(ActorOrganization(p));
   e.mutable_header()->set_request_id(request_id);
+  e.mutable_header()->set_trace_id(p.trace_id);
+  return e;
+}
+
+// The header of an event billing publishes by itself (charges of booking
+// events, period rent): actor "services/billing", the trace id of the event
+// that caused it ("" when none did).
+inline v1::BillingEvent ServiceEvent(absl::Time now, const std::string& trace_id) {
+  v1::BillingEvent e;
+  e.mutable_header()->set_event_id(NewEventId());
+  *e.mutable_header()->mutable_event_time() = ToProto(now);
+  e.mutable_header()->set_actor("services/billing");
+  e.mutable_header()->set_trace_id(trace_id);
   return e;
 }
 

@@ -523,7 +523,7 @@ void BillingManager::AddPosting(LedgerStep& step, const v1::Posting& posting, ab
 }
 
 absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id,
-                                        absl::Time now, IngestBatch* batch) {
+                                        absl::Time now, const std::string& trace_id, IngestBatch* batch) {
   // Lease rent is keyed by lease and period: charged once whether at the
   // period's end or on return.
   const std::string basis = charge.fee_kind() == v1::LEASE_PERIOD ? charge.lease() : event_id;
@@ -666,10 +666,7 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
                                          Ms(FromProto(line.cap_period().start_time()))),
                             line.amount().amount_minor()});
     }
-    v1::BillingEvent ev;
-    ev.mutable_header()->set_event_id(NewEventId());
-    *ev.mutable_header()->mutable_event_time() = ToProto(now);
-    ev.mutable_header()->set_actor("services/billing");
+    v1::BillingEvent ev = ServiceEvent(now, trace_id);
     auto* applied = ev.mutable_subsidy_applied();
     applied->set_charge(charge.name());
     *applied->mutable_line() = line;
@@ -693,10 +690,7 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   step.puts.push_back({keys::Doc("charge", id), charge.SerializeAsString(), 1});
   step.index_adds.push_back({keys::Index("charge"), keys::IndexMember(Ms(now), id)});
   // ChargePosted first, carrying the charge as stored (links included).
-  v1::BillingEvent ev;
-  ev.mutable_header()->set_event_id(NewEventId());
-  *ev.mutable_header()->mutable_event_time() = ToProto(now);
-  ev.mutable_header()->set_actor("services/billing");
+  v1::BillingEvent ev = ServiceEvent(now, trace_id);
   auto* posted = ev.mutable_charge_posted();
   *posted->mutable_charge() = charge;
   if (charge_posting) *posted->mutable_posting() = *charge_posting;
@@ -709,6 +703,7 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
                                                                       const bk::BookingEvent& e,
                                                                       IngestBatch* batch) {
   const std::string& event_id = e.header().event_id();
+  const std::string& trace_id = e.header().trace_id();
   LS_ASSIGN_OR_RETURN(Priced priced, Price(e, batch));
   if (priced.charges.empty() && priced.postings.empty() && !priced.deposit && !priced.lease_out &&
       priced.lease_done.empty()) {
@@ -718,7 +713,7 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
   LedgerStep step;
   step.applied_event_id = event_id;
   step.applied_stream_id = event.stream_id;
-  for (auto& c : priced.charges) LS_RETURN_IF_ERROR(PostCharge(step, c, event_id, now, batch));
+  for (auto& c : priced.charges) LS_RETURN_IF_ERROR(PostCharge(step, c, event_id, now, trace_id, batch));
   for (size_t i = 0; i < priced.postings.size(); ++i) {
     v1::Posting& p = priced.postings[i];
     p.set_name(absl::StrCat("postings/p", Hex(Fnv(event_id + "|posting")), "-", i + 1));
@@ -750,10 +745,7 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
       step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
     }
     // DepositChanged, after the ChargePosted of its charge (billing_events.proto).
-    v1::BillingEvent ev;
-    ev.mutable_header()->set_event_id(NewEventId());
-    *ev.mutable_header()->mutable_event_time() = ToProto(now);
-    ev.mutable_header()->set_actor("services/billing");
+    v1::BillingEvent ev = ServiceEvent(now, trace_id);
     auto* changed = ev.mutable_deposit_changed();
     const bool held = priced.deposit_version == 0;
     changed->set_kind(held ? v1::DepositChanged::HELD : v1::DepositChanged::SETTLED);
@@ -939,7 +931,7 @@ absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
         LedgerStep step;
         step.applied_event_id = marker;
         v1::Charge charge = c;
-        LS_RETURN_IF_ERROR(PostCharge(step, charge, marker, now));
+        LS_RETURN_IF_ERROR(PostCharge(step, charge, marker, now, ""));
         LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
         if (result.kind == StepResult::Kind::kApplied) ++posted;
         if (result.kind != StepResult::Kind::kStale) break;

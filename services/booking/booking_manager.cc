@@ -127,6 +127,7 @@ v1::BookingEvent BookingManager::Event(const Principal& p, const std::string& re
   h->set_request_id(request_id);
   h->set_actor(ActorName(p));
   h->set_actor_organization(ActorOrganization(p));
+  h->set_trace_id(p.trace_id);
   return e;
 }
 

@@ -19,6 +19,7 @@ EventConsumer::Handler InventoryEventHandler(BookingManager* manager, RefileOpti
     Principal service;
     service.user_id = "booking";
     service.roles = {Role::kService};
+    service.trace_id = event.header().trace_id();  // the cuts follow the window's request
     v1::ApplyMaintenanceWindowRequest r;
     r.set_maintenance_window(event.maintenance_window_changed().maintenance_window().name());
     return manager->ApplyMaintenanceWindow(service, r).status();

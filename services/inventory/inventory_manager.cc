@@ -186,6 +186,7 @@ absl::StatusOr<Resp> InventoryManager::Commit(
       header->set_request_id(request_id);
       header->set_actor(ActorName(p));
       header->set_actor_organization(ActorOrganization(p));
+      header->set_trace_id(p.trace_id);
     };
     fill_header(plan.event);
     Mutation& m = plan.mutation;

@@ -333,6 +333,7 @@ absl::Status FeedManager::Publish(Mutation* m, const Principal& p, const std::st
   h->set_request_id(request_id);
   h->set_actor(ActorName(p));
   h->set_actor_organization(ActorOrganization(p));
+  h->set_trace_id(p.trace_id);
   switch (kind) {
     case NotifyEvent::kCalendarFeedCreated:
       *event.mutable_calendar_feed_created()->mutable_calendar_feed() = feed;

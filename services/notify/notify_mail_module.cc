@@ -199,7 +199,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
       const std::string payload =
           NotifyEventPayload(ev, m_->context().clock->Now(), ActorName(p), req.request_id(),
-                             ActorOrganization(p));
+                             ActorOrganization(p), p.trace_id);
       std::string replayed;
       auto put = m_->queue().PutSettings(user, fields, before.etag(), ActorName(p), req.request_id(), fingerprint,
                                          payload, in.etag(), after.SerializeAsString(), &replayed);
@@ -222,7 +222,6 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
                              v1::UnsubscribeResponse* resp) {
     LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
     LS_RETURN_IF_ERROR(CheckInputRanges(req));  // types.proto: numbers first
-    (void)p;
     if (req.token().empty() || req.token().size() > 512 || req.token().find('.') == std::string::npos) {
       return InvalidField("token", "must be the token of a mail's unsubscribe link");
     }
@@ -280,7 +279,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       v1::NotifyEvent ev;
       *ev.mutable_notification_settings_changed()->mutable_settings() = after;
       if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
-      const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), actor, req.request_id());
+      const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), actor, req.request_id(), "", p.trace_id);
       v1::UnsubscribeResponse answer = *resp;
       answer.set_changed(true);
       std::string replayed;
@@ -338,7 +337,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     };
     LS_ASSIGN_OR_RETURN(*resp, m_->queue().Replay(parts[1], ActorName(p), req.request_id(),
                                                   m_->context().wall->Now(), m_->context().clock->Now(),
-                                                  ActorOrganization(p), allowed));
+                                                  ActorOrganization(p), allowed, p.trace_id));
     return absl::OkStatus();
   }
 

@@ -425,13 +425,15 @@ v1::DeadLetter DeadLetterFromFields(const std::string& id, const Fields& f) {
 }
 
 std::string NotifyEventPayload(v1::NotifyEvent event, absl::Time when, const std::string& actor,
-                               const std::string& request_id, const std::string& actor_organization) {
+                               const std::string& request_id, const std::string& actor_organization,
+                               const std::string& trace_id) {
   auto* h = event.mutable_header();
   h->set_event_id(NewEventId());
   *h->mutable_event_time() = ToProto(when);
   h->set_actor(actor);
   h->set_actor_organization(actor_organization);
   h->set_request_id(request_id);
+  h->set_trace_id(trace_id);
   return event.SerializeAsString();
 }
 
@@ -630,7 +632,8 @@ absl::Status MailQueue::IndexDeadLetters(int step, const std::function<void()>& 
 absl::StatusOr<v1::DeadLetter> MailQueue::Replay(const std::string& id, const std::string& actor,
                                                  const std::string& request_id, absl::Time wall_now,
                                                  absl::Time domain_now, const std::string& actor_organization,
-                                                 const std::function<absl::Status(const Fields&)>& allowed) {
+                                                 const std::function<absl::Status(const Fields&)>& allowed,
+                                                 const std::string& trace_id) {
   // The request's content is the message it names (ReplayDeadLetterRequest:
   // name and request_id).
   const std::string fingerprint = absl::StrCat("ReplayDeadLetter:", id);
@@ -647,7 +650,7 @@ absl::StatusOr<v1::DeadLetter> MailQueue::Replay(const std::string& id, const st
     *ev.mutable_dead_letter_replayed()->mutable_dead_letter() = DeadLetterFromFields(id, after);
     after["attempts"] = "0";
     const v1::DeadLetter answer = DeadLetterFromFields(id, after);
-    const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id, actor_organization);
+    const std::string payload = NotifyEventPayload(ev, domain_now, actor, request_id, actor_organization, trace_id);
     auto r = redis_->Eval(kReplay, {K("msg:" + id), K("due"), K("dead"), kNotifyOutbox, RequestKey(actor, request_id)},
                           {id, actor, request_id, Ms(wall_now), payload, Ms(domain_now), kMailPrefix, fingerprint,
                            answer.SerializeAsString(),

@@ -64,7 +64,8 @@ v1::DeadLetter DeadLetterFromFields(const std::string& id, const Fields& f);
 // "labshare.notify.v1.NotifyEvent" payload with a fresh event id;
 // `actor_organization`: the caller's "organizations/{org}", if any.
 std::string NotifyEventPayload(v1::NotifyEvent event, absl::Time when, const std::string& actor,
-                               const std::string& request_id, const std::string& actor_organization = "");
+                               const std::string& request_id, const std::string& actor_organization = "",
+                               const std::string& trace_id = "");
 
 // The cursor of a dead letter in the page indexes.
 std::string DeadLetterCursor(absl::Time dead, const std::string& id);
@@ -142,7 +143,8 @@ class MailQueue {
   absl::StatusOr<v1::DeadLetter> Replay(const std::string& id, const std::string& actor,
                                         const std::string& request_id, absl::Time wall_now, absl::Time domain_now,
                                         const std::string& actor_organization = "",
-                                        const std::function<absl::Status(const Fields&)>& allowed = nullptr);
+                                        const std::function<absl::Status(const Fields&)>& allowed = nullptr,
+                                        const std::string& trace_id = "");
 
   // Schedule changes of one event, applied once (marker per event id).
   // `version` is the update_time of the booking or lease in the event

@@ -310,6 +310,7 @@ v1::NotifyEvent WebhookManager::NewEvent(const Principal& p, const std::string& 
   h->set_request_id(request_id);
   h->set_actor(p.user_id.empty() ? kActor : ActorName(p));
   h->set_actor_organization(p.user_id.empty() ? "" : ActorOrganization(p));
+  h->set_trace_id(p.trace_id);
   return e;
 }
 

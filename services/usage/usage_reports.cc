@@ -268,6 +268,7 @@ void Stamp(const Principal& p, absl::Time now, const std::string& request_id, v1
   h->set_request_id(request_id);
   h->set_actor(ActorName(p));
   h->set_actor_organization(ActorOrganization(p));
+  h->set_trace_id(p.trace_id);
 }
 
 // An answer stored for replay by DocStore (request_id idempotency).

@@ -195,6 +195,53 @@ class BillingTest : public BookingServiceTest {
   Principal billing_admin_;
 };
 
+// EventHeader.trace_id: billing's events carry the trace id of the call
+// that caused them: a billing call's own (the principal's, set per call by
+// the server), and for what billing posts from a booking event (the charge,
+// its subsidy lines) the trace id that event carries, so one id follows a
+// check-out from booking's log to its charge.
+TEST_F(BillingTest, EventsCarryTheTraceIdOfTheCallThatCausedThem) {
+  Principal traced = billing_admin_;
+  traced.trace_id = "fund-voucher-trace";
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  cp.mutable_subsidy_pool()->set_display_name("Innovation voucher");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(5000);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(traced, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  *top.mutable_amount() = MakeMoney("CNY", 50000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(traced, top).ok());
+
+  bk::Booking b, done;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  bk::CheckInRequest ci;
+  ci.set_name(b.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &done, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  bk::CheckOutRequest co;
+  co.set_name(b.name());
+  auto ctx = Ctx(ana_);
+  ctx->AddMetadata("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+  ASSERT_TRUE(stub_->CheckOut(ctx.get(), co, &done).ok());
+  EXPECT_GT(Drain(), 0);
+
+  std::map<std::string, std::vector<std::string>> traces;  // payload -> trace ids, in order
+  for (const auto& e : OutboxEvents()) {
+    const auto* field = e.GetDescriptor()->FindFieldByNumber(e.payload_case());
+    ASSERT_NE(field, nullptr);
+    traces[field->name()].push_back(e.header().trace_id());
+  }
+  const std::string checkout = "0af7651916cd43dd8448eb211c80319c";
+  EXPECT_EQ(traces, (std::map<std::string, std::vector<std::string>>{
+                        {"subsidy_pool_changed", {"fund-voucher-trace", "fund-voucher-trace"}},  // created, topped up
+                        {"subsidy_applied", {checkout}},
+                        {"charge_posted", {checkout}},
+                    }));
+}
+
 // tem: 500.00 CNY per hour for members, billed on actual time in 15-minute
 // steps; missed fee 50 %, late cancellation fee 25 % of the reserved time.
 TEST_F(BillingTest, OnSiteSessionIsChargedOnActualTimeRoundedUpOnce) {

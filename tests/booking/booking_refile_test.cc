@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
 #include "services/booking/booking_common.h"
 #include "tests/booking/booking_fixture.h"
 
@@ -502,6 +503,60 @@ TEST_F(RefileTest, ACreateFromAnOperatorCachedBeforeTheChangeIsRefusedUntilReadA
   auto replayed = replica.CreateServiceOrder(ana, order);
   ASSERT_TRUE(replayed.ok()) << replayed.status();
   EXPECT_EQ(replayed->SerializeAsString(), placed->SerializeAsString());
+}
+
+// A window's cuts follow the request that scheduled it
+// (EventHeader.trace_id): inventory's MaintenanceWindowChanged carries the
+// CreateMaintenanceWindow call's trace id, and the booking events of the
+// step booking runs when it reads that event (the booking it cancelled,
+// MaintenanceApplied) carry the same one, under booking's own name.
+TEST_F(RefileTest, AnOutagesEventsCarryTheTraceIdOfTheWindowsRequest) {
+  v1::Booking booked;
+  ASSERT_TRUE(Book(absl::Hours(10), absl::Hours(11), &booked).ok());
+  iv::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/tem");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(12));
+  mw.mutable_maintenance_window()->set_reason("cooling failure");
+  mw.mutable_maintenance_window()->set_outage(true);
+  auto ctx = Ctx(admin_);
+  ctx->AddMetadata("x-trace-id", "outage-7");
+  iv::MaintenanceWindow window;
+  grpc::Status created = inventory_->CreateMaintenanceWindow(ctx.get(), mw, &window);
+  ASSERT_TRUE(created.ok()) << created.error_message();
+
+  auto raw = pool_->Command({"XRANGE", "{inventory}:outbox", "-", "+"});
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  int windows = 0;
+  for (const auto& entry : raw->elements) {
+    const auto& fields = entry.elements[1].elements;
+    for (size_t i = 0; i + 1 < fields.size(); i += 2) {
+      iv::InventoryEvent e;
+      if (fields[i].str != "payload" || !e.ParseFromString(fields[i + 1].str)) continue;
+      if (!e.has_maintenance_window_changed()) continue;
+      ++windows;
+      EXPECT_EQ(e.header().trace_id(), "outage-7");
+      EXPECT_EQ(e.header().actor(), "users/admin");
+    }
+  }
+  EXPECT_EQ(windows, 1);
+
+  EXPECT_GT(Deliver(), 0);
+  int cancelled = 0, applied = 0;
+  for (const auto& e : Events()) {
+    if (e.has_booking_cancelled() && e.booking_cancelled().booking().name() == booked.name()) {
+      ++cancelled;
+      EXPECT_TRUE(e.booking_cancelled().booking().cancelled_by_outage());
+      EXPECT_EQ(e.header().trace_id(), "outage-7");
+      EXPECT_EQ(e.header().actor(), "services/booking");
+    }
+    if (e.has_maintenance_applied()) {
+      ++applied;
+      EXPECT_EQ(e.header().trace_id(), "outage-7");
+    }
+  }
+  EXPECT_EQ(cancelled, 1);
+  EXPECT_EQ(applied, 1);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <functional>
 #include <thread>
 
@@ -45,6 +46,59 @@ TEST_F(BookingServiceTest, CreatesConfirmedBookingWithBufferAndEvents) {
   EXPECT_EQ(events[0].booking_created().booking().SerializeAsString(), b.SerializeAsString());
   EXPECT_EQ(events[0].header().request_id(), "r1");
   EXPECT_EQ(events[0].header().actor(), "users/ana");
+}
+
+// EventHeader.trace_id (types.proto: "Trace id of the request, for
+// correlating logs"): every event carries the trace id of the call that
+// made its change, the one the call's x-trace-id trailer names: a W3C
+// traceparent's trace id, else the caller's x-trace-id, else one the server
+// made up. A later call on the same booking publishes its own.
+TEST_F(BookingServiceTest, EventsCarryTheTraceIdOfTheCallThatMadeThem) {
+  auto trailer_of = [](const grpc::ClientContext& ctx) {
+    const auto& md = ctx.GetServerTrailingMetadata();
+    auto it = md.find("x-trace-id");
+    return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+  };
+  // Books [from, from + 1 h) sending `header: value` (none when empty).
+  auto book = [&](absl::Duration from, const std::string& header, const std::string& value, std::string* trailer) {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+    r.mutable_booking()->set_user("users/ana");
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + from);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + from + absl::Hours(1));
+    auto ctx = Ctx(ana_);
+    if (!header.empty()) ctx->AddMetadata(header, value);
+    v1::Booking b;
+    grpc::Status s = stub_->CreateBooking(ctx.get(), r, &b);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    *trailer = trailer_of(*ctx);
+    return b;
+  };
+  std::string w3c, own, made_up;
+  const v1::Booking a = book(absl::Hours(9), "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &w3c);
+  const v1::Booking b = book(absl::Hours(11), "x-trace-id", "lab-script-42", &own);
+  const v1::Booking c = book(absl::Hours(13), "", "", &made_up);
+  EXPECT_EQ(w3c, "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(own, "lab-script-42");
+  ASSERT_EQ(made_up.size(), 32u);
+  EXPECT_EQ(made_up.find_first_not_of("0123456789abcdef"), std::string::npos) << made_up;
+
+  v1::CancelBookingRequest cancel;
+  cancel.set_name(a.name());
+  auto ctx = Ctx(ana_);
+  ctx->AddMetadata("x-trace-id", "cancel-from-console");
+  v1::Booking cancelled;
+  ASSERT_TRUE(stub_->CancelBooking(ctx.get(), cancel, &cancelled).ok());
+  EXPECT_EQ(trailer_of(*ctx), "cancel-from-console");
+
+  std::map<std::string, std::string> created, cancels;  // booking -> trace id
+  for (const auto& e : Events()) {
+    if (e.has_booking_created()) created[e.booking_created().booking().name()] = e.header().trace_id();
+    if (e.has_booking_cancelled()) cancels[e.booking_cancelled().booking().name()] = e.header().trace_id();
+  }
+  EXPECT_EQ(created, (std::map<std::string, std::string>{{a.name(), w3c}, {b.name(), own}, {c.name(), made_up}}));
+  EXPECT_EQ(cancels, (std::map<std::string, std::string>{{a.name(), "cancel-from-console"}}));
 }
 
 TEST_F(BookingServiceTest, OverlapIsRejectedButTouchingAfterBufferFits) {

@@ -1,5 +1,7 @@
 #include "services/inventory/identity_manager.h"
 
+#include <optional>
+
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
@@ -190,6 +192,27 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::ExchangeToken(const idv1::E
 absl::StatusOr<idv1::TokenResponse> IdentityManager::RefreshToken(const idv1::RefreshTokenRequest& r) {
   LS_RETURN_IF_ERROR(CheckConfigured());
   if (r.refresh_token().empty()) return InvalidField("refresh_token", "required");
+  // The person is read and checked before the token is used up, so that
+  // a failure to read them (UNAVAILABLE, which the caller may retry with
+  // the same token) leaves the token unused.
+  auto may_sign_in = [this](const std::string& user_id) -> absl::StatusOr<v1::User> {
+    LS_ASSIGN_OR_RETURN(auto user, store_->Find<v1::User>(keys::User(user_id)));
+    if (!user) return NotRegistered(absl::StrCat("users/", user_id, " no longer exists"));
+    LS_RETURN_IF_ERROR(CheckMaySignIn(user->value));
+    return std::move(user->value);
+  };
+  // The session ends with a refusal of the person (PERMISSION_DENIED).
+  auto refused = [this](const absl::Status& s, const std::string& token) -> absl::Status {
+    if (absl::IsPermissionDenied(s)) LS_RETURN_IF_ERROR(identity_->RevokeSession(token));
+    return s;
+  };
+  LS_ASSIGN_OR_RETURN(const std::string holder, identity_->ActiveTokenUser(r.refresh_token()));
+  std::optional<v1::User> checked;
+  if (!holder.empty()) {
+    absl::StatusOr<v1::User> user = may_sign_in(holder);
+    if (!user.ok()) return refused(user.status(), r.refresh_token());
+    checked = *std::move(user);
+  }
   LS_ASSIGN_OR_RETURN(auto rotation, identity_->Rotate(r.refresh_token(), options_.refresh_token_ttl));
   using Kind = IdentityStore::Rotation::Kind;
   if (rotation.kind == Kind::kInvalid) {
@@ -203,18 +226,12 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::RefreshToken(const idv1::Re
                      "revoked; sign in again (labshare login)",
                      {{"user", absl::StrCat("users/", rotation.user_id)}});
   }
-  auto user = store_->Find<v1::User>(keys::User(rotation.user_id));
-  absl::Status allowed = user.ok() ? absl::OkStatus() : user.status();
-  if (allowed.ok() && !user->has_value()) allowed = NotRegistered(absl::StrCat("users/", rotation.user_id, " no longer exists"));
-  if (allowed.ok()) allowed = CheckMaySignIn((*user)->value);
-  if (!allowed.ok()) {
-    if (absl::IsPermissionDenied(allowed)) {
-      // The person may no longer sign in: end the session too.
-      LS_RETURN_IF_ERROR(identity_->RevokeSession(rotation.new_token));
-    }
-    return allowed;
-  }
-  return Issue((*user)->value, std::move(rotation.new_token), clock_->Now());
+  if (checked && rotation.user_id == holder) return Issue(*checked, std::move(rotation.new_token), clock_->Now());
+  // Rotated by a token that was not active when read (only a race with
+  // another use of it): the person is checked now.
+  absl::StatusOr<v1::User> user = may_sign_in(rotation.user_id);
+  if (!user.ok()) return refused(user.status(), rotation.new_token);
+  return Issue(*user, std::move(rotation.new_token), clock_->Now());
 }
 
 absl::Status IdentityManager::RevokeToken(const idv1::RevokeTokenRequest& r) {

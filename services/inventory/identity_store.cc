@@ -72,11 +72,25 @@ if rec[3] ~= 'active' then
   return {'reused', rec[2]}
 end
 redis.call('HSET', KEYS[1], 'state', 'used')
+-- A used token stays on record as long as its session now lives: presented
+-- again any time before the session's next rotation, it is a reuse.
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[3], 'fam', ARGV[1], 'user', rec[2], 'state', 'active')
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return {'rotated', rec[2]}
 )lua");
+  return *kScript;
+}
+
+// KEYS[1] presented record, KEYS[2] family; ARGV[1] family id. The user of
+// an active token of a live family, else "". Writes nothing.
+const RedisScript& ActiveUserScript() {
+  static const RedisScript* const kScript = new RedisScript(R"lua(
+local rec = redis.call('HMGET', KEYS[1], 'fam', 'user', 'state')
+if rec[1] ~= ARGV[1] or rec[3] ~= 'active' or redis.call('EXISTS', KEYS[2]) == 0 then return '' end
+return rec[2]
+)lua", RedisScript::Access::kReadOnly);
   return *kScript;
 }
 
@@ -113,8 +127,11 @@ absl::StatusOr<std::vector<v1::User>> IdentityStore::Lookup(const std::string& i
                                                               absl::string_view value) const {
   if (value.empty() || absl::StrContains(value, '\n')) return std::vector<v1::User>();
   // Members "<value>\n<id>": from "[value\n" up to "(value\x0b" ('\n' + 1).
+  // All of them: the callers tell one from several among those still
+  // carrying the value (an email's users bound to a subject are left out
+  // afterwards, however many sort before the one that is not).
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGE", index, absl::StrCat("[", value, "\n"),
-                                                    absl::StrCat("(", value, "\x0b"), "BYLEX", "LIMIT", "0", "8"}));
+                                                    absl::StrCat("(", value, "\x0b"), "BYLEX"}));
   if (!v.is_array()) return BadReply();
   std::vector<std::string> user_keys;
   for (const RedisValue& e : v.elements) user_keys.push_back(keys::User(e.str.substr(value.size() + 1)));
@@ -199,6 +216,16 @@ absl::StatusOr<IdentityStore::Rotation> IdentityStore::Rotate(absl::string_view 
     out.kind = Rotation::Kind::kReused;
   }
   return out;
+}
+
+absl::StatusOr<std::string> IdentityStore::ActiveTokenUser(absl::string_view refresh_token) const {
+  const std::string family = FamilyOf(refresh_token);
+  if (family.empty()) return std::string();
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(ActiveUserScript(), {RecordKey(refresh_token), FamilyKey(family)},
+                                                {family}));
+  if (v.is_error()) return RedisErrorStatus(v);
+  if (v.type != RedisValue::Type::kString) return BadReply();
+  return v.str;
 }
 
 absl::Status IdentityStore::RevokeSession(absl::string_view refresh_token) const {

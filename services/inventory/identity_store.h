@@ -14,8 +14,9 @@
 //   {inventory}:refresh_family:<family> "1" while the session lives,   TTL = refresh TTL
 // Rotate() is one Lua step: the presented token must be active in a live
 // family; it becomes "used" and a new active token of the same family is
-// written, and the family's TTL restarts. Presenting a "used" token deletes
-// the family: every token of that session stops working.
+// written, and the family's TTL restarts (the used token's record too, so a
+// reuse is recognised while the session lives on from there). Presenting a
+// "used" token deletes the family: every token of that session stops working.
 #ifndef LABSHARE_SERVICES_INVENTORY_IDENTITY_STORE_H_
 #define LABSHARE_SERVICES_INVENTORY_IDENTITY_STORE_H_
 
@@ -62,6 +63,10 @@ class IdentityStore {
     std::string new_token;  // kRotated
   };
   absl::StatusOr<Rotation> Rotate(absl::string_view refresh_token, absl::Duration ttl) const;
+
+  // The user of `refresh_token` if it is active in a live session, else ""
+  // (unknown, malformed, used, or its session ended). Reads only.
+  absl::StatusOr<std::string> ActiveTokenUser(absl::string_view refresh_token) const;
 
   // Ends the session of `refresh_token` (a token of the session must be
   // presented, used or not). Unknown tokens change nothing.

@@ -100,6 +100,30 @@ TEST_F(IdentityStoreTest, RotationUsesATokenUpAndReuseEndsTheFamily) {
   EXPECT_EQ(r2->kind, Kind::kInvalid);
 }
 
+// A used token stays on record as long as its session lives on from its
+// use (the rotation's TTL), not just its own first TTL: presented again
+// later in the session it is still a reuse, not an unknown token.
+TEST_F(IdentityStoreTest, AUsedTokenIsKeptAsLongAsTheSessionItWasRotatedInto) {
+  auto t1 = store_->StartSession("li-wei", absl::Hours(1));
+  ASSERT_TRUE(t1.ok()) << t1.status();
+  EXPECT_EQ(*store_->ActiveTokenUser(*t1), "li-wei");
+  auto r1 = store_->Rotate(*t1, absl::Hours(5));
+  ASSERT_TRUE(r1.ok() && r1->kind == Kind::kRotated);
+  EXPECT_EQ(*store_->ActiveTokenUser(*t1), "");  // used
+  EXPECT_EQ(*store_->ActiveTokenUser(r1->new_token), "li-wei");
+  auto records = pool_->Command({"KEYS", "{inventory}:refresh:*"});
+  ASSERT_TRUE(records.ok());
+  ASSERT_EQ(records->elements.size(), 2u);
+  for (const auto& k : records->elements) {
+    auto ttl = pool_->Command({"TTL", k.str});
+    ASSERT_TRUE(ttl.ok());
+    EXPECT_GT(ttl->integer, 4 * 3600) << k.str;  // both: 5 h from the rotation
+  }
+  EXPECT_EQ(store_->Rotate(*t1, absl::Hours(5))->kind, Kind::kReused);
+  EXPECT_EQ(*store_->ActiveTokenUser(r1->new_token), "");  // the session ended
+  EXPECT_EQ(*store_->ActiveTokenUser("nonsense"), "");
+}
+
 TEST_F(IdentityStoreTest, RevokeEndsTheFamilyAndOtherSessionsLive) {
   auto mine = store_->StartSession("li-wei", absl::Hours(1));
   auto other = store_->StartSession("li-wei", absl::Hours(1));

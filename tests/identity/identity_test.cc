@@ -42,6 +42,7 @@
 #include "absl/time/time.h"
 #include "common/grpc_status.h"
 #include "common/http_client.h"
+#include "common/redis.h"
 #include "common/token.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -702,6 +703,19 @@ TEST_F(IdentityTest, SuspendedUserAndOrganisationGetNoTokenAtSignInOrRefresh) {
   EXPECT_TRUE(Exchange(BrowserIdToken(Demo("liu-yang"), DemoPassword("liu-yang")), &resp).ok());
 }
 
+// An email shared by more users than a lookup page once held: the one user
+// not bound to a subject is found however many bound ones sort before it.
+TEST_F(IdentityTest, EmailFindsTheOneUnboundUserBehindManyBoundOnes) {
+  const std::string shared = "shared-desk@example.org";
+  for (int i = 0; i < 9; ++i) CreateUser(absl::StrCat("a-desk-", i), "zju", t::LAB_USER, absl::StrCat("acct-desk-", i), shared);
+  CreateUser("z-desk", "zju", t::LAB_USER, "", shared);
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  idv1::TokenResponse resp;
+  grpc::Status s = Exchange(SignedIdToken(IdClaims("acct-new-desk", shared, "labshare-cli", now, now + 600)), &resp);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << " " << s.error_message();
+  EXPECT_EQ(Str(Claims(resp.access_token()), "sub"), "z-desk");
+}
+
 // ------------------------------------------------------------ refresh and sign-out
 
 TEST_F(IdentityTest, RefreshRotatesRereadsRolesAndReuseRevokesTheSession) {
@@ -752,6 +766,31 @@ TEST_F(IdentityTest, RevokeEndsTheSessionAndIsIdempotent) {
   s = Refresh("made-up", &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_REFRESH_TOKEN");
+}
+
+// RefreshToken reads the person before it uses the token up: a refresh that
+// cannot read them (here their record is unreadable; in service, Redis
+// unreachable: UNAVAILABLE, which the client retries) leaves the token
+// unused, and the same token works once the person can be read again
+// (it used to answer REFRESH_TOKEN_REUSED and end the session).
+TEST_F(IdentityTest, ARefreshThatCannotReadThePersonLeavesTheTokenUnused) {
+  idv1::TokenResponse first;
+  ASSERT_TRUE(Exchange(BrowserIdToken(Demo("chen-jing"), DemoPassword("chen-jing")), &first).ok());
+  RedisPool pool(env->redis->options());
+  const std::string key = "{inventory}:user:chen-jing";
+  auto dump = pool.Command({"DUMP", key});
+  ASSERT_TRUE(dump.ok() && dump->type == RedisValue::Type::kString) << dump.status();
+  ASSERT_TRUE(pool.Command({"SET", key, "not a user record"}).ok());
+  idv1::TokenResponse resp;
+  grpc::Status s = Refresh(first.refresh_token(), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "STORAGE_ERROR");
+  ASSERT_TRUE(pool.Command({"DEL", key}).ok());
+  ASSERT_TRUE(pool.Command({"RESTORE", key, "0", dump->str}).ok());
+  s = Refresh(first.refresh_token(), &resp);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << " " << s.error_message();
+  EXPECT_NE(resp.refresh_token(), first.refresh_token());
+  EXPECT_EQ(Str(Claims(resp.access_token()), "sub"), "chen-jing");
 }
 
 }  // namespace

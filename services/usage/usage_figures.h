@@ -307,7 +307,9 @@ class UsageFigures {
   struct Report;
   absl::StatusOr<Names> LoadNames() const;
   absl::StatusOr<v1::Thresholds> LoadThresholds() const;
-  absl::Status CheckOverride(const v1::ThresholdOverride& o) const;
+  // Negative values refused; min_sharing_rate_bp above 10000 too when
+  // `rate_at_most_10000` (the under-shared list).
+  absl::Status CheckOverride(const v1::ThresholdOverride& o, bool rate_at_most_10000) const;
   template <typename Req, typename Resp>
   absl::Status ListAssessed(const Principal& p, const Req& r, bool idle, Resp* out);
   absl::StatusOr<std::vector<v1::InstrumentAssessment>> Assess(absl::CivilDay from, absl::CivilDay to,

@@ -482,13 +482,15 @@ absl::Status UsageFigures::PublishAuditExport(const Principal& p, int64_t start_
 
 // ================================================================ assessments
 
-absl::Status UsageFigures::CheckOverride(const v1::ThresholdOverride& o) const {
+absl::Status UsageFigures::CheckOverride(const v1::ThresholdOverride& o, bool rate_at_most_10000) const {
   if ((o.has_idle_effective_seconds_per_year() && o.idle_effective_seconds_per_year() < 0) ||
       (o.has_min_external_seconds_per_year() && o.min_external_seconds_per_year() < 0) ||
       (o.has_min_sharing_rate_bp() && o.min_sharing_rate_bp() < 0)) {
     return InvalidField("threshold_override", "values must not be negative");
   }
-  if (o.has_min_sharing_rate_bp() && o.min_sharing_rate_bp() > 10000) {
+  // ListUnderSharedInstruments only (usage.proto); an idle list does not
+  // judge sharing by it.
+  if (rate_at_most_10000 && o.has_min_sharing_rate_bp() && o.min_sharing_rate_bp() > 10000) {
     return InvalidField("threshold_override.min_sharing_rate_bp", "at most 10000 basis points");
   }
   return absl::OkStatus();
@@ -518,6 +520,13 @@ absl::StatusOr<std::vector<v1::InstrumentAssessment>> UsageFigures::Assess(absl:
     const iv::Instrument* version = EndVersion(instruments, row, to);
     if (version == nullptr) continue;
     out.push_back(AssessOne(row.figures(), *version, t, o, names.orgs, names.facilities, currency_));
+    // The name as last seen (InstrumentAssessment.instrument_display_name),
+    // like the organisations' and facilities' names: not the range's.
+    const std::string& name = row.key().instrument();
+    auto latest = instruments.find(name.substr(name.rfind('/') + 1));
+    if (latest != instruments.end()) {
+      out.back().set_instrument_display_name(latest->second.instrument.display_name());
+    }
   }
   return out;
 }
@@ -535,7 +544,7 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(range, &from, &to));
   LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
-  LS_RETURN_IF_ERROR(CheckOverride(r.threshold_override()));
+  LS_RETURN_IF_ERROR(CheckOverride(r.threshold_override(), /*rate_at_most_10000=*/!idle));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   v1::UsageFilter f;
   *f.mutable_instruments() = r.filter().instruments();

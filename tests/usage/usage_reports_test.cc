@@ -451,6 +451,63 @@ TEST_F(UsageReportsTest, IdleAndUnderSharedInstruments) {
 
 // A page token is good only for the list, the filters and the caller it was
 // issued to, and only as issued; a negative page size is refused.
+// InstrumentAssessment.instrument_display_name: "as last seen in inventory
+// events" (like the owner's and facility's names), also for a range before a
+// rename; the owner, facility and category stay the range's.
+TEST_F(UsageReportsTest, AssessmentsNameTheInstrumentAsLastSeen) {
+  Year();
+  iv::InventoryEvent e;
+  auto* in = e.mutable_instrument_changed()->mutable_instrument();
+  in->set_name("instruments/i2");
+  in->set_display_name("TEM Krios G4");
+  in->set_owner_organization("organizations/big");
+  in->set_facility("facilities/f2");
+  in->set_category("electron-microscopy");
+  in->mutable_original_value()->set_currency_code("CNY");
+  in->mutable_original_value()->set_amount_minor(500000000);
+  in->set_daily_available_hours(24);
+  *in->mutable_create_time() = ToProto(At(2026, 1, 1));
+  *in->mutable_update_time() = ToProto(At(2027, 2, 1));
+  Fold("inventory", e);
+
+  v1::ListIdleInstrumentsRequest idle;
+  *idle.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  auto out = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->instruments_size(), 1);
+  const auto& i2 = out->instruments(0);
+  EXPECT_EQ(i2.instrument(), "instruments/i2");
+  EXPECT_EQ(i2.instrument_display_name(), "TEM Krios G4");
+  EXPECT_EQ(i2.owner_organization(), "organizations/own");  // in 2026
+  EXPECT_EQ(i2.owner_organization_display_name(), "Owner University");
+  EXPECT_EQ(i2.facility_display_name(), "Fab One");
+}
+
+// A sharing-rate override above 10000 bp: refused by the under-shared list
+// (usage.proto: "overrides above 10000 basis points: INVALID_FIELD"), not by
+// the idle list, whose errors name only a negative override.
+TEST_F(UsageReportsTest, OnlyTheUnderSharedListBoundsTheRateOverride) {
+  Year();
+  v1::ListIdleInstrumentsRequest idle;
+  *idle.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  idle.mutable_threshold_override()->set_min_sharing_rate_bp(12000);
+  auto listed = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->instruments_size(), 1);
+  EXPECT_EQ(listed->instruments(0).instrument(), "instruments/i2");
+  idle.mutable_threshold_override()->set_min_sharing_rate_bp(-1);
+  auto negative = figures_->ListIdleInstruments(auditor_, idle);
+  EXPECT_EQ(negative.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(negative.status()), "INVALID_FIELD");
+
+  v1::ListUnderSharedInstrumentsRequest under;
+  *under.mutable_range() = idle.range();
+  under.mutable_threshold_override()->set_min_sharing_rate_bp(12000);
+  auto refused = figures_->ListUnderSharedInstruments(auditor_, under);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(refused.status()), "INVALID_FIELD");
+}
+
 TEST_F(UsageReportsTest, PageTokenRefusedOnAnotherListForgedOrFromAnotherCaller) {
   Year();
   v1::ListIdleInstrumentsRequest idle;

@@ -18,9 +18,10 @@ import { connectErrorBody, fromUpstream, logLine, rateLimited, sanitize } from '
 import type { Config } from './flags.js';
 import { clientAddress, CSP, headersOf, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { FEED_PATH, serveFeed, serveUnsubscribe, type PublicDeps } from './public.js';
-import { registerProxies, SERVICE_NAMES, UPSTREAMS, upstreamToken, type ServiceName } from './proxy.js';
+import { registerProxies, SERVICE_NAMES, UPSTREAMS, upstreamToken, upstreamTraceId, type ServiceName } from './proxy.js';
 import { RateLimiter } from './ratelimit.js';
 import { StaticFiles } from './static.js';
+import { TRACE_HEADER, traceIdOf } from './trace.js';
 import { upstreamTransport, type Upstream } from './upstream.js';
 
 export interface GatewayDeps {
@@ -44,6 +45,7 @@ const peerKey = createContextKey<string>('unknown', { description: 'client addre
 const callLog = createContextKey<{ logged: boolean }>({ logged: false }, { description: 'access log state' });
 
 const LOG = Symbol('access log state');
+const TRACE = Symbol('trace id');
 // The Connect protocol's HTTP statuses, back to the likeliest code (for the
 // access log of calls refused before a method ran).
 const HTTP_CODE: Record<number, string> = {
@@ -88,10 +90,13 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   };
 
   // Every RPC passes here first: who it is for, CSRF, the rate limit, the
-  // upstream token; errors made safe; one access-log line.
+  // upstream token; errors made safe; one access-log line. The trace id
+  // (rpc() below) is already in the answer's headers and goes upstream
+  // from the context (proxy.ts).
   const guard: Interceptor = (next) => async (req) => {
     const start = performance.now();
     const method = `${req.service.typeName}/${req.method.name}`;
+    const trace = { trace_id: req.contextValues.get(upstreamTraceId) };
     req.contextValues.get(callLog).logged = true;
     let kind = 'anonymous';
     let streaming = false;
@@ -122,7 +127,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
             c = codeName(safe.code);
             throw safe;
           } finally {
-            access(method, c, performance.now() - start, who, { stream: true });
+            access(method, c, performance.now() - start, who, { stream: true, ...trace });
           }
         })(),
       };
@@ -132,7 +137,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       if (kind === 'anonymous' && req.header.get('cookie')?.includes(SESSION_COOKIE)) kind = 'session';
       throw safe;
     } finally {
-      if (!streaming) access(method, code, performance.now() - start, kind);
+      if (!streaming) access(method, code, performance.now() - start, kind, trace);
     }
   };
 
@@ -152,6 +157,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       const v = createContextValues();
       v.set(peerKey, addressOf(req as Req));
       v.set(callLog, (req as unknown as { [LOG]?: { logged: boolean } })[LOG] ?? { logged: false });
+      v.set(upstreamTraceId, (req as unknown as { [TRACE]?: string })[TRACE] ?? traceIdOf((req as Req).headers));
       return v;
     },
     fallback: (_req, res) => sendText(res as Res, 404, 'not found\n'),
@@ -199,6 +205,11 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   sweep.unref();
 
   const rpc = (req: Req, res: Res, path: string) => {
+    // The trace id answers on every outcome, the gateway's own refusals
+    // included (Connect merges these headers into its own).
+    const trace = traceIdOf(req.headers);
+    res.setHeader(TRACE_HEADER, trace);
+    (req as unknown as Record<symbol, unknown>)[TRACE] = trace;
     // A body over the limit is refused (resource_exhausted) from its
     // Content-Length, before anything is read; the connection closes after
     // the answer, so that the rest of the body is never taken in.
@@ -237,7 +248,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       if (!state.logged) {
         const grpcStatus = Number(res.getHeader('grpc-status') ?? 0);
         const code = res.statusCode === 200 ? (grpcStatus ? codeName(grpcStatus) : 'ok') : (HTTP_CODE[res.statusCode] ?? 'unknown');
-        access(path.slice(1), code, performance.now() - start, 'none', { http: res.statusCode });
+        access(path.slice(1), code, performance.now() - start, 'none', { http: res.statusCode, trace_id: trace });
       }
     });
     void api(req as http.IncomingMessage, res as http.ServerResponse);
@@ -248,9 +259,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   // that a plain link saves the invoice. Errors answer the Connect JSON
   // error body with its HTTP status (the console shows the reason).
   const DOCUMENT_PATH = /^\/documents\/invoices\/([a-z0-9][a-z0-9-]{0,62})\.(pdf|csv)$/;
-  const invoiceDocument = async (req: Req, res: Res, path: string) => {
+  const invoiceDocument = async (req: Req, res: Res, path: string, trace: string) => {
     const start = performance.now();
     const method = 'labshare.billing.v1.BillingService/GetInvoiceDocument';
+    const fields = { download: true, trace_id: trace };
     let kind = 'anonymous';
     try {
       const m = DOCUMENT_PATH.exec(path);
@@ -267,7 +279,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       let doc;
       try {
         doc = await billing.getInvoiceDocument({ name: `invoices/${m[1]}`, format }, {
-          headers: token ? { authorization: `Bearer ${token}` } : {},
+          headers: token ? { authorization: `Bearer ${token}`, [TRACE_HEADER]: trace } : { [TRACE_HEADER]: trace },
           timeoutMs: cfg.upstreamTimeoutMs,
         });
       } catch (err) {
@@ -283,10 +295,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       });
       if (req.method === 'HEAD') res.end();
       else res.end(Buffer.from(doc.content));
-      access(method, 'ok', performance.now() - start, kind, { download: true });
+      access(method, 'ok', performance.now() - start, kind, fields);
     } catch (err) {
       const safe = sanitize(err, method);
-      access(method, codeName(safe.code), performance.now() - start, kind, { download: true });
+      access(method, codeName(safe.code), performance.now() - start, kind, fields);
       const { status, body } = connectErrorBody(safe);
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end(Buffer.from(body));
@@ -297,6 +309,15 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   // no session); a body only for the one-click POST, a few bytes.
   const publicPage = (req: Req, res: Res, url: URL) => {
     const method = req.method ?? 'GET';
+    // These call labshare-notify too (an unsubscribe changes settings): the
+    // trace id goes upstream, into the access log and into every answer.
+    const trace = traceIdOf(req.headers);
+    res.setHeader(TRACE_HEADER, trace);
+    const deps: PublicDeps = {
+      ...publicDeps,
+      headers: { [TRACE_HEADER]: trace },
+      access: (what, code, ms) => access(what, code, ms, 'anonymous', { trace_id: trace }),
+    };
     const feed = FEED_PATH.exec(url.pathname);
     const allowed = feed ? ['GET', 'HEAD'] : ['GET', 'HEAD', 'POST'];
     const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
@@ -330,8 +351,8 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       if (!res.headersSent) sendText(res, 500, 'internal error\n');
       else res.end();
     };
-    if (feed) serveFeed(publicDeps, req, res, feed[1]!).catch(done);
-    else serveUnsubscribe(publicDeps, req, res, url).catch(done);
+    if (feed) serveFeed(deps, req, res, feed[1]!).catch(done);
+    else serveUnsubscribe(deps, req, res, url).catch(done);
   };
 
   const handle = (req: Req, res: Res) => {
@@ -404,7 +425,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         return;
       default:
         if (path.startsWith('/documents/')) {
-          if (only('GET') && !limited(addressLimiter)) invoiceDocument(req, res, path).catch(fail);
+          // A call to billing: its trace id answers on every outcome.
+          const trace = traceIdOf(req.headers);
+          res.setHeader(TRACE_HEADER, trace);
+          if (only('GET') && !limited(addressLimiter)) invoiceDocument(req, res, path, trace).catch(fail);
           return;
         }
         if (path.startsWith('/auth/')) {

@@ -1,5 +1,5 @@
 // Forwards every RPC of the public services to the service itself, with
-// the caller's LabShare token. Connect does all protocol work (Connect JSON,
+// the caller's LabShare token and the call's trace id. Connect does all protocol work (Connect JSON,
 // gRPC-Web and gRPC in, gRPC out); nothing here translates a message by hand.
 // A service's error passes through with its details (errors.ts/fromUpstream);
 // a failure to reach it becomes UNAVAILABLE with a fixed message.
@@ -15,6 +15,7 @@ import { NotificationService } from '../gen/labshare/notify/v1/notify_pb.js';
 import { WebhookService } from '../gen/labshare/notify/v1/webhooks_pb.js';
 import { CalendarFeedService } from '../gen/labshare/notify/v1/feeds_pb.js';
 import { fromUpstream } from './errors.js';
+import { TRACE_HEADER } from './trace.js';
 
 // The upstreams (one --flag each) and the services each one serves. The
 // first service of each is the one /readyz asks grpc.health.v1 about (a
@@ -37,6 +38,9 @@ export type TokenOf = (ctx: HandlerContext) => Promise<string | undefined> | str
 export const upstreamToken = createContextKey<string | undefined>(undefined, { description: 'upstream token' });
 export const tokenFromContext: TokenOf = (ctx) => ctx.values.get(upstreamToken);
 
+// The call's trace id (trace.ts), sent upstream as x-trace-id; empty: none.
+export const upstreamTraceId = createContextKey<string>('', { description: 'trace id' });
+
 export interface ProxyOptions {
   // The longest a call may wait for its service (the caller's own deadline,
   // when shorter, wins). Server streams (exports) get ten times as long.
@@ -45,6 +49,8 @@ export interface ProxyOptions {
 
 function callOptions(ctx: HandlerContext, token: string | undefined, limitMs: number) {
   const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const trace = ctx.values.get(upstreamTraceId);
+  if (trace) headers[TRACE_HEADER] = trace;
   const callerMs = ctx.timeoutMs();
   const timeoutMs = callerMs !== undefined && callerMs < limitMs ? Math.max(1, callerMs) : limitMs;
   return { headers, signal: ctx.signal, timeoutMs };

@@ -29,6 +29,8 @@ export interface PublicDeps {
   feeds: Client<typeof CalendarFeedService>;
   notifications: Client<typeof NotificationService>;
   timeoutMs: number;
+  // Request headers for the service (the request's x-trace-id).
+  headers?: Record<string, string>;
   // One access-log line (the path without its token).
   access: (what: string, code: string, ms: number) => void;
   // The console's address, for the link to the notification settings.
@@ -63,7 +65,7 @@ export async function serveFeed(deps: PublicDeps, req: Req, res: Res, token: str
   const start = performance.now();
   let code = 'ok';
   try {
-    const c = await deps.feeds.getCalendarFeedContent({ token }, { timeoutMs: deps.timeoutMs });
+    const c = await deps.feeds.getCalendarFeedContent({ token }, { timeoutMs: deps.timeoutMs, headers: deps.headers });
     const etag = /^[0-9a-f]{8,128}$/i.test(c.etag) ? `"${c.etag}"` : undefined;
     const headers: Record<string, string> = {
       'cache-control': 'private, no-cache',
@@ -270,7 +272,7 @@ export async function serveUnsubscribe(deps: PublicDeps, req: Req, res: Res, url
     if (!UNSUBSCRIBE_TOKEN.test(token)) throw new ConnectError('malformed token', Code.NotFound);
     const r = await deps.notifications.unsubscribe(
       { token, validateOnly: !post, requestId: crypto.randomUUID() },
-      { timeoutMs: deps.timeoutMs },
+      { timeoutMs: deps.timeoutMs, headers: deps.headers },
     );
     const kind = escapeHtml(kindLabel(lang, r.kind));
     if (!post) {

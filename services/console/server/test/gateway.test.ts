@@ -13,11 +13,16 @@ import { setLogSink, MESSAGES } from '../errors.js';
 import { CSP } from '../http-util.js';
 import type { Session } from '../sessions.js';
 import {
-  closedPort, errorInfo, waitFor, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
+  closedPort, errorInfo, FEED_TOKEN, waitFor, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
   type TestGateway,
 } from './harness.js';
 
 const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
+const EXPORT_USAGE = 'labshare.usage.v1.UsageService/ExportUsage';
+// W3C trace context's example: trace id 4bf92f35..., parent 00f067aa...
+const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+const TRACEPARENT = `00-${TRACE}-00f067aa0ba902b7-01`;
+const HEX32 = /^[0-9a-f]{32}$/;
 const SESSION = '__Host-labshare_session';
 
 const logs: Record<string, unknown>[] = [];
@@ -288,8 +293,9 @@ describe('gateway with stub services', () => {
       const s = newSession(t2);
       const call = (h: Record<string, string>) => rpc(t2.url, GET_BOOKING, { name: 'bookings/b1' }, h);
       for (let i = 0; i < 3; ++i) assert.equal((await call(cookieHeaders(t2, s))).status, 200);
-      const a = await call(cookieHeaders(t2, s));
+      const a = await call(cookieHeaders(t2, s, { 'x-trace-id': 'erp-limited-1' }));
       assert.equal(a.status, 429);
+      assert.equal(a.headers['x-trace-id'], 'erp-limited-1'); // the gateway's own refusal carries it too
       assert.equal(a.json().code, 'resource_exhausted');
       const info = errorInfo(a)!;
       assert.equal(info.reason, 'RATE_LIMITED');
@@ -301,6 +307,11 @@ describe('gateway with stub services', () => {
       assert.equal((await call(cookieHeaders(t2, newSession(t2)))).status, 200);
       for (let i = 0; i < 3; ++i) assert.equal((await call({ authorization: 'Bearer one' })).status, 200);
       assert.equal((await call({ authorization: 'Bearer one' })).status, 429);
+      // The document download's refusal, with a trace id made up here.
+      const doc = await request('GET', `${t2.url}/documents/invoices/ls-cny-2027-000001.pdf`, { headers: { authorization: 'Bearer one' } });
+      assert.equal(doc.status, 429);
+      assert.equal(errorInfo(doc)?.reason, 'RATE_LIMITED');
+      assert.match(String(doc.headers['x-trace-id']), HEX32);
       assert.equal((await call({ authorization: 'Bearer two' })).status, 200);
       for (let i = 0; i < 3; ++i) assert.equal((await call({})).status, 200);
       assert.equal((await call({})).status, 429);
@@ -450,6 +461,151 @@ describe('gateway with stub services', () => {
     } finally {
       await t2.stop();
     }
+  });
+
+  it('sends the trace id upstream as x-trace-id and answers it: traceparent, else x-trace-id, else a new one', async () => {
+    logs.length = 0;
+    const last = () => stub.callsOf('GetBooking').at(-1)!;
+    const call = (headers: Record<string, string>) => rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok', ...headers });
+
+    // A valid traceparent wins over x-trace-id.
+    const a = await call({ traceparent: TRACEPARENT, 'x-trace-id': 'not-this-one' });
+    assert.equal(a.status, 200);
+    assert.equal(a.headers['x-trace-id'], TRACE);
+    assert.equal(last().traceId, TRACE);
+    assert.equal(last().authorization, 'Bearer tok');
+    // A later version may carry more fields.
+    const v1 = await call({ traceparent: `01-${TRACE}-00f067aa0ba902b7-01-whatever` });
+    assert.equal(v1.headers['x-trace-id'], TRACE);
+
+    // Else the caller's x-trace-id, up to 64 characters of [A-Za-z0-9._:-].
+    const b = await call({ 'x-trace-id': 'erp:order-7781.retry_2' });
+    assert.equal(b.status, 200);
+    assert.equal(b.headers['x-trace-id'], 'erp:order-7781.retry_2');
+    assert.equal(last().traceId, 'erp:order-7781.retry_2');
+    const long = 'A'.repeat(64);
+    assert.equal((await call({ 'x-trace-id': long })).headers['x-trace-id'], long);
+    assert.equal(last().traceId, long);
+
+    // Else a new one: 32 lowercase hex, the same upstream and in the answer.
+    const c = await call({});
+    assert.equal(c.status, 200);
+    const made = String(c.headers['x-trace-id']);
+    assert.match(made, HEX32);
+    assert.equal(last().traceId, made);
+    const again = String((await call({})).headers['x-trace-id']);
+    assert.match(again, HEX32);
+    assert.notEqual(again, made);
+    assert.equal(last().traceId, again);
+
+    // Unusable headers are ignored (the call goes through with a new id).
+    for (const bad of ['A'.repeat(65), 'has space', 'a/b', 'a,b', '{"id":1}', 'x;y', '']) {
+      const d = await call({ 'x-trace-id': bad });
+      assert.equal(d.status, 200, bad);
+      const id = String(d.headers['x-trace-id']);
+      assert.match(id, HEX32, bad);
+      assert.equal(last().traceId, id, bad);
+    }
+    const badParents = [
+      `00-${TRACE.toUpperCase()}-00f067aa0ba902b7-01`, // uppercase
+      `00-${'0'.repeat(32)}-00f067aa0ba902b7-01`,       // all-zero trace id
+      `00-${TRACE}-${'0'.repeat(16)}-01`,               // all-zero parent id
+      `ff-${TRACE}-00f067aa0ba902b7-01`,                // version ff
+      `00-${TRACE}-00f067aa0ba902b7-01-extra`,          // version 00 has four fields
+      `00-${TRACE}1-00f067aa0ba902b7-01`,               // trace id too long
+      `00-${TRACE}-00f067aa0ba902b-01`,                 // parent id too short
+      `00-${TRACE.slice(0, 31)}g-00f067aa0ba902b7-01`,  // not hex
+      TRACE,
+    ];
+    for (const bad of badParents) {
+      // ... then the x-trace-id is used when it is usable, else a new one.
+      const e = await call({ traceparent: bad, 'x-trace-id': 'fallback-1' });
+      assert.equal(e.headers['x-trace-id'], 'fallback-1', bad);
+      assert.equal(last().traceId, 'fallback-1', bad);
+      const f = await call({ traceparent: bad });
+      assert.match(String(f.headers['x-trace-id']), HEX32, bad);
+      assert.equal(last().traceId, f.headers['x-trace-id'], bad);
+    }
+
+    // The access-log line has it.
+    const lines = logs.filter((l) => l.msg === 'rpc');
+    assert.equal(lines[0]!.trace_id, TRACE);
+    assert.equal(lines[2]!.trace_id, 'erp:order-7781.retry_2');
+    assert.equal(lines[4]!.trace_id, made);
+  });
+
+  it('answers the trace id on errors: a service error, a server stream, the gateway\'s own refusals', async () => {
+    logs.length = 0;
+    // The service's error.
+    const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/missing' }, { authorization: 'Bearer tok', 'x-trace-id': 'trace-missing' });
+    assert.equal(a.status, 404);
+    assert.equal(a.headers['x-trace-id'], 'trace-missing');
+    assert.equal(stub.callsOf('GetBooking').at(-1)!.traceId, 'trace-missing');
+    // A server stream (Connect streaming) that ends in an error.
+    const st = await request('POST', `${t.url}/${EXPORT_USAGE}`, {
+      headers: { 'content-type': 'application/connect+json', 'connect-protocol-version': '1', authorization: 'Bearer tok', traceparent: TRACEPARENT },
+      body: envelope(JSON.stringify({})),
+    });
+    assert.equal(st.status, 200);
+    assert.equal(st.headers['x-trace-id'], TRACE);
+    assert.equal(stub.callsOf('ExportUsage').at(-1)!.traceId, TRACE);
+    // CSRF refusal: the service is never called, the answer still has it.
+    const s = newSession(t);
+    const before = stub.calls.length;
+    const b = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { cookie: `${SESSION}=${s.id}`, origin: t.origin, 'x-trace-id': 'trace-csrf' });
+    assert.equal(b.status, 403);
+    assert.equal(errorInfo(b)?.reason, 'CSRF_TOKEN_INVALID');
+    assert.equal(b.headers['x-trace-id'], 'trace-csrf');
+    // Connect's own refusal of the body, and an unknown method: a new id each.
+    const c = await rpc(t.url, GET_BOOKING, { nmae: 'typo' }, { authorization: 'Bearer tok' });
+    assert.equal(c.status, 400);
+    assert.match(String(c.headers['x-trace-id']), HEX32);
+    const d = await rpc(t.url, 'labshare.booking.v1.BookingService/Nope', {}, { 'x-trace-id': 'trace-nope' });
+    assert.equal(d.status, 404);
+    assert.equal(d.headers['x-trace-id'], 'trace-nope');
+    assert.equal(stub.calls.length, before);
+    // Security headers are untouched.
+    for (const x of [a, b, c, d]) assert.equal(x.headers['content-security-policy'], CSP);
+    const lines = logs.filter((l) => l.msg === 'rpc');
+    assert.deepEqual(lines.map((l) => [l.code, l.trace_id]), [
+      ['not_found', 'trace-missing'], ['aborted', TRACE], ['permission_denied', 'trace-csrf'],
+      ['invalid_argument', c.headers['x-trace-id']], ['unimplemented', 'trace-nope'],
+    ]);
+  });
+
+  it('carries the trace id through the invoice document download and the public pages', async () => {
+    logs.length = 0;
+    const s = newSession(t);
+    const pdf = await request('GET', `${t.url}/documents/invoices/ls-cny-2027-000001.pdf`, { headers: { cookie: `${SESSION}=${s.id}`, traceparent: TRACEPARENT } });
+    assert.equal(pdf.status, 200);
+    assert.equal(pdf.text, '%PDF-1.5 stub');
+    assert.equal(pdf.headers['x-trace-id'], TRACE);
+    assert.equal(pdf.headers['content-security-policy'], CSP);
+    assert.equal(stub.callsOf('GetInvoiceDocument').at(-1)!.traceId, TRACE);
+    assert.equal(stub.callsOf('GetInvoiceDocument').at(-1)!.authorization, 'Bearer access-s');
+    const csv = await request('GET', `${t.url}/documents/invoices/ls-cny-2027-000001.csv`, { headers: { authorization: 'Bearer script-token' } });
+    assert.equal(csv.status, 200);
+    const made = String(csv.headers['x-trace-id']);
+    assert.match(made, HEX32);
+    assert.equal(stub.callsOf('GetInvoiceDocument').at(-1)!.traceId, made);
+    const missing = await request('GET', `${t.url}/documents/invoices/ls-cny-2027-000009.pdf`, { headers: { authorization: 'Bearer tok', 'x-trace-id': 'doc-missing' } });
+    assert.equal(missing.status, 404);
+    assert.equal(missing.headers['x-trace-id'], 'doc-missing');
+    assert.equal(stub.callsOf('GetInvoiceDocument').at(-1)!.traceId, 'doc-missing');
+    const wrong = await request('POST', `${t.url}/documents/invoices/ls-cny-2027-000001.pdf`, { headers: { 'x-trace-id': 'doc-post' } });
+    assert.equal(wrong.status, 405);
+    assert.equal(wrong.headers['x-trace-id'], 'doc-post');
+    const lines = logs.filter((l) => l.msg === 'rpc');
+    assert.deepEqual(lines.map((l) => [l.code, l.download, l.trace_id]), [
+      ['ok', true, TRACE], ['ok', true, made], ['not_found', true, 'doc-missing'],
+    ]);
+
+    // The calendar feed (labshare-notify, no session).
+    const feed = await request('GET', `${t.url}/feeds/${FEED_TOKEN}.ics`, { headers: { 'x-trace-id': 'feed-1' } });
+    assert.equal(feed.status, 200);
+    assert.equal(feed.headers['x-trace-id'], 'feed-1');
+    assert.equal(stub.callsOf('GetCalendarFeedContent').at(-1)!.traceId, 'feed-1');
+    assert.equal(logs.filter((l) => l.msg === 'rpc').at(-1)!.trace_id, 'feed-1');
   });
 
   it('refreshes a session token once for many concurrent calls (single flight)', async () => {

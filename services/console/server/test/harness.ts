@@ -44,7 +44,8 @@ export const UNSUBSCRIBE_TOKEN = 'bGktd2VpOkJPT0tJTkdfUkVNSU5ERVI.0123456789abcd
 // A genuine token past its expiry: the stub answers UNSUBSCRIBE_TOKEN_EXPIRED.
 export const EXPIRED_UNSUBSCRIBE_TOKEN = 'bGktd2VpOkJPT0tJTkdfUkVNSU5ERVI6MTcwMDAwMDAwMA.00112233445566778899aabbccddeeff';
 
-export interface StubCall { method: string; authorization: string | null; request: unknown }
+// traceId: the x-trace-id request header the stub received (null: none).
+export interface StubCall { method: string; authorization: string | null; traceId: string | null; request: unknown }
 
 const DEMO_NOW = Date.parse('2027-04-01T02:00:00Z'); // the services' demo clock, not this machine's
 
@@ -83,10 +84,13 @@ export class Stub {
   }
 
   private record(method: string, ctx: HandlerContext, request: unknown) {
-    this.calls.push({ method, authorization: ctx.requestHeader.get('authorization'), request });
+    this.calls.push({
+      method, authorization: ctx.requestHeader.get('authorization'), traceId: ctx.requestHeader.get('x-trace-id'), request,
+    });
   }
 
   routes(router: ConnectRouter): void {
+    const record = (method: string, ctx: HandlerContext, request: unknown) => this.record(method, ctx, request);
     const usersByRefresh = new Map<string, { id: string; org: string; roles: Role[]; name: string }>();
     router.service(IdentityService, {
       exchangeToken: (req, ctx) => {
@@ -176,7 +180,8 @@ export class Stub {
       },
     });
     router.service(UsageService, {
-      exportUsage: async function* (this: void) {
+      exportUsage: async function* (this: void, req, ctx) {
+        record('ExportUsage', ctx, req);
         yield {};
         throw new ConnectError('export interrupted', Code.Aborted, undefined, [
           { desc: ErrorInfoSchema, value: { reason: 'EXPORT_ABORTED', domain: 'usage.labshare' } },

@@ -1940,7 +1940,8 @@ void BookingManager::AnswerAvailabilityWire(const AvailabilityPlan& plan, const 
   fields->AddLengthDelimited(R::kEarliestStartFieldNumber)
       ->assign(buf, wire::Timestamp(buf, plan.window.earliest_start) - buf);
   if (plan.window.latest_end != absl::InfiniteFuture()) {
-    fields->AddLengthDelimited(R::kHorizonEndFieldNumber)->assign(buf, wire::Timestamp(buf, plan.window.latest_end) - buf);
+    fields->AddLengthDelimited(R::kHorizonEndFieldNumber)
+        ->assign(buf, wire::Timestamp(buf, plan.window.latest_end) - buf);
   }
 }
 

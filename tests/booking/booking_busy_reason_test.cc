@@ -310,7 +310,8 @@ TEST_F(BusyReasonTest, TheAnswerOnTheWireIsTheMessagesBytes) {
       {"tem", labshare::type::v1::ON_SITE, day_, day_ + absl::Hours(24 * 7), absl::Minutes(90)},
       {"tem", labshare::type::v1::SHARING_MODE_UNSPECIFIED, day_ + absl::Nanoseconds(123456789),
        day_ + absl::Hours(50) + absl::Nanoseconds(987654321), absl::ZeroDuration()},
-      {"tem", labshare::type::v1::ON_SITE, day_ + absl::Hours(24 * 20), day_ + absl::Hours(24 * 21), absl::ZeroDuration()},
+      {"tem", labshare::type::v1::ON_SITE, day_ + absl::Hours(24 * 20), day_ + absl::Hours(24 * 21),
+       absl::ZeroDuration()},
       {"afm", labshare::type::v1::LEASE, day_ - absl::Hours(24), day_ + absl::Hours(24 * 30), absl::ZeroDuration()},
   };
   int busy_seen = 0;

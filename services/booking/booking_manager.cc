@@ -8,6 +8,7 @@
 #include "services/booking/booking_lists.h"
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "absl/strings/numbers.h"
@@ -1663,65 +1664,70 @@ void BookingManager::QueryAvailabilityAsync(const Principal& p, const v1::QueryA
                                       Ms(shared->to + shared->tail),
                                       [shared, out, done](absl::StatusOr<BookingStore::CalendarWithDocs> cal) {
                                         if (!cal.ok()) return done(cal.status());
-                                        AnswerAvailability(*shared, cal->entries, cal->docs, out);
+                                        AnswerAvailabilityWire(*shared, cal->entries, cal->docs, out);
                                         done(absl::OkStatus());
                                       });
       });
 }
 
-void BookingManager::AnswerAvailability(const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
-                                        const std::vector<std::optional<StoredDoc>>& docs,
-                                        v1::QueryAvailabilityResponse* out, bool with_busy) {
+// The answer's parts in answer order, before they become a message or its
+// bytes (AnswerAvailability, AnswerAvailabilityWire): both forms from one
+// computation.
+struct BookingManager::AvailabilityAnswer {
+  struct Busy {
+    absl::Time start, end;
+    int reason = 0;
+    const CalendarEntry* entry = nullptr;           // a calendar entry, or
+    const inv::MaintenanceWindow* window = nullptr;  // a scheduled window off the calendar
+  };
+  std::vector<Busy> busy;  // empty unless with_busy
+  std::vector<std::pair<absl::Time, absl::Time>> free;
+};
+
+void BookingManager::ComputeAvailability(const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
+                                         const std::vector<std::optional<StoredDoc>>& docs, bool with_busy,
+                                         AvailabilityAnswer* answer) {
   const absl::Time from = plan.from, to = plan.to;
   const absl::Duration lead = plan.lead, tail = plan.tail;
   const labshare::inventory::BookingWindow& window = plan.window;
-  const bool names = plan.names;
   std::set<std::string> windows_on_calendar;  // rare: only when a window is on the calendar
   for (const auto& e : entries) {
     if (IsWindowEntry(e.booking_id)) windows_on_calendar.insert(e.booking_id.substr(3));
   }
-  v1::QueryAvailabilityResponse& resp = *out;
-  resp.set_instrument(plan.instrument);
-  *resp.mutable_earliest_start() = ToProto(window.earliest_start);
-  if (window.latest_end != absl::InfiniteFuture()) *resp.mutable_horizon_end() = ToProto(window.latest_end);
   std::vector<std::pair<absl::Time, absl::Time>> busy;
   busy.reserve(entries.size() + 4);
+  std::vector<AvailabilityAnswer::Busy>& out = answer->busy;
   // Whether the busy intervals added so far start strictly in order (the
   // calendar's are by start): then sorting them changes nothing.
   bool in_order = true;
   absl::Time last_start = absl::InfinitePast();
-  auto add_busy = [&](absl::Time bs) {
-    if (resp.busy_intervals_size() > 0 && !(last_start < bs)) in_order = false;
+  auto add_busy = [&](absl::Time bs, absl::Time be) -> AvailabilityAnswer::Busy& {
+    if (!out.empty() && !(last_start < bs)) in_order = false;
     last_start = bs;
-    return resp.add_busy_intervals();
+    out.emplace_back();
+    out.back().start = bs;
+    out.back().end = be;
+    return out.back();
   };
-  if (with_busy) resp.mutable_busy_intervals()->Reserve(static_cast<int>(entries.size()));
+  if (with_busy) out.reserve(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
     const absl::Time bs = FromMs(entries[i].start_ms), be = FromMs(entries[i].end_ms);
     busy.emplace_back(bs, be);
     if (!with_busy || !(bs < to && from < be)) continue;  // only in the way of the range's edges
-    v1::BusyInterval* bi = add_busy(bs);
-    *bi->mutable_interval()->mutable_start_time() = ToProto(bs);
-    *bi->mutable_interval()->mutable_end_time() = ToProto(be);
-    const bool window_entry = IsWindowEntry(entries[i].booking_id);
+    AvailabilityAnswer::Busy& bi = add_busy(bs, be);
+    bi.entry = &entries[i];
     // The reason stored beside the end; for an end an older version wrote,
     // the document's (a window's from its id).
     int reason = entries[i].busy_reason;
     int state = 0, mode = 0;
-    if (window_entry) {
+    if (IsWindowEntry(entries[i].booking_id)) {
       reason = v1::BusyInterval::MAINTENANCE;
     } else if (reason == 0) {
       reason = i < docs.size() && docs[i] && ReadStateAndMode(docs[i]->data, &state, &mode)
                    ? BusyReasonFor(state, mode)
                    : v1::BusyInterval::BOOKED;
     }
-    bi->set_reason(static_cast<v1::BusyInterval::Reason>(reason));
-    if (names) {
-      // A window on the calendar is named as inventory names it.
-      bi->set_resource(window_entry ? absl::StrCat(plan.instrument, "/maintenanceWindows/",
-                                                   absl::string_view(entries[i].booking_id).substr(3))
-                                    : absl::StrCat("bookings/", entries[i].booking_id));
-    }
+    bi.reason = reason;
   }
   for (const auto& w : plan.windows->maintenance_windows()) {
     if (w.state() != inv::SCHEDULED ||
@@ -1732,17 +1738,15 @@ void BookingManager::AnswerAvailability(const AvailabilityPlan& plan, const std:
     if (!(ws < to + tail && from - lead < we)) continue;
     busy.emplace_back(ws, we);
     if (!with_busy || !(ws < to && from < we)) continue;
-    v1::BusyInterval* bi = add_busy(ws);
-    *bi->mutable_interval() = w.interval();
-    bi->set_reason(v1::BusyInterval::MAINTENANCE);
-    if (names) bi->set_resource(w.name());
+    AvailabilityAnswer::Busy& bi = add_busy(ws, we);
+    bi.window = &w;
+    bi.reason = v1::BusyInterval::MAINTENANCE;
   }
   if (!std::is_sorted(busy.begin(), busy.end())) std::sort(busy.begin(), busy.end());
   if (!in_order) {
-    std::sort(resp.mutable_busy_intervals()->begin(), resp.mutable_busy_intervals()->end(),
-              [](const v1::BusyInterval& a, const v1::BusyInterval& b) {
-                return FromProto(a.interval().start_time()) < FromProto(b.interval().start_time());
-              });
+    std::sort(out.begin(), out.end(), [](const AvailabilityAnswer::Busy& a, const AvailabilityAnswer::Busy& b) {
+      return a.start < b.start;
+    });
   }
   // Free: in each gap [gap start, next taken start), where a reservation's
   // whole blocked interval fits: lead after the gap opens, tail before it
@@ -1750,14 +1754,11 @@ void BookingManager::AnswerAvailability(const AvailabilityPlan& plan, const std:
   const absl::Time lo = std::max(from, window.earliest_start);
   const absl::Time hi = std::min(to, window.latest_end);
   const absl::Duration min_len = plan.min_len;
+  answer->free.reserve(busy.size() + 1);
   auto emit = [&](absl::Time s, absl::Time e) {
     s = std::max(s, lo);
     e = std::min(e, hi);
-    if (e > s && e - s >= min_len) {
-      auto* f = resp.add_free_intervals();
-      *f->mutable_start_time() = ToProto(s);
-      *f->mutable_end_time() = ToProto(e);
-    }
+    if (e > s && e - s >= min_len) answer->free.emplace_back(s, e);
   };
   absl::Time gap_start = absl::InfinitePast();
   for (const auto& [bs, be] : busy) {
@@ -1766,6 +1767,183 @@ void BookingManager::AnswerAvailability(const AvailabilityPlan& plan, const std:
     if (gap_start >= hi) break;
   }
   emit(gap_start + lead, absl::InfiniteFuture());
+}
+
+namespace {
+// A busy interval's resource: a window on the calendar is named as
+// inventory names it.
+std::string BusyResource(const std::string& instrument, const CalendarEntry& e) {
+  return IsWindowEntry(e.booking_id)
+             ? absl::StrCat(instrument, "/maintenanceWindows/", absl::string_view(e.booking_id).substr(3))
+             : absl::StrCat("bookings/", e.booking_id);
+}
+}  // namespace
+
+void BookingManager::AnswerAvailability(const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
+                                        const std::vector<std::optional<StoredDoc>>& docs,
+                                        v1::QueryAvailabilityResponse* out, bool with_busy) {
+  AvailabilityAnswer a;
+  ComputeAvailability(plan, entries, docs, with_busy, &a);
+  v1::QueryAvailabilityResponse& resp = *out;
+  resp.set_instrument(plan.instrument);
+  *resp.mutable_earliest_start() = ToProto(plan.window.earliest_start);
+  if (plan.window.latest_end != absl::InfiniteFuture()) *resp.mutable_horizon_end() = ToProto(plan.window.latest_end);
+  resp.mutable_busy_intervals()->Reserve(static_cast<int>(a.busy.size()));
+  for (const auto& b : a.busy) {
+    v1::BusyInterval* bi = resp.add_busy_intervals();
+    if (b.window != nullptr) {
+      *bi->mutable_interval() = b.window->interval();
+    } else {
+      *bi->mutable_interval()->mutable_start_time() = ToProto(b.start);
+      *bi->mutable_interval()->mutable_end_time() = ToProto(b.end);
+    }
+    bi->set_reason(static_cast<v1::BusyInterval::Reason>(b.reason));
+    if (plan.names) bi->set_resource(b.window != nullptr ? b.window->name() : BusyResource(plan.instrument, *b.entry));
+  }
+  for (const auto& [s, e] : a.free) {
+    auto* f = resp.add_free_intervals();
+    *f->mutable_start_time() = ToProto(s);
+    *f->mutable_end_time() = ToProto(e);
+  }
+}
+
+namespace {
+// The protobuf encoding of QueryAvailabilityResponse's parts, byte for byte
+// what serializing the message AnswerAvailability builds gives (proto3:
+// zero scalars and empty strings left out, set messages always written,
+// fields by number). Each writer puts its bytes at p and answers their end.
+namespace wire {
+char* Varint(char* p, uint64_t v) {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>(v | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+// google.protobuf.Timestamp's fields of t, as ToProto(absl::Time) sets
+// them (seconds rounded down, nanos the rest): at most 22 bytes.
+char* Timestamp(char* p, absl::Time t) {
+  int64_t s;
+  int32_t nanos;
+  // Within about 285 years of 1970: one conversion to nanoseconds, exact.
+  constexpr absl::Time kLow = absl::FromUnixSeconds(-9000000000LL), kHigh = absl::FromUnixSeconds(9000000000LL);
+  if (kLow < t && t < kHigh) {
+    const int64_t ns = absl::ToUnixNanos(t);  // rounded down, as ToUnixSeconds
+    s = ns / 1000000000;
+    int64_t rest = ns % 1000000000;
+    if (rest < 0) {
+      rest += 1000000000;
+      --s;
+    }
+    nanos = static_cast<int32_t>(rest);
+  } else {
+    s = absl::ToUnixSeconds(t);
+    nanos = static_cast<int32_t>(absl::ToInt64Nanoseconds(t - absl::FromUnixSeconds(s)));
+  }
+  if (s != 0) {
+    *p++ = 0x08;
+    p = Varint(p, static_cast<uint64_t>(s));
+  }
+  if (nanos != 0) {
+    *p++ = 0x10;
+    p = Varint(p, static_cast<uint64_t>(static_cast<int64_t>(nanos)));  // int32: sign-extended
+  }
+  return p;
+}
+// Field `field` holding a Timestamp (its length fits one byte): at most 24.
+char* TimestampField(char* p, int field, absl::Time t) {
+  *p = static_cast<char>(field << 3 | 2);
+  char* body = p + 2;
+  char* end = Timestamp(body, t);
+  p[1] = static_cast<char>(end - body);
+  return end;
+}
+// labshare.type.v1.Interval{start_time: s, end_time: e}: at most 48 bytes.
+char* Interval(char* p, absl::Time s, absl::Time e) { return TimestampField(TimestampField(p, 1, s), 2, e); }
+constexpr size_t kMaxInterval = 48;
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+}  // namespace wire
+}  // namespace
+
+void BookingManager::AnswerAvailabilityWire(const AvailabilityPlan& plan, const std::vector<CalendarEntry>& entries,
+                                            const std::vector<std::optional<StoredDoc>>& docs,
+                                            v1::QueryAvailabilityResponse* out) {
+  AvailabilityAnswer a;
+  ComputeAvailability(plan, entries, docs, /*with_busy=*/true, &a);
+  // Every field as an unknown field, in field number order: on the wire
+  // the message AnswerAvailability builds, without building it.
+  google::protobuf::UnknownFieldSet* fields = out->GetReflection()->MutableUnknownFields(out);
+  using R = v1::QueryAvailabilityResponse;
+  char buf[2 + wire::kMaxInterval + 11];
+  if (!plan.instrument.empty()) *fields->AddLengthDelimited(R::kInstrumentFieldNumber) = plan.instrument;
+  for (const auto& [s, e] : a.free) {
+    fields->AddLengthDelimited(R::kFreeIntervalsFieldNumber)->assign(buf, wire::Interval(buf, s, e) - buf);
+  }
+  for (const auto& b : a.busy) {
+    // interval (1), reason (2), resource (3).
+    std::string* f = fields->AddLengthDelimited(R::kBusyIntervalsFieldNumber);
+    char* p = buf;
+    if (b.window != nullptr) {
+      *f = b.window->interval().SerializeAsString();
+      *p++ = 0x0A;
+      p = wire::Varint(p, f->size());
+      f->insert(0, buf, p - buf);
+      p = buf;
+    } else {
+      *p++ = 0x0A;
+      char* body = p + 1;
+      char* end = wire::Interval(body, b.start, b.end);
+      *p = static_cast<char>(end - body);
+      p = end;
+    }
+    if (b.reason != 0) {
+      *p++ = 0x10;
+      p = wire::Varint(p, static_cast<uint64_t>(static_cast<int64_t>(b.reason)));
+    }
+    const size_t head = p - buf;
+    if (!plan.names) {
+      f->append(buf, head);
+      continue;
+    }
+    // "bookings/<id>" written in place (no string built for it); a window
+    // (on the calendar or not) named as inventory names it.
+    static constexpr absl::string_view kBookings = "bookings/";
+    const bool booking = b.window == nullptr && !IsWindowEntry(b.entry->booking_id);
+    const std::string other =
+        booking ? std::string() : (b.window != nullptr ? b.window->name() : BusyResource(plan.instrument, *b.entry));
+    const size_t len = booking ? kBookings.size() + b.entry->booking_id.size() : other.size();
+    if (len == 0) {
+      f->append(buf, head);
+      continue;
+    }
+    const size_t at = f->size();
+    f->resize(at + head + 1 + wire::VarintSize(len) + len);
+    char* q = &(*f)[at];
+    std::memcpy(q, buf, head);
+    q += head;
+    *q++ = 0x1A;
+    q = wire::Varint(q, len);
+    if (booking) {
+      std::memcpy(q, kBookings.data(), kBookings.size());
+      std::memcpy(q + kBookings.size(), b.entry->booking_id.data(), b.entry->booking_id.size());
+    } else {
+      std::memcpy(q, other.data(), other.size());
+    }
+  }
+  fields->AddLengthDelimited(R::kEarliestStartFieldNumber)
+      ->assign(buf, wire::Timestamp(buf, plan.window.earliest_start) - buf);
+  if (plan.window.latest_end != absl::InfiniteFuture()) {
+    fields->AddLengthDelimited(R::kHorizonEndFieldNumber)
+        ->assign(buf, wire::Timestamp(buf, plan.window.latest_end) - buf);
+  }
 }
 
 namespace {

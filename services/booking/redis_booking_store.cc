@@ -480,6 +480,25 @@ std::string CalendarEndValue(int64_t end_ms, int busy_reason) {
   return absl::StrCat(end_ms, BusyCode(busy_reason));
 }
 
+namespace {
+// absl::SimpleAtoi's answer, quicker for what a calendar holds (an optional
+// '-' and at most 18 digits: no overflow); anything else is SimpleAtoi's.
+// Every QueryAvailability reads two numbers per entry in its range.
+bool CalendarAtoi(absl::string_view text, int64_t* out) {
+  const size_t sign = !text.empty() && text[0] == '-' ? 1 : 0;
+  const size_t digits = text.size() - sign;
+  if (digits == 0 || digits > 18) return absl::SimpleAtoi(text, out);
+  int64_t v = 0;
+  for (size_t i = sign; i < text.size(); ++i) {
+    const unsigned d = static_cast<unsigned>(static_cast<unsigned char>(text[i])) - '0';
+    if (d > 9) return absl::SimpleAtoi(text, out);
+    v = v * 10 + static_cast<int64_t>(d);
+  }
+  *out = sign ? -v : v;
+  return true;
+}
+}  // namespace
+
 bool ParseCalendarEnd(absl::string_view value, int64_t* end_ms, int* busy_reason) {
   *busy_reason = 0;
   const size_t code = value.empty() ? absl::string_view::npos : absl::string_view(kBusyCodes).find(value.back());
@@ -490,7 +509,7 @@ bool ParseCalendarEnd(absl::string_view value, int64_t* end_ms, int* busy_reason
   // Digits only around the number (SimpleAtoi alone would take whitespace).
   return !value.empty() && absl::ascii_isdigit(static_cast<unsigned char>(value.back())) &&
          (value[0] == '-' || absl::ascii_isdigit(static_cast<unsigned char>(value[0]))) &&
-         absl::SimpleAtoi(value, end_ms);
+         CalendarAtoi(value, end_ms);
 }
 
 std::string CalendarMember(absl::string_view entry_id, int64_t start_ms, int64_t end_ms, int busy_reason) {
@@ -905,7 +924,7 @@ namespace {
 // is read too).
 int64_t ScoreMs(const std::string& score) {
   int64_t ms = 0;
-  if (!absl::SimpleAtoi(score, &ms)) ms = static_cast<int64_t>(std::stod(score));
+  if (!CalendarAtoi(score, &ms)) ms = static_cast<int64_t>(std::stod(score));
   return ms;
 }
 
@@ -927,16 +946,30 @@ std::vector<std::vector<std::string>> CalendarHeadCommands(int partition, absl::
 }
 constexpr size_t kCalendarCommands = 3;
 
-// The entries of CalendarHeadCommands' replies that end after from_ms.
-std::vector<CalendarEntry> CalendarHead(const RedisValue* replies, int64_t from_ms) {
+// The entries of CalendarHeadCommands' replies that end after from_ms
+// (the members' strings are taken: each entry's id is its member cut at
+// the separator, no copy).
+std::vector<CalendarEntry> CalendarHead(RedisValue* replies, int64_t from_ms) {
   std::vector<CalendarEntry> entries;
+  entries.reserve(replies[1].elements.size() / 2 + 1);
   for (size_t r = 0; r + 1 < kCalendarCommands; ++r) {
-    const auto& e = replies[r].elements;
+    auto& e = replies[r].elements;
     for (size_t i = 0; i + 1 < e.size(); i += 2) {
       CalendarEntry entry;
-      if (ParseCalendarMember(e[i].str, ScoreMs(e[i + 1].str), &entry) && entry.end_ms > from_ms) {
-        entries.push_back(std::move(entry));
+      entry.start_ms = ScoreMs(e[i + 1].str);
+      std::string& member = e[i].str;
+      const size_t sep = member.find(kCalendarSeparator);
+      int64_t length = 0;
+      // ParseCalendarMember's reading, the id moved out of the member.
+      if (sep == std::string::npos ||
+          !ParseCalendarEnd(absl::string_view(member).substr(sep + 1), &length, &entry.busy_reason)) {
+        continue;
       }
+      entry.end_ms = entry.start_ms + length;
+      if (entry.end_ms <= from_ms) continue;
+      member.resize(sep);
+      entry.booking_id = std::move(member);
+      entries.push_back(std::move(entry));
     }
   }
   return entries;
@@ -1116,7 +1149,7 @@ void BookingStore::CalendarsAsync(std::vector<CalendarRead> reads,
     std::vector<size_t> unfolded;  // reads that met an older version's calendar
     Lists lists(reads.size());
     for (size_t i = 0; i < reads.size(); ++i) {
-      const RedisValue* replies = head->data() + i * kCalendarCommands;
+      RedisValue* replies = head->data() + i * kCalendarCommands;
       if (NeedsFold(replies[kCalendarCommands - 1])) unfolded.push_back(i);
       lists[i] = CalendarHead(replies, reads[i].from_ms);
     }

@@ -13,6 +13,8 @@
 #include <map>
 
 #include "absl/strings/numbers.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "common/error.h"
 #include "services/booking/booking_common.h"
 #include "tests/booking/booking_flows.h"
@@ -260,6 +262,99 @@ TEST_F(BusyReasonTest, AStoredReasonNeedsNoDocument) {
   ASSERT_FALSE(pool_->Command({"HDEL", keys::Booking(keys::Partition("tem"), IdOf(b.name())), "d"})->is_error());
   EXPECT_EQ(Busy()[b.name()].reason(), v1::BusyInterval::AWAITING_APPROVAL);
   EXPECT_EQ(SyncReason(b.name()), v1::BusyInterval::AWAITING_APPROVAL);
+}
+
+// QueryAvailabilityAsync (the RPC's path) writes its answer as the bytes
+// of the message, as unknown fields (BookingManager::AnswerAvailabilityWire):
+// byte for byte what the synchronous QueryAvailability's message serializes
+// to, for callers who see names and who do not, slot and lease modes,
+// min_duration, ranges off whole milliseconds, reasons from the calendar
+// and from a document, windows on the calendar and in inventory only; and
+// what a client parses equals that message.
+TEST_F(BusyReasonTest, TheAnswerOnTheWireIsTheMessagesBytes) {
+  v1::Booking pending, confirmed, old, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(24 + 9), &pending).ok());
+  ASSERT_TRUE(Book(absl::Hours(24 + 12), absl::Hours(24 + 13), &confirmed).ok());
+  ASSERT_TRUE(Book(absl::Hours(48 + 10), absl::Hours(48 + 11), &old).ok());
+  testing::RewriteCalendarEnd(*pool_, keys::Partition("tem"), "tem", IdOf(old.name()),
+                              Ms(FromProto(old.blocked_interval().end_time())), 0);
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 11, &lease).ok());
+  std::vector<iv::MaintenanceWindow> windows;
+  for (int h : {72 + 11, 96 + 11}) {
+    iv::CreateMaintenanceWindowRequest mw;
+    mw.set_parent("instruments/tem");
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(h));
+    *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(h + 4));
+    mw.mutable_maintenance_window()->set_reason("column bake-out");
+    iv::MaintenanceWindow window;
+    ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+    windows.push_back(window);
+  }
+  v1::ApplyMaintenanceWindowRequest apply;  // the first on the calendar, the second in inventory only
+  apply.set_maintenance_window(windows[0].name());
+  v1::ApplyMaintenanceWindowResponse applied;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, &applied, admin_).ok());
+
+  const absl::Time exp = clock_.Now() + absl::Hours(24);
+  const Principal admin{"admin", "", {Role::kConsortiumAdmin}, exp};
+  const Principal service{"svc", "", {Role::kService}, exp};  // sees no names
+  struct Case {
+    std::string instrument;
+    labshare::type::v1::SharingMode mode;
+    absl::Time from, to;
+    absl::Duration min;
+  };
+  const std::vector<Case> cases = {
+      {"tem", labshare::type::v1::ON_SITE, day_ - absl::Hours(24), day_ + absl::Hours(24 * 30), absl::ZeroDuration()},
+      {"tem", labshare::type::v1::ON_SITE, day_, day_ + absl::Hours(24 * 7), absl::Minutes(90)},
+      {"tem", labshare::type::v1::SHARING_MODE_UNSPECIFIED, day_ + absl::Nanoseconds(123456789),
+       day_ + absl::Hours(50) + absl::Nanoseconds(987654321), absl::ZeroDuration()},
+      {"tem", labshare::type::v1::ON_SITE, day_ + absl::Hours(24 * 20), day_ + absl::Hours(24 * 21),
+       absl::ZeroDuration()},
+      {"afm", labshare::type::v1::LEASE, day_ - absl::Hours(24), day_ + absl::Hours(24 * 30), absl::ZeroDuration()},
+  };
+  int busy_seen = 0;
+  for (const Principal* p : {&admin, &service}) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(c.instrument + " " + p->user_id + " from " + absl::FormatTime(c.from));
+      v1::QueryAvailabilityRequest q;
+      q.set_instrument("instruments/" + c.instrument);
+      q.set_mode(c.mode);
+      *q.mutable_range()->mutable_start_time() = ToProto(c.from);
+      *q.mutable_range()->mutable_end_time() = ToProto(c.to);
+      if (c.min > absl::ZeroDuration()) *q.mutable_min_duration() = ToProto(c.min);
+      auto sync = manager_->QueryAvailability(*p, q);
+      ASSERT_TRUE(sync.ok()) << sync.status();
+      busy_seen += sync->busy_intervals_size();
+      v1::QueryAvailabilityResponse wire;
+      absl::Notification answered;
+      absl::Status status;
+      manager_->QueryAvailabilityAsync(*p, q, &wire, [&](absl::Status s) {
+        status = s;
+        answered.Notify();
+      });
+      answered.WaitForNotification();
+      ASSERT_TRUE(status.ok()) << status;
+      EXPECT_EQ(wire.SerializeAsString(), sync->SerializeAsString());
+      v1::QueryAvailabilityResponse parsed;
+      ASSERT_TRUE(parsed.ParseFromString(wire.SerializeAsString()));
+      EXPECT_EQ(parsed.DebugString(), sync->DebugString());
+    }
+  }
+  EXPECT_GT(busy_seen, 8);  // the cases do show busy time
+  // Over gRPC (the service's path): what the client parses.
+  v1::QueryAvailabilityRequest q;
+  q.set_instrument("instruments/tem");
+  *q.mutable_range()->mutable_start_time() = ToProto(day_ - absl::Hours(24));
+  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 30));
+  v1::QueryAvailabilityResponse got;
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &got, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  auto sync = manager_->QueryAvailability(admin, q);
+  ASSERT_TRUE(sync.ok()) << sync.status();
+  EXPECT_EQ(got.DebugString(), sync->DebugString());
+  EXPECT_GE(got.busy_intervals_size(), 4);  // 3 bookings and the window on the calendar at least
 }
 
 TEST_F(BusyReasonTest, EndValuesRoundTripAndOlderReadersParseThem) {

@@ -49,35 +49,41 @@ constexpr int64_t kIdempotencyTtlSeconds = 30 * 24 * 3600;
 // are exact and HINCRBY cannot overflow). Replies: OK, APPLIED, REPLAY,
 // REUSED, STALE <key>, LIMIT <key> <field>, TYPE <key>.
 const char kStepFunction[] = R"lua(
--- The type of each key seen to exist, for this script run: nothing else
--- runs meanwhile and no step deletes a key, so it cannot change.
+-- The type of each key, for this script run: nothing else runs meanwhile,
+-- and every write below records the type it leaves (ZREM, which may delete
+-- its key, forgets it), so a cached type, 'none' included, stays true.
 local types = {}
 local function kind_ok(k, want)
   local t = types[k]
   if t == nil then
     t = redis.call('TYPE', k)['ok']
-    if t ~= 'none' then types[k] = t end
+    types[k] = t
   end
   return t == 'none' or t == want
 end
-local function step(K, A)
-  if not kind_ok(K[1], 'hash') then return {'TYPE', K[1]} end
-  if A[1] ~= '' and redis.call('HEXISTS', K[1], A[1]) == 1 then return {'APPLIED'} end
-  if A[3] ~= '' then
-    if not kind_ok(K[2], 'hash') then return {'TYPE', K[2]} end
-    local rec = redis.call('HMGET', K[2], 'f', 'r')
+local want = {put = 'hash', inc = 'hash', hset = 'hash', zadd = 'zset', zrem = 'zset', push = 'list'}
+-- One step: its keys are K[ko + 1 ..], its arguments A[ao + 1 ..] (offsets,
+-- so that several steps share one call's KEYS and ARGV without copies).
+local function step(K, ko, A, ao)
+  local applied, idem, outbox = K[ko + 1], K[ko + 2], K[ko + 3]
+  local event_id, fingerprint = A[ao + 1], A[ao + 3]
+  if not kind_ok(applied, 'hash') then return {'TYPE', applied} end
+  if event_id ~= '' and redis.call('HEXISTS', applied, event_id) == 1 then return {'APPLIED'} end
+  if fingerprint ~= '' then
+    if not kind_ok(idem, 'hash') then return {'TYPE', idem} end
+    local rec = redis.call('HMGET', idem, 'f', 'r')
     if rec[1] then
-      if rec[1] == A[3] then return {'REPLAY', rec[2]} end
+      if rec[1] == fingerprint then return {'REPLAY', rec[2]} end
       return {'REUSED'}
     end
   end
-  if not kind_ok(K[3], 'stream') then return {'TYPE', K[3]} end
-  local n = tonumber(A[6])
-  local limit = tonumber(A[8])
-  local want = {put = 'hash', inc = 'hash', hset = 'hash', zadd = 'zset', zrem = 'zset', push = 'list'}
+  if not kind_ok(outbox, 'stream') then return {'TYPE', outbox} end
+  local n = tonumber(A[ao + 6])
+  local limit = tonumber(A[ao + 8])
   local counters = {}
   for i = 1, n do
-    local code, a, b, k = A[9 + (i - 1) * 3], A[10 + (i - 1) * 3], A[11 + (i - 1) * 3], K[3 + i]
+    local o = ao + 6 + i * 3
+    local code, a, b, k = A[o], A[o + 1], A[o + 2], K[ko + 3 + i]
     if code == 'fld' then
       if not kind_ok(k, 'hash') then return {'TYPE', k} end
       if (redis.call('HGET', k, a) or '0') ~= b then return {'STALE', k .. ' ' .. a} end
@@ -111,36 +117,48 @@ local function step(K, A)
     end
   end
   for i = 1, n do
-    local code, a, b, k = A[9 + (i - 1) * 3], A[10 + (i - 1) * 3], A[11 + (i - 1) * 3], K[3 + i]
+    local o = ao + 6 + i * 3
+    local code, a, b, k = A[o], A[o + 1], A[o + 2], K[ko + 3 + i]
     if code == 'put' then
       redis.call('HSET', k, 'd', a, 'v', b)
+      types[k] = 'hash'
     elseif code == 'inc' then
       redis.call('HINCRBY', k, a, b)
+      types[k] = 'hash'
     elseif code == 'hset' then
       redis.call('HSET', k, a, b)
+      types[k] = 'hash'
     elseif code == 'zadd' then
       redis.call('ZADD', k, 0, a)
+      types[k] = 'zset'
     elseif code == 'zrem' then
       redis.call('ZREM', k, a)
+      types[k] = nil
     elseif code == 'push' then
       redis.call('RPUSH', k, a)
+      types[k] = 'list'
     end
   end
-  local first = 9 + n * 3
-  for i = first, first + tonumber(A[7]) - 1 do
-    redis.call('XADD', K[3], '*', 'type', 'labshare.billing.v1.BillingEvent', 'payload', A[i])
+  local first = ao + 9 + n * 3
+  for i = first, first + tonumber(A[ao + 7]) - 1 do
+    redis.call('XADD', outbox, '*', 'type', 'labshare.billing.v1.BillingEvent', 'payload', A[i])
+    types[outbox] = 'stream'
   end
-  if A[1] ~= '' then redis.call('HSET', K[1], A[1], A[2]) end
-  if A[3] ~= '' then
-    redis.call('HSET', K[2], 'f', A[3], 'r', A[4])
-    redis.call('EXPIRE', K[2], A[5])
+  if event_id ~= '' then
+    redis.call('HSET', applied, event_id, A[ao + 2])
+    types[applied] = 'hash'
+  end
+  if fingerprint ~= '' then
+    redis.call('HSET', idem, 'f', fingerprint, 'r', A[ao + 4])
+    redis.call('EXPIRE', idem, A[ao + 5])
+    types[idem] = 'hash'
   end
   return {'OK'}
 end
 )lua";
 
 const RedisScript& StepScript() {
-  static const RedisScript* s = new RedisScript(std::string(kStepFunction) + "return step(KEYS, ARGV)\n");
+  static const RedisScript* s = new RedisScript(std::string(kStepFunction) + "return step(KEYS, 0, ARGV, 0)\n");
   return *s;
 }
 
@@ -153,12 +171,9 @@ local ki, ai = 1, 2
 for s = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
   ai = ai + 2
-  local K, A = {}, {}
-  for j = 1, nk do K[j] = KEYS[ki + j - 1] end
-  for j = 1, na do A[j] = ARGV[ai + j - 1] end
+  local r = step(KEYS, ki - 1, ARGV, ai - 1)
   ki = ki + nk
   ai = ai + na
-  local r = step(K, A)
   out[s] = r
   if r[1] ~= 'OK' and r[1] ~= 'APPLIED' then return out end
 end
@@ -255,7 +270,7 @@ absl::StatusOr<std::vector<absl::StatusOr<StepResult>>> BillingStore::ApplyMany(
     all_args.insert(all_args.end(), std::make_move_iterator(args.begin()), std::make_move_iterator(args.end()));
     all_keys.insert(all_keys.end(), std::make_move_iterator(k.begin()), std::make_move_iterator(k.end()));
   }
-  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(StepsScript(), all_keys, all_args));
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(StepsScript(), std::move(all_keys), std::move(all_args)));
   if (v.type != RedisValue::Type::kArray || v.elements.empty() || v.elements.size() > steps.size()) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }

@@ -190,6 +190,10 @@ class RedisPool {
   // source once, which also caches it. Safe: NOSCRIPT means nothing ran.
   absl::StatusOr<RedisValue> Eval(const RedisScript& script, const std::vector<std::string>& keys,
                                   const std::vector<std::string>& args);
+  // The same, moving the keys and arguments into the command instead of
+  // copying them (a batch of ledger steps is hundreds of kilobytes).
+  absl::StatusOr<RedisValue> Eval(const RedisScript& script, std::vector<std::string>&& keys,
+                                  std::vector<std::string>&& args);
 
   // OK when Redis answers PONG; UNAVAILABLE/STORAGE_UNAVAILABLE otherwise.
   absl::Status Ping();
@@ -206,6 +210,9 @@ class RedisPool {
   const RedisOptions& options() const { return options_; }
 
  private:
+  // EVALSHA argv (EVALSHA, sha1, key count, keys, arguments), EVAL on NOSCRIPT.
+  absl::StatusOr<RedisValue> EvalArgv(const RedisScript& script, std::vector<std::string> argv);
+
   class Impl;  // common/redis.cc: the connections per node and the routing
   const RedisOptions options_;
   std::unique_ptr<Impl> impl_;

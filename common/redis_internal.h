@@ -52,6 +52,10 @@ std::string RedisAddressText(const RedisAddress& a);  // "host:port"
 // (PING, SCRIPT, INFO, WAIT, SCAN...).
 int RedisCommandSlot(const std::vector<std::string>& argv);
 
+// RESP of one command ("*<n>\r\n" then "$<len>\r\n<bytes>\r\n" per
+// argument) appended to out, for redisAppendFormattedCommand.
+void FormatRedisCommand(std::string* out, const std::vector<std::string>& argv);
+
 // True for commands that never write: no WAIT is needed after them.
 bool RedisCommandIsReadOnly(std::string_view command);
 

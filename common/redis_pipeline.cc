@@ -21,47 +21,6 @@ absl::Status StorageError() {
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "storage command failed");
 }
 
-// RESP of one command ("*<n>\r\n" then "$<len>\r\n<bytes>\r\n" per argument)
-// appended to out: a batch is formatted into one buffer and handed to
-// hiredis once, instead of hiredis formatting each command and copying it
-// into its output buffer again.
-void Format(std::string* out, const std::vector<std::string>& argv) {
-  // Sized once and written in place: at about 70 commands a ListBookings
-  // page, StrAppend's per-piece conversions were a tenth of the call.
-  auto digits = [](size_t n) {
-    size_t d = 1;
-    while (n >= 10) {
-      n /= 10;
-      ++d;
-    }
-    return d;
-  };
-  size_t size = 3 + digits(argv.size());
-  for (const auto& a : argv) size += 5 + digits(a.size()) + a.size();
-  const size_t at = out->size();
-  out->resize(at + size);
-  char* p = out->data() + at;
-  auto number = [&](char lead, size_t n) {
-    *p++ = lead;
-    const size_t d = digits(n);
-    for (size_t i = d; i > 0; --i) {
-      p[i - 1] = static_cast<char>('0' + n % 10);
-      n /= 10;
-    }
-    p += d;
-    *p++ = '\r';
-    *p++ = '\n';
-  };
-  number('*', argv.size());
-  for (const auto& a : argv) {
-    number('$', a.size());
-    if (!a.empty()) std::memcpy(p, a.data(), a.size());
-    p += a.size();
-    *p++ = '\r';
-    *p++ = '\n';
-  }
-}
-
 // One reply, or UNAVAILABLE when the connection broke.
 absl::StatusOr<RedisValue> Read(redisContext* c) {
   void* raw = nullptr;
@@ -737,9 +696,9 @@ void RedisPipeline::RunShard(Shard* shard) {
       }
     } else {
       out.clear();
-      for (const auto& call : batch) Format(&out, call.argv);
+      for (const auto& call : batch) FormatRedisCommand(&out, call.argv);
       // One WAIT covers every write of the batch on this connection.
-      if (wait > 0) Format(&out, RedisWaitCommand(wait, options_.wait_timeout));
+      if (wait > 0) FormatRedisCommand(&out, RedisWaitCommand(wait, options_.wait_timeout));
       redisAppendFormattedCommand(*c, out.data(), out.size());
       bool broken = false;
       for (size_t i = 0; i < batch.size(); ++i) {

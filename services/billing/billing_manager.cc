@@ -674,7 +674,7 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
     applied->set_instrument(charge.instrument());
     applied->set_mode(charge.mode());
     applied->set_fee_kind(charge.fee_kind());
-    *applied->mutable_posting() = posting;
+    *applied->mutable_posting() = std::move(posting);  // not used after: moved, not copied
     // The figures after this line (and the charge's lines before it).
     const std::string currency = charge.amount().currency_code();
     balance_before[line.subsidy_pool()] -= line.amount().amount_minor();
@@ -692,10 +692,15 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   // ChargePosted first, carrying the charge as stored (links included).
   v1::BillingEvent ev = ServiceEvent(now, trace_id);
   auto* posted = ev.mutable_charge_posted();
-  *posted->mutable_charge() = charge;
-  if (charge_posting) *posted->mutable_posting() = *charge_posting;
   *posted->mutable_income() = IncomeOf(charge, now);
-  step.events.insert(step.events.begin() + static_cast<std::ptrdiff_t>(charge_event_at), ev.SerializeAsString());
+  if (charge_posting) *posted->mutable_posting() = std::move(*charge_posting);
+  // The charge is lent to the event while it is serialised (swapped in and
+  // back out) rather than copied: the bytes are the same, the copy and its
+  // destruction were a tenth of ingesting a charge.
+  posted->mutable_charge()->Swap(&charge);
+  std::string posted_bytes = ev.SerializeAsString();
+  posted->mutable_charge()->Swap(&charge);
+  step.events.insert(step.events.begin() + static_cast<std::ptrdiff_t>(charge_event_at), std::move(posted_bytes));
   return absl::OkStatus();
 }
 

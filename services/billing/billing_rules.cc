@@ -1401,16 +1401,38 @@ absl::Status FillChargeTotals(v1::Charge& charge) {
 
 // ================================================================ ledger
 
+namespace {
+
+// Every account kind but UNSPECIFIED with its slug (the enum name in lower
+// case, '-' for '_'), in the descriptor's order; built once: slugs are on
+// the ingest path (each posting entry's account name is parsed and built).
+const std::vector<std::pair<v1::AccountKind, std::string>>& AccountKindSlugs() {
+  static const auto* slugs = [] {
+    auto* out = new std::vector<std::pair<v1::AccountKind, std::string>>();
+    const google::protobuf::EnumDescriptor* d = v1::AccountKind_descriptor();
+    for (int i = 0; i < d->value_count(); ++i) {
+      const auto kind = static_cast<v1::AccountKind>(d->value(i)->number());
+      if (kind == v1::ACCOUNT_KIND_UNSPECIFIED) continue;
+      out->emplace_back(kind, absl::StrReplaceAll(absl::AsciiStrToLower(d->value(i)->name()), {{"_", "-"}}));
+    }
+    return out;
+  }();
+  return *slugs;
+}
+
+}  // namespace
+
 std::string AccountKindSlug(v1::AccountKind kind) {
   if (kind == v1::ACCOUNT_KIND_UNSPECIFIED || !v1::AccountKind_IsValid(kind)) return "";
-  return absl::StrReplaceAll(absl::AsciiStrToLower(v1::AccountKind_Name(kind)), {{"_", "-"}});
+  for (const auto& [k, slug] : AccountKindSlugs()) {
+    if (k == kind) return slug;
+  }
+  return "";
 }
 
 absl::StatusOr<v1::AccountKind> AccountKindFromSlug(absl::string_view slug) {
-  const google::protobuf::EnumDescriptor* d = v1::AccountKind_descriptor();
-  for (int i = 0; i < d->value_count(); ++i) {
-    const auto kind = static_cast<v1::AccountKind>(d->value(i)->number());
-    if (kind != v1::ACCOUNT_KIND_UNSPECIFIED && AccountKindSlug(kind) == slug) return kind;
+  for (const auto& [kind, s] : AccountKindSlugs()) {
+    if (s == slug) return kind;
   }
   return InvalidField("account", absl::StrCat("unknown account kind '", slug, "'"), "INVALID_NAME");
 }

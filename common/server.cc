@@ -97,14 +97,31 @@ std::string RandomTraceId() {
   return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
 }
 
-// W3C traceparent "00-<trace id>-<span id>-<flags>", else x-trace-id, else new.
+bool LowerHex(absl::string_view s, size_t n) {
+  return s.size() == n && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+// The trace id of a call (it goes into EventHeader.trace_id, so also into
+// webhook payloads other organisations receive): a valid W3C traceparent's
+// (version-traceid-parentid-flags, lowercase hex; version ff invalid; 00 has
+// exactly four fields; neither id all zeros), else an x-trace-id of 1-64
+// characters of [A-Za-z0-9._:-], else a new one. An unusable header is
+// ignored. The console gateway chooses the same way (server/trace.ts).
 std::string TraceIdOf(const std::multimap<grpc::string_ref, grpc::string_ref>& md) {
-  std::string tp = HeaderValue(md, "traceparent");
-  std::vector<std::string> parts = absl::StrSplit(tp, '-');
-  if (parts.size() == 4 && parts[1].size() == 32) return parts[1];
-  std::string x = HeaderValue(md, "x-trace-id");
-  if (!x.empty() && x.size() <= 64) return x;
-  return RandomTraceId();
+  const std::string tp = HeaderValue(md, "traceparent");
+  const std::vector<absl::string_view> parts = absl::StrSplit(tp, '-');
+  if (parts.size() >= 4 && LowerHex(parts[0], 2) && parts[0] != "ff" && (parts[0] != "00" || parts.size() == 4) &&
+      LowerHex(parts[1], 32) && LowerHex(parts[2], 16) && LowerHex(parts[3], 2) &&
+      parts[1] != std::string(32, '0') && parts[2] != std::string(16, '0')) {
+    return std::string(parts[1]);
+  }
+  const std::string x = HeaderValue(md, "x-trace-id");
+  const bool usable = !x.empty() && x.size() <= 64 && std::all_of(x.begin(), x.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':' || c == '-';
+  });
+  return usable ? x : RandomTraceId();
 }
 
 std::string RequestIdOf(void* message) {

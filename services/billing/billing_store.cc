@@ -297,17 +297,21 @@ class StepsCall {
     args_[prog_at] = std::move(prog);
   }
 
+  bool fits() const { return fits_; }
   std::vector<std::string>&& keys() { return std::move(keys_); }
   std::vector<std::string>&& args() { return std::move(args_); }
 
  private:
-  // 3 bytes, big-endian (KEYS indexes and counts stay below 2^24: a call
-  // of that many arguments is far beyond Redis's limits anyway).
-  static void Num(std::string& out, size_t n) {
+  // 3 bytes, big-endian. KEYS indexes and counts stay below 2^24 (a call of
+  // that many arguments is far beyond Redis's limits anyway); one that does
+  // not is refused before the call (fits()), never sent wrapped.
+  void Num(std::string& out, size_t n) {
+    if (n >= (size_t{1} << 24)) fits_ = false;
     out.push_back(static_cast<char>((n >> 16) & 0xff));
     out.push_back(static_cast<char>((n >> 8) & 0xff));
     out.push_back(static_cast<char>(n & 0xff));
   }
+  bool fits_ = true;
   size_t Key(const std::string& key) {
     auto [it, added] = index_.emplace(key, keys_.size() + 1);
     if (added) keys_.push_back(key);
@@ -364,6 +368,10 @@ absl::StatusOr<std::vector<absl::StatusOr<StepResult>>> RunSteps(RedisPool* pool
                                                                  absl::Span<const LedgerStep> steps) {
   StepsCall call(steps.size());
   for (const LedgerStep& step : steps) call.Add(step);
+  if (!call.fits()) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR",
+                     "a ledger step too large for one storage call (2^24 keys or arguments)");
+  }
   LS_ASSIGN_OR_RETURN(RedisValue v, pool->Eval(StepsScript(), call.keys(), call.args()));
   if (v.type != RedisValue::Type::kArray || v.elements.empty() || v.elements.size() > steps.size()) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");

@@ -282,8 +282,11 @@ class UsageFigures {
   absl::Status CheckRange(const labshare::type::v1::Interval& range, absl::CivilDay* from, absl::CivilDay* to) const;
   // The version an instrument row of [.., to) is assessed with: in force at
   // the start of the last day; nullptr when the row has no instrument set.
+  // `latest_name`, if given: the instrument's display name as last seen
+  // (InstrumentAssessment.instrument_display_name).
   const labshare::inventory::v1::Instrument* EndVersion(const std::map<std::string, Instr>& instruments,
-                                                        const v1::UsageRow& row, absl::CivilDay to) const;
+                                                        const v1::UsageRow& row, absl::CivilDay to,
+                                                        std::string* latest_name = nullptr) const;
   absl::Status Scope(const Principal& p, const v1::UsageFilter& f) const;
   // Rows of [from, to) grouped by `dims`, bucketed by `granularity`.
   absl::StatusOr<std::vector<v1::UsageRow>> Compute(absl::CivilDay from, absl::CivilDay to,

@@ -497,14 +497,17 @@ absl::Status UsageFigures::CheckOverride(const v1::ThresholdOverride& o, bool ra
 }
 
 const iv::Instrument* UsageFigures::EndVersion(const std::map<std::string, Instr>& instruments,
-                                              const v1::UsageRow& row, absl::CivilDay to) const {
+                                              const v1::UsageRow& row, absl::CivilDay to,
+                                              std::string* latest_name) const {
   // A row of use or postings only (the instrument not in service in the
   // range, or its version at the end outside the filter) is not assessed.
   if (row.figures().instrument_count() == 0) return nullptr;
   auto it = instruments.find(row.key().instrument().substr(row.key().instrument().rfind('/') + 1));
   if (it == instruments.end()) return nullptr;
+  if (latest_name != nullptr) *latest_name = it->second.instrument.display_name();
   // As the row's instrument set: the version in force at the start of the
-  // range's last day (owner, facility, category, value, display name).
+  // range's last day (owner, facility, category, value); the name is the
+  // latest, like the organisations' and facilities' names.
   return it->second.VersionAt(absl::FromCivil(to - 1, zone_));
 }
 
@@ -517,16 +520,11 @@ absl::StatusOr<std::vector<v1::InstrumentAssessment>> UsageFigures::Assess(absl:
   LS_ASSIGN_OR_RETURN(Names names, LoadNames());
   std::vector<v1::InstrumentAssessment> out;
   for (const auto& row : rows) {
-    const iv::Instrument* version = EndVersion(instruments, row, to);
+    std::string latest_name;
+    const iv::Instrument* version = EndVersion(instruments, row, to, &latest_name);
     if (version == nullptr) continue;
     out.push_back(AssessOne(row.figures(), *version, t, o, names.orgs, names.facilities, currency_));
-    // The name as last seen (InstrumentAssessment.instrument_display_name),
-    // like the organisations' and facilities' names: not the range's.
-    const std::string& name = row.key().instrument();
-    auto latest = instruments.find(name.substr(name.rfind('/') + 1));
-    if (latest != instruments.end()) {
-      out.back().set_instrument_display_name(latest->second.instrument.display_name());
-    }
+    out.back().set_instrument_display_name(latest_name);
   }
   return out;
 }
@@ -701,10 +699,12 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
   *out->mutable_thresholds() = t;
   std::vector<v1::InstrumentAssessment> assessed;
   for (const auto& row : rows[0]) {
-    const iv::Instrument* version = EndVersion(instruments, row, to);
+    std::string latest_name;
+    const iv::Instrument* version = EndVersion(instruments, row, to, &latest_name);
     if (version == nullptr) continue;
     assessed.push_back(
         AssessOne(row.figures(), *version, t, v1::ThresholdOverride(), names.orgs, names.facilities, currency_));
+    assessed.back().set_instrument_display_name(latest_name);
   }
   std::sort(assessed.begin(), assessed.end(), [](const auto& a, const auto& b) {
     return std::tie(a.owner_organization(), a.instrument()) < std::tie(b.owner_organization(), b.instrument());

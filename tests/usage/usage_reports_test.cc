@@ -449,8 +449,6 @@ TEST_F(UsageReportsTest, IdleAndUnderSharedInstruments) {
 
 // ================================================================ matrix
 
-// A page token is good only for the list, the filters and the caller it was
-// issued to, and only as issued; a negative page size is refused.
 // InstrumentAssessment.instrument_display_name: "as last seen in inventory
 // events" (like the owner's and facility's names), also for a range before a
 // rename; the owner, facility and category stay the range's.
@@ -481,6 +479,20 @@ TEST_F(UsageReportsTest, AssessmentsNameTheInstrumentAsLastSeen) {
   EXPECT_EQ(i2.owner_organization(), "organizations/own");  // in 2026
   EXPECT_EQ(i2.owner_organization_display_name(), "Owner University");
   EXPECT_EQ(i2.facility_display_name(), "Fab One");
+
+  // The annual report of 2026 names it so too.
+  v1::GetAnnualReportRequest report;
+  report.set_year(2026);
+  auto annual = figures_->GetAnnualReport(auditor_, report);
+  ASSERT_TRUE(annual.ok()) << annual.status();
+  int seen = 0;
+  for (const auto& a : annual->instruments()) {
+    if (a.instrument() != "instruments/i2") continue;
+    ++seen;
+    EXPECT_EQ(a.instrument_display_name(), "TEM Krios G4");
+    EXPECT_EQ(a.owner_organization(), "organizations/own");
+  }
+  EXPECT_EQ(seen, 1);
 }
 
 // A sharing-rate override above 10000 bp: refused by the under-shared list
@@ -508,6 +520,8 @@ TEST_F(UsageReportsTest, OnlyTheUnderSharedListBoundsTheRateOverride) {
   EXPECT_EQ(ErrorReason(refused.status()), "INVALID_FIELD");
 }
 
+// A page token is good only for the list, the filters and the caller it was
+// issued to, and only as issued; a negative page size is refused.
 TEST_F(UsageReportsTest, PageTokenRefusedOnAnotherListForgedOrFromAnotherCaller) {
   Year();
   v1::ListIdleInstrumentsRequest idle;

@@ -768,6 +768,63 @@ TEST_F(BillingConformanceTest, ASumCheckAdmitsUpToItsBoundAndNotOneUnitMore) {
   EXPECT_TRUE(Take() == typed);
 }
 
+// Several steps in one call (ApplyMany): a later step checks the keys an
+// earlier step of the same call created, by the type that step left (the
+// script caches key types across steps): a step that would push onto a key
+// the previous step made a hash answers a type error and writes nothing,
+// the one before it stays applied, the one after it is not tried; a stale
+// second step likewise.
+TEST_F(BillingConformanceTest, ALaterStepInOneCallSeesWhatAnEarlierOneCreated) {
+  const auto empty = Dump();
+  auto step = [](const std::string& event) {
+    LedgerStep s;
+    s.applied_event_id = event;
+    s.applied_stream_id = "1-1";
+    return s;
+  };
+  LedgerStep first = step("evt-a");
+  first.hash_sets.push_back({keys::Account("x"), "f", "v"});  // creates a hash
+  first.events.push_back("event-a");
+  LedgerStep second = step("evt-b");
+  second.appends.push_back({keys::Account("x"), "line"});  // a list op on it
+  second.events.push_back("event-b");
+  LedgerStep third = step("evt-c");
+  third.incrs.push_back({keys::Balances(), "a||CNY", 5});
+  auto out = bstore_->ApplyMany({first, second, third});
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 2u);  // the third was not tried
+  ASSERT_TRUE((*out)[0].ok());
+  EXPECT_EQ((*out)[0]->kind, StepResult::Kind::kApplied);
+  EXPECT_EQ((*out)[1].status().code(), absl::StatusCode::kInternal) << (*out)[1].status();
+  EXPECT_EQ(pool_->Command({"TYPE", keys::Account("x")})->str, "hash");
+  EXPECT_EQ(pool_->Command({"HGET", keys::Applied(), "evt-b"})->type, RedisValue::Type::kNil);
+  EXPECT_EQ(pool_->Command({"HGET", keys::Applied(), "evt-c"})->type, RedisValue::Type::kNil);
+  EXPECT_EQ(pool_->Command({"XLEN", keys::Outbox()})->integer, 1);
+  EXPECT_EQ(pool_->Command({"HGET", keys::Balances(), "a||CNY"})->type, RedisValue::Type::kNil);
+
+  // A second step whose version check fails against the document the first
+  // step of the call wrote: stale, nothing of it written.
+  Restore(empty);
+  LedgerStep put = step("evt-d");
+  put.version_checks.push_back({keys::Doc("pool", "p"), 0});
+  put.puts.push_back({keys::Doc("pool", "p"), "doc", 1});
+  LedgerStep stale = step("evt-e");
+  stale.version_checks.push_back({keys::Doc("pool", "p"), 0});  // it is at 1 now
+  stale.puts.push_back({keys::Doc("pool", "p"), "other", 1});
+  stale.events.push_back("event-e");
+  out = bstore_->ApplyMany({put, stale});
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 2u);
+  ASSERT_TRUE((*out)[0].ok() && (*out)[1].ok());
+  EXPECT_EQ((*out)[0]->kind, StepResult::Kind::kApplied);
+  EXPECT_EQ((*out)[1]->kind, StepResult::Kind::kStale);
+  auto doc = bstore_->docs().Get(keys::Doc("pool", "p"));
+  ASSERT_TRUE(doc.ok() && doc->has_value());
+  EXPECT_EQ((*doc)->data, "doc");
+  EXPECT_EQ((*doc)->version, 1);
+  EXPECT_EQ(pool_->Command({"XLEN", keys::Outbox()})->integer, 0);  // neither had an event
+}
+
 TEST_F(BillingConformanceTest, TheLedgerStepChecksEverythingBeforeItsFirstWrite) {
   auto full_step = [] {
     LedgerStep s;

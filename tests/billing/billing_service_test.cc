@@ -170,8 +170,10 @@ class BillingTest : public BookingServiceTest {
     return b.ok() ? b->balance().amount_minor() : -1;
   }
 
-  // Books [from, to) on tem for ana, checks in and out at the given offsets.
-  bk::Booking Session(absl::Duration from, absl::Duration to, absl::Duration in, absl::Duration out) {
+  // Books [from, to) on tem for ana, checks in and out at the given offsets
+  // (the check-out with `traceparent` when given).
+  bk::Booking Session(absl::Duration from, absl::Duration to, absl::Duration in, absl::Duration out,
+                      const std::string& traceparent = "") {
     bk::Booking b, done;
     EXPECT_TRUE(Book(from, to, &b).ok());
     clock_.Set(day_ + in);
@@ -181,7 +183,9 @@ class BillingTest : public BookingServiceTest {
     clock_.Set(day_ + out);
     bk::CheckOutRequest co;
     co.set_name(b.name());
-    EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &done, ana_).ok());
+    auto ctx = Ctx(ana_);
+    if (!traceparent.empty()) ctx->AddMetadata("traceparent", traceparent);
+    EXPECT_TRUE(stub_->CheckOut(ctx.get(), co, &done).ok());
     return done;
   }
 
@@ -214,18 +218,9 @@ TEST_F(BillingTest, EventsCarryTheTraceIdOfTheCallThatCausedThem) {
   *top.mutable_amount() = MakeMoney("CNY", 50000);
   ASSERT_TRUE(billing_->TopUpSubsidyPool(traced, top).ok());
 
-  bk::Booking b, done;
-  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
-  clock_.Set(day_ + absl::Hours(9));
-  bk::CheckInRequest ci;
-  ci.set_name(b.name());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &done, ana_).ok());
-  clock_.Set(day_ + absl::Hours(10));
-  bk::CheckOutRequest co;
-  co.set_name(b.name());
-  auto ctx = Ctx(ana_);
-  ctx->AddMetadata("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-  ASSERT_TRUE(stub_->CheckOut(ctx.get(), co, &done).ok());
+  const bk::Booking done = Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10),
+                                   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+  ASSERT_EQ(done.state(), bk::Booking::COMPLETED);
   EXPECT_GT(Drain(), 0);
 
   std::map<std::string, std::vector<std::string>> traces;  // payload -> trace ids, in order

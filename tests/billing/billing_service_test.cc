@@ -152,6 +152,21 @@ class BillingTest : public BookingServiceTest {
     return r;
   }
 
+  // subsidyPools/voucher (CNY, `bps` of each charge, no cap), created and
+  // topped up with `amount` by `by`.
+  void FundVoucher(const Principal& by, const std::string& display_name, int32_t bps, int64_t amount) {
+    v1::CreateSubsidyPoolRequest cp;
+    cp.set_subsidy_pool_id("voucher");
+    cp.mutable_subsidy_pool()->set_display_name(display_name);
+    cp.mutable_subsidy_pool()->set_currency_code("CNY");
+    cp.mutable_subsidy_pool()->set_percentage_bps(bps);
+    ASSERT_TRUE(billing_->CreateSubsidyPool(by, cp).ok());
+    v1::TopUpSubsidyPoolRequest top;
+    top.set_name("subsidyPools/voucher");
+    *top.mutable_amount() = MakeMoney("CNY", amount);
+    ASSERT_TRUE(billing_->TopUpSubsidyPool(by, top).ok());
+  }
+
   // One entry of an ADJUST: `amount` CNY on the debit or credit side.
   static void AddEntry(v1::PostCorrectionRequest& r, const std::string& account, const std::string& counterparty,
                        bool debit, int64_t amount) {
@@ -207,16 +222,7 @@ class BillingTest : public BookingServiceTest {
 TEST_F(BillingTest, EventsCarryTheTraceIdOfTheCallThatCausedThem) {
   Principal traced = billing_admin_;
   traced.trace_id = "fund-voucher-trace";
-  v1::CreateSubsidyPoolRequest cp;
-  cp.set_subsidy_pool_id("voucher");
-  cp.mutable_subsidy_pool()->set_display_name("Innovation voucher");
-  cp.mutable_subsidy_pool()->set_currency_code("CNY");
-  cp.mutable_subsidy_pool()->set_percentage_bps(5000);
-  ASSERT_TRUE(billing_->CreateSubsidyPool(traced, cp).ok());
-  v1::TopUpSubsidyPoolRequest top;
-  top.set_name("subsidyPools/voucher");
-  *top.mutable_amount() = MakeMoney("CNY", 50000);
-  ASSERT_TRUE(billing_->TopUpSubsidyPool(traced, top).ok());
+  FundVoucher(traced, "Innovation voucher", 5000, 50000);
 
   const bk::Booking done = Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10),
                                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
@@ -1311,16 +1317,7 @@ TEST_F(BillingTest, TheRateInForceAtTheTimeOfUseIsApplied) {
 }
 
 TEST_F(BillingTest, PaymentsVoidsCorrectionsStatementsAndSettlementClearing) {
-  v1::CreateSubsidyPoolRequest cp;
-  cp.set_subsidy_pool_id("voucher");
-  cp.mutable_subsidy_pool()->set_display_name("Voucher");
-  cp.mutable_subsidy_pool()->set_currency_code("CNY");
-  cp.mutable_subsidy_pool()->set_percentage_bps(1000);
-  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
-  v1::TopUpSubsidyPoolRequest top;
-  top.set_name("subsidyPools/voucher");
-  *top.mutable_amount() = MakeMoney("CNY", 1000000);
-  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  FundVoucher(billing_admin_, "Voucher", 1000, 1000000);
   Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));  // 50000, pool 5000
   Drain();
   Session(absl::Hours(12), absl::Hours(14), absl::Hours(12), absl::Hours(14));  // 100000, pool 10000
@@ -1587,16 +1584,7 @@ TEST_F(BillingTest, SubsidyAppliedCarriesThePoolBalanceAndTheCapUseAfterIt) {
 // reversal: usage's service income reads them) and "pool_balances: Pools
 // whose balance the corrections changed, with the balance after".
 TEST_F(BillingTest, CorrectionPostedCarriesIncomeDeltasAndPoolBalances) {
-  v1::CreateSubsidyPoolRequest cp;
-  cp.set_subsidy_pool_id("voucher");
-  cp.mutable_subsidy_pool()->set_display_name("Voucher");
-  cp.mutable_subsidy_pool()->set_currency_code("CNY");
-  cp.mutable_subsidy_pool()->set_percentage_bps(1000);
-  ASSERT_TRUE(billing_->CreateSubsidyPool(billing_admin_, cp).ok());
-  v1::TopUpSubsidyPoolRequest top;
-  top.set_name("subsidyPools/voucher");
-  *top.mutable_amount() = MakeMoney("CNY", 1000000);
-  ASSERT_TRUE(billing_->TopUpSubsidyPool(billing_admin_, top).ok());
+  FundVoucher(billing_admin_, "Voucher", 1000, 1000000);
   Session(absl::Hours(9), absl::Hours(10), absl::Hours(9), absl::Hours(10));  // 50000, pool 5000
   Drain();
   auto charges = Charges();

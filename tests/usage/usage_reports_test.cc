@@ -20,6 +20,8 @@
 //        charge to start 2,000,000 on Jul 5; in-kind 1,000,000 (JOINT_RESEARCH)
 //   i4 "MS"   owner big, f2, spectroscopy, no value, registered Dec 15: 17 days
 #include <grpcpp/grpcpp.h>
+#include <optional>
+
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 
@@ -108,8 +110,10 @@ class UsageReportsTest : public ::testing::Test {
     f->set_display_name(display);
     Fold("inventory", e);
   }
+  // (`updated`, when given: a later version, in effect from then.)
   void Instrument(const std::string& id, const std::string& display, const std::string& owner,
-                  const std::string& facility, const std::string& category, int64_t value, absl::Time created) {
+                  const std::string& facility, const std::string& category, int64_t value, absl::Time created,
+                  std::optional<absl::Time> updated = std::nullopt) {
     iv::InventoryEvent e;
     auto* in = e.mutable_instrument_changed()->mutable_instrument();
     in->set_name("instruments/" + id);
@@ -123,6 +127,7 @@ class UsageReportsTest : public ::testing::Test {
     }
     in->set_daily_available_hours(24);
     *in->mutable_create_time() = ToProto(created);
+    if (updated) *in->mutable_update_time() = ToProto(*updated);
     Fold("inventory", e);
   }
   // A confirmed booking used from start to end (one check-out).
@@ -454,19 +459,7 @@ TEST_F(UsageReportsTest, IdleAndUnderSharedInstruments) {
 // rename; the owner, facility and category stay the range's.
 TEST_F(UsageReportsTest, AssessmentsNameTheInstrumentAsLastSeen) {
   Year();
-  iv::InventoryEvent e;
-  auto* in = e.mutable_instrument_changed()->mutable_instrument();
-  in->set_name("instruments/i2");
-  in->set_display_name("TEM Krios G4");
-  in->set_owner_organization("organizations/big");
-  in->set_facility("facilities/f2");
-  in->set_category("electron-microscopy");
-  in->mutable_original_value()->set_currency_code("CNY");
-  in->mutable_original_value()->set_amount_minor(500000000);
-  in->set_daily_available_hours(24);
-  *in->mutable_create_time() = ToProto(At(2026, 1, 1));
-  *in->mutable_update_time() = ToProto(At(2027, 2, 1));
-  Fold("inventory", e);
+  Instrument("i2", "TEM Krios G4", "big", "f2", "electron-microscopy", 500000000, At(2026, 1, 1), At(2027, 2, 1));
 
   v1::ListIdleInstrumentsRequest idle;
   *idle.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));

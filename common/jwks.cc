@@ -355,6 +355,12 @@ absl::Status KeySet::LoadLocked() {
   return absl::OkStatus();
 }
 
+absl::Status KeySet::RefreshLocked() {
+  absl::Status s = LoadLocked();
+  last_error_ = s.ok() ? "" : std::string(s.message());
+  return s;
+}
+
 std::shared_ptr<const KeySet::Keys> KeySet::Current() const {
   std::lock_guard<std::mutex> lock(mu_);
   return keys_;
@@ -365,7 +371,7 @@ void KeySet::MaybeRefresh() {
   if (is_url()) {
     std::unique_lock<std::mutex> lock(refresh_mu_, std::try_to_lock);
     if (!lock.owns_lock() || std::chrono::steady_clock::now() - last_fetch_ < kUrlRefreshPeriod) return;
-    absl::Status s = LoadLocked();
+    absl::Status s = RefreshLocked();
     if (!s.ok()) LogWarning("key set refresh failed; keeping the previous keys", {{"jwks", source_}, {"error", std::string(s.message())}});
     return;
   }
@@ -377,15 +383,11 @@ void KeySet::MaybeRefresh() {
   }
   std::lock_guard<std::mutex> lock(refresh_mu_);
   if (now == stamp_) return;
-  absl::Status s = LoadLocked();
-  if (!s.ok()) {
-    if (s.message() != last_error_) {
-      LogWarning("key set file changed but cannot be used; keeping the previous keys",
-                 {{"jwks", source_}, {"error", std::string(s.message())}});
-    }
-    last_error_ = std::string(s.message());
-  } else {
-    last_error_.clear();
+  const std::string previous_error = last_error_;
+  absl::Status s = RefreshLocked();
+  if (!s.ok() && s.message() != previous_error) {
+    LogWarning("key set file changed but cannot be used; keeping the previous keys",
+               {{"jwks", source_}, {"error", std::string(s.message())}});
   }
 }
 
@@ -395,19 +397,21 @@ uint64_t KeySet::Generation() {
   return generation_;
 }
 
-std::shared_ptr<const Jwk> KeySet::Find(std::string_view kid, std::string* why) {
+std::shared_ptr<const Jwk> KeySet::Find(std::string_view kid, std::string* why, bool* refresh_failed) {
   MaybeRefresh();
   auto lookup = [&](const Keys& keys) -> std::shared_ptr<const Jwk> {
     if (kid.empty()) return keys.size() == 1 ? keys.begin()->second : nullptr;
     auto it = keys.find(kid);
     return it == keys.end() ? nullptr : it->second;
   };
+  if (refresh_failed != nullptr) *refresh_failed = false;
   uint64_t seen;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (auto k = lookup(*keys_)) return k;
     seen = generation_;
   }
+  bool stale = false;
   if (!is_fixed()) {
     std::lock_guard<std::mutex> lock(refresh_mu_);  // single flight: others wait here
     bool refreshed_meanwhile;
@@ -419,16 +423,18 @@ std::shared_ptr<const Jwk> KeySet::Find(std::string_view kid, std::string* why) 
     // source is read again for an unknown kid at most once a second, so
     // made-up kids cannot keep the process reading.
     const bool may_fetch = std::chrono::steady_clock::now() - last_fetch_ >= kMinUnknownKidRefetch;
-    if (!refreshed_meanwhile && may_fetch) {
-      absl::Status s = LoadLocked();
-      last_error_ = s.ok() ? "" : std::string(s.message());
-    }
-    if (why != nullptr && !last_error_.empty()) {
+    if (!refreshed_meanwhile && may_fetch) RefreshLocked().IgnoreError();
+    // Stale is the outcome of the latest refresh, whoever made it: ours, the
+    // one we waited for, or one so recent that the limit skipped ours (a
+    // failure then still means the set could not be refreshed).
+    stale = !last_error_.empty();
+    if (why != nullptr && stale) {
       *why = absl::StrCat("its key id is not in the key set, which could not be refreshed: ", last_error_);
     }
   }
   std::shared_ptr<const Keys> keys = Current();
   auto k = lookup(*keys);
+  if (k == nullptr && refresh_failed != nullptr) *refresh_failed = stale;
   if (k == nullptr && why != nullptr && why->empty()) {
     *why = kid.empty() ? "it names no key id (kid) and the key set holds several keys"
                        : absl::StrCat("its key id ", std::string(kid), " is not in the key set");

@@ -15,7 +15,9 @@
 // Refreshes are single-flight: concurrent lookups of an unknown kid cause one
 // read or fetch, and the others wait for its result. A refresh that fails
 // (unreachable URL, a file caught mid-write, invalid JSON) keeps the previous
-// keys and is logged.
+// keys and is logged, and the set counts as stale until a read or fetch
+// succeeds again: an unknown kid is then reported as "could not refresh"
+// (the key may exist at the source), not as unknown.
 //
 // Errors of Open (startup, never RPC answers): INVALID_ARGUMENT INVALID_JWKS
 // (not a JWKS, no usable key, an http:// URL); NOT_FOUND / INVALID_ARGUMENT
@@ -62,7 +64,12 @@ class KeySet {
   // The key with this kid, refreshing the set once when it is unknown; null
   // when it is still unknown (then *why, if given, says why: unknown, or the
   // refresh failed). An empty kid finds the only key of a one-key set.
-  std::shared_ptr<const Jwk> Find(std::string_view kid, std::string* why = nullptr);
+  // *refresh_failed (if given) is set, when null is returned, to whether the
+  // set is stale: the latest read or fetch failed, whether it was this
+  // lookup's or an earlier one whose failure is less than the one-second
+  // limit old (a refresh the limit skips is still a refresh that could not
+  // be done). Then the kid is not known to be invalid, only not verifiable now.
+  std::shared_ptr<const Jwk> Find(std::string_view kid, std::string* why = nullptr, bool* refresh_failed = nullptr);
 
   // Changes whenever the set's keys change (a file is checked first). A
   // verified token cached under an older generation must be verified again.
@@ -90,6 +97,8 @@ class KeySet {
   // Reads or fetches the set; on success installs it (generation + 1 when
   // the kids or keys changed). Caller holds refresh_mu_.
   absl::Status LoadLocked();
+  // LoadLocked for a refresh: records its outcome in last_error_.
+  absl::Status RefreshLocked();
   // For a file: stat it and reload when it changed. For a URL: refetch when
   // the 5-minute period is over (without waiting for another refresh).
   void MaybeRefresh();
@@ -101,6 +110,7 @@ class KeySet {
   std::mutex refresh_mu_;                                // held while reading/fetching
   std::chrono::steady_clock::time_point last_fetch_{};   // guarded by refresh_mu_
   FileStamp stamp_;                                      // guarded by refresh_mu_
+  // The latest refresh's error; "" when it succeeded (the set is current).
   std::string last_error_;                               // guarded by refresh_mu_
 
   mutable std::mutex mu_;

@@ -98,7 +98,13 @@ absl::StatusOr<JwtClaims> VerifyJwt(std::string_view token, KeySet& keys, const 
   if (kid_json != nullptr && !json_is_string(kid_json)) return InvalidToken("the key id (kid) is not a string");
   const std::string kid = kid_json != nullptr ? json_string_value(kid_json) : "";
   std::string why;
-  std::shared_ptr<const Jwk> key = keys.Find(kid, &why);
+  bool refresh_failed = false;
+  std::shared_ptr<const Jwk> key = keys.Find(kid, &why, &refresh_failed);
+  if (key == nullptr && refresh_failed && rules.stale_keys_unavailable) {
+    return MakeError(absl::StatusCode::kUnavailable, "JWKS_UNAVAILABLE",
+                     absl::StrCat("cannot verify the token now: ", why, "; try again later"),
+                     {{"jwks", keys.source()}});
+  }
   if (key == nullptr) return InvalidToken(why);
   if (key->Algorithm() != alg) return InvalidToken(absl::StrCat("the key ", kid, " does not sign ", alg));
 

@@ -16,7 +16,12 @@
 //     positive); iat <= now + leeway; nbf (if any) <= now + leeway;
 //   - now < exp.
 // Every failure is UNAUTHENTICATED: INVALID_TOKEN with a message naming the
-// check, or TOKEN_EXPIRED (only for a token that passed every other check).
+// check, or TOKEN_EXPIRED (only for a token that passed every other check);
+// except, when rules.stale_keys_unavailable, a kid that is not in the key
+// set while the set cannot be refreshed (KeySet::Find's refresh_failed: the
+// source is unreachable or unusable), which is UNAVAILABLE JWKS_UNAVAILABLE:
+// the token is not known to be invalid, and the same call may succeed once
+// the keys can be read again.
 // Messages never echo the token.
 #ifndef LABSHARE_COMMON_JWT_H_
 #define LABSHARE_COMMON_JWT_H_
@@ -39,6 +44,9 @@ struct JwtRules {
   std::vector<std::string> algorithms;  // "ES256", "RS256"
   absl::Duration max_lifetime;          // zero or negative = no limit
   absl::Duration leeway = absl::Seconds(60);
+  // An unknown kid while the key set cannot be refreshed: UNAVAILABLE
+  // JWKS_UNAVAILABLE when true, else INVALID_TOKEN like any unknown kid.
+  bool stale_keys_unavailable = true;
 };
 
 // The claims of a verified token. Cheap to copy.

@@ -233,6 +233,9 @@ absl::StatusOr<Principal> TokenVerifier::Verify(std::string_view token, absl::Ti
   rules.audiences = {rules_.audience};
   rules.algorithms = {"ES256"};
   rules.max_lifetime = rules_.max_lifetime;
+  // Every service's authentication contract (types.proto) answers a token it
+  // cannot verify with INVALID_TOKEN, also while its key set cannot be re-read.
+  rules.stale_keys_unavailable = false;
   LS_ASSIGN_OR_RETURN(JwtClaims claims, VerifyJwt(token, *keys_, rules, now));
   Principal p;
   p.user_id = claims.sub();

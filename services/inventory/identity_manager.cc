@@ -178,7 +178,15 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::ExchangeToken(const idv1::E
   rules.algorithms = {"RS256", "ES256"};
   rules.max_lifetime = options_.max_id_token_lifetime;
   const absl::Time now = clock_->Now();
-  LS_ASSIGN_OR_RETURN(JwtClaims claims, VerifyJwt(r.id_token(), *keys, rules, now));
+  absl::StatusOr<JwtClaims> verified = VerifyJwt(r.id_token(), *keys, rules, now);
+  // A kid the provider's key set lacks while that set cannot be fetched: the
+  // provider may have rotated to a key we cannot see yet, so the token is not
+  // known to be invalid; the provider is unreachable (the sign-in may be retried).
+  if (!verified.ok() && ErrorReason(verified.status()) == "JWKS_UNAVAILABLE") {
+    return ProviderUnavailable(provider_->issuer(),
+                               absl::StripSuffix(verified.status().message(), "; try again later"));
+  }
+  LS_ASSIGN_OR_RETURN(JwtClaims claims, std::move(verified));
   if (claims.sub().empty()) {
     return MakeError(absl::StatusCode::kUnauthenticated, "INVALID_TOKEN", "the ID token has no subject (sub)");
   }

@@ -341,11 +341,13 @@ bool IsLegalNotice(Kind kind) {
 
 absl::StatusOr<Interpretation> Interpret(const StreamEvent& e, const InterpretOptions& options) {
   Interpretation out;
+  std::string trace_id;
   if (e.type == kBookingEvent) {
     bk::BookingEvent ev;
     if (!ev.ParseFromString(e.payload)) return Unparsable(e);
     out.event_id = ev.header().event_id();
     if (ev.header().has_event_time()) out.event_time = FromProto(ev.header().event_time());
+    trace_id = ev.header().trace_id();
     InterpretBooking(ev, options, &out);
     if (!out.schedule.empty() || !out.unschedule.empty()) out.version = SnapshotVersion(ev);
   } else if (e.type == kBillingEvent) {
@@ -353,26 +355,24 @@ absl::StatusOr<Interpretation> Interpret(const StreamEvent& e, const InterpretOp
     if (!ev.ParseFromString(e.payload)) return Unparsable(e);
     out.event_id = ev.header().event_id();
     if (ev.header().has_event_time()) out.event_time = FromProto(ev.header().event_time());
+    trace_id = ev.header().trace_id();
     InterpretBilling(ev, options, &out);
   } else if (e.type == kNotifyEvent) {
     v1::NotifyEvent ev;
     if (!ev.ParseFromString(e.payload)) return Unparsable(e);
     out.event_id = ev.header().event_id();
     if (ev.header().has_event_time()) out.event_time = FromProto(ev.header().event_time());
+    trace_id = ev.header().trace_id();
     InterpretNotify(ev, &out);
   }
   if (out.event_id.empty()) out.event_id = e.stream_id;
+  for (Notice& n : out.notices) n.trace_id = trace_id;
   return out;
 }
 
-absl::StatusOr<Notice> ScheduledNotice(absl::string_view member, const StreamEvent& e) {
-  std::pair<std::string, std::string> parts = absl::StrSplit(member, absl::MaxSplits('|', 1));
-  Kind kind;
-  if (!ParseKind(parts.first, &kind) || e.type != kBookingEvent) {
-    return absl::NotFoundError("not a scheduled kind");
-  }
-  bk::BookingEvent ev;
-  if (!ev.ParseFromString(e.payload)) return Unparsable(e);
+namespace {
+
+absl::StatusOr<Notice> ScheduledNoticeOf(Kind kind, const bk::BookingEvent& ev) {
   using P = bk::BookingEvent::PayloadCase;
   if (kind == v1::BOOKING_REMINDER) {
     const bk::Booking* b = ev.payload_case() == P::kBookingCreated    ? &ev.booking_created().booking()
@@ -391,6 +391,21 @@ absl::StatusOr<Notice> ScheduledNotice(absl::string_view member, const StreamEve
   if (l == nullptr) return absl::NotFoundError("no lease");
   Notice n = LeaseNotice(kind, *l);
   if (ev.payload_case() == P::kLeaseExtended) n.times["end"] = FromProto(ev.lease_extended().new_end_time());
+  return n;
+}
+
+}  // namespace
+
+absl::StatusOr<Notice> ScheduledNotice(absl::string_view member, const StreamEvent& e) {
+  std::pair<std::string, std::string> parts = absl::StrSplit(member, absl::MaxSplits('|', 1));
+  Kind kind;
+  if (!ParseKind(parts.first, &kind) || e.type != kBookingEvent) {
+    return absl::NotFoundError("not a scheduled kind");
+  }
+  bk::BookingEvent ev;
+  if (!ev.ParseFromString(e.payload)) return Unparsable(e);
+  absl::StatusOr<Notice> n = ScheduledNoticeOf(kind, ev);
+  if (n.ok()) n->trace_id = ev.header().trace_id();
   return n;
 }
 

@@ -45,6 +45,10 @@ struct Notice {
   // recipient's zone).
   std::map<std::string, std::string> text;
   std::map<std::string, absl::Time> times;
+  // EventHeader.trace_id of the event that caused the notice (for a
+  // scheduled one, the event that scheduled it): the mail's own events (its
+  // MailDeadLettered) carry it, so one id follows the request to its mails.
+  std::string trace_id;
 };
 
 // A mail to send later, at `fire` (domain clock): reminders, handover and

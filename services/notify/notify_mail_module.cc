@@ -567,6 +567,8 @@ absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_
                 {"event", event_id},
                 {"lang", s.language},
                 {"tz", s.zone_name}};
+    // The causing event's trace id, for the mail's own events (MailDeadLettered).
+    if (!notice.trace_id.empty()) f["trace"] = notice.trace_id;
     const bool digest = s.digest && !legal;
     const absl::Time due = NextLocalHour(context_.clock->Now(), s.zone, options_.digest_hour);
     const std::string id = MessageId(event_id, KindName(notice.kind), person.name, notice.discriminator);
@@ -584,7 +586,8 @@ absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_
       dead["create_ms"] = dead["dead_ms"] = Ms(context_.clock->Now());
       v1::NotifyEvent ev;
       *ev.mutable_mail_dead_lettered()->mutable_dead_letter() = DeadLetterFromFields(id, dead);
-      refused->event_payload = NotifyEventPayload(ev, context_.clock->Now(), "services/notify", "");
+      refused->event_payload =
+          NotifyEventPayload(ev, context_.clock->Now(), "services/notify", "", "", notice.trace_id);
     }
     LS_ASSIGN_OR_RETURN(bool written, queue_.Enqueue(id, f, digest && !refused, due, context_.wall->Now(),
                                                      context_.clock->Now(), refused ? &*refused : nullptr));
@@ -666,7 +669,8 @@ absl::Status MailModule::SendOne(const std::string& id) {
   *ev.mutable_mail_dead_lettered()->mutable_dead_letter() = DeadLetterFromFields(id, dead);
   LogWarning("notify: a mail went to the dead letters", {{"message", id}, {"error", r.error}});
   return queue_.Finish(id, context_.consumer, MailQueue::Outcome::kDead, now, now, r.error, reason,
-                       NotifyEventPayload(ev, domain_now, "services/notify", ""), options_.retention, domain_now);
+                       NotifyEventPayload(ev, domain_now, "services/notify", "", "", f["trace"]), options_.retention,
+                       domain_now);
 }
 
 absl::StatusOr<int> MailModule::FireSchedules() {

@@ -535,7 +535,7 @@ absl::StatusOr<int> MailQueue::RecoverInFlight(const std::string& consumer, absl
     f["error"] = "the process sending it stopped during the attempt; it may or may not have been delivered";
     v1::NotifyEvent ev;
     *ev.mutable_mail_dead_lettered()->mutable_dead_letter() = DeadLetterFromFields(id, f);
-    const std::string payload = NotifyEventPayload(ev, domain_now, "services/notify", "");
+    const std::string payload = NotifyEventPayload(ev, domain_now, "services/notify", "", "", f["trace"]);
     auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
                           {id, f["owner"], "dead", Ms(wall_now), "0", f["error"], uncertain, payload, "0",
                            f["claim_ms"], Ms(domain_now), kMailPrefix});

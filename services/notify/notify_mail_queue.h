@@ -27,6 +27,9 @@
 //                   (idempotency of settings changes, unsubscribes and
 //                   replays; request ids are the acting user's own: for an
 //                   unsubscribe, the user of the token)
+// A message's "trace" field is the EventHeader.trace_id of the event that
+// caused it (absent for digests, which gather several): its MailDeadLettered
+// carries it.
 // A message id is derived from (event id, kind, recipient, discriminator):
 // queueing checks and creates msg:<id> in one step, so one event never
 // queues two mails for one person, whatever the redeliveries.

@@ -314,6 +314,12 @@ v1::NotifyEvent WebhookManager::NewEvent(const Principal& p, const std::string& 
   return e;
 }
 
+v1::NotifyEvent WebhookManager::NewDeliveryEvent(const v1::WebhookDelivery& delivery) const {
+  Principal notify;
+  notify.trace_id = WebhookBodyTraceId(delivery.body());
+  return NewEvent(notify, "");
+}
+
 absl::StatusOr<WebhookManager::Hook> WebhookManager::LoadHook(const std::string& org_id, const std::string& id) const {
   Hook hook;
   hook.org_id = org_id;
@@ -808,7 +814,7 @@ void WebhookManager::AddSettled(const std::string& org, const std::string& id, c
   m->index_ops.push_back({keys::Pend(org, id), member, true});
   m->index_ops.push_back({keys::Dead(org, id), member});
   if (publish) {
-    v1::NotifyEvent e = NewEvent(Principal{}, "");
+    v1::NotifyEvent e = NewDeliveryEvent(delivery);
     auto* dead = e.mutable_webhook_delivery_dead();
     dead->set_delivery(delivery.name());
     dead->set_event_id(delivery.event_id());
@@ -1065,7 +1071,7 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
       stats.set_consecutive_failures(0);
       stats.clear_last_error();
       *stats.mutable_last_success_time() = ToProto(now);
-      event = NewEvent(Principal{}, "");
+      event = NewDeliveryEvent(delivery);
       auto* delivered = event->mutable_webhook_delivered();
       delivered->set_delivery(delivery.name());
       delivered->set_event_id(delivery.event_id());
@@ -1083,7 +1089,7 @@ absl::Status WebhookManager::RecordAttempt(const ClaimedDelivery& c, const Attem
         delivery.clear_next_attempt_time();
         m.index_ops.push_back({keys::Pend(org, id), ListMember(FromProto(delivery.create_time()), d), true});
         m.index_ops.push_back({keys::Dead(org, id), ListMember(FromProto(delivery.create_time()), d)});
-        event = NewEvent(Principal{}, "");
+        event = NewDeliveryEvent(delivery);
         if (disable) {
           v1::Webhook w = hook.webhook;
           w.set_state(v1::Webhook::DISABLED);

@@ -195,6 +195,10 @@ class WebhookManager {
   absl::Status ForEachWebhook(
       const std::function<absl::Status(const std::string& org, const std::string& id)>& fn) const;
   v1::NotifyEvent NewEvent(const Principal& p, const std::string& request_id) const;
+  // An event about a delivery's outcome (delivered, dead, the webhook
+  // disabled by it): actor notify, trace id the delivered event's, also when
+  // an admin's disabling caused it (the admin's WebhookUpdated carries theirs).
+  v1::NotifyEvent NewDeliveryEvent(const v1::WebhookDelivery& delivery) const;
   // One pass of QueueDeliveries; nullopt when a webhook changed between its
   // read and the commit (read them again).
   absl::StatusOr<std::optional<int>> QueueDeliveriesOnce(const WebhookEvent& event);

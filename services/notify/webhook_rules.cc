@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/ascii.h"
@@ -278,6 +279,19 @@ std::string WebhookBody(const WebhookEvent& event, absl::string_view delivery_id
   AppendJsonEscaped(&out, webhook);
   absl::StrAppend(&out, "\",\"event\":", event.envelope_json.empty() ? "{}" : event.envelope_json, "}");
   return out;
+}
+
+std::string WebhookBodyTraceId(absl::string_view body) {
+  google::protobuf::Struct doc;
+  if (!google::protobuf::util::JsonStringToMessage(std::string(body), &doc).ok()) return "";
+  const google::protobuf::Struct* at = &doc;
+  for (const char* name : {"event", "header"}) {
+    auto it = at->fields().find(name);
+    if (it == at->fields().end() || !it->second.has_struct_value()) return "";
+    at = &it->second.struct_value();
+  }
+  auto it = at->fields().find("traceId");
+  return it == at->fields().end() ? "" : it->second.string_value();
 }
 
 std::string WebhookSignature(absl::string_view secret, absl::string_view id, absl::string_view timestamp,

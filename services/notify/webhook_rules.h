@@ -47,6 +47,13 @@ std::string DeliveryIdOf(absl::string_view event_id);
 std::string WebhookBody(const WebhookEvent& event, absl::string_view delivery_id,
                         absl::string_view organization, absl::string_view webhook);
 
+// The trace id of the event a delivery body carries (its
+// "event"."header"."traceId"); "" when it has none or the body is not such
+// JSON. The delivery's own events (WebhookDelivered, WebhookDeliveryDead,
+// WebhookDisabled) carry it: the body is stored with the delivery as sent,
+// so this needs no other record, also for deliveries queued before.
+std::string WebhookBodyTraceId(absl::string_view body);
+
 // "v1=" + lowercase hex HMAC-SHA256(secret, id + "." + timestamp + "." + body).
 std::string WebhookSignature(absl::string_view secret, absl::string_view id, absl::string_view timestamp,
                              absl::string_view body);

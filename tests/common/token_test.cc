@@ -34,11 +34,13 @@
 #include "common/jwks.h"
 #include "common/jwt.h"
 #include "gtest/gtest.h"
+#include "tests/support/https_file_server.h"
 #include "tests/support/test_tokens.h"
 
 namespace labshare {
 namespace {
 
+using ::labshare::testing::HttpsFileServer;
 using ::labshare::testing::TestTempDir;
 using ::labshare::testing::WriteTestFile;
 
@@ -491,50 +493,55 @@ TEST(KeySet, ConcurrentLookupsOfAnUnknownKidShareOneRefresh) {
   EXPECT_EQ(found.load(), 8 * 25);
 }
 
-// A child process: openssl s_server -WWW serving `dir` over TLS.
-class HttpsFileServer {
- public:
-  HttpsFileServer(const std::string& dir, const std::string& cert, const std::string& key) {
-    int out[2];
-    if (::pipe(out) != 0) return;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-      ::dup2(out[1], 1);
-      ::dup2(out[1], 2);
-      if (::chdir(dir.c_str()) != 0) _exit(127);
-      ::execlp("openssl", "openssl", "s_server", "-WWW", "-accept", "127.0.0.1:0", "-cert", cert.c_str(), "-key",
-               key.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    ::close(out[1]);
-    std::string text;
-    char buf[256];
-    while (port_ == 0) {
-      const ssize_t n = ::read(out[0], buf, sizeof buf);
-      if (n <= 0) break;
-      text.append(buf, static_cast<size_t>(n));
-      const size_t at = text.find("ACCEPT 127.0.0.1:");
-      if (at != std::string::npos && text.find('\n', at) != std::string::npos) {
-        port_ = std::atoi(text.c_str() + at + 17);
-      }
-    }
-    fd_ = out[0];
-  }
-  ~HttpsFileServer() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int port() const { return port_; }
+// An unknown kid is "cannot refresh" (not "unknown") while the set's source
+// cannot be read, also when the one-second limit skips the re-read right
+// after a failed one; once a read succeeds, an unknown kid is unknown again.
+TEST(KeySet, UnknownKidWhileTheSetCannotBeRefreshedIsReportedAsSuch) {
+  const std::string dir = TestTempDir();
+  auto a = NewEcKey();
+  auto b = NewEcKey();
+  const std::string file = WriteTestFile(dir, "jwks.json", JwksJson({PublicJwkJson(a.get())}), 0644);
+  auto keys = *KeySet::Open(file);
+  std::string why;
+  bool failed = true;
+  EXPECT_EQ(keys->Find(JwkThumbprint(b.get()), &why, &failed), nullptr);
+  EXPECT_FALSE(failed) << why;
 
- private:
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  int port_ = 0;
-};
+  ASSERT_EQ(::unlink(file.c_str()), 0);
+  for (int i = 0; i < 2; ++i) {  // the read, then a lookup the limit skips
+    why.clear();
+    failed = false;
+    EXPECT_EQ(keys->Find(JwkThumbprint(b.get()), &why, &failed), nullptr);
+    EXPECT_TRUE(failed) << i;
+    EXPECT_TRUE(absl::StrContains(why, "could not be refreshed")) << why;
+  }
+  // Keys already known still verify.
+  failed = true;
+  EXPECT_NE(keys->Find(JwkThumbprint(a.get()), nullptr, &failed), nullptr);
+
+  // Verifying: UNAVAILABLE for a provider's token, INVALID_TOKEN for
+  // LabShare's own access tokens (their documented contract).
+  auto signer = *TokenIssuer::FromPem(PrivatePem(b.get()), "labshare", "labshare");
+  const Principal p{"li-wei", "", {Role::kLabUser}, kNow + absl::Minutes(5)};
+  const std::string token = signer->Mint(p, kNow);
+  JwtRules rules;
+  rules.algorithms = {"ES256"};
+  ExpectReason(VerifyJwt(token, *keys, rules, kNow).status(), absl::StatusCode::kUnavailable, "JWKS_UNAVAILABLE",
+               "could not be refreshed");
+  TokenVerifier verifier(keys, TokenRules{});
+  ExpectReason(verifier.Verify(token, kNow).status(), absl::StatusCode::kUnauthenticated, "INVALID_TOKEN",
+               "could not be refreshed");
+
+  // Readable again (without b): b is unknown, and VerifyJwt says so.
+  WriteTestFile(dir, "jwks.json", JwksJson({PublicJwkJson(a.get())}), 0644);
+  why.clear();
+  failed = true;
+  EXPECT_EQ(keys->Find(JwkThumbprint(b.get()), &why, &failed), nullptr);
+  EXPECT_FALSE(failed) << why;
+  EXPECT_TRUE(absl::StrContains(why, "is not in the key set")) << why;
+  ExpectReason(VerifyJwt(token, *keys, rules, kNow).status(), absl::StatusCode::kUnauthenticated, "INVALID_TOKEN",
+               "is not in the key set");
+}
 
 // A throwaway CA and a localhost server certificate made with the openssl tool.
 struct TestCa {

@@ -5,11 +5,18 @@
 
 #include "services/inventory/identity_manager.h"
 
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/error.h"
+#include "common/jwks.h"
+#include "tests/support/https_file_server.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/test_pki.h"
 #include "tests/support/test_tokens.h"
 
 namespace labshare::inventory {
@@ -194,6 +201,66 @@ TEST_F(IdentityStoreTest, UnreachableProviderIsUnavailable) {
   auto out = manager.ExchangeToken(req);
   EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(ErrorReason(out.status()), "PROVIDER_UNAVAILABLE");
+}
+
+// The provider rotated to a key we have not seen, and its key set cannot be
+// fetched now: the ID token is not known to be invalid, so the answer is
+// PROVIDER_UNAVAILABLE (retry), not INVALID_TOKEN (a bad token). While the
+// provider answers, a key it does not publish stays INVALID_TOKEN.
+TEST_F(IdentityStoreTest, UnknownKeyWhileTheProviderIsDownIsProviderUnavailable) {
+  const std::string www = labshare::testing::TestTempDir();
+  ASSERT_EQ(::mkdir((www + "/.well-known").c_str(), 0755), 0);
+  const auto& pki = labshare::testing::TestPki::Shared();
+  labshare::testing::HttpsFileServer server(www, pki.Service("inventory").cert_file,
+                                            pki.Service("inventory").key_file);
+  ASSERT_GT(server.port(), 0);
+  const std::string issuer = absl::StrCat("https://127.0.0.1:", server.port());
+  labshare::testing::WriteTestFile(
+      www + "/.well-known", "openid-configuration",
+      absl::StrCat(R"({"issuer":")", issuer, R"(","jwks_uri":")", issuer, R"(/jwks.json"})"), 0644);
+  auto published = TokenIssuer::FromPem(*GenerateEcPrivateKeyPem(), issuer, "labshare-console");
+  auto unpublished = TokenIssuer::FromPem(*GenerateEcPrivateKeyPem(), issuer, "labshare-console");
+  ASSERT_TRUE(published.ok() && unpublished.ok());
+  labshare::testing::WriteTestFile(www, "jwks.json", JwksJson({(*published)->PublicJwk()}), 0644);
+
+  SystemClock clock;
+  HttpOptions http;
+  http.ca_file = pki.ca_file();
+  http.timeout = absl::Seconds(2);
+  OidcProvider provider(issuer, http);
+  IdentityManager manager(inventory_.get(), store_.get(), &provider, &labshare::testing::TestIssuer(),
+                          IdentityOptions(), &clock);
+  auto exchange = [&](const TokenIssuer& signer) {
+    const absl::Time now = absl::Now();
+    identity::v1::ExchangeTokenRequest req;
+    req.set_id_token(signer.Mint(Principal{"acct-nobody", "", {}, now + absl::Minutes(5)}, now));
+    return manager.ExchangeToken(req).status();
+  };
+
+  absl::Status out = exchange(**unpublished);
+  EXPECT_EQ(out.code(), absl::StatusCode::kUnauthenticated) << out;
+  EXPECT_EQ(ErrorReason(out), "INVALID_TOKEN") << out;
+  out = exchange(**published);  // verified; nobody has this subject
+  EXPECT_EQ(ErrorReason(out), "USER_NOT_REGISTERED") << out;
+
+  server.Stop();
+  // The key set is fetched again for an unknown kid at most once a second:
+  // until then the last fetch (which succeeded) stands. Poll until it is
+  // fetched again, and fails.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  out = exchange(**unpublished);
+  while (ErrorReason(out) == "INVALID_TOKEN" && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+    out = exchange(**unpublished);
+  }
+  EXPECT_EQ(out.code(), absl::StatusCode::kUnavailable) << out;
+  EXPECT_EQ(ErrorReason(out), "PROVIDER_UNAVAILABLE") << out;
+  // Right after, the one-second limit skips the fetch: still unavailable.
+  out = exchange(**unpublished);
+  EXPECT_EQ(out.code(), absl::StatusCode::kUnavailable) << out;
+  EXPECT_EQ(ErrorReason(out), "PROVIDER_UNAVAILABLE") << out;
+  // A key already known still verifies.
+  EXPECT_EQ(ErrorReason(exchange(**published)), "USER_NOT_REGISTERED");
 }
 
 }  // namespace

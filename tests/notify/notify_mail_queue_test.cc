@@ -62,6 +62,22 @@ class MailQueueTest : public ::testing::Test {
     auto r = pool_->Command({"XLEN", "{notify}:outbox"});
     return r.ok() ? r->integer : -1;
   }
+  // The MailDeadLettered events on the outbox, oldest first.
+  std::vector<v1::NotifyEvent> DeadLetteredEvents() {
+    std::vector<v1::NotifyEvent> out;
+    auto r = pool_->Command({"XRANGE", "{notify}:outbox", "-", "+"});
+    if (!r.ok()) return out;
+    for (const auto& entry : r->elements) {
+      const auto& f = entry.elements[1].elements;
+      for (size_t i = 0; i + 1 < f.size(); i += 2) {
+        v1::NotifyEvent ev;
+        if (f[i].str == "payload" && ev.ParseFromString(f[i + 1].str) && ev.has_mail_dead_lettered()) {
+          out.push_back(ev);
+        }
+      }
+    }
+    return out;
+  }
   std::unique_ptr<RedisServer> server_;
   std::unique_ptr<RedisPool> pool_;
   std::unique_ptr<MailQueue> queue_;
@@ -714,9 +730,10 @@ class TwoPeople final : public People {
   }
 };
 
-StreamEvent Confirmed(const std::string& event_id, const std::string& user) {
+StreamEvent Confirmed(const std::string& event_id, const std::string& user, const std::string& trace_id = "") {
   labshare::booking::v1::BookingEvent e;
   e.mutable_header()->set_event_id(event_id);
+  e.mutable_header()->set_trace_id(trace_id);
   auto* b = e.mutable_booking_created()->mutable_booking();
   b->set_name("bookings/" + event_id);
   b->set_instrument("instruments/tem");
@@ -862,6 +879,42 @@ TEST_F(MailQueueTest, AnOldUnsubscribeLinkFirstUsedMoreThanOneValidityAfterTheSt
   Kind kind;
   EXPECT_EQ(*later.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
   EXPECT_EQ(*m.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
+}
+
+// A mail's dead letter is told with the trace id of the event that caused
+// the mail, whichever way it died: refused before queueing, given up by its
+// sender, or left in flight by a sender that stopped.
+TEST_F(MailQueueTest, MailDeadLetteredCarriesTheTraceIdOfTheEventThatCausedTheMail) {
+  FakeClock clock(kDomain), wall(kWall);
+  NotifyContext c;
+  c.redis = pool_.get();
+  c.clock = &clock;
+  c.wall = &wall;
+  c.consumer = "me";
+  MailOptions options;
+  options.smtp.server = "127.0.0.1:1";  // nothing listens: the one attempt fails
+  options.smtp.timeout = absl::Seconds(2);
+  options.max_attempts = 1;
+  MailModule m(c, options, std::make_unique<TwoPeople>());
+  ASSERT_TRUE(m.HandleEvent(Confirmed("e-eve", "users/eve", "trace-eve")).ok());
+  ASSERT_TRUE(m.HandleEvent(Confirmed("e-ana", "users/ana", "trace-ana")).ok());
+  auto sent = m.SendDue();
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(*sent, 1);
+
+  Fields left = Mail("bo", "left in flight");
+  left["trace"] = "trace-bo";
+  ASSERT_TRUE(queue_->Enqueue("bo-1", left, false, kDomain, kWall, kDomain).ok());
+  ASSERT_EQ(queue_->Claim("me", kWall, 1)->size(), 1u);
+  ASSERT_EQ(*queue_->RecoverInFlight("me", absl::InfinitePast(), kWall, kDomain), 1);
+
+  std::map<std::string, std::string> trace_of;  // recipient -> trace id
+  for (const v1::NotifyEvent& ev : DeadLetteredEvents()) {
+    trace_of[ev.mail_dead_lettered().dead_letter().recipient()] = ev.header().trace_id();
+    EXPECT_EQ(ev.header().actor(), "services/notify");
+  }
+  EXPECT_EQ(trace_of, (std::map<std::string, std::string>{
+                          {"users/ana", "trace-ana"}, {"users/eve", "trace-eve"}, {"users/bo", "trace-bo"}}));
 }
 
 }  // namespace

@@ -333,6 +333,35 @@ TEST_F(WebhookDeliveryTest, RetriesWithBackoffThenDeadLettersThenReplays) {
   EXPECT_EQ(CountIf(NotifyEvents(), [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_replayed(); }), 1);
 }
 
+// A delivery's own events carry the trace id of the event it delivers, so
+// one id follows a request from its service's log to its webhooks' outcome:
+// delivered, dead, and the disabling its failure caused.
+TEST_F(WebhookDeliveryTest, DeliveryEventsCarryTheTraceIdOfTheEventTheyDeliver) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  auto traced = [&](const std::string& event_id) {
+    bk::BookingEvent e = BookingCancelled(event_id, "organizations/acme");
+    e.mutable_header()->set_trace_id("trace-" + event_id);
+    Publish(kBookingStream, e);
+    Consume();
+    return DeliverUntil([&] { return Due() == 0; });
+  };
+  ASSERT_TRUE(traced("ev-1"));  // delivered
+  receiver_.Control("/acme", "", -1);
+  ASSERT_TRUE(traced("ev-2"));  // 3 failed attempts: dead (3 failures in a row)
+  ASSERT_TRUE(traced("ev-3"));  // the 4th failure in a row disables the webhook
+  ASSERT_EQ(GetHook(acme).state(), v1::Webhook::DISABLED);
+  std::map<std::string, std::string> trace_of;  // what happened -> trace id
+  for (const auto& e : NotifyEvents()) {
+    if (e.has_webhook_delivered()) trace_of["delivered " + e.webhook_delivered().event_id()] = e.header().trace_id();
+    if (e.has_webhook_delivery_dead()) {
+      trace_of["dead " + e.webhook_delivery_dead().event_id()] = e.header().trace_id();
+    }
+    if (e.has_webhook_disabled()) trace_of["disabled"] = e.header().trace_id();
+  }
+  EXPECT_EQ(trace_of, (std::map<std::string, std::string>{
+                          {"delivered ev-1", "trace-ev-1"}, {"dead ev-2", "trace-ev-2"}, {"disabled", "trace-ev-3"}}));
+}
+
 TEST_F(WebhookDeliveryTest, DisablesAfterRepeatedFailuresAndTellsTheOrganisation) {
   const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
   // Another endpoint of acme listens for the disabling.

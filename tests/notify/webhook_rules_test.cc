@@ -166,6 +166,21 @@ TEST(WebhookBody, CarriesIdTypeTimeAndTheEnvelopeInJson) {
             "\"organizations/acme\"},\"lateCancellation\":true}}}");
 }
 
+TEST(WebhookBody, TheTraceIdOfItsEventIsReadBack) {
+  auto e = WithHeader<bk::BookingEvent>("0123abcd");
+  e.mutable_booking_cancelled()->mutable_booking()->set_payer_organization("organizations/acme");
+  auto decoded = DecodeWebhookEvent(Entry(e));
+  ASSERT_TRUE(decoded.ok() && *decoded);
+  EXPECT_EQ(WebhookBodyTraceId(WebhookBody(**decoded, "0123abcd", "organizations/acme", "w")), "");
+  e.mutable_header()->set_trace_id("4bf92f3577b34da6a3ce929d0e0e4736");
+  decoded = DecodeWebhookEvent(Entry(e));
+  ASSERT_TRUE(decoded.ok() && *decoded);
+  EXPECT_EQ(WebhookBodyTraceId(WebhookBody(**decoded, "0123abcd", "organizations/acme", "w")),
+            "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(WebhookBodyTraceId("not json"), "");
+  EXPECT_EQ(WebhookBodyTraceId(R"({"event":{"header":"x"}})"), "");
+}
+
 TEST(WebhookDeliveryId, IsTheEventIdOrItsHash) {
   EXPECT_EQ(DeliveryIdOf("0123456789abcdef0123456789abcdef"), "0123456789abcdef0123456789abcdef");
   const std::string hashed = DeliveryIdOf("Not/An:Id");

@@ -30,6 +30,7 @@ import {
 import { isLoopbackHost } from './upstream.js';
 import { AuthorizationResponseError, Oidc, randomCodeVerifier, randomNonce, randomState } from './oidc.js';
 import { PendingLogins, sameSecret, SessionStore, type Session, type Tokens } from './sessions.js';
+import { TRACE_HEADER } from './trace.js';
 
 export interface Caller {
   kind: 'bearer' | 'session' | 'anonymous';
@@ -64,6 +65,13 @@ function isNetworkError(err: unknown): boolean {
     if (typeof msg === 'string' && /fetch failed|no answer from|socket hang up|timed? ?out/i.test(msg)) return true;
   }
   return false;
+}
+
+// The call options of an identity call made for a request with trace id
+// `trace` (trace.ts): x-trace-id upstream, as every other upstream call
+// sends it; none when there is no request (a session evicted or swept).
+function traced(timeoutMs: number, trace: string | undefined): { timeoutMs: number; headers?: Record<string, string> } {
+  return trace ? { timeoutMs, headers: { [TRACE_HEADER]: trace } } : { timeoutMs };
 }
 
 // After a refresh that failed for a passing reason, the next try waits this long.
@@ -132,8 +140,10 @@ export class Auth {
   // --refresh_margin. Concurrent calls share one RefreshToken call. When the
   // identity service cannot renew it for a passing reason (unreachable,
   // overloaded, deadline), the current token is used while it is valid and
-  // the refresh is not retried for REFRESH_BACKOFF_MS.
-  async accessToken(s: Session): Promise<string> {
+  // the refresh is not retried for REFRESH_BACKOFF_MS. `trace`: the trace
+  // id of the call that needs the token (a shared refresh carries the first
+  // caller's).
+  async accessToken(s: Session, trace?: string): Promise<string> {
     this.sessions.touch(s);
     const t = this.now();
     if (t < s.accessExpiresAt - this.cfg.refreshMarginMs) return s.accessToken;
@@ -141,7 +151,7 @@ export class Auth {
       if (t < s.accessExpiresAt) return s.accessToken;
       throw markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
     }
-    s.refreshing ??= this.refresh(s).finally(() => {
+    s.refreshing ??= this.refresh(s, trace).finally(() => {
       s.refreshing = undefined;
     });
     await s.refreshing;
@@ -150,10 +160,10 @@ export class Auth {
     return s.accessToken;
   }
 
-  private async refresh(s: Session): Promise<void> {
+  private async refresh(s: Session, trace: string | undefined): Promise<void> {
     let r: TokenResponse;
     try {
-      r = await this.identity.refreshToken({ refreshToken: s.refreshToken }, { timeoutMs: this.cfg.upstreamTimeoutMs });
+      r = await this.identity.refreshToken({ refreshToken: s.refreshToken }, traced(this.cfg.upstreamTimeoutMs, trace));
     } catch (err) {
       if (err instanceof ConnectError && isServiceStatus(err)
         && (err.code === Code.Unauthenticated || err.code === Code.PermissionDenied)) {
@@ -173,24 +183,24 @@ export class Auth {
     if (s.ended) {
       // Signed out or evicted while the refresh was under way: the rotated
       // refresh token is never stored, and revoked at once.
-      void this.revokeToken(r.refreshToken);
+      void this.revokeToken(r.refreshToken, trace);
       return;
     }
     s.refreshRetryAt = undefined;
     Object.assign(s, this.tokensOf(r));
   }
 
-  private async revokeToken(refreshToken: string): Promise<void> {
+  private async revokeToken(refreshToken: string, trace?: string): Promise<void> {
     try {
-      await this.identity.revokeToken({ refreshToken }, { timeoutMs: this.cfg.upstreamTimeoutMs });
+      await this.identity.revokeToken({ refreshToken }, traced(this.cfg.upstreamTimeoutMs, trace));
     } catch (err) {
       logLine({ level: 'warn', msg: 'RevokeToken failed', error: describe(err) });
     }
   }
 
-  private async revoke(s: Session): Promise<void> {
+  private async revoke(s: Session, trace?: string): Promise<void> {
     s.revoked = true;
-    await this.revokeToken(s.refreshToken);
+    await this.revokeToken(s.refreshToken, trace);
   }
 
   // Times from the answer's relative lifetimes: the services may run on a
@@ -256,7 +266,8 @@ export class Auth {
     redirect(res, to.href, { 'set-cookie': setCookie(LOGIN_COOKIE, p.id, 'Lax', maxAge) });
   }
 
-  async callback(req: Req, res: Res, url: URL): Promise<void> {
+  // `trace`: the request's trace id (trace.ts), sent to ExchangeToken.
+  async callback(req: Req, res: Res, url: URL, trace?: string): Promise<void> {
     const clear = clearCookie(LOGIN_COOKIE, 'Lax');
     const fail = (code: string) => redirect(res, signinError(code), { 'set-cookie': clear });
     const p = this.pending.take(parseCookies(req.headers.cookie).get(LOGIN_COOKIE));
@@ -277,7 +288,7 @@ export class Auth {
     }
     let r: TokenResponse;
     try {
-      r = await this.identity.exchangeToken({ idToken }, { timeoutMs: this.cfg.upstreamTimeoutMs });
+      r = await this.identity.exchangeToken({ idToken }, traced(this.cfg.upstreamTimeoutMs, trace));
     } catch (err) {
       let code = 'SERVICE_UNAVAILABLE';
       if (err instanceof ConnectError && isServiceStatus(err)) {
@@ -294,6 +305,7 @@ export class Auth {
     for (const id of new Set([p.previousSession, parseCookies(req.headers.cookie).get(SESSION_COOKIE)])) {
       const { session: previous } = this.sessions.lookup(id);
       if (!previous) continue;
+      void this.revoke(previous, trace); // marks it revoked at once: ending it revokes nothing more
       this.sessions.end(previous);
       logLine({ level: 'info', msg: 'signed in again; the previous session ended', user: previous.user.name });
     }
@@ -306,8 +318,9 @@ export class Auth {
   // Sign-out: the refresh token revoked, the session ended, and, when the
   // provider offers RP-initiated logout (end_session_endpoint), the address
   // where the app sends the browser to end the provider's session too
-  // ({"redirect": URL}; null otherwise).
-  async logout(req: Req, res: Res, header: Headers): Promise<void> {
+  // ({"redirect": URL}; null otherwise). `trace`: the request's trace id,
+  // sent to RevokeToken.
+  async logout(req: Req, res: Res, header: Headers, trace?: string): Promise<void> {
     const gone = { 'set-cookie': clearCookie(SESSION_COOKIE, 'Strict') };
     let redirectTo: string | null = null;
     const { session } = this.sessions.lookup(parseCookies(header.get('cookie')).get(SESSION_COOKIE));
@@ -320,7 +333,7 @@ export class Auth {
         res.end(body);
         return;
       }
-      await this.revoke(session);
+      await this.revoke(session, trace);
       this.sessions.end(session);
       logLine({ level: 'info', msg: 'signed out', user: session.user.name });
       if (this.oidc && session.idToken) {

@@ -109,7 +109,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       kind = caller.kind;
       const wait = limiter.take(caller.rateKey);
       if (wait > 0) throw rateLimited(wait);
-      const token = caller.session ? await auth.accessToken(caller.session) : caller.token;
+      const token = caller.session ? await auth.accessToken(caller.session, trace.trace_id) : caller.token;
       req.contextValues.set(upstreamToken, token);
       const res = await next(req);
       if (!res.stream) return res;
@@ -274,7 +274,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       kind = caller.kind;
       const wait = limiter.take(caller.rateKey);
       if (wait > 0) throw rateLimited(wait);
-      const token = caller.session ? await auth.accessToken(caller.session) : caller.token;
+      const token = caller.session ? await auth.accessToken(caller.session, trace) : caller.token;
       const format = m[2] === 'pdf' ? GetInvoiceDocumentRequest_Format.PDF : GetInvoiceDocumentRequest_Format.CSV;
       let doc;
       try {
@@ -418,11 +418,18 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         if (only('GET') && !limited()) auth.login(req, res, url, addressOf(req)).catch(fail);
         return;
       case '/auth/callback':
-        if (only('GET') && !limited()) auth.callback(req, res, url).catch(fail);
+      case '/auth/logout': {
+        // Calls to the identity service (ExchangeToken, RevokeToken): the
+        // trace id goes upstream and answers on every outcome.
+        const trace = traceIdOf(req.headers);
+        res.setHeader(TRACE_HEADER, trace);
+        if (path === '/auth/callback') {
+          if (only('GET') && !limited()) auth.callback(req, res, url, trace).catch(fail);
+        } else if (only('POST') && !limited(addressLimiter)) {
+          auth.logout(req, res, headersOf(req), trace).catch(fail);
+        }
         return;
-      case '/auth/logout':
-        if (only('POST') && !limited(addressLimiter)) auth.logout(req, res, headersOf(req)).catch(fail);
-        return;
+      }
       default:
         if (path.startsWith('/documents/')) {
           // A call to billing: its trace id answers on every outcome.

@@ -534,6 +534,62 @@ describe('gateway with stub services', () => {
     assert.equal(lines[4]!.trace_id, made);
   });
 
+  it('sends the trace id to the identity service too: sign-in exchange, refresh, sign-out', async () => {
+    // Sign-in: /auth/callback after the provider (played here by a stand-in
+    // that hands over an ID token) -> ExchangeToken; the session this
+    // browser had ends and its refresh token is revoked, in the same trace.
+    const auth = t.gw.auth as unknown as { oidc: unknown };
+    const oidc = auth.oidc;
+    const claims = Buffer.from(JSON.stringify({ sub: 'acct-li-wei', preferred_username: 'li-wei' })).toString('base64url');
+    auth.oidc = { finish: async () => `h.${claims}.s` };
+    try {
+      const previous = newSession(t, { refreshToken: 'rt-previous' });
+      const p = t.gw.auth.pending.add({
+        state: 's', nonce: 'n', codeVerifier: 'v', returnTo: '#/', address: '127.0.0.1', previousSession: previous.id,
+      });
+      const back = await request('GET', `${t.url}/auth/callback?code=c&state=s`, {
+        headers: { cookie: `__Host-labshare_signin=${p.id}`, traceparent: TRACEPARENT },
+      });
+      assert.equal(back.status, 303);
+      assert.equal(back.headers.location, '/#/');
+      assert.equal(back.headers['x-trace-id'], TRACE);
+      assert.equal(stub.callsOf('ExchangeToken').at(-1)!.traceId, TRACE);
+      await waitFor(() => stub.revoked.includes('rt-previous'));
+      const revoked = stub.callsOf('RevokeToken').find((c) => (c.request as { refreshToken: string }).refreshToken === 'rt-previous');
+      assert.equal(revoked!.traceId, TRACE);
+    } finally {
+      auth.oidc = oidc;
+    }
+
+    // Refresh: made for the call that needs the token, in its trace.
+    const s = newSession(t, { accessExpiresAt: t.clock.t + 30_000, refreshToken: 'rt-traced' });
+    const refreshes = stub.refreshes;
+    stub.lenientRefresh = true;
+    try {
+      const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s, { 'x-trace-id': 'console-refresh-1' }));
+      assert.equal(a.status, 200);
+    } finally {
+      stub.lenientRefresh = false;
+    }
+    assert.equal(stub.refreshes, refreshes + 1);
+    const refresh = stub.callsOf('RefreshToken').at(-1)!;
+    assert.equal((refresh.request as { refreshToken: string }).refreshToken, 'rt-traced');
+    assert.equal(refresh.traceId, 'console-refresh-1');
+    assert.equal(stub.callsOf('GetBooking').at(-1)!.traceId, 'console-refresh-1');
+
+    // Sign-out: RevokeToken in the request's trace, answered with it.
+    const out = await request('POST', `${t.url}/auth/logout`, { headers: cookieHeaders(t, s, { 'x-trace-id': 'console-logout-1' }) });
+    assert.equal(out.status, 200);
+    assert.equal(out.headers['x-trace-id'], 'console-logout-1');
+    const revoke = stub.callsOf('RevokeToken').at(-1)!;
+    assert.equal(revoke.traceId, 'console-logout-1');
+    // Without a usable header a new id goes up and comes back.
+    const s2 = newSession(t, { refreshToken: 'rt-untraced' });
+    const out2 = await request('POST', `${t.url}/auth/logout`, { headers: cookieHeaders(t, s2) });
+    assert.match(String(out2.headers['x-trace-id']), HEX32);
+    assert.equal(stub.callsOf('RevokeToken').at(-1)!.traceId, out2.headers['x-trace-id']);
+  });
+
   it('answers the trace id on errors: a service error, a server stream, the gateway\'s own refusals', async () => {
     logs.length = 0;
     // The service's error.

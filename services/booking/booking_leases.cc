@@ -215,6 +215,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   booking.set_instrument_owner(instrument.owner_organization());
   booking.set_mode(labshare::type::v1::LEASE);
   booking.set_user(contact);
+  booking.set_user_organization(user.organization());
   booking.set_payer_organization(lessee);
   *booking.mutable_reserved_interval() = term;
   *booking.mutable_blocked_interval() = lease.blocked_interval();

@@ -388,6 +388,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   b.set_instrument_owner(instrument.owner_organization());
   b.set_mode(in.mode());
   b.set_user(user_name);
+  b.set_user_organization(user.organization());  // usage's user organisation of ON_SITE time
   b.set_payer_organization(payer_name);
   *b.mutable_reserved_interval() = in.reserved_interval();
   *b.mutable_blocked_interval()->mutable_start_time() = ToProto(start);

@@ -637,6 +637,7 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   b.set_instrument_owner(instrument->owner_organization());
   b.set_mode(labshare::type::v1::TECHNICAL_SERVICE);
   b.set_user(cur.order.requester());
+  b.set_user_organization(requester->organization());
   b.set_payer_organization(cur.order.client_organization());
   *b.mutable_reserved_interval() = interval;
   *b.mutable_blocked_interval()->mutable_start_time() = ToProto(start);

@@ -32,6 +32,22 @@ using labshare::type::v1::SharingMode;
 
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
 
+// The user organisation of a booking's use records, bookings and outcomes
+// (usage.proto "Use record"): ON_SITE the user's organisation, which booking
+// records on the booking when it is created (Booking.user_organization; a
+// user's organisation is fixed, so it is also the one at the time of use).
+// Bookings created before booking recorded it carry none and count for their
+// payer, as they always did (every event of one booking carries the same
+// stored booking, so a booking never moves between organisations half-way).
+// JOINT_RESEARCH: the participant that booked, which is the payer
+// (Booking.payer_organization); LEASE the lessee and TECHNICAL_SERVICE the
+// client, the payer too. Read off the event itself: no dependency on when
+// inventory's user facts are folded.
+const std::string& UserOrganization(const bk::Booking& b) {
+  return b.mode() == labshare::type::v1::ON_SITE && !b.user_organization().empty() ? b.user_organization()
+                                                                                    : b.payer_organization();
+}
+
 // A field of a hash, as PreparedFold::reads names it.
 std::string Dependency(absl::string_view key, absl::string_view field) { return absl::StrCat(key, "\n", field); }
 
@@ -924,7 +940,8 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
     // the cap recorded at check-in.
     auto open_session = [&](const bk::Booking& ob, bool at_handover) -> absl::Status {
       if (any_name_ok(ob.name()) && name_ok(ob.instrument(), "instruments", false) &&
-          name_ok(ob.payer_organization(), "organizations", true) && name_ok(ob.user(), "users", true) &&
+          name_ok(ob.payer_organization(), "organizations", true) &&
+          name_ok(ob.user_organization(), "organizations", true) && name_ok(ob.user(), "users", true) &&
           ob.has_session() && ob.session().has_start_time()) {
         lease_cap_reads(ob, at_handover);
         LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(ob, at_handover));
@@ -988,7 +1005,9 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
     }
     if (b != nullptr) {
       const absl::Time start = FromProto(b->reserved_interval().start_time());
-      const std::string& org = b->payer_organization();
+      // Time, bookings and outcomes of one booking in one user organisation's
+      // row (UsageFigures' "Of those" counts stay within the row).
+      const std::string& org = UserOrganization(*b);
       // A TECHNICAL_SERVICE run is not the booking: its service order counts
       // once, when confirmed (below), however often its run is rescheduled.
       if (confirmed && b->mode() != labshare::type::v1::TECHNICAL_SERVICE) {
@@ -1010,7 +1029,8 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         const bool by_lessee = b->mode() == labshare::type::v1::LEASE &&
                                c.initiator() == bk::Booking::PARENT_RESOURCE &&
                                c.previous_state() == bk::Booking::CONFIRMED &&
-                               !e.header().actor_organization().empty() && e.header().actor_organization() == org;
+                               !e.header().actor_organization().empty() &&
+                               e.header().actor_organization() == b->payer_organization();
         if (!was_confirmed) {
           // A request withdrawn or cancelled before confirmation: no booking.
         } else if (c.cancelled_by_outage()) {
@@ -1162,7 +1182,7 @@ absl::StatusOr<std::map<std::string, std::vector<UsageFigures::OpenSession>>> Us
       continue;
     }
     o.mode = static_cast<int>(b.mode());
-    o.org = b.payer_organization();
+    o.org = UserOrganization(b);
     o.user = b.user();
     o.start = FromProto(b.session().start_time());
     LS_ASSIGN_OR_RETURN(o.reserved_start, BookingPeriodTime(b));

@@ -469,5 +469,71 @@ TEST_F(BookingContractTest, ValidateOnlyChecksTheQuotasOnAFreshReplica) {
   }
 }
 
+// Booking.user_organization: the organisation of `user`, "recorded when the
+// booking is created, in every mode"; it differs from payer_organization
+// when owner staff name another payer. GetBooking and ListBookings show it,
+// and BookingCreated carries it (usage counts ON_SITE time by it).
+TEST_F(BookingContractTest, TheUsersOrganisationIsRecordedOnEveryBooking) {
+  // ON_SITE, booked by owner staff for ana (lab) with the owner paying.
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  r.mutable_booking()->set_user("users/ana");
+  r.mutable_booking()->set_payer_organization("organizations/owner");
+  r.mutable_booking()->set_user_organization("organizations/outsider");  // output only: ignored
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(14));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(15));
+  v1::Booking staff_booked;
+  grpc::Status s = Call(stub_.get(), &Stub::CreateBooking, r, &staff_booked, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(staff_booked.user_organization(), "organizations/lab");
+  EXPECT_EQ(staff_booked.payer_organization(), "organizations/owner");
+  v1::GetBookingRequest g;
+  g.set_name(staff_booked.name());
+  v1::Booking got;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &got, ana_).ok());
+  EXPECT_EQ(got.user_organization(), "organizations/lab");
+  EXPECT_EQ(got.payer_organization(), "organizations/owner");
+  bool created_event = false;
+  for (const auto& e : Events()) {
+    if (e.has_booking_created() && e.booking_created().booking().name() == staff_booked.name()) {
+      created_event = true;
+      EXPECT_EQ(e.booking_created().booking().user_organization(), "organizations/lab");
+    }
+  }
+  EXPECT_TRUE(created_event);
+  // ON_SITE by ana herself: her organisation pays and uses.
+  v1::Booking own;
+  ASSERT_TRUE(Book(absl::Hours(16), absl::Hours(17), &own).ok());
+  EXPECT_EQ(own.user_organization(), "organizations/lab");
+  EXPECT_EQ(own.payer_organization(), "organizations/lab");
+  // ListBookings shows it.
+  v1::ListBookingsRequest l;
+  l.set_user("users/ana");
+  l.set_instrument("instruments/tem");
+  l.set_page_size(50);
+  v1::ListBookingsResponse listed;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ListBookings, l, &listed, admin_).ok());
+  int seen = 0;
+  for (const auto& b : listed.bookings()) {
+    if (b.name() == staff_booked.name() || b.name() == own.name()) {
+      ++seen;
+      EXPECT_EQ(b.user_organization(), "organizations/lab") << b.name();
+    }
+  }
+  EXPECT_EQ(seen, 2);
+  // A lease's booking (contact ana) and a technical-service run (client user ana).
+  v1::Lease lease;
+  s = Request(3, 10, &lease);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(BookingOf(lease).user_organization(), "organizations/lab");
+  v1::ServiceOrder order = Scheduled();
+  ASSERT_FALSE(order.booking().empty());
+  g.set_name(order.booking());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &got, admin_).ok());
+  EXPECT_EQ(got.user_organization(), "organizations/lab");
+  EXPECT_EQ(got.operator_user(), "users/sam");
+}
+
 }  // namespace
 }  // namespace labshare::booking

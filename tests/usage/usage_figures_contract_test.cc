@@ -14,7 +14,10 @@
 //   - cancellations count only for confirmed bookings, a lessee's own lease
 //     cancellation counts, an outage counts a service order once;
 //   - an export with a missing audit entry fails; an unknown granularity is
-//     rejected.
+//     rejected;
+//   - ON_SITE time, bookings and users served count for the user's
+//     organisation (Booking.user_organization), not for a payer named by
+//     owner staff; older events without it count for the payer.
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
@@ -456,6 +459,155 @@ TEST_F(UsageFiguresContractTest, AnAuditExportWithAMissingEntryFails) {
   EXPECT_EQ(ErrorReason(text.status()), "AUDIT_CORRUPTED");
   ASSERT_TRUE(pool_->Command({"SET", audit_keys::Entry(2), "not an entry"}).ok());
   EXPECT_EQ(ErrorReason(chain.ExportJsonlString(0, 0).status()), "AUDIT_CORRUPTED");
+}
+
+// Owner staff book ON_SITE for a user of organizations/lab and name the
+// owner (organizations/own) as payer: the time, the bookings, their
+// outcomes and the users served are lab's (external: lab is not the
+// owner), none are own's, in QueryUsage by user organisation, with a
+// user-organisation filter, in the sharing matrix and the annual report,
+// through the fast fold and the step-by-step fold, for a closed and an
+// open session. A JOINT_RESEARCH booking counts for the participant that
+// booked (its payer) whoever uses it.
+TEST_F(UsageFiguresContractTest, OnSiteUseCountsForTheUsersOrganisationNotAnotherPayer) {
+  iv::InventoryEvent sme;
+  sme.mutable_organization_changed()->mutable_organization()->set_name("organizations/lab");
+  sme.mutable_organization_changed()->mutable_organization()->set_size_class(iv::SME);
+  Fold("inventory", sme);
+  const std::string lab = "organizations/lab", own = "organizations/own";
+  auto created = [](bk::Booking b) {
+    b.set_state(bk::Booking::CONFIRMED);
+    bk::BookingEvent e;
+    *e.mutable_booking_created()->mutable_booking() = b;
+    return e;
+  };
+  // i1: fast fold; i2: step by step. Each: one session 10:00-12:00 on
+  // 5 March, one missed booking 14:00-15:00, one open session 10:00-13:00 on
+  // 6 March (checked in, not out: counts up to its reserved end).
+  for (const bool fast : {true, false}) {
+    const std::string id = fast ? "i1" : "i2";
+    figures_->set_fast_fold_for_testing(fast);
+    Register(id);
+    const auto on_site = labshare::type::v1::ON_SITE;
+    bk::Booking used = Booking("u-" + id, id, on_site, own, At(2026, 3, 5, 10), At(2026, 3, 5, 12));
+    used.set_user_organization(lab);
+    bk::Booking missed = Booking("m-" + id, id, on_site, own, At(2026, 3, 5, 14), At(2026, 3, 5, 15));
+    missed.set_user_organization(lab);
+    bk::Booking open = Booking("o-" + id, id, on_site, own, At(2026, 3, 6, 10), At(2026, 3, 6, 13));
+    open.set_user_organization(lab);
+    for (const bk::Booking& b : {used, missed, open}) Fold("booking", created(b));
+    Used(used);
+    missed.set_state(bk::Booking::MISSED);
+    bk::BookingEvent m;
+    *m.mutable_booking_missed()->mutable_booking() = missed;
+    Fold("booking", m);
+    open.set_state(bk::Booking::CHECKED_IN);
+    *open.mutable_session()->mutable_start_time() = open.reserved_interval().start_time();
+    bk::BookingEvent ci;
+    *ci.mutable_booking_checked_in()->mutable_booking() = open;
+    Fold("booking", ci);
+  }
+  EXPECT_GT(figures_->fast_fold_steps(), 0);
+  const absl::CivilDay from(2026, 3, 1), to(2026, 4, 1);
+  for (const std::string id : {"i1", "i2"}) {
+    SCOPED_TRACE(id);
+    v1::QueryUsageResponse r = Query(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_USER_ORGANIZATION},
+                                     OnlyInstrument(id));
+    ASSERT_EQ(r.rows_size(), 1);
+    EXPECT_EQ(r.rows(0).key().user_organization(), lab);
+    const v1::UsageFigures& f = r.rows(0).figures();
+    EXPECT_EQ(f.effective_seconds(), 5 * 3600);  // 2 h closed + 3 h open
+    EXPECT_EQ(f.external_seconds(), 5 * 3600);   // lab is not the owner
+    EXPECT_EQ(f.sharing_rate().numerator(), 5 * 3600);
+    EXPECT_EQ(f.bookings(), 3);
+    EXPECT_EQ(f.completed_bookings(), 2);  // checked in: the open session too
+    EXPECT_EQ(f.missed_bookings(), 1);
+    EXPECT_EQ(f.users_served(), 2);  // u-<id> and o-<id>
+    EXPECT_EQ(f.external_users_served(), 2);
+    EXPECT_EQ(f.sme_users_served(), 2);
+    EXPECT_EQ(f.organizations_served(), 1);
+    EXPECT_EQ(f.external_organizations_served(), 1);
+    EXPECT_EQ(f.sme_organizations_served(), 1);
+    // The payer's filter finds none of it.
+    v1::UsageFilter payer = OnlyInstrument(id);
+    payer.add_user_organizations(own);
+    const v1::UsageFigures p = March(payer);
+    EXPECT_EQ(p.effective_seconds(), 0);
+    EXPECT_EQ(p.bookings(), 0);
+    EXPECT_EQ(p.missed_bookings(), 0);
+    EXPECT_EQ(p.organizations_served(), 0);
+    v1::UsageFilter user = OnlyInstrument(id);
+    user.add_user_organizations(lab);
+    EXPECT_EQ(March(user).effective_seconds(), 5 * 3600);
+  }
+  // The whole platform (aggregates where they apply), the matrix, the report.
+  const v1::UsageFigures all = March();
+  EXPECT_EQ(all.effective_seconds(), 10 * 3600);
+  EXPECT_EQ(all.external_seconds(), 10 * 3600);
+  EXPECT_EQ(all.external_organizations_served(), 1);
+  v1::GetSharingMatrixRequest mr;
+  *mr.mutable_range() = Range(from, to);
+  mr.set_include_internal(true);
+  auto matrix = figures_->GetSharingMatrix(auditor_, mr);
+  ASSERT_TRUE(matrix.ok()) << matrix.status();
+  ASSERT_EQ(matrix->cells_size(), 1);
+  EXPECT_EQ(matrix->cells(0).owner_organization(), own);
+  EXPECT_EQ(matrix->cells(0).user_organization(), lab);
+  EXPECT_EQ(matrix->cells(0).effective_seconds(), 10 * 3600);
+  EXPECT_EQ(matrix->cells(0).bookings(), 6);
+  v1::GetAnnualReportRequest ar;
+  ar.set_year(2026);
+  auto report = figures_->GetAnnualReport(auditor_, ar);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->platform_figures().effective_seconds(), 10 * 3600);
+  EXPECT_EQ(report->platform_figures().external_seconds(), 10 * 3600);
+
+  // JOINT_RESEARCH: the participant that booked (the payer), whoever uses it.
+  Register("i3");
+  bk::Booking joint =
+      Booking("j", "i3", labshare::type::v1::JOINT_RESEARCH, own, At(2026, 3, 7, 10), At(2026, 3, 7, 11));
+  joint.set_user_organization(lab);
+  Fold("booking", created(joint));
+  Used(joint);
+  v1::QueryUsageResponse j = Query(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_USER_ORGANIZATION},
+                                   OnlyInstrument("i3"));
+  ASSERT_EQ(j.rows_size(), 1);
+  EXPECT_EQ(j.rows(0).key().user_organization(), own);
+  EXPECT_EQ(j.rows(0).figures().effective_seconds(), 3600);
+  EXPECT_EQ(j.rows(0).figures().external_seconds(), 0);
+  EXPECT_EQ(j.rows(0).figures().bookings(), 1);
+}
+
+// Events of bookings created before booking recorded user_organization
+// carry none: their time, bookings and open sessions count for the payer,
+// as before (fast and step-by-step folds).
+TEST_F(UsageFiguresContractTest, OnSiteEventsWithoutAUserOrganisationCountForThePayer) {
+  const std::string lab = "organizations/lab", own = "organizations/own";
+  for (const bool fast : {true, false}) {
+    const std::string id = fast ? "i1" : "i2";
+    figures_->set_fast_fold_for_testing(fast);
+    Register(id);
+    bk::Booking used = Booking("u-" + id, id, labshare::type::v1::ON_SITE, lab, At(2026, 3, 5, 10), At(2026, 3, 5, 12));
+    bk::BookingEvent c;
+    used.set_state(bk::Booking::CONFIRMED);
+    *c.mutable_booking_created()->mutable_booking() = used;
+    Fold("booking", c);
+    Used(used);
+    bk::Booking open = Booking("o-" + id, id, labshare::type::v1::ON_SITE, lab, At(2026, 3, 6, 10), At(2026, 3, 6, 13));
+    open.set_state(bk::Booking::CHECKED_IN);
+    *open.mutable_session()->mutable_start_time() = open.reserved_interval().start_time();
+    bk::BookingEvent ci;
+    *ci.mutable_booking_checked_in()->mutable_booking() = open;
+    Fold("booking", ci);
+    v1::QueryUsageResponse r = Query(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1),
+                                     v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_USER_ORGANIZATION},
+                                     OnlyInstrument(id));
+    ASSERT_EQ(r.rows_size(), 1) << id;
+    EXPECT_EQ(r.rows(0).key().user_organization(), lab) << id;
+    EXPECT_EQ(r.rows(0).figures().effective_seconds(), 5 * 3600) << id;
+    EXPECT_EQ(r.rows(0).figures().external_seconds(), 5 * 3600) << id;
+    EXPECT_EQ(r.rows(0).figures().bookings(), 1) << id;
+  }
 }
 
 }  // namespace

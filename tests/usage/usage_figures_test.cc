@@ -66,12 +66,12 @@ class UsageMonthTest : public BookingServiceTest {
   void FoldAll(UsageFigures& f) {
     for (const auto& [source, e] : AllEvents()) ASSERT_TRUE(f.Fold(source, e).ok());
   }
-  v1::UsageFigures January(const v1::UsageFilter& filter = {}) {
+  v1::UsageFigures January(const v1::UsageFilter& filter = {}, UsageFigures* figures = nullptr) {
     v1::GetUsageFiguresRequest r;
     *r.mutable_range()->mutable_start_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 1, 1), shanghai_));
     *r.mutable_range()->mutable_end_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 2, 1), shanghai_));
     *r.mutable_filter() = filter;
-    auto out = figures_->GetUsageFigures(auditor_, r);
+    auto out = (figures != nullptr ? figures : figures_.get())->GetUsageFigures(auditor_, r);
     EXPECT_TRUE(out.ok()) << out.status();
     return out.ok() ? out->figures() : v1::UsageFigures();
   }
@@ -304,6 +304,116 @@ TEST_F(UsageMonthTest, RangesMustBeWholeDaysAndMembersSeeOnlyTheirOwn) {
   auto owner = figures_->GetUsageFigures(staff, r);
   ASSERT_TRUE(owner.ok()) << owner.status();
   EXPECT_EQ(owner->figures().instrument_count(), 2);
+}
+
+// The booking event as booking wrote it before Booking.user_organization
+// existed: the field cleared in every booking it carries (counted in
+// *cleared).
+std::string WithoutUserOrganization(const std::string& payload, int* cleared) {
+  bk::BookingEvent e;
+  if (!e.ParseFromString(payload)) return payload;
+  const auto* refl = e.GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  refl->ListFields(e, &fields);
+  for (const auto* f : fields) {
+    if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE || f->is_repeated()) continue;
+    google::protobuf::Message* m = refl->MutableMessage(&e, f);
+    const auto* booking = m->GetDescriptor()->FindFieldByName("booking");
+    if (booking == nullptr || booking->message_type() != bk::Booking::descriptor()) continue;
+    auto* b = static_cast<bk::Booking*>(m->GetReflection()->MutableMessage(m, booking));
+    if (!b->user_organization().empty()) ++*cleared;
+    b->clear_user_organization();
+  }
+  return e.SerializeAsString();
+}
+
+// Owner staff book ON_SITE for ana (organizations/lab) and name the owner as
+// payer (CreateBooking: "another payer may be named only by owner staff"):
+// the use records' user organisation is lab, ana's organisation, so the
+// time is external (lab is not the owner) and counts under lab and none
+// under the owner, for a closed session and for one still open. The same
+// events as booking wrote them before it recorded the user's organisation
+// count for the payer, as they did then.
+TEST_F(UsageMonthTest, OnSiteBookedForAUserWithAnotherPayerCountsForTheUsersOrganisation) {
+  auto book = [&](absl::Duration from, absl::Duration to, bk::Booking* b) {
+    bk::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+    r.mutable_booking()->set_user("users/ana");
+    r.mutable_booking()->set_payer_organization("organizations/owner");
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + from);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + to);
+    auto s = Call(stub_.get(), &bk::BookingService::Stub::CreateBooking, r, b, staff_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  };
+  bk::Booking closed, open, out;
+  ASSERT_NO_FATAL_FAILURE(book(absl::Hours(9), absl::Hours(11), &closed));
+  ASSERT_NO_FATAL_FAILURE(book(absl::Hours(12), absl::Hours(14), &open));
+  EXPECT_EQ(closed.user_organization(), "organizations/lab");
+  EXPECT_EQ(closed.payer_organization(), "organizations/owner");
+  // Closed: 9:05-10:20 (4500 s). Open: checked in at 12:00, computed at 13:00 (3600 s).
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(5));
+  bk::CheckInRequest ci;
+  ci.set_name(closed.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(10) + absl::Minutes(20));
+  bk::CheckOutRequest co;
+  co.set_name(closed.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(12));
+  ci.set_name(open.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &out, ana_).ok());
+  clock_.Set(day_ + absl::Hours(13));
+  FoldAll(*figures_);
+
+  auto only = [](const std::string& org) {
+    v1::UsageFilter f;
+    f.add_instruments("instruments/tem");
+    f.add_user_organizations(org);
+    return f;
+  };
+  const v1::UsageFigures lab = January(only("organizations/lab"));
+  EXPECT_EQ(lab.effective_seconds(), 4500 + 3600);
+  EXPECT_EQ(lab.external_seconds(), 4500 + 3600);
+  EXPECT_EQ(lab.bookings(), 2);
+  EXPECT_EQ(lab.completed_bookings(), 2);  // "with at least one check-in": the open one too
+  EXPECT_EQ(lab.users_served(), 1);
+  EXPECT_EQ(lab.external_users_served(), 1);
+  EXPECT_EQ(lab.organizations_served(), 1);
+  EXPECT_EQ(lab.external_organizations_served(), 1);
+  const v1::UsageFigures owner = January(only("organizations/owner"));
+  EXPECT_EQ(owner.effective_seconds(), 0);
+  EXPECT_EQ(owner.bookings(), 0);
+  EXPECT_EQ(owner.users_served(), 0);
+  EXPECT_EQ(owner.organizations_served(), 0);
+  v1::QueryUsageRequest q;
+  *q.mutable_range()->mutable_start_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 1, 1), shanghai_));
+  *q.mutable_range()->mutable_end_time() = ToProto(absl::FromCivil(absl::CivilDay(2027, 2, 1), shanghai_));
+  q.mutable_filter()->add_instruments("instruments/tem");
+  q.add_group_by(v1::DIMENSION_USER_ORGANIZATION);
+  auto rows = figures_->QueryUsage(auditor_, q);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->rows_size(), 1);
+  EXPECT_EQ(rows->rows(0).key().user_organization(), "organizations/lab");
+  EXPECT_EQ(rows->rows(0).figures().effective_seconds(), 4500 + 3600);
+  EXPECT_EQ(rows->totals().sharing_rate().basis_points(), 10000);
+
+  // Without the field (the events of older bookings): the payer's, internal.
+  auto events = AllEvents();
+  labshare::testing::FlushAll(*redis_);
+  UsageFigures older(pool_.get(), &clock_, shanghai_, labshare::testing::TestPageTokens());
+  ASSERT_TRUE(older.MigrateAggregates().ok());
+  int cleared = 0;
+  for (auto& [source, e] : events) {
+    if (source == "booking") e.payload = WithoutUserOrganization(e.payload, &cleared);
+    ASSERT_TRUE(older.Fold(source, e).ok());
+  }
+  EXPECT_GE(cleared, 4);  // two created, a check-in, a check-out, a check-in
+  const v1::UsageFigures paid = January(only("organizations/owner"), &older);
+  EXPECT_EQ(paid.effective_seconds(), 4500 + 3600);
+  EXPECT_EQ(paid.external_seconds(), 0);
+  EXPECT_EQ(paid.bookings(), 2);
+  EXPECT_EQ(January(only("organizations/lab"), &older).effective_seconds(), 0);
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 // Invoices are documents over the ledger: a payer's draft is every entry on
 // its PAYABLE accounts posted before the period's end and not yet on an
 // issued (not void) invoice, so activity that arrives after an invoice was
-// issued lands on the next one, marked late. Issuing stores the invoice with
+// issued lands on the next one, marked late (InvoiceLine.late: by the
+// charge's service interval, since posting times are never back-dated). Issuing stores the invoice with
 // the next number of its series in one step that also checks the series
 // counter, so numbers have no gaps and two issues cannot take the same lines.
 #include <algorithm>
@@ -442,6 +443,16 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
         line.set_mode(c.mode());
         line.set_fee_kind(c.fee_kind());
         *line.mutable_service_interval() = c.service_interval();
+        // InvoiceLine.late: a charge's activity is of an earlier period when
+        // its service interval ended by this period's start, however late
+        // the charge was posted (posting time is never back-dated: January's
+        // session billed on 3 February after January's invoice was issued
+        // lands here). Its subsidy lines go with it; corrections count in
+        // the period of their posting.
+        if ((posting.kind() == v1::CHARGE || posting.kind() == v1::SUBSIDY) && c.service_interval().has_end_time() &&
+            FromProto(c.service_interval().end_time()) <= range.start) {
+          line.set_late(true);
+        }
         line.set_quantity_milli(c.quantity_milli());
         line.set_unit(c.rate().unit());
         *line.mutable_unit_price() = c.rate().unit_price();

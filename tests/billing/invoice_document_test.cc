@@ -479,5 +479,65 @@ TEST_F(InvoiceDocumentTest, IssuedDocumentCarriesFapiaoDetailsAndTaxAndNeverChan
   EXPECT_EQ(reissued->payer_party().registered_address(), "上海市浦东新区张江路1号");
 }
 
+// InvoiceLine.late: "True for a line from activity of an earlier period
+// (arrived after that period's invoice was issued ...)". A January session
+// whose check-out billing consumes only on 3 February, after January's
+// invoice was issued on 2 February, is charged then (posting times are never
+// back-dated) and lands on February's invoice: late, and marked so in the
+// CSV and the PDF; February's own session on the same invoice is not.
+TEST_F(InvoiceDocumentTest, ActivityBilledAfterItsPeriodsInvoiceWasIssuedIsLate) {
+  Session(absl::Hours(9), absl::Hours(10));  // 500.00, January 3
+  Drain();
+  Session(absl::Hours(12), absl::Hours(13));  // 500.00, January 3, not consumed yet
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  v1::IssueInvoiceRequest issue;
+  issue.set_payer_organization("organizations/lab");
+  issue.set_period("2027-01");
+  issue.set_request_id("jan");
+  auto january = billing_->IssueInvoice(root_, issue);
+  ASSERT_TRUE(january.ok()) << january.status();
+  ASSERT_EQ(january->lines_size(), 1);
+  EXPECT_FALSE(january->lines(0).late());
+
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 3), absl::UTCTimeZone()));
+  Drain();  // the January check-out, charged on February 3
+  day_ = clock_.Now();
+  Session(absl::Hours(9), absl::Hours(10));  // 500.00, February 3
+  Drain();
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 2), absl::UTCTimeZone()));
+  issue.set_period("2027-02");
+  issue.set_request_id("feb");
+  auto february = billing_->IssueInvoice(root_, issue);
+  ASSERT_TRUE(february.ok()) << february.status();
+  ASSERT_EQ(february->lines_size(), 2);
+  const v1::InvoiceLine& from_january = february->lines(0);  // by service interval
+  const v1::InvoiceLine& own = february->lines(1);
+  EXPECT_LT(FromProto(from_january.service_interval().end_time()),
+            absl::FromCivil(absl::CivilDay(2027, 2, 1), *LoadBillingTimeZone("Asia/Shanghai")));
+  EXPECT_TRUE(from_january.late());
+  EXPECT_EQ(from_january.amount().amount_minor(), 50000);
+  EXPECT_FALSE(own.late());
+  EXPECT_EQ(own.amount().amount_minor(), 50000);
+  EXPECT_EQ(february->amount_due().amount_minor(), 100000);
+
+  auto csv = Document(root_, february->name(), v1::GetInvoiceDocumentRequest::CSV);
+  ASSERT_TRUE(csv.ok()) << csv.status();
+  std::vector<std::string> lines;
+  for (absl::string_view row : absl::StrSplit(csv->content(), "\r\n")) {
+    if (absl::StartsWith(row, "line,")) lines.emplace_back(row);
+  }
+  ASSERT_EQ(lines.size(), 2u) << csv->content();
+  EXPECT_TRUE(absl::StrContains(lines[0], "[上期 late]")) << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[0], "2027-01-03")) << lines[0];
+  EXPECT_FALSE(absl::StrContains(lines[1], "late")) << lines[1];
+  auto pdf = Document(root_, february->name(), v1::GetInvoiceDocumentRequest::PDF);
+  ASSERT_TRUE(pdf.ok()) << pdf.status();
+  const std::string text = PdfText(pdf->content(), "late");
+  EXPECT_TRUE(absl::StrContains(text, "上期")) << text;
+  auto january_pdf = Document(root_, january->name(), v1::GetInvoiceDocumentRequest::PDF);
+  ASSERT_TRUE(january_pdf.ok()) << january_pdf.status();
+  EXPECT_FALSE(absl::StrContains(PdfText(january_pdf->content(), "not-late"), "上期"));
+}
+
 }  // namespace
 }  // namespace labshare::billing

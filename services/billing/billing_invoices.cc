@@ -102,6 +102,11 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
   v1::SubsidyPool pool = r.subsidy_pool();
   pool.set_name("subsidyPools/" + pool_id);
   LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
+  // A new pool's currency is one of ISO 4217's list ("RMB" is not); the
+  // shape alone is checked on update, where the currency never changes.
+  if (!IsIso4217Code(pool.currency_code())) {
+    return InvalidField("subsidy_pool.currency_code", "must be an ISO 4217 code such as CNY");
+  }
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("CreateSubsidyPool", r.request_id());
   const std::string fingerprint = RequestFingerprint("CreateSubsidyPool", r);
   // A retry of a created pool gets the first answer before inventory is
@@ -523,10 +528,10 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
 namespace {
 
 // The currency of a draft to preview or issue: empty (the consortium
-// currency) or an ISO 4217 code; another drafted an invoice of nothing
-// (NOTHING_TO_INVOICE) and numbered its series after it.
+// currency) or a code of ISO 4217's list; another ("RMB", "ABC") would draft
+// an invoice of nothing (NOTHING_TO_INVOICE) and number its series after it.
 absl::Status DraftCurrency(const std::string& code) {
-  if (code.empty() || ValidCurrencyCode(code)) return absl::OkStatus();
+  if (code.empty() || IsIso4217Code(code)) return absl::OkStatus();
   return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
 }
 
@@ -746,7 +751,7 @@ absl::StatusOr<v1::InvoiceDocument> BillingManager::GetInvoiceDocument(const Pri
 absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal& p,
                                                                  const v1::ComputeSettlementRequest& r) {
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
-  if (!r.currency_code().empty() && !ValidCurrencyCode(r.currency_code())) {
+  if (!r.currency_code().empty() && !IsIso4217Code(r.currency_code())) {
     return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
   }
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();

@@ -3,7 +3,8 @@
 // Invoices are documents over the ledger: a payer's draft is every entry on
 // its PAYABLE accounts posted before the period's end and not yet on an
 // issued (not void) invoice, so activity that arrives after an invoice was
-// issued lands on the next one, marked late. Issuing stores the invoice with
+// issued lands on the next one, marked late (InvoiceLine.late: by the
+// charge's service interval, since posting times are never back-dated). Issuing stores the invoice with
 // the next number of its series in one step that also checks the series
 // counter, so numbers have no gaps and two issues cannot take the same lines.
 #include <algorithm>
@@ -101,6 +102,11 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
   v1::SubsidyPool pool = r.subsidy_pool();
   pool.set_name("subsidyPools/" + pool_id);
   LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
+  // A new pool's currency is one of ISO 4217's list ("RMB" is not); the
+  // shape alone is checked on update, where the currency never changes.
+  if (!IsIso4217Code(pool.currency_code())) {
+    return InvalidField("subsidy_pool.currency_code", "must be an ISO 4217 code such as CNY");
+  }
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("CreateSubsidyPool", r.request_id());
   const std::string fingerprint = RequestFingerprint("CreateSubsidyPool", r);
   // A retry of a created pool gets the first answer before inventory is
@@ -442,6 +448,16 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
         line.set_mode(c.mode());
         line.set_fee_kind(c.fee_kind());
         *line.mutable_service_interval() = c.service_interval();
+        // InvoiceLine.late: a charge's activity is of an earlier period when
+        // its service interval ended by this period's start, however late
+        // the charge was posted (posting time is never back-dated: January's
+        // session billed on 3 February after January's invoice was issued
+        // lands here). Its subsidy lines go with it; corrections count in
+        // the period of their posting.
+        if ((posting.kind() == v1::CHARGE || posting.kind() == v1::SUBSIDY) && c.service_interval().has_end_time() &&
+            FromProto(c.service_interval().end_time()) <= range.start) {
+          line.set_late(true);
+        }
         line.set_quantity_milli(c.quantity_milli());
         line.set_unit(c.rate().unit());
         *line.mutable_unit_price() = c.rate().unit_price();
@@ -512,10 +528,10 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
 namespace {
 
 // The currency of a draft to preview or issue: empty (the consortium
-// currency) or an ISO 4217 code; another drafted an invoice of nothing
-// (NOTHING_TO_INVOICE) and numbered its series after it.
+// currency) or a code of ISO 4217's list; another ("RMB", "ABC") would draft
+// an invoice of nothing (NOTHING_TO_INVOICE) and number its series after it.
 absl::Status DraftCurrency(const std::string& code) {
-  if (code.empty() || ValidCurrencyCode(code)) return absl::OkStatus();
+  if (code.empty() || IsIso4217Code(code)) return absl::OkStatus();
   return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
 }
 
@@ -735,7 +751,7 @@ absl::StatusOr<v1::InvoiceDocument> BillingManager::GetInvoiceDocument(const Pri
 absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal& p,
                                                                  const v1::ComputeSettlementRequest& r) {
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
-  if (!r.currency_code().empty() && !ValidCurrencyCode(r.currency_code())) {
+  if (!r.currency_code().empty() && !IsIso4217Code(r.currency_code())) {
     return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
   }
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();

@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/proto_util.h"
+#include "common/resource_name.h"
 #include "services/billing/billing_rules.h"
 #include "services/billing/invoice_document.h"
 
@@ -967,6 +968,23 @@ absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Princi
       if (!org->empty() && *org != own) return OrgScope("charges");
     }
   }
+  // Then the filters' forms (INVALID_FIELD: "bad name"): a malformed name
+  // would match nothing and answer an empty list as if there were none.
+  if (!r.payer_organization().empty() && !IsOrganizationName(r.payer_organization())) {
+    return InvalidField("payer_organization", "must be organizations/{organization}");
+  }
+  if (!r.owner_organization().empty() && !IsOrganizationName(r.owner_organization())) {
+    return InvalidField("owner_organization", "must be organizations/{organization}");
+  }
+  if (!r.instrument().empty() && !IsResourceName(r.instrument(), "instruments")) {
+    return InvalidField("instrument", "must be instruments/{instrument}");
+  }
+  if (!r.reference().empty() && !IsResourceName(r.reference(), "bookings") && !IsResourceName(r.reference(), "leases") &&
+      !IsResourceName(r.reference(), "serviceOrders") && !IsResourceName(r.reference(), "projects")) {
+    return InvalidField("reference",
+                        "must be bookings/{booking}, leases/{lease}, serviceOrders/{service_order} or "
+                        "projects/{project}");
+  }
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListChargesResponse out;
@@ -1064,6 +1082,11 @@ absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Princ
   // before the name's form is checked.
   if (!SeesAll(p) && !IsOwnAccountName(p, r.name())) return OrgScope("accounts");
   LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(r.name(), "name"));
+  // The request's fields before looking anything up (as ListBalances): a
+  // future as_of_time is INVALID_FIELD whether the owner exists or not.
+  if (r.has_as_of_time() && FromProto(r.as_of_time()) > clock_->Now()) {
+    return InvalidField("as_of_time", "must not be in the future");
+  }
   // NOT_FOUND (ORGANIZATION_NOT_FOUND, SUBSIDY_POOL_NOT_FOUND) for an owner
   // that does not exist.
   LS_RETURN_IF_ERROR(PartiesExist({ref.owner}));
@@ -1071,7 +1094,8 @@ absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Princ
 }
 
 absl::StatusOr<v1::AccountBalance> BillingManager::ReadBalance(const AccountRef& ref,
-                                                               const v1::GetAccountBalanceRequest& r) const {
+                                                               const v1::GetAccountBalanceRequest& r,
+                                                               bool exact_counterparty) const {
   const absl::Time now = clock_->Now();
   const absl::Time as_of = r.has_as_of_time() ? FromProto(r.as_of_time()) : now;
   if (as_of > now) return InvalidField("as_of_time", "must not be in the future");
@@ -1082,7 +1106,7 @@ absl::StatusOr<v1::AccountBalance> BillingManager::ReadBalance(const AccountRef&
     auto l = ParseAccountLine(s);
     // Without as_of_time: everything posted so far (also at this instant).
     if (!l || (r.has_as_of_time() && l->ms >= Ms(as_of)) || l->currency != currency) continue;
-    if (!r.counterparty().empty() && l->counterparty != r.counterparty()) continue;
+    if ((exact_counterparty || !r.counterparty().empty()) && l->counterparty != r.counterparty()) continue;
     (l->amount > 0 ? debit : credit) += std::abs(l->amount);
   }
   v1::AccountBalance out;

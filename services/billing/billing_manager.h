@@ -178,8 +178,12 @@ class BillingManager {
   // for a pool not created, ORGANIZATION_NOT_FOUND (from inventory;
   // INVENTORY_UNAVAILABLE when it cannot answer) for an organisation.
   absl::Status PartiesExist(const std::set<std::string>& parties) const;
-  // GetAccountBalance once the account is parsed and its reader allowed.
-  absl::StatusOr<v1::AccountBalance> ReadBalance(const AccountRef& ref, const v1::GetAccountBalanceRequest& r) const;
+  // GetAccountBalance once the account is parsed and its reader allowed. An
+  // empty r.counterparty means every counterparty, unless
+  // `exact_counterparty` (ListBalances' group_by_counterparty row of the
+  // entries that name none): then only entries without one.
+  absl::StatusOr<v1::AccountBalance> ReadBalance(const AccountRef& ref, const v1::GetAccountBalanceRequest& r,
+                                                 bool exact_counterparty = false) const;
   // A pool's POOL_FUNDS balance (what it can still grant).
   absl::StatusOr<int64_t> PoolBalance(const v1::SubsidyPool& pool) const;
   // How many postings other than top-ups changed the pool (keys::PoolChanges).

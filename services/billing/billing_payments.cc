@@ -984,10 +984,12 @@ absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStateme
 
 absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const Principal& p,
                                                                            const v1::GetOwnerIncomeReportRequest& r) {
+  // Scope before validation (types.proto), as GetOrganizationStatement: a
+  // member naming anything but its own organisation is refused first.
+  if (!SeesAll(p) && r.owner_organization() != ActorOrganization(p)) return OrgScope("income");
   if (!IsOrganizationName(r.owner_organization())) {
     return InvalidField("owner_organization", "must be organizations/{organization}");
   }
-  if (!SeesAll(p) && r.owner_organization() != ActorOrganization(p)) return OrgScope("income");
   if (!r.has_interval() || FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
     return InvalidField("interval", "needs start_time before end_time");
   }
@@ -1176,7 +1178,9 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
     get.set_currency_code(currency);
     if (r.has_as_of_time()) *get.mutable_as_of_time() = r.as_of_time();
     LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(account));
-    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, ReadBalance(ref, get));
+    // Grouped, the row of counterparty "" is the entries naming none, not
+    // the whole account (which would count every other row again).
+    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, ReadBalance(ref, get, r.group_by_counterparty()));
     if (r.skip_empty() && b.debit_total().amount_minor() == 0 && b.credit_total().amount_minor() == 0) continue;
     *out.add_balances() = std::move(b);
   }

@@ -72,6 +72,10 @@ absl::StatusOr<int64_t> TaxContained(int64_t amount, int32_t tax_rate_bps);
 absl::StatusOr<int64_t> MulDivFloor(int64_t a, int64_t b, int64_t d);
 // Three upper-case letters (ISO 4217 shape).
 bool ValidCurrencyCode(absl::string_view code);
+// A code of ISO 4217's list ("CNY", "USD"; not "RMB", not "ABC"): what a
+// request naming a currency that only it brings into the ledger (a pool's,
+// an invoice's or a settlement's currency_code) must give.
+bool IsIso4217Code(absl::string_view code);
 Money MakeMoney(absl::string_view currency_code, int64_t amount_minor);
 // The largest amount billing accepts in any money input or computes for one
 // charge, payment, top-up or posting entry: 10^15 minor units (10 trillion

@@ -110,6 +110,19 @@ v1::InvoiceParty PayeeParty(const v1::Invoice& inv, const std::string& organizat
   return p;
 }
 
+// The payee_parties not in `payees`, in their order: payees named only by
+// memo lines (DEPOSIT_APPLIED: the owner that kept a deposit), owed nothing
+// on this invoice. Invoice.payee_parties lists them after the payees.
+std::vector<v1::InvoiceParty> MemoOnlyPayees(const v1::Invoice& inv) {
+  std::vector<v1::InvoiceParty> out;
+  for (const auto& p : inv.payee_parties()) {
+    const bool owed = std::any_of(inv.payees().begin(), inv.payees().end(),
+                                  [&](const v1::PayeeBalance& pb) { return pb.organization() == p.organization(); });
+    if (!owed) out.push_back(p);
+  }
+  return out;
+}
+
 v1::InvoiceParty PayerParty(const v1::Invoice& inv) {
   if (inv.has_payer_party()) return inv.payer_party();
   v1::InvoiceParty p;
@@ -383,6 +396,11 @@ absl::StatusOr<std::string> PdfWriter::Render() {
                       {PayeeParty(inv_, pb.organization()),
                        absl::StrCat("应收 Due to it: ", Money(pb.amount_due(), cur), " ", cur)}});
   }
+  // Payees named only by memo lines (the owner that kept a deposit): their
+  // details, nothing due to them.
+  for (const auto& party : MemoOnlyPayees(inv_)) {
+    blocks.push_back({"收款方（备忘）Payee (memo lines only)", {party, ""}});
+  }
   for (size_t i = 0; i < blocks.size(); i += 2) {
     double h = 0;
     for (size_t j = i; j < i + 2 && j < blocks.size(); ++j) {
@@ -525,12 +543,13 @@ bool IsNumber(absl::string_view v) {
   return !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.' || c == '%'; });
 }
 
-std::string CsvField(absl::string_view raw) {
+std::string CsvField(absl::string_view raw, bool numeric) {
   // A text cell a spreadsheet would run as a formula (=, +, -, @, tab, CR
   // first: a name like =HYPERLINK(...)) is prefixed with an apostrophe;
-  // negative amounts stay numbers.
+  // negative amounts stay numbers, but only in the columns that hold them:
+  // a name or reason "-5%" is text like any other.
   std::string guarded;
-  if (!raw.empty() && std::strchr("=+-@\t\r", raw.front()) != nullptr && !IsNumber(raw)) {
+  if (!raw.empty() && std::strchr("=+-@\t\r", raw.front()) != nullptr && !(numeric && IsNumber(raw))) {
     guarded = absl::StrCat("'", raw);
     raw = guarded;
   }
@@ -557,10 +576,18 @@ std::string InvoiceCsv(const v1::Invoice& inv, absl::TimeZone zone) {
   // A byte-order mark first: spreadsheets on Chinese systems read UTF-8
   // without one as GBK.
   std::string out = "\xEF\xBB\xBF";
-  auto row = [&](const std::vector<std::string>& fields) {
+  // The columns that hold numbers the document wrote: line_number, quantity,
+  // unit_price, amount, tax_rate, tax_amount; `value` only in the rows whose
+  // value is an amount (`value_numeric`). Every other cell is text.
+  static const std::vector<bool> kNumeric = {false, false, false, false, true,  false, false,
+                                             true,  false, true,  true,  true,  true,  false};
+  auto row = [&](const std::vector<std::string>& fields, bool value_numeric = false) {
     std::vector<std::string> quoted;
     quoted.reserve(kHeader.size());
-    for (size_t i = 0; i < kHeader.size(); ++i) quoted.push_back(CsvField(i < fields.size() ? fields[i] : ""));
+    for (size_t i = 0; i < kHeader.size(); ++i) {
+      const bool numeric = i == 2 ? value_numeric : kNumeric[i];
+      quoted.push_back(CsvField(i < fields.size() ? fields[i] : "", numeric));
+    }
     absl::StrAppend(&out, absl::StrJoin(quoted, ","), "\r\n");
   };
   row(kHeader);
@@ -582,7 +609,12 @@ std::string InvoiceCsv(const v1::Invoice& inv, absl::TimeZone zone) {
     const v1::InvoiceParty payee = PayeeParty(inv, pb.organization());
     for (const auto& f : PartyFields(payee)) row({"payee", f.key, f.value, payee.organization()});
     row({"payee", "amount_due", Money(pb.amount_due(), cur), payee.organization(), "", "", "", "", "", "", "", "", "",
-         cur});
+         cur},
+        true);
+  }
+  // Payees named only by memo lines: their details, no amount_due row.
+  for (const auto& payee : MemoOnlyPayees(inv)) {
+    for (const auto& f : PartyFields(payee)) row({"payee", f.key, f.value, payee.organization()});
   }
   for (const auto& l : inv.lines()) {
     const bool subsidy = l.kind() == v1::InvoiceLine::SUBSIDY;  // the charge's quantity is not its own
@@ -594,7 +626,7 @@ std::string InvoiceCsv(const v1::Invoice& inv, absl::TimeZone zone) {
          l.has_tax_rate_bps() ? Money(l.tax_amount(), cur) : "", cur});
   }
   for (const auto& [label, key, amount] : Totals(inv)) {
-    row({"total", key, FormatAmount(amount, cur), "", "", "", "", "", "", "", "", "", "", cur});
+    row({"total", key, FormatAmount(amount, cur), "", "", "", "", "", "", "", "", "", "", cur}, true);
   }
   return out;
 }

@@ -24,8 +24,12 @@ std::string FormatTaxRate(int32_t bps);
 // "2.5" for 2500 milli-units, "12" for 12000.
 std::string FormatQuantity(int64_t milli);
 // One CSV field quoted as RFC 4180 requires (only when it contains a comma,
-// a quote, CR or LF; quotes doubled).
-std::string CsvField(absl::string_view value);
+// a quote, CR or LF; quotes doubled). A text cell (`numeric` false) that
+// begins with =, +, -, @, tab or CR is prefixed with an apostrophe, so a
+// spreadsheet shows it as text and never runs it as a formula ("-100" too);
+// a numeric cell (an amount, quantity or rate the document wrote) that is a
+// plain number ("-12.34", "6%") stays a number.
+std::string CsvField(absl::string_view value, bool numeric = false);
 
 // What a charge is, in the words invoices print (Charge.description when
 // billing prices it): fee kind, mode, instrument and service time in `zone`,

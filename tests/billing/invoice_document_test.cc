@@ -103,8 +103,15 @@ TEST(Csv, FieldsAreQuotedOnlyWhenRfc4180NeedsIt) {
   EXPECT_EQ(CsvField("+86 571"), "'+86 571");
   EXPECT_EQ(CsvField("@SUM(A1)"), "'@SUM(A1)");
   EXPECT_EQ(CsvField("-cmd"), "'-cmd");
-  EXPECT_EQ(CsvField("-12.34"), "-12.34");
-  EXPECT_EQ(CsvField("6%"), "6%");
+  EXPECT_EQ(CsvField("-12.34", /*numeric=*/true), "-12.34");
+  EXPECT_EQ(CsvField("6%", /*numeric=*/true), "6%");
+  EXPECT_EQ(CsvField("-cmd", /*numeric=*/true), "'-cmd");
+  // A text cell that only looks like a number is text all the same: a
+  // void reason "-100", a name "-5%" (formula-like first character).
+  EXPECT_EQ(CsvField("-100"), "'-100");
+  EXPECT_EQ(CsvField("-5%"), "'-5%");
+  EXPECT_EQ(CsvField("-12.34"), "'-12.34");
+  EXPECT_EQ(CsvField("6%"), "6%");  // nothing a spreadsheet would run
   EXPECT_EQ(FormatAmount(123456, "CNY"), "1234.56");
   EXPECT_EQ(FormatAmount(-5, "CNY"), "-0.05");
   EXPECT_EQ(FormatAmount(0, "CNY"), "0.00");
@@ -218,6 +225,91 @@ TEST(InvoicePdf, ManyLinesRunOverPagesAndThreadsRenderTheSameBytes) {
     if (absl::StrContains(row, "720.00") || absl::StrContains(row, "-360.00")) ++lines;
   }
   EXPECT_EQ(lines, 60);
+}
+
+// GetInvoiceDocument: "a text cell that begins with =, +, -, @, tab or CR
+// is prefixed with an apostrophe". The invoice's void reason "-100" and the
+// payer's short name "-5%" are text; the amounts in the amount columns and
+// the totals' values stay numbers.
+TEST(InvoiceCsv, TextLookingLikeANegativeNumberIsPrefixedAmountsAreNot) {
+  v1::Invoice inv = ManyLines();
+  inv.set_state(v1::Invoice::VOID);
+  *inv.mutable_void_time() = inv.due_time();
+  inv.set_void_reason("-100");
+  inv.mutable_payer_party()->set_display_name("-5%");
+  *inv.mutable_subsidy_total() = MakeMoney("CNY", -720000);
+  const std::string csv = InvoiceCsv(inv, *LoadBillingTimeZone("Asia/Shanghai"));
+  EXPECT_TRUE(absl::StrContains(csv, "\r\ninvoice,void_reason,'-100,,,,,,,,,,,\r\n")) << csv;
+  EXPECT_TRUE(absl::StrContains(csv, "\r\npayer,display_name,'-5%,organizations/nanocraft,,,,,,,,,,\r\n")) << csv;
+  EXPECT_TRUE(absl::StrContains(csv, "\r\ntotal,subsidy_total,-7200.00,,,,,,,,,,,CNY\r\n")) << csv;
+  EXPECT_TRUE(absl::StrContains(csv, ",,,,-360.00,6%,-20.38,CNY\r\n")) << csv;
+  EXPECT_FALSE(absl::StrContains(csv, "'-360.00")) << csv;
+  EXPECT_FALSE(absl::StrContains(csv, "'-7200.00")) << csv;
+}
+
+// GetInvoiceDocument shows "the payer and every payee ... with the fapiao
+// details copied" and Invoice.payee_parties lists the payees named only by
+// memo lines (the owner that kept a deposit) after the payees: the document
+// prints that payee's details too, without an amount due (it is owed
+// nothing on this invoice).
+TEST(InvoiceDocument, APayeeNamedOnlyByAMemoLineIsPrintedWithoutAnAmountDue) {
+  v1::Invoice inv;
+  inv.set_name("invoices/ls-cny-2027-000008");
+  inv.set_number("LS-CNY-2027-000008");
+  inv.set_state(v1::Invoice::ISSUED);
+  inv.set_payer_organization("organizations/nanocraft");
+  inv.set_period("2027-03");
+  inv.set_currency_code("CNY");
+  *inv.mutable_issue_time() = ToProto(absl::FromCivil(absl::CivilSecond(2027, 4, 1, 2, 0, 0), absl::UTCTimeZone()));
+  *inv.mutable_due_time() = ToProto(absl::FromCivil(absl::CivilSecond(2027, 5, 1, 2, 0, 0), absl::UTCTimeZone()));
+  inv.mutable_payer_party()->set_organization("organizations/nanocraft");
+  inv.mutable_payer_party()->set_display_name("NanoCraft");
+  auto* zju = inv.add_payee_parties();
+  zju->set_organization("organizations/zju");
+  zju->set_display_name("ZJU");
+  zju->set_legal_name("浙江大学");
+  zju->set_taxpayer_id("12330000470003281H");
+  auto* sjtu = inv.add_payee_parties();  // named only by the memo line
+  sjtu->set_organization("organizations/sjtu");
+  sjtu->set_display_name("SJTU");
+  sjtu->set_legal_name("上海交通大学");
+  sjtu->set_taxpayer_id("12310000425004183R");
+  auto* owed = inv.add_payees();
+  owed->set_organization("organizations/zju");
+  *owed->mutable_amount_due() = MakeMoney("CNY", 100000);
+  auto* charge = inv.add_lines();
+  charge->set_line_number(1);
+  charge->set_kind(v1::InvoiceLine::CHARGE);
+  charge->set_description("SEM imaging");
+  charge->set_payee_organization("organizations/zju");
+  *charge->mutable_amount() = MakeMoney("CNY", 100000);
+  auto* memo = inv.add_lines();
+  memo->set_line_number(2);
+  memo->set_kind(v1::InvoiceLine::DEPOSIT_APPLIED);
+  memo->set_description("deposit kept for damage");
+  memo->set_payee_organization("organizations/sjtu");
+  *memo->mutable_amount() = MakeMoney("CNY", 0);
+  *memo->mutable_memo_amount() = MakeMoney("CNY", 50000);
+  *inv.mutable_amount_due() = MakeMoney("CNY", 100000);
+  const absl::TimeZone zone = *LoadBillingTimeZone("Asia/Shanghai");
+
+  const std::string csv = InvoiceCsv(inv, zone);
+  EXPECT_TRUE(absl::StrContains(csv, "\r\npayee,legal_name,浙江大学,organizations/zju,,,,,,,,,,\r\n")) << csv;
+  EXPECT_TRUE(absl::StrContains(csv, "\r\npayee,amount_due,1000.00,organizations/zju,,,,,,,,,,CNY\r\n")) << csv;
+  EXPECT_TRUE(absl::StrContains(csv, "\r\npayee,legal_name,上海交通大学,organizations/sjtu,,,,,,,,,,\r\n")) << csv;
+  EXPECT_TRUE(absl::StrContains(csv, "\r\npayee,taxpayer_id,12310000425004183R,organizations/sjtu,,,,,,,,,,\r\n"))
+      << csv;
+  EXPECT_FALSE(absl::StrContains(csv, "payee,amount_due,0.00,organizations/sjtu")) << csv;
+  // Payee rows come before the lines: the memo-only payee's too.
+  EXPECT_LT(csv.find("organizations/sjtu,,,,,,,,,,"), csv.find("\r\nline,")) << csv;
+
+  auto pdf = InvoicePdf(inv, zone);
+  ASSERT_TRUE(pdf.ok()) << pdf.status();
+  const std::string text = PdfText(*pdf, "memo-payee");
+  for (const char* want : {"上海交通大学", "12310000425004183R", "浙江大学", "12330000470003281H", "1000.00 CNY"}) {
+    EXPECT_TRUE(absl::StrContains(text, want)) << want << " missing from:\n" << text;
+  }
+  EXPECT_FALSE(absl::StrContains(text, "Due to it: 0.00")) << text;
 }
 
 class InvoiceDocumentTest : public BookingServiceTest {
@@ -477,6 +569,66 @@ TEST_F(InvoiceDocumentTest, IssuedDocumentCarriesFapiaoDetailsAndTaxAndNeverChan
   auto reissued = billing_->IssueInvoice(root_, issue);
   ASSERT_TRUE(reissued.ok()) << reissued.status();
   EXPECT_EQ(reissued->payer_party().registered_address(), "上海市浦东新区张江路1号");
+}
+
+// InvoiceLine.late: "True for a line from activity of an earlier period
+// (arrived after that period's invoice was issued ...)". A January session
+// whose check-out billing consumes only on 3 February, after January's
+// invoice was issued on 2 February, is charged then (posting times are never
+// back-dated) and lands on February's invoice: late, and marked so in the
+// CSV and the PDF; February's own session on the same invoice is not.
+TEST_F(InvoiceDocumentTest, ActivityBilledAfterItsPeriodsInvoiceWasIssuedIsLate) {
+  Session(absl::Hours(9), absl::Hours(10));  // 500.00, January 3
+  Drain();
+  Session(absl::Hours(12), absl::Hours(13));  // 500.00, January 3, not consumed yet
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  v1::IssueInvoiceRequest issue;
+  issue.set_payer_organization("organizations/lab");
+  issue.set_period("2027-01");
+  issue.set_request_id("jan");
+  auto january = billing_->IssueInvoice(root_, issue);
+  ASSERT_TRUE(january.ok()) << january.status();
+  ASSERT_EQ(january->lines_size(), 1);
+  EXPECT_FALSE(january->lines(0).late());
+
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 3), absl::UTCTimeZone()));
+  Drain();  // the January check-out, charged on February 3
+  day_ = clock_.Now();
+  Session(absl::Hours(9), absl::Hours(10));  // 500.00, February 3
+  Drain();
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 3, 2), absl::UTCTimeZone()));
+  issue.set_period("2027-02");
+  issue.set_request_id("feb");
+  auto february = billing_->IssueInvoice(root_, issue);
+  ASSERT_TRUE(february.ok()) << february.status();
+  ASSERT_EQ(february->lines_size(), 2);
+  const v1::InvoiceLine& from_january = february->lines(0);  // by service interval
+  const v1::InvoiceLine& own = february->lines(1);
+  EXPECT_LT(FromProto(from_january.service_interval().end_time()),
+            absl::FromCivil(absl::CivilDay(2027, 2, 1), *LoadBillingTimeZone("Asia/Shanghai")));
+  EXPECT_TRUE(from_january.late());
+  EXPECT_EQ(from_january.amount().amount_minor(), 50000);
+  EXPECT_FALSE(own.late());
+  EXPECT_EQ(own.amount().amount_minor(), 50000);
+  EXPECT_EQ(february->amount_due().amount_minor(), 100000);
+
+  auto csv = Document(root_, february->name(), v1::GetInvoiceDocumentRequest::CSV);
+  ASSERT_TRUE(csv.ok()) << csv.status();
+  std::vector<std::string> lines;
+  for (absl::string_view row : absl::StrSplit(csv->content(), "\r\n")) {
+    if (absl::StartsWith(row, "line,")) lines.emplace_back(row);
+  }
+  ASSERT_EQ(lines.size(), 2u) << csv->content();
+  EXPECT_TRUE(absl::StrContains(lines[0], "[上期 late]")) << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[0], "2027-01-03")) << lines[0];
+  EXPECT_FALSE(absl::StrContains(lines[1], "late")) << lines[1];
+  auto pdf = Document(root_, february->name(), v1::GetInvoiceDocumentRequest::PDF);
+  ASSERT_TRUE(pdf.ok()) << pdf.status();
+  const std::string text = PdfText(pdf->content(), "late");
+  EXPECT_TRUE(absl::StrContains(text, "上期")) << text;
+  auto january_pdf = Document(root_, january->name(), v1::GetInvoiceDocumentRequest::PDF);
+  ASSERT_TRUE(january_pdf.ok()) << january_pdf.status();
+  EXPECT_FALSE(absl::StrContains(PdfText(january_pdf->content(), "not-late"), "上期"));
 }
 
 }  // namespace

@@ -121,7 +121,7 @@ function BookingRow({ b, world, onDone }: { b: Booking; world: StaffWorld; onDon
     <>
       <tr data-testid={`approval-${id}`}>
         <td>{instrumentLabel(world, b.instrument)}<div class="muted">{modeLabel(b.mode)} · {id}</div></td>
-        <td>{idOf(b.user)}<div class="muted"><OrgName name={b.payerOrganization} /></div></td>
+        <td>{idOf(b.user)}<div class="muted"><OrgName name={b.userOrganization || b.payerOrganization} /></div></td>
         <td>{span(b.reservedInterval, zone)}<Zone zone={zone} /></td>
         <td>
           <span class="staff-badge warn">{t(`staff.approvalReason.${Booking_ApprovalReason[b.approvalReason]}`)}</span>

@@ -241,7 +241,7 @@ function BookingTable({ bookings, zone, fate, testid }: { bookings: Booking[]; z
           {bookings.map((b) => (
             <tr key={b.name} data-testid={`${testid}-${idOf(b.name)}`}>
               <td>{idOf(b.name)}<div class="muted">{modeLabel(b.mode)}</div></td>
-              <td>{idOf(b.user)}<div class="muted"><OrgName name={b.payerOrganization} /></div></td>
+              <td>{idOf(b.user)}<div class="muted"><OrgName name={b.userOrganization || b.payerOrganization} /></div></td>
               <td>{span(b.reservedInterval, zone)}<Zone zone={zone} /></td>
               <td>
                 <span class="staff-badge">{t(`staff.bookingState.${Booking_State[b.state]}`)}</span>

@@ -387,7 +387,14 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
   if (e.has_lease_closed()) {
     const bk::Lease& lease = e.lease_closed().lease();
     LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("deposit", IdOf(lease.name()))));
-    if (!doc) return out;  // no deposit was held
+    if (!doc) {
+      // No deposit was held (a zero deposit creates none): nothing to
+      // release or apply, but the damage is still charged, all of it
+      // outstanding (billing.proto, Deposit).
+      LS_ASSIGN_OR_RETURN(auto damage, PriceDamage(lease));
+      if (damage) out.charges.push_back(*std::move(damage));
+      return out;
+    }
     LS_ASSIGN_OR_RETURN(v1::Deposit d, Parse<v1::Deposit>(doc->data));
     LS_ASSIGN_OR_RETURN(DepositSettlement settled, LeaseDepositSettlement(lease));
     const std::string owner = d.owner_organization(), lessee = d.lessee_organization();

@@ -1,0 +1,286 @@
+// Billing against the findings of the audit of 2026-12-06 (billing.proto,
+// billing_events.proto and booking_events.proto as the contract):
+// 1. a lease closed with damage and no deposit is charged the damage;
+//
+// Runs billing in process over the booking fixture (real Redis, inventory
+// and booking over real gRPC, fake clock).
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "tests/billing/direct_inventory.h"
+#include "tests/booking/booking_fixture.h"
+
+namespace labshare::billing {
+namespace {
+
+namespace bk = labshare::booking::v1;
+namespace iv = labshare::inventory::v1;
+namespace tv = labshare::type::v1;
+using booking::BookingServiceTest;
+
+constexpr char kLab[] = "organizations/lab";
+constexpr char kOwner[] = "organizations/owner";
+
+void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& reason) {
+  EXPECT_EQ(s.code(), code) << s;
+  EXPECT_EQ(ErrorReason(s), reason) << s;
+}
+
+class BillingAuditTest : public BookingServiceTest {
+ protected:
+  void SetUp() override {
+    BookingServiceTest::SetUp();
+    reader_ = std::make_unique<testing::DirectInventory>(inv_manager_.get());
+    bstore_ = std::make_unique<BillingStore>(pool_.get());
+    billing_ = std::make_unique<BillingManager>(bstore_.get(), reader_.get(), &clock_,
+                                                *LoadBillingTimeZone("Asia/Shanghai"),
+                                                labshare::testing::TestPageTokens());
+  }
+
+  // Every booking event so far, in outbox order (partition by partition).
+  std::vector<StreamEvent> BookingEvents() {
+    std::vector<StreamEvent> out;
+    for (int p = 0; p < booking::kPartitions; ++p) {
+      auto raw = pool_->Command({"XRANGE", booking::keys::Outbox(p), "-", "+"});
+      EXPECT_TRUE(raw.ok());
+      if (!raw.ok()) continue;
+      for (const auto& entry : raw->elements) {
+        StreamEvent e;
+        e.stream_id = entry.elements[0].str;
+        e.type = entry.elements[1].elements[1].str;
+        e.payload = entry.elements[1].elements[3].str;
+        out.push_back(std::move(e));
+      }
+    }
+    return out;
+  }
+
+  // Applies every booking event not applied yet (applying twice is a no-op).
+  void Drain() {
+    for (const auto& e : BookingEvents()) {
+      auto s = billing_->ApplyBookingEvent(e);
+      EXPECT_TRUE(s.ok()) << e.type << ": " << s;
+    }
+  }
+
+  // The BillingEvents published so far.
+  std::vector<v1::BillingEvent> Published() {
+    std::vector<v1::BillingEvent> out;
+    auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+    EXPECT_TRUE(raw.ok());
+    if (!raw.ok()) return out;
+    for (const auto& entry : raw->elements) {
+      v1::BillingEvent e;
+      EXPECT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+  std::vector<v1::ChargePosted> ChargesPosted() {
+    std::vector<v1::ChargePosted> out;
+    for (const auto& e : Published()) {
+      if (e.has_charge_posted()) out.push_back(e.charge_posted());
+    }
+    return out;
+  }
+
+  // Every charge lab pays, oldest first.
+  std::vector<v1::Charge> LabCharges() {
+    v1::ListChargesRequest r;
+    r.set_payer_organization(kLab);
+    r.set_page_size(100);
+    auto listed = billing_->ListCharges(admin_p_, r);
+    EXPECT_TRUE(listed.ok()) << listed.status();
+    if (!listed.ok()) return {};
+    return {listed->charges().begin(), listed->charges().end()};
+  }
+
+  // Books tem for ana at [from, to) after day_ (min notice 2 h from now).
+  bk::Booking BookTem(absl::Duration from, absl::Duration to) {
+    bk::Booking b;
+    grpc::Status s = Book(from, to, &b);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return b;
+  }
+  // Checks `b` in at its start and out at its end.
+  void UseAsBooked(const bk::Booking& b) {
+    bk::Booking done;
+    clock_.Set(FromProto(b.reserved_interval().start_time()));
+    bk::CheckInRequest ci;
+    ci.set_name(b.name());
+    grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::CheckIn, ci, &done, ana_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    clock_.Set(FromProto(b.reserved_interval().end_time()));
+    bk::CheckOutRequest co;
+    co.set_name(b.name());
+    s = Call(stub_.get(), &bk::BookingService::Stub::CheckOut, co, &done, ana_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  void Session(absl::Duration from, absl::Duration to) { UseAsBooked(BookTem(from, to)); }
+
+  // A lease of afm (3000.00 a day) for lab with `deposit`, handed over at
+  // day_ + 24 h, returned at day_ + 6 days with `damage`, then closed.
+  bk::Lease LeaseReturnedWithDamage(int64_t deposit, int64_t damage, bool returned = true) {
+    bk::RequestLeaseRequest r;
+    r.mutable_lease()->set_instrument("instruments/afm");
+    *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+    *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 11));
+    bk::Lease lease, out;
+    EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_).ok());
+    bk::ApproveLeaseRequest a;
+    a.set_name(lease.name());
+    a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+    *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+    *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", deposit);
+    grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    bk::RecordHandoverRequest h;
+    h.set_name(lease.name());
+    h.set_condition_notes("tip new");
+    clock_.Set(day_ + absl::Hours(24));
+    EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
+    if (!returned) return out;
+    clock_.Set(day_ + absl::Hours(24 * 6));
+    bk::RecordReturnRequest ret;
+    ret.set_name(lease.name());
+    ret.set_condition_notes("stage scratched");
+    if (damage > 0) *ret.mutable_damage_amount() = MakeMoney("CNY", damage);
+    EXPECT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+    bk::CloseLeaseRequest c;
+    c.set_name(lease.name());
+    s = Call(stub_.get(), &bk::BookingService::Stub::CloseLease, c, &out, staff_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  // A pool `id` paying `bps` of every charge, uncapped, topped up with
+  // `top_up`; returns the top-up's posting.
+  std::string CreatePool(const std::string& id, int32_t bps, int64_t top_up) {
+    v1::CreateSubsidyPoolRequest cp;
+    cp.set_subsidy_pool_id(id);
+    cp.mutable_subsidy_pool()->set_display_name(id);
+    cp.mutable_subsidy_pool()->set_currency_code("CNY");
+    cp.mutable_subsidy_pool()->set_percentage_bps(bps);
+    auto created = billing_->CreateSubsidyPool(admin_p_, cp);
+    EXPECT_TRUE(created.ok()) << created.status();
+    return TopUp(id, top_up);
+  }
+  std::string TopUp(const std::string& id, int64_t amount) {
+    v1::TopUpSubsidyPoolRequest top;
+    top.set_name("subsidyPools/" + id);
+    *top.mutable_amount() = MakeMoney("CNY", amount);
+    auto topped = billing_->TopUpSubsidyPool(admin_p_, top);
+    EXPECT_TRUE(topped.ok()) << topped.status();
+    std::string posting;
+    for (const auto& e : Published()) {
+      if (e.has_subsidy_pool_changed() && e.subsidy_pool_changed().kind() == v1::SubsidyPoolChanged::TOPPED_UP) {
+        posting = e.subsidy_pool_changed().posting().name();  // the last one
+      }
+    }
+    return posting;
+  }
+  v1::SubsidyPool Pool(const std::string& id) {
+    v1::GetSubsidyPoolRequest get;
+    get.set_name("subsidyPools/" + id);
+    auto pool = billing_->GetSubsidyPool(admin_p_, get);
+    EXPECT_TRUE(pool.ok()) << pool.status();
+    return pool.ok() ? *pool : v1::SubsidyPool();
+  }
+  absl::StatusOr<v1::PostCorrectionResponse> Reverse(const std::string& posting, const std::string& request_id = "") {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(posting);
+    fix.set_mode(v1::PostCorrectionRequest::REVERSE);
+    fix.set_reason("paid in by mistake");
+    fix.set_request_id(request_id);
+    return billing_->PostCorrection(admin_p_, fix);
+  }
+
+  // A rate line of tem for ON_SITE: `cls` (and `tier`) at `price` an hour.
+  std::string AddTemRate(tv::PayerClass cls, const std::string& tier, int64_t price) {
+    iv::CreateRateRequest rate;
+    rate.set_parent("instruments/tem");
+    rate.mutable_rate()->set_mode(tv::ON_SITE);
+    rate.mutable_rate()->set_payer_class(cls);
+    rate.mutable_rate()->set_tier(tier);
+    rate.mutable_rate()->set_unit(iv::PER_HOUR);
+    *rate.mutable_rate()->mutable_price() = MakeMoney("CNY", price);
+    iv::Rate out;
+    grpc::Status s = Call(inventory_.get(), &iv::InventoryService::Stub::CreateRate, rate, &out, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out.name();
+  }
+  void ChangeLabMembership(iv::MembershipState state, const std::string& tier) {
+    iv::ChangeMembershipRequest c;
+    c.set_name(kLab);
+    c.set_membership_state(state);
+    c.set_tier(tier);
+    c.set_reason("board decision");
+    Inv(&iv::InventoryService::Stub::ChangeMembership, c);
+  }
+
+  std::unique_ptr<testing::DirectInventory> reader_;
+  std::unique_ptr<BillingStore> bstore_;
+  std::unique_ptr<BillingManager> billing_;
+  Principal admin_p_{"root", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
+};
+
+// ================================================================ 1. damage without a deposit
+
+// billing.proto, Deposit: "a zero deposit creates none"; at close billing
+// posts "a DAMAGE charge for the damage outstanding", here all of it.
+TEST_F(BillingAuditTest, DamageOfALeaseWithoutDepositIsCharged) {
+  CreatePool("voucher", 5000, 10000000);  // pays half of what it may
+  const bk::Lease lease = LeaseReturnedWithDamage(0, 50000);
+  ASSERT_EQ(lease.state(), bk::Lease::CLOSED);
+  Drain();
+  std::vector<v1::Charge> damage;
+  for (const auto& c : LabCharges()) {
+    EXPECT_NE(c.fee_kind(), v1::DEPOSIT);
+    if (c.fee_kind() == v1::DAMAGE) damage.push_back(c);
+  }
+  ASSERT_EQ(damage.size(), 1u);
+  const v1::Charge& c = damage[0];
+  EXPECT_EQ(c.amount().amount_minor(), 50000);
+  EXPECT_EQ(c.amount().currency_code(), "CNY");
+  EXPECT_EQ(c.payer_organization(), kLab);
+  EXPECT_EQ(c.owner_organization(), kOwner);
+  EXPECT_EQ(c.source_key(), "damage");
+  EXPECT_EQ(c.basis(), v1::ASSESSED);
+  // Never subsidised; compensation, not service income.
+  EXPECT_EQ(c.subsidy_lines_size(), 0);
+  EXPECT_EQ(c.payable_amount().amount_minor(), 50000);
+  int posted = 0;
+  for (const auto& e : ChargesPosted()) {
+    if (e.charge().name() != c.name()) continue;
+    ++posted;
+    EXPECT_EQ(e.income().compensation().amount_minor(), 50000);
+    EXPECT_EQ(e.income().service_income().amount_minor(), 0);
+    EXPECT_EQ(e.income().subsidised().amount_minor(), 0);
+  }
+  EXPECT_EQ(posted, 1);
+  // No deposit was held, and none is made up.
+  v1::GetDepositRequest gd;
+  gd.set_name("deposits/" + lease.name().substr(lease.name().rfind('/') + 1));
+  ExpectError(billing_->GetDeposit(admin_p_, gd).status(), absl::StatusCode::kNotFound, "DEPOSIT_NOT_FOUND");
+  // Consumed once: draining again charges nothing more.
+  Drain();
+  int after = 0;
+  for (const auto& x : LabCharges()) after += x.fee_kind() == v1::DAMAGE;
+  EXPECT_EQ(after, 1);
+}
+
+TEST_F(BillingAuditTest, ALeaseWithoutDepositOrDamageChargesNoDamage) {
+  LeaseReturnedWithDamage(0, 0);
+  Drain();
+  for (const auto& c : LabCharges()) {
+    EXPECT_NE(c.fee_kind(), v1::DAMAGE);
+    EXPECT_NE(c.fee_kind(), v1::DEPOSIT);
+  }
+}
+
+}  // namespace
+}  // namespace labshare::billing

@@ -312,12 +312,17 @@ absl::StatusOr<int64_t> BillingManager::Counter(IngestBatch* batch, const std::s
 
 absl::StatusOr<v1::AppliedRate> BillingManager::RateFor(const std::string& instrument, SharingMode mode,
                                                         const std::string& payer, absl::Time at,
+                                                        labshare::type::v1::PayerClass payer_class,
                                                         const std::string& tier, const std::string& service_entry,
                                                         IngestBatch* batch) {
   inv::LookupRateRequest r;
   r.set_instrument(instrument);
   r.set_mode(mode);
   r.set_payer_organization(payer);
+  // The class and tier recorded on the booking, not the organisation's now
+  // (billing_events.proto); unset on old events: as inventory sees it now.
+  r.set_payer_class(payer_class);
+  if (payer_class != labshare::type::v1::PAYER_CLASS_UNSPECIFIED) r.set_payer_tier(tier);
   *r.mutable_time() = ToProto(at);
   r.set_service_entry_id(service_entry);
   LS_ASSIGN_OR_RETURN(inv::LookupRateResponse rate, Inventory(batch).LookupRate(r));
@@ -344,8 +349,8 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
     LS_ASSIGN_OR_RETURN(BillingPolicy policy, PolicyFromSlotRules(*rules));
     LS_ASSIGN_OR_RETURN(v1::AppliedRate rate,
                         RateFor(booking->instrument(), booking->mode(), booking->payer_organization(),
-                                FromProto(booking->reserved_interval().start_time()), booking->payer_tier(), "",
-                                batch));
+                                FromProto(booking->reserved_interval().start_time()), booking->payer_class(),
+                                booking->payer_tier(), "", batch));
     LS_ASSIGN_OR_RETURN(auto charge, PriceBooking(*booking, rate, policy));
     if (charge) {
       charge->set_instrument_category(instrument.category());
@@ -454,6 +459,11 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
       lookup.set_instrument(order->instrument());
       lookup.set_mode(labshare::type::v1::TECHNICAL_SERVICE);
       lookup.set_payer_organization(order->client_organization());
+      // The client's class and tier when ordered (unset on old events).
+      lookup.set_payer_class(order->payer_class());
+      if (order->payer_class() != labshare::type::v1::PAYER_CLASS_UNSPECIFIED) {
+        lookup.set_payer_tier(order->payer_tier());
+      }
       lookup.set_service_entry_id(order->service_entry_id());
       *lookup.mutable_time() = order->quote().has_quote_time() ? order->quote().quote_time() : ToProto(clock_->Now());
       auto line = Inventory(batch).LookupRate(lookup);

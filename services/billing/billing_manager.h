@@ -155,8 +155,12 @@ class BillingManager {
   absl::StatusOr<std::vector<v1::Charge>> UnchargedLeasePeriods(const labshare::booking::v1::Lease& lease,
                                                                 absl::Time until);
   absl::StatusOr<Priced> Price(const labshare::booking::v1::BookingEvent& e, IngestBatch* batch = nullptr);
+  // The rate line for `payer` at `at`, looked up at the payer class and
+  // tier booking recorded (`payer_class` unset, as on events from before
+  // booking recorded it: inventory's class of the organisation now).
   absl::StatusOr<v1::AppliedRate> RateFor(const std::string& instrument, labshare::type::v1::SharingMode mode,
-                                          const std::string& payer, absl::Time at, const std::string& tier,
+                                          const std::string& payer, absl::Time at,
+                                          labshare::type::v1::PayerClass payer_class, const std::string& tier,
                                           const std::string& service_entry, IngestBatch* batch = nullptr);
   // Adds the subsidy lines, totals and postings of one charge to the step;
   // its events carry `trace_id` (the causing event's; "" for none).

@@ -1,6 +1,8 @@
 // Billing against the findings of the audit of 2026-12-06 (billing.proto,
 // billing_events.proto and booking_events.proto as the contract):
 // 1. a lease closed with damage and no deposit is charged the damage;
+// 2. bookings are priced at the payer class and tier booking recorded, not
+//    at the organisation's membership when billing reads the event;
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -280,6 +282,98 @@ TEST_F(BillingAuditTest, ALeaseWithoutDepositOrDamageChargesNoDamage) {
     EXPECT_NE(c.fee_kind(), v1::DAMAGE);
     EXPECT_NE(c.fee_kind(), v1::DEPOSIT);
   }
+}
+
+// ================================================================ 2. the recorded payer class and tier
+
+// billing_events.proto: prices come from LookupRate "using the payer class
+// and tier booking recorded on the booking"; booking.proto: "earlier
+// bookings keep their class" when a member is suspended.
+TEST_F(BillingAuditTest, ABookingOfAMemberSuspendedSinceIsChargedTheMemberLine) {
+  AddTemRate(tv::NON_MEMBER, "", 90000);
+  const bk::Booking b = BookTem(absl::Hours(9), absl::Hours(10));
+  ASSERT_EQ(b.payer_class(), tv::MEMBER);
+  ASSERT_EQ(b.payer_tier(), "GENERAL");
+  ChangeLabMembership(iv::SUSPENDED, "");
+  UseAsBooked(b);
+  Drain();
+  auto charges = LabCharges();
+  ASSERT_EQ(charges.size(), 1u);
+  EXPECT_EQ(charges[0].fee_kind(), v1::USAGE);
+  EXPECT_EQ(charges[0].amount().amount_minor(), 50000);  // 1 h at the member's 500.00, not 900.00
+  EXPECT_EQ(charges[0].rate().payer_class(), tv::MEMBER);
+  EXPECT_EQ(charges[0].rate().member_tier(), "GENERAL");
+  EXPECT_EQ(charges[0].rate().unit_price().amount_minor(), 50000);
+}
+
+TEST_F(BillingAuditTest, ABookingIsChargedTheLineOfTheTierItRecorded) {
+  const std::string general = AddTemRate(tv::MEMBER, "GENERAL", 40000);
+  AddTemRate(tv::MEMBER, "CORE", 30000);
+  const bk::Booking b = BookTem(absl::Hours(9), absl::Hours(10));
+  ASSERT_EQ(b.payer_tier(), "GENERAL");
+  ChangeLabMembership(iv::MEMBER, "CORE");
+  UseAsBooked(b);
+  Drain();
+  auto charges = LabCharges();
+  ASSERT_EQ(charges.size(), 1u);
+  EXPECT_EQ(charges[0].amount().amount_minor(), 40000);
+  EXPECT_EQ(charges[0].rate().rate(), general);
+  EXPECT_EQ(charges[0].rate().payer_class(), tv::MEMBER);
+  EXPECT_EQ(charges[0].rate().member_tier(), "GENERAL");
+}
+
+// Events from before booking recorded the class are priced as before: at
+// the organisation's class now.
+TEST_F(BillingAuditTest, ABookingWithoutARecordedClassIsPricedAtTheClassNow) {
+  AddTemRate(tv::NON_MEMBER, "", 90000);
+  Session(absl::Hours(9), absl::Hours(10));
+  ChangeLabMembership(iv::SUSPENDED, "");
+  for (auto e : BookingEvents()) {
+    bk::BookingEvent ev;
+    ASSERT_TRUE(ev.ParseFromString(e.payload));
+    if (ev.has_booking_checked_out()) {
+      ev.mutable_booking_checked_out()->mutable_booking()->clear_payer_class();
+      ev.mutable_booking_checked_out()->mutable_booking()->clear_payer_tier();
+      e.payload = ev.SerializeAsString();
+    }
+    ASSERT_TRUE(billing_->ApplyBookingEvent(e).ok());
+  }
+  auto charges = LabCharges();
+  ASSERT_EQ(charges.size(), 1u);
+  EXPECT_EQ(charges[0].amount().amount_minor(), 90000);
+  EXPECT_EQ(charges[0].rate().payer_class(), tv::NON_MEMBER);
+}
+
+// inventory.proto, LookupRate: a named payer_class (and tier) picks that
+// class's line whatever the organisation is now; an unknown class is
+// INVALID_FIELD.
+TEST_F(BillingAuditTest, LookupRateAtARecordedClassAndTier) {
+  AddTemRate(tv::NON_MEMBER, "", 90000);
+  const std::string core = AddTemRate(tv::MEMBER, "CORE", 30000);
+  ChangeLabMembership(iv::SUSPENDED, "");
+  iv::LookupRateRequest r;
+  r.set_instrument("instruments/tem");
+  r.set_mode(tv::ON_SITE);
+  r.set_payer_organization(kLab);
+  auto now = reader_->LookupRate(r);
+  ASSERT_TRUE(now.ok()) << now.status();
+  EXPECT_EQ(now->payer_class(), tv::NON_MEMBER);
+  EXPECT_EQ(now->rate().price().amount_minor(), 90000);
+  r.set_payer_class(tv::MEMBER);
+  r.set_payer_tier("CORE");
+  auto recorded = reader_->LookupRate(r);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_EQ(recorded->payer_class(), tv::MEMBER);
+  EXPECT_EQ(recorded->rate().name(), core);
+  r.set_payer_tier("GENERAL");  // no line of its own: the line without tier
+  recorded = reader_->LookupRate(r);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_EQ(recorded->rate().price().amount_minor(), 50000);
+  EXPECT_EQ(recorded->rate().tier(), "");
+  r.set_payer_class(tv::OWNER);  // no OWNER line on tem
+  ExpectError(reader_->LookupRate(r).status(), absl::StatusCode::kNotFound, "NO_RATE");
+  r.set_payer_class(static_cast<tv::PayerClass>(42));
+  ExpectError(reader_->LookupRate(r).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
 }
 
 }  // namespace

@@ -1290,7 +1290,6 @@ absl::StatusOr<std::vector<v1::SubsidyLine>> ApplySubsidies(
     if (p.percentage_bps() < 1 || p.percentage_bps() > kWholeBps) {
       return InvalidField(f + ".percentage_bps", "must be between 1 and 10000");
     }
-    if (pools[i].balance < 0) return InvalidField(f + ".balance", "must not be negative");
     if (p.has_cap_per_organization()) {
       if (p.cap_per_organization().amount_minor() < 0) {
         return InvalidField(f + ".cap_per_organization", "must not be negative");
@@ -1313,7 +1312,9 @@ absl::StatusOr<std::vector<v1::SubsidyLine>> ApplySubsidies(
   std::vector<v1::SubsidyLine> out;
   for (size_t pi : order) {
     const v1::SubsidyPool& pool = pools[pi].pool;
-    int64_t balance = pools[pi].balance;
+    // A negative balance (a top-up reversed after it paid subsidies) is an
+    // exhausted pool: it pays nothing, and the charge is still posted.
+    int64_t balance = std::max<int64_t>(pools[pi].balance, 0);
     std::optional<TimeRange> cap_period;
     if (pool.has_cap_per_organization()) {
       LS_ASSIGN_OR_RETURN(cap_period,

@@ -3,6 +3,8 @@
 // 1. a lease closed with damage and no deposit is charged the damage;
 // 2. bookings are priced at the payer class and tier booking recorded, not
 //    at the organisation's membership when billing reads the event;
+// 3. a pool whose balance went negative (a top-up reversed after grants)
+//    is exhausted, not an error that blocks every charge;
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -374,6 +376,47 @@ TEST_F(BillingAuditTest, LookupRateAtARecordedClassAndTier) {
   ExpectError(reader_->LookupRate(r).status(), absl::StatusCode::kNotFound, "NO_RATE");
   r.set_payer_class(static_cast<tv::PayerClass>(42));
   ExpectError(reader_->LookupRate(r).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+}
+
+// ================================================================ 3. a pool overdrawn by a reversed top-up
+
+// Top up 10.00, grant 3.00, reverse the top-up: the balance is -3.00. The
+// pool is exhausted; later charges post without its subsidy (before: every
+// subsidisable charge failed INVALID_ARGUMENT and was retried forever).
+TEST_F(BillingAuditTest, APoolWithANegativeBalanceIsExhaustedNotAnError) {
+  const std::string top_up = CreatePool("voucher", 60, 1000);  // 0.6 %: 3.00 of a 500.00 hour
+  Session(absl::Hours(9), absl::Hours(10));
+  Drain();
+  auto charges = LabCharges();
+  ASSERT_EQ(charges.size(), 1u);
+  ASSERT_EQ(charges[0].subsidy_lines_size(), 1);
+  EXPECT_EQ(charges[0].subsidy_lines(0).amount().amount_minor(), 300);
+  ASSERT_TRUE(Reverse(top_up).ok());
+  v1::SubsidyPool pool = Pool("voucher");
+  EXPECT_EQ(pool.balance().amount_minor(), -300);
+  EXPECT_EQ(pool.state(), v1::SubsidyPool::EXHAUSTED);
+
+  Session(absl::Hours(12), absl::Hours(13));
+  for (const auto& e : BookingEvents()) ASSERT_TRUE(billing_->ApplyBookingEvent(e).ok()) << e.type;
+  charges = LabCharges();
+  ASSERT_EQ(charges.size(), 2u);
+  const v1::Charge& later = charges[0].subsidy_lines_size() == 0 ? charges[0] : charges[1];
+  EXPECT_EQ(later.amount().amount_minor(), 50000);
+  EXPECT_EQ(later.subsidy_lines_size(), 0);
+  EXPECT_EQ(later.payable_amount().amount_minor(), 50000);
+  EXPECT_EQ(Pool("voucher").balance().amount_minor(), -300);  // untouched
+  // A top-up brings it back: the next charge is subsidised again.
+  TopUp("voucher", 1000);
+  EXPECT_EQ(Pool("voucher").balance().amount_minor(), 700);
+  EXPECT_EQ(Pool("voucher").state(), v1::SubsidyPool::ACTIVE);
+  Session(absl::Hours(15), absl::Hours(16));
+  Drain();
+  charges = LabCharges();
+  ASSERT_EQ(charges.size(), 3u);
+  int subsidised = 0;
+  for (const auto& c : charges) subsidised += c.subsidy_lines_size();
+  EXPECT_EQ(subsidised, 2);
+  EXPECT_EQ(Pool("voucher").balance().amount_minor(), 400);
 }
 
 }  // namespace

@@ -1383,6 +1383,20 @@ TEST(Subsidies, ExhaustedPoolOrCapPaysNoLine) {
   EXPECT_THAT(MustApply(UsageFacts(), {Sme()}, {overused}), IsEmpty());
 }
 
+// A negative balance (a top-up reversed after it paid subsidies) is an
+// exhausted pool, not an error: the charge is posted without its line, and
+// the next pool still pays.
+TEST(Subsidies, NegativeBalancePaysNoLineAndBlocksNothing) {
+  PoolFunds overdrawn = SmePool("subsidyPools/a-overdrawn", 5000, 1);
+  overdrawn.balance = -30000;
+  PoolFunds next = SmePool("subsidyPools/b-next", 1000, 2);
+  auto lines = MustApply(UsageFacts(), {Sme()}, {overdrawn, next});
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].subsidy_pool(), "subsidyPools/b-next");
+  EXPECT_EQ(lines[0].amount().amount_minor(), 2400);
+  EXPECT_EQ(lines[0].limited_by(), v1::SubsidyLine::NOT_LIMITED);
+}
+
 TEST(Subsidies, UncappedPoolHasNoCapPeriod) {
   PoolFunds pool = SmePool();
   pool.pool.clear_cap_per_organization();
@@ -1564,9 +1578,6 @@ TEST(Subsidies, InvalidInputsAreRejected) {
   ExpectInvalid(ApplySubsidies(UsageFacts(), {Sme()}, {dup, dup}, Shanghai()).status());
   PoolFunds bad = SmePool("pools/x");
   ExpectInvalid(ApplySubsidies(UsageFacts(), {Sme()}, {bad}, Shanghai()).status());
-  PoolFunds negative = SmePool();
-  negative.balance = -1;
-  ExpectInvalid(ApplySubsidies(UsageFacts(), {Sme()}, {negative}, Shanghai()).status());
   ExpectInvalid(ApplySubsidies(UsageFacts(), {Sme(kPayer, -1)}, {SmePool()}, Shanghai()).status());
   ExpectInvalid(ApplySubsidies(UsageFacts(), {Sme(), Sme()}, {SmePool()}, Shanghai()).status());
 }

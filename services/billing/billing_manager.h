@@ -172,6 +172,9 @@ class BillingManager {
   // the step checks each balance is still the one read.
   absl::StatusOr<std::vector<v1::PoolBalance>> PoolBalancesAfter(LedgerStep& step,
                                                                  const std::vector<v1::Posting>& postings) const;
+  // The kind of the posting a chain of corrections starts from: `posting`'s
+  // own kind unless it is a CORRECTION, else its corrected posting's root.
+  absl::StatusOr<v1::PostingKind> RootKindOf(const v1::Posting& posting) const;
   absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools() const;
   // With each pool document's version and the pool-set generation
   // (keys::PoolGeneration), read before the index.

@@ -5,6 +5,8 @@
 //    at the organisation's membership when billing reads the event;
 // 3. a pool whose balance went negative (a top-up reversed after grants)
 //    is exhausted, not an error that blocks every charge;
+// 4. granted_total stays "subsidies granted, net of reversals" when a
+//    top-up is corrected;
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -417,6 +419,82 @@ TEST_F(BillingAuditTest, APoolWithANegativeBalanceIsExhaustedNotAnError) {
   for (const auto& c : charges) subsidised += c.subsidy_lines_size();
   EXPECT_EQ(subsidised, 2);
   EXPECT_EQ(Pool("voucher").balance().amount_minor(), 400);
+}
+
+// ================================================================ 4. granted_total after corrections of top-ups
+
+TEST_F(BillingAuditTest, AReversedTopUpGrantedNothing) {
+  const std::string top_up = CreatePool("voucher", 60, 1000);
+  auto fixed = Reverse(top_up, "undo-top-up");
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  v1::SubsidyPool pool = Pool("voucher");
+  EXPECT_EQ(pool.balance().amount_minor(), 0);
+  EXPECT_EQ(pool.topped_up_total().amount_minor(), 0);
+  EXPECT_EQ(pool.granted_total().amount_minor(), 0);
+  EXPECT_EQ(pool.granted_total().currency_code(), "CNY");
+  // A retry gets the first answer and moves nothing again.
+  auto again = Reverse(top_up, "undo-top-up");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->correction().name(), fixed->correction().name());
+  EXPECT_EQ(Pool("voucher").topped_up_total().amount_minor(), 0);
+  // The pool may be topped up to the full limit again.
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  *top.mutable_amount() = MakeMoney("CNY", kMaxAmountMinor);
+  EXPECT_TRUE(billing_->TopUpSubsidyPool(admin_p_, top).ok());
+}
+
+TEST_F(BillingAuditTest, GrantedTotalIsTheGrantsNetOfReversalsWhateverHappensToTheTopUps) {
+  const std::string top_up = CreatePool("voucher", 60, 1000);
+  TopUp("voucher", 500);
+  Session(absl::Hours(9), absl::Hours(10));
+  Drain();
+  v1::SubsidyPool pool = Pool("voucher");
+  EXPECT_EQ(pool.granted_total().amount_minor(), 300);
+  EXPECT_EQ(pool.topped_up_total().amount_minor(), 1500);
+  ASSERT_TRUE(Reverse(top_up).ok());
+  pool = Pool("voucher");
+  EXPECT_EQ(pool.balance().amount_minor(), 200);
+  EXPECT_EQ(pool.topped_up_total().amount_minor(), 500);
+  EXPECT_EQ(pool.granted_total().amount_minor(), 300);
+  // Reversing the charge gives the grant back: nothing granted, net.
+  const v1::Charge charge = LabCharges()[0];
+  ASSERT_TRUE(Reverse(charge.posting()).ok());
+  pool = Pool("voucher");
+  EXPECT_EQ(pool.balance().amount_minor(), 500);
+  EXPECT_EQ(pool.granted_total().amount_minor(), 0);
+  EXPECT_EQ(pool.topped_up_total().amount_minor(), 500);
+}
+
+// An ADJUST of a top-up that moves the pool's funds counts as funding, and
+// may not take the pool's top-ups below 0.
+TEST_F(BillingAuditTest, AnAdjustedTopUpMovesTheToppedUpTotal) {
+  const std::string top_up = CreatePool("voucher", 60, 1000);
+  auto adjust = [&](int64_t withdrawn) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(top_up);
+    fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+    fix.set_reason("part of the grant was never paid in");
+    v1::Entry* funds = fix.add_entries();
+    funds->set_account("subsidyPools/voucher/accounts/pool-funds");
+    *funds->mutable_debit() = MakeMoney("CNY", withdrawn);
+    v1::Entry* cash = fix.add_entries();
+    cash->set_account("subsidyPools/voucher/accounts/pool-cash");
+    *cash->mutable_credit() = MakeMoney("CNY", withdrawn);
+    return billing_->PostCorrection(admin_p_, fix);
+  };
+  auto fixed = adjust(400);
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  v1::SubsidyPool pool = Pool("voucher");
+  EXPECT_EQ(pool.balance().amount_minor(), 600);
+  EXPECT_EQ(pool.topped_up_total().amount_minor(), 600);
+  EXPECT_EQ(pool.granted_total().amount_minor(), 0);
+  const std::string etag = pool.etag();
+  ExpectError(adjust(601).status(), absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  pool = Pool("voucher");
+  EXPECT_EQ(pool.topped_up_total().amount_minor(), 600);
+  EXPECT_EQ(pool.balance().amount_minor(), 600);
+  EXPECT_EQ(pool.etag(), etag);  // nothing written
 }
 
 }  // namespace

@@ -347,6 +347,8 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
                        booking->instrument() + " no longer offers the booking's mode");
     }
     LS_ASSIGN_OR_RETURN(BillingPolicy policy, PolicyFromSlotRules(*rules));
+    // A fee of 0 bps: nothing to charge, no rate to look up.
+    if (FeeBpsFor(ChargeForBooking(*booking), policy) == 0) return out;
     LS_ASSIGN_OR_RETURN(v1::AppliedRate rate,
                         RateFor(booking->instrument(), booking->mode(), booking->payer_organization(),
                                 FromProto(booking->reserved_interval().start_time()), booking->payer_class(),

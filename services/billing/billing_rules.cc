@@ -657,6 +657,14 @@ absl::StatusOr<TimedUse> TimedUseFromBooking(const bkv1::Booking& booking) {
   return use;
 }
 
+std::optional<int32_t> FeeBpsFor(BookingCharge what, const BillingPolicy& policy) {
+  switch (what) {
+    case BookingCharge::kMissedBookingFee: return policy.missed_fee_bps;
+    case BookingCharge::kLateCancellationFee: return policy.late_cancel_fee_bps;
+    default: return std::nullopt;
+  }
+}
+
 BookingCharge ChargeForBooking(const bkv1::Booking& booking) {
   if (booking.mode() != tv1::ON_SITE && booking.mode() != tv1::JOINT_RESEARCH) {
     return BookingCharge::kNone;
@@ -774,6 +782,9 @@ absl::StatusOr<std::optional<v1::Charge>> PriceBooking(const bkv1::Booking& book
                                                        const BillingPolicy& policy) {
   const BookingCharge what = ChargeForBooking(booking);
   if (what == BookingCharge::kNone) return std::optional<v1::Charge>();
+  // A fee of 0 bps charges nothing: no zero-amount charge (as for service
+  // orders).
+  if (FeeBpsFor(what, policy) == 0) return std::optional<v1::Charge>();
   LS_RETURN_IF_ERROR(CheckOrganization(booking.instrument_owner(), "booking.instrument_owner"));
   LS_RETURN_IF_ERROR(CheckOrganization(booking.payer_organization(), "booking.payer_organization"));
   LS_ASSIGN_OR_RETURN(TimedUse use, TimedUseFromBooking(booking));

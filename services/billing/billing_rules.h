@@ -163,6 +163,10 @@ absl::StatusOr<TimedUse> TimedUseFromBooking(const bkv1::Booking& booking);
 // CANCELLED late and not by an outage -> late cancellation fee.
 enum class BookingCharge { kNone, kUsage, kMissedBookingFee, kLateCancellationFee };
 BookingCharge ChargeForBooking(const bkv1::Booking& booking);
+// The policy's basis points for a fee (missed or late cancellation); nullopt
+// for usage and none. A fee of 0 bps is not charged at all (no zero-amount
+// charge, no ChargePosted).
+std::optional<int32_t> FeeBpsFor(BookingCharge what, const BillingPolicy& policy);
 
 // The time billed: the basis (ACTUAL_TIME whatever the policy when the
 // session was interrupted by an outage), rounded up to billing_unit, then

@@ -7,6 +7,7 @@
 //    is exhausted, not an error that blocks every charge;
 // 4. granted_total stays "subsidies granted, net of reversals" when a
 //    top-up is corrected;
+// 5. a fee of 0 bps is no charge;
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -495,6 +496,37 @@ TEST_F(BillingAuditTest, AnAdjustedTopUpMovesTheToppedUpTotal) {
   EXPECT_EQ(pool.topped_up_total().amount_minor(), 600);
   EXPECT_EQ(pool.balance().amount_minor(), 600);
   EXPECT_EQ(pool.etag(), etag);  // nothing written
+}
+
+// ================================================================ 5. a fee of 0 bps
+
+TEST_F(BillingAuditTest, AFeeOfZeroBpsIsNoCharge) {
+  iv::Instrument tem = InventoryInstrument("tem");
+  std::vector<iv::ModeOffering> modes(tem.modes().begin(), tem.modes().end());
+  for (auto& m : modes) {
+    if (m.mode() != tv::ON_SITE) continue;
+    m.mutable_slot_rules()->set_missed_fee_bps(0);
+    m.mutable_slot_rules()->set_late_cancel_fee_bps(0);
+  }
+  OfferModes("tem", modes, "free-of-fees");
+  const bk::Booking missed = BookTem(absl::Hours(9), absl::Hours(10));
+  const bk::Booking cancelled = BookTem(absl::Hours(12), absl::Hours(13));
+  clock_.Set(day_ + absl::Hours(8));  // within the 24 h notice: late
+  bk::CancelBookingRequest cancel;
+  cancel.set_name(cancelled.name());
+  cancel.set_reason("sample not ready");
+  bk::Booking out;
+  grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::CancelBooking, cancel, &out, ana_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_TRUE(out.late_cancellation());
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(20));
+  ASSERT_GE(*manager_->Sweep(), 1);
+  bool saw_missed = false;
+  for (const auto& e : Events()) saw_missed |= e.has_booking_missed();
+  ASSERT_TRUE(saw_missed);
+  Drain();
+  EXPECT_TRUE(LabCharges().empty());
+  EXPECT_TRUE(ChargesPosted().empty());
 }
 
 }  // namespace

@@ -743,6 +743,26 @@ TEST(Fees, ZeroBpsIsAZeroFee) {
   EXPECT_EQ(c.base_amount().amount_minor(), 24000);
 }
 
+// A booking whose fee is 0 bps is charged nothing at all (no zero-amount
+// charge), as a service order's late cancellation at 0 bps.
+TEST(Fees, ABookingFeeOfZeroBpsIsNoCharge) {
+  BillingPolicy p = Policy(v1::RESERVED_TIME);
+  p.missed_fee_bps = 0;
+  auto missed = PriceBooking(Booking(tv1::ON_SITE, bkv1::Booking::MISSED), Hourly(), p);
+  ASSERT_TRUE(missed.ok()) << missed.status();
+  EXPECT_FALSE(missed->has_value());
+  bkv1::Booking late = Booking(tv1::ON_SITE, bkv1::Booking::CANCELLED);
+  late.set_late_cancellation(true);
+  auto fee = PriceBooking(late, Hourly(), p);  // late_cancel_fee_bps 2500
+  ASSERT_TRUE(fee.ok() && fee->has_value()) << fee.status();
+  EXPECT_EQ((*fee)->amount().amount_minor(), 6000);
+  p.late_cancel_fee_bps = 0;
+  fee = PriceBooking(late, Hourly(), p);
+  ASSERT_TRUE(fee.ok()) << fee.status();
+  EXPECT_FALSE(fee->has_value());
+  EXPECT_EQ(FeeBpsFor(BookingCharge::kUsage, p), std::nullopt);
+}
+
 TEST(Fees, OnlyMissedAndLateFeesAreBookingFees) {
   ExpectInvalid(PriceBookingFee(v1::USAGE, Hourly(), Policy(v1::RESERVED_TIME),
                                 {Sh(2025, 3, 10, 10), Sh(2025, 3, 10, 12)})

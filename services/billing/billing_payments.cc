@@ -199,6 +199,14 @@ absl::StatusOr<std::vector<OpenAmount>> OpenWhenComputed(const BillingStore& sto
   return out;
 }
 
+// Figures that change nothing: every amount zero (a DEPOSIT charge's, say).
+bool AllZero(const v1::IncomeFigures& f) {
+  for (const auto* m : {&f.service_income(), &f.subsidised(), &f.in_kind(), &f.internal_use(), &f.compensation()}) {
+    if (m->amount_minor() != 0) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 // ================================================================ settlements holding invoices
@@ -931,7 +939,9 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     ev->set_corrected_posting(original.name());
     if (charge) *ev->mutable_charge() = *charge;
     if (charge && charge->state() == v1::Charge::REVERSED) {
-      *ev->add_income_deltas() = NegatedIncome(IncomeOf(*charge, now));
+      // Empty when the charge was no income of anyone (billing_events.proto).
+      v1::IncomeFigures delta = NegatedIncome(IncomeOf(*charge, now));
+      if (!AllZero(delta)) *ev->add_income_deltas() = std::move(delta);
     } else {
       // An ADJUST (or the reversal of another posting) changes the owners'
       // figures by its entries on their income accounts.

@@ -8,6 +8,7 @@
 // 4. granted_total stays "subsidies granted, net of reversals" when a
 //    top-up is corrected;
 // 5. a fee of 0 bps is no charge;
+// 6. CorrectionPosted lists no all-zero income figures.
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -527,6 +528,50 @@ TEST_F(BillingAuditTest, AFeeOfZeroBpsIsNoCharge) {
   Drain();
   EXPECT_TRUE(LabCharges().empty());
   EXPECT_TRUE(ChargesPosted().empty());
+}
+
+// ================================================================ 6. no all-zero income figures
+
+// billing_events.proto, CorrectionPosted.income_deltas: one per owner whose
+// income accounts the corrections touch, "(empty if none)". A DEPOSIT charge
+// is no one's income.
+TEST_F(BillingAuditTest, AReversedDepositChangesNoIncome) {
+  LeaseReturnedWithDamage(100000, 0, /*returned=*/false);
+  Drain();
+  std::string deposit_posting;
+  for (const auto& c : LabCharges()) {
+    if (c.fee_kind() == v1::DEPOSIT) deposit_posting = c.posting();
+  }
+  ASSERT_FALSE(deposit_posting.empty());
+  auto fixed = Reverse(deposit_posting);
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  EXPECT_EQ(fixed->charge().state(), v1::Charge::REVERSED);
+  int corrections = 0;
+  for (const auto& e : Published()) {
+    if (!e.has_correction_posted()) continue;
+    ++corrections;
+    EXPECT_EQ(e.correction_posted().corrected_posting(), deposit_posting);
+    EXPECT_EQ(e.correction_posted().income_deltas_size(), 0);
+  }
+  EXPECT_EQ(corrections, 1);
+}
+
+// A reversed usage charge still lists its owner's negated figures.
+TEST_F(BillingAuditTest, AReversedUsageChargeListsTheOwnersNegatedIncome) {
+  Session(absl::Hours(9), absl::Hours(10));
+  Drain();
+  auto charges = LabCharges();
+  ASSERT_EQ(charges.size(), 1u);
+  ASSERT_TRUE(Reverse(charges[0].posting()).ok());
+  int corrections = 0;
+  for (const auto& e : Published()) {
+    if (!e.has_correction_posted()) continue;
+    ++corrections;
+    ASSERT_EQ(e.correction_posted().income_deltas_size(), 1);
+    EXPECT_EQ(e.correction_posted().income_deltas(0).owner_organization(), kOwner);
+    EXPECT_EQ(e.correction_posted().income_deltas(0).service_income().amount_minor(), -50000);
+  }
+  EXPECT_EQ(corrections, 1);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 // and booking over real gRPC, fake clock).
 #include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -348,6 +349,73 @@ TEST_F(BillingAuditTest, ABookingWithoutARecordedClassIsPricedAtTheClassNow) {
   ASSERT_EQ(charges.size(), 1u);
   EXPECT_EQ(charges[0].amount().amount_minor(), 90000);
   EXPECT_EQ(charges[0].rate().payer_class(), tv::NON_MEMBER);
+}
+
+// A service order is priced from its quote; the VAT rate comes from the rate
+// card line of the class and tier the order recorded (booking.proto:
+// ServiceOrder.payer_class "when ordered"), even if the client was
+// suspended before it accepted the report.
+TEST_F(BillingAuditTest, AServiceOrderTakesTheTaxRateOfTheClassItRecorded) {
+  for (auto [cls, bps] : {std::pair<tv::PayerClass, int32_t>{tv::MEMBER, 600}, {tv::NON_MEMBER, 1300}}) {
+    iv::CreateRateRequest rate;
+    rate.set_parent("instruments/tem");
+    rate.mutable_rate()->set_mode(tv::TECHNICAL_SERVICE);
+    rate.mutable_rate()->set_payer_class(cls);
+    rate.mutable_rate()->set_service_entry_id("imaging");
+    rate.mutable_rate()->set_unit(iv::RATE_PER_SAMPLE);
+    *rate.mutable_rate()->mutable_price() = MakeMoney("CNY", 20000);
+    rate.mutable_rate()->set_tax_rate_bps(bps);
+    Inv(&iv::InventoryService::Stub::CreateRate, rate);
+  }
+  bk::CreateServiceOrderRequest co;
+  co.mutable_service_order()->set_instrument("instruments/tem");
+  co.mutable_service_order()->set_service_entry_id("imaging");
+  co.mutable_service_order()->set_sample_count(3);
+  bk::ServiceOrder o, out;
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CreateServiceOrder, co, &o, ana_).ok());
+  ASSERT_EQ(o.payer_class(), tv::MEMBER);
+  bk::IssueQuoteRequest q;
+  q.set_name(o.name());
+  *q.mutable_quote()->mutable_per_sample_fee() = MakeMoney("CNY", 20000);
+  *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24 * 14));
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::IssueQuote, q, &out, staff_).ok());
+  bk::AcceptQuoteRequest aq;
+  aq.set_name(o.name());
+  aq.set_quote_etag(out.quote().quote_etag());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::AcceptQuote, aq, &out, ana_).ok());
+  bk::ReceiveSamplesRequest rs;
+  rs.set_name(o.name());
+  rs.set_received_sample_count(3);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ReceiveSamples, rs, &out, staff_).ok());
+  bk::ScheduleServiceRequest sch;
+  sch.set_name(o.name());
+  *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(11));
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ScheduleService, sch, &out, staff_).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  bk::StartServiceRequest st;
+  st.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::StartService, st, &out, staff_).ok());
+  bk::DeliverReportRequest dr;
+  dr.set_name(o.name());
+  dr.mutable_report()->set_uri("s3://reports/1.pdf");
+  dr.mutable_report()->set_sha256(std::string(64, 'a'));
+  dr.mutable_report()->set_summary("3 grids imaged");
+  clock_.Set(day_ + absl::Hours(11));
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::DeliverReport, dr, &out, staff_).ok());
+  ChangeLabMembership(iv::SUSPENDED, "");
+  bk::AcceptReportRequest ar;
+  ar.set_name(o.name());
+  grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::AcceptReport, ar, &out, ana_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  Drain();
+  auto charges = LabCharges();
+  ASSERT_EQ(charges.size(), 1u);
+  EXPECT_EQ(charges[0].fee_kind(), v1::TECHNICAL_SERVICE);
+  EXPECT_EQ(charges[0].amount().amount_minor(), 60000);
+  EXPECT_EQ(charges[0].rate().payer_class(), tv::MEMBER);
+  ASSERT_TRUE(charges[0].rate().has_tax_rate_bps());
+  EXPECT_EQ(charges[0].rate().tax_rate_bps(), 600);
 }
 
 // inventory.proto, LookupRate: a named payer_class (and tier) picks that

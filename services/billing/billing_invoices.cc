@@ -64,7 +64,9 @@ v1::SubsidyPool::State PoolState(const v1::SubsidyPool& pool, int64_t balance, a
 std::string PoolEtag(int64_t version, int64_t changes) { return std::to_string(version + changes); }
 
 // The read-time fields of a pool answer: balance, granted total (top-ups
-// minus balance: subsidies net of reversals), state and etag.
+// net of their corrections minus balance: subsidies net of reversals, since
+// PostCorrection moves topped_up_total with every correction of a top-up),
+// state and etag.
 void DerivePool(v1::SubsidyPool& pool, int64_t balance, absl::Time now, const std::string& etag) {
   *pool.mutable_balance() = MakeMoney(pool.currency_code(), balance);
   *pool.mutable_granted_total() = MakeMoney(pool.currency_code(), pool.topped_up_total().amount_minor() - balance);

@@ -313,12 +313,17 @@ absl::StatusOr<int64_t> BillingManager::Counter(IngestBatch* batch, const std::s
 
 absl::StatusOr<v1::AppliedRate> BillingManager::RateFor(const std::string& instrument, SharingMode mode,
                                                         const std::string& payer, absl::Time at,
+                                                        labshare::type::v1::PayerClass payer_class,
                                                         const std::string& tier, const std::string& service_entry,
                                                         IngestBatch* batch) {
   inv::LookupRateRequest r;
   r.set_instrument(instrument);
   r.set_mode(mode);
   r.set_payer_organization(payer);
+  // The class and tier recorded on the booking, not the organisation's now
+  // (billing_events.proto); unset on old events: as inventory sees it now.
+  r.set_payer_class(payer_class);
+  if (payer_class != labshare::type::v1::PAYER_CLASS_UNSPECIFIED) r.set_payer_tier(tier);
   *r.mutable_time() = ToProto(at);
   r.set_service_entry_id(service_entry);
   LS_ASSIGN_OR_RETURN(inv::LookupRateResponse rate, Inventory(batch).LookupRate(r));
@@ -343,10 +348,12 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
                        booking->instrument() + " no longer offers the booking's mode");
     }
     LS_ASSIGN_OR_RETURN(BillingPolicy policy, PolicyFromSlotRules(*rules));
+    // A fee of 0 bps: nothing to charge, no rate to look up.
+    if (FeeBpsFor(ChargeForBooking(*booking), policy) == 0) return out;
     LS_ASSIGN_OR_RETURN(v1::AppliedRate rate,
                         RateFor(booking->instrument(), booking->mode(), booking->payer_organization(),
-                                FromProto(booking->reserved_interval().start_time()), booking->payer_tier(), "",
-                                batch));
+                                FromProto(booking->reserved_interval().start_time()), booking->payer_class(),
+                                booking->payer_tier(), "", batch));
     LS_ASSIGN_OR_RETURN(auto charge, PriceBooking(*booking, rate, policy));
     if (charge) {
       charge->set_instrument_category(instrument.category());
@@ -388,7 +395,14 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
   if (e.has_lease_closed()) {
     const bk::Lease& lease = e.lease_closed().lease();
     LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("deposit", IdOf(lease.name()))));
-    if (!doc) return out;  // no deposit was held
+    if (!doc) {
+      // No deposit was held (a zero deposit creates none): nothing to
+      // release or apply, but the damage is still charged, all of it
+      // outstanding (billing.proto, Deposit).
+      LS_ASSIGN_OR_RETURN(auto damage, PriceDamage(lease));
+      if (damage) out.charges.push_back(*std::move(damage));
+      return out;
+    }
     LS_ASSIGN_OR_RETURN(v1::Deposit d, Parse<v1::Deposit>(doc->data));
     LS_ASSIGN_OR_RETURN(DepositSettlement settled, LeaseDepositSettlement(lease));
     const std::string owner = d.owner_organization(), lessee = d.lessee_organization();
@@ -448,6 +462,11 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
       lookup.set_instrument(order->instrument());
       lookup.set_mode(labshare::type::v1::TECHNICAL_SERVICE);
       lookup.set_payer_organization(order->client_organization());
+      // The client's class and tier when ordered (unset on old events).
+      lookup.set_payer_class(order->payer_class());
+      if (order->payer_class() != labshare::type::v1::PAYER_CLASS_UNSPECIFIED) {
+        lookup.set_payer_tier(order->payer_tier());
+      }
       lookup.set_service_entry_id(order->service_entry_id());
       *lookup.mutable_time() = order->quote().has_quote_time() ? order->quote().quote_time() : ToProto(clock_->Now());
       auto line = Inventory(batch).LookupRate(lookup);

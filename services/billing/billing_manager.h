@@ -155,8 +155,12 @@ class BillingManager {
   absl::StatusOr<std::vector<v1::Charge>> UnchargedLeasePeriods(const labshare::booking::v1::Lease& lease,
                                                                 absl::Time until);
   absl::StatusOr<Priced> Price(const labshare::booking::v1::BookingEvent& e, IngestBatch* batch = nullptr);
+  // The rate line for `payer` at `at`, looked up at the payer class and
+  // tier booking recorded (`payer_class` unset, as on events from before
+  // booking recorded it: inventory's class of the organisation now).
   absl::StatusOr<v1::AppliedRate> RateFor(const std::string& instrument, labshare::type::v1::SharingMode mode,
-                                          const std::string& payer, absl::Time at, const std::string& tier,
+                                          const std::string& payer, absl::Time at,
+                                          labshare::type::v1::PayerClass payer_class, const std::string& tier,
                                           const std::string& service_entry, IngestBatch* batch = nullptr);
   // Adds the subsidy lines, totals and postings of one charge to the step;
   // its events carry `trace_id` (the causing event's; "" for none).
@@ -168,6 +172,9 @@ class BillingManager {
   // the step checks each balance is still the one read.
   absl::StatusOr<std::vector<v1::PoolBalance>> PoolBalancesAfter(LedgerStep& step,
                                                                  const std::vector<v1::Posting>& postings) const;
+  // The kind of the posting a chain of corrections starts from: `posting`'s
+  // own kind unless it is a CORRECTION, else its corrected posting's root.
+  absl::StatusOr<v1::PostingKind> RootKindOf(const v1::Posting& posting) const;
   absl::StatusOr<std::vector<v1::SubsidyPool>> LoadPools() const;
   // With each pool document's version and the pool-set generation
   // (keys::PoolGeneration), read before the index.

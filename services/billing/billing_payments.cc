@@ -199,6 +199,14 @@ absl::StatusOr<std::vector<OpenAmount>> OpenWhenComputed(const BillingStore& sto
   return out;
 }
 
+// Figures that change nothing: every amount zero (a DEPOSIT charge's, say).
+bool AllZero(const v1::IncomeFigures& f) {
+  for (const auto* m : {&f.service_income(), &f.subsidised(), &f.in_kind(), &f.internal_use(), &f.compensation()}) {
+    if (m->amount_minor() != 0) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 // ================================================================ settlements holding invoices
@@ -723,6 +731,18 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
 
 // ================================================================ corrections
 
+absl::StatusOr<v1::PostingKind> BillingManager::RootKindOf(const v1::Posting& posting) const {
+  v1::Posting at = posting;
+  // A correction names the posting it corrects; the chain is short (each
+  // link is an admin's correction) but bounded all the same.
+  for (int depth = 0; depth < 64 && at.kind() == v1::CORRECTION && !at.corrects().empty(); ++depth) {
+    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", IdOf(at.corrects()))));
+    if (!doc) return at.kind();
+    LS_ASSIGN_OR_RETURN(at, Parse<v1::Posting>(doc->data));
+  }
+  return at.kind();
+}
+
 absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const Principal& p,
                                                                           const v1::PostCorrectionRequest& r) {
   // The whole name: its last segment alone would find another posting.
@@ -857,6 +877,43 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       }
     }
     for (const auto& c : corrections) AddPosting(step, c, now);
+    // A correction of a top-up (or of a correction of one) changes the
+    // pools' funding, not their grants: their topped_up_total moves by its
+    // net credit on their POOL_FUNDS, in the same step, so granted_total
+    // (topped_up_total - balance) stays the subsidies net of reversals.
+    LS_ASSIGN_OR_RETURN(v1::PostingKind root_kind, RootKindOf(original));
+    if (root_kind == v1::POOL_TOP_UP) {
+      std::map<std::string, __int128> funded;  // pool -> net credit on its POOL_FUNDS
+      for (const auto& c : corrections) {
+        for (const auto& e : c.entries()) {
+          auto ref = ParseAccountName(e.account());
+          if (!ref.ok() || ref->kind != v1::POOL_FUNDS) continue;
+          funded[ref->owner] += e.credit().amount_minor() - e.debit().amount_minor();
+        }
+      }
+      for (const auto& [pool_name, delta] : funded) {
+        if (delta == 0) continue;
+        const std::string pkey = keys::Doc("pool", IdOf(pool_name));
+        LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(pkey));
+        if (!pdoc) {
+          return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", pool_name + " does not exist");
+        }
+        LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(pdoc->data));
+        const int64_t before = pool.topped_up_total().amount_minor();
+        const __int128 after = before + delta;  // exact, however many entries
+        if (after < 0 || after > kMaxAmountMinor) {
+          return InvalidField(step.limit_field,
+                              absl::StrCat("a pool's top-ups net of their corrections stay within 0..10^15 (",
+                                           kMaxAmountMinor, ") minor units; ", pool_name, " has ", before,
+                                           ", this correction would take it ",
+                                           delta < 0 ? "below 0" : "beyond that"));
+        }
+        pool.mutable_topped_up_total()->set_amount_minor(static_cast<int64_t>(after));
+        *pool.mutable_update_time() = ToProto(now);
+        step.version_checks.push_back({pkey, pdoc->version});
+        step.puts.push_back({pkey, pool.SerializeAsString(), pdoc->version + 1});
+      }
+    }
     original.add_corrected_by(corrections[0].name());
     const std::string okey = keys::Doc("posting", IdOf(original.name()));
     step.version_checks.push_back({okey, doc->version});
@@ -882,7 +939,9 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     ev->set_corrected_posting(original.name());
     if (charge) *ev->mutable_charge() = *charge;
     if (charge && charge->state() == v1::Charge::REVERSED) {
-      *ev->add_income_deltas() = NegatedIncome(IncomeOf(*charge, now));
+      // Empty when the charge was no income of anyone (billing_events.proto).
+      v1::IncomeFigures delta = NegatedIncome(IncomeOf(*charge, now));
+      if (!AllZero(delta)) *ev->add_income_deltas() = std::move(delta);
     } else {
       // An ADJUST (or the reversal of another posting) changes the owners'
       // figures by its entries on their income accounts.

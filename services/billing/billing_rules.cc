@@ -681,6 +681,14 @@ absl::StatusOr<TimedUse> TimedUseFromBooking(const bkv1::Booking& booking) {
   return use;
 }
 
+std::optional<int32_t> FeeBpsFor(BookingCharge what, const BillingPolicy& policy) {
+  switch (what) {
+    case BookingCharge::kMissedBookingFee: return policy.missed_fee_bps;
+    case BookingCharge::kLateCancellationFee: return policy.late_cancel_fee_bps;
+    default: return std::nullopt;
+  }
+}
+
 BookingCharge ChargeForBooking(const bkv1::Booking& booking) {
   if (booking.mode() != tv1::ON_SITE && booking.mode() != tv1::JOINT_RESEARCH) {
     return BookingCharge::kNone;
@@ -798,6 +806,9 @@ absl::StatusOr<std::optional<v1::Charge>> PriceBooking(const bkv1::Booking& book
                                                        const BillingPolicy& policy) {
   const BookingCharge what = ChargeForBooking(booking);
   if (what == BookingCharge::kNone) return std::optional<v1::Charge>();
+  // A fee of 0 bps charges nothing: no zero-amount charge (as for service
+  // orders).
+  if (FeeBpsFor(what, policy) == 0) return std::optional<v1::Charge>();
   LS_RETURN_IF_ERROR(CheckOrganization(booking.instrument_owner(), "booking.instrument_owner"));
   LS_RETURN_IF_ERROR(CheckOrganization(booking.payer_organization(), "booking.payer_organization"));
   LS_ASSIGN_OR_RETURN(TimedUse use, TimedUseFromBooking(booking));
@@ -1314,7 +1325,6 @@ absl::StatusOr<std::vector<v1::SubsidyLine>> ApplySubsidies(
     if (p.percentage_bps() < 1 || p.percentage_bps() > kWholeBps) {
       return InvalidField(f + ".percentage_bps", "must be between 1 and 10000");
     }
-    if (pools[i].balance < 0) return InvalidField(f + ".balance", "must not be negative");
     if (p.has_cap_per_organization()) {
       if (p.cap_per_organization().amount_minor() < 0) {
         return InvalidField(f + ".cap_per_organization", "must not be negative");
@@ -1337,7 +1347,9 @@ absl::StatusOr<std::vector<v1::SubsidyLine>> ApplySubsidies(
   std::vector<v1::SubsidyLine> out;
   for (size_t pi : order) {
     const v1::SubsidyPool& pool = pools[pi].pool;
-    int64_t balance = pools[pi].balance;
+    // A negative balance (a top-up reversed after it paid subsidies) is an
+    // exhausted pool: it pays nothing, and the charge is still posted.
+    int64_t balance = std::max<int64_t>(pools[pi].balance, 0);
     std::optional<TimeRange> cap_period;
     if (pool.has_cap_per_organization()) {
       LS_ASSIGN_OR_RETURN(cap_period,

@@ -167,6 +167,10 @@ absl::StatusOr<TimedUse> TimedUseFromBooking(const bkv1::Booking& booking);
 // CANCELLED late and not by an outage -> late cancellation fee.
 enum class BookingCharge { kNone, kUsage, kMissedBookingFee, kLateCancellationFee };
 BookingCharge ChargeForBooking(const bkv1::Booking& booking);
+// The policy's basis points for a fee (missed or late cancellation); nullopt
+// for usage and none. A fee of 0 bps is not charged at all (no zero-amount
+// charge, no ChargePosted).
+std::optional<int32_t> FeeBpsFor(BookingCharge what, const BillingPolicy& policy);
 
 // The time billed: the basis (ACTUAL_TIME whatever the policy when the
 // session was interrupted by an outage), rounded up to billing_unit, then
@@ -317,7 +321,8 @@ absl::Status ValidateSubsidyPool(const v1::SubsidyPool& pool);
 // for each pool, each beneficiary in the given order. Each line pays
 // floor(part x bps / 10000) limited by the beneficiary's cap remaining in
 // that pool (cap - cap_used), the pool's balance (less what earlier lines of
-// this charge took from it) and what earlier pools left of the part. limited_by names the binding limit
+// this charge took from it; a negative balance counts as 0) and what earlier
+// pools left of the part. limited_by names the binding limit
 // (ORGANIZATION_CAP before POOL_BALANCE on a tie); a line cut only by what
 // earlier pools left has LIMIT_UNSPECIFIED (the contract has no value for
 // it). Lines paying 0 are left out. cap_period is set for capped pools;

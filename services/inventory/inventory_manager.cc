@@ -872,6 +872,9 @@ absl::StatusOr<v1::LookupRateResponse> InventoryManager::LookupRate(
   LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.instrument(), "instruments", "instrument"));
   LS_ASSIGN_OR_RETURN(std::string payer_id, ParseName(r.payer_organization(), "organizations", "payer_organization"));
   if (r.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED) return InvalidField("mode", "required");
+  if (!labshare::type::v1::PayerClass_IsValid(r.payer_class())) {
+    return InvalidField("payer_class", "must be OWNER, MEMBER or NON_MEMBER, or unset");
+  }
   LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.instrument()));
   LS_ASSIGN_OR_RETURN(auto payer, store_->Load<v1::Organization>(keys::Org(payer_id), "ORGANIZATION_NOT_FOUND", r.payer_organization()));
   LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Rates(instr_id), "", 10000));
@@ -880,10 +883,14 @@ absl::StatusOr<v1::LookupRateResponse> InventoryManager::LookupRate(
   LS_ASSIGN_OR_RETURN(auto loaded, store_->LoadMany<v1::Rate>(rate_keys));
   std::vector<v1::Rate> rates;
   for (auto& l : loaded) rates.push_back(std::move(l.value));
-  const PayerClass cls = PayerClassFor(payer.value, in.value);
+  // The class and tier the caller recorded (a booking's), else the
+  // organisation's now.
+  const bool recorded = r.payer_class() != labshare::type::v1::PAYER_CLASS_UNSPECIFIED;
+  const PayerClass cls = recorded ? r.payer_class() : PayerClassFor(payer.value, in.value);
+  const std::string& tier = recorded ? r.payer_tier() : payer.value.tier();
   // An unset time means now.
   const absl::Time at = r.has_time() ? FromProto(r.time()) : clock_->Now();
-  const v1::Rate* rate = FindRate(rates, r.mode(), cls, payer.value.tier(), r.service_entry_id(), at);
+  const v1::Rate* rate = FindRate(rates, r.mode(), cls, tier, r.service_entry_id(), at);
   if (rate == nullptr) {
     return MakeError(absl::StatusCode::kNotFound, "NO_RATE",
                      absl::StrCat("no ", labshare::type::v1::PayerClass_Name(cls), " rate for ",

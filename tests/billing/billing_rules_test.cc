@@ -743,6 +743,26 @@ TEST(Fees, ZeroBpsIsAZeroFee) {
   EXPECT_EQ(c.base_amount().amount_minor(), 24000);
 }
 
+// A booking whose fee is 0 bps is charged nothing at all (no zero-amount
+// charge), as a service order's late cancellation at 0 bps.
+TEST(Fees, ABookingFeeOfZeroBpsIsNoCharge) {
+  BillingPolicy p = Policy(v1::RESERVED_TIME);
+  p.missed_fee_bps = 0;
+  auto missed = PriceBooking(Booking(tv1::ON_SITE, bkv1::Booking::MISSED), Hourly(), p);
+  ASSERT_TRUE(missed.ok()) << missed.status();
+  EXPECT_FALSE(missed->has_value());
+  bkv1::Booking late = Booking(tv1::ON_SITE, bkv1::Booking::CANCELLED);
+  late.set_late_cancellation(true);
+  auto fee = PriceBooking(late, Hourly(), p);  // late_cancel_fee_bps 2500
+  ASSERT_TRUE(fee.ok() && fee->has_value()) << fee.status();
+  EXPECT_EQ((*fee)->amount().amount_minor(), 6000);
+  p.late_cancel_fee_bps = 0;
+  fee = PriceBooking(late, Hourly(), p);
+  ASSERT_TRUE(fee.ok()) << fee.status();
+  EXPECT_FALSE(fee->has_value());
+  EXPECT_EQ(FeeBpsFor(BookingCharge::kUsage, p), std::nullopt);
+}
+
 TEST(Fees, OnlyMissedAndLateFeesAreBookingFees) {
   ExpectInvalid(PriceBookingFee(v1::USAGE, Hourly(), Policy(v1::RESERVED_TIME),
                                 {Sh(2025, 3, 10, 10), Sh(2025, 3, 10, 12)})
@@ -1383,6 +1403,20 @@ TEST(Subsidies, ExhaustedPoolOrCapPaysNoLine) {
   EXPECT_THAT(MustApply(UsageFacts(), {Sme()}, {overused}), IsEmpty());
 }
 
+// A negative balance (a top-up reversed after it paid subsidies) is an
+// exhausted pool, not an error: the charge is posted without its line, and
+// the next pool still pays.
+TEST(Subsidies, NegativeBalancePaysNoLineAndBlocksNothing) {
+  PoolFunds overdrawn = SmePool("subsidyPools/a-overdrawn", 5000, 1);
+  overdrawn.balance = -30000;
+  PoolFunds next = SmePool("subsidyPools/b-next", 1000, 2);
+  auto lines = MustApply(UsageFacts(), {Sme()}, {overdrawn, next});
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].subsidy_pool(), "subsidyPools/b-next");
+  EXPECT_EQ(lines[0].amount().amount_minor(), 2400);
+  EXPECT_EQ(lines[0].limited_by(), v1::SubsidyLine::NOT_LIMITED);
+}
+
 TEST(Subsidies, UncappedPoolHasNoCapPeriod) {
   PoolFunds pool = SmePool();
   pool.pool.clear_cap_per_organization();
@@ -1564,9 +1598,6 @@ TEST(Subsidies, InvalidInputsAreRejected) {
   ExpectInvalid(ApplySubsidies(UsageFacts(), {Sme()}, {dup, dup}, Shanghai()).status());
   PoolFunds bad = SmePool("pools/x");
   ExpectInvalid(ApplySubsidies(UsageFacts(), {Sme()}, {bad}, Shanghai()).status());
-  PoolFunds negative = SmePool();
-  negative.balance = -1;
-  ExpectInvalid(ApplySubsidies(UsageFacts(), {Sme()}, {negative}, Shanghai()).status());
   ExpectInvalid(ApplySubsidies(UsageFacts(), {Sme(kPayer, -1)}, {SmePool()}, Shanghai()).status());
   ExpectInvalid(ApplySubsidies(UsageFacts(), {Sme(), Sme()}, {SmePool()}, Shanghai()).status());
 }

@@ -73,7 +73,9 @@ absl::Status CheckChosenId(const std::string& field, absl::string_view id) {
 
 void AttachSnapshot(v1::BookingEvent& event, const std::string& request_id, const v1::Booking& booking,
                     const google::protobuf::Message* other) {
-  event.mutable_header()->set_request_id(request_id);
+  // A step without an idempotency key keeps the request_id its events were
+  // made with (ApplyMaintenanceWindow's steps carry the window request's).
+  if (!request_id.empty()) event.mutable_header()->set_request_id(request_id);
   const auto* payload_field = event.GetDescriptor()->FindFieldByNumber(event.payload_case());
   if (payload_field == nullptr) return;
   google::protobuf::Message* payload = event.GetReflection()->MutableMessage(&event, payload_field);

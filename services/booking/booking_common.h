@@ -79,7 +79,8 @@ absl::Status CheckChosenId(const std::string& field, absl::string_view id);
 
 // Every event carries its resources as they are after the change: fills
 // the payload's Booking field with `booking` and, when given, its field of
-// `other`'s type (a Lease or ServiceOrder) with `other`; sets the request id.
+// `other`'s type (a Lease or ServiceOrder) with `other`; sets the request id (a
+// `request_id` empty leaves the one the event was made with).
 void AttachSnapshot(labshare::booking::v1::BookingEvent& event, const std::string& request_id,
                     const labshare::booking::v1::Booking& booking,
                     const google::protobuf::Message* other = nullptr);

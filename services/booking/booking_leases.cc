@@ -163,6 +163,18 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   facts.payer = &payer;
   facts.instrument = &instrument;
   facts.facility = &facility;
+  // The notice is measured against the buffer the lease gets: a longer
+  // requested handover buffer needs that much notice too (the block starts
+  // a handover buffer before the term, and a block already started could
+  // never be approved: LEASE_STARTED).
+  inv::Instrument with_buffer;
+  if (handover > FromProto(rules.handover_buffer())) {
+    with_buffer = instrument;
+    for (auto& m : *with_buffer.mutable_modes()) {
+      if (m.mode() == labshare::type::v1::LEASE) *m.mutable_lease_rules()->mutable_handover_buffer() = ToProto(handover);
+    }
+    facts.instrument = &with_buffer;
+  }
   LS_ASSIGN_OR_RETURN(facts.rates, inventory_->ListRates(in.instrument()));
   LS_ASSIGN_OR_RETURN(facts.windows, inventory_->ListMaintenanceWindows(in.instrument()));
   inv::CheckAccessRequest check;
@@ -594,7 +606,8 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLease(const Principal& p, const 
 }
 
 absl::StatusOr<v1::Lease> BookingManager::CancelLeaseForOutage(const Principal& p, const std::string& name,
-                                                               const inv::MaintenanceWindow& window) {
+                                                               const inv::MaintenanceWindow& window,
+                                                               const std::string& event_request_id) {
   v1::CancelLeaseRequest key;
   key.set_name(name);
   return LeaseTransition("ApplyMaintenanceWindow", key, name, "",
@@ -619,13 +632,13 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLeaseForOutage(const Principal& 
     cancel->set_reason(window.reason());
     cancel->set_maintenance_window(window.name());
     c.calendar = UpdateStep::Calendar::kRemove;
-    v1::BookingEvent cancelled = Event(p, "");
+    v1::BookingEvent cancelled = Event(p, event_request_id);
     auto* lc = cancelled.mutable_lease_cancelled();
     lc->set_previous_state(previous);
     lc->set_reason(window.reason());
     lc->set_cancelled_by_outage(true);
     lc->set_maintenance_window(window.name());
-    v1::BookingEvent booking_cancelled = Event(p, "");
+    v1::BookingEvent booking_cancelled = Event(p, event_request_id);
     auto* bc = booking_cancelled.mutable_booking_cancelled();
     bc->set_previous_state(booking_before);
     bc->set_cancelled_by_outage(true);

@@ -1134,6 +1134,9 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
       if (!q) return Precondition("QUALIFICATION_MISSING", "the user has no qualification on this instrument");
       inv::Qualification copy = *q;
       labshare::inventory::ComputeQualificationState(copy, rules.qualification_validity_days(), t);
+      if (copy.state() == inv::REVOKED) {  // as CreateBooking answers it
+        return Precondition("QUALIFICATION_REVOKED", "the user's qualification was revoked");
+      }
       if (copy.state() != inv::VALID) {
         return Precondition("QUALIFICATION_EXPIRED", "the user's qualification is no longer valid");
       }
@@ -1261,7 +1264,7 @@ absl::StatusOr<absl::Time> BookingManager::AutoCheckOutTime(const Loaded& cur, c
 // ================================================================ maintenance
 
 absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintenanceWindow(
-    const Principal& p, const v1::ApplyMaintenanceWindowRequest& r) {
+    const Principal& p, const v1::ApplyMaintenanceWindowRequest& r, const std::string& cause_request_id) {
   LS_ASSIGN_OR_RETURN(auto ids, labshare::inventory::ParseChildName(
                                     r.maintenance_window(), "instruments", "maintenanceWindows",
                                     "maintenance_window"));
@@ -1279,6 +1282,9 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   const std::string idem =
       r.request_id().empty() ? "" : keys::Idempotency(partition, "ApplyMaintenanceWindow", r.request_id());
   const std::string fingerprint = RequestFingerprint("ApplyMaintenanceWindow", r);
+  // Every event of the window's steps names the request that caused it
+  // (types.proto); the steps keep their own idempotency (none).
+  const std::string& event_rid = r.request_id().empty() ? cause_request_id : r.request_id();
   return Claimed<Response>(ClaimOf("ApplyMaintenanceWindow", r.request_id(), r), [&]() -> absl::StatusOr<Response> {
   LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
   if (seen) return ParseAnswer<Response>(*seen);
@@ -1310,7 +1316,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         if (hit.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !hit.booking.service_order().empty() &&
             hit.booking.state() == v1::Booking::CONFIRMED) {
           // A scheduled run goes back to SAMPLES_RECEIVED with its booking cancelled.
-          LS_RETURN_IF_ERROR(UnscheduleForOutage(p, hit.booking.service_order(), window).status());
+          LS_RETURN_IF_ERROR(UnscheduleForOutage(p, hit.booking.service_order(), window, event_rid).status());
           resp.add_unscheduled_orders(hit.booking.service_order());
           resp.add_cancelled_bookings("bookings/" + e.booking_id);
           continue;
@@ -1326,7 +1332,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             continue;
           }
           if (lease.state() == v1::Lease::REQUESTED || lease.state() == v1::Lease::APPROVED) {
-            LS_RETURN_IF_ERROR(CancelLeaseForOutage(p, lease.name(), window).status());
+            LS_RETURN_IF_ERROR(CancelLeaseForOutage(p, lease.name(), window, event_rid).status());
             resp.add_cancelled_leases(lease.name());
             resp.add_cancelled_bookings(lease.booking());  // cancelled with it, as a run's booking is
             continue;
@@ -1341,10 +1347,16 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
           interrupted = false;
           if (b.state() == v1::Booking::CHECKED_IN) {
             // Checked out at the window start, as CheckOut would, in this
-            // step; the time before the window stays on the calendar.
+            // step; the time before the window stays on the calendar. (A
+            // session checked in after the window start ends at its check-in.)
             interrupted = true;
-            Change c = EndSession(p, b, std::max(FromProto(b.session().start_time()), ws), "");
+            Change c = EndSession(p, b, std::max(FromProto(b.session().start_time()), ws), event_rid);
             c.booking.set_interrupted_by_outage(true);
+            // The guard stops at the window start: the window's own entry,
+            // on the calendar since BlockWindow, wins; no booking may have
+            // slipped in before it.
+            c.guard_to_ms = std::min(c.guard_to_ms, Ms(ws));
+            if (c.guard_to_ms <= c.guard_from_ms) c.guard_from_ms = c.guard_to_ms = 0;
             if (ws > FromProto(b.blocked_interval().start_time())) {
               c.calendar = UpdateStep::Calendar::kSetEnd;
               c.new_end_ms = Ms(ws);
@@ -1358,7 +1370,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
           c.booking = b;
           c.calendar = UpdateStep::Calendar::kRemove;
           c.due = UpdateStep::Due::kRemove;
-          v1::BookingEvent ev = Event(p, "");
+          v1::BookingEvent ev = Event(p, event_rid);
           if (b.state() == v1::Booking::CONFIRMED || b.state() == v1::Booking::PENDING_APPROVAL) {
             c.release_budget = true;
             c.booking.set_state(v1::Booking::CANCELLED);
@@ -1381,8 +1393,11 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
           return c;
         });
         if (!result.ok() && ErrorReason(result.status()) == "FINISHED") {
-          // A finished booking keeps its record; only its calendar entry goes.
-          LS_RETURN_IF_ERROR(store_->RemoveCalendarEntry(partition, ids.first, e.booking_id, e.start_ms));
+          // A finished booking keeps its record. Its block before the window
+          // stays (a session checked out earlier whose block runs on past
+          // the window start is cut there, as a session the window checks
+          // out); an entry starting at or after the window start goes.
+          LS_RETURN_IF_ERROR(CutFinishedEntry(partition, ids.first, e, Ms(ws)));
           continue;
         }
         LS_RETURN_IF_ERROR(result.status());
@@ -1395,7 +1410,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
       if (!any) break;
     }
   }
-  v1::BookingEvent applied = Event(p, r.request_id());
+  v1::BookingEvent applied = Event(p, event_rid);
   *applied.mutable_maintenance_applied()->mutable_result() = resp;
   applied.mutable_maintenance_applied()->set_outage(window.outage());
   applied.mutable_maintenance_applied()->set_reason(window.reason());
@@ -1417,14 +1432,41 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   });
 }
 
+absl::Status BookingManager::CutFinishedEntry(int partition, const std::string& instrument_id,
+                                              const CalendarEntry& e, int64_t window_start_ms) {
+  if (e.start_ms >= window_start_ms) {
+    return store_->RemoveCalendarEntry(partition, instrument_id, e.booking_id, e.start_ms);
+  }
+  LS_ASSIGN_OR_RETURN(Loaded hit, Load("bookings/" + e.booking_id));
+  // The entry's end moves to the window start in one step checked against
+  // the booking's version; its record stays as it is (not rewritten).
+  UpdateStep step;
+  step.partition = partition;
+  step.instrument_id = instrument_id;
+  step.booking_id = e.booking_id;
+  step.expected_version = hit.version;
+  step.calendar = UpdateStep::Calendar::kSetEnd;
+  step.blocked_start_ms = e.start_ms;
+  step.new_end_ms = window_start_ms;
+  step.busy_reason = BusyReasonOf(hit.booking);
+  LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+  // A booking that moved meanwhile is looked at again in the next round.
+  if (outcome.kind == StepOutcome::Kind::kApplied || outcome.kind == StepOutcome::Kind::kConflict) {
+    return absl::OkStatus();
+  }
+  return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
+}
+
 // ================================================================ sweep
 
 int64_t BookingManager::DueMs(const v1::Booking& b, const inv::Instrument& instrument) const {
   const absl::Time start = FromProto(b.reserved_interval().start_time());
   if (b.state() == v1::Booking::PENDING_APPROVAL) return Ms(start);
   const absl::Duration grace = FromProto(SlotRulesOf(instrument, b.mode()).no_show_grace());
-  // Without a grace period, check-in stays open until the reserved end.
-  return Ms(grace > absl::ZeroDuration() ? start + grace : FromProto(b.reserved_interval().end_time()));
+  // When CheckIn's window closes: the earlier of start + grace and the
+  // reserved end (without a grace period, the reserved end).
+  const absl::Time end = FromProto(b.reserved_interval().end_time());
+  return Ms(grace > absl::ZeroDuration() ? std::min(start + grace, end) : end);
 }
 
 absl::StatusOr<int> BookingManager::Sweep() {

@@ -153,9 +153,12 @@ class BookingManager {
   // charge (cancelled_by_outage), or, if checked in, checked out at the
   // window start (interrupted_by_outage); a CANCELLED window is taken off.
   // Idempotent; the service also runs it for each window event from
-  // inventory.
+  // inventory. The events of the step carry r.request_id() in their
+  // headers, or, without one, `cause_request_id` (the request_id of the
+  // inventory event that changed the window, on the consumer's path); the
+  // steps' idempotency keys do not change with it.
   absl::StatusOr<v1::ApplyMaintenanceWindowResponse> ApplyMaintenanceWindow(
-      const Principal& p, const v1::ApplyMaintenanceWindowRequest& r);
+      const Principal& p, const v1::ApplyMaintenanceWindowRequest& r, const std::string& cause_request_id = "");
 
   // Marks CONFIRMED bookings not checked in by start + no_show_grace MISSED
   // and PENDING_APPROVAL bookings whose start has passed EXPIRED, and checks
@@ -387,6 +390,11 @@ class BookingManager {
     absl::Duration used = absl::ZeroDuration();
     std::vector<v1::BookingEvent> events;
   };
+  // ApplyMaintenanceWindow on a finished booking's calendar entry `e`: cut
+  // at the window start when it starts before it (the record stays as it
+  // is), taken off otherwise.
+  absl::Status CutFinishedEntry(int partition, const std::string& instrument_id, const CalendarEntry& e,
+                                int64_t window_start_ms);
   // When the sweep must look at a booking in `state` (0: never).
   int64_t DueMs(const v1::Booking& b, const inv::Instrument& instrument) const;
   // When the sweep checks a CHECKED_IN session out: at the start of the
@@ -518,8 +526,11 @@ class BookingManager {
       const std::string& name, const std::string& request_id,
       const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&)>& decide);
   absl::StatusOr<LoadedLease> LoadLease(const std::string& name);
+  // `event_request_id`: what the events' headers carry (the window
+  // request's); the step itself takes no idempotency key.
   absl::StatusOr<v1::Lease> CancelLeaseForOutage(const Principal& p, const std::string& name,
-                                                 const inv::MaintenanceWindow& window);
+                                                 const inv::MaintenanceWindow& window,
+                                                 const std::string& event_request_id);
 
   // Orders: a change of the order alone, or of the order and its run's
   // booking together (one step either way).
@@ -552,15 +563,18 @@ class BookingManager {
                                                absl::string_view method, const google::protobuf::Message& request,
                                                bool validate_only, v1::Booking* booking_answer);
   absl::StatusOr<v1::ServiceOrder> UnscheduleForOutage(const Principal& p, const std::string& order,
-                                                       const inv::MaintenanceWindow& window);
+                                                       const inv::MaintenanceWindow& window,
+                                                       const std::string& event_request_id);
   // The run of a SCHEDULED order cancelled, the order back in
   // SAMPLES_RECEIVED, in one step: by an outage (`window`) or, without one,
   // by owner staff (or an administrator for them) cancelling the run
-  // `run_name` (CancelBooking).
+  // `run_name` (CancelBooking). The events carry `event_request_id` when
+  // it is given (the window request's), else `request_id`.
   absl::StatusOr<v1::ServiceOrder> UnscheduleRun(const Principal& p, absl::string_view method,
                                                  const google::protobuf::Message& request, const std::string& order,
                                                  const std::string& request_id, const std::string& run_name,
-                                                 const std::string& reason, const inv::MaintenanceWindow* window);
+                                                 const std::string& reason, const inv::MaintenanceWindow* window,
+                                                 const std::string& event_request_id = "");
   // CancelBooking of a TECHNICAL_SERVICE run: owner staff (or an
   // administrator for them); unschedules it.
   absl::StatusOr<v1::Booking> CancelRun(const Principal& p, const v1::CancelBookingRequest& r,

@@ -744,18 +744,21 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
 }
 
 absl::StatusOr<Order> BookingManager::UnscheduleForOutage(const Principal& p, const std::string& name,
-                                                          const inv::MaintenanceWindow& window) {
+                                                          const inv::MaintenanceWindow& window,
+                                                          const std::string& event_request_id) {
   v1::GetServiceOrderRequest key;
   key.set_name(name);
-  return UnscheduleRun(p, "ApplyMaintenanceWindow", key, name, "", "", "", &window);
+  return UnscheduleRun(p, "ApplyMaintenanceWindow", key, name, "", "", "", &window, event_request_id);
 }
 
 absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::string_view method,
                                                     const google::protobuf::Message& request,
                                                     const std::string& name, const std::string& request_id,
                                                     const std::string& run_name, const std::string& reason,
-                                                    const inv::MaintenanceWindow* window) {
+                                                    const inv::MaintenanceWindow* window,
+                                                    const std::string& event_request_id) {
   const bool outage = window != nullptr;
+  const std::string& stamped = event_request_id.empty() ? request_id : event_request_id;
   return OrderTransition(method, request, name, request_id, [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     if (outage && cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
     LS_ASSIGN_OR_RETURN(Loaded run, Load(outage ? cur.order.booking() : run_name));
@@ -789,13 +792,13 @@ absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::st
     cancel->set_initiator(initiator);
     cancel->set_reason(outage ? window->reason() : reason);
     if (outage) cancel->set_maintenance_window(window->name());
-    v1::BookingEvent cancelled = Event(p, request_id);
+    v1::BookingEvent cancelled = Event(p, stamped);
     auto* bc = cancelled.mutable_booking_cancelled();
     bc->set_previous_state(run.booking.state());
     bc->set_cancelled_by_outage(outage);
     bc->set_initiator(initiator);
     if (outage) bc->set_maintenance_window(window->name());
-    v1::BookingEvent unscheduled = Event(p, request_id);
+    v1::BookingEvent unscheduled = Event(p, stamped);
     unscheduled.mutable_service_order_unscheduled()->set_cancelled_booking(run.booking.name());
     unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(outage);
     c.events = {std::move(cancelled), std::move(unscheduled)};

@@ -284,6 +284,14 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   // another body, after the record's window) replaces the budgets of its
   // crashed attempt, stamped 1 as well.
   LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, 1, /*overwrite=*/true));
+  // Answered as GetProject answers it: a new project's budgets are neither
+  // used nor committed (explicit zeros; the use lives in the counters, not
+  // in the document).
+  const v1::Project stored = project;
+  for (auto& b : *project.mutable_instrument_budgets()) {
+    *b.mutable_used() = ToProto(absl::ZeroDuration());
+    *b.mutable_committed() = ToProto(absl::ZeroDuration());
+  }
   v1::BookingEvent event = Event(p, r.request_id());
   *event.mutable_project_created()->mutable_project() = project;
   Mutation m;
@@ -292,7 +300,7 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   m.response = SerializeDeterministic(project);
   // The new document and the id's reservation, claimed above (version 1),
   // in one step with the event; otherwise nothing is written (kConflict).
-  m.writes.push_back({keys::Project(id), project.SerializeAsString(), 0});
+  m.writes.push_back({keys::Project(id), stored.SerializeAsString(), 0});
   m.writes.push_back({keys::ProjectIdReservation(id), project.name(), 1});
   m.index_ops.push_back({keys::Projects(), id});
   m.outbox_key = keys::ProjectOutbox();

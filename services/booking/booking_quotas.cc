@@ -456,12 +456,24 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
   // may name another organisation on an instrument its organisation owns or
   // operates).
   // (A malformed instrument names no owner: the scope is checked without
-  // one, the name afterwards.)
+  // one, the name afterwards.) Without an instrument filter FACILITY_STAFF
+  // may name any organisation: each row is then shown only if the staff may
+  // see it (below). An instrument that does not exist has no quotas: an
+  // empty page, as for every caller (ListQuotas lists no NOT_FOUND).
+  const bool staff = p.HasRole(Role::kFacilityStaff);
+  bool no_such_instrument = false;
   if (!r.organization().empty()) {
     if (r.instrument().empty() || !ParseName(r.instrument(), "instruments", "instrument").ok()) {
-      LS_RETURN_IF_ERROR(CheckScope("ListQuotas", p, {"", {r.organization()}, {}}));
+      if (!(staff && r.instrument().empty())) {
+        LS_RETURN_IF_ERROR(CheckScope("ListQuotas", p, {"", {r.organization()}, {}}));
+      }
     } else {
-      LS_RETURN_IF_ERROR(CheckScopeOn("ListQuotas", p, *inventory_, r.instrument(), {"", {r.organization()}, {}}));
+      absl::Status scope = CheckScopeOn("ListQuotas", p, *inventory_, r.instrument(), {"", {r.organization()}, {}});
+      if (scope.code() == absl::StatusCode::kNotFound) {
+        no_such_instrument = true;
+      } else {
+        LS_RETURN_IF_ERROR(scope);
+      }
     }
   }
   std::string instrument_id, org_id;
@@ -473,9 +485,9 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
   }
   if (!Quota::Period_IsValid(r.period())) return InvalidField("period", "unknown period");
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
+  if (no_such_instrument) return v1::ListQuotasResponse();
   const bool all = SeesAllQuotas(p);
   const std::string own = ActorOrganization(p);
-  const bool staff = p.HasRole(Role::kFacilityStaff);
   if (!all && !staff && !r.organization().empty() && r.organization() != own) {
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      "you may list only your own organisation's quotas");

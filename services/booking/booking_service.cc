@@ -26,11 +26,13 @@ const MethodPolicy& BookingPolicy() {
     // Bookings.
     p->Allow(M("CreateBooking"), {kUser}, kScopeSelf).Allow(M("CreateBooking"), {kStaff}, kScopeOwner)
         .Allow(M("CreateBooking"), {kAdmin});
+    // FACILITY_STAFF: the owner's or operator's, and its own organisation's
+    // (it pays or shares the cost): Get opens what List shows.
     for (const char* m : {"GetBooking", "ListBookings"}) {
       readers(m);
-      p->Allow(M(m), {kUser}, kScopeSelf).Allow(M(m), {kBilling}, kScopeParty).Allow(M(m), {kStaff}, kScopeOwner);
+      p->Allow(M(m), {kUser}, kScopeSelf).Allow(M(m), {kBilling}, kScopeParty)
+          .Allow(M(m), {kStaff}, kScopeOwner | kScopeParty);
     }
-    p->Allow(M("ListBookings"), {kStaff}, kScopeParty);
     p->Allow(M("CancelBooking"), {kUser}, kScopeSelf).Allow(M("CancelBooking"), {kBilling}, kScopePayer)
         .Allow(M("CancelBooking"), {kStaff}, kScopeOwner).Allow(M("CancelBooking"), {kAdmin});
     for (const char* m : {"ApproveBooking", "RejectBooking"}) p->Allow(M(m), {kStaff}, kScopeOwner).Allow(M(m), {kAdmin});
@@ -44,9 +46,9 @@ const MethodPolicy& BookingPolicy() {
     // Leases.
     p->Allow(M("RequestLease"), {kUser}, kScopeSelf).Allow(M("RequestLease"), {kStaff}, kScopeOwner)
         .Allow(M("RequestLease"), {kAdmin});
-    for (const char* m : {"GetLease", "ListLeases"}) {
+    for (const char* m : {"GetLease", "ListLeases"}) {  // staff: also its organisation's leases
       readers(m);
-      p->Allow(M(m), {kUser, kBilling}, kScopeParty).Allow(M(m), {kStaff}, kScopeOwner);
+      p->Allow(M(m), {kUser, kBilling}, kScopeParty).Allow(M(m), {kStaff}, kScopeOwner | kScopeParty);
     }
     for (const char* m : {"ApproveLease", "RejectLease", "RecordHandover", "RecordReturn", "ExtendLease",
                           "CloseLease"}) {
@@ -63,9 +65,9 @@ const MethodPolicy& BookingPolicy() {
     // Technical-service orders.
     p->Allow(M("CreateServiceOrder"), {kUser}, kScopeSelf).Allow(M("CreateServiceOrder"), {kStaff}, kScopeOwner)
         .Allow(M("CreateServiceOrder"), {kAdmin});
-    for (const char* m : {"GetServiceOrder", "ListServiceOrders"}) {
+    for (const char* m : {"GetServiceOrder", "ListServiceOrders"}) {  // staff: also its organisation's orders
       readers(m);
-      p->Allow(M(m), {kUser, kBilling}, kScopeParty).Allow(M(m), {kStaff}, kScopeOwner);
+      p->Allow(M(m), {kUser, kBilling}, kScopeParty).Allow(M(m), {kStaff}, kScopeOwner | kScopeParty);
     }
     for (const char* m : {"IssueQuote", "ReceiveSamples", "ScheduleService", "StartService", "DeliverReport"}) {
       p->Allow(M(m), {kStaff}, kScopeOwner);

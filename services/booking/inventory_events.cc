@@ -22,7 +22,9 @@ EventConsumer::Handler InventoryEventHandler(BookingManager* manager, RefileOpti
     service.trace_id = event.header().trace_id();  // the cuts follow the window's request
     v1::ApplyMaintenanceWindowRequest r;
     r.set_maintenance_window(event.maintenance_window_changed().maintenance_window().name());
-    return manager->ApplyMaintenanceWindow(service, r).status();
+    // The events of the step name the inventory request that changed the
+    // window (types.proto: "The request_id of the mutation that caused it").
+    return manager->ApplyMaintenanceWindow(service, r, event.header().request_id()).status();
   };
 }
 

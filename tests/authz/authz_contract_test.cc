@@ -100,6 +100,7 @@ std::optional<unsigned> Qualifier(absl::string_view q) {
       // Both.
       {"of the payer, the owner or a split participant", kScopeParty | kScopeOwner},
       {"of the owner or lessee", kScopeParty | kScopeOwner},
+      {"of the owner or client", kScopeParty | kScopeOwner},
       {"of the owner or operator and of the paying organisation", kScopeParty | kScopeOwner},
       {"for instruments its organisation owns or operates and for its own organisation",
        kScopeParty | kScopeOwner},

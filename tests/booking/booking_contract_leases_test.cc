@@ -206,14 +206,19 @@ TEST_F(LeaseContractTest, RequestLeaseRefusesAsItsCommentSays) {
   r = LeaseRequest("instruments/afm", 1, 11, "");
   *r.mutable_lease()->mutable_return_buffer() = ToProto(absl::Hours(47));  // afm's rules: 48 h
   ExpectGrpcError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "BUFFER_TOO_SHORT", "a return buffer below afm's");
-  // "INSUFFICIENT_NOTICE: the term starts less than the instrument's
-  // handover buffer from now", also when the request asks for a longer one.
+  // "INSUFFICIENT_NOTICE: the term starts less than the lease's handover
+  // buffer from now (the requested one when longer than the instrument's)".
+  // (A longer requested buffer once needed only the instrument's notice: the
+  // block then started in the past and ApproveLease answered LEASE_STARTED.)
   r = LeaseRequest("instruments/afm", 1, 11, "");
   *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(23));
   ExpectGrpcError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "INSUFFICIENT_NOTICE", "a term 23 h ahead");
   *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(24));
   *r.mutable_lease()->mutable_handover_buffer() = ToProto(absl::Hours(30));
-  ASSERT_TRUE(request(r, ana_).ok()) << "a term the instrument's handover buffer ahead";
+  ExpectGrpcError(request(r, ana_), grpc::StatusCode::FAILED_PRECONDITION, "INSUFFICIENT_NOTICE",
+                  "a term 24 h ahead with a 30 h handover buffer");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(30));
+  ASSERT_TRUE(request(r, ana_).ok()) << "a term the requested handover buffer ahead";
   // "BEYOND_HORIZON: the term starts after now + the lease rules' horizon"
   // (LeaseRules.horizon: how far ahead a lease may start); a term starting
   // inside it may run on past it.

@@ -474,8 +474,8 @@ TEST_F(ReasonsTest, ApproveBookingAtOrAfterTheReservedStartIsBookingStarted) {
 
 // CheckIn: "The ON_SITE qualification is checked again (it may have lapsed
 // since booking)": valid when ana booked, lapsed (90 days after the grant,
-// never used) by the check-in. A revoked one is refused the same way (the
-// list names QUALIFICATION_EXPIRED only).
+// never used) by the check-in. A revoked one is QUALIFICATION_REVOKED, as
+// CreateBooking answers it (it was QUALIFICATION_EXPIRED).
 TEST_F(ReasonsTest, CheckInAfterTheQualificationLapsedIsQualificationExpired) {
   clock_.Set(day_ + absl::Hours(24 * 78));
   const absl::Duration start = absl::Hours(24 * 90 + 9);
@@ -494,7 +494,9 @@ TEST_F(ReasonsTest, CheckInAfterTheQualificationLapsedIsQualificationExpired) {
                   "QUALIFICATION_EXPIRED", "owner staff checking ana in");
   Revoke();
   ExpectGrpcError(Call(stub_.get(), &Stub::CheckIn, in, &out, ana_), StatusCode::FAILED_PRECONDITION,
-                  "QUALIFICATION_EXPIRED", "revoked as well");
+                  "QUALIFICATION_REVOKED", "revoked as well");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CheckIn, in, &out, staff_), StatusCode::FAILED_PRECONDITION,
+                  "QUALIFICATION_REVOKED", "revoked, owner staff checking ana in");
   ExpectUnchanged(b, events);
 }
 

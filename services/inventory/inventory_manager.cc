@@ -262,29 +262,40 @@ absl::StatusOr<Resp> InventoryManager::ListFromIndex(
     const std::function<bool(const T&)>& keep, const std::function<void(Resp&, T)>& add) {
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(request, caller));
   Resp resp;
+  // `after` is where the next page would start: the last entry examined
+  // that the page does not still owe. A full page looks on for one more
+  // match (without taking it) so the last page of a filtered list carries
+  // no token; the scan limit ends the look as it ends a sparse page.
   std::string after = page.after;
   int count = 0;
   int scanned = 0;
-  bool more = true;
-  while (more && count < page.page_size && scanned < kScanLimit) {
+  bool more = false;       // a match past the page exists, or the scan stopped early
+  bool exhausted = false;  // the index has nothing after `after`
+  while (!more && !exhausted && scanned < kScanLimit) {
     LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(index, after, kIndexBatch));
     std::vector<std::string> doc_keys;
     doc_keys.reserve(members.size());
     for (const auto& m : members) doc_keys.push_back(key_of(m));
     LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
-    size_t i = 0;
-    for (; i < members.size() && count < page.page_size; ++i) {
+    for (size_t i = 0; i < members.size() && !more; ++i) {
+      if (docs[i]) {
+        T value;
+        LS_RETURN_IF_ERROR(Parse(value, docs[i]->data));
+        if (keep(value)) {
+          if (count == page.page_size) {
+            more = true;  // the next page starts here: `after` stays before it
+            break;
+          }
+          add(resp, std::move(value));
+          ++count;
+        }
+      }
       ++scanned;
       after = members[i];
-      if (!docs[i]) continue;
-      T value;
-      LS_RETURN_IF_ERROR(Parse(value, docs[i]->data));
-      if (!keep(value)) continue;
-      add(resp, std::move(value));
-      ++count;
     }
-    more = i < members.size() || static_cast<int>(members.size()) == kIndexBatch;
+    if (static_cast<int>(members.size()) < kIndexBatch) exhausted = true;
   }
+  if (!exhausted && scanned >= kScanLimit) more = true;
   if (more && !after.empty()) resp.set_next_page_token(page_tokens_.Make(request, caller, after));
   return resp;
 }
@@ -523,6 +534,9 @@ absl::StatusOr<v1::ListUsersResponse> InventoryManager::ListUsers(const Principa
   if (!SeesEverything(p) && (r.organization().empty() || r.organization() != ActorOrganization(p))) {
     return ScopeDenied("set organization to your own organisation to list its users");
   }
+  if (!r.organization().empty()) {
+    LS_RETURN_IF_ERROR(ParseName(r.organization(), "organizations", "organization").status());
+  }
   if (!labshare::type::v1::Role_IsValid(r.role())) return InvalidField("role", "unknown role");
   return ListFromIndex<v1::User, v1::ListUsersResponse>(
       p, r, keys::Users(), [](const std::string& id) { return keys::User(id); },
@@ -603,6 +617,9 @@ absl::StatusOr<v1::Facility> InventoryManager::GetFacility(const Principal&,
 
 absl::StatusOr<v1::ListFacilitiesResponse> InventoryManager::ListFacilities(
     const Principal& p, const v1::ListFacilitiesRequest& r) {
+  if (!r.owner_organization().empty()) {
+    LS_RETURN_IF_ERROR(ParseName(r.owner_organization(), "organizations", "owner_organization").status());
+  }
   return ListFromIndex<v1::Facility, v1::ListFacilitiesResponse>(
       p, r, keys::Facilities(), [](const std::string& id) { return keys::Facility(id); },
       [&](const v1::Facility& f) {
@@ -624,6 +641,9 @@ absl::StatusOr<v1::Facility> InventoryManager::UpdateFacility(const Principal& p
     LS_RETURN_IF_ERROR(CheckEtag(r.facility().etag(), current.version));
     v1::Facility f = current.value;
     ApplyMask(r.facility(), mask, &f);
+    // Facility.time_zone: cleared, the site is in the default zone again,
+    // as at creation (the stored record says which, never "").
+    if (f.time_zone().empty()) f.set_time_zone(kDefaultFacilityTimeZone);
     // Facility.operator_organization "defaults to the owner": cleared (named
     // in the mask, left empty), the owner runs the site again, as at creation.
     if (f.operator_organization().empty()) f.set_operator_organization(f.owner_organization());
@@ -656,10 +676,12 @@ absl::StatusOr<v1::Instrument> InventoryManager::CreateInstrument(
   return Commit<v1::Instrument>(p, "CreateInstrument", r, r.request_id(),
                                 [&]() -> absl::StatusOr<Plan<v1::Instrument>> {
     v1::Instrument in = r.instrument();
-    LS_ASSIGN_OR_RETURN(std::string owner, ParseName(in.owner_organization(), "organizations", "instrument.owner_organization"));
+    // The scope first (the comment's "checked first"): staff naming any
+    // organisation but their own, well-formed or not, are out of scope.
     if (!p.HasRole(Role::kConsortiumAdmin) && ActorOrganization(p) != in.owner_organization()) {
       return ScopeDenied("facility staff register instruments of their own organisation only");
     }
+    LS_ASSIGN_OR_RETURN(std::string owner, ParseName(in.owner_organization(), "organizations", "instrument.owner_organization"));
     LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.instrument_id(), "instrument_id", "instr"));
     LS_ASSIGN_OR_RETURN(std::string fac, ParseName(in.facility(), "facilities", "instrument.facility"));
     LS_RETURN_IF_ERROR(ValidateInstrument(in));
@@ -707,6 +729,10 @@ absl::StatusOr<v1::Instrument> InventoryManager::GetInstrument(const Principal&,
 
 absl::StatusOr<v1::ListInstrumentsResponse> InventoryManager::ListInstruments(
     const Principal& p, const v1::ListInstrumentsRequest& r) {
+  if (!r.owner_organization().empty()) {
+    LS_RETURN_IF_ERROR(ParseName(r.owner_organization(), "organizations", "owner_organization").status());
+  }
+  if (!r.facility().empty()) LS_RETURN_IF_ERROR(ParseName(r.facility(), "facilities", "facility").status());
   if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a SharingMode value");
   if (!v1::InstrumentState_IsValid(r.state())) return InvalidField("state", "not an InstrumentState value");
   return ListFromIndex<v1::Instrument, v1::ListInstrumentsResponse>(
@@ -858,6 +884,7 @@ absl::StatusOr<v1::Rate> InventoryManager::GetRate(const Principal&, const v1::G
 absl::StatusOr<v1::ListRatesResponse> InventoryManager::ListRates(const Principal& p,
                                                                   const v1::ListRatesRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
+  if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a SharingMode value");
   LS_RETURN_IF_ERROR(page_tokens_.Parse(r, p).status());  // the request first, then the lookup
   LS_RETURN_IF_ERROR(store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()).status());
   return ListFromIndex<v1::Rate, v1::ListRatesResponse>(

@@ -18,6 +18,7 @@
 #include "common/input_limits.h"
 #include "common/log.h"
 #include "common/proto_util.h"
+#include "common/resource_name.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 
 namespace labshare::notify {
@@ -91,6 +92,16 @@ Fields SettingsFields(const v1::NotificationSettings& s, absl::Time now) {
   return f;
 }
 
+// Whether two settings say the same (etag and update_time aside; the
+// disabled kinds as a set).
+bool SameSettings(const v1::NotificationSettings& a, const v1::NotificationSettings& b) {
+  Fields fa = SettingsFields(a, absl::UnixEpoch());
+  Fields fb = SettingsFields(b, absl::UnixEpoch());
+  fa.erase("etag");
+  fb.erase("etag");
+  return fa == fb;
+}
+
 absl::Status InvalidName(const std::string& field, const std::string& what) {
   return InvalidField(field, absl::StrCat("must be ", what), "INVALID_NAME");
 }
@@ -126,7 +137,10 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
   absl::StatusOr<std::string> SettingsUser(const std::string& method, const Principal& p, const std::string& name,
                                            const std::string& field) {
     std::vector<std::string> parts = absl::StrSplit(name, '/');
-    if (parts.size() != 3 || parts[0] != "users" || parts[1].empty() || parts[2] != "notificationSettings") {
+    // The {user} segment is an id as everywhere ([a-z0-9][a-z0-9-]{0,62}),
+    // checked with the shape as the feed and webhook names are.
+    if (parts.size() != 3 || parts[0] != "users" || !ValidResourceId(parts[1]) ||
+        parts[2] != "notificationSettings") {
       return InvalidName(field, "\"users/{user}/notificationSettings\"");
     }
     ScopeFacts facts;
@@ -192,6 +206,28 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       if (mask.count("time_zone")) after.set_time_zone(in.time_zone());
       if (mask.count("delivery")) after.set_delivery(in.delivery());
       if (mask.count("disabled_kinds")) *after.mutable_disabled_kinds() = in.disabled_kinds();
+      // Nothing to change (as inventory's updates): no write, no event, the
+      // etag as it was; a request_id still keeps the answer.
+      if (SameSettings(before, after)) {
+        std::string replayed;
+        LS_ASSIGN_OR_RETURN(const bool fresh,
+                            m_->queue().FindRequest(ActorName(p), req.request_id(), fingerprint, &replayed));
+        if (fresh && !in.etag().empty() && in.etag() != before.etag()) {
+          return MakeError(absl::StatusCode::kFailedPrecondition, "ETAG_MISMATCH",
+                           "the settings changed since they were read; read them again");
+        }
+        if (fresh) {
+          LS_ASSIGN_OR_RETURN(const bool kept, m_->queue().KeepRequest(ActorName(p), req.request_id(), fingerprint,
+                                                                       before.SerializeAsString(), &replayed));
+          if (kept) {
+            *resp = before;
+            return absl::OkStatus();
+          }
+        }
+        if (!replayed.empty() && resp->ParseFromString(replayed)) return absl::OkStatus();
+        *resp = before;
+        return absl::OkStatus();
+      }
       const Fields fields = SettingsFields(after, m_->context().clock->Now());
       after = SettingsProto(user, fields);
       v1::NotifyEvent ev;
@@ -230,7 +266,7 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
     // The key unreadable (Redis down) is UNAVAILABLE, not a bad link.
     LS_ASSIGN_OR_RETURN(MailModule::TokenCheck check, m_->CheckUnsubscribeToken(req.token(), &user, &kind));
     if (check == MailModule::TokenCheck::kMalformed) {
-      return InvalidField("token", "is not the token of a mail's unsubscribe link (base64url, '.', 64 hex digits)");
+      return InvalidField("token", "is not the token of a mail's unsubscribe link (base64url, '.', 32 hex digits)");
     }
     if (check == MailModule::TokenCheck::kInvalid || IsLegalNotice(kind)) {
       return MakeError(absl::StatusCode::kNotFound, "UNSUBSCRIBE_TOKEN_NOT_FOUND",

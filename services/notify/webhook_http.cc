@@ -26,7 +26,10 @@ bool PrivateV4(uint32_t a) {  // host byte order
   auto in = [a](uint32_t net, int bits) { return (a >> (32 - bits)) == (net >> (32 - bits)); };
   return in(0x00000000, 8) || in(0x0A000000, 8) || in(0x64400000, 10) || in(0x7F000000, 8) ||
          in(0xA9FE0000, 16) || in(0xAC100000, 12) || in(0xC0000000, 24) || in(0xC0A80000, 16) ||
-         in(0xC6120000, 15) || a >= 0xE0000000;
+         in(0xC6120000, 15) || a >= 0xE0000000 ||
+         // Documentation (TEST-NET-1..3, RFC 5737) and the retired 6to4
+         // relay anycast (RFC 7526), reserved like 2001:db8::/32 below.
+         in(0xC0000200, 24) || in(0xC6336400, 24) || in(0xCB007100, 24) || in(0xC0586300, 24);
 }
 
 struct Guard {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <set>
 
@@ -318,6 +319,16 @@ absl::Status CheckWebhookUrl(absl::string_view url, const std::string& field) {
   auto bad = [&](const std::string& why) {
     return InvalidField(field, absl::StrCat("the endpoint URL ", why));
   };
+  // A TCP port: 1..65535 in decimal digits.
+  auto port_ok = [](absl::string_view port) {
+    if (port.empty() || port.size() > 5) return false;
+    uint32_t value = 0;
+    for (char c : port) {
+      if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+      value = value * 10 + static_cast<uint32_t>(c - '0');
+    }
+    return value >= 1 && value <= 65535;
+  };
   if (url.empty()) return bad("is required");
   if (url.size() > kMaxUrlBytes) return bad("is longer than 2048 bytes");
   for (char c : url) {
@@ -336,22 +347,16 @@ absl::Status CheckWebhookUrl(absl::string_view url, const std::string& field) {
     const size_t close = host.find(']');
     if (close == absl::string_view::npos) return bad("has a malformed IPv6 host");
     absl::string_view after = host.substr(close + 1);
-    if (!after.empty() && (after.front() != ':' || after.size() < 2)) return bad("has a malformed port");
-    host = host.substr(0, close + 1);
-    if (!after.empty()) {
-      for (char c : after.substr(1)) {
-        if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return bad("has a malformed port");
-      }
+    if (!after.empty() && (after.front() != ':' || !port_ok(after.substr(1)))) {
+      return bad("has a malformed port (1 to 65535)");
     }
+    host = host.substr(0, close + 1);
   } else {
     const size_t colon = host.find(':');
     if (colon != absl::string_view::npos) {
       absl::string_view port = host.substr(colon + 1);
       host = host.substr(0, colon);
-      if (port.empty() || port.size() > 5) return bad("has a malformed port");
-      for (char c : port) {
-        if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return bad("has a malformed port");
-      }
+      if (!port_ok(port)) return bad("has a malformed port (1 to 65535)");
     }
     if (host.empty()) return bad("has no host");
     for (char c : host) {

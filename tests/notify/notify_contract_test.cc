@@ -230,6 +230,104 @@ TEST_F(NotifyContractTest, SettingsRetryAnswersTheFirstAnswer) {
   EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
 }
 
+// notify.proto: "INVALID_NAME: name is not users/{user}/notificationSettings";
+// {user} is an id like every other ([a-z0-9][a-z0-9-]{0,62}). An admin (who
+// may read anyone's) is refused a malformed one, and nothing is stored.
+TEST_F(NotifyContractTest, SettingsNameWithAMalformedUserIsInvalidName) {
+  StartMail();
+  const Principal admin = Now("root", "", Role::kConsortiumAdmin);
+  for (const std::string name : {"users/Bad User!/notificationSettings", "users/ANA/notificationSettings",
+                                 "users/-ana/notificationSettings", "users/ana:x/notificationSettings"}) {
+    v1::GetNotificationSettingsRequest get;
+    get.set_name(name);
+    v1::NotificationSettings out;
+    grpc::Status s = stub_->GetNotificationSettings(As(admin).get(), get, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name;
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_NAME") << name;
+    v1::UpdateNotificationSettingsRequest update;
+    update.mutable_settings()->set_name(name);
+    update.mutable_settings()->set_language("en");
+    update.mutable_update_mask()->add_paths("language");
+    s = stub_->UpdateNotificationSettings(As(admin).get(), update, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name;
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_NAME") << name;
+  }
+  EXPECT_EQ(OutboxLength(), 0);
+  auto keys = pool_->Command({"KEYS", "*ettings*"});
+  ASSERT_TRUE(keys.ok());
+  EXPECT_TRUE(keys->elements.empty());
+}
+
+// An update that changes nothing is no change (as inventory's updates): no
+// write, no NotificationSettingsChanged, the etag and update_time as they
+// were; a request_id keeps that answer, a stale etag is still ETAG_MISMATCH.
+TEST_F(NotifyContractTest, SettingsUpdateThatChangesNothingPublishesNothing) {
+  StartMail();
+  const Principal ana = Now("ana", "lab", Role::kLabUser);
+  v1::UpdateNotificationSettingsRequest english;
+  english.mutable_settings()->set_name("users/ana/notificationSettings");
+  english.mutable_settings()->set_language("en");
+  english.mutable_settings()->add_disabled_kinds(v1::BOOKING_REMINDER);
+  english.mutable_update_mask()->add_paths("language");
+  english.mutable_update_mask()->add_paths("disabled_kinds");
+  v1::NotificationSettings first;
+  grpc::Status s = stub_->UpdateNotificationSettings(As(ana).get(), english, &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_FALSE(first.etag().empty());
+  ASSERT_EQ(OutboxLength(), 1);
+
+  clock_.Advance(absl::Minutes(5));
+  v1::UpdateNotificationSettingsRequest same = english;
+  same.mutable_settings()->add_disabled_kinds(v1::BOOKING_REMINDER);  // twice: the same set
+  same.set_request_id("ana-same");
+  v1::NotificationSettings again;
+  s = stub_->UpdateNotificationSettings(As(ana).get(), same, &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  EXPECT_EQ(OutboxLength(), 1);
+  s = stub_->UpdateNotificationSettings(As(ana).get(), same, &again);  // the retry
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  same.mutable_settings()->set_language("zh-CN");  // other content under the id
+  s = stub_->UpdateNotificationSettings(As(ana).get(), same, &again);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+
+  v1::UpdateNotificationSettingsRequest stale = english;
+  stale.mutable_settings()->set_etag("not-the-etag");
+  s = stub_->UpdateNotificationSettings(As(ana).get(), stale, &again);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "ETAG_MISMATCH");
+  stale.mutable_settings()->set_etag(first.etag());
+  s = stub_->UpdateNotificationSettings(As(ana).get(), stale, &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.etag(), first.etag());
+
+  v1::GetNotificationSettingsRequest get;
+  get.set_name("users/ana/notificationSettings");
+  v1::NotificationSettings stored;
+  ASSERT_TRUE(stub_->GetNotificationSettings(As(ana).get(), get, &stored).ok());
+  EXPECT_EQ(stored.SerializeAsString(), first.SerializeAsString());
+  EXPECT_EQ(OutboxLength(), 1);
+}
+
+// Unsubscribe's message for a malformed token describes the token a mail
+// carries: the signature is 32 hex digits (128 bits), not 64.
+TEST_F(NotifyContractTest, UnsubscribeMalformedTokenMessageSays32HexDigits) {
+  StartMail();
+  auto token = mail_->UnsubscribeToken("ana", v1::BOOKING_REMINDER);
+  ASSERT_TRUE(token.ok());
+  EXPECT_EQ(token->size() - token->find('.') - 1, 32u);
+  v1::UnsubscribeRequest req;
+  req.set_token(token->substr(0, token->find('.')) + "." + std::string(64, 'a'));
+  v1::UnsubscribeResponse resp;
+  grpc::ClientContext ctx;
+  grpc::Status s = stub_->Unsubscribe(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+  EXPECT_NE(s.error_message().find("32 hex digits"), std::string::npos) << s.error_message();
+}
+
 // Unsubscribe keeps its request_id like every mutation: the retry of a
 // click that turned the kind off answers changed=true (not "already off"),
 // and the same id with another link is REQUEST_ID_REUSED.

@@ -206,6 +206,23 @@ TEST(WebhookChecks, UrlsMustBeHttpsWithAHost) {
   EXPECT_FALSE(CheckWebhookUrl("https://x/" + std::string(2048, 'a'), "u").ok());
 }
 
+// A port is a TCP port: 1 to 65535 (webhooks.proto: the URL is
+// https://host[:port]/path?query); 0 and anything above are INVALID_FIELD.
+TEST(WebhookChecks, UrlPortsAreOneTo65535) {
+  for (const char* ok : {"https://host:1/", "https://host:443/x", "https://host:65535", "https://[::1]:1/",
+                         "https://[2001:db8::1]:65535/"}) {
+    EXPECT_TRUE(CheckWebhookUrl(ok, "webhook.url").ok()) << ok;
+  }
+  for (const char* bad : {"https://host:0/", "https://host:00000/", "https://host:65536/", "https://host:99999/",
+                          "https://[::1]:0/", "https://[::1]:70000/", "https://[::1]:123456/"}) {
+    auto s = CheckWebhookUrl(bad, "webhook.url");
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(ErrorReason(s), "INVALID_FIELD") << bad;
+    ASSERT_EQ(FieldViolationsOf(s).size(), 1u) << bad;
+    EXPECT_EQ(FieldViolationsOf(s)[0].field, "webhook.url") << bad;
+  }
+}
+
 TEST(WebhookChecks, EventTypesFromTheListDistinctAndNonEmpty) {
   EXPECT_TRUE(CheckWebhookEventTypes({"labshare.billing.v1.InvoiceIssued", "labshare.booking.v1.BookingCancelled"},
                                      "webhook.event_types")
@@ -263,6 +280,21 @@ TEST(WebhookAddresses, ThePlatformsOwnNetworksAreNoEndpoints) {
   }
   for (const char* ip : {"8.8.8.8", "172.32.0.1", "192.169.0.1", "100.128.0.1", "203.0.114.1", "2400:cb00::1",
                          "::ffff:8.8.8.8"}) {
+    EXPECT_FALSE(Private(ip)) << ip;
+  }
+}
+
+// webhooks.proto: "reserved address, refused": the IPv4 documentation
+// networks (RFC 5737) and the retired 6to4 relay anycast (RFC 7526), as
+// IPv6's documentation 2001:db8::/32 is; also mapped and through 6to4.
+TEST(WebhookAddresses, ReservedIpv4NetworksAreNoEndpoints) {
+  for (const char* ip : {"192.0.2.0", "192.0.2.77", "192.0.2.255", "198.51.100.1", "198.51.100.255", "203.0.113.1",
+                         "203.0.113.255", "192.88.99.1", "192.88.99.255", "::ffff:203.0.113.5",
+                         "64:ff9b::198.51.100.7", "2002:c000:201::1"}) {
+    EXPECT_TRUE(Private(ip)) << ip;
+  }
+  for (const char* ip : {"192.0.3.1", "192.0.1.255", "198.51.99.255", "198.51.101.0", "203.0.112.255",
+                         "203.0.114.0", "192.88.98.255", "192.88.100.0"}) {
     EXPECT_FALSE(Private(ip)) << ip;
   }
 }

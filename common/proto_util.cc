@@ -77,4 +77,9 @@ std::string RequestFingerprint(absl::string_view method, const google::protobuf:
   return Sha256Hex(absl::StrCat(method, "\n", SerializeDeterministic(request)));
 }
 
+std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request,
+                               absl::string_view actor) {
+  return Sha256Hex(absl::StrCat(method, "\n", actor, "\n", SerializeDeterministic(request)));
+}
+
 }  // namespace labshare

@@ -26,6 +26,13 @@ std::string SerializeDeterministic(const google::protobuf::Message& m);
 // SHA-256 hex of method + deterministic request bytes: two requests with the
 // same fingerprint are the same request.
 std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request);
+// The fingerprint of a request as sent by one caller: `actor` is the caller's
+// identity (ActorName of its Principal: "users/<id>" or "services/<name>").
+// Every stored request_id answer is keyed by this one, so another caller
+// presenting the same request_id and content is REQUEST_ID_REUSED, never
+// given the first caller's answer.
+std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request,
+                               absl::string_view actor);
 
 }  // namespace labshare
 

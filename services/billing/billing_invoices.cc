@@ -110,7 +110,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
     return InvalidField("subsidy_pool.currency_code", "must be an ISO 4217 code such as CNY");
   }
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("CreateSubsidyPool", r.request_id());
-  const std::string fingerprint = RequestFingerprint("CreateSubsidyPool", r);
+  const std::string fingerprint = RequestFingerprint("CreateSubsidyPool", r, ActorName(p));
   // A retry of a created pool gets the first answer before inventory is
   // asked (the same during an inventory outage).
   {
@@ -189,7 +189,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
   if (r.amount().amount_minor() <= 0) return InvalidField("amount.amount_minor", "must be positive");
   LS_RETURN_IF_ERROR(ValidateAmount(r.amount(), "amount", true));
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("TopUpSubsidyPool", r.request_id());
-  const std::string fingerprint = RequestFingerprint("TopUpSubsidyPool", r);
+  const std::string fingerprint = RequestFingerprint("TopUpSubsidyPool", r, ActorName(p));
   for (int attempt = 0; attempt < 5; ++attempt) {
     // A retry of a call that succeeded gets its first answer, whatever has
     // moved since (its own top-up moved the etag).
@@ -278,7 +278,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
   const std::string id = IdOf(r.subsidy_pool().name());
   const std::string key = keys::Doc("pool", id);
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("UpdateSubsidyPool", r.request_id());
-  const std::string fingerprint = RequestFingerprint("UpdateSubsidyPool", r);
+  const std::string fingerprint = RequestFingerprint("UpdateSubsidyPool", r, ActorName(p));
   for (int attempt = 0; attempt < 5; ++attempt) {
     // The replay first: a retry of a call that succeeded gets its answer.
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
@@ -562,7 +562,7 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
   LS_RETURN_IF_ERROR(DraftCurrency(r.currency_code()));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("IssueInvoice", r.request_id());
-  const std::string fingerprint = RequestFingerprint("IssueInvoice", r);
+  const std::string fingerprint = RequestFingerprint("IssueInvoice", r, ActorName(p));
   LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
   if (seen) return Parse<v1::Invoice>(*seen);
   const absl::Time now = clock_->Now();
@@ -760,7 +760,7 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
   LS_ASSIGN_OR_RETURN(bool ended, PeriodEnded(r.period(), clock_->Now(), zone_));
   if (!ended) return MakeError(absl::StatusCode::kFailedPrecondition, "PERIOD_NOT_ENDED", r.period() + " has not ended");
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("ComputeSettlement", r.request_id());
-  const std::string fingerprint = RequestFingerprint("ComputeSettlement", r);
+  const std::string fingerprint = RequestFingerprint("ComputeSettlement", r, ActorName(p));
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
     if (seen) return Parse<v1::Settlement>(*seen);

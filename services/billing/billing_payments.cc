@@ -345,7 +345,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
     return InvalidField("payment.transfer_index", "a transfer index needs its settlement");
   }
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("RecordPayment", r.request_id());
-  const std::string fingerprint = RequestFingerprint("RecordPayment", r);
+  const std::string fingerprint = RequestFingerprint("RecordPayment", r, ActorName(p));
   // A retry of a recorded payment is answered before inventory is asked
   // (it answers the same during an inventory outage or after a party left).
   {
@@ -555,7 +555,7 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
   get.set_name(r.name());
   LS_RETURN_IF_ERROR(GetInvoice(p, get).status());
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("MarkInvoicePaid", r.request_id());
-  const std::string fingerprint = RequestFingerprint("MarkInvoicePaid", r);
+  const std::string fingerprint = RequestFingerprint("MarkInvoicePaid", r, ActorName(p));
   const std::string key = keys::Doc("invoice", IdOf(r.name()));
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
@@ -643,7 +643,7 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
   LS_RETURN_IF_ERROR(NameId(r.name(), "invoices").status());
   if (r.reason().empty()) return InvalidField("reason", "say why the invoice is void");
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("VoidInvoice", r.request_id());
-  const std::string fingerprint = RequestFingerprint("VoidInvoice", r);
+  const std::string fingerprint = RequestFingerprint("VoidInvoice", r, ActorName(p));
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
     if (seen) return Parse<v1::Invoice>(*seen);
@@ -758,7 +758,7 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     return InvalidField("entries", "ADJUST needs the balanced entries of the adjustment");
   }
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("PostCorrection", r.request_id());
-  const std::string fingerprint = RequestFingerprint("PostCorrection", r);
+  const std::string fingerprint = RequestFingerprint("PostCorrection", r, ActorName(p));
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
     if (seen) return Parse<v1::PostCorrectionResponse>(*seen);

@@ -51,7 +51,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLease(const Principal& p,
   }
   // The request_id is one request in every partition (types.proto): claimed
   // in one slot, as CreateBooking claims its own.
-  return Claimed<v1::Lease>(ClaimOf("RequestLease", r.validate_only() ? "" : r.request_id(), r), [&] {
+  return Claimed<v1::Lease>(ClaimOf(p, "RequestLease", r.validate_only() ? "" : r.request_id(), r), [&] {
     return RequestLeaseAs(p, "RequestLease", r, r.lease(), r.lease_id(), r.request_id(), r.validate_only());
   });
 }
@@ -99,7 +99,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   auto instrument_id = ParseName(in.instrument(), "instruments", "lease.instrument");
   if (!instrument_id.ok()) return out;
   auto seen = store_->FindReplay(keys::Idempotency(keys::Partition(*instrument_id), method, request_id),
-                                 RequestFingerprint(method, request));
+                                 RequestFingerprint(method, request, ActorName(p)));
   if (!seen.ok() || !*seen) return out;  // another request's record: refused as it was
   return ReplayedLease(**seen, booking_answer);
 }
@@ -273,7 +273,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   // The first answer (ReplayedLease).
   const auto replayed = [&](const std::string& bytes) { return ReplayedLease(bytes, booking_answer); };
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(partition, method, request_id);
-  const std::string fingerprint = RequestFingerprint(method, request);
+  const std::string fingerprint = RequestFingerprint(method, request, ActorName(p));
   bool reserved_id = false;
   if (!lease_id.empty()) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
@@ -437,15 +437,15 @@ absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principa
 // ================================================================ transitions
 
 absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
-    absl::string_view method, const google::protobuf::Message& request,
+    const Principal& p, absl::string_view method, const google::protobuf::Message& request,
     const std::string& name, const std::string& request_id,
     const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&)>& decide) {
   LS_ASSIGN_OR_RETURN(LoadedLease cur, LoadLease(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.booking.partition, method, request_id);
-  const std::string fingerprint = RequestFingerprint(method, request);
+  const std::string fingerprint = RequestFingerprint(method, request, ActorName(p));
   // The partition's record answers a retry; the claim refuses another
   // content under the request_id whichever partition its lease is in.
-  return Claimed<v1::Lease>(ClaimOf(method, request_id, request), [&] { return ReplayOrRetry<v1::Lease>(
+  return Claimed<v1::Lease>(ClaimOf(p, method, request_id, request), [&] { return ReplayOrRetry<v1::Lease>(
       idem, fingerprint, "lease",
       [&](int attempt) -> absl::StatusOr<std::optional<v1::Lease>> {
         if (attempt > 0) {
@@ -516,7 +516,7 @@ absl::StatusOr<v1::Lease> BookingManager::ApproveLease(const Principal& p, const
   if (!k.deposit().currency_code().empty() && k.deposit().currency_code() != k.rate().currency_code()) {
     return InvalidField("contract.deposit.currency_code", "must be the rate's currency", "CURRENCY_MISMATCH");
   }
-  return LeaseTransition("ApproveLease", r, r.name(), r.request_id(),
+  return LeaseTransition(p, "ApproveLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::REQUESTED) return LeaseState(cur.lease, "REQUESTED");
@@ -550,7 +550,7 @@ absl::StatusOr<v1::Lease> BookingManager::ApproveLease(const Principal& p, const
 absl::StatusOr<v1::Lease> BookingManager::RejectLease(const Principal& p, const v1::RejectLeaseRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeLease("RejectLease", p, r.name()));
   if (r.reason().empty()) return InvalidField("reason", "say why; the lessee sees it");
-  return LeaseTransition("RejectLease", r, r.name(), r.request_id(),
+  return LeaseTransition(p, "RejectLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::REQUESTED) return LeaseState(cur.lease, "REQUESTED");
@@ -575,7 +575,7 @@ absl::StatusOr<v1::Lease> BookingManager::RejectLease(const Principal& p, const 
 
 absl::StatusOr<v1::Lease> BookingManager::CancelLease(const Principal& p, const v1::CancelLeaseRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeLease("CancelLease", p, r.name()));
-  return LeaseTransition("CancelLease", r, r.name(), r.request_id(),
+  return LeaseTransition(p, "CancelLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
     const v1::Lease::State previous = cur.lease.state();
     if (previous != v1::Lease::REQUESTED && previous != v1::Lease::APPROVED) {
@@ -610,7 +610,7 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLeaseForOutage(const Principal& 
                                                                const std::string& event_request_id) {
   v1::CancelLeaseRequest key;
   key.set_name(name);
-  return LeaseTransition("ApplyMaintenanceWindow", key, name, "",
+  return LeaseTransition(p, "ApplyMaintenanceWindow", key, name, "",
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
     const v1::Lease::State previous = cur.lease.state();
     if (previous != v1::Lease::REQUESTED && previous != v1::Lease::APPROVED) {
@@ -652,7 +652,7 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLeaseForOutage(const Principal& 
 absl::StatusOr<v1::Lease> BookingManager::RecordHandover(const Principal& p, const v1::RecordHandoverRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeLease("RecordHandover", p, r.name()));
   if (r.condition_notes().empty()) return InvalidField("condition_notes", "note the instrument's condition at handover");
-  return LeaseTransition("RecordHandover", r, r.name(), r.request_id(),
+  return LeaseTransition(p, "RecordHandover", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
     if (cur.lease.state() != v1::Lease::APPROVED) return LeaseState(cur.lease, "APPROVED");
     const absl::Time now = clock_->Now();
@@ -688,7 +688,7 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
   if (r.has_damage_amount()) {
     LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(r.damage_amount(), "damage_amount", true));
   }
-  return LeaseTransition("RecordReturn", r, r.name(), r.request_id(),
+  return LeaseTransition(p, "RecordReturn", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
     if (cur.lease.state() != v1::Lease::HANDED_OVER) return LeaseState(cur.lease, "HANDED_OVER");
     const std::string currency = cur.lease.contract().rate().currency_code();
@@ -745,7 +745,7 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
 absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const v1::ExtendLeaseRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeLease("ExtendLease", p, r.name()));
   if (!r.has_new_end_time()) return InvalidField("new_end_time", "required");
-  return LeaseTransition("ExtendLease", r, r.name(), r.request_id(),
+  return LeaseTransition(p, "ExtendLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
@@ -802,7 +802,7 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
 
 absl::StatusOr<v1::Lease> BookingManager::CloseLease(const Principal& p, const v1::CloseLeaseRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeLease("CloseLease", p, r.name()));
-  return LeaseTransition("CloseLease", r, r.name(), r.request_id(),
+  return LeaseTransition(p, "CloseLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
     if (cur.lease.state() != v1::Lease::RETURNED) return LeaseState(cur.lease, "RETURNED");
     LeaseChange c;

@@ -134,12 +134,12 @@ v1::BookingEvent BookingManager::Event(const Principal& p, const std::string& re
 
 // ================================================================ request ids
 
-BookingManager::Claim BookingManager::ClaimOf(absl::string_view method, const std::string& request_id,
+BookingManager::Claim BookingManager::ClaimOf(const Principal& p, absl::string_view method, const std::string& request_id,
                                               const google::protobuf::Message& request) {
   Claim c;
   if (request_id.empty()) return c;
   c.key = keys::RequestClaim(method, request_id);
-  c.fingerprint = RequestFingerprint(method, request);
+  c.fingerprint = RequestFingerprint(method, request, ActorName(p));
   return c;
 }
 
@@ -187,7 +187,7 @@ bool WritesWhilePreparing(const v1::CreateBookingRequest& r) {
 
 absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
                                                           const v1::CreateBookingRequest& r) {
-  const Claim claim = ClaimOf("CreateBooking", r.validate_only() ? "" : r.request_id(), r);
+  const Claim claim = ClaimOf(p, "CreateBooking", r.validate_only() ? "" : r.request_id(), r);
   PreparedCreate prepared;
   if (WritesWhilePreparing(r)) {
     // Authorization before the claim too (types.proto); PrepareCreate checks
@@ -213,7 +213,7 @@ void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBook
   auto early = PrepareCreate(p, r, *prepared);
   if (!early.ok()) return done(early.status());
   if (*early) return done(**std::move(early));
-  auto claim = std::make_shared<Claim>(ClaimOf("CreateBooking", r.request_id(), r));
+  auto claim = std::make_shared<Claim>(ClaimOf(p, "CreateBooking", r.request_id(), r));
   auto step = [this, prepared, claim](bool made, std::function<void(absl::StatusOr<v1::Booking>)> done) {
     store_->CreateAsync(prepared->step, [this, prepared, claim, made, done = std::move(done)](
                                             absl::StatusOr<StepOutcome> outcome) {
@@ -402,7 +402,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
       // A retry of a request answered before gets its first answer, whatever
       // became of the project since.
       if (!r.request_id().empty() && !r.validate_only()) {
-        const std::string fingerprint = RequestFingerprint("CreateBooking", r);
+        const std::string fingerprint = RequestFingerprint("CreateBooking", r, ActorName(p));
         LS_ASSIGN_OR_RETURN(auto seen, derived_id ? store_->FindReplayInDocument(keys::Booking(partition, booking_id),
                                                                                  fingerprint)
                                                   : store_->FindReplay(keys::Idempotency(partition, "CreateBooking",
@@ -453,7 +453,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
 
   const std::string idem =
       r.request_id().empty() || derived_id ? "" : keys::Idempotency(partition, "CreateBooking", r.request_id());
-  const std::string fingerprint = r.request_id().empty() ? "" : RequestFingerprint("CreateBooking", r);
+  const std::string fingerprint = r.request_id().empty() ? "" : RequestFingerprint("CreateBooking", r, ActorName(p));
   bool reserved_id = false;
   if (!r.booking_id().empty()) {
     // A retry of the same request answers first; a taken id is an error.
@@ -917,13 +917,13 @@ absl::StatusOr<int64_t> BookingManager::RefileStaleOperators(const RefileOptions
 // ================================================================ transitions
 
 absl::StatusOr<v1::Booking> BookingManager::Transition(
-    absl::string_view method, const google::protobuf::Message& request,
+    const Principal& p, absl::string_view method, const google::protobuf::Message& request,
     const std::string& name, const std::string& request_id,
     const std::function<absl::StatusOr<Change>(const Loaded&)>& decide) {
   LS_ASSIGN_OR_RETURN(Loaded cur, Load(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
-  const std::string fingerprint = RequestFingerprint(method, request);
-  return Claimed<v1::Booking>(ClaimOf(method, request_id, request), [&] { return ReplayOrRetry<v1::Booking>(
+  const std::string fingerprint = RequestFingerprint(method, request, ActorName(p));
+  return Claimed<v1::Booking>(ClaimOf(p, method, request_id, request), [&] { return ReplayOrRetry<v1::Booking>(
       idem, fingerprint, "booking",
       [&](int attempt) -> absl::StatusOr<std::optional<v1::Booking>> {
         if (attempt > 0) {
@@ -976,11 +976,11 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     // A technical-service run is unscheduled with its order (booking_orders.cc).
     LS_ASSIGN_OR_RETURN(Loaded run, Load(r.name()));
     if (run.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !run.booking.service_order().empty()) {
-      return Claimed<v1::Booking>(ClaimOf("CancelBooking", r.request_id(), r),
+      return Claimed<v1::Booking>(ClaimOf(p, "CancelBooking", r.request_id(), r),
                                   [&] { return CancelRun(p, r, run.booking); });
     }
   }
-  return Transition("CancelBooking", r, r.name(), r.request_id(),
+  return Transition(p, "CancelBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(NotForLeases(b));
@@ -1036,7 +1036,7 @@ absl::StatusOr<inv::Instrument> BookingManager::CheckDecision(const Principal& p
 absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
                                                            const v1::ApproveBookingRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeBooking("ApproveBooking", p, r.name()));
-  return Transition("ApproveBooking", r, r.name(), r.request_id(),
+  return Transition(p, "ApproveBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(CheckDecision(p, cur, r.etag()).status());  // who may decide, and on what
@@ -1064,7 +1064,7 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
                                                           const v1::RejectBookingRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeBooking("RejectBooking", p, r.name()));
   if (r.reason().empty()) return InvalidField("reason", "say why; the user sees it");
-  return Transition("RejectBooking", r, r.name(), r.request_id(),
+  return Transition(p, "RejectBooking", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(CheckDecision(p, cur, r.etag()).status());
@@ -1087,7 +1087,7 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
 
 absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1::CheckInRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeBooking("CheckIn", p, r.name()));
-  return Transition("CheckIn", r, r.name(), r.request_id(),
+  return Transition(p, "CheckIn", r, r.name(), r.request_id(),
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(NotForLeases(b));
@@ -1159,7 +1159,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
 absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v1::CheckOutRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeBooking("CheckOut", p, r.name()));
   std::optional<inv::Instrument> used_on;
-  auto result = Transition("CheckOut", r, r.name(), r.request_id(),
+  auto result = Transition(p, "CheckOut", r, r.name(), r.request_id(),
                            [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(NotForLeases(b));
@@ -1281,11 +1281,11 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   const int partition = keys::Partition(ids.first);
   const std::string idem =
       r.request_id().empty() ? "" : keys::Idempotency(partition, "ApplyMaintenanceWindow", r.request_id());
-  const std::string fingerprint = RequestFingerprint("ApplyMaintenanceWindow", r);
+  const std::string fingerprint = RequestFingerprint("ApplyMaintenanceWindow", r, ActorName(p));
   // Every event of the window's steps names the request that caused it
   // (types.proto); the steps keep their own idempotency (none).
   const std::string& event_rid = r.request_id().empty() ? cause_request_id : r.request_id();
-  return Claimed<Response>(ClaimOf("ApplyMaintenanceWindow", r.request_id(), r), [&]() -> absl::StatusOr<Response> {
+  return Claimed<Response>(ClaimOf(p, "ApplyMaintenanceWindow", r.request_id(), r), [&]() -> absl::StatusOr<Response> {
   LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
   if (seen) return ParseAnswer<Response>(*seen);
   LS_ASSIGN_OR_RETURN(inv::MaintenanceWindow window, inventory_->GetMaintenanceWindow(r.maintenance_window()));
@@ -1340,7 +1340,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         }
         bool interrupted = false;
         const std::string name = "bookings/" + e.booking_id;
-        auto result = Transition("ApplyMaintenanceWindow", r, name, "",
+        auto result = Transition(p, "ApplyMaintenanceWindow", r, name, "",
                                  [&](const Loaded& cur) -> absl::StatusOr<Change> {
           const v1::Booking& b = cur.booking;
           const absl::Time now = clock_->Now();
@@ -1490,7 +1490,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
     v1::GetBookingRequest key;
     key.set_name("bookings/" + id);
     std::optional<inv::Instrument> ended_on;
-    auto result = Transition("Sweep", key, key.name(), "",
+    auto result = Transition(sweeper, "Sweep", key, key.name(), "",
                              [&](const Loaded& cur) -> absl::StatusOr<Change> {
       const v1::Booking& b = cur.booking;
       found = Found();

@@ -413,7 +413,7 @@ class BookingManager {
   // logged and does not undo the check-out).
   void RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument);
   absl::StatusOr<v1::Booking> Transition(
-      absl::string_view method, const google::protobuf::Message& request,
+      const Principal& p, absl::string_view method, const google::protobuf::Message& request,
       const std::string& name, const std::string& request_id,
       const std::function<absl::StatusOr<Change>(const Loaded&)>& decide);
 
@@ -435,7 +435,7 @@ class BookingManager {
     std::string key;
     std::string fingerprint;
   };
-  static Claim ClaimOf(absl::string_view method, const std::string& request_id,
+  static Claim ClaimOf(const Principal& p, absl::string_view method, const std::string& request_id,
                        const google::protobuf::Message& request);
   // Takes the claim (sync): REQUEST_ID_REUSED when another content holds it;
   // else whether this call made it (false: an earlier attempt of the same
@@ -522,7 +522,7 @@ class BookingManager {
     Loaded booking;
   };
   absl::StatusOr<v1::Lease> LeaseTransition(
-      absl::string_view method, const google::protobuf::Message& request,
+      const Principal& p, absl::string_view method, const google::protobuf::Message& request,
       const std::string& name, const std::string& request_id,
       const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&)>& decide);
   absl::StatusOr<LoadedLease> LoadLease(const std::string& name);
@@ -580,7 +580,7 @@ class BookingManager {
   absl::StatusOr<v1::Booking> CancelRun(const Principal& p, const v1::CancelBookingRequest& r,
                                         const v1::Booking& run);
   absl::StatusOr<v1::ServiceOrder> OrderTransition(
-      absl::string_view method, const google::protobuf::Message& request, const std::string& name,
+      const Principal& p, absl::string_view method, const google::protobuf::Message& request, const std::string& name,
       const std::string& request_id,
       const std::function<absl::StatusOr<OrderChange>(const LoadedOrder&)>& decide);
 

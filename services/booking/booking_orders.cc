@@ -71,13 +71,13 @@ absl::StatusOr<BookingManager::LoadedOrder> BookingManager::LoadOrder(const std:
 }
 
 absl::StatusOr<Order> BookingManager::OrderTransition(
-    absl::string_view method, const google::protobuf::Message& request, const std::string& name,
+    const Principal& p, absl::string_view method, const google::protobuf::Message& request, const std::string& name,
     const std::string& request_id, const std::function<absl::StatusOr<OrderChange>(const LoadedOrder&)>& decide) {
   LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
-  const std::string fingerprint = RequestFingerprint(method, request);
+  const std::string fingerprint = RequestFingerprint(method, request, ActorName(p));
   // A request_id spans partitions (types.proto): claimed as for bookings.
-  return Claimed<Order>(ClaimOf(method, request_id, request), [&] {
+  return Claimed<Order>(ClaimOf(p, method, request_id, request), [&] {
   return ReplayOrRetry<Order>(idem, fingerprint, "order", [&](int attempt) -> absl::StatusOr<std::optional<Order>> {
     if (attempt > 0) {
       LS_ASSIGN_OR_RETURN(cur, LoadOrder(name));
@@ -137,7 +137,7 @@ absl::StatusOr<Order> BookingManager::CreateServiceOrder(const Principal& p,
                                   {in.requester().empty() ? ActorName(p) : in.requester(), {}, {}}));
   LS_RETURN_IF_ERROR(CheckOwnOrganization(p, in.client_organization(), "client"));
   // A request_id spans partitions (types.proto): claimed as for bookings.
-  return Claimed<Order>(ClaimOf("CreateServiceOrder", r.request_id(), r),
+  return Claimed<Order>(ClaimOf(p, "CreateServiceOrder", r.request_id(), r),
                         [&] { return PlaceServiceOrder(p, r, instrument_id); });
 }
 
@@ -149,7 +149,7 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
   const int partition = keys::Partition(instrument_id);
   const std::string idem =
       r.request_id().empty() ? "" : keys::Idempotency(partition, "CreateServiceOrder", r.request_id());
-  const std::string fingerprint = RequestFingerprint("CreateServiceOrder", r);
+  const std::string fingerprint = RequestFingerprint("CreateServiceOrder", r, ActorName(p));
   // A refusal because the instrument changed since an order was placed: a
   // retry of that order still gets its first answer.
   const auto refused = [&](absl::Status refusal) -> absl::StatusOr<Order> {
@@ -406,7 +406,7 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
     return InvalidField("quote.staff_time", "planned staff time must not be negative");
   }
   if (!q.has_valid_until()) return InvalidField("quote.valid_until", "required: until when the quote may be accepted");
-  return OrderTransition("IssueQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "IssueQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
     // Checked once the stored answer was looked up: a retry after
@@ -452,7 +452,7 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
 
 absl::StatusOr<Order> BookingManager::AcceptQuote(const Principal& p, const v1::AcceptQuoteRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("AcceptQuote", p, r.name()));
-  return OrderTransition("AcceptQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "AcceptQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
     if (cur.order.state() != Order::QUOTED) return OrderState(cur.order, "QUOTED");
     if (r.quote_etag() != cur.order.quote().quote_etag()) {
@@ -479,7 +479,7 @@ absl::StatusOr<Order> BookingManager::ReceiveSamples(const Principal& p, const v
   if (r.has_receive_time() && FromProto(r.receive_time()) > clock_->Now()) {
     return InvalidField("receive_time", "must not be in the future");
   }
-  return OrderTransition("ReceiveSamples", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "ReceiveSamples", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
     if (cur.order.state() != Order::QUOTE_ACCEPTED) return OrderState(cur.order, "QUOTE_ACCEPTED");
@@ -507,7 +507,7 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
   // Authorized before its request_id is claimed (across partitions, as for
   // bookings); ScheduleRun checks again (CreateBooking comes there directly).
   LS_RETURN_IF_ERROR(AuthorizeOrder("ScheduleService", p, r.name()));
-  return Claimed<Order>(ClaimOf("ScheduleService", r.request_id(), r),
+  return Claimed<Order>(ClaimOf(p, "ScheduleService", r.request_id(), r),
                         [&] { return ScheduleRun(p, r, "ScheduleService", r, false, nullptr); });
 }
 
@@ -529,7 +529,7 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
   const std::string idem =
       r.request_id().empty() || validate_only ? "" : keys::Idempotency(cur.partition, method, r.request_id());
-  const std::string fingerprint = RequestFingerprint(method, request);
+  const std::string fingerprint = RequestFingerprint(method, request, ActorName(p));
   // The first answer: the order, or for CreateBooking the run as created.
   const auto replayed = [&](const std::string& bytes) -> absl::StatusOr<Order> {
     Order first;
@@ -551,7 +551,7 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
       // the run, as it is now. Another request's record under that key
       // (request_ids are per method) is not this one's.
       auto older = store_->FindReplay(keys::Idempotency(cur.partition, "ScheduleService", r.request_id()),
-                                      RequestFingerprint("ScheduleService", r));
+                                      RequestFingerprint("ScheduleService", r, ActorName(p)));
       if (!older.ok() && ErrorReason(older.status()) != "REQUEST_ID_REUSED") return older.status();
       if (older.ok() && *older) {
         Order first;
@@ -759,7 +759,7 @@ absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::st
                                                     const std::string& event_request_id) {
   const bool outage = window != nullptr;
   const std::string& stamped = event_request_id.empty() ? request_id : event_request_id;
-  return OrderTransition(method, request, name, request_id, [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, method, request, name, request_id, [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     if (outage && cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
     LS_ASSIGN_OR_RETURN(Loaded run, Load(outage ? cur.order.booking() : run_name));
     if (!outage && (cur.order.state() != Order::SCHEDULED || cur.order.booking() != run_name ||
@@ -826,7 +826,7 @@ absl::StatusOr<v1::Booking> BookingManager::CancelRun(const Principal& p, const 
 
 absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1::StartServiceRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("StartService", p, r.name()));
-  return OrderTransition("StartService", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "StartService", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
     if (cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
@@ -895,7 +895,7 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
                           }))) {
     return InvalidField("report.sha256", "give the report file's SHA-256 as 64 hex digits, or leave it empty");
   }
-  return OrderTransition("DeliverReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "DeliverReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
     if (cur.order.state() != Order::IN_PROGRESS && cur.order.state() != Order::DISPUTED) {
@@ -944,7 +944,7 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
 
 absl::StatusOr<Order> BookingManager::AcceptReport(const Principal& p, const v1::AcceptReportRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("AcceptReport", p, r.name()));
-  return OrderTransition("AcceptReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "AcceptReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
     if (cur.order.state() != Order::REPORT_DELIVERED) return OrderState(cur.order, "REPORT_DELIVERED");
     OrderChange c;
@@ -961,7 +961,7 @@ absl::StatusOr<Order> BookingManager::AcceptReport(const Principal& p, const v1:
 absl::StatusOr<Order> BookingManager::DisputeReport(const Principal& p, const v1::DisputeReportRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("DisputeReport", p, r.name()));
   if (r.reason().empty()) return InvalidField("reason", "say what is wrong with the report");
-  return OrderTransition("DisputeReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "DisputeReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
     if (cur.order.state() != Order::REPORT_DELIVERED) return OrderState(cur.order, "REPORT_DELIVERED");
     OrderChange c;
@@ -978,7 +978,7 @@ absl::StatusOr<Order> BookingManager::DisputeReport(const Principal& p, const v1
 
 absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::CancelOrderRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("CancelOrder", p, r.name()));
-  return OrderTransition("CancelOrder", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "CancelOrder", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     const bool admin = p.HasRole(Role::kConsortiumAdmin);
     const bool staff = IsOwnerStaff(p, *instrument);

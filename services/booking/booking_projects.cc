@@ -235,7 +235,7 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
     LS_RETURN_IF_ERROR(CheckIdPattern("project_id", id));
   }
   const std::string idem = r.request_id().empty() ? "" : keys::ProjectIdempotency("CreateProject", r.request_id());
-  const std::string fingerprint = RequestFingerprint("CreateProject", r);
+  const std::string fingerprint = RequestFingerprint("CreateProject", r, ActorName(p));
   LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
   if (seen) {
     v1::Project replay;
@@ -407,7 +407,7 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
     }
   }
   const std::string idem = r.request_id().empty() ? "" : keys::ProjectIdempotency("UpdateProject", r.request_id());
-  const std::string fingerprint = RequestFingerprint("UpdateProject", r);
+  const std::string fingerprint = RequestFingerprint("UpdateProject", r, ActorName(p));
   LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
   if (seen) {
     v1::Project replay;

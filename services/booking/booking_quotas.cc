@@ -344,8 +344,8 @@ absl::StatusOr<v1::Quota> BookingManager::SetQuota(const Principal& p, const v1:
 
   const int partition = keys::Partition(instrument_id);
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(partition, "SetQuota", r.request_id());
-  const std::string fingerprint = RequestFingerprint("SetQuota", r);
-  return Claimed<Quota>(ClaimOf("SetQuota", r.request_id(), r), [&] {
+  const std::string fingerprint = RequestFingerprint("SetQuota", r, ActorName(p));
+  return Claimed<Quota>(ClaimOf(p, "SetQuota", r.request_id(), r), [&] {
   return ReplayOrRetry<Quota>(idem, fingerprint, "quota", [&](int) -> absl::StatusOr<std::optional<Quota>> {
     LS_ASSIGN_OR_RETURN(auto group, LoadQuotas(instrument_id, org_id));
     const std::string name = "quotas/" + QuotaId(instrument_id, org_id, in.period());
@@ -404,9 +404,9 @@ absl::StatusOr<google::protobuf::Empty> BookingManager::DeleteQuota(const Princi
   LS_ASSIGN_OR_RETURN(QuotaKey key, ParseQuotaName(r.name(), "name"));
   const int partition = keys::Partition(key.instrument_id);
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency(partition, "DeleteQuota", r.request_id());
-  const std::string fingerprint = RequestFingerprint("DeleteQuota", r);
+  const std::string fingerprint = RequestFingerprint("DeleteQuota", r, ActorName(p));
   google::protobuf::Empty none;
-  return Claimed<google::protobuf::Empty>(ClaimOf("DeleteQuota", r.request_id(), r), [&] {
+  return Claimed<google::protobuf::Empty>(ClaimOf(p, "DeleteQuota", r.request_id(), r), [&] {
   return ReplayOrRetry<google::protobuf::Empty>(
       idem, fingerprint, "quota", [&](int) -> absl::StatusOr<std::optional<google::protobuf::Empty>> {
         LS_ASSIGN_OR_RETURN(auto group, LoadQuotas(key.instrument_id, key.org_id));

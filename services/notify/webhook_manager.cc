@@ -218,19 +218,20 @@ absl::StatusOr<std::optional<T>> Outcome(const CommitOutcome& o, T answer) {
 
 template <typename T>
 absl::StatusOr<std::optional<T>> FindReplayOf(const DocStore& docs, const char* method, const std::string& request_id,
-                                              const google::protobuf::Message& request) {
+                                              const google::protobuf::Message& request, const std::string& actor) {
   if (request_id.empty()) return std::optional<T>();
-  LS_ASSIGN_OR_RETURN(auto stored, docs.FindReplay(keys::Idem(method, request_id), RequestFingerprint(method, request)));
+  LS_ASSIGN_OR_RETURN(auto stored, docs.FindReplay(keys::Idem(method, request_id), RequestFingerprint(method, request, actor)));
   if (!stored) return std::optional<T>();
   LS_ASSIGN_OR_RETURN(T replay, ParseAs<T>(*stored, "idempotency record"));
   return std::optional<T>(std::move(replay));
 }
 
 void SetIdempotency(Mutation* m, const char* method, const std::string& request_id,
-                    const google::protobuf::Message& request, const google::protobuf::Message& response) {
+                    const google::protobuf::Message& request, const std::string& actor,
+                    const google::protobuf::Message& response) {
   if (request_id.empty()) return;
   m->idempotency_key = keys::Idem(method, request_id);
-  m->fingerprint = RequestFingerprint(method, request);
+  m->fingerprint = RequestFingerprint(method, request, actor);
   m->response = SerializeDeterministic(response);
 }
 
@@ -356,7 +357,7 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
                                                                        const v1::CreateWebhookRequest& r) {
   LS_RETURN_IF_ERROR(ScopeOfName("CreateWebhook", p, r.parent()));
   LS_ASSIGN_OR_RETURN(std::string org, ParseOrg(r.parent(), "parent"));
-  LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::CreateWebhookResponse>(docs_, "CreateWebhook", r.request_id(), r));
+  LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::CreateWebhookResponse>(docs_, "CreateWebhook", r.request_id(), r, ActorName(p)));
   if (replay) return OpenedRecord(box_, "CreateWebhook", r.request_id(), *std::move(replay));
   if (!r.webhook_id().empty() && !ValidResourceId(r.webhook_id())) {
     return InvalidField("webhook_id", "use [a-z0-9][a-z0-9-]{0,62}", "INVALID_NAME");
@@ -410,7 +411,7 @@ absl::StatusOr<v1::CreateWebhookResponse> WebhookManager::CreateWebhook(const Pr
     *e.mutable_webhook_created()->mutable_webhook() = answer.webhook();
     SetEvent(&m, e);
     LS_ASSIGN_OR_RETURN(auto record, SealedRecord(box_, "CreateWebhook", r.request_id(), answer));
-    SetIdempotency(&m, "CreateWebhook", r.request_id(), r, record);
+    SetIdempotency(&m, "CreateWebhook", r.request_id(), r, ActorName(p), record);
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
     LS_ASSIGN_OR_RETURN(auto done, Outcome(o, std::move(answer)));
     if (done) return OpenedRecord(box_, "CreateWebhook", r.request_id(), *std::move(done));
@@ -448,7 +449,7 @@ absl::StatusOr<v1::ListWebhooksResponse> WebhookManager::ListWebhooks(const Prin
 absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, const v1::UpdateWebhookRequest& r) {
   LS_RETURN_IF_ERROR(ScopeOfName("UpdateWebhook", p, r.webhook().name()));
   LS_ASSIGN_OR_RETURN(WebhookRef ref, ParseWebhookName(r.webhook().name(), "webhook.name"));
-  LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::Webhook>(docs_, "UpdateWebhook", r.request_id(), r));
+  LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::Webhook>(docs_, "UpdateWebhook", r.request_id(), r, ActorName(p)));
   if (replay) return *std::move(replay);
   static const std::set<std::string> kPaths = {"url", "event_types", "description", "state"};
   if (r.update_mask().paths().empty()) {
@@ -537,7 +538,7 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
                                           std::max(1, limits_.dead_on_disable_batch), "", &rest, &m)
                              .status());
     }
-    SetIdempotency(&m, "UpdateWebhook", r.request_id(), r, answer);
+    SetIdempotency(&m, "UpdateWebhook", r.request_id(), r, ActorName(p), answer);
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
     const bool applied = o.kind == CommitOutcome::Kind::kApplied;
     LS_ASSIGN_OR_RETURN(auto done, Outcome(o, std::move(answer)));
@@ -552,7 +553,7 @@ absl::StatusOr<v1::DeleteWebhookResponse> WebhookManager::DeleteWebhook(const Pr
                                                                        const v1::DeleteWebhookRequest& r) {
   LS_RETURN_IF_ERROR(ScopeOfName("DeleteWebhook", p, r.name()));
   LS_ASSIGN_OR_RETURN(WebhookRef ref, ParseWebhookName(r.name(), "name"));
-  LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::DeleteWebhookResponse>(docs_, "DeleteWebhook", r.request_id(), r));
+  LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::DeleteWebhookResponse>(docs_, "DeleteWebhook", r.request_id(), r, ActorName(p)));
   if (replay) return *std::move(replay);
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(Hook hook, LoadHook(ref.org, ref.id));
@@ -572,7 +573,7 @@ absl::StatusOr<v1::DeleteWebhookResponse> WebhookManager::DeleteWebhook(const Pr
     *e.mutable_webhook_deleted()->mutable_webhook() = before;
     SetEvent(&m, e);
     v1::DeleteWebhookResponse answer;
-    SetIdempotency(&m, "DeleteWebhook", r.request_id(), r, answer);
+    SetIdempotency(&m, "DeleteWebhook", r.request_id(), r, ActorName(p), answer);
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
     LS_ASSIGN_OR_RETURN(auto done, Outcome(o, std::move(answer)));
     if (done) return *std::move(done);
@@ -585,7 +586,7 @@ absl::StatusOr<v1::RotateWebhookSecretResponse> WebhookManager::RotateWebhookSec
   LS_RETURN_IF_ERROR(ScopeOfName("RotateWebhookSecret", p, r.name()));
   LS_ASSIGN_OR_RETURN(WebhookRef ref, ParseWebhookName(r.name(), "name"));
   LS_ASSIGN_OR_RETURN(auto replay,
-                      FindReplayOf<v1::RotateWebhookSecretResponse>(docs_, "RotateWebhookSecret", r.request_id(), r));
+                      FindReplayOf<v1::RotateWebhookSecretResponse>(docs_, "RotateWebhookSecret", r.request_id(), r, ActorName(p)));
   if (replay) return OpenedRecord(box_, "RotateWebhookSecret", r.request_id(), *std::move(replay));
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(Hook hook, LoadHook(ref.org, ref.id));
@@ -611,7 +612,7 @@ absl::StatusOr<v1::RotateWebhookSecretResponse> WebhookManager::RotateWebhookSec
     *e.mutable_webhook_secret_rotated()->mutable_webhook() = answer.webhook();
     SetEvent(&m, e);
     LS_ASSIGN_OR_RETURN(auto record, SealedRecord(box_, "RotateWebhookSecret", r.request_id(), answer));
-    SetIdempotency(&m, "RotateWebhookSecret", r.request_id(), r, record);
+    SetIdempotency(&m, "RotateWebhookSecret", r.request_id(), r, ActorName(p), record);
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
     LS_ASSIGN_OR_RETURN(auto done, Outcome(o, std::move(answer)));
     if (done) return OpenedRecord(box_, "RotateWebhookSecret", r.request_id(), *std::move(done));
@@ -671,7 +672,7 @@ absl::StatusOr<v1::WebhookDelivery> WebhookManager::ReplayWebhookDelivery(
     const Principal& p, const v1::ReplayWebhookDeliveryRequest& r) {
   LS_RETURN_IF_ERROR(ScopeOfName("ReplayWebhookDelivery", p, r.name()));
   LS_ASSIGN_OR_RETURN(DeliveryRef ref, ParseDeliveryName(r.name(), "name"));
-  LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::WebhookDelivery>(docs_, "ReplayWebhookDelivery", r.request_id(), r));
+  LS_ASSIGN_OR_RETURN(auto replay, FindReplayOf<v1::WebhookDelivery>(docs_, "ReplayWebhookDelivery", r.request_id(), r, ActorName(p)));
   if (replay) return *std::move(replay);
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(Hook hook, LoadHook(ref.org, ref.id));
@@ -717,7 +718,7 @@ absl::StatusOr<v1::WebhookDelivery> WebhookManager::ReplayWebhookDelivery(
     replayed->set_event_type(d.event_type());
     replayed->set_replays(d.replays());
     SetEvent(&m, e);
-    SetIdempotency(&m, "ReplayWebhookDelivery", r.request_id(), r, d);
+    SetIdempotency(&m, "ReplayWebhookDelivery", r.request_id(), r, ActorName(p), d);
     LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
     LS_ASSIGN_OR_RETURN(auto done, Outcome(o, std::move(d)));
     if (done) return *std::move(done);

@@ -362,7 +362,7 @@ absl::StatusOr<v1::Thresholds> UsageFigures::UpdateThresholds(const Principal& p
   }
   DocStore docs(pool_);
   const std::string idem = r.request_id().empty() ? "" : absl::StrCat("{usage}:idem:", kMethod, ":", r.request_id());
-  const std::string fingerprint = RequestFingerprint(kMethod, r);
+  const std::string fingerprint = RequestFingerprint(kMethod, r, ActorName(p));
   auto replay = StoredAnswer<v1::Thresholds>;
   LS_ASSIGN_OR_RETURN(auto seen, docs.FindReplay(idem, fingerprint));
   if (seen) return replay(*seen);
@@ -436,7 +436,7 @@ absl::StatusOr<v1::VerifyAuditChainResponse> UsageFigures::VerifyAuditChain(cons
   // The caller's own request ids: another auditor's same id is another request.
   const std::string idem =
       r.request_id().empty() ? "" : absl::StrCat("{usage}:idem:", kMethod, ":", ActorName(p), ":", r.request_id());
-  const std::string fingerprint = RequestFingerprint(kMethod, r);
+  const std::string fingerprint = RequestFingerprint(kMethod, r, ActorName(p));
   LS_ASSIGN_OR_RETURN(auto seen, docs.FindReplay(idem, fingerprint));
   if (seen) return StoredAnswer<v1::VerifyAuditChainResponse>(*seen);
   LS_ASSIGN_OR_RETURN(v1::VerifyAuditChainResponse resp, audit.Verify(r));

@@ -245,6 +245,32 @@ TEST_F(BillingTest, EventsCarryTheTraceIdOfTheCallThatCausedThem) {
 
 // tem: 500.00 CNY per hour for members, billed on actual time in 15-minute
 // steps; missed fee 50 %, late cancellation fee 25 % of the reserved time.
+// A request_id belongs to its caller (types.proto): another administrator
+// sending the same request_id with the same content is REQUEST_ID_REUSED,
+// never the first administrator's pool; one pool exists.
+TEST_F(BillingTest, AnotherCallersSameRequestIsReused) {
+  Principal other = billing_admin_;
+  other.user_id = "root-2";
+  v1::CreateSubsidyPoolRequest cp;
+  cp.mutable_subsidy_pool()->set_display_name("Shared voucher");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(5000);
+  cp.set_request_id("pool-1");
+  auto first = billing_->CreateSubsidyPool(billing_admin_, cp);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = billing_->CreateSubsidyPool(other, cp);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorReason(second.status()), "REQUEST_ID_REUSED");
+  auto again = billing_->CreateSubsidyPool(billing_admin_, cp);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->SerializeAsString(), first->SerializeAsString());
+  v1::ListSubsidyPoolsRequest list;
+  auto pools = billing_->ListSubsidyPools(billing_admin_, list);
+  ASSERT_TRUE(pools.ok()) << pools.status();
+  EXPECT_EQ(pools->subsidy_pools_size(), 1);
+}
+
 TEST_F(BillingTest, OnSiteSessionIsChargedOnActualTimeRoundedUpOnce) {
   Session(absl::Hours(9), absl::Hours(11), absl::Hours(9) + absl::Minutes(5), absl::Hours(10) + absl::Minutes(19));
   EXPECT_GT(Drain(), 0);

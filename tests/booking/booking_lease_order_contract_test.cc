@@ -655,9 +655,9 @@ TEST_F(CreateBookingContractTest, ARefusalKeepsAClaimItDidNotMake) {
   ASSERT_TRUE(Create(OnSite(9, 10, ""), &b).ok());
   const v1::CreateBookingRequest refused = OnSite(9, 10, "held");  // SLOT_TAKEN
   const std::string claim = keys::RequestClaim("CreateBooking", "held");
-  ASSERT_TRUE(pool_->Command({"SET", claim, RequestFingerprint("CreateBooking", refused), "EX", "600"}).ok());
+  ASSERT_TRUE(pool_->Command({"SET", claim, RequestFingerprint("CreateBooking", refused, "users/ana"), "EX", "600"}).ok());
   ExpectGrpcError(Create(refused, &b), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "the retry");
-  EXPECT_EQ(pool_->Command({"GET", claim})->str, RequestFingerprint("CreateBooking", refused));
+  EXPECT_EQ(pool_->Command({"GET", claim})->str, RequestFingerprint("CreateBooking", refused, "users/ana"));
   ExpectGrpcError(Create(OnSite(12, 13, "held"), &b), grpc::StatusCode::FAILED_PRECONDITION, "REQUEST_ID_REUSED",
                   "other content with the request_id");
   // A refusal of a request that made the claim itself still frees it.

@@ -111,6 +111,35 @@ TEST_F(BookingServiceTest, EventsCarryTheTraceIdOfTheCallThatMadeThem) {
   EXPECT_EQ(cancels, (std::map<std::string, std::string>{{a.name(), "cancel-from-console"}}));
 }
 
+// A request_id belongs to its caller (types.proto): bob sending ana's
+// request_id with the very same content (the user left to default to the
+// caller) is REQUEST_ID_REUSED; he is never told of ana's booking, and
+// nothing is booked for him.
+TEST_F(BookingServiceTest, AnotherCallersSameRequestIsReused) {
+  iv::GrantQualificationRequest g;
+  g.set_instrument("instruments/tem");
+  g.set_user("users/bob");
+  Inv(&iv::InventoryService::Stub::GrantQualification, g);
+  const std::string bob = Token("bob", "lab", {Role::kLabUser});
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
+  r.set_request_id("shared-id");
+  v1::Booking first, second;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &first, ana_).ok());
+  EXPECT_EQ(first.user(), "users/ana");
+  auto s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &second, bob);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+  EXPECT_TRUE(second.name().empty());
+  EXPECT_EQ(Events().size(), 1u);  // ana's booking only
+  // ana's retry still gets her answer.
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &second, ana_).ok());
+  EXPECT_EQ(second.SerializeAsString(), first.SerializeAsString());
+}
+
 TEST_F(BookingServiceTest, OverlapIsRejectedButTouchingAfterBufferFits) {
   v1::Booking a, b;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(11), &a).ok());

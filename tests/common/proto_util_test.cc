@@ -29,5 +29,14 @@ TEST(RequestFingerprint, DependsOnMethodAndContent) {
   EXPECT_EQ(RequestFingerprint("M", a).size(), 64u);
 }
 
+TEST(RequestFingerprint, OfACallerDependsOnTheCaller) {
+  ListInstrumentsRequest a;
+  a.set_category("nmr");
+  EXPECT_EQ(RequestFingerprint("M", a, "users/ana"), RequestFingerprint("M", a, "users/ana"));
+  EXPECT_NE(RequestFingerprint("M", a, "users/ana"), RequestFingerprint("M", a, "users/bob"));
+  EXPECT_NE(RequestFingerprint("M", a, "users/ana"), RequestFingerprint("M", a));
+  EXPECT_NE(RequestFingerprint("M", a, "users/ana"), RequestFingerprint("N", a, "users/ana"));
+}
+
 }  // namespace
 }  // namespace labshare

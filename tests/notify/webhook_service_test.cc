@@ -69,6 +69,21 @@ TEST_F(WebhookServiceTest, CreateReturnsTheSecretOnceAndPublishesWithoutIt) {
   EXPECT_FALSE(absl::StrContains(events[0].SerializeAsString(), created->secret()));
 }
 
+// A request_id belongs to its caller (types.proto): a second administrator
+// of the same organisation sending the same request_id and content is
+// REQUEST_ID_REUSED, never handed the first one's webhook and secret.
+TEST_F(WebhookServiceTest, AnotherCallersSameRequestIsReused) {
+  auto first = Create(Admin("acme"), "acme", "", kUrl, {kCancelled}, "req-x");
+  ASSERT_TRUE(first.ok()) << first.status();
+  const Principal second_admin = As("other-admin-of-acme", "acme", Role::kMemberBillingAdmin);
+  EXPECT_ERROR(Create(second_admin, "acme", "", kUrl, {kCancelled}, "req-x"), kFailedPrecondition,
+               "REQUEST_ID_REUSED");
+  auto again = Create(Admin("acme"), "acme", "", kUrl, {kCancelled}, "req-x");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->SerializeAsString(), first->SerializeAsString());
+  EXPECT_EQ(NotifyEvents().size(), 1u);  // one webhook created
+}
+
 TEST_F(WebhookServiceTest, MutationsAreIdempotentByRequestId) {
   auto first = Create(Admin("acme"), "acme", "", kUrl, {kCancelled}, "req-c");
   ASSERT_TRUE(first.ok()) << first.status();

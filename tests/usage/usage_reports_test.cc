@@ -262,6 +262,10 @@ TEST_F(UsageReportsTest, ThresholdsDefaultsUpdateEtagIdempotencyAndEvent) {
   auto again = figures_->UpdateThresholds(admin_, u);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->SerializeAsString(), v2->SerializeAsString());
+  // Another administrator's same request (types.proto: a request_id belongs
+  // to its caller): REQUEST_ID_REUSED, never adam's answer, no event.
+  const Principal other_admin{"ada", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
+  EXPECT_EQ(ErrorReason(figures_->UpdateThresholds(other_admin, u).status()), "REQUEST_ID_REUSED");
   // One ThresholdsChanged on {usage}:outbox, with before and after.
   auto outbox = pool_->Command({"XRANGE", "{usage}:outbox", "-", "+"});
   ASSERT_TRUE(outbox.ok());

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/csv.h"
 #include "common/error.h"
 #include "common/proto_util.h"
 
@@ -536,33 +537,7 @@ std::string FormatQuantity(int64_t milli) {
   return s;
 }
 
-// True for a plain number as the CSV writes amounts and quantities
-// ("-12.34", "1.25", "6%").
-bool IsNumber(absl::string_view v) {
-  if (!v.empty() && v.front() == '-') v.remove_prefix(1);
-  return !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.' || c == '%'; });
-}
-
-std::string CsvField(absl::string_view raw, bool numeric) {
-  // A text cell a spreadsheet would run as a formula (=, +, -, @, tab, CR
-  // first: a name like =HYPERLINK(...)) is prefixed with an apostrophe;
-  // negative amounts stay numbers, but only in the columns that hold them:
-  // a name or reason "-5%" is text like any other.
-  std::string guarded;
-  if (!raw.empty() && std::strchr("=+-@\t\r", raw.front()) != nullptr && !(numeric && IsNumber(raw))) {
-    guarded = absl::StrCat("'", raw);
-    raw = guarded;
-  }
-  const absl::string_view value = raw;
-  if (value.find_first_of(",\"\r\n") == absl::string_view::npos) return std::string(value);
-  std::string out = "\"";
-  for (char c : value) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  out += '"';
-  return out;
-}
+std::string CsvField(absl::string_view raw, bool numeric) { return CsvCell(raw, numeric); }
 
 std::string InvoiceCsv(const v1::Invoice& inv, absl::TimeZone zone) {
   // One table, the same columns in every record (RFC 4180): `record` says

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/csv.h"
 #include "common/doc_store.h"
 #include "common/error.h"
 #include "common/events.h"
@@ -153,22 +154,11 @@ void Count(v1::AssessmentCounts* c, const v1::InstrumentAssessment& a) {
 
 // ------------------------------------------------------------ CSV
 
-std::string CsvField(absl::string_view v) {
-  if (v.find_first_of(",\"\r\n") == absl::string_view::npos) return std::string(v);
-  std::string out = "\"";
-  for (char c : v) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  out += '"';
-  return out;
-}
-
 std::string CsvLine(const std::vector<std::string>& cells) {
   std::string out;
   for (size_t i = 0; i < cells.size(); ++i) {
     if (i > 0) out += ',';
-    out += CsvField(cells[i]);
+    out += CsvCell(cells[i], /*numeric=*/true);
   }
   out += "\r\n";
   return out;

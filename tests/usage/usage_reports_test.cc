@@ -830,6 +830,40 @@ TEST_F(UsageReportsTest, AnnualReportAndItsCsv) {
   EXPECT_TRUE(absl::EndsWith(lines[15], ",,true,true,false,2880000,0,1600,CNY")) << lines[15];
 }
 
+// A name a spreadsheet would run as a formula is text in the CSV (an
+// apostrophe first); plain numbers stay numbers.
+TEST_F(UsageReportsTest, AnnualReportCsvGuardsFormulaNames) {
+  Org("own", "=HYPERLINK(\"https://evil.example\",\"ZJU\")", iv::LARGE);
+  Facility("f1", "@SUM(A1)");
+  Instrument("i1", "-cmd", "own", "f1", "+86 571", 0, At(2026, 1, 1));
+  Instrument("i2", "-100", "own", "f1", "lithography", 0, At(2026, 1, 1));
+  v1::ExportAnnualReportCsvRequest c;
+  c.set_year(2026);
+  std::string file;
+  ASSERT_TRUE(figures_
+                  ->ExportAnnualReportCsv(auditor_, c,
+                                          [&](const v1::CsvChunk& chunk) {
+                                            file += chunk.data();
+                                            return absl::OkStatus();
+                                          })
+                  .ok());
+  std::vector<std::string> lines = absl::StrSplit(file, "\r\n");
+  auto line = [&](absl::string_view prefix) {
+    for (const auto& l : lines)
+      if (absl::StartsWith(l, prefix)) return l;
+    return std::string("(none) ") + std::string(prefix);
+  };
+  EXPECT_TRUE(absl::StartsWith(line("ORGANIZATION,"),
+                               "ORGANIZATION,organizations/own,\"'=HYPERLINK(\"\"https://evil.example\"\",\"\"ZJU\"\")\",,,,"))
+      << line("ORGANIZATION,");
+  EXPECT_TRUE(absl::StartsWith(line("FACILITY,"), "FACILITY,facilities/f1,'@SUM(A1),,,,")) << line("FACILITY,");
+  EXPECT_TRUE(absl::StartsWith(line("CATEGORY,'+86"), "CATEGORY,'+86 571,'+86 571,,,,")) << line("CATEGORY,'+86");
+  EXPECT_TRUE(absl::StartsWith(line("INSTRUMENT,instruments/i1,"),
+                               "INSTRUMENT,instruments/i1,'-cmd,organizations/own,facilities/f1,'+86 571,0,0.00,"))
+      << line("INSTRUMENT,instruments/i1,");
+  EXPECT_TRUE(absl::StartsWith(line("INSTRUMENT,instruments/i2,"), "INSTRUMENT,instruments/i2,-100,")) << line("INSTRUMENT,instruments/i2,");
+}
+
 // ================================================================ usage export
 
 TEST_F(UsageReportsTest, ExportUsageRowsCsvAndResume) {

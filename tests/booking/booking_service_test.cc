@@ -824,6 +824,31 @@ TEST_F(JointResearchTest, UpdatingATemplateProjectComputesItsSharesAgain) {
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
 }
 
+// UpdateProject names what it updates: an empty mask and a path that is not
+// listed are INVALID_UPDATE_MASK, and the project stays as it was.
+TEST_F(JointResearchTest, UpdateProjectRefusesAnEmptyOrUnknownMask) {
+  grpc::Status s;
+  const v1::Project created = MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::UpdateProjectRequest r;
+  r.mutable_project()->set_name(created.name());
+  r.mutable_project()->set_title("Renamed");
+  v1::Project out;
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_UPDATE_MASK");
+  r.mutable_update_mask()->add_paths("name");
+  s = Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, &out, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_UPDATE_MASK");
+  v1::GetProjectRequest g;
+  g.set_name(created.name());
+  s = Call(stub_.get(), &v1::BookingService::Stub::GetProject, g, &out, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.title(), created.title());
+  EXPECT_EQ(out.etag(), created.etag());
+}
+
 TEST_F(JointResearchTest, BookingsStayWithinPeriodParticipantsAndBudget) {
   grpc::Status s;
   MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s);

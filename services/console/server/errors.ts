@@ -19,6 +19,7 @@ import { errorToJsonBytes } from '@connectrpc/connect/protocol-connect';
 import { codeToHttpStatus } from '@connectrpc/connect/protocol-connect';
 import * as rpcDetails from '../gen/google/rpc/error_details_pb.js';
 import { ErrorInfoSchema, RetryInfoSchema } from '../gen/google/rpc/error_details_pb.js';
+import type { Res } from './http-util.js';
 
 export const DOMAIN = 'console.labshare';
 
@@ -182,4 +183,25 @@ export function describe(err: unknown): string {
 // the Connect protocol's JSON error body and HTTP status.
 export function connectErrorBody(err: ConnectError): { status: number; body: Uint8Array } {
   return { status: codeToHttpStatus(err.code), body: errorToJsonBytes(err, {}) };
+}
+
+// The response headers an error carries in its metadata (the cleared cookie
+// of SESSION_EXPIRED, Retry-After of RATE_LIMITED), as Node wants them.
+export function errorHeaders(err: ConnectError): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  err.metadata.forEach((value, key) => {
+    if (key !== 'set-cookie') out[key] = value;
+  });
+  const cookies = err.metadata.getSetCookie();
+  if (cookies.length > 0) out['set-cookie'] = cookies;
+  return out;
+}
+
+// Answers a Connect error outside the RPC router (/documents, /auth/logout):
+// the Connect protocol's JSON error body, its HTTP status, and the error's
+// own headers (Set-Cookie, Retry-After).
+export function sendConnectError(res: Res, err: ConnectError, extra: Record<string, string | string[]> = {}): void {
+  const { status, body } = connectErrorBody(err);
+  res.writeHead(status, { ...errorHeaders(err), ...extra, 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(Buffer.from(body));
 }

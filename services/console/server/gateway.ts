@@ -14,9 +14,9 @@ import { BillingService, GetInvoiceDocumentRequest_Format } from '../gen/labshar
 import { CalendarFeedService } from '../gen/labshare/notify/v1/feeds_pb.js';
 import { NotificationService } from '../gen/labshare/notify/v1/notify_pb.js';
 import { Auth } from './auth.js';
-import { connectErrorBody, fromUpstream, logLine, rateLimited, sanitize } from './errors.js';
+import { fromUpstream, logLine, rateLimited, sanitize, sendConnectError } from './errors.js';
 import type { Config } from './flags.js';
-import { clientAddress, CSP, headersOf, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
+import { clientAddress, CSP, headersOf, HSTS, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { FEED_PATH, serveFeed, serveUnsubscribe, type PublicDeps } from './public.js';
 import { registerProxies, SERVICE_NAMES, UPSTREAMS, upstreamToken, upstreamTraceId, type ServiceName } from './proxy.js';
 import { RateLimiter } from './ratelimit.js';
@@ -299,9 +299,8 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     } catch (err) {
       const safe = sanitize(err, method);
       access(method, codeName(safe.code), performance.now() - start, kind, fields);
-      const { status, body } = connectErrorBody(safe);
-      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(Buffer.from(body));
+      if (res.headersSent) res.end();
+      else sendConnectError(res, safe);
     }
   };
 
@@ -369,19 +368,22 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       rpc(req, res, path);
       return;
     }
+    const length = Number(req.headers['content-length'] ?? 0);
+    // --body_limit holds for every path that is not an RPC (those answer
+    // resource_exhausted, above), the public pages included.
+    if (length > cfg.bodyLimitBytes) {
+      if (req.httpVersionMajor === 1) res.setHeader('connection', 'close');
+      sendText(res, 413, 'request body too large\n');
+      return;
+    }
     if (path.startsWith('/feeds/') || path === '/unsubscribe') {
       publicPage(req, res, url);
       return;
     }
-    const length = Number(req.headers['content-length'] ?? 0);
     // No endpoint here reads a body: close the connection after answering
     // rather than reading (and throwing away) whatever is sent.
     if ((length > 0 || req.headers['transfer-encoding'] !== undefined) && req.httpVersionMajor === 1) {
       res.setHeader('connection', 'close');
-    }
-    if (length > cfg.bodyLimitBytes) {
-      sendText(res, 413, 'request body too large\n');
-      return;
     }
     const method = req.method ?? 'GET';
     const only = (m: string) => {
@@ -389,11 +391,14 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       sendText(res, 405, 'method not allowed\n', { allow: m === 'GET' ? 'GET, HEAD' : m });
       return false;
     };
-    const limited = (l: RateLimiter = loginLimiter) => {
+    // `json`: the refusal is the Connect JSON error (RATE_LIMITED, RetryInfo,
+    // Retry-After), as on the RPC paths; else plain text with Retry-After.
+    const limited = (l: RateLimiter = loginLimiter, json = false) => {
       const addr = addressOf(req);
       const wait = Math.max(addressLimiter.take(`a:${addr}`), l === addressLimiter ? 0 : l.take(`ip:${addr}`));
       if (wait <= 0) return false;
-      sendText(res, 429, 'too many requests; try again shortly\n', { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) });
+      if (json) sendConnectError(res, rateLimited(wait));
+      else sendText(res, 429, 'too many requests; try again shortly\n', { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) });
       return true;
     };
     const fail = (err: unknown) => {
@@ -435,7 +440,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
           // A call to billing: its trace id answers on every outcome.
           const trace = traceIdOf(req.headers);
           res.setHeader(TRACE_HEADER, trace);
-          if (only('GET') && !limited(addressLimiter)) invoiceDocument(req, res, path, trace).catch(fail);
+          if (only('GET') && !limited(addressLimiter, true)) invoiceDocument(req, res, path, trace).catch(fail);
           return;
         }
         if (path.startsWith('/auth/')) {
@@ -469,11 +474,15 @@ export interface Running {
   stop(graceMs?: number): Promise<void>;
 }
 
-// The answer to a request Node cannot parse, with the headers every answer carries.
-const RAW_400 = 'HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 12\r\n'
-  + `content-security-policy: ${CSP}\r\nx-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\n`
-  + 'x-frame-options: DENY\r\ncross-origin-opener-policy: same-origin\r\ncross-origin-resource-policy: same-origin\r\n'
-  + 'cache-control: no-store\r\nconnection: close\r\n\r\nbad request\n';
+// The answer to a request Node cannot parse, with the headers every answer
+// carries (Strict-Transport-Security too when HTTPS is served).
+export function raw400(https: boolean): string {
+  return 'HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 12\r\n'
+    + `content-security-policy: ${CSP}\r\nx-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\n`
+    + 'x-frame-options: DENY\r\ncross-origin-opener-policy: same-origin\r\ncross-origin-resource-policy: same-origin\r\n'
+    + (https ? `strict-transport-security: ${HSTS}\r\n` : '')
+    + 'cache-control: no-store\r\nconnection: close\r\n\r\nbad request\n';
+}
 
 export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Running> {
   let gateway!: Gateway;
@@ -516,8 +525,9 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
     s.keepAliveTimeout = 65_000;
     server = s;
   }
+  const badRequest = raw400(!!cfg.https);
   server.on('clientError', (err, socket) => {
-    if ((socket as net.Socket).writable) (socket as net.Socket).end(RAW_400);
+    if ((socket as net.Socket).writable) (socket as net.Socket).end(badRequest);
     else socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {

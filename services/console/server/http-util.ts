@@ -14,6 +14,8 @@ export const CSP =
   "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
   "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
+export const HSTS = 'max-age=31536000; includeSubDomains';
+
 export function securityHeaders(res: Res, https: boolean): void {
   res.setHeader('content-security-policy', CSP);
   res.setHeader('x-content-type-options', 'nosniff');
@@ -21,7 +23,7 @@ export function securityHeaders(res: Res, https: boolean): void {
   res.setHeader('x-frame-options', 'DENY');
   res.setHeader('cross-origin-opener-policy', 'same-origin');
   res.setHeader('cross-origin-resource-policy', 'same-origin');
-  if (https) res.setHeader('strict-transport-security', 'max-age=31536000; includeSubDomains');
+  if (https) res.setHeader('strict-transport-security', HSTS);
 }
 
 export function parseCookies(header: string | undefined | null): Map<string, string> {

@@ -1,0 +1,165 @@
+// The web-edge audit of 2026-12-06 (README, types.proto, docs/api-reference.md
+// against the gateway), one test per finding: refusals keep their headers,
+// every refusal carries an ErrorInfo, malformed Authorization headers, the
+// per-address bucket before Connect, methods and content types on RPC paths,
+// feed tokens, --body_limit on the public pages, HSTS on the raw 400, and
+// IPv6 addresses grouped by /64.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import tls from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+import { setLogSink } from '../errors.js';
+import { listen } from '../gateway.js';
+import type { Session } from '../sessions.js';
+import {
+  errorInfo, FEED_TOKEN, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, type TestGateway,
+} from './harness.js';
+
+const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
+const SESSION = '__Host-labshare_session';
+const INVOICE = '/documents/invoices/ls-cny-2027-000001.pdf';
+
+const logs: Record<string, unknown>[] = [];
+setLogSink((line) => logs.push(JSON.parse(line) as Record<string, unknown>));
+
+function newSession(t: TestGateway, over: Partial<Session> = {}): Session {
+  const now = t.clock.t;
+  const s = t.gw.auth.sessions.create({
+    accessToken: 'access-s', accessExpiresAt: now + 900_000, refreshToken: 'rt-s', refreshExpiresAt: now + 12 * 3600_000,
+    user: { name: 'users/li-wei', displayName: 'Li Wei', organization: 'organizations/nanocraft', roles: ['LAB_USER'] },
+  });
+  Object.assign(s, over);
+  return s;
+}
+
+describe('web edge audit', () => {
+  let stub: Stub;
+  let t: TestGateway;
+
+  before(async () => {
+    stub = await new Stub().start();
+    t = await startGateway((port) => testConfig({ upstream: stub.address, port, bodyLimitBytes: 4096 }));
+  });
+  after(async () => {
+    await t.stop();
+    await stub.stop();
+  });
+
+  it('1: an invoice download refused keeps the error\'s headers (cookie cleared, Retry-After); its address limit answers Connect JSON', async () => {
+    // An ended session: SESSION_EXPIRED with the cookie cleared, as on the RPC paths.
+    const gone = await request('GET', `${t.url}${INVOICE}`, { headers: { cookie: `${SESSION}=no-such-session` } });
+    assert.equal(gone.status, 401);
+    assert.equal(errorInfo(gone)?.reason, 'SESSION_EXPIRED');
+    assert.ok((gone.headers['set-cookie'] ?? []).some((c) => c.startsWith(`${SESSION}=;`) && c.includes('Max-Age=0')), 'cookie cleared');
+    assert.equal(gone.headers['content-type'], 'application/json');
+
+    // The per-caller limit: RATE_LIMITED with Retry-After.
+    const t2 = await startGateway((port) => testConfig({ upstream: stub.address, port, rateLimit: { perSecond: 1, burst: 1 } }));
+    try {
+      const h = { authorization: 'Bearer script-token' };
+      assert.equal((await request('GET', `${t2.url}${INVOICE}`, { headers: h })).status, 200);
+      const a = await request('GET', `${t2.url}${INVOICE}`, { headers: h });
+      assert.equal(a.status, 429);
+      assert.equal(errorInfo(a)?.reason, 'RATE_LIMITED');
+      assert.equal(a.headers['retry-after'], '1');
+    } finally {
+      await t2.stop();
+    }
+
+    // The per-address limit on /documents: the Connect JSON error too.
+    const t3 = await startGateway((port) => testConfig({ upstream: stub.address, port, addressRateLimit: { perSecond: 1, burst: 1 } }));
+    try {
+      const h = { authorization: 'Bearer script-token' };
+      assert.equal((await request('GET', `${t3.url}${INVOICE}`, { headers: h })).status, 200);
+      const a = await request('GET', `${t3.url}${INVOICE}`, { headers: h });
+      assert.equal(a.status, 429);
+      assert.equal(a.headers['content-type'], 'application/json');
+      assert.equal(a.json().code, 'resource_exhausted');
+      assert.equal(errorInfo(a)?.reason, 'RATE_LIMITED');
+      assert.equal(errorInfo(a)?.domain, 'console.labshare');
+      assert.ok(retryDelayMs(a)! > 0);
+      assert.equal(a.headers['retry-after'], '1');
+    } finally {
+      await t3.stop();
+    }
+  });
+
+  it('3: a malformed Authorization header is refused INVALID_TOKEN and never falls back to the cookie', async () => {
+    const s = newSession(t);
+    const cookie = { cookie: `${SESSION}=${s.id}`, 'x-csrf-token': s.csrfToken, origin: t.origin };
+    const before = stub.callsOf('GetBooking').length;
+    for (const authorization of ['Basic dXNlcjpwYXNz', 'Bearer', 'Bearer two words', 'token-without-scheme']) {
+      for (const extra of [{}, cookie]) {
+        const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization, ...extra });
+        assert.equal(a.status, 401, authorization);
+        assert.equal(a.json().code, 'unauthenticated');
+        assert.equal(a.json().message, "authorization metadata must be 'Bearer <token>'");
+        assert.equal(errorInfo(a)?.reason, 'INVALID_TOKEN');
+        assert.equal(errorInfo(a)?.domain, 'console.labshare');
+      }
+      const d = await request('GET', `${t.url}${INVOICE}`, { headers: { authorization, cookie: cookie.cookie } });
+      assert.equal(d.status, 401);
+      assert.equal(errorInfo(d)?.reason, 'INVALID_TOKEN');
+      const w = await request('GET', `${t.url}/auth/session`, { headers: { authorization, cookie: cookie.cookie } });
+      assert.deepEqual(w.json(), { signedIn: false, roles: [] });
+    }
+    assert.equal(stub.callsOf('GetBooking').length, before, 'the service is not called');
+    // Well-formed: forwarded as before.
+    const ok = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok' });
+    assert.equal(ok.status, 200);
+  });
+
+  it('6: a feed path whose token is not 43 URL-safe base64 characters is 404 without asking the service', async () => {
+    const before = stub.callsOf('GetCalendarFeedContent').length;
+    for (const token of ['x', 'x'.repeat(42), 'x'.repeat(44), 'x'.repeat(128)]) {
+      const a = await request('GET', `${t.url}/feeds/${token}.ics`);
+      assert.equal(a.status, 404, token);
+      assert.equal(a.text, 'not found\n');
+    }
+    assert.equal(stub.callsOf('GetCalendarFeedContent').length, before);
+    assert.equal((await request('GET', `${t.url}/feeds/${FEED_TOKEN}.ics`)).status, 200);
+  });
+
+  it('7: the public pages answer 413 over --body_limit, before anything else', async () => {
+    const before = stub.callsOf('Unsubscribe').length;
+    const big = 'List-Unsubscribe=One-Click&' + 'x'.repeat(5000);
+    const a = await request('POST', `${t.url}/unsubscribe?token=abc.0123456789abcdef`, {
+      headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: big,
+    });
+    assert.equal(a.status, 413);
+    assert.equal(a.text, 'request body too large\n');
+    const f = await request('GET', `${t.url}/feeds/${FEED_TOKEN}.ics`, { body: 'x'.repeat(5000) });
+    assert.equal(f.status, 413);
+    assert.equal(stub.callsOf('Unsubscribe').length, before);
+  });
+});
+
+describe('web edge audit over HTTPS', () => {
+  it('8: the raw 400 for a request Node cannot parse carries Strict-Transport-Security when HTTPS is served', async () => {
+    const pki = makePki();
+    const stub = await new Stub().start();
+    const running = await listen(testConfig({
+      upstream: stub.address, port: 0,
+      https: { cert: path.join(pki, 'console.crt'), key: path.join(pki, 'console.key') },
+    }));
+    try {
+      const socket = tls.connect({
+        host: '127.0.0.1', port: Number(new URL(running.url).port), ca: fs.readFileSync(path.join(pki, 'ca.crt')),
+        servername: 'localhost', ALPNProtocols: ['http/1.1'], rejectUnauthorized: false,
+      });
+      let answer = '';
+      socket.on('data', (c: Buffer) => { answer += c.toString('latin1'); });
+      socket.on('error', () => {});
+      const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+      socket.write('GARBAGE / HTTP/1.1\r\n\r\n');
+      await ended;
+      assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/);
+      assert.ok(answer.includes('\r\nstrict-transport-security: max-age=31536000; includeSubDomains\r\n'), answer);
+    } finally {
+      await running.stop();
+      await stub.stop();
+    }
+  });
+});

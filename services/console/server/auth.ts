@@ -24,7 +24,7 @@ import type { IdentityService, TokenResponse } from '../gen/labshare/identity/v1
 import { Role } from '../gen/labshare/type/v1/types_pb.js';
 import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import type { Config } from './flags.js';
-import { connectErrorBody, consoleError, describe, fromUpstream, isServiceStatus, logLine, markSafe, MESSAGES } from './errors.js';
+import { consoleError, describe, fromUpstream, isServiceStatus, logLine, sendConnectError, unavailable } from './errors.js';
 import {
   clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, sendText, SESSION_COOKIE, setCookie,
   type Req, type Res,
@@ -152,14 +152,14 @@ export class Auth {
     if (t < s.accessExpiresAt - this.cfg.refreshMarginMs) return s.accessToken;
     if (s.refreshRetryAt !== undefined && t < s.refreshRetryAt && !s.refreshing) {
       if (t < s.accessExpiresAt) return s.accessToken;
-      throw markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
+      throw unavailable();
     }
     s.refreshing ??= this.refresh(s, trace).finally(() => {
       s.refreshing = undefined;
     });
     await s.refreshing;
     if (s.ended) throw sessionEnded(s.endCause);
-    if (this.now() >= s.accessExpiresAt) throw markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
+    if (this.now() >= s.accessExpiresAt) throw unavailable();
     return s.accessToken;
   }
 
@@ -331,9 +331,7 @@ export class Auth {
       try {
         this.checkCsrf(header, session);
       } catch (err) {
-        const { status, body } = connectErrorBody(err as ConnectError);
-        res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-        res.end(body);
+        sendConnectError(res, err as ConnectError);
         return;
       }
       await this.revoke(session, trace);

@@ -6,15 +6,21 @@ import http2 from 'node:http2';
 import fs from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { Code, ConnectError, createClient, createContextKey, createContextValues, type Interceptor, type Transport } from '@connectrpc/connect';
-import { connectNodeAdapter } from '@connectrpc/connect-node';
+import {
+  Code, ConnectError, createClient, createConnectRouter, createContextKey, createContextValues, type Interceptor, type Transport,
+} from '@connectrpc/connect';
+import type { UniversalServerRequest } from '@connectrpc/connect/protocol';
+import {
+  compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse,
+} from '@connectrpc/connect-node';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
 import { IdentityService } from '../gen/labshare/identity/v1/identity_pb.js';
 import { BillingService, GetInvoiceDocumentRequest_Format } from '../gen/labshare/billing/v1/billing_pb.js';
 import { CalendarFeedService } from '../gen/labshare/notify/v1/feeds_pb.js';
 import { NotificationService } from '../gen/labshare/notify/v1/notify_pb.js';
 import { Auth } from './auth.js';
-import { fromUpstream, logLine, rateLimited, sanitize, sendConnectError } from './errors.js';
+import { consoleError, fromUpstream, logLine, MESSAGES, rateLimited, sanitize, sendConnectError } from './errors.js';
+import { edgeHandler } from './edge.js';
 import type { Config } from './flags.js';
 import { clientAddress, CSP, headersOf, HSTS, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { FEED_PATH, serveFeed, serveUnsubscribe, type PublicDeps } from './public.js';
@@ -41,6 +47,8 @@ export interface Gateway {
   close(): void;
 }
 
+const addressWaitKey = createContextKey<number>(0, { description: 'wait asked by the per-address bucket' });
+const ADDRESS_WAIT = Symbol('per-address wait');
 const peerKey = createContextKey<string>('unknown', { description: 'client address' });
 const callLog = createContextKey<{ logged: boolean }>({ logged: false }, { description: 'access log state' });
 
@@ -50,8 +58,8 @@ const TRACE = Symbol('trace id');
 // access log of calls refused before a method ran).
 const HTTP_CODE: Record<number, string> = {
   400: 'invalid_argument', 401: 'unauthenticated', 403: 'permission_denied', 404: 'unimplemented',
-  408: 'deadline_exceeded', 409: 'aborted', 412: 'failed_precondition', 413: 'resource_exhausted',
-  415: 'internal', 429: 'resource_exhausted', 499: 'canceled', 500: 'internal', 501: 'unimplemented',
+  405: 'unimplemented', 408: 'deadline_exceeded', 409: 'aborted', 412: 'failed_precondition', 413: 'resource_exhausted',
+  415: 'invalid_argument', 429: 'resource_exhausted', 499: 'canceled', 500: 'internal', 501: 'unimplemented',
   503: 'unavailable', 504: 'deadline_exceeded',
 };
 const codeName = (c: Code) => Code[c].replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase();
@@ -102,9 +110,8 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     let streaming = false;
     let code = 'ok';
     try {
+      // The per-address bucket was taken in rpc(), before Connect read anything.
       const peer = req.contextValues.get(peerKey);
-      const first = addressLimiter.take(`a:${peer}`);
-      if (first > 0) throw rateLimited(first);
       const caller = auth.identify(req.header, req.requestMethod, peer);
       kind = caller.kind;
       const wait = limiter.take(caller.rateKey);
@@ -141,27 +148,62 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     }
   };
 
-  const api = connectNodeAdapter({
-    routes: (router) => registerProxies(router, transports, undefined, { timeoutMs: cfg.upstreamTimeoutMs }),
+  const router = createConnectRouter({
     interceptors: [guard],
+    // Connect's own limit stays as the last line (it also bounds what a
+    // compressed body inflates to); edge.ts refuses first, with an ErrorInfo.
     readMaxBytes: cfg.bodyLimitBytes,
     // A field the message does not have is an error, not silently dropped: a
     // script's typo ("instrument" for "instruments") would otherwise widen
-    // its query to everything.
+    // its query to everything (edge.ts refuses it first: INVALID_FIELD).
     jsonOptions: { ignoreUnknownFields: false },
     // Compress answers (gzip/br, as the client accepts) from 16 KiB: lists
     // and reports shrink a lot; a single record of 1-2 KB is not worth the
     // CPU per call.
     compressMinBytes: 16 * 1024,
-    contextValues: (req) => {
-      const v = createContextValues();
-      v.set(peerKey, addressOf(req as Req));
-      v.set(callLog, (req as unknown as { [LOG]?: { logged: boolean } })[LOG] ?? { logged: false });
-      v.set(upstreamTraceId, (req as unknown as { [TRACE]?: string })[TRACE] ?? traceIdOf((req as Req).headers));
-      return v;
-    },
-    fallback: (_req, res) => sendText(res as Res, 404, 'not found\n'),
+    acceptCompression: [compressionGzip, compressionBrotli],
   });
+  registerProxies(router, transports, undefined, { timeoutMs: cfg.upstreamTimeoutMs });
+  const edge = {
+    bodyLimitBytes: cfg.bodyLimitBytes,
+    addressWait: (r: UniversalServerRequest) => r.contextValues?.get(addressWaitKey) ?? 0,
+    rateLimited,
+  };
+  const methods = new Map(router.handlers.map((h) => [h.requestPath, edgeHandler(h, edge)] as const));
+  const contextValues = (req: Req) => {
+    const v = createContextValues();
+    v.set(peerKey, addressOf(req));
+    v.set(callLog, (req as unknown as { [LOG]?: { logged: boolean } })[LOG] ?? { logged: false });
+    v.set(upstreamTraceId, (req as unknown as { [TRACE]?: string })[TRACE] ?? traceIdOf(req.headers));
+    v.set(addressWaitKey, (req as unknown as { [ADDRESS_WAIT]?: number })[ADDRESS_WAIT] ?? 0);
+    return v;
+  };
+  // connect-node's adapter, with edge.ts in front of every method.
+  const api = (req: Req, res: Res, path: string) => {
+    const h = methods.get(path);
+    if (!h) {
+      // Not a method the gateway offers: plain 404, unless the address is over its limit.
+      const wait = (req as unknown as { [ADDRESS_WAIT]?: number })[ADDRESS_WAIT] ?? 0;
+      if (wait > 0) sendConnectError(res, rateLimited(wait));
+      else sendText(res, 404, 'not found\n');
+      return;
+    }
+    let uReq: UniversalServerRequest;
+    try {
+      uReq = universalRequestFromNodeRequest(req as http.IncomingMessage, res as http.ServerResponse, undefined, contextValues(req));
+    } catch (err) {
+      sendConnectError(res, sanitize(err, path.slice(1)));
+      return;
+    }
+    h(uReq)
+      .then((uRes) => universalResponseToNodeResponse(uRes, res as http.ServerResponse))
+      .catch((reason: unknown) => {
+        if (ConnectError.from(reason).code === Code.Aborted) return;
+        sanitize(reason, path.slice(1)); // logs it
+        if (!res.headersSent) sendConnectError(res, consoleError(Code.Internal, 'INTERNAL_ERROR', MESSAGES.internal));
+        else res.end();
+      });
+  };
 
   const health = Object.fromEntries(
     SERVICE_NAMES.map((n) => [n, createClient(Health, transports[n])]),
@@ -251,7 +293,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         access(path.slice(1), code, performance.now() - start, 'none', { http: res.statusCode, trace_id: trace });
       }
     });
-    void api(req as http.IncomingMessage, res as http.ServerResponse);
+    // The per-address bucket first, before Connect reads anything (edge.ts
+    // answers the refusal in the caller's protocol).
+    (req as unknown as Record<symbol, unknown>)[ADDRESS_WAIT] = addressLimiter.take(`a:${addressOf(req)}`);
+    api(req, res, path);
   };
 
   // GET /documents/invoices/{invoice}.pdf|.csv: billing's GetInvoiceDocument

@@ -9,11 +9,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import { setLogSink } from '../errors.js';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createGrpcWebTransport } from '@connectrpc/connect-node';
+import { ErrorInfoSchema } from '../../gen/google/rpc/error_details_pb.js';
+import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
+import { REASONS, setLogSink } from '../errors.js';
 import { listen } from '../gateway.js';
 import type { Session } from '../sessions.js';
 import {
-  errorInfo, FEED_TOKEN, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, type TestGateway,
+  consoleDir, CONNECT_JSON, errorInfo, FEED_TOKEN, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, type TestGateway,
 } from './harness.js';
 
 const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
@@ -83,6 +87,106 @@ describe('web edge audit', () => {
     } finally {
       await t3.stop();
     }
+  });
+
+  it('2: Connect\'s own refusals carry the gateway\'s ErrorInfo: unknown field, bad value, not JSON, too large, unreadable binary, bad headers', async () => {
+    const before = stub.callsOf('GetBooking').length;
+    const auth = { authorization: 'Bearer tok' };
+    const unknown = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1', nmae: 'x' }, auth);
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.json().code, 'invalid_argument');
+    assert.equal(errorInfo(unknown)?.reason, 'INVALID_FIELD');
+    assert.equal(errorInfo(unknown)?.domain, 'console.labshare');
+    assert.equal(errorInfo(unknown)?.metadata.field, 'nmae');
+    const nested = await rpc(t.url, 'labshare.usage.v1.UsageService/GetUsageFigures',
+      { range: { startTime: '2027-03-01T00:00:00Z' }, filter: { instrument: ['instruments/sem-1'] } }, auth);
+    assert.equal(errorInfo(nested)?.reason, 'INVALID_FIELD');
+    assert.equal(errorInfo(nested)?.metadata.field, 'filter.instrument');
+    const value = await rpc(t.url, 'labshare.inventory.v1.InventoryService/ListInstruments', { pageSize: 'ten' }, auth);
+    assert.equal(value.status, 400);
+    assert.equal(errorInfo(value)?.reason, 'INVALID_FIELD');
+    assert.equal(errorInfo(value)?.metadata.field, 'page_size');
+    for (const body of ['{"name":', 'not json', '', '[1]', '"x"']) {
+      const a = await request('POST', `${t.url}/${GET_BOOKING}`, { headers: { ...CONNECT_JSON, ...auth }, body });
+      assert.equal(a.status, 400, body);
+      assert.equal(a.json().code, 'invalid_argument', body);
+      assert.equal(errorInfo(a)?.reason, 'INVALID_JSON', body);
+    }
+    const big = await rpc(t.url, GET_BOOKING, { name: 'x'.repeat(5000) }, auth);
+    assert.equal(big.status, 429);
+    assert.equal(big.json().code, 'resource_exhausted');
+    assert.equal(errorInfo(big)?.reason, 'BODY_TOO_LARGE');
+    const binary = await request('POST', `${t.url}/${GET_BOOKING}`, {
+      headers: { 'content-type': 'application/proto', 'connect-protocol-version': '1', ...auth }, body: Buffer.from([0xff, 0xff, 0xff]),
+    });
+    assert.equal(binary.status, 400);
+    assert.equal(errorInfo(binary)?.reason, 'INVALID_REQUEST');
+    // Refused by Connect itself after the checks: an unreadable timeout header.
+    const timeout = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { ...auth, 'connect-timeout-ms': 'soon' });
+    assert.equal(timeout.json().code, 'invalid_argument');
+    assert.equal(errorInfo(timeout)?.reason, 'INVALID_REQUEST');
+    assert.equal(errorInfo(timeout)?.domain, 'console.labshare');
+    assert.equal(stub.callsOf('GetBooking').length, before, 'the service is not called');
+  });
+
+  it('2: refusals in the gRPC-Web protocol carry the ErrorInfo too (body over the limit)', async () => {
+    const client = createClient(BookingService, createGrpcWebTransport({ baseUrl: t.url, httpVersion: '1.1' }));
+    await assert.rejects(client.getBooking({ name: 'x'.repeat(5000) }, { headers: { authorization: 'Bearer tok' } }), (err: unknown) => {
+      assert.ok(err instanceof ConnectError);
+      assert.equal(err.code, Code.ResourceExhausted);
+      assert.equal(err.findDetails(ErrorInfoSchema)[0]?.reason, 'BODY_TOO_LARGE');
+      return true;
+    });
+    const ok = await client.getBooking({ name: 'bookings/b1' }, { headers: { authorization: 'Bearer tok' } });
+    assert.equal(ok.name, 'bookings/b1');
+  });
+
+  it('4: requests Connect refuses are counted in the per-address bucket first (RATE_LIMITED, Retry-After)', async () => {
+    const t2 = await startGateway((port) => testConfig({ upstream: stub.address, port, addressRateLimit: { perSecond: 1, burst: 3 } }));
+    try {
+      for (let i = 0; i < 3; ++i) {
+        const a = await rpc(t2.url, GET_BOOKING, { nope: i }, { authorization: 'Bearer tok' });
+        assert.equal(a.status, 400);
+      }
+      const limited = await rpc(t2.url, GET_BOOKING, { nope: 9 }, { authorization: 'Bearer tok' });
+      assert.equal(limited.status, 429);
+      assert.equal(errorInfo(limited)?.reason, 'RATE_LIMITED');
+      assert.equal(limited.headers['retry-after'], '1');
+      assert.ok(retryDelayMs(limited)! > 0);
+      const get = await request('GET', `${t2.url}/${GET_BOOKING}`);
+      assert.equal(get.status, 429);
+      assert.equal(errorInfo(get)?.reason, 'RATE_LIMITED');
+      t2.clock.t += 1000;
+      assert.equal((await rpc(t2.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok' })).status, 200);
+    } finally {
+      await t2.stop();
+    }
+  });
+
+  it('5: an RPC path answers another method 405 and an unknown content type 415, as Connect JSON errors with a reason', async () => {
+    const get = await request('GET', `${t.url}/${GET_BOOKING}`);
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.allow, 'POST');
+    assert.equal(get.headers['content-type'], 'application/json');
+    assert.equal(get.json().code, 'unimplemented');
+    assert.equal(errorInfo(get)?.reason, 'METHOD_NOT_ALLOWED');
+    const text = await request('POST', `${t.url}/${GET_BOOKING}`, { headers: { 'content-type': 'text/plain' }, body: '{}' });
+    assert.equal(text.status, 415);
+    assert.equal(text.json().code, 'invalid_argument');
+    assert.equal(errorInfo(text)?.reason, 'UNSUPPORTED_CONTENT_TYPE');
+    const none = await request('POST', `${t.url}/${GET_BOOKING}`, { body: '{}' });
+    assert.equal(none.status, 415);
+    assert.equal(errorInfo(none)?.reason, 'UNSUPPORTED_CONTENT_TYPE');
+    // Paths of no offered method stay a plain 404.
+    const nope = await request('GET', `${t.url}/labshare.booking.v1.BookingService/Nope`);
+    assert.equal(nope.status, 404);
+    assert.equal(nope.text, 'not found\n');
+  });
+
+  it('2: the gateway\'s reasons are in the messages check (and so have an en and a zh-CN sentence)', () => {
+    const script = fs.readFileSync(path.join(consoleDir, 'scripts', 'check-messages.mjs'), 'utf8');
+    const extra = script.slice(script.indexOf('const EXTRA_REASONS'), script.indexOf('};', script.indexOf('const EXTRA_REASONS')));
+    for (const reason of Object.keys(REASONS)) assert.match(extra, new RegExp(`\\b${reason}:`), reason);
   });
 
   it('3: a malformed Authorization header is refused INVALID_TOKEN and never falls back to the cookie', async () => {

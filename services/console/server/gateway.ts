@@ -22,7 +22,7 @@ import { Auth } from './auth.js';
 import { consoleError, fromUpstream, logLine, MESSAGES, rateLimited, sanitize, sendConnectError } from './errors.js';
 import { edgeHandler } from './edge.js';
 import type { Config } from './flags.js';
-import { clientAddress, CSP, headersOf, HSTS, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
+import { addressKey, clientAddress, CSP, headersOf, HSTS, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { FEED_PATH, serveFeed, serveUnsubscribe, type PublicDeps } from './public.js';
 import { registerProxies, SERVICE_NAMES, UPSTREAMS, upstreamToken, upstreamTraceId, type ServiceName } from './proxy.js';
 import { RateLimiter } from './ratelimit.js';
@@ -87,7 +87,8 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   // random bearer tokens, unknown cookies and CSRF failures all count here.
   const addressLimiter = new RateLimiter(cfg.addressRateLimit.perSecond, cfg.addressRateLimit.burst, now);
   const loginLimiter = new RateLimiter(cfg.loginRateLimit.perSecond, cfg.loginRateLimit.burst, now);
-  const addressOf = (req: Req) => clientAddress(req, cfg.trustedProxies);
+  // The client's address as it is counted: IPv6 by its /64 (http-util.ts addressKey).
+  const addressOf = (req: Req) => addressKey(clientAddress(req, cfg.trustedProxies));
   let draining = false;
   const files = new StaticFiles(cfg.webRoot);
   const https = !!cfg.https;

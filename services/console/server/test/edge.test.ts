@@ -6,6 +6,7 @@
 // IPv6 addresses grouped by /64.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
@@ -236,6 +237,41 @@ describe('web edge audit', () => {
     const f = await request('GET', `${t.url}/feeds/${FEED_TOKEN}.ics`, { body: 'x'.repeat(5000) });
     assert.equal(f.status, 413);
     assert.equal(stub.callsOf('Unsubscribe').length, before);
+  });
+});
+
+describe('web edge audit: addresses', () => {
+  it('10: IPv6 clients are counted by their /64 (rate limits, pending sign-ins); IPv4 and NAT64 addresses whole', async () => {
+    const { addressKey } = await import('../http-util.js') as { addressKey?: (a: string) => string };
+    assert.equal(typeof addressKey, 'function');
+    const key = addressKey!;
+    assert.equal(key('2001:db8:1:2::1'), '2001:db8:1:2::/64');
+    assert.equal(key('2001:0db8:0001:0002:ffff:ffff:ffff:fffe'), '2001:db8:1:2::/64');
+    assert.equal(key('2001:db8::'), '2001:db8:0:0::/64');
+    assert.equal(key('::1'), '0:0:0:0::/64');
+    assert.equal(key('fe80::1%eth0'), 'fe80:0:0:0::/64');
+    assert.equal(key('192.0.2.7'), '192.0.2.7');
+    assert.equal(key('64:ff9b::c000:207'), '64:ff9b:0:0:0:0:c000:207');
+    assert.equal(key('64:ff9b::192.0.2.7'), '64:ff9b::192.0.2.7');
+
+    // Through the gateway: two addresses of one /64 behind a trusted proxy share the bucket.
+    const stub = await new Stub().start();
+    const t = await startGateway((port) => testConfig({
+      upstream: stub.address, port, addressRateLimit: { perSecond: 1, burst: 2 },
+      trustedProxies: (() => { const b = new net.BlockList(); b.addAddress('127.0.0.1'); return b; })(),
+    }));
+    try {
+      const from = (ip: string) => rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok', 'x-forwarded-for': ip });
+      assert.equal((await from('2001:db8:1:2::1')).status, 200);
+      assert.equal((await from('2001:db8:1:2::2')).status, 200);
+      const third = await from('2001:db8:1:2:abcd::3');
+      assert.equal(third.status, 429);
+      assert.equal(errorInfo(third)?.reason, 'RATE_LIMITED');
+      assert.equal((await from('2001:db8:1:3::1')).status, 200, 'another /64 has its own bucket');
+    } finally {
+      await t.stop();
+      await stub.stop();
+    }
   });
 });
 

@@ -14,7 +14,8 @@ import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcWebTransport } from '@connectrpc/connect-node';
 import { ErrorInfoSchema } from '../../gen/google/rpc/error_details_pb.js';
 import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
-import { REASONS, setLogSink } from '../errors.js';
+import * as errors from '../errors.js';
+import { setLogSink } from '../errors.js';
 import { listen } from '../gateway.js';
 import type { Session } from '../sessions.js';
 import {
@@ -185,6 +186,8 @@ describe('web edge audit', () => {
   });
 
   it('2: the gateway\'s reasons are in the messages check (and so have an en and a zh-CN sentence)', () => {
+    const REASONS = (errors as { REASONS?: Record<string, string> }).REASONS;
+    assert.ok(REASONS, 'errors.ts lists its reasons');
     const script = fs.readFileSync(path.join(consoleDir, 'scripts', 'check-messages.mjs'), 'utf8');
     const extra = script.slice(script.indexOf('const EXTRA_REASONS'), script.indexOf('};', script.indexOf('const EXTRA_REASONS')));
     for (const reason of Object.keys(REASONS)) assert.match(extra, new RegExp(`\\b${reason}:`), reason);

@@ -192,8 +192,9 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     let uReq: UniversalServerRequest;
     try {
       uReq = universalRequestFromNodeRequest(req as http.IncomingMessage, res as http.ServerResponse, undefined, contextValues(req));
-    } catch (err) {
-      sendConnectError(res, sanitize(err, path.slice(1)));
+    } catch {
+      // HTTP/1.0 without a Host header: connect-node cannot make a URL of it.
+      sendConnectError(res, consoleError(Code.InvalidArgument, 'INVALID_REQUEST', 'the request names no host (Host header)'));
       return;
     }
     h(uReq)

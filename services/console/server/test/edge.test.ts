@@ -143,6 +143,17 @@ describe('web edge audit', () => {
     assert.equal(ok.name, 'bookings/b1');
   });
 
+  it('2: an RPC over HTTP/1.0 without a Host header is INVALID_REQUEST, not an internal error', async () => {
+    const socket = net.connect(Number(new URL(t.url).port), '127.0.0.1');
+    let answer = '';
+    socket.on('data', (c: Buffer) => { answer += c.toString('latin1'); });
+    const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.write(`POST /${GET_BOOKING} HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`);
+    await ended;
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.match(answer, /"reason":"INVALID_REQUEST","domain":"console\.labshare"/);
+  });
+
   it('4: requests Connect refuses are counted in the per-address bucket first (RATE_LIMITED, Retry-After)', async () => {
     const t2 = await startGateway((port) => testConfig({ upstream: stub.address, port, addressRateLimit: { perSecond: 1, burst: 3 } }));
     try {

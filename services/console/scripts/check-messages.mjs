@@ -28,6 +28,18 @@ const EXTRA_REASONS = {
   CSRF_TOKEN_INVALID: 'gateway: state change without the session CSRF token',
   RATE_LIMITED: 'gateway: per-session rate limit',
   SESSION_EXPIRED: 'gateway: the console session ended (idle, signed out, refresh refused)',
+  SERVICE_UNAVAILABLE: 'gateway: a service unreachable, or UNAVAILABLE without an ErrorInfo (also a sign-in error code)',
+  UPSTREAM_DEADLINE: 'gateway: a service did not answer within the deadline',
+  UPSTREAM_ERROR: 'gateway: a status made on the way to a service (gRPC, a proxy) without an ErrorInfo',
+  REQUEST_CANCELED: 'gateway: the call was canceled',
+  INTERNAL_ERROR: 'gateway: a defect in the gateway',
+  INVALID_JSON: 'gateway: a Connect JSON body that is not JSON, not an object, or not the request message',
+  INVALID_REQUEST: 'gateway: a request Connect cannot read (binary, headers, compression)',
+  BODY_TOO_LARGE: 'gateway: a request body over --body_limit',
+  METHOD_NOT_ALLOWED: 'gateway: an RPC path with another method than POST (405)',
+  UNSUPPORTED_CONTENT_TYPE: 'gateway: an RPC path with a content type no protocol offers (415)',
+  // INVALID_FIELD (a field the request message does not have) and
+  // INVALID_TOKEN (a malformed Authorization header) are the services' reasons.
   // Documented in RecordPayment's list, but a word without "_" is not a
   // reason to the proto parser (common/error_contract_parser.cc).
   OVERPAYMENT: 'billing RecordPayment (services/billing/billing_payments.cc)',

@@ -384,7 +384,10 @@ def render():
                '`{"code": "failed_precondition", "message": "...", "details": [...]}`; `details` holds a '
                '`google.rpc.ErrorInfo` (its `reason`, e.g. `SLOT_TAKEN`, `domain` and `metadata`; base64 protobuf in '
                '`value`) and, for bad fields, a `google.rpc.BadRequest`. The reasons each method may answer are '
-               'listed in its comment ("Errors:") and in the conventions below.')
+               'listed in its comment ("Errors:") and in the conventions below. The gateway\'s own refusals and '
+               'errors (rate limit, session, CSRF, a request it cannot read, a service it cannot reach) carry an '
+               'ErrorInfo of the domain `console.labshare`; their reasons are listed in '
+               '[services/console/README.md](../services/console/README.md#the-http-api-for-member-firms).')
     out.append('- **Streaming methods** (marked *server streaming*) answer a stream of messages: Connect '
                'streaming (`Content-Type: application/connect+json`, each message in a 5-byte envelope), '
                'gRPC-Web or gRPC; use a Connect or gRPC client library rather than plain curl.')

@@ -3,7 +3,9 @@
 // A call carries either
 //   - "Authorization: Bearer <LabShare access token>" (scripts, `labshare
 //     login`): forwarded as is, no CSRF check (a browser never sends it by
-//     itself), or
+//     itself). An Authorization header that is not "Bearer <token>" is
+//     refused UNAUTHENTICATED INVALID_TOKEN, as the services refuse it; the
+//     cookie is not consulted then. Or
 //   - the session cookie (the console in a browser): the session's access
 //     token is forwarded, renewed with RefreshToken shortly before it
 //     expires (one refresh per session at a time). Every non-GET/HEAD call
@@ -22,7 +24,7 @@ import type { IdentityService, TokenResponse } from '../gen/labshare/identity/v1
 import { Role } from '../gen/labshare/type/v1/types_pb.js';
 import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import type { Config } from './flags.js';
-import { connectErrorBody, consoleError, describe, fromUpstream, isServiceStatus, logLine, markSafe, MESSAGES } from './errors.js';
+import { consoleError, describe, fromUpstream, isServiceStatus, logLine, sendConnectError, unavailable } from './errors.js';
 import {
   clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, sendText, SESSION_COOKIE, setCookie,
   type Req, type Res,
@@ -108,12 +110,13 @@ export class Auth {
   // Who the call is for; throws the gateway's refusal (session ended, CSRF).
   identify(header: Headers, requestMethod: string, peer: string): Caller {
     const authz = header.get('authorization');
-    if (authz) {
+    if (authz !== null) {
+      // Present but not "Bearer <token>": refused as the services refuse it
+      // (common/auth.cc), never taken as anonymous or as the cookie's session.
       const m = BEARER.exec(authz);
-      if (m && m[1]) {
-        const digest = crypto.createHash('sha256').update(m[1]).digest('base64url').slice(0, 22);
-        return { kind: 'bearer', token: m[1], rateKey: `b:${digest}` };
-      }
+      if (!m || !m[1]) throw invalidAuthorization();
+      const digest = crypto.createHash('sha256').update(m[1]).digest('base64url').slice(0, 22);
+      return { kind: 'bearer', token: m[1], rateKey: `b:${digest}` };
     }
     const id = parseCookies(header.get('cookie')).get(SESSION_COOKIE);
     if (!id) return { kind: 'anonymous', rateKey: `ip:${peer}` };
@@ -149,14 +152,14 @@ export class Auth {
     if (t < s.accessExpiresAt - this.cfg.refreshMarginMs) return s.accessToken;
     if (s.refreshRetryAt !== undefined && t < s.refreshRetryAt && !s.refreshing) {
       if (t < s.accessExpiresAt) return s.accessToken;
-      throw markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
+      throw unavailable();
     }
     s.refreshing ??= this.refresh(s, trace).finally(() => {
       s.refreshing = undefined;
     });
     await s.refreshing;
     if (s.ended) throw sessionEnded(s.endCause);
-    if (this.now() >= s.accessExpiresAt) throw markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
+    if (this.now() >= s.accessExpiresAt) throw unavailable();
     return s.accessToken;
   }
 
@@ -328,9 +331,7 @@ export class Auth {
       try {
         this.checkCsrf(header, session);
       } catch (err) {
-        const { status, body } = connectErrorBody(err as ConnectError);
-        res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-        res.end(body);
+        sendConnectError(res, err as ConnectError);
         return;
       }
       await this.revoke(session, trace);
@@ -349,7 +350,13 @@ export class Auth {
 
   session(req: Req, res: Res, header: Headers): void {
     const authz = header.get('authorization');
-    const m = authz ? BEARER.exec(authz) : null;
+    const m = authz !== null ? BEARER.exec(authz) : null;
+    if (authz !== null && !(m && m[1])) {
+      // A malformed Authorization header signs nobody in (and the cookie's
+      // session is not consulted: the header decides, as on every call).
+      sendJson(res, 200, { signedIn: false, roles: [] });
+      return;
+    }
     if (m && m[1]) {
       // A script's bearer token: its claims, read for display only (the
       // services verify the token on every call).
@@ -392,6 +399,11 @@ export class Auth {
 function hostPart(hostHeader: string): string {
   const m = /^\[([^\]]+)\](?::\d+)?$/.exec(hostHeader) ?? /^([^:]+)(?::\d+)?$/.exec(hostHeader);
   return m?.[1] ?? hostHeader;
+}
+
+// The sentence and reason the services answer (common/auth.cc).
+export function invalidAuthorization(): ConnectError {
+  return consoleError(Code.Unauthenticated, 'INVALID_TOKEN', "authorization metadata must be 'Bearer <token>'");
 }
 
 export function sessionEnded(cause?: string): ConnectError {

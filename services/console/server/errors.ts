@@ -12,6 +12,9 @@
 // - Anything else (a service that cannot be reached, a broken connection, a
 //   bug here) becomes UNAVAILABLE or INTERNAL with a fixed sentence; the real
 //   error goes to stderr only.
+// Every error the gateway answers carries an ErrorInfo (types.proto): those
+// it makes itself, and those made on the way without one, have the domain
+// "console.labshare" and a reason of REASONS below.
 import { create, fromBinary, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
 import { DurationSchema } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError } from '@connectrpc/connect';
@@ -19,6 +22,7 @@ import { errorToJsonBytes } from '@connectrpc/connect/protocol-connect';
 import { codeToHttpStatus } from '@connectrpc/connect/protocol-connect';
 import * as rpcDetails from '../gen/google/rpc/error_details_pb.js';
 import { ErrorInfoSchema, RetryInfoSchema } from '../gen/google/rpc/error_details_pb.js';
+import type { Res } from './http-util.js';
 
 export const DOMAIN = 'console.labshare';
 
@@ -42,6 +46,38 @@ export function fixedMessage(code: Code): string {
     case Code.ResourceExhausted: return 'too many requests or too large; try again later';
     case Code.Unimplemented: return 'this method is not offered';
     default: return 'the call failed';
+  }
+}
+
+// The gateway's own reasons (domain console.labshare), besides the
+// service's INVALID_TOKEN for a malformed Authorization header and
+// INVALID_FIELD for a request field the message does not have.
+export const REASONS = {
+  CSRF_TOKEN_INVALID: 'a cookie call without the session CSRF token, or from another origin',
+  RATE_LIMITED: 'the per-address, per-session or per-token rate limit',
+  SESSION_EXPIRED: 'the console session ended',
+  SERVICE_UNAVAILABLE: 'a service cannot be reached, or answered UNAVAILABLE without an ErrorInfo',
+  UPSTREAM_DEADLINE: 'a service did not answer within the deadline',
+  UPSTREAM_ERROR: 'a status made on the way to a service (gRPC, a proxy), without an ErrorInfo',
+  REQUEST_CANCELED: 'the call was canceled',
+  INTERNAL_ERROR: 'a defect in the gateway',
+  INVALID_JSON: 'the body is not JSON, not an object, or not the request message',
+  INVALID_REQUEST: 'a request Connect cannot read (binary, headers, compression)',
+  BODY_TOO_LARGE: 'the body is over --body_limit',
+  METHOD_NOT_ALLOWED: 'an RPC path with another method than POST',
+  UNSUPPORTED_CONTENT_TYPE: 'an RPC path with a content type no protocol offers',
+} as const;
+
+// The reason of an error that has none: `request` when Connect refused the
+// caller's request, else it came from (or on the way to) a service.
+export function reasonFor(code: Code, request: boolean): string {
+  switch (code) {
+    case Code.Unavailable: return 'SERVICE_UNAVAILABLE';
+    case Code.DeadlineExceeded: return 'UPSTREAM_DEADLINE';
+    case Code.Canceled: return 'REQUEST_CANCELED';
+    case Code.Internal: case Code.Unknown: case Code.DataLoss: return 'INTERNAL_ERROR';
+    case Code.ResourceExhausted: return request ? 'BODY_TOO_LARGE' : 'UPSTREAM_ERROR';
+    default: return request ? 'INVALID_REQUEST' : 'UPSTREAM_ERROR';
   }
 }
 
@@ -101,19 +137,31 @@ export function fromUpstream(err: unknown, what: string): ConnectError {
       }
       // Made on the way (gRPC itself, a proxy): the code, not the words.
       logLine({ level: 'error', msg: 'upstream status without ErrorInfo', call: what, code: Code[err.code], error: describe(err) });
-      return markSafe(new ConnectError(fixedMessage(err.code), err.code));
+      return consoleError(err.code, reasonFor(err.code, false), fixedMessage(err.code));
     }
     switch (err.code) {
       case Code.DeadlineExceeded:
-        return markSafe(new ConnectError(MESSAGES.deadline, Code.DeadlineExceeded));
+        return consoleError(Code.DeadlineExceeded, 'UPSTREAM_DEADLINE', MESSAGES.deadline);
       case Code.Canceled:
-        return markSafe(new ConnectError(MESSAGES.canceled, Code.Canceled));
+        return consoleError(Code.Canceled, 'REQUEST_CANCELED', MESSAGES.canceled);
       default:
         break;
     }
   }
   logLine({ level: 'error', msg: 'upstream call failed', call: what, error: describe(err) });
-  return markSafe(new ConnectError(MESSAGES.unavailable, Code.Unavailable));
+  return unavailable();
+}
+
+// "the service is unavailable; try again shortly", SERVICE_UNAVAILABLE.
+export function unavailable(): ConnectError {
+  return consoleError(Code.Unavailable, 'SERVICE_UNAVAILABLE', MESSAGES.unavailable);
+}
+
+// The error with an ErrorInfo: itself when it has one, else the same code,
+// message, details and headers with the gateway's (reasonFor).
+export function withErrorInfo(err: ConnectError, request: boolean): ConnectError {
+  if (hasErrorInfo(err)) return err;
+  return consoleError(err.code, reasonFor(err.code, request), err.rawMessage, {}, err.details as Detail[], err.metadata);
 }
 
 export function hasErrorInfo(err: ConnectError): boolean {
@@ -155,12 +203,12 @@ function readableDetails(details: ConnectError['details']): unknown[] {
 // The last line: whatever is thrown inside the gateway, the caller sees only
 // a ConnectError the gateway made on purpose.
 export function sanitize(err: unknown, what: string): ConnectError {
-  if (err instanceof ConnectError && (err as { [SAFE]?: true })[SAFE]) return err;
+  if (err instanceof ConnectError && (err as { [SAFE]?: true })[SAFE]) return withErrorInfo(err, false);
   // Connect's own refusals of a request (bad JSON, unknown field, size
   // limits) describe the caller's request and are safe to answer.
-  if (err instanceof ConnectError && err.code !== Code.Internal && err.code !== Code.Unknown) return err;
+  if (err instanceof ConnectError && err.code !== Code.Internal && err.code !== Code.Unknown) return withErrorInfo(err, true);
   logLine({ level: 'error', msg: 'internal error', call: what, error: describe(err) });
-  return new ConnectError(MESSAGES.internal, Code.Internal);
+  return consoleError(Code.Internal, 'INTERNAL_ERROR', MESSAGES.internal);
 }
 
 const SAFE = Symbol('safe');
@@ -182,4 +230,25 @@ export function describe(err: unknown): string {
 // the Connect protocol's JSON error body and HTTP status.
 export function connectErrorBody(err: ConnectError): { status: number; body: Uint8Array } {
   return { status: codeToHttpStatus(err.code), body: errorToJsonBytes(err, {}) };
+}
+
+// The response headers an error carries in its metadata (the cleared cookie
+// of SESSION_EXPIRED, Retry-After of RATE_LIMITED), as Node wants them.
+export function errorHeaders(err: ConnectError): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  err.metadata.forEach((value, key) => {
+    if (key !== 'set-cookie') out[key] = value;
+  });
+  const cookies = err.metadata.getSetCookie();
+  if (cookies.length > 0) out['set-cookie'] = cookies;
+  return out;
+}
+
+// Answers a Connect error outside the RPC router (/documents, /auth/logout):
+// the Connect protocol's JSON error body, its HTTP status, and the error's
+// own headers (Set-Cookie, Retry-After).
+export function sendConnectError(res: Res, err: ConnectError, extra: Record<string, string | string[]> = {}): void {
+  const { status, body } = connectErrorBody(err);
+  res.writeHead(status, { ...errorHeaders(err), ...extra, 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(Buffer.from(body));
 }

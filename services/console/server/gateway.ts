@@ -6,17 +6,23 @@ import http2 from 'node:http2';
 import fs from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { Code, ConnectError, createClient, createContextKey, createContextValues, type Interceptor, type Transport } from '@connectrpc/connect';
-import { connectNodeAdapter } from '@connectrpc/connect-node';
+import {
+  Code, ConnectError, createClient, createConnectRouter, createContextKey, createContextValues, type Interceptor, type Transport,
+} from '@connectrpc/connect';
+import type { UniversalServerRequest } from '@connectrpc/connect/protocol';
+import {
+  compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse,
+} from '@connectrpc/connect-node';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
 import { IdentityService } from '../gen/labshare/identity/v1/identity_pb.js';
 import { BillingService, GetInvoiceDocumentRequest_Format } from '../gen/labshare/billing/v1/billing_pb.js';
 import { CalendarFeedService } from '../gen/labshare/notify/v1/feeds_pb.js';
 import { NotificationService } from '../gen/labshare/notify/v1/notify_pb.js';
 import { Auth } from './auth.js';
-import { connectErrorBody, fromUpstream, logLine, rateLimited, sanitize } from './errors.js';
+import { consoleError, fromUpstream, logLine, MESSAGES, rateLimited, sanitize, sendConnectError } from './errors.js';
+import { edgeHandler } from './edge.js';
 import type { Config } from './flags.js';
-import { clientAddress, CSP, headersOf, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
+import { addressKey, clientAddress, CSP, headersOf, HSTS, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { FEED_PATH, serveFeed, serveUnsubscribe, type PublicDeps } from './public.js';
 import { registerProxies, SERVICE_NAMES, UPSTREAMS, upstreamToken, upstreamTraceId, type ServiceName } from './proxy.js';
 import { RateLimiter } from './ratelimit.js';
@@ -41,6 +47,8 @@ export interface Gateway {
   close(): void;
 }
 
+const addressWaitKey = createContextKey<number>(0, { description: 'wait asked by the per-address bucket' });
+const ADDRESS_WAIT = Symbol('per-address wait');
 const peerKey = createContextKey<string>('unknown', { description: 'client address' });
 const callLog = createContextKey<{ logged: boolean }>({ logged: false }, { description: 'access log state' });
 
@@ -50,8 +58,8 @@ const TRACE = Symbol('trace id');
 // access log of calls refused before a method ran).
 const HTTP_CODE: Record<number, string> = {
   400: 'invalid_argument', 401: 'unauthenticated', 403: 'permission_denied', 404: 'unimplemented',
-  408: 'deadline_exceeded', 409: 'aborted', 412: 'failed_precondition', 413: 'resource_exhausted',
-  415: 'internal', 429: 'resource_exhausted', 499: 'canceled', 500: 'internal', 501: 'unimplemented',
+  405: 'unimplemented', 408: 'deadline_exceeded', 409: 'aborted', 412: 'failed_precondition', 413: 'resource_exhausted',
+  415: 'invalid_argument', 429: 'resource_exhausted', 499: 'canceled', 500: 'internal', 501: 'unimplemented',
   503: 'unavailable', 504: 'deadline_exceeded',
 };
 const codeName = (c: Code) => Code[c].replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase();
@@ -79,7 +87,8 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   // random bearer tokens, unknown cookies and CSRF failures all count here.
   const addressLimiter = new RateLimiter(cfg.addressRateLimit.perSecond, cfg.addressRateLimit.burst, now);
   const loginLimiter = new RateLimiter(cfg.loginRateLimit.perSecond, cfg.loginRateLimit.burst, now);
-  const addressOf = (req: Req) => clientAddress(req, cfg.trustedProxies);
+  // The client's address as it is counted: IPv6 by its /64 (http-util.ts addressKey).
+  const addressOf = (req: Req) => addressKey(clientAddress(req, cfg.trustedProxies));
   let draining = false;
   const files = new StaticFiles(cfg.webRoot);
   const https = !!cfg.https;
@@ -102,9 +111,8 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     let streaming = false;
     let code = 'ok';
     try {
+      // The per-address bucket was taken in rpc(), before Connect read anything.
       const peer = req.contextValues.get(peerKey);
-      const first = addressLimiter.take(`a:${peer}`);
-      if (first > 0) throw rateLimited(first);
       const caller = auth.identify(req.header, req.requestMethod, peer);
       kind = caller.kind;
       const wait = limiter.take(caller.rateKey);
@@ -141,27 +149,63 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     }
   };
 
-  const api = connectNodeAdapter({
-    routes: (router) => registerProxies(router, transports, undefined, { timeoutMs: cfg.upstreamTimeoutMs }),
+  const router = createConnectRouter({
     interceptors: [guard],
+    // Connect's own limit stays as the last line (it also bounds what a
+    // compressed body inflates to); edge.ts refuses first, with an ErrorInfo.
     readMaxBytes: cfg.bodyLimitBytes,
     // A field the message does not have is an error, not silently dropped: a
     // script's typo ("instrument" for "instruments") would otherwise widen
-    // its query to everything.
+    // its query to everything (edge.ts refuses it first: INVALID_FIELD).
     jsonOptions: { ignoreUnknownFields: false },
     // Compress answers (gzip/br, as the client accepts) from 16 KiB: lists
     // and reports shrink a lot; a single record of 1-2 KB is not worth the
     // CPU per call.
     compressMinBytes: 16 * 1024,
-    contextValues: (req) => {
-      const v = createContextValues();
-      v.set(peerKey, addressOf(req as Req));
-      v.set(callLog, (req as unknown as { [LOG]?: { logged: boolean } })[LOG] ?? { logged: false });
-      v.set(upstreamTraceId, (req as unknown as { [TRACE]?: string })[TRACE] ?? traceIdOf((req as Req).headers));
-      return v;
-    },
-    fallback: (_req, res) => sendText(res as Res, 404, 'not found\n'),
+    acceptCompression: [compressionGzip, compressionBrotli],
   });
+  registerProxies(router, transports, undefined, { timeoutMs: cfg.upstreamTimeoutMs });
+  const edge = {
+    bodyLimitBytes: cfg.bodyLimitBytes,
+    addressWait: (r: UniversalServerRequest) => r.contextValues?.get(addressWaitKey) ?? 0,
+    rateLimited,
+  };
+  const methods = new Map(router.handlers.map((h) => [h.requestPath, edgeHandler(h, edge)] as const));
+  const contextValues = (req: Req) => {
+    const v = createContextValues();
+    v.set(peerKey, addressOf(req));
+    v.set(callLog, (req as unknown as { [LOG]?: { logged: boolean } })[LOG] ?? { logged: false });
+    v.set(upstreamTraceId, (req as unknown as { [TRACE]?: string })[TRACE] ?? traceIdOf(req.headers));
+    v.set(addressWaitKey, (req as unknown as { [ADDRESS_WAIT]?: number })[ADDRESS_WAIT] ?? 0);
+    return v;
+  };
+  // connect-node's adapter, with edge.ts in front of every method.
+  const api = (req: Req, res: Res, path: string) => {
+    const h = methods.get(path);
+    if (!h) {
+      // Not a method the gateway offers: plain 404, unless the address is over its limit.
+      const wait = (req as unknown as { [ADDRESS_WAIT]?: number })[ADDRESS_WAIT] ?? 0;
+      if (wait > 0) sendConnectError(res, rateLimited(wait));
+      else sendText(res, 404, 'not found\n');
+      return;
+    }
+    let uReq: UniversalServerRequest;
+    try {
+      uReq = universalRequestFromNodeRequest(req as http.IncomingMessage, res as http.ServerResponse, undefined, contextValues(req));
+    } catch {
+      // HTTP/1.0 without a Host header: connect-node cannot make a URL of it.
+      sendConnectError(res, consoleError(Code.InvalidArgument, 'INVALID_REQUEST', 'the request names no host (Host header)'));
+      return;
+    }
+    h(uReq)
+      .then((uRes) => universalResponseToNodeResponse(uRes, res as http.ServerResponse))
+      .catch((reason: unknown) => {
+        if (ConnectError.from(reason).code === Code.Aborted) return;
+        sanitize(reason, path.slice(1)); // logs it
+        if (!res.headersSent) sendConnectError(res, consoleError(Code.Internal, 'INTERNAL_ERROR', MESSAGES.internal));
+        else res.end();
+      });
+  };
 
   const health = Object.fromEntries(
     SERVICE_NAMES.map((n) => [n, createClient(Health, transports[n])]),
@@ -251,7 +295,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         access(path.slice(1), code, performance.now() - start, 'none', { http: res.statusCode, trace_id: trace });
       }
     });
-    void api(req as http.IncomingMessage, res as http.ServerResponse);
+    // The per-address bucket first, before Connect reads anything (edge.ts
+    // answers the refusal in the caller's protocol).
+    (req as unknown as Record<symbol, unknown>)[ADDRESS_WAIT] = addressLimiter.take(`a:${addressOf(req)}`);
+    api(req, res, path);
   };
 
   // GET /documents/invoices/{invoice}.pdf|.csv: billing's GetInvoiceDocument
@@ -299,9 +346,8 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     } catch (err) {
       const safe = sanitize(err, method);
       access(method, codeName(safe.code), performance.now() - start, kind, fields);
-      const { status, body } = connectErrorBody(safe);
-      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(Buffer.from(body));
+      if (res.headersSent) res.end();
+      else sendConnectError(res, safe);
     }
   };
 
@@ -369,19 +415,22 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       rpc(req, res, path);
       return;
     }
+    const length = Number(req.headers['content-length'] ?? 0);
+    // --body_limit holds for every path that is not an RPC (those answer
+    // resource_exhausted, above), the public pages included.
+    if (length > cfg.bodyLimitBytes) {
+      if (req.httpVersionMajor === 1) res.setHeader('connection', 'close');
+      sendText(res, 413, 'request body too large\n');
+      return;
+    }
     if (path.startsWith('/feeds/') || path === '/unsubscribe') {
       publicPage(req, res, url);
       return;
     }
-    const length = Number(req.headers['content-length'] ?? 0);
     // No endpoint here reads a body: close the connection after answering
     // rather than reading (and throwing away) whatever is sent.
     if ((length > 0 || req.headers['transfer-encoding'] !== undefined) && req.httpVersionMajor === 1) {
       res.setHeader('connection', 'close');
-    }
-    if (length > cfg.bodyLimitBytes) {
-      sendText(res, 413, 'request body too large\n');
-      return;
     }
     const method = req.method ?? 'GET';
     const only = (m: string) => {
@@ -389,11 +438,14 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       sendText(res, 405, 'method not allowed\n', { allow: m === 'GET' ? 'GET, HEAD' : m });
       return false;
     };
-    const limited = (l: RateLimiter = loginLimiter) => {
+    // `json`: the refusal is the Connect JSON error (RATE_LIMITED, RetryInfo,
+    // Retry-After), as on the RPC paths; else plain text with Retry-After.
+    const limited = (l: RateLimiter = loginLimiter, json = false) => {
       const addr = addressOf(req);
       const wait = Math.max(addressLimiter.take(`a:${addr}`), l === addressLimiter ? 0 : l.take(`ip:${addr}`));
       if (wait <= 0) return false;
-      sendText(res, 429, 'too many requests; try again shortly\n', { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) });
+      if (json) sendConnectError(res, rateLimited(wait));
+      else sendText(res, 429, 'too many requests; try again shortly\n', { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) });
       return true;
     };
     const fail = (err: unknown) => {
@@ -435,7 +487,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
           // A call to billing: its trace id answers on every outcome.
           const trace = traceIdOf(req.headers);
           res.setHeader(TRACE_HEADER, trace);
-          if (only('GET') && !limited(addressLimiter)) invoiceDocument(req, res, path, trace).catch(fail);
+          if (only('GET') && !limited(addressLimiter, true)) invoiceDocument(req, res, path, trace).catch(fail);
           return;
         }
         if (path.startsWith('/auth/')) {
@@ -469,11 +521,15 @@ export interface Running {
   stop(graceMs?: number): Promise<void>;
 }
 
-// The answer to a request Node cannot parse, with the headers every answer carries.
-const RAW_400 = 'HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 12\r\n'
-  + `content-security-policy: ${CSP}\r\nx-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\n`
-  + 'x-frame-options: DENY\r\ncross-origin-opener-policy: same-origin\r\ncross-origin-resource-policy: same-origin\r\n'
-  + 'cache-control: no-store\r\nconnection: close\r\n\r\nbad request\n';
+// The answer to a request Node cannot parse, with the headers every answer
+// carries (Strict-Transport-Security too when HTTPS is served).
+export function raw400(https: boolean): string {
+  return 'HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 12\r\n'
+    + `content-security-policy: ${CSP}\r\nx-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\n`
+    + 'x-frame-options: DENY\r\ncross-origin-opener-policy: same-origin\r\ncross-origin-resource-policy: same-origin\r\n'
+    + (https ? `strict-transport-security: ${HSTS}\r\n` : '')
+    + 'cache-control: no-store\r\nconnection: close\r\n\r\nbad request\n';
+}
 
 export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Running> {
   let gateway!: Gateway;
@@ -516,8 +572,9 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
     s.keepAliveTimeout = 65_000;
     server = s;
   }
+  const badRequest = raw400(!!cfg.https);
   server.on('clientError', (err, socket) => {
-    if ((socket as net.Socket).writable) (socket as net.Socket).end(RAW_400);
+    if ((socket as net.Socket).writable) (socket as net.Socket).end(badRequest);
     else socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {

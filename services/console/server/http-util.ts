@@ -14,6 +14,8 @@ export const CSP =
   "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
   "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
+export const HSTS = 'max-age=31536000; includeSubDomains';
+
 export function securityHeaders(res: Res, https: boolean): void {
   res.setHeader('content-security-policy', CSP);
   res.setHeader('x-content-type-options', 'nosniff');
@@ -21,7 +23,7 @@ export function securityHeaders(res: Res, https: boolean): void {
   res.setHeader('x-frame-options', 'DENY');
   res.setHeader('cross-origin-opener-policy', 'same-origin');
   res.setHeader('cross-origin-resource-policy', 'same-origin');
-  if (https) res.setHeader('strict-transport-security', 'max-age=31536000; includeSubDomains');
+  if (https) res.setHeader('strict-transport-security', HSTS);
 }
 
 export function parseCookies(header: string | undefined | null): Map<string, string> {
@@ -89,6 +91,24 @@ export function clientAddress(req: Req, trusted?: net.BlockList): string {
     if (!inList(trusted, hop)) break;
   }
   return addr;
+}
+
+// The key a client address is counted under (rate limits, pending
+// sign-ins): an IPv4 address itself; an IPv6 address by its /64, the
+// smallest block a site gets, so that one host cannot take a fresh bucket
+// per address of its prefix. Addresses that carry an IPv4 address in their
+// last 32 bits (NAT64 64:ff9b::/96, a dotted tail) stay whole: a /64 there
+// is many IPv4 clients.
+export function addressKey(addr: string): string {
+  const a = addr.replace(/%.*$/, '');
+  if (!net.isIPv6(a) || /\./.test(a)) return addr;
+  const [head = '', tail] = a.toLowerCase().split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  const hex = groups.map((g) => Number.parseInt(g, 16).toString(16));
+  if (hex[0] === '64' && hex[1] === 'ff9b' && hex.slice(2, 6).every((g) => g === '0')) return hex.join(':');
+  return `${hex.slice(0, 4).join(':')}::/64`;
 }
 
 // The request headers as a Fetch Headers object.

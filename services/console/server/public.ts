@@ -37,8 +37,10 @@ export interface PublicDeps {
   publicOrigin: string;
 }
 
-// Feed tokens: 43 URL-safe base64 characters (the service accepts up to 128).
-export const FEED_PATH = /^\/feeds\/([A-Za-z0-9_-]{1,128})\.ics$/;
+// Feed tokens: 43 URL-safe base64 characters, 32 random bytes without
+// padding (services/notify/feed_manager.cc NewToken); anything else is no
+// feed and answers 404 without asking the service.
+export const FEED_PATH = /^\/feeds\/([A-Za-z0-9_-]{43})\.ics$/;
 // Unsubscribe tokens: URL-safe base64 payload "." hex signature.
 const UNSUBSCRIBE_TOKEN = /^[A-Za-z0-9_=-]{1,400}\.[0-9a-f]{16,128}$/;
 const FORM_LIMIT = 4096;

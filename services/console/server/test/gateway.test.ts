@@ -13,7 +13,7 @@ import { setLogSink, MESSAGES } from '../errors.js';
 import { CSP } from '../http-util.js';
 import type { Session } from '../sessions.js';
 import {
-  closedPort, errorInfo, FEED_TOKEN, waitFor, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
+  closedPort, errorInfo, gatewayError, FEED_TOKEN, waitFor, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
   type TestGateway,
 } from './harness.js';
 
@@ -218,7 +218,7 @@ describe('gateway with stub services', () => {
       logs.length = 0;
       const a = await rpc(t2.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok' });
       assert.equal(a.status, 503);
-      assert.deepEqual(a.json(), { code: 'unavailable', message: MESSAGES.unavailable });
+      assert.deepEqual(gatewayError(a), { code: 'unavailable', message: MESSAGES.unavailable, reason: 'SERVICE_UNAVAILABLE', domain: 'console.labshare' });
       assert.ok(logs.some((l) => l.msg === 'upstream call failed' && String(l.error).includes('hunter2')), 'the real error is logged');
 
       const s = newSession(t2);
@@ -227,12 +227,12 @@ describe('gateway with stub services', () => {
       const g = await rpc(t2.url, 'labshare.billing.v1.BillingService/GetCharge', { name: 'charges/c1' }, cookieHeaders(t2, s));
       clockBroken = false;
       assert.equal(g.status, 500);
-      assert.deepEqual(g.json(), { code: 'internal', message: MESSAGES.internal });
+      assert.deepEqual(gatewayError(g), { code: 'internal', message: MESSAGES.internal, reason: 'INTERNAL_ERROR', domain: 'console.labshare' });
       assert.ok(logs.some((l) => l.msg === 'internal error' && String(l.error).includes('hunter2')), 'the real error is logged');
 
       const b = await rpc(t2.url, 'labshare.usage.v1.UsageService/GetThresholds', {}, { authorization: 'Bearer tok' });
       assert.equal(b.status, 503);
-      assert.deepEqual(b.json(), { code: 'unavailable', message: MESSAGES.unavailable });
+      assert.deepEqual(gatewayError(b), { code: 'unavailable', message: MESSAGES.unavailable, reason: 'SERVICE_UNAVAILABLE', domain: 'console.labshare' });
       assert.doesNotMatch(b.text, /ECONNREFUSED|127\.0\.0\.1/);
       assert.ok(logs.some((l) => l.msg === 'upstream call failed' && /ECONNREFUSED/.test(String(l.error))));
 
@@ -251,7 +251,7 @@ describe('gateway with stub services', () => {
     try {
       const a = await rpc(t2.url, GET_BOOKING, { name: 'bookings/slow' }, { authorization: 'Bearer tok' });
       assert.equal(a.status, 504);
-      assert.deepEqual(a.json(), { code: 'deadline_exceeded', message: MESSAGES.deadline });
+      assert.deepEqual(gatewayError(a), { code: 'deadline_exceeded', message: MESSAGES.deadline, reason: 'UPSTREAM_DEADLINE', domain: 'console.labshare' });
     } finally {
       await t2.stop();
     }
@@ -262,7 +262,8 @@ describe('gateway with stub services', () => {
     const a = await rpc(t.url, GET_BOOKING, JSON.parse(big), { authorization: 'Bearer tok' });
     assert.equal(a.json().code, 'resource_exhausted');
     assert.equal(a.status, 429);
-    assert.match(a.json().message, /larger than configured readMaxBytes 4096/);
+    assert.match(a.json().message, /larger than this console accepts \(4096 bytes\)/);
+    assert.equal(errorInfo(a)?.reason, 'BODY_TOO_LARGE');
     // Same without a length up front (chunked): counted while read.
     const chunked = await new Promise<{ status: number; body: string }>((resolve, reject) => {
       import('node:http').then(({ default: http }) => {

@@ -17,7 +17,7 @@ import { clientAddress, CSP, type Req } from '../http-util.js';
 import { PendingLogins, SessionStore, type Session, type Tokens } from '../sessions.js';
 import { acceptsGzip } from '../static.js';
 import {
-  errorInfo, request, rpc, startGateway, Stub, testConfig, waitFor, type TestGateway,
+  errorInfo, gatewayError, request, rpc, startGateway, Stub, testConfig, waitFor, type TestGateway,
 } from './harness.js';
 
 const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
@@ -77,7 +77,7 @@ describe('gateway hardening', () => {
       t.clock.t += REFRESH_BACKOFF_MS;
       const b = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
       assert.equal(b.status, 503);
-      assert.deepEqual(b.json(), { code: 'unavailable', message: MESSAGES.unavailable });
+      assert.deepEqual(gatewayError(b), { code: 'unavailable', message: MESSAGES.unavailable, reason: 'SERVICE_UNAVAILABLE', domain: 'console.labshare' });
       assert.equal(stub.refreshes, before + 3);
       const c = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
       assert.equal(c.status, 503);
@@ -157,12 +157,12 @@ describe('gateway hardening', () => {
     logs.length = 0;
     const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/proxy' }, { authorization: 'Bearer tok' });
     assert.equal(a.status, 503);
-    assert.deepEqual(a.json(), { code: 'unavailable', message: MESSAGES.unavailable });
+    assert.deepEqual(gatewayError(a), { code: 'unavailable', message: MESSAGES.unavailable, reason: 'SERVICE_UNAVAILABLE', domain: 'console.labshare' });
     assert.doesNotMatch(a.text, /10\.1\.2\.3/);
     assert.ok(logs.some((l) => l.msg === 'upstream status without ErrorInfo' && String(l.error).includes('10.1.2.3:50052')));
     const b = await rpc(t.url, GET_BOOKING, { name: 'bookings/bare' }, { authorization: 'Bearer tok' });
     assert.equal(b.status, 429);
-    assert.deepEqual(b.json(), { code: 'resource_exhausted', message: 'too many requests or too large; try again later' });
+    assert.deepEqual(gatewayError(b), { code: 'resource_exhausted', message: 'too many requests or too large; try again later', reason: 'UPSTREAM_ERROR', domain: 'console.labshare' });
     // With an ErrorInfo the service's words pass.
     const c = await rpc(t.url, GET_BOOKING, { name: 'bookings/missing' }, { authorization: 'Bearer tok' });
     assert.equal(c.json().message, 'booking bookings/missing does not exist');

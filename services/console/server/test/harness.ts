@@ -376,6 +376,14 @@ export function errorInfo(a: Answer): ErrorInfo | undefined {
   const d = body.details?.find((x) => x.type === 'google.rpc.ErrorInfo');
   return d ? fromBinary(ErrorInfoSchema, Buffer.from(d.value, 'base64')) : undefined;
 }
+// A Connect JSON error without details of its own: code, message and the
+// ErrorInfo's reason and domain (the details must be that ErrorInfo only).
+export function gatewayError(a: Answer): { code: string; message: string; reason?: string; domain?: string } {
+  const body = a.json<{ code: string; message: string; details?: { type: string }[] }>();
+  const info = errorInfo(a);
+  if ((body.details ?? []).length !== 1) throw new Error(`expected exactly one detail (the ErrorInfo): ${a.text}`);
+  return { code: body.code, message: body.message, reason: info?.reason, domain: info?.domain };
+}
 export function retryDelayMs(a: Answer): number | undefined {
   const body = a.json<{ details?: { type: string; value: string }[] }>();
   const d = body.details?.find((x) => x.type === 'google.rpc.RetryInfo');

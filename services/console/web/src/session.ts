@@ -18,9 +18,41 @@ export interface SessionInfo {
 
 export const session = signal<SessionInfo>({ signedIn: false, roles: [] });
 
+let retry: ReturnType<typeof setTimeout> | undefined;
+
+// The delay a Retry-After header asks for (seconds or an HTTP date), in ms:
+// at least 1 s, at most 5 minutes; 5 s when it is missing or unreadable.
+export function retryAfterMs(header: string | null, now = Date.now()): number {
+  let ms = 5000;
+  if (header && /^\d+$/.test(header.trim())) ms = Number(header.trim()) * 1000;
+  else if (header && !Number.isNaN(Date.parse(header))) ms = Date.parse(header) - now;
+  return Math.min(300_000, Math.max(1000, ms));
+}
+
+// Asks the gateway who is signed in. Only an answer says so: a refusal for
+// now (429 rate limited, 503) or an error keeps the current state, and a
+// 429/503 asks again after its Retry-After (one retry pending at a time).
 export async function loadSession(): Promise<SessionInfo> {
-  const r = await fetch('/auth/session', { credentials: 'same-origin', headers: { accept: 'application/json' } });
-  const info: SessionInfo = r.ok ? await r.json() : { signedIn: false, roles: [] };
+  let r: Response;
+  try {
+    r = await fetch('/auth/session', { credentials: 'same-origin', headers: { accept: 'application/json' } });
+  } catch {
+    return session.value; // offline or the gateway away: nothing is known
+  }
+  if (!r.ok) {
+    if ((r.status === 429 || r.status === 503) && retry === undefined) {
+      retry = setTimeout(() => {
+        retry = undefined;
+        void loadSession();
+      }, retryAfterMs(r.headers.get('retry-after')));
+    }
+    return session.value;
+  }
+  if (retry !== undefined) {
+    clearTimeout(retry);
+    retry = undefined;
+  }
+  const info = (await r.json()) as SessionInfo;
   session.set(info);
   return info;
 }

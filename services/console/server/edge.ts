@@ -1,0 +1,234 @@
+// The checks every RPC passes before Connect reads it, so that each refusal
+// is the gateway's own, with a google.rpc.ErrorInfo of domain
+// "console.labshare" (types.proto: every error carries one), in the
+// protocol the caller speaks:
+//
+//   1. the per-address rate limit (taken in gateway.ts before anything else):
+//      RESOURCE_EXHAUSTED RATE_LIMITED, RetryInfo, Retry-After;
+//   2. the HTTP method and the content type: 405 METHOD_NOT_ALLOWED (Allow:
+//      POST) and 415 UNSUPPORTED_CONTENT_TYPE, as Connect JSON errors (no
+//      protocol could be chosen, so the HTTP API's own form);
+//   3. --body_limit: RESOURCE_EXHAUSTED BODY_TOO_LARGE, from Content-Length
+//      before anything is read, else while reading;
+//   4. unary Connect calls (JSON or binary, uncompressed): the body read
+//      here; JSON parsed here (INVALID_ARGUMENT INVALID_JSON: not JSON, not
+//      an object) and handed to Connect parsed. When Connect cannot decode
+//      the message, the request is examined again for the reason:
+//      INVALID_FIELD (a field the message does not have, or a value it
+//      cannot take; metadata "field"), INVALID_JSON, or INVALID_REQUEST
+//      (binary that does not decode, which Connect calls internal). A call
+//      that decodes costs nothing more than before.
+//
+// A refusal after a protocol was chosen is thrown from the request body that
+// the protocol handler reads (the Content-Length header taken away, so that
+// Connect's own size check does not answer first): Connect serializes it as
+// the protocol wants (a Connect JSON error, gRPC trailers, gRPC-Web, an end of
+// stream), with its details and headers. Whatever Connect itself still
+// refuses on a unary Connect call (a timeout header it cannot read, an
+// unknown compression, a compressed body too large once inflated) gets an
+// ErrorInfo added on the way out (withErrorInfo).
+import { fromBinary, fromJson, type DescMessage, type JsonValue } from '@bufbuild/protobuf';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from '@connectrpc/connect/protocol';
+import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from '@connectrpc/connect/protocol-connect';
+import { consoleError, hasErrorInfo, withErrorInfo } from './errors.js';
+
+export interface EdgeOptions {
+  bodyLimitBytes: number;
+  // The wait (ms) the per-address bucket asks for this request; 0: go ahead.
+  addressWait(req: UniversalServerRequest): number;
+  rateLimited(waitMs: number): ConnectError;
+}
+
+const UNARY_JSON = /^application\/json(?:;\s*charset=utf-?8)?$/i;
+const UNARY_PROTO = /^application\/proto$/i;
+
+export function bodyTooLarge(limit: number): ConnectError {
+  return consoleError(Code.ResourceExhausted, 'BODY_TOO_LARGE',
+    `the request body is larger than this console accepts (${limit} bytes)`, { limit: String(limit) });
+}
+
+// A refusal made before any protocol was chosen: the Connect JSON error.
+function jsonError(err: ConnectError, status: number, extra: Record<string, string> = {}): UniversalServerResponse {
+  const header = new Headers({ 'content-type': 'application/json', 'cache-control': 'no-store', ...extra });
+  err.metadata.forEach((v, k) => header.set(k, v));
+  return { status, header, body: createAsyncIterable([errorToJsonBytes(err, {})]) };
+}
+
+// A request body that throws `err` when the protocol handler reads it.
+function throwing(err: ConnectError): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(err) }),
+  };
+}
+
+function withoutLength(h: Headers): Headers {
+  const out = new Headers(h);
+  out.delete('content-length');
+  return out;
+}
+
+async function readLimited(body: AsyncIterable<Uint8Array>, limit: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  for await (const c of body) {
+    n += c.byteLength;
+    if (n > limit) throw bodyTooLarge(limit);
+    chunks.push(c);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+async function* counted(body: AsyncIterable<Uint8Array>, limit: number): AsyncIterable<Uint8Array> {
+  let n = 0;
+  for await (const c of body) {
+    n += c.byteLength;
+    if (n > limit) throw bodyTooLarge(limit);
+    yield c;
+  }
+}
+
+// The first key of `json` (a request message's JSON) that `desc` does not
+// have, as a dotted path ("filter.instrument"), or undefined.
+export function unknownField(desc: DescMessage, json: unknown, prefix = ''): string | undefined {
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) return undefined;
+  if (desc.typeName.startsWith('google.protobuf.')) return undefined; // well-known types have their own JSON
+  for (const [k, v] of Object.entries(json as Record<string, unknown>)) {
+    const f = desc.fields.find((x) => x.jsonName === k || x.name === k);
+    if (!f) return prefix + k;
+    if (f.fieldKind === 'message') {
+      const u = unknownField(f.message, v, `${prefix}${k}.`);
+      if (u) return u;
+    } else if (f.fieldKind === 'list' && f.listKind === 'message' && Array.isArray(v)) {
+      for (let i = 0; i < v.length; ++i) {
+        const u = unknownField(f.message, v[i], `${prefix}${k}[${i}].`);
+        if (u) return u;
+      }
+    } else if (f.fieldKind === 'map' && f.mapKind === 'message' && v !== null && typeof v === 'object') {
+      for (const [mk, mv] of Object.entries(v as Record<string, unknown>)) {
+        const u = unknownField(f.message, mv, `${prefix}${k}.${mk}.`);
+        if (u) return u;
+      }
+    }
+  }
+  return undefined;
+}
+
+// The body of a unary JSON request: a JSON object, or the gateway's
+// INVALID_ARGUMENT INVALID_JSON.
+export function parseJson(desc: DescMessage, bytes: Uint8Array): JsonValue {
+  let json: JsonValue;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as JsonValue;
+  } catch {
+    throw consoleError(Code.InvalidArgument, 'INVALID_JSON', 'the request body is not valid JSON (UTF-8)');
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw consoleError(Code.InvalidArgument, 'INVALID_JSON', `the request body must be a JSON object (the fields of ${desc.typeName})`);
+  }
+  return json;
+}
+
+// Why Connect could not decode this JSON as the request message: the
+// gateway's INVALID_FIELD (metadata "field": the unknown key's path, or the
+// field whose value does not fit) or INVALID_JSON; undefined when it decodes.
+export function checkJson(desc: DescMessage, json: JsonValue): ConnectError | undefined {
+  try {
+    fromJson(desc, json, { ignoreUnknownFields: false });
+    return undefined;
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    const unknown = unknownField(desc, json);
+    if (unknown) {
+      return consoleError(Code.InvalidArgument, 'INVALID_FIELD', `${desc.typeName} has no field "${unknown}"`, { field: unknown });
+    }
+    // "cannot decode field labshare.x.v1.Filter.page_size from JSON: ..."
+    const field = /cannot decode field \S*?\.([A-Za-z0-9_]+) from JSON/.exec(message)?.[1];
+    if (field) return consoleError(Code.InvalidArgument, 'INVALID_FIELD', message, { field });
+    return consoleError(Code.InvalidArgument, 'INVALID_JSON', message);
+  }
+}
+
+// Why Connect could not decode this protobuf binary (it calls that internal):
+// INVALID_ARGUMENT INVALID_REQUEST; undefined when it decodes.
+export function checkBinary(desc: DescMessage, bytes: Uint8Array): ConnectError | undefined {
+  try {
+    fromBinary(desc, bytes);
+    return undefined;
+  } catch (e) {
+    return consoleError(Code.InvalidArgument, 'INVALID_REQUEST',
+      `the request body is not a ${desc.typeName} in protobuf binary (${e instanceof Error ? e.message : String(e)})`);
+  }
+}
+
+// Wraps one method's protocol-negotiating handler (Connect, gRPC, gRPC-Web).
+export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHandler {
+  const unary = h.method.methodKind === 'unary';
+  const input = h.method.input;
+  const handler = async (req: UniversalServerRequest): Promise<UniversalServerResponse> => {
+    const type = req.header.get('content-type') ?? '';
+    const negotiable = h.allowedMethods.includes(req.method) && type !== '' && h.supportedContentType(type);
+    const refuse = (err: ConnectError) => h({ ...req, header: withoutLength(req.header), body: throwing(err) });
+    const wait = opt.addressWait(req);
+    if (wait > 0) return negotiable ? refuse(opt.rateLimited(wait)) : jsonError(opt.rateLimited(wait), 429);
+    if (!h.allowedMethods.includes(req.method)) {
+      return jsonError(consoleError(Code.Unimplemented, 'METHOD_NOT_ALLOWED',
+        `${req.method} is not offered here; RPCs are POST`), 405, { allow: h.allowedMethods.join(', ') });
+    }
+    if (!negotiable) {
+      return jsonError(consoleError(Code.InvalidArgument, 'UNSUPPORTED_CONTENT_TYPE',
+        `the content type "${type.slice(0, 100)}" is not offered; send application/json (Connect), application/proto, ` +
+        'application/connect+json|proto (streams), application/grpc-web or application/grpc'), 415);
+    }
+    const length = Number(req.header.get('content-length') ?? 0);
+    if (length > opt.bodyLimitBytes) return refuse(bodyTooLarge(opt.bodyLimitBytes));
+    const body = req.body as AsyncIterable<Uint8Array>;
+    const encoding = req.header.get('content-encoding');
+    const plain = encoding === null || encoding === 'identity';
+    if (unary && plain && (UNARY_JSON.test(type) || UNARY_PROTO.test(type))) {
+      // Read here (the limit), JSON parsed once here and handed to Connect
+      // as JSON; the message is decoded by Connect alone, and only when it
+      // refuses it is the request examined again for the precise reason.
+      let bytes: Uint8Array;
+      let json: JsonValue | undefined;
+      try {
+        bytes = await readLimited(body, opt.bodyLimitBytes);
+        if (UNARY_JSON.test(type)) json = parseJson(input, bytes);
+      } catch (err) {
+        if (err instanceof ConnectError) return refuse(err);
+        throw err;
+      }
+      const res = await h({ ...req, body: json !== undefined ? json : createAsyncIterable([bytes]) });
+      return mapped(res, () => (json !== undefined ? checkJson(input, json) : checkBinary(input, bytes)));
+    }
+    const res = await h({ ...req, body: counted(body, opt.bodyLimitBytes) });
+    return unary ? mapped(res) : res;
+  };
+  return Object.assign(handler, {
+    service: h.service, method: h.method, requestPath: h.requestPath,
+    supportedContentType: h.supportedContentType, protocolNames: h.protocolNames, allowedMethods: h.allowedMethods,
+  });
+}
+
+// A unary Connect error that Connect itself made (no ErrorInfo): the
+// request's own diagnosis when there is one (`diagnose`), else the same
+// error with the gateway's ErrorInfo added.
+async function mapped(res: UniversalServerResponse, diagnose?: () => ConnectError | undefined): Promise<UniversalServerResponse> {
+  if (res.status === 200 || !res.body || !/^application\/json/i.test(res.header?.get('content-type') ?? '')) return res;
+  if (res.header?.get('content-encoding')) return res;
+  const body = res.body;
+  if (!(typeof body === 'object' && Symbol.asyncIterator in body)) return res;
+  const bytes = await readLimited(body as AsyncIterable<Uint8Array>, 1 << 20);
+  let err: ConnectError;
+  try {
+    err = errorFromJsonBytes(bytes, undefined, new ConnectError('unreadable error', Code.Internal));
+  } catch {
+    return { ...res, body: createAsyncIterable([bytes]) };
+  }
+  if (hasErrorInfo(err)) return { ...res, body: createAsyncIterable([bytes]) };
+  const precise = diagnose?.();
+  const out = errorToJsonBytes(precise ?? withErrorInfo(err, true), {});
+  const header = new Headers(res.header);
+  header.set('content-length', String(out.byteLength));
+  return { ...res, status: precise ? codeToHttpStatus(precise.code) : res.status, header, body: createAsyncIterable([out]) };
+}

@@ -1,0 +1,319 @@
+// The web-edge audit of 2026-12-06 (README, types.proto, docs/api-reference.md
+// against the gateway), one test per finding: refusals keep their headers,
+// every refusal carries an ErrorInfo, malformed Authorization headers, the
+// per-address bucket before Connect, methods and content types on RPC paths,
+// feed tokens, --body_limit on the public pages, HSTS on the raw 400, and
+// IPv6 addresses grouped by /64.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import tls from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createGrpcWebTransport } from '@connectrpc/connect-node';
+import { ErrorInfoSchema } from '../../gen/google/rpc/error_details_pb.js';
+import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
+import * as errors from '../errors.js';
+import { setLogSink } from '../errors.js';
+import { listen } from '../gateway.js';
+import type { Session } from '../sessions.js';
+import {
+  consoleDir, CONNECT_JSON, errorInfo, FEED_TOKEN, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, type TestGateway,
+} from './harness.js';
+
+const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
+const SESSION = '__Host-labshare_session';
+const INVOICE = '/documents/invoices/ls-cny-2027-000001.pdf';
+
+const logs: Record<string, unknown>[] = [];
+setLogSink((line) => logs.push(JSON.parse(line) as Record<string, unknown>));
+
+function newSession(t: TestGateway, over: Partial<Session> = {}): Session {
+  const now = t.clock.t;
+  const s = t.gw.auth.sessions.create({
+    accessToken: 'access-s', accessExpiresAt: now + 900_000, refreshToken: 'rt-s', refreshExpiresAt: now + 12 * 3600_000,
+    user: { name: 'users/li-wei', displayName: 'Li Wei', organization: 'organizations/nanocraft', roles: ['LAB_USER'] },
+  });
+  Object.assign(s, over);
+  return s;
+}
+
+describe('web edge audit', () => {
+  let stub: Stub;
+  let t: TestGateway;
+
+  before(async () => {
+    stub = await new Stub().start();
+    t = await startGateway((port) => testConfig({ upstream: stub.address, port, bodyLimitBytes: 4096 }));
+  });
+  after(async () => {
+    await t.stop();
+    await stub.stop();
+  });
+
+  it('1: an invoice download refused keeps the error\'s headers (cookie cleared, Retry-After); its address limit answers Connect JSON', async () => {
+    // An ended session: SESSION_EXPIRED with the cookie cleared, as on the RPC paths.
+    const gone = await request('GET', `${t.url}${INVOICE}`, { headers: { cookie: `${SESSION}=no-such-session` } });
+    assert.equal(gone.status, 401);
+    assert.equal(errorInfo(gone)?.reason, 'SESSION_EXPIRED');
+    assert.ok((gone.headers['set-cookie'] ?? []).some((c) => c.startsWith(`${SESSION}=;`) && c.includes('Max-Age=0')), 'cookie cleared');
+    assert.equal(gone.headers['content-type'], 'application/json');
+
+    // The per-caller limit: RATE_LIMITED with Retry-After.
+    const t2 = await startGateway((port) => testConfig({ upstream: stub.address, port, rateLimit: { perSecond: 1, burst: 1 } }));
+    try {
+      const h = { authorization: 'Bearer script-token' };
+      assert.equal((await request('GET', `${t2.url}${INVOICE}`, { headers: h })).status, 200);
+      const a = await request('GET', `${t2.url}${INVOICE}`, { headers: h });
+      assert.equal(a.status, 429);
+      assert.equal(errorInfo(a)?.reason, 'RATE_LIMITED');
+      assert.equal(a.headers['retry-after'], '1');
+    } finally {
+      await t2.stop();
+    }
+
+    // The per-address limit on /documents: the Connect JSON error too.
+    const t3 = await startGateway((port) => testConfig({ upstream: stub.address, port, addressRateLimit: { perSecond: 1, burst: 1 } }));
+    try {
+      const h = { authorization: 'Bearer script-token' };
+      assert.equal((await request('GET', `${t3.url}${INVOICE}`, { headers: h })).status, 200);
+      const a = await request('GET', `${t3.url}${INVOICE}`, { headers: h });
+      assert.equal(a.status, 429);
+      assert.equal(a.headers['content-type'], 'application/json');
+      assert.equal(a.json().code, 'resource_exhausted');
+      assert.equal(errorInfo(a)?.reason, 'RATE_LIMITED');
+      assert.equal(errorInfo(a)?.domain, 'console.labshare');
+      assert.ok(retryDelayMs(a)! > 0);
+      assert.equal(a.headers['retry-after'], '1');
+    } finally {
+      await t3.stop();
+    }
+  });
+
+  it('2: Connect\'s own refusals carry the gateway\'s ErrorInfo: unknown field, bad value, not JSON, too large, unreadable binary, bad headers', async () => {
+    const before = stub.callsOf('GetBooking').length;
+    const auth = { authorization: 'Bearer tok' };
+    const unknown = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1', nmae: 'x' }, auth);
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.json().code, 'invalid_argument');
+    assert.equal(errorInfo(unknown)?.reason, 'INVALID_FIELD');
+    assert.equal(errorInfo(unknown)?.domain, 'console.labshare');
+    assert.equal(errorInfo(unknown)?.metadata.field, 'nmae');
+    const nested = await rpc(t.url, 'labshare.usage.v1.UsageService/GetUsageFigures',
+      { range: { startTime: '2027-03-01T00:00:00Z' }, filter: { instrument: ['instruments/sem-1'] } }, auth);
+    assert.equal(errorInfo(nested)?.reason, 'INVALID_FIELD');
+    assert.equal(errorInfo(nested)?.metadata.field, 'filter.instrument');
+    const value = await rpc(t.url, 'labshare.inventory.v1.InventoryService/ListInstruments', { pageSize: 'ten' }, auth);
+    assert.equal(value.status, 400);
+    assert.equal(errorInfo(value)?.reason, 'INVALID_FIELD');
+    assert.equal(errorInfo(value)?.metadata.field, 'page_size');
+    for (const body of ['{"name":', 'not json', '', '[1]', '"x"']) {
+      const a = await request('POST', `${t.url}/${GET_BOOKING}`, { headers: { ...CONNECT_JSON, ...auth }, body });
+      assert.equal(a.status, 400, body);
+      assert.equal(a.json().code, 'invalid_argument', body);
+      assert.equal(errorInfo(a)?.reason, 'INVALID_JSON', body);
+    }
+    const big = await rpc(t.url, GET_BOOKING, { name: 'x'.repeat(5000) }, auth);
+    assert.equal(big.status, 429);
+    assert.equal(big.json().code, 'resource_exhausted');
+    assert.equal(errorInfo(big)?.reason, 'BODY_TOO_LARGE');
+    const binary = await request('POST', `${t.url}/${GET_BOOKING}`, {
+      headers: { 'content-type': 'application/proto', 'connect-protocol-version': '1', ...auth }, body: Buffer.from([0xff, 0xff, 0xff]),
+    });
+    assert.equal(binary.status, 400);
+    assert.equal(errorInfo(binary)?.reason, 'INVALID_REQUEST');
+    // Refused by Connect itself after the checks: an unreadable timeout header.
+    const timeout = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { ...auth, 'connect-timeout-ms': 'soon' });
+    assert.equal(timeout.json().code, 'invalid_argument');
+    assert.equal(errorInfo(timeout)?.reason, 'INVALID_REQUEST');
+    assert.equal(errorInfo(timeout)?.domain, 'console.labshare');
+    assert.equal(stub.callsOf('GetBooking').length, before, 'the service is not called');
+  });
+
+  it('2: refusals in the gRPC-Web protocol carry the ErrorInfo too (body over the limit)', async () => {
+    const client = createClient(BookingService, createGrpcWebTransport({ baseUrl: t.url, httpVersion: '1.1' }));
+    await assert.rejects(client.getBooking({ name: 'x'.repeat(5000) }, { headers: { authorization: 'Bearer tok' } }), (err: unknown) => {
+      assert.ok(err instanceof ConnectError);
+      assert.equal(err.code, Code.ResourceExhausted);
+      assert.equal(err.findDetails(ErrorInfoSchema)[0]?.reason, 'BODY_TOO_LARGE');
+      return true;
+    });
+    const ok = await client.getBooking({ name: 'bookings/b1' }, { headers: { authorization: 'Bearer tok' } });
+    assert.equal(ok.name, 'bookings/b1');
+  });
+
+  it('2: an RPC over HTTP/1.0 without a Host header is INVALID_REQUEST, not an internal error', async () => {
+    const socket = net.connect(Number(new URL(t.url).port), '127.0.0.1');
+    let answer = '';
+    socket.on('data', (c: Buffer) => { answer += c.toString('latin1'); });
+    const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.write(`POST /${GET_BOOKING} HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`);
+    await ended;
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.match(answer, /"reason":"INVALID_REQUEST","domain":"console\.labshare"/);
+  });
+
+  it('4: requests Connect refuses are counted in the per-address bucket first (RATE_LIMITED, Retry-After)', async () => {
+    const t2 = await startGateway((port) => testConfig({ upstream: stub.address, port, addressRateLimit: { perSecond: 1, burst: 3 } }));
+    try {
+      for (let i = 0; i < 3; ++i) {
+        const a = await rpc(t2.url, GET_BOOKING, { nope: i }, { authorization: 'Bearer tok' });
+        assert.equal(a.status, 400);
+      }
+      const limited = await rpc(t2.url, GET_BOOKING, { nope: 9 }, { authorization: 'Bearer tok' });
+      assert.equal(limited.status, 429);
+      assert.equal(errorInfo(limited)?.reason, 'RATE_LIMITED');
+      assert.equal(limited.headers['retry-after'], '1');
+      assert.ok(retryDelayMs(limited)! > 0);
+      const get = await request('GET', `${t2.url}/${GET_BOOKING}`);
+      assert.equal(get.status, 429);
+      assert.equal(errorInfo(get)?.reason, 'RATE_LIMITED');
+      t2.clock.t += 1000;
+      assert.equal((await rpc(t2.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok' })).status, 200);
+    } finally {
+      await t2.stop();
+    }
+  });
+
+  it('5: an RPC path answers another method 405 and an unknown content type 415, as Connect JSON errors with a reason', async () => {
+    const get = await request('GET', `${t.url}/${GET_BOOKING}`);
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.allow, 'POST');
+    assert.equal(get.headers['content-type'], 'application/json');
+    assert.equal(get.json().code, 'unimplemented');
+    assert.equal(errorInfo(get)?.reason, 'METHOD_NOT_ALLOWED');
+    const text = await request('POST', `${t.url}/${GET_BOOKING}`, { headers: { 'content-type': 'text/plain' }, body: '{}' });
+    assert.equal(text.status, 415);
+    assert.equal(text.json().code, 'invalid_argument');
+    assert.equal(errorInfo(text)?.reason, 'UNSUPPORTED_CONTENT_TYPE');
+    const none = await request('POST', `${t.url}/${GET_BOOKING}`, { body: '{}' });
+    assert.equal(none.status, 415);
+    assert.equal(errorInfo(none)?.reason, 'UNSUPPORTED_CONTENT_TYPE');
+    // Paths of no offered method stay a plain 404.
+    const nope = await request('GET', `${t.url}/labshare.booking.v1.BookingService/Nope`);
+    assert.equal(nope.status, 404);
+    assert.equal(nope.text, 'not found\n');
+  });
+
+  it('2: the gateway\'s reasons are in the messages check (and so have an en and a zh-CN sentence)', () => {
+    const REASONS = (errors as { REASONS?: Record<string, string> }).REASONS;
+    assert.ok(REASONS, 'errors.ts lists its reasons');
+    const script = fs.readFileSync(path.join(consoleDir, 'scripts', 'check-messages.mjs'), 'utf8');
+    const extra = script.slice(script.indexOf('const EXTRA_REASONS'), script.indexOf('};', script.indexOf('const EXTRA_REASONS')));
+    for (const reason of Object.keys(REASONS)) assert.match(extra, new RegExp(`\\b${reason}:`), reason);
+  });
+
+  it('3: a malformed Authorization header is refused INVALID_TOKEN and never falls back to the cookie', async () => {
+    const s = newSession(t);
+    const cookie = { cookie: `${SESSION}=${s.id}`, 'x-csrf-token': s.csrfToken, origin: t.origin };
+    const before = stub.callsOf('GetBooking').length;
+    for (const authorization of ['Basic dXNlcjpwYXNz', 'Bearer', 'Bearer two words', 'token-without-scheme']) {
+      for (const extra of [{}, cookie]) {
+        const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization, ...extra });
+        assert.equal(a.status, 401, authorization);
+        assert.equal(a.json().code, 'unauthenticated');
+        assert.equal(a.json().message, "authorization metadata must be 'Bearer <token>'");
+        assert.equal(errorInfo(a)?.reason, 'INVALID_TOKEN');
+        assert.equal(errorInfo(a)?.domain, 'console.labshare');
+      }
+      const d = await request('GET', `${t.url}${INVOICE}`, { headers: { authorization, cookie: cookie.cookie } });
+      assert.equal(d.status, 401);
+      assert.equal(errorInfo(d)?.reason, 'INVALID_TOKEN');
+      const w = await request('GET', `${t.url}/auth/session`, { headers: { authorization, cookie: cookie.cookie } });
+      assert.deepEqual(w.json(), { signedIn: false, roles: [] });
+    }
+    assert.equal(stub.callsOf('GetBooking').length, before, 'the service is not called');
+    // Well-formed: forwarded as before.
+    const ok = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok' });
+    assert.equal(ok.status, 200);
+  });
+
+  it('6: a feed path whose token is not 43 URL-safe base64 characters is 404 without asking the service', async () => {
+    const before = stub.callsOf('GetCalendarFeedContent').length;
+    for (const token of ['x', 'x'.repeat(42), 'x'.repeat(44), 'x'.repeat(128)]) {
+      const a = await request('GET', `${t.url}/feeds/${token}.ics`);
+      assert.equal(a.status, 404, token);
+      assert.equal(a.text, 'not found\n');
+    }
+    assert.equal(stub.callsOf('GetCalendarFeedContent').length, before);
+    assert.equal((await request('GET', `${t.url}/feeds/${FEED_TOKEN}.ics`)).status, 200);
+  });
+
+  it('7: the public pages answer 413 over --body_limit, before anything else', async () => {
+    const before = stub.callsOf('Unsubscribe').length;
+    const big = 'List-Unsubscribe=One-Click&' + 'x'.repeat(5000);
+    const a = await request('POST', `${t.url}/unsubscribe?token=abc.0123456789abcdef`, {
+      headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: big,
+    });
+    assert.equal(a.status, 413);
+    assert.equal(a.text, 'request body too large\n');
+    const f = await request('GET', `${t.url}/feeds/${FEED_TOKEN}.ics`, { body: 'x'.repeat(5000) });
+    assert.equal(f.status, 413);
+    assert.equal(stub.callsOf('Unsubscribe').length, before);
+  });
+});
+
+describe('web edge audit: addresses', () => {
+  it('10: IPv6 clients are counted by their /64 (rate limits, pending sign-ins); IPv4 and NAT64 addresses whole', async () => {
+    const { addressKey } = await import('../http-util.js') as { addressKey?: (a: string) => string };
+    assert.equal(typeof addressKey, 'function');
+    const key = addressKey!;
+    assert.equal(key('2001:db8:1:2::1'), '2001:db8:1:2::/64');
+    assert.equal(key('2001:0db8:0001:0002:ffff:ffff:ffff:fffe'), '2001:db8:1:2::/64');
+    assert.equal(key('2001:db8::'), '2001:db8:0:0::/64');
+    assert.equal(key('::1'), '0:0:0:0::/64');
+    assert.equal(key('fe80::1%eth0'), 'fe80:0:0:0::/64');
+    assert.equal(key('192.0.2.7'), '192.0.2.7');
+    assert.equal(key('64:ff9b::c000:207'), '64:ff9b:0:0:0:0:c000:207');
+    assert.equal(key('64:ff9b::192.0.2.7'), '64:ff9b::192.0.2.7');
+
+    // Through the gateway: two addresses of one /64 behind a trusted proxy share the bucket.
+    const stub = await new Stub().start();
+    const t = await startGateway((port) => testConfig({
+      upstream: stub.address, port, addressRateLimit: { perSecond: 1, burst: 2 },
+      trustedProxies: (() => { const b = new net.BlockList(); b.addAddress('127.0.0.1'); return b; })(),
+    }));
+    try {
+      const from = (ip: string) => rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok', 'x-forwarded-for': ip });
+      assert.equal((await from('2001:db8:1:2::1')).status, 200);
+      assert.equal((await from('2001:db8:1:2::2')).status, 200);
+      const third = await from('2001:db8:1:2:abcd::3');
+      assert.equal(third.status, 429);
+      assert.equal(errorInfo(third)?.reason, 'RATE_LIMITED');
+      assert.equal((await from('2001:db8:1:3::1')).status, 200, 'another /64 has its own bucket');
+    } finally {
+      await t.stop();
+      await stub.stop();
+    }
+  });
+});
+
+describe('web edge audit over HTTPS', () => {
+  it('8: the raw 400 for a request Node cannot parse carries Strict-Transport-Security when HTTPS is served', async () => {
+    const pki = makePki();
+    const stub = await new Stub().start();
+    const running = await listen(testConfig({
+      upstream: stub.address, port: 0,
+      https: { cert: path.join(pki, 'console.crt'), key: path.join(pki, 'console.key') },
+    }));
+    try {
+      const socket = tls.connect({
+        host: '127.0.0.1', port: Number(new URL(running.url).port), ca: fs.readFileSync(path.join(pki, 'ca.crt')),
+        servername: 'localhost', ALPNProtocols: ['http/1.1'], rejectUnauthorized: false,
+      });
+      let answer = '';
+      socket.on('data', (c: Buffer) => { answer += c.toString('latin1'); });
+      socket.on('error', () => {});
+      const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+      socket.write('GARBAGE / HTTP/1.1\r\n\r\n');
+      await ended;
+      assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/);
+      assert.ok(answer.includes('\r\nstrict-transport-security: max-age=31536000; includeSubDomains\r\n'), answer);
+    } finally {
+      await running.stop();
+      await stub.stop();
+    }
+  });
+});

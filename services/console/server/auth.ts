@@ -109,7 +109,8 @@ export class Auth {
 
   // Who the call is for; throws the gateway's refusal (session ended, CSRF).
   identify(header: Headers, requestMethod: string, peer: string): Caller {
-    const authz = header.get('authorization');
+    // An empty header is no header (the services read it as missing).
+    const authz = header.get('authorization') || null;
     if (authz !== null) {
       // Present but not "Bearer <token>": refused as the services refuse it
       // (common/auth.cc), never taken as anonymous or as the cookie's session.
@@ -349,7 +350,7 @@ export class Auth {
   }
 
   session(req: Req, res: Res, header: Headers): void {
-    const authz = header.get('authorization');
+    const authz = header.get('authorization') || null;
     const m = authz !== null ? BEARER.exec(authz) : null;
     if (authz !== null && !(m && m[1])) {
       // A malformed Authorization header signs nobody in (and the cookie's

@@ -227,6 +227,11 @@ describe('web edge audit', () => {
     // Well-formed: forwarded as before.
     const ok = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok' });
     assert.equal(ok.status, 200);
+    // An empty header is no header, as the services read it: the cookie's
+    // session makes the call.
+    const empty = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: '', ...cookie });
+    assert.equal(empty.status, 200);
+    assert.equal(stub.callsOf('GetBooking').length, before + 2);
   });
 
   it('6: a feed path whose token is not 43 URL-safe base64 characters is 404 without asking the service', async () => {

@@ -110,14 +110,10 @@ absl::StatusOr<Principal> Authorizer::Decide(absl::string_view method,
   // A bearer token, when sent, names the caller, also on a certified
   // channel: a gateway (the console) calls for the signed-in person. Without
   // one, the platform's own services are the SERVICE principal by their
-  // certificate; any other certified name must send its user's token.
-  if (authorization.empty() && !peer_service.empty()) {
-    if (!IsPlatformService(peer_service)) {
-      return MakeError(absl::StatusCode::kUnauthenticated, "MISSING_CREDENTIALS",
-                       absl::StrCat("the certificate names '", peer_service,
-                                    "', which is not one of the platform's services (inventory, booking, "
-                                    "billing, usage, notify); send the signed-in user's access token"));
-    }
+  // certificate; any other certified name must send its user's token, and
+  // is told so as an uncertified caller is (a gateway passes the message on
+  // to its anonymous callers, who know nothing of its certificate).
+  if (authorization.empty() && IsPlatformService(peer_service)) {
     Principal service;
     service.user_id = std::string(peer_service);
     service.roles = {Role::kService};

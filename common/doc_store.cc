@@ -206,7 +206,12 @@ absl::StatusOr<CommitOutcome> DocStore::Commit(const Mutation& m) const {
   const bool has_idem = !m.idempotency_key.empty();
   const bool has_event = !m.outbox_key.empty();
   // Placeholders keep KEYS positions fixed; the script never touches them.
-  std::string placeholder = m.writes.empty() ? m.outbox_key : m.writes.front().key;
+  // A key of the step's own (one hash slot in a cluster): a step of only a
+  // request record and guards has neither writes nor event.
+  std::string placeholder = !m.writes.empty() ? m.writes.front().key
+                            : has_event      ? m.outbox_key
+                            : !m.guards.empty() ? m.guards.front().key
+                                                : m.idempotency_key;
   std::vector<std::string> keys = {has_idem ? m.idempotency_key : placeholder,
                                    has_event ? m.outbox_key : placeholder};
   std::vector<std::string> args = {has_idem ? "1" : "0",

@@ -81,8 +81,9 @@ absl::StatusOr<std::optional<ListingEntry>> ParsePosition(const std::string& aft
   const size_t bar = after.find('|');
   ListingEntry e;
   if (bar == std::string::npos || bar + 1 >= after.size() || !absl::SimpleAtoi(after.substr(0, bar), &e.ms)) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_PAGE_TOKEN",
-                     "not a token from the previous page of this same query; start again without page_token");
+    return InvalidField("page_token",
+                        "not a token from the previous page of this same query; start again without page_token",
+                        "INVALID_PAGE_TOKEN");
   }
   e.id = after.substr(bar + 1);
   return std::optional<ListingEntry>(std::move(e));

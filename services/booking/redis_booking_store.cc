@@ -1273,8 +1273,9 @@ return redis.call('ZRANGE', KEYS[1], from, from + tonumber(ARGV[3]) - 1, 'WITHSC
     const size_t bar = after.find('|');
     int64_t start = 0;
     if (bar == std::string::npos || !absl::SimpleAtoi(after.substr(0, bar), &start)) {
-      return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_PAGE_TOKEN",
-                       "not a token from the previous page of this same query; start again without page_token");
+      return InvalidField("page_token",
+                          "not a token from the previous page of this same query; start again without page_token",
+                          "INVALID_PAGE_TOKEN");
     }
     after_id = after.substr(bar + 1);
     after_start = std::to_string(start);

@@ -16,14 +16,18 @@ namespace {
 constexpr char kTag[] = "{inventory}:";
 constexpr char kTokenPrefix[] = "lsr1";
 
-std::string RecordKey(absl::string_view token) {
+// SHA-256 of a token, hex: all that is ever stored of it.
+std::string TokenHash(absl::string_view token) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), digest);
-  return absl::StrCat(kTag, "refresh:",
-                      absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest))));
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
 }
 
+std::string RecordKey(absl::string_view token) { return absl::StrCat(kTag, "refresh:", TokenHash(token)); }
+
 std::string FamilyKey(absl::string_view family) { return absl::StrCat(kTag, "refresh_family:", family); }
+
+std::string UsedKey(absl::string_view family) { return absl::StrCat(kTag, "refresh_used:", family); }
 
 absl::StatusOr<std::string> RandomToken(size_t bytes) {
   std::string raw(bytes, '\0');
@@ -60,21 +64,34 @@ return 1
   return *kScript;
 }
 
-// KEYS[1] presented record, KEYS[2] family, KEYS[3] new record;
-// ARGV[1] family id, ARGV[2] ttl seconds. Checks everything before writing.
+// KEYS[1] presented record, KEYS[2] family, KEYS[3] new record, KEYS[4]
+// the family's used tokens; ARGV[1] family id, ARGV[2] ttl seconds, ARGV[3]
+// the presented token's hash. Checks everything before writing.
+//
+// A used token is remembered in the family's used set (hash -> user), whose
+// TTL moves with the family's on every rotation: a token used at any point
+// of a live session is a reuse for as long as that session lives, however
+// many rotations ago it was used. Its own record goes at its use. (Records
+// in state "used" are those written before the used set existed.)
 const RedisScript& RotateScript() {
   static const RedisScript* const kScript = new RedisScript(R"lua(
+local alive = redis.call('EXISTS', KEYS[2]) == 1
+local used_by = redis.call('HGET', KEYS[4], ARGV[3])
+if used_by then
+  if not alive then return {'invalid', ''} end
+  redis.call('DEL', KEYS[2], KEYS[4])
+  return {'reused', used_by}
+end
 local rec = redis.call('HMGET', KEYS[1], 'fam', 'user', 'state')
 if not rec[1] or rec[1] ~= ARGV[1] then return {'invalid', ''} end
-if redis.call('EXISTS', KEYS[2]) == 0 then return {'invalid', ''} end
+if not alive then return {'invalid', ''} end
 if rec[3] ~= 'active' then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[4])
   return {'reused', rec[2]}
 end
-redis.call('HSET', KEYS[1], 'state', 'used')
--- A used token stays on record as long as its session now lives: presented
--- again any time before the session's next rotation, it is a reuse.
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[4], ARGV[3], rec[2])
+redis.call('EXPIRE', KEYS[4], ARGV[2])
 redis.call('HSET', KEYS[3], 'fam', ARGV[1], 'user', rec[2], 'state', 'active')
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -94,11 +111,13 @@ return rec[2]
   return *kScript;
 }
 
-// KEYS[1] presented record, KEYS[2] family; ARGV[1] family id.
+// KEYS[1] presented record, KEYS[2] family, KEYS[3] the family's used
+// tokens; ARGV[1] family id, ARGV[2] the presented token's hash. A token the
+// family issued, active or used, ends it.
 const RedisScript& RevokeScript() {
   static const RedisScript* const kScript = new RedisScript(R"lua(
-if redis.call('HGET', KEYS[1], 'fam') == ARGV[1] then
-  redis.call('DEL', KEYS[2])
+if redis.call('HGET', KEYS[1], 'fam') == ARGV[1] or redis.call('HGET', KEYS[3], ARGV[2]) then
+  redis.call('DEL', KEYS[2], KEYS[3])
   return 1
 end
 return 0
@@ -203,8 +222,9 @@ absl::StatusOr<IdentityStore::Rotation> IdentityStore::Rotate(absl::string_view 
   LS_ASSIGN_OR_RETURN(std::string secret, RandomToken(32));
   std::string next = absl::StrCat(kTokenPrefix, ".", family, ".", secret);
   LS_ASSIGN_OR_RETURN(RedisValue v,
-                      pool_->Eval(RotateScript(), {RecordKey(refresh_token), FamilyKey(family), RecordKey(next)},
-                                  {family, Seconds(ttl)}));
+                      pool_->Eval(RotateScript(),
+                                  {RecordKey(refresh_token), FamilyKey(family), RecordKey(next), UsedKey(family)},
+                                  {family, Seconds(ttl), TokenHash(refresh_token)}));
   if (v.is_error()) return RedisErrorStatus(v);
   if (!v.is_array() || v.elements.size() != 2) return BadReply();
   const std::string& kind = v.elements[0].str;
@@ -231,8 +251,9 @@ absl::StatusOr<std::string> IdentityStore::ActiveTokenUser(absl::string_view ref
 absl::Status IdentityStore::RevokeSession(absl::string_view refresh_token) const {
   const std::string family = FamilyOf(refresh_token);
   if (family.empty()) return absl::OkStatus();
-  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(RevokeScript(), {RecordKey(refresh_token), FamilyKey(family)},
-                                                {family}));
+  LS_ASSIGN_OR_RETURN(RedisValue v,
+                      pool_->Eval(RevokeScript(), {RecordKey(refresh_token), FamilyKey(family), UsedKey(family)},
+                                  {family, TokenHash(refresh_token)}));
   if (v.is_error()) return RedisErrorStatus(v);
   return absl::OkStatus();
 }

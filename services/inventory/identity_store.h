@@ -10,13 +10,17 @@
 //
 // Refresh tokens: "lsr1.<family>.<secret>" (family: 16 random bytes, secret:
 // 32, base64url). Only SHA-256 of the token is stored:
-//   {inventory}:refresh:<sha256 hex>    hash {fam, user, state: active|used}, TTL = refresh TTL
+//   {inventory}:refresh:<sha256 hex>    hash {fam, user, state: active}, TTL = refresh TTL
 //   {inventory}:refresh_family:<family> "1" while the session lives,   TTL = refresh TTL
+//   {inventory}:refresh_used:<family>   hash <sha256 hex> -> user: the tokens the session used up
 // Rotate() is one Lua step: the presented token must be active in a live
-// family; it becomes "used" and a new active token of the same family is
-// written, and the family's TTL restarts (the used token's record too, so a
-// reuse is recognised while the session lives on from there). Presenting a
-// "used" token deletes the family: every token of that session stops working.
+// family; its record goes, its hash joins the family's used set, a new
+// active token of the same family is written, and the family's TTL restarts
+// (the used set's too). A token in the used set of a live family is a reuse
+// for as long as the session lives, however many rotations ago it was used:
+// presenting it deletes the family, and every token of that session stops
+// working. A token that names a live family but that the family never
+// issued (forged) is unknown, not a reuse.
 #ifndef LABSHARE_SERVICES_INVENTORY_IDENTITY_STORE_H_
 #define LABSHARE_SERVICES_INVENTORY_IDENTITY_STORE_H_
 

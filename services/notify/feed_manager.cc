@@ -305,8 +305,7 @@ absl::StatusOr<std::pair<std::string, std::string>> FeedManager::ParseFeedName(c
   std::vector<absl::string_view> parts = absl::StrSplit(name, '/');
   if (parts.size() != 4 || parts[0] != "users" || parts[2] != "calendarFeeds" || !ValidResourceId(parts[1]) ||
       !ValidResourceId(parts[3])) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_NAME",
-                     "name must be \"users/{user}/calendarFeeds/{feed}\"", {{"field", "name"}});
+    return InvalidField("name", "must be \"users/{user}/calendarFeeds/{feed}\"", "INVALID_NAME");
   }
   return std::make_pair(std::string(parts[1]), std::string(parts[3]));
 }

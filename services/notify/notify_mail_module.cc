@@ -333,17 +333,19 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
                     v1::ListDeadLettersResponse* resp) {
     LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
     LS_RETURN_IF_ERROR(CheckInputRanges(req));  // types.proto: numbers first
-    if (!v1::DeadLetter::Reason_IsValid(req.reason())) {
-      return InvalidField("reason", "must be a DeadLetter.Reason");
-    }
-    LS_ASSIGN_OR_RETURN(PageTokenCodec codec, m_->PageTokens());
-    LS_ASSIGN_OR_RETURN(PageRequest page, codec.Parse(req, p));
+    // The organisation scope before every other check (types.proto): the
+    // reason filter and the page token after it.
     const unsigned scopes = auth_->policy().ScopesOf(M("ListDeadLetters"), p);
     const std::string org = (scopes & kScopeAny) != 0 ? "" : ActorOrganization(p);
     if ((scopes & kScopeAny) == 0 && org.empty()) {
       return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                        "only the dead letters of your own organisation");
     }
+    if (!v1::DeadLetter::Reason_IsValid(req.reason())) {
+      return InvalidField("reason", "must be a DeadLetter.Reason");
+    }
+    LS_ASSIGN_OR_RETURN(PageTokenCodec codec, m_->PageTokens());
+    LS_ASSIGN_OR_RETURN(PageRequest page, codec.Parse(req, p));
     LS_ASSIGN_OR_RETURN(auto rows, m_->queue().ListDead(page.after, page.page_size, org, req.reason()));
     for (size_t i = 0; i < rows.size() && static_cast<int>(i) < page.page_size; ++i) {
       *resp->add_dead_letters() = DeadLetterFromFields(rows[i].id, rows[i].fields);

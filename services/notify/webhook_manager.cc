@@ -446,6 +446,34 @@ absl::StatusOr<v1::ListWebhooksResponse> WebhookManager::ListWebhooks(const Prin
   return out;
 }
 
+namespace {
+
+// The paths of `mask` (each once, in the mask's order) whose value `after`
+// changes from `before`. event_types compare as a set: the same types in
+// another order are no change, and `after` keeps the stored order.
+std::vector<std::string> ChangedPaths(const v1::Webhook& before,
+                                      const google::protobuf::RepeatedPtrField<std::string>& mask,
+                                      v1::Webhook* after) {
+  const std::set<std::string> types_before(before.event_types().begin(), before.event_types().end());
+  const std::set<std::string> types_after(after->event_types().begin(), after->event_types().end());
+  if (types_before == types_after) *after->mutable_event_types() = before.event_types();
+  std::vector<std::string> out;
+  for (const std::string& path : mask) {
+    if (std::find(out.begin(), out.end(), path) != out.end()) continue;
+    bool differs = false;
+    if (path == "url") differs = after->url() != before.url();
+    if (path == "event_types") differs = types_after != types_before;
+    if (path == "description") differs = after->description() != before.description();
+    if (path == "state") {
+      differs = after->state() != before.state() || after->disabled_reason() != before.disabled_reason();
+    }
+    if (differs) out.push_back(path);
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, const v1::UpdateWebhookRequest& r) {
   LS_RETURN_IF_ERROR(ScopeOfName("UpdateWebhook", p, r.webhook().name()));
   LS_ASSIGN_OR_RETURN(WebhookRef ref, ParseWebhookName(r.webhook().name(), "webhook.name"));
@@ -499,6 +527,21 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
         }
       }
     }
+    const std::vector<std::string> changed = ChangedPaths(hook.webhook, r.update_mask().paths(), &w);
+    if (changed.empty()) {
+      // Nothing to change (as UpdateNotificationSettings): no write, no
+      // event, the webhook as it is (etag and update_time unchanged); a
+      // request_id still keeps that answer for its retry.
+      LS_ASSIGN_OR_RETURN(v1::Webhook answer, Present(hook));
+      if (r.request_id().empty()) return answer;
+      Mutation m;
+      m.guards.push_back({hook.key, hook.version});
+      SetIdempotency(&m, "UpdateWebhook", r.request_id(), r, ActorName(p), answer);
+      LS_ASSIGN_OR_RETURN(CommitOutcome o, docs_.Commit(m));
+      LS_ASSIGN_OR_RETURN(auto done, Outcome(o, std::move(answer)));
+      if (!done) continue;
+      return *std::move(done);
+    }
     const absl::Time now = clock_->Now();
     *w.mutable_update_time() = ToProto(now);
     Mutation m;
@@ -527,7 +570,7 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
     if (reenable) answer.set_consecutive_failures(0);
     v1::NotifyEvent e = NewEvent(p, r.request_id());
     *e.mutable_webhook_updated()->mutable_webhook() = answer;
-    for (const auto& path : r.update_mask().paths()) e.mutable_webhook_updated()->add_update_mask(path);
+    for (const auto& path : changed) e.mutable_webhook_updated()->add_update_mask(path);
     SetEvent(&m, e);
     // Its queued deliveries are DEAD in the same step (dead letters, each
     // with its WebhookDeliveryDead), the first dead_on_disable_batch of

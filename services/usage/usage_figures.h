@@ -315,6 +315,11 @@ class UsageFigures {
   absl::Status CheckOverride(const v1::ThresholdOverride& o, bool rate_at_most_10000) const;
   template <typename Req, typename Resp>
   absl::Status ListAssessed(const Principal& p, const Req& r, bool idle, Resp* out);
+  // A listing without a range: the range its first page resolved, carried
+  // at the front of the page token's position `after` (taken off it), into
+  // range/from/to; a position without one leaves them as they are.
+  absl::Status TakeDefaultRange(std::string* after, labshare::type::v1::Interval* range, absl::CivilDay* from,
+                                absl::CivilDay* to) const;
   absl::StatusOr<std::vector<v1::InstrumentAssessment>> Assess(absl::CivilDay from, absl::CivilDay to,
                                                                const v1::UsageFilter& f,
                                                                const v1::Thresholds& t,

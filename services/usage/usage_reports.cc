@@ -8,6 +8,7 @@
 #include <set>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -34,6 +35,11 @@ constexpr char kOutbox[] = "{usage}:outbox";
 constexpr char kThresholdsName[] = "thresholds";
 constexpr int64_t kYearSeconds = 31536000;  // 365 days
 constexpr int kCommitAttempts = 5;
+// The position of an idle or under-shared listing without a range starts
+// with the range its first page resolved: "r<start>,<end>\x1e" (Unix
+// seconds), then the last key returned.
+constexpr char kRangePrefix[] = "r";
+constexpr char kRangeEnd[] = "\x1e";
 
 bool Overseer(const Principal& p) { return p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}); }
 
@@ -519,6 +525,35 @@ absl::StatusOr<std::vector<v1::InstrumentAssessment>> UsageFigures::Assess(absl:
   return out;
 }
 
+absl::Status UsageFigures::TakeDefaultRange(std::string* after, labshare::type::v1::Interval* range,
+                                            absl::CivilDay* from, absl::CivilDay* to) const {
+  // Tokens made before the range travelled in them hold the position only
+  // (it starts with a digit): those continue with the range of today.
+  if (!absl::StartsWith(*after, kRangePrefix)) return absl::OkStatus();
+  const size_t end = after->find(kRangeEnd);
+  std::pair<std::string, std::string> bounds =
+      absl::StrSplit(absl::string_view(*after).substr(1, end == std::string::npos ? 0 : end - 1), ',');
+  int64_t start_s = 0, end_s = 0;
+  labshare::type::v1::Interval carried;
+  if (end == std::string::npos || !absl::SimpleAtoi(bounds.first, &start_s) ||
+      !absl::SimpleAtoi(bounds.second, &end_s)) {
+    return InvalidField("page_token", "not a token of this listing; start again without page_token",
+                        "INVALID_PAGE_TOKEN");
+  }
+  *carried.mutable_start_time() = ToProto(absl::FromUnixSeconds(start_s));
+  *carried.mutable_end_time() = ToProto(absl::FromUnixSeconds(end_s));
+  absl::CivilDay carried_from, carried_to;
+  if (!CheckRange(carried, &carried_from, &carried_to).ok()) {
+    return InvalidField("page_token", "not a token of this listing; start again without page_token",
+                        "INVALID_PAGE_TOKEN");
+  }
+  *range = carried;
+  *from = carried_from;
+  *to = carried_to;
+  after->erase(0, end + 1);
+  return absl::OkStatus();
+}
+
 template <typename Req, typename Resp>
 absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool idle, Resp* out) {
   // Authorization before validation.
@@ -534,6 +569,15 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_RETURN_IF_ERROR(CheckOverride(r.threshold_override(), /*rate_at_most_10000=*/!idle));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
+  // The default range is the first page's: the token carries it (types.proto:
+  // a token binds its request, range unset included, so page 2 read after
+  // midnight must not rank another year).
+  std::string range_prefix;
+  if (!r.has_range()) {
+    LS_RETURN_IF_ERROR(TakeDefaultRange(&page.after, &range, &from, &to));
+    range_prefix = absl::StrCat(kRangePrefix, ToUnixSeconds(FromProto(range.start_time())), ",",
+                                ToUnixSeconds(FromProto(range.end_time())), kRangeEnd);
+  }
   v1::UsageFilter f;
   *f.mutable_instruments() = r.filter().instruments();
   *f.mutable_owner_organizations() = r.filter().owner_organizations();
@@ -556,7 +600,7 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   for (const auto& [k, a] : hits) {
     if (!page.after.empty() && k <= page.after) continue;
     if (out->instruments_size() == page.page_size) {
-      out->set_next_page_token(page_tokens_.Make(r, p, last));
+      out->set_next_page_token(page_tokens_.Make(r, p, range_prefix + last));
       break;
     }
     *out->add_instruments() = std::move(*a);

@@ -170,6 +170,24 @@ TEST_F(AuthorizerTest, MissingCredentialsPointAtLabshareLogin) {
   EXPECT_NE(p.status().message().find("labshare login"), absl::string_view::npos) << p.status();
 }
 
+// A certified peer that is not a platform service (the console gateway)
+// sending no token gets the plain missing-credentials answer an uncertified
+// caller gets: the gateway hands it on to its anonymous HTTP callers, who
+// must not read about the gateway's certificate (it used to say "the
+// certificate names 'console', which is not one of the platform's
+// services ...").
+TEST_F(AuthorizerTest, ACertifiedGatewayWithoutATokenGetsThePlainMissingCredentials) {
+  auto uncertified = authorizer_.Decide(kMethod, "");
+  ASSERT_EQ(ErrorReason(uncertified.status()), "MISSING_CREDENTIALS");
+  for (const char* peer : {"console", "mailer"}) {
+    auto certified = authorizer_.Decide(kMethod, "", peer);
+    EXPECT_EQ(certified.status().code(), absl::StatusCode::kUnauthenticated) << peer;
+    EXPECT_EQ(ErrorReason(certified.status()), "MISSING_CREDENTIALS") << peer;
+    EXPECT_EQ(certified.status().message(), uncertified.status().message()) << peer;
+    EXPECT_EQ(certified.status().message().find(peer), absl::string_view::npos) << certified.status();
+  }
+}
+
 // A remembered token is dropped with its key: once the key set no longer
 // holds the key that signed it, the next call verifies it again and fails.
 TEST_F(AuthorizerTest, RememberedTokenIsRefusedOnceItsKeyLeavesTheKeySet) {

@@ -107,7 +107,7 @@ TEST_F(IdentityStoreTest, RotationUsesATokenUpAndReuseEndsTheFamily) {
   EXPECT_EQ(r2->kind, Kind::kInvalid);
 }
 
-// A used token stays on record as long as its session lives on from its
+// A used token stays known as long as its session lives on from its
 // use (the rotation's TTL), not just its own first TTL: presented again
 // later in the session it is still a reuse, not an unknown token.
 TEST_F(IdentityStoreTest, AUsedTokenIsKeptAsLongAsTheSessionItWasRotatedInto) {
@@ -118,17 +118,67 @@ TEST_F(IdentityStoreTest, AUsedTokenIsKeptAsLongAsTheSessionItWasRotatedInto) {
   ASSERT_TRUE(r1.ok() && r1->kind == Kind::kRotated);
   EXPECT_EQ(*store_->ActiveTokenUser(*t1), "");  // used
   EXPECT_EQ(*store_->ActiveTokenUser(r1->new_token), "li-wei");
-  auto records = pool_->Command({"KEYS", "{inventory}:refresh:*"});
-  ASSERT_TRUE(records.ok());
-  ASSERT_EQ(records->elements.size(), 2u);
-  for (const auto& k : records->elements) {
+  auto keys = pool_->Command({"KEYS", "{inventory}:refresh*"});
+  ASSERT_TRUE(keys.ok());
+  ASSERT_EQ(keys->elements.size(), 3u);  // the new token's record, the family, its used set
+  for (const auto& k : keys->elements) {
     auto ttl = pool_->Command({"TTL", k.str});
     ASSERT_TRUE(ttl.ok());
-    EXPECT_GT(ttl->integer, 4 * 3600) << k.str;  // both: 5 h from the rotation
+    EXPECT_GT(ttl->integer, 4 * 3600) << k.str;  // all: 5 h from the rotation
   }
   EXPECT_EQ(store_->Rotate(*t1, absl::Hours(5))->kind, Kind::kReused);
   EXPECT_EQ(*store_->ActiveTokenUser(r1->new_token), "");  // the session ended
   EXPECT_EQ(*store_->ActiveTokenUser("nonsense"), "");
+}
+
+// identity.proto RefreshToken: a token used before revokes its whole session
+// whenever it comes back while that session lives. A -> B, B -> C, then A:
+// A's own record is gone (it used to get a TTL from its use, which later
+// rotations did not extend, so once it lapsed A was "unknown" and C lived
+// on); the family's used set still knows A, and the session ends.
+TEST_F(IdentityStoreTest, ATokenUsedSeveralRotationsAgoIsAReuseWhileTheSessionLives) {
+  auto a = store_->StartSession("li-wei", absl::Hours(1));
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto a_record = pool_->Command({"KEYS", "{inventory}:refresh:*"});
+  ASSERT_TRUE(a_record.ok());
+  ASSERT_EQ(a_record->elements.size(), 1u);
+  auto b = store_->Rotate(*a, absl::Hours(1));
+  ASSERT_TRUE(b.ok() && b->kind == Kind::kRotated);
+  auto c = store_->Rotate(b->new_token, absl::Hours(1));
+  ASSERT_TRUE(c.ok() && c->kind == Kind::kRotated);
+  // Whatever was kept of A's record has lapsed; the session lives on from C.
+  ASSERT_TRUE(pool_->Command({"DEL", a_record->elements[0].str}).ok());
+  ASSERT_EQ(*store_->ActiveTokenUser(c->new_token), "li-wei");
+
+  auto again = store_->Rotate(*a, absl::Hours(1));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->kind, Kind::kReused);
+  EXPECT_EQ(again->user_id, "li-wei");
+  EXPECT_EQ(*store_->ActiveTokenUser(c->new_token), "");
+  EXPECT_EQ(store_->Rotate(c->new_token, absl::Hours(1))->kind, Kind::kInvalid);
+  auto left = pool_->Command({"KEYS", "{inventory}:refresh_*"});
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->elements.empty());  // the family and its used set are gone
+}
+
+// The used set only knows tokens the family issued: a token naming a live
+// family with a made-up secret is unknown and leaves the session alone, and
+// once the session ended a used token is unknown too.
+TEST_F(IdentityStoreTest, AForgedTokenOfALiveFamilyIsUnknownNotAReuse) {
+  auto a = store_->StartSession("li-wei", absl::Hours(1));
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = store_->Rotate(*a, absl::Hours(1));
+  ASSERT_TRUE(b.ok() && b->kind == Kind::kRotated);
+  const std::string forged = a->substr(0, a->rfind('.') + 1) + std::string(43, 'A');
+  EXPECT_EQ(store_->Rotate(forged, absl::Hours(1))->kind, Kind::kInvalid);
+  EXPECT_EQ(*store_->ActiveTokenUser(b->new_token), "li-wei");
+  ASSERT_TRUE(store_->RevokeSession(forged).ok());
+  EXPECT_EQ(*store_->ActiveTokenUser(b->new_token), "li-wei");
+  // Signing out with the used token ends the session (RevokeToken: a token
+  // of the session, used or not); presented afterwards it is unknown.
+  ASSERT_TRUE(store_->RevokeSession(*a).ok());
+  EXPECT_EQ(*store_->ActiveTokenUser(b->new_token), "");
+  EXPECT_EQ(store_->Rotate(*a, absl::Hours(1))->kind, Kind::kInvalid);
 }
 
 TEST_F(IdentityStoreTest, RevokeEndsTheFamilyAndOtherSessionsLive) {

@@ -26,6 +26,7 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -744,6 +745,44 @@ TEST_F(IdentityTest, RefreshRotatesRereadsRolesAndReuseRevokesTheSession) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(GrpcErrorReason(s), "REFRESH_TOKEN_REUSED");
   s = Refresh(second.refresh_token(), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_REFRESH_TOKEN");
+}
+
+// identity.proto RefreshToken: "Presenting a refresh token that was already
+// used revokes its whole session". A -> B, B -> C, then A after whatever was
+// kept of A's own record lapsed (it had a TTL from its use that later
+// rotations did not extend, and A then answered INVALID_REFRESH_TOKEN while
+// C lived on): REFRESH_TOKEN_REUSED, and C no longer works.
+TEST_F(IdentityTest, ATokenUsedTwoRotationsAgoStillRevokesTheSession) {
+  RedisPool pool(env->redis->options());
+  auto records = [&pool]() {
+    std::set<std::string> out;
+    auto keys = pool.Command({"KEYS", "{inventory}:refresh:*"});
+    EXPECT_TRUE(keys.ok()) << keys.status();
+    if (keys.ok()) {
+      for (const auto& k : keys->elements) out.insert(k.str);
+    }
+    return out;
+  };
+  const std::set<std::string> before = records();
+  idv1::TokenResponse a;
+  ASSERT_TRUE(Exchange(BrowserIdToken(Demo("wang-fang"), DemoPassword("wang-fang")), &a).ok());
+  std::vector<std::string> a_record;
+  for (const auto& k : records()) {
+    if (before.count(k) == 0) a_record.push_back(k);
+  }
+  ASSERT_EQ(a_record.size(), 1u);
+  idv1::TokenResponse b, c;
+  ASSERT_TRUE(Refresh(a.refresh_token(), &b).ok());
+  ASSERT_TRUE(Refresh(b.refresh_token(), &c).ok());
+  ASSERT_TRUE(pool.Command({"DEL", a_record[0]}).ok());
+
+  idv1::TokenResponse resp;
+  grpc::Status s = Refresh(a.refresh_token(), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "REFRESH_TOKEN_REUSED");
+  s = Refresh(c.refresh_token(), &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_REFRESH_TOKEN");
 }

@@ -26,6 +26,7 @@
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
 #include "common/server.h"
+#include "google/rpc/error_details.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
@@ -350,6 +351,16 @@ class FeedModuleTest : public ::testing::Test {
   }
 
   static std::string ReasonOf(const grpc::Status& s) { return ErrorReason(FromGrpcStatus(s)); }
+  // The field of the first violation in the answer's google.rpc.BadRequest
+  // ("" without one).
+  static std::string ViolatedField(const grpc::Status& s) {
+    const google::rpc::Status details = ToRpcStatus(s);
+    for (const auto& detail : details.details()) {
+      google::rpc::BadRequest bad;
+      if (detail.UnpackTo(&bad) && bad.field_violations_size() > 0) return bad.field_violations(0).field();
+    }
+    return "";
+  }
 
   FeedOptions options_;
   FakeClock clock_{Utc(2026, 12, 1, 0)};
@@ -889,7 +900,8 @@ TEST_F(FeedModuleTest, ExactErrorsOfManagement) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_EQ(ReasonOf(s), "INVALID_FIELD");
   }
-  // A bad feed name; a feed that does not exist.
+  // A bad feed name (with the google.rpc.BadRequest every bad field carries,
+  // types.proto); a feed that does not exist.
   {
     v1::RotateCalendarFeedRequest req;
     req.set_name("users/li-wei/feeds/x");
@@ -897,6 +909,16 @@ TEST_F(FeedModuleTest, ExactErrorsOfManagement) {
     grpc::Status s = stub_->RotateCalendarFeed(ctx.get(), req, &out);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_EQ(ReasonOf(s), "INVALID_NAME");
+    EXPECT_EQ(ViolatedField(s), "name");
+  }
+  {
+    v1::DeleteCalendarFeedRequest req;
+    req.set_name("users/li-wei/calendarFeeds/");
+    auto ctx = As("li-wei", "lab-a", Role::kLabUser);
+    grpc::Status s = stub_->DeleteCalendarFeed(ctx.get(), req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(ReasonOf(s), "INVALID_NAME");
+    EXPECT_EQ(ViolatedField(s), "name");
   }
   {
     v1::RotateCalendarFeedRequest req;

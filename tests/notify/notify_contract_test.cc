@@ -556,6 +556,31 @@ TEST_F(NotifyContractTest, ReplayingAMessageThatIsNotDeadIsNotADeadLetter) {
   EXPECT_EQ(OutboxLength(), died + 1);
 }
 
+// types.proto: the organisation scope is "checked before validation".
+// Facility staff without an organisation may list nobody's dead letters:
+// ORGANIZATION_SCOPE, whatever the reason filter or page token (it used to
+// be INVALID_FIELD / INVALID_PAGE_TOKEN for those); with an organisation the
+// same filter is INVALID_FIELD.
+TEST_F(NotifyContractTest, ListDeadLettersChecksTheScopeBeforeTheFilterAndToken) {
+  StartMail();
+  v1::ListDeadLettersResponse out;
+  v1::ListDeadLettersRequest bad_reason;
+  bad_reason.set_reason(static_cast<v1::DeadLetter::Reason>(99));
+  v1::ListDeadLettersRequest forged;
+  forged.set_page_token("bm90LWEtdG9rZW4");
+  for (const auto* req : {&bad_reason, &forged}) {
+    grpc::Status s = stub_->ListDeadLetters(As(Now("fs", "", Role::kFacilityStaff)).get(), *req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  }
+  grpc::Status s = stub_->ListDeadLetters(As(Now("fs", "lab", Role::kFacilityStaff)).get(), bad_reason, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+  s = stub_->ListDeadLetters(As(Now("fs", "lab", Role::kFacilityStaff)).get(), forged, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_PAGE_TOKEN");
+}
+
 // ReplayDeadLetter "NOT_FOUND (DEAD_LETTER_NOT_FOUND: no such message, or a
 // dead letter removed after the retention)": an id no message has (to the
 // admin and to facility staff alike), and a dead letter once

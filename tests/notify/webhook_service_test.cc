@@ -126,6 +126,57 @@ TEST_F(WebhookServiceTest, MutationsAreIdempotentByRequestId) {
   EXPECT_TRUE(events[3].has_webhook_deleted());
 }
 
+// notify_events.proto WebhookUpdated.update_mask: "The paths changed", not
+// every path the request named; webhooks.proto UpdateWebhook: an update
+// that changes nothing writes and publishes nothing and answers the webhook
+// as it is (etag and update_time unchanged; a request_id keeps that answer).
+TEST_F(WebhookServiceTest, UpdatedListsTheChangedPathsOnlyAndANoOpChangesNothing) {
+  auto created = Create(Admin("acme"), "acme", "erp", kUrl, {kCancelled, kIssued});
+  ASSERT_TRUE(created.ok()) << created.status();
+  const std::vector<std::string> all = {"url", "event_types", "description", "state"};
+  v1::Webhook w = created->webhook();
+  w.set_description("ERP");
+  w.clear_event_types();
+  w.add_event_types(kIssued);  // the same types in another order
+  w.add_event_types(kCancelled);
+  w.set_state(v1::Webhook::ENABLED);
+  clock_.Advance(absl::Minutes(1));
+  auto changed = Update(Admin("acme"), w, {"url", "event_types", "description", "state", "description"});
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_EQ(changed->etag(), "2");
+  EXPECT_EQ(changed->description(), "ERP");
+  EXPECT_EQ(std::vector<std::string>(changed->event_types().begin(), changed->event_types().end()),
+            (std::vector<std::string>{kCancelled, kIssued}));  // as stored
+  auto events = NotifyEvents();
+  ASSERT_EQ(events.size(), 2u);
+  ASSERT_TRUE(events[1].has_webhook_updated());
+  EXPECT_EQ(std::vector<std::string>(events[1].webhook_updated().update_mask().begin(),
+                                     events[1].webhook_updated().update_mask().end()),
+            std::vector<std::string>{"description"});
+
+  // Everything as it is: no write, no event, the webhook unchanged.
+  w.set_etag(changed->etag());
+  clock_.Advance(absl::Minutes(1));
+  auto same = Update(Admin("acme"), w, all, "req-same");
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->SerializeAsString(), changed->SerializeAsString());
+  EXPECT_EQ(same->etag(), "2");
+  EXPECT_EQ(FromProto(same->update_time()), FromProto(changed->update_time()));
+  auto got = Get(Admin("acme"), w.name());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->SerializeAsString(), changed->SerializeAsString());
+  EXPECT_EQ(NotifyEvents().size(), 2u);
+  // Its request_id keeps the answer; other content under it is reused.
+  auto retry = Update(Admin("acme"), w, all, "req-same");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->SerializeAsString(), same->SerializeAsString());
+  EXPECT_ERROR(Update(Admin("acme"), w, {"description"}, "req-same"), kFailedPrecondition, "REQUEST_ID_REUSED");
+  // A stale etag is still a mismatch.
+  w.set_etag("1");
+  EXPECT_ERROR(Update(Admin("acme"), w, {"description"}), kAborted, "ETAG_MISMATCH");
+  EXPECT_EQ(NotifyEvents().size(), 2u);
+}
+
 TEST_F(WebhookServiceTest, OnlyTheOrganisationsBillingAdminAndConsortiumAdmins) {
   ASSERT_TRUE(Create(Admin("acme"), "acme", "erp", kUrl, {kCancelled}).ok());
   const std::string name = "organizations/acme/webhooks/erp";

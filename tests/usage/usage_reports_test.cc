@@ -456,6 +456,62 @@ TEST_F(UsageReportsTest, IdleAndUnderSharedInstruments) {
   EXPECT_EQ(out->instruments(0).instrument(), "instruments/i3");
 }
 
+// types.proto: a page token is bound to every field of its request, range
+// unset included. The default range (365 days ending today) is the first
+// page's on every page: page 2 read after midnight ranks the same window and
+// answers the same response.range (it used to take the new day's).
+TEST_F(UsageReportsTest, AnUnsetRangeIsTheFirstPagesOnEveryPage) {
+  Year();
+  clock_.Set(At(2027, 1, 1, 12));  // the default: [2026-01-01, 2027-01-01)
+  const auto first_day = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  const auto next_day = Range(absl::CivilDay(2026, 1, 2), absl::CivilDay(2027, 1, 2));
+  auto names = [](const auto& resp) {
+    std::vector<std::string> out;
+    for (const auto& a : resp.instruments()) out.push_back(a.instrument());
+    return out;
+  };
+
+  v1::ListIdleInstrumentsRequest idle;
+  idle.mutable_threshold_override()->set_idle_effective_seconds_per_year(4000000);
+  auto whole = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_EQ(names(*whole), (std::vector<std::string>{"instruments/i2", "instruments/i1", "instruments/i3"}));
+  idle.set_page_size(2);
+  auto page1 = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(page1.ok()) << page1.status();
+  EXPECT_EQ(page1->range().SerializeAsString(), first_day.SerializeAsString());
+  ASSERT_FALSE(page1->next_page_token().empty());
+  clock_.Advance(absl::Hours(24));  // past midnight: today's default is another year
+  idle.set_page_token(page1->next_page_token());
+  auto page2 = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(page2.ok()) << page2.status();
+  EXPECT_EQ(page2->range().SerializeAsString(), first_day.SerializeAsString());
+  EXPECT_EQ(names(*page2), std::vector<std::string>{"instruments/i3"});
+  EXPECT_EQ(page2->total_size(), 3);
+  // A new listing starts from the new day.
+  idle.clear_page_token();
+  auto fresh = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->range().SerializeAsString(), next_day.SerializeAsString());
+
+  clock_.Set(At(2027, 1, 1, 12));
+  v1::ListUnderSharedInstrumentsRequest under;
+  under.mutable_threshold_override()->set_min_sharing_rate_bp(10000);
+  under.set_page_size(1);
+  auto u1 = figures_->ListUnderSharedInstruments(auditor_, under);
+  ASSERT_TRUE(u1.ok()) << u1.status();
+  EXPECT_EQ(u1->range().SerializeAsString(), first_day.SerializeAsString());
+  ASSERT_FALSE(u1->next_page_token().empty());
+  clock_.Advance(absl::Hours(24));
+  under.set_page_token(u1->next_page_token());
+  auto u2 = figures_->ListUnderSharedInstruments(auditor_, under);
+  ASSERT_TRUE(u2.ok()) << u2.status();
+  EXPECT_EQ(u2->range().SerializeAsString(), first_day.SerializeAsString());
+  EXPECT_EQ(u2->total_size(), u1->total_size());
+  ASSERT_EQ(u2->instruments_size(), 1);
+  EXPECT_NE(u2->instruments(0).instrument(), u1->instruments(0).instrument());
+}
+
 // ================================================================ matrix
 
 // InstrumentAssessment.instrument_display_name: "as last seen in inventory

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -75,6 +76,22 @@ inline absl::Status OrgScope(absl::string_view what) {
                    absl::StrCat("you may see only your own organisation's ", what));
 }
 
+// The organisation a caller who does not see everything (a member billing
+// admin, facility staff) is narrowed to: its token's, or PERMISSION_DENIED
+// ORGANIZATION_SCOPE when the token names none (billing.proto: it "sees only
+// its own organisation", and without one it has none to see; an unset filter
+// must not widen to every organisation). "" for the all-seeing roles.
+inline absl::StatusOr<std::string> OwnScope(const Principal& p, absl::string_view what) {
+  if (SeesAll(p)) return std::string();
+  std::string own = ActorOrganization(p);
+  if (own.empty()) {
+    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                     absl::StrCat("your token names no organisation, so there are no ", what,
+                                  " of your own organisation to see"));
+  }
+  return own;
+}
+
 // Pages a list computed whole (reports, balances, pools): keeps only the page
 // of `items` after page.after, a count of the items the previous pages
 // returned, and returns the position after this page ("" at the end). The
@@ -116,6 +133,63 @@ absl::StatusOr<T> Parse(const std::string& bytes) {
     return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored document is unreadable");
   }
   return out;
+}
+
+// How many index entries past a full page a list examines for one more
+// match before it answers a next_page_token anyway. types.proto's
+// pagination does not promise that a token leads to a non-empty page, so a
+// page that could not look far enough may be followed by an empty last one;
+// the bound keeps a full page's cost at most this many more entries.
+inline constexpr int kListLookAhead = 1000;
+
+// Scans the index of `kind` after the page token, parsing each document as
+// T and keeping those `keep` accepts (the caller's scope and the filters),
+// up to the page size. A next_page_token only when another item `keep`
+// accepts follows, looked for within kListLookAhead entries past the page
+// (the last page of a filtered list carries none); when the look-ahead runs
+// out, or meets a document it cannot read (the next page answers
+// CORRUPT_DOCUMENT), the token is given all the same. The token resumes
+// after the page's last item.
+template <typename T, typename Resp>
+absl::Status ScanIndex(const BillingStore& store, const PageTokenCodec& page_tokens, const Principal& caller,
+                       absl::string_view kind, const google::protobuf::Message& request,
+                       const std::function<std::string(const std::string& member)>& doc_id,
+                       const std::function<bool(const T&)>& keep, google::protobuf::RepeatedPtrField<T>* out,
+                       Resp* resp) {
+  constexpr int kBatch = 500;
+  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens.Parse(request, caller));
+  std::string after = page.after;
+  std::string page_end;  // the member of the page's last item, once it is full
+  int looked = 0;        // entries examined past the full page
+  auto more = [&]() {
+    resp->set_next_page_token(page_tokens.Make(request, caller, page_end));
+    return absl::OkStatus();
+  };
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto members, store.docs().IndexRange(keys::Index(kind), after, kBatch));
+    std::vector<std::string> k;
+    k.reserve(members.size());
+    for (const auto& m : members) k.push_back(keys::Doc(kind, doc_id(m)));
+    LS_ASSIGN_OR_RETURN(auto docs, store.docs().GetMany(k));
+    for (size_t i = 0; i < members.size(); ++i) {
+      const bool full = !page_end.empty();
+      if (full && looked++ >= kListLookAhead) return more();
+      after = members[i];
+      if (!docs[i]) continue;
+      absl::StatusOr<T> item = Parse<T>(docs[i]->data);
+      if (!item.ok()) {
+        if (full) return more();
+        // An unreadable document on the page is CORRUPT_DOCUMENT, never
+        // silently left out of the list.
+        return item.status();
+      }
+      if (!keep(*item)) continue;
+      if (full) return more();
+      *out->Add() = *std::move(item);
+      if (out->size() == page.page_size) page_end = after;
+    }
+    if (static_cast<int>(members.size()) < kBatch) return absl::OkStatus();
+  }
 }
 
 // FNV-1a 64: stable ids and etags derived from content.
@@ -163,13 +237,16 @@ inline v1::BillingEvent NewEvent(const Principal& p, absl::Time now, const std::
 }
 
 // The header of an event billing publishes by itself (charges of booking
-// events, period rent): actor "services/billing", the trace id of the event
-// that caused it ("" when none did).
-inline v1::BillingEvent ServiceEvent(absl::Time now, const std::string& trace_id) {
+// events, period rent): actor "services/billing", and the request_id and
+// trace id of the booking event that caused it (types.proto EventHeader:
+// "the request_id of the mutation that caused it"; "" when none did, as for
+// the rent the period-end sweep posts).
+inline v1::BillingEvent ServiceEvent(absl::Time now, const std::string& request_id, const std::string& trace_id) {
   v1::BillingEvent e;
   e.mutable_header()->set_event_id(NewEventId());
   *e.mutable_header()->mutable_event_time() = ToProto(now);
   e.mutable_header()->set_actor("services/billing");
+  e.mutable_header()->set_request_id(request_id);
   e.mutable_header()->set_trace_id(trace_id);
   return e;
 }

@@ -292,7 +292,13 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     if (!r.subsidy_pool().etag().empty() && r.subsidy_pool().etag() != PoolEtag(doc->version, changes)) {
       return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", pool.name() + " changed; read it again");
     }
-    const v1::SubsidyPool previous = pool;
+    // The pool before, as GetSubsidyPool showed it just before this update
+    // (SubsidyPoolChanged.previous): its read-time fields derived from the
+    // balance and change count read now, not the ones stored at creation.
+    const absl::Time now = clock_->Now();
+    LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
+    v1::SubsidyPool previous = pool;
+    DerivePool(previous, balance, now, PoolEtag(doc->version, changes));
     const v1::SubsidyPool& in = r.subsidy_pool();
     for (const auto& path : r.update_mask().paths()) {
       if (path == "display_name") pool.set_display_name(in.display_name());
@@ -312,7 +318,6 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
       if (path == "priority") pool.set_priority(in.priority());
     }
     LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
-    const absl::Time now = clock_->Now();
     *pool.mutable_update_time() = ToProto(now);
     LedgerStep step;
     step.idempotency_key = idem;
@@ -325,10 +330,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
       step.index_removes.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", previous.priority(), id)});
       step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), id)});
     }
-    v1::GetSubsidyPoolRequest get;
-    get.set_name(pool.name());
     v1::SubsidyPool answer = pool;
-    LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
     DerivePool(answer, balance, now, PoolEtag(doc->version + 1, changes));
     step.response = SerializeDeterministic(answer);
     v1::BillingEvent e = NewEvent(p, now, r.request_id());
@@ -540,6 +542,7 @@ absl::Status DraftCurrency(const std::string& code) {
 }  // namespace
 
 absl::StatusOr<v1::Invoice> BillingManager::PreviewInvoice(const Principal& p, const v1::PreviewInvoiceRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "invoices").status());
   // The scope before the name's form (types.proto: authorization before
   // validation): a malformed name is never the caller's own organisation.
   if (!SeesAll(p) && !r.payer_organization().empty() && r.payer_organization() != ActorOrganization(p)) {
@@ -707,6 +710,7 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
 }
 
 absl::StatusOr<v1::Invoice> BillingManager::GetInvoice(const Principal& p, const v1::GetInvoiceRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "invoices").status());  // before the name: nothing to see
   LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "invoices"));
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
@@ -879,6 +883,7 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
 }
 
 absl::StatusOr<v1::Settlement> BillingManager::GetSettlement(const Principal& p, const v1::GetSettlementRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "settlements").status());  // before the name: nothing to see
   LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "settlements"));
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("settlement", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "SETTLEMENT_NOT_FOUND", r.name() + " does not exist");

@@ -2,7 +2,6 @@
 // Every list scans its index in order (create time, or series and number
 // for invoices), filters in process and pages by the last index member.
 #include <algorithm>
-#include <functional>
 #include <initializer_list>
 
 #include "absl/strings/match.h"
@@ -23,10 +22,11 @@ namespace labshare::billing {
 namespace {
 
 // A filter given by a member must name its own organisation; unset, it is
-// narrowed to it (the returned value).
+// narrowed to it (the returned value). A member whose token names no
+// organisation is ORGANIZATION_SCOPE (OwnScope), never left unfiltered.
 absl::StatusOr<std::string> Narrow(const Principal& p, const std::string& filter, absl::string_view what) {
   if (SeesAll(p)) return filter;
-  const std::string own = ActorOrganization(p);
+  LS_ASSIGN_OR_RETURN(std::string own, OwnScope(p, what));
   if (!filter.empty() && filter != own) return OrgScope(what);
   return own;
 }
@@ -45,38 +45,6 @@ absl::Status OthersBesideOwn(const Principal& p, std::initializer_list<const std
   return other && !mine ? OrgScope(what) : absl::OkStatus();
 }
 
-// Scans the index of `kind` after the page token, parsing each document as
-// T and keeping those `keep` accepts, up to the page size.
-template <typename T, typename Resp>
-absl::Status Scan(const BillingStore& store, const PageTokenCodec& page_tokens, const Principal& caller,
-                  absl::string_view kind, const google::protobuf::Message& request,
-                  const std::function<std::string(const std::string& member)>& doc_id,
-                  const std::function<bool(const T&)>& keep, google::protobuf::RepeatedPtrField<T>* out,
-                  Resp* resp) {
-  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens.Parse(request, caller));
-  std::string after = page.after;
-  while (true) {
-    LS_ASSIGN_OR_RETURN(auto members, store.docs().IndexRange(keys::Index(kind), after, 500));
-    std::vector<std::string> k;
-    for (const auto& m : members) k.push_back(keys::Doc(kind, doc_id(m)));
-    LS_ASSIGN_OR_RETURN(auto docs, store.docs().GetMany(k));
-    for (size_t i = 0; i < members.size(); ++i) {
-      after = members[i];
-      if (!docs[i]) continue;
-      // An unreadable document is CORRUPT_DOCUMENT, as ListCharges answers,
-      // never silently left out of the list.
-      LS_ASSIGN_OR_RETURN(T item, Parse<T>(docs[i]->data));
-      if (!keep(item)) continue;
-      *out->Add() = std::move(item);
-      if (out->size() == page.page_size) {
-        resp->set_next_page_token(page_tokens.Make(request, caller, after));
-        return absl::OkStatus();
-      }
-    }
-    if (members.size() < 500) return absl::OkStatus();
-  }
-}
-
 std::string AfterBar(const std::string& m) { return m.substr(m.rfind('|') + 1); }
 
 }  // namespace
@@ -84,6 +52,7 @@ std::string AfterBar(const std::string& m) { return m.substr(m.rfind('|') + 1); 
 absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Principal& p,
                                                                      const v1::ListInvoicesRequest& r) {
   // Scope before validation (types.proto).
+  LS_RETURN_IF_ERROR(OwnScope(p, "invoices").status());
   LS_RETURN_IF_ERROR(OthersBesideOwn(p, {&r.payer_organization(), &r.payee_organization()}, "invoices"));
   if (!r.period().empty()) LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
   const std::string own = ActorOrganization(p);
@@ -104,7 +73,7 @@ absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Prin
     return r.series().empty() || inv.series() == r.series();
   };
   LS_RETURN_IF_ERROR(
-      (Scan<v1::Invoice>(*store_, page_tokens_, p, "invoice", r, id, keep, resp.mutable_invoices(), &resp)));
+      (ScanIndex<v1::Invoice>(*store_, page_tokens_, p, "invoice", r, id, keep, resp.mutable_invoices(), &resp)));
   ComputedCache computed;  // the settlements each invoice may be in, read once per period
   for (auto& inv : *resp.mutable_invoices()) {
     LS_ASSIGN_OR_RETURN(std::string held, HeldBy(inv, &computed));
@@ -147,8 +116,8 @@ absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Prin
     }
     return true;
   };
-  LS_RETURN_IF_ERROR(
-      (Scan<v1::Posting>(*store_, page_tokens_, p, "posting", r, AfterBar, keep, resp.mutable_postings(), &resp)));
+  LS_RETURN_IF_ERROR((ScanIndex<v1::Posting>(*store_, page_tokens_, p, "posting", r, AfterBar, keep,
+                                             resp.mutable_postings(), &resp)));
   if (!SeesAll(p)) {  // a member sees only its own entries of each posting
     for (auto& posting : *resp.mutable_postings()) {
       v1::Posting mine = posting;
@@ -164,6 +133,7 @@ absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Prin
 
 absl::StatusOr<v1::ListDepositsResponse> BillingManager::ListDeposits(const Principal& p,
                                                                      const v1::ListDepositsRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "deposits").status());
   const std::string own = ActorOrganization(p);
   if (!SeesAll(p)) {
     for (const std::string* f : {&r.owner_organization(), &r.lessee_organization()}) {
@@ -179,12 +149,13 @@ absl::StatusOr<v1::ListDepositsResponse> BillingManager::ListDeposits(const Prin
     if (!r.lease().empty() && d.lease() != r.lease()) return false;
     return r.state() == 0 || d.state() == r.state();
   };
-  LS_RETURN_IF_ERROR(
-      (Scan<v1::Deposit>(*store_, page_tokens_, p, "deposit", r, AfterBar, keep, resp.mutable_deposits(), &resp)));
+  LS_RETURN_IF_ERROR((ScanIndex<v1::Deposit>(*store_, page_tokens_, p, "deposit", r, AfterBar, keep,
+                                             resp.mutable_deposits(), &resp)));
   return resp;
 }
 
 absl::StatusOr<v1::Payment> BillingManager::GetPayment(const Principal& p, const v1::GetPaymentRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "payments").status());  // before the name: nothing to see
   LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "payments"));
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("payment", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "PAYMENT_NOT_FOUND", r.name() + " does not exist");
@@ -214,8 +185,8 @@ absl::StatusOr<v1::ListPaymentsResponse> BillingManager::ListPayments(const Prin
     }
     return true;
   };
-  LS_RETURN_IF_ERROR(
-      (Scan<v1::Payment>(*store_, page_tokens_, p, "payment", r, AfterBar, keep, resp.mutable_payments(), &resp)));
+  LS_RETURN_IF_ERROR((ScanIndex<v1::Payment>(*store_, page_tokens_, p, "payment", r, AfterBar, keep,
+                                             resp.mutable_payments(), &resp)));
   return resp;
 }
 
@@ -234,8 +205,8 @@ absl::StatusOr<v1::ListSettlementsResponse> BillingManager::ListSettlements(cons
     if (r.state() != 0 && s.state() != r.state()) return false;
     return r.currency_code().empty() || s.currency_code() == r.currency_code();
   };
-  LS_RETURN_IF_ERROR(
-      (Scan<v1::Settlement>(*store_, page_tokens_, p, "settlement", r, AfterBar, keep, resp.mutable_settlements(), &resp)));
+  LS_RETURN_IF_ERROR((ScanIndex<v1::Settlement>(*store_, page_tokens_, p, "settlement", r, AfterBar, keep,
+                                                resp.mutable_settlements(), &resp)));
   if (!SeesAll(p)) {  // reduced to what involves the caller's organisation
     for (auto& s : *resp.mutable_settlements()) {
       v1::GetSettlementRequest get;
@@ -248,6 +219,7 @@ absl::StatusOr<v1::ListSettlementsResponse> BillingManager::ListSettlements(cons
 
 absl::StatusOr<v1::SubsidyAllowance> BillingManager::GetSubsidyAllowance(const Principal& p,
                                                                          const v1::GetSubsidyAllowanceRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "allowances").status());  // before the name: nothing to see
   // "subsidyPools/{pool}/allowances/{organization}"
   const std::vector<std::string> f = absl::StrSplit(r.name(), '/');
   if (f.size() != 4 || f[0] != "subsidyPools" || f[2] != "allowances") {

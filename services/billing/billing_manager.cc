@@ -543,7 +543,8 @@ void BillingManager::AddPosting(LedgerStep& step, const v1::Posting& posting, ab
 }
 
 absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id,
-                                        absl::Time now, const std::string& trace_id, IngestBatch* batch) {
+                                        absl::Time now, const std::string& request_id,
+                                        const std::string& trace_id, IngestBatch* batch) {
   // Lease rent is keyed by lease and period: charged once whether at the
   // period's end or on return.
   const std::string basis = charge.fee_kind() == v1::LEASE_PERIOD ? charge.lease() : event_id;
@@ -686,7 +687,7 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
                                          Ms(FromProto(line.cap_period().start_time()))),
                             line.amount().amount_minor()});
     }
-    v1::BillingEvent ev = ServiceEvent(now, trace_id);
+    v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);
     auto* applied = ev.mutable_subsidy_applied();
     applied->set_charge(charge.name());
     *applied->mutable_line() = line;
@@ -710,7 +711,7 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   step.puts.push_back({keys::Doc("charge", id), charge.SerializeAsString(), 1});
   step.index_adds.push_back({keys::Index("charge"), keys::IndexMember(Ms(now), id)});
   // ChargePosted first, carrying the charge as stored (links included).
-  v1::BillingEvent ev = ServiceEvent(now, trace_id);
+  v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);
   auto* posted = ev.mutable_charge_posted();
   *posted->mutable_income() = IncomeOf(charge, now);
   if (charge_posting) *posted->mutable_posting() = std::move(*charge_posting);
@@ -728,6 +729,8 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
                                                                       const bk::BookingEvent& e,
                                                                       IngestBatch* batch) {
   const std::string& event_id = e.header().event_id();
+  // The billing events this one causes carry its request_id and trace id.
+  const std::string& request_id = e.header().request_id();
   const std::string& trace_id = e.header().trace_id();
   LS_ASSIGN_OR_RETURN(Priced priced, Price(e, batch));
   if (priced.charges.empty() && priced.postings.empty() && !priced.deposit && !priced.lease_out &&
@@ -738,7 +741,7 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
   LedgerStep step;
   step.applied_event_id = event_id;
   step.applied_stream_id = event.stream_id;
-  for (auto& c : priced.charges) LS_RETURN_IF_ERROR(PostCharge(step, c, event_id, now, trace_id, batch));
+  for (auto& c : priced.charges) LS_RETURN_IF_ERROR(PostCharge(step, c, event_id, now, request_id, trace_id, batch));
   for (size_t i = 0; i < priced.postings.size(); ++i) {
     v1::Posting& p = priced.postings[i];
     p.set_name(absl::StrCat("postings/p", Hex(Fnv(event_id + "|posting")), "-", i + 1));
@@ -770,7 +773,7 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
       step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
     }
     // DepositChanged, after the ChargePosted of its charge (billing_events.proto).
-    v1::BillingEvent ev = ServiceEvent(now, trace_id);
+    v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);
     auto* changed = ev.mutable_deposit_changed();
     const bool held = priced.deposit_version == 0;
     changed->set_kind(held ? v1::DepositChanged::HELD : v1::DepositChanged::SETTLED);
@@ -956,7 +959,7 @@ absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
         LedgerStep step;
         step.applied_event_id = marker;
         v1::Charge charge = c;
-        LS_RETURN_IF_ERROR(PostCharge(step, charge, marker, now, ""));
+        LS_RETURN_IF_ERROR(PostCharge(step, charge, marker, now, "", ""));
         LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
         if (result.kind == StepResult::Kind::kApplied) ++posted;
         if (result.kind != StepResult::Kind::kStale) break;
@@ -969,6 +972,7 @@ absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
 // ================================================================ charges, postings, balances
 
 absl::StatusOr<v1::Charge> BillingManager::GetCharge(const Principal& p, const v1::GetChargeRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "charges").status());  // before the name: nothing to see
   LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "charges"));
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("charge", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "CHARGE_NOT_FOUND", r.name() + " does not exist");
@@ -981,6 +985,7 @@ absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Princi
                                                                    const v1::ListChargesRequest& r) {
   // Scope before validation (types.proto): a filter naming another
   // organisation is refused whatever else is wrong with the request.
+  LS_RETURN_IF_ERROR(OwnScope(p, "charges").status());
   const std::string own = ActorOrganization(p);
   if (!SeesAll(p)) {
     for (const std::string* org : {&r.payer_organization(), &r.owner_organization()}) {
@@ -1004,52 +1009,42 @@ absl::StatusOr<v1::ListChargesResponse> BillingManager::ListCharges(const Princi
                         "must be bookings/{booking}, leases/{lease}, serviceOrders/{service_order} or "
                         "projects/{project}");
   }
-  LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
+  // The token before the interval, as before (INVALID_PAGE_TOKEN first).
+  LS_RETURN_IF_ERROR(page_tokens_.Parse(r, p).status());
   LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListChargesResponse out;
-  std::string after = page.after;
-  while (true) {
-    LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Index("charge"), after, 500));
-    std::vector<std::string> k;
-    for (const auto& m : members) k.push_back(keys::Doc("charge", m.substr(m.find('|') + 1)));
-    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(k));
-    for (size_t i = 0; i < members.size(); ++i) {
-      after = members[i];
-      if (!docs[i]) continue;
-      LS_ASSIGN_OR_RETURN(v1::Charge c, Parse<v1::Charge>(docs[i]->data));
-      if (!SeesAll(p) && !CheckScope("ListCharges", p, ChargeFacts(c)).ok()) continue;
-      // The payer filter: the charge's payer or a participant bearing a split part.
-      if (!r.payer_organization().empty() && c.payer_organization() != r.payer_organization() &&
-          std::none_of(c.splits().begin(), c.splits().end(),
-                       [&](const v1::ChargeSplit& x) { return x.organization() == r.payer_organization(); })) {
-        continue;
-      }
-      if (!r.owner_organization().empty() && c.owner_organization() != r.owner_organization()) continue;
-      if (!r.instrument().empty() && c.instrument() != r.instrument()) continue;
-      if (r.mode() != 0 && c.mode() != r.mode()) continue;
-      if (r.fee_kind() != 0 && c.fee_kind() != r.fee_kind()) continue;
-      if (r.state() != 0 && c.state() != r.state()) continue;
-      if (!r.source_event_id().empty() && c.source_event_id() != r.source_event_id()) continue;
-      if (!r.reference().empty() && c.booking() != r.reference() && c.lease() != r.reference() &&
-          c.service_order() != r.reference() && c.project() != r.reference()) {
-        continue;
-      }
-      if (r.has_interval()) {
-        const absl::Time t = FromProto(c.create_time());
-        if (t < FromProto(r.interval().start_time()) || t >= FromProto(r.interval().end_time())) continue;
-      }
-      *out.add_charges() = std::move(c);
-      if (out.charges_size() == page.page_size) {
-        if (i + 1 < members.size() || members.size() == 500) out.set_next_page_token(page_tokens_.Make(r, p, after));
-        return out;
-      }
+  auto keep = [&](const v1::Charge& c) {
+    if (!SeesAll(p) && !CheckScope("ListCharges", p, ChargeFacts(c)).ok()) return false;
+    // The payer filter: the charge's payer or a participant bearing a split part.
+    if (!r.payer_organization().empty() && c.payer_organization() != r.payer_organization() &&
+        std::none_of(c.splits().begin(), c.splits().end(),
+                     [&](const v1::ChargeSplit& x) { return x.organization() == r.payer_organization(); })) {
+      return false;
     }
-    if (members.size() < 500) break;
-  }
+    if (!r.owner_organization().empty() && c.owner_organization() != r.owner_organization()) return false;
+    if (!r.instrument().empty() && c.instrument() != r.instrument()) return false;
+    if (r.mode() != 0 && c.mode() != r.mode()) return false;
+    if (r.fee_kind() != 0 && c.fee_kind() != r.fee_kind()) return false;
+    if (r.state() != 0 && c.state() != r.state()) return false;
+    if (!r.source_event_id().empty() && c.source_event_id() != r.source_event_id()) return false;
+    if (!r.reference().empty() && c.booking() != r.reference() && c.lease() != r.reference() &&
+        c.service_order() != r.reference() && c.project() != r.reference()) {
+      return false;
+    }
+    if (r.has_interval()) {
+      const absl::Time t = FromProto(c.create_time());
+      if (t < FromProto(r.interval().start_time()) || t >= FromProto(r.interval().end_time())) return false;
+    }
+    return true;
+  };
+  auto id = [](const std::string& m) { return m.substr(m.find('|') + 1); };
+  LS_RETURN_IF_ERROR(
+      (ScanIndex<v1::Charge>(*store_, page_tokens_, p, "charge", r, id, keep, out.mutable_charges(), &out)));
   return out;
 }
 
 absl::StatusOr<v1::Posting> BillingManager::GetPosting(const Principal& p, const v1::GetPostingRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "postings").status());  // before the name: nothing to see
   LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "postings"));
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "POSTING_NOT_FOUND", r.name() + " does not exist");
@@ -1096,6 +1091,7 @@ absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> BillingManager::All
 
 absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Principal& p,
                                                                      const v1::GetAccountBalanceRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "accounts").status());
   // Scope before validation (types.proto): a member naming anything but an
   // account of its own organisation, malformed names included, is refused
   // before the name's form is checked.
@@ -1143,6 +1139,7 @@ absl::StatusOr<v1::AccountBalance> BillingManager::ReadBalance(const AccountRef&
 }
 
 absl::StatusOr<v1::Deposit> BillingManager::GetDeposit(const Principal& p, const v1::GetDepositRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "deposits").status());  // before the name: nothing to see
   LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "deposits"));
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("deposit", id)));
   if (!doc) return MakeError(absl::StatusCode::kNotFound, "DEPOSIT_NOT_FOUND", r.name() + " does not exist");

@@ -163,9 +163,11 @@ class BillingManager {
                                           labshare::type::v1::PayerClass payer_class, const std::string& tier,
                                           const std::string& service_entry, IngestBatch* batch = nullptr);
   // Adds the subsidy lines, totals and postings of one charge to the step;
-  // its events carry `trace_id` (the causing event's; "" for none).
+  // its events carry `request_id` and `trace_id` (the causing event's; ""
+  // for none).
   absl::Status PostCharge(LedgerStep& step, v1::Charge& charge, const std::string& event_id, absl::Time now,
-                          const std::string& trace_id, IngestBatch* batch = nullptr);
+                          const std::string& request_id, const std::string& trace_id,
+                          IngestBatch* batch = nullptr);
   void AddPosting(LedgerStep& step, const v1::Posting& posting, absl::Time now);
   // The balance, after `postings` are added to `step`, of every pool whose
   // POOL_FUNDS they touch (CorrectionPosted.pool_balances, by pool name);

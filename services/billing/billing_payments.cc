@@ -324,7 +324,8 @@ absl::Status BillingManager::ClearSettlement(const Principal& p, absl::Time now,
 absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, const v1::RecordPaymentRequest& r) {
   v1::Payment pay = r.payment();
   // Authorization before validation.
-  if (!p.HasRole(Role::kConsortiumAdmin) && (ActorOrganization(p) != pay.payee() || IsSubsidyPoolName(pay.payer()))) {
+  if (!p.HasRole(Role::kConsortiumAdmin) && (ActorOrganization(p).empty() || ActorOrganization(p) != pay.payee() ||
+                                             IsSubsidyPoolName(pay.payer()))) {
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                      "a member billing admin confirms only payments its own organisation received");
   }
@@ -963,6 +964,7 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
 
 absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStatement(
     const Principal& p, const v1::GetOrganizationStatementRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "statements").status());
   // Scope before validation (types.proto): a member naming anything but its
   // own organisation is refused first.
   if (!SeesAll(p) && r.organization() != ActorOrganization(p)) return OrgScope("statement");
@@ -1043,6 +1045,7 @@ absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStateme
 
 absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const Principal& p,
                                                                            const v1::GetOwnerIncomeReportRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "income").status());
   // Scope before validation (types.proto), as GetOrganizationStatement: a
   // member naming anything but its own organisation is refused first.
   if (!SeesAll(p) && r.owner_organization() != ActorOrganization(p)) return OrgScope("income");
@@ -1190,6 +1193,7 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
 
 absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Principal& p,
                                                                      const v1::ListBalancesRequest& r) {
+  LS_RETURN_IF_ERROR(OwnScope(p, "balances").status());
   // As GetAccountBalance: a member reads only its own organisation's accounts
   // (not a pool's, not the "-" parents); scope before validation (types.proto).
   if (!SeesAll(p) && r.parent() != ActorOrganization(p)) return OrgScope("balances");

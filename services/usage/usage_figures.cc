@@ -991,14 +991,20 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         LS_ASSIGN_OR_RETURN(const absl::Time at, OrderConfirmedTime(o.name(), FromProto(o.quote_accept_time())));
         count(o.instrument(), at, "canc", ts, o.client_organization(), 1);
         if (c.late_cancellation()) count(o.instrument(), at, "late", ts, o.client_organization(), 1);
-      } else if ((prev == bk::ServiceOrder::REQUESTED || prev == bk::ServiceOrder::QUOTED) && !client_side &&
-                 o.has_create_time()) {
-        // Not an order whose quote was accepted before a re-quote (which
-        // clears quote_accept_time): it counted as a booking then, and a
-        // rejected request is one cancelled before its quote was accepted.
+      } else if ((prev == bk::ServiceOrder::REQUESTED || prev == bk::ServiceOrder::QUOTED) &&
+                 (client_side || o.has_create_time())) {
+        // An order whose quote was accepted before a re-quote (which clears
+        // quote_accept_time) counted as a booking then: its client's
+        // cancellation is a cancellation of that booking, in the period of
+        // the first acceptance; the owner's side cancelling it rejects
+        // nothing. A rejected request is one cancelled by the owner's side
+        // before its quote was ever accepted.
         reads.push_back(Dependency(kOrdersConfirmed, o.name()));
         LS_ASSIGN_OR_RETURN(const absl::Time accepted, OrderConfirmedTime(o.name(), absl::InfiniteFuture()));
-        if (accepted == absl::InfiniteFuture()) {
+        if (client_side && accepted != absl::InfiniteFuture()) {
+          count(o.instrument(), accepted, "canc", ts, o.client_organization(), 1);
+          if (c.late_cancellation()) count(o.instrument(), accepted, "late", ts, o.client_organization(), 1);
+        } else if (!client_side && accepted == absl::InfiniteFuture()) {
           count(o.instrument(), FromProto(o.create_time()), "rej", ts, o.client_organization(), 1);
         }
       }
@@ -2454,6 +2460,30 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
   return all_rows;
 }
 
+// The figures of a row with nothing in it (no use, no booking, no money, no
+// instrument in the set): what Compute would show for a row of zeros, so
+// that names usage has never seen give "zero figures" rather than an unset
+// message. Money in the reporting currency; a 0/0 ratio as MakeRatio makes
+// it (undefined); the instrument-set figures only in the owner view.
+static v1::UsageFigures ZeroFigures(const std::string& currency, bool owner_view) {
+  v1::UsageFigures fig;
+  auto money = [&](labshare::type::v1::Money* m) {
+    m->set_currency_code(currency);
+    m->set_amount_minor(0);
+  };
+  if (owner_view) {
+    *fig.mutable_utilization() = MakeRatio(0, 0);
+    *fig.mutable_revenue_rate() = MakeRatio(0, 0);
+    money(fig.mutable_original_value());
+  }
+  *fig.mutable_sharing_rate() = MakeRatio(0, 0);
+  money(fig.mutable_service_income());
+  money(fig.mutable_penalty_income());
+  money(fig.mutable_subsidized_income());
+  money(fig.mutable_in_kind_contribution());
+  return fig;
+}
+
 absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const Principal& p,
                                                                           const v1::GetUsageFiguresRequest& r) {
   LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
@@ -2465,7 +2495,7 @@ absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const 
   LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {}, r.filter(), owner_view));
   v1::GetUsageFiguresResponse out;
   *out.mutable_range() = r.range();
-  if (!rows.empty()) *out.mutable_figures() = rows[0].figures();
+  *out.mutable_figures() = rows.empty() ? ZeroFigures(currency_, owner_view) : rows[0].figures();
   *out.mutable_computation() = Info(FromProto(r.range().end_time()));
   return out;
 }
@@ -2512,7 +2542,7 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
     }
     *out.add_rows() = std::move(row);
   }
-  if (!totals.empty()) *out.mutable_totals() = totals[0].figures();
+  *out.mutable_totals() = totals.empty() ? ZeroFigures(currency_, owner_view) : totals[0].figures();
   *out.mutable_computation() = Info(FromProto(r.range().end_time()));
   return out;
 }

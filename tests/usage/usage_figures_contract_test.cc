@@ -385,6 +385,95 @@ TEST_F(UsageFiguresContractTest, AnOwnerCancellingAfterAReQuoteRejectsNothing) {
   EXPECT_EQ(m.cancelled_bookings(), 0);
 }
 
+// cancelled_bookings counts "a service order cancelled by its client after
+// accepting the quote", in the period its booking counts in (the first
+// acceptance). Per instrument (i1 fast fold, i2 step by step): o1 accepted
+// 2 March, re-quoted (QUOTED, quote_accept_time cleared), cancelled late by
+// its client in April; o2 the same with acceptance and cancellation in one
+// batch (accepted 6 March, not late); o3 quoted, never accepted, withdrawn
+// by its client: no booking, no cancellation, no rejected request.
+TEST_F(UsageFiguresContractTest, AClientCancellingAfterAReQuoteCancelsTheBooking) {
+  const auto quoted = bk::ServiceOrder::QUOTED;
+  const std::string lab = "organizations/lab";
+  for (const bool fast : {true, false}) {
+    const std::string id = fast ? "i1" : "i2";
+    figures_->set_fast_fold_for_testing(fast);
+    Register(id);
+    const bk::ServiceOrder o1 = test_events::ServiceOrder("o1-" + id, id, lab, At(2026, 3, 1));
+    const bk::ServiceOrder o2 = test_events::ServiceOrder("o2-" + id, id, lab, At(2026, 3, 5));
+    const bk::ServiceOrder o3 = test_events::ServiceOrder("o3-" + id, id, lab, At(2026, 3, 7));
+    Fold("booking", test_events::QuoteAccepted(o1, At(2026, 3, 2)));
+    bk::BookingEvent late = test_events::OrderCancelled(o1, quoted, lab);
+    late.mutable_service_order_cancelled()->set_late_cancellation(true);
+    *late.mutable_header()->mutable_event_time() = ToProto(At(2026, 4, 10));
+    Fold("booking", late);
+    std::vector<absl::Status> batch =
+        figures_->FoldBatch("booking", {Stream(test_events::QuoteAccepted(o2, At(2026, 3, 6))),
+                                        Stream(test_events::OrderCancelled(o2, quoted, lab)),
+                                        Stream(test_events::OrderCancelled(o3, quoted, lab))});
+    for (const auto& s : batch) EXPECT_TRUE(s.ok()) << s;
+  }
+  for (const std::string id : {"i1", "i2"}) {
+    SCOPED_TRACE(id);
+    v1::UsageFigures m = March(OnlyInstrument(id));
+    EXPECT_EQ(m.bookings(), 2);
+    EXPECT_EQ(m.cancelled_bookings(), 2);
+    EXPECT_EQ(m.late_cancelled_bookings(), 1);
+    EXPECT_EQ(m.rejected_requests(), 0);
+    v1::UsageFigures april = Query(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1),
+                                   v1::PERIOD_GRANULARITY_RANGE, {}, OnlyInstrument(id))
+                                 .totals();
+    EXPECT_EQ(april.cancelled_bookings(), 0);
+    EXPECT_EQ(april.late_cancelled_bookings(), 0);
+  }
+  // Unfiltered (the aggregates): both instruments.
+  EXPECT_EQ(March().cancelled_bookings(), 4);
+  EXPECT_EQ(March().late_cancelled_bookings(), 2);
+}
+
+// "Well-formed names in the filter that usage has never seen match nothing
+// ...: zero figures, not NOT_FOUND": GetUsageFigures' figures and
+// QueryUsage's totals are set, as a row of zeros shows them (money in the
+// reporting currency, undefined 0/0 ratios, the instrument set in the
+// auditor's view), also on an empty store.
+TEST_F(UsageFiguresContractTest, NamesNeverSeenGiveZeroFiguresNotAnUnsetMessage) {
+  auto expect_zero = [](const v1::UsageFigures& f) {
+    EXPECT_EQ(f.effective_seconds(), 0);
+    EXPECT_EQ(f.bookings(), 0);
+    EXPECT_EQ(f.instrument_count(), 0);
+    for (const auto* m : {&f.service_income(), &f.penalty_income(), &f.subsidized_income(),
+                          &f.in_kind_contribution(), &f.original_value()}) {
+      EXPECT_EQ(m->currency_code(), "CNY");
+      EXPECT_EQ(m->amount_minor(), 0);
+    }
+    EXPECT_TRUE(f.has_service_income());
+    EXPECT_TRUE(f.has_original_value());
+    for (const auto* r : {&f.utilization(), &f.revenue_rate(), &f.sharing_rate()}) {
+      EXPECT_FALSE(r->defined());
+      EXPECT_EQ(r->denominator(), 0);
+    }
+    EXPECT_TRUE(f.has_utilization());
+    EXPECT_TRUE(f.has_sharing_rate());
+  };
+  for (const bool registered : {false, true}) {
+    SCOPED_TRACE(registered);
+    if (registered) Register("i1");
+    v1::GetUsageFiguresRequest g;
+    *g.mutable_range() = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+    g.mutable_filter()->add_instruments("instruments/never-seen");
+    auto got = figures_->GetUsageFigures(auditor_, g);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_TRUE(got->has_figures());
+    expect_zero(got->figures());
+    v1::QueryUsageResponse q = Query(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1),
+                                     v1::PERIOD_GRANULARITY_MONTH, {v1::DIMENSION_INSTRUMENT},
+                                     OnlyInstrument("never-seen"));
+    EXPECT_EQ(q.rows_size(), 0);
+    EXPECT_TRUE(q.has_totals());
+    expect_zero(q.totals());
+  }
+}
+
 // Queries keep an instrument's parsed versions while {usage}:ihv names the
 // same writer: a version folded after a query (a new owner from 16 March)
 // is in the next one, also with the aggregates off; a store emptied and

@@ -2533,9 +2533,10 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
   // Ordered by period start, then the keys in group_by order.
   auto sort_key = [&](const v1::UsageRow& row) { return RowSortKey(row, dims); };
   SortRows(&rows, dims);
+  const std::string after = UpgradeRowSortKey(page.after);
   for (auto& row : rows) {
     const std::string k = sort_key(row);
-    if (!page.after.empty() && k <= page.after) continue;
+    if (!after.empty() && k <= after) continue;
     if (out.rows_size() == page.page_size) {
       out.set_next_page_token(page_tokens_.Make(r, p, sort_key(out.rows(out.rows_size() - 1))));
       break;

@@ -31,6 +31,7 @@
 #include "labshare/usage/v1/usage.pb.h"
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
+#include "services/usage/usage_internal.h"
 #include "tests/usage/usage_service_fixture.h"
 #include "tests/usage/usage_test_events.h"
 
@@ -472,6 +473,36 @@ TEST_F(UsageFiguresContractTest, NamesNeverSeenGiveZeroFiguresNotAnUnsetMessage)
     EXPECT_TRUE(q.has_totals());
     expect_zero(q.totals());
   }
+}
+
+// "Rows are ordered by period start": also before 1970 in the reporting zone
+// (Asia/Shanghai's 1969-12-30 starts at -115,200 s), across pages, and a
+// position in the form tokens carried before (a negative start as "%020d")
+// resumes after its row.
+TEST_F(UsageFiguresContractTest, RowsBefore1970AreOrderedByPeriodStart) {
+  test_events::InstrumentFacts f;
+  f.state = iv::ACTIVE;
+  f.create_time = At(1969, 1, 1);
+  Fold("inventory", test_events::InstrumentChanged("i1", f));
+  v1::QueryUsageRequest q;
+  *q.mutable_range() = Range(absl::CivilDay(1969, 12, 29), absl::CivilDay(1970, 1, 3));
+  q.set_granularity(v1::PERIOD_GRANULARITY_DAY);
+  q.set_page_size(2);
+  std::vector<int64_t> starts;
+  for (int page = 0; page < 5; ++page) {
+    auto r = figures_->QueryUsage(auditor_, q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const auto& row : r->rows()) starts.push_back(row.period().start_time().seconds());
+    if (r->next_page_token().empty()) break;
+    q.set_page_token(r->next_page_token());
+  }
+  EXPECT_EQ(starts, (std::vector<int64_t>{-288000, -201600, -115200, -28800, 57600}));
+  EXPECT_LT(PeriodSortKey(-201600), PeriodSortKey(-115200));
+  EXPECT_LT(PeriodSortKey(-28800), PeriodSortKey(0));
+  EXPECT_EQ(PeriodSortKey(57600), "00000000000000057600");  // as before
+  EXPECT_EQ(UpgradeRowSortKey("-0000000000000201600\x1fx"), PeriodSortKey(-201600) + "\x1fx");
+  EXPECT_EQ(UpgradeRowSortKey(PeriodSortKey(-201600)), PeriodSortKey(-201600));
+  EXPECT_EQ(UpgradeRowSortKey("00000000000000057600"), "00000000000000057600");
 }
 
 // Queries keep an instrument's parsed versions while {usage}:ihv names the

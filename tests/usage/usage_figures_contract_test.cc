@@ -20,6 +20,8 @@
 //     owner staff; older events without it count for the payer.
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/error.h"
@@ -579,6 +581,72 @@ TEST_F(UsageFiguresContractTest, AnAuditExportWithAMissingEntryFails) {
   EXPECT_EQ(ErrorReason(text.status()), "AUDIT_CORRUPTED");
   ASSERT_TRUE(pool_->Command({"SET", audit_keys::Entry(2), "not an entry"}).ok());
   EXPECT_EQ(ErrorReason(chain.ExportJsonlString(0, 0).status()), "AUDIT_CORRUPTED");
+}
+
+// "SME and start-up counts use the organisation's size class (inventory)
+// at the time of use": organizations/lab is an SME from 1 January 2026
+// and LARGE from 10 March 00:00 (update_time), both folded before the use.
+// Per instrument (i1 fast fold, i2 step by step): a session 8 March 10:00 to
+// 12 March 10:00 checked out (folded after the change), an open session
+// 9 March 10:00 to 11 March 10:00 (counted at query time), and a session on
+// 20 March. 8 and 9 March count lab's users as SME users, 10 March not;
+// March has two SME users (the first two) of three.
+TEST_F(UsageFiguresContractTest, SmeCountsUseTheSizeClassOfTheDayOfUse) {
+  const std::string lab = "organizations/lab", own = "organizations/own";
+  auto org_changed = [&](iv::SizeClass size, std::optional<absl::Time> updated) {
+    iv::InventoryEvent e;
+    auto* o = e.mutable_organization_changed()->mutable_organization();
+    o->set_name(lab);
+    o->set_size_class(size);
+    *o->mutable_create_time() = ToProto(At(2026, 1, 1));
+    if (updated) *o->mutable_update_time() = ToProto(*updated);
+    Fold("inventory", e);
+  };
+  org_changed(iv::SME, std::nullopt);
+  org_changed(iv::LARGE, At(2026, 3, 10));
+  const auto on_site = labshare::type::v1::ON_SITE;
+  for (const bool fast : {true, false}) {
+    const std::string id = fast ? "i1" : "i2";
+    figures_->set_fast_fold_for_testing(fast);
+    Register(id);
+    bk::Booking closed = Booking("c-" + id, id, on_site, lab, At(2026, 3, 8, 10), At(2026, 3, 12, 10));
+    closed.set_user_organization(lab);
+    Used(closed);
+    bk::Booking late = Booking("l-" + id, id, on_site, lab, At(2026, 3, 20, 10), At(2026, 3, 20, 12));
+    late.set_user_organization(lab);
+    Used(late);
+    bk::Booking open = Booking("o-" + id, id, on_site, lab, At(2026, 3, 9, 10), At(2026, 3, 11, 10));
+    open.set_user_organization(lab);
+    open.set_state(bk::Booking::CHECKED_IN);
+    *open.mutable_session()->mutable_start_time() = open.reserved_interval().start_time();
+    bk::BookingEvent ci;
+    *ci.mutable_booking_checked_in()->mutable_booking() = open;
+    Fold("booking", ci);
+  }
+  for (const std::string id : {"i1", "i2"}) {
+    SCOPED_TRACE(id);
+    const v1::QueryUsageResponse days = Query(absl::CivilDay(2026, 3, 8), absl::CivilDay(2026, 3, 11),
+                                              v1::PERIOD_GRANULARITY_DAY, {}, OnlyInstrument(id));
+    ASSERT_EQ(days.rows_size(), 3);
+    EXPECT_EQ(days.rows(0).figures().users_served(), 1);  // 8 March: the closed session
+    EXPECT_EQ(days.rows(0).figures().sme_users_served(), 1);
+    EXPECT_EQ(days.rows(0).figures().sme_organizations_served(), 1);
+    EXPECT_EQ(days.rows(1).figures().users_served(), 2);  // 9 March: and the open one
+    EXPECT_EQ(days.rows(1).figures().sme_users_served(), 2);
+    EXPECT_EQ(days.rows(2).figures().users_served(), 2);  // 10 March: LARGE
+    EXPECT_EQ(days.rows(2).figures().sme_users_served(), 0);
+    EXPECT_EQ(days.rows(2).figures().sme_organizations_served(), 0);
+    const v1::UsageFigures m = March(OnlyInstrument(id));
+    EXPECT_EQ(m.users_served(), 3);
+    EXPECT_EQ(m.sme_users_served(), 2);
+    EXPECT_EQ(m.sme_organizations_served(), 1);
+    EXPECT_EQ(m.startup_organizations_served(), 0);
+  }
+  // Unfiltered (the aggregates): both instruments' users.
+  const v1::UsageFigures all = March();
+  EXPECT_EQ(all.users_served(), 6);
+  EXPECT_EQ(all.sme_users_served(), 4);
+  EXPECT_EQ(all.sme_organizations_served(), 1);
 }
 
 // Owner staff book ON_SITE for a user of organizations/lab and name the

@@ -34,6 +34,7 @@
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_internal.h"
+#include "tests/support/page_tokens.h"
 #include "tests/usage/usage_service_fixture.h"
 #include "tests/usage/usage_test_events.h"
 
@@ -499,6 +500,13 @@ TEST_F(UsageFiguresContractTest, RowsBefore1970AreOrderedByPeriodStart) {
     q.set_page_token(r->next_page_token());
   }
   EXPECT_EQ(starts, (std::vector<int64_t>{-288000, -201600, -115200, -28800, 57600}));
+  // A token issued before, positioned after 1969-12-30 in the old form.
+  q.set_page_token(testing::TestPageTokens().Make(q, auditor_, "-0000000000000201600"));
+  auto resumed = figures_->QueryUsage(auditor_, q);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_EQ(resumed->rows_size(), 2);
+  EXPECT_EQ(resumed->rows(0).period().start_time().seconds(), -115200);
+  EXPECT_EQ(resumed->rows(1).period().start_time().seconds(), -28800);
   EXPECT_LT(PeriodSortKey(-201600), PeriodSortKey(-115200));
   EXPECT_LT(PeriodSortKey(-28800), PeriodSortKey(0));
   EXPECT_EQ(PeriodSortKey(57600), "00000000000000057600");  // as before

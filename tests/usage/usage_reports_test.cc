@@ -486,6 +486,9 @@ TEST_F(UsageReportsTest, UnderSharedOrderComparesExactRates) {
     us.set_page_token(got->next_page_token());
   }
   EXPECT_EQ(order, (std::vector<std::string>{"instruments/ib", "instruments/ia"}));
+  // A token issued before (rounded basis points and name): refused, start again.
+  us.set_page_token(testing::TestPageTokens().Make(us, auditor_, "00000000000000003334\x1finstruments/ia"));
+  EXPECT_EQ(ErrorReason(figures_->ListUnderSharedInstruments(auditor_, us).status()), "INVALID_PAGE_TOKEN");
 }
 
 // ================================================================ matrix

@@ -1042,8 +1042,12 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const Principal& c
   const bool basic = q.view() != v1::AUDIT_ENTRY_VIEW_FULL;
   int scanned = 0;
   int64_t last_examined = 0;
-  bool page_full = false;
-  while (lo < hi && scanned < options_.list_scan_budget && !page_full) {
+  // A full page looks on (within the scan budget) for one more match without
+  // taking it, so that the last page of a filtered list carries no token: a
+  // token is set when that match exists (the next page starts there) or the
+  // budget stopped the scan with entries left in range.
+  bool more = false;
+  while (lo < hi && scanned < options_.list_scan_budget && !more) {
     const int want = std::min(options_.batch_size, options_.list_scan_budget - scanned);
     std::vector<int64_t> candidates;
     if (index.empty()) {
@@ -1073,6 +1077,12 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const Principal& c
     }
     LS_ASSIGN_OR_RETURN(auto entries, GetMany(candidates));
     for (size_t i = 0; i < candidates.size(); ++i) {
+      auto& e = entries[i];
+      const bool match = e && Matches(q, *e);
+      if (match && resp.entries_size() >= page.page_size) {
+        more = true;  // not examined: the next page starts at it
+        break;
+      }
       ++scanned;
       last_examined = candidates[i];
       if (q.descending()) {
@@ -1080,17 +1090,14 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const Principal& c
       } else {
         lo = candidates[i] + 1;
       }
-      auto& e = entries[i];
-      if (!e || !Matches(q, *e)) continue;
+      if (!match) continue;
       if (basic) e->clear_payload();
       *resp.add_entries() = *std::move(e);
-      if (resp.entries_size() >= page.page_size) {
-        page_full = true;
-        break;
-      }
     }
     if (index_exhausted && last_examined == candidates.back()) lo = hi;
   }
+  // Without `more`, the scan ended on the range (no token) or on the budget
+  // (entries left in range: a token to go on from).
   if (lo < hi && last_examined > 0) {
     resp.set_next_page_token(page_tokens_.Make(q, caller, std::to_string(last_examined)));
   }

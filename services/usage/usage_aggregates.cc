@@ -181,7 +181,8 @@ local function member(id, kc, kip, x)
   else
     sz = sizes[o]
     if sz == nil then
-      sz = redis.call('HGET', KEYS[4], o) or '0'
+      -- "<class>" or "<class>|<history>" (OrgSizeClassOn): the class now.
+      sz = string.match(redis.call('HGET', KEYS[4], o) or '0', '^[^|]*')
       sizes[o] = sz
     end
   end

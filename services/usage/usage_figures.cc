@@ -73,6 +73,31 @@ bool OtherCurrencyOf(absl::string_view counter, std::string* code) {
   return true;
 }
 
+}  // namespace
+
+// {usage}:orgs holds per organisation "<class>" (folded before usage kept
+// the history) or "<class>|<ms>:<class>,...": the current class and its
+// changes by effective time (Organization.update_time, else create_time,
+// else the event time) ascending. The class in force before `before_ms`:
+// the last change before it, else the first recorded (the organisation's
+// class before it was first seen), else the class alone. FoldScript's
+// class_on does the same in Lua.
+std::string OrgSizeClassOn(absl::string_view v, int64_t before_ms) {
+  const size_t bar = v.find('|');
+  if (bar == absl::string_view::npos) return std::string(v);
+  std::string first, last;
+  for (absl::string_view e : absl::StrSplit(v.substr(bar + 1), ',', absl::SkipEmpty())) {
+    const size_t colon = e.find(':');
+    int64_t ms = 0;
+    if (colon == absl::string_view::npos || !absl::SimpleAtoi(e.substr(0, colon), &ms)) continue;
+    if (first.empty()) first = std::string(e.substr(colon + 1));
+    if (ms < before_ms) last = std::string(e.substr(colon + 1));
+  }
+  return !last.empty() ? last : !first.empty() ? first : std::string(v.substr(0, bar));
+}
+
+namespace {
+
 // One Lua step folds a batch of events, each exactly once and each atomic on
 // its own (usage_aggregates.h describes the aggregate keys). Every key the
 // step touches is declared in KEYS, computed by the caller (Redis Cluster;
@@ -92,16 +117,21 @@ bool OtherCurrencyOf(absl::string_view counter, std::string* code) {
 //                    organisation other than the owner; the instrument
 //                    counted in both periods (aim, aiy: {usage}:ai:<P>; ip:
 //                    {usage}:agg:ip:<id>; registered when new)
-//   srv ud um uy aum aom adm auy aoy ady | id mode org user
-//                    "<mode>|<org>|<user>" into the day, month and year sets;
+//   srv ud um uy aum aom adm auy aoy ady | id mode org user before
+//                    "<mode>|<org>|<user>|<size>" into the day, month and
+//                    year sets, <size> the organisation's size class on the
+//                    day (in force before `before`, the day's end in ms: see
+//                    OrgSizeClassOn);
 //                    the first-seen markers of user and organisation in the
 //                    month (instrument, platform) and the year (also owner,
 //                    facility, category, mode), counting each once
 //   inst ip | id attrs   the instrument's owner/facility/category (a change
 //                    invalidates the aggregates of the periods it was
 //                    counted in, ip = {usage}:agg:ip:<id>)
-//   orgsz | org size a size class change of an organisation already counted
-//                    invalidates the aggregates (the hset op that follows stores it)
+//   orgsz | org size ms  the organisation's size class from `ms` on, merged
+//                    into its history in {usage}:orgs (OrgSizeClassOn); a
+//                    change of an organisation already counted invalidates
+//                    the aggregates
 //   open k c | f v   HSET k f v unless c holds f (a session whose check-out or
 //                    cancellation was folded first stays closed)
 //   close k c | f v  HDEL k f and HSET c f v (the closed marker)
@@ -114,7 +144,7 @@ const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local SME, STARTUP = ARGV[1], ARGV[2]
 local nev = tonumber(ARGV[3])
-local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {8, 7}, srv = {9, 4}, inst = {1, 2}, orgsz = {0, 2},
+local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {8, 7}, srv = {9, 5}, inst = {1, 2}, orgsz = {0, 3},
             open = {2, 2}, close = {2, 2}, once = {1, 2}, first = {1, 1}}
 local function K(i) return KEYS[tonumber(ARGV[i])] end
 for i = 1, 7 do
@@ -144,6 +174,49 @@ local function size(org)
     sizec[org] = v
   end
   return v
+end
+-- {usage}:orgs values (OrgSizeClassOn): "<class>" or
+-- "<class>|<ms>:<class>,..." (changes by effective time ascending). The
+-- class in force before `before`: the last change before it, else the
+-- first recorded, else the class alone.
+local function class_on(v, before)
+  local cur, hist = string.match(v, '^([^|]*)|(.*)$')
+  if not cur then return v end
+  local first, last
+  for ms, c in string.gmatch(hist, '(%-?%d+):(%-?%d+)') do
+    if first == nil then first = c end
+    if tonumber(ms) < before then last = c end
+  end
+  return last or first or cur
+end
+-- v with class c from ms on (same ms: replaced; a change to the class
+-- already in force dropped). A value without history keeps its class for
+-- the time before (from the earliest time).
+local function merge(v, c, ms, org)
+  local cur, hist = string.match(v, '^([^|]*)|(.*)$')
+  local list = {}
+  if cur then
+    for m, x in string.gmatch(hist, '(%-?%d+):(%-?%d+)') do list[#list + 1] = {tonumber(m), x} end
+  elseif redis.call('HEXISTS', KEYS[5], org) == 1 then
+    list[1] = {-62135596800000, v}
+  end
+  local t = tonumber(ms)
+  local out, placed = {}, false
+  for _, e in ipairs(list) do
+    if not placed and t <= e[1] then
+      out[#out + 1] = {t, c}
+      placed = true
+      if t == e[1] then e = nil end
+    end
+    if e then out[#out + 1] = e end
+  end
+  if not placed then out[#out + 1] = {t, c} end
+  local parts, prev = {}, nil
+  for _, e in ipairs(out) do
+    if e[2] ~= prev then parts[#parts + 1] = string.format('%d:%s', e[1], e[2]) end
+    prev = e[2]
+  end
+  return prev .. '|' .. table.concat(parts, ',')
 end
 local function typed(key, want)
   local k = kind[key]
@@ -343,8 +416,8 @@ for e = 1, nev do
           reg(ARGV[a + 2], id, K(q + 7), K(q + 8))
         elseif code == 'srv' then
           local id, mode, org, user = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-          -- The organisation's size class now, i.e. at the time of use.
-          local sz = size(org)
+          -- The organisation's size class on the day of use.
+          local sz = class_on(size(org), tonumber(ARGV[a + 4]))
           local member = mode .. '|' .. org .. '|' .. user .. '|' .. sz
           redis.call('SADD', K(q + 1), member)
           redis.call('SADD', K(q + 2), member)
@@ -407,8 +480,13 @@ for e = 1, nev do
             attrc[id] = nil
           end
         elseif code == 'orgsz' then
-          local org, v = ARGV[a], ARGV[a + 1]
-          if size(org) ~= v and redis.call('HEXISTS', KEYS[6], org) == 1 then bump() end
+          local org = ARGV[a]
+          local old = size(org)
+          local v = merge(old, ARGV[a + 1], ARGV[a + 2], org)
+          if v ~= old then
+            if redis.call('HEXISTS', KEYS[6], org) == 1 then bump() end
+            redis.call('HSET', KEYS[5], org, v)
+          end
           sizec[org] = v
         end
         q = a + ar[2]
@@ -860,7 +938,8 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
              absl::StrCat("{usage}:um:", id, ":", m), absl::StrCat("{usage}:uy:", id, ":", y),
              agg::UserFlagsKey(pm), agg::OrgFlagsKey(pm), agg::DistinctKey(pm), agg::UserFlagsKey(py),
              agg::OrgFlagsKey(py), agg::DistinctKey(py)},
-            {id, std::to_string(static_cast<int>(mode)), org, user});
+            {id, std::to_string(static_cast<int>(mode)), org, user,
+             std::to_string(absl::ToUnixMillis(absl::FromCivil(d + 1, zone_)))});
   };
   if (source == "inventory") {
     iv::InventoryEvent e;
@@ -883,8 +962,13 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
     } else if (e.has_organization_changed()) {
       const auto& o = e.organization_changed().organization();
       if (name_ok(o.name(), "organizations", false)) {
-        ops.Raw("orgsz", {}, {o.name(), std::to_string(static_cast<int>(o.size_class()))});
-        ops.Add("{usage}:orgs", "hset", o.name(), std::to_string(static_cast<int>(o.size_class())));
+        // The class from the organisation's update (its creation), merged
+        // into its history ({usage}:orgs, OrgSizeClassOn) by the orgsz op.
+        const absl::Time effective = o.has_update_time()   ? FromProto(o.update_time())
+                                     : o.has_create_time() ? FromProto(o.create_time())
+                                                           : FromProto(e.header().event_time());
+        ops.Raw("orgsz", {}, {o.name(), std::to_string(static_cast<int>(o.size_class())),
+                              std::to_string(absl::ToUnixMillis(effective))});
         ops.Add("{usage}:orgname", "hset", o.name(), o.display_name());
       }
     } else if (e.has_facility_changed()) {
@@ -991,14 +1075,20 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         LS_ASSIGN_OR_RETURN(const absl::Time at, OrderConfirmedTime(o.name(), FromProto(o.quote_accept_time())));
         count(o.instrument(), at, "canc", ts, o.client_organization(), 1);
         if (c.late_cancellation()) count(o.instrument(), at, "late", ts, o.client_organization(), 1);
-      } else if ((prev == bk::ServiceOrder::REQUESTED || prev == bk::ServiceOrder::QUOTED) && !client_side &&
-                 o.has_create_time()) {
-        // Not an order whose quote was accepted before a re-quote (which
-        // clears quote_accept_time): it counted as a booking then, and a
-        // rejected request is one cancelled before its quote was accepted.
+      } else if ((prev == bk::ServiceOrder::REQUESTED || prev == bk::ServiceOrder::QUOTED) &&
+                 (client_side || o.has_create_time())) {
+        // An order whose quote was accepted before a re-quote (which clears
+        // quote_accept_time) counted as a booking then: its client's
+        // cancellation is a cancellation of that booking, in the period of
+        // the first acceptance; the owner's side cancelling it rejects
+        // nothing. A rejected request is one cancelled by the owner's side
+        // before its quote was ever accepted.
         reads.push_back(Dependency(kOrdersConfirmed, o.name()));
         LS_ASSIGN_OR_RETURN(const absl::Time accepted, OrderConfirmedTime(o.name(), absl::InfiniteFuture()));
-        if (accepted == absl::InfiniteFuture()) {
+        if (client_side && accepted != absl::InfiniteFuture()) {
+          count(o.instrument(), accepted, "canc", ts, o.client_organization(), 1);
+          if (c.late_cancellation()) count(o.instrument(), accepted, "late", ts, o.client_organization(), 1);
+        } else if (!client_side && accepted == absl::InfiniteFuture()) {
           count(o.instrument(), FromProto(o.create_time()), "rej", ts, o.client_organization(), 1);
         }
       }
@@ -1334,7 +1424,7 @@ absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& pre
   for (size_t e = from; e < to; ++e) {
     for (const auto& op : prepared[e].ops) {
       if (op.code == "cnt" && op.args.size() == 7 && op.args[3] == "eff") ids.insert(op.args[0]);
-      if (op.code == "srv" && op.args.size() == 4) {
+      if (op.code == "srv" && op.args.size() == 5) {
         ids.insert(op.args[0]);
         orgs.insert(op.args[2]);
       }
@@ -1530,10 +1620,11 @@ absl::StatusOr<bool> UsageFigures::FoldFast(const std::vector<PreparedFold>& pre
           member(periods, op.args[1]);
           member(periods, op.args[2]);
         } else if (op.code == "srv") {
-          // keys: ud um uy aum aom adm auy aoy ady; args: id mode org user.
-          if (op.keys.size() != 9 || op.args.size() != 4) return false;
+          // keys: ud um uy aum aom adm auy aoy ady; args: id mode org user before.
+          int64_t before_ms = 0;
+          if (op.keys.size() != 9 || op.args.size() != 5 || !absl::SimpleAtoi(op.args[4], &before_ms)) return false;
           const std::string &id = op.args[0], &mode = op.args[1], &org = op.args[2], &user = op.args[3];
-          const std::string& sz = sizes.at(org);
+          const std::string sz = OrgSizeClassOn(sizes.at(org), before_ms);
           const std::string m = absl::StrCat(mode, "|", org, "|", user, "|", sz);
           for (int k = 0; k < 3; ++k) {
             PerKey& pk = key(op.keys[k], 's');
@@ -1943,10 +2034,15 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
            in(f.categories(), v.category());
   };
   LS_ASSIGN_OR_RETURN(RedisValue orgs_raw, pool_->Command({"HGETALL", "{usage}:orgs"}));
+  // The current class (members folded before the class was recorded in
+  // them) and the history (open sessions, by day).
   std::map<std::string, int, std::less<>> size_class;
+  std::map<std::string, std::string, std::less<>> size_history;
   for (size_t i = 0; i + 1 < orgs_raw.elements.size(); i += 2) {
+    const std::string& raw = orgs_raw.elements[i + 1].str;
     int v = 0;
-    if (absl::SimpleAtoi(orgs_raw.elements[i + 1].str, &v)) size_class[orgs_raw.elements[i].str] = v;
+    if (absl::SimpleAtoi(raw.substr(0, raw.find('|')), &v)) size_class[orgs_raw.elements[i].str] = v;
+    size_history[orgs_raw.elements[i].str] = raw;
   }
   auto user_ok = [&](int mode, absl::string_view org) {
     if (!f.modes().empty() && std::find(f.modes().begin(), f.modes().end(), mode) == f.modes().end()) return false;
@@ -2277,8 +2373,10 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         if (!user_ok(o.mode, o.org)) continue;
         const bool done = bstart <= o.reserved_start && o.reserved_start < bend;
         int64_t eff = 0;
+        std::vector<absl::CivilDay> used_days;
         for (const auto& [day, seconds] : SplitByDay(std::max(o.start, bstart), std::min(o.end, bend), zone_)) {
           eff += std::min(seconds, o.cap);
+          if (std::min(seconds, o.cap) > 0) used_days.push_back(day);
         }
         if (!done && eff <= 0) continue;
         Cell& cell = l.cells[{o.mode, o.org}];
@@ -2286,8 +2384,19 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         if (eff <= 0) continue;
         cell.c[kEff] += eff;
         if (o.org != l.ins->owner_organization()) cell.c[kExt] += eff;
-        auto sc = size_class.find(o.org);
-        cell.users.emplace_back(o.user, sc == size_class.end() ? 0 : sc->second);
+        // The organisation's size class on each day of use.
+        auto hist = size_history.find(o.org);
+        std::set<int> classes;
+        for (const absl::CivilDay day : used_days) {
+          int sc = 0;
+          if (hist != size_history.end() &&
+              !absl::SimpleAtoi(OrgSizeClassOn(hist->second, absl::ToUnixMillis(absl::FromCivil(day + 1, zone_))),
+                                &sc)) {
+            sc = 0;
+          }
+          classes.insert(sc);
+        }
+        for (int sc : classes) cell.users.emplace_back(o.user, sc);
       }
     }
     std::vector<std::vector<v1::UsageRow>> bucket_rows(groupings.size());
@@ -2454,6 +2563,30 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
   return all_rows;
 }
 
+// The figures of a row with nothing in it (no use, no booking, no money, no
+// instrument in the set): what Compute would show for a row of zeros, so
+// that names usage has never seen give "zero figures" rather than an unset
+// message. Money in the reporting currency; a 0/0 ratio as MakeRatio makes
+// it (undefined); the instrument-set figures only in the owner view.
+static v1::UsageFigures ZeroFigures(const std::string& currency, bool owner_view) {
+  v1::UsageFigures fig;
+  auto money = [&](labshare::type::v1::Money* m) {
+    m->set_currency_code(currency);
+    m->set_amount_minor(0);
+  };
+  if (owner_view) {
+    *fig.mutable_utilization() = MakeRatio(0, 0);
+    *fig.mutable_revenue_rate() = MakeRatio(0, 0);
+    money(fig.mutable_original_value());
+  }
+  *fig.mutable_sharing_rate() = MakeRatio(0, 0);
+  money(fig.mutable_service_income());
+  money(fig.mutable_penalty_income());
+  money(fig.mutable_subsidized_income());
+  money(fig.mutable_in_kind_contribution());
+  return fig;
+}
+
 absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const Principal& p,
                                                                           const v1::GetUsageFiguresRequest& r) {
   LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
@@ -2465,7 +2598,7 @@ absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const 
   LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {}, r.filter(), owner_view));
   v1::GetUsageFiguresResponse out;
   *out.mutable_range() = r.range();
-  if (!rows.empty()) *out.mutable_figures() = rows[0].figures();
+  *out.mutable_figures() = rows.empty() ? ZeroFigures(currency_, owner_view) : rows[0].figures();
   *out.mutable_computation() = Info(FromProto(r.range().end_time()));
   return out;
 }
@@ -2503,16 +2636,17 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
   // Ordered by period start, then the keys in group_by order.
   auto sort_key = [&](const v1::UsageRow& row) { return RowSortKey(row, dims); };
   SortRows(&rows, dims);
+  const std::string after = UpgradeRowSortKey(page.after);
   for (auto& row : rows) {
     const std::string k = sort_key(row);
-    if (!page.after.empty() && k <= page.after) continue;
+    if (!after.empty() && k <= after) continue;
     if (out.rows_size() == page.page_size) {
       out.set_next_page_token(page_tokens_.Make(r, p, sort_key(out.rows(out.rows_size() - 1))));
       break;
     }
     *out.add_rows() = std::move(row);
   }
-  if (!totals.empty()) *out.mutable_totals() = totals[0].figures();
+  *out.mutable_totals() = totals.empty() ? ZeroFigures(currency_, owner_view) : totals[0].figures();
   *out.mutable_computation() = Info(FromProto(r.range().end_time()));
   return out;
 }

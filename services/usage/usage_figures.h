@@ -14,7 +14,9 @@
 //   {usage}:ihv                       HASH instrument id -> event id of the last version written to
 //                                     {usage}:ih:<instr> (same fold step): a query parses an
 //                                     instrument's versions again only when it changed
-//   {usage}:orgs                      HASH organisation name -> size class
+//   {usage}:orgs                      HASH organisation name -> "<size class>|<ms>:<class>,...": the
+//                                     current class and its changes by effective time (see
+//                                     OrgSizeClassOn; "<size class>" alone: folded before the history)
 //   {usage}:mw:<instr>                HASH window id -> "<start ms>|<end ms>" (scheduled windows)
 //   {usage}:d:<instr>:<YYYYMMDD>      HASH counters of one day, fields
 //   {usage}:m:<instr>:<YYYYMM>        HASH the same counters per month
@@ -28,7 +30,7 @@
 //   {usage}:y:<instr>:<YYYY>          HASH the same counters per year (rollup)
 //   {usage}:ud:<instr>:<YYYYMMDD>, {usage}:um:<instr>:<YYYYMM>, {usage}:uy:<instr>:<YYYY>
 //                                     SET "<mode>|<user org>|<user>|<size class>" served, the
-//                                     organisation's size class when the use was folded (members
+//                                     organisation's size class on that day (members
 //                                     folded before it was recorded lack "|<size class>": the
 //                                     size class now)
 //   {usage}:open                      HASH booking name -> "<day cap s>|<Booking>": sessions
@@ -71,6 +73,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
@@ -90,6 +93,12 @@ namespace labshare::usage {
 namespace v1 = labshare::usage::v1;
 
 class AuditChain;
+
+// The size class (number, as text) of an organisation in force before
+// `before_ms` (Unix ms), from its {usage}:orgs value: "<class>" or
+// "<class>|<ms>:<class>,..." (its changes by effective time, ascending). The
+// last change before the time, else the first recorded, else the class.
+std::string OrgSizeClassOn(absl::string_view value, int64_t before_ms);
 
 class UsageFigures {
  public:

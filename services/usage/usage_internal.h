@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -84,12 +85,36 @@ absl::Status CheckFilterNames(const Filter& f, absl::string_view field) {
   return absl::OkStatus();
 }
 
+// A period start (Unix seconds) whose byte order is its numeric order:
+// "%020d" for a start at or after 1970-01-01T00:00Z (the key page and resume
+// tokens have always carried), "-" and the 19-digit start + 10^18 before it
+// (a period starting before 1970 in the reporting zone, e.g. Asia/Shanghai's
+// 1970-01-01 at -28800): "-" sorts before every digit, and the offset keeps
+// the negative starts ascending (Timestamp seconds are >= -62135596800).
+inline std::string PeriodSortKey(int64_t seconds) {
+  if (seconds >= 0) return absl::StrFormat("%020d", seconds);
+  return absl::StrFormat("-%019d", seconds + 1'000'000'000'000'000'000);
+}
+
+// A row position from a token made when negative starts were keyed by
+// "%020d" ("-" and zero-padded digits, sorting in reverse numeric order):
+// its period start in PeriodSortKey's form, so that old tokens resume where
+// they stopped. A new negative key has a '9' third (offset start >= 9e17),
+// an old one a '0' (|start| < 10^17).
+inline std::string UpgradeRowSortKey(const std::string& key) {
+  if (key.size() < 20 || key[0] != '-' || key[2] != '0') return key;
+  const size_t end = std::min(key.find('\x1f'), key.size());
+  int64_t seconds = 0;
+  if (end != 20 || !absl::SimpleAtoi(absl::string_view(key).substr(0, end), &seconds) || seconds >= 0) return key;
+  return PeriodSortKey(seconds) + key.substr(end);
+}
+
 // Period start, then the keys in group_by order; byte order of the result is
 // the row order.
 inline std::string RowSortKey(const labshare::usage::v1::UsageRow& row,
                               const std::vector<labshare::usage::v1::Dimension>& dims) {
   namespace v1 = labshare::usage::v1;
-  std::vector<std::string> k = {absl::StrFormat("%020d", row.period().start_time().seconds())};
+  std::vector<std::string> k = {PeriodSortKey(row.period().start_time().seconds())};
   for (auto d : dims) {
     switch (d) {
       case v1::DIMENSION_INSTRUMENT: k.push_back(row.key().instrument()); break;

@@ -585,26 +585,64 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   *f.mutable_categories() = r.filter().categories();
   LS_ASSIGN_OR_RETURN(v1::Thresholds t, LoadThresholds());
   LS_ASSIGN_OR_RETURN(auto all, Assess(from, to, f, t, r.threshold_override()));
-  // Idle: effective seconds ascending; under-shared: sharing rate ascending;
-  // then instrument name.
-  std::vector<std::pair<std::string, v1::InstrumentAssessment*>> hits;
+  // Idle: effective seconds ascending; under-shared: sharing rate ascending,
+  // compared exactly (not by its rounded basis points: cross-multiplied in
+  // 128 bits); then instrument name. A page position is the last hit's
+  // figures and name: "%020d\x1f{name}" of effective seconds (idle),
+  // "%020d\x1f%020d\x1f{name}" of the rate's numerator and denominator
+  // (under-shared).
+  struct Hit {
+    int64_t num = 0, den = 1;  // idle: effective seconds over 1
+    std::string name;
+    v1::InstrumentAssessment* a = nullptr;
+  };
+  auto before = [](const Hit& x, const Hit& y) {
+    const __int128 l = static_cast<__int128>(x.num) * y.den, g = static_cast<__int128>(y.num) * x.den;
+    return l != g ? l < g : x.name < y.name;
+  };
+  auto position = [idle](const Hit& h) {
+    return idle ? absl::StrFormat("%020d\x1f%s", h.num, h.name)
+                : absl::StrFormat("%020d\x1f%020d\x1f%s", h.num, h.den, h.name);
+  };
+  std::optional<Hit> after;
+  if (!page.after.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(page.after, absl::MaxSplits('\x1f', idle ? 1 : 2));
+    Hit h;
+    if (parts.size() != (idle ? 2u : 3u) || !absl::SimpleAtoi(parts[0], &h.num) ||
+        (!idle && (!absl::SimpleAtoi(parts[1], &h.den) || h.den <= 0))) {
+      // Under-shared tokens from before the exact order held basis points.
+      return InvalidField("page_token", "not a token from the previous page of this same query; start again "
+                          "without page_token", "INVALID_PAGE_TOKEN");
+    }
+    h.name = parts.back();
+    after = std::move(h);
+  }
+  std::vector<Hit> hits;
   for (auto& a : all) {
     if (idle ? a.idle() : a.under_shared()) {
-      const int64_t v = idle ? a.figures().effective_seconds() : a.figures().sharing_rate().basis_points();
-      hits.emplace_back(absl::StrFormat("%020d\x1f%s", v, a.instrument()), &a);
+      Hit h;
+      if (idle) {
+        h.num = a.figures().effective_seconds();
+      } else if (a.figures().sharing_rate().denominator() > 0) {  // else undefined: as 0
+        h.num = a.figures().sharing_rate().numerator();
+        h.den = a.figures().sharing_rate().denominator();
+      }
+      h.name = a.instrument();
+      h.a = &a;
+      hits.push_back(std::move(h));
     }
   }
-  std::sort(hits.begin(), hits.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+  std::sort(hits.begin(), hits.end(), before);
   out->set_total_size(static_cast<int64_t>(hits.size()));
-  std::string last;
-  for (const auto& [k, a] : hits) {
-    if (!page.after.empty() && k <= page.after) continue;
+  const Hit* last = nullptr;
+  for (const Hit& h : hits) {
+    if (after && !before(*after, h)) continue;
     if (out->instruments_size() == page.page_size) {
-      out->set_next_page_token(page_tokens_.Make(r, p, range_prefix + last));
+      out->set_next_page_token(page_tokens_.Make(r, p, range_prefix + position(*last)));
       break;
     }
-    *out->add_instruments() = std::move(*a);
-    last = k;
+    *out->add_instruments() = std::move(*h.a);
+    last = &h;
   }
   *out->mutable_range() = range;
   *out->mutable_thresholds() = t;
@@ -936,7 +974,7 @@ absl::Status UsageFigures::ExportUsage(const Principal& p, const v1::ExportUsage
         !absl::SimpleAtoi(parts[2], &offset)) {
       return BadResumeToken();
     }
-    after = parts[3];
+    after = UpgradeRowSortKey(parts[3]);  // a token from before negative starts were keyed in order
   }
   LS_ASSIGN_OR_RETURN(ExportSlot slot, AcquireExport(p));
   const bool owner_view = Overseer(p) || (r.filter().owner_organizations_size() == 1 &&

@@ -544,6 +544,13 @@ TEST_F(AuditChainTest, MissingEntriesAndUnknownAlgorithmsAreBreaks) {
   EXPECT_EQ(later->entries_checked(), 1);
 }
 
+// An empty chain has no first entry: start 0 is beyond the head (0), as
+// usage.proto says for VerifyAuditChain and ExportAuditTrail.
+TEST_F(AuditChainTest, StartZeroOnAnEmptyChainIsOutOfRange) {
+  EXPECT_EQ(ErrorReason(chain_->Verify(0, 0, {}).status()), "SEQUENCE_OUT_OF_RANGE");
+  EXPECT_EQ(ErrorReason(chain_->ExportJsonlString(0, 0).status()), "SEQUENCE_OUT_OF_RANGE");
+}
+
 TEST_F(AuditChainTest, VerifyRangeValidation) {
   AppendFive();
   EXPECT_EQ(chain_->Verify(3, 3, {}).status().code(), absl::StatusCode::kInvalidArgument);
@@ -673,6 +680,35 @@ TEST_F(AuditChainTest, ListPagesBySequenceBothWays) {
   q.clear_page_token();
   q.set_page_size(-1);
   EXPECT_EQ(ErrorReason(chain_->List(auditor_, q).status()), "INVALID_FIELD");
+}
+
+// A page of a filter without an index (here source_services) that fills up
+// with the last match carries no next_page_token, although entries that do
+// not match remain after it; a page followed by another match does.
+TEST_F(AuditChainTest, AFullLastPageOfAFilteredListCarriesNoToken) {
+  MustAppend("inventory", InstrumentChanged("inv-1"));
+  MustAppend("inventory", InstrumentChanged("inv-2"));
+  for (int i = 0; i < 3; ++i) MustAppend("usage", ThresholdsChanged(absl::StrCat("us-", i)));
+  v1::ListAuditEntriesRequest q;
+  q.add_source_services("inventory");
+  q.set_page_size(2);
+  auto r = chain_->List(auditor_, q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(Sequences(*r), ElementsAre(1, 2));
+  EXPECT_TRUE(r->next_page_token().empty());
+
+  // A third inventory event (6): the first page has a token, the second
+  // holds 6 alone and none.
+  MustAppend("inventory", InstrumentChanged("inv-3"));
+  r = chain_->List(auditor_, q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(Sequences(*r), ElementsAre(1, 2));
+  ASSERT_FALSE(r->next_page_token().empty());
+  q.set_page_token(r->next_page_token());
+  r = chain_->List(auditor_, q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(Sequences(*r), ElementsAre(6));
+  EXPECT_TRUE(r->next_page_token().empty());
 }
 
 // ------------------------------------------------------------ export

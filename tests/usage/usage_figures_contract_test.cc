@@ -20,6 +20,8 @@
 //     owner staff; older events without it count for the payer.
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/error.h"
@@ -31,6 +33,8 @@
 #include "labshare/usage/v1/usage.pb.h"
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
+#include "services/usage/usage_internal.h"
+#include "tests/support/page_tokens.h"
 #include "tests/usage/usage_service_fixture.h"
 #include "tests/usage/usage_test_events.h"
 
@@ -385,6 +389,132 @@ TEST_F(UsageFiguresContractTest, AnOwnerCancellingAfterAReQuoteRejectsNothing) {
   EXPECT_EQ(m.cancelled_bookings(), 0);
 }
 
+// cancelled_bookings counts "a service order cancelled by its client after
+// accepting the quote", in the period its booking counts in (the first
+// acceptance). Per instrument (i1 fast fold, i2 step by step): o1 accepted
+// 2 March, re-quoted (QUOTED, quote_accept_time cleared), cancelled late by
+// its client in April; o2 the same with acceptance and cancellation in one
+// batch (accepted 6 March, not late); o3 quoted, never accepted, withdrawn
+// by its client: no booking, no cancellation, no rejected request.
+TEST_F(UsageFiguresContractTest, AClientCancellingAfterAReQuoteCancelsTheBooking) {
+  const auto quoted = bk::ServiceOrder::QUOTED;
+  const std::string lab = "organizations/lab";
+  for (const bool fast : {true, false}) {
+    const std::string id = fast ? "i1" : "i2";
+    figures_->set_fast_fold_for_testing(fast);
+    Register(id);
+    const bk::ServiceOrder o1 = test_events::ServiceOrder("o1-" + id, id, lab, At(2026, 3, 1));
+    const bk::ServiceOrder o2 = test_events::ServiceOrder("o2-" + id, id, lab, At(2026, 3, 5));
+    const bk::ServiceOrder o3 = test_events::ServiceOrder("o3-" + id, id, lab, At(2026, 3, 7));
+    Fold("booking", test_events::QuoteAccepted(o1, At(2026, 3, 2)));
+    bk::BookingEvent late = test_events::OrderCancelled(o1, quoted, lab);
+    late.mutable_service_order_cancelled()->set_late_cancellation(true);
+    *late.mutable_header()->mutable_event_time() = ToProto(At(2026, 4, 10));
+    Fold("booking", late);
+    std::vector<absl::Status> batch =
+        figures_->FoldBatch("booking", {Stream(test_events::QuoteAccepted(o2, At(2026, 3, 6))),
+                                        Stream(test_events::OrderCancelled(o2, quoted, lab)),
+                                        Stream(test_events::OrderCancelled(o3, quoted, lab))});
+    for (const auto& s : batch) EXPECT_TRUE(s.ok()) << s;
+  }
+  for (const std::string id : {"i1", "i2"}) {
+    SCOPED_TRACE(id);
+    v1::UsageFigures m = March(OnlyInstrument(id));
+    EXPECT_EQ(m.bookings(), 2);
+    EXPECT_EQ(m.cancelled_bookings(), 2);
+    EXPECT_EQ(m.late_cancelled_bookings(), 1);
+    EXPECT_EQ(m.rejected_requests(), 0);
+    v1::UsageFigures april = Query(absl::CivilDay(2026, 4, 1), absl::CivilDay(2026, 5, 1),
+                                   v1::PERIOD_GRANULARITY_RANGE, {}, OnlyInstrument(id))
+                                 .totals();
+    EXPECT_EQ(april.cancelled_bookings(), 0);
+    EXPECT_EQ(april.late_cancelled_bookings(), 0);
+  }
+  // Unfiltered (the aggregates): both instruments.
+  EXPECT_EQ(March().cancelled_bookings(), 4);
+  EXPECT_EQ(March().late_cancelled_bookings(), 2);
+}
+
+// "Well-formed names in the filter that usage has never seen match nothing
+// ...: zero figures, not NOT_FOUND": GetUsageFigures' figures and
+// QueryUsage's totals are set, as a row of zeros shows them (money in the
+// reporting currency, undefined 0/0 ratios, the instrument set in the
+// auditor's view), also on an empty store.
+TEST_F(UsageFiguresContractTest, NamesNeverSeenGiveZeroFiguresNotAnUnsetMessage) {
+  auto expect_zero = [](const v1::UsageFigures& f) {
+    EXPECT_EQ(f.effective_seconds(), 0);
+    EXPECT_EQ(f.bookings(), 0);
+    EXPECT_EQ(f.instrument_count(), 0);
+    for (const auto* m : {&f.service_income(), &f.penalty_income(), &f.subsidized_income(),
+                          &f.in_kind_contribution(), &f.original_value()}) {
+      EXPECT_EQ(m->currency_code(), "CNY");
+      EXPECT_EQ(m->amount_minor(), 0);
+    }
+    EXPECT_TRUE(f.has_service_income());
+    EXPECT_TRUE(f.has_original_value());
+    for (const auto* r : {&f.utilization(), &f.revenue_rate(), &f.sharing_rate()}) {
+      EXPECT_FALSE(r->defined());
+      EXPECT_EQ(r->denominator(), 0);
+    }
+    EXPECT_TRUE(f.has_utilization());
+    EXPECT_TRUE(f.has_sharing_rate());
+  };
+  for (const bool registered : {false, true}) {
+    SCOPED_TRACE(registered);
+    if (registered) Register("i1");
+    v1::GetUsageFiguresRequest g;
+    *g.mutable_range() = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+    g.mutable_filter()->add_instruments("instruments/never-seen");
+    auto got = figures_->GetUsageFigures(auditor_, g);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_TRUE(got->has_figures());
+    expect_zero(got->figures());
+    v1::QueryUsageResponse q = Query(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1),
+                                     v1::PERIOD_GRANULARITY_MONTH, {v1::DIMENSION_INSTRUMENT},
+                                     OnlyInstrument("never-seen"));
+    EXPECT_EQ(q.rows_size(), 0);
+    EXPECT_TRUE(q.has_totals());
+    expect_zero(q.totals());
+  }
+}
+
+// "Rows are ordered by period start": also before 1970 in the reporting zone
+// (Asia/Shanghai's 1969-12-30 starts at -115,200 s), across pages, and a
+// position in the form tokens carried before (a negative start as "%020d")
+// resumes after its row.
+TEST_F(UsageFiguresContractTest, RowsBefore1970AreOrderedByPeriodStart) {
+  test_events::InstrumentFacts f;
+  f.state = iv::ACTIVE;
+  f.create_time = At(1969, 1, 1);
+  Fold("inventory", test_events::InstrumentChanged("i1", f));
+  v1::QueryUsageRequest q;
+  *q.mutable_range() = Range(absl::CivilDay(1969, 12, 29), absl::CivilDay(1970, 1, 3));
+  q.set_granularity(v1::PERIOD_GRANULARITY_DAY);
+  q.set_page_size(2);
+  std::vector<int64_t> starts;
+  for (int page = 0; page < 5; ++page) {
+    auto r = figures_->QueryUsage(auditor_, q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const auto& row : r->rows()) starts.push_back(row.period().start_time().seconds());
+    if (r->next_page_token().empty()) break;
+    q.set_page_token(r->next_page_token());
+  }
+  EXPECT_EQ(starts, (std::vector<int64_t>{-288000, -201600, -115200, -28800, 57600}));
+  // A token issued before, positioned after 1969-12-30 in the old form.
+  q.set_page_token(testing::TestPageTokens().Make(q, auditor_, "-0000000000000201600"));
+  auto resumed = figures_->QueryUsage(auditor_, q);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_EQ(resumed->rows_size(), 2);
+  EXPECT_EQ(resumed->rows(0).period().start_time().seconds(), -115200);
+  EXPECT_EQ(resumed->rows(1).period().start_time().seconds(), -28800);
+  EXPECT_LT(PeriodSortKey(-201600), PeriodSortKey(-115200));
+  EXPECT_LT(PeriodSortKey(-28800), PeriodSortKey(0));
+  EXPECT_EQ(PeriodSortKey(57600), "00000000000000057600");  // as before
+  EXPECT_EQ(UpgradeRowSortKey("-0000000000000201600\x1fx"), PeriodSortKey(-201600) + "\x1fx");
+  EXPECT_EQ(UpgradeRowSortKey(PeriodSortKey(-201600)), PeriodSortKey(-201600));
+  EXPECT_EQ(UpgradeRowSortKey("00000000000000057600"), "00000000000000057600");
+}
+
 // Queries keep an instrument's parsed versions while {usage}:ihv names the
 // same writer: a version folded after a query (a new owner from 16 March)
 // is in the next one, also with the aggregates off; a store emptied and
@@ -459,6 +589,72 @@ TEST_F(UsageFiguresContractTest, AnAuditExportWithAMissingEntryFails) {
   EXPECT_EQ(ErrorReason(text.status()), "AUDIT_CORRUPTED");
   ASSERT_TRUE(pool_->Command({"SET", audit_keys::Entry(2), "not an entry"}).ok());
   EXPECT_EQ(ErrorReason(chain.ExportJsonlString(0, 0).status()), "AUDIT_CORRUPTED");
+}
+
+// "SME and start-up counts use the organisation's size class (inventory)
+// at the time of use": organizations/lab is an SME from 1 January 2026
+// and LARGE from 10 March 00:00 (update_time), both folded before the use.
+// Per instrument (i1 fast fold, i2 step by step): a session 8 March 10:00 to
+// 12 March 10:00 checked out (folded after the change), an open session
+// 9 March 10:00 to 11 March 10:00 (counted at query time), and a session on
+// 20 March. 8 and 9 March count lab's users as SME users, 10 March not;
+// March has two SME users (the first two) of three.
+TEST_F(UsageFiguresContractTest, SmeCountsUseTheSizeClassOfTheDayOfUse) {
+  const std::string lab = "organizations/lab", own = "organizations/own";
+  auto org_changed = [&](iv::SizeClass size, std::optional<absl::Time> updated) {
+    iv::InventoryEvent e;
+    auto* o = e.mutable_organization_changed()->mutable_organization();
+    o->set_name(lab);
+    o->set_size_class(size);
+    *o->mutable_create_time() = ToProto(At(2026, 1, 1));
+    if (updated) *o->mutable_update_time() = ToProto(*updated);
+    Fold("inventory", e);
+  };
+  org_changed(iv::SME, std::nullopt);
+  org_changed(iv::LARGE, At(2026, 3, 10));
+  const auto on_site = labshare::type::v1::ON_SITE;
+  for (const bool fast : {true, false}) {
+    const std::string id = fast ? "i1" : "i2";
+    figures_->set_fast_fold_for_testing(fast);
+    Register(id);
+    bk::Booking closed = Booking("c-" + id, id, on_site, lab, At(2026, 3, 8, 10), At(2026, 3, 12, 10));
+    closed.set_user_organization(lab);
+    Used(closed);
+    bk::Booking late = Booking("l-" + id, id, on_site, lab, At(2026, 3, 20, 10), At(2026, 3, 20, 12));
+    late.set_user_organization(lab);
+    Used(late);
+    bk::Booking open = Booking("o-" + id, id, on_site, lab, At(2026, 3, 9, 10), At(2026, 3, 11, 10));
+    open.set_user_organization(lab);
+    open.set_state(bk::Booking::CHECKED_IN);
+    *open.mutable_session()->mutable_start_time() = open.reserved_interval().start_time();
+    bk::BookingEvent ci;
+    *ci.mutable_booking_checked_in()->mutable_booking() = open;
+    Fold("booking", ci);
+  }
+  for (const std::string id : {"i1", "i2"}) {
+    SCOPED_TRACE(id);
+    const v1::QueryUsageResponse days = Query(absl::CivilDay(2026, 3, 8), absl::CivilDay(2026, 3, 11),
+                                              v1::PERIOD_GRANULARITY_DAY, {}, OnlyInstrument(id));
+    ASSERT_EQ(days.rows_size(), 3);
+    EXPECT_EQ(days.rows(0).figures().users_served(), 1);  // 8 March: the closed session
+    EXPECT_EQ(days.rows(0).figures().sme_users_served(), 1);
+    EXPECT_EQ(days.rows(0).figures().sme_organizations_served(), 1);
+    EXPECT_EQ(days.rows(1).figures().users_served(), 2);  // 9 March: and the open one
+    EXPECT_EQ(days.rows(1).figures().sme_users_served(), 2);
+    EXPECT_EQ(days.rows(2).figures().users_served(), 2);  // 10 March: LARGE
+    EXPECT_EQ(days.rows(2).figures().sme_users_served(), 0);
+    EXPECT_EQ(days.rows(2).figures().sme_organizations_served(), 0);
+    const v1::UsageFigures m = March(OnlyInstrument(id));
+    EXPECT_EQ(m.users_served(), 3);
+    EXPECT_EQ(m.sme_users_served(), 2);
+    EXPECT_EQ(m.sme_organizations_served(), 1);
+    EXPECT_EQ(m.startup_organizations_served(), 0);
+  }
+  // Unfiltered (the aggregates): both instruments' users.
+  const v1::UsageFigures all = March();
+  EXPECT_EQ(all.users_served(), 6);
+  EXPECT_EQ(all.sme_users_served(), 4);
+  EXPECT_EQ(all.sme_organizations_served(), 1);
 }
 
 // Owner staff book ON_SITE for a user of organizations/lab and name the

@@ -512,6 +512,41 @@ TEST_F(UsageReportsTest, AnUnsetRangeIsTheFirstPagesOnEveryPage) {
   EXPECT_NE(u2->instruments(0).instrument(), u1->instruments(0).instrument());
 }
 
+// "Ordered by sharing rate ascending, then instrument name": the exact
+// rates, not their rounded basis points. ia shares 10,002 of 30,000 s
+// (3334 bp exactly), ib 10,001 of 30,000 s (3333.67, also 3334 bp): ib
+// first, then ia, one per page.
+TEST_F(UsageReportsTest, UnderSharedOrderComparesExactRates) {
+  Instrument("ia", "A", "own", "f1", "sem", 100000000, At(2026, 1, 1));
+  Instrument("ib", "B", "own", "f1", "sem", 100000000, At(2026, 1, 1));
+  const absl::Time t = At(2026, 3, 2);
+  Session("ia", ON_SITE, "big", "b1", t, t + absl::Seconds(10002));
+  Session("ia", ON_SITE, "own", "o1", t + absl::Hours(12), t + absl::Hours(12) + absl::Seconds(19998));
+  Session("ib", ON_SITE, "big", "b1", t, t + absl::Seconds(10001));
+  Session("ib", ON_SITE, "own", "o1", t + absl::Hours(12), t + absl::Hours(12) + absl::Seconds(19999));
+  v1::ListUnderSharedInstrumentsRequest us;
+  *us.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
+  us.mutable_threshold_override()->set_min_sharing_rate_bp(5000);
+  us.set_page_size(1);
+  std::vector<std::string> order;
+  for (int page = 0; page < 3; ++page) {
+    auto got = figures_->ListUnderSharedInstruments(auditor_, us);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->total_size(), 2);
+    for (const auto& a : got->instruments()) {
+      order.push_back(a.instrument());
+      EXPECT_EQ(a.figures().sharing_rate().basis_points(), 3334);
+      EXPECT_EQ(a.figures().sharing_rate().denominator(), 30000);
+    }
+    if (got->next_page_token().empty()) break;
+    us.set_page_token(got->next_page_token());
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"instruments/ib", "instruments/ia"}));
+  // A token issued before (rounded basis points and name): refused, start again.
+  us.set_page_token(testing::TestPageTokens().Make(us, auditor_, "00000000000000003334\x1finstruments/ia"));
+  EXPECT_EQ(ErrorReason(figures_->ListUnderSharedInstruments(auditor_, us).status()), "INVALID_PAGE_TOKEN");
+}
+
 // ================================================================ matrix
 
 // InstrumentAssessment.instrument_display_name: "as last seen in inventory

@@ -25,8 +25,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
-#include "tests/billing/direct_inventory.h"
-#include "tests/booking/booking_fixture.h"
+#include "tests/billing/billing_ledger_fixture.h"
 
 namespace labshare::billing {
 namespace {
@@ -49,39 +48,9 @@ std::string FieldOf(const absl::Status& status) {
   return v.empty() ? "" : v.front().field;
 }
 
-class BillingAudit2Test : public BookingServiceTest {
+class BillingAudit2Test : public testing::BillingLedgerTest {
  protected:
-  void SetUp() override {
-    BookingServiceTest::SetUp();
-    iv::CreateOrganizationRequest org;
-    org.set_organization_id("third");
-    org.mutable_organization()->set_display_name("third");
-    org.mutable_organization()->set_type(iv::UNIVERSITY);
-    org.mutable_organization()->set_membership_state(iv::MEMBER);
-    org.mutable_organization()->set_tier("GENERAL");
-    Inv(&iv::InventoryService::Stub::CreateOrganization, org);
-    reader_ = std::make_unique<testing::DirectInventory>(inv_manager_.get());
-    bstore_ = std::make_unique<BillingStore>(pool_.get());
-    billing_ = std::make_unique<BillingManager>(bstore_.get(), reader_.get(), &clock_,
-                                                *LoadBillingTimeZone("Asia/Shanghai"),
-                                                labshare::testing::TestPageTokens());
-    // "voucher" pays 10 % of every charge.
-    v1::CreateSubsidyPoolRequest cp;
-    cp.set_subsidy_pool_id("voucher");
-    cp.mutable_subsidy_pool()->set_display_name("Voucher");
-    cp.mutable_subsidy_pool()->set_currency_code("CNY");
-    cp.mutable_subsidy_pool()->set_percentage_bps(1000);
-    ASSERT_TRUE(billing_->CreateSubsidyPool(admin_p_, cp).ok());
-    v1::TopUpSubsidyPoolRequest top;
-    top.set_name("subsidyPools/voucher");
-    *top.mutable_amount() = MakeMoney("CNY", 1000000);
-    ASSERT_TRUE(billing_->TopUpSubsidyPool(admin_p_, top).ok());
-    v1::ListPostingsRequest lp;
-    lp.set_kind(v1::POOL_TOP_UP);
-    auto postings = billing_->ListPostings(admin_p_, lp);
-    ASSERT_TRUE(postings.ok() && postings->postings_size() == 1);
-    top_up_ = postings->postings(0).name();
-  }
+  const Principal& admin_p_ = root_;
 
   // Bills every booking event so far, at the current clock.
   void Bill() {
@@ -112,60 +81,6 @@ class BillingAudit2Test : public BookingServiceTest {
     Bill();
   }
 
-  // `payer` owes `payee` `amount` CNY: an ADJUST correction of the top-up
-  // (Dr payer EXPENSE, Cr payer PAYABLE; Dr payee RECEIVABLE, Cr payee INCOME).
-  void Owe(const std::string& payer, const std::string& payee, int64_t amount) {
-    v1::PostCorrectionRequest fix;
-    fix.set_posting(top_up_);
-    fix.set_mode(v1::PostCorrectionRequest::ADJUST);
-    fix.set_reason("service outside the booking system");
-    auto entry = [&](const std::string& owner, const char* kind, const std::string& cp, bool debit) {
-      v1::Entry* e = fix.add_entries();
-      e->set_account(owner + "/accounts/" + kind);
-      e->set_counterparty(cp);
-      *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", amount);
-    };
-    entry(payer, "expense", payee, true);
-    entry(payer, "payable", payee, false);
-    entry(payee, "receivable", payer, true);
-    entry(payee, "income", payer, false);
-    auto posted = billing_->PostCorrection(admin_p_, fix);
-    ASSERT_TRUE(posted.ok()) << posted.status();
-  }
-
-  // Issues `payer`'s invoice of January 2027 (the clock moves to February).
-  v1::Invoice Issue(const std::string& payer) {
-    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
-    v1::IssueInvoiceRequest r;
-    r.set_payer_organization(payer);
-    r.set_period("2027-01");
-    auto inv = billing_->IssueInvoice(admin_p_, r);
-    EXPECT_TRUE(inv.ok()) << inv.status();
-    return inv.ok() ? *inv : v1::Invoice();
-  }
-
-  // The BillingEvents published so far.
-  std::vector<v1::BillingEvent> Published() {
-    std::vector<v1::BillingEvent> out;
-    auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
-    EXPECT_TRUE(raw.ok());
-    if (!raw.ok()) return out;
-    for (const auto& entry : raw->elements) {
-      v1::BillingEvent e;
-      EXPECT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
-      out.push_back(std::move(e));
-    }
-    return out;
-  }
-
-  v1::SubsidyPool Pool(const std::string& name) {
-    v1::GetSubsidyPoolRequest get;
-    get.set_name(name);
-    auto pool = billing_->GetSubsidyPool(admin_p_, get);
-    EXPECT_TRUE(pool.ok()) << pool.status();
-    return pool.ok() ? *pool : v1::SubsidyPool();
-  }
-
   // olga, a user of the owner organisation qualified on tem, which the owner
   // uses internally at 200.00 an hour.
   std::string AddOwnerUser() {
@@ -189,15 +104,6 @@ class BillingAudit2Test : public BookingServiceTest {
     return Token("olga", "owner", {Role::kLabUser});
   }
 
-  static Principal Member(const std::string& org) {
-    return Principal{"member-of-" + org, org, {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
-  }
-
-  std::unique_ptr<testing::DirectInventory> reader_;
-  std::unique_ptr<BillingStore> bstore_;
-  std::unique_ptr<BillingManager> billing_;
-  Principal admin_p_{"root", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
-  std::string top_up_;
 };
 
 // ================================================================ 1. UPDATED's previous

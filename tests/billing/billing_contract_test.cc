@@ -20,8 +20,7 @@
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
 #include "services/billing/billing_service.h"
-#include "tests/billing/direct_inventory.h"
-#include "tests/booking/booking_fixture.h"
+#include "tests/billing/billing_ledger_fixture.h"
 #include "tests/support/page_tokens.h"
 
 namespace labshare::billing {
@@ -36,70 +35,9 @@ constexpr char kThird[] = "organizations/third";
 
 void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& reason);
 
-class BillingContractTest : public BookingServiceTest {
+class BillingContractTest : public testing::BillingLedgerTest {
  protected:
-  void SetUp() override {
-    BookingServiceTest::SetUp();
-    iv::CreateOrganizationRequest org;
-    org.set_organization_id("third");
-    org.mutable_organization()->set_display_name("third");
-    org.mutable_organization()->set_type(iv::UNIVERSITY);
-    org.mutable_organization()->set_membership_state(iv::MEMBER);
-    org.mutable_organization()->set_tier("GENERAL");
-    Inv(&iv::InventoryService::Stub::CreateOrganization, org);
-    reader_ = std::make_unique<testing::DirectInventory>(inv_manager_.get());
-    bstore_ = std::make_unique<BillingStore>(pool_.get());
-    billing_ = std::make_unique<BillingManager>(bstore_.get(), reader_.get(), &clock_,
-                                                *LoadBillingTimeZone("Asia/Shanghai"),
-                                                labshare::testing::TestPageTokens());
-    v1::CreateSubsidyPoolRequest cp;
-    cp.set_subsidy_pool_id("voucher");
-    cp.mutable_subsidy_pool()->set_display_name("Voucher");
-    cp.mutable_subsidy_pool()->set_currency_code("CNY");
-    cp.mutable_subsidy_pool()->set_percentage_bps(1000);
-    ASSERT_TRUE(billing_->CreateSubsidyPool(admin_, cp).ok());
-    v1::TopUpSubsidyPoolRequest top;
-    top.set_name("subsidyPools/voucher");
-    *top.mutable_amount() = MakeMoney("CNY", 1000000);
-    ASSERT_TRUE(billing_->TopUpSubsidyPool(admin_, top).ok());
-    v1::ListPostingsRequest lp;
-    lp.set_kind(v1::POOL_TOP_UP);
-    auto postings = billing_->ListPostings(admin_, lp);
-    ASSERT_TRUE(postings.ok() && postings->postings_size() == 1);
-    top_up_ = postings->postings(0).name();
-  }
-
-  // `payer` owes `payee` `amount` CNY from now on: an ADJUST correction
-  // (Dr payer EXPENSE, Cr payer PAYABLE; Dr payee RECEIVABLE, Cr payee INCOME).
-  void Owe(const std::string& payer, const std::string& payee, int64_t amount) {
-    v1::PostCorrectionRequest fix;
-    fix.set_posting(top_up_);
-    fix.set_mode(v1::PostCorrectionRequest::ADJUST);
-    fix.set_reason("service outside the booking system");
-    auto entry = [&](const std::string& owner, const char* kind, const std::string& cp, bool debit) {
-      v1::Entry* e = fix.add_entries();
-      e->set_account(owner + "/accounts/" + kind);
-      e->set_counterparty(cp);
-      *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", amount);
-    };
-    entry(payer, "expense", payee, true);
-    entry(payer, "payable", payee, false);
-    entry(payee, "receivable", payer, true);
-    entry(payee, "income", payer, false);
-    auto posted = billing_->PostCorrection(admin_, fix);
-    ASSERT_TRUE(posted.ok()) << posted.status();
-  }
-
-  // Issues `payer`'s invoice of January 2027 (the clock moves to February).
-  v1::Invoice Issue(const std::string& payer) {
-    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
-    v1::IssueInvoiceRequest r;
-    r.set_payer_organization(payer);
-    r.set_period("2027-01");
-    auto inv = billing_->IssueInvoice(admin_, r);
-    EXPECT_TRUE(inv.ok()) << inv.status();
-    return inv.ok() ? *inv : v1::Invoice();
-  }
+  const Principal& admin_ = root_;
 
   // lab's invoice (10000 to owner) and third's (4000 to owner) of January.
   std::pair<v1::Invoice, v1::Invoice> IssueLabAndThird() {
@@ -163,20 +101,6 @@ class BillingContractTest : public BookingServiceTest {
     return r;
   }
 
-  // The BillingEvents published so far.
-  std::vector<v1::BillingEvent> Published() {
-    std::vector<v1::BillingEvent> out;
-    auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
-    EXPECT_TRUE(raw.ok());
-    if (!raw.ok()) return out;
-    for (const auto& entry : raw->elements) {
-      v1::BillingEvent e;
-      EXPECT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
-      out.push_back(std::move(e));
-    }
-    return out;
-  }
-
   // Rewrites the stored document `name` ("invoices/x": kind "invoice") as
   // `edit` leaves it, keeping its version: how a document written by an
   // earlier release looks.
@@ -196,23 +120,6 @@ class BillingContractTest : public BookingServiceTest {
     Rewrite<v1::Invoice>("invoice", invoice, [](v1::Invoice& inv) { inv.clear_settlement(); });
   }
 
-  v1::SubsidyPool Pool(const std::string& name) {
-    v1::GetSubsidyPoolRequest get;
-    get.set_name(name);
-    auto pool = billing_->GetSubsidyPool(admin_, get);
-    EXPECT_TRUE(pool.ok()) << pool.status();
-    return pool.ok() ? *pool : v1::SubsidyPool();
-  }
-
-  static Principal Member(const std::string& org) {
-    return Principal{"member-of-" + org, org, {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
-  }
-
-  std::unique_ptr<testing::DirectInventory> reader_;
-  std::unique_ptr<BillingStore> bstore_;
-  std::unique_ptr<BillingManager> billing_;
-  Principal admin_{"root", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
-  std::string top_up_;
 };
 
 void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& reason) {

@@ -1,0 +1,122 @@
+// Billing in process over the booking fixture (real Redis, inventory and
+// booking over real gRPC, fake clock), with a third member organisation
+// ("organizations/third", a university of tier GENERAL) and a subsidy pool
+// "voucher" that pays 10 % of every charge, topped up with 10,000.00 CNY.
+// Invoices can be made from ADJUST corrections of that top-up (Owe), which
+// put exactly the amounts wanted on the payers' PAYABLE accounts without any
+// booking. Shared by billing_contract_test and billing_audit2_test.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "tests/billing/direct_inventory.h"
+#include "tests/booking/booking_fixture.h"
+#include "tests/support/page_tokens.h"
+
+namespace labshare::billing::testing {
+
+class BillingLedgerTest : public booking::BookingServiceTest {
+ protected:
+  void SetUp() override {
+    BookingServiceTest::SetUp();
+    inventory::v1::CreateOrganizationRequest org;
+    org.set_organization_id("third");
+    org.mutable_organization()->set_display_name("third");
+    org.mutable_organization()->set_type(inventory::v1::UNIVERSITY);
+    org.mutable_organization()->set_membership_state(inventory::v1::MEMBER);
+    org.mutable_organization()->set_tier("GENERAL");
+    Inv(&inventory::v1::InventoryService::Stub::CreateOrganization, org);
+    reader_ = std::make_unique<DirectInventory>(inv_manager_.get());
+    bstore_ = std::make_unique<BillingStore>(pool_.get());
+    billing_ = std::make_unique<BillingManager>(bstore_.get(), reader_.get(), &clock_,
+                                                *LoadBillingTimeZone("Asia/Shanghai"),
+                                                labshare::testing::TestPageTokens());
+    v1::CreateSubsidyPoolRequest cp;
+    cp.set_subsidy_pool_id("voucher");
+    cp.mutable_subsidy_pool()->set_display_name("Voucher");
+    cp.mutable_subsidy_pool()->set_currency_code("CNY");
+    cp.mutable_subsidy_pool()->set_percentage_bps(1000);
+    ASSERT_TRUE(billing_->CreateSubsidyPool(root_, cp).ok());
+    v1::TopUpSubsidyPoolRequest top;
+    top.set_name("subsidyPools/voucher");
+    *top.mutable_amount() = MakeMoney("CNY", 1000000);
+    ASSERT_TRUE(billing_->TopUpSubsidyPool(root_, top).ok());
+    v1::ListPostingsRequest lp;
+    lp.set_kind(v1::POOL_TOP_UP);
+    auto postings = billing_->ListPostings(root_, lp);
+    ASSERT_TRUE(postings.ok() && postings->postings_size() == 1);
+    top_up_ = postings->postings(0).name();
+  }
+
+  // `payer` owes `payee` `amount` CNY from now on: an ADJUST correction of
+  // the top-up (Dr payer EXPENSE, Cr payer PAYABLE; Dr payee RECEIVABLE, Cr
+  // payee INCOME).
+  void Owe(const std::string& payer, const std::string& payee, int64_t amount) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(top_up_);
+    fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+    fix.set_reason("service outside the booking system");
+    auto entry = [&](const std::string& owner, const char* kind, const std::string& cp, bool debit) {
+      v1::Entry* e = fix.add_entries();
+      e->set_account(owner + "/accounts/" + kind);
+      e->set_counterparty(cp);
+      *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", amount);
+    };
+    entry(payer, "expense", payee, true);
+    entry(payer, "payable", payee, false);
+    entry(payee, "receivable", payer, true);
+    entry(payee, "income", payer, false);
+    auto posted = billing_->PostCorrection(root_, fix);
+    ASSERT_TRUE(posted.ok()) << posted.status();
+  }
+
+  // Issues `payer`'s invoice of January 2027 (the clock moves to February).
+  v1::Invoice Issue(const std::string& payer) {
+    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+    v1::IssueInvoiceRequest r;
+    r.set_payer_organization(payer);
+    r.set_period("2027-01");
+    auto inv = billing_->IssueInvoice(root_, r);
+    EXPECT_TRUE(inv.ok()) << inv.status();
+    return inv.ok() ? *inv : v1::Invoice();
+  }
+
+  // The BillingEvents published so far.
+  std::vector<v1::BillingEvent> Published() {
+    std::vector<v1::BillingEvent> out;
+    auto raw = pool_->Command({"XRANGE", keys::Outbox(), "-", "+"});
+    EXPECT_TRUE(raw.ok());
+    if (!raw.ok()) return out;
+    for (const auto& entry : raw->elements) {
+      v1::BillingEvent e;
+      EXPECT_TRUE(e.ParseFromString(entry.elements[1].elements[3].str));
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+
+  v1::SubsidyPool Pool(const std::string& name) {
+    v1::GetSubsidyPoolRequest get;
+    get.set_name(name);
+    auto pool = billing_->GetSubsidyPool(root_, get);
+    EXPECT_TRUE(pool.ok()) << pool.status();
+    return pool.ok() ? *pool : v1::SubsidyPool();
+  }
+
+  static Principal Member(const std::string& org) {
+    return Principal{"member-of-" + org, org, {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
+  }
+
+  std::unique_ptr<DirectInventory> reader_;
+  std::unique_ptr<BillingStore> bstore_;
+  std::unique_ptr<BillingManager> billing_;
+  Principal root_{"root", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
+  std::string top_up_;
+};
+
+}  // namespace labshare::billing::testing

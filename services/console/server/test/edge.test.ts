@@ -17,9 +17,8 @@ import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
 import * as errors from '../errors.js';
 import { setLogSink } from '../errors.js';
 import { listen } from '../gateway.js';
-import type { Session } from '../sessions.js';
 import {
-  consoleDir, CONNECT_JSON, errorInfo, FEED_TOKEN, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, type TestGateway,
+  newSession, consoleDir, CONNECT_JSON, errorInfo, FEED_TOKEN, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, type TestGateway,
 } from './harness.js';
 
 const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
@@ -28,16 +27,6 @@ const INVOICE = '/documents/invoices/ls-cny-2027-000001.pdf';
 
 const logs: Record<string, unknown>[] = [];
 setLogSink((line) => logs.push(JSON.parse(line) as Record<string, unknown>));
-
-function newSession(t: TestGateway, over: Partial<Session> = {}): Session {
-  const now = t.clock.t;
-  const s = t.gw.auth.sessions.create({
-    accessToken: 'access-s', accessExpiresAt: now + 900_000, refreshToken: 'rt-s', refreshExpiresAt: now + 12 * 3600_000,
-    user: { name: 'users/li-wei', displayName: 'Li Wei', organization: 'organizations/nanocraft', roles: ['LAB_USER'] },
-  });
-  Object.assign(s, over);
-  return s;
-}
 
 describe('web edge audit', () => {
   let stub: Stub;

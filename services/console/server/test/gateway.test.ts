@@ -13,7 +13,7 @@ import { setLogSink, MESSAGES } from '../errors.js';
 import { CSP } from '../http-util.js';
 import type { Session } from '../sessions.js';
 import {
-  closedPort, errorInfo, gatewayError, FEED_TOKEN, waitFor, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
+  closedPort, errorInfo, gatewayError, FEED_TOKEN, newSession, waitFor, request, retryDelayMs, rpc, startGateway, Stub, tempDir, testConfig,
   type TestGateway,
 } from './harness.js';
 
@@ -27,16 +27,6 @@ const SESSION = '__Host-labshare_session';
 
 const logs: Record<string, unknown>[] = [];
 setLogSink((line) => logs.push(JSON.parse(line) as Record<string, unknown>));
-
-function newSession(t: TestGateway, over: Partial<Session> = {}): Session {
-  const now = t.clock.t;
-  const s = t.gw.auth.sessions.create({
-    accessToken: 'access-s', accessExpiresAt: now + 900_000, refreshToken: 'rt-s', refreshExpiresAt: now + 12 * 3600_000,
-    user: { name: 'users/li-wei', displayName: 'Li Wei', organization: 'organizations/nanocraft', roles: ['LAB_USER'] },
-  });
-  Object.assign(s, over);
-  return s;
-}
 
 function cookieHeaders(t: TestGateway, s: Session, extra: Record<string, string> = {}): Record<string, string> {
   return { cookie: `${SESSION}=${s.id}`, 'x-csrf-token': s.csrfToken, origin: t.origin, ...extra };

@@ -28,6 +28,7 @@ import { Webhook_State, WebhookService } from '../../gen/labshare/notify/v1/webh
 import { NotificationKind, NotificationService } from '../../gen/labshare/notify/v1/notify_pb.js';
 import { Role } from '../../gen/labshare/type/v1/types_pb.js';
 import type { Config } from '../flags.js';
+import type { Session } from '../sessions.js';
 import { createGateway, type Gateway, type GatewayDeps } from '../gateway.js';
 
 export const consoleDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -471,4 +472,16 @@ export async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<
     if (Date.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 2));
   }
+}
+
+// A signed-in session of Li Wei (LAB_USER of NanoCraft) in the gateway's
+// store, its access token valid for 15 minutes; `over` replaces fields.
+export function newSession(t: TestGateway, over: Partial<Session> = {}): Session {
+  const now = t.clock.t;
+  const s = t.gw.auth.sessions.create({
+    accessToken: 'access-s', accessExpiresAt: now + 900_000, refreshToken: 'rt-s', refreshExpiresAt: now + 12 * 3600_000,
+    user: { name: 'users/li-wei', displayName: 'Li Wei', organization: 'organizations/nanocraft', roles: ['LAB_USER'] },
+  });
+  Object.assign(s, over);
+  return s;
 }

@@ -11,6 +11,7 @@
 //   {inventory}:users:by_email           "<lowercased email>\n<id>"  (sign-in lookup)
 //   {inventory}:refresh:<sha256 hex>     refresh token record   (identity_store.h)
 //   {inventory}:refresh_family:<id>      live sign-in session   (identity_store.h)
+//   {inventory}:refresh_used:<id>        a session's used tokens (identity_store.h)
 //   {inventory}:facility:<id>            Facility         index {inventory}:facilities
 //   {inventory}:facility:<id>:instruments  ids of the facility's instruments (sorted set;
 //                                        CreateInstrument adds, BackfillFacilityInstruments

@@ -730,8 +730,12 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
       changed.mutable_booking_interval_changed()->set_cause(v1::BookingIntervalChanged::EARLY_RETURN);
       *changed.mutable_booking_interval_changed()->mutable_previous_reserved_interval() = c.booking.reserved_interval();
       *changed.mutable_booking_interval_changed()->mutable_previous_blocked_interval() = c.booking.blocked_interval();
-      *c.lease.mutable_term()->mutable_end_time() = ToProto(t);
-      *c.booking.mutable_reserved_interval()->mutable_end_time() = ToProto(t);
+      // A return before the term began (handed over early, inside the
+      // handover buffer) leaves an empty term [start, start), never one that
+      // ends before it starts.
+      const absl::Time term_end_now = std::max(t, FromProto(cur.lease.term().start_time()));
+      *c.lease.mutable_term()->mutable_end_time() = ToProto(term_end_now);
+      *c.booking.mutable_reserved_interval()->mutable_end_time() = ToProto(term_end_now);
       *c.lease.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       c.calendar = UpdateStep::Calendar::kSetEnd;

@@ -830,7 +830,6 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
     if (cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
-    if (instrument->state() != inv::ACTIVE) return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
     LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
     // Checked in already (CheckIn on the run, in its window): the run has
     // started and its session stands. Checked out already (CheckIn and
@@ -846,6 +845,12 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
     c.order = cur.order;
     c.order.set_state(Order::IN_PROGRESS);
     if (!checked_in) {
+      // Starting is checking the run in: only on an instrument in service. A
+      // run checked in (or out) already keeps its session whatever the
+      // instrument's state since, so its order can go on to its report.
+      if (instrument->state() != inv::ACTIVE) {
+        return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
+      }
       const absl::Time now = clock_->Now();
       const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
       // CheckIn's window: from the later of the buffer before the run and

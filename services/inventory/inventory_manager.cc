@@ -899,6 +899,9 @@ absl::StatusOr<v1::LookupRateResponse> InventoryManager::LookupRate(
   LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.instrument(), "instruments", "instrument"));
   LS_ASSIGN_OR_RETURN(std::string payer_id, ParseName(r.payer_organization(), "organizations", "payer_organization"));
   if (r.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED) return InvalidField("mode", "required");
+  if (!labshare::type::v1::SharingMode_IsValid(r.mode())) {
+    return InvalidField("mode", "must be ON_SITE, LEASE, JOINT_RESEARCH or TECHNICAL_SERVICE");
+  }
   if (!labshare::type::v1::PayerClass_IsValid(r.payer_class())) {
     return InvalidField("payer_class", "must be OWNER, MEMBER or NON_MEMBER, or unset");
   }

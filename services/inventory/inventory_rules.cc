@@ -744,11 +744,14 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
       break;
     }
   }
-  const v1::Rate* rate = FindRate(facts.rates, request.mode(), cls, payer.tier(),
-                                  request.service_entry_id(), start);
+  // A mode not offered has no rate lines (CreateRate refuses them): that
+  // denial is MODE_NOT_OFFERED alone, not NO_RATE as well.
+  const v1::Rate* rate = offering == nullptr ? nullptr
+                                             : FindRate(facts.rates, request.mode(), cls, payer.tier(),
+                                                        request.service_entry_id(), start);
   if (rate != nullptr) {
     *out.mutable_rate() = *rate;
-  } else if (!owner) {
+  } else if (!owner && offering != nullptr) {
     deny(v1::NO_RATE, absl::StrCat("no ", labshare::type::v1::PayerClass_Name(cls),
                                    " rate is in force for this mode at the start time"));
   }

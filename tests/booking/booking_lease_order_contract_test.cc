@@ -432,6 +432,75 @@ TEST_F(LeaseOrderContractTest, StartServiceOfARunCheckedInAlreadyKeepsItsSession
   EXPECT_EQ(FromProto(run.session().end_time()), day_ + absl::Hours(24 + 9));
 }
 
+// A run checked in and out before StartService "keeps its session as
+// recorded: the order moves to IN_PROGRESS all the same", also once the
+// instrument went out of service since (it could not be cancelled either:
+// it would be stuck); a run not checked in yet still needs the instrument
+// in service.
+TEST_F(LeaseOrderContractTest, StartServiceOfARunDoneAlreadyIgnoresTheInstrumentsStateSince) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), out;
+  v1::StartServiceRequest start;
+  start.set_name(o.name());
+  // Not checked in yet: starting checks the run in, on an instrument in
+  // service only.
+  SetTemState(iv::MAINTENANCE);
+  clock_.Set(day_ + absl::Hours(9));
+  ExpectGrpcError(Call(stub_.get(), &Stub::StartService, start, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "INSTRUMENT_NOT_ACTIVE", "a run not checked in, instrument in maintenance");
+  SetTemState(iv::ACTIVE);
+  v1::CheckInRequest in;
+  in.set_name(o.booking());
+  v1::Booking run;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckIn, in, &run, staff_).ok());
+  v1::CheckOutRequest co;
+  co.set_name(o.booking());
+  clock_.Set(day_ + absl::Hours(10));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckOut, co, &run, staff_).ok());
+  // Checked in and out, then the instrument went out of service: the order
+  // still moves on (it can no longer be cancelled).
+  SetTemState(iv::MAINTENANCE);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::StartService, start, &out, staff_).ok());
+  EXPECT_EQ(out.state(), v1::ServiceOrder::IN_PROGRESS);
+}
+
+// A lease handed over early (inside its handover buffer) and returned before
+// its term began: the term and the booking's reserved interval end at their
+// start (empty), never before it.
+TEST_F(LeaseOrderContractTest, AReturnBeforeTheTermBeganLeavesAnEmptyTermNotAnInvertedOne) {
+  v1::Lease lease, out;
+  ASSERT_TRUE(LeaseAfm(&lease).ok());
+  v1::ApproveLeaseRequest approve;
+  approve.set_name(lease.name());
+  approve.mutable_contract()->set_rate_basis(v1::LeaseContract::DAILY);
+  approve.mutable_contract()->mutable_rate()->set_currency_code("CNY");
+  approve.mutable_contract()->mutable_rate()->set_amount_minor(300000);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, approve, &out, staff_).ok());
+  const absl::Time term_start = day_ + absl::Hours(24);
+  ASSERT_GT(FromProto(out.handover_buffer()), absl::Hours(1));
+  clock_.Set(term_start - absl::Hours(1));
+  v1::RecordHandoverRequest handover;
+  handover.set_name(lease.name());
+  handover.set_condition_notes("as new");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, handover, &out, staff_).ok());
+  const absl::Time returned = term_start - absl::Minutes(30);
+  clock_.Set(returned);
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("not needed after all");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_).ok());
+  EXPECT_TRUE(out.return_record().early_return());
+  EXPECT_EQ(FromProto(out.return_record().return_time()), returned);
+  EXPECT_EQ(FromProto(out.term().start_time()), term_start);
+  EXPECT_EQ(FromProto(out.term().end_time()), term_start);
+  v1::GetBookingRequest g;
+  g.set_name(lease.booking());
+  v1::Booking b;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &b, admin_).ok());
+  EXPECT_EQ(FromProto(b.reserved_interval().start_time()), term_start);
+  EXPECT_EQ(FromProto(b.reserved_interval().end_time()), term_start);
+  EXPECT_EQ(FromProto(b.blocked_interval().end_time()), returned + FromProto(out.return_buffer()));
+}
+
 // CancelBooking: "Cancelling a TECHNICAL_SERVICE booking (owner staff, or
 // CONSORTIUM_ADMIN for them) unschedules the run: the order returns to
 // SAMPLES_RECEIVED; clients cancel with CancelOrder." (An administrator's

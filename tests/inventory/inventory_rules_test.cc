@@ -1429,6 +1429,17 @@ TEST(EvaluateAccess, DeniesModeNotOffered) {
   EXPECT_THAT(Denials(r), ElementsAre(v1::MODE_NOT_OFFERED));
 }
 
+// A mode not offered has no rate lines (CreateRate refuses them): its only
+// denial is MODE_NOT_OFFERED, not NO_RATE as well.
+TEST(EvaluateAccess, AModeNotOfferedIsNotAlsoNoRate) {
+  AccessWorld w;
+  w.request.set_mode(tv1::JOINT_RESEARCH);
+  v1::CheckAccessResponse r = w.Evaluate();
+  EXPECT_FALSE(r.allowed());
+  EXPECT_THAT(Denials(r), ElementsAre(v1::MODE_NOT_OFFERED));
+  EXPECT_FALSE(r.has_rate());
+}
+
 TEST(EvaluateAccess, DeniesWhenPolicyForbids) {
   AccessWorld w;
   *w.facility.mutable_access_policy() = Policy(false, true, false);

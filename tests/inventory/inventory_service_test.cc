@@ -630,6 +630,15 @@ TEST_F(InventoryServiceTest, LooksUpRateByDateAndPayerClass) {
   EXPECT_EQ(GrpcErrorReason(s), "NO_RATE");
   s = lookup("owner", t0, &price, &cls);
   EXPECT_EQ(GrpcErrorReason(s), "NO_RATE");  // no OWNER line
+  // A mode that is no SharingMode value is a bad field, not "no rate".
+  v1::LookupRateRequest odd;
+  odd.set_instrument("instruments/tem");
+  odd.set_mode(static_cast<labshare::type::v1::SharingMode>(42));
+  odd.set_payer_organization("organizations/core");
+  v1::LookupRateResponse none;
+  s = Call(&v1::InventoryService::Stub::LookupRate, odd, &none, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
 
   v1::ListRatesRequest list;
   list.set_parent("instruments/tem");

@@ -97,6 +97,17 @@ class LeaseOrderContractTest : public BookingServiceTest {
     return Call(stub_.get(), &Stub::RequestLease, r, out, ana_);
   }
 
+  // LeaseAfm, approved at 3,000.00 a day (`out`: the approved lease).
+  void ApprovedLeaseAfm(v1::Lease* lease, v1::Lease* out) {
+    ASSERT_TRUE(LeaseAfm(lease).ok());
+    v1::ApproveLeaseRequest approve;
+    approve.set_name(lease->name());
+    approve.mutable_contract()->set_rate_basis(v1::LeaseContract::DAILY);
+    approve.mutable_contract()->mutable_rate()->set_currency_code("CNY");
+    approve.mutable_contract()->mutable_rate()->set_amount_minor(300000);
+    ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, approve, out, staff_).ok());
+  }
+
   void SetTemState(iv::InstrumentState state) {
     iv::SetInstrumentStateRequest st;
     st.set_name("instruments/tem");
@@ -319,13 +330,7 @@ TEST_F(LeaseOrderContractTest, AQuoteExpiresAtItsValidUntil) {
 // too (and stays inside its blocked interval).
 TEST_F(LeaseOrderContractTest, AnEarlyReturnEndsTheBookingsReservedIntervalWithTheTerm) {
   v1::Lease lease, out;
-  ASSERT_TRUE(LeaseAfm(&lease).ok());
-  v1::ApproveLeaseRequest approve;
-  approve.set_name(lease.name());
-  approve.mutable_contract()->set_rate_basis(v1::LeaseContract::DAILY);
-  approve.mutable_contract()->mutable_rate()->set_currency_code("CNY");
-  approve.mutable_contract()->mutable_rate()->set_amount_minor(300000);
-  ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, approve, &out, staff_).ok());
+  ApprovedLeaseAfm(&lease, &out);
   clock_.Set(day_ + absl::Hours(24));
   v1::RecordHandoverRequest handover;
   handover.set_name(lease.name());
@@ -468,13 +473,7 @@ TEST_F(LeaseOrderContractTest, StartServiceOfARunDoneAlreadyIgnoresTheInstrument
 // start (empty), never before it.
 TEST_F(LeaseOrderContractTest, AReturnBeforeTheTermBeganLeavesAnEmptyTermNotAnInvertedOne) {
   v1::Lease lease, out;
-  ASSERT_TRUE(LeaseAfm(&lease).ok());
-  v1::ApproveLeaseRequest approve;
-  approve.set_name(lease.name());
-  approve.mutable_contract()->set_rate_basis(v1::LeaseContract::DAILY);
-  approve.mutable_contract()->mutable_rate()->set_currency_code("CNY");
-  approve.mutable_contract()->mutable_rate()->set_amount_minor(300000);
-  ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, approve, &out, staff_).ok());
+  ApprovedLeaseAfm(&lease, &out);
   const absl::Time term_start = day_ + absl::Hours(24);
   ASSERT_GT(FromProto(out.handover_buffer()), absl::Hours(1));
   clock_.Set(term_start - absl::Hours(1));

@@ -81,29 +81,6 @@ class BillingAudit2Test : public testing::BillingLedgerTest {
     Bill();
   }
 
-  // olga, a user of the owner organisation qualified on tem, which the owner
-  // uses internally at 200.00 an hour.
-  std::string AddOwnerUser() {
-    iv::CreateRateRequest rate;
-    rate.set_parent("instruments/tem");
-    rate.mutable_rate()->set_mode(labshare::type::v1::ON_SITE);
-    rate.mutable_rate()->set_payer_class(labshare::type::v1::OWNER);
-    rate.mutable_rate()->set_unit(iv::PER_HOUR);
-    *rate.mutable_rate()->mutable_price() = MakeMoney("CNY", 20000);
-    Inv(&iv::InventoryService::Stub::CreateRate, rate);
-    iv::CreateUserRequest cu;
-    cu.set_user_id("olga");
-    cu.mutable_user()->set_display_name("olga");
-    cu.mutable_user()->set_organization(kOwner);
-    cu.mutable_user()->add_roles(labshare::type::v1::LAB_USER);
-    Inv(&iv::InventoryService::Stub::CreateUser, cu);
-    iv::GrantQualificationRequest g;
-    g.set_instrument("instruments/tem");
-    g.set_user("users/olga");
-    Inv(&iv::InventoryService::Stub::GrantQualification, g);
-    return Token("olga", "owner", {Role::kLabUser});
-  }
-
 };
 
 // ================================================================ 1. UPDATED's previous

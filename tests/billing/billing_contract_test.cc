@@ -1238,28 +1238,12 @@ TEST_F(OwnerIncomeReportTest, JointResearchParticipantsArePayerRowsOfTheirShares
 // service income; the optional narrowing by instrument and mode; the roles.
 TEST_F(OwnerIncomeReportTest, InternalUseAndDamageCompensationAreKeptApart) {
   namespace bk = labshare::booking::v1;
-  iv::CreateRateRequest rate;  // internal use of tem: 200.00 per hour
-  rate.set_parent(kTem);
-  rate.mutable_rate()->set_mode(labshare::type::v1::ON_SITE);
-  rate.mutable_rate()->set_payer_class(labshare::type::v1::OWNER);
-  rate.mutable_rate()->set_unit(iv::PER_HOUR);
-  *rate.mutable_rate()->mutable_price() = MakeMoney("CNY", 20000);
-  Inv(&iv::InventoryService::Stub::CreateRate, rate);
-  iv::CreateUserRequest cu;
-  cu.set_user_id("olga");
-  cu.mutable_user()->set_display_name("olga");
-  cu.mutable_user()->set_organization(kOwner);
-  cu.mutable_user()->add_roles(labshare::type::v1::LAB_USER);
-  Inv(&iv::InventoryService::Stub::CreateUser, cu);
-  iv::GrantQualificationRequest g;
-  g.set_instrument(kTem);
-  g.set_user("users/olga");
-  Inv(&iv::InventoryService::Stub::GrantQualification, g);
+  const std::string olga = AddOwnerUser();  // internal use of tem: 200.00 per hour
   // afm leased to lab: deposit 1000.00, returned with 1500.00 of damage.
   const std::string lease = ApprovedAfmLease();
   bk::Booking own;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &own, "", "users/olga").ok());
-  Use(own, Token("olga", "owner", {Role::kLabUser}));
+  Use(own, olga);
   ASSERT_EQ(ChargeOf(own.name()).amount().amount_minor(), 20000);
 
   clock_.Set(day_ + absl::Hours(24));

@@ -108,6 +108,29 @@ class BillingLedgerTest : public booking::BookingServiceTest {
     return pool.ok() ? *pool : v1::SubsidyPool();
   }
 
+  // olga, a user of the owner organisation qualified on tem, which the owner
+  // uses internally at 200.00 an hour.
+  std::string AddOwnerUser() {
+    inventory::v1::CreateRateRequest rate;
+    rate.set_parent("instruments/tem");
+    rate.mutable_rate()->set_mode(labshare::type::v1::ON_SITE);
+    rate.mutable_rate()->set_payer_class(labshare::type::v1::OWNER);
+    rate.mutable_rate()->set_unit(inventory::v1::PER_HOUR);
+    *rate.mutable_rate()->mutable_price() = MakeMoney("CNY", 20000);
+    Inv(&inventory::v1::InventoryService::Stub::CreateRate, rate);
+    inventory::v1::CreateUserRequest cu;
+    cu.set_user_id("olga");
+    cu.mutable_user()->set_display_name("olga");
+    cu.mutable_user()->set_organization("organizations/owner");
+    cu.mutable_user()->add_roles(labshare::type::v1::LAB_USER);
+    Inv(&inventory::v1::InventoryService::Stub::CreateUser, cu);
+    inventory::v1::GrantQualificationRequest g;
+    g.set_instrument("instruments/tem");
+    g.set_user("users/olga");
+    Inv(&inventory::v1::InventoryService::Stub::GrantQualification, g);
+    return Token("olga", "owner", {Role::kLabUser});
+  }
+
   static Principal Member(const std::string& org) {
     return Principal{"member-of-" + org, org, {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
   }

@@ -491,9 +491,10 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
       if (m.mode() == labshare::type::v1::TECHNICAL_SERVICE) bps = m.slot_rules().late_cancel_fee_bps();
     }
     if (bps == 0 || !o.has_quote()) return out;
-    LS_ASSIGN_OR_RETURN(v1::Charge c, PriceServiceOrderCancellation(o, bps));
-    c.set_instrument_category(instrument.category());
-    out.charges.push_back(std::move(c));
+    LS_ASSIGN_OR_RETURN(std::optional<v1::Charge> c, PriceServiceOrderCancellation(o, bps));
+    if (!c) return out;  // the fee rounds to 0 minor units: nothing to charge
+    c->set_instrument_category(instrument.category());
+    out.charges.push_back(*std::move(c));
   }
   return out;
 }

@@ -115,18 +115,25 @@ v1::IncomeFigures NegatedIncome(v1::IncomeFigures f) {
 }
 
 std::vector<v1::IncomeFigures> IncomeDeltasOf(const std::vector<v1::Posting>& postings, const v1::Charge* charge,
-                                              absl::Time now) {
+                                              absl::Time now, bool of_subsidy) {
+  struct Share {
+    int64_t income = 0, subsidised = 0;
+  };
   std::map<std::string, v1::IncomeFigures> by_owner;
-  std::map<std::string, std::map<std::string, int64_t>> shares;  // owner -> payer -> service income
+  std::map<std::string, std::map<std::string, Share>> shares;  // owner -> payer -> its deltas
   for (const auto& posting : postings) {
     for (const auto& e : posting.entries()) {
       auto ref = ParseAccountName(e.account());
       if (!ref.ok() || !IsOrganizationName(ref->owner)) continue;
+      // A subsidy's entry on the owner's RECEIVABLE from the payer: what the
+      // pool pays instead of the payer (billing.proto, "subsidy S").
+      const bool subsidy_part =
+          of_subsidy && ref->kind == v1::RECEIVABLE && IsOrganizationName(e.counterparty());
       if (ref->kind != v1::INCOME && ref->kind != v1::IN_KIND_CONTRIBUTION && ref->kind != v1::INTERNAL_USE &&
-          ref->kind != v1::COMPENSATION) {
+          ref->kind != v1::COMPENSATION && !subsidy_part) {
         continue;
       }
-      const int64_t credit = -Signed(e);  // the accounts are credit-normal
+      const int64_t credit = -Signed(e);  // the income accounts are credit-normal
       const std::string currency = posting.currency_code();
       auto [it, fresh] = by_owner.try_emplace(ref->owner);
       v1::IncomeFigures& f = it->second;
@@ -147,6 +154,11 @@ std::vector<v1::IncomeFigures> IncomeDeltasOf(const std::vector<v1::Posting>& po
         }
       }
       auto bump = [credit](labshare::type::v1::Money* m) { m->set_amount_minor(m->amount_minor() + credit); };
+      if (subsidy_part) {
+        bump(f.mutable_subsidised());
+        shares[ref->owner][e.counterparty()].subsidised += credit;
+        continue;
+      }
       switch (ref->kind) {
         case v1::INCOME: {
           bump(f.mutable_service_income());
@@ -158,7 +170,7 @@ std::vector<v1::IncomeFigures> IncomeDeltasOf(const std::vector<v1::Posting>& po
               IsOrganizationName(e.counterparty()) ? e.counterparty()
               : charge != nullptr                  ? charge->payer_organization()
                                                    : e.counterparty();
-          if (IsOrganizationName(payer)) shares[ref->owner][payer] += credit;
+          if (IsOrganizationName(payer)) shares[ref->owner][payer].income += credit;
           break;
         }
         case v1::IN_KIND_CONTRIBUTION: bump(f.mutable_in_kind()); break;
@@ -169,7 +181,7 @@ std::vector<v1::IncomeFigures> IncomeDeltasOf(const std::vector<v1::Posting>& po
   }
   std::vector<v1::IncomeFigures> out;
   for (auto& [owner, f] : by_owner) {
-    for (const auto& [payer, amount] : shares[owner]) {
+    for (const auto& [payer, amounts] : shares[owner]) {
       auto* s = f.add_shares();
       s->set_payer_organization(payer);
       int32_t bps = 10000;
@@ -179,8 +191,8 @@ std::vector<v1::IncomeFigures> IncomeDeltasOf(const std::vector<v1::Posting>& po
         }
       }
       s->set_share_bps(bps);
-      *s->mutable_service_income() = MakeMoney(f.currency_code(), amount);
-      *s->mutable_subsidised() = MakeMoney(f.currency_code(), 0);
+      *s->mutable_service_income() = MakeMoney(f.currency_code(), amounts.income);
+      *s->mutable_subsidised() = MakeMoney(f.currency_code(), amounts.subsidised);
     }
     out.push_back(std::move(f));
   }
@@ -491,9 +503,10 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
       if (m.mode() == labshare::type::v1::TECHNICAL_SERVICE) bps = m.slot_rules().late_cancel_fee_bps();
     }
     if (bps == 0 || !o.has_quote()) return out;
-    LS_ASSIGN_OR_RETURN(v1::Charge c, PriceServiceOrderCancellation(o, bps));
-    c.set_instrument_category(instrument.category());
-    out.charges.push_back(std::move(c));
+    LS_ASSIGN_OR_RETURN(std::optional<v1::Charge> c, PriceServiceOrderCancellation(o, bps));
+    if (!c) return out;  // the fee rounds to 0 minor units: nothing to charge
+    c->set_instrument_category(instrument.category());
+    out.charges.push_back(*std::move(c));
   }
   return out;
 }

@@ -38,9 +38,13 @@ v1::IncomeFigures NegatedIncome(v1::IncomeFigures figures);
 // make to the owners' INCOME, IN_KIND_CONTRIBUTION, INTERNAL_USE and
 // COMPENSATION accounts: one IncomeFigures per owner organisation whose
 // income accounts they touch, keyed by `charge` when they correct one
-// (CorrectionPosted.income_deltas).
+// (CorrectionPosted.income_deltas). With `of_subsidy` (the postings correct
+// a SUBSIDY posting, or a correction of one) their entries on an owner's
+// RECEIVABLE from an organisation change that payer's subsidised part too:
+// a credit (the payer owes less, a pool pays) adds to it, a debit takes
+// from it; such an owner has figures even when no income account moved.
 std::vector<v1::IncomeFigures> IncomeDeltasOf(const std::vector<v1::Posting>& postings, const v1::Charge* charge,
-                                              absl::Time now);
+                                              absl::Time now, bool of_subsidy = false);
 
 // What billing reads from inventory.
 class InventoryReader {

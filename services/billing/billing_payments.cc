@@ -11,6 +11,7 @@
 // posting moves the open receivables and payables onto the transfer
 // counterparties and its invoices become PAID, all in the same step.
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 #include <tuple>
@@ -798,18 +799,27 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       LS_RETURN_IF_ERROR(CheckBalanced({c.entries().begin(), c.entries().end()}, opts));
       return c;
     };
-    // Whether a posting was reversed already (by itself or with its charge).
-    auto reversed = [&](const v1::Posting& posting) -> absl::StatusOr<bool> {
+    // Whether a posting stands reversed (by itself or with its charge): a
+    // reversal of it that was not itself reversed since (a reversal undone
+    // gives the posting back, to be reversed again, alone or with its
+    // charge). Chains are an admin's corrections, short, but bounded: past
+    // the bound a posting counts as reversed (refused rather than doubled).
+    std::function<absl::StatusOr<bool>(const v1::Posting&, int)> stands_reversed =
+        [&](const v1::Posting& posting, int depth) -> absl::StatusOr<bool> {
+      if (depth >= 64) return true;
       for (const auto& by : posting.corrected_by()) {
         LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("posting", IdOf(by))));
         if (!cdoc) continue;
         LS_ASSIGN_OR_RETURN(v1::Posting c, Parse<v1::Posting>(cdoc->data));
         // A reversal's description starts so (set here, never by the caller);
         // an ADJUST's starts "correction of ", whatever reason it carries.
-        if (absl::StartsWith(c.description(), "reversal of ")) return true;
+        if (!absl::StartsWith(c.description(), "reversal of ")) continue;
+        LS_ASSIGN_OR_RETURN(bool undone, stands_reversed(c, depth + 1));
+        if (!undone) return true;
       }
       return false;
     };
+    auto reversed = [&](const v1::Posting& posting) { return stands_reversed(posting, 0); };
     std::vector<v1::Posting> corrections;
     if (r.mode() == v1::PostCorrectionRequest::REVERSE) {
       LS_ASSIGN_OR_RETURN(bool done, reversed(original));
@@ -843,16 +853,40 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         charge_version = cdoc->version;
       }
     }
-    // Reversing one SUBSIDY posting on its own gives its cap usage back too.
-    if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::SUBSIDY) {
+    // Reversing one SUBSIDY posting on its own gives its cap usage back too;
+    // reversing that reversal (a chain of reversals only, k links from the
+    // SUBSIDY posting) takes it again: the cap moves with the subsidy.
+    if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE) {
+      v1::Posting at = original;
+      int links = 0;
+      bool reversals_only = true;
+      for (; links < 64 && at.kind() == v1::CORRECTION && !at.corrects().empty(); ++links) {
+        if (!absl::StartsWith(at.description(), "reversal of ")) {
+          reversals_only = false;
+          break;
+        }
+        LS_ASSIGN_OR_RETURN(auto adoc, store_->docs().Get(keys::Doc("posting", IdOf(at.corrects()))));
+        if (!adoc) {
+          reversals_only = false;
+          break;
+        }
+        LS_ASSIGN_OR_RETURN(at, Parse<v1::Posting>(adoc->data));
+      }
+      const int64_t sign = links % 2 == 0 ? -1 : 1;
       for (const auto& line : charge->subsidy_lines()) {
-        if (line.posting() != original.name() || !line.has_cap_period()) continue;
+        if (!reversals_only || at.kind() != v1::SUBSIDY || line.posting() != at.name() || !line.has_cap_period()) {
+          continue;
+        }
         step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
                               absl::StrCat(line.beneficiary_organization(), "|",
                                            Ms(FromProto(line.cap_period().start_time()))),
-                              -line.amount().amount_minor()});
+                              sign * line.amount().amount_minor()});
       }
     }
+    // Subsidy lines whose postings were reversed on their own before: their
+    // subsidised parts left the owners' figures then (IncomeDeltasOf), so
+    // the charge's reversal does not take them out again.
+    std::set<std::string> reversed_before;
     if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CHARGE) {
       int n = 2;
       for (const auto& line : charge->subsidy_lines()) {
@@ -861,7 +895,10 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         LS_ASSIGN_OR_RETURN(v1::Posting sub, Parse<v1::Posting>(sdoc->data));
         // Reversed on its own before: its pool and cap usage are restored already.
         LS_ASSIGN_OR_RETURN(bool sub_reversed, reversed(sub));
-        if (sub_reversed) continue;
+        if (sub_reversed) {
+          reversed_before.insert(sub.name());
+          continue;
+        }
         LS_ASSIGN_OR_RETURN(v1::Posting c, correction(sub, ReverseEntries({sub.entries().begin(), sub.entries().end()}), n++));
         c.set_description("reversal of " + sub.name() + " with its charge");
         if (line.has_cap_period()) {
@@ -941,12 +978,20 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     if (charge) *ev->mutable_charge() = *charge;
     if (charge && charge->state() == v1::Charge::REVERSED) {
       // Empty when the charge was no income of anyone (billing_events.proto).
-      v1::IncomeFigures delta = NegatedIncome(IncomeOf(*charge, now));
+      // The charge as it stands: without the subsidies reversed before.
+      v1::Charge standing = *charge;
+      standing.clear_subsidy_lines();
+      for (const auto& line : charge->subsidy_lines()) {
+        if (reversed_before.count(line.posting()) == 0) *standing.add_subsidy_lines() = line;
+      }
+      v1::IncomeFigures delta = NegatedIncome(IncomeOf(standing, now));
       if (!AllZero(delta)) *ev->add_income_deltas() = std::move(delta);
     } else {
       // An ADJUST (or the reversal of another posting) changes the owners'
-      // figures by its entries on their income accounts.
-      for (auto& f : IncomeDeltasOf(corrections, charge ? &*charge : nullptr, now)) {
+      // figures by its entries on their income accounts, and a correction
+      // of a SUBSIDY posting the payers' subsidised parts by its entries on
+      // the owners' RECEIVABLE from them.
+      for (auto& f : IncomeDeltasOf(corrections, charge ? &*charge : nullptr, now, root_kind == v1::SUBSIDY)) {
         *ev->add_income_deltas() = std::move(f);
       }
     }

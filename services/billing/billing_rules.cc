@@ -828,6 +828,9 @@ absl::StatusOr<std::optional<v1::Charge>> PriceBooking(const bkv1::Booking& book
       break;
     }
   }
+  // A fee of positive bps that rounds to 0 minor units charges nothing
+  // either: a charge is never a zero-amount fee (billing_events.proto).
+  if (what != BookingCharge::kUsage && c.amount().amount_minor() == 0) return std::optional<v1::Charge>();
   c.set_booking(booking.name());
   c.set_mode(booking.mode());
   c.set_instrument(booking.instrument());
@@ -1047,8 +1050,8 @@ absl::StatusOr<std::vector<v1::Charge>> PriceServiceOrder(const bkv1::ServiceOrd
   return out;
 }
 
-absl::StatusOr<v1::Charge> PriceServiceOrderCancellation(const bkv1::ServiceOrder& order,
-                                                         int32_t fee_bps) {
+absl::StatusOr<std::optional<v1::Charge>> PriceServiceOrderCancellation(const bkv1::ServiceOrder& order,
+                                                                        int32_t fee_bps) {
   if (!order.late_cancellation()) {
     return InvalidField("service_order.late_cancellation",
                         "only a late cancellation by the client is charged");
@@ -1058,6 +1061,8 @@ absl::StatusOr<v1::Charge> PriceServiceOrderCancellation(const bkv1::ServiceOrde
       CheckOrganization(order.client_organization(), "service_order.client_organization"));
   LS_ASSIGN_OR_RETURN(QuoteParts q, ReadQuote(order));
   LS_ASSIGN_OR_RETURN(int64_t fee, FeeAmount(q.total, fee_bps));
+  // 0 bps, or a fee that rounds to 0 minor units: no charge.
+  if (fee == 0) return std::optional<v1::Charge>();
   v1::Charge c = ServiceOrderCharge(order);
   c.set_fee_kind(v1::LATE_CANCELLATION_FEE);
   c.set_source_key("late-cancellation-fee");
@@ -1075,7 +1080,7 @@ absl::StatusOr<v1::Charge> PriceServiceOrderCancellation(const bkv1::ServiceOrde
   c.set_fee_bps(fee_bps);
   *c.mutable_base_amount() = MakeMoney(q.currency, q.total);
   *c.mutable_amount() = MakeMoney(q.currency, fee);
-  return c;
+  return std::optional<v1::Charge>(std::move(c));
 }
 
 // ================================================================ splits

@@ -202,7 +202,8 @@ absl::StatusOr<v1::Charge> PriceUsage(const v1::AppliedRate& rate, const Billing
 absl::StatusOr<v1::Charge> PriceBookingFee(v1::FeeKind kind, const v1::AppliedRate& rate,
                                            const BillingPolicy& policy, const TimeRange& reserved);
 // The charge a booking in its state calls for (ChargeForBooking), with the
-// booking's fields and, for JOINT_RESEARCH, its splits; nullopt when none.
+// booking's fields and, for JOINT_RESEARCH, its splits; nullopt when none
+// (also for a fee of 0 bps or one that rounds to 0 minor units).
 absl::StatusOr<std::optional<v1::Charge>> PriceBooking(const bkv1::Booking& booking,
                                                        const v1::AppliedRate& rate,
                                                        const BillingPolicy& policy);
@@ -254,9 +255,10 @@ absl::StatusOr<std::optional<v1::Charge>> PriceDamage(const bkv1::Lease& lease);
 absl::StatusOr<std::vector<v1::Charge>> PriceServiceOrder(const bkv1::ServiceOrder& order,
                                                           v1::ChargeUnit unit, absl::TimeZone tz);
 // LATE_CANCELLATION_FEE of an order cancelled late: fee_bps (the
-// TECHNICAL_SERVICE slot rule's late_cancel_fee_bps) of the quote's total.
-absl::StatusOr<v1::Charge> PriceServiceOrderCancellation(const bkv1::ServiceOrder& order,
-                                                         int32_t fee_bps);
+// TECHNICAL_SERVICE slot rule's late_cancel_fee_bps) of the quote's total;
+// nullopt when that fee is 0 minor units (0 bps, or rounded to 0).
+absl::StatusOr<std::optional<v1::Charge>> PriceServiceOrderCancellation(const bkv1::ServiceOrder& order,
+                                                                        int32_t fee_bps);
 
 // ================================================================ splits
 

@@ -57,7 +57,10 @@ constexpr int64_t kIdempotencyTtlSeconds = 30 * 24 * 3600;
 //
 // Redis never rolls a script back, so every way a write could fail is ruled
 // out before the first one: each key written holds the type its commands
-// need (or nothing), every counter holds an integer and stays within
+// need (or nothing), every counter holds an integer (in the canonical
+// decimal form Redis' HINCRBY and the C++ side take: "0", or an optional
+// '-' and digits without a leading zero; "007", "-0", "+7" are no integers
+// and answer TYPE, as "12.5" does) and stays within
 // +-limit after all of the step's increments (limit < 2^53, so Lua's doubles
 // are exact and HINCRBY cannot overflow). Replies, per step: OK, APPLIED,
 // REPLAY, REUSED, STALE <key>, LIMIT <key> <field>, TYPE <key>. The call
@@ -79,6 +82,10 @@ end
 local want = {nil, nil, nil, 'hash', 'hash', 'hash', 'zset', 'zset', 'list'}
 local arity = {2, 2, 1, 2, 2, 2, 1, 1, 1}
 local ttl, limit = ARGV[2], tonumber(ARGV[3])
+-- An integer as HINCRBY takes it: no sign but '-', no leading zero, no "-0".
+local function int_ok(x)
+  return x == '0' or match(x, '^%-?[1-9]%d*$') ~= nil
+end
 local function num(prog, p)
   local a, b, c = byte(prog, p, p + 2)
   return (a * 256 + b) * 256 + c
@@ -152,7 +159,7 @@ local function step(prog, ai)
       local total = 0
       for f in gmatch(a, '[^\n]+') do
         local x = call('HGET', k, f) or '0'
-        if not match(x, '^%-?%d+$') then return {'TYPE', k} end
+        if not int_ok(x) then return {'TYPE', k} end
         total = total + tonumber(x)
       end
       if total > tonumber(b) then return {'STALE', k .. ' ' .. a} end
@@ -166,10 +173,10 @@ local function step(prog, ai)
         local now = counters[id]
         if now == nil then
           local was = cur[k][a]
-          if not match(was, '^%-?%d+$') then return {'TYPE', k} end
+          if not int_ok(was) then return {'TYPE', k} end
           now = tonumber(was)
         end
-        if not match(b, '^%-?%d+$') then return {'LIMIT', k, a} end
+        if not int_ok(b) then return {'LIMIT', k, a} end
         now = now + tonumber(b)
         if now > limit or now < -limit then return {'LIMIT', k, a} end
         counters[id] = now

@@ -761,11 +761,18 @@ TEST_F(BillingConformanceTest, ASumCheckAdmitsUpToItsBoundAndNotOneUnitMore) {
   ASSERT_TRUE(applied.ok()) << applied.status();
   EXPECT_EQ(applied->kind, StepResult::Kind::kApplied);
   EXPECT_EQ(pool_->Command({"HGET", keys::Balances(), payable})->str, "-14000");
-  // A field missing counts 0; one that is not an integer fails the step.
-  ASSERT_TRUE(pool_->Command({"HSET", keys::Balances(), receivable, "2.5"}).ok());
-  const Snapshot typed = Take();
-  EXPECT_FALSE(bstore_->Apply(step(0)).ok());
-  EXPECT_TRUE(Take() == typed);
+  // A field missing counts 0; one that is not an integer fails the step,
+  // and so does one that is not canonical ("007", "-0": not integers to
+  // Redis' HINCRBY nor to the ledger's other checks).
+  for (const char* bad : {"2.5", "007", "-0", "-02000"}) {
+    SCOPED_TRACE(bad);
+    ASSERT_TRUE(pool_->Command({"HSET", keys::Balances(), receivable, bad}).ok());
+    const Snapshot typed = Take();
+    auto r = bstore_->Apply(step(0));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal) << r.status();
+    EXPECT_EQ(ErrorReason(r.status()), "CORRUPT_DOCUMENT");
+    EXPECT_TRUE(Take() == typed);
+  }
 }
 
 // Several steps in one call (ApplyMany): a later step checks the keys an
@@ -863,6 +870,13 @@ TEST_F(BillingConformanceTest, TheLedgerStepChecksEverythingBeforeItsFirstWrite)
       {keys::Balances(), "a|b|CNY", "99999999999999999999999"},
       {keys::Balances(), "a|b|CNY", "12.5"},
       {keys::Balances(), "a|b|CNY", "abc"},
+      // Not canonical: Redis' HINCRBY refuses them, so the checks do too
+      // (before, "007" passed the check and HINCRBY failed after the put).
+      {keys::Balances(), "a|b|CNY", "007"},
+      {keys::Balances(), "a|b|CNY", "-007"},
+      {keys::Balances(), "a|b|CNY", "-0"},
+      {keys::Balances(), "a|b|CNY", "+7"},
+      {keys::Cap("p"), "org|0", "00"},
   };
   for (const auto& seed : seeds) {
     SCOPED_TRACE(seed.key + " " + seed.field + " = " + seed.value);

@@ -585,70 +585,98 @@ TEST_F(BillingContractTest, PoolsAreListedByPriorityThenName) {
   EXPECT_EQ(listed, want);
 }
 
-// PostCorrection REVERSE of a CHARGE posting "also reverses ... each SUBSIDY
-// posting of that charge (restoring pool balance and cap usage)": a subsidy
-// posting already reversed on its own is not reversed a second time (the
-// pool would get back more than it granted).
-TEST_F(BillingContractTest, ReversingAChargeDoesNotReverseAnAlreadyReversedSubsidyAgain) {
-  namespace bk = labshare::booking::v1;
-  v1::UpdateSubsidyPoolRequest cap;
-  cap.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
-  *cap.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", 1000000);
-  cap.mutable_subsidy_pool()->set_cap_period_kind(v1::YEARLY);
-  cap.mutable_update_mask()->add_paths("cap_per_organization");
-  cap.mutable_update_mask()->add_paths("cap_period_kind");
-  ASSERT_TRUE(billing_->UpdateSubsidyPool(admin_, cap).ok());
-  bk::Booking booking, done;
-  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &booking).ok());
-  clock_.Set(day_ + absl::Hours(9));
-  bk::CheckInRequest in;
-  in.set_name(booking.name());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, in, &done, ana_).ok());
-  clock_.Set(day_ + absl::Hours(10));
-  bk::CheckOutRequest out;
-  out.set_name(booking.name());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, out, &done, ana_).ok());
-  for (const auto& e : Events()) {
-    StreamEvent event{e.header().event_id(), "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
-    ASSERT_TRUE(billing_->ApplyBookingEvent(event).ok());
+// The voucher pool capped at 10,000.00 a year per organisation, and lab's
+// ana's session on tem 09:00-10:00 of day_ used and billed: its charge
+// (50000; the voucher pays 5000, lab's cap usage 5000).
+class SubsidyReversalTest : public BillingContractTest {
+ protected:
+  v1::Charge CappedSession() {
+    v1::UpdateSubsidyPoolRequest cap;
+    cap.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
+    *cap.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", 1000000);
+    cap.mutable_subsidy_pool()->set_cap_period_kind(v1::YEARLY);
+    cap.mutable_update_mask()->add_paths("cap_per_organization");
+    cap.mutable_update_mask()->add_paths("cap_period_kind");
+    EXPECT_TRUE(billing_->UpdateSubsidyPool(admin_, cap).ok());
+    booking::v1::Booking booking;
+    EXPECT_TRUE(Book(absl::Hours(9), absl::Hours(10), &booking).ok());
+    Use(booking, ana_);
+    return ChargeOf(booking.name());
   }
-  auto charges = billing_->ListCharges(admin_, v1::ListChargesRequest());
-  ASSERT_TRUE(charges.ok() && charges->charges_size() == 1);
-  const v1::Charge charge = charges->charges(0);
-  ASSERT_EQ(charge.amount().amount_minor(), 50000);  // 1 h at 500.00
-  ASSERT_EQ(charge.subsidy_total().amount_minor(), 5000);  // 10 %
-  auto pool_balance = [&] {
-    v1::GetSubsidyPoolRequest get;
-    get.set_name("subsidyPools/voucher");
-    return billing_->GetSubsidyPool(admin_, get)->balance().amount_minor();
-  };
-  auto cap_used = [&] {
+  int64_t PoolBalance() { return Pool("subsidyPools/voucher").balance().amount_minor(); }
+  int64_t LabCapUsed() {
     v1::GetSubsidyAllowanceRequest get;
     get.set_name("subsidyPools/voucher/allowances/lab");
     return billing_->GetSubsidyAllowance(admin_, get)->used().amount_minor();
-  };
-  EXPECT_EQ(pool_balance(), 995000);
-  EXPECT_EQ(cap_used(), 5000);
+  }
+  int64_t LabOwes() {
+    v1::GetAccountBalanceRequest payable;
+    payable.set_name("organizations/lab/accounts/payable");
+    payable.set_counterparty(kOwner);
+    return billing_->GetAccountBalance(admin_, payable)->balance().amount_minor();
+  }
+  absl::StatusOr<v1::PostCorrectionResponse> Reverse(const std::string& posting) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(posting);
+    fix.set_mode(v1::PostCorrectionRequest::REVERSE);
+    fix.set_reason("not eligible after all");
+    return billing_->PostCorrection(admin_, fix);
+  }
+};
 
-  v1::PostCorrectionRequest fix;
-  fix.set_posting(charge.subsidy_postings(0));
-  fix.set_mode(v1::PostCorrectionRequest::REVERSE);
-  fix.set_reason("not eligible after all");
-  ASSERT_TRUE(billing_->PostCorrection(admin_, fix).ok());
-  EXPECT_EQ(pool_balance(), 1000000);
-  EXPECT_EQ(cap_used(), 0);  // "restoring pool balance and cap usage"
-  fix.set_posting(charge.posting());
-  fix.set_reason("instrument fault");
-  auto reversed = billing_->PostCorrection(admin_, fix);
+// PostCorrection REVERSE of a CHARGE posting "also reverses ... each SUBSIDY
+// posting of that charge that does not stand reversed already (restoring
+// pool balance and cap usage)": a subsidy posting already reversed on its
+// own is not reversed a second time (the pool would get back more than it
+// granted).
+TEST_F(SubsidyReversalTest, ReversingAChargeDoesNotReverseAnAlreadyReversedSubsidyAgain) {
+  const v1::Charge charge = CappedSession();
+  ASSERT_EQ(charge.amount().amount_minor(), 50000);  // 1 h at 500.00
+  ASSERT_EQ(charge.subsidy_total().amount_minor(), 5000);  // 10 %
+  EXPECT_EQ(PoolBalance(), 995000);
+  EXPECT_EQ(LabCapUsed(), 5000);
+  ASSERT_TRUE(Reverse(charge.subsidy_postings(0)).ok());
+  EXPECT_EQ(PoolBalance(), 1000000);
+  EXPECT_EQ(LabCapUsed(), 0);  // "restoring pool balance and cap usage"
+  EXPECT_EQ(LabOwes(), 50000);
+  auto reversed = Reverse(charge.posting());
   ASSERT_TRUE(reversed.ok()) << reversed.status();
   EXPECT_EQ(reversed->charge().state(), v1::Charge::REVERSED);
   EXPECT_EQ(reversed->related_corrections_size(), 0);
-  EXPECT_EQ(pool_balance(), 1000000);
-  EXPECT_EQ(cap_used(), 0);
-  v1::GetAccountBalanceRequest payable;
-  payable.set_name("organizations/lab/accounts/payable");
-  payable.set_counterparty(kOwner);
-  EXPECT_EQ(billing_->GetAccountBalance(admin_, payable)->balance().amount_minor(), 0);
+  EXPECT_EQ(PoolBalance(), 1000000);
+  EXPECT_EQ(LabCapUsed(), 0);
+  EXPECT_EQ(LabOwes(), 0);
+}
+
+// "reversing the reversal gives the posting back (a SUBSIDY posting's cap
+// usage too), to be reversed again later": the subsidy stands again (pool
+// and cap as granted), its reversal now stands reversed (ALREADY_REVERSED),
+// and the charge's reversal takes the subsidy with it, so that nobody owes
+// anything and the pool and cap are whole. Before, the charge's reversal
+// left the reinstated subsidy standing: the pool paid 50.00 towards a
+// reversed charge and lab was owed it.
+TEST_F(SubsidyReversalTest, ASubsidyGivenBackByReversingItsReversalGoesWithItsCharge) {
+  const v1::Charge charge = CappedSession();
+  auto reversal = Reverse(charge.subsidy_postings(0));
+  ASSERT_TRUE(reversal.ok()) << reversal.status();
+  EXPECT_EQ(reversal->charge().state(), v1::Charge::ADJUSTED);
+  auto undone = Reverse(reversal->correction().name());
+  ASSERT_TRUE(undone.ok()) << undone.status();
+  EXPECT_EQ(PoolBalance(), 995000);
+  EXPECT_EQ(LabCapUsed(), 5000);
+  EXPECT_EQ(LabOwes(), 45000);
+  ExpectError(Reverse(reversal->correction().name()).status(), absl::StatusCode::kFailedPrecondition,
+              "ALREADY_REVERSED");
+  auto reversed = Reverse(charge.posting());
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  EXPECT_EQ(reversed->charge().state(), v1::Charge::REVERSED);
+  ASSERT_EQ(reversed->related_corrections_size(), 1);
+  EXPECT_EQ(reversed->related_corrections(0).corrects(), charge.subsidy_postings(0));
+  EXPECT_EQ(PoolBalance(), 1000000);
+  EXPECT_EQ(LabCapUsed(), 0);
+  EXPECT_EQ(LabOwes(), 0);
+  ExpectError(Reverse(charge.subsidy_postings(0)).status(), absl::StatusCode::kFailedPrecondition,
+              "ALREADY_REVERSED");
 }
 
 // ================================================================ list filters and balances
@@ -860,29 +888,6 @@ TEST_F(BillingContractTest, RecordPaymentRetryIsAnsweredWithoutInventory) {
 // on actual time; the voucher pool pays 10 % of every non-owner part.
 class OwnerIncomeReportTest : public BillingContractTest {
  protected:
-  // Bills every booking event so far, at the current clock (its posting time).
-  void Bill() {
-    for (const auto& e : Events()) {
-      StreamEvent event{e.header().event_id(), "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
-      ASSERT_TRUE(billing_->ApplyBookingEvent(event).ok());
-    }
-  }
-
-  // Checks `b` in at its start and out at its end, then bills it.
-  void Use(const booking::v1::Booking& b, const std::string& token) {
-    namespace bk = labshare::booking::v1;
-    bk::Booking done;
-    clock_.Set(FromProto(b.reserved_interval().start_time()));
-    bk::CheckInRequest in;
-    in.set_name(b.name());
-    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckIn, in, &done, token).ok());
-    clock_.Set(FromProto(b.reserved_interval().end_time()));
-    bk::CheckOutRequest out;
-    out.set_name(b.name());
-    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CheckOut, out, &done, token).ok());
-    Bill();
-  }
-
   booking::v1::Booking Booked(absl::Duration from, absl::Duration to) {
     booking::v1::Booking b;
     EXPECT_TRUE(Book(from, to, &b).ok());
@@ -971,15 +976,6 @@ class OwnerIncomeReportTest : public BillingContractTest {
     close.set_name(lease);
     bk::Lease out;
     ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
-  }
-
-  // The charge of a booking, lease or project.
-  v1::Charge ChargeOf(const std::string& reference) {
-    v1::ListChargesRequest r;
-    r.set_reference(reference);
-    auto charges = billing_->ListCharges(admin_, r);
-    EXPECT_TRUE(charges.ok() && charges->charges_size() == 1) << charges.status();
-    return charges.ok() && charges->charges_size() == 1 ? charges->charges(0) : v1::Charge();
   }
 
   // Reverses a charge (with its subsidies) now.

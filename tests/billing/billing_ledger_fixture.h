@@ -4,7 +4,8 @@
 // "voucher" that pays 10 % of every charge, topped up with 10,000.00 CNY.
 // Invoices can be made from ADJUST corrections of that top-up (Owe), which
 // put exactly the amounts wanted on the payers' PAYABLE accounts without any
-// booking. Shared by billing_contract_test and billing_audit2_test.
+// booking; bookings are used and billed with Use (or Bill). Shared by
+// billing_contract_test, billing_audit2_test and usage_figures_test.
 #pragma once
 
 #include <memory>
@@ -73,6 +74,46 @@ class BillingLedgerTest : public booking::BookingServiceTest {
     entry(payee, "income", payer, false);
     auto posted = billing_->PostCorrection(root_, fix);
     ASSERT_TRUE(posted.ok()) << posted.status();
+  }
+
+  // Bills every booking event so far, at the current clock (its posting
+  // time); events billed before are applied once.
+  void Bill() {
+    for (const auto& e : Events()) {
+      StreamEvent event{e.header().event_id(), "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
+      auto s = billing_->ApplyBookingEvent(event);
+      ASSERT_TRUE(s.ok()) << s;
+    }
+  }
+
+  // Checks `b` in at its start and out at its end (with the request_ids
+  // given), then bills it.
+  void Use(const booking::v1::Booking& b, const std::string& token, const std::string& check_in_id = "",
+           const std::string& check_out_id = "") {
+    namespace bk = labshare::booking::v1;
+    bk::Booking done;
+    clock_.Set(FromProto(b.reserved_interval().start_time()));
+    bk::CheckInRequest in;
+    in.set_name(b.name());
+    in.set_request_id(check_in_id);
+    grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::CheckIn, in, &done, token);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    clock_.Set(FromProto(b.reserved_interval().end_time()));
+    bk::CheckOutRequest out;
+    out.set_name(b.name());
+    out.set_request_id(check_out_id);
+    s = Call(stub_.get(), &bk::BookingService::Stub::CheckOut, out, &done, token);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    Bill();
+  }
+
+  // The one charge of `reference` (a booking, lease or project).
+  v1::Charge ChargeOf(const std::string& reference) {
+    v1::ListChargesRequest r;
+    r.set_reference(reference);
+    auto charges = billing_->ListCharges(root_, r);
+    EXPECT_TRUE(charges.ok() && charges->charges_size() == 1) << charges.status();
+    return charges.ok() && charges->charges_size() == 1 ? charges->charges(0) : v1::Charge();
   }
 
   // Issues `payer`'s invoice of January 2027 (the clock moves to February).

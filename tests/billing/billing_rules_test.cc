@@ -763,6 +763,32 @@ TEST(Fees, ABookingFeeOfZeroBpsIsNoCharge) {
   EXPECT_EQ(FeeBpsFor(BookingCharge::kUsage, p), std::nullopt);
 }
 
+// A fee of positive bps that rounds to 0 minor units is no charge either
+// (billing.proto Charge.amount: a fee is never 0), while one unit more of
+// fee is charged. Reserved 2 h at 0.01 an hour: base 2 minor units.
+TEST(Fees, ABookingFeeThatRoundsToZeroIsNoCharge) {
+  BillingPolicy p = Policy(v1::RESERVED_TIME);
+  p.missed_fee_bps = 2000;  // 20 % of 2 = 0.4 -> 0
+  auto missed = PriceBooking(Booking(tv1::ON_SITE, bkv1::Booking::MISSED), Hourly(1), p);
+  ASSERT_TRUE(missed.ok()) << missed.status();
+  EXPECT_FALSE(missed->has_value());
+  p.missed_fee_bps = 2500;  // 25 % of 2 = 0.5 -> 1
+  missed = PriceBooking(Booking(tv1::ON_SITE, bkv1::Booking::MISSED), Hourly(1), p);
+  ASSERT_TRUE(missed.ok() && missed->has_value()) << missed.status();
+  EXPECT_EQ((*missed)->base_amount().amount_minor(), 2);
+  EXPECT_EQ((*missed)->amount().amount_minor(), 1);
+  bkv1::Booking late = Booking(tv1::ON_SITE, bkv1::Booking::CANCELLED);
+  late.set_late_cancellation(true);
+  p.late_cancel_fee_bps = 1;  // 0.01 % of 2 = 0.0002 -> 0
+  auto fee = PriceBooking(late, Hourly(1), p);
+  ASSERT_TRUE(fee.ok()) << fee.status();
+  EXPECT_FALSE(fee->has_value());
+  // A free use is still a charge of 0 (a record of the use), not a fee.
+  auto free = PriceBooking(Booking(tv1::ON_SITE, bkv1::Booking::COMPLETED), Hourly(0), p);
+  ASSERT_TRUE(free.ok() && free->has_value()) << free.status();
+  EXPECT_EQ((*free)->amount().amount_minor(), 0);
+}
+
 TEST(Fees, OnlyMissedAndLateFeesAreBookingFees) {
   ExpectInvalid(PriceBookingFee(v1::USAGE, Hourly(), Policy(v1::RESERVED_TIME),
                                 {Sh(2025, 3, 10, 10), Sh(2025, 3, 10, 12)})
@@ -1205,11 +1231,35 @@ TEST(TechnicalService, LateCancellationIsAShareOfTheQuote) {
   // 33.33 % of 2285.00 = 761.5905 -> 761.59.
   bkv1::ServiceOrder o = Order();
   o.set_late_cancellation(true);
-  v1::Charge c = MustPrice(PriceServiceOrderCancellation(o, 3333));
+  auto priced = PriceServiceOrderCancellation(o, 3333);
+  ASSERT_TRUE(priced.ok() && priced->has_value()) << priced.status();
+  const v1::Charge& c = **priced;
   EXPECT_EQ(c.fee_kind(), v1::LATE_CANCELLATION_FEE);
   EXPECT_EQ(c.base_amount().amount_minor(), 228500);
   EXPECT_EQ(c.fee_bps(), 3333);
   EXPECT_EQ(c.amount().amount_minor(), 76159);
+}
+
+// A quote of 12 minor units (12 samples at 0.01): 40 % of it is 4.8 -> 5
+// minor units, charged; 4 % is 0.48 -> 0: no charge at all (billing.proto
+// Charge.amount: a fee is never 0), as at 0 bps.
+TEST(TechnicalService, ALateCancellationFeeThatRoundsToZeroIsNoCharge) {
+  bkv1::ServiceOrder o = Order();
+  o.set_late_cancellation(true);
+  *o.mutable_quote()->mutable_per_sample_fee() = Cny(1);
+  *o.mutable_quote()->mutable_staff_time_fee() = Cny(0);
+  *o.mutable_quote()->mutable_consumables() = Cny(0);
+  *o.mutable_quote()->mutable_total() = Cny(12);
+  auto priced = PriceServiceOrderCancellation(o, 4000);
+  ASSERT_TRUE(priced.ok() && priced->has_value()) << priced.status();
+  EXPECT_EQ((*priced)->base_amount().amount_minor(), 12);
+  EXPECT_EQ((*priced)->amount().amount_minor(), 5);
+  for (int32_t bps : {400, 0}) {
+    SCOPED_TRACE(bps);
+    priced = PriceServiceOrderCancellation(o, bps);
+    ASSERT_TRUE(priced.ok()) << priced.status();
+    EXPECT_FALSE(priced->has_value());
+  }
 }
 
 TEST(TechnicalService, OnlyLateCancellationsAreCharged) {

@@ -9,6 +9,7 @@
 #include "services/billing/billing_service.h"
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
+#include "tests/billing/billing_ledger_fixture.h"
 #include "tests/billing/direct_inventory.h"
 #include "tests/booking/booking_fixture.h"
 
@@ -19,6 +20,26 @@ namespace bk = labshare::booking::v1;
 namespace iv = labshare::inventory::v1;
 namespace bl = labshare::billing::v1;
 using booking::BookingServiceTest;
+
+// Every outbox entry so far, by source.
+std::vector<std::pair<std::string, StreamEvent>> OutboxEvents(RedisPool& pool) {
+  std::vector<std::pair<std::string, std::string>> streams = {{"inventory", "{inventory}:outbox"},
+                                                              {"booking", "{booking}:outbox"},
+                                                              {"billing", "{billing}:outbox"}};
+  for (int p = 0; p < booking::kPartitions; ++p) streams.push_back({"booking", booking::keys::Outbox(p)});
+  std::vector<std::pair<std::string, StreamEvent>> out;
+  for (const auto& [source, stream] : streams) {
+    auto v = pool.Command({"XRANGE", stream, "-", "+"});
+    for (const auto& entry : v->elements) {
+      StreamEvent e;
+      e.stream_id = entry.elements[0].str;
+      e.type = entry.elements[1].elements[1].str;
+      e.payload = entry.elements[1].elements[3].str;
+      out.push_back({source, std::move(e)});
+    }
+  }
+  return out;
+}
 
 class UsageMonthTest : public BookingServiceTest {
  protected:
@@ -36,25 +57,7 @@ class UsageMonthTest : public BookingServiceTest {
     auditor_ = Principal{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
   }
 
-  // Every outbox entry so far, by source.
-  std::vector<std::pair<std::string, StreamEvent>> AllEvents() {
-    std::vector<std::pair<std::string, std::string>> streams = {{"inventory", "{inventory}:outbox"},
-                                                                {"booking", "{booking}:outbox"},
-                                                                {"billing", "{billing}:outbox"}};
-    for (int p = 0; p < booking::kPartitions; ++p) streams.push_back({"booking", booking::keys::Outbox(p)});
-    std::vector<std::pair<std::string, StreamEvent>> out;
-    for (const auto& [source, stream] : streams) {
-      auto v = pool_->Command({"XRANGE", stream, "-", "+"});
-      for (const auto& entry : v->elements) {
-        StreamEvent e;
-        e.stream_id = entry.elements[0].str;
-        e.type = entry.elements[1].elements[1].str;
-        e.payload = entry.elements[1].elements[3].str;
-        out.push_back({source, std::move(e)});
-      }
-    }
-    return out;
-  }
+  std::vector<std::pair<std::string, StreamEvent>> AllEvents() { return OutboxEvents(*pool_); }
   // Billing consumes booking's events (each once).
   void Bill() {
     for (const auto& [source, e] : AllEvents()) {
@@ -414,6 +417,131 @@ TEST_F(UsageMonthTest, OnSiteBookedForAUserWithAnotherPayerCountsForTheUsersOrga
   EXPECT_EQ(paid.external_seconds(), 0);
   EXPECT_EQ(paid.bookings(), 2);
   EXPECT_EQ(January(only("organizations/lab"), &older).effective_seconds(), 0);
+}
+
+// ================================================================ subsidy reversals
+
+// Billing in process (the ledger fixture: the voucher pool pays 10 % of
+// every charge; tem at 500.00 an hour for members) folded by usage.
+// usage.proto UsageFigures.subsidized_income: net of subsidy reversals; a
+// subsidy reversed on its own lowers it and leaves service_income as it is,
+// and a charge reversed after it takes out only what is left, in whichever
+// order the postings are reversed; billing_events.proto
+// CorrectionPosted.income_deltas: the events of a charge sum to the charge
+// as it finally stands.
+class UsageSubsidyReversalTest : public billing::testing::BillingLedgerTest {
+ protected:
+  void SetUp() override {
+    BillingLedgerTest::SetUp();
+    shanghai_ = *billing::LoadBillingTimeZone("Asia/Shanghai");
+    figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, shanghai_, labshare::testing::TestPageTokens());
+    ASSERT_TRUE(figures_->MigrateAggregates().ok());
+  }
+
+  // ana's session on tem, 09:00-10:00 of day_, used and billed: its charge
+  // (50000, of which the voucher pays 5000).
+  bl::Charge Session() {
+    bk::Booking b;
+    EXPECT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+    Use(b, ana_);
+    return ChargeOf(b.name());
+  }
+
+  absl::Status Reverse(const std::string& posting) {
+    bl::PostCorrectionRequest fix;
+    fix.set_posting(posting);
+    fix.set_mode(bl::PostCorrectionRequest::REVERSE);
+    fix.set_reason("granted in error");
+    return billing_->PostCorrection(root_, fix).status();
+  }
+
+  // tem's figures of the days around day_, with every event so far folded
+  // (each once: usage keeps the events it applied).
+  v1::UsageFigures Tem() {
+    for (const auto& [source, e] : OutboxEvents(*pool_)) {
+      auto folded = figures_->Fold(source, e);
+      EXPECT_TRUE(folded.ok()) << folded;
+    }
+    const absl::CivilDay day = absl::ToCivilDay(day_, shanghai_);
+    v1::QueryUsageRequest q;
+    *q.mutable_range()->mutable_start_time() = ToProto(absl::FromCivil(day - 1, shanghai_));
+    *q.mutable_range()->mutable_end_time() = ToProto(absl::FromCivil(day + 2, shanghai_));
+    q.mutable_filter()->add_instruments("instruments/tem");
+    auto rows = figures_->QueryUsage(auditor_, q);
+    EXPECT_TRUE(rows.ok()) << rows.status();
+    return rows.ok() ? rows->totals() : v1::UsageFigures();
+  }
+
+  std::unique_ptr<UsageFigures> figures_;
+  absl::TimeZone shanghai_;
+  Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
+};
+
+TEST_F(UsageSubsidyReversalTest, ASubsidyReversedAloneThenItsChargeCountsEachOnce) {
+  const bl::Charge charge = Session();
+  ASSERT_EQ(charge.amount().amount_minor(), 50000);
+  ASSERT_EQ(charge.subsidy_postings_size(), 1);
+  ASSERT_EQ(charge.subsidy_total().amount_minor(), 5000);
+  v1::UsageFigures f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 50000);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
+
+  // The subsidy alone: the payer owes all of it again; the owner's income
+  // is what it was, none of it subsidised.
+  ASSERT_TRUE(Reverse(charge.subsidy_postings(0)).ok());
+  f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 50000);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+
+  // Then the charge: its income goes, the subsidy is not taken out twice.
+  ASSERT_TRUE(Reverse(charge.posting()).ok());
+  f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 0);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+}
+
+TEST_F(UsageSubsidyReversalTest, AChargeReversedFirstTakesItsSubsidyWithItOnce) {
+  const bl::Charge charge = Session();
+  ASSERT_EQ(charge.subsidy_postings_size(), 1);
+  ASSERT_TRUE(Reverse(charge.posting()).ok());
+  v1::UsageFigures f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 0);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  // The subsidy went with its charge: reversing it again is refused and
+  // changes nothing.
+  const absl::Status again = Reverse(charge.subsidy_postings(0));
+  EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition) << again;
+  EXPECT_EQ(ErrorReason(again), "ALREADY_REVERSED");
+  f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 0);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+}
+
+// Undoing a subsidy's reversal (reversing the reversal) gives the subsidy
+// back, to the ledger and to the figures alike; the charge's reversal then
+// takes it out with the rest.
+TEST_F(UsageSubsidyReversalTest, AReversalOfASubsidysReversalGivesItBack) {
+  const bl::Charge charge = Session();
+  ASSERT_EQ(charge.subsidy_postings_size(), 1);
+  bl::PostCorrectionRequest fix;
+  fix.set_posting(charge.subsidy_postings(0));
+  fix.set_mode(bl::PostCorrectionRequest::REVERSE);
+  fix.set_reason("granted in error");
+  auto reversal = billing_->PostCorrection(root_, fix);
+  ASSERT_TRUE(reversal.ok()) << reversal.status();
+  EXPECT_EQ(Tem().subsidized_income().amount_minor(), 0);
+  ASSERT_TRUE(Reverse(reversal->correction().name()).ok());
+  v1::UsageFigures f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 50000);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000 - 5000);
+  ASSERT_TRUE(Reverse(charge.posting()).ok());
+  f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 0);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
 }
 
 }  // namespace

@@ -1159,6 +1159,17 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
                                     range.head.sequence(), ")"),
                        {{"head_sequence", std::to_string(range.head.sequence())}});
     }
+    // Archived (labshare-archive) and no longer held: only the last archived
+    // entry's hash is, recorded with the base, and checked below.
+    if (anchors[i].sequence() < range.base.sequence()) {
+      return MakeError(absl::StatusCode::kOutOfRange, "SEQUENCE_OUT_OF_RANGE",
+                       absl::StrCat("anchors[", i, "] (", anchors[i].sequence(), ") is in a year archived to a ",
+                                    "file (labshare-archive, entries up to ", range.base.sequence(),
+                                    "); check it against the archive file (deploy/verify_audit.py --anchor) or "
+                                    "give an anchor at ", range.base.sequence(), " or later"),
+                       {{"head_sequence", std::to_string(range.head.sequence())},
+                        {"first_sequence", std::to_string(range.base.sequence() + 1)}});
+    }
   }
 
   v1::VerifyAuditChainResponse resp;
@@ -1238,6 +1249,15 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
     for (size_t i = 0; i < seqs.size(); ++i) {
       const v1::AuditAnchor& a = sorted[first + i];
       const auto& e = entries[i];
+      if (a.sequence() == range.base.sequence()) {
+        // The last archived entry: the hash recorded when it was archived
+        // (whether or not the entry itself is still being removed).
+        if (range.base.hash() != a.hash()) {
+          return fail(a.sequence(), v1::ANCHOR_MISMATCH, a.hash(), range.base.hash());
+        }
+        resp.set_anchors_checked(resp.anchors_checked() + 1);
+        continue;
+      }
       if (!e || e->sequence() != a.sequence()) return fail(a.sequence(), v1::SEQUENCE_GAP, "", "");
       if (e->hash() != a.hash()) return fail(a.sequence(), v1::ANCHOR_MISMATCH, a.hash(), e->hash());
       resp.set_anchors_checked(resp.anchors_checked() + 1);

@@ -868,13 +868,19 @@ struct Ops {
   }
 };
 
-// Seconds of [s, e) in each calendar day of the zone.
+// Whole seconds of [s, e): both instants taken to the whole second
+// (fractions dropped), then subtracted, so that the parts of a stretch split
+// anywhere add up to the seconds of the whole (usage.proto "Units").
+int64_t WholeSeconds(absl::Time s, absl::Time e) { return absl::ToUnixSeconds(e) - absl::ToUnixSeconds(s); }
+
+// Seconds of [s, e) in each calendar day of the zone (WholeSeconds: the
+// days add up to WholeSeconds(s, e)).
 std::vector<std::pair<absl::CivilDay, int64_t>> SplitByDay(absl::Time s, absl::Time e, absl::TimeZone zone) {
   std::vector<std::pair<absl::CivilDay, int64_t>> out;
   while (s < e) {
     const absl::CivilDay d = absl::ToCivilDay(s, zone);
     const absl::Time next = std::min(e, absl::FromCivil(d + 1, zone));
-    out.emplace_back(d, absl::ToInt64Seconds(next - s));
+    out.emplace_back(d, WholeSeconds(s, next));
     s = next;
   }
   return out;
@@ -1230,7 +1236,10 @@ absl::StatusOr<absl::Time> UsageFigures::OrderConfirmedTime(const std::string& o
 }
 
 absl::StatusOr<int64_t> UsageFigures::DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const {
-  if (b.mode() != labshare::type::v1::LEASE || !IsResourceName(b.instrument(), "instruments")) return 24 * 3600;
+  // Only LEASE days are counted by policy; other modes count actual time,
+  // also on a day longer than 24 h (daylight saving).
+  if (b.mode() != labshare::type::v1::LEASE) return kNoDayCap;
+  if (!IsResourceName(b.instrument(), "instruments")) return 24 * 3600;
   LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", IdOf(b.instrument())},
                                                {"HGET", "{usage}:thresholds", "d"},
                                                {"HGET", kOpenSessions, b.name()}}));
@@ -1272,6 +1281,9 @@ absl::StatusOr<std::map<std::string, std::vector<UsageFigures::OpenSession>>> Us
       continue;
     }
     o.mode = static_cast<int>(b.mode());
+    // Sessions opened before only LEASE was capped recorded 24 h for the
+    // other modes: they count actual time too.
+    if (b.mode() != labshare::type::v1::LEASE) o.cap = kNoDayCap;
     o.org = UserOrganization(b);
     o.user = b.user();
     o.start = FromProto(b.session().start_time());
@@ -2181,7 +2193,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
             const absl::Time ds = std::max(in_from, day_starts[k]);
             const absl::Time de = std::min(in_to, day_starts[k + 1]);
             if (ds >= de) continue;  // outside [in_from, in_to)
-            const int64_t secs = absl::ToInt64Seconds(de - ds);
+            const int64_t secs = WholeSeconds(ds, de);
             // Union of the windows and the time in state MAINTENANCE inside [ds, de).
             std::vector<std::pair<absl::Time, absl::Time>> cut;
             for (const auto* list : {&x.windows, &maintenance_states}) {
@@ -2194,7 +2206,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
             absl::Time reach = absl::InfinitePast();
             for (const auto& [s, e] : cut) {
               const absl::Time s2 = std::max(s, reach);
-              if (e > s2) m += absl::ToInt64Seconds(e - s2);
+              if (e > s2) m += WholeSeconds(s2, e);
               reach = std::max(reach, e);
             }
             l.calendar += secs;
@@ -2366,7 +2378,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         l.cells[{mode, std::string(fp[1])}].users.emplace_back(std::string(user), sc);
       }
       // Open sessions: a use record up to the computation time ("Use
-      // record"), split by day and capped per day like a closed one.
+      // record"), split by day like a closed one (LEASE days capped).
       auto open = open_here && l.last ? open_sessions.find(*l.id) : open_sessions.end();
       if (open == open_sessions.end()) continue;
       for (const OpenSession& o : open->second) {

@@ -38,7 +38,8 @@
 //                                     BookingCheckedIn, removed at check-out or
 //                                     cancellation); they count at query time, up to
 //                                     the computation time (OpenSessions), not in the
-//                                     counters or the aggregates
+//                                     counters or the aggregates; the day cap counts for
+//                                     LEASE only (other modes: actual time, uncapped)
 //   {usage}:closed                    HASH booking name -> unix ms of the event that closed its
 //                                     session (BookingCheckedOut, or BookingCancelled of a
 //                                     booking with a session): written with the HDEL from
@@ -67,6 +68,7 @@
 
 #include <atomic>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -266,7 +268,10 @@ class UsageFigures {
   absl::StatusOr<bool> FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to);
   // Seconds a day of the booking's session counts at most: LEASE the
   // counted hours per day in force at handover (at_handover: now; else the
-  // cap its open session recorded, or as now), other modes 24 h.
+  // cap its open session recorded, or as now); other modes count actual
+  // time, uncapped (kNoDayCap: a 25-hour day of a daylight-saving change
+  // counts 25 hours).
+  static constexpr int64_t kNoDayCap = std::numeric_limits<int64_t>::max();
   absl::StatusOr<int64_t> DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const;
   // When a booking counts (bookings, completed_bookings): its reserved
   // start; a TECHNICAL_SERVICE run, when its service order was confirmed.
@@ -280,7 +285,7 @@ class UsageFigures {
     std::string org, user;
     // end: min(now, reserved end), LEASE: now; reserved_start: BookingPeriodTime.
     absl::Time start, end, reserved_start;
-    int64_t cap = 24 * 3600;                // per calendar day
+    int64_t cap = kNoDayCap;                // per calendar day (LEASE only)
   };
   // The open sessions by instrument id.
   absl::StatusOr<std::map<std::string, std::vector<OpenSession>>> OpenSessions(absl::Time now) const;

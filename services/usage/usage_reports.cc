@@ -216,11 +216,12 @@ void FigureCells(const v1::UsageFigures& fig, std::vector<std::string>* cells) {
       }
       cells->push_back(absl::StrJoin(parts, ";"));
     } else if (f->message_type() == v1::Ratio::descriptor()) {
+      // All three cells empty when the ratio is undefined or not set.
       const auto& ratio = static_cast<const v1::Ratio&>(r->GetMessage(fig, f));
-      const bool set = r->HasField(fig, f);
-      cells->push_back(set ? absl::StrCat(ratio.numerator()) : "");
-      cells->push_back(set ? absl::StrCat(ratio.denominator()) : "");
-      cells->push_back(ratio.defined() ? absl::StrCat(ratio.basis_points()) : "");
+      const bool defined = r->HasField(fig, f) && ratio.defined();
+      cells->push_back(defined ? absl::StrCat(ratio.numerator()) : "");
+      cells->push_back(defined ? absl::StrCat(ratio.denominator()) : "");
+      cells->push_back(defined ? absl::StrCat(ratio.basis_points()) : "");
     } else if (f->message_type() == Money::descriptor()) {
       cells->push_back(r->HasField(fig, f) ? absl::StrCat(static_cast<const Money&>(r->GetMessage(fig, f)).amount_minor())
                                            : "");

@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
+#include "common/error.h"
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/token.h"
@@ -380,6 +381,48 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
   // Everything archived: nothing left in Redis of the trail but head, base, manifests.
   EXPECT_FALSE(Exists(usage::audit_keys::Entry(10)));
   EXPECT_EQ(pool_->Command({"HLEN", usage::audit_keys::Applied()})->integer, 0);
+}
+
+// VerifyAuditChain's anchors after entries 1..6 were archived: an anchor at
+// 6 (the last archived entry) is checked against the hash recorded at the
+// cut (VERIFIED, or ANCHOR_MISMATCH), not reported as a gap; an anchor at 3
+// is no longer held: OUT_OF_RANGE SEQUENCE_OUT_OF_RANGE, as a start there.
+TEST_F(ArchiveTest, AnAnchorAtTheArchivedBaseIsCheckedAndOlderOnesAreOutOfRange) {
+  Seed();
+  SetState(ids_[4], bv1::Booking::MISSED);
+  clock_.Set(At(kY + 1, 2, 1));
+  auto entry6 = chain_->Get(6);
+  ASSERT_TRUE(entry6.ok() && entry6->has_value());
+  const std::string hash6 = (*entry6)->hash();
+  auto entry3 = chain_->Get(3);
+  ASSERT_TRUE(entry3.ok() && entry3->has_value());
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->audit_end, 7);
+  ASSERT_FALSE(Exists(usage::audit_keys::Entry(6)));
+  auto anchor = [](int64_t sequence, const std::string& hash) {
+    uv1::AuditAnchor a;
+    a.set_sequence(sequence);
+    a.set_hash(hash);
+    return a;
+  };
+  auto at_base = chain_->Verify(0, 0, {anchor(6, hash6)});
+  ASSERT_TRUE(at_base.ok()) << at_base.status();
+  EXPECT_EQ(at_base->result(), uv1::VERIFIED) << at_base->first_break().ShortDebugString();
+  EXPECT_EQ(at_base->anchors_checked(), 1);
+  EXPECT_EQ(at_base->start_sequence(), 7);
+  std::string wrong = hash6;
+  wrong[0] = static_cast<char>(wrong[0] ^ 1);
+  auto mismatch = chain_->Verify(0, 0, {anchor(6, wrong)});
+  ASSERT_TRUE(mismatch.ok()) << mismatch.status();
+  EXPECT_EQ(mismatch->result(), uv1::BROKEN);
+  EXPECT_EQ(mismatch->first_break().sequence(), 6);
+  EXPECT_EQ(mismatch->first_break().kind(), uv1::ANCHOR_MISMATCH);
+  EXPECT_EQ(mismatch->first_break().expected_hash(), wrong);
+  EXPECT_EQ(mismatch->first_break().actual_hash(), hash6);
+  auto archived = chain_->Verify(0, 0, {anchor(3, (*entry3)->hash())});
+  EXPECT_EQ(archived.status().code(), absl::StatusCode::kOutOfRange) << archived.status();
+  EXPECT_EQ(ErrorReason(archived.status()), "SEQUENCE_OUT_OF_RANGE");
 }
 
 TEST_F(ArchiveTest, ATamperedArchiveIsDetectedBeforeAnythingIsRemoved) {

@@ -17,7 +17,11 @@
 //     rejected;
 //   - ON_SITE time, bookings and users served count for the user's
 //     organisation (Booking.user_organization), not for a payer named by
-//     owner staff; older events without it count for the payer.
+//     owner staff; older events without it count for the payer;
+//   - time counts on whole-second instants (fractions dropped before
+//     subtracting), so the days of a stretch add up to the stretch;
+//   - only LEASE days are capped: the 25-hour day where daylight saving
+//     ends counts 25 hours of an on-site session (Europe/Berlin).
 #include <gtest/gtest.h>
 
 #include <optional>
@@ -95,6 +99,14 @@ class UsageFiguresContractTest : public UsageServiceFixture {
     *b.mutable_reserved_interval()->mutable_start_time() = ToProto(start);
     *b.mutable_reserved_interval()->mutable_end_time() = ToProto(end);
     return b;
+  }
+  // Checked in at its reserved start, not checked out (an open session).
+  void CheckedIn(bk::Booking b) {
+    b.set_state(bk::Booking::CHECKED_IN);
+    *b.mutable_session()->mutable_start_time() = b.reserved_interval().start_time();
+    bk::BookingEvent e;
+    *e.mutable_booking_checked_in()->mutable_booking() = b;
+    Fold("booking", e);
   }
   // A session [start, end) checked out.
   void Used(bk::Booking b) {
@@ -804,6 +816,97 @@ TEST_F(UsageFiguresContractTest, OnSiteEventsWithoutAUserOrganisationCountForThe
     EXPECT_EQ(r.rows(0).figures().external_seconds(), 5 * 3600) << id;
     EXPECT_EQ(r.rows(0).figures().bookings(), 1) << id;
   }
+}
+
+// Instants count to the whole second, fractions dropped, before they are
+// subtracted (usage.proto "Units"): i1 registered 2 March 10:00:00.4 is in
+// service end.seconds - create_time.seconds = 50400 s that day, of which a
+// window 12:00:00.7-13:00:00.2 is 3600 s of maintenance; a session
+// 23:30:00.5-00:30:00.2 counts 1800 s on each day, 3600 s in all, closed
+// (fast and step-by-step folds) and open.
+TEST_F(UsageFiguresContractTest, SubSecondInstantsCountOnWholeSeconds) {
+  test_events::InstrumentFacts facts;
+  facts.state = iv::ACTIVE;
+  facts.create_time = At(2026, 3, 2, 10) + absl::Milliseconds(400);
+  Fold("inventory", test_events::InstrumentChanged("i1", facts));
+  iv::InventoryEvent w;
+  w.mutable_maintenance_window_changed()->set_instrument("instruments/i1");
+  auto* mw = w.mutable_maintenance_window_changed()->mutable_maintenance_window();
+  mw->set_name("instruments/i1/maintenanceWindows/w1");
+  mw->set_state(iv::SCHEDULED);
+  *mw->mutable_interval()->mutable_start_time() = ToProto(At(2026, 3, 2, 12) + absl::Milliseconds(700));
+  *mw->mutable_interval()->mutable_end_time() = ToProto(At(2026, 3, 2, 13) + absl::Milliseconds(200));
+  Fold("inventory", w);
+  const v1::UsageFigures day = Query(absl::CivilDay(2026, 3, 2), absl::CivilDay(2026, 3, 3),
+                                     v1::PERIOD_GRANULARITY_RANGE, {}, OnlyInstrument("i1"))
+                                   .totals();
+  const int64_t end_seconds = absl::ToUnixSeconds(absl::FromCivil(absl::CivilDay(2026, 3, 3), zone_));
+  const auto created = ToProto(facts.create_time);
+  ASSERT_EQ(created.nanos(), 400000000);
+  EXPECT_EQ(day.calendar_seconds(), end_seconds - created.seconds());
+  EXPECT_EQ(day.calendar_seconds(), 50400);
+  EXPECT_EQ(day.maintenance_seconds(), 3600);
+  EXPECT_EQ(day.available_seconds(), 46800);
+
+  const auto on_site = labshare::type::v1::ON_SITE;
+  const absl::Time start = At(2026, 3, 5, 23) + absl::Minutes(30) + absl::Milliseconds(500);
+  const absl::Time end = At(2026, 3, 6) + absl::Minutes(30) + absl::Milliseconds(200);
+  for (const bool fast : {true, false}) {
+    const std::string id = fast ? "i2" : "i3";
+    figures_->set_fast_fold_for_testing(fast);
+    Register(id);
+    Used(Booking("c-" + id, id, on_site, "organizations/lab", start, end));
+  }
+  Register("i4");
+  CheckedIn(Booking("o-i4", "i4", on_site, "organizations/lab", start, end));
+  for (const std::string id : {"i2", "i3", "i4"}) {
+    SCOPED_TRACE(id);
+    const v1::QueryUsageResponse days = Query(absl::CivilDay(2026, 3, 5), absl::CivilDay(2026, 3, 7),
+                                              v1::PERIOD_GRANULARITY_DAY, {}, OnlyInstrument(id));
+    ASSERT_EQ(days.rows_size(), 2);
+    EXPECT_EQ(days.rows(0).figures().effective_seconds(), 1800);
+    EXPECT_EQ(days.rows(1).figures().effective_seconds(), 1800);
+    EXPECT_EQ(days.totals().effective_seconds(), 3600);
+    EXPECT_EQ(March(OnlyInstrument(id)).effective_seconds(), 3600);
+  }
+  EXPECT_EQ(March().effective_seconds(), 3 * 3600);  // the aggregates agree
+}
+
+// Europe/Berlin, Sunday 25 October 2026: daylight saving ends, the day has
+// 25 hours (90000 s). An ON_SITE session over the whole day counts 90000 s
+// (actual time; only LEASE days are capped), closed through either fold and
+// open; a lease that day counts its counted hours (default 8 h).
+TEST_F(UsageFiguresContractTest, AOnSiteSessionOnThe25HourDayCountsActualTime) {
+  ASSERT_TRUE(absl::LoadTimeZone("Europe/Berlin", &zone_));
+  figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
+  ASSERT_TRUE(figures_->MigrateAggregates().ok());
+  const absl::CivilDay sunday(2026, 10, 25), monday(2026, 10, 26);
+  const absl::Time from = absl::FromCivil(sunday, zone_), to = absl::FromCivil(monday, zone_);
+  ASSERT_EQ(to - from, absl::Hours(25));
+  const auto on_site = labshare::type::v1::ON_SITE;
+  for (const bool fast : {true, false}) {
+    const std::string id = fast ? "i1" : "i2";
+    figures_->set_fast_fold_for_testing(fast);
+    Register(id);
+    Used(Booking("c-" + id, id, on_site, "organizations/lab", from, to));
+  }
+  Register("i3");
+  CheckedIn(Booking("o-i3", "i3", on_site, "organizations/lab", from, to));
+  Register("i4");
+  Used(Booking("l-i4", "i4", labshare::type::v1::LEASE, "organizations/lab", from, to));
+  for (const std::string id : {"i1", "i2", "i3"}) {
+    SCOPED_TRACE(id);
+    const v1::UsageFigures f =
+        Query(sunday, monday, v1::PERIOD_GRANULARITY_RANGE, {}, OnlyInstrument(id)).totals();
+    EXPECT_EQ(f.effective_seconds(), 90000);
+    EXPECT_EQ(f.calendar_seconds(), 90000);
+    EXPECT_EQ(f.utilization().basis_points(), 10000);
+  }
+  EXPECT_EQ(Query(sunday, monday, v1::PERIOD_GRANULARITY_RANGE, {}, OnlyInstrument("i4")).totals().effective_seconds(),
+            8 * 3600);
+  const v1::UsageFigures october =
+      Query(absl::CivilDay(2026, 10, 1), absl::CivilDay(2026, 11, 1), v1::PERIOD_GRANULARITY_RANGE).totals();
+  EXPECT_EQ(october.effective_seconds(), 3 * 90000 + 8 * 3600);
 }
 
 }  // namespace

@@ -20,6 +20,8 @@
 //        charge to start 2,000,000 on Jul 5; in-kind 1,000,000 (JOINT_RESEARCH)
 //   i4 "MS"   owner big, f2, spectroscopy, no value, registered Dec 15: 17 days
 #include <grpcpp/grpcpp.h>
+
+#include <algorithm>
 #include <optional>
 
 #include <gtest/gtest.h>
@@ -326,6 +328,20 @@ TEST_F(UsageReportsTest, ThresholdsDefaultsUpdateEtagIdempotencyAndEvent) {
   ASSERT_TRUE(now.ok());
   EXPECT_EQ(now->etag(), "2");
   EXPECT_EQ(*pool_->Command({"XLEN", "{usage}:outbox"})->AsInteger(), 1);
+  // A band value without a currency code is taken in the reporting currency
+  // and stored with it (not CURRENCY_MISMATCH).
+  v1::UpdateThresholdsRequest plain = u;
+  plain.set_request_id("r3");
+  plain.mutable_thresholds()->clear_etag();
+  for (auto& b : *plain.mutable_thresholds()->mutable_bands()) b.mutable_min_original_value()->clear_currency_code();
+  auto v3 = figures_->UpdateThresholds(admin_, plain);
+  ASSERT_TRUE(v3.ok()) << v3.status();
+  ASSERT_EQ(v3->bands_size(), 2);
+  for (const auto& b : v3->bands()) EXPECT_EQ(b.min_original_value().currency_code(), "CNY");
+  EXPECT_EQ(v3->bands(1).min_original_value().amount_minor(), 1000000000);
+  now = figures_->GetThresholds(auditor_, get);
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->bands(1).min_original_value().currency_code(), "CNY");
 }
 
 // Lease days aggregated after a change of the default count the new hours.
@@ -545,6 +561,45 @@ TEST_F(UsageReportsTest, UnderSharedOrderComparesExactRates) {
   // A token issued before (rounded basis points and name): refused, start again.
   us.set_page_token(testing::TestPageTokens().Make(us, auditor_, "00000000000000003334\x1finstruments/ia"));
   EXPECT_EQ(ErrorReason(figures_->ListUnderSharedInstruments(auditor_, us).status()), "INVALID_PAGE_TOKEN");
+}
+
+// Membership compares the rounded basis points (InstrumentAssessment.
+// under_shared; ListUnderSharedInstruments lists exactly those): ia shares
+// 3,199 of 20,000 s in March (1599.5 bp, rounded to 1600), ib 3,198 (1599
+// bp). Against the default minimum of 1600 bp only ib is under-shared, in
+// its assessment and in the list alike.
+TEST_F(UsageReportsTest, UnderSharedComparesTheRoundedBasisPoints) {
+  Instrument("ia", "A", "own", "f1", "sem", 100000000, At(2026, 1, 1));
+  Instrument("ib", "B", "own", "f1", "sem", 100000000, At(2026, 1, 1));
+  const absl::Time t = At(2026, 3, 2);
+  Session("ia", ON_SITE, "big", "b1", t, t + absl::Seconds(3199));
+  Session("ia", ON_SITE, "own", "o1", t + absl::Hours(12), t + absl::Hours(12) + absl::Seconds(16801));
+  Session("ib", ON_SITE, "big", "b1", t, t + absl::Seconds(3198));
+  Session("ib", ON_SITE, "own", "o1", t + absl::Hours(12), t + absl::Hours(12) + absl::Seconds(16802));
+  v1::ListUnderSharedInstrumentsRequest under;
+  *under.mutable_range() = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+  auto listed = figures_->ListUnderSharedInstruments(auditor_, under);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->total_size(), 1);
+  ASSERT_EQ(listed->instruments_size(), 1);
+  EXPECT_EQ(listed->instruments(0).instrument(), "instruments/ib");
+  EXPECT_TRUE(listed->instruments(0).under_shared());
+  // Both are idle (20,000 s in March): their assessments, from the idle list.
+  v1::ListIdleInstrumentsRequest idle;
+  *idle.mutable_range() = under.range();
+  auto assessed = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(assessed.ok()) << assessed.status();
+  ASSERT_EQ(assessed->instruments_size(), 2);
+  for (const auto& a : assessed->instruments()) {
+    SCOPED_TRACE(a.instrument());
+    const bool ia = a.instrument() == "instruments/ia";
+    EXPECT_TRUE(a.assessed());
+    EXPECT_EQ(a.figures().effective_seconds(), 20000);
+    EXPECT_EQ(a.figures().sharing_rate().numerator(), ia ? 3199 : 3198);
+    EXPECT_EQ(a.figures().sharing_rate().basis_points(), ia ? 1600 : 1599);
+    EXPECT_EQ(a.min_sharing_rate_bp(), 1600);
+    EXPECT_EQ(a.under_shared(), !ia);
+  }
 }
 
 // ================================================================ matrix
@@ -913,6 +968,11 @@ TEST_F(UsageReportsTest, AnnualReportAndItsCsv) {
   EXPECT_TRUE(absl::StartsWith(lines[1], "PLATFORM,,,,,,7920000,2200.00,1800000,500.00,")) << lines[1];
   EXPECT_TRUE(absl::EndsWith(lines[1], ",4,3,1,1,,,,CNY")) << lines[1];
   EXPECT_TRUE(absl::StartsWith(lines[2], "ORGANIZATION,organizations/big,Big Co,,,,3600000,1000.00,")) << lines[2];
+  // MODE lines (9 to 11): the four count and three threshold columns empty.
+  for (size_t i = 9; i <= 11; ++i) {
+    EXPECT_TRUE(absl::StartsWith(lines[i], "MODE,")) << lines[i];
+    EXPECT_TRUE(absl::EndsWith(lines[i], ",,,,,,,,CNY")) << lines[i];
+  }
   // i2: 720,000 s = 200.00 h; assessed, idle, not under-shared.
   EXPECT_TRUE(
       absl::StartsWith(lines[15], "INSTRUMENT,instruments/i2,TEM,organizations/own,facilities/f1,electron-microscopy,"
@@ -1052,6 +1112,45 @@ TEST_F(UsageReportsTest, ExportUsageRowsCsvAndResume) {
   // Every completed export published ReportExported: rows, rows resumed,
   // the i2 CSV, the monthly CSV and its resumption (the rejected one did not).
   EXPECT_EQ(*pool_->Command({"XLEN", "{usage}:outbox"})->AsInteger(), 5);
+}
+
+// "Ratio fields as three columns ..., all three empty when the ratio is
+// undefined": i4 (no original value, registered 15 December, no use) in
+// December 2026 has no sharing rate (no use) and no revenue rate (no value):
+// their six cells are empty; its utilisation 0 / 1,468,800 (17 days) is
+// defined: 0, 1468800, 0.
+TEST_F(UsageReportsTest, AnUndefinedRatioLeavesAllThreeCsvCellsEmpty) {
+  Year();
+  v1::ExportUsageRequest r;
+  *r.mutable_range() = Range(absl::CivilDay(2026, 12, 1), absl::CivilDay(2027, 1, 1));
+  r.mutable_filter()->add_instruments("instruments/i4");
+  r.set_format(v1::EXPORT_FORMAT_CSV);
+  std::string csv;
+  ASSERT_TRUE(figures_
+                  ->ExportUsage(auditor_, r,
+                                [&](const v1::ExportUsageResponse& m) {
+                                  csv += m.csv();
+                                  return absl::OkStatus();
+                                })
+                  .ok());
+  std::vector<std::string> lines = absl::StrSplit(csv, "\r\n");
+  ASSERT_EQ(lines.size(), 3u) << csv;  // header, i4's row, "" after the last CRLF
+  const std::vector<std::string> header = absl::StrSplit(lines[0], ',');
+  const std::vector<std::string> row = absl::StrSplit(lines[1], ',');
+  ASSERT_EQ(row.size(), header.size());
+  auto cell = [&](const std::string& column) {
+    const auto it = std::find(header.begin(), header.end(), column);
+    return it == header.end() ? std::string("(no column ") + column + ")" : row[it - header.begin()];
+  };
+  for (const std::string ratio : {"sharing_rate", "revenue_rate"}) {
+    for (const std::string part : {"_numerator", "_denominator", "_bp"}) {
+      EXPECT_EQ(cell(ratio + part), "") << ratio + part;
+    }
+  }
+  EXPECT_EQ(cell("utilization_numerator"), "0");
+  EXPECT_EQ(cell("utilization_denominator"), "1468800");
+  EXPECT_EQ(cell("utilization_bp"), "0");
+  EXPECT_EQ(cell("instruments_without_value"), "1");
 }
 
 // ================================================================ over gRPC

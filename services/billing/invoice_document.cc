@@ -15,28 +15,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/csv.h"
+#include "common/currency.h"
 #include "common/error.h"
 #include "common/proto_util.h"
 
 namespace labshare::billing {
 namespace {
-
-// ISO 4217 exponents other than two: the currencies without minor digits
-// and those with three (the list of ISO 4217 amendment 176). Every other
-// code has two.
-int MinorDigits(absl::string_view currency) {
-  static constexpr absl::string_view kZero[] = {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW",
-                                                "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF",
-                                                "XPF"};
-  static constexpr absl::string_view kThree[] = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"};
-  for (absl::string_view c : kZero) {
-    if (currency == c) return 0;
-  }
-  for (absl::string_view c : kThree) {
-    if (currency == c) return 3;
-  }
-  return 2;
-}
 
 std::string UnitWord(v1::ChargeUnit unit) {
   switch (unit) {
@@ -505,7 +489,7 @@ std::string ChargeText(v1::FeeKind fee_kind, labshare::type::v1::SharingMode mod
 }
 
 std::string FormatAmount(int64_t minor, absl::string_view currency) {
-  const int digits = MinorDigits(currency);
+  const int digits = CurrencyMinorDigits(currency);
   const bool negative = minor < 0;
   // |INT64_MIN| does not fit; amounts are bounded far below it.
   const uint64_t abs = negative ? static_cast<uint64_t>(-(minor + 1)) + 1 : static_cast<uint64_t>(minor);

@@ -1,10 +1,14 @@
 #include "services/notify/notify_mail_kinds.h"
 
+#include <algorithm>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/currency.h"
 #include "common/error.h"
 #include "common/proto_util.h"
 #include "labshare/billing/v1/billing_events.pb.h"
@@ -255,7 +259,12 @@ void InterpretBilling(const bl::BillingEvent& e, const InterpretOptions& o, Inte
       Notice n;
       n.kind = v1::PAYMENT_RECEIVED;
       n.org_roles.push_back({p.payee(), Role::kMemberBillingAdmin});
-      if (p.payer() != p.payee()) n.org_roles.push_back({p.payer(), Role::kMemberBillingAdmin});
+      // The payer's receipt when the payer is an organisation: a subsidy
+      // pool ("subsidyPools/{id}", recorded by the consortium admin) has no
+      // billing admins to mail.
+      if (p.payer() != p.payee() && absl::StartsWith(p.payer(), "organizations/")) {
+        n.org_roles.push_back({p.payer(), Role::kMemberBillingAdmin});
+      }
       n.resource = p.name();
       n.text["amount"] = Money(p.amount());
       n.text["payer"] = p.payer();
@@ -405,7 +414,10 @@ absl::StatusOr<Notice> ScheduledNotice(absl::string_view member, const StreamEve
   bk::BookingEvent ev;
   if (!ev.ParseFromString(e.payload)) return Unparsable(e);
   absl::StatusOr<Notice> n = ScheduledNoticeOf(kind, ev);
-  if (n.ok()) n->trace_id = ev.header().trace_id();
+  if (n.ok()) {
+    n->trace_id = ev.header().trace_id();
+    if (ev.header().has_event_time()) n->event_time = FromProto(ev.header().event_time());
+  }
   return n;
 }
 
@@ -417,14 +429,18 @@ std::vector<Schedule> SchedulesToApply(const Interpretation& in, absl::Time now,
     return out;  // history: whatever it scheduled is long past
   }
   for (const Schedule& s : in.schedule) {
-    if (s.fire >= now - grace) out.push_back(s);
+    // Due when it fires, or when its event happened if that is later (a
+    // booking made within the lead time): late only past the grace after
+    // that. Stored at its own fire time (due at once when past): the mail's
+    // id stays the same whichever event scheduled it.
+    if (std::max(s.fire, in.event_time) >= now - grace) out.push_back(s);
   }
   return out;
 }
 
 bool ScheduledStillDue(absl::string_view member, absl::Time fire, const Notice& notice, absl::Time now,
                        absl::Duration grace) {
-  if (fire < now - grace) return false;
+  if (std::max(fire, notice.event_time) < now - grace) return false;
   std::pair<std::string, std::string> parts = absl::StrSplit(member, absl::MaxSplits('|', 1));
   Kind kind;
   if (!ParseKind(parts.first, &kind)) return false;
@@ -438,13 +454,20 @@ bool ScheduledStillDue(absl::string_view member, absl::Time fire, const Notice& 
 std::string FormatMoney(int64_t minor, absl::string_view currency) {
   const bool negative = minor < 0;
   const uint64_t abs = negative ? static_cast<uint64_t>(-(minor + 1)) + 1 : static_cast<uint64_t>(minor);
-  std::string units = absl::StrCat(abs / 100);
+  // The currency's ISO 4217 exponent: 12345 JPY is 12,345 yen, 12345 CNY
+  // 123.45 yuan, 12345 KWD 12.345 dinars.
+  const int digits = CurrencyMinorDigits(currency);
+  uint64_t scale = 1;
+  for (int i = 0; i < digits; ++i) scale *= 10;
+  std::string units = absl::StrCat(abs / scale);
   std::string grouped;
   for (size_t i = 0; i < units.size(); ++i) {
     if (i > 0 && (units.size() - i) % 3 == 0) grouped += ',';
     grouped += units[i];
   }
-  return absl::StrFormat("%s%s.%02d %s", negative ? "-" : "", grouped, static_cast<int>(abs % 100), currency);
+  if (digits == 0) return absl::StrCat(negative ? "-" : "", grouped, " ", currency);
+  return absl::StrFormat("%s%s.%0*d %s", negative ? "-" : "", grouped, digits, static_cast<int>(abs % scale),
+                         currency);
 }
 
 // ------------------------------------------------------------------ templates
@@ -563,8 +586,11 @@ std::string Fill(absl::string_view tmpl, const std::map<std::string, std::string
 
 bool En(const RenderContext& c) { return c.language == "en"; }
 
+// The footer: a kind's unsubscribe link; for a legal notice, that it is
+// required; for a digest (`digest`), where its delivery is set (each of its
+// parts keeps its own kind's unsubscribe link).
 RenderedMail Wrap(const std::string& subject, const std::string& body_text, const std::string& body_html,
-                  const std::string& link, const RenderContext& c) {
+                  const std::string& link, const RenderContext& c, bool digest = false) {
   const bool en = En(c);
   RenderedMail m;
   m.subject = subject;
@@ -574,9 +600,17 @@ RenderedMail Wrap(const std::string& subject, const std::string& body_text, cons
   const std::string unsub = en ? "Unsubscribe from these mails: " : "退订此类邮件：";
   const std::string legal = en ? "This is a required notice; it cannot be turned off."
                                : "这是必要通知，无法退订。";
+  const std::string settings_url = DigestSettingsUrl(c.console_url);
+  const std::string settings = en ? "You get these notifications as a daily digest. To get each mail at once, "
+                                    "or fewer kinds, change your notification settings: "
+                                  : "您按每日摘要接收这些通知。如需逐封即时接收或减少通知种类，请修改通知设置：";
   m.text = absl::StrCat(hello, "\n\n", body_text, "\n\n");
   if (!link.empty()) absl::StrAppend(&m.text, open, link, "\n");
-  absl::StrAppend(&m.text, "\n-- \nLabShare\n", c.unsubscribe_url.empty() ? legal : unsub + c.unsubscribe_url, "\n");
+  absl::StrAppend(&m.text, "\n-- \nLabShare\n",
+                  digest                      ? settings + settings_url
+                  : c.unsubscribe_url.empty() ? legal
+                                              : unsub + c.unsubscribe_url,
+                  "\n");
   m.html = absl::StrCat("<!DOCTYPE html>\n<html lang=\"", en ? "en" : "zh-CN",
                         "\"><head><meta charset=\"utf-8\"><title>", HtmlEscape(subject),
                         "</title></head><body>\n<p>", HtmlEscape(hello), "</p>\n", body_html, "\n");
@@ -584,7 +618,10 @@ RenderedMail Wrap(const std::string& subject, const std::string& body_text, cons
     absl::StrAppend(&m.html, "<p><a href=\"", HtmlEscape(link), "\">", HtmlEscape(open), HtmlEscape(link), "</a></p>\n");
   }
   absl::StrAppend(&m.html, "<hr><p><small>LabShare. ");
-  if (c.unsubscribe_url.empty()) {
+  if (digest) {
+    absl::StrAppend(&m.html, HtmlEscape(settings), "<a href=\"", HtmlEscape(settings_url), "\">",
+                    HtmlEscape(settings_url), "</a>");
+  } else if (c.unsubscribe_url.empty()) {
     absl::StrAppend(&m.html, HtmlEscape(legal));
   } else {
     absl::StrAppend(&m.html, "<a href=\"", HtmlEscape(c.unsubscribe_url), "\">", HtmlEscape(unsub), "</a>");
@@ -668,7 +705,11 @@ RenderedMail RenderDigest(const std::vector<RenderedMail>& parts, const RenderCo
     absl::StrAppend(&text, "== ", p.subject, "\n", p.text, "\n");
     absl::StrAppend(&html, "<h2>", HtmlEscape(p.subject), "</h2>\n<pre>", HtmlEscape(p.text), "</pre>\n");
   }
-  return Wrap(subject, text, html, c.console_url + "/", c);
+  return Wrap(subject, text, html, c.console_url + "/", c, /*digest=*/true);
+}
+
+std::string DigestSettingsUrl(const std::string& console_url) {
+  return absl::StrCat(console_url, "/#/settings/notifications");
 }
 
 }  // namespace labshare::notify

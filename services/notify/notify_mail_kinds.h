@@ -49,6 +49,9 @@ struct Notice {
   // scheduled one, the event that scheduled it): the mail's own events (its
   // MailDeadLettered) carry it, so one id follows the request to its mails.
   std::string trace_id;
+  // A scheduled notice's (ScheduledNotice): the EventHeader.event_time of
+  // the event that scheduled it (InfinitePast when unknown).
+  absl::Time event_time = absl::InfinitePast();
 };
 
 // A mail to send later, at `fire` (domain clock): reminders, handover and
@@ -90,14 +93,17 @@ absl::StatusOr<Interpretation> Interpret(const StreamEvent& e, const InterpretOp
 absl::StatusOr<Notice> ScheduledNotice(absl::string_view member, const StreamEvent& e);
 
 // The schedule changes of `in` worth storing at `now` (domain clock): none
-// from an event older than max_event_age (0: no limit), and none whose fire
-// time is more than `grace` past.
+// from an event older than max_event_age (0: no limit), and none more than
+// `grace` late. A schedule is due at its fire time, or at the event's time
+// when the event came after it (a booking made, approved or moved within
+// the lead time: the reminder goes out at once).
 std::vector<Schedule> SchedulesToApply(const Interpretation& in, absl::Time now, absl::Duration grace,
                                        absl::Duration max_event_age);
 
 // Whether a scheduled member fired at `now` still makes its mail: not more
-// than `grace` late, and before what it announces (the start of the booking
-// or lease for reminders and handovers, the end for returns).
+// than `grace` late (due as SchedulesToApply says, notice.event_time being
+// the event's), and before what it announces (the start of the booking or
+// lease for reminders and handovers, the end for returns).
 bool ScheduledStillDue(absl::string_view member, absl::Time fire, const Notice& notice, absl::Time now,
                        absl::Duration grace);
 
@@ -126,10 +132,18 @@ std::string ConsolePath(const Notice& notice);
 
 RenderedMail Render(const Notice& notice, const RenderContext& context);
 
-// A digest of several rendered mails (each one's subject and text/html).
+// A digest of several rendered mails (each one's subject and text/html,
+// each with its own kind's unsubscribe link). It has no unsubscribe link of
+// its own (context.unsubscribe_url is not used; DIGEST is not a kind one
+// turns off): its footer links the notification settings
+// (DigestSettingsUrl), where the delivery goes back to immediate.
 RenderedMail RenderDigest(const std::vector<RenderedMail>& parts, const RenderContext& context);
 
-// "12,345.60 CNY".
+// The console's notification settings page.
+std::string DigestSettingsUrl(const std::string& console_url);
+
+// "12,345.60 CNY" for 1234560 CNY, "1,234,560 JPY" for 1234560 JPY: the
+// currency's ISO 4217 minor digits (CurrencyMinorDigits).
 std::string FormatMoney(int64_t minor, absl::string_view currency);
 
 }  // namespace labshare::notify

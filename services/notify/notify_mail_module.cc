@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/resource_name.h"
+#include "common/time_zone.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 
 namespace labshare::notify {
@@ -93,8 +94,13 @@ Fields SettingsFields(const v1::NotificationSettings& s, absl::Time now) {
 }
 
 // Whether two settings say the same (etag and update_time aside; the
-// disabled kinds as a set).
-bool SameSettings(const v1::NotificationSettings& a, const v1::NotificationSettings& b) {
+// disabled kinds as a set; DELIVERY_UNSPECIFIED is IMMEDIATE).
+bool SameSettings(v1::NotificationSettings a, v1::NotificationSettings b) {
+  for (v1::NotificationSettings* s : {&a, &b}) {
+    if (s->delivery() == v1::NotificationSettings::DELIVERY_UNSPECIFIED) {
+      s->set_delivery(v1::NotificationSettings::IMMEDIATE);
+    }
+  }
   Fields fa = SettingsFields(a, absl::UnixEpoch());
   Fields fb = SettingsFields(b, absl::UnixEpoch());
   fa.erase("etag");
@@ -178,8 +184,9 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       return InvalidField("settings.language", "must be \"zh-CN\" or \"en\" (or empty for the default)");
     }
     absl::TimeZone zone;
-    if (mask.count("time_zone") && !in.time_zone().empty() && !absl::LoadTimeZone(in.time_zone(), &zone)) {
-      return InvalidField("settings.time_zone", "must be an IANA time zone such as \"Asia/Shanghai\"");
+    if (mask.count("time_zone") && !in.time_zone().empty() && !LoadIanaTimeZone(in.time_zone(), &zone)) {
+      return InvalidField("settings.time_zone",
+                          "must be a zone of the IANA tz database such as \"Asia/Shanghai\" (or empty for the default)");
     }
     if (mask.count("delivery") && !v1::NotificationSettings::Delivery_IsValid(in.delivery())) {
       return InvalidField("settings.delivery", "must be IMMEDIATE or DAILY_DIGEST");
@@ -315,7 +322,8 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       v1::NotifyEvent ev;
       *ev.mutable_notification_settings_changed()->mutable_settings() = after;
       if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
-      const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), actor, req.request_id(), "", p.trace_id);
+      const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), actor, req.request_id(),
+                                                     ActorOrganizationOf(actor), p.trace_id);
       v1::UnsubscribeResponse answer = *resp;
       answer.set_changed(true);
       std::string replayed;
@@ -327,6 +335,20 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       *resp = answer;
       return absl::OkStatus();
     }
+  }
+
+  // The organisation of the user acting without a LabShare token (the
+  // unsubscribe link's), for EventHeader.actor_organization: inventory's
+  // answer; none for a user it does not know, and none (logged) when it
+  // cannot be asked now: an unsubscribe does not wait for inventory.
+  std::string ActorOrganizationOf(const std::string& user) {
+    absl::StatusOr<Person> person = m_->people().User(user);
+    if (person.ok()) return person->organization;
+    if (!absl::IsNotFound(person.status())) {
+      LogWarning("notify: the unsubscribing user's organisation is unknown; its event names none",
+                 {{"user", user}, {"error", person.status().ToString()}});
+    }
+    return "";
   }
 
   absl::Status List(grpc::ServerContext* ctx, const v1::ListDeadLettersRequest& req,
@@ -517,9 +539,12 @@ absl::StatusOr<MailModule::EffectiveSettings> MailModule::SettingsOf(const std::
   LS_ASSIGN_OR_RETURN(s.raw, queue_.Settings(user_id));
   const v1::NotificationSettings p = SettingsProto(user_id, s.raw);
   s.language = p.language().empty() ? options_.default_language : p.language();
-  s.zone_name = !p.time_zone().empty()    ? p.time_zone()
-                : !fallback_zone.empty() ? fallback_zone
-                                         : options_.default_time_zone;
+  // A zone stored before names were checked as IANA ones ("localtime")
+  // counts as none.
+  absl::TimeZone own;
+  s.zone_name = LoadIanaTimeZone(p.time_zone(), &own) ? p.time_zone()
+                : !fallback_zone.empty()              ? fallback_zone
+                                                      : options_.default_time_zone;
   if (!absl::LoadTimeZone(s.zone_name, &s.zone)) {
     s.zone_name = "UTC";
     s.zone = absl::UTCTimeZone();
@@ -552,16 +577,29 @@ absl::Status MailModule::HandleEvent(const StreamEvent& e) {
 }
 
 absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_id) {
+  // A lookup that can never succeed (no such user or organisation, or a
+  // name inventory refuses) is nobody: logged, never retried. Anything else
+  // (inventory unreachable) fails the event, which is redelivered.
+  auto nobody = [&](const absl::Status& s, const std::string& who) {
+    if (!absl::IsNotFound(s) && !absl::IsInvalidArgument(s)) return false;
+    LogWarning("notify: a recipient lookup found nobody; no mail for it",
+               {{"kind", KindName(notice.kind)}, {"event", event_id}, {"recipients", who}, {"error", s.ToString()}});
+    return true;
+  };
   std::vector<Person> people;
   for (const std::string& u : notice.users) {
     auto p = people_->User(u);
-    if (absl::IsNotFound(p.status())) continue;
+    if (!p.ok() && nobody(p.status(), u)) continue;
     LS_RETURN_IF_ERROR(p.status());
     people.push_back(*p);
   }
   for (const auto& [org, role] : notice.org_roles) {
-    LS_ASSIGN_OR_RETURN(std::vector<Person> found, people_->WithRole(org, role));
-    people.insert(people.end(), found.begin(), found.end());
+    auto found = people_->WithRole(org, role);
+    if (!found.ok() && nobody(found.status(), absl::StrCat(RoleName(role), " of ", org.empty() ? "any" : org))) {
+      continue;
+    }
+    LS_RETURN_IF_ERROR(found.status());
+    people.insert(people.end(), found->begin(), found->end());
   }
   std::set<std::string> seen;
   const bool legal = IsLegalNotice(notice.kind);
@@ -671,6 +709,12 @@ absl::Status MailModule::SendOne(const std::string& id) {
     c.console_url = context_.console_url;
     c.recipient_name = f["name"];
     const RenderedMail d = RenderDigest(parts, c);
+    // The subject as sent, before the attempt: a dead letter of the digest
+    // (whichever way it dies, also uncertain) shows it.
+    if (f["subject"] != d.subject) {
+      LS_RETURN_IF_ERROR(queue_.SetSendingSubject(id, d.subject));
+      f["subject"] = d.subject;
+    }
     mail.subject = d.subject;
     mail.text = d.text;
     mail.html = d.html;

@@ -122,6 +122,13 @@ end
 return 1
 )lua");
 
+const RedisScript kSetSendingSubject(R"lua(
+-- KEYS: msg; ARGV: subject
+if redis.call('HGET', KEYS[1], 'state') ~= 'SENDING' then return 0 end
+redis.call('HSET', KEYS[1], 'subject', ARGV[1])
+return 1
+)lua");
+
 const RedisScript kClaim(R"lua(
 -- KEYS: due, inflight; ARGV: wall_ms, consumer, limit, prefix
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -168,9 +175,11 @@ if seen then return seen end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 -- Gone when the caller loaded it (and so not scoped): loaded and scoped again.
 if ARGV[10] == 'gone' then return 'conflict' end
-local f = redis.call('HMGET', KEYS[1], 'state', 'replay_req', 'org', 'reason', 'dead_ms')
--- Replayed by a version that kept the request id in the message only.
-if ARGV[3] ~= '' and f[2] == ARGV[3] then return 'legacy' end
+local f = redis.call('HMGET', KEYS[1], 'state', 'replay_req', 'org', 'reason', 'dead_ms', 'replayed_by')
+-- Replayed under this request id, by this caller, by a version that kept
+-- the request id in the message only. Another caller's same id is that
+-- caller's own request (types.proto): it replays, or is NOT_A_DEAD_LETTER.
+if ARGV[3] ~= '' and f[2] == ARGV[3] and f[6] == ARGV[2] then return 'legacy' end
 if f[1] ~= 'DEAD' then return 'notdead' end
 if (f[5] or '') ~= ARGV[10] then return 'conflict' end
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -343,6 +352,7 @@ for i = 1, #users, 2 do
                'name', f[4] or '', 'lang', f[5] or '', 'tz', f[6] or '', 'parts', table.concat(parts, ','),
                'state', 'QUEUED', 'attempts', '0', 'create_ms', ARGV[1], 'event', 'digest:' .. u .. ':' .. score,
                'subject', 'digest')
+    -- (the subject is rendered, and stored, when the digest is sent)
     redis.call('ZADD', KEYS[2], ARGV[2], id)
     for _, p in ipairs(parts) do
       redis.call('HSET', ARGV[4] .. 'msg:' .. p, 'state', 'IN_DIGEST', 'digest', id)
@@ -469,6 +479,10 @@ absl::StatusOr<bool> MailQueue::Enqueue(const std::string& id, const Fields& fie
     }
   }
   return r->integer == 1;
+}
+
+absl::Status MailQueue::SetSendingSubject(const std::string& id, const std::string& subject) {
+  return ScriptStatus(redis_->Eval(kSetSendingSubject, {K("msg:" + id)}, {subject}));
 }
 
 absl::StatusOr<std::vector<std::string>> MailQueue::Claim(const std::string& consumer, absl::Time wall_now,

@@ -92,6 +92,10 @@ class MailQueue {
   absl::StatusOr<bool> Enqueue(const std::string& id, const Fields& fields, bool digest, absl::Time digest_due,
                                absl::Time wall_now, absl::Time domain_now, const Refused* refused = nullptr);
 
+  // Sets the subject of a message being sent (a digest's, rendered at
+  // sending); a no-op unless it is SENDING.
+  absl::Status SetSendingSubject(const std::string& id, const std::string& subject);
+
   // Claims up to `limit` due messages for `consumer` (state SENDING).
   absl::StatusOr<std::vector<std::string>> Claim(const std::string& consumer, absl::Time wall_now, int limit);
   // The fields of a message (empty when it does not exist).

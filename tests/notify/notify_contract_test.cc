@@ -53,8 +53,9 @@ class NotifyContractTest : public ::testing::Test {
     return feeds_->Create(user_, r);
   }
 
-  // The mail module behind a real gRPC server (plaintext loopback).
-  void StartMail() {
+  // The mail module behind a real gRPC server (plaintext loopback); people:
+  // nullptr for inventory's (unreachable here).
+  void StartMail(std::unique_ptr<People> people = nullptr) {
     NotifyContext ctx;
     ctx.redis = pool_.get();
     ctx.clock = &clock_;
@@ -62,7 +63,7 @@ class NotifyContractTest : public ::testing::Test {
     ctx.inventory = grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials());  // never called here
     ctx.console_url = "https://labshare.example.org";
     ctx.consumer = "contract-test";
-    mail_ = std::make_unique<MailModule>(ctx, MailOptions());
+    mail_ = std::make_unique<MailModule>(ctx, MailOptions(), std::move(people));
     MethodPolicy policy;
     mail_->AddPolicy(&policy);
     auth_ = std::make_unique<Authorizer>(labshare::testing::TestVerifier(), policy, &clock_);
@@ -661,6 +662,168 @@ TEST_F(NotifyContractTest, ReplayRetryAfterTheDeadLetterWentAnswersTheFirstAnswe
   auto gone = mail_->queue().Load("m1");
   ASSERT_TRUE(gone.ok());
   EXPECT_TRUE(gone->empty());
+}
+
+// ------------------------------------------------------------ audit of 2026-12-06 (notify)
+
+// types.proto: ReplayDeadLetter "treat[s] another caller's same request_id
+// as that caller's own request". A message replayed under A's id kept the
+// id in its fields, and B's request with the same id was answered as A's
+// retry (the message as it is, nothing replayed). Now B's request is B's:
+// on the message queued by A's replay, NOT_A_DEAD_LETTER; once it has died
+// again, B's replay happens (replayed by B). A's retry still answers A's
+// first answer.
+TEST_F(NotifyContractTest, AnotherCallersSameReplayRequestIdIsThatCallersOwnRequest) {
+  StartMail();
+  MakeDeadLetter("m1", "ana", "550 no such user");
+  auto call = [&](const Principal& by, const std::string& request_id, v1::DeadLetter* out) {
+    v1::ReplayDeadLetterRequest r;
+    r.set_name("deadLetters/m1");
+    r.set_request_id(request_id);
+    return stub_->ReplayDeadLetter(As(by).get(), r, out);
+  };
+  const Principal a = Now("root", "", Role::kConsortiumAdmin);
+  const Principal b = Now("fs", "lab", Role::kFacilityStaff);
+  // A record of A's request kept in the message only (as the version before
+  // request records kept it): A's retry answers; B's same id is B's.
+  v1::DeadLetter first;
+  grpc::Status s = call(a, "replay-1", &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_TRUE(pool_->Command({"DEL", "{notify}:mail:req:users/root:replay-1"}).ok());
+  ASSERT_EQ(State("m1"), "QUEUED");
+  const int64_t events = OutboxLength();
+  v1::DeadLetter out;
+  s = call(b, "replay-1", &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "NOT_A_DEAD_LETTER");
+  s = call(a, "replay-1", &out);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.replayed_by(), "users/root");
+  EXPECT_EQ(OutboxLength(), events);
+
+  // It dies again: B's request under the same id replays it.
+  clock_.Advance(absl::Minutes(5));
+  Attempt({{"m1", MailQueue::Outcome::kDead}}, "550 still no");
+  ASSERT_EQ(State("m1"), "DEAD");
+  const int64_t died = OutboxLength();
+  s = call(b, "replay-1", &out);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.replayed_by(), "users/fs");
+  EXPECT_EQ(out.attempts(), 0);
+  EXPECT_EQ(out.last_error(), "550 still no");
+  EXPECT_EQ(State("m1"), "QUEUED");
+  EXPECT_EQ(OutboxLength(), died + 1);
+  // B's retry answers B's first answer; nothing more is replayed.
+  v1::DeadLetter again;
+  s = call(b, "replay-1", &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.SerializeAsString(), out.SerializeAsString());
+  EXPECT_EQ(OutboxLength(), died + 1);
+}
+
+// NotificationSettings.Delivery: DELIVERY_UNSPECIFIED is "as IMMEDIATE", and
+// an update that changes nothing keeps the etag and publishes nothing:
+// IMMEDIATE over settings never set (delivery unspecified) is no change (it
+// used to write the settings and publish an event), and so is unspecified
+// over IMMEDIATE.
+TEST_F(NotifyContractTest, ImmediateOverUnspecifiedDeliveryChangesNothing) {
+  StartMail();
+  const Principal ana = Now("ana", "lab", Role::kLabUser);
+  v1::UpdateNotificationSettingsRequest immediate;
+  immediate.mutable_settings()->set_name("users/ana/notificationSettings");
+  immediate.mutable_settings()->set_delivery(v1::NotificationSettings::IMMEDIATE);
+  immediate.mutable_update_mask()->add_paths("delivery");
+  v1::NotificationSettings out;
+  grpc::Status s = stub_->UpdateNotificationSettings(As(ana).get(), immediate, &out);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(out.etag().empty());
+  EXPECT_FALSE(out.has_update_time());
+  EXPECT_EQ(OutboxLength(), 0);
+
+  // Set to IMMEDIATE by another change (language); unspecified after it is
+  // no change either.
+  v1::UpdateNotificationSettingsRequest both = immediate;
+  both.mutable_settings()->set_language("en");
+  both.mutable_update_mask()->add_paths("language");
+  v1::NotificationSettings set;
+  ASSERT_TRUE(stub_->UpdateNotificationSettings(As(ana).get(), both, &set).ok());
+  ASSERT_EQ(set.delivery(), v1::NotificationSettings::IMMEDIATE);
+  ASSERT_EQ(OutboxLength(), 1);
+  v1::UpdateNotificationSettingsRequest unspecified = immediate;
+  unspecified.mutable_settings()->set_delivery(v1::NotificationSettings::DELIVERY_UNSPECIFIED);
+  s = stub_->UpdateNotificationSettings(As(ana).get(), unspecified, &out);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.etag(), set.etag());
+  EXPECT_EQ(OutboxLength(), 1);
+}
+
+// UpdateNotificationSettings: "INVALID_FIELD: ... an unknown IANA time
+// zone". The zone library also loads names that are no IANA zone (the
+// host's "localtime", fixed offsets, paths, the posix/ and right/ trees):
+// they were accepted; now INVALID_FIELD, nothing stored.
+TEST_F(NotifyContractTest, TimeZonesOutsideTheIanaDatabaseAreInvalid) {
+  StartMail();
+  const Principal ana = Now("ana", "lab", Role::kLabUser);
+  auto set = [&](const std::string& zone, v1::NotificationSettings* out) {
+    v1::UpdateNotificationSettingsRequest r;
+    r.mutable_settings()->set_name("users/ana/notificationSettings");
+    r.mutable_settings()->set_time_zone(zone);
+    r.mutable_update_mask()->add_paths("time_zone");
+    return stub_->UpdateNotificationSettings(As(ana).get(), r, out);
+  };
+  v1::NotificationSettings out;
+  for (const std::string zone : {"localtime", "Fixed/UTC+08:00:00", "/usr/share/zoneinfo/Asia/Shanghai",
+                                 "file:/usr/share/zoneinfo/UTC", "Asia/../Asia/Shanghai", "right/Asia/Shanghai",
+                                 "posix/Asia/Shanghai", "posixrules", "Factory", "Mars/Olympus_Mons", "asia shanghai"}) {
+    grpc::Status s = set(zone, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << zone;
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD") << zone;
+  }
+  EXPECT_EQ(OutboxLength(), 0);
+  for (const std::string zone : {"Asia/Shanghai", "UTC", "Etc/GMT-8", "America/Argentina/Buenos_Aires", "PRC"}) {
+    grpc::Status s = set(zone, &out);
+    ASSERT_TRUE(s.ok()) << zone << ": " << s.error_message();
+    EXPECT_EQ(out.time_zone(), zone);
+  }
+}
+
+// One user, ana of organizations/lab, as inventory knows her.
+class AnaOfLab final : public People {
+ public:
+  absl::StatusOr<Person> User(const std::string& name) override {
+    if (name == "users/ana") return Person{name, "Ana", "ana@lab.test", "organizations/lab", false};
+    return absl::NotFoundError(name);
+  }
+  absl::StatusOr<std::vector<Person>> WithRole(const std::string&, Role) override { return std::vector<Person>(); }
+  std::string InstrumentName(const std::string& name) override { return name; }
+  std::string InstrumentZone(const std::string&) override { return ""; }
+  absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string&) override {
+    return absl::NotFoundError("no");
+  }
+};
+
+// types.proto EventHeader.actor_organization: "The caller's organisation,
+// if any". An unsubscribe's NotificationSettingsChanged names the token's
+// user as actor and, now, that user's organisation (it was empty); a user
+// inventory does not know has none.
+TEST_F(NotifyContractTest, AnUnsubscribesEventNamesTheUsersOrganisation) {
+  StartMail(std::make_unique<AnaOfLab>());
+  for (const std::string user : {"ana", "nobody"}) {
+    auto token = mail_->UnsubscribeToken(user, v1::BOOKING_REMINDER);
+    ASSERT_TRUE(token.ok());
+    v1::UnsubscribeRequest r;
+    r.set_token(*token);
+    v1::UnsubscribeResponse out;
+    grpc::Status s = stub_->Unsubscribe(As(Principal{}).get(), r, &out);  // no LabShare token
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(out.changed());
+  }
+  const std::vector<v1::NotifyEvent> events = OutboxEvents();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].header().actor(), "users/ana");
+  EXPECT_EQ(events[0].header().actor_organization(), "organizations/lab");
+  EXPECT_EQ(events[1].header().actor(), "users/nobody");
+  EXPECT_EQ(events[1].header().actor_organization(), "");
 }
 
 }  // namespace

@@ -657,6 +657,19 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
     p->mutable_amount()->set_currency_code("CNY");
     p->mutable_amount()->set_amount_minor(1234560);
     Publish("{billing}:outbox", "labshare.billing.v1.BillingEvent", pay.SerializeAsString());
+    // From a subsidy pool (the consortium admin records it): the payee's
+    // billing admins only; the pool is no organisation to ask inventory
+    // about (it used to be asked, refuse, and leave the event pending for
+    // ever: Quiet() below would never hold).
+    bl::BillingEvent pool_pay;
+    *pool_pay.mutable_header() = Header("payment-pool");
+    auto* pp = pool_pay.mutable_payment_recorded()->mutable_payment();
+    pp->set_name("payments/p-pool");
+    pp->set_payer("subsidyPools/sme");
+    pp->set_payee("organizations/owner");
+    pp->mutable_amount()->set_currency_code("CNY");
+    pp->mutable_amount()->set_amount_minor(200000);
+    Publish("{billing}:outbox", "labshare.billing.v1.BillingEvent", pool_pay.SerializeAsString());
     bl::BillingEvent st;
     *st.mutable_header() = Header("settlement-1");
     auto* s = st.mutable_settlement_computed()->mutable_settlement();
@@ -706,7 +719,7 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
     return cluster_->booking(0).GetBooking(Ctx(Admin()).get(), g, &out).ok() && out.state() == bk::Booking::MISSED;
   })) << "b5 never became MISSED";
   WriteClock(clock_file_, kT0 + absl::Hours(48 + 1) + absl::Minutes(30));
-  ASSERT_TRUE(WaitFor([&] { return Quiet() && ReadMails(mail_dir_).size() >= 29; }))
+  ASSERT_TRUE(WaitFor([&] { return Quiet() && ReadMails(mail_dir_).size() >= 30; }))
       << "the notifier did not settle; mails so far: " << ReadMails(mail_dir_).size();
   ASSERT_TRUE(WaitFor([&] { return Quiet(); }));
 
@@ -725,7 +738,7 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
       {"bo@lab.test", {"DIGEST"}},
       {"cy@lab.test", {"BOOKING_CONFIRMED"}},
       {"billadm@lab.test", {"INVOICE_ISSUED", "PAYMENT_RECEIVED", "SETTLEMENT_TRANSFERS_DUE", "WEBHOOK_DISABLED"}},
-      {"owneradm@owner.test", {"PAYMENT_RECEIVED"}},
+      {"owneradm@owner.test", {"PAYMENT_RECEIVED", "PAYMENT_RECEIVED"}},
       {"root@consortium.test", {"SUBSIDY_POOL_LOW"}},
   };
   // The mail in flight at the kill: at most once at the sink.
@@ -758,6 +771,13 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
     }
     if (m.kind == "DIGEST") {
       EXPECT_TRUE(absl::StrContains(m.text, "预约已确认：Instrument tem")) << m.text;
+      // No unsubscribe headers of its own (DIGEST is not a kind one turns
+      // off); its parts keep their kind's link, its footer the settings
+      // (it used to call itself a required notice).
+      EXPECT_TRUE(m.unsubscribe.empty()) << m.unsubscribe;
+      EXPECT_TRUE(absl::StrContains(m.text, "退订此类邮件：https://console.test/unsubscribe?token=")) << m.text;
+      EXPECT_TRUE(absl::StrContains(m.text, "修改通知设置：https://console.test/#/settings/notifications")) << m.text;
+      EXPECT_FALSE(absl::StrContains(m.text, "必要通知")) << m.text;
     }
   }
 

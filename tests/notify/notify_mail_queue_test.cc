@@ -18,8 +18,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "common/error.h"
+#include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "common/clock.h"
@@ -915,6 +917,174 @@ TEST_F(MailQueueTest, MailDeadLetteredCarriesTheTraceIdOfTheEventThatCausedTheMa
   }
   EXPECT_EQ(trace_of, (std::map<std::string, std::string>{
                           {"users/ana", "trace-ana"}, {"users/eve", "trace-eve"}, {"users/bo", "trace-bo"}}));
+}
+
+// ------------------------------------------------------------ audit of 2026-12-06 (notify)
+
+namespace bl = labshare::billing::v1;
+
+// Billing admins by organisation, as inventory answers: an organisation it
+// does not know is NOT_FOUND, a name that is no organisation
+// INVALID_ARGUMENT, "organizations/down" an inventory that cannot answer.
+class BillingPeople final : public People {
+ public:
+  absl::StatusOr<Person> User(const std::string& name) override { return absl::NotFoundError(name); }
+  absl::StatusOr<std::vector<Person>> WithRole(const std::string& org, Role) override {
+    asked.push_back(org);
+    if (!absl::StartsWith(org, "organizations/")) return absl::InvalidArgumentError("not an organization: " + org);
+    if (org == "organizations/gone") return absl::NotFoundError(org);
+    if (org == "organizations/down") return absl::UnavailableError("inventory: connection refused");
+    const std::string id(absl::StripPrefix(org, "organizations/"));
+    return std::vector<Person>{{"users/adm-" + id, "Admin", "adm@" + id + ".test", org, false}};
+  }
+  std::string InstrumentName(const std::string& name) override { return name; }
+  std::string InstrumentZone(const std::string&) override { return ""; }
+  absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string&) override {
+    return absl::NotFoundError("no");
+  }
+  std::vector<std::string> asked;
+};
+
+StreamEvent Billing(const bl::BillingEvent& e) {
+  return StreamEvent{"1-0", "labshare.billing.v1.BillingEvent", e.SerializeAsString()};
+}
+
+// The recipients of the mails queued (due), sorted, with their kinds.
+std::vector<std::string> Queued(RedisPool* pool, MailQueue* q) {
+  std::vector<std::string> out;
+  auto ids = pool->Command({"ZRANGE", std::string(kMailPrefix) + "due", "0", "-1"});
+  if (!ids.ok()) return out;
+  for (const auto& id : ids->elements) {
+    Fields f = *q->Load(id.str);
+    out.push_back(f["user"] + " " + f["kind"]);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// notify.proto: PAYMENT_RECEIVED goes to the payee's billing admins, and
+// the payer's when the payer is an organisation. A payment from a subsidy
+// pool used to ask inventory for the pool's billing admins, which refuses
+// the name (INVALID_ARGUMENT): the event failed, stayed pending and was
+// retried for ever. Now the pool is no recipient, and a recipient lookup
+// that can never succeed (NOT_FOUND, INVALID_ARGUMENT) is nobody: the event
+// is done. One that may succeed later (UNAVAILABLE) still fails it.
+TEST_F(MailQueueTest, APaymentFromASubsidyPoolMailsThePayeesBillingAdminsAndIsDone) {
+  FakeClock clock(kDomain), wall(kWall);
+  NotifyContext c;
+  c.redis = pool_.get();
+  c.clock = &clock;
+  c.wall = &wall;
+  auto people = std::make_unique<BillingPeople>();
+  BillingPeople* asked = people.get();
+  MailModule m(c, MailOptions(), std::move(people));
+  bl::BillingEvent pay;
+  pay.mutable_header()->set_event_id("pay-1");
+  *pay.mutable_header()->mutable_event_time() = ToProto(kDomain);
+  auto* p = pay.mutable_payment_recorded()->mutable_payment();
+  p->set_name("payments/p1");
+  p->set_payer("subsidyPools/p1");
+  p->set_payee("organizations/owner");
+  p->mutable_amount()->set_currency_code("CNY");
+  p->mutable_amount()->set_amount_minor(500000);
+  absl::Status handled = m.HandleEvent(Billing(pay));
+  ASSERT_TRUE(handled.ok()) << handled;
+  EXPECT_EQ(asked->asked, std::vector<std::string>{"organizations/owner"});
+  EXPECT_EQ(Queued(pool_.get(), &m.queue()), std::vector<std::string>{"users/adm-owner PAYMENT_RECEIVED"});
+
+  // Notices for recipients inventory refuses or does not know: done, no mail.
+  for (const std::string org : {"subsidyPools/p2", "organizations/gone"}) {
+    bl::BillingEvent inv;
+    inv.mutable_header()->set_event_id("inv-" + org);
+    *inv.mutable_header()->mutable_event_time() = ToProto(kDomain);
+    inv.mutable_invoice_issued()->mutable_invoice()->set_name("invoices/i1");
+    inv.mutable_invoice_issued()->mutable_invoice()->set_payer_organization(org);
+    handled = m.HandleEvent(Billing(inv));
+    EXPECT_TRUE(handled.ok()) << org << ": " << handled;
+  }
+  EXPECT_EQ(Card("due"), 1);
+  // Inventory unreachable: the event fails (redelivered later).
+  bl::BillingEvent down;
+  down.mutable_header()->set_event_id("inv-down");
+  *down.mutable_header()->mutable_event_time() = ToProto(kDomain);
+  down.mutable_invoice_issued()->mutable_invoice()->set_payer_organization("organizations/down");
+  EXPECT_EQ(m.HandleEvent(Billing(down)).code(), absl::StatusCode::kUnavailable);
+}
+
+// notify.proto: a booking made within the lead time gets its reminder at
+// once (it used to be dropped unmailed as more than --schedule_grace late);
+// the same reminder scheduled again by a later event of the booking (its
+// confirmation after approval) is not sent twice.
+TEST_F(MailQueueTest, ABookingMadeWithinTheLeadTimeGetsItsReminderAtOnceAndOnce) {
+  FakeClock clock(kDomain), wall(kWall);
+  NotifyContext c;
+  c.redis = pool_.get();
+  c.clock = &clock;
+  c.wall = &wall;
+  MailOptions o;
+  o.interpret.reminder_lead = absl::Hours(24);
+  MailModule m(c, o, std::make_unique<TwoPeople>());
+  labshare::booking::v1::BookingEvent e;
+  e.mutable_header()->set_event_id("made");
+  *e.mutable_header()->mutable_event_time() = ToProto(kDomain);
+  auto* b = e.mutable_booking_created()->mutable_booking();
+  b->set_name("bookings/soon");
+  b->set_instrument("instruments/tem");
+  b->set_mode(labshare::type::v1::ON_SITE);
+  b->set_user("users/ana");
+  b->set_state(labshare::booking::v1::Booking::CONFIRMED);
+  *b->mutable_reserved_interval()->mutable_start_time() = ToProto(kDomain + absl::Hours(3));
+  *b->mutable_reserved_interval()->mutable_end_time() = ToProto(kDomain + absl::Hours(4));
+  ASSERT_TRUE(m.HandleEvent(StreamEvent{"1-0", "labshare.booking.v1.BookingEvent", e.SerializeAsString()}).ok());
+  clock.Advance(absl::Seconds(1));
+  auto fired = m.FireSchedules();
+  ASSERT_TRUE(fired.ok()) << fired.status();
+  EXPECT_EQ(*fired, 1);
+  EXPECT_EQ(Queued(pool_.get(), &m.queue()),
+            (std::vector<std::string>{"users/ana BOOKING_CONFIRMED", "users/ana BOOKING_REMINDER"}));
+  // Scheduled again by another event of the booking: fired, no second mail.
+  labshare::booking::v1::BookingEvent again;
+  again.mutable_header()->set_event_id("confirmed");
+  *again.mutable_header()->mutable_event_time() = ToProto(clock.Now());
+  *again.mutable_booking_confirmed()->mutable_booking() = *b;
+  again.mutable_booking_confirmed()->set_via_approval(true);
+  ASSERT_TRUE(m.HandleEvent(StreamEvent{"2-0", "labshare.booking.v1.BookingEvent", again.SerializeAsString()}).ok());
+  EXPECT_EQ(*m.FireSchedules(), 1);
+  EXPECT_EQ(Card("due"), 2);
+}
+
+// DeadLetter.subject is the mail's subject: a digest that dies shows the
+// subject it was sent with (it used to show "digest"); its event_id is
+// "digest:{user id}:{due time, Unix ms}" (notify.proto).
+TEST_F(MailQueueTest, ADeadDigestShowsTheSubjectItWasSentWith) {
+  FakeClock clock(kDomain), wall(kWall);
+  NotifyContext c;
+  c.redis = pool_.get();
+  c.clock = &clock;
+  c.wall = &wall;
+  c.consumer = "me";
+  MailOptions options;
+  options.smtp.server = "127.0.0.1:1";  // nothing listens: the one attempt fails
+  options.smtp.timeout = absl::Seconds(2);
+  options.max_attempts = 1;
+  MailModule m(c, options, std::make_unique<TwoPeople>());
+  const absl::Time due = kDomain + absl::Hours(1);
+  ASSERT_TRUE(queue_->Enqueue("d1", Mail("bo", "first"), true, due, kWall, kDomain).ok());
+  ASSERT_TRUE(queue_->Enqueue("d2", Mail("bo", "second"), true, due, kWall, kDomain).ok());
+  clock.Set(due);
+  ASSERT_EQ(*m.MakeDigests(), 1);
+  auto sent = m.SendDue();
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  auto dead = m.queue().ListDead("", 10, "", v1::DeadLetter::REASON_UNSPECIFIED);
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->size(), 1u);
+  const v1::DeadLetter d = DeadLetterFromFields((*dead)[0].id, (*dead)[0].fields);
+  EXPECT_EQ(d.kind(), v1::DIGEST);
+  EXPECT_EQ(d.subject(), "LabShare daily digest: 2 notifications");
+  EXPECT_EQ(d.event_id(), absl::StrCat("digest:bo:", absl::ToUnixMillis(due)));
+  ASSERT_FALSE(DeadLetteredEvents().empty());
+  EXPECT_EQ(DeadLetteredEvents().back().mail_dead_lettered().dead_letter().subject(),
+            "LabShare daily digest: 2 notifications");
 }
 
 }  // namespace

@@ -155,6 +155,33 @@ TEST(InterpretTest, BillingKindsGoToBillingAdminsAndLegalNoticesAreMarked) {
   EXPECT_TRUE(Interpret(Entry(a), o)->notices.empty());  // 95000 -> 90000: already below
 }
 
+// PAYMENT_RECEIVED: the payee's billing admins, and the payer's when the
+// payer is an organisation; a subsidy pool (the consortium admin records
+// its payments) has none: it is no recipient (inventory refuses it as an
+// organisation, and the event used to stay pending for ever).
+TEST(InterpretTest, APaymentFromASubsidyPoolIsMailedToThePayeeOnly) {
+  bl::BillingEvent e;
+  e.mutable_header()->set_event_id("p1");
+  auto* p = e.mutable_payment_recorded()->mutable_payment();
+  p->set_name("payments/p1");
+  p->set_payer("subsidyPools/p1");
+  p->set_payee("organizations/owner");
+  p->mutable_amount()->set_currency_code("CNY");
+  p->mutable_amount()->set_amount_minor(500000);
+  auto i = Interpret(Entry(e), {});
+  ASSERT_TRUE(i.ok());
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::PAYMENT_RECEIVED);
+  EXPECT_EQ(i->notices[0].org_roles,
+            (std::vector<std::pair<std::string, Role>>{{"organizations/owner", Role::kMemberBillingAdmin}}));
+  p->set_payer("organizations/lab");
+  i = Interpret(Entry(e), {});
+  ASSERT_TRUE(i.ok());
+  EXPECT_EQ(i->notices[0].org_roles,
+            (std::vector<std::pair<std::string, Role>>{{"organizations/owner", Role::kMemberBillingAdmin},
+                                                       {"organizations/lab", Role::kMemberBillingAdmin}}));
+}
+
 TEST(InterpretTest, UnknownTypesConcernNoOneAndGarbageIsAnError) {
   auto i = Interpret(StreamEvent{"5-0", "labshare.usage.v1.UsageEvent", "x"}, {});
   ASSERT_TRUE(i.ok());
@@ -215,7 +242,9 @@ TEST(InterpretTest, ScheduleChangesCarryTheSnapshotsUpdateTime) {
 TEST(ScheduleTest, NothingPastTheGraceOrFromHistoryIsScheduled) {
   const absl::Time now = kStart;
   Interpretation in;
-  in.event_time = now - absl::Minutes(5);
+  // The notifier sees the event late (it was down): what fell due before
+  // the event counts from the event, and is late past the grace after it.
+  in.event_time = now - absl::Hours(1) - absl::Seconds(1);
   in.schedule = {{"BOOKING_REMINDER|bookings/late", now - absl::Hours(1) - absl::Seconds(1)},
                  {"BOOKING_REMINDER|bookings/grace", now - absl::Hours(1)},
                  {"BOOKING_REMINDER|bookings/ahead", now + absl::Hours(3)}};
@@ -248,6 +277,40 @@ TEST(ScheduleTest, LateFiresAndFiresAfterTheStartOrEndMakeNoMail) {
                                 kStart + absl::Minutes(100), grace));
   EXPECT_FALSE(ScheduledStillDue("LEASE_RETURN_DUE|leases/l1", kStart + absl::Minutes(90), n,
                                  kStart + absl::Hours(2), grace));
+}
+
+// notify.proto: a booking made within the lead time gets its reminder at
+// once (it used to be dropped as "late"), stored at its own fire time (the
+// mail's id is the same whichever event scheduled it); a fire the event
+// came more than the grace after is still late.
+TEST(ScheduleTest, ABookingMadeWithinTheLeadTimeIsRemindedAtOnce) {
+  InterpretOptions o;
+  o.reminder_lead = absl::Hours(24);
+  const absl::Time made = kStart - absl::Hours(3);
+  bk::BookingEvent e;
+  e.mutable_header()->set_event_id("e1");
+  *e.mutable_header()->mutable_event_time() = ToProto(made);
+  *e.mutable_booking_created()->mutable_booking() = OnSite(bk::Booking::CONFIRMED);
+  auto in = Interpret(Entry(e), o);
+  ASSERT_TRUE(in.ok());
+  const std::vector<Schedule> kept = SchedulesToApply(*in, made + absl::Seconds(1), absl::Hours(1), absl::Hours(24 * 7));
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0].member, "BOOKING_REMINDER|bookings/b1");
+  EXPECT_EQ(kept[0].fire, kStart - absl::Hours(24));
+  // Fired (due at once): a mail, up to the grace after the event.
+  auto n = ScheduledNotice(kept[0].member, Entry(e));
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->event_time, made);
+  EXPECT_TRUE(ScheduledStillDue(kept[0].member, kept[0].fire, *n, made + absl::Seconds(2), absl::Hours(1)));
+  EXPECT_TRUE(ScheduledStillDue(kept[0].member, kept[0].fire, *n, made + absl::Hours(1), absl::Hours(1)));
+  EXPECT_FALSE(ScheduledStillDue(kept[0].member, kept[0].fire, *n, made + absl::Hours(1) + absl::Seconds(1),
+                                 absl::Hours(1)));
+  // Seen more than the grace after the event: late, not scheduled.
+  EXPECT_TRUE(SchedulesToApply(*in, made + absl::Hours(1) + absl::Seconds(1), absl::Hours(1), absl::Hours(24 * 7))
+                  .empty());
+  // Due up to the start (a long grace), not at it: the booking has begun.
+  EXPECT_TRUE(ScheduledStillDue(kept[0].member, kept[0].fire, *n, kStart - absl::Minutes(1), absl::Hours(4)));
+  EXPECT_FALSE(ScheduledStillDue(kept[0].member, kept[0].fire, *n, kStart, absl::Hours(4)));
 }
 
 RenderContext Context(const std::string& language, const std::string& zone) {
@@ -316,11 +379,45 @@ TEST(RenderTest, HtmlIsEscapedAndLegalNoticesSaySo) {
   EXPECT_TRUE(absl::StrContains(m.text, "This is a required notice; it cannot be turned off."));
 }
 
+// notify.proto: a digest carries no unsubscribe link of its own (DIGEST is
+// not a kind one turns off; each part keeps its kind's link) and its footer
+// links the notification settings; it is no "required notice" (it used to
+// say so).
+TEST(RenderTest, ADigestsFooterLinksTheSettingsAndItsPartsKeepTheirLinks) {
+  bk::BookingEvent e;
+  e.mutable_header()->set_event_id("e1");
+  *e.mutable_booking_created()->mutable_booking() = OnSite(bk::Booking::CONFIRMED);
+  const RenderedMail part = Render(Interpret(Entry(e), {})->notices[0], Context("en", "UTC"));
+  for (const std::string lang : {"en", "zh-CN"}) {
+    RenderContext c = Context(lang, "UTC");
+    c.unsubscribe_url.clear();  // as the sender renders a digest
+    const RenderedMail d = RenderDigest({part}, c);
+    const std::string settings = "https://console.test/#/settings/notifications";
+    EXPECT_EQ(DigestSettingsUrl("https://console.test"), settings);
+    EXPECT_TRUE(absl::StrContains(d.text, settings)) << d.text;
+    EXPECT_TRUE(absl::StrContains(d.html, absl::StrCat("<a href=\"", settings, "\">"))) << d.html;
+    EXPECT_FALSE(absl::StrContains(d.text, "required notice")) << d.text;
+    EXPECT_FALSE(absl::StrContains(d.text, "必要通知")) << d.text;
+    // The part's own unsubscribe link is in the digest.
+    EXPECT_TRUE(absl::StrContains(d.text, "Unsubscribe from these mails: https://console.test/unsubscribe?token=t"))
+        << d.text;
+  }
+  EXPECT_TRUE(absl::StrContains(RenderDigest({part}, Context("en", "UTC")).text,
+                                "You get these notifications as a daily digest."));
+}
+
 TEST(FormatTest, MoneyAndMessageIds) {
   EXPECT_EQ(FormatMoney(0, "CNY"), "0.00 CNY");
   EXPECT_EQ(FormatMoney(5, "CNY"), "0.05 CNY");
   EXPECT_EQ(FormatMoney(123456789, "CNY"), "1,234,567.89 CNY");
   EXPECT_EQ(FormatMoney(-100000, "USD"), "-1,000.00 USD");
+  // The currency's ISO 4217 minor digits: yen have none, dinars three.
+  EXPECT_EQ(FormatMoney(1234560, "JPY"), "1,234,560 JPY");
+  EXPECT_EQ(FormatMoney(5, "JPY"), "5 JPY");
+  EXPECT_EQ(FormatMoney(-1234, "KRW"), "-1,234 KRW");
+  EXPECT_EQ(FormatMoney(1234560, "CNY"), "12,345.60 CNY");
+  EXPECT_EQ(FormatMoney(12345, "KWD"), "12.345 KWD");
+  EXPECT_EQ(FormatMoney(5, "BHD"), "0.005 BHD");
   EXPECT_EQ(MessageId("e", "K", "users/a", ""), MessageId("e", "K", "users/a", ""));
   EXPECT_NE(MessageId("e", "K", "users/a", ""), MessageId("e", "K", "users/b", ""));
   EXPECT_NE(MessageId("e", "K", "users/a", ""), MessageId("e", "K", "users/a", "organizations/x"));

@@ -174,6 +174,10 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
                      "only the owner's staff or an administrator may order for another organisation");
   }
   LS_RETURN_IF_ERROR(ParseName(client, "organizations", "service_order.client_organization").status());
+  // Required: a missing entry is a bad request, not an entry the catalogue lacks.
+  if (in.service_entry_id().empty()) {
+    return InvalidField("service_order.service_entry_id", "required: an entry of the instrument's service catalogue");
+  }
   if (FindMode(*instrument, labshare::type::v1::TECHNICAL_SERVICE) == nullptr) {
     return refused(Precondition("MODE_NOT_OFFERED", in.instrument() + " offers no technical service"));
   }
@@ -775,8 +779,10 @@ absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::st
     OrderChange c;
     c.order = cur.order;
     c.order.set_state(Order::SAMPLES_RECEIVED);
+    // No run, no operator: the next ScheduleService names one again.
     c.order.clear_booking();
     c.order.clear_scheduled_interval();
+    c.order.clear_operator_user();
     c.with_booking = true;
     c.booking = run.booking;
     c.booking_version = run.version;

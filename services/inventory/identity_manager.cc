@@ -1,5 +1,6 @@
 #include "services/inventory/identity_manager.h"
 
+#include <algorithm>
 #include <optional>
 
 #include <google/protobuf/struct.pb.h>
@@ -147,8 +148,12 @@ absl::Status IdentityManager::CheckMaySignIn(const v1::User& user) const {
   return absl::OkStatus();
 }
 
+IdentityStore::SessionLimits IdentityManager::Limits(absl::Time now) const {
+  return {options_.refresh_token_ttl, options_.max_session_age, now};
+}
+
 absl::StatusOr<idv1::TokenResponse> IdentityManager::Issue(const v1::User& user, std::string refresh_token,
-                                                           absl::Time now) const {
+                                                           absl::Time now, absl::Time session_start) const {
   Principal p;
   p.user_id = std::string(absl::StripPrefix(user.name(), "users/"));
   p.organization_id = std::string(absl::StripPrefix(user.organization(), "organizations/"));
@@ -163,7 +168,8 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::Issue(const v1::User& user,
   *out.mutable_expire_time() = ToProto(p.expires_at);
   out.set_expires_in(absl::ToInt64Seconds(options_.access_token_ttl));
   out.set_refresh_token(std::move(refresh_token));
-  *out.mutable_refresh_expire_time() = ToProto(issued + options_.refresh_token_ttl);
+  *out.mutable_refresh_expire_time() =
+      ToProto(std::min(issued + options_.refresh_token_ttl, session_start + options_.max_session_age));
   *out.mutable_user() = user;
   return out;
 }
@@ -193,8 +199,8 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::ExchangeToken(const idv1::E
   LS_ASSIGN_OR_RETURN(v1::User user, MatchUser(claims));
   LS_RETURN_IF_ERROR(CheckMaySignIn(user));
   const std::string user_id(absl::StripPrefix(user.name(), "users/"));
-  LS_ASSIGN_OR_RETURN(std::string refresh, identity_->StartSession(user_id, options_.refresh_token_ttl));
-  return Issue(user, std::move(refresh), now);
+  LS_ASSIGN_OR_RETURN(std::string refresh, identity_->StartSession(user_id, Limits(now)));
+  return Issue(user, std::move(refresh), now, now);
 }
 
 absl::StatusOr<idv1::TokenResponse> IdentityManager::RefreshToken(const idv1::RefreshTokenRequest& r) {
@@ -221,8 +227,14 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::RefreshToken(const idv1::Re
     if (!user.ok()) return refused(user.status(), r.refresh_token());
     checked = *std::move(user);
   }
-  LS_ASSIGN_OR_RETURN(auto rotation, identity_->Rotate(r.refresh_token(), options_.refresh_token_ttl));
+  const absl::Time now = clock_->Now();
+  LS_ASSIGN_OR_RETURN(auto rotation, identity_->Rotate(r.refresh_token(), Limits(now)));
   using Kind = IdentityStore::Rotation::Kind;
+  if (rotation.kind == Kind::kExpired) {
+    return MakeError(absl::StatusCode::kUnauthenticated, "INVALID_REFRESH_TOKEN",
+                     absl::StrCat("the session reached its maximum age (", absl::FormatDuration(options_.max_session_age),
+                                  " from sign-in) and ended; sign in again (labshare login)"));
+  }
   if (rotation.kind == Kind::kInvalid) {
     return MakeError(absl::StatusCode::kUnauthenticated, "INVALID_REFRESH_TOKEN",
                      "the refresh token is unknown, expired or of a session that ended; sign in again "
@@ -234,12 +246,14 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::RefreshToken(const idv1::Re
                      "revoked; sign in again (labshare login)",
                      {{"user", absl::StrCat("users/", rotation.user_id)}});
   }
-  if (checked && rotation.user_id == holder) return Issue(*checked, std::move(rotation.new_token), clock_->Now());
+  if (checked && rotation.user_id == holder) {
+    return Issue(*checked, std::move(rotation.new_token), now, rotation.session_start);
+  }
   // Rotated by a token that was not active when read (only a race with
   // another use of it): the person is checked now.
   absl::StatusOr<v1::User> user = may_sign_in(rotation.user_id);
   if (!user.ok()) return refused(user.status(), rotation.new_token);
-  return Issue(*user, std::move(rotation.new_token), clock_->Now());
+  return Issue(*user, std::move(rotation.new_token), now, rotation.session_start);
 }
 
 absl::Status IdentityManager::RevokeToken(const idv1::RevokeTokenRequest& r) {

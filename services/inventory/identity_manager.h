@@ -61,6 +61,9 @@ struct IdentityOptions {
   std::vector<std::string> audiences = {"labshare-cli", "labshare-console"};
   absl::Duration access_token_ttl = absl::Minutes(15);
   absl::Duration refresh_token_ttl = absl::Hours(12);
+  // A session's whole life from its sign-in, however often it is refreshed:
+  // then the person signs in again (and the session's used-token set goes).
+  absl::Duration max_session_age = absl::Hours(24 * 30);
   // Longest ID token lifetime (exp - iat) accepted.
   absl::Duration max_id_token_lifetime = absl::Hours(24);
 };
@@ -84,8 +87,11 @@ class IdentityManager {
   absl::StatusOr<v1::User> MatchUser(const JwtClaims& claims) const;
   // USER_DISABLED / ORGANIZATION_SUSPENDED, or OK.
   absl::Status CheckMaySignIn(const v1::User& user) const;
+  // The session started at `session_start`; its refresh token expires
+  // after refresh_token_ttl, or at the session's maximum age if sooner.
   absl::StatusOr<identity::v1::TokenResponse> Issue(const v1::User& user, std::string refresh_token,
-                                                    absl::Time now) const;
+                                                    absl::Time now, absl::Time session_start) const;
+  IdentityStore::SessionLimits Limits(absl::Time now) const;
 
   const InventoryStore* store_;
   const IdentityStore* identity_;

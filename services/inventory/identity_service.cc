@@ -24,6 +24,9 @@ ABSL_FLAG(std::string, oidc_ca_file, "",
 ABSL_FLAG(absl::Duration, access_token_ttl, absl::Minutes(15), "Lifetime of the LabShare access tokens sign-in issues");
 ABSL_FLAG(absl::Duration, refresh_token_ttl, absl::Hours(12),
           "Lifetime of a refresh token; every refresh issues a new one with this lifetime");
+ABSL_FLAG(absl::Duration, max_session_age, absl::Hours(24 * 30),
+          "Longest life of a sign-in session, however often it is refreshed: a refresh after it is refused "
+          "(INVALID_REFRESH_TOKEN) and the person signs in again");
 
 namespace labshare::inventory {
 namespace {
@@ -57,9 +60,11 @@ absl::StatusOr<IdentityOptions> IdentityOptionsFromFlags() {
   }
   options.access_token_ttl = absl::GetFlag(FLAGS_access_token_ttl);
   options.refresh_token_ttl = absl::GetFlag(FLAGS_refresh_token_ttl);
-  if (options.access_token_ttl < absl::Seconds(1) || options.refresh_token_ttl < absl::Seconds(1)) {
+  options.max_session_age = absl::GetFlag(FLAGS_max_session_age);
+  if (options.access_token_ttl < absl::Seconds(1) || options.refresh_token_ttl < absl::Seconds(1) ||
+      options.max_session_age < absl::Seconds(1)) {
     return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_FLAG",
-                     "--access_token_ttl and --refresh_token_ttl must be at least 1s");
+                     "--access_token_ttl, --refresh_token_ttl and --max_session_age must be at least 1s");
   }
   if (options.access_token_ttl > TokenRulesFromFlags().max_lifetime) {
     return MakeError(absl::StatusCode::kInvalidArgument, "INVALID_FLAG",

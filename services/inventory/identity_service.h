@@ -20,8 +20,8 @@ const MethodPolicy& IdentityPolicy();
 // both services behind one Authorizer).
 void AddIdentityPolicy(MethodPolicy* policy);
 
-// From the flags --oidc_audiences, --access_token_ttl, --refresh_token_ttl;
-// INVALID_ARGUMENT (INVALID_FLAG) for a ttl that is not positive.
+// From the flags --oidc_audiences, --access_token_ttl, --refresh_token_ttl,
+// --max_session_age; INVALID_ARGUMENT (INVALID_FLAG) for one under 1s.
 absl::StatusOr<IdentityOptions> IdentityOptionsFromFlags();
 // From --oidc_issuer and --oidc_ca_file; null when --oidc_issuer is empty.
 std::unique_ptr<OidcProvider> OidcProviderFromFlags();

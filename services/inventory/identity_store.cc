@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/error.h"
@@ -53,29 +54,54 @@ absl::Status BadReply() {
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected reply from storage");
 }
 
-// KEYS[1] new record, KEYS[2] family; ARGV[1] family id, ARGV[2] user, ARGV[3] ttl seconds.
+// The TTL of a session's keys: the refresh TTL, capped by what is left of
+// the session's maximum age (at least 1 s).
+std::string TtlSeconds(absl::Duration refresh_ttl, absl::Duration left) {
+  return Seconds(std::min(refresh_ttl, absl::Ceil(left, absl::Seconds(1))));
+}
+
+// KEYS[1] new record, KEYS[2] family; ARGV[1] family id, ARGV[2] user, ARGV[3]
+// ttl seconds, ARGV[4] the session's start (Unix ms).
 const RedisScript& StartScript() {
   static const RedisScript* const kScript = new RedisScript(R"lua(
 redis.call('HSET', KEYS[1], 'fam', ARGV[1], 'user', ARGV[2], 'state', 'active')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
 return 1
 )lua");
   return *kScript;
 }
 
 // KEYS[1] presented record, KEYS[2] family, KEYS[3] new record, KEYS[4]
-// the family's used tokens; ARGV[1] family id, ARGV[2] ttl seconds, ARGV[3]
-// the presented token's hash. Checks everything before writing.
+// the family's used tokens; ARGV[1] family id, ARGV[2] refresh ttl seconds,
+// ARGV[3] the presented token's hash, ARGV[4] now (Unix ms), ARGV[5] the
+// maximum session age (ms). Checks everything before writing.
+//
+// A session at its maximum age is over: its family, its used set and the
+// presented token's record go, and every token of it is invalid from then
+// on (not a reuse). A family of the
+// first format ("1", no start) starts now.
 //
 // A used token is remembered in the family's used set (hash -> user), whose
-// TTL moves with the family's on every rotation: a token used at any point
-// of a live session is a reuse for as long as that session lives, however
-// many rotations ago it was used. Its own record goes at its use. (Records
-// in state "used" are those written before the used set existed.)
+// TTL moves with the family's on every rotation, capped by the session's
+// maximum age: a token used at any point of a live session is a reuse for
+// as long as that session lives, however many rotations ago it was used.
+// Its own record goes at its use. (Records in state "used" are those
+// written before the used set existed.)
 const RedisScript& RotateScript() {
   static const RedisScript* const kScript = new RedisScript(R"lua(
-local alive = redis.call('EXISTS', KEYS[2]) == 1
+local fam = redis.call('GET', KEYS[2])
+local alive = fam ~= false
+local now = tonumber(ARGV[4])
+local started = now
+if alive and fam ~= '1' then started = tonumber(fam) or now end
+local left = started + tonumber(ARGV[5]) - now
+if alive and left <= 0 then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+  return {'expired', ''}
+end
+local ttl = math.min(tonumber(ARGV[2]), math.ceil(left / 1000))
+if ttl < 1 then ttl = 1 end
 local used_by = redis.call('HGET', KEYS[4], ARGV[3])
 if used_by then
   if not alive then return {'invalid', ''} end
@@ -91,11 +117,11 @@ if rec[3] ~= 'active' then
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[4], ARGV[3], rec[2])
-redis.call('EXPIRE', KEYS[4], ARGV[2])
+redis.call('EXPIRE', KEYS[4], ttl)
 redis.call('HSET', KEYS[3], 'fam', ARGV[1], 'user', rec[2], 'state', 'active')
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return {'rotated', rec[2]}
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('SET', KEYS[2], string.format('%d', started), 'EX', ttl)
+return {'rotated', rec[2], string.format('%d', started)}
 )lua");
   return *kScript;
 }
@@ -204,18 +230,21 @@ absl::Status IdentityStore::BackfillSignInIndexes() const {
   }
 }
 
-absl::StatusOr<std::string> IdentityStore::StartSession(absl::string_view user_id, absl::Duration ttl) const {
+absl::StatusOr<std::string> IdentityStore::StartSession(absl::string_view user_id,
+                                                      const SessionLimits& limits) const {
   LS_ASSIGN_OR_RETURN(std::string family, RandomToken(16));
   LS_ASSIGN_OR_RETURN(std::string secret, RandomToken(32));
   std::string token = absl::StrCat(kTokenPrefix, ".", family, ".", secret);
-  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(StartScript(), {RecordKey(token), FamilyKey(family)},
-                                                {family, std::string(user_id), Seconds(ttl)}));
+  LS_ASSIGN_OR_RETURN(RedisValue v,
+                      pool_->Eval(StartScript(), {RecordKey(token), FamilyKey(family)},
+                                  {family, std::string(user_id), TtlSeconds(limits.refresh_ttl, limits.max_age),
+                                   std::to_string(absl::ToUnixMillis(limits.now))}));
   if (v.is_error()) return RedisErrorStatus(v);
   return token;
 }
 
 absl::StatusOr<IdentityStore::Rotation> IdentityStore::Rotate(absl::string_view refresh_token,
-                                                             absl::Duration ttl) const {
+                                                             const SessionLimits& limits) const {
   Rotation out;
   const std::string family = FamilyOf(refresh_token);
   if (family.empty()) return out;  // kInvalid
@@ -224,16 +253,23 @@ absl::StatusOr<IdentityStore::Rotation> IdentityStore::Rotate(absl::string_view 
   LS_ASSIGN_OR_RETURN(RedisValue v,
                       pool_->Eval(RotateScript(),
                                   {RecordKey(refresh_token), FamilyKey(family), RecordKey(next), UsedKey(family)},
-                                  {family, Seconds(ttl), TokenHash(refresh_token)}));
+                                  {family, Seconds(limits.refresh_ttl), TokenHash(refresh_token),
+                                   std::to_string(absl::ToUnixMillis(limits.now)),
+                                   std::to_string(absl::ToInt64Milliseconds(limits.max_age))}));
   if (v.is_error()) return RedisErrorStatus(v);
-  if (!v.is_array() || v.elements.size() != 2) return BadReply();
+  if (!v.is_array() || v.elements.size() < 2) return BadReply();
   const std::string& kind = v.elements[0].str;
   out.user_id = v.elements[1].str;
   if (kind == "rotated") {
+    int64_t started_ms = 0;
+    if (v.elements.size() != 3 || !absl::SimpleAtoi(v.elements[2].str, &started_ms)) return BadReply();
     out.kind = Rotation::Kind::kRotated;
     out.new_token = std::move(next);
+    out.session_start = absl::FromUnixMillis(started_ms);
   } else if (kind == "reused") {
     out.kind = Rotation::Kind::kReused;
+  } else if (kind == "expired") {
+    out.kind = Rotation::Kind::kExpired;
   }
   return out;
 }

@@ -11,16 +11,23 @@
 // Refresh tokens: "lsr1.<family>.<secret>" (family: 16 random bytes, secret:
 // 32, base64url). Only SHA-256 of the token is stored:
 //   {inventory}:refresh:<sha256 hex>    hash {fam, user, state: active}, TTL = refresh TTL
-//   {inventory}:refresh_family:<family> "1" while the session lives,   TTL = refresh TTL
+//   {inventory}:refresh_family:<family> the session's start (Unix ms, by the
+//                                       service clock) while it lives, TTL = refresh TTL
 //   {inventory}:refresh_used:<family>   hash <sha256 hex> -> user: the tokens the session used up
+// Every TTL is capped by what is left of the session's maximum age
+// (SessionLimits::max_age from its start), so nothing of a session outlives
+// it, and the used set holds at most the rotations of one maximum age.
 // Rotate() is one Lua step: the presented token must be active in a live
-// family; its record goes, its hash joins the family's used set, a new
-// active token of the same family is written, and the family's TTL restarts
-// (the used set's too). A token in the used set of a live family is a reuse
+// family that has not reached its maximum age; its record goes, its hash
+// joins the family's used set, a new active token of the same family is
+// written, and the family's TTL restarts (the used set's too). A session
+// at its maximum age ends at its next refresh (kExpired: the family and its
+// used set are deleted). A token in the used set of a live family is a reuse
 // for as long as the session lives, however many rotations ago it was used:
 // presenting it deletes the family, and every token of that session stops
 // working. A token that names a live family but that the family never
-// issued (forged) is unknown, not a reuse.
+// issued (forged) is unknown, not a reuse. A family stored before sessions
+// had a start ("1") counts its age from its first refresh since.
 #ifndef LABSHARE_SERVICES_INVENTORY_IDENTITY_STORE_H_
 #define LABSHARE_SERVICES_INVENTORY_IDENTITY_STORE_H_
 
@@ -57,16 +64,24 @@ class IdentityStore {
   // Adds every stored user to the lookup indexes (idempotent).
   absl::Status BackfillSignInIndexes() const;
 
-  // A new session for `user_id`: its first refresh token.
-  absl::StatusOr<std::string> StartSession(absl::string_view user_id, absl::Duration ttl) const;
+  // How long the keys of a session live, at the service clock's `now`.
+  struct SessionLimits {
+    absl::Duration refresh_ttl;  // a refresh token's life unless used
+    absl::Duration max_age;      // the session's whole life from its start
+    absl::Time now;
+  };
+
+  // A new session for `user_id` starting at limits.now: its first refresh token.
+  absl::StatusOr<std::string> StartSession(absl::string_view user_id, const SessionLimits& limits) const;
 
   struct Rotation {
-    enum class Kind { kRotated, kInvalid, kReused };
+    enum class Kind { kRotated, kInvalid, kReused, kExpired };
     Kind kind = Kind::kInvalid;
-    std::string user_id;    // kRotated, kReused
-    std::string new_token;  // kRotated
+    std::string user_id;        // kRotated, kReused
+    std::string new_token;      // kRotated
+    absl::Time session_start;   // kRotated
   };
-  absl::StatusOr<Rotation> Rotate(absl::string_view refresh_token, absl::Duration ttl) const;
+  absl::StatusOr<Rotation> Rotate(absl::string_view refresh_token, const SessionLimits& limits) const;
 
   // The user of `refresh_token` if it is active in a live session, else ""
   // (unknown, malformed, used, or its session ended). Reads only.

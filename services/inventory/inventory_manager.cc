@@ -939,10 +939,12 @@ absl::StatusOr<v1::Qualification> InventoryManager::GrantQualification(
     const Principal& p, const v1::GrantQualificationRequest& r) {
   return Commit<v1::Qualification>(p, "GrantQualification", r, r.request_id(),
                                    [&]() -> absl::StatusOr<Plan<v1::Qualification>> {
+    // The scope (staff of the instrument's owner or operator) needs the
+    // instrument; it comes before the user's name is validated (types.proto).
     LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.instrument(), "instruments", "instrument"));
-    LS_ASSIGN_OR_RETURN(std::string user_id, ParseName(r.user(), "users", "user"));
     LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.instrument()));
     LS_RETURN_IF_ERROR(RequireStaffOf(p, in.value));
+    LS_ASSIGN_OR_RETURN(std::string user_id, ParseName(r.user(), "users", "user"));
     LS_ASSIGN_OR_RETURN(auto user, store_->Load<v1::User>(keys::User(user_id), "USER_NOT_FOUND", r.user()));
     if (in.value.state() == v1::RETIRED) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "INSTRUMENT_RETIRED", r.instrument() + " is retired");
@@ -1064,9 +1066,16 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
     const std::string key = keys::Qualification(ids.first, ids.second);
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Qualification>(key, "QUALIFICATION_NOT_FOUND", r.name()));
     v1::Qualification q = current.value;
-    if (q.has_last_use_time() && FromProto(r.use_time()) <= FromProto(q.last_use_time())) {
-      // An older use changes nothing: answer with the current state.
-      ComputeQualificationState(q, QualificationValidityDays(in.value), clock_->Now());
+    const int validity = QualificationValidityDays(in.value);
+    // Lapsed by the time of this use (its state at use_time, before it):
+    // only a new grant renews a lapsed qualification, a later use does not.
+    v1::Qualification at_use = q;
+    ComputeQualificationState(at_use, validity, FromProto(r.use_time()));
+    const bool lapsed = at_use.state() == v1::EXPIRED;
+    if (lapsed || (q.has_last_use_time() && FromProto(r.use_time()) <= FromProto(q.last_use_time()))) {
+      // An older use, or one after the lapse, changes nothing: answer with
+      // the current state.
+      ComputeQualificationState(q, validity, clock_->Now());
       Plan<v1::Qualification> unchanged;
       unchanged.write_nothing = true;
       unchanged.response = std::move(q);
@@ -1075,7 +1084,7 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
     *q.mutable_last_use_time() = r.use_time();
     Plan<v1::Qualification> plan;
     plan.mutation.writes.push_back({key, q.SerializeAsString(), current.version});
-    ComputeQualificationState(q, QualificationValidityDays(in.value), clock_->Now());
+    ComputeQualificationState(q, validity, clock_->Now());
     auto* ev = plan.event.mutable_qualification_changed();
     ev->set_kind(v1::UPDATED);
     *ev->mutable_qualification() = q;
@@ -1178,12 +1187,19 @@ absl::StatusOr<v1::MaintenanceWindow> InventoryManager::CancelMaintenanceWindow(
 
 absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
     const Principal& p, const v1::CheckAccessRequest& r) {
-  LS_ASSIGN_OR_RETURN(std::string user_id, ParseName(r.user(), "users", "user"));
+  // The scope first, on the names as given (types.proto: before
+  // validation): a LAB_USER checks for themselves, paid by their own
+  // organisation (as CreateBooking lets them book), so a malformed or
+  // another user, or another payer, is ORGANIZATION_SCOPE.
   const bool for_anyone =
       p.HasAnyRole({Role::kFacilityStaff, Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
-  if (!for_anyone && p.user_id != user_id) {
+  if (!for_anyone && r.user() != "users/" + p.user_id) {
     return ScopeDenied("lab users may check access for themselves only");
   }
+  if (!for_anyone && !r.payer_organization().empty() && r.payer_organization() != ActorOrganization(p)) {
+    return ScopeDenied("lab users may check access paid by their own organisation only");
+  }
+  LS_ASSIGN_OR_RETURN(std::string user_id, ParseName(r.user(), "users", "user"));
   LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.instrument(), "instruments", "instrument"));
   if (r.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
       !labshare::type::v1::SharingMode_IsValid(r.mode())) {

@@ -5,6 +5,9 @@
 // receipt, quote validity, the early return's term and the reschedule's
 // cancellation initiator. Every answer also passes the strict error-contract
 // check when ctest runs it (LABSHARE_STRICT_REASONS=1).
+#include <string>
+#include <vector>
+
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -361,6 +364,73 @@ TEST_F(LeaseOrderContractTest, AnEarlyReturnEndsTheBookingsReservedIntervalWithT
     EXPECT_EQ(FromProto(c.booking().reserved_interval().end_time()), returned);
   }
   EXPECT_EQ(changed, 1);
+}
+
+// BookingIntervalChanged announces intervals, never a state change: an
+// early return's (cause EARLY_RETURN) comes in RecordReturn's step after
+// the BookingCheckedOut that completes the booking, and carries the booking
+// as the step left it (COMPLETED, the shorter term).
+TEST_F(LeaseOrderContractTest, AnEarlyReturnsIntervalChangeFollowsItsCheckOutInOneStep) {
+  v1::Lease lease, out;
+  ApprovedLeaseAfm(&lease, &out);
+  clock_.Set(day_ + absl::Hours(24));
+  v1::RecordHandoverRequest handover;
+  handover.set_name(lease.name());
+  handover.set_condition_notes("as new");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, handover, &out, staff_).ok());
+  clock_.Set(day_ + absl::Hours(24 * 6));
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("as new");
+  ret.set_request_id("back-early");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_).ok());
+  std::vector<std::string> step;
+  for (const auto& e : Events()) {
+    if (e.header().request_id() != "back-early") continue;
+    if (e.has_lease_returned()) step.push_back("LeaseReturned");
+    if (e.has_booking_checked_out()) {
+      step.push_back("BookingCheckedOut");
+      EXPECT_EQ(e.booking_checked_out().booking().state(), v1::Booking::COMPLETED);
+    }
+    if (e.has_booking_interval_changed()) {
+      step.push_back("BookingIntervalChanged");
+      EXPECT_EQ(e.booking_interval_changed().cause(), v1::BookingIntervalChanged::EARLY_RETURN);
+      EXPECT_EQ(e.booking_interval_changed().booking().state(), v1::Booking::COMPLETED);
+      EXPECT_EQ(FromProto(e.booking_interval_changed().booking().reserved_interval().end_time()),
+                day_ + absl::Hours(24 * 6));
+    }
+  }
+  EXPECT_EQ(step, (std::vector<std::string>{"LeaseReturned", "BookingCheckedOut", "BookingIntervalChanged"}));
+}
+
+// ServiceOrder.operator_user is the staff member running the scheduled run,
+// "empty while no run is scheduled": unscheduling the run (CancelBooking of
+// it) clears it with booking and scheduled_interval, on the order and on
+// its ServiceOrderUnscheduled; scheduling again names the operator again.
+TEST_F(LeaseOrderContractTest, AnUnscheduledOrderNamesNoOperator) {
+  v1::ServiceOrder o = OrderIn(v1::ServiceOrder::SCHEDULED), got;
+  EXPECT_EQ(o.operator_user(), "users/sam");
+  v1::CancelBookingRequest c;
+  c.set_name(o.booking());
+  c.set_reason("operator ill");
+  v1::Booking b;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelBooking, c, &b, staff_).ok());
+  v1::GetServiceOrderRequest g;
+  g.set_name(o.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetServiceOrder, g, &got, ana_).ok());
+  EXPECT_EQ(got.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  EXPECT_TRUE(got.booking().empty());
+  EXPECT_FALSE(got.has_scheduled_interval());
+  EXPECT_EQ(got.operator_user(), "");
+  int unscheduled = 0;
+  for (const auto& e : Events()) {
+    if (!e.has_service_order_unscheduled()) continue;
+    ++unscheduled;
+    EXPECT_EQ(e.service_order_unscheduled().service_order().operator_user(), "");
+  }
+  EXPECT_EQ(unscheduled, 1);
+  ASSERT_TRUE(Schedule(o.name(), "run-again", &got).ok());
+  EXPECT_EQ(got.operator_user(), "users/sam");
 }
 
 // A reschedule cancels the old run because "its ... service order was

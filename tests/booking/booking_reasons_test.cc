@@ -848,6 +848,28 @@ TEST_F(ReasonsTest, CreateServiceOrderOfAnUnknownEntryIsServiceEntryNotFound) {
   EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
 }
 
+// ServiceOrder.service_entry_id is "Required": an order naming no entry is
+// INVALID_ARGUMENT (INVALID_FIELD, on the field), not an entry the
+// catalogue lacks (it answered NOT_FOUND SERVICE_ENTRY_NOT_FOUND). Nothing
+// is written; the same request with the entry is then placed.
+TEST_F(ReasonsTest, CreateServiceOrderWithoutAnEntryIsInvalidField) {
+  v1::CreateServiceOrderRequest r;
+  r.mutable_service_order()->set_instrument("instruments/tem");
+  r.mutable_service_order()->set_sample_count(2);
+  r.set_request_id("order-no-entry");
+  v1::ServiceOrder o;
+  for (const auto& [who, token] : {std::pair<std::string, std::string>{"ana", ana_}, {"owner staff", staff_}}) {
+    grpc::Status s = Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, token);
+    ExpectGrpcError(s, StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", who);
+    EXPECT_EQ(ViolatedField(s), "service_order.service_entry_id") << who;
+    r.mutable_service_order()->set_requester("users/ana");
+  }
+  EXPECT_TRUE(Events().empty());
+  r.mutable_service_order()->set_service_entry_id("imaging");
+  grpc::Status s = Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, ana_);
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+}
+
 // types.proto: "A retry with the same request_id and the same content
 // returns the first answer" -- also after the catalogue entry was taken
 // off the instrument (a new order of it is SERVICE_ENTRY_NOT_FOUND), or

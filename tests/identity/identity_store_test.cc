@@ -1,6 +1,6 @@
 // The sign-in storage against a real redis-server: lookup indexes (backfill,
 // stale members, case) and the refresh-token families (rotation, reuse,
-// revocation, only hashes stored, expiry).
+// revocation, only hashes stored, expiry, the maximum session age).
 #include "services/inventory/identity_store.h"
 
 #include "services/inventory/identity_manager.h"
@@ -12,7 +12,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 #include "common/error.h"
+#include "common/proto_util.h"
 #include "common/jwks.h"
 #include "tests/support/https_file_server.h"
 #include "tests/support/redis_server.h"
@@ -62,6 +64,19 @@ class IdentityStoreTest : public ::testing::Test {
     return out;
   }
 
+  // A session step at clock_'s now: refresh tokens live `ttl`, the session
+  // the default maximum age (30 days).
+  IdentityStore::SessionLimits Limits(absl::Duration ttl) const {
+    return {ttl, IdentityOptions().max_session_age, clock_.Now()};
+  }
+
+  // Every stored key of the session whose token is `token`, by kind:
+  // "{inventory}:refresh_family:<family>" and "...refresh_used:<family>".
+  static std::string SessionKey(absl::string_view kind, const std::string& token) {
+    return absl::StrCat("{inventory}:refresh_", kind, ":", token.substr(5, 22));
+  }
+
+  FakeClock clock_;
   std::unique_ptr<RedisPool> pool_;
   std::unique_ptr<InventoryStore> inventory_;
   std::unique_ptr<IdentityStore> store_;
@@ -92,17 +107,17 @@ TEST_F(IdentityStoreTest, PrefixOfAnotherValueMatchesNothing) {
 }
 
 TEST_F(IdentityStoreTest, RotationUsesATokenUpAndReuseEndsTheFamily) {
-  auto t1 = store_->StartSession("li-wei", absl::Hours(1));
+  auto t1 = store_->StartSession("li-wei", Limits(absl::Hours(1)));
   ASSERT_TRUE(t1.ok()) << t1.status();
-  auto r1 = store_->Rotate(*t1, absl::Hours(1));
+  auto r1 = store_->Rotate(*t1, Limits(absl::Hours(1)));
   ASSERT_TRUE(r1.ok());
   ASSERT_EQ(r1->kind, Kind::kRotated);
   EXPECT_EQ(r1->user_id, "li-wei");
   EXPECT_NE(r1->new_token, *t1);
-  auto again = store_->Rotate(*t1, absl::Hours(1));
+  auto again = store_->Rotate(*t1, Limits(absl::Hours(1)));
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->kind, Kind::kReused);
-  auto r2 = store_->Rotate(r1->new_token, absl::Hours(1));
+  auto r2 = store_->Rotate(r1->new_token, Limits(absl::Hours(1)));
   ASSERT_TRUE(r2.ok());
   EXPECT_EQ(r2->kind, Kind::kInvalid);
 }
@@ -111,10 +126,10 @@ TEST_F(IdentityStoreTest, RotationUsesATokenUpAndReuseEndsTheFamily) {
 // use (the rotation's TTL), not just its own first TTL: presented again
 // later in the session it is still a reuse, not an unknown token.
 TEST_F(IdentityStoreTest, AUsedTokenIsKeptAsLongAsTheSessionItWasRotatedInto) {
-  auto t1 = store_->StartSession("li-wei", absl::Hours(1));
+  auto t1 = store_->StartSession("li-wei", Limits(absl::Hours(1)));
   ASSERT_TRUE(t1.ok()) << t1.status();
   EXPECT_EQ(*store_->ActiveTokenUser(*t1), "li-wei");
-  auto r1 = store_->Rotate(*t1, absl::Hours(5));
+  auto r1 = store_->Rotate(*t1, Limits(absl::Hours(5)));
   ASSERT_TRUE(r1.ok() && r1->kind == Kind::kRotated);
   EXPECT_EQ(*store_->ActiveTokenUser(*t1), "");  // used
   EXPECT_EQ(*store_->ActiveTokenUser(r1->new_token), "li-wei");
@@ -126,7 +141,7 @@ TEST_F(IdentityStoreTest, AUsedTokenIsKeptAsLongAsTheSessionItWasRotatedInto) {
     ASSERT_TRUE(ttl.ok());
     EXPECT_GT(ttl->integer, 4 * 3600) << k.str;  // all: 5 h from the rotation
   }
-  EXPECT_EQ(store_->Rotate(*t1, absl::Hours(5))->kind, Kind::kReused);
+  EXPECT_EQ(store_->Rotate(*t1, Limits(absl::Hours(5)))->kind, Kind::kReused);
   EXPECT_EQ(*store_->ActiveTokenUser(r1->new_token), "");  // the session ended
   EXPECT_EQ(*store_->ActiveTokenUser("nonsense"), "");
 }
@@ -137,25 +152,25 @@ TEST_F(IdentityStoreTest, AUsedTokenIsKeptAsLongAsTheSessionItWasRotatedInto) {
 // rotations did not extend, so once it lapsed A was "unknown" and C lived
 // on); the family's used set still knows A, and the session ends.
 TEST_F(IdentityStoreTest, ATokenUsedSeveralRotationsAgoIsAReuseWhileTheSessionLives) {
-  auto a = store_->StartSession("li-wei", absl::Hours(1));
+  auto a = store_->StartSession("li-wei", Limits(absl::Hours(1)));
   ASSERT_TRUE(a.ok()) << a.status();
   auto a_record = pool_->Command({"KEYS", "{inventory}:refresh:*"});
   ASSERT_TRUE(a_record.ok());
   ASSERT_EQ(a_record->elements.size(), 1u);
-  auto b = store_->Rotate(*a, absl::Hours(1));
+  auto b = store_->Rotate(*a, Limits(absl::Hours(1)));
   ASSERT_TRUE(b.ok() && b->kind == Kind::kRotated);
-  auto c = store_->Rotate(b->new_token, absl::Hours(1));
+  auto c = store_->Rotate(b->new_token, Limits(absl::Hours(1)));
   ASSERT_TRUE(c.ok() && c->kind == Kind::kRotated);
   // Whatever was kept of A's record has lapsed; the session lives on from C.
   ASSERT_TRUE(pool_->Command({"DEL", a_record->elements[0].str}).ok());
   ASSERT_EQ(*store_->ActiveTokenUser(c->new_token), "li-wei");
 
-  auto again = store_->Rotate(*a, absl::Hours(1));
+  auto again = store_->Rotate(*a, Limits(absl::Hours(1)));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->kind, Kind::kReused);
   EXPECT_EQ(again->user_id, "li-wei");
   EXPECT_EQ(*store_->ActiveTokenUser(c->new_token), "");
-  EXPECT_EQ(store_->Rotate(c->new_token, absl::Hours(1))->kind, Kind::kInvalid);
+  EXPECT_EQ(store_->Rotate(c->new_token, Limits(absl::Hours(1)))->kind, Kind::kInvalid);
   auto left = pool_->Command({"KEYS", "{inventory}:refresh_*"});
   ASSERT_TRUE(left.ok());
   EXPECT_TRUE(left->elements.empty());  // the family and its used set are gone
@@ -165,12 +180,12 @@ TEST_F(IdentityStoreTest, ATokenUsedSeveralRotationsAgoIsAReuseWhileTheSessionLi
 // family with a made-up secret is unknown and leaves the session alone, and
 // once the session ended a used token is unknown too.
 TEST_F(IdentityStoreTest, AForgedTokenOfALiveFamilyIsUnknownNotAReuse) {
-  auto a = store_->StartSession("li-wei", absl::Hours(1));
+  auto a = store_->StartSession("li-wei", Limits(absl::Hours(1)));
   ASSERT_TRUE(a.ok()) << a.status();
-  auto b = store_->Rotate(*a, absl::Hours(1));
+  auto b = store_->Rotate(*a, Limits(absl::Hours(1)));
   ASSERT_TRUE(b.ok() && b->kind == Kind::kRotated);
   const std::string forged = a->substr(0, a->rfind('.') + 1) + std::string(43, 'A');
-  EXPECT_EQ(store_->Rotate(forged, absl::Hours(1))->kind, Kind::kInvalid);
+  EXPECT_EQ(store_->Rotate(forged, Limits(absl::Hours(1)))->kind, Kind::kInvalid);
   EXPECT_EQ(*store_->ActiveTokenUser(b->new_token), "li-wei");
   ASSERT_TRUE(store_->RevokeSession(forged).ok());
   EXPECT_EQ(*store_->ActiveTokenUser(b->new_token), "li-wei");
@@ -178,16 +193,16 @@ TEST_F(IdentityStoreTest, AForgedTokenOfALiveFamilyIsUnknownNotAReuse) {
   // of the session, used or not); presented afterwards it is unknown.
   ASSERT_TRUE(store_->RevokeSession(*a).ok());
   EXPECT_EQ(*store_->ActiveTokenUser(b->new_token), "");
-  EXPECT_EQ(store_->Rotate(*a, absl::Hours(1))->kind, Kind::kInvalid);
+  EXPECT_EQ(store_->Rotate(*a, Limits(absl::Hours(1)))->kind, Kind::kInvalid);
 }
 
 TEST_F(IdentityStoreTest, RevokeEndsTheFamilyAndOtherSessionsLive) {
-  auto mine = store_->StartSession("li-wei", absl::Hours(1));
-  auto other = store_->StartSession("li-wei", absl::Hours(1));
+  auto mine = store_->StartSession("li-wei", Limits(absl::Hours(1)));
+  auto other = store_->StartSession("li-wei", Limits(absl::Hours(1)));
   ASSERT_TRUE(mine.ok() && other.ok());
   ASSERT_TRUE(store_->RevokeSession(*mine).ok());
-  EXPECT_EQ(store_->Rotate(*mine, absl::Hours(1))->kind, Kind::kInvalid);
-  EXPECT_EQ(store_->Rotate(*other, absl::Hours(1))->kind, Kind::kRotated);
+  EXPECT_EQ(store_->Rotate(*mine, Limits(absl::Hours(1)))->kind, Kind::kInvalid);
+  EXPECT_EQ(store_->Rotate(*other, Limits(absl::Hours(1)))->kind, Kind::kRotated);
   // A token of a family but not issued by it revokes nothing.
   const std::string forged = other->substr(0, other->rfind('.') + 1) + std::string(43, 'A');
   ASSERT_TRUE(store_->RevokeSession(forged).ok());
@@ -197,14 +212,14 @@ TEST_F(IdentityStoreTest, RevokeEndsTheFamilyAndOtherSessionsLive) {
 TEST_F(IdentityStoreTest, MalformedTokensAreInvalid) {
   for (const std::string t : {"", "lsr1", "lsr1..", "lsr2.AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
                               "lsr1.AAAAAAAAAAAAAAAAAAAA!A.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}) {
-    auto r = store_->Rotate(t, absl::Hours(1));
+    auto r = store_->Rotate(t, Limits(absl::Hours(1)));
     ASSERT_TRUE(r.ok()) << t;
     EXPECT_EQ(r->kind, Kind::kInvalid) << t;
   }
 }
 
 TEST_F(IdentityStoreTest, OnlyHashesAreStoredAndEverythingExpires) {
-  auto token = store_->StartSession("li-wei", absl::Minutes(10));
+  auto token = store_->StartSession("li-wei", Limits(absl::Minutes(10)));
   ASSERT_TRUE(token.ok());
   auto keys = pool_->Command({"KEYS", "*"});
   ASSERT_TRUE(keys.ok());
@@ -221,6 +236,57 @@ TEST_F(IdentityStoreTest, OnlyHashesAreStoredAndEverythingExpires) {
     EXPECT_GT(ttl->integer, 0) << k.str;
     EXPECT_LE(ttl->integer, 600) << k.str;
   }
+}
+
+// identity_store.h: a session at its maximum age ends at its next refresh
+// (kExpired), its family, used set and the presented record deleted, and a
+// token of it is then invalid, not a reuse; before that every key's TTL is
+// capped by what is left of the session, so the used set (one hash per
+// rotation) never outlives it. The clock is injected: no waiting.
+TEST_F(IdentityStoreTest, ASessionEndsAtItsMaximumAgeWithItsUsedSet) {
+  const absl::Time start = clock_.Now();
+  auto limits = [&] { return IdentityStore::SessionLimits{absl::Hours(12), absl::Hours(48), clock_.Now()}; };
+  auto token = store_->StartSession("li-wei", limits());
+  ASSERT_TRUE(token.ok()) << token.status();
+  std::string current = *token;
+  for (int i = 1; i <= 4; ++i) {  // at 11, 22, 33 and 44 hours
+    clock_.Advance(absl::Hours(11));
+    auto r = store_->Rotate(current, limits());
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->kind, Kind::kRotated) << i;
+    EXPECT_EQ(r->session_start, start);
+    current = r->new_token;
+  }
+  auto used = pool_->Command({"HLEN", SessionKey("used", current)});
+  ASSERT_TRUE(used.ok());
+  EXPECT_EQ(used->integer, 4);
+  for (const std::string& key : {SessionKey("used", current), SessionKey("family", current)}) {
+    auto ttl = pool_->Command({"TTL", key});
+    ASSERT_TRUE(ttl.ok());
+    EXPECT_GT(ttl->integer, 0) << key;
+    EXPECT_LE(ttl->integer, 4 * 3600) << key;  // 4 h left of 48, not the 12 h refresh TTL
+  }
+  clock_.Set(start + absl::Hours(48));
+  auto ended = store_->Rotate(current, limits());
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(ended->kind, Kind::kExpired);
+  auto left = pool_->Command({"KEYS", "{inventory}:refresh*"});  // records, family, used set
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->elements.empty());
+  EXPECT_EQ(store_->Rotate(*token, limits())->kind, Kind::kInvalid);  // used long ago: the session is gone
+}
+
+// A family stored before sessions had a start ("1") counts its age from its
+// first refresh since.
+TEST_F(IdentityStoreTest, ASessionOfTheFirstFormatStartsAtItsNextRefresh) {
+  auto token = store_->StartSession("li-wei", Limits(absl::Hours(12)));
+  ASSERT_TRUE(token.ok()) << token.status();
+  ASSERT_TRUE(pool_->Command({"SET", SessionKey("family", *token), "1", "KEEPTTL"}).ok());
+  clock_.Advance(absl::Hours(24 * 365));
+  auto r = store_->Rotate(*token, Limits(absl::Hours(12)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->kind, Kind::kRotated);
+  EXPECT_EQ(r->session_start, absl::FromUnixMillis(absl::ToUnixMillis(clock_.Now())));
 }
 
 // ------------------------------------------------------------ the manager's own answers
@@ -311,6 +377,48 @@ TEST_F(IdentityStoreTest, UnknownKeyWhileTheProviderIsDownIsProviderUnavailable)
   EXPECT_EQ(ErrorReason(out), "PROVIDER_UNAVAILABLE") << out;
   // A key already known still verifies.
   EXPECT_EQ(ErrorReason(exchange(**published)), "USER_NOT_REGISTERED");
+}
+
+// identity.proto RefreshToken: a session at --max_session_age from its
+// sign-in is refused (INVALID_REFRESH_TOKEN, as an expired token), however
+// often it was refreshed; refresh_expire_time never passes the session's
+// end. Refreshed every 11 hours, the session lived for ever before.
+TEST_F(IdentityStoreTest, RefreshAfterTheMaximumSessionAgeIsInvalidRefreshToken) {
+  PutUser("li-wei", "li.wei@example.org", "sub-li-wei", /*index=*/true);
+  OidcProvider provider("https://127.0.0.1:1", HttpOptions());  // a refresh asks the provider nothing
+  const IdentityOptions options;  // refresh tokens 12 h, sessions 30 days
+  IdentityManager manager(inventory_.get(), store_.get(), &provider, &labshare::testing::TestIssuer(), options,
+                          &clock_);
+  const absl::Time signed_in = clock_.Now();
+  const absl::Time end = signed_in + options.max_session_age;
+  auto token = store_->StartSession("li-wei", Limits(options.refresh_token_ttl));
+  ASSERT_TRUE(token.ok()) << token.status();
+  identity::v1::RefreshTokenRequest req;
+  req.set_refresh_token(*token);
+  int rotations = 0;
+  absl::Time last_expiry;
+  while (clock_.Now() + absl::Hours(11) < end) {
+    clock_.Advance(absl::Hours(11));
+    auto out = manager.RefreshToken(req);
+    ASSERT_TRUE(out.ok()) << out.status();
+    last_expiry = FromProto(out->refresh_expire_time());
+    EXPECT_LE(last_expiry, end);
+    req.set_refresh_token(out->refresh_token());
+    ++rotations;
+  }
+  EXPECT_EQ(last_expiry, end);  // 5 h left: the session's end before the 12 h
+  auto used = pool_->Command({"HLEN", SessionKey("used", *token)});
+  ASSERT_TRUE(used.ok());
+  EXPECT_EQ(used->integer, rotations);
+  clock_.Set(end);
+  auto refused = manager.RefreshToken(req);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated) << refused.status();
+  EXPECT_EQ(ErrorReason(refused.status()), "INVALID_REFRESH_TOKEN");
+  auto left = pool_->Command({"EXISTS", SessionKey("family", *token), SessionKey("used", *token)});
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(left->integer, 0);
+  req.set_refresh_token(*token);  // the first token, used: no longer a reuse, the session is over
+  EXPECT_EQ(ErrorReason(manager.RefreshToken(req).status()), "INVALID_REFRESH_TOKEN");
 }
 
 }  // namespace

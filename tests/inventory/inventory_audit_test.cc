@@ -4,7 +4,10 @@
 // exist); a malformed resource name in a list filter is INVALID_NAME (the
 // file header), after the scope check where there is one; a cleared
 // Facility.time_zone is the default zone again; ListRates refuses an
-// unknown mode; CreateInstrument checks the scope before the name.
+// unknown mode; CreateInstrument checks the scope before the name; a use
+// after a qualification lapsed does not renew it; GrantQualification and
+// CheckAccess check the scope before the user's name; a lab user's
+// CheckAccess is paid by their own organisation.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -287,6 +290,137 @@ TEST_F(InventoryAuditTest, CreateInstrumentScopeBeforeOwnerName) {
   ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_NAME", "admin, malformed owner");
   EXPECT_EQ(Violations(s), std::vector<std::string>{"instrument.owner_organization"});
   EXPECT_EQ(OutboxLength(), outbox);
+}
+
+// ------------------------------------------------------------ qualification lapse
+
+// QualificationState.EXPIRED: "Only a new grant renews it; a use recorded
+// after the lapse does not." A use at or after expire_time changes nothing
+// and publishes nothing (it revived the qualification); after a new grant
+// uses renew it again.
+TEST_F(InventoryAuditTest, AUseAfterTheLapseDoesNotRenewTheQualification) {
+  const absl::Time granted = clock_.Now();
+  v1::Qualification q;
+  ASSERT_NO_FATAL_FAILURE(GrantAnaOnTem(&q));
+  const absl::Time lapsed = granted + absl::Hours(24 * 30);
+  ASSERT_EQ(FromProto(q.expire_time()), lapsed);
+  auto booking = v1::InventoryService::NewStub(testing::TlsChannel(server_->address(), "booking"));
+  auto use_at = [&](absl::Time t, v1::Qualification* out) {
+    v1::RecordQualificationUseRequest use;
+    use.set_name(q.name());
+    *use.mutable_use_time() = ToProto(t);
+    grpc::ClientContext ctx;
+    return booking->RecordQualificationUse(&ctx, use, out);
+  };
+  clock_.Set(lapsed + absl::Hours(24));
+  const long long outbox = OutboxLength();
+  for (const absl::Time t : {lapsed, lapsed + absl::Hours(24)}) {
+    v1::Qualification out;
+    ASSERT_TRUE(use_at(t, &out).ok());
+    EXPECT_EQ(out.state(), v1::EXPIRED);
+    EXPECT_FALSE(out.has_last_use_time());
+    EXPECT_EQ(FromProto(out.expire_time()), lapsed);
+  }
+  EXPECT_EQ(OutboxLength(), outbox);
+  // A use just before the lapse, reported late, still renews it.
+  v1::Qualification out;
+  ASSERT_TRUE(use_at(lapsed - absl::Seconds(1), &out).ok());
+  EXPECT_EQ(out.state(), v1::VALID);
+  EXPECT_EQ(FromProto(out.expire_time()), lapsed - absl::Seconds(1) + absl::Hours(24 * 30));
+  // Lapsed again; a new grant renews it, and uses count again.
+  clock_.Set(lapsed + absl::Hours(24 * 40));
+  ASSERT_TRUE(use_at(clock_.Now(), &out).ok());
+  EXPECT_EQ(out.state(), v1::EXPIRED);
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  ASSERT_TRUE(Call(&Stub::GrantQualification, grant, &out, Token("staff", "owner", {Role::kFacilityStaff})).ok());
+  EXPECT_EQ(out.state(), v1::VALID);
+  ASSERT_TRUE(use_at(clock_.Now() + absl::Hours(24), &out).ok());
+  EXPECT_EQ(FromProto(out.expire_time()), clock_.Now() + absl::Hours(24 * 31));
+}
+
+// ------------------------------------------------------------ scope before the user's name
+
+// types.proto: ORGANIZATION_SCOPE is "checked before validation". Staff of
+// another organisation naming a malformed user are out of scope (they were
+// told INVALID_NAME); the consortium admin is told INVALID_NAME.
+TEST_F(InventoryAuditTest, GrantQualificationScopeBeforeUserName) {
+  TwoOrgsThreeUsers();
+  MakeFacility("f1", "a");
+  MakeInstrument("i1", "a", "f1");
+  const long long outbox = OutboxLength();
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/i1");
+  grant.set_user("users/Not Valid");
+  v1::Qualification out;
+  ExpectError(Call(&Stub::GrantQualification, grant, &out, Token("staff", "b", {Role::kFacilityStaff})),
+              grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "staff of b, malformed user");
+  grpc::Status s = Call(&Stub::GrantQualification, grant, &out, admin_);
+  ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_NAME", "admin, malformed user");
+  EXPECT_EQ(Violations(s), std::vector<std::string>{"user"});
+  EXPECT_EQ(OutboxLength(), outbox);
+}
+
+// CheckAccess: "a LAB_USER naming another user (a malformed name too) ... is
+// ORGANIZATION_SCOPE", before the name is validated.
+TEST_F(InventoryAuditTest, CheckAccessScopeBeforeUserName) {
+  TwoOrgsThreeUsers();
+  MakeFacility("f1", "a");
+  MakeInstrument("i1", "a", "f1");
+  v1::CheckAccessRequest req;
+  req.set_user("users/Not Valid");
+  req.set_instrument("instruments/i1");
+  req.set_mode(tv1::ON_SITE);
+  *req.mutable_interval()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(24));
+  *req.mutable_interval()->mutable_end_time() = ToProto(clock_.Now() + absl::Hours(26));
+  v1::CheckAccessResponse out;
+  ExpectError(Call(&Stub::CheckAccess, req, &out, Token("a1", "a", {Role::kLabUser})),
+              grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", "a1, malformed user");
+  ExpectError(Call(&Stub::CheckAccess, req, &out, admin_), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_NAME",
+              "admin, malformed user");
+}
+
+// ------------------------------------------------------------ CheckAccess payer
+
+// CheckAccess: "LAB_USER for themselves, paid by their own organisation". A
+// lab user of b naming a's instrument owner as payer was answered as the
+// owner's own use (OWNER, allowed, free); now ORGANIZATION_SCOPE. Their own
+// organisation named, or none, is answered; staff may name any payer.
+TEST_F(InventoryAuditTest, CheckAccessLabUserPaysOnlyAsTheirOrganisation) {
+  TwoOrgsThreeUsers();
+  MakeFacility("f1", "a");
+  MakeInstrument("i1", "a", "f1");
+  MakeRate("i1", tv1::MEMBER, "", 80000, clock_.Now());
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/i1");
+  grant.set_user("users/b1");
+  v1::Qualification q;
+  ASSERT_TRUE(Call(&Stub::GrantQualification, grant, &q, admin_).ok());
+  v1::CheckAccessRequest req;
+  req.set_user("users/b1");
+  req.set_instrument("instruments/i1");
+  req.set_mode(tv1::ON_SITE);
+  *req.mutable_interval()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(24));
+  *req.mutable_interval()->mutable_end_time() = ToProto(clock_.Now() + absl::Hours(26));
+  req.set_payer_organization("organizations/a");
+  const std::string b1 = Token("b1", "b", {Role::kLabUser});
+  v1::CheckAccessResponse out;
+  ExpectError(Call(&Stub::CheckAccess, req, &out, b1), grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE",
+              "b1 naming the owner as payer");
+  for (const std::string payer : {"", "organizations/b"}) {
+    req.set_payer_organization(payer);
+    grpc::Status s = Call(&Stub::CheckAccess, req, &out, b1);
+    ASSERT_TRUE(s.ok()) << payer << ": " << s.error_message();
+    EXPECT_TRUE(out.allowed()) << payer;
+    EXPECT_EQ(out.payer_organization(), "organizations/b");
+    EXPECT_EQ(out.payer_class(), tv1::MEMBER);
+    EXPECT_EQ(out.rate().price().amount_minor(), 80000);
+  }
+  req.set_payer_organization("organizations/a");
+  grpc::Status s = Call(&Stub::CheckAccess, req, &out, Token("staff", "a", {Role::kFacilityStaff}));
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.payer_class(), tv1::OWNER);
 }
 
 }  // namespace

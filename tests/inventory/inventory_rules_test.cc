@@ -1657,6 +1657,38 @@ TEST(EvaluateAccess, ReportsEveryDenialAtOnce) {
                                                v1::QUALIFICATION_MISSING, v1::NO_RATE));
 }
 
+// CheckAccess's comment: "Denials, when several apply, come in this order":
+// the person, the instrument, the policy; the mode (not offered, or its
+// rules, the qualification last); maintenance; the rate.
+TEST(EvaluateAccess, DenialsComeInTheDocumentedOrder) {
+  AccessWorld w;
+  w.user.set_disabled(true);
+  w.instrument.set_state(v1::MAINTENANCE);
+  w.payer.set_membership_state(v1::NON_MEMBER);
+  *w.facility.mutable_access_policy() = Policy(true, false, false);
+  w.qualification.set_revoked(true);
+  w.rates.clear();
+  w.Book(kNow + absl::Hours(1), absl::Minutes(30));
+  w.windows.push_back(Window(kNow, kNow + absl::Hours(24)));
+  EXPECT_THAT(Denials(w.Evaluate()),
+              ElementsAre(v1::USER_DISABLED, v1::INSTRUMENT_NOT_ACTIVE, v1::ACCESS_POLICY_FORBIDS,
+                          v1::BLOCK_TOO_SHORT, v1::INSUFFICIENT_NOTICE, v1::QUALIFICATION_REVOKED,
+                          v1::DURING_MAINTENANCE, v1::NO_RATE));
+  // Too long and too far ahead; no qualification at all.
+  w.qualified = false;
+  w.Book(kNow + absl::Hours(24 * 90), absl::Hours(9));
+  w.windows.clear();
+  EXPECT_THAT(Denials(w.Evaluate()),
+              ElementsAre(v1::USER_DISABLED, v1::INSTRUMENT_NOT_ACTIVE, v1::ACCESS_POLICY_FORBIDS,
+                          v1::BLOCK_TOO_LONG, v1::BEYOND_HORIZON, v1::QUALIFICATION_MISSING, v1::NO_RATE));
+  // A mode not offered stands for its rules, and no NO_RATE beside it.
+  w.request.set_mode(tv1::LEASE);
+  w.windows.push_back(Window(kNow, kNow + absl::Hours(24 * 100)));
+  EXPECT_THAT(Denials(w.Evaluate()),
+              ElementsAre(v1::USER_DISABLED, v1::INSTRUMENT_NOT_ACTIVE, v1::ACCESS_POLICY_FORBIDS,
+                          v1::MODE_NOT_OFFERED, v1::DURING_MAINTENANCE));
+}
+
 TEST(EvaluateAccess, EveryDenialCarriesAMessage) {
   AccessWorld w;
   w.user.set_disabled(true);

@@ -246,6 +246,18 @@ absl::Status BookingManager::CreateScope(const Principal& p, const v1::CreateBoo
     LS_RETURN_IF_ERROR(CheckScopeOn("CreateBooking", p, *inventory_, in.instrument(),
                                     {in.user().empty() ? ActorName(p) : in.user(), {}, {}}));
   }
+  // Then who pays, whatever the mode says (it is not validated yet; a run's
+  // payer is its order's client): a caller who can never name another payer
+  // (neither CONSORTIUM_ADMIN nor FACILITY_STAFF) hears ORGANIZATION_SCOPE
+  // before any other fault of the request, as RequestLease and
+  // CreateServiceOrder answer theirs. Besides the token's organisation, the
+  // one inventory gives the caller is theirs too (PrepareCreate's rule).
+  // Whether staff are the instrument's is decided once it is read.
+  if (in.mode() != labshare::type::v1::TECHNICAL_SERVICE &&
+      !CheckOwnOrganization(p, in.payer_organization(), "paying organisation").ok()) {
+    LS_ASSIGN_OR_RETURN(auto self, inventory_->User(ActorName(p)));
+    if (in.payer_organization() != self->organization()) return PayerScope();
+  }
   return absl::OkStatus();
 }
 
@@ -287,8 +299,8 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     if (!in.instrument().empty()) {
       // The run is on the order's instrument: a request naming another one
       // is refused, not booked there (after the caller's authorization).
-      LS_RETURN_IF_ERROR(AuthorizeOrder("ScheduleService", p, in.service_order()));
-      LS_ASSIGN_OR_RETURN(LoadedOrder order, LoadOrder(in.service_order()));
+      LS_RETURN_IF_ERROR(AuthorizeOrder("ScheduleService", p, in.service_order(), "booking.service_order"));
+      LS_ASSIGN_OR_RETURN(LoadedOrder order, LoadOrder(in.service_order(), "booking.service_order"));
       if (order.order.instrument() != in.instrument()) {
         return InvalidField("booking.instrument", absl::StrCat(in.service_order(), " is an order on ",
                                                                order.order.instrument(),
@@ -323,8 +335,9 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   if (!privileged && user_name != "users/" + p.user_id) {
     return UserScope("you may book only for yourself");
   }
-  // The scope of the payer, before validation (types.proto): a caller who
-  // may not name another payer hears so whatever else is wrong.
+  // The scope of the payer, before validation (types.proto): CreateScope
+  // refused a LAB_USER; here staff who are not the instrument's (also
+  // LAB_USER, so admitted for themselves) hear so whatever else is wrong.
   if (!privileged && !in.payer_organization().empty() && in.payer_organization() != ActorOrganization(p)) {
     LS_ASSIGN_OR_RETURN(auto self, inventory_->User(user_name));
     if (in.payer_organization() != self->organization()) return PayerScope();
@@ -563,7 +576,7 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
 
 absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& instrument_id) {
   int64_t version = 0;
-  LS_ASSIGN_OR_RETURN(v1::Project project, LoadProject(b.project(), &version));
+  LS_ASSIGN_OR_RETURN(v1::Project project, LoadProject(b.project(), &version, "booking.project"));
   const absl::Time start = FromProto(b.reserved_interval().start_time());
   const absl::Time end = FromProto(b.reserved_interval().end_time());
   if (ProjectState(project) == v1::Project::ENDED) {
@@ -1042,7 +1055,7 @@ absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
     LS_RETURN_IF_ERROR(CheckDecision(p, cur, r.etag()).status());  // who may decide, and on what
     const absl::Time now = clock_->Now();
     if (now >= FromProto(b.reserved_interval().start_time())) {
-      return Precondition("BOOKING_STARTED", "the reserved start has passed; it can no longer be approved");
+      return Precondition("BOOKING_STARTED", "the reserved start has come; it can no longer be approved");
     }
     Change c;
     c.booking = b;
@@ -1483,7 +1496,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
     int64_t look_ms = 0;
   };
   // Marks one booking MISSED (CONFIRMED, past start + grace, not checked in)
-  // or EXPIRED (PENDING_APPROVAL past its start), or checks a forgotten
+  // or EXPIRED (PENDING_APPROVAL at or past its start), or checks a forgotten
   // session out (CHECKED_IN past its auto-checkout time), deciding on the
   // stored state in the step itself.
   auto settle = [&](const std::string& id, Found& found) -> absl::Status {
@@ -1520,7 +1533,11 @@ absl::StatusOr<int> BookingManager::Sweep() {
         LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
         due_ms = DueMs(b, *instrument);
       }
-      if (due_ms >= now_ms) {  // due once the moment has passed
+      // A missed booking is due once its moment has passed (CheckIn's window
+      // is open up to it, inclusive); a pending one at its reserved start,
+      // the moment ApproveBooking refuses it (BOOKING_STARTED): no instant
+      // where it could be neither approved nor expired.
+      if (confirmed ? due_ms >= now_ms : due_ms > now_ms) {
         found.later = true;
         return Precondition("NOT_DUE", "not due yet");
       }

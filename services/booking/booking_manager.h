@@ -161,7 +161,8 @@ class BookingManager {
       const Principal& p, const v1::ApplyMaintenanceWindowRequest& r, const std::string& cause_request_id = "");
 
   // Marks CONFIRMED bookings not checked in by start + no_show_grace MISSED
-  // and PENDING_APPROVAL bookings whose start has passed EXPIRED, and checks
+  // and PENDING_APPROVAL bookings whose reserved start has come (now >= start,
+  // when ApproveBooking refuses them) EXPIRED, and checks
   // out CHECKED_IN ON_SITE and JOINT_RESEARCH sessions nobody checked out at
   // their auto-checkout time (AutoCheckOutTime) once it has passed, as of the
   // clock's now (actor "services/booking"). Returns how many changed. The
@@ -346,9 +347,13 @@ class BookingManager {
   // loads it (NOT_FOUND first) and runs before the request is validated.
   absl::Status AuthorizeBooking(const char* method, const Principal& p, const std::string& name);
   absl::Status AuthorizeLease(const char* method, const Principal& p, const std::string& name);
-  absl::Status AuthorizeOrder(const char* method, const Principal& p, const std::string& name);
+  // `field`: the request's field that names the order (LoadStored).
+  absl::Status AuthorizeOrder(const char* method, const Principal& p, const std::string& name,
+                              absl::string_view field = "name");
   // A document of a booking partition by resource name ("<collection>/<id>"):
-  // the id's partition, then `key`; `not_found` is the NOT_FOUND reason.
+  // the id's partition, then `key`; `not_found` is the NOT_FOUND reason;
+  // `field` is the request's field a malformed name is refused on
+  // (INVALID_NAME naming it: "name", or e.g. "booking.service_order").
   template <typename T>
   struct Stored {
     T doc;
@@ -357,8 +362,9 @@ class BookingManager {
   };
   template <typename T>
   absl::StatusOr<Stored<T>> LoadStored(const std::string& name, absl::string_view collection,
-                                       std::string (*key)(int, absl::string_view), absl::string_view not_found) {
-    LS_ASSIGN_OR_RETURN(std::string id, labshare::inventory::ParseName(name, collection, "name"));
+                                       std::string (*key)(int, absl::string_view), absl::string_view not_found,
+                                       absl::string_view field = "name") {
+    LS_ASSIGN_OR_RETURN(std::string id, labshare::inventory::ParseName(name, collection, field));
     auto missing = MakeError(absl::StatusCode::kNotFound, not_found, name + " does not exist");
     LS_ASSIGN_OR_RETURN(auto partition, store_->PartitionOf(id));
     if (!partition) return missing;
@@ -551,7 +557,7 @@ class BookingManager {
     int64_t guard_from_ms = 0;
     int64_t guard_to_ms = 0;
   };
-  absl::StatusOr<LoadedOrder> LoadOrder(const std::string& name);
+  absl::StatusOr<LoadedOrder> LoadOrder(const std::string& name, absl::string_view field = "name");
   // CreateServiceOrder once authorized and its request_id claimed.
   absl::StatusOr<v1::ServiceOrder> PlaceServiceOrder(const Principal& p, const v1::CreateServiceOrderRequest& r,
                                                      const std::string& instrument_id);
@@ -588,7 +594,9 @@ class BookingManager {
   absl::Status CompleteProject(v1::Project& project);
   v1::Project::State ProjectState(const v1::Project& project) const;
   absl::Status FillProjectUse(v1::Project& project) const;
-  absl::StatusOr<v1::Project> LoadProject(const std::string& name, int64_t* version) const;
+  // `field`: the request's field that names the project ("name",
+  // "project.name", "booking.project"), named by INVALID_NAME.
+  absl::StatusOr<v1::Project> LoadProject(const std::string& name, int64_t* version, absl::string_view field) const;
   static bool MaySeeProject(const Principal& p, const v1::Project& project);
   // Commits a project mutation; `on_conflict` answers a lost compare-and-set.
   absl::StatusOr<v1::Project> CommitProject(const Mutation& m, const v1::Project& project,

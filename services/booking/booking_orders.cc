@@ -57,16 +57,18 @@ absl::Status SameCurrency(const Money& m, const std::string& currency, const std
 
 }  // namespace
 
-absl::Status BookingManager::AuthorizeOrder(const char* method, const Principal& p, const std::string& name) {
+absl::Status BookingManager::AuthorizeOrder(const char* method, const Principal& p, const std::string& name,
+                                            absl::string_view field) {
   if (BookingPolicy().ScopesOf(BookingMethod(method), p) & kScopeAny) return absl::OkStatus();
-  LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(name));
+  LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(name, field));
   return CheckScopeOn(method, p, *inventory_, cur.order.instrument(),
                       {cur.order.requester(), {cur.order.client_organization()}, {}});
 }
 
-absl::StatusOr<BookingManager::LoadedOrder> BookingManager::LoadOrder(const std::string& name) {
+absl::StatusOr<BookingManager::LoadedOrder> BookingManager::LoadOrder(const std::string& name,
+                                                                      absl::string_view field) {
   LS_ASSIGN_OR_RETURN(auto stored,
-                      LoadStored<Order>(name, "serviceOrders", keys::Order, "SERVICE_ORDER_NOT_FOUND"));
+                      LoadStored<Order>(name, "serviceOrders", keys::Order, "SERVICE_ORDER_NOT_FOUND", field));
   return LoadedOrder{std::move(stored.doc), stored.version, stored.partition};
 }
 
@@ -518,17 +520,19 @@ absl::StatusOr<Order> BookingManager::ScheduleService(const Principal& p, const 
 absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::ScheduleServiceRequest& r,
                                                   absl::string_view method, const google::protobuf::Message& request,
                                                   bool validate_only, v1::Booking* booking_answer) {
-  LS_RETURN_IF_ERROR(AuthorizeOrder("ScheduleService", p, r.name()));
   // CreateBooking (mode TECHNICAL_SERVICE) books the run of an order in
-  // SAMPLES_RECEIVED only, may preview it, and answers the booking.
+  // SAMPLES_RECEIVED only, may preview it, and answers the booking (and
+  // names its own fields: booking.service_order is the order's name).
   const bool as_booking = booking_answer != nullptr;
+  const absl::string_view order_field = as_booking ? "booking.service_order" : "name";
+  LS_RETURN_IF_ERROR(AuthorizeOrder("ScheduleService", p, r.name(), order_field));
   const auto& interval = r.interval();
   if (!interval.has_start_time() || !interval.has_end_time() ||
       FromProto(interval.end_time()) <= FromProto(interval.start_time())) {
     return InvalidField(as_booking ? "booking.reserved_interval" : "interval", "needs start_time before end_time",
                         "INVALID_INTERVAL");
   }
-  LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(r.name()));
+  LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(r.name(), order_field));
   LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
   LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
   const std::string idem =

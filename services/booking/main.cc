@@ -21,7 +21,7 @@
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory.");
 ABSL_FLAG(absl::Duration, sweep_interval, absl::Seconds(10),
           "How often bookings past their check-in window are marked MISSED (and pending "
-          "ones past their start EXPIRED).");
+          "ones at or past their start EXPIRED).");
 ABSL_FLAG(int, redis_pipelines, 2,
           "Connections (one thread each) per Redis master that pipeline the callback-API methods' Redis "
           "steps (CreateBooking, GetBooking, ListBookings, QueryAvailability). Two let Redis run "

@@ -1173,7 +1173,7 @@ void BookingStore::CalendarsAsync(std::vector<CalendarRead> reads,
 absl::StatusOr<std::vector<std::string>> BookingStore::Due(int partition, int64_t now_ms, int offset,
                                                            int limit) const {
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGEBYSCORE", keys::Due(partition), "-inf",
-                                                    "(" + std::to_string(now_ms), "LIMIT",
+                                                    std::to_string(now_ms), "LIMIT",
                                                     std::to_string(offset), std::to_string(limit)}));
   std::vector<std::string> out;
   for (auto& e : v.elements) out.push_back(std::move(e.str));

@@ -42,7 +42,7 @@
 //                            the sweep has nothing left to do on it. The sweep
 //                            reads each instrument's listing index from there
 //                            to now: a CONFIRMED booking past start + grace is
-//                            MISSED, a PENDING_APPROVAL one past its start EXPIRED.
+//                            MISSED, a PENDING_APPROVAL one at its start EXPIRED.
 //   {bk:P}:due               ZSET  booking id -> when the sweep must look at it
 //                            (ms): bookings written by older versions, and the
 //                            checked-in sessions the sweep met on its cursor
@@ -420,7 +420,8 @@ class BookingStore {
     int64_t from_ms = 0, to_ms = 0;
   };
   void CalendarsAsync(std::vector<CalendarRead> reads, Done<std::vector<std::vector<CalendarEntry>>> done) const;
-  // The due set: ids due strictly before `now_ms` in due order, skipping
+  // The due set: ids due at or before `now_ms` in due order (a pending
+  // booking expires at its start; settle skips what is not due), skipping
   // the first `offset`, at most `limit`; adding one (or moving it to
   // `due_ms`); taking one off.
   absl::StatusOr<std::vector<std::string>> Due(int partition, int64_t now_ms, int offset, int limit) const;

@@ -472,6 +472,30 @@ TEST_F(ReasonsTest, ApproveBookingAtOrAfterTheReservedStartIsBookingStarted) {
   ExpectUnchanged(b, events);
 }
 
+// EXPIRED: "set by the first sweep run at or after the reserved start (now
+// >= start, the moment ApproveBooking answers BOOKING_STARTED)": no instant
+// where a pending booking can be neither approved nor expired (the sweep
+// waited for now > start).
+TEST_F(ReasonsTest, APendingBookingExpiresWhenApproveBookingBeginsToRefuseIt) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(18), &b).ok());
+  ASSERT_EQ(b.state(), v1::Booking::PENDING_APPROVAL);
+  clock_.Set(day_ + absl::Hours(9) - absl::Milliseconds(1));
+  EXPECT_EQ(*manager_->Sweep(), 0);  // still approvable
+  EXPECT_EQ(GetBooking(b.name()).state(), v1::Booking::PENDING_APPROVAL);
+  clock_.Set(day_ + absl::Hours(9));
+  v1::ApproveBookingRequest a;
+  a.set_name(b.name());
+  v1::Booking out;
+  ExpectGrpcError(Call(stub_.get(), &Stub::ApproveBooking, a, &out, staff_), StatusCode::FAILED_PRECONDITION,
+                  "BOOKING_STARTED", "at the reserved start");
+  EXPECT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(GetBooking(b.name()).state(), v1::Booking::EXPIRED);
+  int expired = 0;
+  for (const auto& e : Events()) expired += e.has_booking_expired();
+  EXPECT_EQ(expired, 1);
+}
+
 // CheckIn: "The ON_SITE qualification is checked again (it may have lapsed
 // since booking)": valid when ana booked, lapsed (90 days after the grant,
 // never used) by the check-in. A revoked one is QUALIFICATION_REVOKED, as
@@ -712,7 +736,9 @@ TEST_F(ReasonsTest, SearchAvailableInstrumentsOverARangeTooLongIsRangeTooLong) {
 
 // booking.proto's header: "INVALID_NAME: a resource name in the request
 // ... is not {collection}/{id}": the error names the request's field, not
-// the field of the inventory request booking made with it ("name").
+// the field of the inventory request booking made with it ("name"), nor
+// that of the method whose loader it shares (GetProject's and
+// ScheduleService's "name"; types.proto: a BadRequest names the bad field).
 // Admitted callers who may name anyone, so that validation is reached.
 TEST_F(ReasonsTest, MalformedReferencesAreInvalidNameNamingTheirField) {
   const auto expect = [](const grpc::Status& s, const std::string& field) {
@@ -758,6 +784,27 @@ TEST_F(ReasonsTest, MalformedReferencesAreInvalidNameNamingTheirField) {
   on_site.mutable_booking()->set_user("users/ana");
   on_site.mutable_booking()->set_payer_organization("lab");
   expect(Create(on_site, staff_, &b), "booking.payer_organization");
+  // The project and service order a booking names, and the project an
+  // update names (they said "name", the field of Get).
+  v1::CreateBookingRequest joint = Joint("instruments/tem", absl::Hours(9), absl::Hours(10));
+  joint.mutable_booking()->set_user("users/ana");
+  joint.mutable_booking()->set_project("proj");
+  expect(Create(joint, admin_, &b), "booking.project");
+  v1::CreateBookingRequest run = OnSite(absl::Hours(9), absl::Hours(10));
+  run.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+  run.mutable_booking()->set_service_order("order");
+  expect(Create(run, staff_, &b), "booking.service_order");  // on the order's instrument, named
+  run.mutable_booking()->clear_instrument();
+  expect(Create(run, staff_, &b), "booking.service_order");  // left to the order
+  v1::UpdateProjectRequest update;
+  update.mutable_project()->set_name("proj");
+  update.mutable_project()->set_title("Cryo-EM");
+  update.mutable_update_mask()->add_paths("title");
+  v1::Project project;
+  expect(Call(stub_.get(), &Stub::UpdateProject, update, &project, admin_), "project.name");
+  v1::GetProjectRequest get;
+  get.set_name("proj");
+  expect(Call(stub_.get(), &Stub::GetProject, get, &project, admin_), "name");
   EXPECT_TRUE(Events().empty());
 }
 

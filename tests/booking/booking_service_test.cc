@@ -2151,6 +2151,29 @@ TEST_F(BookingServiceTest, ALabUsersOtherPayerIsRefusedBeforeValidation) {
   r.set_booking_id("Not An Id");
   s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
   EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
+  // Before the mode is validated too (it got INVALID_FIELD, MODE_FIELDS_MISMATCH
+  // or INSTRUMENT_NOT_FOUND first), ON_SITE and JOINT_RESEARCH alike.
+  r.clear_booking_id();
+  const auto refused = [&](const v1::CreateBookingRequest& req, const std::string& what) {
+    grpc::Status refusal = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, req, &b, ana_);
+    ExpectGrpcError(refusal, grpc::StatusCode::PERMISSION_DENIED, "ORGANIZATION_SCOPE", what);
+  };
+  v1::CreateBookingRequest no_mode = r;
+  no_mode.mutable_booking()->clear_mode();
+  refused(no_mode, "no mode");
+  v1::CreateBookingRequest mismatch = r;
+  mismatch.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);  // without its project
+  refused(mismatch, "JOINT_RESEARCH without a project");
+  v1::CreateBookingRequest missing = r;
+  missing.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+  missing.mutable_booking()->set_project("projects/prj");
+  missing.mutable_booking()->set_instrument("instruments/ghost");
+  refused(missing, "an instrument that does not exist");
+  // Her own organisation, named: past the scope, to validation.
+  missing.mutable_booking()->set_payer_organization("organizations/lab");
+  ExpectGrpcError(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, missing, &b, ana_),
+                  grpc::StatusCode::NOT_FOUND, "INSTRUMENT_NOT_FOUND", "her own organisation as payer");
+  EXPECT_TRUE(Events().empty());
 }
 
 // Item 8: CancelBooking's roles name "MEMBER_BILLING_ADMIN of the paying

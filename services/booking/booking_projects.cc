@@ -21,7 +21,6 @@
 #include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
-#include "services/booking/booking_lists.h"
 #include "services/booking/booking_manager.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -348,14 +347,9 @@ absl::StatusOr<v1::Project> BookingManager::GetProject(const Principal& p, const
 
 absl::StatusOr<v1::ListProjectsResponse> BookingManager::ListProjects(const Principal& p,
                                                                       const v1::ListProjectsRequest& r) {
-  // A participant filter outside the caller's scope fails rather than
-  // answering an empty page, as ListLeases' lessee filter does: FACILITY_STAFF
-  // see the projects budgeting their instruments, whoever takes part.
-  const ListScope scope = ScopeOf(p);
-  if (!r.participant().empty() && r.participant() != scope.org && !scope.all && !scope.staff) {
-    return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
-                     "you may list only projects your own organisation takes part in");
-  }
+  // A participant filter narrows what the caller may see (scoped as
+  // GetProject): a partner organisation is a useful filter for a member's
+  // own projects, so it is never refused for being another organisation.
   if (!r.participant().empty()) {
     LS_RETURN_IF_ERROR(ParseName(r.participant(), "organizations", "participant").status());
   }

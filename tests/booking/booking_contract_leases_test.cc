@@ -583,9 +583,9 @@ TEST_F(ProjectContractTest, ProjectUpdatedCarriesPreviousParticipantsOnlyWhenThe
 // ListProjects: "Projects matching every filter, ordered by name; scoped as
 // GetProject" (participants' users and billing admins, staff of a budgeted
 // instrument's owner, the wider roles), page by page; a page token is bound
-// to its filters; "A `participant` other than the caller's organisation
-// fails (ORGANIZATION_SCOPE)". GetProject refuses anyone else with
-// ORGANIZATION_SCOPE.
+// to its filters; a `participant` filter naming a partner organisation
+// narrows the caller's own projects to those it shares with that partner
+// (never refused). GetProject refuses anyone else with ORGANIZATION_SCOPE.
 TEST_F(ProjectContractTest, ListProjectsOrdersByNameWithinTheCallersScope) {
   const absl::Time now = clock_.Now();
   MakeProject("proj-c", {"organizations/lab", "organizations/outsider"}, now - absl::Hours(24), now + absl::Hours(240));
@@ -623,20 +623,15 @@ TEST_F(ProjectContractTest, ListProjectsOrdersByNameWithinTheCallersScope) {
   r.add_states(v1::Project::ENDED);
   EXPECT_EQ(list(r, admin_), (Names{"proj-a", "proj-b"}));
   r.clear_states();
-  // A participant other than the caller's organisation fails rather than
-  // narrowing (ORGANIZATION_SCOPE, as ListLeases' lessee filter) unless the
-  // caller is FACILITY_STAFF or sees all; it answered ana proj-c (lab takes
-  // part too) and lab's billing admin the same, an outsider's user nothing.
+  // A partner organisation narrows the caller's projects to those shared
+  // with it: ana and lab's billing admin see proj-c only; staff, the admin
+  // and the outsider's own user every project outsider takes part in.
   r.set_participant("organizations/outsider");
+  EXPECT_EQ(list(r, ana_), Names{"proj-c"});
+  EXPECT_EQ(list(r, Token("lb", "lab", {Role::kMemberBillingAdmin})), Names{"proj-c"});
   EXPECT_EQ(list(r, admin_), (Names{"proj-a", "proj-c"}));
   EXPECT_EQ(list(r, staff_), (Names{"proj-a", "proj-c"}));
   EXPECT_EQ(list(r, outsider), (Names{"proj-a", "proj-c"}));
-  for (const std::string& token : {ana_, Token("lb", "lab", {Role::kMemberBillingAdmin})}) {
-    v1::ListProjectsResponse refused;
-    ExpectGrpcError(Call(stub_.get(), &Stub::ListProjects, r, &refused, token), grpc::StatusCode::PERMISSION_DENIED,
-                    "ORGANIZATION_SCOPE", "a participant filter naming another organisation");
-    EXPECT_EQ(refused.projects_size(), 0);
-  }
   r.set_participant("organizations/lab");
   EXPECT_EQ(list(r, ana_), (Names{"proj-b", "proj-c"}));
   r.clear_participant();

@@ -57,11 +57,7 @@ class BillingAudit3Test : public testing::BillingLedgerTest {
     bk::Booking b;
     EXPECT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
     Use(b, ana_);
-    v1::ListChargesRequest lc;
-    lc.set_reference(b.name());
-    auto charges = billing_->ListCharges(root_, lc);
-    EXPECT_TRUE(charges.ok() && charges->charges_size() == 1) << charges.status();
-    return charges.ok() && charges->charges_size() == 1 ? charges->charges(0) : v1::Charge();
+    return ChargeOf(b.name());
   }
 };
 

@@ -172,37 +172,6 @@ class BillingLedgerTest : public booking::BookingServiceTest {
     return Token("olga", "owner", {Role::kLabUser});
   }
 
-  // Bills every booking event so far, at the current clock (its posting
-  // time).
-  void Bill() {
-    for (const auto& e : Events()) {
-      StreamEvent event{e.header().event_id(), "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
-      auto s = billing_->ApplyBookingEvent(event);
-      ASSERT_TRUE(s.ok()) << s;
-    }
-  }
-
-  // Checks `b` in at its start and out at its end (with the request_ids
-  // given), then bills it.
-  void Use(const booking::v1::Booking& b, const std::string& token, const std::string& check_in_id = "",
-           const std::string& check_out_id = "") {
-    namespace bk = labshare::booking::v1;
-    bk::Booking done;
-    clock_.Set(FromProto(b.reserved_interval().start_time()));
-    bk::CheckInRequest in;
-    in.set_name(b.name());
-    in.set_request_id(check_in_id);
-    grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::CheckIn, in, &done, token);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-    clock_.Set(FromProto(b.reserved_interval().end_time()));
-    bk::CheckOutRequest out;
-    out.set_name(b.name());
-    out.set_request_id(check_out_id);
-    s = Call(stub_.get(), &bk::BookingService::Stub::CheckOut, out, &done, token);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-    Bill();
-  }
-
   static Principal Member(const std::string& org) {
     return Principal{"member-of-" + org, org, {Role::kMemberBillingAdmin}, absl::InfiniteFuture()};
   }

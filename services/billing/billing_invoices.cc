@@ -451,7 +451,9 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
         line.set_instrument(c.instrument());
         line.set_mode(c.mode());
         line.set_fee_kind(c.fee_kind());
-        *line.mutable_service_interval() = c.service_interval();
+        // Deposit and damage charges have no service interval: their lines
+        // have none either (and sort after the lines that have one).
+        if (c.has_service_interval()) *line.mutable_service_interval() = c.service_interval();
         // InvoiceLine.late: a charge's activity is of an earlier period when
         // its service interval ended by this period's start, however late
         // the charge was posted (posting time is never back-dated: January's

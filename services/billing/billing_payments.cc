@@ -383,6 +383,9 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
     posting.set_kind(v1::PAYMENT);
     posting.set_currency_code(pay.amount().currency_code());
     posting.set_payment(pay.name());
+    // The links that apply: a pool paying, a settlement's transfer paid.
+    if (IsSubsidyPoolName(pay.payer())) posting.set_subsidy_pool(pay.payer());
+    posting.set_settlement(pay.settlement());
     posting.set_reason(pay.external_reference());
     posting.set_description(absl::StrCat("payment ", pay.payer(), " -> ", pay.payee()));
     posting.set_actor(ActorName(p));
@@ -453,13 +456,16 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       if (all_paid) {
         inv.set_state(v1::Invoice::PAID);
         *inv.mutable_paid_time() = ToProto(now);
+      }
+      *inv.mutable_update_time() = ToProto(now);
+      inv.set_etag(std::to_string(doc->version + 1));
+      if (all_paid) {
+        // InvoicePaid carries the invoice after the change (its new etag).
         v1::BillingEvent paid = NewEvent(p, now, r.request_id());
         *paid.mutable_invoice_paid()->mutable_invoice() = inv;
         paid.mutable_invoice_paid()->set_paid_by(v1::InvoicePaid::PAYMENTS);
         later_events.push_back(paid.SerializeAsString());
       }
-      *inv.mutable_update_time() = ToProto(now);
-      inv.set_etag(std::to_string(doc->version + 1));
       const std::string key = keys::Doc("invoice", IdOf(inv.name()));
       step.version_checks.push_back({key, doc->version});
       step.puts.push_back({key, inv.SerializeAsString(), doc->version + 1});
@@ -485,14 +491,20 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
                          absl::StrCat("transfer ", pay.transfer_index(), " of ", pay.settlement(), " was paid by ",
                                       t.payment().empty() ? "an earlier payment" : t.payment()));
       }
+      if (t.amount().currency_code() != pay.amount().currency_code()) {
+        return InvalidField("payment.amount.currency_code",
+                            "must be the transfer's currency " + t.amount().currency_code(), "CURRENCY_MISMATCH");
+      }
       if (t.from_organization() != pay.payer() || t.to_organization() != pay.payee() ||
-          t.amount().amount_minor() != pay.amount().amount_minor() ||
-          t.amount().currency_code() != pay.amount().currency_code()) {
+          t.amount().amount_minor() != pay.amount().amount_minor()) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "TRANSFER_MISMATCH",
                          absl::StrCat("transfer ", t.index(), " is ", t.amount().amount_minor(), " from ",
                                       t.from_organization(), " to ", t.to_organization()));
       }
       t.set_payment(pay.name());
+      // Before ClearSettlement: SettlementCleared carries the settlement
+      // after the change.
+      *s.mutable_update_time() = ToProto(now);
       bool all_paid = true;
       for (const auto& x : s.transfers()) all_paid &= !x.payment().empty();
       if (all_paid) {
@@ -505,7 +517,6 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
         }
         LS_RETURN_IF_ERROR(ClearSettlement(p, now, r.request_id(), s, std::move(invoices), step, later_events));
       }
-      *s.mutable_update_time() = ToProto(now);
       const std::string key = keys::Doc("settlement", IdOf(s.name()));
       step.version_checks.push_back({key, doc->version});
       step.puts.push_back({key, s.SerializeAsString(), doc->version + 1});
@@ -956,10 +967,13 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     const std::string okey = keys::Doc("posting", IdOf(original.name()));
     step.version_checks.push_back({okey, doc->version});
     step.puts.push_back({okey, original.SerializeAsString(), doc->version + 1});
+    // Reversing the CHARGE posting reverses the charge in full; any other
+    // correction of its postings adjusts it, unless it is reversed already
+    // (REVERSED stays: ALREADY_REVERSED answers another reversal).
+    const bool reverses_charge = r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CHARGE;
     if (charge) {
-      charge->set_state(r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CHARGE
-                            ? v1::Charge::REVERSED
-                            : v1::Charge::ADJUSTED);
+      charge->set_state(reverses_charge || charge->state() == v1::Charge::REVERSED ? v1::Charge::REVERSED
+                                                                                    : v1::Charge::ADJUSTED);
       for (const auto& c : corrections) charge->add_corrections(c.name());
       *charge->mutable_update_time() = ToProto(now);
       const std::string ckey = keys::Doc("charge", IdOf(charge->name()));
@@ -976,7 +990,7 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     *ev->mutable_related_corrections() = resp.related_corrections();
     ev->set_corrected_posting(original.name());
     if (charge) *ev->mutable_charge() = *charge;
-    if (charge && charge->state() == v1::Charge::REVERSED) {
+    if (charge && reverses_charge) {
       // Empty when the charge was no income of anyone (billing_events.proto).
       // The charge as it stands: without the subsidies reversed before.
       v1::Charge standing = *charge;

@@ -1,0 +1,298 @@
+// Billing against the third contract audit of 2026-12-06 (billing.proto and
+// billing_events.proto as the contract):
+// 1. InvoiceLine: a DEPOSIT (or DAMAGE) charge has no service interval, so
+//    its line has none and comes after the lines that have one;
+// 2. InvoicePaid carries "the invoice after the change" (its new etag and
+//    update_time), SettlementCleared "the settlement after the change";
+// 3. RecordPayment: a transfer paid in another currency is INVALID_ARGUMENT
+//    CURRENCY_MISMATCH (as for an invoice or a pool), not TRANSFER_MISMATCH;
+// 4. a REVERSED charge stays REVERSED when an ADJUST follows, and that
+//    ADJUST's income delta is its own entries, not the charge once more;
+// 5. a PAYMENT posting links the settlement whose transfer it pays and the
+//    pool that pays it.
+//
+// Runs billing in process over the booking fixture (real Redis, inventory
+// and booking over real gRPC, fake clock).
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "services/billing/billing_manager.h"
+#include "services/billing/billing_rules.h"
+#include "tests/billing/billing_ledger_fixture.h"
+
+namespace labshare::billing {
+namespace {
+
+namespace bk = labshare::booking::v1;
+
+constexpr char kLab[] = "organizations/lab";
+constexpr char kOwner[] = "organizations/owner";
+
+void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& reason) {
+  EXPECT_EQ(s.code(), code) << s;
+  EXPECT_EQ(ErrorReason(s), reason) << s;
+}
+
+class BillingAudit3Test : public testing::BillingLedgerTest {
+ protected:
+  v1::Invoice GetInvoice(const std::string& name) {
+    v1::GetInvoiceRequest g;
+    g.set_name(name);
+    auto inv = billing_->GetInvoice(root_, g);
+    EXPECT_TRUE(inv.ok()) << inv.status();
+    return inv.ok() ? *inv : v1::Invoice();
+  }
+
+  v1::Posting GetPosting(const std::string& name) {
+    v1::GetPostingRequest g;
+    g.set_name(name);
+    auto posting = billing_->GetPosting(root_, g);
+    EXPECT_TRUE(posting.ok()) << posting.status();
+    return posting.ok() ? *posting : v1::Posting();
+  }
+
+  // ana's session on tem, 09:00-10:00 of day_, used and billed: its charge.
+  v1::Charge UsedSession() {
+    bk::Booking b;
+    EXPECT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+    Use(b, ana_);
+    return ChargeOf(b.name());
+  }
+};
+
+// ================================================================ 1. deposit lines last
+
+// InvoiceLine.line_number: "by service interval (start, then end) ...;
+// lines without a service interval ... last". The DEPOSIT charge taken at a
+// lease's handover has no service interval (Charge.service_interval is the
+// session, lease days or service run): its line has none either and follows
+// the session's line, although the deposit was posted later in the month
+// and its empty interval would sort first.
+TEST_F(BillingAudit3Test, ADepositLineHasNoServiceIntervalAndComesAfterTheSessions) {
+  bk::RequestLeaseRequest r;
+  r.mutable_lease()->set_instrument("instruments/afm");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 20));
+  bk::Lease lease, out;
+  grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  bk::ApproveLeaseRequest a;
+  a.set_name(lease.name());
+  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+  s = Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const v1::Charge session = UsedSession();
+  ASSERT_TRUE(session.has_service_interval());
+  bk::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("tip new");
+  clock_.Set(day_ + absl::Hours(24));
+  s = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  Bill();
+
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  v1::PreviewInvoiceRequest pr;
+  pr.set_payer_organization(kLab);
+  pr.set_period("2027-01");
+  auto inv = billing_->PreviewInvoice(root_, pr);
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  int deposit_line = 0, session_line = 0;
+  for (const auto& line : inv->lines()) {
+    if (line.charge() == session.name() && line.kind() == v1::InvoiceLine::CHARGE) {
+      session_line = line.line_number();
+      EXPECT_TRUE(line.has_service_interval());
+    }
+    if (line.fee_kind() == v1::DEPOSIT) {
+      deposit_line = line.line_number();
+      EXPECT_FALSE(line.has_service_interval()) << line.ShortDebugString();
+      EXPECT_EQ(line.amount().amount_minor(), 100000);
+    }
+  }
+  ASSERT_GT(session_line, 0);
+  ASSERT_GT(deposit_line, 0);
+  EXPECT_LT(session_line, deposit_line);
+  // Every line with an interval comes before every line without one.
+  bool seen_without = false;
+  for (const auto& line : inv->lines()) {
+    if (!line.has_service_interval()) seen_without = true;
+    EXPECT_FALSE(seen_without && line.has_service_interval()) << line.ShortDebugString();
+  }
+}
+
+// ================================================================ 2. events carry the state after
+
+// billing_events.proto InvoicePaid.invoice: "The invoice after the change":
+// the payment that leaves nothing open announces the invoice with the etag
+// and update_time GetInvoice shows afterwards.
+TEST_F(BillingAudit3Test, InvoicePaidCarriesTheInvoiceAfterThePayment) {
+  Owe(kLab, kOwner, 10000);
+  const v1::Invoice issued = Issue(kLab);
+  clock_.Advance(absl::Hours(5));
+  v1::RecordPaymentRequest pay;
+  pay.mutable_payment()->set_payer(kLab);
+  pay.mutable_payment()->set_payee(kOwner);
+  *pay.mutable_payment()->mutable_amount() = MakeMoney("CNY", 10000);
+  pay.mutable_payment()->set_invoice(issued.name());
+  auto paid = billing_->RecordPayment(root_, pay);
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  const v1::Invoice now = GetInvoice(issued.name());
+  ASSERT_EQ(now.state(), v1::Invoice::PAID);
+  ASSERT_NE(now.etag(), issued.etag());
+  int announced = 0;
+  for (const auto& e : Published()) {
+    if (!e.has_invoice_paid()) continue;
+    ++announced;
+    const v1::Invoice& inv = e.invoice_paid().invoice();
+    EXPECT_EQ(inv.etag(), now.etag());
+    EXPECT_EQ(FromProto(inv.update_time()), clock_.Now());
+    EXPECT_EQ(FromProto(inv.paid_time()), clock_.Now());
+    EXPECT_EQ(inv.state(), v1::Invoice::PAID);
+    EXPECT_EQ(e.invoice_paid().paid_by(), v1::InvoicePaid::PAYMENTS);
+  }
+  EXPECT_EQ(announced, 1);
+}
+
+// SettlementCleared.settlement: "The settlement after the change
+// (CLEARED)": its update_time is the time of the payment that cleared it,
+// as GetSettlement shows. The transfer's PAYMENT posting names the
+// settlement (Posting: "The links that apply"); a payment in another
+// currency than the transfer's is CURRENCY_MISMATCH, as for an invoice.
+TEST_F(BillingAudit3Test, ATransfersPaymentClearsTheSettlementAsStoredAndLinksIt) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kOwner, kLab, 3000);
+  Issue(kLab);
+  Issue(kOwner);
+  v1::ComputeSettlementRequest cs;
+  cs.set_period("2027-01");
+  auto settlement = billing_->ComputeSettlement(root_, cs);
+  ASSERT_TRUE(settlement.ok()) << settlement.status();
+  ASSERT_EQ(settlement->transfers_size(), 1);
+  const v1::SettlementTransfer& t = settlement->transfers(0);
+  EXPECT_EQ(t.from_organization(), kLab);
+  EXPECT_EQ(t.to_organization(), kOwner);
+  EXPECT_EQ(t.amount().amount_minor(), 7000);
+
+  v1::RecordPaymentRequest pay;
+  pay.mutable_payment()->set_payer(kLab);
+  pay.mutable_payment()->set_payee(kOwner);
+  pay.mutable_payment()->set_settlement(settlement->name());
+  pay.mutable_payment()->set_transfer_index(0);
+  *pay.mutable_payment()->mutable_amount() = MakeMoney("USD", 7000);
+  const absl::Status wrong = billing_->RecordPayment(root_, pay).status();
+  ExpectError(wrong, absl::StatusCode::kInvalidArgument, "CURRENCY_MISMATCH");
+  auto v = FieldViolationsOf(wrong);
+  ASSERT_FALSE(v.empty());
+  EXPECT_EQ(v.front().field, "payment.amount.currency_code");
+
+  clock_.Advance(absl::Hours(7));
+  *pay.mutable_payment()->mutable_amount() = MakeMoney("CNY", 7000);
+  auto paid = billing_->RecordPayment(root_, pay);
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  v1::GetSettlementRequest gs;
+  gs.set_name(settlement->name());
+  auto stored = billing_->GetSettlement(root_, gs);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_EQ(stored->state(), v1::Settlement::CLEARED);
+  EXPECT_EQ(FromProto(stored->update_time()), clock_.Now());
+  int cleared = 0;
+  for (const auto& e : Published()) {
+    if (!e.has_settlement_cleared()) continue;
+    ++cleared;
+    EXPECT_EQ(FromProto(e.settlement_cleared().settlement().update_time()), clock_.Now());
+    EXPECT_EQ(e.settlement_cleared().settlement().state(), v1::Settlement::CLEARED);
+    EXPECT_EQ(e.settlement_cleared().settlement().transfers(0).payment(), paid->name());
+  }
+  EXPECT_EQ(cleared, 1);
+  const v1::Posting posting = GetPosting(paid->posting());
+  EXPECT_EQ(posting.kind(), v1::PAYMENT);
+  EXPECT_EQ(posting.payment(), paid->name());
+  EXPECT_EQ(posting.settlement(), settlement->name());
+  EXPECT_EQ(posting.subsidy_pool(), "");
+}
+
+// ================================================================ 4. REVERSED stays
+
+// Charge.State REVERSED: "Reversed in full"; an ADJUST of its CHARGE
+// posting afterwards leaves it REVERSED (another REVERSE is still
+// ALREADY_REVERSED), and the ADJUST's CorrectionPosted counts only its own
+// entries on the owner's income (not the whole charge negated once more).
+TEST_F(BillingAudit3Test, AReversedChargeStaysReversedAfterAnAdjust) {
+  const v1::Charge charge = UsedSession();
+  ASSERT_EQ(charge.state(), v1::Charge::POSTED);
+  v1::PostCorrectionRequest rev;
+  rev.set_posting(charge.posting());
+  rev.set_mode(v1::PostCorrectionRequest::REVERSE);
+  rev.set_reason("booked by mistake");
+  auto reversed = billing_->PostCorrection(root_, rev);
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  ASSERT_EQ(reversed->charge().state(), v1::Charge::REVERSED);
+
+  v1::PostCorrectionRequest fix;
+  fix.set_posting(charge.posting());
+  fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+  fix.set_reason("the setup fee stands");
+  auto entry = [&](const std::string& owner, const char* kind, const std::string& cp, bool debit) {
+    v1::Entry* e = fix.add_entries();
+    e->set_account(owner + "/accounts/" + kind);
+    e->set_counterparty(cp);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", 1000);
+  };
+  entry(kLab, "expense", kOwner, true);
+  entry(kLab, "payable", kOwner, false);
+  entry(kOwner, "receivable", kLab, true);
+  entry(kOwner, "income", kLab, false);
+  auto adjusted = billing_->PostCorrection(root_, fix);
+  ASSERT_TRUE(adjusted.ok()) << adjusted.status();
+  EXPECT_EQ(adjusted->charge().state(), v1::Charge::REVERSED);
+  EXPECT_EQ(adjusted->charge().corrections_size(), reversed->charge().corrections_size() + 1);
+  v1::GetChargeRequest gc;
+  gc.set_name(charge.name());
+  auto stored = billing_->GetCharge(root_, gc);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->state(), v1::Charge::REVERSED);
+  rev.set_reason("again");
+  ExpectError(billing_->PostCorrection(root_, rev).status(), absl::StatusCode::kFailedPrecondition,
+              "ALREADY_REVERSED");
+
+  // The reversal took the charge's income back once; the ADJUST adds its
+  // own 10.00 of the owner's income, nothing else.
+  int64_t reversal_income = 0, adjust_income = 0;
+  for (const auto& e : Published()) {
+    if (!e.has_correction_posted()) continue;
+    int64_t sum = 0;
+    for (const auto& f : e.correction_posted().income_deltas()) sum += f.service_income().amount_minor();
+    if (e.correction_posted().correction().name() == reversed->correction().name()) reversal_income = sum;
+    if (e.correction_posted().correction().name() == adjusted->correction().name()) adjust_income = sum;
+  }
+  EXPECT_EQ(reversal_income, -charge.service_income().amount_minor());
+  EXPECT_EQ(adjust_income, 1000);
+}
+
+// ================================================================ 5. a pool's payment links it
+
+// Posting: "The links that apply ("subsidyPools/{subsidy_pool}", ...)":
+// the PAYMENT posting of a pool paying the subsidies it granted names the
+// pool.
+TEST_F(BillingAudit3Test, APoolsPaymentPostingNamesThePool) {
+  const v1::Charge charge = UsedSession();
+  int64_t granted = 0;
+  for (const auto& l : charge.subsidy_lines()) granted += l.amount().amount_minor();
+  ASSERT_EQ(granted, charge.amount().amount_minor() / 10);  // voucher pays 10 %
+  v1::RecordPaymentRequest pay;
+  pay.mutable_payment()->set_payer("subsidyPools/voucher");
+  pay.mutable_payment()->set_payee(kOwner);
+  *pay.mutable_payment()->mutable_amount() = MakeMoney("CNY", granted);
+  auto paid = billing_->RecordPayment(root_, pay);
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  const v1::Posting posting = GetPosting(paid->posting());
+  EXPECT_EQ(posting.kind(), v1::PAYMENT);
+  EXPECT_EQ(posting.subsidy_pool(), "subsidyPools/voucher");
+  EXPECT_EQ(posting.settlement(), "");
+}
+
+}  // namespace
+}  // namespace labshare::billing

@@ -148,20 +148,8 @@ TEST_F(BillingAudit2Test, EventsCausedByABookingEventCarryItsRequestId) {
 // charge) carries the handover's request_id; the rent the period-end sweep
 // posts was caused by no request: "".
 TEST_F(BillingAudit2Test, ADepositCarriesTheHandoversRequestIdAndSweptRentNone) {
-  bk::RequestLeaseRequest r;
-  r.mutable_lease()->set_instrument("instruments/afm");
-  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
-  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 40));
-  bk::Lease lease, out;
-  grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  bk::ApproveLeaseRequest a;
-  a.set_name(lease.name());
-  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
-  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
-  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
-  s = Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
+  const bk::Lease lease = ApprovedLease(39);
+  bk::Lease out;
   bk::RecordHandoverRequest h;
   h.set_name(lease.name());
   h.set_condition_notes("tip new");

@@ -70,27 +70,15 @@ class BillingAudit3Test : public testing::BillingLedgerTest {
 // the session's line, although the deposit was posted later in the month
 // and its empty interval would sort first.
 TEST_F(BillingAudit3Test, ADepositLineHasNoServiceIntervalAndComesAfterTheSessions) {
-  bk::RequestLeaseRequest r;
-  r.mutable_lease()->set_instrument("instruments/afm");
-  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
-  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 20));
-  bk::Lease lease, out;
-  grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  bk::ApproveLeaseRequest a;
-  a.set_name(lease.name());
-  a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
-  *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
-  *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
-  s = Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
+  const bk::Lease lease = ApprovedLease(19);
+  bk::Lease out;
   const v1::Charge session = UsedSession();
   ASSERT_TRUE(session.has_service_interval());
   bk::RecordHandoverRequest h;
   h.set_name(lease.name());
   h.set_condition_notes("tip new");
   clock_.Set(day_ + absl::Hours(24));
-  s = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
+  grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
   ASSERT_TRUE(s.ok()) << s.error_message();
   Bill();
 
@@ -231,21 +219,7 @@ TEST_F(BillingAudit3Test, AReversedChargeStaysReversedAfterAnAdjust) {
   ASSERT_TRUE(reversed.ok()) << reversed.status();
   ASSERT_EQ(reversed->charge().state(), v1::Charge::REVERSED);
 
-  v1::PostCorrectionRequest fix;
-  fix.set_posting(charge.posting());
-  fix.set_mode(v1::PostCorrectionRequest::ADJUST);
-  fix.set_reason("the setup fee stands");
-  auto entry = [&](const std::string& owner, const char* kind, const std::string& cp, bool debit) {
-    v1::Entry* e = fix.add_entries();
-    e->set_account(owner + "/accounts/" + kind);
-    e->set_counterparty(cp);
-    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", 1000);
-  };
-  entry(kLab, "expense", kOwner, true);
-  entry(kLab, "payable", kOwner, false);
-  entry(kOwner, "receivable", kLab, true);
-  entry(kOwner, "income", kLab, false);
-  auto adjusted = billing_->PostCorrection(root_, fix);
+  auto adjusted = OweBy(charge.posting(), kLab, kOwner, 1000);
   ASSERT_TRUE(adjusted.ok()) << adjusted.status();
   EXPECT_EQ(adjusted->charge().state(), v1::Charge::REVERSED);
   EXPECT_EQ(adjusted->charge().corrections_size(), reversed->charge().corrections_size() + 1);

@@ -5,7 +5,8 @@
 // Invoices can be made from ADJUST corrections of that top-up (Owe), which
 // put exactly the amounts wanted on the payers' PAYABLE accounts without any
 // booking; bookings are used and billed with Use (or Bill). Shared by
-// billing_contract_test, billing_audit2_test and usage_figures_test.
+// billing_contract_test, billing_audit2_test, billing_audit3_test and
+// usage_figures_test.
 #pragma once
 
 #include <memory>
@@ -55,11 +56,12 @@ class BillingLedgerTest : public booking::BookingServiceTest {
   }
 
   // `payer` owes `payee` `amount` CNY from now on: an ADJUST correction of
-  // the top-up (Dr payer EXPENSE, Cr payer PAYABLE; Dr payee RECEIVABLE, Cr
-  // payee INCOME).
-  void Owe(const std::string& payer, const std::string& payee, int64_t amount) {
+  // `posting` (by default the top-up; Dr payer EXPENSE, Cr payer PAYABLE;
+  // Dr payee RECEIVABLE, Cr payee INCOME). Its answer, or the error.
+  absl::StatusOr<v1::PostCorrectionResponse> OweBy(const std::string& posting, const std::string& payer,
+                                                   const std::string& payee, int64_t amount) {
     v1::PostCorrectionRequest fix;
-    fix.set_posting(top_up_);
+    fix.set_posting(posting);
     fix.set_mode(v1::PostCorrectionRequest::ADJUST);
     fix.set_reason("service outside the booking system");
     auto entry = [&](const std::string& owner, const char* kind, const std::string& cp, bool debit) {
@@ -72,8 +74,33 @@ class BillingLedgerTest : public booking::BookingServiceTest {
     entry(payer, "payable", payee, false);
     entry(payee, "receivable", payer, true);
     entry(payee, "income", payer, false);
-    auto posted = billing_->PostCorrection(root_, fix);
+    return billing_->PostCorrection(root_, fix);
+  }
+
+  void Owe(const std::string& payer, const std::string& payee, int64_t amount) {
+    auto posted = OweBy(top_up_, payer, payee, amount);
     ASSERT_TRUE(posted.ok()) << posted.status();
+  }
+
+  // ana's lease of afm for `days` days from day_ + 24 h, approved at
+  // 3,000.00 a day with a deposit of 1,000.00 (not handed over yet).
+  booking::v1::Lease ApprovedLease(int days) {
+    namespace bk = labshare::booking::v1;
+    bk::RequestLeaseRequest r;
+    r.mutable_lease()->set_instrument("instruments/afm");
+    *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+    *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * (1 + days)));
+    bk::Lease lease, out;
+    grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::RequestLease, r, &lease, ana_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    bk::ApproveLeaseRequest a;
+    a.set_name(lease.name());
+    a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+    *a.mutable_contract()->mutable_rate() = MakeMoney("CNY", 300000);
+    *a.mutable_contract()->mutable_deposit() = MakeMoney("CNY", 100000);
+    s = Call(stub_.get(), &bk::BookingService::Stub::ApproveLease, a, &out, staff_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
   }
 
   // Bills every booking event so far, at the current clock (its posting

@@ -782,6 +782,25 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
                        "settlement netting is corrected by voiding its settlement");
     }
+    // A charge reversed in full is final (Charge.REVERSED): its reversal,
+    // and the reversals of its subsidies made with it, are not undone (the
+    // charge would be billed again while it reads REVERSED); an ADJUST, or a
+    // new charge, corrects it further.
+    if (r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CORRECTION &&
+        absl::StartsWith(original.description(), "reversal of ") && !original.corrects().empty()) {
+      bool of_charge = original.description() == "reversal of " + original.corrects() + " with its charge";
+      if (!of_charge) {
+        LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("posting", IdOf(original.corrects()))));
+        if (cdoc) {
+          LS_ASSIGN_OR_RETURN(v1::Posting corrected, Parse<v1::Posting>(cdoc->data));
+          of_charge = corrected.kind() == v1::CHARGE;
+        }
+      }
+      if (of_charge) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
+                         r.posting() + " reverses a charge in full, which is final; post an ADJUST instead");
+      }
+    }
     const absl::Time now = clock_->Now();
     LedgerStep step;
     step.idempotency_key = idem;

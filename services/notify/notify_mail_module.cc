@@ -340,7 +340,8 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
   // The organisation of the user acting without a LabShare token (the
   // unsubscribe link's), for EventHeader.actor_organization: inventory's
   // answer; none for a user it does not know, and none (logged) when it
-  // cannot be asked now: an unsubscribe does not wait for inventory.
+  // does not answer within the lookup's deadline: an unsubscribe is not
+  // refused because inventory is away.
   std::string ActorOrganizationOf(const std::string& user) {
     absl::StatusOr<Person> person = m_->people().User(user);
     if (person.ok()) return person->organization;

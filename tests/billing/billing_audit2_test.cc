@@ -155,7 +155,7 @@ TEST_F(BillingAudit2Test, ADepositCarriesTheHandoversRequestIdAndSweptRentNone) 
   h.set_condition_notes("tip new");
   h.set_request_id("handover-afm-1");
   clock_.Set(day_ + absl::Hours(24));
-  s = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
+  grpc::Status s = Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_);
   ASSERT_TRUE(s.ok()) << s.error_message();
   Bill();
 

@@ -8,6 +8,8 @@
 //    CURRENCY_MISMATCH (as for an invoice or a pool), not TRANSFER_MISMATCH;
 // 4. a REVERSED charge stays REVERSED when an ADJUST follows, and that
 //    ADJUST's income delta is its own entries, not the charge once more;
+//    its reversal (and its subsidies' reversals made with it) cannot be
+//    undone: NOT_CORRECTABLE;
 // 5. a PAYMENT posting links the settlement whose transfer it pays and the
 //    pool that pays it.
 //
@@ -218,6 +220,22 @@ TEST_F(BillingAudit3Test, AReversedChargeStaysReversedAfterAnAdjust) {
   auto reversed = billing_->PostCorrection(root_, rev);
   ASSERT_TRUE(reversed.ok()) << reversed.status();
   ASSERT_EQ(reversed->charge().state(), v1::Charge::REVERSED);
+  ASSERT_EQ(reversed->related_corrections_size(), 1);  // the voucher's subsidy, with its charge
+
+  // The charge's reversal is final: undoing it, or the subsidy's reversal
+  // made with it, is NOT_CORRECTABLE and writes nothing (it would bill the
+  // charge again while it reads REVERSED, or pay a subsidy towards it).
+  const size_t events_before = Published().size();
+  for (const std::string& undo : {reversed->correction().name(), reversed->related_corrections(0).name()}) {
+    v1::PostCorrectionRequest back;
+    back.set_posting(undo);
+    back.set_mode(v1::PostCorrectionRequest::REVERSE);
+    back.set_reason("reversed by mistake");
+    ExpectError(billing_->PostCorrection(root_, back).status(), absl::StatusCode::kFailedPrecondition,
+                "NOT_CORRECTABLE");
+  }
+  EXPECT_EQ(Published().size(), events_before);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
 
   auto adjusted = OweBy(charge.posting(), kLab, kOwner, 1000);
   ASSERT_TRUE(adjusted.ok()) << adjusted.status();

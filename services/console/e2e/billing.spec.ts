@@ -18,7 +18,7 @@ const NANOCRAFT = 'organizations/nanocraft';
 const ZJU = 'organizations/zju';
 
 interface Money { currencyCode: string; amountMinor?: string }
-interface Line { lineNumber: number; kind: string; amount: Money; subsidyPool?: string }
+interface Line { lineNumber: number; kind: string; amount: Money; subsidyPool?: string; serviceInterval?: object }
 interface Invoice {
   name: string; number: string; state: string; payerOrganization: string; amountDue: Money; lines: Line[];
   subsidyTotal?: Money;
@@ -77,18 +77,24 @@ test('NanoCraft’s billing admin sees the March invoice, its lines and download
   await expect(page.getByTestId('invoice-total')).toHaveText(total);
   const lines = page.getByTestId('invoice-line');
   await expect(lines).toHaveCount(inv.lines.length);
-  // Line 2: 2 h of on-site SEM time at 480.00 per hour, booked; line 3 its voucher.
-  const usage = lines.nth(1);
+  // Line 1: 2 h of on-site SEM time at 480.00 per hour, booked; line 2 its
+  // voucher. The lease deposit has no service time: it comes after every
+  // line that has one (InvoiceLine.line_number).
+  const usage = lines.nth(0);
   await expect(usage).toContainText('Instrument time · On site');
   await expect(usage).toContainText('2 h');
   await expect(usage).toContainText('CN¥480.00 per hour');
   await expect(usage).toContainText('CN¥960.00');
   await expect(usage).toContainText(/Booking \S+/);
   await expect(usage).toContainText(/CST|GMT\+8/);
-  await expect(lines.nth(2)).toContainText('Subsidy · paid by');
-  await expect(lines.nth(2)).toContainText('-CN¥480.00');
-  await expect(lines.nth(0)).toContainText('Lease deposit · Lease');
-  await expect(lines.nth(0)).toContainText(/Lease \S+/);
+  await expect(lines.nth(1)).toContainText('Subsidy · paid by');
+  await expect(lines.nth(1)).toContainText('-CN¥480.00');
+  const depositLine = lines.filter({ hasText: 'Lease deposit · Lease' });
+  await expect(depositLine).toHaveCount(1);
+  await expect(depositLine).toContainText(/Lease \S+/);
+  const depositNumber = Number(await depositLine.locator('td').first().innerText());
+  const lastTimed = inv.lines.filter((l) => l.serviceInterval !== undefined).length;
+  expect(depositNumber).toBeGreaterThan(lastTimed);
   await expect(page.getByTestId('lines-total')).toContainText(total);
   await shot(page, 'billing-invoice');
 

@@ -26,9 +26,9 @@ inline constexpr int32_t kMaxInt32Input = 1'000'000;
 // Walks a request: every labshare.type.v1.Money, google.protobuf.Duration,
 // google.protobuf.Timestamp and plain integer field (page_size aside: it is
 // clamped) must lie within the limits above, and Durations and Timestamps
-// must be well formed. INVALID_ARGUMENT, reason INVALID_FIELD, naming the
-// first field outside (e.g. "instrument.modes[0].slot_rules.max_block")
-// otherwise. Sign rules (e.g. "must not be negative") stay with each use.
+// must be well formed, and every enum field must hold a value its enum
+// defines. INVALID_ARGUMENT, reason INVALID_FIELD, naming the first field
+// outside (e.g. "instrument.modes[0].slot_rules.max_block") otherwise. Sign rules (e.g. "must not be negative") stay with each use.
 absl::Status CheckInputRanges(const google::protobuf::Message& request);
 
 }  // namespace labshare

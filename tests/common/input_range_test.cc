@@ -1,7 +1,8 @@
-// Every amount, count, duration and time a request carries is range-checked
+// Every amount, count, duration, time and enum a request carries is checked
 // before anything computes with it: INT64_MAX / INT64_MIN (INT32_* for int32
-// fields) in any such field of any unary RPC of inventory, booking, billing
-// and usage is INVALID_ARGUMENT / INVALID_FIELD naming that field, and
+// fields), and an enum number its enum does not define (9999, -9999), in any
+// such field of any unary RPC of inventory, booking, billing, usage and
+// notify is INVALID_ARGUMENT / INVALID_FIELD naming that field, and
 // nothing overflows on the way (this binary runs under UBSan with
 // halt_on_error). And every List method of those services keeps types.proto's
 // paging rules: a negative page_size is INVALID_FIELD naming page_size, a
@@ -95,7 +96,7 @@ TEST(CheckInputRanges, LimitsAreInclusiveAndPathsNameTheField) {
 
 // ------------------------------------------------------------ every RPC
 
-// One numeric leaf of a request type: a path of fields from the request.
+// One numeric or enum leaf of a request type: a path of fields from the request.
 struct Leaf {
   std::vector<const FieldDescriptor*> path;  // the last is the number itself
   std::string name;                          // "a.b[0].c" as the walker names it
@@ -120,6 +121,9 @@ void CollectLeaves(const Descriptor* d, std::vector<const FieldDescriptor*>& pat
       case FieldDescriptor::CPPTYPE_INT32:
       case FieldDescriptor::CPPTYPE_INT64:
         if (f->name() != "page_size") out->push_back({path, fname, fname});
+        break;
+      case FieldDescriptor::CPPTYPE_ENUM:
+        out->push_back({path, fname, fname});
         break;
       case FieldDescriptor::CPPTYPE_MESSAGE: {
         const Descriptor* m = f->message_type();
@@ -152,7 +156,11 @@ std::unique_ptr<Message> RequestWith(const Message& prototype, const Leaf& leaf,
   }
   const FieldDescriptor* f = leaf.path.back();
   const auto* r = m->GetReflection();
-  if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT64) {
+  if (f->cpp_type() == FieldDescriptor::CPPTYPE_ENUM) {
+    // A number the enum does not define (proto3 keeps it on the wire).
+    const int v = max ? 9999 : -9999;
+    f->is_repeated() ? r->AddEnumValue(m, f, v) : r->SetEnumValue(m, f, v);
+  } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT64) {
     const int64_t v = max ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
     f->is_repeated() ? r->AddInt64(m, f, v) : r->SetInt64(m, f, v);
   } else {

@@ -355,9 +355,10 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
   absl::Status List(grpc::ServerContext* ctx, const v1::ListDeadLettersRequest& req,
                     v1::ListDeadLettersResponse* resp) {
     LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
-    LS_RETURN_IF_ERROR(CheckInputRanges(req));  // types.proto: numbers first
-    // The organisation scope before every other check (types.proto): the
-    // reason filter and the page token after it.
+    // types.proto: numbers and enums first (a reason that is no
+    // DeadLetter.Reason is INVALID_FIELD there), then the organisation
+    // scope before every other check: the page token after it.
+    LS_RETURN_IF_ERROR(CheckInputRanges(req));
     const unsigned scopes = auth_->policy().ScopesOf(M("ListDeadLetters"), p);
     const std::string org = (scopes & kScopeAny) != 0 ? "" : ActorOrganization(p);
     if ((scopes & kScopeAny) == 0 && org.empty()) {

@@ -719,6 +719,8 @@ TEST_F(MailQueueTest, MailFiguresAreOnTheMetricsPage) {
 
 class TwoPeople final : public People {
  public:
+  // zone: what inventory answers for the zone of every instrument's facility.
+  explicit TwoPeople(std::string zone = "") : zone_(std::move(zone)) {}
   absl::StatusOr<Person> User(const std::string& name) override {
     if (name == "users/ana") return Person{name, "Ana", "ana@lab.test", "organizations/lab", false};
     if (name == "users/eve") {
@@ -728,10 +730,13 @@ class TwoPeople final : public People {
   }
   absl::StatusOr<std::vector<Person>> WithRole(const std::string&, Role) override { return std::vector<Person>(); }
   std::string InstrumentName(const std::string& name) override { return name; }
-  std::string InstrumentZone(const std::string&) override { return ""; }
+  std::string InstrumentZone(const std::string&) override { return zone_; }
   absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string&) override {
     return absl::NotFoundError("no");
   }
+
+ private:
+  std::string zone_;
 };
 
 StreamEvent Confirmed(const std::string& event_id, const std::string& user, const std::string& trace_id = "") {
@@ -1043,6 +1048,24 @@ TEST_F(MailQueueTest, ADeadDigestShowsTheSubjectItWasSentWith) {
   ASSERT_FALSE(DeadLetteredEvents().empty());
   EXPECT_EQ(DeadLetteredEvents().back().mail_dead_lettered().dead_letter().subject(),
             "LabShare daily digest: 2 notifications");
+}
+
+// notify.proto: a mail is in the recipient's zone, else the facility's,
+// else --default_time_zone. A facility zone that is no IANA name (stored
+// before inventory checked: "localtime") counts as none.
+TEST_F(MailQueueTest, AFacilityZoneThatIsNoIanaNameCountsAsNone) {
+  MailModule m(Context(), MailOptions(), std::make_unique<TwoPeople>("localtime"));
+  ASSERT_TRUE(m.HandleEvent(Confirmed("e-ana", "users/ana")).ok());
+  auto claimed = m.queue().Claim("s", kWall, 10);
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*m.queue().Load((*claimed)[0]))["tz"], "Asia/Shanghai");
+  // An IANA one is the mail's zone.
+  MailModule berlin(Context(), MailOptions(), std::make_unique<TwoPeople>("Europe/Berlin"));
+  ASSERT_TRUE(berlin.HandleEvent(Confirmed("e-ana-2", "users/ana")).ok());
+  claimed = berlin.queue().Claim("s", kWall, 10);
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*berlin.queue().Load((*claimed)[0]))["tz"], "Europe/Berlin");
 }
 
 }  // namespace

@@ -714,8 +714,10 @@ absl::Status MailModule::SendOne(const std::string& id) {
     c.console_url = context_.console_url;
     c.recipient_name = f["name"];
     const RenderedMail d = RenderDigest(parts, c);
-    // The subject as sent, before the attempt: a dead letter of the digest
-    // (whichever way it dies, also uncertain) shows it.
+    // The subject as sent, before the attempt (MakeDigests stored it; a part
+    // may have expired since, or the digest was made by a version that
+    // stored none): a dead letter of the digest (whichever way it dies, also
+    // uncertain) shows it.
     if (f["subject"] != d.subject) {
       LS_RETURN_IF_ERROR(queue_.SetSendingSubject(id, d.subject));
       f["subject"] = d.subject;

@@ -27,6 +27,7 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/proto_util.h"
+#include "services/notify/notify_mail_kinds.h"
 #include "services/notify/notify_mail_module.h"
 #include "services/notify/notify_mail_queue.h"
 #include "services/notify/notify_metrics.h"
@@ -1048,6 +1049,53 @@ TEST_F(MailQueueTest, ADeadDigestShowsTheSubjectItWasSentWith) {
   ASSERT_FALSE(DeadLetteredEvents().empty());
   EXPECT_EQ(DeadLetteredEvents().back().mail_dead_lettered().dead_letter().subject(),
             "LabShare daily digest: 2 notifications");
+}
+
+// A digest carries its real subject from the moment it is made (it used to
+// carry "digest" until its first attempt): one whose sender stopped between
+// claiming and sending dies showing it, in the recipient's language; a dead
+// digest stored with the placeholder by an older version shows it too.
+TEST_F(MailQueueTest, ADigestHasItsSubjectFromTheMomentItIsMade) {
+  const absl::Time due = kDomain + absl::Hours(1);
+  Fields zh = Mail("cy", "third");
+  zh["lang"] = "zh-CN";
+  ASSERT_TRUE(queue_->Enqueue("d1", Mail("bo", "first"), true, due, kWall, kDomain).ok());
+  ASSERT_TRUE(queue_->Enqueue("d2", Mail("bo", "second"), true, due, kWall, kDomain).ok());
+  ASSERT_TRUE(queue_->Enqueue("d3", zh, true, due, kWall, kDomain).ok());
+  ASSERT_EQ(*queue_->MakeDigests(due, kWall, 10), 2);
+  const std::string bo = absl::StrCat("dg-bo-", absl::ToUnixMillis(due));
+  const std::string cy = absl::StrCat("dg-cy-", absl::ToUnixMillis(due));
+  EXPECT_EQ((*queue_->Load(bo))["subject"], "LabShare daily digest: 2 notifications");
+  EXPECT_EQ((*queue_->Load(cy))["subject"], "LabShare 每日摘要：1 条通知");
+  // The subject the send renders is the one stored.
+  RenderContext en;
+  en.language = "en";
+  EXPECT_EQ(RenderDigest({{"first", "t", "h"}, {"second", "t", "h"}}, en).subject,
+            (*queue_->Load(bo))["subject"]);
+
+  // Claimed, then the sender is gone: DELIVERY_UNCERTAIN with the subject.
+  ASSERT_EQ(queue_->Claim("gone", kWall, 10)->size(), 2u);
+  ASSERT_EQ(*queue_->RecoverInFlight("gone", absl::InfinitePast(), kWall, kDomain), 2);
+  std::map<std::string, std::string> subject_of;  // recipient -> subject
+  for (const v1::NotifyEvent& ev : DeadLetteredEvents()) {
+    subject_of[ev.mail_dead_lettered().dead_letter().recipient()] = ev.mail_dead_lettered().dead_letter().subject();
+  }
+  EXPECT_EQ(subject_of, (std::map<std::string, std::string>{{"users/bo", "LabShare daily digest: 2 notifications"},
+                                                            {"users/cy", "LabShare 每日摘要：1 条通知"}}));
+  auto dead = queue_->ListDead("", 10, "", v1::DeadLetter::REASON_UNSPECIFIED);
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->size(), 2u);
+  for (const auto& row : *dead) {
+    EXPECT_NE(DeadLetterFromFields(row.id, row.fields).subject(), "digest") << row.id;
+  }
+
+  // A dead digest an older version stored with the placeholder.
+  Fields old = Mail("bo", "digest");
+  old["kind"] = "DIGEST";
+  old["parts"] = "p1,p2,p3";
+  EXPECT_EQ(DeadLetterFromFields("dg-old", old).subject(), "LabShare daily digest: 3 notifications");
+  old["lang"] = "zh-CN";
+  EXPECT_EQ(DeadLetterFromFields("dg-old", old).subject(), "LabShare 每日摘要：3 条通知");
 }
 
 // notify.proto: a mail is in the recipient's zone, else the facility's,

@@ -58,28 +58,10 @@ absl::Time Utc(int y, int mo, int d, int h, int mi = 0) {
 class FakeInventory final : public inv::InventoryService::Service {
  public:
   FakeInventory() {
-    inv::Instrument tem;
-    tem.set_name("instruments/tem-1");
-    tem.set_display_name("TEM Titan 冷冻电镜");
-    tem.set_owner_organization("organizations/lab-b");
-    tem.set_operator_organization("organizations/lab-b");
-    tem.set_facility("facilities/hq");
-    instruments_[tem.name()] = tem;
-    inv::Instrument nmr;
-    nmr.set_name("instruments/nmr-2");
-    nmr.set_display_name("NMR 600");
-    nmr.set_owner_organization("organizations/lab-a");
-    nmr.set_operator_organization("organizations/lab-a");
-    nmr.set_facility("facilities/berlin");
-    instruments_[nmr.name()] = nmr;
+    AddInstrument("tem-1", "TEM Titan 冷冻电镜", "lab-b", "hq");
+    AddInstrument("nmr-2", "NMR 600", "lab-a", "berlin");
     // A facility stored before inventory took IANA names only.
-    inv::Instrument xrd;
-    xrd.set_name("instruments/xrd-3");
-    xrd.set_display_name("XRD");
-    xrd.set_owner_organization("organizations/lab-b");
-    xrd.set_operator_organization("organizations/lab-b");
-    xrd.set_facility("facilities/old");
-    instruments_[xrd.name()] = xrd;
+    AddInstrument("xrd-3", "XRD", "lab-b", "old");
     inv::Facility old;
     old.set_name("facilities/old");
     old.set_display_name("Old site");
@@ -137,6 +119,17 @@ class FakeInventory final : public inv::InventoryService::Service {
     u.set_name("users/" + id);
     u.set_organization("organizations/" + org);
     u.set_disabled(disabled);
+  }
+  // An instrument owned and operated by organizations/{org}, at facilities/{facility}.
+  void AddInstrument(const std::string& id, const std::string& display_name, const std::string& org,
+                     const std::string& facility) {
+    inv::Instrument in;
+    in.set_name("instruments/" + id);
+    in.set_display_name(display_name);
+    in.set_owner_organization("organizations/" + org);
+    in.set_operator_organization("organizations/" + org);
+    in.set_facility("facilities/" + facility);
+    instruments_[in.name()] = in;
   }
   std::atomic<int> calls{0};
   std::atomic<int> user_calls{0};

@@ -32,6 +32,7 @@
 #include "common/log.h"
 #include "common/page_token.h"
 #include "common/proto_util.h"
+#include "common/time_zone.h"
 #include "labshare/billing/v1/billing.pb.h"
 #include "labshare/booking/v1/booking.pb.h"
 #include "services/billing/billing_rules.h"
@@ -2242,8 +2243,9 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   const int64_t cut_ms = absl::ToUnixMillis(cut);
   usage::AuditChain chain(pool, PageTokenCodec(std::string(32, 'a')));
   absl::TimeZone billing_zone;
-  if (!absl::LoadTimeZone(o.billing_time_zone, &billing_zone)) {
-    return absl::InvalidArgumentError(absl::StrCat("billing_time_zone: unknown zone ", o.billing_time_zone));
+  if (!LoadIanaTimeZone(o.billing_time_zone, &billing_zone)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("billing_time_zone: not an IANA time zone name: ", o.billing_time_zone));
   }
   const absl::Time billing_cut = absl::FromCivil(absl::CivilYear(o.year + 1), billing_zone);
   const int64_t billing_cut_ms = absl::ToUnixMillis(billing_cut);

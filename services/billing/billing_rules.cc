@@ -20,6 +20,7 @@
 #include "common/error.h"
 #include "common/proto_util.h"
 #include "common/resource_name.h"
+#include "common/time_zone.h"
 
 namespace labshare::billing {
 namespace {
@@ -467,8 +468,8 @@ absl::StatusOr<TimeRange> RangeFromInterval(const tv1::Interval& interval, absl:
 absl::StatusOr<absl::TimeZone> LoadBillingTimeZone(absl::string_view name) {
   absl::TimeZone tz;
   const std::string zone = name.empty() ? std::string(kDefaultTimeZone) : std::string(name);
-  if (!absl::LoadTimeZone(zone, &tz)) {
-    return InvalidField("time_zone", absl::StrCat("unknown IANA time zone '", zone, "'"));
+  if (!LoadIanaTimeZone(zone, &tz)) {
+    return InvalidField("time_zone", absl::StrCat("not an IANA time zone name: '", zone, "'"));
   }
   return tz;
 }

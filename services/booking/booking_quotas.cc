@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "common/page_token.h"
 #include "common/proto_util.h"
+#include "common/time_zone.h"
 #include "services/booking/booking_common.h"
 #include "services/booking/booking_manager.h"
 #include "services/inventory/inventory_rules.h"
@@ -64,13 +65,13 @@ absl::Status QuotaNotFound(const std::string& name) {
   return MakeError(absl::StatusCode::kNotFound, "QUOTA_NOT_FOUND", name + " does not exist");
 }
 
-// The period instance of `period` in `tz` that contains t: [start, end).
+// The period instance of `period` in `zone` that contains t: [start, end).
+// SetQuota stores IANA names only (Quota.time_zone); none, or a name stored
+// before names were checked as such ("localtime"), is the default zone.
 absl::StatusOr<std::pair<absl::Time, absl::Time>> PeriodAround(Quota::Period period, const std::string& zone,
                                                                absl::Time t) {
   absl::TimeZone tz;
-  if (!absl::LoadTimeZone(zone.empty() ? kDefaultTimeZone : zone, &tz)) {
-    return InvalidField("quota.time_zone", "unknown time zone \"" + zone + "\"; use an IANA name");
-  }
+  if (!LoadIanaTimeZone(zone, &tz) && !LoadIanaTimeZone(kDefaultTimeZone, &tz)) tz = absl::UTCTimeZone();
   const absl::CivilDay day = absl::ToCivilDay(t, tz);
   absl::CivilSecond start, end;
   switch (period) {
@@ -338,6 +339,9 @@ absl::StatusOr<v1::Quota> BookingManager::SetQuota(const Principal& p, const v1:
   }
   if (!in.has_allowance()) *in.mutable_allowance() = ToProto(absl::ZeroDuration());
   if (in.time_zone().empty()) in.set_time_zone(kDefaultTimeZone);
+  if (absl::TimeZone tz; !LoadIanaTimeZone(in.time_zone(), &tz)) {
+    return InvalidField("quota.time_zone", "unknown time zone \"" + in.time_zone() + "\"; use an IANA name");
+  }
   LS_RETURN_IF_ERROR(PeriodAround(in.period(), in.time_zone(), clock_->Now()).status());
   LS_RETURN_IF_ERROR(inventory_->Instrument(in.instrument()).status());
   LS_RETURN_IF_ERROR(inventory_->Organization(in.organization()).status());

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_status.h"
+#include "common/time_zone.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/rpc/error_details.pb.h"
@@ -131,22 +132,37 @@ std::string RenderTable(const std::vector<std::vector<std::string>>& rows) {
 
 std::optional<NamedZone> LoadZone(const std::string& name) {
   absl::TimeZone zone;
-  if (name.empty() || !absl::LoadTimeZone(name, &zone)) return std::nullopt;
+  if (!LoadIanaTimeZone(name, &zone)) return std::nullopt;
   return NamedZone{name, zone};
 }
+
+namespace {
+
+// The zone of a file of the zone database, or of a link to one
+// ("/etc/localtime" -> "/usr/share/zoneinfo/Asia/Shanghai"): the IANA name
+// after "zoneinfo/".
+std::optional<NamedZone> ZoneOfFile(const std::string& path) {
+  std::error_code ec;
+  std::string target = std::filesystem::read_symlink(path, ec).string();
+  if (ec) target = path;  // not a link: the file itself
+  const size_t at = target.find("zoneinfo/");
+  if (at == std::string::npos) return std::nullopt;
+  return LoadZone(target.substr(at + 9));
+}
+
+}  // namespace
 
 NamedZone CallerZone() {
   if (const char* tz = std::getenv("TZ"); tz != nullptr && tz[0] != '\0') {
     std::string name = tz;
     if (name[0] == ':') name.erase(0, 1);
     if (auto z = LoadZone(name)) return *z;
+    if (name[0] == '/') {
+      if (auto z = ZoneOfFile(name)) return *z;
+    }
     return {"UTC", absl::UTCTimeZone()};  // what the C library makes of an unknown TZ
   }
-  std::error_code ec;
-  const std::string target = std::filesystem::read_symlink("/etc/localtime", ec).string();
-  if (const size_t at = target.find("zoneinfo/"); !ec && at != std::string::npos) {
-    if (auto z = LoadZone(target.substr(at + 9))) return *z;
-  }
+  if (auto z = ZoneOfFile("/etc/localtime")) return *z;
   std::ifstream in("/etc/timezone");
   std::string line;
   if (std::getline(in, line)) {

@@ -41,11 +41,12 @@ struct NamedZone {
   absl::TimeZone zone;
 };
 
-// The caller's zone: $TZ (an IANA name, optionally with a leading ':'), else
-// the system zone (/etc/localtime's link target, /etc/timezone), else UTC.
+// The caller's zone: $TZ (an IANA name or the path of a zone database file,
+// optionally with a leading ':'; anything else is UTC), else the system zone
+// (/etc/localtime's link target, /etc/timezone), else UTC.
 NamedZone CallerZone();
 
-// An IANA zone by name; nullopt when unknown.
+// An IANA zone by name (LoadIanaTimeZone); nullopt when it is none.
 std::optional<NamedZone> LoadZone(const std::string& name);
 
 // RFC 3339 with the zone's offset: "2027-03-02T09:00:00+08:00".

@@ -15,6 +15,7 @@
 #include "common/mail_address.h"
 #include "common/proto_util.h"
 #include "common/resource_name.h"
+#include "common/time_zone.h"
 
 namespace labshare::inventory {
 namespace {
@@ -357,7 +358,7 @@ absl::Status ValidateFacility(const v1::Facility& facility) {
     return InvalidField("facility.display_name", "required");
   }
   absl::TimeZone zone;
-  if (!facility.time_zone().empty() && !absl::LoadTimeZone(facility.time_zone(), &zone)) {
+  if (!facility.time_zone().empty() && !LoadIanaTimeZone(facility.time_zone(), &zone)) {
     return InvalidField("facility.time_zone",
                         "unknown time zone \"" + facility.time_zone() + "\"; use an IANA name such as Asia/Shanghai");
   }

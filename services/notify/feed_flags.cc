@@ -1,5 +1,7 @@
 // The --feed_* flags of labshare-notify (calendar feeds).
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/time_zone.h"
 #include "services/notify/feed_module.h"
 
 ABSL_FLAG(absl::Duration, feed_past_window, absl::Hours(24 * 90),
@@ -14,13 +16,18 @@ ABSL_FLAG(std::string, feed_default_time_zone, "Asia/Shanghai",
 
 namespace labshare::notify {
 
-FeedOptions FeedOptionsFromFlags() {
+absl::StatusOr<FeedOptions> FeedOptionsFromFlags() {
   FeedOptions o;
   o.past_window = absl::GetFlag(FLAGS_feed_past_window);
   o.max_events = absl::GetFlag(FLAGS_feed_max_events);
   o.max_feeds_per_user = absl::GetFlag(FLAGS_feed_max_per_user);
   o.refresh = absl::GetFlag(FLAGS_feed_refresh);
   o.default_time_zone = absl::GetFlag(FLAGS_feed_default_time_zone);
+  absl::TimeZone zone;
+  if (!LoadIanaTimeZone(o.default_time_zone, &zone)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--feed_default_time_zone: not an IANA time zone name: ", o.default_time_zone));
+  }
   return o;
 }
 

@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/resource_name.h"
+#include "common/time_zone.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "services/notify/feed_ical.h"
 #include "services/notify/notify_module.h"
@@ -173,17 +174,22 @@ struct RenderContext {
   const Words* words = &kEnglish;  // the feed owner's language
 };
 
-// The TZID for a stored zone name, adding its zone to the calendar once;
-// a name the zone database does not know (it cannot happen for names
-// inventory accepted) is shown in UTC.
-std::string ZoneOf(const std::string& wanted, std::map<std::string, std::string>* zones, ical::Calendar* cal) {
+// The TZID for a stored zone name, adding its zone to the calendar once
+// (feeds.proto): none, or a name that is no IANA zone (an entry stored
+// before facility zones were checked as such: "localtime",
+// "Fixed/UTC+08:00:00"), is `fallback` (--feed_default_time_zone), else UTC.
+std::string ZoneOf(const std::string& wanted, const std::string& fallback, std::map<std::string, std::string>* zones,
+                   ical::Calendar* cal) {
   auto it = zones->find(wanted);
   if (it != zones->end()) return it->second;
   absl::TimeZone tz;
   std::string tzid = wanted;
-  if (!absl::LoadTimeZone(tzid, &tz)) {
-    tzid = "UTC";
-    tz = absl::UTCTimeZone();
+  if (!LoadIanaTimeZone(tzid, &tz)) {
+    tzid = fallback;
+    if (!LoadIanaTimeZone(tzid, &tz)) {
+      tzid = "UTC";
+      tz = absl::UTCTimeZone();
+    }
   }
   bool known = false;
   for (const auto& z : cal->zones) known = known || z.tzid == tzid;
@@ -596,7 +602,7 @@ absl::StatusOr<std::string> FeedManager::Render(const fv1::CalendarFeed& feed) c
   std::map<std::string, std::string> zones;  // stored zone name -> TZID used
   for (const FeedEntry& e : entries) {
     ical::Event ev = EventOf(e, ctx);
-    ev.tzid = ZoneOf(e.time_zone.empty() ? options_.default_time_zone : e.time_zone, &zones, &cal);
+    ev.tzid = ZoneOf(e.time_zone, options_.default_time_zone, &zones, &cal);
     cal.events.push_back(std::move(ev));
   }
   return ical::Render(cal);

@@ -4,7 +4,7 @@
 // NotifyContext::streams.
 //
 // Wiring (main.cc):
-//   auto feeds = std::make_unique<FeedModule>(context, FeedOptionsFromFlags());
+//   auto feeds = std::make_unique<FeedModule>(context, *FeedOptionsFromFlags());
 // It reads instruments and facilities through context.inventory (as
 // Role SERVICE: GetInstrument, GetFacility) and uses context.redis,
 // context.clock (the window, event and feed times), context.wall (the
@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "labshare/notify/v1/feeds.grpc.pb.h"
 #include "services/notify/feed_manager.h"
 #include "services/notify/feed_projection.h"
@@ -25,8 +26,9 @@ namespace labshare::notify {
 
 inline constexpr char kFeedsGroup[] = "notify-feeds";
 
-// From the --feed_* flags (feed_flags.cc).
-FeedOptions FeedOptionsFromFlags();
+// From the --feed_* flags (feed_flags.cc); INVALID_ARGUMENT for a
+// --feed_default_time_zone that is no IANA zone name.
+absl::StatusOr<FeedOptions> FeedOptionsFromFlags();
 
 class FeedService final : public fv1::CalendarFeedService::Service {
  public:

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/resource_name.h"
+#include "common/time_zone.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
@@ -93,7 +94,7 @@ class InventoryDirectory final : public InstrumentDirectory {
       }
     }
     absl::TimeZone probe;
-    if (!absl::LoadTimeZone(info.time_zone, &probe)) info.time_zone = options_.default_time_zone;
+    if (!LoadIanaTimeZone(info.time_zone, &probe)) info.time_zone = options_.default_time_zone;
     std::lock_guard<std::mutex> lock(mu_);
     if (cache_.size() > 10000) cache_.clear();
     cache_[instrument] = {info, now};

@@ -98,7 +98,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   modules.push_back(std::move(webhooks));
-  labshare::notify::FeedOptions feed_options = labshare::notify::FeedOptionsFromFlags();
+  auto feed_options_or = labshare::notify::FeedOptionsFromFlags();
+  if (!feed_options_or.ok()) {
+    labshare::LogError("feed settings", {{"error", feed_options_or.status().ToString()}});
+    return 2;
+  }
+  labshare::notify::FeedOptions feed_options = *std::move(feed_options_or);
   feed_options.default_language = mail_language;
   modules.push_back(std::make_unique<labshare::notify::FeedModule>(context, std::move(feed_options)));
 

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
 #include "common/secret_file.h"
+#include "common/time_zone.h"
 #include "services/notify/notify_mail_module.h"
 
 ABSL_FLAG(std::string, smtp, "127.0.0.1:25", "HOST:PORT of the SMTP relay mail is sent through.");
@@ -56,8 +57,9 @@ absl::StatusOr<MailOptions> MailOptionsFromFlags() {
   }
   o.default_time_zone = absl::GetFlag(FLAGS_default_time_zone);
   absl::TimeZone zone;
-  if (!absl::LoadTimeZone(o.default_time_zone, &zone)) {
-    return absl::InvalidArgumentError(absl::StrCat("--default_time_zone: unknown zone ", o.default_time_zone));
+  if (!LoadIanaTimeZone(o.default_time_zone, &zone)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--default_time_zone: not an IANA time zone name: ", o.default_time_zone));
   }
   o.digest_hour = absl::GetFlag(FLAGS_digest_hour);
   if (o.digest_hour < 0 || o.digest_hour > 23) return absl::InvalidArgumentError("--digest_hour must be 0..23");

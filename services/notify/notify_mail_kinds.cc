@@ -696,10 +696,15 @@ RenderedMail Render(const Notice& notice, const RenderContext& c) {
   return Wrap(subject, body, ParagraphsHtml(body), link, c);
 }
 
+std::string DigestSubject(const std::string& language, absl::string_view count) {
+  RenderContext c;
+  c.language = language;
+  return En(c) ? absl::StrCat("LabShare daily digest: ", count, " notifications")
+               : absl::StrCat("LabShare 每日摘要：", count, " 条通知");
+}
+
 RenderedMail RenderDigest(const std::vector<RenderedMail>& parts, const RenderContext& c) {
-  const bool en = En(c);
-  const std::string subject = en ? absl::StrCat("LabShare daily digest: ", parts.size(), " notifications")
-                                 : absl::StrCat("LabShare 每日摘要：", parts.size(), " 条通知");
+  const std::string subject = DigestSubject(c.language, absl::StrCat(parts.size()));
   std::string text, html;
   for (const RenderedMail& p : parts) {
     absl::StrAppend(&text, "== ", p.subject, "\n", p.text, "\n");

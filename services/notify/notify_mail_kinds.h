@@ -139,6 +139,12 @@ RenderedMail Render(const Notice& notice, const RenderContext& context);
 // (DigestSettingsUrl), where the delivery goes back to immediate.
 RenderedMail RenderDigest(const std::vector<RenderedMail>& parts, const RenderContext& context);
 
+// The subject of a digest of `count` mails (a number as text) in `language`
+// ("en"; anything else is zh-CN), as RenderDigest gives it. The mail queue
+// stores it when it makes the digest, with the count filled into the text
+// DigestSubject(language, "{n}").
+std::string DigestSubject(const std::string& language, absl::string_view count);
+
 // The console's notification settings page.
 std::string DigestSettingsUrl(const std::string& console_url);
 

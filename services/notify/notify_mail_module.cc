@@ -541,15 +541,19 @@ absl::StatusOr<MailModule::EffectiveSettings> MailModule::SettingsOf(const std::
   LS_ASSIGN_OR_RETURN(s.raw, queue_.Settings(user_id));
   const v1::NotificationSettings p = SettingsProto(user_id, s.raw);
   s.language = p.language().empty() ? options_.default_language : p.language();
-  // A zone stored before names were checked as IANA ones ("localtime")
-  // counts as none.
-  absl::TimeZone own;
-  s.zone_name = LoadIanaTimeZone(p.time_zone(), &own) ? p.time_zone()
-                : !fallback_zone.empty()              ? fallback_zone
-                                                      : options_.default_time_zone;
-  if (!absl::LoadTimeZone(s.zone_name, &s.zone)) {
-    s.zone_name = "UTC";
-    s.zone = absl::UTCTimeZone();
+  // The user's zone, else the facility's, else --default_time_zone (all
+  // IANA names; one stored before names were checked as such, "localtime",
+  // counts as none).
+  s.zone_name = "UTC";
+  s.zone = absl::UTCTimeZone();
+  const std::string* const names[] = {&p.time_zone(), &fallback_zone, &options_.default_time_zone};
+  for (const std::string* name : names) {
+    absl::TimeZone zone;
+    if (LoadIanaTimeZone(*name, &zone)) {
+      s.zone_name = *name;
+      s.zone = zone;
+      break;
+    }
   }
   s.digest = p.delivery() == v1::NotificationSettings::DAILY_DIGEST;
   for (int k : p.disabled_kinds()) s.disabled.push_back(static_cast<Kind>(k));
@@ -711,8 +715,10 @@ absl::Status MailModule::SendOne(const std::string& id) {
     c.console_url = context_.console_url;
     c.recipient_name = f["name"];
     const RenderedMail d = RenderDigest(parts, c);
-    // The subject as sent, before the attempt: a dead letter of the digest
-    // (whichever way it dies, also uncertain) shows it.
+    // The subject as sent, before the attempt (MakeDigests stored it; a part
+    // may have expired since, or the digest was made by a version that
+    // stored none): a dead letter of the digest (whichever way it dies, also
+    // uncertain) shows it.
     if (f["subject"] != d.subject) {
       LS_RETURN_IF_ERROR(queue_.SetSendingSubject(id, d.subject));
       f["subject"] = d.subject;

@@ -21,6 +21,10 @@
 namespace labshare::notify {
 namespace {
 
+// The subject digests were made with before MakeDigests stored their own
+// (it was set at their first attempt).
+constexpr char kDigestPlaceholderSubject[] = "digest";
+
 std::string K(absl::string_view suffix) { return absl::StrCat(kMailPrefix, suffix); }
 std::string Ms(absl::Time t) { return absl::StrCat(absl::ToUnixMillis(t)); }
 absl::Time FromMs(const std::string& s) {
@@ -326,7 +330,8 @@ return 1
 )lua");
 
 const RedisScript kDigests(R"lua(
--- KEYS: digests, due; ARGV: domain_ms, wall_ms, limit, prefix, retention_s
+-- KEYS: digests, due; ARGV: domain_ms, wall_ms, limit, prefix, retention_s, subject_en, subject_zh
+-- (the subjects with "{n}" where the number of parts goes: DigestSubject)
 -- Everything is read and checked before anything is written.
 local users = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
 local made = 0
@@ -348,11 +353,15 @@ for i = 1, #users, 2 do
   redis.call('DEL', list)
   if f then
     local id = 'dg-' .. u .. '-' .. score
+    -- The subject the send renders (RenderDigest: "en", else zh-CN), stored
+    -- now: a digest that dies before its first attempt shows it too.
+    local subject = (f[5] == 'en') and ARGV[6] or ARGV[7]
+    local at = string.find(subject, '{n}', 1, true)
+    if at then subject = string.sub(subject, 1, at - 1) .. #parts .. string.sub(subject, at + 3) end
     redis.call('HSET', ARGV[4] .. 'msg:' .. id, 'kind', 'DIGEST', 'user', f[1], 'org', f[2] or '', 'email', f[3],
                'name', f[4] or '', 'lang', f[5] or '', 'tz', f[6] or '', 'parts', table.concat(parts, ','),
                'state', 'QUEUED', 'attempts', '0', 'create_ms', ARGV[1], 'event', 'digest:' .. u .. ':' .. score,
-               'subject', 'digest')
-    -- (the subject is rendered, and stored, when the digest is sent)
+               'subject', subject)
     redis.call('ZADD', KEYS[2], ARGV[2], id)
     for _, p in ipairs(parts) do
       redis.call('HSET', ARGV[4] .. 'msg:' .. p, 'state', 'IN_DIGEST', 'digest', id)
@@ -419,6 +428,12 @@ v1::DeadLetter DeadLetterFromFields(const std::string& id, const Fields& f) {
   d.set_recipient_organization(get("org"));
   d.set_email(get("email"));
   d.set_subject(get("subject"));
+  // A digest stored before its subject was set when it was made carries the
+  // placeholder "digest" (until its first attempt): the subject it has.
+  if (kind == v1::DIGEST && d.subject() == kDigestPlaceholderSubject) {
+    const std::vector<absl::string_view> parts = absl::StrSplit(get("parts"), ',', absl::SkipEmpty());
+    d.set_subject(DigestSubject(get("lang"), absl::StrCat(parts.size())));
+  }
   v1::DeadLetter::Reason reason = v1::DeadLetter::REASON_UNSPECIFIED;
   v1::DeadLetter_Reason_Parse(get("reason"), &reason);
   d.set_reason(reason);
@@ -731,7 +746,8 @@ absl::Status MailQueue::FinishSchedule(const std::string& member) {
 
 absl::StatusOr<int> MailQueue::MakeDigests(absl::Time domain_now, absl::Time wall_now, int limit) {
   auto r = redis_->Eval(kDigests, {K("digests"), K("due")},
-                        {Ms(domain_now), Ms(wall_now), absl::StrCat(limit), kMailPrefix, absl::StrCat(30 * 86400)});
+                        {Ms(domain_now), Ms(wall_now), absl::StrCat(limit), kMailPrefix, absl::StrCat(30 * 86400),
+                         DigestSubject("en", "{n}"), DigestSubject("zh-CN", "{n}")});
   LS_RETURN_IF_ERROR(ScriptStatus(r));
   return static_cast<int>(r->integer);
 }

@@ -61,7 +61,9 @@ using Fields = std::map<std::string, std::string>;
 std::string MessageId(absl::string_view event_id, absl::string_view kind, absl::string_view recipient,
                       absl::string_view discriminator);
 
-// A dead letter as the API shows it, from a message's fields.
+// A dead letter as the API shows it, from a message's fields (a digest
+// stored by an older version with the placeholder subject "digest" shows
+// the subject of its parts: DigestSubject).
 v1::DeadLetter DeadLetterFromFields(const std::string& id, const Fields& f);
 
 // "labshare.notify.v1.NotifyEvent" payload with a fresh event id;
@@ -92,8 +94,9 @@ class MailQueue {
   absl::StatusOr<bool> Enqueue(const std::string& id, const Fields& fields, bool digest, absl::Time digest_due,
                                absl::Time wall_now, absl::Time domain_now, const Refused* refused = nullptr);
 
-  // Sets the subject of a message being sent (a digest's, rendered at
-  // sending); a no-op unless it is SENDING.
+  // Sets the subject of a message being sent (a digest's, rendered again at
+  // sending: a part may have expired since it was made); a no-op unless it
+  // is SENDING.
   absl::Status SetSendingSubject(const std::string& id, const std::string& subject);
 
   // Claims up to `limit` due messages for `consumer` (state SENDING).
@@ -171,8 +174,9 @@ class MailQueue {
                                                    absl::Time stale_before, int limit);
   absl::Status FinishSchedule(const std::string& member);
 
-  // Turns the due digests (domain_now) into QUEUED digest messages. Returns
-  // how many.
+  // Turns the due digests (domain_now) into QUEUED digest messages, each
+  // with its subject (DigestSubject of its parts, in the recipient's
+  // language). Returns how many.
   absl::StatusOr<int> MakeDigests(absl::Time domain_now, absl::Time wall_now, int limit);
 
   // Settings: the hash (empty when never set).

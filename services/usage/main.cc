@@ -16,6 +16,7 @@
 #include "common/outbox_trim.h"
 #include "common/page_token.h"
 #include "common/server.h"
+#include "common/time_zone.h"
 #include "common/token_flags.h"
 #include "services/usage/audit_chain.h"
 #include "services/usage/usage_figures.h"
@@ -39,17 +40,20 @@ int main(int argc, char** argv) {
                         "labshare-usage: utilisation and sharing figures and the audit trail.\n"
                         "Usage: labshare-usage --listen=HOST:PORT --redis=HOST:PORT "
                         "--jwks=FILE|URL --audit_signing_key_file=PEM [--metrics_listen=HOST:PORT]");
+  // The reporting time zone (usage.proto: an IANA name), checked before
+  // anything else starts.
+  absl::TimeZone zone;
+  if (!labshare::LoadIanaTimeZone(absl::GetFlag(FLAGS_time_zone), &zone)) {
+    labshare::LogError("bad --time_zone: not an IANA time zone name such as Asia/Shanghai or UTC",
+                       {{"zone", absl::GetFlag(FLAGS_time_zone)}});
+    return 2;
+  }
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   const std::unique_ptr<labshare::TokenVerifier> verifier = labshare::TokenVerifierFromFlags();
   const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
   const labshare::Clock& clock = *clock_owner;
   // Tokens expire by the wall clock, whatever the domain clock says.
   labshare::SystemClock wall;
-  absl::TimeZone zone;
-  if (!absl::LoadTimeZone(absl::GetFlag(FLAGS_time_zone), &zone)) {
-    labshare::LogError("bad --time_zone", {{"zone", absl::GetFlag(FLAGS_time_zone)}});
-    return 2;
-  }
   auto page_tokens_or = labshare::PageTokenCodec::FromRedis(&redis, "{usage}");
   if (!page_tokens_or.ok()) {
     labshare::LogError("cannot read the page-token key from Redis", {{"error", page_tokens_or.status().ToString()}});

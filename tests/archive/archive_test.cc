@@ -240,6 +240,15 @@ TEST_F(ArchiveTest, RefusesAnOpenYearAnUnfinishedBookingAndAConsumerBehind) {
   ASSERT_TRUE(read.ok());
   EXPECT_EQ(ArchiveYear(pool_.get(), Options(kY)).status().code(), absl::StatusCode::kFailedPrecondition);
 
+  // --billing_time_zone is an IANA name, not the host's zone or an offset.
+  for (const char* zone : {"localtime", "Fixed/UTC+08:00:00"}) {
+    ArchiveOptions o = Options(kY);
+    o.billing_time_zone = zone;
+    auto refused = ArchiveYear(pool_.get(), o);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << zone << ": " << refused.status();
+    EXPECT_TRUE(absl::StrContains(refused.status().message(), "billing_time_zone")) << refused.status();
+  }
+
   // Nothing written by any refusal: no file, no key.
   EXPECT_EQ(DbSize(), keys);
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/audit-" + std::to_string(kY) + ".jsonl"));

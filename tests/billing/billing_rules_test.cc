@@ -341,6 +341,11 @@ TEST(Periods, DefaultZoneIsShanghai) {
   ASSERT_TRUE(tz.ok());
   EXPECT_EQ(tz->name(), "Asia/Shanghai");
   ExpectInvalid(LoadBillingTimeZone("Mars/Olympus_Mons").status());
+  // --time_zone is an IANA name: not the host's zone, a fixed offset or a file.
+  for (const char* zone : {"localtime", "Fixed/UTC+08:00:00", "/usr/share/zoneinfo/Asia/Shanghai"}) {
+    ExpectInvalid(LoadBillingTimeZone(zone).status());
+  }
+  EXPECT_EQ(LoadBillingTimeZone("Europe/Berlin")->name(), "Europe/Berlin");
 }
 
 TEST(Periods, PeriodOfFollowsTheZone) {

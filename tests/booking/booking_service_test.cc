@@ -1673,6 +1673,14 @@ TEST_F(QuotaTest, SettingQuotasIsValidatedIdempotentAndForAdminsOnly) {
   bad.mutable_quota()->set_time_zone("Mars/Olympus");
   EXPECT_EQ(Call(stub_.get(), &v1::BookingService::Stub::SetQuota, bad, &q, admin_).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+  // Quota.time_zone: IANA names only (the zone library also takes these).
+  for (const char* zone : {"localtime", "Fixed/UTC+08:00:00", "/usr/share/zoneinfo/Asia/Shanghai"}) {
+    bad = r;
+    bad.mutable_quota()->set_time_zone(zone);
+    s = Call(stub_.get(), &v1::BookingService::Stub::SetQuota, bad, &q, admin_);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << zone;
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD") << zone;
+  }
   bad = r;
   bad.mutable_quota()->set_enforcement(v1::Quota::ENFORCEMENT_UNSPECIFIED);
   EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &v1::BookingService::Stub::SetQuota, bad, &q, admin_)), "INVALID_FIELD");

@@ -55,11 +55,22 @@ TEST(Zones, CallerZoneFollowsTz) {
   EXPECT_EQ(CallerZone().name, "Europe/Berlin");
   setenv("TZ", "No/Such_Zone", 1);
   EXPECT_EQ(CallerZone().name, "UTC");
+  // Only IANA names: not the host's zone or a fixed offset by name...
+  for (const char* other : {"localtime", "Fixed/UTC+08:00:00", "posix/Europe/Berlin"}) {
+    setenv("TZ", other, 1);
+    EXPECT_EQ(CallerZone().name, "UTC") << other;
+  }
+  // ...but a zone file's path is the zone it holds.
+  setenv("TZ", ":/usr/share/zoneinfo/Europe/Berlin", 1);
+  EXPECT_EQ(CallerZone().name, "Europe/Berlin");
   if (old) setenv("TZ", saved.c_str(), 1); else unsetenv("TZ");
   const absl::Time t = absl::FromUnixSeconds(1803862800);  // 2027-03-01T01:00:00Z
   EXPECT_EQ(FormatTimeIn(t, LoadZone("Asia/Shanghai")->zone), "2027-03-01T09:00:00+08:00");
   EXPECT_EQ(FormatTimeIn(t, LoadZone("America/New_York")->zone), "2027-02-28T20:00:00-05:00");
   EXPECT_FALSE(LoadZone("Mars/Olympus").has_value());
+  for (const char* other : {"", "localtime", "Fixed/UTC+08:00:00", "/usr/share/zoneinfo/Asia/Shanghai", "Factory"}) {
+    EXPECT_FALSE(LoadZone(other).has_value()) << other;
+  }
 }
 
 TEST(ErrorJson, CarriesCodeReasonMetadataViolationsAndRetry) {

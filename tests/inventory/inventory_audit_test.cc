@@ -3,7 +3,8 @@
 // next_page_token (types.proto: the token is set only when more results
 // exist); a malformed resource name in a list filter is INVALID_NAME (the
 // file header), after the scope check where there is one; a cleared
-// Facility.time_zone is the default zone again; ListRates refuses an
+// Facility.time_zone is the default zone again and only an IANA name is
+// taken; ListRates refuses an
 // unknown mode; CreateInstrument checks the scope before the name; a use
 // after a qualification lapsed does not renew it; GrantQualification and
 // CheckAccess check the scope before the user's name; a lab user's
@@ -253,6 +254,45 @@ TEST_F(InventoryAuditTest, ClearedFacilityTimeZoneIsTheDefault) {
   v1::Facility stored;
   ASSERT_TRUE(Call(&Stub::GetFacility, get, &stored, admin_).ok());
   EXPECT_EQ(stored.time_zone(), "Asia/Shanghai");
+}
+
+// Facility.time_zone: only Zone and Link names of the IANA tz database;
+// names the zone library also takes (the host's zone, fixed offsets, files)
+// are INVALID_FIELD in CreateFacility and UpdateFacility, and nothing is
+// stored.
+TEST_F(InventoryAuditTest, FacilityTimeZoneIsAnIanaName) {
+  MakeOrg("a", v1::MEMBER, "CORE");
+  auto create = [&](const std::string& id, const std::string& zone, v1::Facility* out) {
+    v1::CreateFacilityRequest req;
+    req.set_facility_id(id);
+    req.mutable_facility()->set_display_name("Facility " + id);
+    req.mutable_facility()->set_owner_organization("organizations/a");
+    req.mutable_facility()->set_time_zone(zone);
+    return Call(&Stub::CreateFacility, req, out, admin_);
+  };
+  v1::Facility f;
+  for (const char* zone : {"localtime", "Fixed/UTC+08:00:00", "/usr/share/zoneinfo/Asia/Shanghai",
+                           "posix/Asia/Shanghai", "Factory"}) {
+    ExpectError(create("f-bad", zone, &f), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", zone);
+  }
+  v1::GetFacilityRequest get;
+  get.set_name("facilities/f-bad");
+  ExpectError(Call(&Stub::GetFacility, get, &f, admin_), grpc::StatusCode::NOT_FOUND, "FACILITY_NOT_FOUND");
+
+  grpc::Status s = create("f1", "Asia/Shanghai", &f);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(f.time_zone(), "Asia/Shanghai");
+  for (const char* zone : {"localtime", "Fixed/UTC+08:00:00"}) {
+    v1::UpdateFacilityRequest set;
+    set.mutable_facility()->set_name("facilities/f1");
+    set.mutable_facility()->set_time_zone(zone);
+    v1::Facility updated;
+    ExpectError(Call(&Stub::UpdateFacility, set, &updated, admin_), grpc::StatusCode::INVALID_ARGUMENT,
+                "INVALID_FIELD", zone);
+  }
+  get.set_name("facilities/f1");
+  ASSERT_TRUE(Call(&Stub::GetFacility, get, &f, admin_).ok());
+  EXPECT_EQ(f.time_zone(), "Asia/Shanghai");
 }
 
 // ------------------------------------------------------------ ListRates mode

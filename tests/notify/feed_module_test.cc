@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -36,6 +38,8 @@
 #include "tests/support/redis_server.h"
 #include "tests/support/test_tokens.h"
 
+ABSL_DECLARE_FLAG(std::string, feed_default_time_zone);
+
 namespace labshare::notify {
 namespace {
 
@@ -48,25 +52,21 @@ absl::Time Utc(int y, int mo, int d, int h, int mi = 0) {
   return absl::FromCivil(absl::CivilSecond(y, mo, d, h, mi, 0), absl::UTCTimeZone());
 }
 
-// GetInstrument / GetFacility of two instruments: a Shanghai microscope of
-// lab-b and a Berlin NMR of lab-a.
+// GetInstrument / GetFacility of three instruments: a Shanghai microscope of
+// lab-b, a Berlin NMR of lab-a and an XRD of lab-b whose facility's zone is
+// "localtime".
 class FakeInventory final : public inv::InventoryService::Service {
  public:
   FakeInventory() {
-    inv::Instrument tem;
-    tem.set_name("instruments/tem-1");
-    tem.set_display_name("TEM Titan 冷冻电镜");
-    tem.set_owner_organization("organizations/lab-b");
-    tem.set_operator_organization("organizations/lab-b");
-    tem.set_facility("facilities/hq");
-    instruments_[tem.name()] = tem;
-    inv::Instrument nmr;
-    nmr.set_name("instruments/nmr-2");
-    nmr.set_display_name("NMR 600");
-    nmr.set_owner_organization("organizations/lab-a");
-    nmr.set_operator_organization("organizations/lab-a");
-    nmr.set_facility("facilities/berlin");
-    instruments_[nmr.name()] = nmr;
+    AddInstrument("tem-1", "TEM Titan 冷冻电镜", "lab-b", "hq");
+    AddInstrument("nmr-2", "NMR 600", "lab-a", "berlin");
+    // A facility stored before inventory took IANA names only.
+    AddInstrument("xrd-3", "XRD", "lab-b", "old");
+    inv::Facility old;
+    old.set_name("facilities/old");
+    old.set_display_name("Old site");
+    old.set_time_zone("localtime");
+    facilities_[old.name()] = old;
     inv::Facility hq;
     hq.set_name("facilities/hq");
     hq.set_display_name("Zhangjiang Lab");
@@ -119,6 +119,17 @@ class FakeInventory final : public inv::InventoryService::Service {
     u.set_name("users/" + id);
     u.set_organization("organizations/" + org);
     u.set_disabled(disabled);
+  }
+  // An instrument owned and operated by organizations/{org}, at facilities/{facility}.
+  void AddInstrument(const std::string& id, const std::string& display_name, const std::string& org,
+                     const std::string& facility) {
+    inv::Instrument in;
+    in.set_name("instruments/" + id);
+    in.set_display_name(display_name);
+    in.set_owner_organization("organizations/" + org);
+    in.set_operator_organization("organizations/" + org);
+    in.set_facility("facilities/" + facility);
+    instruments_[in.name()] = in;
   }
   std::atomic<int> calls{0};
   std::atomic<int> user_calls{0};
@@ -1026,6 +1037,40 @@ TEST_F(FeedModuleChineseDefaultTest, OwnersWithoutALanguageReadTheServiceDefault
   parsed = Parsed(content.body());
   ASSERT_EQ(parsed.size(), 6u);
   EXPECT_TRUE(absl::StrContains(parsed[2], R"j(0, "booking: li-wei for lab-a", ")j")) << parsed[2];
+}
+
+// feeds.proto: times are in the facility's zone, an IANA name; a facility
+// whose stored zone is none ("localtime", from before inventory checked)
+// is in --feed_default_time_zone, never the notifier host's zone.
+TEST_F(FeedModuleTest, AFacilityZoneThatIsNoIanaNameIsTheDefaultZone) {
+  BookingSpec s = Onsite();
+  s.id = "x1";
+  s.instrument = "instruments/xrd-3";
+  s.purpose = "powder";
+  Created("{bk:3}:outbox", "ev-x1-created", s);
+  Drain();
+  const v1::CalendarFeed feed = CreateFeed("li-wei", "lab-a", Role::kLabUser, v1::CalendarFeed::USER);
+  v1::CalendarFeedContent content;
+  ASSERT_TRUE(Content(TokenOf(feed.secret_url()), &content).ok());
+  EXPECT_TRUE(absl::StrContains(content.body(), "DTSTART;TZID=Asia/Shanghai:20261210T090000\r\n")) << content.body();
+  EXPECT_FALSE(absl::StrContains(content.body(), "localtime")) << content.body();
+}
+
+// --feed_default_time_zone is an IANA name: anything else stops the
+// notifier at start.
+TEST(FeedFlags, DefaultTimeZoneIsAnIanaName) {
+  const std::string saved = absl::GetFlag(FLAGS_feed_default_time_zone);
+  for (const char* zone : {"localtime", "Fixed/UTC+08:00:00", "Mars/Olympus"}) {
+    absl::SetFlag(&FLAGS_feed_default_time_zone, zone);
+    auto options = FeedOptionsFromFlags();
+    EXPECT_EQ(options.status().code(), absl::StatusCode::kInvalidArgument) << zone;
+    EXPECT_TRUE(absl::StrContains(options.status().message(), "--feed_default_time_zone")) << options.status();
+  }
+  absl::SetFlag(&FLAGS_feed_default_time_zone, "Europe/Berlin");
+  auto options = FeedOptionsFromFlags();
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->default_time_zone, "Europe/Berlin");
+  absl::SetFlag(&FLAGS_feed_default_time_zone, saved);
 }
 
 }  // namespace

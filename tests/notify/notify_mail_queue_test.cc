@@ -27,6 +27,7 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/proto_util.h"
+#include "services/notify/notify_mail_kinds.h"
 #include "services/notify/notify_mail_module.h"
 #include "services/notify/notify_mail_queue.h"
 #include "services/notify/notify_metrics.h"
@@ -80,9 +81,47 @@ class MailQueueTest : public ::testing::Test {
     }
     return out;
   }
+  // n dead letters "legacy0".. written the way the version before the
+  // indexes did (message and "dead" only): organizations/lab, REJECTED,
+  // dead at kDomain + i ms, in "dead" at kWall + i * wall_step.
+  void WriteLegacyDeadLetters(int n, absl::Duration wall_step) {
+    for (int i = 0; i < n; ++i) {
+      const std::string id = absl::StrCat("legacy", i);
+      ASSERT_TRUE(pool_->Command({"HSET", std::string(kMailPrefix) + "msg:" + id, "state", "DEAD", "org",
+                                  "organizations/lab", "reason", "REJECTED", "dead_ms",
+                                  absl::StrCat(absl::ToUnixMillis(kDomain) + i), "kind", "BOOKING_CONFIRMED"})
+                      .ok());
+      ASSERT_TRUE(pool_->Command({"ZADD", std::string(kMailPrefix) + "dead",
+                                  absl::StrCat(absl::ToUnixMillis(kWall + i * wall_step)), id})
+                      .ok());
+    }
+  }
+  // A mail module's context on this Redis: the domain clock clock_ (from
+  // kDomain) and the wall clock wall_ (from kWall).
+  NotifyContext Context() {
+    NotifyContext c;
+    c.redis = pool_.get();
+    c.clock = &clock_;
+    c.wall = &wall_;
+    return c;
+  }
+  // A module (the test's own) sending as "me" whose every mail dies at its
+  // one attempt: the SMTP relay is nobody.
+  MailModule& DeadLetteringModule(std::unique_ptr<People> people) {
+    NotifyContext c = Context();
+    c.consumer = "me";
+    MailOptions options;
+    options.smtp.server = "127.0.0.1:1";  // nothing listens: the one attempt fails
+    options.smtp.timeout = absl::Seconds(2);
+    options.max_attempts = 1;
+    module_ = std::make_unique<MailModule>(c, options, std::move(people));
+    return *module_;
+  }
   std::unique_ptr<RedisServer> server_;
   std::unique_ptr<RedisPool> pool_;
   std::unique_ptr<MailQueue> queue_;
+  FakeClock clock_{kDomain}, wall_{kWall};
+  std::unique_ptr<MailModule> module_;
 };
 
 TEST_F(MailQueueTest, OneMailPerIdAndEachClaimedByOneSender) {
@@ -377,11 +416,7 @@ class NoPeople final : public People {
 };
 
 TEST_F(MailQueueTest, AnUnreadableUnsubscribeKeyIsUnavailableNotABadLink) {
-  FakeClock clock(kDomain), wall(kWall);
-  NotifyContext c;
-  c.redis = pool_.get();
-  c.clock = &clock;
-  c.wall = &wall;
+  NotifyContext c = Context();
   MailModule m(c, MailOptions(), std::make_unique<NoPeople>());
   auto token = m.UnsubscribeToken("ana", v1::BOOKING_REMINDER);
   ASSERT_TRUE(token.ok()) << token.status();
@@ -501,44 +536,21 @@ TEST_F(MailQueueTest, DeadLettersPastTheRetentionGoInBoundedStepsAndCannotBeRepl
 }
 
 TEST_F(MailQueueTest, TheModuleRemovesDeadLettersByTheDomainClockAndItsRetention) {
-  FakeClock clock(kDomain + absl::Hours(24 * 90)), wall(kWall);
-  NotifyContext c;
-  c.redis = pool_.get();
-  c.clock = &clock;
-  c.wall = &wall;
+  clock_.Set(kDomain + absl::Hours(24 * 90));
+  NotifyContext c = Context();
   MakeDead(queue_.get(), "old", "organizations/lab", v1::DeadLetter::REJECTED, kDomain - absl::Seconds(1));
   MakeDead(queue_.get(), "young", "organizations/lab", v1::DeadLetter::REJECTED, kDomain);
   MailOptions forever;
   forever.dead_letter_retention = absl::ZeroDuration();
-  class NoOne final : public People {
-   public:
-    absl::StatusOr<Person> User(const std::string&) override { return absl::NotFoundError("no"); }
-    absl::StatusOr<std::vector<Person>> WithRole(const std::string&, Role) override { return std::vector<Person>(); }
-    std::string InstrumentName(const std::string& name) override { return name; }
-    std::string InstrumentZone(const std::string&) override { return ""; }
-    absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string&) override {
-      return absl::NotFoundError("no");
-    }
-  };
-  EXPECT_EQ(*MailModule(c, forever, std::make_unique<NoOne>()).PruneDeadLetters(), 0);
+  EXPECT_EQ(*MailModule(c, forever, std::make_unique<NoPeople>()).PruneDeadLetters(), 0);
   // The default: 90 days.
-  EXPECT_EQ(*MailModule(c, MailOptions(), std::make_unique<NoOne>()).PruneDeadLetters(), 1);
+  EXPECT_EQ(*MailModule(c, MailOptions(), std::make_unique<NoPeople>()).PruneDeadLetters(), 1);
   EXPECT_TRUE(queue_->Load("old")->empty());
   EXPECT_FALSE(queue_->Load("young")->empty());
 }
 
 TEST_F(MailQueueTest, DeadLettersFromBeforeTheIndexesAreIndexedOnce) {
-  // Written the way the previous version did: message and "dead" only.
-  for (int i = 0; i < 5; ++i) {
-    const std::string id = absl::StrCat("legacy", i);
-    ASSERT_TRUE(pool_->Command({"HSET", std::string(kMailPrefix) + "msg:" + id, "state", "DEAD", "org",
-                                "organizations/lab", "reason", "REJECTED", "dead_ms",
-                                absl::StrCat(absl::ToUnixMillis(kDomain) + i), "kind", "BOOKING_CONFIRMED"})
-                    .ok());
-    ASSERT_TRUE(pool_->Command({"ZADD", std::string(kMailPrefix) + "dead", absl::StrCat(absl::ToUnixMillis(kWall)),
-                                id})
-                    .ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteLegacyDeadLetters(5, absl::ZeroDuration()));
   EXPECT_TRUE(queue_->ListDead("", 10, "", v1::DeadLetter::REASON_UNSPECIFIED)->empty());
   ASSERT_TRUE(queue_->IndexDeadLetters(2).ok());
   EXPECT_EQ(Ids(*queue_->ListDead("", 10, "organizations/lab", v1::DeadLetter::REJECTED)),
@@ -614,16 +626,7 @@ TEST_F(MailQueueTest, PruningRemovesAStaleEntryFromEveryIndex) {
 }
 
 TEST_F(MailQueueTest, AReplayBetweenMigrationStepsSkipsNoDeadLetter) {
-  for (int i = 0; i < 5; ++i) {
-    const std::string id = absl::StrCat("legacy", i);
-    ASSERT_TRUE(pool_->Command({"HSET", std::string(kMailPrefix) + "msg:" + id, "state", "DEAD", "org",
-                                "organizations/lab", "reason", "REJECTED", "dead_ms",
-                                absl::StrCat(absl::ToUnixMillis(kDomain) + i), "kind", "BOOKING_CONFIRMED"})
-                    .ok());
-    ASSERT_TRUE(pool_->Command({"ZADD", std::string(kMailPrefix) + "dead",
-                                absl::StrCat(absl::ToUnixMillis(kWall) + i), id})
-                    .ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteLegacyDeadLetters(5, absl::Milliseconds(1)));
   int calls = 0;
   ASSERT_TRUE(queue_
                   ->IndexDeadLetters(2,
@@ -717,6 +720,8 @@ TEST_F(MailQueueTest, MailFiguresAreOnTheMetricsPage) {
 
 class TwoPeople final : public People {
  public:
+  // zone: what inventory answers for the zone of every instrument's facility.
+  explicit TwoPeople(std::string zone = "") : zone_(std::move(zone)) {}
   absl::StatusOr<Person> User(const std::string& name) override {
     if (name == "users/ana") return Person{name, "Ana", "ana@lab.test", "organizations/lab", false};
     if (name == "users/eve") {
@@ -726,10 +731,13 @@ class TwoPeople final : public People {
   }
   absl::StatusOr<std::vector<Person>> WithRole(const std::string&, Role) override { return std::vector<Person>(); }
   std::string InstrumentName(const std::string& name) override { return name; }
-  std::string InstrumentZone(const std::string&) override { return ""; }
+  std::string InstrumentZone(const std::string&) override { return zone_; }
   absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string&) override {
     return absl::NotFoundError("no");
   }
+
+ private:
+  std::string zone_;
 };
 
 StreamEvent Confirmed(const std::string& event_id, const std::string& user, const std::string& trace_id = "") {
@@ -749,12 +757,8 @@ StreamEvent Confirmed(const std::string& event_id, const std::string& user, cons
 }
 
 TEST_F(MailQueueTest, AnAddressThatCouldInjectHeadersIsRefusedWhenTheMailWouldBeQueued) {
-  FakeClock clock(kDomain), wall(kWall);
-  NotifyMetrics metrics(pool_.get(), &wall);
-  NotifyContext c;
-  c.redis = pool_.get();
-  c.clock = &clock;
-  c.wall = &wall;
+  NotifyMetrics metrics(pool_.get(), &wall_);
+  NotifyContext c = Context();
   c.metrics = &metrics;
   MailModule m(c, MailOptions(), std::make_unique<TwoPeople>());
   const long long events = OutboxLen();
@@ -793,11 +797,7 @@ TEST_F(MailQueueTest, AnAddressThatCouldInjectHeadersIsRefusedWhenTheMailWouldBe
 // ------------------------------------------------------------ unsubscribe links
 
 TEST_F(MailQueueTest, UnsubscribeLinksExpireAfterTheirValidity) {
-  FakeClock clock(kDomain), wall(kWall);
-  NotifyContext c;
-  c.redis = pool_.get();
-  c.clock = &clock;
-  c.wall = &wall;
+  NotifyContext c = Context();
   MailOptions o;
   EXPECT_EQ(o.unsubscribe_validity, absl::Hours(24 * 365));
   MailModule m(c, o, std::make_unique<TwoPeople>());
@@ -809,9 +809,9 @@ TEST_F(MailQueueTest, UnsubscribeLinksExpireAfterTheirValidity) {
   EXPECT_EQ(*m.CheckUnsubscribeToken(*token, &user, &kind), MailModule::TokenCheck::kValid);
   EXPECT_EQ(user, "ana");
   EXPECT_EQ(kind, v1::BOOKING_REMINDER);
-  clock.Set(kDomain + absl::Hours(24 * 365) - absl::Seconds(1));
+  clock_.Set(kDomain + absl::Hours(24 * 365) - absl::Seconds(1));
   EXPECT_EQ(*m.CheckUnsubscribeToken(*token, &user, &kind), MailModule::TokenCheck::kValid);
-  clock.Set(kDomain + absl::Hours(24 * 365));
+  clock_.Set(kDomain + absl::Hours(24 * 365));
   EXPECT_EQ(*m.CheckUnsubscribeToken(*token, &user, &kind), MailModule::TokenCheck::kExpired);
   EXPECT_FALSE(*m.ParseUnsubscribeToken(*token, &user, &kind));
   // The expiry is signed: moving it on breaks the signature.
@@ -839,11 +839,7 @@ std::string LegacyUnsubscribeToken(const std::string& key, const std::string& pa
 }
 
 TEST_F(MailQueueTest, UnsubscribeLinksFromBeforeExpiriesExpireOneValidityAfterTheUpgrade) {
-  FakeClock clock(kDomain), wall(kWall);
-  NotifyContext c;
-  c.redis = pool_.get();
-  c.clock = &clock;
-  c.wall = &wall;
+  NotifyContext c = Context();
   MailModule m(c, MailOptions(), std::make_unique<TwoPeople>());
   // A token as the previous version made it: "<user>:<kind>", signed.
   auto key = queue_->UnsubscribeKey();
@@ -854,27 +850,23 @@ TEST_F(MailQueueTest, UnsubscribeLinksFromBeforeExpiriesExpireOneValidityAfterTh
   EXPECT_EQ(*m.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kValid);
   EXPECT_EQ(kind, v1::BOOKING_CONFIRMED);
   // Another replica started later agrees on the same deadline.
-  clock.Set(kDomain + absl::Hours(24 * 300));
+  clock_.Set(kDomain + absl::Hours(24 * 300));
   MailModule later(c, MailOptions(), std::make_unique<TwoPeople>());
   EXPECT_EQ(*later.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kValid);
-  clock.Set(kDomain + absl::Hours(24 * 365));
+  clock_.Set(kDomain + absl::Hours(24 * 365));
   EXPECT_EQ(*later.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
   EXPECT_EQ(*m.CheckUnsubscribeToken(legacy, &user, &kind), MailModule::TokenCheck::kExpired);
 }
 
 TEST_F(MailQueueTest, AnOldUnsubscribeLinkFirstUsedMoreThanOneValidityAfterTheStartIsExpired) {
-  FakeClock clock(kDomain), wall(kWall);
-  NotifyContext c;
-  c.redis = pool_.get();
-  c.clock = &clock;
-  c.wall = &wall;
+  NotifyContext c = Context();
   MailModule m(c, MailOptions(), std::make_unique<TwoPeople>());
   ASSERT_TRUE(m.RecordUpgradeStart().ok());  // what Start does
   auto key = queue_->UnsubscribeKey();
   ASSERT_TRUE(key.ok());
   const std::string legacy = LegacyUnsubscribeToken(*key, "ana:BOOKING_CONFIRMED");
   // First clicked two years after the start, on a replica started since.
-  clock.Set(kDomain + absl::Hours(24 * 730));
+  clock_.Set(kDomain + absl::Hours(24 * 730));
   MailModule later(c, MailOptions(), std::make_unique<TwoPeople>());
   ASSERT_TRUE(later.RecordUpgradeStart().ok());
   std::string user;
@@ -887,17 +879,7 @@ TEST_F(MailQueueTest, AnOldUnsubscribeLinkFirstUsedMoreThanOneValidityAfterTheSt
 // the mail, whichever way it died: refused before queueing, given up by its
 // sender, or left in flight by a sender that stopped.
 TEST_F(MailQueueTest, MailDeadLetteredCarriesTheTraceIdOfTheEventThatCausedTheMail) {
-  FakeClock clock(kDomain), wall(kWall);
-  NotifyContext c;
-  c.redis = pool_.get();
-  c.clock = &clock;
-  c.wall = &wall;
-  c.consumer = "me";
-  MailOptions options;
-  options.smtp.server = "127.0.0.1:1";  // nothing listens: the one attempt fails
-  options.smtp.timeout = absl::Seconds(2);
-  options.max_attempts = 1;
-  MailModule m(c, options, std::make_unique<TwoPeople>());
+  MailModule& m = DeadLetteringModule(std::make_unique<TwoPeople>());
   ASSERT_TRUE(m.HandleEvent(Confirmed("e-eve", "users/eve", "trace-eve")).ok());
   ASSERT_TRUE(m.HandleEvent(Confirmed("e-ana", "users/ana", "trace-ana")).ok());
   auto sent = m.SendDue();
@@ -970,11 +952,7 @@ std::vector<std::string> Queued(RedisPool* pool, MailQueue* q) {
 // that can never succeed (NOT_FOUND, INVALID_ARGUMENT) is nobody: the event
 // is done. One that may succeed later (UNAVAILABLE) still fails it.
 TEST_F(MailQueueTest, APaymentFromASubsidyPoolMailsThePayeesBillingAdminsAndIsDone) {
-  FakeClock clock(kDomain), wall(kWall);
-  NotifyContext c;
-  c.redis = pool_.get();
-  c.clock = &clock;
-  c.wall = &wall;
+  NotifyContext c = Context();
   auto people = std::make_unique<BillingPeople>();
   BillingPeople* asked = people.get();
   MailModule m(c, MailOptions(), std::move(people));
@@ -1016,11 +994,7 @@ TEST_F(MailQueueTest, APaymentFromASubsidyPoolMailsThePayeesBillingAdminsAndIsDo
 // the same reminder scheduled again by a later event of the booking (its
 // confirmation after approval) is not sent twice.
 TEST_F(MailQueueTest, ABookingMadeWithinTheLeadTimeGetsItsReminderAtOnceAndOnce) {
-  FakeClock clock(kDomain), wall(kWall);
-  NotifyContext c;
-  c.redis = pool_.get();
-  c.clock = &clock;
-  c.wall = &wall;
+  NotifyContext c = Context();
   MailOptions o;
   o.interpret.reminder_lead = absl::Hours(24);
   MailModule m(c, o, std::make_unique<TwoPeople>());
@@ -1036,7 +1010,7 @@ TEST_F(MailQueueTest, ABookingMadeWithinTheLeadTimeGetsItsReminderAtOnceAndOnce)
   *b->mutable_reserved_interval()->mutable_start_time() = ToProto(kDomain + absl::Hours(3));
   *b->mutable_reserved_interval()->mutable_end_time() = ToProto(kDomain + absl::Hours(4));
   ASSERT_TRUE(m.HandleEvent(StreamEvent{"1-0", "labshare.booking.v1.BookingEvent", e.SerializeAsString()}).ok());
-  clock.Advance(absl::Seconds(1));
+  clock_.Advance(absl::Seconds(1));
   auto fired = m.FireSchedules();
   ASSERT_TRUE(fired.ok()) << fired.status();
   EXPECT_EQ(*fired, 1);
@@ -1045,7 +1019,7 @@ TEST_F(MailQueueTest, ABookingMadeWithinTheLeadTimeGetsItsReminderAtOnceAndOnce)
   // Scheduled again by another event of the booking: fired, no second mail.
   labshare::booking::v1::BookingEvent again;
   again.mutable_header()->set_event_id("confirmed");
-  *again.mutable_header()->mutable_event_time() = ToProto(clock.Now());
+  *again.mutable_header()->mutable_event_time() = ToProto(clock_.Now());
   *again.mutable_booking_confirmed()->mutable_booking() = *b;
   again.mutable_booking_confirmed()->set_via_approval(true);
   ASSERT_TRUE(m.HandleEvent(StreamEvent{"2-0", "labshare.booking.v1.BookingEvent", again.SerializeAsString()}).ok());
@@ -1057,21 +1031,11 @@ TEST_F(MailQueueTest, ABookingMadeWithinTheLeadTimeGetsItsReminderAtOnceAndOnce)
 // subject it was sent with (it used to show "digest"); its event_id is
 // "digest:{user id}:{due time, Unix ms}" (notify.proto).
 TEST_F(MailQueueTest, ADeadDigestShowsTheSubjectItWasSentWith) {
-  FakeClock clock(kDomain), wall(kWall);
-  NotifyContext c;
-  c.redis = pool_.get();
-  c.clock = &clock;
-  c.wall = &wall;
-  c.consumer = "me";
-  MailOptions options;
-  options.smtp.server = "127.0.0.1:1";  // nothing listens: the one attempt fails
-  options.smtp.timeout = absl::Seconds(2);
-  options.max_attempts = 1;
-  MailModule m(c, options, std::make_unique<TwoPeople>());
+  MailModule& m = DeadLetteringModule(std::make_unique<TwoPeople>());
   const absl::Time due = kDomain + absl::Hours(1);
   ASSERT_TRUE(queue_->Enqueue("d1", Mail("bo", "first"), true, due, kWall, kDomain).ok());
   ASSERT_TRUE(queue_->Enqueue("d2", Mail("bo", "second"), true, due, kWall, kDomain).ok());
-  clock.Set(due);
+  clock_.Set(due);
   ASSERT_EQ(*m.MakeDigests(), 1);
   auto sent = m.SendDue();
   ASSERT_TRUE(sent.ok()) << sent.status();
@@ -1085,6 +1049,71 @@ TEST_F(MailQueueTest, ADeadDigestShowsTheSubjectItWasSentWith) {
   ASSERT_FALSE(DeadLetteredEvents().empty());
   EXPECT_EQ(DeadLetteredEvents().back().mail_dead_lettered().dead_letter().subject(),
             "LabShare daily digest: 2 notifications");
+}
+
+// A digest carries its real subject from the moment it is made (it used to
+// carry "digest" until its first attempt): one whose sender stopped between
+// claiming and sending dies showing it, in the recipient's language; a dead
+// digest stored with the placeholder by an older version shows it too.
+TEST_F(MailQueueTest, ADigestHasItsSubjectFromTheMomentItIsMade) {
+  const absl::Time due = kDomain + absl::Hours(1);
+  Fields zh = Mail("cy", "third");
+  zh["lang"] = "zh-CN";
+  ASSERT_TRUE(queue_->Enqueue("d1", Mail("bo", "first"), true, due, kWall, kDomain).ok());
+  ASSERT_TRUE(queue_->Enqueue("d2", Mail("bo", "second"), true, due, kWall, kDomain).ok());
+  ASSERT_TRUE(queue_->Enqueue("d3", zh, true, due, kWall, kDomain).ok());
+  ASSERT_EQ(*queue_->MakeDigests(due, kWall, 10), 2);
+  const std::string bo = absl::StrCat("dg-bo-", absl::ToUnixMillis(due));
+  const std::string cy = absl::StrCat("dg-cy-", absl::ToUnixMillis(due));
+  EXPECT_EQ((*queue_->Load(bo))["subject"], "LabShare daily digest: 2 notifications");
+  EXPECT_EQ((*queue_->Load(cy))["subject"], "LabShare 每日摘要：1 条通知");
+  // The subject the send renders is the one stored.
+  RenderContext en;
+  en.language = "en";
+  EXPECT_EQ(RenderDigest({{"first", "t", "h"}, {"second", "t", "h"}}, en).subject,
+            (*queue_->Load(bo))["subject"]);
+
+  // Claimed, then the sender is gone: DELIVERY_UNCERTAIN with the subject.
+  ASSERT_EQ(queue_->Claim("gone", kWall, 10)->size(), 2u);
+  ASSERT_EQ(*queue_->RecoverInFlight("gone", absl::InfinitePast(), kWall, kDomain), 2);
+  std::map<std::string, std::string> subject_of;  // recipient -> subject
+  for (const v1::NotifyEvent& ev : DeadLetteredEvents()) {
+    subject_of[ev.mail_dead_lettered().dead_letter().recipient()] = ev.mail_dead_lettered().dead_letter().subject();
+  }
+  EXPECT_EQ(subject_of, (std::map<std::string, std::string>{{"users/bo", "LabShare daily digest: 2 notifications"},
+                                                            {"users/cy", "LabShare 每日摘要：1 条通知"}}));
+  auto dead = queue_->ListDead("", 10, "", v1::DeadLetter::REASON_UNSPECIFIED);
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->size(), 2u);
+  for (const auto& row : *dead) {
+    EXPECT_NE(DeadLetterFromFields(row.id, row.fields).subject(), "digest") << row.id;
+  }
+
+  // A dead digest an older version stored with the placeholder.
+  Fields old = Mail("bo", "digest");
+  old["kind"] = "DIGEST";
+  old["parts"] = "p1,p2,p3";
+  EXPECT_EQ(DeadLetterFromFields("dg-old", old).subject(), "LabShare daily digest: 3 notifications");
+  old["lang"] = "zh-CN";
+  EXPECT_EQ(DeadLetterFromFields("dg-old", old).subject(), "LabShare 每日摘要：3 条通知");
+}
+
+// notify.proto: a mail is in the recipient's zone, else the facility's,
+// else --default_time_zone. A facility zone that is no IANA name (stored
+// before inventory checked: "localtime") counts as none.
+TEST_F(MailQueueTest, AFacilityZoneThatIsNoIanaNameCountsAsNone) {
+  MailModule m(Context(), MailOptions(), std::make_unique<TwoPeople>("localtime"));
+  ASSERT_TRUE(m.HandleEvent(Confirmed("e-ana", "users/ana")).ok());
+  auto claimed = m.queue().Claim("s", kWall, 10);
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*m.queue().Load((*claimed)[0]))["tz"], "Asia/Shanghai");
+  // An IANA one is the mail's zone.
+  MailModule berlin(Context(), MailOptions(), std::make_unique<TwoPeople>("Europe/Berlin"));
+  ASSERT_TRUE(berlin.HandleEvent(Confirmed("e-ana-2", "users/ana")).ok());
+  claimed = berlin.queue().Claim("s", kWall, 10);
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*berlin.queue().Load((*claimed)[0]))["tz"], "Europe/Berlin");
 }
 
 }  // namespace

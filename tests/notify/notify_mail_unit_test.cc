@@ -3,6 +3,8 @@
 // link, unsubscribe), money, MIME and message ids.
 #include <gtest/gtest.h>
 
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "common/proto_util.h"
@@ -10,8 +12,11 @@
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "services/notify/notify_mail_kinds.h"
+#include "services/notify/notify_mail_module.h"
 #include "services/notify/notify_mail_queue.h"
 #include "services/notify/notify_mail_smtp.h"
+
+ABSL_DECLARE_FLAG(std::string, default_time_zone);
 
 namespace labshare::notify {
 namespace {
@@ -506,6 +511,24 @@ TEST(MimeTest, OnlyPlainAddressesAreValid) {
   EXPECT_FALSE(ValidMailAddress(std::string(246, 'a') + "@lab.test", &why));  // 255
   EXPECT_EQ(why, "empty or longer than 254 characters");
   EXPECT_TRUE(ValidMailAddress(std::string(245, 'a') + "@lab.test"));  // 254
+}
+
+// --default_time_zone is an IANA name (notify.proto): names the zone
+// library also takes (the host's zone, fixed offsets, files) stop the
+// notifier at start.
+TEST(MailFlags, DefaultTimeZoneIsAnIanaName) {
+  const std::string saved = absl::GetFlag(FLAGS_default_time_zone);
+  for (const char* zone : {"localtime", "Fixed/UTC+08:00:00", "/usr/share/zoneinfo/Asia/Shanghai", "Mars/Olympus"}) {
+    absl::SetFlag(&FLAGS_default_time_zone, zone);
+    auto options = MailOptionsFromFlags();
+    EXPECT_EQ(options.status().code(), absl::StatusCode::kInvalidArgument) << zone;
+    EXPECT_TRUE(absl::StrContains(options.status().message(), "--default_time_zone")) << options.status();
+  }
+  absl::SetFlag(&FLAGS_default_time_zone, "Europe/Berlin");
+  auto options = MailOptionsFromFlags();
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->default_time_zone, "Europe/Berlin");
+  absl::SetFlag(&FLAGS_default_time_zone, saved);
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
 #include "services/cli/format.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -10,6 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/currency.h"
 #include "common/grpc_status.h"
 #include "common/time_zone.h"
 #include "google/protobuf/descriptor.h"
@@ -266,10 +272,8 @@ std::string Scalar(const pb::Message& m, const pb::FieldDescriptor* f, int index
                                     absl::Nanoseconds(sr->GetInt32(sub, d->FindFieldByName("nanos"))));
       }
       if (type == "labshare.type.v1.Money") {
-        const int64_t v = sr->GetInt64(sub, d->FindFieldByName("amount_minor"));
-        const int64_t a = v < 0 ? -v : v;
-        return absl::StrCat(v < 0 ? "-" : "", a / 100, ".", a % 100 < 10 ? "0" : "", a % 100, " ",
-                            sr->GetString(sub, d->FindFieldByName("currency_code")));
+        return FormatMoney(sr->GetInt64(sub, d->FindFieldByName("amount_minor")),
+                           sr->GetString(sub, d->FindFieldByName("currency_code")));
       }
       if (type == "labshare.type.v1.Interval") {
         return absl::StrCat(Scalar(sub, d->FindFieldByName("start_time"), 0, zone), " .. ",
@@ -456,6 +460,77 @@ std::string StatusJson(const grpc::Status& status, int exit_code) {
 std::string LocalErrorJson(const std::string& code, const std::string& message, int exit_code) {
   return absl::StrCat("{\"code\":", JsonQuote(code), ",\"reason\":\"\",\"domain\":\"labshare-cli\",\"message\":",
                       JsonQuote(message), ",\"metadata\":{},\"field_violations\":[],\"exit_code\":", exit_code, "}");
+}
+
+// ------------------------------------------------------------ files
+
+const pb::FieldDescriptor* RawContentField(const pb::Descriptor* d) {
+  for (const char* name : {"content", "data", "chunk", "csv"}) {
+    const pb::FieldDescriptor* f = d->FindFieldByName(name);
+    if (f != nullptr && f->type() == pb::FieldDescriptor::TYPE_BYTES && !f->is_repeated()) return f;
+  }
+  return nullptr;
+}
+
+bool OtherOneofMemberSet(const pb::Message& m, const pb::FieldDescriptor* raw) {
+  const pb::OneofDescriptor* o = raw->containing_oneof();
+  if (o == nullptr) return false;
+  const pb::FieldDescriptor* set = m.GetReflection()->GetOneofFieldDescriptor(m, o);
+  return set != nullptr && set != raw;
+}
+
+// ------------------------------------------------------------ money
+
+std::string FormatMoney(int64_t amount_minor, const std::string& currency) {
+  const int digits = CurrencyMinorDigits(currency);
+  // |INT64_MIN| does not fit in int64_t: work in unsigned.
+  const uint64_t a = amount_minor < 0 ? 0 - static_cast<uint64_t>(amount_minor) : static_cast<uint64_t>(amount_minor);
+  uint64_t scale = 1;
+  for (int i = 0; i < digits; ++i) scale *= 10;
+  std::string out = absl::StrCat(amount_minor < 0 ? "-" : "", a / scale);
+  if (digits > 0) {
+    std::string frac = std::to_string(a % scale);
+    absl::StrAppend(&out, ".", std::string(static_cast<size_t>(digits) - frac.size(), '0'), frac);
+  }
+  return absl::StrCat(out, " ", currency);
+}
+
+bool ParseMoney(std::string_view text, int64_t* amount_minor, std::string* currency, std::string* error) {
+  std::vector<std::string> parts =
+      absl::StrSplit(absl::StripAsciiWhitespace(absl::string_view(text.data(), text.size())), ' ', absl::SkipEmpty());
+  if (parts.empty() || parts.size() > 2) {
+    *error = "money like \"500.00 CNY\"";
+    return false;
+  }
+  *currency = parts.size() == 2 ? parts[1] : "CNY";
+  const int digits = CurrencyMinorDigits(*currency);
+  absl::string_view n = parts[0];
+  const bool negative = absl::ConsumePrefix(&n, "-");
+  const size_t dot = n.find('.');
+  const absl::string_view whole = n.substr(0, dot);
+  const absl::string_view frac = dot == absl::string_view::npos ? absl::string_view() : n.substr(dot + 1);
+  auto all_digits = [](absl::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (!all_digits(whole) || (dot != absl::string_view::npos && !all_digits(frac))) {
+    *error = "money like \"500.00 CNY\"";
+    return false;
+  }
+  if (frac.size() > static_cast<size_t>(digits)) {
+    *error = digits == 0 ? absl::StrCat(*currency, " has no minor unit: a whole amount like \"500 ", *currency, "\"")
+                         : absl::StrCat(*currency, " has ", digits, digits == 1 ? " decimal" : " decimals",
+                                        ", not ", frac.size());
+    return false;
+  }
+  // whole * 10^digits + frac (padded to the currency's digits), exactly.
+  uint64_t value = 0;
+  const std::string scaled = absl::StrCat(whole, frac, std::string(static_cast<size_t>(digits) - frac.size(), '0'));
+  if (!absl::SimpleAtoi(scaled, &value) || value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    *error = "the amount does not fit in 64-bit minor units";
+    return false;
+  }
+  *amount_minor = negative ? -static_cast<int64_t>(value) : static_cast<int64_t>(value);
+  return true;
 }
 
 }  // namespace labshare::cli

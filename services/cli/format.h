@@ -5,6 +5,7 @@
 #define LABSHARE_SERVICES_CLI_FORMAT_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <ostream>
@@ -76,6 +77,34 @@ void PrintFields(const google::protobuf::Message& m, const PrintOptions& options
 // when rows are in different zones a ZONE column names each row's. False
 // (nothing printed) when the answer is not a list.
 bool PrintTable(const google::protobuf::Message& m, const PrintOptions& options, std::ostream& out);
+
+// ------------------------------------------------------------ files
+
+// The field of an answer that is a file or a piece of one, which the client
+// writes to stdout as it is (without --json): a non-repeated bytes field
+// named content, data, chunk or csv (InvoiceDocument.content,
+// CsvChunk.data, ExportAuditTrailResponse.data, ExportUsageResponse.csv);
+// nullptr when the type has none. Other bytes fields (hashes, signatures)
+// print as hex.
+const google::protobuf::FieldDescriptor* RawContentField(const google::protobuf::Descriptor* d);
+
+// Whether m has another member of raw's oneof set: then m is no piece of the
+// file (ExportUsageResponse.rows) and prints as an answer.
+bool OtherOneofMemberSet(const google::protobuf::Message& m, const google::protobuf::FieldDescriptor* raw);
+
+// ------------------------------------------------------------ money
+
+// Minor units as a decimal amount with the currency's ISO 4217 digits
+// (common/currency.h): 150000 CNY -> "1500.00 CNY", 1500 JPY -> "1500 JPY",
+// 1500 KWD -> "1.500 KWD", -5 CNY -> "-0.05 CNY".
+std::string FormatMoney(int64_t amount_minor, const std::string& currency);
+
+// "AMOUNT [CURRENCY]" (CNY when none) in major units -> minor units: "500 CNY"
+// and "500.00 CNY" are 50000, "1.5 KWD" 1500, "1500 JPY" 1500; a leading "-"
+// is kept. More decimals than the currency has ("500.001 CNY", "1.5 JPY"),
+// anything but digits and one ".", or more than 64 bits is refused (false,
+// *error says why).
+bool ParseMoney(std::string_view text, int64_t* amount_minor, std::string* currency, std::string* error);
 
 // ------------------------------------------------------------ errors
 

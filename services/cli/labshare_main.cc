@@ -7,13 +7,21 @@
 // Every RPC of inventory, booking, billing and usage is reachable: the
 // request is built by reflection from --field=value flags (dotted paths into
 // sub-messages, repeated fields by repeating the flag, enums by name,
-// timestamps as RFC 3339, durations as "90m"/"2h"/"3600s", money as
-// "500.00 CNY" or minor units), or from JSON (--request or --request_file,
+// timestamps as RFC 3339, durations as "90m"/"2h"/"3600s", money in major
+// units as "500.00 CNY" or "500 CNY" (both 50000 minor units; at most the
+// currency's ISO 4217 digits: "1500 JPY", "1.500 KWD"; CNY when no currency
+// is named), or from JSON (--request or --request_file,
 // "-" for stdin). A lone positional argument fills the request's "name"
 // field (or its only string field). A boolean field or flag given without a
 // value is true ("--validate_only" = "--validate_only=true"; "--json").
 // Answers print as a table (lists) or as "field: value" lines; --json prints
-// the protobuf JSON instead (times in UTC). Times print in RFC 3339 in the
+// the protobuf JSON instead (times in UTC). Money prints with its
+// currency's digits ("1500.00 CNY", "1500 JPY", "1.500 KWD"). A document or
+// file (a bytes field named content, data, chunk or csv: GetInvoiceDocument,
+// the CSV and JSONL export streams) is written to stdout as it is, for
+// `> invoice.pdf`; the answer's other fields of a unary call go to stderr as
+// "field: value" lines (--json: base64 in the JSON, as protobuf JSON has it).
+// Times print in RFC 3339 in the
 // caller's time zone ($TZ, else the system's); in tables of resources bound
 // to an instrument (bookings, leases, orders, rates, windows, instruments),
 // in the zone of the instrument's facility, read from inventory once per
@@ -25,6 +33,9 @@
 // LABSHARE_TOKEN, LABSHARE_TOKEN_FILE), then the config file ($LABSHARE_CONFIG,
 // else ~/.config/labshare/config) with lines "key = value" for the same keys
 // in lower case (inventory, booking, billing, usage, token, token_file).
+// The token: --token, --token_file, then LABSHARE_TOKEN, LABSHARE_TOKEN_FILE,
+// then the config file's token, token_file (a source's file before the next
+// source), then the sign-in stored by `labshare login`.
 // Defaults: 127.0.0.1:50051..50054 (the local launcher).
 // Transport: with --tls_ca=FILE (LABSHARE_TLS_CA, config tls_ca) calls go
 // over TLS trusting that CA (--tls_cert/--tls_key add a client
@@ -151,22 +162,6 @@ std::shared_ptr<grpc::Channel> ChannelOrFail(const std::string& address,
 
 // --- building requests -------------------------------------------------------
 
-bool ParseMoney(absl::string_view v, int64_t* minor, std::string* currency) {
-  std::vector<std::string> parts = absl::StrSplit(absl::StripAsciiWhitespace(v), ' ', absl::SkipEmpty());
-  if (parts.empty() || parts.size() > 2) return false;
-  *currency = parts.size() == 2 ? parts[1] : "CNY";
-  const std::string& n = parts[0];
-  const size_t dot = n.find('.');
-  if (dot == std::string::npos) return absl::SimpleAtoi(n, minor);
-  int64_t whole = 0, frac = 0;
-  std::string f = n.substr(dot + 1);
-  if (f.size() > 2 || !absl::SimpleAtoi(n.substr(0, dot), &whole)) return false;
-  while (f.size() < 2) f += "0";
-  if (!absl::SimpleAtoi(f, &frac)) return false;
-  *minor = whole * 100 + (whole < 0 || n[0] == '-' ? -frac : frac);
-  return true;
-}
-
 void SetScalar(pb::Message* msg, const pb::FieldDescriptor* f, const std::string& value) {
   const pb::Reflection* r = msg->GetReflection();
   const bool rep = f->is_repeated();
@@ -260,8 +255,10 @@ void SetScalar(pb::Message* msg, const pb::FieldDescriptor* f, const std::string
       }
       if (type == "labshare.type.v1.Money") {
         int64_t minor = 0;
-        std::string currency;
-        if (!ParseMoney(value, &minor, &currency)) Fail(kUsage, absl::StrCat("--", f->name(), ": money like \"500.00 CNY\""));
+        std::string currency, error;
+        if (!labshare::cli::ParseMoney(value, &minor, &currency, &error)) {
+          Fail(kUsage, absl::StrCat("--", f->name(), ": ", error));
+        }
         const pb::Reflection* sr = sub->GetReflection();
         const pb::Descriptor* d = sub->GetDescriptor();
         sr->SetString(sub, d->FindFieldByName("currency_code"), currency);
@@ -563,13 +560,31 @@ int main(int argc, char** argv) {
   };
   std::string address = setting(service->name);
   if (address.empty()) address = service->default_address;
-  std::string token = setting("token");
-  if (token.empty() && !setting("token_file").empty()) {
-    std::ifstream in(setting("token_file"));
-    if (!in) Fail(kLocal, "cannot read token file " + setting("token_file"));
-    std::getline(in, token);
-  }
-  if (token.empty()) token = labshare::cli::StoredAccessToken();  // from `labshare login`
+  // The token, source by source: the flags (--token, then --token_file), the
+  // environment (LABSHARE_TOKEN, then LABSHARE_TOKEN_FILE), the config file
+  // (token, then token_file); then the stored sign-in.
+  std::string token;
+  auto read_token_file = [&](const std::string& path) {
+    std::ifstream in(path);
+    if (!in) Fail(kLocal, "cannot read token file " + path);
+    std::string line;
+    std::getline(in, line);
+    return line;
+  };
+  auto from_source = [&](const char* t, const char* t_file) {
+    if (t != nullptr && *t != '\0') return std::string(t);
+    if (t_file != nullptr && *t_file != '\0') return read_token_file(t_file);
+    return std::string();
+  };
+  auto flag = [&](const char* key) { return global.count(key) ? global.at(key).c_str() : nullptr; };
+  auto conf = [&](const char* key) {
+    auto it = config.find(key);
+    return it == config.end() ? nullptr : it->second.c_str();
+  };
+  token = from_source(flag("token"), flag("token_file"));
+  if (token.empty()) token = from_source(std::getenv("LABSHARE_TOKEN"), std::getenv("LABSHARE_TOKEN_FILE"));
+  if (token.empty()) token = from_source(conf("token"), conf("token_file"));
+  if (token.empty()) token = labshare::cli::StoredAccessToken(global);  // from `labshare login`
   absl::Duration timeout = absl::Seconds(30);
   if (global.count("timeout") && !absl::ParseDuration(global["timeout"], &timeout)) Fail(kUsage, "--timeout like 30s");
 
@@ -595,12 +610,13 @@ int main(int argc, char** argv) {
     const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::SERVER_STREAMING);
     std::unique_ptr<grpc::ClientReader<pb::Message>> reader(
         grpc::internal::ClientReaderFactory<pb::Message>::Create(channel.get(), method, &ctx, *request));
+    const pb::FieldDescriptor* raw = labshare::cli::RawContentField(md->output_type());
     while (reader->Read(response.get())) {
-      // CSV and JSONL chunks print raw; other messages as answers.
-      const pb::FieldDescriptor* data = md->output_type()->FindFieldByName("data");
-      if (data == nullptr) data = md->output_type()->FindFieldByName("chunk");
-      if (data != nullptr && data->type() == pb::FieldDescriptor::TYPE_BYTES && !json) {
-        std::cout << response->GetReflection()->GetString(*response, data);
+      // CSV and JSONL pieces print raw (a message of the stream without its
+      // piece, the trailer, prints nothing); a message carrying another
+      // member of the piece's oneof (ExportUsage's rows) as an answer.
+      if (raw != nullptr && !json && !labshare::cli::OtherOneofMemberSet(*response, raw)) {
+        std::cout << response->GetReflection()->GetString(*response, raw);
       } else {
         PrintAnswer(*response, json, options);
       }
@@ -611,7 +627,16 @@ int main(int argc, char** argv) {
     const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC);
     status = grpc::internal::BlockingUnaryCall<pb::Message, pb::Message>(channel.get(), method, &ctx, *request,
                                                                          response.get());
-    if (status.ok()) PrintAnswer(*response, json, options);
+    const pb::FieldDescriptor* raw = labshare::cli::RawContentField(md->output_type());
+    if (status.ok() && raw != nullptr && !json && !labshare::cli::OtherOneofMemberSet(*response, raw)) {
+      // A document (GetInvoiceDocument): its bytes as they are, for
+      // `> invoice.pdf`; the other fields (file name, content type) to stderr.
+      std::cout << response->GetReflection()->GetString(*response, raw) << std::flush;
+      response->GetReflection()->ClearField(response.get(), raw);
+      labshare::cli::PrintFields(*response, options, std::cerr);
+    } else if (status.ok()) {
+      PrintAnswer(*response, json, options);
+    }
   }
   if (!status.ok()) {
     const int code = static_cast<int>(status.error_code());

@@ -20,6 +20,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -29,6 +30,7 @@
 #include "common/channel.h"
 #include "common/grpc_status.h"
 #include "common/http_client.h"
+#include "services/cli/format.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "labshare/identity/v1/identity.grpc.pb.h"
@@ -46,21 +48,46 @@ constexpr char kDeviceGrant[] = "urn:ietf:params:oauth:grant-type:device_code";
 // Renew the access token when fewer than this remain.
 constexpr absl::Duration kRefreshMargin = absl::Seconds(60);
 
+// Under --json, errors are one JSON object on one line on stderr, as for
+// every other command of the client (format.h StatusJson, LocalErrorJson).
+bool g_json_errors = false;
+
+bool JsonFlag(const std::map<std::string, std::string>& flags) {
+  const auto it = flags.find("json");
+  bool json = false;
+  return it != flags.end() && absl::SimpleAtob(it->second, &json) && json;
+}
+
+// The client's own failure: exit 2 (usage) or 3 (local).
 [[noreturn]] void Fail(int code, const std::string& message) {
-  std::cerr << "error: " << message << "\n";
+  if (g_json_errors) {
+    std::cerr << LocalErrorJson(code == kUsage ? "USAGE" : "LOCAL", message, code) << "\n";
+  } else {
+    std::cerr << "error: " << message << "\n";
+  }
   std::exit(code);
 }
 
 [[noreturn]] void FailRpc(const grpc::Status& status) {
-  static const char* kCodes[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-                                 "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
   const int code = static_cast<int>(status.error_code());
-  const std::string reason = GrpcErrorReason(status);
-  std::cerr << "error: " << (code >= 0 && code <= 16 ? kCodes[code] : "UNKNOWN") << (reason.empty() ? "" : " " + reason)
-            << ": " << status.error_message() << "\n";
+  if (g_json_errors) {
+    std::cerr << StatusJson(status, 10 + code) << "\n";
+  } else {
+    const std::string reason = GrpcErrorReason(status);
+    std::cerr << "error: " << CodeName(code) << (reason.empty() ? "" : " " + reason) << ": " << status.error_message()
+              << "\n";
+  }
   std::exit(10 + code);
+}
+
+// Nobody (any longer) signed in: exit 26, as UNAUTHENTICATED from a service.
+[[noreturn]] void FailNotSignedIn(const std::string& message) {
+  if (g_json_errors) {
+    std::cerr << StatusJson(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, message), 26) << "\n";
+  } else {
+    std::cerr << "error: " << message << "\n";
+  }
+  std::exit(26);
 }
 
 std::string ConfigDir() {
@@ -231,17 +258,10 @@ Credentials FromResponse(const idv1::TokenResponse& r, const std::string& invent
 // The channel to inventory: TLS as for every other call of the client
 // (tls_ca / tls_cert / tls_key from the flags, LABSHARE_TLS_*, the config
 // file); plaintext only to loopback (common/channel.h).
-std::unique_ptr<idv1::IdentityService::Stub> IdentityStub(const std::string& address,
-                                                          const Settings* settings = nullptr) {
-  static const std::map<std::string, std::string> kNoFlags;
-  const Settings fallback(kNoFlags);
-  const Settings& s = settings != nullptr ? *settings : fallback;
+std::unique_ptr<idv1::IdentityService::Stub> IdentityStub(const std::string& address, const Settings& s) {
   auto channel = labshare::MakeChannelWithFiles(
       address, labshare::TlsFiles{s.Get("tls_cert"), s.Get("tls_key"), s.Get("tls_ca")});
-  if (!channel.ok()) {
-    std::cerr << "error: " << channel.status().message() << "\n";
-    std::exit(3);
-  }
+  if (!channel.ok()) Fail(kLocal, std::string(channel.status().message()));
   return idv1::IdentityService::NewStub(*channel);
 }
 
@@ -349,11 +369,12 @@ void PrintWho(const Credentials& c, bool json) {
 }
 
 // Renews `c` through RefreshToken when fewer than kRefreshMargin remain.
-// Caller holds the CredentialsLock and has loaded `c` under it.
-void RefreshIfNeeded(Credentials& c) {
+// Caller holds the CredentialsLock and has loaded `c` under it. The channel
+// to inventory takes the command's TLS settings.
+void RefreshIfNeeded(Credentials& c, const Settings& settings) {
   if (absl::Now() + kRefreshMargin < c.expire_time) return;
-  if (c.refresh_token.empty()) Fail(26, "the stored sign-in has expired; run labshare login");
-  auto stub = IdentityStub(c.inventory.empty() ? kDefaultInventory : c.inventory);
+  if (c.refresh_token.empty()) FailNotSignedIn("the stored sign-in has expired; run labshare login");
+  auto stub = IdentityStub(c.inventory.empty() ? kDefaultInventory : c.inventory, settings);
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
   idv1::RefreshTokenRequest req;
@@ -380,7 +401,7 @@ int Login(const Settings& settings) {
   http.ca_file = settings.Get("oidc_ca_file");
   const std::string id_token = DeviceFlow(issuer, settings.Get("client_id", "labshare-cli"), http);
   const std::string inventory = settings.Get("inventory", kDefaultInventory);
-  auto stub = IdentityStub(inventory, &settings);
+  auto stub = IdentityStub(inventory, settings);
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
   idv1::ExchangeTokenRequest req;
@@ -396,7 +417,7 @@ int Login(const Settings& settings) {
   return 0;
 }
 
-int Logout() {
+int Logout(const Settings& settings) {
   CredentialsLock lock;
   auto c = LoadCredentials();
   if (!c) {
@@ -405,7 +426,7 @@ int Logout() {
   }
   grpc::Status st;
   if (!c->refresh_token.empty()) {
-    auto stub = IdentityStub(c->inventory.empty() ? kDefaultInventory : c->inventory);
+    auto stub = IdentityStub(c->inventory.empty() ? kDefaultInventory : c->inventory, settings);
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
     idv1::RevokeTokenRequest req;
@@ -417,22 +438,23 @@ int Logout() {
     Fail(kLocal, absl::StrCat("cannot delete ", CredentialsPath(), ": ", std::strerror(errno)));
   }
   if (!st.ok()) {
-    std::cerr << "The stored tokens are deleted, but the session could not be revoked at " << c->inventory
-              << "; it ends by itself when its refresh token expires.\n";
+    const std::string note = absl::StrCat("The stored tokens are deleted, but the session could not be revoked at ",
+                                          c->inventory, "; it ends by itself when its refresh token expires.");
+    if (g_json_errors) {  // one JSON object: the note goes into its message
+      FailRpc(grpc::Status(st.error_code(), absl::StrCat(note, " ", st.error_message()), st.error_details()));
+    }
+    std::cerr << note << "\n";
     FailRpc(st);
   }
   std::cout << "Signed out " << c->user << "." << "\n";
   return 0;
 }
 
-int WhoAmI(bool json) {
+int WhoAmI(bool json, const Settings& settings) {
   CredentialsLock lock;
   auto c = LoadCredentials();
-  if (!c) {
-    std::cerr << "error: not signed in; run labshare login\n";
-    return 26;  // as UNAUTHENTICATED
-  }
-  RefreshIfNeeded(*c);
+  if (!c) FailNotSignedIn("not signed in; run labshare login");
+  RefreshIfNeeded(*c, settings);
   PrintWho(*c, json);
   return 0;
 }
@@ -466,31 +488,41 @@ bool IsAccountCommand(const std::string& word) {
 }
 
 int RunAccountCommand(const std::string& command, const std::map<std::string, std::string>& flags) {
-  static const std::set<std::string> kKnown = {"issuer", "client_id", "oidc_ca_file", "inventory", "json", "timeout"};
+  g_json_errors = JsonFlag(flags);
+  static const std::set<std::string> kKnown = {"issuer",   "client_id", "oidc_ca_file", "inventory", "json",
+                                               "timeout",  "tls_ca",    "tls_cert",     "tls_key"};
   for (const auto& [key, value] : flags) {
+    if (key == "token" || key == "token_file") {
+      Fail(kUsage, absl::StrCat("labshare ", command, ": --", key,
+                                " does not apply: the account commands use the sign-in stored by labshare login"));
+    }
     if (!kKnown.count(key)) Fail(kUsage, absl::StrCat("labshare ", command, ": unknown flag --", key));
+  }
+  if (auto it = flags.find("json"); it != flags.end()) {
+    bool json = false;
+    if (!absl::SimpleAtob(it->second, &json)) Fail(kUsage, "--json: true or false");
   }
   const Settings settings(flags);
   if (command == "login") return Login(settings);
-  if (command == "logout") return Logout();
+  if (command == "logout") return Logout(settings);
   if (command == "token") {
     // For scripts calling the HTTP API: the access token, renewed first
     // when fewer than 60 s remain.
-    const std::string token = StoredAccessToken();
+    const std::string token = StoredAccessToken(flags);
     if (token.empty()) Fail(kLocal, "labshare token: nobody is signed in; run `labshare login` first");
     std::printf("%s\n", token.c_str());
     return 0;
   }
-  const auto json = flags.find("json");
-  return WhoAmI(json != flags.end() && json->second != "false");
+  return WhoAmI(g_json_errors, settings);
 }
 
-std::string StoredAccessToken() {
+std::string StoredAccessToken(const std::map<std::string, std::string>& flags) {
+  g_json_errors = JsonFlag(flags);
   if (access(CredentialsPath().c_str(), F_OK) != 0) return "";
   CredentialsLock lock;
   auto c = LoadCredentials();
   if (!c) return "";
-  RefreshIfNeeded(*c);
+  RefreshIfNeeded(*c, Settings(flags));
   return c->access_token;
 }
 

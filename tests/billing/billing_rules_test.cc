@@ -2324,6 +2324,20 @@ TEST(Settlement, ComputeSettlementTotals) {
   EXPECT_EQ(s->pair_balances(2).debtor_organization(), Org("c"));
 }
 
+// The ComputeSettlement RPC computes with these rules: open amounts whose
+// sum for one organisation (or in all) passes 64-bit minor units are its
+// INVALID_ARGUMENT "AMOUNT_OUT_OF_RANGE" (billing.proto lists it), never a
+// wrapped total.
+TEST(Settlement, ComputeSettlementRefusesSumsPast64Bits) {
+  const int64_t big = std::numeric_limits<int64_t>::max() / 2 + 1;
+  ExpectInvalid(ComputeSettlement({{Org("a"), Org("b"), big}, {Org("a"), Org("c"), big}}, "CNY").status(),
+                "AMOUNT_OUT_OF_RANGE");
+  // Each organisation's position fits; the gross total does not.
+  ExpectInvalid(ComputeSettlement({{Org("a"), Org("b"), big}, {Org("c"), Org("d"), big}}, "CNY").status(),
+                "AMOUNT_OUT_OF_RANGE");
+  EXPECT_TRUE(ComputeSettlement({{Org("a"), Org("b"), big - 1}, {Org("c"), Org("d"), big - 1}}, "CNY").ok());
+}
+
 TEST(Settlement, NettingThenTransfersClosesEverySubLedger) {
   // Invoices: a owes b 100 (usage), b owes c 100 (lease), c owes a 30.
   const std::vector<OpenAmount> open = {

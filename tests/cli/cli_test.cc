@@ -107,11 +107,20 @@ class CliTest : public ::testing::Test {
 
   // `labshare args...` with the given environment additions (e.g. TZ).
   static CliRun Labshare(const std::vector<std::string>& args, const std::string& tz = "UTC") {
-    std::vector<std::string> cmd = {"env", "-u", "LABSHARE_TOKEN", "-u", "LABSHARE_TOKEN_FILE", "TZ=" + tz,
-                                    "LABSHARE_CONFIG=/dev/null", "LABSHARE_TLS_CA=" + testing::TestPki::Shared().ca_file(),
+    return LabshareEnv(args, {"TZ=" + tz, "LABSHARE_CONFIG=/dev/null",
+                              "LABSHARE_TLS_CA=" + testing::TestPki::Shared().ca_file()});
+  }
+
+  // `labshare args...` with exactly these LABSHARE_ settings (NAME=value)
+  // besides the two addresses; no token, TLS or config file from outside.
+  static CliRun LabshareEnv(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+    std::vector<std::string> cmd = {"env", "-u", "LABSHARE_TOKEN", "-u", "LABSHARE_TOKEN_FILE", "-u", "LABSHARE_TLS_CA",
+                                    "-u", "LABSHARE_TLS_CERT", "-u", "LABSHARE_TLS_KEY", "-u", "XDG_CONFIG_HOME",
+                                    "LABSHARE_CONFIG=/dev/null", "TZ=UTC",
                                     "LABSHARE_INVENTORY=" + inventory_->address(),
-                                    "LABSHARE_BOOKING=" + booking_->address(),
-                                    testing::LabshareBinDir() + "/labshare"};
+                                    "LABSHARE_BOOKING=" + booking_->address()};
+    cmd.insert(cmd.end(), env.begin(), env.end());
+    cmd.push_back(testing::LabshareBinDir() + "/labshare");
     cmd.insert(cmd.end(), args.begin(), args.end());
     std::vector<std::string> quoted;
     for (const auto& a : cmd) quoted.push_back(ShellQuote(a));
@@ -390,6 +399,170 @@ TEST_F(CliTest, HealthLivenessFollowsTheProcessAndReadinessFollowsRedis) {
   const CliRun misuse = Admin({"--liveness", "inventory", "ListInstruments"});
   EXPECT_EQ(misuse.exit_code, 2);
   EXPECT_EQ(misuse.err, "error: --liveness goes with labshare health\n");
+}
+
+// The token, source by source (README): the flags (--token, then
+// --token_file), then LABSHARE_TOKEN (or LABSHARE_TOKEN_FILE), then the
+// config file (token, then token_file). A token file of an earlier source
+// wins over a token of a later one.
+TEST_F(CliTest, TokenSourcesAreTriedInTurnEachWithItsFile) {
+  const std::string good = *dir_ + "/good.token", bad = *dir_ + "/bad.token";
+  std::ofstream(good) << *admin_ << "\n";
+  std::ofstream(bad) << "not-a-token\n";
+  const std::string config = *dir_ + "/token.config";
+  std::ofstream(config) << "token = not-a-token\n";
+  const std::string ca = "LABSHARE_TLS_CA=" + testing::TestPki::Shared().ca_file();
+  const std::vector<std::string> get = {"booking", "GetBooking", "bookings/bk01"};
+  // The environment's token file before the config file's token.
+  CliRun r = LabshareEnv(get, {ca, "LABSHARE_CONFIG=" + config, "LABSHARE_TOKEN_FILE=" + good});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  // The flag's token file before the environment's token.
+  std::vector<std::string> args = {"--token_file=" + good};
+  args.insert(args.end(), get.begin(), get.end());
+  r = LabshareEnv(args, {ca, "LABSHARE_TOKEN=not-a-token"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  // Within a source the token before its file.
+  args = {"--token=" + *admin_, "--token_file=" + bad};
+  args.insert(args.end(), get.begin(), get.end());
+  r = LabshareEnv(args, {ca});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = LabshareEnv(get, {ca, "LABSHARE_TOKEN=" + *admin_, "LABSHARE_TOKEN_FILE=" + bad});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  // And the config file's own pair.
+  std::ofstream(config) << "token_file = " << bad << "\ntoken = " << *admin_ << "\n";
+  r = LabshareEnv(get, {ca, "LABSHARE_CONFIG=" + config});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  // A later source is used when the earlier ones have nothing.
+  std::ofstream(config) << "token_file = " << good << "\n";
+  r = LabshareEnv(get, {ca, "LABSHARE_CONFIG=" + config});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::ofstream(config) << "token_file = " << bad << "\n";
+  r = LabshareEnv(get, {ca, "LABSHARE_CONFIG=" + config});
+  EXPECT_EQ(r.exit_code, 26) << r.out << r.err;
+}
+
+// Money typed in major units: "500 CNY" is 500.00 CNY (it was 5.00: a bare
+// number was minor units), three decimals of CNY refused.
+TEST_F(CliTest, MoneyIsTypedInMajorUnits) {
+  CliRun r = Admin({"inventory", "CreateRate", "--parent=instruments/sem-1", "--rate.mode=ON_SITE",
+                    "--rate.payer_class=NON_MEMBER", "--rate.unit=PER_HOUR", "--rate.price=500 CNY", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const google::protobuf::Struct rate = ParseJson(r.out);
+  EXPECT_EQ(rate.fields().at("price").struct_value().fields().at("amount_minor").string_value(), "50000") << r.out;
+  r = Admin({"inventory", "GetRate", rate.fields().at("name").string_value()});
+  EXPECT_NE(r.out.find("\nprice: 500.00 CNY\n"), std::string::npos) << r.out << r.err;
+  r = Admin({"inventory", "CreateRate", "--parent=instruments/sem-1", "--rate.mode=ON_SITE",
+             "--rate.payer_class=NON_MEMBER", "--rate.unit=PER_HOUR", "--rate.price=500.001 CNY"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "error: --price: CNY has 2 decimals, not 3\n");
+}
+
+// A signed-in person whose access token is due for renewal, at the suite's
+// inventory (TLS): credentials.json as `labshare login` writes it.
+void WriteDueCredentials(const std::string& xdg, const std::string& inventory) {
+  std::filesystem::create_directories(xdg + "/labshare");
+  std::filesystem::permissions(xdg + "/labshare", std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace);
+  std::ofstream(xdg + "/labshare/credentials.json")
+      << R"({"inventory":")" << inventory << R"(","issuer":"https://idp.example","access_token":"old",)"
+      << R"("expire_time":1000,"refresh_token":"not-a-refresh-token","refresh_expire_time":4102444800,)"
+      << R"("user":"users/li-wei","display_name":"","organization":"","roles":["LAB_USER"]})";
+}
+
+// login, logout, whoami and token take the TLS flags like every other
+// command (README: `labshare --tls_ca=ca.crt ...`), and the automatic
+// renewal of the stored token and the revocation at logout go over TLS with
+// them: it was "unknown flag --tls_ca" (exit 2), and a renewal with the CA
+// only on the command line went out in plaintext (UNAVAILABLE, exit 24).
+TEST_F(CliTest, AccountCommandsTakeTheTlsFlags) {
+  const std::string ca = testing::TestPki::Shared().ca_file();
+  const std::string xdg = *dir_ + "/xdg-tls";
+  const std::string home = "XDG_CONFIG_HOME=" + xdg;
+  CliRun r = LabshareEnv({"--tls_ca=" + ca, "whoami"}, {home});
+  EXPECT_EQ(r.exit_code, 26) << r.err;  // nobody signed in: no longer a usage error
+  EXPECT_EQ(r.err, "error: not signed in; run labshare login\n");
+  r = LabshareEnv({"--tls_ca=" + ca, "--tls_cert=" + ca, "--tls_key=" + ca, "logout"}, {home});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "Not signed in.\n");
+  r = LabshareEnv({"--token=x", "whoami"}, {home});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "error: labshare whoami: --token does not apply: the account commands use the sign-in stored by "
+                   "labshare login\n");
+
+  // The renewal reaches inventory over TLS, which answers (this one has no
+  // sign-in configured: FAILED_PRECONDITION SIGN_IN_NOT_CONFIGURED), where
+  // plaintext to its TLS port got no answer (UNAVAILABLE, exit 24).
+  auto refused_by_inventory = [](const CliRun& run) {
+    return run.exit_code == 19 && absl::StartsWith(run.err, "error: FAILED_PRECONDITION SIGN_IN_NOT_CONFIGURED: ");
+  };
+  WriteDueCredentials(xdg, inventory_->address());
+  r = LabshareEnv({"--tls_ca=" + ca, "whoami"}, {home});
+  EXPECT_TRUE(refused_by_inventory(r)) << r.exit_code << " " << r.err;
+  WriteDueCredentials(xdg, inventory_->address());
+  r = LabshareEnv({"--tls_ca=" + ca, "token"}, {home});
+  EXPECT_TRUE(refused_by_inventory(r)) << r.exit_code << " " << r.err;
+  // A service call without a token renews the stored one with the call's TLS flags.
+  WriteDueCredentials(xdg, inventory_->address());
+  r = LabshareEnv({"--tls_ca=" + ca, "booking", "GetBooking", "bookings/bk01"}, {home});
+  EXPECT_TRUE(refused_by_inventory(r)) << r.exit_code << " " << r.err;
+  // The config file's tls_ca as well.
+  const std::string config = *dir_ + "/tls.config";
+  std::ofstream(config) << "tls_ca = " << ca << "\n";
+  WriteDueCredentials(xdg, inventory_->address());
+  r = LabshareEnv({"whoami"}, {home, "LABSHARE_CONFIG=" + config});
+  EXPECT_TRUE(refused_by_inventory(r)) << r.exit_code << " " << r.err;
+  // logout revokes over TLS: the refresh token is unknown there, and the
+  // stored tokens are gone either way.
+  WriteDueCredentials(xdg, inventory_->address());
+  r = LabshareEnv({"--tls_ca=" + ca, "logout"}, {home});
+  EXPECT_NE(r.exit_code, 24) << r.out << r.err;
+  EXPECT_EQ(r.err.find("UNAVAILABLE"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(xdg + "/labshare/credentials.json"));
+}
+
+// Under --json the account commands' errors are one JSON object on one
+// line on stderr, as every other command's (they printed "error: ...").
+TEST_F(CliTest, AccountCommandErrorsUnderJsonAreOneJsonObject) {
+  const std::string home = "XDG_CONFIG_HOME=" + *dir_ + "/xdg-json";
+  CliRun r = LabshareEnv({"whoami", "--json"}, {home});
+  EXPECT_EQ(r.exit_code, 26);
+  EXPECT_EQ(r.out, "");
+  ASSERT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  google::protobuf::Struct e = ParseJson(r.err);
+  EXPECT_EQ(e.fields().at("code").string_value(), "UNAUTHENTICATED");
+  EXPECT_EQ(e.fields().at("exit_code").number_value(), 26);
+  EXPECT_EQ(e.fields().at("message").string_value(), "not signed in; run labshare login");
+
+  r = LabshareEnv({"--json", "login"}, {home});  // no issuer anywhere
+  EXPECT_EQ(r.exit_code, 2);
+  ASSERT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  e = ParseJson(r.err);
+  EXPECT_EQ(e.fields().at("code").string_value(), "USAGE");
+  EXPECT_EQ(e.fields().at("exit_code").number_value(), 2);
+
+  r = LabshareEnv({"--json", "token", "--no_such_flag=1"}, {home});
+  EXPECT_EQ(r.exit_code, 2);
+  e = ParseJson(r.err);
+  EXPECT_EQ(e.fields().at("message").string_value(), "labshare token: unknown flag --no_such_flag");
+
+  // A refused renewal: the service's error as JSON.
+  const std::string xdg = *dir_ + "/xdg-json";
+  WriteDueCredentials(xdg, inventory_->address());
+  r = LabshareEnv({"--json", "whoami"}, {home, "LABSHARE_TLS_CA=" + testing::TestPki::Shared().ca_file()});
+  EXPECT_EQ(r.exit_code, 19) << r.err;
+  ASSERT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  e = ParseJson(r.err);
+  EXPECT_EQ(e.fields().at("code").string_value(), "FAILED_PRECONDITION");
+  EXPECT_EQ(e.fields().at("reason").string_value(), "SIGN_IN_NOT_CONFIGURED");
+  EXPECT_EQ(e.fields().at("exit_code").number_value(), 19);
+  // The same through a service call that needs the stored token.
+  WriteDueCredentials(xdg, inventory_->address());
+  r = LabshareEnv({"--json", "booking", "GetBooking", "bookings/bk01"},
+                  {home, "LABSHARE_TLS_CA=" + testing::TestPki::Shared().ca_file()});
+  EXPECT_EQ(r.exit_code, 19) << r.err;
+  EXPECT_EQ(r.out, "");
+  ASSERT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(ParseJson(r.err).fields().at("reason").string_value(), "SIGN_IN_NOT_CONFIGURED");
 }
 
 }  // namespace

@@ -4,8 +4,12 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <limits>
+
 #include "common/error.h"
 #include "common/grpc_status.h"
+#include "labshare/billing/v1/billing.pb.h"
+#include "labshare/usage/v1/usage.pb.h"
 
 namespace labshare::cli {
 namespace {
@@ -95,6 +99,89 @@ TEST(ErrorJson, CarriesCodeReasonMetadataViolationsAndRetry) {
   EXPECT_EQ(LocalErrorJson("USAGE", "bad \x01", 2),
             R"({"code":"USAGE","reason":"","domain":"labshare-cli","message":"bad \u0001","metadata":{},)"
             R"("field_violations":[],"exit_code":2})");
+}
+
+// Money prints with its currency's ISO 4217 digits (common/currency.h), not
+// always two: 1500 minor units of JPY are 1500 yen, of KWD 1.500 dinars.
+TEST(Money, PrintsWithTheCurrencysDigits) {
+  EXPECT_EQ(FormatMoney(150000, "CNY"), "1500.00 CNY");
+  EXPECT_EQ(FormatMoney(1500, "JPY"), "1500 JPY");
+  EXPECT_EQ(FormatMoney(1500, "KWD"), "1.500 KWD");
+  EXPECT_EQ(FormatMoney(5, "KWD"), "0.005 KWD");
+  EXPECT_EQ(FormatMoney(-5, "CNY"), "-0.05 CNY");
+  EXPECT_EQ(FormatMoney(-7, "JPY"), "-7 JPY");
+  EXPECT_EQ(FormatMoney(0, "EUR"), "0.00 EUR");
+  EXPECT_EQ(FormatMoney(std::numeric_limits<int64_t>::min(), "CNY"), "-92233720368547758.08 CNY");
+  // Through an answer's field, as the client prints it.
+  labshare::type::v1::Money m;
+  m.set_currency_code("JPY");
+  m.set_amount_minor(1500);
+  labshare::billing::v1::TopUpSubsidyPoolRequest r;
+  *r.mutable_amount() = m;
+  EXPECT_EQ(Scalar(r, r.GetDescriptor()->FindFieldByName("amount"), 0, absl::UTCTimeZone()), "1500 JPY");
+  r.mutable_amount()->set_currency_code("KWD");
+  EXPECT_EQ(Scalar(r, r.GetDescriptor()->FindFieldByName("amount"), 0, absl::UTCTimeZone()), "1.500 KWD");
+}
+
+// Money is typed in major units: a bare number too ("500 CNY" is 500.00
+// CNY), scaled by the currency's digits; more decimals than it has refused.
+TEST(Money, ParsesMajorUnitsWithTheCurrencysDigits) {
+  struct Case {
+    const char* text;
+    int64_t minor;
+    const char* currency;
+  };
+  for (const Case& c : {Case{"500.00 CNY", 50000, "CNY"}, Case{"500 CNY", 50000, "CNY"}, Case{"500.5 CNY", 50050, "CNY"},
+                        Case{"500", 50000, "CNY"}, Case{"-1.25 EUR", -125, "EUR"}, Case{"1500 JPY", 1500, "JPY"},
+                        Case{"1.500 KWD", 1500, "KWD"}, Case{"1.5 KWD", 1500, "KWD"}, Case{"2 KWD", 2000, "KWD"},
+                        Case{" 0.001 BHD ", 1, "BHD"}, Case{"92233720368547758.07 CNY", INT64_MAX, "CNY"}}) {
+    int64_t minor = 0;
+    std::string currency, error;
+    ASSERT_TRUE(ParseMoney(c.text, &minor, &currency, &error)) << c.text << ": " << error;
+    EXPECT_EQ(minor, c.minor) << c.text;
+    EXPECT_EQ(currency, c.currency) << c.text;
+  }
+  for (const char* bad : {"500.001 CNY", "1.5 JPY", "1.0 JPY", "1.5000 KWD", "", "12a CNY", "1.2.3 CNY", ".5 CNY",
+                          "5. CNY", "+5 CNY", "1 2 CNY", "92233720368547758.08 CNY", "99999999999999999999 JPY"}) {
+    int64_t minor = 0;
+    std::string currency, error;
+    EXPECT_FALSE(ParseMoney(bad, &minor, &currency, &error)) << bad << " -> " << minor;
+    EXPECT_FALSE(error.empty()) << bad;
+  }
+  int64_t minor = 0;
+  std::string currency, error;
+  ASSERT_FALSE(ParseMoney("1.5 JPY", &minor, &currency, &error));
+  EXPECT_EQ(error, "JPY has no minor unit: a whole amount like \"500 JPY\"");
+  ASSERT_FALSE(ParseMoney("1.0001 KWD", &minor, &currency, &error));
+  EXPECT_EQ(error, "KWD has 3 decimals, not 4");
+}
+
+// Files in answers: written raw, not as hex (the documents and the CSV and
+// JSONL streams); hashes and signatures stay hex.
+TEST(Files, TheContentFieldsOfDocumentsAndStreamsAreRaw) {
+  const auto* doc = labshare::billing::v1::InvoiceDocument::descriptor();
+  ASSERT_NE(RawContentField(doc), nullptr);
+  EXPECT_EQ(RawContentField(doc)->name(), "content");
+  const auto* usage = labshare::usage::v1::ExportUsageResponse::descriptor();
+  ASSERT_NE(RawContentField(usage), nullptr);
+  EXPECT_EQ(RawContentField(usage)->name(), "csv");
+  EXPECT_EQ(RawContentField(labshare::usage::v1::CsvChunk::descriptor())->name(), "data");
+  EXPECT_EQ(RawContentField(labshare::usage::v1::ExportAuditTrailResponse::descriptor())->name(), "data");
+  EXPECT_EQ(RawContentField(labshare::usage::v1::AuditChainHead::descriptor()), nullptr);
+  EXPECT_EQ(RawContentField(labshare::usage::v1::AuditEntry::descriptor()), nullptr);
+  // ExportUsage's row batches print as answers; its CSV pieces, and the
+  // trailer-only last message, do not.
+  labshare::usage::v1::ExportUsageResponse m;
+  const auto* csv = RawContentField(usage);
+  m.set_csv("a,b\r\n");
+  EXPECT_FALSE(OtherOneofMemberSet(m, csv));
+  m.mutable_rows();
+  EXPECT_TRUE(OtherOneofMemberSet(m, csv));
+  m.Clear();
+  EXPECT_FALSE(OtherOneofMemberSet(m, csv));
+  labshare::billing::v1::InvoiceDocument d;
+  d.set_content(std::string("%PDF\0\xff", 6));
+  EXPECT_FALSE(OtherOneofMemberSet(d, RawContentField(doc)));
 }
 
 }  // namespace

@@ -216,6 +216,7 @@ const std::map<std::string, std::string>& NotAnRpcReason() {
       {"AUDIT_CONTENTION", "usage's consumer retries the append"},
       {"NOT_IN_PERIOD", "billing's lease period step (consumer)"},
       {"SETTLEMENT_MISMATCH", "billing's lease settlement step (consumer)"},
+      // Also ComputeSettlement's (documented there): open amounts past 64 bits.
       {"AMOUNT_OUT_OF_RANGE", "billing's charge arithmetic (consumer)"},
       {"QUOTE_TOTAL_MISMATCH", "billing's charge of an accepted quote (consumer)"},
       {"CLIENT_GONE", "a stream whose client left: nobody receives it"},

@@ -6,20 +6,21 @@ import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { MoneySchema, type Money } from '../../gen/labshare/type/v1/types_pb';
 import { lang } from './i18n';
 
-const DIGITS = new Map<string, number>();
-// Minor-unit digits of a currency (ISO 4217, as the browser knows it; 2 for
-// a code it does not know).
+// Minor-unit digits of a currency: the ISO 4217 exponents the services use,
+// copied from common/currency.cc (CurrencyMinorDigits) so the console shows
+// and reads amounts exactly as billing computes them; the browser's Intl data
+// differs (IDR, HUF, IQD, IRR, LAK, MGA, YER, ALL, ...). Keep the two lists
+// equal to that file's (format.test.ts checks them against it).
+export const ZERO_DIGIT_CURRENCIES: readonly string[] = [
+  'BIF', 'CLP', 'DJF', 'GNF', 'ISK', 'JPY', 'KMF', 'KRW', 'PYG', 'RWF', 'UGX', 'UYI', 'VND', 'VUV', 'XAF', 'XOF', 'XPF',
+];
+export const THREE_DIGIT_CURRENCIES: readonly string[] = ['BHD', 'IQD', 'JOD', 'KWD', 'LYD', 'OMR', 'TND'];
+
+// 0, 3, or 2 for every other code (CNY, EUR, USD, and codes nobody knows).
 export function currencyDigits(code: string): number {
-  let d = DIGITS.get(code);
-  if (d === undefined) {
-    try {
-      d = new Intl.NumberFormat('en', { style: 'currency', currency: code || 'CNY' }).resolvedOptions().maximumFractionDigits ?? 2;
-    } catch {
-      d = 2;
-    }
-    DIGITS.set(code, d);
-  }
-  return d;
+  if (ZERO_DIGIT_CURRENCIES.includes(code)) return 0;
+  if (THREE_DIGIT_CURRENCIES.includes(code)) return 3;
+  return 2;
 }
 
 // Exactly, however large: the decimal string goes to Intl, never a Number.

@@ -1,6 +1,7 @@
 // #/admin/users?org=<id>: the people of one organisation (ListUsers);
 // consortium admins register people (CreateUser) and change their name,
-// e-mail, roles or disable them (UpdateUser with an update mask and etag).
+// e-mail, roles, sign-in subject or disable them (UpdateUser with an update
+// mask and etag).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { inventory } from '../../api';
 import { lang, t } from '../../i18n';
@@ -12,6 +13,7 @@ import { allOrganizations } from './organizations';
 import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
+import { userUpdatePaths } from './user-mask';
 
 const PERSON_ROLES = [Role.LAB_USER, Role.FACILITY_STAFF, Role.MEMBER_BILLING_ADMIN, Role.CONSORTIUM_ADMIN, Role.AUDITOR];
 
@@ -81,22 +83,19 @@ function EditUser({ user, onDone, onClose }: { user: User; onDone: (u: User) => 
   const [email, setEmail] = useState(user.email);
   const [roles, setRoles] = useState<number[]>([...user.roles]);
   const [disabled, setDisabled] = useState(user.disabled);
+  const [subject, setSubject] = useState(user.externalSubject);
   const { busy, error: err, setError: setErr, run } = useAction();
-  useEffect(() => { setName(user.displayName); setEmail(user.email); setRoles([...user.roles]); setDisabled(user.disabled); }, [user.etag]);
+  useEffect(() => {
+    setName(user.displayName); setEmail(user.email); setRoles([...user.roles]); setDisabled(user.disabled); setSubject(user.externalSubject);
+  }, [user.etag]);
   const box = useRef<HTMLFormElement>(null);
   useEffect(() => { box.current?.scrollIntoView({ block: 'nearest' }); box.current?.querySelector('h2')?.focus({ preventScroll: true }); }, [user.name]);
-  const same = (a: number[], b: number[]) => a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
-  const paths = [
-    displayName !== user.displayName ? 'display_name' : '',
-    email !== user.email ? 'email' : '',
-    !same(roles, user.roles) ? 'roles' : '',
-    disabled !== user.disabled ? 'disabled' : '',
-  ].filter(Boolean);
+  const paths = userUpdatePaths(user, { displayName, email, roles, disabled, externalSubject: subject });
   async function submit(e: Event) {
     e.preventDefault();
     await run(async () => {
       const u = await mutate('updateUser', {
-        user: { name: user.name, displayName, email, roles, disabled, etag: user.etag },
+        user: { name: user.name, displayName, email, roles, disabled, externalSubject: subject.trim(), etag: user.etag },
         updateMask: { paths },
       }, (r) => inventory.updateUser(r));
       onDone(u);
@@ -110,6 +109,10 @@ function EditUser({ user, onDone, onClose }: { user: User; onDone: (u: User) => 
       </label>
       <label class="field">{t('admin.users.email')}
         <input name="email" value={email} onInput={(e) => setEmail((e.target as HTMLInputElement).value)} />
+      </label>
+      <label class="field">{t('admin.users.subject')}
+        <input name="externalSubject" value={subject} onInput={(e) => setSubject((e.target as HTMLInputElement).value)} />
+        <span class="muted small">{t('admin.users.subjectHint')}</span>
       </label>
       <RolePicker roles={roles} set={setRoles} legend={t('admin.users.roles')} />
       <label class="check">

@@ -15,7 +15,7 @@ import { useSignal } from '../../signal';
 import {
   bookingStateWord, instrumentWithZone, leaseStateWord, modeWord, msTs, orderStateWord, rangeText, timeText, tsMs, wallText,
 } from './common';
-import { durationMs, lateCancelFee, type FeePreview } from './money';
+import { cancelConfirmable, durationMs, lateCancelFee, type FeePreview } from './money';
 import './lab.css';
 import { ErrorBox, StatusBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
@@ -307,6 +307,7 @@ function CancelPreview({ b, zone, onClose, onCancelled }: {
   const mutate = useRequestId();
   const [p, setP] = useState<Preview>();
   const [error, setError] = useState<ShownError>();
+  const [previewError, setPreviewError] = useState<ShownError>();
   const [reason, setReason] = useState('');
   const [busy, setBusy] = useState(false);
   const heading = useRef<HTMLHeadingElement>(null);
@@ -335,7 +336,7 @@ function CancelPreview({ b, zone, onClose, onCancelled }: {
         noRate = true; // the owner's own use has no rate line: nothing to charge
       }
       if (live) setP({ now, deadline, noticeMs, late, fee, noRate });
-    })().catch((e) => live && setError(explain(e)));
+    })().catch((e) => live && setPreviewError(explain(e)));
     return () => { live = false; };
   }, [b.name]);
 
@@ -355,7 +356,13 @@ function CancelPreview({ b, zone, onClose, onCancelled }: {
     <div class="card lab-panel" data-testid="cancel-preview" role="region" aria-labelledby="lab-cancel-h">
       <h2 id="lab-cancel-h" tabIndex={-1} ref={heading}>{t('lab.cancel.title', { name: idOf(b.name) })}</h2>
       <p>{rangeText(b.reservedInterval?.startTime, b.reservedInterval?.endTime, zone)} <span class="muted">{zoneLabel(zone)}</span> · {modeWord(b.mode)} · {bookingStateWord(b.state)}</p>
-      {!p && !error && <p aria-busy="true">{t('app.loading')}</p>}
+      {!p && !previewError && <p aria-busy="true">{t('app.loading')}</p>}
+      {previewError && (
+        <div data-testid="cancel-fee-unknown">
+          <p><strong>{t('lab.cancel.feeUnknown')}</strong></p>
+          <ErrorBox error={previewError} />
+        </div>
+      )}
       {p && (
         <div data-testid="cancel-verdict">
           {p.late ? (
@@ -382,7 +389,7 @@ function CancelPreview({ b, zone, onClose, onCancelled }: {
       </label>
       <ErrorBox error={error} />
       <div class="row lab-actions">
-        <button type="button" class="danger" disabled={busy || !p} onClick={() => void cancel()} data-testid="cancel-confirm">
+        <button type="button" class="danger" disabled={!cancelConfirmable(busy, p, previewError !== undefined)} onClick={() => void cancel()} data-testid="cancel-confirm">
           {p?.late && p.fee ? t('lab.cancel.confirmFee', { fee: money(p.fee.fee) }) : t('lab.cancel.confirm')}
         </button>
         <button type="button" onClick={onClose}>{t('lab.cancel.keep')}</button>

@@ -39,3 +39,11 @@ export function lateCancelFee(rules: SlotRules, hourly: Money, reservedMs: numbe
   };
 }
 export const durationMs = (d: Duration | undefined): number => Number(ns(d) / 1_000_000n);
+
+// Whether the cancel panel's confirm button can be pressed: not while a
+// cancellation is under way; once the fee preview is in, or once the preview
+// failed (the fee is then shown as unknown: the service decides it when the
+// person confirms, so a failed preview must not keep them from cancelling).
+export function cancelConfirmable(busy: boolean, preview: object | undefined, previewFailed: boolean): boolean {
+  return !busy && (preview !== undefined || previewFailed);
+}

@@ -14,8 +14,10 @@
 #include <utility>
 #include <vector>
 
+#include "services/billing/billing_common.h"
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
+#include "services/billing/billing_store.h"
 #include "tests/billing/direct_inventory.h"
 #include "tests/booking/booking_fixture.h"
 #include "tests/support/page_tokens.h"
@@ -166,6 +168,44 @@ class BillingLedgerTest : public booking::BookingServiceTest {
       out.push_back(std::move(e));
     }
     return out;
+  }
+
+  // Reverses the SUBSIDY posting `subsidy` on its own as billing did before
+  // such reversals moved the payers' subsidised parts, and stores it so:
+  // the reversal without Posting.subsidised_delta_sent, its CorrectionPosted
+  // without income_deltas (its entries, on a pool's and the owner's
+  // RECEIVABLE, touch no income account); the ledger, the pool's balance,
+  // the cap usage and the charge (ADJUSTED) were as they are now. The
+  // reversal's name, empty if it failed.
+  std::string ReverseSubsidyTheOldWay(const std::string& subsidy) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(subsidy);
+    fix.set_mode(v1::PostCorrectionRequest::REVERSE);
+    fix.set_reason("granted in error");
+    auto done = billing_->PostCorrection(root_, fix);
+    EXPECT_TRUE(done.ok()) << done.status();
+    if (!done.ok()) return "";
+    const std::string name = done->correction().name();
+    const std::string key = keys::Doc("posting", IdOf(name));
+    auto stored = pool_->Command({"HGET", key, "d"});
+    v1::Posting reversal;
+    EXPECT_TRUE(stored.ok() && reversal.ParseFromString(stored->str));
+    reversal.clear_subsidised_delta_sent();
+    EXPECT_TRUE(pool_->Command({"HSET", key, "d", reversal.SerializeAsString()}).ok());
+    // Its event is the outbox's last entry: replaced by the old form's.
+    auto last = pool_->Command({"XREVRANGE", keys::Outbox(), "+", "-", "COUNT", "1"});
+    EXPECT_TRUE(last.ok() && last->elements.size() == 1);
+    if (!last.ok() || last->elements.size() != 1) return "";
+    v1::BillingEvent e;
+    EXPECT_TRUE(e.ParseFromString(last->elements[0].elements[1].elements[3].str));
+    EXPECT_EQ(e.correction_posted().correction().name(), name);
+    e.mutable_correction_posted()->clear_income_deltas();
+    e.mutable_correction_posted()->mutable_correction()->clear_subsidised_delta_sent();
+    EXPECT_TRUE(pool_->Command({"XDEL", keys::Outbox(), last->elements[0].elements[0].str}).ok());
+    EXPECT_TRUE(pool_->Command({"XADD", keys::Outbox(), "*", "type", "labshare.billing.v1.BillingEvent", "payload",
+                                e.SerializeAsString()})
+                    .ok());
+    return name;
   }
 
   v1::SubsidyPool Pool(const std::string& name) {

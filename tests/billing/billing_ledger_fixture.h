@@ -170,28 +170,24 @@ class BillingLedgerTest : public booking::BookingServiceTest {
     return out;
   }
 
-  // Reverses the SUBSIDY posting `subsidy` on its own as billing did before
-  // such reversals moved the payers' subsidised parts, and stores it so:
-  // the reversal without Posting.subsidised_delta_sent, its CorrectionPosted
-  // without income_deltas (its entries, on a pool's and the owner's
-  // RECEIVABLE, touch no income account); the ledger, the pool's balance,
-  // the cap usage and the charge (ADJUSTED) were as they are now. The
-  // reversal's name, empty if it failed.
-  std::string ReverseSubsidyTheOldWay(const std::string& subsidy) {
-    v1::PostCorrectionRequest fix;
-    fix.set_posting(subsidy);
-    fix.set_mode(v1::PostCorrectionRequest::REVERSE);
-    fix.set_reason("granted in error");
+  // Posts `fix`, a correction of a SUBSIDY posting (or of a correction of
+  // one) whose entries touch no income account, as billing did before such
+  // corrections moved the payers' subsidised parts, and stores it so: the
+  // correction without Posting.subsidised_delta_sent, its CorrectionPosted
+  // without income_deltas; the ledger, the pools' balances, the cap usage
+  // and the charge were as they are now. The correction's name, empty if it
+  // failed.
+  std::string PostTheOldWay(const v1::PostCorrectionRequest& fix) {
     auto done = billing_->PostCorrection(root_, fix);
     EXPECT_TRUE(done.ok()) << done.status();
     if (!done.ok()) return "";
     const std::string name = done->correction().name();
     const std::string key = keys::Doc("posting", IdOf(name));
     auto stored = pool_->Command({"HGET", key, "d"});
-    v1::Posting reversal;
-    EXPECT_TRUE(stored.ok() && reversal.ParseFromString(stored->str));
-    reversal.clear_subsidised_delta_sent();
-    EXPECT_TRUE(pool_->Command({"HSET", key, "d", reversal.SerializeAsString()}).ok());
+    v1::Posting posting;
+    EXPECT_TRUE(stored.ok() && posting.ParseFromString(stored->str));
+    posting.clear_subsidised_delta_sent();
+    EXPECT_TRUE(pool_->Command({"HSET", key, "d", posting.SerializeAsString()}).ok());
     // Its event is the outbox's last entry: replaced by the old form's.
     auto last = pool_->Command({"XREVRANGE", keys::Outbox(), "+", "-", "COUNT", "1"});
     EXPECT_TRUE(last.ok() && last->elements.size() == 1);
@@ -206,6 +202,17 @@ class BillingLedgerTest : public booking::BookingServiceTest {
                                 e.SerializeAsString()})
                     .ok());
     return name;
+  }
+
+  // Reverses the SUBSIDY posting `subsidy` on its own the old way
+  // (PostTheOldWay: its entries are on the pool's, the payer's PAYABLE and
+  // SUBSIDY_RECEIVED and the owner's RECEIVABLE accounts).
+  std::string ReverseSubsidyTheOldWay(const std::string& subsidy) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(subsidy);
+    fix.set_mode(v1::PostCorrectionRequest::REVERSE);
+    fix.set_reason("granted in error");
+    return PostTheOldWay(fix);
   }
 
   v1::SubsidyPool Pool(const std::string& name) {

@@ -663,6 +663,69 @@ TEST_F(UsageOldSubsidyReversalTest, AChargeReversedAfterAnOldSubsidyReversalWasU
   EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
 }
 
+// An ADJUST of a SUBSIDY posting stored the old way moved no subsidised
+// part; its reversal moves none either (the charge's reversal then takes out
+// the subsidy as posted, as the figures hold it).
+TEST_F(UsageOldSubsidyReversalTest, ReversingAnOldAdjustOfASubsidyMovesNoSubsidisedPart) {
+  const bl::Charge charge = Session();
+  ASSERT_EQ(charge.subsidy_postings_size(), 1);
+  // The pool pays 1000 less of it: the payer owes them to the owner again.
+  bl::PostCorrectionRequest fix;
+  fix.set_posting(charge.subsidy_postings(0));
+  fix.set_mode(bl::PostCorrectionRequest::ADJUST);
+  fix.set_reason("subsidy capped lower");
+  auto entry = [&](const std::string& counterparty, bool debit) {
+    bl::Entry* e = fix.add_entries();
+    e->set_account("organizations/owner/accounts/receivable");
+    e->set_counterparty(counterparty);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = billing::MakeMoney("CNY", 1000);
+  };
+  entry("organizations/lab", true);
+  entry("subsidyPools/voucher", false);
+  const std::string old = PostTheOldWay(fix);
+  ASSERT_FALSE(old.empty());
+  EXPECT_EQ(Tem().subsidized_income().amount_minor(), 5000);
+
+  ASSERT_TRUE(Reverse(old).ok());
+  EXPECT_TRUE(LastDeltas().empty());
+  v1::UsageFigures f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 50000);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
+
+  ASSERT_TRUE(Reverse(charge.posting()).ok());
+  ExpectDelta(-50000, -5000);
+  f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 0);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+}
+
+// The same ADJUST posted now moves the subsidised part and is marked; its
+// reversal moves it back.
+TEST_F(UsageOldSubsidyReversalTest, AnAdjustOfASubsidyPostedNowMovesItsPartAndItsReversalMovesItBack) {
+  const bl::Charge charge = Session();
+  ASSERT_EQ(charge.subsidy_postings_size(), 1);
+  bl::PostCorrectionRequest fix;
+  fix.set_posting(charge.subsidy_postings(0));
+  fix.set_mode(bl::PostCorrectionRequest::ADJUST);
+  fix.set_reason("subsidy capped lower");
+  auto entry = [&](const std::string& counterparty, bool debit) {
+    bl::Entry* e = fix.add_entries();
+    e->set_account("organizations/owner/accounts/receivable");
+    e->set_counterparty(counterparty);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = billing::MakeMoney("CNY", 1000);
+  };
+  entry("organizations/lab", true);
+  entry("subsidyPools/voucher", false);
+  auto adjust = billing_->PostCorrection(root_, fix);
+  ASSERT_TRUE(adjust.ok()) << adjust.status();
+  EXPECT_TRUE(adjust->correction().subsidised_delta_sent());
+  ExpectDelta(0, -1000);
+  EXPECT_EQ(Tem().subsidized_income().amount_minor(), 4000);
+  ASSERT_TRUE(Reverse(adjust->correction().name()).ok());
+  ExpectDelta(0, 1000);
+  EXPECT_EQ(Tem().subsidized_income().amount_minor(), 5000);
+}
+
 // Reversals posted now are marked: on its own, and with its charge.
 TEST_F(UsageOldSubsidyReversalTest, ReversalsOfSubsidiesArePostedMarked) {
   const bl::Charge first = Session();

@@ -850,6 +850,34 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       return false;
     };
     auto reversed = [&](const v1::Posting& posting) { return stands_reversed(posting, 0); };
+    // The subsidised part of `base` (a SUBSIDY posting, or an ADJUST of
+    // one or of a correction of one) that the owners' figures hold, in units
+    // of its own: 1 (ChargePosted, or the ADJUST's own CorrectionPosted if it
+    // moved it: Posting.subsidised_delta_sent), plus -1 for each reversal
+    // of it and +1 for each reversal of a reversal, ..., that moved its
+    // subsidised part (subsidised_delta_sent). Reversals of subsidies posted
+    // before they moved subsidised parts moved none: a SUBSIDY posting
+    // reversed so still counts 1 while it stands reversed. Bounded as
+    // stands_reversed.
+    std::function<absl::StatusOr<int64_t>(const v1::Posting&, int)> sent_below =
+        [&](const v1::Posting& posting, int depth) -> absl::StatusOr<int64_t> {
+      if (depth >= 64) return 0;
+      int64_t sum = 0;
+      for (const auto& by : posting.corrected_by()) {
+        LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(keys::Doc("posting", IdOf(by))));
+        if (!cdoc) continue;
+        LS_ASSIGN_OR_RETURN(v1::Posting c, Parse<v1::Posting>(cdoc->data));
+        if (!absl::StartsWith(c.description(), "reversal of ")) continue;
+        if (c.subsidised_delta_sent()) sum += depth % 2 == 0 ? -1 : 1;
+        LS_ASSIGN_OR_RETURN(int64_t below, sent_below(c, depth + 1));
+        sum += below;
+      }
+      return sum;
+    };
+    auto subsidised_held = [&](const v1::Posting& base) -> absl::StatusOr<int64_t> {
+      LS_ASSIGN_OR_RETURN(int64_t below, sent_below(base, 0));
+      return (base.kind() == v1::SUBSIDY || base.subsidised_delta_sent() ? 1 : 0) + below;
+    };
     std::vector<v1::Posting> corrections;
     if (r.mode() == v1::PostCorrectionRequest::REVERSE) {
       LS_ASSIGN_OR_RETURN(bool done, reversed(original));
@@ -883,28 +911,35 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         charge_version = cdoc->version;
       }
     }
+    // REVERSE: the posting at the base of the chain of reversals the
+    // corrected posting ends (itself unless it is a reversal), `links` links
+    // up; found unless a link is missing or the chain is too long.
+    v1::Posting base = original;
+    int links = 0;
+    bool base_found = true;
+    if (r.mode() == v1::PostCorrectionRequest::REVERSE) {
+      for (; base.kind() == v1::CORRECTION && !base.corrects().empty() &&
+             absl::StartsWith(base.description(), "reversal of ");
+           ++links) {
+        if (links >= 64) {
+          base_found = false;
+          break;
+        }
+        LS_ASSIGN_OR_RETURN(auto adoc, store_->docs().Get(keys::Doc("posting", IdOf(base.corrects()))));
+        if (!adoc) {
+          base_found = false;
+          break;
+        }
+        LS_ASSIGN_OR_RETURN(base, Parse<v1::Posting>(adoc->data));
+      }
+    }
     // Reversing one SUBSIDY posting on its own gives its cap usage back too;
     // reversing that reversal (a chain of reversals only, k links from the
     // SUBSIDY posting) takes it again: the cap moves with the subsidy.
     if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE) {
-      v1::Posting at = original;
-      int links = 0;
-      bool reversals_only = true;
-      for (; links < 64 && at.kind() == v1::CORRECTION && !at.corrects().empty(); ++links) {
-        if (!absl::StartsWith(at.description(), "reversal of ")) {
-          reversals_only = false;
-          break;
-        }
-        LS_ASSIGN_OR_RETURN(auto adoc, store_->docs().Get(keys::Doc("posting", IdOf(at.corrects()))));
-        if (!adoc) {
-          reversals_only = false;
-          break;
-        }
-        LS_ASSIGN_OR_RETURN(at, Parse<v1::Posting>(adoc->data));
-      }
       const int64_t sign = links % 2 == 0 ? -1 : 1;
       for (const auto& line : charge->subsidy_lines()) {
-        if (!reversals_only || at.kind() != v1::SUBSIDY || line.posting() != at.name() || !line.has_cap_period()) {
+        if (!base_found || base.kind() != v1::SUBSIDY || line.posting() != base.name() || !line.has_cap_period()) {
           continue;
         }
         step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
@@ -913,24 +948,44 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
                               sign * line.amount().amount_minor()});
       }
     }
-    // Subsidy lines whose postings were reversed on their own before: their
-    // subsidised parts left the owners' figures then (IncomeDeltasOf), so
-    // the charge's reversal does not take them out again.
-    std::set<std::string> reversed_before;
+    // Subsidy lines whose subsidised parts left the owners' figures before
+    // (their postings reversed on their own, IncomeDeltasOf): the charge's
+    // reversal does not take them out again. One reversed on its own
+    // before reversals moved subsidised parts still counts: the charge's
+    // reversal takes it out and marks that reversal (subsidised_delta_sent).
+    std::set<std::string> subsidised_gone;
     if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CHARGE) {
       int n = 2;
       for (const auto& line : charge->subsidy_lines()) {
         LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("posting", IdOf(line.posting()))));
         if (!sdoc) continue;
         LS_ASSIGN_OR_RETURN(v1::Posting sub, Parse<v1::Posting>(sdoc->data));
+        LS_ASSIGN_OR_RETURN(int64_t held, subsidised_held(sub));
+        if (held == 0) subsidised_gone.insert(sub.name());
         // Reversed on its own before: its pool and cap usage are restored already.
         LS_ASSIGN_OR_RETURN(bool sub_reversed, reversed(sub));
         if (sub_reversed) {
-          reversed_before.insert(sub.name());
+          if (held == 0) continue;
+          // Reversed so before its reversal moved subsidised parts: the
+          // reversal that stands is marked now, its part going with the charge.
+          for (const auto& by : sub.corrected_by()) {
+            const std::string rkey = keys::Doc("posting", IdOf(by));
+            LS_ASSIGN_OR_RETURN(auto rdoc, store_->docs().Get(rkey));
+            if (!rdoc) continue;
+            LS_ASSIGN_OR_RETURN(v1::Posting rev, Parse<v1::Posting>(rdoc->data));
+            if (!absl::StartsWith(rev.description(), "reversal of ") || rev.subsidised_delta_sent()) continue;
+            LS_ASSIGN_OR_RETURN(bool undone, reversed(rev));
+            if (undone) continue;
+            rev.set_subsidised_delta_sent(true);
+            step.version_checks.push_back({rkey, rdoc->version});
+            step.puts.push_back({rkey, rev.SerializeAsString(), rdoc->version + 1});
+            break;
+          }
           continue;
         }
         LS_ASSIGN_OR_RETURN(v1::Posting c, correction(sub, ReverseEntries({sub.entries().begin(), sub.entries().end()}), n++));
         c.set_description("reversal of " + sub.name() + " with its charge");
+        c.set_subsidised_delta_sent(held != 0);
         if (line.has_cap_period()) {
           step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
                                 absl::StrCat(line.beneficiary_organization(), "|",
@@ -944,12 +999,27 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         corrections.push_back(std::move(c));
       }
     }
+    // A correction of a SUBSIDY posting (or of a correction of one) moves the
+    // payers' subsidised parts by its entries (IncomeDeltasOf), and is marked
+    // so, unless it reverses a posting whose subsidised part the figures do
+    // not hold as it stands: a reversal of a reversal posted before
+    // reversals moved subsidised parts (which moved none) moves none either.
+    LS_ASSIGN_OR_RETURN(v1::PostingKind root_kind, RootKindOf(original));
+    bool moves_subsidised = root_kind == v1::SUBSIDY;
+    if (moves_subsidised && r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() != v1::CHARGE &&
+        base_found) {
+      LS_ASSIGN_OR_RETURN(int64_t held, subsidised_held(base));
+      LS_ASSIGN_OR_RETURN(bool base_reversed, reversed(base));
+      moves_subsidised = held == (base_reversed ? 0 : 1);
+    }
+    if (original.kind() != v1::CHARGE || r.mode() != v1::PostCorrectionRequest::REVERSE) {
+      corrections[0].set_subsidised_delta_sent(moves_subsidised);
+    }
     for (const auto& c : corrections) AddPosting(step, c, now);
     // A correction of a top-up (or of a correction of one) changes the
     // pools' funding, not their grants: their topped_up_total moves by its
     // net credit on their POOL_FUNDS, in the same step, so granted_total
     // (topped_up_total - balance) stays the subsidies net of reversals.
-    LS_ASSIGN_OR_RETURN(v1::PostingKind root_kind, RootKindOf(original));
     if (root_kind == v1::POOL_TOP_UP) {
       std::map<std::string, __int128> funded;  // pool -> net credit on its POOL_FUNDS
       for (const auto& c : corrections) {
@@ -1011,11 +1081,12 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     if (charge) *ev->mutable_charge() = *charge;
     if (charge && reverses_charge) {
       // Empty when the charge was no income of anyone (billing_events.proto).
-      // The charge as it stands: without the subsidies reversed before.
+      // The charge as the figures hold it: without the subsidies whose
+      // subsidised parts left them before.
       v1::Charge standing = *charge;
       standing.clear_subsidy_lines();
       for (const auto& line : charge->subsidy_lines()) {
-        if (reversed_before.count(line.posting()) == 0) *standing.add_subsidy_lines() = line;
+        if (subsidised_gone.count(line.posting()) == 0) *standing.add_subsidy_lines() = line;
       }
       v1::IncomeFigures delta = NegatedIncome(IncomeOf(standing, now));
       if (!AllZero(delta)) *ev->add_income_deltas() = std::move(delta);
@@ -1024,7 +1095,7 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       // figures by its entries on their income accounts, and a correction
       // of a SUBSIDY posting the payers' subsidised parts by its entries on
       // the owners' RECEIVABLE from them.
-      for (auto& f : IncomeDeltasOf(corrections, charge ? &*charge : nullptr, now, root_kind == v1::SUBSIDY)) {
+      for (auto& f : IncomeDeltasOf(corrections, charge ? &*charge : nullptr, now, moves_subsidised)) {
         *ev->add_income_deltas() = std::move(f);
       }
     }

@@ -14,8 +14,10 @@
 #include <utility>
 #include <vector>
 
+#include "services/billing/billing_common.h"
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
+#include "services/billing/billing_store.h"
 #include "tests/billing/direct_inventory.h"
 #include "tests/booking/booking_fixture.h"
 #include "tests/support/page_tokens.h"
@@ -166,6 +168,51 @@ class BillingLedgerTest : public booking::BookingServiceTest {
       out.push_back(std::move(e));
     }
     return out;
+  }
+
+  // Posts `fix`, a correction of a SUBSIDY posting (or of a correction of
+  // one) whose entries touch no income account, as billing did before such
+  // corrections moved the payers' subsidised parts, and stores it so: the
+  // correction without Posting.subsidised_delta_sent, its CorrectionPosted
+  // without income_deltas; the ledger, the pools' balances, the cap usage
+  // and the charge were as they are now. The correction's name, empty if it
+  // failed.
+  std::string PostTheOldWay(const v1::PostCorrectionRequest& fix) {
+    auto done = billing_->PostCorrection(root_, fix);
+    EXPECT_TRUE(done.ok()) << done.status();
+    if (!done.ok()) return "";
+    const std::string name = done->correction().name();
+    const std::string key = keys::Doc("posting", IdOf(name));
+    auto stored = pool_->Command({"HGET", key, "d"});
+    v1::Posting posting;
+    EXPECT_TRUE(stored.ok() && posting.ParseFromString(stored->str));
+    posting.clear_subsidised_delta_sent();
+    EXPECT_TRUE(pool_->Command({"HSET", key, "d", posting.SerializeAsString()}).ok());
+    // Its event is the outbox's last entry: replaced by the old form's.
+    auto last = pool_->Command({"XREVRANGE", keys::Outbox(), "+", "-", "COUNT", "1"});
+    EXPECT_TRUE(last.ok() && last->elements.size() == 1);
+    if (!last.ok() || last->elements.size() != 1) return "";
+    v1::BillingEvent e;
+    EXPECT_TRUE(e.ParseFromString(last->elements[0].elements[1].elements[3].str));
+    EXPECT_EQ(e.correction_posted().correction().name(), name);
+    e.mutable_correction_posted()->clear_income_deltas();
+    e.mutable_correction_posted()->mutable_correction()->clear_subsidised_delta_sent();
+    EXPECT_TRUE(pool_->Command({"XDEL", keys::Outbox(), last->elements[0].elements[0].str}).ok());
+    EXPECT_TRUE(pool_->Command({"XADD", keys::Outbox(), "*", "type", "labshare.billing.v1.BillingEvent", "payload",
+                                e.SerializeAsString()})
+                    .ok());
+    return name;
+  }
+
+  // Reverses the SUBSIDY posting `subsidy` on its own the old way
+  // (PostTheOldWay: its entries are on the pool's, the payer's PAYABLE and
+  // SUBSIDY_RECEIVED and the owner's RECEIVABLE accounts).
+  std::string ReverseSubsidyTheOldWay(const std::string& subsidy) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(subsidy);
+    fix.set_mode(v1::PostCorrectionRequest::REVERSE);
+    fix.set_reason("granted in error");
+    return PostTheOldWay(fix);
   }
 
   v1::SubsidyPool Pool(const std::string& name) {

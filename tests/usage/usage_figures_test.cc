@@ -544,5 +544,216 @@ TEST_F(UsageSubsidyReversalTest, AReversalOfASubsidysReversalGivesItBack) {
   EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
 }
 
+// Reversals of SUBSIDY postings stored by billing before they moved the
+// subsidised parts (ReverseSubsidyTheOldWay: no subsidised_delta_sent, a
+// CorrectionPosted with no income_deltas) moved none: usage still counts
+// such a subsidy. billing_events.proto CorrectionPosted.income_deltas: the
+// charge's later reversal takes it out, and reversing such a reversal moves
+// no subsidised part; either way the charge adds up to what it stands at.
+class UsageOldSubsidyReversalTest : public UsageSubsidyReversalTest {
+ protected:
+  // The income_deltas of the last CorrectionPosted published.
+  std::vector<bl::IncomeFigures> LastDeltas() {
+    std::vector<bl::IncomeFigures> out;
+    for (const auto& e : Published()) {
+      if (!e.has_correction_posted()) continue;
+      out.assign(e.correction_posted().income_deltas().begin(), e.correction_posted().income_deltas().end());
+    }
+    return out;
+  }
+
+  bl::Posting Posting(const std::string& name) {
+    bl::GetPostingRequest g;
+    g.set_name(name);
+    auto posting = billing_->GetPosting(root_, g);
+    EXPECT_TRUE(posting.ok()) << posting.status();
+    return posting.ok() ? *posting : bl::Posting();
+  }
+
+  // The last correction's delta is exactly the charge's income figures
+  // `income` and `subsidised` (one owner, one payer share: lab).
+  void ExpectDelta(int64_t income, int64_t subsidised) {
+    const std::vector<bl::IncomeFigures> deltas = LastDeltas();
+    ASSERT_EQ(deltas.size(), 1u);
+    EXPECT_EQ(deltas[0].owner_organization(), "organizations/owner");
+    EXPECT_EQ(deltas[0].service_income().amount_minor(), income);
+    EXPECT_EQ(deltas[0].subsidised().amount_minor(), subsidised);
+    ASSERT_EQ(deltas[0].shares_size(), 1);
+    EXPECT_EQ(deltas[0].shares(0).payer_organization(), "organizations/lab");
+    EXPECT_EQ(deltas[0].shares(0).service_income().amount_minor(), income);
+    EXPECT_EQ(deltas[0].shares(0).subsidised().amount_minor(), subsidised);
+  }
+};
+
+TEST_F(UsageOldSubsidyReversalTest, AChargeReversedAfterAnOldSubsidyReversalTakesItsSubsidisedPartOut) {
+  const bl::Charge charge = Session();
+  ASSERT_EQ(charge.subsidy_postings_size(), 1);
+  const std::string old = ReverseSubsidyTheOldWay(charge.subsidy_postings(0));
+  ASSERT_FALSE(old.empty());
+  // As the old deployment left it: the figures kept the subsidy.
+  v1::UsageFigures f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 50000);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+
+  // The charge's reversal takes out its income and the subsidised part
+  // still counted; it reverses no subsidy again (the pool is as it was).
+  ASSERT_TRUE(Reverse(charge.posting()).ok());
+  ExpectDelta(-50000, -5000);
+  f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 0);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+  EXPECT_EQ(ChargeOf(charge.booking()).state(), bl::Charge::REVERSED);
+  // The old reversal's part has gone with the charge: it is marked so.
+  EXPECT_TRUE(Posting(old).subsidised_delta_sent());
+}
+
+TEST_F(UsageOldSubsidyReversalTest, UndoingAnOldSubsidyReversalMovesNoSubsidisedPart) {
+  const bl::Charge charge = Session();
+  ASSERT_EQ(charge.subsidy_postings_size(), 1);
+  const std::string old = ReverseSubsidyTheOldWay(charge.subsidy_postings(0));
+  ASSERT_FALSE(old.empty());
+  EXPECT_EQ(Tem().subsidized_income().amount_minor(), 5000);
+
+  // The subsidy stands again; the figures held it all along.
+  bl::PostCorrectionRequest fix;
+  fix.set_posting(old);
+  fix.set_mode(bl::PostCorrectionRequest::REVERSE);
+  fix.set_reason("granted after all");
+  auto undo = billing_->PostCorrection(root_, fix);
+  ASSERT_TRUE(undo.ok()) << undo.status();
+  EXPECT_FALSE(undo->correction().subsidised_delta_sent());
+  EXPECT_TRUE(LastDeltas().empty());
+  v1::UsageFigures f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 50000);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000 - 5000);
+
+  // Reversed on its own again, now as reversals are: its part goes.
+  ASSERT_TRUE(Reverse(undo->correction().name()).ok());
+  ExpectDelta(0, -5000);
+  f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 50000);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+
+  // And the charge: its income only.
+  ASSERT_TRUE(Reverse(charge.posting()).ok());
+  ExpectDelta(-50000, 0);
+  f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 0);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+}
+
+// With the old reversal undone, the charge's reversal takes the subsidy
+// with it as any standing one.
+TEST_F(UsageOldSubsidyReversalTest, AChargeReversedAfterAnOldSubsidyReversalWasUndoneTakesItOnce) {
+  const bl::Charge charge = Session();
+  ASSERT_EQ(charge.subsidy_postings_size(), 1);
+  const std::string old = ReverseSubsidyTheOldWay(charge.subsidy_postings(0));
+  ASSERT_FALSE(old.empty());
+  ASSERT_TRUE(Reverse(old).ok());
+  ASSERT_TRUE(Reverse(charge.posting()).ok());
+  ExpectDelta(-50000, -5000);
+  v1::UsageFigures f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 0);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+}
+
+// An ADJUST of a SUBSIDY posting stored the old way moved no subsidised
+// part; its reversal moves none either (the charge's reversal then takes out
+// the subsidy as posted, as the figures hold it).
+TEST_F(UsageOldSubsidyReversalTest, ReversingAnOldAdjustOfASubsidyMovesNoSubsidisedPart) {
+  const bl::Charge charge = Session();
+  ASSERT_EQ(charge.subsidy_postings_size(), 1);
+  // The pool pays 1000 less of it: the payer owes them to the owner again.
+  bl::PostCorrectionRequest fix;
+  fix.set_posting(charge.subsidy_postings(0));
+  fix.set_mode(bl::PostCorrectionRequest::ADJUST);
+  fix.set_reason("subsidy capped lower");
+  auto entry = [&](const std::string& counterparty, bool debit) {
+    bl::Entry* e = fix.add_entries();
+    e->set_account("organizations/owner/accounts/receivable");
+    e->set_counterparty(counterparty);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = billing::MakeMoney("CNY", 1000);
+  };
+  entry("organizations/lab", true);
+  entry("subsidyPools/voucher", false);
+  const std::string old = PostTheOldWay(fix);
+  ASSERT_FALSE(old.empty());
+  EXPECT_EQ(Tem().subsidized_income().amount_minor(), 5000);
+
+  ASSERT_TRUE(Reverse(old).ok());
+  EXPECT_TRUE(LastDeltas().empty());
+  v1::UsageFigures f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 50000);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
+
+  ASSERT_TRUE(Reverse(charge.posting()).ok());
+  ExpectDelta(-50000, -5000);
+  f = Tem();
+  EXPECT_EQ(f.service_income().amount_minor(), 0);
+  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+}
+
+// The same ADJUST posted now moves the subsidised part and is marked; its
+// reversal moves it back.
+TEST_F(UsageOldSubsidyReversalTest, AnAdjustOfASubsidyPostedNowMovesItsPartAndItsReversalMovesItBack) {
+  const bl::Charge charge = Session();
+  ASSERT_EQ(charge.subsidy_postings_size(), 1);
+  bl::PostCorrectionRequest fix;
+  fix.set_posting(charge.subsidy_postings(0));
+  fix.set_mode(bl::PostCorrectionRequest::ADJUST);
+  fix.set_reason("subsidy capped lower");
+  auto entry = [&](const std::string& counterparty, bool debit) {
+    bl::Entry* e = fix.add_entries();
+    e->set_account("organizations/owner/accounts/receivable");
+    e->set_counterparty(counterparty);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = billing::MakeMoney("CNY", 1000);
+  };
+  entry("organizations/lab", true);
+  entry("subsidyPools/voucher", false);
+  auto adjust = billing_->PostCorrection(root_, fix);
+  ASSERT_TRUE(adjust.ok()) << adjust.status();
+  EXPECT_TRUE(adjust->correction().subsidised_delta_sent());
+  ExpectDelta(0, -1000);
+  EXPECT_EQ(Tem().subsidized_income().amount_minor(), 4000);
+  ASSERT_TRUE(Reverse(adjust->correction().name()).ok());
+  ExpectDelta(0, 1000);
+  EXPECT_EQ(Tem().subsidized_income().amount_minor(), 5000);
+}
+
+// Reversals posted now are marked: on its own, and with its charge.
+TEST_F(UsageOldSubsidyReversalTest, ReversalsOfSubsidiesArePostedMarked) {
+  const bl::Charge first = Session();
+  ASSERT_EQ(first.subsidy_postings_size(), 1);
+  bl::PostCorrectionRequest fix;
+  fix.set_posting(first.subsidy_postings(0));
+  fix.set_mode(bl::PostCorrectionRequest::REVERSE);
+  fix.set_reason("granted in error");
+  auto alone = billing_->PostCorrection(root_, fix);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_TRUE(alone->correction().subsidised_delta_sent());
+  EXPECT_TRUE(Posting(alone->correction().name()).subsidised_delta_sent());
+  ExpectDelta(0, -5000);
+
+  bk::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(24 + 9), absl::Hours(24 + 10), &b).ok());
+  Use(b, ana_);
+  const bl::Charge second = ChargeOf(b.name());
+  ASSERT_EQ(second.subsidy_postings_size(), 1);
+  fix.set_posting(second.posting());
+  auto whole = billing_->PostCorrection(root_, fix);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_FALSE(whole->correction().subsidised_delta_sent());  // a CHARGE posting's: no subsidised part of its own
+  ASSERT_EQ(whole->related_corrections_size(), 1);
+  EXPECT_TRUE(whole->related_corrections(0).subsidised_delta_sent());
+  EXPECT_TRUE(Posting(whole->related_corrections(0).name()).subsidised_delta_sent());
+  ExpectDelta(-50000, -5000);
+}
+
 }  // namespace
 }  // namespace labshare::usage

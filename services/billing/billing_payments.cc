@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -932,6 +933,56 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         }
         LS_ASSIGN_OR_RETURN(base, Parse<v1::Posting>(adoc->data));
       }
+    }
+    // A reversal of a reversal makes the reversal it undoes stand again
+    // (unless another reversal of that one still stands): refused when the
+    // posting that one reverses stands reversed by another since, which
+    // would be reversed twice (a subsidy reversed, that undone, the subsidy
+    // reversed again, then the undoing reversed).
+    if (r.mode() == v1::PostCorrectionRequest::REVERSE && links >= 2) {
+      auto load = [&](const std::string& name) -> absl::StatusOr<std::optional<v1::Posting>> {
+        LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(keys::Doc("posting", IdOf(name))));
+        if (!pdoc) return std::optional<v1::Posting>();
+        LS_ASSIGN_OR_RETURN(v1::Posting parsed, Parse<v1::Posting>(pdoc->data));
+        return std::optional<v1::Posting>(std::move(parsed));
+      };
+      // The standing reversal of `posting` other than `except`, if any.
+      auto other_standing = [&](const v1::Posting& posting,
+                                const std::string& except) -> absl::StatusOr<std::string> {
+        for (const auto& by : posting.corrected_by()) {
+          if (by == except) continue;
+          LS_ASSIGN_OR_RETURN(auto c, load(by));
+          if (!c || !absl::StartsWith(c->description(), "reversal of ")) continue;
+          LS_ASSIGN_OR_RETURN(bool undone, reversed(*c));
+          if (!undone) return c->name();
+        }
+        return std::string();
+      };
+      LS_ASSIGN_OR_RETURN(auto undone, load(original.corrects()));
+      if (undone && !undone->corrects().empty()) {
+        LS_ASSIGN_OR_RETURN(std::string keeps_undone, other_standing(*undone, original.name()));
+        if (keeps_undone.empty()) {
+          LS_ASSIGN_OR_RETURN(auto target, load(undone->corrects()));
+          if (target) {
+            LS_ASSIGN_OR_RETURN(std::string standing, other_standing(*target, undone->name()));
+            if (!standing.empty()) {
+              return MakeError(absl::StatusCode::kFailedPrecondition, "ALREADY_REVERSED",
+                               absl::StrCat(target->name(), " stands reversed by ", standing, "; reversing ",
+                                            r.posting(), " would make ", undone->name(),
+                                            " reverse it a second time"));
+            }
+          }
+        }
+      }
+    }
+    // A charge reversed in full is final: a SUBSIDY posting of it reversed
+    // on its own before is not given back (the pool would pay towards a
+    // REVERSED charge).
+    if (charge && r.mode() == v1::PostCorrectionRequest::REVERSE && charge->state() == v1::Charge::REVERSED &&
+        base_found && base.kind() == v1::SUBSIDY && links % 2 == 1) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
+                       absl::StrCat(charge->name(), " was reversed in full, which is final; reversing ",
+                                    r.posting(), " would give ", base.name(), " back"));
     }
     // Reversing one SUBSIDY posting on its own gives its cap usage back too;
     // reversing that reversal (a chain of reversals only, k links from the

@@ -298,14 +298,12 @@ TEST_F(AuthzMatrix, BookingMethodsFollowTheScopeOfTheTable) {
   bk::ListQuotasRequest quotas;
   quotas.set_organization("organizations/lab");
   quotas.set_instrument("instruments/tem");
-  quotas.set_period(static_cast<bk::Quota::Period>(99));
   Matrix(kBooking, "ListQuotas", quotas);
   // Staff naming another organisation without an instrument filter: each
   // row is shown as the staff may see it (that organisation's quotas on the
   // instruments its own organisation owns or operates), so staff of an
   // organisation that runs none of them get an empty page, not a refusal.
   quotas.clear_instrument();
-  quotas.clear_period();
   bk::ListQuotasResponse none;
   const grpc::Status empty = Call(stub_.get(), &bk::BookingService::Stub::ListQuotas, quotas, &none,
                               Token("zed", "outsider", {Role::kFacilityStaff}));

@@ -11,7 +11,11 @@
 //    its reversal (and its subsidies' reversals made with it) cannot be
 //    undone: NOT_CORRECTABLE;
 // 5. a PAYMENT posting links the settlement whose transfer it pays and the
-//    pool that pays it.
+//    pool that pays it;
+// 6. a posting never stands reversed twice: reversing the undoing of a
+//    subsidy's reversal after the subsidy was reversed again is
+//    ALREADY_REVERSED; and a subsidy reversed on its own is not given back
+//    once its charge was reversed in full (NOT_CORRECTABLE).
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -262,6 +266,78 @@ TEST_F(BillingAudit3Test, AReversedChargeStaysReversedAfterAnAdjust) {
   }
   EXPECT_EQ(reversal_income, -charge.service_income().amount_minor());
   EXPECT_EQ(adjust_income, 1000);
+}
+
+// ================================================================ 6. reversed once, for good
+
+// PostCorrection: "reversing it again is ALREADY_REVERSED, and so is
+// reversing a reversal's undoing while the posting stands reversed by
+// another reversal since". The voucher's subsidy reversed (R1), R1 undone
+// (U1: the subsidy back), the subsidy reversed again (R2): reversing U1
+// would make R1 stand beside R2, the pool refunded twice.
+TEST_F(BillingAudit3Test, ASubsidyNeverStandsReversedTwice) {
+  const v1::Charge charge = UsedSession();
+  ASSERT_EQ(charge.subsidy_lines_size(), 1);
+  auto reverse = [&](const std::string& posting, const std::string& why) {
+    v1::PostCorrectionRequest rev;
+    rev.set_posting(posting);
+    rev.set_mode(v1::PostCorrectionRequest::REVERSE);
+    rev.set_reason(why);
+    return billing_->PostCorrection(root_, rev);
+  };
+  const std::string subsidy = charge.subsidy_lines(0).posting();
+  const int64_t granted = charge.subsidy_lines(0).amount().amount_minor();
+  ASSERT_GT(granted, 0);
+  const int64_t full = Pool("subsidyPools/voucher").balance().amount_minor();
+  auto r1 = reverse(subsidy, "not eligible");
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full + granted);
+  auto u1 = reverse(r1->correction().name(), "eligible after all");
+  ASSERT_TRUE(u1.ok()) << u1.status();
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full);
+  auto r2 = reverse(subsidy, "not eligible, again");
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full + granted);
+  const size_t events = Published().size();
+  ExpectError(reverse(u1->correction().name(), "undo the undo").status(), absl::StatusCode::kFailedPrecondition,
+              "ALREADY_REVERSED");
+  EXPECT_EQ(Published().size(), events);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full + granted);
+  // Undoing R2 first gives the subsidy back; then U1's undoing may stand.
+  ASSERT_TRUE(reverse(r2->correction().name(), "eligible").ok());
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full);
+  ASSERT_TRUE(reverse(u1->correction().name(), "undo the undo").ok());
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full + granted);
+}
+
+// PostCorrection: "a charge reversed in full is final: REVERSE ... of a
+// reversal that would give back one of its SUBSIDY postings reversed on its
+// own before, is refused". The subsidy reversed, then the charge: the
+// charge's reversal leaves the subsidy (reversed already) alone; giving the
+// subsidy back would make the pool pay towards a REVERSED charge.
+TEST_F(BillingAudit3Test, ASubsidyReversedBeforeItsChargeIsNotGivenBack) {
+  const v1::Charge charge = UsedSession();
+  ASSERT_EQ(charge.subsidy_lines_size(), 1);
+  auto reverse = [&](const std::string& posting, const std::string& why) {
+    v1::PostCorrectionRequest rev;
+    rev.set_posting(posting);
+    rev.set_mode(v1::PostCorrectionRequest::REVERSE);
+    rev.set_reason(why);
+    return billing_->PostCorrection(root_, rev);
+  };
+  const int64_t full = Pool("subsidyPools/voucher").balance().amount_minor();
+  const int64_t granted = charge.subsidy_lines(0).amount().amount_minor();
+  auto r1 = reverse(charge.subsidy_lines(0).posting(), "not eligible");
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  auto whole = reverse(charge.posting(), "booked by mistake");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_EQ(whole->charge().state(), v1::Charge::REVERSED);
+  EXPECT_EQ(whole->related_corrections_size(), 0);  // the subsidy stood reversed
+  const size_t events = Published().size();
+  ExpectError(reverse(r1->correction().name(), "eligible after all").status(),
+              absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE");
+  EXPECT_EQ(Published().size(), events);
+  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full + granted);
 }
 
 // ================================================================ 5. a pool's payment links it

@@ -3,12 +3,14 @@
 #ifndef LABSHARE_SERVICES_BOOKING_BOOKING_COMMON_H_
 #define LABSHARE_SERVICES_BOOKING_BOOKING_COMMON_H_
 
+#include <algorithm>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
 #include "common/error.h"
+#include "common/proto_util.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory.pb.h"
 #include "services/booking/booking_manager.h"
@@ -60,6 +62,28 @@ ScopeFacts BookingFacts(const labshare::booking::v1::Booking& b);
 // UpdateStep busy_reason); read from the document for ends without one.
 labshare::booking::v1::BusyInterval::Reason BusyReasonFor(int state, int mode);
 inline int BusyReasonOf(const labshare::booking::v1::Booking& b) { return BusyReasonFor(b.state(), b.mode()); }
+
+// A slot booking's buffer: the one in force when it was created (inventory's
+// SlotRules.buffer then), kept on the booking as the gap between its
+// blocked and reserved ends. A later change of the instrument's buffer does
+// not move it.
+inline absl::Duration BookingBuffer(const labshare::booking::v1::Booking& b) {
+  return std::max(absl::ZeroDuration(),
+                  FromProto(b.blocked_interval().end_time()) - FromProto(b.reserved_interval().end_time()));
+}
+
+// The check-in window is [opens, closes), half-open like every interval:
+// it opens at the later of reserved start - BookingBuffer(b) and the end of
+// the previous entry's blocked interval (read from the calendar), and
+// closes at the earlier of reserved start + `grace` (the mode's
+// no_show_grace) and the reserved end (without a grace, at the reserved
+// end). From the moment it closes check-in is CHECK_IN_WINDOW_CLOSED and
+// the sweep marks an ON_SITE or JOINT_RESEARCH booking MISSED.
+inline absl::Time CheckInCloses(const labshare::booking::v1::Booking& b, absl::Duration grace) {
+  const absl::Time start = FromProto(b.reserved_interval().start_time());
+  const absl::Time end = FromProto(b.reserved_interval().end_time());
+  return grace > absl::ZeroDuration() ? std::min(start + grace, end) : end;
+}
 
 // The organisation a request names for whom it acts (a lease's lessee, an
 // order's client): a caller who can never act for another one (neither

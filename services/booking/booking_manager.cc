@@ -577,14 +577,9 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
 absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& instrument_id) {
   int64_t version = 0;
   LS_ASSIGN_OR_RETURN(v1::Project project, LoadProject(b.project(), &version, "booking.project"));
-  const absl::Time start = FromProto(b.reserved_interval().start_time());
-  const absl::Time end = FromProto(b.reserved_interval().end_time());
-  if (ProjectState(project) == v1::Project::ENDED) {
-    return Precondition("PROJECT_NOT_ACTIVE", b.project() + " has ended");
-  }
-  if (start < FromProto(project.period().start_time()) || end > FromProto(project.period().end_time())) {
-    return Precondition("OUTSIDE_PROJECT_PERIOD", "the booking must lie inside the project's period");
-  }
+  // Participation first: a payer outside the project learns nothing more
+  // about it (neither its instruments, its state nor its period). Then the
+  // instrument's budget, the project's state and its period.
   bool participant = false;
   for (const auto& part : project.participants()) participant |= part.organization() == b.payer_organization();
   if (!participant) {
@@ -594,6 +589,14 @@ absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& ins
   for (const auto& budget : project.instrument_budgets()) budgeted |= budget.instrument() == "instruments/" + instrument_id;
   if (!budgeted) {
     return Precondition("INSTRUMENT_NOT_IN_PROJECT", b.project() + " has no budget on " + b.instrument());
+  }
+  const absl::Time start = FromProto(b.reserved_interval().start_time());
+  const absl::Time end = FromProto(b.reserved_interval().end_time());
+  if (ProjectState(project) == v1::Project::ENDED) {
+    return Precondition("PROJECT_NOT_ACTIVE", b.project() + " has ended");
+  }
+  if (start < FromProto(project.period().start_time()) || end > FromProto(project.period().end_time())) {
+    return Precondition("OUTSIDE_PROJECT_PERIOD", "the booking must lie inside the project's period");
   }
   // Counters behind the document (an UpdateProject whose process died
   // between its commit and the counter write, never retried) follow it
@@ -1120,10 +1123,11 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     if (t > now) return InvalidField("check_in_time", "must not be in the future");
     const inv::SlotRules& rules = SlotRulesOf(instrument, b.mode());
     const absl::Time start = FromProto(b.reserved_interval().start_time());
-    const absl::Time end = FromProto(b.reserved_interval().end_time());
-    // Check-in opens at the later of start - buffer and the end of the
-    // previous entry's blocked interval (entries never overlap this one's).
-    absl::Time opens = start - FromProto(rules.buffer());
+    // The window [opens, closes) (CheckInCloses). It opens at the later of
+    // start - the booking's buffer (the one in force when it was created,
+    // not the instrument's current one) and the end of the previous entry's
+    // blocked interval (entries never overlap this one's).
+    absl::Time opens = start - BookingBuffer(b);
     if (t < start && opens < start) {
       LS_ASSIGN_OR_RETURN(auto before, store_->CalendarRange(cur.partition, IdOf(b.instrument()), Ms(opens), Ms(start)));
       for (const auto& e : before) {
@@ -1133,9 +1137,13 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     if (t < opens) {
       return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("check-in opens at ", absl::FormatTime(opens)));
     }
-    const absl::Duration grace = FromProto(rules.no_show_grace());
-    if (t >= end || (grace > absl::ZeroDuration() && t > start + grace)) {
-      return Precondition("CHECK_IN_WINDOW_CLOSED", "the check-in window of this booking has closed");
+    // It closes at the earlier of start + no_show_grace and the reserved
+    // end: at that very moment it is closed (and the sweep marks the booking
+    // MISSED).
+    const absl::Time closes = CheckInCloses(b, FromProto(rules.no_show_grace()));
+    if (t >= closes) {
+      return Precondition("CHECK_IN_WINDOW_CLOSED",
+                          absl::StrCat("the check-in window of this booking closed at ", absl::FormatTime(closes)));
     }
     if (instrument.state() != inv::ACTIVE) {
       return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
@@ -1207,7 +1215,9 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
     auto* session = c.booking.mutable_session();
     session->set_end_clamped(clamped);
     if (!r.notes().empty()) session->set_notes(absl::StrCat(session->notes(), session->notes().empty() ? "" : "\n", r.notes()));
-    const absl::Duration buffer = FromProto(SlotRulesOf(instrument, b.mode()).buffer());
+    // The booking's buffer (the one in force when it was created), not the
+    // instrument's current one: the block ends at check-out + that buffer.
+    const absl::Duration buffer = BookingBuffer(b);
     if (r.release_remaining() && t + buffer < blocked_end) {
       // The shorter block is announced with the check-out, in its step.
       v1::BookingEvent changed = Event(p, r.request_id());
@@ -1475,11 +1485,9 @@ absl::Status BookingManager::CutFinishedEntry(int partition, const std::string& 
 int64_t BookingManager::DueMs(const v1::Booking& b, const inv::Instrument& instrument) const {
   const absl::Time start = FromProto(b.reserved_interval().start_time());
   if (b.state() == v1::Booking::PENDING_APPROVAL) return Ms(start);
-  const absl::Duration grace = FromProto(SlotRulesOf(instrument, b.mode()).no_show_grace());
-  // When CheckIn's window closes: the earlier of start + grace and the
-  // reserved end (without a grace period, the reserved end).
-  const absl::Time end = FromProto(b.reserved_interval().end_time());
-  return Ms(grace > absl::ZeroDuration() ? std::min(start + grace, end) : end);
+  // When CheckIn's window [opens, closes) closes: the earlier of start +
+  // grace and the reserved end (without a grace period, the reserved end).
+  return Ms(CheckInCloses(b, FromProto(SlotRulesOf(instrument, b.mode()).no_show_grace())));
 }
 
 absl::StatusOr<int> BookingManager::Sweep() {
@@ -1495,7 +1503,8 @@ absl::StatusOr<int> BookingManager::Sweep() {
     bool gone = false;
     int64_t look_ms = 0;
   };
-  // Marks one booking MISSED (CONFIRMED, past start + grace, not checked in)
+  // Marks one booking MISSED (CONFIRMED, not checked in, CheckIn's window
+  // closed: now >= the earlier of start + grace and the reserved end)
   // or EXPIRED (PENDING_APPROVAL at or past its start), or checks a forgotten
   // session out (CHECKED_IN past its auto-checkout time), deciding on the
   // stored state in the step itself.
@@ -1533,11 +1542,12 @@ absl::StatusOr<int> BookingManager::Sweep() {
         LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
         due_ms = DueMs(b, *instrument);
       }
-      // A missed booking is due once its moment has passed (CheckIn's window
-      // is open up to it, inclusive); a pending one at its reserved start,
-      // the moment ApproveBooking refuses it (BOOKING_STARTED): no instant
-      // where it could be neither approved nor expired.
-      if (confirmed ? due_ms >= now_ms : due_ms > now_ms) {
+      // A missed booking is due at the moment CheckIn's window closes
+      // (half-open: CheckIn refuses from that moment on); a pending one at
+      // its reserved start, the moment ApproveBooking refuses it
+      // (BOOKING_STARTED): no instant where a booking could be neither
+      // checked in (approved) nor marked MISSED (EXPIRED).
+      if (due_ms > now_ms) {
         found.later = true;
         return Precondition("NOT_DUE", "not due yet");
       }

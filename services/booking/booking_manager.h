@@ -160,8 +160,9 @@ class BookingManager {
   absl::StatusOr<v1::ApplyMaintenanceWindowResponse> ApplyMaintenanceWindow(
       const Principal& p, const v1::ApplyMaintenanceWindowRequest& r, const std::string& cause_request_id = "");
 
-  // Marks CONFIRMED bookings not checked in by start + no_show_grace MISSED
-  // and PENDING_APPROVAL bookings whose reserved start has come (now >= start,
+  // Marks CONFIRMED bookings MISSED from the moment their check-in window
+  // closes (now >= the earlier of start + no_show_grace and the reserved
+  // end; CheckInCloses) and PENDING_APPROVAL bookings whose reserved start has come (now >= start,
   // when ApproveBooking refuses them) EXPIRED, and checks
   // out CHECKED_IN ON_SITE and JOINT_RESEARCH sessions nobody checked out at
   // their auto-checkout time (AutoCheckOutTime) once it has passed, as of the
@@ -401,7 +402,8 @@ class BookingManager {
   // is), taken off otherwise.
   absl::Status CutFinishedEntry(int partition, const std::string& instrument_id, const CalendarEntry& e,
                                 int64_t window_start_ms);
-  // When the sweep must look at a booking in `state` (0: never).
+  // When the sweep must look at a booking in `state` (0: never): a CONFIRMED
+  // one when its check-in window closes, a PENDING_APPROVAL one at its start.
   int64_t DueMs(const v1::Booking& b, const inv::Instrument& instrument) const;
   // When the sweep checks a CHECKED_IN session out: at the start of the
   // next entry on the calendar (a booking's blocked interval or a
@@ -591,7 +593,14 @@ class BookingManager {
       const std::function<absl::StatusOr<OrderChange>(const LoadedOrder&)>& decide);
 
   // Projects (booking_projects.cc).
-  absl::Status CompleteProject(v1::Project& project);
+  // Validates a project and fills what is computed (shares, each budget's
+  // instrument_owner; used and committed cleared). `check_instruments`: asks
+  // inventory whether each budgeted instrument exists and offers
+  // JOINT_RESEARCH (else the stored instrument_owner stays);
+  // `check_participants`: whether each participant organisation exists.
+  // CreateProject checks both, UpdateProject what its mask changes.
+  absl::Status CompleteProject(v1::Project& project, bool check_instruments = true,
+                               bool check_participants = true);
   v1::Project::State ProjectState(const v1::Project& project) const;
   absl::Status FillProjectUse(v1::Project& project) const;
   // `field`: the request's field that names the project ("name",
@@ -606,7 +615,12 @@ class BookingManager {
   // that or a later version stays, unless `overwrite` (CreateProject).
   absl::Status SetProjectBudgets(const v1::Project& project, const std::vector<std::string>& dropped,
                                  int64_t version, bool overwrite = false) const;
-  // The project checks of a JOINT_RESEARCH booking; fills its cost shares.
+  // The project checks of a JOINT_RESEARCH booking, in this order: the payer
+  // participates (NOT_PROJECT_PARTICIPANT, before anything else is told
+  // about the project), the instrument is budgeted
+  // (INSTRUMENT_NOT_IN_PROJECT), the project has not ended
+  // (PROJECT_NOT_ACTIVE), the booking lies in its period
+  // (OUTSIDE_PROJECT_PERIOD). Fills its cost shares.
   absl::Status CheckProject(v1::Booking& booking, const std::string& instrument_id);
 
   BookingStore* store_;

@@ -863,11 +863,13 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
       }
       const absl::Time now = clock_->Now();
       const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
-      // CheckIn's window: from the later of the buffer before the run and
-      // the end of the previous entry's blocked interval, until the run's
-      // start + no_show_grace (without a grace period, until its end).
+      // CheckIn's window [opens, closes): from the later of the run's
+      // buffer (the one in force when it was scheduled) before its start
+      // and the end of the previous entry's blocked interval, until the
+      // earlier of the run's start + no_show_grace and its end (without a
+      // grace period, until its end), that moment excluded.
       const inv::SlotRules& rules = SlotRulesOf(*instrument, labshare::type::v1::TECHNICAL_SERVICE);
-      absl::Time opens = start - FromProto(rules.buffer());
+      absl::Time opens = start - BookingBuffer(run.booking);
       LS_ASSIGN_OR_RETURN(auto before, store_->CalendarRange(cur.partition, IdOf(cur.order.instrument()), Ms(opens),
                                                              Ms(start)));
       for (const auto& e : before) {
@@ -878,9 +880,7 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
       if (now < opens) {
         return Precondition("CHECK_IN_TOO_EARLY", absl::StrCat("the run may start from ", absl::FormatTime(opens)));
       }
-      const absl::Duration grace = FromProto(rules.no_show_grace());
-      if (now >= FromProto(run.booking.reserved_interval().end_time()) ||
-          (grace > absl::ZeroDuration() && now > start + grace)) {
+      if (now >= CheckInCloses(run.booking, FromProto(rules.no_show_grace()))) {
         return Precondition("CHECK_IN_WINDOW_CLOSED", "the run's check-in window has closed; schedule it again");
       }
       c.with_booking = true;

@@ -155,7 +155,8 @@ absl::Status CheckHoldingBookings(const BookingStore& store, const v1::Project& 
 
 }  // namespace
 
-absl::Status BookingManager::CompleteProject(v1::Project& project) {
+absl::Status BookingManager::CompleteProject(v1::Project& project, bool check_instruments,
+                                             bool check_participants) {
   if (project.title().empty()) return InvalidField("project.title", "required");
   LS_RETURN_IF_ERROR(ComputeShares(project));
   LS_RETURN_IF_ERROR(CheckInterval(project.period(), "project.period"));
@@ -171,15 +172,17 @@ absl::Status BookingManager::CompleteProject(v1::Project& project) {
     if (FromProto(b.budget()) <= absl::ZeroDuration()) {
       return InvalidField("project.instrument_budgets.budget", "must be positive");
     }
+    b.clear_used();
+    b.clear_committed();
+    if (!check_instruments) continue;  // as stored, instrument_owner included
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
     if (FindMode(instrument, labshare::type::v1::JOINT_RESEARCH) == nullptr) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
                        b.instrument() + " does not offer JOINT_RESEARCH");
     }
     b.set_instrument_owner(instrument.owner_organization());
-    b.clear_used();
-    b.clear_committed();
   }
+  if (!check_participants) return absl::OkStatus();
   for (const auto& p : project.participants()) {
     LS_RETURN_IF_ERROR(inventory_->GetOrganization(p.organization()).status());
   }
@@ -448,9 +451,14 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
       project.cost_share_template() != v1::Project::COST_SHARE_TEMPLATE_UNSPECIFIED) {
     for (auto& participant : *project.mutable_participants()) participant.set_share_bps(0);
   }
-  LS_RETURN_IF_ERROR(CompleteProject(project));
-  // Holding bookings keep their payer a participant and the period around them.
+  // Inventory is asked again only about what the mask changes: the budgeted
+  // instruments (JOINT_RESEARCH still offered) with instrument_budgets, the
+  // participant organisations with participants. A title change on a
+  // project whose instrument no longer offers the mode still succeeds.
   const auto& paths = r.update_mask().paths();
+  const bool sent_budgets = std::find(paths.begin(), paths.end(), "instrument_budgets") != paths.end();
+  LS_RETURN_IF_ERROR(CompleteProject(project, sent_budgets, sent_participants));
+  // Holding bookings keep their payer a participant and the period around them.
   if (std::find(paths.begin(), paths.end(), "participants") != paths.end() ||
       std::find(paths.begin(), paths.end(), "period") != paths.end()) {
     LS_RETURN_IF_ERROR(CheckHoldingBookings(*store_, current, project));

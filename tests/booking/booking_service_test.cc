@@ -519,9 +519,11 @@ TEST_F(BookingServiceTest, SweepMarksMissedAndExpiredBookings) {
   ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(12 + 24), &pending).ok());  // residency: pending
   ASSERT_TRUE(Book(absl::Hours(40), absl::Hours(41), &checked).ok());
   ASSERT_EQ(pending.state(), v1::Booking::PENDING_APPROVAL);
-  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15));  // exactly start + grace: still open
+  // The window is [opens, start + grace): a moment before its end still
+  // open, at exactly start + grace closed and MISSED.
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15) - absl::Milliseconds(1));
   EXPECT_EQ(*manager_->Sweep(), 0);
-  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(16));
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15));
   EXPECT_EQ(*manager_->Sweep(), 1);
   v1::GetBookingRequest get;
   get.set_name(confirmed.name());
@@ -558,13 +560,14 @@ TEST_F(BookingServiceTest, SweepReadsEachInstrumentFromItsCursorAndStillDrainsTh
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApproveBooking, approve, &out, staff_).ok());
   ASSERT_TRUE(Book(absl::Hours(40), absl::Hours(41), &older).ok());
   const int p = keys::Partition("tem");
-  // Approved, it is due at start + grace like any confirmed booking.
-  clock_.Set(day_ + absl::Hours(12) + absl::Minutes(15));
+  // Approved, it is due at start + grace like any confirmed booking (not a
+  // moment before).
+  clock_.Set(day_ + absl::Hours(12) + absl::Minutes(15) - absl::Milliseconds(1));
   EXPECT_EQ(*manager_->Sweep(), 0);
   // The cursor stays at or before the open booking (here: the look-back).
   EXPECT_EQ(pool_->Command({"HGET", keys::SweepCursors(p), "tem"})->str,
             std::to_string(absl::ToUnixMillis(clock_.Now() - absl::Hours(1))));
-  clock_.Set(day_ + absl::Hours(12) + absl::Minutes(16));
+  clock_.Set(day_ + absl::Hours(12) + absl::Minutes(15));
   EXPECT_EQ(*manager_->Sweep(), 1);
   v1::GetBookingRequest get;
   get.set_name(approved.name());

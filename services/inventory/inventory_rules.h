@@ -116,7 +116,9 @@ struct AccessFacts {
 // availability answers alike. The reserved interval (a lease: its term)
 // must start at or after earliest_start and end at or before latest_end.
 // Slot modes: now + min_notice; now + member_horizon (OWNER, MEMBER) or
-// non_member_horizon (NON_MEMBER). LEASE: now + the handover buffer (the
+// non_member_horizon (NON_MEMBER; 0: latest_end is now, so nothing fits,
+// and EvaluateAccess denies every interval BEYOND_HORIZON, also one that
+// ends by now). LEASE: now + the handover buffer (the
 // calendar block may not begin in the past); the horizon is how far ahead a
 // lease may start (latest_start = now + horizon), so the latest end is that
 // plus the longest term (max_term_days); no limit (absl::InfiniteFuture())

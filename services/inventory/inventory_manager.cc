@@ -1290,8 +1290,9 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
   for (const auto& m : rate_members) rate_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
   const absl::Time end = FromProto(r.interval().end_time());
   for (const auto& m : window_members) {
-    // Members sort by start: later ones cannot overlap the interval.
-    if (absl::FromUnixSeconds(std::stoll(m.substr(0, m.find('|')))) >= end) break;
+    // Members sort by start: later ones cannot overlap the interval. Their
+    // whole seconds suffice (either format: see WindowSortKey).
+    if (absl::FromUnixSeconds(std::stoll(m.substr(0, m.find_first_of(".|")))) >= end) break;
     window_keys.push_back(keys::Window(instr_id, m.substr(m.rfind('|') + 1)));
   }
   LS_ASSIGN_OR_RETURN(auto rates, store_->LoadMany<v1::Rate>(rate_keys));
@@ -1333,6 +1334,58 @@ return moved
     for (const auto& id : ids) {
       LS_ASSIGN_OR_RETURN(RedisValue reply, store_->docs().pool()->Eval(kMigrate, {keys::Rates(id)}, {}));
       moved += static_cast<int>(reply.integer);
+    }
+    if (static_cast<int>(ids.size()) < kIndexBatch) break;
+  }
+  return moved;
+}
+
+absl::StatusOr<int> InventoryManager::MigrateWindowIndexes() {
+  // One member at a time: the old member goes and the new one comes in one
+  // step, only if the old one was still there (a second migration running
+  // at the same time moves it once).
+  static const RedisScript kMove(R"lua(
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[1], 0, ARGV[2])
+  return 1
+end
+return 0
+)lua");
+  int moved = 0;
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Instruments(), after, kIndexBatch));
+    if (ids.empty()) break;
+    after = ids.back();
+    for (const auto& instr_id : ids) {
+      const std::string index = keys::Windows(instr_id);
+      std::string from;
+      while (true) {
+        LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(index, from, kIndexBatch));
+        if (members.empty()) break;
+        from = members.back();
+        std::vector<std::string> old_members, doc_keys;
+        for (const auto& m : members) {
+          const size_t bar = m.rfind('|');
+          if (bar == std::string::npos || m.find('.') < bar) continue;  // already migrated
+          old_members.push_back(m);
+          doc_keys.push_back(keys::Window(instr_id, m.substr(bar + 1)));
+        }
+        std::vector<std::optional<StoredDoc>> docs;
+        if (!doc_keys.empty()) {
+          LS_ASSIGN_OR_RETURN(docs, store_->docs().GetMany(doc_keys));
+        }
+        for (size_t i = 0; i < old_members.size(); ++i) {
+          if (!docs[i]) continue;
+          v1::MaintenanceWindow w;
+          LS_RETURN_IF_ERROR(Parse(w, docs[i]->data));
+          const std::string& m = old_members[i];
+          LS_ASSIGN_OR_RETURN(RedisValue reply,
+                              store_->docs().pool()->Eval(kMove, {index}, {m, WindowSortKey(w, m.substr(m.rfind('|') + 1))}));
+          moved += static_cast<int>(reply.integer);
+        }
+        if (static_cast<int>(members.size()) < kIndexBatch) break;
+      }
     }
     if (static_cast<int>(ids.size()) < kIndexBatch) break;
   }

@@ -86,6 +86,10 @@ class InventoryManager {
   // Rewrites rate index members of the first format into RateSortKey's
   // (ListRates' order); returns how many moved. Idempotent.
   absl::StatusOr<int> MigrateRateIndexes();
+  // Rewrites window index members of the first format (whole seconds) into
+  // WindowSortKey's (start to the nanosecond, ListMaintenanceWindows'
+  // order); returns how many moved. Idempotent.
+  absl::StatusOr<int> MigrateWindowIndexes();
 
  private:
   // What a mutation will write, decided from the state it read.

@@ -592,7 +592,8 @@ absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& w) {
 }
 
 std::string WindowSortKey(const v1::MaintenanceWindow& w, absl::string_view window_id) {
-  return absl::StrCat(Pad(w.interval().start_time().seconds()), "|", window_id);
+  return absl::StrCat(Pad(w.interval().start_time().seconds()), ".",
+                      absl::StrFormat("%09d", w.interval().start_time().nanos()), "|", window_id);
 }
 
 // ------------------------------------------------------------ access

@@ -95,6 +95,10 @@ int QualificationValidityDays(const v1::Instrument& instrument);
 
 // ------------------------------------------------------------ maintenance
 absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& window);
+// A window's member of its instrument's index (ListMaintenanceWindows'
+// "by start" order): "<start seconds, 20 digits>.<start nanos, 9
+// digits>|<window id>". Members of the first format ("<seconds>|<id>", whole
+// seconds only) are rewritten by InventoryManager::MigrateWindowIndexes.
 std::string WindowSortKey(const v1::MaintenanceWindow& window, absl::string_view window_id);
 
 // ------------------------------------------------------------ access

@@ -7,7 +7,8 @@
 // nothing; User.external_subject holds no control character; a revoked
 // qualification's use changes nothing; a non_member_horizon of 0 refuses
 // every non-member booking; service_entry_id prices TECHNICAL_SERVICE only;
-// CheckAccess validates the payer's name before reading the user.
+// CheckAccess validates the payer's name before reading the user;
+// ListMaintenanceWindows orders windows by start to the nanosecond.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "common/proto_util.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
@@ -530,6 +532,69 @@ TEST_F(InventoryAudit3Test, CheckAccessValidatesThePayerBeforeReadingTheUser) {
   req.set_payer_organization("organizations/someone");
   ExpectError(Call(&Stub::CheckAccess, req, &out, admin_), grpc::StatusCode::NOT_FOUND, "USER_NOT_FOUND",
               "well-formed payer, unknown user");
+}
+
+// ------------------------------------------------------------ 11. windows by start
+
+// ListMaintenanceWindows: "by start". Windows starting within one second
+// came in the order of their random ids; now by start to the nanosecond.
+// Index members of the first format (whole seconds) are rewritten by
+// MigrateWindowIndexes, once.
+TEST_F(InventoryAudit3Test, MaintenanceWindowsListByStartToTheNanosecond) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  const absl::Time second = clock_.Now() + absl::Hours(24);
+  std::vector<std::string> by_start(6);
+  for (int i = 5; i >= 0; --i) {  // declared latest first
+    v1::CreateMaintenanceWindowRequest req;
+    req.set_parent("instruments/tem");
+    *req.mutable_maintenance_window()->mutable_interval()->mutable_start_time() =
+        ToProto(second + absl::Milliseconds(100 * i));
+    *req.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(second + absl::Hours(1));
+    v1::MaintenanceWindow w;
+    ASSERT_TRUE(Call(&Stub::CreateMaintenanceWindow, req, &w, admin_).ok());
+    by_start[static_cast<size_t>(i)] = w.name();
+  }
+  auto listed = [&]() {
+    v1::ListMaintenanceWindowsRequest list;
+    list.set_parent("instruments/tem");
+    v1::ListMaintenanceWindowsResponse resp;
+    EXPECT_TRUE(Call(&Stub::ListMaintenanceWindows, list, &resp, admin_).ok());
+    std::vector<std::string> names;
+    for (const auto& w : resp.maintenance_windows()) names.push_back(w.name());
+    return names;
+  };
+  EXPECT_EQ(listed(), by_start);
+  // The first format: "<seconds>|<id>".
+  auto members = pool_->Command({"ZRANGE", keys::Windows("tem"), "0", "-1"});
+  ASSERT_TRUE(members.ok());
+  ASSERT_EQ(members->elements.size(), 6u);
+  for (const auto& m : members->elements) {
+    const std::string& member = m.str;
+    const std::string old_member = member.substr(0, member.find('.')) + member.substr(member.rfind('|'));
+    ASSERT_EQ(Redis({"ZREM", keys::Windows("tem"), member}), 1);
+    ASSERT_EQ(Redis({"ZADD", keys::Windows("tem"), "0", old_member}), 1);
+  }
+  auto moved = manager_->MigrateWindowIndexes();
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(*moved, 6);
+  EXPECT_EQ(*manager_->MigrateWindowIndexes(), 0);
+  EXPECT_EQ(listed(), by_start);
+  // CheckAccess reads the members too: an interval over the first window
+  // only is DURING_MAINTENANCE, naming it.
+  MakeUser("ana", "owner");
+  v1::CheckAccessResponse out;
+  ASSERT_TRUE(Call(&Stub::CheckAccess,
+                   Access("users/ana", "instruments/tem", second - absl::Hours(1), second + absl::Milliseconds(50)),
+                   &out, admin_)
+                  .ok());
+  ASSERT_TRUE(Denied(out, v1::DURING_MAINTENANCE));
+  for (const auto& d : out.denials()) {
+    if (d.code() == v1::DURING_MAINTENANCE) {
+      EXPECT_TRUE(absl::StrContains(d.message(), by_start[0])) << d.message();
+    }
+  }
 }
 
 }  // namespace

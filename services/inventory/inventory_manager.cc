@@ -3,6 +3,7 @@
 #include <set>
 
 #include <google/protobuf/util/field_mask_util.h>
+#include <google/protobuf/util/message_differencer.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -150,6 +151,20 @@ absl::Status Parse(google::protobuf::Message& out, const std::string& bytes) {
 
 // ================================================================ plumbing
 
+template <typename T>
+bool InventoryManager::Unchanged(const T& merged, const Loaded<T>& current) {
+  return google::protobuf::util::MessageDifferencer::Equals(merged, current.value);
+}
+
+template <typename T>
+InventoryManager::Plan<T> InventoryManager::AnswerStored(const std::string& key, Loaded<T> current) {
+  Plan<T> plan;
+  plan.write_nothing = true;
+  plan.mutation.guards.push_back({key, current.version});
+  plan.response = std::move(current.value);
+  return plan;
+}
+
 template <typename Resp>
 absl::StatusOr<Resp> InventoryManager::Commit(
     const Principal& p, absl::string_view method, const google::protobuf::Message& request,
@@ -178,7 +193,9 @@ absl::StatusOr<Resp> InventoryManager::Commit(
     // Nothing to change: no event, but a request_id still keeps this answer
     // (a retry gets it, other content under the id REQUEST_ID_REUSED).
     if (plan.write_nothing && idem.empty()) return std::move(plan.response);
-    const auto event_time = ToProto(clock_->Now());
+    // The time the plan stamped the resource with (its update_time, the
+    // change's change_time), not a later reading of the clock.
+    const auto event_time = ToProto(plan.now == absl::InfinitePast() ? clock_->Now() : plan.now);
     auto fill_header = [&](v1::InventoryEvent& event) {
       auto* header = event.mutable_header();
       header->set_event_id(NewEventId());
@@ -330,6 +347,7 @@ absl::StatusOr<v1::Organization> InventoryManager::CreateOrganization(
     *change.mutable_change_time() = ToProto(now);
 
     Plan<v1::Organization> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::Org(id), org.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Orgs(), id});
     plan.mutation.appends.push_back({keys::Membership(id), change.SerializeAsString()});
@@ -373,12 +391,14 @@ absl::StatusOr<v1::Organization> InventoryManager::UpdateOrganization(
     const Principal& p, const v1::UpdateOrganizationRequest& r) {
   return Commit<v1::Organization>(p, "UpdateOrganization", r, r.request_id(),
                                   [&]() -> absl::StatusOr<Plan<v1::Organization>> {
-    LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.organization().name(), "organizations", "organization.name"));
     static constexpr const char* kPaths[] = {"display_name", "type",   "size_class",       "state_owned",
                                              "foreign",      "sector", "invoicing_details"};
     const FieldMask mask = MaskOrImplied(r.organization(), r.update_mask(), kPaths);
     // A member's billing admin keeps its own organisation's fapiao details;
-    // every other path is the consortium admin's (the role may not).
+    // every other path is the consortium admin's (the role may not). The
+    // permission comes before validation (types.proto), the name's too: a
+    // path but invoicing_details is ROLE_NOT_ALLOWED and a name but the
+    // caller's own organisation (a malformed one too) ORGANIZATION_SCOPE.
     if (!p.HasRole(Role::kConsortiumAdmin)) {
       for (const auto& path : mask.paths()) {
         if (path != "invoicing_details") {
@@ -392,15 +412,19 @@ absl::StatusOr<v1::Organization> InventoryManager::UpdateOrganization(
         return ScopeDenied("a billing admin may update only its own organisation's invoicing details");
       }
     }
+    LS_ASSIGN_OR_RETURN(std::string id, ParseName(r.organization().name(), "organizations", "organization.name"));
     LS_RETURN_IF_ERROR(ValidateMask(mask, kPaths));
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Organization>(keys::Org(id), "ORGANIZATION_NOT_FOUND", r.organization().name()));
     LS_RETURN_IF_ERROR(CheckEtag(r.organization().etag(), current.version));
     v1::Organization org = current.value;
     ApplyMask(r.organization(), mask, &org);
     LS_RETURN_IF_ERROR(ValidateOrganization(org));
-    *org.mutable_update_time() = ToProto(clock_->Now());
+    if (Unchanged(org, current)) return AnswerStored(keys::Org(id), std::move(current));
+    const absl::Time now = clock_->Now();
+    *org.mutable_update_time() = ToProto(now);
     org.set_etag(std::to_string(current.version + 1));
     Plan<v1::Organization> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::Org(id), org.SerializeAsString(), current.version});
     auto* ev = plan.event.mutable_organization_changed();
     ev->set_kind(v1::UPDATED);
@@ -431,9 +455,8 @@ absl::StatusOr<v1::Organization> InventoryManager::ChangeMembership(
     v1::Organization org = current.value;
     const v1::MembershipState from = org.membership_state();
     const std::string new_tier = r.tier().empty() ? org.tier() : r.tier();
-    if (to == v1::MEMBER && new_tier.empty()) {
-      return InvalidField("tier", "a MEMBER needs a tier, e.g. CORE or GENERAL");
-    }
+    // The move itself first (NO_CHANGE, TRANSITION_NOT_ALLOWED), whatever
+    // the tier; then whether the MEMBER it ends in has one.
     if (from == to) {
       if (to != v1::MEMBER || new_tier == org.tier()) {
         return NoChange(absl::StrCat(r.name(), " is already ", v1::MembershipState_Name(to),
@@ -444,6 +467,9 @@ absl::StatusOr<v1::Organization> InventoryManager::ChangeMembership(
                        absl::StrCat("membership cannot go from ", v1::MembershipState_Name(from),
                                     " to ", v1::MembershipState_Name(to)),
                        {{"from", v1::MembershipState_Name(from)}, {"to", v1::MembershipState_Name(to)}});
+    }
+    if (to == v1::MEMBER && new_tier.empty()) {
+      return InvalidField("tier", "a MEMBER needs a tier, e.g. CORE or GENERAL");
     }
     LS_ASSIGN_OR_RETURN(RedisValue len, store_->docs().pool()->Command({"LLEN", keys::Membership(id)}));
     const absl::Time now = clock_->Now();
@@ -462,6 +488,7 @@ absl::StatusOr<v1::Organization> InventoryManager::ChangeMembership(
     org.set_etag(std::to_string(current.version + 1));
 
     Plan<v1::Organization> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::Org(id), org.SerializeAsString(), current.version});
     plan.mutation.appends.push_back({keys::Membership(id), change.SerializeAsString()});
     auto* ev = plan.event.mutable_membership_changed();
@@ -505,9 +532,11 @@ absl::StatusOr<v1::User> InventoryManager::CreateUser(const Principal& p,
     LS_RETURN_IF_ERROR(ValidateUser(user));
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(org_id), "ORGANIZATION_NOT_FOUND", user.organization()).status());
     user.set_name("users/" + id);
-    Stamp(user.mutable_create_time(), user.mutable_update_time(), clock_->Now(), true);
+    const absl::Time now = clock_->Now();
+    Stamp(user.mutable_create_time(), user.mutable_update_time(), now, true);
     user.set_etag("1");
     Plan<v1::User> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::User(id), user.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Users(), id});
     AddSignInIndexOps(v1::User(), user, id, &plan.mutation.index_ops);
@@ -564,9 +593,12 @@ absl::StatusOr<v1::User> InventoryManager::UpdateUser(const Principal& p,
     v1::User user = current.value;
     ApplyMask(r.user(), mask, &user);
     LS_RETURN_IF_ERROR(ValidateUser(user, user.email() != current.value.email()));
-    *user.mutable_update_time() = ToProto(clock_->Now());
+    if (Unchanged(user, current)) return AnswerStored(keys::User(id), std::move(current));
+    const absl::Time now = clock_->Now();
+    *user.mutable_update_time() = ToProto(now);
     user.set_etag(std::to_string(current.version + 1));
     Plan<v1::User> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::User(id), user.SerializeAsString(), current.version});
     AddSignInIndexOps(current.value, user, id, &plan.mutation.index_ops);
     auto* ev = plan.event.mutable_user_changed();
@@ -594,9 +626,11 @@ absl::StatusOr<v1::Facility> InventoryManager::CreateFacility(const Principal& p
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(owner), "ORGANIZATION_NOT_FOUND", f.owner_organization()).status());
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(op), "ORGANIZATION_NOT_FOUND", f.operator_organization()).status());
     f.set_name("facilities/" + id);
-    Stamp(f.mutable_create_time(), f.mutable_update_time(), clock_->Now(), true);
+    const absl::Time now = clock_->Now();
+    Stamp(f.mutable_create_time(), f.mutable_update_time(), now, true);
     f.set_etag("1");
     Plan<v1::Facility> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::Facility(id), f.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Facilities(), id});
     auto* ev = plan.event.mutable_facility_changed();
@@ -650,10 +684,12 @@ absl::StatusOr<v1::Facility> InventoryManager::UpdateFacility(const Principal& p
     LS_ASSIGN_OR_RETURN(std::string op, ParseName(f.operator_organization(), "organizations", "facility.operator_organization"));
     LS_RETURN_IF_ERROR(ValidateFacility(f));
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(op), "ORGANIZATION_NOT_FOUND", f.operator_organization()).status());
+    if (Unchanged(f, current)) return AnswerStored(keys::Facility(id), std::move(current));
     const absl::Time now = clock_->Now();
     *f.mutable_update_time() = ToProto(now);
     f.set_etag(std::to_string(current.version + 1));
     Plan<v1::Facility> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::Facility(id), f.SerializeAsString(), current.version});
     // An instrument's operator is its facility's: a new operator takes over
     // every instrument in this same step.
@@ -703,9 +739,11 @@ absl::StatusOr<v1::Instrument> InventoryManager::CreateInstrument(
     in.set_name("instruments/" + id);
     in.set_operator_organization(facility.value.operator_organization());
     in.set_state(v1::ACTIVE);
-    Stamp(in.mutable_create_time(), in.mutable_update_time(), clock_->Now(), true);
+    const absl::Time now = clock_->Now();
+    Stamp(in.mutable_create_time(), in.mutable_update_time(), now, true);
     in.set_etag("1");
     Plan<v1::Instrument> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::Instrument(id), in.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Instruments(), id});
     plan.mutation.index_ops.push_back({keys::FacilityInstruments(fac), id});
@@ -768,9 +806,12 @@ absl::StatusOr<v1::Instrument> InventoryManager::UpdateInstrument(
     v1::Instrument in = current.value;
     ApplyMask(r.instrument(), mask, &in);
     LS_RETURN_IF_ERROR(ValidateInstrument(in));
-    *in.mutable_update_time() = ToProto(clock_->Now());
+    if (Unchanged(in, current)) return AnswerStored(keys::Instrument(id), std::move(current));
+    const absl::Time now = clock_->Now();
+    *in.mutable_update_time() = ToProto(now);
     in.set_etag(std::to_string(current.version + 1));
     Plan<v1::Instrument> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::Instrument(id), in.SerializeAsString(), current.version});
     auto* ev = plan.event.mutable_instrument_changed();
     ev->set_kind(v1::UPDATED);
@@ -803,9 +844,11 @@ absl::StatusOr<v1::Instrument> InventoryManager::SetInstrumentState(
     }
     v1::Instrument in = current.value;
     in.set_state(r.state());
-    *in.mutable_update_time() = ToProto(clock_->Now());
+    const absl::Time now = clock_->Now();
+    *in.mutable_update_time() = ToProto(now);
     in.set_etag(std::to_string(current.version + 1));
     Plan<v1::Instrument> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::Instrument(id), in.SerializeAsString(), current.version});
     auto* ev = plan.event.mutable_instrument_changed();
     ev->set_kind(v1::STATE_CHANGED);
@@ -862,6 +905,7 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
     rate.set_name(absl::StrCat(r.parent(), "/rates/", rate_id));
     *rate.mutable_create_time() = ToProto(now);
     Plan<v1::Rate> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::Rate(instr_id, rate_id), rate.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Rates(instr_id), RateSortKey(rate, rate_id)});
     auto* ev = plan.event.mutable_rate_created();
@@ -920,7 +964,9 @@ absl::StatusOr<v1::LookupRateResponse> InventoryManager::LookupRate(
   const std::string& tier = recorded ? r.payer_tier() : payer.value.tier();
   // An unset time means now.
   const absl::Time at = r.has_time() ? FromProto(r.time()) : clock_->Now();
-  const v1::Rate* rate = FindRate(rates, r.mode(), cls, tier, r.service_entry_id(), at);
+  // service_entry_id prices a TECHNICAL_SERVICE entry; other modes ignore it.
+  const std::string entry = r.mode() == labshare::type::v1::TECHNICAL_SERVICE ? r.service_entry_id() : "";
+  const v1::Rate* rate = FindRate(rates, r.mode(), cls, tier, entry, at);
   if (rate == nullptr) {
     return MakeError(absl::StatusCode::kNotFound, "NO_RATE",
                      absl::StrCat("no ", labshare::type::v1::PayerClass_Name(cls), " rate for ",
@@ -970,6 +1016,7 @@ absl::StatusOr<v1::Qualification> InventoryManager::GrantQualification(
     q.clear_state();
     q.clear_expire_time();
     Plan<v1::Qualification> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({key, q.SerializeAsString(), existing ? existing->version : 0});
     plan.mutation.index_ops.push_back({keys::InstrumentQualifications(instr_id), user_id});
     plan.mutation.index_ops.push_back({keys::UserQualifications(user_id), instr_id});
@@ -996,8 +1043,9 @@ absl::StatusOr<v1::Qualification> InventoryManager::RevokeQualification(
     q.set_revoked(true);
     if (!r.reason().empty()) q.set_note(r.reason());
     Plan<v1::Qualification> plan;
+    plan.now = clock_->Now();
     plan.mutation.writes.push_back({key, q.SerializeAsString(), current.version});
-    ComputeQualificationState(q, QualificationValidityDays(in.value), clock_->Now());
+    ComputeQualificationState(q, QualificationValidityDays(in.value), plan.now);
     auto* ev = plan.event.mutable_qualification_changed();
     ev->set_kind(v1::STATE_CHANGED);
     *ev->mutable_qualification() = q;
@@ -1069,12 +1117,13 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
     const int validity = QualificationValidityDays(in.value);
     // Lapsed by the time of this use (its state at use_time, before it):
     // only a new grant renews a lapsed qualification, a later use does not.
+    // A revoked one is not valid at any use_time: only a grant restores it.
     v1::Qualification at_use = q;
     ComputeQualificationState(at_use, validity, FromProto(r.use_time()));
-    const bool lapsed = at_use.state() == v1::EXPIRED;
+    const bool lapsed = at_use.state() != v1::VALID;
     if (lapsed || (q.has_last_use_time() && FromProto(r.use_time()) <= FromProto(q.last_use_time()))) {
-      // An older use, or one after the lapse, changes nothing: answer with
-      // the current state.
+      // An older use, or one after the lapse or the revocation, changes
+      // nothing: answer with the current state.
       ComputeQualificationState(q, validity, clock_->Now());
       Plan<v1::Qualification> unchanged;
       unchanged.write_nothing = true;
@@ -1083,8 +1132,9 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
     }
     *q.mutable_last_use_time() = r.use_time();
     Plan<v1::Qualification> plan;
+    plan.now = clock_->Now();
     plan.mutation.writes.push_back({key, q.SerializeAsString(), current.version});
-    ComputeQualificationState(q, validity, clock_->Now());
+    ComputeQualificationState(q, validity, plan.now);
     auto* ev = plan.event.mutable_qualification_changed();
     ev->set_kind(v1::UPDATED);
     *ev->mutable_qualification() = q;
@@ -1110,9 +1160,11 @@ absl::StatusOr<v1::MaintenanceWindow> InventoryManager::CreateMaintenanceWindow(
     const std::string id = NewId("mw");
     w.set_name(absl::StrCat(r.parent(), "/maintenanceWindows/", id));
     w.set_state(v1::SCHEDULED);
-    *w.mutable_create_time() = ToProto(clock_->Now());
+    const absl::Time now = clock_->Now();
+    *w.mutable_create_time() = ToProto(now);
     w.set_created_by(ActorName(p));
     Plan<v1::MaintenanceWindow> plan;
+    plan.now = now;
     plan.mutation.writes.push_back({keys::Window(instr_id, id), w.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Windows(instr_id), WindowSortKey(w, id)});
     auto* ev = plan.event.mutable_maintenance_window_changed();
@@ -1201,6 +1253,11 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
   }
   LS_ASSIGN_OR_RETURN(std::string user_id, ParseName(r.user(), "users", "user"));
   LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.instrument(), "instruments", "instrument"));
+  // Every name of the request is checked (INVALID_NAME) before anything is
+  // read (USER_NOT_FOUND): the payer's too, when the request names one.
+  if (!r.payer_organization().empty()) {
+    LS_RETURN_IF_ERROR(ParseName(r.payer_organization(), "organizations", "payer_organization").status());
+  }
   if (r.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
       !labshare::type::v1::SharingMode_IsValid(r.mode())) {
     return InvalidField("mode", "choose ON_SITE, LEASE, JOINT_RESEARCH or TECHNICAL_SERVICE");
@@ -1233,8 +1290,9 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
   for (const auto& m : rate_members) rate_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
   const absl::Time end = FromProto(r.interval().end_time());
   for (const auto& m : window_members) {
-    // Members sort by start: later ones cannot overlap the interval.
-    if (absl::FromUnixSeconds(std::stoll(m.substr(0, m.find('|')))) >= end) break;
+    // Members sort by start: later ones cannot overlap the interval. Their
+    // whole seconds suffice (either format: see WindowSortKey).
+    if (absl::FromUnixSeconds(std::stoll(m.substr(0, m.find_first_of(".|")))) >= end) break;
     window_keys.push_back(keys::Window(instr_id, m.substr(m.rfind('|') + 1)));
   }
   LS_ASSIGN_OR_RETURN(auto rates, store_->LoadMany<v1::Rate>(rate_keys));
@@ -1276,6 +1334,58 @@ return moved
     for (const auto& id : ids) {
       LS_ASSIGN_OR_RETURN(RedisValue reply, store_->docs().pool()->Eval(kMigrate, {keys::Rates(id)}, {}));
       moved += static_cast<int>(reply.integer);
+    }
+    if (static_cast<int>(ids.size()) < kIndexBatch) break;
+  }
+  return moved;
+}
+
+absl::StatusOr<int> InventoryManager::MigrateWindowIndexes() {
+  // One member at a time: the old member goes and the new one comes in one
+  // step, only if the old one was still there (a second migration running
+  // at the same time moves it once).
+  static const RedisScript kMove(R"lua(
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[1], 0, ARGV[2])
+  return 1
+end
+return 0
+)lua");
+  int moved = 0;
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Instruments(), after, kIndexBatch));
+    if (ids.empty()) break;
+    after = ids.back();
+    for (const auto& instr_id : ids) {
+      const std::string index = keys::Windows(instr_id);
+      std::string from;
+      while (true) {
+        LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(index, from, kIndexBatch));
+        if (members.empty()) break;
+        from = members.back();
+        std::vector<std::string> old_members, doc_keys;
+        for (const auto& m : members) {
+          const size_t bar = m.rfind('|');
+          if (bar == std::string::npos || m.find('.') < bar) continue;  // already migrated
+          old_members.push_back(m);
+          doc_keys.push_back(keys::Window(instr_id, m.substr(bar + 1)));
+        }
+        std::vector<std::optional<StoredDoc>> docs;
+        if (!doc_keys.empty()) {
+          LS_ASSIGN_OR_RETURN(docs, store_->docs().GetMany(doc_keys));
+        }
+        for (size_t i = 0; i < old_members.size(); ++i) {
+          if (!docs[i]) continue;
+          v1::MaintenanceWindow w;
+          LS_RETURN_IF_ERROR(Parse(w, docs[i]->data));
+          const std::string& m = old_members[i];
+          LS_ASSIGN_OR_RETURN(RedisValue reply,
+                              store_->docs().pool()->Eval(kMove, {index}, {m, WindowSortKey(w, m.substr(m.rfind('|') + 1))}));
+          moved += static_cast<int>(reply.integer);
+        }
+        if (static_cast<int>(members.size()) < kIndexBatch) break;
+      }
     }
     if (static_cast<int>(ids.size()) < kIndexBatch) break;
   }

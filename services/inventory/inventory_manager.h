@@ -86,6 +86,10 @@ class InventoryManager {
   // Rewrites rate index members of the first format into RateSortKey's
   // (ListRates' order); returns how many moved. Idempotent.
   absl::StatusOr<int> MigrateRateIndexes();
+  // Rewrites window index members of the first format (whole seconds) into
+  // WindowSortKey's (start to the nanosecond, ListMaintenanceWindows'
+  // order); returns how many moved. Idempotent.
+  absl::StatusOr<int> MigrateWindowIndexes();
 
  private:
   // What a mutation will write, decided from the state it read.
@@ -102,7 +106,22 @@ class InventoryManager {
     absl::Status on_conflict;
     // The request changes nothing: answer `response`, write no event.
     bool write_nothing = false;
+    // The service clock's time the plan stamped its times with
+    // (update_time, create_time, change_time): the events' event_time
+    // (EventHeader: the time of the state change). Unset (InfinitePast):
+    // Commit reads the clock.
+    absl::Time now = absl::InfinitePast();
   };
+
+  // An update whose merged resource equals the stored one changes nothing
+  // (inventory_events.proto: such a call publishes no event).
+  template <typename T>
+  static bool Unchanged(const T& merged, const Loaded<T>& current);
+  // The plan of such an update: nothing written (etag and update_time
+  // stay), no event; the stored resource is the answer, kept under a
+  // request_id like any other (guarded: a change meanwhile reads again).
+  template <typename T>
+  static Plan<T> AnswerStored(const std::string& key, Loaded<T> current);
 
   // Runs plan_fn, commits, retries on concurrent modification; replays a
   // request_id seen before.

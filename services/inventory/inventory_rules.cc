@@ -330,8 +330,8 @@ absl::Status ValidateUser(const v1::User& user, bool check_email) {
   if (std::string why; check_email && !user.email().empty() && !ValidMailAddress(user.email(), &why)) {
     bad.push_back({"user.email", absl::StrCat("must be a plain e-mail address (", why, ")")});
   }
-  if (user.external_subject().size() > 255 || absl::StrContains(user.external_subject(), '\n')) {
-    bad.push_back({"user.external_subject", "at most 255 bytes, no line break"});
+  if (user.external_subject().size() > 255 || HasControlCharacters(user.external_subject())) {
+    bad.push_back({"user.external_subject", "at most 255 bytes, no line break or other control character"});
   }
   if (user.roles().empty()) bad.push_back({"user.roles", "at least one role is required"});
   std::set<int> seen;
@@ -593,7 +593,8 @@ absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& w) {
 }
 
 std::string WindowSortKey(const v1::MaintenanceWindow& w, absl::string_view window_id) {
-  return absl::StrCat(Pad(w.interval().start_time().seconds()), "|", window_id);
+  return absl::StrCat(Pad(w.interval().start_time().seconds()), ".",
+                      absl::StrFormat("%09d", w.interval().start_time().nanos()), "|", window_id);
 }
 
 // ------------------------------------------------------------ access
@@ -702,7 +703,12 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
       }
       const bool member = cls != labshare::type::v1::NON_MEMBER;
       const BookingWindow window = BookingWindowFor(*offering, cls, now);
-      if (end > window.latest_end) {
+      // SlotRules.non_member_horizon 0: a non-member may not book ahead at
+      // all, so every interval is beyond it (also one ending by now).
+      const bool closed = !member && FromProto(sr.non_member_horizon()) <= absl::ZeroDuration();
+      if (closed) {
+        deny(v1::BEYOND_HORIZON, "non-members may not book this instrument ahead (no non-member horizon)");
+      } else if (end > window.latest_end) {
         deny(v1::BEYOND_HORIZON,
              absl::StrCat(member ? "members" : "non-members", " may book time ending at most ",
                           absl::FormatDuration(window.latest_end - now), " ahead"));
@@ -747,9 +753,12 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
   }
   // A mode not offered has no rate lines (CreateRate refuses them): that
   // denial is MODE_NOT_OFFERED alone, not NO_RATE as well.
+  // service_entry_id names a TECHNICAL_SERVICE catalogue entry; other
+  // modes ignore it (their lines name no entry).
+  const std::string entry =
+      request.mode() == labshare::type::v1::TECHNICAL_SERVICE ? request.service_entry_id() : "";
   const v1::Rate* rate = offering == nullptr ? nullptr
-                                             : FindRate(facts.rates, request.mode(), cls, payer.tier(),
-                                                        request.service_entry_id(), start);
+                                             : FindRate(facts.rates, request.mode(), cls, payer.tier(), entry, start);
   if (rate != nullptr) {
     *out.mutable_rate() = *rate;
   } else if (!owner && offering != nullptr) {

@@ -95,6 +95,10 @@ int QualificationValidityDays(const v1::Instrument& instrument);
 
 // ------------------------------------------------------------ maintenance
 absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& window);
+// A window's member of its instrument's index (ListMaintenanceWindows'
+// "by start" order): "<start seconds, 20 digits>.<start nanos, 9
+// digits>|<window id>". Members of the first format ("<seconds>|<id>", whole
+// seconds only) are rewritten by InventoryManager::MigrateWindowIndexes.
 std::string WindowSortKey(const v1::MaintenanceWindow& window, absl::string_view window_id);
 
 // ------------------------------------------------------------ access
@@ -116,7 +120,9 @@ struct AccessFacts {
 // availability answers alike. The reserved interval (a lease: its term)
 // must start at or after earliest_start and end at or before latest_end.
 // Slot modes: now + min_notice; now + member_horizon (OWNER, MEMBER) or
-// non_member_horizon (NON_MEMBER). LEASE: now + the handover buffer (the
+// non_member_horizon (NON_MEMBER; 0: latest_end is now, so nothing fits,
+// and EvaluateAccess denies every interval BEYOND_HORIZON, also one that
+// ends by now). LEASE: now + the handover buffer (the
 // calendar block may not begin in the past); the horizon is how far ahead a
 // lease may start (latest_start = now + horizon), so the latest end is that
 // plus the longest term (max_term_days); no limit (absl::InfiniteFuture())

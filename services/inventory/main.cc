@@ -43,6 +43,14 @@ int main(int argc, char** argv) {
   } else if (*moved > 0) {
     labshare::LogInfo("rate indexes migrated", {{"members", std::to_string(*moved)}});
   }
+  // Maintenance windows indexed by whole seconds, ordered to the nanosecond
+  // by start as ListMaintenanceWindows says.
+  if (auto moved = manager.MigrateWindowIndexes(); !moved.ok()) {
+    labshare::LogError("cannot migrate the maintenance window indexes", {{"error", moved.status().ToString()}});
+    return 2;
+  } else if (*moved > 0) {
+    labshare::LogInfo("maintenance window indexes migrated", {{"members", std::to_string(*moved)}});
+  }
   labshare::MethodPolicy policy = labshare::inventory::InventoryPolicy();
   labshare::inventory::AddIdentityPolicy(&policy);
   labshare::Authorizer authorizer(verifier.get(), std::move(policy), &wall);

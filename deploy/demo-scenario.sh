@@ -151,7 +151,8 @@ transfers=$(js "$admin" billing GetSettlement "$settlement" |
 while read -r index from to amount; do
   [ -n "$index" ] || continue
   ls_ "$admin" billing RecordPayment --request_id="demo-pay-$index" --payment.payer="$from" --payment.payee="$to" \
-    --payment.amount="$amount" --payment.settlement="$settlement" --payment.transfer_index="$index" >/dev/null
+    --payment.amount="$(printf '%d.%02d CNY' $((amount / 100)) $((amount % 100)))" \
+    --payment.settlement="$settlement" --payment.transfer_index="$index" >/dev/null
   echo "  paid transfer $index: $from -> $to $amount"
 done <<< "$transfers"
 ls_ "$admin" billing GetSettlement "$settlement" | grep -E "^state:"

@@ -1483,11 +1483,17 @@ absl::Status BookingManager::CutFinishedEntry(int partition, const std::string& 
 // ================================================================ sweep
 
 int64_t BookingManager::DueMs(const v1::Booking& b, const inv::Instrument& instrument) const {
+  // Rounded up to the millisecond: a booking is never swept before the
+  // instant itself (CheckIn and ApproveBooking compare to the nanosecond).
+  auto ceil_ms = [](absl::Time t) {
+    const int64_t ms = Ms(t);
+    return FromMs(ms) < t ? ms + 1 : ms;
+  };
   const absl::Time start = FromProto(b.reserved_interval().start_time());
-  if (b.state() == v1::Booking::PENDING_APPROVAL) return Ms(start);
+  if (b.state() == v1::Booking::PENDING_APPROVAL) return ceil_ms(start);
   // When CheckIn's window [opens, closes) closes: the earlier of start +
   // grace and the reserved end (without a grace period, the reserved end).
-  return Ms(CheckInCloses(b, FromProto(SlotRulesOf(instrument, b.mode()).no_show_grace())));
+  return ceil_ms(CheckInCloses(b, FromProto(SlotRulesOf(instrument, b.mode()).no_show_grace())));
 }
 
 absl::StatusOr<int> BookingManager::Sweep() {

@@ -153,7 +153,13 @@ std::optional<NamedZone> ZoneOfFile(const std::string& path) {
   if (ec) target = path;  // not a link: the file itself
   const size_t at = target.find("zoneinfo/");
   if (at == std::string::npos) return std::nullopt;
-  return LoadZone(target.substr(at + 9));
+  std::string name = target.substr(at + 9);
+  // The posix/ and right/ trees hold the same zones (right/ with leap
+  // seconds, which civil times here do not count).
+  for (const char* tree : {"posix/", "right/"}) {
+    if (name.rfind(tree, 0) == 0) name = name.substr(std::char_traits<char>::length(tree));
+  }
+  return LoadZone(name);
 }
 
 }  // namespace

@@ -592,7 +592,8 @@ absl::StatusOr<v1::User> InventoryManager::UpdateUser(const Principal& p,
     LS_RETURN_IF_ERROR(CheckEtag(r.user().etag(), current.version));
     v1::User user = current.value;
     ApplyMask(r.user(), mask, &user);
-    LS_RETURN_IF_ERROR(ValidateUser(user, user.email() != current.value.email()));
+    LS_RETURN_IF_ERROR(ValidateUser(user, user.email() != current.value.email(),
+                                    user.external_subject() != current.value.external_subject()));
     if (Unchanged(user, current)) return AnswerStored(keys::User(id), std::move(current));
     const absl::Time now = clock_->Now();
     *user.mutable_update_time() = ToProto(now);
@@ -682,7 +683,7 @@ absl::StatusOr<v1::Facility> InventoryManager::UpdateFacility(const Principal& p
     // in the mask, left empty), the owner runs the site again, as at creation.
     if (f.operator_organization().empty()) f.set_operator_organization(f.owner_organization());
     LS_ASSIGN_OR_RETURN(std::string op, ParseName(f.operator_organization(), "organizations", "facility.operator_organization"));
-    LS_RETURN_IF_ERROR(ValidateFacility(f));
+    LS_RETURN_IF_ERROR(ValidateFacility(f, f.time_zone() != current.value.time_zone()));
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(op), "ORGANIZATION_NOT_FOUND", f.operator_organization()).status());
     if (Unchanged(f, current)) return AnswerStored(keys::Facility(id), std::move(current));
     const absl::Time now = clock_->Now();

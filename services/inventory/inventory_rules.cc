@@ -322,7 +322,7 @@ absl::Status ValidateInitialMembership(const v1::Organization& org) {
 
 // ------------------------------------------------------------ users, facilities
 
-absl::Status ValidateUser(const v1::User& user, bool check_email) {
+absl::Status ValidateUser(const v1::User& user, bool check_email, bool check_subject) {
   std::vector<FieldViolation> bad;
   if (user.display_name().empty()) bad.push_back({"user.display_name", "required"});
   // Mail headers are built from it (labshare-notify): nothing that could
@@ -330,7 +330,7 @@ absl::Status ValidateUser(const v1::User& user, bool check_email) {
   if (std::string why; check_email && !user.email().empty() && !ValidMailAddress(user.email(), &why)) {
     bad.push_back({"user.email", absl::StrCat("must be a plain e-mail address (", why, ")")});
   }
-  if (user.external_subject().size() > 255 || HasControlCharacters(user.external_subject())) {
+  if (check_subject && (user.external_subject().size() > 255 || HasControlCharacters(user.external_subject()))) {
     bad.push_back({"user.external_subject", "at most 255 bytes, no line break or other control character"});
   }
   if (user.roles().empty()) bad.push_back({"user.roles", "at least one role is required"});
@@ -353,12 +353,12 @@ absl::Status ValidateUser(const v1::User& user, bool check_email) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateFacility(const v1::Facility& facility) {
+absl::Status ValidateFacility(const v1::Facility& facility, bool check_zone) {
   if (facility.display_name().empty()) {
     return InvalidField("facility.display_name", "required");
   }
   absl::TimeZone zone;
-  if (!facility.time_zone().empty() && !LoadIanaTimeZone(facility.time_zone(), &zone)) {
+  if (check_zone && !facility.time_zone().empty() && !LoadIanaTimeZone(facility.time_zone(), &zone)) {
     return InvalidField("facility.time_zone",
                         "unknown time zone \"" + facility.time_zone() + "\"; use an IANA name such as Asia/Shanghai");
   }

@@ -47,13 +47,16 @@ std::string UnifiedSocialCreditCodeProblem(absl::string_view code);
 absl::Status ValidateInitialMembership(const v1::Organization& org);
 
 // ------------------------------------------------------------ users, facilities
-// `check_email`: the strict address check (UpdateUser: only when the
-// address changes, so a user stored with an old, now refused address can
-// still be disabled or renamed).
-absl::Status ValidateUser(const v1::User& user, bool check_email = true);
+// `check_email`, `check_subject`: the strict address and external subject
+// checks (UpdateUser: only when the value changes, so a user stored with
+// an old, now refused value can still be disabled or renamed).
+absl::Status ValidateUser(const v1::User& user, bool check_email = true, bool check_subject = true);
 // A facility created without a time zone gets the consortium's.
 inline constexpr char kDefaultFacilityTimeZone[] = "Asia/Shanghai";
-absl::Status ValidateFacility(const v1::Facility& facility);
+// `check_zone`: the IANA name check (UpdateFacility: only when the zone
+// changes, so a facility stored with "localtime" before the check can still
+// be renamed; readers fall back to the default zone for it).
+absl::Status ValidateFacility(const v1::Facility& facility, bool check_zone = true);
 
 // ------------------------------------------------------------ instruments
 absl::Status ValidateMoney(const labshare::type::v1::Money& money, absl::string_view field,

@@ -67,6 +67,11 @@ TEST(Zones, CallerZoneFollowsTz) {
   // ...but a zone file's path is the zone it holds.
   setenv("TZ", ":/usr/share/zoneinfo/Europe/Berlin", 1);
   EXPECT_EQ(CallerZone().name, "Europe/Berlin");
+  // The posix/ and right/ trees' files hold the same zones.
+  for (const char* tree : {"/usr/share/zoneinfo/posix/Europe/Berlin", "/usr/share/zoneinfo/right/Europe/Berlin"}) {
+    setenv("TZ", tree, 1);
+    EXPECT_EQ(CallerZone().name, "Europe/Berlin") << tree;
+  }
   if (old) setenv("TZ", saved.c_str(), 1); else unsetenv("TZ");
   const absl::Time t = absl::FromUnixSeconds(1803862800);  // 2027-03-01T01:00:00Z
   EXPECT_EQ(FormatTimeIn(t, LoadZone("Asia/Shanghai")->zone), "2027-03-01T09:00:00+08:00");

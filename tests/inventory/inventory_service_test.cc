@@ -440,6 +440,7 @@ TEST_F(InventoryServiceTest, AUserStoredWithARefusedAddressCanStillBeDisabledBut
   v1::User stored;
   ASSERT_TRUE(stored.ParseFromString(doc->str));
   stored.set_email("ana lopez <ana@lab.example>");
+  stored.set_external_subject("ana\tlopez");  // a tab: refused since, but kept
   ASSERT_TRUE(pool_->Command({"HSET", "{inventory}:user:ana", "d", stored.SerializeAsString()}).ok());
   v1::UpdateUserRequest req;
   req.mutable_user()->set_name("users/ana");
@@ -450,11 +451,40 @@ TEST_F(InventoryServiceTest, AUserStoredWithARefusedAddressCanStillBeDisabledBut
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_TRUE(updated.disabled());
   EXPECT_EQ(updated.email(), "ana lopez <ana@lab.example>");
+  EXPECT_EQ(updated.external_subject(), "ana\tlopez");
   // Setting that address (or another bad one) is still refused.
   req.mutable_user()->set_email("eve@lab.example\r\nBcc: x@y.example");
   req.mutable_update_mask()->add_paths("email");
   s = Call(&v1::InventoryService::Stub::UpdateUser, req, &updated, admin_);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// A facility stored with "localtime" before zones had to be IANA names can
+// still be renamed (readers use the default zone for it); setting such a
+// zone is refused.
+TEST_F(InventoryServiceTest, AFacilityStoredWithARefusedZoneCanStillBeRenamed) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  auto doc = pool_->Command({"HGET", "{inventory}:facility:fac", "d"});
+  ASSERT_TRUE(doc.ok() && !doc->str.empty());
+  v1::Facility stored;
+  ASSERT_TRUE(stored.ParseFromString(doc->str));
+  stored.set_time_zone("localtime");
+  ASSERT_TRUE(pool_->Command({"HSET", "{inventory}:facility:fac", "d", stored.SerializeAsString()}).ok());
+  v1::UpdateFacilityRequest req;
+  req.mutable_facility()->set_name("facilities/fac");
+  req.mutable_facility()->set_display_name("Imaging hall");
+  req.mutable_update_mask()->add_paths("display_name");
+  v1::Facility updated;
+  auto s = Call(&v1::InventoryService::Stub::UpdateFacility, req, &updated, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(updated.display_name(), "Imaging hall");
+  EXPECT_EQ(updated.time_zone(), "localtime");
+  req.mutable_facility()->set_time_zone("Fixed/UTC+08:00:00");
+  req.mutable_update_mask()->add_paths("time_zone");
+  s = Call(&v1::InventoryService::Stub::UpdateFacility, req, &updated, admin_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
 }
 
 TEST_F(InventoryServiceTest, RetiredInstrumentIsFinal) {

@@ -1312,6 +1312,24 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
 
 // ================================================================ migration
 
+namespace {
+
+// Every member of a sorted-set index, in batches of kIndexBatch, in order.
+absl::Status ForEachIndexBatch(const DocStore& docs, const std::string& index,
+                               const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto members, docs.IndexRange(index, after, kIndexBatch));
+    if (members.empty()) break;
+    after = members.back();
+    LS_RETURN_IF_ERROR(fn(members));
+    if (static_cast<int>(members.size()) < kIndexBatch) break;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<int> InventoryManager::MigrateRateIndexes() {
   // Members of the first format ('|'-separated) become RateSortKey's, one
   // index per step; an index already migrated is left as it is.
@@ -1327,17 +1345,13 @@ end
 return moved
 )lua");
   int moved = 0;
-  std::string after;
-  while (true) {
-    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Instruments(), after, kIndexBatch));
-    if (ids.empty()) break;
-    after = ids.back();
+  LS_RETURN_IF_ERROR(ForEachIndexBatch(store_->docs(), keys::Instruments(), [&](const std::vector<std::string>& ids) {
     for (const auto& id : ids) {
       LS_ASSIGN_OR_RETURN(RedisValue reply, store_->docs().pool()->Eval(kMigrate, {keys::Rates(id)}, {}));
       moved += static_cast<int>(reply.integer);
     }
-    if (static_cast<int>(ids.size()) < kIndexBatch) break;
-  }
+    return absl::OkStatus();
+  }));
   return moved;
 }
 
@@ -1353,53 +1367,43 @@ end
 return 0
 )lua");
   int moved = 0;
-  std::string after;
-  while (true) {
-    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Instruments(), after, kIndexBatch));
-    if (ids.empty()) break;
-    after = ids.back();
-    for (const auto& instr_id : ids) {
-      const std::string index = keys::Windows(instr_id);
-      std::string from;
-      while (true) {
-        LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(index, from, kIndexBatch));
-        if (members.empty()) break;
-        from = members.back();
-        std::vector<std::string> old_members, doc_keys;
-        for (const auto& m : members) {
-          const size_t bar = m.rfind('|');
-          if (bar == std::string::npos || m.find('.') < bar) continue;  // already migrated
-          old_members.push_back(m);
-          doc_keys.push_back(keys::Window(instr_id, m.substr(bar + 1)));
-        }
-        std::vector<std::optional<StoredDoc>> docs;
-        if (!doc_keys.empty()) {
-          LS_ASSIGN_OR_RETURN(docs, store_->docs().GetMany(doc_keys));
-        }
-        for (size_t i = 0; i < old_members.size(); ++i) {
-          if (!docs[i]) continue;
-          v1::MaintenanceWindow w;
-          LS_RETURN_IF_ERROR(Parse(w, docs[i]->data));
-          const std::string& m = old_members[i];
-          LS_ASSIGN_OR_RETURN(RedisValue reply,
-                              store_->docs().pool()->Eval(kMove, {index}, {m, WindowSortKey(w, m.substr(m.rfind('|') + 1))}));
-          moved += static_cast<int>(reply.integer);
-        }
-        if (static_cast<int>(members.size()) < kIndexBatch) break;
-      }
+  auto migrate = [&](const std::string& instr_id, const std::vector<std::string>& members) -> absl::Status {
+    const std::string index = keys::Windows(instr_id);
+    std::vector<std::string> old_members, doc_keys;
+    for (const auto& m : members) {
+      const size_t bar = m.rfind('|');
+      if (bar == std::string::npos || m.find('.') < bar) continue;  // already migrated
+      old_members.push_back(m);
+      doc_keys.push_back(keys::Window(instr_id, m.substr(bar + 1)));
     }
-    if (static_cast<int>(ids.size()) < kIndexBatch) break;
-  }
+    if (doc_keys.empty()) return absl::OkStatus();
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
+    for (size_t i = 0; i < old_members.size(); ++i) {
+      if (!docs[i]) continue;
+      v1::MaintenanceWindow w;
+      LS_RETURN_IF_ERROR(Parse(w, docs[i]->data));
+      const std::string& m = old_members[i];
+      LS_ASSIGN_OR_RETURN(RedisValue reply,
+                          store_->docs().pool()->Eval(kMove, {index}, {m, WindowSortKey(w, m.substr(m.rfind('|') + 1))}));
+      moved += static_cast<int>(reply.integer);
+    }
+    return absl::OkStatus();
+  };
+  LS_RETURN_IF_ERROR(ForEachIndexBatch(store_->docs(), keys::Instruments(), [&](const std::vector<std::string>& ids) {
+    for (const auto& instr_id : ids) {
+      LS_RETURN_IF_ERROR(ForEachIndexBatch(store_->docs(), keys::Windows(instr_id),
+                                           [&](const std::vector<std::string>& members) {
+                                             return migrate(instr_id, members);
+                                           }));
+    }
+    return absl::OkStatus();
+  }));
   return moved;
 }
 
 absl::StatusOr<int> InventoryManager::BackfillFacilityInstruments() {
   int examined = 0;
-  std::string after;
-  while (true) {
-    LS_ASSIGN_OR_RETURN(auto ids, store_->docs().IndexRange(keys::Instruments(), after, kIndexBatch));
-    if (ids.empty()) break;
-    after = ids.back();
+  LS_RETURN_IF_ERROR(ForEachIndexBatch(store_->docs(), keys::Instruments(), [&](const std::vector<std::string>& ids) {
     std::vector<std::string> doc_keys;
     doc_keys.reserve(ids.size());
     for (const auto& id : ids) doc_keys.push_back(keys::Instrument(id));
@@ -1422,8 +1426,8 @@ absl::StatusOr<int> InventoryManager::BackfillFacilityInstruments() {
         return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "a facility's instrument index could not be written");
       }
     }
-    if (static_cast<int>(ids.size()) < kIndexBatch) break;
-  }
+    return absl::OkStatus();
+  }));
   return examined;
 }
 

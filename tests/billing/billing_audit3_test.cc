@@ -58,6 +58,15 @@ class BillingAudit3Test : public testing::BillingLedgerTest {
     return posting.ok() ? *posting : v1::Posting();
   }
 
+  // PostCorrection REVERSE of `posting` by the consortium admin.
+  absl::StatusOr<v1::PostCorrectionResponse> Reverse(const std::string& posting, const std::string& why) {
+    v1::PostCorrectionRequest rev;
+    rev.set_posting(posting);
+    rev.set_mode(v1::PostCorrectionRequest::REVERSE);
+    rev.set_reason(why);
+    return billing_->PostCorrection(root_, rev);
+  }
+
   // ana's session on tem, 09:00-10:00 of day_, used and billed: its charge.
   v1::Charge UsedSession() {
     bk::Booking b;
@@ -278,35 +287,28 @@ TEST_F(BillingAudit3Test, AReversedChargeStaysReversedAfterAnAdjust) {
 TEST_F(BillingAudit3Test, ASubsidyNeverStandsReversedTwice) {
   const v1::Charge charge = UsedSession();
   ASSERT_EQ(charge.subsidy_lines_size(), 1);
-  auto reverse = [&](const std::string& posting, const std::string& why) {
-    v1::PostCorrectionRequest rev;
-    rev.set_posting(posting);
-    rev.set_mode(v1::PostCorrectionRequest::REVERSE);
-    rev.set_reason(why);
-    return billing_->PostCorrection(root_, rev);
-  };
   const std::string subsidy = charge.subsidy_lines(0).posting();
   const int64_t granted = charge.subsidy_lines(0).amount().amount_minor();
   ASSERT_GT(granted, 0);
   const int64_t full = Pool("subsidyPools/voucher").balance().amount_minor();
-  auto r1 = reverse(subsidy, "not eligible");
+  auto r1 = Reverse(subsidy, "not eligible");
   ASSERT_TRUE(r1.ok()) << r1.status();
   EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full + granted);
-  auto u1 = reverse(r1->correction().name(), "eligible after all");
+  auto u1 = Reverse(r1->correction().name(), "eligible after all");
   ASSERT_TRUE(u1.ok()) << u1.status();
   EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full);
-  auto r2 = reverse(subsidy, "not eligible, again");
+  auto r2 = Reverse(subsidy, "not eligible, again");
   ASSERT_TRUE(r2.ok()) << r2.status();
   EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full + granted);
   const size_t events = Published().size();
-  ExpectError(reverse(u1->correction().name(), "undo the undo").status(), absl::StatusCode::kFailedPrecondition,
+  ExpectError(Reverse(u1->correction().name(), "undo the undo").status(), absl::StatusCode::kFailedPrecondition,
               "ALREADY_REVERSED");
   EXPECT_EQ(Published().size(), events);
   EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full + granted);
   // Undoing R2 first gives the subsidy back; then U1's undoing may stand.
-  ASSERT_TRUE(reverse(r2->correction().name(), "eligible").ok());
+  ASSERT_TRUE(Reverse(r2->correction().name(), "eligible").ok());
   EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full);
-  ASSERT_TRUE(reverse(u1->correction().name(), "undo the undo").ok());
+  ASSERT_TRUE(Reverse(u1->correction().name(), "undo the undo").ok());
   EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full + granted);
 }
 
@@ -318,23 +320,16 @@ TEST_F(BillingAudit3Test, ASubsidyNeverStandsReversedTwice) {
 TEST_F(BillingAudit3Test, ASubsidyReversedBeforeItsChargeIsNotGivenBack) {
   const v1::Charge charge = UsedSession();
   ASSERT_EQ(charge.subsidy_lines_size(), 1);
-  auto reverse = [&](const std::string& posting, const std::string& why) {
-    v1::PostCorrectionRequest rev;
-    rev.set_posting(posting);
-    rev.set_mode(v1::PostCorrectionRequest::REVERSE);
-    rev.set_reason(why);
-    return billing_->PostCorrection(root_, rev);
-  };
   const int64_t full = Pool("subsidyPools/voucher").balance().amount_minor();
   const int64_t granted = charge.subsidy_lines(0).amount().amount_minor();
-  auto r1 = reverse(charge.subsidy_lines(0).posting(), "not eligible");
+  auto r1 = Reverse(charge.subsidy_lines(0).posting(), "not eligible");
   ASSERT_TRUE(r1.ok()) << r1.status();
-  auto whole = reverse(charge.posting(), "booked by mistake");
+  auto whole = Reverse(charge.posting(), "booked by mistake");
   ASSERT_TRUE(whole.ok()) << whole.status();
   ASSERT_EQ(whole->charge().state(), v1::Charge::REVERSED);
   EXPECT_EQ(whole->related_corrections_size(), 0);  // the subsidy stood reversed
   const size_t events = Published().size();
-  ExpectError(reverse(r1->correction().name(), "eligible after all").status(),
+  ExpectError(Reverse(r1->correction().name(), "eligible after all").status(),
               absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE");
   EXPECT_EQ(Published().size(), events);
   EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), full + granted);

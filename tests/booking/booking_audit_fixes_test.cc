@@ -24,13 +24,6 @@ using grpc::StatusCode;
 
 class AuditFixesTest : public BookingFlowsTest {
  protected:
-  v1::Booking Get(const std::string& name) {
-    v1::GetBookingRequest g;
-    g.set_name(name);
-    v1::Booking b;
-    EXPECT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &b, admin_).ok());
-    return b;
-  }
   // A maintenance window on `instrument` over [day + from, day + to),
   // created in inventory (not applied).
   iv::MaintenanceWindow Window(absl::Duration from, absl::Duration to, bool outage = true,

@@ -36,13 +36,15 @@ class BookingFlowsTest : public BookingServiceTest {
   grpc::Status Approve(const std::string& name, v1::Lease* out) {
     return Call(stub_.get(), &v1::BookingService::Stub::ApproveLease, Approval(name), out, staff_);
   }
-  v1::Booking BookingOf(const v1::Lease& l) {
+  // The booking `name` as the consortium admin reads it.
+  v1::Booking Get(const std::string& name) {
     v1::GetBookingRequest g;
-    g.set_name(l.booking());
+    g.set_name(name);
     v1::Booking b;
     EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &b, admin_).ok());
     return b;
   }
+  v1::Booking BookingOf(const v1::Lease& l) { return Get(l.booking()); }
   v1::ServiceOrder Order3() {
     v1::CreateServiceOrderRequest r;
     r.mutable_service_order()->set_instrument("instruments/tem");

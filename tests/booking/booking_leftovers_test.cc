@@ -18,13 +18,6 @@ using Stub = v1::BookingService::Stub;
 
 class LeftoversTest : public BookingFlowsTest {
  protected:
-  v1::Booking Get(const std::string& name) {
-    v1::GetBookingRequest g;
-    g.set_name(name);
-    v1::Booking b;
-    EXPECT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &b, admin_).ok());
-    return b;
-  }
   v1::ServiceOrder GetOrder(const std::string& name) {
     v1::GetServiceOrderRequest g;
     g.set_name(name);

@@ -19,13 +19,6 @@ using grpc::StatusCode;
 
 class WindowBufferTest : public BookingFlowsTest {
  protected:
-  v1::Booking Get(const std::string& name) {
-    v1::GetBookingRequest g;
-    g.set_name(name);
-    v1::Booking b;
-    EXPECT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &b, admin_).ok());
-    return b;
-  }
   grpc::Status CheckIn(const std::string& name, const std::string& token, v1::Booking* out,
                        std::optional<absl::Time> at = std::nullopt) {
     v1::CheckInRequest in;

@@ -41,19 +41,6 @@ class TickingClock final : public Clock {
 
 class InventoryAudit3Test : public InventoryServiceTest {
  protected:
-  // The last n outbox events, oldest first.
-  std::vector<v1::InventoryEvent> LastEvents(int n) {
-    auto v = pool_->Command({"XREVRANGE", keys::Outbox(), "+", "-", "COUNT", std::to_string(n)});
-    EXPECT_TRUE(v.ok());
-    std::vector<v1::InventoryEvent> out;
-    if (!v.ok()) return out;
-    for (auto it = v->elements.rbegin(); it != v->elements.rend(); ++it) {
-      v1::InventoryEvent e;
-      EXPECT_TRUE(e.ParseFromString(it->elements[1].elements[3].str));
-      out.push_back(std::move(e));
-    }
-    return out;
-  }
   v1::InventoryEvent LastEvent() {
     auto events = LastEvents(1);
     return events.empty() ? v1::InventoryEvent() : events.front();

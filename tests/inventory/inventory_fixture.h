@@ -18,6 +18,7 @@
 #include "common/server.h"
 #include "google/rpc/error_details.pb.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
 #include "services/inventory/inventory_rules.h"
 #include "services/inventory/inventory_service.h"
 #include "tests/support/page_tokens.h"
@@ -210,6 +211,19 @@ class InventoryServiceTest : public ::testing::Test {
     return v.ok() ? v->integer : -1;
   }
   long long OutboxLength() { return Redis({"XLEN", keys::Outbox()}); }
+  // The last n outbox events, oldest first.
+  std::vector<v1::InventoryEvent> LastEvents(int n) {
+    auto v = pool_->Command({"XREVRANGE", keys::Outbox(), "+", "-", "COUNT", std::to_string(n)});
+    EXPECT_TRUE(v.ok());
+    std::vector<v1::InventoryEvent> out;
+    if (!v.ok()) return out;
+    for (auto it = v->elements.rbegin(); it != v->elements.rend(); ++it) {
+      v1::InventoryEvent e;
+      EXPECT_TRUE(e.ParseFromString(it->elements[1].elements[3].str));
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
   long long KeyCount() { return Redis({"DBSIZE"}); }
 
   static std::vector<std::string> Violations(const grpc::Status& s) {

@@ -1079,20 +1079,6 @@ class OperatorChangeTest : public InventoryServiceTest {
     return out;
   }
 
-  // The last n outbox events, oldest first.
-  std::vector<v1::InventoryEvent> LastEvents(int n) {
-    auto v = pool_->Command({"XREVRANGE", keys::Outbox(), "+", "-", "COUNT", std::to_string(n)});
-    EXPECT_TRUE(v.ok());
-    std::vector<v1::InventoryEvent> out;
-    if (!v.ok()) return out;
-    for (auto it = v->elements.rbegin(); it != v->elements.rend(); ++it) {
-      v1::InventoryEvent e;
-      EXPECT_TRUE(e.ParseFromString(it->elements[1].elements[3].str));
-      out.push_back(std::move(e));
-    }
-    return out;
-  }
-
   grpc::Status Rename(const std::string& id, const std::string& token) {
     v1::UpdateInstrumentRequest req;
     req.mutable_instrument()->set_name("instruments/" + id);

@@ -68,7 +68,7 @@ std::vector<std::string> JwtClaims::Strings(std::string_view name) const {
   return out;
 }
 
-absl::StatusOr<JwtClaims> VerifyJwt(std::string_view token, KeySet& keys, const JwtRules& rules, absl::Time now) {
+absl::StatusOr<JwtHeader> ReadJwtHeader(std::string_view token, const JwtRules& rules) {
   if (token.empty()) return InvalidToken("the token is empty");
   if (token.size() > kMaxTokenBytes) return InvalidToken("the token is longer than 8 KiB");
   const size_t dot1 = token.find('.');
@@ -96,7 +96,20 @@ absl::StatusOr<JwtClaims> VerifyJwt(std::string_view token, KeySet& keys, const 
   }
   json_t* kid_json = json_object_get(header.get(), "kid");
   if (kid_json != nullptr && !json_is_string(kid_json)) return InvalidToken("the key id (kid) is not a string");
-  const std::string kid = kid_json != nullptr ? json_string_value(kid_json) : "";
+  JwtHeader out;
+  out.alg = alg;
+  out.kid = kid_json != nullptr ? json_string_value(kid_json) : "";
+  out.payload_begin = dot1 + 1;
+  out.signature_begin = dot2 + 1;
+  return out;
+}
+
+absl::StatusOr<JwtClaims> VerifyJwt(std::string_view token, KeySet& keys, const JwtRules& rules, absl::Time now) {
+  LS_ASSIGN_OR_RETURN(const JwtHeader head, ReadJwtHeader(token, rules));
+  const size_t dot1 = head.payload_begin - 1, dot2 = head.signature_begin - 1;
+  const char* alg = head.alg.c_str();
+  const std::string& kid = head.kid;
+  json_error_t error;
   std::string why;
   bool refresh_failed = false;
   std::shared_ptr<const Jwk> key = keys.Find(kid, &why, &refresh_failed);

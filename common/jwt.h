@@ -73,6 +73,16 @@ class JwtClaims {
 
 absl::StatusOr<JwtClaims> VerifyJwt(std::string_view token, KeySet& keys, const JwtRules& rules, absl::Time now);
 
+// The checks VerifyJwt makes before it looks at a key (the first bullet and
+// the algorithm): whether `token` is a JWT these rules could accept at all,
+// with the same INVALID_TOKEN answers. For callers that must fetch a key set
+// first (ExchangeToken): a malformed token is refused without it.
+struct JwtHeader {
+  std::string alg, kid;
+  size_t payload_begin = 0, signature_begin = 0;  // offsets in the token
+};
+absl::StatusOr<JwtHeader> ReadJwtHeader(std::string_view token, const JwtRules& rules);
+
 }  // namespace labshare
 
 #endif  // LABSHARE_COMMON_JWT_H_

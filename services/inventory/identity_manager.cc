@@ -177,12 +177,15 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::Issue(const v1::User& user,
 absl::StatusOr<idv1::TokenResponse> IdentityManager::ExchangeToken(const idv1::ExchangeTokenRequest& r) {
   LS_RETURN_IF_ERROR(CheckConfigured());
   if (r.id_token().empty()) return InvalidField("id_token", "required: the ID token from the provider");
-  LS_ASSIGN_OR_RETURN(std::shared_ptr<KeySet> keys, provider_->Keys());
   JwtRules rules;
-  rules.issuer = provider_->issuer();
   rules.audiences = options_.audiences;
   rules.algorithms = {"RS256", "ES256"};
   rules.max_lifetime = options_.max_id_token_lifetime;
+  // Not a JWT (or an algorithm never accepted): INVALID_TOKEN whether or not
+  // the provider can be reached.
+  LS_RETURN_IF_ERROR(ReadJwtHeader(r.id_token(), rules).status());
+  LS_ASSIGN_OR_RETURN(std::shared_ptr<KeySet> keys, provider_->Keys());
+  rules.issuer = provider_->issuer();
   const absl::Time now = clock_->Now();
   absl::StatusOr<JwtClaims> verified = VerifyJwt(r.id_token(), *keys, rules, now);
   // A kid the provider's key set lacks while that set cannot be fetched: the

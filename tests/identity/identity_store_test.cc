@@ -313,10 +313,19 @@ TEST_F(IdentityStoreTest, UnreachableProviderIsUnavailable) {
   IdentityManager manager(inventory_.get(), store_.get(), &provider, &labshare::testing::TestIssuer(),
                           IdentityOptions(), &clock);
   identity::v1::ExchangeTokenRequest req;
-  req.set_id_token("a.b.c");
+  const absl::Time now = absl::Now();
+  req.set_id_token(labshare::testing::TestIssuer().Mint(Principal{"acct-a", "", {}, now + absl::Minutes(5)}, now));
   auto out = manager.ExchangeToken(req);
   EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(ErrorReason(out.status()), "PROVIDER_UNAVAILABLE");
+  // What is not a JWT at all is INVALID_TOKEN whether or not the provider
+  // answers (identity.proto: "not a JWT"); it was PROVIDER_UNAVAILABLE.
+  for (const char* garbage : {"a.b.c", "garbage", "e30.e30.e30" /* {} without alg */}) {
+    req.set_id_token(garbage);
+    out = manager.ExchangeToken(req);
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kUnauthenticated) << garbage << ": " << out.status();
+    EXPECT_EQ(ErrorReason(out.status()), "INVALID_TOKEN") << garbage;
+  }
 }
 
 // The provider rotated to a key we have not seen, and its key set cannot be

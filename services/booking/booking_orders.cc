@@ -668,7 +668,8 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(cur.partition, IdOf(cur.order.instrument()), Ms(start),
                                                           Ms(blocked_end)));
     if (!taken.empty()) {
-      if (IsWindowEntry(taken.front().booking_id)) {
+      // Named as the step names it: by the last entry in the way.
+      if (IsWindowEntry(taken.back().booking_id)) {
         return Precondition("MAINTENANCE_CONFLICT", "the run overlaps a maintenance window");
       }
       return Precondition("SLOT_TAKEN", "the run overlaps another booking of this instrument");

@@ -153,6 +153,34 @@ TEST_F(BookingContractTest, ValidateOnlyNamesAWindowOnTheCalendarAsTheCreateDoes
   EXPECT_EQ(GrpcErrorReason(checked), GrpcErrorReason(created));
 }
 
+// The same for a technical service's run: with a booking and a window both
+// in the way, the create names the last entry in the way (the window), and
+// so does validate_only (it named the first: SLOT_TAKEN).
+TEST_F(BookingContractTest, ValidateOnlyOfARunNamesTheLastEntryInTheWayAsTheCreateDoes) {
+  v1::Booking before;
+  ASSERT_TRUE(Book(absl::Hours(10), absl::Hours(11), &before).ok());
+  iv::MaintenanceWindow window = Window(absl::Hours(13), absl::Hours(15));
+  v1::ApplyMaintenanceWindowResponse applied;
+  ASSERT_TRUE(Apply(window.name(), "", &applied).ok());
+  iv::CancelMaintenanceWindowRequest cancel;  // off inventory, still on the calendar
+  cancel.set_name(window.name());
+  cancel.set_reason("engineer rescheduled");
+  Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
+  v1::ServiceOrder order = Received();
+  v1::CreateBookingRequest r;
+  r.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+  r.mutable_booking()->set_service_order(order.name());
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Minutes(10 * 60 + 30));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Minutes(13 * 60 + 30));
+  v1::Booking out;
+  grpc::Status created = Call(stub_.get(), &Stub::CreateBooking, r, &out, staff_);
+  EXPECT_EQ(GrpcErrorReason(created), "MAINTENANCE_CONFLICT") << created.error_message();
+  r.set_validate_only(true);
+  grpc::Status checked = Call(stub_.get(), &Stub::CreateBooking, r, &out, staff_);
+  EXPECT_EQ(checked.error_code(), created.error_code());
+  EXPECT_EQ(GrpcErrorReason(checked), GrpcErrorReason(created)) << checked.error_message();
+}
+
 // types.proto: "A retry with the same request_id and the same content returns
 // the first answer; the same request_id with different content fails with
 // FAILED_PRECONDITION, reason REQUEST_ID_REUSED" -- ApplyMaintenanceWindow

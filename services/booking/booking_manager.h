@@ -607,6 +607,9 @@ class BookingManager {
   // "project.name", "booking.project"), named by INVALID_NAME.
   absl::StatusOr<v1::Project> LoadProject(const std::string& name, int64_t* version, absl::string_view field) const;
   static bool MaySeeProject(const Principal& p, const v1::Project& project);
+  // One attempt of UpdateProject: CONCURRENT_MODIFICATION when another
+  // change of the project won the compare-and-set.
+  absl::StatusOr<v1::Project> UpdateProjectOnce(const Principal& p, const v1::UpdateProjectRequest& r);
   // Commits a project mutation; `on_conflict` answers a lost compare-and-set.
   absl::StatusOr<v1::Project> CommitProject(const Mutation& m, const v1::Project& project,
                                             absl::Status on_conflict);

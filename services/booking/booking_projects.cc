@@ -402,6 +402,17 @@ absl::StatusOr<v1::ListProjectsResponse> BookingManager::ListProjects(const Prin
 
 absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
                                                           const v1::UpdateProjectRequest& r) {
+  // A lost compare-and-set reads the project again: with an etag the change
+  // that won makes it ETAG_MISMATCH, without one the update applies to what
+  // is stored now (a retry of the same request replays).
+  for (int attempt = 1;; ++attempt) {
+    absl::StatusOr<v1::Project> out = UpdateProjectOnce(p, r);
+    if (out.ok() || ErrorReason(out.status()) != "CONCURRENT_MODIFICATION" || attempt == 5) return out;
+  }
+}
+
+absl::StatusOr<v1::Project> BookingManager::UpdateProjectOnce(const Principal& p,
+                                                              const v1::UpdateProjectRequest& r) {
   static const std::set<std::string> kPaths = {"title", "description", "external_reference",
                                                "participants", "cost_share_template", "period",
                                                "instrument_budgets"};

@@ -5,9 +5,14 @@
 // CreateBooking's project checks tell an outsider nothing about the
 // project, and a booking keeps its own buffer (the one in force when it was
 // created) for check-in and release_remaining.
+#include <atomic>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 
 #include "tests/booking/booking_flows.h"
 
@@ -183,6 +188,51 @@ TEST_F(WindowBufferTest, StartServiceOpensWithTheRunsOwnBuffer) {
 }
 
 // ================================================================ projects
+
+// UpdateProject: "project.etag, when set, must match" (ABORTED ETAG_MISMATCH).
+// Updates racing with the same etag: one applies, every other hears
+// ETAG_MISMATCH (a lost compare-and-set answered CONCURRENT_MODIFICATION);
+// racing without an etag: every one applies, one after the other (five
+// racers: each loses at most four times, and an update reads the project
+// again up to five times).
+TEST_F(WindowBufferTest, RacingProjectUpdatesApplyOrHearEtagMismatch) {
+  MakeProject();
+  constexpr int kThreads = 5, kEach = 1;
+  std::atomic<int> applied{0}, mismatched{0};
+  std::vector<std::string> other;
+  absl::Mutex mu;
+  auto race = [&](bool with_etag) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < (with_etag ? 1 : kEach); ++i) {
+          v1::Project fields, out;
+          fields.set_title(absl::StrCat("title ", t, ".", i));
+          if (with_etag) fields.set_etag(std::to_string(1 + kThreads * kEach));
+          grpc::Status s = UpdateProject(fields, {"title"}, &out);
+          if (s.ok()) {
+            ++applied;
+          } else if (GrpcErrorReason(s) == "ETAG_MISMATCH") {
+            ++mismatched;
+          } else {
+            absl::MutexLock lock(&mu);
+            other.push_back(GrpcErrorReason(s) + ": " + s.error_message());
+          }
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+  };
+  race(false);
+  EXPECT_EQ(applied.load(), kThreads * kEach);
+  EXPECT_EQ(mismatched.load(), 0);
+  EXPECT_EQ(other, std::vector<std::string>{});
+  applied = 0;
+  race(true);
+  EXPECT_EQ(applied.load(), 1);
+  EXPECT_EQ(mismatched.load(), kThreads - 1);
+  EXPECT_EQ(other, std::vector<std::string>{});
+}
 
 // UpdateProject asks inventory only about what the mask changes: a title
 // change on a project whose instrument no longer offers JOINT_RESEARCH

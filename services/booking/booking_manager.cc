@@ -239,12 +239,29 @@ void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBook
 
 absl::Status BookingManager::CreateScope(const Principal& p, const v1::CreateBookingRequest& r) {
   const v1::Booking& in = r.booking();
-  // Authorization before validation: the instrument (a technical-service run
-  // is ScheduleService's, which checks its own), then whom the caller books for.
+  // Authorization before validation. A technical-service run is
+  // ScheduleService's: a caller who may not schedule hears ROLE_NOT_ALLOWED
+  // before anything of the request is looked at.
+  if (in.mode() == labshare::type::v1::TECHNICAL_SERVICE) {
+    LS_RETURN_IF_ERROR(BookingPolicy().Check(BookingMethod("ScheduleService"), p));
+  }
+  // Whom the caller books for: a caller whose scope does not depend on the
+  // instrument (a LAB_USER for themselves, an administrator) is decided
+  // without reading it, so a LAB_USER booking for someone else hears
+  // USER_SCOPE whatever else the request holds; owner staff are decided on
+  // the instrument, which is then named first (a run's is checked by
+  // ScheduleService's own rules).
   if (in.mode() != labshare::type::v1::TECHNICAL_SERVICE || !in.instrument().empty()) {
-    LS_RETURN_IF_ERROR(ParseName(in.instrument(), "instruments", "booking.instrument").status());
-    LS_RETURN_IF_ERROR(CheckScopeOn("CreateBooking", p, *inventory_, in.instrument(),
-                                    {in.user().empty() ? ActorName(p) : in.user(), {}, {}}));
+    const ScopeFacts facts{in.user().empty() ? ActorName(p) : in.user(), {}, {}};
+    const std::string method = BookingMethod("CreateBooking");
+    const unsigned scopes = BookingPolicy().ScopesOf(method, p);
+    if (absl::Status decided = BookingPolicy().CheckScope(method, p, facts);
+        !decided.ok() && (!(scopes & kScopeOwner) || (scopes & kScopeAny))) {
+      return decided;
+    } else if (!decided.ok()) {
+      LS_RETURN_IF_ERROR(ParseName(in.instrument(), "instruments", "booking.instrument").status());
+      LS_RETURN_IF_ERROR(CheckScopeOn("CreateBooking", p, *inventory_, in.instrument(), facts));
+    }
   }
   // Then who pays, whatever the mode says (it is not validated yet; a run's
   // payer is its order's client): a caller who can never name another payer
@@ -257,6 +274,10 @@ absl::Status BookingManager::CreateScope(const Principal& p, const v1::CreateBoo
       !CheckOwnOrganization(p, in.payer_organization(), "paying organisation").ok()) {
     LS_ASSIGN_OR_RETURN(auto self, inventory_->User(ActorName(p)));
     if (in.payer_organization() != self->organization()) return PayerScope();
+  }
+  // Then the request, the instrument's name first (in every mode but a run's).
+  if (in.mode() != labshare::type::v1::TECHNICAL_SERVICE || !in.instrument().empty()) {
+    LS_RETURN_IF_ERROR(ParseName(in.instrument(), "instruments", "booking.instrument").status());
   }
   return absl::OkStatus();
 }

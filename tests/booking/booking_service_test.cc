@@ -2180,6 +2180,28 @@ TEST_F(BookingServiceTest, ALabUsersOtherPayerIsRefusedBeforeValidation) {
   missing.mutable_booking()->set_project("projects/prj");
   missing.mutable_booking()->set_instrument("instruments/ghost");
   refused(missing, "an instrument that does not exist");
+  // Nor is the instrument's name looked at first: a LAB_USER's scope does
+  // not depend on it (it was INVALID_NAME booking.instrument).
+  v1::CreateBookingRequest unnamed = r;
+  unnamed.mutable_booking()->set_instrument("Not A Name");
+  refused(unnamed, "a malformed instrument");
+  unnamed.mutable_booking()->clear_instrument();
+  refused(unnamed, "no instrument");
+  unnamed.mutable_booking()->clear_payer_organization();
+  unnamed.mutable_booking()->set_user("users/bo");  // someone else
+  ExpectGrpcError(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, unnamed, &b, ana_),
+                  grpc::StatusCode::PERMISSION_DENIED, "USER_SCOPE", "another user, no instrument");
+  // A technical service's run is owner staff's (ScheduleService's roles):
+  // a LAB_USER hears ROLE_NOT_ALLOWED before the run's fields are checked.
+  v1::CreateBookingRequest run = r;
+  run.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+  ExpectGrpcError(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, run, &b, ana_),
+                  grpc::StatusCode::PERMISSION_DENIED, "ROLE_NOT_ALLOWED", "a run without its order");
+  // With her own organisation named and a malformed instrument: validation.
+  unnamed.mutable_booking()->clear_user();
+  unnamed.mutable_booking()->set_instrument("Not A Name");
+  ExpectGrpcError(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, unnamed, &b, ana_),
+                  grpc::StatusCode::INVALID_ARGUMENT, "INVALID_NAME", "her own booking, a malformed instrument");
   // Her own organisation, named: past the scope, to validation.
   missing.mutable_booking()->set_payer_organization("organizations/lab");
   ExpectGrpcError(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, missing, &b, ana_),

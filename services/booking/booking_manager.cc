@@ -1503,25 +1503,20 @@ absl::Status BookingManager::CutFinishedEntry(int partition, const std::string& 
 
 // ================================================================ sweep
 
-int64_t BookingManager::DueMs(const v1::Booking& b, const inv::Instrument& instrument) const {
-  // Rounded up to the millisecond: a booking is never swept before the
-  // instant itself (CheckIn and ApproveBooking compare to the nanosecond).
-  auto ceil_ms = [](absl::Time t) {
-    const int64_t ms = Ms(t);
-    return FromMs(ms) < t ? ms + 1 : ms;
-  };
+absl::Time BookingManager::DueTime(const v1::Booking& b, const inv::Instrument& instrument) const {
   const absl::Time start = FromProto(b.reserved_interval().start_time());
-  if (b.state() == v1::Booking::PENDING_APPROVAL) return ceil_ms(start);
+  if (b.state() == v1::Booking::PENDING_APPROVAL) return start;
   // When CheckIn's window [opens, closes) closes: the earlier of start +
   // grace and the reserved end (without a grace period, the reserved end).
-  return ceil_ms(CheckInCloses(b, FromProto(SlotRulesOf(instrument, b.mode()).no_show_grace())));
+  return CheckInCloses(b, FromProto(SlotRulesOf(instrument, b.mode()).no_show_grace()));
 }
 
 absl::StatusOr<int> BookingManager::Sweep() {
   Principal sweeper;
   sweeper.user_id = "booking";
   sweeper.roles = {Role::kService};
-  const int64_t now_ms = Ms(clock_->Now());
+  const absl::Time now = clock_->Now();
+  const int64_t now_ms = Ms(now);
   int changed = 0;
   // What settle found: not due yet (later), never due again (gone); for a
   // running session not due yet, the earliest moment it may be (look_ms).
@@ -1564,17 +1559,18 @@ absl::StatusOr<int> BookingManager::Sweep() {
         found.gone = true;
         return Precondition("NOT_DUE", "no longer due");
       }
-      int64_t due_ms = Ms(FromProto(b.reserved_interval().start_time()));
+      absl::Time due = FromProto(b.reserved_interval().start_time());  // pending: its start
       if (confirmed) {
         LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
-        due_ms = DueMs(b, *instrument);
+        due = DueTime(b, *instrument);
       }
       // A missed booking is due at the moment CheckIn's window closes
       // (half-open: CheckIn refuses from that moment on); a pending one at
       // its reserved start, the moment ApproveBooking refuses it
       // (BOOKING_STARTED): no instant where a booking could be neither
-      // checked in (approved) nor marked MISSED (EXPIRED).
-      if (due_ms > now_ms) {
+      // checked in (approved) nor marked MISSED (EXPIRED). To the
+      // nanosecond, as CheckIn and ApproveBooking compare.
+      if (due > now) {
         found.later = true;
         return Precondition("NOT_DUE", "not due yet");
       }

@@ -404,7 +404,7 @@ class BookingManager {
                                 int64_t window_start_ms);
   // When the sweep must look at a booking in `state` (0: never): a CONFIRMED
   // one when its check-in window closes, a PENDING_APPROVAL one at its start.
-  int64_t DueMs(const v1::Booking& b, const inv::Instrument& instrument) const;
+  absl::Time DueTime(const v1::Booking& b, const inv::Instrument& instrument) const;
   // When the sweep checks a CHECKED_IN session out: at the start of the
   // next entry on the calendar (a booking's blocked interval or a
   // maintenance window) or at check-in + the mode's max_block, whichever

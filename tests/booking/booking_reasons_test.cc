@@ -496,6 +496,22 @@ TEST_F(ReasonsTest, APendingBookingExpiresWhenApproveBookingBeginsToRefuseIt) {
   EXPECT_EQ(expired, 1);
 }
 
+// The same to the nanosecond: a start 0.5 ms past a millisecond is not
+// swept 0.3 ms before it (the sweep floored the start to the millisecond).
+TEST_F(ReasonsTest, APendingBookingIsNotExpiredBeforeItsStartToTheNanosecond) {
+  const absl::Duration start = absl::Hours(9) + absl::Microseconds(500);
+  v1::Booking b;
+  grpc::Status s = Book(start, absl::Hours(18), &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  ASSERT_EQ(b.state(), v1::Booking::PENDING_APPROVAL);
+  clock_.Set(day_ + start - absl::Microseconds(300));
+  EXPECT_EQ(*manager_->Sweep(), 0);  // still approvable
+  EXPECT_EQ(GetBooking(b.name()).state(), v1::Booking::PENDING_APPROVAL);
+  clock_.Set(day_ + start);
+  EXPECT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(GetBooking(b.name()).state(), v1::Booking::EXPIRED);
+}
+
 // CheckIn: "The ON_SITE qualification is checked again (it may have lapsed
 // since booking)": valid when ana booked, lapsed (90 days after the grant,
 // never used) by the check-in. A revoked one is QUALIFICATION_REVOKED, as

@@ -4,6 +4,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/wire_format_lite.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "services/booking/redis_booking_store.h"
 #include "services/inventory/inventory_rules.h"
@@ -65,7 +66,9 @@ absl::Status CheckIdPattern(const std::string& field, absl::string_view id) {
 
 absl::Status CheckChosenId(const std::string& field, absl::string_view id) {
   LS_RETURN_IF_ERROR(CheckIdPattern(field, id));
-  if (IsGeneratedId(id)) {
+  // The form, whatever the two digits (not only the partitions there are).
+  const bool digits = id.size() > 3 && absl::ascii_isdigit(id[1]) && absl::ascii_isdigit(id[2]);
+  if (digits && IsGeneratedId(absl::StrCat("p00", id.substr(3)))) {
     return InvalidField(field, "ids of the form pNN- and 12 or 16 hex digits are the service's own; choose another");
   }
   return absl::OkStatus();

@@ -192,7 +192,8 @@ TEST_F(BookingServiceTest, RetryReturnsFirstAnswerAndReuseIsRejected) {
 }
 
 TEST_F(BookingServiceTest, ClientsMayNotChooseIdsShapedLikeGeneratedOnes) {
-  for (const std::string id : {"p03-0123456789ab", "p00-0123456789abcdef"}) {
+  // The form whatever the two digits: p42 and p99 too (not partitions today).
+  for (const std::string id : {"p03-0123456789ab", "p00-0123456789abcdef", "p42-0123456789ab", "p99-0123456789abcdef"}) {
     v1::CreateBookingRequest r;
     r.mutable_booking()->set_instrument("instruments/tem");
     r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);

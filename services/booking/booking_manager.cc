@@ -1297,7 +1297,11 @@ void BookingManager::RecordSessionUse(const v1::Booking& ended, const inv::Instr
 absl::StatusOr<absl::Time> BookingManager::AutoCheckOutTime(const Loaded& cur, const inv::Instrument& instrument) {
   const v1::Booking& b = cur.booking;
   const absl::Time session_start = FromProto(b.session().start_time());
-  absl::Time t = session_start + FromProto(SlotRulesOf(instrument, b.mode()).max_block());
+  const absl::Duration max_block = FromProto(SlotRulesOf(instrument, b.mode()).max_block());
+  // A mode the instrument no longer offers has no max_block (inventory
+  // requires a positive one of every offered mode): its reserved end instead.
+  absl::Time t = max_block > absl::ZeroDuration() ? session_start + max_block
+                                                  : FromProto(b.reserved_interval().end_time());
   LS_ASSIGN_OR_RETURN(auto next, store_->NextCalendarStart(cur.partition, IdOf(b.instrument()),
                                                            Ms(FromProto(b.blocked_interval().start_time())),
                                                            IdOf(b.name())));

@@ -112,6 +112,31 @@ TEST_F(SessionsTest, SweepChecksASessionOutAtCheckInPlusMaxBlockWhenNothingFollo
   EXPECT_EQ(pool_->Command({"ZCARD", keys::Due(keys::Partition("tem"))})->integer, 0);
 }
 
+// The mode withdrawn while the session runs: no max_block any more (it was
+// read as 0: the session closed at its check-in, zero hours long); the
+// reserved end stands in for check-in + max_block.
+TEST_F(SessionsTest, ASessionOfAWithdrawnModeIsCheckedOutAtItsReservedEnd) {
+  v1::Booking a;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &a).ok());
+  const absl::Time in = day_ + absl::Hours(9) + absl::Minutes(5);
+  CheckInAt(a, in);
+  std::vector<iv::ModeOffering> others;
+  const iv::Instrument tem = InventoryInstrument("tem");
+  for (const auto& m : tem.modes()) {
+    if (m.mode() != labshare::type::v1::ON_SITE) others.push_back(m);
+  }
+  OfferModes("tem", others, "no-on-site");
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(30));
+  EXPECT_EQ(Sweep(), 0);
+  EXPECT_EQ(Get(a.name()).state(), v1::Booking::CHECKED_IN);
+  clock_.Set(day_ + absl::Hours(10) + absl::Milliseconds(1));
+  EXPECT_EQ(Sweep(), 1);
+  const v1::Booking done = Get(a.name());
+  EXPECT_EQ(done.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(FromProto(done.session().end_time()), day_ + absl::Hours(10));
+  EXPECT_TRUE(done.session().auto_checked_out());
+}
+
 TEST_F(SessionsTest, ReplicasSweepingAtOnceCheckTheSessionOutOnce) {
   v1::Booking a, b;
   ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &a).ok());

@@ -239,8 +239,15 @@ void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBook
 
 absl::Status BookingManager::CreateScope(const Principal& p, const v1::CreateBookingRequest& r) {
   const v1::Booking& in = r.booking();
-  // Authorization before validation: the instrument (a technical-service run
-  // is ScheduleService's, which checks its own), then whom the caller books for.
+  // Authorization before validation (and before the claim): a run is
+  // ScheduleService's, booked by owner staff only, so any other role hears
+  // ROLE_NOT_ALLOWED before its order is read or its fields are looked at;
+  // whether staff are the order's instrument's is checked once it is read.
+  if (in.mode() == labshare::type::v1::TECHNICAL_SERVICE) {
+    LS_RETURN_IF_ERROR(BookingPolicy().Check(BookingMethod("ScheduleService"), p));
+  }
+  // Then the instrument (a run's is checked by ScheduleService's rules),
+  // then whom the caller books for.
   if (in.mode() != labshare::type::v1::TECHNICAL_SERVICE || !in.instrument().empty()) {
     LS_RETURN_IF_ERROR(ParseName(in.instrument(), "instruments", "booking.instrument").status());
     LS_RETURN_IF_ERROR(CheckScopeOn("CreateBooking", p, *inventory_, in.instrument(),

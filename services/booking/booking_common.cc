@@ -38,6 +38,13 @@ absl::Status CheckScopeOn(const char* method, const Principal& p, InventoryClien
   return policy.CheckScope(full, p, facts);
 }
 
+absl::Status CheckScopeNamed(const char* method, const Principal& p, InventoryClient& inventory,
+                             const std::string& instrument, absl::string_view field, const ScopeFacts& facts) {
+  if (!ScopeNeedsInventory(method, p, facts)) return CheckScope(method, p, facts);
+  LS_RETURN_IF_ERROR(labshare::inventory::ParseName(instrument, "instruments", field).status());
+  return CheckScopeOn(method, p, inventory, instrument, facts);
+}
+
 ScopeFacts BookingFacts(const v1::Booking& b) {
   ScopeFacts facts;
   facts.user = b.user();

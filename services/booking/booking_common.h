@@ -51,6 +51,13 @@ inline absl::Status CheckScope(const char* method, const Principal& p, const Sco
 bool ScopeNeedsInventory(const char* method, const Principal& p, const ScopeFacts& facts);
 absl::Status CheckScopeOn(const char* method, const Principal& p, InventoryClient& inventory,
                           const std::string& instrument, ScopeFacts facts);
+// CheckScopeOn for a request that names its instrument in `field`: a caller
+// whose scope is decided without the instrument (a LAB_USER for themselves,
+// an administrator) is decided before the name is looked at, so a request
+// for someone else is refused whatever else it holds; for owner staff the
+// name is validated first (INVALID_NAME `field`), then read.
+absl::Status CheckScopeNamed(const char* method, const Principal& p, InventoryClient& inventory,
+                             const std::string& instrument, absl::string_view field, const ScopeFacts& facts);
 
 // The facts of the resources whose scope the booking methods check.
 ScopeFacts BookingFacts(const labshare::booking::v1::Booking& b);

@@ -45,10 +45,12 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLease(const Principal& p,
                                                        const v1::RequestLeaseRequest& r) {
   // Authorization before anything else (types.proto), the claim included:
   // a caller who may not ask hears so, whatever its request_id.
-  if (ParseName(r.lease().instrument(), "instruments", "lease.instrument").ok()) {
-    LS_RETURN_IF_ERROR(CheckScopeOn("RequestLease", p, *inventory_, r.lease().instrument(),
-                                    {r.lease().contact_user().empty() ? ActorName(p) : r.lease().contact_user(), {}, {}}));
-  }
+  LS_RETURN_IF_ERROR(CheckScopeNamed("RequestLease", p, *inventory_, r.lease().instrument(), "lease.instrument",
+                                     {r.lease().contact_user().empty() ? ActorName(p) : r.lease().contact_user(), {}, {}}));
+  // The lessee a LAB_USER names too, as CreateBooking and CreateServiceOrder
+  // check theirs: another organisation is ORGANIZATION_SCOPE, not a
+  // REQUEST_ID_REUSED of the request_id her own request used.
+  LS_RETURN_IF_ERROR(CheckOwnOrganization(p, r.lease().lessee_organization(), "lessee"));
   // The request_id is one request in every partition (types.proto): claimed
   // in one slot, as CreateBooking claims its own.
   return Claimed<v1::Lease>(ClaimOf(p, "RequestLease", r.validate_only() ? "" : r.request_id(), r), [&] {
@@ -109,11 +111,12 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
                                                               const v1::Lease& in, const std::string& lease_id,
                                                               const std::string& request_id, bool validate_only,
                                                               v1::Booking* booking_answer) {
-  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "lease.instrument"));
-  // Authorization before validation: for whom the caller asks.
-  LS_RETURN_IF_ERROR(CheckScopeOn("RequestLease", p, *inventory_, in.instrument(),
-                                  {in.contact_user().empty() ? ActorName(p) : in.contact_user(), {}, {}}));
+  // Authorization before validation: for whom the caller asks, then the
+  // lessee; then the instrument's name.
+  LS_RETURN_IF_ERROR(CheckScopeNamed("RequestLease", p, *inventory_, in.instrument(), "lease.instrument",
+                                     {in.contact_user().empty() ? ActorName(p) : in.contact_user(), {}, {}}));
   LS_RETURN_IF_ERROR(CheckOwnOrganization(p, in.lessee_organization(), "lessee"));
+  LS_ASSIGN_OR_RETURN(std::string instrument_id, ParseName(in.instrument(), "instruments", "lease.instrument"));
   // CreateBooking (mode LEASE) answers in its own request's terms: its
   // booking_id, its booking's reserved interval, BOOKING_EXISTS.
   const bool as_booking = booking_answer != nullptr;
@@ -685,14 +688,16 @@ absl::StatusOr<v1::Lease> BookingManager::RecordHandover(const Principal& p, con
 absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const v1::RecordReturnRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeLease("RecordReturn", p, r.name()));
   if (r.condition_notes().empty()) return InvalidField("condition_notes", "note the instrument's condition at return");
-  if (r.has_damage_amount()) {
-    LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(r.damage_amount(), "damage_amount", true));
-  }
+  // An empty amount (0, no currency) is no damage, as an unset one; an
+  // amount given carries its currency.
+  const bool damage = r.has_damage_amount() &&
+                      (r.damage_amount().amount_minor() != 0 || !r.damage_amount().currency_code().empty());
+  if (damage) LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(r.damage_amount(), "damage_amount", true));
   return LeaseTransition(p, "RecordReturn", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
     if (cur.lease.state() != v1::Lease::HANDED_OVER) return LeaseState(cur.lease, "HANDED_OVER");
     const std::string currency = cur.lease.contract().rate().currency_code();
-    if (r.has_damage_amount() && r.damage_amount().currency_code() != currency) {
+    if (damage && r.damage_amount().currency_code() != currency) {
       return InvalidField("damage_amount.currency_code", "must be the contract currency " + currency, "CURRENCY_MISMATCH");
     }
     const absl::Time now = clock_->Now();

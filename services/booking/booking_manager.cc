@@ -239,9 +239,10 @@ void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBook
 
 absl::Status BookingManager::CreateScope(const Principal& p, const v1::CreateBookingRequest& r) {
   const v1::Booking& in = r.booking();
-  // Authorization before validation. A technical-service run is
-  // ScheduleService's: a caller who may not schedule hears ROLE_NOT_ALLOWED
-  // before anything of the request is looked at.
+  // Authorization before validation (and before the claim): a run is
+  // ScheduleService's, booked by owner staff only, so any other role hears
+  // ROLE_NOT_ALLOWED before its order is read or its fields are looked at;
+  // whether staff are the order's instrument's is checked once it is read.
   if (in.mode() == labshare::type::v1::TECHNICAL_SERVICE) {
     LS_RETURN_IF_ERROR(BookingPolicy().Check(BookingMethod("ScheduleService"), p));
   }
@@ -252,16 +253,8 @@ absl::Status BookingManager::CreateScope(const Principal& p, const v1::CreateBoo
   // the instrument, which is then named first (a run's is checked by
   // ScheduleService's own rules).
   if (in.mode() != labshare::type::v1::TECHNICAL_SERVICE || !in.instrument().empty()) {
-    const ScopeFacts facts{in.user().empty() ? ActorName(p) : in.user(), {}, {}};
-    const std::string method = BookingMethod("CreateBooking");
-    const unsigned scopes = BookingPolicy().ScopesOf(method, p);
-    if (absl::Status decided = BookingPolicy().CheckScope(method, p, facts);
-        !decided.ok() && (!(scopes & kScopeOwner) || (scopes & kScopeAny))) {
-      return decided;
-    } else if (!decided.ok()) {
-      LS_RETURN_IF_ERROR(ParseName(in.instrument(), "instruments", "booking.instrument").status());
-      LS_RETURN_IF_ERROR(CheckScopeOn("CreateBooking", p, *inventory_, in.instrument(), facts));
-    }
+    LS_RETURN_IF_ERROR(CheckScopeNamed("CreateBooking", p, *inventory_, in.instrument(), "booking.instrument",
+                                       {in.user().empty() ? ActorName(p) : in.user(), {}, {}}));
   }
   // Then who pays, whatever the mode says (it is not validated yet; a run's
   // payer is its order's client): a caller who can never name another payer

@@ -59,7 +59,13 @@ absl::Status SameCurrency(const Money& m, const std::string& currency, const std
 
 absl::Status BookingManager::AuthorizeOrder(const char* method, const Principal& p, const std::string& name,
                                             absl::string_view field) {
-  if (BookingPolicy().ScopesOf(BookingMethod(method), p) & kScopeAny) return absl::OkStatus();
+  const std::string full = BookingMethod(method);
+  // The role before the order is read (types.proto: checked before
+  // validation): a role `method` never admits hears ROLE_NOT_ALLOWED whether
+  // the order exists or not. The interceptor checked the RPC's own method;
+  // CreateBooking's run is ScheduleService's, which it did not check.
+  LS_RETURN_IF_ERROR(BookingPolicy().Check(full, p));
+  if (BookingPolicy().ScopesOf(full, p) & kScopeAny) return absl::OkStatus();
   LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(name, field));
   return CheckScopeOn(method, p, *inventory_, cur.order.instrument(),
                       {cur.order.requester(), {cur.order.client_organization()}, {}});
@@ -222,7 +228,9 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
   o.set_requester(requester);
   o.set_sample_count(in.sample_count());
   o.set_sample_description(in.sample_description());
-  *o.mutable_requested_completion_time() = in.requested_completion_time();
+  if (in.has_requested_completion_time()) {  // unset: no wish (not the epoch)
+    *o.mutable_requested_completion_time() = in.requested_completion_time();
+  }
   o.set_state(Order::REQUESTED);
   o.set_payer_class(labshare::inventory::PayerClassFor(*org, *instrument));
   o.set_payer_tier(o.payer_class() == labshare::type::v1::MEMBER ? org->tier() : "");

@@ -679,5 +679,93 @@ TEST_F(LeaseContractTest, ExtendingALeaseAfterTheModeWasWithdrawnIsModeNotOffere
                   "MODE_NOT_OFFERED", "extending after LEASE was withdrawn");
 }
 
+// types.proto: a role or organisation that may not call "checked before
+// validation", and CreateBooking and CreateServiceOrder check the
+// organisation a LAB_USER names before her request_id: RequestLease too. A
+// LAB_USER's request naming another lessee under the request_id of her
+// earlier lease heard REQUEST_ID_REUSED (the lessee was checked only once
+// the request_id was claimed), not ORGANIZATION_SCOPE.
+TEST_F(LeaseContractTest, ALabUserNamingAnotherLesseeIsRefusedBeforeHerRequestIdIsLookedAt) {
+  v1::Lease first, out;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 11, "lease-r1"), &first, ana_)
+                  .ok());
+  v1::RequestLeaseRequest other = LeaseRequest("instruments/afm", 1, 11, "lease-r1");
+  other.mutable_lease()->set_lessee_organization("organizations/outsider");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, other, &out, ana_), grpc::StatusCode::PERMISSION_DENIED,
+                  "ORGANIZATION_SCOPE", "ana naming outsider under her lease's request_id");
+  other.mutable_lease()->set_instrument("not a name");  // before validation too
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, other, &out, ana_), grpc::StatusCode::PERMISSION_DENIED,
+                  "ORGANIZATION_SCOPE", "the same on a malformed instrument");
+  // Another contact user on a malformed or missing instrument: USER_SCOPE
+  // (her scope needs no instrument; it was INVALID_NAME lease.instrument).
+  v1::RequestLeaseRequest someone = LeaseRequest("instruments/afm", 1, 11, "lease-r2");
+  someone.mutable_lease()->set_contact_user("users/bob");
+  someone.mutable_lease()->set_instrument("not a name");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, someone, &out, ana_), grpc::StatusCode::PERMISSION_DENIED,
+                  "USER_SCOPE", "for bob, on a malformed instrument");
+  someone.mutable_lease()->clear_instrument();
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, someone, &out, ana_), grpc::StatusCode::PERMISSION_DENIED,
+                  "USER_SCOPE", "for bob, without an instrument");
+  // Her own organisation named: the first answer.
+  v1::RequestLeaseRequest again = LeaseRequest("instruments/afm", 1, 11, "lease-r1");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, again, &out, ana_).ok());
+  EXPECT_EQ(out.SerializeAsString(), first.SerializeAsString());
+  again.mutable_lease()->set_lessee_organization("organizations/lab");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, again, &out, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "REQUEST_ID_REUSED", "other content (her organisation named) under the request_id");
+}
+
+// RecordReturnRequest.damage_amount: "Unset means no damage" -- an empty
+// amount (0, no currency) means so too (it was refused INVALID_FIELD
+// damage_amount.currency_code); an amount given carries its currency
+// (without one: INVALID_FIELD).
+TEST_F(LeaseContractTest, AnEmptyDamageAmountIsNoDamage) {
+  const v1::Lease lease = LeaseOfAfm();
+  v1::Lease out;
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("probe holder complete");
+  clock_.Set(day_ + absl::Hours(24));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_).ok());
+  clock_.Set(day_ + absl::Hours(24 * 11));
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("as handed over");
+  ret.mutable_damage_amount()->set_amount_minor(5000);
+  const grpc::Status s = Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "damage without its currency");
+  EXPECT_NE(s.error_message().find("damage_amount.currency_code"), std::string::npos) << s.error_message();
+  ret.mutable_damage_amount()->set_amount_minor(0);
+  ASSERT_TRUE(ret.has_damage_amount());
+  grpc::Status empty = Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_);
+  ASSERT_TRUE(empty.ok()) << GrpcErrorReason(empty) << ": " << empty.error_message();
+  EXPECT_EQ(out.state(), v1::Lease::RETURNED);
+  EXPECT_EQ(out.return_record().damage_amount().amount_minor(), 0);
+  EXPECT_EQ(out.return_record().damage_amount().currency_code(), "CNY");
+  v1::CloseLeaseRequest close;
+  close.set_name(lease.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CloseLease, close, &out, staff_).ok());
+  EXPECT_EQ(out.settlement().deposit_released().amount_minor(), 100000);
+  EXPECT_EQ(out.settlement().damage_outstanding().amount_minor(), 0);
+}
+
+// LeaseContract.deposit: "unset (or 0 without a currency) is 0 in the
+// rate's currency. An amount given carries its currency (without one:
+// INVALID_FIELD)".
+TEST_F(LeaseContractTest, ADepositCarriesItsCurrency) {
+  const v1::Lease lease = LeaseOfAfm(/*approve=*/false);
+  v1::ApproveLeaseRequest a = Approval(lease.name());
+  a.mutable_contract()->mutable_deposit()->clear_currency_code();
+  v1::Lease out;
+  grpc::Status s = Call(stub_.get(), &Stub::ApproveLease, a, &out, staff_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a deposit without its currency");
+  EXPECT_NE(s.error_message().find("contract.deposit.currency_code"), std::string::npos) << s.error_message();
+  a.mutable_contract()->mutable_deposit()->set_amount_minor(0);
+  s = Call(stub_.get(), &Stub::ApproveLease, a, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.contract().deposit().currency_code(), "CNY");
+  EXPECT_EQ(out.contract().deposit().amount_minor(), 0);
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/error.h"
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
@@ -278,6 +279,140 @@ TEST_F(OrderContractTest, AQuoteRetriedAfterItsValidityAnswersTheFirstAnswer) {
   q.set_request_id("quote-twice");
   ExpectGrpcError(Call(stub_.get(), &Stub::IssueQuote, q, &retry, staff_), grpc::StatusCode::INVALID_ARGUMENT,
                   "INVALID_FIELD", "a new quote valid until a time past");
+}
+
+// ServiceOrder.requested_completion_time is "the client's wish": an order
+// placed without one has none (it was stored and answered as the epoch,
+// 1970-01-01, in the answer, GetServiceOrder and ServiceOrderCreated); one
+// given is kept.
+TEST_F(OrderContractTest, AnOrderWithoutAWishedCompletionTimeLeavesItUnset) {
+  Order o;
+  ASSERT_TRUE(Place("instruments/tem", "", &o).ok());
+  EXPECT_FALSE(o.has_requested_completion_time());
+  EXPECT_FALSE(Get(o.name()).has_requested_completion_time());
+  v1::CreateServiceOrderRequest r;
+  r.mutable_service_order()->set_instrument("instruments/tem");
+  r.mutable_service_order()->set_service_entry_id("imaging");
+  r.mutable_service_order()->set_sample_count(1);
+  *r.mutable_service_order()->mutable_requested_completion_time() = ToProto(day_ + absl::Hours(24 * 5));
+  Order wished;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CreateServiceOrder, r, &wished, ana_).ok());
+  EXPECT_EQ(FromProto(wished.requested_completion_time()), day_ + absl::Hours(24 * 5));
+  EXPECT_EQ(FromProto(Get(wished.name()).requested_completion_time()), day_ + absl::Hours(24 * 5));
+  int created = 0;
+  for (const auto& e : Events()) {
+    if (!e.has_service_order_created()) continue;
+    const Order& in_event = e.service_order_created().service_order();
+    ++created;
+    EXPECT_EQ(in_event.has_requested_completion_time(), in_event.name() == wished.name()) << in_event.name();
+  }
+  EXPECT_EQ(created, 2);
+}
+
+// CreateBooking: "TECHNICAL_SERVICE: only owner staff book the run ...
+// anyone else, a CONSORTIUM_ADMIN included: PERMISSION_DENIED
+// ROLE_NOT_ALLOWED, as ScheduleService" -- and types.proto: a role that may
+// not call "checked before validation". A LAB_USER or a CONSORTIUM_ADMIN
+// naming an order that does not exist heard SERVICE_ORDER_NOT_FOUND (the
+// order was loaded before the role was looked at), one naming none heard
+// MODE_FIELDS_MISMATCH, and one reusing the request_id of an earlier
+// booking heard REQUEST_ID_REUSED.
+TEST_F(OrderContractTest, OnlyOwnerStaffBookARunAndOtherRolesHearSoFirst) {
+  const Order o = WithSamples("instruments/tem");
+  const auto run = [&](const std::string& order, const std::string& instrument, const std::string& request_id) {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_mode(labshare::type::v1::TECHNICAL_SERVICE);
+    r.mutable_booking()->set_instrument(instrument);
+    r.mutable_booking()->set_service_order(order);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(11));
+    r.set_request_id(request_id);
+    return r;
+  };
+  v1::Booking b;
+  for (const std::string* token : {&ana_, &admin_}) {
+    for (const std::string& order : {std::string("serviceOrders/none-such"), o.name(), std::string()}) {
+      for (const std::string& instrument : {std::string(), std::string("instruments/tem")}) {
+        ExpectGrpcError(Call(stub_.get(), &Stub::CreateBooking, run(order, instrument, ""), &b, *token),
+                        grpc::StatusCode::PERMISSION_DENIED, "ROLE_NOT_ALLOWED",
+                        absl::StrCat(token == &ana_ ? "ana" : "admin", " booking the run of '", order, "' on '",
+                                     instrument, "'"));
+      }
+    }
+  }
+  // ana's request_id of an ON_SITE booking, on a run: her role, not the id.
+  v1::CreateBookingRequest on_site;
+  on_site.mutable_booking()->set_instrument("instruments/tem");
+  on_site.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  *on_site.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(14));
+  *on_site.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(15));
+  on_site.set_request_id("ana-r1");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CreateBooking, on_site, &b, ana_).ok());
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateBooking, run(o.name(), "", "ana-r1"), &b, ana_),
+                  grpc::StatusCode::PERMISSION_DENIED, "ROLE_NOT_ALLOWED", "ana booking a run with a used request_id");
+  // Owner staff: the order that does not exist is not found; theirs is booked.
+  ExpectGrpcError(Call(stub_.get(), &Stub::CreateBooking, run("serviceOrders/none-such", "", ""), &b, staff_),
+                  grpc::StatusCode::NOT_FOUND, "SERVICE_ORDER_NOT_FOUND", "staff booking the run of no order");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CreateBooking, run(o.name(), "", ""), &b, staff_).ok());
+  EXPECT_EQ(Get(o.name()).state(), Order::SCHEDULED);
+}
+
+// IssueQuoteRequest.quote: "Every amount given carries its currency
+// (without one: INVALID_FIELD); staff_time_fee or consumables unset (or 0
+// without a currency) are 0 in that currency."
+TEST_F(OrderContractTest, AQuotesAmountsCarryTheirCurrency) {
+  Order o;
+  ASSERT_TRUE(Place("instruments/tem", "", &o).ok());
+  v1::IssueQuoteRequest q;
+  q.set_name(o.name());
+  q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(15000);
+  *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24));
+  Order out;
+  grpc::Status s = Call(stub_.get(), &Stub::IssueQuote, q, &out, staff_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "a fee without its currency");
+  EXPECT_NE(s.error_message().find("quote.per_sample_fee.currency_code"), std::string::npos) << s.error_message();
+  q.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
+  q.mutable_quote()->mutable_consumables()->set_amount_minor(500);
+  s = Call(stub_.get(), &Stub::IssueQuote, q, &out, staff_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "consumables without their currency");
+  EXPECT_NE(s.error_message().find("quote.consumables.currency_code"), std::string::npos) << s.error_message();
+  q.mutable_quote()->mutable_consumables()->set_amount_minor(0);
+  s = Call(stub_.get(), &Stub::IssueQuote, q, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.quote().consumables().currency_code(), "CNY");
+  EXPECT_EQ(out.quote().staff_time_fee().currency_code(), "CNY");
+  EXPECT_EQ(out.quote().total().amount_minor(), 30000);
+}
+
+// The order transitions authorize as CreateBooking's run does: the role
+// first (the manager's own check, the one the interceptor also makes), so
+// a role a method never admits hears ROLE_NOT_ALLOWED, not
+// SERVICE_ORDER_NOT_FOUND, whether the order exists or not.
+TEST_F(OrderContractTest, TheManagerChecksAnOrderMethodsRoleBeforeItReadsTheOrder) {
+  Order o;
+  ASSERT_TRUE(Place("instruments/tem", "", &o).ok());
+  const Principal admin{"admin", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
+  const Principal ana{"ana", "lab", {Role::kLabUser}, absl::InfiniteFuture()};
+  for (const std::string& name : {std::string("serviceOrders/none-such"), o.name()}) {
+    v1::IssueQuoteRequest q;
+    q.set_name(name);
+    absl::Status s = manager_->IssueQuote(admin, q).status();
+    EXPECT_EQ(ErrorReason(s), "ROLE_NOT_ALLOWED") << "admin quoting " << name << ": " << s;
+    s = manager_->IssueQuote(ana, q).status();
+    EXPECT_EQ(ErrorReason(s), "ROLE_NOT_ALLOWED") << "ana quoting " << name << ": " << s;
+    v1::AcceptQuoteRequest a;
+    a.set_name(name);
+    s = manager_->AcceptQuote(admin, a).status();
+    EXPECT_EQ(ErrorReason(s), "ROLE_NOT_ALLOWED") << "admin accepting " << name << ": " << s;
+    v1::StartServiceRequest start;
+    start.set_name(name);
+    s = manager_->StartService(admin, start).status();
+    EXPECT_EQ(ErrorReason(s), "ROLE_NOT_ALLOWED") << "admin starting " << name << ": " << s;
+  }
+  v1::IssueQuoteRequest q;
+  q.set_name("serviceOrders/none-such");
+  const Principal sam{"sam", "owner", {Role::kFacilityStaff}, absl::InfiniteFuture()};
+  EXPECT_EQ(ErrorReason(manager_->IssueQuote(sam, q).status()), "SERVICE_ORDER_NOT_FOUND");
 }
 
 }  // namespace

@@ -656,9 +656,8 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     step.response = SerializeDeterministic(inv);
     step.field_checks.push_back({keys::Voided(), slot, voided_id.is_nil() ? "0" : voided_id.str});
     if (voided_doc) {
-      voided.set_replaced_by(inv.name());
+      voided.set_replaced_by(inv.name());  // neither state nor payments: its etag stays
       *voided.mutable_update_time() = ToProto(now);
-      voided.set_etag(std::to_string(voided_doc->version + 1));
       const std::string voided_key = keys::Doc("invoice", IdOf(voided.name()));
       step.version_checks.push_back({voided_key, voided_doc->version});
       step.puts.push_back({voided_key, voided.SerializeAsString(), voided_doc->version + 1});
@@ -711,31 +710,51 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
   return Conflict();
 }
 
-absl::StatusOr<v1::Invoice> BillingManager::GetInvoice(const Principal& p, const v1::GetInvoiceRequest& r) {
+absl::StatusOr<std::optional<v1::Invoice>> BillingManager::InvoiceInScope(const Principal& p,
+                                                                          const std::string& name) const {
   LS_RETURN_IF_ERROR(OwnScope(p, "invoices").status());  // before the name: nothing to see
-  LS_ASSIGN_OR_RETURN(std::string id, NameId(r.name(), "invoices"));
+  LS_ASSIGN_OR_RETURN(std::string id, NameId(name, "invoices"));
   LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", id)));
-  if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
+  if (!doc) return std::nullopt;
   LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
   if (!SeesAll(p)) {
     const std::string own = ActorOrganization(p);
     if (inv.payer_organization() != own && !IsInvoicePayee(inv, own)) return OrgScope("invoices");
   }
-  LS_ASSIGN_OR_RETURN(std::string held, HeldBy(inv));
-  inv.set_settlement(std::move(held));
   return inv;
+}
+
+absl::StatusOr<v1::Invoice> BillingManager::GetInvoice(const Principal& p, const v1::GetInvoiceRequest& r) {
+  LS_ASSIGN_OR_RETURN(auto inv, InvoiceInScope(p, r.name()));
+  if (!inv) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
+  LS_ASSIGN_OR_RETURN(std::string held, HeldBy(*inv));
+  inv->set_settlement(std::move(held));
+  return *std::move(inv);
 }
 
 absl::StatusOr<v1::InvoiceDocument> BillingManager::GetInvoiceDocument(const Principal& p,
                                                                        const v1::GetInvoiceDocumentRequest& r) {
-  v1::GetInvoiceRequest get;
-  get.set_name(r.name());
-  // Name, existence and scope as GetInvoice; the format after the scope
-  // (types.proto: permission is checked before validation).
-  LS_ASSIGN_OR_RETURN(v1::Invoice inv, GetInvoice(p, get));
-  if (r.format() != v1::GetInvoiceDocumentRequest::PDF && r.format() != v1::GetInvoiceDocumentRequest::CSV) {
-    return InvalidField("format", "choose PDF or CSV");
+  // The scope first (types.proto: permission is checked before validation),
+  // then the name and the format, before anything of the stored invoice is
+  // told (its existence, its state). A member's scope is the stored
+  // invoice's parties, so it is read for that; the roles that see every
+  // invoice have it read only once the format is known good.
+  const bool format_ok =
+      r.format() == v1::GetInvoiceDocumentRequest::PDF || r.format() == v1::GetInvoiceDocumentRequest::CSV;
+  std::optional<v1::Invoice> found;
+  if (!SeesAll(p)) {
+    LS_ASSIGN_OR_RETURN(found, InvoiceInScope(p, r.name()));
+  } else {
+    LS_RETURN_IF_ERROR(NameId(r.name(), "invoices").status());
   }
+  if (!format_ok) return InvalidField("format", "choose PDF or CSV");
+  if (SeesAll(p)) {
+    LS_ASSIGN_OR_RETURN(found, InvoiceInScope(p, r.name()));
+  }
+  if (!found) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", r.name() + " does not exist");
+  v1::Invoice& inv = *found;
+  LS_ASSIGN_OR_RETURN(std::string held, HeldBy(inv));
+  inv.set_settlement(std::move(held));
   if (inv.state() != v1::Invoice::ISSUED && inv.state() != v1::Invoice::PAID && inv.state() != v1::Invoice::VOID) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
                      r.name() + " is not issued; only issued, paid and void invoices have a document");
@@ -845,25 +864,31 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
-    v1::BillingEvent e = NewEvent(p, now, r.request_id());
-    *e.mutable_settlement_computed()->mutable_settlement() = s;
-    e.mutable_settlement_computed()->set_superseded_settlement(s.supersedes());
-    step.events.push_back(e.SerializeAsString());
     // Each netted invoice is in this settlement: paid through its transfers.
     for (auto& [inv, v] : invoices) inv.set_settlement(s.name());
+    std::vector<std::string> clearing;  // InvoicePaid and SettlementCleared, after SettlementComputed
     if (s.transfers().empty()) {
       // Every position nets to zero: no transfer is needed, so all of them
       // are paid and it clears in this step (its invoices PAID).
-      LS_RETURN_IF_ERROR(ClearSettlement(p, now, r.request_id(), s, std::move(invoices), step, step.events));
+      LS_RETURN_IF_ERROR(ClearSettlement(p, now, r.request_id(), s, std::move(invoices), step, clearing));
     } else {
       for (auto& [inv, v] : invoices) {
+        // Neither state nor payments: the etag stays (Invoice.etag), so an
+        // etag read before still voids it; the version check below makes a
+        // concurrent change of either read again.
         *inv.mutable_update_time() = ToProto(now);
-        inv.set_etag(std::to_string(v + 1));
         const std::string inv_key = keys::Doc("invoice", IdOf(inv.name()));
         step.version_checks.push_back({inv_key, v});
         step.puts.push_back({inv_key, inv.SerializeAsString(), v + 1});
       }
     }
+    // The settlement as stored: CLEARED (netting posting, clear_time) when
+    // it cleared in this step.
+    v1::BillingEvent e = NewEvent(p, now, r.request_id());
+    *e.mutable_settlement_computed()->mutable_settlement() = s;
+    e.mutable_settlement_computed()->set_superseded_settlement(s.supersedes());
+    step.events.push_back(e.SerializeAsString());
+    step.events.insert(step.events.end(), clearing.begin(), clearing.end());
     step.response = SerializeDeterministic(s);
     const std::string key = keys::Doc("settlement", id);
     step.version_checks.push_back({key, 0});

@@ -213,6 +213,10 @@ class BillingManager {
   // none. `computed` caches ComputedSettlements by period across calls.
   using ComputedCache = std::map<std::string, std::vector<v1::Settlement>>;
   absl::StatusOr<std::string> HeldBy(const v1::Invoice& inv, ComputedCache* computed = nullptr) const;
+  // The stored invoice `name` as GetInvoice checks it (the caller's scope,
+  // the name; a member only its own organisation's, as payer or payee),
+  // without its settlement: nullopt when there is none.
+  absl::StatusOr<std::optional<v1::Invoice>> InvoiceInScope(const Principal& p, const std::string& name) const;
 
   // Clears `s` in `step` (every transfer paid, or none to pay): CLEARED,
   // its SETTLEMENT_NETTING posting, each of `invoices` (its invoices, with

@@ -134,6 +134,14 @@ bool PaidAtIssue(const v1::Invoice& inv) {
 // INVOICE_ALREADY_PAID or INVOICE_NOT_ISSUED otherwise. With
 // `or_paid_at_issue` (VoidInvoice) also an invoice PAID at issue, and
 // INVOICE_IN_CLEARED_SETTLEMENT for one paid by its settlement.
+//
+// A stored invoice's etag changes with its state and payments only
+// (billing.proto Invoice.etag): it is the document version its last such
+// change wrote ("1" at issue). Versions only grow, so an etag never comes
+// back; the changes that are neither (a settlement netting it or letting it
+// go, a re-issue linking a voided one) keep it. The caller's step checks
+// the version read here, so any change committed meanwhile makes it read
+// again and compare the etag afresh.
 absl::StatusOr<std::pair<v1::Invoice, int64_t>> IssuedInvoice(const BillingStore& store, const std::string& name,
                                                               const std::string& etag, bool or_paid_at_issue = false) {
   LS_ASSIGN_OR_RETURN(auto doc, store.docs().Get(keys::Doc("invoice", IdOf(name))));
@@ -708,9 +716,8 @@ absl::StatusOr<v1::Invoice> BillingManager::VoidInvoice(const Principal& p, cons
             if (!odoc) continue;
             LS_ASSIGN_OR_RETURN(v1::Invoice other, Parse<v1::Invoice>(odoc->data));
             if (other.settlement() != s.name()) continue;
-            other.clear_settlement();
+            other.clear_settlement();  // neither state nor payments: its etag stays
             *other.mutable_update_time() = ToProto(now);
-            other.set_etag(std::to_string(odoc->version + 1));
             const std::string okey = keys::Doc("invoice", IdOf(name));
             step.version_checks.push_back({okey, odoc->version});
             step.puts.push_back({okey, other.SerializeAsString(), odoc->version + 1});

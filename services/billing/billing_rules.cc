@@ -1985,10 +1985,15 @@ absl::StatusOr<v1::Settlement> ComputeSettlement(const std::vector<OpenAmount>& 
 absl::StatusOr<std::vector<v1::Entry>> SettlementNettingEntries(
     const std::vector<OpenAmount>& open, const std::vector<v1::SettlementTransfer>& transfers,
     absl::string_view currency_code) {
-  LS_ASSIGN_OR_RETURN(std::vector<NormalizedOpen> norm, NormalizeOpen(open, currency_code));
+  LS_RETURN_IF_ERROR(NormalizeOpen(open, currency_code).status());  // the parties' checks
   // (account, counterparty) -> debits - credits.
   std::map<std::pair<std::string, std::string>, i128> net;
-  for (const auto& o : norm) {
+  // An open amount sits on the debtor's PAYABLE towards the creditor and the
+  // creditor's RECEIVABLE from the debtor; a negative one (the creditor owes
+  // the debtor back: a credit on the invoice) sits there too, on the other
+  // sides. Each is moved off where it sits, signed, so both sub-ledgers
+  // close; the transfers' payments close what the transfers open.
+  for (const auto& o : open) {
     net[{Acct(o.debtor, v1::PAYABLE), o.creditor}] += o.amount;
     net[{Acct(o.creditor, v1::RECEIVABLE), o.debtor}] -= o.amount;
   }

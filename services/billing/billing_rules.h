@@ -470,8 +470,10 @@ absl::StatusOr<v1::Settlement> ComputeSettlement(const std::vector<OpenAmount>& 
                                                  absl::string_view currency_code,
                                                  const TransferOptions& options = {});
 // SETTLEMENT_NETTING entries: close every original receivable/payable pair
-// and open one per transfer, netted per (account, counterparty); they touch
-// RECEIVABLE and PAYABLE only and net to zero per organisation.
+// where it sits (the debtor's PAYABLE, the creditor's RECEIVABLE, also for
+// a negative open amount) and open one per transfer, netted per (account,
+// counterparty); they touch RECEIVABLE and PAYABLE only and net to zero per
+// organisation.
 absl::StatusOr<std::vector<v1::Entry>> SettlementNettingEntries(
     const std::vector<OpenAmount>& open, const std::vector<v1::SettlementTransfer>& transfers,
     absl::string_view currency_code);

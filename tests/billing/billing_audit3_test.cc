@@ -15,13 +15,23 @@
 // 6. a posting never stands reversed twice: reversing the undoing of a
 //    subsidy's reversal after the subsidy was reversed again is
 //    ALREADY_REVERSED; and a subsidy reversed on its own is not given back
-//    once its charge was reversed in full (NOT_CORRECTABLE).
+//    once its charge was reversed in full (NOT_CORRECTABLE);
+// 7. a stored invoice's etag changes with its state and payments, not when
+//    a settlement comes to net it or goes: the etag read at issue still
+//    voids an invoice a COMPUTED settlement holds (superseding it);
+// 8. SETTLEMENT_NETTING nets an invoice's credit (a payee owing the payer
+//    back) on the accounts where it sits: every pairwise sub-ledger closes;
+// 9. SettlementComputed of a settlement cleared as it is computed carries
+//    it as stored (CLEARED, its netting posting and clear_time);
+// 10. GetInvoiceDocument checks the format before the invoice's existence.
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
+#include <map>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
@@ -34,6 +44,7 @@ namespace bk = labshare::booking::v1;
 
 constexpr char kLab[] = "organizations/lab";
 constexpr char kOwner[] = "organizations/owner";
+constexpr char kThird[] = "organizations/third";
 
 void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& reason) {
   EXPECT_EQ(s.code(), code) << s;
@@ -65,6 +76,30 @@ class BillingAudit3Test : public testing::BillingLedgerTest {
     rev.set_mode(v1::PostCorrectionRequest::REVERSE);
     rev.set_reason(why);
     return billing_->PostCorrection(root_, rev);
+  }
+
+  v1::Settlement GetSettlement(const std::string& name) {
+    v1::GetSettlementRequest g;
+    g.set_name(name);
+    auto s = billing_->GetSettlement(root_, g);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : v1::Settlement();
+  }
+
+  absl::StatusOr<v1::Settlement> ComputeJanuary() {
+    v1::ComputeSettlementRequest cs;
+    cs.set_period("2027-01");
+    return billing_->ComputeSettlement(root_, cs);
+  }
+
+  // The balance of `org`'s account `kind` in its sub-ledger of `counterparty`.
+  int64_t SubLedger(const std::string& org, const std::string& kind, const std::string& counterparty) {
+    v1::GetAccountBalanceRequest r;
+    r.set_name(org + "/accounts/" + kind);
+    r.set_counterparty(counterparty);
+    auto got = billing_->GetAccountBalance(root_, r);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? got->balance().amount_minor() : -1;
   }
 
   // ana's session on tem, 09:00-10:00 of day_, used and billed: its charge.
@@ -355,6 +390,183 @@ TEST_F(BillingAudit3Test, APoolsPaymentPostingNamesThePool) {
   EXPECT_EQ(posting.kind(), v1::PAYMENT);
   EXPECT_EQ(posting.subsidy_pool(), "subsidyPools/voucher");
   EXPECT_EQ(posting.settlement(), "");
+}
+
+// ================================================================ 7. the etag and the settlement
+
+// Invoice.etag: "Stored invoice: changes with state and payments". A
+// settlement computed over an issued invoice (Invoice.settlement) is
+// neither: the etag read at issue still voids it, which supersedes the
+// settlement (VoidInvoice: "A COMPUTED settlement containing it becomes
+// SUPERSEDED") and leaves the settlement's other invoice in none, its etag
+// unchanged too. A payment does move the etag: the etag read before it is
+// ETAG_MISMATCH.
+TEST_F(BillingAudit3Test, AnInvoicesEtagMovesWithItsStateAndPaymentsOnly) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kOwner, kLab, 3000);
+  const v1::Invoice lab = Issue(kLab);
+  const v1::Invoice owner = Issue(kOwner);
+  auto s = ComputeJanuary();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->state(), v1::Settlement::COMPUTED);
+  const v1::Invoice held = GetInvoice(lab.name());
+  ASSERT_EQ(held.settlement(), s->name());
+  EXPECT_EQ(held.etag(), lab.etag());
+  EXPECT_EQ(GetInvoice(owner.name()).etag(), owner.etag());
+
+  v1::VoidInvoiceRequest v;
+  v.set_name(lab.name());
+  v.set_reason("wrong payer contact");
+  v.set_etag(lab.etag());
+  auto voided = billing_->VoidInvoice(root_, v);
+  ASSERT_TRUE(voided.ok()) << voided.status();
+  EXPECT_EQ(voided->state(), v1::Invoice::VOID);
+  EXPECT_NE(voided->etag(), lab.etag());
+  EXPECT_EQ(GetInvoice(lab.name()).etag(), voided->etag());
+  EXPECT_EQ(GetSettlement(s->name()).state(), v1::Settlement::SUPERSEDED);
+  const v1::Invoice freed = GetInvoice(owner.name());
+  EXPECT_EQ(freed.settlement(), "");
+  EXPECT_EQ(freed.etag(), owner.etag());
+
+  // A payment changes it: the etag of before is refused, the new one not.
+  v1::RecordPaymentRequest pay;
+  pay.mutable_payment()->set_payer(kOwner);
+  pay.mutable_payment()->set_payee(kLab);
+  *pay.mutable_payment()->mutable_amount() = MakeMoney("CNY", 1000);
+  pay.mutable_payment()->set_invoice(owner.name());
+  ASSERT_TRUE(billing_->RecordPayment(root_, pay).ok());
+  const v1::Invoice part = GetInvoice(owner.name());
+  EXPECT_NE(part.etag(), owner.etag());
+  v1::MarkInvoicePaidRequest mark;
+  mark.set_name(owner.name());
+  mark.set_etag(owner.etag());
+  ExpectError(billing_->MarkInvoicePaid(root_, mark).status(), absl::StatusCode::kAborted, "ETAG_MISMATCH");
+  mark.set_etag(part.etag());
+  auto paid = billing_->MarkInvoicePaid(root_, mark);
+  ASSERT_TRUE(paid.ok()) << paid.status();
+  EXPECT_EQ(paid->state(), v1::Invoice::PAID);
+  EXPECT_NE(paid->etag(), part.etag());
+}
+
+// ================================================================ 8. a credit nets where it sits
+
+// PostingKind SETTLEMENT_NETTING "moves the open receivable/payable
+// balances of its invoices from the original counterparties to the
+// transfer counterparties so that every pairwise sub-ledger closes". Lab's
+// invoice owes the owner 100.00 and has third owing lab 50.00 back (a
+// credit: debit on lab's PAYABLE towards third, credit on third's
+// RECEIVABLE from lab). Netted, third pays the owner 50.00 and lab the
+// other 50.00; once both transfers are paid every PAYABLE and RECEIVABLE
+// sub-ledger between the three is zero.
+TEST_F(BillingAudit3Test, TheNettingClosesEveryPairwiseSubLedgerOfAnInvoicesCredit) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kLab, kThird, -5000);
+  const v1::Invoice lab = Issue(kLab);
+  ASSERT_EQ(lab.payees_size(), 2);
+  EXPECT_EQ(lab.payees(0).organization(), kOwner);
+  EXPECT_EQ(lab.payees(0).amount_due().amount_minor(), 10000);
+  EXPECT_EQ(lab.payees(1).organization(), kThird);
+  EXPECT_EQ(lab.payees(1).amount_due().amount_minor(), -5000);
+  EXPECT_EQ(SubLedger(kLab, "payable", kThird), -5000);
+  auto s = ComputeJanuary();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->transfers_size(), 2);
+  for (const auto& t : s->transfers()) {
+    EXPECT_EQ(t.to_organization(), kOwner);
+    EXPECT_EQ(t.amount().amount_minor(), 5000);
+    v1::RecordPaymentRequest pay;
+    pay.mutable_payment()->set_payer(t.from_organization());
+    pay.mutable_payment()->set_payee(t.to_organization());
+    pay.mutable_payment()->set_settlement(s->name());
+    pay.mutable_payment()->set_transfer_index(t.index());
+    *pay.mutable_payment()->mutable_amount() = t.amount();
+    auto paid = billing_->RecordPayment(root_, pay);
+    ASSERT_TRUE(paid.ok()) << paid.status();
+  }
+  const v1::Settlement cleared = GetSettlement(s->name());
+  ASSERT_EQ(cleared.state(), v1::Settlement::CLEARED);
+  ASSERT_FALSE(cleared.netting_posting().empty());
+  EXPECT_EQ(GetInvoice(lab.name()).state(), v1::Invoice::PAID);
+  clock_.Advance(absl::Seconds(1));
+  for (const char* org : {kLab, kOwner, kThird}) {
+    for (const char* other : {kLab, kOwner, kThird}) {
+      if (std::string(org) == other) continue;
+      EXPECT_EQ(SubLedger(org, "payable", other), 0) << org << " payable to " << other;
+      EXPECT_EQ(SubLedger(org, "receivable", other), 0) << org << " receivable from " << other;
+    }
+  }
+  // The netting stays on RECEIVABLE and PAYABLE and nets to zero per
+  // organisation.
+  const v1::Posting net = GetPosting(cleared.netting_posting());
+  EXPECT_EQ(net.kind(), v1::SETTLEMENT_NETTING);
+  std::map<std::string, int64_t> per_org;
+  for (const auto& e : net.entries()) {
+    EXPECT_TRUE(absl::EndsWith(e.account(), "/accounts/payable") || absl::EndsWith(e.account(), "/accounts/receivable"))
+        << e.account();
+    const std::string owner = e.account().substr(0, e.account().find("/accounts/"));
+    per_org[owner] += e.debit().amount_minor() - e.credit().amount_minor();
+  }
+  for (const auto& [owner, sum] : per_org) EXPECT_EQ(sum, 0) << owner;
+}
+
+// ================================================================ 9. computed and cleared at once
+
+// ComputeSettlement: "When every position nets to zero ... the settlement
+// is stored CLEARED in the same step". Its SettlementComputed announces the
+// settlement it stored (CLEARED, with its netting posting and clear_time,
+// as GetSettlement shows it), as SettlementCleared does beside it.
+TEST_F(BillingAudit3Test, SettlementComputedCarriesASettlementClearedAsItIsComputed) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kOwner, kLab, 10000);
+  Issue(kLab);
+  Issue(kOwner);
+  clock_.Advance(absl::Hours(3));
+  auto s = ComputeJanuary();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->state(), v1::Settlement::CLEARED);
+  const v1::Settlement stored = GetSettlement(s->name());
+  ASSERT_FALSE(stored.netting_posting().empty());
+  int computed = 0;
+  for (const auto& e : Published()) {
+    if (!e.has_settlement_computed()) continue;
+    ++computed;
+    const v1::Settlement& announced = e.settlement_computed().settlement();
+    EXPECT_EQ(announced.state(), v1::Settlement::CLEARED);
+    EXPECT_EQ(announced.netting_posting(), stored.netting_posting());
+    EXPECT_EQ(FromProto(announced.clear_time()), clock_.Now());
+    EXPECT_EQ(announced.SerializeAsString(), stored.SerializeAsString());
+  }
+  EXPECT_EQ(computed, 1);
+}
+
+// ================================================================ 10. the document's format first
+
+// GetInvoiceDocument: "INVALID_FIELD: format unspecified", checked before
+// the invoice is read (after the scope, which for a member is the stored
+// invoice's parties): an unknown invoice asked without a format is
+// INVALID_FIELD, not INVOICE_NOT_FOUND; a member of neither party is still
+// ORGANIZATION_SCOPE first.
+TEST_F(BillingAudit3Test, GetInvoiceDocumentChecksTheFormatBeforeTheInvoice) {
+  Owe(kLab, kOwner, 10000);
+  const v1::Invoice lab = Issue(kLab);
+  v1::GetInvoiceDocumentRequest doc;
+  doc.set_name("invoices/ls-cny-2027-000099");  // format unspecified
+  for (const Principal& who : {root_, Member("lab")}) {
+    const absl::Status s = billing_->GetInvoiceDocument(who, doc).status();
+    ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    auto v = FieldViolationsOf(s);
+    ASSERT_EQ(v.size(), 1u);
+    EXPECT_EQ(v.front().field, "format");
+  }
+  doc.set_name(lab.name());
+  ExpectError(billing_->GetInvoiceDocument(Member("third"), doc).status(), absl::StatusCode::kPermissionDenied,
+              "ORGANIZATION_SCOPE");
+  ExpectError(billing_->GetInvoiceDocument(Member("owner"), doc).status(), absl::StatusCode::kInvalidArgument,
+              "INVALID_FIELD");
+  doc.set_format(v1::GetInvoiceDocumentRequest::CSV);
+  EXPECT_TRUE(billing_->GetInvoiceDocument(Member("owner"), doc).ok());
+  doc.set_name("invoices/ls-cny-2027-000099");
+  ExpectError(billing_->GetInvoiceDocument(root_, doc).status(), absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND");
 }
 
 }  // namespace

@@ -59,7 +59,9 @@ class BillingLedgerTest : public booking::BookingServiceTest {
 
   // `payer` owes `payee` `amount` CNY from now on: an ADJUST correction of
   // `posting` (by default the top-up; Dr payer EXPENSE, Cr payer PAYABLE;
-  // Dr payee RECEIVABLE, Cr payee INCOME). Its answer, or the error.
+  // Dr payee RECEIVABLE, Cr payee INCOME). A negative amount is a credit
+  // the payee owes back: the same accounts, each entry on the other side
+  // (Dr payer PAYABLE, Cr payee RECEIVABLE). Its answer, or the error.
   absl::StatusOr<v1::PostCorrectionResponse> OweBy(const std::string& posting, const std::string& payer,
                                                    const std::string& payee, int64_t amount) {
     v1::PostCorrectionRequest fix;
@@ -70,7 +72,8 @@ class BillingLedgerTest : public booking::BookingServiceTest {
       v1::Entry* e = fix.add_entries();
       e->set_account(owner + "/accounts/" + kind);
       e->set_counterparty(cp);
-      *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", amount);
+      *((debit != (amount < 0)) ? e->mutable_debit() : e->mutable_credit()) =
+          MakeMoney("CNY", amount < 0 ? -amount : amount);
     };
     entry(payer, "expense", payee, true);
     entry(payer, "payable", payee, false);

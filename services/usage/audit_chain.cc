@@ -422,7 +422,14 @@ absl::StatusOr<DecodedEvent> DecodeEvent(absl::string_view payload_type, absl::s
 
   DecodedEvent out;
   out.event_id = header.event_id();
-  out.event_time = header.event_time();
+  // A header time that is no valid Timestamp (nanos outside 0..999999999,
+  // seconds outside the years 1..9999) is taken as missing, (0, 0): hashed
+  // as given, a negative nanos would be u32 here and refused by an offline
+  // verifier (deploy/verify_audit.py, struct ">I"). usage.proto, AuditEntry.
+  if (const auto& t = header.event_time(); t.nanos() >= 0 && t.nanos() <= 999999999 &&
+                                           t.seconds() >= -62135596800 && t.seconds() <= 253402300799) {
+    out.event_time = t;
+  }
   // Copied for filtering and indexing only when well-formed (the payload
   // keeps whatever the source wrote).
   if (IsActorName(header.actor())) {
@@ -1110,6 +1117,11 @@ absl::StatusOr<AuditChain::Range> AuditChain::ResolveRange(int64_t start_sequenc
                                                            int64_t end_sequence) const {
   if (start_sequence < 0) return InvalidField("start_sequence", "must not be negative (0: from the first entry)");
   if (end_sequence < 0) return InvalidField("end_sequence", "must not be negative (0: up to the head)");
+  // The request's own values first (VerifyAuditChain's comment: INVALID_FIELD
+  // before OUT_OF_RANGE), whatever the chain holds.
+  if (start_sequence > 0 && end_sequence > 0 && end_sequence <= start_sequence) {
+    return InvalidField("end_sequence", "must be greater than start_sequence (half-open range)");
+  }
   Range range;
   LS_ASSIGN_OR_RETURN(range.base, ArchivedBase());
   LS_ASSIGN_OR_RETURN(range.head, Head());
@@ -1123,14 +1135,19 @@ absl::StatusOr<AuditChain::Range> AuditChain::ResolveRange(int64_t start_sequenc
                      {{"head_sequence", std::to_string(head)},
                       {"first_sequence", std::to_string(range.base.sequence() + 1)}});
   }
-  if (end_sequence > 0 && end_sequence <= range.start) {
-    return InvalidField("end_sequence", "must be greater than start_sequence (half-open range)");
-  }
+  // Start 0 on a chain with no entry after the archived ones is beyond the
+  // head too, whatever the end.
   if (range.start > head) {
     return MakeError(absl::StatusCode::kOutOfRange, "SEQUENCE_OUT_OF_RANGE",
                      absl::StrCat("start_sequence ", range.start, " is beyond the head of the audit trail (",
                                   head, ")"),
                      {{"head_sequence", std::to_string(head)}});
+  }
+  // Start 0 with an end at or before the first entry still in storage.
+  if (end_sequence > 0 && end_sequence <= range.start) {
+    return InvalidField("end_sequence",
+                        absl::StrCat("must be greater than the start (", range.start,
+                                     ", the first entry still in storage; half-open range)"));
   }
   range.end = end_sequence == 0 ? head + 1 : std::min(end_sequence, head + 1);
   return range;

@@ -127,7 +127,7 @@ std::string AuditHashV1(const labshare::usage::v1::AuditEntry& entry);
 struct DecodedEvent {
   std::string event_id;
   std::string event_type;  // full name of the message set in oneof "payload"; "" if none
-  google::protobuf::Timestamp event_time;
+  google::protobuf::Timestamp event_time;  // (0, 0) when the header has none or an invalid one
   std::string actor;
   std::string actor_organization;
   std::string request_id;
@@ -256,8 +256,8 @@ class AuditChain {
   // keyed by (source_service, header.event_id). event.type is the payload's
   // full message name; event.payload is stored and hashed as given.
   // Errors: INVALID_ARGUMENT (INVALID_FIELD for source_service;
-  // UNDECODABLE_EVENT, see DecodeEvent: the event can never be appended, the
-  // caller should dead-letter it), ABORTED (AUDIT_CONTENTION), INTERNAL
+  // UNDECODABLE_EVENT, see DecodeEvent: the event can never be appended;
+  // ApplyEvent logs and acknowledges it, usage_events.proto), ABORTED (AUDIT_CONTENTION), INTERNAL
   // (STORAGE_ERROR, AUDIT_CORRUPTED: an entry exists beyond the head),
   // UNAVAILABLE (STORAGE_UNAVAILABLE; retrying is safe).
   absl::StatusOr<AppendResult> Append(absl::string_view source_service,
@@ -313,10 +313,13 @@ class AuditChain {
   // missing or not valid under the key. Anchors are checked, in sequence
   // order, only when the range is intact. entries_checked / anchors_checked count what passed
   // before the first break.
-  // Errors: INVALID_ARGUMENT (INVALID_FIELD: negative sequences, end <=
-  // start, anchor sequence < 1 or hash not 32 bytes); OUT_OF_RANGE
-  // (SEQUENCE_OUT_OF_RANGE: start or an anchor beyond the head, including
-  // any start on an empty chain).
+  // Errors, in this order: INVALID_ARGUMENT (INVALID_FIELD: anchor sequence
+  // < 1 or hash not 32 bytes, negative sequences, end <= start when both are
+  // nonzero); OUT_OF_RANGE (SEQUENCE_OUT_OF_RANGE: a start at or before the
+  // archived base, then a start beyond the head, including start 0 on a
+  // chain with no entry after the base); INVALID_FIELD (start 0 and an end at
+  // or before the first stored entry); SEQUENCE_OUT_OF_RANGE (an anchor
+  // beyond the head or before the archived base).
   absl::StatusOr<labshare::usage::v1::VerifyAuditChainResponse> Verify(
       int64_t start_sequence, int64_t end_sequence,
       const std::vector<labshare::usage::v1::AuditAnchor>& anchors) const;

@@ -19,6 +19,7 @@
 #include "common/time_zone.h"
 #include "common/token_flags.h"
 #include "services/usage/audit_chain.h"
+#include "services/usage/export_limiter.h"
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
 
@@ -31,6 +32,10 @@ ABSL_FLAG(std::string, audit_signing_key_file, "",
           "--audit_unsigned.");
 ABSL_FLAG(int, aggregates_check_s, 30,
           "Seconds between checks for report aggregates to rebuild after an attribute change.");
+ABSL_FLAG(int, max_concurrent_exports, labshare::usage::ExportLimiter::kDefaultMaxTotal,
+          "Streaming exports (ExportUsage, ExportAnnualReportCsv, ExportAuditTrail together) this process "
+          "runs at once, for all callers; beyond it RESOURCE_EXHAUSTED (EXPORT_LIMIT, scope \"server\"). "
+          "At least 1.");
 ABSL_FLAG(bool, audit_unsigned, false,
           "Run without an audit signing key: the chain's head is not signed, so whoever can write "
           "to Redis can rewrite the trail undetected. Tests and throwaway setups only.");
@@ -48,6 +53,12 @@ int main(int argc, char** argv) {
                        {{"zone", absl::GetFlag(FLAGS_time_zone)}});
     return 2;
   }
+  const int max_exports = absl::GetFlag(FLAGS_max_concurrent_exports);
+  if (max_exports < 1) {
+    labshare::LogError("bad --max_concurrent_exports: must be at least 1",
+                       {{"max_concurrent_exports", std::to_string(max_exports)}});
+    return 2;
+  }
   labshare::RedisPool redis(labshare::RedisOptionsFromFlags());
   const std::unique_ptr<labshare::TokenVerifier> verifier = labshare::TokenVerifierFromFlags();
   const std::unique_ptr<labshare::Clock> clock_owner = labshare::ClockFromFlags();
@@ -61,6 +72,7 @@ int main(int argc, char** argv) {
   }
   const labshare::PageTokenCodec page_tokens = *std::move(page_tokens_or);
   labshare::usage::UsageFigures figures(&redis, &clock, zone, page_tokens, absl::GetFlag(FLAGS_currency));
+  figures.set_max_concurrent_exports(max_exports);
   // Instruments folded before attribute versions were kept: their current
   // record as their first version, before any event is folded.
   if (auto seeded = figures.SeedInstrumentVersions(); !seeded.ok()) {

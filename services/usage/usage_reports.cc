@@ -66,9 +66,15 @@ v1::Thresholds Defaults(const std::string& currency) {
   return t;
 }
 
-absl::Status ValidateThresholds(const v1::Thresholds& t, const std::string& currency) {
-  if (t.bands().empty()) return InvalidField("thresholds.bands", "at least one band");
-  for (int i = 0; i < t.bands_size(); ++i) {
+// The fields of the given update_mask paths ("bands",
+// "minimum_assessed_days", "default_lease_counted_hours_per_day"); each
+// path's fields are checked on their own, so a request's values can be
+// checked before the stored thresholds are read.
+absl::Status ValidateThresholdPaths(const v1::Thresholds& t, const std::string& currency,
+                                    const std::vector<std::string>& paths) {
+  auto has = [&paths](absl::string_view path) { return std::find(paths.begin(), paths.end(), path) != paths.end(); };
+  if (has("bands") && t.bands().empty()) return InvalidField("thresholds.bands", "at least one band");
+  for (int i = 0; has("bands") && i < t.bands_size(); ++i) {
     const auto& b = t.bands(i);
     const std::string field = absl::StrCat("thresholds.bands[", i, "]");
     if (b.min_original_value().currency_code() != currency) {
@@ -89,13 +95,25 @@ absl::Status ValidateThresholds(const v1::Thresholds& t, const std::string& curr
       return InvalidField(field + ".min_original_value", "bands must be strictly ascending by min_original_value");
     }
   }
-  if (t.minimum_assessed_days() < 0) {
+  if (has("minimum_assessed_days") && t.minimum_assessed_days() < 0) {
     return InvalidField("thresholds.minimum_assessed_days", "must not be negative");
   }
-  if (t.default_lease_counted_hours_per_day() < 1 || t.default_lease_counted_hours_per_day() > 24) {
+  if (has("default_lease_counted_hours_per_day") &&
+      (t.default_lease_counted_hours_per_day() < 1 || t.default_lease_counted_hours_per_day() > 24)) {
     return InvalidField("thresholds.default_lease_counted_hours_per_day", "must be 1..24");
   }
   return absl::OkStatus();
+}
+
+absl::Status ValidateThresholds(const v1::Thresholds& t, const std::string& currency) {
+  return ValidateThresholdPaths(t, currency, {"bands", "minimum_assessed_days", "default_lease_counted_hours_per_day"});
+}
+
+// A band value without a currency is in the reporting currency.
+void FillBandCurrency(v1::Thresholds* t, const std::string& currency) {
+  for (auto& b : *t->mutable_bands()) {
+    if (b.min_original_value().currency_code().empty()) b.mutable_min_original_value()->set_currency_code(currency);
+  }
 }
 
 // round_half_up(t x seconds / 31536000).
@@ -357,6 +375,13 @@ absl::StatusOr<v1::Thresholds> UsageFigures::UpdateThresholds(const Principal& p
                           "INVALID_UPDATE_MASK");
     }
   }
+  // The request's values before anything stored is looked at: an invalid
+  // change is INVALID_ARGUMENT whatever the etag (a stale etag included).
+  {
+    v1::Thresholds proposed = r.thresholds();
+    FillBandCurrency(&proposed, currency_);
+    LS_RETURN_IF_ERROR(ValidateThresholdPaths(proposed, currency_, paths));
+  }
   DocStore docs(pool_);
   const std::string idem = r.request_id().empty() ? "" : absl::StrCat("{usage}:idem:", kMethod, ":", r.request_id());
   const std::string fingerprint = RequestFingerprint(kMethod, r, ActorName(p));
@@ -376,12 +401,7 @@ absl::StatusOr<v1::Thresholds> UsageFigures::UpdateThresholds(const Principal& p
     for (const auto& path : paths) {
       if (path == "bands") {
         *next.mutable_bands() = r.thresholds().bands();
-        for (auto& b : *next.mutable_bands()) {
-          // A value without a currency is in the reporting currency.
-          if (b.min_original_value().currency_code().empty()) {
-            b.mutable_min_original_value()->set_currency_code(currency_);
-          }
-        }
+        FillBandCurrency(&next, currency_);
       } else if (path == "minimum_assessed_days") {
         next.set_minimum_assessed_days(r.thresholds().minimum_assessed_days());
       } else {
@@ -825,8 +845,9 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
 
 absl::StatusOr<v1::AnnualReport> UsageFigures::GetAnnualReport(const Principal& p,
                                                                const v1::GetAnnualReportRequest& r) {
-  // Authorization before validation.
-  LS_RETURN_IF_ERROR(OwnerScope(p, r.scope().owner_organizations(), "scope.owner_organizations"));
+  // Authorization, then the request (year, scope names), then the page
+  // token: {year 2999, page_token "junk"} is INVALID_YEAR.
+  LS_RETURN_IF_ERROR(CheckReport(p, r.year(), r.scope()));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   const bool first = page.after.empty();
   v1::AnnualReport full;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/input_limits.h"
+#include "common/log.h"
 #include "common/error.h"
 #include "common/unary.h"
 
@@ -140,11 +141,26 @@ grpc::Status UsageService::ExportAnnualReportCsv(grpc::ServerContext* ctx, const
   return ToGrpcStatus(figures_->ExportAnnualReportCsv(*principal, *req, WriterSink(writer, &stats_)), kDomain);
 }
 
+namespace {
+
+// An event the audit cannot decode (unknown type, bytes that do not parse,
+// no EventHeader, empty event_id) can never be appended: it is logged here
+// and acknowledged rather than retried forever (usage_events.proto).
+bool Undecodable(const absl::Status& appended, absl::string_view source, const StreamEvent& e) {
+  if (appended.ok() || ErrorReason(appended) != "UNDECODABLE_EVENT") return false;
+  LogWarning("event acknowledged without an audit entry: it cannot be decoded",
+             {{"source_service", std::string(source)},
+              {"stream_id", e.stream_id},
+              {"type", e.type.substr(0, 200)},
+              {"error", std::string(appended.message())}});
+  return true;
+}
+
+}  // namespace
+
 absl::Status ApplyEvent(AuditChain* audit, UsageFigures* figures, absl::string_view source, const StreamEvent& e) {
   auto appended = audit->Append(source, e);
-  // An event without an id cannot be keyed: it is acknowledged (and logged
-  // by the caller) rather than retried forever.
-  if (!appended.ok() && ErrorReason(appended.status()) != "UNDECODABLE_EVENT") return appended.status();
+  if (!appended.ok() && !Undecodable(appended.status(), source, e)) return appended.status();
   return figures->Fold(source, e);
 }
 
@@ -156,7 +172,7 @@ std::vector<absl::Status> ApplyEvents(AuditChain* audit, UsageFigures* figures, 
   std::vector<size_t> index;
   to_fold.reserve(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
-    if (!appended[i].ok() && ErrorReason(appended[i].status()) != "UNDECODABLE_EVENT") {
+    if (!appended[i].ok() && !Undecodable(appended[i].status(), source, events[i])) {
       out[i] = appended[i].status();
       continue;
     }

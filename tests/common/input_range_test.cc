@@ -324,6 +324,8 @@ class InputRangeTest : public ::testing::Test {
        "range { start_time { seconds: 1798761600 } end_time { seconds: 1801440000 } }"},
       {"labshare.usage.v1.UsageService.GetSharingMatrix",
        "range { start_time { seconds: 1798761600 } end_time { seconds: 1801440000 } }"},
+      // The year is checked before the page (usage.proto, GetAnnualReport).
+      {"labshare.usage.v1.UsageService.GetAnnualReport", "year: 2026"},
       {"labshare.billing.v1.BillingService.ListBalances", "parent: 'organizations/org1'"},
       {"labshare.notify.v1.WebhookService.ListWebhooks", "parent: 'organizations/org1'"},
       {"labshare.notify.v1.WebhookService.ListWebhookDeliveries", "parent: 'organizations/org1/webhooks/erp'"},

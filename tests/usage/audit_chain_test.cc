@@ -566,6 +566,74 @@ TEST_F(AuditChainTest, VerifyRangeValidation) {
   EXPECT_EQ(chain_->Verify(req)->entries_checked(), 2);
 }
 
+// usage.proto, VerifyAuditChain / ExportAuditTrail: "Errors, in this order":
+// end <= start on the request's own values (both nonzero) before the
+// archived-start OUT_OF_RANGE; start 0 on a chain with nothing after the
+// archived entries is OUT_OF_RANGE whatever the end; start 0 with an end at
+// or before the first stored entry is INVALID_FIELD after that.
+TEST_F(AuditChainTest, RangeErrorsComeInTheDocumentedOrder) {
+  // Start 0 on an empty chain, with an end: no first entry to start at.
+  EXPECT_EQ(ErrorReason(chain_->Verify(0, 1, {}).status()), "SEQUENCE_OUT_OF_RANGE");
+  EXPECT_EQ(ErrorReason(chain_->ExportJsonlString(0, 1).status()), "SEQUENCE_OUT_OF_RANGE");
+  // The request's own end <= start, even on an empty chain.
+  EXPECT_EQ(ErrorReason(chain_->Verify(4, 2, {}).status()), "INVALID_FIELD");
+
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  // Entries up to 2 archived (labshare-archive's base).
+  ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Base(), "seq", "2", "hash", entries[1].hash()}).ok());
+  for (auto [start, end] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {2, 1}, {2, 2}}) {
+    SCOPED_TRACE(absl::StrCat(start, "..", end));
+    absl::Status v = chain_->Verify(start, end, {}).status();
+    EXPECT_EQ(v.code(), absl::StatusCode::kInvalidArgument) << v;
+    EXPECT_EQ(ErrorReason(v), "INVALID_FIELD");
+    EXPECT_EQ(ErrorReason(chain_->ExportJsonlString(start, end).status()), "INVALID_FIELD");
+  }
+  // A valid range starting in the archived part.
+  EXPECT_EQ(ErrorReason(chain_->Verify(1, 4, {}).status()), "SEQUENCE_OUT_OF_RANGE");
+  EXPECT_EQ(ErrorReason(chain_->ExportJsonlString(2, 0).status()), "SEQUENCE_OUT_OF_RANGE");
+  // Start 0 is 3: an end at or before it.
+  EXPECT_EQ(ErrorReason(chain_->Verify(0, 3, {}).status()), "INVALID_FIELD");
+  EXPECT_EQ(ErrorReason(chain_->ExportJsonlString(0, 2).status()), "INVALID_FIELD");
+  auto ok = chain_->Verify(0, 4, {});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->start_sequence(), 3);
+  EXPECT_EQ(ok->entries_checked(), 1);
+
+  // Everything archived: start 0 is beyond the head whatever the end.
+  ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Base(), "seq", "5", "hash", entries[4].hash()}).ok());
+  EXPECT_EQ(ErrorReason(chain_->Verify(0, 3, {}).status()), "SEQUENCE_OUT_OF_RANGE");
+  EXPECT_EQ(ErrorReason(chain_->ExportJsonlString(0, 6).status()), "SEQUENCE_OUT_OF_RANGE");
+}
+
+// AuditEntry.event_time: a header time that is no valid Timestamp (here a
+// negative nanos) is stored and hashed as (0, 0), so the entry verifies
+// online and offline (deploy/verify_audit.py packs nanos as u32).
+TEST_F(AuditChainTest, AnInvalidEventTimeIsTakenAsMissing) {
+  MustAppend("inventory", InstrumentChanged("inv-1"));
+  for (auto [seconds, nanos] : std::vector<std::pair<int64_t, int32_t>>{
+           {1790000000, -5}, {1790000000, 1000000000}, {-62135596801, 0}, {253402300800, 0}}) {
+    SCOPED_TRACE(absl::StrCat(seconds, "/", nanos));
+    labshare::billing::v1::BillingEvent e;
+    *e.mutable_header() = Header(absl::StrCat("bad-time-", seconds, "-", nanos), "services/billing");
+    e.mutable_header()->mutable_event_time()->set_seconds(seconds);
+    e.mutable_header()->mutable_event_time()->set_nanos(nanos);
+    e.mutable_charge_posted()->mutable_charge()->set_name("charges/c1");
+    v1::AuditEntry entry = MustAppend("billing", {"1-0", "labshare.billing.v1.BillingEvent", e.SerializeAsString()});
+    EXPECT_FALSE(entry.has_event_time());
+    EXPECT_FALSE(Stored(entry.sequence()).has_event_time());
+  }
+  // A valid one is kept.
+  EXPECT_EQ(Stored(1).event_time().nanos(), 250000000);
+  auto v = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->result(), v1::VERIFIED);
+  EXPECT_EQ(v->entries_checked(), 5);
+  auto file = chain_->ExportJsonlString(0, 0);
+  ASSERT_TRUE(file.ok()) << file.status();
+  CommandResult r = RunVerifier(WriteFile("bad_time.jsonl", *file));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 // ------------------------------------------------------------ listing
 
 std::vector<int64_t> Sequences(const v1::ListAuditEntriesResponse& r) {

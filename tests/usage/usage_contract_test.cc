@@ -1045,5 +1045,102 @@ TEST_F(UsageContractTest, OtherCurrencyIncomeIsReportedPerCurrency) {
   EXPECT_GT(figures_->buckets_from_aggregates(), before);
 }
 
+// GetAnnualReport: the year and the scope's names are checked before the
+// page token ({year 2999, page_token "junk"} is INVALID_YEAR, not
+// INVALID_PAGE_TOKEN).
+TEST_F(UsageContractTest, AnnualReportChecksTheYearBeforeThePageToken) {
+  v1::GetAnnualReportRequest r;
+  r.set_year(2999);
+  r.set_page_token("junk");
+  absl::Status s = figures_->GetAnnualReport(auditor_, r).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(ErrorReason(s), "INVALID_YEAR");
+  r.set_year(2026);
+  r.mutable_scope()->add_facilities("facilities/Not_Valid");
+  EXPECT_EQ(ErrorReason(figures_->GetAnnualReport(auditor_, r).status()), "INVALID_NAME");
+  r.clear_scope();
+  EXPECT_EQ(ErrorReason(figures_->GetAnnualReport(auditor_, r).status()), "INVALID_PAGE_TOKEN");
+  // Through gRPC too.
+  r.set_year(2999);
+  v1::AnnualReport out;
+  grpc::Status g = stub_->GetAnnualReport(Ctx().get(), r, &out);
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(g), "INVALID_YEAR");
+}
+
+// UpdateThresholds: the content of the masked paths is INVALID_ARGUMENT
+// before a stale etag is ABORTED (ETAG_MISMATCH); nothing is written.
+TEST_F(UsageContractTest, UpdateThresholdsValidatesBeforeTheEtag) {
+  const Principal carol{"carol", "", {Role::kConsortiumAdmin}, absl::InfiniteFuture()};
+  v1::GetThresholdsRequest get;
+  get.set_name("thresholds");
+  auto before = figures_->GetThresholds(carol, get);
+  ASSERT_TRUE(before.ok()) << before.status();
+
+  v1::UpdateThresholdsRequest u;
+  u.mutable_thresholds()->set_name("thresholds");
+  u.mutable_thresholds()->set_etag("stale-999");
+  auto* band = u.mutable_thresholds()->add_bands();
+  band->set_idle_effective_seconds_per_year(-1);  // negative
+  u.mutable_update_mask()->add_paths("bands");
+  absl::Status s = figures_->UpdateThresholds(carol, u).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(ErrorReason(s), "INVALID_FIELD");
+  u.mutable_thresholds()->clear_bands();
+  u.mutable_update_mask()->clear_paths();
+  u.mutable_update_mask()->add_paths("default_lease_counted_hours_per_day");
+  u.mutable_thresholds()->set_default_lease_counted_hours_per_day(25);
+  v1::Thresholds out;
+  grpc::Status g = stub_->UpdateThresholds(Ctx(Role::kConsortiumAdmin, "ada").get(), u, &out);
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(g), "INVALID_FIELD");
+
+  // Valid content of the masked path (the others are not looked at): the
+  // stale etag decides.
+  u.mutable_thresholds()->set_default_lease_counted_hours_per_day(6);
+  s = figures_->UpdateThresholds(carol, u).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  EXPECT_EQ(ErrorReason(s), "ETAG_MISMATCH");
+  auto after = figures_->GetThresholds(carol, get);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->SerializeAsString(), before->SerializeAsString());
+  // The current etag with valid content applies.
+  u.mutable_thresholds()->set_etag(before->etag());
+  auto applied = figures_->UpdateThresholds(carol, u);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->default_lease_counted_hours_per_day(), 6);
+}
+
+// usage_events.proto: an entry the audit cannot decode gets no audit entry;
+// it is logged (a warning naming the stream entry) and acknowledged (OK).
+TEST_F(UsageContractTest, UndecodableEventsAreLoggedAndAcknowledged) {
+  auto head = audit_->Head();
+  ASSERT_TRUE(head.ok());
+  labshare::inventory::v1::InventoryEvent no_id;
+  no_id.mutable_instrument_changed()->mutable_instrument()->set_name("instruments/x");
+  const std::vector<StreamEvent> events = {
+      {"7-1", "labshare.nothing.v1.Unknown", "abc"},
+      {"7-2", "labshare.inventory.v1.InventoryEvent", "\xff\xff\xff"},
+      {"7-3", "labshare.inventory.v1.InventoryEvent", no_id.SerializeAsString()},
+  };
+  SetQuietLogging(false);
+  ::testing::internal::CaptureStderr();
+  std::vector<absl::Status> batch = ApplyEvents(audit_.get(), figures_.get(), "inventory", events);
+  absl::Status one = ApplyEvent(audit_.get(), figures_.get(), "inventory", {"7-4", "", "x"});
+  FlushLogs();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  SetQuietLogging(true);
+  ASSERT_EQ(batch.size(), events.size());
+  for (const auto& st : batch) EXPECT_TRUE(st.ok()) << st;
+  EXPECT_TRUE(one.ok()) << one;
+  for (const char* id : {"7-1", "7-2", "7-3", "7-4"}) {
+    EXPECT_NE(log.find(absl::StrCat("\"stream_id\":\"", id, "\"")), std::string::npos) << id << "\n" << log;
+  }
+  EXPECT_NE(log.find("event acknowledged without an audit entry"), std::string::npos) << log;
+  auto after = audit_->Head();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->sequence(), head->sequence());
+}
+
 }  // namespace
 }  // namespace labshare::usage

@@ -74,7 +74,7 @@ absl::Status CheckIdPattern(const std::string& field, absl::string_view id) {
 absl::Status CheckChosenId(const std::string& field, absl::string_view id) {
   LS_RETURN_IF_ERROR(CheckIdPattern(field, id));
   // The form, whatever the two digits (not only the partitions there are).
-  const bool digits = id.size() > 3 && absl::ascii_isdigit(id[1]) && absl::ascii_isdigit(id[2]);
+  const bool digits = id.size() > 3 && id[0] == 'p' && absl::ascii_isdigit(id[1]) && absl::ascii_isdigit(id[2]);
   if (digits && IsGeneratedId(absl::StrCat("p00", id.substr(3)))) {
     return InvalidField(field, "ids of the form pNN- and 12 or 16 hex digits are the service's own; choose another");
   }

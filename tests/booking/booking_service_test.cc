@@ -205,7 +205,20 @@ TEST_F(BookingServiceTest, ClientsMayNotChooseIdsShapedLikeGeneratedOnes) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << id;
     EXPECT_NE(s.error_message().find("booking_id"), std::string::npos) << s.error_message();
   }
-  // Other chosen ids are fine, "p03-" prefix included.
+  // Other chosen ids are fine: the same shape without the "p" ...
+  for (const std::string id : {"a12-0123456789ab", "x00-0123456789abcdef"}) {
+    v1::CreateBookingRequest other;
+    other.mutable_booking()->set_instrument("instruments/tem");
+    other.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+    *other.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(11));
+    *other.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(12));
+    other.set_booking_id(id);
+    other.set_validate_only(true);
+    v1::Booking previewed;
+    grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, other, &previewed, ana_);
+    EXPECT_TRUE(s.ok()) << id << ": " << GrpcErrorReason(s) << " " << s.error_message();
+  }
+  // ... and the "p03-" prefix.
   v1::CreateBookingRequest r;
   r.mutable_booking()->set_instrument("instruments/tem");
   r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);

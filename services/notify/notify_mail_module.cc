@@ -383,6 +383,12 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
   absl::Status Replay(grpc::ServerContext* ctx, const v1::ReplayDeadLetterRequest& req, v1::DeadLetter* resp) {
     LS_ASSIGN_OR_RETURN(Principal p, auth_->Authorize(ctx));
     LS_RETURN_IF_ERROR(CheckInputRanges(req));  // types.proto: numbers first
+    // Then the scope, as ListDeadLetters: a caller limited to its own
+    // organisation who has none may replay nothing, whatever the name.
+    if ((auth_->policy().ScopesOf(M("ReplayDeadLetter"), p) & kScopeAny) == 0 && ActorOrganization(p).empty()) {
+      return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
+                       "only the dead letters of your own organisation");
+    }
     std::vector<std::string> parts = absl::StrSplit(req.name(), '/');
     if (parts.size() != 2 || parts[0] != "deadLetters" || parts[1].empty() || parts[1].size() > 200) {
       return InvalidName("name", "\"deadLetters/{message}\"");

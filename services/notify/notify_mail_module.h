@@ -47,8 +47,8 @@ struct MailOptions {
   absl::Duration unsubscribe_validity = absl::Hours(24 * 365);
   absl::Duration people_cache_ttl = absl::Seconds(30);
   // Events older than this (domain clock) make no mail: a notifier
-  // deployed on a platform with a long history does not mail it all. Their
-  // schedule changes (reminders of future bookings) still apply. 0: no limit.
+  // deployed on a platform with a long history does not mail it all. They
+  // schedule nothing; what they unschedule still goes. 0: no limit.
   absl::Duration max_event_age = absl::Hours(24 * 7);
   // A reminder (handover, return notice) more than this late is dropped
   // without a mail, and never scheduled.

@@ -584,6 +584,23 @@ TEST_F(NotifyContractTest, ListDeadLettersChecksTheScopeBeforeTheFilterAndToken)
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_PAGE_TOKEN");
 }
 
+// ReplayDeadLetter alike: facility staff without an organisation hear
+// ORGANIZATION_SCOPE before the name is looked at (a malformed name was
+// INVALID_NAME, an unknown one DEAD_LETTER_NOT_FOUND).
+TEST_F(NotifyContractTest, ReplayDeadLetterChecksTheScopeBeforeTheName) {
+  StartMail();
+  MakeDeadLetter("m1", "ana", "550 no such user");
+  for (const char* name : {"deadLetters/a/b", "deadLetters/nope", "deadLetters/m1"}) {
+    v1::ReplayDeadLetterRequest r;
+    r.set_name(name);
+    v1::DeadLetter out;
+    grpc::Status s = stub_->ReplayDeadLetter(As(Now("fs", "", Role::kFacilityStaff)).get(), r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << name << ": " << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE") << name;
+  }
+  EXPECT_EQ(State("m1"), "DEAD");
+}
+
 // ReplayDeadLetter "NOT_FOUND (DEAD_LETTER_NOT_FOUND: no such message, or a
 // dead letter removed after the retention)": an id no message has (to the
 // admin and to facility staff alike), and a dead letter once

@@ -409,11 +409,12 @@ absl::StatusOr<v1::Thresholds> UsageFigures::UpdateThresholds(const Principal& p
       }
     }
     LS_RETURN_IF_ERROR(ValidateThresholds(next, currency_));
-    *next.mutable_update_time() = ToProto(clock_->Now());
+    const absl::Time now = clock_->Now();  // one reading: the event's time is the change's
+    *next.mutable_update_time() = ToProto(now);
     next.set_updated_by(ActorName(p));
     next.set_etag(std::to_string(version + 1));
     v1::UsageEvent event;
-    Stamp(p, clock_->Now(), r.request_id(), &event);
+    Stamp(p, now, r.request_id(), &event);
     auto* changed = event.mutable_thresholds_changed();
     *changed->mutable_previous() = current;
     *changed->mutable_current() = next;

@@ -4,6 +4,8 @@
 // maintenance window. Usage folds the outboxes of inventory, booking and
 // billing; every figure is asserted exactly, computed by hand below. The
 // same events folded twice, or by a restarted service, give the same figures.
+#include <optional>
+
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
 #include "services/billing/billing_service.h"
@@ -472,6 +474,17 @@ class UsageSubsidyReversalTest : public billing::testing::BillingLedgerTest {
     return rows.ok() ? rows->totals() : v1::UsageFigures();
   }
 
+  // tem's service and subsidised income as they stand (every event folded)
+  // and, when given, the voucher pool's balance.
+  void ExpectStanding(int64_t income, int64_t subsidised, std::optional<int64_t> pool_balance = std::nullopt) {
+    const v1::UsageFigures f = Tem();
+    EXPECT_EQ(f.service_income().amount_minor(), income);
+    EXPECT_EQ(f.subsidized_income().amount_minor(), subsidised);
+    if (pool_balance) {
+      EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), *pool_balance);
+    }
+  }
+
   std::unique_ptr<UsageFigures> figures_;
   absl::TimeZone shanghai_;
   Principal auditor_{"audrey", "", {Role::kAuditor}, absl::InfiniteFuture()};
@@ -482,41 +495,29 @@ TEST_F(UsageSubsidyReversalTest, ASubsidyReversedAloneThenItsChargeCountsEachOnc
   ASSERT_EQ(charge.amount().amount_minor(), 50000);
   ASSERT_EQ(charge.subsidy_postings_size(), 1);
   ASSERT_EQ(charge.subsidy_total().amount_minor(), 5000);
-  v1::UsageFigures f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 50000);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
+  ExpectStanding(50000, 5000);
 
   // The subsidy alone: the payer owes all of it again; the owner's income
   // is what it was, none of it subsidised.
   ASSERT_TRUE(Reverse(charge.subsidy_postings(0)).ok());
-  f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 50000);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  ExpectStanding(50000, 0);
 
   // Then the charge: its income goes, the subsidy is not taken out twice.
   ASSERT_TRUE(Reverse(charge.posting()).ok());
-  f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 0);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
-  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+  ExpectStanding(0, 0, 1000000);
 }
 
 TEST_F(UsageSubsidyReversalTest, AChargeReversedFirstTakesItsSubsidyWithItOnce) {
   const bl::Charge charge = Session();
   ASSERT_EQ(charge.subsidy_postings_size(), 1);
   ASSERT_TRUE(Reverse(charge.posting()).ok());
-  v1::UsageFigures f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 0);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  ExpectStanding(0, 0);
   // The subsidy went with its charge: reversing it again is refused and
   // changes nothing.
   const absl::Status again = Reverse(charge.subsidy_postings(0));
   EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition) << again;
   EXPECT_EQ(ErrorReason(again), "ALREADY_REVERSED");
-  f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 0);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
-  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+  ExpectStanding(0, 0, 1000000);
 }
 
 // Undoing a subsidy's reversal (reversing the reversal) gives the subsidy
@@ -533,15 +534,9 @@ TEST_F(UsageSubsidyReversalTest, AReversalOfASubsidysReversalGivesItBack) {
   ASSERT_TRUE(reversal.ok()) << reversal.status();
   EXPECT_EQ(Tem().subsidized_income().amount_minor(), 0);
   ASSERT_TRUE(Reverse(reversal->correction().name()).ok());
-  v1::UsageFigures f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 50000);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
-  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000 - 5000);
+  ExpectStanding(50000, 5000, 1000000 - 5000);
   ASSERT_TRUE(Reverse(charge.posting()).ok());
-  f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 0);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
-  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+  ExpectStanding(0, 0, 1000000);
 }
 
 // Reversals of SUBSIDY postings stored by billing before they moved the
@@ -591,19 +586,13 @@ TEST_F(UsageOldSubsidyReversalTest, AChargeReversedAfterAnOldSubsidyReversalTake
   const std::string old = ReverseSubsidyTheOldWay(charge.subsidy_postings(0));
   ASSERT_FALSE(old.empty());
   // As the old deployment left it: the figures kept the subsidy.
-  v1::UsageFigures f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 50000);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
-  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+  ExpectStanding(50000, 5000, 1000000);
 
   // The charge's reversal takes out its income and the subsidised part
   // still counted; it reverses no subsidy again (the pool is as it was).
   ASSERT_TRUE(Reverse(charge.posting()).ok());
   ExpectDelta(-50000, -5000);
-  f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 0);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
-  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+  ExpectStanding(0, 0, 1000000);
   EXPECT_EQ(ChargeOf(charge.booking()).state(), bl::Charge::REVERSED);
   // The old reversal's part has gone with the charge: it is marked so.
   EXPECT_TRUE(Posting(old).subsidised_delta_sent());
@@ -625,26 +614,17 @@ TEST_F(UsageOldSubsidyReversalTest, UndoingAnOldSubsidyReversalMovesNoSubsidised
   ASSERT_TRUE(undo.ok()) << undo.status();
   EXPECT_FALSE(undo->correction().subsidised_delta_sent());
   EXPECT_TRUE(LastDeltas().empty());
-  v1::UsageFigures f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 50000);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
-  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000 - 5000);
+  ExpectStanding(50000, 5000, 1000000 - 5000);
 
   // Reversed on its own again, now as reversals are: its part goes.
   ASSERT_TRUE(Reverse(undo->correction().name()).ok());
   ExpectDelta(0, -5000);
-  f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 50000);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
-  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+  ExpectStanding(50000, 0, 1000000);
 
   // And the charge: its income only.
   ASSERT_TRUE(Reverse(charge.posting()).ok());
   ExpectDelta(-50000, 0);
-  f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 0);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
-  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+  ExpectStanding(0, 0, 1000000);
 }
 
 // With the old reversal undone, the charge's reversal takes the subsidy
@@ -657,10 +637,7 @@ TEST_F(UsageOldSubsidyReversalTest, AChargeReversedAfterAnOldSubsidyReversalWasU
   ASSERT_TRUE(Reverse(old).ok());
   ASSERT_TRUE(Reverse(charge.posting()).ok());
   ExpectDelta(-50000, -5000);
-  v1::UsageFigures f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 0);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
-  EXPECT_EQ(Pool("subsidyPools/voucher").balance().amount_minor(), 1000000);
+  ExpectStanding(0, 0, 1000000);
 }
 
 // An ADJUST of a SUBSIDY posting stored the old way moved no subsidised
@@ -688,15 +665,11 @@ TEST_F(UsageOldSubsidyReversalTest, ReversingAnOldAdjustOfASubsidyMovesNoSubsidi
 
   ASSERT_TRUE(Reverse(old).ok());
   EXPECT_TRUE(LastDeltas().empty());
-  v1::UsageFigures f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 50000);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 5000);
+  ExpectStanding(50000, 5000);
 
   ASSERT_TRUE(Reverse(charge.posting()).ok());
   ExpectDelta(-50000, -5000);
-  f = Tem();
-  EXPECT_EQ(f.service_income().amount_minor(), 0);
-  EXPECT_EQ(f.subsidized_income().amount_minor(), 0);
+  ExpectStanding(0, 0);
 }
 
 // The same ADJUST posted now moves the subsidised part and is marked; its

@@ -6,28 +6,25 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import ts from 'typescript';
 import { consoleDir } from './harness.js';
+import { WebModules } from './web-module.js';
 
 interface MoneyModule {
   cancelConfirmable(busy: boolean, preview: object | undefined, previewFailed: boolean): boolean;
 }
 
-let out = '';
+let web: WebModules | undefined;
 async function loadMoney(): Promise<MoneyModule> {
-  out = fs.mkdtempSync(path.join(consoleDir, 'dist', 'webmoney-'));
-  const src = fs.readFileSync(path.join(consoleDir, 'web', 'src', 'screens', 'lab', 'money.ts'), 'utf8');
-  const js = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText;
-  fs.writeFileSync(path.join(out, 'money.mjs'), js);
-  return (await import(pathToFileURL(path.join(out, 'money.mjs')).href)) as MoneyModule;
+  web = new WebModules('webmoney-');
+  web.write('screens/lab/money.ts', 'money');
+  return web.load<MoneyModule>('money');
 }
 
 describe('the cancel panel\'s confirm button (web/src/screens/lab/money.ts)', () => {
   let m: MoneyModule;
   before(async () => { m = await loadMoney(); });
-  after(() => { if (out) fs.rmSync(out, { recursive: true, force: true }); });
+  after(() => web?.cleanUp());
 
   it('works once the preview is in, or once it failed (fee unknown)', () => {
     assert.equal(m.cancelConfirmable(false, undefined, false), false); // still loading

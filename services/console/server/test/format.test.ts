@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import ts from 'typescript';
 import { consoleDir, repoRoot } from './harness.js';
+import { WebModules } from './web-module.js';
 
 interface Money { currencyCode: string; amountMinor: bigint }
 interface FormatModule {
@@ -22,17 +22,15 @@ interface FormatModule {
 
 // web/src/format.ts transpiled next to node_modules, with the built gen/
 // types and i18n's language as a stub (English).
-let out = '';
+let web: WebModules | undefined;
 async function loadFormat(): Promise<FormatModule> {
-  out = fs.mkdtempSync(path.join(consoleDir, 'dist', 'webformat-'));
-  const src = fs.readFileSync(path.join(consoleDir, 'web', 'src', 'format.ts'), 'utf8');
+  web = new WebModules('webformat-');
   const types = pathToFileURL(path.join(consoleDir, 'dist', 'gen', 'labshare', 'type', 'v1', 'types_pb.js')).href;
-  const js = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText
+  web.stub('i18n', "export const lang = { value: 'en' };\n");
+  web.write('format.ts', 'format', (js) => js
     .replace(/from '\.\/i18n'/g, "from './i18n.mjs'")
-    .replace(/from '\.\.\/\.\.\/gen\/labshare\/type\/v1\/types_pb'/g, `from '${types}'`);
-  fs.writeFileSync(path.join(out, 'i18n.mjs'), "export const lang = { value: 'en' };\n");
-  fs.writeFileSync(path.join(out, 'format.mjs'), js);
-  return (await import(pathToFileURL(path.join(out, 'format.mjs')).href)) as FormatModule;
+    .replace(/from '\.\.\/\.\.\/gen\/labshare\/type\/v1\/types_pb'/g, `from '${types}'`));
+  return web.load<FormatModule>('format');
 }
 
 // The two lists of common/currency.cc.
@@ -46,7 +44,7 @@ function serviceList(name: string): string[] {
 describe('money digits (web/src/format.ts)', () => {
   let f: FormatModule;
   before(async () => { f = await loadFormat(); });
-  after(() => { if (out) fs.rmSync(out, { recursive: true, force: true }); });
+  after(() => web?.cleanUp());
 
   it('uses the lists of common/currency.cc', () => {
     assert.deepEqual([...f.ZERO_DIGIT_CURRENCIES].sort(), serviceList('kZero'));

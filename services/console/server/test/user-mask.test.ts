@@ -5,27 +5,24 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import ts from 'typescript';
 import { consoleDir, repoRoot } from './harness.js';
+import { WebModules } from './web-module.js';
 
 interface UserFields { displayName: string; email: string; roles: readonly number[]; disabled: boolean; externalSubject: string }
 interface MaskModule { userUpdatePaths(before: UserFields, after: UserFields): string[] }
 
-let out = '';
+let web: WebModules | undefined;
 async function loadMask(): Promise<MaskModule> {
-  out = fs.mkdtempSync(path.join(consoleDir, 'dist', 'webmask-'));
-  const src = fs.readFileSync(path.join(consoleDir, 'web', 'src', 'screens', 'admin', 'user-mask.ts'), 'utf8');
-  const js = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText;
-  fs.writeFileSync(path.join(out, 'user-mask.mjs'), js);
-  return (await import(pathToFileURL(path.join(out, 'user-mask.mjs')).href)) as MaskModule;
+  web = new WebModules('webmask-');
+  web.write('screens/admin/user-mask.ts', 'user-mask');
+  return web.load<MaskModule>('user-mask');
 }
 
 describe('the admin user edit form\'s update mask', () => {
   let m: MaskModule;
   before(async () => { m = await loadMask(); });
-  after(() => { if (out) fs.rmSync(out, { recursive: true, force: true }); });
+  after(() => web?.cleanUp());
   const user: UserFields = { displayName: '李伟', email: 'li@x.cn', roles: [1, 3], disabled: false, externalSubject: 'sub-1' };
 
   it('names exactly the changed fields, external_subject included', () => {

@@ -2,12 +2,8 @@
 // stubbed fetch: a refusal of /auth/session for now (429) keeps who is
 // signed in and asks again after Retry-After; only an answer changes it.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { after, before, describe, it, mock } from 'node:test';
-import ts from 'typescript';
-import { consoleDir } from './harness.js';
+import { WebModules } from './web-module.js';
 
 interface SessionModule {
   session: { value: { signedIn: boolean; user?: string; roles: string[] } };
@@ -15,16 +11,13 @@ interface SessionModule {
 }
 
 // web/src/session.ts and signal.ts, transpiled next to node_modules (preact).
-let out = '';
+let web: WebModules | undefined;
 async function loadWebSession(): Promise<SessionModule> {
-  out = fs.mkdtempSync(path.join(consoleDir, 'dist', 'websession-'));
+  web = new WebModules('websession-');
   for (const name of ['session', 'signal']) {
-    const src = fs.readFileSync(path.join(consoleDir, 'web', 'src', `${name}.ts`), 'utf8');
-    const js = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText
-      .replace(/from '\.\/(\w+)'/g, "from './$1.mjs'");
-    fs.writeFileSync(path.join(out, `${name}.mjs`), js);
+    web.write(`${name}.ts`, name, (js) => js.replace(/from '\.\/(\w+)'/g, "from './$1.mjs'"));
   }
-  return (await import(pathToFileURL(path.join(out, 'session.mjs')).href)) as SessionModule;
+  return web.load<SessionModule>('session');
 }
 
 describe('the app\'s session state (web/src/session.ts)', () => {
@@ -45,7 +38,7 @@ describe('the app\'s session state (web/src/session.ts)', () => {
   after(() => {
     globalThis.fetch = realFetch;
     mock.timers.reset();
-    if (out) fs.rmSync(out, { recursive: true, force: true });
+    web?.cleanUp();
   });
 
   it('9: keeps the current state on 429 and asks again after Retry-After', async () => {

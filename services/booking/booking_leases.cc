@@ -303,9 +303,10 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
     step.listing_keys.push_back(std::move(k));
   }
   NameOperator(instrument, &step);
-  v1::BookingEvent requested = Event(p, request_id);
+  // Both carry the create_time of the lease and its booking.
+  v1::BookingEvent requested = Event(p, request_id, now);
   *requested.mutable_lease_requested()->mutable_lease() = lease;
-  v1::BookingEvent created = Event(p, request_id);
+  v1::BookingEvent created = Event(p, request_id, now);
   *created.mutable_booking_created()->mutable_booking() = booking;
   step.events = {requested.SerializeAsString(), created.SerializeAsString()};
   auto outcome = store_->Create(step);
@@ -442,7 +443,7 @@ absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principa
 absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
     const Principal& p, absl::string_view method, const google::protobuf::Message& request,
     const std::string& name, const std::string& request_id,
-    const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&)>& decide) {
+    const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&, absl::Time now)>& decide) {
   LS_ASSIGN_OR_RETURN(LoadedLease cur, LoadLease(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.booking.partition, method, request_id);
   const std::string fingerprint = RequestFingerprint(method, request, ActorName(p));
@@ -454,8 +455,10 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
         if (attempt > 0) {
           LS_ASSIGN_OR_RETURN(cur, LoadLease(name));
         }
-        LS_ASSIGN_OR_RETURN(LeaseChange c, decide(cur));
+        // One clock reading per attempt: update_time, what the change
+        // stamps and the events' event_time.
         const absl::Time now = clock_->Now();
+        LS_ASSIGN_OR_RETURN(LeaseChange c, decide(cur, now));
         *c.lease.mutable_update_time() = ToProto(now);
         c.lease.set_etag(std::to_string(cur.lease_version + 1));
         // A booking the change leaves as it is (CloseLease) is not rewritten:
@@ -520,10 +523,9 @@ absl::StatusOr<v1::Lease> BookingManager::ApproveLease(const Principal& p, const
     return InvalidField("contract.deposit.currency_code", "must be the rate's currency", "CURRENCY_MISMATCH");
   }
   return LeaseTransition(p, "ApproveLease", r, r.name(), r.request_id(),
-                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+                         [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::REQUESTED) return LeaseState(cur.lease, "REQUESTED");
-    const absl::Time now = clock_->Now();
     if (now >= FromProto(cur.lease.blocked_interval().start_time())) {
       return Precondition("LEASE_STARTED", "the term (handover buffer included) has begun");
     }
@@ -539,11 +541,11 @@ absl::StatusOr<v1::Lease> BookingManager::ApproveLease(const Principal& p, const
     c.booking.set_state(v1::Booking::CONFIRMED);
     *c.booking.mutable_decision()->mutable_decide_time() = ToProto(now);
     c.booking.mutable_decision()->set_decided_by(ActorName(p));
-    v1::BookingEvent approved = Event(p, r.request_id());
+    v1::BookingEvent approved = Event(p, r.request_id(), now);
     approved.mutable_lease_approved();
-    v1::BookingEvent booking_approved = Event(p, r.request_id());
+    v1::BookingEvent booking_approved = Event(p, r.request_id(), now);
     booking_approved.mutable_booking_approved();
-    v1::BookingEvent confirmed = Event(p, r.request_id());
+    v1::BookingEvent confirmed = Event(p, r.request_id(), now);
     confirmed.mutable_booking_confirmed()->set_via_approval(true);
     c.events = {std::move(approved), std::move(booking_approved), std::move(confirmed)};
     return c;
@@ -554,7 +556,7 @@ absl::StatusOr<v1::Lease> BookingManager::RejectLease(const Principal& p, const 
   LS_RETURN_IF_ERROR(AuthorizeLease("RejectLease", p, r.name()));
   if (r.reason().empty()) return InvalidField("reason", "say why; the lessee sees it");
   return LeaseTransition(p, "RejectLease", r, r.name(), r.request_id(),
-                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+                         [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::REQUESTED) return LeaseState(cur.lease, "REQUESTED");
     LeaseChange c;
@@ -564,12 +566,12 @@ absl::StatusOr<v1::Lease> BookingManager::RejectLease(const Principal& p, const 
     c.lease.set_end_reason(r.reason());
     c.booking.set_state(v1::Booking::REJECTED);
     c.booking.mutable_decision()->set_decided_by(ActorName(p));
-    *c.booking.mutable_decision()->mutable_decide_time() = ToProto(clock_->Now());
+    *c.booking.mutable_decision()->mutable_decide_time() = ToProto(now);
     c.booking.mutable_decision()->set_note(r.reason());
     c.calendar = UpdateStep::Calendar::kRemove;
-    v1::BookingEvent rejected = Event(p, r.request_id());
+    v1::BookingEvent rejected = Event(p, r.request_id(), now);
     rejected.mutable_lease_rejected()->set_reason(r.reason());
-    v1::BookingEvent booking_rejected = Event(p, r.request_id());
+    v1::BookingEvent booking_rejected = Event(p, r.request_id(), now);
     booking_rejected.mutable_booking_rejected()->set_reason(r.reason());
     c.events = {std::move(rejected), std::move(booking_rejected)};
     return c;
@@ -579,7 +581,7 @@ absl::StatusOr<v1::Lease> BookingManager::RejectLease(const Principal& p, const 
 absl::StatusOr<v1::Lease> BookingManager::CancelLease(const Principal& p, const v1::CancelLeaseRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeLease("CancelLease", p, r.name()));
   return LeaseTransition(p, "CancelLease", r, r.name(), r.request_id(),
-                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+                         [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
     const v1::Lease::State previous = cur.lease.state();
     if (previous != v1::Lease::REQUESTED && previous != v1::Lease::APPROVED) {
       return LeaseState(cur.lease, "REQUESTED or APPROVED");
@@ -592,15 +594,15 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLease(const Principal& p, const 
     const v1::Booking::State booking_before = c.booking.state();
     c.booking.set_state(v1::Booking::CANCELLED);
     auto* cancel = c.booking.mutable_cancellation();
-    *cancel->mutable_cancel_time() = ToProto(clock_->Now());
+    *cancel->mutable_cancel_time() = ToProto(now);
     cancel->set_cancelled_by(ActorName(p));
     cancel->set_initiator(v1::Booking::PARENT_RESOURCE);
     cancel->set_reason(r.reason());
     c.calendar = UpdateStep::Calendar::kRemove;
-    v1::BookingEvent cancelled = Event(p, r.request_id());
+    v1::BookingEvent cancelled = Event(p, r.request_id(), now);
     cancelled.mutable_lease_cancelled()->set_previous_state(previous);
     cancelled.mutable_lease_cancelled()->set_reason(r.reason());
-    v1::BookingEvent booking_cancelled = Event(p, r.request_id());
+    v1::BookingEvent booking_cancelled = Event(p, r.request_id(), now);
     booking_cancelled.mutable_booking_cancelled()->set_previous_state(booking_before);
     booking_cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::PARENT_RESOURCE);
     c.events = {std::move(cancelled), std::move(booking_cancelled)};
@@ -614,7 +616,7 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLeaseForOutage(const Principal& 
   v1::CancelLeaseRequest key;
   key.set_name(name);
   return LeaseTransition(p, "ApplyMaintenanceWindow", key, name, "",
-                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+                         [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
     const v1::Lease::State previous = cur.lease.state();
     if (previous != v1::Lease::REQUESTED && previous != v1::Lease::APPROVED) {
       return LeaseState(cur.lease, "REQUESTED or APPROVED");
@@ -629,19 +631,19 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLeaseForOutage(const Principal& 
     c.booking.set_state(v1::Booking::CANCELLED);
     c.booking.set_cancelled_by_outage(true);
     auto* cancel = c.booking.mutable_cancellation();
-    *cancel->mutable_cancel_time() = ToProto(clock_->Now());
+    *cancel->mutable_cancel_time() = ToProto(now);
     cancel->set_cancelled_by(ActorName(p));
     cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
     cancel->set_reason(window.reason());
     cancel->set_maintenance_window(window.name());
     c.calendar = UpdateStep::Calendar::kRemove;
-    v1::BookingEvent cancelled = Event(p, event_request_id);
+    v1::BookingEvent cancelled = Event(p, event_request_id, now);
     auto* lc = cancelled.mutable_lease_cancelled();
     lc->set_previous_state(previous);
     lc->set_reason(window.reason());
     lc->set_cancelled_by_outage(true);
     lc->set_maintenance_window(window.name());
-    v1::BookingEvent booking_cancelled = Event(p, event_request_id);
+    v1::BookingEvent booking_cancelled = Event(p, event_request_id, now);
     auto* bc = booking_cancelled.mutable_booking_cancelled();
     bc->set_previous_state(booking_before);
     bc->set_cancelled_by_outage(true);
@@ -656,9 +658,8 @@ absl::StatusOr<v1::Lease> BookingManager::RecordHandover(const Principal& p, con
   LS_RETURN_IF_ERROR(AuthorizeLease("RecordHandover", p, r.name()));
   if (r.condition_notes().empty()) return InvalidField("condition_notes", "note the instrument's condition at handover");
   return LeaseTransition(p, "RecordHandover", r, r.name(), r.request_id(),
-                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+                         [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
     if (cur.lease.state() != v1::Lease::APPROVED) return LeaseState(cur.lease, "APPROVED");
-    const absl::Time now = clock_->Now();
     const absl::Time t = r.has_handover_time() ? FromProto(r.handover_time()) : now;
     if (t > now) return InvalidField("handover_time", "must not be in the future");
     if (t < FromProto(cur.lease.blocked_interval().start_time()) || t >= FromProto(cur.lease.term().end_time())) {
@@ -676,9 +677,9 @@ absl::StatusOr<v1::Lease> BookingManager::RecordHandover(const Principal& p, con
     *c.booking.mutable_session()->mutable_start_time() = ToProto(t);
     c.booking.mutable_session()->set_checked_in_by(ActorName(p));
     c.booking.mutable_session()->set_notes(r.condition_notes());
-    v1::BookingEvent handed = Event(p, r.request_id());
+    v1::BookingEvent handed = Event(p, r.request_id(), now);
     handed.mutable_lease_handed_over();
-    v1::BookingEvent checked_in = Event(p, r.request_id());
+    v1::BookingEvent checked_in = Event(p, r.request_id(), now);
     checked_in.mutable_booking_checked_in();
     c.events = {std::move(handed), std::move(checked_in)};
     return c;
@@ -694,13 +695,12 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
                       (r.damage_amount().amount_minor() != 0 || !r.damage_amount().currency_code().empty());
   if (damage) LS_RETURN_IF_ERROR(labshare::inventory::ValidateMoney(r.damage_amount(), "damage_amount", true));
   return LeaseTransition(p, "RecordReturn", r, r.name(), r.request_id(),
-                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+                         [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
     if (cur.lease.state() != v1::Lease::HANDED_OVER) return LeaseState(cur.lease, "HANDED_OVER");
     const std::string currency = cur.lease.contract().rate().currency_code();
     if (damage && r.damage_amount().currency_code() != currency) {
       return InvalidField("damage_amount.currency_code", "must be the contract currency " + currency, "CURRENCY_MISMATCH");
     }
-    const absl::Time now = clock_->Now();
     const absl::Time t = r.has_return_time() ? FromProto(r.return_time()) : now;
     if (t > now || t < FromProto(cur.lease.handover().handover_time())) {
       return InvalidField("return_time", "must lie between the handover and now");
@@ -722,16 +722,16 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
     c.booking.set_state(v1::Booking::COMPLETED);
     *c.booking.mutable_session()->mutable_end_time() = ToProto(t);
     c.booking.mutable_session()->set_checked_out_by(ActorName(p));
-    v1::BookingEvent returned = Event(p, r.request_id());
+    v1::BookingEvent returned = Event(p, r.request_id(), now);
     returned.mutable_lease_returned();
-    v1::BookingEvent checked_out = Event(p, r.request_id());
+    v1::BookingEvent checked_out = Event(p, r.request_id(), now);
     checked_out.mutable_booking_checked_out();
     c.events = {std::move(returned), std::move(checked_out)};
     if (t < term_end) {
       // Early return: the term (the booking's reserved interval) ends at the
       // return, and the block shrinks to return + return buffer.
       const absl::Time new_end = t + FromProto(cur.lease.return_buffer());
-      v1::BookingEvent changed = Event(p, r.request_id());
+      v1::BookingEvent changed = Event(p, r.request_id(), now);
       changed.mutable_booking_interval_changed()->set_cause(v1::BookingIntervalChanged::EARLY_RETURN);
       *changed.mutable_booking_interval_changed()->mutable_previous_reserved_interval() = c.booking.reserved_interval();
       *changed.mutable_booking_interval_changed()->mutable_previous_blocked_interval() = c.booking.blocked_interval();
@@ -755,7 +755,7 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
   LS_RETURN_IF_ERROR(AuthorizeLease("ExtendLease", p, r.name()));
   if (!r.has_new_end_time()) return InvalidField("new_end_time", "required");
   return LeaseTransition(p, "ExtendLease", r, r.name(), r.request_id(),
-                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+                         [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::APPROVED && cur.lease.state() != v1::Lease::HANDED_OVER) {
@@ -781,10 +781,10 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     auto* ext = c.lease.add_extensions();
     *ext->mutable_previous_end_time() = ToProto(old_end);
     *ext->mutable_new_end_time() = ToProto(new_end);
-    *ext->mutable_extend_time() = ToProto(clock_->Now());
+    *ext->mutable_extend_time() = ToProto(now);
     ext->set_extended_by(ActorName(p));
     ext->set_note(r.note());
-    v1::BookingEvent changed = Event(p, r.request_id());
+    v1::BookingEvent changed = Event(p, r.request_id(), now);
     changed.mutable_booking_interval_changed()->set_cause(v1::BookingIntervalChanged::LEASE_EXTENDED);
     *changed.mutable_booking_interval_changed()->mutable_previous_reserved_interval() = c.booking.reserved_interval();
     *changed.mutable_booking_interval_changed()->mutable_previous_blocked_interval() = c.booking.blocked_interval();
@@ -797,7 +797,7 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     // Growing the block must not run into the next booking or window.
     c.guard_from_ms = Ms(FromProto(cur.lease.blocked_interval().start_time()));
     c.guard_to_ms = Ms(blocked_end);
-    v1::BookingEvent extended = Event(p, r.request_id());
+    v1::BookingEvent extended = Event(p, r.request_id(), now);
     *extended.mutable_lease_extended()->mutable_previous_end_time() = ToProto(old_end);
     *extended.mutable_lease_extended()->mutable_new_end_time() = ToProto(new_end);
     c.events = {std::move(extended), std::move(changed)};
@@ -812,7 +812,7 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
 absl::StatusOr<v1::Lease> BookingManager::CloseLease(const Principal& p, const v1::CloseLeaseRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeLease("CloseLease", p, r.name()));
   return LeaseTransition(p, "CloseLease", r, r.name(), r.request_id(),
-                         [&](const LoadedLease& cur) -> absl::StatusOr<LeaseChange> {
+                         [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
     if (cur.lease.state() != v1::Lease::RETURNED) return LeaseState(cur.lease, "RETURNED");
     LeaseChange c;
     c.lease = cur.lease;
@@ -824,10 +824,10 @@ absl::StatusOr<v1::Lease> BookingManager::CloseLease(const Principal& p, const v
     *s->mutable_deposit_applied() = Min(deposit, damage);
     *s->mutable_deposit_released() = Minus(deposit, s->deposit_applied());
     *s->mutable_damage_outstanding() = Minus(damage, s->deposit_applied());
-    *s->mutable_close_time() = ToProto(clock_->Now());
+    *s->mutable_close_time() = ToProto(now);
     s->set_closed_by(ActorName(p));
     s->set_notes(r.notes());
-    v1::BookingEvent closed = Event(p, r.request_id());
+    v1::BookingEvent closed = Event(p, r.request_id(), now);
     closed.mutable_lease_closed();
     c.events = {std::move(closed)};
     return c;

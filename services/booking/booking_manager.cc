@@ -120,11 +120,11 @@ absl::Status OverBudget() {
 
 }  // namespace
 
-v1::BookingEvent BookingManager::Event(const Principal& p, const std::string& request_id) const {
+v1::BookingEvent BookingManager::Event(const Principal& p, const std::string& request_id, absl::Time at) const {
   v1::BookingEvent e;
   auto* h = e.mutable_header();
   h->set_event_id(NewEventId());
-  *h->mutable_event_time() = ToProto(clock_->Now());
+  *h->mutable_event_time() = ToProto(at);
   h->set_request_id(request_id);
   h->set_actor(ActorName(p));
   h->set_actor_organization(ActorOrganization(p));
@@ -509,7 +509,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     budget.ms = Ms(end) - Ms(start);
     out.budget.push_back(std::move(budget));
   }
-  out.event = Event(p, r.request_id());
+  out.event = Event(p, r.request_id(), now);  // its create_time
   out.booking = std::move(b);
   out.denial = denial;
   out.reserved_id = reserved_id;
@@ -949,7 +949,7 @@ absl::StatusOr<int64_t> BookingManager::RefileStaleOperators(const RefileOptions
 absl::StatusOr<v1::Booking> BookingManager::Transition(
     const Principal& p, absl::string_view method, const google::protobuf::Message& request,
     const std::string& name, const std::string& request_id,
-    const std::function<absl::StatusOr<Change>(const Loaded&)>& decide) {
+    const std::function<absl::StatusOr<Change>(const Loaded&, absl::Time now)>& decide) {
   LS_ASSIGN_OR_RETURN(Loaded cur, Load(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
   const std::string fingerprint = RequestFingerprint(method, request, ActorName(p));
@@ -959,8 +959,11 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
         if (attempt > 0) {
           LS_ASSIGN_OR_RETURN(cur, Load(name));
         }
-        LS_ASSIGN_OR_RETURN(Change c, decide(cur));
-        *c.booking.mutable_update_time() = ToProto(clock_->Now());
+        // One clock reading per attempt: update_time, what the change
+        // stamps and the events' event_time.
+        const absl::Time now = clock_->Now();
+        LS_ASSIGN_OR_RETURN(Change c, decide(cur, now));
+        *c.booking.mutable_update_time() = ToProto(now);
         c.booking.set_etag(std::to_string(cur.version + 1));
         UpdateStep step;
         step.partition = cur.partition;
@@ -1011,7 +1014,7 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     }
   }
   return Transition(p, "CancelBooking", r, r.name(), r.request_id(),
-                    [&](const Loaded& cur) -> absl::StatusOr<Change> {
+                    [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(NotForLeases(b));
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
@@ -1019,7 +1022,6 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     if (b.state() != v1::Booking::PENDING_APPROVAL && b.state() != v1::Booking::CONFIRMED) {
       return WrongState(b, "PENDING_APPROVAL or CONFIRMED");
     }
-    const absl::Time now = clock_->Now();
     Change c;
     c.booking = b;
     auto initiator = IsAdmin(p) ? v1::Booking::PLATFORM_ADMIN
@@ -1037,7 +1039,7 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     c.calendar = UpdateStep::Calendar::kRemove;
     c.due = UpdateStep::Due::kRemove;
     c.release_budget = true;
-    v1::BookingEvent e = Event(p, r.request_id());
+    v1::BookingEvent e = Event(p, r.request_id(), now);
     auto* ev = e.mutable_booking_cancelled();
     ev->set_previous_state(b.state());
     ev->set_late_cancellation(late);
@@ -1067,10 +1069,9 @@ absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
                                                            const v1::ApproveBookingRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeBooking("ApproveBooking", p, r.name()));
   return Transition(p, "ApproveBooking", r, r.name(), r.request_id(),
-                    [&](const Loaded& cur) -> absl::StatusOr<Change> {
+                    [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(CheckDecision(p, cur, r.etag()).status());  // who may decide, and on what
-    const absl::Time now = clock_->Now();
     if (now >= FromProto(b.reserved_interval().start_time())) {
       return Precondition("BOOKING_STARTED", "the reserved start has come; it can no longer be approved");
     }
@@ -1080,9 +1081,9 @@ absl::StatusOr<v1::Booking> BookingManager::ApproveBooking(const Principal& p,
     *c.booking.mutable_decision()->mutable_decide_time() = ToProto(now);
     c.booking.mutable_decision()->set_decided_by(ActorName(p));
     c.booking.mutable_decision()->set_note(r.note());
-    v1::BookingEvent approved = Event(p, r.request_id());
+    v1::BookingEvent approved = Event(p, r.request_id(), now);
     approved.mutable_booking_approved();
-    v1::BookingEvent confirmed = Event(p, r.request_id());
+    v1::BookingEvent confirmed = Event(p, r.request_id(), now);
     confirmed.mutable_booking_confirmed();
     confirmed.mutable_booking_confirmed()->set_via_approval(true);
     c.events = {std::move(approved), std::move(confirmed)};
@@ -1095,19 +1096,19 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
   LS_RETURN_IF_ERROR(AuthorizeBooking("RejectBooking", p, r.name()));
   if (r.reason().empty()) return InvalidField("reason", "say why; the user sees it");
   return Transition(p, "RejectBooking", r, r.name(), r.request_id(),
-                    [&](const Loaded& cur) -> absl::StatusOr<Change> {
+                    [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(CheckDecision(p, cur, r.etag()).status());
     Change c;
     c.booking = b;
     c.booking.set_state(v1::Booking::REJECTED);
-    *c.booking.mutable_decision()->mutable_decide_time() = ToProto(clock_->Now());
+    *c.booking.mutable_decision()->mutable_decide_time() = ToProto(now);
     c.booking.mutable_decision()->set_decided_by(ActorName(p));
     c.booking.mutable_decision()->set_note(r.reason());
     c.calendar = UpdateStep::Calendar::kRemove;
     c.due = UpdateStep::Due::kRemove;
     c.release_budget = true;
-    v1::BookingEvent e = Event(p, r.request_id());
+    v1::BookingEvent e = Event(p, r.request_id(), now);
     e.mutable_booking_rejected();
     e.mutable_booking_rejected()->set_reason(r.reason());
     c.events.push_back(std::move(e));
@@ -1118,7 +1119,7 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
 absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1::CheckInRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeBooking("CheckIn", p, r.name()));
   return Transition(p, "CheckIn", r, r.name(), r.request_id(),
-                    [&](const Loaded& cur) -> absl::StatusOr<Change> {
+                    [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(NotForLeases(b));
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
@@ -1132,7 +1133,6 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
                        "only the owner's staff and badge readers may set check_in_time");
     }
     if (b.state() != v1::Booking::CONFIRMED) return WrongState(b, "CONFIRMED");
-    const absl::Time now = clock_->Now();
     const absl::Time t = r.has_check_in_time() ? FromProto(r.check_in_time()) : now;
     if (t > now) return InvalidField("check_in_time", "must not be in the future");
     const inv::SlotRules& rules = SlotRulesOf(instrument, b.mode());
@@ -1184,7 +1184,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
     session->set_checked_in_by(ActorName(p));
     session->set_notes(r.notes());
     c.due = UpdateStep::Due::kRemove;
-    v1::BookingEvent e = Event(p, r.request_id());
+    v1::BookingEvent e = Event(p, r.request_id(), now);
     e.mutable_booking_checked_in();
     c.events.push_back(std::move(e));
     return c;
@@ -1195,7 +1195,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
   LS_RETURN_IF_ERROR(AuthorizeBooking("CheckOut", p, r.name()));
   std::optional<inv::Instrument> used_on;
   auto result = Transition(p, "CheckOut", r, r.name(), r.request_id(),
-                           [&](const Loaded& cur) -> absl::StatusOr<Change> {
+                           [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(NotForLeases(b));
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(b.instrument()));
@@ -1206,7 +1206,6 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
                        "only the owner's staff and badge readers may set check_out_time");
     }
     if (b.state() != v1::Booking::CHECKED_IN) return WrongState(b, "CHECKED_IN");
-    const absl::Time now = clock_->Now();
     absl::Time t = r.has_check_out_time() ? FromProto(r.check_out_time()) : now;
     const absl::Time session_start = FromProto(b.session().start_time());
     if (t > now || t < session_start) {
@@ -1225,7 +1224,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
         clamped = true;
       }
     }
-    Change c = EndSession(p, b, t, r.request_id());
+    Change c = EndSession(p, b, t, r.request_id(), now);
     auto* session = c.booking.mutable_session();
     session->set_end_clamped(clamped);
     if (!r.notes().empty()) session->set_notes(absl::StrCat(session->notes(), session->notes().empty() ? "" : "\n", r.notes()));
@@ -1234,7 +1233,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
     const absl::Duration buffer = BookingBuffer(b);
     if (r.release_remaining() && t + buffer < blocked_end) {
       // The shorter block is announced with the check-out, in its step.
-      v1::BookingEvent changed = Event(p, r.request_id());
+      v1::BookingEvent changed = Event(p, r.request_id(), now);
       auto* ic = changed.mutable_booking_interval_changed();
       ic->set_cause(v1::BookingIntervalChanged::REMAINDER_RELEASED);
       *ic->mutable_previous_reserved_interval() = b.reserved_interval();
@@ -1253,7 +1252,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
 }
 
 BookingManager::Change BookingManager::EndSession(const Principal& p, const v1::Booking& b, absl::Time end,
-                                                  const std::string& request_id) const {
+                                                  const std::string& request_id, absl::Time now) const {
   Change c;
   c.booking = b;
   c.booking.set_state(v1::Booking::COMPLETED);
@@ -1266,7 +1265,7 @@ BookingManager::Change BookingManager::EndSession(const Principal& p, const v1::
   c.due = UpdateStep::Due::kRemove;
   c.release_budget = true;
   c.used = std::max(absl::ZeroDuration(), end - FromProto(b.session().start_time()));
-  v1::BookingEvent e = Event(p, request_id);
+  v1::BookingEvent e = Event(p, request_id, now);
   e.mutable_booking_checked_out();
   c.events.push_back(std::move(e));
   return c;
@@ -1382,16 +1381,15 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         bool interrupted = false;
         const std::string name = "bookings/" + e.booking_id;
         auto result = Transition(p, "ApplyMaintenanceWindow", r, name, "",
-                                 [&](const Loaded& cur) -> absl::StatusOr<Change> {
+                                 [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {
           const v1::Booking& b = cur.booking;
-          const absl::Time now = clock_->Now();
           interrupted = false;
           if (b.state() == v1::Booking::CHECKED_IN) {
             // Checked out at the window start, as CheckOut would, in this
             // step; the time before the window stays on the calendar. (A
             // session checked in after the window start ends at its check-in.)
             interrupted = true;
-            Change c = EndSession(p, b, std::max(FromProto(b.session().start_time()), ws), event_rid);
+            Change c = EndSession(p, b, std::max(FromProto(b.session().start_time()), ws), event_rid, now);
             c.booking.set_interrupted_by_outage(true);
             // The guard stops at the window start: the window's own entry,
             // on the calendar since BlockWindow, wins; no booking may have
@@ -1411,7 +1409,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
           c.booking = b;
           c.calendar = UpdateStep::Calendar::kRemove;
           c.due = UpdateStep::Due::kRemove;
-          v1::BookingEvent ev = Event(p, event_rid);
+          v1::BookingEvent ev = Event(p, event_rid, now);
           if (b.state() == v1::Booking::CONFIRMED || b.state() == v1::Booking::PENDING_APPROVAL) {
             c.release_budget = true;
             c.booking.set_state(v1::Booking::CANCELLED);
@@ -1451,7 +1449,8 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
       if (!any) break;
     }
   }
-  v1::BookingEvent applied = Event(p, event_rid);
+  // It stamps no resource: the time of its own step.
+  v1::BookingEvent applied = Event(p, event_rid, clock_->Now());
   *applied.mutable_maintenance_applied()->mutable_result() = resp;
   applied.mutable_maintenance_applied()->set_outage(window.outage());
   applied.mutable_maintenance_applied()->set_reason(window.reason());
@@ -1531,8 +1530,10 @@ absl::StatusOr<int> BookingManager::Sweep() {
     v1::GetBookingRequest key;
     key.set_name("bookings/" + id);
     std::optional<inv::Instrument> ended_on;
+    // Due or not is decided at the sweep's `now`; the change is stamped
+    // at its own attempt's reading (`at`), as its events are.
     auto result = Transition(sweeper, "Sweep", key, key.name(), "",
-                             [&](const Loaded& cur) -> absl::StatusOr<Change> {
+                             [&](const Loaded& cur, absl::Time at) -> absl::StatusOr<Change> {
       const v1::Booking& b = cur.booking;
       found = Found();
       ended_on.reset();
@@ -1546,7 +1547,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
           found.look_ms = std::min(Ms(t), Ms(FromProto(b.blocked_interval().end_time())));
           return Precondition("NOT_DUE", "not due yet");
         }
-        Change c = EndSession(sweeper, b, t, "");
+        Change c = EndSession(sweeper, b, t, "", at);
         c.booking.mutable_session()->set_auto_checked_out(true);
         ended_on = *instrument;
         return c;
@@ -1575,7 +1576,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
       c.booking = b;
       c.calendar = UpdateStep::Calendar::kRemove;
       c.due = UpdateStep::Due::kRemove;
-      v1::BookingEvent e = Event(sweeper, "");
+      v1::BookingEvent e = Event(sweeper, "", at);
       c.release_budget = true;
       if (confirmed) {
         // A missed booking spends its reserved hours.

@@ -382,7 +382,9 @@ class BookingManager {
                                                 const std::string& etag);
 
   // What a transition writes; Transition() commits it and retries when the
-  // booking moved concurrently.
+  // booking moved concurrently. Each attempt reads the clock once and hands
+  // that instant to `decide`: the booking's update_time, every time the
+  // change stamps and its events' event_time are that one instant.
   struct Change {
     v1::Booking booking;  // the new state
     UpdateStep::Calendar calendar = UpdateStep::Calendar::kKeep;
@@ -413,9 +415,9 @@ class BookingManager {
   // The change ending a CHECKED_IN session at `end` (CheckOut, the sweep, an
   // outage): COMPLETED, closed by `p`, no other booking starting before
   // `end`, the reserved time leaving committed hours with the session time
-  // used, and CheckOut's event.
+  // used, and CheckOut's event (stamped `now`, the step's clock reading).
   Change EndSession(const Principal& p, const v1::Booking& b, absl::Time end,
-                    const std::string& request_id) const;
+                    const std::string& request_id, absl::Time now) const;
   // After a session ended: its use renews the user's qualification when the
   // mode needs one. Best effort (inventory ignores older uses; a failure is
   // logged and does not undo the check-out).
@@ -423,9 +425,12 @@ class BookingManager {
   absl::StatusOr<v1::Booking> Transition(
       const Principal& p, absl::string_view method, const google::protobuf::Message& request,
       const std::string& name, const std::string& request_id,
-      const std::function<absl::StatusOr<Change>(const Loaded&)>& decide);
+      const std::function<absl::StatusOr<Change>(const Loaded&, absl::Time now)>& decide);
 
-  v1::BookingEvent Event(const Principal& p, const std::string& request_id) const;
+  // An event's header, its event_time `at`: the instant the change stamped
+  // on its resource (EventHeader.event_time, "Service clock time of the
+  // state change"), read once for the change, never a later reading.
+  v1::BookingEvent Event(const Principal& p, const std::string& request_id, absl::Time at) const;
 
   template <typename T>
   static absl::StatusOr<T> ParseAnswer(const std::string& bytes) {
@@ -532,7 +537,7 @@ class BookingManager {
   absl::StatusOr<v1::Lease> LeaseTransition(
       const Principal& p, absl::string_view method, const google::protobuf::Message& request,
       const std::string& name, const std::string& request_id,
-      const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&)>& decide);
+      const std::function<absl::StatusOr<LeaseChange>(const LoadedLease&, absl::Time now)>& decide);
   absl::StatusOr<LoadedLease> LoadLease(const std::string& name);
   // `event_request_id`: what the events' headers carry (the window
   // request's); the step itself takes no idempotency key.
@@ -590,7 +595,7 @@ class BookingManager {
   absl::StatusOr<v1::ServiceOrder> OrderTransition(
       const Principal& p, absl::string_view method, const google::protobuf::Message& request, const std::string& name,
       const std::string& request_id,
-      const std::function<absl::StatusOr<OrderChange>(const LoadedOrder&)>& decide);
+      const std::function<absl::StatusOr<OrderChange>(const LoadedOrder&, absl::Time now)>& decide);
 
   // Projects (booking_projects.cc).
   // Validates a project and fills what is computed (shares, each budget's
@@ -602,6 +607,7 @@ class BookingManager {
   absl::Status CompleteProject(v1::Project& project, bool check_instruments = true,
                                bool check_participants = true);
   v1::Project::State ProjectState(const v1::Project& project) const;
+  v1::Project::State ProjectState(const v1::Project& project, absl::Time now) const;
   absl::Status FillProjectUse(v1::Project& project) const;
   // `field`: the request's field that names the project ("name",
   // "project.name", "booking.project"), named by INVALID_NAME.

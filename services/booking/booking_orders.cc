@@ -80,7 +80,8 @@ absl::StatusOr<BookingManager::LoadedOrder> BookingManager::LoadOrder(const std:
 
 absl::StatusOr<Order> BookingManager::OrderTransition(
     const Principal& p, absl::string_view method, const google::protobuf::Message& request, const std::string& name,
-    const std::string& request_id, const std::function<absl::StatusOr<OrderChange>(const LoadedOrder&)>& decide) {
+    const std::string& request_id,
+    const std::function<absl::StatusOr<OrderChange>(const LoadedOrder&, absl::Time now)>& decide) {
   LS_ASSIGN_OR_RETURN(LoadedOrder cur, LoadOrder(name));
   const std::string idem = request_id.empty() ? "" : keys::Idempotency(cur.partition, method, request_id);
   const std::string fingerprint = RequestFingerprint(method, request, ActorName(p));
@@ -90,8 +91,10 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
     if (attempt > 0) {
       LS_ASSIGN_OR_RETURN(cur, LoadOrder(name));
     }
-    LS_ASSIGN_OR_RETURN(OrderChange c, decide(cur));
+    // One clock reading per attempt: update_time, what the change stamps
+    // and the events' event_time.
     const absl::Time now = clock_->Now();
+    LS_ASSIGN_OR_RETURN(OrderChange c, decide(cur, now));
     *c.order.mutable_update_time() = ToProto(now);
     c.order.set_etag(std::to_string(cur.version + 1));
     if (c.with_booking) {
@@ -237,7 +240,7 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
   *o.mutable_create_time() = ToProto(now);
   *o.mutable_update_time() = ToProto(now);
   o.set_etag("1");
-  v1::BookingEvent event = Event(p, r.request_id());
+  v1::BookingEvent event = Event(p, r.request_id(), now);  // its create_time
   *event.mutable_service_order_created()->mutable_service_order() = o;
   Mutation m;
   m.idempotency_key = idem;
@@ -420,12 +423,12 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
     return InvalidField("quote.staff_time", "planned staff time must not be negative");
   }
   if (!q.has_valid_until()) return InvalidField("quote.valid_until", "required: until when the quote may be accepted");
-  return OrderTransition(p, "IssueQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "IssueQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
     // Checked once the stored answer was looked up: a retry after
     // valid_until has passed still gets its first answer.
-    if (FromProto(q.valid_until()) <= clock_->Now()) {
+    if (FromProto(q.valid_until()) <= now) {
       return InvalidField("quote.valid_until", "must be in the future");
     }
     if (!r.etag().empty() && r.etag() != std::to_string(cur.version)) {
@@ -453,11 +456,11 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
     quote->mutable_total()->set_currency_code(currency);
     quote->mutable_total()->set_amount_minor(static_cast<int64_t>(total));
     quote->set_quoted_by(ActorName(p));
-    *quote->mutable_quote_time() = ToProto(clock_->Now());
+    *quote->mutable_quote_time() = ToProto(now);
     quote->set_quote_etag(NewEventId().substr(0, 16));
     c.order.set_state(Order::QUOTED);
     c.order.clear_quote_accept_time();  // a re-quote is accepted anew
-    v1::BookingEvent e = Event(p, r.request_id());
+    v1::BookingEvent e = Event(p, r.request_id(), now);
     e.mutable_service_order_quoted();
     c.events.push_back(std::move(e));
     return c;
@@ -466,13 +469,12 @@ absl::StatusOr<Order> BookingManager::IssueQuote(const Principal& p, const v1::I
 
 absl::StatusOr<Order> BookingManager::AcceptQuote(const Principal& p, const v1::AcceptQuoteRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("AcceptQuote", p, r.name()));
-  return OrderTransition(p, "AcceptQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "AcceptQuote", r, r.name(), r.request_id(), [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
     if (cur.order.state() != Order::QUOTED) return OrderState(cur.order, "QUOTED");
     if (r.quote_etag() != cur.order.quote().quote_etag()) {
       return InvalidField("quote_etag", "does not name the current quote; read the order again");
     }
-    const absl::Time now = clock_->Now();
     if (now >= FromProto(cur.order.quote().valid_until())) {  // valid over [quote_time, valid_until)
       return Precondition("QUOTE_EXPIRED", "the quote is no longer valid; ask for a new one");
     }
@@ -480,7 +482,7 @@ absl::StatusOr<Order> BookingManager::AcceptQuote(const Principal& p, const v1::
     c.order = cur.order;
     c.order.set_state(Order::QUOTE_ACCEPTED);
     *c.order.mutable_quote_accept_time() = ToProto(now);
-    v1::BookingEvent e = Event(p, r.request_id());
+    v1::BookingEvent e = Event(p, r.request_id(), now);
     e.mutable_service_order_quote_accepted();
     c.events.push_back(std::move(e));
     return c;
@@ -493,7 +495,7 @@ absl::StatusOr<Order> BookingManager::ReceiveSamples(const Principal& p, const v
   if (r.has_receive_time() && FromProto(r.receive_time()) > clock_->Now()) {
     return InvalidField("receive_time", "must not be in the future");
   }
-  return OrderTransition(p, "ReceiveSamples", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "ReceiveSamples", r, r.name(), r.request_id(), [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
     if (cur.order.state() != Order::QUOTE_ACCEPTED) return OrderState(cur.order, "QUOTE_ACCEPTED");
@@ -506,9 +508,9 @@ absl::StatusOr<Order> BookingManager::ReceiveSamples(const Principal& p, const v
     c.order = cur.order;
     c.order.set_state(Order::SAMPLES_RECEIVED);
     c.order.set_received_sample_count(r.received_sample_count());
-    *c.order.mutable_samples_receive_time() = r.has_receive_time() ? r.receive_time() : ToProto(clock_->Now());
+    *c.order.mutable_samples_receive_time() = r.has_receive_time() ? r.receive_time() : ToProto(now);
     c.order.set_sample_condition_notes(r.condition_notes());
-    v1::BookingEvent e = Event(p, r.request_id());
+    v1::BookingEvent e = Event(p, r.request_id(), now);
     e.mutable_service_order_samples_received();
     c.events.push_back(std::move(e));
     return c;
@@ -709,7 +711,7 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
     step.replaces_start_ms = Ms(FromProto(old.blocked_interval().start_time()));
     step.extra_docs.push_back({keys::Booking(cur.partition, IdOf(old.name())), SerializeDeterministic(old),
                                previous.version});
-    v1::BookingEvent cancelled = Event(p, r.request_id());
+    v1::BookingEvent cancelled = Event(p, r.request_id(), now);
     cancelled.mutable_booking_cancelled()->set_previous_state(v1::Booking::CONFIRMED);
     cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::PARENT_RESOURCE);
     AttachSnapshot(cancelled, r.request_id(), old);
@@ -729,9 +731,10 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   step.extra_docs.push_back({keys::Order(cur.partition, IdOf(o.name())), o.SerializeAsString(), cur.version});
   step.listing_keys = BookingListingKeys(cur.partition, b, instrument->operator_organization());
   NameOperator(*instrument, &step);
-  v1::BookingEvent created = Event(p, r.request_id());
+  // The run's create_time, the order's (and a replaced run's) update_time.
+  v1::BookingEvent created = Event(p, r.request_id(), now);
   *created.mutable_booking_created()->mutable_booking() = b;
-  v1::BookingEvent scheduled = Event(p, r.request_id());
+  v1::BookingEvent scheduled = Event(p, r.request_id(), now);
   *scheduled.mutable_service_order_scheduled()->mutable_service_order() = o;
   if (reschedule) scheduled.mutable_service_order_scheduled()->set_previous_booking(previous.booking.name());
   events.push_back(created.SerializeAsString());  // the run is CONFIRMED from the start
@@ -776,7 +779,7 @@ absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::st
                                                     const std::string& event_request_id) {
   const bool outage = window != nullptr;
   const std::string& stamped = event_request_id.empty() ? request_id : event_request_id;
-  return OrderTransition(p, method, request, name, request_id, [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, method, request, name, request_id, [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     if (outage && cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
     LS_ASSIGN_OR_RETURN(Loaded run, Load(outage ? cur.order.booking() : run_name));
     if (!outage && (cur.order.state() != Order::SCHEDULED || cur.order.booking() != run_name ||
@@ -788,7 +791,6 @@ absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::st
                                     Order::State_Name(cur.order.state()), "); only a run not started yet is cancelled"),
                        {{"state", state}});
     }
-    const absl::Time now = clock_->Now();
     OrderChange c;
     c.order = cur.order;
     c.order.set_state(Order::SAMPLES_RECEIVED);
@@ -811,13 +813,13 @@ absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::st
     cancel->set_initiator(initiator);
     cancel->set_reason(outage ? window->reason() : reason);
     if (outage) cancel->set_maintenance_window(window->name());
-    v1::BookingEvent cancelled = Event(p, stamped);
+    v1::BookingEvent cancelled = Event(p, stamped, now);
     auto* bc = cancelled.mutable_booking_cancelled();
     bc->set_previous_state(run.booking.state());
     bc->set_cancelled_by_outage(outage);
     bc->set_initiator(initiator);
     if (outage) bc->set_maintenance_window(window->name());
-    v1::BookingEvent unscheduled = Event(p, stamped);
+    v1::BookingEvent unscheduled = Event(p, stamped, now);
     unscheduled.mutable_service_order_unscheduled()->set_cancelled_booking(run.booking.name());
     unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(outage);
     c.events = {std::move(cancelled), std::move(unscheduled)};
@@ -845,7 +847,7 @@ absl::StatusOr<v1::Booking> BookingManager::CancelRun(const Principal& p, const 
 
 absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1::StartServiceRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("StartService", p, r.name()));
-  return OrderTransition(p, "StartService", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "StartService", r, r.name(), r.request_id(), [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
     if (cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
@@ -870,7 +872,6 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
       if (instrument->state() != inv::ACTIVE) {
         return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
       }
-      const absl::Time now = clock_->Now();
       const absl::Time start = FromProto(run.booking.reserved_interval().start_time());
       // CheckIn's window [opens, closes): from the later of the run's
       // buffer (the one in force when it was scheduled) before its start
@@ -899,10 +900,10 @@ absl::StatusOr<Order> BookingManager::StartService(const Principal& p, const v1:
       auto* session = c.booking.mutable_session();  // as CheckIn
       *session->mutable_start_time() = ToProto(now);
       session->set_checked_in_by(ActorName(p));
-      c.events.emplace_back(Event(p, r.request_id()));
+      c.events.emplace_back(Event(p, r.request_id(), now));
       c.events.back().mutable_booking_checked_in();
     }
-    v1::BookingEvent started = Event(p, r.request_id());
+    v1::BookingEvent started = Event(p, r.request_id(), now);
     started.mutable_service_order_started();
     c.events.push_back(std::move(started));
     return c;
@@ -919,13 +920,12 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
                           }))) {
     return InvalidField("report.sha256", "give the report file's SHA-256 as 64 hex digits, or leave it empty");
   }
-  return OrderTransition(p, "DeliverReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "DeliverReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     LS_RETURN_IF_ERROR(OwnerStaffOnly(p, *instrument));
     if (cur.order.state() != Order::IN_PROGRESS && cur.order.state() != Order::DISPUTED) {
       return OrderState(cur.order, "IN_PROGRESS or DISPUTED");
     }
-    const absl::Time now = clock_->Now();
     OrderChange c;
     c.order = cur.order;
     c.order.set_state(Order::REPORT_DELIVERED);
@@ -933,7 +933,7 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
     *report = r.report();
     *report->mutable_deliver_time() = ToProto(now);
     report->set_delivered_by(ActorName(p));
-    v1::BookingEvent delivered = Event(p, r.request_id());
+    v1::BookingEvent delivered = Event(p, r.request_id(), now);
     delivered.mutable_service_order_report_delivered();
     LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
     if (run.booking.state() == v1::Booking::CHECKED_IN) {
@@ -956,7 +956,7 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
       // No booking may have slipped in before the recorded end.
       c.guard_from_ms = Ms(FromProto(run.booking.blocked_interval().start_time()));
       c.guard_to_ms = Ms(end);
-      v1::BookingEvent checked_out = Event(p, r.request_id());
+      v1::BookingEvent checked_out = Event(p, r.request_id(), now);
       checked_out.mutable_booking_checked_out();
       c.events.push_back(std::move(checked_out));
     }
@@ -968,14 +968,14 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
 
 absl::StatusOr<Order> BookingManager::AcceptReport(const Principal& p, const v1::AcceptReportRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("AcceptReport", p, r.name()));
-  return OrderTransition(p, "AcceptReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "AcceptReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
     if (cur.order.state() != Order::REPORT_DELIVERED) return OrderState(cur.order, "REPORT_DELIVERED");
     OrderChange c;
     c.order = cur.order;
     c.order.set_state(Order::COMPLETED);
-    *c.order.mutable_report_accept_time() = ToProto(clock_->Now());
-    v1::BookingEvent e = Event(p, r.request_id());
+    *c.order.mutable_report_accept_time() = ToProto(now);
+    v1::BookingEvent e = Event(p, r.request_id(), now);
     e.mutable_service_order_report_accepted();
     c.events.push_back(std::move(e));
     return c;
@@ -985,15 +985,15 @@ absl::StatusOr<Order> BookingManager::AcceptReport(const Principal& p, const v1:
 absl::StatusOr<Order> BookingManager::DisputeReport(const Principal& p, const v1::DisputeReportRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("DisputeReport", p, r.name()));
   if (r.reason().empty()) return InvalidField("reason", "say what is wrong with the report");
-  return OrderTransition(p, "DisputeReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "DisputeReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
     if (cur.order.state() != Order::REPORT_DELIVERED) return OrderState(cur.order, "REPORT_DELIVERED");
     OrderChange c;
     c.order = cur.order;
     c.order.set_state(Order::DISPUTED);
     c.order.set_dispute_reason(r.reason());
-    *c.order.mutable_dispute_time() = ToProto(clock_->Now());
-    v1::BookingEvent e = Event(p, r.request_id());
+    *c.order.mutable_dispute_time() = ToProto(now);
+    v1::BookingEvent e = Event(p, r.request_id(), now);
     e.mutable_service_order_report_disputed()->set_reason(r.reason());
     c.events.push_back(std::move(e));
     return c;
@@ -1002,7 +1002,7 @@ absl::StatusOr<Order> BookingManager::DisputeReport(const Principal& p, const v1
 
 absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::CancelOrderRequest& r) {
   LS_RETURN_IF_ERROR(AuthorizeOrder("CancelOrder", p, r.name()));
-  return OrderTransition(p, "CancelOrder", r, r.name(), r.request_id(), [&](const LoadedOrder& cur) -> absl::StatusOr<OrderChange> {
+  return OrderTransition(p, "CancelOrder", r, r.name(), r.request_id(), [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(cur.order.instrument()));
     const bool admin = p.HasRole(Role::kConsortiumAdmin);
     const bool staff = IsOwnerStaff(p, *instrument);
@@ -1041,7 +1041,6 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
                          {{"state", Order::State_Name(s)}});
       }
     }
-    const absl::Time now = clock_->Now();
     OrderChange c;
     c.order = cur.order;
     c.order.set_state(Order::CANCELLED);
@@ -1065,12 +1064,12 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
       cancel->set_cancelled_by(ActorName(p));
       cancel->set_initiator(v1::Booking::PARENT_RESOURCE);
       cancel->set_reason(r.reason());
-      v1::BookingEvent booking_cancelled = Event(p, r.request_id());
+      v1::BookingEvent booking_cancelled = Event(p, r.request_id(), now);
       booking_cancelled.mutable_booking_cancelled()->set_previous_state(run->booking.state());
       booking_cancelled.mutable_booking_cancelled()->set_initiator(v1::Booking::PARENT_RESOURCE);
       c.events.push_back(std::move(booking_cancelled));
     }
-    v1::BookingEvent e = Event(p, r.request_id());
+    v1::BookingEvent e = Event(p, r.request_id(), now);
     auto* ev = e.mutable_service_order_cancelled();
     ev->set_previous_state(s);
     ev->set_late_cancellation(c.order.late_cancellation());

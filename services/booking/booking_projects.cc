@@ -190,7 +190,10 @@ absl::Status BookingManager::CompleteProject(v1::Project& project, bool check_in
 }
 
 v1::Project::State BookingManager::ProjectState(const v1::Project& project) const {
-  const absl::Time now = clock_->Now();
+  return ProjectState(project, clock_->Now());
+}
+
+v1::Project::State BookingManager::ProjectState(const v1::Project& project, absl::Time now) const {
   if (now < FromProto(project.period().start_time())) return v1::Project::PLANNED;
   if (now < FromProto(project.period().end_time())) return v1::Project::ACTIVE;
   return v1::Project::ENDED;
@@ -253,7 +256,7 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
   *project.mutable_create_time() = ToProto(now);
   *project.mutable_update_time() = ToProto(now);
   project.set_etag("1");
-  project.set_state(ProjectState(project));
+  project.set_state(ProjectState(project, now));
   // The id is taken when its document or its reservation exists: a project
   // created before reservations has only its document, an archived one only
   // its reservation. The first step claims the reservation for this request
@@ -296,7 +299,7 @@ absl::StatusOr<v1::Project> BookingManager::CreateProject(const Principal& p,
     *b.mutable_used() = ToProto(absl::ZeroDuration());
     *b.mutable_committed() = ToProto(absl::ZeroDuration());
   }
-  v1::BookingEvent event = Event(p, r.request_id());
+  v1::BookingEvent event = Event(p, r.request_id(), now);  // its create_time
   *event.mutable_project_created()->mutable_project() = project;
   Mutation m;
   m.idempotency_key = idem;
@@ -503,10 +506,12 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProjectOnce(const Principal& p
     *b.mutable_used() = ToProto(absl::Milliseconds(used_ms));
     *b.mutable_committed() = ToProto(absl::Milliseconds(committed_ms));
   }
-  *project.mutable_update_time() = ToProto(clock_->Now());
+  // One clock reading: update_time, the state it is in, and the event's time.
+  const absl::Time now = clock_->Now();
+  *project.mutable_update_time() = ToProto(now);
   project.set_etag(std::to_string(version + 1));
-  project.set_state(ProjectState(project));
-  v1::BookingEvent event = Event(p, r.request_id());
+  project.set_state(ProjectState(project, now));
+  v1::BookingEvent event = Event(p, r.request_id(), now);
   auto* updated = event.mutable_project_updated();
   *updated->mutable_project() = project;
   *updated->mutable_update_mask() = r.update_mask();

@@ -376,7 +376,7 @@ absl::StatusOr<v1::Quota> BookingManager::SetQuota(const Principal& p, const v1:
     *stored.add_quotas() = q;
     std::sort(stored.mutable_quotas()->begin(), stored.mutable_quotas()->end(),
               [](const Quota& a, const Quota& b) { return a.period() < b.period(); });
-    v1::BookingEvent event = Event(p, r.request_id());
+    v1::BookingEvent event = Event(p, r.request_id(), now);  // its update_time
     *event.mutable_quota_set()->mutable_quota() = q;
     if (previous) *event.mutable_quota_set()->mutable_previous() = *previous;
     Mutation m;
@@ -427,7 +427,8 @@ absl::StatusOr<google::protobuf::Empty> BookingManager::DeleteQuota(const Princi
         if (!r.etag().empty() && r.etag() != gone->etag()) {
           return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
         }
-        v1::BookingEvent event = Event(p, r.request_id());
+        // A deletion stamps no time on the quota: its own step's reading.
+        v1::BookingEvent event = Event(p, r.request_id(), clock_->Now());
         *event.mutable_quota_deleted()->mutable_quota() = *gone;
         Mutation m;
         m.idempotency_key = idem;

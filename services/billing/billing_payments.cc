@@ -790,6 +790,30 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
       return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
                        "settlement netting is corrected by voiding its settlement");
     }
+    // A payment's mirror would leave the Payment, the invoice it paid
+    // (amount_paid, PAID) and the settlement transfer it paid as they are:
+    // money that went back is recorded as a payment of its own.
+    if (r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::PAYMENT) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
+                       r.posting() + " records " + original.payment() +
+                           ", which stands with what it paid; record the money going back as a payment from "
+                           "the payee to the payer (RecordPayment), or post an ADJUST");
+    }
+    // A deposit hold's mirror would leave its Deposit HELD, to be released
+    // (or applied) in full when the lease is closed: the hold is undone by
+    // that settlement, never by a reversal.
+    if (r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CHARGE &&
+        !original.charge().empty()) {
+      LS_ASSIGN_OR_RETURN(auto hdoc, store_->docs().Get(keys::Doc("charge", IdOf(original.charge()))));
+      if (hdoc) {
+        LS_ASSIGN_OR_RETURN(v1::Charge held, Parse<v1::Charge>(hdoc->data));
+        if (held.fee_kind() == v1::DEPOSIT) {
+          return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
+                           r.posting() + " holds the deposit of " + held.lease() +
+                               ", which the lease's close releases or applies to damage; post an ADJUST instead");
+        }
+      }
+    }
     // A charge reversed in full is final (Charge.REVERSED): its reversal,
     // and the reversals of its subsidies made with it, are not undone (the
     // charge would be billed again while it reads REVERSED); an ADJUST, or a

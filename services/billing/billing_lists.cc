@@ -100,10 +100,13 @@ absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Prin
     bool org_hit = org.empty(), pool_hit = r.subsidy_pool().empty(), account_hit = r.account().empty(),
          cp_hit = r.counterparty().empty(), cur_hit = r.currency_code().empty();
     for (const auto& e : posting.entries()) {
-      org_hit |= absl::StartsWith(e.account(), org + "/");
+      const bool own_entry = absl::StartsWith(e.account(), org + "/");
+      org_hit |= own_entry;
       pool_hit |= absl::StartsWith(e.account(), r.subsidy_pool() + "/");
       account_hit |= e.account() == r.account();
-      cp_hit |= e.counterparty() == r.counterparty();
+      // On the entries the caller is shown: a member's own (below), never
+      // another pair's netting of the same posting.
+      cp_hit |= (SeesAll(p) || own_entry) && e.counterparty() == r.counterparty();
     }
     cur_hit |= posting.currency_code() == r.currency_code();
     if (!(org_hit && pool_hit && account_hit && cp_hit && cur_hit)) return false;

@@ -4,6 +4,8 @@
 //    of a DEPOSIT charge, is NOT_CORRECTABLE and writes nothing (the
 //    payment, its invoice and the deposit would no longer match the
 //    ledger).
+// 2. ListPostings: a member's counterparty filter matches only its own
+//    entries (those it is shown), never another pair's in the same posting.
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -24,6 +26,7 @@ namespace bk = labshare::booking::v1;
 
 constexpr char kLab[] = "organizations/lab";
 constexpr char kOwner[] = "organizations/owner";
+constexpr char kThird[] = "organizations/third";
 
 void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& reason) {
   EXPECT_EQ(s.code(), code) << s;
@@ -177,6 +180,55 @@ TEST_F(BillingAudit4Test, ADepositHoldIsNotReversed) {
   ASSERT_TRUE(deposit.ok()) << deposit.status();
   EXPECT_EQ(deposit->state(), v1::Deposit::HELD);
   EXPECT_EQ(SubLedger(kLab, "deposit-lodged", ""), 100000);
+}
+
+// ================================================================ 2. counterparty on own entries
+
+// ListPostings: a member is shown "only that organisation's entries" of a
+// posting; its counterparty filter is evaluated on those. One ADJUST puts
+// lab -> owner and third -> owner on the ledger: lab filtering by third
+// finds nothing (it would learn that third owes owner in the same
+// posting), by owner finds the posting; the admin finds it by third.
+TEST_F(BillingAudit4Test, AMembersCounterpartyFilterSeesOnlyItsOwnEntries) {
+  v1::PostCorrectionRequest fix;
+  fix.set_posting(top_up_);
+  fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+  fix.set_reason("two services outside the booking system");
+  auto entry = [&](const std::string& owner, const char* kind, const std::string& cp, bool debit, int64_t amount) {
+    v1::Entry* e = fix.add_entries();
+    e->set_account(owner + "/accounts/" + kind);
+    e->set_counterparty(cp);
+    *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("CNY", amount);
+  };
+  for (const auto& [payer, amount] : std::vector<std::pair<std::string, int64_t>>{{kLab, 1000}, {kThird, 2000}}) {
+    entry(payer, "expense", kOwner, true, amount);
+    entry(payer, "payable", kOwner, false, amount);
+    entry(kOwner, "receivable", payer, true, amount);
+    entry(kOwner, "income", payer, false, amount);
+  }
+  auto posted = billing_->PostCorrection(root_, fix);
+  ASSERT_TRUE(posted.ok()) << posted.status();
+  const std::string name = posted->correction().name();
+
+  auto list = [&](const Principal& who, const std::string& counterparty) {
+    v1::ListPostingsRequest lp;
+    lp.set_kind(v1::CORRECTION);
+    lp.set_counterparty(counterparty);
+    auto got = billing_->ListPostings(who, lp);
+    EXPECT_TRUE(got.ok()) << got.status();
+    std::vector<std::string> names;
+    if (got.ok()) {
+      for (const auto& posting : got->postings()) names.push_back(posting.name());
+    }
+    return names;
+  };
+  EXPECT_EQ(list(Member("lab"), kThird), std::vector<std::string>{});
+  EXPECT_EQ(list(Member("lab"), kOwner), std::vector<std::string>{name});
+  EXPECT_EQ(list(Member("third"), kLab), std::vector<std::string>{});
+  EXPECT_EQ(list(root_, kThird), std::vector<std::string>{name});
+  // The owner, on both pairs, finds it by either.
+  EXPECT_EQ(list(Member("owner"), kLab), std::vector<std::string>{name});
+  EXPECT_EQ(list(Member("owner"), kThird), std::vector<std::string>{name});
 }
 
 }  // namespace

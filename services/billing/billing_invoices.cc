@@ -158,6 +158,14 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::GetSubsidyPool(const Principal&,
 
 absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(const Principal& p,
                                                                               const v1::ListSubsidyPoolsRequest& r) {
+  // The filters' forms first (INVALID_FIELD), as ListCharges: a malformed
+  // value would match nothing and answer an empty list as if there were none.
+  if (!r.funder_organization().empty() && !IsOrganizationName(r.funder_organization())) {
+    return InvalidField("funder_organization", "must be organizations/{organization}");
+  }
+  if (!r.currency_code().empty() && !IsIso4217Code(r.currency_code())) {
+    return InvalidField("currency_code", "must be an ISO 4217 code such as CNY");
+  }
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   LS_ASSIGN_OR_RETURN(auto pools, LoadPools());
   v1::ListSubsidyPoolsResponse out;

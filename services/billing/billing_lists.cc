@@ -47,6 +47,19 @@ absl::Status OthersBesideOwn(const Principal& p, std::initializer_list<const std
 
 std::string AfterBar(const std::string& m) { return m.substr(m.rfind('|') + 1); }
 
+// A filter naming an organisation, empty or of the form
+// "organizations/{organization}" (INVALID_FIELD otherwise).
+absl::Status OrganizationFilter(const std::string& filter, absl::string_view field) {
+  if (filter.empty() || IsOrganizationName(filter)) return absl::OkStatus();
+  return InvalidField(std::string(field), "must be organizations/{organization}");
+}
+
+// A filter naming a resource of `collection`, empty or "{collection}/{id}".
+absl::Status NameFilter(const std::string& filter, absl::string_view collection, absl::string_view field) {
+  if (filter.empty() || IsResourceName(filter, collection)) return absl::OkStatus();
+  return InvalidField(std::string(field), absl::StrCat("must be ", collection, "/{", field, "}"));
+}
+
 }  // namespace
 
 absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Principal& p,
@@ -143,6 +156,12 @@ absl::StatusOr<v1::ListDepositsResponse> BillingManager::ListDeposits(const Prin
       if (!f->empty() && *f != own) return OrgScope("deposits");
     }
   }
+  // Then the filters' forms (INVALID_FIELD), as ListCharges: a malformed
+  // name would match nothing and answer an empty list as if there were none.
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.owner_organization(), "owner_organization"));
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.lessee_organization(), "lessee_organization"));
+  LS_RETURN_IF_ERROR(NameFilter(r.instrument(), "instruments", "instrument"));
+  LS_RETURN_IF_ERROR(NameFilter(r.lease(), "leases", "lease"));
   v1::ListDepositsResponse resp;
   auto keep = [&](const v1::Deposit& d) {
     if (!SeesAll(p) && !CheckScope("ListDeposits", p, DepositFacts(d)).ok()) return false;
@@ -174,6 +193,15 @@ absl::StatusOr<v1::ListPaymentsResponse> BillingManager::ListPayments(const Prin
   // Payer and payee: another organisation only beside the member's own (an
   // explicit organisation filter, necessarily its own, counts as beside it).
   LS_RETURN_IF_ERROR(OthersBesideOwn(p, {&r.payer(), &r.payee(), &r.organization()}, "payments"));
+  // Then the filters' forms (INVALID_FIELD), as ListCharges. A payer is an
+  // organisation or a pool paying granted subsidies.
+  if (!r.payer().empty() && !IsOrganizationName(r.payer()) && !IsSubsidyPoolName(r.payer())) {
+    return InvalidField("payer", "must be organizations/{organization} or subsidyPools/{subsidy_pool}");
+  }
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.payee(), "payee"));
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.organization(), "organization"));
+  LS_RETURN_IF_ERROR(NameFilter(r.invoice(), "invoices", "invoice"));
+  LS_RETURN_IF_ERROR(NameFilter(r.settlement(), "settlements", "settlement"));
   LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListPaymentsResponse resp;
   auto keep = [&](const v1::Payment& pay) {

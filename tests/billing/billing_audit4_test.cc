@@ -6,6 +6,8 @@
 //    ledger).
 // 2. ListPostings: a member's counterparty filter matches only its own
 //    entries (those it is shown), never another pair's in the same posting.
+// 3. ListDeposits, ListPayments and ListSubsidyPools refuse a malformed
+//    filter (INVALID_FIELD) instead of answering an empty list.
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -229,6 +231,59 @@ TEST_F(BillingAudit4Test, AMembersCounterpartyFilterSeesOnlyItsOwnEntries) {
   // The owner, on both pairs, finds it by either.
   EXPECT_EQ(list(Member("owner"), kLab), std::vector<std::string>{name});
   EXPECT_EQ(list(Member("owner"), kThird), std::vector<std::string>{name});
+}
+
+// ================================================================ 3. malformed filters
+
+// ListDeposits, ListPayments, ListSubsidyPools: "INVALID_ARGUMENT
+// (INVALID_FIELD, ...)": a filter of the wrong form is refused, naming the
+// field, as ListCharges does; a member's filter naming another
+// organisation is still ORGANIZATION_SCOPE first.
+TEST_F(BillingAudit4Test, MalformedListFiltersAreInvalidFields) {
+  auto expect_field = [](const absl::Status& s, const std::string& field) {
+    ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    auto v = FieldViolationsOf(s);
+    ASSERT_FALSE(v.empty()) << s;
+    EXPECT_EQ(v.front().field, field) << s;
+  };
+  auto deposits = [&](const Principal& who, auto set) {
+    v1::ListDepositsRequest r;
+    set(r);
+    return billing_->ListDeposits(who, r).status();
+  };
+  expect_field(deposits(root_, [](auto& r) { r.set_owner_organization("owner"); }), "owner_organization");
+  expect_field(deposits(root_, [](auto& r) { r.set_lessee_organization("users/ana"); }), "lessee_organization");
+  expect_field(deposits(root_, [](auto& r) { r.set_instrument("afm"); }), "instrument");
+  expect_field(deposits(root_, [](auto& r) { r.set_lease("instruments/afm"); }), "lease");
+  EXPECT_TRUE(deposits(root_, [](auto& r) { r.set_lease("leases/none"); }).ok());
+  ExpectError(deposits(Member("lab"), [](auto& r) { r.set_owner_organization("owner"); }),
+              absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE");
+
+  auto payments = [&](const Principal& who, auto set) {
+    v1::ListPaymentsRequest r;
+    set(r);
+    return billing_->ListPayments(who, r).status();
+  };
+  expect_field(payments(root_, [](auto& r) { r.set_payer("lab"); }), "payer");
+  expect_field(payments(root_, [](auto& r) { r.set_payee("subsidyPools/voucher"); }), "payee");
+  expect_field(payments(root_, [](auto& r) { r.set_organization("lab"); }), "organization");
+  expect_field(payments(root_, [](auto& r) { r.set_invoice("INV-2027-000001"); }), "invoice");
+  expect_field(payments(root_, [](auto& r) { r.set_settlement("2027-01"); }), "settlement");
+  EXPECT_TRUE(payments(root_, [](auto& r) { r.set_payer("subsidyPools/voucher"); }).ok());
+  expect_field(payments(Member("lab"), [](auto& r) {
+                 r.set_payer(kLab);
+                 r.set_invoice("INV-2027-000001");
+               }),
+               "invoice");
+
+  auto pools = [&](auto set) {
+    v1::ListSubsidyPoolsRequest r;
+    set(r);
+    return billing_->ListSubsidyPools(root_, r).status();
+  };
+  expect_field(pools([](auto& r) { r.set_funder_organization("lab"); }), "funder_organization");
+  expect_field(pools([](auto& r) { r.set_currency_code("RMB"); }), "currency_code");
+  EXPECT_TRUE(pools([](auto& r) { r.set_currency_code("USD"); }).ok());
 }
 
 }  // namespace

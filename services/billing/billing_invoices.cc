@@ -210,16 +210,11 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
       return InvalidField("amount.currency_code", "must be the pool's currency " + pool.currency_code(),
                           "CURRENCY_MISMATCH");
     }
-    LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(IdOf(r.name())));
-    if (!r.etag().empty() && r.etag() != PoolEtag(doc->version, changes)) {
-      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
-    }
-    const absl::Time now = clock_->Now();
-    if (pool.has_validity() && pool.validity().has_end_time() && now >= FromProto(pool.validity().end_time())) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "POOL_ENDED", r.name() + " has ended");
-    }
-    // Range-checked before anything is built: the totals stay within the
-    // maximum amount (and so within the ledger step's exact range).
+    // The contract's order: INVALID_ARGUMENT (the total beyond 10^15, read
+    // with the pool), FAILED_PRECONDITION (POOL_ENDED), then ABORTED
+    // (ETAG_MISMATCH). Range-checked before anything is built: the totals
+    // stay within the maximum amount (and so within the ledger step's exact
+    // range).
     if (pool.topped_up_total().amount_minor() < 0 ||
         r.amount().amount_minor() > kMaxAmountMinor - pool.topped_up_total().amount_minor()) {
       return InvalidField("amount.amount_minor",
@@ -228,6 +223,14 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
                                        pool.topped_up_total().amount_minor(), ", so at most ",
                                        std::max<int64_t>(0, kMaxAmountMinor - pool.topped_up_total().amount_minor()),
                                        " more can be added"));
+    }
+    const absl::Time now = clock_->Now();
+    if (pool.has_validity() && pool.validity().has_end_time() && now >= FromProto(pool.validity().end_time())) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "POOL_ENDED", r.name() + " has ended");
+    }
+    LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(IdOf(r.name())));
+    if (!r.etag().empty() && r.etag() != PoolEtag(doc->version, changes)) {
+      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
     }
     pool.mutable_topped_up_total()->set_amount_minor(pool.topped_up_total().amount_minor() + r.amount().amount_minor());
     *pool.mutable_update_time() = ToProto(now);
@@ -268,6 +271,31 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
   return Conflict();
 }
 
+namespace {
+
+// The fields of `in` named by `mask` (UpdateSubsidyPool's paths) set on `pool`.
+void ApplyPoolMask(const google::protobuf::FieldMask& mask, const v1::SubsidyPool& in, v1::SubsidyPool& pool) {
+  for (const auto& path : mask.paths()) {
+    if (path == "display_name") pool.set_display_name(in.display_name());
+    if (path == "description") pool.set_description(in.description());
+    if (path == "funder_display_name") pool.set_funder_display_name(in.funder_display_name());
+    if (path == "percentage_bps") pool.set_percentage_bps(in.percentage_bps());
+    if (path == "eligibility") *pool.mutable_eligibility() = in.eligibility();
+    if (path == "cap_per_organization") {
+      if (in.has_cap_per_organization()) {
+        *pool.mutable_cap_per_organization() = in.cap_per_organization();
+      } else {
+        pool.clear_cap_per_organization();
+      }
+    }
+    if (path == "cap_period_kind") pool.set_cap_period_kind(in.cap_period_kind());
+    if (path == "validity") *pool.mutable_validity() = in.validity();
+    if (path == "priority") pool.set_priority(in.priority());
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principal& p,
                                                                    const v1::UpdateSubsidyPoolRequest& r) {
   static const std::set<std::string> kPaths = {"display_name", "description", "funder_display_name",
@@ -283,6 +311,28 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     }
   }
   LS_RETURN_IF_ERROR(NameField(r.subsidy_pool().name(), "subsidyPools", "subsidy_pool.name"));
+  // The values given, each on its own, before anything is read
+  // (INVALID_FIELD before NOT_FOUND and ETAG_MISMATCH): the masked fields
+  // on a valid probe pool, whose other fields stand in for the stored ones
+  // (the pool's currency for the cap's, a cap period kind for a cap).
+  // What depends on the stored pool (a cap in another currency than the
+  // pool's, a cap left without a cap period kind) is checked on the merged
+  // pool below, still before ETAG_MISMATCH.
+  {
+    const v1::SubsidyPool& in = r.subsidy_pool();
+    v1::SubsidyPool probe;
+    probe.set_display_name("probe");
+    probe.set_percentage_bps(1);
+    probe.set_currency_code(in.has_cap_per_organization() && IsIso4217Code(in.cap_per_organization().currency_code())
+                                ? in.cap_per_organization().currency_code()
+                                : kDefaultCurrency);
+    probe.set_cap_period_kind(v1::MONTHLY);
+    ApplyPoolMask(r.update_mask(), in, probe);
+    if (probe.cap_period_kind() == v1::PERIOD_KIND_UNSPECIFIED && !probe.has_cap_per_organization()) {
+      probe.set_cap_period_kind(v1::MONTHLY);  // the stored cap, if any, decides below
+    }
+    LS_RETURN_IF_ERROR(ValidateSubsidyPool(probe));
+  }
   const std::string id = IdOf(r.subsidy_pool().name());
   const std::string key = keys::Doc("pool", id);
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("UpdateSubsidyPool", r.request_id());
@@ -296,6 +346,10 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
       return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.subsidy_pool().name() + " does not exist");
     }
     LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
+    // The new terms on the stored pool (INVALID_FIELD) before the etag.
+    const v1::SubsidyPool stored = pool;
+    ApplyPoolMask(r.update_mask(), r.subsidy_pool(), pool);
+    LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
     LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(id));
     if (!r.subsidy_pool().etag().empty() && r.subsidy_pool().etag() != PoolEtag(doc->version, changes)) {
       return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", pool.name() + " changed; read it again");
@@ -304,28 +358,9 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     // (SubsidyPoolChanged.previous): its read-time fields derived from the
     // balance and change count read now, not the ones stored at creation.
     const absl::Time now = clock_->Now();
-    LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
-    v1::SubsidyPool previous = pool;
+    LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(stored));
+    v1::SubsidyPool previous = stored;
     DerivePool(previous, balance, now, PoolEtag(doc->version, changes));
-    const v1::SubsidyPool& in = r.subsidy_pool();
-    for (const auto& path : r.update_mask().paths()) {
-      if (path == "display_name") pool.set_display_name(in.display_name());
-      if (path == "description") pool.set_description(in.description());
-      if (path == "funder_display_name") pool.set_funder_display_name(in.funder_display_name());
-      if (path == "percentage_bps") pool.set_percentage_bps(in.percentage_bps());
-      if (path == "eligibility") *pool.mutable_eligibility() = in.eligibility();
-      if (path == "cap_per_organization") {
-        if (in.has_cap_per_organization()) {
-          *pool.mutable_cap_per_organization() = in.cap_per_organization();
-        } else {
-          pool.clear_cap_per_organization();
-        }
-      }
-      if (path == "cap_period_kind") pool.set_cap_period_kind(in.cap_period_kind());
-      if (path == "validity") *pool.mutable_validity() = in.validity();
-      if (path == "priority") pool.set_priority(in.priority());
-    }
-    LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
     *pool.mutable_update_time() = ToProto(now);
     LedgerStep step;
     step.idempotency_key = idem;

@@ -417,15 +417,8 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", IdOf(pay.invoice()))));
       if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", pay.invoice() + " does not exist");
       LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
-      if (inv.state() != v1::Invoice::ISSUED) {
-        return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
-                         pay.invoice() + " is " + v1::Invoice::State_Name(inv.state()));
-      }
-      LS_ASSIGN_OR_RETURN(const std::string held, HeldBy(inv));
-      if (!held.empty()) {
-        return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
-                         pay.invoice() + " is settled through " + held + "; pay its transfers");
-      }
+      // The contract's order: the request against the invoice
+      // (INVALID_ARGUMENT) before the invoice's state (FAILED_PRECONDITION).
       // The invoice's payer paying one of its payees, or a payee the payer
       // is owed by (a negative outstanding amount) refunding it.
       const bool refund = inv.payer_organization() != pay.payer();
@@ -436,6 +429,12 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
         return InvalidField("payment.amount.currency_code", "must be the invoice's currency " + inv.currency_code(),
                             "CURRENCY_MISMATCH");
       }
+      if (inv.state() != v1::Invoice::ISSUED) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
+                         pay.invoice() + " is " + v1::Invoice::State_Name(inv.state()));
+      }
+      // INVOICE_NOT_ISSUED, PAYEE_NOT_ON_INVOICE, INVOICE_IN_SETTLEMENT,
+      // OVERPAYMENT: the contract's order.
       const std::string& payee_org = refund ? pay.payer() : pay.payee();
       v1::PayeeBalance* line = nullptr;
       for (auto& pb : *inv.mutable_payees()) {
@@ -444,6 +443,11 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       if (line == nullptr) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "PAYEE_NOT_ON_INVOICE",
                          payee_org + " is not a payee of " + pay.invoice());
+      }
+      LS_ASSIGN_OR_RETURN(const std::string held, HeldBy(inv));
+      if (!held.empty()) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
+                         pay.invoice() + " is settled through " + held + "; pay its transfers");
       }
       // Signed by direction: what the payer of the invoice still owes this
       // payee, negative when the payee owes the payer.
@@ -485,30 +489,33 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
         return MakeError(absl::StatusCode::kNotFound, "SETTLEMENT_NOT_FOUND", pay.settlement() + " does not exist");
       }
       LS_ASSIGN_OR_RETURN(v1::Settlement s, Parse<v1::Settlement>(doc->data));
-      if (s.state() != v1::Settlement::COMPUTED && s.state() != v1::Settlement::CLEARED) {
-        return MakeError(absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED",
-                         pay.settlement() + " is " + v1::Settlement::State_Name(s.state()));
-      }
+      // The contract's order: NOT_FOUND (the transfer), INVALID_ARGUMENT
+      // against it (its currency), FAILED_PRECONDITION (the settlement
+      // superseded, then the transfer's terms), ALREADY_EXISTS (paid).
       if (pay.transfer_index() < 0 || pay.transfer_index() >= s.transfers_size()) {
         return MakeError(absl::StatusCode::kNotFound, "TRANSFER_NOT_FOUND",
                          absl::StrCat(pay.settlement(), " has no transfer ", pay.transfer_index()));
       }
       v1::SettlementTransfer& t = *s.mutable_transfers(pay.transfer_index());
-      // A CLEARED settlement has every transfer paid.
-      if (!t.payment().empty() || s.state() == v1::Settlement::CLEARED) {
-        return MakeError(absl::StatusCode::kAlreadyExists, "TRANSFER_ALREADY_PAID",
-                         absl::StrCat("transfer ", pay.transfer_index(), " of ", pay.settlement(), " was paid by ",
-                                      t.payment().empty() ? "an earlier payment" : t.payment()));
-      }
       if (t.amount().currency_code() != pay.amount().currency_code()) {
         return InvalidField("payment.amount.currency_code",
                             "must be the transfer's currency " + t.amount().currency_code(), "CURRENCY_MISMATCH");
+      }
+      if (s.state() != v1::Settlement::COMPUTED && s.state() != v1::Settlement::CLEARED) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED",
+                         pay.settlement() + " is " + v1::Settlement::State_Name(s.state()));
       }
       if (t.from_organization() != pay.payer() || t.to_organization() != pay.payee() ||
           t.amount().amount_minor() != pay.amount().amount_minor()) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "TRANSFER_MISMATCH",
                          absl::StrCat("transfer ", t.index(), " is ", t.amount().amount_minor(), " from ",
                                       t.from_organization(), " to ", t.to_organization()));
+      }
+      // A CLEARED settlement has every transfer paid.
+      if (!t.payment().empty() || s.state() == v1::Settlement::CLEARED) {
+        return MakeError(absl::StatusCode::kAlreadyExists, "TRANSFER_ALREADY_PAID",
+                         absl::StrCat("transfer ", pay.transfer_index(), " of ", pay.settlement(), " was paid by ",
+                                      t.payment().empty() ? "an earlier payment" : t.payment()));
       }
       t.set_payment(pay.name());
       // Before ClearSettlement: SettlementCleared carries the settlement
@@ -777,6 +784,15 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
   }
   if (r.mode() == v1::PostCorrectionRequest::ADJUST && r.entries().empty()) {
     return InvalidField("entries", "ADJUST needs the balanced entries of the adjustment");
+  }
+  if (r.mode() == v1::PostCorrectionRequest::ADJUST) {
+    // The entries on their own (UNBALANCED_POSTING, INVALID_ACCOUNT,
+    // INVALID_AMOUNT, two currencies among them) before anything is read
+    // (POSTING_NOT_FOUND, NOT_CORRECTABLE); the corrected posting's currency
+    // once it is read. The overall balance only, as below.
+    BalanceCheckOptions opts;
+    opts.per_owner = false;
+    LS_RETURN_IF_ERROR(CheckBalanced({r.entries().begin(), r.entries().end()}, opts));
   }
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("PostCorrection", r.request_id());
   const std::string fingerprint = RequestFingerprint("PostCorrection", r, ActorName(p));

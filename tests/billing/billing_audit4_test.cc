@@ -8,6 +8,11 @@
 //    entries (those it is shown), never another pair's in the same posting.
 // 3. ListDeposits, ListPayments and ListSubsidyPools refuse a malformed
 //    filter (INVALID_FIELD) instead of answering an empty list.
+// 4. Check order: a request wrong in two ways gets the error its RPC's
+//    Errors list names first (INVALID_ARGUMENT before NOT_FOUND before
+//    FAILED_PRECONDITION, the list's order within one code, ETAG_MISMATCH
+//    after the checks listed before it): RecordPayment, TopUpSubsidyPool,
+//    UpdateSubsidyPool, PostCorrection ADJUST.
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -51,6 +56,14 @@ class BillingAudit4Test : public testing::BillingLedgerTest {
     auto posting = billing_->GetPosting(root_, g);
     EXPECT_TRUE(posting.ok()) << posting.status();
     return posting.ok() ? *posting : v1::Posting();
+  }
+
+  v1::Settlement GetSettlement(const std::string& name) {
+    v1::GetSettlementRequest g;
+    g.set_name(name);
+    auto got = billing_->GetSettlement(root_, g);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : v1::Settlement();
   }
 
   // PostCorrection REVERSE of `posting` by the consortium admin.
@@ -284,6 +297,209 @@ TEST_F(BillingAudit4Test, MalformedListFiltersAreInvalidFields) {
   expect_field(pools([](auto& r) { r.set_funder_organization("lab"); }), "funder_organization");
   expect_field(pools([](auto& r) { r.set_currency_code("RMB"); }), "currency_code");
   EXPECT_TRUE(pools([](auto& r) { r.set_currency_code("USD"); }).ok());
+}
+
+// ================================================================ 4. check order
+
+// RecordPayment against an invoice: "INVALID_ARGUMENT (... an invoice whose
+// payer is neither the payer nor the payee; CURRENCY_MISMATCH ...)" come
+// before "FAILED_PRECONDITION (INVOICE_NOT_ISSUED ...; PAYEE_NOT_ON_INVOICE;
+// INVOICE_IN_SETTLEMENT ...)", which come in that order.
+TEST_F(BillingAudit4Test, RecordPaymentOnAnInvoiceChecksTheRequestBeforeTheInvoicesState) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kOwner, kLab, 3000);
+  const v1::Invoice lab = Issue(kLab);
+  Issue(kOwner);
+  auto payment = [&](const std::string& payer, const std::string& payee, const char* currency, int64_t amount) {
+    v1::RecordPaymentRequest pay;
+    pay.mutable_payment()->set_payer(payer);
+    pay.mutable_payment()->set_payee(payee);
+    *pay.mutable_payment()->mutable_amount() = MakeMoney(currency, amount);
+    pay.mutable_payment()->set_invoice(lab.name());
+    return pay;
+  };
+  // Held by a settlement: a payee not on the invoice is PAYEE_NOT_ON_INVOICE.
+  auto settlement = billing_->ComputeSettlement(root_, [] {
+    v1::ComputeSettlementRequest cs;
+    cs.set_period("2027-01");
+    return cs;
+  }());
+  ASSERT_TRUE(settlement.ok()) << settlement.status();
+  ExpectError(billing_->RecordPayment(root_, payment(kLab, kThird, "CNY", 100)).status(),
+              absl::StatusCode::kFailedPrecondition, "PAYEE_NOT_ON_INVOICE");
+  ExpectError(billing_->RecordPayment(root_, payment(kLab, kOwner, "CNY", 100)).status(),
+              absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT");
+  // Paid (by its settlement): the request's own faults first.
+  for (int i = 0; i < settlement->transfers_size(); ++i) {
+    const v1::SettlementTransfer& t = settlement->transfers(i);
+    v1::RecordPaymentRequest pay;
+    pay.mutable_payment()->set_payer(t.from_organization());
+    pay.mutable_payment()->set_payee(t.to_organization());
+    *pay.mutable_payment()->mutable_amount() = t.amount();
+    pay.mutable_payment()->set_settlement(settlement->name());
+    pay.mutable_payment()->set_transfer_index(i);
+    ASSERT_TRUE(billing_->RecordPayment(root_, pay).ok());
+  }
+  ASSERT_EQ(GetInvoice(lab.name()).state(), v1::Invoice::PAID);
+  const absl::Status currency = billing_->RecordPayment(root_, payment(kLab, kOwner, "USD", 100)).status();
+  ExpectError(currency, absl::StatusCode::kInvalidArgument, "CURRENCY_MISMATCH");
+  const absl::Status payer = billing_->RecordPayment(root_, payment(kThird, kOwner, "CNY", 100)).status();
+  ExpectError(payer, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  ASSERT_FALSE(FieldViolationsOf(payer).empty());
+  EXPECT_EQ(FieldViolationsOf(payer).front().field, "payment.payer");
+  ExpectError(billing_->RecordPayment(root_, payment(kLab, kOwner, "CNY", 100)).status(),
+              absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED");
+}
+
+// RecordPayment against a transfer: NOT_FOUND (TRANSFER_NOT_FOUND), then
+// CURRENCY_MISMATCH, then FAILED_PRECONDITION (SETTLEMENT_SUPERSEDED,
+// TRANSFER_MISMATCH), then ALREADY_EXISTS (TRANSFER_ALREADY_PAID).
+TEST_F(BillingAudit4Test, RecordPaymentOnATransferFollowsTheErrorsList) {
+  Owe(kLab, kOwner, 10000);
+  Owe(kOwner, kLab, 3000);
+  Issue(kLab);
+  Issue(kOwner);
+  v1::ComputeSettlementRequest cs;
+  cs.set_period("2027-01");
+  auto first = billing_->ComputeSettlement(root_, cs);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = billing_->ComputeSettlement(root_, cs);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->supersedes(), first->name());
+  ASSERT_EQ(second->transfers_size(), 1);
+  auto transfer = [&](const v1::Settlement& s, int index, const char* currency, int64_t amount) {
+    v1::RecordPaymentRequest pay;
+    pay.mutable_payment()->set_payer(kLab);
+    pay.mutable_payment()->set_payee(kOwner);
+    *pay.mutable_payment()->mutable_amount() = MakeMoney(currency, amount);
+    pay.mutable_payment()->set_settlement(s.name());
+    pay.mutable_payment()->set_transfer_index(index);
+    return billing_->RecordPayment(root_, pay).status();
+  };
+  // Superseded and no such transfer: NOT_FOUND first.
+  ExpectError(transfer(*first, 5, "CNY", 7000), absl::StatusCode::kNotFound, "TRANSFER_NOT_FOUND");
+  // Superseded and in another currency: INVALID_ARGUMENT first.
+  ExpectError(transfer(*first, 0, "USD", 7000), absl::StatusCode::kInvalidArgument, "CURRENCY_MISMATCH");
+  ExpectError(transfer(*first, 0, "CNY", 6000), absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED");
+  ASSERT_TRUE(transfer(*second, 0, "CNY", 7000).ok());
+  // Paid (CLEARED) and in another currency, or of another amount.
+  ExpectError(transfer(*second, 0, "USD", 7000), absl::StatusCode::kInvalidArgument, "CURRENCY_MISMATCH");
+  ExpectError(transfer(*second, 0, "CNY", 6000), absl::StatusCode::kFailedPrecondition, "TRANSFER_MISMATCH");
+  ExpectError(transfer(*second, 0, "CNY", 7000), absl::StatusCode::kAlreadyExists, "TRANSFER_ALREADY_PAID");
+
+  // PostCorrection ADJUST of its SETTLEMENT_NETTING posting with entries
+  // wrong on their own: INVALID_ARGUMENT before NOT_CORRECTABLE.
+  const std::string netting = GetSettlement(second->name()).netting_posting();
+  ASSERT_FALSE(netting.empty());
+  v1::PostCorrectionRequest fix;
+  fix.set_posting(netting);
+  fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+  fix.set_reason("netting");
+  v1::Entry* e = fix.add_entries();
+  e->set_account("organizations/lab/accounts/nowhere");
+  *e->mutable_debit() = MakeMoney("CNY", 10);
+  e = fix.add_entries();
+  e->set_account("organizations/lab/accounts/expense");
+  *e->mutable_credit() = MakeMoney("CNY", 10);
+  ExpectError(billing_->PostCorrection(root_, fix).status(), absl::StatusCode::kInvalidArgument, "INVALID_ACCOUNT");
+  fix.mutable_entries(0)->set_account("organizations/lab/accounts/income");
+  fix.mutable_entries(0)->set_counterparty(kOwner);
+  ExpectError(billing_->PostCorrection(root_, fix).status(), absl::StatusCode::kFailedPrecondition,
+              "NOT_CORRECTABLE");
+}
+
+// PostCorrection ADJUST: UNBALANCED_POSTING, INVALID_ACCOUNT and
+// INVALID_AMOUNT need nothing stored and come before POSTING_NOT_FOUND.
+TEST_F(BillingAudit4Test, AdjustEntriesAreCheckedBeforeThePosting) {
+  v1::PostCorrectionRequest fix;
+  fix.set_posting("postings/none");
+  fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+  fix.set_reason("typo");
+  v1::Entry* debit = fix.add_entries();
+  debit->set_account("organizations/lab/accounts/expense");
+  *debit->mutable_debit() = MakeMoney("CNY", 10);
+  v1::Entry* credit = fix.add_entries();
+  credit->set_account("organizations/lab/accounts/payable");
+  credit->set_counterparty(kOwner);
+  *credit->mutable_credit() = MakeMoney("CNY", 9);
+  ExpectError(billing_->PostCorrection(root_, fix).status(), absl::StatusCode::kInvalidArgument,
+              "UNBALANCED_POSTING");
+  *credit->mutable_credit() = MakeMoney("CNY", 10);
+  credit->clear_counterparty();
+  ExpectError(billing_->PostCorrection(root_, fix).status(), absl::StatusCode::kInvalidArgument, "INVALID_ACCOUNT");
+  credit->set_counterparty(kOwner);
+  *credit->mutable_debit() = MakeMoney("CNY", 10);
+  ExpectError(billing_->PostCorrection(root_, fix).status(), absl::StatusCode::kInvalidArgument, "INVALID_AMOUNT");
+  credit->clear_debit();
+  ExpectError(billing_->PostCorrection(root_, fix).status(), absl::StatusCode::kNotFound, "POSTING_NOT_FOUND");
+}
+
+// TopUpSubsidyPool: "INVALID_ARGUMENT (INVALID_FIELD: ... taking the pool's
+// total of top-ups beyond 10^15 ...); NOT_FOUND; FAILED_PRECONDITION
+// (POOL_ENDED); ABORTED (ETAG_MISMATCH)", in that order.
+TEST_F(BillingAudit4Test, TopUpChecksTheTotalThenTheValidityThenTheEtag) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("short");
+  cp.mutable_subsidy_pool()->set_display_name("Short");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(500);
+  *cp.mutable_subsidy_pool()->mutable_validity()->mutable_start_time() = ToProto(clock_.Now());
+  *cp.mutable_subsidy_pool()->mutable_validity()->mutable_end_time() = ToProto(clock_.Now() + absl::Hours(24));
+  ASSERT_TRUE(billing_->CreateSubsidyPool(root_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/short");
+  *top.mutable_amount() = MakeMoney("CNY", 100);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(root_, top).ok());
+  clock_.Advance(absl::Hours(48));
+
+  top.set_etag("stale");
+  ExpectError(billing_->TopUpSubsidyPool(root_, top).status(), absl::StatusCode::kFailedPrecondition, "POOL_ENDED");
+  *top.mutable_amount() = MakeMoney("CNY", kMaxAmountMinor);
+  const absl::Status beyond = billing_->TopUpSubsidyPool(root_, top).status();
+  ExpectError(beyond, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  ASSERT_FALSE(FieldViolationsOf(beyond).empty());
+  EXPECT_EQ(FieldViolationsOf(beyond).front().field, "amount.amount_minor");
+}
+
+// UpdateSubsidyPool: "INVALID_ARGUMENT (INVALID_FIELD ...); NOT_FOUND
+// (SUBSIDY_POOL_NOT_FOUND); ABORTED (ETAG_MISMATCH)": a value wrong on its
+// own is INVALID_FIELD for a pool that does not exist or with a stale etag;
+// a cap wrong only against the stored pool (another currency) is
+// INVALID_FIELD before the stale etag.
+TEST_F(BillingAudit4Test, UpdateSubsidyPoolChecksTheValuesFirst) {
+  v1::UpdateSubsidyPoolRequest up;
+  up.mutable_subsidy_pool()->set_name("subsidyPools/none");
+  up.mutable_subsidy_pool()->set_percentage_bps(0);
+  up.mutable_update_mask()->add_paths("percentage_bps");
+  auto expect_field = [](const absl::Status& s, const std::string& field) {
+    ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    ASSERT_FALSE(FieldViolationsOf(s).empty()) << s;
+    EXPECT_EQ(FieldViolationsOf(s).front().field, field);
+  };
+  expect_field(billing_->UpdateSubsidyPool(root_, up).status(), "subsidy_pool.percentage_bps");
+  up.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
+  up.mutable_subsidy_pool()->set_etag("stale");
+  expect_field(billing_->UpdateSubsidyPool(root_, up).status(), "subsidy_pool.percentage_bps");
+  // Inverted validity, on its own.
+  up.mutable_update_mask()->Clear();
+  up.mutable_update_mask()->add_paths("validity");
+  *up.mutable_subsidy_pool()->mutable_validity()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(2));
+  *up.mutable_subsidy_pool()->mutable_validity()->mutable_end_time() = ToProto(clock_.Now());
+  up.mutable_subsidy_pool()->set_name("subsidyPools/none");
+  expect_field(billing_->UpdateSubsidyPool(root_, up).status(), "subsidy_pool.validity");
+  // A cap in USD on a CNY pool: against the stored pool, before the etag.
+  up.mutable_update_mask()->Clear();
+  up.mutable_update_mask()->add_paths("cap_per_organization");
+  up.mutable_update_mask()->add_paths("cap_period_kind");
+  *up.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("USD", 100);
+  up.mutable_subsidy_pool()->set_cap_period_kind(v1::MONTHLY);
+  up.mutable_subsidy_pool()->set_name("subsidyPools/none");
+  ExpectError(billing_->UpdateSubsidyPool(root_, up).status(), absl::StatusCode::kNotFound,
+              "SUBSIDY_POOL_NOT_FOUND");
+  up.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
+  expect_field(billing_->UpdateSubsidyPool(root_, up).status(), "subsidy_pool.cap_per_organization.currency_code");
+  *up.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", 100);
+  ExpectError(billing_->UpdateSubsidyPool(root_, up).status(), absl::StatusCode::kAborted, "ETAG_MISMATCH");
 }
 
 }  // namespace

@@ -1129,12 +1129,25 @@ absl::StatusOr<v1::AccountBalance> BillingManager::ReadBalance(const AccountRef&
   if (as_of > now) return InvalidField("as_of_time", "must not be in the future");
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   LS_ASSIGN_OR_RETURN(auto lines, store_->List(keys::Account(r.name())));
+  // "Entries created strictly before this time count", to the nanosecond:
+  // a line carries its posting's create_time in whole milliseconds, so a
+  // line of as_of_time's own millisecond (when as_of_time is not a whole
+  // one) is decided by its posting's create_time.
+  const int64_t as_of_ms = Ms(as_of);
+  const bool as_of_inside_ms = as_of != absl::FromUnixMillis(as_of_ms);
   int64_t debit = 0, credit = 0;
   for (const auto& s : lines) {
     auto l = ParseAccountLine(s);
-    // Without as_of_time: everything posted so far (also at this instant).
-    if (!l || (r.has_as_of_time() && l->ms >= Ms(as_of)) || l->currency != currency) continue;
+    if (!l || l->currency != currency) continue;
     if ((exact_counterparty || !r.counterparty().empty()) && l->counterparty != r.counterparty()) continue;
+    // Without as_of_time: everything posted so far (also at this instant).
+    if (r.has_as_of_time() && l->ms >= as_of_ms) {
+      if (l->ms > as_of_ms || !as_of_inside_ms) continue;
+      LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(keys::Doc("posting", l->posting)));
+      if (!pdoc) continue;
+      LS_ASSIGN_OR_RETURN(v1::Posting posting, Parse<v1::Posting>(pdoc->data));
+      if (FromProto(posting.create_time()) >= as_of) continue;
+    }
     (l->amount > 0 ? debit : credit) += std::abs(l->amount);
   }
   v1::AccountBalance out;

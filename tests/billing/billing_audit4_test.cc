@@ -13,6 +13,8 @@
 //    FAILED_PRECONDITION, the list's order within one code, ETAG_MISMATCH
 //    after the checks listed before it): RecordPayment, TopUpSubsidyPool,
 //    UpdateSubsidyPool, PostCorrection ADJUST.
+// 5. GetAccountBalance / ListBalances as_of_time: "Entries created strictly
+//    before this time count", to the nanosecond.
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -500,6 +502,40 @@ TEST_F(BillingAudit4Test, UpdateSubsidyPoolChecksTheValuesFirst) {
   expect_field(billing_->UpdateSubsidyPool(root_, up).status(), "subsidy_pool.cap_per_organization.currency_code");
   *up.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", 100);
   ExpectError(billing_->UpdateSubsidyPool(root_, up).status(), absl::StatusCode::kAborted, "ETAG_MISMATCH");
+}
+
+// ================================================================ 5. as_of_time exact
+
+// A posting created at 10:00:00.000400 counts at as_of 10:00:00.000900 and
+// at 10:00:00.001, not at 10:00:00.000400 itself nor before it.
+TEST_F(BillingAudit4Test, AsOfTimeCountsPostingsToTheNanosecond) {
+  const absl::Time base = absl::FromCivil(absl::CivilSecond(2027, 1, 20, 10, 0, 0), absl::UTCTimeZone());
+  clock_.Set(base + absl::Microseconds(400));
+  Owe(kLab, kOwner, 2500);
+  clock_.Set(base + absl::Seconds(1));
+  auto balance_at = [&](absl::Duration after) {
+    v1::GetAccountBalanceRequest r;
+    r.set_name(std::string(kLab) + "/accounts/payable");
+    *r.mutable_as_of_time() = ToProto(base + after);
+    auto got = billing_->GetAccountBalance(root_, r);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? got->balance().amount_minor() : -1;
+  };
+  EXPECT_EQ(balance_at(absl::Microseconds(900)), 2500);
+  EXPECT_EQ(balance_at(absl::Milliseconds(1)), 2500);
+  EXPECT_EQ(balance_at(absl::Microseconds(401)), 2500);
+  EXPECT_EQ(balance_at(absl::Microseconds(400)), 0);
+  EXPECT_EQ(balance_at(absl::Microseconds(300)), 0);
+  EXPECT_EQ(balance_at(absl::ZeroDuration()), 0);
+
+  v1::ListBalancesRequest lb;
+  lb.set_parent(kLab);
+  lb.add_account_kinds(v1::PAYABLE);
+  *lb.mutable_as_of_time() = ToProto(base + absl::Microseconds(900));
+  auto listed = billing_->ListBalances(root_, lb);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->balances_size(), 1);
+  EXPECT_EQ(listed->balances(0).balance().amount_minor(), 2500);
 }
 
 }  // namespace

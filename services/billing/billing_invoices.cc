@@ -369,6 +369,16 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     if (!r.subsidy_pool().etag().empty()) step.field_checks.push_back({keys::PoolChanges(), id, std::to_string(changes)});
     step.puts.push_back({key, pool.SerializeAsString(), doc->version + 1});
     step.incrs.push_back({keys::PoolGeneration(), "g", 1});  // charge steps priced before are stale
+    // A new cap period kind counts its usage afresh (CapField names the
+    // period by both ends); usage of the old field form stays the kind's the
+    // pool had before its first change of kind (ReadsLegacyCap).
+    if (pool.cap_period_kind() != stored.cap_period_kind() &&
+        stored.cap_period_kind() != v1::PERIOD_KIND_UNSPECIFIED) {
+      LS_ASSIGN_OR_RETURN(auto legacy_kind, store_->Counters(keys::CapLegacyKinds(), {id}));
+      if (legacy_kind[0] == 0) {
+        step.hash_sets.push_back({keys::CapLegacyKinds(), id, std::to_string(stored.cap_period_kind())});
+      }
+    }
     if (pool.priority() != previous.priority()) {
       step.index_removes.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", previous.priority(), id)});
       step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), id)});

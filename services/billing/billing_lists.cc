@@ -274,8 +274,11 @@ absl::StatusOr<v1::SubsidyAllowance> BillingManager::GetSubsidyAllowance(const P
     LS_ASSIGN_OR_RETURN(TimeRange cap, CapPeriodRange(pool.cap_period_kind(), at, zone_));
     *out.mutable_cap_period() = ToInterval(cap);
     *out.mutable_cap() = pool.cap_per_organization();
-    LS_ASSIGN_OR_RETURN(auto counters, store_->Counters(keys::Cap(f[1]), {absl::StrCat(org, "|", absl::ToUnixMillis(cap.start))}));
-    used = counters[0];
+    LS_ASSIGN_OR_RETURN(auto legacy_kind, store_->Counters(keys::CapLegacyKinds(), {f[1]}));
+    std::vector<std::string> fields = {CapField(org, cap.start, cap.end)};
+    if (ReadsLegacyCap(legacy_kind[0], pool.cap_period_kind())) fields.push_back(LegacyCapField(org, cap.start));
+    LS_ASSIGN_OR_RETURN(auto counters, store_->Counters(keys::Cap(f[1]), fields));
+    for (int64_t c : counters) used += c;
   }
   *out.mutable_used() = MakeMoney(pool.currency_code(), used);
   *out.mutable_remaining() =

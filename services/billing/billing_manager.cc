@@ -631,11 +631,20 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
       step.field_checks.push_back({keys::Balances(), funds_field, std::to_string(bal)});
       if (pool.has_cap_per_organization() && pool.cap_period_kind() != v1::PERIOD_KIND_UNSPECIFIED) {
         LS_ASSIGN_OR_RETURN(TimeRange cap, CapPeriodRange(pool.cap_period_kind(), now, zone_));
+        // A change of kind is a change of terms (PoolGeneration, checked above).
+        LS_ASSIGN_OR_RETURN(int64_t legacy_kind, Counter(batch, keys::CapLegacyKinds(), IdOf(pool.name())));
+        const std::string cap_key = keys::Cap(IdOf(pool.name()));
         for (const auto& b : beneficiaries) {
-          const std::string field = absl::StrCat(b.organization, "|", Ms(cap.start));
-          LS_ASSIGN_OR_RETURN(int64_t used, Counter(batch, keys::Cap(IdOf(pool.name())), field));
-          f.cap_used[b.organization] = used + own(keys::Cap(IdOf(pool.name())), field);
-          step.field_checks.push_back({keys::Cap(IdOf(pool.name())), field, std::to_string(used)});
+          const std::string field = CapField(b.organization, cap.start, cap.end);
+          LS_ASSIGN_OR_RETURN(int64_t used, Counter(batch, cap_key, field));
+          f.cap_used[b.organization] = used + own(cap_key, field);
+          step.field_checks.push_back({cap_key, field, std::to_string(used)});
+          if (ReadsLegacyCap(legacy_kind, pool.cap_period_kind())) {
+            const std::string legacy = LegacyCapField(b.organization, cap.start);
+            LS_ASSIGN_OR_RETURN(int64_t before, Counter(batch, cap_key, legacy));
+            f.cap_used[b.organization] += before;
+            step.field_checks.push_back({cap_key, legacy, std::to_string(before)});
+          }
         }
       }
       f.pool = std::move(pool);
@@ -696,8 +705,8 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
     AddPosting(step, posting, now);
     if (line.has_cap_period()) {
       step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
-                            absl::StrCat(line.beneficiary_organization(), "|",
-                                         Ms(FromProto(line.cap_period().start_time()))),
+                            CapField(line.beneficiary_organization(), FromProto(line.cap_period().start_time()),
+                                     FromProto(line.cap_period().end_time())),
                             line.amount().amount_minor()});
     }
     v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);

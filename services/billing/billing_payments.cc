@@ -1041,8 +1041,8 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
           continue;
         }
         step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
-                              absl::StrCat(line.beneficiary_organization(), "|",
-                                           Ms(FromProto(line.cap_period().start_time()))),
+                              CapField(line.beneficiary_organization(), FromProto(line.cap_period().start_time()),
+                                       FromProto(line.cap_period().end_time())),
                               sign * line.amount().amount_minor()});
       }
     }
@@ -1086,8 +1086,8 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         c.set_subsidised_delta_sent(held != 0);
         if (line.has_cap_period()) {
           step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
-                                absl::StrCat(line.beneficiary_organization(), "|",
-                                             Ms(FromProto(line.cap_period().start_time()))),
+                                CapField(line.beneficiary_organization(), FromProto(line.cap_period().start_time()),
+                                         FromProto(line.cap_period().end_time())),
                                 -line.amount().amount_minor()});
         }
         sub.add_corrected_by(c.name());

@@ -15,6 +15,10 @@
 //    UpdateSubsidyPool, PostCorrection ADJUST.
 // 5. GetAccountBalance / ListBalances as_of_time: "Entries created strictly
 //    before this time count", to the nanosecond.
+// 7. A pool's cap usage is kept per cap period of its kind: a new
+//    cap_period_kind starts it afresh (a month and a quarter starting alike
+//    no longer share a counter); usage of the old form counts for the kind
+//    the pool had.
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -536,6 +540,57 @@ TEST_F(BillingAudit4Test, AsOfTimeCountsPostingsToTheNanosecond) {
   ASSERT_TRUE(listed.ok()) << listed.status();
   ASSERT_EQ(listed->balances_size(), 1);
   EXPECT_EQ(listed->balances(0).balance().amount_minor(), 2500);
+}
+
+// ================================================================ 7. cap usage per kind
+
+// UpdateSubsidyPool: "a new cap_period_kind starts every organisation's
+// usage afresh ... back to a kind used before, what was granted in its
+// period counts again". January 2027 and its first quarter both start on
+// 1 January (Asia/Shanghai): lab's subsidy under MONTHLY is not the
+// quarter's usage. A counter of the old form ("<org>|<start ms>", 700
+// here, as billing kept it before) counts for MONTHLY, the kind the pool
+// had before its first change.
+TEST_F(BillingAudit4Test, ANewCapPeriodKindCountsItsUsageAfresh) {
+  const absl::Time january = absl::FromCivil(absl::CivilDay(2027, 1, 1), *LoadBillingTimeZone("Asia/Shanghai"));
+  ASSERT_TRUE(pool_->Command({"HSET", "{billing}:cap:voucher", absl::StrCat(kLab, "|", absl::ToUnixMillis(january)),
+                              "700"})
+                  .ok());
+  auto set_kind = [&](v1::PeriodKind kind) {
+    v1::UpdateSubsidyPoolRequest up;
+    up.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
+    *up.mutable_subsidy_pool()->mutable_cap_per_organization() = MakeMoney("CNY", 100000000);
+    up.mutable_subsidy_pool()->set_cap_period_kind(kind);
+    up.mutable_update_mask()->add_paths("cap_per_organization");
+    up.mutable_update_mask()->add_paths("cap_period_kind");
+    auto got = billing_->UpdateSubsidyPool(root_, up);
+    ASSERT_TRUE(got.ok()) << got.status();
+  };
+  auto used = [&]() {
+    v1::GetSubsidyAllowanceRequest r;
+    r.set_name(std::string("subsidyPools/voucher/allowances/lab"));
+    *r.mutable_time() = ToProto(day_ + absl::Hours(12));
+    auto got = billing_->GetSubsidyAllowance(root_, r);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? got->used().amount_minor() : -1;
+  };
+  set_kind(v1::MONTHLY);
+  EXPECT_EQ(used(), 700);
+  bk::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  Use(b, ana_);
+  const v1::Charge charge = ChargeOf(b.name());
+  ASSERT_EQ(charge.subsidy_lines_size(), 1);
+  const int64_t granted = charge.subsidy_lines(0).amount().amount_minor();
+  ASSERT_GT(granted, 0);
+  EXPECT_EQ(used(), 700 + granted);
+
+  set_kind(v1::QUARTERLY);
+  EXPECT_EQ(used(), 0);
+  set_kind(v1::MONTHLY);
+  EXPECT_EQ(used(), 700 + granted);
+  set_kind(v1::YEARLY);
+  EXPECT_EQ(used(), 0);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 // counter, so numbers have no gaps and two issues cannot take the same lines.
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -167,9 +168,22 @@ absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(co
     return InvalidField("currency_code", "must be an ISO 4217 code such as CNY");
   }
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
+  // Pages follow the last pool's (priority, name), "<priority>|<name>", not
+  // an offset into a list that may change between calls.
+  std::optional<std::pair<int64_t, std::string>> after;
+  if (!page.after.empty()) {
+    const std::vector<std::string> t = absl::StrSplit(page.after, absl::MaxSplits('|', 1));
+    int64_t priority = 0;
+    if (t.size() != 2 || !absl::SimpleAtoi(t[0], &priority) || t[1].empty()) {
+      return InvalidField("page_token", "not a token from the previous page of this list; start again without page_token",
+                          "INVALID_PAGE_TOKEN");
+    }
+    after = std::make_pair(priority, t[1]);
+  }
   LS_ASSIGN_OR_RETURN(auto pools, LoadPools());
   v1::ListSubsidyPoolsResponse out;
   for (const auto& pool : pools) {
+    if (after && std::make_pair(static_cast<int64_t>(pool.priority()), pool.name()) <= *after) continue;
     if (!r.funder_organization().empty() && pool.funder_organization() != r.funder_organization()) continue;
     if (!r.currency_code().empty() && pool.currency_code() != r.currency_code()) continue;
     v1::GetSubsidyPoolRequest get;
@@ -185,8 +199,11 @@ absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(co
                      if (a.priority() != b.priority()) return a.priority() < b.priority();
                      return a.name() < b.name();
                    });
-  LS_ASSIGN_OR_RETURN(std::string next, KeepPage(page, out.mutable_subsidy_pools()));
-  if (!next.empty()) out.set_next_page_token(page_tokens_.Make(r, p, next));
+  if (out.subsidy_pools_size() > page.page_size) {
+    out.mutable_subsidy_pools()->DeleteSubrange(page.page_size, out.subsidy_pools_size() - page.page_size);
+    const v1::SubsidyPool& last = out.subsidy_pools(page.page_size - 1);
+    out.set_next_page_token(page_tokens_.Make(r, p, absl::StrCat(last.priority(), "|", last.name())));
+  }
   return out;
 }
 

@@ -1132,30 +1132,34 @@ absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Princ
 
 absl::StatusOr<v1::AccountBalance> BillingManager::ReadBalance(const AccountRef& ref,
                                                                const v1::GetAccountBalanceRequest& r,
-                                                               bool exact_counterparty) const {
+                                                               bool exact_counterparty,
+                                                               std::optional<absl::Time> through) const {
   const absl::Time now = clock_->Now();
-  const absl::Time as_of = r.has_as_of_time() ? FromProto(r.as_of_time()) : now;
+  const absl::Time as_of = through ? *through : r.has_as_of_time() ? FromProto(r.as_of_time()) : now;
   if (as_of > now) return InvalidField("as_of_time", "must not be in the future");
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   LS_ASSIGN_OR_RETURN(auto lines, store_->List(keys::Account(r.name())));
-  // "Entries created strictly before this time count", to the nanosecond:
-  // a line carries its posting's create_time in whole milliseconds, so a
-  // line of as_of_time's own millisecond (when as_of_time is not a whole
-  // one) is decided by its posting's create_time.
-  const int64_t as_of_ms = Ms(as_of);
-  const bool as_of_inside_ms = as_of != absl::FromUnixMillis(as_of_ms);
+  // "Entries created strictly before this time count" (as_of_time; at or
+  // before `through`), to the nanosecond: a line carries its posting's
+  // create_time in whole milliseconds, so a line of the cut-off's own
+  // millisecond is decided by its posting's create_time. Without either:
+  // everything posted so far (also at this instant).
+  const bool limited = through.has_value() || r.has_as_of_time();
+  const bool inclusive = through.has_value();
+  const int64_t cut_ms = Ms(as_of);
+  const bool cut_on_ms = as_of == absl::FromUnixMillis(cut_ms);
   int64_t debit = 0, credit = 0;
   for (const auto& s : lines) {
     auto l = ParseAccountLine(s);
     if (!l || l->currency != currency) continue;
     if ((exact_counterparty || !r.counterparty().empty()) && l->counterparty != r.counterparty()) continue;
-    // Without as_of_time: everything posted so far (also at this instant).
-    if (r.has_as_of_time() && l->ms >= as_of_ms) {
-      if (l->ms > as_of_ms || !as_of_inside_ms) continue;
+    if (limited && l->ms >= cut_ms) {
+      if (l->ms > cut_ms || (!inclusive && cut_on_ms)) continue;
       LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(keys::Doc("posting", l->posting)));
       if (!pdoc) continue;
       LS_ASSIGN_OR_RETURN(v1::Posting posting, Parse<v1::Posting>(pdoc->data));
-      if (FromProto(posting.create_time()) >= as_of) continue;
+      const absl::Time created = FromProto(posting.create_time());
+      if (inclusive ? created > as_of : created >= as_of) continue;
     }
     (l->amount > 0 ? debit : credit) += std::abs(l->amount);
   }

@@ -1480,8 +1480,31 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
       if (kinds.empty() || kinds.count(kind)) accounts.insert({AccountName(r.parent(), kind), ""});
     }
   }
+  // Pages follow the last row's (account, counterparty), not an offset
+  // into a list that may grow between calls; without as_of_time every page
+  // is as of the first page's time, which the token carries:
+  // "<unix nanos>|<account>|<counterparty>" (the time empty with
+  // as_of_time, the request's).
+  std::optional<absl::Time> through;
+  std::pair<std::string, std::string> after;
+  bool resume = false;
+  if (!page.after.empty()) {
+    const std::vector<std::string> t = absl::StrSplit(page.after, '|');
+    int64_t nanos = 0;
+    if (t.size() != 3 || (r.has_as_of_time() != t[0].empty()) || (!t[0].empty() && !absl::SimpleAtoi(t[0], &nanos))) {
+      return InvalidField("page_token", "not a token from the previous page of this list; start again without page_token",
+                          "INVALID_PAGE_TOKEN");
+    }
+    if (!r.has_as_of_time()) through = absl::FromUnixNanos(nanos);
+    after = {t[1], t[2]};
+    resume = true;
+  } else if (!r.has_as_of_time()) {
+    through = clock_->Now();
+  }
   v1::ListBalancesResponse out;
+  bool more = false;
   for (const auto& [account, counterparty] : accounts) {
+    if (resume && std::make_pair(account, counterparty) <= after) continue;
     v1::GetAccountBalanceRequest get;
     get.set_name(account);
     get.set_counterparty(counterparty);
@@ -1490,12 +1513,21 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
     LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(account));
     // Grouped, the row of counterparty "" is the entries naming none, not
     // the whole account (which would count every other row again).
-    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, ReadBalance(ref, get, r.group_by_counterparty()));
+    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, ReadBalance(ref, get, r.group_by_counterparty(), through));
     if (r.skip_empty() && b.debit_total().amount_minor() == 0 && b.credit_total().amount_minor() == 0) continue;
+    if (out.balances_size() == page.page_size) {
+      more = true;
+      break;
+    }
     *out.add_balances() = std::move(b);
   }
-  LS_ASSIGN_OR_RETURN(std::string next, KeepPage(page, out.mutable_balances()));
-  if (!next.empty()) out.set_next_page_token(page_tokens_.Make(r, p, next));
+  if (more) {
+    const v1::AccountBalance& last = out.balances(out.balances_size() - 1);
+    const std::string pinned = through ? absl::StrCat(absl::ToUnixNanos(*through)) : "";
+    // A row's counterparty is "" unless grouped; the set's key is the row's.
+    out.set_next_page_token(page_tokens_.Make(
+        r, p, absl::StrCat(pinned, "|", last.account(), "|", r.group_by_counterparty() ? last.counterparty() : "")));
+  }
   return out;
 }
 

@@ -19,6 +19,8 @@
 //    cap_period_kind starts it afresh (a month and a quarter starting alike
 //    no longer share a counter); usage of the old form counts for the kind
 //    the pool had.
+// 8. ListBalances and ListSubsidyPools page after the last row's key, and
+//    ListBalances without as_of_time keeps the first page's time.
 //
 // Runs billing in process over the booking fixture (real Redis, inventory
 // and booking over real gRPC, fake clock).
@@ -591,6 +593,77 @@ TEST_F(BillingAudit4Test, ANewCapPeriodKindCountsItsUsageAfresh) {
   EXPECT_EQ(used(), 700 + granted);
   set_kind(v1::YEARLY);
   EXPECT_EQ(used(), 0);
+}
+
+// ================================================================ 8. key paging
+
+// ListBalances without as_of_time: every page is as of the first page's
+// time, and a page starts after the previous page's last (account,
+// counterparty): rows that appear before it meanwhile (lab's income and
+// receivable from third, posted after the first page) neither repeat a row
+// nor show on the later pages.
+TEST_F(BillingAudit4Test, ListBalancesPagesAfterTheLastRowAtTheFirstPagesTime) {
+  Owe(kLab, kOwner, 1000);
+  Owe(kLab, kThird, 500);
+  clock_.Advance(absl::Hours(1));
+  v1::ListBalancesRequest lb;
+  lb.set_parent(kLab);
+  lb.set_group_by_counterparty(true);
+  lb.set_skip_empty(true);
+  lb.set_page_size(2);
+  auto first = billing_->ListBalances(root_, lb);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->balances_size(), 2);
+  EXPECT_EQ(first->balances(0).account(), std::string(kLab) + "/accounts/expense");
+  EXPECT_EQ(first->balances(1).account(), std::string(kLab) + "/accounts/expense");
+  ASSERT_FALSE(first->next_page_token().empty());
+  const absl::Time at = clock_.Now();
+
+  clock_.Advance(absl::Hours(1));
+  ASSERT_TRUE(OweBy(top_up_, kThird, kLab, 700).ok());
+  Owe(kLab, kOwner, 50);  // after the first page's time: not counted
+  clock_.Advance(absl::Hours(1));
+  lb.set_page_token(first->next_page_token());
+  auto second = billing_->ListBalances(root_, lb);
+  ASSERT_TRUE(second.ok()) << second.status();
+  std::vector<std::string> rows;
+  for (const auto& b : second->balances()) {
+    rows.push_back(absl::StrCat(b.account(), " ", b.counterparty(), " ", b.balance().amount_minor()));
+    EXPECT_EQ(FromProto(b.as_of_time()), at);
+  }
+  EXPECT_EQ(rows, (std::vector<std::string>{std::string(kLab) + "/accounts/payable " + kOwner + " 1000",
+                                            std::string(kLab) + "/accounts/payable " + kThird + " 500"}));
+  EXPECT_TRUE(second->next_page_token().empty());
+}
+
+// ListSubsidyPools "ordered by priority then name": a page starts after
+// the previous page's last pool, so a pool created before it meanwhile
+// does not repeat one.
+TEST_F(BillingAudit4Test, ListSubsidyPoolsPagesAfterTheLastPool) {
+  auto create = [&](const std::string& id, int priority) {
+    v1::CreateSubsidyPoolRequest cp;
+    cp.set_subsidy_pool_id(id);
+    cp.mutable_subsidy_pool()->set_display_name(id);
+    cp.mutable_subsidy_pool()->set_currency_code("CNY");
+    cp.mutable_subsidy_pool()->set_percentage_bps(100);
+    cp.mutable_subsidy_pool()->set_priority(priority);
+    auto got = billing_->CreateSubsidyPool(root_, cp);
+    ASSERT_TRUE(got.ok()) << got.status();
+  };
+  create("p1", 1);
+  create("p2", 2);
+  v1::ListSubsidyPoolsRequest r;
+  r.set_page_size(1);
+  std::vector<std::string> seen;
+  for (int page = 0; page < 10; ++page) {
+    auto got = billing_->ListSubsidyPools(root_, r);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (const auto& pool : got->subsidy_pools()) seen.push_back(pool.name());
+    if (page == 0) create("p0", -1);  // before the first page's last pool
+    if (got->next_page_token().empty()) break;
+    r.set_page_token(got->next_page_token());
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"subsidyPools/voucher", "subsidyPools/p1", "subsidyPools/p2"}));
 }
 
 }  // namespace

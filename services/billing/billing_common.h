@@ -31,6 +31,23 @@ namespace labshare::billing {
 inline constexpr char kDefaultCurrency[] = "CNY";
 
 inline int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
+
+// A pool's cap usage (keys::Cap) is kept per organisation and cap period,
+// field "<organization>|<start ms>|<end ms>": both ends, so that a month, a
+// quarter and a year starting alike (after a change of cap_period_kind)
+// never share a counter. Usage recorded before (field "<organization>|<start
+// ms>", LegacyCapField) counts for the kind the pool had then: the kind it
+// has while keys::CapLegacyKinds holds none for it, else the kind held there
+// (the one UpdateSubsidyPool replaced first).
+inline std::string CapField(const std::string& organization, absl::Time start, absl::Time end) {
+  return absl::StrCat(organization, "|", Ms(start), "|", Ms(end));
+}
+inline std::string LegacyCapField(const std::string& organization, absl::Time start) {
+  return absl::StrCat(organization, "|", Ms(start));
+}
+// Whether a pool of cap period kind `kind` reads its legacy cap usage, given
+// the kind keys::CapLegacyKinds holds for it (0: none).
+inline bool ReadsLegacyCap(int64_t legacy_kind, int kind) { return legacy_kind == 0 || legacy_kind == kind; }
 // The last segment of a resource name: "charges/c1" -> "c1". For names
 // billing made or checked; a name from a request goes through NameId.
 inline std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }

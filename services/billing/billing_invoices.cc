@@ -9,6 +9,7 @@
 // counter, so numbers have no gaps and two issues cannot take the same lines.
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -158,10 +159,31 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::GetSubsidyPool(const Principal&,
 
 absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(const Principal& p,
                                                                               const v1::ListSubsidyPoolsRequest& r) {
+  // The filters' forms first (INVALID_FIELD), as ListCharges: a malformed
+  // value would match nothing and answer an empty list as if there were none.
+  if (!r.funder_organization().empty() && !IsOrganizationName(r.funder_organization())) {
+    return InvalidField("funder_organization", "must be organizations/{organization}");
+  }
+  if (!r.currency_code().empty() && !IsIso4217Code(r.currency_code())) {
+    return InvalidField("currency_code", "must be an ISO 4217 code such as CNY");
+  }
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
+  // Pages follow the last pool's (priority, name), "<priority>|<name>", not
+  // an offset into a list that may change between calls.
+  std::optional<std::pair<int64_t, std::string>> after;
+  if (!page.after.empty()) {
+    const std::vector<std::string> t = absl::StrSplit(page.after, absl::MaxSplits('|', 1));
+    int64_t priority = 0;
+    if (t.size() != 2 || !absl::SimpleAtoi(t[0], &priority) || t[1].empty()) {
+      return InvalidField("page_token", "not a token from the previous page of this list; start again without page_token",
+                          "INVALID_PAGE_TOKEN");
+    }
+    after = std::make_pair(priority, t[1]);
+  }
   LS_ASSIGN_OR_RETURN(auto pools, LoadPools());
   v1::ListSubsidyPoolsResponse out;
   for (const auto& pool : pools) {
+    if (after && std::make_pair(static_cast<int64_t>(pool.priority()), pool.name()) <= *after) continue;
     if (!r.funder_organization().empty() && pool.funder_organization() != r.funder_organization()) continue;
     if (!r.currency_code().empty() && pool.currency_code() != r.currency_code()) continue;
     v1::GetSubsidyPoolRequest get;
@@ -177,8 +199,11 @@ absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(co
                      if (a.priority() != b.priority()) return a.priority() < b.priority();
                      return a.name() < b.name();
                    });
-  LS_ASSIGN_OR_RETURN(std::string next, KeepPage(page, out.mutable_subsidy_pools()));
-  if (!next.empty()) out.set_next_page_token(page_tokens_.Make(r, p, next));
+  if (out.subsidy_pools_size() > page.page_size) {
+    out.mutable_subsidy_pools()->DeleteSubrange(page.page_size, out.subsidy_pools_size() - page.page_size);
+    const v1::SubsidyPool& last = out.subsidy_pools(page.page_size - 1);
+    out.set_next_page_token(page_tokens_.Make(r, p, absl::StrCat(last.priority(), "|", last.name())));
+  }
   return out;
 }
 
@@ -202,16 +227,11 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
       return InvalidField("amount.currency_code", "must be the pool's currency " + pool.currency_code(),
                           "CURRENCY_MISMATCH");
     }
-    LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(IdOf(r.name())));
-    if (!r.etag().empty() && r.etag() != PoolEtag(doc->version, changes)) {
-      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
-    }
-    const absl::Time now = clock_->Now();
-    if (pool.has_validity() && pool.validity().has_end_time() && now >= FromProto(pool.validity().end_time())) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "POOL_ENDED", r.name() + " has ended");
-    }
-    // Range-checked before anything is built: the totals stay within the
-    // maximum amount (and so within the ledger step's exact range).
+    // The contract's order: INVALID_ARGUMENT (the total beyond 10^15, read
+    // with the pool), FAILED_PRECONDITION (POOL_ENDED), then ABORTED
+    // (ETAG_MISMATCH). Range-checked before anything is built: the totals
+    // stay within the maximum amount (and so within the ledger step's exact
+    // range).
     if (pool.topped_up_total().amount_minor() < 0 ||
         r.amount().amount_minor() > kMaxAmountMinor - pool.topped_up_total().amount_minor()) {
       return InvalidField("amount.amount_minor",
@@ -220,6 +240,14 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
                                        pool.topped_up_total().amount_minor(), ", so at most ",
                                        std::max<int64_t>(0, kMaxAmountMinor - pool.topped_up_total().amount_minor()),
                                        " more can be added"));
+    }
+    const absl::Time now = clock_->Now();
+    if (pool.has_validity() && pool.validity().has_end_time() && now >= FromProto(pool.validity().end_time())) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "POOL_ENDED", r.name() + " has ended");
+    }
+    LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(IdOf(r.name())));
+    if (!r.etag().empty() && r.etag() != PoolEtag(doc->version, changes)) {
+      return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", r.name() + " changed; read it again");
     }
     pool.mutable_topped_up_total()->set_amount_minor(pool.topped_up_total().amount_minor() + r.amount().amount_minor());
     *pool.mutable_update_time() = ToProto(now);
@@ -260,6 +288,31 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
   return Conflict();
 }
 
+namespace {
+
+// The fields of `in` named by `mask` (UpdateSubsidyPool's paths) set on `pool`.
+void ApplyPoolMask(const google::protobuf::FieldMask& mask, const v1::SubsidyPool& in, v1::SubsidyPool& pool) {
+  for (const auto& path : mask.paths()) {
+    if (path == "display_name") pool.set_display_name(in.display_name());
+    if (path == "description") pool.set_description(in.description());
+    if (path == "funder_display_name") pool.set_funder_display_name(in.funder_display_name());
+    if (path == "percentage_bps") pool.set_percentage_bps(in.percentage_bps());
+    if (path == "eligibility") *pool.mutable_eligibility() = in.eligibility();
+    if (path == "cap_per_organization") {
+      if (in.has_cap_per_organization()) {
+        *pool.mutable_cap_per_organization() = in.cap_per_organization();
+      } else {
+        pool.clear_cap_per_organization();
+      }
+    }
+    if (path == "cap_period_kind") pool.set_cap_period_kind(in.cap_period_kind());
+    if (path == "validity") *pool.mutable_validity() = in.validity();
+    if (path == "priority") pool.set_priority(in.priority());
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principal& p,
                                                                    const v1::UpdateSubsidyPoolRequest& r) {
   static const std::set<std::string> kPaths = {"display_name", "description", "funder_display_name",
@@ -275,6 +328,28 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     }
   }
   LS_RETURN_IF_ERROR(NameField(r.subsidy_pool().name(), "subsidyPools", "subsidy_pool.name"));
+  // The values given, each on its own, before anything is read
+  // (INVALID_FIELD before NOT_FOUND and ETAG_MISMATCH): the masked fields
+  // on a valid probe pool, whose other fields stand in for the stored ones
+  // (the pool's currency for the cap's, a cap period kind for a cap).
+  // What depends on the stored pool (a cap in another currency than the
+  // pool's, a cap left without a cap period kind) is checked on the merged
+  // pool below, still before ETAG_MISMATCH.
+  {
+    const v1::SubsidyPool& in = r.subsidy_pool();
+    v1::SubsidyPool probe;
+    probe.set_display_name("probe");
+    probe.set_percentage_bps(1);
+    probe.set_currency_code(in.has_cap_per_organization() && IsIso4217Code(in.cap_per_organization().currency_code())
+                                ? in.cap_per_organization().currency_code()
+                                : kDefaultCurrency);
+    probe.set_cap_period_kind(v1::MONTHLY);
+    ApplyPoolMask(r.update_mask(), in, probe);
+    if (probe.cap_period_kind() == v1::PERIOD_KIND_UNSPECIFIED && !probe.has_cap_per_organization()) {
+      probe.set_cap_period_kind(v1::MONTHLY);  // the stored cap, if any, decides below
+    }
+    LS_RETURN_IF_ERROR(ValidateSubsidyPool(probe));
+  }
   const std::string id = IdOf(r.subsidy_pool().name());
   const std::string key = keys::Doc("pool", id);
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("UpdateSubsidyPool", r.request_id());
@@ -288,6 +363,10 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
       return MakeError(absl::StatusCode::kNotFound, "SUBSIDY_POOL_NOT_FOUND", r.subsidy_pool().name() + " does not exist");
     }
     LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(doc->data));
+    // The new terms on the stored pool (INVALID_FIELD) before the etag.
+    const v1::SubsidyPool stored = pool;
+    ApplyPoolMask(r.update_mask(), r.subsidy_pool(), pool);
+    LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
     LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(id));
     if (!r.subsidy_pool().etag().empty() && r.subsidy_pool().etag() != PoolEtag(doc->version, changes)) {
       return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", pool.name() + " changed; read it again");
@@ -296,28 +375,9 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     // (SubsidyPoolChanged.previous): its read-time fields derived from the
     // balance and change count read now, not the ones stored at creation.
     const absl::Time now = clock_->Now();
-    LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(pool));
-    v1::SubsidyPool previous = pool;
+    LS_ASSIGN_OR_RETURN(int64_t balance, PoolBalance(stored));
+    v1::SubsidyPool previous = stored;
     DerivePool(previous, balance, now, PoolEtag(doc->version, changes));
-    const v1::SubsidyPool& in = r.subsidy_pool();
-    for (const auto& path : r.update_mask().paths()) {
-      if (path == "display_name") pool.set_display_name(in.display_name());
-      if (path == "description") pool.set_description(in.description());
-      if (path == "funder_display_name") pool.set_funder_display_name(in.funder_display_name());
-      if (path == "percentage_bps") pool.set_percentage_bps(in.percentage_bps());
-      if (path == "eligibility") *pool.mutable_eligibility() = in.eligibility();
-      if (path == "cap_per_organization") {
-        if (in.has_cap_per_organization()) {
-          *pool.mutable_cap_per_organization() = in.cap_per_organization();
-        } else {
-          pool.clear_cap_per_organization();
-        }
-      }
-      if (path == "cap_period_kind") pool.set_cap_period_kind(in.cap_period_kind());
-      if (path == "validity") *pool.mutable_validity() = in.validity();
-      if (path == "priority") pool.set_priority(in.priority());
-    }
-    LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
     *pool.mutable_update_time() = ToProto(now);
     LedgerStep step;
     step.idempotency_key = idem;
@@ -326,6 +386,16 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     if (!r.subsidy_pool().etag().empty()) step.field_checks.push_back({keys::PoolChanges(), id, std::to_string(changes)});
     step.puts.push_back({key, pool.SerializeAsString(), doc->version + 1});
     step.incrs.push_back({keys::PoolGeneration(), "g", 1});  // charge steps priced before are stale
+    // A new cap period kind counts its usage afresh (CapField names the
+    // period by both ends); usage of the old field form stays the kind's the
+    // pool had before its first change of kind (ReadsLegacyCap).
+    if (pool.cap_period_kind() != stored.cap_period_kind() &&
+        stored.cap_period_kind() != v1::PERIOD_KIND_UNSPECIFIED) {
+      LS_ASSIGN_OR_RETURN(auto legacy_kind, store_->Counters(keys::CapLegacyKinds(), {id}));
+      if (legacy_kind[0] == 0) {
+        step.hash_sets.push_back({keys::CapLegacyKinds(), id, std::to_string(stored.cap_period_kind())});
+      }
+    }
     if (pool.priority() != previous.priority()) {
       step.index_removes.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", previous.priority(), id)});
       step.index_adds.push_back({keys::Index("pool"), absl::StrFormat("%010d|%s", pool.priority(), id)});

@@ -47,6 +47,19 @@ absl::Status OthersBesideOwn(const Principal& p, std::initializer_list<const std
 
 std::string AfterBar(const std::string& m) { return m.substr(m.rfind('|') + 1); }
 
+// A filter naming an organisation, empty or of the form
+// "organizations/{organization}" (INVALID_FIELD otherwise).
+absl::Status OrganizationFilter(const std::string& filter, absl::string_view field) {
+  if (filter.empty() || IsOrganizationName(filter)) return absl::OkStatus();
+  return InvalidField(std::string(field), "must be organizations/{organization}");
+}
+
+// A filter naming a resource of `collection`, empty or "{collection}/{id}".
+absl::Status NameFilter(const std::string& filter, absl::string_view collection, absl::string_view field) {
+  if (filter.empty() || IsResourceName(filter, collection)) return absl::OkStatus();
+  return InvalidField(std::string(field), absl::StrCat("must be ", collection, "/{", field, "}"));
+}
+
 }  // namespace
 
 absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Principal& p,
@@ -100,10 +113,13 @@ absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Prin
     bool org_hit = org.empty(), pool_hit = r.subsidy_pool().empty(), account_hit = r.account().empty(),
          cp_hit = r.counterparty().empty(), cur_hit = r.currency_code().empty();
     for (const auto& e : posting.entries()) {
-      org_hit |= absl::StartsWith(e.account(), org + "/");
+      const bool own_entry = absl::StartsWith(e.account(), org + "/");
+      org_hit |= own_entry;
       pool_hit |= absl::StartsWith(e.account(), r.subsidy_pool() + "/");
       account_hit |= e.account() == r.account();
-      cp_hit |= e.counterparty() == r.counterparty();
+      // On the entries the caller is shown: a member's own (below), never
+      // another pair's netting of the same posting.
+      cp_hit |= (SeesAll(p) || own_entry) && e.counterparty() == r.counterparty();
     }
     cur_hit |= posting.currency_code() == r.currency_code();
     if (!(org_hit && pool_hit && account_hit && cp_hit && cur_hit)) return false;
@@ -140,6 +156,12 @@ absl::StatusOr<v1::ListDepositsResponse> BillingManager::ListDeposits(const Prin
       if (!f->empty() && *f != own) return OrgScope("deposits");
     }
   }
+  // Then the filters' forms (INVALID_FIELD), as ListCharges: a malformed
+  // name would match nothing and answer an empty list as if there were none.
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.owner_organization(), "owner_organization"));
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.lessee_organization(), "lessee_organization"));
+  LS_RETURN_IF_ERROR(NameFilter(r.instrument(), "instruments", "instrument"));
+  LS_RETURN_IF_ERROR(NameFilter(r.lease(), "leases", "lease"));
   v1::ListDepositsResponse resp;
   auto keep = [&](const v1::Deposit& d) {
     if (!SeesAll(p) && !CheckScope("ListDeposits", p, DepositFacts(d)).ok()) return false;
@@ -171,6 +193,15 @@ absl::StatusOr<v1::ListPaymentsResponse> BillingManager::ListPayments(const Prin
   // Payer and payee: another organisation only beside the member's own (an
   // explicit organisation filter, necessarily its own, counts as beside it).
   LS_RETURN_IF_ERROR(OthersBesideOwn(p, {&r.payer(), &r.payee(), &r.organization()}, "payments"));
+  // Then the filters' forms (INVALID_FIELD), as ListCharges. A payer is an
+  // organisation or a pool paying granted subsidies.
+  if (!r.payer().empty() && !IsOrganizationName(r.payer()) && !IsSubsidyPoolName(r.payer())) {
+    return InvalidField("payer", "must be organizations/{organization} or subsidyPools/{subsidy_pool}");
+  }
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.payee(), "payee"));
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.organization(), "organization"));
+  LS_RETURN_IF_ERROR(NameFilter(r.invoice(), "invoices", "invoice"));
+  LS_RETURN_IF_ERROR(NameFilter(r.settlement(), "settlements", "settlement"));
   LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   v1::ListPaymentsResponse resp;
   auto keep = [&](const v1::Payment& pay) {
@@ -243,8 +274,11 @@ absl::StatusOr<v1::SubsidyAllowance> BillingManager::GetSubsidyAllowance(const P
     LS_ASSIGN_OR_RETURN(TimeRange cap, CapPeriodRange(pool.cap_period_kind(), at, zone_));
     *out.mutable_cap_period() = ToInterval(cap);
     *out.mutable_cap() = pool.cap_per_organization();
-    LS_ASSIGN_OR_RETURN(auto counters, store_->Counters(keys::Cap(f[1]), {absl::StrCat(org, "|", absl::ToUnixMillis(cap.start))}));
-    used = counters[0];
+    LS_ASSIGN_OR_RETURN(auto legacy_kind, store_->Counters(keys::CapLegacyKinds(), {f[1]}));
+    std::vector<std::string> fields = {CapField(org, cap.start, cap.end)};
+    if (ReadsLegacyCap(legacy_kind[0], pool.cap_period_kind())) fields.push_back(LegacyCapField(org, cap.start));
+    LS_ASSIGN_OR_RETURN(auto counters, store_->Counters(keys::Cap(f[1]), fields));
+    for (int64_t c : counters) used += c;
   }
   *out.mutable_used() = MakeMoney(pool.currency_code(), used);
   *out.mutable_remaining() =

@@ -631,11 +631,20 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
       step.field_checks.push_back({keys::Balances(), funds_field, std::to_string(bal)});
       if (pool.has_cap_per_organization() && pool.cap_period_kind() != v1::PERIOD_KIND_UNSPECIFIED) {
         LS_ASSIGN_OR_RETURN(TimeRange cap, CapPeriodRange(pool.cap_period_kind(), now, zone_));
+        // A change of kind is a change of terms (PoolGeneration, checked above).
+        LS_ASSIGN_OR_RETURN(int64_t legacy_kind, Counter(batch, keys::CapLegacyKinds(), IdOf(pool.name())));
+        const std::string cap_key = keys::Cap(IdOf(pool.name()));
         for (const auto& b : beneficiaries) {
-          const std::string field = absl::StrCat(b.organization, "|", Ms(cap.start));
-          LS_ASSIGN_OR_RETURN(int64_t used, Counter(batch, keys::Cap(IdOf(pool.name())), field));
-          f.cap_used[b.organization] = used + own(keys::Cap(IdOf(pool.name())), field);
-          step.field_checks.push_back({keys::Cap(IdOf(pool.name())), field, std::to_string(used)});
+          const std::string field = CapField(b.organization, cap.start, cap.end);
+          LS_ASSIGN_OR_RETURN(int64_t used, Counter(batch, cap_key, field));
+          f.cap_used[b.organization] = used + own(cap_key, field);
+          step.field_checks.push_back({cap_key, field, std::to_string(used)});
+          if (ReadsLegacyCap(legacy_kind, pool.cap_period_kind())) {
+            const std::string legacy = LegacyCapField(b.organization, cap.start);
+            LS_ASSIGN_OR_RETURN(int64_t before, Counter(batch, cap_key, legacy));
+            f.cap_used[b.organization] += before;
+            step.field_checks.push_back({cap_key, legacy, std::to_string(before)});
+          }
         }
       }
       f.pool = std::move(pool);
@@ -696,8 +705,8 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
     AddPosting(step, posting, now);
     if (line.has_cap_period()) {
       step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
-                            absl::StrCat(line.beneficiary_organization(), "|",
-                                         Ms(FromProto(line.cap_period().start_time()))),
+                            CapField(line.beneficiary_organization(), FromProto(line.cap_period().start_time()),
+                                     FromProto(line.cap_period().end_time())),
                             line.amount().amount_minor()});
     }
     v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);
@@ -1123,18 +1132,35 @@ absl::StatusOr<v1::AccountBalance> BillingManager::GetAccountBalance(const Princ
 
 absl::StatusOr<v1::AccountBalance> BillingManager::ReadBalance(const AccountRef& ref,
                                                                const v1::GetAccountBalanceRequest& r,
-                                                               bool exact_counterparty) const {
+                                                               bool exact_counterparty,
+                                                               std::optional<absl::Time> through) const {
   const absl::Time now = clock_->Now();
-  const absl::Time as_of = r.has_as_of_time() ? FromProto(r.as_of_time()) : now;
+  const absl::Time as_of = through ? *through : r.has_as_of_time() ? FromProto(r.as_of_time()) : now;
   if (as_of > now) return InvalidField("as_of_time", "must not be in the future");
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   LS_ASSIGN_OR_RETURN(auto lines, store_->List(keys::Account(r.name())));
+  // "Entries created strictly before this time count" (as_of_time; at or
+  // before `through`), to the nanosecond: a line carries its posting's
+  // create_time in whole milliseconds, so a line of the cut-off's own
+  // millisecond is decided by its posting's create_time. Without either:
+  // everything posted so far (also at this instant).
+  const bool limited = through.has_value() || r.has_as_of_time();
+  const bool inclusive = through.has_value();
+  const int64_t cut_ms = Ms(as_of);
+  const bool cut_on_ms = as_of == absl::FromUnixMillis(cut_ms);
   int64_t debit = 0, credit = 0;
   for (const auto& s : lines) {
     auto l = ParseAccountLine(s);
-    // Without as_of_time: everything posted so far (also at this instant).
-    if (!l || (r.has_as_of_time() && l->ms >= Ms(as_of)) || l->currency != currency) continue;
+    if (!l || l->currency != currency) continue;
     if ((exact_counterparty || !r.counterparty().empty()) && l->counterparty != r.counterparty()) continue;
+    if (limited && l->ms >= cut_ms) {
+      if (l->ms > cut_ms || (!inclusive && cut_on_ms)) continue;
+      LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(keys::Doc("posting", l->posting)));
+      if (!pdoc) continue;
+      LS_ASSIGN_OR_RETURN(v1::Posting posting, Parse<v1::Posting>(pdoc->data));
+      const absl::Time created = FromProto(posting.create_time());
+      if (inclusive ? created > as_of : created >= as_of) continue;
+    }
     (l->amount > 0 ? debit : credit) += std::abs(l->amount);
   }
   v1::AccountBalance out;

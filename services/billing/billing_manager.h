@@ -195,8 +195,12 @@ class BillingManager {
   // empty r.counterparty means every counterparty, unless
   // `exact_counterparty` (ListBalances' group_by_counterparty row of the
   // entries that name none): then only entries without one.
+  // With `through` (ListBalances' later pages without as_of_time: the
+  // first page's time), the entries created at or before it count and the
+  // balance is as of it.
   absl::StatusOr<v1::AccountBalance> ReadBalance(const AccountRef& ref, const v1::GetAccountBalanceRequest& r,
-                                                 bool exact_counterparty = false) const;
+                                                 bool exact_counterparty = false,
+                                                 std::optional<absl::Time> through = std::nullopt) const;
   // A pool's POOL_FUNDS balance (what it can still grant).
   absl::StatusOr<int64_t> PoolBalance(const v1::SubsidyPool& pool) const;
   // How many postings other than top-ups changed the pool (keys::PoolChanges).

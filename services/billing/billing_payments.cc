@@ -417,15 +417,8 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", IdOf(pay.invoice()))));
       if (!doc) return MakeError(absl::StatusCode::kNotFound, "INVOICE_NOT_FOUND", pay.invoice() + " does not exist");
       LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
-      if (inv.state() != v1::Invoice::ISSUED) {
-        return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
-                         pay.invoice() + " is " + v1::Invoice::State_Name(inv.state()));
-      }
-      LS_ASSIGN_OR_RETURN(const std::string held, HeldBy(inv));
-      if (!held.empty()) {
-        return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
-                         pay.invoice() + " is settled through " + held + "; pay its transfers");
-      }
+      // The contract's order: the request against the invoice
+      // (INVALID_ARGUMENT) before the invoice's state (FAILED_PRECONDITION).
       // The invoice's payer paying one of its payees, or a payee the payer
       // is owed by (a negative outstanding amount) refunding it.
       const bool refund = inv.payer_organization() != pay.payer();
@@ -436,6 +429,12 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
         return InvalidField("payment.amount.currency_code", "must be the invoice's currency " + inv.currency_code(),
                             "CURRENCY_MISMATCH");
       }
+      if (inv.state() != v1::Invoice::ISSUED) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_NOT_ISSUED",
+                         pay.invoice() + " is " + v1::Invoice::State_Name(inv.state()));
+      }
+      // INVOICE_NOT_ISSUED, PAYEE_NOT_ON_INVOICE, INVOICE_IN_SETTLEMENT,
+      // OVERPAYMENT: the contract's order.
       const std::string& payee_org = refund ? pay.payer() : pay.payee();
       v1::PayeeBalance* line = nullptr;
       for (auto& pb : *inv.mutable_payees()) {
@@ -444,6 +443,11 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       if (line == nullptr) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "PAYEE_NOT_ON_INVOICE",
                          payee_org + " is not a payee of " + pay.invoice());
+      }
+      LS_ASSIGN_OR_RETURN(const std::string held, HeldBy(inv));
+      if (!held.empty()) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "INVOICE_IN_SETTLEMENT",
+                         pay.invoice() + " is settled through " + held + "; pay its transfers");
       }
       // Signed by direction: what the payer of the invoice still owes this
       // payee, negative when the payee owes the payer.
@@ -485,30 +489,33 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
         return MakeError(absl::StatusCode::kNotFound, "SETTLEMENT_NOT_FOUND", pay.settlement() + " does not exist");
       }
       LS_ASSIGN_OR_RETURN(v1::Settlement s, Parse<v1::Settlement>(doc->data));
-      if (s.state() != v1::Settlement::COMPUTED && s.state() != v1::Settlement::CLEARED) {
-        return MakeError(absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED",
-                         pay.settlement() + " is " + v1::Settlement::State_Name(s.state()));
-      }
+      // The contract's order: NOT_FOUND (the transfer), INVALID_ARGUMENT
+      // against it (its currency), FAILED_PRECONDITION (the settlement
+      // superseded, then the transfer's terms), ALREADY_EXISTS (paid).
       if (pay.transfer_index() < 0 || pay.transfer_index() >= s.transfers_size()) {
         return MakeError(absl::StatusCode::kNotFound, "TRANSFER_NOT_FOUND",
                          absl::StrCat(pay.settlement(), " has no transfer ", pay.transfer_index()));
       }
       v1::SettlementTransfer& t = *s.mutable_transfers(pay.transfer_index());
-      // A CLEARED settlement has every transfer paid.
-      if (!t.payment().empty() || s.state() == v1::Settlement::CLEARED) {
-        return MakeError(absl::StatusCode::kAlreadyExists, "TRANSFER_ALREADY_PAID",
-                         absl::StrCat("transfer ", pay.transfer_index(), " of ", pay.settlement(), " was paid by ",
-                                      t.payment().empty() ? "an earlier payment" : t.payment()));
-      }
       if (t.amount().currency_code() != pay.amount().currency_code()) {
         return InvalidField("payment.amount.currency_code",
                             "must be the transfer's currency " + t.amount().currency_code(), "CURRENCY_MISMATCH");
+      }
+      if (s.state() != v1::Settlement::COMPUTED && s.state() != v1::Settlement::CLEARED) {
+        return MakeError(absl::StatusCode::kFailedPrecondition, "SETTLEMENT_SUPERSEDED",
+                         pay.settlement() + " is " + v1::Settlement::State_Name(s.state()));
       }
       if (t.from_organization() != pay.payer() || t.to_organization() != pay.payee() ||
           t.amount().amount_minor() != pay.amount().amount_minor()) {
         return MakeError(absl::StatusCode::kFailedPrecondition, "TRANSFER_MISMATCH",
                          absl::StrCat("transfer ", t.index(), " is ", t.amount().amount_minor(), " from ",
                                       t.from_organization(), " to ", t.to_organization()));
+      }
+      // A CLEARED settlement has every transfer paid.
+      if (!t.payment().empty() || s.state() == v1::Settlement::CLEARED) {
+        return MakeError(absl::StatusCode::kAlreadyExists, "TRANSFER_ALREADY_PAID",
+                         absl::StrCat("transfer ", pay.transfer_index(), " of ", pay.settlement(), " was paid by ",
+                                      t.payment().empty() ? "an earlier payment" : t.payment()));
       }
       t.set_payment(pay.name());
       // Before ClearSettlement: SettlementCleared carries the settlement
@@ -778,6 +785,15 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
   if (r.mode() == v1::PostCorrectionRequest::ADJUST && r.entries().empty()) {
     return InvalidField("entries", "ADJUST needs the balanced entries of the adjustment");
   }
+  if (r.mode() == v1::PostCorrectionRequest::ADJUST) {
+    // The entries on their own (UNBALANCED_POSTING, INVALID_ACCOUNT,
+    // INVALID_AMOUNT, two currencies among them) before anything is read
+    // (POSTING_NOT_FOUND, NOT_CORRECTABLE); the corrected posting's currency
+    // once it is read. The overall balance only, as below.
+    BalanceCheckOptions opts;
+    opts.per_owner = false;
+    LS_RETURN_IF_ERROR(CheckBalanced({r.entries().begin(), r.entries().end()}, opts));
+  }
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("PostCorrection", r.request_id());
   const std::string fingerprint = RequestFingerprint("PostCorrection", r, ActorName(p));
   for (int attempt = 0; attempt < 5; ++attempt) {
@@ -789,6 +805,30 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     if (original.kind() == v1::SETTLEMENT_NETTING) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
                        "settlement netting is corrected by voiding its settlement");
+    }
+    // A payment's mirror would leave the Payment, the invoice it paid
+    // (amount_paid, PAID) and the settlement transfer it paid as they are:
+    // money that went back is recorded as a payment of its own.
+    if (r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::PAYMENT) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
+                       r.posting() + " records " + original.payment() +
+                           ", which stands with what it paid; record the money going back as a payment from "
+                           "the payee to the payer (RecordPayment), or post an ADJUST");
+    }
+    // A deposit hold's mirror would leave its Deposit HELD, to be released
+    // (or applied) in full when the lease is closed: the hold is undone by
+    // that settlement, never by a reversal.
+    if (r.mode() == v1::PostCorrectionRequest::REVERSE && original.kind() == v1::CHARGE &&
+        !original.charge().empty()) {
+      LS_ASSIGN_OR_RETURN(auto hdoc, store_->docs().Get(keys::Doc("charge", IdOf(original.charge()))));
+      if (hdoc) {
+        LS_ASSIGN_OR_RETURN(v1::Charge held, Parse<v1::Charge>(hdoc->data));
+        if (held.fee_kind() == v1::DEPOSIT) {
+          return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
+                           r.posting() + " holds the deposit of " + held.lease() +
+                               ", which the lease's close releases or applies to damage; post an ADJUST instead");
+        }
+      }
     }
     // A charge reversed in full is final (Charge.REVERSED): its reversal,
     // and the reversals of its subsidies made with it, are not undone (the
@@ -1001,8 +1041,8 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
           continue;
         }
         step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
-                              absl::StrCat(line.beneficiary_organization(), "|",
-                                           Ms(FromProto(line.cap_period().start_time()))),
+                              CapField(line.beneficiary_organization(), FromProto(line.cap_period().start_time()),
+                                       FromProto(line.cap_period().end_time())),
                               sign * line.amount().amount_minor()});
       }
     }
@@ -1046,8 +1086,8 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         c.set_subsidised_delta_sent(held != 0);
         if (line.has_cap_period()) {
           step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
-                                absl::StrCat(line.beneficiary_organization(), "|",
-                                             Ms(FromProto(line.cap_period().start_time()))),
+                                CapField(line.beneficiary_organization(), FromProto(line.cap_period().start_time()),
+                                         FromProto(line.cap_period().end_time())),
                                 -line.amount().amount_minor()});
         }
         sub.add_corrected_by(c.name());
@@ -1440,8 +1480,31 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
       if (kinds.empty() || kinds.count(kind)) accounts.insert({AccountName(r.parent(), kind), ""});
     }
   }
+  // Pages follow the last row's (account, counterparty), not an offset
+  // into a list that may grow between calls; without as_of_time every page
+  // is as of the first page's time, which the token carries:
+  // "<unix nanos>|<account>|<counterparty>" (the time empty with
+  // as_of_time, the request's).
+  std::optional<absl::Time> through;
+  std::pair<std::string, std::string> after;
+  bool resume = false;
+  if (!page.after.empty()) {
+    const std::vector<std::string> t = absl::StrSplit(page.after, '|');
+    int64_t nanos = 0;
+    if (t.size() != 3 || (r.has_as_of_time() != t[0].empty()) || (!t[0].empty() && !absl::SimpleAtoi(t[0], &nanos))) {
+      return InvalidField("page_token", "not a token from the previous page of this list; start again without page_token",
+                          "INVALID_PAGE_TOKEN");
+    }
+    if (!r.has_as_of_time()) through = absl::FromUnixNanos(nanos);
+    after = {t[1], t[2]};
+    resume = true;
+  } else if (!r.has_as_of_time()) {
+    through = clock_->Now();
+  }
   v1::ListBalancesResponse out;
+  bool more = false;
   for (const auto& [account, counterparty] : accounts) {
+    if (resume && std::make_pair(account, counterparty) <= after) continue;
     v1::GetAccountBalanceRequest get;
     get.set_name(account);
     get.set_counterparty(counterparty);
@@ -1450,12 +1513,21 @@ absl::StatusOr<v1::ListBalancesResponse> BillingManager::ListBalances(const Prin
     LS_ASSIGN_OR_RETURN(AccountRef ref, ParseAccountName(account));
     // Grouped, the row of counterparty "" is the entries naming none, not
     // the whole account (which would count every other row again).
-    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, ReadBalance(ref, get, r.group_by_counterparty()));
+    LS_ASSIGN_OR_RETURN(v1::AccountBalance b, ReadBalance(ref, get, r.group_by_counterparty(), through));
     if (r.skip_empty() && b.debit_total().amount_minor() == 0 && b.credit_total().amount_minor() == 0) continue;
+    if (out.balances_size() == page.page_size) {
+      more = true;
+      break;
+    }
     *out.add_balances() = std::move(b);
   }
-  LS_ASSIGN_OR_RETURN(std::string next, KeepPage(page, out.mutable_balances()));
-  if (!next.empty()) out.set_next_page_token(page_tokens_.Make(r, p, next));
+  if (more) {
+    const v1::AccountBalance& last = out.balances(out.balances_size() - 1);
+    const std::string pinned = through ? absl::StrCat(absl::ToUnixNanos(*through)) : "";
+    // A row's counterparty is "" unless grouped; the set's key is the row's.
+    out.set_next_page_token(page_tokens_.Make(
+        r, p, absl::StrCat(pinned, "|", last.account(), "|", r.group_by_counterparty() ? last.counterparty() : "")));
+  }
   return out;
 }
 

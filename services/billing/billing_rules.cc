@@ -941,14 +941,23 @@ absl::StatusOr<DepositSettlement> SettleDeposit(const Money& deposit, const Mone
   return s;
 }
 
-absl::StatusOr<DepositSettlement> LeaseDepositSettlement(const bkv1::Lease& lease) {
-  if (!lease.has_return_record()) {
-    return InvalidField("lease.return_record", "the lease has not been returned");
-  }
+// The contract's deposit (booking.proto LeaseContract.deposit: "unset (or
+// 0 without a currency) is 0 in the rate's currency"): without a currency,
+// in the rate's. Held (PriceDeposit) and settled (LeaseDepositSettlement)
+// alike.
+Money LeaseDeposit(const bkv1::Lease& lease) {
   Money deposit = lease.contract().deposit();
   if (deposit.currency_code().empty()) {
     deposit.set_currency_code(lease.contract().rate().currency_code());
   }
+  return deposit;
+}
+
+absl::StatusOr<DepositSettlement> LeaseDepositSettlement(const bkv1::Lease& lease) {
+  if (!lease.has_return_record()) {
+    return InvalidField("lease.return_record", "the lease has not been returned");
+  }
+  const Money deposit = LeaseDeposit(lease);
   LS_ASSIGN_OR_RETURN(DepositSettlement s,
                       SettleDeposit(deposit, lease.return_record().damage_amount()));
   if (lease.has_settlement()) {
@@ -970,7 +979,7 @@ absl::StatusOr<DepositSettlement> LeaseDepositSettlement(const bkv1::Lease& leas
 }
 
 absl::StatusOr<std::optional<v1::Charge>> PriceDeposit(const bkv1::Lease& lease) {
-  const Money& deposit = lease.contract().deposit();
+  const Money deposit = LeaseDeposit(lease);
   if (deposit.amount_minor() == 0) return std::optional<v1::Charge>();
   LS_RETURN_IF_ERROR(ValidateAmount(deposit, "lease.contract.deposit", true));
   LS_ASSIGN_OR_RETURN(v1::Charge c, LeaseCharge(lease));

@@ -19,6 +19,7 @@ std::string Index(absl::string_view kind) { return absl::StrCat("{billing}:", ki
 std::string Balances() { return "{billing}:bal"; }
 std::string Account(absl::string_view account) { return absl::StrCat("{billing}:acct:", account); }
 std::string Cap(absl::string_view pool_id) { return absl::StrCat("{billing}:cap:", pool_id); }
+std::string CapLegacyKinds() { return "{billing}:capkind"; }
 std::string PoolGeneration() { return "{billing}:poolgen"; }
 std::string PoolChanges() { return "{billing}:poolchg"; }
 std::string Sequences() { return "{billing}:seq"; }

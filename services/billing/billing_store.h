@@ -47,6 +47,9 @@ std::string Index(absl::string_view kind);                      // "{billing}:<k
 std::string Balances();
 std::string Account(absl::string_view account);
 std::string Cap(absl::string_view pool_id);
+// Hash, field "<pool id>": the cap_period_kind a pool had before its first
+// change of it (CapField: the kind its cap usage of the old form counts for).
+std::string CapLegacyKinds();
 // Hash, field "g": bumped by every step that creates or updates a subsidy
 // pool (the pool set and terms); a charge step checks it.
 std::string PoolGeneration();

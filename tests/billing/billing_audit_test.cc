@@ -602,8 +602,10 @@ TEST_F(BillingAuditTest, AFeeOfZeroBpsIsNoCharge) {
 
 // billing_events.proto, CorrectionPosted.income_deltas: one per owner whose
 // income accounts the corrections touch, "(empty if none)". A DEPOSIT charge
-// is no one's income.
-TEST_F(BillingAuditTest, AReversedDepositChangesNoIncome) {
+// is no one's income. Its hold is not reversed (PostCorrection
+// NOT_CORRECTABLE: the lease's close releases or applies it); an ADJUST
+// mirroring its entries changes no income either.
+TEST_F(BillingAuditTest, AnAdjustedDepositChangesNoIncome) {
   LeaseReturnedWithDamage(100000, 0, /*returned=*/false);
   Drain();
   std::string deposit_posting;
@@ -611,9 +613,19 @@ TEST_F(BillingAuditTest, AReversedDepositChangesNoIncome) {
     if (c.fee_kind() == v1::DEPOSIT) deposit_posting = c.posting();
   }
   ASSERT_FALSE(deposit_posting.empty());
-  auto fixed = Reverse(deposit_posting);
+  ExpectError(Reverse(deposit_posting).status(), absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE");
+  v1::GetPostingRequest get;
+  get.set_name(deposit_posting);
+  auto hold = billing_->GetPosting(admin_p_, get);
+  ASSERT_TRUE(hold.ok()) << hold.status();
+  v1::PostCorrectionRequest fix;
+  fix.set_posting(deposit_posting);
+  fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+  fix.set_reason("deposit waived");
+  for (const auto& e : ReverseEntries({hold->entries().begin(), hold->entries().end()})) *fix.add_entries() = e;
+  auto fixed = billing_->PostCorrection(admin_p_, fix);
   ASSERT_TRUE(fixed.ok()) << fixed.status();
-  EXPECT_EQ(fixed->charge().state(), v1::Charge::REVERSED);
+  EXPECT_EQ(fixed->charge().state(), v1::Charge::ADJUSTED);
   int corrections = 0;
   for (const auto& e : Published()) {
     if (!e.has_correction_posted()) continue;

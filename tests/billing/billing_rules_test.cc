@@ -1125,6 +1125,25 @@ TEST(Deposit, DepositChargeAtHandover) {
   EXPECT_EQ((*c)->payer_organization(), kPayer);
 }
 
+// booking.proto LeaseContract.deposit: without a currency it is in the
+// rate's. The hold (PriceDeposit) and the settlement at close
+// (LeaseDepositSettlement) read it alike: both in CNY, the rate's.
+TEST(Deposit, ADepositWithoutCurrencyIsHeldAndSettledInTheRatesCurrency) {
+  bkv1::Lease l = Lease();
+  l.mutable_contract()->mutable_deposit()->clear_currency_code();
+  ASSERT_EQ(l.contract().rate().currency_code(), "CNY");
+  auto c = PriceDeposit(l);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->has_value());
+  EXPECT_EQ((*c)->amount().currency_code(), "CNY");
+  EXPECT_EQ((*c)->amount().amount_minor(), 100000);
+  Return(l, Sh(2025, 4, 10), 0);
+  auto settled = LeaseDepositSettlement(l);
+  ASSERT_TRUE(settled.ok()) << settled.status();
+  EXPECT_EQ(settled->released.currency_code(), (*c)->amount().currency_code());
+  EXPECT_EQ(settled->released.amount_minor(), (*c)->amount().amount_minor());
+}
+
 TEST(Deposit, ZeroDepositIsNoCharge) {
   bkv1::Lease l = Lease();
   l.mutable_contract()->clear_deposit();

@@ -314,7 +314,7 @@ export class Auth {
       logLine({ level: 'info', msg: 'signed in again; the previous session ended', user: previous.user.name });
     }
     const s = this.sessions.create(this.tokensOf(r));
-    s.idToken = idToken;
+    s.signedInAtProvider = true;
     logLine({ level: 'info', msg: 'signed in', user: s.user.name });
     redirect(res, `/${p.returnTo}`, { 'set-cookie': [clear, setCookie(SESSION_COOKIE, s.id, 'Strict')] });
   }
@@ -338,9 +338,9 @@ export class Auth {
       await this.revoke(session, trace);
       this.sessions.end(session);
       logLine({ level: 'info', msg: 'signed out', user: session.user.name });
-      if (this.oidc && session.idToken) {
+      if (this.oidc && session.signedInAtProvider) {
         try {
-          redirectTo = (await this.oidc.endSessionUrl(session.idToken, this.cfg.publicUrl.href))?.href ?? null;
+          redirectTo = (await this.oidc.endSessionUrl(this.cfg.publicUrl.href))?.href ?? null;
         } catch (err) {
           logLine({ level: 'warn', msg: 'sign-out: provider discovery failed; its session stays', error: describe(err) });
         }

@@ -15,7 +15,8 @@
 //      an object) and handed to Connect parsed. When Connect cannot decode
 //      the message, the request is examined again for the reason:
 //      INVALID_FIELD (a field the message does not have, or a value it
-//      cannot take; metadata "field"), INVALID_JSON, or INVALID_REQUEST
+//      cannot take; metadata "field", the path as the services name
+//      fields: "range.start_time", "states[1]"), INVALID_JSON, or INVALID_REQUEST
 //      (binary that does not decode, which Connect calls internal). A call
 //      that decodes costs nothing more than before.
 //
@@ -89,7 +90,10 @@ async function* counted(body: AsyncIterable<Uint8Array>, limit: number): AsyncIt
 }
 
 // The first key of `json` (a request message's JSON) that `desc` does not
-// have, as a dotted path ("filter.instrument"), or undefined.
+// have, as a path ("filter.instrument"), or undefined. The path names the
+// fields it passes through as the services name fields in INVALID_FIELD
+// (proto names, a list's entry by its index: "filter.instruments[0].nope"),
+// the unknown key itself as written.
 export function unknownField(desc: DescMessage, json: unknown, prefix = ''): string | undefined {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) return undefined;
   if (desc.typeName.startsWith('google.protobuf.')) return undefined; // well-known types have their own JSON
@@ -97,16 +101,16 @@ export function unknownField(desc: DescMessage, json: unknown, prefix = ''): str
     const f = desc.fields.find((x) => x.jsonName === k || x.name === k);
     if (!f) return prefix + k;
     if (f.fieldKind === 'message') {
-      const u = unknownField(f.message, v, `${prefix}${k}.`);
+      const u = unknownField(f.message, v, `${prefix}${f.name}.`);
       if (u) return u;
     } else if (f.fieldKind === 'list' && f.listKind === 'message' && Array.isArray(v)) {
       for (let i = 0; i < v.length; ++i) {
-        const u = unknownField(f.message, v[i], `${prefix}${k}[${i}].`);
+        const u = unknownField(f.message, v[i], `${prefix}${f.name}[${i}].`);
         if (u) return u;
       }
     } else if (f.fieldKind === 'map' && f.mapKind === 'message' && v !== null && typeof v === 'object') {
       for (const [mk, mv] of Object.entries(v as Record<string, unknown>)) {
-        const u = unknownField(f.message, mv, `${prefix}${k}.${mk}.`);
+        const u = unknownField(f.message, mv, `${prefix}${f.name}.${mk}.`);
         if (u) return u;
       }
     }
@@ -129,9 +133,53 @@ export function parseJson(desc: DescMessage, bytes: Uint8Array): JsonValue {
   return json;
 }
 
+// The path of the first field of `json` whose value `desc` cannot take
+// (a wrong enum name, timestamp, duration, field mask, number...), named as
+// unknownField names paths ("range.start_time", "states[1]"), or undefined.
+// Each key is decoded on its own, then a list's entries one by one, and a
+// message's value is searched further for the field inside it that fails;
+// a well-known type (Timestamp, Duration, FieldMask...) is one value.
+export function badValue(desc: DescMessage, json: JsonValue, prefix = ''): string | undefined {
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) return undefined;
+  const decodes = (x: JsonValue) => {
+    try {
+      fromJson(desc, x, { ignoreUnknownFields: false });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (const [k, v] of Object.entries(json)) {
+    if (decodes({ [k]: v })) continue;
+    const f = desc.fields.find((x) => x.jsonName === k || x.name === k);
+    if (!f) return prefix + k;
+    const inner = (x: JsonValue | undefined, at: string) =>
+      f.message === undefined || f.message.typeName.startsWith('google.protobuf.') || x === undefined
+        ? undefined : badValue(f.message, x, at);
+    const here = `${prefix}${f.name}`;
+    if (f.fieldKind === 'message') return inner(v, `${here}.`) ?? here;
+    if (f.fieldKind === 'list' && Array.isArray(v)) {
+      for (let i = 0; i < v.length; ++i) {
+        if (decodes({ [k]: [v[i]!] })) continue;
+        return (f.listKind === 'message' ? inner(v[i], `${here}[${i}].`) : undefined) ?? `${here}[${i}]`;
+      }
+      return here;
+    }
+    if (f.fieldKind === 'map' && v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      for (const [mk, mv] of Object.entries(v)) {
+        if (decodes({ [k]: { [mk]: mv! } })) continue;
+        return (f.mapKind === 'message' ? inner(mv, `${here}.${mk}.`) : undefined) ?? `${here}.${mk}`;
+      }
+    }
+    return here;
+  }
+  return undefined;
+}
+
 // Why Connect could not decode this JSON as the request message: the
 // gateway's INVALID_FIELD (metadata "field": the unknown key's path, or the
-// field whose value does not fit) or INVALID_JSON; undefined when it decodes.
+// path of the field whose value does not fit, both as the keys are written)
+// or INVALID_JSON; undefined when it decodes.
 export function checkJson(desc: DescMessage, json: JsonValue): ConnectError | undefined {
   try {
     fromJson(desc, json, { ignoreUnknownFields: false });
@@ -142,9 +190,8 @@ export function checkJson(desc: DescMessage, json: JsonValue): ConnectError | un
     if (unknown) {
       return consoleError(Code.InvalidArgument, 'INVALID_FIELD', `${desc.typeName} has no field "${unknown}"`, { field: unknown });
     }
-    // "cannot decode field labshare.x.v1.Filter.page_size from JSON: ..."
-    const field = /cannot decode field \S*?\.([A-Za-z0-9_]+) from JSON/.exec(message)?.[1];
-    if (field) return consoleError(Code.InvalidArgument, 'INVALID_FIELD', message, { field });
+    const field = badValue(desc, json);
+    if (field) return consoleError(Code.InvalidArgument, 'INVALID_FIELD', `"${field}": ${message}`, { field });
     return consoleError(Code.InvalidArgument, 'INVALID_JSON', message);
   }
 }

@@ -120,6 +120,34 @@ describe('web edge audit', () => {
     assert.equal(stub.callsOf('GetBooking').length, before, 'the service is not called');
   });
 
+  it('2: a value the message cannot take (enum name, timestamp, duration, field mask, list entry) is INVALID_FIELD naming its path', async () => {
+    // README: "a value it cannot take: invalid_argument INVALID_FIELD with
+    // metadata field". protobuf-es reports enums and well-known types
+    // without the field ("cannot decode enum ..."), and these were
+    // INVALID_JSON without a field. Paths as the services name fields
+    // (types.proto: a list's entry by its index, "states[1]").
+    const before = stub.callsOf('ListBookings').length;
+    const auth = { authorization: 'Bearer tok' };
+    const cases: [string, Record<string, unknown>, string][] = [
+      ['labshare.booking.v1.BookingService/ListBookings', { states: ['CONFIRMED', 'NOPE'] }, 'states[1]'],
+      ['labshare.booking.v1.BookingService/ListBookings', { mode: 'FLYING' }, 'mode'],
+      ['labshare.usage.v1.UsageService/GetUsageFigures', { range: { startTime: 'yesterday' } }, 'range.start_time'],
+      ['labshare.inventory.v1.InventoryService/UpdateInstrument', { updateMask: 5 }, 'update_mask'],
+      ['labshare.inventory.v1.InventoryService/UpdateInstrument',
+        { instrument: { modes: [{}, { slotRules: { maxBlock: 'long' } }] } }, 'instrument.modes[1].slot_rules.max_block'],
+      ['labshare.inventory.v1.InventoryService/ListInstruments', { pageSize: 'ten' }, 'page_size'],
+    ];
+    for (const [method, body, field] of cases) {
+      const a = await rpc(t.url, method, body, auth);
+      assert.equal(a.status, 400, field);
+      assert.equal(a.json().code, 'invalid_argument', field);
+      assert.equal(errorInfo(a)?.reason, 'INVALID_FIELD', field);
+      assert.equal(errorInfo(a)?.domain, 'console.labshare', field);
+      assert.equal(errorInfo(a)?.metadata.field, field);
+    }
+    assert.equal(stub.callsOf('ListBookings').length, before, 'the service is not called');
+  });
+
   it('2: refusals in the gRPC-Web protocol carry the ErrorInfo too (body over the limit)', async () => {
     const client = createClient(BookingService, createGrpcWebTransport({ baseUrl: t.url, httpVersion: '1.1' }));
     await assert.rejects(client.getBooking({ name: 'x'.repeat(5000) }, { headers: { authorization: 'Bearer tok' } }), (err: unknown) => {

@@ -18,7 +18,12 @@
 //      cannot take; metadata "field", the path as the services name
 //      fields: "range.start_time", "states[1]"), INVALID_JSON, or INVALID_REQUEST
 //      (binary that does not decode, which Connect calls internal). A call
-//      that decodes costs nothing more than before.
+//      that decodes costs nothing more than before. A gzip or br body is
+//      inflated here (to --body_limit) and handed on inflated;
+//   5. unary gRPC and gRPC-Web calls: the one length-prefixed message read,
+//      inflated and decoded here (INVALID_REQUEST otherwise: Connect would
+//      answer internal, or unimplemented for an empty body, without an
+//      ErrorInfo, before any interceptor).
 //
 // A refusal after a protocol was chosen is thrown from the request body that
 // the protocol handler reads (the Content-Length header taken away, so that
@@ -28,6 +33,7 @@
 // refuses on a unary Connect call (a timeout header it cannot read, an
 // unknown compression, a compressed body too large once inflated) gets an
 // ErrorInfo added on the way out (withErrorInfo).
+import zlib from 'node:zlib';
 import { fromBinary, fromJson, type DescMessage, type JsonValue } from '@bufbuild/protobuf';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from '@connectrpc/connect/protocol';
@@ -61,6 +67,53 @@ function throwing(err: ConnectError): AsyncIterable<Uint8Array> {
   return {
     [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(err) }),
   };
+}
+
+function withoutEncoding(h: Headers): Headers {
+  const out = new Headers(h);
+  out.delete('content-encoding');
+  out.delete('content-length');
+  return out;
+}
+
+// application/grpc, application/grpc-web, each +proto or +json ([1]).
+const GRPC_TYPE = /^application\/grpc(?:-web)?(?:\+(proto|json))?(?:;.*)?$/i;
+
+// The compressions the gateway accepts (gateway.ts acceptCompression).
+const INFLATABLE = new Set(['gzip', 'br']);
+
+// `bytes` inflated (gzip, br) to at most `limit` bytes: BODY_TOO_LARGE
+// beyond, INVALID_REQUEST when they do not inflate.
+function inflate(bytes: Uint8Array, encoding: string, limit: number): Uint8Array {
+  try {
+    return encoding === 'br' ? zlib.brotliDecompressSync(bytes, { maxOutputLength: limit })
+      : zlib.gunzipSync(bytes, { maxOutputLength: limit });
+  } catch (e) {
+    if (e instanceof RangeError || (e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw bodyTooLarge(limit);
+    throw consoleError(Code.InvalidArgument, 'INVALID_REQUEST', `the request body does not decompress as ${encoding}`);
+  }
+}
+
+// The body of a gRPC / gRPC-Web unary request: exactly one length-prefixed
+// message, returned uncompressed (flag 0, prefix included); undefined when
+// it is compressed with an encoding the gateway does not take (Connect
+// refuses that itself). INVALID_REQUEST for anything else.
+function grpcMessage(bytes: Uint8Array, encoding: string | null, limit: number): Uint8Array | undefined {
+  const invalid = (why: string) => consoleError(Code.InvalidArgument, 'INVALID_REQUEST',
+    `the request body is not one length-prefixed gRPC message: ${why}`);
+  if (bytes.byteLength < 5) throw invalid(bytes.byteLength === 0 ? 'it is empty' : 'it is shorter than a message prefix');
+  const flags = bytes[0]!;
+  const size = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).readUInt32BE(1);
+  if (5 + size !== bytes.byteLength) throw invalid(`the prefix says ${size} bytes, ${bytes.byteLength - 5} follow`);
+  if ((flags & ~1) !== 0) throw invalid(`flags 0x${flags.toString(16)}`);
+  if ((flags & 1) === 0) return bytes;
+  if (encoding === null || encoding === 'identity') throw invalid('compressed without grpc-encoding');
+  if (!INFLATABLE.has(encoding)) return undefined;
+  const payload = inflate(bytes.subarray(5), encoding, limit);
+  const out = Buffer.alloc(5 + payload.byteLength);
+  out.writeUInt32BE(payload.byteLength, 1);
+  out.set(payload, 5);
+  return out;
 }
 
 function withoutLength(h: Headers): Headers {
@@ -232,21 +285,50 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
     const body = req.body as AsyncIterable<Uint8Array>;
     const encoding = req.header.get('content-encoding');
     const plain = encoding === null || encoding === 'identity';
-    if (unary && plain && (UNARY_JSON.test(type) || UNARY_PROTO.test(type))) {
-      // Read here (the limit), JSON parsed once here and handed to Connect
-      // as JSON; the message is decoded by Connect alone, and only when it
-      // refuses it is the request examined again for the precise reason.
+    const connectUnary = unary && (UNARY_JSON.test(type) || UNARY_PROTO.test(type));
+    if (connectUnary && (plain || INFLATABLE.has(encoding))) {
+      // Read here (the limit; a compressed body inflated here, to the limit
+      // too, and handed on inflated), JSON parsed once here and handed to
+      // Connect as JSON; the message is decoded by Connect alone, and only
+      // when it refuses it is the request examined again for the precise
+      // reason.
       let bytes: Uint8Array;
       let json: JsonValue | undefined;
       try {
         bytes = await readLimited(body, opt.bodyLimitBytes);
+        if (!plain) bytes = inflate(bytes, encoding!, opt.bodyLimitBytes);
         if (UNARY_JSON.test(type)) json = parseJson(input, bytes);
       } catch (err) {
         if (err instanceof ConnectError) return refuse(err);
         throw err;
       }
-      const res = await h({ ...req, body: json !== undefined ? json : createAsyncIterable([bytes]) });
+      const header = plain ? req.header : withoutEncoding(req.header);
+      const res = await h({ ...req, header, body: json !== undefined ? json : createAsyncIterable([bytes]) });
       return mapped(res, () => (json !== undefined ? checkJson(input, json) : checkBinary(input, bytes)));
+    }
+    const grpc = GRPC_TYPE.exec(type);
+    if (unary && grpc) {
+      // gRPC and gRPC-Web unary: the one enveloped message read and decoded
+      // here, since Connect refuses what does not decode as internal (or an
+      // empty body as unimplemented), before any interceptor, without an
+      // ErrorInfo. A compressed message is inflated here and handed on
+      // inflated (flag 0).
+      let message: Uint8Array | undefined;
+      try {
+        const bytes = await readLimited(body, opt.bodyLimitBytes);
+        message = grpcMessage(bytes, req.header.get('grpc-encoding'), opt.bodyLimitBytes);
+        if (message) {
+          const payload = message.subarray(5);
+          const err = grpc[1]?.toLowerCase() === 'json' ? checkJson(input, parseJson(input, payload)) : checkBinary(input, payload);
+          if (err) throw err;
+        } else {
+          message = bytes; // an encoding Connect refuses itself
+        }
+      } catch (err) {
+        if (err instanceof ConnectError) return refuse(err);
+        throw err;
+      }
+      return h({ ...req, header: withoutLength(req.header), body: createAsyncIterable([message]) });
     }
     const res = await h({ ...req, body: counted(body, opt.bodyLimitBytes) });
     return unary ? mapped(res) : res;

@@ -8,12 +8,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import http2 from 'node:http2';
 import tls from 'node:tls';
+import zlib from 'node:zlib';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { after, before, describe, it } from 'node:test';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcWebTransport } from '@connectrpc/connect-node';
 import { ErrorInfoSchema } from '../../gen/google/rpc/error_details_pb.js';
-import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
+import { StatusSchema } from '../../gen/google/rpc/status_pb.js';
+import { BookingService, GetBookingRequestSchema } from '../../gen/labshare/booking/v1/booking_pb.js';
 import * as errors from '../errors.js';
 import { setLogSink } from '../errors.js';
 import { listen } from '../gateway.js';
@@ -146,6 +150,126 @@ describe('web edge audit', () => {
       assert.equal(errorInfo(a)?.metadata.field, field);
     }
     assert.equal(stub.callsOf('ListBookings').length, before, 'the service is not called');
+  });
+
+  it('3: protobuf that does not decode is INVALID_REQUEST in the caller\'s protocol (gRPC-Web, gRPC, compressed Connect), with the ErrorInfo', async () => {
+    // README: "protobuf binary that does not decode ...: invalid_argument
+    // INVALID_REQUEST", "in the caller's protocol ... with their ErrorInfo".
+    // Connect answered internal "parse binary: ..." (gRPC, gRPC-Web),
+    // unimplemented "missing input message" (an empty body), and a gzip
+    // Connect body that does not decode internal INTERNAL_ERROR.
+    const before = stub.callsOf('GetBooking').length;
+    const auth = { authorization: 'Bearer tok' };
+    const frame = (payload: Buffer, flags = 0) => {
+      const head = Buffer.alloc(5);
+      head[0] = flags;
+      head.writeUInt32BE(payload.length, 1);
+      return Buffer.concat([head, payload]);
+    };
+    const garbage = Buffer.from([0xff, 0xff, 0xff]);
+    const bodies: [string, Buffer, Record<string, string>][] = [
+      ['garbage', frame(garbage), {}],
+      ['empty', Buffer.alloc(0), {}],
+      ['short prefix', frame(Buffer.from('\n\x0bbookings/b1')).subarray(0, 8), {}],
+      ['two messages', Buffer.concat([frame(Buffer.alloc(0)), frame(Buffer.alloc(0))]), {}],
+      ['gzip garbage', frame(garbage, 1), { 'grpc-encoding': 'gzip' }],
+      ['gzip of garbage', frame(zlib.gzipSync(garbage), 1), { 'grpc-encoding': 'gzip' }],
+    ];
+    // gRPC-Web (HTTP/1.1): the status in the trailer frame at the body's end
+    // (or in the headers: a trailers-only answer).
+    const trailers = (a: { headers: Record<string, unknown>; raw: Buffer }) => {
+      const out = new Map<string, string>();
+      for (const [k, v] of Object.entries(a.headers)) if (typeof v === 'string') out.set(k, v);
+      for (let at = 0; at + 5 <= a.raw.length;) {
+        const n = a.raw.readUInt32BE(at + 1);
+        if (a.raw[at] === 0x80) {
+          for (const line of a.raw.subarray(at + 5, at + 5 + n).toString('latin1').split('\r\n')) {
+            const i = line.indexOf(':');
+            if (i > 0) out.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
+          }
+        }
+        at += 5 + n;
+      }
+      return out;
+    };
+    const reasonOf = (t: Map<string, string>) => {
+      const st = fromBinary(StatusSchema, Buffer.from(t.get('grpc-status-details-bin') ?? '', 'base64'));
+      const info = st.details.find((d) => d.typeUrl.endsWith('/google.rpc.ErrorInfo'));
+      return info ? fromBinary(ErrorInfoSchema, info.value) : undefined;
+    };
+    for (const [what, body, extra] of bodies) {
+      const a = await request('POST', `${t.url}/${GET_BOOKING}`, {
+        headers: { 'content-type': 'application/grpc-web+proto', ...auth, ...extra }, body,
+      });
+      const tr = trailers(a);
+      assert.equal(tr.get('grpc-status'), String(Code.InvalidArgument), `${what}: ${[...tr].join(' ')}`);
+      assert.equal(reasonOf(tr)?.reason, 'INVALID_REQUEST', what);
+      assert.equal(reasonOf(tr)?.domain, 'console.labshare', what);
+    }
+    // A gzip message that decodes goes through (inflated here).
+    const ok = await request('POST', `${t.url}/${GET_BOOKING}`, {
+      headers: { 'content-type': 'application/grpc-web+proto', ...auth, 'grpc-encoding': 'gzip' },
+      body: frame(zlib.gzipSync(toBinary(GetBookingRequestSchema, create(GetBookingRequestSchema, { name: 'bookings/b1' }))), 1),
+    });
+    assert.equal(trailers(ok).get('grpc-status'), '0');
+    assert.equal(stub.callsOf('GetBooking').length, before + 1);
+
+    // gRPC over HTTPS (HTTP/2).
+    const pki = makePki();
+    const running = await listen(testConfig({
+      upstream: stub.address, port: 0,
+      https: { cert: path.join(pki, 'console.crt'), key: path.join(pki, 'console.key') },
+    }));
+    const session = http2.connect(running.url, { ca: fs.readFileSync(path.join(pki, 'ca.crt')), servername: 'localhost', rejectUnauthorized: false });
+    try {
+      for (const [what, body, extra] of bodies) {
+        const tr = await new Promise<Map<string, string>>((resolve, reject) => {
+          const out = new Map<string, string>();
+          const take = (h: http2.IncomingHttpHeaders) => {
+            for (const [k, v] of Object.entries(h)) if (typeof v === 'string') out.set(k, v);
+          };
+          const st = session.request({
+            ':method': 'POST', ':path': `/${GET_BOOKING}`, 'content-type': 'application/grpc', te: 'trailers', ...auth, ...extra,
+          });
+          st.on('response', take);
+          st.on('trailers', take);
+          st.on('data', () => {});
+          st.on('end', () => resolve(out));
+          st.on('error', reject);
+          st.end(body);
+        });
+        assert.equal(tr.get('grpc-status'), String(Code.InvalidArgument), `gRPC ${what}: ${[...tr].join(' ')}`);
+        assert.equal(reasonOf(tr)?.reason, 'INVALID_REQUEST', `gRPC ${what}`);
+      }
+    } finally {
+      session.close();
+      await running.stop();
+    }
+
+    // Connect unary, gzip: a body that does not inflate, and one that
+    // inflates to what does not decode.
+    for (const [what, body, type] of [
+      ['not gzip', garbage, 'application/proto'],
+      ['gzip of garbage', zlib.gzipSync(garbage), 'application/proto'],
+    ] as const) {
+      const a = await request('POST', `${t.url}/${GET_BOOKING}`, {
+        headers: { 'content-type': type, 'connect-protocol-version': '1', 'content-encoding': 'gzip', ...auth }, body,
+      });
+      assert.equal(a.status, 400, `${what}: ${a.text}`);
+      assert.equal(a.json().code, 'invalid_argument', what);
+      assert.equal(errorInfo(a)?.reason, 'INVALID_REQUEST', what);
+    }
+    const gz = await request('POST', `${t.url}/${GET_BOOKING}`, {
+      headers: { ...CONNECT_JSON, 'content-encoding': 'gzip', ...auth }, body: zlib.gzipSync('{"nmae":"x"}'),
+    });
+    assert.equal(errorInfo(gz)?.reason, 'INVALID_FIELD');
+    assert.equal(errorInfo(gz)?.metadata.field, 'nmae');
+    const gzOk = await request('POST', `${t.url}/${GET_BOOKING}`, {
+      headers: { ...CONNECT_JSON, 'content-encoding': 'gzip', ...auth }, body: zlib.gzipSync('{"name":"bookings/b1"}'),
+    });
+    assert.equal(gzOk.status, 200);
+    assert.equal(gzOk.json().name, 'bookings/b1');
+    assert.equal(stub.callsOf('GetBooking').length, before + 2, 'only the calls that decode reach the service');
   });
 
   it('2: refusals in the gRPC-Web protocol carry the ErrorInfo too (body over the limit)', async () => {

@@ -35,10 +35,16 @@
 // ErrorInfo added on the way out (withErrorInfo).
 import zlib from 'node:zlib';
 import { fromBinary, fromJson, type DescMessage, type JsonValue } from '@bufbuild/protobuf';
-import { Code, ConnectError } from '@connectrpc/connect';
+import { Code, ConnectError, createContextKey } from '@connectrpc/connect';
 import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from '@connectrpc/connect/protocol';
 import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from '@connectrpc/connect/protocol-connect';
 import { consoleError, hasErrorInfo, withErrorInfo } from './errors.js';
+
+// The edge's refusal of this call, for the interceptors to throw first:
+// Connect runs a server stream's interceptors before it reads the request
+// (a unary call's after), and the caller must not be identified, counted or
+// refused for anything else before the edge's answer.
+export const edgeRefusal = createContextKey<ConnectError | undefined>(undefined, { description: 'edge refusal' });
 
 export interface EdgeOptions {
   bodyLimitBytes: number;
@@ -78,6 +84,8 @@ function withoutEncoding(h: Headers): Headers {
 
 // application/grpc, application/grpc-web, each +proto or +json ([1]).
 const GRPC_TYPE = /^application\/grpc(?:-web)?(?:\+(proto|json))?(?:;.*)?$/i;
+// Connect streaming: application/connect+proto|json ([1]).
+const CONNECT_STREAM_TYPE = /^application\/connect\+(proto|json)(?:;.*)?$/i;
 
 // The compressions the gateway accepts (gateway.ts acceptCompression).
 const INFLATABLE = new Set(['gzip', 'br']);
@@ -94,20 +102,21 @@ function inflate(bytes: Uint8Array, encoding: string, limit: number): Uint8Array
   }
 }
 
-// The body of a gRPC / gRPC-Web unary request: exactly one length-prefixed
+// The body of a gRPC / gRPC-Web unary request or of a server stream's
+// request (those and Connect streaming): exactly one length-prefixed
 // message, returned uncompressed (flag 0, prefix included); undefined when
 // it is compressed with an encoding the gateway does not take (Connect
 // refuses that itself). INVALID_REQUEST for anything else.
-function grpcMessage(bytes: Uint8Array, encoding: string | null, limit: number): Uint8Array | undefined {
+function envelopedMessage(bytes: Uint8Array, encoding: string | null, limit: number): Uint8Array | undefined {
   const invalid = (why: string) => consoleError(Code.InvalidArgument, 'INVALID_REQUEST',
-    `the request body is not one length-prefixed gRPC message: ${why}`);
+    `the request body is not one length-prefixed message: ${why}`);
   if (bytes.byteLength < 5) throw invalid(bytes.byteLength === 0 ? 'it is empty' : 'it is shorter than a message prefix');
   const flags = bytes[0]!;
   const size = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).readUInt32BE(1);
   if (5 + size !== bytes.byteLength) throw invalid(`the prefix says ${size} bytes, ${bytes.byteLength - 5} follow`);
   if ((flags & ~1) !== 0) throw invalid(`flags 0x${flags.toString(16)}`);
   if ((flags & 1) === 0) return bytes;
-  if (encoding === null || encoding === 'identity') throw invalid('compressed without grpc-encoding');
+  if (encoding === null || encoding === 'identity') throw invalid('compressed, and no encoding named');
   if (!INFLATABLE.has(encoding)) return undefined;
   const payload = inflate(bytes.subarray(5), encoding, limit);
   const out = Buffer.alloc(5 + payload.byteLength);
@@ -268,7 +277,12 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
   const handler = async (req: UniversalServerRequest): Promise<UniversalServerResponse> => {
     const type = req.header.get('content-type') ?? '';
     const negotiable = h.allowedMethods.includes(req.method) && type !== '' && h.supportedContentType(type);
-    const refuse = (err: ConnectError) => h({ ...req, header: withoutLength(req.header), body: throwing(err) });
+    const refuse = (err: ConnectError) => {
+      // A stream's interceptors run before its request is read: they throw
+      // this first (gateway.ts guard), so the order stays the edge's.
+      req.contextValues?.set(edgeRefusal, err);
+      return h({ ...req, header: withoutLength(req.header), body: throwing(err) });
+    };
     const wait = opt.addressWait(req);
     if (wait > 0) return negotiable ? refuse(opt.rateLimited(wait)) : jsonError(opt.rateLimited(wait), 429);
     if (!h.allowedMethods.includes(req.method)) {
@@ -306,20 +320,24 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
       const res = await h({ ...req, header, body: json !== undefined ? json : createAsyncIterable([bytes]) });
       return mapped(res, () => (json !== undefined ? checkJson(input, json) : checkBinary(input, bytes)));
     }
-    const grpc = GRPC_TYPE.exec(type);
-    if (unary && grpc) {
-      // gRPC and gRPC-Web unary: the one enveloped message read and decoded
-      // here, since Connect refuses what does not decode as internal (or an
-      // empty body as unimplemented), before any interceptor, without an
-      // ErrorInfo. A compressed message is inflated here and handed on
-      // inflated (flag 0).
+    const connectStream = CONNECT_STREAM_TYPE.exec(type);
+    const enveloped = GRPC_TYPE.exec(type) ?? connectStream;
+    if (enveloped && (unary || h.method.methodKind === 'server_streaming')) {
+      // gRPC and gRPC-Web unary, and every server stream: the one enveloped
+      // message read and decoded here, since Connect refuses what does not
+      // decode as internal (or an empty body as unimplemented), without an
+      // ErrorInfo, and a stream's interceptors (who is calling, the rate
+      // limit) would run before its message is read: the request is checked
+      // here, after the size, as the README orders it. A compressed message
+      // is inflated here and handed on inflated (flag 0).
       let message: Uint8Array | undefined;
       try {
         const bytes = await readLimited(body, opt.bodyLimitBytes);
-        message = grpcMessage(bytes, req.header.get('grpc-encoding'), opt.bodyLimitBytes);
+        message = envelopedMessage(bytes, req.header.get(connectStream ? 'connect-content-encoding' : 'grpc-encoding'),
+          opt.bodyLimitBytes);
         if (message) {
           const payload = message.subarray(5);
-          const err = grpc[1]?.toLowerCase() === 'json' ? checkJson(input, parseJson(input, payload)) : checkBinary(input, payload);
+          const err = enveloped[1]?.toLowerCase() === 'json' ? checkJson(input, parseJson(input, payload)) : checkBinary(input, payload);
           if (err) throw err;
         } else {
           message = bytes; // an encoding Connect refuses itself

@@ -20,7 +20,7 @@ import { CalendarFeedService } from '../gen/labshare/notify/v1/feeds_pb.js';
 import { NotificationService } from '../gen/labshare/notify/v1/notify_pb.js';
 import { Auth } from './auth.js';
 import { consoleError, fromUpstream, logLine, MESSAGES, rateLimited, sanitize, sendConnectError } from './errors.js';
-import { edgeHandler } from './edge.js';
+import { edgeHandler, edgeRefusal } from './edge.js';
 import type { Config } from './flags.js';
 import { addressKey, clientAddress, CSP, headersOf, HSTS, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { FEED_PATH, serveFeed, serveUnsubscribe, type PublicDeps } from './public.js';
@@ -111,6 +111,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     let streaming = false;
     let code = 'ok';
     try {
+      // Refused in the edge (edge.ts; a stream gets here before its body is
+      // read): that answer, before anything else.
+      const refused = req.contextValues.get(edgeRefusal);
+      if (refused) throw refused;
       // The per-address bucket was taken in rpc(), before Connect read anything.
       const peer = req.contextValues.get(peerKey);
       const caller = auth.identify(req.header, req.requestMethod, peer);

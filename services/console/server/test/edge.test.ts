@@ -272,6 +272,61 @@ describe('web edge audit', () => {
     assert.equal(stub.callsOf('GetBooking').length, before + 2, 'only the calls that decode reach the service');
   });
 
+  it('4: a server stream\'s request is checked in the edge, in the README\'s order, as a unary one (INVALID_FIELD with field, INVALID_REQUEST)', async () => {
+    // README: "in this order: the per-address bucket, the method and
+    // content type, the size, then the request itself"; a stream's request
+    // was read only after the caller was identified (a bad Authorization
+    // header answered first), an unknown field was INVALID_REQUEST without
+    // field and garbage binary INTERNAL_ERROR.
+    const EXPORT = 'labshare.usage.v1.UsageService/ExportUsage';
+    const before = stub.callsOf('ExportUsage').length;
+    const env = (payload: Buffer, flags = 0) => {
+      const head = Buffer.alloc(5);
+      head[0] = flags;
+      head.writeUInt32BE(payload.length, 1);
+      return Buffer.concat([head, payload]);
+    };
+    // The end of a Connect stream: its last frame, {"error": {...}}.
+    const endOf = (raw: Buffer) => {
+      let last = '';
+      for (let at = 0; at + 5 <= raw.length;) {
+        const n = raw.readUInt32BE(at + 1);
+        last = raw.subarray(at + 5, at + 5 + n).toString('utf8');
+        at += 5 + n;
+      }
+      const e = (JSON.parse(last) as { error?: { code: string; details?: { type: string; value: string }[] } }).error;
+      const d = e?.details?.find((x) => x.type === 'google.rpc.ErrorInfo');
+      return { code: e?.code, info: d ? fromBinary(ErrorInfoSchema, Buffer.from(d.value, 'base64')) : undefined };
+    };
+    const stream = (type: string, body: Buffer, headers: Record<string, string>) =>
+      request('POST', `${t.url}/${EXPORT}`, { headers: { 'content-type': type, 'connect-protocol-version': '1', ...headers }, body });
+    for (const authorization of ['Bearer tok', 'Basic dXNlcjpwYXNz']) {
+      const unknown = endOf((await stream('application/connect+json', env(Buffer.from('{"format":"CSV","filter":{"instrument":["x"]}}')), { authorization })).raw);
+      assert.equal(unknown.code, 'invalid_argument', authorization);
+      assert.equal(unknown.info?.reason, 'INVALID_FIELD', authorization);
+      assert.equal(unknown.info?.metadata.field, 'filter.instrument');
+      const value = endOf((await stream('application/connect+json', env(Buffer.from('{"format":"XLS"}')), { authorization })).raw);
+      assert.equal(value.info?.reason, 'INVALID_FIELD');
+      assert.equal(value.info?.metadata.field, 'format');
+      for (const [what, body] of [['garbage', env(Buffer.from([0xff, 0xff, 0xff]))], ['empty', Buffer.alloc(0)], ['not JSON', env(Buffer.from('{'))]] as const) {
+        const bad = endOf((await stream(what === 'not JSON' ? 'application/connect+json' : 'application/connect+proto', body, { authorization })).raw);
+        assert.equal(bad.code, 'invalid_argument', what);
+        assert.equal(bad.info?.reason, what === 'not JSON' ? 'INVALID_JSON' : 'INVALID_REQUEST', what);
+        assert.equal(bad.info?.domain, 'console.labshare', what);
+      }
+    }
+    // gRPC-Web too.
+    const web = await request('POST', `${t.url}/${EXPORT}`, {
+      headers: { 'content-type': 'application/grpc-web+proto', authorization: 'Bearer tok' }, body: env(Buffer.from([0xff, 0xff, 0xff])),
+    });
+    assert.match(web.raw.toString('latin1') + JSON.stringify(web.headers), /grpc-status"?:"? ?3/);
+    assert.equal(stub.callsOf('ExportUsage').length, before, 'the service is not called');
+    // A request that decodes still streams (the stub's interrupted export).
+    const ok = endOf((await stream('application/connect+json', env(Buffer.from('{}')), { authorization: 'Bearer tok' })).raw);
+    assert.equal(ok.code, 'aborted');
+    assert.equal(stub.callsOf('ExportUsage').length, before + 1);
+  });
+
   it('2: refusals in the gRPC-Web protocol carry the ErrorInfo too (body over the limit)', async () => {
     const client = createClient(BookingService, createGrpcWebTransport({ baseUrl: t.url, httpVersion: '1.1' }));
     await assert.rejects(client.getBooking({ name: 'x'.repeat(5000) }, { headers: { authorization: 'Bearer tok' } }), (err: unknown) => {

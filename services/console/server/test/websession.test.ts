@@ -8,6 +8,7 @@ import { WebModules } from './web-module.js';
 interface SessionModule {
   session: { value: { signedIn: boolean; user?: string; roles: string[] } };
   loadSession(): Promise<{ signedIn: boolean }>;
+  signOut(): Promise<{ status: number; body: string } | undefined>;
 }
 
 // web/src/session.ts and signal.ts, transpiled next to node_modules (preact).
@@ -71,5 +72,38 @@ describe('the app\'s session state (web/src/session.ts)', () => {
     answers = [new Response('internal error', { status: 500 })];
     await m.loadSession();
     assert.equal(m.session.value.signedIn, true);
+  });
+
+  it('5: sign-out ends the state only on 200; a refusal (403, 429, 500) or no answer keeps it and is returned', async () => {
+    mock.timers.reset();
+    const assigned: string[] = [];
+    const realLocation = (globalThis as { location?: unknown }).location;
+    (globalThis as { location?: unknown }).location = { assign: (to: string) => assigned.push(to), hash: '' };
+    try {
+      const signedIn = { signedIn: true, user: 'users/li-wei', roles: ['LAB_USER'], csrfToken: 'c' };
+      const csrf = JSON.stringify({ code: 'permission_denied', message: 'csrf', details: [] });
+      for (const [status, body] of [[403, csrf], [429, '{"code":"resource_exhausted","message":"slow down"}'], [500, 'internal error']] as const) {
+        answers = [new Response(JSON.stringify(signedIn), { status: 200 })];
+        await m.loadSession();
+        // The 403 asks for the session again (a fresh CSRF token).
+        answers = [new Response(body, { status }), new Response(JSON.stringify({ ...signedIn, csrfToken: 'fresh' }), { status: 200 })];
+        const refused = await m.signOut();
+        assert.deepEqual(refused, { status, body }, String(status));
+        assert.equal(m.session.value.signedIn, true, `${status}: still signed in`);
+        assert.deepEqual(assigned, [], `${status}: the page stays`);
+        for (let i = 0; i < 5; ++i) await new Promise((r) => setImmediate(r));
+        if (status === 403) assert.equal((m.session.value as { csrfToken?: string }).csrfToken, 'fresh');
+      }
+      answers = [];
+      const none = await m.signOut(); // fetch throws: no answer
+      assert.equal(none?.status, 0);
+      assert.equal(m.session.value.signedIn, true);
+      answers = [new Response(JSON.stringify({ signedIn: false, roles: [], redirect: 'https://idp.example/session/end?client_id=x' }), { status: 200 })];
+      assert.equal(await m.signOut(), undefined);
+      assert.equal(m.session.value.signedIn, false);
+      assert.deepEqual(assigned, ['https://idp.example/session/end?client_id=x']);
+    } finally {
+      (globalThis as { location?: unknown }).location = realLocation;
+    }
   });
 });

@@ -26,7 +26,7 @@ import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import type { Config } from './flags.js';
 import { consoleError, describe, fromUpstream, isServiceStatus, logLine, sendConnectError, unavailable } from './errors.js';
 import {
-  clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, sendText, SESSION_COOKIE, setCookie,
+  clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, SESSION_COOKIE, setCookie,
   type Req, type Res,
 } from './http-util.js';
 import { isLoopbackHost } from './upstream.js';
@@ -234,8 +234,11 @@ export class Auth {
   // ------------------------------------------------------------ endpoints
 
   async login(req: Req, res: Res, url: URL, address: string): Promise<void> {
+    // Refusals land on the app's page, which says them in the person's
+    // language (/#/?signin_error=CODE), as the callback's do.
     if (!this.oidc) {
-      sendText(res, 503, 'Sign-in is not configured on this console (no --oidc_issuer).\n');
+      logLine({ level: 'warn', msg: 'sign-in: not configured (no --oidc_issuer)', signin_error: 'SIGN_IN_NOT_CONFIGURED' });
+      redirect(res, signinError('SIGN_IN_NOT_CONFIGURED'));
       return;
     }
     // Opened on this machine under another name (localhost for 127.0.0.1):
@@ -249,7 +252,7 @@ export class Auth {
     }
     const returnTo = url.searchParams.get('return_to') ?? '#/';
     if (!validReturnTo(returnTo)) {
-      sendText(res, 400, 'return_to must be a page of this console, like #/ or #/bookings.\n');
+      redirect(res, signinError('INVALID_RETURN_TO'));
       return;
     }
     const p = this.pending.add({ state: randomState(), nonce: randomNonce(), codeVerifier: randomCodeVerifier(), returnTo, address,

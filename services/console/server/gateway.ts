@@ -18,11 +18,11 @@ import { IdentityService } from '../gen/labshare/identity/v1/identity_pb.js';
 import { BillingService, GetInvoiceDocumentRequest_Format } from '../gen/labshare/billing/v1/billing_pb.js';
 import { CalendarFeedService } from '../gen/labshare/notify/v1/feeds_pb.js';
 import { NotificationService } from '../gen/labshare/notify/v1/notify_pb.js';
-import { Auth } from './auth.js';
+import { Auth, signinError } from './auth.js';
 import { consoleError, fromUpstream, logLine, MESSAGES, rateLimited, sanitize, sendConnectError } from './errors.js';
 import { edgeHandler, edgeRefusal } from './edge.js';
 import type { Config } from './flags.js';
-import { addressKey, clientAddress, CSP, headersOf, HSTS, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
+import { addressKey, clientAddress, CSP, headersOf, HSTS, redirect, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { FEED_PATH, serveFeed, serveUnsubscribe, type PublicDeps } from './public.js';
 import { registerProxies, SERVICE_NAMES, UPSTREAMS, upstreamToken, upstreamTraceId, type ServiceName } from './proxy.js';
 import { RateLimiter } from './ratelimit.js';
@@ -444,12 +444,16 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     };
     // `json`: the refusal is the Connect JSON error (RATE_LIMITED, RetryInfo,
     // Retry-After), as on the RPC paths; else plain text with Retry-After.
-    const limited = (l: RateLimiter = loginLimiter, json = false) => {
+    // `page`: a page the browser opens (/auth/login, /auth/callback): the
+    // app's page with signin_error=RATE_LIMITED, said in the person's language.
+    const limited = (l: RateLimiter = loginLimiter, json = false, page = false) => {
       const addr = addressOf(req);
       const wait = Math.max(addressLimiter.take(`a:${addr}`), l === addressLimiter ? 0 : l.take(`ip:${addr}`));
       if (wait <= 0) return false;
+      const retryAfter = { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) };
       if (json) sendConnectError(res, rateLimited(wait));
-      else sendText(res, 429, 'too many requests; try again shortly\n', { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) });
+      else if (page) redirect(res, signinError('RATE_LIMITED'), retryAfter);
+      else sendText(res, 429, 'too many requests; try again shortly\n', retryAfter);
       return true;
     };
     const fail = (err: unknown) => {
@@ -471,7 +475,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         if (only('GET') && !limited(addressLimiter)) auth.session(req, res, headersOf(req));
         return;
       case '/auth/login':
-        if (only('GET') && !limited()) auth.login(req, res, url, addressOf(req)).catch(fail);
+        if (only('GET') && !limited(loginLimiter, false, true)) auth.login(req, res, url, addressOf(req)).catch(fail);
         return;
       case '/auth/callback':
       case '/auth/logout': {
@@ -480,7 +484,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         const trace = traceIdOf(req.headers);
         res.setHeader(TRACE_HEADER, trace);
         if (path === '/auth/callback') {
-          if (only('GET') && !limited()) auth.callback(req, res, url, trace).catch(fail);
+          if (only('GET') && !limited(loginLimiter, false, true)) auth.callback(req, res, url, trace).catch(fail);
         } else if (only('POST') && !limited(addressLimiter)) {
           auth.logout(req, res, headersOf(req), trace).catch(fail);
         }

@@ -9,6 +9,7 @@ interface SessionModule {
   session: { value: { signedIn: boolean; user?: string; roles: string[] } };
   loadSession(): Promise<{ signedIn: boolean }>;
   signOut(): Promise<{ status: number; body: string } | undefined>;
+  returnTo(hash: string): string;
 }
 
 // web/src/session.ts and signal.ts, transpiled next to node_modules (preact).
@@ -104,6 +105,14 @@ describe('the app\'s session state (web/src/session.ts)', () => {
       assert.deepEqual(assigned, ['https://idp.example/session/end?client_id=x']);
     } finally {
       (globalThis as { location?: unknown }).location = realLocation;
+    }
+  });
+
+  it('6: sign-in sends a return_to the gateway takes: the route, else #/ (no signin_error carried back)', () => {
+    assert.equal(m.returnTo('#/bookings?week=2027-03-01'), '#/bookings?week=2027-03-01');
+    assert.equal(m.returnTo('#/instruments/sem-1'), '#/instruments/sem-1');
+    for (const hash of ['', '#', '#evil', '#/a b', '#/<x>', `#/${'a'.repeat(600)}`, '#/?signin_error=RATE_LIMITED']) {
+      assert.equal(m.returnTo(hash), '#/', hash);
     }
   });
 });

@@ -61,8 +61,18 @@ export function hasRole(...roles: Role[]): boolean {
   return roles.some((r) => session.value.roles.includes(r));
 }
 
+// The gateway's return_to (server/auth.ts RETURN_TO): a route of the app.
+const RETURN_TO = /^#\/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]{0,500}$/;
+
+// Where sign-in brings the person back: the current route when the gateway
+// takes it as return_to, else the start page (which is also where a failed
+// sign-in's signin_error is shown: it is not carried back).
+export function returnTo(hash: string): string {
+  return RETURN_TO.test(hash) && !/[?&]signin_error=/.test(hash) ? hash : '#/';
+}
+
 export function signIn(): void {
-  location.assign(`/auth/login?return_to=${encodeURIComponent(location.hash || '#/')}`);
+  location.assign(`/auth/login?return_to=${encodeURIComponent(returnTo(location.hash))}`);
 }
 
 // A sign-out that did not happen: the gateway's answer (status 0: none).

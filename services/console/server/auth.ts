@@ -24,7 +24,7 @@ import type { IdentityService, TokenResponse } from '../gen/labshare/identity/v1
 import { Role } from '../gen/labshare/type/v1/types_pb.js';
 import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import type { Config } from './flags.js';
-import { consoleError, describe, fromUpstream, isServiceStatus, logLine, sendConnectError, unavailable } from './errors.js';
+import { consoleError, describe, fromUpstream, hasErrorInfo, isServiceStatus, logLine, sendConnectError, unavailable } from './errors.js';
 import {
   clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, SESSION_COOKIE, setCookie,
   type Req, type Res,
@@ -297,12 +297,13 @@ export class Auth {
     try {
       r = await this.identity.exchangeToken({ idToken }, traced(this.cfg.upstreamTimeoutMs, trace));
     } catch (err) {
-      let code = 'SERVICE_UNAVAILABLE';
-      if (err instanceof ConnectError && isServiceStatus(err)) {
-        code = err.findDetails(ErrorInfoSchema)[0]?.reason || Code[err.code].replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
+      // The reason inventory answered, or the one an RPC would carry
+      // (fromUpstream: a status made on the way has its code's reason,
+      // SERVICE_UNAVAILABLE for UNAVAILABLE; unreachable: SERVICE_UNAVAILABLE).
+      const safe = fromUpstream(err, 'labshare.identity.v1.IdentityService/ExchangeToken'); // logs what is not the service's
+      const code = safe.findDetails(ErrorInfoSchema)[0]?.reason || 'SERVICE_UNAVAILABLE';
+      if (err instanceof ConnectError && isServiceStatus(err) && hasErrorInfo(err)) {
         logLine({ level: 'info', msg: 'sign-in refused by the identity service', signin_error: code, message: err.rawMessage });
-      } else {
-        fromUpstream(err, 'labshare.identity.v1.IdentityService/ExchangeToken'); // logs it
       }
       fail(code);
       return;

@@ -62,6 +62,7 @@ export class Stub {
   healthy = true;
   deadRefreshTokens = new Set<string>();
   refreshFailure: ConnectError | undefined;  // RefreshToken answers this while set
+  exchangeFailure: ConnectError | undefined; // ExchangeToken answers this while set
   lenientRefresh = false;                    // an unknown refresh token is li-wei's
   healthChecks = 0;
   unsubscribed = false;
@@ -97,6 +98,7 @@ export class Stub {
       exchangeToken: (req, ctx) => {
         this.record('ExchangeToken', ctx, req);
         ++this.exchanges;
+        if (this.exchangeFailure) throw this.exchangeFailure;
         const claims = JSON.parse(Buffer.from(req.idToken.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
           sub?: string; aud?: string | string[]; preferred_username?: string; name?: string;
         };

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Code, ConnectError } from '@connectrpc/connect';
 import { setLogSink } from '../errors.js';
 import {
   browserModule, closedPort, cookieValue, errorInfo, makePki, providerInstalled, request, reservePort, rpc,
@@ -219,6 +220,25 @@ describe('sign-in with the development OpenID provider', { skip: !providerInstal
     assert.equal(back.headers.location, '/#/?signin_error=USER_NOT_REGISTERED');
     assert.equal(sessionCookie(b), undefined);
     assert.deepEqual(back.headers['set-cookie'], ['__Host-labshare_signin=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0']);
+  });
+
+  it('maps a status of the identity service without an ErrorInfo as RPCs map it (SERVICE_UNAVAILABLE for UNAVAILABLE, not UNAVAILABLE)', async () => {
+    // README: "SERVICE_UNAVAILABLE (inventory unreachable)"; an UNAVAILABLE
+    // made on the way (a proxy, gRPC itself) was signin_error=UNAVAILABLE,
+    // a code the app has no sentence for.
+    try {
+      for (const [code, expected] of [
+        [Code.Unavailable, 'SERVICE_UNAVAILABLE'], [Code.DeadlineExceeded, 'UPSTREAM_DEADLINE'], [Code.Internal, 'INTERNAL_ERROR'],
+      ] as const) {
+        stub.exchangeFailure = new ConnectError('upstream connect error or disconnect/reset before headers', code);
+        const { b, back } = await signIn('li-wei', 'demo-li-wei', '#/');
+        assert.equal(back.status, 303);
+        assert.equal(back.headers.location, `/#/?signin_error=${expected}`, Code[code]);
+        assert.equal(sessionCookie(b), undefined);
+      }
+    } finally {
+      stub.exchangeFailure = undefined;
+    }
   });
 
   it('maps a person declining at the provider to ACCESS_DENIED', async () => {

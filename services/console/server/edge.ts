@@ -38,6 +38,7 @@ import { fromBinary, fromJson, type DescMessage, type JsonValue } from '@bufbuil
 import { Code, ConnectError, createContextKey } from '@connectrpc/connect';
 import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from '@connectrpc/connect/protocol';
 import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from '@connectrpc/connect/protocol-connect';
+import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import { consoleError, hasErrorInfo, withErrorInfo } from './errors.js';
 
 // The edge's refusal of this call, for the interceptors to throw first:
@@ -55,6 +56,11 @@ export interface EdgeOptions {
 
 const UNARY_JSON = /^application\/json(?:;\s*charset=utf-?8)?$/i;
 const UNARY_PROTO = /^application\/proto$/i;
+
+// `err` when it is a BODY_TOO_LARGE refusal, else undefined.
+function tooLargeError(err: ConnectError): ConnectError | undefined {
+  return err.code === Code.ResourceExhausted && err.findDetails(ErrorInfoSchema)[0]?.reason === 'BODY_TOO_LARGE' ? err : undefined;
+}
 
 export function bodyTooLarge(limit: number): ConnectError {
   return consoleError(Code.ResourceExhausted, 'BODY_TOO_LARGE',
@@ -294,12 +300,20 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
         `the content type "${type.slice(0, 100)}" is not offered; send application/json (Connect), application/proto, ` +
         'application/connect+json|proto (streams), application/grpc-web or application/grpc'), 415);
     }
+    const connectUnary = unary && (UNARY_JSON.test(type) || UNARY_PROTO.test(type));
+    // Too large: a Connect unary call answers HTTP 413 with the Connect JSON
+    // error (Connect would say 429, the status of RATE_LIMITED, which tells
+    // a client to send the same body again later); other protocols carry
+    // the status in their own frames.
+    const tooLarge = () => {
+      const err = bodyTooLarge(opt.bodyLimitBytes);
+      return connectUnary ? jsonError(err, 413) : refuse(err);
+    };
     const length = Number(req.header.get('content-length') ?? 0);
-    if (length > opt.bodyLimitBytes) return refuse(bodyTooLarge(opt.bodyLimitBytes));
+    if (length > opt.bodyLimitBytes) return tooLarge();
     const body = req.body as AsyncIterable<Uint8Array>;
     const encoding = req.header.get('content-encoding');
     const plain = encoding === null || encoding === 'identity';
-    const connectUnary = unary && (UNARY_JSON.test(type) || UNARY_PROTO.test(type));
     if (connectUnary && (plain || INFLATABLE.has(encoding))) {
       // Read here (the limit; a compressed body inflated here, to the limit
       // too, and handed on inflated), JSON parsed once here and handed to
@@ -313,6 +327,7 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
         if (!plain) bytes = inflate(bytes, encoding!, opt.bodyLimitBytes);
         if (UNARY_JSON.test(type)) json = parseJson(input, bytes);
       } catch (err) {
+        if (err instanceof ConnectError && err === tooLargeError(err)) return tooLarge();
         if (err instanceof ConnectError) return refuse(err);
         throw err;
       }

@@ -38,6 +38,11 @@ export interface GatewayDeps {
 
 export interface Gateway {
   handle(req: Req, res: Res): void;
+  // A request with "Expect: 100-continue" (the server's checkContinue
+  // event): a body over --body_limit by its Content-Length is refused
+  // without "100 Continue", so the client never sends it; any other request
+  // is told to go on. Returns whether to go on (then call handle).
+  continueOk(req: Req, res: Res): boolean;
   auth: Auth;
   limiter: RateLimiter;
   readiness(): Promise<{ ready: boolean; services: Record<string, string> }>;
@@ -508,6 +513,11 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
 
   return {
     handle,
+    continueOk(req: Req, res: Res) {
+      if (Number(req.headers['content-length'] ?? 0) > cfg.bodyLimitBytes) return false;
+      res.writeContinue();
+      return true;
+    },
     auth,
     limiter,
     readiness,
@@ -580,6 +590,13 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
     s.keepAliveTimeout = 65_000;
     server = s;
   }
+  // Expect: 100-continue: a body over --body_limit by its Content-Length is
+  // refused without "100 Continue" (so the client never sends it); any
+  // other request is told to go on and handled as usual.
+  server.on('checkContinue', (req: Req, res: Res) => {
+    if (gateway) gateway.continueOk(req, res);
+    handler(req, res);
+  });
   const badRequest = raw400(!!cfg.https);
   server.on('clientError', (err, socket) => {
     if ((socket as net.Socket).writable) (socket as net.Socket).end(badRequest);

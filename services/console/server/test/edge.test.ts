@@ -108,7 +108,7 @@ describe('web edge audit', () => {
       assert.equal(errorInfo(a)?.reason, 'INVALID_JSON', body);
     }
     const big = await rpc(t.url, GET_BOOKING, { name: 'x'.repeat(5000) }, auth);
-    assert.equal(big.status, 429);
+    assert.equal(big.status, 413);
     assert.equal(big.json().code, 'resource_exhausted');
     assert.equal(errorInfo(big)?.reason, 'BODY_TOO_LARGE');
     const binary = await request('POST', `${t.url}/${GET_BOOKING}`, {

@@ -182,7 +182,7 @@ describe('gateway hardening', () => {
       + 'connect-protocol-version: 1\r\ncontent-length: 10737418240\r\n\r\n{"name":"');
     socket.write('x'.repeat(1000));
     assert.equal(await closed, true, 'the gateway closes the connection instead of reading 10 GiB');
-    assert.match(answer, /^HTTP\/1\.1 429 /);
+    assert.match(answer, /^HTTP\/1\.1 413 /);
     assert.match(answer, /\r\nconnection: close\r\n/i);
     assert.match(answer, /"code":"resource_exhausted"/);
     socket.destroy();

@@ -324,6 +324,10 @@ export async function startGateway(
   const clock = { t: Date.parse('2026-06-01T08:00:00Z') };
   const gw = createGateway(make(port), { now: () => clock.t, random: () => 0.5, ...deps });
   server.on('request', (req, res) => gw.handle(req, res));
+  server.on('checkContinue', (req, res) => {
+    gw.continueOk(req, res);
+    gw.handle(req, res);
+  });
   const url = `http://127.0.0.1:${port}`;
   return {
     url,

@@ -3,6 +3,8 @@
 // signed in and asks again after Retry-After; only an answer changes it.
 import assert from 'node:assert/strict';
 import { after, before, describe, it, mock } from 'node:test';
+import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { ErrorInfoSchema } from '../../gen/google/rpc/error_details_pb.js';
 import { WebModules } from './web-module.js';
 
 interface SessionModule {
@@ -114,5 +116,57 @@ describe('the app\'s session state (web/src/session.ts)', () => {
     for (const hash of ['', '#', '#evil', '#/a b', '#/<x>', `#/${'a'.repeat(600)}`, '#/?signin_error=RATE_LIMITED']) {
       assert.equal(m.returnTo(hash), '#/', hash);
     }
+  });
+});
+
+describe('the app\'s RPC clients (web/src/api.ts)', () => {
+  const realFetch = globalThis.fetch;
+  const realLocation = (globalThis as { location?: unknown }).location;
+  let mods: WebModules | undefined;
+  after(() => {
+    globalThis.fetch = realFetch;
+    (globalThis as { location?: unknown }).location = realLocation;
+    mods?.cleanUp();
+  });
+
+  it('9: a refused CSRF token (CSRF_TOKEN_INVALID) reads the session again, so the next try carries the current token', async () => {
+    (globalThis as { location?: unknown }).location = { origin: 'http://127.0.0.1:1', hash: '' };
+    mods = new WebModules('webapi-');
+    const local = (js: string) => js.replace(/from '\.\/(\w+)'/g, "from './$1.mjs'")
+      .replace(/from '\.\.\/\.\.\/gen\/([\w/]+)'/g, "from '../gen/$1.js'");
+    for (const name of ['api', 'session', 'signal']) mods.write(`${name}.ts`, name, local);
+    const api = await mods.load<{ csrf: Interceptor }>('api');
+    const { session } = await mods.load<{ session: { set(v: unknown): void; value: { csrfToken?: string } } }>('session');
+    session.set({ signedIn: true, roles: [], csrfToken: 'old' });
+    const asked: string[] = [];
+    globalThis.fetch = (async (url: string) => {
+      asked.push(String(url));
+      return new Response(JSON.stringify({ signedIn: true, roles: [], csrfToken: 'fresh' }), { status: 200 });
+    }) as typeof fetch;
+    const refused = new ConnectError('the CSRF token is missing or wrong', Code.PermissionDenied, undefined, [
+      { desc: ErrorInfoSchema, value: { reason: 'CSRF_TOKEN_INVALID', domain: 'console.labshare' } },
+    ]);
+    const sent: (string | null)[] = [];
+    const call = api.csrf(async (req) => {
+      sent.push(req.header.get('x-csrf-token'));
+      throw refused;
+    });
+    const req = { header: new Headers() } as unknown as Parameters<typeof call>[0];
+    await assert.rejects(call(req), (e: unknown) => e === refused);
+    for (let i = 0; i < 5 && session.value.csrfToken !== 'fresh'; ++i) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(asked, ['/auth/session']);
+    assert.equal(session.value.csrfToken, 'fresh');
+    await assert.rejects(call({ header: new Headers() } as unknown as Parameters<typeof call>[0]));
+    assert.deepEqual(sent, ['old', 'fresh'], 'the next try carries the fresh token');
+    // Another permission refusal (a service's) reads nothing.
+    asked.length = 0;
+    const other = api.csrf(async () => {
+      throw new ConnectError('no', Code.PermissionDenied, undefined, [
+        { desc: ErrorInfoSchema, value: { reason: 'ORGANIZATION_SCOPE', domain: 'booking.labshare' } },
+      ]);
+    });
+    await assert.rejects(other({ header: new Headers() } as unknown as Parameters<typeof call>[0]));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(asked, []);
   });
 });

@@ -164,6 +164,24 @@ export class Auth {
     return s.accessToken;
   }
 
+  // A service refused `rejected`, the session's access token, as expired
+  // or invalid (its clock ahead of ours, a key rotated, the token revoked):
+  // renewed once, whatever the margin. Returns the token to try again
+  // with (another call may have renewed it already), or undefined when
+  // none is to be had now (the refresh failed for a passing reason: the
+  // service's answer stands). Throws SESSION_EXPIRED when the refresh ended
+  // the session.
+  async renewRefused(s: Session, rejected: string, trace?: string): Promise<string | undefined> {
+    if (s.ended) throw sessionEnded(s.endCause);
+    if (s.accessToken !== rejected) return s.accessToken;
+    s.refreshing ??= this.refresh(s, trace).finally(() => {
+      s.refreshing = undefined;
+    });
+    await s.refreshing;
+    if (s.ended) throw sessionEnded(s.endCause);
+    return s.accessToken !== rejected ? s.accessToken : undefined;
+  }
+
   private async refresh(s: Session, trace: string | undefined): Promise<void> {
     let r: TokenResponse;
     try {

@@ -13,6 +13,7 @@ import type { UniversalServerRequest } from '@connectrpc/connect/protocol';
 import {
   compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse,
 } from '@connectrpc/connect-node';
+import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
 import { IdentityService } from '../gen/labshare/identity/v1/identity_pb.js';
 import { BillingService, GetInvoiceDocumentRequest_Format } from '../gen/labshare/billing/v1/billing_pb.js';
@@ -50,6 +51,15 @@ export interface Gateway {
   // pod out) while everything else is still served.
   drain(): void;
   close(): void;
+}
+
+// A service's UNAUTHENTICATED for the token itself (TOKEN_EXPIRED,
+// INVALID_TOKEN), as proxy.ts passes it on (fromUpstream), as opposed to
+// the gateway's own (domain console.labshare).
+function tokenRefused(err: unknown): boolean {
+  if (!(err instanceof ConnectError) || err.code !== Code.Unauthenticated) return false;
+  const info = err.findDetails(ErrorInfoSchema)[0];
+  return !!info && info.domain !== 'console.labshare' && (info.reason === 'TOKEN_EXPIRED' || info.reason === 'INVALID_TOKEN');
 }
 
 const addressWaitKey = createContextKey<number>(0, { description: 'wait asked by the per-address bucket' });
@@ -128,7 +138,19 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       if (wait > 0) throw rateLimited(wait);
       const token = caller.session ? await auth.accessToken(caller.session, trace.trace_id) : caller.token;
       req.contextValues.set(upstreamToken, token);
-      const res = await next(req);
+      let res;
+      try {
+        res = await next(req);
+      } catch (err) {
+        // A session's token refused by the service as expired or invalid:
+        // renewed once and the call made once more (refused at the door,
+        // the first attempt did nothing; mutations carry their request_id).
+        if (!caller.session || token === undefined || !tokenRefused(err)) throw err;
+        const fresh = await auth.renewRefused(caller.session, token, trace.trace_id);
+        if (fresh === undefined) throw err;
+        req.contextValues.set(upstreamToken, fresh);
+        res = await next(req);
+      }
       if (!res.stream) return res;
       streaming = true;
       const inner = res.message;

@@ -248,6 +248,39 @@ describe('gateway with stub services', () => {
     }
   });
 
+  it("renews a session's token once when a service refuses it as expired (TOKEN_EXPIRED / INVALID_TOKEN) and tries the call once more", async () => {
+    // A service whose clock runs ahead, or a key rotated: the token the
+    // gateway still thinks valid is refused. It was passed through, and
+    // the session kept the refused token until --refresh_margin.
+    const s = newSession(t);
+    stub.lenientRefresh = true;
+    stub.refusedTokens.add('Bearer access-s');
+    try {
+      const refreshes = stub.refreshes;
+      const calls = stub.callsOf('GetBooking').length;
+      const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
+      assert.equal(a.status, 200, a.text);
+      assert.equal(stub.refreshes, refreshes + 1, 'one refresh');
+      assert.notEqual(s.accessToken, 'access-s');
+      assert.equal(a.json().user, `users/for-${s.accessToken}`);
+      assert.equal(stub.callsOf('GetBooking').length, calls + 2, 'the call, once more');
+      // Refused again with the renewed token: once only, the service's answer stands.
+      stub.refusedTokens.add('*');
+      const b = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
+      assert.equal(b.status, 401);
+      assert.equal(errorInfo(b)?.reason, 'TOKEN_EXPIRED');
+      assert.equal(stub.refreshes, refreshes + 2);
+      assert.equal(stub.callsOf('GetBooking').length, calls + 4);
+      // A bearer caller's token is its own: passed through, nothing renewed.
+      const c = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer script-token' });
+      assert.equal(errorInfo(c)?.reason, 'TOKEN_EXPIRED');
+      assert.equal(stub.refreshes, refreshes + 2);
+    } finally {
+      stub.lenientRefresh = false;
+      stub.refusedTokens.clear();
+    }
+  });
+
   it('refuses bodies over --body_limit: resource_exhausted for RPCs (HTTP 413 on Connect unary, not the 429 of a rate limit), 413 elsewhere', async () => {
     const big = JSON.stringify({ name: 'x'.repeat(5000) });
     const a = await rpc(t.url, GET_BOOKING, JSON.parse(big), { authorization: 'Bearer tok' });

@@ -63,6 +63,9 @@ export class Stub {
   deadRefreshTokens = new Set<string>();
   refreshFailure: ConnectError | undefined;  // RefreshToken answers this while set
   exchangeFailure: ConnectError | undefined; // ExchangeToken answers this while set
+  // GetBooking refuses these authorization headers ('*': every one):
+  // UNAUTHENTICATED TOKEN_EXPIRED.
+  refusedTokens = new Set<string>();
   lenientRefresh = false;                    // an unknown refresh token is li-wei's
   healthChecks = 0;
   unsubscribed = false;
@@ -157,6 +160,10 @@ export class Stub {
           await (this.slowGate ?? new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve())));
         }
         const who = ctx.requestHeader.get('authorization') ?? '';
+        if (this.refusedTokens.has(who) || this.refusedTokens.has('*')) {
+          throw new ConnectError('the bearer token expired at 2027-03-01T00:15:00Z; sign in again with `labshare login`', Code.Unauthenticated,
+            undefined, [{ desc: ErrorInfoSchema, value: { reason: 'TOKEN_EXPIRED', domain: 'booking.labshare' } }]);
+        }
         return { name: req.name, user: `users/for-${who.replace(/^Bearer /, '')}` };
       },
     });

@@ -183,7 +183,7 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::ExchangeToken(const idv1::E
   rules.max_lifetime = options_.max_id_token_lifetime;
   // Not a JWT (or an algorithm never accepted): INVALID_TOKEN whether or not
   // the provider can be reached.
-  LS_RETURN_IF_ERROR(ReadJwtHeader(r.id_token(), rules).status());
+  LS_ASSIGN_OR_RETURN(const JwtHeader header, ReadJwtHeader(r.id_token(), rules));
   LS_ASSIGN_OR_RETURN(std::shared_ptr<KeySet> keys, provider_->Keys());
   rules.issuer = provider_->issuer();
   const absl::Time now = clock_->Now();
@@ -199,10 +199,25 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::ExchangeToken(const idv1::E
   if (claims.sub().empty()) {
     return MakeError(absl::StatusCode::kUnauthenticated, "INVALID_TOKEN", "the ID token has no subject (sub)");
   }
+  // An ID token is exchanged once (identity.proto): one that reached the
+  // browser's history or a log starts no second session. Remembered by its
+  // signed part until it can no longer verify (its expiry plus the leeway).
+  const IdentityStore::IdTokenUse use{
+      std::string(r.id_token().substr(0, header.signature_begin - 1)),
+      std::max(absl::Seconds(1), claims.exp() + rules.leeway - now)};
+  auto used_before = [] {
+    return MakeError(absl::StatusCode::kUnauthenticated, "INVALID_TOKEN",
+                     "this ID token was exchanged before; an ID token is exchanged once: sign in again");
+  };
+  LS_ASSIGN_OR_RETURN(const bool used, identity_->IdTokenUsed(use.signed_part));
+  if (used) return used_before();
   LS_ASSIGN_OR_RETURN(v1::User user, MatchUser(claims));
   LS_RETURN_IF_ERROR(CheckMaySignIn(user));
   const std::string user_id(absl::StripPrefix(user.name(), "users/"));
-  LS_ASSIGN_OR_RETURN(std::string refresh, identity_->StartSession(user_id, Limits(now)));
+  // The session starts in the step that uses the token up: of two
+  // exchanges of one token at once, one signs in.
+  LS_ASSIGN_OR_RETURN(std::string refresh, identity_->StartSession(user_id, Limits(now), use));
+  if (refresh.empty()) return used_before();
   return Issue(user, std::move(refresh), now, now);
 }
 

@@ -30,6 +30,10 @@ std::string FamilyKey(absl::string_view family) { return absl::StrCat(kTag, "ref
 
 std::string UsedKey(absl::string_view family) { return absl::StrCat(kTag, "refresh_used:", family); }
 
+std::string IdTokenKey(absl::string_view signed_part) {
+  return absl::StrCat(kTag, "id_token_used:", TokenHash(signed_part));
+}
+
 absl::StatusOr<std::string> RandomToken(size_t bytes) {
   std::string raw(bytes, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(raw.size())) != 1) {
@@ -60,10 +64,13 @@ std::string TtlSeconds(absl::Duration refresh_ttl, absl::Duration left) {
   return Seconds(std::min(refresh_ttl, absl::Ceil(left, absl::Seconds(1))));
 }
 
-// KEYS[1] new record, KEYS[2] family; ARGV[1] family id, ARGV[2] user, ARGV[3]
-// ttl seconds, ARGV[4] the session's start (Unix ms).
+// KEYS[1] new record, KEYS[2] family, KEYS[3] (optional) the ID token's
+// use; ARGV[1] family id, ARGV[2] user, ARGV[3] ttl seconds, ARGV[4] the
+// session's start (Unix ms), ARGV[5] the ID token use's ttl (ms). Returns 0
+// without writing anything when the ID token was used before.
 const RedisScript& StartScript() {
   static const RedisScript* const kScript = new RedisScript(R"lua(
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) then return 0 end
 redis.call('HSET', KEYS[1], 'fam', ARGV[1], 'user', ARGV[2], 'state', 'active')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
@@ -232,15 +239,39 @@ absl::Status IdentityStore::BackfillSignInIndexes() const {
 
 absl::StatusOr<std::string> IdentityStore::StartSession(absl::string_view user_id,
                                                       const SessionLimits& limits) const {
+  return Start(user_id, limits, nullptr);
+}
+
+absl::StatusOr<std::string> IdentityStore::StartSession(absl::string_view user_id, const SessionLimits& limits,
+                                                      const IdTokenUse& id_token) const {
+  return Start(user_id, limits, &id_token);
+}
+
+absl::StatusOr<std::string> IdentityStore::Start(absl::string_view user_id, const SessionLimits& limits,
+                                               const IdTokenUse* id_token) const {
   LS_ASSIGN_OR_RETURN(std::string family, RandomToken(16));
   LS_ASSIGN_OR_RETURN(std::string secret, RandomToken(32));
   std::string token = absl::StrCat(kTokenPrefix, ".", family, ".", secret);
-  LS_ASSIGN_OR_RETURN(RedisValue v,
-                      pool_->Eval(StartScript(), {RecordKey(token), FamilyKey(family)},
-                                  {family, std::string(user_id), TtlSeconds(limits.refresh_ttl, limits.max_age),
-                                   std::to_string(absl::ToUnixMillis(limits.now))}));
+  std::vector<std::string> keys = {RecordKey(token), FamilyKey(family)};
+  std::vector<std::string> args = {family, std::string(user_id), TtlSeconds(limits.refresh_ttl, limits.max_age),
+                                   std::to_string(absl::ToUnixMillis(limits.now))};
+  if (id_token != nullptr) {
+    keys.push_back(IdTokenKey(id_token->signed_part));
+    args.push_back(std::to_string(std::max<int64_t>(1000, absl::ToInt64Milliseconds(absl::Ceil(
+                                                                id_token->ttl, absl::Milliseconds(1))))));
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(StartScript(), keys, args));
   if (v.is_error()) return RedisErrorStatus(v);
+  if (v.type != RedisValue::Type::kInteger) return BadReply();
+  if (v.integer == 0) return std::string();
   return token;
+}
+
+absl::StatusOr<bool> IdentityStore::IdTokenUsed(absl::string_view signed_part) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"EXISTS", IdTokenKey(signed_part)}));
+  if (v.is_error()) return RedisErrorStatus(v);
+  if (v.type != RedisValue::Type::kInteger) return BadReply();
+  return v.integer != 0;
 }
 
 absl::StatusOr<IdentityStore::Rotation> IdentityStore::Rotate(absl::string_view refresh_token,

@@ -28,6 +28,14 @@
 // working. A token that names a live family but that the family never
 // issued (forged) is unknown, not a reuse. A family stored before sessions
 // had a start ("1") counts its age from its first refresh since.
+//
+// ID tokens: an ID token is exchanged once. The session of an exchange is
+// started in the same Lua step that SET NXes
+//   {inventory}:id_token_used:<sha256 hex of the token's signed part>   "1", TTL = until the token can no longer verify
+// The signed part (header.payload) rather than the whole token: an ECDSA
+// signature has a second valid form (s -> n - s), so the same token could be
+// presented again with other bytes; its signed part cannot change without
+// breaking the signature.
 #ifndef LABSHARE_SERVICES_INVENTORY_IDENTITY_STORE_H_
 #define LABSHARE_SERVICES_INVENTORY_IDENTITY_STORE_H_
 
@@ -74,6 +82,19 @@ class IdentityStore {
   // A new session for `user_id` starting at limits.now: its first refresh token.
   absl::StatusOr<std::string> StartSession(absl::string_view user_id, const SessionLimits& limits) const;
 
+  // The ID token whose signed part (header.payload) is `signed_part`, used
+  // up by a sign-in: remembered for `ttl` (until it can no longer verify).
+  struct IdTokenUse {
+    std::string signed_part;
+    absl::Duration ttl;
+  };
+  // StartSession for the exchange of an ID token, once: "" (and nothing
+  // written) when that ID token was exchanged before.
+  absl::StatusOr<std::string> StartSession(absl::string_view user_id, const SessionLimits& limits,
+                                           const IdTokenUse& id_token) const;
+  // Whether the ID token with this signed part was exchanged. Reads only.
+  absl::StatusOr<bool> IdTokenUsed(absl::string_view signed_part) const;
+
   struct Rotation {
     enum class Kind { kRotated, kInvalid, kReused, kExpired };
     Kind kind = Kind::kInvalid;
@@ -92,6 +113,8 @@ class IdentityStore {
   absl::Status RevokeSession(absl::string_view refresh_token) const;
 
  private:
+  absl::StatusOr<std::string> Start(absl::string_view user_id, const SessionLimits& limits,
+                                    const IdTokenUse* id_token) const;
   absl::StatusOr<std::vector<v1::User>> Lookup(const std::string& index, absl::string_view value) const;
 
   RedisPool* pool_;

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -386,6 +387,105 @@ TEST_F(IdentityStoreTest, UnknownKeyWhileTheProviderIsDownIsProviderUnavailable)
   EXPECT_EQ(ErrorReason(out), "PROVIDER_UNAVAILABLE") << out;
   // A key already known still verifies.
   EXPECT_EQ(ErrorReason(exchange(**published)), "USER_NOT_REGISTERED");
+}
+
+// identity.proto ExchangeToken: "An ID token is exchanged once". The ID
+// token the console once put in the provider's sign-out URL (and so in the
+// browser's history) started a new session every time it was exchanged
+// until it expired. Now the second exchange is INVALID_TOKEN, also with the
+// other valid form of its ECDSA signature (s -> n - s); a refusal uses
+// nothing up; another ID token of the same person signs in.
+TEST_F(IdentityStoreTest, AnIdTokenIsExchangedOnce) {
+  const std::string www = labshare::testing::TestTempDir();
+  ASSERT_EQ(::mkdir((www + "/.well-known").c_str(), 0755), 0);
+  const auto& pki = labshare::testing::TestPki::Shared();
+  labshare::testing::HttpsFileServer server(www, pki.Service("inventory").cert_file,
+                                            pki.Service("inventory").key_file);
+  ASSERT_GT(server.port(), 0);
+  const std::string issuer = absl::StrCat("https://127.0.0.1:", server.port());
+  labshare::testing::WriteTestFile(
+      www + "/.well-known", "openid-configuration",
+      absl::StrCat(R"({"issuer":")", issuer, R"(","jwks_uri":")", issuer, R"(/jwks.json"})"), 0644);
+  auto provider_key = TokenIssuer::FromPem(*GenerateEcPrivateKeyPem(), issuer, "labshare-console");
+  ASSERT_TRUE(provider_key.ok());
+  labshare::testing::WriteTestFile(www, "jwks.json", JwksJson({(*provider_key)->PublicJwk()}), 0644);
+  PutUser("li-wei", "li.wei@example.org", "acct-li-wei", /*index=*/true);
+
+  SystemClock clock;
+  HttpOptions http;
+  http.ca_file = pki.ca_file();
+  http.timeout = absl::Seconds(5);
+  OidcProvider provider(issuer, http);
+  IdentityManager manager(inventory_.get(), store_.get(), &provider, &labshare::testing::TestIssuer(),
+                          IdentityOptions(), &clock);
+  auto exchange = [&](const std::string& id_token) {
+    identity::v1::ExchangeTokenRequest req;
+    req.set_id_token(id_token);
+    return manager.ExchangeToken(req);
+  };
+  const absl::Time now = absl::Now();
+  const std::string id_token = (*provider_key)->Mint(Principal{"acct-li-wei", "", {}, now + absl::Minutes(5)}, now);
+
+  auto first = exchange(id_token);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->user().name(), "users/li-wei");
+  auto again = exchange(id_token);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kUnauthenticated) << again.status();
+  EXPECT_EQ(ErrorReason(again.status()), "INVALID_TOKEN") << again.status();
+
+  // ES256: the signature r||s verifies as r||(n - s) too; the same token in
+  // other bytes is still the same token.
+  auto other_form = [](const std::string& jwt) {
+    const size_t dot = jwt.rfind('.');
+    std::string sig;
+    EXPECT_TRUE(absl::WebSafeBase64Unescape(jwt.substr(dot + 1), &sig));
+    EXPECT_EQ(sig.size(), 64u);
+    static constexpr unsigned char kN[32] = {
+        0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51};
+    int borrow = 0;
+    for (int i = 31; i >= 0; --i) {
+      int d = kN[i] - static_cast<unsigned char>(sig[32 + i]) - borrow;
+      borrow = d < 0 ? 1 : 0;
+      sig[32 + i] = static_cast<char>(d < 0 ? d + 256 : d);
+    }
+    return absl::StrCat(jwt.substr(0, dot + 1), absl::WebSafeBase64Escape(sig));
+  };
+  const std::string second = (*provider_key)->Mint(Principal{"acct-li-wei", "", {}, now + absl::Minutes(5)}, now);
+  auto alternate = exchange(other_form(second));
+  ASSERT_TRUE(alternate.ok()) << alternate.status();  // the other form verifies
+  again = exchange(second);
+  EXPECT_EQ(ErrorReason(again.status()), "INVALID_TOKEN") << again.status();
+  again = exchange(other_form(id_token));
+  EXPECT_EQ(ErrorReason(again.status()), "INVALID_TOKEN") << again.status();
+
+  // Only a hash is kept, for as long as the token could verify.
+  auto keys = pool_->Command({"KEYS", "{inventory}:id_token_used:*"});
+  ASSERT_TRUE(keys.ok());
+  ASSERT_EQ(keys->elements.size(), 2u);
+  for (const auto& k : keys->elements) {
+    auto ttl = pool_->Command({"PTTL", k.str});
+    ASSERT_TRUE(ttl.ok());
+    EXPECT_GT(ttl->integer, absl::ToInt64Milliseconds(absl::Minutes(5)));
+    EXPECT_LE(ttl->integer, absl::ToInt64Milliseconds(absl::Minutes(6) + absl::Seconds(1)));
+  }
+
+  // A refusal uses nothing up: disabled, then enabled again, the same ID
+  // token signs in.
+  const std::string third = (*provider_key)->Mint(Principal{"acct-li-wei", "", {}, now + absl::Minutes(5)}, now);
+  v1::User disabled;
+  disabled.set_name("users/li-wei");
+  disabled.set_email("li.wei@example.org");
+  disabled.set_external_subject("acct-li-wei");
+  disabled.set_disabled(true);
+  Mutation m;
+  m.writes.push_back({keys::User("li-wei"), disabled.SerializeAsString(), 1});
+  auto committed = inventory_->docs().Commit(m);
+  ASSERT_TRUE(committed.ok() && committed->kind == CommitOutcome::Kind::kApplied);
+  EXPECT_EQ(ErrorReason(exchange(third).status()), "USER_DISABLED");
+  PutUser("li-wei", "li.wei@example.org", "acct-li-wei", /*index=*/false, /*version=*/2);
+  auto after_refusal = exchange(third);
+  EXPECT_TRUE(after_refusal.ok()) << after_refusal.status();
 }
 
 // identity.proto RefreshToken: a session at --max_session_age from its

@@ -24,9 +24,9 @@ import type { IdentityService, TokenResponse } from '../gen/labshare/identity/v1
 import { Role } from '../gen/labshare/type/v1/types_pb.js';
 import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import type { Config } from './flags.js';
-import { consoleError, describe, fromUpstream, isServiceStatus, logLine, sendConnectError, unavailable } from './errors.js';
+import { consoleError, describe, fromUpstream, hasErrorInfo, isServiceStatus, logLine, sendConnectError, unavailable } from './errors.js';
 import {
-  clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, sendText, SESSION_COOKIE, setCookie,
+  clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, SESSION_COOKIE, setCookie,
   type Req, type Res,
 } from './http-util.js';
 import { isLoopbackHost } from './upstream.js';
@@ -164,6 +164,24 @@ export class Auth {
     return s.accessToken;
   }
 
+  // A service refused `rejected`, the session's access token, as expired
+  // or invalid (its clock ahead of ours, a key rotated, the token revoked):
+  // renewed once, whatever the margin. Returns the token to try again
+  // with (another call may have renewed it already), or undefined when
+  // none is to be had now (the refresh failed for a passing reason: the
+  // service's answer stands). Throws SESSION_EXPIRED when the refresh ended
+  // the session.
+  async renewRefused(s: Session, rejected: string, trace?: string): Promise<string | undefined> {
+    if (s.ended) throw sessionEnded(s.endCause);
+    if (s.accessToken !== rejected) return s.accessToken;
+    s.refreshing ??= this.refresh(s, trace).finally(() => {
+      s.refreshing = undefined;
+    });
+    await s.refreshing;
+    if (s.ended) throw sessionEnded(s.endCause);
+    return s.accessToken !== rejected ? s.accessToken : undefined;
+  }
+
   private async refresh(s: Session, trace: string | undefined): Promise<void> {
     let r: TokenResponse;
     try {
@@ -234,8 +252,11 @@ export class Auth {
   // ------------------------------------------------------------ endpoints
 
   async login(req: Req, res: Res, url: URL, address: string): Promise<void> {
+    // Refusals land on the app's page, which says them in the person's
+    // language (/#/?signin_error=CODE), as the callback's do.
     if (!this.oidc) {
-      sendText(res, 503, 'Sign-in is not configured on this console (no --oidc_issuer).\n');
+      logLine({ level: 'warn', msg: 'sign-in: not configured (no --oidc_issuer)', signin_error: 'SIGN_IN_NOT_CONFIGURED' });
+      redirect(res, signinError('SIGN_IN_NOT_CONFIGURED'));
       return;
     }
     // Opened on this machine under another name (localhost for 127.0.0.1):
@@ -249,7 +270,7 @@ export class Auth {
     }
     const returnTo = url.searchParams.get('return_to') ?? '#/';
     if (!validReturnTo(returnTo)) {
-      sendText(res, 400, 'return_to must be a page of this console, like #/ or #/bookings.\n');
+      redirect(res, signinError('INVALID_RETURN_TO'));
       return;
     }
     const p = this.pending.add({ state: randomState(), nonce: randomNonce(), codeVerifier: randomCodeVerifier(), returnTo, address,
@@ -294,12 +315,13 @@ export class Auth {
     try {
       r = await this.identity.exchangeToken({ idToken }, traced(this.cfg.upstreamTimeoutMs, trace));
     } catch (err) {
-      let code = 'SERVICE_UNAVAILABLE';
-      if (err instanceof ConnectError && isServiceStatus(err)) {
-        code = err.findDetails(ErrorInfoSchema)[0]?.reason || Code[err.code].replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
+      // The reason inventory answered, or the one an RPC would carry
+      // (fromUpstream: a status made on the way has its code's reason,
+      // SERVICE_UNAVAILABLE for UNAVAILABLE; unreachable: SERVICE_UNAVAILABLE).
+      const safe = fromUpstream(err, 'labshare.identity.v1.IdentityService/ExchangeToken'); // logs what is not the service's
+      const code = safe.findDetails(ErrorInfoSchema)[0]?.reason || 'SERVICE_UNAVAILABLE';
+      if (err instanceof ConnectError && isServiceStatus(err) && hasErrorInfo(err)) {
         logLine({ level: 'info', msg: 'sign-in refused by the identity service', signin_error: code, message: err.rawMessage });
-      } else {
-        fromUpstream(err, 'labshare.identity.v1.IdentityService/ExchangeToken'); // logs it
       }
       fail(code);
       return;
@@ -314,7 +336,7 @@ export class Auth {
       logLine({ level: 'info', msg: 'signed in again; the previous session ended', user: previous.user.name });
     }
     const s = this.sessions.create(this.tokensOf(r));
-    s.idToken = idToken;
+    s.signedInAtProvider = true;
     logLine({ level: 'info', msg: 'signed in', user: s.user.name });
     redirect(res, `/${p.returnTo}`, { 'set-cookie': [clear, setCookie(SESSION_COOKIE, s.id, 'Strict')] });
   }
@@ -338,9 +360,9 @@ export class Auth {
       await this.revoke(session, trace);
       this.sessions.end(session);
       logLine({ level: 'info', msg: 'signed out', user: session.user.name });
-      if (this.oidc && session.idToken) {
+      if (this.oidc && session.signedInAtProvider) {
         try {
-          redirectTo = (await this.oidc.endSessionUrl(session.idToken, this.cfg.publicUrl.href))?.href ?? null;
+          redirectTo = (await this.oidc.endSessionUrl(this.cfg.publicUrl.href))?.href ?? null;
         } catch (err) {
           logLine({ level: 'warn', msg: 'sign-out: provider discovery failed; its session stays', error: describe(err) });
         }

@@ -15,9 +15,15 @@
 //      an object) and handed to Connect parsed. When Connect cannot decode
 //      the message, the request is examined again for the reason:
 //      INVALID_FIELD (a field the message does not have, or a value it
-//      cannot take; metadata "field"), INVALID_JSON, or INVALID_REQUEST
+//      cannot take; metadata "field", the path as the services name
+//      fields: "range.start_time", "states[1]"), INVALID_JSON, or INVALID_REQUEST
 //      (binary that does not decode, which Connect calls internal). A call
-//      that decodes costs nothing more than before.
+//      that decodes costs nothing more than before. A gzip or br body is
+//      inflated here (to --body_limit) and handed on inflated;
+//   5. unary gRPC and gRPC-Web calls: the one length-prefixed message read,
+//      inflated and decoded here (INVALID_REQUEST otherwise: Connect would
+//      answer internal, or unimplemented for an empty body, without an
+//      ErrorInfo, before any interceptor).
 //
 // A refusal after a protocol was chosen is thrown from the request body that
 // the protocol handler reads (the Content-Length header taken away, so that
@@ -27,11 +33,19 @@
 // refuses on a unary Connect call (a timeout header it cannot read, an
 // unknown compression, a compressed body too large once inflated) gets an
 // ErrorInfo added on the way out (withErrorInfo).
+import zlib from 'node:zlib';
 import { fromBinary, fromJson, type DescMessage, type JsonValue } from '@bufbuild/protobuf';
-import { Code, ConnectError } from '@connectrpc/connect';
+import { Code, ConnectError, createContextKey } from '@connectrpc/connect';
 import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from '@connectrpc/connect/protocol';
 import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from '@connectrpc/connect/protocol-connect';
+import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import { consoleError, hasErrorInfo, withErrorInfo } from './errors.js';
+
+// The edge's refusal of this call, for the interceptors to throw first:
+// Connect runs a server stream's interceptors before it reads the request
+// (a unary call's after), and the caller must not be identified, counted or
+// refused for anything else before the edge's answer.
+export const edgeRefusal = createContextKey<ConnectError | undefined>(undefined, { description: 'edge refusal' });
 
 export interface EdgeOptions {
   bodyLimitBytes: number;
@@ -42,6 +56,11 @@ export interface EdgeOptions {
 
 const UNARY_JSON = /^application\/json(?:;\s*charset=utf-?8)?$/i;
 const UNARY_PROTO = /^application\/proto$/i;
+
+// `err` when it is a BODY_TOO_LARGE refusal, else undefined.
+function tooLargeError(err: ConnectError): ConnectError | undefined {
+  return err.code === Code.ResourceExhausted && err.findDetails(ErrorInfoSchema)[0]?.reason === 'BODY_TOO_LARGE' ? err : undefined;
+}
 
 export function bodyTooLarge(limit: number): ConnectError {
   return consoleError(Code.ResourceExhausted, 'BODY_TOO_LARGE',
@@ -60,6 +79,56 @@ function throwing(err: ConnectError): AsyncIterable<Uint8Array> {
   return {
     [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(err) }),
   };
+}
+
+function withoutEncoding(h: Headers): Headers {
+  const out = new Headers(h);
+  out.delete('content-encoding');
+  out.delete('content-length');
+  return out;
+}
+
+// application/grpc, application/grpc-web, each +proto or +json ([1]).
+const GRPC_TYPE = /^application\/grpc(?:-web)?(?:\+(proto|json))?(?:;.*)?$/i;
+// Connect streaming: application/connect+proto|json ([1]).
+const CONNECT_STREAM_TYPE = /^application\/connect\+(proto|json)(?:;.*)?$/i;
+
+// The compressions the gateway accepts (gateway.ts acceptCompression).
+const INFLATABLE = new Set(['gzip', 'br']);
+
+// `bytes` inflated (gzip, br) to at most `limit` bytes: BODY_TOO_LARGE
+// beyond, INVALID_REQUEST when they do not inflate.
+function inflate(bytes: Uint8Array, encoding: string, limit: number): Uint8Array {
+  try {
+    return encoding === 'br' ? zlib.brotliDecompressSync(bytes, { maxOutputLength: limit })
+      : zlib.gunzipSync(bytes, { maxOutputLength: limit });
+  } catch (e) {
+    if (e instanceof RangeError || (e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw bodyTooLarge(limit);
+    throw consoleError(Code.InvalidArgument, 'INVALID_REQUEST', `the request body does not decompress as ${encoding}`);
+  }
+}
+
+// The body of a gRPC / gRPC-Web unary request or of a server stream's
+// request (those and Connect streaming): exactly one length-prefixed
+// message, returned uncompressed (flag 0, prefix included); undefined when
+// it is compressed with an encoding the gateway does not take (Connect
+// refuses that itself). INVALID_REQUEST for anything else.
+function envelopedMessage(bytes: Uint8Array, encoding: string | null, limit: number): Uint8Array | undefined {
+  const invalid = (why: string) => consoleError(Code.InvalidArgument, 'INVALID_REQUEST',
+    `the request body is not one length-prefixed message: ${why}`);
+  if (bytes.byteLength < 5) throw invalid(bytes.byteLength === 0 ? 'it is empty' : 'it is shorter than a message prefix');
+  const flags = bytes[0]!;
+  const size = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).readUInt32BE(1);
+  if (5 + size !== bytes.byteLength) throw invalid(`the prefix says ${size} bytes, ${bytes.byteLength - 5} follow`);
+  if ((flags & ~1) !== 0) throw invalid(`flags 0x${flags.toString(16)}`);
+  if ((flags & 1) === 0) return bytes;
+  if (encoding === null || encoding === 'identity') throw invalid('compressed, and no encoding named');
+  if (!INFLATABLE.has(encoding)) return undefined;
+  const payload = inflate(bytes.subarray(5), encoding, limit);
+  const out = Buffer.alloc(5 + payload.byteLength);
+  out.writeUInt32BE(payload.byteLength, 1);
+  out.set(payload, 5);
+  return out;
 }
 
 function withoutLength(h: Headers): Headers {
@@ -89,7 +158,10 @@ async function* counted(body: AsyncIterable<Uint8Array>, limit: number): AsyncIt
 }
 
 // The first key of `json` (a request message's JSON) that `desc` does not
-// have, as a dotted path ("filter.instrument"), or undefined.
+// have, as a path ("filter.instrument"), or undefined. The path names the
+// fields it passes through as the services name fields in INVALID_FIELD
+// (proto names, a list's entry by its index: "filter.instruments[0].nope"),
+// the unknown key itself as written.
 export function unknownField(desc: DescMessage, json: unknown, prefix = ''): string | undefined {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) return undefined;
   if (desc.typeName.startsWith('google.protobuf.')) return undefined; // well-known types have their own JSON
@@ -97,16 +169,16 @@ export function unknownField(desc: DescMessage, json: unknown, prefix = ''): str
     const f = desc.fields.find((x) => x.jsonName === k || x.name === k);
     if (!f) return prefix + k;
     if (f.fieldKind === 'message') {
-      const u = unknownField(f.message, v, `${prefix}${k}.`);
+      const u = unknownField(f.message, v, `${prefix}${f.name}.`);
       if (u) return u;
     } else if (f.fieldKind === 'list' && f.listKind === 'message' && Array.isArray(v)) {
       for (let i = 0; i < v.length; ++i) {
-        const u = unknownField(f.message, v[i], `${prefix}${k}[${i}].`);
+        const u = unknownField(f.message, v[i], `${prefix}${f.name}[${i}].`);
         if (u) return u;
       }
     } else if (f.fieldKind === 'map' && f.mapKind === 'message' && v !== null && typeof v === 'object') {
       for (const [mk, mv] of Object.entries(v as Record<string, unknown>)) {
-        const u = unknownField(f.message, mv, `${prefix}${k}.${mk}.`);
+        const u = unknownField(f.message, mv, `${prefix}${f.name}.${mk}.`);
         if (u) return u;
       }
     }
@@ -129,9 +201,53 @@ export function parseJson(desc: DescMessage, bytes: Uint8Array): JsonValue {
   return json;
 }
 
+// The path of the first field of `json` whose value `desc` cannot take
+// (a wrong enum name, timestamp, duration, field mask, number...), named as
+// unknownField names paths ("range.start_time", "states[1]"), or undefined.
+// Each key is decoded on its own, then a list's entries one by one, and a
+// message's value is searched further for the field inside it that fails;
+// a well-known type (Timestamp, Duration, FieldMask...) is one value.
+export function badValue(desc: DescMessage, json: JsonValue, prefix = ''): string | undefined {
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) return undefined;
+  const decodes = (x: JsonValue) => {
+    try {
+      fromJson(desc, x, { ignoreUnknownFields: false });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (const [k, v] of Object.entries(json)) {
+    if (decodes({ [k]: v })) continue;
+    const f = desc.fields.find((x) => x.jsonName === k || x.name === k);
+    if (!f) return prefix + k;
+    const inner = (x: JsonValue | undefined, at: string) =>
+      f.message === undefined || f.message.typeName.startsWith('google.protobuf.') || x === undefined
+        ? undefined : badValue(f.message, x, at);
+    const here = `${prefix}${f.name}`;
+    if (f.fieldKind === 'message') return inner(v, `${here}.`) ?? here;
+    if (f.fieldKind === 'list' && Array.isArray(v)) {
+      for (let i = 0; i < v.length; ++i) {
+        if (decodes({ [k]: [v[i]!] })) continue;
+        return (f.listKind === 'message' ? inner(v[i], `${here}[${i}].`) : undefined) ?? `${here}[${i}]`;
+      }
+      return here;
+    }
+    if (f.fieldKind === 'map' && v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      for (const [mk, mv] of Object.entries(v)) {
+        if (decodes({ [k]: { [mk]: mv! } })) continue;
+        return (f.mapKind === 'message' ? inner(mv, `${here}.${mk}.`) : undefined) ?? `${here}.${mk}`;
+      }
+    }
+    return here;
+  }
+  return undefined;
+}
+
 // Why Connect could not decode this JSON as the request message: the
 // gateway's INVALID_FIELD (metadata "field": the unknown key's path, or the
-// field whose value does not fit) or INVALID_JSON; undefined when it decodes.
+// path of the field whose value does not fit, both as the keys are written)
+// or INVALID_JSON; undefined when it decodes.
 export function checkJson(desc: DescMessage, json: JsonValue): ConnectError | undefined {
   try {
     fromJson(desc, json, { ignoreUnknownFields: false });
@@ -142,9 +258,8 @@ export function checkJson(desc: DescMessage, json: JsonValue): ConnectError | un
     if (unknown) {
       return consoleError(Code.InvalidArgument, 'INVALID_FIELD', `${desc.typeName} has no field "${unknown}"`, { field: unknown });
     }
-    // "cannot decode field labshare.x.v1.Filter.page_size from JSON: ..."
-    const field = /cannot decode field \S*?\.([A-Za-z0-9_]+) from JSON/.exec(message)?.[1];
-    if (field) return consoleError(Code.InvalidArgument, 'INVALID_FIELD', message, { field });
+    const field = badValue(desc, json);
+    if (field) return consoleError(Code.InvalidArgument, 'INVALID_FIELD', `"${field}": ${message}`, { field });
     return consoleError(Code.InvalidArgument, 'INVALID_JSON', message);
   }
 }
@@ -168,7 +283,12 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
   const handler = async (req: UniversalServerRequest): Promise<UniversalServerResponse> => {
     const type = req.header.get('content-type') ?? '';
     const negotiable = h.allowedMethods.includes(req.method) && type !== '' && h.supportedContentType(type);
-    const refuse = (err: ConnectError) => h({ ...req, header: withoutLength(req.header), body: throwing(err) });
+    const refuse = (err: ConnectError) => {
+      // A stream's interceptors run before its request is read: they throw
+      // this first (gateway.ts guard), so the order stays the edge's.
+      req.contextValues?.set(edgeRefusal, err);
+      return h({ ...req, header: withoutLength(req.header), body: throwing(err) });
+    };
     const wait = opt.addressWait(req);
     if (wait > 0) return negotiable ? refuse(opt.rateLimited(wait)) : jsonError(opt.rateLimited(wait), 429);
     if (!h.allowedMethods.includes(req.method)) {
@@ -180,26 +300,68 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
         `the content type "${type.slice(0, 100)}" is not offered; send application/json (Connect), application/proto, ` +
         'application/connect+json|proto (streams), application/grpc-web or application/grpc'), 415);
     }
+    const connectUnary = unary && (UNARY_JSON.test(type) || UNARY_PROTO.test(type));
+    // Too large: a Connect unary call answers HTTP 413 with the Connect JSON
+    // error (Connect would say 429, the status of RATE_LIMITED, which tells
+    // a client to send the same body again later); other protocols carry
+    // the status in their own frames.
+    const tooLarge = () => {
+      const err = bodyTooLarge(opt.bodyLimitBytes);
+      return connectUnary ? jsonError(err, 413) : refuse(err);
+    };
     const length = Number(req.header.get('content-length') ?? 0);
-    if (length > opt.bodyLimitBytes) return refuse(bodyTooLarge(opt.bodyLimitBytes));
+    if (length > opt.bodyLimitBytes) return tooLarge();
     const body = req.body as AsyncIterable<Uint8Array>;
     const encoding = req.header.get('content-encoding');
     const plain = encoding === null || encoding === 'identity';
-    if (unary && plain && (UNARY_JSON.test(type) || UNARY_PROTO.test(type))) {
-      // Read here (the limit), JSON parsed once here and handed to Connect
-      // as JSON; the message is decoded by Connect alone, and only when it
-      // refuses it is the request examined again for the precise reason.
+    if (connectUnary && (plain || INFLATABLE.has(encoding))) {
+      // Read here (the limit; a compressed body inflated here, to the limit
+      // too, and handed on inflated), JSON parsed once here and handed to
+      // Connect as JSON; the message is decoded by Connect alone, and only
+      // when it refuses it is the request examined again for the precise
+      // reason.
       let bytes: Uint8Array;
       let json: JsonValue | undefined;
       try {
         bytes = await readLimited(body, opt.bodyLimitBytes);
+        if (!plain) bytes = inflate(bytes, encoding!, opt.bodyLimitBytes);
         if (UNARY_JSON.test(type)) json = parseJson(input, bytes);
+      } catch (err) {
+        if (err instanceof ConnectError && err === tooLargeError(err)) return tooLarge();
+        if (err instanceof ConnectError) return refuse(err);
+        throw err;
+      }
+      const header = plain ? req.header : withoutEncoding(req.header);
+      const res = await h({ ...req, header, body: json !== undefined ? json : createAsyncIterable([bytes]) });
+      return mapped(res, () => (json !== undefined ? checkJson(input, json) : checkBinary(input, bytes)));
+    }
+    const connectStream = CONNECT_STREAM_TYPE.exec(type);
+    const enveloped = GRPC_TYPE.exec(type) ?? connectStream;
+    if (enveloped && (unary || h.method.methodKind === 'server_streaming')) {
+      // gRPC and gRPC-Web unary, and every server stream: the one enveloped
+      // message read and decoded here, since Connect refuses what does not
+      // decode as internal (or an empty body as unimplemented), without an
+      // ErrorInfo, and a stream's interceptors (who is calling, the rate
+      // limit) would run before its message is read: the request is checked
+      // here, after the size, as the README orders it. A compressed message
+      // is inflated here and handed on inflated (flag 0).
+      let message: Uint8Array | undefined;
+      try {
+        const bytes = await readLimited(body, opt.bodyLimitBytes);
+        message = envelopedMessage(bytes, req.header.get(connectStream ? 'connect-content-encoding' : 'grpc-encoding'),
+          opt.bodyLimitBytes);
+        if (message) {
+          const payload = message.subarray(5);
+          const err = enveloped[1]?.toLowerCase() === 'json' ? checkJson(input, parseJson(input, payload)) : checkBinary(input, payload);
+          if (err) throw err;
+        } else {
+          message = bytes; // an encoding Connect refuses itself
+        }
       } catch (err) {
         if (err instanceof ConnectError) return refuse(err);
         throw err;
       }
-      const res = await h({ ...req, body: json !== undefined ? json : createAsyncIterable([bytes]) });
-      return mapped(res, () => (json !== undefined ? checkJson(input, json) : checkBinary(input, bytes)));
+      return h({ ...req, header: withoutLength(req.header), body: createAsyncIterable([message]) });
     }
     const res = await h({ ...req, body: counted(body, opt.bodyLimitBytes) });
     return unary ? mapped(res) : res;

@@ -13,16 +13,17 @@ import type { UniversalServerRequest } from '@connectrpc/connect/protocol';
 import {
   compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse,
 } from '@connectrpc/connect-node';
+import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
 import { IdentityService } from '../gen/labshare/identity/v1/identity_pb.js';
 import { BillingService, GetInvoiceDocumentRequest_Format } from '../gen/labshare/billing/v1/billing_pb.js';
 import { CalendarFeedService } from '../gen/labshare/notify/v1/feeds_pb.js';
 import { NotificationService } from '../gen/labshare/notify/v1/notify_pb.js';
-import { Auth } from './auth.js';
+import { Auth, signinError } from './auth.js';
 import { consoleError, fromUpstream, logLine, MESSAGES, rateLimited, sanitize, sendConnectError } from './errors.js';
-import { edgeHandler } from './edge.js';
+import { edgeHandler, edgeRefusal } from './edge.js';
 import type { Config } from './flags.js';
-import { addressKey, clientAddress, CSP, headersOf, HSTS, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
+import { addressKey, clientAddress, CSP, headersOf, HSTS, redirect, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
 import { FEED_PATH, serveFeed, serveUnsubscribe, type PublicDeps } from './public.js';
 import { registerProxies, SERVICE_NAMES, UPSTREAMS, upstreamToken, upstreamTraceId, type ServiceName } from './proxy.js';
 import { RateLimiter } from './ratelimit.js';
@@ -38,6 +39,11 @@ export interface GatewayDeps {
 
 export interface Gateway {
   handle(req: Req, res: Res): void;
+  // A request with "Expect: 100-continue" (the server's checkContinue
+  // event): a body over --body_limit by its Content-Length is refused
+  // without "100 Continue", so the client never sends it; any other request
+  // is told to go on. Returns whether to go on (then call handle).
+  continueOk(req: Req, res: Res): boolean;
   auth: Auth;
   limiter: RateLimiter;
   readiness(): Promise<{ ready: boolean; services: Record<string, string> }>;
@@ -45,6 +51,15 @@ export interface Gateway {
   // pod out) while everything else is still served.
   drain(): void;
   close(): void;
+}
+
+// A service's UNAUTHENTICATED for the token itself (TOKEN_EXPIRED,
+// INVALID_TOKEN), as proxy.ts passes it on (fromUpstream), as opposed to
+// the gateway's own (domain console.labshare).
+function tokenRefused(err: unknown): boolean {
+  if (!(err instanceof ConnectError) || err.code !== Code.Unauthenticated) return false;
+  const info = err.findDetails(ErrorInfoSchema)[0];
+  return !!info && info.domain !== 'console.labshare' && (info.reason === 'TOKEN_EXPIRED' || info.reason === 'INVALID_TOKEN');
 }
 
 const addressWaitKey = createContextKey<number>(0, { description: 'wait asked by the per-address bucket' });
@@ -111,6 +126,10 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     let streaming = false;
     let code = 'ok';
     try {
+      // Refused in the edge (edge.ts; a stream gets here before its body is
+      // read): that answer, before anything else.
+      const refused = req.contextValues.get(edgeRefusal);
+      if (refused) throw refused;
       // The per-address bucket was taken in rpc(), before Connect read anything.
       const peer = req.contextValues.get(peerKey);
       const caller = auth.identify(req.header, req.requestMethod, peer);
@@ -119,7 +138,19 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       if (wait > 0) throw rateLimited(wait);
       const token = caller.session ? await auth.accessToken(caller.session, trace.trace_id) : caller.token;
       req.contextValues.set(upstreamToken, token);
-      const res = await next(req);
+      let res;
+      try {
+        res = await next(req);
+      } catch (err) {
+        // A session's token refused by the service as expired or invalid:
+        // renewed once and the call made once more (refused at the door,
+        // the first attempt did nothing; mutations carry their request_id).
+        if (!caller.session || token === undefined || !tokenRefused(err)) throw err;
+        const fresh = await auth.renewRefused(caller.session, token, trace.trace_id);
+        if (fresh === undefined) throw err;
+        req.contextValues.set(upstreamToken, fresh);
+        res = await next(req);
+      }
       if (!res.stream) return res;
       streaming = true;
       const inner = res.message;
@@ -440,12 +471,16 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     };
     // `json`: the refusal is the Connect JSON error (RATE_LIMITED, RetryInfo,
     // Retry-After), as on the RPC paths; else plain text with Retry-After.
-    const limited = (l: RateLimiter = loginLimiter, json = false) => {
+    // `page`: a page the browser opens (/auth/login, /auth/callback): the
+    // app's page with signin_error=RATE_LIMITED, said in the person's language.
+    const limited = (l: RateLimiter = loginLimiter, json = false, page = false) => {
       const addr = addressOf(req);
       const wait = Math.max(addressLimiter.take(`a:${addr}`), l === addressLimiter ? 0 : l.take(`ip:${addr}`));
       if (wait <= 0) return false;
+      const retryAfter = { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) };
       if (json) sendConnectError(res, rateLimited(wait));
-      else sendText(res, 429, 'too many requests; try again shortly\n', { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) });
+      else if (page) redirect(res, signinError('RATE_LIMITED'), retryAfter);
+      else sendText(res, 429, 'too many requests; try again shortly\n', retryAfter);
       return true;
     };
     const fail = (err: unknown) => {
@@ -467,7 +502,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         if (only('GET') && !limited(addressLimiter)) auth.session(req, res, headersOf(req));
         return;
       case '/auth/login':
-        if (only('GET') && !limited()) auth.login(req, res, url, addressOf(req)).catch(fail);
+        if (only('GET') && !limited(loginLimiter, false, true)) auth.login(req, res, url, addressOf(req)).catch(fail);
         return;
       case '/auth/callback':
       case '/auth/logout': {
@@ -476,7 +511,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         const trace = traceIdOf(req.headers);
         res.setHeader(TRACE_HEADER, trace);
         if (path === '/auth/callback') {
-          if (only('GET') && !limited()) auth.callback(req, res, url, trace).catch(fail);
+          if (only('GET') && !limited(loginLimiter, false, true)) auth.callback(req, res, url, trace).catch(fail);
         } else if (only('POST') && !limited(addressLimiter)) {
           auth.logout(req, res, headersOf(req), trace).catch(fail);
         }
@@ -500,6 +535,11 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
 
   return {
     handle,
+    continueOk(req: Req, res: Res) {
+      if (Number(req.headers['content-length'] ?? 0) > cfg.bodyLimitBytes) return false;
+      res.writeContinue();
+      return true;
+    },
     auth,
     limiter,
     readiness,
@@ -572,6 +612,13 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
     s.keepAliveTimeout = 65_000;
     server = s;
   }
+  // Expect: 100-continue: a body over --body_limit by its Content-Length is
+  // refused without "100 Continue" (so the client never sends it); any
+  // other request is told to go on and handled as usual.
+  server.on('checkContinue', (req: Req, res: Res) => {
+    if (gateway) gateway.continueOk(req, res);
+    handler(req, res);
+  });
   const badRequest = raw400(!!cfg.https);
   server.on('clientError', (err, socket) => {
     if ((socket as net.Socket).writable) (socket as net.Socket).end(badRequest);

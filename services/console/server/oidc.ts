@@ -126,10 +126,13 @@ export class Oidc {
 
   // Where to send the browser to end its session at the provider
   // (RP-initiated logout), or undefined when the provider offers none.
-  async endSessionUrl(idToken: string, postLogoutRedirectUri: string): Promise<URL | undefined> {
+  // client_id and post_logout_redirect_uri only: no id_token_hint, since
+  // this URL stays in the browser's history and an ID token is a credential
+  // (the provider then asks to confirm, which it does anyway).
+  async endSessionUrl(postLogoutRedirectUri: string): Promise<URL | undefined> {
     const config = await this.configuration();
     if (!config.serverMetadata().end_session_endpoint) return undefined;
-    return client.buildEndSessionUrl(config, { id_token_hint: idToken, post_logout_redirect_uri: postLogoutRedirectUri });
+    return client.buildEndSessionUrl(config, { client_id: this.opts.clientId, post_logout_redirect_uri: postLogoutRedirectUri });
   }
 }
 

@@ -34,7 +34,7 @@ export interface Session extends Tokens {
   revoked?: boolean;   // RevokeToken sent (or the refresh token is known dead)
   refreshRetryAt?: number | undefined;  // a failed refresh is retried from then
   endCause?: string | undefined;        // why the identity service ended it
-  idToken?: string | undefined;         // the provider's, for its sign-out (id_token_hint)
+  signedInAtProvider?: boolean;          // through /auth/callback: sign-out ends the provider's session too
 }
 
 export function randomId(): string {

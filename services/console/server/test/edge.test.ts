@@ -8,12 +8,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import http2 from 'node:http2';
 import tls from 'node:tls';
+import zlib from 'node:zlib';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { after, before, describe, it } from 'node:test';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcWebTransport } from '@connectrpc/connect-node';
 import { ErrorInfoSchema } from '../../gen/google/rpc/error_details_pb.js';
-import { BookingService } from '../../gen/labshare/booking/v1/booking_pb.js';
+import { StatusSchema } from '../../gen/google/rpc/status_pb.js';
+import { BookingService, GetBookingRequestSchema } from '../../gen/labshare/booking/v1/booking_pb.js';
 import * as errors from '../errors.js';
 import { setLogSink } from '../errors.js';
 import { listen } from '../gateway.js';
@@ -104,7 +108,7 @@ describe('web edge audit', () => {
       assert.equal(errorInfo(a)?.reason, 'INVALID_JSON', body);
     }
     const big = await rpc(t.url, GET_BOOKING, { name: 'x'.repeat(5000) }, auth);
-    assert.equal(big.status, 429);
+    assert.equal(big.status, 413);
     assert.equal(big.json().code, 'resource_exhausted');
     assert.equal(errorInfo(big)?.reason, 'BODY_TOO_LARGE');
     const binary = await request('POST', `${t.url}/${GET_BOOKING}`, {
@@ -118,6 +122,209 @@ describe('web edge audit', () => {
     assert.equal(errorInfo(timeout)?.reason, 'INVALID_REQUEST');
     assert.equal(errorInfo(timeout)?.domain, 'console.labshare');
     assert.equal(stub.callsOf('GetBooking').length, before, 'the service is not called');
+  });
+
+  it('2: a value the message cannot take (enum name, timestamp, duration, field mask, list entry) is INVALID_FIELD naming its path', async () => {
+    // README: "a value it cannot take: invalid_argument INVALID_FIELD with
+    // metadata field". protobuf-es reports enums and well-known types
+    // without the field ("cannot decode enum ..."), and these were
+    // INVALID_JSON without a field. Paths as the services name fields
+    // (types.proto: a list's entry by its index, "states[1]").
+    const before = stub.callsOf('ListBookings').length;
+    const auth = { authorization: 'Bearer tok' };
+    const cases: [string, Record<string, unknown>, string][] = [
+      ['labshare.booking.v1.BookingService/ListBookings', { states: ['CONFIRMED', 'NOPE'] }, 'states[1]'],
+      ['labshare.booking.v1.BookingService/ListBookings', { mode: 'FLYING' }, 'mode'],
+      ['labshare.usage.v1.UsageService/GetUsageFigures', { range: { startTime: 'yesterday' } }, 'range.start_time'],
+      ['labshare.inventory.v1.InventoryService/UpdateInstrument', { updateMask: 5 }, 'update_mask'],
+      ['labshare.inventory.v1.InventoryService/UpdateInstrument',
+        { instrument: { modes: [{}, { slotRules: { maxBlock: 'long' } }] } }, 'instrument.modes[1].slot_rules.max_block'],
+      ['labshare.inventory.v1.InventoryService/ListInstruments', { pageSize: 'ten' }, 'page_size'],
+    ];
+    for (const [method, body, field] of cases) {
+      const a = await rpc(t.url, method, body, auth);
+      assert.equal(a.status, 400, field);
+      assert.equal(a.json().code, 'invalid_argument', field);
+      assert.equal(errorInfo(a)?.reason, 'INVALID_FIELD', field);
+      assert.equal(errorInfo(a)?.domain, 'console.labshare', field);
+      assert.equal(errorInfo(a)?.metadata.field, field);
+    }
+    assert.equal(stub.callsOf('ListBookings').length, before, 'the service is not called');
+  });
+
+  it('3: protobuf that does not decode is INVALID_REQUEST in the caller\'s protocol (gRPC-Web, gRPC, compressed Connect), with the ErrorInfo', async () => {
+    // README: "protobuf binary that does not decode ...: invalid_argument
+    // INVALID_REQUEST", "in the caller's protocol ... with their ErrorInfo".
+    // Connect answered internal "parse binary: ..." (gRPC, gRPC-Web),
+    // unimplemented "missing input message" (an empty body), and a gzip
+    // Connect body that does not decode internal INTERNAL_ERROR.
+    const before = stub.callsOf('GetBooking').length;
+    const auth = { authorization: 'Bearer tok' };
+    const frame = (payload: Buffer, flags = 0) => {
+      const head = Buffer.alloc(5);
+      head[0] = flags;
+      head.writeUInt32BE(payload.length, 1);
+      return Buffer.concat([head, payload]);
+    };
+    const garbage = Buffer.from([0xff, 0xff, 0xff]);
+    const bodies: [string, Buffer, Record<string, string>][] = [
+      ['garbage', frame(garbage), {}],
+      ['empty', Buffer.alloc(0), {}],
+      ['short prefix', frame(Buffer.from('\n\x0bbookings/b1')).subarray(0, 8), {}],
+      ['two messages', Buffer.concat([frame(Buffer.alloc(0)), frame(Buffer.alloc(0))]), {}],
+      ['gzip garbage', frame(garbage, 1), { 'grpc-encoding': 'gzip' }],
+      ['gzip of garbage', frame(zlib.gzipSync(garbage), 1), { 'grpc-encoding': 'gzip' }],
+    ];
+    // gRPC-Web (HTTP/1.1): the status in the trailer frame at the body's end
+    // (or in the headers: a trailers-only answer).
+    const trailers = (a: { headers: Record<string, unknown>; raw: Buffer }) => {
+      const out = new Map<string, string>();
+      for (const [k, v] of Object.entries(a.headers)) if (typeof v === 'string') out.set(k, v);
+      for (let at = 0; at + 5 <= a.raw.length;) {
+        const n = a.raw.readUInt32BE(at + 1);
+        if (a.raw[at] === 0x80) {
+          for (const line of a.raw.subarray(at + 5, at + 5 + n).toString('latin1').split('\r\n')) {
+            const i = line.indexOf(':');
+            if (i > 0) out.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
+          }
+        }
+        at += 5 + n;
+      }
+      return out;
+    };
+    const reasonOf = (t: Map<string, string>) => {
+      const st = fromBinary(StatusSchema, Buffer.from(t.get('grpc-status-details-bin') ?? '', 'base64'));
+      const info = st.details.find((d) => d.typeUrl.endsWith('/google.rpc.ErrorInfo'));
+      return info ? fromBinary(ErrorInfoSchema, info.value) : undefined;
+    };
+    for (const [what, body, extra] of bodies) {
+      const a = await request('POST', `${t.url}/${GET_BOOKING}`, {
+        headers: { 'content-type': 'application/grpc-web+proto', ...auth, ...extra }, body,
+      });
+      const tr = trailers(a);
+      assert.equal(tr.get('grpc-status'), String(Code.InvalidArgument), `${what}: ${[...tr].join(' ')}`);
+      assert.equal(reasonOf(tr)?.reason, 'INVALID_REQUEST', what);
+      assert.equal(reasonOf(tr)?.domain, 'console.labshare', what);
+    }
+    // A gzip message that decodes goes through (inflated here).
+    const ok = await request('POST', `${t.url}/${GET_BOOKING}`, {
+      headers: { 'content-type': 'application/grpc-web+proto', ...auth, 'grpc-encoding': 'gzip' },
+      body: frame(zlib.gzipSync(toBinary(GetBookingRequestSchema, create(GetBookingRequestSchema, { name: 'bookings/b1' }))), 1),
+    });
+    assert.equal(trailers(ok).get('grpc-status'), '0');
+    assert.equal(stub.callsOf('GetBooking').length, before + 1);
+
+    // gRPC over HTTPS (HTTP/2).
+    const pki = makePki();
+    const running = await listen(testConfig({
+      upstream: stub.address, port: 0,
+      https: { cert: path.join(pki, 'console.crt'), key: path.join(pki, 'console.key') },
+    }));
+    const session = http2.connect(running.url, { ca: fs.readFileSync(path.join(pki, 'ca.crt')), servername: 'localhost', rejectUnauthorized: false });
+    try {
+      for (const [what, body, extra] of bodies) {
+        const tr = await new Promise<Map<string, string>>((resolve, reject) => {
+          const out = new Map<string, string>();
+          const take = (h: http2.IncomingHttpHeaders) => {
+            for (const [k, v] of Object.entries(h)) if (typeof v === 'string') out.set(k, v);
+          };
+          const st = session.request({
+            ':method': 'POST', ':path': `/${GET_BOOKING}`, 'content-type': 'application/grpc', te: 'trailers', ...auth, ...extra,
+          });
+          st.on('response', take);
+          st.on('trailers', take);
+          st.on('data', () => {});
+          st.on('end', () => resolve(out));
+          st.on('error', reject);
+          st.end(body);
+        });
+        assert.equal(tr.get('grpc-status'), String(Code.InvalidArgument), `gRPC ${what}: ${[...tr].join(' ')}`);
+        assert.equal(reasonOf(tr)?.reason, 'INVALID_REQUEST', `gRPC ${what}`);
+      }
+    } finally {
+      session.close();
+      await running.stop();
+    }
+
+    // Connect unary, gzip: a body that does not inflate, and one that
+    // inflates to what does not decode.
+    for (const [what, body, type] of [
+      ['not gzip', garbage, 'application/proto'],
+      ['gzip of garbage', zlib.gzipSync(garbage), 'application/proto'],
+    ] as const) {
+      const a = await request('POST', `${t.url}/${GET_BOOKING}`, {
+        headers: { 'content-type': type, 'connect-protocol-version': '1', 'content-encoding': 'gzip', ...auth }, body,
+      });
+      assert.equal(a.status, 400, `${what}: ${a.text}`);
+      assert.equal(a.json().code, 'invalid_argument', what);
+      assert.equal(errorInfo(a)?.reason, 'INVALID_REQUEST', what);
+    }
+    const gz = await request('POST', `${t.url}/${GET_BOOKING}`, {
+      headers: { ...CONNECT_JSON, 'content-encoding': 'gzip', ...auth }, body: zlib.gzipSync('{"nmae":"x"}'),
+    });
+    assert.equal(errorInfo(gz)?.reason, 'INVALID_FIELD');
+    assert.equal(errorInfo(gz)?.metadata.field, 'nmae');
+    const gzOk = await request('POST', `${t.url}/${GET_BOOKING}`, {
+      headers: { ...CONNECT_JSON, 'content-encoding': 'gzip', ...auth }, body: zlib.gzipSync('{"name":"bookings/b1"}'),
+    });
+    assert.equal(gzOk.status, 200);
+    assert.equal(gzOk.json().name, 'bookings/b1');
+    assert.equal(stub.callsOf('GetBooking').length, before + 2, 'only the calls that decode reach the service');
+  });
+
+  it('4: a server stream\'s request is checked in the edge, in the README\'s order, as a unary one (INVALID_FIELD with field, INVALID_REQUEST)', async () => {
+    // README: "in this order: the per-address bucket, the method and
+    // content type, the size, then the request itself"; a stream's request
+    // was read only after the caller was identified (a bad Authorization
+    // header answered first), an unknown field was INVALID_REQUEST without
+    // field and garbage binary INTERNAL_ERROR.
+    const EXPORT = 'labshare.usage.v1.UsageService/ExportUsage';
+    const before = stub.callsOf('ExportUsage').length;
+    const env = (payload: Buffer, flags = 0) => {
+      const head = Buffer.alloc(5);
+      head[0] = flags;
+      head.writeUInt32BE(payload.length, 1);
+      return Buffer.concat([head, payload]);
+    };
+    // The end of a Connect stream: its last frame, {"error": {...}}.
+    const endOf = (raw: Buffer) => {
+      let last = '';
+      for (let at = 0; at + 5 <= raw.length;) {
+        const n = raw.readUInt32BE(at + 1);
+        last = raw.subarray(at + 5, at + 5 + n).toString('utf8');
+        at += 5 + n;
+      }
+      const e = (JSON.parse(last) as { error?: { code: string; details?: { type: string; value: string }[] } }).error;
+      const d = e?.details?.find((x) => x.type === 'google.rpc.ErrorInfo');
+      return { code: e?.code, info: d ? fromBinary(ErrorInfoSchema, Buffer.from(d.value, 'base64')) : undefined };
+    };
+    const stream = (type: string, body: Buffer, headers: Record<string, string>) =>
+      request('POST', `${t.url}/${EXPORT}`, { headers: { 'content-type': type, 'connect-protocol-version': '1', ...headers }, body });
+    for (const authorization of ['Bearer tok', 'Basic dXNlcjpwYXNz']) {
+      const unknown = endOf((await stream('application/connect+json', env(Buffer.from('{"format":"CSV","filter":{"instrument":["x"]}}')), { authorization })).raw);
+      assert.equal(unknown.code, 'invalid_argument', authorization);
+      assert.equal(unknown.info?.reason, 'INVALID_FIELD', authorization);
+      assert.equal(unknown.info?.metadata.field, 'filter.instrument');
+      const value = endOf((await stream('application/connect+json', env(Buffer.from('{"format":"XLS"}')), { authorization })).raw);
+      assert.equal(value.info?.reason, 'INVALID_FIELD');
+      assert.equal(value.info?.metadata.field, 'format');
+      for (const [what, body] of [['garbage', env(Buffer.from([0xff, 0xff, 0xff]))], ['empty', Buffer.alloc(0)], ['not JSON', env(Buffer.from('{'))]] as const) {
+        const bad = endOf((await stream(what === 'not JSON' ? 'application/connect+json' : 'application/connect+proto', body, { authorization })).raw);
+        assert.equal(bad.code, 'invalid_argument', what);
+        assert.equal(bad.info?.reason, what === 'not JSON' ? 'INVALID_JSON' : 'INVALID_REQUEST', what);
+        assert.equal(bad.info?.domain, 'console.labshare', what);
+      }
+    }
+    // gRPC-Web too.
+    const web = await request('POST', `${t.url}/${EXPORT}`, {
+      headers: { 'content-type': 'application/grpc-web+proto', authorization: 'Bearer tok' }, body: env(Buffer.from([0xff, 0xff, 0xff])),
+    });
+    assert.match(web.raw.toString('latin1') + JSON.stringify(web.headers), /grpc-status"?:"? ?3/);
+    assert.equal(stub.callsOf('ExportUsage').length, before, 'the service is not called');
+    // A request that decodes still streams (the stub's interrupted export).
+    const ok = endOf((await stream('application/connect+json', env(Buffer.from('{}')), { authorization: 'Bearer tok' })).raw);
+    assert.equal(ok.code, 'aborted');
+    assert.equal(stub.callsOf('ExportUsage').length, before + 1);
   });
 
   it('2: refusals in the gRPC-Web protocol carry the ErrorInfo too (body over the limit)', async () => {

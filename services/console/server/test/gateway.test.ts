@@ -4,6 +4,7 @@
 // health. Sessions here are created directly in the store; signin.test.ts
 // creates them through the real provider.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -247,11 +248,45 @@ describe('gateway with stub services', () => {
     }
   });
 
-  it('refuses bodies over --body_limit: resource_exhausted for RPCs, 413 elsewhere', async () => {
+  it("renews a session's token once when a service refuses it as expired (TOKEN_EXPIRED / INVALID_TOKEN) and tries the call once more", async () => {
+    // A service whose clock runs ahead, or a key rotated: the token the
+    // gateway still thinks valid is refused. It was passed through, and
+    // the session kept the refused token until --refresh_margin.
+    const s = newSession(t);
+    stub.lenientRefresh = true;
+    stub.refusedTokens.add('Bearer access-s');
+    try {
+      const refreshes = stub.refreshes;
+      const calls = stub.callsOf('GetBooking').length;
+      const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
+      assert.equal(a.status, 200, a.text);
+      assert.equal(stub.refreshes, refreshes + 1, 'one refresh');
+      assert.notEqual(s.accessToken, 'access-s');
+      assert.equal(a.json().user, `users/for-${s.accessToken}`);
+      assert.equal(stub.callsOf('GetBooking').length, calls + 2, 'the call, once more');
+      // Refused again with the renewed token: once only, the service's answer stands.
+      stub.refusedTokens.add('*');
+      const b = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
+      assert.equal(b.status, 401);
+      assert.equal(errorInfo(b)?.reason, 'TOKEN_EXPIRED');
+      assert.equal(stub.refreshes, refreshes + 2);
+      assert.equal(stub.callsOf('GetBooking').length, calls + 4);
+      // A bearer caller's token is its own: passed through, nothing renewed.
+      const c = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer script-token' });
+      assert.equal(errorInfo(c)?.reason, 'TOKEN_EXPIRED');
+      assert.equal(stub.refreshes, refreshes + 2);
+    } finally {
+      stub.lenientRefresh = false;
+      stub.refusedTokens.clear();
+    }
+  });
+
+  it('refuses bodies over --body_limit: resource_exhausted for RPCs (HTTP 413 on Connect unary, not the 429 of a rate limit), 413 elsewhere', async () => {
     const big = JSON.stringify({ name: 'x'.repeat(5000) });
     const a = await rpc(t.url, GET_BOOKING, JSON.parse(big), { authorization: 'Bearer tok' });
     assert.equal(a.json().code, 'resource_exhausted');
-    assert.equal(a.status, 429);
+    assert.equal(a.status, 413);
+    assert.equal(a.headers['retry-after'], undefined);
     assert.match(a.json().message, /larger than this console accepts \(4096 bytes\)/);
     assert.equal(errorInfo(a)?.reason, 'BODY_TOO_LARGE');
     // Same without a length up front (chunked): counted while read.
@@ -269,8 +304,33 @@ describe('gateway with stub services', () => {
         req.end(big.slice(3000));
       }, reject);
     });
-    assert.equal(chunked.status, 429);
+    assert.equal(chunked.status, 413);
     assert.equal(JSON.parse(chunked.body).code, 'resource_exhausted');
+    // Expect: 100-continue with a Content-Length over the limit: refused at
+    // once, without "100 Continue" (the client never sends the body); a
+    // body within the limit is asked for and served.
+    const expect = (length: number, body?: string) => new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(new URL(t.url).port), '127.0.0.1');
+      let answer = '';
+      socket.on('data', (c: Buffer) => {
+        answer += c.toString('latin1');
+        if (body !== undefined && answer.startsWith('HTTP/1.1 100 Continue\r\n\r\n') && !socket.destroyed) {
+          socket.write(body);
+          body = undefined;
+        }
+      });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(answer));
+      socket.write(`POST /${GET_BOOKING} HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\nconnect-protocol-version: 1\r\n` +
+        `authorization: Bearer tok\r\nexpect: 100-continue\r\ncontent-length: ${length}\r\nconnection: close\r\n\r\n`);
+    });
+    const refused = await expect(5000);
+    assert.match(refused, /^HTTP\/1\.1 413 /);
+    assert.doesNotMatch(refused, /100 Continue/);
+    assert.match(refused, /"reason":"BODY_TOO_LARGE"/);
+    const small = '{"name":"bookings/b1"}';
+    const served = await expect(small.length, small);
+    assert.match(served, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
     const s = newSession(t);
     const b = await request('POST', `${t.url}/auth/logout`, { headers: cookieHeaders(t, s), body: 'x'.repeat(5000) });
     assert.equal(b.status, 413);

@@ -182,7 +182,7 @@ describe('gateway hardening', () => {
       + 'connect-protocol-version: 1\r\ncontent-length: 10737418240\r\n\r\n{"name":"');
     socket.write('x'.repeat(1000));
     assert.equal(await closed, true, 'the gateway closes the connection instead of reading 10 GiB');
-    assert.match(answer, /^HTTP\/1\.1 429 /);
+    assert.match(answer, /^HTTP\/1\.1 413 /);
     assert.match(answer, /\r\nconnection: close\r\n/i);
     assert.match(answer, /"code":"resource_exhausted"/);
     socket.destroy();
@@ -242,25 +242,32 @@ describe('gateway hardening', () => {
       upstream: stub.address, port, loginRateLimit: { perSecond: 1, burst: 2 }, ...(proxies ? { trustedProxies: proxies } : {}),
     }));
     const login = (u: string, xff?: string) => request('GET', `${u}/auth/login`, { headers: xff ? { 'x-forwarded-for': xff } : {} });
+    // Pages the browser opens: a refusal lands on the app, which says it in
+    // the person's language (/#/?signin_error=CODE), not an English text page.
+    const NOT_CONFIGURED = '/#/?signin_error=SIGN_IN_NOT_CONFIGURED';
+    const LIMITED = '/#/?signin_error=RATE_LIMITED';
     const t2 = await make(trusted);
     try {
-      assert.equal((await login(t2.url, '203.0.113.7')).status, 503); // sign-in not configured here: passes the bucket
-      assert.equal((await login(t2.url, '198.51.100.1, 203.0.113.7')).status, 503);
+      assert.equal((await login(t2.url, '203.0.113.7')).headers.location, NOT_CONFIGURED); // sign-in not configured here: passes the bucket
+      assert.equal((await login(t2.url, '198.51.100.1, 203.0.113.7')).headers.location, NOT_CONFIGURED);
       const a = await login(t2.url, '203.0.113.7');
-      assert.equal(a.status, 429);
+      assert.equal(a.status, 303);
+      assert.equal(a.headers.location, LIMITED);
       assert.equal(a.headers['retry-after'], '1');
-      assert.equal((await request('GET', `${t2.url}/auth/callback`, { headers: { 'x-forwarded-for': '203.0.113.7' } })).status, 429);
+      const cb = await request('GET', `${t2.url}/auth/callback`, { headers: { 'x-forwarded-for': '203.0.113.7' } });
+      assert.equal(cb.status, 303);
+      assert.equal(cb.headers.location, LIMITED);
       // Another client behind the proxy has its own bucket; RPCs are not counted there.
-      assert.equal((await login(t2.url, '203.0.113.8')).status, 503);
+      assert.equal((await login(t2.url, '203.0.113.8')).headers.location, NOT_CONFIGURED);
       assert.equal((await rpc(t2.url, GET_BOOKING, { name: 'bookings/b1' }, { 'x-forwarded-for': '203.0.113.7' })).status, 200);
     } finally {
       await t2.stop();
     }
     const t3 = await make(); // no trusted proxies: the header is the client's own words
     try {
-      assert.equal((await login(t3.url, '203.0.113.1')).status, 503);
-      assert.equal((await login(t3.url, '203.0.113.2')).status, 503);
-      assert.equal((await login(t3.url, '203.0.113.3')).status, 429);
+      assert.equal((await login(t3.url, '203.0.113.1')).headers.location, NOT_CONFIGURED);
+      assert.equal((await login(t3.url, '203.0.113.2')).headers.location, NOT_CONFIGURED);
+      assert.equal((await login(t3.url, '203.0.113.3')).headers.location, LIMITED);
     } finally {
       await t3.stop();
     }

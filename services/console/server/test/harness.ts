@@ -62,6 +62,10 @@ export class Stub {
   healthy = true;
   deadRefreshTokens = new Set<string>();
   refreshFailure: ConnectError | undefined;  // RefreshToken answers this while set
+  exchangeFailure: ConnectError | undefined; // ExchangeToken answers this while set
+  // GetBooking refuses these authorization headers ('*': every one):
+  // UNAUTHENTICATED TOKEN_EXPIRED.
+  refusedTokens = new Set<string>();
   lenientRefresh = false;                    // an unknown refresh token is li-wei's
   healthChecks = 0;
   unsubscribed = false;
@@ -97,6 +101,7 @@ export class Stub {
       exchangeToken: (req, ctx) => {
         this.record('ExchangeToken', ctx, req);
         ++this.exchanges;
+        if (this.exchangeFailure) throw this.exchangeFailure;
         const claims = JSON.parse(Buffer.from(req.idToken.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
           sub?: string; aud?: string | string[]; preferred_username?: string; name?: string;
         };
@@ -155,6 +160,10 @@ export class Stub {
           await (this.slowGate ?? new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve())));
         }
         const who = ctx.requestHeader.get('authorization') ?? '';
+        if (this.refusedTokens.has(who) || this.refusedTokens.has('*')) {
+          throw new ConnectError('the bearer token expired at 2027-03-01T00:15:00Z; sign in again with `labshare login`', Code.Unauthenticated,
+            undefined, [{ desc: ErrorInfoSchema, value: { reason: 'TOKEN_EXPIRED', domain: 'booking.labshare' } }]);
+        }
         return { name: req.name, user: `users/for-${who.replace(/^Bearer /, '')}` };
       },
     });
@@ -322,6 +331,10 @@ export async function startGateway(
   const clock = { t: Date.parse('2026-06-01T08:00:00Z') };
   const gw = createGateway(make(port), { now: () => clock.t, random: () => 0.5, ...deps });
   server.on('request', (req, res) => gw.handle(req, res));
+  server.on('checkContinue', (req, res) => {
+    gw.continueOk(req, res);
+    gw.handle(req, res);
+  });
   const url = `http://127.0.0.1:${port}`;
   return {
     url,

@@ -3,6 +3,7 @@
 // services; see errors.ts for how an error is shown.
 import { Code, ConnectError, createClient, type Interceptor } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-web';
+import { ErrorInfoSchema } from '../../gen/google/rpc/error_details_pb';
 import { InventoryService } from '../../gen/labshare/inventory/v1/inventory_pb';
 import { BookingService } from '../../gen/labshare/booking/v1/booking_pb';
 import { BillingService } from '../../gen/labshare/billing/v1/billing_pb';
@@ -13,13 +14,17 @@ import { CalendarFeedService } from '../../gen/labshare/notify/v1/feeds_pb';
 import { loadSession, session } from './session';
 
 // Every call carries the session's CSRF token; when the gateway answers
-// that the session has ended, the shell learns it (and offers sign-in).
-const csrf: Interceptor = (next) => async (req) => {
+// that the session has ended, the shell learns it (and offers sign-in), and
+// when it refuses the CSRF token (CSRF_TOKEN_INVALID: the session was
+// renewed in another tab, say) the session is read again, so that the next
+// try carries the current token.
+export const csrf: Interceptor = (next) => async (req) => {
   req.header.set('x-csrf-token', session.value.csrfToken ?? '');
   try {
     return await next(req);
   } catch (err) {
-    if (err instanceof ConnectError && err.code === Code.Unauthenticated) void loadSession();
+    if (err instanceof ConnectError && (err.code === Code.Unauthenticated
+      || err.findDetails(ErrorInfoSchema).some((i) => i.reason === 'CSRF_TOKEN_INVALID'))) void loadSession();
     throw err;
   }
 };

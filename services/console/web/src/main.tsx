@@ -10,6 +10,7 @@ import { useSignal } from './signal';
 import { loadSession, session, signIn, signOut } from './session';
 import { match, routes } from './routes';
 import { signInErrorSentence } from './signin';
+import type { ShownError } from './errors';
 
 function useHash(): string {
   const [hash, setHash] = useState(location.hash || '#/');
@@ -24,6 +25,8 @@ function useHash(): string {
 function Nav({ hash }: { hash: string }) {
   const s = useSignal(session);
   useSignal(lang);
+  // Why the last sign-out did not happen (the session lives on).
+  const [signOutError, setSignOutError] = useState<ShownError>();
   const visible = routes.filter(
     (r) => r.nav && s.signedIn && (r.roles === 'any' || r.roles.some((role) => s.roles.includes(role))),
   );
@@ -51,7 +54,20 @@ function Nav({ hash }: { hash: string }) {
         {s.signedIn ? (
           <>
             <span class="who" data-testid="who">{t('app.signedInAs', { name: s.displayName ?? s.user ?? '' })}</span>
-            <button type="button" onClick={() => void signOut()}>{t('app.signOut')}</button>
+            <button type="button" onClick={() => {
+              setSignOutError(undefined);
+              void signOut().then(async (refused) => {
+                if (!refused) return;
+                // errors.ts (and Connect) only when needed: the first load stays small.
+                const { explainHttp } = await import('./errors');
+                setSignOutError(explainHttp(refused.status, refused.body));
+              });
+            }}>{t('app.signOut')}</button>
+            {signOutError && (
+              <span class="error-sentence" role="alert" data-testid="sign-out-error" title={signOutError.detail}>
+                {signOutError.sentence}
+              </span>
+            )}
           </>
         ) : (
           <button type="button" onClick={signIn} data-testid="sign-in">{t('app.signIn')}</button>

@@ -61,16 +61,49 @@ export function hasRole(...roles: Role[]): boolean {
   return roles.some((r) => session.value.roles.includes(r));
 }
 
-export function signIn(): void {
-  location.assign(`/auth/login?return_to=${encodeURIComponent(location.hash || '#/')}`);
+// The gateway's return_to (server/auth.ts RETURN_TO): a route of the app.
+const RETURN_TO = /^#\/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]{0,500}$/;
+
+// Where sign-in brings the person back: the current route when the gateway
+// takes it as return_to, else the start page (which is also where a failed
+// sign-in's signin_error is shown: it is not carried back).
+export function returnTo(hash: string): string {
+  return RETURN_TO.test(hash) && !/[?&]signin_error=/.test(hash) ? hash : '#/';
 }
 
-export async function signOut(): Promise<void> {
-  const res = await fetch('/auth/logout', {
-    method: 'POST',
-    credentials: 'same-origin',
-    headers: { 'x-csrf-token': session.value.csrfToken ?? '' },
-  });
+export function signIn(): void {
+  location.assign(`/auth/login?return_to=${encodeURIComponent(returnTo(location.hash))}`);
+}
+
+// A sign-out that did not happen: the gateway's answer (status 0: none).
+export interface SignOutRefused {
+  status: number;
+  body: string;
+}
+
+// Signs out: only the gateway's 200 ends the session here (and opens the
+// provider's sign-out page, or the console's root). Any other answer (403
+// CSRF_TOKEN_INVALID, 429, 500...) or none at all leaves the state as it
+// is, since the gateway's session lives on, and is returned for the shell
+// to show (errors.ts explainHttp).
+export async function signOut(): Promise<SignOutRefused | undefined> {
+  let res: Response;
+  try {
+    res = await fetch('/auth/logout', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'x-csrf-token': session.value.csrfToken ?? '' },
+    });
+  } catch (err) {
+    return { status: 0, body: err instanceof Error ? err.message : String(err) };
+  }
+  if (res.status !== 200) {
+    const body = await res.text().catch(() => '');
+    // A CSRF token refused is one this page no longer has right: the next
+    // try takes the session's current one.
+    if (res.status === 403) void loadSession();
+    return { status: res.status, body };
+  }
   // {"redirect": URL|null}: the provider's sign-out page (it ends the
   // provider's session too, then comes back here), or nothing to follow.
   let to = '/';
@@ -78,8 +111,9 @@ export async function signOut(): Promise<void> {
     const body = (await res.json()) as { redirect?: unknown };
     if (typeof body.redirect === 'string' && /^https?:\/\//.test(body.redirect)) to = body.redirect;
   } catch {
-    // not JSON (an error page): stay on the console
+    // not JSON: signed out all the same; stay on the console
   }
   session.set({ signedIn: false, roles: [] });
   location.assign(to);
+  return undefined;
 }

@@ -12,6 +12,7 @@ registerMessages({
     'signin.error.SIGN_IN_FAILED': 'Sign-in could not be completed: the answer from the identity provider did not check out. Please sign in again.',
     'signin.error.SIGN_IN_EXPIRED': 'This sign-in took too long or was started in another window. Please sign in again.',
     'signin.error.SERVICE_UNAVAILABLE': 'The platform cannot be reached right now. Please try again shortly.',
+    'signin.error.INVALID_RETURN_TO': 'Sign-in was asked to return to a page that is not part of this console. Please sign in from here.',
     'signin.error.other': 'Sign-in failed. Please try again.',
   },
   'zh-CN': {
@@ -21,6 +22,7 @@ registerMessages({
     'signin.error.SIGN_IN_FAILED': '登录未能完成：身份提供方的应答未通过校验，请重新登录。',
     'signin.error.SIGN_IN_EXPIRED': '本次登录耗时过长或是在其他窗口发起的，请重新登录。',
     'signin.error.SERVICE_UNAVAILABLE': '平台暂时无法访问，请稍后再试。',
+    'signin.error.INVALID_RETURN_TO': '登录请求要返回的页面不属于本控制台，请在此处重新登录。',
     'signin.error.other': '登录失败，请重试。',
   },
 });

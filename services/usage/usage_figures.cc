@@ -139,13 +139,16 @@ namespace {
 //                    already (checked before its first write); else HSET k f v
 //   first k | f      the next op applies only if field f is not in hash k
 //                    yet, and f is set (counted at most once per f)
+//   newer k | ms     the next op applies only if no field of hash k (a
+//                    version history, fields Unix ms) is a time after ms, as
+//                    k stood before the event
 // Per event: 1 folded, 0 folded before, 'E<error>' (nothing written).
 const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local SME, STARTUP = ARGV[1], ARGV[2]
 local nev = tonumber(ARGV[3])
 local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {8, 7}, srv = {9, 5}, inst = {1, 2}, orgsz = {0, 3},
-            open = {2, 2}, close = {2, 2}, once = {1, 2}, first = {1, 1}}
+            open = {2, 2}, close = {2, 2}, once = {1, 2}, first = {1, 1}, newer = {1, 1}}
 local function K(i) return KEYS[tonumber(ARGV[i])] end
 for i = 1, 7 do
   if not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
@@ -294,6 +297,18 @@ for e = 1, nev do
       if code == 'first' then
         err = typed(K(q + 1), 'hash')
         if not err and redis.call('HEXISTS', K(q + 1), ARGV[a]) == 1 then skip[a + ar[2]] = true end
+      elseif code == 'newer' then
+        err = typed(K(q + 1), 'hash')
+        if not err then
+          local t = tonumber(ARGV[a])
+          for _, f in ipairs(redis.call('HKEYS', K(q + 1))) do
+            local ft = tonumber(f)
+            if ft and ft > t then
+              skip[a + ar[2]] = true
+              break
+            end
+          end
+        end
       elseif skip[q] then
         -- counted before (first)
       elseif code == 'cnt' then
@@ -955,14 +970,20 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       const auto& in = e.instrument_changed().instrument();
       if (name_ok(in.name(), "instruments", false) && name_ok(in.owner_organization(), "organizations", true) &&
           name_ok(in.facility(), "facilities", true)) {
-        ops.Add("{usage}:instr", "hset", IdOf(in.name()), in.SerializeAsString());
         // The version, by the time it took effect.
         const absl::Time effective = in.has_update_time()   ? FromProto(in.update_time())
                                      : in.has_create_time() ? FromProto(in.create_time())
                                                             : FromProto(e.header().event_time());
-        ops.Add(kVersionsPrefix + IdOf(in.name()), "hset", std::to_string(absl::ToUnixMillis(effective)),
-                in.SerializeAsString());
+        const std::string ms = std::to_string(absl::ToUnixMillis(effective));
+        const std::string versions = kVersionsPrefix + IdOf(in.name());
+        // The latest record and the attributes only from a version at least
+        // as new as every one folded (events fold out of order: an older
+        // version folded after a newer one is history only).
+        ops.Raw("newer", {versions}, {ms});
+        ops.Add("{usage}:instr", "hset", IdOf(in.name()), in.SerializeAsString());
+        ops.Add(versions, "hset", ms, in.SerializeAsString());
         ops.Add(kVersionsWrittenBy, "hset", IdOf(in.name()), event_id);
+        ops.Raw("newer", {versions}, {ms});
         ops.Raw("inst", {agg::PeriodsKey(IdOf(in.name()))}, {IdOf(in.name()), agg::Attributes(in)});
       }
     } else if (e.has_organization_changed()) {
@@ -1891,13 +1912,20 @@ std::vector<std::pair<absl::Time, absl::Time>> UsageFigures::Instr::StateInterva
 }
 
 absl::Time UsageFigures::Instr::RetiredAt() const {
-  if (instrument.state() != iv::RETIRED) return absl::InfiniteFuture();
-  // The first version RETIRED: later changes of a retired instrument (a new
-  // facility operator) move its update_time, not its retirement.
-  for (const auto& [from, version] : versions()) {
-    if (version.state() == iv::RETIRED) return from;
+  const Versions& versions = this->versions();
+  if (versions.empty()) {
+    if (instrument.state() != iv::RETIRED) return absl::InfiniteFuture();
+    return instrument.has_update_time() ? FromProto(instrument.update_time()) : absl::InfiniteFuture();
   }
-  return instrument.has_update_time() ? FromProto(instrument.update_time()) : absl::InfiniteFuture();
+  // From the history, not the latest record (which an older version folded
+  // late may once have overwritten): retired when its last version is; since
+  // the first version of that last run of RETIRED ones (later changes of a
+  // retired instrument, e.g. a new facility operator, move its update_time,
+  // not its retirement).
+  if (versions.back().second.state() != iv::RETIRED) return absl::InfiniteFuture();
+  size_t first = versions.size() - 1;
+  while (first > 0 && versions[first - 1].second.state() == iv::RETIRED) --first;
+  return versions[first].first;
 }
 
 const labshare::inventory::v1::Instrument* UsageFigures::Instr::VersionAt(absl::Time t) const {

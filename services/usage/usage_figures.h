@@ -232,8 +232,9 @@ class UsageFigures {
     // The version in force at t: the last one in effect at or before t (the
     // first one before it took effect; the latest when there are none).
     const labshare::inventory::v1::Instrument* VersionAt(absl::Time t) const;
-    // When it was retired: the time the first RETIRED version took effect
-    // (update_time when there are no versions); InfiniteFuture if in service.
+    // When it was retired: its last version RETIRED, the time the first of
+    // its last run of RETIRED versions took effect (no versions: the latest
+    // record's update_time when it is RETIRED); InfiniteFuture if in service.
     absl::Time RetiredAt() const;
     // The intervals in which its versions had state `state` (an
     // inventory::v1::Instrument::State), [took effect, next version not in it).

@@ -139,6 +139,7 @@ namespace {
 //                    already (checked before its first write); else HSET k f v
 //   first k | f      the next op applies only if field f is not in hash k
 //                    yet, and f is set (counted at most once per f)
+//   unless k | f     the next op applies only if field f is not in hash k
 //   newer k | ms     the next op applies only if no field of hash k (a
 //                    version history, fields Unix ms) is a time after ms, as
 //                    k stood before the event
@@ -148,7 +149,8 @@ const RedisScript& FoldScript() {
 local SME, STARTUP = ARGV[1], ARGV[2]
 local nev = tonumber(ARGV[3])
 local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {8, 7}, srv = {9, 5}, inst = {1, 2}, orgsz = {0, 3},
-            open = {2, 2}, close = {2, 2}, once = {1, 2}, first = {1, 1}, newer = {1, 1}}
+            open = {2, 2}, close = {2, 2}, once = {1, 2}, first = {1, 1}, newer = {1, 1},
+            unless = {1, 1}}
 local function K(i) return KEYS[tonumber(ARGV[i])] end
 for i = 1, 7 do
   if not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
@@ -295,6 +297,9 @@ for e = 1, nev do
       if not ar then err = 'ERR unknown op' break end
       local a = q + 1 + ar[1]
       if code == 'first' then
+        err = typed(K(q + 1), 'hash')
+        if not err and redis.call('HEXISTS', K(q + 1), ARGV[a]) == 1 then skip[a + ar[2]] = true end
+      elseif code == 'unless' then
         err = typed(K(q + 1), 'hash')
         if not err and redis.call('HEXISTS', K(q + 1), ARGV[a]) == 1 then skip[a + ar[2]] = true end
       elseif code == 'newer' then
@@ -1005,13 +1010,18 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
                name_ok(e.maintenance_window_changed().instrument(), "instruments", false) &&
                any_name_ok(e.maintenance_window_changed().maintenance_window().name())) {
       const auto& w = e.maintenance_window_changed().maintenance_window();
-      const std::string key = "{usage}:mw:" + IdOf(e.maintenance_window_changed().instrument());
+      const std::string id = IdOf(e.maintenance_window_changed().instrument());
+      const std::string key = "{usage}:mw:" + id, cancelled = "{usage}:mwx:" + id;
       if (w.state() == iv::SCHEDULED) {
+        // Not once its cancellation was folded (cancellation is final; it
+        // may fold first when replicas fold out of order).
+        ops.Raw("unless", {cancelled}, {IdOf(w.name())});
         ops.Add(key, "hset", IdOf(w.name()),
                 absl::StrCat(absl::ToUnixMillis(FromProto(w.interval().start_time())), "|",
                              absl::ToUnixMillis(FromProto(w.interval().end_time()))));
       } else {
         ops.Add(key, "hdel", IdOf(w.name()));
+        if (w.state() == iv::CANCELLED) ops.Add(cancelled, "hset", IdOf(w.name()), "1");
       }
     }
   } else if (source == "booking") {

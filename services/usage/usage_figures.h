@@ -18,6 +18,8 @@
 //                                     current class and its changes by effective time (see
 //                                     OrgSizeClassOn; "<size class>" alone: folded before the history)
 //   {usage}:mw:<instr>                HASH window id -> "<start ms>|<end ms>" (scheduled windows)
+//   {usage}:mwx:<instr>               HASH window id -> 1: cancelled (final; a SCHEDULED folded after
+//                                     the cancellation schedules nothing)
 //   {usage}:d:<instr>:<YYYYMMDD>      HASH counters of one day, fields
 //   {usage}:m:<instr>:<YYYYMM>        HASH the same counters per month
 //        "<counter>|<mode>|<user organisation>" -> integer, counters:

@@ -98,5 +98,27 @@ TEST_F(UsageAuditTest, AnOlderVersionFoldedLateDoesNotUndoARetirement) {
   EXPECT_EQ(Month(2026, 2, OnlyInstrument("i1")).calendar_seconds(), 28 * kDay);  // in service in February
 }
 
+// 2. A maintenance window of 2-4 March cancelled; its cancellation folded
+// before its declaration: the declaration schedules nothing.
+TEST_F(UsageAuditTest, AWindowCancelledBeforeItsDeclarationFoldsStaysCancelled) {
+  Version("i1", iv::ACTIVE, At(2026, 1, 1));
+  auto window = [&](iv::MaintenanceWindowState state) {
+    iv::InventoryEvent e;
+    auto* c = e.mutable_maintenance_window_changed();
+    c->set_kind(state == iv::SCHEDULED ? iv::CREATED : iv::STATE_CHANGED);
+    c->set_instrument("instruments/i1");
+    auto* w = c->mutable_maintenance_window();
+    w->set_name("instruments/i1/maintenanceWindows/w1");
+    *w->mutable_interval()->mutable_start_time() = ToProto(At(2026, 3, 2));
+    *w->mutable_interval()->mutable_end_time() = ToProto(At(2026, 3, 4));
+    w->set_state(state);
+    return e;
+  };
+  Fold("inventory", window(iv::CANCELLED));
+  Fold("inventory", window(iv::SCHEDULED));
+  EXPECT_EQ(Month(2026, 3, OnlyInstrument("i1")).maintenance_seconds(), 0);
+  EXPECT_EQ(Month(2026, 3).maintenance_seconds(), 0);
+}
+
 }  // namespace
 }  // namespace labshare::usage

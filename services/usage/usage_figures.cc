@@ -1882,9 +1882,11 @@ absl::Status UsageFigures::CheckRange(const labshare::type::v1::Interval& range,
 
 absl::Status UsageFigures::Scope(const Principal& p, const v1::UsageFilter& f) const {
   if (!p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin})) {
+    // A token without an organisation has no own organisation to name ("" is
+    // no organisation: not the empty name named).
     const std::string own = ActorOrganization(p);
-    const bool owner_scope = f.owner_organizations_size() == 1 && f.owner_organizations(0) == own;
-    const bool user_scope = f.user_organizations_size() == 1 && f.user_organizations(0) == own;
+    const bool owner_scope = !own.empty() && f.owner_organizations_size() == 1 && f.owner_organizations(0) == own;
+    const bool user_scope = !own.empty() && f.user_organizations_size() == 1 && f.user_organizations(0) == own;
     if (!owner_scope && !(user_scope && p.HasRole(Role::kMemberBillingAdmin))) {
       return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                        "name exactly your own organisation in filter.owner_organizations"

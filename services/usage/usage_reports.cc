@@ -43,11 +43,13 @@ constexpr char kRangeEnd[] = "\x1e";
 
 bool Overseer(const Principal& p) { return p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}); }
 
-// MEMBER_BILLING_ADMIN and FACILITY_STAFF: `owners` must be exactly [own].
+// MEMBER_BILLING_ADMIN and FACILITY_STAFF: `owners` must be exactly [own]
+// (a token without an organisation has none to name).
 template <typename Repeated>
 absl::Status OwnerScope(const Principal& p, const Repeated& owners, absl::string_view field) {
   if (Overseer(p)) return absl::OkStatus();
-  if (owners.size() == 1 && *owners.begin() == ActorOrganization(p)) return absl::OkStatus();
+  const std::string own = ActorOrganization(p);
+  if (!own.empty() && owners.size() == 1 && *owners.begin() == own) return absl::OkStatus();
   return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                    absl::StrCat("name exactly your own organisation in ", field));
 }

@@ -120,5 +120,44 @@ TEST_F(UsageAuditTest, AWindowCancelledBeforeItsDeclarationFoldsStaysCancelled) 
   EXPECT_EQ(Month(2026, 3).maintenance_seconds(), 0);
 }
 
+// 3. Facility staff and a billing admin whose token carries no organisation
+// have no own organisation: naming "" as the owner (or user) organisation is
+// ORGANIZATION_SCOPE, before the names are looked at, in every scoped method.
+TEST_F(UsageAuditTest, ACallerWithoutAnOrganisationIsOutOfScope) {
+  for (Role role : {Role::kFacilityStaff, Role::kMemberBillingAdmin}) {
+    const Principal p{"nobody", "", {role}, absl::InfiniteFuture()};
+    v1::UsageFilter owner, user;
+    owner.add_owner_organizations("");
+    user.add_user_organizations("");
+    for (const v1::UsageFilter& f : {owner, user}) {
+      SCOPED_TRACE(f.ShortDebugString());
+      v1::GetUsageFiguresRequest g;
+      *g.mutable_range() = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+      *g.mutable_filter() = f;
+      auto s = figures_->GetUsageFigures(p, g).status();
+      EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+      EXPECT_EQ(ErrorReason(s), "ORGANIZATION_SCOPE");
+      v1::QueryUsageRequest q;
+      *q.mutable_range() = g.range();
+      *q.mutable_filter() = f;
+      EXPECT_EQ(ErrorReason(figures_->QueryUsage(p, q).status()), "ORGANIZATION_SCOPE");
+      v1::GetSharingMatrixRequest m;
+      *m.mutable_range() = g.range();
+      *m.mutable_filter() = f;
+      EXPECT_EQ(ErrorReason(figures_->GetSharingMatrix(p, m).status()), "ORGANIZATION_SCOPE");
+    }
+    v1::ListIdleInstrumentsRequest idle;
+    idle.mutable_filter()->add_owner_organizations("");
+    EXPECT_EQ(ErrorReason(figures_->ListIdleInstruments(p, idle).status()), "ORGANIZATION_SCOPE");
+    v1::ListUnderSharedInstrumentsRequest under;
+    under.mutable_filter()->add_owner_organizations("");
+    EXPECT_EQ(ErrorReason(figures_->ListUnderSharedInstruments(p, under).status()), "ORGANIZATION_SCOPE");
+    v1::GetAnnualReportRequest report;
+    report.set_year(2026);
+    report.mutable_scope()->add_owner_organizations("");
+    EXPECT_EQ(ErrorReason(figures_->GetAnnualReport(p, report).status()), "ORGANIZATION_SCOPE");
+  }
+}
+
 }  // namespace
 }  // namespace labshare::usage

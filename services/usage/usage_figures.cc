@@ -1194,6 +1194,9 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         // LEASE: the cap recorded at handover (open session), else as now.
         LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(*b, /*at_handover=*/false));
         for (const auto& [day, seconds] : SplitByDay(s, en, zone_)) {
+          // A day with no whole second of use (check-out at 00:00:00.5) is
+          // no day of use: nobody served on it (as for open sessions).
+          if (std::min(seconds, cap) <= 0) continue;
           count(b->instrument(), absl::FromCivil(day, zone_), "eff", b->mode(), org, std::min(seconds, cap));
           served(b->instrument(), day, b->mode(), org, b->user());
         }

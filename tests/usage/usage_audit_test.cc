@@ -159,5 +159,37 @@ TEST_F(UsageAuditTest, ACallerWithoutAnOrganisationIsOutOfScope) {
   }
 }
 
+// 4. A session from 31 December 2025 22:00 checked out at 1 January 2026
+// 00:00:00.5: 7200 s on 31 December; the half second is no whole second of
+// use, so nobody is served in January or in 2026.
+TEST_F(UsageAuditTest, ADayWithoutAWholeSecondOfUseServesNobody) {
+  Version("i1", iv::ACTIVE, At(2025, 1, 1));
+  bk::Booking b;
+  b.set_name("bookings/b1");
+  b.set_instrument("instruments/i1");
+  b.set_mode(labshare::type::v1::ON_SITE);
+  b.set_payer_organization("organizations/lab");
+  b.set_user("users/u1");
+  b.set_state(bk::Booking::COMPLETED);
+  *b.mutable_reserved_interval()->mutable_start_time() = ToProto(At(2025, 12, 31, 22));
+  *b.mutable_reserved_interval()->mutable_end_time() = ToProto(At(2026, 1, 1, 1));
+  *b.mutable_session()->mutable_start_time() = ToProto(At(2025, 12, 31, 22));
+  *b.mutable_session()->mutable_end_time() = ToProto(At(2026, 1, 1) + absl::Milliseconds(500));
+  bk::BookingEvent e;
+  *e.mutable_booking_checked_out()->mutable_booking() = b;
+  Fold("booking", e);
+  const v1::UsageFigures december = Month(2025, 12), january = Month(2026, 1);
+  EXPECT_EQ(december.effective_seconds(), 7200);
+  EXPECT_EQ(december.users_served(), 1);
+  EXPECT_EQ(january.effective_seconds(), 0);
+  EXPECT_EQ(january.users_served(), 0);
+  EXPECT_EQ(january.organizations_served(), 0);
+  EXPECT_EQ(Month(2026, 1, OnlyInstrument("i1")).users_served(), 0);
+  const v1::UsageFigures year =
+      Query(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1), v1::PERIOD_GRANULARITY_RANGE).totals();
+  EXPECT_EQ(year.users_served(), 0);
+  EXPECT_EQ(year.external_organizations_served(), 0);
+}
+
 }  // namespace
 }  // namespace labshare::usage

@@ -1896,8 +1896,9 @@ absl::Status UsageFigures::Scope(const Principal& p, const v1::UsageFilter& f) c
                        " (or, as billing admin, filter.user_organizations)");
     }
   }
-  // Authorised: now the names (INVALID_NAME).
-  return CheckFilterNames(f, "filter");
+  // The names (INVALID_NAME) are checked after the method's other fields
+  // (CheckFilterNames).
+  return absl::OkStatus();
 }
 
 const UsageFigures::Instr::Versions& UsageFigures::Instr::versions() const {
@@ -2647,6 +2648,7 @@ absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const 
   LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   const bool owner_view = p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}) ||
                           (r.filter().owner_organizations_size() == 1 &&
                            r.filter().owner_organizations(0) == ActorOrganization(p));
@@ -2673,6 +2675,7 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
       to > absl::CivilDay(from.year() + 10, from.month(), from.day())) {  // 120 months
     return InvalidField("range", "MONTH over more than 120 months: use ExportUsage", "RANGE_TOO_LARGE");
   }
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   const bool owner_view = p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}) ||
                           (r.filter().owner_organizations_size() == 1 &&
                            r.filter().owner_organizations(0) == ActorOrganization(p));

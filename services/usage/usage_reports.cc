@@ -590,8 +590,8 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   }
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(range, &from, &to));
-  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_RETURN_IF_ERROR(CheckOverride(r.threshold_override(), /*rate_at_most_10000=*/!idle));
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   // The default range is the first page's: the token carries it (types.proto:
   // a token binds its request, range unset included, so page 2 read after
@@ -696,6 +696,7 @@ absl::StatusOr<v1::GetSharingMatrixResponse> UsageFigures::GetSharingMatrix(cons
   LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   std::vector<v1::Dimension> dims = {v1::DIMENSION_OWNER_ORGANIZATION, v1::DIMENSION_USER_ORGANIZATION};
   if (r.split_by_mode()) dims.push_back(v1::DIMENSION_SHARING_MODE);
@@ -983,6 +984,7 @@ absl::Status UsageFigures::ExportUsage(const Principal& p, const v1::ExportUsage
   if (r.format() != v1::EXPORT_FORMAT_ROWS && r.format() != v1::EXPORT_FORMAT_CSV) {
     return InvalidField("format", "required: EXPORT_FORMAT_ROWS or EXPORT_FORMAT_CSV");
   }
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   const bool csv = r.format() == v1::EXPORT_FORMAT_CSV;
   v1::ExportUsageRequest base = r;
   base.clear_resume_token();

@@ -191,5 +191,56 @@ TEST_F(UsageAuditTest, ADayWithoutAWholeSecondOfUseServesNobody) {
   EXPECT_EQ(year.external_organizations_served(), 0);
 }
 
+// 5. One order of validation in every figure method (usage.proto): the
+// range, the method's other fields, the filter's names, the page token.
+TEST_F(UsageAuditTest, FigureMethodsValidateTheRangeAndFieldsBeforeTheNames) {
+  labshare::type::v1::Interval unaligned = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+  *unaligned.mutable_end_time() = ToProto(FromProto(unaligned.end_time()) + absl::Hours(1));
+  v1::UsageFilter bad;
+  bad.add_instruments("instruments/..");
+  v1::GetUsageFiguresRequest g;
+  *g.mutable_range() = unaligned;
+  *g.mutable_filter() = bad;
+  EXPECT_EQ(ErrorReason(figures_->GetUsageFigures(auditor_, g).status()), "RANGE_NOT_ALIGNED");
+  v1::GetSharingMatrixRequest m;
+  *m.mutable_range() = unaligned;
+  *m.mutable_filter() = bad;
+  EXPECT_EQ(ErrorReason(figures_->GetSharingMatrix(auditor_, m).status()), "RANGE_NOT_ALIGNED");
+  m.set_page_token("not-a-token");
+  *m.mutable_range() = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+  EXPECT_EQ(ErrorReason(figures_->GetSharingMatrix(auditor_, m).status()), "INVALID_NAME");
+  v1::QueryUsageRequest q;
+  *q.mutable_range() = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+  *q.mutable_filter() = bad;
+  q.set_granularity(static_cast<v1::PeriodGranularity>(99));
+  auto s = figures_->QueryUsage(auditor_, q).status();
+  EXPECT_EQ(ErrorReason(s), "INVALID_FIELD") << s;
+  q.set_granularity(v1::PERIOD_GRANULARITY_DAY);
+  *q.mutable_range() = Range(absl::CivilDay(2025, 1, 1), absl::CivilDay(2026, 4, 1));
+  EXPECT_EQ(ErrorReason(figures_->QueryUsage(auditor_, q).status()), "RANGE_TOO_LARGE");
+  q.set_granularity(v1::PERIOD_GRANULARITY_MONTH);
+  q.set_page_token("not-a-token");
+  EXPECT_EQ(ErrorReason(figures_->QueryUsage(auditor_, q).status()), "INVALID_NAME");
+  v1::ExportUsageRequest x;
+  *x.mutable_range() = q.range();
+  *x.mutable_filter() = bad;
+  s = figures_->ExportUsage(auditor_, x, [](const v1::ExportUsageResponse&) { return absl::OkStatus(); });
+  EXPECT_EQ(ErrorReason(s), "INVALID_FIELD") << s;  // no format
+  v1::ListIdleInstrumentsRequest idle;
+  idle.mutable_filter()->add_instruments("instruments/..");
+  idle.mutable_threshold_override()->set_idle_effective_seconds_per_year(-1);
+  s = figures_->ListIdleInstruments(auditor_, idle).status();
+  EXPECT_EQ(ErrorReason(s), "INVALID_FIELD") << s;
+  *idle.mutable_range() = unaligned;
+  EXPECT_EQ(ErrorReason(figures_->ListIdleInstruments(auditor_, idle).status()), "RANGE_NOT_ALIGNED");
+  v1::ListUnderSharedInstrumentsRequest under;
+  under.mutable_filter()->add_instruments("instruments/..");
+  under.mutable_threshold_override()->set_min_sharing_rate_bp(10001);
+  EXPECT_EQ(ErrorReason(figures_->ListUnderSharedInstruments(auditor_, under).status()), "INVALID_FIELD");
+  under.clear_threshold_override();
+  under.set_page_token("not-a-token");
+  EXPECT_EQ(ErrorReason(figures_->ListUnderSharedInstruments(auditor_, under).status()), "INVALID_NAME");
+}
+
 }  // namespace
 }  // namespace labshare::usage

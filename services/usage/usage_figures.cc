@@ -1883,6 +1883,40 @@ absl::Status UsageFigures::CheckRange(const labshare::type::v1::Interval& range,
   return absl::OkStatus();
 }
 
+bool UsageFigures::InServiceDays(const std::map<std::string, Instr>& instruments, const v1::UsageRow& row,
+                                 absl::CivilDay from, absl::CivilDay to, int64_t days) const {
+  if (days <= 0) return true;
+  auto it = instruments.find(IdOf(row.key().instrument()));
+  if (it == instruments.end()) return false;
+  const Instr& x = it->second;
+  // In service as for calendar_seconds: from registration until retired.
+  const absl::Time created =
+      x.instrument.has_create_time() ? FromProto(x.instrument.create_time()) : absl::InfinitePast();
+  const absl::Time in_from = std::max(created, absl::FromCivil(from, zone_));
+  const absl::Time in_to = std::min(x.RetiredAt(), absl::FromCivil(to, zone_));
+  if (in_from >= in_to) return false;
+  // Whole days count 1; the (at most two) partly covered ones their part.
+  int64_t whole = 0;
+  std::vector<std::pair<int64_t, int64_t>> parts;  // (seconds in service, seconds of the day)
+  for (absl::CivilDay d = absl::ToCivilDay(in_from, zone_); d < to && whole < days; ++d) {
+    const absl::Time ds = absl::FromCivil(d, zone_), de = absl::FromCivil(d + 1, zone_);
+    if (ds >= in_to) break;
+    const int64_t in = WholeSeconds(std::max(ds, in_from), std::min(de, in_to)), all = WholeSeconds(ds, de);
+    if (in >= all) {
+      ++whole;
+    } else if (in > 0) {
+      parts.emplace_back(in, all);
+    }
+  }
+  if (whole >= days) return true;
+  const int64_t need = days - whole;
+  if (parts.empty() || need > static_cast<int64_t>(parts.size())) return false;
+  if (parts.size() == 1) return parts[0].first >= need * parts[0].second;
+  // a/A + b/B >= need, exactly: aB + bA >= need AB.
+  const __int128 a = parts[0].first, A = parts[0].second, b = parts[1].first, B = parts[1].second;
+  return a * B + b * A >= static_cast<__int128>(need) * A * B;
+}
+
 absl::Status UsageFigures::Scope(const Principal& p, const v1::UsageFilter& f) const {
   if (!p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin})) {
     // A token without an organisation has no own organisation to name ("" is

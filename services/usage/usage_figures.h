@@ -304,6 +304,12 @@ class UsageFigures {
   const labshare::inventory::v1::Instrument* EndVersion(const std::map<std::string, Instr>& instruments,
                                                         const v1::UsageRow& row, absl::CivilDay to,
                                                         std::string* latest_name = nullptr) const;
+  // Whether the instrument of an instrument row of [from, to) was in service
+  // at least `days` calendar days of it (Thresholds.minimum_assessed_days):
+  // each day counts the part of it in service, so a whole 23- or 25-hour day
+  // of a daylight-saving change is one day.
+  bool InServiceDays(const std::map<std::string, Instr>& instruments, const v1::UsageRow& row, absl::CivilDay from,
+                     absl::CivilDay to, int64_t days) const;
   absl::Status Scope(const Principal& p, const v1::UsageFilter& f) const;
   // Rows of [from, to) grouped by `dims`, bucketed by `granularity`.
   absl::StatusOr<std::vector<v1::UsageRow>> Compute(absl::CivilDay from, absl::CivilDay to,

@@ -127,7 +127,8 @@ int64_t Prorate(int64_t t, int64_t seconds) {
 v1::InstrumentAssessment AssessOne(const v1::UsageFigures& fig, const iv::Instrument& ins,
                                    const v1::Thresholds& t, const v1::ThresholdOverride& o,
                                    const std::map<std::string, std::string>& org_names,
-                                   const std::map<std::string, std::string>& fac_names, const std::string& currency) {
+                                   const std::map<std::string, std::string>& fac_names, const std::string& currency,
+                                   bool enough_days) {
   v1::InstrumentAssessment a;
   a.set_instrument(ins.name());
   a.set_instrument_display_name(ins.display_name());
@@ -160,7 +161,8 @@ v1::InstrumentAssessment AssessOne(const v1::UsageFigures& fig, const iv::Instru
   a.set_idle_threshold_seconds(Prorate(idle, in_service));
   a.set_min_external_threshold_seconds(Prorate(ext, in_service));
   a.set_min_sharing_rate_bp(bp);
-  a.set_assessed(in_service >= int64_t{t.minimum_assessed_days()} * 86400);
+  // minimum_assessed_days: calendar days in service (UsageFigures::InServiceDays).
+  a.set_assessed(enough_days);
   if (a.assessed()) {
     a.set_idle(fig.effective_seconds() < a.idle_threshold_seconds());
     a.set_under_shared(fig.effective_seconds() > 0 &&
@@ -543,7 +545,8 @@ absl::StatusOr<std::vector<v1::InstrumentAssessment>> UsageFigures::Assess(absl:
     std::string latest_name;
     const iv::Instrument* version = EndVersion(instruments, row, to, &latest_name);
     if (version == nullptr) continue;
-    out.push_back(AssessOne(row.figures(), *version, t, o, names.orgs, names.facilities, currency_));
+    out.push_back(AssessOne(row.figures(), *version, t, o, names.orgs, names.facilities, currency_,
+                            InServiceDays(instruments, row, from, to, t.minimum_assessed_days())));
     out.back().set_instrument_display_name(latest_name);
   }
   return out;
@@ -800,7 +803,8 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
     const iv::Instrument* version = EndVersion(instruments, row, to, &latest_name);
     if (version == nullptr) continue;
     assessed.push_back(
-        AssessOne(row.figures(), *version, t, v1::ThresholdOverride(), names.orgs, names.facilities, currency_));
+        AssessOne(row.figures(), *version, t, v1::ThresholdOverride(), names.orgs, names.facilities, currency_,
+                  InServiceDays(instruments, row, from, to, t.minimum_assessed_days())));
     assessed.back().set_instrument_display_name(latest_name);
   }
   std::sort(assessed.begin(), assessed.end(), [](const auto& a, const auto& b) {

@@ -16,6 +16,7 @@
 #include "labshare/inventory/v1/inventory_events.pb.h"
 #include "labshare/usage/v1/usage.pb.h"
 #include "services/usage/usage_figures.h"
+#include "tests/support/page_tokens.h"
 #include "tests/usage/usage_service_fixture.h"
 #include "tests/usage/usage_test_events.h"
 
@@ -240,6 +241,29 @@ TEST_F(UsageAuditTest, FigureMethodsValidateTheRangeAndFieldsBeforeTheNames) {
   under.clear_threshold_override();
   under.set_page_token("not-a-token");
   EXPECT_EQ(ErrorReason(figures_->ListUnderSharedInstruments(auditor_, under).status()), "INVALID_NAME");
+}
+
+// 6. Europe/Berlin, 15 March to 14 April 2026 (30 calendar days; daylight
+// saving starts on 29 March, so 2,588,400 s): an instrument in service on
+// all 30 days is assessed against minimum_assessed_days 30 (listed idle);
+// one registered at noon on the first day is not.
+TEST_F(UsageAuditTest, MinimumAssessedDaysCountsCalendarDaysAcrossADaylightSavingChange) {
+  ASSERT_TRUE(absl::LoadTimeZone("Europe/Berlin", &zone_));
+  figures_ = std::make_unique<UsageFigures>(pool_.get(), &clock_, zone_, labshare::testing::TestPageTokens());
+  ASSERT_TRUE(figures_->MigrateAggregates().ok());
+  Version("i1", iv::ACTIVE, At(2026, 1, 1));
+  test_events::InstrumentFacts late;
+  late.create_time = At(2026, 3, 15, 12);
+  Fold("inventory", test_events::InstrumentChanged("i2", late));
+  v1::ListIdleInstrumentsRequest r;
+  *r.mutable_range() = Range(absl::CivilDay(2026, 3, 15), absl::CivilDay(2026, 4, 14));
+  ASSERT_EQ(FromProto(r.range().end_time()) - FromProto(r.range().start_time()), absl::Seconds(2588400));
+  auto idle = figures_->ListIdleInstruments(auditor_, r);
+  ASSERT_TRUE(idle.ok()) << idle.status();
+  ASSERT_EQ(idle->instruments_size(), 1);
+  EXPECT_EQ(idle->instruments(0).instrument(), "instruments/i1");
+  EXPECT_TRUE(idle->instruments(0).assessed());
+  EXPECT_EQ(idle->instruments(0).figures().calendar_seconds(), 2588400);
 }
 
 }  // namespace

@@ -301,6 +301,14 @@ class UsageFigures {
   // the start of the last day; nullptr when the row has no instrument set.
   // `latest_name`, if given: the instrument's display name as last seen
   // (InstrumentAssessment.instrument_display_name).
+  // An assessment's figures are the instrument's own over the range
+  // (InstrumentAssessment.figures): `own` names the instruments whose
+  // version at the start of the range's last day matches f's owner, facility
+  // and category (the scope decides which are listed) and nothing else, so
+  // their earlier stretches under other attributes count too. False when
+  // there is none.
+  bool OwnFiguresFilter(const std::map<std::string, Instr>& instruments, const v1::UsageFilter& f, absl::CivilDay to,
+                        v1::UsageFilter* own) const;
   const labshare::inventory::v1::Instrument* EndVersion(const std::map<std::string, Instr>& instruments,
                                                         const v1::UsageRow& row, absl::CivilDay to,
                                                         std::string* latest_name = nullptr) const;

@@ -518,6 +518,21 @@ absl::Status UsageFigures::CheckOverride(const v1::ThresholdOverride& o, bool ra
   return absl::OkStatus();
 }
 
+bool UsageFigures::OwnFiguresFilter(const std::map<std::string, Instr>& instruments, const v1::UsageFilter& f,
+                                    absl::CivilDay to, v1::UsageFilter* own) const {
+  auto in = [](const auto& list, const std::string& v) {
+    return list.empty() || std::find(list.begin(), list.end(), v) != list.end();
+  };
+  for (const auto& [id, x] : instruments) {
+    const iv::Instrument& v = *x.VersionAt(absl::FromCivil(to - 1, zone_));
+    if (in(f.owner_organizations(), v.owner_organization()) && in(f.facilities(), v.facility()) &&
+        in(f.categories(), v.category())) {
+      own->add_instruments(x.instrument.name());
+    }
+  }
+  return own->instruments_size() > 0;
+}
+
 const iv::Instrument* UsageFigures::EndVersion(const std::map<std::string, Instr>& instruments,
                                               const v1::UsageRow& row, absl::CivilDay to,
                                               std::string* latest_name) const {
@@ -537,8 +552,10 @@ absl::StatusOr<std::vector<v1::InstrumentAssessment>> UsageFigures::Assess(absl:
                                                                            const v1::UsageFilter& f,
                                                                            const v1::Thresholds& t,
                                                                            const v1::ThresholdOverride& o) const {
-  LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_INSTRUMENT}, f, true));
   LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f, /*history=*/true));
+  v1::UsageFilter own;
+  if (!OwnFiguresFilter(instruments, f, to, &own)) return std::vector<v1::InstrumentAssessment>();
+  LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_INSTRUMENT}, own, true));
   LS_ASSIGN_OR_RETURN(Names names, LoadNames());
   std::vector<v1::InstrumentAssessment> out;
   for (const auto& row : rows) {
@@ -790,6 +807,16 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
   }
   LS_ASSIGN_OR_RETURN(auto rows, ComputeMany(from, to, v1::PERIOD_GRANULARITY_RANGE, groupings, f, true));
   LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f, /*history=*/true));
+  // The instrument rows: each instrument's own figures over the year, also
+  // of the stretches before it came into the scope (InstrumentAssessment).
+  if (f.owner_organizations_size() > 0 || f.facilities_size() > 0) {
+    v1::UsageFilter own;
+    if (OwnFiguresFilter(instruments, f, to, &own)) {
+      LS_ASSIGN_OR_RETURN(rows[0], Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_INSTRUMENT}, own, true));
+    } else {
+      rows[0].clear();
+    }
+  }
   LS_ASSIGN_OR_RETURN(Names names, LoadNames());
   LS_ASSIGN_OR_RETURN(v1::Thresholds t, LoadThresholds());
   out->set_year(year);

@@ -266,5 +266,49 @@ TEST_F(UsageAuditTest, MinimumAssessedDaysCountsCalendarDaysAcrossADaylightSavin
   EXPECT_EQ(idle->instruments(0).figures().calendar_seconds(), 2588400);
 }
 
+// 7. i1 owned by organizations/old until 16 March 2026, then transferred to
+// organizations/own; organizations/lab used it 1 h on 5 March. Its March
+// assessment is its own figures, the same for own's staff (scoped) as for
+// an auditor: the hour before the transfer counts.
+TEST_F(UsageAuditTest, AnAssessmentCountsTheInstrumentsStretchesBeforeATransfer) {
+  Version("i1", iv::ACTIVE, At(2026, 1, 1), "organizations/old");
+  Version("i1", iv::ACTIVE, At(2026, 3, 16), "organizations/own");
+  bk::Booking b;
+  b.set_name("bookings/b1");
+  b.set_instrument("instruments/i1");
+  b.set_mode(labshare::type::v1::ON_SITE);
+  b.set_payer_organization("organizations/lab");
+  b.set_user("users/u1");
+  b.set_state(bk::Booking::COMPLETED);
+  *b.mutable_reserved_interval()->mutable_start_time() = ToProto(At(2026, 3, 5, 9));
+  *b.mutable_reserved_interval()->mutable_end_time() = ToProto(At(2026, 3, 5, 10));
+  *b.mutable_session()->mutable_start_time() = b.reserved_interval().start_time();
+  *b.mutable_session()->mutable_end_time() = b.reserved_interval().end_time();
+  bk::BookingEvent e;
+  *e.mutable_booking_checked_out()->mutable_booking() = b;
+  Fold("booking", e);
+  const Principal staff{"sam", "own", {Role::kFacilityStaff}, absl::InfiniteFuture()};
+  for (const Principal& p : {staff, auditor_}) {
+    SCOPED_TRACE(p.user_id);
+    v1::ListIdleInstrumentsRequest r;
+    *r.mutable_range() = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+    r.mutable_filter()->add_owner_organizations("organizations/own");
+    auto idle = figures_->ListIdleInstruments(p, r);
+    ASSERT_TRUE(idle.ok()) << idle.status();
+    ASSERT_EQ(idle->instruments_size(), 1);
+    EXPECT_EQ(idle->instruments(0).owner_organization(), "organizations/own");
+    EXPECT_EQ(idle->instruments(0).figures().effective_seconds(), 3600);
+    EXPECT_EQ(idle->instruments(0).figures().external_seconds(), 3600);
+    EXPECT_EQ(idle->instruments(0).figures().calendar_seconds(), 31 * kDay);
+    v1::GetAnnualReportRequest report;
+    report.set_year(2026);
+    report.mutable_scope()->add_owner_organizations("organizations/own");
+    auto annual = figures_->GetAnnualReport(p, report);
+    ASSERT_TRUE(annual.ok()) << annual.status();
+    ASSERT_EQ(annual->instruments_size(), 1);
+    EXPECT_EQ(annual->instruments(0).figures().effective_seconds(), 3600);
+  }
+}
+
 }  // namespace
 }  // namespace labshare::usage

@@ -23,8 +23,14 @@
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
 
-ABSL_FLAG(std::string, time_zone, "Asia/Shanghai", "IANA time zone of reporting periods.");
-ABSL_FLAG(std::string, currency, "CNY", "Reporting currency.");
+ABSL_FLAG(std::string, time_zone, "Asia/Shanghai",
+          "IANA time zone of reporting periods. Events are folded into the days of the zone in force when "
+          "they are folded: changing it after data exists relabels the stored days (a day folded in one "
+          "zone is reported as the same date in the new one), it does not recompute them.");
+ABSL_FLAG(std::string, currency, "CNY",
+          "Reporting currency. Income in it is stored without its code: changing it after data exists "
+          "relabels the stored amounts as the new currency (and income in the new currency folded "
+          "before stays under other_currency_income); it converts nothing.");
 ABSL_FLAG(int, booking_partitions, 16, "Number of booking outbox streams {bk:P}:outbox.");
 ABSL_FLAG(std::string, audit_signing_key_file, "",
           "Private key PEM (Ed25519 or ECDSA P-256, mode 0600) that signs the audit chain's head; "

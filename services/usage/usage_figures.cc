@@ -139,13 +139,18 @@ namespace {
 //                    already (checked before its first write); else HSET k f v
 //   first k | f      the next op applies only if field f is not in hash k
 //                    yet, and f is set (counted at most once per f)
+//   unless k | f     the next op applies only if field f is not in hash k
+//   newer k | ms     the next op applies only if no field of hash k (a
+//                    version history, fields Unix ms) is a time after ms, as
+//                    k stood before the event
 // Per event: 1 folded, 0 folded before, 'E<error>' (nothing written).
 const RedisScript& FoldScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local SME, STARTUP = ARGV[1], ARGV[2]
 local nev = tonumber(ARGV[3])
 local AR = {sadd = {1, 1}, hset = {1, 2}, hdel = {1, 1}, cnt = {8, 7}, srv = {9, 5}, inst = {1, 2}, orgsz = {0, 3},
-            open = {2, 2}, close = {2, 2}, once = {1, 2}, first = {1, 1}}
+            open = {2, 2}, close = {2, 2}, once = {1, 2}, first = {1, 1}, newer = {1, 1},
+            unless = {1, 1}}
 local function K(i) return KEYS[tonumber(ARGV[i])] end
 for i = 1, 7 do
   if not ls_type_is(KEYS[i], 'hash') then return redis.error_reply('WRONGTYPE ' .. KEYS[i]) end
@@ -294,6 +299,21 @@ for e = 1, nev do
       if code == 'first' then
         err = typed(K(q + 1), 'hash')
         if not err and redis.call('HEXISTS', K(q + 1), ARGV[a]) == 1 then skip[a + ar[2]] = true end
+      elseif code == 'unless' then
+        err = typed(K(q + 1), 'hash')
+        if not err and redis.call('HEXISTS', K(q + 1), ARGV[a]) == 1 then skip[a + ar[2]] = true end
+      elseif code == 'newer' then
+        err = typed(K(q + 1), 'hash')
+        if not err then
+          local t = tonumber(ARGV[a])
+          for _, f in ipairs(redis.call('HKEYS', K(q + 1))) do
+            local ft = tonumber(f)
+            if ft and ft > t then
+              skip[a + ar[2]] = true
+              break
+            end
+          end
+        end
       elseif skip[q] then
         -- counted before (first)
       elseif code == 'cnt' then
@@ -955,14 +975,20 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
       const auto& in = e.instrument_changed().instrument();
       if (name_ok(in.name(), "instruments", false) && name_ok(in.owner_organization(), "organizations", true) &&
           name_ok(in.facility(), "facilities", true)) {
-        ops.Add("{usage}:instr", "hset", IdOf(in.name()), in.SerializeAsString());
         // The version, by the time it took effect.
         const absl::Time effective = in.has_update_time()   ? FromProto(in.update_time())
                                      : in.has_create_time() ? FromProto(in.create_time())
                                                             : FromProto(e.header().event_time());
-        ops.Add(kVersionsPrefix + IdOf(in.name()), "hset", std::to_string(absl::ToUnixMillis(effective)),
-                in.SerializeAsString());
+        const std::string ms = std::to_string(absl::ToUnixMillis(effective));
+        const std::string versions = kVersionsPrefix + IdOf(in.name());
+        // The latest record and the attributes only from a version at least
+        // as new as every one folded (events fold out of order: an older
+        // version folded after a newer one is history only).
+        ops.Raw("newer", {versions}, {ms});
+        ops.Add("{usage}:instr", "hset", IdOf(in.name()), in.SerializeAsString());
+        ops.Add(versions, "hset", ms, in.SerializeAsString());
         ops.Add(kVersionsWrittenBy, "hset", IdOf(in.name()), event_id);
+        ops.Raw("newer", {versions}, {ms});
         ops.Raw("inst", {agg::PeriodsKey(IdOf(in.name()))}, {IdOf(in.name()), agg::Attributes(in)});
       }
     } else if (e.has_organization_changed()) {
@@ -984,13 +1010,18 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
                name_ok(e.maintenance_window_changed().instrument(), "instruments", false) &&
                any_name_ok(e.maintenance_window_changed().maintenance_window().name())) {
       const auto& w = e.maintenance_window_changed().maintenance_window();
-      const std::string key = "{usage}:mw:" + IdOf(e.maintenance_window_changed().instrument());
+      const std::string id = IdOf(e.maintenance_window_changed().instrument());
+      const std::string key = "{usage}:mw:" + id, cancelled = "{usage}:mwx:" + id;
       if (w.state() == iv::SCHEDULED) {
+        // Not once its cancellation was folded (cancellation is final; it
+        // may fold first when replicas fold out of order).
+        ops.Raw("unless", {cancelled}, {IdOf(w.name())});
         ops.Add(key, "hset", IdOf(w.name()),
                 absl::StrCat(absl::ToUnixMillis(FromProto(w.interval().start_time())), "|",
                              absl::ToUnixMillis(FromProto(w.interval().end_time()))));
       } else {
         ops.Add(key, "hdel", IdOf(w.name()));
+        if (w.state() == iv::CANCELLED) ops.Add(cancelled, "hset", IdOf(w.name()), "1");
       }
     }
   } else if (source == "booking") {
@@ -1163,6 +1194,9 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
         // LEASE: the cap recorded at handover (open session), else as now.
         LS_ASSIGN_OR_RETURN(int64_t cap, DayCap(*b, /*at_handover=*/false));
         for (const auto& [day, seconds] : SplitByDay(s, en, zone_)) {
+          // A day with no whole second of use (check-out at 00:00:00.5) is
+          // no day of use: nobody served on it (as for open sessions).
+          if (std::min(seconds, cap) <= 0) continue;
           count(b->instrument(), absl::FromCivil(day, zone_), "eff", b->mode(), org, std::min(seconds, cap));
           served(b->instrument(), day, b->mode(), org, b->user());
         }
@@ -1849,19 +1883,56 @@ absl::Status UsageFigures::CheckRange(const labshare::type::v1::Interval& range,
   return absl::OkStatus();
 }
 
+bool UsageFigures::InServiceDays(const std::map<std::string, Instr>& instruments, const v1::UsageRow& row,
+                                 absl::CivilDay from, absl::CivilDay to, int64_t days) const {
+  if (days <= 0) return true;
+  auto it = instruments.find(IdOf(row.key().instrument()));
+  if (it == instruments.end()) return false;
+  const Instr& x = it->second;
+  // In service as for calendar_seconds: from registration until retired.
+  const absl::Time created =
+      x.instrument.has_create_time() ? FromProto(x.instrument.create_time()) : absl::InfinitePast();
+  const absl::Time in_from = std::max(created, absl::FromCivil(from, zone_));
+  const absl::Time in_to = std::min(x.RetiredAt(), absl::FromCivil(to, zone_));
+  if (in_from >= in_to) return false;
+  // Whole days count 1; the (at most two) partly covered ones their part.
+  int64_t whole = 0;
+  std::vector<std::pair<int64_t, int64_t>> parts;  // (seconds in service, seconds of the day)
+  for (absl::CivilDay d = absl::ToCivilDay(in_from, zone_); d < to && whole < days; ++d) {
+    const absl::Time ds = absl::FromCivil(d, zone_), de = absl::FromCivil(d + 1, zone_);
+    if (ds >= in_to) break;
+    const int64_t in = WholeSeconds(std::max(ds, in_from), std::min(de, in_to)), all = WholeSeconds(ds, de);
+    if (in >= all) {
+      ++whole;
+    } else if (in > 0) {
+      parts.emplace_back(in, all);
+    }
+  }
+  if (whole >= days) return true;
+  const int64_t need = days - whole;
+  if (parts.empty() || need > static_cast<int64_t>(parts.size())) return false;
+  if (parts.size() == 1) return parts[0].first >= need * parts[0].second;
+  // a/A + b/B >= need, exactly: aB + bA >= need AB.
+  const __int128 a = parts[0].first, A = parts[0].second, b = parts[1].first, B = parts[1].second;
+  return a * B + b * A >= static_cast<__int128>(need) * A * B;
+}
+
 absl::Status UsageFigures::Scope(const Principal& p, const v1::UsageFilter& f) const {
   if (!p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin})) {
+    // A token without an organisation has no own organisation to name ("" is
+    // no organisation: not the empty name named).
     const std::string own = ActorOrganization(p);
-    const bool owner_scope = f.owner_organizations_size() == 1 && f.owner_organizations(0) == own;
-    const bool user_scope = f.user_organizations_size() == 1 && f.user_organizations(0) == own;
+    const bool owner_scope = !own.empty() && f.owner_organizations_size() == 1 && f.owner_organizations(0) == own;
+    const bool user_scope = !own.empty() && f.user_organizations_size() == 1 && f.user_organizations(0) == own;
     if (!owner_scope && !(user_scope && p.HasRole(Role::kMemberBillingAdmin))) {
       return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                        "name exactly your own organisation in filter.owner_organizations"
                        " (or, as billing admin, filter.user_organizations)");
     }
   }
-  // Authorised: now the names (INVALID_NAME).
-  return CheckFilterNames(f, "filter");
+  // The names (INVALID_NAME) are checked after the method's other fields
+  // (CheckFilterNames).
+  return absl::OkStatus();
 }
 
 const UsageFigures::Instr::Versions& UsageFigures::Instr::versions() const {
@@ -1891,13 +1962,20 @@ std::vector<std::pair<absl::Time, absl::Time>> UsageFigures::Instr::StateInterva
 }
 
 absl::Time UsageFigures::Instr::RetiredAt() const {
-  if (instrument.state() != iv::RETIRED) return absl::InfiniteFuture();
-  // The first version RETIRED: later changes of a retired instrument (a new
-  // facility operator) move its update_time, not its retirement.
-  for (const auto& [from, version] : versions()) {
-    if (version.state() == iv::RETIRED) return from;
+  const Versions& versions = this->versions();
+  if (versions.empty()) {
+    if (instrument.state() != iv::RETIRED) return absl::InfiniteFuture();
+    return instrument.has_update_time() ? FromProto(instrument.update_time()) : absl::InfiniteFuture();
   }
-  return instrument.has_update_time() ? FromProto(instrument.update_time()) : absl::InfiniteFuture();
+  // From the history, not the latest record (which an older version folded
+  // late may once have overwritten): retired when its last version is; since
+  // the first version of that last run of RETIRED ones (later changes of a
+  // retired instrument, e.g. a new facility operator, move its update_time,
+  // not its retirement).
+  if (versions.back().second.state() != iv::RETIRED) return absl::InfiniteFuture();
+  size_t first = versions.size() - 1;
+  while (first > 0 && versions[first - 1].second.state() == iv::RETIRED) --first;
+  return versions[first].first;
 }
 
 const labshare::inventory::v1::Instrument* UsageFigures::Instr::VersionAt(absl::Time t) const {
@@ -2604,6 +2682,7 @@ absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const 
   LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   const bool owner_view = p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}) ||
                           (r.filter().owner_organizations_size() == 1 &&
                            r.filter().owner_organizations(0) == ActorOrganization(p));
@@ -2630,6 +2709,7 @@ absl::StatusOr<v1::QueryUsageResponse> UsageFigures::QueryUsage(const Principal&
       to > absl::CivilDay(from.year() + 10, from.month(), from.day())) {  // 120 months
     return InvalidField("range", "MONTH over more than 120 months: use ExportUsage", "RANGE_TOO_LARGE");
   }
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   const bool owner_view = p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}) ||
                           (r.filter().owner_organizations_size() == 1 &&
                            r.filter().owner_organizations(0) == ActorOrganization(p));

@@ -18,6 +18,8 @@
 //                                     current class and its changes by effective time (see
 //                                     OrgSizeClassOn; "<size class>" alone: folded before the history)
 //   {usage}:mw:<instr>                HASH window id -> "<start ms>|<end ms>" (scheduled windows)
+//   {usage}:mwx:<instr>               HASH window id -> 1: cancelled (final; a SCHEDULED folded after
+//                                     the cancellation schedules nothing)
 //   {usage}:d:<instr>:<YYYYMMDD>      HASH counters of one day, fields
 //   {usage}:m:<instr>:<YYYYMM>        HASH the same counters per month
 //        "<counter>|<mode>|<user organisation>" -> integer, counters:
@@ -232,8 +234,9 @@ class UsageFigures {
     // The version in force at t: the last one in effect at or before t (the
     // first one before it took effect; the latest when there are none).
     const labshare::inventory::v1::Instrument* VersionAt(absl::Time t) const;
-    // When it was retired: the time the first RETIRED version took effect
-    // (update_time when there are no versions); InfiniteFuture if in service.
+    // When it was retired: its last version RETIRED, the time the first of
+    // its last run of RETIRED versions took effect (no versions: the latest
+    // record's update_time when it is RETIRED); InfiniteFuture if in service.
     absl::Time RetiredAt() const;
     // The intervals in which its versions had state `state` (an
     // inventory::v1::Instrument::State), [took effect, next version not in it).
@@ -298,9 +301,23 @@ class UsageFigures {
   // the start of the last day; nullptr when the row has no instrument set.
   // `latest_name`, if given: the instrument's display name as last seen
   // (InstrumentAssessment.instrument_display_name).
+  // An assessment's figures are the instrument's own over the range
+  // (InstrumentAssessment.figures): `own` names the instruments whose
+  // version at the start of the range's last day matches f's owner, facility
+  // and category (the scope decides which are listed) and nothing else, so
+  // their earlier stretches under other attributes count too. False when
+  // there is none.
+  bool OwnFiguresFilter(const std::map<std::string, Instr>& instruments, const v1::UsageFilter& f, absl::CivilDay to,
+                        v1::UsageFilter* own) const;
   const labshare::inventory::v1::Instrument* EndVersion(const std::map<std::string, Instr>& instruments,
                                                         const v1::UsageRow& row, absl::CivilDay to,
                                                         std::string* latest_name = nullptr) const;
+  // Whether the instrument of an instrument row of [from, to) was in service
+  // at least `days` calendar days of it (Thresholds.minimum_assessed_days):
+  // each day counts the part of it in service, so a whole 23- or 25-hour day
+  // of a daylight-saving change is one day.
+  bool InServiceDays(const std::map<std::string, Instr>& instruments, const v1::UsageRow& row, absl::CivilDay from,
+                     absl::CivilDay to, int64_t days) const;
   absl::Status Scope(const Principal& p, const v1::UsageFilter& f) const;
   // Rows of [from, to) grouped by `dims`, bucketed by `granularity`.
   absl::StatusOr<std::vector<v1::UsageRow>> Compute(absl::CivilDay from, absl::CivilDay to,

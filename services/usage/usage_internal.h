@@ -70,7 +70,9 @@ absl::Status CheckNames(const Repeated& names, absl::string_view collection, abs
 }
 
 // The names of a UsageFilter, InstrumentFilter or ReportScope (`field`:
-// "filter" or "scope"). Checked after authorization, before anything is read.
+// "filter" or "scope"). Every figure method checks in one order (usage.proto):
+// authorization, the range (or year), the method's other fields, these
+// names, then the page or resume token; before anything is read.
 template <typename Filter>
 absl::Status CheckFilterNames(const Filter& f, absl::string_view field) {
   LS_RETURN_IF_ERROR(CheckNames(f.owner_organizations(), "organizations", absl::StrCat(field, ".owner_organizations")));

@@ -43,11 +43,13 @@ constexpr char kRangeEnd[] = "\x1e";
 
 bool Overseer(const Principal& p) { return p.HasAnyRole({Role::kAuditor, Role::kConsortiumAdmin}); }
 
-// MEMBER_BILLING_ADMIN and FACILITY_STAFF: `owners` must be exactly [own].
+// MEMBER_BILLING_ADMIN and FACILITY_STAFF: `owners` must be exactly [own]
+// (a token without an organisation has none to name).
 template <typename Repeated>
 absl::Status OwnerScope(const Principal& p, const Repeated& owners, absl::string_view field) {
   if (Overseer(p)) return absl::OkStatus();
-  if (owners.size() == 1 && *owners.begin() == ActorOrganization(p)) return absl::OkStatus();
+  const std::string own = ActorOrganization(p);
+  if (!own.empty() && owners.size() == 1 && *owners.begin() == own) return absl::OkStatus();
   return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                    absl::StrCat("name exactly your own organisation in ", field));
 }
@@ -125,7 +127,8 @@ int64_t Prorate(int64_t t, int64_t seconds) {
 v1::InstrumentAssessment AssessOne(const v1::UsageFigures& fig, const iv::Instrument& ins,
                                    const v1::Thresholds& t, const v1::ThresholdOverride& o,
                                    const std::map<std::string, std::string>& org_names,
-                                   const std::map<std::string, std::string>& fac_names, const std::string& currency) {
+                                   const std::map<std::string, std::string>& fac_names, const std::string& currency,
+                                   bool enough_days) {
   v1::InstrumentAssessment a;
   a.set_instrument(ins.name());
   a.set_instrument_display_name(ins.display_name());
@@ -158,7 +161,8 @@ v1::InstrumentAssessment AssessOne(const v1::UsageFigures& fig, const iv::Instru
   a.set_idle_threshold_seconds(Prorate(idle, in_service));
   a.set_min_external_threshold_seconds(Prorate(ext, in_service));
   a.set_min_sharing_rate_bp(bp);
-  a.set_assessed(in_service >= int64_t{t.minimum_assessed_days()} * 86400);
+  // minimum_assessed_days: calendar days in service (UsageFigures::InServiceDays).
+  a.set_assessed(enough_days);
   if (a.assessed()) {
     a.set_idle(fig.effective_seconds() < a.idle_threshold_seconds());
     a.set_under_shared(fig.effective_seconds() > 0 &&
@@ -514,6 +518,21 @@ absl::Status UsageFigures::CheckOverride(const v1::ThresholdOverride& o, bool ra
   return absl::OkStatus();
 }
 
+bool UsageFigures::OwnFiguresFilter(const std::map<std::string, Instr>& instruments, const v1::UsageFilter& f,
+                                    absl::CivilDay to, v1::UsageFilter* own) const {
+  auto in = [](const auto& list, const std::string& v) {
+    return list.empty() || std::find(list.begin(), list.end(), v) != list.end();
+  };
+  for (const auto& [id, x] : instruments) {
+    const iv::Instrument& v = *x.VersionAt(absl::FromCivil(to - 1, zone_));
+    if (in(f.owner_organizations(), v.owner_organization()) && in(f.facilities(), v.facility()) &&
+        in(f.categories(), v.category())) {
+      own->add_instruments(x.instrument.name());
+    }
+  }
+  return own->instruments_size() > 0;
+}
+
 const iv::Instrument* UsageFigures::EndVersion(const std::map<std::string, Instr>& instruments,
                                               const v1::UsageRow& row, absl::CivilDay to,
                                               std::string* latest_name) const {
@@ -533,15 +552,18 @@ absl::StatusOr<std::vector<v1::InstrumentAssessment>> UsageFigures::Assess(absl:
                                                                            const v1::UsageFilter& f,
                                                                            const v1::Thresholds& t,
                                                                            const v1::ThresholdOverride& o) const {
-  LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_INSTRUMENT}, f, true));
   LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f, /*history=*/true));
+  v1::UsageFilter own;
+  if (!OwnFiguresFilter(instruments, f, to, &own)) return std::vector<v1::InstrumentAssessment>();
+  LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_INSTRUMENT}, own, true));
   LS_ASSIGN_OR_RETURN(Names names, LoadNames());
   std::vector<v1::InstrumentAssessment> out;
   for (const auto& row : rows) {
     std::string latest_name;
     const iv::Instrument* version = EndVersion(instruments, row, to, &latest_name);
     if (version == nullptr) continue;
-    out.push_back(AssessOne(row.figures(), *version, t, o, names.orgs, names.facilities, currency_));
+    out.push_back(AssessOne(row.figures(), *version, t, o, names.orgs, names.facilities, currency_,
+                            InServiceDays(instruments, row, from, to, t.minimum_assessed_days())));
     out.back().set_instrument_display_name(latest_name);
   }
   return out;
@@ -588,8 +610,8 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   }
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(range, &from, &to));
-  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_RETURN_IF_ERROR(CheckOverride(r.threshold_override(), /*rate_at_most_10000=*/!idle));
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   // The default range is the first page's: the token carries it (types.proto:
   // a token binds its request, range unset included, so page 2 read after
@@ -694,6 +716,7 @@ absl::StatusOr<v1::GetSharingMatrixResponse> UsageFigures::GetSharingMatrix(cons
   LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(r.range(), &from, &to));
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   std::vector<v1::Dimension> dims = {v1::DIMENSION_OWNER_ORGANIZATION, v1::DIMENSION_USER_ORGANIZATION};
   if (r.split_by_mode()) dims.push_back(v1::DIMENSION_SHARING_MODE);
@@ -784,6 +807,16 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
   }
   LS_ASSIGN_OR_RETURN(auto rows, ComputeMany(from, to, v1::PERIOD_GRANULARITY_RANGE, groupings, f, true));
   LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f, /*history=*/true));
+  // The instrument rows: each instrument's own figures over the year, also
+  // of the stretches before it came into the scope (InstrumentAssessment).
+  if (f.owner_organizations_size() > 0 || f.facilities_size() > 0) {
+    v1::UsageFilter own;
+    if (OwnFiguresFilter(instruments, f, to, &own)) {
+      LS_ASSIGN_OR_RETURN(rows[0], Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_INSTRUMENT}, own, true));
+    } else {
+      rows[0].clear();
+    }
+  }
   LS_ASSIGN_OR_RETURN(Names names, LoadNames());
   LS_ASSIGN_OR_RETURN(v1::Thresholds t, LoadThresholds());
   out->set_year(year);
@@ -797,7 +830,8 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
     const iv::Instrument* version = EndVersion(instruments, row, to, &latest_name);
     if (version == nullptr) continue;
     assessed.push_back(
-        AssessOne(row.figures(), *version, t, v1::ThresholdOverride(), names.orgs, names.facilities, currency_));
+        AssessOne(row.figures(), *version, t, v1::ThresholdOverride(), names.orgs, names.facilities, currency_,
+                  InServiceDays(instruments, row, from, to, t.minimum_assessed_days())));
     assessed.back().set_instrument_display_name(latest_name);
   }
   std::sort(assessed.begin(), assessed.end(), [](const auto& a, const auto& b) {
@@ -981,6 +1015,7 @@ absl::Status UsageFigures::ExportUsage(const Principal& p, const v1::ExportUsage
   if (r.format() != v1::EXPORT_FORMAT_ROWS && r.format() != v1::EXPORT_FORMAT_CSV) {
     return InvalidField("format", "required: EXPORT_FORMAT_ROWS or EXPORT_FORMAT_CSV");
   }
+  LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   const bool csv = r.format() == v1::EXPORT_FORMAT_CSV;
   v1::ExportUsageRequest base = r;
   base.clear_resume_token();

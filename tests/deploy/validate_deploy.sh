@@ -301,11 +301,16 @@ for path in sys.argv[1:3]:
     for line in ['echo "appendonly yes"', 'echo "appendfsync always"', 'echo "min-replicas-to-write 1"',
                  'echo "min-replicas-max-lag 10"', 'echo "masteruser replication"',
                  'echo "replica-announce-ip $announce"', 'echo "aclfile $secrets/users.acl"', "replication.password",
-                 'echo "replicaof ']:
+                 'echo "replicaof ', 'echo "maxmemory $maxmemory"', 'echo "maxmemory-policy noeviction"']:
         assert line in node, f"{where}: redis-start.sh lacks {line}"
     assert "everysec" not in node, f"{where}: redis-start.sh: everysec"
     env = {e["name"]: e.get("value") for e in redis["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env.get("REDIS_ANNOUNCE") == "$(POD_NAME).redis", f"{where}: redis announces $(POD_NAME).redis: {env}"
+    # maxmemory from the container's own limit (the kernel kills a Redis that
+    # outgrows it, on a fork, instead of Redis refusing writes).
+    limit = next(e for e in redis["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "REDIS_MEMORY_LIMIT")
+    assert limit["valueFrom"]["resourceFieldRef"] == {"containerName": "redis", "resource": "limits.memory"}, \
+        f"{where}: REDIS_MEMORY_LIMIT {limit}"
     sent = scripts["sentinel-start.sh"]
     for line in ['echo "sentinel resolve-hostnames yes"', 'echo "sentinel announce-hostnames yes"',
                  'echo "sentinel announce-ip $announce"', 'echo "sentinel auth-user $master_name sentinel"',

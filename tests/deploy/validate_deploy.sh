@@ -12,7 +12,9 @@
 #   mutual TLS to the services, HTTPS, sign-in at the provider, no signing
 #   key or Redis password, probes on /healthz and /readyz);
 # - deploy/systemd units with `systemd-analyze verify`, failing on any
-#   warning, and their LoadCredential= files present in that layout;
+#   warning, and their LoadCredential= files present in that layout; the
+#   Redis settings for systemd hosts (redis-labshare.conf) read by a real
+#   redis-server;
 # - issue 15: durable Redis everywhere (appendfsync always in the launcher,
 #   compose and every Kubernetes Redis node); the Kubernetes Redis as a
 #   master, two replicas and three sentinels that the services reach with
@@ -496,3 +498,21 @@ if ! systemd-analyze verify "$work"/units/*.service "$work"/units/*.timer > "$wo
   exit 1
 fi
 echo "systemd units: verified, no warnings; credentials in place"
+# The Redis settings for systemd hosts (deploy/systemd/redis-labshare.conf,
+# included last from Debian's redis.conf): a real redis-server reads them.
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir -p "$work/redis-host"
+{ echo "port $port"; echo "bind 127.0.0.1"; echo "dir $work/redis-host"; echo "daemonize no"
+  echo "include $work/redis-labshare.conf"; } > "$work/redis-host/redis.conf"
+sed "s|^aclfile .*|aclfile $secrets/redis/users.acl|" "$root/deploy/systemd/redis-labshare.conf" > "$work/redis-labshare.conf"
+redis-server "$work/redis-host/redis.conf" > "$work/redis-host/log" 2>&1 &
+redis_pid=$!
+as_admin() { REDISCLI_AUTH="$(cat "$secrets/redis/admin.password")" redis-cli --no-auth-warning --user admin -p "$port" "$@"; }
+for _ in $(seq 100); do as_admin ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+got="$(for k in appendonly appendfsync save hash-max-listpack-value maxmemory-policy; do as_admin config get "$k" | tail -1; done | tr '\n' ' ')"
+default_user="$(redis-cli -p "$port" ping 2>&1 || true)"
+kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+[ "$got" = "yes always  1024 noeviction " ] || { cat "$work/redis-host/log"; echo "redis-labshare.conf: got '$got'"; exit 1; }
+case "$default_user" in *NOAUTH*|*WRONGPASS*|*"no password"*|*"Authentication required"*) ;;
+  *) echo "redis-labshare.conf: the default user answers: $default_user"; exit 1 ;; esac
+echo "redis-labshare.conf: appendonly yes, appendfsync always, no RDB saves, hash-max-listpack-value 1024, noeviction, ACL users only: ok"

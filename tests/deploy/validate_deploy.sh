@@ -494,6 +494,22 @@ print(f"Dockerfile: build stage {len(build_pkgs)} packages (all in install-deps.
       f"({', '.join(sorted(set(need) - base - sanitizers))}): ok")
 PY
 
+echo "== install-deps"
+# A Node.js older than the console's engines (>= 20.19; Debian bookworm's is
+# 18) stops deploy/install-deps.sh before apt, saying how to get one.
+mkdir -p "$work/old-node"
+for v in v18.20.4 v20.18.1; do
+  printf '#!/bin/sh\necho %s\n' "$v" > "$work/old-node/node"
+  chmod +x "$work/old-node/node"
+  if PATH="$work/old-node:$PATH" bash "$root/deploy/install-deps.sh" > "$work/install-deps.out" 2>&1; then
+    echo "install-deps.sh accepted Node $v"; exit 1
+  fi
+  grep -q "needs Node.js 20.19 or newer" "$work/install-deps.out" && grep -q "NodeSource" "$work/install-deps.out" \
+    || { cat "$work/install-deps.out"; echo "install-deps.sh: no clear message for Node $v"; exit 1; }
+done
+grep -q "node:nodejs" "$root/deploy/install-deps.sh" && { echo "install-deps.sh installs Debian's nodejs (18 on bookworm)"; exit 1; }
+echo "install-deps.sh: stops on Node 18 and 20.18 with how to get 20.19+, never installs Debian's nodejs: ok"
+
 echo "== systemd"
 mkdir -p "$work/units" "$work/bin"
 for s in inventory booking billing usage notify; do ln -s "$build/bin/labshare-$s" "$work/bin/labshare-$s"; done

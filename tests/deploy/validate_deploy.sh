@@ -84,7 +84,21 @@ published = [str(p.get("published")) if isinstance(p, dict) else str(p).split(":
 assert published == ["8080"], f"compose console: published on 8080 for the browser, got {con['ports']}"
 oidc = " ".join(c["services"]["oidc"]["command"])
 assert f"--console_redirect_uri={args['public_url']}/auth/callback" in oidc, "compose oidc: the console's redirect URI"
-print("docker-compose.yml: valid; secrets, TLS and Redis users: ok; console: mTLS, HTTPS, sign-in, no signing key: ok")
+# The demo consortium, loaded once inventory is healthy by a one-shot
+# container (the demo people can sign in); the signing key goes to inventory
+# and to it only (it mints the bootstrap token).
+seed = c["services"]["demo-seed"]
+seed_cmd = " ".join(seed["command"] if isinstance(seed["command"], list) else [seed["command"]])
+assert "labshare-demo-seed --inventory=inventory:50051 --tls_ca=/run/secrets/ca_crt" in seed_cmd, seed_cmd
+assert "labshare-token --signing_key_file=/run/secrets/token_signing_key" in seed_cmd and "consortium_admin" in seed_cmd, seed_cmd
+assert seed["depends_on"]["inventory"]["condition"] == "service_healthy", "compose demo-seed: after inventory is healthy"
+assert seed.get("restart") in ("no", None), "compose demo-seed: runs once"
+for name, svc in c["services"].items():
+    mounted = {s["source"] if isinstance(s, dict) else s for s in svc.get("secrets", [])}
+    assert ("token_signing_key" in mounted) == (name in ("inventory", "demo-seed")), \
+        f"compose {name}: the signing key is inventory's and the demo seed's only"
+print("docker-compose.yml: valid; secrets, TLS and Redis users: ok; console: mTLS, HTTPS, sign-in, no signing key: ok; "
+      "demo seed once inventory is healthy: ok")
 # Issue 15. One Redis, durable: every acknowledged write fsynced.
 rc = c["services"]["redis"]["command"]
 assert rc[rc.index("--appendonly") + 1] == "yes" and rc[rc.index("--appendfsync") + 1] == "always", \
@@ -295,6 +309,19 @@ for where, docs in (("base", base), ("demo", demo)):
             else:
                 assert tag == "latest", f"demo {who}/{c['name']}: {c['image']}"
 print("images: the base's by version tag, the demo's the local :latest, IfNotPresent: ok")
+# The demo overlay seeds the demo consortium once inventory answers; the
+# base (production) does not.
+jobs = {d["metadata"]["name"]: d for d in demo if d["kind"] == "Job"}
+assert "demo-seed" in jobs, f"demo: no demo-seed Job ({sorted(jobs)})"
+seed = jobs["demo-seed"]["spec"]["template"]["spec"]
+script = " ".join(seed["containers"][0]["command"])
+for part in ["health inventory:50051", "labshare-token --signing_key_file=/run/labshare/token-signing.pem",
+             "labshare-demo-seed --inventory=inventory:50051 --tls_ca=/etc/labshare/ca.crt"]:
+    assert part in script, f"demo-seed: {part}: {script}"
+assert seed["restartPolicy"] == "OnFailure" and seed["securityContext"]["runAsNonRoot"] is True, "demo-seed: pod"
+assert seed["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True, "demo-seed: read-only root"
+assert not [d for d in base if d["kind"] == "Job"], "base: no demo seed"
+print("demo: the demo-seed Job seeds once inventory answers; the base has none: ok")
 PY
 # Issue 15: Redis HA, durability, probes and disruption budgets, in the demo
 # rendering and in the base (the replica counts an operator starts from).

@@ -109,7 +109,7 @@ absl::Status BadToken() {
 PageTokenCodec::PageTokenCodec(std::string key) : key_(std::make_shared<const Key>(std::move(key))) {}
 
 absl::StatusOr<PageTokenCodec> PageTokenCodec::FromRedis(RedisPool* redis, absl::string_view hash_tag,
-                                                         absl::Duration wait) {
+                                                         absl::Duration wait, const std::function<bool()>& stop) {
   const std::string key = absl::StrCat(hash_tag, ":page_token_key");
   unsigned char fresh[32];
   if (RAND_bytes(fresh, sizeof fresh) != 1) {
@@ -118,7 +118,9 @@ absl::StatusOr<PageTokenCodec> PageTokenCodec::FromRedis(RedisPool* redis, absl:
   }
   std::string candidate(reinterpret_cast<const char*>(fresh), sizeof fresh);
   OPENSSL_cleanse(fresh, sizeof fresh);
-  const absl::Time deadline = absl::Now() + wait;
+  const absl::Time started = absl::Now();
+  const absl::Time deadline = started + wait;  // InfiniteFuture for an infinite wait
+  absl::Time logged = absl::InfinitePast();
   absl::Duration backoff = absl::Milliseconds(50);
   while (true) {
     // SET NX then GET in one round trip: the first replica's key wins.
@@ -136,11 +138,23 @@ absl::StatusOr<PageTokenCodec> PageTokenCodec::FromRedis(RedisPool* redis, absl:
                                                    "delete it and restart the service"))
                           : stored.status();
     }
-    if (absl::Now() + backoff > deadline) {
+    const absl::Time now = absl::Now();
+    if (now + backoff > deadline) {
       OPENSSL_cleanse(candidate.data(), candidate.size());
       return error;
     }
-    LogWarning("waiting for Redis to read the page-token key", {{"key", key}, {"error", std::string(error.message())}});
+    if (stop && stop()) {
+      OPENSSL_cleanse(candidate.data(), candidate.size());
+      return absl::CancelledError(absl::StrCat("stopped while waiting for Redis to read the page-token key ", key,
+                                               ": ", error.message()));
+    }
+    if (now - logged >= absl::Seconds(10)) {  // not every retry: a long outage logs every 10 s
+      LogWarning("waiting for Redis to read the page-token key; not ready until it does",
+                 {{"key", key},
+                  {"waited_seconds", absl::StrCat(absl::ToInt64Seconds(now - started))},
+                  {"error", std::string(error.message())}});
+      logged = now;
+    }
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(2));
   }

@@ -24,6 +24,7 @@
 #ifndef LABSHARE_COMMON_PAGE_TOKEN_H_
 #define LABSHARE_COMMON_PAGE_TOKEN_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -61,10 +62,15 @@ class PageTokenCodec {
   // service's can), created with SET NX by whichever replica starts first
   // and read by the others. Deleting the key (then restarting the service)
   // rotates it: outstanding page tokens stop working, which only makes
-  // clients start their list again. Waits for Redis up to `wait` (start-up
-  // ordering); the last Redis error after that.
+  // clients start their list again. Waits for Redis (start-up ordering, a
+  // Redis that is down or not yet writable) up to `wait`, by default without
+  // a deadline, logging a warning about every 10 s; the last Redis error
+  // after `wait`. `stop` (if set) is asked before every retry: when it says
+  // true, CANCELLED (the services pass ShutdownSignalPending, so SIGTERM
+  // ends a process still waiting).
   static absl::StatusOr<PageTokenCodec> FromRedis(RedisPool* redis, absl::string_view hash_tag,
-                                                  absl::Duration wait = absl::Seconds(60));
+                                                  absl::Duration wait = absl::InfiniteDuration(),
+                                                  const std::function<bool()>& stop = {});
 
   // The page size and the position of `list_request` (a List request with
   // int32 page_size and string page_token fields) made by `caller`.

@@ -301,6 +301,13 @@ void InitProcess(int argc, char** argv, const char* usage) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+bool ShutdownSignalPending() {
+  sigset_t pending;
+  sigemptyset(&pending);
+  if (sigpending(&pending) != 0) return false;
+  return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
 void WaitForShutdownSignal() {
   sigset_t set;
   sigemptyset(&set);

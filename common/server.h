@@ -121,6 +121,11 @@ class Server {
 // Blocks until SIGTERM or SIGINT (blocked by InitProcess) arrives.
 void WaitForShutdownSignal();
 
+// Whether SIGTERM or SIGINT has arrived (pending; InitProcess blocks them)
+// without taking it: for waits before the server starts (e.g.
+// PageTokenCodec::FromRedis's stop), so a stopped process does not hang.
+bool ShutdownSignalPending();
+
 // Reads the common flags into a config and a Redis pool, starts the server,
 // waits for a signal and shuts down. `on_signal` (if set) runs as soon as the
 // signal arrives, before the calls in flight are drained: background loops

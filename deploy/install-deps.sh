@@ -2,6 +2,25 @@
 # Installs the Debian bookworm packages LabShare builds and runs with.
 # Skips apt when everything is already there (unless FORCE_APT=1).
 set -euo pipefail
+# Node.js >= 20.19 (services/console/package.json "engines"; the console's
+# build, the demo OpenID provider, the deployment validation). Debian
+# bookworm's nodejs is 18, so it is never installed from here: stop first,
+# before apt, with how to get a current one.
+node_version="$(node --version 2>/dev/null || true)"
+node_major="$(echo "$node_version" | sed -n 's/^v\([0-9]*\)\..*/\1/p')"
+node_minor="$(echo "$node_version" | sed -n 's/^v[0-9]*\.\([0-9]*\)\..*/\1/p')"
+if [ -z "$node_major" ] || [ "$node_major" -lt 20 ] || { [ "$node_major" -eq 20 ] && [ "${node_minor:-0}" -lt 19 ]; }; then
+  cat >&2 <<EOF
+install-deps.sh: LabShare needs Node.js 20.19 or newer (20 or 22 LTS); found ${node_version:-no node on PATH}.
+Debian bookworm's nodejs package is 18 and too old. Install one of:
+  - NodeSource's Node.js 20 or 22 for Debian (https://github.com/nodesource/distributions:
+    the node_20.x or node_22.x apt repository, package nodejs, which brings npm);
+  - Debian 13 (trixie) or later, whose nodejs is 20.19 (apt-get install nodejs npm);
+  - the official binaries from https://nodejs.org/ on PATH.
+Then run deploy/install-deps.sh again.
+EOF
+  exit 1
+fi
 packages=(
   cmake g++ make pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
@@ -33,8 +52,8 @@ for p in "${packages[@]}"; do
 done
 # Tools that may come from elsewhere on the machine (a newer Node.js brings
 # its own npm, which Debian's npm package would conflict with): only when the
-# command is missing.
-for tool in node:nodejs npm:npm kubectl:kubernetes-client; do
+# command is missing. (Node.js itself is checked above.)
+for tool in npm:npm kubectl:kubernetes-client; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -eq 0 ] && [ "${FORCE_APT:-0}" != 1 ]; then

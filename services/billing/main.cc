@@ -59,8 +59,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   labshare::billing::BillingStore store(&redis);
-  auto page_tokens = labshare::PageTokenCodec::FromRedis(&redis, "{billing}");
+  // Waits for Redis as long as it takes (not ready meanwhile: the health
+  // server starts after this); SIGTERM ends the wait.
+  auto page_tokens = labshare::PageTokenCodec::FromRedis(&redis, "{billing}", absl::InfiniteDuration(),
+                                                         labshare::ShutdownSignalPending);
   if (!page_tokens.ok()) {
+    if (absl::IsCancelled(page_tokens.status())) return 0;  // stopped before it started
     labshare::LogError("cannot read the page-token key from Redis", {{"error", page_tokens.status().ToString()}});
     return 2;
   }

@@ -62,8 +62,12 @@ int main(int argc, char** argv) {
                                   static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_batch))),
                                   static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_redis_pipeline_max_queue))));
   labshare::booking::BookingStore store(&redis, &pipeline);
-  auto page_tokens = labshare::PageTokenCodec::FromRedis(&redis, "{booking}");
+  // Waits for Redis as long as it takes (not ready meanwhile: the health
+  // server starts after this); SIGTERM ends the wait.
+  auto page_tokens = labshare::PageTokenCodec::FromRedis(&redis, "{booking}", absl::InfiniteDuration(),
+                                                         labshare::ShutdownSignalPending);
   if (!page_tokens.ok()) {
+    if (absl::IsCancelled(page_tokens.status())) return 0;  // stopped before it started
     labshare::LogError("cannot read the page-token key from Redis", {{"error", page_tokens.status().ToString()}});
     return 2;
   }

@@ -71,8 +71,12 @@ int main(int argc, char** argv) {
   const labshare::Clock& clock = *clock_owner;
   // Tokens expire by the wall clock, whatever the domain clock says.
   labshare::SystemClock wall;
-  auto page_tokens_or = labshare::PageTokenCodec::FromRedis(&redis, "{usage}");
+  // Waits for Redis as long as it takes (not ready meanwhile: the health
+  // server starts after this); SIGTERM ends the wait.
+  auto page_tokens_or = labshare::PageTokenCodec::FromRedis(&redis, "{usage}", absl::InfiniteDuration(),
+                                                            labshare::ShutdownSignalPending);
   if (!page_tokens_or.ok()) {
+    if (absl::IsCancelled(page_tokens_or.status())) return 0;  // stopped before it started
     labshare::LogError("cannot read the page-token key from Redis", {{"error", page_tokens_or.status().ToString()}});
     return 2;
   }

@@ -195,5 +195,43 @@ TEST(PageTokenCodec, KeyFromRedisGivesUpWhenRedisStaysAway) {
   EXPECT_EQ(codec.status().code(), absl::StatusCode::kUnavailable) << codec.status();
 }
 
+// Start-up: a service waits for its Redis however long it takes (not ready
+// meanwhile) instead of exiting after a deadline and crash-looping; the
+// wait ends when `stop` says so (the services: SIGTERM).
+TEST(PageTokenCodec, KeyFromRedisWaitsWithoutDeadlineForARedisThatStartsLate) {
+  auto first = testing::RedisServer::Start();
+  ASSERT_TRUE(first.ok()) << first.status();
+  const int port = (*first)->port();
+  RedisPool pool((*first)->options());
+  first->reset();  // nothing listens on the port now
+  std::unique_ptr<testing::RedisServer> late;
+  int asked = 0;
+  auto codec = PageTokenCodec::FromRedis(&pool, "{booking}", absl::InfiniteDuration(), [&] {
+    if (++asked == 3) {  // Redis comes up after three failed attempts
+      auto started = testing::RedisServer::StartOnPort(port);
+      EXPECT_TRUE(started.ok()) << started.status();
+      if (started.ok()) late = *std::move(started);
+    }
+    return asked > 60;  // guard: never hang the test
+  });
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  EXPECT_GE(asked, 3);
+  auto stored = pool.Command({"STRLEN", "{booking}:page_token_key"});
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->AsInteger().value_or(0), 32);
+}
+
+TEST(PageTokenCodec, KeyFromRedisStopsWaitingWhenAsked) {
+  RedisOptions options;
+  options.host = "127.0.0.1";
+  options.port = 1;  // nothing listens there
+  RedisPool pool(options);
+  int asked = 0;
+  auto codec = PageTokenCodec::FromRedis(&pool, "{booking}", absl::InfiniteDuration(), [&] { return ++asked == 2; });
+  ASSERT_FALSE(codec.ok());
+  EXPECT_EQ(codec.status().code(), absl::StatusCode::kCancelled) << codec.status();
+  EXPECT_EQ(asked, 2);
+}
+
 }  // namespace
 }  // namespace labshare

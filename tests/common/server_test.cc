@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -419,6 +420,24 @@ TEST(Server, ReadinessFollowsTheServicesItCalls) {
   EXPECT_TRUE(WaitForHealth(channel, kNotServing));
   EXPECT_EQ(HealthStatus(channel, std::string(kLivenessService)), kServing);
   (*server)->Shutdown(absl::Seconds(1));
+}
+
+// Before the server starts (FromRedis's wait for Redis), a SIGTERM that
+// InitProcess blocked is seen as pending, and left pending.
+TEST(ShutdownSignalPending, SeesABlockedSigtermWithoutTakingIt) {
+  sigset_t term, old;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &term, &old), 0);
+  EXPECT_FALSE(ShutdownSignalPending());
+  ASSERT_EQ(pthread_kill(pthread_self(), SIGTERM), 0);
+  EXPECT_TRUE(ShutdownSignalPending());
+  EXPECT_TRUE(ShutdownSignalPending());  // still pending
+  int sig = 0;
+  ASSERT_EQ(sigwait(&term, &sig), 0);
+  EXPECT_EQ(sig, SIGTERM);
+  EXPECT_FALSE(ShutdownSignalPending());
+  ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &old, nullptr), 0);
 }
 
 }  // namespace

@@ -4,8 +4,8 @@
 # nodes and three sentinels on free loopback ports (the name "localhost"
 # stands for the pods' DNS names), with the ACL of deploy/redis-acl.sh.
 # Checks: redis-0 starts as master with two online replicas (as the ACL
-# user replication), every node with appendfsync always and
-# min-replicas-to-write 1; the sentinels (ACL user sentinel) find each
+# user replication), every node with appendfsync always,
+# min-replicas-to-write 1 and maxmemory 60 % of REDIS_MEMORY_LIMIT (noeviction); the sentinels (ACL user sentinel) find each
 # other; a service user writes and WAITs for a replica; kill -9 of the
 # master promotes a replica (prints the seconds until the sentinels name
 # it and until a write succeeds), the acknowledged key is on it; the old
@@ -41,7 +41,7 @@ sentinels="localhost:${sp[0]} localhost:${sp[1]} localhost:${sp[2]}"
 start_node() {  # index
   local i=$1
   mkdir -p "$work/data$i"
-  REDIS_ANNOUNCE=localhost REDIS_PORT=${rp[$i]} REDIS_NODES="$nodes" REDIS_INITIAL_MASTER="localhost:${rp[0]}" \
+  REDIS_MEMORY_LIMIT=4294967296 REDIS_ANNOUNCE=localhost REDIS_PORT=${rp[$i]} REDIS_NODES="$nodes" REDIS_INITIAL_MASTER="localhost:${rp[0]}" \
     REDIS_SENTINELS="$sentinels" REDIS_SECRETS="$work/acl" REDIS_CONF_DIR="$work/conf$i" REDIS_DATA="$work/data$i" \
     sh "$scripts/redis-start.sh" >>"$work/redis$i.log" 2>&1 &
   np[$i]=$!
@@ -76,8 +76,12 @@ for i in 0 1 2; do
   [ "$(as admin "${rp[$i]}" config get appendfsync | tail -1)" = always ] || fail "node $i: appendfsync"
   [ "$(as admin "${rp[$i]}" config get min-replicas-to-write | tail -1)" = 1 ] || fail "node $i: min-replicas-to-write"
   [ "$(as admin "${rp[$i]}" config get masteruser | tail -1)" = replication ] || fail "node $i: masteruser"
+  # 60 % of the 4 GiB limit: Redis refuses writes before the kernel kills it.
+  [ "$(as admin "${rp[$i]}" config get maxmemory | tail -1)" = 2576980320 ] || fail "node $i: maxmemory"
+  [ "$(as admin "${rp[$i]}" config get maxmemory-policy | tail -1)" = noeviction ] || fail "node $i: maxmemory-policy"
 done
-echo "redis-0 master, 2 replicas online; every node appendfsync always, min-replicas-to-write 1, masteruser replication"
+echo "redis-0 master, 2 replicas online; every node appendfsync always, min-replicas-to-write 1, masteruser replication," \
+  "maxmemory 60 % of the memory limit, noeviction"
 for i in 0 1 2; do
   wait_until "[ \"\$(redis-cli -p ${sp[$i]} sentinel master labshare | sed -n '/^num-other-sentinels\$/{n;p}')\" = 2 ]" \
     "sentinel $i sees the two others"

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import tls from 'node:tls';
 import * as client from 'openid-client';
 
 export interface OidcOptions {
@@ -17,11 +18,13 @@ export interface OidcOptions {
   timeoutMs?: number;
 }
 
-// A fetch for openid-client over node:https with the given CA. Only what the
-// library sends: a method, headers, a string/URLSearchParams body, no
-// redirects followed.
+// A fetch for openid-client over node:https that trusts the given CA as well
+// as Node's public roots (an agent's `ca` replaces the roots: with the
+// private CA alone, a provider with a publicly trusted certificate would fail
+// discovery). Only what the library sends: a method, headers, a
+// string/URLSearchParams body, no redirects followed.
 export function caFetch(ca: Buffer, timeoutMs: number): client.CustomFetch {
-  const agent = new https.Agent({ ca, keepAlive: true, maxSockets: 16 });
+  const agent = new https.Agent({ ca: [...tls.rootCertificates, ca], keepAlive: true, maxSockets: 16 });
   return (url, options) =>
     new Promise<Response>((resolve, reject) => {
       const u = new URL(url);

@@ -22,7 +22,18 @@
 # node's name, HOSTNAME.redis), REDIS_PORT (6379), REDIS_NODES ("host:port"
 # list of every node), REDIS_INITIAL_MASTER (host:port), REDIS_SENTINELS
 # ("host:port" list), REDIS_MASTER_NAME (labshare), REDIS_SECRETS (users.acl,
-# replication.password, probe.password), REDIS_CONF_DIR (written), REDIS_DATA.
+# replication.password, probe.password), REDIS_CONF_DIR (written), REDIS_DATA,
+# REDIS_MEMORY_LIMIT (the container's memory limit in bytes; the StatefulSet
+# passes limits.memory; else the cgroup's limit is read), REDIS_MAXMEMORY_PERCENT
+# (60).
+#
+# Memory: maxmemory is REDIS_MAXMEMORY_PERCENT of the container's limit,
+# with maxmemory-policy noeviction: at that size Redis refuses writes (OOM
+# error to the client, nothing evicted) instead of growing until the kernel
+# kills it. The rest of the limit is headroom for what maxmemory does not
+# count: the copy-on-write pages of a fork (AOF rewrite, a replica's full
+# synchronisation, a backup's SYNC), replication and client output buffers,
+# and the AOF rewrite buffer.
 set -eu
 announce="${REDIS_ANNOUNCE:-$HOSTNAME.redis}"
 port="${REDIS_PORT:-6379}"
@@ -33,6 +44,31 @@ master_name="${REDIS_MASTER_NAME:-labshare}"
 secrets="${REDIS_SECRETS:-/etc/redis}"
 conf_dir="${REDIS_CONF_DIR:-/run/redis}"
 data="${REDIS_DATA:-/data}"
+
+# The container's memory limit: the environment, else cgroup v2, else v1
+# (v1 reports a huge number when there is no limit; v2 "max").
+limit="${REDIS_MEMORY_LIMIT:-}"
+if [ -z "$limit" ]; then
+  for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes; do
+    if [ -r "$f" ]; then
+      limit="$(cat "$f")"
+      break
+    fi
+  done
+fi
+percent="${REDIS_MAXMEMORY_PERCENT:-60}"
+maxmemory=""
+case "$limit" in
+  ''|*[!0-9]*) echo "no memory limit found (${limit:-none}): maxmemory not set" ;;
+  *)
+    if [ "${#limit}" -gt 15 ]; then
+      echo "no memory limit found ($limit): maxmemory not set"
+    else
+      maxmemory=$(( limit / 100 * percent ))
+      echo "memory limit $limit bytes: maxmemory $maxmemory ($percent %)"
+    fi
+    ;;
+esac
 
 master=""
 for s in $sentinels; do
@@ -76,6 +112,10 @@ conf="$conf_dir/redis.conf"
   # Booking documents live in listpack hashes of up to 1 KB values
   # (docs/storage-layout-17.md).
   echo "hash-max-listpack-value 1024"
+  if [ -n "$maxmemory" ]; then
+    echo "maxmemory $maxmemory"
+  fi
+  echo "maxmemory-policy noeviction"
   echo "min-replicas-to-write 1"
   echo "min-replicas-max-lag 10"
   echo "replica-announce-ip $announce"
